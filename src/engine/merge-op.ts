@@ -1,0 +1,82 @@
+/**
+ * The one operation every backend executes: a dense weight W (viewed as rows × cols) plus a sum of
+ * scaled low-rank products, optionally followed by a DoRA renormalisation, rounded once to the
+ * output dtype. The plan layer builds these; the executors (CPU, WebGPU) only run them.
+ */
+import type { FloatDType } from '../dtype.js';
+
+/** Raw little-endian tensor bytes of one float dtype. */
+export interface FloatTensorBytes {
+  dtype: FloatDType;
+  data: Uint8Array;
+}
+
+/**
+ * One adapter's low-rank update of W: ΔW = B·A, shaped (out, in), added as `scale · ΔW`.
+ * Conv kernels are flattened: A is (r, in·kh·kw), W is (out, in·kh·kw).
+ */
+export interface LowRankTerm {
+  /** A, r × inFeatures, row-major. */
+  a: FloatTensorBytes;
+  /** B, outFeatures × r, row-major. */
+  b: FloatTensorBytes;
+  rank: number;
+  /** Everything folded in: user weight · α/r (or α/√r). May be negative. */
+  scale: number;
+}
+
+/**
+ * How W is stored relative to ΔW = B·A (out × in).
+ * - `out-in`: W is (out, in) (nn.Linear, conv): W[o, i] += s · Σ_k B[o,k]·A[k,i].
+ * - `in-out`: W is (in, out) (GPT-2 Conv1D with fan_in_fan_out, PEFT embeddings): W[i, o] += s · ΔW[o, i].
+ */
+export type WeightLayout = 'out-in' | 'in-out';
+
+/**
+ * DoRA: V = W + Σ s·ΔW, then W' = (m / ‖V‖) ⊙ V.
+ * - `out`: one norm per output feature, over the input dim (PEFT `lora_magnitude_vector`, length out).
+ * - `in`: one norm per input feature, over the output dim (LyCORIS `dora_scale`, length in).
+ * Axes refer to ΔW's (out, in), whatever the storage layout.
+ */
+export interface DoraSpec {
+  magnitude: FloatTensorBytes;
+  normAxis: 'out' | 'in';
+  /** Added to each norm before dividing (LyCORIS adds float eps; PEFT adds nothing). */
+  epsilon: number;
+}
+
+export interface MergeOp {
+  /** A name for errors and labels, usually the base tensor's key. */
+  name: string;
+  /** The stored matrix is rows × cols (W's full logical shape, even when `base` holds a slab). */
+  rows: number;
+  cols: number;
+  layout: WeightLayout;
+  /**
+   * W's bytes for rows [rowStart, rowStart + rowCount) of the stored matrix. A slab lets callers
+   * stream a huge tensor; omitted rowStart/rowCount mean the whole matrix.
+   */
+  base: FloatTensorBytes;
+  rowStart?: number;
+  rowCount?: number;
+  terms: LowRankTerm[];
+  outDtype: FloatDType;
+  /** DoRA needs whole-matrix norms: ops with `dora` are never slabbed across the norm axis. */
+  dora?: DoraSpec;
+}
+
+/** Progress inside one op (useful for giant tensors). */
+export type OpProgress = (doneRows: number, totalRows: number) => void;
+
+export interface MergeBackend {
+  readonly kind: 'webgpu' | 'cpu';
+  /** Human-readable: the GPU adapter's description, or "CPU (…)" with the reason. */
+  readonly description: string;
+  /**
+   * Runs one op and returns W' for the same rows in `op.outDtype`.
+   * Throws a MergeError naming `op.name` on non-finite output, device loss or a failed dispatch.
+   */
+  merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Releases GPU resources (idempotent). */
+  dispose(): void;
+}

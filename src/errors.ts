@@ -1,0 +1,51 @@
+/**
+ * Every failure a user can cause is a MergeError: one line that names the file, tensor or module
+ * at fault. Front ends print `error: <message>` and nothing else; other errors are bugs.
+ */
+export type MergeErrorCode =
+  // safetensors format rules, in the order they are checked
+  | 'HEADER_TOO_SMALL'
+  | 'HEADER_TOO_LARGE'
+  | 'INVALID_HEADER'
+  | 'INVALID_DTYPE'
+  | 'INVALID_SHAPE'
+  | 'INVALID_OFFSET'
+  | 'SIZE_MISMATCH'
+  | 'OVERLAP'
+  | 'TRAILING_BYTES'
+  | 'TRUNCATED'
+  // models and adapters
+  | 'NOT_FOUND'
+  | 'UNSUPPORTED_FORMAT'
+  | 'PICKLE_REFUSED'
+  | 'BAD_CONFIG'
+  | 'UNKNOWN_MODULE'
+  | 'AMBIGUOUS_MODULE'
+  | 'SHAPE_MISMATCH'
+  | 'PLAN_INVALID'
+  // running
+  | 'NON_FINITE'
+  | 'GPU_UNAVAILABLE'
+  | 'GPU_FAILURE'
+  | 'OUTPUT_IS_INPUT'
+  | 'OUTPUT_EXISTS'
+  | 'ABORTED'
+  | 'BAD_ARGUMENT';
+
+export class MergeError extends Error {
+  readonly code: MergeErrorCode;
+  constructor(code: MergeErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'MergeError';
+    this.code = code;
+  }
+}
+
+export function isMergeError(e: unknown): e is MergeError {
+  return e instanceof MergeError;
+}
+
+/** Throws ABORTED if the signal fired; call between units of work. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new MergeError('ABORTED', 'merge cancelled');
+}

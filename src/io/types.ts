@@ -1,0 +1,47 @@
+/**
+ * Byte-level I/O as the rest of the library sees it. Formats read through ByteSource (random access,
+ * never the whole file) and write through ByteSink (sequential). Node files and browser
+ * Blobs/File System Access handles implement these; nothing above this layer knows which.
+ */
+
+/** Random-access, read-only bytes: a Node file handle, a browser File/Blob. */
+export interface ByteSource {
+  /** Path or file name, used in error messages. */
+  readonly name: string;
+  readonly size: number;
+  /** Exactly `length` bytes from `offset`; throws TRUNCATED naming the file if fewer exist. */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+/** Sequential writer for one output file. */
+export interface ByteSink {
+  write(chunk: Uint8Array): Promise<void>;
+  /** Flushes and finishes the file (it becomes visible only when the OutputTarget commits). */
+  close(): Promise<void>;
+}
+
+/**
+ * Input files as the user gave them: a folder on disk, a single file, or files dropped in a page.
+ * Paths are relative and use '/'; a single file is a set with one entry.
+ */
+export interface InputFileSet {
+  /** The folder or file as the user named it, for messages. */
+  readonly name: string;
+  /** Relative paths of every file, sorted. */
+  list(): string[];
+  open(path: string): Promise<ByteSource>;
+  /** Whole small file as UTF-8 (configs, indexes). */
+  readText(path: string): Promise<string>;
+}
+
+/**
+ * Where a merge writes. Files are written under temporary names and appear at their real paths only
+ * on commit(); abort() removes everything written, so a failed or cancelled merge leaves nothing.
+ */
+export interface OutputTarget {
+  readonly name: string;
+  createFile(path: string): Promise<ByteSink>;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
