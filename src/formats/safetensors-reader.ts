@@ -1,0 +1,224 @@
+/**
+ * Strict safetensors reader. Only the header is read up front; tensor bytes are read on demand.
+ *
+ * Rules follow the reference (Rust) implementation, each failure its own MergeError code, and every
+ * message names the file (and the tensor where there is one):
+ *   - HEADER_TOO_SMALL  the file is empty or shorter than the 8-byte length prefix
+ *   - HEADER_TOO_LARGE  the header length is above 100 MB
+ *   - TRUNCATED         the header, or the tensor data it describes, runs past the end of the file
+ *   - INVALID_HEADER    not UTF-8, not JSON, not an object, malformed entry or `__metadata__`
+ *   - INVALID_DTYPE     a dtype safetensors does not define
+ *   - INVALID_SHAPE     a dimension that is not a non-negative integer
+ *   - INVALID_OFFSET    offsets that are not integers, end before begin, or leave a gap
+ *   - SIZE_MISMATCH     the shape's byte size differs from the offsets' span
+ *   - OVERLAP           two tensors share bytes
+ *   - TRAILING_BYTES    bytes after the last tensor (refused, as the reference implementation does)
+ */
+import { DTYPE_BYTES, isDType } from '../dtype.js';
+import { MergeError } from '../errors.js';
+import type { ByteSource } from '../io/types.js';
+import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
+
+/** Headers above this are refused before reading them (the reference implementation's cap). */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+const METADATA_KEY = '__metadata__';
+
+/** Parses the header of `source` and returns a file whose tensors are read on demand. */
+export async function openSafetensors(source: ByteSource): Promise<SafetensorsFile> {
+  const file = source.name;
+  if (source.size === 0) throw new MergeError('HEADER_TOO_SMALL', `${file}: file is empty, not a safetensors file`);
+  if (source.size < 8) {
+    throw new MergeError('HEADER_TOO_SMALL', `${file}: only ${source.size} bytes, too short for a safetensors header`);
+  }
+  const prefix = await source.read(0, 8);
+  const headerLength = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
+  if (headerLength > BigInt(MAX_HEADER_BYTES)) {
+    throw new MergeError(
+      'HEADER_TOO_LARGE',
+      `${file}: header length ${headerLength} bytes is above the ${MAX_HEADER_BYTES}-byte limit (not a safetensors file?)`,
+    );
+  }
+  const dataStart = 8 + Number(headerLength);
+  if (dataStart > source.size) {
+    throw new MergeError(
+      'TRUNCATED',
+      `${file}: header claims ${headerLength} bytes but the file has only ${source.size - 8} after the length prefix`,
+    );
+  }
+  const header = parseHeaderJson(file, await source.read(8, Number(headerLength)));
+  const { entries, metadata } = parseEntries(file, header);
+  checkLayout(file, entries, dataStart, source.size);
+  return new ParsedSafetensors(source, entries, metadata, dataStart);
+}
+
+function parseHeaderJson(file: string, bytes: Uint8Array): Record<string, unknown> {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch (e) {
+    throw new MergeError('INVALID_HEADER', `${file}: header is not valid UTF-8`, { cause: e });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new MergeError('INVALID_HEADER', `${file}: header is not valid JSON (${(e as Error).message})`, { cause: e });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new MergeError('INVALID_HEADER', `${file}: header is not a JSON object`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** An entry before the layout check: offsets relative to the data section. */
+interface RawEntry {
+  name: string;
+  dtype: TensorEntry['dtype'];
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+function parseEntries(
+  file: string,
+  header: Record<string, unknown>,
+): { entries: RawEntry[]; metadata: Record<string, string> } {
+  const metadata = parseMetadata(file, header[METADATA_KEY]);
+  const entries: RawEntry[] = [];
+  for (const [name, value] of Object.entries(header)) {
+    if (name === METADATA_KEY) continue;
+    entries.push(parseEntry(file, name, value));
+  }
+  for (const entry of entries) checkSize(file, entry);
+  return { entries, metadata };
+}
+
+function parseMetadata(file: string, value: unknown): Record<string, string> {
+  if (value === undefined || value === null) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw new MergeError('INVALID_HEADER', `${file}: __metadata__ is not an object of strings`);
+  }
+  const metadata: Record<string, string> = {};
+  for (const [key, v] of Object.entries(value)) {
+    if (typeof v !== 'string') {
+      throw new MergeError('INVALID_HEADER', `${file}: __metadata__ value "${key}" is not a string`);
+    }
+    metadata[key] = v;
+  }
+  return metadata;
+}
+
+function parseEntry(file: string, name: string, value: unknown): RawEntry {
+  const where = `${file}: tensor "${name}"`;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new MergeError('INVALID_HEADER', `${where}: entry is not an object`);
+  }
+  const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
+  if (typeof dtype !== 'string') throw new MergeError('INVALID_HEADER', `${where}: "dtype" is missing or not a string`);
+  if (!Array.isArray(shape)) throw new MergeError('INVALID_HEADER', `${where}: "shape" is missing or not an array`);
+  if (!Array.isArray(offsets) || offsets.length !== 2) {
+    throw new MergeError('INVALID_HEADER', `${where}: "data_offsets" is missing or not a [begin, end] pair`);
+  }
+  if (!isDType(dtype)) throw new MergeError('INVALID_DTYPE', `${where}: unknown dtype "${dtype}"`);
+  for (const dim of shape) {
+    if (typeof dim !== 'number' || !Number.isSafeInteger(dim) || dim < 0) {
+      throw new MergeError('INVALID_SHAPE', `${where}: shape ${JSON.stringify(shape)} has a dimension that is not a non-negative integer`);
+    }
+  }
+  const [begin, end] = offsets;
+  for (const offset of [begin, end]) {
+    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) {
+      throw new MergeError('INVALID_OFFSET', `${where}: data_offsets ${JSON.stringify(offsets)} are not non-negative integers`);
+    }
+  }
+  if (end < begin) throw new MergeError('INVALID_OFFSET', `${where}: data_offsets [${begin}, ${end}] end before they begin`);
+  return { name, dtype, shape: shape as number[], begin, end };
+}
+
+/** Shape × dtype width must equal the span; BigInt because the product may pass 2^53. */
+function checkSize(file: string, entry: RawEntry): void {
+  let elements = 1n;
+  for (const dim of entry.shape) elements *= BigInt(dim);
+  const expected = elements * BigInt(DTYPE_BYTES[entry.dtype]);
+  const actual = BigInt(entry.end - entry.begin);
+  if (expected !== actual) {
+    throw new MergeError(
+      'SIZE_MISMATCH',
+      `${file}: tensor "${entry.name}" is ${entry.dtype} ${JSON.stringify(entry.shape)} (${expected} bytes) but its data_offsets span ${actual} bytes`,
+    );
+  }
+}
+
+/** Sorted by offset, the tensors must tile the data section exactly, from 0 to the end of the file. */
+function checkLayout(file: string, entries: RawEntry[], dataStart: number, fileSize: number): void {
+  entries.sort((x, y) => x.begin - y.begin || x.end - y.end);
+  let expectedBegin = 0;
+  let previous: RawEntry | undefined;
+  for (const entry of entries) {
+    if (entry.begin < expectedBegin) {
+      throw new MergeError(
+        'OVERLAP',
+        `${file}: tensor "${entry.name}" (bytes ${entry.begin}–${entry.end}) overlaps tensor "${previous?.name}" (bytes ${previous?.begin}–${previous?.end})`,
+      );
+    }
+    if (entry.begin > expectedBegin) {
+      throw new MergeError(
+        'INVALID_OFFSET',
+        `${file}: tensor "${entry.name}" starts at byte ${entry.begin} of the data, leaving a gap after byte ${expectedBegin}`,
+      );
+    }
+    expectedBegin = entry.end;
+    previous = entry;
+  }
+  const dataSize = fileSize - dataStart;
+  if (expectedBegin > dataSize) {
+    throw new MergeError(
+      'TRUNCATED',
+      `${file}: tensor "${previous?.name}" ends at byte ${expectedBegin} of the data but the file holds only ${dataSize} data bytes (truncated download?)`,
+    );
+  }
+  if (expectedBegin < dataSize) {
+    throw new MergeError(
+      'TRAILING_BYTES',
+      `${file}: ${dataSize - expectedBegin} unexpected bytes after the last tensor`,
+    );
+  }
+}
+
+class ParsedSafetensors implements SafetensorsFile {
+  readonly tensors: readonly TensorEntry[];
+  private readonly byName: Map<string, TensorEntry>;
+
+  constructor(
+    readonly source: ByteSource,
+    raw: RawEntry[],
+    readonly metadata: Readonly<Record<string, string>>,
+    dataStart: number,
+  ) {
+    this.tensors = raw.map((e) => ({
+      name: e.name,
+      dtype: e.dtype,
+      shape: e.shape,
+      offset: dataStart + e.begin,
+      byteLength: e.end - e.begin,
+    }));
+    this.byName = new Map(this.tensors.map((t) => [t.name, t]));
+  }
+
+  get(name: string): TensorEntry | undefined {
+    return this.byName.get(name);
+  }
+
+  read(entry: TensorEntry): Promise<Uint8Array> {
+    return this.readPart(entry, 0, entry.byteLength);
+  }
+
+  async readPart(entry: TensorEntry, start: number, length: number): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length < 0 || start + length > entry.byteLength) {
+      throw new RangeError(`bytes ${start}+${length} are outside tensor "${entry.name}" (${entry.byteLength} bytes)`);
+    }
+    if (length === 0) return new Uint8Array(0);
+    return this.source.read(entry.offset + start, length);
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * A path the user named on the command line as an InputFileSet (Node only): a single file is a set
+ * of one entry (its base name); a folder is listed recursively. Symbolic links are followed
+ * (Hugging Face cache snapshots are links into a blob store); dot-files and dot-folders (.git,
+ * .cache, unfinished writes) are skipped; depth and file count are bounded.
+ */
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { MergeError } from '../errors.js';
+import { openNodeByteSource } from './node-byte-source.js';
+import type { ByteSource, InputFileSet } from './types.js';
+
+export const MAX_INPUT_FILES = 10_000;
+export const MAX_INPUT_DEPTH = 8;
+/** readText is for configs and indexes; anything bigger is not one. */
+export const MAX_TEXT_BYTES = 64 * 1024 * 1024;
+
+export async function openNodeInputFileSet(path: string): Promise<InputFileSet> {
+  const info = await statOrNotFound(path, path);
+  if (info.isFile()) {
+    const only = basename(path);
+    return nodeFileSet(path, new Map([[only, path]]));
+  }
+  if (!info.isDirectory()) throw new MergeError('NOT_FOUND', `${path}: not a file or folder`);
+  const files = new Map<string, string>();
+  await listFolder(path, path, '', 0, files);
+  return nodeFileSet(path, files);
+}
+
+async function statOrNotFound(path: string, name: string) {
+  try {
+    return await stat(path); // follows links
+  } catch (e) {
+    throw new MergeError('NOT_FOUND', `${name}: no such file or folder`, { cause: e });
+  }
+}
+
+async function listFolder(root: string, dir: string, prefix: string, depth: number, out: Map<string, string>): Promise<void> {
+  if (depth > MAX_INPUT_DEPTH) {
+    throw new MergeError('BAD_ARGUMENT', `${root}: folders nest deeper than ${MAX_INPUT_DEPTH} levels (a link loop?)`);
+  }
+  const entries = await readdir(dir, { withFileTypes: true });
+  entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const entry of entries) {
+    if (entry.name.startsWith('.')) continue;
+    const full = join(dir, entry.name);
+    const rel = prefix + entry.name;
+    let isDir = entry.isDirectory();
+    let isFile = entry.isFile();
+    if (entry.isSymbolicLink()) {
+      const target = await stat(full).catch(() => undefined); // dangling links are skipped
+      isDir = target?.isDirectory() ?? false;
+      isFile = target?.isFile() ?? false;
+    }
+    if (isDir) {
+      await listFolder(root, full, rel + '/', depth + 1, out);
+    } else if (isFile) {
+      if (out.size >= MAX_INPUT_FILES) {
+        throw new MergeError('BAD_ARGUMENT', `${root}: more than ${MAX_INPUT_FILES} files; point at the model's own folder`);
+      }
+      out.set(rel, full);
+    }
+  }
+}
+
+function nodeFileSet(name: string, files: Map<string, string>): InputFileSet {
+  const sorted = [...files.keys()].sort();
+  const resolve = (rel: string): string => {
+    const full = files.get(rel);
+    if (full === undefined) throw new MergeError('NOT_FOUND', `${name}: no file "${rel}"`);
+    return full;
+  };
+  return {
+    name,
+    list: () => sorted.slice(),
+    open: (rel: string): Promise<ByteSource> => {
+      const full = resolve(rel);
+      return openNodeByteSource(full, full);
+    },
+    async readText(rel: string): Promise<string> {
+      const full = resolve(rel);
+      const { size } = await statOrNotFound(full, full);
+      if (size > MAX_TEXT_BYTES) throw new MergeError('BAD_CONFIG', `${full}: ${size} bytes is too large for a text file`);
+      return readFile(full, 'utf8');
+    },
+  };
+}
