@@ -1,0 +1,150 @@
+/**
+ * PEFT's adapter_config.json, reduced to what a merge needs, with every field checked. Defaults
+ * follow PEFT's LoraConfig (r = 8, lora_alpha = 8).
+ */
+import { MergeError } from '../errors.js';
+
+export interface PeftLoraConfig {
+  r: number;
+  loraAlpha: number;
+  useRslora: boolean;
+  fanInFanOut: boolean;
+  useDora: boolean;
+  loraBias: boolean;
+  /** Pattern → rank / alpha, in the file's order (first match wins). */
+  rankPattern: [RegExp, number][];
+  alphaPattern: [RegExp, number][];
+  modulesToSave: string[];
+  /** `init_lora_weights` when it is a string (`pissa`, `olora`, `gaussian` ...). */
+  initLoraWeights: string | null;
+  /** Fields defaulted because the file lacks them, to report. */
+  defaulted: string[];
+  raw: Readonly<Record<string, unknown>>;
+}
+
+const PEFT_DEFAULT_R = 8;
+const PEFT_DEFAULT_ALPHA = 8;
+
+/** PEFT methods with their own (non-LoRA) files; named so the error can say which one it is. */
+const KNOWN_UNSUPPORTED_TYPES = new Set([
+  'LOHA', 'LOKR', 'VERA', 'IA3', 'ADALORA', 'OFT', 'BOFT', 'PROMPT_TUNING', 'PREFIX_TUNING',
+  'P_TUNING', 'LN_TUNING', 'POLY', 'FOURIERFT', 'HRA', 'VBLORA', 'BONE', 'XLORA',
+]);
+
+export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new MergeError('BAD_CONFIG', `${file}: not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new MergeError('BAD_CONFIG', `${file}: expected a JSON object`);
+  }
+  const obj = raw as Record<string, unknown>;
+  const defaulted: string[] = [];
+
+  const peftType = obj.peft_type;
+  if (peftType !== undefined && peftType !== 'LORA') {
+    const name = String(peftType);
+    const what = KNOWN_UNSUPPORTED_TYPES.has(name.toUpperCase()) ? `PEFT method ${name}` : `unknown peft_type "${name}"`;
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (only LORA adapters can be merged)`);
+  }
+  if (peftType === undefined) defaulted.push('peft_type');
+
+  const r = positiveNumber(obj, 'r', PEFT_DEFAULT_R, file, defaulted, true);
+  const loraAlpha = finiteNumber(obj, 'lora_alpha', PEFT_DEFAULT_ALPHA, file, defaulted);
+  const init = obj.init_lora_weights;
+  return {
+    r,
+    loraAlpha,
+    useRslora: bool(obj, 'use_rslora', file),
+    fanInFanOut: bool(obj, 'fan_in_fan_out', file),
+    useDora: bool(obj, 'use_dora', file),
+    loraBias: bool(obj, 'lora_bias', file),
+    rankPattern: patterns(obj, 'rank_pattern', file, true),
+    alphaPattern: patterns(obj, 'alpha_pattern', file, false),
+    modulesToSave: stringList(obj, 'modules_to_save', file),
+    initLoraWeights: typeof init === 'string' ? init : null,
+    defaulted,
+    raw: obj,
+  };
+}
+
+/**
+ * The value a pattern table gives module `path` (PEFT: key k matches when the path matches
+ * `(.*\.)?k$`), or `fallback`.
+ */
+export function lookupPattern(table: [RegExp, number][], path: string, fallback: number): number {
+  for (const [re, value] of table) if (re.test(path)) return value;
+  return fallback;
+}
+
+/** True when init_lora_weights names a method that modifies the base weights while training. */
+export function isModifiedBaseInit(init: string | null): boolean {
+  // PiSSA and OLoRA (and CorDA) move the principal part out of W before training, so the saved
+  // factors only make sense against that modified base. "pissa_niter_4" is a PiSSA variant.
+  return init !== null && /^(pissa|olora|corda)/i.test(init);
+}
+
+function positiveNumber(
+  obj: Record<string, unknown>, key: string, fallback: number, file: string, defaulted: string[], integer: boolean,
+): number {
+  const v = obj[key];
+  if (v === undefined || v === null) {
+    defaulted.push(key);
+    return fallback;
+  }
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
+    throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be a positive ${integer ? 'integer' : 'number'}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function finiteNumber(obj: Record<string, unknown>, key: string, fallback: number, file: string, defaulted: string[]): number {
+  const v = obj[key];
+  if (v === undefined || v === null) {
+    defaulted.push(key);
+    return fallback;
+  }
+  if (typeof v !== 'number' || !Number.isFinite(v)) {
+    throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be a number, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function bool(obj: Record<string, unknown>, key: string, file: string): boolean {
+  const v = obj[key];
+  if (v === undefined || v === null) return false;
+  if (typeof v !== 'boolean') throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function stringList(obj: Record<string, unknown>, key: string, file: string): string[] {
+  const v = obj[key];
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) {
+    throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be a list of module names`);
+  }
+  return v as string[];
+}
+
+function patterns(obj: Record<string, unknown>, key: string, file: string, integer: boolean): [RegExp, number][] {
+  const v = obj[key];
+  if (v === undefined || v === null) return [];
+  if (typeof v !== 'object' || Array.isArray(v)) throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be an object`);
+  const out: [RegExp, number][] = [];
+  for (const [pattern, value] of Object.entries(v as Record<string, unknown>)) {
+    if (typeof value !== 'number' || !Number.isFinite(value) || (integer && (value <= 0 || !Number.isInteger(value)))) {
+      throw new MergeError('BAD_CONFIG', `${file}: ${key}["${pattern}"] must be a ${integer ? 'positive integer' : 'number'}, got ${JSON.stringify(value)}`);
+    }
+    let re: RegExp;
+    try {
+      re = new RegExp(`^(?:.*\\.)?(?:${pattern})$`);
+    } catch {
+      throw new MergeError('BAD_CONFIG', `${file}: ${key} key "${pattern}" is not a valid pattern`);
+    }
+    out.push([re, value]);
+  }
+  return out;
+}
