@@ -43,7 +43,7 @@ export async function createSafetensorsWriter(
 ): Promise<SafetensorsWriter> {
   const header = encodeHeader(declared, metadata);
   await sink.write(header);
-  return new StreamingWriter(sink, layoutEntries(declared, header.byteLength));
+  return new StreamingWriter(sink, layoutEntries(declared, header.byteLength), header.byteLength);
 }
 
 /** Byte size of a tensor, refusing sizes past 2^53 (BigInt while multiplying). */
@@ -108,9 +108,10 @@ class StreamingWriter implements SafetensorsWriter {
   constructor(
     private readonly sink: ByteSink,
     readonly entries: readonly TensorEntry[],
+    headerBytes: number,
   ) {
     const last = entries[entries.length - 1];
-    this.byteLength = last ? last.offset + last.byteLength : 0;
+    this.byteLength = last ? last.offset + last.byteLength : headerBytes;
   }
 
   async writeTensor(name: string, bytes: Uint8Array): Promise<void> {
