@@ -1,0 +1,87 @@
+/**
+ * From plan to executable ops: reads the factors a TensorUpdate names from the adapter files and
+ * builds the MergeOp the backends run. Factors are passed whole (A: r × in, B: out × r, conv
+ * kernels flattened, which for row-major bytes is just a reinterpretation); a row range only
+ * slices the base, and the executor picks the factor rows it needs.
+ */
+import { decodeToF32, encodeFromF32, type FloatDType } from '../dtype.js';
+import { MergeError } from '../errors.js';
+import type { FloatTensorBytes, LowRankTerm, MergeOp } from '../engine/merge-op.js';
+import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
+import type { BiasUpdate, PlannedReplacement, TensorUpdate } from './merge-plan.js';
+
+export interface RowRange {
+  rowStart: number;
+  rowCount: number;
+}
+
+/** The terms of one update, read once: pass them to several loadMergeOp calls when slabbing. */
+export async function loadTerms(update: TensorUpdate): Promise<LowRankTerm[]> {
+  const terms: LowRankTerm[] = [];
+  for (const t of update.terms) {
+    const [a, b] = await Promise.all([readFloat(t.file, t.module.a), readFloat(t.file, t.module.b)]);
+    terms.push({ a, b, rank: t.module.rank, scale: t.scale });
+  }
+  return terms;
+}
+
+/**
+ * The op for one update: `baseBytes` holds the whole stored tensor, or just the rows in `rowRange`.
+ * DoRA ops whose norms run across stored rows must not be slabbed (the executor refuses them).
+ */
+export async function loadMergeOp(
+  update: TensorUpdate, baseBytes: FloatTensorBytes, outDtype: FloatDType, rowRange?: RowRange, terms?: LowRankTerm[],
+): Promise<MergeOp> {
+  const op: MergeOp = {
+    name: update.baseKey,
+    rows: update.rows,
+    cols: update.cols,
+    layout: update.layout,
+    base: baseBytes,
+    terms: terms ?? await loadTerms(update),
+    outDtype,
+  };
+  if (rowRange) {
+    op.rowStart = rowRange.rowStart;
+    op.rowCount = rowRange.rowCount;
+  }
+  if (update.dora) {
+    op.dora = {
+      magnitude: await readFloat(update.dora.file, update.dora.magnitude), // any shape → its values as a vector
+      normAxis: update.dora.axis,
+      epsilon: update.dora.epsilon,
+    };
+  }
+  return op;
+}
+
+/**
+ * A bias update as an op: the bias is an (out × 1) W, and each lora_B.bias is a rank-1 term with
+ * B = bias_B (out × 1), A = [1], so the backends add scale · bias_B and round once like any weight.
+ */
+export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorBytes, outDtype: FloatDType): Promise<MergeOp> {
+  const one: FloatTensorBytes = { dtype: 'F32', data: new Uint8Array(new Float32Array([1]).buffer) };
+  const terms: LowRankTerm[] = [];
+  for (const t of update.terms) terms.push({ a: one, b: await readFloat(t.file, t.biasB), rank: 1, scale: t.scale });
+  return { name: update.baseKey, rows: update.length, cols: 1, layout: 'out-in', base: baseBytes, terms, outDtype };
+}
+
+/** A replacement tensor's bytes in the output dtype (rounded once; same dtype → as stored). */
+export async function loadReplacement(rep: PlannedReplacement, outDtype: FloatDType): Promise<Uint8Array> {
+  const { dtype, data } = await readFloat(rep.file, rep.tensor);
+  return dtype === outDtype ? data : encodeFromF32(decodeToF32(data, dtype), outDtype);
+}
+
+/** One tensor as float bytes; F64 factors are rounded to f32 once (the engine computes in f32+). */
+export async function readFloat(file: SafetensorsFile, entry: TensorEntry): Promise<FloatTensorBytes> {
+  const data = await file.read(entry);
+  if (entry.dtype === 'F32' || entry.dtype === 'F16' || entry.dtype === 'BF16') return { dtype: entry.dtype, data };
+  if (entry.dtype === 'F64') {
+    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    const out = new Float32Array(data.byteLength / 8);
+    for (let i = 0; i < out.length; i++) out[i] = view.getFloat64(i * 8, true);
+    return { dtype: 'F32', data: new Uint8Array(out.buffer) };
+  }
+  // The plan rejects these already; this guards plans built by hand.
+  throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: tensor "${entry.name}" is ${entry.dtype}, not a float`);
+}

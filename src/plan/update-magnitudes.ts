@@ -1,0 +1,138 @@
+/**
+ * How big each module's update is next to the weight it changes, for the demo's chart:
+ * ‖s·B·A‖_F from the r × r Gram matrices (‖BA‖² = Σ (BᵀB) ∘ (AAᵀ), no out × in product formed),
+ * and ‖W‖_F read exactly for small tensors or estimated from evenly spaced row samples.
+ */
+import { decodeToF32 } from '../dtype.js';
+import type { FloatTensorBytes } from '../engine/merge-op.js';
+import type { MergePlan, PlannedTerm, TensorUpdate } from './merge-plan.js';
+import { readFloat } from './load-op.js';
+
+export interface UpdateMagnitude {
+  baseKey: string;
+  adapterIndex: number;
+  adapter: string;
+  module: string;
+  /** Layer index parsed from the module name (`layers.12`, `h_3`, `blocks.5`), or null. */
+  layer: number | null;
+  /** The module's own name (`q_proj`, `c_attn`, `proj_in`). */
+  moduleType: string;
+  /** ‖w·s·B·A‖_F (user weight included). */
+  updateNorm: number;
+  /** ‖W‖_F, exact or estimated (see `weightNormExact`). */
+  weightNorm: number;
+  weightNormExact: boolean;
+  /** updateNorm / weightNorm (Infinity for an all-zero W). */
+  ratio: number;
+}
+
+/** Reads `rowCount` stored rows of a base tensor starting at `rowStart`. */
+export type ReadBaseRows = (baseKey: string, rowStart: number, rowCount: number) => Promise<FloatTensorBytes>;
+
+export interface MagnitudeOptions {
+  /** Tensors with at most this many elements are read whole. */
+  exactElements?: number;
+  /** Elements to sample from larger tensors (in `sampleChunks` evenly spaced row runs). */
+  sampleElements?: number;
+  sampleChunks?: number;
+}
+
+export async function estimateUpdateMagnitudes(
+  plan: MergePlan, readBaseRows: ReadBaseRows, options: MagnitudeOptions = {},
+): Promise<UpdateMagnitude[]> {
+  const out: UpdateMagnitude[] = [];
+  for (const update of plan.updates) {
+    const weight = await weightNorm(update, readBaseRows, options);
+    for (const term of update.terms) {
+      const updateNorm = await lowRankNorm(term);
+      out.push({
+        baseKey: update.baseKey,
+        adapterIndex: term.adapterIndex,
+        adapter: term.adapter,
+        module: term.moduleName,
+        layer: layerIndex(term.moduleName),
+        moduleType: moduleType(update.baseKey),
+        updateNorm,
+        weightNorm: weight.norm,
+        weightNormExact: weight.exact,
+        ratio: weight.norm > 0 ? updateNorm / weight.norm : updateNorm > 0 ? Infinity : 0,
+      });
+    }
+  }
+  return out;
+}
+
+/** ‖scale·B·A‖_F via Σ_jk (BᵀB)_jk (AAᵀ)_jk in f64; O(r²·(in + out)). */
+export async function lowRankNorm(term: PlannedTerm): Promise<number> {
+  const r = term.module.rank;
+  const aBytes = await readFloat(term.file, term.module.a);
+  const bBytes = await readFloat(term.file, term.module.b);
+  const a = decodeToF32(aBytes.data, aBytes.dtype);
+  const b = decodeToF32(bBytes.data, bBytes.dtype);
+  const inF = a.length / r;
+  const outF = b.length / r;
+  const gb = new Float64Array(r * r);
+  for (let o = 0; o < outF; o++) {
+    const row = o * r;
+    for (let j = 0; j < r; j++) {
+      const bj = b[row + j];
+      for (let k = j; k < r; k++) gb[j * r + k] += bj * b[row + k];
+    }
+  }
+  let sum = 0;
+  for (let j = 0; j < r; j++) {
+    for (let k = j; k < r; k++) {
+      let ga = 0;
+      const aj = j * inF, ak = k * inF;
+      for (let i = 0; i < inF; i++) ga += a[aj + i] * a[ak + i];
+      sum += (j === k ? 1 : 2) * gb[j * r + k] * ga; // both Grams are symmetric: count off-diagonals twice
+    }
+  }
+  return Math.abs(term.scale) * Math.sqrt(Math.max(0, sum));
+}
+
+async function weightNorm(update: TensorUpdate, readBaseRows: ReadBaseRows, options: MagnitudeOptions): Promise<{ norm: number; exact: boolean }> {
+  const { rows, cols } = update;
+  const exactElements = options.exactElements ?? 1 << 20;
+  const sampleElements = options.sampleElements ?? 1 << 18;
+  const chunks = Math.max(1, options.sampleChunks ?? 8);
+  const sumSquares = async (start: number, count: number) => {
+    const bytes = await readBaseRows(update.baseKey, start, count);
+    let ss = 0;
+    for (const v of decodeToF32(bytes.data, bytes.dtype)) ss += v * v;
+    return ss;
+  };
+  if (rows * cols <= exactElements) {
+    // Read in bounded pieces anyway, so a wide tensor never needs one huge buffer.
+    const step = Math.max(1, Math.floor(exactElements / cols));
+    let ss = 0;
+    for (let start = 0; start < rows; start += step) ss += await sumSquares(start, Math.min(step, rows - start));
+    return { norm: Math.sqrt(ss), exact: true };
+  }
+  const chunkRows = Math.max(1, Math.floor(sampleElements / cols / chunks));
+  let ss = 0;
+  let sampled = 0;
+  for (let c = 0; c < chunks; c++) {
+    // Evenly spaced runs: the first at the top, the last ending at the bottom row.
+    const start = chunks === 1 ? 0 : Math.round((c * (rows - chunkRows)) / (chunks - 1));
+    const count = Math.min(chunkRows, rows - start);
+    ss += await sumSquares(start, count);
+    sampled += count;
+  }
+  return { norm: Math.sqrt((ss * rows) / sampled), exact: false };
+}
+
+/** `model.layers.12.self_attn.q_proj` → 12; `lora_unet_down_blocks_1_attentions_0_proj_in` → 1. */
+export function layerIndex(name: string): number | null {
+  const named = /(?:^|[._])(?:layers?|h|blocks?|block)[._](\d+)(?=[._]|$)/.exec(name);
+  if (named) return Number(named[1]);
+  const any = /(?:^|[._])(\d+)(?=[._]|$)/.exec(name);
+  return any ? Number(any[1]) : null;
+}
+
+/** `model.layers.0.self_attn.q_proj.weight` → `q_proj`. */
+export function moduleType(baseKey: string): string {
+  const parts = baseKey.split('.');
+  if (parts.length > 1 && (parts[parts.length - 1] === 'weight' || parts[parts.length - 1] === 'bias')) parts.pop();
+  return parts[parts.length - 1];
+}
