@@ -73,7 +73,7 @@ function nodeFileSet(name: string, files: Map<string, string>): InputFileSet {
   return {
     name,
     list: () => sorted.slice(),
-    open: (rel: string): Promise<ByteSource> => {
+    async open(rel: string): Promise<ByteSource> {
       const full = resolve(rel);
       return openNodeByteSource(full, full);
     },

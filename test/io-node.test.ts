@@ -1,0 +1,232 @@
+/** Node byte sources, input folders and output targets, on real temporary folders. */
+import { afterEach, describe, expect, it } from 'vitest';
+import { existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, truncateSync } from 'node:fs';
+import { join } from 'node:path';
+import { openNodeByteSource } from '../src/io/node-byte-source.js';
+import { openNodeInputFileSet } from '../src/io/node-input-files.js';
+import { createNodeOutputTarget } from '../src/io/node-output.js';
+import { copyInputFile } from '../src/io/copy-file.js';
+import { MergeError } from '../src/errors.js';
+import { removeTempDir, writeTempDir } from './helpers/fixtures.js';
+
+const dirs: string[] = [];
+function tempDir(files: Record<string, Uint8Array | string> = {}): string {
+  const dir = writeTempDir(files);
+  dirs.push(dir);
+  return dir;
+}
+afterEach(() => {
+  while (dirs.length) removeTempDir(dirs.pop()!);
+});
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (e) {
+    expect(e).toBeInstanceOf(MergeError);
+    return (e as MergeError).code;
+  }
+  return 'no error';
+}
+
+function bytes(n: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = (i * 31 + seed) & 0xff;
+  return out;
+}
+
+describe('Node byte source', () => {
+  it('reads exact ranges, and names the file when a range is past its end', async () => {
+    const dir = tempDir({ 'w.bin': bytes(100) });
+    const path = join(dir, 'w.bin');
+    const source = await openNodeByteSource(path);
+    expect(source.size).toBe(100);
+    expect(await source.read(10, 5)).toEqual(bytes(100).subarray(10, 15));
+    expect((await source.read(100, 0)).byteLength).toBe(0);
+    const error = await source.read(90, 11).catch((e: MergeError) => e);
+    expect((error as MergeError).code).toBe('TRUNCATED');
+    expect((error as MergeError).message).toContain(path);
+    await source.close();
+  });
+
+  it('reports a file that shrinks while open as truncated', async () => {
+    const dir = tempDir({ 'w.bin': bytes(100) });
+    const source = await openNodeByteSource(join(dir, 'w.bin'));
+    truncateSync(join(dir, 'w.bin'), 50);
+    expect(await codeOf(source.read(40, 20))).toBe('TRUNCATED');
+    await source.close();
+  });
+
+  it('reports a missing file as not found', async () => {
+    expect(await codeOf(openNodeByteSource(join(tempDir(), 'nope.safetensors')))).toBe('NOT_FOUND');
+  });
+});
+
+describe('Node input file set', () => {
+  it('lists a folder recursively with "/" paths, skipping dot-folders and dot-files', async () => {
+    const dir = tempDir({
+      'config.json': '{}',
+      'model.safetensors': bytes(8),
+      'unet/diffusion_pytorch_model.safetensors': bytes(4),
+      '.git/objects/ab': 'x',
+      '.gitattributes': 'x',
+      'sub/.hidden/file': 'x',
+    });
+    const set = await openNodeInputFileSet(dir);
+    expect(set.name).toBe(dir);
+    expect(set.list()).toEqual(['config.json', 'model.safetensors', 'unet/diffusion_pytorch_model.safetensors']);
+    expect(await set.readText('config.json')).toBe('{}');
+    const source = await set.open('unet/diffusion_pytorch_model.safetensors');
+    expect(source.name).toContain('unet');
+    expect(await source.read(0, 4)).toEqual(bytes(4));
+    await source.close();
+    expect(await codeOf(set.open('missing.json'))).toBe('NOT_FOUND');
+  });
+
+  it('follows links, as in a Hugging Face cache snapshot', async () => {
+    const dir = tempDir({ 'blobs/0123abcd': bytes(16) });
+    mkdirSync(join(dir, 'snapshots/rev'), { recursive: true });
+    symlinkSync(join(dir, 'blobs/0123abcd'), join(dir, 'snapshots/rev/model.safetensors'));
+    symlinkSync(join(dir, 'blobs/missing'), join(dir, 'snapshots/rev/dangling.json'));
+    const set = await openNodeInputFileSet(join(dir, 'snapshots/rev'));
+    expect(set.list()).toEqual(['model.safetensors']);
+    expect((await set.open('model.safetensors')).size).toBe(16);
+  });
+
+  it('treats a file as a set of one named by its base name', async () => {
+    const dir = tempDir({ 'lora.safetensors': bytes(12) });
+    const set = await openNodeInputFileSet(join(dir, 'lora.safetensors'));
+    expect(set.list()).toEqual(['lora.safetensors']);
+    expect((await set.open('lora.safetensors')).size).toBe(12);
+  });
+
+  it('reports a missing path as not found', async () => {
+    expect(await codeOf(openNodeInputFileSet(join(tempDir(), 'absent')))).toBe('NOT_FOUND');
+  });
+});
+
+describe('Node output target', () => {
+  it('writes a file under a temporary name and renames it on commit', async () => {
+    const dir = tempDir({ 'old.safetensors': 'previous' });
+    const out = join(dir, 'old.safetensors');
+    const target = await createNodeOutputTarget(out, 'file', []);
+    const sink = await target.createFile('merged.safetensors');
+    await sink.write(bytes(10));
+    await sink.write(bytes(5, 7));
+    expect(readFileSync(out, 'utf8')).toBe('previous'); // not replaced before commit
+    await sink.close();
+    await target.commit();
+    expect(new Uint8Array(readFileSync(out))).toEqual(new Uint8Array([...bytes(10), ...bytes(5, 7)]));
+    expect(readdirSync(dir)).toEqual(['old.safetensors']);
+  });
+
+  it('leaves nothing behind on abort, for files and folders', async () => {
+    const dir = tempDir({ 'keep.txt': 'k' });
+    const fileTarget = await createNodeOutputTarget(join(dir, 'out.safetensors'), 'file', []);
+    const sink = await fileTarget.createFile('out.safetensors');
+    await sink.write(bytes(100));
+    await fileTarget.abort(); // while still open
+    const folderTarget = await createNodeOutputTarget(join(dir, 'merged'), 'folder', []);
+    const a = await folderTarget.createFile('model-00001-of-00002.safetensors');
+    await a.write(bytes(7));
+    await a.close();
+    const b = await folderTarget.createFile('tokenizer/vocab.json');
+    await b.write(bytes(3));
+    await folderTarget.abort();
+    await folderTarget.abort(); // idempotent
+    expect(readdirSync(dir)).toEqual(['keep.txt']);
+  });
+
+  it('builds a folder aside and renames it into place on commit', async () => {
+    const dir = tempDir();
+    const out = join(dir, 'merged');
+    const target = await createNodeOutputTarget(out, 'folder', []);
+    for (const path of ['model.safetensors', 'tokenizer/vocab.json']) {
+      const sink = await target.createFile(path);
+      await sink.write(new TextEncoder().encode(path));
+      await sink.close();
+    }
+    expect(existsSync(out)).toBe(false);
+    await expect(target.createFile('model.safetensors')).rejects.toThrow(/twice/);
+    await expect(target.createFile('../escape')).rejects.toThrow(/invalid/);
+    await target.commit();
+    expect(readdirSync(dir)).toEqual(['merged']);
+    expect(readFileSync(join(out, 'tokenizer/vocab.json'), 'utf8')).toBe('tokenizer/vocab.json');
+    await expect(target.createFile('late')).rejects.toThrow(/committed/);
+  });
+
+  it('refuses to commit while a file is still open', async () => {
+    const dir = tempDir();
+    const target = await createNodeOutputTarget(join(dir, 'x.safetensors'), 'file', []);
+    await target.createFile('x');
+    await expect(target.commit()).rejects.toThrow(/still being written/);
+    await target.abort();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('refuses a non-empty folder unless overwriting, and then replaces it whole', async () => {
+    const dir = tempDir({ 'merged/stale-shard.safetensors': 'old', 'other/x': 'x' });
+    const out = join(dir, 'merged');
+    expect(await codeOf(createNodeOutputTarget(out, 'folder', []))).toBe('OUTPUT_EXISTS');
+    const target = await createNodeOutputTarget(out, 'folder', [], { overwrite: true });
+    const sink = await target.createFile('model.safetensors');
+    await sink.close();
+    await target.commit();
+    expect(readdirSync(out)).toEqual(['model.safetensors']);
+    expect(readdirSync(dir).sort()).toEqual(['merged', 'other']);
+  });
+
+  it('accepts an existing empty folder', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'out'));
+    const target = await createNodeOutputTarget(join(dir, 'out'), 'folder', []);
+    await (await target.createFile('a.json')).close();
+    await target.commit();
+    expect(readdirSync(join(dir, 'out'))).toEqual(['a.json']);
+  });
+
+  it('refuses an output of the wrong kind or in a missing folder', async () => {
+    const dir = tempDir({ 'file.safetensors': 'x', 'folder/a': 'y' });
+    expect(await codeOf(createNodeOutputTarget(join(dir, 'folder'), 'file', []))).toBe('OUTPUT_EXISTS');
+    expect(await codeOf(createNodeOutputTarget(join(dir, 'file.safetensors'), 'folder', []))).toBe('OUTPUT_EXISTS');
+    expect(await codeOf(createNodeOutputTarget(join(dir, 'no/such/out.safetensors'), 'file', []))).toBe('NOT_FOUND');
+  });
+
+  it('refuses an output that is, is inside, or contains an input, through links too', async () => {
+    const dir = tempDir({ 'base/model.safetensors': 'w', 'lora.safetensors': 'l' });
+    symlinkSync(join(dir, 'base'), join(dir, 'base-link'));
+    const inputs = [join(dir, 'base'), join(dir, 'lora.safetensors')];
+    const cases: [string, 'file' | 'folder'][] = [
+      [join(dir, 'lora.safetensors'), 'file'],
+      [join(dir, 'base'), 'folder'],
+      [join(dir, 'base/model.safetensors'), 'file'],
+      [join(dir, 'base-link/model.safetensors'), 'file'],
+      [join(dir, 'base-link/new.safetensors'), 'file'],
+      [join(dir, 'base/../lora.safetensors'), 'file'],
+      [dir, 'folder'],
+    ];
+    for (const [out, kind] of cases) {
+      const error = await createNodeOutputTarget(out, kind, inputs, { overwrite: true }).catch((e: MergeError) => e);
+      expect((error as MergeError).code, out).toBe('OUTPUT_IS_INPUT');
+    }
+    // A sibling whose name merely starts with the input's name is fine.
+    const ok = await createNodeOutputTarget(join(dir, 'base-merged'), 'folder', inputs);
+    await ok.abort();
+  });
+
+  it('copies a file from an input set unchanged', async () => {
+    const big = bytes(9 * 1024 * 1024 + 3); // more than one copy chunk
+    const src = tempDir({ 'config.json': '{"a":1}', 'big.bin': big });
+    const set = await openNodeInputFileSet(src);
+    const outDir = tempDir();
+    const target = await createNodeOutputTarget(join(outDir, 'merged'), 'folder', [src]);
+    await copyInputFile(set, 'config.json', target);
+    await copyInputFile(set, 'big.bin', target, 'nested/copy.bin');
+    await target.commit();
+    expect(readFileSync(join(outDir, 'merged/config.json'), 'utf8')).toBe('{"a":1}');
+    // Buffer.equals: a deep toEqual over 9 MB is far too slow.
+    expect(readFileSync(join(outDir, 'merged/nested/copy.bin')).equals(big)).toBe(true);
+    expect(readFileSync(join(outDir, 'merged/nested/copy.bin')).equals(big.subarray(1))).toBe(false);
+  });
+});
+
