@@ -1,0 +1,97 @@
+/**
+ * The CPU executor: row by row, acc = W row (f64); acc += left[r,k] · right[k,:] for every k (four
+ * ranks per sweep, so the row stays in cache); optional DoRA; each element rounded once to the
+ * output dtype. Browser-safe (no Node imports).
+ */
+import { decodeToF32, type FloatDType } from '../../dtype.js';
+import { MergeError, throwIfAborted } from '../../errors.js';
+import type { MergeOp } from '../merge-op.js';
+import { checkOp } from '../op-shape.js';
+import { lowRankFactors } from '../low-rank-factors.js';
+import { f64ToBf16Bits, f64ToF16Bits } from './round-f64.js';
+
+/** acc[0..cols) += Σ_k left[k] · right[k, :] */
+function addLowRank(acc: Float64Array, left: Float32Array, l0: number, right: Float32Array, rank: number, cols: number): void {
+  let k = 0;
+  for (; k + 4 <= rank; k += 4) {
+    const c0 = left[l0 + k], c1 = left[l0 + k + 1], c2 = left[l0 + k + 2], c3 = left[l0 + k + 3];
+    const o0 = k * cols, o1 = o0 + cols, o2 = o1 + cols, o3 = o2 + cols;
+    for (let i = 0; i < cols; i++) {
+      acc[i] += c0 * right[o0 + i] + c1 * right[o1 + i] + c2 * right[o2 + i] + c3 * right[o3 + i];
+    }
+  }
+  for (; k < rank; k++) {
+    const c = left[l0 + k];
+    const o = k * cols;
+    for (let i = 0; i < cols; i++) acc[i] += c * right[o + i];
+  }
+}
+
+/** Writes acc (times `scale`, and times colScale[i] when given) into out; returns false if any result is not finite. */
+function storeRow(acc: Float64Array, scale: number, colScale: Float64Array | undefined, dtype: FloatDType,
+  out: Float32Array | Uint16Array, o: number): boolean {
+  const n = acc.length;
+  let finite = true;
+  for (let i = 0; i < n; i++) {
+    const v = colScale ? acc[i] * colScale[i] : acc[i] * scale;
+    if (dtype === 'F32') {
+      const f = Math.fround(v);
+      out[o + i] = f;
+      if (!Number.isFinite(f)) finite = false;
+    } else {
+      const h = dtype === 'F16' ? f64ToF16Bits(v) : f64ToBf16Bits(v);
+      out[o + i] = h;
+      const expMask = dtype === 'F16' ? 0x7c00 : 0x7f80;
+      if ((h & expMask) === expMask) finite = false;
+    }
+  }
+  return finite;
+}
+
+export function mergeOnCpu(op: MergeOp, signal?: AbortSignal): Uint8Array {
+  const shape = checkOp(op);
+  const { rowCount, rowStart } = shape;
+  const cols = op.cols;
+  const { rank, left, right } = lowRankFactors(op, shape);
+  const w = decodeToF32(op.base.data, op.base.dtype);
+  const out = op.outDtype === 'F32' ? new Float32Array(rowCount * cols) : new Uint16Array(rowCount * cols);
+  const acc = new Float64Array(cols);
+  const rowValues = (r: number): void => {
+    for (let i = 0, o = r * cols; i < cols; i++) acc[i] = w[o + i];
+    addLowRank(acc, left, r * rank, right, rank, cols);
+  };
+
+  let magnitude: Float32Array | undefined;
+  let colScale: Float64Array | undefined;
+  if (op.dora) {
+    magnitude = decodeToF32(op.dora.magnitude.data, op.dora.magnitude.dtype);
+    if (shape.doraNorm === 'col') {
+      // Norms over whole columns: one sweep for the sums of squares, a second one writes.
+      const ss = new Float64Array(cols);
+      for (let r = 0; r < rowCount; r++) {
+        if ((r & 63) === 0) throwIfAborted(signal);
+        rowValues(r);
+        for (let i = 0; i < cols; i++) ss[i] += acc[i] * acc[i];
+      }
+      colScale = new Float64Array(cols);
+      for (let i = 0; i < cols; i++) colScale[i] = magnitude[i] / (Math.sqrt(ss[i]) + op.dora.epsilon);
+    }
+  }
+
+  let finite = true;
+  for (let r = 0; r < rowCount; r++) {
+    if ((r & 63) === 0) throwIfAborted(signal);
+    rowValues(r);
+    let scale = 1;
+    if (magnitude && shape.doraNorm === 'row') {
+      let ss = 0;
+      for (let i = 0; i < cols; i++) ss += acc[i] * acc[i];
+      scale = magnitude[rowStart + r] / (Math.sqrt(ss) + op.dora!.epsilon);
+    }
+    if (!storeRow(acc, scale, colScale, op.outDtype, out, r * cols)) finite = false;
+  }
+  if (!finite) {
+    throw new MergeError('NON_FINITE', `tensor "${op.name}": merged values are not finite (NaN or Inf in ${op.outDtype})`);
+  }
+  return new Uint8Array(out.buffer);
+}

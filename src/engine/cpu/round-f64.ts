@@ -1,0 +1,38 @@
+/**
+ * f64 → f32/f16/bf16 bits, rounded once to nearest even. Going through Math.fround would round
+ * twice; that is only wrong when the f32 lands exactly on a tie of the narrower format, so in that
+ * case the f32 is nudged one ulp towards the exact value before the second rounding.
+ */
+import { f32BitsToBf16Bits, f32BitsToF16Bits } from '../../dtype.js';
+
+const scratch = new Float32Array(1);
+const scratchBits = new Uint32Array(scratch.buffer);
+
+/** f32 bits of x, adjusted so that a later round-to-nearest-even to `dropBits` fewer bits is exact. */
+function f32BitsForNarrowing(x: number, dropMask: number, tie: number): number {
+  scratch[0] = x;
+  let bits = scratchBits[0];
+  const f = scratch[0];
+  if (f !== x && (bits & dropMask) === tie && Number.isFinite(f)) {
+    // x is not on the tie: step the magnitude towards it (sign-magnitude bits).
+    bits += Math.abs(x) > Math.abs(f) ? 1 : -1;
+  }
+  return bits >>> 0;
+}
+
+export function f64ToF16Bits(x: number): number {
+  scratch[0] = x;
+  const bits = scratchBits[0];
+  const e = (bits >>> 23) & 0xff;
+  // Normal f16 range drops 13 bits; subnormal f16 results drop more (14 - (e - 112) + 13).
+  const drop = e >= 113 ? 13 : 126 - e;
+  if (drop > 24 || e === 0xff) return f32BitsToF16Bits(bits); // below half the smallest subnormal: 0
+  // With 24 dropped bits the tie is the implicit bit alone: a zero mantissa field.
+  const mask = drop === 24 ? 0x7fffff : (1 << drop) - 1;
+  const tie = drop === 24 ? 0 : 1 << (drop - 1);
+  return f32BitsToF16Bits(f32BitsForNarrowing(x, mask, tie));
+}
+
+export function f64ToBf16Bits(x: number): number {
+  return f32BitsToBf16Bits(f32BitsForNarrowing(x, 0xffff, 0x8000));
+}

@@ -1,0 +1,87 @@
+/**
+ * Picks the backend that runs the merge. `webgpu` insists on a GPU; `cpu` never touches one; `auto`
+ * takes a real GPU when there is one, and on a software adapter (SwiftShader) times a small merge
+ * on both and keeps the faster, since a CPU Vulkan driver competes with plain CPU code.
+ */
+import { MergeError } from '../errors.js';
+import type { MergeBackend, MergeOp } from './merge-op.js';
+import { CpuBackend } from './cpu/cpu-backend.js';
+import { getBrowserGpu } from './gpu/browser-gpu.js';
+import { requestAdapter, requestMergeDevice, type GpuLimitCaps } from './gpu/gpu-device.js';
+import { WebGpuBackend } from './gpu/webgpu-backend.js';
+
+export interface BackendOptions {
+  kind?: 'auto' | 'webgpu' | 'cpu';
+  /** WebGPU entry point; defaults to `navigator.gpu` (in Node, pass `(await getNodeGpu()).gpu`). */
+  gpu?: GPU;
+  /** Caps on what the engine uses of the device (the rest is tiled). */
+  limits?: GpuLimitCaps;
+}
+
+export async function createWebGpuBackend(gpu: GPU | undefined, limits?: GpuLimitCaps): Promise<WebGpuBackend> {
+  if (!gpu) throw new MergeError('GPU_UNAVAILABLE', 'WebGPU is not available in this environment');
+  const adapter = await requestAdapter(gpu);
+  return new WebGpuBackend(await requestMergeDevice(adapter, limits));
+}
+
+export async function createBackend(options: BackendOptions = {}): Promise<MergeBackend> {
+  const kind = options.kind ?? 'auto';
+  if (kind === 'cpu') return new CpuBackend('requested');
+  const gpu = options.gpu ?? getBrowserGpu();
+  if (kind === 'webgpu') return createWebGpuBackend(gpu, options.limits);
+  if (!gpu) return new CpuBackend('no WebGPU in this environment');
+  let backend: WebGpuBackend;
+  try {
+    backend = await createWebGpuBackend(gpu, options.limits);
+  } catch (e) {
+    return new CpuBackend(`no usable GPU: ${(e as Error).message}`);
+  }
+  if (!backend.isSoftware) return backend;
+  return pickFaster(backend);
+}
+
+/** A 512 × 1024 f32 weight with a rank-16 update: big enough that throughput, not latency, decides. */
+function calibrationOp(): MergeOp {
+  const rows = 512, cols = 1024, rank = 16;
+  const fill = (n: number): Uint8Array => {
+    const f = new Float32Array(n);
+    for (let i = 0; i < n; i++) f[i] = ((i * 7919) % 1000) / 1000 - 0.5;
+    return new Uint8Array(f.buffer);
+  };
+  return {
+    name: 'calibration', rows, cols, layout: 'out-in', outDtype: 'F32',
+    base: { dtype: 'F32', data: fill(rows * cols) },
+    terms: [{ rank, scale: 0.5, a: { dtype: 'F32', data: fill(rank * cols) }, b: { dtype: 'F32', data: fill(rows * rank) } }],
+  };
+}
+
+async function timeMerge(backend: MergeBackend, op: MergeOp): Promise<number> {
+  let best = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const t0 = performance.now();
+    await backend.merge(op);
+    best = Math.min(best, performance.now() - t0);
+  }
+  return best;
+}
+
+async function pickFaster(gpu: WebGpuBackend): Promise<MergeBackend> {
+  const op = calibrationOp();
+  let gpuMs: number;
+  try {
+    await gpu.merge(op); // compiles the pipeline
+    gpuMs = await timeMerge(gpu, op);
+  } catch (e) {
+    gpu.dispose();
+    return new CpuBackend(`the software GPU failed a test merge: ${(e as Error).message}`);
+  }
+  const cpu = new CpuBackend();
+  const cpuMs = await timeMerge(cpu, op);
+  const timing = `test merge: software GPU ${gpuMs.toFixed(1)} ms, CPU ${cpuMs.toFixed(1)} ms`;
+  if (gpuMs <= cpuMs) {
+    gpu.note(`chosen over the CPU, ${timing}`);
+    return gpu;
+  }
+  gpu.dispose();
+  return new CpuBackend(`faster than the software GPU adapter; ${timing}`);
+}

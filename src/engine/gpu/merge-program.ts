@@ -1,0 +1,138 @@
+/**
+ * The merge kernels as one program: shader, bind group layout, pipelines (cached per device and
+ * per dtype/DoRA variant), uniforms and dispatch shape. Entry points:
+ * - `mergeTiles`: out = pack(W + L·R), DoRA-scaled when `dora` ≠ 0; one invocation per 4×4 tile.
+ * - `normRows` / `normCols`: sums of squares of V per stored row / column (DoRA's first pass).
+ */
+import type { FloatDType } from '../../dtype.js';
+import { mergeLowRankWgsl } from './shaders.generated.js';
+
+export type MergeEntry = 'mergeTiles' | 'normRows' | 'normCols';
+/** 0: no DoRA; 1: one factor per stored row; 2: one factor per stored column. */
+export type DoraMode = 0 | 1 | 2;
+
+export interface MergePipelineKey {
+  entry: MergeEntry;
+  inDtype: FloatDType;
+  outDtype: FloatDType;
+  dora: DoraMode;
+}
+
+/** Invocations per workgroup: SwiftShader and real GPUs both do well with 64 independent lanes. */
+export const WORKGROUP_SIZE = 64;
+/** 4×4 elements per invocation. */
+export const TILE = 4;
+export const PARAMS_BYTES = 48;
+
+const DTYPE_CODE: Record<FloatDType, number> = { F32: 0, F16: 1, BF16: 2 };
+
+interface DeviceCache {
+  module: GPUShaderModule;
+  bindGroupLayout: GPUBindGroupLayout;
+  pipelineLayout: GPUPipelineLayout;
+  pipelines: Map<string, GPUComputePipeline>;
+}
+
+const cache = new WeakMap<GPUDevice, DeviceCache>();
+
+function deviceCache(device: GPUDevice): DeviceCache {
+  let c = cache.get(device);
+  if (!c) {
+    const storage = (type: GPUBufferBindingType, binding: number): GPUBindGroupLayoutEntry =>
+      ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
+    const bindGroupLayout = device.createBindGroupLayout({
+      label: 'merge-low-rank bind group layout',
+      entries: [
+        storage('uniform', 0),
+        storage('read-only-storage', 1), // W in
+        storage('read-only-storage', 2), // Lᵀ
+        storage('read-only-storage', 3), // R
+        storage('storage', 4),           // W out
+        storage('storage', 5),           // non-finite flag
+        storage('storage', 6),           // DoRA sums of squares
+        storage('read-only-storage', 7), // DoRA magnitude
+      ],
+    });
+    c = {
+      module: device.createShaderModule({ label: 'merge-low-rank.wgsl', code: mergeLowRankWgsl }),
+      bindGroupLayout,
+      pipelineLayout: device.createPipelineLayout({ label: 'merge-low-rank pipeline layout', bindGroupLayouts: [bindGroupLayout] }),
+      pipelines: new Map(),
+    };
+    cache.set(device, c);
+  }
+  return c;
+}
+
+export function mergeBindGroupLayout(device: GPUDevice): GPUBindGroupLayout {
+  return deviceCache(device).bindGroupLayout;
+}
+
+export function mergePipeline(device: GPUDevice, key: MergePipelineKey): GPUComputePipeline {
+  const c = deviceCache(device);
+  const name = `${key.entry}/${key.inDtype}->${key.outDtype}/dora${key.dora}`;
+  let p = c.pipelines.get(name);
+  if (!p) {
+    p = device.createComputePipeline({
+      label: `merge-low-rank ${name}`,
+      layout: c.pipelineLayout,
+      compute: {
+        module: c.module,
+        entryPoint: key.entry,
+        constants: {
+          IN_DTYPE: DTYPE_CODE[key.inDtype],
+          OUT_DTYPE: DTYPE_CODE[key.outDtype],
+          DORA: key.dora,
+          WORKGROUP: WORKGROUP_SIZE,
+        },
+      },
+    });
+    c.pipelines.set(name, p);
+  }
+  return p;
+}
+
+export interface MergeParams {
+  rows: number;
+  cols: number;
+  rank: number;
+  /** Invocations with work (tiles, row tiles or column tiles, depending on the entry point). */
+  items: number;
+  outStride: number;
+  normRow0: number;
+  eps: number;
+}
+
+export interface DispatchShape {
+  x: number;
+  y: number;
+  /** Invocations per row of the grid, for the shader's linear index. */
+  gridStride: number;
+}
+
+/** Workgroups for `items` invocations, folded into 2-D beyond the per-dimension limit. */
+export function dispatchShape(items: number, maxPerDimension: number): DispatchShape {
+  const groups = Math.max(1, Math.ceil(items / WORKGROUP_SIZE));
+  const x = Math.min(groups, maxPerDimension);
+  const y = Math.ceil(groups / x);
+  if (y > maxPerDimension) throw new RangeError(`dispatch of ${items} invocations is too large`);
+  return { x, y, gridStride: x * WORKGROUP_SIZE };
+}
+
+export function paramsBytes(p: MergeParams, shape: DispatchShape): ArrayBuffer {
+  const buf = new ArrayBuffer(PARAMS_BYTES);
+  const u = new Uint32Array(buf);
+  const f = new Float32Array(buf);
+  u[0] = p.rows;
+  u[1] = p.cols;
+  u[2] = p.rank;
+  u[3] = Math.ceil(p.cols / TILE);
+  u[4] = p.items;
+  u[5] = Math.ceil(p.rows / TILE);
+  u[6] = Math.ceil(p.cols / TILE);
+  u[7] = p.outStride;
+  u[8] = shape.gridStride;
+  u[9] = p.normRow0;
+  f[10] = p.eps;
+  return buf;
+}

@@ -1,0 +1,81 @@
+/**
+ * Checks a MergeOp against itself (byte counts, ranks, slab bounds) before any backend touches it,
+ * and derives the numbers every backend needs. Errors name the tensor.
+ */
+import { DTYPE_BYTES, isFloatDType, type FloatDType } from '../dtype.js';
+import { MergeError } from '../errors.js';
+import type { FloatTensorBytes, MergeOp } from './merge-op.js';
+
+export interface OpShape {
+  /** First stored row held by `op.base`. */
+  rowStart: number;
+  /** Stored rows held by `op.base`. */
+  rowCount: number;
+  /** ΔW's dims: out × in. */
+  outFeatures: number;
+  inFeatures: number;
+  /** Sum of the terms' ranks: all terms are applied in one pass over W. */
+  totalRank: number;
+  /** Which stored axis a DoRA norm runs along: 'row' = one norm per stored row. */
+  doraNorm?: 'row' | 'col';
+}
+
+function fail(op: MergeOp, what: string): never {
+  throw new MergeError('SHAPE_MISMATCH', `tensor "${op.name}": ${what}`);
+}
+
+function expectBytes(op: MergeOp, label: string, t: FloatTensorBytes, elements: number): void {
+  if (!isFloatDType(t.dtype)) {
+    throw new MergeError('INVALID_DTYPE', `tensor "${op.name}": ${label} has dtype ${String(t.dtype)}, expected F32, F16 or BF16`);
+  }
+  const want = elements * DTYPE_BYTES[t.dtype];
+  if (t.data.byteLength !== want) {
+    fail(op, `${label} holds ${t.data.byteLength} bytes, expected ${want} (${elements} × ${t.dtype})`);
+  }
+}
+
+function isCount(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 0;
+}
+
+export function checkOp(op: MergeOp): OpShape {
+  const { rows, cols } = op;
+  if (!isCount(rows) || !isCount(cols) || rows === 0 || cols === 0) fail(op, `bad shape ${rows} × ${cols}`);
+  const rowStart = op.rowStart ?? 0;
+  const rowCount = op.rowCount ?? rows - rowStart;
+  if (!isCount(rowStart) || !isCount(rowCount) || rowStart + rowCount > rows) {
+    fail(op, `row slab [${rowStart}, ${rowStart + rowCount}) is outside its ${rows} rows`);
+  }
+  if (!isFloatDType(op.outDtype)) {
+    throw new MergeError('INVALID_DTYPE', `tensor "${op.name}": output dtype ${String(op.outDtype)} is not F32, F16 or BF16`);
+  }
+  expectBytes(op, 'base slab', op.base, rowCount * cols);
+  const outFeatures = op.layout === 'out-in' ? rows : cols;
+  const inFeatures = op.layout === 'out-in' ? cols : rows;
+  let totalRank = 0;
+  op.terms.forEach((term, t) => {
+    if (!Number.isSafeInteger(term.rank) || term.rank < 1) fail(op, `term ${t} has rank ${term.rank}`);
+    if (!Number.isFinite(term.scale)) fail(op, `term ${t} has a non-finite scale ${term.scale}`);
+    expectBytes(op, `term ${t} factor A (${term.rank} × ${inFeatures})`, term.a, term.rank * inFeatures);
+    expectBytes(op, `term ${t} factor B (${outFeatures} × ${term.rank})`, term.b, outFeatures * term.rank);
+    totalRank += term.rank;
+  });
+  const shape: OpShape = { rowStart, rowCount, outFeatures, inFeatures, totalRank };
+  if (op.dora) {
+    const { normAxis, magnitude, epsilon } = op.dora;
+    if (!(epsilon >= 0 && Number.isFinite(epsilon))) fail(op, `DoRA epsilon ${epsilon} is not a finite number ≥ 0`);
+    expectBytes(op, `DoRA magnitude (${normAxis === 'out' ? outFeatures : inFeatures})`, magnitude,
+      normAxis === 'out' ? outFeatures : inFeatures);
+    // A norm per output feature runs over the input dim: per stored row when W is (out, in).
+    const perOut = normAxis === 'out';
+    shape.doraNorm = (perOut === (op.layout === 'out-in')) ? 'row' : 'col';
+    if (shape.doraNorm === 'col' && rowCount !== rows) {
+      throw new MergeError('PLAN_INVALID', `tensor "${op.name}": DoRA norms run across rows, so the op cannot be a row slab`);
+    }
+  }
+  return shape;
+}
+
+export function elementBytes(dtype: FloatDType): number {
+  return DTYPE_BYTES[dtype];
+}
