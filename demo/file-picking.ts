@@ -1,0 +1,76 @@
+/**
+ * Turns what the user picked (file inputs, folder inputs, drag and drop of files or folders) into
+ * named sets of files with paths relative to the chosen folder, as the library's InputFileSet wants.
+ */
+import type { PickedFile } from './worker-protocol.js';
+
+/** A file or a folder as the user picked it. */
+export interface PickedSet {
+  name: string;
+  files: PickedFile[];
+}
+
+/** Files of one input; with `webkitdirectory` their paths start with the folder's name, dropped here. */
+export function setFromInput(input: HTMLInputElement): PickedSet | undefined {
+  const list = Array.from(input.files ?? []);
+  if (list.length === 0) return undefined;
+  const relative = list.map((file) => file.webkitRelativePath || file.name);
+  const folder = relative[0].includes('/') ? relative[0].split('/')[0] : undefined;
+  const files = list.map((file, i) => ({
+    file,
+    path: folder && relative[i].startsWith(`${folder}/`) ? relative[i].slice(folder.length + 1) : relative[i],
+  }));
+  return { name: folder ?? (files.length === 1 ? files[0].path : `${files.length} files`), files: sortByPath(files) };
+}
+
+/** Every dropped item becomes one set: a folder with its files (recursively), or one loose file. */
+export async function setsFromDrop(data: DataTransfer): Promise<PickedSet[]> {
+  // Entries must be taken synchronously, before the event handler yields.
+  const entries = Array.from(data.items)
+    .filter((item) => item.kind === 'file')
+    .map((item) => item.webkitGetAsEntry())
+    .filter((entry): entry is FileSystemEntry => entry !== null);
+  const sets: PickedSet[] = [];
+  for (const entry of entries) {
+    if (entry.isDirectory) {
+      const files = await readFolder(entry as FileSystemDirectoryEntry, '');
+      sets.push({ name: entry.name, files: sortByPath(files) });
+    } else {
+      sets.push({ name: entry.name, files: [{ path: entry.name, file: await entryFile(entry as FileSystemFileEntry) }] });
+    }
+  }
+  return sets;
+}
+
+/** Several dropped items taken as one model (loose shards plus config.json, say). */
+export function mergeSets(sets: PickedSet[]): PickedSet | undefined {
+  if (sets.length === 0) return undefined;
+  if (sets.length === 1) return sets[0];
+  return { name: `${sets.length} items`, files: sortByPath(sets.flatMap((s) => s.files)) };
+}
+
+function entryFile(entry: FileSystemFileEntry): Promise<File> {
+  return new Promise((resolve, reject) => entry.file(resolve, reject));
+}
+
+/** readEntries hands out a folder's children in batches; an empty batch means the end. */
+function readBatch(reader: FileSystemDirectoryReader): Promise<FileSystemEntry[]> {
+  return new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+}
+
+async function readFolder(folder: FileSystemDirectoryEntry, prefix: string): Promise<PickedFile[]> {
+  const reader = folder.createReader();
+  const files: PickedFile[] = [];
+  for (let batch = await readBatch(reader); batch.length > 0; batch = await readBatch(reader)) {
+    for (const entry of batch) {
+      const path = prefix + entry.name;
+      if (entry.isDirectory) files.push(...await readFolder(entry as FileSystemDirectoryEntry, `${path}/`));
+      else files.push({ path, file: await entryFile(entry as FileSystemFileEntry) });
+    }
+  }
+  return files;
+}
+
+function sortByPath(files: PickedFile[]): PickedFile[] {
+  return files.slice().sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
