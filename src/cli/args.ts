@@ -1,0 +1,169 @@
+/**
+ * Command-line parsing on node:util's parseArgs. `--weight` belongs to the `--adapter` before it, so
+ * options are read as ordered tokens rather than as a flat record.
+ */
+import { parseArgs } from 'node:util';
+import { parseOutDType, type FloatDType } from '../dtype.js';
+import { MergeError } from '../errors.js';
+
+export type BackendChoice = 'auto' | 'webgpu' | 'cpu';
+
+export interface MergeCommand {
+  command: 'merge';
+  base: string;
+  adapters: { path: string; weight: number }[];
+  out: string;
+  dtype?: FloatDType;
+  backend: BackendChoice;
+  dryRun: boolean;
+}
+
+export interface InspectCommand { command: 'inspect'; path: string }
+export interface SampleCommand { command: 'sample'; dir: string; backend: BackendChoice }
+export interface HelpCommand { command: 'help' }
+export interface VersionCommand { command: 'version' }
+export type Command = MergeCommand | InspectCommand | SampleCommand | HelpCommand | VersionCommand;
+
+export const USAGE = `usage:
+  loramerge merge --base PATH --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
+                  --out PATH [--dtype f32|f16|bf16] [--backend auto|webgpu|cpu] [--dry-run]
+  loramerge inspect PATH
+  loramerge sample [DIR] [--backend auto|webgpu|cpu]
+
+  --base     a .safetensors file, or a model folder (sharded Hugging Face or diffusers)
+  --adapter  a PEFT folder (adapter_config.json + adapter_model.safetensors) or a kohya .safetensors
+  --weight   weight of the adapter before it (default 1; negative subtracts)
+  --out      a file when the base is a file, a folder when the base is a folder
+  --dtype    output dtype of every float tensor (default: the base's)
+  --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
+  --dry-run  print the plan and stop
+  inspect    print what a base model or adapter holds
+  sample     write a small generated model and adapter to DIR (default ./loramerge-sample), merge them`;
+
+function usageError(message: string): MergeError {
+  return new MergeError('BAD_ARGUMENT', `${message} (see loramerge --help)`);
+}
+
+function parseBackend(value: string): BackendChoice {
+  if (value === 'auto' || value === 'webgpu' || value === 'cpu') return value;
+  throw usageError(`--backend must be auto, webgpu or cpu, not "${value}"`);
+}
+
+function parseWeight(value: string, adapter: string | undefined): number {
+  const weight = Number(value);
+  if (value.trim() === '' || !Number.isFinite(weight)) {
+    throw usageError(`--weight "${value}"${adapter ? ` for adapter ${adapter}` : ''} is not a finite number`);
+  }
+  return weight;
+}
+
+export function parseCommandLine(argv: string[]): Command {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') return { command: 'help' };
+  if (command === '--version' || command === '-v' || command === 'version') return { command: 'version' };
+  if (command === 'merge') return parseMerge(rest);
+  if (command === 'inspect') return parseInspect(rest);
+  if (command === 'sample') return parseSample(rest);
+  throw usageError(`unknown command "${command}"`);
+}
+
+/** parseArgs messages are already one readable line; make them usage errors. */
+function parseOrExplain<T>(run: () => T): T {
+  try {
+    return run();
+  } catch (e) {
+    throw usageError((e as Error).message.split('\n')[0]);
+  }
+}
+
+function parseMerge(args: string[]): MergeCommand {
+  const { tokens, positionals } = parseOrExplain(() =>
+    parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      tokens: true,
+      options: {
+        base: { type: 'string' },
+        adapter: { type: 'string', multiple: true },
+        weight: { type: 'string', multiple: true },
+        out: { type: 'string' },
+        dtype: { type: 'string' },
+        backend: { type: 'string' },
+        'dry-run': { type: 'boolean' },
+      },
+    }),
+  );
+  if (positionals.length > 0) throw usageError(`unexpected argument "${positionals[0]}"`);
+  let base: string | undefined;
+  let out: string | undefined;
+  let dtype: FloatDType | undefined;
+  let backend: BackendChoice = 'auto';
+  let dryRun = false;
+  const adapters: { path: string; weight: number; weighted: boolean }[] = [];
+  for (const token of tokens) {
+    if (token.kind !== 'option') continue;
+    const value = token.value ?? '';
+    switch (token.name) {
+      case 'base':
+        if (base !== undefined) throw usageError('--base given twice');
+        base = value;
+        break;
+      case 'out':
+        if (out !== undefined) throw usageError('--out given twice');
+        out = value;
+        break;
+      case 'adapter':
+        adapters.push({ path: value, weight: 1, weighted: false });
+        break;
+      case 'weight': {
+        const last = adapters[adapters.length - 1];
+        if (!last) throw usageError('--weight must follow the --adapter it belongs to');
+        if (last.weighted) throw usageError(`adapter ${last.path} has two --weight values`);
+        last.weight = parseWeight(value, last.path);
+        last.weighted = true;
+        break;
+      }
+      case 'dtype':
+        try {
+          dtype = parseOutDType(value);
+        } catch {
+          throw usageError(`--dtype must be f32, f16 or bf16, not "${value}"`);
+        }
+        break;
+      case 'backend':
+        backend = parseBackend(value);
+        break;
+      case 'dry-run':
+        dryRun = true;
+        break;
+    }
+  }
+  if (!base) throw usageError('missing --base');
+  if (adapters.length === 0) throw usageError('missing --adapter');
+  if (!out && !dryRun) throw usageError('missing --out');
+  return {
+    command: 'merge',
+    base,
+    adapters: adapters.map(({ path, weight }) => ({ path, weight })),
+    out: out ?? '',
+    dtype,
+    backend,
+    dryRun,
+  };
+}
+
+function parseInspect(args: string[]): InspectCommand {
+  const { positionals } = parseOrExplain(() => parseArgs({ args, allowPositionals: true, strict: true }));
+  if (positionals.length !== 1) throw usageError('inspect takes exactly one PATH');
+  return { command: 'inspect', path: positionals[0] };
+}
+
+function parseSample(args: string[]): SampleCommand {
+  const { positionals, values } = parseOrExplain(() =>
+    parseArgs({ args, allowPositionals: true, strict: true, options: { backend: { type: 'string' } } }),
+  );
+  if (positionals.length > 1) throw usageError('sample takes at most one DIR');
+  const backend = typeof values.backend === 'string' ? parseBackend(values.backend) : 'auto';
+  return { command: 'sample', dir: positionals[0] ?? 'loramerge-sample', backend };
+}

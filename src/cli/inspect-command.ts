@@ -1,0 +1,79 @@
+/** `loramerge inspect PATH`: what a base model or an adapter holds. */
+import { stat } from 'node:fs/promises';
+import type { DType } from '../dtype.js';
+import { MergeError, isMergeError } from '../errors.js';
+import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import { openBaseModel, type BaseModel } from '../formats/base-model.js';
+import { openNodeInputFileSet } from '../io/node-input-files.js';
+import type { InputFileSet } from '../io/types.js';
+import type { InspectCommand } from './args.js';
+import { formatBytes } from './progress-bar.js';
+
+/** Errors that mean "this is not an adapter" rather than "this adapter is broken". */
+const NOT_AN_ADAPTER = new Set(['UNSUPPORTED_FORMAT', 'NOT_FOUND', 'BAD_ARGUMENT']);
+
+export async function runInspect(cmd: InspectCommand, print: (line: string) => void = (l) => process.stdout.write(l + '\n')): Promise<number> {
+  if (!(await stat(cmd.path).catch(() => undefined))) throw new MergeError('NOT_FOUND', `${cmd.path}: no such file or folder`);
+  const files = await openNodeInputFileSet(cmd.path);
+  let adapter: ParsedAdapter | undefined;
+  try {
+    adapter = await openAdapter(files);
+  } catch (e) {
+    if (!isMergeError(e) || !NOT_AN_ADAPTER.has(e.code)) throw e;
+  }
+  if (adapter) {
+    try {
+      describeAdapter(adapter).forEach((l) => print(l));
+    } finally {
+      await adapter.file.source.close();
+    }
+    return 0;
+  }
+  const base = await openBaseModel(files);
+  try {
+    describeBase(files, base).forEach((l) => print(l));
+  } finally {
+    await base.close();
+  }
+  return 0;
+}
+
+function dtypeCounts(dtypes: Iterable<DType>): string {
+  const counts = new Map<DType, number>();
+  for (const d of dtypes) counts.set(d, (counts.get(d) ?? 0) + 1);
+  return [...counts].map(([d, n]) => `${d} ×${n}`).join(', ');
+}
+
+function describeBase(files: InputFileSet, base: BaseModel): string[] {
+  const tensors = [...base.tensors.values()];
+  const bytes = tensors.reduce((sum, t) => sum + t.entry.byteLength, 0);
+  const lines = [
+    `${files.name}: base model (${base.kind})`,
+    `  files: ${base.shards.map((s) => s.path).join(', ')}${base.index ? ' + index' : ''}`,
+    `  tensors: ${tensors.length}, ${formatBytes(bytes)}; dtypes: ${dtypeCounts(tensors.map((t) => t.dtype))}`,
+  ];
+  if (base.otherFiles.length) lines.push(`  other files (copied unchanged): ${base.otherFiles.join(', ')}`);
+  const largest = [...tensors].sort((a, b) => b.entry.byteLength - a.entry.byteLength).slice(0, 5);
+  lines.push('  largest tensors:');
+  for (const t of largest) lines.push(`    ${t.name} [${t.shape.join('×')}] ${t.dtype} ${formatBytes(t.entry.byteLength)}`);
+  return lines;
+}
+
+function describeAdapter(adapter: ParsedAdapter): string[] {
+  const lines = [
+    `${adapter.name}: ${adapter.format === 'peft' ? 'PEFT LoRA adapter' : 'kohya/LyCORIS LoRA'} (${adapter.modules.length} modules` +
+      `${adapter.replacements.length ? `, ${adapter.replacements.length} full tensors` : ''})`,
+    `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => [m.a.dtype, m.b.dtype]))}`,
+  ];
+  const kinds = new Map<string, number>();
+  for (const m of adapter.modules) {
+    const kind = `${m.kind}${m.dora ? '+dora' : ''}${m.fanInFanOut ? ' (fan_in_fan_out)' : ''}`;
+    kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+  }
+  lines.push(`  layers: ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
+  for (const w of adapter.warnings) lines.push(`  warning: ${w}`);
+  lines.push('  modules (r, α, scale):');
+  for (const m of adapter.modules) lines.push(`    ${m.key}  r=${m.rank} α=${m.alpha} scale=${+m.scale.toPrecision(6)}`);
+  for (const r of adapter.replacements) lines.push(`    ${r.key}  full tensor [${r.tensor.shape.join('×')}]`);
+  return lines;
+}

@@ -1,0 +1,36 @@
+/** A merge backend for Node: Dawn's WebGPU where asked for or available, else the CPU. */
+import { createBackend } from '../engine/create-backend.js';
+import type { MergeBackend } from '../engine/merge-op.js';
+import { getNodeGpu } from '../engine/gpu/node-gpu.js';
+import { MergeError } from '../errors.js';
+import type { BackendChoice } from './args.js';
+
+export async function createNodeBackend(kind: BackendChoice): Promise<MergeBackend> {
+  if (kind === 'cpu') return createBackend({ kind: 'cpu' });
+  let nodeGpu: Awaited<ReturnType<typeof getNodeGpu>>;
+  try {
+    nodeGpu = await getNodeGpu();
+  } catch (e) {
+    if (kind === 'webgpu') {
+      throw new MergeError('GPU_UNAVAILABLE', `WebGPU for Node could not start: ${(e as Error).message}`);
+    }
+    return createBackend({ kind: 'cpu' });
+  }
+  let backend: MergeBackend;
+  try {
+    backend = await createBackend({ kind, gpu: nodeGpu.gpu });
+  } catch (e) {
+    nodeGpu.dispose();
+    throw e;
+  }
+  if (backend.kind !== 'webgpu') {
+    nodeGpu.dispose();
+    return backend;
+  }
+  const dispose = backend.dispose.bind(backend);
+  backend.dispose = () => {
+    dispose();
+    nodeGpu.dispose();
+  };
+  return backend;
+}

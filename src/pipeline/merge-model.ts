@@ -1,0 +1,267 @@
+/**
+ * File to file: streams every base tensor through the plan to the backend and into the output,
+ * shard by shard, in the base's own order. Large tensors go in row slabs, so memory is bounded by
+ * the slab size, not by the model or its largest tensor. Any failure or cancellation aborts the
+ * output target, which removes everything written.
+ */
+import { DTYPE_BYTES, decodeToF32, encodeFromF32, isFloatDType, type DType, type FloatDType } from '../dtype.js';
+import type { LowRankTerm, MergeBackend } from '../engine/merge-op.js';
+import { MergeError, throwIfAborted } from '../errors.js';
+import type { BaseTensor } from '../formats/base-model.js';
+import { createSafetensorsWriter, type SafetensorsWriter } from '../formats/safetensors-writer.js';
+import { copyInputFile } from '../io/copy-file.js';
+import type { OutputTarget } from '../io/types.js';
+import { loadBiasUpdate, loadMergeOp, loadReplacement, loadTerms } from '../plan/load-op.js';
+import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorUpdate } from '../plan/merge-plan.js';
+import type { PreparedMerge } from './prepare-merge.js';
+import type { ProgressListener } from './progress.js';
+import { runPipelined } from './work-queue.js';
+
+export interface MergeModelOptions {
+  prepared: PreparedMerge;
+  output: OutputTarget;
+  backend: MergeBackend;
+  /** Every float tensor is written in this dtype; default: each tensor keeps the base's dtype. */
+  outDtype?: FloatDType;
+  signal?: AbortSignal;
+  onProgress?: ProgressListener;
+  /** Upper bound on the base bytes of one unit of work (a row slab or a copied chunk). */
+  slabBytes?: number;
+}
+
+export interface MergeResult {
+  /** Output files written, relative paths. */
+  files: string[];
+  tensors: number;
+  tensorsUpdated: number;
+  bytesWritten: number;
+  seconds: number;
+  backend: string;
+}
+
+const DEFAULT_SLAB_BYTES = 32 * 1024 * 1024;
+const INDEX_SUFFIX = '.index.json';
+
+type Action =
+  | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; terms: () => Promise<LowRankTerm[]> }
+  | { kind: 'bias'; bias: BiasUpdate }
+  | { kind: 'replace'; replacement: PlannedReplacement }
+  | { kind: 'copy'; start: number; length: number };
+
+interface WorkUnit {
+  shardIndex: number;
+  tensor: BaseTensor;
+  outDtype: DType;
+  action: Action;
+  /** Output bytes this unit produces. */
+  outBytes: number;
+}
+
+export async function mergeModel(options: MergeModelOptions): Promise<MergeResult> {
+  const { prepared, output, backend, signal, onProgress } = options;
+  const { base, plan } = prepared;
+  const startedAt = performance.now();
+  assertPlanValid(plan);
+  throwIfAborted(signal);
+
+  const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
+  const outDtypeOf = (dtype: DType): DType => (options.outDtype && isFloatDType(dtype) ? options.outDtype : dtype);
+  const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
+  const biases = new Map(plan.biasUpdates.map((b) => [b.baseKey, b]));
+  const replacements = new Map(plan.replacements.map((r) => [r.baseKey, r]));
+
+  const units: WorkUnit[] = [];
+  const shardEntries = base.shards.map((shard) =>
+    shard.file.tensors.map((entry) => ({ name: entry.name, dtype: outDtypeOf(entry.dtype), shape: entry.shape })),
+  );
+  base.shards.forEach((shard, shardIndex) => {
+    for (const entry of shard.file.tensors) {
+      const tensor = base.tensors.get(entry.name)!;
+      const outDtype = outDtypeOf(entry.dtype);
+      const elements = entry.byteLength / DTYPE_BYTES[entry.dtype];
+      const push = (action: Action, outElements: number) =>
+        units.push({ shardIndex, tensor, outDtype, action, outBytes: outElements * DTYPE_BYTES[outDtype] });
+      const update = updates.get(entry.name);
+      const bias = biases.get(entry.name);
+      const replacement = replacements.get(entry.name);
+      if (update) {
+        // Factors are read once per tensor, shared by its slabs.
+        let terms: Promise<LowRankTerm[]> | undefined;
+        const loadOnce = () => (terms ??= loadTerms(update));
+        const rowBytes = update.cols * DTYPE_BYTES[entry.dtype];
+        const rowsPerSlab = slabbable(update) ? Math.max(1, Math.floor(slabBytes / Math.max(rowBytes, 1))) : update.rows;
+        for (let rowStart = 0; rowStart < update.rows || rowStart === 0; rowStart += rowsPerSlab) {
+          const rowCount = Math.min(rowsPerSlab, update.rows - rowStart);
+          push({ kind: 'update', update, rowStart, rowCount, terms: loadOnce }, rowCount * update.cols);
+          if (update.rows === 0) break;
+        }
+      } else if (bias) {
+        push({ kind: 'bias', bias }, elements);
+      } else if (replacement) {
+        push({ kind: 'replace', replacement }, elements);
+      } else {
+        // Copies go in chunks of whole elements; converted ones must also stay 4-byte aligned.
+        const unit = Math.max(DTYPE_BYTES[entry.dtype], 4);
+        const chunk = Math.max(unit, Math.floor(slabBytes / unit) * unit);
+        for (let start = 0; start < entry.byteLength || start === 0; start += chunk) {
+          const length = Math.min(chunk, entry.byteLength - start);
+          push({ kind: 'copy', start, length }, length / DTYPE_BYTES[entry.dtype]);
+          if (entry.byteLength === 0) break;
+        }
+      }
+    }
+  });
+
+  const provenance = provenanceMetadata(prepared, options.outDtype);
+  const bytesTotal = units.reduce((sum, u) => sum + u.outBytes, 0);
+  const tensorsTotal = base.tensors.size;
+  let bytesDone = 0;
+  let tensorsDone = 0;
+  const writers: SafetensorsWriter[] = [];
+  const files: string[] = [];
+  /** Finishes the open shard and opens every shard up to `shardIndex` (empty ones get just a header). */
+  const advanceTo = async (shardIndex: number) => {
+    while (writers.length <= shardIndex) {
+      const open = writers[writers.length - 1];
+      if (open) await open.finish();
+      const shard = base.shards[writers.length];
+      const metadata = { ...shard.file.metadata, ...provenance };
+      writers.push(await createSafetensorsWriter(await output.createFile(shard.path), shardEntries[writers.length], metadata));
+      files.push(shard.path);
+    }
+  };
+  const emit = (phase: 'merge' | 'done', tensor?: string) =>
+    onProgress?.({ phase, tensorsDone, tensorsTotal, bytesDone, bytesTotal, tensor });
+
+  try {
+    emit('merge');
+    await runPipelined<WorkUnit, Uint8Array, Uint8Array>(
+      units,
+      {
+        read: (unit) => readUnit(prepared, unit),
+        compute: (unit, input) => computeUnit(unit, input, backend, signal),
+        write: async (unit, bytes) => {
+          await advanceTo(unit.shardIndex);
+          await writers[unit.shardIndex].writeChunk(unit.tensor.name, bytes);
+          bytesDone += bytes.byteLength;
+          if (isLastUnitOfTensor(unit)) tensorsDone++;
+          emit('merge', unit.tensor.name);
+        },
+      },
+      signal,
+    );
+    await advanceTo(base.shards.length - 1);
+    await writers[writers.length - 1]?.finish();
+    throwIfAborted(signal);
+    if (base.index) {
+      const indexPath = base.indexPath!;
+      const totalSize = writers.reduce((sum, w) => sum + w.entries.reduce((s, e) => s + e.byteLength, 0), 0);
+      const index = { ...base.index, metadata: { ...(base.index.metadata ?? {}), total_size: totalSize } };
+      const sink = await output.createFile(indexPath);
+      await sink.write(new TextEncoder().encode(JSON.stringify(index, null, 2) + '\n'));
+      await sink.close();
+      files.push(indexPath);
+    }
+    for (const path of base.otherFiles) {
+      throwIfAborted(signal);
+      await copyInputFile(prepared.baseFiles, path, output);
+      files.push(path);
+    }
+    throwIfAborted(signal);
+    await output.commit();
+  } catch (e) {
+    await output.abort().catch(() => {});
+    throw e;
+  }
+  emit('done');
+  return {
+    files,
+    tensors: tensorsTotal,
+    tensorsUpdated: plan.summary.tensorsTouched,
+    bytesWritten: bytesDone,
+    seconds: (performance.now() - startedAt) / 1000,
+    backend: backend.description,
+  };
+}
+
+/** DoRA norms that run across stored rows need the whole matrix at once; everything else slabs. */
+function slabbable(update: TensorUpdate): boolean {
+  if (!update.dora) return true;
+  return (update.dora.axis === 'out') === (update.layout === 'out-in');
+}
+
+function isLastUnitOfTensor(unit: WorkUnit): boolean {
+  const a = unit.action;
+  if (a.kind === 'update') return a.rowStart + a.rowCount >= a.update.rows;
+  if (a.kind === 'copy') return a.start + a.length >= unit.tensor.entry.byteLength;
+  return true;
+}
+
+async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8Array> {
+  const { base } = prepared;
+  const a = unit.action;
+  switch (a.kind) {
+    case 'update': {
+      const rowBytes = a.update.cols * DTYPE_BYTES[a.update.dtype];
+      await a.terms(); // start reading the factors together with the first slab
+      return base.readPart(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
+    }
+    case 'bias':
+      return base.read(unit.tensor.name);
+    case 'replace':
+      return new Uint8Array(0); // read in compute: loadReplacement converts as it reads
+    case 'copy':
+      return base.readPart(unit.tensor.name, a.start, a.length);
+  }
+}
+
+async function computeUnit(unit: WorkUnit, input: Uint8Array, backend: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
+  const a = unit.action;
+  const name = unit.tensor.name;
+  switch (a.kind) {
+    case 'update': {
+      const op = await loadMergeOp(
+        a.update,
+        { dtype: a.update.dtype, data: input },
+        unit.outDtype as FloatDType,
+        { rowStart: a.rowStart, rowCount: a.rowCount },
+        await a.terms(),
+      );
+      return backend.merge(op, signal);
+    }
+    case 'bias': {
+      const dtype = unit.tensor.dtype as FloatDType;
+      return backend.merge(await loadBiasUpdate(a.bias, { dtype, data: input }, unit.outDtype as FloatDType), signal);
+    }
+    case 'replace':
+      return loadReplacement(a.replacement, unit.outDtype as FloatDType);
+    case 'copy': {
+      const inDtype = unit.tensor.dtype;
+      if (inDtype === unit.outDtype) return input;
+      if (!isFloatDType(inDtype) || !isFloatDType(unit.outDtype)) {
+        throw new MergeError('BAD_ARGUMENT', `tensor "${name}": cannot convert ${inDtype} to ${unit.outDtype}`);
+      }
+      return encodeFromF32(decodeToF32(input, inDtype), unit.outDtype);
+    }
+  }
+}
+
+/** What went into this file, kept in its `__metadata__` so the merge can be traced and repeated. */
+function provenanceMetadata(prepared: PreparedMerge, outDtype: FloatDType | undefined): Record<string, string> {
+  const adapters = prepared.adapters.map(({ adapter, weight }, i) => {
+    const scales = new Set<number>();
+    for (const u of prepared.plan.updates) for (const t of u.terms) if (t.adapterIndex === i) scales.add(t.module.scale);
+    return {
+      name: adapter.name.split(/[\\/]/).pop(),
+      format: adapter.format,
+      weight,
+      modules: adapter.modules.length,
+      scales: [...scales].sort((x, y) => x - y),
+    };
+  });
+  return {
+    'loramerge.adapters': JSON.stringify(adapters),
+    'loramerge.rule': "W' = W + sum(weight * scale * B @ A), f32 accumulation, rounded once",
+    ...(outDtype ? { 'loramerge.dtype': outDtype } : {}),
+  };
+}

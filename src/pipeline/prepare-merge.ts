@@ -1,0 +1,48 @@
+/**
+ * The cheap first half of a merge: open the base and the adapters (headers and configs only),
+ * match every module to a base tensor and collect every problem. Nothing heavy is read yet, so
+ * front ends can show the plan and let the user fix problems before any work starts.
+ */
+import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import { openBaseModel, type BaseModel } from '../formats/base-model.js';
+import type { InputFileSet } from '../io/types.js';
+import { buildMergePlan, type MergePlan } from '../plan/merge-plan.js';
+import { MergeError } from '../errors.js';
+
+export interface AdapterInput {
+  files: InputFileSet;
+  /** The user's weight for this adapter (default 1; negative subtracts). */
+  weight?: number;
+}
+
+export interface PreparedMerge {
+  baseFiles: InputFileSet;
+  base: BaseModel;
+  adapters: { adapter: ParsedAdapter; weight: number }[];
+  plan: MergePlan;
+  /** Releases the open files. */
+  close(): Promise<void>;
+}
+
+export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: readonly AdapterInput[]): Promise<PreparedMerge> {
+  if (adapterInputs.length === 0) throw new MergeError('BAD_ARGUMENT', 'no adapter given');
+  for (const input of adapterInputs) {
+    const weight = input.weight ?? 1;
+    if (!Number.isFinite(weight)) throw new MergeError('BAD_ARGUMENT', `${input.files.name}: weight ${weight} is not a finite number`);
+  }
+  const base = await openBaseModel(baseFiles);
+  const adapters: { adapter: ParsedAdapter; weight: number }[] = [];
+  const close = async () => {
+    await Promise.allSettled([base.close(), ...adapters.map(({ adapter }) => adapter.file.source.close())]);
+  };
+  try {
+    for (const input of adapterInputs) {
+      adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1 });
+    }
+    const plan = buildMergePlan(base, adapters);
+    return { baseFiles, base, adapters, plan, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}

@@ -1,0 +1,13 @@
+/** Progress events a merge emits; the CLI draws them as a bar, the demo page as a bar with a rate. */
+export interface MergeProgress {
+  phase: 'plan' | 'merge' | 'done';
+  tensorsDone: number;
+  tensorsTotal: number;
+  /** Bytes of output written so far, and in all. */
+  bytesDone: number;
+  bytesTotal: number;
+  /** The tensor being worked on. */
+  tensor?: string;
+}
+
+export type ProgressListener = (event: MergeProgress) => void;
