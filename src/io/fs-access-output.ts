@@ -1,0 +1,100 @@
+/**
+ * An OutputTarget over the File System Access API (a file or folder the user picked with
+ * showSaveFilePicker / showDirectoryPicker). A writable stream writes to a swap file that replaces
+ * the real one only when closed, so sinks keep their streams open and commit() closes them all;
+ * abort() aborts them and removes any file or folder this target had to create.
+ *
+ * In a picked folder, files the merge writes replace same-named ones on commit; other files already
+ * there are left alone (pages should suggest an empty folder).
+ */
+import type { ByteSink, OutputTarget } from './types.js';
+
+type Handle = FileSystemFileHandle | FileSystemDirectoryHandle;
+
+interface OpenFile {
+  path: string;
+  writable: FileSystemWritableFileStream;
+  closedBySink: boolean;
+}
+
+/** Something this target created, to remove again on abort. */
+interface Created {
+  parent: FileSystemDirectoryHandle;
+  name: string;
+}
+
+export function createFileSystemAccessOutputTarget(handle: Handle, name: string = handle.name): OutputTarget {
+  const open: OpenFile[] = [];
+  const created: Created[] = [];
+  const paths = new Set<string>();
+  let state: 'open' | 'committed' | 'aborted' = 'open';
+  const requireOpen = () => {
+    if (state !== 'open') throw new Error(`${name}: output already ${state}`);
+  };
+
+  async function fileHandleFor(path: string): Promise<FileSystemFileHandle> {
+    if (handle.kind === 'file') {
+      if (paths.size > 0) throw new Error(`${name}: a single-file output holds one file`);
+      return handle;
+    }
+    const parts = path.split('/');
+    if (parts.some((p) => p === '' || p === '.' || p === '..')) throw new Error(`${name}: invalid output file path "${path}"`);
+    let dir = handle;
+    for (const part of parts.slice(0, -1)) {
+      dir = await getOrCreate(dir, part, 'directory');
+    }
+    return getOrCreate(dir, parts[parts.length - 1], 'file');
+  }
+
+  async function getOrCreate<K extends 'file' | 'directory'>(
+    dir: FileSystemDirectoryHandle,
+    entry: string,
+    kind: K,
+  ): Promise<K extends 'file' ? FileSystemFileHandle : FileSystemDirectoryHandle> {
+    const get = (create: boolean) => (kind === 'file' ? dir.getFileHandle(entry, { create }) : dir.getDirectoryHandle(entry, { create }));
+    try {
+      return (await get(false)) as never;
+    } catch (e) {
+      if ((e as DOMException).name !== 'NotFoundError') throw e;
+      const made = await get(true);
+      created.push({ parent: dir, name: entry });
+      return made as never;
+    }
+  }
+
+  return {
+    name,
+    async createFile(path: string): Promise<ByteSink> {
+      requireOpen();
+      if (paths.has(path)) throw new Error(`${name}: "${path}" created twice`);
+      const fileHandle = await fileHandleFor(path);
+      paths.add(path);
+      const file: OpenFile = { path, writable: await fileHandle.createWritable({ keepExistingData: false }), closedBySink: false };
+      open.push(file);
+      return {
+        async write(chunk: Uint8Array): Promise<void> {
+          if (file.closedBySink) throw new Error(`${path}: write after close`);
+          await file.writable.write(chunk as Uint8Array<ArrayBuffer>);
+        },
+        async close(): Promise<void> {
+          file.closedBySink = true; // the stream itself closes on commit, making the file visible
+        },
+      };
+    },
+    async commit(): Promise<void> {
+      requireOpen();
+      const unfinished = open.find((f) => !f.closedBySink);
+      if (unfinished) throw new Error(`${unfinished.path}: still being written, cannot commit`);
+      for (const file of open) await file.writable.close();
+      state = 'committed';
+    },
+    async abort(): Promise<void> {
+      if (state !== 'open') return;
+      state = 'aborted';
+      await Promise.all(open.map((f) => f.writable.abort().catch(() => undefined)));
+      for (const entry of created.reverse()) {
+        await entry.parent.removeEntry(entry.name, { recursive: true }).catch(() => undefined);
+      }
+    },
+  };
+}

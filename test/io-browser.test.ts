@@ -1,0 +1,195 @@
+/**
+ * Browser I/O run in Node: Blob/File exist here natively; File System Access handles are faked by a
+ * small in-memory model of the API (a writable writes to a swap copy that replaces the file on close).
+ */
+import { describe, expect, it } from 'vitest';
+import { blobByteSource } from '../src/io/blob-byte-source.js';
+import { inputFileSetFromFiles } from '../src/io/browser-input-files.js';
+import { createBlobOutputTarget } from '../src/io/blob-output.js';
+import { createFileSystemAccessOutputTarget } from '../src/io/fs-access-output.js';
+import { createSafetensorsWriter } from '../src/formats/safetensors-writer.js';
+import { openSafetensors } from '../src/formats/safetensors-reader.js';
+import { MergeError } from '../src/errors.js';
+import { decodeValues, encodeValues } from './helpers/fixtures.js';
+
+function pickedFile(relativePath: string, content: string | Uint8Array): File {
+  const file = new File([content as BlobPart], relativePath.split('/').pop()!);
+  Object.defineProperty(file, 'webkitRelativePath', { value: relativePath });
+  return file;
+}
+
+describe('Blob byte source', () => {
+  it('reads exact ranges and names the file when asked for more', async () => {
+    const source = blobByteSource(new File([new Uint8Array([1, 2, 3, 4, 5])], 'lora.safetensors'));
+    expect(source.name).toBe('lora.safetensors');
+    expect(Array.from(await source.read(1, 3))).toEqual([2, 3, 4]);
+    const error = await source.read(3, 3).catch((e: MergeError) => e);
+    expect((error as MergeError).code).toBe('TRUNCATED');
+    expect((error as MergeError).message).toContain('lora.safetensors');
+  });
+});
+
+describe('input files from a page', () => {
+  it('strips the picked folder and skips dot-folders', async () => {
+    const set = inputFileSetFromFiles([
+      pickedFile('my-model/config.json', '{"a":1}'),
+      pickedFile('my-model/.git/HEAD', 'x'),
+      pickedFile('my-model/unet/diffusion_pytorch_model.safetensors', new Uint8Array(9)),
+    ]);
+    expect(set.name).toBe('my-model');
+    expect(set.list()).toEqual(['config.json', 'unet/diffusion_pytorch_model.safetensors']);
+    expect(await set.readText('config.json')).toBe('{"a":1}');
+    const source = await set.open('unet/diffusion_pytorch_model.safetensors');
+    expect(source.size).toBe(9);
+    expect(source.name).toBe('my-model/unet/diffusion_pytorch_model.safetensors');
+    await expect(set.open('nope')).rejects.toThrow(/no file "nope"/);
+  });
+
+  it('uses plain names for dropped files and refuses duplicates', async () => {
+    const set = inputFileSetFromFiles([new File(['a'], 'b.safetensors'), new File(['c'], 'a.json')]);
+    expect(set.list()).toEqual(['a.json', 'b.safetensors']);
+    expect(set.name).toBe('selected files');
+    expect(inputFileSetFromFiles([new File(['a'], 'one.safetensors')]).name).toBe('one.safetensors');
+    expect(() => inputFileSetFromFiles([new File(['a'], 'x'), new File(['b'], 'x')])).toThrow(MergeError);
+  });
+});
+
+describe('Blob output target', () => {
+  it('collects files as Blobs available after commit, readable back as safetensors', async () => {
+    const target = createBlobOutputTarget('merged');
+    const sink = await target.createFile('model.safetensors');
+    const writer = await createSafetensorsWriter(sink, [{ name: 'w', dtype: 'F16', shape: [3, 5] }], { merged: 'yes' });
+    const values = [0.5, -1, 2, 3.25, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14];
+    const data = encodeValues(values, 'F16');
+    await writer.writeChunk('w', data.subarray(0, 7));
+    data.fill(0, 0, 7); // the target must have copied what it was given
+    await writer.writeChunk('w', encodeValues(values, 'F16').subarray(7));
+    await writer.finish();
+    const config = await target.createFile('config.json');
+    await config.write(new TextEncoder().encode('{}'));
+    expect(target.files()).toEqual([]);
+    await config.close();
+    await target.commit();
+    const [model, configOut] = target.files();
+    expect(configOut.path).toBe('config.json');
+    expect(await configOut.blob.text()).toBe('{}');
+    const file = await openSafetensors(blobByteSource(model.blob, model.path));
+    expect(file.metadata).toEqual({ merged: 'yes' });
+    expect(Array.from(decodeValues(await file.read(file.get('w')!), 'F16'))).toEqual(values);
+  });
+
+  it('refuses to commit with an open file, and drops everything on abort', async () => {
+    const target = createBlobOutputTarget();
+    const sink = await target.createFile('a');
+    await sink.write(new Uint8Array(3));
+    await expect(target.commit()).rejects.toThrow(/still being written/);
+    await target.abort();
+    expect(target.files()).toEqual([]);
+    await expect(target.createFile('b')).rejects.toThrow(/aborted/);
+  });
+});
+
+// --- a minimal in-memory File System Access model ---------------------------------------------
+
+class FakeFile {
+  kind = 'file' as const;
+  content = new Uint8Array(0);
+  constructor(public name: string) {}
+  async createWritable() {
+    const chunks: Uint8Array[] = [];
+    let done = false;
+    return {
+      write: async (chunk: Uint8Array) => {
+        if (done) throw new Error('closed');
+        chunks.push(chunk.slice());
+      },
+      close: async () => {
+        done = true;
+        const all = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+        let at = 0;
+        for (const c of chunks) (all.set(c, at), (at += c.byteLength));
+        this.content = all;
+      },
+      abort: async () => {
+        done = true;
+      },
+    };
+  }
+}
+
+class FakeDir {
+  kind = 'directory' as const;
+  entries = new Map<string, FakeFile | FakeDir>();
+  constructor(public name: string) {}
+  private async get(name: string, create: boolean | undefined, make: () => FakeFile | FakeDir) {
+    let entry = this.entries.get(name);
+    if (!entry) {
+      if (!create) throw Object.assign(new Error('not found'), { name: 'NotFoundError' });
+      entry = make();
+      this.entries.set(name, entry);
+    }
+    return entry;
+  }
+  getFileHandle(name: string, options?: { create?: boolean }) {
+    return this.get(name, options?.create, () => new FakeFile(name));
+  }
+  getDirectoryHandle(name: string, options?: { create?: boolean }) {
+    return this.get(name, options?.create, () => new FakeDir(name));
+  }
+  async removeEntry(name: string) {
+    this.entries.delete(name);
+  }
+  tree(prefix = ''): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [name, e] of this.entries) {
+      if (e instanceof FakeDir) Object.assign(out, e.tree(`${prefix}${name}/`), { [`${prefix}${name}/`]: '' });
+      else out[prefix + name] = new TextDecoder().decode(e.content);
+    }
+    return out;
+  }
+}
+
+const text = (s: string) => new TextEncoder().encode(s);
+
+describe('File System Access output target', () => {
+  it('makes files visible only on commit', async () => {
+    const root = new FakeDir('picked');
+    const existing = await root.getFileHandle('config.json', { create: true });
+    existing.content = text('old');
+    const target = createFileSystemAccessOutputTarget(root as unknown as FileSystemDirectoryHandle);
+    expect(target.name).toBe('picked');
+    for (const [path, body] of [['config.json', 'new'], ['tokenizer/vocab.json', 'v']]) {
+      const sink = await target.createFile(path);
+      await sink.write(text(body));
+      await sink.close();
+    }
+    expect(root.tree()['config.json']).toBe('old');
+    await target.commit();
+    expect(root.tree()).toEqual({ 'config.json': 'new', 'tokenizer/': '', 'tokenizer/vocab.json': 'v' });
+  });
+
+  it('removes what it created on abort and leaves existing files alone', async () => {
+    const root = new FakeDir('picked');
+    (await root.getFileHandle('keep.txt', { create: true })).content = text('keep');
+    await root.getDirectoryHandle('existing', { create: true });
+    const target = createFileSystemAccessOutputTarget(root as unknown as FileSystemDirectoryHandle);
+    for (const path of ['keep.txt', 'existing/new.bin', 'made/deep/x.bin']) {
+      const sink = await target.createFile(path);
+      await sink.write(text('partial'));
+    }
+    await expect(target.createFile('../x')).rejects.toThrow(/invalid/);
+    await target.abort();
+    expect(root.tree()).toEqual({ 'keep.txt': 'keep', 'existing/': '' });
+  });
+
+  it('writes one file through a file handle', async () => {
+    const file = new FakeFile('merged.safetensors');
+    const target = createFileSystemAccessOutputTarget(file as unknown as FileSystemFileHandle);
+    const sink = await target.createFile('whatever.safetensors');
+    await sink.write(text('abc'));
+    await sink.close();
+    await expect(target.createFile('second')).rejects.toThrow(/one file/);
+    await target.commit();
+    expect(new TextDecoder().decode(file.content)).toBe('abc');
+  });
+});
