@@ -6,7 +6,8 @@ import { parseArgs } from 'node:util';
 import { parseOutDType, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 
-export type BackendChoice = 'auto' | 'webgpu' | 'cpu';
+import type { BackendChoice } from '../engine/node-backend.js';
+export type { BackendChoice };
 
 export interface MergeCommand {
   command: 'merge';

@@ -7,7 +7,7 @@ import { assertPlanValid } from '../plan/merge-plan.js';
 import { mergeModel } from '../pipeline/merge-model.js';
 import { prepareMerge, type PreparedMerge } from '../pipeline/prepare-merge.js';
 import type { MergeCommand } from './args.js';
-import { createNodeBackend } from './node-backend.js';
+import { createNodeBackend } from '../engine/node-backend.js';
 import { describePlan } from './plan-report.js';
 import { createProgressDisplay, formatBytes } from './progress-bar.js';
 

@@ -1,9 +1,9 @@
 /** A merge backend for Node: Dawn's WebGPU where asked for or available, else the CPU. */
-import { createBackend } from '../engine/create-backend.js';
-import type { MergeBackend } from '../engine/merge-op.js';
-import { getNodeGpu } from '../engine/gpu/node-gpu.js';
+import { createBackend } from './create-backend.js';
+import type { MergeBackend } from './merge-op.js';
+import { getNodeGpu } from './gpu/node-gpu.js';
 import { MergeError } from '../errors.js';
-import type { BackendChoice } from './args.js';
+export type BackendChoice = 'auto' | 'webgpu' | 'cpu';
 
 export async function createNodeBackend(kind: BackendChoice): Promise<MergeBackend> {
   if (kind === 'cpu') return createBackend({ kind: 'cpu' });
