@@ -467,6 +467,34 @@ describe('plan problems', () => {
     }
   });
 
+  it('refuses LyCORIS per-input DoRA on k×k convs and LoRA on a replaced tensor; warns about weighted DoRA', async () => {
+    const rand = seededRandom(11);
+    const base = new FakeBase();
+    base.add('conv_in.weight', stored([4, 3, 3, 3], 'F32', rand));
+    base.add('fc.weight', stored([4, 3], 'F32', rand));
+    base.add('head.weight', stored([2, 3], 'F32', rand));
+    const loha = await kohya('k', [
+      fixture('lora_unet_conv_in.lora_down.weight', stored([2, 3, 3, 3], 'F32', rand)),
+      fixture('lora_unet_conv_in.lora_up.weight', stored([4, 2, 1, 1], 'F32', rand)),
+      fixture('lora_unet_conv_in.dora_scale', stored([1, 3, 1, 1], 'F32', rand)),
+      fixture('lora_unet_head.lora_down.weight', stored([1, 3], 'F32', rand)),
+      fixture('lora_unet_head.lora_up.weight', stored([2, 1], 'F32', rand)),
+    ]);
+    const dora = await peft('p', { r: 1, use_dora: true, modules_to_save: ['head'] }, [
+      fixture('base_model.model.fc.lora_A.weight', stored([1, 3], 'F32', rand)),
+      fixture('base_model.model.fc.lora_B.weight', stored([4, 1], 'F32', rand)),
+      fixture('base_model.model.fc.lora_magnitude_vector', stored([4], 'F32', rand)),
+      fixture('base_model.model.head.weight', stored([2, 3], 'F32', rand)),
+    ]);
+    const plan = buildMergePlan(base, [{ adapter: loha, weight: 1 }, { adapter: dora, weight: 0.5 }]);
+    expect(plan.problems.map((p) => [p.adapter, p.module, p.code])).toEqual([
+      ['k', 'lora_unet_conv_in', 'UNSUPPORTED_FORMAT'],
+      ['p', 'head.weight', 'PLAN_INVALID'],
+    ]);
+    expect(plan.problems[1].message).toContain('k (module "lora_unet_head")');
+    expect(plan.warnings.join('\n')).toMatch(/DoRA module "fc" with weight 0.5/);
+  });
+
   it('lists the first problems and counts the rest', async () => {
     const rand = seededRandom(9);
     const base = new FakeBase();
