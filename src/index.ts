@@ -20,3 +20,4 @@ export * from './io/blob-byte-source.js';
 export * from './io/browser-input-files.js';
 export * from './io/blob-output.js';
 export * from './io/fs-access-output.js';
+export * from './plan/load-op.js';
