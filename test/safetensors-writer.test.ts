@@ -120,6 +120,19 @@ describe('safetensors writer', () => {
     }
   });
 
+  it('keeps names like "__proto__" as ordinary tensor and metadata keys', async () => {
+    const sink = memorySink();
+    const names = ['__proto__', 'constructor', 'toString'];
+    const writer = await createSafetensorsWriter(sink, names.map((name) => ({ name, dtype: 'U8', shape: [1] })), { ['__proto__']: 'p', hasOwnProperty: 'h' });
+    for (const [i, name] of names.entries()) await writer.writeTensor(name, new Uint8Array([i + 1]));
+    await writer.finish();
+    const file = await openSafetensors(bytesSource(sink.bytes(), 'proto.safetensors'));
+    expect(file.tensors.map((t) => t.name)).toEqual(names);
+    expect(Object.entries(file.metadata)).toEqual([['__proto__', 'p'], ['hasOwnProperty', 'h']]);
+    expect(Array.from(await file.read(file.get('__proto__')!))).toEqual([1]);
+    expect(file.get('valueOf')).toBeUndefined();
+  });
+
   it('aligns the data section to 8 bytes whatever the header length', async () => {
     for (let nameLength = 1; nameLength <= 16; nameLength++) {
       const sink = memorySink();

@@ -186,8 +186,8 @@ function collectTensors(
     for (const entry of file.tensors) {
       const earlier = tensors.get(entry.name);
       if (earlier) throw new MergeError('BAD_CONFIG', `${name}: tensor "${entry.name}" is in both ${earlier.shard} and ${path}`);
-      if (index && index.weight_map[entry.name] !== path) {
-        const listed = index.weight_map[entry.name];
+      const listed = index && Object.hasOwn(index.weight_map, entry.name) ? index.weight_map[entry.name] : undefined;
+      if (index && listed !== path) {
         throw new MergeError(
           'BAD_CONFIG',
           listed === undefined

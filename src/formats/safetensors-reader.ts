@@ -99,14 +99,13 @@ function parseMetadata(file: string, value: unknown): Record<string, string> {
   if (typeof value !== 'object' || Array.isArray(value)) {
     throw new MergeError('INVALID_HEADER', `${file}: __metadata__ is not an object of strings`);
   }
-  const metadata: Record<string, string> = {};
   for (const [key, v] of Object.entries(value)) {
     if (typeof v !== 'string') {
       throw new MergeError('INVALID_HEADER', `${file}: __metadata__ value "${key}" is not a string`);
     }
-    metadata[key] = v;
   }
-  return metadata;
+  // fromEntries defines own properties, so a key like "__proto__" stays data.
+  return Object.fromEntries(Object.entries(value)) as Record<string, string>;
 }
 
 function parseEntry(file: string, name: string, value: unknown): RawEntry {

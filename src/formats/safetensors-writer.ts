@@ -63,22 +63,25 @@ export function encodeHeader(
   declared: readonly SafetensorsWriterEntry[],
   metadata: Readonly<Record<string, string>>,
 ): Uint8Array {
-  const json: Record<string, unknown> = {};
+  // Entries, then Object.fromEntries: plain assignment would turn a name like "__proto__" into a prototype.
+  const fields: [string, unknown][] = [];
   for (const [key, value] of Object.entries(metadata)) {
     if (typeof value !== 'string') throw new Error(`metadata "${key}" is not a string`);
   }
-  if (Object.keys(metadata).length > 0) json.__metadata__ = metadata;
+  if (Object.keys(metadata).length > 0) fields.push(['__metadata__', Object.fromEntries(Object.entries(metadata))]);
+  const names = new Set<string>();
   let offset = 0;
   for (const entry of declared) {
-    if (entry.name === '__metadata__' || Object.prototype.hasOwnProperty.call(json, entry.name)) {
+    if (entry.name === '__metadata__' || names.has(entry.name)) {
       throw new Error(`tensor name "${entry.name}" is reserved or declared twice`);
     }
+    names.add(entry.name);
     if (!isDType(entry.dtype)) throw new Error(`tensor "${entry.name}": unknown dtype ${entry.dtype}`);
     const size = tensorByteLength(entry);
-    json[entry.name] = { dtype: entry.dtype, shape: [...entry.shape], data_offsets: [offset, offset + size] };
+    fields.push([entry.name, { dtype: entry.dtype, shape: [...entry.shape], data_offsets: [offset, offset + size] }]);
     offset += size;
   }
-  const text = JSON.stringify(json);
+  const text = JSON.stringify(Object.fromEntries(fields));
   const textBytes = new TextEncoder().encode(text);
   const padded = Math.ceil(textBytes.byteLength / HEADER_ALIGN) * HEADER_ALIGN;
   const out = new Uint8Array(8 + padded);

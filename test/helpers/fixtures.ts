@@ -213,17 +213,17 @@ export interface FixtureTensor {
  * bytes back to back in the order given. Sizes are not checked, so tests can build bad files too.
  */
 export function buildSafetensors(tensors: FixtureTensor[], metadata?: Record<string, string>): Uint8Array {
-  const header: Record<string, unknown> = {};
-  if (metadata) header.__metadata__ = metadata;
+  // Built from entries so that names like "__proto__" stay ordinary keys.
+  const fields: [string, unknown][] = metadata ? [['__metadata__', metadata]] : [];
   const blobs: Uint8Array[] = [];
   let offset = 0;
   for (const t of tensors) {
     const bytes = t.data instanceof Uint8Array ? t.data : encodeValues(t.data, t.dtype);
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
+    fields.push([t.name, { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] }]);
     blobs.push(bytes);
     offset += bytes.byteLength;
   }
-  return buildRawSafetensors(JSON.stringify(header), concatBytes(blobs));
+  return buildRawSafetensors(JSON.stringify(Object.fromEntries(fields)), concatBytes(blobs));
 }
 
 /**
