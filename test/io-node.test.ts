@@ -6,8 +6,10 @@ import { openNodeByteSource } from '../src/io/node-byte-source.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { createNodeOutputTarget } from '../src/io/node-output.js';
 import { copyInputFile } from '../src/io/copy-file.js';
+import { createSafetensorsWriter } from '../src/formats/safetensors-writer.js';
+import { openSafetensors } from '../src/formats/safetensors-reader.js';
 import { MergeError } from '../src/errors.js';
-import { removeTempDir, writeTempDir } from './helpers/fixtures.js';
+import { decodeValues, encodeValues, randomValues, removeTempDir, roundForDType, seededRandom, writeTempDir } from './helpers/fixtures.js';
 
 const dirs: string[] = [];
 function tempDir(files: Record<string, Uint8Array | string> = {}): string {
@@ -230,3 +232,39 @@ describe('Node output target', () => {
   });
 });
 
+
+describe('streaming a safetensors file to disk and back', () => {
+  it('writes slabs of a large tensor through the output target and reads parts back exactly', async () => {
+    const rows = 257;
+    const cols = 1031; // odd sizes: slabs do not line up with anything
+    const values = randomValues(rows * cols, seededRandom(3), 10);
+    const dir = tempDir();
+    const out = join(dir, 'merged.safetensors');
+    const target = await createNodeOutputTarget(out, 'file', []);
+    const writer = await createSafetensorsWriter(await target.createFile('merged.safetensors'), [
+      { name: 'small', dtype: 'F16', shape: [3] },
+      { name: 'big', dtype: 'BF16', shape: [rows, cols] },
+    ], { merged_with: 'two adapters' });
+    await writer.writeTensor('small', encodeValues([1, 2, 3], 'F16'));
+    for (let r = 0; r < rows; r += 19) {
+      const slab = values.subarray(r * cols, Math.min(rows, r + 19) * cols);
+      await writer.writeChunk('big', encodeValues(slab, 'BF16'));
+    }
+    await writer.finish();
+    await target.commit();
+    expect(readdirSync(dir)).toEqual(['merged.safetensors']);
+
+    const file = await openSafetensors(await openNodeByteSource(out));
+    expect(file.metadata).toEqual({ merged_with: 'two adapters' });
+    const big = file.get('big')!;
+    expect(big.offset % 2).toBe(0);
+    const row = 200;
+    const got = decodeValues(await file.readPart(big, row * cols * 2, cols * 2), 'BF16');
+    expect(Array.from(got)).toEqual(Array.from(values.subarray(row * cols, (row + 1) * cols), (v) => roundForDType(v, 'BF16')));
+    const all = decodeValues(await file.read(big), 'BF16');
+    let mismatches = 0;
+    for (let i = 0; i < all.length; i++) if (all[i] !== roundForDType(values[i], 'BF16')) mismatches++;
+    expect(mismatches).toBe(0);
+    await file.source.close();
+  });
+});

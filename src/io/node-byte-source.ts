@@ -17,8 +17,11 @@ export async function openNodeByteSource(path: string, name: string = path): Pro
     if (code === 'EISDIR') throw new MergeError('NOT_FOUND', `${name}: is a folder, expected a file`, { cause: e });
     throw new MergeError('NOT_FOUND', `${name}: cannot open (${code ?? (e as Error).message})`, { cause: e });
   }
-  const { size } = await handle.stat();
   const fileHandle = handle;
+  const { size } = await fileHandle.stat().catch(async (e: unknown) => {
+    await fileHandle.close();
+    throw e;
+  });
   return {
     name,
     size,
