@@ -1,4 +1,4 @@
-/** The test helpers are the reference for everything else, so they get checked against known values. */
+/** The fixture builders are the reference for everything else, so they get checked against known values. */
 import { describe, expect, it } from 'vitest';
 import {
   bf16BitsFromF64, buildSafetensors, decodeValues, encodeValues, f16BitsFromF64, roundForDType,
