@@ -41,7 +41,7 @@ const state: {
 
 client.backend.then(
   (info) => {
-    $('backend').textContent = info.kind === 'webgpu' ? `webgpu · ${info.description}` : info.description;
+    $('backend').textContent = info.kind === 'webgpu' ? `webgpu · ${info.description.replace(/^WebGPU:\s*/i, '')}` : info.description;
     $('backend-dot').className = `backend-dot ${info.kind}`;
   },
   (error: Error) => { $('backend').textContent = error.message; },

@@ -4,11 +4,10 @@
  * The page never touches the library directly, so a long merge never blocks its main thread.
  */
 import {
-  createBackend, generateSample, isMergeError, mergeModel, parseOutDType,
+  createBackend, createBlobOutputTarget, createFileSystemAccessOutputTarget, generateSample, isMergeError,
+  mergeModel, parseOutDType, prepareMerge,
   type MergeBackend, type OutputTarget,
 } from '../src/index.js';
-import { DirectoryOutput } from './directory-output.js';
-import { MemoryOutput } from './memory-output.js';
 import { pickedFileSet } from './picked-file-set.js';
 import { summarizePlan } from './plan-summary.js';
 import type { MergedFile, PickedFile, WorkerRequest, WorkerResponse } from './worker-protocol.js';
@@ -16,10 +15,24 @@ import type { MergedFile, PickedFile, WorkerRequest, WorkerResponse } from './wo
 const post = (message: WorkerResponse): void => self.postMessage(message);
 const running = new Map<number, AbortController>();
 
-const backend: Promise<MergeBackend> = createBackend({ kind: 'auto' });
+/**
+ * WebGPU whenever the browser offers an adapter, even a software one: this page exists to show the
+ * GPU path. Without one, the CPU, and the page says why.
+ */
+async function chooseBackend(): Promise<MergeBackend> {
+  try {
+    return await createBackend({ kind: 'webgpu' });
+  } catch (error) {
+    const reason = isMergeError(error) ? error.message : String(error);
+    const cpu = await createBackend({ kind: 'cpu' });
+    return { kind: cpu.kind, description: `CPU fallback: ${reason}`, merge: (op, signal) => cpu.merge(op, signal), dispose: () => cpu.dispose() };
+  }
+}
+
+const backend = chooseBackend();
 backend.then(
   (b) => post({ type: 'backend', kind: b.kind, description: b.description }),
-  (e: Error) => post({ type: 'backend', kind: 'cpu', description: `CPU (${e.message})` }),
+  (e: Error) => post({ type: 'backend', kind: 'cpu', description: `no backend: ${e.message}` }),
 );
 
 function errorMessage(error: unknown): string {
@@ -31,25 +44,35 @@ function toFiles(path: string, bytes: Uint8Array): PickedFile {
   return { path, file: new File([bytes as Uint8Array<ArrayBuffer>], path.split('/').pop() ?? path) };
 }
 
+/** What a merge into a folder published, read back lazily from disk for the download links. */
+async function filesOnDisk(root: FileSystemDirectoryHandle, paths: string[]): Promise<MergedFile[]> {
+  const out: MergedFile[] = [];
+  for (const path of paths) {
+    const parts = path.split('/');
+    let folder = root;
+    for (const part of parts.slice(0, -1)) folder = await folder.getDirectoryHandle(part);
+    const file = await (await folder.getFileHandle(parts[parts.length - 1])).getFile();
+    out.push({ path, size: file.size, blob: file });
+  }
+  return out;
+}
+
 async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promise<void> {
   const controller = new AbortController();
   running.set(request.id, controller);
   const started = performance.now();
-  const memory = request.output.kind === 'memory' ? new MemoryOutput() : undefined;
-  const disk = request.output.kind === 'directory' ? new DirectoryOutput(request.output.handle) : undefined;
-  const output: OutputTarget = (memory ?? disk)!;
-  const written: string[] = [];
-  const tracked: OutputTarget = {
-    name: output.name,
-    createFile: (path) => { written.push(path); return output.createFile(path); },
-    commit: () => output.commit(),
-    abort: () => output.abort(),
-  };
+  const memory = request.output.kind === 'memory' ? createBlobOutputTarget('download') : undefined;
+  const folder = request.output.kind === 'directory' ? request.output.handle : undefined;
+  const output: OutputTarget = memory ?? createFileSystemAccessOutputTarget(folder!);
+  let prepared: Awaited<ReturnType<typeof prepareMerge>> | undefined;
   try {
-    await mergeModel({
-      base: pickedFileSet(request.baseName, request.base),
-      adapters: request.adapters.map((a) => ({ files: pickedFileSet(a.name, a.files), weight: a.weight })),
-      output: tracked,
+    prepared = await prepareMerge(
+      pickedFileSet(request.baseName, request.base),
+      request.adapters.map((a) => ({ files: pickedFileSet(a.name, a.files), weight: a.weight })),
+    );
+    const result = await mergeModel({
+      prepared,
+      output,
       outDtype: request.outDtype === 'same' ? undefined : parseOutDType(request.outDtype),
       backend: await backend,
       signal: controller.signal,
@@ -57,12 +80,13 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
     });
     const files: MergedFile[] = memory
       ? memory.files().map((f) => ({ path: f.path, size: f.blob.size, blob: f.blob }))
-      : await disk!.files(written);
+      : await filesOnDisk(folder!, result.files);
     post({ type: 'merged', id: request.id, files, seconds: (performance.now() - started) / 1000 });
   } catch (error) {
     if (controller.signal.aborted) post({ type: 'cancelled', id: request.id });
     else post({ type: 'error', id: request.id, message: errorMessage(error) });
   } finally {
+    await prepared?.close();
     running.delete(request.id);
   }
 }

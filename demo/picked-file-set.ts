@@ -1,23 +1,10 @@
 /**
- * The library's InputFileSet over files picked in the page. Reads are File.slice(): the browser
- * fetches only the bytes asked for, so a model of any size is never loaded whole.
+ * The library's InputFileSet over files whose folder paths the page already knows (dropped folders
+ * give Files without webkitRelativePath, and paths do not survive the trip to the worker).
+ * Reads go through the library's Blob source: only the bytes asked for are ever loaded.
  */
-import { MergeError, type ByteSource, type InputFileSet } from '../src/index.js';
+import { blobByteSource, MergeError, type InputFileSet } from '../src/index.js';
 import type { PickedFile } from './worker-protocol.js';
-
-function fileSource(file: File, name: string): ByteSource {
-  return {
-    name,
-    size: file.size,
-    async read(offset: number, length: number): Promise<Uint8Array> {
-      if (offset < 0 || length < 0 || offset + length > file.size) {
-        throw new MergeError('TRUNCATED', `${name}: wanted bytes ${offset}..${offset + length} of a ${file.size}-byte file`);
-      }
-      return new Uint8Array(await file.slice(offset, offset + length).arrayBuffer());
-    },
-    async close(): Promise<void> {},
-  };
-}
 
 export function pickedFileSet(name: string, files: readonly PickedFile[]): InputFileSet {
   const byPath = new Map(files.map((f) => [f.path, f.file]));
@@ -30,7 +17,7 @@ export function pickedFileSet(name: string, files: readonly PickedFile[]): Input
   return {
     name,
     list: () => sorted.slice(),
-    open: async (path) => fileSource(get(path), `${name}/${path}`),
+    open: async (path) => blobByteSource(get(path), `${name}/${path}`),
     readText: async (path) => get(path).text(),
   };
 }

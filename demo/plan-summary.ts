@@ -1,21 +1,12 @@
 /**
- * Runs in the worker: reads the headers of the base and the adapters, builds the merge plan with
+ * Runs in the worker: reads the headers of the base and the adapters, prepares the merge with
  * every weight at 1, measures each update, and boils it all down to what the page shows.
  * Weights are left out on purpose: the page scales scales and ratios by the sliders itself.
  */
 import {
-  buildMergePlan, estimateUpdateMagnitudes, openAdapter, openSafetensors,
-  type InputFileSet, type ParsedAdapter, type SafetensorsFile,
+  estimateUpdateMagnitudes, prepareMerge, type FloatDType, type InputFileSet, type ParsedAdapter,
 } from '../src/index.js';
 import type { AdapterSummary, PlanSummary } from './worker-protocol.js';
-
-/** Every .safetensors file of the base (one file, or the shards of a folder), opened. */
-export async function openBaseFiles(base: InputFileSet): Promise<SafetensorsFile[]> {
-  const paths = base.list().filter((p) => p.toLowerCase().endsWith('.safetensors'));
-  const files: SafetensorsFile[] = [];
-  for (const path of paths) files.push(await openSafetensors(await base.open(path)));
-  return files;
-}
 
 function range(values: number[]): string {
   const distinct = [...new Set(values.map((v) => Number(v.toPrecision(4))))].sort((a, b) => a - b);
@@ -42,35 +33,25 @@ function mostCommon(values: string[]): string {
 }
 
 export async function summarizePlan(base: InputFileSet, adapterSets: InputFileSet[]): Promise<PlanSummary> {
-  const baseFiles = await openBaseFiles(base);
-  const adapters: ParsedAdapter[] = [];
+  const prepared = await prepareMerge(base, adapterSets.map((files) => ({ files, weight: 1 })));
   try {
-    for (const set of adapterSets) adapters.push(await openAdapter(set));
-    const owner = new Map<string, SafetensorsFile>();
-    const tensors = new Map<string, { dtype: string; shape: number[] }>();
-    for (const file of baseFiles) {
-      for (const t of file.tensors) {
-        owner.set(t.name, file);
-        tensors.set(t.name, { dtype: t.dtype, shape: t.shape });
-      }
-    }
-    const plan = buildMergePlan({ tensors: tensors as never }, adapters.map((adapter) => ({ adapter, weight: 1 })));
+    const { plan } = prepared;
+    const model = prepared.base;
     const magnitudes = await estimateUpdateMagnitudes(plan, async (key, rowStart, rowCount) => {
-      const file = owner.get(key)!;
-      const entry = file.get(key)!;
-      const rowBytes = entry.byteLength / entry.shape[0];
-      return { dtype: entry.dtype as 'F32' | 'F16' | 'BF16', data: await file.readPart(entry, rowStart * rowBytes, rowCount * rowBytes) };
+      const tensor = model.tensors.get(key)!;
+      const rowBytes = tensor.entry.byteLength / tensor.shape[0];
+      return { dtype: tensor.dtype as FloatDType, data: await model.readPart(key, rowStart * rowBytes, rowCount * rowBytes) };
     });
-    const allTensors = baseFiles.flatMap((f) => f.tensors);
+    const allTensors = [...model.tensors.values()];
     return {
       base: {
         name: base.name,
-        files: baseFiles.length,
+        files: model.shards.length,
         tensors: allTensors.length,
-        bytes: allTensors.reduce((n, t) => n + t.byteLength, 0),
+        bytes: allTensors.reduce((n, t) => n + t.entry.byteLength, 0),
         dtype: mostCommon(allTensors.map((t) => t.dtype)),
       },
-      adapters: adapters.map(summarizeAdapter),
+      adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),
       modules: plan.updates.flatMap((u) => u.terms.map((t) => ({
         adapter: t.adapterIndex, module: t.moduleName, target: u.baseKey, shape: u.shape, scale: t.scale,
       }))),
@@ -82,7 +63,6 @@ export async function summarizePlan(base: InputFileSet, adapterSets: InputFileSe
       mergeable: plan.problems.length === 0,
     };
   } finally {
-    for (const f of baseFiles) await f.source.close();
-    for (const a of adapters) await a.file.source.close();
+    await prepared.close();
   }
 }

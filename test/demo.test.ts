@@ -1,0 +1,225 @@
+/**
+ * The demo page, driven like a person would in headless Chromium (WebGPU on SwiftShader here):
+ * upload files, press merge, fetch the download link's bytes and check them against float64 truth
+ * computed here; merge the built-in sample; cancel a merge midway. Fails on any page error and on
+ * any request that leaves the page's own origin.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Browser, Page } from 'puppeteer';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { generateSample } from '../src/sample/index.js';
+import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
+import {
+  buildSafetensors, decodeValues, randomValues, removeTempDir, roundForDType, seededRandom, writeTempDir,
+  type FixtureDType,
+} from './helpers/fixtures.js';
+
+interface Decoded { dtype: FixtureDType; shape: number[]; values: Float64Array; bytes: Uint8Array }
+
+function readSafetensors(bytes: Uint8Array): Map<string, Decoded> {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLength = Number(view.getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength))) as Record<string, any>;
+  const start = 8 + headerLength;
+  const out = new Map<string, Decoded>();
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const raw = bytes.subarray(start + info.data_offsets[0], start + info.data_offsets[1]);
+    out.set(name, { dtype: info.dtype, shape: info.shape, values: decodeValues(raw, info.dtype), bytes: raw });
+  }
+  return out;
+}
+
+/** One PEFT adapter as the test knows it: factors in float64 and the scale w·α/r. */
+interface TruthAdapter { tensors: Map<string, Decoded>; scale: number }
+
+/** W + Σ scale·B·A in float64 for every adapted tensor, rounded once to `dtype`. */
+function expectedWeight(name: string, w: Decoded, adapters: TruthAdapter[], dtype: FixtureDType): Float64Array | undefined {
+  const module = `base_model.model.${name.replace(/\.weight$/, '')}`;
+  const [rows, cols] = w.shape;
+  const out = Float64Array.from(w.values);
+  let touched = false;
+  for (const { tensors, scale } of adapters) {
+    const a = tensors.get(`${module}.lora_A.weight`);
+    const b = tensors.get(`${module}.lora_B.weight`);
+    if (!a || !b) continue;
+    touched = true;
+    const r = a.shape[0];
+    for (let o = 0; o < rows; o++) {
+      for (let i = 0; i < cols; i++) {
+        let s = 0;
+        for (let k = 0; k < r; k++) s += b.values[o * r + k] * a.values[k * cols + i];
+        out[o * cols + i] += scale * s;
+      }
+    }
+  }
+  return touched ? out.map((x) => roundForDType(x, dtype)) : undefined;
+}
+
+/** Distance in units of the last place of `dtype` at the expected value. */
+function ulps(got: number, want: number, dtype: FixtureDType): number {
+  if (got === want) return 0;
+  const mant = dtype === 'F16' ? 10 : dtype === 'BF16' ? 7 : 23;
+  const minExp = dtype === 'F16' ? -14 : -126;
+  const e = Math.max(Math.floor(Math.log2(Math.abs(want) || 2 ** minExp)), minExp);
+  return Math.abs(got - want) / 2 ** (e - mant);
+}
+
+/** Compares every output tensor with the truth: adapted ones within 1 ulp (nearly all exact), others byte-equal. */
+function checkMerged(output: Uint8Array, base: Map<string, Decoded>, adapters: TruthAdapter[], outDtype?: FixtureDType): void {
+  const merged = readSafetensors(output);
+  expect([...merged.keys()].sort()).toEqual([...base.keys()].sort());
+  let exact = 0;
+  let total = 0;
+  for (const [name, w] of base) {
+    const got = merged.get(name)!;
+    const dtype = outDtype ?? w.dtype;
+    expect(got.dtype, name).toBe(dtype);
+    expect(got.shape, name).toEqual(w.shape);
+    const want = expectedWeight(name, w, adapters, dtype);
+    if (!want) {
+      if (dtype === w.dtype) expect(got.bytes, name).toEqual(w.bytes);
+      else expect(Array.from(got.values), name).toEqual(Array.from(w.values, (x) => roundForDType(x, dtype)));
+      continue;
+    }
+    for (let i = 0; i < want.length; i++) {
+      const d = ulps(got.values[i], want[i], dtype);
+      if (d > 1) expect.fail(`${name}[${i}]: got ${got.values[i]}, want ${want[i]} (${d} ulps)`);
+      if (d === 0) exact++;
+      total++;
+    }
+  }
+  expect(exact / total).toBeGreaterThan(0.99);
+}
+
+async function downloadBytes(page: Page): Promise<Uint8Array> {
+  await page.waitForFunction(() => !!document.querySelector<HTMLAnchorElement>('[data-testid="download-link"]')?.href, { timeout: 90_000 });
+  const base64 = await page.evaluate(async () => {
+    const link = document.querySelector<HTMLAnchorElement>('[data-testid="download-link"]')!;
+    const bytes = new Uint8Array(await (await fetch(link.href)).arrayBuffer());
+    let text = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(text);
+  });
+  return new Uint8Array(Buffer.from(base64, 'base64'));
+}
+
+let server: DemoServer;
+let browser: Browser;
+let demo: DemoPage;
+const folders: string[] = [];
+
+beforeAll(async () => {
+  server = await serveDemo();
+  browser = await launchChromium();
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.close();
+  for (const f of folders) removeTempDir(f);
+});
+
+afterEach(async () => {
+  expect(demo.errors).toEqual([]);
+  expect(demo.foreignRequests).toEqual([]);
+  await demo.page.close();
+});
+
+describe('demo page', () => {
+  it('merges an uploaded base with two adapters (one weighted −0.5) exactly, on WebGPU', async () => {
+    const rand = seededRandom(20240611);
+    const r1 = 3, r2 = 1, alpha1 = 6, alpha2 = 4;
+    const shapes: Record<string, [number, number]> = {
+      'model.layers.0.attn.q.weight': [37, 23],
+      'model.layers.0.mlp.up.weight': [61, 23],
+      'model.layers.1.attn.q.weight': [37, 23],
+    };
+    const baseTensors = Object.entries(shapes).map(([name, shape]) => ({ name, dtype: 'F16' as const, shape, data: randomValues(shape[0] * shape[1], rand, 0.5) }));
+    baseTensors.push({ name: 'model.norm.weight', dtype: 'F16', shape: [23, 1], data: randomValues(23, rand) });
+    const adapterFile = (r: number, modules: string[]) => buildSafetensors(modules.flatMap((m) => {
+      const [out, inF] = shapes[`${m}.weight`];
+      return [
+        { name: `base_model.model.${m}.lora_A.weight`, dtype: 'F32' as const, shape: [r, inF], data: randomValues(r * inF, rand, 0.3) },
+        { name: `base_model.model.${m}.lora_B.weight`, dtype: 'F32' as const, shape: [out, r], data: randomValues(out * r, rand, 0.3) },
+      ];
+    }));
+    const config = (r: number, alpha: number) => JSON.stringify({ peft_type: 'LORA', r, lora_alpha: alpha, target_modules: ['q', 'up'] });
+    const baseBytes = buildSafetensors(baseTensors);
+    const a1 = adapterFile(r1, ['model.layers.0.attn.q', 'model.layers.0.mlp.up', 'model.layers.1.attn.q']);
+    const a2 = adapterFile(r2, ['model.layers.0.attn.q']);
+    const dir = writeTempDir({
+      'base/model.safetensors': baseBytes,
+      'one/adapter_config.json': config(r1, alpha1), 'one/adapter_model.safetensors': a1,
+      'two/adapter_config.json': config(r2, alpha2), 'two/adapter_model.safetensors': a2,
+    });
+    folders.push(dir);
+
+    demo = await openDemo(browser, server);
+    const { page } = demo;
+    await page.waitForFunction(() => /webgpu/i.test(document.querySelector('[data-testid="backend"]')!.textContent ?? ''), { timeout: 60_000 });
+    const baseInput = (await page.$('[data-testid="base-input"]'))!;
+    await baseInput.uploadFile(join(dir, 'base/model.safetensors'));
+    const adapterInput = (await page.$('[data-testid="adapter-input"]'))!;
+    await adapterInput.uploadFile(join(dir, 'one/adapter_config.json'), join(dir, 'one/adapter_model.safetensors'));
+    await adapterInput.uploadFile(join(dir, 'two/adapter_config.json'), join(dir, 'two/adapter_model.safetensors'));
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="adapter-weight"]').length === 2);
+    await page.evaluate(() => {
+      const slider = document.querySelectorAll<HTMLInputElement>('[data-testid="adapter-weight"]')[1];
+      slider.value = '-0.5';
+      slider.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    // The plan: all four modules matched, r and α shown per adapter.
+    await page.waitForFunction(() => !document.getElementById('plan')!.hidden, { timeout: 30_000 });
+    const facts = await page.$$eval('[data-testid="adapter-facts"]', (els) => els.map((e) => e.textContent));
+    expect(facts[0]).toContain('r = 3');
+    expect(facts[0]).toContain('α = 6');
+    expect(facts[1]).toContain('α/r = 4');
+    expect(await page.$eval('#plan-stats', (e) => e.textContent)).toContain('4modules matched');
+
+    await page.click('[data-testid="merge-button"]');
+    const output = await downloadBytes(page);
+    checkMerged(output, readSafetensors(baseBytes), [
+      { tensors: readSafetensors(a1), scale: alpha1 / r1 },
+      { tensors: readSafetensors(a2), scale: -0.5 * (alpha2 / r2) },
+    ]);
+  });
+
+  it('merges the built-in sample with one click, shows the plan and its chart', async () => {
+    demo = await openDemo(browser, server);
+    const { page } = demo;
+    await page.click('[data-testid="sample-button"]');
+    const output = await downloadBytes(page);
+    const sample = await generateSample('small');
+    const adapterConfig = JSON.parse(new TextDecoder().decode(sample.adapter['adapter_config.json']));
+    checkMerged(output, readSafetensors(sample.base['model.safetensors']), [
+      { tensors: readSafetensors(sample.adapter['adapter_model.safetensors']), scale: adapterConfig.lora_alpha / adapterConfig.r },
+    ]);
+
+    await page.waitForFunction(() => !document.getElementById('plan')!.hidden, { timeout: 30_000 });
+    const inkedPixels = await page.$eval('[data-testid="magnitude-chart"]', (canvas) => {
+      const c = canvas as HTMLCanvasElement;
+      const data = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n++;
+      return n;
+    });
+    expect(inkedPixels).toBeGreaterThan(1000);
+    expect(await page.$eval('#plan-stats', (e) => e.textContent)).toContain('14modules matched');
+    mkdirSync('test-output', { recursive: true });
+    await page.screenshot({ path: 'test-output/demo-sample.png', fullPage: true });
+  });
+
+  it('cancels a merge midway and offers nothing to download', async () => {
+    demo = await openDemo(browser, server);
+    const { page } = demo;
+    await page.select('#sample-size', 'large');
+    await page.click('[data-testid="sample-button"]');
+    await page.waitForFunction(() => (document.querySelector<HTMLProgressElement>('[data-testid="progress"]')!.value ?? 0) > 0, { timeout: 90_000, polling: 50 });
+    await page.click('[data-testid="cancel-button"]');
+    await page.waitForFunction(() => /cancelled/i.test(document.getElementById('progress-text')!.textContent ?? ''), { timeout: 60_000 });
+    expect(await page.$('[data-testid="download-link"]')).toBeNull();
+    expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(false);
+  });
+});
