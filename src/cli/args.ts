@@ -77,7 +77,23 @@ function parseOrExplain<T>(run: () => T): T {
   }
 }
 
-function parseMerge(args: string[]): MergeCommand {
+/** `--weight -0.5`: parseArgs would read the negative number as an option; bind it explicitly. */
+function bindNegativeWeights(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const next = args[i + 1];
+    if (args[i] === '--weight' && next !== undefined && /^-(\d|\.\d|Infinity|inf)/i.test(next)) {
+      out.push(`--weight=${next}`);
+      i++;
+    } else {
+      out.push(args[i]);
+    }
+  }
+  return out;
+}
+
+function parseMerge(rawArgs: string[]): MergeCommand {
+  const args = bindNegativeWeights(rawArgs);
   const { tokens, positionals } = parseOrExplain(() =>
     parseArgs({
       args,

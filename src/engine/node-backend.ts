@@ -2,11 +2,14 @@
 import { createBackend } from './create-backend.js';
 import type { MergeBackend } from './merge-op.js';
 import { getNodeGpu } from './gpu/node-gpu.js';
+import { tmpdir } from 'node:os';
 import { MergeError } from '../errors.js';
 export type BackendChoice = 'auto' | 'webgpu' | 'cpu';
 
 export async function createNodeBackend(kind: BackendChoice): Promise<MergeBackend> {
   if (kind === 'cpu') return createBackend({ kind: 'cpu' });
+  // The Vulkan loader prints "XDG_RUNTIME_DIR is invalid" on servers without a login session.
+  if (process.platform === 'linux' && !process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = tmpdir();
   let nodeGpu: Awaited<ReturnType<typeof getNodeGpu>>;
   try {
     nodeGpu = await getNodeGpu();
