@@ -11,14 +11,6 @@ Chart.register(BarController, BarElement, CategoryScale, LinearScale, Legend, To
 
 const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
 
-/** Layer = the first number in the tensor's path; kind = the module's own name. */
-export function groupOf(target: string): { layer: string; kind: string } {
-  const path = target.replace(/\.weight$/, '');
-  const layer = /(?:^|[._])(\d+)(?:[._]|$)/.exec(path)?.[1] ?? 'other';
-  const parts = path.split('.');
-  return { layer, kind: parts[parts.length - 1] };
-}
-
 export class MagnitudeChart {
   private chart?: Chart<'bar'>;
 
@@ -29,7 +21,8 @@ export class MagnitudeChart {
     const kinds: string[] = [];
     const sums = new Map<string, number>();
     for (const m of magnitudes) {
-      const { layer, kind } = groupOf(m.target);
+      const layer = m.layer === null ? 'other' : String(m.layer);
+      const kind = m.moduleType;
       if (!layers.includes(layer)) layers.push(layer);
       if (!kinds.includes(kind)) kinds.push(kind);
       const key = `${layer}\u0000${kind}`;

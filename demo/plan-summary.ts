@@ -59,7 +59,9 @@ export async function summarizePlan(base: InputFileSet, adapterSets: InputFileSe
         ...plan.problems.map((p) => ({ severity: 'error' as const, message: p.message })),
         ...plan.warnings.map((message) => ({ severity: 'warning' as const, message })),
       ],
-      magnitudes: magnitudes.map((m) => ({ adapter: m.adapterIndex, module: m.module, target: m.baseKey, ratio: m.ratio })),
+      magnitudes: magnitudes.map((m) => ({
+        adapter: m.adapterIndex, module: m.module, target: m.baseKey, layer: m.layer, moduleType: m.moduleType, ratio: m.ratio,
+      })),
       mergeable: plan.problems.length === 0,
     };
   } finally {

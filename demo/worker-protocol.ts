@@ -53,6 +53,9 @@ export interface UpdateMagnitude {
   adapter: number;
   module: string;
   target: string;
+  /** Layer index from the module name (null when it has none) and the module's own name. */
+  layer: number | null;
+  moduleType: string;
   ratio: number;
 }
 
