@@ -1,0 +1,158 @@
+/**
+ * Every kind of broken input through the CLI: a non-zero exit, one `error:` line that names the
+ * file, tensor or module at fault, no stack trace, and nothing at (or beside) --out.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { errorLines, listDir, runCli } from './helpers/cli.js';
+import { buildRawSafetensors, buildSafetensors, randomValues, removeTempDir, seededRandom, writeTempDir, type FixtureTensor } from './helpers/fixtures.js';
+
+const temps: string[] = [];
+afterAll(() => temps.forEach(removeTempDir));
+function tempDir(files: Record<string, Uint8Array | string>): string {
+  const dir = writeTempDir(files);
+  temps.push(dir);
+  return dir;
+}
+
+const rand = seededRandom(3);
+const d = 12;
+const r = 2;
+const baseTensors: FixtureTensor[] = [
+  { name: 'model.layers.0.self_attn.q_proj.weight', dtype: 'F16', shape: [d, d], data: randomValues(d * d, rand) },
+  { name: 'model.layers.0.self_attn.v_proj.weight', dtype: 'F16', shape: [d, d], data: randomValues(d * d, rand) },
+];
+const goodBase = buildSafetensors(baseTensors);
+const config = JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 4, target_modules: ['q_proj', 'v_proj'] });
+function adapterTensors(module: string, inFeatures = d, values?: number[]): FixtureTensor[] {
+  return [
+    { name: `base_model.model.${module}.lora_A.weight`, dtype: 'F32', shape: [r, inFeatures], data: values ?? randomValues(r * inFeatures, rand) },
+    { name: `base_model.model.${module}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: randomValues(d * r, rand) },
+  ];
+}
+const goodAdapter = { 'adapter_config.json': config, 'adapter_model.safetensors': buildSafetensors(adapterTensors('model.layers.0.self_attn.q_proj')) };
+
+interface Case {
+  name: string;
+  base?: Uint8Array;
+  adapter?: Record<string, Uint8Array | string>;
+  extraArgs?: string[];
+  /** The error line must match this. */
+  message: RegExp;
+}
+
+const nanValues = randomValues(r * d, rand);
+nanValues[5] = NaN;
+const cases: Case[] = [
+  { name: 'empty base file', base: new Uint8Array(0), message: /base\.safetensors.*(empty|too small|shorter)/i },
+  { name: 'truncated base file', base: goodBase.subarray(0, goodBase.byteLength - 7), message: /base\.safetensors/ },
+  {
+    name: 'header that lies about its length',
+    base: (() => {
+      const bytes = goodBase.slice();
+      new DataView(bytes.buffer).setBigUint64(0, BigInt(bytes.byteLength * 4), true);
+      return bytes;
+    })(),
+    message: /base\.safetensors/,
+  },
+  {
+    name: 'header that is not JSON',
+    base: buildRawSafetensors('{"a": [1, 2', new Uint8Array(8)),
+    message: /base\.safetensors.*(JSON|header)/i,
+  },
+  {
+    name: 'tensor whose size disagrees with its shape',
+    base: buildRawSafetensors({ 'model.layers.0.self_attn.q_proj.weight': { dtype: 'F16', shape: [d, d], data_offsets: [0, 10] } }, new Uint8Array(10)),
+    message: /base\.safetensors.*model\.layers\.0\.self_attn\.q_proj\.weight/,
+  },
+  {
+    name: 'factor shapes that do not fit the base',
+    adapter: { 'adapter_config.json': config, 'adapter_model.safetensors': buildSafetensors(adapterTensors('model.layers.0.self_attn.q_proj', d + 3)) },
+    message: /model\.layers\.0\.self_attn\.q_proj/,
+  },
+  {
+    name: 'unknown modules (all of them reported)',
+    adapter: {
+      'adapter_config.json': config,
+      'adapter_model.safetensors': buildSafetensors([...adapterTensors('model.layers.7.self_attn.q_proj'), ...adapterTensors('model.layers.0.mlp.gate_proj')]),
+    },
+    message: /model\.layers\.7\.self_attn\.q_proj.*model\.layers\.0\.mlp\.gate_proj/,
+  },
+  {
+    name: 'NaN in a factor',
+    adapter: { 'adapter_config.json': config, 'adapter_model.safetensors': buildSafetensors(adapterTensors('model.layers.0.self_attn.q_proj', d, nanValues)) },
+    message: /model\.layers\.0\.self_attn\.q_proj.*(finite|NaN)/i,
+  },
+  {
+    name: 'broken adapter config',
+    adapter: { 'adapter_config.json': '{"r": 2, "lora_alpha": ', 'adapter_model.safetensors': goodAdapter['adapter_model.safetensors'] },
+    message: /adapter_config\.json/,
+  },
+  {
+    name: 'config whose r disagrees with the factors',
+    adapter: { 'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 5, lora_alpha: 4 }), 'adapter_model.safetensors': goodAdapter['adapter_model.safetensors'] },
+    message: /q_proj.*rank|rank.*q_proj/i,
+  },
+  {
+    name: 'pickle adapter',
+    adapter: { 'adapter_config.json': config, 'adapter_model.bin': new Uint8Array([0x80, 0x02, 0x7d]) },
+    message: /adapter_model\.bin.*pickle/i,
+  },
+  { name: 'weight that is not a number', extraArgs: ['--weight', 'strong'], message: /--weight/ },
+];
+
+describe('broken input through the CLI', () => {
+  it.each(cases)('$name', async (c) => {
+    const baseDir = tempDir({ 'base.safetensors': c.base ?? goodBase });
+    const adapterDir = tempDir(c.adapter ?? goodAdapter);
+    const outDir = tempDir({});
+    const out = join(outDir, 'merged.safetensors');
+    const args = ['merge', '--base', join(baseDir, 'base.safetensors'), '--adapter', adapterDir, ...(c.extraArgs ?? []), '--out', out, '--backend', 'cpu'];
+    const result = await runCli(args);
+    expect(result.code, result.stderr).not.toBe(0);
+    const lines = errorLines(result.stderr);
+    expect(lines, result.stderr).toHaveLength(1);
+    expect(lines[0]).toMatch(c.message);
+    expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(listDir(outDir)).toEqual([]); // nothing at --out, no temp file beside it
+  });
+
+  it('runs the same checks on WebGPU: NaN is caught on the GPU too', async () => {
+    const baseDir = tempDir({ 'base.safetensors': goodBase });
+    const adapterDir = tempDir(cases.find((c) => c.name === 'NaN in a factor')!.adapter!);
+    const outDir = tempDir({});
+    const result = await runCli(['merge', '--base', join(baseDir, 'base.safetensors'), '--adapter', adapterDir, '--out', join(outDir, 'm.safetensors'), '--backend', 'webgpu']);
+    expect(result.code).not.toBe(0);
+    expect(errorLines(result.stderr)[0]).toMatch(/model\.layers\.0\.self_attn\.q_proj.*(finite|NaN)/i);
+    expect(listDir(outDir)).toEqual([]);
+  });
+
+  it('refuses an --out that is one of the inputs and leaves the input untouched', async () => {
+    const baseDir = tempDir({ 'base.safetensors': goodBase });
+    const adapterDir = tempDir(goodAdapter);
+    const basePath = join(baseDir, 'base.safetensors');
+    const result = await runCli(['merge', '--base', basePath, '--adapter', adapterDir, '--out', basePath]);
+    expect(result.code).not.toBe(0);
+    expect(errorLines(result.stderr)[0]).toMatch(/base\.safetensors/);
+    expect(new Uint8Array(readFileSync(basePath))).toEqual(goodBase);
+    expect(listDir(baseDir)).toEqual(['base.safetensors']);
+    const into = await runCli(['merge', '--base', basePath, '--adapter', adapterDir, '--out', join(adapterDir, 'adapter_model.safetensors')]);
+    expect(into.code).not.toBe(0);
+    expect(errorLines(into.stderr)[0]).toMatch(/adapter_model\.safetensors/);
+  });
+
+  it('names a missing input', async () => {
+    const outDir = tempDir({});
+    const result = await runCli(['merge', '--base', join(outDir, 'nope.safetensors'), '--adapter', outDir, '--out', join(outDir, 'x.safetensors')]);
+    expect(result.code).not.toBe(0);
+    expect(errorLines(result.stderr)[0]).toMatch(/nope\.safetensors/);
+    expect(listDir(outDir)).toEqual([]);
+  });
+
+  it('prints usage errors for a --weight without an adapter', async () => {
+    const result = await runCli(['merge', '--weight', '2', '--base', 'x', '--adapter', 'y', '--out', 'z']);
+    expect(result.code).toBe(2);
+    expect(errorLines(result.stderr)[0]).toMatch(/--weight must follow/);
+  });
+});
