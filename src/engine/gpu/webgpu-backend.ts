@@ -12,7 +12,7 @@ import { mergeOnCpu } from '../cpu/cpu-merge.js';
 import type { MergeDevice } from './gpu-device.js';
 import { ReusableBuffer } from './reusable-buffer.js';
 import {
-  dispatchShape, mergeBindGroupLayout, mergePipeline, paramsBytes, TILE, PARAMS_BYTES,
+  dispatchShape, mergeBindGroupLayout, mergePipeline, paramsBytes, TILE, PARAMS_BYTES, WORKGROUP_SIZE,
   type DoraMode, type MergeEntry, type MergeParams,
 } from './merge-program.js';
 
@@ -99,7 +99,10 @@ export class WebGpuBackend implements MergeBackend {
     const rank = Math.max(factors.rank, 1);
     if (rank * Math.ceil(op.cols / TILE) * 16 > limit) return undefined;
     const rowBytes = Math.max(op.cols * inBytes, outStride * outBytes, rank * 4);
-    const slabRows = Math.floor(limit / rowBytes / TILE) * TILE;
+    // Also keep each slab's dispatch within a 2-D grid of the device's size.
+    const maxGroups = this.gpu.maxWorkgroupsPerDimension ** 2;
+    const gridRows = Math.floor(maxGroups * WORKGROUP_SIZE / Math.ceil(op.cols / TILE)) * TILE;
+    const slabRows = Math.min(Math.floor(limit / rowBytes / TILE) * TILE, gridRows);
     if (slabRows < TILE) return undefined;
     const dora: DoraMode = shape.doraNorm === 'row' ? 1 : shape.doraNorm === 'col' ? 2 : 0;
     return { op, shape, factors, outStride, slabRows, dora };
