@@ -26,3 +26,4 @@ export { CpuBackend } from './engine/cpu/cpu-backend.js';
 export { WebGpuBackend } from './engine/gpu/webgpu-backend.js';
 export { describeAdapter, adapterIsSoftware, type GpuLimitCaps } from './engine/gpu/gpu-device.js';
 export { getBrowserGpu } from './engine/gpu/browser-gpu.js';
+export * from './format.js';

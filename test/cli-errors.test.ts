@@ -6,15 +6,11 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
-import { buildRawSafetensors, buildSafetensors, randomValues, removeTempDir, seededRandom, writeTempDir, type FixtureTensor } from './helpers/fixtures.js';
+import { buildRawSafetensors, buildSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
-const temps: string[] = [];
-afterAll(() => temps.forEach(removeTempDir));
-function tempDir(files: Record<string, Uint8Array | string>): string {
-  const dir = writeTempDir(files);
-  temps.push(dir);
-  return dir;
-}
+const temp = tempDirs();
+afterAll(temp.removeAll);
+const tempDir = temp.make;
 
 const rand = seededRandom(3);
 const d = 12;

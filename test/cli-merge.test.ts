@@ -8,18 +8,14 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runCli, errorLines } from './helpers/cli.js';
 import {
-  buildSafetensors, decodeValues, randomValues, removeTempDir, roundForDType, seededRandom, writeTempDir,
+  buildSafetensors, decodeValues, randomValues, roundForDType, seededRandom, tempDirs,
   type FixtureDType, type FixtureTensor,
 } from './helpers/fixtures.js';
 
 type Float = 'F32' | 'F16' | 'BF16';
-const temps: string[] = [];
-afterAll(() => temps.forEach(removeTempDir));
-function tempDir(files: Record<string, Uint8Array | string>): string {
-  const dir = writeTempDir(files);
-  temps.push(dir);
-  return dir;
-}
+const temp = tempDirs();
+afterAll(temp.removeAll);
+const tempDir = temp.make;
 
 // --- reading safetensors in the test, independently of the library ------------------------------
 

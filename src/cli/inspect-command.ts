@@ -7,7 +7,7 @@ import { openBaseModel, type BaseModel } from '../formats/base-model.js';
 import { openNodeInputFileSet } from '../io/node-input-files.js';
 import type { InputFileSet } from '../io/types.js';
 import type { InspectCommand } from './args.js';
-import { formatBytes } from './progress-bar.js';
+import { formatBytes } from '../format.js';
 
 /** Errors that mean "this is not an adapter" rather than "this adapter is broken". */
 const NOT_AN_ADAPTER = new Set(['UNSUPPORTED_FORMAT', 'NOT_FOUND', 'BAD_ARGUMENT']);

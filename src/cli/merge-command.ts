@@ -9,7 +9,8 @@ import { prepareMerge, type PreparedMerge } from '../pipeline/prepare-merge.js';
 import type { MergeCommand } from './args.js';
 import { createNodeBackend } from '../engine/node-backend.js';
 import { describePlan } from './plan-report.js';
-import { createProgressDisplay, formatBytes } from './progress-bar.js';
+import { formatBytes } from '../format.js';
+import { createProgressDisplay } from './progress-bar.js';
 
 export async function runMerge(cmd: MergeCommand, log: (line: string) => void = (l) => process.stderr.write(l + '\n')): Promise<number> {
   const baseInfo = await stat(cmd.base).catch(() => undefined);

@@ -1,7 +1,7 @@
 /** The plan as text: what will change, at which scale, and what is wrong. */
 import { displayName } from '../plan/merge-plan.js';
 import type { PreparedMerge } from '../pipeline/prepare-merge.js';
-import { formatBytes } from './progress-bar.js';
+import { formatBytes, formatScale } from '../format.js';
 
 export function describePlan(prepared: PreparedMerge, detailed: boolean): string {
   const { plan, base } = prepared;
@@ -10,7 +10,7 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   plan.adapters.forEach((a, i) => {
     const adapter = prepared.adapters[i].adapter;
     const scales = [...new Set(adapter.modules.map((m) => m.scale))].sort((x, y) => x - y);
-    const scaleText = scales.length === 1 ? `α/r ${fmt(scales[0])}` : `α/r ${fmt(scales[0])}…${fmt(scales[scales.length - 1])}`;
+    const scaleText = scales.length === 1 ? `α/r ${formatScale(scales[0])}` : `α/r ${formatScale(scales[0])}…${formatScale(scales[scales.length - 1])}`;
     lines.push(
       `adapter ${i + 1}: ${a.name} (${a.format}, ${a.modules} modules${a.replacements ? `, ${a.replacements} full tensors` : ''}, ` +
         `weight ${a.weight}, ${scaleText})`,
@@ -23,16 +23,12 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   );
   if (detailed) {
     for (const u of plan.updates) {
-      const terms = u.terms.map((t) => `${displayName(t.module)} r=${t.module.rank} scale=${fmt(t.scale)}`).join(' + ');
+      const terms = u.terms.map((t) => `${displayName(t.module)} r=${t.module.rank} scale=${formatScale(t.scale)}`).join(' + ');
       lines.push(`  ${u.baseKey} [${u.shape.join('×')}] ${u.layout}${u.dora ? ' dora' : ''} ← ${terms}`);
     }
-    for (const b of plan.biasUpdates) lines.push(`  ${b.baseKey} (bias) ← ${b.terms.map((t) => `${t.moduleName} scale=${fmt(t.scale)}`).join(' + ')}`);
+    for (const b of plan.biasUpdates) lines.push(`  ${b.baseKey} (bias) ← ${b.terms.map((t) => `${t.moduleName} scale=${formatScale(t.scale)}`).join(' + ')}`);
     for (const r of plan.replacements) lines.push(`  ${r.baseKey} replaced by ${r.adapter}:${r.tensor.name}`);
     for (const p of plan.problems) lines.push(`problem: ${p.message}`);
   }
   return lines.join('\n');
-}
-
-function fmt(x: number): string {
-  return Number.isInteger(x) ? String(x) : x.toPrecision(4);
 }

@@ -3,22 +3,12 @@
  * is not a TTY (logs and pipes stay clean).
  */
 import cliProgress from 'cli-progress';
+import { formatBytes } from '../format.js';
 import type { MergeProgress } from '../pipeline/progress.js';
 
 export interface ProgressDisplay {
   update(event: MergeProgress): void;
   stop(): void;
-}
-
-function formatBytes(bytes: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
 
 export function createProgressDisplay(stream: NodeJS.WriteStream = process.stderr): ProgressDisplay {
@@ -59,4 +49,3 @@ export function createProgressDisplay(stream: NodeJS.WriteStream = process.stder
   };
 }
 
-export { formatBytes };

@@ -299,3 +299,18 @@ export function writeTempDir(files: Record<string, Uint8Array | string>, prefix 
 export function removeTempDir(path: string): void {
   rmSync(path, { recursive: true, force: true });
 }
+
+/** Temp folders that one test file makes and removes in afterAll: `const temp = tempDirs(); afterAll(temp.removeAll)`. */
+export function tempDirs(): { make(files?: Record<string, Uint8Array | string>): string; removeAll(): void } {
+  const made: string[] = [];
+  return {
+    make(files = {}) {
+      const dir = writeTempDir(files);
+      made.push(dir);
+      return dir;
+    },
+    removeAll() {
+      made.splice(0).forEach(removeTempDir);
+    },
+  };
+}
