@@ -138,6 +138,19 @@ describe('broken input through the CLI', () => {
     expect(errorLines(into.stderr)[0]).toMatch(/adapter_model\.safetensors/);
   });
 
+  it('keeps an existing output folder unless --overwrite is given, then replaces it whole', async () => {
+    const baseDir = tempDir({ 'model.safetensors': goodBase, 'config.json': '{}' });
+    const adapterDir = tempDir(goodAdapter);
+    const outDir = tempDir({ 'old-shard.safetensors': 'stale' });
+    const refused = await runCli(['merge', '--base', baseDir, '--adapter', adapterDir, '--out', outDir, '--backend', 'cpu']);
+    expect(refused.code).not.toBe(0);
+    expect(errorLines(refused.stderr)[0]).toMatch(/not empty/);
+    expect(listDir(outDir)).toEqual(['old-shard.safetensors']);
+    const replaced = await runCli(['merge', '--base', baseDir, '--adapter', adapterDir, '--out', outDir, '--backend', 'cpu', '--overwrite']);
+    expect(replaced.code, replaced.stderr).toBe(0);
+    expect(listDir(outDir)).toEqual(['config.json', 'model.safetensors']);
+  });
+
   it('names a missing input', async () => {
     const outDir = tempDir({});
     const result = await runCli(['merge', '--base', join(outDir, 'nope.safetensors'), '--adapter', outDir, '--out', join(outDir, 'x.safetensors')]);

@@ -17,6 +17,8 @@ export interface MergeCommand {
   dtype?: FloatDType;
   backend: BackendChoice;
   dryRun: boolean;
+  /** Replace a non-empty output folder (a file at --out is always replaced, on success only). */
+  overwrite: boolean;
 }
 
 export interface InspectCommand { command: 'inspect'; path: string }
@@ -27,7 +29,7 @@ export type Command = MergeCommand | InspectCommand | SampleCommand | HelpComman
 
 export const USAGE = `usage:
   loramerge merge --base PATH --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
-                  --out PATH [--dtype f32|f16|bf16] [--backend auto|webgpu|cpu] [--dry-run]
+                  --out PATH [--dtype f32|f16|bf16] [--backend auto|webgpu|cpu] [--dry-run] [--overwrite]
   loramerge inspect PATH
   loramerge sample [DIR] [--backend auto|webgpu|cpu]
 
@@ -38,6 +40,7 @@ export const USAGE = `usage:
   --dtype    output dtype of every float tensor (default: the base's)
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
   --dry-run  print the plan and stop
+  --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded)
   inspect    print what a base model or adapter holds
   sample     write a small generated model and adapter to DIR (default ./loramerge-sample), merge them`;
 
@@ -108,6 +111,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         dtype: { type: 'string' },
         backend: { type: 'string' },
         'dry-run': { type: 'boolean' },
+        overwrite: { type: 'boolean' },
       },
     }),
   );
@@ -117,6 +121,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
   let dtype: FloatDType | undefined;
   let backend: BackendChoice = 'auto';
   let dryRun = false;
+  let overwrite = false;
   const adapters: { path: string; weight: number; weighted: boolean }[] = [];
   for (const token of tokens) {
     if (token.kind !== 'option') continue;
@@ -154,6 +159,9 @@ function parseMerge(rawArgs: string[]): MergeCommand {
       case 'dry-run':
         dryRun = true;
         break;
+      case 'overwrite':
+        overwrite = true;
+        break;
     }
   }
   if (!base) throw usageError('missing --base');
@@ -167,6 +175,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
     dtype,
     backend,
     dryRun,
+    overwrite,
   };
 }
 

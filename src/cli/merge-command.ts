@@ -32,7 +32,7 @@ export async function runMerge(cmd: MergeCommand, log: (line: string) => void = 
     const output = await createNodeOutputTarget(cmd.out, baseInfo.isDirectory() ? 'folder' : 'file', [
       cmd.base,
       ...cmd.adapters.map((a) => a.path),
-    ]);
+    ], { overwrite: cmd.overwrite });
     const controller = new AbortController();
     const onSignal = () => controller.abort();
     process.once('SIGINT', onSignal);

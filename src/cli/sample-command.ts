@@ -3,7 +3,7 @@
  * adapter for it) to DIR/base and DIR/adapter, merges them into DIR/merged, and checks one merged
  * tensor against a float64 recomputation, so a newcomer sees the whole job work end to end.
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
@@ -26,7 +26,6 @@ export async function runSample(cmd: SampleCommand): Promise<number> {
   const mergedDir = join(cmd.dir, 'merged');
   await writeFolder(baseDir, sample.base);
   await writeFolder(adapterDir, sample.adapter);
-  await rm(mergedDir, { recursive: true, force: true });
   log(`sample written to ${baseDir} and ${adapterDir}`);
   const code = await runMerge({
     command: 'merge',
@@ -35,6 +34,7 @@ export async function runSample(cmd: SampleCommand): Promise<number> {
     out: mergedDir,
     backend: cmd.backend,
     dryRun: false,
+    overwrite: true,
   });
   if (code !== 0) return code;
   const worst = await checkOneTensor(baseDir, adapterDir, mergedDir, sample.options.alpha / sample.options.rank);
