@@ -1,0 +1,80 @@
+/**
+ * The benchmark's tables: file-to-file merges with speed ratios against the baselines of the same
+ * run, peak memory against the model size, output agreement, and kernel throughput.
+ * Returns the number of failed checks (backends that disagree by more than 1 ulp).
+ */
+
+const fmt = (x, digits = 2) => (x === undefined || x === null ? '–' : x.toFixed(digits));
+
+function table(header, rows) {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells) => cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+/** "1.9× faster" / "2.3× slower" than a baseline's time. */
+function ratio(seconds, baseline) {
+  if (!baseline) return '–';
+  const r = baseline.seconds / seconds;
+  return r >= 1 ? `${r.toFixed(2)}× faster` : `${(1 / r).toFixed(2)}× slower`;
+}
+
+export function printTables({ model, runs, kernels, totalSeconds }) {
+  const by = Object.fromEntries(runs.map((r) => [r.name, r]));
+  const gb = model.baseBytes / 1e9;
+  const quarterMiB = model.baseBytes / 4 / 2 ** 20;
+  let failures = 0;
+  const out = [];
+  out.push(`Merge of a ${gb.toFixed(2)} GB f16 Llama-shaped model (${model.layers} layers, hidden ${model.hidden}, ` +
+    `MLP ${model.intermediate}, vocab ${model.vocab}) with an r=${model.rank} ${model.adapterDtype} LoRA on q,k,v,o,gate,up,down, file to file:`);
+  out.push('');
+  out.push(table(
+    ['run', 'seconds', 'GB/s', 'peak RSS MiB', 'vs numpy', 'vs js', 'vs cp', 'agrees with', 'max ulp', 'differing'],
+    runs.map((r) => [
+      r.name, fmt(r.seconds), fmt(gb / r.seconds), r.rssMiB ? fmt(r.rssMiB, 0) : '–',
+      r.name === 'numpy' ? '1' : ratio(r.seconds, by.numpy), r.name === 'js' ? '1' : ratio(r.seconds, by.js),
+      r.name === 'cp' ? '1' : ratio(r.seconds, by.cp),
+      r.agreement ? r.agreement.with : r.kind === 'floor' ? '–' : '(reference)',
+      r.agreement ? String(r.agreement.maxUlp) : '–',
+      r.agreement ? `${r.agreement.differing} of ${r.agreement.elements}` : '–',
+    ]),
+  ));
+  for (const r of runs) if (r.note) out.push(`${r.name} backend: ${r.note}`);
+  out.push('');
+  for (const r of runs.filter((x) => x.kind === 'backend')) {
+    if (r.agreement && r.agreement.maxUlp > 1) {
+      failures++;
+      out.push(`FAIL: ${r.name} differs from ${r.agreement.with} by up to ${r.agreement.maxUlp} ulp (allowed: 1)`);
+    }
+    if (r.rssMiB) {
+      out.push(`${r.name}: peak RSS ${fmt(r.rssMiB, 0)} MiB = ${fmt(r.rssMiB / (model.baseBytes / 2 ** 20) * 100, 0)} % of the model ` +
+        `(target: under a quarter, ${fmt(quarterMiB, 0)} MiB) ${r.rssMiB < quarterMiB ? 'ok' : 'OVER'}`);
+    }
+  }
+  const backends = runs.filter((r) => r.kind === 'backend');
+  if (by.numpy && backends.length) {
+    const best = backends.reduce((a, b) => (b.seconds < a.seconds ? b : a));
+    out.push(`best backend: ${best.name}, ${ratio(best.seconds, by.numpy)} than numpy` +
+      (by.webgpu ? `; webgpu ${ratio(by.webgpu.seconds, by.numpy)} than numpy` : ''));
+  }
+  if (kernels.length) {
+    out.push('');
+    out.push('One op in memory, best of N (webgpu op = host prep + upload + kernel + readback; kernel = GPU timestamps):');
+    out.push('');
+    out.push(table(
+      ['op', 'webgpu kernel ms', 'GB/s', 'GFLOP/s', 'webgpu op ms', 'cpu op ms', 'GB/s', 'GFLOP/s', 'webgpu kernel vs cpu'],
+      kernels.map((k) => {
+        const kern = k.webgpuKernelMs ?? k.webgpuOpMs;
+        return [
+          k.case, fmt(k.webgpuKernelMs, 1), fmt(k.bytes / kern / 1e6), fmt(k.flops / kern / 1e6),
+          fmt(k.webgpuOpMs, 1), fmt(k.cpuOpMs, 1), fmt(k.bytes / k.cpuOpMs / 1e6), fmt(k.flops / k.cpuOpMs / 1e6),
+          ratio(kern, { seconds: k.cpuOpMs }),
+        ];
+      }),
+    ));
+  }
+  out.push('');
+  out.push(`bench total: ${fmt(totalSeconds, 0)} s`);
+  process.stdout.write(out.join('\n') + '\n');
+  return failures;
+}

@@ -1,0 +1,147 @@
+/**
+ * `npm run bench`: file-to-file merges of a Llama-shaped f16 model (8 layers, hidden 2048, MLP
+ * 5632, vocab 32000) with an r=16 LoRA on all seven projections, through the real CLI on each
+ * backend, against baselines measured in the same run (cp of the base file, a numpy merge, a plain
+ * JavaScript merge), plus kernel-only timings of one 4096×4096 op. Checks that every output agrees
+ * with the others (backends within 1 ulp) and removes its temporary files.
+ *
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,…] [--json FILE]
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir, cpus, totalmem } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { performance } from 'node:perf_hooks';
+import { BENCH_MODEL, writeAdapter, writeBaseModel } from './make-model.mjs';
+import { compareModelFiles } from './compare-outputs.mjs';
+import { printTables } from './report.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = dirname(here);
+const preload = join(here, 'rss-preload.mjs');
+
+/** Runs a command; resolves with its wall time and stdout, rejects naming it when it fails. */
+function runTimed(cmd, args, env = {}) {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(cmd, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const seconds = (performance.now() - t0) / 1000;
+      if (code === 0) resolve({ seconds, stdout, stderr });
+      else reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}:\n${stderr.trim().split('\n').slice(-5).join('\n')}`));
+    });
+  });
+}
+
+/** A Node child with the RSS preload; returns { seconds, rssMiB }. */
+async function runNode(script, args, dir) {
+  const rssFile = join(dir, `rss-${Math.random().toString(36).slice(2)}`);
+  const r = await runTimed(process.execPath, ['--import', preload, script, ...args], { LORAMERGE_BENCH_RSS_FILE: rssFile });
+  const kib = Number((await readFile(rssFile, 'utf8')).trim().split('\n').pop());
+  await rm(rssFile, { force: true });
+  return { seconds: r.seconds, rssMiB: kib / 1024, stderr: r.stderr };
+}
+
+async function hasNumpy() {
+  try {
+    await runTimed('python3', ['-c', 'import numpy']);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The file-to-file contestants, in the order they run. Each writes `out` and returns { seconds, rssMiB }. */
+function contestants(baseDir, adapterDir, numpy) {
+  const baseFile = join(baseDir, 'model.safetensors');
+  const cli = (backend) => async (out) => {
+    const r = await runNode(join(root, 'bin', 'loramerge.js'),
+      ['merge', '--base', baseFile, '--adapter', adapterDir, '--out', out, '--backend', backend], dirname(out));
+    const chosen = /^backend: (.*)$/m.exec(r.stderr)?.[1];
+    return { ...r, note: chosen };
+  };
+  const list = [
+    { name: 'cp', kind: 'floor', run: async (out) => ({ ...(await runTimed('cp', [baseFile, out])), rssMiB: undefined }) },
+    { name: 'webgpu', kind: 'backend', run: cli('webgpu') },
+    { name: 'cpu', kind: 'backend', run: cli('cpu') },
+    { name: 'auto', kind: 'backend', run: cli('auto') },
+    { name: 'js', kind: 'baseline', run: (out) => runNode(join(here, 'js-merge.mjs'), [baseFile, adapterDir, out], dirname(out)) },
+  ];
+  if (numpy) {
+    list.push({
+      name: 'numpy', kind: 'baseline',
+      run: async (out) => {
+        const r = await runTimed('python3', [join(here, 'numpy-merge.py'), baseFile, adapterDir, out]);
+        return { seconds: r.seconds, rssMiB: Number(r.stdout.trim().split('\n').pop()) / 1024 };
+      },
+    });
+  }
+  return list;
+}
+
+async function kernelTimes(reps) {
+  const r = await runTimed(process.execPath, [join(here, 'kernel-time.mjs'), String(reps)]);
+  return r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: { reps: { type: 'string', default: '1' }, skip: { type: 'string', default: '' }, json: { type: 'string' } },
+  });
+  const reps = Math.max(1, Number(values.reps) || 1);
+  const skip = new Set(values.skip.split(',').filter(Boolean));
+  const dir = await mkdtemp(join(tmpdir(), 'loramerge-bench-'));
+  const cleanup = () => rm(dir, { recursive: true, force: true });
+  process.once('SIGINT', () => cleanup().finally(() => process.exit(130)));
+  const log = (line) => process.stderr.write(line + '\n');
+  try {
+    const started = performance.now();
+    log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`);
+    const t0 = performance.now();
+    const base = await writeBaseModel(join(dir, 'base'));
+    const adapter = await writeAdapter(join(dir, 'adapter'));
+    const model = { ...BENCH_MODEL, baseBytes: base.bytes, adapterBytes: adapter.bytes, generateSeconds: (performance.now() - t0) / 1000 };
+    log(`model: ${(base.bytes / 1e9).toFixed(3)} GB f16, adapter ${(adapter.bytes / 1e6).toFixed(1)} MB (written in ${model.generateSeconds.toFixed(1)} s)`);
+
+    const runs = [];
+    let reference; // the first backend's output: every other output is compared with it
+    for (const c of contestants(join(dir, 'base'), join(dir, 'adapter'), !skip.has('numpy') && (await hasNumpy()))) {
+      if (skip.has(c.name)) continue;
+      const out = join(dir, `out-${c.name}.safetensors`);
+      let best;
+      for (let i = 0; i < reps; i++) {
+        await rm(out, { force: true });
+        const r = await c.run(out);
+        if (!best || r.seconds < best.seconds) best = { ...r, rssMiB: Math.max(r.rssMiB ?? 0, best?.rssMiB ?? 0) || undefined };
+      }
+      const run = { name: c.name, kind: c.kind, seconds: best.seconds, rssMiB: best.rssMiB, note: best.note };
+      if (c.kind !== 'floor') {
+        if (!reference) {
+          reference = { name: c.name, path: out };
+        } else {
+          run.agreement = { with: reference.name, ...(await compareModelFiles(reference.path, out)) };
+          await rm(out, { force: true });
+        }
+      } else {
+        await rm(out, { force: true });
+      }
+      runs.push(run);
+      log(`${c.name}: ${run.seconds.toFixed(2)} s${run.rssMiB ? `, peak RSS ${run.rssMiB.toFixed(0)} MiB` : ''}`);
+    }
+    const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
+    const results = { model, runs, kernels, totalSeconds: (performance.now() - started) / 1000 };
+    const failures = printTables(results);
+    if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n');
+    process.exitCode = failures ? 1 : 0;
+  } finally {
+    await cleanup();
+  }
+}
+
+await main();
