@@ -1,10 +1,13 @@
 // Fused scaled low-rank update of a weight matrix, rounded once to the output dtype:
-//   V = W + L·R          (L = left factor, rows × rank; R = right factor, rank × cols; scales folded in)
-//   out = pack(V)        or, for DoRA, pack(V · m / (‖V‖ + eps)) with norms from `normRows`/`normCols`.
-// Each invocation owns a 4×4 tile of W. L is stored transposed (rank × rows, padded to vec4) and R as
-// rank × cols (padded to vec4), zero-filled past the edges, so the rank loop needs no bounds checks.
-// W and the output are raw little-endian words: f32, or two f16/bf16 per u32. The host pads the output
-// row stride to an even element count for 2-byte dtypes, so no two invocations ever share a word.
+//   V = W + L·R          (L: rows × rank, R: rank × cols, user weights and α/r scales folded in)
+//   out = pack(V)        or, for DoRA, pack(V · m / (‖V‖ + eps)) with ‖V‖² from normRows/normCols.
+//
+// Each invocation owns an 8×8 tile of W: 64 f32 accumulators, and per rank step two vec4 loads of L
+// and two of R for 64 multiply-adds. Loads and stores are whole vec4s only: the host pads every row
+// of W, of the output, of Lᵀ and of R to a multiple of 8 elements (16 bytes of f16/bf16, 32 of
+// f32), zero-filled, so the rank loop has no bounds checks and no two invocations share a word.
+// The host also pads the rows of this dispatch to a multiple of 8 (zero rows of W and L), so no
+// load or store is conditional; padding results are simply not read back.
 // f16 is converted by hand (no shader-f16 needed) with exact round-to-nearest-even.
 
 override IN_DTYPE: u32 = 0u;   // 0 f32, 1 f16, 2 bf16
@@ -14,13 +17,13 @@ override WORKGROUP: u32 = 64u;
 
 struct Params {
   rows: u32,          // rows of W in this dispatch
-  cols: u32,
+  colTiles: u32,      // padded cols / 8
   rank: u32,
-  colTiles: u32,      // ceil(cols / 4)
-  items: u32,         // invocations with work: tiles, row tiles or column tiles
-  lStride4: u32,      // vec4s per rank row of L (ceil(rows / 4))
-  rStride4: u32,      // vec4s per rank row of R (ceil(cols / 4))
-  outStride: u32,     // output elements per row (cols, rounded up to even for 2-byte dtypes)
+  items: u32,         // invocations with work: tiles, tile rows or tile columns
+  inStride4: u32,     // vec4 words per row of W in
+  outStride4: u32,    // vec4 words per row of W out
+  lStride4: u32,      // vec4s per rank row of Lᵀ (padded rows / 4)
+  rStride4: u32,      // vec4s per rank row of R (padded cols / 4)
   gridStride: u32,    // invocations per row of a 2-D folded dispatch grid
   normRow0: u32,      // index of this dispatch's first row in `norms`/`magnitude` (per-row DoRA)
   eps: f32,
@@ -28,15 +31,33 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> wIn: array<u32>;
+@group(0) @binding(1) var<storage, read> wIn: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> lt: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> rt: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> wOut: array<u32>;
+@group(0) @binding(4) var<storage, read_write> wOut: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read_write> flags: array<atomic<u32>>;
 @group(0) @binding(6) var<storage, read_write> norms: array<f32>;
 @group(0) @binding(7) var<storage, read> magnitude: array<f32>;
 
-const LANE = vec4<u32>(0u, 1u, 2u, 3u);
+/// One 8×8 tile: row j is (r{j}a, r{j}b), columns 0–3 and 4–7.
+struct Tile {
+  r0a: vec4<f32>,
+  r0b: vec4<f32>,
+  r1a: vec4<f32>,
+  r1b: vec4<f32>,
+  r2a: vec4<f32>,
+  r2b: vec4<f32>,
+  r3a: vec4<f32>,
+  r3b: vec4<f32>,
+  r4a: vec4<f32>,
+  r4b: vec4<f32>,
+  r5a: vec4<f32>,
+  r5b: vec4<f32>,
+  r6a: vec4<f32>,
+  r6b: vec4<f32>,
+  r7a: vec4<f32>,
+  r7b: vec4<f32>,
+}
 
 fn f16BitsToF32(h: vec4<u32>) -> vec4<f32> {
   let sign = (h & vec4(0x8000u)) << vec4(16u);
@@ -81,124 +102,132 @@ fn halvesToF32(h: vec4<u32>) -> vec4<f32> {
   return bitcast<vec4<f32>>(h << vec4(16u));
 }
 
-/// Four consecutive elements of W starting at flat index i; only the first n exist (others read 0).
-fn loadW4(i: u32, n: u32) -> vec4<f32> {
+fn f32ToHalves(x: vec4<u32>) -> vec4<u32> {
+  if (OUT_DTYPE == 1u) { return f32BitsToF16(x); }
+  return f32BitsToBf16(x);
+}
+
+/// Largest biased exponent in the output dtype's bits: the pattern of Inf and NaN.
+fn isSpecial(bits: vec4<u32>) -> bool {
+  if (OUT_DTYPE == 0u) { return any((bits & vec4(0x7f800000u)) == vec4(0x7f800000u)); }
+  if (OUT_DTYPE == 1u) { return any((bits & vec4(0x7c00u)) == vec4(0x7c00u)); }
+  return any((bits & vec4(0x7f80u)) == vec4(0x7f80u));
+}
+
+/// Eight elements of W in row `row`, tile column `tc`.
+fn loadW8(row: u32, tc: u32) -> mat2x4<f32> {
   if (IN_DTYPE == 0u) {
-    if (n == 4u) { return bitcast<vec4<f32>>(vec4(wIn[i], wIn[i + 1u], wIn[i + 2u], wIn[i + 3u])); }
-    var v = vec4<u32>(0u);
-    for (var j = 0u; j < n; j++) { v[j] = wIn[i + j]; }
-    return bitcast<vec4<f32>>(v);
+    let i = row * P.inStride4 + tc * 2u;
+    return mat2x4(bitcast<vec4<f32>>(wIn[i]), bitcast<vec4<f32>>(wIn[i + 1u]));
   }
-  if (n == 4u && (i & 1u) == 0u) {
-    let w0 = wIn[i >> 1u];
-    let w1 = wIn[(i >> 1u) + 1u];
-    return halvesToF32(vec4(w0 & 0xffffu, w0 >> 16u, w1 & 0xffffu, w1 >> 16u));
-  }
-  var h = vec4<u32>(0u);
-  for (var j = 0u; j < n; j++) {
-    let k = i + j;
-    h[j] = (wIn[k >> 1u] >> ((k & 1u) * 16u)) & 0xffffu;
-  }
-  return halvesToF32(h);
+  let w = wIn[row * P.inStride4 + tc];
+  return mat2x4(halvesToF32(vec4(w.x & 0xffffu, w.x >> 16u, w.y & 0xffffu, w.y >> 16u)),
+               halvesToF32(vec4(w.z & 0xffffu, w.z >> 16u, w.w & 0xffffu, w.w >> 16u)));
 }
 
-/// Writes the first n of four values at output flat index i; returns true if any written value is
-/// not finite in the output dtype.
-fn storeOut4(i: u32, n: u32, v: vec4<f32>) -> bool {
-  let valid = LANE < vec4(n);
-  let x = bitcast<vec4<u32>>(v);
+/// Writes eight values to row `row`, tile column `tc`; returns true if any is Inf or NaN there.
+fn storeOut8(row: u32, tc: u32, a: vec4<f32>, b: vec4<f32>) -> bool {
   if (OUT_DTYPE == 0u) {
-    if (n == 4u) {
-      wOut[i] = x.x; wOut[i + 1u] = x.y; wOut[i + 2u] = x.z; wOut[i + 3u] = x.w;
-    } else {
-      for (var j = 0u; j < n; j++) { wOut[i + j] = x[j]; }
-    }
-    return any(valid & ((x & vec4(0x7f800000u)) == vec4(0x7f800000u)));
+    let i = row * P.outStride4 + tc * 2u;
+    wOut[i] = bitcast<vec4<u32>>(a);
+    wOut[i + 1u] = bitcast<vec4<u32>>(b);
+    return isSpecial(bitcast<vec4<u32>>(a)) || isSpecial(bitcast<vec4<u32>>(b));
   }
-  var h: vec4<u32>;
-  var bad: vec4<bool>;
-  if (OUT_DTYPE == 1u) {
-    h = f32BitsToF16(x);
-    bad = (h & vec4(0x7c00u)) == vec4(0x7c00u);
-  } else {
-    h = f32BitsToBf16(x);
-    bad = (h & vec4(0x7f80u)) == vec4(0x7f80u);
-  }
-  h = select(vec4(0u), h, valid);
-  // i is even (even row stride, column multiple of 4): this tile owns both words it touches.
-  wOut[i >> 1u] = h.x | (h.y << 16u);
-  if (n > 2u) { wOut[(i >> 1u) + 1u] = h.z | (h.w << 16u); }
-  return any(valid & bad);
+  let ha = f32ToHalves(bitcast<vec4<u32>>(a));
+  let hb = f32ToHalves(bitcast<vec4<u32>>(b));
+  wOut[row * P.outStride4 + tc] = vec4(ha.x | (ha.y << 16u), ha.z | (ha.w << 16u), hb.x | (hb.y << 16u), hb.z | (hb.w << 16u));
+  return isSpecial(ha) || isSpecial(hb);
 }
 
-/// V for the 4×4 tile at tile row tr, tile column tc; elements outside W are 0.
-fn tileValues(tr: u32, tc: u32) -> mat4x4<f32> {
-  var a0 = vec4<f32>(0.0);
-  var a1 = vec4<f32>(0.0);
-  var a2 = vec4<f32>(0.0);
-  var a3 = vec4<f32>(0.0);
-  var li = tr;
-  var ri = tc;
+/// V = W + L·R for the 8×8 tile at tile row tr, tile column tc.
+fn tileValues(tr: u32, tc: u32) -> Tile {
+  var t: Tile;
+  var li = tr * 2u;
+  var ri = tc * 2u;
   for (var k = 0u; k < P.rank; k++) {
-    let l = lt[li];
-    let r = rt[ri];
-    a0 += l.x * r;
-    a1 += l.y * r;
-    a2 += l.z * r;
-    a3 += l.w * r;
+    let l0 = lt[li];
+    let l1 = lt[li + 1u];
+    let ra = rt[ri];
+    let rb = rt[ri + 1u];
+    t.r0a += l0.x * ra;
+    t.r0b += l0.x * rb;
+    t.r1a += l0.y * ra;
+    t.r1b += l0.y * rb;
+    t.r2a += l0.z * ra;
+    t.r2b += l0.z * rb;
+    t.r3a += l0.w * ra;
+    t.r3b += l0.w * rb;
+    t.r4a += l1.x * ra;
+    t.r4b += l1.x * rb;
+    t.r5a += l1.y * ra;
+    t.r5b += l1.y * rb;
+    t.r6a += l1.z * ra;
+    t.r6b += l1.z * rb;
+    t.r7a += l1.w * ra;
+    t.r7b += l1.w * rb;
     li += P.lStride4;
     ri += P.rStride4;
   }
-  let row0 = tr * 4u;
-  let col0 = tc * 4u;
-  let n = min(P.cols - col0, 4u);
-  let m = min(P.rows - row0, 4u);
-  let i = row0 * P.cols + col0;
-  var v = mat4x4<f32>(a0, a1, a2, a3);
-  if (m == 4u) {
-    v[0] += loadW4(i, n);
-    v[1] += loadW4(i + P.cols, n);
-    v[2] += loadW4(i + 2u * P.cols, n);
-    v[3] += loadW4(i + 3u * P.cols, n);
-  } else {
-    for (var j = 0u; j < m; j++) { v[j] += loadW4(i + j * P.cols, n); }
-  }
-  return v;
+  let row0 = tr * 8u;
+  let w0 = loadW8(row0 + 0u, tc); t.r0a += w0[0]; t.r0b += w0[1];
+  let w1 = loadW8(row0 + 1u, tc); t.r1a += w1[0]; t.r1b += w1[1];
+  let w2 = loadW8(row0 + 2u, tc); t.r2a += w2[0]; t.r2b += w2[1];
+  let w3 = loadW8(row0 + 3u, tc); t.r3a += w3[0]; t.r3b += w3[1];
+  let w4 = loadW8(row0 + 4u, tc); t.r4a += w4[0]; t.r4b += w4[1];
+  let w5 = loadW8(row0 + 5u, tc); t.r5a += w5[0]; t.r5b += w5[1];
+  let w6 = loadW8(row0 + 6u, tc); t.r6a += w6[0]; t.r6b += w6[1];
+  let w7 = loadW8(row0 + 7u, tc); t.r7a += w7[0]; t.r7b += w7[1];
+  return t;
 }
 
 fn doraFactor(idx: u32) -> f32 {
   return magnitude[idx] / (sqrt(norms[idx]) + P.eps);
 }
 
+/// Multiplies the tile by DoRA's per-row (DORA == 1) or per-column (DORA == 2) factors. The host
+/// gives padding rows and columns magnitude 0 and norm 1, so their factor is 0, not NaN.
+fn scaleTile(t: ptr<function, Tile>, row0: u32, col0: u32) {
+  if (DORA == 1u) {
+    let f0 = doraFactor(P.normRow0 + row0 + 0u); (*t).r0a *= f0; (*t).r0b *= f0;
+    let f1 = doraFactor(P.normRow0 + row0 + 1u); (*t).r1a *= f1; (*t).r1b *= f1;
+    let f2 = doraFactor(P.normRow0 + row0 + 2u); (*t).r2a *= f2; (*t).r2b *= f2;
+    let f3 = doraFactor(P.normRow0 + row0 + 3u); (*t).r3a *= f3; (*t).r3b *= f3;
+    let f4 = doraFactor(P.normRow0 + row0 + 4u); (*t).r4a *= f4; (*t).r4b *= f4;
+    let f5 = doraFactor(P.normRow0 + row0 + 5u); (*t).r5a *= f5; (*t).r5b *= f5;
+    let f6 = doraFactor(P.normRow0 + row0 + 6u); (*t).r6a *= f6; (*t).r6b *= f6;
+    let f7 = doraFactor(P.normRow0 + row0 + 7u); (*t).r7a *= f7; (*t).r7b *= f7;
+  } else if (DORA == 2u) {
+    let ca = vec4(doraFactor(col0), doraFactor(col0 + 1u), doraFactor(col0 + 2u), doraFactor(col0 + 3u));
+    let cb = vec4(doraFactor(col0 + 4u), doraFactor(col0 + 5u), doraFactor(col0 + 6u), doraFactor(col0 + 7u));
+    (*t).r0a *= ca; (*t).r0b *= cb;
+    (*t).r1a *= ca; (*t).r1b *= cb;
+    (*t).r2a *= ca; (*t).r2b *= cb;
+    (*t).r3a *= ca; (*t).r3b *= cb;
+    (*t).r4a *= ca; (*t).r4b *= cb;
+    (*t).r5a *= ca; (*t).r5b *= cb;
+    (*t).r6a *= ca; (*t).r6b *= cb;
+    (*t).r7a *= ca; (*t).r7b *= cb;
+  }
+}
+
 @compute @workgroup_size(WORKGROUP)
 fn mergeTiles(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = gid.x + gid.y * P.gridStride;
-  if (t >= P.items) { return; }
-  let tr = t / P.colTiles;
-  let tc = t - tr * P.colTiles;
-  var v = tileValues(tr, tc);
-  let row0 = tr * 4u;
-  let col0 = tc * 4u;
-  if (DORA == 1u) {
-    let b = P.normRow0 + row0;
-    v[0] *= doraFactor(b);
-    v[1] *= doraFactor(b + 1u);
-    v[2] *= doraFactor(b + 2u);
-    v[3] *= doraFactor(b + 3u);
-  } else if (DORA == 2u) {
-    let f = vec4(doraFactor(col0), doraFactor(col0 + 1u), doraFactor(col0 + 2u), doraFactor(col0 + 3u));
-    v[0] *= f;
-    v[1] *= f;
-    v[2] *= f;
-    v[3] *= f;
-  }
-  let n = min(P.cols - col0, 4u);
-  let m = min(P.rows - row0, 4u);
-  let o = row0 * P.outStride + col0;
+  let i = gid.x + gid.y * P.gridStride;
+  if (i >= P.items) { return; }
+  let tr = i / P.colTiles;
+  let tc = i - tr * P.colTiles;
+  var t = tileValues(tr, tc);
+  let row0 = tr * 8u;
+  scaleTile(&t, row0, tc * 8u);
   var bad = false;
-  for (var j = 0u; j < m; j++) {
-    bad = storeOut4(o + j * P.outStride, n, v[j]) || bad;
-  }
+  bad = (storeOut8(row0 + 0u, tc, t.r0a, t.r0b) && row0 + 0u < P.rows) || bad;
+  bad = (storeOut8(row0 + 1u, tc, t.r1a, t.r1b) && row0 + 1u < P.rows) || bad;
+  bad = (storeOut8(row0 + 2u, tc, t.r2a, t.r2b) && row0 + 2u < P.rows) || bad;
+  bad = (storeOut8(row0 + 3u, tc, t.r3a, t.r3b) && row0 + 3u < P.rows) || bad;
+  bad = (storeOut8(row0 + 4u, tc, t.r4a, t.r4b) && row0 + 4u < P.rows) || bad;
+  bad = (storeOut8(row0 + 5u, tc, t.r5a, t.r5b) && row0 + 5u < P.rows) || bad;
+  bad = (storeOut8(row0 + 6u, tc, t.r6a, t.r6b) && row0 + 6u < P.rows) || bad;
+  bad = (storeOut8(row0 + 7u, tc, t.r7a, t.r7b) && row0 + 7u < P.rows) || bad;
   if (bad) { atomicOr(&flags[0], 1u); }
 }
 
@@ -207,29 +236,43 @@ fn mergeTiles(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn normRows(@builtin(global_invocation_id) gid: vec3<u32>) {
   let tr = gid.x + gid.y * P.gridStride;
   if (tr >= P.items) { return; }
-  var ss = vec4<f32>(0.0);
+  var s0 = vec4<f32>(0.0);
+  var s1 = vec4<f32>(0.0);
   for (var tc = 0u; tc < P.colTiles; tc++) {
-    let v = tileValues(tr, tc);
-    ss += vec4(dot(v[0], v[0]), dot(v[1], v[1]), dot(v[2], v[2]), dot(v[3], v[3]));
+    let t = tileValues(tr, tc);
+    s0 += vec4(dot(t.r0a, t.r0a) + dot(t.r0b, t.r0b), dot(t.r1a, t.r1a) + dot(t.r1b, t.r1b),
+               dot(t.r2a, t.r2a) + dot(t.r2b, t.r2b), dot(t.r3a, t.r3a) + dot(t.r3b, t.r3b));
+    s1 += vec4(dot(t.r4a, t.r4a) + dot(t.r4b, t.r4b), dot(t.r5a, t.r5a) + dot(t.r5b, t.r5b),
+               dot(t.r6a, t.r6a) + dot(t.r6b, t.r6b), dot(t.r7a, t.r7a) + dot(t.r7b, t.r7b));
   }
-  let row0 = tr * 4u;
-  let m = min(P.rows - row0, 4u);
-  for (var j = 0u; j < m; j++) { norms[P.normRow0 + row0 + j] = ss[j]; }
+  let row0 = tr * 8u;
+  let sums = array(s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w);
+  for (var j = 0u; j < 8u; j++) {
+    if (row0 + j < P.rows) { norms[P.normRow0 + row0 + j] = sums[j]; }
+  }
 }
 
 /// Sum of squares of V per stored column, added to `norms` (row slabs accumulate): one invocation
-/// per tile column, sweeping the rows of this dispatch.
+/// per tile column, sweeping the rows of this dispatch. Padding columns get sums too (of zeros).
 @compute @workgroup_size(WORKGROUP)
 fn normCols(@builtin(global_invocation_id) gid: vec3<u32>) {
   let tc = gid.x + gid.y * P.gridStride;
   if (tc >= P.items) { return; }
-  var ss = vec4<f32>(0.0);
-  let rowTiles = (P.rows + 3u) / 4u;
+  var sa = vec4<f32>(0.0);
+  var sb = vec4<f32>(0.0);
+  let rowTiles = (P.rows + 7u) / 8u;
   for (var tr = 0u; tr < rowTiles; tr++) {
-    let v = tileValues(tr, tc);
-    ss += v[0] * v[0] + v[1] * v[1] + v[2] * v[2] + v[3] * v[3];
+    let t = tileValues(tr, tc);
+    sa += t.r0a * t.r0a; sb += t.r0b * t.r0b;
+    sa += t.r1a * t.r1a; sb += t.r1b * t.r1b;
+    sa += t.r2a * t.r2a; sb += t.r2b * t.r2b;
+    sa += t.r3a * t.r3a; sb += t.r3b * t.r3b;
+    sa += t.r4a * t.r4a; sb += t.r4b * t.r4b;
+    sa += t.r5a * t.r5a; sb += t.r5b * t.r5b;
+    sa += t.r6a * t.r6a; sb += t.r6b * t.r6b;
+    sa += t.r7a * t.r7a; sb += t.r7b * t.r7b;
   }
-  let col0 = tc * 4u;
-  let n = min(P.cols - col0, 4u);
-  for (var j = 0u; j < n; j++) { norms[col0 + j] += ss[j]; }
+  let c = tc * 8u;
+  norms[c] += sa.x; norms[c + 1u] += sa.y; norms[c + 2u] += sa.z; norms[c + 3u] += sa.w;
+  norms[c + 4u] += sb.x; norms[c + 5u] += sb.y; norms[c + 6u] += sb.z; norms[c + 7u] += sb.w;
 }

@@ -1,7 +1,7 @@
 /**
  * The merge kernels as one program: shader, bind group layout, pipelines (cached per device and
  * per dtype/DoRA variant), uniforms and dispatch shape. Entry points:
- * - `mergeTiles`: out = pack(W + L·R), DoRA-scaled when `dora` ≠ 0; one invocation per 4×4 tile.
+ * - `mergeTiles`: out = pack(W + L·R), DoRA-scaled when `dora` ≠ 0; one invocation per 8×8 tile.
  * - `normRows` / `normCols`: sums of squares of V per stored row / column (DoRA's first pass).
  */
 import type { FloatDType } from '../../dtype.js';
@@ -20,8 +20,11 @@ export interface MergePipelineKey {
 
 /** Invocations per workgroup: SwiftShader and real GPUs both do well with 64 independent lanes. */
 export const WORKGROUP_SIZE = 64;
-/** 4×4 elements per invocation. */
-export const TILE = 4;
+/**
+ * 8×8 elements per invocation. Rows of W, of the output and of the factors are padded to a multiple
+ * of TILE elements, and the rows of each dispatch to a multiple of TILE rows.
+ */
+export const TILE = 8;
 export const PARAMS_BYTES = 48;
 
 const DTYPE_CODE: Record<FloatDType, number> = { F32: 0, F16: 1, BF16: 2 };
@@ -93,12 +96,17 @@ export function mergePipeline(device: GPUDevice, key: MergePipelineKey): GPUComp
 }
 
 export interface MergeParams {
+  /** Rows of W in this dispatch (unpadded). */
   rows: number;
-  cols: number;
+  /** Columns after padding to a multiple of TILE. */
+  paddedCols: number;
+  /** Rows of Lᵀ after padding to a multiple of TILE. */
+  paddedRows: number;
   rank: number;
-  /** Invocations with work (tiles, row tiles or column tiles, depending on the entry point). */
+  /** Invocations with work (tiles, tile rows or tile columns, depending on the entry point). */
   items: number;
-  outStride: number;
+  inDtype: FloatDType;
+  outDtype: FloatDType;
   normRow0: number;
   eps: number;
 }
@@ -119,20 +127,24 @@ export function dispatchShape(items: number, maxPerDimension: number): DispatchS
   return { x, y, gridStride: x * WORKGROUP_SIZE };
 }
 
+/** vec4<u32> words per padded row of a dtype. */
+export function words4PerRow(paddedCols: number, dtype: FloatDType): number {
+  return dtype === 'F32' ? paddedCols / 4 : paddedCols / 8;
+}
+
 export function paramsBytes(p: MergeParams, shape: DispatchShape): ArrayBuffer {
   const buf = new ArrayBuffer(PARAMS_BYTES);
   const u = new Uint32Array(buf);
-  const f = new Float32Array(buf);
   u[0] = p.rows;
-  u[1] = p.cols;
+  u[1] = p.paddedCols / TILE;
   u[2] = p.rank;
-  u[3] = Math.ceil(p.cols / TILE);
-  u[4] = p.items;
-  u[5] = Math.ceil(p.rows / TILE);
-  u[6] = Math.ceil(p.cols / TILE);
-  u[7] = p.outStride;
+  u[3] = p.items;
+  u[4] = words4PerRow(p.paddedCols, p.inDtype);
+  u[5] = words4PerRow(p.paddedCols, p.outDtype);
+  u[6] = p.paddedRows / 4;
+  u[7] = p.paddedCols / 4;
   u[8] = shape.gridStride;
   u[9] = p.normRow0;
-  f[10] = p.eps;
+  new Float32Array(buf)[10] = p.eps;
   return buf;
 }

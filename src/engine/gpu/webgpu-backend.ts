@@ -23,10 +23,13 @@ interface SlabPlan {
   op: MergeOp;
   shape: OpShape;
   factors: LowRankFactors;
-  outStride: number;
+  /** Columns padded to a multiple of TILE: the row length of every GPU-side matrix. */
+  paddedCols: number;
   slabRows: number;
   dora: DoraMode;
 }
+
+const roundUp = (n: number, m: number): number => Math.ceil(n / m) * m;
 
 export class WebGpuBackend implements MergeBackend {
   readonly kind = 'webgpu' as const;
@@ -90,38 +93,38 @@ export class WebGpuBackend implements MergeBackend {
 
   private plan(op: MergeOp, shape: OpShape): SlabPlan | undefined {
     const factors = lowRankFactors(op, shape);
-    const inBytes = DTYPE_BYTES[op.base.dtype];
-    const outBytes = DTYPE_BYTES[op.outDtype];
-    // 2-byte outputs with odd rows are written with an even row stride (compacted on readback),
-    // so no two invocations share a 32-bit word.
-    const outStride = outBytes === 2 && op.cols % 2 === 1 ? op.cols + 1 : op.cols;
+    const paddedCols = roundUp(op.cols, TILE);
     const limit = Math.min(this.gpu.maxBindingBytes, MAX_SLAB_BYTES);
     const rank = Math.max(factors.rank, 1);
-    if (rank * Math.ceil(op.cols / TILE) * 16 > limit) return undefined;
-    const rowBytes = Math.max(op.cols * inBytes, outStride * outBytes, rank * 4);
+    if (rank * paddedCols * 4 > limit) return undefined;
+    const rowBytes = Math.max(paddedCols * DTYPE_BYTES[op.base.dtype], paddedCols * DTYPE_BYTES[op.outDtype], rank * 4);
     // Also keep each slab's dispatch within a 2-D grid of the device's size.
     const maxGroups = this.gpu.maxWorkgroupsPerDimension ** 2;
-    const gridRows = Math.floor(maxGroups * WORKGROUP_SIZE / Math.ceil(op.cols / TILE)) * TILE;
+    const gridRows = Math.floor(maxGroups * WORKGROUP_SIZE / (paddedCols / TILE)) * TILE;
     const slabRows = Math.min(Math.floor(limit / rowBytes / TILE) * TILE, gridRows);
     if (slabRows < TILE) return undefined;
     const dora: DoraMode = shape.doraNorm === 'row' ? 1 : shape.doraNorm === 'col' ? 2 : 0;
-    return { op, shape, factors, outStride, slabRows, dora };
+    return { op, shape, factors, paddedCols, slabRows, dora };
   }
 
   private async run(plan: SlabPlan, signal: AbortSignal | undefined): Promise<Uint8Array> {
-    const { op, shape, factors, outStride, slabRows, dora } = plan;
+    const { op, shape, factors, paddedCols, slabRows, dora } = plan;
     const q = this.device.queue;
-    const outBytes = DTYPE_BYTES[op.outDtype];
-    const result = new Uint8Array(shape.rowCount * op.cols * outBytes);
+    const result = new Uint8Array(shape.rowCount * op.cols * DTYPE_BYTES[op.outDtype]);
 
     await this.scoped(op, () => {
-      q.writeBuffer(this.rt.get(factors.rank * Math.ceil(op.cols / TILE) * 16), 0, gpuSource(padRight(factors, op.cols)));
+      const right = padRows(factors.right, factors.rank, op.cols, paddedCols);
+      q.writeBuffer(this.rt.get(right.byteLength), 0, gpuSource(right));
       q.writeBuffer(this.flags.get(4), 0, new Uint32Array(4));
       if (dora) {
-        const magnitude = decodeToF32(op.dora!.magnitude.data, op.dora!.magnitude.dtype);
+        // Padding rows/columns get magnitude 0 and norm 1: factor 0, so their (unread) results stay finite.
+        const m = op.dora!.magnitude;
+        const magnitude = new Float32Array(roundUp(m.data.byteLength / DTYPE_BYTES[m.dtype], TILE) + TILE);
+        magnitude.set(decodeToF32(m.data, m.dtype));
         q.writeBuffer(this.magnitude.get(magnitude.byteLength), 0, gpuSource(magnitude));
-        const normCount = dora === 1 ? op.rows : op.cols;
-        q.writeBuffer(this.norms.get(normCount * 4), 0, new Float32Array(normCount));
+        const norms = new Float32Array(magnitude.length).fill(1);
+        norms.fill(0, 0, dora === 1 ? op.rows : op.cols);
+        q.writeBuffer(this.norms.get(norms.byteLength), 0, gpuSource(norms));
       }
     });
 
@@ -150,45 +153,53 @@ export class WebGpuBackend implements MergeBackend {
     return result;
   }
 
-  /** Writes rows [r0, r0 + n) of W and of the left factor (transposed, padded) to the GPU. */
+  /**
+   * Writes rows [r0, r0 + n) of W (rows padded to paddedCols, plus zero rows up to a multiple of
+   * TILE) and the matching rows of Lᵀ to the GPU.
+   */
   private upload(plan: SlabPlan, r0: number, n: number): void {
-    const { op, factors } = plan;
-    const inBytes = DTYPE_BYTES[op.base.dtype];
-    let w = op.base.data.subarray(r0 * op.cols * inBytes, (r0 + n) * op.cols * inBytes);
-    if (w.byteLength % 4 !== 0) {
-      const padded = new Uint8Array(Math.ceil(w.byteLength / 4) * 4);
-      padded.set(w);
-      w = padded;
-    }
+    const { op, factors, paddedCols } = plan;
     const q = this.device.queue;
-    q.writeBuffer(this.wIn.get(w.byteLength), 0, gpuSource(w));
-    const lt = transposeLeft(factors, r0, n);
+    const inBytes = DTYPE_BYTES[op.base.dtype];
+    const rowBytes = paddedCols * inBytes;
+    const paddedRows = roundUp(n, TILE);
+    const wIn = this.wIn.get(paddedRows * rowBytes);
+    const slab = op.base.data.subarray(r0 * op.cols * inBytes, (r0 + n) * op.cols * inBytes);
+    if (paddedCols === op.cols) {
+      q.writeBuffer(wIn, 0, gpuSource(slab));
+      if (paddedRows > n) q.writeBuffer(wIn, n * rowBytes, new Uint8Array((paddedRows - n) * rowBytes));
+    } else {
+      const padded = new Uint8Array(paddedRows * rowBytes);
+      const srcRow = op.cols * inBytes;
+      for (let r = 0; r < n; r++) padded.set(slab.subarray(r * srcRow, (r + 1) * srcRow), r * rowBytes);
+      q.writeBuffer(wIn, 0, gpuSource(padded));
+    }
+    const lt = transposeLeft(factors, r0, n, paddedRows);
     q.writeBuffer(this.lt.get(lt.byteLength), 0, gpuSource(lt));
   }
 
   private dispatch(plan: SlabPlan, entry: MergeEntry, r0: number, n: number): void {
-    const { op, shape, factors, outStride, dora } = plan;
-    const rowTiles = Math.ceil(n / TILE);
-    const colTiles = Math.ceil(op.cols / TILE);
+    const { op, shape, factors, paddedCols, dora } = plan;
+    const paddedRows = roundUp(n, TILE);
+    const rowTiles = paddedRows / TILE;
+    const colTiles = paddedCols / TILE;
     const items = entry === 'mergeTiles' ? rowTiles * colTiles : entry === 'normRows' ? rowTiles : colTiles;
     const grid = dispatchShape(items, this.gpu.maxWorkgroupsPerDimension);
     const p: MergeParams = {
-      rows: n, cols: op.cols, rank: factors.rank, items, outStride,
+      rows: n, paddedCols, paddedRows, rank: factors.rank, items, inDtype: op.base.dtype, outDtype: op.outDtype,
       normRow0: shape.rowStart + r0, eps: op.dora?.epsilon ?? 0,
     };
     const q = this.device.queue;
     q.writeBuffer(this.params.get(PARAMS_BYTES), 0, paramsBytes(p, grid));
-    const inBytes = DTYPE_BYTES[op.base.dtype];
-    const outBytes = DTYPE_BYTES[op.outDtype];
     const bindGroup = this.device.createBindGroup({
       label: `merge "${op.name}" rows ${r0}+${n}`,
       layout: mergeBindGroupLayout(this.device),
       entries: [
         this.params.get(PARAMS_BYTES),
-        this.wIn.get(Math.ceil(n * op.cols * inBytes / 4) * 4),
-        this.lt.get(factors.rank * rowTiles * 16),
-        this.rt.get(factors.rank * colTiles * 16),
-        this.wOut.get(n * outStride * outBytes),
+        this.wIn.get(paddedRows * paddedCols * DTYPE_BYTES[op.base.dtype]),
+        this.lt.get(factors.rank * paddedRows * 4),
+        this.rt.get(factors.rank * paddedCols * 4),
+        this.wOut.get(paddedRows * paddedCols * DTYPE_BYTES[op.outDtype]),
         this.flags.get(4),
         this.norms.get(4),
         this.magnitude.get(4),
@@ -205,9 +216,9 @@ export class WebGpuBackend implements MergeBackend {
 
   /** Copies the slab's output and the non-finite flag back and into `result`. */
   private async readBack(plan: SlabPlan, r0: number, n: number, result: Uint8Array): Promise<void> {
-    const { op, outStride } = plan;
+    const { op, paddedCols } = plan;
     const outBytes = DTYPE_BYTES[op.outDtype];
-    const bytes = n * outStride * outBytes;
+    const bytes = n * paddedCols * outBytes;
     const flagAt = Math.ceil(bytes / 256) * 256;
     const staging = this.staging.get(flagAt + 4);
     await this.scoped(op, () => {
@@ -225,10 +236,10 @@ export class WebGpuBackend implements MergeBackend {
       const out = new Uint8Array(staging.getMappedRange(0, bytes));
       const rowBytes = op.cols * outBytes;
       const at = r0 * rowBytes;
-      if (outStride === op.cols) {
+      if (paddedCols === op.cols) {
         result.set(out, at);
       } else {
-        const strideBytes = outStride * outBytes;
+        const strideBytes = paddedCols * outBytes;
         for (let r = 0; r < n; r++) result.set(out.subarray(r * strideBytes, r * strideBytes + rowBytes), at + r * rowBytes);
       }
     } finally {
@@ -268,23 +279,21 @@ export class WebGpuBackend implements MergeBackend {
   }
 }
 
-/** R (rank × cols) with rows padded to a multiple of 4 columns, zero-filled. */
-function padRight(f: LowRankFactors, cols: number): Float32Array {
-  const stride = Math.ceil(cols / TILE) * TILE;
-  if (stride === cols) return f.right.length ? f.right : new Float32Array(4);
-  const out = new Float32Array(Math.max(f.rank * stride, 4));
-  for (let k = 0; k < f.rank; k++) out.set(f.right.subarray(k * cols, (k + 1) * cols), k * stride);
+/** A rows × cols matrix with its rows padded to `stride` elements, zero-filled (never empty). */
+function padRows(m: Float32Array, rows: number, cols: number, stride: number): Float32Array {
+  if (stride === cols && m.length) return m;
+  const out = new Float32Array(Math.max(rows * stride, 4));
+  for (let r = 0; r < rows; r++) out.set(m.subarray(r * cols, (r + 1) * cols), r * stride);
   return out;
 }
 
-/** Lᵀ for rows [r0, r0 + n): rank × n, rows padded to a multiple of 4, zero-filled. */
-function transposeLeft(f: LowRankFactors, r0: number, n: number): Float32Array {
-  const stride = Math.ceil(n / TILE) * TILE;
-  const out = new Float32Array(Math.max(f.rank * stride, 4));
+/** Lᵀ for rows [r0, r0 + n): rank × paddedRows, zero-filled past n. */
+function transposeLeft(f: LowRankFactors, r0: number, n: number, paddedRows: number): Float32Array {
+  const out = new Float32Array(Math.max(f.rank * paddedRows, 4));
   const rank = f.rank;
   for (let i = 0; i < n; i++) {
     const src = (r0 + i) * rank;
-    for (let k = 0; k < rank; k++) out[k * stride + i] = f.left[src + k];
+    for (let k = 0; k < rank; k++) out[k * paddedRows + i] = f.left[src + k];
   }
   return out;
 }
