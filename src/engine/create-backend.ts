@@ -40,9 +40,9 @@ export async function createBackend(options: BackendOptions = {}): Promise<Merge
   return pickFaster(backend);
 }
 
-/** A 512 × 1024 f32 weight with a rank-16 update: big enough that throughput, not latency, decides. */
+/** A 1024 × 1024 f32 weight with a rank-16 update: big enough that throughput, not latency, decides. */
 function calibrationOp(): MergeOp {
-  const rows = 512, cols = 1024, rank = 16;
+  const rows = 1024, cols = 1024, rank = 16;
   const fill = (n: number): Uint8Array => {
     const f = new Float32Array(n);
     for (let i = 0; i < n; i++) f[i] = ((i * 7919) % 1000) / 1000 - 0.5;
