@@ -5,6 +5,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MergeBackend, MergeOp } from '../src/engine/merge-op.js';
 import { createBackend, createWebGpuBackend } from '../src/engine/create-backend.js';
+import { requestAdapter, requestMergeDevice } from '../src/engine/gpu/gpu-device.js';
+import { WebGpuBackend } from '../src/engine/gpu/webgpu-backend.js';
 import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { MergeError } from '../src/errors.js';
 import { compareWithReference, encodeValues, outputBits, randomOp, roundedBits, seededRandom, type OpSpec } from './helpers/reference-math.js';
@@ -147,6 +149,25 @@ describe('errors', () => {
   it('the backend still works after an error', async (ctx) => {
     if (!plain) return ctx.skip();
     await check(plain, 11, { rows: 5, cols: 6, ranks: [2] }, ctx.skip);
+  });
+
+  it('device loss → GPU_FAILURE naming the tensor, not a hang; later ops fail the same way', async (ctx) => {
+    if (!plain) return ctx.skip();
+    const gpu = await requestMergeDevice(await requestAdapter(nodeGpu.gpu));
+    const backend = new WebGpuBackend(gpu);
+    const op = randomOp(14, { rows: 16, cols: 16, ranks: [2], name: 'lost.weight' });
+    await backend.merge(op);
+    gpu.device.destroy();
+    const failure = { code: 'GPU_FAILURE', message: expect.stringContaining('tensor "lost.weight"') };
+    await expect(backend.merge(op)).rejects.toMatchObject(failure);
+    await expect(backend.merge(op)).rejects.toMatchObject(failure);
+  });
+
+  it('cancellation → ABORTED', async (ctx) => {
+    if (!plain) return ctx.skip();
+    const ctl = new AbortController();
+    ctl.abort();
+    await expect(plain.merge(randomOp(15, { rows: 4, cols: 4, ranks: [1] }), ctl.signal)).rejects.toMatchObject({ code: 'ABORTED' });
   });
 
   it('wrong byte counts → SHAPE_MISMATCH naming the tensor and factor', async (ctx) => {

@@ -56,7 +56,8 @@ export class WebGpuBackend implements MergeBackend {
     this.isSoftware = gpu.isSoftware;
     this.lost = gpu.device.lost.then((info) => {
       this.lostReason = info.message || info.reason;
-      throw new MergeError('GPU_FAILURE', `GPU device lost: ${this.lostReason}`);
+      // merge() turns this into a GPU_FAILURE naming the tensor in flight.
+      throw new Error(`the GPU device was lost (${this.lostReason})`);
     });
     this.lost.catch(() => {}); // observed by the ops that race it
     const S = GPUBufferUsage.STORAGE, D = GPUBufferUsage.COPY_DST, C = GPUBufferUsage.COPY_SRC;
