@@ -97,7 +97,7 @@ function timestampedDevice(device) {
 }
 
 async function openTimedBackend() {
-  // The Vulkan loader complains on servers without a login session (as the CLI also avoids).
+  // The Vulkan loader prints a warning when XDG_RUNTIME_DIR is unset, as on most servers (the CLI sets it too).
   if (process.platform === 'linux' && !process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = tmpdir();
   const nodeGpu = await getNodeGpu();
   const adapter = await nodeGpu.gpu.requestAdapter({ powerPreference: 'high-performance' });
