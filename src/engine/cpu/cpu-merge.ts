@@ -3,7 +3,7 @@
  * ranks per sweep over the row, which stays in cache: fewer loads and stores of acc); optional DoRA;
  * each element rounded once to the output dtype. Browser-safe (no Node imports).
  */
-import { decodeToF32, type FloatDType } from '../../dtype.js';
+import { decodeToF32, DTYPE_BYTES, type FloatDType } from '../../dtype.js';
 import { MergeError, throwIfAborted } from '../../errors.js';
 import type { MergeOp } from '../merge-op.js';
 import { checkOp } from '../op-shape.js';
@@ -37,6 +37,9 @@ function addLowRank(acc: Float64Array, left: Float32Array, l0: number, right: Fl
   }
 }
 
+/** The smallest double that rounds to Infinity in f32: 2^128 − 2^103 (halfway past the largest f32). */
+const F32_ROUNDS_TO_INF = 2 ** 128 - 2 ** 103;
+
 /** Writes acc (times `scale`, or times colScale[i] when given) into out; false if any result is not finite. */
 function storeRow(acc: Float64Array, scale: number, colScale: Float64Array | undefined, dtype: FloatDType,
   out: Float32Array | Uint16Array, o: number): boolean {
@@ -44,13 +47,13 @@ function storeRow(acc: Float64Array, scale: number, colScale: Float64Array | und
   if (colScale) for (let i = 0; i < n; i++) acc[i] *= colScale[i];
   else if (scale !== 1) for (let i = 0; i < n; i++) acc[i] *= scale;
   if (dtype === 'F32') {
-    let bad = 0;
+    let finite = true;
     for (let i = 0; i < n; i++) {
-      const f = Math.fround(acc[i]);
-      out[o + i] = f;
-      bad += f - f; // 0 for finite values, NaN otherwise
+      const v = acc[i];
+      out[o + i] = v; // rounds to f32, nearest even
+      if (!(Math.abs(v) < F32_ROUNDS_TO_INF)) finite = false; // also catches NaN
     }
-    return bad === 0;
+    return finite;
   }
   const round = dtype === 'F16' ? f64ToF16Bits : f64ToBf16Bits;
   const expMask = dtype === 'F16' ? 0x7c00 : 0x7f80;
@@ -68,11 +71,20 @@ export function mergeOnCpu(op: MergeOp, signal?: AbortSignal): Uint8Array {
   const { rowCount, rowStart } = shape;
   const cols = op.cols;
   const { rank, left, right } = lowRankFactors(op, shape);
-  const w = decodeToF32(op.base.data, op.base.dtype);
+  const rowBytes = cols * DTYPE_BYTES[op.base.dtype];
+  // f32 rows are read in place; f16/bf16 rows are decoded one at a time (no whole-tensor copy).
+  const w32 = op.base.dtype === 'F32' && op.base.data.byteOffset % 4 === 0
+    ? new Float32Array(op.base.data.buffer, op.base.data.byteOffset, rowCount * cols)
+    : undefined;
   const out = op.outDtype === 'F32' ? new Float32Array(rowCount * cols) : new Uint16Array(rowCount * cols);
   const acc = new Float64Array(cols);
   const rowValues = (r: number): void => {
-    for (let i = 0, o = r * cols; i < cols; i++) acc[i] = w[o + i];
+    if (w32) {
+      for (let i = 0, o = r * cols; i < cols; i++) acc[i] = w32[o + i];
+    } else {
+      const w = decodeToF32(op.base.data.subarray(r * rowBytes, (r + 1) * rowBytes), op.base.dtype);
+      for (let i = 0; i < cols; i++) acc[i] = w[i];
+    }
     addLowRank(acc, left, r * rank, right, rank, cols);
   };
 
