@@ -146,6 +146,13 @@ describe('errors', () => {
     await expect(small.merge(op)).rejects.toMatchObject({ code: 'NON_FINITE' });
   });
 
+  it('concurrent merges on one backend each get their own result', async (ctx) => {
+    if (!plain) return ctx.skip();
+    const ops = [1, 2, 3].map((i) => randomOp(20 + i, { rows: 40 + i, cols: 24 + 8 * i, ranks: [i], baseDtype: 'F16' }));
+    const outs = await Promise.all(ops.map((op) => plain!.merge(op)));
+    ops.forEach((op, i) => expectClose(op, outs[i]));
+  });
+
   it('the backend still works after an error', async (ctx) => {
     if (!plain) return ctx.skip();
     await check(plain, 11, { rows: 5, cols: 6, ranks: [2] }, ctx.skip);

@@ -40,6 +40,8 @@ export class WebGpuBackend implements MergeBackend {
   private lostReason: string | undefined;
   private readonly lost: Promise<never>;
   private disposed = false;
+  /** Ops share the buffers: each waits for the one before it. */
+  private queue: Promise<unknown> = Promise.resolve();
   private readonly params: ReusableBuffer;
   private readonly wIn: ReusableBuffer;
   private readonly lt: ReusableBuffer;
@@ -72,10 +74,16 @@ export class WebGpuBackend implements MergeBackend {
     this.flags = buf('non-finite flag', S | D | C);
     this.norms = buf('DoRA norms', S | D);
     this.magnitude = buf('DoRA magnitude', S | D);
-    this.staging = buf('readback', GPUBufferUsage.MAP_READ | D, max + 256);
+    this.staging = buf('readback', GPUBufferUsage.MAP_READ | D);
   }
 
-  async merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
+  merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
+    const result = this.queue.then(() => this.mergeNow(op, signal));
+    this.queue = result.catch(() => {});
+    return result;
+  }
+
+  private async mergeNow(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
     if (this.disposed) throw new MergeError('GPU_FAILURE', `tensor "${op.name}": the GPU backend was disposed`);
     if (this.lostReason !== undefined) {
       throw new MergeError('GPU_FAILURE', `tensor "${op.name}": GPU device lost: ${this.lostReason}`);
@@ -95,7 +103,8 @@ export class WebGpuBackend implements MergeBackend {
   private plan(op: MergeOp, shape: OpShape): SlabPlan | undefined {
     const factors = lowRankFactors(op, shape);
     const paddedCols = roundUp(op.cols, TILE);
-    const limit = Math.min(this.gpu.maxBindingBytes, MAX_SLAB_BYTES);
+    // The readback buffer holds a slab plus the flag: leave it room under the buffer size limit.
+    const limit = Math.min(this.gpu.maxBindingBytes - 512, MAX_SLAB_BYTES);
     const rank = Math.max(factors.rank, 1);
     if (rank * paddedCols * 4 > limit) return undefined;
     const rowBytes = Math.max(paddedCols * DTYPE_BYTES[op.base.dtype], paddedCols * DTYPE_BYTES[op.outDtype], rank * 4);
