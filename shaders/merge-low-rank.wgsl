@@ -141,7 +141,22 @@ fn storeOut8(row: u32, tc: u32, a: vec4<f32>, b: vec4<f32>) -> bool {
 
 /// V = W + L·R for the 8×8 tile at tile row tr, tile column tc.
 fn tileValues(tr: u32, tc: u32) -> Tile {
-  var t: Tile;
+  var r0a = vec4<f32>(0.0);
+  var r0b = vec4<f32>(0.0);
+  var r1a = vec4<f32>(0.0);
+  var r1b = vec4<f32>(0.0);
+  var r2a = vec4<f32>(0.0);
+  var r2b = vec4<f32>(0.0);
+  var r3a = vec4<f32>(0.0);
+  var r3b = vec4<f32>(0.0);
+  var r4a = vec4<f32>(0.0);
+  var r4b = vec4<f32>(0.0);
+  var r5a = vec4<f32>(0.0);
+  var r5b = vec4<f32>(0.0);
+  var r6a = vec4<f32>(0.0);
+  var r6b = vec4<f32>(0.0);
+  var r7a = vec4<f32>(0.0);
+  var r7b = vec4<f32>(0.0);
   var li = tr * 2u;
   var ri = tc * 2u;
   for (var k = 0u; k < P.rank; k++) {
@@ -149,35 +164,35 @@ fn tileValues(tr: u32, tc: u32) -> Tile {
     let l1 = lt[li + 1u];
     let ra = rt[ri];
     let rb = rt[ri + 1u];
-    t.r0a += l0.x * ra;
-    t.r0b += l0.x * rb;
-    t.r1a += l0.y * ra;
-    t.r1b += l0.y * rb;
-    t.r2a += l0.z * ra;
-    t.r2b += l0.z * rb;
-    t.r3a += l0.w * ra;
-    t.r3b += l0.w * rb;
-    t.r4a += l1.x * ra;
-    t.r4b += l1.x * rb;
-    t.r5a += l1.y * ra;
-    t.r5b += l1.y * rb;
-    t.r6a += l1.z * ra;
-    t.r6b += l1.z * rb;
-    t.r7a += l1.w * ra;
-    t.r7b += l1.w * rb;
+    r0a += l0.x * ra;
+    r0b += l0.x * rb;
+    r1a += l0.y * ra;
+    r1b += l0.y * rb;
+    r2a += l0.z * ra;
+    r2b += l0.z * rb;
+    r3a += l0.w * ra;
+    r3b += l0.w * rb;
+    r4a += l1.x * ra;
+    r4b += l1.x * rb;
+    r5a += l1.y * ra;
+    r5b += l1.y * rb;
+    r6a += l1.z * ra;
+    r6b += l1.z * rb;
+    r7a += l1.w * ra;
+    r7b += l1.w * rb;
     li += P.lStride4;
     ri += P.rStride4;
   }
   let row0 = tr * 8u;
-  let w0 = loadW8(row0 + 0u, tc); t.r0a += w0[0]; t.r0b += w0[1];
-  let w1 = loadW8(row0 + 1u, tc); t.r1a += w1[0]; t.r1b += w1[1];
-  let w2 = loadW8(row0 + 2u, tc); t.r2a += w2[0]; t.r2b += w2[1];
-  let w3 = loadW8(row0 + 3u, tc); t.r3a += w3[0]; t.r3b += w3[1];
-  let w4 = loadW8(row0 + 4u, tc); t.r4a += w4[0]; t.r4b += w4[1];
-  let w5 = loadW8(row0 + 5u, tc); t.r5a += w5[0]; t.r5b += w5[1];
-  let w6 = loadW8(row0 + 6u, tc); t.r6a += w6[0]; t.r6b += w6[1];
-  let w7 = loadW8(row0 + 7u, tc); t.r7a += w7[0]; t.r7b += w7[1];
-  return t;
+  let w0 = loadW8(row0 + 0u, tc); r0a += w0[0]; r0b += w0[1];
+  let w1 = loadW8(row0 + 1u, tc); r1a += w1[0]; r1b += w1[1];
+  let w2 = loadW8(row0 + 2u, tc); r2a += w2[0]; r2b += w2[1];
+  let w3 = loadW8(row0 + 3u, tc); r3a += w3[0]; r3b += w3[1];
+  let w4 = loadW8(row0 + 4u, tc); r4a += w4[0]; r4b += w4[1];
+  let w5 = loadW8(row0 + 5u, tc); r5a += w5[0]; r5b += w5[1];
+  let w6 = loadW8(row0 + 6u, tc); r6a += w6[0]; r6b += w6[1];
+  let w7 = loadW8(row0 + 7u, tc); r7a += w7[0]; r7b += w7[1];
+  return Tile(r0a, r0b, r1a, r1b, r2a, r2b, r3a, r3b, r4a, r4b, r5a, r5b, r6a, r6b, r7a, r7b);
 }
 
 fn doraFactor(idx: u32) -> f32 {
