@@ -221,7 +221,7 @@ export class WebGpuBackend implements MergeBackend {
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(grid.x, grid.y);
     pass.end();
-    q.submit([enc.finish()]);
+    q.submit([enc.finish({ label: `merge "${op.name}" ${entry}` })]);
   }
 
   /** Copies the slab's output and the non-finite flag back and into `result`. */
@@ -235,7 +235,7 @@ export class WebGpuBackend implements MergeBackend {
       const enc = this.device.createCommandEncoder({ label: `read back "${op.name}"` });
       enc.copyBufferToBuffer(this.wOut.get(bytes), 0, staging, 0, bytes);
       enc.copyBufferToBuffer(this.flags.get(4), 0, staging, flagAt, 4);
-      this.device.queue.submit([enc.finish()]);
+      this.device.queue.submit([enc.finish({ label: `read back "${op.name}"` })]);
     });
     await Promise.race([staging.mapAsync(GPUMapMode.READ, 0, flagAt + 4), this.lost]);
     try {
