@@ -40,18 +40,23 @@ export async function createBackend(options: BackendOptions = {}): Promise<Merge
   return pickFaster(backend);
 }
 
-/** A 1024 × 1024 f32 weight with a rank-16 update: big enough that throughput, not latency, decides. */
+/**
+ * A 1024 × 2048 f16 weight (4 MiB, the size of a streamed slab) with a rank-16 update: half-precision
+ * models are the common case, and big enough that throughput, not latency, decides.
+ */
 function calibrationOp(): MergeOp {
-  const rows = 1024, cols = 1024, rank = 16;
-  const fill = (n: number): Uint8Array => {
+  const rows = 1024, cols = 2048, rank = 16;
+  const f32 = (n: number): Uint8Array => {
     const f = new Float32Array(n);
     for (let i = 0; i < n; i++) f[i] = ((i * 7919) % 1000) / 1000 - 0.5;
     return new Uint8Array(f.buffer);
   };
+  const base = new Uint16Array(rows * cols);
+  for (let i = 0; i < base.length; i++) base[i] = 0x3000 + ((i * 7919) % 0x800); // f16 values in [0.125, 0.25)
   return {
-    name: 'calibration', rows, cols, layout: 'out-in', outDtype: 'F32',
-    base: { dtype: 'F32', data: fill(rows * cols) },
-    terms: [{ rank, scale: 0.5, a: { dtype: 'F32', data: fill(rank * cols) }, b: { dtype: 'F32', data: fill(rows * rank) } }],
+    name: 'calibration', rows, cols, layout: 'out-in', outDtype: 'F16',
+    base: { dtype: 'F16', data: new Uint8Array(base.buffer) },
+    terms: [{ rank, scale: 0.01, a: { dtype: 'F32', data: f32(rank * cols) }, b: { dtype: 'F32', data: f32(rows * rank) } }],
   };
 }
 

@@ -18,6 +18,8 @@ import {
 
 /** Slabs larger than this gain nothing and cost host and GPU memory. */
 const MAX_SLAB_BYTES = 128 * 1024 * 1024;
+/** Reading and writing an element of W costs about as much as 8 rank steps (SwiftShader). */
+const W_COST_IN_RANKS = 8;
 
 interface SlabPlan {
   op: MergeOp;
@@ -40,6 +42,8 @@ export class WebGpuBackend implements MergeBackend {
   private lostReason: string | undefined;
   private readonly lost: Promise<never>;
   private disposed = false;
+  /** Fastest observed milliseconds per unit of work (element × (rank + W cost)), on software GPUs. */
+  private msPerWork: number | undefined;
   /** Ops share the buffers: each waits for the one before it. */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly params: ReusableBuffer;
@@ -158,7 +162,11 @@ export class WebGpuBackend implements MergeBackend {
         if (dora === 1) this.dispatch(plan, 'normRows', r0, n);
         this.dispatch(plan, 'mergeTiles', r0, n);
       });
-      await this.readBack(plan, r0, n, result);
+      const submitted = performance.now();
+      const work = n * paddedCols * (factors.rank + W_COST_IN_RANKS) * (dora === 1 ? 2 : 1);
+      await this.waitForSoftwareGpu(work);
+      const done = await this.readBack(plan, r0, n, result);
+      this.learnSpeed(work, done - submitted);
     }
     return result;
   }
@@ -224,8 +232,27 @@ export class WebGpuBackend implements MergeBackend {
     q.submit([enc.finish({ label: `merge "${op.name}" ${entry}` })]);
   }
 
-  /** Copies the slab's output and the non-finite flag back and into `result`. */
-  private async readBack(plan: SlabPlan, r0: number, n: number, result: Uint8Array): Promise<void> {
+  /**
+   * Dawn for Node waits for the GPU by polling on the JavaScript thread, which on a software GPU takes
+   * a CPU core away from the GPU's own threads. Sleep through most of the time the dispatch is
+   * expected to take (from the fastest rate seen so far) before waiting on it.
+   */
+  private async waitForSoftwareGpu(work: number): Promise<void> {
+    if (!this.isSoftware || this.msPerWork === undefined) return;
+    const expected = 0.8 * work * this.msPerWork;
+    if (expected > 2) await new Promise((resolve) => setTimeout(resolve, expected));
+  }
+
+  private learnSpeed(work: number, ms: number): void {
+    const rate = ms / work;
+    if (work > 1e6 && !(rate >= (this.msPerWork ?? Infinity))) this.msPerWork = rate;
+  }
+
+  /**
+   * Copies the slab's output and the non-finite flag back and into `result`; returns the time at
+   * which the GPU's results became readable.
+   */
+  private async readBack(plan: SlabPlan, r0: number, n: number, result: Uint8Array): Promise<number> {
     const { op, paddedCols } = plan;
     const outBytes = DTYPE_BYTES[op.outDtype];
     const bytes = n * paddedCols * outBytes;
@@ -238,6 +265,7 @@ export class WebGpuBackend implements MergeBackend {
       this.device.queue.submit([enc.finish({ label: `read back "${op.name}"` })]);
     });
     await Promise.race([staging.mapAsync(GPUMapMode.READ, 0, flagAt + 4), this.lost]);
+    const readable = performance.now();
     try {
       const flag = new Uint32Array(staging.getMappedRange(flagAt, 4))[0];
       if (flag !== 0) {
@@ -255,6 +283,7 @@ export class WebGpuBackend implements MergeBackend {
     } finally {
       staging.unmap();
     }
+    return readable;
   }
 
   /** Runs GPU calls inside validation and out-of-memory error scopes; errors name the tensor. */
