@@ -3,7 +3,7 @@
  * ranks per sweep over the row, which stays in cache: fewer loads and stores of acc); optional DoRA;
  * each element rounded once to the output dtype. Browser-safe (no Node imports).
  */
-import { decodeToF32, DTYPE_BYTES, type FloatDType } from '../../dtype.js';
+import { decodeToF32, DTYPE_BYTES, f32BitsToBf16Bits, f32BitsToF16Bits, type FloatDType } from '../../dtype.js';
 import { MergeError, throwIfAborted } from '../../errors.js';
 import type { MergeOp } from '../merge-op.js';
 import { checkOp } from '../op-shape.js';
@@ -37,6 +37,12 @@ function addLowRank(acc: Float64Array, left: Float32Array, l0: number, right: Fl
   }
 }
 
+let scratch = new Float32Array(0);
+function rowScratch(n: number): Float32Array {
+  if (scratch.length < n) scratch = new Float32Array(n);
+  return scratch;
+}
+
 /** The smallest double that rounds to Infinity in f32: 2^128 − 2^103 (halfway past the largest f32). */
 const F32_ROUNDS_TO_INF = 2 ** 128 - 2 ** 103;
 
@@ -55,13 +61,27 @@ function storeRow(acc: Float64Array, scale: number, colScale: Float64Array | und
     }
     return finite;
   }
-  const round = dtype === 'F16' ? f64ToF16Bits : f64ToBf16Bits;
-  const expMask = dtype === 'F16' ? 0x7c00 : 0x7f80;
+  // Round to f32 in bulk (typed-array stores), then narrow the f32 bits; only values whose f32 lands
+  // exactly on a tie of the narrow format (or outside f16's normal range) take the exact slow path.
+  const f32 = rowScratch(n);
+  const bits = new Uint32Array(f32.buffer, 0, n);
+  for (let i = 0; i < n; i++) f32[i] = acc[i];
   let special = 0;
-  for (let i = 0; i < n; i++) {
-    const h = round(acc[i]);
-    out[o + i] = h;
-    special |= (h & expMask) === expMask ? 1 : 0;
+  if (dtype === 'F16') {
+    for (let i = 0; i < n; i++) {
+      const b = bits[i];
+      const e = (b >>> 23) & 0xff;
+      const h = e >= 113 && e < 0xff && (b & 0x1fff) !== 0x1000 ? f32BitsToF16Bits(b) : f64ToF16Bits(acc[i]);
+      out[o + i] = h;
+      special |= (h & 0x7c00) === 0x7c00 ? 1 : 0;
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      const b = bits[i];
+      const h = (b & 0xffff) !== 0x8000 ? f32BitsToBf16Bits(b) : f64ToBf16Bits(acc[i]);
+      out[o + i] = h;
+      special |= (h & 0x7f80) === 0x7f80 ? 1 : 0;
+    }
   }
   return special === 0;
 }

@@ -22,8 +22,13 @@ function f32BitsForNarrowing(x: number, dropMask: number, tie: number): number {
 
 export function f64ToF16Bits(x: number): number {
   scratch[0] = x;
-  const bits = scratchBits[0];
+  let bits = scratchBits[0];
   const e = (bits >>> 23) & 0xff;
+  if (e >= 113 && e < 0xff) {
+    // The common case, inlined: normal f16 results drop 13 bits.
+    if ((bits & 0x1fff) === 0x1000 && scratch[0] !== x) bits += Math.abs(x) > Math.abs(scratch[0]) ? 1 : -1;
+    return f32BitsToF16Bits(bits >>> 0);
+  }
   // Normal f16 range drops 13 bits; subnormal f16 results drop more (14 - (e - 112) + 13).
   const drop = e >= 113 ? 13 : 126 - e;
   if (drop > 24 || e === 0xff) return f32BitsToF16Bits(bits); // below half the smallest subnormal: 0
