@@ -21,7 +21,7 @@ const baseTensors: FixtureTensor[] = [
 ];
 const goodBase = buildSafetensors(baseTensors);
 const config = JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 4, target_modules: ['q_proj', 'v_proj'] });
-function adapterTensors(module: string, inFeatures = d, values?: number[]): FixtureTensor[] {
+function adapterTensors(module: string, inFeatures = d, values?: ArrayLike<number>): FixtureTensor[] {
   return [
     { name: `base_model.model.${module}.lora_A.weight`, dtype: 'F32', shape: [r, inFeatures], data: values ?? randomValues(r * inFeatures, rand) },
     { name: `base_model.model.${module}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: randomValues(d * r, rand) },

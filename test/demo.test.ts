@@ -6,7 +6,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Browser, Page } from 'puppeteer';
+import type { Browser, ElementHandle, Page } from 'puppeteer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateSample } from '../src/sample/index.js';
 import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
@@ -159,9 +159,9 @@ describe('demo page', () => {
     demo = await openDemo(browser, server);
     const { page } = demo;
     await page.waitForFunction(() => /webgpu/i.test(document.querySelector('[data-testid="backend"]')!.textContent ?? ''), { timeout: 60_000 });
-    const baseInput = (await page.$('[data-testid="base-input"]'))!;
+    const baseInput = (await page.$('[data-testid="base-input"]')) as ElementHandle<HTMLInputElement>;
     await baseInput.uploadFile(join(dir, 'base/model.safetensors'));
-    const adapterInput = (await page.$('[data-testid="adapter-input"]'))!;
+    const adapterInput = (await page.$('[data-testid="adapter-input"]')) as ElementHandle<HTMLInputElement>;
     await adapterInput.uploadFile(join(dir, 'one/adapter_config.json'), join(dir, 'one/adapter_model.safetensors'));
     await adapterInput.uploadFile(join(dir, 'two/adapter_config.json'), join(dir, 'two/adapter_model.safetensors'));
     await page.waitForFunction(() => document.querySelectorAll('[data-testid="adapter-weight"]').length === 2);

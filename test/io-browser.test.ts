@@ -130,11 +130,11 @@ class FakeDir {
     }
     return entry;
   }
-  getFileHandle(name: string, options?: { create?: boolean }) {
-    return this.get(name, options?.create, () => new FakeFile(name));
+  async getFileHandle(name: string, options?: { create?: boolean }): Promise<FakeFile> {
+    return (await this.get(name, options?.create, () => new FakeFile(name))) as FakeFile;
   }
-  getDirectoryHandle(name: string, options?: { create?: boolean }) {
-    return this.get(name, options?.create, () => new FakeDir(name));
+  async getDirectoryHandle(name: string, options?: { create?: boolean }): Promise<FakeDir> {
+    return (await this.get(name, options?.create, () => new FakeDir(name))) as FakeDir;
   }
   async removeEntry(name: string) {
     this.entries.delete(name);

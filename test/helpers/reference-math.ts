@@ -3,61 +3,25 @@
  * @petamoriken/float16 (f16) and bit shifts (bf16), the merge as literal sums over ΔW = B·A, and
  * rounding a double once to f32/f16/bf16 by arithmetic, not by the engine's bit tricks.
  */
-import { getFloat16, setFloat16 } from '@petamoriken/float16';
 import type { FloatDType } from '../../src/dtype.js';
 import type { MergeOp } from '../../src/engine/merge-op.js';
+import { bf16BitsFromF64, decodeValues, encodeValues, f16BitsFromF64, seededRandom } from './fixtures.js';
 
 const BYTES: Record<FloatDType, number> = { F32: 4, F16: 2, BF16: 2 };
 
+/** Exact values of little-endian float bytes, as doubles. */
 export function decodeF64(bytes: Uint8Array, dtype: FloatDType): Float64Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const n = bytes.byteLength / BYTES[dtype];
-  const out = new Float64Array(n);
-  const f32 = new DataView(new ArrayBuffer(4));
-  for (let i = 0; i < n; i++) {
-    if (dtype === 'F32') out[i] = view.getFloat32(i * 4, true);
-    else if (dtype === 'F16') out[i] = getFloat16(view, i * 2, true);
-    else {
-      f32.setUint32(0, view.getUint16(i * 2, true) << 16);
-      out[i] = f32.getFloat32(0);
-    }
-  }
-  return out;
-}
-
-/** x rounded to nearest even with `bits` significant bits and minimum normal exponent `emin`. */
-function roundToPrecision(x: number, bits: number, emin: number, maxFinite: number): number {
-  if (!Number.isFinite(x) || x === 0) return x;
-  const e = Math.max(Math.floor(Math.log2(Math.abs(x))), emin);
-  let quantum = 2 ** (e - bits + 1);
-  // log2 can be off by one near powers of two: make sure |x| / quantum is within [2^(bits-1), 2^bits).
-  if (Math.abs(x) / quantum >= 2 ** bits) quantum *= 2;
-  else if (e > emin && Math.abs(x) / quantum < 2 ** (bits - 1)) quantum /= 2;
-  const q = x / quantum;
-  let r = Math.round(q);
-  if (Math.abs(q - Math.trunc(q)) === 0.5) r = 2 * Math.round(q / 2); // ties to even
-  const v = r * quantum;
-  const limit = maxFinite + 2 ** (Math.floor(Math.log2(maxFinite)) - bits); // halfway to the next power
-  if (Math.abs(x) >= limit) return x > 0 ? Infinity : -Infinity;
-  return v;
+  return decodeValues(bytes, dtype);
 }
 
 /** Bits of x rounded once to `dtype` (f32: 32 bits; f16/bf16: 16 bits). */
 const scratch = new DataView(new ArrayBuffer(4));
 
 export function roundedBits(x: number, dtype: FloatDType): number {
-  const view = scratch;
-  if (dtype === 'F32') {
-    view.setFloat32(0, x);
-    return view.getUint32(0);
-  }
-  if (dtype === 'F16') {
-    setFloat16(view, 0, x);
-    return view.getUint16(0);
-  }
-  if (Number.isNaN(x)) return 0x7fc0;
-  view.setFloat32(0, roundToPrecision(x, 8, -126, 3.3895313892515355e38)); // exact in f32
-  return view.getUint32(0) >>> 16;
+  if (dtype === 'F16') return f16BitsFromF64(x);
+  if (dtype === 'BF16') return bf16BitsFromF64(x);
+  scratch.setFloat32(0, x);
+  return scratch.getUint32(0);
 }
 
 /** The value of bf16 bits. */
@@ -170,29 +134,8 @@ export function referenceMerge(op: MergeOp): ReferenceMerge {
 
 // --- building test ops ---------------------------------------------------------------------------
 
-/** Small seeded generator (mulberry32), so failures reproduce. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Values rounded once to `dtype`, as little-endian bytes. */
-export function encodeValues(values: ArrayLike<number>, dtype: FloatDType): Uint8Array {
-  const out = new Uint8Array(values.length * BYTES[dtype]);
-  const view = new DataView(out.buffer);
-  for (let i = 0; i < values.length; i++) {
-    const bits = roundedBits(values[i], dtype);
-    if (dtype === 'F32') view.setUint32(i * 4, bits, true);
-    else view.setUint16(i * 2, bits, true);
-  }
-  return out;
-}
+// The seeded generator and the once-rounding encoder are the fixtures' (one implementation each).
+export { encodeValues, seededRandom } from './fixtures.js';
 
 export interface OpSpec {
   rows: number;
