@@ -1,18 +1,57 @@
-/** MergeBackend on the CPU: exact same semantics as the WebGPU one, computed in f64. */
+/**
+ * MergeBackend on the CPU: the same semantics as the WebGPU one. The WebAssembly SIMD kernel (f32
+ * accumulation, like the GPU) runs the merges, spread over worker threads when a pool is given;
+ * where WASM SIMD is missing, and for DoRA ops, the plain JS executor (f64) does.
+ */
 import type { MergeBackend, MergeOp } from '../merge-op.js';
 import { mergeOnCpu } from './cpu-merge.js';
+import { WasmKernel, wasmKernelModule } from './wasm-kernel.js';
+import { mergeOnWasm } from './wasm-merge.js';
+
+/** Runs WASM merges somewhere else (worker threads); see cpu-worker-pool.ts. */
+export interface CpuMergePool {
+  readonly threads: number;
+  merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array>;
+  dispose(): void;
+}
+
+export interface CpuBackendOptions {
+  /** `js` forces the plain JavaScript executor; `wasm` (default) uses the SIMD kernel where it validates. */
+  executor?: 'wasm' | 'js';
+  /** Worker threads for WASM merges; the backend disposes it. */
+  pool?: CpuMergePool;
+}
+
+/** Ops smaller than this many elements run on the calling thread: a round trip costs more. */
+const POOL_MIN_ELEMENTS = 64 * 1024;
 
 export class CpuBackend implements MergeBackend {
   readonly kind = 'cpu' as const;
   readonly description: string;
+  /** Which executor runs plain (non-DoRA) merges. */
+  readonly executor: 'wasm' | 'js';
+  private kernel: WasmKernel | undefined;
+  private pool: CpuMergePool | undefined;
 
-  constructor(reason = 'requested') {
-    this.description = `CPU (${reason})`;
+  constructor(reason = 'requested', options: CpuBackendOptions = {}) {
+    const module = options.executor === 'js' ? null : wasmKernelModule();
+    if (module) this.kernel = new WasmKernel(module);
+    this.executor = module ? 'wasm' : 'js';
+    this.pool = module ? options.pool : undefined;
+    if (!this.pool) options.pool?.dispose();
+    const how = !module ? 'JavaScript' : this.pool ? `WebAssembly SIMD, ${this.pool.threads} threads` : 'WebAssembly SIMD';
+    this.description = `CPU (${how}; ${reason})`;
   }
 
   async merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
-    return mergeOnCpu(op, signal);
+    if (!this.kernel || op.dora) return mergeOnCpu(op, signal);
+    const rowCount = op.rowCount ?? op.rows - (op.rowStart ?? 0);
+    if (this.pool && rowCount * op.cols >= POOL_MIN_ELEMENTS) return this.pool.merge(op, signal);
+    return mergeOnWasm(op, this.kernel, signal);
   }
 
-  dispose(): void {}
+  dispose(): void {
+    this.pool?.dispose();
+    this.pool = undefined;
+  }
 }

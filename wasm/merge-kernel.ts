@@ -1,0 +1,201 @@
+/**
+ * The CPU merge kernel (AssemblyScript → WebAssembly SIMD). For a block of rows of W:
+ *   out[r, c] = round(W[r, c] + Σ_k left[r, k] · right[k, c])
+ * accumulated in f32x4 lanes, rounded once to the output dtype (nearest even).
+ *
+ * Tiles of 4 rows × 8 columns live in eight v128 registers for the whole rank loop; W is decoded
+ * straight into them afterwards and the result encoded straight out of them, so each element of W
+ * is read and written once, and each load of `right` feeds four rows.
+ *
+ * The caller owns memory: it places W, out, left (rows × rank) and right (rank × rightStride, rows
+ * padded with zeros to a multiple of 8 columns) and a scratch area, then calls mergeRows.
+ * Dtype codes: 0 = f32, 1 = f16, 2 = bf16.
+ */
+
+const F32: i32 = 0;
+const F16: i32 = 1;
+
+/** Where the caller may start placing data. */
+export function heapBase(): usize {
+  return (__heap_base + 15) & ~15;
+}
+
+// --- decoding: 8 elements at p → two f32x4 ----------------------------------------------------
+
+/** f16 bits (one per i32 lane) → f32: shift the exponent/mantissa into place and multiply by
+ *  2^112 to rebias; exact for normals and subnormals. Inf/NaN get the full f32 exponent back. */
+// @ts-ignore: decorator
+@inline function halfToFloat(h: v128): v128 {
+  const mag = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
+  let f = f32x4.mul(mag, f32x4.splat(5.192296858534828e33)); // 2^112
+  const infNan = i32x4.eq(v128.and(h, i32x4.splat(0x7c00)), i32x4.splat(0x7c00));
+  f = v128.or(f, v128.and(infNan, i32x4.splat(0x7f800000)));
+  return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
+}
+
+// @ts-ignore: decorator
+@inline function loadLo(p: usize, dtype: i32): v128 {
+  if (dtype == F32) return v128.load(p);
+  const raw = v128.load(p);
+  if (dtype == F16) return halfToFloat(i32x4.extend_low_i16x8_u(raw));
+  return i32x4.shl(i32x4.extend_low_i16x8_u(raw), 16);
+}
+
+// @ts-ignore: decorator
+@inline function loadHi(p: usize, dtype: i32): v128 {
+  if (dtype == F32) return v128.load(p, 16);
+  const raw = v128.load(p);
+  if (dtype == F16) return halfToFloat(i32x4.extend_high_i16x8_u(raw));
+  return i32x4.shl(i32x4.extend_high_i16x8_u(raw), 16);
+}
+
+// --- encoding: two f32x4 → 8 elements at p, round to nearest even ----------------------------
+
+/** f32 → f16 bits per i32 lane: rebias with a rounding bias for normals, a float add of 0.5
+ *  for subnormals (the FPU rounds), Inf for overflow, a quiet NaN for NaN. */
+// @ts-ignore: decorator
+@inline function floatToHalf(x: v128): v128 {
+  const sign = v128.and(x, i32x4.splat(0x80000000));
+  const a = v128.xor(x, sign);
+  const odd = v128.and(i32x4.shr_u(a, 13), i32x4.splat(1));
+  const normal = i32x4.shr_u(i32x4.add(i32x4.add(a, i32x4.splat(((15 - 127) << 23) + 0xfff)), odd), 13);
+  const magic = i32x4.splat(126 << 23); // 0.5: its ulp is the f16 subnormal quantum 2^-24
+  const sub = i32x4.sub(f32x4.add(a, magic), magic);
+  const big = v128.bitselect(i32x4.splat(0x7e00), i32x4.splat(0x7c00), i32x4.gt_u(a, i32x4.splat(0x7f800000)));
+  let o = v128.bitselect(sub, normal, i32x4.lt_u(a, i32x4.splat(113 << 23)));
+  o = v128.bitselect(big, o, i32x4.ge_u(a, i32x4.splat(143 << 23)));
+  return v128.or(o, i32x4.shr_u(sign, 16));
+}
+
+/** f32 → bf16 bits per i32 lane: add the rounding bias (ties to even); NaN stays a quiet NaN. */
+// @ts-ignore: decorator
+@inline function floatToBfloat(x: v128): v128 {
+  const isNan = i32x4.gt_u(v128.and(x, i32x4.splat(0x7fffffff)), i32x4.splat(0x7f800000));
+  const lsb = v128.and(i32x4.shr_u(x, 16), i32x4.splat(1));
+  const rounded = i32x4.shr_u(i32x4.add(i32x4.add(x, i32x4.splat(0x7fff)), lsb), 16);
+  return v128.bitselect(v128.or(i32x4.shr_u(x, 16), i32x4.splat(0x40)), rounded, isNan);
+}
+
+/** Stores 8 results; returns lanes of all ones where a result is Inf or NaN. */
+// @ts-ignore: decorator
+@inline function store(p: usize, dtype: i32, lo: v128, hi: v128): v128 {
+  if (dtype == F32) {
+    v128.store(p, lo);
+    v128.store(p, hi, 16);
+    const e = i32x4.splat(0x7f800000);
+    return v128.or(i32x4.eq(v128.and(lo, e), e), i32x4.eq(v128.and(hi, e), e));
+  }
+  let h: v128;
+  let e: v128;
+  if (dtype == F16) {
+    h = i16x8.narrow_i32x4_u(floatToHalf(lo), floatToHalf(hi));
+    e = i16x8.splat(0x7c00);
+  } else {
+    h = i16x8.narrow_i32x4_u(floatToBfloat(lo), floatToBfloat(hi));
+    e = i16x8.splat(0x7f80);
+  }
+  v128.store(p, h);
+  return i16x8.eq(v128.and(h, e), e);
+}
+
+// --- the tile ----------------------------------------------------------------------------------
+
+/** 4 rows × 8 columns. Strides in bytes; `left` points at row 0's rank values. */
+function tile(w: usize, wStride: usize, wType: i32, out: usize, outStride: usize, outType: i32,
+  left: usize, rank: i32, right: usize, rightStride: usize): v128 {
+  // The low-rank sum starts from zero and W is added last (as on the GPU): the sum's rounding
+  // errors then scale with the sum, not with W, which keeps more outputs correctly rounded.
+  const zero = f32x4.splat(0);
+  let a00 = zero, a01 = zero, a10 = zero, a11 = zero, a20 = zero, a21 = zero, a30 = zero, a31 = zero;
+  const leftStride = <usize>rank << 2;
+  let l = left;
+  let r = right;
+  for (let k = 0; k < rank; k++) {
+    const r0 = v128.load(r);
+    const r1 = v128.load(r, 16);
+    let c = v128.load32_splat(l);
+    a00 = f32x4.add(a00, f32x4.mul(c, r0));
+    a01 = f32x4.add(a01, f32x4.mul(c, r1));
+    c = v128.load32_splat(l + leftStride);
+    a10 = f32x4.add(a10, f32x4.mul(c, r0));
+    a11 = f32x4.add(a11, f32x4.mul(c, r1));
+    c = v128.load32_splat(l + 2 * leftStride);
+    a20 = f32x4.add(a20, f32x4.mul(c, r0));
+    a21 = f32x4.add(a21, f32x4.mul(c, r1));
+    c = v128.load32_splat(l + 3 * leftStride);
+    a30 = f32x4.add(a30, f32x4.mul(c, r0));
+    a31 = f32x4.add(a31, f32x4.mul(c, r1));
+    l += 4;
+    r += rightStride;
+  }
+  a00 = f32x4.add(a00, loadLo(w, wType));
+  a01 = f32x4.add(a01, loadHi(w, wType));
+  a10 = f32x4.add(a10, loadLo(w + wStride, wType));
+  a11 = f32x4.add(a11, loadHi(w + wStride, wType));
+  a20 = f32x4.add(a20, loadLo(w + 2 * wStride, wType));
+  a21 = f32x4.add(a21, loadHi(w + 2 * wStride, wType));
+  a30 = f32x4.add(a30, loadLo(w + 3 * wStride, wType));
+  a31 = f32x4.add(a31, loadHi(w + 3 * wStride, wType));
+  let bad = store(out, outType, a00, a01);
+  bad = v128.or(bad, store(out + outStride, outType, a10, a11));
+  bad = v128.or(bad, store(out + 2 * outStride, outType, a20, a21));
+  return v128.or(bad, store(out + 3 * outStride, outType, a30, a31));
+}
+
+function bytesOf(dtype: i32): usize {
+  return dtype == F32 ? 4 : 2;
+}
+
+/**
+ * Four rows (at w/out with the given row strides): whole 8-column tiles in place, the last
+ * cols % 8 columns through zero-padded 4 × 8 tiles in scratch (2 × 128 bytes).
+ */
+function rowBlock(w: usize, wStride: usize, wType: i32, out: usize, outStride: usize, outType: i32,
+  cols: i32, left: usize, rank: i32, right: usize, rightStride: usize, scratch: usize): v128 {
+  const wb = bytesOf(wType), ob = bytesOf(outType);
+  const full = cols & ~7;
+  let bad = i32x4.splat(0);
+  for (let c = 0; c < full; c += 8) {
+    bad = v128.or(bad, tile(w + <usize>c * wb, wStride, wType, out + <usize>c * ob, outStride, outType,
+      left, rank, right + (<usize>c << 2), rightStride));
+  }
+  const tail = cols - full;
+  if (tail == 0) return bad;
+  const tw = scratch, to = scratch + 128;
+  memory.fill(tw, 0, 128);
+  for (let i: usize = 0; i < 4; i++) memory.copy(tw + i * 8 * wb, w + i * wStride + <usize>full * wb, <usize>tail * wb);
+  bad = v128.or(bad, tile(tw, 8 * wb, wType, to, 8 * ob, outType, left, rank, right + (<usize>full << 2), rightStride));
+  for (let i: usize = 0; i < 4; i++) memory.copy(out + i * outStride + <usize>full * ob, to + i * 8 * ob, <usize>tail * ob);
+  return bad;
+}
+
+/**
+ * out = round(W + left · right) for `rows` rows. Rows past the last multiple of 4 go through a
+ * zero-padded block in scratch, which needs 4 · rank · 4 + 4 · cols · (wBytes + outBytes) + 256
+ * bytes. Returns 1 if any result is Inf or NaN.
+ */
+export function mergeRows(w: usize, wType: i32, out: usize, outType: i32, rows: i32, cols: i32,
+  left: usize, rank: i32, right: usize, rightStride: i32, scratch: usize): i32 {
+  const wb = bytesOf(wType), ob = bytesOf(outType);
+  const wStride = <usize>cols * wb, outStride = <usize>cols * ob;
+  const rs = <usize>rightStride << 2;
+  const leftStride = <usize>rank << 2;
+  const full = rows & ~3;
+  let bad = i32x4.splat(0);
+  for (let r = 0; r < full; r += 4) {
+    bad = v128.or(bad, rowBlock(w + <usize>r * wStride, wStride, wType, out + <usize>r * outStride, outStride, outType,
+      cols, left + <usize>r * leftStride, rank, right, rs, scratch));
+  }
+  const tail = rows - full;
+  if (tail > 0) {
+    const tl = scratch + 256;
+    const tw = tl + 4 * leftStride;
+    const to = tw + 4 * wStride;
+    memory.fill(tl, 0, 4 * leftStride + 4 * wStride);
+    memory.copy(tl, left + <usize>full * leftStride, <usize>tail * leftStride);
+    memory.copy(tw, w + <usize>full * wStride, <usize>tail * wStride);
+    bad = v128.or(bad, rowBlock(tw, wStride, wType, to, outStride, outType, cols, tl, rank, right, rs, scratch));
+    memory.copy(out + <usize>full * outStride, to, <usize>tail * outStride);
+  }
+  return v128.any_true(bad) ? 1 : 0;
+}
