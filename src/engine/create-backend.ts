@@ -5,7 +5,7 @@
  */
 import { MergeError } from '../errors.js';
 import type { MergeBackend, MergeOp } from './merge-op.js';
-import { CpuBackend } from './cpu/cpu-backend.js';
+import { CpuBackend, type CpuMergePool } from './cpu/cpu-backend.js';
 import { getBrowserGpu } from './gpu/browser-gpu.js';
 import { requestAdapter, requestMergeDevice, type GpuLimitCaps } from './gpu/gpu-device.js';
 import { WebGpuBackend } from './gpu/webgpu-backend.js';
@@ -16,6 +16,11 @@ export interface BackendOptions {
   gpu?: GPU;
   /** Caps on what the engine uses of the device (the rest is tiled). */
   limits?: GpuLimitCaps;
+  /**
+   * Worker threads for the CPU backend, made only if the CPU is chosen (Node: createCpuWorkerPool).
+   * Without it the CPU backend runs on the calling thread.
+   */
+  cpuPool?: () => CpuMergePool | undefined;
 }
 
 export async function createWebGpuBackend(gpu: GPU | undefined, limits?: GpuLimitCaps): Promise<WebGpuBackend> {
@@ -26,18 +31,19 @@ export async function createWebGpuBackend(gpu: GPU | undefined, limits?: GpuLimi
 
 export async function createBackend(options: BackendOptions = {}): Promise<MergeBackend> {
   const kind = options.kind ?? 'auto';
-  if (kind === 'cpu') return new CpuBackend('requested');
+  const cpu = (reason: string) => new CpuBackend(reason, { pool: options.cpuPool?.() });
+  if (kind === 'cpu') return cpu('requested');
   const gpu = options.gpu ?? getBrowserGpu();
   if (kind === 'webgpu') return createWebGpuBackend(gpu, options.limits);
-  if (!gpu) return new CpuBackend('no WebGPU in this environment');
+  if (!gpu) return cpu('no WebGPU in this environment');
   let backend: WebGpuBackend;
   try {
     backend = await createWebGpuBackend(gpu, options.limits);
   } catch (e) {
-    return new CpuBackend(`no usable GPU: ${(e as Error).message}`);
+    return cpu(`no usable GPU: ${(e as Error).message}`);
   }
   if (!backend.isSoftware) return backend;
-  return pickFaster(backend);
+  return pickFaster(backend, cpu);
 }
 
 /**
@@ -70,7 +76,11 @@ async function timeMerge(backend: MergeBackend, op: MergeOp): Promise<number> {
   return best;
 }
 
-async function pickFaster(gpu: WebGpuBackend): Promise<MergeBackend> {
+/**
+ * Times the calibration op on the software GPU and on the CPU exactly as the merge would run it
+ * (the CPU backend with its worker threads, warmed up like the GPU's pipeline), keeps the faster.
+ */
+async function pickFaster(gpu: WebGpuBackend, makeCpu: (reason: string) => CpuBackend): Promise<MergeBackend> {
   const op = calibrationOp();
   let gpuMs: number;
   try {
@@ -78,15 +88,18 @@ async function pickFaster(gpu: WebGpuBackend): Promise<MergeBackend> {
     gpuMs = await timeMerge(gpu, op);
   } catch (e) {
     gpu.dispose();
-    return new CpuBackend(`the software GPU failed a test merge: ${(e as Error).message}`);
+    return makeCpu(`the software GPU failed a test merge: ${(e as Error).message}`);
   }
-  const cpu = new CpuBackend();
+  const cpu = makeCpu('faster than the software GPU adapter');
+  await cpu.merge(op); // starts the worker threads
   const cpuMs = await timeMerge(cpu, op);
   const timing = `test merge: software GPU ${gpuMs.toFixed(1)} ms, CPU ${cpuMs.toFixed(1)} ms`;
   if (gpuMs <= cpuMs) {
+    cpu.dispose();
     gpu.note(`chosen over the CPU, ${timing}`);
     return gpu;
   }
   gpu.dispose();
-  return new CpuBackend(`faster than the software GPU adapter; ${timing}`);
+  cpu.note(timing);
+  return cpu;
 }

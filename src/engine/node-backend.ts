@@ -1,5 +1,9 @@
-/** A merge backend for Node: Dawn's WebGPU where asked for or available, else the CPU. */
+/**
+ * A merge backend for Node: Dawn's WebGPU where asked for or available, else the CPU, whose WASM
+ * kernel runs on one worker thread per core.
+ */
 import { createBackend } from './create-backend.js';
+import { createCpuWorkerPool } from './cpu/cpu-worker-pool.js';
 import type { MergeBackend } from './merge-op.js';
 import { getNodeGpu } from './gpu/node-gpu.js';
 import { tmpdir } from 'node:os';
@@ -7,7 +11,8 @@ import { MergeError } from '../errors.js';
 export type BackendChoice = 'auto' | 'webgpu' | 'cpu';
 
 export async function createNodeBackend(kind: BackendChoice): Promise<MergeBackend> {
-  if (kind === 'cpu') return createBackend({ kind: 'cpu' });
+  const cpuPool = () => createCpuWorkerPool();
+  if (kind === 'cpu') return createBackend({ kind: 'cpu', cpuPool });
   // The Vulkan loader prints "XDG_RUNTIME_DIR is invalid" on servers without a login session.
   if (process.platform === 'linux' && !process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = tmpdir();
   let nodeGpu: Awaited<ReturnType<typeof getNodeGpu>>;
@@ -17,11 +22,11 @@ export async function createNodeBackend(kind: BackendChoice): Promise<MergeBacke
     if (kind === 'webgpu') {
       throw new MergeError('GPU_UNAVAILABLE', `WebGPU for Node could not start: ${(e as Error).message}`);
     }
-    return createBackend({ kind: 'cpu' });
+    return createBackend({ kind: 'cpu', cpuPool });
   }
   let backend: MergeBackend;
   try {
-    backend = await createBackend({ kind, gpu: nodeGpu.gpu });
+    backend = await createBackend({ kind, gpu: nodeGpu.gpu, cpuPool });
   } catch (e) {
     nodeGpu.dispose();
     throw e;

@@ -27,7 +27,7 @@ const POOL_MIN_ELEMENTS = 64 * 1024;
 
 export class CpuBackend implements MergeBackend {
   readonly kind = 'cpu' as const;
-  readonly description: string;
+  description: string;
   /** Which executor runs plain (non-DoRA) merges. */
   readonly executor: 'wasm' | 'js';
   private kernel: WasmKernel | undefined;
@@ -48,6 +48,11 @@ export class CpuBackend implements MergeBackend {
     const rowCount = op.rowCount ?? op.rows - (op.rowStart ?? 0);
     if (this.pool && rowCount * op.cols >= POOL_MIN_ELEMENTS) return this.pool.merge(op, signal);
     return mergeOnWasm(op, this.kernel, signal);
+  }
+
+  /** Adds a remark to the description (e.g. the timings that chose this backend). */
+  note(remark: string): void {
+    this.description = `${this.description.slice(0, -1)}; ${remark})`;
   }
 
   dispose(): void {

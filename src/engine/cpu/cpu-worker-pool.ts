@@ -1,0 +1,169 @@
+/**
+ * Node worker threads for the CPU backend: an op's rows are cut into blocks that idle workers take
+ * from a queue (so a slow core does not hold the others up), W and the output go through one
+ * SharedArrayBuffer, and each worker is sent a tensor's right factor only once. Cancellation stops
+ * handing out blocks; the blocks in flight finish first.
+ */
+import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { DTYPE_BYTES } from '../../dtype.js';
+import { MergeError } from '../../errors.js';
+import type { MergeOp } from '../merge-op.js';
+import { checkOp } from '../op-shape.js';
+import type { CpuMergePool } from './cpu-backend.js';
+import type { WorkerJob, WorkerReply } from './cpu-worker.js';
+import { prepareFactors, type PreparedFactors } from './prepared-factors.js';
+import { nonFiniteError, rowsPerBlock } from './wasm-merge.js';
+
+interface Slot {
+  worker: Worker;
+  rightKey: number;
+  pending?: { resolve: (r: WorkerReply) => void; reject: (e: Error) => void };
+}
+
+/** The compiled worker script next to this module (absent when running from TypeScript sources). */
+export const DEFAULT_WORKER_URL = new URL('./cpu-worker.js', import.meta.url);
+
+export interface CpuWorkerPoolOptions {
+  /** Default: os.availableParallelism(). */
+  threads?: number;
+  workerUrl?: URL;
+}
+
+/** A pool, or undefined when the worker script cannot be found or there is only one core. */
+export function createCpuWorkerPool(options: CpuWorkerPoolOptions = {}): CpuWorkerPool | undefined {
+  const threads = options.threads ?? availableParallelism();
+  const url = options.workerUrl ?? DEFAULT_WORKER_URL;
+  if (threads < 2 || !existsSync(fileURLToPath(url))) return undefined;
+  return new CpuWorkerPool(url, threads);
+}
+
+export class CpuWorkerPool implements CpuMergePool {
+  readonly threads: number;
+  private slots: Slot[];
+  private nextId = 1;
+  private shared: SharedArrayBuffer | undefined;
+  private sharedBusy = false;
+  private broken: Error | undefined;
+
+  constructor(url: URL, threads: number) {
+    this.threads = threads;
+    this.slots = Array.from({ length: threads }, () => this.spawn(url));
+  }
+
+  private spawn(url: URL): Slot {
+    const slot: Slot = { worker: new Worker(url), rightKey: -1 };
+    slot.worker.unref(); // only jobs in flight keep the process alive
+    slot.worker.on('message', (reply: WorkerReply) => {
+      const p = slot.pending;
+      slot.pending = undefined;
+      slot.worker.unref();
+      p?.resolve(reply);
+    });
+    slot.worker.on('error', (e: Error) => this.fail(e));
+    slot.worker.on('exit', (code) => this.fail(new Error(`a CPU worker thread exited (code ${code})`)));
+    return slot;
+  }
+
+  private fail(e: Error): void {
+    this.broken ??= e;
+    for (const s of this.slots) {
+      const p = s.pending;
+      s.pending = undefined;
+      p?.reject(e);
+    }
+  }
+
+  private run(slot: Slot, job: WorkerJob): Promise<WorkerReply> {
+    return new Promise((resolve, reject) => {
+      slot.pending = { resolve, reject };
+      slot.worker.ref();
+      slot.worker.postMessage(job);
+    });
+  }
+
+  /** One buffer for W and the output, reused unless another merge holds it. */
+  private takeShared(bytes: number): SharedArrayBuffer {
+    if (this.sharedBusy || !this.shared || this.shared.byteLength < bytes) {
+      const buffer = new SharedArrayBuffer(bytes);
+      if (this.sharedBusy) return buffer;
+      this.shared = buffer;
+    }
+    this.sharedBusy = true;
+    return this.shared;
+  }
+
+  async merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
+    if (this.broken) throw this.broken;
+    const shape = checkOp(op);
+    const f = prepareFactors(op, shape);
+    const wb = DTYPE_BYTES[op.base.dtype], ob = DTYPE_BYTES[op.outDtype];
+    const rows = shape.rowCount, cols = op.cols;
+    const wBytes = rows * cols * wb, outBytes = rows * cols * ob;
+    const outOffset = (wBytes + 15) & ~15;
+    const shared = this.takeShared(outOffset + outBytes);
+    const ownsShared = shared === this.shared;
+    try {
+      new Uint8Array(shared, 0, wBytes).set(op.base.data);
+      // Enough blocks per worker to even out uneven progress, each big enough to amortise a message.
+      const step = Math.max(4, Math.min(rowsPerBlock(op), Math.ceil(rows / (this.threads * 4) / 4) * 4));
+      let next = 0;
+      let finite = true;
+      let aborted = false;
+      const drain = async (slot: Slot): Promise<void> => {
+        while (next < rows && !aborted) {
+          if (signal?.aborted) {
+            aborted = true;
+            return;
+          }
+          const r0 = next, n = Math.min(step, rows - r0);
+          next += n;
+          const reply = await this.run(slot, this.job(op, f, slot, shared, r0, n, outOffset));
+          if ('error' in reply) throw new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`);
+          if (!reply.finite) finite = false;
+        }
+      };
+      await Promise.all(this.slots.map(drain));
+      if (aborted) throw new MergeError('ABORTED', 'merge cancelled');
+      if (!finite) throw nonFiniteError(op);
+      return new Uint8Array(shared, outOffset, outBytes).slice();
+    } finally {
+      if (ownsShared) this.sharedBusy = false;
+    }
+  }
+
+  private job(op: MergeOp, f: PreparedFactors, slot: Slot, shared: SharedArrayBuffer, r0: number, n: number,
+    outOffset: number): WorkerJob {
+    const wb = DTYPE_BYTES[op.base.dtype], ob = DTYPE_BYTES[op.outDtype];
+    const sendRight = slot.rightKey !== f.rightKey;
+    slot.rightKey = f.rightKey;
+    return {
+      id: this.nextId++,
+      shared,
+      wOffset: r0 * op.cols * wb,
+      wLength: n * op.cols * wb,
+      outOffset: outOffset + r0 * op.cols * ob,
+      outLength: n * op.cols * ob,
+      wDtype: op.base.dtype,
+      outDtype: op.outDtype,
+      rows: n,
+      cols: op.cols,
+      rank: f.rank,
+      left: f.left.slice(r0 * f.rank, (r0 + n) * f.rank),
+      rightKey: f.rightKey,
+      right: sendRight ? f.right : undefined,
+    };
+  }
+
+  dispose(): void {
+    const slots = this.slots;
+    this.slots = [];
+    this.broken ??= new MergeError('ABORTED', 'the CPU backend was disposed');
+    for (const s of slots) {
+      s.worker.removeAllListeners('exit');
+      void s.worker.terminate();
+    }
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * A worker thread of the CPU backend (Node worker_threads): one WASM kernel instance that merges
+ * the row blocks it is sent. W and the output live in a SharedArrayBuffer owned by the pool; the
+ * right factor comes once per key and stays in the kernel's memory.
+ */
+import { parentPort } from 'node:worker_threads';
+import type { FloatDType } from '../../dtype.js';
+import { WasmKernel, wasmKernelModule } from './wasm-kernel.js';
+
+export interface WorkerJob {
+  id: number;
+  shared: SharedArrayBuffer;
+  /** Byte ranges of this block's W and output in `shared`. */
+  wOffset: number;
+  wLength: number;
+  outOffset: number;
+  outLength: number;
+  wDtype: FloatDType;
+  outDtype: FloatDType;
+  rows: number;
+  cols: number;
+  rank: number;
+  left: Float32Array;
+  rightKey: number;
+  right?: Float32Array;
+}
+
+export type WorkerReply = { id: number; finite: boolean } | { id: number; error: string };
+
+const module = wasmKernelModule();
+const kernel = module ? new WasmKernel(module) : undefined;
+
+parentPort?.on('message', (job: WorkerJob) => {
+  let reply: WorkerReply;
+  try {
+    if (!kernel) throw new Error('WebAssembly SIMD is not available in this worker');
+    const finite = kernel.run(
+      { ...job, w: new Uint8Array(job.shared, job.wOffset, job.wLength) },
+      new Uint8Array(job.shared, job.outOffset, job.outLength),
+    );
+    reply = { id: job.id, finite };
+  } catch (e) {
+    reply = { id: job.id, error: (e as Error).message };
+  }
+  parentPort!.postMessage(reply);
+});
