@@ -20,7 +20,8 @@ import { nonFiniteError, rowsPerBlock } from './wasm-merge.js';
 interface Slot {
   worker: Worker;
   rightKey: number;
-  pending?: { resolve: (r: WorkerReply) => void; reject: (e: Error) => void };
+  /** Jobs posted and not yet answered, oldest first (a worker answers in order). */
+  pending: { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }[];
 }
 
 /** The compiled worker script next to this module (absent when running from TypeScript sources). */
@@ -54,12 +55,11 @@ export class CpuWorkerPool implements CpuMergePool {
   }
 
   private spawn(url: URL): Slot {
-    const slot: Slot = { worker: new Worker(url), rightKey: -1 };
+    const slot: Slot = { worker: new Worker(url), rightKey: -1, pending: [] };
     slot.worker.unref(); // only jobs in flight keep the process alive
     slot.worker.on('message', (reply: WorkerReply) => {
-      const p = slot.pending;
-      slot.pending = undefined;
-      slot.worker.unref();
+      const p = slot.pending.shift();
+      if (slot.pending.length === 0) slot.worker.unref();
       p?.resolve(reply);
     });
     slot.worker.on('error', (e: Error) => this.fail(e));
@@ -69,16 +69,12 @@ export class CpuWorkerPool implements CpuMergePool {
 
   private fail(e: Error): void {
     this.broken ??= e;
-    for (const s of this.slots) {
-      const p = s.pending;
-      s.pending = undefined;
-      p?.reject(e);
-    }
+    for (const s of this.slots) for (const p of s.pending.splice(0)) p.reject(e);
   }
 
   private run(slot: Slot, job: WorkerJob): Promise<WorkerReply> {
     return new Promise((resolve, reject) => {
-      slot.pending = { resolve, reject };
+      slot.pending.push({ resolve, reject });
       slot.worker.ref();
       slot.worker.postMessage(job);
     });
@@ -163,6 +159,7 @@ export class CpuWorkerPool implements CpuMergePool {
     this.broken ??= new MergeError('ABORTED', 'the CPU backend was disposed');
     for (const s of slots) {
       s.worker.removeAllListeners('exit');
+      for (const p of s.pending.splice(0)) p.reject(this.broken);
       void s.worker.terminate();
     }
   }

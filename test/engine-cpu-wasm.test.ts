@@ -1,0 +1,226 @@
+/**
+ * The CPU backend's WebAssembly SIMD kernel: exhaustive dtype decoding, once-rounding encoders
+ * against arithmetic rounding, merges with every tail shape against float64 truth, and the worker
+ * threads (order, reuse of a tensor's factors across slabs, cancellation, non-finite results).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FloatDType } from '../src/dtype.js';
+import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
+import { paddedCols, WasmKernel, wasmKernelModule } from '../src/engine/cpu/wasm-kernel.js';
+import type { MergeOp } from '../src/engine/merge-op.js';
+import { REPO_ROOT } from './helpers/cli.js';
+import { compareWithReference, decodeF64, randomOp, roundedBits, seededRandom, type OpSpec } from './helpers/reference-math.js';
+
+const DTYPES: FloatDType[] = ['F32', 'F16', 'BF16'];
+const module = wasmKernelModule();
+
+/** W (n values of `wDtype`) through the kernel with a zero update: a pure dtype conversion. */
+function convert(w: Uint8Array, wDtype: FloatDType, outDtype: FloatDType, cols: number): { bits: Uint32Array; finite: boolean } {
+  const kernel = new WasmKernel(module!);
+  const rows = w.byteLength / (wDtype === 'F32' ? 4 : 2) / cols;
+  const out = new Uint8Array(rows * cols * (outDtype === 'F32' ? 4 : 2));
+  const finite = kernel.run({
+    w, wDtype, outDtype, rows, cols, rank: 1,
+    left: new Float32Array(rows), rightKey: 1, right: new Float32Array(paddedCols(cols)),
+  }, out);
+  const bits = outDtype === 'F32' ? new Uint32Array(out.buffer) : Uint32Array.from(new Uint16Array(out.buffer));
+  return { bits, finite };
+}
+
+const f32Bits = (x: number): number => new Uint32Array(new Float32Array([x]).buffer)[0];
+const isNanBits = (b: number, dtype: FloatDType): boolean =>
+  dtype === 'F32' ? (b & 0x7f800000) === 0x7f800000 && (b & 0x7fffff) !== 0
+    : dtype === 'F16' ? (b & 0x7c00) === 0x7c00 && (b & 0x3ff) !== 0 : (b & 0x7f80) === 0x7f80 && (b & 0x7f) !== 0;
+
+describe('WASM kernel dtype conversions', () => {
+  it('validates here (Node 20 has 128-bit SIMD)', () => {
+    expect(module).not.toBeNull();
+  });
+
+  const all16 = new Uint16Array(65536).map((_, i) => i);
+  const all16Bytes = new Uint8Array(all16.buffer);
+
+  for (const dtype of ['F16', 'BF16'] as const) {
+    it(`${dtype} → f32 is exact for all 65 536 values; Inf and NaN are flagged`, () => {
+      const truth = decodeF64(all16Bytes, dtype);
+      const { bits, finite } = convert(all16Bytes, dtype, 'F32', 256);
+      expect(finite).toBe(false);
+      for (let h = 0; h < 65536; h++) {
+        // W + 0: a negative zero becomes +0, as in IEEE arithmetic.
+        const want = f32Bits(truth[h] + 0);
+        if (Number.isNaN(truth[h])) expect(isNanBits(bits[h], 'F32'), `h = ${h.toString(16)}`).toBe(true);
+        else if (bits[h] !== want) expect(bits[h], `h = ${h.toString(16)}`).toBe(want);
+      }
+    });
+
+    it(`${dtype} → ${dtype} returns every non-NaN value unchanged (−0 + 0 = +0) and keeps NaN a NaN`, () => {
+      const { bits } = convert(all16Bytes, dtype, dtype, 4096);
+      for (let h = 0; h < 65536; h++) {
+        const want = isNanBits(h, dtype) ? 'nan' : h === 0x8000 ? 0 : h;
+        const got = isNanBits(bits[h], dtype) ? 'nan' : bits[h];
+        if (got !== want) expect(got, `h = ${h.toString(16)}`).toBe(want);
+      }
+    });
+  }
+
+  /** f32 values over the whole range, dense around every f16/bf16 tie and the subnormal and overflow edges. */
+  function hardF32s(): Float32Array {
+    const rand = seededRandom(11);
+    const bits: number[] = [];
+    for (let e = 0; e < 255; e++) {
+      for (let k = 0; k < 200; k++) {
+        const m = Math.floor(rand() * 0x800000);
+        const exp = (e << 23) >>> 0;
+        bits.push(exp | m, exp | (m & ~0x1fff) | 0x1000, exp | (m & ~0xffff) | 0x8000,
+          exp | ((m & ~0x1fff) | 0x1000) + 1, exp | ((m & ~0xffff) | 0x8000) - 1);
+        // Ties of f16 subnormals: the dropped bits are 14 - (e - 112) + 13 wide below e = 113.
+        if (e >= 102 && e < 113) {
+          const drop = 126 - e;
+          bits.push(exp | (m & ~((1 << drop) - 1)) | (1 << (drop - 1)));
+        }
+      }
+    }
+    bits.push(0x477ff000, 0x477fefff, 0x477fe000, 0x477fffff, 0x47800000, 0x7f800000, 0x33000000, 0x33000001, 0x32ffffff);
+    const out = new Uint32Array(bits.length * 2);
+    bits.forEach((b, i) => {
+      out[2 * i] = b >>> 0;
+      out[2 * i + 1] = (b | 0x80000000) >>> 0;
+    });
+    return new Float32Array(out.buffer);
+  }
+
+  for (const dtype of ['F16', 'BF16'] as const) {
+    it(`f32 → ${dtype} rounds to nearest even: ties, subnormals, overflow to Inf, signs`, () => {
+      const xs = hardF32s();
+      const cols = 8;
+      const n = Math.floor(xs.length / cols) * cols;
+      const { bits } = convert(new Uint8Array(xs.buffer, 0, n * 4), 'F32', dtype, cols);
+      for (let i = 0; i < n; i++) {
+        const want = roundedBits(xs[i], dtype);
+        if (bits[i] !== want) expect(bits[i], `x = ${xs[i]} (${f32Bits(xs[i]).toString(16)})`).toBe(want);
+      }
+    });
+  }
+});
+
+/** f32: within 1e-5 relative. f16/bf16: never more than 1 ulp off; returns the exact count. */
+function expectAccurate(op: MergeOp, out: Uint8Array): { exact: number; count: number } {
+  const c = compareWithReference(op, out);
+  if (op.outDtype === 'F32') expect(c.maxRelError, c.firstMismatch).toBeLessThanOrEqual(1e-5);
+  else expect(c.maxUlp, c.firstMismatch).toBeLessThanOrEqual(1);
+  return op.outDtype === 'F32' ? { exact: 0, count: 0 } : { exact: c.exact, count: c.count };
+}
+
+describe('WASM merges on the calling thread', () => {
+  const backend = new CpuBackend('test');
+  const tally = { exact: 0, count: 0 };
+
+  it('is the WASM executor', () => {
+    expect(backend.executor).toBe('wasm');
+    expect(new CpuBackend('test', { executor: 'js' }).executor).toBe('js');
+  });
+
+  const rand = seededRandom(21);
+  for (let i = 0; i < 18; i++) {
+    const baseDtype = DTYPES[i % 3], outDtype = DTYPES[Math.floor(i / 3) % 3];
+    const rows = 1 + Math.floor(rand() * 13), cols = 1 + Math.floor(rand() * 45);
+    const ranks = i % 4 === 0 ? [1] : i % 4 === 1 ? [97] : [1 + Math.floor(rand() * 9), 1 + Math.floor(rand() * 5)];
+    const layout = i % 2 ? 'in-out' as const : 'out-in' as const;
+    it(`${baseDtype} → ${outDtype}, ${layout}, ${rows}×${cols}, ranks ${ranks.join('+')}`, async () => {
+      const op = randomOp(100 + i, { rows, cols, baseDtype, outDtype, ranks, layout, factorDtype: DTYPES[(i + 1) % 3], weights: [1, -0.6] });
+      const c = expectAccurate(op, await backend.merge(op));
+      tally.exact += c.exact;
+      tally.count += c.count;
+    });
+  }
+
+  it('row slabs across several kernel blocks, r = 300', async () => {
+    const op = randomOp(7, { rows: 700, cols: 131, baseDtype: 'F16', outDtype: 'F16', ranks: [300], rowStart: 9, rowCount: 611 });
+    const c = expectAccurate(op, await backend.merge(op));
+    tally.exact += c.exact;
+    tally.count += c.count;
+  });
+
+  it('≥ 99.9 % of the 2-byte outputs above are bit exact', () => {
+    expect(tally.count).toBeGreaterThan(50_000);
+    expect(tally.exact / tally.count).toBeGreaterThanOrEqual(0.999);
+  });
+
+  it('Inf after rounding to bf16 → NON_FINITE naming the tensor', async () => {
+    const op = randomOp(8, { rows: 5, cols: 19, ranks: [2], outDtype: 'BF16', name: 'embed.weight' });
+    new Float32Array(op.base.data.buffer)[77] = 3.4e38;
+    op.terms[0].scale = 1e30;
+    await expect(backend.merge(op)).rejects.toMatchObject({ code: 'NON_FINITE', message: expect.stringContaining('tensor "embed.weight"') });
+  });
+});
+
+describe('WASM merges on worker threads', () => {
+  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
+  let pool: CpuWorkerPool;
+  let backend: CpuBackend;
+
+  beforeAll(() => {
+    // The workers run the compiled script (npm test builds it first; build it here when it is missing).
+    if (!existsSync(workerScript)) {
+      execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
+      execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
+    }
+    pool = new CpuWorkerPool(pathToFileURL(workerScript), 3);
+    backend = new CpuBackend('test', { pool });
+  });
+  afterAll(() => backend.dispose());
+
+  it('slabs of one tensor (the same terms array) and of an interleaved second tensor are all correct', async () => {
+    const specs: OpSpec[] = [
+      { rows: 517, cols: 301, baseDtype: 'BF16', outDtype: 'F16', ranks: [16, 3] },
+      { rows: 300, cols: 1003, baseDtype: 'F32', outDtype: 'BF16', ranks: [8], layout: 'in-out' },
+    ];
+    const ops = specs.map((s, i) => randomOp(30 + i, s));
+    let exact = 0, count = 0;
+    for (let start = 0; start < 517; start += 111) {
+      for (const op of ops) {
+        if (start >= op.rows) continue;
+        const rowCount = Math.min(111, op.rows - start);
+        const bytes = op.base.dtype === 'F32' ? 4 : 2;
+        const slab: MergeOp = {
+          ...op, rowStart: start, rowCount,
+          base: { dtype: op.base.dtype, data: op.base.data.subarray(start * op.cols * bytes, (start + rowCount) * op.cols * bytes) },
+        };
+        const c = expectAccurate(slab, await backend.merge(slab));
+        exact += c.exact;
+        count += c.count;
+      }
+    }
+    expect(exact / count).toBeGreaterThanOrEqual(0.999);
+  });
+
+  it('concurrent merges do not share buffers', async () => {
+    const ops = [0, 1, 2].map((i) => randomOp(40 + i, { rows: 257, cols: 263, baseDtype: 'F16', outDtype: 'F32', ranks: [5 + i] }));
+    const outs = await Promise.all(ops.map((op) => backend.merge(op)));
+    ops.forEach((op, i) => expectAccurate(op, outs[i]));
+  });
+
+  it('non-finite results → NON_FINITE; cancellation → ABORTED, also mid-merge', async () => {
+    const op = randomOp(50, { rows: 300, cols: 300, baseDtype: 'F32', outDtype: 'F16', ranks: [2], name: 'lm_head.weight' });
+    new Float32Array(op.base.data.buffer)[89_999] = 70000;
+    await expect(backend.merge(op)).rejects.toMatchObject({ code: 'NON_FINITE', message: expect.stringContaining('tensor "lm_head.weight"') });
+    const big = randomOp(51, { rows: 2048, cols: 1024, baseDtype: 'F16', outDtype: 'F16', ranks: [64] });
+    const ctl = new AbortController();
+    const merging = backend.merge(big, ctl.signal);
+    setImmediate(() => ctl.abort());
+    await expect(merging).rejects.toMatchObject({ code: 'ABORTED' });
+    const fine = randomOp(52, { rows: 300, cols: 300, ranks: [4] });
+    expectAccurate(fine, await backend.merge(fine));
+  });
+
+  it('after dispose, merges are refused', async () => {
+    const other = new CpuWorkerPool(pathToFileURL(workerScript), 2);
+    other.dispose();
+    await expect(other.merge(randomOp(60, { rows: 300, cols: 300, ranks: [4] }))).rejects.toThrow(/disposed/);
+  });
+});
