@@ -74,14 +74,18 @@ fn f16BitsToF32(h: vec4<u32>) -> vec4<f32> {
 fn f32BitsToF16(x: vec4<u32>) -> vec4<u32> {
   let sign = (x >> vec4(16u)) & vec4(0x8000u);
   let ax = x & vec4(0x7fffffffu);
-  // Normal results: rebias the exponent (0xc8000000 is -(127 - 15) << 23) and round the 13 dropped
-  // bits to nearest even; a carry into the exponent is the correct result, up to Inf.
-  let normal = (ax + vec4(0xc8000fffu) + ((ax >> vec4(13u)) & vec4(1u))) >> vec4(13u);
-  // Subnormal results (|x| < 2^-14): adding 0.5, whose ulp is 2^-24 (the f16 subnormal step), makes
-  // the f32 adder round to nearest even for us; the low bits are then the f16 bits. f32 inputs
-  // flushed to zero round to zero either way. Half the instructions of integer shifting and masking.
-  let sub = bitcast<vec4<u32>>(bitcast<vec4<f32>>(ax) + vec4(0.5)) - vec4(0x3f000000u);
-  var r = select(normal, sub, ax < vec4(0x38800000u));
+  // Normal results: rebias the exponent, round the 13 dropped bits to nearest even (a carry into
+  // the exponent is the correct result, up to Inf).
+  let normal = (ax - vec4(0x38000000u) + vec4(0xfffu) + ((ax >> vec4(13u)) & vec4(1u))) >> vec4(13u);
+  // Subnormal results: shift the full mantissa right by 126 - exponent and round to nearest even.
+  let e = min(ax >> vec4(23u), vec4(126u));
+  let shift = min(vec4(126u) - e, vec4(31u));
+  let mant = (ax & vec4(0x7fffffu)) | vec4(0x800000u);
+  let h = mant >> shift;
+  let rest = mant & ((vec4(1u) << shift) - vec4(1u));
+  let half = vec4(1u) << (shift - vec4(1u));
+  let up = (rest > half) | ((rest == half) & ((h & vec4(1u)) == vec4(1u)));
+  var r = select(normal, h + select(vec4(0u), vec4(1u), up), ax < vec4(0x38800000u));
   r = select(r, vec4(0x7c00u), ax >= vec4(0x47800000u));
   r = select(r, vec4(0x7e00u), ax > vec4(0x7f800000u));
   return r | sign;
