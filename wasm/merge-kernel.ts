@@ -33,68 +33,75 @@ export function heapBase(): usize {
   return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
 }
 
+/** f16 (dtype 1) or bf16 (2) bits, one per i32 lane → f32. */
 // @ts-ignore: decorator
-@inline function loadLo(p: usize, dtype: i32): v128 {
-  if (dtype == F32) return v128.load(p);
-  const raw = v128.load(p);
-  if (dtype == F16) return halfToFloat(i32x4.extend_low_i16x8_u(raw));
-  return i32x4.shl(i32x4.extend_low_i16x8_u(raw), 16);
-}
-
-// @ts-ignore: decorator
-@inline function loadHi(p: usize, dtype: i32): v128 {
-  if (dtype == F32) return v128.load(p, 16);
-  const raw = v128.load(p);
-  if (dtype == F16) return halfToFloat(i32x4.extend_high_i16x8_u(raw));
-  return i32x4.shl(i32x4.extend_high_i16x8_u(raw), 16);
+@inline function widen(h: v128, dtype: i32): v128 {
+  return dtype == F16 ? halfToFloat(h) : i32x4.shl(h, 16);
 }
 
 // --- encoding: two f32x4 → 8 elements at p, round to nearest even ----------------------------
 
 /** f32 → f16 bits per i32 lane: rebias with a rounding bias for normals, a float add of 0.5
- *  for subnormals (the FPU rounds), Inf for overflow, a quiet NaN for NaN. */
+ *  for subnormals (the FPU rounds), Inf for overflow, a quiet NaN for NaN. The magnitude bits
+ *  are non-negative as i32, so signed compares (native in SSE) do. */
 // @ts-ignore: decorator
 @inline function floatToHalf(x: v128): v128 {
   const sign = v128.and(x, i32x4.splat(0x80000000));
   const a = v128.xor(x, sign);
   const odd = v128.and(i32x4.shr_u(a, 13), i32x4.splat(1));
-  const normal = i32x4.shr_u(i32x4.add(i32x4.add(a, i32x4.splat(((15 - 127) << 23) + 0xfff)), odd), 13);
-  const magic = i32x4.splat(126 << 23); // 0.5: its ulp is the f16 subnormal quantum 2^-24
-  const sub = i32x4.sub(f32x4.add(a, magic), magic);
-  const big = v128.bitselect(i32x4.splat(0x7e00), i32x4.splat(0x7c00), i32x4.gt_u(a, i32x4.splat(0x7f800000)));
-  let o = v128.bitselect(sub, normal, i32x4.lt_u(a, i32x4.splat(113 << 23)));
-  o = v128.bitselect(big, o, i32x4.ge_u(a, i32x4.splat(143 << 23)));
+  let o = i32x4.shr_u(i32x4.add(i32x4.add(a, i32x4.splat(((15 - 127) << 23) + 0xfff)), odd), 13);
+  const small = i32x4.lt_s(a, i32x4.splat(113 << 23));
+  const large = i32x4.ge_s(a, i32x4.splat(143 << 23));
+  // Most rows hold only f16-normal results: skip the other cases when no lane needs them.
+  if (v128.any_true(v128.or(small, large))) {
+    const magic = i32x4.splat(126 << 23); // 0.5: its ulp is the f16 subnormal quantum 2^-24
+    const sub = i32x4.sub(f32x4.add(a, magic), magic);
+    const big = v128.bitselect(i32x4.splat(0x7e00), i32x4.splat(0x7c00), i32x4.gt_s(a, i32x4.splat(0x7f800000)));
+    o = v128.bitselect(sub, o, small);
+    o = v128.bitselect(big, o, large);
+  }
   return v128.or(o, i32x4.shr_u(sign, 16));
 }
 
 /** f32 → bf16 bits per i32 lane: add the rounding bias (ties to even); NaN stays a quiet NaN. */
 // @ts-ignore: decorator
 @inline function floatToBfloat(x: v128): v128 {
-  const isNan = i32x4.gt_u(v128.and(x, i32x4.splat(0x7fffffff)), i32x4.splat(0x7f800000));
+  const isNan = i32x4.gt_s(v128.and(x, i32x4.splat(0x7fffffff)), i32x4.splat(0x7f800000));
   const lsb = v128.and(i32x4.shr_u(x, 16), i32x4.splat(1));
   const rounded = i32x4.shr_u(i32x4.add(i32x4.add(x, i32x4.splat(0x7fff)), lsb), 16);
   return v128.bitselect(v128.or(i32x4.shr_u(x, 16), i32x4.splat(0x40)), rounded, isNan);
 }
 
-/** Stores 8 results; returns lanes of all ones where a result is Inf or NaN. */
+/**
+ * One row of a tile: adds W's 8 elements at w to the sums lo/hi, rounds, stores 8 results at out;
+ * returns lanes of all ones where a result is Inf or NaN.
+ */
 // @ts-ignore: decorator
-@inline function store(p: usize, dtype: i32, lo: v128, hi: v128): v128 {
-  if (dtype == F32) {
-    v128.store(p, lo);
-    v128.store(p, hi, 16);
+@inline function finishRow(w: usize, wType: i32, out: usize, outType: i32, lo: v128, hi: v128): v128 {
+  if (wType == F32) {
+    lo = f32x4.add(lo, v128.load(w));
+    hi = f32x4.add(hi, v128.load(w, 16));
+  } else {
+    const raw = v128.load(w);
+    lo = f32x4.add(lo, widen(i32x4.extend_low_i16x8_u(raw), wType));
+    hi = f32x4.add(hi, widen(i32x4.extend_high_i16x8_u(raw), wType));
+  }
+  if (outType == F32) {
+    v128.store(out, lo);
+    v128.store(out, hi, 16);
     const e = i32x4.splat(0x7f800000);
     return v128.or(i32x4.eq(v128.and(lo, e), e), i32x4.eq(v128.and(hi, e), e));
   }
   let h: v128;
   let e: v128;
-  if (dtype == F16) {
+  if (outType == F16) {
     h = i16x8.narrow_i32x4_u(floatToHalf(lo), floatToHalf(hi));
     e = i16x8.splat(0x7c00);
   } else {
     h = i16x8.narrow_i32x4_u(floatToBfloat(lo), floatToBfloat(hi));
     e = i16x8.splat(0x7f80);
   }
-  v128.store(p, h);
+  v128.store(out, h);
   return i16x8.eq(v128.and(h, e), e);
 }
 
@@ -128,18 +135,10 @@ function tile(w: usize, wStride: usize, wType: i32, out: usize, outStride: usize
     l += 4;
     r += rightStride;
   }
-  a00 = f32x4.add(a00, loadLo(w, wType));
-  a01 = f32x4.add(a01, loadHi(w, wType));
-  a10 = f32x4.add(a10, loadLo(w + wStride, wType));
-  a11 = f32x4.add(a11, loadHi(w + wStride, wType));
-  a20 = f32x4.add(a20, loadLo(w + 2 * wStride, wType));
-  a21 = f32x4.add(a21, loadHi(w + 2 * wStride, wType));
-  a30 = f32x4.add(a30, loadLo(w + 3 * wStride, wType));
-  a31 = f32x4.add(a31, loadHi(w + 3 * wStride, wType));
-  let bad = store(out, outType, a00, a01);
-  bad = v128.or(bad, store(out + outStride, outType, a10, a11));
-  bad = v128.or(bad, store(out + 2 * outStride, outType, a20, a21));
-  return v128.or(bad, store(out + 3 * outStride, outType, a30, a31));
+  let bad = finishRow(w, wType, out, outType, a00, a01);
+  bad = v128.or(bad, finishRow(w + wStride, wType, out + outStride, outType, a10, a11));
+  bad = v128.or(bad, finishRow(w + 2 * wStride, wType, out + 2 * outStride, outType, a20, a21));
+  return v128.or(bad, finishRow(w + 3 * wStride, wType, out + 3 * outStride, outType, a30, a31));
 }
 
 function bytesOf(dtype: i32): usize {
