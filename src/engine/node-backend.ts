@@ -5,12 +5,18 @@
 import { createBackend } from './create-backend.js';
 import { createCpuWorkerPool } from './cpu/cpu-worker-pool.js';
 import type { MergeBackend } from './merge-op.js';
+import type { FloatDType } from '../dtype.js';
 import { getNodeGpu } from './gpu/node-gpu.js';
 import { tmpdir } from 'node:os';
 import { MergeError } from '../errors.js';
 export type BackendChoice = 'auto' | 'webgpu' | 'cpu';
 
-export async function createNodeBackend(kind: BackendChoice): Promise<MergeBackend> {
+export interface NodeBackendOptions {
+  /** The dtype of the weights to merge: `auto` times both backends on it (default F16). */
+  calibrationDtype?: FloatDType;
+}
+
+export async function createNodeBackend(kind: BackendChoice, options: NodeBackendOptions = {}): Promise<MergeBackend> {
   const cpuPool = () => createCpuWorkerPool();
   if (kind === 'cpu') return createBackend({ kind: 'cpu', cpuPool });
   // The Vulkan loader prints "XDG_RUNTIME_DIR is invalid" on servers without a login session.
@@ -26,7 +32,7 @@ export async function createNodeBackend(kind: BackendChoice): Promise<MergeBacke
   }
   let backend: MergeBackend;
   try {
-    backend = await createBackend({ kind, gpu: nodeGpu.gpu, cpuPool });
+    backend = await createBackend({ kind, gpu: nodeGpu.gpu, cpuPool, calibrationDtype: options.calibrationDtype });
   } catch (e) {
     nodeGpu.dispose();
     throw e;
