@@ -159,29 +159,58 @@ fn tileValues(tr: u32, tc: u32) -> Tile {
   var r7b = vec4<f32>(0.0);
   var li = tr * 2u;
   var ri = tc * 2u;
-  for (var k = 0u; k < P.rank; k++) {
-    let l0 = lt[li];
-    let l1 = lt[li + 1u];
-    let ra = rt[ri];
-    let rb = rt[ri + 1u];
-    r0a += l0.x * ra;
-    r0b += l0.x * rb;
-    r1a += l0.y * ra;
-    r1b += l0.y * rb;
-    r2a += l0.z * ra;
-    r2b += l0.z * rb;
-    r3a += l0.w * ra;
-    r3b += l0.w * rb;
-    r4a += l1.x * ra;
-    r4b += l1.x * rb;
-    r5a += l1.y * ra;
-    r5b += l1.y * rb;
-    r6a += l1.z * ra;
-    r6b += l1.z * rb;
-    r7a += l1.w * ra;
-    r7b += l1.w * rb;
-    li += P.lStride4;
-    ri += P.rStride4;
+  // Four rank steps per iteration (the host pads the rank to a multiple of 4 with zero rows):
+  // SwiftShader keeps loop-carried values in memory, so the 64 accumulators are loaded and stored
+  // once per four steps instead of every step (3–15% less SwiftShader CPU time at r = 64).
+  for (var k = 0u; k < P.rank; k += 4u) {
+    {
+      let l0 = lt[li];
+      let l1 = lt[li + 1u];
+      let ra = rt[ri];
+      let rb = rt[ri + 1u];
+      r0a += l0.x * ra; r0b += l0.x * rb; r1a += l0.y * ra; r1b += l0.y * rb;
+      r2a += l0.z * ra; r2b += l0.z * rb; r3a += l0.w * ra; r3b += l0.w * rb;
+      r4a += l1.x * ra; r4b += l1.x * rb; r5a += l1.y * ra; r5b += l1.y * rb;
+      r6a += l1.z * ra; r6b += l1.z * rb; r7a += l1.w * ra; r7b += l1.w * rb;
+      li += P.lStride4;
+      ri += P.rStride4;
+    }
+    {
+      let l0 = lt[li];
+      let l1 = lt[li + 1u];
+      let ra = rt[ri];
+      let rb = rt[ri + 1u];
+      r0a += l0.x * ra; r0b += l0.x * rb; r1a += l0.y * ra; r1b += l0.y * rb;
+      r2a += l0.z * ra; r2b += l0.z * rb; r3a += l0.w * ra; r3b += l0.w * rb;
+      r4a += l1.x * ra; r4b += l1.x * rb; r5a += l1.y * ra; r5b += l1.y * rb;
+      r6a += l1.z * ra; r6b += l1.z * rb; r7a += l1.w * ra; r7b += l1.w * rb;
+      li += P.lStride4;
+      ri += P.rStride4;
+    }
+    {
+      let l0 = lt[li];
+      let l1 = lt[li + 1u];
+      let ra = rt[ri];
+      let rb = rt[ri + 1u];
+      r0a += l0.x * ra; r0b += l0.x * rb; r1a += l0.y * ra; r1b += l0.y * rb;
+      r2a += l0.z * ra; r2b += l0.z * rb; r3a += l0.w * ra; r3b += l0.w * rb;
+      r4a += l1.x * ra; r4b += l1.x * rb; r5a += l1.y * ra; r5b += l1.y * rb;
+      r6a += l1.z * ra; r6b += l1.z * rb; r7a += l1.w * ra; r7b += l1.w * rb;
+      li += P.lStride4;
+      ri += P.rStride4;
+    }
+    {
+      let l0 = lt[li];
+      let l1 = lt[li + 1u];
+      let ra = rt[ri];
+      let rb = rt[ri + 1u];
+      r0a += l0.x * ra; r0b += l0.x * rb; r1a += l0.y * ra; r1b += l0.y * rb;
+      r2a += l0.z * ra; r2b += l0.z * rb; r3a += l0.w * ra; r3b += l0.w * rb;
+      r4a += l1.x * ra; r4b += l1.x * rb; r5a += l1.y * ra; r5b += l1.y * rb;
+      r6a += l1.z * ra; r6b += l1.z * rb; r7a += l1.w * ra; r7b += l1.w * rb;
+      li += P.lStride4;
+      ri += P.rStride4;
+    }
   }
   let row0 = tr * 8u;
   let w0 = loadW8(row0 + 0u, tc); r0a += w0[0]; r0b += w0[1];

@@ -25,6 +25,8 @@ export const WORKGROUP_SIZE = 64;
  * of TILE elements, and the rows of each dispatch to a multiple of TILE rows.
  */
 export const TILE = 8;
+/** The kernel takes this many rank steps per loop iteration: the host pads the rank to a multiple. */
+export const RANK_STEP = 4;
 export const PARAMS_BYTES = 48;
 
 const DTYPE_CODE: Record<FloatDType, number> = { F32: 0, F16: 1, BF16: 2 };
@@ -102,6 +104,7 @@ export interface MergeParams {
   paddedCols: number;
   /** Rows of Lᵀ after padding to a multiple of TILE. */
   paddedRows: number;
+  /** Padded to a multiple of RANK_STEP. */
   rank: number;
   /** Invocations with work (tiles, tile rows or tile columns, depending on the entry point). */
   items: number;

@@ -12,7 +12,7 @@ import { mergeOnCpu } from '../cpu/cpu-merge.js';
 import type { MergeDevice } from './gpu-device.js';
 import { ReusableBuffer } from './reusable-buffer.js';
 import {
-  dispatchShape, mergeBindGroupLayout, mergePipeline, paramsBytes, TILE, PARAMS_BYTES, WORKGROUP_SIZE,
+  dispatchShape, mergeBindGroupLayout, mergePipeline, paramsBytes, RANK_STEP, TILE, PARAMS_BYTES, WORKGROUP_SIZE,
   type DoraMode, type MergeEntry, type MergeParams,
 } from './merge-program.js';
 
@@ -27,6 +27,8 @@ interface SlabPlan {
   factors: LowRankFactors;
   /** Columns padded to a multiple of TILE: the row length of every GPU-side matrix. */
   paddedCols: number;
+  /** The rank padded to a multiple of RANK_STEP with zero rows of Lᵀ and R. */
+  paddedRank: number;
   slabRows: number;
   dora: DoraMode;
 }
@@ -109,7 +111,8 @@ export class WebGpuBackend implements MergeBackend {
     const paddedCols = roundUp(op.cols, TILE);
     // The readback buffer holds a slab plus the flag: leave it room under the buffer size limit.
     const limit = Math.min(this.gpu.maxBindingBytes - 512, MAX_SLAB_BYTES);
-    const rank = Math.max(factors.rank, 1);
+    const paddedRank = roundUp(factors.rank, RANK_STEP);
+    const rank = Math.max(paddedRank, 1);
     if (rank * paddedCols * 4 > limit) return undefined;
     const rowBytes = Math.max(paddedCols * DTYPE_BYTES[op.base.dtype], paddedCols * DTYPE_BYTES[op.outDtype], rank * 4);
     // Also keep each slab's dispatch within a 2-D grid of the device's size.
@@ -118,16 +121,16 @@ export class WebGpuBackend implements MergeBackend {
     const slabRows = Math.min(Math.floor(limit / rowBytes / TILE) * TILE, gridRows);
     if (slabRows < TILE) return undefined;
     const dora: DoraMode = shape.doraNorm === 'row' ? 1 : shape.doraNorm === 'col' ? 2 : 0;
-    return { op, shape, factors, paddedCols, slabRows, dora };
+    return { op, shape, factors, paddedCols, paddedRank, slabRows, dora };
   }
 
   private async run(plan: SlabPlan, signal: AbortSignal | undefined): Promise<Uint8Array> {
-    const { op, shape, factors, paddedCols, slabRows, dora } = plan;
+    const { op, shape, factors, paddedCols, paddedRank, slabRows, dora } = plan;
     const q = this.device.queue;
     const result = new Uint8Array(shape.rowCount * op.cols * DTYPE_BYTES[op.outDtype]);
 
     await this.scoped(op, () => {
-      const right = padRows(factors.right, factors.rank, op.cols, paddedCols);
+      const right = padRows(factors.right, factors.rank, op.cols, paddedCols, paddedRank);
       q.writeBuffer(this.rt.get(right.byteLength), 0, gpuSource(right));
       q.writeBuffer(this.flags.get(4), 0, new Uint32Array(4));
       if (dora) {
@@ -163,7 +166,7 @@ export class WebGpuBackend implements MergeBackend {
         this.dispatch(plan, 'mergeTiles', r0, n);
       });
       const submitted = performance.now();
-      const work = n * paddedCols * (factors.rank + W_COST_IN_RANKS) * (dora === 1 ? 2 : 1);
+      const work = n * paddedCols * (paddedRank + W_COST_IN_RANKS) * (dora === 1 ? 2 : 1);
       await this.waitForSoftwareGpu(work);
       const done = await this.readBack(plan, r0, n, result);
       this.learnSpeed(work, done - submitted);
@@ -176,7 +179,7 @@ export class WebGpuBackend implements MergeBackend {
    * TILE) and the matching rows of Lᵀ to the GPU.
    */
   private upload(plan: SlabPlan, r0: number, n: number): void {
-    const { op, factors, paddedCols } = plan;
+    const { op, factors, paddedCols, paddedRank } = plan;
     const q = this.device.queue;
     const inBytes = DTYPE_BYTES[op.base.dtype];
     const rowBytes = paddedCols * inBytes;
@@ -192,19 +195,19 @@ export class WebGpuBackend implements MergeBackend {
       for (let r = 0; r < n; r++) padded.set(slab.subarray(r * srcRow, (r + 1) * srcRow), r * rowBytes);
       q.writeBuffer(wIn, 0, gpuSource(padded));
     }
-    const lt = transposeLeft(factors, r0, n, paddedRows);
+    const lt = transposeLeft(factors, r0, n, paddedRows, paddedRank);
     q.writeBuffer(this.lt.get(lt.byteLength), 0, gpuSource(lt));
   }
 
   private dispatch(plan: SlabPlan, entry: MergeEntry, r0: number, n: number): void {
-    const { op, shape, factors, paddedCols, dora } = plan;
+    const { op, shape, paddedCols, paddedRank, dora } = plan;
     const paddedRows = roundUp(n, TILE);
     const rowTiles = paddedRows / TILE;
     const colTiles = paddedCols / TILE;
     const items = entry === 'mergeTiles' ? rowTiles * colTiles : entry === 'normRows' ? rowTiles : colTiles;
     const grid = dispatchShape(items, this.gpu.maxWorkgroupsPerDimension);
     const p: MergeParams = {
-      rows: n, paddedCols, paddedRows, rank: factors.rank, items, inDtype: op.base.dtype, outDtype: op.outDtype,
+      rows: n, paddedCols, paddedRows, rank: paddedRank, items, inDtype: op.base.dtype, outDtype: op.outDtype,
       normRow0: shape.rowStart + r0, eps: op.dora?.epsilon ?? 0,
     };
     const q = this.device.queue;
@@ -215,8 +218,8 @@ export class WebGpuBackend implements MergeBackend {
       entries: [
         this.params.get(PARAMS_BYTES),
         this.wIn.get(paddedRows * paddedCols * DTYPE_BYTES[op.base.dtype]),
-        this.lt.get(factors.rank * paddedRows * 4),
-        this.rt.get(factors.rank * paddedCols * 4),
+        this.lt.get(paddedRank * paddedRows * 4),
+        this.rt.get(paddedRank * paddedCols * 4),
         this.wOut.get(paddedRows * paddedCols * DTYPE_BYTES[op.outDtype]),
         this.flags.get(4),
         this.norms.get(4),
@@ -318,17 +321,20 @@ export class WebGpuBackend implements MergeBackend {
   }
 }
 
-/** A rows × cols matrix with its rows padded to `stride` elements, zero-filled (never empty). */
-function padRows(m: Float32Array, rows: number, cols: number, stride: number): Float32Array {
-  if (stride === cols && m.length) return m;
-  const out = new Float32Array(Math.max(rows * stride, 4));
+/**
+ * A rows × cols matrix with its rows padded to `stride` elements and zero rows added up to
+ * `outRows` (never empty).
+ */
+function padRows(m: Float32Array, rows: number, cols: number, stride: number, outRows: number): Float32Array {
+  if (stride === cols && outRows === rows && m.length) return m;
+  const out = new Float32Array(Math.max(outRows * stride, 4));
   for (let r = 0; r < rows; r++) out.set(m.subarray(r * cols, (r + 1) * cols), r * stride);
   return out;
 }
 
-/** Lᵀ for rows [r0, r0 + n): rank × paddedRows, zero-filled past n. */
-function transposeLeft(f: LowRankFactors, r0: number, n: number, paddedRows: number): Float32Array {
-  const out = new Float32Array(Math.max(f.rank * paddedRows, 4));
+/** Lᵀ for rows [r0, r0 + n): paddedRank × paddedRows, zero-filled past n and past the rank. */
+function transposeLeft(f: LowRankFactors, r0: number, n: number, paddedRows: number, paddedRank: number): Float32Array {
+  const out = new Float32Array(Math.max(paddedRank * paddedRows, 4));
   const rank = f.rank;
   for (let i = 0; i < n; i++) {
     const src = (r0 + i) * rank;
