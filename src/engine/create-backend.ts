@@ -103,7 +103,7 @@ async function pickFaster(gpu: WebGpuBackend, makeCpu: (reason: string) => CpuBa
     cpu.note(`the software GPU failed a test merge: ${(e as Error).message}`);
     return cpu;
   }
-  const timing = `test merge (${dtype}): software GPU ${gpuMs.toFixed(1)} ms, CPU ${cpuMs.toFixed(1)} ms`;
+  const timing = `test merge: software GPU ${gpuMs.toFixed(1)} ms, CPU ${cpuMs.toFixed(1)} ms on a ${dtype} slab`;
   if (gpuMs < cpuMs) {
     cpu.dispose();
     gpu.note(`chosen over the CPU, ${timing}`);
