@@ -197,7 +197,7 @@ describe('errors', () => {
     expect(plain.description).toMatch(/^WebGPU: /);
     const auto = await createBackend({ kind: 'auto', gpu: nodeGpu.gpu });
     try {
-      expect(auto.description).toMatch(/test merge: software GPU [\d.]+ ms, CPU [\d.]+ ms/);
+      expect(auto.description).toMatch(/test merge( \([A-Z0-9]+\))?: software GPU [\d.]+ ms, CPU [\d.]+ ms/);
     } finally {
       auto.dispose();
     }
