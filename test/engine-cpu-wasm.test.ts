@@ -11,17 +11,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FloatDType } from '../src/dtype.js';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
-import { paddedCols, WasmKernel, wasmKernelModule } from '../src/engine/cpu/wasm-kernel.js';
+import { createWasmKernel, paddedCols, wasmSimdAvailable } from '../src/engine/cpu/wasm-kernel.js';
 import type { MergeOp } from '../src/engine/merge-op.js';
 import { REPO_ROOT } from './helpers/cli.js';
 import { compareWithReference, decodeF64, randomOp, roundedBits, seededRandom, type OpSpec } from './helpers/reference-math.js';
 
 const DTYPES: FloatDType[] = ['F32', 'F16', 'BF16'];
-const module = wasmKernelModule();
 
 /** W (n values of `wDtype`) through the kernel with a zero update: a pure dtype conversion. */
-function convert(w: Uint8Array, wDtype: FloatDType, outDtype: FloatDType, cols: number): { bits: Uint32Array; finite: boolean } {
-  const kernel = new WasmKernel(module!);
+async function convert(w: Uint8Array, wDtype: FloatDType, outDtype: FloatDType, cols: number): Promise<{ bits: Uint32Array; finite: boolean }> {
+  const kernel = await createWasmKernel();
   const rows = w.byteLength / (wDtype === 'F32' ? 4 : 2) / cols;
   const out = new Uint8Array(rows * cols * (outDtype === 'F32' ? 4 : 2));
   const finite = kernel.run({
@@ -39,16 +38,16 @@ const isNanBits = (b: number, dtype: FloatDType): boolean =>
 
 describe('WASM kernel dtype conversions', () => {
   it('validates here (Node 20 has 128-bit SIMD)', () => {
-    expect(module).not.toBeNull();
+    expect(wasmSimdAvailable()).toBe(true);
   });
 
   const all16 = new Uint16Array(65536).map((_, i) => i);
   const all16Bytes = new Uint8Array(all16.buffer);
 
   for (const dtype of ['F16', 'BF16'] as const) {
-    it(`${dtype} → f32 is exact for all 65 536 values; Inf and NaN are flagged`, () => {
+    it(`${dtype} → f32 is exact for all 65 536 values; Inf and NaN are flagged`, async () => {
       const truth = decodeF64(all16Bytes, dtype);
-      const { bits, finite } = convert(all16Bytes, dtype, 'F32', 256);
+      const { bits, finite } = await convert(all16Bytes, dtype, 'F32', 256);
       expect(finite).toBe(false);
       for (let h = 0; h < 65536; h++) {
         // W + 0: a negative zero becomes +0, as in IEEE arithmetic.
@@ -58,8 +57,8 @@ describe('WASM kernel dtype conversions', () => {
       }
     });
 
-    it(`${dtype} → ${dtype} returns every non-NaN value unchanged (−0 + 0 = +0) and keeps NaN a NaN`, () => {
-      const { bits } = convert(all16Bytes, dtype, dtype, 4096);
+    it(`${dtype} → ${dtype} returns every non-NaN value unchanged (−0 + 0 = +0) and keeps NaN a NaN`, async () => {
+      const { bits } = await convert(all16Bytes, dtype, dtype, 4096);
       for (let h = 0; h < 65536; h++) {
         const want = isNanBits(h, dtype) ? 'nan' : h === 0x8000 ? 0 : h;
         const got = isNanBits(bits[h], dtype) ? 'nan' : bits[h];
@@ -95,11 +94,11 @@ describe('WASM kernel dtype conversions', () => {
   }
 
   for (const dtype of ['F16', 'BF16'] as const) {
-    it(`f32 → ${dtype} rounds to nearest even: ties, subnormals, overflow to Inf, signs`, () => {
+    it(`f32 → ${dtype} rounds to nearest even: ties, subnormals, overflow to Inf, signs`, async () => {
       const xs = hardF32s();
       const cols = 8;
       const n = Math.floor(xs.length / cols) * cols;
-      const { bits } = convert(new Uint8Array(xs.buffer, 0, n * 4), 'F32', dtype, cols);
+      const { bits } = await convert(new Uint8Array(xs.buffer, 0, n * 4), 'F32', dtype, cols);
       for (let i = 0; i < n; i++) {
         const want = roundedBits(xs[i], dtype);
         if (bits[i] !== want) expect(bits[i], `x = ${xs[i]} (${f32Bits(xs[i]).toString(16)})`).toBe(want);

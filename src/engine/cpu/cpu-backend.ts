@@ -5,7 +5,7 @@
  */
 import type { MergeBackend, MergeOp } from '../merge-op.js';
 import { mergeOnCpu } from './cpu-merge.js';
-import { WasmKernel, wasmKernelModule } from './wasm-kernel.js';
+import { createWasmKernel, wasmSimdAvailable, type WasmKernel } from './wasm-kernel.js';
 import { mergeOnWasm } from './wasm-merge.js';
 
 /** Runs WASM merges somewhere else (worker threads); see cpu-worker-pool.ts. */
@@ -30,24 +30,24 @@ export class CpuBackend implements MergeBackend {
   description: string;
   /** Which executor runs plain (non-DoRA) merges. */
   readonly executor: 'wasm' | 'js';
-  private kernel: WasmKernel | undefined;
+  private kernel: Promise<WasmKernel> | undefined;
   private pool: CpuMergePool | undefined;
 
   constructor(reason = 'requested', options: CpuBackendOptions = {}) {
-    const module = options.executor === 'js' ? null : wasmKernelModule();
-    if (module) this.kernel = new WasmKernel(module);
-    this.executor = module ? 'wasm' : 'js';
-    this.pool = module ? options.pool : undefined;
+    const wasm = options.executor !== 'js' && wasmSimdAvailable();
+    this.executor = wasm ? 'wasm' : 'js';
+    this.pool = wasm ? options.pool : undefined;
     if (!this.pool) options.pool?.dispose();
-    const how = !module ? 'JavaScript' : this.pool ? `WebAssembly SIMD, ${this.pool.threads} threads` : 'WebAssembly SIMD';
+    const how = !wasm ? 'JavaScript' : this.pool ? `WebAssembly SIMD, ${this.pool.threads} threads` : 'WebAssembly SIMD';
     this.description = `CPU (${how}; ${reason})`;
   }
 
   async merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
-    if (!this.kernel || op.dora) return mergeOnCpu(op, signal);
+    if (this.executor === 'js' || op.dora) return mergeOnCpu(op, signal);
     const rowCount = op.rowCount ?? op.rows - (op.rowStart ?? 0);
     if (this.pool && rowCount * op.cols >= POOL_MIN_ELEMENTS) return this.pool.merge(op, signal);
-    return mergeOnWasm(op, this.kernel, signal);
+    this.kernel ??= createWasmKernel();
+    return mergeOnWasm(op, await this.kernel, signal);
   }
 
   /** Adds a remark to the description (e.g. the timings that chose this backend). */

@@ -5,7 +5,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import type { FloatDType } from '../../dtype.js';
-import { WasmKernel, wasmKernelModule } from './wasm-kernel.js';
+import { createWasmKernel } from './wasm-kernel.js';
 
 export interface WorkerJob {
   id: number;
@@ -27,14 +27,13 @@ export interface WorkerJob {
 
 export type WorkerReply = { id: number; finite: boolean } | { id: number; error: string };
 
-const module = wasmKernelModule();
-const kernel = module ? new WasmKernel(module) : undefined;
+const kernel = createWasmKernel();
 
-parentPort?.on('message', (job: WorkerJob) => {
+// Every handler awaits the same promise, so jobs still run (and are answered) in arrival order.
+parentPort?.on('message', async (job: WorkerJob) => {
   let reply: WorkerReply;
   try {
-    if (!kernel) throw new Error('WebAssembly SIMD is not available in this worker');
-    const finite = kernel.run(
+    const finite = (await kernel).run(
       { ...job, w: new Uint8Array(job.shared, job.wOffset, job.wLength) },
       new Uint8Array(job.shared, job.outOffset, job.outLength),
     );

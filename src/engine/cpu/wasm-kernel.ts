@@ -7,19 +7,35 @@
 import type { FloatDType } from '../../dtype.js';
 import { mergeKernelWasmBase64 } from './merge-kernel.generated.js';
 
-let compiled: WebAssembly.Module | null | undefined;
+let kernelBytes: Uint8Array<ArrayBuffer> | null | undefined;
+let compiled: Promise<WebAssembly.Module> | undefined;
 
-/** The compiled kernel, or null where WebAssembly or its 128-bit SIMD is unavailable. */
-export function wasmKernelModule(): WebAssembly.Module | null {
-  if (compiled !== undefined) return compiled;
-  compiled = null;
-  if (typeof WebAssembly !== 'object' || typeof atob !== 'function') return compiled;
+function validKernelBytes(): Uint8Array<ArrayBuffer> | null {
+  if (kernelBytes !== undefined) return kernelBytes;
+  kernelBytes = null;
+  if (typeof WebAssembly !== 'object' || typeof atob !== 'function') return kernelBytes;
   const text = atob(mergeKernelWasmBase64);
   const bytes = new Uint8Array(text.length);
   for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
   // The kernel uses SIMD throughout, so validating it is the feature test.
-  if (WebAssembly.validate(bytes)) compiled = new WebAssembly.Module(bytes);
-  return compiled;
+  if (WebAssembly.validate(bytes)) kernelBytes = bytes;
+  return kernelBytes;
+}
+
+/** Whether this engine runs WebAssembly with 128-bit SIMD (checked once, synchronously). */
+export function wasmSimdAvailable(): boolean {
+  return validKernelBytes() !== null;
+}
+
+/**
+ * A fresh kernel instance. Compiling and instantiating are asynchronous: browsers refuse to do
+ * either synchronously on the main thread for modules over 4 KB.
+ */
+export async function createWasmKernel(): Promise<WasmKernel> {
+  const bytes = validKernelBytes();
+  if (!bytes) throw new Error('WebAssembly SIMD is not available');
+  compiled ??= WebAssembly.compile(bytes);
+  return new WasmKernel(await WebAssembly.instantiate(await compiled, {}));
 }
 
 const DTYPE_CODE: Record<FloatDType, number> = { F32: 0, F16: 1, BF16: 2 };
@@ -61,8 +77,8 @@ export class WasmKernel {
   private rightKey = -1;
   private rightBytes = 0;
 
-  constructor(module: WebAssembly.Module) {
-    this.exports = new WebAssembly.Instance(module, {}).exports as unknown as KernelExports;
+  constructor(instance: WebAssembly.Instance) {
+    this.exports = instance.exports as unknown as KernelExports;
     this.base = this.exports.heapBase();
   }
 
