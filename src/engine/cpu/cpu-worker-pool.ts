@@ -17,6 +17,8 @@ import type { WorkerJob, WorkerReply } from './cpu-worker.js';
 import { prepareFactors, type PreparedFactors } from './prepared-factors.js';
 import { nonFiniteError, rowsPerBlock } from './wasm-merge.js';
 
+const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
+
 interface Slot {
   worker: Worker;
   rightKey: number;
@@ -103,8 +105,10 @@ export class CpuWorkerPool implements CpuMergePool {
     const ownsShared = shared === this.shared;
     try {
       new Uint8Array(shared, 0, wBytes).set(op.base.data);
-      // Enough blocks per worker to even out uneven progress, each big enough to amortise a message.
-      const step = Math.max(4, Math.min(rowsPerBlock(op), Math.ceil(rows / (this.threads * 4) / 4) * 4));
+      // Two blocks per worker even out uneven progress; bigger ones amortise the messages better
+      // (measured on a 4 MiB f16 slab: 3.7 ms against 4.7 ms with 16 blocks of 256 KiB). The cap
+      // bounds each worker's memory and how long cancellation waits on a huge unslabbed op.
+      const step = Math.max(4, Math.min(rowsPerBlock(op, BLOCK_CAP_BYTES), Math.ceil(rows / (this.threads * 2) / 4) * 4));
       let next = 0;
       let finite = true;
       let aborted = false;

@@ -10,12 +10,13 @@ import { checkOp } from '../op-shape.js';
 import { prepareFactors, type PreparedFactors } from './prepared-factors.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
 
-/** About this many bytes of W per block: small enough to stay in cache, big enough to amortise a call. */
+/** About this many bytes of W per block on the calling thread: small enough to stay in cache. */
 const BLOCK_BYTES = 256 * 1024;
 
-export function rowsPerBlock(op: MergeOp): number {
+/** Rows per block of at most `blockBytes` of W or output (a multiple of 4, the kernel's tile height). */
+export function rowsPerBlock(op: MergeOp, blockBytes = BLOCK_BYTES): number {
   const rowBytes = op.cols * Math.max(DTYPE_BYTES[op.base.dtype], DTYPE_BYTES[op.outDtype]);
-  return Math.max(4, Math.floor(BLOCK_BYTES / rowBytes / 4) * 4);
+  return Math.max(4, Math.floor(blockBytes / rowBytes / 4) * 4);
 }
 
 /** The job for rows [r0, r0 + n) of the op's slab. */
