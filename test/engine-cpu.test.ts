@@ -7,7 +7,7 @@ import { f64ToBf16Bits, f64ToF16Bits } from '../src/engine/cpu/round-f64.js';
 import { mergeOnCpu } from '../src/engine/cpu/cpu-merge.js';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { MergeError } from '../src/errors.js';
-import { encodeValues, randomOp, roundedBits, seededRandom } from './helpers/reference-math.js';
+import { compareWithReference, encodeValues, randomOp, roundedBits, seededRandom } from './helpers/reference-math.js';
 
 describe('rounding a double once', () => {
   const rand = seededRandom(5);
@@ -68,4 +68,22 @@ describe('CPU merge', () => {
     op.rowCount = 4;
     expect(() => mergeOnCpu(op)).toThrow(/row slab \[8, 12\) is outside its 10 rows/);
   });
+});
+
+describe('JS executor (the fallback where WebAssembly SIMD is missing, and DoRA)', () => {
+  const backend = new CpuBackend('test', { executor: 'js' });
+  it('is selected on request', () => {
+    expect(backend.executor).toBe('js');
+    expect(backend.description).toContain('JavaScript');
+  });
+  for (const [i, [baseDtype, outDtype, rows, cols, ranks]] of ([
+    ['F16', 'F16', 13, 29, [1]], ['BF16', 'F32', 7, 61, [40, 3]], ['F32', 'BF16', 22, 9, [8]],
+  ] as const).entries()) {
+    it(`${baseDtype} → ${outDtype}, ${rows}×${cols}, ranks ${ranks.join('+')}: within 1 ulp, f32 within 1e-6`, async () => {
+      const op = randomOp(70 + i, { rows, cols, baseDtype, outDtype, ranks: [...ranks] });
+      const c = compareWithReference(op, await backend.merge(op));
+      if (outDtype === 'F32') expect(c.maxRelError, c.firstMismatch).toBeLessThanOrEqual(1e-6);
+      else expect(c.maxUlp, c.firstMismatch).toBeLessThanOrEqual(1);
+    });
+  }
 });

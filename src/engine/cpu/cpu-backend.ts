@@ -30,7 +30,8 @@ export class CpuBackend implements MergeBackend {
   description: string;
   /** Which executor runs plain (non-DoRA) merges. */
   readonly executor: 'wasm' | 'js';
-  private kernel: Promise<WasmKernel> | undefined;
+  /** null once compiling failed (e.g. a page's Content Security Policy forbids WebAssembly). */
+  private kernel: Promise<WasmKernel | null> | undefined;
   private pool: CpuMergePool | undefined;
 
   constructor(reason = 'requested', options: CpuBackendOptions = {}) {
@@ -46,8 +47,9 @@ export class CpuBackend implements MergeBackend {
     if (this.executor === 'js' || op.dora) return mergeOnCpu(op, signal);
     const rowCount = op.rowCount ?? op.rows - (op.rowStart ?? 0);
     if (this.pool && rowCount * op.cols >= POOL_MIN_ELEMENTS) return this.pool.merge(op, signal);
-    this.kernel ??= createWasmKernel();
-    return mergeOnWasm(op, await this.kernel, signal);
+    this.kernel ??= createWasmKernel().catch(() => null);
+    const kernel = await this.kernel;
+    return kernel ? mergeOnWasm(op, kernel, signal) : mergeOnCpu(op, signal);
   }
 
   /** Adds a remark to the description (e.g. the timings that chose this backend). */
