@@ -1,8 +1,9 @@
 /**
- * Node worker threads for the CPU backend: an op's rows are cut into blocks that idle workers take
- * from a queue (so a slow core does not hold the others up), W and the output go through one
- * SharedArrayBuffer, and each worker is sent a tensor's right factor only once. Cancellation stops
- * handing out blocks; the blocks in flight finish first.
+ * Node worker threads for the CPU backend: an op's rows are cut into blocks that the calling thread
+ * and the workers take from one queue (so a slow core does not hold the others up). The calling
+ * thread would otherwise sit waiting, so it takes blocks too and one core needs no worker (each
+ * costs about 10 MiB). W and the output go through one SharedArrayBuffer, and each worker is sent a
+ * tensor's right factor only once. Cancellation stops handing out blocks; those in flight finish.
  */
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -15,7 +16,8 @@ import { checkOp } from '../op-shape.js';
 import type { CpuMergePool } from './cpu-backend.js';
 import type { WorkerJob, WorkerReply } from './cpu-worker.js';
 import { prepareFactors, type PreparedFactors } from './prepared-factors.js';
-import { nonFiniteError, rowsPerBlock } from './wasm-merge.js';
+import { createWasmKernel, type WasmKernel } from './wasm-kernel.js';
+import { nonFiniteError, rowJob, rowsPerBlock } from './wasm-merge.js';
 
 const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
 
@@ -30,7 +32,7 @@ interface Slot {
 export const DEFAULT_WORKER_URL = new URL('./cpu-worker.js', import.meta.url);
 
 export interface CpuWorkerPoolOptions {
-  /** Default: os.availableParallelism(). */
+  /** Threads that merge, the calling one included (default: os.availableParallelism()). */
   threads?: number;
   workerUrl?: URL;
 }
@@ -50,10 +52,14 @@ export class CpuWorkerPool implements CpuMergePool {
   private shared: SharedArrayBuffer | undefined;
   private sharedBusy = false;
   private broken: Error | undefined;
+  private readonly local: Promise<WasmKernel>;
 
+  /** `threads` merge: the calling thread and threads − 1 workers. */
   constructor(url: URL, threads: number) {
-    this.threads = threads;
-    this.slots = Array.from({ length: threads }, () => this.spawn(url));
+    this.threads = Math.max(1, threads);
+    this.slots = Array.from({ length: this.threads - 1 }, () => this.spawn(url));
+    this.local = createWasmKernel();
+    this.local.catch(() => {}); // reported by the first merge
   }
 
   private spawn(url: URL): Slot {
@@ -125,7 +131,22 @@ export class CpuWorkerPool implements CpuMergePool {
           if (!reply.finite) finite = false;
         }
       };
-      await Promise.all(this.slots.map(drain));
+      const drainHere = async (): Promise<void> => {
+        const kernel = await this.local;
+        while (next < rows && !aborted) {
+          if (signal?.aborted) {
+            aborted = true;
+            return;
+          }
+          const r0 = next, n = Math.min(step, rows - r0);
+          next += n;
+          const target = new Uint8Array(shared, outOffset + r0 * cols * ob, n * cols * ob);
+          if (!kernel.run(rowJob(op, f, r0, n, !kernel.holds(f.rightKey)), target)) finite = false;
+          // Let the workers' replies (and the pipeline's I/O callbacks) in between blocks.
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      };
+      await Promise.all([...this.slots.map(drain), drainHere()]);
       if (aborted) throw new MergeError('ABORTED', 'merge cancelled');
       if (!finite) throw nonFiniteError(op);
       return new Uint8Array(shared, outOffset, outBytes).slice();
