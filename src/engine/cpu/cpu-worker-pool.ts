@@ -118,28 +118,28 @@ export class CpuWorkerPool implements CpuMergePool {
       let next = 0;
       let finite = true;
       let aborted = false;
+      /** The next block's first row and row count, or undefined when done or cancelled. */
+      const take = (): [number, number] | undefined => {
+        if (next >= rows || aborted) return undefined;
+        if (signal?.aborted) {
+          aborted = true;
+          return undefined;
+        }
+        const r0 = next, n = Math.min(step, rows - r0);
+        next += n;
+        return [r0, n];
+      };
       const drain = async (slot: Slot): Promise<void> => {
-        while (next < rows && !aborted) {
-          if (signal?.aborted) {
-            aborted = true;
-            return;
-          }
-          const r0 = next, n = Math.min(step, rows - r0);
-          next += n;
-          const reply = await this.run(slot, this.job(op, f, slot, shared, r0, n, outOffset));
+        for (let block = take(); block; block = take()) {
+          const reply = await this.run(slot, this.job(op, f, slot, shared, block[0], block[1], outOffset));
           if ('error' in reply) throw new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`);
           if (!reply.finite) finite = false;
         }
       };
       const drainHere = async (): Promise<void> => {
         const kernel = await this.local;
-        while (next < rows && !aborted) {
-          if (signal?.aborted) {
-            aborted = true;
-            return;
-          }
-          const r0 = next, n = Math.min(step, rows - r0);
-          next += n;
+        for (let block = take(); block; block = take()) {
+          const [r0, n] = block;
           const target = new Uint8Array(shared, outOffset + r0 * cols * ob, n * cols * ob);
           if (!kernel.run(rowJob(op, f, r0, n, !kernel.holds(f.rightKey)), target)) finite = false;
           // Let the workers' replies (and the pipeline's I/O callbacks) in between blocks.
@@ -157,24 +157,20 @@ export class CpuWorkerPool implements CpuMergePool {
 
   private job(op: MergeOp, f: PreparedFactors, slot: Slot, shared: SharedArrayBuffer, r0: number, n: number,
     outOffset: number): WorkerJob {
-    const wb = DTYPE_BYTES[op.base.dtype], ob = DTYPE_BYTES[op.outDtype];
     const sendRight = slot.rightKey !== f.rightKey;
     slot.rightKey = f.rightKey;
+    // W goes by its place in `shared`; left is copied (posting a view would copy its whole buffer).
+    const { w, left, ...block } = rowJob(op, f, r0, n, sendRight);
+    const outBytes = n * op.cols * DTYPE_BYTES[op.outDtype];
     return {
+      ...block,
       id: this.nextId++,
       shared,
-      wOffset: r0 * op.cols * wb,
-      wLength: n * op.cols * wb,
-      outOffset: outOffset + r0 * op.cols * ob,
-      outLength: n * op.cols * ob,
-      wDtype: op.base.dtype,
-      outDtype: op.outDtype,
-      rows: n,
-      cols: op.cols,
-      rank: f.rank,
-      left: f.left.slice(r0 * f.rank, (r0 + n) * f.rank),
-      rightKey: f.rightKey,
-      right: sendRight ? f.right : undefined,
+      wOffset: w.byteOffset - op.base.data.byteOffset,
+      wLength: w.byteLength,
+      outOffset: outOffset + r0 * op.cols * DTYPE_BYTES[op.outDtype],
+      outLength: outBytes,
+      left: left.slice(),
     };
   }
 

@@ -4,25 +4,16 @@
  * right factor comes once per key and stays in the kernel's memory.
  */
 import { parentPort } from 'node:worker_threads';
-import type { FloatDType } from '../../dtype.js';
-import { createWasmKernel } from './wasm-kernel.js';
+import { createWasmKernel, type RowJob } from './wasm-kernel.js';
 
-export interface WorkerJob {
+/** A block of rows; its W and output are byte ranges of `shared`. */
+export interface WorkerJob extends Omit<RowJob, 'w'> {
   id: number;
   shared: SharedArrayBuffer;
-  /** Byte ranges of this block's W and output in `shared`. */
   wOffset: number;
   wLength: number;
   outOffset: number;
   outLength: number;
-  wDtype: FloatDType;
-  outDtype: FloatDType;
-  rows: number;
-  cols: number;
-  rank: number;
-  left: Float32Array;
-  rightKey: number;
-  right?: Float32Array;
 }
 
 export type WorkerReply = { id: number; finite: boolean } | { id: number; error: string };
