@@ -176,11 +176,12 @@ describe('WASM merges on worker threads', () => {
 
   it('slabs of one tensor (the same terms array) and of an interleaved second tensor are all correct', async () => {
     const specs: OpSpec[] = [
-      { rows: 517, cols: 301, baseDtype: 'BF16', outDtype: 'F16', ranks: [16, 3] },
+      { rows: 517, cols: 601, baseDtype: 'BF16', outDtype: 'F16', ranks: [16, 3] },
       { rows: 300, cols: 1003, baseDtype: 'F32', outDtype: 'BF16', ranks: [8], layout: 'in-out' },
     ];
     const ops = specs.map((s, i) => randomOp(30 + i, s));
-    let exact = 0, count = 0;
+    let exact = 0, count = 0, merges = 0;
+    const before = { ...pool.sent };
     for (let start = 0; start < 517; start += 111) {
       for (const op of ops) {
         if (start >= op.rows) continue;
@@ -193,9 +194,27 @@ describe('WASM merges on worker threads', () => {
         const c = expectAccurate(slab, await backend.merge(slab));
         exact += c.exact;
         count += c.count;
+        merges++;
       }
     }
     expect(exact / count).toBeGreaterThanOrEqual(0.999);
+    // Alternating tensors: a worker gets a right factor again when the tensor changed under it (at
+    // most once per merge), never for the next block of the same tensor.
+    const blocks = pool.sent.blocks - before.blocks, rights = pool.sent.rightFactors - before.rightFactors;
+    expect(merges).toBe(8);
+    expect(blocks).toBeGreaterThan(merges * (pool.threads - 1));
+    expect(rights).toBeLessThanOrEqual(merges * (pool.threads - 1));
+  });
+
+  it('slabs of one tensor send its right factor to each worker once', async () => {
+    const op = randomOp(35, { rows: 1200, cols: 257, baseDtype: 'F16', outDtype: 'F16', ranks: [12] });
+    const before = { ...pool.sent };
+    for (let start = 0; start < 1200; start += 300) {
+      const slab: MergeOp = { ...op, rowStart: start, rowCount: 300, base: { dtype: 'F16', data: op.base.data.subarray(start * 257 * 2, (start + 300) * 257 * 2) } };
+      expectAccurate(slab, await backend.merge(slab));
+    }
+    expect(pool.sent.blocks - before.blocks).toBeGreaterThanOrEqual(8);
+    expect(pool.sent.rightFactors - before.rightFactors).toBeLessThanOrEqual(pool.threads - 1);
   });
 
   it('concurrent merges do not share buffers', async () => {

@@ -57,6 +57,8 @@ export class CpuWorkerPool implements CpuMergePool {
   private shared: SharedArrayBuffer | undefined;
   private sharedBusy = false;
   private broken: Error | undefined;
+  /** Blocks sent to workers, and how many of them carried a right factor (once per worker and tensor). */
+  readonly sent = { blocks: 0, rightFactors: 0 };
   private readonly local: Promise<WasmKernel>;
 
   /** `threads` merge: the calling thread and threads − 1 workers. */
@@ -167,6 +169,8 @@ export class CpuWorkerPool implements CpuMergePool {
     outOffset: number): WorkerJob {
     const sendRight = slot.rightKey !== f.rightKey;
     slot.rightKey = f.rightKey;
+    this.sent.blocks++;
+    if (sendRight) this.sent.rightFactors++;
     // W goes by its place in `shared`; left is copied (posting a view would copy its whole buffer).
     const { w, left, ...block } = rowJob(op, f, r0, n, sendRight);
     const outBytes = n * op.cols * DTYPE_BYTES[op.outDtype];
