@@ -229,9 +229,15 @@ describe('WASM merges on worker threads', () => {
     await expect(backend.merge(op)).rejects.toMatchObject({ code: 'NON_FINITE', message: expect.stringContaining('tensor "lm_head.weight"') });
     const big = randomOp(51, { rows: 2048, cols: 1024, baseDtype: 'F16', outDtype: 'F16', ranks: [64] });
     const ctl = new AbortController();
-    const merging = backend.merge(big, ctl.signal);
-    setImmediate(() => ctl.abort());
-    await expect(merging).rejects.toMatchObject({ code: 'ABORTED' });
+    ctl.abort();
+    await expect(backend.merge(big, ctl.signal)).rejects.toMatchObject({ code: 'ABORTED' });
+    // Cancelled after three blocks were handed out (a signal that turns aborted on its fourth look,
+    // so the test does not depend on timing): the rest are not started.
+    let looks = 0;
+    const midway = { get aborted() { return ++looks > 3; } } as AbortSignal;
+    const blocksBefore = pool.sent.blocks;
+    await expect(backend.merge(big, midway)).rejects.toMatchObject({ code: 'ABORTED' });
+    expect(pool.sent.blocks - blocksBefore).toBeLessThanOrEqual(3);
     const fine = randomOp(52, { rows: 300, cols: 300, ranks: [4] });
     expectAccurate(fine, await backend.merge(fine));
   });
