@@ -22,7 +22,7 @@ export * from './io/blob-output.js';
 export * from './io/fs-access-output.js';
 export * from './plan/load-op.js';
 export * from './engine/merge-tensor.js';
-export { CpuBackend } from './engine/cpu/cpu-backend.js';
+export { CpuBackend, type CpuBackendOptions, type CpuMergePool } from './engine/cpu/cpu-backend.js';
 export { WebGpuBackend } from './engine/gpu/webgpu-backend.js';
 export { describeAdapter, adapterIsSoftware, type GpuLimitCaps } from './engine/gpu/gpu-device.js';
 export { getBrowserGpu } from './engine/gpu/browser-gpu.js';

@@ -4,6 +4,7 @@ export * from './io/node-input-files.js';
 export * from './io/node-output.js';
 export * from './engine/gpu/node-gpu.js';
 export * from './engine/node-backend.js';
+export { createCpuWorkerPool, CpuWorkerPool, type CpuWorkerPoolOptions } from './engine/cpu/cpu-worker-pool.js';
 export * from './io/node-byte-source.js';
 export * from './io/node-input-files.js';
 export * from './io/node-output.js';
