@@ -27,3 +27,4 @@ export { WebGpuBackend } from './engine/gpu/webgpu-backend.js';
 export { describeAdapter, adapterIsSoftware, type GpuLimitCaps } from './engine/gpu/gpu-device.js';
 export { getBrowserGpu } from './engine/gpu/browser-gpu.js';
 export * from './format.js';
+export * from './io/keyed-file-set.js';

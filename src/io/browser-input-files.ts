@@ -5,7 +5,8 @@
  */
 import { MergeError } from '../errors.js';
 import { blobByteSource } from './blob-byte-source.js';
-import type { ByteSource, InputFileSet } from './types.js';
+import { keyedFileSet } from './keyed-file-set.js';
+import type { InputFileSet } from './types.js';
 
 export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, name?: string): InputFileSet {
   const all = Array.from(files as ArrayLike<File>);
@@ -20,22 +21,22 @@ export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, n
     byPath.set(path, all[i]);
   }
   const setName = name ?? top ?? (all.length === 1 ? all[0].name : 'selected files');
-  const sorted = [...byPath.keys()].sort();
-  const get = (path: string): File => {
-    const file = byPath.get(path);
-    if (!file) throw new MergeError('NOT_FOUND', `${setName}: no file "${path}"`);
-    return file;
-  };
-  return {
-    name: setName,
-    list: () => sorted.slice(),
-    async open(path: string): Promise<ByteSource> {
-      return blobByteSource(get(path), top ? `${top}/${path}` : path);
-    },
-    async readText(path: string): Promise<string> {
-      return get(path).text();
-    },
-  };
+  return blobInputFileSet(setName, byPath, (path) => (top ? `${top}/${path}` : path));
+}
+
+/**
+ * Blobs or Files whose relative paths the caller already knows (dropped folders give Files without
+ * `webkitRelativePath`, and paths do not survive a trip to a worker).
+ */
+export function blobInputFileSet(
+  name: string,
+  files: ReadonlyMap<string, Blob>,
+  sourceName: (path: string) => string = (path) => `${name}/${path}`,
+): InputFileSet {
+  return keyedFileSet(name, files, {
+    open: (blob, path) => blobByteSource(blob, sourceName(path)),
+    readText: (blob) => blob.text(),
+  });
 }
 
 /** The first path segment when every file lives under the same one (a picked folder). */

@@ -2,7 +2,7 @@
  * In-memory bytes as a ByteSource and InputFileSet: for tests, and for pages that already hold a
  * small file in an ArrayBuffer.
  */
-import { MergeError } from '../errors.js';
+import { keyedFileSet } from './keyed-file-set.js';
 import { checkReadRange } from './read-range.js';
 import type { ByteSource, InputFileSet } from './types.js';
 
@@ -24,16 +24,8 @@ export function memoryInputFileSet(files: Record<string, Uint8Array | string>, n
   for (const [path, content] of Object.entries(files)) {
     encoded.set(path, typeof content === 'string' ? new TextEncoder().encode(content) : content);
   }
-  const sorted = [...encoded.keys()].sort();
-  const get = (path: string): Uint8Array => {
-    const bytes = encoded.get(path);
-    if (!bytes) throw new MergeError('NOT_FOUND', `${name}: no file "${path}"`);
-    return bytes;
-  };
-  return {
-    name,
-    list: () => sorted.slice(),
-    open: async (path) => bytesSource(get(path), `${name}/${path}`),
-    readText: async (path) => new TextDecoder().decode(get(path)),
-  };
+  return keyedFileSet(name, encoded, {
+    open: (bytes, path) => bytesSource(bytes, `${name}/${path}`),
+    readText: async (bytes) => new TextDecoder().decode(bytes),
+  });
 }

@@ -8,7 +8,8 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { MergeError } from '../errors.js';
 import { openNodeByteSource } from './node-byte-source.js';
-import type { ByteSource, InputFileSet } from './types.js';
+import { keyedFileSet } from './keyed-file-set.js';
+import type { InputFileSet } from './types.js';
 
 export const MAX_INPUT_FILES = 10_000;
 export const MAX_INPUT_DEPTH = 8;
@@ -64,24 +65,12 @@ async function listFolder(root: string, dir: string, prefix: string, depth: numb
 }
 
 function nodeFileSet(name: string, files: Map<string, string>): InputFileSet {
-  const sorted = [...files.keys()].sort();
-  const resolve = (rel: string): string => {
-    const full = files.get(rel);
-    if (full === undefined) throw new MergeError('NOT_FOUND', `${name}: no file "${rel}"`);
-    return full;
-  };
-  return {
-    name,
-    list: () => sorted.slice(),
-    async open(rel: string): Promise<ByteSource> {
-      const full = resolve(rel);
-      return openNodeByteSource(full, full);
-    },
-    async readText(rel: string): Promise<string> {
-      const full = resolve(rel);
+  return keyedFileSet(name, files, {
+    open: (full) => openNodeByteSource(full, full),
+    async readText(full) {
       const { size } = await statOrNotFound(full, full);
       if (size > MAX_TEXT_BYTES) throw new MergeError('BAD_CONFIG', `${full}: ${size} bytes is too large for a text file`);
       return readFile(full, 'utf8');
     },
-  };
+  });
 }
