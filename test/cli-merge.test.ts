@@ -249,6 +249,7 @@ describe('GPT-2 style PEFT adapter on a single file', () => {
       { name: 'h.0.attn.c_proj.weight', dtype, shape: [d, d], data: cProj },
       { name: 'h.0.attn.c_proj.bias', dtype, shape: [d], data: cProjBias },
       { name: 'score.weight', dtype, shape: [2, d], data: score },
+      { name: 'h.0.attn.empty_buffer', dtype, shape: [0, d], data: [] }, // zero-size tensors are valid
     ]),
   }), 'gpt2.safetensors');
   const r = 6;
@@ -296,6 +297,7 @@ describe('GPT-2 style PEFT adapter on a single file', () => {
     expectRoundedOnce('c_proj.bias', tensors.get('h.0.attn.c_proj.bias')!, cProjBias.map((x, i) => x + s * projBiasB[i]), dtype);
     // modules_to_save replaces the tensor (rounded once to the base dtype).
     expectRoundedOnce('score', tensors.get('score.weight')!, newScore, dtype);
+    expect(tensors.get('h.0.attn.empty_buffer')).toMatchObject({ dtype, shape: [0, d] });
   });
 });
 

@@ -46,7 +46,6 @@ export interface MergeResult {
  * quarter of the model on both backends at the same speed as 8–32 MiB, which cost 50–160 MB more.
  */
 const DEFAULT_SLAB_BYTES = 4 * 1024 * 1024;
-const INDEX_SUFFIX = '.index.json';
 
 type Action =
   | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; terms: () => Promise<LowRankTerm[]> }
@@ -96,10 +95,8 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
         const loadOnce = () => (terms ??= loadTerms(update));
         const rowBytes = update.cols * DTYPE_BYTES[entry.dtype];
         const rowsPerSlab = slabbable(update) ? Math.max(1, Math.floor(slabBytes / Math.max(rowBytes, 1))) : update.rows;
-        for (let rowStart = 0; rowStart < update.rows || rowStart === 0; rowStart += rowsPerSlab) {
-          const rowCount = Math.min(rowsPerSlab, update.rows - rowStart);
+        for (const [rowStart, rowCount] of pieces(update.rows, rowsPerSlab)) {
           push({ kind: 'update', update, rowStart, rowCount, terms: loadOnce }, rowCount * update.cols);
-          if (update.rows === 0) break;
         }
       } else if (bias) {
         push({ kind: 'bias', bias }, elements);
@@ -109,10 +106,8 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
         // Copies go in chunks of whole elements; converted ones must also stay 4-byte aligned.
         const unit = Math.max(DTYPE_BYTES[entry.dtype], 4);
         const chunk = Math.max(unit, Math.floor(slabBytes / unit) * unit);
-        for (let start = 0; start < entry.byteLength || start === 0; start += chunk) {
-          const length = Math.min(chunk, entry.byteLength - start);
+        for (const [start, length] of pieces(entry.byteLength, chunk)) {
           push({ kind: 'copy', start, length }, length / DTYPE_BYTES[entry.dtype]);
-          if (entry.byteLength === 0) break;
         }
       }
     }
@@ -188,6 +183,14 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     seconds: (performance.now() - startedAt) / 1000,
     backend: backend.description,
   };
+}
+
+/** [start, length] pieces of at most `step` covering [0, total); one empty piece when total is 0. */
+function pieces(total: number, step: number): [number, number][] {
+  if (total === 0) return [[0, 0]];
+  const out: [number, number][] = [];
+  for (let start = 0; start < total; start += step) out.push([start, Math.min(step, total - start)]);
+  return out;
 }
 
 /** DoRA norms that run across stored rows need the whole matrix at once; everything else slabs. */
