@@ -43,6 +43,6 @@ main(process.argv.slice(2)).then(
     const message = isMergeError(e) ? e.message : `internal error: ${(e as Error)?.message ?? String(e)}`;
     process.stderr.write(`error: ${oneLine(message)}\n`);
     // Dawn keeps the process alive while its GPU object lives: exit explicitly.
-    process.exit(isMergeError(e) && e.code === 'BAD_ARGUMENT' ? 2 : 1);
+    process.exit(!isMergeError(e) ? 1 : e.code === 'BAD_ARGUMENT' ? 2 : e.code === 'ABORTED' ? 130 : 1);
   },
 );

@@ -36,8 +36,8 @@ export async function runMerge(cmd: MergeCommand, log: (line: string) => void = 
     ], { overwrite: cmd.overwrite });
     const controller = new AbortController();
     const onSignal = () => controller.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal); // every Ctrl-C during the merge cancels it; none kills it mid-write
+    process.on('SIGTERM', onSignal);
     let backend;
     try {
       backend = await createNodeBackend(cmd.backend, { calibrationDtype: dominantDtype(prepared) });
