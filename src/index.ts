@@ -28,3 +28,4 @@ export { describeAdapter, adapterIsSoftware, type GpuLimitCaps } from './engine/
 export { getBrowserGpu } from './engine/gpu/browser-gpu.js';
 export * from './format.js';
 export * from './io/keyed-file-set.js';
+export * from './plan/module-factors.js';

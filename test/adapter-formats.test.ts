@@ -174,7 +174,7 @@ describe('kohya / LyCORIS files', () => {
     expect(adapter.modules[3].dora?.epsilon).toBe(2 ** -23);
   });
 
-  it('names LoHa, LoKr and broken modules, all at once', async () => {
+  it('names an incomplete LoHa, LoKr and broken modules, all at once', async () => {
     const message = await expectFailure({
       'odd.safetensors': buildSafetensors([
         ...k('lora_unet_ok', 2, 3, 3),
@@ -186,7 +186,7 @@ describe('kohya / LyCORIS files', () => {
         t('something_else.weight', [2]),
       ]),
     }, 'UNSUPPORTED_FORMAT', [
-      '5 problems', 'module "lora_unet_mid_block_attn" is LoHa', 'module "lora_te_text_model_encoder_layers_1_k_proj" is LoKr',
+      '5 problems', 'module "lora_unet_mid_block_attn" needs exactly hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b', 'module "lora_te_text_model_encoder_layers_1_k_proj" is LoKr',
       'module "lora_unet_only_down" has no lora_up', 'module "lora_unet_bad_alpha": alpha must be one float', 'something_else.weight',
     ]);
     expect(message.split('\n')).toHaveLength(6);

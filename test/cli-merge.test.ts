@@ -347,6 +347,42 @@ describe('kohya LoCon file on a diffusers folder', () => {
     expect(existsSync(join(out, 'config.json'))).toBe(true);
   });
 
+  it('merges a LyCORIS LoHa file: (w1a·w1b) ⊙ (w2a·w2b) · α/r on a linear and a flattened conv', async () => {
+    const r1 = 3, r2 = 2, alpha = 1.5;
+    const conv1 = { out: cout, inn: cin * k * k };
+    const linear = { out: lout, inn: lin };
+    const factors = (m: { out: number; inn: number }) => ({
+      w1a: randomValues(m.out * r1, rand, 0.5), w1b: randomValues(r1 * m.inn, rand, 0.5),
+      w2a: randomValues(m.out * r2, rand, 0.5), w2b: randomValues(r2 * m.inn, rand, 0.5),
+    });
+    const fc = factors(conv1), fl = factors(linear);
+    const tensorsOf = (key: string, f: ReturnType<typeof factors>, m: { out: number; inn: number }): FixtureTensor[] => [
+      { name: `${key}.hada_w1_a`, dtype: 'F32', shape: [m.out, r1], data: f.w1a },
+      { name: `${key}.hada_w1_b`, dtype: 'F32', shape: [r1, m.inn], data: f.w1b },
+      { name: `${key}.hada_w2_a`, dtype: 'F32', shape: [m.out, r2], data: f.w2a },
+      { name: `${key}.hada_w2_b`, dtype: 'F32', shape: [r2, m.inn], data: f.w2b },
+      { name: `${key}.alpha`, dtype: 'F32', shape: [], data: [alpha] },
+    ];
+    const loha = join(tempDir({
+      'loha.safetensors': buildSafetensors([
+        ...tensorsOf('lora_unet_down_blocks_0_resnets_0_conv1', fc, conv1),
+        ...tensorsOf('lora_unet_down_blocks_0_attentions_0_proj_in', fl, linear),
+      ]),
+    }), 'loha.safetensors');
+    const out = join(tempDir({}), 'unet-loha');
+    const result = await runCli(['merge', '--base', baseDir, '--adapter', loha, '--out', out, '--backend', 'webgpu']);
+    expect(errorLines(result.stderr), result.stderr).toEqual([]);
+    expect(result.code).toBe(0);
+    const { tensors } = readSafetensors(join(out, 'diffusion_pytorch_model.safetensors'));
+    const expectLoha = (name: string, w: Float64Array, f: ReturnType<typeof factors>, m: { out: number; inn: number }) => {
+      const p1 = product(f.w1a, f.w1b, m.out, r1, m.inn);
+      const p2 = product(f.w2a, f.w2b, m.out, r2, m.inn);
+      expectRoundedOnce(name, tensors.get(name)!, w.map((x, i) => x + (alpha / r1) * p1[i] * p2[i]), dtype);
+    };
+    expectLoha('down_blocks.0.resnets.0.conv1.weight', conv, fc, conv1);
+    expectLoha('down_blocks.0.attentions.0.proj_in.weight', proj, fl, linear);
+  });
+
   it('inspect describes the kohya file and the base', async () => {
     const a = await runCli(['inspect', kohya]);
     expect(a.code).toBe(0);

@@ -55,6 +55,12 @@ export interface LoraModule {
   dora?: DoraFactor;
   /** PEFT `lora_bias`: the base bias gains scale · biasB. */
   biasB?: TensorEntry;
+  /**
+   * LyCORIS LoHa: ΔW = (B·A) ⊙ (b2·a2), with B, A = hada_w1_a, hada_w1_b and b2, a2 = hada_w2_a,
+   * hada_w2_b. `rank` (for α/r) is A's; the executor sees the exact rank-r·r2 product of the
+   * factors' Khatri–Rao products.
+   */
+  hadamard?: { a2: TensorEntry; b2: TensorEntry };
   target: ModuleTarget;
 }
 

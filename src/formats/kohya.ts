@@ -17,7 +17,7 @@ export const LYCORIS_DORA_EPSILON = 2 ** -23;
 
 /** LyCORIS tensor suffixes of methods other than plain LoRA/LoCon, named for the error message. */
 const OTHER_METHODS: [RegExp, string][] = [
-  [/^hada_/, 'LoHa'],
+  [/^hada_t[12]$/, 'LoHa with Tucker decomposition (hada_t1/hada_t2)'],
   [/^lokr_/, 'LoKr'],
   [/^lora_mid\./, 'LoCon with Tucker decomposition (lora_mid)'],
   [/^(oft_|boft_)/, 'OFT'],
@@ -32,7 +32,13 @@ interface Parts {
   up?: TensorEntry;
   alpha?: TensorEntry;
   doraScale?: TensorEntry;
+  /** LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b. */
+  hada: Partial<Record<'w1a' | 'w1b' | 'w2a' | 'w2b', TensorEntry>>;
 }
+
+const HADA_PARTS: Record<string, 'w1a' | 'w1b' | 'w2a' | 'w2b'> = {
+  hada_w1_a: 'w1a', hada_w1_b: 'w1b', hada_w2_a: 'w2a', hada_w2_b: 'w2b',
+};
 
 type Problem = { code: MergeErrorCode; message: string };
 
@@ -55,12 +61,13 @@ export async function parseKohyaAdapter(name: string, file: SafetensorsFile): Pr
       problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${entry.name}" is not a kohya LoRA tensor (expected lora_unet_... or lora_te_...)` });
       continue;
     }
-    const parts = groups.get(moduleKey) ?? {};
+    const parts = groups.get(moduleKey) ?? { hada: {} };
     groups.set(moduleKey, parts);
     if (rest === 'lora_down.weight') parts.down = entry;
     else if (rest === 'lora_up.weight') parts.up = entry;
     else if (rest === 'alpha') parts.alpha = entry;
     else if (rest === 'dora_scale') parts.doraScale = entry;
+    else if (HADA_PARTS[rest]) parts.hada[HADA_PARTS[rest]] = entry;
     else {
       const method = OTHER_METHODS.find(([re]) => re.test(rest))?.[1];
       if (!reportedOther.has(moduleKey)) {
@@ -92,6 +99,7 @@ export async function parseKohyaAdapter(name: string, file: SafetensorsFile): Pr
 async function buildModule(
   adapter: string, fileName: string, key: string, parts: Parts, file: SafetensorsFile, problems: Problem[],
 ): Promise<LoraModule | null> {
+  if (Object.keys(parts.hada).length > 0) return buildLohaModule(adapter, fileName, key, parts, file, problems);
   const { down, up } = parts;
   if (!down || !up) {
     const missing = !down && !up ? 'lora_down and lora_up' : !down ? 'lora_down' : 'lora_up';
@@ -103,15 +111,8 @@ async function buildModule(
     problems.push({ code: 'SHAPE_MISMATCH', message: `${fileName}: module "${key}": lora_up (${up.shape.join(', ')}) does not fit lora_down (${down.shape.join(', ')})` });
     return null;
   }
-  let alpha = rank;
-  if (parts.alpha) {
-    const value = await readScalar(file, parts.alpha);
-    if (value === null) {
-      problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: module "${key}": alpha must be one float, got ${parts.alpha.dtype} (${parts.alpha.shape.join(', ')})` });
-      return null;
-    }
-    if (value !== 0) alpha = value; // kohya: alpha 0 means "no scaling", i.e. alpha = rank
-  }
+  const alpha = await moduleAlpha(fileName, key, parts, rank, file, problems);
+  if (alpha === null) return null;
   const match = MODULE_NAME.exec(key)!;
   const module: LoraModule = {
     adapter,
@@ -134,6 +135,62 @@ async function buildModule(
     module.dora = { magnitude: parts.doraScale, axis, epsilon: LYCORIS_DORA_EPSILON };
   }
   return module;
+}
+
+/** The module's alpha: its `.alpha` scalar, or the rank when missing or 0 (kohya: no scaling). */
+async function moduleAlpha(
+  fileName: string, key: string, parts: Parts, rank: number, file: SafetensorsFile, problems: Problem[],
+): Promise<number | null> {
+  if (!parts.alpha) return rank;
+  const value = await readScalar(file, parts.alpha);
+  if (value === null) {
+    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: module "${key}": alpha must be one float, got ${parts.alpha.dtype} (${parts.alpha.shape.join(', ')})` });
+    return null;
+  }
+  return value !== 0 ? value : rank;
+}
+
+/**
+ * LyCORIS LoHa: ΔW = (w1a·w1b) ⊙ (w2a·w2b) · α/r with r = w1b's rows. w1b and w2b are (r, in) or,
+ * for convolutions, (r, in·kh·kw) flattened.
+ */
+async function buildLohaModule(
+  adapter: string, fileName: string, key: string, parts: Parts, file: SafetensorsFile, problems: Problem[],
+): Promise<LoraModule | null> {
+  const { w1a, w1b, w2a, w2b } = parts.hada;
+  if (!w1a || !w1b || !w2a || !w2b || parts.down || parts.up) {
+    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: module "${key}" needs exactly hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b` });
+    return null;
+  }
+  const rank = w1b.shape[0];
+  const fits = w1a.shape.length === 2 && w2a.shape.length === 2 && w1b.shape.length >= 2 && w2b.shape.length === w1b.shape.length
+    && w1a.shape[1] === rank && w2a.shape[1] === w2b.shape[0] && w1a.shape[0] === w2a.shape[0]
+    && w1b.shape.slice(1).join() === w2b.shape.slice(1).join();
+  if (!fits) {
+    const shapes = [w1a, w1b, w2a, w2b].map((t) => `(${t.shape.join(', ')})`).join(', ');
+    problems.push({ code: 'SHAPE_MISMATCH', message: `${fileName}: module "${key}": LoHa factors w1_a, w1_b, w2_a, w2_b ${shapes} do not fit together` });
+    return null;
+  }
+  if (parts.doraScale) {
+    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: module "${key}": DoRA on LoHa is not supported yet` });
+    return null;
+  }
+  const alpha = await moduleAlpha(fileName, key, parts, rank, file, problems);
+  if (alpha === null) return null;
+  const match = MODULE_NAME.exec(key)!;
+  return {
+    adapter,
+    key,
+    kind: w1b.shape.length > 2 ? 'conv' : 'linear',
+    a: w1b,
+    b: w1a,
+    rank,
+    alpha,
+    scale: alpha / rank,
+    fanInFanOut: false,
+    hadamard: { a2: w2b, b2: w2a },
+    target: { scheme: 'kohya', flatName: match[2], part: match[1] as KohyaPart },
+  };
 }
 
 /**

@@ -5,10 +5,9 @@
  * slices the base, and the executor picks the factor rows it needs.
  */
 import { decodeToF32, encodeFromF32, type FloatDType } from '../dtype.js';
-import { MergeError } from '../errors.js';
 import type { FloatTensorBytes, LowRankTerm, MergeOp } from '../engine/merge-op.js';
-import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import type { BiasUpdate, PlannedReplacement, TensorUpdate } from './merge-plan.js';
+import { readFloat, readModuleFactors } from './module-factors.js';
 
 export interface RowRange {
   rowStart: number;
@@ -19,8 +18,8 @@ export interface RowRange {
 export async function loadTerms(update: TensorUpdate): Promise<LowRankTerm[]> {
   const terms: LowRankTerm[] = [];
   for (const t of update.terms) {
-    const [a, b] = await Promise.all([readFloat(t.file, t.module.a), readFloat(t.file, t.module.b)]);
-    terms.push({ a, b, rank: t.module.rank, scale: t.scale });
+    const { a, b, rank } = await readModuleFactors(t.file, t.module);
+    terms.push({ a, b, rank, scale: t.scale });
   }
   return terms;
 }
@@ -72,16 +71,3 @@ export async function loadReplacement(rep: PlannedReplacement, outDtype: FloatDT
   return dtype === outDtype ? data : encodeFromF32(decodeToF32(data, dtype), outDtype);
 }
 
-/** One tensor as float bytes; F64 factors are rounded to f32 once (the engine computes in f32+). */
-export async function readFloat(file: SafetensorsFile, entry: TensorEntry): Promise<FloatTensorBytes> {
-  const data = await file.read(entry);
-  if (entry.dtype === 'F32' || entry.dtype === 'F16' || entry.dtype === 'BF16') return { dtype: entry.dtype, data };
-  if (entry.dtype === 'F64') {
-    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-    const out = new Float32Array(data.byteLength / 8);
-    for (let i = 0; i < out.length; i++) out[i] = view.getFloat64(i * 8, true);
-    return { dtype: 'F32', data: new Uint8Array(out.buffer) };
-  }
-  // The plan rejects these already; this guards plans built by hand.
-  throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: tensor "${entry.name}" is ${entry.dtype}, not a float`);
-}

@@ -289,6 +289,10 @@ function viewOf(module: LoraModule, baseKey: string, shape: readonly number[], f
   // Trailing 1s do not matter: a linear LoRA fits a 1×1 conv and the other way round.
   const baseIn = trimOnes(shape.slice(1));
   const loraIn = trimOnes(aIn);
+  // LyCORIS may store a conv factor flattened: A (r, in·kh·kw) against a (out, in, kh, kw) base.
+  if (loraIn.length === 1 && baseIn.length > 1 && loraIn[0] === product(baseIn)) {
+    return { rows: shape[0], cols: loraIn[0], layout: 'out-in', outFeatures: out, inFeatures };
+  }
   if (baseIn[0] !== loraIn[0]) return mismatch(`A has ${aIn[0]} inputs, the base ${shape[1]}`);
   if (!sameShape(baseIn, loraIn)) return mismatch(`kernel ${fmt(aIn.slice(1))} differs from the base kernel ${fmt(shape.slice(2))}`);
   return { rows: shape[0], cols: product(shape.slice(1)), layout: 'out-in', outFeatures: out, inFeatures };
@@ -372,7 +376,7 @@ function summarise(plan: MergePlan, base: BaseTensorIndex): PlanSummary {
     for (const t of u.terms) {
       terms++;
       bytesToRead += t.module.a.byteLength + t.module.b.byteLength;
-      flops += 2 * t.module.rank * u.rows * u.cols;
+      flops += 2 * t.module.rank * (t.module.hadamard?.a2.shape[0] ?? 1) * u.rows * u.cols; // LoHa runs at rank r·r2
     }
     if (u.dora) bytesToRead += u.dora.magnitude.byteLength;
   }

@@ -6,7 +6,7 @@
 import { decodeToF32 } from '../dtype.js';
 import type { FloatTensorBytes } from '../engine/merge-op.js';
 import type { MergePlan, PlannedTerm, TensorUpdate } from './merge-plan.js';
-import { readFloat } from './load-op.js';
+import { readModuleFactors } from './module-factors.js';
 
 export interface UpdateMagnitude {
   baseKey: string;
@@ -64,9 +64,7 @@ export async function estimateUpdateMagnitudes(
 
 /** ‖scale·B·A‖_F via Σ_jk (BᵀB)_jk (AAᵀ)_jk in f64; O(r²·(in + out)). */
 export async function lowRankNorm(term: PlannedTerm): Promise<number> {
-  const r = term.module.rank;
-  const aBytes = await readFloat(term.file, term.module.a);
-  const bBytes = await readFloat(term.file, term.module.b);
+  const { a: aBytes, b: bBytes, rank: r } = await readModuleFactors(term.file, term.module);
   const a = decodeToF32(aBytes.data, aBytes.dtype);
   const b = decodeToF32(bBytes.data, bBytes.dtype);
   const inF = a.length / r;
