@@ -41,10 +41,20 @@ export async function createNodeBackend(kind: BackendChoice, options: NodeBacken
     nodeGpu.dispose();
     return backend;
   }
-  const dispose = backend.dispose.bind(backend);
-  backend.dispose = () => {
-    dispose();
-    nodeGpu.dispose();
+  return releasingOnDispose(backend, () => nodeGpu.dispose());
+}
+
+/** The backend as it is, but dispose() also drops Dawn's instance, which keeps the process alive. */
+function releasingOnDispose(backend: MergeBackend, release: () => void): MergeBackend {
+  return {
+    kind: backend.kind,
+    get description() {
+      return backend.description;
+    },
+    merge: (op, signal) => backend.merge(op, signal),
+    dispose() {
+      backend.dispose();
+      release();
+    },
   };
-  return backend;
 }
