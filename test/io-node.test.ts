@@ -92,14 +92,18 @@ describe('Node input file set', () => {
     symlinkSync(join(dir, 'blobs/missing'), join(dir, 'snapshots/rev/dangling.json'));
     const set = await openNodeInputFileSet(join(dir, 'snapshots/rev'));
     expect(set.list()).toEqual(['model.safetensors']);
-    expect((await set.open('model.safetensors')).size).toBe(16);
+    const source = await set.open('model.safetensors');
+    expect(source.size).toBe(16);
+    await source.close();
   });
 
   it('treats a file as a set of one named by its base name', async () => {
     const dir = tempDir({ 'lora.safetensors': bytes(12) });
     const set = await openNodeInputFileSet(join(dir, 'lora.safetensors'));
     expect(set.list()).toEqual(['lora.safetensors']);
-    expect((await set.open('lora.safetensors')).size).toBe(12);
+    const source = await set.open('lora.safetensors');
+    expect(source.size).toBe(12);
+    await source.close();
   });
 
   it('reports a missing path as not found', async () => {
