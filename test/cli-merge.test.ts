@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runCli, errorLines } from './helpers/cli.js';
 import {
-  buildSafetensors, decodeValues, randomValues, roundForDType, seededRandom, tempDirs,
-  type FixtureDType, type FixtureTensor,
+  buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs,
+  type DecodedTensor, type FixtureTensor,
 } from './helpers/fixtures.js';
 
 type Float = 'F32' | 'F16' | 'BF16';
@@ -19,20 +19,11 @@ const tempDir = temp.make;
 
 // --- reading safetensors in the test, independently of the library ------------------------------
 
-interface Tensor { dtype: FixtureDType; shape: number[]; values: Float64Array; bytes: Uint8Array }
+type Tensor = DecodedTensor;
 
 function readSafetensors(path: string): { tensors: Map<string, Tensor>; metadata: Record<string, string> } {
   const file = readFileSync(path);
-  const bytes = new Uint8Array(file.buffer, file.byteOffset, file.byteLength);
-  const headerLength = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength)));
-  const tensors = new Map<string, Tensor>();
-  for (const [name, info] of Object.entries<any>(header)) {
-    if (name === '__metadata__') continue;
-    const data = bytes.slice(8 + headerLength + info.data_offsets[0], 8 + headerLength + info.data_offsets[1]);
-    tensors.set(name, { dtype: info.dtype, shape: info.shape, values: decodeValues(data, info.dtype), bytes: data });
-  }
-  return { tensors, metadata: header.__metadata__ ?? {} };
+  return decodeSafetensors(new Uint8Array(file.buffer, file.byteOffset, file.byteLength));
 }
 
 // --- float64 truth --------------------------------------------------------------------------------

@@ -11,25 +11,13 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateSample } from '../src/sample/index.js';
 import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
 import {
-  buildSafetensors, decodeValues, randomValues, removeTempDir, roundForDType, seededRandom, writeTempDir,
-  type FixtureDType,
+  buildSafetensors, decodeSafetensors, randomValues, removeTempDir, roundForDType, seededRandom, writeTempDir,
+  type DecodedTensor, type FixtureDType,
 } from './helpers/fixtures.js';
 
-interface Decoded { dtype: FixtureDType; shape: number[]; values: Float64Array; bytes: Uint8Array }
+type Decoded = DecodedTensor;
 
-function readSafetensors(bytes: Uint8Array): Map<string, Decoded> {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLength = Number(view.getBigUint64(0, true));
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength))) as Record<string, any>;
-  const start = 8 + headerLength;
-  const out = new Map<string, Decoded>();
-  for (const [name, info] of Object.entries(header)) {
-    if (name === '__metadata__') continue;
-    const raw = bytes.subarray(start + info.data_offsets[0], start + info.data_offsets[1]);
-    out.set(name, { dtype: info.dtype, shape: info.shape, values: decodeValues(raw, info.dtype), bytes: raw });
-  }
-  return out;
-}
+const readSafetensors = (bytes: Uint8Array): Map<string, Decoded> => decodeSafetensors(bytes).tensors;
 
 /** One PEFT adapter as the test knows it: factors in float64 and the scale w·α/r. */
 interface TruthAdapter { tensors: Map<string, Decoded>; scale: number }

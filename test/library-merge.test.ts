@@ -8,19 +8,9 @@ import {
   type MergeBackend, type MergeProgress, type SampleFiles,
 } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { decodeValues, roundForDType } from './helpers/fixtures.js';
+import { decodeSafetensors, roundForDType } from './helpers/fixtures.js';
 
-function parse(bytes: Uint8Array): Map<string, { dtype: string; shape: number[]; values: Float64Array }> {
-  const headerLength = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength)));
-  const out = new Map();
-  for (const [name, info] of Object.entries<any>(header)) {
-    if (name === '__metadata__') continue;
-    const data = bytes.slice(8 + headerLength + info.data_offsets[0], 8 + headerLength + info.data_offsets[1]);
-    out.set(name, { dtype: info.dtype, shape: info.shape, values: decodeValues(data, info.dtype) });
-  }
-  return out;
-}
+const parse = (bytes: Uint8Array) => decodeSafetensors(bytes).tensors;
 
 let backend: MergeBackend;
 let sample: SampleFiles;

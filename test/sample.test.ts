@@ -4,25 +4,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { generateSample, sampleProjections } from '../src/sample/index.js';
-import { decodeValues, type FixtureDType } from './helpers/fixtures.js';
+import { decodeSafetensors, type DecodedTensor } from './helpers/fixtures.js';
 
-interface Decoded { dtype: FixtureDType; shape: number[]; values: Float64Array }
-
-function readSafetensors(bytes: Uint8Array): Map<string, Decoded> {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLength = Number(view.getBigUint64(0, true));
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength))) as Record<string, any>;
-  const dataStart = 8 + headerLength;
-  const out = new Map<string, Decoded>();
-  let end = 0;
-  for (const [name, info] of Object.entries(header)) {
-    if (name === '__metadata__') continue;
-    const [from, to] = info.data_offsets as [number, number];
-    end = Math.max(end, to);
-    out.set(name, { dtype: info.dtype, shape: info.shape, values: decodeValues(bytes.subarray(dataStart + from, dataStart + to), info.dtype) });
-  }
-  expect(dataStart + end).toBe(bytes.byteLength);
-  return out;
+/** Every tensor decoded; the data must end exactly at the end of the file. */
+function readSafetensors(bytes: Uint8Array): Map<string, DecodedTensor> {
+  const { tensors, dataEnd } = decodeSafetensors(bytes);
+  expect(dataEnd).toBe(bytes.byteLength);
+  return tensors;
 }
 
 const frobenius = (v: ArrayLike<number>): number => {

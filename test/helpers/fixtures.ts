@@ -314,3 +314,33 @@ export function tempDirs(): { make(files?: Record<string, Uint8Array | string>):
     },
   };
 }
+
+// --- reading safetensors back, independently of the library ---------------------------------
+
+export interface DecodedTensor {
+  dtype: FixtureDType;
+  shape: number[];
+  values: Float64Array;
+  /** The tensor's raw bytes. */
+  bytes: Uint8Array;
+}
+
+/**
+ * A plain reader of the safetensors layout for checking outputs: every tensor decoded to doubles.
+ * `dataEnd` is the end of the last tensor's data, so callers can check for trailing bytes.
+ */
+export function decodeSafetensors(bytes: Uint8Array): { tensors: Map<string, DecodedTensor>; metadata: Record<string, string>; dataEnd: number } {
+  const headerLength = Number(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength))) as Record<string, any>;
+  const dataStart = 8 + headerLength;
+  const tensors = new Map<string, DecodedTensor>();
+  let dataEnd = dataStart;
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const [from, to] = info.data_offsets as [number, number];
+    dataEnd = Math.max(dataEnd, dataStart + to);
+    const raw = bytes.slice(dataStart + from, dataStart + to);
+    tensors.set(name, { dtype: info.dtype, shape: info.shape, values: decodeValues(raw, info.dtype), bytes: raw });
+  }
+  return { tensors, metadata: header.__metadata__ ?? {}, dataEnd };
+}
