@@ -14,6 +14,11 @@ override IN_DTYPE: u32 = 0u;   // 0 f32, 1 f16, 2 bf16
 override OUT_DTYPE: u32 = 0u;  // 0 f32, 1 f16, 2 bf16
 override DORA: u32 = 0u;       // 0 none, 1 one factor per stored row, 2 one factor per stored column
 override WORKGROUP: u32 = 64u;
+// 1: convert f16/bf16 with float arithmetic, integer multiplies and masks, never a vector shift.
+// For GPUs emulated on the CPU (SwiftShader): their JIT turns every vector shift into four scalar
+// ones, which made the integer conversions cost more than the matmul. Exact (round to nearest
+// even) on any IEEE f32 add; tested on SwiftShader against the same cases as the default.
+override SHIFT_FREE: u32 = 0u;
 
 struct Params {
   rows: u32,          // rows of W in this dispatch
@@ -97,6 +102,37 @@ fn f32BitsToBf16(x: vec4<u32>) -> vec4<u32> {
   return select(rounded, quiet, (x & vec4(0x7fffffffu)) > vec4(0x7f800000u));
 }
 
+/// f32 → f16 bits (low 16) without shifts. Normal results: adding c = 2^(E+13) to |x| in
+/// [2^E, 2^(E+1)) leaves exactly the f16 mantissa bits, rounded to nearest even by the adder, so r
+/// has 13 low zero bits and r's bits / 8192 is exact in f32. Subnormal results: |x| + 0.5 rounds
+/// to a multiple of 2^-24, the f16 subnormal step, and its low mantissa bits are the result.
+fn f32ToF16ShiftFree(x: vec4<f32>) -> vec4<u32> {
+  let xb = bitcast<vec4<u32>>(x);
+  let ax = abs(x);
+  let p = bitcast<vec4<f32>>(xb & vec4(0x7f800000u));
+  let c = p * 8192.0;
+  let r = (ax + c) - c;
+  let normal = vec4<u32>(vec4<i32>(vec4<f32>(bitcast<vec4<i32>>(r)) * (1.0 / 8192.0))) - vec4(0x1c000u);
+  let sub = bitcast<vec4<u32>>(ax + vec4(0.5)) - vec4(0x3f000000u);
+  // Range tests on the bits: WGSL lets compilers assume floats are finite, so `x != x` may be false.
+  let axb = xb & vec4(0x7fffffffu);
+  var h = select(normal, sub, axb < vec4(0x38800000u));
+  h = select(h, vec4(0x7c00u), axb >= vec4(0x477ff000u));
+  h = select(h, vec4(0x7e00u), axb > vec4(0x7f800000u));
+  return h | select(vec4(0u), vec4(0x8000u), xb >= vec4(0x80000000u));
+}
+
+/// f32 → bf16 bits (low 16) without shifts: round in place, then move the top half down through
+/// an exact int → float conversion of its low 15 bits.
+fn f32ToBf16ShiftFree(x: vec4<f32>) -> vec4<u32> {
+  let xb = bitcast<vec4<u32>>(x);
+  let lsb = select(vec4(0u), vec4(1u), (xb & vec4(0x10000u)) != vec4(0u));
+  var top = (xb + vec4(0x7fffu) + lsb) & vec4(0xffff0000u);
+  top = select(top, (xb | vec4(0x400000u)) & vec4(0xffff0000u), (xb & vec4(0x7fffffffu)) > vec4(0x7f800000u));
+  let low15 = vec4<u32>(vec4<i32>(vec4<f32>(bitcast<vec4<i32>>(top & vec4(0x7fff0000u))) * (1.0 / 65536.0)));
+  return low15 | select(vec4(0u), vec4(0x8000u), top >= vec4(0x80000000u));
+}
+
 fn halvesToF32(h: vec4<u32>) -> vec4<f32> {
   if (IN_DTYPE == 1u) { return f16BitsToF32(h); }
   return bitcast<vec4<f32>>(h << vec4(16u));
@@ -121,6 +157,14 @@ fn loadW8(row: u32, tc: u32) -> mat2x4<f32> {
     return mat2x4(bitcast<vec4<f32>>(wIn[i]), bitcast<vec4<f32>>(wIn[i + 1u]));
   }
   let w = wIn[row * P.inStride4 + tc];
+  if (SHIFT_FREE == 1u) {
+    if (IN_DTYPE == 1u) {
+      return mat2x4(vec4(unpack2x16float(w.x), unpack2x16float(w.y)), vec4(unpack2x16float(w.z), unpack2x16float(w.w)));
+    }
+    let lo = (w & vec4(0xffffu)) * vec4(65536u);
+    let hi = w & vec4(0xffff0000u);
+    return mat2x4(bitcast<vec4<f32>>(vec4(lo.x, hi.x, lo.y, hi.y)), bitcast<vec4<f32>>(vec4(lo.z, hi.z, lo.w, hi.w)));
+  }
   return mat2x4(halvesToF32(vec4(w.x & 0xffffu, w.x >> 16u, w.y & 0xffffu, w.y >> 16u)),
                halvesToF32(vec4(w.z & 0xffffu, w.z >> 16u, w.w & 0xffffu, w.w >> 16u)));
 }
@@ -132,6 +176,17 @@ fn storeOut8(row: u32, tc: u32, a: vec4<f32>, b: vec4<f32>) -> bool {
     wOut[i] = bitcast<vec4<u32>>(a);
     wOut[i + 1u] = bitcast<vec4<u32>>(b);
     return isSpecial(bitcast<vec4<u32>>(a)) || isSpecial(bitcast<vec4<u32>>(b));
+  }
+  if (SHIFT_FREE == 1u) {
+    var ha: vec4<u32>;
+    var hb: vec4<u32>;
+    if (OUT_DTYPE == 1u) { ha = f32ToF16ShiftFree(a); hb = f32ToF16ShiftFree(b); }
+    else { ha = f32ToBf16ShiftFree(a); hb = f32ToBf16ShiftFree(b); }
+    // The high halves move up by a multiply, which the JIT keeps as one vector instruction.
+    let lo = vec4(ha.x, ha.z, hb.x, hb.z);
+    let hi = vec4(ha.y, ha.w, hb.y, hb.w);
+    wOut[row * P.outStride4 + tc] = lo | (hi * vec4(65536u));
+    return isSpecial(ha) || isSpecial(hb);
   }
   let ha = f32ToHalves(bitcast<vec4<u32>>(a));
   let hb = f32ToHalves(bitcast<vec4<u32>>(b));
@@ -263,15 +318,16 @@ fn mergeTiles(@builtin(global_invocation_id) gid: vec3<u32>) {
   var t = tileValues(tr, tc);
   let row0 = tr * 8u;
   scaleTile(&t, row0, tc * 8u);
+  // `&` and `|`, not `&&` and `||`: no branches (the rows past P.rows are padding).
   var bad = false;
-  bad = (storeOut8(row0 + 0u, tc, t.r0a, t.r0b) && row0 + 0u < P.rows) || bad;
-  bad = (storeOut8(row0 + 1u, tc, t.r1a, t.r1b) && row0 + 1u < P.rows) || bad;
-  bad = (storeOut8(row0 + 2u, tc, t.r2a, t.r2b) && row0 + 2u < P.rows) || bad;
-  bad = (storeOut8(row0 + 3u, tc, t.r3a, t.r3b) && row0 + 3u < P.rows) || bad;
-  bad = (storeOut8(row0 + 4u, tc, t.r4a, t.r4b) && row0 + 4u < P.rows) || bad;
-  bad = (storeOut8(row0 + 5u, tc, t.r5a, t.r5b) && row0 + 5u < P.rows) || bad;
-  bad = (storeOut8(row0 + 6u, tc, t.r6a, t.r6b) && row0 + 6u < P.rows) || bad;
-  bad = (storeOut8(row0 + 7u, tc, t.r7a, t.r7b) && row0 + 7u < P.rows) || bad;
+  bad = bad | (storeOut8(row0 + 0u, tc, t.r0a, t.r0b) & (row0 + 0u < P.rows));
+  bad = bad | (storeOut8(row0 + 1u, tc, t.r1a, t.r1b) & (row0 + 1u < P.rows));
+  bad = bad | (storeOut8(row0 + 2u, tc, t.r2a, t.r2b) & (row0 + 2u < P.rows));
+  bad = bad | (storeOut8(row0 + 3u, tc, t.r3a, t.r3b) & (row0 + 3u < P.rows));
+  bad = bad | (storeOut8(row0 + 4u, tc, t.r4a, t.r4b) & (row0 + 4u < P.rows));
+  bad = bad | (storeOut8(row0 + 5u, tc, t.r5a, t.r5b) & (row0 + 5u < P.rows));
+  bad = bad | (storeOut8(row0 + 6u, tc, t.r6a, t.r6b) & (row0 + 6u < P.rows));
+  bad = bad | (storeOut8(row0 + 7u, tc, t.r7a, t.r7b) & (row0 + 7u < P.rows));
   if (bad) { atomicOr(&flags[0], 1u); }
 }
 

@@ -23,7 +23,7 @@ export * from './io/fs-access-output.js';
 export * from './plan/load-op.js';
 export * from './engine/merge-tensor.js';
 export { CpuBackend, type CpuBackendOptions, type CpuMergePool } from './engine/cpu/cpu-backend.js';
-export { WebGpuBackend } from './engine/gpu/webgpu-backend.js';
+export { WebGpuBackend, type WebGpuBackendOptions } from './engine/gpu/webgpu-backend.js';
 export { describeAdapter, adapterIsSoftware, type GpuLimitCaps } from './engine/gpu/gpu-device.js';
 export { getBrowserGpu } from './engine/gpu/browser-gpu.js';
 export * from './format.js';

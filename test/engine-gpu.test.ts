@@ -16,6 +16,8 @@ let nodeGpu: NodeGpu;
 let small: MergeBackend | undefined;
 let folded: MergeBackend | undefined;
 let plain: MergeBackend | undefined;
+/** The kernel's other way of converting f16/bf16 (bit shifts; the default on hardware GPUs). */
+let withShifts: MergeBackend | undefined;
 
 beforeAll(async () => {
   nodeGpu = await getNodeGpu();
@@ -23,13 +25,14 @@ beforeAll(async () => {
     plain = await createWebGpuBackend(nodeGpu.gpu);
     small = await createWebGpuBackend(nodeGpu.gpu, { maxStorageBufferBindingSize: MiB, maxBufferSize: MiB });
     folded = await createWebGpuBackend(nodeGpu.gpu, { maxComputeWorkgroupsPerDimension: 16 });
+    withShifts = new WebGpuBackend(await requestMergeDevice(await requestAdapter(nodeGpu.gpu)), { shiftFree: false });
   } catch (e) {
     if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
   }
 });
 
 afterAll(() => {
-  for (const b of [plain, small, folded]) b?.dispose();
+  for (const b of [plain, small, folded, withShifts]) b?.dispose();
   nodeGpu.dispose();
 });
 
@@ -79,9 +82,14 @@ describe('dispatch grid folded into 2-D (16 workgroups per dimension)', () => {
   });
 });
 
-describe('exact conversions in WGSL', () => {
+// SwiftShader's default is the shift-free conversion; the bit-shift one is what hardware GPUs run.
+describe.each([
+  ['shift-free (float arithmetic)', () => plain],
+  ['bit shifts', () => withShifts],
+])('exact conversions in WGSL, %s', (_name, backendOf) => {
   it('every finite f16 value decodes exactly (f16 → f32, no terms)', async (ctx) => {
-    if (!plain) return ctx.skip();
+    const backend = backendOf();
+    if (!backend) return ctx.skip();
     const halves = new Uint16Array(0x7c00 * 2 - 1);
     let n = 0;
     for (let h = 0; h < 0x7c00; h++) {
@@ -90,7 +98,7 @@ describe('exact conversions in WGSL', () => {
     }
     const op: MergeOp = { name: 'all-f16', rows: n, cols: 1, layout: 'out-in', outDtype: 'F32', terms: [],
       base: { dtype: 'F16', data: new Uint8Array(halves.buffer) } };
-    const out = new Float32Array((await plain.merge(op)).buffer);
+    const out = new Float32Array((await backend.merge(op)).buffer);
     const expected = new Float32Array(n);
     const view = new DataView(halves.buffer);
     for (let i = 0; i < n; i++) {
@@ -103,7 +111,8 @@ describe('exact conversions in WGSL', () => {
   });
 
   it('f32 → f16 and f32 → bf16 round to nearest even: ties, subnormals, near-overflow', async (ctx) => {
-    if (!plain) return ctx.skip();
+    const backend = backendOf();
+    if (!backend) return ctx.skip();
     const rand = seededRandom(9);
     // (No -0: Vulkan does not promise to keep the sign of a zero through an addition.)
     const values: number[] = [0, 65504, -65504, 65519.99, 2 ** -24, 2 ** -25, 3 * 2 ** -26, 2 ** -25 * 1.0001, 6.1e-5, 1e-8];
@@ -119,8 +128,18 @@ describe('exact conversions in WGSL', () => {
     const exact = values.map((v) => new Float32Array([v])[0]);
     for (const outDtype of ['F16', 'BF16'] as const) {
       const op: MergeOp = { name: 'ties', rows: 1, cols: values.length, layout: 'out-in', outDtype, terms: [], base: { dtype: 'F32', data: f32 } };
-      const got = outputBits(await plain.merge(op), outDtype);
+      const got = outputBits(await backend.merge(op), outDtype);
       expect(Array.from(got)).toEqual(exact.map((v) => roundedBits(v, outDtype)));
+    }
+  });
+
+  it('random ops in every 2-byte dtype pair, odd sizes, several terms', async (ctx) => {
+    const backend = backendOf();
+    if (!backend) return ctx.skip();
+    const pairs = [['F16', 'F16'], ['BF16', 'BF16'], ['F16', 'BF16'], ['BF16', 'F16'], ['F32', 'F16'], ['BF16', 'F32']] as const;
+    for (const [i, [baseDtype, outDtype]] of pairs.entries()) {
+      const op = randomOp(40 + i, { rows: 67 + 13 * i, cols: 45 + 7 * i, baseDtype, outDtype, ranks: [1 + i, 3], weights: [1, -0.75] });
+      expectClose(op, await backend.merge(op));
     }
   });
 });

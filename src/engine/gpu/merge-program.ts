@@ -16,6 +16,11 @@ export interface MergePipelineKey {
   inDtype: FloatDType;
   outDtype: FloatDType;
   dora: DoraMode;
+  /**
+   * Convert f16/bf16 without vector shifts (float arithmetic, multiplies and masks). For GPUs
+   * emulated on the CPU: SwiftShader's JIT splits every vector shift into four scalar ones.
+   */
+  shiftFree: boolean;
 }
 
 /** Invocations per workgroup: SwiftShader and real GPUs both do well with 64 independent lanes. */
@@ -75,7 +80,7 @@ export function mergeBindGroupLayout(device: GPUDevice): GPUBindGroupLayout {
 
 export function mergePipeline(device: GPUDevice, key: MergePipelineKey): GPUComputePipeline {
   const c = deviceCache(device);
-  const name = `${key.entry}/${key.inDtype}->${key.outDtype}/dora${key.dora}`;
+  const name = `${key.entry}/${key.inDtype}->${key.outDtype}/dora${key.dora}${key.shiftFree ? '/shift-free' : ''}`;
   let p = c.pipelines.get(name);
   if (!p) {
     p = device.createComputePipeline({
@@ -88,6 +93,7 @@ export function mergePipeline(device: GPUDevice, key: MergePipelineKey): GPUComp
           IN_DTYPE: DTYPE_CODE[key.inDtype],
           OUT_DTYPE: DTYPE_CODE[key.outDtype],
           DORA: key.dora,
+          SHIFT_FREE: key.shiftFree ? 1 : 0,
           WORKGROUP: WORKGROUP_SIZE,
         },
       },

@@ -35,6 +35,14 @@ interface SlabPlan {
 
 const roundUp = (n: number, m: number): number => Math.ceil(n / m) * m;
 
+export interface WebGpuBackendOptions {
+  /**
+   * Convert f16/bf16 in the kernel with float arithmetic instead of bit shifts. Both are exact;
+   * the default (on for software adapters) is the faster one there. Tests set it to cover both.
+   */
+  shiftFree?: boolean;
+}
+
 export class WebGpuBackend implements MergeBackend {
   readonly kind = 'webgpu' as const;
   description: string;
@@ -57,11 +65,13 @@ export class WebGpuBackend implements MergeBackend {
   private readonly norms: ReusableBuffer;
   private readonly magnitude: ReusableBuffer;
   private readonly staging: ReusableBuffer;
+  private readonly shiftFree: boolean;
 
-  constructor(private readonly gpu: MergeDevice) {
+  constructor(private readonly gpu: MergeDevice, options: WebGpuBackendOptions = {}) {
     this.device = gpu.device;
     this.description = `WebGPU: ${gpu.description}`;
     this.isSoftware = gpu.isSoftware;
+    this.shiftFree = options.shiftFree ?? gpu.isSoftware;
     this.lost = gpu.device.lost.then((info) => {
       this.lostReason = info.message || info.reason;
       // merge() turns this into a GPU_FAILURE naming the tensor in flight.
@@ -228,7 +238,7 @@ export class WebGpuBackend implements MergeBackend {
     });
     const enc = this.device.createCommandEncoder({ label: `merge "${op.name}" ${entry}` });
     const pass = enc.beginComputePass({ label: `merge "${op.name}" ${entry}` });
-    pass.setPipeline(mergePipeline(this.device, { entry, inDtype: op.base.dtype, outDtype: op.outDtype, dora }));
+    pass.setPipeline(mergePipeline(this.device, { entry, inDtype: op.base.dtype, outDtype: op.outDtype, dora, shiftFree: this.shiftFree }));
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(grid.x, grid.y);
     pass.end();
