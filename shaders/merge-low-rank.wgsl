@@ -102,35 +102,36 @@ fn f32BitsToBf16(x: vec4<u32>) -> vec4<u32> {
   return select(rounded, quiet, (x & vec4(0x7fffffffu)) > vec4(0x7f800000u));
 }
 
-/// f32 → f16 bits (low 16) without shifts. Normal results: adding c = 2^(E+13) to |x| in
-/// [2^E, 2^(E+1)) leaves exactly the f16 mantissa bits, rounded to nearest even by the adder, so r
-/// has 13 low zero bits and r's bits / 8192 is exact in f32. Subnormal results: |x| + 0.5 rounds
-/// to a multiple of 2^-24, the f16 subnormal step, and its low mantissa bits are the result.
+/// f32 → f16 bits (low 16) without shifts, rounded to nearest even. With c = 2^(E+13) for |x| in
+/// [2^E, 2^(E+1)), |x| + c keeps exactly the f16 mantissa bits and the adder rounds them; c is at
+/// least 0.5 so that f16 subnormal results round to a multiple of 2^-24 the same way. r then has
+/// 13 low zero bits, so its bits / 8192 is exact in f32; subnormal results are r · 2^24. The integer
+/// (< 2^18) leaves the float through the 2^23 trick. Inf and NaN results are caught by the caller
+/// from V, and any result from 65520 up packs as 0x7c00.
 fn f32ToF16ShiftFree(x: vec4<f32>) -> vec4<u32> {
-  let xb = bitcast<vec4<u32>>(x);
-  let ax = abs(x);
-  let p = bitcast<vec4<f32>>(xb & vec4(0x7f800000u));
-  let c = p * 8192.0;
+  let xb = bitcast<vec4<i32>>(x);
+  let axb = xb & vec4(0x7fffffff);
+  let ax = bitcast<vec4<f32>>(axb);
+  let c = max(bitcast<vec4<f32>>(axb & vec4(0x7f800000)), vec4(6.103515625e-5)) * 8192.0;
   let r = (ax + c) - c;
-  let normal = vec4<u32>(vec4<i32>(vec4<f32>(bitcast<vec4<i32>>(r)) * (1.0 / 8192.0))) - vec4(0x1c000u);
-  let sub = bitcast<vec4<u32>>(ax + vec4(0.5)) - vec4(0x3f000000u);
-  // Range tests on the bits: WGSL lets compilers assume floats are finite, so `x != x` may be false.
-  let axb = xb & vec4(0x7fffffffu);
-  var h = select(normal, sub, axb < vec4(0x38800000u));
-  h = select(h, vec4(0x7c00u), axb >= vec4(0x477ff000u));
-  h = select(h, vec4(0x7e00u), axb > vec4(0x7f800000u));
-  return h | select(vec4(0u), vec4(0x8000u), xb >= vec4(0x80000000u));
+  let normal = vec4<f32>(bitcast<vec4<i32>>(r)) * (1.0 / 8192.0) - 114688.0;
+  let k = select(normal, r * 16777216.0, axb < vec4(0x38800000));
+  let h = min(bitcast<vec4<i32>>(k + 8388608.0) - vec4(0x4b000000), vec4(0x7c00));
+  return bitcast<vec4<u32>>(h | select(vec4(0), vec4(0x8000), xb < vec4(0)));
 }
 
-/// f32 → bf16 bits (low 16) without shifts: round in place, then move the top half down through
-/// an exact int → float conversion of its low 15 bits.
-fn f32ToBf16ShiftFree(x: vec4<f32>) -> vec4<u32> {
-  let xb = bitcast<vec4<u32>>(x);
-  let lsb = select(vec4(0u), vec4(1u), (xb & vec4(0x10000u)) != vec4(0u));
-  var top = (xb + vec4(0x7fffu) + lsb) & vec4(0xffff0000u);
-  top = select(top, (xb | vec4(0x400000u)) & vec4(0xffff0000u), (xb & vec4(0x7fffffffu)) > vec4(0x7f800000u));
-  let low15 = vec4<u32>(vec4<i32>(vec4<f32>(bitcast<vec4<i32>>(top & vec4(0x7fff0000u))) * (1.0 / 65536.0)));
-  return low15 | select(vec4(0u), vec4(0x8000u), top >= vec4(0x80000000u));
+/// f32 → bf16, rounded to nearest even, left in the top 16 bits (where the odd halves of a word go).
+fn bf16Top(x: vec4<f32>) -> vec4<u32> {
+  let xb = bitcast<vec4<i32>>(x);
+  return bitcast<vec4<u32>>((xb + vec4(0x7fff) + min(xb & vec4(0x10000), vec4(1))) & vec4(-65536));
+}
+
+/// The top 16 bits moved to the bottom without a shift: the low 15 of them through an exact
+/// int → float → int round trip (the 2^23 trick), the sign by a select.
+fn topToLow(t: vec4<u32>) -> vec4<u32> {
+  let k = vec4<f32>(bitcast<vec4<i32>>(t & vec4(0x7fff0000u))) * (1.0 / 65536.0);
+  let low = bitcast<vec4<i32>>(k + 8388608.0) - vec4(0x4b000000);
+  return bitcast<vec4<u32>>(low | select(vec4(0), vec4(0x8000), bitcast<vec4<i32>>(t) < vec4(0)));
 }
 
 fn halvesToF32(h: vec4<u32>) -> vec4<f32> {
@@ -143,11 +144,17 @@ fn f32ToHalves(x: vec4<u32>) -> vec4<u32> {
   return f32BitsToBf16(x);
 }
 
-/// Largest biased exponent in the output dtype's bits: the pattern of Inf and NaN.
-fn isSpecial(bits: vec4<u32>) -> bool {
-  if (OUT_DTYPE == 0u) { return any((bits & vec4(0x7f800000u)) == vec4(0x7f800000u)); }
-  if (OUT_DTYPE == 1u) { return any((bits & vec4(0x7c00u)) == vec4(0x7c00u)); }
-  return any((bits & vec4(0x7f80u)) == vec4(0x7f80u));
+/// |V| (as bits) from which the output dtype's rounding gives Inf (NaN is above it too):
+/// f32 Inf; f16 65520, the tie above 65504; bf16 the tie above its largest finite value.
+fn overflowBits() -> i32 {
+  if (OUT_DTYPE == 0u) { return 0x7f800000; }
+  if (OUT_DTYPE == 1u) { return 0x477ff000; }
+  return 0x7f7f8000;
+}
+
+/// Bits of max(|a|, |b|) per lane, to compare with overflowBits() once per tile.
+fn magnitudeBits(a: vec4<f32>, b: vec4<f32>) -> vec4<i32> {
+  return max(bitcast<vec4<i32>>(a) & vec4(0x7fffffff), bitcast<vec4<i32>>(b) & vec4(0x7fffffff));
 }
 
 /// Eight elements of W in row `row`, tile column `tc`.
@@ -169,29 +176,30 @@ fn loadW8(row: u32, tc: u32) -> mat2x4<f32> {
                halvesToF32(vec4(w.z & 0xffffu, w.z >> 16u, w.w & 0xffffu, w.w >> 16u)));
 }
 
-/// Writes eight values to row `row`, tile column `tc`; returns true if any is Inf or NaN there.
-fn storeOut8(row: u32, tc: u32, a: vec4<f32>, b: vec4<f32>) -> bool {
+/// Writes eight values to row `row`, tile column `tc`.
+fn storeOut8(row: u32, tc: u32, a: vec4<f32>, b: vec4<f32>) {
   if (OUT_DTYPE == 0u) {
     let i = row * P.outStride4 + tc * 2u;
     wOut[i] = bitcast<vec4<u32>>(a);
     wOut[i + 1u] = bitcast<vec4<u32>>(b);
-    return isSpecial(bitcast<vec4<u32>>(a)) || isSpecial(bitcast<vec4<u32>>(b));
+    return;
   }
   if (SHIFT_FREE == 1u) {
-    var ha: vec4<u32>;
-    var hb: vec4<u32>;
-    if (OUT_DTYPE == 1u) { ha = f32ToF16ShiftFree(a); hb = f32ToF16ShiftFree(b); }
-    else { ha = f32ToBf16ShiftFree(a); hb = f32ToBf16ShiftFree(b); }
-    // The high halves move up by a multiply, which the JIT keeps as one vector instruction.
-    let lo = vec4(ha.x, ha.z, hb.x, hb.z);
-    let hi = vec4(ha.y, ha.w, hb.y, hb.w);
-    wOut[row * P.outStride4 + tc] = lo | (hi * vec4(65536u));
-    return isSpecial(ha) || isSpecial(hb);
+    // Even elements take the low half of a word, odd ones the high half.
+    if (OUT_DTYPE == 1u) {
+      let ha = f32ToF16ShiftFree(a);
+      let hb = f32ToF16ShiftFree(b);
+      wOut[row * P.outStride4 + tc] = vec4(ha.x, ha.z, hb.x, hb.z) | (vec4(ha.y, ha.w, hb.y, hb.w) * vec4(65536u));
+    } else {
+      let ta = bf16Top(a);
+      let tb = bf16Top(b);
+      wOut[row * P.outStride4 + tc] = topToLow(vec4(ta.x, ta.z, tb.x, tb.z)) | vec4(ta.y, ta.w, tb.y, tb.w);
+    }
+    return;
   }
   let ha = f32ToHalves(bitcast<vec4<u32>>(a));
   let hb = f32ToHalves(bitcast<vec4<u32>>(b));
   wOut[row * P.outStride4 + tc] = vec4(ha.x | (ha.y << 16u), ha.z | (ha.w << 16u), hb.x | (hb.y << 16u), hb.z | (hb.w << 16u));
-  return isSpecial(ha) || isSpecial(hb);
 }
 
 /// V = W + L·R for the 8×8 tile at tile row tr, tile column tc.
@@ -318,17 +326,25 @@ fn mergeTiles(@builtin(global_invocation_id) gid: vec3<u32>) {
   var t = tileValues(tr, tc);
   let row0 = tr * 8u;
   scaleTile(&t, row0, tc * 8u);
-  // `&` and `|`, not `&&` and `||`: no branches (the rows past P.rows are padding).
-  var bad = false;
-  bad = bad | (storeOut8(row0 + 0u, tc, t.r0a, t.r0b) & (row0 + 0u < P.rows));
-  bad = bad | (storeOut8(row0 + 1u, tc, t.r1a, t.r1b) & (row0 + 1u < P.rows));
-  bad = bad | (storeOut8(row0 + 2u, tc, t.r2a, t.r2b) & (row0 + 2u < P.rows));
-  bad = bad | (storeOut8(row0 + 3u, tc, t.r3a, t.r3b) & (row0 + 3u < P.rows));
-  bad = bad | (storeOut8(row0 + 4u, tc, t.r4a, t.r4b) & (row0 + 4u < P.rows));
-  bad = bad | (storeOut8(row0 + 5u, tc, t.r5a, t.r5b) & (row0 + 5u < P.rows));
-  bad = bad | (storeOut8(row0 + 6u, tc, t.r6a, t.r6b) & (row0 + 6u < P.rows));
-  bad = bad | (storeOut8(row0 + 7u, tc, t.r7a, t.r7b) & (row0 + 7u < P.rows));
-  if (bad) { atomicOr(&flags[0], 1u); }
+  storeOut8(row0 + 0u, tc, t.r0a, t.r0b);
+  storeOut8(row0 + 1u, tc, t.r1a, t.r1b);
+  storeOut8(row0 + 2u, tc, t.r2a, t.r2b);
+  storeOut8(row0 + 3u, tc, t.r3a, t.r3b);
+  storeOut8(row0 + 4u, tc, t.r4a, t.r4b);
+  storeOut8(row0 + 5u, tc, t.r5a, t.r5b);
+  storeOut8(row0 + 6u, tc, t.r6a, t.r6b);
+  storeOut8(row0 + 7u, tc, t.r7a, t.r7b);
+  // Inf or NaN anywhere in the tile's real rows (padding rows are zero): one test per tile.
+  var worst = vec4(0);
+  worst = max(worst, select(vec4(0), magnitudeBits(t.r0a, t.r0b), row0 + 0u < P.rows));
+  worst = max(worst, select(vec4(0), magnitudeBits(t.r1a, t.r1b), row0 + 1u < P.rows));
+  worst = max(worst, select(vec4(0), magnitudeBits(t.r2a, t.r2b), row0 + 2u < P.rows));
+  worst = max(worst, select(vec4(0), magnitudeBits(t.r3a, t.r3b), row0 + 3u < P.rows));
+  worst = max(worst, select(vec4(0), magnitudeBits(t.r4a, t.r4b), row0 + 4u < P.rows));
+  worst = max(worst, select(vec4(0), magnitudeBits(t.r5a, t.r5b), row0 + 5u < P.rows));
+  worst = max(worst, select(vec4(0), magnitudeBits(t.r6a, t.r6b), row0 + 6u < P.rows));
+  worst = max(worst, select(vec4(0), magnitudeBits(t.r7a, t.r7b), row0 + 7u < P.rows));
+  if (any(worst >= vec4(overflowBits()))) { atomicOr(&flags[0], 1u); }
 }
 
 /// Sum of squares of V per stored row: one invocation per tile row, sweeping all columns.
