@@ -1,7 +1,8 @@
 /**
  * File-to-file merges through the CLI, as users run them: real-layout PEFT folders (every config
- * option), kohya LoCon files on a diffusers model, sharded folders, several adapters; every output
- * tensor is compared with float64 truth computed here with plain loops.
+ * option), kohya LoCon files on a diffusers model and an SD1 LoRA on a single-file checkpoint, sharded
+ * folders, several adapters; every output tensor is compared with float64 truth computed here with
+ * plain loops.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -384,5 +385,65 @@ describe('kohya LoCon file on a diffusers folder', () => {
     expect(b.code).toBe(0);
     expect(b.stdout).toMatch(/diffusers/);
     expect(b.stdout).toMatch(/F16 ×2/);
+  });
+});
+
+// --- an SD1 kohya LoRA (diffusers module names) onto a single-file LDM checkpoint ------------------
+
+describe('SD1 kohya LoRA on a single-file LDM checkpoint', () => {
+  const rand = seededRandom(11);
+  const dtype: Float = 'F16';
+  const r = 3;
+  const ldm = (path: string) => `model.diffusion_model.${path}.weight`;
+  // Each module: its LDM key, the kohya module key (diffusers names), its shape, and the flattened
+  // (out, in) shape the update has; 1×1 convs and 3×3 LoCon included.
+  const modules = [
+    { key: ldm('input_blocks.4.0.in_layers.2'), lora: 'lora_unet_down_blocks_1_resnets_0_conv1', shape: [6, 5, 3, 3], downShape: [r, 5, 3, 3], upShape: [6, r, 1, 1] },
+    { key: ldm('input_blocks.1.1.proj_in'), lora: 'lora_unet_down_blocks_0_attentions_0_proj_in', shape: [7, 9, 1, 1], downShape: [r, 9, 1, 1], upShape: [7, r, 1, 1] },
+    { key: ldm('middle_block.1.transformer_blocks.0.attn2.to_k'), lora: 'lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k', shape: [8, 11], downShape: [r, 11], upShape: [8, r] },
+    { key: ldm('output_blocks.2.1.conv'), lora: 'lora_unet_up_blocks_0_upsamplers_0_conv', shape: [4, 4, 3, 3], downShape: [r, 4, 3, 3], upShape: [4, r, 1, 1] },
+    { key: 'cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight', lora: 'lora_te_text_model_encoder_layers_0_self_attn_q_proj', shape: [10, 10], downShape: [r, 10], upShape: [10, r] },
+  ].map((m) => {
+    const out = m.shape[0], inn = m.shape.slice(1).reduce((a, b) => a * b, 1);
+    return {
+      ...m, out, inn,
+      w: randomValues(out * inn, rand).map((x) => roundForDType(x, dtype)),
+      down: randomValues(r * inn, rand, 0.5).map((x) => roundForDType(x, 'F16')),
+      up: randomValues(out * r, rand, 0.5).map((x) => roundForDType(x, 'F16')),
+    };
+  });
+  // Tensors the LoRA does not touch, one of them an upsampler the mapping must not pick instead.
+  const untouched: FixtureTensor[] = [
+    { name: ldm('output_blocks.5.2.conv'), dtype, shape: [4, 4, 3, 3], data: randomValues(144, rand).map((x) => roundForDType(x, dtype)) },
+    { name: 'first_stage_model.decoder.conv_out.weight', dtype, shape: [3, 4, 3, 3], data: randomValues(108, rand).map((x) => roundForDType(x, dtype)) },
+  ];
+  const checkpoint = join(tempDir({
+    'sd15-model.safetensors': buildSafetensors([
+      ...modules.map((m) => ({ name: m.key, dtype, shape: m.shape, data: m.w })),
+      ...untouched,
+    ]),
+  }), 'sd15-model.safetensors');
+  const alpha = 2;
+  const lora = join(tempDir({
+    'style.safetensors': buildSafetensors(modules.flatMap((m): FixtureTensor[] => [
+      { name: `${m.lora}.lora_down.weight`, dtype: 'F16', shape: m.downShape, data: m.down },
+      { name: `${m.lora}.lora_up.weight`, dtype: 'F16', shape: m.upShape, data: m.up },
+      { name: `${m.lora}.alpha`, dtype: 'F32', shape: [], data: [alpha] },
+    ])),
+  }), 'style.safetensors');
+
+  it('maps diffusers UNet names onto the checkpoint and merges every module once', async () => {
+    const out = join(tempDir({}), 'merged.safetensors');
+    const w = 0.8;
+    const result = await runCli(['merge', '--base', checkpoint, '--adapter', lora, '--weight', String(w), '--out', out, '--backend', 'cpu']);
+    expect(errorLines(result.stderr), result.stderr).toEqual([]);
+    expect(result.code).toBe(0);
+    const { tensors } = readSafetensors(out);
+    for (const m of modules) {
+      const exact = m.w.slice();
+      addScaled(exact, product(m.up, m.down, m.out, r, m.inn), w * (alpha / r), m.out, m.inn, false);
+      expectRoundedOnce(m.key, tensors.get(m.key)!, exact, dtype);
+    }
+    for (const t of untouched) expect(Array.from(tensors.get(t.name)!.values), t.name).toEqual(Array.from(t.data));
   });
 });

@@ -16,6 +16,7 @@ import { MergeError, type MergeErrorCode } from '../errors.js';
 import type { WeightLayout } from '../engine/merge-op.js';
 import type { AdapterFormat, LoraModule, ParsedAdapter } from '../formats/adapter.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
+import { ldmUnetNames } from '../formats/sd-unet-names.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { formatProblemList } from './problems.js';
 
@@ -236,9 +237,15 @@ export function displayName(module: LoraModule): string {
 }
 
 function resolveModule(index: BaseKeyIndex, module: LoraModule): KeyResolution {
-  return module.target.scheme === 'peft'
-    ? index.resolveDotted(`${module.target.path}.weight`)
-    : index.resolveFlat(module.target.flatName, module.target.part);
+  const target = module.target;
+  if (target.scheme === 'peft') return index.resolveDotted(`${target.path}.weight`);
+  const direct = index.resolveFlat(target.flatName, target.part);
+  if (direct.found || direct.ambiguous || target.part !== 'unet') return direct;
+  // An SD1/SD2 LoRA names diffusers modules; the base may be a single-file LDM checkpoint.
+  const found = ldmUnetNames(target.flatName)
+    .map((name) => index.resolveFlat(name, 'unet'))
+    .filter((r): r is Extract<KeyResolution, { found: true }> => r.found);
+  return found.length === 1 ? found[0] : direct;
 }
 
 function describeMiss(r: Extract<KeyResolution, { found: false }>): string {

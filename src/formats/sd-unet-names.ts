@@ -1,0 +1,65 @@
+/**
+ * Stable Diffusion 1.x/2.x UNet module names: diffusers' (`down_blocks_1_attentions_0_proj_in`) →
+ * the original LDM checkpoint's (`input_blocks_4_1_proj_in`), both with dots flattened to `_`.
+ *
+ * kohya's sd-scripts build SD1/SD2 LoRAs on the diffusers UNet, so their modules carry diffusers
+ * names, while most users' base models are single-file LDM checkpoints
+ * (`model.diffusion_model.input_blocks.4.1.proj_in.weight`); sd-scripts converts the checkpoint on
+ * load. SDXL LoRAs already use the checkpoint's names and never need this.
+ *
+ * The layout: two resnets (plus attentions) per down block and a downsampler after each of the
+ * first three; the input blocks count them in order from 1 (block 0 is conv_in). Up blocks have
+ * three resnets and output blocks count from 0; an up block's upsampler sits after its resnet (1)
+ * or after its resnet and attention (2).
+ */
+
+const RESNET_PARTS: Readonly<Record<string, string>> = {
+  norm1: 'in_layers_0',
+  conv1: 'in_layers_2',
+  time_emb_proj: 'emb_layers_1',
+  norm2: 'out_layers_0',
+  conv2: 'out_layers_3',
+  conv_shortcut: 'skip_connection',
+};
+
+const TOP_LEVEL: Readonly<Record<string, string>> = {
+  conv_in: 'input_blocks_0_0',
+  time_embedding_linear_1: 'time_embed_0',
+  time_embedding_linear_2: 'time_embed_2',
+  conv_norm_out: 'out_0',
+  conv_out: 'out_2',
+};
+
+/**
+ * The LDM names a flattened diffusers UNet module may have: none when the name is not a diffusers
+ * UNet name, two for an upsampler (which of them exists depends on the block).
+ */
+export function ldmUnetNames(flatName: string): string[] {
+  const top = TOP_LEVEL[flatName];
+  if (top) return [top];
+  let m = /^down_blocks_(\d+)_(resnets|attentions)_(\d+)_(.+)$/.exec(flatName);
+  if (m) return blockPart(`input_blocks_${3 * Number(m[1]) + Number(m[3]) + 1}`, m[2], m[4]);
+  m = /^down_blocks_(\d+)_downsamplers_0_conv$/.exec(flatName);
+  if (m) return [`input_blocks_${3 * (Number(m[1]) + 1)}_0_op`];
+  m = /^mid_block_attentions_0_(.+)$/.exec(flatName);
+  if (m) return [`middle_block_1_${m[1]}`];
+  m = /^mid_block_resnets_(\d+)_(.+)$/.exec(flatName);
+  if (m) return resnetPart(`middle_block_${2 * Number(m[1])}`, m[2]);
+  m = /^up_blocks_(\d+)_(resnets|attentions)_(\d+)_(.+)$/.exec(flatName);
+  if (m) return blockPart(`output_blocks_${3 * Number(m[1]) + Number(m[3])}`, m[2], m[4]);
+  m = /^up_blocks_(\d+)_upsamplers_0_conv$/.exec(flatName);
+  if (m) {
+    const block = `output_blocks_${3 * Number(m[1]) + 2}`;
+    return [`${block}_1_conv`, `${block}_2_conv`];
+  }
+  return [];
+}
+
+function blockPart(block: string, kind: string, rest: string): string[] {
+  return kind === 'attentions' ? [`${block}_1_${rest}`] : resnetPart(`${block}_0`, rest);
+}
+
+function resnetPart(resnet: string, rest: string): string[] {
+  const part = RESNET_PARTS[rest];
+  return part ? [`${resnet}_${part}`] : [];
+}
