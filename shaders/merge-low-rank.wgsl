@@ -8,7 +8,8 @@
 // f32), zero-filled, so the rank loop has no bounds checks and no two invocations share a word.
 // The host also pads the rows of this dispatch to a multiple of 8 (zero rows of W and L), so no
 // load or store is conditional; padding results are simply not read back.
-// f16 is converted by hand (no shader-f16 needed) with exact round-to-nearest-even.
+// f16 and bf16 are converted by hand (no shader-f16 needed) with exact round-to-nearest-even: with
+// bit shifts, or with float arithmetic where shifts are slow (SHIFT_FREE).
 
 override IN_DTYPE: u32 = 0u;   // 0 f32, 1 f16, 2 bf16
 override OUT_DTYPE: u32 = 0u;  // 0 f32, 1 f16, 2 bf16

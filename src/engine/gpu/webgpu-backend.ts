@@ -18,8 +18,12 @@ import {
 
 /** Slabs larger than this gain nothing and cost host and GPU memory. */
 const MAX_SLAB_BYTES = 128 * 1024 * 1024;
-/** Reading and writing an element of W costs about as much as 8 rank steps (SwiftShader). */
-const W_COST_IN_RANKS = 8;
+/**
+ * Reading, converting and writing an element of W costs about as much as 20–30 rank steps on
+ * SwiftShader (4096² f16: 279 ms at r = 16, 558 ms at r = 64). Only used to guess how long a
+ * dispatch takes; the guess is scaled by the fastest rate seen, so an error makes it short, not long.
+ */
+const W_COST_IN_RANKS = 24;
 
 interface SlabPlan {
   op: MergeOp;
