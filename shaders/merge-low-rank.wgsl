@@ -16,9 +16,10 @@ override OUT_DTYPE: u32 = 0u;  // 0 f32, 1 f16, 2 bf16
 override DORA: u32 = 0u;       // 0 none, 1 one factor per stored row, 2 one factor per stored column
 override WORKGROUP: u32 = 64u;
 // 1: convert f16/bf16 with float arithmetic, integer multiplies and masks, never a vector shift.
-// For GPUs emulated on the CPU (SwiftShader): their JIT turns every vector shift into four scalar
+// For SwiftShader, a GPU emulated on the CPU: its JIT turns every vector shift into four scalar
 // ones, which made the integer conversions cost more than the matmul. Exact (round to nearest
-// even) on any IEEE f32 add; tested on SwiftShader against the same cases as the default.
+// even) wherever f32 adds are IEEE and not reassociated; tested on SwiftShader against the same
+// cases as the default.
 override SHIFT_FREE: u32 = 0u;
 
 struct Params {

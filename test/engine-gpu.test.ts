@@ -16,8 +16,9 @@ let nodeGpu: NodeGpu;
 let small: MergeBackend | undefined;
 let folded: MergeBackend | undefined;
 let plain: MergeBackend | undefined;
-/** The kernel's other way of converting f16/bf16 (bit shifts; the default on hardware GPUs). */
+/** The kernel's two ways of converting f16/bf16, chosen explicitly. */
 let withShifts: MergeBackend | undefined;
+let shiftFree: MergeBackend | undefined;
 
 beforeAll(async () => {
   nodeGpu = await getNodeGpu();
@@ -26,13 +27,14 @@ beforeAll(async () => {
     small = await createWebGpuBackend(nodeGpu.gpu, { maxStorageBufferBindingSize: MiB, maxBufferSize: MiB });
     folded = await createWebGpuBackend(nodeGpu.gpu, { maxComputeWorkgroupsPerDimension: 16 });
     withShifts = new WebGpuBackend(await requestMergeDevice(await requestAdapter(nodeGpu.gpu)), { shiftFree: false });
+    shiftFree = new WebGpuBackend(await requestMergeDevice(await requestAdapter(nodeGpu.gpu)), { shiftFree: true });
   } catch (e) {
     if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
   }
 });
 
 afterAll(() => {
-  for (const b of [plain, small, folded, withShifts]) b?.dispose();
+  for (const b of [plain, small, folded, withShifts, shiftFree]) b?.dispose();
   nodeGpu.dispose();
 });
 
@@ -82,9 +84,9 @@ describe('dispatch grid folded into 2-D (16 workgroups per dimension)', () => {
   });
 });
 
-// SwiftShader's default is the shift-free conversion; the bit-shift one is what hardware GPUs run.
+// Bit shifts are what hardware GPUs run; the shift-free conversion is SwiftShader's default.
 describe.each([
-  ['shift-free (float arithmetic)', () => plain],
+  ['shift-free (float arithmetic)', () => shiftFree],
   ['bit shifts', () => withShifts],
 ])('exact conversions in WGSL, %s', (_name, backendOf) => {
   it('every finite f16 value decodes exactly (f16 → f32, no terms)', async (ctx) => {
@@ -214,6 +216,8 @@ describe('errors', () => {
   it('describes the adapter; auto on a software adapter says which backend it chose and why', async (ctx) => {
     if (!plain) return ctx.skip();
     expect(plain.description).toMatch(/^WebGPU: /);
+    // The shift-free conversion by default on SwiftShader only.
+    expect((plain as WebGpuBackend).shiftFree).toBe(/swiftshader/i.test(plain.description));
     const auto = await createBackend({ kind: 'auto', gpu: nodeGpu.gpu });
     try {
       expect(auto.description).toMatch(/test merge( \([A-Z0-9]+\))?: software GPU [\d.]+ ms, CPU [\d.]+ ms/);

@@ -42,7 +42,8 @@ const roundUp = (n: number, m: number): number => Math.ceil(n / m) * m;
 export interface WebGpuBackendOptions {
   /**
    * Convert f16/bf16 in the kernel with float arithmetic instead of bit shifts. Both are exact;
-   * the default (on for software adapters) is the faster one there. Tests set it to cover both.
+   * the default is on for SwiftShader only, where it is faster and where its exactness is tested
+   * (it needs IEEE adds that no compiler reassociates). Tests set it to cover both.
    */
   shiftFree?: boolean;
 }
@@ -69,13 +70,14 @@ export class WebGpuBackend implements MergeBackend {
   private readonly norms: ReusableBuffer;
   private readonly magnitude: ReusableBuffer;
   private readonly staging: ReusableBuffer;
-  private readonly shiftFree: boolean;
+  /** The kernel converts f16/bf16 without bit shifts (see WebGpuBackendOptions). */
+  readonly shiftFree: boolean;
 
   constructor(private readonly gpu: MergeDevice, options: WebGpuBackendOptions = {}) {
     this.device = gpu.device;
     this.description = `WebGPU: ${gpu.description}`;
     this.isSoftware = gpu.isSoftware;
-    this.shiftFree = options.shiftFree ?? gpu.isSoftware;
+    this.shiftFree = options.shiftFree ?? /swiftshader/i.test(gpu.description);
     this.lost = gpu.device.lost.then((info) => {
       this.lostReason = info.message || info.reason;
       // merge() turns this into a GPU_FAILURE naming the tensor in flight.
