@@ -10,13 +10,14 @@ import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
 import { kohyaFlat } from './kohya-flat.js';
 import type { BaseView, Layout, Placement } from './layout.js';
+import { openclipText } from './openclip-text.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
 
 export type { BaseView, Layout, LayoutResolution, Placement, RowSegment } from './layout.js';
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
 /** In the order they are tried: names as the base spells them first, then translations. */
-export const LAYOUTS: readonly Layout[] = [dottedPath, kohyaFlat, sdLdmUnet];
+export const LAYOUTS: readonly Layout[] = [dottedPath, kohyaFlat, sdLdmUnet, openclipText];
 
 export type Location =
   | { found: true; targets: Placement[]; layout: string }
