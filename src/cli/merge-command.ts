@@ -23,6 +23,7 @@ export async function runMerge(cmd: MergeCommand, log: (line: string) => void = 
   const prepared: PreparedMerge = await prepareMerge(baseFiles, adapters);
   try {
     for (const warning of prepared.plan.warnings) log(`warning: ${warning}`);
+    for (const note of prepared.plan.notes) log(`note: ${note}`);
     if (cmd.dryRun) {
       process.stdout.write(describePlan(prepared, true) + '\n');
       return prepared.plan.problems.length === 0 ? 0 : 1;

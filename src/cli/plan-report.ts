@@ -24,10 +24,15 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   if (detailed) {
     for (const u of plan.updates) {
       const terms = u.terms.map((t) => `${t.moduleName} r=${t.module.rank} scale=${formatScale(t.scale)}${placementText(t.placement)}`).join(' + ');
-      lines.push(`  ${u.baseKey} [${u.shape.join('×')}] ${u.layout}${u.dora ? ' dora' : ''} ← ${terms}`);
+      const start = u.source ? ` (from ${u.source.adapter}:${u.source.tensor.name})` : '';
+      lines.push(`  ${u.baseKey} [${u.shape.join('×')}] ${u.layout}${u.dora ? ' dora' : ''}${start} ← ${terms}`);
+    }
+    for (const r of plan.rowSets) {
+      lines.push(`  ${r.baseKey} rows set: ${r.terms.map((t) => `${t.indices.length} token${t.indices.length === 1 ? '' : 's'} from ${t.adapter}`).join(', ')}`);
     }
     for (const b of plan.biasUpdates) lines.push(`  ${b.baseKey} (bias) ← ${b.terms.map((t) => `${t.moduleName} scale=${formatScale(t.scale)}`).join(' + ')}`);
     for (const r of plan.replacements) lines.push(`  ${r.baseKey} replaced by ${r.adapter}:${r.tensor.name}`);
+    for (const n of plan.notes) lines.push(`note: ${n}`);
     for (const p of plan.problems) lines.push(`problem: ${p.message}`);
   }
   return lines.join('\n');

@@ -5,7 +5,7 @@
  * or any folder holding exactly one `.safetensors` file. Only headers are read when opening;
  * tensors are read one at a time on demand. Pickle checkpoints are refused, never unpickled.
  */
-import type { DType } from '../dtype.js';
+import type { DType, FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { InputFileSet } from '../io/types.js';
 import { openSafetensors } from './safetensors-reader.js';
@@ -20,6 +20,8 @@ export interface BaseTensor {
   /** Relative path of the shard holding it. */
   shard: string;
   entry: TensorEntry;
+  /** The dtype it is written in unless the user asks for one (a dequantized tensor: the model's). */
+  writeDtype?: FloatDType;
 }
 
 /** `*.safetensors.index.json`: which shard holds each tensor. */

@@ -9,10 +9,11 @@ import type { LowRankTerm, MergeBackend } from '../engine/merge-op.js';
 import { MergeError, throwIfAborted } from '../errors.js';
 import type { BaseTensor } from '../formats/base-model.js';
 import { createSafetensorsWriter, type SafetensorsWriter } from '../formats/safetensors-writer.js';
-import { copyInputFile } from '../io/copy-file.js';
 import type { OutputTarget } from '../io/types.js';
 import { loadBiasUpdate, loadMergeOp, loadReplacement, loadTerms } from '../plan/load-op.js';
 import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorUpdate } from '../plan/merge-plan.js';
+import { loadRowValues, setRows, type PlannedRowSet } from '../plan/row-sets.js';
+import { writeModelFiles } from './model-files.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
 import { runPipelined } from './work-queue.js';
@@ -51,6 +52,7 @@ type Action =
   | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; terms: () => Promise<LowRankTerm[]> }
   | { kind: 'bias'; bias: BiasUpdate }
   | { kind: 'replace'; replacement: PlannedReplacement }
+  | { kind: 'rows'; rowSet: PlannedRowSet; rowStart: number; rowCount: number; values: () => Promise<Map<number, Float32Array>> }
   | { kind: 'copy'; start: number; length: number };
 
 interface WorkUnit {
@@ -70,25 +72,34 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   throwIfAborted(signal);
 
   const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
-  const outDtypeOf = (dtype: DType): DType => (options.outDtype && isFloatDType(dtype) ? options.outDtype : dtype);
+  // Each float tensor keeps its dtype (or the one its base model view writes it in) unless asked.
+  const outDtypeOf = (name: string): DType => {
+    const t = base.tensors.get(name)!;
+    return options.outDtype && isFloatDType(t.dtype) ? options.outDtype : t.writeDtype ?? t.dtype;
+  };
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   const biases = new Map(plan.biasUpdates.map((b) => [b.baseKey, b]));
   const replacements = new Map(plan.replacements.map((r) => [r.baseKey, r]));
+  const rowSets = new Map(plan.rowSets.map((r) => [r.baseKey, r]));
+  // A tensor the adapter saved in another shape (a resized embedding) is written in that shape.
+  const outShapeOf = (name: string, shape: number[]): number[] =>
+    updates.get(name)?.shape ?? replacements.get(name)?.shape ?? rowSets.get(name)?.shape ?? shape;
 
   const units: WorkUnit[] = [];
   const shardEntries = base.shards.map((shard) =>
-    shard.file.tensors.map((entry) => ({ name: entry.name, dtype: outDtypeOf(entry.dtype), shape: entry.shape })),
+    shard.file.tensors.map((entry) => ({ name: entry.name, dtype: outDtypeOf(entry.name), shape: outShapeOf(entry.name, entry.shape) })),
   );
   base.shards.forEach((shard, shardIndex) => {
     for (const entry of shard.file.tensors) {
       const tensor = base.tensors.get(entry.name)!;
-      const outDtype = outDtypeOf(entry.dtype);
+      const outDtype = outDtypeOf(entry.name);
       const elements = entry.byteLength / DTYPE_BYTES[entry.dtype];
       const push = (action: Action, outElements: number) =>
         units.push({ shardIndex, tensor, outDtype, action, outBytes: outElements * DTYPE_BYTES[outDtype] });
       const update = updates.get(entry.name);
       const bias = biases.get(entry.name);
       const replacement = replacements.get(entry.name);
+      const rowSet = rowSets.get(entry.name);
       if (update) {
         // Factors are read once per tensor, shared by its slabs.
         let terms: Promise<LowRankTerm[]> | undefined;
@@ -101,7 +112,15 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       } else if (bias) {
         push({ kind: 'bias', bias }, elements);
       } else if (replacement) {
-        push({ kind: 'replace', replacement }, elements);
+        push({ kind: 'replace', replacement }, product(replacement.shape));
+      } else if (rowSet) {
+        let values: Promise<Map<number, Float32Array>> | undefined;
+        const loadOnce = () => (values ??= loadRowValues(rowSet));
+        const cols = rowSet.shape[1];
+        const rowsPerSlab = Math.max(1, Math.floor(slabBytes / Math.max(cols * DTYPE_BYTES[rowSet.dtype], 1)));
+        for (const [rowStart, rowCount] of pieces(rowSet.shape[0], rowsPerSlab)) {
+          push({ kind: 'rows', rowSet, rowStart, rowCount, values: loadOnce }, rowCount * cols);
+        }
       } else {
         // Copies go in chunks of whole elements; converted ones must also stay 4-byte aligned.
         const unit = Math.max(DTYPE_BYTES[entry.dtype], 4);
@@ -126,7 +145,8 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       const open = writers[writers.length - 1];
       if (open) await open.finish();
       const shard = base.shards[writers.length];
-      const metadata = { ...shard.file.metadata, ...provenance };
+      // transformers refuses a safetensors file whose metadata lacks `format` (pt, tf, flax, mlx).
+      const metadata = { format: 'pt', ...shard.file.metadata, ...provenance };
       writers.push(await createSafetensorsWriter(await output.createFile(shard.path), shardEntries[writers.length], metadata));
       files.push(shard.path);
     }
@@ -163,11 +183,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       await sink.close();
       files.push(indexPath);
     }
-    for (const path of base.otherFiles) {
-      throwIfAborted(signal);
-      await copyInputFile(prepared.baseFiles, path, output);
-      files.push(path);
-    }
+    files.push(...await writeModelFiles(prepared, output, writtenDtype(shardEntries), signal));
     throwIfAborted(signal);
     await output.commit();
   } catch (e) {
@@ -199,9 +215,23 @@ function slabbable(update: TensorUpdate): boolean {
   return (update.dora.axis === 'out') === (update.layout === 'out-in');
 }
 
+/** The float dtype most of the written elements are in (what config.json says was written). */
+function writtenDtype(shards: readonly (readonly { dtype: DType; shape: readonly number[] }[])[]): FloatDType | undefined {
+  const elements = new Map<FloatDType, number>();
+  for (const entry of shards.flat()) {
+    if (isFloatDType(entry.dtype)) elements.set(entry.dtype, (elements.get(entry.dtype) ?? 0) + product(entry.shape));
+  }
+  return [...elements].sort((a, b) => b[1] - a[1])[0]?.[0];
+}
+
+function product(shape: readonly number[]): number {
+  return shape.reduce((n, d) => n * d, 1);
+}
+
 function isLastUnitOfTensor(unit: WorkUnit): boolean {
   const a = unit.action;
   if (a.kind === 'update') return a.rowStart + a.rowCount >= a.update.rows;
+  if (a.kind === 'rows') return a.rowStart + a.rowCount >= a.rowSet.shape[0];
   if (a.kind === 'copy') return a.start + a.length >= unit.tensor.entry.byteLength;
   return true;
 }
@@ -213,15 +243,25 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8A
     case 'update': {
       const rowBytes = a.update.cols * DTYPE_BYTES[a.update.dtype];
       await a.terms(); // start reading the factors together with the first slab
-      return base.readPart(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
+      return readStart(prepared, unit.tensor.name, a.update.source, a.rowStart * rowBytes, a.rowCount * rowBytes);
+    }
+    case 'rows': {
+      const rowBytes = a.rowSet.shape[1] * DTYPE_BYTES[a.rowSet.dtype];
+      await a.values();
+      return readStart(prepared, unit.tensor.name, a.rowSet.source, a.rowStart * rowBytes, a.rowCount * rowBytes);
     }
     case 'bias':
-      return base.read(unit.tensor.name);
+      return a.bias.source ? a.bias.source.file.read(a.bias.source.tensor) : base.read(unit.tensor.name);
     case 'replace':
       return new Uint8Array(0); // read in compute: loadReplacement converts as it reads
     case 'copy':
       return base.readPart(unit.tensor.name, a.start, a.length);
   }
+}
+
+/** Bytes of the tensor a unit starts from: the base's, or the one an adapter saved for it. */
+function readStart(prepared: PreparedMerge, name: string, source: PlannedReplacement | undefined, start: number, length: number): Promise<Uint8Array> {
+  return source ? source.file.readPart(source.tensor, start, length) : prepared.base.readPart(name, start, length);
 }
 
 async function computeUnit(unit: WorkUnit, input: Uint8Array, backend: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
@@ -238,10 +278,10 @@ async function computeUnit(unit: WorkUnit, input: Uint8Array, backend: MergeBack
       );
       return backend.merge(op, signal);
     }
-    case 'bias': {
-      const dtype = unit.tensor.dtype as FloatDType;
-      return backend.merge(await loadBiasUpdate(a.bias, { dtype, data: input }, unit.outDtype as FloatDType), signal);
-    }
+    case 'bias':
+      return backend.merge(await loadBiasUpdate(a.bias, { dtype: a.bias.dtype, data: input }, unit.outDtype as FloatDType), signal);
+    case 'rows':
+      return setRows(input, a.rowSet.dtype, a.rowStart, a.rowSet.shape[1], await a.values(), unit.outDtype as FloatDType);
     case 'replace':
       return loadReplacement(a.replacement, unit.outDtype as FloatDType);
     case 'copy': {

@@ -5,8 +5,11 @@
  */
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { openBaseModel, type BaseModel } from '../formats/base-model.js';
+import { modelArchitectures, readModelConfig, type ModelConfig } from '../formats/model-config.js';
 import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type MergePlan } from '../plan/merge-plan.js';
+import { planModelFolder, type ModelFolderPlan } from '../plan/model-folder.js';
+import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
 import { MergeError } from '../errors.js';
 
 export interface AdapterInput {
@@ -17,9 +20,12 @@ export interface AdapterInput {
 
 export interface PreparedMerge {
   baseFiles: InputFileSet;
+  /** The base as the merge sees it (a tied head or dequantized tensors may be views of its files). */
   base: BaseModel;
-  adapters: { adapter: ParsedAdapter; weight: number }[];
+  adapters: { adapter: ParsedAdapter; weight: number; files: InputFileSet }[];
   plan: MergePlan;
+  /** config.json rewrites and the tokenizer's origin (plan/model-folder.ts). */
+  modelFolder: ModelFolderPlan;
   /** Releases the open files. */
   close(): Promise<void>;
 }
@@ -30,17 +36,26 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const weight = input.weight ?? 1;
     if (!Number.isFinite(weight)) throw new MergeError('BAD_ARGUMENT', `${input.files.name}: weight ${weight} is not a finite number`);
   }
-  const base = await openBaseModel(baseFiles);
-  const adapters: { adapter: ParsedAdapter; weight: number }[] = [];
+  const opened = await openBaseModel(baseFiles);
+  const adapters: PreparedMerge['adapters'] = [];
   const close = async () => {
-    await Promise.allSettled([base.close(), ...adapters.map(({ adapter }) => adapter.file.source.close())]);
+    await Promise.allSettled([opened.close(), ...adapters.map(({ adapter }) => adapter.file.source.close())]);
   };
   try {
+    const config: ModelConfig | undefined = await readModelConfig(baseFiles);
+    const architectures = modelArchitectures(config);
     for (const input of adapterInputs) {
-      adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1 });
+      adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1, files: input.files });
     }
-    const plan = buildMergePlan(base, adapters);
-    return { baseFiles, base, adapters, plan, close };
+    const tie = resolveTiedEmbeddings(opened, config, adapters, architectures);
+    const base = tie.base;
+    const plan = buildMergePlan({ tensors: base.tensors, architectures }, tie.adapters);
+    if (tie.note) plan.notes.push(tie.note);
+    const modelFolder = await planModelFolder(
+      { tensors: base.tensors }, config, adapters.map(({ adapter, files }) => ({ name: adapter.name, files })), plan,
+      { untied: tie.decision === 'untied', dequantized: false },
+    );
+    return { baseFiles, base, adapters, plan, modelFolder, close };
   } catch (e) {
     await close();
     throw e;

@@ -8,6 +8,7 @@
 import { decodeToF32, encodeFromF32, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, LowRankTerm, MergeOp } from '../engine/merge-op.js';
 import type { BiasUpdate, PlannedReplacement, TensorUpdate } from './merge-plan.js';
+import { expertTerms } from './fused-experts.js';
 import { readFloat, readModuleFactors } from './module-factors.js';
 
 export interface RowRange {
@@ -20,6 +21,10 @@ export async function loadTerms(update: TensorUpdate): Promise<LowRankTerm[]> {
   const terms: LowRankTerm[] = [];
   for (const t of update.terms) {
     const { a, b, rank } = await readModuleFactors(t.file, t.module);
+    if (t.experts) {
+      terms.push(...expertTerms(a, b, t.experts, t.scale));
+      continue;
+    }
     const term: LowRankTerm = { a, b, rank, scale: t.scale };
     if (t.placement) term.placement = t.placement;
     terms.push(term);

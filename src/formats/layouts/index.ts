@@ -12,12 +12,17 @@ import { kohyaFlat } from './kohya-flat.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { openclipText } from './openclip-text.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
+import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
 
 export type { BaseView, Layout, LayoutResolution, Placement, RowSegment } from './layout.js';
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
-/** In the order they are tried: names as the base spells them first, then translations. */
-export const LAYOUTS: readonly Layout[] = [dottedPath, kohyaFlat, sdLdmUnet, openclipText];
+/**
+ * In the order they are tried: a vision-language model's two namings first (it answers only for
+ * such models, and its answer must not be preempted by a suffix match on the base's own names),
+ * then names as the base spells them, then translations.
+ */
+export const LAYOUTS: readonly Layout[] = [vlmCheckpoint, dottedPath, kohyaFlat, sdLdmUnet, openclipText];
 
 export type Location =
   | { found: true; targets: Placement[]; layout: string }
@@ -30,6 +35,8 @@ export type Location =
 
 export interface BaseShapes {
   readonly tensors: ReadonlyMap<string, { readonly shape: readonly number[] }>;
+  /** config.json `architectures`, when the base has one. */
+  readonly architectures?: readonly string[];
 }
 
 /** Finds modules in one base: its components, and an index of keys per component, built once. */
@@ -45,7 +52,7 @@ export class ModuleLocator {
 
   /** A full tensor path (PEFT's modules_to_save) among all of the base's keys. */
   resolveTensorPath(path: string): KeyResolution {
-    return this.whole.index.resolveDotted(path);
+    return resolveConvertedPath(this.whole, path) ?? this.whole.index.resolveDotted(path);
   }
 
   locate(address: ModuleAddress): Location {
@@ -79,7 +86,8 @@ export class ModuleLocator {
 
   private view(keys: Iterable<string>): BaseView {
     const tensors = this.base.tensors;
-    return { index: new BaseKeyIndex(keys), shape: (key) => tensors.get(key)?.shape };
+    const list = [...keys];
+    return { index: new BaseKeyIndex(list), keys: list, architectures: this.base.architectures ?? [], shape: (key) => tensors.get(key)?.shape };
   }
 }
 

@@ -25,6 +25,10 @@ export type LayoutResolution =
 /** The part of the base a module may land on: its component's tensors, or the whole base. */
 export interface BaseView {
   readonly index: BaseKeyIndex;
+  /** The keys `index` was built from. */
+  readonly keys: readonly string[];
+  /** config.json `architectures` of the model, empty when unknown. */
+  readonly architectures: readonly string[];
   /** A tensor's shape, for layouts whose row placement depends on it (thirds of a fused qkv). */
   shape(key: string): readonly number[] | undefined;
 }
