@@ -4,6 +4,7 @@
  * front ends can show the plan and let the user fix problems before any work starts.
  */
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import { dequantizedBaseModel } from '../formats/bnb/bnb-base-model.js';
 import { openBaseModel, type BaseModel } from '../formats/base-model.js';
 import { modelArchitectures, readModelConfig, type ModelConfig } from '../formats/model-config.js';
 import type { InputFileSet } from '../io/types.js';
@@ -47,13 +48,19 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     for (const input of adapterInputs) {
       adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1, files: input.files });
     }
-    const tie = resolveTiedEmbeddings(opened, config, adapters, architectures);
+    const dequantized = await dequantizedBaseModel(opened, config);
+    const tie = resolveTiedEmbeddings(dequantized?.base ?? opened, config, adapters, architectures);
     const base = tie.base;
     const plan = buildMergePlan({ tensors: base.tensors, architectures }, tie.adapters);
+    if (dequantized) {
+      const counts = [dequantized.fourBit ? `${dequantized.fourBit} 4-bit` : '', dequantized.eightBit ? `${dequantized.eightBit} 8-bit` : ''].filter(Boolean).join(' and ');
+      plan.notes.push(`the base holds ${counts} bitsandbytes weights: they are dequantized exactly as bitsandbytes does, merged, and written as floats; config.json drops quantization_config`);
+      plan.warnings.push('the base is bitsandbytes-quantized: a QLoRA adapter merges best into the original high-precision base, if you have it (the quantization error stays in this merge)');
+    }
     if (tie.note) plan.notes.push(tie.note);
     const modelFolder = await planModelFolder(
       { tensors: base.tensors }, config, adapters.map(({ adapter, files }) => ({ name: adapter.name, files })), plan,
-      { untied: tie.decision === 'untied', dequantized: false },
+      { untied: tie.decision === 'untied', dequantized: dequantized !== undefined },
     );
     return { baseFiles, base, adapters, plan, modelFolder, close };
   } catch (e) {
