@@ -376,6 +376,25 @@ describe('trainable tokens and tied embeddings', () => {
       expect(merged.json('config.json').tie_word_embeddings).toBe(true);
     });
 
+    it(`ensure_weight_tying: the embedding's LoRA goes into the shared weight once, the mirrored head factors are not added again, on ${kind}`, async () => {
+      const A = randomTensor('base_model.model.model.embed_tokens.lora_embedding_A', [2, 40], 'F32', rand, 0.5);
+      const B = randomTensor('base_model.model.model.embed_tokens.lora_embedding_B', [8, 2], 'F32', rand, 0.5);
+      // PEFT ties the head's LoRA to the embedding's: lora_A = Bᵀ, lora_B = Aᵀ (saved as copies).
+      const d = decoded([A, B]);
+      const headA: FixtureTensor = { name: 'base_model.model.lm_head.lora_A.weight', dtype: 'F32', shape: [2, 8], data: transpose(d.get(B.name)!.values, 8, 2) };
+      const headB: FixtureTensor = { name: 'base_model.model.lm_head.lora_B.weight', dtype: 'F32', shape: [40, 2], data: transpose(d.get(A.name)!.values, 2, 40) };
+      const prepared = await prepare(hfModelFolder(tied, config(true)), [peftFolder({ r: 2, lora_alpha: 2, ensure_weight_tying: true, target_modules: ['embed_tokens'] }, [A, B, headA, headB])]);
+      expect(prepared.plan.problems).toEqual([]);
+      expect(prepared.plan.notes).toEqual([
+        'the output head stays tied to model.embed_tokens.weight: the adapter was trained with ensure_weight_tying, so its changes apply to both',
+      ]);
+      const merged = await merge(prepared, kind);
+      expect([...merged.tensors.keys()].sort()).toEqual(tied.map((t) => t.name).sort());
+      const embedDelta = transpose(product(d.get(B.name)!, d.get(A.name)!), 8, 40);
+      expectValues('embed_tokens', merged.tensors.get('model.embed_tokens.weight')!, plus(decoded(tied).get('model.embed_tokens.weight')!, [1, embedDelta]));
+      expect(merged.json('config.json').tie_word_embeddings).toBe(true);
+    });
+
     it(`a tied Llama with a LoRA on lm_head gets its own head and tie_word_embeddings false, on ${kind}`, async () => {
       const adapter = loraTensors([['lm_head', 40, 8, 2, 4], ['model.layers.0.self_attn.q_proj', 8, 8, 2, 4]]);
       const prepared = await prepare(hfModelFolder(tied, config(true), { shards: 2 }), [peftFolder({ r: 2, lora_alpha: 4 }, adapter)], [0.5]);

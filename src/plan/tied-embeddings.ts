@@ -6,10 +6,12 @@
  * a merged model that stays tied reloads with an update the training never made (transformers
  * #45127, mergekit #385/#390). So when an adapter changes one of the two and not the other in the
  * same way, the head is written as its own tensor (starting from the shared weight, or from the
- * embedding the adapter saved) and config.json unties them. Trainable tokens are the one change
- * PEFT applies to both (the head's token adapter shares the embedding's deltas): they keep the
- * pair tied.
+ * embedding the adapter saved) and config.json unties them. PEFT applies two kinds of change to
+ * both: trainable tokens (the head's token adapter shares the embedding's deltas) and anything an
+ * adapter trained with `ensure_weight_tying` does to the embedding (its head LoRA is the
+ * embedding's, transposed, and is merged once, through the shared weight); they keep the pair tied.
  */
+import { MergeError } from '../errors.js';
 import type { TensorReplacement, TokenRows } from '../formats/adapter.js';
 import type { BaseModel } from '../formats/base-model.js';
 import { baseModelView, type ViewTensor } from '../formats/base-model-view.js';
@@ -52,7 +54,7 @@ export interface TieOutcome {
   note?: string;
 }
 
-type Change = { adapter: string; what: string };
+type Change = { adapter: string; what: string; tiedByPeft: boolean };
 
 export function resolveTiedEmbeddings(
   base: BaseModel, config: ModelConfig | undefined, adapters: readonly WeightedAdapter[], architectures: readonly string[],
@@ -65,30 +67,52 @@ export function resolveTiedEmbeddings(
   const locator = new ModuleLocator({ tensors, architectures });
   const onHead: Change[] = [];
   const onEmbedding: Change[] = [];
-  const classify = (key: string | undefined, change: Change) => {
-    if (key === pair.head) onHead.push(change);
-    else if (key === pair.embedding) onEmbedding.push(change);
-  };
+  /** Head modules that mirror the embedding's (PEFT ensure_weight_tying): merged once, through the embedding. */
+  const mirrors = new Map<string, Set<string>>();
   for (const { adapter } of adapters) {
+    // ensure_weight_tying: PEFT ties the head's LoRA (and modules_to_save copy) to the embedding's.
+    const ensured = adapter.config.ensure_weight_tying === true;
+    const classify = (key: string | undefined, what: string, tiedByPeft: boolean, mirror?: () => void) => {
+      if (key === pair.head) {
+        if (ensured && mirror) mirror();
+        else onHead.push({ adapter: adapter.name, what, tiedByPeft });
+      } else if (key === pair.embedding) {
+        onEmbedding.push({ adapter: adapter.name, what, tiedByPeft: tiedByPeft || ensured });
+      }
+    };
     for (const m of adapter.modules) {
       const at = locator.locate(m.address);
-      if (at.found) for (const t of at.targets) classify(t.baseKey, { adapter: adapter.name, what: `a LoRA on ${m.name}` });
+      if (!at.found) continue;
+      for (const t of at.targets) {
+        classify(t.baseKey, `a LoRA on ${m.name}`, false, () => {
+          const set = mirrors.get(adapter.name) ?? new Set<string>();
+          mirrors.set(adapter.name, set.add(m.key));
+        });
+      }
     }
     for (const r of adapter.replacements) {
       const at = locator.resolveTensorPath(r.path);
-      if (at.found) classify(at.key, { adapter: adapter.name, what: `a saved ${r.path}` });
+      if (at.found) classify(at.key, `a saved ${r.path}`, false);
     }
     for (const r of adapter.tokenRows ?? []) {
       const at = locator.resolveTensorPath(r.path);
-      if (at.found) classify(at.key, { adapter: adapter.name, what: 'trainable tokens' });
+      if (at.found) classify(at.key, 'trainable tokens', true);
     }
   }
-  if (onHead.length === 0 && onEmbedding.length === 0) return { base, adapters: [...adapters] };
-  if (onHead.length === 0 && onEmbedding.every((c) => c.what === 'trainable tokens')) {
-    return {
-      base, adapters: [...adapters], decision: 'kept',
-      note: `the output head stays tied to ${pair.embedding}: trainable tokens set rows of the shared weight, as PEFT applies them to both`,
-    };
+  const withoutMirrors = (a: WeightedAdapter): WeightedAdapter => {
+    const dropped = mirrors.get(a.adapter.name);
+    return dropped ? { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.filter((m) => !dropped.has(m.key)) } } : a;
+  };
+  if (onHead.length === 0 && onEmbedding.length === 0 && mirrors.size === 0) return { base, adapters: [...adapters] };
+  if (onHead.length === 0 && onEmbedding.every((c) => c.tiedByPeft)) {
+    const why = onEmbedding.every((c) => c.what === 'trainable tokens')
+      ? 'trainable tokens set rows of the shared weight, as PEFT applies them to both'
+      : 'the adapter was trained with ensure_weight_tying, so its changes apply to both';
+    return { base, adapters: adapters.map(withoutMirrors), decision: 'kept', note: `the output head stays tied to ${pair.embedding}: ${why}` };
+  }
+  const ensured = [...onEmbedding].find((c) => c.tiedByPeft && c.what !== 'trainable tokens') ?? (mirrors.size > 0 ? { adapter: [...mirrors.keys()][0] } : undefined);
+  if (ensured) {
+    throw new MergeError('PLAN_INVALID', `${ensured.adapter} was trained with ensure_weight_tying (its head follows ${pair.embedding}), but another change unties the two; merge the adapters one after the other`);
   }
   const changed = [...onHead, ...onEmbedding][0];
   return {
@@ -130,9 +154,13 @@ function withHeadStart(weighted: WeightedAdapter, pair: TiedPair, locator: Modul
   if (savedEmbedding && !adapter.replacements.some((r) => resolves(r.path, pair.head))) {
     replacements.push({ ...savedEmbedding, path: pair.head });
   }
+  // Trainable tokens of a tied model share their deltas with the head, unless the adapter trained
+  // the head's tokens on their own (different indices: PEFT then does not tie them).
   const tokenRows: TokenRows[] = [...adapter.tokenRows ?? []];
-  for (const rows of adapter.tokenRows ?? []) {
-    if (resolves(rows.path, pair.embedding)) tokenRows.push({ ...rows, path: pair.head });
+  if (!tokenRows.some((rows) => resolves(rows.path, pair.head))) {
+    for (const rows of adapter.tokenRows ?? []) {
+      if (resolves(rows.path, pair.embedding)) tokenRows.push({ ...rows, path: pair.head });
+    }
   }
   return { ...weighted, adapter: { ...adapter, replacements, tokenRows } };
 }
