@@ -8,7 +8,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { errorLines, runCli } from './helpers/cli.js';
+import { roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
 import { expectValues, product } from './helpers/merge-truth.js';
 
@@ -509,5 +512,37 @@ describe('LoRA on fused expert tensors', () => {
       'adapter1: module "model.layers.0.mlp.experts.down_proj": on model.layers.0.mlp.experts.down_proj: the base tensor (3, 8, 8) is square per expert, ' +
         'so its factors fit both W[e] += B_e·A_e and W[e] += (B_e·A_e)ᵀ; PEFT chose by its version, which the adapter_config.json does not record (peft_version)',
     ]]);
+  });
+});
+
+// --- the command line ----------------------------------------------------------------------------
+
+describe('the command line on an LLM folder', () => {
+  const temp = tempDirs();
+  afterAll(temp.removeAll);
+
+  it('--dry-run says the head will be untied; the merge writes it and the config', async () => {
+    const base = [
+      randomTensor('model.embed_tokens.weight', [40, 8], 'BF16', rand),
+      randomTensor('model.layers.0.self_attn.q_proj.weight', [8, 8], 'BF16', rand),
+      randomTensor('model.norm.weight', [8], 'BF16', rand),
+    ];
+    const baseDir = temp.make(hfModelFolder(base, { architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'bfloat16', tie_word_embeddings: true }, {
+      extra: { 'tokenizer.json': '{}' },
+    }));
+    const adapterDir = temp.make(peftFolder({ r: 2, lora_alpha: 2, target_modules: ['lm_head'] }, loraTensors([['lm_head', 40, 8, 2, 2]])));
+    const dry = await runCli(['merge', '--base', baseDir, '--adapter', adapterDir, '--out', join(baseDir, '..', 'never'), '--dry-run']);
+    expect(dry.code).toBe(0);
+    expect(dry.stderr).toContain('note: lm_head.weight is written as its own tensor and tie_word_embeddings set to false');
+    expect(dry.stdout).toContain('lm_head.weight [40×8] out-in ← lm_head r=2');
+    const out = join(temp.make(), 'merged');
+    const result = await runCli(['merge', '--base', baseDir, '--adapter', adapterDir, '--out', out, '--backend', 'cpu']);
+    expect(errorLines(result.stderr), result.stderr).toEqual([]);
+    expect(result.code).toBe(0);
+    const files = new Map(readdirSync(out).map((f) => [f, new Uint8Array(readFileSync(join(out, f)))]));
+    const merged = readMergedFolder(files);
+    expect([...merged.tensors.keys()].sort()).toEqual(['lm_head.weight', ...base.map((t) => t.name)].sort());
+    expect(merged.json('config.json')).toMatchObject({ tie_word_embeddings: false, dtype: 'bfloat16', torch_dtype: 'bfloat16' });
+    expect(merged.text('tokenizer.json')).toBe('{}');
   });
 });
