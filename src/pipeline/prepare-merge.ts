@@ -60,7 +60,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     if (tie.note) plan.notes.push(tie.note);
     const modelFolder = await planModelFolder(
       { tensors: base.tensors }, config, adapters.map(({ adapter, files }) => ({ name: adapter.name, files })), plan,
-      { untied: tie.decision === 'untied', dequantized: dequantized !== undefined },
+      { untied: tie.decision === 'untied', dequantized: dequantized !== undefined, folder: base.kind !== 'file' },
     );
     return { baseFiles, base, adapters, plan, modelFolder, close };
   } catch (e) {

@@ -34,7 +34,7 @@ const HEAD = /(^|\.)(lm_head|embed_out)\.weight$/;
 /** The folder's plan; its notes, warnings and problems go into `plan`. */
 export async function planModelFolder(
   base: BaseTensorIndex, config: ModelConfig | undefined, adapters: readonly AdapterFolder[], plan: MergePlan,
-  decisions: { untied: boolean; dequantized: boolean },
+  decisions: { untied: boolean; dequantized: boolean; folder: boolean },
 ): Promise<ModelFolderPlan> {
   const folder: ModelFolderPlan = { changes: {} };
   if (config) folder.config = config;
@@ -49,7 +49,8 @@ export async function planModelFolder(
     plan.notes.push(`the vocabulary grows from ${resized.from} to ${resized.rows} tokens${config ? '; config.json vocab_size follows' : ''}`);
   }
 
-  for (const adapter of adapters) {
+  // A merged single file has no folder to put a tokenizer in.
+  for (const adapter of decisions.folder ? adapters : []) {
     const found = tokenizerFiles(adapter.files);
     if (found.paths.length === 0) continue;
     if (!folder.tokenizer) {
