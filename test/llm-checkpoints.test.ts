@@ -398,6 +398,29 @@ describe('trainable tokens and tied embeddings', () => {
       expect(merged.json('config.json').tie_word_embeddings).toBe(true);
     });
 
+    it(`a tied model whose vocabulary grew: the head starts from the saved embedding, the embedding gains its LoRA, on ${kind}`, async () => {
+      // save_embedding_layers on a tied model saves the resized embedding; the head, tied to it
+      // while training, is not LoRA-wrapped and is not saved.
+      const adapter = [
+        randomTensor('base_model.model.model.embed_tokens.base_layer.weight', [43, 8], 'F32', rand),
+        randomTensor('base_model.model.model.embed_tokens.lora_embedding_A', [2, 43], 'F32', rand, 0.5),
+        randomTensor('base_model.model.model.embed_tokens.lora_embedding_B', [8, 2], 'F32', rand, 0.5),
+      ];
+      const prepared = await prepare(hfModelFolder(tied, config(true)), [peftFolder({ r: 2, lora_alpha: 2, target_modules: ['embed_tokens'] }, adapter)]);
+      expect(prepared.plan.problems).toEqual([]);
+      expect(prepared.plan.notes).toEqual([
+        'lm_head.weight is written as its own tensor and tie_word_embeddings set to false: adapter1 brings a LoRA on model.embed_tokens, which changes the input embedding only',
+        'the vocabulary grows from 40 to 43 tokens; config.json vocab_size follows',
+      ]);
+      const merged = await merge(prepared, kind);
+      const a = decoded(adapter);
+      const saved = a.get(adapter[0].name)!;
+      expect([...merged.tensors.get('lm_head.weight')!.values]).toEqual([...saved.values].map((x) => roundForDType(x, 'BF16')));
+      const delta = transpose(product(a.get(adapter[2].name)!, a.get(adapter[1].name)!), 8, 43);
+      expectValues('embed_tokens', merged.tensors.get('model.embed_tokens.weight')!, plus(saved, [1, delta]));
+      expect(merged.json('config.json')).toMatchObject({ tie_word_embeddings: false, vocab_size: 43 });
+    });
+
     it(`a tied Llama with a LoRA on lm_head gets its own head and tie_word_embeddings false, on ${kind}`, async () => {
       const adapter = loraTensors([['lm_head', 40, 8, 2, 4], ['model.layers.0.self_attn.q_proj', 8, 8, 2, 4]]);
       const prepared = await prepare(hfModelFolder(tied, config(true), { shards: 2 }), [peftFolder({ r: 2, lora_alpha: 4 }, adapter)], [0.5]);
