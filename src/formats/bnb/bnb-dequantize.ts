@@ -23,11 +23,25 @@ export function dequantizeFourBit(slice: FourBitSlice, code: Float32Array, block
   const out = new Float32Array(count);
   const byte0 = start >>> 1;
   const block0 = Math.floor(start / blocksize);
-  for (let i = 0; i < count; i++) {
-    const v = start + i;
-    const byte = slice.packed[(v >>> 1) - byte0];
-    const nibble = v & 1 ? byte & 0x0f : byte >>> 4;
-    out[i] = Math.fround(code[nibble] * slice.absmax[Math.floor(v / blocksize) - block0]);
+  const scaled = new Float32Array(16);
+  const end = start + count;
+  // Block by block: the 16 products code[q] · absmax are the only values a block can hold.
+  for (let blockStart = block0 * blocksize; blockStart < end; blockStart += blocksize) {
+    const absmax = slice.absmax[blockStart / blocksize - block0];
+    for (let q = 0; q < 16; q++) scaled[q] = Math.fround(code[q] * absmax);
+    const to = Math.min(blockStart + blocksize, end);
+    let v = Math.max(blockStart, start);
+    if (v & 1 && v < to) {
+      out[v - start] = scaled[slice.packed[(v >>> 1) - byte0] & 0x0f];
+      v++;
+    }
+    // Two values per byte, the high nibble first.
+    for (; v + 1 < to; v += 2) {
+      const byte = slice.packed[(v >>> 1) - byte0];
+      out[v - start] = scaled[byte >>> 4];
+      out[v + 1 - start] = scaled[byte & 0x0f];
+    }
+    if (v < to) out[v - start] = scaled[slice.packed[(v >>> 1) - byte0] >>> 4];
   }
   return out;
 }
@@ -55,6 +69,11 @@ const INV_127 = Math.fround(7.874015718698502e-3);
 export function dequantizeInt8(q: Int8Array, scb: Float32Array, start: number, cols: number): Float32Array {
   const out = new Float32Array(q.length);
   const row0 = Math.floor(start / cols);
-  for (let i = 0; i < q.length; i++) out[i] = Math.fround(Math.fround(q[i] * scb[Math.floor((start + i) / cols) - row0]) * INV_127);
+  const end = start + q.length;
+  for (let rowStart = row0 * cols; rowStart < end; rowStart += cols) {
+    const s = scb[rowStart / cols - row0];
+    const to = Math.min(rowStart + cols, end);
+    for (let v = Math.max(rowStart, start); v < to; v++) out[v - start] = Math.fround(Math.fround(q[v - start] * s) * INV_127);
+  }
   return out;
 }
