@@ -248,7 +248,8 @@ describe('4-bit FP4 and 8-bit bases', () => {
     const prepared = await prepareMerge(memoryInputFileSet(hfModelFolder(base, { architectures: ['LlamaForCausalLM'], model_type: 'llama' }), 'int8'), [
       { files: memoryInputFileSet(peftFolder({ r: 1 }, adapter), 'qlora') },
     ]);
-    const merged = await merge(prepared, 'cpu', { outDtype: 'F32' });
+    // 4 KiB chunks start mid-row: each value still takes its own row's SCB.
+    const merged = await merge(prepared, 'cpu', { outDtype: 'F32', slabBytes: 4096 });
     expect([...merged.tensors.get(`${L}.o_proj.weight`)!.values]).toEqual([...o.values]);
   });
 });
