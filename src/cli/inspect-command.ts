@@ -1,9 +1,9 @@
 /** `loramerge inspect PATH`: what a base model or an adapter holds. */
 import { stat } from 'node:fs/promises';
-import type { DType } from '../dtype.js';
 import { MergeError, isMergeError } from '../errors.js';
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
-import { openBaseModel, type BaseModel } from '../formats/base-model.js';
+import type { BaseModel } from '../formats/base-model.js';
+import { openModel } from '../formats/open-model.js';
 import { openNodeInputFileSet } from '../io/node-input-files.js';
 import type { InputFileSet } from '../io/types.js';
 import type { InspectCommand } from './args.js';
@@ -29,7 +29,7 @@ export async function runInspect(cmd: InspectCommand, print: (line: string) => v
     }
     return 0;
   }
-  const base = await openBaseModel(files);
+  const base = await openModel(files);
   try {
     describeBase(files, base).forEach((l) => print(l));
   } finally {
@@ -38,24 +38,24 @@ export async function runInspect(cmd: InspectCommand, print: (line: string) => v
   return 0;
 }
 
-function dtypeCounts(dtypes: Iterable<DType>): string {
-  const counts = new Map<DType, number>();
+function dtypeCounts(dtypes: Iterable<string>): string {
+  const counts = new Map<string, number>();
   for (const d of dtypes) counts.set(d, (counts.get(d) ?? 0) + 1);
   return [...counts].map(([d, n]) => `${d} ×${n}`).join(', ');
 }
 
 function describeBase(files: InputFileSet, base: BaseModel): string[] {
   const tensors = [...base.tensors.values()];
-  const bytes = tensors.reduce((sum, t) => sum + t.entry.byteLength, 0);
+  const bytes = tensors.reduce((sum, t) => sum + t.byteLength, 0);
   const lines = [
     `${files.name}: base model (${base.kind})`,
-    `  files: ${base.shards.map((s) => s.path).join(', ')}${base.index ? ' + index' : ''}`,
-    `  tensors: ${tensors.length}, ${formatBytes(bytes)}; dtypes: ${dtypeCounts(tensors.map((t) => t.dtype))}`,
+    `  files: ${base.shards.map((s) => s.path).join(', ')}${base.indexPath ? ' + index' : ''}`,
+    `  tensors: ${tensors.length}, ${formatBytes(bytes)}; dtypes: ${dtypeCounts(tensors.map((t) => t.storedType))}`,
   ];
   if (base.otherFiles.length) lines.push(`  other files (copied unchanged): ${base.otherFiles.join(', ')}`);
-  const largest = [...tensors].sort((a, b) => b.entry.byteLength - a.entry.byteLength).slice(0, 5);
+  const largest = [...tensors].sort((a, b) => b.byteLength - a.byteLength).slice(0, 5);
   lines.push('  largest tensors:');
-  for (const t of largest) lines.push(`    ${t.name} [${t.shape.join('×')}] ${t.dtype} ${formatBytes(t.entry.byteLength)}`);
+  for (const t of largest) lines.push(`    ${t.name} [${t.shape.join('×')}] ${t.storedType} ${formatBytes(t.byteLength)}`);
   return lines;
 }
 

@@ -77,6 +77,11 @@ export interface MergeBackend {
    * Throws a MergeError naming `op.name` on non-finite output, device loss or a failed dispatch.
    */
   merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Decodes whole GGML blocks of `type` (`Q4_K`, …) to f32 on the backend's device; undefined
+   * leaves it to the CPU codecs (results are identical: both decode exactly).
+   */
+  dequantize?(type: string, blocks: Uint8Array, signal?: AbortSignal): Promise<Float32Array | undefined>;
   /** Releases GPU resources (idempotent). */
   dispose(): void;
 }

@@ -1,31 +1,35 @@
 /**
- * A base model as safetensors weights: one file, a Hugging Face transformers folder
- * (`model.safetensors`, or shards `model-0000x-of-0000y.safetensors` with
- * `model.safetensors.index.json`), a diffusers component folder (`diffusion_pytorch_model…` likewise),
- * or any folder holding exactly one `.safetensors` file. Only headers are read when opening;
- * tensors are read one at a time on demand. Pickle checkpoints are refused, never unpickled.
+ * A base model as the merge sees it, whatever file format holds it (container.ts), and its
+ * safetensors form: one file, a Hugging Face transformers folder (`model.safetensors`, or shards
+ * `model-0000x-of-0000y.safetensors` with `model.safetensors.index.json`), a diffusers component
+ * folder (`diffusion_pytorch_model…` likewise), or any folder holding exactly one `.safetensors`
+ * file. Only headers are read when opening; tensors are read one at a time on demand. Pickle
+ * checkpoints are refused, never unpickled.
  */
 import type { DType } from '../dtype.js';
+import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
 import type { InputFileSet } from '../io/types.js';
+import type { PlanProblem, MergePlan } from '../plan/merge-plan.js';
+import type { ContainerFormat, StoredShard, StoredTensor } from './container.js';
+import { safetensorsContainer, type ShardIndex } from './safetensors-container.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
-export type BaseModelKind = 'file' | 'transformers' | 'diffusers' | 'folder';
+export type { ShardIndex };
+
+export type BaseModelKind = 'file' | 'transformers' | 'diffusers' | 'folder' | 'gguf';
 
 export interface BaseTensor {
   name: string;
+  /** The float dtype the plan and the engine see: the stored dtype, or F32 for GGUF block types. */
   dtype: DType;
   shape: number[];
   /** Relative path of the shard holding it. */
   shard: string;
-  entry: TensorEntry;
-}
-
-/** `*.safetensors.index.json`: which shard holds each tensor. */
-export interface ShardIndex {
-  metadata?: Record<string, unknown>;
-  weight_map: Record<string, string>;
+  /** The file's own type (`BF16`, `Q4_K`) and the tensor's stored size. */
+  storedType: string;
+  byteLength: number;
 }
 
 export interface BaseModel {
@@ -33,16 +37,28 @@ export interface BaseModel {
   /** The input as the user named it. */
   readonly name: string;
   readonly tensors: ReadonlyMap<string, BaseTensor>;
-  /** Weight files in order (one unless sharded). */
-  readonly shards: readonly { path: string; file: SafetensorsFile }[];
-  /** Relative path of the index file, and its contents, when sharded with one. */
+  /** Weight files in order (one unless sharded), each with its tensors in file order. */
+  readonly shards: readonly StoredShard[];
+  /** Relative path of the index file, when sharded with one. */
   readonly indexPath?: string;
-  readonly index?: ShardIndex;
   /** Small files to copy unchanged into a merged folder: configs, tokenizer, README… */
   readonly otherFiles: readonly string[];
+  /** How the file format reads, converts and writes tensors. */
+  readonly format: ContainerFormat;
+  /** Stored bytes. */
   read(name: string): Promise<Uint8Array>;
   readPart(name: string, start: number, length: number): Promise<Uint8Array>;
+  /** `rowCount` rows (of the tensor's first dimension) from `rowStart`, decoded for the engine. */
+  readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes>;
+  /** Problems only the file format knows of (a tensor of a type it cannot rewrite, say). */
+  planProblems?(plan: MergePlan): PlanProblem[];
   close(): Promise<void>;
+}
+
+/** A safetensors base model: each shard also exposes its parsed file. */
+export interface SafetensorsBaseModel extends BaseModel {
+  readonly shards: readonly { path: string; file: SafetensorsFile; tensors: readonly StoredTensor[] }[];
+  readonly index?: ShardIndex;
 }
 
 const SAFETENSORS = /\.safetensors$/i;
@@ -58,7 +74,7 @@ const LAYOUTS: { kind: BaseModelKind; stem: string }[] = [
   { kind: 'diffusers', stem: 'diffusion_pytorch_model' },
 ];
 
-export async function openBaseModel(files: InputFileSet): Promise<BaseModel> {
+export async function openBaseModel(files: InputFileSet): Promise<SafetensorsBaseModel> {
   const list = files.list();
   const layout = await detectLayout(files, list);
   const shards: { path: string; file: SafetensorsFile }[] = [];
@@ -195,7 +211,7 @@ function collectTensors(
             : `${name}: ${indexPath} puts tensor "${entry.name}" in ${listed} but it is in ${path}`,
         );
       }
-      tensors.set(entry.name, { name: entry.name, dtype: entry.dtype, shape: entry.shape, shard: path, entry });
+      tensors.set(entry.name, { name: entry.name, dtype: entry.dtype, shape: entry.shape, shard: path, storedType: entry.dtype, byteLength: entry.byteLength });
     }
   }
   if (index) {
@@ -208,38 +224,57 @@ function collectTensors(
   return tensors;
 }
 
-class OpenedBaseModel implements BaseModel {
+class OpenedBaseModel implements SafetensorsBaseModel {
   private readonly files: Map<string, SafetensorsFile>;
+  readonly shards: readonly { path: string; file: SafetensorsFile; tensors: readonly StoredTensor[] }[];
+  readonly format: ContainerFormat;
 
   constructor(
     readonly kind: BaseModelKind,
     readonly name: string,
     readonly tensors: ReadonlyMap<string, BaseTensor>,
-    readonly shards: readonly { path: string; file: SafetensorsFile }[],
+    shards: readonly { path: string; file: SafetensorsFile }[],
     readonly otherFiles: readonly string[],
     readonly indexPath?: string,
     readonly index?: ShardIndex,
   ) {
     this.files = new Map(shards.map((s) => [s.path, s.file]));
+    this.shards = shards.map(({ path, file }) => ({
+      path,
+      file,
+      tensors: file.tensors.map((e) => ({ name: e.name, type: e.dtype, shape: e.shape, byteLength: e.byteLength })),
+    }));
+    this.format = safetensorsContainer(
+      shards.map((s) => s.file.metadata),
+      indexPath && index ? { path: indexPath, contents: index } : undefined,
+    );
   }
 
   async read(name: string): Promise<Uint8Array> {
-    const tensor = this.tensor(name);
-    return this.files.get(tensor.shard)!.read(tensor.entry);
+    const [file, entry] = this.entry(name);
+    return file.read(entry);
   }
 
   async readPart(name: string, start: number, length: number): Promise<Uint8Array> {
-    const tensor = this.tensor(name);
-    return this.files.get(tensor.shard)!.readPart(tensor.entry, start, length);
+    const [file, entry] = this.entry(name);
+    return file.readPart(entry, start, length);
+  }
+
+  async readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes> {
+    const [, entry] = this.entry(name);
+    const rowBytes = entry.shape.length === 0 ? entry.byteLength : entry.byteLength / Math.max(entry.shape[0], 1);
+    const data = await this.readPart(name, rowStart * rowBytes, rowCount * rowBytes);
+    return this.format.decodeRows(entry.dtype, data);
   }
 
   async close(): Promise<void> {
     await Promise.all(this.shards.map((s) => s.file.source.close()));
   }
 
-  private tensor(name: string): BaseTensor {
+  private entry(name: string): [SafetensorsFile, TensorEntry] {
     const tensor = this.tensors.get(name);
     if (!tensor) throw new MergeError('NOT_FOUND', `${this.name}: no tensor "${name}"`);
-    return tensor;
+    const file = this.files.get(tensor.shard)!;
+    return [file, file.get(name)!];
   }
 }

@@ -2,13 +2,13 @@
  * File to file: streams every base tensor through the plan to the backend and into the output,
  * shard by shard, in the base's own order. Large tensors go in row slabs, so memory is bounded by
  * the slab size, not by the model or its largest tensor. Any failure or cancellation aborts the
- * output target, which removes everything written.
+ * output target, which removes everything written. The base's container (safetensors, GGUF)
+ * decides each tensor's output type, decodes and encodes rows, and writes the files.
  */
-import { DTYPE_BYTES, decodeToF32, encodeFromF32, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import type { LowRankTerm, MergeBackend } from '../engine/merge-op.js';
 import { MergeError, throwIfAborted } from '../errors.js';
 import type { BaseTensor } from '../formats/base-model.js';
-import { createSafetensorsWriter, type SafetensorsWriter } from '../formats/safetensors-writer.js';
+import type { ContainerFormat, StoredShard, StoredTensor, TensorFileWriter } from '../formats/container.js';
 import { copyInputFile } from '../io/copy-file.js';
 import type { OutputTarget } from '../io/types.js';
 import { loadBiasUpdate, loadMergeOp, loadReplacement, loadTerms } from '../plan/load-op.js';
@@ -21,8 +21,12 @@ export interface MergeModelOptions {
   prepared: PreparedMerge;
   output: OutputTarget;
   backend: MergeBackend;
-  /** Every float tensor is written in this dtype; default: each tensor keeps the base's dtype. */
-  outDtype?: FloatDType;
+  /**
+   * Output type (`f16`, `bf16`, and for GGUF `q8_0`, `q4_k`…; checked by the base's container).
+   * Safetensors: every float tensor is written in it. GGUF: every merged tensor of two or more
+   * dimensions. Default: each tensor keeps the base's type.
+   */
+  outDtype?: string;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
   /** Upper bound on the base bytes of one unit of work (a row slab or a copied chunk). */
@@ -56,7 +60,8 @@ type Action =
 interface WorkUnit {
   shardIndex: number;
   tensor: BaseTensor;
-  outDtype: DType;
+  /** The type the output file stores this tensor in. */
+  outType: string;
   action: Action;
   /** Output bytes this unit produces. */
   outBytes: number;
@@ -70,64 +75,70 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   throwIfAborted(signal);
 
   const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
-  const outDtypeOf = (dtype: DType): DType => (options.outDtype && isFloatDType(dtype) ? options.outDtype : dtype);
+  const format = base.format;
+  const requested = options.outDtype === undefined ? undefined : format.parseOutputType(options.outDtype);
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   const biases = new Map(plan.biasUpdates.map((b) => [b.baseKey, b]));
   const replacements = new Map(plan.replacements.map((r) => [r.baseKey, r]));
+  const changed = (name: string) => updates.has(name) || biases.has(name) || replacements.has(name);
+  const outTypeOf = (stored: StoredTensor) => format.outputType(stored, changed(stored.name), requested);
+  checkOutputTypes(base.shards, format, outTypeOf);
 
   const units: WorkUnit[] = [];
-  const shardEntries = base.shards.map((shard) =>
-    shard.file.tensors.map((entry) => ({ name: entry.name, dtype: outDtypeOf(entry.dtype), shape: entry.shape })),
-  );
+  const outShards: StoredShard[] = base.shards.map((shard) => ({
+    path: shard.path,
+    tensors: shard.tensors.map((t) => {
+      const type = outTypeOf(t);
+      return { name: t.name, type, shape: t.shape, byteLength: type === t.type ? t.byteLength : format.byteLength(type, product(t.shape)) };
+    }),
+  }));
   base.shards.forEach((shard, shardIndex) => {
-    for (const entry of shard.file.tensors) {
-      const tensor = base.tensors.get(entry.name)!;
-      const outDtype = outDtypeOf(entry.dtype);
-      const elements = entry.byteLength / DTYPE_BYTES[entry.dtype];
-      const push = (action: Action, outElements: number) =>
-        units.push({ shardIndex, tensor, outDtype, action, outBytes: outElements * DTYPE_BYTES[outDtype] });
-      const update = updates.get(entry.name);
-      const bias = biases.get(entry.name);
-      const replacement = replacements.get(entry.name);
+    for (const stored of shard.tensors) {
+      const tensor = base.tensors.get(stored.name)!;
+      const outType = outTypeOf(stored);
+      const push = (action: Action, outBytes: number) => units.push({ shardIndex, tensor, outType, action, outBytes });
+      const update = updates.get(stored.name);
+      const bias = biases.get(stored.name);
+      const replacement = replacements.get(stored.name);
       if (update) {
         // Factors are read once per tensor, shared by its slabs.
         let terms: Promise<LowRankTerm[]> | undefined;
         const loadOnce = () => (terms ??= loadTerms(update));
-        const rowBytes = update.cols * DTYPE_BYTES[entry.dtype];
+        const rowBytes = format.byteLength(stored.type, update.cols);
         const rowsPerSlab = slabbable(update) ? Math.max(1, Math.floor(slabBytes / Math.max(rowBytes, 1))) : update.rows;
         for (const [rowStart, rowCount] of pieces(update.rows, rowsPerSlab)) {
-          push({ kind: 'update', update, rowStart, rowCount, terms: loadOnce }, rowCount * update.cols);
+          push({ kind: 'update', update, rowStart, rowCount, terms: loadOnce }, format.byteLength(outType, rowCount * update.cols));
         }
       } else if (bias) {
-        push({ kind: 'bias', bias }, elements);
+        push({ kind: 'bias', bias }, format.byteLength(outType, bias.length));
       } else if (replacement) {
-        push({ kind: 'replace', replacement }, elements);
+        push({ kind: 'replace', replacement }, format.byteLength(outType, product(stored.shape)));
       } else {
-        // Copies go in chunks of whole elements; converted ones must also stay 4-byte aligned.
-        const unit = Math.max(DTYPE_BYTES[entry.dtype], 4);
+        // Copies go in chunks of whole elements (or blocks).
+        const unit = format.copyUnit(stored.type, outType);
         const chunk = Math.max(unit, Math.floor(slabBytes / unit) * unit);
-        for (const [start, length] of pieces(entry.byteLength, chunk)) {
-          push({ kind: 'copy', start, length }, length / DTYPE_BYTES[entry.dtype]);
+        for (const [start, length] of pieces(stored.byteLength, chunk)) {
+          const outBytes = outType === stored.type ? length : format.byteLength(outType, length / format.byteLength(stored.type, 1));
+          push({ kind: 'copy', start, length }, outBytes);
         }
       }
     }
   });
 
-  const provenance = provenanceMetadata(prepared, options.outDtype);
+  const provenance = provenanceMetadata(prepared, requested);
   const bytesTotal = units.reduce((sum, u) => sum + u.outBytes, 0);
   const tensorsTotal = base.tensors.size;
   let bytesDone = 0;
   let tensorsDone = 0;
-  const writers: SafetensorsWriter[] = [];
+  const writers: TensorFileWriter[] = [];
   const files: string[] = [];
   /** Finishes the open shard and opens every shard up to `shardIndex` (empty ones get just a header). */
   const advanceTo = async (shardIndex: number) => {
     while (writers.length <= shardIndex) {
       const open = writers[writers.length - 1];
       if (open) await open.finish();
-      const shard = base.shards[writers.length];
-      const metadata = { ...shard.file.metadata, ...provenance };
-      writers.push(await createSafetensorsWriter(await output.createFile(shard.path), shardEntries[writers.length], metadata));
+      const shard = outShards[writers.length];
+      writers.push(await format.createWriter(await output.createFile(shard.path), writers.length, outShards, provenance));
       files.push(shard.path);
     }
   };
@@ -140,7 +151,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       units,
       {
         read: (unit) => readUnit(prepared, unit),
-        compute: (unit, input) => computeUnit(unit, input, backend, signal),
+        compute: (unit, input) => computeUnit(unit, input, format, backend, signal),
         write: async (unit, bytes) => {
           await advanceTo(unit.shardIndex);
           await writers[unit.shardIndex].writeChunk(unit.tensor.name, bytes);
@@ -154,15 +165,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     await advanceTo(base.shards.length - 1);
     await writers[writers.length - 1]?.finish();
     throwIfAborted(signal);
-    if (base.index) {
-      const indexPath = base.indexPath!;
-      const totalSize = writers.reduce((sum, w) => sum + w.entries.reduce((s, e) => s + e.byteLength, 0), 0);
-      const index = { ...base.index, metadata: { ...(base.index.metadata ?? {}), total_size: totalSize } };
-      const sink = await output.createFile(indexPath);
-      await sink.write(new TextEncoder().encode(JSON.stringify(index, null, 2) + '\n'));
-      await sink.close();
-      files.push(indexPath);
-    }
+    files.push(...(await format.writeSidecars(output, outShards)));
     for (const path of base.otherFiles) {
       throwIfAborted(signal);
       await copyInputFile(prepared.baseFiles, path, output);
@@ -202,8 +205,27 @@ function slabbable(update: TensorUpdate): boolean {
 function isLastUnitOfTensor(unit: WorkUnit): boolean {
   const a = unit.action;
   if (a.kind === 'update') return a.rowStart + a.rowCount >= a.update.rows;
-  if (a.kind === 'copy') return a.start + a.length >= unit.tensor.entry.byteLength;
+  if (a.kind === 'copy') return a.start + a.length >= unit.tensor.byteLength;
   return true;
+}
+
+/** Every tensor's output type must fit it (GGUF block sizes); checked before any work. */
+function checkOutputTypes(shards: readonly StoredShard[], format: ContainerFormat, outTypeOf: (t: StoredTensor) => string): void {
+  const problems: string[] = [];
+  for (const shard of shards) {
+    for (const t of shard.tensors) {
+      const type = outTypeOf(t);
+      const why = type === t.type ? undefined : format.checkOutputType(t, type);
+      if (why) problems.push(`tensor "${t.name}": ${why}`);
+    }
+  }
+  if (problems.length > 0) {
+    throw new MergeError('BAD_ARGUMENT', problems.length === 1 ? problems[0] : `${problems[0]} (and ${problems.length - 1} more tensors)`);
+  }
+}
+
+function product(shape: readonly number[]): number {
+  return shape.reduce((n, d) => n * d, 1);
 }
 
 async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8Array> {
@@ -211,7 +233,7 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8A
   const a = unit.action;
   switch (a.kind) {
     case 'update': {
-      const rowBytes = a.update.cols * DTYPE_BYTES[a.update.dtype];
+      const rowBytes = base.format.byteLength(unit.tensor.storedType, a.update.cols);
       await a.terms(); // start reading the factors together with the first slab
       return base.readPart(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
     }
@@ -224,39 +246,35 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8A
   }
 }
 
-async function computeUnit(unit: WorkUnit, input: Uint8Array, backend: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
+async function computeUnit(unit: WorkUnit, input: Uint8Array, format: ContainerFormat, backend: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
   const a = unit.action;
-  const name = unit.tensor.name;
+  const inType = unit.tensor.storedType;
+  const outDtype = format.engineDtype(unit.outType);
   switch (a.kind) {
     case 'update': {
-      const op = await loadMergeOp(
-        a.update,
-        { dtype: a.update.dtype, data: input },
-        unit.outDtype as FloatDType,
-        { rowStart: a.rowStart, rowCount: a.rowCount },
-        await a.terms(),
-      );
-      return backend.merge(op, signal);
+      const base = await format.decodeRows(inType, input, backend, signal);
+      const op = await loadMergeOp(a.update, base, outDtype, { rowStart: a.rowStart, rowCount: a.rowCount }, await a.terms());
+      return format.encodeRows(unit.outType, await backend.merge(op, signal));
     }
     case 'bias': {
-      const dtype = unit.tensor.dtype as FloatDType;
-      return backend.merge(await loadBiasUpdate(a.bias, { dtype, data: input }, unit.outDtype as FloatDType), signal);
+      const base = await format.decodeRows(inType, input, backend, signal);
+      return format.encodeRows(unit.outType, await backend.merge(await loadBiasUpdate(a.bias, base, outDtype), signal));
     }
     case 'replace':
-      return loadReplacement(a.replacement, unit.outDtype as FloatDType);
-    case 'copy': {
-      const inDtype = unit.tensor.dtype;
-      if (inDtype === unit.outDtype) return input;
-      if (!isFloatDType(inDtype) || !isFloatDType(unit.outDtype)) {
-        throw new MergeError('BAD_ARGUMENT', `tensor "${name}": cannot convert ${inDtype} to ${unit.outDtype}`);
+      return format.encodeRows(unit.outType, await loadReplacement(a.replacement, outDtype));
+    case 'copy':
+      if (inType === unit.outType) return input;
+      try {
+        return format.convert(input, inType, unit.outType);
+      } catch (e) {
+        if (e instanceof MergeError) throw new MergeError(e.code, `tensor "${unit.tensor.name}": ${e.message}`, { cause: e });
+        throw e;
       }
-      return encodeFromF32(decodeToF32(input, inDtype), unit.outDtype);
-    }
   }
 }
 
 /** What went into this file, kept in its `__metadata__` so the merge can be traced and repeated. */
-function provenanceMetadata(prepared: PreparedMerge, outDtype: FloatDType | undefined): Record<string, string> {
+function provenanceMetadata(prepared: PreparedMerge, outDtype: string | undefined): Record<string, string> {
   const adapters = prepared.adapters.map(({ adapter, weight }, i) => {
     const scales = new Set<number>();
     for (const u of prepared.plan.updates) for (const t of u.terms) if (t.adapterIndex === i) scales.add(t.module.scale);

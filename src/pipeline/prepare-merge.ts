@@ -4,7 +4,8 @@
  * front ends can show the plan and let the user fix problems before any work starts.
  */
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
-import { openBaseModel, type BaseModel } from '../formats/base-model.js';
+import type { BaseModel } from '../formats/base-model.js';
+import { openModel } from '../formats/open-model.js';
 import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type MergePlan } from '../plan/merge-plan.js';
 import { MergeError } from '../errors.js';
@@ -30,7 +31,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const weight = input.weight ?? 1;
     if (!Number.isFinite(weight)) throw new MergeError('BAD_ARGUMENT', `${input.files.name}: weight ${weight} is not a finite number`);
   }
-  const base = await openBaseModel(baseFiles);
+  const base = await openModel(baseFiles);
   const adapters: { adapter: ParsedAdapter; weight: number }[] = [];
   const close = async () => {
     await Promise.allSettled([base.close(), ...adapters.map(({ adapter }) => adapter.file.source.close())]);
@@ -40,6 +41,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1 });
     }
     const plan = buildMergePlan(base, adapters);
+    plan.problems.push(...(base.planProblems?.(plan) ?? []));
     return { baseFiles, base, adapters, plan, close };
   } catch (e) {
     await close();
