@@ -4,7 +4,7 @@
  * Weights are left out on purpose: the page scales scales and ratios by the sliders itself.
  */
 import {
-  estimateUpdateMagnitudes, prepareMerge, type FloatDType, type InputFileSet, type ParsedAdapter,
+  estimateUpdateMagnitudes, prepareMerge, type InputFileSet, type ParsedAdapter,
 } from '../src/index.js';
 import type { AdapterSummary, PlanSummary } from './worker-protocol.js';
 
@@ -37,19 +37,15 @@ export async function summarizePlan(base: InputFileSet, adapterSets: InputFileSe
   try {
     const { plan } = prepared;
     const model = prepared.base;
-    const magnitudes = await estimateUpdateMagnitudes(plan, async (key, rowStart, rowCount) => {
-      const tensor = model.tensors.get(key)!;
-      const rowBytes = tensor.entry.byteLength / tensor.shape[0];
-      return { dtype: tensor.dtype as FloatDType, data: await model.readPart(key, rowStart * rowBytes, rowCount * rowBytes) };
-    });
+    const magnitudes = await estimateUpdateMagnitudes(plan, (key, rowStart, rowCount) => model.readRows(key, rowStart, rowCount));
     const allTensors = [...model.tensors.values()];
     return {
       base: {
         name: base.name,
         files: model.shards.length,
         tensors: allTensors.length,
-        bytes: allTensors.reduce((n, t) => n + t.entry.byteLength, 0),
-        dtype: mostCommon(allTensors.map((t) => t.dtype)),
+        bytes: allTensors.reduce((n, t) => n + t.byteLength, 0),
+        dtype: mostCommon(allTensors.map((t) => t.storedType)),
       },
       adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),
       modules: plan.updates.flatMap((u) => u.terms.map((t) => ({
