@@ -6,6 +6,7 @@ import { MergeError } from '../errors.js';
 import type { InputFileSet } from '../io/types.js';
 import type { UpdateShape } from './algorithms/algorithm.js';
 import type { ModuleAddress } from './module-address.js';
+import { parseGgufAdapter } from './gguf/gguf-adapter.js';
 import { parsePeftAdapter } from './peft.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -14,7 +15,7 @@ import { looksLikeKohya, parseSingleFileAdapter } from './single-file-adapter.js
 export type { ModelPart, ModuleAddress } from './module-address.js';
 export type { UpdateShape } from './algorithms/algorithm.js';
 
-export type AdapterFormat = 'peft' | 'kohya';
+export type AdapterFormat = 'peft' | 'kohya' | 'gguf';
 
 /** What kind of base layer a module adapts; decides how ΔW lines up with the stored weight. */
 export type ModuleKind = 'linear' | 'embedding' | 'conv';
@@ -117,6 +118,14 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
   }
 
   const tensorFiles = list.filter((p) => p.toLowerCase().endsWith('.safetensors'));
+  const ggufFiles = list.filter((p) => p.toLowerCase().endsWith('.gguf'));
+  if (tensorFiles.length === 0 && ggufFiles.length === 1) {
+    const source = await files.open(ggufFiles[0]);
+    return parseGgufAdapter(files.name, source).catch(async (e: unknown) => {
+      await source.close().catch(() => undefined);
+      throw e;
+    });
+  }
   if (tensorFiles.length === 0) {
     const pickle = list.find((p) => PICKLE_FILE.test(p));
     if (pickle !== undefined) throw pickleRefused(files.name, pickle);

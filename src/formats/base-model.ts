@@ -11,6 +11,7 @@ import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
 import type { InputFileSet } from '../io/types.js';
 import type { PlanProblem, MergePlan } from '../plan/merge-plan.js';
+import type { ParsedAdapter } from './adapter.js';
 import type { ContainerFormat, StoredShard, StoredTensor } from './container.js';
 import { safetensorsContainer, type ShardIndex } from './safetensors-container.js';
 import { openSafetensors } from './safetensors-reader.js';
@@ -50,8 +51,10 @@ export interface BaseModel {
   readPart(name: string, start: number, length: number): Promise<Uint8Array>;
   /** `rowCount` rows (of the tensor's first dimension) from `rowStart`, decoded for the engine. */
   readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes>;
-  /** Problems only the file format knows of (a tensor of a type it cannot rewrite, say). */
-  planProblems?(plan: MergePlan): PlanProblem[];
+  /** A value of the file's own typed metadata (GGUF), for layouts that need it; safetensors has none. */
+  metadata?(key: string): unknown;
+  /** Problems only the file format knows of (a tensor of a type it cannot rewrite, an adapter for another architecture). */
+  planProblems?(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[];
   close(): Promise<void>;
 }
 

@@ -41,7 +41,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1 });
     }
     const plan = buildMergePlan(base, adapters);
-    plan.problems.push(...(base.planProblems?.(plan) ?? []));
+    plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
     return { baseFiles, base, adapters, plan, close };
   } catch (e) {
     await close();

@@ -9,6 +9,7 @@ import type { FloatTensorBytes } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import type { InputFileSet } from '../../io/types.js';
 import type { MergePlan, PlanProblem } from '../../plan/merge-plan.js';
+import type { ParsedAdapter } from '../adapter.js';
 import type { BaseModel, BaseTensor } from '../base-model.js';
 import type { ContainerFormat, StoredShard } from '../container.js';
 import { blockCodec, CODEC_TYPE_NAMES } from './codecs/registry.js';
@@ -93,6 +94,16 @@ function checkParts(name: string, parts: { path: string; file: GgufFile }[]): vo
   }
 }
 
+/**
+ * The shape the plan sees: GGUF stores every tensor as rows of ne[0] values, so tensors of three or
+ * more dimensions (experts stacked, ne = [in, out, experts]) are the matrix (experts·out, in), on
+ * whose rows layouts place each expert's update.
+ */
+function matrixShape(shape: number[]): number[] {
+  if (shape.length <= 2) return shape;
+  return [shape.slice(0, -1).reduce((n, d) => n * d, 1), shape[shape.length - 1]];
+}
+
 /** The type's name with its one-line description from @huggingface/gguf, for messages. */
 function describeType(type: GgmlType): string {
   const description = (GGUF_QUANT_DESCRIPTIONS as Record<number, { txt: string } | undefined>)[type.id]?.txt;
@@ -112,7 +123,7 @@ class GgufModel implements BaseModel {
       for (const t of file.tensors) {
         if (tensors.has(t.name)) throw new MergeError('BAD_CONFIG', `${name}: tensor "${t.name}" is in two parts`);
         const dtype = t.type.name === 'F16' || t.type.name === 'BF16' ? t.type.name : 'F32';
-        tensors.set(t.name, { name: t.name, dtype, shape: t.shape, shard: path, storedType: t.type.name, byteLength: t.byteLength });
+        tensors.set(t.name, { name: t.name, dtype, shape: matrixShape(t.shape), shard: path, storedType: t.type.name, byteLength: t.byteLength });
         this.located.set(t.name, { file, tensor: t });
       }
     }
@@ -124,9 +135,9 @@ class GgufModel implements BaseModel {
     this.format = ggufContainer(parts.map((p) => ({ metadata: p.file.metadata, alignment: p.file.alignment })), this.shards);
   }
 
-  /** The metadata of the first part (where llama.cpp reads the model's hyperparameters). */
-  get metadata() {
-    return this.parts[0].file.metadata;
+  /** A value of the first part's metadata (where llama.cpp reads the model's hyperparameters). */
+  metadata(key: string): unknown {
+    return this.parts[0].file.value(key)?.value;
   }
 
   async read(name: string): Promise<Uint8Array> {
@@ -141,12 +152,24 @@ class GgufModel implements BaseModel {
 
   async readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes> {
     const { tensor } = this.locate(name);
-    const rowBytes = tensor.shape.length === 0 ? tensor.byteLength : tensor.byteLength / Math.max(tensor.shape[0], 1);
+    const shape = this.tensors.get(name)!.shape;
+    const rowBytes = shape.length === 0 ? tensor.byteLength : tensor.byteLength / Math.max(shape[0], 1);
     return this.format.decodeRows(tensor.type.name, await this.readPart(name, rowStart * rowBytes, rowCount * rowBytes));
   }
 
-  planProblems(plan: MergePlan): PlanProblem[] {
+  planProblems(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[] {
     const problems: PlanProblem[] = [];
+    // llama.cpp refuses an adapter converted for another architecture (the names would not mean the same).
+    const arch = this.metadata('general.architecture');
+    for (const adapter of adapters) {
+      const theirs = adapter.format === 'gguf' ? adapter.config['general.architecture'] : undefined;
+      if (theirs !== undefined && theirs !== arch) {
+        problems.push({
+          adapter: adapter.name, module: '', code: 'PLAN_INVALID',
+          message: `${adapter.name}: a LoRA for architecture ${JSON.stringify(theirs)}, but the base is ${JSON.stringify(arch)}`,
+        });
+      }
+    }
     const check = (baseKey: string, adapter: string, module: string) => {
       const tensor = this.locate(baseKey).tensor;
       if (blockCodec(tensor.type)) return;

@@ -8,6 +8,7 @@ import { baseComponents, componentForPart, partName, type BaseComponent } from '
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
+import { hfToGguf } from './hf-to-gguf.js';
 import { kohyaFlat } from './kohya-flat.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { openclipText } from './openclip-text.js';
@@ -17,7 +18,7 @@ export type { BaseView, Layout, LayoutResolution, Placement, RowSegment } from '
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
 /** In the order they are tried: names as the base spells them first, then translations. */
-export const LAYOUTS: readonly Layout[] = [dottedPath, kohyaFlat, sdLdmUnet, openclipText];
+export const LAYOUTS: readonly Layout[] = [hfToGguf, dottedPath, kohyaFlat, sdLdmUnet, openclipText];
 
 export type Location =
   | { found: true; targets: Placement[]; layout: string }
@@ -30,6 +31,8 @@ export type Location =
 
 export interface BaseShapes {
   readonly tensors: ReadonlyMap<string, { readonly shape: readonly number[] }>;
+  /** The base file's typed metadata (GGUF), for layouts that need it. */
+  metadata?(key: string): unknown;
 }
 
 /** Finds modules in one base: its components, and an index of keys per component, built once. */
@@ -79,7 +82,8 @@ export class ModuleLocator {
 
   private view(keys: Iterable<string>): BaseView {
     const tensors = this.base.tensors;
-    return { index: new BaseKeyIndex(keys), shape: (key) => tensors.get(key)?.shape };
+    const base = this.base;
+    return { index: new BaseKeyIndex(keys), shape: (key) => tensors.get(key)?.shape, metadata: (key) => base.metadata?.(key) };
   }
 }
 

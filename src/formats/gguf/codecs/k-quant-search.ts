@@ -3,7 +3,10 @@
  * step in C float arithmetic (see c-float.ts): `make_qkx2_quants` fits a scale and a minimum to a
  * sub-block (Q4_K, Q5_K), `make_qx_quants` a symmetric scale (Q6_K).
  */
-import { cmax, cmin, f32, GROUP_MAX_EPS, nearestInt } from './c-float.js';
+import * as cFloat from './c-float.js';
+
+// Bound once: the loops below call these per value (a module binding may be a getter).
+const { cmax, cmin, f32, GROUP_MAX_EPS, nearestInt } = cFloat;
 
 /** The minimum found by makeQkx2Quants, returned as −min (≥ 0), as C writes it to *the_min. */
 export interface ScaleAndMin {

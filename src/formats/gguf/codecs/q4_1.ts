@@ -6,7 +6,10 @@
  */
 import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
-import { cmin, f16Table, f32, putU16, toF16Bits, toInt8, u16At } from './c-float.js';
+import * as cFloat from './c-float.js';
+
+// Bound once: the loops below call these per value (a module binding may be a getter).
+const { cmin, f16Table, f32, putU16, toF16Bits, toInt8, u16At } = cFloat;
 
 const QK = 32;
 const BYTES = 20;

@@ -6,9 +6,12 @@
  */
 import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
-import { cmax, cmin, f16Table, f32, nearestInt, putU16, toF16Bits, u16At } from './c-float.js';
+import * as cFloat from './c-float.js';
 import { kMin, kScale, putKScaleMin } from './k-scales.js';
 import { makeQkx2Quants } from './k-quant-search.js';
+
+// Bound once: the loops below call these per value (a module binding may be a getter).
+const { cmax, cmin, f16Table, f32, nearestInt, putU16, toF16Bits, u16At } = cFloat;
 
 const QK_K = 256;
 const BYTES = 144;

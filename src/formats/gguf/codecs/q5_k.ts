@@ -6,9 +6,12 @@
  */
 import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
-import { f16Table, f32, u16At } from './c-float.js';
+import * as cFloat from './c-float.js';
 import { kMin, kScale } from './k-scales.js';
 import { encodeScaleMinBlocks } from './q4_k.js';
+
+// Bound once: the loops below call these per value (a module binding may be a getter).
+const { f16Table, f32, u16At } = cFloat;
 
 const QK_K = 256;
 const BYTES = 176;
