@@ -3,7 +3,6 @@
  * options are read as ordered tokens rather than as a flat record.
  */
 import { parseArgs } from 'node:util';
-import { parseOutDType, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 
 import type { BackendChoice } from '../engine/node-backend.js';
@@ -14,7 +13,8 @@ export interface MergeCommand {
   base: string;
   adapters: { path: string; weight: number }[];
   out: string;
-  dtype?: FloatDType;
+  /** As typed; the base's container checks it (f32/f16/bf16, and GGUF block types for GGUF). */
+  dtype?: string;
   backend: BackendChoice;
   dryRun: boolean;
   /** Replace a non-empty output folder (a file at --out is always replaced, on success only). */
@@ -29,15 +29,19 @@ export type Command = MergeCommand | InspectCommand | SampleCommand | HelpComman
 
 export const USAGE = `usage:
   loramerge merge --base PATH --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
-                  --out PATH [--dtype f32|f16|bf16] [--backend auto|webgpu|cpu] [--dry-run] [--overwrite]
+                  --out PATH [--dtype TYPE] [--backend auto|webgpu|cpu] [--dry-run] [--overwrite]
   loramerge inspect PATH
   loramerge sample [DIR] [--backend auto|webgpu|cpu]
 
-  --base     a .safetensors file, or a model folder (sharded Hugging Face or diffusers)
-  --adapter  a PEFT folder (adapter_config.json + adapter_model.safetensors) or a kohya .safetensors
+  --base     a .safetensors or .gguf file (or any part of a split .gguf), or a model folder
+             (sharded Hugging Face, diffusers, or a split GGUF)
+  --adapter  a PEFT folder (adapter_config.json + adapter_model.safetensors), a kohya .safetensors,
+             or a llama.cpp LoRA .gguf
   --weight   weight of the adapter before it (default 1; negative subtracts)
-  --out      a file when the base is a file, a folder when the base is a folder
-  --dtype    output dtype of every float tensor (default: the base's)
+  --out      a file when the base is a file, a folder when the base is a folder or a split GGUF
+  --dtype    safetensors: f32, f16 or bf16 for every float tensor; GGUF: the type of the merged
+             tensors (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k).
+             Default: each tensor keeps the base's type
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
   --dry-run  print the plan and stop
   --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded)
@@ -118,7 +122,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
   if (positionals.length > 0) throw usageError(`unexpected argument "${positionals[0]}"`);
   let base: string | undefined;
   let out: string | undefined;
-  let dtype: FloatDType | undefined;
+  let dtype: string | undefined;
   let backend: BackendChoice = 'auto';
   let dryRun = false;
   let overwrite = false;
@@ -147,11 +151,8 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         break;
       }
       case 'dtype':
-        try {
-          dtype = parseOutDType(value);
-        } catch {
-          throw usageError(`--dtype must be f32, f16 or bf16, not "${value}"`);
-        }
+        if (!/^[a-z0-9_]+$/i.test(value)) throw usageError(`--dtype "${value}" is not a type name (f16, bf16, q4_k, …)`);
+        dtype = value;
         break;
       case 'backend':
         backend = parseBackend(value);

@@ -4,17 +4,22 @@ import { MergeError, isMergeError } from '../errors.js';
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import type { BaseModel } from '../formats/base-model.js';
 import { openModel } from '../formats/open-model.js';
-import { openNodeInputFileSet } from '../io/node-input-files.js';
+import { isGgufSplitPart, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
 import type { InputFileSet } from '../io/types.js';
 import type { InspectCommand } from './args.js';
 import { formatBytes } from '../format.js';
+
+const ADAPTER_TITLES: Readonly<Record<ParsedAdapter['format'], string>> = {
+  peft: 'PEFT LoRA adapter', kohya: 'kohya/LyCORIS LoRA', gguf: 'llama.cpp GGUF LoRA adapter',
+};
 
 /** Errors that mean "this is not an adapter" rather than "this adapter is broken". */
 const NOT_AN_ADAPTER = new Set(['UNSUPPORTED_FORMAT', 'NOT_FOUND', 'BAD_ARGUMENT']);
 
 export async function runInspect(cmd: InspectCommand, print: (line: string) => void = (l) => process.stdout.write(l + '\n')): Promise<number> {
   if (!(await stat(cmd.path).catch(() => undefined))) throw new MergeError('NOT_FOUND', `${cmd.path}: no such file or folder`);
-  const files = await openNodeInputFileSet(cmd.path);
+  const info = await stat(cmd.path);
+  const files = info.isFile() && isGgufSplitPart(cmd.path) ? await openNodeGgufSplitSet(cmd.path) : await openNodeInputFileSet(cmd.path);
   let adapter: ParsedAdapter | undefined;
   try {
     adapter = await openAdapter(files);
@@ -61,7 +66,7 @@ function describeBase(files: InputFileSet, base: BaseModel): string[] {
 
 function describeAdapter(adapter: ParsedAdapter): string[] {
   const lines = [
-    `${adapter.name}: ${adapter.format === 'peft' ? 'PEFT LoRA adapter' : 'kohya/LyCORIS LoRA'} (${adapter.modules.length} modules` +
+    `${adapter.name}: ${ADAPTER_TITLES[adapter.format]} (${adapter.modules.length} modules` +
       `${adapter.replacements.length ? `, ${adapter.replacements.length} full tensors` : ''})`,
     `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.dtype)))}`,
   ];

@@ -3,7 +3,8 @@ import { stat } from 'node:fs/promises';
 import type { FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
-import { openNodeInputFileSet } from '../io/node-input-files.js';
+import { isGgufSplitPart, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
+import { dirname, join } from 'node:path';
 import { assertPlanValid } from '../plan/merge-plan.js';
 import { mergeModel } from '../pipeline/merge-model.js';
 import { prepareMerge, type PreparedMerge } from '../pipeline/prepare-merge.js';
@@ -16,12 +17,15 @@ import { createProgressDisplay } from './progress-bar.js';
 export async function runMerge(cmd: MergeCommand, log: (line: string) => void = (l) => process.stderr.write(l + '\n')): Promise<number> {
   const baseInfo = await stat(cmd.base).catch(() => undefined);
   if (!baseInfo) throw new MergeError('NOT_FOUND', `${cmd.base}: no such file or folder`);
-  const baseFiles = await openNodeInputFileSet(cmd.base);
+  // One part of a split GGUF stands for the whole set, and a split input gives a split output.
+  const split = baseInfo.isFile() && isGgufSplitPart(cmd.base);
+  const baseFiles = split ? await openNodeGgufSplitSet(cmd.base) : await openNodeInputFileSet(cmd.base);
   const adapters = [];
   for (const a of cmd.adapters) adapters.push({ files: await openNodeInputFileSet(a.path), weight: a.weight });
 
   const prepared: PreparedMerge = await prepareMerge(baseFiles, adapters);
   try {
+    if (cmd.dtype !== undefined) prepared.base.format.parseOutputType(cmd.dtype);
     for (const warning of prepared.plan.warnings) log(`warning: ${warning}`);
     if (cmd.dryRun) {
       process.stdout.write(describePlan(prepared, true) + '\n');
@@ -30,8 +34,8 @@ export async function runMerge(cmd: MergeCommand, log: (line: string) => void = 
     assertPlanValid(prepared.plan);
     log(describePlan(prepared, false));
 
-    const output = await createNodeOutputTarget(cmd.out, baseInfo.isDirectory() ? 'folder' : 'file', [
-      cmd.base,
+    const output = await createNodeOutputTarget(cmd.out, baseInfo.isDirectory() || split ? 'folder' : 'file', [
+      ...(split ? baseFiles.list().map((p) => join(dirname(cmd.base), p)) : [cmd.base]),
       ...cmd.adapters.map((a) => a.path),
     ], { overwrite: cmd.overwrite });
     const controller = new AbortController();

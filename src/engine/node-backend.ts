@@ -52,6 +52,7 @@ function releasingOnDispose(backend: MergeBackend, release: () => void): MergeBa
       return backend.description;
     },
     merge: (op, signal) => backend.merge(op, signal),
+    dequantize: backend.dequantize && ((type, blocks, signal) => backend.dequantize!(type, blocks, signal)),
     dispose() {
       backend.dispose();
       release();

@@ -5,7 +5,7 @@
  * .cache, unfinished writes) are skipped; depth and file count are bounded.
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { MergeError } from '../errors.js';
 import { openNodeByteSource } from './node-byte-source.js';
 import { keyedFileSet } from './keyed-file-set.js';
@@ -26,6 +26,28 @@ export async function openNodeInputFileSet(path: string): Promise<InputFileSet> 
   const files = new Map<string, string>();
   await listFolder(path, path, '', 0, files);
   return nodeFileSet(path, files);
+}
+
+const GGUF_PART = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
+
+/** Is this file one part of a split GGUF (`name-00001-of-00003.gguf`)? */
+export function isGgufSplitPart(path: string): boolean {
+  return GGUF_PART.test(basename(path));
+}
+
+/**
+ * The whole split GGUF that one of its parts belongs to: every `<prefix>-NNNNN-of-<count>.gguf`
+ * beside it (the model checks that none is missing). Named after the part the user gave.
+ */
+export async function openNodeGgufSplitSet(partPath: string): Promise<InputFileSet> {
+  const [, prefix, , count] = GGUF_PART.exec(basename(partPath))!;
+  const dir = dirname(partPath);
+  const files = new Map<string, string>();
+  for (const name of (await readdir(dir)).sort()) {
+    const m = GGUF_PART.exec(name);
+    if (m && m[1] === prefix && m[3] === count) files.set(name, join(dir, name));
+  }
+  return nodeFileSet(partPath, files);
 }
 
 async function statOrNotFound(path: string, name: string) {

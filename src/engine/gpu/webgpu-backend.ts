@@ -11,6 +11,7 @@ import { lowRankFactors, type LowRankFactors } from '../low-rank-factors.js';
 import { mergeOnCpu } from '../cpu/cpu-merge.js';
 import type { MergeDevice } from './gpu-device.js';
 import { ReusableBuffer } from './reusable-buffer.js';
+import { dequantizeOnGpu, gpuDecodes } from './dequantize-program.js';
 import {
   dispatchShape, mergeBindGroupLayout, mergePipeline, paramsBytes, RANK_STEP, TILE, PARAMS_BYTES, WORKGROUP_SIZE,
   type DoraMode, type MergeEntry, type MergeParams,
@@ -101,6 +102,17 @@ export class WebGpuBackend implements MergeBackend {
 
   merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
     const result = this.queue.then(() => this.mergeNow(op, signal));
+    this.queue = result.catch(() => {});
+    return result;
+  }
+
+  /** GGML blocks decoded to f32 in WGSL (dequantize-program.ts); undefined for types it does not decode. */
+  dequantize(type: string, blocks: Uint8Array, signal?: AbortSignal): Promise<Float32Array | undefined> {
+    if (!gpuDecodes(type)) return Promise.resolve(undefined);
+    const result = this.queue.then(() => {
+      throwIfAborted(signal);
+      return dequantizeOnGpu(this.device, type, blocks, this.gpu.maxBindingBytes, this.gpu.maxWorkgroupsPerDimension);
+    });
     this.queue = result.catch(() => {});
     return result;
   }
