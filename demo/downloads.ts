@@ -37,6 +37,6 @@ export class Downloads {
 
 /** Safetensors files first, in path order (shard 1 of N leads), then indexes and configs. */
 function primaryFirst(files: MergedFile[]): MergedFile[] {
-  const rank = (f: MergedFile): number => (f.path.endsWith('.safetensors') ? 0 : 1);
+  const rank = (f: MergedFile): number => (/\.(safetensors|gguf)$/.test(f.path) ? 0 : 1);
   return files.slice().sort((a, b) => rank(a) - rank(b) || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }

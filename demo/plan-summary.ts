@@ -17,7 +17,7 @@ function range(values: number[]): string {
 function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
   return {
     name: adapter.name,
-    format: adapter.format === 'peft' ? 'PEFT' : 'kohya',
+    format: { peft: 'PEFT', kohya: 'kohya', gguf: 'GGUF' }[adapter.format],
     modules: adapter.modules.length,
     rank: range(adapter.modules.map((m) => m.rank)),
     alpha: range(adapter.modules.map((m) => m.alpha)),
