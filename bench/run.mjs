@@ -5,7 +5,10 @@
  * JavaScript merge), plus kernel-only timings of one 4096×4096 op. Checks that every output agrees
  * with the others (backends within 1 ulp) and removes its temporary files.
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,…] [--json FILE]
+ * Then the GGUF case (bench/gguf-run.mjs): the same shape as a Q4_K_M-style GGUF, merged keeping
+ * its types and as F16, with the error of the requantized tensors against float64 truth.
+ *
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,…] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -17,6 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { BENCH_MODEL, writeAdapter, writeBaseModel } from './make-model.mjs';
 import { compareModelFiles } from './compare-outputs.mjs';
 import { printTables } from './report.mjs';
+import { printGgufTables, runGgufBench } from './gguf-run.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
@@ -135,7 +139,9 @@ async function main() {
       log(`${c.name}: ${run.seconds.toFixed(2)} s${run.rssMiB ? `, peak RSS ${run.rssMiB.toFixed(0)} MiB` : ''}`);
     }
     const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
-    const results = { model, runs, kernels, totalSeconds: (performance.now() - started) / 1000 };
+    const gguf = skip.has('gguf') ? undefined : await runGgufBench(dir, BENCH_MODEL, { runNode, runTimed, root, log, reps });
+    const results = { model, runs, kernels, gguf, totalSeconds: (performance.now() - started) / 1000 };
+    if (gguf) printGgufTables(gguf);
     const failures = printTables(results);
     if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n');
     process.exitCode = failures ? 1 : 0;

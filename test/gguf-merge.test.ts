@@ -262,3 +262,14 @@ function f16(x: number): number {
   setFloat16(view, 0, x, true);
   return view.getUint16(0, true);
 }
+
+describe('the plan', () => {
+  it('says that merged quantized tensors are re-quantized, which adds the quantization error once more', async () => {
+    const base = q4kmLlama();
+    const prepared = await prepareMerge(memoryInputFileSet(base.files, 'base'), [{ files: memoryInputFileSet(peftLlamaAdapter().files, 'peft') }]);
+    await prepared.close();
+    expect(prepared.plan.warnings).toEqual([
+      'base: unless --dtype chooses another type, the merged tensors (4 Q4_K, 1 Q5_K, 2 Q6_K) are re-quantized to their own types by llama.cpp\'s reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)',
+    ]);
+  });
+});

@@ -55,6 +55,8 @@ export interface BaseModel {
   metadata?(key: string): unknown;
   /** Problems only the file format knows of (a tensor of a type it cannot rewrite, an adapter for another architecture). */
   planProblems?(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[];
+  /** What the user should know about how the file format will store the merge. */
+  planWarnings?(plan: MergePlan): string[];
   close(): Promise<void>;
 }
 

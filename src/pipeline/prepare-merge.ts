@@ -42,6 +42,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     }
     const plan = buildMergePlan(base, adapters);
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
+    plan.warnings.push(...(base.planWarnings?.(plan) ?? []));
     return { baseFiles, base, adapters, plan, close };
   } catch (e) {
     await close();

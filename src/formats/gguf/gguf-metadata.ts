@@ -4,9 +4,17 @@
  * u32 element type + u64 count + elements; arrays of arrays are not part of what llama.cpp reads
  * and are refused when opening.
  */
-import { GGUFValueType, type MetadataValue } from '@huggingface/gguf';
+import type { MetadataValue } from '@huggingface/gguf';
 
-export { GGUFValueType };
+/**
+ * GGUF metadata value types (gguf.h). The same numbers as @huggingface/gguf's enum, defined here so
+ * that only opening a file loads the parser (it is large for a browser bundle).
+ */
+export const GGUFValueType = {
+  UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9,
+  UINT64: 10, INT64: 11, FLOAT64: 12,
+} as const;
+export type GGUFValueType = (typeof GGUFValueType)[keyof typeof GGUFValueType];
 
 export interface GgufKeyValue {
   key: string;

@@ -4,7 +4,6 @@
  * are presented to the plan in PyTorch order (rows of GGML's ne[0]) and as the float dtype the
  * engine computes them in (F32 for block types).
  */
-import { GGUF_QUANT_DESCRIPTIONS } from '@huggingface/gguf';
 import type { FloatTensorBytes } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import type { InputFileSet } from '../../io/types.js';
@@ -14,7 +13,6 @@ import type { BaseModel, BaseTensor } from '../base-model.js';
 import type { ContainerFormat, StoredShard } from '../container.js';
 import { blockCodec, CODEC_TYPE_NAMES } from './codecs/registry.js';
 import { ggufContainer } from './gguf-container.js';
-import type { GgmlType } from './ggml-types.js';
 import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
 
 const GGUF = /\.gguf$/i;
@@ -104,12 +102,6 @@ function matrixShape(shape: number[]): number[] {
   return [shape.slice(0, -1).reduce((n, d) => n * d, 1), shape[shape.length - 1]];
 }
 
-/** The type's name with its one-line description from @huggingface/gguf, for messages. */
-function describeType(type: GgmlType): string {
-  const description = (GGUF_QUANT_DESCRIPTIONS as Record<number, { txt: string } | undefined>)[type.id]?.txt;
-  return description ? `${type.name} (${description.split('.')[0].trim()})` : type.name;
-}
-
 class GgufModel implements BaseModel {
   readonly kind = 'gguf' as const;
   readonly tensors: ReadonlyMap<string, BaseTensor>;
@@ -175,13 +167,24 @@ class GgufModel implements BaseModel {
       if (blockCodec(tensor.type)) return;
       problems.push({
         adapter, module, code: 'UNSUPPORTED_FORMAT',
-        message: `${adapter}: module "${module}": base tensor ${baseKey} is ${describeType(tensor.type)}, which loramerge cannot rewrite (it merges into ${CODEC_TYPE_NAMES.join(', ')})`,
+        message: `${adapter}: module "${module}": base tensor ${baseKey} is ${tensor.type.name}, which loramerge cannot rewrite (it merges into ${CODEC_TYPE_NAMES.join(', ')})`,
       });
     };
     for (const u of plan.updates) check(u.baseKey, u.terms[0].adapter, u.terms[0].moduleName);
     for (const b of plan.biasUpdates) check(b.baseKey, b.terms[0].adapter, b.terms[0].moduleName);
     for (const r of plan.replacements) check(r.baseKey, r.adapter, r.baseKey);
     return problems;
+  }
+
+  planWarnings(plan: MergePlan): string[] {
+    const quantized = new Map<string, number>();
+    for (const key of [...plan.updates.map((u) => u.baseKey), ...plan.biasUpdates.map((b) => b.baseKey)]) {
+      const type = this.locate(key).tensor.type;
+      if (type.blockSize > 1) quantized.set(type.name, (quantized.get(type.name) ?? 0) + 1);
+    }
+    if (quantized.size === 0) return [];
+    const list = [...quantized].map(([type, n]) => `${n} ${type}`).join(', ');
+    return [`${this.name}: unless --dtype chooses another type, the merged tensors (${list}) are re-quantized to their own types by llama.cpp's reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`];
   }
 
   async close(): Promise<void> {

@@ -19,7 +19,7 @@
  * Memory is bounded by the parser's window whatever the header claims; tensor data is read on
  * demand.
  */
-import { gguf, type GGUFTypedMetadata } from '@huggingface/gguf';
+import type { GGUFTypedMetadata, gguf as GgufParser } from '@huggingface/gguf';
 import { MergeError } from '../../errors.js';
 import type { ByteSource } from '../../io/types.js';
 import { ggmlByteSize, ggmlTypeById, type GgmlType } from './ggml-types.js';
@@ -88,7 +88,7 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   return new ParsedGguf(source, version, alignment, metadata, tensors, dataStart);
 }
 
-type Parsed = Awaited<ReturnType<typeof gguf>> & { typedMetadata: GGUFTypedMetadata };
+type Parsed = Awaited<ReturnType<typeof GgufParser>> & { typedMetadata: GGUFTypedMetadata };
 
 /** Runs the parser over `source` through a `fetch` that answers Range requests from it. */
 async function parseWithLibrary(source: ByteSource): Promise<Parsed> {
@@ -100,6 +100,8 @@ async function parseWithLibrary(source: ByteSource): Promise<Parsed> {
     const body = end > start ? await source.read(start, end - start) : new Uint8Array(0);
     return new Response(body as Uint8Array<ArrayBuffer>, { status: 206, headers: { 'content-range': `bytes ${start}-${Math.max(start, end - 1)}/${source.size}` } });
   };
+  // Loaded on first use: pages that never open a GGUF file never download the parser.
+  const { gguf } = await import('@huggingface/gguf');
   try {
     return await gguf('https://loramerge.invalid/model.gguf', { fetch: serve as typeof fetch, typedMetadata: true });
   } catch (e) {
