@@ -4,6 +4,9 @@
  * dequantization element for element from the block layouts.
  */
 import { describe, expect, it } from 'vitest';
+import { encodeKQuantWasm } from '../src/formats/gguf/codecs/kquant-wasm.js';
+import { encodeScaleMinBlocks } from '../src/formats/gguf/codecs/q4_k.js';
+import { encodeQ6KBlocks } from '../src/formats/gguf/codecs/q6_k.js';
 import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { REF_BLOCK, referenceDequantizeBlock, referenceQuantizeBlock, type RefType } from './helpers/ggml-reference.js';
@@ -98,6 +101,31 @@ describe('GGUF block codecs', () => {
       for (let i = 0; i < values.length; i++) worst = Math.max(worst, Math.abs(back[i] - values[i]));
       expect(worst).toBeLessThan(bound);
       expect(worst).toBeGreaterThan(0);
+    });
+  }
+
+  // The k-quants have two encoders, WebAssembly (used when it compiles) and TypeScript (the
+  // fallback): each is held to the reference on its own.
+  const TWINS: [RefType, (src: Float32Array, out: Uint8Array) => void, (src: Float32Array, out: Uint8Array) => boolean][] = [
+    ['Q4_K', (s, o) => encodeScaleMinBlocks(s, o, 15), (s, o) => encodeKQuantWasm('Q4_K', s, o)],
+    ['Q5_K', (s, o) => encodeScaleMinBlocks(s, o, 31), (s, o) => encodeKQuantWasm('Q5_K', s, o)],
+    ['Q6_K', encodeQ6KBlocks, (s, o) => encodeKQuantWasm('Q6_K', s, o)],
+  ];
+  for (const [type, typescript, wasm] of TWINS) {
+    it(`${type}: the TypeScript and the WebAssembly encoders both write the reference blocks`, () => {
+      const { size, bytes } = REF_BLOCK[type];
+      const blocks = inputBlocks(size, 4242 + bytes);
+      const src = new Float32Array(blocks.length * size);
+      blocks.forEach((b, i) => src.set(b.values, i * size));
+      const fromTs = new Uint8Array(blocks.length * bytes);
+      const fromWasm = new Uint8Array(blocks.length * bytes);
+      typescript(src, fromTs);
+      expect(wasm(src, fromWasm)).toBe(true);
+      blocks.forEach((b, i) => {
+        const expected = [...referenceQuantizeBlock(type, b.values)];
+        expect({ block: b.name, bytes: [...fromTs.subarray(i * bytes, (i + 1) * bytes)] }).toEqual({ block: b.name, bytes: expected });
+        expect({ block: b.name, bytes: [...fromWasm.subarray(i * bytes, (i + 1) * bytes)] }).toEqual({ block: b.name, bytes: expected });
+      });
     });
   }
 

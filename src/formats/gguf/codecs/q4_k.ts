@@ -9,6 +9,7 @@ import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { kMin, kScale, putKScaleMin } from './k-scales.js';
 import { makeQkx2Quants } from './k-quant-search.js';
+import { encodeKQuantWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { cmax, cmin, f16Table, f32, nearestInt, putU16, toF16Bits, u16At } = cFloat;
@@ -40,7 +41,7 @@ export const Q4_K_CODEC: BlockCodec = {
     }
   },
   encode(src, out) {
-    encodeScaleMinBlocks(src, out, 15);
+    if (!encodeKQuantWasm('Q4_K', src, out)) encodeScaleMinBlocks(src, out, 15);
   },
 };
 

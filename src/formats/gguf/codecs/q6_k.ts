@@ -10,6 +10,7 @@ import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { makeQxQuantsRmse1 } from './k-quant-search.js';
+import { encodeKQuantWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { cmax, cmin, f16Table, f32, GROUP_MAX_EPS, nearestInt, putU16, toF16Bits, u16At } = cFloat;
@@ -53,51 +54,56 @@ export const Q6_K_CODEC: BlockCodec = {
     }
   },
   encode(src, out) {
-    const half = f16Table();
-    const n = src.length / QK_K;
-    for (let b = 0; b < n; b++) {
-      const x = b * QK_K;
-      const at = b * BYTES;
-      let maxScale = 0;
-      let maxAbsScale = 0;
-      for (let ib = 0; ib < 16; ib++) {
-        const scale = makeQxQuantsRmse1(16, 32, src, x + 16 * ib, L, 16 * ib);
-        scales[ib] = scale;
-        const abs = Math.abs(scale);
-        if (abs > maxAbsScale) {
-          maxAbsScale = abs;
-          maxScale = scale;
-        }
-      }
-      out.fill(0, at, at + BYTES);
-      if (maxAbsScale < GROUP_MAX_EPS) continue; // an all-zero block, d = +0
-      const iscale = f32(-128 / maxScale);
-      const dBits = toF16Bits(f32(1 / iscale));
-      putU16(out, at + 208, dBits);
-      for (let ib = 0; ib < 16; ib++) out[at + 192 + ib] = cmin(127, nearestInt(f32(iscale * scales[ib]))) & 0xff;
-      for (let j = 0; j < 16; j++) {
-        const d = f32(half[dBits] * int8(out[at + 192 + j]));
-        if (!d) continue;
-        for (let ii = 0; ii < 16; ii++) {
-          const l = nearestInt(f32(src[x + 16 * j + ii] / d));
-          L[16 * j + ii] = cmax(-32, cmin(31, l)) + 32;
-        }
-      }
-      let ql = at;
-      let qh = at + 128;
-      for (let j = 0; j < QK_K; j += 128) {
-        for (let l = 0; l < 32; l++) {
-          const a = L[j + l], bq = L[j + l + 32], c = L[j + l + 64], e = L[j + l + 96];
-          out[ql + l] = ((a & 0x0f) | ((c & 0x0f) << 4)) & 0xff;
-          out[ql + l + 32] = ((bq & 0x0f) | ((e & 0x0f) << 4)) & 0xff;
-          out[qh + l] = ((a >> 4) | ((bq >> 4) << 2) | ((c >> 4) << 4) | ((e >> 4) << 6)) & 0xff;
-        }
-        ql += 64;
-        qh += 32;
-      }
-    }
+    if (!encodeKQuantWasm('Q6_K', src, out)) encodeQ6KBlocks(src, out);
   },
 };
+
+/** quantize_row_q6_K_ref in TypeScript (the WebAssembly encoder's fallback and twin). */
+export function encodeQ6KBlocks(src: Float32Array, out: Uint8Array): void {
+  const half = f16Table();
+  const n = src.length / QK_K;
+  for (let b = 0; b < n; b++) {
+    const x = b * QK_K;
+    const at = b * BYTES;
+    let maxScale = 0;
+    let maxAbsScale = 0;
+    for (let ib = 0; ib < 16; ib++) {
+      const scale = makeQxQuantsRmse1(16, 32, src, x + 16 * ib, L, 16 * ib);
+      scales[ib] = scale;
+      const abs = Math.abs(scale);
+      if (abs > maxAbsScale) {
+        maxAbsScale = abs;
+        maxScale = scale;
+      }
+    }
+    out.fill(0, at, at + BYTES);
+    if (maxAbsScale < GROUP_MAX_EPS) continue; // an all-zero block, d = +0
+    const iscale = f32(-128 / maxScale);
+    const dBits = toF16Bits(f32(1 / iscale));
+    putU16(out, at + 208, dBits);
+    for (let ib = 0; ib < 16; ib++) out[at + 192 + ib] = cmin(127, nearestInt(f32(iscale * scales[ib]))) & 0xff;
+    for (let j = 0; j < 16; j++) {
+      const d = f32(half[dBits] * int8(out[at + 192 + j]));
+      if (!d) continue;
+      for (let ii = 0; ii < 16; ii++) {
+        const l = nearestInt(f32(src[x + 16 * j + ii] / d));
+        L[16 * j + ii] = cmax(-32, cmin(31, l)) + 32;
+      }
+    }
+    let ql = at;
+    let qh = at + 128;
+    for (let j = 0; j < QK_K; j += 128) {
+      for (let l = 0; l < 32; l++) {
+        const a = L[j + l], bq = L[j + l + 32], c = L[j + l + 64], e = L[j + l + 96];
+        out[ql + l] = ((a & 0x0f) | ((c & 0x0f) << 4)) & 0xff;
+        out[ql + l + 32] = ((bq & 0x0f) | ((e & 0x0f) << 4)) & 0xff;
+        out[qh + l] = ((a >> 4) | ((bq >> 4) << 2) | ((c >> 4) << 4) | ((e >> 4) << 6)) & 0xff;
+      }
+      ql += 64;
+      qh += 32;
+    }
+  }
+}
 
 function int8(byte: number): number {
   return (byte << 24) >> 24;
