@@ -64,8 +64,16 @@ async function listFolder(root: string, dir: string, prefix: string, depth: numb
   }
 }
 
+/** Full paths on disk of the files in each set opened here (for checking they stay unchanged). */
+const pathsOnDisk = new WeakMap<InputFileSet, readonly string[]>();
+
+/** The files on disk behind a set from openNodeInputFileSet; empty for any other set. */
+export function nodeInputFilePaths(set: InputFileSet): readonly string[] {
+  return pathsOnDisk.get(set) ?? [];
+}
+
 function nodeFileSet(name: string, files: Map<string, string>): InputFileSet {
-  return keyedFileSet(name, files, {
+  const set = keyedFileSet(name, files, {
     open: (full) => openNodeByteSource(full, full),
     async readText(full) {
       const { size } = await statOrNotFound(full, full);
@@ -73,4 +81,6 @@ function nodeFileSet(name: string, files: Map<string, string>): InputFileSet {
       return readFile(full, 'utf8');
     },
   });
+  pathsOnDisk.set(set, [...files.values()]);
+  return set;
 }
