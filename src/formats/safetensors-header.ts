@@ -299,16 +299,26 @@ class HeaderReader {
     return length;
   }
 
+  /** Moves past the string literal at `at`; its UTF-8 is checked even when it is not decoded. */
   private skipString(): void {
     const b = this.bytes;
     let i = this.at + 1;
+    let wide = false;
     for (;;) {
       if (i >= b.length) this.syntax('unterminated string', this.at);
       const c = b[i];
       if (c === 0x22) break;
       if (c === 0x5c) i++;
       else if (c < 0x20) this.syntax('control character in a string', i);
+      else if (c >= 0x80) wide = true;
       i++;
+    }
+    if (wide) {
+      try {
+        utf8.decode(b.subarray(this.at + 1, i));
+      } catch (e) {
+        throw new MergeError('INVALID_HEADER', `${this.file}: header is not valid UTF-8`, { cause: e });
+      }
     }
     this.at = i + 1;
   }
