@@ -43,8 +43,9 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   try {
     for (const warning of prepared.plan.warnings) log(`warning: ${warning}`);
     if (cmd.dryRun) {
-      io.out(describePlan(prepared, true));
-      return prepared.plan.problems.length === 0 ? 0 : 1;
+      io.out(describePlan(prepared, true)); // every problem on its own line, then the usual error
+      assertPlanValid(prepared.plan);
+      return 0;
     }
     assertPlanValid(prepared.plan);
     log(describePlan(prepared, false));
