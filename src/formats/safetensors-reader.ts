@@ -24,7 +24,6 @@ import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 /** Headers above this are refused before reading them (the reference implementation's cap). */
 export const MAX_HEADER_BYTES = 100_000_000;
 
-
 /** Parses the header of `source` and returns a file whose tensors are read on demand. */
 export async function openSafetensors(source: ByteSource): Promise<SafetensorsFile> {
   const file = source.name;

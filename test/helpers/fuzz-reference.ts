@@ -20,6 +20,11 @@ export interface ExpectedTensor {
   bytes: Uint8Array;
   /** |terms| summed, for f32 tolerances. */
   magnitude?: Float64Array;
+  /**
+   * Σ_k |A[k,i]| + |s·B[o,k]|: how far an f32 factor product can stray when s·B or A·B lands below
+   * f32's smallest subnormal (each such rounding is off by up to 2^-150 times the other factor).
+   */
+  underflow?: Float64Array;
   copied: boolean;
 }
 
@@ -194,23 +199,27 @@ export function referenceMerge(files: CaseFiles, kind: 'peft' | 'kohya', command
       if (b.shape[0] !== out || b.shape[1] !== rank || a.shape[1] !== inF) return invalid('shapes do not fit');
       const values = new Float64Array(out * inF);
       const magnitude = new Float64Array(out * inF);
+      const underflow = new Float64Array(out * inF);
       // Factors are read in f32 (F16/BF16/F32 exactly); the scale folds in the user's weight.
       const s = weight * module.scale;
       for (let o = 0; o < out; o++) {
         for (let i = 0; i < inF; i++) {
           let delta = 0;
           let size = 0;
+          let spread = 0;
           for (let k = 0; k < rank; k++) {
             const term = b.values[o * rank + k] * a.values[k * inF + i];
             delta += term;
             size += Math.abs(term);
+            spread += Math.abs(a.values[k * inF + i]) + Math.abs(s * b.values[o * rank + k]);
           }
           values[o * inF + i] = w.values[o * inF + i] + s * delta;
           magnitude[o * inF + i] = Math.abs(w.values[o * inF + i]) + Math.abs(s) * size;
+          underflow[o * inF + i] = spread;
         }
       }
       if (!values.every(Number.isFinite)) return invalid('merged values are not finite');
-      tensors.push({ name, dtype: outDtype, shape: w.shape, values, magnitude, bytes: w.bytes, copied: false });
+      tensors.push({ name, dtype: outDtype, shape: w.shape, values, magnitude, underflow, bytes: w.bytes, copied: false });
     } else if (replacement) {
       if (!replacement.values.every(Number.isFinite)) return invalid('replacement holds NaN/Inf');
       tensors.push({ name, dtype: outDtype, shape: w.shape, values: replacement.values, bytes: replacement.bytes, copied: false });
