@@ -256,11 +256,12 @@ describe('where --out may point', () => {
     const outDir = temp.make();
     const out = join(outDir, 'merged.safetensors');
     const first = spawn(process.execPath, [CLI, ...mergeArgs(base, adapter, out)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => first.on('exit', (c) => resolve(c)));
     let stderr = '';
     first.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    while (!stderr.includes('backend:')) await new Promise((resolve) => setTimeout(resolve, 5));
+    while (!stderr.includes('backend:') && first.exitCode === null) await new Promise((resolve) => setTimeout(resolve, 5));
     const second = await runCli(mergeArgs(base, adapter, out));
-    const code = await new Promise<number | null>((resolve) => first.on('exit', (c) => resolve(c)));
+    const code = await exited;
     expect(code, stderr).toBe(0);
     if (second.code !== 0) {
       expect(second.code).toBe(2);

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { isMergeError } from '../src/errors.js';
 import { compileModulePattern } from '../src/formats/module-pattern.js';
 import { parsePeftConfig } from '../src/formats/peft-config.js';
+import { MAX_PATTERN_MATCHES, MAX_PATTERNS } from '../src/limits.js';
 
 const budget = () => ({ file: 'adapter_config.json', used: 0 });
 const segment = fc.constantFrom('model', 'layers', '0', '1', '12', 'self_attn', 'q_proj', 'v_proj', 'mlp', 'up_proj', 'x');
@@ -52,11 +53,20 @@ describe('module patterns', () => {
   });
 
   it('bounds the matching work of a config', () => {
-    const keys = Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`(layers\\.${i}\\.)x`, 4]));
-    const config = parsePeftConfig(JSON.stringify({ r: 4, rank_pattern: keys }), 'adapter_config.json');
-    const names = Array.from({ length: 2000 }, (_, i) => `model.layers.${i}.q_proj`);
-    expect(() => {
-      for (const n of names) config.rankPattern.find(([p]) => p.test(n));
-    }).toThrow(/adapter_config\.json: rank_pattern and alpha_pattern need too much matching.*MAX_PATTERN_MATCHES/);
+    // One budget per config: start it near the limit rather than spend seconds reaching it.
+    const shared = { file: 'adapter_config.json', used: MAX_PATTERN_MATCHES - 200 };
+    const literal = compileModulePattern('model.layers.0.q_proj', 'rank_pattern', shared);
+    const regex = compileModulePattern('layers\\.\\d+\\.q_proj', 'alpha_pattern', shared);
+    for (let i = 0; i < 50; i++) literal.test(`model.layers.${i}.q_proj`); // 50 units
+    expect(regex.test('model.layers.1.q_proj')).toBe(true); // 100 units: 150 of the last 200 used
+    expect(() => regex.test('model.layers.2.q_proj')).toThrow(/adapter_config\.json: rank_pattern and alpha_pattern need too much matching.*MAX_PATTERN_MATCHES/);
+  });
+
+  it('reads the pattern tables of a config into one budget, refusing too many keys', () => {
+    const config = parsePeftConfig(JSON.stringify({ r: 4, rank_pattern: { 'q_proj': 2 }, alpha_pattern: { '(q|v)_proj': 8 } }), 'adapter_config.json');
+    expect(config.rankPattern[0][0].test('model.layers.0.q_proj')).toBe(true);
+    expect(config.alphaPattern[0][0].test('model.layers.0.v_proj')).toBe(true);
+    const many = Object.fromEntries(Array.from({ length: MAX_PATTERNS + 1 }, (_, i) => [`m${i}`, 1]));
+    expect(() => parsePeftConfig(JSON.stringify({ r: 4, alpha_pattern: many }), 'adapter_config.json')).toThrow(/alpha_pattern has 10001 keys, above the limit of 10000 \(MAX_PATTERNS\)/);
   });
 });
