@@ -80,8 +80,9 @@ export class CopiedNonFinite {
     return [...this.byFile].map(([file, tensors]) => {
       const listed = [...tensors].slice(0, 8).map(([name, n]) => `${name} (${n} value${n === 1 ? '' : 's'})`);
       const more = tensors.size > listed.length ? `, and ${tensors.size - listed.length} more` : '';
-      return `${file}: ${tensors.size} tensor${tensors.size === 1 ? '' : 's'} already hold NaN or Inf in the base and ` +
-        `${tensors.size === 1 ? 'is' : 'are'} copied as they are: ${listed.join(', ')}${more}`;
+      const one = tensors.size === 1;
+      return `${file}: ${tensors.size} tensor${one ? ' already holds' : 's already hold'} NaN or Inf in the base and ` +
+        `${one ? 'is copied as it is' : 'are copied as they are'}: ${listed.join(', ')}${more}`;
     });
   }
 }
@@ -96,7 +97,7 @@ export function checkConverted(file: string, tensor: string, input: Uint8Array, 
   if (created <= 0) return;
   throw new MergeError(
     'NON_FINITE',
-    `${file}: tensor "${tensor}": ${created} value${created === 1 ? '' : 's'} overflow ${outDtype} (largest finite ${LARGEST[outDtype]}) ` +
+    `${file}: tensor "${tensor}": ${created} value${created === 1 ? ' overflows' : 's overflow'} ${outDtype} (largest finite ${LARGEST[outDtype]}) ` +
       `when converted from ${inDtype}; write ${outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}, or keep the base's dtype`,
   );
 }
