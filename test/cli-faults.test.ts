@@ -198,6 +198,14 @@ describe('where --out may point', () => {
     const folder = await runCliWithMounts(`mount -t tmpfs -o size=4m tmpfs '${mnt}'`, mergeArgs(baseFolder, adapter, mnt), mnt);
     expect(folder.code, folder.stderr).toBe(0);
     expect(folder.listing).toEqual(['config.json', 'model.safetensors']);
+    // A mounted folder holding an older output: refused without --overwrite, replaced in place with it.
+    const stale = `mount -t tmpfs -o size=4m tmpfs '${mnt}' && echo old > '${mnt}/stale-shard.safetensors'`;
+    const kept = await runCliWithMounts(stale, mergeArgs(baseFolder, adapter, mnt), mnt);
+    expect(kept.code, kept.stderr).toBe(2);
+    expect(kept.listing).toEqual(['stale-shard.safetensors']);
+    const replaced = await runCliWithMounts(stale, mergeArgs(baseFolder, adapter, mnt, '--overwrite'), mnt);
+    expect(replaced.code, replaced.stderr).toBe(0);
+    expect(replaced.listing).toEqual(['config.json', 'model.safetensors']);
     const dir = temp.make({ 'target.safetensors': 'old', 'merged.safetensors': 'placeholder' });
     const target = join(dir, 'target.safetensors');
     const out = join(dir, 'merged.safetensors');
