@@ -6,7 +6,7 @@
  * The ranks of all terms are concatenated (k runs over every term's rank), scales folded in.
  */
 import { decodeToF32 } from '../dtype.js';
-import type { MergeOp } from './merge-op.js';
+import type { LowRankTerm, MergeOp } from './merge-op.js';
 import type { OpShape } from './op-shape.js';
 
 export interface LowRankFactors {
@@ -17,13 +17,15 @@ export interface LowRankFactors {
   right: Float32Array;
 }
 
-export function lowRankFactors(op: MergeOp, shape: OpShape): LowRankFactors {
-  const { rowStart, rowCount, totalRank: rank } = shape;
+/** `terms` defaults to the op's own (its first additive pass); later add steps pass theirs. */
+export function lowRankFactors(op: MergeOp, shape: OpShape, terms: readonly LowRankTerm[] = op.terms): LowRankFactors {
+  const { rowStart, rowCount } = shape;
+  const rank = terms.reduce((n, t) => n + t.rank, 0);
   const cols = op.cols;
   const left = new Float32Array(rowCount * rank);
   const right = new Float32Array(rank * cols);
   let k0 = 0;
-  for (const term of op.terms) {
+  for (const term of terms) {
     const a = decodeToF32(term.a.data, term.a.dtype);
     const b = decodeToF32(term.b.data, term.b.dtype);
     const r = term.rank;

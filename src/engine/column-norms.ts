@@ -1,0 +1,46 @@
+/**
+ * DoRA norms that run across stored rows (LyCORIS's per-input norms of an (out, in) weight, PEFT's
+ * per-output norms of a transposed one) need every row of V before any output. They are computed
+ * in a pass of their own: sums of squares per column of V as it stands before the DoRA step,
+ * summed over all row slabs, turned into fixed factors m / (‖V‖ + ε), and the DoRA step becomes a
+ * `scale` step that any slab can run. Several such steps take one pass each, in order.
+ */
+import type { MergeOp } from './merge-op.js';
+import { needsColumnNorms, opSteps, type UpdateStep } from './update-steps.js';
+import { decodeToF32 } from '../dtype.js';
+
+/** Sums of squares per stored column of V after `steps`, over every row of the tensor. */
+export type ColumnSums = (steps: UpdateStep[]) => Promise<Float64Array>;
+
+/** The op's steps with each column-norm DoRA replaced by its fixed factors. */
+export async function resolveColumnNorms(op: Pick<MergeOp, 'layout' | 'cols'>, steps: readonly UpdateStep[], sums: ColumnSums): Promise<UpdateStep[]> {
+  const resolved: UpdateStep[] = [];
+  for (const step of steps) {
+    if (!needsColumnNorms(op, step)) {
+      resolved.push(step);
+      continue;
+    }
+    const ss = await sums(resolved.slice());
+    const m = decodeToF32(step.dora.magnitude.data, step.dora.magnitude.dtype);
+    const factors = new Float32Array(op.cols);
+    for (let c = 0; c < op.cols; c++) factors[c] = m[c] / (Math.sqrt(ss[c]) + step.dora.epsilon);
+    resolved.push({ kind: 'scale', axis: step.dora.normAxis, factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) } });
+  }
+  return resolved;
+}
+
+/** Whether any step of the op needs norms across stored rows. */
+export function hasColumnNorms(op: MergeOp): boolean {
+  return opSteps(op).some((s) => needsColumnNorms(op, s));
+}
+
+/** The op with exactly these steps (its own terms and dora folded into them). */
+export function withSteps(op: MergeOp, steps: UpdateStep[]): MergeOp {
+  return { ...op, terms: [], dora: undefined, steps };
+}
+
+/** A whole op's column norms resolved on the op itself (the caller runs the passes). */
+export async function resolveWholeOp(op: MergeOp, columnSums: (op: MergeOp) => Promise<Float64Array>): Promise<MergeOp> {
+  const steps = await resolveColumnNorms(op, opSteps(op), (prefix) => columnSums(withSteps(op, prefix)));
+  return withSteps(op, steps);
+}
