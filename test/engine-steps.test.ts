@@ -98,3 +98,13 @@ it('a slab that splits a rotation block is refused, naming the tensor', async ()
   const op = randomStepOp(3, { rows: 16, cols: 8, steps: [{ kind: 'rotate', axis: 'out', block: 4 }] });
   await expect(backends['cpu (js)']!.merge(slabOf(op, op.steps!, 2, 8))).rejects.toThrow(/steps16x8.*splits a block of 4 rows/);
 });
+
+it('WebGPU: a tensor larger than a 1 MiB binding runs the steps in several slabs of its own', async (ctx) => {
+  const backend = backends['webgpu (1 MiB bindings)'];
+  if (!backend) return ctx.skip();
+  const op = randomStepOp(5, {
+    rows: 720, cols: 403, baseDtype: 'F16',
+    steps: [{ kind: 'add', ranks: [3], dense: 1 }, { kind: 'dora', axis: 'out' }, { kind: 'rotate', axis: 'out', block: 6 }, { kind: 'self', rank: 2 }, { kind: 'dora', axis: 'in' }, { kind: 'scale', axis: 'in' }],
+  });
+  expect(checkAgainstTruth(referenceSteps(op), op, await backend.merge(op))).toBeUndefined();
+});
