@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DTYPE_BYTES } from '../src/dtype.js';
-import type { MergeBackend, MergeOp } from '../src/engine/merge-op.js';
+import type { FloatTensorBytes, MergeBackend, MergeOp } from '../src/engine/merge-op.js';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { resolveColumnNorms } from '../src/engine/column-norms.js';
 import { createWebGpuBackend } from '../src/engine/create-backend.js';
@@ -35,8 +35,7 @@ afterAll(() => {
 
 /** Rows [r0, r0 + n) of a whole op, with these (already resolved) steps. */
 function slabOf(op: MergeOp, steps: UpdateStep[], r0: number, n: number): MergeOp {
-  const rowBytes = (dtype: keyof typeof DTYPE_BYTES) => op.cols * DTYPE_BYTES[dtype];
-  const cut = (x: { dtype: keyof typeof DTYPE_BYTES; data: Uint8Array }) => ({ dtype: x.dtype, data: x.data.subarray(r0 * rowBytes(x.dtype), (r0 + n) * rowBytes(x.dtype)) });
+  const cut = (x: FloatTensorBytes): FloatTensorBytes => ({ dtype: x.dtype, data: x.data.subarray(r0 * op.cols * DTYPE_BYTES[x.dtype], (r0 + n) * op.cols * DTYPE_BYTES[x.dtype]) });
   return {
     ...op,
     base: cut(op.base),

@@ -6,17 +6,22 @@
  * `scale` step that any slab can run. Several such steps take one pass each, in order.
  */
 import type { MergeOp } from './merge-op.js';
-import { needsColumnNorms, opSteps, type UpdateStep } from './update-steps.js';
+import { needsColumnNorms, opSteps, type ScaleStep, type UpdateStep } from './update-steps.js';
 import { decodeToF32 } from '../dtype.js';
 
 /** Sums of squares per stored column of V after `steps`, over every row of the tensor. */
-export type ColumnSums = (steps: UpdateStep[]) => Promise<Float64Array>;
+export type ColumnSums<S> = (steps: S[]) => Promise<Float64Array>;
 
-/** The op's steps with each column-norm DoRA replaced by its fixed factors. */
-export async function resolveColumnNorms(op: Pick<MergeOp, 'layout' | 'cols'>, steps: readonly UpdateStep[], sums: ColumnSums): Promise<UpdateStep[]> {
-  const resolved: UpdateStep[] = [];
+/**
+ * The steps with each column-norm DoRA replaced by its fixed factors. `S` is the engine's step or
+ * a caller's variant of it (dense terms still to be read per slab); DoRA steps are the engine's.
+ */
+export async function resolveColumnNorms<S extends { kind: string }>(
+  op: Pick<MergeOp, 'layout' | 'cols'>, steps: readonly S[], sums: ColumnSums<S | ScaleStep>,
+): Promise<(S | ScaleStep)[]> {
+  const resolved: (S | ScaleStep)[] = [];
   for (const step of steps) {
-    if (!needsColumnNorms(op, step)) {
+    if (!isColumnNormStep(op, step)) {
       resolved.push(step);
       continue;
     }
@@ -27,6 +32,10 @@ export async function resolveColumnNorms(op: Pick<MergeOp, 'layout' | 'cols'>, s
     resolved.push({ kind: 'scale', axis: step.dora.normAxis, factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) } });
   }
   return resolved;
+}
+
+function isColumnNormStep(op: Pick<MergeOp, 'layout'>, step: { kind: string }): step is Extract<UpdateStep, { kind: 'dora' }> {
+  return step.kind === 'dora' && needsColumnNorms(op, step as UpdateStep);
 }
 
 /** Whether any step of the op needs norms across stored rows. */
@@ -41,6 +50,6 @@ export function withSteps(op: MergeOp, steps: UpdateStep[]): MergeOp {
 
 /** A whole op's column norms resolved on the op itself (the caller runs the passes). */
 export async function resolveWholeOp(op: MergeOp, columnSums: (op: MergeOp) => Promise<Float64Array>): Promise<MergeOp> {
-  const steps = await resolveColumnNorms(op, opSteps(op), (prefix) => columnSums(withSteps(op, prefix)));
+  const steps = await resolveColumnNorms<UpdateStep>(op, opSteps(op), (prefix) => columnSums(withSteps(op, prefix)));
   return withSteps(op, steps);
 }

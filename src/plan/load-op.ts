@@ -8,6 +8,7 @@ import { decodeToF32, encodeFromF32, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, LowRankTerm, MergeOp } from '../engine/merge-op.js';
 import type { BiasUpdate, PlannedReplacement, TensorUpdate } from './merge-plan.js';
 import { readFloat, readModuleFactors } from './module-factors.js';
+import { assembleSteps, type LoadedStep, type UpdatePiece } from './load-steps.js';
 
 export interface RowRange {
   rowStart: number;
@@ -22,6 +23,17 @@ export async function loadTerms(update: TensorUpdate): Promise<LowRankTerm[]> {
     terms.push({ a, b, rank, scale: t.scale });
   }
   return terms;
+}
+
+/** The update as the engine's sequence of steps, read once per tensor (see load-steps.ts). */
+export async function loadUpdateSteps(update: TensorUpdate): Promise<LoadedStep[]> {
+  const pieces: UpdatePiece[] = (await loadTerms(update)).map((term) => ({ kind: 'low-rank', term }));
+  if (update.dora) {
+    pieces.push({ kind: 'step', step: { kind: 'dora', dora: {
+      magnitude: await readFloat(update.dora.file, update.dora.magnitude), normAxis: update.dora.axis, epsilon: update.dora.epsilon,
+    } } });
+  }
+  return assembleSteps(pieces);
 }
 
 /**
