@@ -7,6 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { fullAsFactors, gloraProjection, hadamardFactors, kronFactors, kronRows, tuckerFactors, veraFactors, type Factors } from '../src/algorithms/math/low-rank-forms.js';
 import { matrix, type Matrix } from '../src/algorithms/math/matrix.js';
 import { cayley, diagOftBlocks } from '../src/algorithms/math/oft.js';
+import { lokrForm, lokrScale } from '../src/algorithms/math/lokr.js';
+import { ia3Factors } from '../src/algorithms/math/ia3.js';
 import { seededRandom } from './helpers/fixtures.js';
 
 function randomMatrix(rand: () => number, rows: number, cols: number): Matrix {
@@ -179,4 +181,30 @@ describe('OFT: Cayley rotations', () => {
     // A constraint above the norm changes nothing.
     expectClose(diagOftBlocks(blocks, 2, 5, 1), diagOftBlocks(blocks, 2, 0, 1), 0);
   });
+});
+
+describe('LoKr scale and form', () => {
+  it('α/r of the decomposed factor; exactly 1 when both factors are full, whatever α says', () => {
+    expect(lokrScale(4, 8)).toBe(0.5);
+    expect(lokrScale(undefined, 8)).toBe(1);
+    expect(lokrScale(0, 8)).toBe(1);
+    expect(lokrScale(1e10, undefined)).toBe(1);
+  });
+
+  it('two full factors whose kron has a large rank stay dense; a decomposed one makes a product', () => {
+    const rand = seededRandom(4);
+    const w1 = randomMatrix(rand, 8, 8), w2 = randomMatrix(rand, 80, 80);
+    expect(lokrForm({ full: w1 }, { full: w2 }, 640, 640).kind).toBe('dense');
+    // W₁ (1 × 4) and W₂ (64 × 2): rank 1·2 against ΔW (64 × 8), a product.
+    expect(lokrForm({ full: randomMatrix(rand, 1, 4) }, { full: randomMatrix(rand, 64, 2) }, 64, 8).kind).toBe('low-rank');
+    const f2 = { b: randomMatrix(rand, 80, 4), a: randomMatrix(rand, 4, 80) };
+    const form = lokrForm({ full: w1 }, { factors: f2 }, 640, 640);
+    expect(form.kind).toBe('low-rank');
+    if (form.kind === 'low-rank') expect(form.factors.b.cols).toBe(32);
+  });
+});
+
+it('IA3: 1 + s·w per channel, repeated over a conv kernel', () => {
+  expect(Array.from(ia3Factors([0.5, -1], 2, 3))).toEqual([2, 2, 2, -1, -1, -1]);
+  expect(Array.from(ia3Factors([0.25], 1))).toEqual([1.25]);
 });
