@@ -52,6 +52,7 @@ const cases: Array<[string, StepOpSpec]> = [
   ['dense diff and low-rank in one pass (bf16)', { rows: 19, cols: 50, baseDtype: 'BF16', factorDtype: 'BF16', steps: [{ kind: 'add', ranks: [2], dense: 1 }] }],
   ['IA3 on the output, then LoRA (f16 → bf16)', { rows: 40, cols: 24, baseDtype: 'F16', outDtype: 'BF16', steps: [{ kind: 'scale', axis: 'out' }, { kind: 'add', ranks: [2] }] }],
   ['LoRA then IA3 on the input: folds into the fused kernel (f16)', { rows: 45, cols: 31, baseDtype: 'F16', factorDtype: 'F16', steps: [{ kind: 'add', ranks: [5] }, { kind: 'scale', axis: 'in' }] }],
+  ['IA3 alone: a scale with no low-rank term (bf16 → f16)', { rows: 23, cols: 37, baseDtype: 'BF16', outDtype: 'F16', steps: [{ kind: 'scale', axis: 'in' }] }],
   ['IA3 on the input of a transposed weight (f32)', { rows: 26, cols: 18, layout: 'in-out', steps: [{ kind: 'add', ranks: [1] }, { kind: 'scale', axis: 'in' }] }],
   ['GLoRA: V·P·Q, then LoRA (f32)', { rows: 21, cols: 35, steps: [{ kind: 'self', rank: 3 }, { kind: 'add', ranks: [2] }] }],
   ['OFT rotation of the output in blocks of 4, then a rescale (bf16)', { rows: 32, cols: 27, baseDtype: 'BF16', steps: [{ kind: 'rotate', axis: 'out', block: 4 }, { kind: 'scale', axis: 'out' }] }],
