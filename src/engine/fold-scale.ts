@@ -21,6 +21,8 @@ export function foldTrailingScale(op: MergeOp): MergeOp | undefined {
   const add = steps.length === 2 ? steps[0] : undefined;
   if (steps.length > 2 || (add && (add.kind !== 'add' || add.dense?.length))) return undefined;
   const terms = add?.kind === 'add' ? add.terms : [];
+  // B's rows are ΔW's; with a row placement they are not W's output rows.
+  if (scale.axis === 'out' && terms.some((t) => t.placement)) return undefined;
   const f = decodeToF32(scale.factors.data, scale.factors.dtype);
   const outF = op.layout === 'out-in' ? op.rows : op.cols;
   const inF = op.layout === 'out-in' ? op.cols : op.rows;
