@@ -95,7 +95,8 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
         // Factors are read once per tensor, shared by its slabs; DoRA norms across rows take a
         // pass over the slabs of their own first (column-norm-pass.ts).
         const rowBytes = update.cols * DTYPE_BYTES[entry.dtype];
-        const rowsPerSlab = Math.max(1, Math.floor(slabBytes / Math.max(rowBytes, 1)));
+        const block = update.rowBlock;
+        const rowsPerSlab = Math.max(block, Math.floor(slabBytes / Math.max(rowBytes, 1) / block) * block);
         let steps: Promise<LoadedStep[]> | undefined;
         const loadOnce = () => (steps ??= loadUpdateSteps(update).then((loaded) => resolveStreamedNorms({
           name: entry.name, rows: update.rows, cols: update.cols, layout: update.layout, dtype: update.dtype,

@@ -8,11 +8,11 @@
  * plan only checks that the two fit and groups the terms per tensor.
  *
  * Policy decisions, documented here because users will ask:
- * - Several adapters on one tensor add their terms: W' = W + Σ wᵢ·sᵢ·BᵢAᵢ.
+ * - Several adapters on one tensor apply in `--adapter` order, as PEFT merges adapters one after
+ *   another: additive terms in a row sum in one pass (W' = W + Σ wᵢ·sᵢ·ΔWᵢ); a DoRA module
+ *   renormalises W + (the terms before it) + its own ΔW; scalings and rotations (IA3, OFT) map the
+ *   weight as it stands when their turn comes.
  * - Modules of one adapter may share a tensor only on disjoint rows (q, k and v of a fused qkv).
- * - A DoRA module must be the only term on its tensor. DoRA renormalises W + ΔW with magnitudes
- *   trained against the original W; with a second adapter's ΔW in the sum, or a second DoRA
- *   magnitude, there is no single right answer, so the plan refuses instead of guessing.
  * - With DoRA, the user weight scales ΔW only; the magnitude is applied as trained (warned).
  * - A replaced tensor (PEFT modules_to_save) may not also receive LoRA terms or another replacement.
  */
@@ -53,6 +53,8 @@ export interface PlannedTerm {
   layout: string;
   /** Where ΔW's rows land when not on the tensor's rows one to one (a slice of a fused tensor…). */
   placement?: RowPlacement;
+  /** DoRA: renormalise after this term (and the terms before it). */
+  dora?: PlannedDora;
 }
 
 export interface PlannedDora {
@@ -76,8 +78,10 @@ export interface TensorUpdate {
   /** ΔW's out × in (for 'in-out' layouts these are cols × rows). */
   outFeatures: number;
   inFeatures: number;
+  /** In `--adapter` order, each adapter's modules in file order. */
   terms: PlannedTerm[];
-  dora?: PlannedDora;
+  /** Row slabs start on multiples of this (rotations of output rows keep blocks together). */
+  rowBlock: number;
 }
 
 /** PEFT lora_bias: bias' = bias + Σ scale · biasB. */
@@ -158,12 +162,20 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         fail('UNSUPPORTED_FORMAT', `DoRA on a module that lands on part of a tensor (${location.targets.map(describeTarget).join(', ')}) is not supported`);
         continue;
       }
+      if (module.update.kind !== 'low-rank' && (location.targets.length > 1 || location.targets[0].rows)) {
+        fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a module that lands on part of a tensor (${location.targets.map(describeTarget).join(', ')}) is not supported`);
+        continue;
+      }
       for (const target of location.targets) {
         const baseKey = target.baseKey;
         const info = base.tensors.get(baseKey)!;
         if (!checkFloat(info.dtype, module, fail, `base tensor ${baseKey}`)) continue;
         const view = viewOf(module, target, info.shape, fail);
         if (!view) continue;
+        if (module.update.kind !== 'low-rank' && view.layout !== 'out-in') {
+          fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a weight stored (in, out) is not supported`);
+          continue;
+        }
         const rows = view.placement ? view.placement.segments.map((g): RowSpan => [g.dst, g.dst + g.count]) : [[0, view.outFeatures] as RowSpan];
         const onTensor = seen.get(baseKey) ?? [];
         const clash = onTensor.find((other) => other.rows.some((x) => rows.some((y) => x[0] < y[1] && y[0] < x[1])));
@@ -180,18 +192,17 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         let update = updates.get(baseKey);
         if (!update) {
           const { placement: _, ...tensorView } = view;
-          update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [] };
+          update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [], rowBlock: 1 };
           updates.set(baseKey, update);
         }
-        update.terms.push(term);
-
         if (module.dora) {
           const dora = planDora(module, adapterIndex, adapter.file, view, fail);
-          if (dora) {
-            update.dora ??= dora;
-            if (weight !== 1) warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: the weight scales ΔW, the magnitude is applied as trained`);
-          }
+          if (!dora) continue;
+          term.dora = dora;
+          if (weight !== 1) warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: the weight scales ΔW, the magnitude is applied as trained`);
         }
+        if (module.update.kind === 'transform' && module.update.rowBlock) update.rowBlock = lcm(update.rowBlock, module.update.rowBlock);
+        update.terms.push(term);
         if (module.biasB) planBias(module, term, baseKey, base, biases, fail);
       }
     }
@@ -292,7 +303,7 @@ interface View {
  */
 function viewOf(module: AdapterModule, target: Placement, shape: readonly number[], fail: Fail): View | null {
   const baseKey = target.baseKey;
-  const delta = module.deltaShape;
+  const delta = withBaseDims(module.deltaShape, shape);
   const out = delta[0];
   const deltaIn = delta.slice(1);
   const inFeatures = product(deltaIn);
@@ -306,6 +317,11 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
     if (shape.length !== 2 || deltaIn.length !== 1) return mismatch(`expected a 2-D (in, out) weight${module.fanInFanOut ? ' (fan_in_fan_out)' : ''}`);
     if (shape[0] !== inFeatures || shape[1] !== out) return mismatch(`expected (${inFeatures}, ${out})`);
     return { rows: shape[0], cols: shape[1], layout: 'in-out', outFeatures: out, inFeatures };
+  }
+  if (shape.length === 1 && delta.length === 1 && !target.rows) {
+    // A vector (a norm layer's weight): one row per element.
+    if (shape[0] !== out) return mismatch(`ΔW has ${out} values, the base ${shape[0]}`);
+    return { rows: out, cols: 1, layout: 'out-in', outFeatures: out, inFeatures: 1 };
   }
   if (shape.length < 2) return mismatch('the base is not a matrix');
   let placement: RowPlacement | undefined;
@@ -329,6 +345,21 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
   if (baseIn[0] !== loraIn[0]) return mismatch(`ΔW has ${deltaIn[0]} inputs, the base ${shape[1]}`);
   if (!sameShape(baseIn, loraIn)) return mismatch(`kernel ${fmt(deltaIn.slice(1))} differs from the base kernel ${fmt(shape.slice(2))}`);
   return view(product(shape.slice(1)));
+}
+
+/**
+ * ΔW's shape with the dims its algorithm leaves open (-1: IA3 and OFT know one side only) taken
+ * from the base: a -1 at a position takes the base's dim there; a last -1 takes all the rest.
+ */
+function withBaseDims(delta: readonly number[], shape: readonly number[]): number[] {
+  if (!delta.includes(-1)) return delta.slice();
+  const out: number[] = [];
+  delta.forEach((d, i) => {
+    if (d !== -1) out.push(d);
+    else if (i === delta.length - 1) out.push(...shape.slice(i));
+    else out.push(shape[i] ?? 1);
+  });
+  return out;
 }
 
 /** Why a layout's row placement does not fit ΔW's and the base's rows, or null when it does. */
@@ -380,21 +411,10 @@ function planBias(module: AdapterModule, term: PlannedTerm, weightKey: string, b
   update.terms.push(biasTerm);
 }
 
-/** DoRA must be alone on its tensor; replaced tensors take nothing else. */
+/** Replaced tensors take nothing else. */
 function checkSharedTensors(
   updates: Map<string, TensorUpdate>, biases: Map<string, BiasUpdate>, replacements: Map<string, PlannedReplacement>, problems: PlanProblem[],
 ): void {
-  for (const update of updates.values()) {
-    const doraTerms = update.terms.filter((t) => t.module.dora);
-    if (doraTerms.length > 0 && update.terms.length > 1) {
-      const names = update.terms.map((t) => `${t.adapter}${t.module.dora ? ' (DoRA)' : ''}`).join(', ');
-      const t = doraTerms[0];
-      problems.push({
-        adapter: t.adapter, module: t.moduleName, code: 'PLAN_INVALID',
-        message: `${t.adapter}: module "${t.moduleName}": DoRA cannot share ${update.baseKey} with other adapters (${names}); merge them one after the other`,
-      });
-    }
-  }
   for (const rep of replacements.values()) {
     const lora = updates.get(rep.baseKey)?.terms[0] ?? biases.get(rep.baseKey)?.terms[0];
     if (!lora) continue;
@@ -427,9 +447,11 @@ function summarise(plan: MergePlan, base: BaseTensorIndex): PlanSummary {
       terms++;
       for (const tensor of Object.values(t.module.tensors)) bytesToRead += tensor.byteLength;
       const rows = t.placement ? t.placement.segments.reduce((n, g) => n + g.count, 0) : u.outFeatures;
-      flops += 2 * t.module.update.rank * rows * (u.rows * u.cols / u.outFeatures);
+      const shape = t.module.update;
+      const perElement = shape.kind === 'low-rank' ? shape.rank : shape.kind === 'dense' ? 1 : shape.cost;
+      flops += 2 * perElement * rows * (u.rows * u.cols / u.outFeatures);
     }
-    if (u.dora) bytesToRead += u.dora.magnitude.byteLength;
+    for (const t of u.terms) if (t.dora) bytesToRead += t.dora.magnitude.byteLength;
   }
   for (const b of plan.biasUpdates) {
     touch(b.baseKey);
@@ -441,6 +463,12 @@ function summarise(plan: MergePlan, base: BaseTensorIndex): PlanSummary {
     bytesToRead += r.tensor.byteLength;
   }
   return { tensorsTouched: touched.size, terms, bytesToRead, elementsToWrite, flops };
+}
+
+function lcm(a: number, b: number): number {
+  let x = a, y = b;
+  while (y) [x, y] = [y, x % y];
+  return (a / x) * b;
 }
 
 function trimOnes(shape: readonly number[]): number[] {
