@@ -184,7 +184,7 @@ describe('kohya / LyCORIS files', () => {
         t('something_else.weight', [2]),
       ]),
     }, 'UNSUPPORTED_FORMAT', [
-      '5 problems', 'module "lora_unet_mid_block_attn" needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b', 'module "lora_te_text_model_encoder_layers_1_k_proj" is LoKr',
+      '5 problems', 'module "lora_unet_mid_block_attn" needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b', 'module "lora_te_text_model_encoder_layers_1_k_proj" needs lokr_w1 or lokr_w1_a with lokr_w1_b, and lokr_w2',
       'module "lora_unet_only_down" has lora_unet_only_down.lora_down.weight but no lora_unet_only_down.lora_up.weight',
       'module "lora_unet_bad_alpha" has an alpha that is not one finite number', 'something_else',
     ]);

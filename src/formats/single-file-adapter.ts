@@ -85,9 +85,20 @@ async function buildModule(
     }
     alpha = value;
   }
-  const tensors = new Map([...roles].filter(([role]) => !SHARED_ROLES.includes(role)));
+  const scalars = new Map<Role, number>();
+  for (const role of algorithm.scalars ?? []) {
+    const tensor = roles.get(role);
+    if (!tensor) continue;
+    const value = await readScalar(file, tensor);
+    if (value === null) {
+      report('UNSUPPORTED_FORMAT', `has a ${role} that is not one finite number: ${tensor.dtype} (${tensor.shape.join(', ')})`);
+      return null;
+    }
+    scalars.set(role, value);
+  }
+  const tensors = new Map([...roles].filter(([role]) => !SHARED_ROLES.includes(role) && !scalars.has(role)));
   return algorithm.build(tensors, {
-    adapter, key, address: moduleAddress(key), alpha,
+    adapter, key, address: moduleAddress(key), alpha, scalars,
     report,
   });
 }

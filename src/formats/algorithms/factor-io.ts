@@ -35,3 +35,17 @@ export type { Matrix };
 export function numel(shape: readonly number[]): number {
   return shape.reduce((n, d) => n * d, 1);
 }
+
+/** Rows of a stored tensor viewed as (first dim, rest), read on demand (F64 rounded to f32). */
+export function denseRows(file: SafetensorsFile, entry: TensorEntry): (rowStart: number, rowCount: number) => Promise<FloatTensorBytes> {
+  const rows = entry.shape.length === 0 ? 1 : entry.shape[0];
+  const rowBytes = entry.byteLength / Math.max(rows, 1);
+  return async (rowStart, rowCount) => {
+    const data = await file.readPart(entry, rowStart * rowBytes, rowCount * rowBytes);
+    if (entry.dtype === 'F32' || entry.dtype === 'F16' || entry.dtype === 'BF16') return { dtype: entry.dtype, data };
+    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    const out = new Float32Array(data.byteLength / 8);
+    for (let i = 0; i < out.length; i++) out[i] = view.getFloat64(i * 8, true);
+    return f32Bytes(out);
+  };
+}

@@ -7,13 +7,19 @@ import type { AdapterModule } from '../adapter.js';
 import type { Role } from '../key-forms.js';
 import type { SafetensorsFile } from '../safetensors-types.js';
 import type { Algorithm, ModuleUpdate } from './algorithm.js';
+import { full } from './full.js';
+import { glora } from './glora.js';
+import { ia3 } from './ia3.js';
 import { loha } from './loha.js';
+import { lokr } from './lokr.js';
 import { lora } from './lora.js';
+import { norm } from './norm.js';
 import { notYetSupported } from './not-yet-supported.js';
+import { oft } from './oft.js';
 
-export type { Algorithm, ModuleContext, ModuleUpdate, UpdateShape } from './algorithm.js';
+export type { Algorithm, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, ...notYetSupported];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, ...notYetSupported];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];
