@@ -130,7 +130,7 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
     if (file.tensors.some((t) => /\.lora_[AB]\./.test(t.name) || /\.lora_embedding_[AB]/.test(t.name))) {
       throw new MergeError('BAD_CONFIG', `${files.name}: looks like a PEFT adapter but ${PEFT_CONFIG} is missing (it holds r and lora_alpha)`);
     }
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: not a LoRA adapter this tool recognises (no lora_unet_/lora_te_ or PEFT lora_A/lora_B tensors)`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: not a LoRA adapter this tool recognises (no lora_unet_/lora_te_/lycoris_ or PEFT lora_A/lora_B tensors)`);
   });
 }
 
