@@ -70,6 +70,11 @@ export const KEY_FORMS = [
   // LyCORIS diag-OFT and BOFT.
   { suffix: '.oft_blocks', role: 'oft_blocks' },
   { suffix: '.rescale', role: 'rescale' },
+  // PEFT VeRA: per-module scaling vectors, and the projections shared by every module.
+  { suffix: '.vera_lambda_b', role: 'vera_lambda_b' },
+  { suffix: '.vera_lambda_d', role: 'vera_lambda_d' },
+  { suffix: '.vera_A', role: 'vera_A' },
+  { suffix: '.vera_B', role: 'vera_B' },
   // LyCORIS (IA)³: the scaling vector and which side it scales.
   { suffix: '.on_input', role: 'on_input' },
   { suffix: '.weight', role: 'weight' },

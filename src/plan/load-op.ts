@@ -30,7 +30,7 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
   const s = t.scale;
   const out: UpdatePiece[] = [];
   const axisLength = (axis: 'out' | 'in') => (axis === 'out' ? update.outFeatures : update.inFeatures);
-  for (const p of await loadModuleUpdate(t.file, t.module)) {
+  for (const p of await loadModuleUpdate(t.file, t.module, { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures })) {
     switch (p.kind) {
       case 'low-rank': {
         const term: LowRankTerm = { a: p.a, b: p.b, rank: p.rank, scale: s };

@@ -303,7 +303,9 @@ interface View {
  */
 function viewOf(module: AdapterModule, target: Placement, shape: readonly number[], fail: Fail): View | null {
   const baseKey = target.baseKey;
-  const delta = withBaseDims(module.deltaShape, shape);
+  // Stored (in, out) for embeddings and fan_in_fan_out: ΔW's open dims come from the other side.
+  const transposed = module.kind === 'embedding' || module.fanInFanOut;
+  const delta = withBaseDims(module.deltaShape, transposed && shape.length === 2 ? [shape[1], shape[0]] : shape);
   const out = delta[0];
   const deltaIn = delta.slice(1);
   const inFeatures = product(deltaIn);

@@ -47,6 +47,12 @@ export type ModulePiece =
 /** A module's update as loaded for the engine: its pieces, in the order they apply. */
 export type ModuleUpdate = ModulePiece[];
 
+/** ΔW's dims as fitted to the base: out, and in (a conv's in·kh·kw). */
+export interface DeltaDims {
+  out: number;
+  in: number;
+}
+
 /** What an algorithm is told about the module it builds. */
 export interface ModuleContext {
   /** The adapter's name as the user gave it. */
@@ -75,8 +81,12 @@ export interface Algorithm {
   readonly scalars?: readonly Role[];
   /** A module from its tensors by role, or null after reporting what is wrong. */
   build(tensors: ReadonlyMap<Role, TensorEntry>, context: ModuleContext): AdapterModule | null;
-  /** Reads the module's update from the file it was built from. */
-  load(file: SafetensorsFile, module: AdapterModule): Promise<ModuleUpdate>;
+  /**
+   * Reads the module's update from the file it was built from. `delta` is ΔW's (out, in) as the
+   * plan fitted it to the base (for algorithms whose tensors leave a side open: VeRA's shared
+   * projections are sliced to it).
+   */
+  load(file: SafetensorsFile, module: AdapterModule, delta?: DeltaDims): Promise<ModuleUpdate>;
 }
 
 /**
