@@ -49,6 +49,7 @@ const cases: Array<[string, StepOpSpec]> = [
   ['LoRA, then DoRA with per-input norms, then another LoRA (f16)', { rows: 37, cols: 29, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [1] }, { kind: 'dora', axis: 'in', epsilon: 1e-6 }, { kind: 'add', ranks: [3] }] }],
   ['two DoRAs on both axes between LoRAs (bf16 → f32)', { rows: 24, cols: 41, baseDtype: 'BF16', outDtype: 'F32', steps: [{ kind: 'add', ranks: [3, 2], weights: [1, -0.7] }, { kind: 'dora', axis: 'out' }, { kind: 'add', ranks: [2] }, { kind: 'dora', axis: 'in' }] }],
   ['PEFT DoRA (per-output norms) on a transposed weight, then LoRA (f16)', { rows: 33, cols: 20, layout: 'in-out', baseDtype: 'F16', steps: [{ kind: 'add', ranks: [4] }, { kind: 'dora', axis: 'out' }, { kind: 'add', ranks: [1] }] }],
+  ['LoCon 3×3 with per-channel DoRA (9 columns per magnitude), then LoRA (f16)', { rows: 20, cols: 63, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [2] }, { kind: 'dora', axis: 'in', group: 9, epsilon: 1e-6 }, { kind: 'add', ranks: [1] }] }],
   ['dense diff and low-rank in one pass (bf16)', { rows: 19, cols: 50, baseDtype: 'BF16', factorDtype: 'BF16', steps: [{ kind: 'add', ranks: [2], dense: 1 }] }],
   ['IA3 on the output, then LoRA (f16 → bf16)', { rows: 40, cols: 24, baseDtype: 'F16', outDtype: 'BF16', steps: [{ kind: 'scale', axis: 'out' }, { kind: 'add', ranks: [2] }] }],
   ['LoRA then IA3 on the input: folds into the fused kernel (f16)', { rows: 45, cols: 31, baseDtype: 'F16', factorDtype: 'F16', steps: [{ kind: 'add', ranks: [5] }, { kind: 'scale', axis: 'in' }] }],

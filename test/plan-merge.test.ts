@@ -469,7 +469,7 @@ describe('plan problems', () => {
     }
   });
 
-  it('refuses LyCORIS per-input DoRA on k×k convs and LoRA on a replaced tensor; warns about weighted DoRA', async () => {
+  it('groups LyCORIS per-input DoRA on k×k convs by channel, refuses LoRA on a replaced tensor, warns about weighted DoRA', async () => {
     const rand = seededRandom(11);
     const base = new FakeBase();
     base.add('conv_in.weight', stored([4, 3, 3, 3], 'F32', rand));
@@ -490,10 +490,11 @@ describe('plan problems', () => {
     ]);
     const plan = buildMergePlan(base, [{ adapter: loha, weight: 1 }, { adapter: dora, weight: 0.5 }]);
     expect(plan.problems.map((p) => [p.adapter, p.module, p.code])).toEqual([
-      ['k', 'lora_unet_conv_in', 'UNSUPPORTED_FORMAT'],
       ['p', 'head.weight', 'PLAN_INVALID'],
     ]);
-    expect(plan.problems[1].message).toContain('k (module "lora_unet_head")');
+    // One magnitude per input channel, shared by its 3×3 kernel positions (9 columns of the flat view).
+    expect(plan.updates.find((u) => u.baseKey === 'conv_in.weight')?.terms[0].dora).toMatchObject({ axis: 'in', group: 9 });
+    expect(plan.problems[0].message).toContain('k (module "lora_unet_head")');
     expect(plan.warnings.join('\n')).toMatch(/DoRA module "fc" with weight 0.5/);
   });
 

@@ -5,7 +5,7 @@
  * summed over all row slabs, turned into fixed factors m / (‖V‖ + ε), and the DoRA step becomes a
  * `scale` step that any slab can run. Several such steps take one pass each, in order.
  */
-import type { MergeOp } from './merge-op.js';
+import type { DoraSpec, MergeOp } from './merge-op.js';
 import { needsColumnNorms, opSteps, type ScaleStep, type UpdateStep } from './update-steps.js';
 import { decodeToF32 } from '../dtype.js';
 
@@ -26,12 +26,27 @@ export async function resolveColumnNorms<S extends { kind: string }>(
       continue;
     }
     const ss = await sums(resolved.slice());
-    const m = decodeToF32(step.dora.magnitude.data, step.dora.magnitude.dtype);
-    const factors = new Float32Array(op.cols);
-    for (let c = 0; c < op.cols; c++) factors[c] = m[c] / (Math.sqrt(ss[c]) + step.dora.epsilon);
+    const factors = Float32Array.from(columnFactors(step.dora, ss));
     resolved.push({ kind: 'scale', axis: step.dora.normAxis, factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) } });
   }
   return resolved;
+}
+
+/**
+ * m / (‖column‖ + ε) per stored column from its sum of squares; with `group` g, consecutive g
+ * columns share one norm (the square root of their summed squares) and one magnitude.
+ */
+export function columnFactors(dora: DoraSpec, ss: Float64Array): Float64Array {
+  const m = decodeToF32(dora.magnitude.data, dora.magnitude.dtype);
+  const g = dora.group ?? 1;
+  const out = new Float64Array(ss.length);
+  for (let c0 = 0; c0 < ss.length; c0 += g) {
+    let s = 0;
+    for (let c = c0; c < c0 + g; c++) s += ss[c];
+    const f = m[c0 / g] / (Math.sqrt(s) + dora.epsilon);
+    out.fill(f, c0, c0 + g);
+  }
+  return out;
 }
 
 function isColumnNormStep(op: Pick<MergeOp, 'layout'>, step: { kind: string }): step is Extract<UpdateStep, { kind: 'dora' }> {

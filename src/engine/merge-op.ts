@@ -65,6 +65,11 @@ export interface DoraSpec {
   normAxis: 'out' | 'in';
   /** Added to each norm before dividing (LyCORIS adds float eps; PEFT adds nothing). */
   epsilon: number;
+  /**
+   * Input features per magnitude (default 1): a conv's kh·kw kernel positions of one input
+   * channel share its norm (LyCORIS normalises per channel over out, kh, kw). `in` norms only.
+   */
+  group?: number;
 }
 
 export interface MergeOp {

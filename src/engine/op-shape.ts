@@ -68,8 +68,8 @@ export function checkOp(op: MergeOp): OpShape {
   if (op.dora) {
     const { normAxis, magnitude, epsilon } = op.dora;
     if (!(epsilon >= 0 && Number.isFinite(epsilon))) fail(op, `DoRA epsilon ${epsilon} is not a finite number ≥ 0`);
-    expectBytes(op, `DoRA magnitude (${normAxis === 'out' ? outFeatures : inFeatures})`, magnitude,
-      normAxis === 'out' ? outFeatures : inFeatures);
+    const count = doraCount(op, op.dora, outFeatures, inFeatures);
+    expectBytes(op, `DoRA magnitude (${count})`, magnitude, count);
     // A norm per output feature runs over the input dim: per stored row when W is (out, in).
     const perOut = normAxis === 'out';
     shape.doraNorm = (perOut === (op.layout === 'out-in')) ? 'row' : 'col';
@@ -79,6 +79,15 @@ export function checkOp(op: MergeOp): OpShape {
   }
   (op.steps ?? []).forEach((step, i) => checkStep(op, shape, step, `step ${i} (${step.kind})`));
   return shape;
+}
+
+/** Magnitudes a DoRA spec must have: one per output feature, or per group of input features. */
+function doraCount(op: MergeOp, dora: NonNullable<MergeOp['dora']>, outFeatures: number, inFeatures: number): number {
+  const group = dora.group ?? 1;
+  if (!Number.isSafeInteger(group) || group < 1 || (group > 1 && (dora.normAxis !== 'in' || inFeatures % group !== 0))) {
+    fail(op, `DoRA group ${group} does not divide the ${inFeatures} input features`);
+  }
+  return dora.normAxis === 'out' ? outFeatures : inFeatures / group;
 }
 
 function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string): void {
@@ -104,7 +113,7 @@ function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string)
     case 'dora': {
       const { normAxis, magnitude, epsilon } = step.dora;
       if (!(epsilon >= 0 && Number.isFinite(epsilon))) fail(op, `${label}: DoRA epsilon ${epsilon} is not a finite number ≥ 0`);
-      expectBytes(op, `${label} DoRA magnitude`, magnitude, normAxis === 'out' ? outFeatures : inFeatures);
+      expectBytes(op, `${label} DoRA magnitude`, magnitude, doraCount(op, step.dora, outFeatures, inFeatures));
       if (needsColumnNorms(op, step) && rowCount !== op.rows) {
         throw new MergeError('PLAN_INVALID', `tensor "${op.name}": ${label}: DoRA norms run across rows; resolve them over all slabs first`);
       }

@@ -63,7 +63,8 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
   }
   if (t.dora) {
     const magnitude = await readFloat(t.dora.file, t.dora.magnitude); // any shape → its values as a vector
-    out.push({ kind: 'step', step: { kind: 'dora', dora: { magnitude, normAxis: t.dora.axis, epsilon: t.dora.epsilon } } });
+    const group = t.dora.group ? { group: t.dora.group } : {};
+    out.push({ kind: 'step', step: { kind: 'dora', dora: { magnitude, normAxis: t.dora.axis, epsilon: t.dora.epsilon, ...group } } });
   }
   return out;
 }

@@ -64,6 +64,8 @@ export interface PlannedDora {
   magnitude: TensorEntry;
   axis: 'out' | 'in';
   epsilon: number;
+  /** Input features per magnitude (a conv's kernel positions); absent: 1. */
+  group?: number;
 }
 
 /** All work on one base weight tensor. */
@@ -379,19 +381,16 @@ function placementProblem(segments: readonly { src: number; dst: number; count: 
 
 function planDora(module: AdapterModule, adapterIndex: number, file: SafetensorsFile, view: View, fail: Fail): PlannedDora | null {
   const dora = module.dora!;
-  const want = dora.axis === 'out' ? view.outFeatures : view.inFeatures;
-  const kernel = module.deltaShape.slice(2);
-  if (dora.axis === 'in' && product(kernel) > 1) {
-    // LyCORIS normalises per input channel over (out, kh, kw): not a column norm of the flat view.
-    fail('UNSUPPORTED_FORMAT', `DoRA on a ${kernel.join('×')} convolution with per-input norms is not supported yet`);
-    return null;
-  }
+  // LyCORIS normalises a conv per input channel over (out, kh, kw): groups of kh·kw columns.
+  const group = dora.axis === 'in' && view.inFeatures % Math.max(1, product(dora.magnitude.shape)) === 0
+    ? view.inFeatures / Math.max(1, product(dora.magnitude.shape)) : 1;
+  const want = dora.axis === 'out' ? view.outFeatures : view.inFeatures / group;
   if (product(dora.magnitude.shape) !== want) {
     fail('SHAPE_MISMATCH', `DoRA magnitude ${fmt(dora.magnitude.shape)} should have ${want} values (one per ${dora.axis === 'out' ? 'output' : 'input'} feature)`);
     return null;
   }
   if (!checkFloat(dora.magnitude.dtype, module, fail, `DoRA magnitude ${dora.magnitude.name}`)) return null;
-  return { adapterIndex, moduleName: module.name, file, magnitude: dora.magnitude, axis: dora.axis, epsilon: dora.epsilon };
+  return { adapterIndex, moduleName: module.name, file, magnitude: dora.magnitude, axis: dora.axis, epsilon: dora.epsilon, ...(group > 1 ? { group } : {}) };
 }
 
 function planBias(module: AdapterModule, term: PlannedTerm, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail): void {

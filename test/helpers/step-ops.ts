@@ -11,7 +11,7 @@ import { encodeValues, seededRandom } from './fixtures.js';
 
 export type StepSpec =
   | { kind: 'add'; ranks: number[]; dense?: number; weights?: number[] }
-  | { kind: 'dora'; axis: 'out' | 'in'; epsilon?: number }
+  | { kind: 'dora'; axis: 'out' | 'in'; epsilon?: number; group?: number }
   | { kind: 'scale'; axis: 'out' | 'in' }
   | { kind: 'self'; rank: number }
   | { kind: 'rotate'; axis: 'out' | 'in'; block: number };
@@ -47,7 +47,10 @@ export function randomStepOp(seed: number, spec: StepOpSpec): MergeOp {
           dense: Array.from({ length: s.dense ?? 0 }, () => ({ scale: 0.2, values: t(uniform(spec.rows * spec.cols)) })),
         };
       case 'dora':
-        return { kind: 'dora', dora: { normAxis: s.axis, epsilon: s.epsilon ?? 0, magnitude: t(uniform(s.axis === 'out' ? outF : inF).map((x) => 0.5 + Math.abs(x)), 'F32') } };
+        return { kind: 'dora', dora: {
+          normAxis: s.axis, epsilon: s.epsilon ?? 0, ...(s.group ? { group: s.group } : {}),
+          magnitude: t(uniform(s.axis === 'out' ? outF : inF / (s.group ?? 1)).map((x) => 0.5 + Math.abs(x)), 'F32'),
+        } };
       case 'scale':
         return { kind: 'scale', axis: s.axis, factors: t(uniform(s.axis === 'out' ? outF : inF).map((x) => 1 + 0.5 * x)) };
       case 'self':
@@ -107,10 +110,12 @@ export function referenceSteps(op: MergeOp): Float64Array {
           for (let i = 0; i < inF; i++) v[o][i] *= m[o] / (norm + eps);
         }
       } else {
-        for (let i = 0; i < inF; i++) {
+        // Input channel c owns the `group` columns c·g … c·g + g − 1 (a conv's kernel positions).
+        const g = step.dora.group ?? 1;
+        for (let c = 0; c < inF / g; c++) {
           let ss = 0;
-          for (let o = 0; o < outF; o++) ss += v[o][i] ** 2;
-          for (let o = 0; o < outF; o++) v[o][i] *= m[i] / (Math.sqrt(ss) + eps);
+          for (let i = c * g; i < (c + 1) * g; i++) for (let o = 0; o < outF; o++) ss += v[o][i] ** 2;
+          for (let i = c * g; i < (c + 1) * g; i++) for (let o = 0; o < outF; o++) v[o][i] *= m[c] / (Math.sqrt(ss) + eps);
         }
       }
     } else if (step.kind === 'scale') {

@@ -48,7 +48,7 @@ export class CpuBackend implements MergeBackend {
   }
 
   async merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
-    if (op.steps?.length) {
+    if (op.steps?.length || (op.dora?.group ?? 1) > 1) {
       // Sequences of steps: column norms first (whole ops only), then the fused kernel where the
       // op reduces to W + L·R, else the general executor.
       const resolved = hasColumnNorms(op) ? await resolveWholeOp(op, (o) => this.columnSumsOfSquares(o, signal)) : op;

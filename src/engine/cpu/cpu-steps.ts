@@ -11,6 +11,7 @@ import { checkOp, type OpShape } from '../op-shape.js';
 import { lowRankFactors } from '../low-rank-factors.js';
 import { needsColumnNorms, storedAxis, type UpdateStep } from '../update-steps.js';
 import { addLowRank, storeRow } from './cpu-merge.js';
+import { columnFactors } from '../column-norms.js';
 
 const f32 = (t: FloatTensorBytes): Float32Array => decodeToF32(t.data, t.dtype);
 
@@ -82,7 +83,7 @@ function applyStep(op: MergeOp, shape: OpShape, v: Float64Array, step: UpdateSte
       if (needsColumnNorms(op, step)) {
         const ss = new Float64Array(cols);
         for (let r = 0; r < rowCount; r++) for (let c = 0, o = r * cols; c < cols; c++) ss[c] += v[o + c] * v[o + c];
-        scaleAxis(op, shape, v, 'col', Float64Array.from(ss, (s, c) => m[c] / (Math.sqrt(s) + eps)));
+        scaleAxis(op, shape, v, 'col', columnFactors(step.dora, ss));
       } else {
         for (let r = 0; r < rowCount; r++) {
           let ss = 0;

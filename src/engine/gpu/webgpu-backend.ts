@@ -107,7 +107,7 @@ export class WebGpuBackend implements MergeBackend {
   }
 
   merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
-    return this.enqueue(() => (op.steps?.length ? this.mergeSteps(op, signal) : this.mergeNow(op, signal)));
+    return this.enqueue(() => (op.steps?.length || (op.dora?.group ?? 1) > 1 ? this.mergeSteps(op, signal) : this.mergeNow(op, signal)));
   }
 
   columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {
