@@ -160,3 +160,58 @@ it('refuses a VeRA adapter saved without its projections, and ranks that disagre
     t(`base_model.model.${q}.hada_w2_a`, 'F32', [4, 2], vals(8, 'F32')), t(`base_model.model.${q}.hada_w2_b`, 'F32', [2, 4], vals(8, 'F32')),
   ]))).toMatch(/module "model\.layers\.0\.self_attn\.q_proj" has rank 2 but the config \(r\) says 8/);
 });
+
+describe.each(['cpu', 'webgpu'])('OFT (PEFT oft_R), %s', (name) => {
+  const b = 3, out = 20, inF = 12;
+  /** 3 × 3 products and the inverse by the adjugate, in f64. */
+  const mul = (x: number[][], y: number[][]) => x.map((row) => y[0].map((_, j) => row.reduce((s, v, k) => s + v * y[k][j], 0)));
+  const inverse = (m: number[][]) => {
+    const [[a, b1, c], [d, e, f], [g, h, i]] = m;
+    const det = a * (e * i - f * h) - b1 * (d * i - f * g) + c * (d * h - e * g);
+    return [[e * i - f * h, c * h - b1 * i, b1 * f - c * e], [f * g - d * i, a * i - c * g, c * d - a * f], [d * h - e * g, b1 * g - a * h, a * e - b1 * d]].map((row) => row.map((v) => v / det));
+  };
+  const eye = () => [[1, 0, 0], [0, 1, 0], [0, 0, 1]];
+  const skew = (v: ArrayLike<number>) => [[0, v[0], v[1]], [-v[0], 0, v[2]], [-v[1], -v[2], 0]];
+  const lin = (x: number[][], y: number[][], cx: number, cy: number) => x.map((row, i) => row.map((v, j) => cx * v + cy * y[i][j]));
+  /** W' = (R·Wᵀ)ᵀ: each row's inputs, in blocks of 3, mapped by R_k. */
+  const rotateInputs = (w: Float64Array, rs: number[][][]) => {
+    const res = new Float64Array(w.length);
+    for (let o = 0; o < out; o++) for (let k = 0; k < inF / b; k++) for (let m = 0; m < b; m++) {
+      let s = 0;
+      for (let n = 0; n < b; n++) s += rs[k][m][n] * w[o * inF + k * b + n];
+      res[o * inF + k * b + m] = s;
+    }
+    return res;
+  };
+
+  it('Cayley–Neumann with 5 terms: R = I + 2Q + 2Q² + 2Q³ + Q⁴, one block per 3 inputs', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const w = vals(out * inF, 'F32');
+    const vec = vals(4 * 3, 'F32', 0.2);
+    const merged = await run(backend, [t(`${q}.weight`, 'F32', [out, inF], w)], { peft_type: 'OFT', r: 0, oft_block_size: 3 },
+      [t(`base_model.model.${q}.oft_R.weight`, 'F32', [4, 3], vec)]);
+    const rs = Array.from({ length: 4 }, (_, k) => {
+      const Q = skew(vec.subarray(k * 3, k * 3 + 3));
+      const Q2 = mul(Q, Q), Q3 = mul(Q2, Q), Q4 = mul(Q3, Q);
+      return eye().map((row, i) => row.map((v, j) => v + 2 * Q[i][j] + 2 * Q2[i][j] + 2 * Q3[i][j] + Q4[i][j]));
+    });
+    expectMerged(merged.get(`${q}.weight`)!.values, rotateInputs(w, rs), 'F32', q);
+  });
+
+  it('exact Cayley (I − Q)(I + Q)⁻¹, COFT projection and a block shared by every input block', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const w = vals(out * inF, 'BF16');
+    const vec = vals(3, 'F32', 0.5);
+    const eps = 0.3;
+    const merged = await run(backend, [t(`${q}.weight`, 'BF16', [out, inF], w)],
+      { peft_type: 'OFT', r: 0, oft_block_size: 3, use_cayley_neumann: false, coft: true, eps, block_share: true },
+      [t(`base_model.model.${q}.oft_R.weight`, 'F32', [1, 3], vec)]);
+    // COFT: the skew block's Frobenius norm (√2·‖vec‖) capped at eps/√(rows of oft_R) = eps.
+    const norm = Math.sqrt(2 * (vec[0] ** 2 + vec[1] ** 2 + vec[2] ** 2));
+    const Q = skew(Array.from(vec, (v) => (norm > eps ? v * eps / norm : v)));
+    const R = mul(lin(eye(), Q, 1, -1), inverse(lin(eye(), Q, 1, 1)));
+    expectMerged(merged.get(`${q}.weight`)!.values, rotateInputs(w, [R, R, R, R]), 'BF16', q);
+  });
+});

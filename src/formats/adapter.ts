@@ -64,6 +64,8 @@ export interface AdapterModule {
   dora?: DoraFactor;
   /** PEFT `lora_bias`: the base bias gains scale · biasB. */
   biasB?: TensorEntry;
+  /** Settings of the training method that the update depends on (PEFT OFT's Cayley form, …). */
+  options?: Readonly<Record<string, number | boolean>>;
 }
 
 /** A full tensor that replaces a base tensor (PEFT `modules_to_save`). */

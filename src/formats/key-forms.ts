@@ -70,6 +70,8 @@ export const KEY_FORMS = [
   // LyCORIS diag-OFT and BOFT.
   { suffix: '.oft_blocks', role: 'oft_blocks' },
   { suffix: '.rescale', role: 'rescale' },
+  // PEFT OFT: each module's skew-symmetric blocks, upper triangles stored row by row.
+  { suffix: '.oft_R.weight', role: 'oft_R' },
   // PEFT VeRA: per-module scaling vectors, and the projections shared by every module.
   { suffix: '.vera_lambda_b', role: 'vera_lambda_b' },
   { suffix: '.vera_lambda_d', role: 'vera_lambda_d' },

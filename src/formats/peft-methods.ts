@@ -1,7 +1,8 @@
 /**
- * PEFT adapters of the LyCORIS-family methods and VeRA (adapter_config.json `peft_type` LOHA, LOKR,
- * VERA): the same tensors as LyCORIS's (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's
- * module paths, or VeRA's per-module vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`.
+ * PEFT adapters of the LyCORIS-family methods, VeRA and OFT (adapter_config.json `peft_type` LOHA,
+ * LOKR, VERA, OFT): the same tensors as LyCORIS's (`<module>.hada_w1_a`, `<module>.lokr_w1` …)
+ * under PEFT's module paths, VeRA's per-module vera_lambda_b/d with the shared
+ * `base_model.vera_A`/`vera_B`, or OFT's `<module>.oft_R.weight`.
  * The modules are built by the algorithm registry; the scale is PEFT's: α/r from the config
  * (rank_pattern and alpha_pattern included) for LoHa and LoKr, whatever the factors' form, and
  * 1 for VeRA.
@@ -17,7 +18,7 @@ import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 const PEFT_PREFIX = 'base_model.model.';
 
 interface MethodConfig {
-  algorithm: 'loha' | 'lokr' | 'vera';
+  algorithm: 'loha' | 'lokr' | 'vera' | 'peft-oft';
   roles: readonly Role[];
   /** Default r and α of PEFT's config class. */
   r: number;
@@ -28,6 +29,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   LOHA: { algorithm: 'loha', roles: ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b', 'hada_t1', 'hada_t2'], r: 8, alpha: 8 },
   LOKR: { algorithm: 'lokr', roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'], r: 8, alpha: 8 },
   VERA: { algorithm: 'vera', roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1 },
+  OFT: { algorithm: 'peft-oft', roles: ['oft_R'], r: 0, alpha: 1 },
 };
 
 /** The config's `peft_type` when it is one this file parses, else undefined. */
@@ -67,6 +69,15 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   const rankPattern = pattern('rank_pattern');
   const alphaPattern = pattern('alpha_pattern');
   const fanInFanOut = raw.fan_in_fan_out === true;
+  // OFT's settings, checked here, read by its algorithm.
+  const options: Record<string, number | boolean> = {};
+  for (const key of ['coft', 'block_share', 'use_cayley_neumann'] as const) {
+    if (raw[key] === undefined || raw[key] === null) continue;
+    if (typeof raw[key] !== 'boolean') throw new MergeError('BAD_CONFIG', `${configFile}: "${key}" must be true or false`);
+    options[key] = raw[key] as boolean;
+  }
+  for (const key of ['eps', 'num_cayley_neumann_terms'] as const) if (raw[key] !== undefined && raw[key] !== null) options[key] = number(key, 0);
+  if (method.algorithm === 'peft-oft' && fanInFanOut) throw new MergeError('UNSUPPORTED_FORMAT', `${configFile}: OFT with fan_in_fan_out is not supported`);
 
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
@@ -97,9 +108,9 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     const moduleAlpha = lookupPattern(alphaPattern, path, alpha);
     const moduleRank = lookupPattern(rankPattern, path, r);
     for (const [role, t] of shared) roles.set(role, t);
-    const module = algorithm.build(roles, { adapter: name, key: `${PEFT_PREFIX}${path}`, address: { path, flat: false }, alpha: moduleAlpha, report });
+    const module = algorithm.build(roles, { adapter: name, key: `${PEFT_PREFIX}${path}`, address: { path, flat: false }, alpha: moduleAlpha, report, options });
     if (!module) continue;
-    if (method.algorithm !== 'vera') {
+    if (method.algorithm === 'loha' || method.algorithm === 'lokr') {
       // PEFT: α/r from the config; the stored factors must have that rank where they have one.
       const stored = storedRank(module);
       if (stored !== undefined && stored !== moduleRank) {

@@ -67,3 +67,60 @@ export function diagOftBlocks(blocks: ArrayLike<number>, blockSize: number, cons
   }
   return out;
 }
+
+/** The b × b skew-symmetric matrix whose upper triangle (row by row, diagonal excluded) is `vec`. */
+export function skewFromUpper(vec: ArrayLike<number>, b: number): Float64Array {
+  const q = new Float64Array(b * b);
+  let n = 0;
+  for (let i = 0; i < b; i++) {
+    for (let j = i + 1; j < b; j++) {
+      q[i * b + j] = vec[n];
+      q[j * b + i] = -vec[n];
+      n++;
+    }
+  }
+  return q;
+}
+
+/**
+ * PEFT OFT's rotation of one block (tuners/oft/layer.py `_cayley_batch`): with the Cayley–Neumann
+ * form of `terms` terms, R = I + 2Q + 2Q² + … + 2Q^(terms−2) + Q^(terms−1) (I + 2Q for 2 terms,
+ * I for 1); without it, R solves R·(I + Q) = I − Q, i.e. (I − Q)(I + Q)⁻¹.
+ */
+export function peftOftRotation(q: Float64Array, b: number, neumann: boolean, terms: number): Float64Array {
+  if (!neumann) return cayley(q.map((x) => -x), b);
+  const r = new Float64Array(b * b);
+  for (let i = 0; i < b; i++) r[i * b + i] = 1;
+  if (terms <= 1) return r;
+  const mul = (x: Float64Array, y: Float64Array) => {
+    const z = new Float64Array(b * b);
+    for (let i = 0; i < b; i++) for (let k = 0; k < b; k++) for (let j = 0; j < b; j++) z[i * b + j] += x[i * b + k] * y[k * b + j];
+    return z;
+  };
+  const add = (x: Float64Array, c: number) => x.forEach((v, i) => { r[i] += c * v; });
+  add(q, 2);
+  if (terms === 2) return r;
+  let p = mul(q, q);
+  add(p, 2);
+  for (let n = 3; n < terms - 1; n++) {
+    p = mul(p, q);
+    add(p, 2);
+  }
+  add(mul(p, q), 1);
+  return r;
+}
+
+/**
+ * PEFT COFT (`_project_batch`): each block's skew matrix keeps its Frobenius norm when within
+ * ε/√(blocks), and is scaled to that norm otherwise.
+ */
+export function coftProject(q: Float64Array, b: number, blocks: number, eps: number): Float64Array {
+  const limit = eps / Math.sqrt(blocks);
+  const out = q.slice();
+  for (let k = 0; k < blocks; k++) {
+    const block = out.subarray(k * b * b, (k + 1) * b * b);
+    const norm = Math.sqrt(block.reduce((s, x) => s + x * x, 0));
+    if (norm > limit) for (let i = 0; i < block.length; i++) block[i] *= limit / norm;
+  }
+  return out;
+}

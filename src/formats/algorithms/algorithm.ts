@@ -62,6 +62,8 @@ export interface ModuleContext {
   address: ModuleAddress;
   /** α as the file states it for this module (its `.alpha` tensor, or the file's metadata); undefined when it states none. */
   alpha: number | undefined;
+  /** Settings from the adapter's config that the update depends on (PEFT OFT's `coft`, …). */
+  options?: Readonly<Record<string, number | boolean>>;
   /** The values of the one-number tensors the algorithm lists in `scalars` (LyCORIS IA3's `on_input`). */
   scalars?: ReadonlyMap<Role, number>;
   /** Records a problem with this module; the message is prefixed with the file and module. */

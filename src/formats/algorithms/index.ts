@@ -16,11 +16,12 @@ import { lora } from './lora.js';
 import { norm } from './norm.js';
 import { notYetSupported } from './not-yet-supported.js';
 import { oft } from './oft.js';
+import { peftOft } from './peft-oft.js';
 import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, vera, ...notYetSupported];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, vera, peftOft, ...notYetSupported];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];
