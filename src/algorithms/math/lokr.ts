@@ -4,7 +4,7 @@
  * The scale is α/r with r the inner dimension of the decomposed factor (w1_b's rows, else w2_b's),
  * and exactly 1 when neither factor is decomposed: LyCORIS then sets α = rank itself and stores
  * α·(rank/1), a number meaning nothing (modules/lokr.py). Applied once, as LyCORIS's forward pass
- * and ComfyUI apply it (LyCORIS's weight-diff helper multiplies by the scale twice).
+ * and ComfyUI apply it (LyCORIS's get_diff_weight multiplies by the scale twice).
  */
 import { fullAsFactors, kronFactors, rankOf, type Factors } from './low-rank-forms.js';
 import type { Matrix } from './matrix.js';
