@@ -298,3 +298,75 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     expect(ia3.updateNorm).toBeCloseTo(Math.sqrt(w.reduce((acc, x, i) => acc + (x - a2.truth[KEYS.timeEmb](w)[i]) ** 2, 0)), 4);
   });
 });
+
+describe('random shapes, forms, ranks and dtypes', () => {
+  const DTYPES: FixtureDType[] = ['F32', 'F16', 'BF16'];
+  const cases = Array.from({ length: 6 }, (_, seed) => seed + 1);
+  describe.each(['cpu (wasm)', 'webgpu'])('%s', (name) => {
+    it.each(cases)('LoKr and LoHa, seed %i', async (seed) => {
+      const backend = backends[name];
+      if (!backend) return;
+      const r = seededRandom(1000 + seed);
+      const int = (lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
+      const pick = <X>(xs: X[]) => xs[int(0, xs.length - 1)];
+      const kernel = pick([[], [1, 3], [3, 3]]);
+      const K = numel(kernel);
+      // LoKr: ΔW (a·b, c·d, k…), W1 full or a product, W2 full, a product or Tucker (convs).
+      const a = int(1, 4), c = int(1, 4), b = int(1, 6), d = int(1, 5);
+      const out = a * b, inF = c * d;
+      const wDtype = pick(DTYPES), fDtype = pick(DTYPES);
+      const key = 'down_blocks.0.resnets.0.conv1.weight';
+      const n = `lora_unet_${flat(key)}`;
+      const baseT = rnd(r, [out, inF, ...kernel], wDtype);
+      const t: FixtureTensor[] = [];
+      let w1: Float64Array, w2: Float64Array, decomposed: number | undefined;
+      if (r() < 0.5) {
+        const f = rnd(r, [a, c], fDtype);
+        t.push(fx(`${n}.lokr_w1`, f));
+        w1 = f.v;
+      } else {
+        const r1 = int(1, 3), fa = rnd(r, [a, r1], fDtype), fb = rnd(r, [r1, c], fDtype);
+        t.push(fx(`${n}.lokr_w1_a`, fa), fx(`${n}.lokr_w1_b`, fb));
+        w1 = mm(fa.v, fb.v, a, r1, c);
+        decomposed = r1;
+      }
+      const form = pick(K > 1 ? ['full', 'product', 'tucker'] : ['full', 'product']);
+      if (form === 'full') {
+        const f = rnd(r, [b, d, ...kernel], fDtype, 0.5);
+        t.push(fx(`${n}.lokr_w2`, f));
+        w2 = f.v;
+      } else if (form === 'product') {
+        const r2 = decomposed ?? int(1, 4), fa = rnd(r, [b, r2], fDtype), fb = rnd(r, [r2, d * K], fDtype, 0.5);
+        t.push(fx(`${n}.lokr_w2_a`, fa), fx(`${n}.lokr_w2_b`, fb));
+        w2 = mm(fa.v, fb.v, b, r2, d * K);
+        decomposed ??= r2;
+      } else {
+        const r2 = decomposed ?? int(1, 3), core = rnd(r, [r2, r2, ...kernel], 'F32', 0.5), fa = rnd(r, [r2, b], fDtype), fb = rnd(r, [r2, d], fDtype);
+        t.push(fx(`${n}.lokr_t2`, core), fx(`${n}.lokr_w2_a`, fa), fx(`${n}.lokr_w2_b`, fb));
+        w2 = tucker(core.v, fa.v, fb.v, r2, r2, K, b, d);
+        decomposed ??= r2;
+      }
+      const alpha = int(1, 8);
+      t.push(scalar(`${n}.alpha`, alpha));
+      const scale = decomposed === undefined ? 1 : alpha / decomposed;
+      // A second adapter: LoHa (Tucker on convs) on the same weight.
+      const rh = int(1, 3), t2: FixtureTensor[] = [];
+      let dh: Float64Array;
+      if (K > 1) {
+        const [c1, c2] = [rnd(r, [rh, rh, ...kernel], 'F32'), rnd(r, [rh, rh, ...kernel], 'F32')];
+        const [a1, b1, a2, b2] = [rnd(r, [rh, out], fDtype), rnd(r, [rh, inF], fDtype), rnd(r, [rh, out], fDtype), rnd(r, [rh, inF], fDtype)];
+        t2.push(fx(`${n}.hada_t1`, c1), fx(`${n}.hada_w1_a`, a1), fx(`${n}.hada_w1_b`, b1), fx(`${n}.hada_t2`, c2), fx(`${n}.hada_w2_a`, a2), fx(`${n}.hada_w2_b`, b2));
+        const x = tucker(c1.v, a1.v, b1.v, rh, rh, K, out, inF), y = tucker(c2.v, a2.v, b2.v, rh, rh, K, out, inF);
+        dh = x.map((v, i) => v * y[i]);
+      } else {
+        const [a1, b1, a2, b2] = [rnd(r, [out, rh], fDtype), rnd(r, [rh, inF], fDtype), rnd(r, [out, rh], fDtype), rnd(r, [rh, inF], fDtype)];
+        t2.push(fx(`${n}.hada_w1_a`, a1), fx(`${n}.hada_w1_b`, b1), fx(`${n}.hada_w2_a`, a2), fx(`${n}.hada_w2_b`, b2));
+        const x = mm(a1.v, b1.v, out, rh, inF), y = mm(a2.v, b2.v, out, rh, inF);
+        dh = x.map((v, i) => v * y[i]);
+      }
+      const { tensors } = await merge(backend, { [key]: baseT }, [{ name: 'kron', tensors: t, weight: 0.6 }, { name: 'hada', tensors: t2, weight: -0.3 }]);
+      const exact = addScaled(addScaled(baseT.v, kron(w1, a, c, w2, b, d * K), 0.6 * scale), dh, -0.3);
+      expectMerged(tensors.get(key)!.values, exact, wDtype, `${form} ${a}×${c} ⊗ ${b}×${d}×${K}`);
+    });
+  });
+});
