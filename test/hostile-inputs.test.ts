@@ -230,7 +230,7 @@ describe('no regex from a config can hang', () => {
     const adapterDir = temp.make(adapter(evil));
     const dry = await runCli(['merge', '--dry-run', '--base', join(baseDir, 'base.safetensors'), '--adapter', adapterDir]);
     expect(dry.code, dry.stderr).toBe(0);
-    expect(dry.stdout).toMatch(/q_proj r=2 scale=2/);
+    expect(dry.stdout).toMatch(/q_proj LoRA r=2 scale=2/);
     const inspect = await runCli(['inspect', adapterDir]);
     expect(inspect.code, inspect.stderr).toBe(0);
     expect(inspect.stdout).toMatch(/q_proj {2}r=2 α=4 scale=2/);

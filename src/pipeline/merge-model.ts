@@ -5,13 +5,15 @@
  * output target, which removes everything written.
  */
 import { DTYPE_BYTES, decodeToF32, encodeFromF32, isFloatDType, type DType, type FloatDType } from '../dtype.js';
-import type { LowRankTerm, MergeBackend } from '../engine/merge-op.js';
+import type { MergeBackend } from '../engine/merge-op.js';
 import { MergeError, throwIfAborted } from '../errors.js';
 import type { BaseTensor } from '../formats/base-model.js';
 import { createSafetensorsWriter, type SafetensorsWriter } from '../formats/safetensors-writer.js';
 import { copyInputFile } from '../io/copy-file.js';
 import type { OutputTarget } from '../io/types.js';
-import { loadBiasUpdate, loadMergeOp, loadReplacement, loadTerms } from '../plan/load-op.js';
+import { loadBiasUpdate, loadReplacement, loadUpdateSteps } from '../plan/load-op.js';
+import { slabOp, slabSteps, type LoadedStep } from '../plan/load-steps.js';
+import { resolveStreamedNorms } from './column-norm-pass.js';
 import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorUpdate } from '../plan/merge-plan.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
@@ -53,7 +55,7 @@ export interface MergeResult {
 const DEFAULT_SLAB_BYTES = 4 * 1024 * 1024;
 
 type Action =
-  | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; terms: () => Promise<LowRankTerm[]> }
+  | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; steps: () => Promise<LoadedStep[]> }
   | { kind: 'bias'; bias: BiasUpdate }
   | { kind: 'replace'; replacement: PlannedReplacement }
   | { kind: 'copy'; start: number; length: number };
@@ -97,13 +99,18 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       const bias = biases.get(entry.name);
       const replacement = replacements.get(entry.name);
       if (update) {
-        // Factors are read once per tensor, shared by its slabs.
-        let terms: Promise<LowRankTerm[]> | undefined;
-        const loadOnce = () => (terms ??= loadTerms(update));
+        // Factors are read once per tensor, shared by its slabs; DoRA norms across rows take a
+        // pass over the slabs of their own first (column-norm-pass.ts).
         const rowBytes = update.cols * DTYPE_BYTES[entry.dtype];
-        const rowsPerSlab = slabbable(update) ? Math.max(1, Math.floor(slabBytes / Math.max(rowBytes, 1))) : update.rows;
+        const block = update.rowBlock;
+        const rowsPerSlab = Math.max(block, Math.floor(slabBytes / Math.max(rowBytes, 1) / block) * block);
+        let steps: Promise<LoadedStep[]> | undefined;
+        const loadOnce = () => (steps ??= loadUpdateSteps(update).then((loaded) => resolveStreamedNorms({
+          name: entry.name, rows: update.rows, cols: update.cols, layout: update.layout, dtype: update.dtype,
+          readRows: (r0, n) => base.readPart(entry.name, r0 * rowBytes, n * rowBytes),
+        }, loaded, rowsPerSlab, backend, signal)));
         for (const [rowStart, rowCount] of pieces(update.rows, rowsPerSlab)) {
-          push({ kind: 'update', update, rowStart, rowCount, terms: loadOnce }, rowCount * update.cols);
+          push({ kind: 'update', update, rowStart, rowCount, steps: loadOnce }, rowCount * update.cols);
         }
       } else if (bias) {
         push({ kind: 'bias', bias }, elements);
@@ -205,12 +212,6 @@ function pieces(total: number, step: number): [number, number][] {
   return out;
 }
 
-/** DoRA norms that run across stored rows need the whole matrix at once; everything else slabs. */
-function slabbable(update: TensorUpdate): boolean {
-  if (!update.dora) return true;
-  return (update.dora.axis === 'out') === (update.layout === 'out-in');
-}
-
 function isLastUnitOfTensor(unit: WorkUnit): boolean {
   const a = unit.action;
   if (a.kind === 'update') return a.rowStart + a.rowCount >= a.update.rows;
@@ -224,7 +225,7 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8A
   switch (a.kind) {
     case 'update': {
       const rowBytes = a.update.cols * DTYPE_BYTES[a.update.dtype];
-      await a.terms(); // start reading the factors together with the first slab
+      await a.steps(); // read the factors (and run any norm pass) before the first slab
       return base.readPart(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
     }
     case 'bias':
@@ -243,15 +244,13 @@ async function computeUnit(
   const name = unit.tensor.name;
   switch (a.kind) {
     case 'update': {
-      const op = await loadMergeOp(
-        a.update,
-        { dtype: a.update.dtype, data: input },
-        unit.outDtype as FloatDType,
-        { rowStart: a.rowStart, rowCount: a.rowCount },
-        await a.terms(),
-      );
-      return backend.merge(op, signal).catch((e: unknown) => {
-        throw explainNonFinite(e, { file: unit.file, update: a.update, base: input, op });
+      const { update, rowStart, rowCount } = a;
+      const op = slabOp({
+        name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout,
+        base: { dtype: update.dtype, data: input }, outDtype: unit.outDtype as FloatDType, rowStart, rowCount,
+      }, await slabSteps(await a.steps(), rowStart, rowCount));
+      return backend.merge(op, signal).catch(async (e: unknown) => {
+        throw await explainNonFinite(e, { file: unit.file, update, base: input, op });
       });
     }
     case 'bias': {

@@ -9,9 +9,9 @@
  *   value, an adapter module's factor, or overflow of the output dtype (with the fix), so the user
  *   knows which file to blame.
  */
-import type { DType, FloatDType } from '../dtype.js';
-import { mergeOnCpu } from '../engine/cpu/cpu-merge.js';
-import type { LowRankTerm, MergeOp } from '../engine/merge-op.js';
+import { isFloatDType, type DType, type FloatDType } from '../dtype.js';
+import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
+import type { MergeOp } from '../engine/merge-op.js';
 import { MergeError, isMergeError } from '../errors.js';
 import type { BiasUpdate, PlannedReplacement, TensorUpdate } from '../plan/merge-plan.js';
 
@@ -125,15 +125,16 @@ export interface FailedUpdate {
   update: TensorUpdate;
   /** The base bytes of this slab, as read. */
   base: Uint8Array;
-  /** The op that failed (its terms in the order of update.terms). */
+  /** The op that failed. */
   op: MergeOp;
 }
 
 /**
- * Why a merged slab is not finite. Returns a NON_FINITE MergeError that names the culprit; other
- * errors pass through unchanged.
+ * Turns a backend's NON_FINITE error into one that names the cause: the base's own values, an
+ * adapter tensor holding NaN/Inf, or overflow of the output dtype (with the fix). Other
+ * errors pass through unchanged. Runs only on the error path, so it may re-read adapter tensors.
  */
-export function explainNonFinite(error: unknown, failed: FailedUpdate): unknown {
+export async function explainNonFinite(error: unknown, failed: FailedUpdate): Promise<unknown> {
   if (!isMergeError(error) || error.code !== 'NON_FINITE') return error;
   const { file, update, base, op } = failed;
   const tensor = `tensor "${update.baseKey}"`;
@@ -145,11 +146,8 @@ export function explainNonFinite(error: unknown, failed: FailedUpdate): unknown 
         'the base file is broken: use an intact copy of the base',
     );
   }
-  const culprit = brokenFactor(op.terms, update);
+  const culprit = await brokenAdapterTensor(update);
   if (culprit) return new MergeError('NON_FINITE', `${culprit}; the adapter file is broken (${file}: ${tensor})`);
-  if (op.dora && hasNonFinite(op.dora.magnitude.data, op.dora.magnitude.dtype)) {
-    return new MergeError('NON_FINITE', `${update.dora?.moduleName ?? 'DoRA'}: the DoRA magnitude holds NaN or Inf; the adapter file is broken (${file}: ${tensor})`);
-  }
   const modules = update.terms.map((t) => `${t.adapter} module "${t.moduleName}" (scale ${+t.scale.toPrecision(4)})`).join(', ');
   const largest = op.outDtype === 'F32' ? undefined : largestInF32(op);
   if (largest !== undefined) {
@@ -185,13 +183,15 @@ export function explainBiasNonFinite(error: unknown, file: string, bias: BiasUpd
   );
 }
 
-function brokenFactor(terms: readonly LowRankTerm[], update: TensorUpdate): string | undefined {
-  for (let i = 0; i < terms.length; i++) {
-    const planned = update.terms[i];
-    if (!planned) continue;
-    for (const [factor, entry] of [[terms[i].a, planned.module.a], [terms[i].b, planned.module.b]] as const) {
-      if (hasNonFinite(factor.data, factor.dtype)) {
-        return `${planned.adapter} module "${planned.moduleName}": ${planned.module.hadamard ? 'a LoHa factor' : `factor ${entry.name}`} holds NaN or Inf`;
+/** The first adapter tensor of the update (factors, DoRA magnitudes…) that holds NaN or Inf, named. */
+async function brokenAdapterTensor(update: TensorUpdate): Promise<string | undefined> {
+  for (const t of update.terms) {
+    const entries = Object.values(t.module.tensors).map((entry) => ({ entry, what: 'factor' }));
+    if (t.dora) entries.push({ entry: t.dora.magnitude, what: 'DoRA magnitude' });
+    for (const { entry, what } of entries) {
+      if (!isFloatDType(entry.dtype)) continue;
+      if (hasNonFinite(await t.file.read(entry), entry.dtype)) {
+        return `${t.adapter} module "${t.moduleName}": ${what} ${entry.name} holds NaN or Inf`;
       }
     }
   }
@@ -202,7 +202,7 @@ function brokenFactor(terms: readonly LowRankTerm[], update: TensorUpdate): stri
 function largestInF32(op: MergeOp): number | undefined {
   let out: Uint8Array;
   try {
-    out = mergeOnCpu({ ...op, outDtype: 'F32' });
+    out = mergeStepsOnCpu({ ...op, outDtype: 'F32' });
   } catch {
     return undefined;
   }

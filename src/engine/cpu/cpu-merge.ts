@@ -11,7 +11,7 @@ import { lowRankFactors } from '../low-rank-factors.js';
 import { f64ToBf16Bits, f64ToF16Bits } from './round-f64.js';
 
 /** acc[0..cols) += Σ_k left[k] · right[k, :] */
-function addLowRank(acc: Float64Array, left: Float32Array, l0: number, right: Float32Array, rank: number, cols: number): void {
+export function addLowRank(acc: Float64Array, left: Float32Array, l0: number, right: Float32Array, rank: number, cols: number): void {
   let k = 0;
   for (; k + 8 <= rank; k += 8) {
     const c0 = left[l0 + k], c1 = left[l0 + k + 1], c2 = left[l0 + k + 2], c3 = left[l0 + k + 3];
@@ -47,7 +47,7 @@ function rowScratch(n: number): Float32Array {
 const F32_ROUNDS_TO_INF = 2 ** 128 - 2 ** 103;
 
 /** Writes acc (times `scale`, or times colScale[i] when given) into out; false if any result is not finite. */
-function storeRow(acc: Float64Array, scale: number, colScale: Float64Array | undefined, dtype: FloatDType,
+export function storeRow(acc: Float64Array, scale: number, colScale: Float64Array | undefined, dtype: FloatDType,
   out: Float32Array | Uint16Array, o: number): boolean {
   const n = acc.length;
   if (colScale) for (let i = 0; i < n; i++) acc[i] *= colScale[i];
