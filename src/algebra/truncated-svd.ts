@@ -104,12 +104,17 @@ async function project(backend: AlgebraBackend, q: Mat, w: Mat64, k: number, sca
   }
 }
 
-/** Dense ΔW (m × n) as exact factors: ΔW·I or I·ΔW, whichever inner size is smaller. */
+/** Dense ΔW (m × n), exactly: an orthonormal basis of its smaller side's span, then a small SVD. */
 export async function denseExactSvd(backend: AlgebraBackend, d: Mat): Promise<TruncatedSvd> {
   const identity = (n: number): Mat => {
     const data = new Float32Array(n * n);
     for (let i = 0; i < n; i++) data[i * n + i] = 1;
     return { rows: n, cols: n, data };
   };
-  return d.cols <= d.rows ? factoredSvd(backend, d, identity(d.cols)) : factoredSvd(backend, identity(d.rows), d);
+  if (d.cols <= d.rows) {
+    const { q, r } = await orthonormalize(backend, d); // d = q·r, r: k × n
+    return fromCore(backend, d.rows, d.cols, q, identity(d.cols), r);
+  }
+  const { q, r } = await orthonormalize(backend, transpose(d)); // dᵀ = q·r, d = rᵀ·qᵀ
+  return fromCore(backend, d.rows, d.cols, identity(d.rows), q, transpose64(r));
 }

@@ -8,6 +8,7 @@ import { parseCommandLine, USAGE } from './args.js';
 import { runInspect } from './inspect-command.js';
 import { runMerge } from './merge-command.js';
 import { runSample } from './sample-command.js';
+import { runCombine, runExtract, runResize } from './adapter-command.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -29,6 +30,12 @@ async function main(argv: string[]): Promise<number> {
       return runMerge(command);
     case 'sample':
       return runSample(command);
+    case 'combine':
+      return runCombine(command);
+    case 'resize':
+      return runResize(command);
+    case 'extract':
+      return runExtract(command);
   }
 }
 
