@@ -3,7 +3,7 @@
  * layouts (diffusers' UNet2DConditionModel and the original checkpoint's input/middle/output blocks).
  */
 import { describe, expect, it } from 'vitest';
-import { ldmUnetNames } from '../src/formats/sd-unet-names.js';
+import { ldmUnetNames } from '../src/formats/layouts/sd-ldm-unet.js';
 
 const flat = (dotted: string): string => dotted.replaceAll('.', '_');
 

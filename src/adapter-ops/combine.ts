@@ -17,7 +17,7 @@ import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import { collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
-import { readFactors, type OutputFormat } from './module-updates.js';
+import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
 import { decomposeDense, decomposeFactors, froKept, moduleFromSvd } from './reduce.js';
 
 export type CombineMethod = 'cat' | 'svd' | MergeRule;
@@ -47,7 +47,6 @@ export async function combineAdapters(
   const modules: WrittenModule[] = [];
   const report: ModuleReport[] = [];
   let done = 0;
-  const factorBytes = (m: ParsedAdapter['modules'][number]): number => m.a.byteLength + m.b.byteLength + (m.hadamard ? m.hadamard.a2.byteLength + m.hadamard.b2.byteLength : 0);
   const bytesTotal = [...groups.values()].flat().reduce((n, r) => n + factorBytes(r.module), 0);
   let bytesDone = 0;
   for (const [name, refs] of groups) {

@@ -6,7 +6,7 @@
  */
 import { decodeToF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
-import type { LoraModule, ModuleKind, ParsedAdapter } from '../formats/adapter.js';
+import type { AdapterModule, ModuleKind, ParsedAdapter } from '../formats/adapter.js';
 import type { Mat } from '../algebra/matrix.js';
 import { readModuleFactors } from '../plan/module-factors.js';
 import { throwIfProblems } from '../plan/problems.js';
@@ -26,17 +26,17 @@ export interface ModuleShape {
 
 export interface ModuleRef {
   adapterIndex: number;
-  module: LoraModule;
+  module: AdapterModule;
   /** The name the output gives the module (PEFT path or kohya key). */
   outputName: string;
   shape: ModuleShape;
 }
 
 /** Where a module lives in the output's naming: a PEFT path, or a kohya key. */
-export function outputName(module: LoraModule, format: OutputFormat): string {
-  if (module.target.scheme === 'kohya') return module.key;
-  if (format === 'peft') return module.target.path;
-  return `lora_${kohyaPartFor(module.target.path)}_${module.target.path.replace(/\./g, '_')}`;
+export function outputName(module: AdapterModule, format: OutputFormat): string {
+  if (module.address.flat) return module.key;
+  if (format === 'peft') return module.address.path;
+  return `lora_${module.address.part ?? kohyaPartFor(module.address.path)}_${module.address.path.replace(/\./g, '_')}`;
 }
 
 /** kohya's prefix for a module path: the diffusion model's blocks are `unet`, the rest text encoders. */
@@ -45,13 +45,15 @@ export function kohyaPartFor(path: string): 'unet' | 'te' {
     ? 'unet' : 'te';
 }
 
-export function moduleShape(m: LoraModule): ModuleShape {
-  const rank = m.rank;
-  const aElems = m.a.shape.reduce((n, d) => n * d, 1) / m.a.shape[0];
-  const out = m.b.shape[0];
-  const ones = m.kind === 'conv' ? m.a.shape.slice(2).map(() => 1) : [];
-  void rank;
-  return { kind: m.kind, out, in: aElems, downTail: m.a.shape.slice(1), upTail: ones };
+export function moduleShape(m: AdapterModule): ModuleShape {
+  const d = m.deltaShape;
+  const inner = d.slice(1).reduce((n: number, x: number) => n * x, 1);
+  return { kind: m.kind, out: d[0], in: inner, downTail: d.slice(1), upTail: m.kind === 'conv' ? d.slice(2).map(() => 1) : [] };
+}
+
+/** Bytes of every tensor the module's update is read from (for progress). */
+export function factorBytes(m: AdapterModule): number {
+  return Object.values(m.tensors).reduce((n, t) => n + t.byteLength, 0);
 }
 
 /** Refuses what combine/resize cannot express as a product; every problem at once. */
@@ -67,13 +69,13 @@ export function checkModules(adapters: readonly ParsedAdapter[], command: string
 }
 
 /** The module's factors as f32 matrices: B (out × r), A (r × in·k…). */
-export async function readFactors(adapter: ParsedAdapter, module: LoraModule): Promise<{ b: Mat; a: Mat; rank: number }> {
+export async function readFactors(adapter: ParsedAdapter, module: AdapterModule): Promise<{ b: Mat; a: Mat; rank: number }> {
   const f = await readModuleFactors(adapter.file, module);
   const shape = moduleShape(module);
   const a = decodeToF32(f.a.data, f.a.dtype);
   const b = decodeToF32(f.b.data, f.b.dtype);
   if (a.length !== f.rank * shape.in || b.length !== f.rank * shape.out) {
-    throw new MergeError('SHAPE_MISMATCH', `${adapter.name}: module "${module.key}": factors do not fit (${module.a.shape.join('×')}, ${module.b.shape.join('×')})`);
+    throw new MergeError('SHAPE_MISMATCH', `${adapter.name}: module "${module.key}": factors do not fit its update (${module.deltaShape.join('×')})`);
   }
   return { b: { rows: shape.out, cols: f.rank, data: b }, a: { rows: f.rank, cols: shape.in, data: a }, rank: f.rank };
 }
@@ -85,7 +87,7 @@ export function outputFormatFor(out: string): OutputFormat {
 
 /** kohya inputs lost their module paths' dots: only a kohya file can name them. */
 export function checkFormatFits(adapters: readonly ParsedAdapter[], format: OutputFormat, out: string): void {
-  const kohya = adapters.find((a) => a.format === 'kohya');
+  const kohya = adapters.find((a) => a.format === 'kohya' || a.modules.some((m) => m.address.flat));
   if (format === 'peft' && kohya) {
     throw new MergeError('BAD_ARGUMENT', `${kohya.name}: a kohya adapter's module names (lora_unet_…) cannot be written as a PEFT folder; give --out a .safetensors name instead of ${out}`);
   }

@@ -67,7 +67,7 @@ export function finishAdapter(
   const seen = new Map<string, string>();
   for (const adapter of adapters) {
     for (const r of adapter.replacements) {
-      const path = r.target.scheme === 'peft' ? r.target.path : r.key;
+      const path = r.path;
       if (seen.has(path)) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name} and ${seen.get(path)} both replace "${path}" whole (modules_to_save); they cannot be combined`);
       seen.set(path, adapter.name);
       if (format === 'kohya') {
@@ -117,7 +117,7 @@ export function kohyaMetadata(modules: readonly WrittenModule[], comment: string
 
 /** The inputs' factor dtype when they agree on one float dtype, else f32. */
 function factorDtype(adapters: readonly ParsedAdapter[]): FloatDType {
-  const dtypes = new Set(adapters.flatMap((a) => a.modules.map((m) => m.a.dtype)));
+  const dtypes = new Set(adapters.flatMap((a) => a.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.dtype))));
   const only = dtypes.size === 1 ? [...dtypes][0] : 'F32';
   return only === 'F16' || only === 'BF16' ? only : 'F32';
 }

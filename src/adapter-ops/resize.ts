@@ -11,7 +11,7 @@ import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import { collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
-import { readFactors, type OutputFormat } from './module-updates.js';
+import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
 import { decomposeFactors, moduleFromSvd } from './reduce.js';
 
 export async function resizeAdapter(
@@ -23,7 +23,6 @@ export async function resizeAdapter(
   const modules: WrittenModule[] = [];
   const report: ModuleReport[] = [];
   let done = 0;
-  const factorBytes = (m: ParsedAdapter['modules'][number]): number => m.a.byteLength + m.b.byteLength + (m.hadamard ? m.hadamard.a2.byteLength + m.hadamard.b2.byteLength : 0);
   const bytesTotal = adapter.modules.reduce((n, m) => n + factorBytes(m), 0);
   let bytesDone = 0;
   for (const [name, [ref]] of groups) {

@@ -63,11 +63,11 @@ function describeAdapter(adapter: ParsedAdapter): string[] {
   const lines = [
     `${adapter.name}: ${adapter.format === 'peft' ? 'PEFT LoRA adapter' : 'kohya/LyCORIS LoRA'} (${adapter.modules.length} modules` +
       `${adapter.replacements.length ? `, ${adapter.replacements.length} full tensors` : ''})`,
-    `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => [m.a.dtype, m.b.dtype]))}`,
+    `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.dtype)))}`,
   ];
   const kinds = new Map<string, number>();
   for (const m of adapter.modules) {
-    const kind = `${m.kind}${m.dora ? '+dora' : ''}${m.fanInFanOut ? ' (fan_in_fan_out)' : ''}`;
+    const kind = `${m.kind}${m.algorithm === 'lora' ? '' : ` ${m.algorithm}`}${m.dora ? '+dora' : ''}${m.fanInFanOut ? ' (fan_in_fan_out)' : ''}`;
     kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
   }
   lines.push(`  layers: ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(', ')}`);

@@ -1,5 +1,5 @@
 /** The plan as text: what will change, at which scale, and what is wrong. */
-import { displayName } from '../plan/merge-plan.js';
+import type { RowPlacement } from '../engine/merge-op.js';
 import type { PreparedMerge } from '../pipeline/prepare-merge.js';
 import { formatBytes, formatScale } from '../format.js';
 
@@ -23,7 +23,7 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   );
   if (detailed) {
     for (const u of plan.updates) {
-      const terms = u.terms.map((t) => `${displayName(t.module)} r=${t.module.rank} scale=${formatScale(t.scale)}`).join(' + ');
+      const terms = u.terms.map((t) => `${t.moduleName} r=${t.module.rank} scale=${formatScale(t.scale)}${placementText(t.placement)}`).join(' + ');
       lines.push(`  ${u.baseKey} [${u.shape.join('×')}] ${u.layout}${u.dora ? ' dora' : ''} ← ${terms}`);
     }
     for (const b of plan.biasUpdates) lines.push(`  ${b.baseKey} (bias) ← ${b.terms.map((t) => `${t.moduleName} scale=${formatScale(t.scale)}`).join(' + ')}`);
@@ -31,4 +31,10 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
     for (const p of plan.problems) lines.push(`problem: ${p.message}`);
   }
   return lines.join('\n');
+}
+
+/** ` → rows 0–1279` when a term lands on part of its tensor. */
+function placementText(placement: RowPlacement | undefined): string {
+  if (!placement) return '';
+  return ` → rows ${placement.segments.map((g) => (g.src === g.dst ? `${g.dst}–${g.dst + g.count - 1}` : `${g.dst}–${g.dst + g.count - 1} (from ${g.src}–${g.src + g.count - 1})`)).join(', ')}`;
 }

@@ -11,6 +11,24 @@ export interface FloatTensorBytes {
   data: Uint8Array;
 }
 
+/** Rows [src, src + count) of ΔW land on output rows [dst, dst + count) of W. */
+export interface RowSegment {
+  src: number;
+  dst: number;
+  count: number;
+}
+
+/**
+ * Where a term's ΔW rows go when they are not W's output rows one to one: a slice of a fused
+ * tensor (q, k and v of one qkv weight), halves swapped, rows permuted. ΔW has `deltaRows` rows
+ * (B is deltaRows × r); W's rows that no segment reaches get nothing from the term. Segments may
+ * not overlap on W.
+ */
+export interface RowPlacement {
+  deltaRows: number;
+  segments: readonly RowSegment[];
+}
+
 /**
  * One adapter's low-rank update of W: ΔW = B·A, shaped (out, in), added as `scale · ΔW`.
  * Conv kernels are flattened: A is (r, in·kh·kw), W is (out, in·kh·kw).
@@ -18,11 +36,13 @@ export interface FloatTensorBytes {
 export interface LowRankTerm {
   /** A, r × inFeatures, row-major. */
   a: FloatTensorBytes;
-  /** B, outFeatures × r, row-major. */
+  /** B, outFeatures × r (or placement.deltaRows × r), row-major. */
   b: FloatTensorBytes;
   rank: number;
   /** Everything folded in: user weight · α/r (or α/√r). May be negative. */
   scale: number;
+  /** ΔW's rows land elsewhere than W's rows one to one (only with the 'out-in' layout). */
+  placement?: RowPlacement;
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import { DTYPE_BYTES, isFloatDType, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
-import type { FloatTensorBytes, MergeOp } from './merge-op.js';
+import type { FloatTensorBytes, MergeOp, RowPlacement } from './merge-op.js';
 
 export interface OpShape {
   /** First stored row held by `op.base`. */
@@ -14,7 +14,7 @@ export interface OpShape {
   /** ΔW's dims: out × in. */
   outFeatures: number;
   inFeatures: number;
-  /** Sum of the terms' ranks: all terms are applied in one pass over W. */
+  /** Sum of the terms' ranks: all terms are applied in one pass over W (a slab may need fewer, low-rank-factors.ts). */
   totalRank: number;
   /** Which stored axis a DoRA norm runs along: 'row' = one norm per stored row. */
   doraNorm?: 'row' | 'col';
@@ -57,7 +57,8 @@ export function checkOp(op: MergeOp): OpShape {
     if (!Number.isSafeInteger(term.rank) || term.rank < 1) fail(op, `term ${t} has rank ${term.rank}`);
     if (!Number.isFinite(term.scale)) fail(op, `term ${t} has a non-finite scale ${term.scale}`);
     expectBytes(op, `term ${t} factor A (${term.rank} × ${inFeatures})`, term.a, term.rank * inFeatures);
-    expectBytes(op, `term ${t} factor B (${outFeatures} × ${term.rank})`, term.b, outFeatures * term.rank);
+    const deltaRows = term.placement ? checkPlacement(op, t, term.placement, outFeatures) : outFeatures;
+    expectBytes(op, `term ${t} factor B (${deltaRows} × ${term.rank})`, term.b, deltaRows * term.rank);
     totalRank += term.rank;
   });
   const shape: OpShape = { rowStart, rowCount, outFeatures, inFeatures, totalRank };
@@ -74,6 +75,28 @@ export function checkOp(op: MergeOp): OpShape {
     }
   }
   return shape;
+}
+
+/**
+ * A row placement must read rows ΔW has and write rows W has, each W row at most once, and only
+ * where W's rows are its output features. Returns ΔW's row count.
+ */
+function checkPlacement(op: MergeOp, t: number, placement: RowPlacement, outFeatures: number): number {
+  if (op.layout !== 'out-in') fail(op, `term ${t} has a row placement, which needs the out-in layout`);
+  const { deltaRows, segments } = placement;
+  if (!isCount(deltaRows) || deltaRows === 0) fail(op, `term ${t} has ${deltaRows} ΔW rows`);
+  const spans: [number, number][] = [];
+  for (const { src, dst, count } of segments) {
+    if (!isCount(src) || !isCount(dst) || !isCount(count) || src + count > deltaRows || dst + count > outFeatures) {
+      fail(op, `term ${t}: row segment ${src}→${dst} × ${count} is outside ΔW's ${deltaRows} rows or W's ${outFeatures}`);
+    }
+    spans.push([dst, dst + count]);
+  }
+  spans.sort((x, y) => x[0] - y[0]);
+  for (let i = 1; i < spans.length; i++) {
+    if (spans[i][0] < spans[i - 1][1]) fail(op, `term ${t}: row segments overlap at W row ${spans[i][0]}`);
+  }
+  return deltaRows;
 }
 
 export function elementBytes(dtype: FloatDType): number {

@@ -2,7 +2,8 @@
  * From plan to executable ops: reads the factors a TensorUpdate names from the adapter files and
  * builds the MergeOp the backends run. Factors are passed whole (A: r × in, B: out × r, conv
  * kernels flattened, which for row-major bytes is just a reinterpretation); a row range only
- * slices the base, and the executor picks the factor rows it needs.
+ * slices the base, and the executor picks the factor rows it needs, through each term's row
+ * placement when a layout gave one.
  */
 import { decodeToF32, encodeFromF32, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, LowRankTerm, MergeOp } from '../engine/merge-op.js';
@@ -19,7 +20,9 @@ export async function loadTerms(update: TensorUpdate): Promise<LowRankTerm[]> {
   const terms: LowRankTerm[] = [];
   for (const t of update.terms) {
     const { a, b, rank } = await readModuleFactors(t.file, t.module);
-    terms.push({ a, b, rank, scale: t.scale });
+    const term: LowRankTerm = { a, b, rank, scale: t.scale };
+    if (t.placement) term.placement = t.placement;
+    terms.push(term);
   }
   return terms;
 }
@@ -61,7 +64,11 @@ export async function loadMergeOp(
 export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorBytes, outDtype: FloatDType): Promise<MergeOp> {
   const one: FloatTensorBytes = { dtype: 'F32', data: new Uint8Array(new Float32Array([1]).buffer) };
   const terms: LowRankTerm[] = [];
-  for (const t of update.terms) terms.push({ a: one, b: await readFloat(t.file, t.biasB), rank: 1, scale: t.scale });
+  for (const t of update.terms) {
+    const term: LowRankTerm = { a: one, b: await readFloat(t.file, t.biasB), rank: 1, scale: t.scale };
+    if (t.placement) term.placement = t.placement;
+    terms.push(term);
+  }
   return { name: update.baseKey, rows: update.length, cols: 1, layout: 'out-in', base: baseBytes, terms, outDtype };
 }
 

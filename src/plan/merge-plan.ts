@@ -3,8 +3,13 @@
  * view the executor works on, grouped per base tensor; plus bias updates, replacements, and every
  * problem found, all before a single weight is read. Pure data (tensor headers and file handles).
  *
+ * Where a module lands is the layouts' answer (formats/layouts/): one or more base tensors, each
+ * with the rows ΔW's rows go to; what its update is, the algorithm's (formats/algorithms/). The
+ * plan only checks that the two fit and groups the terms per tensor.
+ *
  * Policy decisions, documented here because users will ask:
  * - Several adapters on one tensor add their terms: W' = W + Σ wᵢ·sᵢ·BᵢAᵢ.
+ * - Modules of one adapter may share a tensor only on disjoint rows (q, k and v of a fused qkv).
  * - A DoRA module must be the only term on its tensor. DoRA renormalises W + ΔW with magnitudes
  *   trained against the original W; with a second adapter's ΔW in the sum, or a second DoRA
  *   magnitude, there is no single right answer, so the plan refuses instead of guessing.
@@ -13,11 +18,10 @@
  */
 import { DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
-import type { WeightLayout } from '../engine/merge-op.js';
-import type { AdapterFormat, LoraModule, ParsedAdapter } from '../formats/adapter.js';
+import type { RowPlacement, WeightLayout } from '../engine/merge-op.js';
+import type { AdapterFormat, AdapterModule, ParsedAdapter } from '../formats/adapter.js';
+import { ModuleLocator, type KeyResolution, type Placement } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
-import { ldmUnetNames } from '../formats/sd-unet-names.js';
-import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { formatProblemList } from './problems.js';
 
 export interface BaseTensorInfo {
@@ -41,10 +45,14 @@ export interface PlannedTerm {
   adapter: string;
   /** Module name for messages and charts (PEFT path or kohya key). */
   moduleName: string;
-  module: LoraModule;
+  module: AdapterModule;
   file: SafetensorsFile;
   /** Everything folded in: user weight · α/r (or α/√r). */
   scale: number;
+  /** The layout that placed it (`kohya-flat`, `sd-ldm-unet`, …). */
+  layout: string;
+  /** Where ΔW's rows land when not on the tensor's rows one to one (a slice of a fused tensor…). */
+  placement?: RowPlacement;
 }
 
 export interface PlannedDora {
@@ -77,7 +85,7 @@ export interface BiasUpdate {
   baseKey: string;
   dtype: FloatDType;
   length: number;
-  terms: { adapterIndex: number; adapter: string; moduleName: string; file: SafetensorsFile; biasB: TensorEntry; scale: number }[];
+  terms: { adapterIndex: number; adapter: string; moduleName: string; file: SafetensorsFile; biasB: TensorEntry; scale: number; placement?: RowPlacement }[];
 }
 
 /** A base tensor replaced whole by an adapter tensor (PEFT modules_to_save). */
@@ -123,7 +131,7 @@ export interface MergePlan {
 }
 
 export function buildMergePlan(base: BaseTensorIndex, adapters: readonly WeightedAdapter[]): MergePlan {
-  const index = new BaseKeyIndex(base.tensors.keys());
+  const locator = new ModuleLocator(base);
   const problems: PlanProblem[] = [];
   const warnings: string[] = [];
   const updates = new Map<string, TensorUpdate>();
@@ -135,50 +143,62 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       problems.push({ adapter: adapter.name, module, code, message: `${adapter.name}: ${module === '' ? '' : `module "${module}": `}${message}` });
     if (!Number.isFinite(weight)) report('', 'BAD_ARGUMENT', `weight ${weight} is not a finite number`);
     warnings.push(...adapter.warnings);
-    const seen = new Map<string, string>(); // base key → module, within this adapter
+    const seen = new Map<string, { module: string; rows: RowSpan[] }[]>(); // base key → modules on it, within this adapter
 
     for (const module of adapter.modules) {
-      const moduleName = displayName(module);
+      const moduleName = module.name;
       const fail = (code: MergeErrorCode, message: string) => report(moduleName, code, message);
-      const resolved = resolveModule(index, module);
-      if (!resolved.found) {
-        fail(resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', describeMiss(resolved));
+      const location = locator.locate(module.address);
+      if (!location.found) {
+        fail(location.code, location.message);
         continue;
       }
-      const baseKey = resolved.key;
-      const info = base.tensors.get(baseKey)!;
-      const previous = seen.get(baseKey);
-      if (previous !== undefined) {
-        fail('AMBIGUOUS_MODULE', `targets ${baseKey}, as module "${previous}" of the same adapter does`);
+      if (!Object.values(module.tensors).every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;
+      if (module.dora && (location.targets.length > 1 || location.targets[0].rows)) {
+        fail('UNSUPPORTED_FORMAT', `DoRA on a module that lands on part of a tensor (${location.targets.map(describeTarget).join(', ')}) is not supported`);
         continue;
       }
-      seen.set(baseKey, moduleName);
-      if (!checkFloat(info.dtype, module, fail, `base tensor ${baseKey}`)) continue;
-      const view = viewOf(module, baseKey, info.shape, fail);
-      if (!view) continue;
-      if (![module.a, module.b].every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;
-
-      const term: PlannedTerm = { adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale };
-      let update = updates.get(baseKey);
-      if (!update) {
-        update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...view, terms: [] };
-        updates.set(baseKey, update);
-      }
-      update.terms.push(term);
-
-      if (module.dora) {
-        const dora = planDora(module, adapterIndex, adapter.file, view, fail);
-        if (dora) {
-          update.dora ??= dora;
-          if (weight !== 1) warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: the weight scales ΔW, the magnitude is applied as trained`);
+      for (const target of location.targets) {
+        const baseKey = target.baseKey;
+        const info = base.tensors.get(baseKey)!;
+        if (!checkFloat(info.dtype, module, fail, `base tensor ${baseKey}`)) continue;
+        const view = viewOf(module, target, info.shape, fail);
+        if (!view) continue;
+        const rows = view.placement ? view.placement.segments.map((g): RowSpan => [g.dst, g.dst + g.count]) : [[0, view.outFeatures] as RowSpan];
+        const onTensor = seen.get(baseKey) ?? [];
+        const clash = onTensor.find((other) => other.rows.some((x) => rows.some((y) => x[0] < y[1] && y[0] < x[1])));
+        if (clash) {
+          fail('AMBIGUOUS_MODULE', `targets ${describeTarget(target)}, as module "${clash.module}" of the same adapter does`);
+          continue;
         }
+        seen.set(baseKey, [...onTensor, { module: moduleName, rows }]);
+
+        const term: PlannedTerm = {
+          adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale, layout: location.layout,
+        };
+        if (view.placement) term.placement = view.placement;
+        let update = updates.get(baseKey);
+        if (!update) {
+          const { placement: _, ...tensorView } = view;
+          update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [] };
+          updates.set(baseKey, update);
+        }
+        update.terms.push(term);
+
+        if (module.dora) {
+          const dora = planDora(module, adapterIndex, adapter.file, view, fail);
+          if (dora) {
+            update.dora ??= dora;
+            if (weight !== 1) warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: the weight scales ΔW, the magnitude is applied as trained`);
+          }
+        }
+        if (module.biasB) planBias(module, term, baseKey, base, biases, fail);
       }
-      if (module.biasB) planBias(module, term, baseKey, base, biases, fail);
     }
 
     for (const rep of adapter.replacements) {
-      const name = rep.target.scheme === 'peft' ? rep.target.path : rep.key;
-      const resolved = index.resolveDotted(name);
+      const name = rep.path;
+      const resolved = locator.resolveTensorPath(name);
       if (!resolved.found) {
         report(name, resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', `replacement tensor: ${describeMiss(resolved)}`);
         continue;
@@ -231,21 +251,14 @@ export function assertPlanValid(plan: MergePlan): void {
   throw new MergeError(code, formatProblemList('the merge plan', plan.problems.map((p) => p.message)));
 }
 
-/** The name users know a module by: PEFT's module path, or kohya's key. */
-export function displayName(module: LoraModule): string {
-  return module.target.scheme === 'peft' ? module.target.path : module.key;
-}
+/** Half-open range of a tensor's output rows. */
+type RowSpan = [number, number];
 
-function resolveModule(index: BaseKeyIndex, module: LoraModule): KeyResolution {
-  const target = module.target;
-  if (target.scheme === 'peft') return index.resolveDotted(`${target.path}.weight`);
-  const direct = index.resolveFlat(target.flatName, target.part);
-  if (direct.found || direct.ambiguous || target.part !== 'unet') return direct;
-  // An SD1/SD2 LoRA names diffusers modules; the base may be a single-file LDM checkpoint.
-  const found = ldmUnetNames(target.flatName)
-    .map((name) => index.resolveFlat(name, 'unet'))
-    .filter((r): r is Extract<KeyResolution, { found: true }> => r.found);
-  return found.length === 1 ? found[0] : direct;
+/** `base.key` or `rows 0–1279 of base.key`, for messages. */
+function describeTarget(target: Placement): string {
+  if (!target.rows) return target.baseKey;
+  const spans = target.rows.map((g) => `${g.dst}–${g.dst + g.count - 1}`).join(', ');
+  return `rows ${spans} of ${target.baseKey}`;
 }
 
 function describeMiss(r: Extract<KeyResolution, { found: false }>): string {
@@ -256,7 +269,7 @@ function describeMiss(r: Extract<KeyResolution, { found: false }>): string {
 
 type Fail = (code: MergeErrorCode, message: string) => void;
 
-function checkFloat(dtype: DType, module: LoraModule, fail: Fail, what: string): boolean {
+function checkFloat(dtype: DType, module: AdapterModule, fail: Fail, what: string): boolean {
   // Factors may be F64 (converted to f32 when loaded); weights must be a dtype the engine writes.
   if (isFloatDType(dtype) || (dtype === 'F64' && !what.startsWith('base'))) return true;
   fail('UNSUPPORTED_FORMAT', `${what} is ${dtype}; only F32, F16 and BF16 ${what.startsWith('base') ? 'weights' : 'factors'} can be merged (${module.kind} module)`);
@@ -269,48 +282,75 @@ interface View {
   layout: WeightLayout;
   outFeatures: number;
   inFeatures: number;
+  placement?: RowPlacement;
 }
 
 /**
- * How ΔW = B·A lines up with the stored base tensor, checking every dimension: A (r, in, k...) and
- * B (out, r, 1...) against (out, in, k...) for linear/conv, (in, out) for fan_in_fan_out and
- * embeddings.
+ * How ΔW lines up with the stored base tensor, checking every dimension: ΔW (out, in, k...)
+ * against (out, in, k...) for linear/conv, (in, out) for fan_in_fan_out and embeddings; with a row
+ * placement, ΔW's rows against the rows it names.
  */
-function viewOf(module: LoraModule, baseKey: string, shape: readonly number[], fail: Fail): View | null {
-  const { a, b } = module;
-  const out = b.shape[0];
-  const aIn = a.shape.slice(1);
-  const inFeatures = product(aIn);
+function viewOf(module: AdapterModule, target: Placement, shape: readonly number[], fail: Fail): View | null {
+  const baseKey = target.baseKey;
+  const delta = module.deltaShape;
+  const out = delta[0];
+  const deltaIn = delta.slice(1);
+  const inFeatures = product(deltaIn);
   const mismatch = (why: string) => {
-    fail('SHAPE_MISMATCH', `A ${fmt(a.shape)} and B ${fmt(b.shape)} do not fit base ${baseKey} ${fmt(shape)}: ${why}`);
+    fail('SHAPE_MISMATCH', `ΔW ${fmt(delta)} does not fit base ${baseKey} ${fmt(shape)}: ${why}`);
     return null;
   };
   if (module.kind === 'embedding' || module.fanInFanOut) {
     // Stored (in, out): embeddings are (vocab, dim), GPT-2 Conv1D is (in, out).
-    if (shape.length !== 2 || aIn.length !== 1) return mismatch(`expected a 2-D (in, out) weight${module.fanInFanOut ? ' (fan_in_fan_out)' : ''}`);
+    if (target.rows) return mismatch('rows of a weight stored (in, out) cannot be placed');
+    if (shape.length !== 2 || deltaIn.length !== 1) return mismatch(`expected a 2-D (in, out) weight${module.fanInFanOut ? ' (fan_in_fan_out)' : ''}`);
     if (shape[0] !== inFeatures || shape[1] !== out) return mismatch(`expected (${inFeatures}, ${out})`);
     return { rows: shape[0], cols: shape[1], layout: 'in-out', outFeatures: out, inFeatures };
   }
   if (shape.length < 2) return mismatch('the base is not a matrix');
-  if (shape[0] !== out) return mismatch(`B has ${out} outputs, the base ${shape[0]}`);
+  let placement: RowPlacement | undefined;
+  if (target.rows) {
+    const why = placementProblem(target.rows, out, shape[0]);
+    if (why) return mismatch(why);
+    placement = { deltaRows: out, segments: target.rows };
+  } else if (shape[0] !== out) {
+    return mismatch(`ΔW has ${out} rows (outputs), the base ${shape[0]}`);
+  }
+  const view = (cols: number): View => {
+    const v: View = { rows: shape[0], cols, layout: 'out-in', outFeatures: shape[0], inFeatures };
+    if (placement) v.placement = placement;
+    return v;
+  };
   // Trailing 1s do not matter: a linear LoRA fits a 1×1 conv and the other way round.
   const baseIn = trimOnes(shape.slice(1));
-  const loraIn = trimOnes(aIn);
+  const loraIn = trimOnes(deltaIn);
   // LyCORIS may store a conv factor flattened: A (r, in·kh·kw) against a (out, in, kh, kw) base.
-  if (loraIn.length === 1 && baseIn.length > 1 && loraIn[0] === product(baseIn)) {
-    return { rows: shape[0], cols: loraIn[0], layout: 'out-in', outFeatures: out, inFeatures };
-  }
-  if (baseIn[0] !== loraIn[0]) return mismatch(`A has ${aIn[0]} inputs, the base ${shape[1]}`);
-  if (!sameShape(baseIn, loraIn)) return mismatch(`kernel ${fmt(aIn.slice(1))} differs from the base kernel ${fmt(shape.slice(2))}`);
-  return { rows: shape[0], cols: product(shape.slice(1)), layout: 'out-in', outFeatures: out, inFeatures };
+  if (loraIn.length === 1 && baseIn.length > 1 && loraIn[0] === product(baseIn)) return view(loraIn[0]);
+  if (baseIn[0] !== loraIn[0]) return mismatch(`ΔW has ${deltaIn[0]} inputs, the base ${shape[1]}`);
+  if (!sameShape(baseIn, loraIn)) return mismatch(`kernel ${fmt(deltaIn.slice(1))} differs from the base kernel ${fmt(shape.slice(2))}`);
+  return view(product(shape.slice(1)));
 }
 
-function planDora(module: LoraModule, adapterIndex: number, file: SafetensorsFile, view: View, fail: Fail): PlannedDora | null {
+/** Why a layout's row placement does not fit ΔW's and the base's rows, or null when it does. */
+function placementProblem(segments: readonly { src: number; dst: number; count: number }[], deltaRows: number, baseRows: number): string | null {
+  const taken: RowSpan[] = [];
+  for (const { src, dst, count } of segments) {
+    if (![src, dst, count].every((n) => Number.isSafeInteger(n) && n >= 0) || count === 0) return `bad row segment ${src}→${dst} × ${count}`;
+    if (src + count > deltaRows) return `ΔW has ${deltaRows} rows, the placement reads rows ${src}–${src + count - 1}`;
+    if (dst + count > baseRows) return `the placement writes rows ${dst}–${dst + count - 1}, the base has ${baseRows}`;
+    if (taken.some(([a, b]) => a < dst + count && dst < b)) return `the placement writes row ${dst} twice`;
+    taken.push([dst, dst + count]);
+  }
+  return null;
+}
+
+function planDora(module: AdapterModule, adapterIndex: number, file: SafetensorsFile, view: View, fail: Fail): PlannedDora | null {
   const dora = module.dora!;
   const want = dora.axis === 'out' ? view.outFeatures : view.inFeatures;
-  if (dora.axis === 'in' && module.a.shape.length > 2 && product(module.a.shape.slice(2)) > 1) {
+  const kernel = module.deltaShape.slice(2);
+  if (dora.axis === 'in' && product(kernel) > 1) {
     // LyCORIS normalises per input channel over (out, kh, kw): not a column norm of the flat view.
-    fail('UNSUPPORTED_FORMAT', `DoRA on a ${module.a.shape.slice(2).join('×')} convolution with per-input norms is not supported yet`);
+    fail('UNSUPPORTED_FORMAT', `DoRA on a ${kernel.join('×')} convolution with per-input norms is not supported yet`);
     return null;
   }
   if (product(dora.magnitude.shape) !== want) {
@@ -318,23 +358,26 @@ function planDora(module: LoraModule, adapterIndex: number, file: SafetensorsFil
     return null;
   }
   if (!checkFloat(dora.magnitude.dtype, module, fail, `DoRA magnitude ${dora.magnitude.name}`)) return null;
-  return { adapterIndex, moduleName: displayName(module), file, magnitude: dora.magnitude, axis: dora.axis, epsilon: dora.epsilon };
+  return { adapterIndex, moduleName: module.name, file, magnitude: dora.magnitude, axis: dora.axis, epsilon: dora.epsilon };
 }
 
-function planBias(module: LoraModule, term: PlannedTerm, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail): void {
+function planBias(module: AdapterModule, term: PlannedTerm, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail): void {
   const biasB = module.biasB!;
   const biasKey = weightKey.endsWith('.weight') ? `${weightKey.slice(0, -'.weight'.length)}.bias` : `${weightKey}.bias`;
   const info = base.tensors.get(biasKey);
-  const out = module.b.shape[0];
+  const out = module.deltaShape[0];
+  const baseOut = base.tensors.get(weightKey)!.shape[0];
   if (!info) return fail('UNKNOWN_MODULE', `has lora_B.bias but the base has no ${biasKey}`);
   if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16 and BF16 can be merged`);
-  if (product(info.shape) !== out || product(biasB.shape) !== out) {
-    return fail('SHAPE_MISMATCH', `lora_B.bias ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should both have ${out} values`);
+  if (product(info.shape) !== baseOut || product(biasB.shape) !== out) {
+    return fail('SHAPE_MISMATCH', `lora_B.bias ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should have ${out} and ${baseOut} values`);
   }
   if (!checkFloat(biasB.dtype, module, fail, `factor ${biasB.name}`)) return;
   let update = biases.get(biasKey);
   if (!update) biases.set(biasKey, (update = { baseKey: biasKey, dtype: info.dtype, length: out, terms: [] }));
-  update.terms.push({ adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB, scale: term.scale });
+  const biasTerm: BiasUpdate['terms'][number] = { adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB, scale: term.scale };
+  if (term.placement) biasTerm.placement = term.placement;
+  update.terms.push(biasTerm);
 }
 
 /** DoRA must be alone on its tensor; replaced tensors take nothing else. */
@@ -382,8 +425,9 @@ function summarise(plan: MergePlan, base: BaseTensorIndex): PlanSummary {
     bytesToRead += baseBytes(u.baseKey);
     for (const t of u.terms) {
       terms++;
-      bytesToRead += t.module.a.byteLength + t.module.b.byteLength;
-      flops += 2 * t.module.rank * (t.module.hadamard?.a2.shape[0] ?? 1) * u.rows * u.cols; // LoHa runs at rank r·r2
+      for (const tensor of Object.values(t.module.tensors)) bytesToRead += tensor.byteLength;
+      const rows = t.placement ? t.placement.segments.reduce((n, g) => n + g.count, 0) : u.outFeatures;
+      flops += 2 * t.module.update.rank * rows * (u.rows * u.cols / u.outFeatures);
     }
     if (u.dora) bytesToRead += u.dora.magnitude.byteLength;
   }

@@ -69,8 +69,12 @@ export async function lowRankNorm(term: PlannedTerm): Promise<number> {
   const b = decodeToF32(bBytes.data, bBytes.dtype);
   const inF = a.length / r;
   const outF = b.length / r;
+  // A term placed on part of a tensor contributes only the ΔW rows its placement reads.
+  const rows = term.placement
+    ? term.placement.segments.flatMap((g) => Array.from({ length: g.count }, (_, i) => g.src + i))
+    : Array.from({ length: outF }, (_, i) => i);
   const gb = new Float64Array(r * r);
-  for (let o = 0; o < outF; o++) {
+  for (const o of rows) {
     const row = o * r;
     for (let j = 0; j < r; j++) {
       const bj = b[row + j];

@@ -4,7 +4,7 @@
  * rounding a double once to f32/f16/bf16 by arithmetic, not by the engine's bit tricks.
  */
 import type { FloatDType } from '../../src/dtype.js';
-import type { MergeOp } from '../../src/engine/merge-op.js';
+import type { LowRankTerm, MergeOp, RowPlacement } from '../../src/engine/merge-op.js';
 import { bf16BitsFromF64, decodeValues, encodeValues, f16BitsFromF64, seededRandom } from './fixtures.js';
 
 const BYTES: Record<FloatDType, number> = { F32: 4, F16: 2, BF16: 2 };
@@ -60,7 +60,15 @@ export function referenceMerge(op: MergeOp): ReferenceMerge {
   const rowCount = op.rowCount ?? op.rows - rowStart;
   const outF = op.layout === 'out-in' ? op.rows : op.cols;
   const inF = op.layout === 'out-in' ? op.cols : op.rows;
-  const terms = op.terms.map((t) => ({ a: decodeF64(t.a.data, t.a.dtype), b: decodeF64(t.b.data, t.b.dtype), r: t.rank, s: t.scale }));
+  const terms = op.terms.map((t) => ({
+    a: decodeF64(t.a.data, t.a.dtype), b: decodeF64(t.b.data, t.b.dtype), r: t.rank, s: t.scale, segments: t.placement?.segments,
+  }));
+  /** The ΔW row of term t that lands on output row o, or -1 when none does. */
+  const deltaRow = (t: (typeof terms)[number], o: number): number => {
+    if (!t.segments) return o;
+    for (const g of t.segments) if (o >= g.dst && o < g.dst + g.count) return g.src + (o - g.dst);
+    return -1;
+  };
   const w = decodeF64(op.base.data, op.base.dtype);
   // Full V (out × in) when DoRA needs whole norms, else just the op's rows.
   let mag = 0;
@@ -69,11 +77,13 @@ export function referenceMerge(op: MergeOp): ReferenceMerge {
     let sum = 0;
     mag = 0;
     for (const t of terms) {
+      const row = deltaRow(t, o);
+      if (row < 0) continue;
       let d = 0;
       let dm = 0;
       for (let k = 0; k < t.r; k++) {
-        d += t.b[o * t.r + k] * t.a[k * inF + i];
-        dm += Math.abs(t.b[o * t.r + k] * t.a[k * inF + i]);
+        d += t.b[row * t.r + k] * t.a[k * inF + i];
+        dm += Math.abs(t.b[row * t.r + k] * t.a[k * inF + i]);
       }
       sum += t.s * d;
       mag += Math.abs(t.s) * dm;
@@ -153,6 +163,8 @@ export interface OpSpec {
   dora?: 'out' | 'in';
   epsilon?: number;
   name?: string;
+  /** Per term: where its ΔW rows land (B then has deltaRows rows); absent: W's rows one to one. */
+  placements?: (RowPlacement | undefined)[];
 }
 
 /**
@@ -177,12 +189,17 @@ export function randomOp(seed: number, spec: OpSpec): MergeOp {
     cols: spec.cols,
     layout,
     base: { dtype: baseDtype, data: encodeValues(uniform(rowCount * spec.cols), baseDtype) },
-    terms: spec.ranks.map((r, t) => ({
-      rank: r,
-      scale: (spec.weights?.[t] ?? 1) * 0.3 / Math.sqrt(r),
-      a: { dtype: factorDtype(t), data: encodeValues(uniform(r * inF), factorDtype(t)) },
-      b: { dtype: factorDtype(t), data: encodeValues(uniform(outF * r), factorDtype(t)) },
-    })),
+    terms: spec.ranks.map((r, t) => {
+      const placement = spec.placements?.[t];
+      const term: LowRankTerm = {
+        rank: r,
+        scale: (spec.weights?.[t] ?? 1) * 0.3 / Math.sqrt(r),
+        a: { dtype: factorDtype(t), data: encodeValues(uniform(r * inF), factorDtype(t)) },
+        b: { dtype: factorDtype(t), data: encodeValues(uniform((placement?.deltaRows ?? outF) * r), factorDtype(t)) },
+      };
+      if (placement) term.placement = placement;
+      return term;
+    }),
     outDtype: spec.outDtype ?? baseDtype,
   };
   if (spec.rowStart !== undefined || spec.rowCount !== undefined) {

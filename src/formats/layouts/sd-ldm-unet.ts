@@ -1,6 +1,6 @@
 /**
- * Stable Diffusion 1.x/2.x UNet module names: diffusers' (`down_blocks_1_attentions_0_proj_in`) →
- * the original LDM checkpoint's (`input_blocks_4_1_proj_in`), both with dots flattened to `_`.
+ * Layout: Stable Diffusion UNet modules named the diffusers way (`down_blocks_1_attentions_0_proj_in`,
+ * flattened or dotted) on a single-file LDM/SGM checkpoint (`input_blocks_4_1_proj_in`).
  *
  * kohya's sd-scripts build SD1/SD2 LoRAs on the diffusers UNet, so their modules carry diffusers
  * names, while most users' base models are single-file LDM checkpoints
@@ -12,6 +12,8 @@
  * three resnets and output blocks count from 0; an up block's upsampler sits after its resnet (1)
  * or after its resnet and attention (2).
  */
+
+import type { Layout } from './layout.js';
 
 const RESNET_PARTS: Readonly<Record<string, string>> = {
   norm1: 'in_layers_0',
@@ -63,3 +65,15 @@ function resnetPart(resnet: string, rest: string): string[] {
   const part = RESNET_PARTS[rest];
   return part ? [`${resnet}_${part}`] : [];
 }
+
+export const sdLdmUnet: Layout = {
+  name: 'sd-ldm-unet',
+  resolve(address, base) {
+    if (address.part !== undefined && address.part !== 'unet') return undefined;
+    const names = ldmUnetNames(address.flat ? address.path : address.path.replaceAll('.', '_'));
+    if (names.length === 0) return undefined;
+    const found = names.map((name) => base.index.resolveFlat(name)).filter((r) => r.found);
+    if (found.length === 1) return { found: true, targets: [{ baseKey: found[0].key }] };
+    return { found: false, ambiguous: found.length > 1, candidates: found.map((r) => r.key).sort() };
+  },
+};
