@@ -136,3 +136,76 @@ export function gaussian(random: () => number): number {
   const u1 = 1 - random(), u2 = random();
   return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
 }
+
+/**
+ * A dense orthogonal n × n matrix (n a power of two) as a transform: x ↦ S₃·H·Π·S₂·H·S₁·x with
+ * random signs S, a random permutation Π and the orthonormal Walsh–Hadamard matrix H. Orthogonal to
+ * f64 rounding, and its entries look Gaussian; applying it costs n·log n instead of n².
+ */
+export function randomOrthogonalTransform(n: number, random: () => number): (x: Float64Array) => void {
+  if (n < 1 || (n & (n - 1)) !== 0) throw new Error(`${n} is not a power of two`);
+  const signs = () => Float64Array.from({ length: n }, () => (random() < 0.5 ? -1 : 1));
+  const [s1, s2, s3] = [signs(), signs(), signs()];
+  const perm = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [perm[i], perm[j]] = [perm[j], perm[i]];
+  }
+  const scratch = new Float64Array(n);
+  const hadamard = (x: Float64Array) => {
+    for (let h = 1; h < n; h *= 2) {
+      for (let i = 0; i < n; i += 2 * h) {
+        for (let j = i; j < i + h; j++) {
+          const a = x[j], b = x[j + h];
+          x[j] = a + b;
+          x[j + h] = a - b;
+        }
+      }
+    }
+    const norm = 1 / Math.sqrt(n);
+    for (let i = 0; i < n; i++) x[i] *= norm;
+  };
+  return (x) => {
+    for (let i = 0; i < n; i++) x[i] *= s1[i];
+    hadamard(x);
+    for (let i = 0; i < n; i++) scratch[perm[i]] = x[i] * s2[i];
+    x.set(scratch);
+    hadamard(x);
+    for (let i = 0; i < n; i++) x[i] *= s3[i];
+  };
+}
+
+/**
+ * rows × cols (powers of two) with exactly the singular values `s` (to f64 rounding):
+ * P_rows · [diag(s) · first |s| rows of P_colsᵀ; 0], P random orthogonal transforms. Unlike
+ * withSpectrum it costs rows·cols·log(rows), so realistic sizes stay fast; the optimal rank-k
+ * error is then √(Σ_{i≥k} sᵢ²) with no SVD needed.
+ */
+export function withSpectrumLarge(rows: number, cols: number, s: ArrayLike<number>, random: () => number): Dense {
+  if (s.length > Math.min(rows, cols)) throw new Error('more singular values than the smaller side');
+  const left = randomOrthogonalTransform(rows, random);
+  const right = randomOrthogonalTransform(cols, random);
+  const data = new Float64Array(rows * cols);
+  const v = new Float64Array(cols);
+  for (let i = 0; i < s.length; i++) {
+    // Row i of diag(s)·Vᵀ: s_i times column i of P_cols.
+    v.fill(0);
+    v[i] = 1;
+    right(v);
+    for (let j = 0; j < cols; j++) data[i * cols + j] = s[i] * v[j];
+  }
+  const column = new Float64Array(rows);
+  for (let j = 0; j < cols; j++) {
+    for (let i = 0; i < rows; i++) column[i] = data[i * cols + j];
+    left(column);
+    for (let i = 0; i < rows; i++) data[i * cols + j] = column[i];
+  }
+  return { rows, cols, data };
+}
+
+/** √(Σ_{i≥k} sᵢ²) for singular values s: the Eckart–Young optimum of a matrix built with them. */
+export function tailNorm(s: ArrayLike<number>, k: number): number {
+  let tail = 0;
+  for (let i = k; i < s.length; i++) tail += s[i] * s[i];
+  return Math.sqrt(tail);
+}
