@@ -78,6 +78,9 @@ describe('extract', () => {
     const dTarget = minus(tuned[dName], base[dName]);
     const dErr = Math.sqrt(frob2(minus(ba('model.layers.1.mlp.down_proj'), dTarget)));
     expect(dErr).toBeLessThanOrEqual(optimalError(dTarget, 4) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(dTarget)));
+    // The report's share of ‖ΔW‖_F kept, to its four decimals: √(1 − optimum² / ‖ΔW‖²).
+    const printed = Number(/model\.layers\.1\.mlp\.down_proj\s+4\s+(\d+\.\d+)%/.exec(r.stdout)?.[1]);
+    expect(Math.abs(printed - 100 * Math.sqrt(1 - optimalError(dTarget, 4) ** 2 / frob2(dTarget)))).toBeLessThan(1e-4);
 
     // Merged back into the base it gives the tuned model's norm and embedding exactly, q_proj nearly.
     const merged = join(dir, 'merged.safetensors');
