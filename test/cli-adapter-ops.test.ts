@@ -1,14 +1,15 @@
 /**
  * combine, resize and extract through the CLI as a user runs them: the files they write load in
  * loramerge's own readers and merge to what the inputs give, extraction recovers a planted
- * low-rank difference within 1e-3 of the optimal error, and bad input is one line with nothing
- * left at --out.
+ * low-rank difference within 1e-3 of the optimal error, bad input is one line with nothing left at
+ * --out, and Ctrl-C stops them the same way.
  */
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { kohyaFile, peftFiles } from './helpers/adapter-fixtures.js';
-import { errorLines, listDir, runCli } from './helpers/cli.js';
+import { CLI, errorLines, listDir, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { dense, frob2, gaussian, minus, optimalError, product, withSpectrum, type Dense } from './helpers/svd-reference.js';
 
@@ -187,6 +188,33 @@ describe('bad input: one line, nothing left at --out', () => {
     const r = await runCli(['extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'), '--rank', '2', '--out', join(dir, 'x')]);
     expect(r.code).toBe(1);
     expect(errorLines(r.stderr)).toEqual([expect.stringMatching(/tensors missing from .*tuned\.safetensors: model\.layers\.0\.input_layernorm\.weight/)]);
+    expect(listDir(dir)).toEqual(before);
+  });
+});
+
+describe('cancelling', () => {
+  it('extract stops on Ctrl-C (SIGINT), exits 130 and leaves nothing at --out', async () => {
+    // One 2048×2048 difference with a flat spectrum: seconds of products on the CPU, so the signal
+    // lands while the difference is read or its randomized SVD runs.
+    const n = 2048;
+    const rand = seededRandom(27);
+    const name = 'model.layers.0.mlp.down_proj.weight';
+    const dir = temp.make({
+      'base.safetensors': buildSafetensors([{ name, dtype: 'F32', shape: [n, n], data: new Uint8Array(n * n * 4) }]),
+      'tuned.safetensors': buildSafetensors([{ name, dtype: 'F32', shape: [n, n], data: Float64Array.from({ length: n * n }, () => gaussian(rand) * 0.01) }]),
+    });
+    const before = listDir(dir);
+    const child = spawn(process.execPath, [CLI, 'extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'),
+      '--rank', '64', '--out', join(dir, 'lora'), '--backend', 'cpu'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    let interrupted = false;
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (!interrupted && stderr.includes('backend:')) interrupted = child.kill('SIGINT');
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect(code, stderr).toBe(130);
+    expect(errorLines(stderr)).toEqual(['error: extract cancelled']);
     expect(listDir(dir)).toEqual(before);
   });
 });

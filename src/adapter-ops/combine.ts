@@ -88,7 +88,7 @@ export async function combineAdapters(
           a.set(f.a.data, k0 * shape.in);
           k0 += f.rank;
         }
-        decomposed = await decomposeFactors(backend, { rows: shape.out, cols: stackedRank, data: b }, { rows: stackedRank, cols: shape.in, data: a }, rank);
+        decomposed = await decomposeFactors(backend, { rows: shape.out, cols: stackedRank, data: b }, { rows: stackedRank, cols: shape.in, data: a }, rank, run.signal);
       } else {
         // The full updates sᵢ·BᵢAᵢ of the adapters that have this module (PEFT skips the others too).
         const tasks: Float32Array[] = [];
@@ -101,7 +101,7 @@ export async function combineAdapters(
           rule: options.method, density: options.density ?? 1, majoritySign: options.majoritySign ?? 'total',
           seed: options.seed ?? 0, module: name,
         });
-        decomposed = await decomposeDense(backend, { rows: shape.out, cols: shape.in, data: merged }, rank, options.seed);
+        decomposed = await decomposeDense(backend, { rows: shape.out, cols: shape.in, data: merged }, rank, options.seed, run.signal);
       }
       const module = await moduleFromSvd(decomposed.svd, rank, 'up', name, shape, rank);
       if (options.clampQuantile !== undefined) clampQuantile(module.up, module.down, options.clampQuantile);

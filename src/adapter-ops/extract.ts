@@ -83,7 +83,7 @@ export async function extractAdapter(
           downTail: weight.shape.slice(1), upTail: weight.shape.slice(2).map(() => 1),
         };
         const name = options.format === 'peft' ? m.path : kohyaName(m.path);
-        const { module, rankReport, hitCap } = await decomposeModule(backend, diff.values, shape, name, options);
+        const { module, rankReport, hitCap } = await decomposeModule(backend, diff.values, shape, name, options, run.signal);
         if (hitCap) capped.push(m.path);
         if (bias) module.bias = bias;
         written.push(module);
@@ -131,19 +131,19 @@ export async function extractAdapter(
   };
 }
 
-async function decomposeModule(backend: AlgebraBackend, values: Float32Array, shape: ModuleShape, name: string, options: ExtractOptions) {
+async function decomposeModule(backend: AlgebraBackend, values: Float32Array, shape: ModuleShape, name: string, options: ExtractOptions, signal?: AbortSignal) {
   const side = Math.min(shape.out, shape.in);
   const d = { rows: shape.out, cols: shape.in, data: values };
   if (options.rank !== undefined) {
     const rank = Math.min(options.rank, side);
-    const { svd, total2 } = await decomposeDense(backend, d, rank, options.seed);
+    const { svd, total2 } = await decomposeDense(backend, d, rank, options.seed, signal);
     const module = await moduleFromSvd(svd, rank, 'sqrt', name, shape, rank);
     return { module, rankReport: { name, rank, froKept: froKept(svd.s, rank, total2), singularValues: Array.from(svd.s) }, hitCap: false };
   }
   const energy = options.energy!;
   const cap = Math.min(MAX_ENERGY_RANK, side);
   for (let wanted = Math.min(32, cap); ; wanted = Math.min(wanted * 4, cap)) {
-    const { svd, total2 } = await decomposeDense(backend, d, wanted, options.seed);
+    const { svd, total2 } = await decomposeDense(backend, d, wanted, options.seed, signal);
     let kept = 0, rank = 0;
     const limit = Math.min(wanted, svd.s.length);
     while (rank < limit && kept < energy * total2) kept += svd.s[rank] ** 2, rank++;

@@ -20,7 +20,7 @@ export interface Decomposed {
 }
 
 /** ΔW = Σ B_t·A_t (factors stacked): exact from factors, or dense past FACTORED_RANK_LIMIT. */
-export async function decomposeFactors(backend: AlgebraBackend, b: Mat, a: Mat, wantedRank: number): Promise<Decomposed> {
+export async function decomposeFactors(backend: AlgebraBackend, b: Mat, a: Mat, wantedRank: number, signal?: AbortSignal): Promise<Decomposed> {
   if (b.cols <= FACTORED_RANK_LIMIT) {
     const svd = await factoredSvd(backend, b, a);
     return { svd, total2: sumSquares(svd.s) };
@@ -32,16 +32,16 @@ export async function decomposeFactors(backend: AlgebraBackend, b: Mat, a: Mat, 
   } finally {
     resident.release();
   }
-  return decomposeDense(backend, dense, wantedRank);
+  return decomposeDense(backend, dense, wantedRank, undefined, signal);
 }
 
 /** A dense ΔW: exact when small, else a randomized SVD for `wantedRank` triplets. */
-export async function decomposeDense(backend: AlgebraBackend, d: Mat, wantedRank: number, seed?: number): Promise<Decomposed> {
+export async function decomposeDense(backend: AlgebraBackend, d: Mat, wantedRank: number, seed?: number, signal?: AbortSignal): Promise<Decomposed> {
   const total2 = sumSquares(d.data);
   if (Math.min(d.rows, d.cols) <= EXACT_SIDE_LIMIT) return { svd: await denseExactSvd(backend, d), total2 };
   const resident = await backend.upload(d);
   try {
-    return { svd: await randomizedSvd(backend, resident, { rank: Math.min(wantedRank, d.rows, d.cols), seed }), total2 };
+    return { svd: await randomizedSvd(backend, resident, { rank: Math.min(wantedRank, d.rows, d.cols), seed, signal }), total2 };
   } finally {
     resident.release();
   }

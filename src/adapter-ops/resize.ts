@@ -29,7 +29,7 @@ export async function resizeAdapter(
     throwIfAborted(run.signal);
     run.onProgress?.({ phase: 'merge', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal, tensor: name });
     const { b, a, rank: oldRank } = await readFactors(adapter, ref.module);
-    const { svd } = await decomposeFactors(backend, b, a, oldRank);
+    const { svd } = await decomposeFactors(backend, b, a, oldRank, run.signal);
     const side = Math.min(ref.shape.out, ref.shape.in);
     const maxRank = rule.kind === 'rank' ? Math.min(rule.rank, side) : oldRank;
     const choice = chooseRank(svd.s, side, rule, maxRank);

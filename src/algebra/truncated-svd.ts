@@ -10,6 +10,7 @@
  *   iterations, each product re-orthonormalised (Halko, Martinsson & Tropp 2011, alg. 4.4):
  *   Q_L spans ΔW·(ΔWᵀΔW)^q·Ω, Q_R R = ΔWᵀ·Q_L, C = Rᵀ. Costs 2q + 2 passes over ΔW.
  */
+import { throwIfAborted } from '../errors.js';
 import { createRandom } from '../sample/seeded-random.js';
 import type { AlgebraBackend, ResidentMatrix } from './algebra-backend.js';
 import { orthonormalize } from './orthonormalize.js';
@@ -51,6 +52,8 @@ export interface RandomizedOptions {
   /** Power iterations (default 3). */
   powerIterations?: number;
   seed?: number;
+  /** Checked before each pass over ΔW: a large ΔW's passes take seconds each. */
+  signal?: AbortSignal;
 }
 
 export async function randomizedSvd(backend: AlgebraBackend, d: ResidentMatrix, options: RandomizedOptions): Promise<TruncatedSvd> {
@@ -66,11 +69,16 @@ export async function randomizedSvd(backend: AlgebraBackend, d: ResidentMatrix, 
     omega[i] = radius * Math.cos(2 * Math.PI * u2);
     if (i + 1 < omega.length) omega[i + 1] = radius * Math.sin(2 * Math.PI * u2);
   }
+  const { signal } = options;
+  throwIfAborted(signal);
   let q = (await orthonormalize(backend, await backend.times(d, { rows: n, cols: l, data: omega }))).q;
   for (let i = 0; i < (options.powerIterations ?? 3); i++) {
+    throwIfAborted(signal);
     const z = (await orthonormalize(backend, await backend.timesT(d, q))).q;
+    throwIfAborted(signal);
     q = (await orthonormalize(backend, await backend.times(d, z))).q;
   }
+  throwIfAborted(signal);
   const right = await orthonormalize(backend, await backend.timesT(d, q));
   return fromCore(backend, m, n, q, right.q, transpose64(right.r));
 }

@@ -12,7 +12,7 @@ import type { OpResult } from '../adapter-ops/op-common.js';
 import { resizeAdapter } from '../adapter-ops/resize.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import { createNodeAlgebra } from '../algebra/node-algebra.js';
-import { MergeError } from '../errors.js';
+import { isMergeError, MergeError } from '../errors.js';
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import { openBaseModel, type BaseModel } from '../formats/base-model.js';
@@ -86,7 +86,7 @@ async function openAdapters(paths: string[]): Promise<ParsedAdapter[]> {
 
 /** Output target, backend, Ctrl-C, progress; the operation; then the file(s) and the report. */
 async function produce(
-  cmd: { out: string; backend: 'auto' | 'webgpu' | 'cpu'; overwrite: boolean }, inputs: string[], log: Log,
+  cmd: { command: string; out: string; backend: 'auto' | 'webgpu' | 'cpu'; overwrite: boolean }, inputs: string[], log: Log,
   make: (backend: AlgebraBackend, run: { signal: AbortSignal; onProgress: ProgressListener }) => Promise<OpResult>,
 ): Promise<number> {
   const format = outputFormatFor(cmd.out);
@@ -104,7 +104,7 @@ async function produce(
     const result = await make(backend, { signal: controller.signal, onProgress: (e) => progress.update(e) });
     progress.stop();
     for (const w of result.warnings) log(`warning: ${w}`);
-    if (controller.signal.aborted) throw new MergeError('ABORTED', 'cancelled');
+    if (controller.signal.aborted) throw new MergeError('ABORTED', `${cmd.command} cancelled`);
     await writeAdapter(output, result.adapter);
     await output.commit();
     printReport(result);
@@ -113,6 +113,8 @@ async function produce(
     return 0;
   } catch (e) {
     await output.abort();
+    // The steps below say "merge cancelled"; name the command that was.
+    if (isMergeError(e) && e.code === 'ABORTED') throw new MergeError('ABORTED', `${cmd.command} cancelled`, { cause: e });
     throw e;
   } finally {
     progress.stop();
