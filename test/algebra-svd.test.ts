@@ -172,7 +172,9 @@ for (const name of ['cpu', 'cpu-js', 'webgpu', 'webgpu-small']) {
       expect(Math.sqrt(frob2(minus(approx, planted)))).toBeLessThan(0.3 * Math.sqrt(frob2(noise)));
     });
 
-    for (const c of REALISTIC) {
+    // Realistic sizes cost seconds on SwiftShader; the small-binding device's slab splitting is
+    // covered by the cases above.
+    for (const c of name === 'webgpu-small' ? [] : REALISTIC) {
       it(`randomized SVD, ${c.name}: within 1e-3 of optimal, singular values to 1e-5`, async (ctx) => {
         const backend = get(ctx.skip);
         const target = withSpectrumLarge(c.rows, c.cols, c.s, seededRandom(c.rows + c.cols));
@@ -194,8 +196,8 @@ for (const name of ['cpu', 'cpu-js', 'webgpu', 'webgpu-small']) {
     it('factored SVD of 4 stacked rank-32 factors, S in B (κ(B) = 10⁴), k = 64: within 1e-3 of optimal', async (ctx) => {
       const backend = get(ctx.skip);
       // B = U·diag(s)·G and A = Gᵀ·Vᵀ (S in the up factor, as kohya and resize write it), so
-      // B·A = U·diag(s)·Vᵀ; U, V and G are corners of random orthogonal matrices.
-      const R = 128, k = 64, m = 1024, n = 512;
+      // B·A = U·diag(s)·Vᵀ; U (512×128), V (256×128) and G are corners of random orthogonal matrices.
+      const R = 128, k = 64, m = 512, n = 256;
       const s = Array.from({ length: R }, (_, i) => Math.pow(1e-4, i / (R - 1)));
       const rand = seededRandom(31);
       const g = withSpectrumLarge(R, R, Array(R).fill(1), rand);
