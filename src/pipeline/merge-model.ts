@@ -268,8 +268,10 @@ function provenanceMetadata(prepared: PreparedMerge, outDtype: FloatDType | unde
       scales: [...scales].sort((x, y) => x - y),
     };
   });
+  const leftOut = prepared.plan.leftOut.map((m) => ({ adapter: adapters[m.adapterIndex].name, module: m.module, reason: m.reason }));
   return {
     'loramerge.adapters': JSON.stringify(adapters),
+    ...(leftOut.length ? { 'loramerge.left_out': JSON.stringify(leftOut) } : {}),
     'loramerge.rule': "W' = W + sum(weight * scale * B @ A), f32 accumulation, rounded once",
     ...(outDtype ? { 'loramerge.dtype': outDtype } : {}),
   };

@@ -119,8 +119,19 @@ export interface PlanSummary {
   flops: number;
 }
 
+/** A module not merged because it names a component the base does not hold. */
+export interface LeftOutModule {
+  adapterIndex: number;
+  adapter: string;
+  module: string;
+  /** Why, e.g. "names text encoder 1 (CLIP-L), which the base does not hold (it holds …)". */
+  reason: string;
+}
+
 export interface MergePlan {
   adapters: { name: string; format: AdapterFormat; weight: number; modules: number; replacements: number }[];
+  /** Modules for components the base lacks: not merged, and said so (warnings, output metadata). */
+  leftOut: LeftOutModule[];
   /** In the base's tensor order. */
   updates: TensorUpdate[];
   biasUpdates: BiasUpdate[];
@@ -137,6 +148,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
   const updates = new Map<string, TensorUpdate>();
   const biases = new Map<string, BiasUpdate>();
   const replacements = new Map<string, PlannedReplacement>();
+  const leftOut: LeftOutModule[] = [];
 
   adapters.forEach(({ adapter, weight }, adapterIndex) => {
     const report = (module: string, code: MergeErrorCode, message: string) =>
@@ -150,12 +162,18 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       const fail = (code: MergeErrorCode, message: string) => report(moduleName, code, message);
       const location = locator.locate(module.address);
       if (!location.found) {
-        fail(location.code, location.message);
+        if (location.missingComponent) leftOut.push({ adapterIndex, adapter: adapter.name, module: moduleName, reason: location.message });
+        else fail(location.code, location.message);
         continue;
       }
       if (!Object.values(module.tensors).every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;
       if (module.dora && (location.targets.length > 1 || location.targets[0].rows)) {
         fail('UNSUPPORTED_FORMAT', `DoRA on a module that lands on part of a tensor (${location.targets.map(describeTarget).join(', ')}) is not supported`);
+        continue;
+      }
+      const unplaced = unplacedRows(location.targets, module.deltaShape[0]);
+      if (unplaced) {
+        fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit where ${location.layout} puts it (${location.targets.map(describeTarget).join(', ')}): ${unplaced}`);
         continue;
       }
       for (const target of location.targets) {
@@ -196,6 +214,15 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       }
     }
 
+    const mine = leftOut.filter((m) => m.adapterIndex === adapterIndex);
+    for (const reason of new Set(mine.map((m) => m.reason))) {
+      const names = mine.filter((m) => m.reason === reason).map((m) => m.module);
+      warnings.push(`${adapter.name}: ${names.length} module${names.length === 1 ? '' : 's'} left out, not merged: ${names.length === 1 ? 'it names' : 'they name'} ${reason.replace(/^names /, '')} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''})`);
+    }
+    if (mine.length > 0 && mine.length === adapter.modules.length && adapter.replacements.length === 0) {
+      report('', 'PLAN_INVALID', `none of its ${mine.length} modules lands in this base (${mine[0].reason.replace(/^names /, 'they name ')})`);
+    }
+
     for (const rep of adapter.replacements) {
       const name = rep.path;
       const resolved = locator.resolveTensorPath(name);
@@ -232,6 +259,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     adapters: adapters.map(({ adapter, weight }) => ({
       name: adapter.name, format: adapter.format, weight, modules: adapter.modules.length, replacements: adapter.replacements.length,
     })),
+    leftOut,
     updates: byBaseOrder(updates),
     biasUpdates: byBaseOrder(biases),
     replacements: byBaseOrder(replacements),
@@ -329,6 +357,23 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
   if (baseIn[0] !== loraIn[0]) return mismatch(`ΔW has ${deltaIn[0]} inputs, the base ${shape[1]}`);
   if (!sameShape(baseIn, loraIn)) return mismatch(`kernel ${fmt(deltaIn.slice(1))} differs from the base kernel ${fmt(shape.slice(2))}`);
   return view(product(shape.slice(1)));
+}
+
+/**
+ * A module placed by rows must have each of its ΔW rows land exactly once across its targets: a
+ * LoRA whose up factor has more or fewer rows than the slices it names is the wrong shape, not a
+ * partial update. Returns why not, or null.
+ */
+function unplacedRows(targets: readonly Placement[], deltaRows: number): string | null {
+  if (targets.length === 1 && !targets[0].rows) return null;
+  const spans = targets.flatMap((t): RowSpan[] => (t.rows ?? [{ src: 0, count: deltaRows }]).map((g) => [g.src, g.src + g.count]));
+  spans.sort((x, y) => x[0] - y[0]);
+  let next = 0;
+  for (const [from, to] of spans) {
+    if (from !== next) return from < next ? `ΔW row ${from} would land twice` : `ΔW rows ${next}–${from - 1} land nowhere`;
+    next = to;
+  }
+  return next === deltaRows ? null : next < deltaRows ? `ΔW rows ${next}–${deltaRows - 1} land nowhere` : `the placement needs ${next} ΔW rows, ΔW has ${deltaRows}`;
 }
 
 /** Why a layout's row placement does not fit ΔW's and the base's rows, or null when it does. */

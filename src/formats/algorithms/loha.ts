@@ -46,7 +46,7 @@ export const loha: Algorithm = {
       kind: w1b.shape.length > 2 ? 'conv' : 'linear',
       deltaShape: [w1a.shape[0], ...w1b.shape.slice(1)],
       rank,
-      ...alphaScale(context.alpha, rank),
+      ...alphaScale(context.alpha, rank, context.rsLora),
       tensors: { w1a, w1b, w2a, w2b },
       update: { kind: 'low-rank', rank: rank * w2b.shape[0] },
       fanInFanOut: false,

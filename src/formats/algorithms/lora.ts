@@ -42,7 +42,7 @@ export const lora: Algorithm = {
       kind: down.shape.length > 2 ? 'conv' : 'linear',
       deltaShape: [up.shape[0], ...down.shape.slice(1)],
       rank,
-      ...alphaScale(context.alpha, rank),
+      ...alphaScale(context.alpha, rank, context.rsLora),
       tensors: { down, up },
       update: { kind: 'low-rank', rank },
       fanInFanOut: false,
