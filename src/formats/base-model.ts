@@ -5,7 +5,7 @@
  * or any folder holding exactly one `.safetensors` file. Only headers are read when opening;
  * tensors are read one at a time on demand. Pickle checkpoints are refused, never unpickled.
  */
-import type { DType } from '../dtype.js';
+import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { InputFileSet } from '../io/types.js';
 import { openSafetensors } from './safetensors-reader.js';
@@ -40,6 +40,11 @@ export interface BaseModel {
   readonly index?: ShardIndex;
   /** Small files to copy unchanged into a merged folder: configs, tokenizer, README… */
   readonly otherFiles: readonly string[];
+  /**
+   * Scaled fp8 checkpoints (a `scaled_fp8` marker and a `scale_weight` per weight, as Comfy-Org
+   * ships Flux and SD3.5): weight key → the scale its stored values are multiplied by.
+   */
+  readonly valueScales?: ReadonlyMap<string, number>;
   read(name: string): Promise<Uint8Array>;
   readPart(name: string, start: number, length: number): Promise<Uint8Array>;
   close(): Promise<void>;
@@ -74,7 +79,9 @@ export async function openBaseModel(files: InputFileSet): Promise<BaseModel> {
     }
     const tensors = collectTensors(files.name, shards, layout.indexPath, layout.index);
     const otherFiles = list.filter((p) => !isWeightFile(p) && p !== layout.indexPath);
-    return new OpenedBaseModel(layout.kind, files.name, tensors, shards, otherFiles, layout.indexPath, layout.index);
+    const model = new OpenedBaseModel(layout.kind, files.name, tensors, shards, otherFiles, layout.indexPath, layout.index);
+    if (tensors.has(SCALED_FP8_MARKER)) model.valueScales = await readValueScales(model);
+    return model;
   } catch (e) {
     await Promise.all(shards.map((s) => s.file.source.close()));
     throw e;
@@ -208,8 +215,30 @@ function collectTensors(
   return tensors;
 }
 
+/** The zero-size tensor that marks a scaled fp8 checkpoint (ComfyUI comfy/model_detection.py). */
+export const SCALED_FP8_MARKER = 'scaled_fp8';
+const SCALE_WEIGHT = '.scale_weight';
+
+/** Every `<module>.scale_weight` of a scaled fp8 checkpoint, as `<module>.weight` → scale. */
+async function readValueScales(model: BaseModel): Promise<Map<string, number>> {
+  const scales = new Map<string, number>();
+  for (const [key, tensor] of model.tensors) {
+    if (!key.endsWith(SCALE_WEIGHT)) continue;
+    const weightKey = `${key.slice(0, -SCALE_WEIGHT.length)}.weight`;
+    const value = tensor.shape.reduce((n, d) => n * d, 1) === 1 && isFloatDType(tensor.dtype)
+      ? decodeToF32(await model.read(key), tensor.dtype)[0]
+      : NaN;
+    if (!(Number.isFinite(value) && value !== 0)) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${model.name}: tensor "${key}" should be one finite, non-zero scale (${tensor.dtype} (${tensor.shape.join(', ')}))`);
+    }
+    if (model.tensors.has(weightKey)) scales.set(weightKey, value);
+  }
+  return scales;
+}
+
 class OpenedBaseModel implements BaseModel {
   private readonly files: Map<string, SafetensorsFile>;
+  valueScales?: ReadonlyMap<string, number>;
 
   constructor(
     readonly kind: BaseModelKind,

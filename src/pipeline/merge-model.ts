@@ -68,6 +68,12 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const startedAt = performance.now();
   assertPlanValid(plan);
   throwIfAborted(signal);
+  const scaled = [...(base.valueScales?.keys() ?? [])].find((k) => options.outDtype && base.tensors.get(k)!.dtype !== options.outDtype);
+  if (scaled) {
+    // The stored values are W / scale_weight: another dtype would need the scales redone too.
+    const stored = base.tensors.get(scaled)!.dtype;
+    throw new MergeError('BAD_ARGUMENT', `${base.name}: a scaled fp8 checkpoint (scale_weight per tensor) keeps its weights in ${stored}; leave out the output dtype or choose ${stored}`);
+  }
 
   const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
   const outDtypeOf = (dtype: DType): DType => (options.outDtype && isFloatDType(dtype) ? options.outDtype : dtype);

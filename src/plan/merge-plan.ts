@@ -31,6 +31,8 @@ export interface BaseTensorInfo {
 
 export interface BaseTensorIndex {
   tensors: ReadonlyMap<string, BaseTensorInfo>;
+  /** Tensors stored as value / scale (scaled fp8): their terms are divided by the scale. */
+  valueScales?: ReadonlyMap<string, number>;
 }
 
 export interface WeightedAdapter {
@@ -191,8 +193,15 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         }
         seen.set(baseKey, [...onTensor, { module: moduleName, rows }]);
 
+        // A scaled fp8 weight stores W / s: merging in the real domain and storing by the same
+        // scale is adding ΔW / s to the stored values.
+        const valueScale = base.valueScales?.get(baseKey) ?? 1;
+        if (valueScale !== 1 && module.dora) {
+          fail('UNSUPPORTED_FORMAT', `DoRA on the scaled fp8 weight ${baseKey} is not supported`);
+          continue;
+        }
         const term: PlannedTerm = {
-          adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale, layout: location.layout,
+          adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale / valueScale, layout: location.layout,
         };
         if (view.placement) term.placement = view.placement;
         let update = updates.get(baseKey);
@@ -236,7 +245,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       if (!isFloatDType(rep.tensor.dtype) || !isFloatDType(info.dtype)) {
-        report(name, 'UNSUPPORTED_FORMAT', `replacement ${rep.tensor.dtype} for base ${resolved.key} ${info.dtype}: only F32, F16 and BF16 tensors can be replaced`);
+        report(name, 'UNSUPPORTED_FORMAT', `replacement ${rep.tensor.dtype} for base ${resolved.key} ${info.dtype}: only float tensors can be replaced`);
         continue;
       }
       const other = replacements.get(resolved.key);
@@ -300,7 +309,7 @@ type Fail = (code: MergeErrorCode, message: string) => void;
 function checkFloat(dtype: DType, module: AdapterModule, fail: Fail, what: string): boolean {
   // Factors may be F64 (converted to f32 when loaded); weights must be a dtype the engine writes.
   if (isFloatDType(dtype) || (dtype === 'F64' && !what.startsWith('base'))) return true;
-  fail('UNSUPPORTED_FORMAT', `${what} is ${dtype}; only F32, F16 and BF16 ${what.startsWith('base') ? 'weights' : 'factors'} can be merged (${module.kind} module)`);
+  fail('UNSUPPORTED_FORMAT', `${what} is ${dtype}; only F32, F16, BF16 and fp8 ${what.startsWith('base') ? 'weights' : 'factors'} can be merged (${module.kind} module)`);
   return false;
 }
 
@@ -413,7 +422,7 @@ function planBias(module: AdapterModule, term: PlannedTerm, weightKey: string, b
   const out = module.deltaShape[0];
   const baseOut = base.tensors.get(weightKey)!.shape[0];
   if (!info) return fail('UNKNOWN_MODULE', `has lora_B.bias but the base has no ${biasKey}`);
-  if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16 and BF16 can be merged`);
+  if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16, BF16 and fp8 can be merged`);
   if (product(info.shape) !== baseOut || product(biasB.shape) !== out) {
     return fail('SHAPE_MISMATCH', `lora_B.bias ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should have ${out} and ${baseOut} values`);
   }
