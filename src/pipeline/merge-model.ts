@@ -85,16 +85,23 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const shardEntries = base.shards.map((shard) =>
     shard.file.tensors.map((entry) => ({ name: entry.name, dtype: outDtypeOf(entry.dtype), shape: entry.shape })),
   );
+  // A pipeline component nothing changes is copied byte for byte ("mirrored"), not rewritten.
+  const mirrored = base.shards.map((shard) => shard.mirrorIfUnchanged && shard.file.tensors.every((entry) => {
+    const key = shard.keyPrefix + entry.name;
+    return !updates.has(key) && !biases.has(key) && !replacements.has(key) && outDtypeOf(entry.dtype) === entry.dtype;
+  }));
   base.shards.forEach((shard, shardIndex) => {
+    if (mirrored[shardIndex]) return;
     for (const entry of shard.file.tensors) {
-      const tensor = base.tensors.get(entry.name)!;
+      const key = shard.keyPrefix + entry.name;
+      const tensor = base.tensors.get(key)!;
       const outDtype = outDtypeOf(entry.dtype);
       const elements = entry.byteLength / DTYPE_BYTES[entry.dtype];
       const push = (action: Action, outElements: number) =>
         units.push({ shardIndex, tensor, outDtype, action, outBytes: outElements * DTYPE_BYTES[outDtype] });
-      const update = updates.get(entry.name);
-      const bias = biases.get(entry.name);
-      const replacement = replacements.get(entry.name);
+      const update = updates.get(key);
+      const bias = biases.get(key);
+      const replacement = replacements.get(key);
       if (update) {
         // Factors are read once per tensor, shared by its slabs.
         let terms: Promise<LowRankTerm[]> | undefined;
@@ -120,20 +127,29 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   });
 
   const provenance = provenanceMetadata(prepared, options.outDtype);
-  const bytesTotal = units.reduce((sum, u) => sum + u.outBytes, 0);
+  const shardBytes = (i: number) => base.shards[i].file.tensors.reduce((n, e) => n + e.byteLength, 0);
+  const mirroredBytes = base.shards.reduce((n, _, i) => n + (mirrored[i] ? shardBytes(i) : 0), 0);
+  const bytesTotal = units.reduce((sum, u) => sum + u.outBytes, 0) + mirroredBytes;
   const tensorsTotal = base.tensors.size;
   let bytesDone = 0;
   let tensorsDone = 0;
-  const writers: SafetensorsWriter[] = [];
+  const writers: (SafetensorsWriter | undefined)[] = [];
+  let open: SafetensorsWriter | undefined;
   const files: string[] = [];
-  /** Finishes the open shard and opens every shard up to `shardIndex` (empty ones get just a header). */
+  /** Finishes the open shard and opens every written shard up to `shardIndex` (empty ones get just a header). */
   const advanceTo = async (shardIndex: number) => {
     while (writers.length <= shardIndex) {
-      const open = writers[writers.length - 1];
       if (open) await open.finish();
-      const shard = base.shards[writers.length];
+      open = undefined;
+      const i = writers.length;
+      if (mirrored[i]) {
+        writers.push(undefined);
+        continue;
+      }
+      const shard = base.shards[i];
       const metadata = { ...shard.file.metadata, ...provenance };
-      writers.push(await createSafetensorsWriter(await output.createFile(shard.path), shardEntries[writers.length], metadata));
+      open = await createSafetensorsWriter(await output.createFile(shard.path), shardEntries[i], metadata);
+      writers.push(open);
       files.push(shard.path);
     }
   };
@@ -149,7 +165,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
         compute: (unit, input) => computeUnit(unit, input, backend, signal),
         write: async (unit, bytes) => {
           await advanceTo(unit.shardIndex);
-          await writers[unit.shardIndex].writeChunk(unit.tensor.name, bytes);
+          await writers[unit.shardIndex]!.writeChunk(unit.tensor.entry.name, bytes);
           bytesDone += bytes.byteLength;
           if (isLastUnitOfTensor(unit)) tensorsDone++;
           emit('merge', unit.tensor.name);
@@ -158,16 +174,29 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       signal,
     );
     await advanceTo(base.shards.length - 1);
-    await writers[writers.length - 1]?.finish();
+    await open?.finish();
+    for (let i = 0; i < base.shards.length; i++) {
+      if (!mirrored[i]) continue;
+      throwIfAborted(signal);
+      await copyInputFile(prepared.baseFiles, base.shards[i].path, output);
+      files.push(base.shards[i].path);
+      bytesDone += shardBytes(i);
+      tensorsDone += base.shards[i].file.tensors.length;
+      emit('merge');
+    }
     throwIfAborted(signal);
-    if (base.index) {
-      const indexPath = base.indexPath!;
-      const totalSize = writers.reduce((sum, w) => sum + w.entries.reduce((s, e) => s + e.byteLength, 0), 0);
-      const index = { ...base.index, metadata: { ...(base.index.metadata ?? {}), total_size: totalSize } };
-      const sink = await output.createFile(indexPath);
-      await sink.write(new TextEncoder().encode(JSON.stringify(index, null, 2) + '\n'));
-      await sink.close();
-      files.push(indexPath);
+    for (const { path, index, shards } of base.indexes) {
+      const indices = shards.map((p) => base.shards.findIndex((s) => s.path === p));
+      if (indices.every((i) => mirrored[i])) {
+        await copyInputFile(prepared.baseFiles, path, output);
+      } else {
+        const totalSize = indices.reduce((sum, i) => sum + (writers[i]?.entries.reduce((s, e) => s + e.byteLength, 0) ?? shardBytes(i)), 0);
+        const rewritten = { ...index, metadata: { ...(index.metadata ?? {}), total_size: totalSize } };
+        const sink = await output.createFile(path);
+        await sink.write(new TextEncoder().encode(JSON.stringify(rewritten, null, 2) + '\n'));
+        await sink.close();
+      }
+      files.push(path);
     }
     for (const path of base.otherFiles) {
       throwIfAborted(signal);

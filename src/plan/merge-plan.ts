@@ -20,6 +20,7 @@ import { DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import type { RowPlacement, WeightLayout } from '../engine/merge-op.js';
 import type { AdapterFormat, AdapterModule, ParsedAdapter } from '../formats/adapter.js';
+import type { BaseComponent } from '../formats/base-components.js';
 import { ModuleLocator, type KeyResolution, type Placement } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { formatProblemList } from './problems.js';
@@ -33,6 +34,8 @@ export interface BaseTensorIndex {
   tensors: ReadonlyMap<string, BaseTensorInfo>;
   /** Tensors stored as value / scale (scaled fp8): their terms are divided by the scale. */
   valueScales?: ReadonlyMap<string, number>;
+  /** The components the base's files name (a pipeline's folders); else found from the keys. */
+  components?: readonly BaseComponent[];
 }
 
 export interface WeightedAdapter {

@@ -38,6 +38,8 @@ export type Location =
 
 export interface BaseShapes {
   readonly tensors: ReadonlyMap<string, { readonly shape: readonly number[] }>;
+  /** The base's components when its files say them (pipelines, component folders); else found from the keys. */
+  readonly components?: readonly BaseComponent[];
 }
 
 /** Finds modules in one base: its components, and an index of keys per component, built once. */
@@ -47,7 +49,7 @@ export class ModuleLocator {
   private readonly views = new Map<BaseComponent, BaseView>();
 
   constructor(private readonly base: BaseShapes) {
-    this.components = baseComponents(base.tensors.keys());
+    this.components = base.components ?? baseComponents(base.tensors.keys());
     this.whole = this.view(base.tensors.keys());
   }
 
