@@ -7,6 +7,8 @@
  */
 import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
 import { MergeError } from '../errors.js';
+import { MAX_TENSORS } from '../limits.js';
+import { parseBoundedJson } from './bounded-json.js';
 import type { InputFileSet } from '../io/types.js';
 import type { BaseComponent, EncoderKind } from './base-components.js';
 import { openSafetensors } from './safetensors-reader.js';
@@ -130,6 +132,11 @@ async function openShards(
           await source.close();
           throw e;
         }
+        // Checked shard by shard, so that many full shards cannot add up before the check.
+        const count = shards.reduce((n, s) => n + s.file.tensors.length, 0);
+        if (count > MAX_TENSORS) {
+          throw new MergeError('LIMIT_EXCEEDED', `${files.name}: more than ${MAX_TENSORS} tensors over its files (the limit MAX_TENSORS)`);
+        }
       }
       const indexPath = layout.indexPath ? at(layout.indexPath) : undefined;
       collectTensors(files.name, mine, indexPath, layout.index, tensors);
@@ -159,12 +166,7 @@ const MODEL_INDEX = 'model_index.json';
  */
 async function openPipeline(files: InputFileSet, list: string[]): Promise<BaseModel> {
   const where = `${files.name}/${MODEL_INDEX}`;
-  let spec: unknown;
-  try {
-    spec = JSON.parse(await files.readText(MODEL_INDEX));
-  } catch (e) {
-    throw new MergeError('BAD_CONFIG', `${where}: not valid JSON`, { cause: e });
-  }
+  const spec = parseBoundedJson(await files.readText(MODEL_INDEX), where);
   if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new MergeError('BAD_CONFIG', `${where}: expected a JSON object`);
   const parts: ComponentFiles[] = [];
   const weightFiles = new Set<string>();
@@ -285,12 +287,7 @@ function checkShardSeries(name: string, shards: string[]): string[] {
 }
 
 function parseIndex(where: string, text: string): ShardIndex {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (e) {
-    throw new MergeError('BAD_CONFIG', `${where}: not valid JSON`, { cause: e });
-  }
+  const parsed = parseBoundedJson(text, where);
   const map = (parsed as { weight_map?: unknown } | null)?.weight_map;
   if (typeof map !== 'object' || map === null || Array.isArray(map)) {
     throw new MergeError('BAD_CONFIG', `${where}: no "weight_map" object`);

@@ -9,6 +9,7 @@ import type { LowRankTerm, MergeBackend } from '../engine/merge-op.js';
 import { MergeError, throwIfAborted } from '../errors.js';
 import type { BaseTensor } from '../formats/base-model.js';
 import { createSafetensorsWriter, type SafetensorsWriter } from '../formats/safetensors-writer.js';
+import { createVerbatimWriter } from '../formats/verbatim-writer.js';
 import { copyInputFile } from '../io/copy-file.js';
 import type { OutputTarget } from '../io/types.js';
 import { loadBiasUpdate, loadMergeOp, loadReplacement, loadTerms } from '../plan/load-op.js';
@@ -16,6 +17,7 @@ import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorU
 import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
 import { runPipelined } from './work-queue.js';
+import { checkConverted, checkReplacement, CopiedNonFinite, explainBiasNonFinite, explainNonFinite } from './value-checks.js';
 
 export interface MergeModelOptions {
   prepared: PreparedMerge;
@@ -25,6 +27,8 @@ export interface MergeModelOptions {
   outDtype?: FloatDType;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
+  /** Things the user should know that do not stop the merge (NaN/Inf the base already holds in copied tensors). */
+  onWarning?: (message: string) => void;
   /** Upper bound on the base bytes of one unit of work (a row slab or a copied chunk). */
   slabBytes?: number;
 }
@@ -37,6 +41,8 @@ export interface MergeResult {
   bytesWritten: number;
   seconds: number;
   backend: string;
+  /** The warnings also given to onWarning. */
+  warnings: string[];
 }
 
 /**
@@ -55,6 +61,8 @@ type Action =
 
 interface WorkUnit {
   shardIndex: number;
+  /** The shard's file, for messages. */
+  file: string;
   tensor: BaseTensor;
   outDtype: DType;
   action: Action;
@@ -85,20 +93,20 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const shardEntries = base.shards.map((shard) =>
     shard.file.tensors.map((entry) => ({ name: entry.name, dtype: outDtypeOf(entry.dtype), shape: entry.shape })),
   );
-  // A pipeline component nothing changes is copied byte for byte ("mirrored"), not rewritten.
+  // A pipeline component nothing changes is written byte for byte as it was ("mirrored"): its
+  // tensors still stream through the copy checks, but its header is the source's own.
   const mirrored = base.shards.map((shard) => shard.mirrorIfUnchanged && shard.file.tensors.every((entry) => {
     const key = shard.keyPrefix + entry.name;
     return !updates.has(key) && !biases.has(key) && !replacements.has(key) && outDtypeOf(entry.dtype) === entry.dtype;
   }));
   base.shards.forEach((shard, shardIndex) => {
-    if (mirrored[shardIndex]) return;
     for (const entry of shard.file.tensors) {
       const key = shard.keyPrefix + entry.name;
       const tensor = base.tensors.get(key)!;
       const outDtype = outDtypeOf(entry.dtype);
       const elements = entry.byteLength / DTYPE_BYTES[entry.dtype];
       const push = (action: Action, outElements: number) =>
-        units.push({ shardIndex, tensor, outDtype, action, outBytes: outElements * DTYPE_BYTES[outDtype] });
+        units.push({ shardIndex, file: shard.file.source.name, tensor, outDtype, action, outBytes: outElements * DTYPE_BYTES[outDtype] });
       const update = updates.get(key);
       const bias = biases.get(key);
       const replacement = replacements.get(key);
@@ -127,12 +135,11 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   });
 
   const provenance = provenanceMetadata(prepared, options.outDtype);
-  const shardBytes = (i: number) => base.shards[i].file.tensors.reduce((n, e) => n + e.byteLength, 0);
-  const mirroredBytes = base.shards.reduce((n, _, i) => n + (mirrored[i] ? shardBytes(i) : 0), 0);
-  const bytesTotal = units.reduce((sum, u) => sum + u.outBytes, 0) + mirroredBytes;
+  const bytesTotal = units.reduce((sum, u) => sum + u.outBytes, 0);
   const tensorsTotal = base.tensors.size;
   let bytesDone = 0;
   let tensorsDone = 0;
+  let warnings: string[] = [];
   const writers: (SafetensorsWriter | undefined)[] = [];
   let open: SafetensorsWriter | undefined;
   const files: string[] = [];
@@ -142,17 +149,15 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       if (open) await open.finish();
       open = undefined;
       const i = writers.length;
-      if (mirrored[i]) {
-        writers.push(undefined);
-        continue;
-      }
       const shard = base.shards[i];
       const metadata = { ...shard.file.metadata, ...provenance };
-      open = await createSafetensorsWriter(await output.createFile(shard.path), shardEntries[i], metadata);
+      const sink = await output.createFile(shard.path);
+      open = mirrored[i] ? await createVerbatimWriter(sink, shard.file) : await createSafetensorsWriter(sink, shardEntries[i], metadata);
       writers.push(open);
       files.push(shard.path);
     }
   };
+  const copiedNonFinite = new CopiedNonFinite();
   const emit = (phase: 'merge' | 'done', tensor?: string) =>
     onProgress?.({ phase, tensorsDone, tensorsTotal, bytesDone, bytesTotal, tensor });
 
@@ -162,7 +167,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       units,
       {
         read: (unit) => readUnit(prepared, unit),
-        compute: (unit, input) => computeUnit(unit, input, backend, signal),
+        compute: (unit, input) => computeUnit(unit, input, backend, copiedNonFinite, signal),
         write: async (unit, bytes) => {
           await advanceTo(unit.shardIndex);
           await writers[unit.shardIndex]!.writeChunk(unit.tensor.entry.name, bytes);
@@ -173,24 +178,17 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       },
       signal,
     );
+    warnings = copiedNonFinite.warnings();
+    warnings.forEach((w) => options.onWarning?.(w));
     await advanceTo(base.shards.length - 1);
     await open?.finish();
-    for (let i = 0; i < base.shards.length; i++) {
-      if (!mirrored[i]) continue;
-      throwIfAborted(signal);
-      await copyInputFile(prepared.baseFiles, base.shards[i].path, output);
-      files.push(base.shards[i].path);
-      bytesDone += shardBytes(i);
-      tensorsDone += base.shards[i].file.tensors.length;
-      emit('merge');
-    }
     throwIfAborted(signal);
     for (const { path, index, shards } of base.indexes) {
       const indices = shards.map((p) => base.shards.findIndex((s) => s.path === p));
       if (indices.every((i) => mirrored[i])) {
         await copyInputFile(prepared.baseFiles, path, output);
       } else {
-        const totalSize = indices.reduce((sum, i) => sum + (writers[i]?.entries.reduce((s, e) => s + e.byteLength, 0) ?? shardBytes(i)), 0);
+        const totalSize = indices.reduce((sum, i) => sum + writers[i]!.entries.reduce((s, e) => s + e.byteLength, 0), 0);
         const rewritten = { ...index, metadata: { ...(index.metadata ?? {}), total_size: totalSize } };
         const sink = await output.createFile(path);
         await sink.write(new TextEncoder().encode(JSON.stringify(rewritten, null, 2) + '\n'));
@@ -211,6 +209,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   }
   emit('done');
   return {
+    warnings,
     files,
     tensors: tensorsTotal,
     tensorsUpdated: plan.summary.tensorsTouched,
@@ -259,7 +258,9 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8A
   }
 }
 
-async function computeUnit(unit: WorkUnit, input: Uint8Array, backend: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
+async function computeUnit(
+  unit: WorkUnit, input: Uint8Array, backend: MergeBackend, copiedNonFinite: CopiedNonFinite, signal?: AbortSignal,
+): Promise<Uint8Array> {
   const a = unit.action;
   const name = unit.tensor.name;
   switch (a.kind) {
@@ -271,21 +272,32 @@ async function computeUnit(unit: WorkUnit, input: Uint8Array, backend: MergeBack
         { rowStart: a.rowStart, rowCount: a.rowCount },
         await a.terms(),
       );
-      return backend.merge(op, signal);
+      return backend.merge(op, signal).catch((e: unknown) => {
+        throw explainNonFinite(e, { file: unit.file, update: a.update, base: input, op });
+      });
     }
     case 'bias': {
       const dtype = unit.tensor.dtype as FloatDType;
-      return backend.merge(await loadBiasUpdate(a.bias, { dtype, data: input }, unit.outDtype as FloatDType), signal);
+      const op = await loadBiasUpdate(a.bias, { dtype, data: input }, unit.outDtype as FloatDType);
+      return backend.merge(op, signal).catch((e: unknown) => {
+        throw explainBiasNonFinite(e, unit.file, a.bias, input, op);
+      });
     }
-    case 'replace':
-      return loadReplacement(a.replacement, unit.outDtype as FloatDType);
+    case 'replace': {
+      const out = await loadReplacement(a.replacement, unit.outDtype as FloatDType);
+      await checkReplacement(a.replacement, out, unit.outDtype as FloatDType, () => a.replacement.file.read(a.replacement.tensor));
+      return out;
+    }
     case 'copy': {
       const inDtype = unit.tensor.dtype;
+      copiedNonFinite.scan(unit.file, name, input, inDtype); // the bytes stay as they are; the user is told
       if (inDtype === unit.outDtype) return input;
       if (!isFloatDType(inDtype) || !isFloatDType(unit.outDtype)) {
         throw new MergeError('BAD_ARGUMENT', `tensor "${name}": cannot convert ${inDtype} to ${unit.outDtype}`);
       }
-      return encodeFromF32(decodeToF32(input, inDtype), unit.outDtype);
+      const out = encodeFromF32(decodeToF32(input, inDtype), unit.outDtype);
+      checkConverted(unit.file, name, input, inDtype, out, unit.outDtype);
+      return out;
     }
   }
 }

@@ -8,6 +8,7 @@ import { openBaseModel, type BaseModel } from '../formats/base-model.js';
 import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type MergePlan } from '../plan/merge-plan.js';
 import { MergeError } from '../errors.js';
+import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 
 export interface AdapterInput {
   files: InputFileSet;
@@ -41,6 +42,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     }
     const plan = buildMergePlan(base, adapters);
     plan.warnings.unshift(...base.warnings);
+    plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
     return { baseFiles, base, adapters, plan, close };
   } catch (e) {
     await close();

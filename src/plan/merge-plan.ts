@@ -24,6 +24,7 @@ import type { BaseComponent } from '../formats/base-components.js';
 import { ModuleLocator, type KeyResolution, type Placement } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { formatProblemList } from './problems.js';
+import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
 
 export interface BaseTensorInfo {
   dtype: DType;
@@ -176,6 +177,11 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         fail('UNSUPPORTED_FORMAT', `DoRA on a module that lands on part of a tensor (${location.targets.map(describeTarget).join(', ')}) is not supported`);
         continue;
       }
+      const overLimit = moduleLimitProblem(module);
+      if (overLimit) {
+        fail('LIMIT_EXCEEDED', overLimit);
+        continue;
+      }
       const unplaced = unplacedRows(location.targets, module.deltaShape[0]);
       if (unplaced) {
         fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit where ${location.layout} puts it (${location.targets.map(describeTarget).join(', ')}): ${unplaced}`);
@@ -264,6 +270,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
   });
 
   checkSharedTensors(updates, biases, replacements, problems);
+  warnings.push(...suspiciousRequestWarnings(adapters));
   const order = [...base.tensors.keys()];
   const rank = new Map(order.map((k, i) => [k, i]));
   const byBaseOrder = <T extends { baseKey: string }>(m: Map<string, T>) => [...m.values()].sort((x, y) => rank.get(x.baseKey)! - rank.get(y.baseKey)!);
