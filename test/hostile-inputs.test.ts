@@ -5,7 +5,7 @@
  * pathological regex in a config cannot hang anything.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, errorLines, listDir, runCli, type CliResult } from './helpers/cli.js';
@@ -152,9 +152,12 @@ describe('inputs stay consistent', () => {
       stderr += chunk.toString();
       if (!rewritten && stderr.includes('backend:')) {
         rewritten = true;
-        const bytes = readFileSync(basePath);
-        bytes.writeFloatLE(1.5, bytes.length - 4); // same size, new content, like dd conv=notrunc
-        writeFileSync(basePath, bytes);
+        // Same size, new content, written in place like dd conv=notrunc (never truncated).
+        const fd = openSync(basePath, 'r+');
+        const value = Buffer.alloc(4);
+        value.writeFloatLE(1.5);
+        writeSync(fd, value, 0, 4, statSync(basePath).size - 4);
+        closeSync(fd);
       }
     });
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));

@@ -31,7 +31,7 @@ export type Command = MergeCommand | InspectCommand | SampleCommand | HelpComman
 
 export const USAGE = `usage:
   loramerge merge --base PATH --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
-                  --out PATH [--dtype f32|f16|bf16] [--backend auto|webgpu|cpu] [--dry-run] [--overwrite]
+                  --out PATH [--dtype f32|f16|bf16|f8_e4m3|f8_e5m2] [--backend auto|webgpu|cpu] [--dry-run] [--overwrite]
   loramerge inspect PATH
   loramerge sample [DIR] [--backend auto|webgpu|cpu]
 ${ADAPTER_USAGE}
@@ -40,7 +40,7 @@ ${ADAPTER_USAGE}
   --adapter  a PEFT folder (adapter_config.json + adapter_model.safetensors) or a kohya .safetensors
   --weight   weight of the adapter before it (default 1; negative subtracts)
   --out      a file when the base is a file, a folder when the base is a folder
-  --dtype    output dtype of every float tensor (default: the base's)
+  --dtype    output dtype of every float tensor, fp8 ones included (default: the base's)
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
   --dry-run  print the plan and stop
   --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded)
@@ -159,7 +159,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         try {
           dtype = parseOutDType(value);
         } catch {
-          throw usageError(`--dtype must be f32, f16 or bf16, not "${value}"`);
+          throw usageError(`--dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "${value}"`);
         }
         break;
       case 'backend':

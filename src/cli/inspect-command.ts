@@ -2,7 +2,7 @@
 import { stat } from 'node:fs/promises';
 import type { DType } from '../dtype.js';
 import { MergeError, isMergeError } from '../errors.js';
-import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import { ADAPTER_FORMAT_NAMES, openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { openBaseModel, type BaseModel } from '../formats/base-model.js';
 import { openNodeInputFileSet } from '../io/node-input-files.js';
 import type { InputFileSet } from '../io/types.js';
@@ -61,7 +61,7 @@ function describeBase(files: InputFileSet, base: BaseModel): string[] {
 
 function describeAdapter(adapter: ParsedAdapter): string[] {
   const lines = [
-    `${adapter.name}: ${adapter.format === 'peft' ? 'PEFT LoRA adapter' : 'kohya/LyCORIS LoRA'} (${adapter.modules.length} modules` +
+    `${adapter.name}: ${adapter.format === 'peft' ? 'PEFT LoRA adapter' : `${ADAPTER_FORMAT_NAMES[adapter.format]} LoRA`} (${adapter.modules.length} modules` +
       `${adapter.replacements.length ? `, ${adapter.replacements.length} full tensors` : ''})`,
     `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.dtype)))}`,
   ];

@@ -21,7 +21,7 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   const s = plan.summary;
   lines.push(
     `plan: ${s.tensorsTouched} tensors change, ${s.terms} module updates, ${formatBytes(s.bytesToRead)} to read, ` +
-      `${(s.flops / 1e9).toFixed(2)} GFLOP`,
+      `${(s.flops / 1e9).toFixed(2)} GFLOP${plan.leftOut.length ? `, ${plan.leftOut.length} modules left out (see warnings)` : ''}`,
   );
   if (detailed) {
     for (const u of plan.updates) {
@@ -30,6 +30,7 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
     }
     for (const b of plan.biasUpdates) lines.push(`  ${b.baseKey} (bias) ← ${b.terms.map((t) => `${t.moduleName} scale=${formatScale(t.scale)}`).join(' + ')}`);
     for (const r of plan.replacements) lines.push(`  ${r.baseKey} replaced by ${r.adapter}:${r.tensor.name}`);
+    for (const m of plan.leftOut) lines.push(`  left out: ${m.adapter}:${m.module}: ${m.reason}`);
     for (const p of plan.problems) lines.push(`problem: ${p.message}`);
   }
   return lines.join('\n');

@@ -34,6 +34,9 @@ export const KEY_FORMS = [
   { suffix: '.lora.up.weight', role: 'up' },
   { suffix: '_lora.down.weight', role: 'down' },
   { suffix: '_lora.up.weight', role: 'up' },
+  // XLabs' Flux processors (`…processor.qkv_lora1.down.weight`): the module keeps its `_lora1`.
+  { suffix: '.down.weight', role: 'down' },
+  { suffix: '.up.weight', role: 'up' },
   // LoCon's Tucker core, the module's scale and LyCORIS's DoRA magnitude.
   { suffix: '.lora_mid.weight', role: 'mid' },
   { suffix: '.alpha', role: 'alpha' },

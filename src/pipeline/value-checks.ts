@@ -16,13 +16,16 @@ import { MergeError, isMergeError } from '../errors.js';
 import type { BiasUpdate, PlannedReplacement, TensorUpdate } from '../plan/merge-plan.js';
 
 /** Largest finite value of each output dtype, for messages. */
-const LARGEST: Record<FloatDType, string> = { F32: '3.4e38', F16: '65504', BF16: '3.39e38' };
+const LARGEST: Record<FloatDType, string> = { F32: '3.4e38', F16: '65504', BF16: '3.39e38', F8_E4M3: '448', F8_E5M2: '57344' };
 
 /** Per dtype: the exponent mask and the increment that carries into the sign bit when it is all ones. */
 const EXPONENT_TEST: Partial<Record<DType, { mask: number; carry: number; signs: number }>> = {
   F32: { mask: 0x7f800000, carry: 0x00800000, signs: 0x80000000 },
   F16: { mask: 0x7c007c00, carry: 0x04000400, signs: 0x80008000 },
   BF16: { mask: 0x7f807f80, carry: 0x00800080, signs: 0x80008000 },
+  // fp8, four per word: e5m2's exponent is 0x7c; e4m3fn has no Inf and only 0x7f/0xff are NaN.
+  F8_E5M2: { mask: 0x7c7c7c7c, carry: 0x04040404, signs: 0x80808080 },
+  F8_E4M3: { mask: 0x7f7f7f7f, carry: 0x01010101, signs: 0x80808080 },
 };
 
 /**
@@ -40,11 +43,12 @@ export function hasNonFinite(bytes: Uint8Array, dtype: DType): boolean {
   let seen = 0;
   for (let i = 0; i < words; i++) seen |= (u32[i] & mask) + carry;
   if ((seen >>> 0) & test.signs) return true;
-  if (bytes.byteLength % 4 === 2) {
-    const h = bytes[bytes.byteLength - 2] | (bytes[bytes.byteLength - 1] << 8);
-    return ((h & (mask & 0xffff)) + (carry & 0xffff)) & 0x8000 ? true : false;
-  }
-  return false;
+  if (bytes.byteLength % 4 === 0) return false;
+  // The last one to three bytes: a zero-padded word.
+  let tail = 0;
+  for (let i = words * 4, k = 0; i < bytes.byteLength; i++, k += 8) tail |= bytes[i] << k;
+  const filled = 2 ** (8 * (bytes.byteLength % 4)) - 1;
+  return (((tail & mask) + (carry & filled)) & test.signs & filled) !== 0;
 }
 
 /** How many NaN/Inf values `bytes` holds (only called once hasNonFinite said some). */
@@ -52,6 +56,11 @@ export function countNonFinite(bytes: Uint8Array, dtype: DType): number {
   if (!EXPONENT_TEST[dtype]) return 0;
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   let n = 0;
+  if (dtype === 'F8_E4M3' || dtype === 'F8_E5M2') {
+    const special = dtype === 'F8_E4M3' ? 0x7f : 0x7c;
+    for (let i = 0; i < bytes.byteLength; i++) if ((bytes[i] & special) === special) n++;
+    return n;
+  }
   if (dtype === 'F32') {
     const u32 = new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
     for (let i = 0; i < u32.length; i++) if ((u32[i] & 0x7f800000) === 0x7f800000) n++;

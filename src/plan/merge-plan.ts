@@ -20,6 +20,7 @@ import { DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import type { RowPlacement, WeightLayout } from '../engine/merge-op.js';
 import type { AdapterFormat, AdapterModule, ParsedAdapter } from '../formats/adapter.js';
+import type { BaseComponent } from '../formats/base-components.js';
 import { ModuleLocator, type KeyResolution, type Placement } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { formatProblemList } from './problems.js';
@@ -32,6 +33,10 @@ export interface BaseTensorInfo {
 
 export interface BaseTensorIndex {
   tensors: ReadonlyMap<string, BaseTensorInfo>;
+  /** Tensors stored as value / scale (scaled fp8): their terms are divided by the scale. */
+  valueScales?: ReadonlyMap<string, number>;
+  /** The components the base's files name (a pipeline's folders); else found from the keys. */
+  components?: readonly BaseComponent[];
 }
 
 export interface WeightedAdapter {
@@ -126,8 +131,19 @@ export interface PlanSummary {
   flops: number;
 }
 
+/** A module not merged because it names a component the base does not hold. */
+export interface LeftOutModule {
+  adapterIndex: number;
+  adapter: string;
+  module: string;
+  /** Why, e.g. "names text encoder 1 (CLIP-L), which the base does not hold (it holds …)". */
+  reason: string;
+}
+
 export interface MergePlan {
   adapters: { name: string; format: AdapterFormat; weight: number; modules: number; replacements: number }[];
+  /** Modules for components the base lacks: not merged, and said so (warnings, output metadata). */
+  leftOut: LeftOutModule[];
   /** In the base's tensor order. */
   updates: TensorUpdate[];
   biasUpdates: BiasUpdate[];
@@ -144,6 +160,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
   const updates = new Map<string, TensorUpdate>();
   const biases = new Map<string, BiasUpdate>();
   const replacements = new Map<string, PlannedReplacement>();
+  const leftOut: LeftOutModule[] = [];
 
   adapters.forEach(({ adapter, weight }, adapterIndex) => {
     const report = (module: string, code: MergeErrorCode, message: string) =>
@@ -157,7 +174,8 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       const fail = (code: MergeErrorCode, message: string) => report(moduleName, code, message);
       const location = locator.locate(module.address);
       if (!location.found) {
-        fail(location.code, location.message);
+        if (location.missingComponent) leftOut.push({ adapterIndex, adapter: adapter.name, module: moduleName, reason: location.message });
+        else fail(location.code, location.message);
         continue;
       }
       if (!Object.values(module.tensors).every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;
@@ -172,6 +190,11 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       }
       if (module.update.kind !== 'low-rank' && (location.targets.length > 1 || location.targets[0].rows)) {
         fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a module that lands on part of a tensor (${location.targets.map(describeTarget).join(', ')}) is not supported`);
+        continue;
+      }
+      const unplaced = unplacedRows(location.targets, module.deltaShape[0]);
+      if (unplaced) {
+        fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit where ${location.layout} puts it (${location.targets.map(describeTarget).join(', ')}): ${unplaced}`);
         continue;
       }
       for (const target of location.targets) {
@@ -193,8 +216,21 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         }
         seen.set(baseKey, [...onTensor, { module: moduleName, rows }]);
 
+        // A scaled fp8 weight stores W / s: merging in the real domain and storing by the same
+        // scale is adding ΔW / s to the stored values.
+        const valueScale = base.valueScales?.get(baseKey) ?? 1;
+        if (valueScale !== 1 && module.dora) {
+          fail('UNSUPPORTED_FORMAT', `DoRA on the scaled fp8 weight ${baseKey} is not supported`);
+          continue;
+        }
+        // Maps of W (IA3, OFT, GLoRA's W·P·Q) act on the stored values themselves: dividing their
+        // scale by the weight's would be wrong, and nothing here splits them yet.
+        if (valueScale !== 1 && module.update.kind === 'transform') {
+          fail('UNSUPPORTED_FORMAT', `${module.algorithm} on the scaled fp8 weight ${baseKey} is not supported`);
+          continue;
+        }
         const term: PlannedTerm = {
-          adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale, layout: location.layout,
+          adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale / valueScale, layout: location.layout,
         };
         if (view.placement) term.placement = view.placement;
         let update = updates.get(baseKey);
@@ -215,6 +251,15 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       }
     }
 
+    const mine = leftOut.filter((m) => m.adapterIndex === adapterIndex);
+    for (const reason of new Set(mine.map((m) => m.reason))) {
+      const names = mine.filter((m) => m.reason === reason).map((m) => m.module);
+      warnings.push(`${adapter.name}: ${names.length} module${names.length === 1 ? '' : 's'} left out, not merged: ${names.length === 1 ? 'it names' : 'they name'} ${reason.replace(/^names /, '')} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''})`);
+    }
+    if (mine.length > 0 && mine.length === adapter.modules.length && adapter.replacements.length === 0) {
+      report('', 'PLAN_INVALID', `none of its ${mine.length} modules lands in this base (${mine[0].reason.replace(/^names /, 'they name ')})`);
+    }
+
     for (const rep of adapter.replacements) {
       const name = rep.path;
       const resolved = locator.resolveTensorPath(name);
@@ -228,7 +273,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       if (!isFloatDType(rep.tensor.dtype) || !isFloatDType(info.dtype)) {
-        report(name, 'UNSUPPORTED_FORMAT', `replacement ${rep.tensor.dtype} for base ${resolved.key} ${info.dtype}: only F32, F16 and BF16 tensors can be replaced`);
+        report(name, 'UNSUPPORTED_FORMAT', `replacement ${rep.tensor.dtype} for base ${resolved.key} ${info.dtype}: only float tensors can be replaced`);
         continue;
       }
       const other = replacements.get(resolved.key);
@@ -252,6 +297,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     adapters: adapters.map(({ adapter, weight }) => ({
       name: adapter.name, format: adapter.format, weight, modules: adapter.modules.length, replacements: adapter.replacements.length,
     })),
+    leftOut,
     updates: byBaseOrder(updates),
     biasUpdates: byBaseOrder(biases),
     replacements: byBaseOrder(replacements),
@@ -292,7 +338,7 @@ type Fail = (code: MergeErrorCode, message: string) => void;
 function checkFloat(dtype: DType, module: AdapterModule, fail: Fail, what: string): boolean {
   // Factors may be F64 (converted to f32 when loaded); weights must be a dtype the engine writes.
   if (isFloatDType(dtype) || (dtype === 'F64' && !what.startsWith('base'))) return true;
-  fail('UNSUPPORTED_FORMAT', `${what} is ${dtype}; only F32, F16 and BF16 ${what.startsWith('base') ? 'weights' : 'factors'} can be merged (${module.kind} module)`);
+  fail('UNSUPPORTED_FORMAT', `${what} is ${dtype}; only F32, F16, BF16 and fp8 ${what.startsWith('base') ? 'weights' : 'factors'} can be merged (${module.kind} module)`);
   return false;
 }
 
@@ -373,6 +419,23 @@ function withBaseDims(delta: readonly number[], shape: readonly number[]): numbe
   return out;
 }
 
+/**
+ * A module placed by rows must have each of its ΔW rows land exactly once across its targets: a
+ * LoRA whose up factor has more or fewer rows than the slices it names is the wrong shape, not a
+ * partial update. Returns why not, or null.
+ */
+function unplacedRows(targets: readonly Placement[], deltaRows: number): string | null {
+  if (targets.length === 1 && !targets[0].rows) return null;
+  const spans = targets.flatMap((t): RowSpan[] => (t.rows ?? [{ src: 0, count: deltaRows }]).map((g) => [g.src, g.src + g.count]));
+  spans.sort((x, y) => x[0] - y[0]);
+  let next = 0;
+  for (const [from, to] of spans) {
+    if (from !== next) return from < next ? `ΔW row ${from} would land twice` : `ΔW rows ${next}–${from - 1} land nowhere`;
+    next = to;
+  }
+  return next === deltaRows ? null : next < deltaRows ? `ΔW rows ${next}–${deltaRows - 1} land nowhere` : `the placement needs ${next} ΔW rows, ΔW has ${deltaRows}`;
+}
+
 /** Why a layout's row placement does not fit ΔW's and the base's rows, or null when it does. */
 function placementProblem(segments: readonly { src: number; dst: number; count: number }[], deltaRows: number, baseRows: number): string | null {
   const taken: RowSpan[] = [];
@@ -407,7 +470,7 @@ function planBias(module: AdapterModule, term: PlannedTerm, weightKey: string, b
   const out = module.deltaShape[0];
   const baseOut = base.tensors.get(weightKey)!.shape[0];
   if (!info) return fail('UNKNOWN_MODULE', `has lora_B.bias but the base has no ${biasKey}`);
-  if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16 and BF16 can be merged`);
+  if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16, BF16 and fp8 can be merged`);
   if (product(info.shape) !== baseOut || product(biasB.shape) !== out) {
     return fail('SHAPE_MISMATCH', `lora_B.bias ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should have ${out} and ${baseOut} values`);
   }

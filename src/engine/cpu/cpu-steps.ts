@@ -10,7 +10,7 @@ import type { FloatTensorBytes, MergeOp } from '../merge-op.js';
 import { checkOp, type OpShape } from '../op-shape.js';
 import { lowRankFactors } from '../low-rank-factors.js';
 import { needsColumnNorms, storedAxis, type UpdateStep } from '../update-steps.js';
-import { addLowRank, storeRow } from './cpu-merge.js';
+import { addLowRank, outputRows, storeRow } from './cpu-merge.js';
 import { columnFactors } from '../column-norms.js';
 
 const f32 = (t: FloatTensorBytes): Float32Array => decodeToF32(t.data, t.dtype);
@@ -36,7 +36,7 @@ export function mergeStepsOnCpu(op: MergeOp, signal?: AbortSignal): Uint8Array {
   const shape = checkOp(op);
   const v = stepValues(op, shape, signal);
   const cols = op.cols;
-  const out = op.outDtype === 'F32' ? new Float32Array(shape.rowCount * cols) : new Uint16Array(shape.rowCount * cols);
+  const out = outputRows(op.outDtype, shape.rowCount * cols);
   let finite = true;
   for (let r = 0; r < shape.rowCount; r++) {
     if (!storeRow(v.subarray(r * cols, (r + 1) * cols), 1, undefined, op.outDtype, out, r * cols)) finite = false;

@@ -17,7 +17,7 @@ import { StepChain } from './step-chain.js';
 import type { MergeDevice } from './gpu-device.js';
 import { ReusableBuffer } from './reusable-buffer.js';
 import {
-  dispatchShape, mergeBindGroupLayout, mergePipeline, paramsBytes, RANK_STEP, TILE, PARAMS_BYTES, WORKGROUP_SIZE,
+  columnPadding, dispatchShape, mergeBindGroupLayout, mergePipeline, paramsBytes, RANK_STEP, TILE, PARAMS_BYTES, WORKGROUP_SIZE,
   type DoraMode, type MergeEntry, type MergeParams,
 } from './merge-program.js';
 
@@ -177,7 +177,7 @@ export class WebGpuBackend implements MergeBackend {
 
   private plan(op: MergeOp, shape: OpShape): SlabPlan | undefined {
     const factors = lowRankFactors(op, shape);
-    const paddedCols = roundUp(op.cols, TILE);
+    const paddedCols = roundUp(op.cols, columnPadding(op.base.dtype, op.outDtype));
     // The readback buffer holds a slab plus the flag: leave it room under the buffer size limit.
     const limit = Math.min(this.gpu.maxBindingBytes - 512, MAX_SLAB_BYTES);
     const paddedRank = roundUp(factors.rank, RANK_STEP);

@@ -66,6 +66,8 @@ export interface ModuleContext {
   options?: Readonly<Record<string, number | boolean>>;
   /** The values of the one-number tensors the algorithm lists in `scalars` (LyCORIS IA3's `on_input`). */
   scalars?: ReadonlyMap<Role, number>;
+  /** The file's metadata asks for rsLoRA's α/√r (diffusers' lora_adapter_metadata `use_rslora`). */
+  rsLora?: boolean;
   /** Records a problem with this module; the message is prefixed with the file and module. */
   report(code: MergeErrorCode, message: string): void;
 }
@@ -95,9 +97,9 @@ export interface Algorithm {
  * α and the scale α/r as kohya, LyCORIS and diffusers apply them: a module without α (or with
  * α = 0, which kohya treats as unset) is not scaled.
  */
-export function alphaScale(alpha: number | undefined, rank: number): { alpha: number; scale: number } {
-  const a = alpha === undefined || alpha === 0 ? rank : alpha;
-  return { alpha: a, scale: a / rank };
+export function alphaScale(alpha: number | undefined, rank: number, rsLora = false): { alpha: number; scale: number } {
+  if (alpha === undefined || alpha === 0) return { alpha: rank, scale: 1 };
+  return { alpha, scale: rsLora ? alpha / Math.sqrt(rank) : alpha / rank };
 }
 
 /** The fields every module shares, from its context. */

@@ -51,7 +51,7 @@ export const loha: Algorithm = {
       kind: deltaShape.length > 2 ? 'conv' as const : 'linear' as const,
       deltaShape,
       rank,
-      ...alphaScale(context.alpha, rank),
+      ...alphaScale(context.alpha, rank, context.rsLora),
       tensors: { w1a, w1b, w2a, w2b, ...(t1 && t2 ? { t1, t2 } : {}) },
       update: { kind: 'low-rank' as const, rank: rank * r2 },
       fanInFanOut: false,

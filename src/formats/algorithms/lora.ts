@@ -48,7 +48,7 @@ export const lora: Algorithm = {
       kind: down.shape.length > 2 || mid ? 'conv' : 'linear',
       deltaShape: mid ? [up.shape[0], down.shape[1], ...mid.shape.slice(2)] : [up.shape[0], ...down.shape.slice(1)],
       rank,
-      ...alphaScale(context.alpha, rank),
+      ...alphaScale(context.alpha, rank, context.rsLora),
       tensors: { down, up, ...(mid ? { mid } : {}) },
       update: { kind: 'low-rank', rank },
       fanInFanOut: false,
