@@ -4,7 +4,7 @@
  * Weights are left out on purpose: the page scales scales and ratios by the sliders itself.
  */
 import {
-  estimateUpdateMagnitudes, prepareMerge, type InputFileSet, type ParsedAdapter,
+  ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, prepareMerge, type InputFileSet, type ParsedAdapter,
 } from '../src/index.js';
 import type { AdapterSummary, PlanSummary } from './worker-protocol.js';
 
@@ -17,7 +17,7 @@ function range(values: number[]): string {
 function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
   return {
     name: adapter.name,
-    format: { peft: 'PEFT', kohya: 'kohya', gguf: 'GGUF' }[adapter.format],
+    format: ADAPTER_FORMAT_NAMES[adapter.format],
     modules: adapter.modules.length,
     rank: range(adapter.modules.map((m) => m.rank)),
     alpha: range(adapter.modules.map((m) => m.alpha)),

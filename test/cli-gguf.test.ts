@@ -76,7 +76,7 @@ describe('loramerge with GGUF', () => {
   it.each([
     ['a --dtype whose blocks do not fit the rows', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'q4_k'], 2, /tensor "blk\.0\.ffn_up\.weight": rows of 64 values are not whole Q4_K blocks of 256/],
     ['a --dtype GGUF does not write', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'iq2_xs'], 2, /--dtype for a GGUF model must be one of f32, f16, bf16, q8_0/],
-    ['a --dtype a safetensors base does not take', undefined, ['--dtype', 'q4_k'], 2, /--dtype must be f32, f16 or bf16 for a safetensors model/],
+    ['a --dtype a safetensors base does not take', undefined, ['--dtype', 'q4_k'], 2, /--dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "q4_k" \(for a safetensors model\)/],
     ['a truncated base', { 'base.gguf': small.subarray(0, small.byteLength - 100), 'lora.gguf': smallLora }, [], 1, /base\.gguf: tensor "blk\.0\.ffn_up\.weight" ends at byte \d+ but the file has only/],
     ['an adapter given as the base', { 'base.gguf': smallLora, 'lora.gguf': smallLora }, [], 2, /base\.gguf: is a LoRA adapter \(general\.type = adapter\), not a base model/],
   ])('refuses %s', async (_what, files, extra, code, message) => {

@@ -1,17 +1,13 @@
 /** `loramerge inspect PATH`: what a base model or an adapter holds. */
 import { stat } from 'node:fs/promises';
 import { MergeError, isMergeError } from '../errors.js';
-import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import { ADAPTER_FORMAT_NAMES, openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import type { BaseModel } from '../formats/base-model.js';
 import { openModel } from '../formats/open-model.js';
 import { isGgufSplitPart, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
 import type { InputFileSet } from '../io/types.js';
 import type { InspectCommand } from './args.js';
 import { formatBytes } from '../format.js';
-
-const ADAPTER_TITLES: Readonly<Record<ParsedAdapter['format'], string>> = {
-  peft: 'PEFT LoRA adapter', kohya: 'kohya/LyCORIS LoRA', gguf: 'llama.cpp GGUF LoRA adapter',
-};
 
 /** Errors that mean "this is not an adapter" rather than "this adapter is broken". */
 const NOT_AN_ADAPTER = new Set(['UNSUPPORTED_FORMAT', 'NOT_FOUND', 'BAD_ARGUMENT']);
@@ -66,7 +62,7 @@ function describeBase(files: InputFileSet, base: BaseModel): string[] {
 
 function describeAdapter(adapter: ParsedAdapter): string[] {
   const lines = [
-    `${adapter.name}: ${ADAPTER_TITLES[adapter.format]} (${adapter.modules.length} modules` +
+    `${adapter.name}: ${ADAPTER_FORMAT_NAMES[adapter.format]} LoRA${adapter.format === 'peft' || adapter.format === 'gguf' ? ' adapter' : ''} (${adapter.modules.length} modules` +
       `${adapter.replacements.length ? `, ${adapter.replacements.length} full tensors` : ''})`,
     `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.dtype)))}`,
   ];

@@ -60,8 +60,21 @@ export interface ContainerFormat {
   /**
    * Opens the writer of output shard `shardIndex` (the header goes first). `shards` are all output
    * shards, their tensors with their output types; `provenance` is added to the file's metadata.
+   * `mirror`: nothing in the shard changes and the base asks for it to be written as it was
+   * (a pipeline component), source header included.
    */
-  createWriter(sink: ByteSink, shardIndex: number, shards: readonly StoredShard[], provenance: Readonly<Record<string, string>>): Promise<TensorFileWriter>;
-  /** Writes the files that describe the written shards (a safetensors index); returns their paths. */
-  writeSidecars(output: OutputTarget, shards: readonly StoredShard[]): Promise<string[]>;
+  createWriter(
+    sink: ByteSink, shardIndex: number, shards: readonly StoredShard[], provenance: Readonly<Record<string, string>>, mirror: boolean,
+  ): Promise<TensorFileWriter>;
+  /**
+   * Writes the files that describe the written shards (safetensors indexes); returns their paths.
+   * `mirrored[i]`: output shard i was written as it was; `copyInput` copies a base file unchanged.
+   */
+  writeSidecars(output: OutputTarget, shards: readonly StoredShard[], written: SidecarContext): Promise<string[]>;
+}
+
+/** What writeSidecars may need to know of how the shards were written. */
+export interface SidecarContext {
+  readonly mirrored: readonly boolean[];
+  copyInput(path: string): Promise<void>;
 }

@@ -73,5 +73,5 @@ export function moduleAddress(name: string): ModuleAddress {
 
 /** Is this one of kohya's flat names (`lora_unet_…`, `lora_te1_…`)? Used to recognise kohya files. */
 export function isKohyaModuleName(name: string): boolean {
-  return /^lora_(unet|te|te1|te2|te3)_[^.]+$/.test(name);
+  return /^(lora_(unet|te|te1|te2|te3)|lycoris)_[^.]+$/.test(name);
 }

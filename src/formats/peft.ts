@@ -7,6 +7,7 @@ import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement } from './adapter.js';
 import { lora } from './algorithms/lora.js';
 import { isModifiedBaseInit, lookupPattern, parsePeftConfig, type PeftLoraConfig } from './peft-config.js';
+import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 const PEFT_PREFIX = 'base_model.model.';
@@ -34,6 +35,7 @@ type Problem = { code: MergeErrorCode; message: string };
  * the user gave it; `configFile` and `file.source.name` appear in messages.
  */
 export function parsePeftAdapter(name: string, configText: string, configFile: string, file: SafetensorsFile): ParsedAdapter {
+  if (peftMethodOf(configText)) return parsePeftMethodAdapter(name, configText, configFile, file);
   const config = parsePeftConfig(configText, configFile);
   const problems: Problem[] = [];
   const warnings: string[] = [];

@@ -1,14 +1,17 @@
 /**
  * Safetensors as a ContainerFormat: tensors are written in the base's dtype, or every float tensor
- * in the requested one (--dtype), rounded once; each output shard keeps its input shard's
- * `__metadata__` plus the merge's provenance, and a sharded base gets a rewritten index.
+ * in the requested one (--dtype, fp8 included), rounded once; each output shard keeps its input
+ * shard's `__metadata__` plus the merge's provenance. A shard nothing changes in, where the base
+ * asks for it (a pipeline component), is written byte for byte as it was, header included; every
+ * index is rewritten with the new total size, or copied when all its shards were mirrored.
  */
 import { DTYPE_BYTES, decodeToF32, encodeFromF32, isFloatDType, parseOutDType, type DType, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
-import type { OutputTarget } from '../io/types.js';
 import type { ContainerFormat, StoredShard, StoredTensor, TensorFileWriter } from './container.js';
 import { createSafetensorsWriter } from './safetensors-writer.js';
+import type { SafetensorsFile } from './safetensors-types.js';
+import { createVerbatimWriter } from './verbatim-writer.js';
 
 /** `*.safetensors.index.json`: which shard holds each tensor. */
 export interface ShardIndex {
@@ -16,17 +19,22 @@ export interface ShardIndex {
   weight_map: Record<string, string>;
 }
 
-export function safetensorsContainer(
-  shardMetadata: readonly Readonly<Record<string, string>>[],
-  index?: { path: string; contents: ShardIndex },
-): ContainerFormat {
+/** A `*.safetensors.index.json` and the shards it lists (relative paths, as the shards'). */
+export interface BaseIndexFile {
+  path: string;
+  index: ShardIndex;
+  shards: readonly string[];
+}
+
+/** `files`: the input shards in order; `indexes`: the base's index files. */
+export function safetensorsContainer(files: readonly SafetensorsFile[], indexes: readonly BaseIndexFile[]): ContainerFormat {
   return {
     name: 'safetensors',
     parseOutputType(name) {
       try {
         return parseOutDType(name);
       } catch {
-        throw new MergeError('BAD_ARGUMENT', `--dtype must be f32, f16 or bf16 for a safetensors model, not "${name}"`);
+        throw new MergeError('BAD_ARGUMENT', `--dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "${name}" (for a safetensors model)`);
       }
     },
     outputType(tensor, _changed, requested) {
@@ -44,18 +52,27 @@ export function safetensorsContainer(
       if (!isFloatDType(from) || !isFloatDType(to)) throw new MergeError('BAD_ARGUMENT', `cannot convert ${from} to ${to}`);
       return encodeFromF32(decodeToF32(bytes, from), to);
     },
-    async createWriter(sink, shardIndex, shards, provenance): Promise<TensorFileWriter> {
+    async createWriter(sink, shardIndex, shards, provenance, mirror): Promise<TensorFileWriter> {
+      if (mirror) return createVerbatimWriter(sink, files[shardIndex]);
       const declared = shards[shardIndex].tensors.map((t) => ({ name: t.name, dtype: t.type as DType, shape: t.shape }));
-      return createSafetensorsWriter(sink, declared, { ...shardMetadata[shardIndex], ...provenance });
+      return createSafetensorsWriter(sink, declared, { ...files[shardIndex].metadata, ...provenance });
     },
-    async writeSidecars(output: OutputTarget, shards: readonly StoredShard[]) {
-      if (!index) return [];
-      const totalSize = shards.reduce((sum, s) => sum + s.tensors.reduce((n, t: StoredTensor) => n + t.byteLength, 0), 0);
-      const contents = { ...index.contents, metadata: { ...(index.contents.metadata ?? {}), total_size: totalSize } };
-      const sink = await output.createFile(index.path);
-      await sink.write(new TextEncoder().encode(JSON.stringify(contents, null, 2) + '\n'));
-      await sink.close();
-      return [index.path];
+    async writeSidecars(output, shards: readonly StoredShard[], { mirrored, copyInput }) {
+      const written: string[] = [];
+      for (const { path, index, shards: paths } of indexes) {
+        const indices = paths.map((p) => shards.findIndex((s) => s.path === p));
+        if (indices.every((i) => mirrored[i])) {
+          await copyInput(path);
+        } else {
+          const totalSize = indices.reduce((sum, i) => sum + shards[i].tensors.reduce((n, t: StoredTensor) => n + t.byteLength, 0), 0);
+          const contents = { ...index, metadata: { ...(index.metadata ?? {}), total_size: totalSize } };
+          const sink = await output.createFile(path);
+          await sink.write(new TextEncoder().encode(JSON.stringify(contents, null, 2) + '\n'));
+          await sink.close();
+        }
+        written.push(path);
+      }
+      return written;
     },
   };
 }

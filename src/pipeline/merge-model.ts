@@ -5,30 +5,36 @@
  * output target, which removes everything written. The base's container (safetensors, GGUF)
  * decides each tensor's output type, decodes and encodes rows, and writes the files.
  */
-import type { LowRankTerm, MergeBackend } from '../engine/merge-op.js';
+import { isDType, isFloatDType } from '../dtype.js';
+import type { MergeBackend } from '../engine/merge-op.js';
 import { MergeError, throwIfAborted } from '../errors.js';
-import type { BaseTensor } from '../formats/base-model.js';
+import type { BaseShard, BaseTensor } from '../formats/base-model.js';
 import type { ContainerFormat, StoredShard, StoredTensor, TensorFileWriter } from '../formats/container.js';
 import { copyInputFile } from '../io/copy-file.js';
 import type { OutputTarget } from '../io/types.js';
-import { loadBiasUpdate, loadMergeOp, loadReplacement, loadTerms } from '../plan/load-op.js';
+import { loadBiasUpdate, loadReplacement, loadUpdateSteps } from '../plan/load-op.js';
+import { slabOp, slabSteps, type LoadedStep } from '../plan/load-steps.js';
+import { resolveStreamedNorms } from './column-norm-pass.js';
 import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorUpdate } from '../plan/merge-plan.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
 import { runPipelined } from './work-queue.js';
+import { checkConverted, checkReplacement, CopiedNonFinite, explainBiasNonFinite, explainNonFinite } from './value-checks.js';
 
 export interface MergeModelOptions {
   prepared: PreparedMerge;
   output: OutputTarget;
   backend: MergeBackend;
   /**
-   * Output type (`f16`, `bf16`, and for GGUF `q8_0`, `q4_k`…; checked by the base's container).
-   * Safetensors: every float tensor is written in it. GGUF: every merged tensor of two or more
-   * dimensions. Default: each tensor keeps the base's type.
+   * Output type (`f16`, `bf16`, `f8_e4m3`…, and for GGUF `q8_0`, `q4_k`…; checked by the base's
+   * container). Safetensors: every float tensor is written in it. GGUF: every merged tensor of two
+   * or more dimensions. Default: each tensor keeps the base's type.
    */
   outDtype?: string;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
+  /** Things the user should know that do not stop the merge (NaN/Inf the base already holds in copied tensors). */
+  onWarning?: (message: string) => void;
   /** Upper bound on the base bytes of one unit of work (a row slab or a copied chunk). */
   slabBytes?: number;
 }
@@ -41,6 +47,8 @@ export interface MergeResult {
   bytesWritten: number;
   seconds: number;
   backend: string;
+  /** The warnings also given to onWarning. */
+  warnings: string[];
 }
 
 /**
@@ -52,14 +60,18 @@ export interface MergeResult {
 const DEFAULT_SLAB_BYTES = 4 * 1024 * 1024;
 
 type Action =
-  | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; terms: () => Promise<LowRankTerm[]> }
+  | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; steps: () => Promise<LoadedStep[]> }
   | { kind: 'bias'; bias: BiasUpdate }
   | { kind: 'replace'; replacement: PlannedReplacement }
   | { kind: 'copy'; start: number; length: number };
 
 interface WorkUnit {
   shardIndex: number;
+  /** The shard's file, for messages. */
+  file: string;
   tensor: BaseTensor;
+  /** Its name in its file (the key without the shard's prefix). */
+  storedName: string;
   /** The type the output file stores this tensor in. */
   outType: string;
   action: Action;
@@ -80,34 +92,46 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   const biases = new Map(plan.biasUpdates.map((b) => [b.baseKey, b]));
   const replacements = new Map(plan.replacements.map((r) => [r.baseKey, r]));
-  const changed = (name: string) => updates.has(name) || biases.has(name) || replacements.has(name);
-  const outTypeOf = (stored: StoredTensor) => format.outputType(stored, changed(stored.name), requested);
-  checkOutputTypes(base.shards, format, outTypeOf);
+  const keyOf = (shard: BaseShard, stored: StoredTensor) => shard.keyPrefix + stored.name;
+  const changed = (key: string) => updates.has(key) || biases.has(key) || replacements.has(key);
+  const outTypeOf = (shard: BaseShard, stored: StoredTensor) => format.outputType(stored, changed(keyOf(shard, stored)), requested);
+  checkOutputTypes(base.name, base.shards, base.valueScales, format, outTypeOf);
 
-  const units: WorkUnit[] = [];
   const outShards: StoredShard[] = base.shards.map((shard) => ({
     path: shard.path,
     tensors: shard.tensors.map((t) => {
-      const type = outTypeOf(t);
+      const type = outTypeOf(shard, t);
       return { name: t.name, type, shape: t.shape, byteLength: type === t.type ? t.byteLength : format.byteLength(type, product(t.shape)) };
     }),
   }));
+  // A pipeline component nothing changes is written byte for byte as it was ("mirrored"): its
+  // tensors still stream through the copy checks, but its header is the source's own.
+  const mirrored = base.shards.map((shard) => shard.mirrorIfUnchanged && shard.tensors.every((t) => !changed(keyOf(shard, t)) && outTypeOf(shard, t) === t.type));
+
+  const units: WorkUnit[] = [];
   base.shards.forEach((shard, shardIndex) => {
     for (const stored of shard.tensors) {
-      const tensor = base.tensors.get(stored.name)!;
-      const outType = outTypeOf(stored);
-      const push = (action: Action, outBytes: number) => units.push({ shardIndex, tensor, outType, action, outBytes });
-      const update = updates.get(stored.name);
-      const bias = biases.get(stored.name);
-      const replacement = replacements.get(stored.name);
+      const key = keyOf(shard, stored);
+      const tensor = base.tensors.get(key)!;
+      const outType = outTypeOf(shard, stored);
+      const push = (action: Action, outBytes: number) =>
+        units.push({ shardIndex, file: shard.sourceName, tensor, storedName: stored.name, outType, action, outBytes });
+      const update = updates.get(key);
+      const bias = biases.get(key);
+      const replacement = replacements.get(key);
       if (update) {
-        // Factors are read once per tensor, shared by its slabs.
-        let terms: Promise<LowRankTerm[]> | undefined;
-        const loadOnce = () => (terms ??= loadTerms(update));
+        // Factors are read once per tensor, shared by its slabs; DoRA norms across rows take a
+        // pass over the slabs of their own first (column-norm-pass.ts), decoded like the merge's.
         const rowBytes = format.byteLength(stored.type, update.cols);
-        const rowsPerSlab = slabbable(update) ? Math.max(1, Math.floor(slabBytes / Math.max(rowBytes, 1))) : update.rows;
+        const block = update.rowBlock;
+        const rowsPerSlab = Math.max(block, Math.floor(slabBytes / Math.max(rowBytes, 1) / block) * block);
+        let steps: Promise<LoadedStep[]> | undefined;
+        const loadOnce = () => (steps ??= loadUpdateSteps(update).then((loaded) => resolveStreamedNorms({
+          name: key, rows: update.rows, cols: update.cols, layout: update.layout, dtype: format.engineDtype(stored.type),
+          readRows: async (r0, n) => (await format.decodeRows(stored.type, await base.readPart(key, r0 * rowBytes, n * rowBytes), backend, signal)).data,
+        }, loaded, rowsPerSlab, backend, signal)));
         for (const [rowStart, rowCount] of pieces(update.rows, rowsPerSlab)) {
-          push({ kind: 'update', update, rowStart, rowCount, terms: loadOnce }, format.byteLength(outType, rowCount * update.cols));
+          push({ kind: 'update', update, rowStart, rowCount, steps: loadOnce }, format.byteLength(outType, rowCount * update.cols));
         }
       } else if (bias) {
         push({ kind: 'bias', bias }, format.byteLength(outType, bias.length));
@@ -130,6 +154,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const tensorsTotal = base.tensors.size;
   let bytesDone = 0;
   let tensorsDone = 0;
+  let warnings: string[] = [];
   const writers: TensorFileWriter[] = [];
   const files: string[] = [];
   /** Finishes the open shard and opens every shard up to `shardIndex` (empty ones get just a header). */
@@ -137,11 +162,13 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     while (writers.length <= shardIndex) {
       const open = writers[writers.length - 1];
       if (open) await open.finish();
-      const shard = outShards[writers.length];
-      writers.push(await format.createWriter(await output.createFile(shard.path), writers.length, outShards, provenance));
+      const i = writers.length;
+      const shard = outShards[i];
+      writers.push(await format.createWriter(await output.createFile(shard.path), i, outShards, provenance, mirrored[i]));
       files.push(shard.path);
     }
   };
+  const copiedNonFinite = new CopiedNonFinite();
   const emit = (phase: 'merge' | 'done', tensor?: string) =>
     onProgress?.({ phase, tensorsDone, tensorsTotal, bytesDone, bytesTotal, tensor });
 
@@ -151,10 +178,10 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       units,
       {
         read: (unit) => readUnit(prepared, unit),
-        compute: (unit, input) => computeUnit(unit, input, format, backend, signal),
+        compute: (unit, input) => computeUnit(unit, input, format, backend, copiedNonFinite, signal),
         write: async (unit, bytes) => {
           await advanceTo(unit.shardIndex);
-          await writers[unit.shardIndex].writeChunk(unit.tensor.name, bytes);
+          await writers[unit.shardIndex].writeChunk(unit.storedName, bytes);
           bytesDone += bytes.byteLength;
           if (isLastUnitOfTensor(unit)) tensorsDone++;
           emit('merge', unit.tensor.name);
@@ -162,10 +189,15 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       },
       signal,
     );
+    warnings = copiedNonFinite.warnings();
+    warnings.forEach((w) => options.onWarning?.(w));
     await advanceTo(base.shards.length - 1);
     await writers[writers.length - 1]?.finish();
     throwIfAborted(signal);
-    files.push(...(await format.writeSidecars(output, outShards)));
+    files.push(...(await format.writeSidecars(output, outShards, {
+      mirrored,
+      copyInput: (path) => copyInputFile(prepared.baseFiles, path, output),
+    })));
     for (const path of base.otherFiles) {
       throwIfAborted(signal);
       await copyInputFile(prepared.baseFiles, path, output);
@@ -179,6 +211,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   }
   emit('done');
   return {
+    warnings,
     files,
     tensors: tensorsTotal,
     tensorsUpdated: plan.summary.tensorsTouched,
@@ -196,12 +229,6 @@ function pieces(total: number, step: number): [number, number][] {
   return out;
 }
 
-/** DoRA norms that run across stored rows need the whole matrix at once; everything else slabs. */
-function slabbable(update: TensorUpdate): boolean {
-  if (!update.dora) return true;
-  return (update.dora.axis === 'out') === (update.layout === 'out-in');
-}
-
 function isLastUnitOfTensor(unit: WorkUnit): boolean {
   const a = unit.action;
   if (a.kind === 'update') return a.rowStart + a.rowCount >= a.update.rows;
@@ -209,13 +236,24 @@ function isLastUnitOfTensor(unit: WorkUnit): boolean {
   return true;
 }
 
-/** Every tensor's output type must fit it (GGUF block sizes); checked before any work. */
-function checkOutputTypes(shards: readonly StoredShard[], format: ContainerFormat, outTypeOf: (t: StoredTensor) => string): void {
+/**
+ * Every tensor's output type must fit it (GGUF block sizes), and a scaled fp8 weight must keep its
+ * dtype (its stored values are W / scale_weight: another dtype would need the scales redone too);
+ * checked before any work.
+ */
+function checkOutputTypes(
+  baseName: string, shards: readonly BaseShard[], valueScales: ReadonlyMap<string, number> | undefined,
+  format: ContainerFormat, outTypeOf: (shard: BaseShard, t: StoredTensor) => string,
+): void {
   const problems: string[] = [];
   for (const shard of shards) {
     for (const t of shard.tensors) {
-      const type = outTypeOf(t);
-      const why = type === t.type ? undefined : format.checkOutputType(t, type);
+      const type = outTypeOf(shard, t);
+      if (type === t.type) continue;
+      if (valueScales?.has(shard.keyPrefix + t.name)) {
+        throw new MergeError('BAD_ARGUMENT', `${baseName}: a scaled fp8 checkpoint (scale_weight per tensor) keeps its weights in ${t.type}; leave out the output dtype or choose ${t.type}`);
+      }
+      const why = format.checkOutputType(t, type);
       if (why) problems.push(`tensor "${t.name}": ${why}`);
     }
   }
@@ -234,7 +272,7 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8A
   switch (a.kind) {
     case 'update': {
       const rowBytes = base.format.byteLength(unit.tensor.storedType, a.update.cols);
-      await a.terms(); // start reading the factors together with the first slab
+      await a.steps(); // read the factors (and run any norm pass) before the first slab
       return base.readPart(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
     }
     case 'bias':
@@ -246,34 +284,57 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8A
   }
 }
 
-async function computeUnit(unit: WorkUnit, input: Uint8Array, format: ContainerFormat, backend: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
+async function computeUnit(
+  unit: WorkUnit, input: Uint8Array, format: ContainerFormat, backend: MergeBackend, copiedNonFinite: CopiedNonFinite, signal?: AbortSignal,
+): Promise<Uint8Array> {
   const a = unit.action;
+  const name = unit.tensor.name;
   const inType = unit.tensor.storedType;
   const outDtype = format.engineDtype(unit.outType);
+  const encode = (values: Uint8Array) => format.encodeRows(unit.outType, values);
   switch (a.kind) {
     case 'update': {
-      const base = await format.decodeRows(inType, input, backend, signal);
-      const op = await loadMergeOp(a.update, base, outDtype, { rowStart: a.rowStart, rowCount: a.rowCount }, await a.terms());
-      return format.encodeRows(unit.outType, await backend.merge(op, signal));
+      const { update, rowStart, rowCount } = a;
+      const decoded = await format.decodeRows(inType, input, backend, signal);
+      const op = slabOp({
+        name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: decoded, outDtype, rowStart, rowCount,
+      }, await slabSteps(await a.steps(), rowStart, rowCount));
+      const merged = await backend.merge(op, signal).catch(async (e: unknown) => {
+        throw await explainNonFinite(e, { file: unit.file, update, base: decoded.data, op });
+      });
+      return encode(merged);
     }
     case 'bias': {
-      const base = await format.decodeRows(inType, input, backend, signal);
-      return format.encodeRows(unit.outType, await backend.merge(await loadBiasUpdate(a.bias, base, outDtype), signal));
+      const decoded = await format.decodeRows(inType, input, backend, signal);
+      const op = await loadBiasUpdate(a.bias, decoded, outDtype);
+      const merged = await backend.merge(op, signal).catch((e: unknown) => {
+        throw explainBiasNonFinite(e, unit.file, a.bias, decoded.data, op);
+      });
+      return encode(merged);
     }
-    case 'replace':
-      return format.encodeRows(unit.outType, await loadReplacement(a.replacement, outDtype));
-    case 'copy':
+    case 'replace': {
+      const out = await loadReplacement(a.replacement, outDtype);
+      await checkReplacement(a.replacement, out, outDtype, () => a.replacement.file.read(a.replacement.tensor));
+      return encode(out);
+    }
+    case 'copy': {
+      // The bytes stay as they are; NaN/Inf the base already holds are reported, not refused.
+      if (isDType(inType)) copiedNonFinite.scan(unit.file, name, input, inType);
       if (inType === unit.outType) return input;
+      let out: Uint8Array;
       try {
-        return format.convert(input, inType, unit.outType);
+        out = format.convert(input, inType, unit.outType);
       } catch (e) {
-        if (e instanceof MergeError) throw new MergeError(e.code, `tensor "${unit.tensor.name}": ${e.message}`, { cause: e });
+        if (e instanceof MergeError) throw new MergeError(e.code, `tensor "${name}": ${e.message}`, { cause: e });
         throw e;
       }
+      if (isFloatDType(inType) && isFloatDType(unit.outType)) checkConverted(unit.file, name, input, inType, out, unit.outType);
+      return out;
+    }
   }
 }
 
-/** What went into this file, kept in its `__metadata__` so the merge can be traced and repeated. */
+/** What went into this file, kept in its metadata so the merge can be traced and repeated. */
 function provenanceMetadata(prepared: PreparedMerge, outDtype: string | undefined): Record<string, string> {
   const adapters = prepared.adapters.map(({ adapter, weight }, i) => {
     const scales = new Set<number>();
@@ -286,8 +347,10 @@ function provenanceMetadata(prepared: PreparedMerge, outDtype: string | undefine
       scales: [...scales].sort((x, y) => x - y),
     };
   });
+  const leftOut = prepared.plan.leftOut.map((m) => ({ adapter: adapters[m.adapterIndex].name, module: m.module, reason: m.reason }));
   return {
     'loramerge.adapters': JSON.stringify(adapters),
+    ...(leftOut.length ? { 'loramerge.left_out': JSON.stringify(leftOut) } : {}),
     'loramerge.rule': "W' = W + sum(weight * scale * B @ A), f32 accumulation, rounded once",
     ...(outDtype ? { 'loramerge.dtype': outDtype } : {}),
   };

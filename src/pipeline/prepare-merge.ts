@@ -9,6 +9,7 @@ import { openModel } from '../formats/open-model.js';
 import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type MergePlan } from '../plan/merge-plan.js';
 import { MergeError } from '../errors.js';
+import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 
 export interface AdapterInput {
   files: InputFileSet;
@@ -41,6 +42,8 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1 });
     }
     const plan = buildMergePlan(base, adapters);
+    plan.warnings.unshift(...base.warnings);
+    plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
     plan.warnings.push(...(base.planWarnings?.(plan) ?? []));
     return { baseFiles, base, adapters, plan, close };

@@ -89,6 +89,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       if (from === to) return bytes;
       throw new MergeError('BAD_ARGUMENT', `GGUF tensors are copied as stored, not converted from ${from} to ${to}`);
     },
+    // No GGUF shard is mirrored: every part gets its own provenance and file type.
     async createWriter(sink, shardIndex, shards, provenance): Promise<TensorFileWriter> {
       const header = inputs[shardIndex];
       const metadata = header.metadata.map((kv) => {

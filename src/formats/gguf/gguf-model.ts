@@ -9,8 +9,8 @@ import { MergeError } from '../../errors.js';
 import type { InputFileSet } from '../../io/types.js';
 import type { MergePlan, PlanProblem } from '../../plan/merge-plan.js';
 import type { ParsedAdapter } from '../adapter.js';
-import type { BaseModel, BaseTensor } from '../base-model.js';
-import type { ContainerFormat, StoredShard } from '../container.js';
+import type { BaseModel, BaseShard, BaseTensor } from '../base-model.js';
+import type { ContainerFormat } from '../container.js';
 import { blockCodec, CODEC_TYPE_NAMES } from './codecs/registry.js';
 import { ggufContainer } from './gguf-container.js';
 import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
@@ -105,8 +105,9 @@ function matrixShape(shape: number[]): number[] {
 class GgufModel implements BaseModel {
   readonly kind = 'gguf' as const;
   readonly tensors: ReadonlyMap<string, BaseTensor>;
-  readonly shards: readonly StoredShard[];
+  readonly shards: readonly BaseShard[];
   readonly format: ContainerFormat;
+  readonly warnings: readonly string[] = [];
   private readonly located = new Map<string, { file: GgufFile; tensor: GgufTensor }>();
 
   constructor(readonly name: string, private readonly parts: { path: string; file: GgufFile }[], readonly otherFiles: readonly string[]) {
@@ -122,6 +123,9 @@ class GgufModel implements BaseModel {
     this.tensors = tensors;
     this.shards = parts.map(({ path, file }) => ({
       path,
+      sourceName: file.source.name,
+      keyPrefix: '',
+      mirrorIfUnchanged: false,
       tensors: file.tensors.map((t) => ({ name: t.name, type: t.type.name, shape: t.shape, byteLength: t.byteLength })),
     }));
     this.format = ggufContainer(parts.map((p) => ({ metadata: p.file.metadata, alignment: p.file.alignment })), this.shards);

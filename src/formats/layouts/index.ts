@@ -11,14 +11,17 @@ import { dottedPath } from './dotted-path.js';
 import { hfToGguf } from './hf-to-gguf.js';
 import { kohyaFlat } from './kohya-flat.js';
 import type { BaseView, Layout, Placement } from './layout.js';
+import { fluxBfl } from './flux-bfl.js';
 import { openclipText } from './openclip-text.js';
+import { sd3Sai } from './sd3-sai.js';
+import { xlabsFlux } from './xlabs-flux.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
 
 export type { BaseView, Layout, LayoutResolution, Placement, RowSegment } from './layout.js';
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
 /** In the order they are tried: names as the base spells them first, then translations. */
-export const LAYOUTS: readonly Layout[] = [hfToGguf, dottedPath, kohyaFlat, sdLdmUnet, openclipText];
+export const LAYOUTS: readonly Layout[] = [hfToGguf, dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux];
 
 export type Location =
   | { found: true; targets: Placement[]; layout: string }
@@ -27,10 +30,17 @@ export type Location =
     code: 'UNKNOWN_MODULE' | 'AMBIGUOUS_MODULE';
     /** Why, without the module's name (the plan adds it). */
     message: string;
+    /**
+     * The module names a component the base does not hold (a Flux LoRA's text-encoder modules on
+     * a transformer-only file): left out, as kohya's and ComfyUI's loaders do, and said so.
+     */
+    missingComponent?: boolean;
   };
 
 export interface BaseShapes {
   readonly tensors: ReadonlyMap<string, { readonly shape: readonly number[] }>;
+  /** The base's components when its files say them (pipelines, component folders); else found from the keys. */
+  readonly components?: readonly BaseComponent[];
   /** The base file's typed metadata (GGUF), for layouts that need it. */
   metadata?(key: string): unknown;
 }
@@ -42,7 +52,7 @@ export class ModuleLocator {
   private readonly views = new Map<BaseComponent, BaseView>();
 
   constructor(private readonly base: BaseShapes) {
-    this.components = baseComponents(base.tensors.keys());
+    this.components = base.components ?? baseComponents(base.tensors.keys());
     this.whole = this.view(base.tensors.keys());
   }
 
@@ -57,7 +67,7 @@ export class ModuleLocator {
     const component = componentForPart(address.part, this.components);
     if (!component) {
       const held = this.components.map((c) => c.name).join(', ');
-      return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part)}, which the base does not hold (it holds ${held})` };
+      return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part)}, which the base does not hold (it holds ${held})`, missingComponent: true };
     }
     const result = tryLayouts(address, this.componentView(component));
     if (result.found || result.ambiguous) return describe(result, component);
