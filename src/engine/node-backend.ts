@@ -52,6 +52,7 @@ function releasingOnDispose(backend: MergeBackend, release: () => void): MergeBa
       return backend.description;
     },
     merge: (op, signal) => backend.merge(op, signal),
+    columnSumsOfSquares: backend.columnSumsOfSquares && ((op, signal) => backend.columnSumsOfSquares!(op, signal)),
     dequantize: backend.dequantize && ((type, blocks, signal) => backend.dequantize!(type, blocks, signal)),
     dispose() {
       backend.dispose();
