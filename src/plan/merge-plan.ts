@@ -18,7 +18,7 @@
  */
 import { DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
-import type { RowPlacement, WeightLayout } from '../engine/merge-op.js';
+import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.js';
 import type { AdapterFormat, AdapterModule, ParsedAdapter } from '../formats/adapter.js';
 import type { BaseComponent } from '../formats/base-components.js';
 import { ModuleLocator, type KeyResolution, type Placement } from '../formats/layouts/index.js';
@@ -179,8 +179,13 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       if (!Object.values(module.tensors).every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;
+      const describe = (target: Placement) => describeTarget(target, base.tensors.get(target.baseKey)?.shape[0]);
+      const targets = location.targets.map(describe).join(', ');
+      // A GGUF llama's q and k hold their rows in another order (permuted for llama.cpp's RoPE).
+      const landing = location.targets.every((t) => t.rows && isReordering(t.rows, base.tensors.get(t.baseKey)?.shape[0]))
+        ? 'whose rows the base stores in another order' : 'that lands on part of a tensor';
       if (module.dora && (location.targets.length > 1 || location.targets[0].rows)) {
-        fail('UNSUPPORTED_FORMAT', `DoRA on a module that lands on part of a tensor (${location.targets.map(describeTarget).join(', ')}) is not supported`);
+        fail('UNSUPPORTED_FORMAT', `DoRA on a module ${landing} (${targets}) is not supported`);
         continue;
       }
       const overLimit = moduleLimitProblem(module);
@@ -189,12 +194,12 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       if (module.update.kind !== 'low-rank' && (location.targets.length > 1 || location.targets[0].rows)) {
-        fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a module that lands on part of a tensor (${location.targets.map(describeTarget).join(', ')}) is not supported`);
+        fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a module ${landing} (${targets}) is not supported`);
         continue;
       }
       const unplaced = unplacedRows(location.targets, module.deltaShape[0]);
       if (unplaced) {
-        fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit where ${location.layout} puts it (${location.targets.map(describeTarget).join(', ')}): ${unplaced}`);
+        fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit where ${location.layout} puts it (${targets}): ${unplaced}`);
         continue;
       }
       for (const target of location.targets) {
@@ -211,7 +216,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         const onTensor = seen.get(baseKey) ?? [];
         const clash = onTensor.find((other) => other.rows.some((x) => rows.some((y) => x[0] < y[1] && y[0] < x[1])));
         if (clash) {
-          fail('AMBIGUOUS_MODULE', `targets ${describeTarget(target)}, as module "${clash.module}" of the same adapter does`);
+          fail('AMBIGUOUS_MODULE', `targets ${describe(target)}, as module "${clash.module}" of the same adapter does`);
           continue;
         }
         seen.set(baseKey, [...onTensor, { module: moduleName, rows }]);
@@ -320,11 +325,29 @@ export function assertPlanValid(plan: MergePlan): void {
 /** Half-open range of a tensor's output rows. */
 type RowSpan = [number, number];
 
-/** `base.key` or `rows 0–1279 of base.key`, for messages. */
-function describeTarget(target: Placement): string {
+/**
+ * `base.key`, `rows 0–1279 of base.key`, or `base.key, its rows reordered` (`tensorRows`: the base
+ * tensor's row count), for messages; a long list of rows is cut short.
+ */
+function describeTarget(target: Placement, tensorRows: number | undefined): string {
   if (!target.rows) return target.baseKey;
-  const spans = target.rows.map((g) => `${g.dst}–${g.dst + g.count - 1}`).join(', ');
-  return `rows ${spans} of ${target.baseKey}`;
+  if (isReordering(target.rows, tensorRows)) return `${target.baseKey}, its rows reordered`;
+  const spans = target.rows.map((g) => `${g.dst}–${g.dst + g.count - 1}`);
+  return `rows ${spans.length > 4 ? `${spans.slice(0, 3).join(', ')}, … (${spans.length} runs)` : spans.join(', ')} of ${target.baseKey}`;
+}
+
+/** Do the segments move every one of the tensor's rows, and only those, to another row? */
+function isReordering(rows: readonly RowSegment[], tensorRows: number | undefined): boolean {
+  const covered = (pick: (g: RowSegment) => number) => {
+    const sorted = [...rows].sort((x, y) => pick(x) - pick(y));
+    let next = 0;
+    for (const g of sorted) {
+      if (pick(g) !== next) return false;
+      next += g.count;
+    }
+    return next === tensorRows;
+  };
+  return tensorRows !== undefined && rows.some((g) => g.src !== g.dst) && covered((g) => g.src) && covered((g) => g.dst);
 }
 
 function describeMiss(r: Extract<KeyResolution, { found: false }>): string {
