@@ -58,6 +58,12 @@ export interface ContainerFormat {
   /** Copied bytes of an unchanged tensor, converted from `from` to `to` (element types only). */
   convert(bytes: Uint8Array, from: string, to: string): Uint8Array;
   /**
+   * How many NaN/±Inf values whole blocks of a block type (`Q4_K`) hold, read from their scales
+   * without decoding every value; undefined for element types (F16, BF16…), whose bits the value
+   * checks test directly, and for block types it does not know.
+   */
+  nonFiniteInBlocks?(type: string, bytes: Uint8Array): number | undefined;
+  /**
    * Opens the writer of output shard `shardIndex` (the header goes first). `shards` are all output
    * shards, their tensors with their output types; `provenance` is added to the file's metadata.
    * `mirror`: nothing in the shard changes and the base asks for it to be written as it was

@@ -19,7 +19,9 @@ import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorU
 import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
 import { runPipelined } from './work-queue.js';
-import { checkConverted, checkReplacement, CopiedNonFinite, explainBiasNonFinite, explainNonFinite } from './value-checks.js';
+import {
+  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, CopiedNonFinite, explainBiasNonFinite, explainNonFinite,
+} from './value-checks.js';
 
 export interface MergeModelOptions {
   prepared: PreparedMerge;
@@ -291,10 +293,18 @@ async function computeUnit(
   const name = unit.tensor.name;
   const inType = unit.tensor.storedType;
   const outDtype = format.engineDtype(unit.outType);
-  const encode = (values: Uint8Array) => format.encodeRows(unit.outType, values);
+  /** Engine output → stored bytes; block types are checked for scales that overflowed. */
+  const encode = (values: Uint8Array) => {
+    const out = format.encodeRows(unit.outType, values);
+    if (out !== values) checkEncodedBlocks(unit.file, name, unit.outType, values, format.nonFiniteInBlocks?.(unit.outType, out));
+    return out;
+  };
   switch (a.kind) {
     case 'update': {
       const { update, rowStart, rowCount } = a;
+      // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
+      const broken = format.nonFiniteInBlocks?.(inType, input);
+      if (broken) throw baseHoldsNonFinite(unit.file, update.baseKey, broken, { rows: update.rows, rowStart, rowCount });
       const decoded = await format.decodeRows(inType, input, backend, signal);
       const op = slabOp({
         name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: decoded, outDtype, rowStart, rowCount,
@@ -320,6 +330,7 @@ async function computeUnit(
     case 'copy': {
       // The bytes stay as they are; NaN/Inf the base already holds are reported, not refused.
       if (isDType(inType)) copiedNonFinite.scan(unit.file, name, input, inType);
+      else copiedNonFinite.add(unit.file, name, format.nonFiniteInBlocks?.(inType, input) ?? 0);
       if (inType === unit.outType) return input;
       let out: Uint8Array;
       try {

@@ -1,13 +1,15 @@
 /**
  * Every value a merge writes is checked, whichever way it got there:
  * - copied unchanged: its bytes stay exactly as they are, and a cheap bit test finds NaN/Inf the base
- *   already holds, to warn about (the base's values, not the merge's);
+ *   already holds, to warn about (the base's values, not the merge's); GGUF blocks are tested by
+ *   their scales, which decide whether any value they decode to is finite (gguf/block-scales.ts);
  * - converted to another dtype: a value that becomes Inf (f32 1e5 as f16) is an error with the fix;
  * - replaced (PEFT modules_to_save): NaN/Inf in the adapter's tensor, or from the conversion, is an
  *   error naming the adapter tensor;
  * - merged: the backends refuse non-finite results; here the failure is explained: the base's own
  *   value, an adapter module's factor, or overflow of the output dtype (with the fix), so the user
- *   knows which file to blame.
+ *   knows which file to blame; merged values re-encoded as GGUF blocks are checked again, since a
+ *   block's f16 scale can overflow where the f32 values did not.
  */
 import { isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
@@ -78,10 +80,15 @@ export class CopiedNonFinite {
 
   /** Scans one copied piece of `tensor` from shard file `file` (bytes unchanged). */
   scan(file: string, tensor: string, bytes: Uint8Array, dtype: DType): void {
-    if (!hasNonFinite(bytes, dtype)) return;
+    if (hasNonFinite(bytes, dtype)) this.add(file, tensor, countNonFinite(bytes, dtype));
+  }
+
+  /** Records `count` NaN/Inf values found in one copied piece of `tensor` (blocks counted by their scales). */
+  add(file: string, tensor: string, count: number): void {
+    if (count <= 0) return;
     let tensors = this.byFile.get(file);
     if (!tensors) this.byFile.set(file, (tensors = new Map()));
-    tensors.set(tensor, (tensors.get(tensor) ?? 0) + countNonFinite(bytes, dtype));
+    tensors.set(tensor, (tensors.get(tensor) ?? 0) + count);
   }
 
   /** One warning per base file that holds non-finite values in tensors the merge only copied. */
@@ -108,6 +115,24 @@ export function checkConverted(file: string, tensor: string, input: Uint8Array, 
     'NON_FINITE',
     `${file}: tensor "${tensor}": ${created} value${created === 1 ? ' overflows' : 's overflow'} ${outDtype} (largest finite ${LARGEST[outDtype]}) ` +
       `when converted from ${inDtype}; write ${outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}, or keep the base's dtype`,
+  );
+}
+
+/**
+ * Merged f32 values (finite: the backends refuse others) re-encoded as blocks of `type`: a block
+ * whose values are too large for its f16 scale (about 65504 × the largest quantized level) would
+ * decode to NaN or Inf. `nonFinite` is what the container counted in the encoded blocks.
+ */
+export function checkEncodedBlocks(file: string, tensor: string, type: string, values: Uint8Array, nonFinite: number | undefined): void {
+  if (!nonFinite) return;
+  const aligned = values.byteOffset % 4 === 0 ? values : values.slice();
+  const f32 = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
+  let largest = 0;
+  for (let i = 0; i < f32.length; i++) largest = Math.max(largest, Math.abs(f32[i]));
+  throw new MergeError(
+    'NON_FINITE',
+    `${file}: tensor "${tensor}": merged values up to ${largest.toPrecision(3)} are too large for ${type} blocks ` +
+      `(${nonFinite} value${nonFinite === 1 ? '' : 's'} would be NaN or Inf: the blocks' f16 scales overflow); write with --dtype f32 or bf16, or lower --weight`,
   );
 }
 
@@ -147,14 +172,7 @@ export async function explainNonFinite(error: unknown, failed: FailedUpdate): Pr
   if (!isMergeError(error) || error.code !== 'NON_FINITE') return error;
   const { file, update, base, op } = failed;
   const tensor = `tensor "${update.baseKey}"`;
-  if (hasNonFinite(base, update.dtype)) {
-    const n = countNonFinite(base, update.dtype);
-    return new MergeError(
-      'NON_FINITE',
-      `${file}: ${tensor} already holds ${n} NaN or Inf value${n === 1 ? '' : 's'} in the base (rows ${rowRange(op)}), and the merge updates it; ` +
-        'the base file is broken: use an intact copy of the base',
-    );
-  }
+  if (hasNonFinite(base, update.dtype)) return baseHoldsNonFinite(file, update.baseKey, countNonFinite(base, update.dtype), op);
   const culprit = await brokenAdapterTensor(update);
   if (culprit) return new MergeError('NON_FINITE', `${culprit}; the adapter file is broken (${file}: ${tensor})`);
   const modules = update.terms.map((t) => `${t.adapter} module "${t.moduleName}" (scale ${+t.scale.toPrecision(4)})`).join(', ');
@@ -169,6 +187,18 @@ export async function explainNonFinite(error: unknown, failed: FailedUpdate): Pr
   return new MergeError(
     'NON_FINITE',
     `${file}: ${tensor}: the update from ${modules} makes values too large for any float dtype; check the adapter and --weight`,
+  );
+}
+
+/**
+ * The base's own NaN/Inf in rows the merge updates (any merge of them is NaN or Inf): found in the
+ * decoded values after a failed merge, or beforehand in GGUF blocks by their scales.
+ */
+export function baseHoldsNonFinite(file: string, baseKey: string, n: number, rows: Pick<MergeOp, 'rows' | 'rowStart' | 'rowCount'>): MergeError {
+  return new MergeError(
+    'NON_FINITE',
+    `${file}: tensor "${baseKey}" already holds ${n} NaN or Inf value${n === 1 ? '' : 's'} in the base (rows ${rowRange(rows)}), and the merge updates it; ` +
+      'the base file is broken: use an intact copy of the base',
   );
 }
 
@@ -221,7 +251,7 @@ function largestInF32(op: MergeOp): number | undefined {
   return largest;
 }
 
-function rowRange(op: MergeOp): string {
+function rowRange(op: Pick<MergeOp, 'rows' | 'rowStart' | 'rowCount'>): string {
   const start = op.rowStart ?? 0;
   const count = op.rowCount ?? op.rows - start;
   return `${start}–${start + count - 1}`;

@@ -10,6 +10,7 @@ import type { FloatDType } from '../../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import type { ContainerFormat, StoredShard, TensorFileWriter } from '../container.js';
+import { nonFiniteBlockValues } from './block-scales.js';
 import { blockCodec, CODEC_TYPE_NAMES } from './codecs/registry.js';
 import { mergedFileType } from './file-type.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlType } from './ggml-types.js';
@@ -89,6 +90,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       if (from === to) return bytes;
       throw new MergeError('BAD_ARGUMENT', `GGUF tensors are copied as stored, not converted from ${from} to ${to}`);
     },
+    nonFiniteInBlocks: (name, bytes) => nonFiniteBlockValues(typeOf(name), bytes),
     // No GGUF shard is mirrored: every part gets its own provenance and file type.
     async createWriter(sink, shardIndex, shards, provenance): Promise<TensorFileWriter> {
       const header = inputs[shardIndex];
