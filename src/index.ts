@@ -1,31 +1,41 @@
-export * from './dtype.js';
-export * from './errors.js';
-export * from './engine/merge-op.js';
-export * from './io/types.js';
-export * from './sample/index.js';
-export * from './engine/create-backend.js';
-export * from './formats/safetensors-types.js';
-export * from './formats/safetensors-reader.js';
-export * from './formats/safetensors-writer.js';
-export * from './formats/adapter.js';
-export * from './plan/merge-plan.js';
-export * from './plan/update-magnitudes.js';
-export * from './pipeline/prepare-merge.js';
-export * from './pipeline/merge-model.js';
-export * from './pipeline/progress.js';
-export * from './formats/base-model.js';
-export * from './io/memory-source.js';
-export * from './io/copy-file.js';
-export * from './io/blob-byte-source.js';
-export * from './io/browser-input-files.js';
-export * from './io/blob-output.js';
-export * from './io/fs-access-output.js';
-export * from './plan/load-op.js';
-export * from './engine/merge-tensor.js';
+// The library for browsers, Web Workers and Node: what embedders need, nothing else.
+// Node adds file I/O and Dawn's WebGPU through `loramerge/node` (src/node.ts).
+
+// One call
+export { merge, type MergeDestination, type MergeOptions, type MergeSource } from './merge.js';
+export type { MergeOutcome, WeightedSource } from './pipeline/one-call-merge.js';
+
+// Step by step: plan, look, merge
+export { prepareMerge, type AdapterInput, type PreparedMerge } from './pipeline/prepare-merge.js';
+export { mergeModel, type MergeModelOptions, type MergeResult } from './pipeline/merge-model.js';
+export type { MergeProgress, ProgressListener } from './pipeline/progress.js';
+export type {
+  BiasUpdate, MergePlan, PlannedDora, PlannedReplacement, PlannedTerm, PlanProblem, PlanSummary, TensorUpdate,
+} from './plan/merge-plan.js';
+export {
+  estimateUpdateMagnitudes, type MagnitudeOptions, type ReadBaseRows, type UpdateMagnitude,
+} from './plan/update-magnitudes.js';
+export type { BaseModel, BaseModelKind, BaseTensor, ShardIndex } from './formats/base-model.js';
+export type { AdapterFormat, DoraFactor, LoraModule, ModuleKind, ModuleTarget, ParsedAdapter, TensorReplacement } from './formats/adapter.js';
+
+// Backends and single ops
+export { createBackend, type BackendOptions } from './engine/create-backend.js';
+export type { BackendChoice } from './engine/backend-choice.js';
 export { CpuBackend, type CpuBackendOptions, type CpuMergePool } from './engine/cpu/cpu-backend.js';
-export { WebGpuBackend, type WebGpuBackendOptions } from './engine/gpu/webgpu-backend.js';
-export { describeAdapter, adapterIsSoftware, type GpuLimitCaps } from './engine/gpu/gpu-device.js';
-export { getBrowserGpu } from './engine/gpu/browser-gpu.js';
-export * from './format.js';
-export * from './io/keyed-file-set.js';
-export * from './plan/module-factors.js';
+export type { GpuLimitCaps } from './engine/gpu/gpu-device.js';
+export { mergeTensor } from './engine/merge-tensor.js';
+export type { DoraSpec, FloatTensorBytes, LowRankTerm, MergeBackend, MergeOp, WeightLayout } from './engine/merge-op.js';
+
+// Inputs and outputs
+export type { ByteSink, ByteSource, InputFileSet, OutputTarget } from './io/types.js';
+export { blobInputFileSet, inputFileSetFromFiles } from './io/browser-input-files.js';
+export { memoryInputFileSet } from './io/memory-source.js';
+export { urlByteSource, urlInputFileSet, type FetchFunction } from './io/url-input-files.js';
+export { createBlobOutputTarget, type BlobOutputTarget, type OutputBlob } from './io/blob-output.js';
+export { createFileSystemAccessOutputTarget } from './io/fs-access-output.js';
+
+// Errors, dtypes, the sample, numbers for people
+export { isMergeError, MergeError, type MergeErrorCode } from './errors.js';
+export { parseOutDType, type DType, type FloatDType, type OutDTypeName } from './dtype.js';
+export { generateSample, type SampleFiles, type SampleOptions, type SamplePreset } from './sample/index.js';
+export { formatBytes, formatScale } from './format.js';

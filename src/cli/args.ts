@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { parseOutDType, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 
-import type { BackendChoice } from '../engine/node-backend.js';
+import type { BackendChoice } from '../engine/backend-choice.js';
 export type { BackendChoice };
 
 export interface MergeCommand {

@@ -1,12 +1,12 @@
 /** `loramerge merge`: plan, report, merge with a progress bar; Ctrl-C cancels and cleans up. */
 import { stat } from 'node:fs/promises';
-import type { FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
 import { openNodeInputFileSet } from '../io/node-input-files.js';
 import { assertPlanValid } from '../plan/merge-plan.js';
 import { mergeModel } from '../pipeline/merge-model.js';
 import { prepareMerge, type PreparedMerge } from '../pipeline/prepare-merge.js';
+import { dominantUpdateDtype } from '../pipeline/dominant-dtype.js';
 import type { MergeCommand } from './args.js';
 import { createNodeBackend } from '../engine/node-backend.js';
 import { describePlan } from './plan-report.js';
@@ -40,7 +40,7 @@ export async function runMerge(cmd: MergeCommand, log: (line: string) => void = 
     process.on('SIGTERM', onSignal);
     let backend;
     try {
-      backend = await createNodeBackend(cmd.backend, { calibrationDtype: dominantDtype(prepared) });
+      backend = await createNodeBackend(cmd.backend, { calibrationDtype: dominantUpdateDtype(prepared) });
     } catch (e) {
       await output.abort();
       throw e;
@@ -72,11 +72,4 @@ export async function runMerge(cmd: MergeCommand, log: (line: string) => void = 
   } finally {
     await prepared.close();
   }
-}
-
-/** The dtype most of the merge's work is in, so `auto` times the backends on what they will run. */
-function dominantDtype(prepared: PreparedMerge): FloatDType | undefined {
-  const elements = new Map<FloatDType, number>();
-  for (const u of prepared.plan.updates) elements.set(u.dtype, (elements.get(u.dtype) ?? 0) + u.rows * u.cols);
-  return [...elements].sort((a, b) => b[1] - a[1])[0]?.[0];
 }

@@ -9,6 +9,7 @@ import { parsePeftAdapter } from './peft.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
+/** The trainer family an adapter file comes from. */
 export type AdapterFormat = 'peft' | 'kohya';
 
 /** What kind of base layer a module adapts; decides how ΔW lines up with the stored weight. */
@@ -36,6 +37,7 @@ export interface DoraFactor {
   epsilon: number;
 }
 
+/** One adapted module: its factors, rank, α and scale, and what it targets. */
 export interface LoraModule {
   /** The adapter's folder or file name, for messages. */
   adapter: string;
@@ -74,6 +76,7 @@ export interface TensorReplacement {
   target: ModuleTarget;
 }
 
+/** An adapter opened for merging: its modules, replacements and warnings. */
 export interface ParsedAdapter {
   /** Folder or file as the user named it. */
   name: string;

@@ -11,8 +11,10 @@ import type { InputFileSet } from '../io/types.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
+/** How the base is laid out: one file, a transformers folder, a diffusers folder, or another folder. */
 export type BaseModelKind = 'file' | 'transformers' | 'diffusers' | 'folder';
 
+/** One tensor of the base: where it lives and what it holds. */
 export interface BaseTensor {
   name: string;
   dtype: DType;
@@ -28,6 +30,7 @@ export interface ShardIndex {
   weight_map: Record<string, string>;
 }
 
+/** A base model opened for merging: its shards, tensors and the other files copied unchanged. */
 export interface BaseModel {
   readonly kind: BaseModelKind;
   /** The input as the user named it. */
@@ -40,8 +43,11 @@ export interface BaseModel {
   readonly index?: ShardIndex;
   /** Small files to copy unchanged into a merged folder: configs, tokenizer, README… */
   readonly otherFiles: readonly string[];
+  /** A whole tensor's bytes. */
   read(name: string): Promise<Uint8Array>;
+  /** `length` bytes of a tensor from byte `start` of its data. */
   readPart(name: string, start: number, length: number): Promise<Uint8Array>;
+/** Releases the open shards. */
   close(): Promise<void>;
 }
 

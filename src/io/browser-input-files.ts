@@ -8,6 +8,7 @@ import { blobByteSource } from './blob-byte-source.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import type { InputFileSet } from './types.js';
 
+/** Files from an `<input type="file">` (a folder pick keeps its paths) as an InputFileSet. */
 export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, name?: string): InputFileSet {
   const all = Array.from(files as ArrayLike<File>);
   const paths = all.map((f) => (f.webkitRelativePath || f.name).split('/').filter((p) => p !== ''));

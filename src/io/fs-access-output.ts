@@ -23,6 +23,7 @@ interface Created {
   name: string;
 }
 
+/** An OutputTarget over a picked file or folder (File System Access API, OPFS included); see the module comment. */
 export function createFileSystemAccessOutputTarget(handle: Handle, name: string = handle.name): OutputTarget {
   const open: OpenFile[] = [];
   const created: Created[] = [];

@@ -16,6 +16,7 @@ export const MAX_INPUT_DEPTH = 8;
 /** readText is for configs and indexes; anything bigger is not one. */
 export const MAX_TEXT_BYTES = 64 * 1024 * 1024;
 
+/** A file or folder on disk as an InputFileSet (Node only); see the module comment. */
 export async function openNodeInputFileSet(path: string): Promise<InputFileSet> {
   const info = await statOrNotFound(path, path);
   if (info.isFile()) {

@@ -18,13 +18,16 @@ import { basename, dirname, join, resolve, sep } from 'node:path';
 import { MergeError } from '../errors.js';
 import type { ByteSink, OutputTarget } from './types.js';
 
+/** Whether the output is one file or a folder. */
 export type NodeOutputKind = 'file' | 'folder';
 
+/** Options of {@link createNodeOutputTarget}. */
 export interface NodeOutputOptions {
   /** Replace a non-empty output folder on commit instead of refusing it. */
   overwrite?: boolean;
 }
 
+/** An OutputTarget on disk that commits by rename (Node only); see the module comment for existing outputs. */
 export async function createNodeOutputTarget(
   outPath: string,
   kind: NodeOutputKind,

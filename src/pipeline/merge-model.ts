@@ -17,6 +17,7 @@ import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
 import { runPipelined } from './work-queue.js';
 
+/** Options of {@link mergeModel}. */
 export interface MergeModelOptions {
   prepared: PreparedMerge;
   output: OutputTarget;
@@ -29,6 +30,7 @@ export interface MergeModelOptions {
   slabBytes?: number;
 }
 
+/** What {@link mergeModel} wrote. */
 export interface MergeResult {
   /** Output files written, relative paths. */
   files: string[];
@@ -62,6 +64,7 @@ interface WorkUnit {
   outBytes: number;
 }
 
+/** Streams the prepared merge into `output` on `backend`, tensor by tensor in row slabs; on failure or cancellation the output is aborted and nothing is left. */
 export async function mergeModel(options: MergeModelOptions): Promise<MergeResult> {
   const { prepared, output, backend, signal, onProgress } = options;
   const { base, plan } = prepared;

@@ -47,6 +47,7 @@ export interface PlannedTerm {
   scale: number;
 }
 
+/** A DoRA magnitude that renormalises an updated tensor. */
 export interface PlannedDora {
   adapterIndex: number;
   moduleName: string;
@@ -92,6 +93,7 @@ export interface PlannedReplacement {
   tensor: TensorEntry;
 }
 
+/** Something that stops the merge, naming the adapter and module. */
 export interface PlanProblem {
   adapter: string;
   module: string;
@@ -99,6 +101,7 @@ export interface PlanProblem {
   message: string;
 }
 
+/** How much a planned merge changes, reads and computes. */
 export interface PlanSummary {
   /** Distinct base tensors that change (updated, bias-updated or replaced). */
   tensorsTouched: number;
@@ -111,6 +114,7 @@ export interface PlanSummary {
   flops: number;
 }
 
+/** Which base tensor gets which update at which scale, and every problem found: the result of planning, before anything heavy is read. */
 export interface MergePlan {
   adapters: { name: string; format: AdapterFormat; weight: number; modules: number; replacements: number }[];
   /** In the base's tensor order. */

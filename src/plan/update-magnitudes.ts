@@ -8,6 +8,7 @@ import type { FloatTensorBytes } from '../engine/merge-op.js';
 import type { MergePlan, PlannedTerm, TensorUpdate } from './merge-plan.js';
 import { readModuleFactors } from './module-factors.js';
 
+/** How large one term's update is next to the weight it changes. */
 export interface UpdateMagnitude {
   baseKey: string;
   adapterIndex: number;
@@ -29,6 +30,7 @@ export interface UpdateMagnitude {
 /** Reads `rowCount` stored rows of a base tensor starting at `rowStart`. */
 export type ReadBaseRows = (baseKey: string, rowStart: number, rowCount: number) => Promise<FloatTensorBytes>;
 
+/** How much of W {@link estimateUpdateMagnitudes} reads. */
 export interface MagnitudeOptions {
   /** Tensors with at most this many elements are read whole. */
   exactElements?: number;
@@ -37,6 +39,7 @@ export interface MagnitudeOptions {
   sampleChunks?: number;
 }
 
+/** Measures ‖s·B·A‖ / ‖W‖ for every planned term (weights included), reading only samples of large base tensors. */
 export async function estimateUpdateMagnitudes(
   plan: MergePlan, readBaseRows: ReadBaseRows, options: MagnitudeOptions = {},
 ): Promise<UpdateMagnitude[]> {

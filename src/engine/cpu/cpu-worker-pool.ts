@@ -36,6 +36,7 @@ interface Slot {
 /** The compiled worker script next to this module (absent when running from TypeScript sources). */
 export const DEFAULT_WORKER_URL = new URL('./cpu-worker.js', import.meta.url);
 
+/** Options of {@link createCpuWorkerPool}. */
 export interface CpuWorkerPoolOptions {
   /** Threads that merge, the calling one included (default: os.availableParallelism()). */
   threads?: number;
@@ -74,7 +75,6 @@ export class CpuWorkerPool implements CpuMergePool {
     // garbage from piling up to V8's default of tens of MiB per worker before it is collected.
     const worker = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 4 } });
     const slot: Slot = { worker, rightKey: -1, pending: [] };
-    slot.worker.unref(); // only jobs in flight keep the process alive
     slot.worker.on('message', (reply: WorkerReply) => {
       const p = slot.pending.shift();
       if (slot.pending.length === 0) slot.worker.unref();
@@ -82,6 +82,9 @@ export class CpuWorkerPool implements CpuMergePool {
     });
     slot.worker.on('error', (e: Error) => this.fail(e));
     slot.worker.on('exit', (code) => this.fail(new Error(`a CPU worker thread exited (code ${code})`)));
+    // Only jobs in flight keep the process alive, so a pool that is never disposed does not hang
+    // it. After the listeners: adding a 'message' listener refs the worker's port again.
+    slot.worker.unref();
     return slot;
   }
 
