@@ -22,6 +22,11 @@ export type { AdapterFormat, DoraFactor, LoraModule, ModuleKind, ModuleTarget, P
 export { createBackend, type BackendOptions } from './engine/create-backend.js';
 export type { BackendChoice } from './engine/backend-choice.js';
 export { CpuBackend, type CpuBackendOptions, type CpuMergePool } from './engine/cpu/cpu-backend.js';
+export {
+  browserCpuPoolUnavailable, createBrowserCpuWorkerPool, type BrowserCpuPoolOptions,
+} from './engine/cpu/browser-cpu-pool.js';
+export type { PoolWorker, RowBlockPool, YieldToEvents } from './engine/cpu/row-block-pool.js';
+export type { WorkerJob, WorkerReply } from './engine/cpu/cpu-worker-protocol.js';
 export type { GpuLimitCaps } from './engine/gpu/gpu-device.js';
 export { mergeTensor } from './engine/merge-tensor.js';
 export type { DoraSpec, FloatTensorBytes, LowRankTerm, MergeBackend, MergeOp, WeightLayout } from './engine/merge-op.js';
