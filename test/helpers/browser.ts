@@ -78,8 +78,12 @@ export interface DemoPage {
   errors: string[];
 }
 
-/** Opens the page, recording foreign requests (which are blocked) and every error. */
-export async function openDemo(browser: Browser, server: DemoServer): Promise<DemoPage> {
+/**
+ * Opens the page, recording foreign requests (which are blocked) and every error. `query` is added
+ * to the address: `?backend=webgpu` runs merges on WebGPU (the default, `auto`, picks the CPU on
+ * SwiftShader, as the CLI does).
+ */
+export async function openDemo(browser: Browser, server: DemoServer, query = ''): Promise<DemoPage> {
   const page = await browser.newPage();
   const origin = new URL(server.url).origin;
   const foreignRequests: string[] = [];
@@ -102,6 +106,6 @@ export async function openDemo(browser: Browser, server: DemoServer): Promise<De
   page.on('requestfailed', (request) => {
     if (new URL(request.url()).origin === origin) errors.push(`request failed: ${request.url()}`);
   });
-  await page.goto(server.url, { waitUntil: 'load' });
+  await page.goto(server.url + query, { waitUntil: 'load' });
   return { page, foreignRequests, errors };
 }
