@@ -4,7 +4,7 @@
  * never touches the library directly, so a long merge never blocks its main thread.
  */
 import {
-  createFileSystemAccessOutputTarget, generateSample, isMergeError, mergeModel, parseOutDType, prepareMerge,
+  createFileSystemAccessOutputTarget, createOpfsOutputTarget, generateSample, isMergeError, mergeModel, parseOutDType, prepareMerge,
   type OutputTarget,
 } from '../src/index.js';
 import { dominantUpdateDtype } from '../src/pipeline/dominant-dtype.js';
@@ -58,7 +58,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
       if (!hasBrowserStorage()) throw new Error('this browser has no private file storage; pick a file or folder to save to');
       await storageReady;
       job = await newJobFolder();
-      output = createFileSystemAccessOutputTarget(job.folder);
+      output = createOpfsOutputTarget(job.folder);
     } else {
       output = createFileSystemAccessOutputTarget(request.output.handle);
     }

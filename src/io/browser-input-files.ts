@@ -5,6 +5,7 @@
  */
 import { MergeError } from '../errors.js';
 import { blobByteSource } from './blob-byte-source.js';
+import { readAheadSource } from './read-ahead.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import type { InputFileSet } from './types.js';
 
@@ -27,7 +28,8 @@ export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, n
 
 /**
  * Blobs or Files whose relative paths the caller already knows (dropped folders give Files without
- * `webkitRelativePath`, and paths do not survive a trip to a worker).
+ * `webkitRelativePath`, and paths do not survive a trip to a worker). Sequential reads of large
+ * files are served from read-ahead windows (see read-ahead.ts).
  */
 export function blobInputFileSet(
   name: string,
@@ -35,7 +37,7 @@ export function blobInputFileSet(
   sourceName: (path: string) => string = (path) => `${name}/${path}`,
 ): InputFileSet {
   return keyedFileSet(name, files, {
-    open: (blob, path) => blobByteSource(blob, sourceName(path)),
+    open: (blob, path) => readAheadSource(blobByteSource(blob, sourceName(path))),
     readText: (blob) => blob.text(),
   });
 }

@@ -63,9 +63,12 @@ export class RowBlockPool implements CpuMergePool {
   readonly sent = { blocks: 0, rightFactors: 0 };
   private readonly local: Promise<WasmKernel>;
 
-  /** `workers.length + 1` threads merge: the calling thread and the workers. */
-  constructor(workers: PoolWorker[], private readonly yieldToEvents: YieldToEvents) {
-    this.threads = workers.length + 1;
+  /**
+   * The workers merge, and the calling thread too unless `callerTakesBlocks` is false (a thread
+   * that must stay free for I/O, such as a page's worker writing synchronously to disk).
+   */
+  constructor(workers: PoolWorker[], private readonly yieldToEvents: YieldToEvents, private readonly callerTakesBlocks = true) {
+    this.threads = workers.length + (callerTakesBlocks ? 1 : 0);
     this.slots = workers.map((worker) => this.adopt(worker));
     this.local = createWasmKernel();
     this.local.catch(() => {}); // reported by the first merge
@@ -156,7 +159,7 @@ export class RowBlockPool implements CpuMergePool {
           await this.yieldToEvents();
         }
       };
-      await Promise.all([...this.slots.map(drain), drainHere()]);
+      await Promise.all([...this.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
       if (aborted) throw new MergeError('ABORTED', 'merge cancelled');
       if (!finite) throw nonFiniteError(op);
       return new Uint8Array(shared, outOffset, outBytes).slice();
