@@ -1,6 +1,9 @@
 // The library for browsers, Web Workers and Node: what embedders need, nothing else.
 // Node adds file I/O and Dawn's WebGPU through `loramerge/node` (src/node.ts).
 
+// Browser types the declarations mention, so they compile under a plain Node configuration too.
+export type {} from './platform-types.js';
+
 // One call
 export { merge, type MergeDestination, type MergeOptions, type MergeSource } from './merge.js';
 export type { MergeOutcome, WeightedSource } from './pipeline/one-call-merge.js';
