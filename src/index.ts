@@ -40,7 +40,7 @@ export { blobInputFileSet, inputFileSetFromFiles } from './io/browser-input-file
 export { memoryInputFileSet } from './io/memory-source.js';
 export { urlByteSource, urlInputFileSet, type FetchFunction } from './io/url-input-files.js';
 export { createBlobOutputTarget, type BlobOutputTarget, type OutputBlob } from './io/blob-output.js';
-export { createFileSystemAccessOutputTarget } from './io/fs-access-output.js';
+export { createFileSystemAccessOutputTarget, type FileSystemAccessOutputOptions } from './io/fs-access-output.js';
 export { createOpfsOutputTarget, opfsSyncWritesAvailable } from './io/opfs-output.js';
 
 // Errors, dtypes, the sample, numbers for people
