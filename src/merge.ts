@@ -56,8 +56,8 @@ export function openBrowserDestination(out: MergeDestination): OutputTarget {
 }
 
 /**
- * Merges adapters into a base model in one call: plans (a plan with problems is refused with a
- * PLAN_INVALID MergeError listing every one), picks the backend (`auto`: WebGPU on a real GPU, else
+ * Merges adapters into a base model in one call: plans (a plan with problems is refused with one
+ * MergeError listing every one), picks the backend (`auto`: WebGPU on a real GPU, else
  * the faster of the software GPU and the CPU), streams the model through it into `out`, and
  * releases everything. Without `out`, the result's `blobs` hold the files (small models only: a
  * Blob is held by the browser).

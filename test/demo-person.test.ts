@@ -58,6 +58,19 @@ async function tabTo(page: Page, selector: string, limit = 40): Promise<void> {
   throw new Error(`${selector} was not reached by Tab`);
 }
 
+/** Presses `key` on the focused picker button until its file chooser opens (a loaded machine can miss one). */
+async function openChooser(page: Page, key: 'Enter' | 'Space') {
+  for (let attempt = 1; ; attempt++) {
+    const chooser = page.waitForFileChooser({ timeout: 15_000 });
+    await page.keyboard.press(key);
+    try {
+      return await chooser;
+    } catch (error) {
+      if (attempt === 3) throw error;
+    }
+  }
+}
+
 describe('the page as a person uses it', () => {
   it('sample first, then their own files: nothing of the sample is kept, and their merge is exact', async () => {
     const fixture = llamaWithPeft(11);
@@ -121,10 +134,10 @@ describe('the page as a person uses it', () => {
     const { page } = demo;
     await page.focus('body');
     await tabTo(page, '#base-files-button');
-    const [baseChooser] = await Promise.all([page.waitForFileChooser(), page.keyboard.press('Enter')]);
+    const baseChooser = await openChooser(page, 'Enter');
     await baseChooser.accept([join(dir, 'llama.safetensors')]);
     await tabTo(page, '#adapter-files-button');
-    const [adapterChooser] = await Promise.all([page.waitForFileChooser(), page.keyboard.press('Space')]);
+    const adapterChooser = await openChooser(page, 'Space');
     await adapterChooser.accept([join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors')]);
     await planReady(page);
     // The number box takes a typed weight; the slider follows it.
