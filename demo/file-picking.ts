@@ -46,13 +46,18 @@ export function mergeSets(sets: PickedSet[]): PickedSet | undefined {
 }
 
 /**
- * Loose files are named after their weights: the one `.safetensors` file, or the first shard with
- * how many more (`model-00001-of-00004.safetensors + 3 more`); a config alone adds nothing.
+ * Loose files are named after their weights: the one `.safetensors` file, a shard series by its
+ * stem (`model-00001-of-00004.safetensors` … → `model`), else the first with how many more; a
+ * config alone adds nothing.
  */
 function nameOfLooseFiles(files: PickedFile[]): string {
   const weights = files.map((f) => f.path).filter((p) => /\.(safetensors|gguf)$/i.test(p)).sort();
   const named = weights.length > 0 ? weights : files.map((f) => f.path).sort();
-  return named.length === 1 ? named[0] : `${named[0]} + ${named.length - 1} more`;
+  if (named.length === 1) return named[0];
+  const stems = new Set(named.map((p) => /^(.*)-\d+-of-\d+\.\w+$/.exec(p)?.[1]));
+  const [stem] = stems;
+  if (stems.size === 1 && stem) return stem;
+  return `${named[0]} + ${named.length - 1} more`;
 }
 
 function entryFile(entry: FileSystemFileEntry): Promise<File> {
