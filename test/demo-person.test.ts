@@ -176,6 +176,8 @@ describe('the page as a person uses it', () => {
     expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
     expect(await text(page, '[data-testid="merge-blocked"]')).toMatch(/The plan has \d+ errors/);
     expect(await text(page, '[data-testid="adapter-facts"]')).not.toContain('reading');
+    mkdirSync('test-output', { recursive: true });
+    await page.screenshot({ path: 'test-output/demo-errors.png', fullPage: true });
   });
 
   it('fits a 390 px phone with real long tensor names, merge controls on screen', async () => {
@@ -200,6 +202,27 @@ describe('the page as a person uses it', () => {
     expect(labels).toContain('4 blocks');
     mkdirSync('test-output', { recursive: true });
     await page.screenshot({ path: 'test-output/demo-390px.png', fullPage: true });
+  });
+
+  it('served without cross-origin isolation, runs the CPU on one thread and says what it lost', async () => {
+    const plain = await serveDemo({ crossOriginIsolated: false });
+    try {
+      demo = await openDemo(browser, plain, '?backend=cpu');
+      const { page } = demo;
+      await page.waitForFunction(() => /^cpu/.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
+      expect(await page.evaluate(() => crossOriginIsolated)).toBe(false);
+      expect(await text(page, '#backend')).toMatch(/WebAssembly SIMD, 1 thread; requested; no worker threads: the page is not cross-origin isolated/);
+    } finally {
+      await plain.close();
+    }
+  });
+
+  it('served cross-origin isolated, runs the CPU on Web Workers', async () => {
+    demo = await openDemo(browser, server, '?backend=cpu');
+    const { page } = demo;
+    await page.waitForFunction(() => /^cpu/.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
+    expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
+    expect(await text(page, '#backend')).toMatch(/WebAssembly SIMD, \d+ threads; requested\)/);
   });
 
   for (const scheme of ['light', 'dark'] as const) {

@@ -40,15 +40,23 @@ export interface DemoServer {
   close(): Promise<void>;
 }
 
-/** Builds the demo (the same static files `npm run build` ships) and serves them on a free port. */
-export async function serveDemo(): Promise<DemoServer> {
+/**
+ * Builds the demo (the same static files `npm run build` ships) and serves them on a free port,
+ * cross-origin isolated as the project's servers are; `{ crossOriginIsolated: false }` serves them
+ * as a host that sends no such headers would.
+ */
+export async function serveDemo(options: { crossOriginIsolated?: boolean } = {}): Promise<DemoServer> {
   const outDir = mkdtempSync(join(tmpdir(), 'loramerge-demo-'));
   await build({ configFile: 'vite.config.ts', logLevel: 'error', build: { outDir, emptyOutDir: true } });
+  const plainHost = { 'Cross-Origin-Opener-Policy': 'unsafe-none', 'Cross-Origin-Embedder-Policy': 'unsafe-none' };
   const server: PreviewServer = await preview({
     configFile: 'vite.config.ts',
     logLevel: 'error',
     build: { outDir },
-    preview: { host: '127.0.0.1', port: 0, strictPort: false, open: false },
+    preview: {
+      host: '127.0.0.1', port: 0, strictPort: false, open: false,
+      ...(options.crossOriginIsolated === false ? { headers: plainHost } : {}),
+    },
   });
   const address = server.httpServer.address();
   if (!address || typeof address === 'string') throw new Error('preview server has no port');
