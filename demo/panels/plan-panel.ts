@@ -20,7 +20,9 @@ export function mountPlanPanel(): (state: PageState) => void {
   const problemsHeading = byId('plan-problems-heading');
   const problems = byId<HTMLUListElement>('plan-problems');
   const body = byId<HTMLTableElement>('plan-modules').tBodies[0];
-  const chart = new MagnitudeChart(byId<HTMLCanvasElement>('magnitude-chart'));
+  const canvas = byId<HTMLCanvasElement>('magnitude-chart');
+  const figure = canvas.closest('figure')!;
+  const chart = new MagnitudeChart(canvas);
   byId('chart-caption').textContent = CHART_CAPTION;
   let shownPlan: PlanSummary | undefined;
   let shownWeights = '';
@@ -60,6 +62,7 @@ export function mountPlanPanel(): (state: PageState) => void {
         : [el('li', { className: 'ok', textContent: '✓ Every adapter module found its base tensor.' })]));
       if (errors === 0 && warnings > 0) problemsHeading.hidden = true;
     }
+    figure.hidden = plan.magnitudes.length === 0; // nothing matched: no chart to show
     const key = weights.join(',');
     if (key !== shownWeights) {
       shownWeights = key;
