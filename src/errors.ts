@@ -29,6 +29,10 @@ export type MergeErrorCode =
   | 'GPU_FAILURE'
   | 'OUTPUT_IS_INPUT'
   | 'OUTPUT_EXISTS'
+  | 'OUTPUT_BUSY'
+  | 'INPUT_CHANGED'
+  | 'LIMIT_EXCEEDED'
+  | 'FILESYSTEM'
   | 'ABORTED'
   | 'BAD_ARGUMENT';
 

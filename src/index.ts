@@ -43,8 +43,9 @@ export { createBlobOutputTarget, type BlobOutputTarget, type OutputBlob } from '
 export { createFileSystemAccessOutputTarget, type FileSystemAccessOutputOptions } from './io/fs-access-output.js';
 export { createOpfsOutputTarget, opfsSyncWritesAvailable } from './io/opfs-output.js';
 
-// Errors, dtypes, the sample, numbers for people
+// Errors, limits on what a file may claim, dtypes, the sample, numbers for people
 export { isMergeError, MergeError, type MergeErrorCode } from './errors.js';
+export * from './limits.js';
 export { parseOutDType, type DType, type FloatDType, type OutDTypeName } from './dtype.js';
 export { generateSample, type SampleFiles, type SampleOptions, type SamplePreset } from './sample/index.js';
 export { formatBytes, formatScale } from './format.js';

@@ -53,10 +53,13 @@ function parseBackend(value: string): BackendChoice {
   throw usageError(`--backend must be auto, webgpu or cpu, not "${value}"`);
 }
 
+/** A plain decimal, optionally with an exponent: no hex (0x10), octal, binary, Infinity or blanks. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
 function parseWeight(value: string, adapter: string | undefined): number {
   const weight = Number(value);
-  if (value.trim() === '' || !Number.isFinite(weight)) {
-    throw usageError(`--weight "${value}"${adapter ? ` for adapter ${adapter}` : ''} is not a finite number`);
+  if (!DECIMAL.test(value) || !Number.isFinite(weight)) {
+    throw usageError(`--weight "${value}"${adapter ? ` for adapter ${adapter}` : ''} is not a finite decimal number`);
   }
   return weight;
 }

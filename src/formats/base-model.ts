@@ -7,6 +7,8 @@
  */
 import type { DType } from '../dtype.js';
 import { MergeError } from '../errors.js';
+import { MAX_TENSORS } from '../limits.js';
+import { parseBoundedJson } from './bounded-json.js';
 import type { InputFileSet } from '../io/types.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -76,6 +78,11 @@ export async function openBaseModel(files: InputFileSet): Promise<BaseModel> {
       } catch (e) {
         await source.close();
         throw e;
+      }
+      // Checked shard by shard, so that many full shards cannot add up before the check.
+      const count = shards.reduce((n, s) => n + s.file.tensors.length, 0);
+      if (count > MAX_TENSORS) {
+        throw new MergeError('LIMIT_EXCEEDED', `${files.name}: more than ${MAX_TENSORS} tensors over its files (the limit MAX_TENSORS)`);
       }
     }
     const tensors = collectTensors(files.name, shards, layout.indexPath, layout.index);
@@ -162,12 +169,7 @@ function checkShardSeries(name: string, shards: string[]): string[] {
 }
 
 function parseIndex(where: string, text: string): ShardIndex {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (e) {
-    throw new MergeError('BAD_CONFIG', `${where}: not valid JSON`, { cause: e });
-  }
+  const parsed = parseBoundedJson(text, where);
   const map = (parsed as { weight_map?: unknown } | null)?.weight_map;
   if (typeof map !== 'object' || map === null || Array.isArray(map)) {
     throw new MergeError('BAD_CONFIG', `${where}: no "weight_map" object`);

@@ -4,6 +4,7 @@
  * like the folder's own listing. Dot-files and dot-folders are skipped, as on the command line.
  */
 import { MergeError } from '../errors.js';
+import { MAX_CONFIG_BYTES } from '../limits.js';
 import { blobByteSource } from './blob-byte-source.js';
 import { readAheadSource } from './read-ahead.js';
 import { keyedFileSet } from './keyed-file-set.js';
@@ -38,7 +39,12 @@ export function blobInputFileSet(
 ): InputFileSet {
   return keyedFileSet(name, files, {
     open: (blob, path) => readAheadSource(blobByteSource(blob, sourceName(path))),
-    readText: (blob) => blob.text(),
+    readText: async (blob, path) => {
+      if (blob.size > MAX_CONFIG_BYTES) {
+        throw new MergeError('LIMIT_EXCEEDED', `${sourceName(path)}: ${blob.size} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`);
+      }
+      return blob.text();
+    },
   });
 }
 

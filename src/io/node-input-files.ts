@@ -7,14 +7,13 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { MergeError } from '../errors.js';
+import { MAX_CONFIG_BYTES } from '../limits.js';
 import { openNodeByteSource } from './node-byte-source.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import type { InputFileSet } from './types.js';
 
 export const MAX_INPUT_FILES = 10_000;
 export const MAX_INPUT_DEPTH = 8;
-/** readText is for configs and indexes; anything bigger is not one. */
-export const MAX_TEXT_BYTES = 64 * 1024 * 1024;
 
 /** A file or folder on disk as an InputFileSet (Node only); see the module comment. */
 export async function openNodeInputFileSet(path: string): Promise<InputFileSet> {
@@ -65,13 +64,25 @@ async function listFolder(root: string, dir: string, prefix: string, depth: numb
   }
 }
 
+/** Full paths on disk of the files in each set opened here (for checking they stay unchanged). */
+const pathsOnDisk = new WeakMap<InputFileSet, readonly string[]>();
+
+/** The files on disk behind a set from openNodeInputFileSet; empty for any other set. */
+export function nodeInputFilePaths(set: InputFileSet): readonly string[] {
+  return pathsOnDisk.get(set) ?? [];
+}
+
 function nodeFileSet(name: string, files: Map<string, string>): InputFileSet {
-  return keyedFileSet(name, files, {
+  const set = keyedFileSet(name, files, {
     open: (full) => openNodeByteSource(full, full),
     async readText(full) {
       const { size } = await statOrNotFound(full, full);
-      if (size > MAX_TEXT_BYTES) throw new MergeError('BAD_CONFIG', `${full}: ${size} bytes is too large for a text file`);
+      if (size > MAX_CONFIG_BYTES) {
+        throw new MergeError('LIMIT_EXCEEDED', `${full}: ${size} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`);
+      }
       return readFile(full, 'utf8');
     },
   });
+  pathsOnDisk.set(set, [...files.values()]);
+  return set;
 }

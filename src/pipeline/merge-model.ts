@@ -16,6 +16,7 @@ import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorU
 import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
 import { runPipelined } from './work-queue.js';
+import { checkConverted, checkReplacement, CopiedNonFinite, explainBiasNonFinite, explainNonFinite } from './value-checks.js';
 
 /** Options of {@link mergeModel}. */
 export interface MergeModelOptions {
@@ -26,6 +27,8 @@ export interface MergeModelOptions {
   outDtype?: FloatDType;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
+  /** Things the user should know that do not stop the merge (NaN/Inf the base already holds in copied tensors). */
+  onWarning?: (message: string) => void;
   /** Upper bound on the base bytes of one unit of work (a row slab or a copied chunk). */
   slabBytes?: number;
 }
@@ -39,6 +42,8 @@ export interface MergeResult {
   bytesWritten: number;
   seconds: number;
   backend: string;
+  /** The warnings also given to onWarning. */
+  warnings: string[];
 }
 
 /**
@@ -57,6 +62,8 @@ type Action =
 
 interface WorkUnit {
   shardIndex: number;
+  /** The shard's file, for messages. */
+  file: string;
   tensor: BaseTensor;
   outDtype: DType;
   action: Action;
@@ -88,7 +95,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       const outDtype = outDtypeOf(entry.dtype);
       const elements = entry.byteLength / DTYPE_BYTES[entry.dtype];
       const push = (action: Action, outElements: number) =>
-        units.push({ shardIndex, tensor, outDtype, action, outBytes: outElements * DTYPE_BYTES[outDtype] });
+        units.push({ shardIndex, file: shard.file.source.name, tensor, outDtype, action, outBytes: outElements * DTYPE_BYTES[outDtype] });
       const update = updates.get(entry.name);
       const bias = biases.get(entry.name);
       const replacement = replacements.get(entry.name);
@@ -121,6 +128,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const tensorsTotal = base.tensors.size;
   let bytesDone = 0;
   let tensorsDone = 0;
+  let warnings: string[] = [];
   const writers: SafetensorsWriter[] = [];
   const files: string[] = [];
   /** Finishes the open shard and opens every shard up to `shardIndex` (empty ones get just a header). */
@@ -134,6 +142,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       files.push(shard.path);
     }
   };
+  const copiedNonFinite = new CopiedNonFinite();
   const emit = (phase: 'merge' | 'done', tensor?: string) =>
     onProgress?.({ phase, tensorsDone, tensorsTotal, bytesDone, bytesTotal, tensor });
 
@@ -143,7 +152,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       units,
       {
         read: (unit) => readUnit(prepared, unit),
-        compute: (unit, input) => computeUnit(unit, input, backend, signal),
+        compute: (unit, input) => computeUnit(unit, input, backend, copiedNonFinite, signal),
         write: async (unit, bytes) => {
           await advanceTo(unit.shardIndex);
           await writers[unit.shardIndex].writeChunk(unit.tensor.name, bytes);
@@ -154,6 +163,8 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       },
       signal,
     );
+    warnings = copiedNonFinite.warnings();
+    warnings.forEach((w) => options.onWarning?.(w));
     await advanceTo(base.shards.length - 1);
     await writers[writers.length - 1]?.finish();
     throwIfAborted(signal);
@@ -179,6 +190,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   }
   emit('done');
   return {
+    warnings,
     files,
     tensors: tensorsTotal,
     tensorsUpdated: plan.summary.tensorsTouched,
@@ -227,7 +239,9 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8A
   }
 }
 
-async function computeUnit(unit: WorkUnit, input: Uint8Array, backend: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
+async function computeUnit(
+  unit: WorkUnit, input: Uint8Array, backend: MergeBackend, copiedNonFinite: CopiedNonFinite, signal?: AbortSignal,
+): Promise<Uint8Array> {
   const a = unit.action;
   const name = unit.tensor.name;
   switch (a.kind) {
@@ -239,21 +253,32 @@ async function computeUnit(unit: WorkUnit, input: Uint8Array, backend: MergeBack
         { rowStart: a.rowStart, rowCount: a.rowCount },
         await a.terms(),
       );
-      return backend.merge(op, signal);
+      return backend.merge(op, signal).catch((e: unknown) => {
+        throw explainNonFinite(e, { file: unit.file, update: a.update, base: input, op });
+      });
     }
     case 'bias': {
       const dtype = unit.tensor.dtype as FloatDType;
-      return backend.merge(await loadBiasUpdate(a.bias, { dtype, data: input }, unit.outDtype as FloatDType), signal);
+      const op = await loadBiasUpdate(a.bias, { dtype, data: input }, unit.outDtype as FloatDType);
+      return backend.merge(op, signal).catch((e: unknown) => {
+        throw explainBiasNonFinite(e, unit.file, a.bias, input, op);
+      });
     }
-    case 'replace':
-      return loadReplacement(a.replacement, unit.outDtype as FloatDType);
+    case 'replace': {
+      const out = await loadReplacement(a.replacement, unit.outDtype as FloatDType);
+      await checkReplacement(a.replacement, out, unit.outDtype as FloatDType, () => a.replacement.file.read(a.replacement.tensor));
+      return out;
+    }
     case 'copy': {
       const inDtype = unit.tensor.dtype;
+      copiedNonFinite.scan(unit.file, name, input, inDtype); // the bytes stay as they are; the user is told
       if (inDtype === unit.outDtype) return input;
       if (!isFloatDType(inDtype) || !isFloatDType(unit.outDtype)) {
         throw new MergeError('BAD_ARGUMENT', `tensor "${name}": cannot convert ${inDtype} to ${unit.outDtype}`);
       }
-      return encodeFromF32(decodeToF32(input, inDtype), unit.outDtype);
+      const out = encodeFromF32(decodeToF32(input, inDtype), unit.outDtype);
+      checkConverted(unit.file, name, input, inDtype, out, unit.outDtype);
+      return out;
     }
   }
 }

@@ -8,6 +8,7 @@ import { openBaseModel, type BaseModel } from '../formats/base-model.js';
 import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type MergePlan } from '../plan/merge-plan.js';
 import { MergeError } from '../errors.js';
+import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 
 /** One adapter for {@link prepareMerge}: its files and the weight it is merged at. */
 export interface AdapterInput {
@@ -43,6 +44,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1 });
     }
     const plan = buildMergePlan(base, adapters);
+    plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
     return { baseFiles, base, adapters, plan, close };
   } catch (e) {
     await close();

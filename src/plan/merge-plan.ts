@@ -19,6 +19,7 @@ import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.
 import { ldmUnetNames } from '../formats/sd-unet-names.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { formatProblemList } from './problems.js';
+import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
 
 export interface BaseTensorInfo {
   dtype: DType;
@@ -157,6 +158,11 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       seen.set(baseKey, moduleName);
+      const overLimit = moduleLimitProblem(module);
+      if (overLimit) {
+        fail('LIMIT_EXCEEDED', overLimit);
+        continue;
+      }
       if (!checkFloat(info.dtype, module, fail, `base tensor ${baseKey}`)) continue;
       const view = viewOf(module, baseKey, info.shape, fail);
       if (!view) continue;
@@ -209,6 +215,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
   });
 
   checkSharedTensors(updates, biases, replacements, problems);
+  warnings.push(...suspiciousRequestWarnings(adapters));
   const order = [...base.tensors.keys()];
   const rank = new Map(order.map((k, i) => [k, i]));
   const byBaseOrder = <T extends { baseKey: string }>(m: Map<string, T>) => [...m.values()].sort((x, y) => rank.get(x.baseKey)! - rank.get(y.baseKey)!);
