@@ -2,7 +2,8 @@
  * Runs in the worker: merged files kept in the browser's private disk space (the Origin Private
  * File System), one folder per merge. They are disk-backed, so a download link to one costs no
  * memory whatever the model's size. Folders are deleted when the page withdraws a result and, on
- * start, whatever an earlier visit left behind.
+ * start, whatever an earlier visit left behind. Each folder is held by a Web Lock while its page is
+ * open, so a second tab never deletes the first one's files.
  */
 import { makeZip } from 'client-zip';
 
@@ -17,20 +18,45 @@ export function hasBrowserStorage(): boolean {
   return typeof navigator !== 'undefined' && typeof navigator.storage?.getDirectory === 'function';
 }
 
+const lockName = (job: string) => `loramerge-${job}`;
+/** Releases the lock of each job this page holds. */
+const held = new Map<string, () => void>();
+
+/** Holds a job's lock until it is deleted or the page closes; resolves once held. */
+function holdLock(job: string): Promise<void> {
+  if (!navigator.locks) return Promise.resolve();
+  return new Promise((acquired) => {
+    void navigator.locks.request(lockName(job), () => new Promise<void>((release) => {
+      held.set(job, release);
+      acquired();
+    }));
+  });
+}
+
 /** A fresh, empty folder for one merge. */
 export async function newJobFolder(): Promise<{ job: string; folder: FileSystemDirectoryHandle }> {
   const job = `merge-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  await holdLock(job);
   return { job, folder: await (await root()).getDirectoryHandle(job, { create: true }) };
 }
 
 export async function deleteJob(job: string): Promise<void> {
   await (await root()).removeEntry(job, { recursive: true }).catch(() => undefined);
+  held.get(job)?.();
+  held.delete(job);
 }
 
-/** Deletes every merge folder: called once when the worker starts. */
+/** Deletes the merge folders no open page holds: called once when the worker starts. */
 export async function deleteAllJobs(): Promise<void> {
   if (!hasBrowserStorage()) return;
-  await (await navigator.storage.getDirectory()).removeEntry(ROOT, { recursive: true }).catch(() => undefined);
+  const jobs = await root();
+  const names: string[] = [];
+  for await (const name of jobs.keys()) names.push(name);
+  for (const name of names) {
+    const job = name.replace(/-zip$/, '');
+    const free = !navigator.locks || await navigator.locks.request(lockName(job), { ifAvailable: true }, (lock) => lock !== null);
+    if (free) await jobs.removeEntry(name, { recursive: true }).catch(() => undefined);
+  }
 }
 
 /** The File at a '/' path under `folder` (disk-backed). */

@@ -17,7 +17,7 @@ const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948
 export const CHART_CAPTION =
   'Each bar: how much the merge changes that block’s weights, as weight × ‖s·B·A‖ / ‖W‖ in percent ' +
   '(1 % means the update is a hundredth of the weight’s size), one colour per module kind. Below zero: the ' +
-  'adapter is subtracted (negative weight). Hover or focus a bar for its value.';
+  'adapter is subtracted (negative weight). Hover a bar for its values; the table of matched modules below lists each module’s scale.';
 
 export class MagnitudeChart {
   private chart?: Chart<'bar'>;

@@ -204,6 +204,39 @@ describe('the page as a person uses it', () => {
     await page.screenshot({ path: 'test-output/demo-390px.png', fullPage: true });
   });
 
+  it('a second tab does not delete the first one’s merged files; a reload of it does', async () => {
+    demo = await openDemo(browser, server);
+    const { page } = demo;
+    await page.click('[data-testid="sample-button"]');
+    const first = await downloadBytes(page);
+    const second = await openDemo(browser, server);
+    try {
+      // The second tab's worker cleans up on start: wait until it has.
+      await second.page.waitForFunction(() => !/starting/.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
+      await second.page.evaluate(() => new Promise((r) => setTimeout(r, 500)));
+      expect(await downloadBytes(page)).toEqual(first);
+      expect(second.errors).toEqual([]);
+    } finally {
+      await second.page.close();
+    }
+    const stored = () => page.evaluate(async () => {
+      const root = await navigator.storage.getDirectory();
+      const merges = await root.getDirectoryHandle('loramerge-merges', { create: true });
+      const names: string[] = [];
+      for await (const name of (merges as unknown as { keys(): AsyncIterable<string> }).keys()) names.push(name);
+      return names;
+    });
+    expect((await stored()).length).toBe(1);
+    await page.reload({ waitUntil: 'load' });
+    await page.waitForFunction(() => !/starting/.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
+    await page.waitForFunction(async () => {
+      const root = await navigator.storage.getDirectory();
+      const merges = await root.getDirectoryHandle('loramerge-merges', { create: true });
+      for await (const _ of (merges as unknown as { keys(): AsyncIterable<string> }).keys()) return false;
+      return true;
+    }, { timeout: 10_000 });
+  });
+
   it('served without cross-origin isolation, runs the CPU on one thread and says what it lost', async () => {
     const plain = await serveDemo({ crossOriginIsolated: false });
     try {
