@@ -35,7 +35,10 @@ export class ResultsView {
     this.box.classList.toggle('stale', result.stale);
     this.note.textContent = result.stale
       ? 'Out of date: a weight or the dtype changed after this merge. Merge again to get the current settings.'
-      : `Merged on ${result.backend.description}${result.where} in ${result.seconds.toFixed(1)} s.`;
+      : `Merged on ${result.backend.description}${result.where} in ${result.seconds.toFixed(1)} s.` +
+        (result.job && result.files.length > 1
+          ? ` A folder model keeps its files’ own names (its index refers to them): pack them into one zip, which holds the folder ${stemOf(result.baseName)}-merged/, to keep them together.`
+          : '');
     for (const link of this.list.querySelectorAll<HTMLAnchorElement>('a[data-role="primary"], a[data-role="extra"]')) {
       link.dataset.testid = `download-link${link.dataset.role === 'primary' ? '' : '-extra'}${result.stale ? '-stale' : ''}`;
       link.textContent = `${result.stale ? 'Out of date: ' : ''}${link.dataset.label}`;
