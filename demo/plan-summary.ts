@@ -5,13 +5,10 @@
  * The adapters' facts are worded here, from the plan's data, so the page needs no list of formats.
  */
 import {
-  estimateUpdateMagnitudes, prepareMerge, type FloatDType, type InputFileSet, type ParsedAdapter,
+  ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, prepareMerge, type FloatDType, type InputFileSet, type ParsedAdapter,
 } from '../src/index.js';
 import { familyMismatch } from '../src/plan/model-family.js';
 import type { AdapterSummary, PlanSummary, Problem } from './worker-protocol.js';
-
-/** Display names of adapter formats; an unknown one is shown as it is. */
-const FORMAT_NAMES: Record<string, string> = { peft: 'PEFT', kohya: 'kohya / LyCORIS' };
 
 function range(values: number[]): string {
   const distinct = [...new Set(values.map((v) => Number(v.toPrecision(4))))].sort((a, b) => a - b);
@@ -24,7 +21,7 @@ function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
   return {
     name: adapter.name,
     facts: [
-      FORMAT_NAMES[adapter.format] ?? adapter.format,
+      ADAPTER_FORMAT_NAMES[adapter.format] ?? adapter.format,
       `${m.length} module${m.length === 1 ? '' : 's'}`,
       `r = ${range(m.map((x) => x.rank))}`,
       `α = ${range(m.map((x) => x.alpha))}`,

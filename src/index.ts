@@ -19,7 +19,10 @@ export {
   estimateUpdateMagnitudes, type MagnitudeOptions, type ReadBaseRows, type UpdateMagnitude,
 } from './plan/update-magnitudes.js';
 export type { BaseModel, BaseModelKind, BaseTensor, ShardIndex } from './formats/base-model.js';
-export type { AdapterFormat, DoraFactor, LoraModule, ModuleKind, ModuleTarget, ParsedAdapter, TensorReplacement } from './formats/adapter.js';
+export {
+  ADAPTER_FORMAT_NAMES, type AdapterFormat, type AdapterModule, type DoraFactor, type ModelPart, type ModuleAddress, type ModuleKind,
+  type ParsedAdapter, type TensorReplacement, type UpdateShape,
+} from './formats/adapter.js';
 
 // Backends and single ops
 export { createBackend, type BackendOptions } from './engine/create-backend.js';

@@ -57,9 +57,9 @@ describe('PEFT adapters', () => {
     try {
       expect(adapter.format).toBe('peft');
       expect(adapter.config.lora_alpha).toBe(16);
-      expect(adapter.modules.map((m) => [m.target, m.kind, m.rank, m.alpha, m.scale, m.fanInFanOut])).toEqual([
-        [{ scheme: 'peft', path: 'transformer.h.0.attn.c_attn' }, 'linear', 4, 16, 8, true],
-        [{ scheme: 'peft', path: 'transformer.h.0.attn.c_proj' }, 'linear', 2, 16, 16 / Math.SQRT2, true],
+      expect(adapter.modules.map((m) => [m.address, m.kind, m.rank, m.alpha, m.scale, m.fanInFanOut])).toEqual([
+        [{ path: 'transformer.h.0.attn.c_attn', flat: false }, 'linear', 4, 16, 8, true],
+        [{ path: 'transformer.h.0.attn.c_proj', flat: false }, 'linear', 2, 16, 16 / Math.SQRT2, true],
       ]);
       expect(adapter.warnings).toEqual([]);
     } finally {
@@ -87,9 +87,7 @@ describe('PEFT adapters', () => {
     ]);
     expect(adapter.modules.every((m) => m.scale === 4)).toBe(true); // lora_alpha defaults to 8
     expect(adapter.warnings.join('\n')).toMatch(/lora_alpha missing.*default 8/);
-    expect(adapter.replacements.map((r) => r.target)).toEqual([
-      { scheme: 'peft', path: 'classifier.weight' }, { scheme: 'peft', path: 'score.weight' },
-    ]);
+    expect(adapter.replacements.map((r) => r.path)).toEqual(['classifier.weight', 'score.weight']);
   });
 
   it('warns about PiSSA and OLoRA initialisations', async () => {
@@ -109,9 +107,14 @@ describe('PEFT adapters', () => {
     await expectFailure(peftFiles({ r: 0 }, tensors), 'BAD_CONFIG', ['adapter_config.json', '"r"']);
     await expectFailure(peftFiles({ r: 2, lora_alpha: 'x' }, tensors), 'BAD_CONFIG', ['lora_alpha']);
     await expectFailure(peftFiles({ r: 2, rank_pattern: { 'q(': 2 } }, tensors), 'BAD_CONFIG', ['rank_pattern', 'q(']);
-    for (const type of ['LOHA', 'LOKR', 'VERA', 'IA3']) {
+    for (const type of ['IA3', 'BOFT']) {
       await expectFailure(peftFiles({ peft_type: type }, tensors), 'UNSUPPORTED_FORMAT', [type, 'not supported']);
     }
+    // LoHa, LoKr, VeRA and OFT are read (peft-methods.test.ts); LoRA tensors in them are named.
+    for (const type of ['LOHA', 'LOKR', 'OFT']) {
+      await expectFailure(peftFiles({ peft_type: type }, tensors), 'UNSUPPORTED_FORMAT', [`is not a ${type} tensor`, 'q.lora_A']);
+    }
+    await expectFailure(peftFiles({ peft_type: 'VERA' }, tensors), 'UNSUPPORTED_FORMAT', ['vera_A']);
     await expectFailure(peftFiles({ peft_type: 'SOMETHING' }, tensors), 'UNSUPPORTED_FORMAT', ['unknown peft_type "SOMETHING"']);
   });
 
@@ -165,11 +168,11 @@ describe('kohya / LyCORIS files', () => {
     }, 'style.safetensors');
     expect(adapter.format).toBe('kohya');
     expect(adapter.config).toEqual({ ss_network_dim: '8', ss_network_alpha: '4' });
-    expect(adapter.modules.map((m) => [m.target, m.kind, m.rank, m.alpha, m.scale, m.dora?.axis])).toEqual([
-      [{ scheme: 'kohya', part: 'unet', flatName: 'down_blocks_0_attentions_0_proj_in' }, 'linear', 8, 4, 0.5, undefined],
-      [{ scheme: 'kohya', part: 'te1', flatName: 'text_model_encoder_layers_0_mlp_fc1' }, 'linear', 3, 3, 1, undefined],
-      [{ scheme: 'kohya', part: 'te2', flatName: 'text_model_encoder_layers_0_mlp_fc1' }, 'linear', 2, 0.5, 0.25, 'out'],
-      [{ scheme: 'kohya', part: 'unet', flatName: 'down_blocks_0_resnets_0_conv1' }, 'conv', 4, 4, 1, 'in'],
+    expect(adapter.modules.map((m) => [m.address, m.algorithm, m.kind, m.deltaShape, m.rank, m.alpha, m.scale, m.dora?.axis])).toEqual([
+      [{ part: 'unet', path: 'down_blocks_0_attentions_0_proj_in', flat: true }, 'lora', 'linear', [6, 5], 8, 4, 0.5, undefined],
+      [{ part: 'te1', path: 'text_model_encoder_layers_0_mlp_fc1', flat: true }, 'lora', 'linear', [7, 5], 3, 3, 1, undefined],
+      [{ part: 'te2', path: 'text_model_encoder_layers_0_mlp_fc1', flat: true }, 'lora', 'linear', [7, 5], 2, 0.5, 0.25, 'out'],
+      [{ part: 'unet', path: 'down_blocks_0_resnets_0_conv1', flat: true }, 'lora', 'conv', [6, 3, 3, 3], 4, 4, 1, 'in'],
     ]);
     expect(adapter.modules[3].dora?.epsilon).toBe(2 ** -23);
   });
@@ -186,8 +189,9 @@ describe('kohya / LyCORIS files', () => {
         t('something_else.weight', [2]),
       ]),
     }, 'UNSUPPORTED_FORMAT', [
-      '5 problems', 'module "lora_unet_mid_block_attn" needs exactly hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b', 'module "lora_te_text_model_encoder_layers_1_k_proj" is LoKr',
-      'module "lora_unet_only_down" has no lora_up', 'module "lora_unet_bad_alpha": alpha must be one float', 'something_else.weight',
+      '5 problems', 'module "lora_unet_mid_block_attn" needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b', 'module "lora_te_text_model_encoder_layers_1_k_proj" needs lokr_w1 or lokr_w1_a with lokr_w1_b, and lokr_w2',
+      'module "lora_unet_only_down" has lora_unet_only_down.lora_down.weight but no lora_unet_only_down.lora_up.weight',
+      'module "lora_unet_bad_alpha" has an alpha that is not one finite number', 'something_else',
     ]);
     expect(message.split('\n')).toHaveLength(6);
   });
@@ -195,6 +199,6 @@ describe('kohya / LyCORIS files', () => {
   it('checks that lora_up fits lora_down', async () => {
     await expectFailure({
       'x.safetensors': buildSafetensors([t('lora_unet_a.lora_down.weight', [4, 3]), t('lora_unet_a.lora_up.weight', [3, 2])]),
-    }, 'SHAPE_MISMATCH', ['module "lora_unet_a"', 'lora_up (3, 2)']);
+    }, 'SHAPE_MISMATCH', ['module "lora_unet_a"', 'lora_up.weight (3, 2)']);
   });
 });

@@ -5,7 +5,7 @@
  * pathological regex in a config cannot hang anything.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, errorLines, listDir, runCli, type CliResult } from './helpers/cli.js';
@@ -152,9 +152,12 @@ describe('inputs stay consistent', () => {
       stderr += chunk.toString();
       if (!rewritten && stderr.includes('backend:')) {
         rewritten = true;
-        const bytes = readFileSync(basePath);
-        bytes.writeFloatLE(1.5, bytes.length - 4); // same size, new content, like dd conv=notrunc
-        writeFileSync(basePath, bytes);
+        // Same size, new content, written in place like dd conv=notrunc (never truncated).
+        const fd = openSync(basePath, 'r+');
+        const value = Buffer.alloc(4);
+        value.writeFloatLE(1.5);
+        writeSync(fd, value, 0, 4, statSync(basePath).size - 4);
+        closeSync(fd);
       }
     });
     const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
@@ -230,7 +233,7 @@ describe('no regex from a config can hang', () => {
     const adapterDir = temp.make(adapter(evil));
     const dry = await runCli(['merge', '--dry-run', '--base', join(baseDir, 'base.safetensors'), '--adapter', adapterDir]);
     expect(dry.code, dry.stderr).toBe(0);
-    expect(dry.stdout).toMatch(/q_proj r=2 scale=2/);
+    expect(dry.stdout).toMatch(/q_proj LoRA r=2 scale=2/);
     const inspect = await runCli(['inspect', adapterDir]);
     expect(inspect.code, inspect.stderr).toBe(0);
     expect(inspect.stdout).toMatch(/q_proj {2}r=2 α=4 scale=2/);

@@ -7,6 +7,7 @@ import { parseOutDType, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 
 import type { BackendChoice } from '../engine/backend-choice.js';
+import { ADAPTER_USAGE, parseCombine, parseExtract, parseResize, type CombineCommand, type ExtractCommand, type ResizeCommand } from './adapter-args.js';
 export type { BackendChoice };
 
 export interface MergeCommand {
@@ -25,30 +26,32 @@ export interface InspectCommand { command: 'inspect'; path: string }
 export interface SampleCommand { command: 'sample'; dir: string; backend: BackendChoice }
 export interface HelpCommand { command: 'help' }
 export interface VersionCommand { command: 'version' }
-export type Command = MergeCommand | InspectCommand | SampleCommand | HelpCommand | VersionCommand;
+export type Command = MergeCommand | InspectCommand | SampleCommand | HelpCommand | VersionCommand
+  | CombineCommand | ResizeCommand | ExtractCommand;
 
 export const USAGE = `usage:
   loramerge merge --base PATH --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
-                  --out PATH [--dtype f32|f16|bf16] [--backend auto|webgpu|cpu] [--dry-run] [--overwrite]
+                  --out PATH [--dtype f32|f16|bf16|f8_e4m3|f8_e5m2] [--backend auto|webgpu|cpu] [--dry-run] [--overwrite]
   loramerge inspect PATH
   loramerge sample [DIR] [--backend auto|webgpu|cpu]
+${ADAPTER_USAGE}
 
   --base     a .safetensors file, or a model folder (sharded Hugging Face or diffusers)
   --adapter  a PEFT folder (adapter_config.json + adapter_model.safetensors) or a kohya .safetensors
   --weight   weight of the adapter before it (default 1; negative subtracts)
   --out      a file when the base is a file, a folder when the base is a folder
-  --dtype    output dtype of every float tensor (default: the base's)
+  --dtype    output dtype of every float tensor, fp8 ones included (default: the base's)
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
   --dry-run  print the plan and stop
   --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded)
   inspect    print what a base model or adapter holds
   sample     write a small generated model and adapter to DIR (default ./loramerge-sample), merge them`;
 
-function usageError(message: string): MergeError {
+export function usageError(message: string): MergeError {
   return new MergeError('BAD_ARGUMENT', `${message} (see loramerge --help)`);
 }
 
-function parseBackend(value: string): BackendChoice {
+export function parseBackend(value: string): BackendChoice {
   if (value === 'auto' || value === 'webgpu' || value === 'cpu') return value;
   throw usageError(`--backend must be auto, webgpu or cpu, not "${value}"`);
 }
@@ -56,7 +59,7 @@ function parseBackend(value: string): BackendChoice {
 /** A plain decimal, optionally with an exponent: no hex (0x10), octal, binary, Infinity or blanks. */
 const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
-function parseWeight(value: string, adapter: string | undefined): number {
+export function parseWeight(value: string, adapter: string | undefined): number {
   const weight = Number(value);
   if (!DECIMAL.test(value) || !Number.isFinite(weight)) {
     throw usageError(`--weight "${value}"${adapter ? ` for adapter ${adapter}` : ''} is not a finite decimal number`);
@@ -71,11 +74,14 @@ export function parseCommandLine(argv: string[]): Command {
   if (command === 'merge') return parseMerge(rest);
   if (command === 'inspect') return parseInspect(rest);
   if (command === 'sample') return parseSample(rest);
+  if (command === 'combine') return parseCombine(rest);
+  if (command === 'resize') return parseResize(rest);
+  if (command === 'extract') return parseExtract(rest);
   throw usageError(`unknown command "${command}"`);
 }
 
 /** parseArgs messages are already one readable line; make them usage errors. */
-function parseOrExplain<T>(run: () => T): T {
+export function parseOrExplain<T>(run: () => T): T {
   try {
     return run();
   } catch (e) {
@@ -84,7 +90,7 @@ function parseOrExplain<T>(run: () => T): T {
 }
 
 /** `--weight -0.5`: parseArgs would read the negative number as an option; bind it explicitly. */
-function bindNegativeWeights(args: string[]): string[] {
+export function bindNegativeWeights(args: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const next = args[i + 1];
@@ -153,7 +159,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         try {
           dtype = parseOutDType(value);
         } catch {
-          throw usageError(`--dtype must be f32, f16 or bf16, not "${value}"`);
+          throw usageError(`--dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "${value}"`);
         }
         break;
       case 'backend':

@@ -2,7 +2,7 @@
 import { stat } from 'node:fs/promises';
 import type { DType } from '../dtype.js';
 import { MergeError, isMergeError } from '../errors.js';
-import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import { ADAPTER_FORMAT_NAMES, openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { openBaseModel, type BaseModel } from '../formats/base-model.js';
 import { openNodeInputFileSet } from '../io/node-input-files.js';
 import type { InputFileSet } from '../io/types.js';
@@ -61,13 +61,13 @@ function describeBase(files: InputFileSet, base: BaseModel): string[] {
 
 function describeAdapter(adapter: ParsedAdapter): string[] {
   const lines = [
-    `${adapter.name}: ${adapter.format === 'peft' ? 'PEFT LoRA adapter' : 'kohya/LyCORIS LoRA'} (${adapter.modules.length} modules` +
+    `${adapter.name}: ${adapter.format === 'peft' ? 'PEFT LoRA adapter' : `${ADAPTER_FORMAT_NAMES[adapter.format]} LoRA`} (${adapter.modules.length} modules` +
       `${adapter.replacements.length ? `, ${adapter.replacements.length} full tensors` : ''})`,
-    `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => [m.a.dtype, m.b.dtype]))}`,
+    `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.dtype)))}`,
   ];
   const kinds = new Map<string, number>();
   for (const m of adapter.modules) {
-    const kind = `${m.kind}${m.dora ? '+dora' : ''}${m.fanInFanOut ? ' (fan_in_fan_out)' : ''}`;
+    const kind = `${m.kind}${m.algorithm === 'lora' ? '' : ` ${m.algorithm}`}${m.dora ? '+dora' : ''}${m.fanInFanOut ? ' (fan_in_fan_out)' : ''}`;
     kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
   }
   lines.push(`  layers: ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(', ')}`);

@@ -1,7 +1,9 @@
 /** The plan as text: what will change, at which scale, and what is wrong. */
-import { displayName } from '../plan/merge-plan.js';
+import type { RowPlacement } from '../engine/merge-op.js';
 import type { PreparedMerge } from '../pipeline/prepare-merge.js';
 import { formatBytes, formatScale } from '../format.js';
+import { algorithmNamed } from '../formats/algorithms/index.js';
+import type { PlannedTerm } from '../plan/merge-plan.js';
 
 export function describePlan(prepared: PreparedMerge, detailed: boolean): string {
   const { plan, base } = prepared;
@@ -18,17 +20,31 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   });
   const s = plan.summary;
   lines.push(
-    `plan: ${s.tensorsTouched} tensors change, ${s.terms} low-rank terms, ${formatBytes(s.bytesToRead)} to read, ` +
-      `${(s.flops / 1e9).toFixed(2)} GFLOP`,
+    `plan: ${s.tensorsTouched} tensors change, ${s.terms} module updates, ${formatBytes(s.bytesToRead)} to read, ` +
+      `${(s.flops / 1e9).toFixed(2)} GFLOP${plan.leftOut.length ? `, ${plan.leftOut.length} modules left out (see warnings)` : ''}`,
   );
   if (detailed) {
     for (const u of plan.updates) {
-      const terms = u.terms.map((t) => `${displayName(t.module)} r=${t.module.rank} scale=${formatScale(t.scale)}`).join(' + ');
-      lines.push(`  ${u.baseKey} [${u.shape.join('×')}] ${u.layout}${u.dora ? ' dora' : ''} ← ${terms}`);
+      const terms = u.terms.map((t) => `${t.moduleName} ${termText(t)}${placementText(t.placement)}`).join(', then ');
+      lines.push(`  ${u.baseKey} [${u.shape.join('×')}] ${u.layout} ← ${terms}`);
     }
     for (const b of plan.biasUpdates) lines.push(`  ${b.baseKey} (bias) ← ${b.terms.map((t) => `${t.moduleName} scale=${formatScale(t.scale)}`).join(' + ')}`);
     for (const r of plan.replacements) lines.push(`  ${r.baseKey} replaced by ${r.adapter}:${r.tensor.name}`);
+    for (const m of plan.leftOut) lines.push(`  left out: ${m.adapter}:${m.module}: ${m.reason}`);
     for (const p of plan.problems) lines.push(`problem: ${p.message}`);
   }
   return lines.join('\n');
+}
+
+/** `LoKr r=8 scale=0.5 +DoRA`: the algorithm, its rank where it has one, the scale applied. */
+function termText(t: PlannedTerm): string {
+  const shape = t.module.update;
+  const rank = shape.kind === 'low-rank' ? ` r=${t.module.rank}` : '';
+  return `${algorithmNamed(t.module.algorithm).title}${rank} scale=${formatScale(t.scale)}${t.dora ? ' +DoRA' : ''}`;
+}
+
+/** ` → rows 0–1279` when a term lands on part of its tensor. */
+function placementText(placement: RowPlacement | undefined): string {
+  if (!placement) return '';
+  return ` → rows ${placement.segments.map((g) => (g.src === g.dst ? `${g.dst}–${g.dst + g.count - 1}` : `${g.dst}–${g.dst + g.count - 1} (from ${g.src}–${g.src + g.count - 1})`)).join(', ')}`;
 }

@@ -10,6 +10,7 @@ import { exitCodeFor } from './exit-codes.js';
 import { runInspect } from './inspect-command.js';
 import { runMerge } from './merge-command.js';
 import { runSample } from './sample-command.js';
+import { runCombine, runExtract, runResize } from './adapter-command.js';
 
 /** Where a run writes: results to `out` (stdout), messages to `err` (stderr), one line per call. */
 export interface CliOutput {
@@ -45,6 +46,12 @@ async function dispatch(argv: string[], io: CliOutput): Promise<number> {
       return runMerge(command, io);
     case 'sample':
       return runSample(command, io);
+    case 'combine':
+      return runCombine(command, io.err);
+    case 'resize':
+      return runResize(command, io.err);
+    case 'extract':
+      return runExtract(command, io.err);
   }
 }
 

@@ -4,9 +4,14 @@
  * - `out-in`: left = s·B (rows of the slab), right = A.
  * - `in-out`: left = Aᵀ (rows of the slab), right = s·Bᵀ.
  * The ranks of all terms are concatenated (k runs over every term's rank), scales folded in.
+ *
+ * A term with a row placement fills only the slab rows its segments reach, from the ΔW rows they
+ * name; the other rows of its columns of `left` stay zero. A term none of whose segments reaches
+ * the slab is left out altogether, so a slab of a fused qkv tensor pays only for the modules that
+ * land on it.
  */
 import { decodeToF32 } from '../dtype.js';
-import type { MergeOp } from './merge-op.js';
+import type { LowRankTerm, MergeOp } from './merge-op.js';
 import type { OpShape } from './op-shape.js';
 
 export interface LowRankFactors {
@@ -15,25 +20,52 @@ export interface LowRankFactors {
   left: Float32Array;
   /** rank × cols, row-major. */
   right: Float32Array;
+  /** Indices of the terms in `op.terms` that contribute, in order: `right` depends on nothing else. */
+  activeTerms: readonly number[];
 }
 
-export function lowRankFactors(op: MergeOp, shape: OpShape): LowRankFactors {
-  const { rowStart, rowCount, totalRank: rank } = shape;
+/** Does the term change any row in [rowStart, rowStart + rowCount)? */
+export function termReachesRows(term: LowRankTerm, rowStart: number, rowCount: number): boolean {
+  if (!term.placement) return true;
+  return term.placement.segments.some((g) => g.dst < rowStart + rowCount && g.dst + g.count > rowStart);
+}
+
+/** `terms` defaults to the op's own (its first additive pass); later add steps pass theirs. */
+export function lowRankFactors(op: MergeOp, shape: OpShape, terms: readonly LowRankTerm[] = op.terms): LowRankFactors {
+  const { rowStart, rowCount } = shape;
   const cols = op.cols;
+  const activeTerms: number[] = [];
+  let rank = 0;
+  terms.forEach((term, t) => {
+    if (termReachesRows(term, rowStart, rowCount)) {
+      activeTerms.push(t);
+      rank += term.rank;
+    }
+  });
   const left = new Float32Array(rowCount * rank);
   const right = new Float32Array(rank * cols);
   let k0 = 0;
-  for (const term of op.terms) {
+  for (const t of activeTerms) {
+    const term = terms[t];
     const a = decodeToF32(term.a.data, term.a.dtype);
     const b = decodeToF32(term.b.data, term.b.dtype);
     const r = term.rank;
     const s = term.scale;
     if (op.layout === 'out-in') {
-      // B is (rows × r): take the slab's rows, scaled. A is (r × cols) as is.
-      for (let i = 0; i < rowCount; i++) {
-        const src = (rowStart + i) * r;
-        const dst = i * rank + k0;
+      // B is (ΔW rows × r): each slab row takes its ΔW row, scaled. A is (r × cols) as is.
+      const copyRow = (slabRow: number, deltaRow: number) => {
+        const src = deltaRow * r;
+        const dst = slabRow * rank + k0;
         for (let k = 0; k < r; k++) left[dst + k] = s * b[src + k];
+      };
+      if (term.placement) {
+        for (const g of term.placement.segments) {
+          const from = Math.max(g.dst, rowStart);
+          const to = Math.min(g.dst + g.count, rowStart + rowCount);
+          for (let row = from; row < to; row++) copyRow(row - rowStart, g.src + row - g.dst);
+        }
+      } else {
+        for (let i = 0; i < rowCount; i++) copyRow(i, rowStart + i);
       }
       right.set(a, k0 * cols);
     } else {
@@ -50,5 +82,5 @@ export function lowRankFactors(op: MergeOp, shape: OpShape): LowRankFactors {
     }
     k0 += r;
   }
-  return { rank, left, right };
+  return { rank, left, right, activeTerms };
 }

@@ -1,14 +1,34 @@
 /**
  * The one operation every backend executes: a dense weight W (viewed as rows × cols) plus a sum of
- * scaled low-rank products, optionally followed by a DoRA renormalisation, rounded once to the
- * output dtype. The plan layer builds these; the executors (CPU, WebGPU) only run them.
+ * scaled low-rank products, optionally followed by a DoRA renormalisation and further steps
+ * (update-steps.ts), rounded once to the output dtype. The plan layer builds these; the executors
+ * (CPU, WebGPU) only run them.
  */
 import type { FloatDType } from '../dtype.js';
+import type { UpdateStep } from './update-steps.js';
 
 /** Raw little-endian tensor bytes of one float dtype. */
 export interface FloatTensorBytes {
   dtype: FloatDType;
   data: Uint8Array;
+}
+
+/** Rows [src, src + count) of ΔW land on output rows [dst, dst + count) of W. */
+export interface RowSegment {
+  src: number;
+  dst: number;
+  count: number;
+}
+
+/**
+ * Where a term's ΔW rows go when they are not W's output rows one to one: a slice of a fused
+ * tensor (q, k and v of one qkv weight), halves swapped, rows permuted. ΔW has `deltaRows` rows
+ * (B is deltaRows × r); W's rows that no segment reaches get nothing from the term. Segments may
+ * not overlap on W.
+ */
+export interface RowPlacement {
+  deltaRows: number;
+  segments: readonly RowSegment[];
 }
 
 /**
@@ -18,11 +38,13 @@ export interface FloatTensorBytes {
 export interface LowRankTerm {
   /** A, r × inFeatures, row-major. */
   a: FloatTensorBytes;
-  /** B, outFeatures × r, row-major. */
+  /** B, outFeatures × r (or placement.deltaRows × r), row-major. */
   b: FloatTensorBytes;
   rank: number;
   /** Everything folded in: user weight · α/r (or α/√r). May be negative. */
   scale: number;
+  /** ΔW's rows land elsewhere than W's rows one to one (only with the 'out-in' layout). */
+  placement?: RowPlacement;
 }
 
 /**
@@ -43,6 +65,11 @@ export interface DoraSpec {
   normAxis: 'out' | 'in';
   /** Added to each norm before dividing (LyCORIS adds float eps; PEFT adds nothing). */
   epsilon: number;
+  /**
+   * Input features per magnitude (default 1): a conv's kh·kw kernel positions of one input
+   * channel share its norm (LyCORIS normalises per channel over out, kh, kw). `in` norms only.
+   */
+  group?: number;
 }
 
 /** One weight (or a row slab of it) and the low-rank terms to add to it. */
@@ -64,6 +91,11 @@ export interface MergeOp {
   outDtype: FloatDType;
   /** DoRA needs whole-matrix norms: ops with `dora` are never slabbed across the norm axis. */
   dora?: DoraSpec;
+  /**
+   * What happens to V after `terms` and `dora`, in order (PEFT's adapters one after another,
+   * LyCORIS's non-additive modules). Empty or absent: nothing.
+   */
+  steps?: UpdateStep[];
 }
 
 /** Progress inside one op (useful for giant tensors). */
@@ -79,6 +111,12 @@ export interface MergeBackend {
    * Throws a MergeError naming `op.name` on non-finite output, device loss or a failed dispatch.
    */
   merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Sums of squares of V (the op's whole update, before rounding) per stored column, over the op's
+   * rows: the first pass of DoRA norms that run across row slabs (see resolveColumnNorms).
+   * Backends without it leave the pass to the CPU executor.
+   */
+  columnSumsOfSquares?(op: MergeOp, signal?: AbortSignal): Promise<Float64Array>;
   /** Releases GPU resources (idempotent). */
   dispose(): void;
 }

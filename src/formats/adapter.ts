@@ -4,66 +4,75 @@
  */
 import { MergeError } from '../errors.js';
 import type { InputFileSet } from '../io/types.js';
-import { looksLikeKohya, parseKohyaAdapter } from './kohya.js';
+import type { UpdateShape } from './algorithms/algorithm.js';
+import type { ModuleAddress } from './module-address.js';
 import { parsePeftAdapter } from './peft.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
+import { LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
+import { looksLikeSingleFileAdapter, parseSingleFileAdapter } from './single-file-adapter.js';
 
-/** The trainer family an adapter file comes from. */
-export type AdapterFormat = 'peft' | 'kohya';
+export type { ModelPart, ModuleAddress } from './module-address.js';
+export type { UpdateShape } from './algorithms/algorithm.js';
+
+/** Whose naming an adapter follows: a PEFT folder, or a single file in kohya's, diffusers', XLabs' or ComfyUI's. */
+export type AdapterFormat = 'peft' | 'kohya' | 'diffusers' | 'xlabs' | 'comfyui';
+
+/** How users know each format, for messages and pages. */
+export const ADAPTER_FORMAT_NAMES: Readonly<Record<AdapterFormat, string>> = {
+  peft: 'PEFT', kohya: 'kohya/LyCORIS', diffusers: 'diffusers', xlabs: 'XLabs', comfyui: 'ComfyUI',
+};
 
 /** What kind of base layer a module adapts; decides how ΔW lines up with the stored weight. */
 export type ModuleKind = 'linear' | 'embedding' | 'conv';
 
-/** Which model part a kohya module belongs to (from its `lora_unet_` / `lora_te1_` ... prefix). */
-export type KohyaPart = 'unet' | 'te' | 'te1' | 'te2' | 'te3';
-
-/**
- * How to find a module's base tensor.
- * - `peft`: the module path inside the model (`model.layers.0.self_attn.q_proj`), dots intact.
- * - `kohya`: the path with dots flattened to `_` (`down_blocks_0_attentions_0_proj_in`), plus the
- *   model part, which breaks ties when several parts share a suffix.
- */
-export type ModuleTarget =
-  | { scheme: 'peft'; path: string }
-  | { scheme: 'kohya'; flatName: string; part: KohyaPart };
-
 /** DoRA magnitude as stored: one norm per output feature (PEFT) or per input feature (LyCORIS). */
 export interface DoraFactor {
   magnitude: TensorEntry;
-  /** Axis of ΔW = B·A (out × in) that has one magnitude per index. */
+  /** Axis of ΔW (out × in) that has one magnitude per index. */
   axis: 'out' | 'in';
   /** Added to each norm before dividing. */
   epsilon: number;
 }
 
-/** One adapted module: its factors, rank, α and scale, and what it targets. */
-export interface LoraModule {
+/**
+ * One module of an adapter, as an algorithm (formats/algorithms/) built it from the file's
+ * headers: what ΔW it makes, at which scale, from which tensors. Where it lands in the base is
+ * the layouts' business (formats/layouts/), from `address`.
+ */
+export interface AdapterModule {
   /** The adapter's folder or file name, for messages. */
   adapter: string;
   /** The module as named in the file (`base_model.model.x.q_proj`, `lora_unet_x_proj_in`). */
   key: string;
+  /** The name users know it by: PEFT's module path, else `key`. */
+  name: string;
+  /** The part and path its name states. */
+  address: ModuleAddress;
+  /** The registry name of the algorithm that reads it (`lora`, `loha`, …). */
+  algorithm: string;
   kind: ModuleKind;
-  /** A: (r, in) or (r, in, k...) for convs; for PEFT embeddings (r, vocab). */
-  a: TensorEntry;
-  /** B: (out, r) or (out, r, 1...) for convs; for PEFT embeddings (dim, r). */
-  b: TensorEntry;
+  /**
+   * ΔW's shape as the update produces it: (out, in) or (out, in, k…) for convs (LyCORIS may store a
+   * conv's inputs flattened: (out, in·kh·kw)). Row o of ΔW is output feature o.
+   */
+  deltaShape: number[];
+  /** The rank in α/r. */
   rank: number;
   alpha: number;
   /** α/r, or α/√r with rsLoRA; the user's weight is not included. */
   scale: number;
+  /** The tensors the update is read from, by the algorithm's own names. */
+  tensors: Readonly<Record<string, TensorEntry>>;
+  /** The term the engine will get (its kind and the rank it runs at). */
+  update: UpdateShape;
   /** The base stores this weight transposed, (in, out): GPT-2 Conv1D under PEFT's fan_in_fan_out. */
   fanInFanOut: boolean;
   dora?: DoraFactor;
   /** PEFT `lora_bias`: the base bias gains scale · biasB. */
   biasB?: TensorEntry;
-  /**
-   * LyCORIS LoHa: ΔW = (B·A) ⊙ (b2·a2), with B, A = hada_w1_a, hada_w1_b and b2, a2 = hada_w2_a,
-   * hada_w2_b. `rank` (for α/r) is A's; the executor sees the exact rank-r·r2 product of the
-   * factors' Khatri–Rao products.
-   */
-  hadamard?: { a2: TensorEntry; b2: TensorEntry };
-  target: ModuleTarget;
+  /** Settings of the training method that the update depends on (PEFT OFT's Cayley form, …). */
+  options?: Readonly<Record<string, number | boolean>>;
 }
 
 /** A full tensor that replaces a base tensor (PEFT `modules_to_save`). */
@@ -73,7 +82,7 @@ export interface TensorReplacement {
   key: string;
   tensor: TensorEntry;
   /** Module path plus parameter (`score.weight`), resolved like a PEFT module path. */
-  target: ModuleTarget;
+  path: string;
 }
 
 /** An adapter opened for merging: its modules, replacements and warnings. */
@@ -82,11 +91,11 @@ export interface ParsedAdapter {
   name: string;
   format: AdapterFormat;
   file: SafetensorsFile;
-  modules: LoraModule[];
+  modules: AdapterModule[];
   replacements: TensorReplacement[];
   /** Things the user should know that do not stop the merge (PiSSA init, ignored metadata ...). */
   warnings: string[];
-  /** PEFT: the parsed adapter_config.json. kohya: the file's `ss_*` training metadata. */
+  /** PEFT: the parsed adapter_config.json. Single files: kohya's `ss_*` training metadata and diffusers' lora_adapter_metadata. */
   config: Readonly<Record<string, unknown>>;
 }
 
@@ -127,11 +136,14 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
     throw new MergeError('BAD_ARGUMENT', `${files.name}: holds ${tensorFiles.length} .safetensors files and no ${PEFT_CONFIG}; name the adapter file itself`);
   }
   return withFile(files, tensorFiles[0], async (file) => {
-    if (looksLikeKohya(file)) return parseKohyaAdapter(files.name, file);
-    if (file.tensors.some((t) => /\.lora_[AB]\./.test(t.name) || /\.lora_embedding_[AB]/.test(t.name))) {
+    // A PEFT save without its config: α and r are only in adapter_config.json.
+    const peftSave = file.tensors.length > 0 && file.tensors.every((t) => t.name.startsWith('base_model.model.'))
+      && !(LORA_ADAPTER_METADATA in file.metadata);
+    if (peftSave || file.tensors.some((t) => /\.lora_embedding_[AB]/.test(t.name))) {
       throw new MergeError('BAD_CONFIG', `${files.name}: looks like a PEFT adapter but ${PEFT_CONFIG} is missing (it holds r and lora_alpha)`);
     }
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: not a LoRA adapter this tool recognises (no lora_unet_/lora_te_ or PEFT lora_A/lora_B tensors)`);
+    if (looksLikeSingleFileAdapter(file)) return parseSingleFileAdapter(files.name, file);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: not a LoRA adapter this tool recognises (no lora_up/lora_down, lora_A/lora_B or LyCORIS tensors)`);
   });
 }
 

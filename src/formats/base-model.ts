@@ -5,25 +5,45 @@
  * or any folder holding exactly one `.safetensors` file. Only headers are read when opening;
  * tensors are read one at a time on demand. Pickle checkpoints are refused, never unpickled.
  */
-import type { DType } from '../dtype.js';
+import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import { MAX_TENSORS } from '../limits.js';
 import { parseBoundedJson } from './bounded-json.js';
 import type { InputFileSet } from '../io/types.js';
+import type { BaseComponent, EncoderKind } from './base-components.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
-/** How the base is laid out: one file, a transformers folder, a diffusers folder, or another folder. */
-export type BaseModelKind = 'file' | 'transformers' | 'diffusers' | 'folder';
+/** How the base is laid out: one file, a transformers folder, a diffusers folder or pipeline, or another folder. */
+export type BaseModelKind = 'file' | 'transformers' | 'diffusers' | 'folder' | 'pipeline';
 
 /** One tensor of the base: where it lives and what it holds. */
 export interface BaseTensor {
+  /** The tensor's key in the base: its name in its file, after the shard's key prefix. */
   name: string;
   dtype: DType;
   shape: number[];
   /** Relative path of the shard holding it. */
   shard: string;
+  /** Its entry in that file (`entry.name` is the name the file uses). */
   entry: TensorEntry;
+}
+
+/** One weight file of a base. */
+export interface BaseShard {
+  path: string;
+  file: SafetensorsFile;
+  /** Put before each tensor's name to make its key (`unet.` in a diffusers pipeline; else ''). */
+  keyPrefix: string;
+  /** A pipeline component's file: copied byte for byte when nothing in it changes. */
+  mirrorIfUnchanged: boolean;
+}
+
+/** A `*.safetensors.index.json` and the shards it lists. */
+export interface BaseIndexFile {
+  path: string;
+  index: ShardIndex;
+  shards: readonly string[];
 }
 
 /** `*.safetensors.index.json`: which shard holds each tensor. */
@@ -38,18 +58,32 @@ export interface BaseModel {
   /** The input as the user named it. */
   readonly name: string;
   readonly tensors: ReadonlyMap<string, BaseTensor>;
-  /** Weight files in order (one unless sharded). */
-  readonly shards: readonly { path: string; file: SafetensorsFile }[];
+  /** Weight files in order (one unless sharded; one or more per component of a pipeline). */
+  readonly shards: readonly BaseShard[];
   /** Relative path of the index file, and its contents, when sharded with one. */
   readonly indexPath?: string;
   readonly index?: ShardIndex;
+  /** Every index file (a pipeline has one per sharded component). */
+  readonly indexes: readonly BaseIndexFile[];
+  /**
+   * The model's components when the files say what they are (a pipeline's folders, a component
+   * folder's name); otherwise the plan finds them from the key names.
+   */
+  readonly components?: readonly BaseComponent[];
+  /** Things the user should know about the base (weight files that will not be written). */
+  readonly warnings: readonly string[];
   /** Small files to copy unchanged into a merged folder: configs, tokenizer, README… */
   readonly otherFiles: readonly string[];
-  /** A whole tensor's bytes. */
+  /**
+   * Scaled fp8 checkpoints (a `scaled_fp8` marker and a `scale_weight` per weight, as Comfy-Org
+   * ships Flux and SD3.5): weight key → the scale its stored values are multiplied by.
+   */
+  readonly valueScales?: ReadonlyMap<string, number>;
+/** A whole tensor's bytes. */
   read(name: string): Promise<Uint8Array>;
-  /** `length` bytes of a tensor from byte `start` of its data. */
+/** `length` bytes of a tensor from byte `start` of its data. */
   readPart(name: string, start: number, length: number): Promise<Uint8Array>;
-/** Releases the open shards. */
+  /** Releases the open shards. */
   close(): Promise<void>;
 }
 
@@ -68,30 +102,120 @@ const LAYOUTS: { kind: BaseModelKind; stem: string }[] = [
 
 export async function openBaseModel(files: InputFileSet): Promise<BaseModel> {
   const list = files.list();
+  if (list.includes(MODEL_INDEX)) return openPipeline(files, list);
   const layout = await detectLayout(files, list);
-  const shards: { path: string; file: SafetensorsFile }[] = [];
+  return openShards(files, layout.kind, [{ folder: '', layout }], list.filter((p) => !isWeightFile(p) && p !== layout.indexPath), [],
+    (tensors) => folderComponent(files.name, tensors));
+}
+
+interface ComponentFiles {
+  /** '' for a model on its own; the component's folder in a pipeline. */
+  folder: string;
+  layout: Layout;
+  component?: Omit<BaseComponent, 'keys'>;
+}
+
+/** Opens every shard of every component, checks shards and indexes agree, and builds the model. */
+async function openShards(
+  files: InputFileSet, kind: BaseModelKind, parts: ComponentFiles[], otherFiles: string[], warnings: string[],
+  components: (tensors: ReadonlyMap<string, BaseTensor>) => BaseComponent[] | undefined,
+): Promise<BaseModel> {
+  const shards: BaseShard[] = [];
   try {
-    for (const path of layout.shardPaths) {
-      const source = await files.open(path);
-      try {
-        shards.push({ path, file: await openSafetensors(source) });
-      } catch (e) {
-        await source.close();
-        throw e;
+    const tensors = new Map<string, BaseTensor>();
+    const indexes: BaseIndexFile[] = [];
+    for (const { folder, layout } of parts) {
+      const at = (p: string) => (folder ? `${folder}/${p}` : p);
+      const keyPrefix = folder ? `${folder}.` : '';
+      const mine: BaseShard[] = [];
+      for (const path of layout.shardPaths) {
+        const source = await files.open(at(path));
+        try {
+          const shard: BaseShard = { path: at(path), file: await openSafetensors(source), keyPrefix, mirrorIfUnchanged: folder !== '' };
+          mine.push(shard);
+          shards.push(shard); // closed on failure from here on
+        } catch (e) {
+          await source.close();
+          throw e;
+        }
+        // Checked shard by shard, so that many full shards cannot add up before the check.
+        const count = shards.reduce((n, s) => n + s.file.tensors.length, 0);
+        if (count > MAX_TENSORS) {
+          throw new MergeError('LIMIT_EXCEEDED', `${files.name}: more than ${MAX_TENSORS} tensors over its files (the limit MAX_TENSORS)`);
+        }
       }
-      // Checked shard by shard, so that many full shards cannot add up before the check.
-      const count = shards.reduce((n, s) => n + s.file.tensors.length, 0);
-      if (count > MAX_TENSORS) {
-        throw new MergeError('LIMIT_EXCEEDED', `${files.name}: more than ${MAX_TENSORS} tensors over its files (the limit MAX_TENSORS)`);
-      }
+      const indexPath = layout.indexPath ? at(layout.indexPath) : undefined;
+      collectTensors(files.name, mine, indexPath, layout.index, tensors);
+      if (indexPath && layout.index) indexes.push({ path: indexPath, index: layout.index, shards: mine.map((m) => m.path) });
     }
-    const tensors = collectTensors(files.name, shards, layout.indexPath, layout.index);
-    const otherFiles = list.filter((p) => !isWeightFile(p) && p !== layout.indexPath);
-    return new OpenedBaseModel(layout.kind, files.name, tensors, shards, otherFiles, layout.indexPath, layout.index);
+    const single = parts.length === 1 ? indexes[0] : undefined;
+    const model = new OpenedBaseModel(kind, files.name, tensors, shards, otherFiles, indexes, warnings, single);
+    model.components = components(tensors);
+    if (tensors.has(SCALED_FP8_MARKER)) model.valueScales = await readValueScales(model);
+    return model;
   } catch (e) {
     await Promise.all(shards.map((s) => s.file.source.close()));
     throw e;
   }
+}
+
+// --- diffusers pipelines ---------------------------------------------------------------------
+
+const MODEL_INDEX = 'model_index.json';
+
+/**
+ * A whole diffusers pipeline (model_index.json with unet/, transformer/, text_encoder…/, vae/):
+ * every component with safetensors weights is opened, its tensors keyed `<folder>.<name>` so that
+ * diffusers LoRA keys (`unet.…`, `text_encoder_2.…`) and kohya's parts find them; everything else
+ * (scheduler, tokenizers, configs) is copied. Weight files a component does not load (another
+ * variant, a pickle beside the safetensors) are not written, and the user is told.
+ */
+async function openPipeline(files: InputFileSet, list: string[]): Promise<BaseModel> {
+  const where = `${files.name}/${MODEL_INDEX}`;
+  const spec = parseBoundedJson(await files.readText(MODEL_INDEX), where);
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new MergeError('BAD_CONFIG', `${where}: expected a JSON object`);
+  const parts: ComponentFiles[] = [];
+  const weightFiles = new Set<string>();
+  const warnings: string[] = [];
+  for (const [folder, value] of Object.entries(spec as Record<string, unknown>)) {
+    if (folder.startsWith('_') || !Array.isArray(value) || !/^[\w.-]+$/.test(folder)) continue;
+    const inside = list.filter((p) => p.startsWith(`${folder}/`)).map((p) => p.slice(folder.length + 1));
+    const weights = inside.filter(isWeightFile);
+    if (!weights.some((p) => SAFETENSORS.test(p))) {
+      const pickle = weights.find((p) => PICKLE.test(p));
+      if (pickle) throw new MergeError('PICKLE_REFUSED', `${files.name}: ${folder}/${pickle} is a pickle file; loramerge reads only .safetensors (convert the ${folder} component first)`);
+      continue; // no weights: its files are copied
+    }
+    const layout = await detectLayout({ ...files, name: `${files.name}/${folder}`, readText: (p) => files.readText(`${folder}/${p}`) }, weights);
+    for (const p of weights) weightFiles.add(`${folder}/${p}`);
+    const used = new Set([...layout.shardPaths, ...(layout.indexPath ? [layout.indexPath] : [])]);
+    const dropped = weights.filter((p) => !used.has(p));
+    if (dropped.length) warnings.push(`${files.name}: ${dropped.map((p) => `${folder}/${p}`).join(', ')} not written (the merge writes ${layout.shardPaths.map((p) => `${folder}/${p}`).join(', ')})`);
+    parts.push({ folder, layout, component: pipelineComponent(folder, String(value[1] ?? '')) });
+  }
+  if (parts.length === 0) throw new MergeError('NOT_FOUND', `${files.name}: ${MODEL_INDEX} names no component with .safetensors weights`);
+  return openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p)), warnings, (tensors) => parts
+    .filter((p) => p.component)
+    .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })));
+}
+
+/** What a pipeline folder holds, from its name and the class model_index.json gives it. */
+function pipelineComponent(folder: string, className: string): Omit<BaseComponent, 'keys'> | undefined {
+  const prefix = `${folder}.`;
+  if (/^(unet|transformer|prior|decoder)$/.test(folder)) return { name: `the ${folder} (${className || 'denoiser'})`, role: 'denoiser', prefix };
+  if (folder === 'vae') return { name: 'the VAE', role: 'vae', prefix };
+  const m = /^text_encoder(?:_(\d))?$/.exec(folder);
+  if (!m) return undefined;
+  const ordinal = Number(m[1] ?? 1);
+  const encoder: EncoderKind = /T5/i.test(className) ? 't5' : ordinal === 1 ? 'clip_l' : 'clip_g';
+  return { name: `${folder} (${className || 'text encoder'})`, role: 'text-encoder', ordinal, encoder, prefix };
+}
+
+/** A component folder given on its own (`unet/`, `text_encoder_2/`) says by its name what it is. */
+function folderComponent(name: string, tensors: ReadonlyMap<string, BaseTensor>): BaseComponent[] | undefined {
+  const folder = name.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
+  const component = pipelineComponent(folder, '');
+  return component ? [{ ...component, prefix: '', keys: [...tensors.keys()] }] : undefined;
 }
 
 function isWeightFile(path: string): boolean {
@@ -185,16 +309,18 @@ function parseIndex(where: string, text: string): ShardIndex {
 /** Every tensor once; with an index, the index and the shards' headers must agree exactly. */
 function collectTensors(
   name: string,
-  shards: { path: string; file: SafetensorsFile }[],
+  shards: readonly BaseShard[],
   indexPath: string | undefined,
   index: ShardIndex | undefined,
-): Map<string, BaseTensor> {
-  const tensors = new Map<string, BaseTensor>();
-  for (const { path, file } of shards) {
+  tensors: Map<string, BaseTensor>,
+): void {
+  const folder = indexPath?.includes('/') ? indexPath.slice(0, indexPath.lastIndexOf('/') + 1) : '';
+  for (const { path, file, keyPrefix } of shards) {
     for (const entry of file.tensors) {
-      const earlier = tensors.get(entry.name);
+      const key = keyPrefix + entry.name;
+      const earlier = tensors.get(key);
       if (earlier) throw new MergeError('BAD_CONFIG', `${name}: tensor "${entry.name}" is in both ${earlier.shard} and ${path}`);
-      const listed = index && Object.hasOwn(index.weight_map, entry.name) ? index.weight_map[entry.name] : undefined;
+      const listed = index && Object.hasOwn(index.weight_map, entry.name) ? folder + index.weight_map[entry.name] : undefined;
       if (index && listed !== path) {
         throw new MergeError(
           'BAD_CONFIG',
@@ -203,32 +329,62 @@ function collectTensors(
             : `${name}: ${indexPath} puts tensor "${entry.name}" in ${listed} but it is in ${path}`,
         );
       }
-      tensors.set(entry.name, { name: entry.name, dtype: entry.dtype, shape: entry.shape, shard: path, entry });
+      tensors.set(key, { name: key, dtype: entry.dtype, shape: entry.shape, shard: path, entry });
     }
   }
   if (index) {
+    const prefix = shards[0]?.keyPrefix ?? '';
     for (const [tensor, shard] of Object.entries(index.weight_map)) {
-      if (!tensors.has(tensor)) {
+      if (!tensors.has(prefix + tensor)) {
         throw new MergeError('BAD_CONFIG', `${name}: ${indexPath} lists tensor "${tensor}" in ${shard} but that shard does not hold it`);
       }
     }
   }
-  return tensors;
+}
+
+/** The zero-size tensor that marks a scaled fp8 checkpoint (ComfyUI comfy/model_detection.py). */
+export const SCALED_FP8_MARKER = 'scaled_fp8';
+const SCALE_WEIGHT = '.scale_weight';
+
+/** Every `<module>.scale_weight` of a scaled fp8 checkpoint, as `<module>.weight` → scale. */
+async function readValueScales(model: BaseModel): Promise<Map<string, number>> {
+  const scales = new Map<string, number>();
+  for (const [key, tensor] of model.tensors) {
+    if (!key.endsWith(SCALE_WEIGHT)) continue;
+    const weightKey = `${key.slice(0, -SCALE_WEIGHT.length)}.weight`;
+    const value = tensor.shape.reduce((n, d) => n * d, 1) === 1 && isFloatDType(tensor.dtype)
+      ? decodeToF32(await model.read(key), tensor.dtype)[0]
+      : NaN;
+    if (!(Number.isFinite(value) && value !== 0)) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${model.name}: tensor "${key}" should be one finite, non-zero scale (${tensor.dtype} (${tensor.shape.join(', ')}))`);
+    }
+    if (model.tensors.has(weightKey)) scales.set(weightKey, value);
+  }
+  return scales;
 }
 
 class OpenedBaseModel implements BaseModel {
   private readonly files: Map<string, SafetensorsFile>;
+  valueScales?: ReadonlyMap<string, number>;
+  components?: readonly BaseComponent[];
+  readonly indexPath?: string;
+  readonly index?: ShardIndex;
 
   constructor(
     readonly kind: BaseModelKind,
     readonly name: string,
     readonly tensors: ReadonlyMap<string, BaseTensor>,
-    readonly shards: readonly { path: string; file: SafetensorsFile }[],
+    readonly shards: readonly BaseShard[],
     readonly otherFiles: readonly string[],
-    readonly indexPath?: string,
-    readonly index?: ShardIndex,
+    readonly indexes: readonly BaseIndexFile[],
+    readonly warnings: readonly string[],
+    single: BaseIndexFile | undefined,
   ) {
     this.files = new Map(shards.map((s) => [s.path, s.file]));
+    if (single) {
+      this.indexPath = single.path;
+      this.index = single.index;
+    }
   }
 
   async read(name: string): Promise<Uint8Array> {

@@ -45,7 +45,7 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
   if (peftType !== undefined && peftType !== 'LORA') {
     const name = String(peftType);
     const what = KNOWN_UNSUPPORTED_TYPES.has(name.toUpperCase()) ? `PEFT method ${name}` : `unknown peft_type "${name}"`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (only LORA adapters can be merged)`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (LORA, LOHA, LOKR, VERA and OFT adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
 

@@ -4,8 +4,10 @@
  */
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
-import type { LoraModule, ModuleKind, ParsedAdapter, TensorReplacement } from './adapter.js';
+import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement } from './adapter.js';
+import { lora } from './algorithms/lora.js';
 import { isModifiedBaseInit, lookupPattern, parsePeftConfig, type PeftLoraConfig } from './peft-config.js';
+import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 const PEFT_PREFIX = 'base_model.model.';
@@ -33,6 +35,7 @@ type Problem = { code: MergeErrorCode; message: string };
  * the user gave it; `configFile` and `file.source.name` appear in messages.
  */
 export function parsePeftAdapter(name: string, configText: string, configFile: string, file: SafetensorsFile): ParsedAdapter {
+  if (peftMethodOf(configText)) return parsePeftMethodAdapter(name, configText, configFile, file);
   const config = parsePeftConfig(configText, configFile);
   const problems: Problem[] = [];
   const warnings: string[] = [];
@@ -83,7 +86,7 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: holds several adapters (${[...adapterNames].join(', ')}); save each one separately` });
   }
 
-  const modules: LoraModule[] = [];
+  const modules: AdapterModule[] = [];
   let sawMagnitude = false;
   for (const [key, set] of groups) {
     const module = buildModule(name, key, set, config, problems);
@@ -127,7 +130,7 @@ function slotFor(kind: string, param: string | undefined): keyof FactorSet | nul
   }
 }
 
-function buildModule(adapter: string, key: string, set: FactorSet, config: PeftLoraConfig, problems: Problem[]): LoraModule | null {
+function buildModule(adapter: string, key: string, set: FactorSet, config: PeftLoraConfig, problems: Problem[]): AdapterModule | null {
   const path = stripPrefix(key);
   const embedding = set.embedA !== undefined || set.embedB !== undefined;
   if (embedding && (set.a || set.b)) {
@@ -159,17 +162,20 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
   }
   const alpha = lookupPattern(config.alphaPattern, path, config.loraAlpha);
   const kind: ModuleKind = embedding ? 'embedding' : a.shape.length > 2 ? 'conv' : 'linear';
-  const module: LoraModule = {
+  const module: AdapterModule = {
     adapter,
     key,
+    name: path,
+    address: { path, flat: false },
+    algorithm: lora.name,
     kind,
-    a,
-    b,
+    deltaShape: [b.shape[0], ...a.shape.slice(1)],
     rank,
     alpha,
     scale: config.useRslora ? alpha / Math.sqrt(rank) : alpha / rank,
+    tensors: { down: a, up: b },
+    update: { kind: 'low-rank', rank },
     fanInFanOut: kind === 'linear' && config.fanInFanOut,
-    target: { scheme: 'peft', path },
   };
   if (set.magnitude) module.dora = { magnitude: set.magnitude, axis: 'out', epsilon: 0 };
   if (set.biasB) module.biasB = set.biasB;
@@ -177,7 +183,7 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
 }
 
 function replacement(adapter: string, key: string, tensor: TensorEntry, targetKey: string): TensorReplacement {
-  return { adapter, key, tensor, target: { scheme: 'peft', path: stripPrefix(targetKey) } };
+  return { adapter, key, tensor, path: stripPrefix(targetKey) };
 }
 
 function stripPrefix(key: string): string {

@@ -5,13 +5,16 @@
  * output target, which removes everything written.
  */
 import { DTYPE_BYTES, decodeToF32, encodeFromF32, isFloatDType, type DType, type FloatDType } from '../dtype.js';
-import type { LowRankTerm, MergeBackend } from '../engine/merge-op.js';
+import type { MergeBackend } from '../engine/merge-op.js';
 import { MergeError, throwIfAborted } from '../errors.js';
 import type { BaseTensor } from '../formats/base-model.js';
 import { createSafetensorsWriter, type SafetensorsWriter } from '../formats/safetensors-writer.js';
+import { createVerbatimWriter } from '../formats/verbatim-writer.js';
 import { copyInputFile } from '../io/copy-file.js';
 import type { OutputTarget } from '../io/types.js';
-import { loadBiasUpdate, loadMergeOp, loadReplacement, loadTerms } from '../plan/load-op.js';
+import { loadBiasUpdate, loadReplacement, loadUpdateSteps } from '../plan/load-op.js';
+import { slabOp, slabSteps, type LoadedStep } from '../plan/load-steps.js';
+import { resolveStreamedNorms } from './column-norm-pass.js';
 import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorUpdate } from '../plan/merge-plan.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
@@ -55,7 +58,7 @@ export interface MergeResult {
 const DEFAULT_SLAB_BYTES = 4 * 1024 * 1024;
 
 type Action =
-  | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; terms: () => Promise<LowRankTerm[]> }
+  | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; steps: () => Promise<LoadedStep[]> }
   | { kind: 'bias'; bias: BiasUpdate }
   | { kind: 'replace'; replacement: PlannedReplacement }
   | { kind: 'copy'; start: number; length: number };
@@ -78,6 +81,12 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const startedAt = performance.now();
   assertPlanValid(plan);
   throwIfAborted(signal);
+  const scaled = [...(base.valueScales?.keys() ?? [])].find((k) => options.outDtype && base.tensors.get(k)!.dtype !== options.outDtype);
+  if (scaled) {
+    // The stored values are W / scale_weight: another dtype would need the scales redone too.
+    const stored = base.tensors.get(scaled)!.dtype;
+    throw new MergeError('BAD_ARGUMENT', `${base.name}: a scaled fp8 checkpoint (scale_weight per tensor) keeps its weights in ${stored}; leave out the output dtype or choose ${stored}`);
+  }
 
   const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
   const outDtypeOf = (dtype: DType): DType => (options.outDtype && isFloatDType(dtype) ? options.outDtype : dtype);
@@ -89,24 +98,36 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const shardEntries = base.shards.map((shard) =>
     shard.file.tensors.map((entry) => ({ name: entry.name, dtype: outDtypeOf(entry.dtype), shape: entry.shape })),
   );
+  // A pipeline component nothing changes is written byte for byte as it was ("mirrored"): its
+  // tensors still stream through the copy checks, but its header is the source's own.
+  const mirrored = base.shards.map((shard) => shard.mirrorIfUnchanged && shard.file.tensors.every((entry) => {
+    const key = shard.keyPrefix + entry.name;
+    return !updates.has(key) && !biases.has(key) && !replacements.has(key) && outDtypeOf(entry.dtype) === entry.dtype;
+  }));
   base.shards.forEach((shard, shardIndex) => {
     for (const entry of shard.file.tensors) {
-      const tensor = base.tensors.get(entry.name)!;
+      const key = shard.keyPrefix + entry.name;
+      const tensor = base.tensors.get(key)!;
       const outDtype = outDtypeOf(entry.dtype);
       const elements = entry.byteLength / DTYPE_BYTES[entry.dtype];
       const push = (action: Action, outElements: number) =>
         units.push({ shardIndex, file: shard.file.source.name, tensor, outDtype, action, outBytes: outElements * DTYPE_BYTES[outDtype] });
-      const update = updates.get(entry.name);
-      const bias = biases.get(entry.name);
-      const replacement = replacements.get(entry.name);
+      const update = updates.get(key);
+      const bias = biases.get(key);
+      const replacement = replacements.get(key);
       if (update) {
-        // Factors are read once per tensor, shared by its slabs.
-        let terms: Promise<LowRankTerm[]> | undefined;
-        const loadOnce = () => (terms ??= loadTerms(update));
+        // Factors are read once per tensor, shared by its slabs; DoRA norms across rows take a
+        // pass over the slabs of their own first (column-norm-pass.ts).
         const rowBytes = update.cols * DTYPE_BYTES[entry.dtype];
-        const rowsPerSlab = slabbable(update) ? Math.max(1, Math.floor(slabBytes / Math.max(rowBytes, 1))) : update.rows;
+        const block = update.rowBlock;
+        const rowsPerSlab = Math.max(block, Math.floor(slabBytes / Math.max(rowBytes, 1) / block) * block);
+        let steps: Promise<LoadedStep[]> | undefined;
+        const loadOnce = () => (steps ??= loadUpdateSteps(update).then((loaded) => resolveStreamedNorms({
+          name: entry.name, rows: update.rows, cols: update.cols, layout: update.layout, dtype: update.dtype,
+          readRows: (r0, n) => base.readPart(entry.name, r0 * rowBytes, n * rowBytes),
+        }, loaded, rowsPerSlab, backend, signal)));
         for (const [rowStart, rowCount] of pieces(update.rows, rowsPerSlab)) {
-          push({ kind: 'update', update, rowStart, rowCount, terms: loadOnce }, rowCount * update.cols);
+          push({ kind: 'update', update, rowStart, rowCount, steps: loadOnce }, rowCount * update.cols);
         }
       } else if (bias) {
         push({ kind: 'bias', bias }, elements);
@@ -129,16 +150,20 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   let bytesDone = 0;
   let tensorsDone = 0;
   let warnings: string[] = [];
-  const writers: SafetensorsWriter[] = [];
+  const writers: (SafetensorsWriter | undefined)[] = [];
+  let open: SafetensorsWriter | undefined;
   const files: string[] = [];
-  /** Finishes the open shard and opens every shard up to `shardIndex` (empty ones get just a header). */
+  /** Finishes the open shard and opens every written shard up to `shardIndex` (empty ones get just a header). */
   const advanceTo = async (shardIndex: number) => {
     while (writers.length <= shardIndex) {
-      const open = writers[writers.length - 1];
       if (open) await open.finish();
-      const shard = base.shards[writers.length];
+      open = undefined;
+      const i = writers.length;
+      const shard = base.shards[i];
       const metadata = { ...shard.file.metadata, ...provenance };
-      writers.push(await createSafetensorsWriter(await output.createFile(shard.path), shardEntries[writers.length], metadata));
+      const sink = await output.createFile(shard.path);
+      open = mirrored[i] ? await createVerbatimWriter(sink, shard.file) : await createSafetensorsWriter(sink, shardEntries[i], metadata);
+      writers.push(open);
       files.push(shard.path);
     }
   };
@@ -155,7 +180,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
         compute: (unit, input) => computeUnit(unit, input, backend, copiedNonFinite, signal),
         write: async (unit, bytes) => {
           await advanceTo(unit.shardIndex);
-          await writers[unit.shardIndex].writeChunk(unit.tensor.name, bytes);
+          await writers[unit.shardIndex]!.writeChunk(unit.tensor.entry.name, bytes);
           bytesDone += bytes.byteLength;
           if (isLastUnitOfTensor(unit)) tensorsDone++;
           emit('merge', unit.tensor.name);
@@ -166,16 +191,20 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     warnings = copiedNonFinite.warnings();
     warnings.forEach((w) => options.onWarning?.(w));
     await advanceTo(base.shards.length - 1);
-    await writers[writers.length - 1]?.finish();
+    await open?.finish();
     throwIfAborted(signal);
-    if (base.index) {
-      const indexPath = base.indexPath!;
-      const totalSize = writers.reduce((sum, w) => sum + w.entries.reduce((s, e) => s + e.byteLength, 0), 0);
-      const index = { ...base.index, metadata: { ...(base.index.metadata ?? {}), total_size: totalSize } };
-      const sink = await output.createFile(indexPath);
-      await sink.write(new TextEncoder().encode(JSON.stringify(index, null, 2) + '\n'));
-      await sink.close();
-      files.push(indexPath);
+    for (const { path, index, shards } of base.indexes) {
+      const indices = shards.map((p) => base.shards.findIndex((s) => s.path === p));
+      if (indices.every((i) => mirrored[i])) {
+        await copyInputFile(prepared.baseFiles, path, output);
+      } else {
+        const totalSize = indices.reduce((sum, i) => sum + writers[i]!.entries.reduce((s, e) => s + e.byteLength, 0), 0);
+        const rewritten = { ...index, metadata: { ...(index.metadata ?? {}), total_size: totalSize } };
+        const sink = await output.createFile(path);
+        await sink.write(new TextEncoder().encode(JSON.stringify(rewritten, null, 2) + '\n'));
+        await sink.close();
+      }
+      files.push(path);
     }
     for (const path of base.otherFiles) {
       throwIfAborted(signal);
@@ -208,12 +237,6 @@ function pieces(total: number, step: number): [number, number][] {
   return out;
 }
 
-/** DoRA norms that run across stored rows need the whole matrix at once; everything else slabs. */
-function slabbable(update: TensorUpdate): boolean {
-  if (!update.dora) return true;
-  return (update.dora.axis === 'out') === (update.layout === 'out-in');
-}
-
 function isLastUnitOfTensor(unit: WorkUnit): boolean {
   const a = unit.action;
   if (a.kind === 'update') return a.rowStart + a.rowCount >= a.update.rows;
@@ -227,7 +250,7 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8A
   switch (a.kind) {
     case 'update': {
       const rowBytes = a.update.cols * DTYPE_BYTES[a.update.dtype];
-      await a.terms(); // start reading the factors together with the first slab
+      await a.steps(); // read the factors (and run any norm pass) before the first slab
       return base.readPart(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
     }
     case 'bias':
@@ -246,15 +269,13 @@ async function computeUnit(
   const name = unit.tensor.name;
   switch (a.kind) {
     case 'update': {
-      const op = await loadMergeOp(
-        a.update,
-        { dtype: a.update.dtype, data: input },
-        unit.outDtype as FloatDType,
-        { rowStart: a.rowStart, rowCount: a.rowCount },
-        await a.terms(),
-      );
-      return backend.merge(op, signal).catch((e: unknown) => {
-        throw explainNonFinite(e, { file: unit.file, update: a.update, base: input, op });
+      const { update, rowStart, rowCount } = a;
+      const op = slabOp({
+        name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout,
+        base: { dtype: update.dtype, data: input }, outDtype: unit.outDtype as FloatDType, rowStart, rowCount,
+      }, await slabSteps(await a.steps(), rowStart, rowCount));
+      return backend.merge(op, signal).catch(async (e: unknown) => {
+        throw await explainNonFinite(e, { file: unit.file, update, base: input, op });
       });
     }
     case 'bias': {
@@ -296,8 +317,10 @@ function provenanceMetadata(prepared: PreparedMerge, outDtype: FloatDType | unde
       scales: [...scales].sort((x, y) => x - y),
     };
   });
+  const leftOut = prepared.plan.leftOut.map((m) => ({ adapter: adapters[m.adapterIndex].name, module: m.module, reason: m.reason }));
   return {
     'loramerge.adapters': JSON.stringify(adapters),
+    ...(leftOut.length ? { 'loramerge.left_out': JSON.stringify(leftOut) } : {}),
     'loramerge.rule': "W' = W + sum(weight * scale * B @ A), f32 accumulation, rounded once",
     ...(outDtype ? { 'loramerge.dtype': outDtype } : {}),
   };

@@ -44,6 +44,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1 });
     }
     const plan = buildMergePlan(base, adapters);
+    plan.warnings.unshift(...base.warnings);
     plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
     return { baseFiles, base, adapters, plan, close };
   } catch (e) {

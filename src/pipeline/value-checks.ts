@@ -9,20 +9,23 @@
  *   value, an adapter module's factor, or overflow of the output dtype (with the fix), so the user
  *   knows which file to blame.
  */
-import type { DType, FloatDType } from '../dtype.js';
-import { mergeOnCpu } from '../engine/cpu/cpu-merge.js';
-import type { LowRankTerm, MergeOp } from '../engine/merge-op.js';
+import { isFloatDType, type DType, type FloatDType } from '../dtype.js';
+import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
+import type { MergeOp } from '../engine/merge-op.js';
 import { MergeError, isMergeError } from '../errors.js';
 import type { BiasUpdate, PlannedReplacement, TensorUpdate } from '../plan/merge-plan.js';
 
 /** Largest finite value of each output dtype, for messages. */
-const LARGEST: Record<FloatDType, string> = { F32: '3.4e38', F16: '65504', BF16: '3.39e38' };
+const LARGEST: Record<FloatDType, string> = { F32: '3.4e38', F16: '65504', BF16: '3.39e38', F8_E4M3: '448', F8_E5M2: '57344' };
 
 /** Per dtype: the exponent mask and the increment that carries into the sign bit when it is all ones. */
 const EXPONENT_TEST: Partial<Record<DType, { mask: number; carry: number; signs: number }>> = {
   F32: { mask: 0x7f800000, carry: 0x00800000, signs: 0x80000000 },
   F16: { mask: 0x7c007c00, carry: 0x04000400, signs: 0x80008000 },
   BF16: { mask: 0x7f807f80, carry: 0x00800080, signs: 0x80008000 },
+  // fp8, four per word: e5m2's exponent is 0x7c; e4m3fn has no Inf and only 0x7f/0xff are NaN.
+  F8_E5M2: { mask: 0x7c7c7c7c, carry: 0x04040404, signs: 0x80808080 },
+  F8_E4M3: { mask: 0x7f7f7f7f, carry: 0x01010101, signs: 0x80808080 },
 };
 
 /**
@@ -40,11 +43,12 @@ export function hasNonFinite(bytes: Uint8Array, dtype: DType): boolean {
   let seen = 0;
   for (let i = 0; i < words; i++) seen |= (u32[i] & mask) + carry;
   if ((seen >>> 0) & test.signs) return true;
-  if (bytes.byteLength % 4 === 2) {
-    const h = bytes[bytes.byteLength - 2] | (bytes[bytes.byteLength - 1] << 8);
-    return ((h & (mask & 0xffff)) + (carry & 0xffff)) & 0x8000 ? true : false;
-  }
-  return false;
+  if (bytes.byteLength % 4 === 0) return false;
+  // The last one to three bytes: a zero-padded word.
+  let tail = 0;
+  for (let i = words * 4, k = 0; i < bytes.byteLength; i++, k += 8) tail |= bytes[i] << k;
+  const filled = 2 ** (8 * (bytes.byteLength % 4)) - 1;
+  return (((tail & mask) + (carry & filled)) & test.signs & filled) !== 0;
 }
 
 /** How many NaN/Inf values `bytes` holds (only called once hasNonFinite said some). */
@@ -52,6 +56,11 @@ export function countNonFinite(bytes: Uint8Array, dtype: DType): number {
   if (!EXPONENT_TEST[dtype]) return 0;
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   let n = 0;
+  if (dtype === 'F8_E4M3' || dtype === 'F8_E5M2') {
+    const special = dtype === 'F8_E4M3' ? 0x7f : 0x7c;
+    for (let i = 0; i < bytes.byteLength; i++) if ((bytes[i] & special) === special) n++;
+    return n;
+  }
   if (dtype === 'F32') {
     const u32 = new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
     for (let i = 0; i < u32.length; i++) if ((u32[i] & 0x7f800000) === 0x7f800000) n++;
@@ -125,15 +134,16 @@ export interface FailedUpdate {
   update: TensorUpdate;
   /** The base bytes of this slab, as read. */
   base: Uint8Array;
-  /** The op that failed (its terms in the order of update.terms). */
+  /** The op that failed. */
   op: MergeOp;
 }
 
 /**
- * Why a merged slab is not finite. Returns a NON_FINITE MergeError that names the culprit; other
- * errors pass through unchanged.
+ * Turns a backend's NON_FINITE error into one that names the cause: the base's own values, an
+ * adapter tensor holding NaN/Inf, or overflow of the output dtype (with the fix). Other
+ * errors pass through unchanged. Runs only on the error path, so it may re-read adapter tensors.
  */
-export function explainNonFinite(error: unknown, failed: FailedUpdate): unknown {
+export async function explainNonFinite(error: unknown, failed: FailedUpdate): Promise<unknown> {
   if (!isMergeError(error) || error.code !== 'NON_FINITE') return error;
   const { file, update, base, op } = failed;
   const tensor = `tensor "${update.baseKey}"`;
@@ -145,11 +155,8 @@ export function explainNonFinite(error: unknown, failed: FailedUpdate): unknown 
         'the base file is broken: use an intact copy of the base',
     );
   }
-  const culprit = brokenFactor(op.terms, update);
+  const culprit = await brokenAdapterTensor(update);
   if (culprit) return new MergeError('NON_FINITE', `${culprit}; the adapter file is broken (${file}: ${tensor})`);
-  if (op.dora && hasNonFinite(op.dora.magnitude.data, op.dora.magnitude.dtype)) {
-    return new MergeError('NON_FINITE', `${update.dora?.moduleName ?? 'DoRA'}: the DoRA magnitude holds NaN or Inf; the adapter file is broken (${file}: ${tensor})`);
-  }
   const modules = update.terms.map((t) => `${t.adapter} module "${t.moduleName}" (scale ${+t.scale.toPrecision(4)})`).join(', ');
   const largest = op.outDtype === 'F32' ? undefined : largestInF32(op);
   if (largest !== undefined) {
@@ -185,13 +192,15 @@ export function explainBiasNonFinite(error: unknown, file: string, bias: BiasUpd
   );
 }
 
-function brokenFactor(terms: readonly LowRankTerm[], update: TensorUpdate): string | undefined {
-  for (let i = 0; i < terms.length; i++) {
-    const planned = update.terms[i];
-    if (!planned) continue;
-    for (const [factor, entry] of [[terms[i].a, planned.module.a], [terms[i].b, planned.module.b]] as const) {
-      if (hasNonFinite(factor.data, factor.dtype)) {
-        return `${planned.adapter} module "${planned.moduleName}": ${planned.module.hadamard ? 'a LoHa factor' : `factor ${entry.name}`} holds NaN or Inf`;
+/** The first adapter tensor of the update (factors, DoRA magnitudes…) that holds NaN or Inf, named. */
+async function brokenAdapterTensor(update: TensorUpdate): Promise<string | undefined> {
+  for (const t of update.terms) {
+    const entries = Object.values(t.module.tensors).map((entry) => ({ entry, what: 'factor' }));
+    if (t.dora) entries.push({ entry: t.dora.magnitude, what: 'DoRA magnitude' });
+    for (const { entry, what } of entries) {
+      if (!isFloatDType(entry.dtype)) continue;
+      if (hasNonFinite(await t.file.read(entry), entry.dtype)) {
+        return `${t.adapter} module "${t.moduleName}": ${what} ${entry.name} holds NaN or Inf`;
       }
     }
   }
@@ -202,7 +211,7 @@ function brokenFactor(terms: readonly LowRankTerm[], update: TensorUpdate): stri
 function largestInF32(op: MergeOp): number | undefined {
   let out: Uint8Array;
   try {
-    out = mergeOnCpu({ ...op, outDtype: 'F32' });
+    out = mergeStepsOnCpu({ ...op, outDtype: 'F32' });
   } catch {
     return undefined;
   }

@@ -3,21 +3,26 @@
  * view the executor works on, grouped per base tensor; plus bias updates, replacements, and every
  * problem found, all before a single weight is read. Pure data (tensor headers and file handles).
  *
+ * Where a module lands is the layouts' answer (formats/layouts/): one or more base tensors, each
+ * with the rows ΔW's rows go to; what its update is, the algorithm's (formats/algorithms/). The
+ * plan only checks that the two fit and groups the terms per tensor.
+ *
  * Policy decisions, documented here because users will ask:
- * - Several adapters on one tensor add their terms: W' = W + Σ wᵢ·sᵢ·BᵢAᵢ.
- * - A DoRA module must be the only term on its tensor. DoRA renormalises W + ΔW with magnitudes
- *   trained against the original W; with a second adapter's ΔW in the sum, or a second DoRA
- *   magnitude, there is no single right answer, so the plan refuses instead of guessing.
+ * - Several adapters on one tensor apply in `--adapter` order, as PEFT merges adapters one after
+ *   another: additive terms in a row sum in one pass (W' = W + Σ wᵢ·sᵢ·ΔWᵢ); a DoRA module
+ *   renormalises W + (the terms before it) + its own ΔW; scalings and rotations (IA3, OFT) map the
+ *   weight as it stands when their turn comes.
+ * - Modules of one adapter may share a tensor only on disjoint rows (q, k and v of a fused qkv).
  * - With DoRA, the user weight scales ΔW only; the magnitude is applied as trained (warned).
  * - A replaced tensor (PEFT modules_to_save) may not also receive LoRA terms or another replacement.
  */
 import { DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
-import type { WeightLayout } from '../engine/merge-op.js';
-import type { AdapterFormat, LoraModule, ParsedAdapter } from '../formats/adapter.js';
+import type { RowPlacement, WeightLayout } from '../engine/merge-op.js';
+import type { AdapterFormat, AdapterModule, ParsedAdapter } from '../formats/adapter.js';
+import type { BaseComponent } from '../formats/base-components.js';
+import { ModuleLocator, type KeyResolution, type Placement } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
-import { ldmUnetNames } from '../formats/sd-unet-names.js';
-import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { formatProblemList } from './problems.js';
 import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
 
@@ -28,6 +33,10 @@ export interface BaseTensorInfo {
 
 export interface BaseTensorIndex {
   tensors: ReadonlyMap<string, BaseTensorInfo>;
+  /** Tensors stored as value / scale (scaled fp8): their terms are divided by the scale. */
+  valueScales?: ReadonlyMap<string, number>;
+  /** The components the base's files name (a pipeline's folders); else found from the keys. */
+  components?: readonly BaseComponent[];
 }
 
 export interface WeightedAdapter {
@@ -42,10 +51,16 @@ export interface PlannedTerm {
   adapter: string;
   /** Module name for messages and charts (PEFT path or kohya key). */
   moduleName: string;
-  module: LoraModule;
+  module: AdapterModule;
   file: SafetensorsFile;
   /** Everything folded in: user weight · α/r (or α/√r). */
   scale: number;
+  /** The layout that placed it (`kohya-flat`, `sd-ldm-unet`, …). */
+  layout: string;
+  /** Where ΔW's rows land when not on the tensor's rows one to one (a slice of a fused tensor…). */
+  placement?: RowPlacement;
+  /** DoRA: renormalise after this term (and the terms before it). */
+  dora?: PlannedDora;
 }
 
 /** A DoRA magnitude that renormalises an updated tensor. */
@@ -56,6 +71,8 @@ export interface PlannedDora {
   magnitude: TensorEntry;
   axis: 'out' | 'in';
   epsilon: number;
+  /** Input features per magnitude (a conv's kernel positions); absent: 1. */
+  group?: number;
 }
 
 /** All work on one base weight tensor. */
@@ -70,8 +87,10 @@ export interface TensorUpdate {
   /** ΔW's out × in (for 'in-out' layouts these are cols × rows). */
   outFeatures: number;
   inFeatures: number;
+  /** In `--adapter` order, each adapter's modules in file order. */
   terms: PlannedTerm[];
-  dora?: PlannedDora;
+  /** Row slabs start on multiples of this (rotations of output rows keep blocks together). */
+  rowBlock: number;
 }
 
 /** PEFT lora_bias: bias' = bias + Σ scale · biasB. */
@@ -79,7 +98,7 @@ export interface BiasUpdate {
   baseKey: string;
   dtype: FloatDType;
   length: number;
-  terms: { adapterIndex: number; adapter: string; moduleName: string; file: SafetensorsFile; biasB: TensorEntry; scale: number }[];
+  terms: { adapterIndex: number; adapter: string; moduleName: string; file: SafetensorsFile; biasB: TensorEntry; scale: number; placement?: RowPlacement }[];
 }
 
 /** A base tensor replaced whole by an adapter tensor (PEFT modules_to_save). */
@@ -115,9 +134,20 @@ export interface PlanSummary {
   flops: number;
 }
 
+/** A module not merged because it names a component the base does not hold. */
+export interface LeftOutModule {
+  adapterIndex: number;
+  adapter: string;
+  module: string;
+  /** Why, e.g. "names text encoder 1 (CLIP-L), which the base does not hold (it holds …)". */
+  reason: string;
+}
+
 /** Which base tensor gets which update at which scale, and every problem found: the result of planning, before anything heavy is read. */
 export interface MergePlan {
   adapters: { name: string; format: AdapterFormat; weight: number; modules: number; replacements: number }[];
+  /** Modules for components the base lacks: not merged, and said so (warnings, output metadata). */
+  leftOut: LeftOutModule[];
   /** In the base's tensor order. */
   updates: TensorUpdate[];
   biasUpdates: BiasUpdate[];
@@ -128,67 +158,115 @@ export interface MergePlan {
 }
 
 export function buildMergePlan(base: BaseTensorIndex, adapters: readonly WeightedAdapter[]): MergePlan {
-  const index = new BaseKeyIndex(base.tensors.keys());
+  const locator = new ModuleLocator(base);
   const problems: PlanProblem[] = [];
   const warnings: string[] = [];
   const updates = new Map<string, TensorUpdate>();
   const biases = new Map<string, BiasUpdate>();
   const replacements = new Map<string, PlannedReplacement>();
+  const leftOut: LeftOutModule[] = [];
 
   adapters.forEach(({ adapter, weight }, adapterIndex) => {
     const report = (module: string, code: MergeErrorCode, message: string) =>
       problems.push({ adapter: adapter.name, module, code, message: `${adapter.name}: ${module === '' ? '' : `module "${module}": `}${message}` });
     if (!Number.isFinite(weight)) report('', 'BAD_ARGUMENT', `weight ${weight} is not a finite number`);
     warnings.push(...adapter.warnings);
-    const seen = new Map<string, string>(); // base key → module, within this adapter
+    const seen = new Map<string, { module: string; rows: RowSpan[] }[]>(); // base key → modules on it, within this adapter
 
     for (const module of adapter.modules) {
-      const moduleName = displayName(module);
+      const moduleName = module.name;
       const fail = (code: MergeErrorCode, message: string) => report(moduleName, code, message);
-      const resolved = resolveModule(index, module);
-      if (!resolved.found) {
-        fail(resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', describeMiss(resolved));
+      const location = locator.locate(module.address);
+      if (!location.found) {
+        if (location.missingComponent) leftOut.push({ adapterIndex, adapter: adapter.name, module: moduleName, reason: location.message });
+        else fail(location.code, location.message);
         continue;
       }
-      const baseKey = resolved.key;
-      const info = base.tensors.get(baseKey)!;
-      const previous = seen.get(baseKey);
-      if (previous !== undefined) {
-        fail('AMBIGUOUS_MODULE', `targets ${baseKey}, as module "${previous}" of the same adapter does`);
+      if (!Object.values(module.tensors).every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;
+      if (module.dora && (location.targets.length > 1 || location.targets[0].rows)) {
+        fail('UNSUPPORTED_FORMAT', `DoRA on a module that lands on part of a tensor (${location.targets.map(describeTarget).join(', ')}) is not supported`);
         continue;
       }
-      seen.set(baseKey, moduleName);
       const overLimit = moduleLimitProblem(module);
       if (overLimit) {
         fail('LIMIT_EXCEEDED', overLimit);
         continue;
       }
-      if (!checkFloat(info.dtype, module, fail, `base tensor ${baseKey}`)) continue;
-      const view = viewOf(module, baseKey, info.shape, fail);
-      if (!view) continue;
-      if (![module.a, module.b].every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;
-
-      const term: PlannedTerm = { adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale };
-      let update = updates.get(baseKey);
-      if (!update) {
-        update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...view, terms: [] };
-        updates.set(baseKey, update);
+      if (module.update.kind !== 'low-rank' && (location.targets.length > 1 || location.targets[0].rows)) {
+        fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a module that lands on part of a tensor (${location.targets.map(describeTarget).join(', ')}) is not supported`);
+        continue;
       }
-      update.terms.push(term);
+      const unplaced = unplacedRows(location.targets, module.deltaShape[0]);
+      if (unplaced) {
+        fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit where ${location.layout} puts it (${location.targets.map(describeTarget).join(', ')}): ${unplaced}`);
+        continue;
+      }
+      for (const target of location.targets) {
+        const baseKey = target.baseKey;
+        const info = base.tensors.get(baseKey)!;
+        if (!checkFloat(info.dtype, module, fail, `base tensor ${baseKey}`)) continue;
+        const view = viewOf(module, target, info.shape, fail);
+        if (!view) continue;
+        if (module.update.kind !== 'low-rank' && view.layout !== 'out-in') {
+          fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a weight stored (in, out) is not supported`);
+          continue;
+        }
+        const rows = view.placement ? view.placement.segments.map((g): RowSpan => [g.dst, g.dst + g.count]) : [[0, view.outFeatures] as RowSpan];
+        const onTensor = seen.get(baseKey) ?? [];
+        const clash = onTensor.find((other) => other.rows.some((x) => rows.some((y) => x[0] < y[1] && y[0] < x[1])));
+        if (clash) {
+          fail('AMBIGUOUS_MODULE', `targets ${describeTarget(target)}, as module "${clash.module}" of the same adapter does`);
+          continue;
+        }
+        seen.set(baseKey, [...onTensor, { module: moduleName, rows }]);
 
-      if (module.dora) {
-        const dora = planDora(module, adapterIndex, adapter.file, view, fail);
-        if (dora) {
-          update.dora ??= dora;
+        // A scaled fp8 weight stores W / s: merging in the real domain and storing by the same
+        // scale is adding ΔW / s to the stored values.
+        const valueScale = base.valueScales?.get(baseKey) ?? 1;
+        if (valueScale !== 1 && module.dora) {
+          fail('UNSUPPORTED_FORMAT', `DoRA on the scaled fp8 weight ${baseKey} is not supported`);
+          continue;
+        }
+        // Maps of W (IA3, OFT, GLoRA's W·P·Q) act on the stored values themselves: dividing their
+        // scale by the weight's would be wrong, and nothing here splits them yet.
+        if (valueScale !== 1 && module.update.kind === 'transform') {
+          fail('UNSUPPORTED_FORMAT', `${module.algorithm} on the scaled fp8 weight ${baseKey} is not supported`);
+          continue;
+        }
+        const term: PlannedTerm = {
+          adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale / valueScale, layout: location.layout,
+        };
+        if (view.placement) term.placement = view.placement;
+        let update = updates.get(baseKey);
+        if (!update) {
+          const { placement: _, ...tensorView } = view;
+          update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [], rowBlock: 1 };
+          updates.set(baseKey, update);
+        }
+        if (module.dora) {
+          const dora = planDora(module, adapterIndex, adapter.file, view, fail);
+          if (!dora) continue;
+          term.dora = dora;
           if (weight !== 1) warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: the weight scales ΔW, the magnitude is applied as trained`);
         }
+        if (module.update.kind === 'transform' && module.update.rowBlock) update.rowBlock = lcm(update.rowBlock, module.update.rowBlock);
+        update.terms.push(term);
+        if (module.biasB) planBias(module, term, baseKey, base, biases, fail);
       }
-      if (module.biasB) planBias(module, term, baseKey, base, biases, fail);
+    }
+
+    const mine = leftOut.filter((m) => m.adapterIndex === adapterIndex);
+    for (const reason of new Set(mine.map((m) => m.reason))) {
+      const names = mine.filter((m) => m.reason === reason).map((m) => m.module);
+      warnings.push(`${adapter.name}: ${names.length} module${names.length === 1 ? '' : 's'} left out, not merged: ${names.length === 1 ? 'it names' : 'they name'} ${reason.replace(/^names /, '')} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''})`);
+    }
+    if (mine.length > 0 && mine.length === adapter.modules.length && adapter.replacements.length === 0) {
+      report('', 'PLAN_INVALID', `none of its ${mine.length} modules lands in this base (${mine[0].reason.replace(/^names /, 'they name ')})`);
     }
 
     for (const rep of adapter.replacements) {
-      const name = rep.target.scheme === 'peft' ? rep.target.path : rep.key;
-      const resolved = index.resolveDotted(name);
+      const name = rep.path;
+      const resolved = locator.resolveTensorPath(name);
       if (!resolved.found) {
         report(name, resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', `replacement tensor: ${describeMiss(resolved)}`);
         continue;
@@ -199,7 +277,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       if (!isFloatDType(rep.tensor.dtype) || !isFloatDType(info.dtype)) {
-        report(name, 'UNSUPPORTED_FORMAT', `replacement ${rep.tensor.dtype} for base ${resolved.key} ${info.dtype}: only F32, F16 and BF16 tensors can be replaced`);
+        report(name, 'UNSUPPORTED_FORMAT', `replacement ${rep.tensor.dtype} for base ${resolved.key} ${info.dtype}: only float tensors can be replaced`);
         continue;
       }
       const other = replacements.get(resolved.key);
@@ -223,6 +301,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     adapters: adapters.map(({ adapter, weight }) => ({
       name: adapter.name, format: adapter.format, weight, modules: adapter.modules.length, replacements: adapter.replacements.length,
     })),
+    leftOut,
     updates: byBaseOrder(updates),
     biasUpdates: byBaseOrder(biases),
     replacements: byBaseOrder(replacements),
@@ -242,21 +321,14 @@ export function assertPlanValid(plan: MergePlan): void {
   throw new MergeError(code, formatProblemList('the merge plan', plan.problems.map((p) => p.message)));
 }
 
-/** The name users know a module by: PEFT's module path, or kohya's key. */
-export function displayName(module: LoraModule): string {
-  return module.target.scheme === 'peft' ? module.target.path : module.key;
-}
+/** Half-open range of a tensor's output rows. */
+type RowSpan = [number, number];
 
-function resolveModule(index: BaseKeyIndex, module: LoraModule): KeyResolution {
-  const target = module.target;
-  if (target.scheme === 'peft') return index.resolveDotted(`${target.path}.weight`);
-  const direct = index.resolveFlat(target.flatName, target.part);
-  if (direct.found || direct.ambiguous || target.part !== 'unet') return direct;
-  // An SD1/SD2 LoRA names diffusers modules; the base may be a single-file LDM checkpoint.
-  const found = ldmUnetNames(target.flatName)
-    .map((name) => index.resolveFlat(name, 'unet'))
-    .filter((r): r is Extract<KeyResolution, { found: true }> => r.found);
-  return found.length === 1 ? found[0] : direct;
+/** `base.key` or `rows 0–1279 of base.key`, for messages. */
+function describeTarget(target: Placement): string {
+  if (!target.rows) return target.baseKey;
+  const spans = target.rows.map((g) => `${g.dst}–${g.dst + g.count - 1}`).join(', ');
+  return `rows ${spans} of ${target.baseKey}`;
 }
 
 function describeMiss(r: Extract<KeyResolution, { found: false }>): string {
@@ -267,10 +339,10 @@ function describeMiss(r: Extract<KeyResolution, { found: false }>): string {
 
 type Fail = (code: MergeErrorCode, message: string) => void;
 
-function checkFloat(dtype: DType, module: LoraModule, fail: Fail, what: string): boolean {
+function checkFloat(dtype: DType, module: AdapterModule, fail: Fail, what: string): boolean {
   // Factors may be F64 (converted to f32 when loaded); weights must be a dtype the engine writes.
   if (isFloatDType(dtype) || (dtype === 'F64' && !what.startsWith('base'))) return true;
-  fail('UNSUPPORTED_FORMAT', `${what} is ${dtype}; only F32, F16 and BF16 ${what.startsWith('base') ? 'weights' : 'factors'} can be merged (${module.kind} module)`);
+  fail('UNSUPPORTED_FORMAT', `${what} is ${dtype}; only F32, F16, BF16 and fp8 ${what.startsWith('base') ? 'weights' : 'factors'} can be merged (${module.kind} module)`);
   return false;
 }
 
@@ -280,89 +352,144 @@ interface View {
   layout: WeightLayout;
   outFeatures: number;
   inFeatures: number;
+  placement?: RowPlacement;
 }
 
 /**
- * How ΔW = B·A lines up with the stored base tensor, checking every dimension: A (r, in, k...) and
- * B (out, r, 1...) against (out, in, k...) for linear/conv, (in, out) for fan_in_fan_out and
- * embeddings.
+ * How ΔW lines up with the stored base tensor, checking every dimension: ΔW (out, in, k...)
+ * against (out, in, k...) for linear/conv, (in, out) for fan_in_fan_out and embeddings; with a row
+ * placement, ΔW's rows against the rows it names.
  */
-function viewOf(module: LoraModule, baseKey: string, shape: readonly number[], fail: Fail): View | null {
-  const { a, b } = module;
-  const out = b.shape[0];
-  const aIn = a.shape.slice(1);
-  const inFeatures = product(aIn);
+function viewOf(module: AdapterModule, target: Placement, shape: readonly number[], fail: Fail): View | null {
+  const baseKey = target.baseKey;
+  // Stored (in, out) for embeddings and fan_in_fan_out: ΔW's open dims come from the other side.
+  const transposed = module.kind === 'embedding' || module.fanInFanOut;
+  const delta = withBaseDims(module.deltaShape, transposed && shape.length === 2 ? [shape[1], shape[0]] : shape);
+  const out = delta[0];
+  const deltaIn = delta.slice(1);
+  const inFeatures = product(deltaIn);
   const mismatch = (why: string) => {
-    fail('SHAPE_MISMATCH', `A ${fmt(a.shape)} and B ${fmt(b.shape)} do not fit base ${baseKey} ${fmt(shape)}: ${why}`);
+    fail('SHAPE_MISMATCH', `ΔW ${fmt(delta)} does not fit base ${baseKey} ${fmt(shape)}: ${why}`);
     return null;
   };
   if (module.kind === 'embedding' || module.fanInFanOut) {
     // Stored (in, out): embeddings are (vocab, dim), GPT-2 Conv1D is (in, out).
-    if (shape.length !== 2 || aIn.length !== 1) return mismatch(`expected a 2-D (in, out) weight${module.fanInFanOut ? ' (fan_in_fan_out)' : ''}`);
+    if (target.rows) return mismatch('rows of a weight stored (in, out) cannot be placed');
+    if (shape.length !== 2 || deltaIn.length !== 1) return mismatch(`expected a 2-D (in, out) weight${module.fanInFanOut ? ' (fan_in_fan_out)' : ''}`);
     if (shape[0] !== inFeatures || shape[1] !== out) return mismatch(`expected (${inFeatures}, ${out})`);
     return { rows: shape[0], cols: shape[1], layout: 'in-out', outFeatures: out, inFeatures };
   }
+  if (shape.length === 1 && delta.length === 1 && !target.rows) {
+    // A vector (a norm layer's weight): one row per element.
+    if (shape[0] !== out) return mismatch(`ΔW has ${out} values, the base ${shape[0]}`);
+    return { rows: out, cols: 1, layout: 'out-in', outFeatures: out, inFeatures: 1 };
+  }
   if (shape.length < 2) return mismatch('the base is not a matrix');
-  if (shape[0] !== out) return mismatch(`B has ${out} outputs, the base ${shape[0]}`);
+  let placement: RowPlacement | undefined;
+  if (target.rows) {
+    const why = placementProblem(target.rows, out, shape[0]);
+    if (why) return mismatch(why);
+    placement = { deltaRows: out, segments: target.rows };
+  } else if (shape[0] !== out) {
+    return mismatch(`ΔW has ${out} rows (outputs), the base ${shape[0]}`);
+  }
+  const view = (cols: number): View => {
+    const v: View = { rows: shape[0], cols, layout: 'out-in', outFeatures: shape[0], inFeatures };
+    if (placement) v.placement = placement;
+    return v;
+  };
   // Trailing 1s do not matter: a linear LoRA fits a 1×1 conv and the other way round.
   const baseIn = trimOnes(shape.slice(1));
-  const loraIn = trimOnes(aIn);
+  const loraIn = trimOnes(deltaIn);
   // LyCORIS may store a conv factor flattened: A (r, in·kh·kw) against a (out, in, kh, kw) base.
-  if (loraIn.length === 1 && baseIn.length > 1 && loraIn[0] === product(baseIn)) {
-    return { rows: shape[0], cols: loraIn[0], layout: 'out-in', outFeatures: out, inFeatures };
-  }
-  if (baseIn[0] !== loraIn[0]) return mismatch(`A has ${aIn[0]} inputs, the base ${shape[1]}`);
-  if (!sameShape(baseIn, loraIn)) return mismatch(`kernel ${fmt(aIn.slice(1))} differs from the base kernel ${fmt(shape.slice(2))}`);
-  return { rows: shape[0], cols: product(shape.slice(1)), layout: 'out-in', outFeatures: out, inFeatures };
+  if (loraIn.length === 1 && baseIn.length > 1 && loraIn[0] === product(baseIn)) return view(loraIn[0]);
+  if (baseIn[0] !== loraIn[0]) return mismatch(`ΔW has ${deltaIn[0]} inputs, the base ${shape[1]}`);
+  if (!sameShape(baseIn, loraIn)) return mismatch(`kernel ${fmt(deltaIn.slice(1))} differs from the base kernel ${fmt(shape.slice(2))}`);
+  return view(product(shape.slice(1)));
 }
 
-function planDora(module: LoraModule, adapterIndex: number, file: SafetensorsFile, view: View, fail: Fail): PlannedDora | null {
-  const dora = module.dora!;
-  const want = dora.axis === 'out' ? view.outFeatures : view.inFeatures;
-  if (dora.axis === 'in' && module.a.shape.length > 2 && product(module.a.shape.slice(2)) > 1) {
-    // LyCORIS normalises per input channel over (out, kh, kw): not a column norm of the flat view.
-    fail('UNSUPPORTED_FORMAT', `DoRA on a ${module.a.shape.slice(2).join('×')} convolution with per-input norms is not supported yet`);
-    return null;
+/**
+ * ΔW's shape with the dims its algorithm leaves open (-1: IA3 and OFT know one side only) taken
+ * from the base: a -1 at a position takes the base's dim there; a last -1 takes all the rest.
+ */
+function withBaseDims(delta: readonly number[], shape: readonly number[]): number[] {
+  if (!delta.includes(-1)) return delta.slice();
+  const out: number[] = [];
+  delta.forEach((d, i) => {
+    if (d !== -1) out.push(d);
+    else if (i === delta.length - 1) out.push(...shape.slice(i));
+    else out.push(shape[i] ?? 1);
+  });
+  return out;
+}
+
+/**
+ * A module placed by rows must have each of its ΔW rows land exactly once across its targets: a
+ * LoRA whose up factor has more or fewer rows than the slices it names is the wrong shape, not a
+ * partial update. Returns why not, or null.
+ */
+function unplacedRows(targets: readonly Placement[], deltaRows: number): string | null {
+  if (targets.length === 1 && !targets[0].rows) return null;
+  const spans = targets.flatMap((t): RowSpan[] => (t.rows ?? [{ src: 0, count: deltaRows }]).map((g) => [g.src, g.src + g.count]));
+  spans.sort((x, y) => x[0] - y[0]);
+  let next = 0;
+  for (const [from, to] of spans) {
+    if (from !== next) return from < next ? `ΔW row ${from} would land twice` : `ΔW rows ${next}–${from - 1} land nowhere`;
+    next = to;
   }
+  return next === deltaRows ? null : next < deltaRows ? `ΔW rows ${next}–${deltaRows - 1} land nowhere` : `the placement needs ${next} ΔW rows, ΔW has ${deltaRows}`;
+}
+
+/** Why a layout's row placement does not fit ΔW's and the base's rows, or null when it does. */
+function placementProblem(segments: readonly { src: number; dst: number; count: number }[], deltaRows: number, baseRows: number): string | null {
+  const taken: RowSpan[] = [];
+  for (const { src, dst, count } of segments) {
+    if (![src, dst, count].every((n) => Number.isSafeInteger(n) && n >= 0) || count === 0) return `bad row segment ${src}→${dst} × ${count}`;
+    if (src + count > deltaRows) return `ΔW has ${deltaRows} rows, the placement reads rows ${src}–${src + count - 1}`;
+    if (dst + count > baseRows) return `the placement writes rows ${dst}–${dst + count - 1}, the base has ${baseRows}`;
+    if (taken.some(([a, b]) => a < dst + count && dst < b)) return `the placement writes row ${dst} twice`;
+    taken.push([dst, dst + count]);
+  }
+  return null;
+}
+
+function planDora(module: AdapterModule, adapterIndex: number, file: SafetensorsFile, view: View, fail: Fail): PlannedDora | null {
+  const dora = module.dora!;
+  // LyCORIS normalises a conv per input channel over (out, kh, kw): groups of kh·kw columns.
+  const group = dora.axis === 'in' && view.inFeatures % Math.max(1, product(dora.magnitude.shape)) === 0
+    ? view.inFeatures / Math.max(1, product(dora.magnitude.shape)) : 1;
+  const want = dora.axis === 'out' ? view.outFeatures : view.inFeatures / group;
   if (product(dora.magnitude.shape) !== want) {
     fail('SHAPE_MISMATCH', `DoRA magnitude ${fmt(dora.magnitude.shape)} should have ${want} values (one per ${dora.axis === 'out' ? 'output' : 'input'} feature)`);
     return null;
   }
   if (!checkFloat(dora.magnitude.dtype, module, fail, `DoRA magnitude ${dora.magnitude.name}`)) return null;
-  return { adapterIndex, moduleName: displayName(module), file, magnitude: dora.magnitude, axis: dora.axis, epsilon: dora.epsilon };
+  return { adapterIndex, moduleName: module.name, file, magnitude: dora.magnitude, axis: dora.axis, epsilon: dora.epsilon, ...(group > 1 ? { group } : {}) };
 }
 
-function planBias(module: LoraModule, term: PlannedTerm, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail): void {
+function planBias(module: AdapterModule, term: PlannedTerm, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail): void {
   const biasB = module.biasB!;
   const biasKey = weightKey.endsWith('.weight') ? `${weightKey.slice(0, -'.weight'.length)}.bias` : `${weightKey}.bias`;
   const info = base.tensors.get(biasKey);
-  const out = module.b.shape[0];
+  const out = module.deltaShape[0];
+  const baseOut = base.tensors.get(weightKey)!.shape[0];
   if (!info) return fail('UNKNOWN_MODULE', `has lora_B.bias but the base has no ${biasKey}`);
-  if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16 and BF16 can be merged`);
-  if (product(info.shape) !== out || product(biasB.shape) !== out) {
-    return fail('SHAPE_MISMATCH', `lora_B.bias ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should both have ${out} values`);
+  if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16, BF16 and fp8 can be merged`);
+  if (product(info.shape) !== baseOut || product(biasB.shape) !== out) {
+    return fail('SHAPE_MISMATCH', `lora_B.bias ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should have ${out} and ${baseOut} values`);
   }
   if (!checkFloat(biasB.dtype, module, fail, `factor ${biasB.name}`)) return;
   let update = biases.get(biasKey);
   if (!update) biases.set(biasKey, (update = { baseKey: biasKey, dtype: info.dtype, length: out, terms: [] }));
-  update.terms.push({ adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB, scale: term.scale });
+  const biasTerm: BiasUpdate['terms'][number] = { adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB, scale: term.scale };
+  if (term.placement) biasTerm.placement = term.placement;
+  update.terms.push(biasTerm);
 }
 
-/** DoRA must be alone on its tensor; replaced tensors take nothing else. */
+/** Replaced tensors take nothing else. */
 function checkSharedTensors(
   updates: Map<string, TensorUpdate>, biases: Map<string, BiasUpdate>, replacements: Map<string, PlannedReplacement>, problems: PlanProblem[],
 ): void {
-  for (const update of updates.values()) {
-    const doraTerms = update.terms.filter((t) => t.module.dora);
-    if (doraTerms.length > 0 && update.terms.length > 1) {
-      const names = update.terms.map((t) => `${t.adapter}${t.module.dora ? ' (DoRA)' : ''}`).join(', ');
-      const t = doraTerms[0];
-      problems.push({
-        adapter: t.adapter, module: t.moduleName, code: 'PLAN_INVALID',
-        message: `${t.adapter}: module "${t.moduleName}": DoRA cannot share ${update.baseKey} with other adapters (${names}); merge them one after the other`,
-      });
-    }
-  }
   for (const rep of replacements.values()) {
     const lora = updates.get(rep.baseKey)?.terms[0] ?? biases.get(rep.baseKey)?.terms[0];
     if (!lora) continue;
@@ -393,10 +520,13 @@ function summarise(plan: MergePlan, base: BaseTensorIndex): PlanSummary {
     bytesToRead += baseBytes(u.baseKey);
     for (const t of u.terms) {
       terms++;
-      bytesToRead += t.module.a.byteLength + t.module.b.byteLength;
-      flops += 2 * t.module.rank * (t.module.hadamard?.a2.shape[0] ?? 1) * u.rows * u.cols; // LoHa runs at rank r·r2
+      for (const tensor of Object.values(t.module.tensors)) bytesToRead += tensor.byteLength;
+      const rows = t.placement ? t.placement.segments.reduce((n, g) => n + g.count, 0) : u.outFeatures;
+      const shape = t.module.update;
+      const perElement = shape.kind === 'low-rank' ? shape.rank : shape.kind === 'dense' ? 1 : shape.cost;
+      flops += 2 * perElement * rows * (u.rows * u.cols / u.outFeatures);
     }
-    if (u.dora) bytesToRead += u.dora.magnitude.byteLength;
+    for (const t of u.terms) if (t.dora) bytesToRead += t.dora.magnitude.byteLength;
   }
   for (const b of plan.biasUpdates) {
     touch(b.baseKey);
@@ -408,6 +538,12 @@ function summarise(plan: MergePlan, base: BaseTensorIndex): PlanSummary {
     bytesToRead += r.tensor.byteLength;
   }
   return { tensorsTouched: touched.size, terms, bytesToRead, elementsToWrite, flops };
+}
+
+function lcm(a: number, b: number): number {
+  let x = a, y = b;
+  while (y) [x, y] = [y, x % y];
+  return (a / x) * b;
 }
 
 function trimOnes(shape: readonly number[]): number[] {

@@ -5,20 +5,21 @@
  * - a rank above MAX_RANK: its factors alone would take more memory than a merge may use.
  * (The same adapter given twice is found in same-adapter.ts, which compares file contents.)
  */
-import type { LoraModule } from '../formats/adapter.js';
+import type { AdapterModule } from '../formats/adapter.js';
 import { MAX_RANK } from '../limits.js';
 import type { WeightedAdapter } from './merge-plan.js';
 
-/** The rank the executor runs a module at (LoHa: r₁·r₂). */
-export function effectiveRank(module: LoraModule): number {
-  return module.rank * (module.hadamard?.a2.shape[0] ?? 1);
+/** The rank the executor runs a module's low-rank product at (LoHa: r₁·r₂; LoKr: its kron rank), if it is one. */
+export function effectiveRank(module: AdapterModule): number | undefined {
+  return module.update.kind === 'low-rank' ? module.update.rank : undefined;
 }
 
 /** Why a module is refused before its factors are read, if it is. */
-export function moduleLimitProblem(module: LoraModule): string | undefined {
+export function moduleLimitProblem(module: AdapterModule): string | undefined {
   const rank = effectiveRank(module);
-  if (rank > MAX_RANK) {
-    return `rank ${rank}${module.hadamard ? ` (LoHa ${module.rank}·${rank / module.rank})` : ''} is above the limit of ${MAX_RANK} (MAX_RANK), which bounds the memory a merge takes`;
+  if (rank !== undefined && rank > MAX_RANK) {
+    const shown = rank !== module.rank ? ` (${module.algorithm}, rank ${module.rank} in its factors)` : '';
+    return `rank ${rank}${shown} is above the limit of ${MAX_RANK} (MAX_RANK), which bounds the memory a merge takes`;
   }
   return undefined;
 }

@@ -4,10 +4,10 @@
  * rounding a double once to f32/f16/bf16 by arithmetic, not by the engine's bit tricks.
  */
 import type { FloatDType } from '../../src/dtype.js';
-import type { MergeOp } from '../../src/engine/merge-op.js';
-import { bf16BitsFromF64, decodeValues, encodeValues, f16BitsFromF64, seededRandom } from './fixtures.js';
+import type { LowRankTerm, MergeOp, RowPlacement } from '../../src/engine/merge-op.js';
+import { bf16BitsFromF64, decodeValues, encodeValues, f16BitsFromF64, f8BitsSaturating, seededRandom } from './fixtures.js';
 
-const BYTES: Record<FloatDType, number> = { F32: 4, F16: 2, BF16: 2 };
+const BYTES: Record<FloatDType, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1 };
 
 /** Exact values of little-endian float bytes, as doubles. */
 export function decodeF64(bytes: Uint8Array, dtype: FloatDType): Float64Array {
@@ -18,6 +18,7 @@ export function decodeF64(bytes: Uint8Array, dtype: FloatDType): Float64Array {
 const scratch = new DataView(new ArrayBuffer(4));
 
 export function roundedBits(x: number, dtype: FloatDType): number {
+  if (dtype === 'F8_E4M3' || dtype === 'F8_E5M2') return f8BitsSaturating(x, dtype);
   if (dtype === 'F16') return f16BitsFromF64(x);
   if (dtype === 'BF16') return bf16BitsFromF64(x);
   scratch.setFloat32(0, x);
@@ -31,18 +32,19 @@ export function bf16BitsToNumber(h: number): number {
   return view.getFloat32(0);
 }
 
-/** Output bytes as integers (u32 for f32, u16 otherwise). */
+/** Output bytes as integers (u32 for f32, u16 for f16/bf16, u8 for fp8). */
 export function outputBits(bytes: Uint8Array, dtype: FloatDType): Uint32Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const n = bytes.byteLength / BYTES[dtype];
+  const width = BYTES[dtype];
+  const n = bytes.byteLength / width;
   const out = new Uint32Array(n);
-  for (let i = 0; i < n; i++) out[i] = dtype === 'F32' ? view.getUint32(i * 4, true) : view.getUint16(i * 2, true);
+  for (let i = 0; i < n; i++) out[i] = width === 4 ? view.getUint32(i * 4, true) : width === 2 ? view.getUint16(i * 2, true) : view.getUint8(i);
   return out;
 }
 
 /** Distance in units in the last place between two same-width float bit patterns. */
 export function ulpDistance(a: number, b: number, dtype: FloatDType): number {
-  const signBit = dtype === 'F32' ? 0x80000000 : 0x8000;
+  const signBit = dtype === 'F32' ? 0x80000000 : BYTES[dtype] === 1 ? 0x80 : 0x8000;
   const ordered = (x: number): number => (x & signBit ? -(x & (signBit - 1)) : x);
   return Math.abs(ordered(a >>> 0) - ordered(b >>> 0));
 }
@@ -60,7 +62,15 @@ export function referenceMerge(op: MergeOp): ReferenceMerge {
   const rowCount = op.rowCount ?? op.rows - rowStart;
   const outF = op.layout === 'out-in' ? op.rows : op.cols;
   const inF = op.layout === 'out-in' ? op.cols : op.rows;
-  const terms = op.terms.map((t) => ({ a: decodeF64(t.a.data, t.a.dtype), b: decodeF64(t.b.data, t.b.dtype), r: t.rank, s: t.scale }));
+  const terms = op.terms.map((t) => ({
+    a: decodeF64(t.a.data, t.a.dtype), b: decodeF64(t.b.data, t.b.dtype), r: t.rank, s: t.scale, segments: t.placement?.segments,
+  }));
+  /** The ΔW row of term t that lands on output row o, or -1 when none does. */
+  const deltaRow = (t: (typeof terms)[number], o: number): number => {
+    if (!t.segments) return o;
+    for (const g of t.segments) if (o >= g.dst && o < g.dst + g.count) return g.src + (o - g.dst);
+    return -1;
+  };
   const w = decodeF64(op.base.data, op.base.dtype);
   // Full V (out × in) when DoRA needs whole norms, else just the op's rows.
   let mag = 0;
@@ -69,11 +79,13 @@ export function referenceMerge(op: MergeOp): ReferenceMerge {
     let sum = 0;
     mag = 0;
     for (const t of terms) {
+      const row = deltaRow(t, o);
+      if (row < 0) continue;
       let d = 0;
       let dm = 0;
       for (let k = 0; k < t.r; k++) {
-        d += t.b[o * t.r + k] * t.a[k * inF + i];
-        dm += Math.abs(t.b[o * t.r + k] * t.a[k * inF + i]);
+        d += t.b[row * t.r + k] * t.a[k * inF + i];
+        dm += Math.abs(t.b[row * t.r + k] * t.a[k * inF + i]);
       }
       sum += t.s * d;
       mag += Math.abs(t.s) * dm;
@@ -153,6 +165,8 @@ export interface OpSpec {
   dora?: 'out' | 'in';
   epsilon?: number;
   name?: string;
+  /** Per term: where its ΔW rows land (B then has deltaRows rows); absent: W's rows one to one. */
+  placements?: (RowPlacement | undefined)[];
 }
 
 /**
@@ -177,12 +191,17 @@ export function randomOp(seed: number, spec: OpSpec): MergeOp {
     cols: spec.cols,
     layout,
     base: { dtype: baseDtype, data: encodeValues(uniform(rowCount * spec.cols), baseDtype) },
-    terms: spec.ranks.map((r, t) => ({
-      rank: r,
-      scale: (spec.weights?.[t] ?? 1) * 0.3 / Math.sqrt(r),
-      a: { dtype: factorDtype(t), data: encodeValues(uniform(r * inF), factorDtype(t)) },
-      b: { dtype: factorDtype(t), data: encodeValues(uniform(outF * r), factorDtype(t)) },
-    })),
+    terms: spec.ranks.map((r, t) => {
+      const placement = spec.placements?.[t];
+      const term: LowRankTerm = {
+        rank: r,
+        scale: (spec.weights?.[t] ?? 1) * 0.3 / Math.sqrt(r),
+        a: { dtype: factorDtype(t), data: encodeValues(uniform(r * inF), factorDtype(t)) },
+        b: { dtype: factorDtype(t), data: encodeValues(uniform((placement?.deltaRows ?? outF) * r), factorDtype(t)) },
+      };
+      if (placement) term.placement = placement;
+      return term;
+    }),
     outDtype: spec.outDtype ?? baseDtype,
   };
   if (spec.rowStart !== undefined || spec.rowCount !== undefined) {
@@ -233,7 +252,7 @@ export function compareWithReference(op: MergeOp, out: Uint8Array): MergeCompari
       view.setUint32(0, got[i]);
       value = view.getFloat32(0);
     } else {
-      value = decodeF64(encodeBits(got[i]), op.outDtype)[0];
+      value = decodeF64(BYTES[op.outDtype] === 1 ? new Uint8Array([got[i]]) : encodeBits(got[i]), op.outDtype)[0];
     }
     const error = Math.abs(value - values[i]);
     if (!(error <= 1e-6 * magnitude[i])) res.maxUlp = Math.max(res.maxUlp, ulp);

@@ -6,7 +6,11 @@
  * which one actually runs: it changes once {@link CpuBackend.ready} has found out.
  */
 import type { MergeBackend, MergeOp } from '../merge-op.js';
+import { hasColumnNorms, resolveWholeOp } from '../column-norms.js';
+import { foldTrailingScale } from '../fold-scale.js';
+import { isFusedForm } from '../update-steps.js';
 import { mergeOnCpu } from './cpu-merge.js';
+import { columnSumsOfSquaresOnCpu, mergeStepsOnCpu } from './cpu-steps.js';
 import { createWasmKernel, wasmSimdAvailable, type WasmKernel } from './wasm-kernel.js';
 import { mergeOnWasm } from './wasm-merge.js';
 
@@ -82,12 +86,24 @@ export class CpuBackend implements MergeBackend {
 
   /** Merges one op (see {@link MergeBackend.merge}). */
   async merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
+    if (op.steps?.length || (op.dora?.group ?? 1) > 1) {
+      // Sequences of steps: column norms first (whole ops only), then the fused kernel where the
+      // op reduces to W + L·R, else the general executor.
+      const resolved = hasColumnNorms(op) ? await resolveWholeOp(op, (o) => this.columnSumsOfSquares(o, signal)) : op;
+      const plain = isFusedForm(resolved) ? foldTrailingScale(resolved) : undefined;
+      if (!plain) return mergeStepsOnCpu(resolved, signal);
+      op = plain;
+    }
     if (this.executor === 'js' || op.dora) return mergeOnCpu(op, signal);
     const kernel = await this.localKernel();
     if (!kernel) return mergeOnCpu(op, signal);
     const rowCount = op.rowCount ?? op.rows - (op.rowStart ?? 0);
     if (this.pool && rowCount * op.cols >= POOL_MIN_ELEMENTS) return this.pool.merge(op, signal);
     return mergeOnWasm(op, kernel, signal);
+  }
+
+  async columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {
+    return columnSumsOfSquaresOnCpu(op, signal);
   }
 
   /** Adds a remark to the description (e.g. the timings that chose this backend). */

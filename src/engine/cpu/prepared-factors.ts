@@ -20,6 +20,8 @@ interface CachedRight {
   layout: MergeOp['layout'];
   cols: number;
   rank: number;
+  /** Which of the terms it was built from (slabs of a fused tensor may use different subsets). */
+  active: string;
   right: Float32Array;
   key: number;
 }
@@ -28,9 +30,10 @@ const cache = new WeakMap<LowRankTerm[], CachedRight>();
 let nextKey = 1;
 
 export function prepareFactors(op: MergeOp, shape: OpShape): PreparedFactors {
-  const { rank, left, right } = lowRankFactors(op, shape);
+  const { rank, left, right, activeTerms } = lowRankFactors(op, shape);
+  const active = activeTerms.join();
   const hit = cache.get(op.terms);
-  if (hit && hit.layout === op.layout && hit.cols === op.cols && hit.rank === rank) {
+  if (hit && hit.layout === op.layout && hit.cols === op.cols && hit.rank === rank && hit.active === active) {
     return { rank, left, right: hit.right, rightKey: hit.key };
   }
   const cols = op.cols, stride = paddedCols(cols);
@@ -39,7 +42,7 @@ export function prepareFactors(op: MergeOp, shape: OpShape): PreparedFactors {
     padded = new Float32Array(rank * stride);
     for (let k = 0; k < rank; k++) padded.set(right.subarray(k * cols, (k + 1) * cols), k * stride);
   }
-  const entry: CachedRight = { layout: op.layout, cols, rank, right: padded, key: nextKey++ };
+  const entry: CachedRight = { layout: op.layout, cols, rank, active, right: padded, key: nextKey++ };
   cache.set(op.terms, entry);
   return { rank, left, right: padded, rightKey: entry.key };
 }

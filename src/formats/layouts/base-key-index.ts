@@ -1,22 +1,12 @@
 /**
- * Finds the base tensor an adapter module means. Checkpoints and adapters rarely agree on prefixes
- * (GPT-2 files drop `transformer.`, SD checkpoints add `model.diffusion_model.`), so besides exact
- * keys we accept a unique suffix match on a name boundary, and report ambiguity instead of guessing.
+ * Finds the base tensor a module path means, among a set of base keys (a whole base, or one of its
+ * components). Checkpoints and adapters rarely agree on prefixes (GPT-2 files drop `transformer.`,
+ * SD checkpoints add `model.diffusion_model.`), so besides exact keys we accept a unique suffix
+ * match on a name boundary, and report ambiguity instead of guessing.
  */
-import type { KohyaPart } from '../formats/adapter.js';
-
 export type KeyResolution =
   | { found: true; key: string }
   | { found: false; ambiguous: boolean; candidates: string[] };
-
-/** Which base-key prefixes belong to which kohya model part, to break ties between parts. */
-const PART_HINTS: Record<KohyaPart, RegExp> = {
-  unet: /(^|_)(unet|diffusion_model)(_|$)/,
-  te: /(^|_)(text_encoder|cond_stage_model|embedders_0|te|te1|clip_l)(_|$)/,
-  te1: /(^|_)(text_encoder|cond_stage_model|embedders_0|te1|clip_l)(_|$)/,
-  te2: /(^|_)(text_encoder_2|embedders_1|te2|clip_g)(_|$)/,
-  te3: /(^|_)(text_encoder_3|te3|t5xxl)(_|$)/,
-};
 
 export class BaseKeyIndex {
   private readonly keys: ReadonlySet<string>;
@@ -57,19 +47,11 @@ export class BaseKeyIndex {
   }
 
   /**
-   * A kohya module name with its dots flattened (`down_blocks_0_attentions_0_proj_in`) and the
-   * parameter wanted (`weight`): the one base key whose flattened module ends with it on a `_`
-   * boundary; several → those under the part's usual prefix.
+   * A module name with its dots flattened (`down_blocks_0_attentions_0_proj_in`) and the parameter
+   * wanted (`weight`): the one base key whose flattened module ends with it on a `_` boundary.
    */
-  resolveFlat(flatName: string, part: KohyaPart, param = 'weight'): KeyResolution {
-    const candidates = this.flatSuffixes.get(param)?.get(flatName) ?? [];
-    if (candidates.length <= 1) return unique(candidates);
-    const hint = PART_HINTS[part];
-    const inPart = candidates.filter((key) => {
-      const flat = key.slice(0, key.lastIndexOf('.')).replaceAll('.', '_');
-      return hint.test(flat.slice(0, flat.length - flatName.length));
-    });
-    return inPart.length === 1 ? unique(inPart) : unique(candidates);
+  resolveFlat(flatName: string, param = 'weight'): KeyResolution {
+    return unique(this.flatSuffixes.get(param)?.get(flatName) ?? []);
   }
 }
 

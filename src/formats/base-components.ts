@@ -1,0 +1,118 @@
+/**
+ * The components of a base model (the denoiser, each text encoder, the VAE) as its keys reveal
+ * them, and which one a module's model part (`lora_te2_`, `text_encoder_2.`, `lora_unet_`) names.
+ * A module is only ever matched among its own component's tensors: a `lora_te_` module can never
+ * land on the UNet because a suffix happens to fit.
+ */
+import { PART_NAMES, type ModelPart } from './module-address.js';
+
+export type ComponentRole = 'denoiser' | 'text-encoder' | 'vae';
+/** What a text encoder is, when its keys say. */
+export type EncoderKind = 'clip_l' | 'clip_g' | 'openclip' | 't5';
+
+export interface BaseComponent {
+  /** For messages: `the UNet/transformer (model.diffusion_model.)`. */
+  name: string;
+  role: ComponentRole;
+  /** Text encoders: 1, 2, 3 in the pipeline's order. */
+  ordinal?: number;
+  encoder?: EncoderKind;
+  /** The keys' common prefix in the base ('' for a file that holds only this component). */
+  prefix: string;
+  keys: string[];
+}
+
+interface Rule {
+  pattern: RegExp;
+  /** The component a matching key belongs to; `m` is the pattern's match. */
+  component: (m: RegExpExecArray) => Omit<BaseComponent, 'name' | 'keys'>;
+}
+
+const ENCODER_NAMES: Readonly<Record<EncoderKind, string>> = { clip_l: 'CLIP-L', clip_g: 'CLIP-G', openclip: 'OpenCLIP', t5: 'T5' };
+const T_ORDINAL: Readonly<Record<string, { ordinal: number; encoder: EncoderKind }>> = {
+  clip_l: { ordinal: 1, encoder: 'clip_l' }, clip_g: { ordinal: 2, encoder: 'clip_g' }, t5xxl: { ordinal: 3, encoder: 't5' },
+};
+
+/** Key prefixes of single-file checkpoints (SD1/SD2 LDM, SDXL SGM, SD3 SAI, Flux BFL, ComfyUI bundles) and diffusers components. */
+const RULES: readonly Rule[] = [
+  { pattern: /^(model\.)?diffusion_model\./, component: (m) => ({ role: 'denoiser', prefix: m[0] }) },
+  // SDXL: embedders.0 is CLIP-L (transformers naming), embedders.1 OpenCLIP-G (open_clip naming);
+  // the refiner has only the OpenCLIP-G one, as embedders.0.
+  {
+    pattern: /^conditioner\.embedders\.(\d+)\.(transformer|model)\./,
+    component: (m) => ({ role: 'text-encoder', ordinal: Number(m[1]) + 1, encoder: m[2] === 'transformer' ? 'clip_l' : 'clip_g', prefix: m[0] }),
+  },
+  // SD1: CLIP-L; SD2: OpenCLIP-H.
+  {
+    pattern: /^cond_stage_model\.(transformer|model)\./,
+    component: (m) => ({ role: 'text-encoder', ordinal: 1, encoder: m[1] === 'transformer' ? 'clip_l' : 'openclip', prefix: m[0] }),
+  },
+  // ComfyUI and SD3.5 bundles: text_encoders.clip_l / clip_g / t5xxl.
+  { pattern: /^text_encoders\.(clip_l|clip_g|t5xxl)\./, component: (m) => ({ role: 'text-encoder', ...T_ORDINAL[m[1]], prefix: m[0] }) },
+  { pattern: /^(first_stage_model|vae)\./, component: (m) => ({ role: 'vae', prefix: m[0] }) },
+  // Flux in BFL naming, stored without a prefix.
+  { pattern: /^(double_blocks|single_blocks|img_in|txt_in|time_in|vector_in|guidance_in|final_layer)\./, component: () => ({ role: 'denoiser', prefix: '' }) },
+  // A diffusers UNet or transformer saved on its own.
+  {
+    pattern: /^(down_blocks|up_blocks|mid_block|conv_in|conv_norm_out|conv_out|time_embedding|add_embedding|transformer_blocks|single_transformer_blocks|x_embedder|context_embedder|time_text_embed|norm_out|proj_out|pos_embed)\./,
+    component: () => ({ role: 'denoiser', prefix: '' }),
+  },
+];
+
+function componentName(c: Omit<BaseComponent, 'name' | 'keys'>): string {
+  const where = c.prefix ? ` (${c.prefix})` : '';
+  if (c.role === 'denoiser') return `the UNet/transformer${where}`;
+  if (c.role === 'vae') return `the VAE${where}`;
+  const kind = c.encoder ? ` (${ENCODER_NAMES[c.encoder]})` : '';
+  return `text encoder ${c.ordinal ?? ''}${kind}${where}`.replace('  ', ' ');
+}
+
+/**
+ * The components of a base from its keys. Keys no rule recognises (an LLM's, a text encoder saved
+ * alone) are left out; a base none of whose keys are recognised has no components, and module
+ * parts then do not restrict matching.
+ */
+export function baseComponents(keys: Iterable<string>): BaseComponent[] {
+  const byPrefix = new Map<string, BaseComponent>();
+  const unrecognised: string[] = [];
+  for (const key of keys) {
+    const rule = RULES.find((r) => r.pattern.test(key));
+    if (!rule) {
+      unrecognised.push(key);
+      continue;
+    }
+    const c = rule.component(rule.pattern.exec(key)!);
+    // A denoiser stored bare matches several rules; keep one component for it.
+    const id = `${c.role}|${c.prefix}|${c.ordinal ?? ''}`;
+    let component = byPrefix.get(id);
+    if (!component) byPrefix.set(id, (component = { ...c, name: componentName(c), keys: [] }));
+    component.keys.push(key);
+  }
+  // A component stored without a prefix (a Flux file, a diffusers UNet) owns the file's other
+  // keys too: its less common top-level modules (encoder_hid_proj, …) need no rule of their own.
+  const bare = [...byPrefix.values()].filter((c) => c.prefix === '');
+  if (bare.length === 1) bare[0].keys.push(...unrecognised);
+  return [...byPrefix.values()];
+}
+
+/**
+ * The component a model part names, as kohya, OneTrainer and diffusers number them: `te` is the
+ * first text encoder; `te2` is CLIP-G, or T5 where there is no CLIP-G (OneTrainer's Flux LoRAs);
+ * `te3` is T5. Undefined when the base has no such component.
+ */
+export function componentForPart(part: ModelPart, components: readonly BaseComponent[]): BaseComponent | undefined {
+  const encoders = components.filter((c) => c.role === 'text-encoder').sort((x, y) => (x.ordinal ?? 9) - (y.ordinal ?? 9));
+  const kind = (k: EncoderKind) => encoders.find((c) => c.encoder === k);
+  const nth = (n: number) => encoders.find((c) => c.ordinal === n);
+  switch (part) {
+    case 'unet': return components.find((c) => c.role === 'denoiser');
+    case 'te': return encoders[0];
+    case 'te1': return nth(1);
+    case 'te2': return kind('clip_g') ?? kind('t5') ?? nth(2);
+    case 'te3': return kind('t5') ?? nth(3);
+  }
+}
+
+export function partName(part: ModelPart): string {
+  return PART_NAMES[part];
+}

@@ -1,0 +1,137 @@
+/**
+ * The tensor-name endings single-file adapters use, in one table: each splits a tensor name into
+ * the module it belongs to and the role it plays there (`…to_q.lora_A.weight` → module `…to_q`,
+ * role `down`). The table is the union of what kohya sd-scripts, LyCORIS, diffusers' trainers,
+ * ai-toolkit, OneTrainer, SimpleTuner and ComfyUI write (ComfyUI comfy/lora.py and
+ * comfy/weight_adapter/ list the same endings). Which algorithm a role belongs to is the
+ * algorithms' business (formats/algorithms/); a name that fits no form is reported, never dropped.
+ */
+
+export interface KeyForm {
+  /** The tensor name's ending, including the separator before the role. */
+  readonly suffix: string;
+  readonly role: string;
+}
+
+/**
+ * Every ending, longest first where one ends another (the split takes the longest that fits, so
+ * `.lora_A.weight` wins over IA3's bare `.weight`).
+ */
+export const KEY_FORMS = [
+  // Low-rank up/down pairs: kohya/LyCORIS, PEFT-style (diffusers, ai-toolkit, SimpleTuner), the
+  // older diffusers `lora.up` and `lora_linear_layer` forms, and the attention-processor form.
+  { suffix: '.lora_down.weight', role: 'down' },
+  { suffix: '.lora_up.weight', role: 'up' },
+  { suffix: '.lora_A.default.weight', role: 'down' },
+  { suffix: '.lora_B.default.weight', role: 'up' },
+  { suffix: '.lora_A.weight', role: 'down' },
+  { suffix: '.lora_B.weight', role: 'up' },
+  { suffix: '.lora_A', role: 'down' },
+  { suffix: '.lora_B', role: 'up' },
+  { suffix: '.lora_linear_layer.down.weight', role: 'down' },
+  { suffix: '.lora_linear_layer.up.weight', role: 'up' },
+  { suffix: '.lora.down.weight', role: 'down' },
+  { suffix: '.lora.up.weight', role: 'up' },
+  { suffix: '_lora.down.weight', role: 'down' },
+  { suffix: '_lora.up.weight', role: 'up' },
+  // XLabs' Flux processors (`…processor.qkv_lora1.down.weight`): the module keeps its `_lora1`.
+  { suffix: '.down.weight', role: 'down' },
+  { suffix: '.up.weight', role: 'up' },
+  // LoCon's Tucker core, the module's scale and LyCORIS's DoRA magnitude.
+  { suffix: '.lora_mid.weight', role: 'mid' },
+  { suffix: '.alpha', role: 'alpha' },
+  { suffix: '.dora_scale', role: 'dora_scale' },
+  // ComfyUI: pad the base weight to this shape before patching.
+  { suffix: '.reshape_weight', role: 'reshape_weight' },
+  // LyCORIS LoHa.
+  { suffix: '.hada_w1_a', role: 'hada_w1_a' },
+  { suffix: '.hada_w1_b', role: 'hada_w1_b' },
+  { suffix: '.hada_w2_a', role: 'hada_w2_a' },
+  { suffix: '.hada_w2_b', role: 'hada_w2_b' },
+  { suffix: '.hada_t1', role: 'hada_t1' },
+  { suffix: '.hada_t2', role: 'hada_t2' },
+  // LyCORIS LoKr.
+  { suffix: '.lokr_w1', role: 'lokr_w1' },
+  { suffix: '.lokr_w1_a', role: 'lokr_w1_a' },
+  { suffix: '.lokr_w1_b', role: 'lokr_w1_b' },
+  { suffix: '.lokr_w2', role: 'lokr_w2' },
+  { suffix: '.lokr_w2_a', role: 'lokr_w2_a' },
+  { suffix: '.lokr_w2_b', role: 'lokr_w2_b' },
+  { suffix: '.lokr_t2', role: 'lokr_t2' },
+  // Full weight and bias differences (LyCORIS full, ComfyUI "Extract and Save Lora"), ComfyUI's set.
+  { suffix: '.diff', role: 'diff' },
+  { suffix: '.diff_b', role: 'diff_b' },
+  { suffix: '.set_weight', role: 'set_weight' },
+  // LyCORIS norm-layer tuning.
+  { suffix: '.w_norm', role: 'w_norm' },
+  { suffix: '.b_norm', role: 'b_norm' },
+  // LyCORIS GLoRA.
+  { suffix: '.a1.weight', role: 'a1' },
+  { suffix: '.a2.weight', role: 'a2' },
+  { suffix: '.b1.weight', role: 'b1' },
+  { suffix: '.b2.weight', role: 'b2' },
+  // LyCORIS diag-OFT and BOFT.
+  { suffix: '.oft_blocks', role: 'oft_blocks' },
+  { suffix: '.rescale', role: 'rescale' },
+  // PEFT OFT: each module's skew-symmetric blocks, upper triangles stored row by row.
+  { suffix: '.oft_R.weight', role: 'oft_R' },
+  // PEFT VeRA: per-module scaling vectors, and the projections shared by every module.
+  { suffix: '.vera_lambda_b', role: 'vera_lambda_b' },
+  { suffix: '.vera_lambda_d', role: 'vera_lambda_d' },
+  { suffix: '.vera_A', role: 'vera_A' },
+  { suffix: '.vera_B', role: 'vera_B' },
+  // LyCORIS (IA)³: the scaling vector and which side it scales.
+  { suffix: '.on_input', role: 'on_input' },
+  { suffix: '.weight', role: 'weight' },
+] as const satisfies readonly KeyForm[];
+
+/** A tensor's role inside its module. */
+export type Role = (typeof KEY_FORMS)[number]['role'];
+
+/** Every role, for tests and messages. */
+export const ROLES: readonly Role[] = [...new Set(KEY_FORMS.map((f) => f.role))];
+
+export interface SplitName {
+  /** The module's name as the file spells it, after the attention-processor rewrite. */
+  module: string;
+  role: Role;
+}
+
+const BY_LENGTH = [...KEY_FORMS].sort((x, y) => y.suffix.length - x.suffix.length);
+
+/**
+ * diffusers 0.19/0.20 attention processors: `…attn1.processor.to_q_lora.down.weight` adapts
+ * `…attn1.to_q`, and `to_out_lora` adapts `to_out.0` (the Linear inside to_out's ModuleList).
+ */
+const PROCESSOR = /^(.+)\.processor\.(to_q|to_k|to_v|to_out)$/;
+
+/** Splits a tensor name into module and role, or returns null when no key form fits it. */
+export function splitTensorName(name: string): SplitName | null {
+  for (const form of BY_LENGTH) {
+    if (name.length <= form.suffix.length || !name.endsWith(form.suffix)) continue;
+    let module = name.slice(0, name.length - form.suffix.length);
+    if (form.suffix.startsWith('_lora.')) {
+      const processor = PROCESSOR.exec(module);
+      if (processor) module = `${processor[1]}.${processor[2] === 'to_out' ? 'to_out.0' : processor[2]}`;
+    }
+    return { module, role: form.role };
+  }
+  return null;
+}
+
+const SWAPS: readonly [string, string][] = [['lora_down', 'lora_up'], ['lora_A', 'lora_B'], ['.down.', '.up.']];
+
+/**
+ * The name the other factor of an up/down pair has in the same key form (`x.lora_A.weight` →
+ * `x.lora_B.weight`), to name a missing tensor the way the file would spell it.
+ */
+export function partnerTensorName(name: string): string {
+  const form = BY_LENGTH.find((f) => name.length > f.suffix.length && name.endsWith(f.suffix));
+  if (!form || (form.role !== 'down' && form.role !== 'up')) return name;
+  let suffix: string = form.suffix;
+  for (const [down, up] of SWAPS) {
+    if (form.role === 'down' && suffix.includes(down)) { suffix = suffix.replace(down, up); break; }
+    if (form.role === 'up' && suffix.includes(up)) { suffix = suffix.replace(up, down); break; }
+  }
+  return name.slice(0, name.length - form.suffix.length) + suffix;
+}

@@ -1,0 +1,117 @@
+/**
+ * The layout registry and the one question the plan asks it: where in this base does this module
+ * land? The module's model part first narrows the base to that component's tensors
+ * (base-components.ts); then the layouts are tried in order. The first that finds the module
+ * decides; one that finds several candidates stops the search (we report, never guess).
+ */
+import { baseComponents, componentForPart, partName, type BaseComponent } from '../base-components.js';
+import type { ModuleAddress } from '../module-address.js';
+import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
+import { dottedPath } from './dotted-path.js';
+import { kohyaFlat } from './kohya-flat.js';
+import type { BaseView, Layout, Placement } from './layout.js';
+import { fluxBfl } from './flux-bfl.js';
+import { openclipText } from './openclip-text.js';
+import { sd3Sai } from './sd3-sai.js';
+import { xlabsFlux } from './xlabs-flux.js';
+import { sdLdmUnet } from './sd-ldm-unet.js';
+
+export type { BaseView, Layout, LayoutResolution, Placement, RowSegment } from './layout.js';
+export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
+
+/** In the order they are tried: names as the base spells them first, then translations. */
+export const LAYOUTS: readonly Layout[] = [dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux];
+
+export type Location =
+  | { found: true; targets: Placement[]; layout: string }
+  | {
+    found: false;
+    code: 'UNKNOWN_MODULE' | 'AMBIGUOUS_MODULE';
+    /** Why, without the module's name (the plan adds it). */
+    message: string;
+    /**
+     * The module names a component the base does not hold (a Flux LoRA's text-encoder modules on
+     * a transformer-only file): left out, as kohya's and ComfyUI's loaders do, and said so.
+     */
+    missingComponent?: boolean;
+  };
+
+export interface BaseShapes {
+  readonly tensors: ReadonlyMap<string, { readonly shape: readonly number[] }>;
+  /** The base's components when its files say them (pipelines, component folders); else found from the keys. */
+  readonly components?: readonly BaseComponent[];
+}
+
+/** Finds modules in one base: its components, and an index of keys per component, built once. */
+export class ModuleLocator {
+  readonly components: readonly BaseComponent[];
+  private readonly whole: BaseView;
+  private readonly views = new Map<BaseComponent, BaseView>();
+
+  constructor(private readonly base: BaseShapes) {
+    this.components = base.components ?? baseComponents(base.tensors.keys());
+    this.whole = this.view(base.tensors.keys());
+  }
+
+  /** A full tensor path (PEFT's modules_to_save) among all of the base's keys. */
+  resolveTensorPath(path: string): KeyResolution {
+    return this.whole.index.resolveDotted(path);
+  }
+
+  locate(address: ModuleAddress): Location {
+    // Parts restrict matching only where the base's keys say which component is which.
+    if (address.part === undefined || this.components.length === 0) return describe(tryLayouts(address, this.whole));
+    const component = componentForPart(address.part, this.components);
+    if (!component) {
+      const held = this.components.map((c) => c.name).join(', ');
+      return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part)}, which the base does not hold (it holds ${held})`, missingComponent: true };
+    }
+    const result = tryLayouts(address, this.componentView(component));
+    if (result.found || result.ambiguous) return describe(result, component);
+    // Say so when the name fits another component: a wrong prefix, not a missing tensor.
+    const elsewhere = tryLayouts(address, this.whole);
+    if (elsewhere.found) {
+      const key = elsewhere.targets[0].baseKey;
+      const owner = this.components.find((c) => c.keys.includes(key));
+      return {
+        found: false, code: 'UNKNOWN_MODULE',
+        message: `its prefix names ${partName(address.part)}, but its path matches ${key}${owner ? ` in ${owner.name}` : ''}; the base has no such tensor in ${component.name}`,
+      };
+    }
+    return describe(result, component);
+  }
+
+  private componentView(component: BaseComponent): BaseView {
+    let view = this.views.get(component);
+    if (!view) this.views.set(component, (view = this.view(component.keys)));
+    return view;
+  }
+
+  private view(keys: Iterable<string>): BaseView {
+    const tensors = this.base.tensors;
+    return { index: new BaseKeyIndex(keys), shape: (key) => tensors.get(key)?.shape };
+  }
+}
+
+type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[] };
+
+function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
+  let miss: Tried = { found: false, ambiguous: false, candidates: [] };
+  for (const layout of LAYOUTS) {
+    const r = layout.resolve(address, view);
+    if (!r) continue;
+    if (r.found) return { ...r, layout: layout.name };
+    if (r.ambiguous) return r;
+    miss = r;
+  }
+  return miss;
+}
+
+function describe(r: Tried, component?: BaseComponent): Location {
+  if (r.found) return r;
+  if (!r.ambiguous) {
+    return { found: false, code: 'UNKNOWN_MODULE', message: `no matching tensor in ${component ? component.name : 'the base model'}` };
+  }
+  const shown = r.candidates.slice(0, 4).join(', ');
+  return { found: false, code: 'AMBIGUOUS_MODULE', message: `matches ${r.candidates.length} base tensors (${shown}${r.candidates.length > 4 ? ', ...' : ''})` };
+}

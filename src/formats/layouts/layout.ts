@@ -1,0 +1,42 @@
+/**
+ * The contract every layout meets, one file each, listed in ./index.ts. A layout knows how one
+ * family of module names (PEFT paths, kohya's flattened names, diffusers' UNet names on an LDM
+ * checkpoint, …) names base tensors: for a module address it returns the base tensors it lands on,
+ * each with the rows of the base tensor's output axis that ΔW's rows go to. Layouts know nothing
+ * about algorithms; the engine sees only (base tensor, row placement, term).
+ */
+import type { RowSegment } from '../../engine/merge-op.js';
+import type { ModuleAddress } from '../module-address.js';
+import type { BaseKeyIndex } from './base-key-index.js';
+
+export type { RowSegment } from '../../engine/merge-op.js';
+
+/** One base tensor a module lands on. */
+export interface Placement {
+  baseKey: string;
+  /** Which rows of ΔW go to which rows of the base tensor; absent: all of ΔW's rows, one to one. */
+  rows?: readonly RowSegment[];
+}
+
+export type LayoutResolution =
+  | { found: true; targets: Placement[] }
+  | { found: false; ambiguous: boolean; candidates: string[] };
+
+/** The part of the base a module may land on: its component's tensors, or the whole base. */
+export interface BaseView {
+  readonly index: BaseKeyIndex;
+  /** A tensor's shape, for layouts whose row placement depends on it (thirds of a fused qkv). */
+  shape(key: string): readonly number[] | undefined;
+}
+
+export interface Layout {
+  /** Registry name, shown in the plan. */
+  readonly name: string;
+  /** Where the module lands, or undefined when its name is not one this layout reads. */
+  resolve(address: ModuleAddress, base: BaseView): LayoutResolution | undefined;
+}
+
+/** A single base key (or a miss) as a resolution with one whole-tensor target. */
+export function wholeTensor(r: { found: true; key: string } | { found: false; ambiguous: boolean; candidates: string[] }): LayoutResolution {
+  return r.found ? { found: true, targets: [{ baseKey: r.key }] } : r;
+}

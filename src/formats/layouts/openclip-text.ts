@@ -1,0 +1,34 @@
+/**
+ * Layout: text-encoder modules named the transformers way (`text_model.encoder.layers.N.self_attn.q_proj`,
+ * as kohya and diffusers name SDXL's second text encoder and SD2's only one) on a checkpoint that
+ * stores that encoder in open_clip's naming (`transformer.resblocks.N.…`), as SDXL's
+ * `conditioner.embedders.1.model.` and SD2's `cond_stage_model.model.` do (kohya
+ * library/sdxl_model_util.py converts between the two):
+ * - q, k and v are the first, second and third thirds of the rows of `attn.in_proj_weight`;
+ * - out_proj → `attn.out_proj`, fc1 → `mlp.c_fc`, fc2 → `mlp.c_proj`.
+ */
+import type { Layout, LayoutResolution } from './layout.js';
+
+const MODULE = /^text_model[._]encoder[._]layers[._](\d+)[._](?:self_attn[._](q|k|v|out)_proj|mlp[._]fc([12]))$/;
+const THIRD: Readonly<Record<string, number>> = { q: 0, k: 1, v: 2 };
+
+export const openclipText: Layout = {
+  name: 'openclip-text',
+  resolve(address, base) {
+    const m = MODULE.exec(address.path);
+    if (!m) return undefined;
+    const block = `transformer.resblocks.${m[1]}`;
+    const miss: LayoutResolution = { found: false, ambiguous: false, candidates: [] };
+    if (m[2] === undefined || m[2] === 'out') {
+      const name = m[2] === 'out' ? `${block}.attn.out_proj.weight` : `${block}.mlp.${m[3] === '1' ? 'c_fc' : 'c_proj'}.weight`;
+      const r = base.index.resolveDotted(name);
+      return r.found ? { found: true, targets: [{ baseKey: r.key }] } : r;
+    }
+    const r = base.index.resolveDotted(`${block}.attn.in_proj_weight`);
+    if (!r.found) return r;
+    const rows = base.shape(r.key)?.[0] ?? 0;
+    if (rows % 3 !== 0) return miss;
+    const d = rows / 3;
+    return { found: true, targets: [{ baseKey: r.key, rows: [{ src: 0, dst: THIRD[m[2]] * d, count: d }] }] };
+  },
+};

@@ -1,0 +1,78 @@
+/**
+ * What a module's name says about where it belongs: the model part its prefix names (`lora_te2_`,
+ * `text_encoder_2.`, `transformer.`) and the module path inside that part, with dots intact or
+ * flattened to `_` (kohya). Layouts (formats/layouts/) turn this into base tensors.
+ */
+
+/**
+ * The model part an adapter names, in kohya's numbering: `unet` is the denoiser (UNet or
+ * transformer); `te` the text encoder of single-encoder models (SD1/SD2); `te1` CLIP-L, `te2`
+ * CLIP-G (SDXL, SD3; OneTrainer's Flux LoRAs put T5 here), `te3` T5 (SD3; kohya's Flux LoRAs).
+ */
+export type ModelPart = 'unet' | 'te' | 'te1' | 'te2' | 'te3';
+
+/** Where a module says it belongs: the model part its prefix names and its path there. */
+export interface ModuleAddress {
+  /** The part the name's prefix names; absent when it names none (PEFT paths, bare names). */
+  part?: ModelPart;
+  /** The module's path inside that part (or the whole model), prefix removed. */
+  path: string;
+  /** Dots were flattened to `_` (kohya, OneTrainer, SimpleTuner's LyCORIS): matched against the base's keys. */
+  flat: boolean;
+}
+
+interface Prefix {
+  prefix: string;
+  part?: ModelPart;
+  flat: boolean;
+}
+
+/** Longest first, so `lora_te1_` is tried before `lora_te_` and `text_encoder_2.` before `text_encoder.`. */
+const PREFIXES: readonly Prefix[] = ([
+  // kohya sd-scripts, LyCORIS
+  { prefix: 'lora_unet_', part: 'unet', flat: true },
+  { prefix: 'lora_te1_', part: 'te1', flat: true },
+  { prefix: 'lora_te2_', part: 'te2', flat: true },
+  { prefix: 'lora_te3_', part: 'te3', flat: true },
+  { prefix: 'lora_te_', part: 'te', flat: true },
+  // OneTrainer (SD3, Flux)
+  { prefix: 'lora_transformer_', part: 'unet', flat: true },
+  // SimpleTuner's LyCORIS files (denoiser only)
+  { prefix: 'lycoris_', part: 'unet', flat: true },
+  // diffusers trainers, ai-toolkit
+  { prefix: 'unet.', part: 'unet', flat: false },
+  { prefix: 'transformer.', part: 'unet', flat: false },
+  { prefix: 'text_encoder_2.', part: 'te2', flat: false },
+  { prefix: 'text_encoder_3.', part: 'te3', flat: false },
+  { prefix: 'text_encoder.', part: 'te1', flat: false },
+  // ComfyUI's "Extract and Save Lora"
+  { prefix: 'diffusion_model.', part: 'unet', flat: false },
+  // PEFT's wrapper around the whole model
+  { prefix: 'base_model.model.', flat: false },
+] satisfies Prefix[]).sort((x, y) => y.prefix.length - x.prefix.length);
+
+/** Human names of the parts, for messages. */
+export const PART_NAMES: Readonly<Record<ModelPart, string>> = {
+  unet: 'the UNet/transformer',
+  te: 'the text encoder',
+  te1: 'text encoder 1 (CLIP-L)',
+  te2: 'text encoder 2 (CLIP-G)',
+  te3: 'text encoder 3 (T5)',
+};
+
+/** The address a module name states; names without a known prefix are dotted paths with no part. */
+export function moduleAddress(name: string): ModuleAddress {
+  for (const p of PREFIXES) {
+    if (name.length > p.prefix.length && name.startsWith(p.prefix)) {
+      const address: ModuleAddress = { path: name.slice(p.prefix.length), flat: p.flat };
+      if (p.part) address.part = p.part;
+      return address;
+    }
+  }
+  return { path: name, flat: false };
+}
+
+/** Is this one of kohya's flat names (`lora_unet_…`, `lora_te1_…`)? Used to recognise kohya files. */
+export function isKohyaModuleName(name: string): boolean {
+  return /^(lora_(unet|te|te1|te2|te3)|lycoris)_[^.]+$/.test(name);
+}

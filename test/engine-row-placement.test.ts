@@ -1,0 +1,168 @@
+/**
+ * Terms whose ΔW rows land on some rows of W only (row placements): thirds of a fused qkv tensor,
+ * a 3:4 split like Flux's linear1, swapped halves, a permutation, one module on three tensors.
+ * Every executor (plain JS, WASM on the calling thread and on worker threads, WebGPU with its own
+ * sub-slabs) against float64 truth written plainly in the reference, with row slabs that some terms
+ * miss entirely.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MergeBackend, MergeOp, RowPlacement } from '../src/engine/merge-op.js';
+import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { mergeOnCpu } from '../src/engine/cpu/cpu-merge.js';
+import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
+import { createWebGpuBackend } from '../src/engine/create-backend.js';
+import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
+import { lowRankFactors } from '../src/engine/low-rank-factors.js';
+import { mergeTensor } from '../src/engine/merge-tensor.js';
+import { checkOp } from '../src/engine/op-shape.js';
+import { isMergeError } from '../src/errors.js';
+import { REPO_ROOT } from './helpers/cli.js';
+import { compareWithReference, randomOp, type OpSpec } from './helpers/reference-math.js';
+
+const MiB = 1024 * 1024;
+let nodeGpu: NodeGpu | undefined;
+const backends: Record<string, MergeBackend | undefined> = {};
+
+beforeAll(async () => {
+  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
+  if (!existsSync(workerScript)) {
+    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
+    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
+  }
+  backends.js = { kind: 'cpu', description: 'js', merge: async (op) => mergeOnCpu(op), dispose: () => {} };
+  backends.wasm = new CpuBackend('test');
+  backends.pool = new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2) });
+  nodeGpu = await getNodeGpu();
+  try {
+    backends.webgpu = await createWebGpuBackend(nodeGpu.gpu);
+    // A 1 MiB binding limit: the GPU cuts each op into sub-slabs of its own.
+    backends.webgpuSmall = await createWebGpuBackend(nodeGpu.gpu, { maxStorageBufferBindingSize: MiB, maxBufferSize: MiB });
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
+  }
+});
+
+afterAll(() => {
+  for (const b of Object.values(backends)) b?.dispose();
+  nodeGpu?.dispose();
+});
+
+function expectAccurate(op: MergeOp, out: Uint8Array): void {
+  const c = compareWithReference(op, out);
+  if (op.outDtype === 'F32') expect(c.maxRelError, c.firstMismatch).toBeLessThanOrEqual(1e-5);
+  else {
+    expect(c.maxUlp, c.firstMismatch).toBeLessThanOrEqual(1);
+    expect(c.count - c.exact, c.firstMismatch).toBeLessThanOrEqual(Math.max(1, Math.floor(c.count * 0.001)));
+  }
+}
+
+/** ΔW rows [0, n) onto W rows [at, at + n). */
+const slice = (deltaRows: number, at: number): RowPlacement => ({ deltaRows, segments: [{ src: 0, dst: at, count: deltaRows }] });
+
+/** Merges the op whole and in row slabs (the pipeline's way), each slab checked on its own. */
+async function mergeInSlabs(backend: MergeBackend, spec: OpSpec, seed: number, slabRows: number[]): Promise<void> {
+  const whole = randomOp(seed, spec);
+  expectAccurate(whole, await mergeTensor(whole, backend));
+  // Slabs share one terms array, as the pipeline's do (the CPU caches its right factor per array).
+  let start = 0;
+  for (const rows of slabRows) {
+    const slab = randomOp(seed + start + 1, { ...spec, rowStart: start, rowCount: rows });
+    slab.terms = whole.terms;
+    expectAccurate(slab, await mergeTensor(slab, backend));
+    start += rows;
+  }
+  expect(start).toBe(spec.rows);
+}
+
+const h = 24;
+const CASES: { name: string; spec: OpSpec; slabs: number[] }[] = [
+  {
+    name: 'q, k and v on thirds of a fused qkv (ranks 4, 1, 9), bf16 → bf16',
+    spec: { rows: 3 * h, cols: 40, baseDtype: 'BF16', factorDtype: 'F16', ranks: [4, 1, 9], placements: [slice(h, 0), slice(h, h), slice(h, 2 * h)] },
+    slabs: [10, 14, 30, 18], // the second slab ends on the q/k border; the last lies inside v only
+  },
+  {
+    name: 'Flux linear1: q, k, v and proj_mlp (4h rows), with a whole-tensor term besides, f16 → f32',
+    spec: {
+      rows: 7 * 8, cols: 33, baseDtype: 'F16', outDtype: 'F32', ranks: [2, 3, 2, 16, 5],
+      placements: [slice(8, 0), slice(8, 8), slice(8, 16), slice(32, 24), undefined], weights: [1, 1, 1, -0.5, 0.8],
+    },
+    slabs: [7, 17, 32],
+  },
+  {
+    name: 'swapped halves (adaLN modulation: shift and scale in the other order), f32',
+    spec: {
+      rows: 2 * 21, cols: 19, ranks: [3],
+      placements: [{ deltaRows: 42, segments: [{ src: 0, dst: 21, count: 21 }, { src: 21, dst: 0, count: 21 }] }],
+    },
+    slabs: [20, 2, 20],
+  },
+  {
+    name: 'a row permutation in pairs (GGUF-style head reordering), r = 1, bf16 → f16',
+    spec: {
+      rows: 32, cols: 64, baseDtype: 'BF16', outDtype: 'F16', ranks: [1],
+      placements: [{ deltaRows: 32, segments: Array.from({ length: 16 }, (_, i) => ({ src: 2 * i, dst: 2 * ((i * 5) % 16), count: 2 })) }],
+    },
+    slabs: [5, 27],
+  },
+  {
+    name: 'only part of the tensor changes (rows nobody reaches stay W), large r',
+    spec: { rows: 50, cols: 24, baseDtype: 'F16', ranks: [40], placements: [{ deltaRows: 30, segments: [{ src: 5, dst: 12, count: 20 }] }] },
+    slabs: [12, 20, 18], // the first and last slabs get no term at all
+  },
+];
+
+for (const kind of ['js', 'wasm', 'pool', 'webgpu', 'webgpuSmall']) {
+  describe(`row placements on ${kind}`, () => {
+    CASES.forEach(({ name, spec, slabs }, i) => {
+      it(name, async (ctx) => {
+        const backend = backends[kind];
+        if (!backend) return ctx.skip('no WebGPU adapter on this machine');
+        await mergeInSlabs(backend, spec, 100 + i, slabs);
+      });
+    });
+
+    it('a tensor large enough for the worker pool and for GPU sub-slabs: 3 × 128 rows of 700', async (ctx) => {
+      const backend = backends[kind];
+      if (!backend) return ctx.skip('no WebGPU adapter on this machine');
+      await mergeInSlabs(backend, {
+        rows: 384, cols: 700, baseDtype: 'BF16', outDtype: 'F32', ranks: [8, 8, 4], placements: [slice(128, 0), slice(128, 128), slice(128, 256)],
+      }, 7, [100, 156, 128]);
+    });
+  });
+}
+
+describe('row placements: what the executors get', () => {
+  it('leaves out terms whose rows miss the slab', () => {
+    const op = randomOp(3, { rows: 30, cols: 8, ranks: [2, 3, 4], placements: [slice(10, 0), slice(10, 10), undefined], rowStart: 20, rowCount: 10 });
+    const f = lowRankFactors(op, checkOp(op));
+    expect(f.activeTerms).toEqual([2]);
+    expect(f.rank).toBe(4);
+    const straddling = randomOp(3, { rows: 30, cols: 8, ranks: [2, 3], placements: [slice(10, 0), slice(10, 10)], rowStart: 8, rowCount: 4 });
+    expect(lowRankFactors(straddling, checkOp(straddling)).rank).toBe(5);
+  });
+
+  it('refuses placements outside ΔW or W, overlapping ones, wrong B sizes and transposed layouts', () => {
+    const bad = (placement: RowPlacement, extra: Partial<OpSpec> = {}): string => {
+      const op = randomOp(4, { rows: 10, cols: 6, ranks: [2], ...extra, placements: [placement] });
+      try {
+        checkOp(op);
+      } catch (e) {
+        if (isMergeError(e)) return e.message;
+        throw e;
+      }
+      return expect.fail('checkOp should have refused the op');
+    };
+    expect(bad({ deltaRows: 4, segments: [{ src: 2, dst: 0, count: 3 }] })).toMatch(/outside ΔW's 4 rows/);
+    expect(bad({ deltaRows: 4, segments: [{ src: 0, dst: 8, count: 4 }] })).toMatch(/W's 10/);
+    expect(bad({ deltaRows: 6, segments: [{ src: 0, dst: 0, count: 3 }, { src: 3, dst: 2, count: 3 }] })).toMatch(/overlap at W row 2/);
+    expect(bad({ deltaRows: 4, segments: [{ src: 0, dst: 0, count: 4 }] }, { layout: 'in-out' })).toMatch(/out-in layout/);
+    const op = randomOp(4, { rows: 10, cols: 6, ranks: [2], placements: [slice(4, 0)] });
+    op.terms[0] = { ...op.terms[0], placement: slice(5, 0) };
+    expect(() => checkOp(op)).toThrow(/factor B \(5 × 2\) holds 32 bytes, expected 40/);
+  });
+});

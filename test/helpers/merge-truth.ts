@@ -1,0 +1,79 @@
+/**
+ * Float64 truth for whole-file merges, written plainly: each base tensor plus Σ scale · (B·A) on
+ * the rows each term lands on, compared with the merged file's values rounded once to its dtype.
+ * Imports nothing from the library.
+ */
+import { expect } from 'vitest';
+import { roundF8Saturating, roundForDType, type DecodedTensor, type FixtureDType } from './fixtures.js';
+
+export interface TruthTerm {
+  baseKey: string;
+  /** down / lora_A: (r, in…) as stored. */
+  a: DecodedTensor;
+  /** up / lora_B: (out, r…) as stored. */
+  b: DecodedTensor;
+  scale: number;
+  /** ΔW rows [src, src + count) go to base rows [dst, dst + count); absent: one to one. */
+  rows?: { src: number; dst: number; count: number }[];
+}
+
+/** The exact merged values of one base tensor, as doubles. */
+export function trueMerge(w: DecodedTensor, terms: TruthTerm[]): Float64Array {
+  const out = w.values.slice();
+  const rows = w.shape[0];
+  const cols = out.length / rows;
+  for (const t of terms) {
+    const r = t.a.shape[0];
+    const segments = t.rows ?? [{ src: 0, dst: 0, count: rows }];
+    for (const { src, dst, count } of segments) {
+      for (let i = 0; i < count; i++) {
+        for (let c = 0; c < cols; c++) {
+          let sum = 0;
+          for (let k = 0; k < r; k++) sum += t.b.values[(src + i) * r + k] * t.a.values[k * cols + c];
+          out[(dst + i) * cols + c] += t.scale * sum;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** One unit in the last place of `x` in a float dtype (its normal range). */
+function ulpOf(x: number, dtype: FixtureDType): number {
+  const bits: Partial<Record<FixtureDType, [number, number]>> = {
+    F32: [23, -126], F16: [10, -14], BF16: [7, -126], F8_E4M3: [3, -6], F8_E5M2: [2, -14],
+  };
+  const [mant, minExp] = bits[dtype]!;
+  const e = x === 0 ? minExp : Math.max(Math.floor(Math.log2(Math.abs(x))), minExp);
+  return 2 ** (e - mant);
+}
+
+/**
+ * Checks every base tensor of `merged`: those with terms against the truth (the correctly rounded
+ * value, or within one ulp of it: f32 accumulation may miss a near-tie), the rest unchanged.
+ */
+export function expectMergedFile(base: Map<string, DecodedTensor>, merged: Map<string, DecodedTensor>, terms: TruthTerm[]): void {
+  expect([...merged.keys()].sort()).toEqual([...base.keys()].sort());
+  let exact = 0;
+  let count = 0;
+  for (const [key, w] of base) {
+    const got = merged.get(key)!;
+    const mine = terms.filter((t) => t.baseKey === key);
+    if (mine.length === 0) {
+      expect(got.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+      continue;
+    }
+    const truth = trueMerge(w, mine);
+    const rounded = (x: number) => (got.dtype === 'F8_E4M3' || got.dtype === 'F8_E5M2' ? roundF8Saturating(x, got.dtype) : roundForDType(x, got.dtype));
+    for (let i = 0; i < truth.length; i++) {
+      const want = rounded(truth[i]);
+      count++;
+      if (got.values[i] === want || (Number.isNaN(want) && Number.isNaN(got.values[i]))) {
+        exact++;
+        continue;
+      }
+      expect(Math.abs(got.values[i] - truth[i]), `${key}[${i}]: got ${got.values[i]}, truth ${truth[i]}`).toBeLessThanOrEqual(ulpOf(truth[i], got.dtype));
+    }
+  }
+  expect(exact / Math.max(count, 1)).toBeGreaterThanOrEqual(0.99);
+}
