@@ -21,6 +21,7 @@ import { BENCH_MODEL, writeAdapter, writeBaseModel } from './make-model.mjs';
 import { compareModelFiles } from './compare-outputs.mjs';
 import { printTables } from './report.mjs';
 import { printGgufTables, runGgufBench } from './gguf-run.mjs';
+import { mergeInPage, pieceHashes } from './page-merge.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
@@ -77,6 +78,7 @@ function contestants(baseDir, adapterDir, numpy) {
     { name: 'auto', kind: 'backend', run: cli('auto') },
     { name: 'js', kind: 'baseline', run: (out) => runNode(join(here, 'js-merge.mjs'), [baseFile, adapterDir, out], dirname(out)) },
   ];
+  list.push({ name: 'page', kind: 'page', run: () => pageRun(baseFile, adapterDir) });
   if (numpy) {
     list.push({
       name: 'numpy', kind: 'baseline',
@@ -87,6 +89,35 @@ function contestants(baseDir, adapterDir, numpy) {
     });
   }
   return list;
+}
+
+/**
+ * The demo page's merge of the same files in headless Chromium with default settings (auto
+ * backend, output to browser storage), built and served cross-origin isolated as `npm run build`
+ * ships it. Its RSS is the browser's (every process) above its idle level, sampled throughout.
+ */
+async function pageRun(baseFile, adapterDir) {
+  const [{ build, preview }, { default: puppeteer }] = await Promise.all([import('vite'), import('puppeteer')]);
+  const outDir = await mkdtemp(join(tmpdir(), 'loramerge-bench-page-'));
+  await build({ configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir, emptyOutDir: true } });
+  const server = await preview({ configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir }, preview: { port: 0, open: false } });
+  const browser = await puppeteer.launch({
+    executablePath: process.env.PUPPETEER_EXECUTABLE_PATH ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--no-sandbox', '--headless=new',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  try {
+    const url = `http://127.0.0.1:${server.httpServer.address().port}/`;
+    const r = await mergeInPage(browser, url, {
+      base: baseFile, adapterFiles: ['adapter_config.json', 'adapter_model.safetensors'].map((f) => join(adapterDir, f)),
+    });
+    return { seconds: r.seconds, rssMiB: (r.peakBytes - r.idleBytes) / 2 ** 20, note: r.backend, hashes: r.output.hashes };
+  } finally {
+    await browser.close();
+    await server.close();
+    await rm(outDir, { recursive: true, force: true });
+  }
 }
 
 async function kernelTimes(reps) {
@@ -115,6 +146,7 @@ async function main() {
 
     const runs = [];
     let reference; // the first backend's output: every other output is compared with it
+    let autoHashes; // the CLI's auto merge, which the page's (same choice of backend) must equal
     for (const c of contestants(join(dir, 'base'), join(dir, 'adapter'), !skip.has('numpy') && (await hasNumpy()))) {
       if (skip.has(c.name)) continue;
       const out = join(dir, `out-${c.name}.safetensors`);
@@ -125,7 +157,10 @@ async function main() {
         if (!best || r.seconds < best.seconds) best = { ...r, rssMiB: Math.max(r.rssMiB ?? 0, best?.rssMiB ?? 0) || undefined };
       }
       const run = { name: c.name, kind: c.kind, seconds: best.seconds, rssMiB: best.rssMiB, note: best.note };
-      if (c.kind !== 'floor') {
+      if (c.name === 'auto') autoHashes = await pieceHashes(out);
+      if (c.kind === 'page') {
+        run.identicalToAuto = autoHashes ? best.hashes.length === autoHashes.length && best.hashes.every((h, i) => h === autoHashes[i]) : undefined;
+      } else if (c.kind !== 'floor') {
         if (!reference) {
           reference = { name: c.name, path: out };
         } else {

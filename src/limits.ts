@@ -30,8 +30,9 @@ export const MAX_METADATA_ENTRIES = 65_536;
  */
 export const MAX_RANK = 1024;
 
-/** Keys in one rank_pattern or alpha_pattern, and characters in one key. */
+/** Keys in one rank_pattern or alpha_pattern. */
 export const MAX_PATTERNS = 10_000;
+/** Characters in one rank_pattern or alpha_pattern key. */
 export const MAX_PATTERN_LENGTH = 1000;
 /**
  * The work of matching one adapter's modules against its rank_pattern and alpha_pattern: name

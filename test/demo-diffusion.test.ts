@@ -106,7 +106,7 @@ afterEach(async () => {
 
 describe('demo page with diffusion files', () => {
   it('plans and merges a Flux fp8 file with a kohya LoRA, saying which modules it leaves out', async () => {
-    demo = await openDemo(browser, server);
+    demo = await openDemo(browser, server, '?backend=webgpu');
     const { stats, messages } = await plan(demo.page, dir, 'flux1-dev-fp8.safetensors', 'flux-style.safetensors');
     expect(stats).toContain('2modules matched');
     expect(messages.join('\n')).toMatch(/^warning: .*2 modules left out, not merged: they name text encoder 1 \(CLIP-L\), which the base does not hold/m);
@@ -120,7 +120,7 @@ describe('demo page with diffusion files', () => {
   });
 
   it('plans and merges an SDXL file with a diffusers-format LoRA (UNet, both text encoders)', async () => {
-    demo = await openDemo(browser, server);
+    demo = await openDemo(browser, server, '?backend=webgpu');
     const { stats, messages } = await plan(demo.page, dir, 'sd_xl_base_1.0.safetensors', 'pytorch_lora_weights.safetensors');
     expect(stats).toContain('4modules matched');
     expect(messages).toEqual(['ok: ✓ Every adapter module found its base tensor.']);

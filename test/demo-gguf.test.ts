@@ -5,9 +5,10 @@
  * truth. Same contract as demo.test.ts: no page error, no request off the page's origin.
  */
 import { join } from 'node:path';
-import type { Browser, ElementHandle, Page } from 'puppeteer';
+import type { Browser, ElementHandle } from 'puppeteer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
+import { downloadBytes } from './helpers/demo-merge-check.js';
 import { removeTempDir, writeTempDir } from './helpers/fixtures.js';
 import { referenceQuantizeBlock } from './helpers/ggml-reference.js';
 import { readGguf, tensorValues } from './helpers/gguf-builder.js';
@@ -34,18 +35,6 @@ afterAll(async () => {
   if (dir) removeTempDir(dir);
 });
 
-async function downloadBytes(page: Page): Promise<Uint8Array> {
-  await page.waitForFunction(() => !!document.querySelector<HTMLAnchorElement>('[data-testid="download-link"]')?.href, { timeout: 90_000 });
-  const base64 = await page.evaluate(async () => {
-    const link = document.querySelector<HTMLAnchorElement>('[data-testid="download-link"]')!;
-    const bytes = new Uint8Array(await (await fetch(link.href)).arrayBuffer());
-    let text = '';
-    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-    return btoa(text);
-  });
-  return new Uint8Array(Buffer.from(base64, 'base64'));
-}
-
 describe('demo page with GGUF', () => {
   it('merges a llama.cpp LoRA into a Q4_K_M-style GGUF, keeping its types', async () => {
     const base = q4kmLlama();
@@ -53,7 +42,7 @@ describe('demo page with GGUF', () => {
     const lora = ggufLoraAdapter([{ tensor: target, rank: 4, in: LLAMA.hidden, out: LLAMA.hidden, aType: 'F16', bType: 'F16' }], 8);
     dir = writeTempDir({ 'base.gguf': base.files['tiny-llama-Q4_K_M.gguf'], 'lora.gguf': lora.bytes });
 
-    demo = await openDemo(browser, server);
+    demo = await openDemo(browser, server, '?backend=webgpu');
     const { page } = demo;
     await page.waitForFunction(() => /webgpu/i.test(document.querySelector('[data-testid="backend"]')!.textContent ?? ''), { timeout: 60_000 });
     const baseInput = (await page.$('[data-testid="base-input"]')) as ElementHandle<HTMLInputElement>;
@@ -64,6 +53,8 @@ describe('demo page with GGUF', () => {
     expect(await page.$eval('#plan-stats', (e) => e.textContent)).toContain('1modules matched');
     await page.click('[data-testid="merge-button"]');
     const merged = readGguf(await downloadBytes(page));
+    // A one-file GGUF downloads as a GGUF.
+    expect(await page.$eval('[data-testid="download-link"]', (a) => (a as HTMLAnchorElement).download)).toBe('base-merged.gguf');
 
     const input = readGguf(base.files['tiny-llama-Q4_K_M.gguf']);
     expect(merged.tensors.map((t) => [t.name, t.typeId])).toEqual(input.tensors.map((t) => [t.name, t.typeId]));

@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import { MergeError } from '../errors.js';
 
-import type { BackendChoice } from '../engine/node-backend.js';
+import type { BackendChoice } from '../engine/backend-choice.js';
 import { ADAPTER_USAGE, parseCombine, parseExtract, parseResize, type CombineCommand, type ExtractCommand, type ResizeCommand } from './adapter-args.js';
 export type { BackendChoice };
 

@@ -1,7 +1,6 @@
 /** `loramerge merge`: plan, report, merge with a progress bar; Ctrl-C cancels and cleans up. */
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import type { FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import { stampInputFiles } from '../io/input-stamps.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
@@ -9,6 +8,7 @@ import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInpu
 import { assertPlanValid } from '../plan/merge-plan.js';
 import { mergeModel } from '../pipeline/merge-model.js';
 import { prepareMerge, type PreparedMerge } from '../pipeline/prepare-merge.js';
+import { dominantUpdateDtype } from '../pipeline/dominant-dtype.js';
 import type { MergeCommand } from './args.js';
 import { createNodeBackend } from '../engine/node-backend.js';
 import { describePlan } from './plan-report.js';
@@ -69,7 +69,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
       });
       let backend;
       try {
-        backend = await createNodeBackend(cmd.backend, { calibrationDtype: dominantDtype(prepared) });
+        backend = await createNodeBackend(cmd.backend, { calibrationDtype: dominantUpdateDtype(prepared) });
       } catch (e) {
         await output.abort();
         throw e;
@@ -106,11 +106,4 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   } finally {
     await prepared.close();
   }
-}
-
-/** The dtype most of the merge's work is in, so `auto` times the backends on what they will run. */
-function dominantDtype(prepared: PreparedMerge): FloatDType | undefined {
-  const elements = new Map<FloatDType, number>();
-  for (const u of prepared.plan.updates) elements.set(u.dtype, (elements.get(u.dtype) ?? 0) + u.rows * u.cols);
-  return [...elements].sort((a, b) => b[1] - a[1])[0]?.[0];
 }

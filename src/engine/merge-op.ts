@@ -72,6 +72,7 @@ export interface DoraSpec {
   group?: number;
 }
 
+/** One weight (or a row slab of it) and the low-rank terms to add to it. */
 export interface MergeOp {
   /** A name for errors and labels, usually the base tensor's key. */
   name: string;
@@ -100,6 +101,7 @@ export interface MergeOp {
 /** Progress inside one op (useful for giant tensors). */
 export type OpProgress = (doneRows: number, totalRows: number) => void;
 
+/** An executor of {@link MergeOp}s: WebGPU or the CPU. Make one with createBackend. */
 export interface MergeBackend {
   readonly kind: 'webgpu' | 'cpu';
   /** Human-readable: the GPU adapter's description, or "CPU (…)" with the reason. */

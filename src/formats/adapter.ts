@@ -86,6 +86,7 @@ export interface TensorReplacement {
   path: string;
 }
 
+/** An adapter opened for merging: its modules, replacements and warnings. */
 export interface ParsedAdapter {
   /** Folder or file as the user named it. */
   name: string;

@@ -22,8 +22,10 @@ import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 export type { BaseIndexFile, ShardIndex };
 
+/** How the base is laid out: one file, a transformers folder, a diffusers folder or pipeline, another folder, or a GGUF (one file or split). */
 export type BaseModelKind = 'file' | 'transformers' | 'diffusers' | 'folder' | 'pipeline' | 'gguf';
 
+/** One tensor of the base: where it lives and what it holds. */
 export interface BaseTensor {
   /** The tensor's key in the base: its name in its file, after the shard's key prefix. */
   name: string;
@@ -52,6 +54,7 @@ export interface SafetensorsShard extends BaseShard {
   readonly file: SafetensorsFile;
 }
 
+/** A base model opened for merging: its shards, tensors and the other files copied unchanged. */
 export interface BaseModel {
   readonly kind: BaseModelKind;
   /** The input as the user named it. */
@@ -77,8 +80,9 @@ export interface BaseModel {
   readonly valueScales?: ReadonlyMap<string, number>;
   /** How the file format reads, converts and writes tensors. */
   readonly format: ContainerFormat;
-  /** Stored bytes. */
+  /** A whole tensor's stored bytes. */
   read(name: string): Promise<Uint8Array>;
+  /** `length` stored bytes of a tensor from byte `start` of its data. */
   readPart(name: string, start: number, length: number): Promise<Uint8Array>;
   /** `rowCount` rows (of the tensor's first dimension) from `rowStart`, decoded for the engine. */
   readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes>;
@@ -88,6 +92,7 @@ export interface BaseModel {
   planProblems?(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[];
   /** What the user should know about how the file format will store the merge. */
   planWarnings?(plan: MergePlan): string[];
+  /** Releases the open files. */
   close(): Promise<void>;
 }
 

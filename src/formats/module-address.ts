@@ -11,6 +11,7 @@
  */
 export type ModelPart = 'unet' | 'te' | 'te1' | 'te2' | 'te3';
 
+/** Where a module says it belongs: the model part its prefix names and its path there. */
 export interface ModuleAddress {
   /** The part the name's prefix names; absent when it names none (PEFT paths, bare names). */
   part?: ModelPart;

@@ -15,6 +15,7 @@ import type { InputFileSet } from './types.js';
 export const MAX_INPUT_FILES = 10_000;
 export const MAX_INPUT_DEPTH = 8;
 
+/** A file or folder on disk as an InputFileSet (Node only); see the module comment. */
 export async function openNodeInputFileSet(path: string): Promise<InputFileSet> {
   const info = await statOrNotFound(path, path);
   if (info.isFile()) {

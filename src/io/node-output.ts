@@ -27,8 +27,10 @@ import { acquireOutputLock, type OutputLock } from './output-lock.js';
 import { isLoramergeEntry, removeStaleTemporaries, temporaryPath } from './temp-files.js';
 import type { ByteSink, OutputTarget } from './types.js';
 
+/** Whether the output is one file or a folder. */
 export type NodeOutputKind = 'file' | 'folder';
 
+/** Options of {@link createNodeOutputTarget}. */
 export interface NodeOutputOptions {
   /** Replace a non-empty output folder on commit instead of refusing it. */
   overwrite?: boolean;
@@ -43,6 +45,7 @@ export interface NodeOutputOptions {
 /** The longest file name (in bytes) the common file systems accept (ext4, XFS, APFS, NTFS). */
 const NAME_MAX_BYTES = 255;
 
+/** An OutputTarget on disk that commits by rename (Node only); see the module comment for existing outputs. */
 export async function createNodeOutputTarget(
   outPath: string,
   kind: NodeOutputKind,

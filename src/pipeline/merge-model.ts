@@ -23,6 +23,7 @@ import {
   baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, CopiedNonFinite, explainBiasNonFinite, explainNonFinite,
 } from './value-checks.js';
 
+/** Options of {@link mergeModel}. */
 export interface MergeModelOptions {
   prepared: PreparedMerge;
   output: OutputTarget;
@@ -41,6 +42,7 @@ export interface MergeModelOptions {
   slabBytes?: number;
 }
 
+/** What {@link mergeModel} wrote. */
 export interface MergeResult {
   /** Output files written, relative paths. */
   files: string[];
@@ -81,6 +83,7 @@ interface WorkUnit {
   outBytes: number;
 }
 
+/** Streams the prepared merge into `output` on `backend`, tensor by tensor in row slabs; on failure or cancellation the output is aborted and nothing is left. */
 export async function mergeModel(options: MergeModelOptions): Promise<MergeResult> {
   const { prepared, output, backend, signal, onProgress } = options;
   const { base, plan } = prepared;

@@ -11,12 +11,14 @@ import { buildMergePlan, type MergePlan } from '../plan/merge-plan.js';
 import { MergeError } from '../errors.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 
+/** One adapter for {@link prepareMerge}: its files and the weight it is merged at. */
 export interface AdapterInput {
   files: InputFileSet;
   /** The user's weight for this adapter (default 1; negative subtracts). */
   weight?: number;
 }
 
+/** The opened inputs and their plan, ready for {@link mergeModel}. */
 export interface PreparedMerge {
   baseFiles: InputFileSet;
   base: BaseModel;
@@ -26,6 +28,7 @@ export interface PreparedMerge {
   close(): Promise<void>;
 }
 
+/** Opens the base and the adapters (headers and configs only) and plans the merge: every problem is in `plan.problems`, nothing heavy is read. Close the result when done. */
 export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: readonly AdapterInput[]): Promise<PreparedMerge> {
   if (adapterInputs.length === 0) throw new MergeError('BAD_ARGUMENT', 'no adapter given');
   for (const input of adapterInputs) {

@@ -63,6 +63,7 @@ export interface PlannedTerm {
   dora?: PlannedDora;
 }
 
+/** A DoRA magnitude that renormalises an updated tensor. */
 export interface PlannedDora {
   adapterIndex: number;
   moduleName: string;
@@ -112,6 +113,7 @@ export interface PlannedReplacement {
   tensor: TensorEntry;
 }
 
+/** Something that stops the merge, naming the adapter and module. */
 export interface PlanProblem {
   adapter: string;
   module: string;
@@ -119,6 +121,7 @@ export interface PlanProblem {
   message: string;
 }
 
+/** How much a planned merge changes, reads and computes. */
 export interface PlanSummary {
   /** Distinct base tensors that change (updated, bias-updated or replaced). */
   tensorsTouched: number;
@@ -140,6 +143,7 @@ export interface LeftOutModule {
   reason: string;
 }
 
+/** Which base tensor gets which update at which scale, and every problem found: the result of planning, before anything heavy is read. */
 export interface MergePlan {
   adapters: { name: string; format: AdapterFormat; weight: number; modules: number; replacements: number }[];
   /** Modules for components the base lacks: not merged, and said so (warnings, output metadata). */

@@ -13,6 +13,7 @@ import { stepValues } from '../engine/cpu/cpu-steps.js';
 import { loadUpdateSteps } from './load-op.js';
 import { slabOp, slabSteps, type LoadedStep } from './load-steps.js';
 
+/** How large one term's update is next to the weight it changes. */
 export interface UpdateMagnitude {
   baseKey: string;
   adapterIndex: number;
@@ -34,6 +35,7 @@ export interface UpdateMagnitude {
 /** Reads `rowCount` stored rows of a base tensor starting at `rowStart`. */
 export type ReadBaseRows = (baseKey: string, rowStart: number, rowCount: number) => Promise<FloatTensorBytes>;
 
+/** How much of W {@link estimateUpdateMagnitudes} reads. */
 export interface MagnitudeOptions {
   /** Tensors with at most this many elements are read whole. */
   exactElements?: number;
@@ -42,6 +44,7 @@ export interface MagnitudeOptions {
   sampleChunks?: number;
 }
 
+/** Measures ‖s·B·A‖ / ‖W‖ for every planned term (weights included), reading only samples of large base tensors. */
 export async function estimateUpdateMagnitudes(
   plan: MergePlan, readBaseRows: ReadBaseRows, options: MagnitudeOptions = {},
 ): Promise<UpdateMagnitude[]> {
