@@ -3,10 +3,9 @@
  * plan with problems, pick a backend, merge, and release everything whatever happens. The entry
  * points differ only in what a source or an output may be (Node adds paths), supplied here as hooks.
  */
-import { isFloatDType, parseOutDType, type FloatDType, type OutDTypeName } from '../dtype.js';
+import type { FloatDType, OutDTypeName } from '../dtype.js';
 import type { BackendChoice } from '../engine/backend-choice.js';
 import type { MergeBackend } from '../engine/merge-op.js';
-import { MergeError } from '../errors.js';
 import { createBlobOutputTarget, type OutputBlob } from '../io/blob-output.js';
 import type { InputFileSet, OutputTarget } from '../io/types.js';
 import { assertPlanValid, type MergePlan } from '../plan/merge-plan.js';
@@ -29,8 +28,12 @@ export interface OneCallMergeOptions<Source, Out> {
   adapters: readonly (Source | WeightedSource<Source>)[];
   /** Where the merged model goes; omitted, it is kept in memory and returned as Blobs. */
   out?: Out;
-  /** Write every float tensor in this dtype (default: each keeps the base's). */
-  dtype?: OutDTypeName | FloatDType;
+  /**
+   * Write every float tensor in this dtype (default: each keeps the base's); for a GGUF base, the
+   * type of the merged tensors, GGML block types included (`q8_0`, `q4_k`…). The base's container
+   * checks it once the base is open, before anything is written.
+   */
+  dtype?: OutDTypeName | FloatDType | (string & {});
   /** `auto` (default), `webgpu`, `cpu`, or a backend you made (then it is not disposed here). */
   backend?: BackendChoice | MergeBackend;
   /** Cancels the merge; nothing is left at the output. */
@@ -58,20 +61,9 @@ function isWeighted<Source>(x: Source | WeightedSource<Source>): x is WeightedSo
   return typeof x === 'object' && x !== null && 'source' in x && !(x instanceof Blob);
 }
 
-function outDtype(dtype: OutDTypeName | FloatDType | undefined): FloatDType | undefined {
-  if (dtype === undefined) return undefined;
-  if (isFloatDType(dtype)) return dtype;
-  try {
-    return parseOutDType(dtype);
-  } catch (e) {
-    throw new MergeError('BAD_ARGUMENT', (e as Error).message);
-  }
-}
-
 export async function oneCallMerge<Source, Out>(
   options: OneCallMergeOptions<Source, Out>, hooks: OneCallHooks<Source, Out>,
 ): Promise<MergeOutcome> {
-  const dtype = outDtype(options.dtype);
   const adapterSources = options.adapters.map((a) => (isWeighted(a) ? a : { source: a, weight: 1 }));
   const baseFiles = await hooks.openSource(options.base, 'base');
   const adapters = [];
@@ -79,6 +71,7 @@ export async function oneCallMerge<Source, Out>(
   const prepared = await prepareMerge(baseFiles, adapters);
   try {
     assertPlanValid(prepared.plan);
+    const dtype = options.dtype === undefined ? undefined : prepared.base.format.parseOutputType(options.dtype);
     const memory = options.out === undefined ? createBlobOutputTarget(`${baseFiles.name}-merged`) : undefined;
     const output = memory ?? await hooks.openOutput(options.out as Out, prepared, {
       base: options.base, adapters: adapterSources.map((a) => a.source),
