@@ -9,7 +9,11 @@
  */
 import { tmpdir } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { CpuBackend, WebGpuBackend, describeAdapter, adapterIsSoftware, getNodeGpu } from '../dist/node.js';
+// Internals, not the public surface: the benchmark times the kernels themselves.
+import { CpuBackend } from '../dist/engine/cpu/cpu-backend.js';
+import { WebGpuBackend } from '../dist/engine/gpu/webgpu-backend.js';
+import { describeAdapter, adapterIsSoftware } from '../dist/engine/gpu/gpu-device.js';
+import { getNodeGpu } from '../dist/engine/gpu/node-gpu.js';
 import { createXorshift, fillF16Pairs, fillUniformF32 } from './fill-random.mjs';
 
 const CASES = [

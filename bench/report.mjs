@@ -34,13 +34,22 @@ export function printTables({ model, runs, kernels, totalSeconds }) {
       r.name, fmt(r.seconds), fmt(gb / r.seconds), r.rssMiB ? fmt(r.rssMiB, 0) : '–',
       r.name === 'numpy' ? '1' : ratio(r.seconds, by.numpy), r.name === 'js' ? '1' : ratio(r.seconds, by.js),
       r.name === 'cp' ? '1' : ratio(r.seconds, by.cp),
-      r.agreement ? r.agreement.with : r.kind === 'floor' ? '–' : '(reference)',
+      r.agreement ? r.agreement.with : r.kind === 'floor' ? '–' : r.kind === 'page' ? 'auto (below)' : '(reference)',
       r.agreement ? String(r.agreement.maxUlp) : '–',
       r.agreement ? `${r.agreement.differing} of ${r.agreement.elements}` : '–',
     ]),
   ));
   for (const r of runs) if (r.note) out.push(`${r.name} backend: ${r.note}`);
   out.push('');
+  if (by.page) {
+    const cli = by.auto;
+    out.push(`page vs CLI (same files, both --backend auto): page ${fmt(by.page.seconds)} s, CLI ${cli ? fmt(cli.seconds) : '–'} s` +
+      (cli ? ` = ${fmt(by.page.seconds / cli.seconds)}× the CLI's time (target: at most 1.5×)` : '') +
+      `; browser memory above idle ${fmt(by.page.rssMiB, 0)} MiB (target: under 512)` +
+      (by.page.identicalToAuto === undefined ? '' : by.page.identicalToAuto ? '; tensor data identical to the CLI\'s' : '; tensor data DIFFERS from the CLI\'s'));
+    if (by.page.identicalToAuto === false && /^cpu/.test(by.page.note ?? '') === /^CPU/.test(cli?.note ?? '')) failures++;
+    out.push('');
+  }
   for (const r of runs.filter((x) => x.kind === 'backend')) {
     if (r.agreement && r.agreement.maxUlp > 1) {
       failures++;

@@ -5,7 +5,10 @@
  * JavaScript merge), plus kernel-only timings of one 4096×4096 op. Checks that every output agrees
  * with the others (backends within 1 ulp) and removes its temporary files.
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,…] [--json FILE]
+ * Then the GGUF case (bench/gguf-run.mjs): the same shape as a Q4_K_M-style GGUF, merged keeping
+ * its types and as F16, with the error of the requantized tensors against float64 truth.
+ *
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,…] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -17,6 +20,8 @@ import { performance } from 'node:perf_hooks';
 import { BENCH_MODEL, writeAdapter, writeBaseModel } from './make-model.mjs';
 import { compareModelFiles } from './compare-outputs.mjs';
 import { printTables } from './report.mjs';
+import { printGgufTables, runGgufBench } from './gguf-run.mjs';
+import { mergeInPage, pieceHashes } from './page-merge.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
@@ -73,6 +78,7 @@ function contestants(baseDir, adapterDir, numpy) {
     { name: 'auto', kind: 'backend', run: cli('auto') },
     { name: 'js', kind: 'baseline', run: (out) => runNode(join(here, 'js-merge.mjs'), [baseFile, adapterDir, out], dirname(out)) },
   ];
+  list.push({ name: 'page', kind: 'page', run: () => pageRun(baseFile, adapterDir) });
   if (numpy) {
     list.push({
       name: 'numpy', kind: 'baseline',
@@ -83,6 +89,35 @@ function contestants(baseDir, adapterDir, numpy) {
     });
   }
   return list;
+}
+
+/**
+ * The demo page's merge of the same files in headless Chromium with default settings (auto
+ * backend, output to browser storage), built and served cross-origin isolated as `npm run build`
+ * ships it. Its RSS is the browser's (every process) above its idle level, sampled throughout.
+ */
+async function pageRun(baseFile, adapterDir) {
+  const [{ build, preview }, { default: puppeteer }] = await Promise.all([import('vite'), import('puppeteer')]);
+  const outDir = await mkdtemp(join(tmpdir(), 'loramerge-bench-page-'));
+  await build({ configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir, emptyOutDir: true } });
+  const server = await preview({ configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir }, preview: { port: 0, open: false } });
+  const browser = await puppeteer.launch({
+    executablePath: process.env.PUPPETEER_EXECUTABLE_PATH ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--no-sandbox', '--headless=new',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  try {
+    const url = `http://127.0.0.1:${server.httpServer.address().port}/`;
+    const r = await mergeInPage(browser, url, {
+      base: baseFile, adapterFiles: ['adapter_config.json', 'adapter_model.safetensors'].map((f) => join(adapterDir, f)),
+    });
+    return { seconds: r.seconds, rssMiB: (r.peakBytes - r.idleBytes) / 2 ** 20, note: r.backend, hashes: r.output.hashes };
+  } finally {
+    await browser.close();
+    await server.close();
+    await rm(outDir, { recursive: true, force: true });
+  }
 }
 
 async function kernelTimes(reps) {
@@ -111,6 +146,7 @@ async function main() {
 
     const runs = [];
     let reference; // the first backend's output: every other output is compared with it
+    let autoHashes; // the CLI's auto merge, which the page's (same choice of backend) must equal
     for (const c of contestants(join(dir, 'base'), join(dir, 'adapter'), !skip.has('numpy') && (await hasNumpy()))) {
       if (skip.has(c.name)) continue;
       const out = join(dir, `out-${c.name}.safetensors`);
@@ -121,7 +157,10 @@ async function main() {
         if (!best || r.seconds < best.seconds) best = { ...r, rssMiB: Math.max(r.rssMiB ?? 0, best?.rssMiB ?? 0) || undefined };
       }
       const run = { name: c.name, kind: c.kind, seconds: best.seconds, rssMiB: best.rssMiB, note: best.note };
-      if (c.kind !== 'floor') {
+      if (c.name === 'auto') autoHashes = await pieceHashes(out);
+      if (c.kind === 'page') {
+        run.identicalToAuto = autoHashes ? best.hashes.length === autoHashes.length && best.hashes.every((h, i) => h === autoHashes[i]) : undefined;
+      } else if (c.kind !== 'floor') {
         if (!reference) {
           reference = { name: c.name, path: out };
         } else {
@@ -135,7 +174,9 @@ async function main() {
       log(`${c.name}: ${run.seconds.toFixed(2)} s${run.rssMiB ? `, peak RSS ${run.rssMiB.toFixed(0)} MiB` : ''}`);
     }
     const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
-    const results = { model, runs, kernels, totalSeconds: (performance.now() - started) / 1000 };
+    const gguf = skip.has('gguf') ? undefined : await runGgufBench(dir, BENCH_MODEL, { runNode, runTimed, root, log, reps });
+    const results = { model, runs, kernels, gguf, totalSeconds: (performance.now() - started) / 1000 };
+    if (gguf) printGgufTables(gguf);
     const failures = printTables(results);
     if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n');
     process.exitCode = failures ? 1 : 0;

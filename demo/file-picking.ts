@@ -2,13 +2,8 @@
  * Turns what the user picked (file inputs, folder inputs, drag and drop of files or folders) into
  * named sets of files with paths relative to the chosen folder, as the library's InputFileSet wants.
  */
+import type { PickedSet } from './page-state.js';
 import type { PickedFile } from './worker-protocol.js';
-
-/** A file or a folder as the user picked it. */
-export interface PickedSet {
-  name: string;
-  files: PickedFile[];
-}
 
 /** Files of one input; with `webkitdirectory` their paths start with the folder's name, dropped here. */
 export function setFromInput(input: HTMLInputElement): PickedSet | undefined {
@@ -20,7 +15,7 @@ export function setFromInput(input: HTMLInputElement): PickedSet | undefined {
     file,
     path: folder && relative[i].startsWith(`${folder}/`) ? relative[i].slice(folder.length + 1) : relative[i],
   }));
-  return { name: folder ?? (files.length === 1 ? files[0].path : `${files.length} files`), files: sortByPath(files) };
+  return { name: folder ?? nameOfLooseFiles(files), files: sortByPath(files), origin: 'user' };
 }
 
 /** Every dropped item becomes one set: a folder with its files (recursively), or one loose file. */
@@ -34,9 +29,9 @@ export async function setsFromDrop(data: DataTransfer): Promise<PickedSet[]> {
   for (const entry of entries) {
     if (entry.isDirectory) {
       const files = await readFolder(entry as FileSystemDirectoryEntry, '');
-      sets.push({ name: entry.name, files: sortByPath(files) });
+      sets.push({ name: entry.name, files: sortByPath(files), origin: 'user' });
     } else {
-      sets.push({ name: entry.name, files: [{ path: entry.name, file: await entryFile(entry as FileSystemFileEntry) }] });
+      sets.push({ name: entry.name, files: [{ path: entry.name, file: await entryFile(entry as FileSystemFileEntry) }], origin: 'user' });
     }
   }
   return sets;
@@ -46,7 +41,23 @@ export async function setsFromDrop(data: DataTransfer): Promise<PickedSet[]> {
 export function mergeSets(sets: PickedSet[]): PickedSet | undefined {
   if (sets.length === 0) return undefined;
   if (sets.length === 1) return sets[0];
-  return { name: `${sets.length} items`, files: sortByPath(sets.flatMap((s) => s.files)) };
+  const files = sortByPath(sets.flatMap((s) => s.files));
+  return { name: nameOfLooseFiles(files), files, origin: 'user' };
+}
+
+/**
+ * Loose files are named after their weights: the one `.safetensors` file, a shard series by its
+ * stem (`model-00001-of-00004.safetensors` … → `model`), else the first with how many more; a
+ * config alone adds nothing.
+ */
+function nameOfLooseFiles(files: PickedFile[]): string {
+  const weights = files.map((f) => f.path).filter((p) => /\.(safetensors|gguf)$/i.test(p)).sort();
+  const named = weights.length > 0 ? weights : files.map((f) => f.path).sort();
+  if (named.length === 1) return named[0];
+  const stems = new Set(named.map((p) => /^(.*)-\d+-of-\d+\.\w+$/.exec(p)?.[1]));
+  const [stem] = stems;
+  if (stems.size === 1 && stem) return stem;
+  return `${named[0]} + ${named.length - 1} more`;
 }
 
 function entryFile(entry: FileSystemFileEntry): Promise<File> {

@@ -1,42 +1,31 @@
 /**
- * The merge worker: owns the backend (WebGPU when the browser has a usable adapter, else the CPU),
- * answers plan requests, runs merges with progress, and cancels them through an AbortController.
- * The page never touches the library directly, so a long merge never blocks its main thread.
+ * The merge worker: answers plan requests, runs merges with progress on the chosen backend, saves
+ * into browser storage or a picked file or folder, and cancels through an AbortController. The page
+ * never touches the library directly, so a long merge never blocks its main thread.
  */
 import {
-  createBackend, createBlobOutputTarget, createFileSystemAccessOutputTarget, generateSample, isMergeError,
-  mergeModel, parseOutDType, prepareMerge,
-  type MergeBackend, type OutputTarget,
+  createFileSystemAccessOutputTarget, createOpfsOutputTarget, generateSample, isMergeError, mergeModel, parseOutDType, prepareMerge,
+  type OutputTarget,
 } from '../src/index.js';
+import { dominantUpdateDtype } from '../src/pipeline/dominant-dtype.js';
+import { deleteAllJobs, deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
 import { pickedFileSet } from './picked-file-set.js';
 import { summarizePlan } from './plan-summary.js';
+import { backendError, backendFor, describe } from './worker-backend.js';
 import type { MergedFile, PickedFile, WorkerRequest, WorkerResponse } from './worker-protocol.js';
+import type { BackendChoice } from '../src/index.js';
 
 const post = (message: WorkerResponse): void => self.postMessage(message);
 const running = new Map<number, AbortController>();
-
-/**
- * WebGPU whenever the browser offers an adapter, even a software one: this page exists to show the
- * GPU path. Without one, the CPU, and the page says why.
- */
-async function chooseBackend(): Promise<MergeBackend> {
-  try {
-    return await createBackend({ kind: 'webgpu' });
-  } catch (error) {
-    const reason = isMergeError(error) ? error.message : String(error);
-    const cpu = await createBackend({ kind: 'cpu' });
-    return { kind: cpu.kind, description: `CPU fallback: ${reason}`, merge: (op, signal) => cpu.merge(op, signal), dispose: () => cpu.dispose() };
-  }
-}
-
-const backend = chooseBackend();
-backend.then(
-  (b) => post({ type: 'backend', kind: b.kind, description: b.description }),
-  (e: Error) => post({ type: 'backend', kind: 'cpu', description: `no backend: ${e.message}` }),
-);
+let choice: BackendChoice = 'auto';
+/** Leftovers of earlier visits go before anything new is written. */
+const storageReady = deleteAllJobs();
 
 function errorMessage(error: unknown): string {
   if (isMergeError(error)) return error.message;
+  if (error instanceof DOMException && error.name === 'QuotaExceededError') {
+    return 'the browser has no more disk space for this page: free some, or save to a file or folder you pick';
+  }
   return `unexpected error: ${error instanceof Error ? error.message : String(error)}`;
 }
 
@@ -44,51 +33,69 @@ function toFiles(path: string, bytes: Uint8Array): PickedFile {
   return { path, file: new File([bytes as Uint8Array<ArrayBuffer>], path.split('/').pop() ?? path) };
 }
 
-/** What a merge into a folder published, read back lazily from disk for the download links. */
-async function filesOnDisk(root: FileSystemDirectoryHandle, paths: string[]): Promise<MergedFile[]> {
-  const out: MergedFile[] = [];
-  for (const path of paths) {
-    const parts = path.split('/');
-    let folder = root;
-    for (const part of parts.slice(0, -1)) folder = await folder.getDirectoryHandle(part);
-    const file = await (await folder.getFileHandle(parts[parts.length - 1])).getFile();
-    out.push({ path, size: file.size, blob: file });
+async function setBackend(id: number, wanted: BackendChoice): Promise<void> {
+  choice = wanted;
+  try {
+    post({ type: 'backend', id, backend: describe(wanted, await backendFor(wanted)) });
+  } catch (error) {
+    post({ type: 'error', id, message: backendError(error) });
   }
-  return out;
 }
 
 async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promise<void> {
   const controller = new AbortController();
   running.set(request.id, controller);
   const started = performance.now();
-  const memory = request.output.kind === 'memory' ? createBlobOutputTarget('download') : undefined;
-  const folder = request.output.kind === 'directory' ? request.output.handle : undefined;
-  const output: OutputTarget = memory ?? createFileSystemAccessOutputTarget(folder!);
   let prepared: Awaited<ReturnType<typeof prepareMerge>> | undefined;
+  let job: { job: string; folder: FileSystemDirectoryHandle } | undefined;
   try {
     prepared = await prepareMerge(
       pickedFileSet(request.baseName, request.base),
       request.adapters.map((a) => ({ files: pickedFileSet(a.name, a.files), weight: a.weight })),
     );
+    let output: OutputTarget;
+    if (request.output.kind === 'browser-storage') {
+      if (!hasBrowserStorage()) throw new Error('this browser has no private file storage; pick a file or folder to save to');
+      await storageReady;
+      job = await newJobFolder();
+      output = createOpfsOutputTarget(job.folder);
+    } else {
+      output = createFileSystemAccessOutputTarget(request.output.handle);
+    }
+    const backend = await backendFor(choice, dominantUpdateDtype(prepared));
     const result = await mergeModel({
       prepared,
       output,
       outDtype: request.outDtype === 'same' ? undefined : parseOutDType(request.outDtype),
-      backend: await backend,
+      backend,
       signal: controller.signal,
       onProgress: (progress) => post({ type: 'progress', id: request.id, progress: { ...progress } }),
     });
-    const files: MergedFile[] = memory
-      ? memory.files().map((f) => ({ path: f.path, size: f.blob.size, blob: f.blob }))
-      : await filesOnDisk(folder!, result.files);
-    post({ type: 'merged', id: request.id, files, seconds: (performance.now() - started) / 1000 });
+    const files: MergedFile[] = [];
+    for (const path of result.files) {
+      const file = job ? await fileAt(job.folder, path) : undefined;
+      files.push({ path, size: file?.size ?? 0, file });
+    }
+    post({
+      type: 'merged', id: request.id, job: job?.job, files,
+      seconds: (performance.now() - started) / 1000, backend: describe(choice, backend),
+    });
+    job = undefined;
   } catch (error) {
     if (controller.signal.aborted) post({ type: 'cancelled', id: request.id });
     else post({ type: 'error', id: request.id, message: errorMessage(error) });
   } finally {
+    if (job) await deleteJob(job.job);
     await prepared?.close();
     running.delete(request.id);
   }
+}
+
+function answer(id: number, work: Promise<File | undefined | void>): void {
+  work.then(
+    (file) => post({ type: 'done', id, ...(file ? { file } : {}) }),
+    (error) => post({ type: 'error', id, message: errorMessage(error) }),
+  );
 }
 
 self.addEventListener('message', (event: MessageEvent<WorkerRequest>) => {
@@ -108,6 +115,15 @@ self.addEventListener('message', (event: MessageEvent<WorkerRequest>) => {
       break;
     case 'cancel':
       running.get(request.id)?.abort();
+      break;
+    case 'backend':
+      void setBackend(request.id, request.choice);
+      break;
+    case 'withdraw':
+      answer(request.id, Promise.all([deleteJob(request.job), deleteJobZip(request.job)]).then(() => undefined));
+      break;
+    case 'zip':
+      answer(request.id, zipJob(request.job, request.folder));
       break;
     case 'sample':
       generateSample(request.preset).then(

@@ -2,11 +2,13 @@
  * Runs in the worker: reads the headers of the base and the adapters, prepares the merge with
  * every weight at 1, measures each update, and boils it all down to what the page shows.
  * Weights are left out on purpose: the page scales scales and ratios by the sliders itself.
+ * The adapters' facts are worded here, from the plan's data, so the page needs no list of formats.
  */
 import {
-  estimateUpdateMagnitudes, prepareMerge, type FloatDType, type InputFileSet, type ParsedAdapter,
+  ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, prepareMerge, type InputFileSet, type ParsedAdapter,
 } from '../src/index.js';
-import type { AdapterSummary, PlanSummary } from './worker-protocol.js';
+import { familyMismatch } from '../src/plan/model-family.js';
+import type { AdapterSummary, PlanSummary, Problem } from './worker-protocol.js';
 
 function range(values: number[]): string {
   const distinct = [...new Set(values.map((v) => Number(v.toPrecision(4))))].sort((a, b) => a - b);
@@ -15,13 +17,17 @@ function range(values: number[]): string {
 }
 
 function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
+  const m = adapter.modules;
   return {
     name: adapter.name,
-    format: adapter.format === 'peft' ? 'PEFT' : 'kohya',
-    modules: adapter.modules.length,
-    rank: range(adapter.modules.map((m) => m.rank)),
-    alpha: range(adapter.modules.map((m) => m.alpha)),
-    scale: range(adapter.modules.map((m) => m.scale)),
+    facts: [
+      ADAPTER_FORMAT_NAMES[adapter.format] ?? adapter.format,
+      `${m.length} module${m.length === 1 ? '' : 's'}`,
+      `r = ${range(m.map((x) => x.rank))}`,
+      `α = ${range(m.map((x) => x.alpha))}`,
+      `α/r = ${range(m.map((x) => x.scale))}`,
+      ...(adapter.replacements.length ? [`${adapter.replacements.length} tensors replaced`] : []),
+    ],
     warnings: adapter.warnings.slice(),
   };
 }
@@ -32,35 +38,48 @@ function mostCommon(values: string[]): string {
   return [...counts].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '—';
 }
 
+/** `…attn2.to_out.0.weight` → `to_out`, `…self_attn.q_proj.weight` → `q_proj`: the chart's series. */
+function moduleKind(baseKey: string): string {
+  const parts = baseKey.replace(/\.(weight|bias)$/, '').split('.');
+  while (parts.length > 1 && /^\d+$/.test(parts[parts.length - 1])) parts.pop();
+  return parts[parts.length - 1];
+}
+
 export async function summarizePlan(base: InputFileSet, adapterSets: InputFileSet[]): Promise<PlanSummary> {
   const prepared = await prepareMerge(base, adapterSets.map((files) => ({ files, weight: 1 })));
   try {
     const { plan } = prepared;
     const model = prepared.base;
-    const magnitudes = await estimateUpdateMagnitudes(plan, async (key, rowStart, rowCount) => {
-      const tensor = model.tensors.get(key)!;
-      const rowBytes = tensor.entry.byteLength / tensor.shape[0];
-      return { dtype: tensor.dtype as FloatDType, data: await model.readPart(key, rowStart * rowBytes, rowCount * rowBytes) };
-    });
+    const magnitudes = await estimateUpdateMagnitudes(plan, (key, rowStart, rowCount) => model.readRows(key, rowStart, rowCount));
     const allTensors = [...model.tensors.values()];
+    // An adapter for another kind of model is named as such, ahead of its unmatched modules.
+    const mismatches: Problem[] = [];
+    for (const { adapter } of prepared.adapters) {
+      if (!plan.problems.some((p) => p.adapter === adapter.name)) continue;
+      const why = familyMismatch(adapter.name, adapter.modules.map((x) => x.key), model.tensors.keys());
+      if (why) mismatches.push({ severity: 'error', message: why });
+    }
     return {
       base: {
         name: base.name,
         files: model.shards.length,
         tensors: allTensors.length,
-        bytes: allTensors.reduce((n, t) => n + t.entry.byteLength, 0),
-        dtype: mostCommon(allTensors.map((t) => t.dtype)),
+        bytes: allTensors.reduce((n, t) => n + t.byteLength, 0),
+        dtype: mostCommon(allTensors.map((t) => t.storedType)),
+        kind: model.kind,
       },
       adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),
       modules: plan.updates.flatMap((u) => u.terms.map((t) => ({
         adapter: t.adapterIndex, module: t.moduleName, target: u.baseKey, shape: u.shape, scale: t.scale,
       }))),
       problems: [
+        ...mismatches,
         ...plan.problems.map((p) => ({ severity: 'error' as const, message: p.message })),
         ...plan.warnings.map((message) => ({ severity: 'warning' as const, message })),
+        ...plan.notes.map((message) => ({ severity: 'note' as const, message })),
       ],
       magnitudes: magnitudes.map((m) => ({
-        adapter: m.adapterIndex, module: m.module, target: m.baseKey, layer: m.layer, moduleType: m.moduleType, ratio: m.ratio,
+        adapter: m.adapterIndex, module: m.module, target: m.baseKey, moduleType: moduleKind(m.baseKey), ratio: m.ratio,
       })),
       mergeable: plan.problems.length === 0,
     };

@@ -7,11 +7,11 @@ export class ProgressView {
 
   constructor(private readonly bar: HTMLProgressElement, private readonly text: HTMLElement) {}
 
-  start(): void {
+  start(message = 'Starting…'): void {
     this.started = performance.now();
     this.bar.value = 0;
     this.text.className = 'hint';
-    this.text.textContent = 'Starting…';
+    this.text.textContent = message;
   }
 
   update(p: ProgressEvent): void {

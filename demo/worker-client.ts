@@ -1,13 +1,9 @@
 /** The page's side of the merge worker: one promise per request, progress through a callback. */
+import type { BackendChoice } from '../src/index.js';
 import type {
-  AdapterInput, MergedFile, OutDTypeChoice, OutputChoice, PickedFile, PlanSummary, ProgressEvent,
+  AdapterInput, BackendInfo, MergedFile, OutDTypeChoice, OutputChoice, PickedFile, PlanSummary, ProgressEvent,
   WorkerRequest, WorkerResponse,
 } from './worker-protocol.js';
-
-export interface BackendInfo {
-  kind: 'webgpu' | 'cpu';
-  description: string;
-}
 
 export class CancelledError extends Error {
   constructor() {
@@ -31,57 +27,82 @@ export interface MergeRequest {
   onProgress(progress: ProgressEvent): void;
 }
 
+export interface MergeDone {
+  /** The browser-storage folder holding the files, when they were saved there. */
+  job?: string;
+  files: MergedFile[];
+  seconds: number;
+  backend: BackendInfo;
+}
+
+type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+
 export class MergeWorkerClient {
   private readonly worker: Worker;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
-  readonly backend: Promise<BackendInfo>;
+  /** Rejected when the worker cannot start at all. */
+  readonly started: Promise<void>;
 
   constructor() {
     this.worker = new Worker(new URL('./merge-worker.ts', import.meta.url), { type: 'module', name: 'loramerge' });
-    this.backend = new Promise((resolve, reject) => {
-      this.worker.addEventListener('error', (event) => reject(new Error(`merge worker failed to start: ${event.message}`)), { once: true });
-      this.worker.addEventListener('message', (event: MessageEvent<WorkerResponse>) => {
-        if (event.data.type === 'backend') resolve({ kind: event.data.kind, description: event.data.description });
-      });
+    this.started = new Promise((_, reject) => {
+      this.worker.addEventListener('error', (event) => reject(new Error(`the merge worker failed to start: ${event.message}`)), { once: true });
     });
+    this.started.catch(() => {});
     this.worker.addEventListener('message', (event: MessageEvent<WorkerResponse>) => this.receive(event.data));
   }
 
+  /** Chooses the backend for later merges; resolves with what `auto` picked (or fails saying why). */
+  setBackend(choice: BackendChoice): Promise<BackendInfo> {
+    return this.send({ type: 'backend', choice }) as Promise<BackendInfo>;
+  }
+
   plan(baseName: string, base: PickedFile[], adapters: AdapterInput[]): Promise<PlanSummary> {
-    const id = this.nextId++;
-    return this.send({ type: 'plan', id, baseName, base, adapters }) as Promise<PlanSummary>;
+    return this.send({ type: 'plan', baseName, base, adapters }) as Promise<PlanSummary>;
   }
 
   /** The built-in sample as files, generated in the worker so the page stays responsive. */
   sample(preset: 'small' | 'large'): Promise<{ base: PickedFile[]; adapter: PickedFile[] }> {
-    const id = this.nextId++;
-    return this.send({ type: 'sample', id, preset }) as Promise<{ base: PickedFile[]; adapter: PickedFile[] }>;
+    return this.send({ type: 'sample', preset }) as Promise<{ base: PickedFile[]; adapter: PickedFile[] }>;
+  }
+
+  /** Deletes a merge's files from browser storage. */
+  withdraw(job: string): Promise<void> {
+    return this.send({ type: 'withdraw', job }).then(() => undefined);
+  }
+
+  /** One zip of a merge's files (in browser storage), named `<folder>.zip`. */
+  zip(job: string, folder: string): Promise<File> {
+    return this.send({ type: 'zip', job, folder }) as Promise<File>;
   }
 
   /** Starts a merge; `cancel()` on the returned handle aborts it inside the worker. */
-  merge(request: MergeRequest): { id: number; done: Promise<{ files: MergedFile[]; seconds: number }>; cancel(): void } {
-    const id = this.nextId++;
+  merge(request: MergeRequest): { done: Promise<MergeDone>; cancel(): void } {
     const { onProgress, ...rest } = request;
-    const done = this.send({ type: 'merge', id, ...rest }, onProgress) as Promise<{ files: MergedFile[]; seconds: number }>;
-    return { id, done, cancel: () => this.worker.postMessage({ type: 'cancel', id } satisfies WorkerRequest) };
+    const id = this.nextId;
+    const done = this.send({ type: 'merge', ...rest }, onProgress) as Promise<MergeDone>;
+    return { done, cancel: () => this.worker.postMessage({ type: 'cancel', id } satisfies WorkerRequest) };
   }
 
-  private send(request: WorkerRequest, onProgress?: (p: ProgressEvent) => void): Promise<unknown> {
+  private send(request: Request, onProgress?: (p: ProgressEvent) => void): Promise<unknown> {
+    const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(request.id, { resolve, reject, onProgress });
-      this.worker.postMessage(request);
+      this.pending.set(id, { resolve, reject, onProgress });
+      this.worker.postMessage({ ...request, id } as WorkerRequest);
     });
   }
 
   private receive(message: WorkerResponse): void {
-    if (message.type === 'backend') return;
     const pending = this.pending.get(message.id);
     if (!pending) return;
     switch (message.type) {
       case 'progress':
         pending.onProgress?.(message.progress);
         return;
+      case 'backend':
+        pending.resolve(message.backend);
+        break;
       case 'plan':
         pending.resolve(message.plan);
         break;
@@ -89,7 +110,10 @@ export class MergeWorkerClient {
         pending.resolve({ base: message.base, adapter: message.adapter });
         break;
       case 'merged':
-        pending.resolve({ files: message.files, seconds: message.seconds });
+        pending.resolve({ job: message.job, files: message.files, seconds: message.seconds, backend: message.backend });
+        break;
+      case 'done':
+        pending.resolve(message.file);
         break;
       case 'cancelled':
         pending.reject(new CancelledError());

@@ -9,10 +9,13 @@
 // The host also pads the rows of this dispatch to a multiple of 8 (zero rows of W and L), so no
 // load or store is conditional; padding results are simply not read back.
 // f16 and bf16 are converted by hand (no shader-f16 needed) with exact round-to-nearest-even: with
-// bit shifts, or with float arithmetic where shifts are slow (SHIFT_FREE).
+// bit shifts, or with float arithmetic where shifts are slow (SHIFT_FREE). fp8 rows (8 bytes per
+// tile, half a vec4) are padded to 16 elements; two neighbouring tiles write the two halves of one
+// vec4, component by component, so they still share no word. fp8 results saturate at the largest
+// finite value (±448 e4m3fn, ±57344 e5m2); only NaN or Inf in V is reported.
 
-override IN_DTYPE: u32 = 0u;   // 0 f32, 1 f16, 2 bf16
-override OUT_DTYPE: u32 = 0u;  // 0 f32, 1 f16, 2 bf16
+override IN_DTYPE: u32 = 0u;   // 0 f32, 1 f16, 2 bf16, 3 fp8 e4m3fn, 4 fp8 e5m2
+override OUT_DTYPE: u32 = 0u;  // 0 f32, 1 f16, 2 bf16, 3 fp8 e4m3fn, 4 fp8 e5m2
 override DORA: u32 = 0u;       // 0 none, 1 one factor per stored row, 2 one factor per stored column
 override WORKGROUP: u32 = 64u;
 // 1: convert f16/bf16 with float arithmetic, integer multiplies and masks, never a vector shift.
@@ -146,10 +149,95 @@ fn f32ToHalves(x: vec4<u32>) -> vec4<u32> {
   return f32BitsToBf16(x);
 }
 
+// --- fp8 ------------------------------------------------------------------------------------
+
+/// Four fp8 bytes of a word (little-endian) as four codes, one per lane.
+fn bytesOf(w: u32) -> vec4<u32> {
+  return vec4(w & 0xffu, (w >> 8u) & 0xffu, (w >> 16u) & 0xffu, w >> 24u);
+}
+
+/// e4m3fn codes → f32, exact: normals get their bits by integer multiplies (mantissa and exponent
+/// moved up by 20 bits, exponent rebiased by 120), subnormals are code · 2^-9; 0x7f is NaN.
+fn e4m3ToF32(b: vec4<u32>) -> vec4<f32> {
+  let mag = b & vec4(0x7fu);
+  let bits = select(mag * vec4(0x100000u) + vec4(0x3c000000u), vec4(0x7fc00000u), mag == vec4(0x7fu));
+  let v = select(bitcast<vec4<f32>>(bits), vec4<f32>(mag) * (1.0 / 512.0), mag < vec4(8u));
+  return select(v, -v, b >= vec4(0x80u));
+}
+
+/// e5m2 codes → f32: an e5m2 code is the top byte of an f16.
+fn e5m2ToF32(b: vec4<u32>) -> vec4<f32> {
+  if (SHIFT_FREE == 1u) {
+    return vec4(unpack2x16float((b.x + b.y * 65536u) * 256u), unpack2x16float((b.z + b.w * 65536u) * 256u));
+  }
+  return f16BitsToF32(b << vec4(8u));
+}
+
+fn f8WordToF32(w: u32) -> vec4<f32> {
+  if (IN_DTYPE == 3u) { return e4m3ToF32(bytesOf(w)); }
+  return e5m2ToF32(bytesOf(w));
+}
+
+/// f32 → fp8 codes with shifts, rounded to nearest even and saturated at the largest finite code:
+/// normal results rebias and round the dropped bits (as for f16); subnormal ones shift the full
+/// mantissa right and round. NaN → NaN; Inf → e5m2's Inf, e4m3fn's NaN (it has none).
+fn f32BitsToF8(x: vec4<u32>) -> vec4<u32> {
+  let e4m3 = OUT_DTYPE == 3u;
+  let drop = select(21u, 20u, e4m3);
+  let bias = select(15u, 7u, e4m3);
+  let sign = (x >> vec4(24u)) & vec4(0x80u);
+  let ax = x & vec4(0x7fffffffu);
+  let half = vec4(1u << (drop - 1u));
+  let normal = (ax - vec4((127u - bias) << 23u) + half - vec4(1u) + ((ax >> vec4(drop)) & vec4(1u))) >> vec4(drop);
+  let e = ax >> vec4(23u);
+  let shift = min(vec4(drop + 128u - bias) - min(e, vec4(127u - bias)), vec4(31u));
+  let mant = (ax & vec4(0x7fffffu)) | vec4(0x800000u);
+  let h = mant >> shift;
+  let rest = mant & ((vec4(1u) << shift) - vec4(1u));
+  let halfSub = vec4(1u) << (shift - vec4(1u));
+  let up = (rest > halfSub) | ((rest == halfSub) & ((h & vec4(1u)) == vec4(1u)));
+  var r = select(normal, h + select(vec4(0u), vec4(1u), up), ax < vec4((128u - bias) << 23u));
+  r = select(min(r, vec4(select(0x7bu, 0x7eu, e4m3))), vec4(select(0x7cu, 0x7fu, e4m3)), ax >= vec4(0x7f800000u));
+  r = select(r, vec4(select(0x7eu, 0x7fu, e4m3)), ax > vec4(0x7f800000u));
+  return r | sign;
+}
+
+/// f32 → fp8 codes without shifts (see f32ToF16ShiftFree): |x| (clamped to 2^16, which saturates
+/// anyway) plus c = 2^(E + 23 - m) keeps m mantissa bits, rounded by the adder; c is at least the
+/// smallest normal's so subnormal results round to the subnormal quantum. The code is r's bits
+/// over 2^(23 - m) (exact: few significant bits) rebiased, or r over the quantum; it leaves the
+/// float through the 2^23 trick. NaN and Inf results are caught by the caller from V.
+fn f32ToF8ShiftFree(x: vec4<f32>) -> vec4<u32> {
+  let e4m3 = OUT_DTYPE == 3u;
+  let xb = bitcast<vec4<i32>>(x);
+  let axb = xb & vec4(0x7fffffff);
+  let ax = min(bitcast<vec4<f32>>(axb), vec4(65536.0));
+  let minNormal = select(6.103515625e-5, 0.015625, e4m3);       // 2^-14, 2^-6
+  let step = select(2097152.0, 1048576.0, e4m3);                // 2^(23 - m)
+  let c = max(bitcast<vec4<f32>>(bitcast<vec4<i32>>(ax) & vec4(0x7f800000)), vec4(minNormal)) * step;
+  let r = (ax + c) - c;
+  let normal = vec4<f32>(bitcast<vec4<i32>>(r)) * (1.0 / step) - select(448.0, 960.0, e4m3); // (127 - bias) · 2^m
+  let k = select(normal, r * select(65536.0, 512.0, e4m3), ax < vec4(minNormal));       // r over the quantum
+  let h = min(bitcast<vec4<i32>>(k + 8388608.0) - vec4(0x4b000000), vec4(select(0x7b, 0x7e, e4m3)));
+  return bitcast<vec4<u32>>(h + select(vec4(0), vec4(0x80), xb < vec4(0)));
+}
+
+/// Four codes packed into a word, element 0 in the lowest byte.
+fn packF8(c: vec4<u32>) -> u32 {
+  if (SHIFT_FREE == 1u) { return dot(c, vec4(1u, 256u, 65536u, 16777216u)); }
+  return c.x | (c.y << 8u) | (c.z << 16u) | (c.w << 24u);
+}
+
+fn f32ToF8Word(x: vec4<f32>) -> u32 {
+  if (SHIFT_FREE == 1u) { return packF8(f32ToF8ShiftFree(x)); }
+  return packF8(f32BitsToF8(bitcast<vec4<u32>>(x)));
+}
+
 /// |V| (as bits) from which the output dtype's rounding gives Inf (NaN is above it too):
-/// f32 Inf; f16 65520, the tie above 65504; bf16 the tie above its largest finite value.
+/// f32 Inf; f16 65520, the tie above 65504; bf16 the tie above its largest finite value; fp8
+/// saturates, so only Inf and NaN.
 fn overflowBits() -> i32 {
-  if (OUT_DTYPE == 0u) { return 0x7f800000; }
+  if (OUT_DTYPE == 0u || OUT_DTYPE >= 3u) { return 0x7f800000; }
   if (OUT_DTYPE == 1u) { return 0x477ff000; }
   return 0x7f7f8000;
 }
@@ -164,6 +252,12 @@ fn loadW8(row: u32, tc: u32) -> mat2x4<f32> {
   if (IN_DTYPE == 0u) {
     let i = row * P.inStride4 + tc * 2u;
     return mat2x4(bitcast<vec4<f32>>(wIn[i]), bitcast<vec4<f32>>(wIn[i + 1u]));
+  }
+  if (IN_DTYPE >= 3u) {
+    // Eight bytes: the low or high half of a vec4, by the tile column's parity.
+    let v = wIn[row * P.inStride4 + tc / 2u];
+    let c = (tc & 1u) * 2u;
+    return mat2x4(f8WordToF32(v[c]), f8WordToF32(v[c + 1u]));
   }
   let w = wIn[row * P.inStride4 + tc];
   if (SHIFT_FREE == 1u) {
@@ -184,6 +278,14 @@ fn storeOut8(row: u32, tc: u32, a: vec4<f32>, b: vec4<f32>) {
     let i = row * P.outStride4 + tc * 2u;
     wOut[i] = bitcast<vec4<u32>>(a);
     wOut[i + 1u] = bitcast<vec4<u32>>(b);
+    return;
+  }
+  if (OUT_DTYPE >= 3u) {
+    // Two words: components 0–1 or 2–3 of a vec4; the neighbouring tile writes the other two.
+    let i = row * P.outStride4 + tc / 2u;
+    let c = (tc & 1u) * 2u;
+    wOut[i][c] = f32ToF8Word(a);
+    wOut[i][c + 1u] = f32ToF8Word(b);
     return;
   }
   if (SHIFT_FREE == 1u) {

@@ -1,6 +1,7 @@
 /**
- * Element types as safetensors names them, and exact conversions between the three float types
- * the engine computes with. Every narrowing conversion rounds to nearest, ties to even, once.
+ * Element types as safetensors names them, and exact conversions between the float types the
+ * engine computes with (f32, f16, bf16, and the fp8 formats e4m3fn and e5m2). Every narrowing
+ * conversion rounds to nearest, ties to even, once.
  */
 import { getFloat16, setFloat16 } from '@petamoriken/float16';
 
@@ -12,10 +13,13 @@ export type DType =
   | 'BOOL' | 'F8_E4M3' | 'F8_E5M2';
 
 /** The float dtypes the engine reads and writes. */
-export type FloatDType = 'F32' | 'F16' | 'BF16';
+export type FloatDType = 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2';
+
+/** The 8-bit floats: e4m3fn (no infinities, largest finite 448) and e5m2 (a short f16). */
+export type F8DType = 'F8_E4M3' | 'F8_E5M2';
 
 /** Output dtype names as users type them (`--dtype bf16`). */
-export type OutDTypeName = 'f32' | 'f16' | 'bf16';
+export type OutDTypeName = 'f32' | 'f16' | 'bf16' | 'f8_e4m3' | 'f8_e5m2';
 
 export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
   F64: 8, F32: 4, F16: 2, BF16: 2,
@@ -29,14 +33,18 @@ export function isDType(s: string): s is DType {
 }
 
 export function isFloatDType(s: string): s is FloatDType {
-  return s === 'F32' || s === 'F16' || s === 'BF16';
+  return s === 'F32' || s === 'F16' || s === 'BF16' || s === 'F8_E4M3' || s === 'F8_E5M2';
 }
 
-/** `f16` → `F16`; throws on anything else. */
+export function isF8DType(s: string): s is F8DType {
+  return s === 'F8_E4M3' || s === 'F8_E5M2';
+}
+
+/** `f16` → `F16`, `f8_e4m3` → `F8_E4M3`; throws on anything else. */
 export function parseOutDType(name: string): FloatDType {
   const upper = name.toUpperCase();
   if (isFloatDType(upper)) return upper;
-  throw new Error(`unknown dtype "${name}" (expected f32, f16 or bf16)`);
+  throw new Error(`unknown dtype "${name}" (expected f32, f16, bf16, f8_e4m3 or f8_e5m2)`);
 }
 
 // --- f16 -------------------------------------------------------------------------------------
@@ -90,11 +98,89 @@ export function f32BitsToBf16Bits(x: number): number {
   return ((x + 0x7fff + lsb) >>> 16) & 0xffff;
 }
 
+// --- fp8 --------------------------------------------------------------------------------------
+// torch's float8_e4m3fn and float8_e5m2 (safetensors F8_E4M3, F8_E5M2). Small enough to decode by
+// a 256-entry table and encode by hand; no library needed. Encoding rounds to nearest even and
+// saturates: finite values beyond the largest finite one become it (±448, ±57344), as a merge
+// must not turn a large weight into NaN (torch's plain cast makes e4m3fn NaN above 464). NaN stays
+// NaN; ±Inf stays Inf in e5m2 and becomes NaN in e4m3fn, which has no infinities.
+
+interface F8Format {
+  mantBits: number;
+  bias: number;
+  /** The code of the largest finite magnitude. */
+  maxCode: number;
+  nanCode: number;
+  infCode?: number;
+}
+
+export const F8_FORMATS: Readonly<Record<F8DType, F8Format>> = {
+  F8_E4M3: { mantBits: 3, bias: 7, maxCode: 0x7e, nanCode: 0x7f },
+  F8_E5M2: { mantBits: 2, bias: 15, maxCode: 0x7b, nanCode: 0x7e, infCode: 0x7c },
+};
+
+const f8Tables = new Map<F8DType, Float32Array>();
+/** All 256 values of an fp8 format as f32 (exact), computed from the format's definition. */
+export function f8DecodeTable(dtype: F8DType): Float32Array {
+  let table = f8Tables.get(dtype);
+  if (table) return table;
+  const { mantBits, bias, infCode } = F8_FORMATS[dtype];
+  table = new Float32Array(256);
+  for (let b = 0; b < 256; b++) {
+    const sign = b & 0x80 ? -1 : 1;
+    const mag = b & 0x7f;
+    const e = mag >> mantBits;
+    const m = mag & ((1 << mantBits) - 1);
+    const maxExp = (0x7f >> mantBits);
+    let v: number;
+    if (infCode === undefined ? mag === 0x7f : e === maxExp) v = infCode !== undefined && m === 0 ? Infinity : NaN;
+    else if (e === 0) v = m * 2 ** (1 - bias - mantBits);
+    else v = (1 + m / (1 << mantBits)) * 2 ** (e - bias);
+    table[b] = sign * v;
+  }
+  f8Tables.set(dtype, table);
+  return table;
+}
+
+/** f32 bits → fp8 bits, round to nearest even, saturating (see above). */
+export function f32BitsToF8Bits(x: number, dtype: F8DType): number {
+  const { mantBits, bias, maxCode, nanCode, infCode } = F8_FORMATS[dtype];
+  const sign = (x >>> 24) & 0x80;
+  const ax = x & 0x7fffffff;
+  if (ax > 0x7f800000) return sign | nanCode;
+  if (ax === 0x7f800000) return sign | (infCode ?? nanCode);
+  const drop = 23 - mantBits;
+  const exp = (ax >>> 23) - 127 + bias; // the fp8 biased exponent
+  let code: number;
+  if (exp >= 1) {
+    code = (exp << mantBits) | ((ax & 0x7fffff) >>> drop);
+    const rest = ax & ((1 << drop) - 1);
+    const half = 1 << (drop - 1);
+    if (rest > half || (rest === half && (code & 1))) code++; // a carry into the exponent is right
+  } else {
+    // Subnormal results: the full mantissa, shifted right by drop + 1 - exp, rounded to nearest even.
+    const shift = drop + 1 - exp;
+    if (shift > 25) return sign; // below half the smallest subnormal (also f32 zeros and subnormals)
+    const mant = (ax & 0x7fffff) | 0x800000;
+    code = mant >>> shift;
+    const rest = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rest > half || (rest === half && (code & 1))) code++;
+  }
+  return sign | Math.min(code, maxCode);
+}
+
 // --- whole arrays ----------------------------------------------------------------------------
 
 /** Little-endian raw bytes of one float dtype → Float32Array (exact). */
 export function decodeToF32(bytes: Uint8Array, dtype: FloatDType): Float32Array {
   const n = bytes.byteLength / DTYPE_BYTES[dtype];
+  if (dtype === 'F8_E4M3' || dtype === 'F8_E5M2') {
+    const table = f8DecodeTable(dtype);
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = table[bytes[i]];
+    return out;
+  }
   if (dtype === 'F32') {
     if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, n).slice();
     return new Float32Array(bytes.slice().buffer);
@@ -118,6 +204,11 @@ export function encodeFromF32(values: Float32Array, dtype: FloatDType): Uint8Arr
   const n = values.length;
   if (dtype === 'F32') return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + n * 4));
   const bits = new Uint32Array(values.buffer, values.byteOffset, n);
+  if (dtype === 'F8_E4M3' || dtype === 'F8_E5M2') {
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) out[i] = f32BitsToF8Bits(bits[i], dtype);
+    return out;
+  }
   const out = new Uint16Array(n);
   if (dtype === 'F16') for (let i = 0; i < n; i++) out[i] = f32BitsToF16Bits(bits[i]);
   else for (let i = 0; i < n; i++) out[i] = f32BitsToBf16Bits(bits[i]);

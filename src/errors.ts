@@ -29,9 +29,14 @@ export type MergeErrorCode =
   | 'GPU_FAILURE'
   | 'OUTPUT_IS_INPUT'
   | 'OUTPUT_EXISTS'
+  | 'OUTPUT_BUSY'
+  | 'INPUT_CHANGED'
+  | 'LIMIT_EXCEEDED'
+  | 'FILESYSTEM'
   | 'ABORTED'
   | 'BAD_ARGUMENT';
 
+/** A failure the user caused or can fix, with a one-line message naming the file, tensor or module. */
 export class MergeError extends Error {
   readonly code: MergeErrorCode;
   constructor(code: MergeErrorCode, message: string, options?: { cause?: unknown }) {
@@ -41,6 +46,7 @@ export class MergeError extends Error {
   }
 }
 
+/** True for a {@link MergeError}: a failure the user can fix, with a one-line message. */
 export function isMergeError(e: unknown): e is MergeError {
   return e instanceof MergeError;
 }

@@ -1,31 +1,64 @@
-export * from './dtype.js';
-export * from './errors.js';
-export * from './engine/merge-op.js';
-export * from './io/types.js';
-export * from './sample/index.js';
-export * from './engine/create-backend.js';
-export * from './formats/safetensors-types.js';
-export * from './formats/safetensors-reader.js';
-export * from './formats/safetensors-writer.js';
-export * from './formats/adapter.js';
-export * from './plan/merge-plan.js';
-export * from './plan/update-magnitudes.js';
-export * from './pipeline/prepare-merge.js';
-export * from './pipeline/merge-model.js';
-export * from './pipeline/progress.js';
-export * from './formats/base-model.js';
-export * from './io/memory-source.js';
-export * from './io/copy-file.js';
-export * from './io/blob-byte-source.js';
-export * from './io/browser-input-files.js';
-export * from './io/blob-output.js';
-export * from './io/fs-access-output.js';
-export * from './plan/load-op.js';
-export * from './engine/merge-tensor.js';
+// The library for browsers, Web Workers and Node: what embedders need, nothing else.
+// Node adds file I/O and Dawn's WebGPU through `loramerge/node` (src/node.ts).
+
+// Browser types the declarations mention, so they compile under a plain Node configuration too.
+export type {} from './platform-types.js';
+
+// One call
+export { merge, type MergeDestination, type MergeOptions, type MergeSource } from './merge.js';
+export type { MergeOutcome, WeightedSource } from './pipeline/one-call-merge.js';
+
+// Step by step: plan, look, merge
+export { prepareMerge, type AdapterInput, type PreparedMerge } from './pipeline/prepare-merge.js';
+export { mergeModel, type MergeModelOptions, type MergeResult } from './pipeline/merge-model.js';
+export type { MergeProgress, ProgressListener } from './pipeline/progress.js';
+export type {
+  BiasUpdate, MergePlan, PlannedDora, PlannedReplacement, PlannedTerm, PlanProblem, PlanSummary, TensorUpdate,
+} from './plan/merge-plan.js';
+export {
+  estimateUpdateMagnitudes, type MagnitudeOptions, type ReadBaseRows, type UpdateMagnitude,
+} from './plan/update-magnitudes.js';
+export type { BaseModel, BaseModelKind, BaseShard, BaseTensor, ShardIndex } from './formats/base-model.js';
+export {
+  ADAPTER_FORMAT_NAMES, type AdapterFormat, type AdapterModule, type DoraFactor, type ModelPart, type ModuleAddress, type ModuleKind,
+  type ParsedAdapter, type TensorReplacement, type UpdateShape,
+} from './formats/adapter.js';
+
+// Containers: safetensors and GGUF behind one seam; GGUF files, metadata and block codecs
+export { openModel } from './formats/open-model.js';
+export type { ContainerFormat, SidecarContext, StoredShard, StoredTensor, TensorFileWriter } from './formats/container.js';
+export { openGguf, type GgufFile, type GgufTensor } from './formats/gguf/gguf-reader.js';
+export { createGgufWriter, type GgufTensorWriter, type GgufWriterTensor } from './formats/gguf/gguf-writer.js';
+export { GGUFValueType, type GgufKeyValue } from './formats/gguf/gguf-metadata.js';
+export { ggmlTypeById, ggmlTypeByName, type GgmlType } from './formats/gguf/ggml-types.js';
+export { blockCodec } from './formats/gguf/codecs/registry.js';
+export type { BlockCodec } from './formats/gguf/codecs/codec.js';
+
+// Backends and single ops
+export { createBackend, type BackendOptions } from './engine/create-backend.js';
+export type { BackendChoice } from './engine/backend-choice.js';
 export { CpuBackend, type CpuBackendOptions, type CpuMergePool } from './engine/cpu/cpu-backend.js';
-export { WebGpuBackend, type WebGpuBackendOptions } from './engine/gpu/webgpu-backend.js';
-export { describeAdapter, adapterIsSoftware, type GpuLimitCaps } from './engine/gpu/gpu-device.js';
-export { getBrowserGpu } from './engine/gpu/browser-gpu.js';
-export * from './format.js';
-export * from './io/keyed-file-set.js';
-export * from './plan/module-factors.js';
+export {
+  browserCpuPoolUnavailable, createBrowserCpuWorkerPool, type BrowserCpuPoolOptions,
+} from './engine/cpu/browser-cpu-pool.js';
+export type { PoolWorker, RowBlockPool, YieldToEvents } from './engine/cpu/row-block-pool.js';
+export type { WorkerJob, WorkerReply } from './engine/cpu/cpu-worker-protocol.js';
+export type { GpuLimitCaps } from './engine/gpu/gpu-device.js';
+export { mergeTensor } from './engine/merge-tensor.js';
+export type { DoraSpec, FloatTensorBytes, LowRankTerm, MergeBackend, MergeOp, WeightLayout } from './engine/merge-op.js';
+
+// Inputs and outputs
+export type { ByteSink, ByteSource, InputFileSet, OutputTarget } from './io/types.js';
+export { blobInputFileSet, inputFileSetFromFiles } from './io/browser-input-files.js';
+export { memoryInputFileSet } from './io/memory-source.js';
+export { urlByteSource, urlInputFileSet, type FetchFunction } from './io/url-input-files.js';
+export { createBlobOutputTarget, type BlobOutputTarget, type OutputBlob } from './io/blob-output.js';
+export { createFileSystemAccessOutputTarget, type FileSystemAccessOutputOptions } from './io/fs-access-output.js';
+export { createOpfsOutputTarget, opfsSyncWritesAvailable } from './io/opfs-output.js';
+
+// Errors, limits on what a file may claim, dtypes, the sample, numbers for people
+export { isMergeError, MergeError, type MergeErrorCode } from './errors.js';
+export * from './limits.js';
+export { parseOutDType, type DType, type FloatDType, type OutDTypeName } from './dtype.js';
+export { generateSample, type SampleFiles, type SampleOptions, type SamplePreset } from './sample/index.js';
+export { formatBytes, formatScale } from './format.js';

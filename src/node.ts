@@ -1,11 +1,9 @@
+// `loramerge/node`: everything in `loramerge`, plus files on disk, Dawn's WebGPU (the optional
+// `webgpu` package, loaded only when a GPU backend is asked for) and CPU worker threads.
 export * from './index.js';
-export * from './io/node-byte-source.js';
-export * from './io/node-input-files.js';
-export * from './io/node-output.js';
-export * from './engine/gpu/node-gpu.js';
-export * from './engine/node-backend.js';
-export { createCpuWorkerPool, CpuWorkerPool, type CpuWorkerPoolOptions } from './engine/cpu/cpu-worker-pool.js';
-export * from './io/node-byte-source.js';
-export * from './io/node-input-files.js';
-export * from './io/node-output.js';
-export * from './io/copy-file.js';
+export { merge, type NodeMergeOptions } from './node-merge.js';
+export { createNodeBackend, type NodeBackendOptions } from './engine/node-backend.js';
+export { createCpuWorkerPool, type CpuWorkerPoolOptions } from './engine/cpu/cpu-worker-pool.js';
+export { openNodeByteSource } from './io/node-byte-source.js';
+export { openNodeInputFileSet } from './io/node-input-files.js';
+export { createNodeOutputTarget, type NodeOutputKind, type NodeOutputOptions } from './io/node-output.js';

@@ -107,9 +107,14 @@ describe('PEFT adapters', () => {
     await expectFailure(peftFiles({ r: 0 }, tensors), 'BAD_CONFIG', ['adapter_config.json', '"r"']);
     await expectFailure(peftFiles({ r: 2, lora_alpha: 'x' }, tensors), 'BAD_CONFIG', ['lora_alpha']);
     await expectFailure(peftFiles({ r: 2, rank_pattern: { 'q(': 2 } }, tensors), 'BAD_CONFIG', ['rank_pattern', 'q(']);
-    for (const type of ['LOHA', 'LOKR', 'VERA', 'IA3']) {
+    for (const type of ['IA3', 'BOFT']) {
       await expectFailure(peftFiles({ peft_type: type }, tensors), 'UNSUPPORTED_FORMAT', [type, 'not supported']);
     }
+    // LoHa, LoKr, VeRA and OFT are read (peft-methods.test.ts); LoRA tensors in them are named.
+    for (const type of ['LOHA', 'LOKR', 'OFT']) {
+      await expectFailure(peftFiles({ peft_type: type }, tensors), 'UNSUPPORTED_FORMAT', [`is not a ${type} tensor`, 'q.lora_A']);
+    }
+    await expectFailure(peftFiles({ peft_type: 'VERA' }, tensors), 'UNSUPPORTED_FORMAT', ['vera_A']);
     await expectFailure(peftFiles({ peft_type: 'SOMETHING' }, tensors), 'UNSUPPORTED_FORMAT', ['unknown peft_type "SOMETHING"']);
   });
 
@@ -185,7 +190,7 @@ describe('kohya / LyCORIS files', () => {
         t('something_else.weight', [2]),
       ]),
     }, 'UNSUPPORTED_FORMAT', [
-      '5 problems', 'module "lora_unet_mid_block_attn" needs exactly hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b', 'module "lora_te_text_model_encoder_layers_1_k_proj" is LoKr',
+      '5 problems', 'module "lora_unet_mid_block_attn" needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b', 'module "lora_te_text_model_encoder_layers_1_k_proj" needs lokr_w1 or lokr_w1_a with lokr_w1_b, and lokr_w2',
       'module "lora_unet_only_down" has lora_unet_only_down.lora_down.weight but no lora_unet_only_down.lora_up.weight',
       'module "lora_unet_bad_alpha" has an alpha that is not one finite number', 'something_else',
     ]);

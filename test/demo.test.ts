@@ -6,100 +6,35 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Browser, ElementHandle, Page } from 'puppeteer';
+import type { Browser, ElementHandle } from 'puppeteer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateSample } from '../src/sample/index.js';
 import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
-import {
-  buildSafetensors, decodeSafetensors, randomValues, removeTempDir, roundForDType, seededRandom, writeTempDir,
-  type DecodedTensor, type FixtureDType,
-} from './helpers/fixtures.js';
+import { checkMerged, downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
+import { buildSafetensors, randomValues, removeTempDir, seededRandom, writeTempDir } from './helpers/fixtures.js';
 
-type Decoded = DecodedTensor;
-
-const readSafetensors = (bytes: Uint8Array): Map<string, Decoded> => decodeSafetensors(bytes).tensors;
-
-/** One PEFT adapter as the test knows it: factors in float64 and the scale w·α/r. */
-interface TruthAdapter { tensors: Map<string, Decoded>; scale: number }
-
-/** W + Σ scale·B·A in float64 for every adapted tensor, rounded once to `dtype`. */
-function expectedWeight(name: string, w: Decoded, adapters: TruthAdapter[], dtype: FixtureDType): Float64Array | undefined {
-  const module = `base_model.model.${name.replace(/\.weight$/, '')}`;
-  const [rows, cols] = w.shape;
-  const out = Float64Array.from(w.values);
-  let touched = false;
-  for (const { tensors, scale } of adapters) {
-    const a = tensors.get(`${module}.lora_A.weight`);
-    const b = tensors.get(`${module}.lora_B.weight`);
-    if (!a || !b) continue;
-    touched = true;
-    const r = a.shape[0];
-    for (let o = 0; o < rows; o++) {
-      for (let i = 0; i < cols; i++) {
-        let s = 0;
-        for (let k = 0; k < r; k++) s += b.values[o * r + k] * a.values[k * cols + i];
-        out[o * cols + i] += scale * s;
-      }
-    }
+/** Name → bytes of a zip whose entries are stored (not compressed), read from its central directory. */
+function readStoredZip(zip: Uint8Array): Map<string, Uint8Array> {
+  const view = new DataView(zip.buffer, zip.byteOffset, zip.byteLength);
+  let end = zip.byteLength - 22;
+  while (end >= 0 && view.getUint32(end, true) !== 0x06054b50) end--;
+  expect(end).toBeGreaterThanOrEqual(0);
+  const count = view.getUint16(end + 10, true);
+  let at = view.getUint32(end + 16, true);
+  const out = new Map<string, Uint8Array>();
+  for (let i = 0; i < count; i++) {
+    expect(view.getUint32(at, true)).toBe(0x02014b50);
+    expect(view.getUint16(at + 10, true)).toBe(0); // stored
+    const size = view.getUint32(at + 20, true);
+    expect(view.getUint32(at + 24, true)).toBe(size);
+    const nameLength = view.getUint16(at + 28, true);
+    const name = new TextDecoder().decode(zip.subarray(at + 46, at + 46 + nameLength));
+    const local = view.getUint32(at + 42, true);
+    const dataAt = local + 30 + view.getUint16(local + 26, true) + view.getUint16(local + 28, true);
+    out.set(name, zip.slice(dataAt, dataAt + size));
+    at += 46 + nameLength + view.getUint16(at + 30, true) + view.getUint16(at + 32, true);
   }
-  return touched ? out.map((x) => roundForDType(x, dtype)) : undefined;
-}
-
-/** Distance in units of the last place of `dtype` at the expected value. */
-function ulps(got: number, want: number, dtype: FixtureDType): number {
-  if (got === want) return 0;
-  const mant = dtype === 'F16' ? 10 : dtype === 'BF16' ? 7 : 23;
-  const minExp = dtype === 'F16' ? -14 : -126;
-  const e = Math.max(Math.floor(Math.log2(Math.abs(want) || 2 ** minExp)), minExp);
-  return Math.abs(got - want) / 2 ** (e - mant);
-}
-
-/** Compares every output tensor with the truth: adapted ones within 1 ulp (nearly all exact), others byte-equal. */
-function checkMerged(output: Uint8Array, base: Map<string, Decoded>, adapters: TruthAdapter[], outDtype?: FixtureDType): void {
-  const merged = readSafetensors(output);
-  expect([...merged.keys()].sort()).toEqual([...base.keys()].sort());
-  let exact = 0;
-  let total = 0;
-  for (const [name, w] of base) {
-    const got = merged.get(name)!;
-    const dtype = outDtype ?? w.dtype;
-    expect(got.dtype, name).toBe(dtype);
-    expect(got.shape, name).toEqual(w.shape);
-    const want = expectedWeight(name, w, adapters, dtype);
-    if (!want) {
-      if (dtype === w.dtype) expect(got.bytes, name).toEqual(w.bytes);
-      else expect(Array.from(got.values), name).toEqual(Array.from(w.values, (x) => roundForDType(x, dtype)));
-      continue;
-    }
-    for (let i = 0; i < want.length; i++) {
-      if (dtype === 'F32') {
-        // f32 output: within 1e-5 of the values' size (W + ΔW may cancel far below both).
-        const size = Math.max(Math.abs(want[i]), Math.abs(w.values[i]));
-        if (Math.abs(got.values[i] - want[i]) > 1e-5 * size) expect.fail(`${name}[${i}]: got ${got.values[i]}, want ${want[i]}`);
-        if (got.values[i] === want[i]) exact++;
-        total++;
-        continue;
-      }
-      const d = ulps(got.values[i], want[i], dtype);
-      if (d > 1) expect.fail(`${name}[${i}]: got ${got.values[i]}, want ${want[i]} (${d} ulps)`);
-      if (d === 0) exact++;
-      total++;
-    }
-  }
-  // f16/bf16: nearly all correctly rounded; f32 keeps f32 accumulation error, checked above.
-  if (outDtype !== 'F32') expect(exact / total).toBeGreaterThan(0.99);
-}
-
-async function downloadBytes(page: Page): Promise<Uint8Array> {
-  await page.waitForFunction(() => !!document.querySelector<HTMLAnchorElement>('[data-testid="download-link"]')?.href, { timeout: 90_000 });
-  const base64 = await page.evaluate(async () => {
-    const link = document.querySelector<HTMLAnchorElement>('[data-testid="download-link"]')!;
-    const bytes = new Uint8Array(await (await fetch(link.href)).arrayBuffer());
-    let text = '';
-    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-    return btoa(text);
-  });
-  return new Uint8Array(Buffer.from(base64, 'base64'));
+  return out;
 }
 
 let server: DemoServer;
@@ -153,7 +88,7 @@ describe('demo page', () => {
     });
     folders.push(dir);
 
-    demo = await openDemo(browser, server);
+    demo = await openDemo(browser, server, '?backend=webgpu');
     const { page } = demo;
     await page.waitForFunction(() => /webgpu/i.test(document.querySelector('[data-testid="backend"]')!.textContent ?? ''), { timeout: 60_000 });
     const baseInput = (await page.$('[data-testid="base-input"]')) as ElementHandle<HTMLInputElement>;
@@ -213,7 +148,7 @@ describe('demo page', () => {
     });
     folders.push(dir);
 
-    demo = await openDemo(browser, server);
+    demo = await openDemo(browser, server, '?backend=webgpu');
     const { page } = demo;
     await page.waitForFunction(() => /webgpu/i.test(document.querySelector('[data-testid="backend"]')!.textContent ?? ''), { timeout: 60_000 });
     const baseInput = (await page.$('[data-testid="base-input"]')) as ElementHandle<HTMLInputElement>;
@@ -235,6 +170,14 @@ describe('demo page', () => {
       ['base_model.model.down_blocks.0.attentions.0.proj_in.lora_A.weight', readSafetensors(kohya).get('lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight')!],
       ['base_model.model.down_blocks.0.attentions.0.proj_in.lora_B.weight', readSafetensors(kohya).get('lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight')!],
     ]), scale: alpha / r }], 'F32');
+
+    // One streamed zip of the whole folder, named after the base, each file stored as downloaded.
+    await page.click('[data-testid="zip-button"]');
+    const zip = await downloadBytes(page, 'download-zip');
+    expect(await page.$eval('[data-testid="download-zip"]', (a) => (a as HTMLAnchorElement).download)).toBe('diffusion_pytorch_model-merged.zip');
+    const entries = readStoredZip(zip);
+    expect([...entries.keys()].sort()).toEqual(links.map((name) => `diffusion_pytorch_model-merged/${name}`).sort());
+    expect(entries.get(`diffusion_pytorch_model-merged/${links[0]}`)).toEqual(shardOne);
   });
 
   it('merges the built-in sample with one click, shows the plan and its chart', async () => {

@@ -81,3 +81,38 @@ describe('CPU backend in Chromium', () => {
     });
   }
 });
+
+describe('CPU backend under a Content Security Policy without wasm-unsafe-eval', () => {
+  it('says it runs JavaScript (not WebAssembly SIMD) and still merges exactly', async () => {
+    const strict = await browser.newPage();
+    try {
+      const origin = new URL(page.url()).origin;
+      await strict.setRequestInterception(true);
+      strict.on('request', (request) => {
+        if (request.url() === `${origin}/csp.html`) {
+          void request.respond({ status: 200, contentType: 'text/html', headers: { 'Content-Security-Policy': "script-src 'self'" }, body: '<!doctype html><title>csp</title>' });
+        } else {
+          void request.continue();
+        }
+      });
+      await strict.goto(`${origin}/csp.html`);
+      const op = randomOp(5, { rows: 17, cols: 40, baseDtype: 'F16', outDtype: 'F16', ranks: [4] });
+      const plain = { ...op, base: { dtype: op.base.dtype, data: Array.from(op.base.data) }, terms: op.terms.map((t) => ({ ...t, a: { dtype: t.a.dtype, data: Array.from(t.a.data) }, b: { dtype: t.b.dtype, data: Array.from(t.b.data) } })) };
+      const script = `(async (o) => {
+        const { CpuBackend } = await import('/src/engine/cpu/cpu-backend.ts');
+        const bytes = (x) => ({ dtype: x.dtype, data: Uint8Array.from(x.data) });
+        const backend = await new CpuBackend('browser test').ready();
+        const out = await backend.merge({ ...o, base: bytes(o.base), terms: o.terms.map((t) => ({ ...t, a: bytes(t.a), b: bytes(t.b) })) });
+        return { description: backend.description, executor: backend.executor, out: Array.from(out) };
+      })(${JSON.stringify(plain)})`;
+      const r = (await strict.evaluate(script)) as { description: string; executor: string; out: number[] };
+      expect(r.executor).toBe('js');
+      expect(r.description).toMatch(/^CPU \(JavaScript: WebAssembly may not be compiled here/);
+      expect(r.description).not.toContain('SIMD');
+      const c = compareWithReference(op, Uint8Array.from(r.out));
+      expect(c.maxUlp, c.firstMismatch).toBeLessThanOrEqual(1);
+    } finally {
+      await strict.close();
+    }
+  });
+});

@@ -156,7 +156,7 @@ describe('File System Access output target', () => {
     const root = new FakeDir('picked');
     const existing = await root.getFileHandle('config.json', { create: true });
     existing.content = text('old');
-    const target = createFileSystemAccessOutputTarget(root as unknown as FileSystemDirectoryHandle);
+    const target = createFileSystemAccessOutputTarget(root as unknown as FileSystemDirectoryHandle, 'picked', { replaceExisting: true });
     expect(target.name).toBe('picked');
     for (const [path, body] of [['config.json', 'new'], ['tokenizer/vocab.json', 'v']]) {
       const sink = await target.createFile(path);
@@ -168,11 +168,21 @@ describe('File System Access output target', () => {
     expect(root.tree()).toEqual({ 'config.json': 'new', 'tokenizer/': '', 'tokenizer/vocab.json': 'v' });
   });
 
+  it('refuses to write over a file already in the picked folder, unless asked to', async () => {
+    const root = new FakeDir('picked');
+    const existing = await root.getFileHandle('model.safetensors', { create: true });
+    existing.content = text('the base');
+    const target = createFileSystemAccessOutputTarget(root as unknown as FileSystemDirectoryHandle);
+    await expect(target.createFile('model.safetensors')).rejects.toMatchObject({ code: 'OUTPUT_EXISTS', message: expect.stringContaining('picked/model.safetensors') });
+    await target.abort();
+    expect(root.tree()).toEqual({ 'model.safetensors': 'the base' });
+  });
+
   it('removes what it created on abort and leaves existing files alone', async () => {
     const root = new FakeDir('picked');
     (await root.getFileHandle('keep.txt', { create: true })).content = text('keep');
     await root.getDirectoryHandle('existing', { create: true });
-    const target = createFileSystemAccessOutputTarget(root as unknown as FileSystemDirectoryHandle);
+    const target = createFileSystemAccessOutputTarget(root as unknown as FileSystemDirectoryHandle, 'picked', { replaceExisting: true });
     for (const path of ['keep.txt', 'existing/new.bin', 'made/deep/x.bin']) {
       const sink = await target.createFile(path);
       await sink.write(text('partial'));

@@ -557,7 +557,7 @@ describe('the command line on an LLM folder', () => {
     const dry = await runCli(['merge', '--base', baseDir, '--adapter', adapterDir, '--out', join(baseDir, '..', 'never'), '--dry-run']);
     expect(dry.code).toBe(0);
     expect(dry.stderr).toContain('note: lm_head.weight is written as its own tensor and tie_word_embeddings set to false');
-    expect(dry.stdout).toContain('lm_head.weight [40×8] out-in ← lm_head r=2');
+    expect(dry.stdout).toContain('lm_head.weight [40×8] out-in ← lm_head LoRA r=2');
     const out = join(temp.make(), 'merged');
     const result = await runCli(['merge', '--base', baseDir, '--adapter', adapterDir, '--out', out, '--backend', 'cpu']);
     expect(errorLines(result.stderr), result.stderr).toEqual([]);

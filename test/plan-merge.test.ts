@@ -452,9 +452,11 @@ describe('plan problems', () => {
     expect(byModule['bad|layers.0.k_proj']?.message).toContain('dec.layers.0.k_proj.weight');
     expect(byModule['bad|model.conv']?.message).toMatch(/kernel \(1, 3\).*\(3, 3\)/);
     expect(byModule['bad|model.ids']?.message).toContain('I64');
-    expect(byModule['d1|model.layers.1.q_proj']?.message).toMatch(/DoRA cannot share .* \(d1 \(DoRA\), d2 \(DoRA\)\)/);
+    // Two DoRA adapters on one tensor are no problem: they apply one after the other.
+    expect(byModule['d1|model.layers.1.q_proj']).toBeUndefined();
+    expect(plan.updates.find((u) => u.baseKey === 'model.layers.1.q_proj.weight')?.terms.map((t) => [t.adapter, !!t.dora])).toEqual([['d1', true], ['d2', true]]);
     expect(byModule['s2|model.head.weight']?.message).toContain('s1 also replaces');
-    expect(plan.problems).toHaveLength(7);
+    expect(plan.problems).toHaveLength(6);
     for (const p of plan.problems) expect(p.message.startsWith(`${p.adapter}: `)).toBe(true);
     try {
       assertPlanValid(plan);
@@ -462,12 +464,12 @@ describe('plan problems', () => {
     } catch (e) {
       expect(isMergeError(e) && e.code).toBe('PLAN_INVALID');
       const lines = (e as Error).message.split('\n');
-      expect(lines[0]).toBe('7 problems in the merge plan:');
-      expect(lines).toHaveLength(8);
+      expect(lines[0]).toBe('6 problems in the merge plan:');
+      expect(lines).toHaveLength(7);
     }
   });
 
-  it('refuses LyCORIS per-input DoRA on k×k convs and LoRA on a replaced tensor; warns about weighted DoRA', async () => {
+  it('groups LyCORIS per-input DoRA on k×k convs by channel, refuses LoRA on a replaced tensor, warns about weighted DoRA', async () => {
     const rand = seededRandom(11);
     const base = new FakeBase();
     base.add('conv_in.weight', stored([4, 3, 3, 3], 'F32', rand));
@@ -488,10 +490,11 @@ describe('plan problems', () => {
     ]);
     const plan = buildMergePlan(base, [{ adapter: loha, weight: 1 }, { adapter: dora, weight: 0.5 }]);
     expect(plan.problems.map((p) => [p.adapter, p.module, p.code])).toEqual([
-      ['k', 'lora_unet_conv_in', 'UNSUPPORTED_FORMAT'],
       ['p', 'head.weight', 'PLAN_INVALID'],
     ]);
-    expect(plan.problems[1].message).toContain('k (module "lora_unet_head")');
+    // One magnitude per input channel, shared by its 3×3 kernel positions (9 columns of the flat view).
+    expect(plan.updates.find((u) => u.baseKey === 'conv_in.weight')?.terms[0].dora).toMatchObject({ axis: 'in', group: 9 });
+    expect(plan.problems[0].message).toContain('k (module "lora_unet_head")');
     expect(plan.warnings.join('\n')).toMatch(/DoRA module "fc" with weight 0.5/);
   });
 

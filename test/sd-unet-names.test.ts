@@ -3,7 +3,7 @@
  * layouts (diffusers' UNet2DConditionModel and the original checkpoint's input/middle/output blocks).
  */
 import { describe, expect, it } from 'vitest';
-import { ldmUnetNames } from '../src/formats/layouts/sd-ldm-unet.js';
+import { diffusersUnetName, ldmUnetNames } from '../src/formats/layouts/sd-ldm-unet.js';
 
 const flat = (dotted: string): string => dotted.replaceAll('.', '_');
 
@@ -44,6 +44,19 @@ describe('SD UNet names, diffusers → LDM', () => {
   it('names that are not diffusers UNet modules map to nothing', () => {
     for (const name of ['input_blocks_4_1_proj_in', 'text_model_encoder_layers_0_mlp_fc1', 'down_blocks_0_resnets_0_nonsense', 'mid_block_attention']) {
       expect(ldmUnetNames(name), name).toEqual([]);
+    }
+  });
+});
+
+describe('LDM/SGM → diffusers UNet names (the other way)', () => {
+  it.each(PAIRS)('%s ← %s', (diffusers, ldm) => {
+    expect(diffusersUnetName(flat(ldm))).toBe(flat(diffusers));
+  });
+  it('knows SDXL size conditioning and refuses names that are not LDM UNet names', () => {
+    expect(diffusersUnetName('label_emb_0_0')).toBe('add_embedding_linear_1');
+    expect(diffusersUnetName('label_emb_0_2')).toBe('add_embedding_linear_2');
+    for (const name of ['input_blocks_3_0_in_layers_2', 'input_blocks_4_0_unknown', 'output_blocks_0_2_conv', 'double_blocks_0_img_attn_qkv']) {
+      expect(diffusersUnetName(name), name).toBeNull();
     }
   });
 });

@@ -9,11 +9,14 @@
  *
  * The caller owns memory: it places W, out, left (rows × rank) and right (rank × rightStride, rows
  * padded with zeros to a multiple of 8 columns) and a scratch area, then calls mergeRows.
- * Dtype codes: 0 = f32, 1 = f16, 2 = bf16.
+ * Dtype codes: 0 = f32, 1 = f16, 2 = bf16, 3 = fp8 e4m3fn, 4 = fp8 e5m2.
  */
 
 const F32: i32 = 0;
 const F16: i32 = 1;
+const BF16: i32 = 2;
+const E4M3: i32 = 3;
+const E5M2: i32 = 4;
 
 /** Where the caller may start placing data. */
 export function heapBase(): usize {
@@ -33,10 +36,24 @@ export function heapBase(): usize {
   return v128.or(f, i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16));
 }
 
-/** f16 (dtype 1) or bf16 (2) bits, one per i32 lane → f32. */
+/** e4m3fn bits (one per i32 lane) → f32: exponent and mantissa shifted into place, times 2^120 to
+ *  rebias (exact for subnormals too: WebAssembly keeps f32 subnormals); 0x7f is NaN. */
+// @ts-ignore: decorator
+@inline function e4m3ToFloat(b: v128): v128 {
+  const mag = v128.and(b, i32x4.splat(0x7f));
+  let f = f32x4.mul(i32x4.shl(mag, 20), f32x4.splat(1.329227995784916e36)); // 2^120
+  f = v128.or(f, v128.and(i32x4.eq(mag, i32x4.splat(0x7f)), i32x4.splat(0x7f800000)));
+  return v128.or(f, i32x4.shl(v128.and(b, i32x4.splat(0x80)), 24));
+}
+
+/** f16 (dtype 1), bf16 (2), e4m3fn (3) or e5m2 (4) bits, one per i32 lane → f32. e5m2 is the top
+ *  byte of an f16. */
 // @ts-ignore: decorator
 @inline function widen(h: v128, dtype: i32): v128 {
-  return dtype == F16 ? halfToFloat(h) : i32x4.shl(h, 16);
+  if (dtype == F16) return halfToFloat(h);
+  if (dtype == BF16) return i32x4.shl(h, 16);
+  if (dtype == E4M3) return e4m3ToFloat(h);
+  return halfToFloat(i32x4.shl(h, 8));
 }
 
 // --- encoding: two f32x4 → 8 elements at p, round to nearest even ----------------------------
@@ -73,6 +90,32 @@ export function heapBase(): usize {
 }
 
 /**
+ * f32 → fp8 bits per i32 lane, round to nearest even, saturating at the largest finite code:
+ * normals by rebiasing with a rounding bias (as for f16), subnormals by a float add of a magic
+ * number whose ulp is the fp8 subnormal quantum (the FPU rounds). NaN → NaN; Inf → e5m2's Inf,
+ * e4m3fn's NaN (it has no Inf). e4m3fn: mantissa 3 bits, bias 7; e5m2: 2 bits, bias 15.
+ */
+// @ts-ignore: decorator
+@inline function floatToF8(x: v128, e4m3: bool): v128 {
+  const drop = e4m3 ? 20 : 21;
+  const sign = v128.and(x, i32x4.splat(0x80000000));
+  const a = v128.xor(x, sign);
+  const odd = v128.and(i32x4.shr_u(a, drop), i32x4.splat(1));
+  const rebias = e4m3 ? ((7 - 127) << 23) + 0x7ffff : ((15 - 127) << 23) + 0xfffff;
+  let o = i32x4.shr_u(i32x4.add(i32x4.add(a, i32x4.splat(rebias)), odd), drop);
+  // Below the smallest normal (2^-6, 2^-14): magic 2^14 or 2^7, whose ulp is 2^-9 or 2^-16.
+  const small = i32x4.lt_s(a, i32x4.splat(e4m3 ? 121 << 23 : 113 << 23));
+  const magic = i32x4.splat(e4m3 ? 141 << 23 : 134 << 23);
+  o = v128.bitselect(i32x4.sub(f32x4.add(a, magic), magic), o, small);
+  o = i32x4.min_s(o, i32x4.splat(e4m3 ? 0x7e : 0x7b));
+  const nanCode = i32x4.splat(e4m3 ? 0x7f : 0x7e);
+  const infCode = i32x4.splat(e4m3 ? 0x7f : 0x7c);
+  o = v128.bitselect(infCode, o, i32x4.eq(a, i32x4.splat(0x7f800000)));
+  o = v128.bitselect(nanCode, o, i32x4.gt_s(a, i32x4.splat(0x7f800000)));
+  return v128.or(o, i32x4.shr_u(sign, 24));
+}
+
+/**
  * One row of a tile: adds W's 8 elements at w to the sums lo/hi, rounds, stores 8 results at out;
  * returns lanes of all ones where a result is Inf or NaN.
  */
@@ -81,6 +124,10 @@ export function heapBase(): usize {
   if (wType == F32) {
     lo = f32x4.add(lo, v128.load(w));
     hi = f32x4.add(hi, v128.load(w, 16));
+  } else if (wType >= E4M3) {
+    const raw = i16x8.extend_low_i8x16_u(v128.load64_zero(w));
+    lo = f32x4.add(lo, widen(i32x4.extend_low_i16x8_u(raw), wType));
+    hi = f32x4.add(hi, widen(i32x4.extend_high_i16x8_u(raw), wType));
   } else {
     const raw = v128.load(w);
     lo = f32x4.add(lo, widen(i32x4.extend_low_i16x8_u(raw), wType));
@@ -91,6 +138,15 @@ export function heapBase(): usize {
     v128.store(out, hi, 16);
     const e = i32x4.splat(0x7f800000);
     return v128.or(i32x4.eq(v128.and(lo, e), e), i32x4.eq(v128.and(hi, e), e));
+  }
+  if (outType >= E4M3) {
+    const e4m3 = outType == E4M3;
+    const h16 = i16x8.narrow_i32x4_u(floatToF8(lo, e4m3), floatToF8(hi, e4m3));
+    const h8 = i8x16.narrow_i16x8_u(h16, h16);
+    v128.store64_lane(out, h8, 0);
+    // Saturated, so only NaN (and e5m2's Inf) is special: 0x7f / 0x7c to 0x7f in the low bits.
+    const special = i8x16.splat(e4m3 ? 0x7f : 0x7c);
+    return i8x16.eq(v128.and(h8, special), special);
   }
   let h: v128;
   let e: v128;
@@ -142,7 +198,7 @@ function tile(w: usize, wStride: usize, wType: i32, out: usize, outStride: usize
 }
 
 function bytesOf(dtype: i32): usize {
-  return dtype == F32 ? 4 : 2;
+  return dtype == F32 ? 4 : dtype >= E4M3 ? 1 : 2;
 }
 
 /**

@@ -3,10 +3,10 @@
  * options are read as ordered tokens rather than as a flat record.
  */
 import { parseArgs } from 'node:util';
-import { parseOutDType, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 
-import type { BackendChoice } from '../engine/node-backend.js';
+import type { BackendChoice } from '../engine/backend-choice.js';
+import { ADAPTER_USAGE, parseCombine, parseExtract, parseResize, type CombineCommand, type ExtractCommand, type ResizeCommand } from './adapter-args.js';
 export type { BackendChoice };
 
 export interface MergeCommand {
@@ -14,7 +14,8 @@ export interface MergeCommand {
   base: string;
   adapters: { path: string; weight: number }[];
   out: string;
-  dtype?: FloatDType;
+  /** As typed; the base's container checks it (f32/f16/bf16/fp8 for safetensors, GGML types for GGUF). */
+  dtype?: string;
   backend: BackendChoice;
   dryRun: boolean;
   /** Replace a non-empty output folder (a file at --out is always replaced, on success only). */
@@ -25,38 +26,47 @@ export interface InspectCommand { command: 'inspect'; path: string }
 export interface SampleCommand { command: 'sample'; dir: string; backend: BackendChoice }
 export interface HelpCommand { command: 'help' }
 export interface VersionCommand { command: 'version' }
-export type Command = MergeCommand | InspectCommand | SampleCommand | HelpCommand | VersionCommand;
+export type Command = MergeCommand | InspectCommand | SampleCommand | HelpCommand | VersionCommand
+  | CombineCommand | ResizeCommand | ExtractCommand;
 
 export const USAGE = `usage:
   loramerge merge --base PATH --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
-                  --out PATH [--dtype f32|f16|bf16] [--backend auto|webgpu|cpu] [--dry-run] [--overwrite]
+                  --out PATH [--dtype TYPE] [--backend auto|webgpu|cpu] [--dry-run] [--overwrite]
   loramerge inspect PATH
   loramerge sample [DIR] [--backend auto|webgpu|cpu]
+${ADAPTER_USAGE}
 
-  --base     a .safetensors file, or a model folder (sharded Hugging Face or diffusers)
-  --adapter  a PEFT folder (adapter_config.json + adapter_model.safetensors) or a kohya .safetensors
+  --base     a .safetensors or .gguf file (or any part of a split .gguf), or a model folder
+             (sharded Hugging Face, diffusers, or a split GGUF)
+  --adapter  a PEFT folder (adapter_config.json + adapter_model.safetensors), a kohya .safetensors,
+             or a llama.cpp LoRA .gguf
   --weight   weight of the adapter before it (default 1; negative subtracts)
-  --out      a file when the base is a file, a folder when the base is a folder
-  --dtype    output dtype of every float tensor (default: the base's)
+  --out      a file when the base is a file, a folder when the base is a folder or a split GGUF
+  --dtype    safetensors: f32, f16, bf16, f8_e4m3 or f8_e5m2 for every float tensor, fp8 ones
+             included; GGUF: the type of the merged tensors (f32, f16, bf16, q8_0, q4_0, q4_1,
+             q5_0, q5_1, q4_k, q5_k, q6_k). Default: each tensor keeps the base's type
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
   --dry-run  print the plan and stop
   --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded)
   inspect    print what a base model or adapter holds
   sample     write a small generated model and adapter to DIR (default ./loramerge-sample), merge them`;
 
-function usageError(message: string): MergeError {
+export function usageError(message: string): MergeError {
   return new MergeError('BAD_ARGUMENT', `${message} (see loramerge --help)`);
 }
 
-function parseBackend(value: string): BackendChoice {
+export function parseBackend(value: string): BackendChoice {
   if (value === 'auto' || value === 'webgpu' || value === 'cpu') return value;
   throw usageError(`--backend must be auto, webgpu or cpu, not "${value}"`);
 }
 
-function parseWeight(value: string, adapter: string | undefined): number {
+/** A plain decimal, optionally with an exponent: no hex (0x10), octal, binary, Infinity or blanks. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+export function parseWeight(value: string, adapter: string | undefined): number {
   const weight = Number(value);
-  if (value.trim() === '' || !Number.isFinite(weight)) {
-    throw usageError(`--weight "${value}"${adapter ? ` for adapter ${adapter}` : ''} is not a finite number`);
+  if (!DECIMAL.test(value) || !Number.isFinite(weight)) {
+    throw usageError(`--weight "${value}"${adapter ? ` for adapter ${adapter}` : ''} is not a finite decimal number`);
   }
   return weight;
 }
@@ -68,11 +78,14 @@ export function parseCommandLine(argv: string[]): Command {
   if (command === 'merge') return parseMerge(rest);
   if (command === 'inspect') return parseInspect(rest);
   if (command === 'sample') return parseSample(rest);
+  if (command === 'combine') return parseCombine(rest);
+  if (command === 'resize') return parseResize(rest);
+  if (command === 'extract') return parseExtract(rest);
   throw usageError(`unknown command "${command}"`);
 }
 
 /** parseArgs messages are already one readable line; make them usage errors. */
-function parseOrExplain<T>(run: () => T): T {
+export function parseOrExplain<T>(run: () => T): T {
   try {
     return run();
   } catch (e) {
@@ -81,7 +94,7 @@ function parseOrExplain<T>(run: () => T): T {
 }
 
 /** `--weight -0.5`: parseArgs would read the negative number as an option; bind it explicitly. */
-function bindNegativeWeights(args: string[]): string[] {
+export function bindNegativeWeights(args: string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const next = args[i + 1];
@@ -118,7 +131,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
   if (positionals.length > 0) throw usageError(`unexpected argument "${positionals[0]}"`);
   let base: string | undefined;
   let out: string | undefined;
-  let dtype: FloatDType | undefined;
+  let dtype: string | undefined;
   let backend: BackendChoice = 'auto';
   let dryRun = false;
   let overwrite = false;
@@ -147,11 +160,8 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         break;
       }
       case 'dtype':
-        try {
-          dtype = parseOutDType(value);
-        } catch {
-          throw usageError(`--dtype must be f32, f16 or bf16, not "${value}"`);
-        }
+        if (!/^[a-z0-9_]+$/i.test(value)) throw usageError(`--dtype "${value}" is not a type name (f16, bf16, q4_k, …)`);
+        dtype = value;
         break;
       case 'backend':
         backend = parseBackend(value);

@@ -1,10 +1,10 @@
 /** `loramerge inspect PATH`: what a base model or an adapter holds. */
 import { stat } from 'node:fs/promises';
-import type { DType } from '../dtype.js';
 import { MergeError, isMergeError } from '../errors.js';
-import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
-import { openBaseModel, type BaseModel } from '../formats/base-model.js';
-import { openNodeInputFileSet } from '../io/node-input-files.js';
+import { ADAPTER_FORMAT_NAMES, openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import type { BaseModel } from '../formats/base-model.js';
+import { openModel } from '../formats/open-model.js';
+import { isGgufSplitPart, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
 import type { InputFileSet } from '../io/types.js';
 import type { InspectCommand } from './args.js';
 import { formatBytes } from '../format.js';
@@ -14,7 +14,8 @@ const NOT_AN_ADAPTER = new Set(['UNSUPPORTED_FORMAT', 'NOT_FOUND', 'BAD_ARGUMENT
 
 export async function runInspect(cmd: InspectCommand, print: (line: string) => void = (l) => process.stdout.write(l + '\n')): Promise<number> {
   if (!(await stat(cmd.path).catch(() => undefined))) throw new MergeError('NOT_FOUND', `${cmd.path}: no such file or folder`);
-  const files = await openNodeInputFileSet(cmd.path);
+  const info = await stat(cmd.path);
+  const files = info.isFile() && isGgufSplitPart(cmd.path) ? await openNodeGgufSplitSet(cmd.path) : await openNodeInputFileSet(cmd.path);
   let adapter: ParsedAdapter | undefined;
   try {
     adapter = await openAdapter(files);
@@ -29,7 +30,7 @@ export async function runInspect(cmd: InspectCommand, print: (line: string) => v
     }
     return 0;
   }
-  const base = await openBaseModel(files);
+  const base = await openModel(files);
   try {
     describeBase(files, base).forEach((l) => print(l));
   } finally {
@@ -38,30 +39,30 @@ export async function runInspect(cmd: InspectCommand, print: (line: string) => v
   return 0;
 }
 
-function dtypeCounts(dtypes: Iterable<DType>): string {
-  const counts = new Map<DType, number>();
+function dtypeCounts(dtypes: Iterable<string>): string {
+  const counts = new Map<string, number>();
   for (const d of dtypes) counts.set(d, (counts.get(d) ?? 0) + 1);
   return [...counts].map(([d, n]) => `${d} ×${n}`).join(', ');
 }
 
 function describeBase(files: InputFileSet, base: BaseModel): string[] {
   const tensors = [...base.tensors.values()];
-  const bytes = tensors.reduce((sum, t) => sum + t.entry.byteLength, 0);
+  const bytes = tensors.reduce((sum, t) => sum + t.byteLength, 0);
   const lines = [
     `${files.name}: base model (${base.kind})`,
-    `  files: ${base.shards.map((s) => s.path).join(', ')}${base.index ? ' + index' : ''}`,
-    `  tensors: ${tensors.length}, ${formatBytes(bytes)}; dtypes: ${dtypeCounts(tensors.map((t) => t.dtype))}`,
+    `  files: ${base.shards.map((s) => s.path).join(', ')}${base.indexPath ? ' + index' : ''}`,
+    `  tensors: ${tensors.length}, ${formatBytes(bytes)}; dtypes: ${dtypeCounts(tensors.map((t) => t.storedType))}`,
   ];
   if (base.otherFiles.length) lines.push(`  other files (copied unchanged): ${base.otherFiles.join(', ')}`);
-  const largest = [...tensors].sort((a, b) => b.entry.byteLength - a.entry.byteLength).slice(0, 5);
+  const largest = [...tensors].sort((a, b) => b.byteLength - a.byteLength).slice(0, 5);
   lines.push('  largest tensors:');
-  for (const t of largest) lines.push(`    ${t.name} [${t.shape.join('×')}] ${t.dtype} ${formatBytes(t.entry.byteLength)}`);
+  for (const t of largest) lines.push(`    ${t.name} [${t.shape.join('×')}] ${t.storedType} ${formatBytes(t.byteLength)}`);
   return lines;
 }
 
 function describeAdapter(adapter: ParsedAdapter): string[] {
   const lines = [
-    `${adapter.name}: ${adapter.format === 'peft' ? 'PEFT LoRA adapter' : 'kohya/LyCORIS LoRA'} (${adapter.modules.length} modules` +
+    `${adapter.name}: ${ADAPTER_FORMAT_NAMES[adapter.format]} LoRA${adapter.format === 'peft' || adapter.format === 'gguf' ? ' adapter' : ''} (${adapter.modules.length} modules` +
       `${adapter.replacements.length ? `, ${adapter.replacements.length} full tensors` : ''})`,
     `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.dtype)))}`,
   ];

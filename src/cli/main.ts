@@ -1,48 +1,20 @@
 /**
- * `loramerge` on Node: parse the command line, run it, and turn every failure into one
- * `error: …` line on stderr and a non-zero exit. Set LORAMERGE_DEBUG=1 to see stack traces.
+ * `loramerge` on Node: run the command line and exit with its code. Set LORAMERGE_DEBUG=1 to see
+ * stack traces.
  */
-import { readFileSync } from 'node:fs';
-import { isMergeError } from '../errors.js';
-import { parseCommandLine, USAGE } from './args.js';
-import { runInspect } from './inspect-command.js';
-import { runMerge } from './merge-command.js';
-import { runSample } from './sample-command.js';
+import { runCommandLine } from './run-cli.js';
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+// `loramerge inspect X | head -1`: a reader that goes away is not an error worth a stack trace.
+// Whatever is left to print is dropped; the command itself runs to its end.
+for (const stream of [process.stdout, process.stderr]) {
+  let closed = false;
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') closed = true;
+    else if (!closed) throw e; // writes after the pipe closed fail too: ignore those
+  });
 }
 
-async function main(argv: string[]): Promise<number> {
-  const command = parseCommandLine(argv);
-  switch (command.command) {
-    case 'help':
-      process.stdout.write(USAGE + '\n');
-      return 0;
-    case 'version':
-      process.stdout.write(version() + '\n');
-      return 0;
-    case 'inspect':
-      return runInspect(command);
-    case 'merge':
-      return runMerge(command);
-    case 'sample':
-      return runSample(command);
-  }
-}
-
-function oneLine(text: string): string {
-  return text.replace(/\s*\n\s*/g, '; ').trim();
-}
-
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    if (process.env.LORAMERGE_DEBUG) console.error(e);
-    const message = isMergeError(e) ? e.message : `internal error: ${(e as Error)?.message ?? String(e)}`;
-    process.stderr.write(`error: ${oneLine(message)}\n`);
-    // Dawn keeps the process alive while its GPU object lives: exit explicitly.
-    process.exit(!isMergeError(e) ? 1 : e.code === 'BAD_ARGUMENT' ? 2 : e.code === 'ABORTED' ? 130 : 1);
-  },
-);
+runCommandLine(process.argv.slice(2)).then((code) => {
+  // Dawn keeps the process alive while its GPU object lives: exit explicitly.
+  process.exit(code);
+});

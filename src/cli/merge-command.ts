@@ -1,83 +1,110 @@
 /** `loramerge merge`: plan, report, merge with a progress bar; Ctrl-C cancels and cleans up. */
 import { stat } from 'node:fs/promises';
-import type { FloatDType } from '../dtype.js';
+import { basename } from 'node:path';
 import { MergeError } from '../errors.js';
+import { stampInputFiles } from '../io/input-stamps.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
-import { openNodeInputFileSet } from '../io/node-input-files.js';
+import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
 import { assertPlanValid } from '../plan/merge-plan.js';
 import { mergeModel } from '../pipeline/merge-model.js';
 import { prepareMerge, type PreparedMerge } from '../pipeline/prepare-merge.js';
+import { dominantUpdateDtype } from '../pipeline/dominant-dtype.js';
 import type { MergeCommand } from './args.js';
 import { createNodeBackend } from '../engine/node-backend.js';
 import { describePlan } from './plan-report.js';
 import { formatBytes } from '../format.js';
 import { createProgressDisplay } from './progress-bar.js';
 
-export async function runMerge(cmd: MergeCommand, log: (line: string) => void = (l) => process.stderr.write(l + '\n')): Promise<number> {
+/** Where the command prints: results (the dry-run plan) to `out`, messages to `err`. */
+export interface MergeOutput {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+const stdio: MergeOutput = {
+  out: (line) => process.stdout.write(line + '\n'),
+  err: (line) => process.stderr.write(line + '\n'),
+};
+
+/** Signals that cancel a running merge cleanly (a closed terminal sends SIGHUP). */
+const CANCEL_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Promise<number> {
+  const log = io.err;
   const baseInfo = await stat(cmd.base).catch(() => undefined);
   if (!baseInfo) throw new MergeError('NOT_FOUND', `${cmd.base}: no such file or folder`);
-  const baseFiles = await openNodeInputFileSet(cmd.base);
+  // One part of a split GGUF stands for the whole set, and a split input gives a split output.
+  const split = baseInfo.isFile() && isGgufSplitPart(cmd.base);
+  const baseFiles = split ? await openNodeGgufSplitSet(cmd.base) : await openNodeInputFileSet(cmd.base);
   const adapters = [];
   for (const a of cmd.adapters) adapters.push({ files: await openNodeInputFileSet(a.path), weight: a.weight });
+  // Recorded before any byte is read, compared again before the output is moved into place.
+  const stamps = await stampInputFiles([baseFiles, ...adapters.map((a) => a.files)].flatMap((set) => [...nodeInputFilePaths(set)]));
 
   const prepared: PreparedMerge = await prepareMerge(baseFiles, adapters);
   try {
+    if (cmd.dtype !== undefined) prepared.base.format.parseOutputType(cmd.dtype);
     for (const warning of prepared.plan.warnings) log(`warning: ${warning}`);
     for (const note of prepared.plan.notes) log(`note: ${note}`);
     if (cmd.dryRun) {
-      process.stdout.write(describePlan(prepared, true) + '\n');
-      return prepared.plan.problems.length === 0 ? 0 : 1;
+      io.out(describePlan(prepared, true)); // every problem on its own line, then the usual error
+      assertPlanValid(prepared.plan);
+      return 0;
     }
     assertPlanValid(prepared.plan);
     log(describePlan(prepared, false));
 
-    const output = await createNodeOutputTarget(cmd.out, baseInfo.isDirectory() ? 'folder' : 'file', [
-      cmd.base,
-      ...cmd.adapters.map((a) => a.path),
-    ], { overwrite: cmd.overwrite });
+    // Every Ctrl-C (or SIGTERM, SIGHUP) during the merge cancels it; none kills it mid-write.
     const controller = new AbortController();
     const onSignal = () => controller.abort();
-    process.on('SIGINT', onSignal); // every Ctrl-C during the merge cancels it; none kills it mid-write
-    process.on('SIGTERM', onSignal);
-    let backend;
+    for (const signal of CANCEL_SIGNALS) process.on(signal, onSignal);
     try {
-      backend = await createNodeBackend(cmd.backend, { calibrationDtype: dominantDtype(prepared) });
-    } catch (e) {
-      await output.abort();
-      throw e;
-    }
-    log(`backend: ${backend.description}`);
-    const progress = createProgressDisplay();
-    try {
-      const result = await mergeModel({
-        prepared,
-        output,
-        backend,
-        outDtype: cmd.dtype,
-        signal: controller.signal,
-        onProgress: (e) => progress.update(e),
+      const output = await createNodeOutputTarget(cmd.out, baseInfo.isDirectory() || split ? 'folder' : 'file', [
+        ...(split ? nodeInputFilePaths(baseFiles) : [cmd.base]),
+        ...cmd.adapters.map((a) => a.path),
+      ], {
+        overwrite: cmd.overwrite,
+        fileName: basename(cmd.base),
+        beforeCommit: () => stamps.verify(),
+        onNotice: (message) => log(`note: ${message}`),
       });
-      progress.stop();
-      const rate = formatBytes(result.bytesWritten / Math.max(result.seconds, 1e-3));
-      log(
-        `merged ${result.tensorsUpdated} of ${result.tensors} tensors into ${cmd.out}: ` +
-          `${formatBytes(result.bytesWritten)} in ${result.seconds.toFixed(2)} s (${rate}/s)`,
-      );
-      return 0;
+      let backend;
+      try {
+        backend = await createNodeBackend(cmd.backend, { calibrationDtype: dominantUpdateDtype(prepared) });
+      } catch (e) {
+        await output.abort();
+        throw e;
+      }
+      log(`backend: ${backend.description}`);
+      const progress = createProgressDisplay();
+      try {
+        const result = await mergeModel({
+          prepared,
+          output,
+          backend,
+          outDtype: cmd.dtype,
+          signal: controller.signal,
+          onProgress: (e) => progress.update(e),
+          onWarning: (message) => {
+            progress.stop();
+            log(`warning: ${message}`);
+          },
+        });
+        progress.stop();
+        const rate = formatBytes(result.bytesWritten / Math.max(result.seconds, 1e-3));
+        log(
+          `merged ${result.tensorsUpdated} of ${result.tensors} tensors into ${cmd.out}: ` +
+            `${formatBytes(result.bytesWritten)} in ${result.seconds.toFixed(2)} s (${rate}/s)`,
+        );
+        return 0;
+      } finally {
+        progress.stop();
+        backend.dispose();
+      }
     } finally {
-      progress.stop();
-      backend.dispose();
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      for (const signal of CANCEL_SIGNALS) process.off(signal, onSignal);
     }
   } finally {
     await prepared.close();
   }
-}
-
-/** The dtype most of the merge's work is in, so `auto` times the backends on what they will run. */
-function dominantDtype(prepared: PreparedMerge): FloatDType | undefined {
-  const elements = new Map<FloatDType, number>();
-  for (const u of prepared.plan.updates) elements.set(u.dtype, (elements.get(u.dtype) ?? 0) + u.rows * u.cols);
-  return [...elements].sort((a, b) => b[1] - a[1])[0]?.[0];
 }

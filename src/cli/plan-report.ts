@@ -2,6 +2,8 @@
 import type { RowPlacement } from '../engine/merge-op.js';
 import type { PreparedMerge } from '../pipeline/prepare-merge.js';
 import { formatBytes, formatScale } from '../format.js';
+import { algorithmNamed } from '../formats/algorithms/index.js';
+import type { PlannedTerm } from '../plan/merge-plan.js';
 
 export function describePlan(prepared: PreparedMerge, detailed: boolean): string {
   const { plan, base } = prepared;
@@ -18,24 +20,35 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   });
   const s = plan.summary;
   lines.push(
-    `plan: ${s.tensorsTouched} tensors change, ${s.terms} low-rank terms, ${formatBytes(s.bytesToRead)} to read, ` +
-      `${(s.flops / 1e9).toFixed(2)} GFLOP`,
+    `plan: ${s.tensorsTouched} tensors change, ${s.terms} module updates, ${formatBytes(s.bytesToRead)} to read, ` +
+      `${(s.flops / 1e9).toFixed(2)} GFLOP${plan.leftOut.length ? `, ${plan.leftOut.length} modules left out (see warnings)` : ''}`,
   );
   if (detailed) {
     for (const u of plan.updates) {
-      const terms = u.terms.map((t) => `${t.moduleName} r=${t.module.rank} scale=${formatScale(t.scale)}${placementText(t.placement)}`).join(' + ');
+      const terms = u.terms.map((t) => `${t.moduleName} ${termText(t)}${placementText(t.placement)}`).join(', then ');
       const start = u.source ? ` (from ${u.source.adapter}:${u.source.tensor.name})` : '';
-      lines.push(`  ${u.baseKey} [${u.shape.join('×')}] ${u.layout}${u.dora ? ' dora' : ''}${start} ← ${terms}`);
+      lines.push(`  ${u.baseKey} [${u.shape.join('×')}] ${u.layout}${start} ← ${terms}`);
     }
     for (const r of plan.rowSets) {
       lines.push(`  ${r.baseKey} rows set: ${r.terms.map((t) => `${t.indices.length} token${t.indices.length === 1 ? '' : 's'} from ${t.adapter}`).join(', ')}`);
     }
-    for (const b of plan.biasUpdates) lines.push(`  ${b.baseKey} (bias) ← ${b.terms.map((t) => `${t.moduleName} scale=${formatScale(t.scale)}`).join(' + ')}`);
+    for (const b of plan.biasUpdates) {
+      const start = b.source ? ` (from ${b.source.adapter}:${b.source.tensor.name})` : '';
+      lines.push(`  ${b.baseKey} (bias)${start} ← ${b.terms.map((t) => `${t.moduleName} scale=${formatScale(t.scale)}`).join(' + ')}`);
+    }
     for (const r of plan.replacements) lines.push(`  ${r.baseKey} replaced by ${r.adapter}:${r.tensor.name}`);
+    for (const m of plan.leftOut) lines.push(`  left out: ${m.adapter}:${m.module}: ${m.reason}`);
     for (const n of plan.notes) lines.push(`note: ${n}`);
     for (const p of plan.problems) lines.push(`problem: ${p.message}`);
   }
   return lines.join('\n');
+}
+
+/** `LoKr r=8 scale=0.5 +DoRA`: the algorithm, its rank where it has one, the scale applied. */
+function termText(t: PlannedTerm): string {
+  const shape = t.module.update;
+  const rank = shape.kind === 'low-rank' ? ` r=${t.module.rank}` : '';
+  return `${algorithmNamed(t.module.algorithm).title}${rank} scale=${formatScale(t.scale)}${t.dora ? ' +DoRA' : ''}`;
 }
 
 /** ` → rows 0–1279` when a term lands on part of its tensor. */

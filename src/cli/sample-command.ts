@@ -11,15 +11,15 @@ import { openSafetensors } from '../formats/safetensors-reader.js';
 import { openNodeByteSource } from '../io/node-byte-source.js';
 import { generateSample } from '../sample/index.js';
 import type { SampleCommand } from './args.js';
-import { runMerge } from './merge-command.js';
+import { runMerge, type MergeOutput } from './merge-command.js';
 
 async function writeFolder(dir: string, files: Record<string, Uint8Array>): Promise<void> {
   await mkdir(dir, { recursive: true });
   for (const [name, bytes] of Object.entries(files)) await writeFile(join(dir, name), bytes);
 }
 
-export async function runSample(cmd: SampleCommand): Promise<number> {
-  const log = (line: string) => process.stderr.write(line + '\n');
+export async function runSample(cmd: SampleCommand, io?: MergeOutput): Promise<number> {
+  const log = io ? io.err : (line: string) => process.stderr.write(line + '\n');
   const sample = await generateSample('small');
   const baseDir = join(cmd.dir, 'base');
   const adapterDir = join(cmd.dir, 'adapter');
@@ -35,7 +35,7 @@ export async function runSample(cmd: SampleCommand): Promise<number> {
     backend: cmd.backend,
     dryRun: false,
     overwrite: true,
-  });
+  }, io);
   if (code !== 0) return code;
   const worst = await checkOneTensor(baseDir, adapterDir, mergedDir, sample.options.alpha / sample.options.rank);
   log(`check: ${worst.name} matches a float64 recomputation (largest difference ${worst.ulps} ulp of ${worst.dtype})`);

@@ -11,7 +11,9 @@ import { getBrowserGpu } from './gpu/browser-gpu.js';
 import { requestAdapter, requestMergeDevice, type GpuLimitCaps } from './gpu/gpu-device.js';
 import { WebGpuBackend } from './gpu/webgpu-backend.js';
 
+/** Options of {@link createBackend}. */
 export interface BackendOptions {
+  /** `webgpu` insists on a GPU, `cpu` never touches one, `auto` (default) picks as described above. */
   kind?: 'auto' | 'webgpu' | 'cpu';
   /** WebGPU entry point; defaults to `navigator.gpu` (in Node, pass `(await getNodeGpu()).gpu`). */
   gpu?: GPU;
@@ -26,24 +28,29 @@ export interface BackendOptions {
   calibrationDtype?: FloatDType;
 }
 
+/** A WebGPU backend on `gpu`'s adapter, or a GPU_UNAVAILABLE MergeError saying why not. */
 export async function createWebGpuBackend(gpu: GPU | undefined, limits?: GpuLimitCaps): Promise<WebGpuBackend> {
   if (!gpu) throw new MergeError('GPU_UNAVAILABLE', 'WebGPU is not available in this environment');
   const adapter = await requestAdapter(gpu);
   return new WebGpuBackend(await requestMergeDevice(adapter, limits));
 }
 
+/**
+ * The backend that runs merges: see the module comment for how `auto` chooses. Dispose of it when
+ * done (an undisposed one does not keep Node running, but holds its GPU device or threads).
+ */
 export async function createBackend(options: BackendOptions = {}): Promise<MergeBackend> {
   const kind = options.kind ?? 'auto';
   const cpu = (reason: string) => new CpuBackend(reason, { pool: options.cpuPool?.() });
-  if (kind === 'cpu') return cpu('requested');
+  if (kind === 'cpu') return cpu('requested').ready();
   const gpu = options.gpu ?? getBrowserGpu();
   if (kind === 'webgpu') return createWebGpuBackend(gpu, options.limits);
-  if (!gpu) return cpu('no WebGPU in this environment');
+  if (!gpu) return cpu('no WebGPU in this environment').ready();
   let backend: WebGpuBackend;
   try {
     backend = await createWebGpuBackend(gpu, options.limits);
   } catch (e) {
-    return cpu(`no usable GPU: ${(e as Error).message}`);
+    return cpu(`no usable GPU: ${(e as Error).message}`).ready();
   }
   if (!backend.isSoftware) return backend;
   return pickFaster(backend, cpu, options.calibrationDtype ?? 'F16');
@@ -95,7 +102,7 @@ async function timeMerge(backend: MergeBackend, op: MergeOp, runs: number, enoug
 async function pickFaster(gpu: WebGpuBackend, makeCpu: (reason: string) => CpuBackend,
   dtype: FloatDType): Promise<MergeBackend> {
   const op = calibrationOp(dtype);
-  const cpu = makeCpu('faster than the software GPU adapter');
+  const cpu = await makeCpu('faster than the software GPU adapter').ready();
   await cpu.merge(op); // starts the worker threads
   const cpuMs = await timeMerge(cpu, op, 3);
   let gpuMs: number;

@@ -30,12 +30,13 @@ export function termReachesRows(term: LowRankTerm, rowStart: number, rowCount: n
   return term.placement.segments.some((g) => g.dst < rowStart + rowCount && g.dst + g.count > rowStart);
 }
 
-export function lowRankFactors(op: MergeOp, shape: OpShape): LowRankFactors {
+/** `terms` defaults to the op's own (its first additive pass); later add steps pass theirs. */
+export function lowRankFactors(op: MergeOp, shape: OpShape, terms: readonly LowRankTerm[] = op.terms): LowRankFactors {
   const { rowStart, rowCount } = shape;
   const cols = op.cols;
   const activeTerms: number[] = [];
   let rank = 0;
-  op.terms.forEach((term, t) => {
+  terms.forEach((term, t) => {
     if (termReachesRows(term, rowStart, rowCount)) {
       activeTerms.push(t);
       rank += term.rank;
@@ -45,7 +46,7 @@ export function lowRankFactors(op: MergeOp, shape: OpShape): LowRankFactors {
   const right = new Float32Array(rank * cols);
   let k0 = 0;
   for (const t of activeTerms) {
-    const term = op.terms[t];
+    const term = terms[t];
     const a = decodeToF32(term.a.data, term.a.dtype);
     const b = decodeToF32(term.b.data, term.b.dtype);
     const r = term.rank;

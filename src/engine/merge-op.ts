@@ -1,9 +1,11 @@
 /**
  * The one operation every backend executes: a dense weight W (viewed as rows × cols) plus a sum of
- * scaled low-rank products, optionally followed by a DoRA renormalisation, rounded once to the
- * output dtype. The plan layer builds these; the executors (CPU, WebGPU) only run them.
+ * scaled low-rank products, optionally followed by a DoRA renormalisation and further steps
+ * (update-steps.ts), rounded once to the output dtype. The plan layer builds these; the executors
+ * (CPU, WebGPU) only run them.
  */
 import type { FloatDType } from '../dtype.js';
+import type { UpdateStep } from './update-steps.js';
 
 /** Raw little-endian tensor bytes of one float dtype. */
 export interface FloatTensorBytes {
@@ -63,8 +65,14 @@ export interface DoraSpec {
   normAxis: 'out' | 'in';
   /** Added to each norm before dividing (LyCORIS adds float eps; PEFT adds nothing). */
   epsilon: number;
+  /**
+   * Input features per magnitude (default 1): a conv's kh·kw kernel positions of one input
+   * channel share its norm (LyCORIS normalises per channel over out, kh, kw). `in` norms only.
+   */
+  group?: number;
 }
 
+/** One weight (or a row slab of it) and the low-rank terms to add to it. */
 export interface MergeOp {
   /** A name for errors and labels, usually the base tensor's key. */
   name: string;
@@ -83,11 +91,17 @@ export interface MergeOp {
   outDtype: FloatDType;
   /** DoRA needs whole-matrix norms: ops with `dora` are never slabbed across the norm axis. */
   dora?: DoraSpec;
+  /**
+   * What happens to V after `terms` and `dora`, in order (PEFT's adapters one after another,
+   * LyCORIS's non-additive modules). Empty or absent: nothing.
+   */
+  steps?: UpdateStep[];
 }
 
 /** Progress inside one op (useful for giant tensors). */
 export type OpProgress = (doneRows: number, totalRows: number) => void;
 
+/** An executor of {@link MergeOp}s: WebGPU or the CPU. Make one with createBackend. */
 export interface MergeBackend {
   readonly kind: 'webgpu' | 'cpu';
   /** Human-readable: the GPU adapter's description, or "CPU (…)" with the reason. */
@@ -97,6 +111,17 @@ export interface MergeBackend {
    * Throws a MergeError naming `op.name` on non-finite output, device loss or a failed dispatch.
    */
   merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array>;
+  /**
+   * Sums of squares of V (the op's whole update, before rounding) per stored column, over the op's
+   * rows: the first pass of DoRA norms that run across row slabs (see resolveColumnNorms).
+   * Backends without it leave the pass to the CPU executor.
+   */
+  columnSumsOfSquares?(op: MergeOp, signal?: AbortSignal): Promise<Float64Array>;
+  /**
+   * Decodes whole GGML blocks of `type` (`Q4_K`, …) to f32 on the backend's device; undefined
+   * leaves it to the CPU codecs (results are identical: both decode exactly).
+   */
+  dequantize?(type: string, blocks: Uint8Array, signal?: AbortSignal): Promise<Float32Array | undefined>;
   /** Releases GPU resources (idempotent). */
   dispose(): void;
 }

@@ -9,13 +9,20 @@ import type { FloatDType } from '../dtype.js';
 import { getNodeGpu } from './gpu/node-gpu.js';
 import { tmpdir } from 'node:os';
 import { MergeError } from '../errors.js';
-export type BackendChoice = 'auto' | 'webgpu' | 'cpu';
+import type { BackendChoice } from './backend-choice.js';
 
+/** Options of {@link createNodeBackend}. */
 export interface NodeBackendOptions {
   /** The dtype of the weights to merge: `auto` times both backends on it (default F16). */
   calibrationDtype?: FloatDType;
 }
 
+/**
+ * A merge backend for Node: `webgpu` (Dawn, from the optional `webgpu` package; fails saying why
+ * when it cannot start), `cpu` (WebAssembly SIMD on one worker thread per core), or `auto` (a real
+ * GPU when there is one; on a software adapter the faster of the two on a test merge; the CPU when
+ * `webgpu` is not installed). Call dispose() when done.
+ */
 export async function createNodeBackend(kind: BackendChoice, options: NodeBackendOptions = {}): Promise<MergeBackend> {
   const cpuPool = () => createCpuWorkerPool();
   if (kind === 'cpu') return createBackend({ kind: 'cpu', cpuPool });
@@ -52,6 +59,8 @@ function releasingOnDispose(backend: MergeBackend, release: () => void): MergeBa
       return backend.description;
     },
     merge: (op, signal) => backend.merge(op, signal),
+    columnSumsOfSquares: backend.columnSumsOfSquares && ((op, signal) => backend.columnSumsOfSquares!(op, signal)),
+    dequantize: backend.dequantize && ((type, blocks, signal) => backend.dequantize!(type, blocks, signal)),
     dispose() {
       backend.dispose();
       release();

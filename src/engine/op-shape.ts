@@ -5,6 +5,7 @@
 import { DTYPE_BYTES, isFloatDType, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { FloatTensorBytes, MergeOp, RowPlacement } from './merge-op.js';
+import { needsColumnNorms, opSteps, storedAxis, type UpdateStep } from './update-steps.js';
 
 export interface OpShape {
   /** First stored row held by `op.base`. */
@@ -18,6 +19,8 @@ export interface OpShape {
   totalRank: number;
   /** Which stored axis a DoRA norm runs along: 'row' = one norm per stored row. */
   doraNorm?: 'row' | 'col';
+  /** The whole update in order (terms, dora, then op.steps). */
+  steps: UpdateStep[];
 }
 
 function fail(op: MergeOp, what: string): never {
@@ -61,12 +64,12 @@ export function checkOp(op: MergeOp): OpShape {
     expectBytes(op, `term ${t} factor B (${deltaRows} × ${term.rank})`, term.b, deltaRows * term.rank);
     totalRank += term.rank;
   });
-  const shape: OpShape = { rowStart, rowCount, outFeatures, inFeatures, totalRank };
+  const shape: OpShape = { rowStart, rowCount, outFeatures, inFeatures, totalRank, steps: opSteps(op) };
   if (op.dora) {
     const { normAxis, magnitude, epsilon } = op.dora;
     if (!(epsilon >= 0 && Number.isFinite(epsilon))) fail(op, `DoRA epsilon ${epsilon} is not a finite number ≥ 0`);
-    expectBytes(op, `DoRA magnitude (${normAxis === 'out' ? outFeatures : inFeatures})`, magnitude,
-      normAxis === 'out' ? outFeatures : inFeatures);
+    const count = doraCount(op, op.dora, outFeatures, inFeatures);
+    expectBytes(op, `DoRA magnitude (${count})`, magnitude, count);
     // A norm per output feature runs over the input dim: per stored row when W is (out, in).
     const perOut = normAxis === 'out';
     shape.doraNorm = (perOut === (op.layout === 'out-in')) ? 'row' : 'col';
@@ -74,7 +77,69 @@ export function checkOp(op: MergeOp): OpShape {
       throw new MergeError('PLAN_INVALID', `tensor "${op.name}": DoRA norms run across rows, so the op cannot be a row slab`);
     }
   }
+  (op.steps ?? []).forEach((step, i) => checkStep(op, shape, step, `step ${i} (${step.kind})`));
   return shape;
+}
+
+/** Magnitudes a DoRA spec must have: one per output feature, or per group of input features. */
+function doraCount(op: MergeOp, dora: NonNullable<MergeOp['dora']>, outFeatures: number, inFeatures: number): number {
+  const group = dora.group ?? 1;
+  if (!Number.isSafeInteger(group) || group < 1 || (group > 1 && (dora.normAxis !== 'in' || inFeatures % group !== 0))) {
+    fail(op, `DoRA group ${group} does not divide the ${inFeatures} input features`);
+  }
+  return dora.normAxis === 'out' ? outFeatures : inFeatures / group;
+}
+
+function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string): void {
+  const { outFeatures, inFeatures, rowStart, rowCount } = shape;
+  const axisLength = (axis: 'out' | 'in') => (axis === 'out' ? outFeatures : inFeatures);
+  const finite = (x: number, what: string) => {
+    if (!Number.isFinite(x)) fail(op, `${label} has a non-finite ${what} ${x}`);
+  };
+  switch (step.kind) {
+    case 'add':
+      step.terms.forEach((term, t) => {
+        if (!Number.isSafeInteger(term.rank) || term.rank < 1) fail(op, `${label} term ${t} has rank ${term.rank}`);
+        finite(term.scale, 'scale');
+        expectBytes(op, `${label} term ${t} factor A (${term.rank} × ${inFeatures})`, term.a, term.rank * inFeatures);
+        const deltaRows = term.placement ? checkPlacement(op, t, term.placement, outFeatures) : outFeatures;
+        expectBytes(op, `${label} term ${t} factor B (${deltaRows} × ${term.rank})`, term.b, deltaRows * term.rank);
+      });
+      (step.dense ?? []).forEach((d, t) => {
+        finite(d.scale, 'scale');
+        expectBytes(op, `${label} dense term ${t} (${rowCount} × ${op.cols})`, d.values, rowCount * op.cols);
+      });
+      return;
+    case 'dora': {
+      const { normAxis, magnitude, epsilon } = step.dora;
+      if (!(epsilon >= 0 && Number.isFinite(epsilon))) fail(op, `${label}: DoRA epsilon ${epsilon} is not a finite number ≥ 0`);
+      expectBytes(op, `${label} DoRA magnitude`, magnitude, doraCount(op, step.dora, outFeatures, inFeatures));
+      if (needsColumnNorms(op, step) && rowCount !== op.rows) {
+        throw new MergeError('PLAN_INVALID', `tensor "${op.name}": ${label}: DoRA norms run across rows; resolve them over all slabs first`);
+      }
+      return;
+    }
+    case 'scale':
+      expectBytes(op, `${label} factors`, step.factors, axisLength(step.axis));
+      return;
+    case 'self':
+      if (op.layout !== 'out-in') fail(op, `${label} needs W stored (out, in)`);
+      if (!Number.isSafeInteger(step.rank) || step.rank < 1) fail(op, `${label} has rank ${step.rank}`);
+      finite(step.scale, 'scale');
+      expectBytes(op, `${label} P (${inFeatures} × ${step.rank})`, step.p, inFeatures * step.rank);
+      expectBytes(op, `${label} Q (${step.rank} × ${inFeatures})`, step.q, step.rank * inFeatures);
+      return;
+    case 'rotate': {
+      const b = step.blockSize;
+      const n = axisLength(step.axis);
+      if (!Number.isSafeInteger(b) || b < 1 || n % b !== 0) fail(op, `${label}: block size ${b} does not divide ${n}`);
+      expectBytes(op, `${label} blocks (${n / b} × ${b} × ${b})`, step.blocks, n * b);
+      if (storedAxis(op, step.axis) === 'row' && (rowStart % b !== 0 || (rowCount % b !== 0 && rowStart + rowCount !== op.rows))) {
+        fail(op, `${label}: row slab [${rowStart}, ${rowStart + rowCount}) splits a block of ${b} rows`);
+      }
+      return;
+    }
+  }
 }
 
 /**

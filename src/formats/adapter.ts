@@ -6,15 +6,23 @@ import { MergeError } from '../errors.js';
 import type { InputFileSet } from '../io/types.js';
 import type { UpdateShape } from './algorithms/algorithm.js';
 import type { ModuleAddress } from './module-address.js';
+import { parseGgufAdapter } from './gguf/gguf-adapter.js';
 import { parsePeftAdapter } from './peft.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
-import { looksLikeKohya, parseSingleFileAdapter } from './single-file-adapter.js';
+import { LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
+import { looksLikeSingleFileAdapter, parseSingleFileAdapter } from './single-file-adapter.js';
 
 export type { ModelPart, ModuleAddress } from './module-address.js';
 export type { UpdateShape } from './algorithms/algorithm.js';
 
-export type AdapterFormat = 'peft' | 'kohya';
+/** Whose naming an adapter follows: a PEFT folder, a single file in kohya's, diffusers', XLabs' or ComfyUI's, or a llama.cpp LoRA GGUF. */
+export type AdapterFormat = 'peft' | 'kohya' | 'diffusers' | 'xlabs' | 'comfyui' | 'gguf';
+
+/** How users know each format, for messages and pages. */
+export const ADAPTER_FORMAT_NAMES: Readonly<Record<AdapterFormat, string>> = {
+  peft: 'PEFT', kohya: 'kohya/LyCORIS', diffusers: 'diffusers', xlabs: 'XLabs', comfyui: 'ComfyUI', gguf: 'llama.cpp GGUF',
+};
 
 /** What kind of base layer a module adapts; decides how ΔW lines up with the stored weight. */
 export type ModuleKind = 'linear' | 'embedding' | 'conv';
@@ -70,6 +78,8 @@ export interface AdapterModule {
    * its own slice (the plan decides which axis is which, formats/fused-experts.ts).
    */
   experts?: { count: number; peftVersion: string | null };
+  /** Settings of the training method that the update depends on (PEFT OFT's Cayley form, …). */
+  options?: Readonly<Record<string, number | boolean>>;
 }
 
 /**
@@ -99,6 +109,7 @@ export interface TokenRows {
   indices: readonly number[];
 }
 
+/** An adapter opened for merging: its modules, replacements and warnings. */
 export interface ParsedAdapter {
   /** Folder or file as the user named it. */
   name: string;
@@ -110,7 +121,7 @@ export interface ParsedAdapter {
   tokenRows?: TokenRows[];
   /** Things the user should know that do not stop the merge (PiSSA init, ignored metadata ...). */
   warnings: string[];
-  /** PEFT: the parsed adapter_config.json. kohya: the file's `ss_*` training metadata. */
+  /** PEFT: the parsed adapter_config.json. Single files: kohya's `ss_*` training metadata and diffusers' lora_adapter_metadata. */
   config: Readonly<Record<string, unknown>>;
 }
 
@@ -142,6 +153,14 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
   }
 
   const tensorFiles = list.filter((p) => p.toLowerCase().endsWith('.safetensors'));
+  const ggufFiles = list.filter((p) => p.toLowerCase().endsWith('.gguf'));
+  if (tensorFiles.length === 0 && ggufFiles.length === 1) {
+    const source = await files.open(ggufFiles[0]);
+    return parseGgufAdapter(files.name, source).catch(async (e: unknown) => {
+      await source.close().catch(() => undefined);
+      throw e;
+    });
+  }
   if (tensorFiles.length === 0) {
     const pickle = list.find((p) => PICKLE_FILE.test(p));
     if (pickle !== undefined) throw pickleRefused(files.name, pickle);
@@ -151,11 +170,14 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
     throw new MergeError('BAD_ARGUMENT', `${files.name}: holds ${tensorFiles.length} .safetensors files and no ${PEFT_CONFIG}; name the adapter file itself`);
   }
   return withFile(files, tensorFiles[0], async (file) => {
-    if (looksLikeKohya(file)) return parseSingleFileAdapter(files.name, file);
-    if (file.tensors.some((t) => /\.lora_[AB]\./.test(t.name) || /\.lora_embedding_[AB]/.test(t.name))) {
+    // A PEFT save without its config: α and r are only in adapter_config.json.
+    const peftSave = file.tensors.length > 0 && file.tensors.every((t) => t.name.startsWith('base_model.model.'))
+      && !(LORA_ADAPTER_METADATA in file.metadata);
+    if (peftSave || file.tensors.some((t) => /\.lora_embedding_[AB]/.test(t.name))) {
       throw new MergeError('BAD_CONFIG', `${files.name}: looks like a PEFT adapter but ${PEFT_CONFIG} is missing (it holds r and lora_alpha)`);
     }
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: not a LoRA adapter this tool recognises (no lora_unet_/lora_te_ or PEFT lora_A/lora_B tensors)`);
+    if (looksLikeSingleFileAdapter(file)) return parseSingleFileAdapter(files.name, file);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: not a LoRA adapter this tool recognises (no lora_up/lora_down, lora_A/lora_B or LyCORIS tensors)`);
   });
 }
 

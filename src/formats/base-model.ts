@@ -1,50 +1,108 @@
 /**
- * A base model as safetensors weights: one file, a Hugging Face transformers folder
- * (`model.safetensors`, or shards `model-0000x-of-0000y.safetensors` with
- * `model.safetensors.index.json`), a diffusers component folder (`diffusion_pytorch_model…` likewise),
- * or any folder holding exactly one `.safetensors` file. Only headers are read when opening;
- * tensors are read one at a time on demand. Pickle checkpoints are refused, never unpickled.
+ * A base model as the merge sees it, whatever file format holds it (container.ts), and its
+ * safetensors form: one file, a Hugging Face transformers folder (`model.safetensors`, or shards
+ * `model-0000x-of-0000y.safetensors` with `model.safetensors.index.json`), a diffusers component
+ * folder (`diffusion_pytorch_model…` likewise), a whole diffusers pipeline folder, or any folder
+ * holding exactly one `.safetensors` file. Only headers are read when opening; tensors are read one
+ * at a time on demand. Pickle checkpoints are refused, never unpickled.
  */
-import type { DType, FloatDType } from '../dtype.js';
+import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
+import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
+import { MAX_TENSORS } from '../limits.js';
+import type { MergePlan, PlanProblem } from '../plan/merge-plan.js';
+import type { ParsedAdapter } from './adapter.js';
+import { parseBoundedJson } from './bounded-json.js';
 import type { InputFileSet } from '../io/types.js';
+import type { BaseComponent, EncoderKind } from './base-components.js';
+import type { ContainerFormat, StoredShard } from './container.js';
+import { safetensorsContainer, type BaseIndexFile, type ShardIndex } from './safetensors-container.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
-export type BaseModelKind = 'file' | 'transformers' | 'diffusers' | 'folder';
+export type { BaseIndexFile, ShardIndex };
 
+/** How the base is laid out: one file, a transformers folder, a diffusers folder or pipeline, another folder, or a GGUF (one file or split). */
+export type BaseModelKind = 'file' | 'transformers' | 'diffusers' | 'folder' | 'pipeline' | 'gguf';
+
+/** One tensor of the base: where it lives and what it holds. */
 export interface BaseTensor {
+  /** The tensor's key in the base: its name in its file, after the shard's key prefix. */
   name: string;
+  /** The float dtype the plan and the engine see: the stored dtype, or F32 for GGUF block types. */
   dtype: DType;
   shape: number[];
   /** Relative path of the shard holding it. */
   shard: string;
-  entry: TensorEntry;
-  /** The dtype it is written in unless the user asks for one (a dequantized tensor: the model's). */
-  writeDtype?: FloatDType;
+  /** The file's own type (`BF16`, `Q4_K`) and the tensor's stored size. */
+  storedType: string;
+  byteLength: number;
 }
 
-/** `*.safetensors.index.json`: which shard holds each tensor. */
-export interface ShardIndex {
-  metadata?: Record<string, unknown>;
-  weight_map: Record<string, string>;
+/** One weight file of a base, its tensors under the names the file uses. */
+export interface BaseShard extends StoredShard {
+  /** The file as the user's system names it, for messages. */
+  readonly sourceName: string;
+  /** Put before each tensor's name to make its key (`unet.` in a diffusers pipeline; else ''). */
+  readonly keyPrefix: string;
+  /** A pipeline component's file: copied byte for byte when nothing in it changes. */
+  readonly mirrorIfUnchanged: boolean;
 }
 
+/** A safetensors shard also exposes its parsed file. */
+export interface SafetensorsShard extends BaseShard {
+  readonly file: SafetensorsFile;
+}
+
+/** A base model opened for merging: its shards, tensors and the other files copied unchanged. */
 export interface BaseModel {
   readonly kind: BaseModelKind;
   /** The input as the user named it. */
   readonly name: string;
   readonly tensors: ReadonlyMap<string, BaseTensor>;
-  /** Weight files in order (one unless sharded). */
-  readonly shards: readonly { path: string; file: SafetensorsFile }[];
-  /** Relative path of the index file, and its contents, when sharded with one. */
+  /** Weight files in order (one unless sharded; one or more per component of a pipeline), each with its tensors in file order. */
+  readonly shards: readonly BaseShard[];
+  /** Relative path of the index file, when sharded with one (one model, not a pipeline). */
   readonly indexPath?: string;
-  readonly index?: ShardIndex;
+  /**
+   * The model's components when the files say what they are (a pipeline's folders, a component
+   * folder's name); otherwise the plan finds them from the key names.
+   */
+  readonly components?: readonly BaseComponent[];
+  /** Things the user should know about the base (weight files that will not be written). */
+  readonly warnings: readonly string[];
   /** Small files to copy unchanged into a merged folder: configs, tokenizer, README… */
   readonly otherFiles: readonly string[];
+  /**
+   * Scaled fp8 checkpoints (a `scaled_fp8` marker and a `scale_weight` per weight, as Comfy-Org
+   * ships Flux and SD3.5): weight key → the scale its stored values are multiplied by.
+   */
+  readonly valueScales?: ReadonlyMap<string, number>;
+  /** How the file format reads, converts and writes tensors. */
+  readonly format: ContainerFormat;
+  /** A whole tensor's stored bytes. */
   read(name: string): Promise<Uint8Array>;
+  /** `length` stored bytes of a tensor from byte `start` of its data. */
   readPart(name: string, start: number, length: number): Promise<Uint8Array>;
+  /** `rowCount` rows (of the tensor's first dimension) from `rowStart`, decoded for the engine. */
+  readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes>;
+  /** A value of the file's own typed metadata (GGUF), for layouts that need it; safetensors has none. */
+  metadata?(key: string): unknown;
+  /** Problems only the file format knows of (a tensor of a type it cannot rewrite, an adapter for another architecture). */
+  planProblems?(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[];
+  /** What the user should know about how the file format will store the merge. */
+  planWarnings?(plan: MergePlan): string[];
+  /** Releases the open files. */
   close(): Promise<void>;
+}
+
+/** A safetensors base model: its shards' parsed files, and its index files. */
+export interface SafetensorsBaseModel extends BaseModel {
+  readonly shards: readonly SafetensorsShard[];
+  /** The index's contents, when sharded with one (one model, not a pipeline). */
+  readonly index?: ShardIndex;
+  /** Every index file (a pipeline has one per sharded component). */
+  readonly indexes: readonly BaseIndexFile[];
 }
 
 const SAFETENSORS = /\.safetensors$/i;
@@ -60,27 +118,126 @@ const LAYOUTS: { kind: BaseModelKind; stem: string }[] = [
   { kind: 'diffusers', stem: 'diffusion_pytorch_model' },
 ];
 
-export async function openBaseModel(files: InputFileSet): Promise<BaseModel> {
+export async function openBaseModel(files: InputFileSet): Promise<SafetensorsBaseModel> {
   const list = files.list();
+  if (list.includes(MODEL_INDEX)) return openPipeline(files, list);
   const layout = await detectLayout(files, list);
-  const shards: { path: string; file: SafetensorsFile }[] = [];
+  return openShards(files, layout.kind, [{ folder: '', layout }], list.filter((p) => !isWeightFile(p) && p !== layout.indexPath), [],
+    (tensors) => folderComponent(files.name, tensors));
+}
+
+interface ComponentFiles {
+  /** '' for a model on its own; the component's folder in a pipeline. */
+  folder: string;
+  layout: Layout;
+  component?: Omit<BaseComponent, 'keys'>;
+}
+
+/** Opens every shard of every component, checks shards and indexes agree, and builds the model. */
+async function openShards(
+  files: InputFileSet, kind: BaseModelKind, parts: ComponentFiles[], otherFiles: string[], warnings: string[],
+  components: (tensors: ReadonlyMap<string, BaseTensor>) => BaseComponent[] | undefined,
+): Promise<SafetensorsBaseModel> {
+  const shards: SafetensorsShard[] = [];
   try {
-    for (const path of layout.shardPaths) {
-      const source = await files.open(path);
-      try {
-        shards.push({ path, file: await openSafetensors(source) });
-      } catch (e) {
-        await source.close();
-        throw e;
+    const tensors = new Map<string, BaseTensor>();
+    const indexes: BaseIndexFile[] = [];
+    for (const { folder, layout } of parts) {
+      const at = (p: string) => (folder ? `${folder}/${p}` : p);
+      const keyPrefix = folder ? `${folder}.` : '';
+      const mine: SafetensorsShard[] = [];
+      for (const path of layout.shardPaths) {
+        const source = await files.open(at(path));
+        try {
+          const file = await openSafetensors(source);
+          const shard: SafetensorsShard = {
+            path: at(path), file, sourceName: source.name, keyPrefix, mirrorIfUnchanged: folder !== '',
+            tensors: file.tensors.map((e) => ({ name: e.name, type: e.dtype, shape: e.shape, byteLength: e.byteLength })),
+          };
+          mine.push(shard);
+          shards.push(shard); // closed on failure from here on
+        } catch (e) {
+          await source.close();
+          throw e;
+        }
+        // Checked shard by shard, so that many full shards cannot add up before the check.
+        const count = shards.reduce((n, s) => n + s.file.tensors.length, 0);
+        if (count > MAX_TENSORS) {
+          throw new MergeError('LIMIT_EXCEEDED', `${files.name}: more than ${MAX_TENSORS} tensors over its files (the limit MAX_TENSORS)`);
+        }
       }
+      const indexPath = layout.indexPath ? at(layout.indexPath) : undefined;
+      collectTensors(files.name, mine, indexPath, layout.index, tensors);
+      if (indexPath && layout.index) indexes.push({ path: indexPath, index: layout.index, shards: mine.map((m) => m.path) });
     }
-    const tensors = collectTensors(files.name, shards, layout.indexPath, layout.index);
-    const otherFiles = list.filter((p) => !isWeightFile(p) && p !== layout.indexPath);
-    return new OpenedBaseModel(layout.kind, files.name, tensors, shards, otherFiles, layout.indexPath, layout.index);
+    const single = parts.length === 1 ? indexes[0] : undefined;
+    const model = new OpenedBaseModel(kind, files.name, tensors, shards, otherFiles, indexes, warnings, single);
+    model.components = components(tensors);
+    if (tensors.has(SCALED_FP8_MARKER)) model.valueScales = await readValueScales(model);
+    return model;
   } catch (e) {
     await Promise.all(shards.map((s) => s.file.source.close()));
     throw e;
   }
+}
+
+// --- diffusers pipelines ---------------------------------------------------------------------
+
+const MODEL_INDEX = 'model_index.json';
+
+/**
+ * A whole diffusers pipeline (model_index.json with unet/, transformer/, text_encoder…/, vae/):
+ * every component with safetensors weights is opened, its tensors keyed `<folder>.<name>` so that
+ * diffusers LoRA keys (`unet.…`, `text_encoder_2.…`) and kohya's parts find them; everything else
+ * (scheduler, tokenizers, configs) is copied. Weight files a component does not load (another
+ * variant, a pickle beside the safetensors) are not written, and the user is told.
+ */
+async function openPipeline(files: InputFileSet, list: string[]): Promise<SafetensorsBaseModel> {
+  const where = `${files.name}/${MODEL_INDEX}`;
+  const spec = parseBoundedJson(await files.readText(MODEL_INDEX), where);
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new MergeError('BAD_CONFIG', `${where}: expected a JSON object`);
+  const parts: ComponentFiles[] = [];
+  const weightFiles = new Set<string>();
+  const warnings: string[] = [];
+  for (const [folder, value] of Object.entries(spec as Record<string, unknown>)) {
+    if (folder.startsWith('_') || !Array.isArray(value) || !/^[\w.-]+$/.test(folder)) continue;
+    const inside = list.filter((p) => p.startsWith(`${folder}/`)).map((p) => p.slice(folder.length + 1));
+    const weights = inside.filter(isWeightFile);
+    if (!weights.some((p) => SAFETENSORS.test(p))) {
+      const pickle = weights.find((p) => PICKLE.test(p));
+      if (pickle) throw new MergeError('PICKLE_REFUSED', `${files.name}: ${folder}/${pickle} is a pickle file; loramerge reads only .safetensors (convert the ${folder} component first)`);
+      continue; // no weights: its files are copied
+    }
+    const layout = await detectLayout({ ...files, name: `${files.name}/${folder}`, readText: (p) => files.readText(`${folder}/${p}`) }, weights);
+    for (const p of weights) weightFiles.add(`${folder}/${p}`);
+    const used = new Set([...layout.shardPaths, ...(layout.indexPath ? [layout.indexPath] : [])]);
+    const dropped = weights.filter((p) => !used.has(p));
+    if (dropped.length) warnings.push(`${files.name}: ${dropped.map((p) => `${folder}/${p}`).join(', ')} not written (the merge writes ${layout.shardPaths.map((p) => `${folder}/${p}`).join(', ')})`);
+    parts.push({ folder, layout, component: pipelineComponent(folder, String(value[1] ?? '')) });
+  }
+  if (parts.length === 0) throw new MergeError('NOT_FOUND', `${files.name}: ${MODEL_INDEX} names no component with .safetensors weights`);
+  return openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p)), warnings, (tensors) => parts
+    .filter((p) => p.component)
+    .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })));
+}
+
+/** What a pipeline folder holds, from its name and the class model_index.json gives it. */
+function pipelineComponent(folder: string, className: string): Omit<BaseComponent, 'keys'> | undefined {
+  const prefix = `${folder}.`;
+  if (/^(unet|transformer|prior|decoder)$/.test(folder)) return { name: `the ${folder} (${className || 'denoiser'})`, role: 'denoiser', prefix };
+  if (folder === 'vae') return { name: 'the VAE', role: 'vae', prefix };
+  const m = /^text_encoder(?:_(\d))?$/.exec(folder);
+  if (!m) return undefined;
+  const ordinal = Number(m[1] ?? 1);
+  const encoder: EncoderKind = /T5/i.test(className) ? 't5' : ordinal === 1 ? 'clip_l' : 'clip_g';
+  return { name: `${folder} (${className || 'text encoder'})`, role: 'text-encoder', ordinal, encoder, prefix };
+}
+
+/** A component folder given on its own (`unet/`, `text_encoder_2/`) says by its name what it is. */
+function folderComponent(name: string, tensors: ReadonlyMap<string, BaseTensor>): BaseComponent[] | undefined {
+  const folder = name.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
+  const component = pipelineComponent(folder, '');
+  return component ? [{ ...component, prefix: '', keys: [...tensors.keys()] }] : undefined;
 }
 
 function isWeightFile(path: string): boolean {
@@ -158,12 +315,7 @@ function checkShardSeries(name: string, shards: string[]): string[] {
 }
 
 function parseIndex(where: string, text: string): ShardIndex {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (e) {
-    throw new MergeError('BAD_CONFIG', `${where}: not valid JSON`, { cause: e });
-  }
+  const parsed = parseBoundedJson(text, where);
   const map = (parsed as { weight_map?: unknown } | null)?.weight_map;
   if (typeof map !== 'object' || map === null || Array.isArray(map)) {
     throw new MergeError('BAD_CONFIG', `${where}: no "weight_map" object`);
@@ -179,16 +331,18 @@ function parseIndex(where: string, text: string): ShardIndex {
 /** Every tensor once; with an index, the index and the shards' headers must agree exactly. */
 function collectTensors(
   name: string,
-  shards: { path: string; file: SafetensorsFile }[],
+  shards: readonly SafetensorsShard[],
   indexPath: string | undefined,
   index: ShardIndex | undefined,
-): Map<string, BaseTensor> {
-  const tensors = new Map<string, BaseTensor>();
-  for (const { path, file } of shards) {
+  tensors: Map<string, BaseTensor>,
+): void {
+  const folder = indexPath?.includes('/') ? indexPath.slice(0, indexPath.lastIndexOf('/') + 1) : '';
+  for (const { path, file, keyPrefix } of shards) {
     for (const entry of file.tensors) {
-      const earlier = tensors.get(entry.name);
+      const key = keyPrefix + entry.name;
+      const earlier = tensors.get(key);
       if (earlier) throw new MergeError('BAD_CONFIG', `${name}: tensor "${entry.name}" is in both ${earlier.shard} and ${path}`);
-      const listed = index && Object.hasOwn(index.weight_map, entry.name) ? index.weight_map[entry.name] : undefined;
+      const listed = index && Object.hasOwn(index.weight_map, entry.name) ? folder + index.weight_map[entry.name] : undefined;
       if (index && listed !== path) {
         throw new MergeError(
           'BAD_CONFIG',
@@ -197,51 +351,91 @@ function collectTensors(
             : `${name}: ${indexPath} puts tensor "${entry.name}" in ${listed} but it is in ${path}`,
         );
       }
-      tensors.set(entry.name, { name: entry.name, dtype: entry.dtype, shape: entry.shape, shard: path, entry });
+      tensors.set(key, { name: key, dtype: entry.dtype, shape: entry.shape, shard: path, storedType: entry.dtype, byteLength: entry.byteLength });
     }
   }
   if (index) {
+    const prefix = shards[0]?.keyPrefix ?? '';
     for (const [tensor, shard] of Object.entries(index.weight_map)) {
-      if (!tensors.has(tensor)) {
+      if (!tensors.has(prefix + tensor)) {
         throw new MergeError('BAD_CONFIG', `${name}: ${indexPath} lists tensor "${tensor}" in ${shard} but that shard does not hold it`);
       }
     }
   }
-  return tensors;
 }
 
-class OpenedBaseModel implements BaseModel {
-  private readonly files: Map<string, SafetensorsFile>;
+/** The zero-size tensor that marks a scaled fp8 checkpoint (ComfyUI comfy/model_detection.py). */
+export const SCALED_FP8_MARKER = 'scaled_fp8';
+const SCALE_WEIGHT = '.scale_weight';
+
+/** Every `<module>.scale_weight` of a scaled fp8 checkpoint, as `<module>.weight` → scale. */
+async function readValueScales(model: BaseModel): Promise<Map<string, number>> {
+  const scales = new Map<string, number>();
+  for (const [key, tensor] of model.tensors) {
+    if (!key.endsWith(SCALE_WEIGHT)) continue;
+    const weightKey = `${key.slice(0, -SCALE_WEIGHT.length)}.weight`;
+    const value = tensor.shape.reduce((n, d) => n * d, 1) === 1 && isFloatDType(tensor.dtype)
+      ? decodeToF32(await model.read(key), tensor.dtype)[0]
+      : NaN;
+    if (!(Number.isFinite(value) && value !== 0)) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${model.name}: tensor "${key}" should be one finite, non-zero scale (${tensor.dtype} (${tensor.shape.join(', ')}))`);
+    }
+    if (model.tensors.has(weightKey)) scales.set(weightKey, value);
+  }
+  return scales;
+}
+
+class OpenedBaseModel implements SafetensorsBaseModel {
+  private readonly shardOf: Map<string, SafetensorsShard>;
+  valueScales?: ReadonlyMap<string, number>;
+  components?: readonly BaseComponent[];
+  readonly indexPath?: string;
+  readonly index?: ShardIndex;
+  readonly format: ContainerFormat;
 
   constructor(
     readonly kind: BaseModelKind,
     readonly name: string,
     readonly tensors: ReadonlyMap<string, BaseTensor>,
-    readonly shards: readonly { path: string; file: SafetensorsFile }[],
+    readonly shards: readonly SafetensorsShard[],
     readonly otherFiles: readonly string[],
-    readonly indexPath?: string,
-    readonly index?: ShardIndex,
+    readonly indexes: readonly BaseIndexFile[],
+    readonly warnings: readonly string[],
+    single: BaseIndexFile | undefined,
   ) {
-    this.files = new Map(shards.map((s) => [s.path, s.file]));
+    this.shardOf = new Map(shards.map((s) => [s.path, s]));
+    if (single) {
+      this.indexPath = single.path;
+      this.index = single.index;
+    }
+    this.format = safetensorsContainer(shards.map((s) => s.file), indexes);
   }
 
   async read(name: string): Promise<Uint8Array> {
-    const tensor = this.tensor(name);
-    return this.files.get(tensor.shard)!.read(tensor.entry);
+    const [file, entry] = this.entry(name);
+    return file.read(entry);
   }
 
   async readPart(name: string, start: number, length: number): Promise<Uint8Array> {
-    const tensor = this.tensor(name);
-    return this.files.get(tensor.shard)!.readPart(tensor.entry, start, length);
+    const [file, entry] = this.entry(name);
+    return file.readPart(entry, start, length);
+  }
+
+  async readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes> {
+    const [, entry] = this.entry(name);
+    const rowBytes = entry.shape.length === 0 ? entry.byteLength : entry.byteLength / Math.max(entry.shape[0], 1);
+    const data = await this.readPart(name, rowStart * rowBytes, rowCount * rowBytes);
+    return this.format.decodeRows(entry.dtype, data);
   }
 
   async close(): Promise<void> {
     await Promise.all(this.shards.map((s) => s.file.source.close()));
   }
 
-  private tensor(name: string): BaseTensor {
+  private entry(name: string): [SafetensorsFile, TensorEntry] {
     const tensor = this.tensors.get(name);
     if (!tensor) throw new MergeError('NOT_FOUND', `${this.name}: no tensor "${name}"`);
-    return tensor;
+    const shard = this.shardOf.get(tensor.shard)!;
+    return [shard.file, shard.file.get(name.slice(shard.keyPrefix.length))!];
   }
 }

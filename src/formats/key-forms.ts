@@ -34,6 +34,9 @@ export const KEY_FORMS = [
   { suffix: '.lora.up.weight', role: 'up' },
   { suffix: '_lora.down.weight', role: 'down' },
   { suffix: '_lora.up.weight', role: 'up' },
+  // XLabs' Flux processors (`…processor.qkv_lora1.down.weight`): the module keeps its `_lora1`.
+  { suffix: '.down.weight', role: 'down' },
+  { suffix: '.up.weight', role: 'up' },
   // LoCon's Tucker core, the module's scale and LyCORIS's DoRA magnitude.
   { suffix: '.lora_mid.weight', role: 'mid' },
   { suffix: '.alpha', role: 'alpha' },
@@ -70,6 +73,13 @@ export const KEY_FORMS = [
   // LyCORIS diag-OFT and BOFT.
   { suffix: '.oft_blocks', role: 'oft_blocks' },
   { suffix: '.rescale', role: 'rescale' },
+  // PEFT OFT: each module's skew-symmetric blocks, upper triangles stored row by row.
+  { suffix: '.oft_R.weight', role: 'oft_R' },
+  // PEFT VeRA: per-module scaling vectors, and the projections shared by every module.
+  { suffix: '.vera_lambda_b', role: 'vera_lambda_b' },
+  { suffix: '.vera_lambda_d', role: 'vera_lambda_d' },
+  { suffix: '.vera_A', role: 'vera_A' },
+  { suffix: '.vera_B', role: 'vera_B' },
   // LyCORIS (IA)³: the scaling vector and which side it scales.
   { suffix: '.on_input', role: 'on_input' },
   { suffix: '.weight', role: 'weight' },

@@ -16,7 +16,10 @@ export interface ConfigChanges {
   untieEmbeddings?: boolean;
 }
 
-const TORCH_DTYPE: Readonly<Record<FloatDType, string>> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+/** torch's names, as transformers writes them. */
+const TORCH_DTYPE: Readonly<Record<FloatDType, string>> = {
+  F32: 'float32', F16: 'float16', BF16: 'bfloat16', F8_E4M3: 'float8_e4m3fn', F8_E5M2: 'float8_e5m2',
+};
 
 export function rewriteModelConfig(raw: Readonly<Record<string, unknown>>, changes: ConfigChanges): Record<string, unknown> {
   const config: Record<string, unknown> = structuredClone(raw) as Record<string, unknown>;

@@ -4,13 +4,10 @@
  * saved with). Vision-language models keep the language model's fields in `text_config`; a field
  * is looked up there when the top level does not have it.
  */
-import { MergeError } from '../errors.js';
 import type { InputFileSet } from '../io/types.js';
+import { parseBoundedJson } from './bounded-json.js';
 
 export const MODEL_CONFIG_FILE = 'config.json';
-
-/** Larger than any real config.json by far; a bigger file is not one. */
-const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
 
 export interface ModelConfig {
   /** Relative path in the base folder. */
@@ -24,16 +21,8 @@ export interface ModelConfig {
  */
 export async function readModelConfig(files: InputFileSet): Promise<ModelConfig | undefined> {
   if (!files.list().includes(MODEL_CONFIG_FILE)) return undefined;
-  const source = await files.open(MODEL_CONFIG_FILE);
-  const size = source.size;
-  await source.close();
-  if (size > MAX_CONFIG_BYTES) throw new MergeError('BAD_CONFIG', `${files.name}/${MODEL_CONFIG_FILE}: ${size} bytes is too large for a model config`);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await files.readText(MODEL_CONFIG_FILE));
-  } catch (e) {
-    throw new MergeError('BAD_CONFIG', `${files.name}/${MODEL_CONFIG_FILE}: not valid JSON (${(e as Error).message})`);
-  }
+  // readText refuses a file above MAX_CONFIG_BYTES; the parse checks nesting and size first.
+  const raw = parseBoundedJson(await files.readText(MODEL_CONFIG_FILE), `${files.name}/${MODEL_CONFIG_FILE}`);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
   const obj = raw as Record<string, unknown>;
   if (!Array.isArray(obj.architectures) && typeof obj.model_type !== 'string') return undefined;

@@ -11,6 +11,7 @@
  */
 export type ModelPart = 'unet' | 'te' | 'te1' | 'te2' | 'te3';
 
+/** Where a module says it belongs: the model part its prefix names and its path there. */
 export interface ModuleAddress {
   /** The part the name's prefix names; absent when it names none (PEFT paths, bare names). */
   part?: ModelPart;
@@ -75,5 +76,5 @@ export function moduleAddress(name: string): ModuleAddress {
 
 /** Is this one of kohya's flat names (`lora_unet_…`, `lora_te1_…`)? Used to recognise kohya files. */
 export function isKohyaModuleName(name: string): boolean {
-  return /^lora_(unet|te|te1|te2|te3)_[^.]+$/.test(name);
+  return /^(lora_(unet|te|te1|te2|te3)|lycoris)_[^.]+$/.test(name);
 }

@@ -3,6 +3,8 @@
  * follow PEFT's LoraConfig (r = 8, lora_alpha = 8).
  */
 import { MergeError } from '../errors.js';
+import { checkPatternCount, compileModulePattern, type MatchBudget, type ModulePattern } from './module-pattern.js';
+import { parseBoundedJson } from './bounded-json.js';
 
 export interface PeftLoraConfig {
   /** `LORA`, or `TRAINABLE_TOKENS` (PEFT's trainable-tokens method on its own). */
@@ -13,9 +15,9 @@ export interface PeftLoraConfig {
   fanInFanOut: boolean;
   useDora: boolean;
   loraBias: boolean;
-  /** Pattern → rank / alpha, in the file's order (first match wins). */
-  rankPattern: [RegExp, number][];
-  alphaPattern: [RegExp, number][];
+  /** Pattern → rank / alpha, in the file's order (first match wins); matched in linear time. */
+  rankPattern: [ModulePattern, number][];
+  alphaPattern: [ModulePattern, number][];
   modulesToSave: string[];
   /** `bias`: which base biases were trained and saved (`<module>.base_layer.bias`, `<module>.bias`). */
   bias: 'none' | 'all' | 'lora_only';
@@ -46,12 +48,7 @@ const KNOWN_UNSUPPORTED_TYPES = new Set([
 ]);
 
 export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new MergeError('BAD_CONFIG', `${file}: not valid JSON (${(e as Error).message})`);
-  }
+  const raw = parseBoundedJson(text, file);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new MergeError('BAD_CONFIG', `${file}: expected a JSON object`);
   }
@@ -63,13 +60,14 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
   if (peftType !== undefined && peftType !== 'LORA') {
     const name = String(peftType);
     const what = KNOWN_UNSUPPORTED_TYPES.has(name.toUpperCase()) ? `PEFT method ${name}` : `unknown peft_type "${name}"`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (only LORA adapters can be merged)`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (LORA, LOHA, LOKR, VERA and OFT adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
 
   const r = positiveNumber(obj, 'r', PEFT_DEFAULT_R, file, defaulted, true);
   const loraAlpha = finiteNumber(obj, 'lora_alpha', PEFT_DEFAULT_ALPHA, file, defaulted);
   const init = obj.init_lora_weights;
+  const budget: MatchBudget = { file, used: 0 };
   return {
     peftType: 'LORA',
     r,
@@ -78,8 +76,8 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
     fanInFanOut: bool(obj, 'fan_in_fan_out', file),
     useDora: bool(obj, 'use_dora', file),
     loraBias: bool(obj, 'lora_bias', file),
-    rankPattern: patterns(obj, 'rank_pattern', file, true),
-    alphaPattern: patterns(obj, 'alpha_pattern', file, false),
+    rankPattern: patterns(obj, 'rank_pattern', file, true, budget),
+    alphaPattern: patterns(obj, 'alpha_pattern', file, false, budget),
     modulesToSave: stringList(obj, 'modules_to_save', file),
     bias: biasKind(obj, file),
     tokenIndices: tokenIndices(obj, 'trainable_token_indices', file),
@@ -140,7 +138,7 @@ function tokenIndices(obj: Record<string, unknown>, key: string, file: string): 
  * The value a pattern table gives module `path` (PEFT: key k matches when the path matches
  * `(.*\.)?k$`), or `fallback`.
  */
-export function lookupPattern(table: [RegExp, number][], path: string, fallback: number): number {
+export function lookupPattern(table: [ModulePattern, number][], path: string, fallback: number): number {
   for (const [re, value] of table) if (re.test(path)) return value;
   return fallback;
 }
@@ -194,22 +192,18 @@ function stringList(obj: Record<string, unknown>, key: string, file: string): st
   return v as string[];
 }
 
-function patterns(obj: Record<string, unknown>, key: string, file: string, integer: boolean): [RegExp, number][] {
+function patterns(obj: Record<string, unknown>, key: string, file: string, integer: boolean, budget: MatchBudget): [ModulePattern, number][] {
   const v = obj[key];
   if (v === undefined || v === null) return [];
   if (typeof v !== 'object' || Array.isArray(v)) throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be an object`);
-  const out: [RegExp, number][] = [];
-  for (const [pattern, value] of Object.entries(v as Record<string, unknown>)) {
+  const entries = Object.entries(v as Record<string, unknown>);
+  checkPatternCount(entries.length, key, file);
+  const out: [ModulePattern, number][] = [];
+  for (const [pattern, value] of entries) {
     if (typeof value !== 'number' || !Number.isFinite(value) || (integer && (value <= 0 || !Number.isInteger(value)))) {
-      throw new MergeError('BAD_CONFIG', `${file}: ${key}["${pattern}"] must be a ${integer ? 'positive integer' : 'number'}, got ${JSON.stringify(value)}`);
+      throw new MergeError('BAD_CONFIG', `${file}: ${key}["${pattern.slice(0, 80)}"] must be a ${integer ? 'positive integer' : 'number'}, got ${JSON.stringify(value)}`);
     }
-    let re: RegExp;
-    try {
-      re = new RegExp(`^(?:.*\\.)?(?:${pattern})$`);
-    } catch {
-      throw new MergeError('BAD_CONFIG', `${file}: ${key} key "${pattern}" is not a valid pattern`);
-    }
-    out.push([re, value]);
+    out.push([compileModulePattern(pattern, key, budget), value]);
   }
   return out;
 }

@@ -8,6 +8,7 @@ import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement, Token
 import { parameterTarget, type ParameterTarget } from './peft-parameters.js';
 import { lora } from './algorithms/lora.js';
 import { isModifiedBaseInit, lookupPattern, parsePeftConfig, type PeftLoraConfig } from './peft-config.js';
+import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 const PEFT_PREFIX = 'base_model.model.';
@@ -42,6 +43,7 @@ type Problem = { code: MergeErrorCode; message: string };
  * the user gave it; `configFile` and `file.source.name` appear in messages.
  */
 export function parsePeftAdapter(name: string, configText: string, configFile: string, file: SafetensorsFile): ParsedAdapter {
+  if (peftMethodOf(configText)) return parsePeftMethodAdapter(name, configText, configFile, file);
   const config = parsePeftConfig(configText, configFile);
   const problems: Problem[] = [];
   const warnings: string[] = [];

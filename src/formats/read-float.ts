@@ -1,4 +1,5 @@
 /** Reading adapter tensors as float bytes the engine takes. */
+import { isFloatDType } from '../dtype.js';
 import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -6,7 +7,7 @@ import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 /** One tensor as float bytes; F64 tensors are rounded to f32 once (the engine computes in f32+). */
 export async function readFloat(file: SafetensorsFile, entry: TensorEntry): Promise<FloatTensorBytes> {
   const data = await file.read(entry);
-  if (entry.dtype === 'F32' || entry.dtype === 'F16' || entry.dtype === 'BF16') return { dtype: entry.dtype, data };
+  if (isFloatDType(entry.dtype)) return { dtype: entry.dtype, data };
   if (entry.dtype === 'F64') {
     const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
     const out = new Float32Array(data.byteLength / 8);

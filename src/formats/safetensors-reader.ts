@@ -6,7 +6,8 @@
  *   - HEADER_TOO_SMALL  the file is empty or shorter than the 8-byte length prefix
  *   - HEADER_TOO_LARGE  the header length is above 100 MB
  *   - TRUNCATED         the header, or the tensor data it describes, runs past the end of the file
- *   - INVALID_HEADER    not UTF-8, not JSON, not an object, malformed entry or `__metadata__`
+ *   - INVALID_HEADER    not UTF-8, not JSON, not an object, malformed entry or `__metadata__`, a key twice
+ *   - LIMIT_EXCEEDED    more tensors, deeper nesting or longer names than limits.ts allows
  *   - INVALID_DTYPE     a dtype safetensors does not define
  *   - INVALID_SHAPE     a dimension that is not a non-negative integer
  *   - INVALID_OFFSET    offsets that are not integers, end before begin, or leave a gap
@@ -17,12 +18,11 @@
 import { DTYPE_BYTES, isDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { ByteSource } from '../io/types.js';
+import { parseSafetensorsHeader, type ParsedHeader } from './safetensors-header.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 /** Headers above this are refused before reading them (the reference implementation's cap). */
 export const MAX_HEADER_BYTES = 100_000_000;
-
-const METADATA_KEY = '__metadata__';
 
 /** Parses the header of `source` and returns a file whose tensors are read on demand. */
 export async function openSafetensors(source: ByteSource): Promise<SafetensorsFile> {
@@ -46,29 +46,10 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
       `${file}: header claims ${headerLength} bytes but the file has only ${source.size - 8} after the length prefix`,
     );
   }
-  const header = parseHeaderJson(file, await source.read(8, Number(headerLength)));
+  const header = parseSafetensorsHeader(file, await source.read(8, Number(headerLength)));
   const { entries, metadata } = parseEntries(file, header);
   checkLayout(file, entries, dataStart, source.size);
   return new ParsedSafetensors(source, entries, metadata, dataStart);
-}
-
-function parseHeaderJson(file: string, bytes: Uint8Array): Record<string, unknown> {
-  let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch (e) {
-    throw new MergeError('INVALID_HEADER', `${file}: header is not valid UTF-8`, { cause: e });
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (e) {
-    throw new MergeError('INVALID_HEADER', `${file}: header is not valid JSON (${(e as Error).message})`, { cause: e });
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new MergeError('INVALID_HEADER', `${file}: header is not a JSON object`);
-  }
-  return parsed as Record<string, unknown>;
 }
 
 /** An entry before the layout check: offsets relative to the data section. */
@@ -80,32 +61,10 @@ interface RawEntry {
   end: number;
 }
 
-function parseEntries(
-  file: string,
-  header: Record<string, unknown>,
-): { entries: RawEntry[]; metadata: Record<string, string> } {
-  const metadata = parseMetadata(file, header[METADATA_KEY]);
-  const entries: RawEntry[] = [];
-  for (const [name, value] of Object.entries(header)) {
-    if (name === METADATA_KEY) continue;
-    entries.push(parseEntry(file, name, value));
-  }
+function parseEntries(file: string, header: ParsedHeader): { entries: RawEntry[]; metadata: Record<string, string> } {
+  const entries = header.entries.map((e) => parseEntry(file, e.name, e.notAnObject ? null : e.fields));
   for (const entry of entries) checkSize(file, entry);
-  return { entries, metadata };
-}
-
-function parseMetadata(file: string, value: unknown): Record<string, string> {
-  if (value === undefined || value === null) return {};
-  if (typeof value !== 'object' || Array.isArray(value)) {
-    throw new MergeError('INVALID_HEADER', `${file}: __metadata__ is not an object of strings`);
-  }
-  for (const [key, v] of Object.entries(value)) {
-    if (typeof v !== 'string') {
-      throw new MergeError('INVALID_HEADER', `${file}: __metadata__ value "${key}" is not a string`);
-    }
-  }
-  // fromEntries defines own properties, so a key like "__proto__" stays data.
-  return Object.fromEntries(Object.entries(value)) as Record<string, string>;
+  return { entries, metadata: header.metadata ?? {} };
 }
 
 function parseEntry(file: string, name: string, value: unknown): RawEntry {

@@ -1,5 +1,6 @@
 /**
- * Single-file adapters (kohya sd-scripts, LyCORIS, …): one .safetensors whose tensor names each
+ * Single-file adapters (kohya sd-scripts, LyCORIS, diffusers' trainers, ai-toolkit, OneTrainer,
+ * SimpleTuner, XLabs, ComfyUI): one .safetensors, no config, whose tensor names each
  * split into a module and a role (key-forms.ts). A module's roles pick its algorithm
  * (algorithms/), which builds it; its `.alpha` is read here, for every algorithm alike. Every
  * tensor must be claimed: one that fits no key form, or that its module's algorithm does not read,
@@ -8,23 +9,36 @@
 import { decodeToF32, isFloatDType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
-import type { AdapterModule, ParsedAdapter } from './adapter.js';
+import type { AdapterFormat, AdapterModule, ParsedAdapter } from './adapter.js';
 import { algorithmsFor, SHARED_ROLES } from './algorithms/index.js';
 import { splitTensorName, type Role } from './key-forms.js';
-import { isKohyaModuleName, moduleAddress } from './module-address.js';
+import { DiffusersLoraMetadata, LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
+import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 type Problem = { code: MergeErrorCode; message: string };
 
-/** Is this file's naming kohya's? (Used to tell kohya files from other single-file adapters.) */
-export function looksLikeKohya(file: SafetensorsFile): boolean {
-  return file.tensors.some((t) => isKohyaModuleName(t.name.slice(0, t.name.indexOf('.'))));
+/** Does any tensor of the file fit a key form? (Used to tell adapters from other files.) */
+export function looksLikeSingleFileAdapter(file: SafetensorsFile): boolean {
+  return file.tensors.some((t) => {
+    const split = splitTensorName(t.name);
+    return split !== null && split.role !== 'weight';
+  });
+}
+
+/** Which tool's naming the file follows, for messages and the output's provenance. */
+function formatOf(modules: readonly string[]): AdapterFormat {
+  if (modules.some((m) => isKohyaModuleName(m) || /^(lycoris|lora_transformer)_/.test(m))) return 'kohya';
+  if (modules.some((m) => /(^|\.)(double|single)_blocks\.\d+\.processor\.(qkv|proj)(_lora[12])?$/.test(m))) return 'xlabs';
+  if (modules.some((m) => m.startsWith('diffusion_model.'))) return 'comfyui';
+  return 'diffusers';
 }
 
 export async function parseSingleFileAdapter(name: string, file: SafetensorsFile): Promise<ParsedAdapter> {
   const fileName = file.source.name;
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
+  const metadata = DiffusersLoraMetadata.parse(fileName, file.metadata);
 
   for (const entry of file.tensors) {
     const split = splitTensorName(entry.name);
@@ -44,19 +58,47 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
 
   const modules: AdapterModule[] = [];
   for (const [key, roles] of groups) {
-    const module = await buildModule(name, fileName, key, roles, file, problems);
+    const module = await buildModule(name, fileName, key, roles, file, metadata, problems);
     if (module) modules.push(module);
   }
   throwIfProblems(name, problems);
   if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
 
   const config: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(file.metadata)) if (k.startsWith('ss_')) config[k] = v;
-  return { name, format: 'kohya', file, modules, replacements: [], warnings: [], config };
+  for (const [k, v] of Object.entries(file.metadata)) if (k.startsWith('ss_') || k === LORA_ADAPTER_METADATA) config[k] = v;
+  return { name, format: formatOf([...groups.keys()]), file, modules, replacements: [], warnings: [], config };
+}
+
+/**
+ * α as the file states it, in the order kohya and diffusers read it: the module's `.alpha` tensor
+ * (float or integer), else diffusers' lora_adapter_metadata for the module's component, else none
+ * (scale 1). Null after reporting an unreadable `.alpha`.
+ */
+async function moduleAlpha(
+  key: string, address: ModuleAddress, roles: ReadonlyMap<Role, TensorEntry>, file: SafetensorsFile,
+  metadata: DiffusersLoraMetadata | null, report: (code: MergeErrorCode, message: string) => void,
+): Promise<{ alpha: number | undefined; rsLora: boolean } | null> {
+  const alphaTensor = roles.get('alpha');
+  if (alphaTensor) {
+    const value = await readScalar(file, alphaTensor);
+    if (value === null) {
+      report('UNSUPPORTED_FORMAT', `has an alpha that is not one finite number: ${alphaTensor.dtype} (${alphaTensor.shape.join(', ')})`);
+      return null;
+    }
+    return { alpha: value, rsLora: false };
+  }
+  if (metadata && !address.flat) {
+    // `transformer.x.attn.to_q` → component `transformer`, path `x.attn.to_q`.
+    const component = key.length > address.path.length ? key.slice(0, key.length - address.path.length - 1) : '';
+    const found = metadata.alphaFor(component, address.path);
+    if (found) return found;
+  }
+  return { alpha: undefined, rsLora: false };
 }
 
 async function buildModule(
-  adapter: string, fileName: string, key: string, roles: ReadonlyMap<Role, TensorEntry>, file: SafetensorsFile, problems: Problem[],
+  adapter: string, fileName: string, key: string, roles: ReadonlyMap<Role, TensorEntry>, file: SafetensorsFile,
+  metadata: DiffusersLoraMetadata | null, problems: Problem[],
 ): Promise<AdapterModule | null> {
   // Messages that read as a predicate ("is LoKr, …", "has … but no …") follow the name directly.
   const report = (code: MergeErrorCode, message: string) =>
@@ -75,21 +117,22 @@ async function buildModule(
     report('UNSUPPORTED_FORMAT', `is ${algorithm.title}, which does not read ${unclaimed.map(([, t]) => `"${t.name}"`).join(', ')}`);
     return null;
   }
-  let alpha: number | undefined;
-  const alphaTensor = roles.get('alpha');
-  if (alphaTensor) {
-    const value = await readScalar(file, alphaTensor);
+  const address = moduleAddress(key);
+  const alpha = await moduleAlpha(key, address, roles, file, metadata, report);
+  if (!alpha) return null;
+  const scalars = new Map<Role, number>();
+  for (const role of algorithm.scalars ?? []) {
+    const tensor = roles.get(role);
+    if (!tensor) continue;
+    const value = await readScalar(file, tensor);
     if (value === null) {
-      report('UNSUPPORTED_FORMAT', `has an alpha that is not one finite number: ${alphaTensor.dtype} (${alphaTensor.shape.join(', ')})`);
+      report('UNSUPPORTED_FORMAT', `has a ${role} that is not one finite number: ${tensor.dtype} (${tensor.shape.join(', ')})`);
       return null;
     }
-    alpha = value;
+    scalars.set(role, value);
   }
-  const tensors = new Map([...roles].filter(([role]) => !SHARED_ROLES.includes(role)));
-  return algorithm.build(tensors, {
-    adapter, key, address: moduleAddress(key), alpha,
-    report,
-  });
+  const tensors = new Map([...roles].filter(([role]) => !SHARED_ROLES.includes(role) && !scalars.has(role)));
+  return algorithm.build(tensors, { adapter, key, address, ...alpha, scalars, report });
 }
 
 const INTEGER_BYTES: Readonly<Record<string, { bytes: number; read: (v: DataView) => number }>> = {

@@ -5,6 +5,7 @@
  */
 import type { ByteSink, OutputTarget } from './types.js';
 
+/** One finished file of a {@link BlobOutputTarget}. */
 export interface OutputBlob {
   /** Relative '/' path, as the merge named it. */
   path: string;
@@ -19,6 +20,7 @@ export interface BlobOutputTarget extends OutputTarget {
 /** Pending arrays are folded into a Blob once they reach this size. */
 const FOLD_BYTES = 64 * 1024 * 1024;
 
+/** An OutputTarget that keeps each file as a Blob (for small models: the browser holds them). */
 export function createBlobOutputTarget(name = 'merged', mimeType = 'application/octet-stream'): BlobOutputTarget {
   const files: { path: string; parts: Blob[]; pending: Uint8Array[]; pendingBytes: number; blob?: Blob }[] = [];
   let state: 'open' | 'committed' | 'aborted' = 'open';

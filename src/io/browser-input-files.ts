@@ -4,10 +4,13 @@
  * like the folder's own listing. Dot-files and dot-folders are skipped, as on the command line.
  */
 import { MergeError } from '../errors.js';
+import { MAX_CONFIG_BYTES } from '../limits.js';
 import { blobByteSource } from './blob-byte-source.js';
+import { readAheadSource } from './read-ahead.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import type { InputFileSet } from './types.js';
 
+/** Files from an `<input type="file">` (a folder pick keeps its paths) as an InputFileSet. */
 export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, name?: string): InputFileSet {
   const all = Array.from(files as ArrayLike<File>);
   const paths = all.map((f) => (f.webkitRelativePath || f.name).split('/').filter((p) => p !== ''));
@@ -26,7 +29,8 @@ export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, n
 
 /**
  * Blobs or Files whose relative paths the caller already knows (dropped folders give Files without
- * `webkitRelativePath`, and paths do not survive a trip to a worker).
+ * `webkitRelativePath`, and paths do not survive a trip to a worker). Sequential reads of large
+ * files are served from read-ahead windows (see read-ahead.ts).
  */
 export function blobInputFileSet(
   name: string,
@@ -34,8 +38,13 @@ export function blobInputFileSet(
   sourceName: (path: string) => string = (path) => `${name}/${path}`,
 ): InputFileSet {
   return keyedFileSet(name, files, {
-    open: (blob, path) => blobByteSource(blob, sourceName(path)),
-    readText: (blob) => blob.text(),
+    open: (blob, path) => readAheadSource(blobByteSource(blob, sourceName(path))),
+    readText: async (blob, path) => {
+      if (blob.size > MAX_CONFIG_BYTES) {
+        throw new MergeError('LIMIT_EXCEEDED', `${sourceName(path)}: ${blob.size} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`);
+      }
+      return blob.text();
+    },
   });
 }
 

@@ -4,10 +4,18 @@
  * the real one only when closed, so sinks keep their streams open and commit() closes them all;
  * abort() aborts them and removes any file or folder this target had to create.
  *
- * In a picked folder, files the merge writes replace same-named ones on commit; other files already
- * there are left alone (pages should suggest an empty folder).
+ * In a picked folder, a file the merge would write over is refused (OUTPUT_EXISTS, nothing is
+ * written) unless `replaceExisting` is set; other files already there are left alone. A picked
+ * file is written: the save-file picker has already asked before replacing it.
  */
+import { MergeError } from '../errors.js';
 import type { ByteSink, OutputTarget } from './types.js';
+
+/** Options of {@link createFileSystemAccessOutputTarget}. */
+export interface FileSystemAccessOutputOptions {
+  /** Replace same-named files in a picked folder on commit (default: refuse them). */
+  replaceExisting?: boolean;
+}
 
 type Handle = FileSystemFileHandle | FileSystemDirectoryHandle;
 
@@ -23,7 +31,9 @@ interface Created {
   name: string;
 }
 
-export function createFileSystemAccessOutputTarget(handle: Handle, name: string = handle.name): OutputTarget {
+/** An OutputTarget over a picked file or folder (File System Access API, OPFS included); see the module comment. */
+export function createFileSystemAccessOutputTarget(handle: Handle, name: string = handle.name,
+  options: FileSystemAccessOutputOptions = {}): OutputTarget {
   const open: OpenFile[] = [];
   const created: Created[] = [];
   const paths = new Set<string>();
@@ -43,7 +53,12 @@ export function createFileSystemAccessOutputTarget(handle: Handle, name: string 
     for (const part of parts.slice(0, -1)) {
       dir = await getOrCreate(dir, part, 'directory');
     }
-    return getOrCreate(dir, parts[parts.length - 1], 'file');
+    const made = created.length;
+    const file = await getOrCreate(dir, parts[parts.length - 1], 'file');
+    if (created.length === made && !options.replaceExisting) {
+      throw new MergeError('OUTPUT_EXISTS', `${name}/${path}: already exists; choose an empty folder (nothing was overwritten)`);
+    }
+    return file;
   }
 
   async function getOrCreate<K extends 'file' | 'directory'>(

@@ -7,7 +7,7 @@ import type { ByteSource, InputFileSet } from './types.js';
 
 export interface KeyedFileAccess<T> {
   open(item: T, path: string): ByteSource | Promise<ByteSource>;
-  readText(item: T): Promise<string>;
+  readText(item: T, path: string): Promise<string>;
 }
 
 export function keyedFileSet<T>(name: string, files: ReadonlyMap<string, T>, access: KeyedFileAccess<T>): InputFileSet {
@@ -21,6 +21,6 @@ export function keyedFileSet<T>(name: string, files: ReadonlyMap<string, T>, acc
     name,
     list: () => sorted.slice(),
     open: async (path) => access.open(get(path), path),
-    readText: async (path) => access.readText(get(path)),
+    readText: async (path) => access.readText(get(path), path),
   };
 }

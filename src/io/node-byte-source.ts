@@ -7,6 +7,7 @@ import type { ByteSource } from './types.js';
 /** Node's positional reads are limited to 2 GiB each; large tensors are read in pieces. */
 const MAX_READ = 1 << 30;
 
+/** A file on disk as a ByteSource (Node only). */
 export async function openNodeByteSource(path: string, name: string = path): Promise<ByteSource> {
   let handle;
   try {

@@ -5,17 +5,17 @@
  * .cache, unfinished writes) are skipped; depth and file count are bounded.
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { MergeError } from '../errors.js';
+import { MAX_CONFIG_BYTES } from '../limits.js';
 import { openNodeByteSource } from './node-byte-source.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import type { InputFileSet } from './types.js';
 
 export const MAX_INPUT_FILES = 10_000;
 export const MAX_INPUT_DEPTH = 8;
-/** readText is for configs and indexes; anything bigger is not one. */
-export const MAX_TEXT_BYTES = 64 * 1024 * 1024;
 
+/** A file or folder on disk as an InputFileSet (Node only); see the module comment. */
 export async function openNodeInputFileSet(path: string): Promise<InputFileSet> {
   const info = await statOrNotFound(path, path);
   if (info.isFile()) {
@@ -26,6 +26,28 @@ export async function openNodeInputFileSet(path: string): Promise<InputFileSet> 
   const files = new Map<string, string>();
   await listFolder(path, path, '', 0, files);
   return nodeFileSet(path, files);
+}
+
+const GGUF_PART = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
+
+/** Is this file one part of a split GGUF (`name-00001-of-00003.gguf`)? */
+export function isGgufSplitPart(path: string): boolean {
+  return GGUF_PART.test(basename(path));
+}
+
+/**
+ * The whole split GGUF that one of its parts belongs to: every `<prefix>-NNNNN-of-<count>.gguf`
+ * beside it (the model checks that none is missing). Named after the part the user gave.
+ */
+export async function openNodeGgufSplitSet(partPath: string): Promise<InputFileSet> {
+  const [, prefix, , count] = GGUF_PART.exec(basename(partPath))!;
+  const dir = dirname(partPath);
+  const files = new Map<string, string>();
+  for (const name of (await readdir(dir)).sort()) {
+    const m = GGUF_PART.exec(name);
+    if (m && m[1] === prefix && m[3] === count) files.set(name, join(dir, name));
+  }
+  return nodeFileSet(partPath, files);
 }
 
 async function statOrNotFound(path: string, name: string) {
@@ -64,13 +86,25 @@ async function listFolder(root: string, dir: string, prefix: string, depth: numb
   }
 }
 
+/** Full paths on disk of the files in each set opened here (for checking they stay unchanged). */
+const pathsOnDisk = new WeakMap<InputFileSet, readonly string[]>();
+
+/** The files on disk behind a set from openNodeInputFileSet; empty for any other set. */
+export function nodeInputFilePaths(set: InputFileSet): readonly string[] {
+  return pathsOnDisk.get(set) ?? [];
+}
+
 function nodeFileSet(name: string, files: Map<string, string>): InputFileSet {
-  return keyedFileSet(name, files, {
+  const set = keyedFileSet(name, files, {
     open: (full) => openNodeByteSource(full, full),
     async readText(full) {
       const { size } = await statOrNotFound(full, full);
-      if (size > MAX_TEXT_BYTES) throw new MergeError('BAD_CONFIG', `${full}: ${size} bytes is too large for a text file`);
+      if (size > MAX_CONFIG_BYTES) {
+        throw new MergeError('LIMIT_EXCEEDED', `${full}: ${size} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`);
+      }
       return readFile(full, 'utf8');
     },
   });
+  pathsOnDisk.set(set, [...files.values()]);
+  return set;
 }

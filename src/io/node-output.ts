@@ -1,57 +1,131 @@
 /**
  * Where a CLI merge writes (Node only): one file, or a folder of files. Everything is written under
- * temporary dot-names beside --out and renamed into place on commit(); abort() deletes them, so a
- * failed or cancelled merge leaves nothing at or beside --out.
+ * temporary names (`.loramerge-<pid>-<random>.tmp`, see temp-files.ts) and moved into place on
+ * commit(); abort() deletes them, so a failed or cancelled merge leaves nothing at or beside --out.
+ * A lock file (output-lock.ts) keeps a second merge from writing the same output at the same time.
  *
- * Existing outputs:
- *   - kind 'file': an existing file at --out is replaced (atomically, by rename) only on commit.
- *   - kind 'folder': a missing or empty folder is fine; a non-empty one is refused (OUTPUT_EXISTS)
- *     unless `overwrite` is set, in which case it is replaced as a whole on commit (never merged
- *     into: stale shards from an older merge would otherwise mix with the new ones).
- *   - anything of the other kind at --out (a folder for 'file', a file for 'folder') is refused.
- * The output may not be an input, lie inside an input folder, or contain an input (OUTPUT_IS_INPUT);
- * paths are compared after resolving links.
+ * What --out may be:
+ *   - kind 'file': a new file, or an existing one, replaced (atomically, by rename) only on commit.
+ *     `--out DIR/` (a trailing separator) names a folder: the file keeps the base's file name there,
+ *     and DIR is created on commit if it does not exist.
+ *   - kind 'folder': a missing or empty folder; a non-empty one is refused (OUTPUT_EXISTS) unless
+ *     `overwrite` is set, then it is replaced as a whole on commit (never merged into: stale shards
+ *     from an older merge would otherwise mix with the new ones).
+ *   - a symbolic link is written through: the file or folder it points to is replaced, the link stays.
+ *   - a mount point cannot be renamed over: a folder is filled in place (files still appear only on
+ *     commit, each by rename), a file's new content is copied into it on commit.
+ *   - never the current folder or one that contains it, an input, a path inside an input folder, or
+ *     a folder containing an input (paths compared after resolving links).
+ * Every filesystem failure is one line naming --out, what went wrong and what to do (fs-errors.ts).
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, open, readdir, readlink, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { MergeError } from '../errors.js';
+import { onPath } from './fs-errors.js';
+import { isMountPoint } from './mount-points.js';
+import { acquireOutputLock, type OutputLock } from './output-lock.js';
+import { isLoramergeEntry, removeStaleTemporaries, temporaryPath } from './temp-files.js';
 import type { ByteSink, OutputTarget } from './types.js';
 
+/** Whether the output is one file or a folder. */
 export type NodeOutputKind = 'file' | 'folder';
 
+/** Options of {@link createNodeOutputTarget}. */
 export interface NodeOutputOptions {
   /** Replace a non-empty output folder on commit instead of refusing it. */
   overwrite?: boolean;
+  /** kind 'file' with an --out that names a folder (`out/`): the file name to write in it. */
+  fileName?: string;
+  /** Runs just before the output is moved into place; a throw aborts the commit (input checks). */
+  beforeCommit?: () => Promise<void>;
+  /** Things the user should hear about that do not stop the merge (stale temporaries removed). */
+  onNotice?: (message: string) => void;
 }
 
+/** The longest file name (in bytes) the common file systems accept (ext4, XFS, APFS, NTFS). */
+const NAME_MAX_BYTES = 255;
+
+/** An OutputTarget on disk that commits by rename (Node only); see the module comment for existing outputs. */
 export async function createNodeOutputTarget(
   outPath: string,
   kind: NodeOutputKind,
   inputs: readonly string[],
   options: NodeOutputOptions = {},
 ): Promise<OutputTarget> {
-  const out = resolve(outPath);
+  if (outPath.trim() === '') throw new MergeError('BAD_ARGUMENT', '--out is empty; name the output file or folder');
+  const namesFolder = /[\\/]$/.test(outPath) || /(^|[\\/])\.\.?$/.test(outPath);
+  let out = resolve(outPath);
+  let createFolder = false;
+  if (kind === 'file' && namesFolder) {
+    if (!options.fileName) throw new MergeError('BAD_ARGUMENT', `${outPath}: names a folder; give the output file's name`);
+    const folder = await followLinks(out);
+    const info = await stat(folder).catch(() => undefined);
+    if (info && !info.isDirectory()) throw new MergeError('OUTPUT_EXISTS', `${outPath}: exists and is not a folder`);
+    createFolder = !info;
+    out = join(folder, options.fileName);
+  }
+  out = await followLinks(out);
+  await refuseWorkingFolder(outPath, out);
+  const name = outPath;
   const parent = dirname(out);
-  const parentInfo = await stat(parent).catch(() => undefined);
-  if (!parentInfo?.isDirectory()) throw new MergeError('NOT_FOUND', `${outPath}: folder ${parent} does not exist`);
+  const parentInfo = createFolder ? await stat(dirname(parent)).catch(() => undefined) : await stat(parent).catch(() => undefined);
+  if (!parentInfo?.isDirectory()) {
+    throw new MergeError('NOT_FOUND', `${outPath}: folder ${createFolder ? dirname(parent) : parent} does not exist`);
+  }
+  if (Buffer.byteLength(basename(out)) > NAME_MAX_BYTES) {
+    throw new MergeError('FILESYSTEM', `${outPath}: the name is longer than ${NAME_MAX_BYTES} bytes, which file systems refuse (ENAMETOOLONG); choose a shorter --out`);
+  }
   await refuseInputOverlap(outPath, await realOutputPath(out), inputs);
+
   const existing = await stat(out).catch(() => undefined);
-  let replaceFolder = false;
   if (existing) {
     if (kind === 'file' && !existing.isFile()) {
       throw new MergeError('OUTPUT_EXISTS', `${outPath}: exists and is not a file; choose another output path`);
     }
-    if (kind === 'folder') {
-      if (!existing.isDirectory()) throw new MergeError('OUTPUT_EXISTS', `${outPath}: exists and is not a folder`);
-      const empty = (await readdir(out)).length === 0;
-      if (!empty && !options.overwrite) {
+    if (kind === 'folder' && !existing.isDirectory()) throw new MergeError('OUTPUT_EXISTS', `${outPath}: exists and is not a folder`);
+  }
+  const mountPoint = existing ? await isMountPoint(out) : false;
+  // Temporaries and the lock live where the final rename happens: beside --out, or inside a
+  // mounted folder (a rename out of or over a mount point fails).
+  const workDir = kind === 'folder' && mountPoint ? out : createFolder ? dirname(parent) : parent;
+  const lock = await acquireOutputLock(workDir, out, name);
+  try {
+    await removeStaleTemporaries(workDir, options.onNotice ?? (() => undefined));
+    let replaceFolder = false;
+    if (kind === 'folder' && existing) {
+      const entries = await onPath(name, 'listing it', () => readdir(out));
+      if (entries.some((e) => !isLoramergeEntry(e)) && !options.overwrite) {
         throw new MergeError('OUTPUT_EXISTS', `${outPath}: folder exists and is not empty; remove it or allow overwriting`);
       }
       replaceFolder = true;
     }
+    const common = { name, out, workDir, lock, beforeCommit: options.beforeCommit };
+    return kind === 'file'
+      ? new NodeFileOutput(common, { createFolder, writeThrough: mountPoint })
+      : new NodeFolderOutput(common, { replaceExisting: replaceFolder, inPlace: mountPoint });
+  } catch (e) {
+    await lock.release();
+    throw e;
   }
-  return kind === 'file' ? new NodeFileOutput(outPath, out) : new NodeFolderOutput(outPath, out, replaceFolder);
+}
+
+/** `--out .` would rename the folder the user stands in away; `--out ..` would swallow it. */
+async function refuseWorkingFolder(outName: string, out: string): Promise<void> {
+  const cwd = await realpath(process.cwd()).catch(() => process.cwd());
+  const real = await realpath(out).catch(() => out);
+  if (cwd === real || cwd.startsWith(real.endsWith(sep) ? real : real + sep)) {
+    throw new MergeError('BAD_ARGUMENT', `${outName}: is the current folder or contains it; name a new folder for the output`);
+  }
+}
+
+/** A symbolic link at `path` is followed (to its final target, which may not exist yet). */
+async function followLinks(path: string): Promise<string> {
+  for (let hops = 0; hops < 32; hops++) {
+    const info = await lstat(path).catch(() => undefined);
+    if (!info?.isSymbolicLink()) return path;
+    path = resolve(dirname(path), await readlink(path));
+  }
+  throw new MergeError('BAD_ARGUMENT', `${path}: too many levels of symbolic links`);
 }
 
 /** The real path --out will have: its own if it exists, else its real parent plus its name. */
@@ -59,7 +133,7 @@ async function realOutputPath(out: string): Promise<string> {
   try {
     return await realpath(out);
   } catch {
-    return join(await realpath(dirname(out)), basename(out));
+    return join(await realpath(dirname(out)).catch(() => dirname(out)), basename(out));
   }
 }
 
@@ -73,32 +147,31 @@ async function refuseInputOverlap(outName: string, realOut: string, inputs: read
   }
 }
 
-function tempName(finalPath: string, suffix: string): string {
-  return join(dirname(finalPath), `.${basename(finalPath)}.loramerge-${randomBytes(6).toString('hex')}.${suffix}`);
-}
-
-/** One file being written; close() flushes it to disk. */
+/** One file being written; close() flushes it to disk. Errors name --out, not the temporary. */
 class NodeFileSink implements ByteSink {
   closed = false;
   constructor(
     readonly path: string,
+    private readonly name: string,
     private readonly handle: FileHandle,
   ) {}
 
   async write(chunk: Uint8Array): Promise<void> {
     if (this.closed) throw new Error(`${this.path}: write after close`);
-    let done = 0;
-    while (done < chunk.byteLength) {
-      const { bytesWritten } = await this.handle.write(chunk, done, chunk.byteLength - done);
-      done += bytesWritten;
-    }
+    await onPath(this.name, 'writing', async () => {
+      let done = 0;
+      while (done < chunk.byteLength) {
+        const { bytesWritten } = await this.handle.write(chunk, done, chunk.byteLength - done);
+        done += bytesWritten;
+      }
+    });
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.handle.sync();
-    await this.handle.close();
+    await onPath(this.name, 'flushing to disk', () => this.handle.sync());
     this.closed = true;
+    await onPath(this.name, 'closing', () => this.handle.close());
   }
 
   /** For abort: release the handle whatever state it is in. */
@@ -110,18 +183,32 @@ class NodeFileSink implements ByteSink {
 }
 
 async function openSink(path: string, name: string): Promise<NodeFileSink> {
-  try {
-    return new NodeFileSink(path, await open(path, 'wx'));
-  } catch (e) {
-    throw new MergeError('BAD_ARGUMENT', `${name}: cannot create output file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
-  }
+  return new NodeFileSink(path, name, await onPath(name, 'creating it', () => open(path, 'wx')));
+}
+
+interface CommonOptions {
+  /** --out as the user gave it, for messages. */
+  name: string;
+  /** The final path (links followed). */
+  out: string;
+  /** Where temporaries go. */
+  workDir: string;
+  lock: OutputLock;
+  beforeCommit?: () => Promise<void>;
 }
 
 abstract class NodeOutput implements OutputTarget {
   protected readonly sinks: NodeFileSink[] = [];
   protected state: 'open' | 'committed' | 'aborted' = 'open';
+  readonly name: string;
+  protected readonly out: string;
+  protected readonly temp: string;
 
-  constructor(readonly name: string) {}
+  constructor(protected readonly common: CommonOptions) {
+    this.name = common.name;
+    this.out = common.out;
+    this.temp = temporaryPath(common.workDir, 'tmp');
+  }
 
   abstract createFile(path: string): Promise<ByteSink>;
   protected abstract moveIntoPlace(): Promise<void>;
@@ -131,15 +218,21 @@ abstract class NodeOutput implements OutputTarget {
     this.requireOpen();
     const unfinished = this.sinks.find((s) => !s.closed);
     if (unfinished) throw new Error(`${unfinished.path}: still being written, cannot commit`);
+    await this.common.beforeCommit?.();
     await this.moveIntoPlace();
     this.state = 'committed';
+    await this.common.lock.release();
   }
 
   async abort(): Promise<void> {
     if (this.state !== 'open') return;
     this.state = 'aborted';
-    await Promise.all(this.sinks.map((s) => s.release()));
-    await this.removeTemporaries();
+    try {
+      await Promise.all(this.sinks.map((s) => s.release()));
+      await this.removeTemporaries();
+    } finally {
+      await this.common.lock.release();
+    }
   }
 
   protected requireOpen(): void {
@@ -149,11 +242,11 @@ abstract class NodeOutput implements OutputTarget {
 
 /** --out is a single file: the one createFile() call writes it, whatever path it names. */
 class NodeFileOutput extends NodeOutput {
-  private readonly temp: string;
-
-  constructor(name: string, private readonly out: string) {
-    super(name);
-    this.temp = tempName(out, 'tmp');
+  constructor(
+    common: CommonOptions,
+    private readonly how: { createFolder: boolean; writeThrough: boolean },
+  ) {
+    super(common);
   }
 
   async createFile(_path: string): Promise<ByteSink> {
@@ -166,7 +259,14 @@ class NodeFileOutput extends NodeOutput {
 
   protected async moveIntoPlace(): Promise<void> {
     if (this.sinks.length === 0) throw new Error(`${this.name}: nothing was written`);
-    await rename(this.temp, this.out);
+    if (this.how.createFolder) await onPath(this.name, 'creating its folder', () => mkdir(dirname(this.out)).catch(ignoreExists));
+    if (this.how.writeThrough) {
+      // A bind-mounted file cannot be renamed over: copy the finished file into it.
+      await onPath(this.name, 'copying into place', () => copyFile(this.temp, this.out));
+      await rm(this.temp, { force: true });
+      return;
+    }
+    await onPath(this.name, 'renaming into place', () => rename(this.temp, this.out));
   }
 
   protected removeTemporaries(): Promise<void> {
@@ -174,19 +274,20 @@ class NodeFileOutput extends NodeOutput {
   }
 }
 
-/** --out is a folder: files go into a temporary sibling folder, renamed to --out on commit. */
+function ignoreExists(e: NodeJS.ErrnoException): void {
+  if (e.code !== 'EEXIST') throw e;
+}
+
+/** --out is a folder: files go into a temporary folder, moved to --out on commit. */
 class NodeFolderOutput extends NodeOutput {
-  private readonly temp: string;
   private created = false;
   private readonly paths = new Set<string>();
 
   constructor(
-    name: string,
-    private readonly out: string,
-    private readonly replaceExisting: boolean,
+    common: CommonOptions,
+    private readonly how: { replaceExisting: boolean; inPlace: boolean },
   ) {
-    super(name);
-    this.temp = tempName(out, 'tmp');
+    super(common);
   }
 
   async createFile(path: string): Promise<ByteSink> {
@@ -197,34 +298,51 @@ class NodeFolderOutput extends NodeOutput {
     }
     if (this.paths.has(path)) throw new Error(`${this.name}: "${path}" created twice`);
     this.paths.add(path);
-    if (!this.created) {
-      await mkdir(this.temp);
-      this.created = true;
-    }
+    await this.ensureTemp();
     const full = join(this.temp, ...parts);
-    if (parts.length > 1) await mkdir(dirname(full), { recursive: true });
+    if (parts.length > 1) await onPath(this.name, 'creating a folder in it', () => mkdir(dirname(full), { recursive: true }));
     const sink = await openSink(full, `${this.name}/${path}`);
     this.sinks.push(sink);
     return sink;
   }
 
-  protected async moveIntoPlace(): Promise<void> {
-    if (!this.created) await mkdir(this.temp);
+  private async ensureTemp(): Promise<void> {
+    if (this.created) return;
+    await onPath(this.name, 'creating it', () => mkdir(this.temp));
     this.created = true;
-    if (!this.replaceExisting) {
-      await rename(this.temp, this.out);
+  }
+
+  protected async moveIntoPlace(): Promise<void> {
+    await this.ensureTemp();
+    if (this.how.inPlace) return this.moveEntriesIn();
+    if (!this.how.replaceExisting) {
+      await onPath(this.name, 'renaming into place', () => rename(this.temp, this.out));
       return;
     }
     // Move the old folder aside first so that at every moment --out is either old or new, whole.
-    const old = tempName(this.out, 'old');
-    await rename(this.out, old);
+    const old = temporaryPath(dirname(this.out), 'old');
+    await onPath(this.name, 'moving the old folder aside', () => rename(this.out, old));
     try {
-      await rename(this.temp, this.out);
+      await onPath(this.name, 'renaming into place', () => rename(this.temp, this.out));
     } catch (e) {
       await rename(old, this.out);
       throw e;
     }
     await rm(old, { recursive: true, force: true });
+  }
+
+  /** A mounted --out stays: its old entries go (when replacing), the new ones are renamed in. */
+  private async moveEntriesIn(): Promise<void> {
+    const ours = new Set([basename(this.temp), basename(this.common.lock.path)]);
+    if (this.how.replaceExisting) {
+      for (const entry of await onPath(this.name, 'listing it', () => readdir(this.out))) {
+        if (!ours.has(entry)) await onPath(this.name, 'removing its old contents', () => rm(join(this.out, entry), { recursive: true, force: true }));
+      }
+    }
+    for (const entry of await onPath(this.name, 'listing the new files', () => readdir(this.temp))) {
+      await onPath(this.name, 'moving a file into place', () => rename(join(this.temp, entry), join(this.out, entry)));
+    }
+    await rm(this.temp, { recursive: true, force: true });
   }
 
   protected async removeTemporaries(): Promise<void> {

@@ -11,11 +11,13 @@ export interface ByteSource {
   readonly size: number;
   /** Exactly `length` bytes from `offset`; throws TRUNCATED naming the file if fewer exist. */
   read(offset: number, length: number): Promise<Uint8Array>;
+/** Releases the file. */
   close(): Promise<void>;
 }
 
 /** Sequential writer for one output file. */
 export interface ByteSink {
+/** Appends `chunk`; the caller may reuse it once this resolves. */
   write(chunk: Uint8Array): Promise<void>;
   /** Flushes and finishes the file (it becomes visible only when the OutputTarget commits). */
   close(): Promise<void>;
@@ -30,6 +32,7 @@ export interface InputFileSet {
   readonly name: string;
   /** Relative paths of every file, sorted. */
   list(): string[];
+/** Opens one of the listed files for reading. */
   open(path: string): Promise<ByteSource>;
   /** Whole small file as UTF-8 (configs, indexes). */
   readText(path: string): Promise<string>;
@@ -41,7 +44,10 @@ export interface InputFileSet {
  */
 export interface OutputTarget {
   readonly name: string;
+/** Starts a file at the relative `path` (written under a temporary name until commit). */
   createFile(path: string): Promise<ByteSink>;
+/** Makes every finished file appear at its real path. */
   commit(): Promise<void>;
+/** Removes everything written; nothing is left at the output. */
   abort(): Promise<void>;
 }

@@ -2,34 +2,51 @@
  * File to file: streams every base tensor through the plan to the backend and into the output,
  * shard by shard, in the base's own order. Large tensors go in row slabs, so memory is bounded by
  * the slab size, not by the model or its largest tensor. Any failure or cancellation aborts the
- * output target, which removes everything written.
+ * output target, which removes everything written. The base's container (safetensors, GGUF)
+ * decides each tensor's output type, decodes and encodes rows, and writes the files. A tensor an
+ * adapter saved (a resized embedding, a `base_layer` weight) is read from the adapter's file and
+ * written in the shape the plan gives it.
  */
-import { DTYPE_BYTES, decodeToF32, encodeFromF32, isFloatDType, type DType, type FloatDType } from '../dtype.js';
-import type { LowRankTerm, MergeBackend } from '../engine/merge-op.js';
+import { decodeToF32, DTYPE_BYTES, encodeFromF32, isDType, isFloatDType, type FloatDType } from '../dtype.js';
+import type { FloatTensorBytes, MergeBackend } from '../engine/merge-op.js';
 import { MergeError, throwIfAborted } from '../errors.js';
-import type { BaseTensor } from '../formats/base-model.js';
-import { createSafetensorsWriter, type SafetensorsWriter } from '../formats/safetensors-writer.js';
+import type { BaseShard, BaseTensor } from '../formats/base-model.js';
+import type { ContainerFormat, StoredShard, StoredTensor, TensorFileWriter } from '../formats/container.js';
+import { copyInputFile } from '../io/copy-file.js';
 import type { OutputTarget } from '../io/types.js';
-import { loadBiasUpdate, loadMergeOp, loadReplacement, loadTerms } from '../plan/load-op.js';
+import { loadBiasUpdate, loadUpdateSteps } from '../plan/load-op.js';
+import { slabOp, slabSteps, type LoadedStep } from '../plan/load-steps.js';
+import { resolveStreamedNorms } from './column-norm-pass.js';
 import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorUpdate } from '../plan/merge-plan.js';
 import { loadRowValues, setRows, type PlannedRowSet } from '../plan/row-sets.js';
 import { writeModelFiles } from './model-files.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
 import { runPipelined } from './work-queue.js';
+import {
+  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, CopiedNonFinite, explainBiasNonFinite, explainNonFinite,
+} from './value-checks.js';
 
+/** Options of {@link mergeModel}. */
 export interface MergeModelOptions {
   prepared: PreparedMerge;
   output: OutputTarget;
   backend: MergeBackend;
-  /** Every float tensor is written in this dtype; default: each tensor keeps the base's dtype. */
-  outDtype?: FloatDType;
+  /**
+   * Output type (`f16`, `bf16`, `f8_e4m3`…, and for GGUF `q8_0`, `q4_k`…; checked by the base's
+   * container). Safetensors: every float tensor is written in it. GGUF: every merged tensor of two
+   * or more dimensions. Default: each tensor keeps the base's type.
+   */
+  outDtype?: string;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
+  /** Things the user should know that do not stop the merge (NaN/Inf the base already holds in copied tensors). */
+  onWarning?: (message: string) => void;
   /** Upper bound on the base bytes of one unit of work (a row slab or a copied chunk). */
   slabBytes?: number;
 }
 
+/** What {@link mergeModel} wrote. */
 export interface MergeResult {
   /** Output files written, relative paths. */
   files: string[];
@@ -38,6 +55,8 @@ export interface MergeResult {
   bytesWritten: number;
   seconds: number;
   backend: string;
+  /** The warnings also given to onWarning. */
+  warnings: string[];
 }
 
 /**
@@ -49,21 +68,27 @@ export interface MergeResult {
 const DEFAULT_SLAB_BYTES = 4 * 1024 * 1024;
 
 type Action =
-  | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; terms: () => Promise<LowRankTerm[]> }
+  | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; steps: () => Promise<LoadedStep[]> }
   | { kind: 'bias'; bias: BiasUpdate }
-  | { kind: 'replace'; replacement: PlannedReplacement }
+  | { kind: 'replace'; replacement: PlannedReplacement; rowStart: number; rowCount: number }
   | { kind: 'rows'; rowSet: PlannedRowSet; rowStart: number; rowCount: number; values: () => Promise<Map<number, Float32Array>> }
   | { kind: 'copy'; start: number; length: number };
 
 interface WorkUnit {
   shardIndex: number;
+  /** The shard's file, for messages. */
+  file: string;
   tensor: BaseTensor;
-  outDtype: DType;
+  /** Its name in its file (the key without the shard's prefix). */
+  storedName: string;
+  /** The type the output file stores this tensor in. */
+  outType: string;
   action: Action;
   /** Output bytes this unit produces. */
   outBytes: number;
 }
 
+/** Streams the prepared merge into `output` on `backend`, tensor by tensor in row slabs; on failure or cancellation the output is aborted and nothing is left. */
 export async function mergeModel(options: MergeModelOptions): Promise<MergeResult> {
   const { prepared, output, backend, signal, onProgress } = options;
   const { base, plan } = prepared;
@@ -72,85 +97,110 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   throwIfAborted(signal);
 
   const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
-  // Each float tensor keeps its dtype (or the one its base model view writes it in) unless asked.
-  const outDtypeOf = (name: string): DType => {
-    const t = base.tensors.get(name)!;
-    return options.outDtype && isFloatDType(t.dtype) ? options.outDtype : t.writeDtype ?? t.dtype;
-  };
+  const format = base.format;
+  const requested = options.outDtype === undefined ? undefined : format.parseOutputType(options.outDtype);
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   const biases = new Map(plan.biasUpdates.map((b) => [b.baseKey, b]));
   const replacements = new Map(plan.replacements.map((r) => [r.baseKey, r]));
   const rowSets = new Map(plan.rowSets.map((r) => [r.baseKey, r]));
-  // A tensor the adapter saved in another shape (a resized embedding) is written in that shape.
-  const outShapeOf = (name: string, shape: number[]): number[] =>
-    updates.get(name)?.shape ?? replacements.get(name)?.shape ?? rowSets.get(name)?.shape ?? shape;
+  const keyOf = (shard: BaseShard, stored: StoredTensor) => shard.keyPrefix + stored.name;
+  const changed = (key: string) => updates.has(key) || biases.has(key) || replacements.has(key) || rowSets.has(key);
+  // A tensor an adapter saved in another shape (a resized embedding) is written in that shape.
+  const outShapeOf = (shard: BaseShard, stored: StoredTensor): number[] => {
+    const key = keyOf(shard, stored);
+    const planned = updates.get(key)?.shape ?? replacements.get(key)?.shape ?? rowSets.get(key)?.shape;
+    return planned && !sameShape(planned, base.tensors.get(key)!.shape) ? planned : stored.shape;
+  };
+  const outTypeOf = (shard: BaseShard, stored: StoredTensor) => format.outputType(stored, changed(keyOf(shard, stored)), requested);
+  checkOutputTypes(base.name, base.shards, base.valueScales, format, outTypeOf);
+
+  const outShards: StoredShard[] = base.shards.map((shard) => ({
+    path: shard.path,
+    tensors: shard.tensors.map((t) => {
+      const type = outTypeOf(shard, t);
+      const shape = outShapeOf(shard, t);
+      return { name: t.name, type, shape, byteLength: type === t.type && shape === t.shape ? t.byteLength : format.byteLength(type, product(shape)) };
+    }),
+  }));
+  // A pipeline component nothing changes is written byte for byte as it was ("mirrored"): its
+  // tensors still stream through the copy checks, but its header is the source's own.
+  const mirrored = base.shards.map((shard) => shard.mirrorIfUnchanged && shard.tensors.every((t) => !changed(keyOf(shard, t)) && outTypeOf(shard, t) === t.type));
 
   const units: WorkUnit[] = [];
-  const shardEntries = base.shards.map((shard) =>
-    shard.file.tensors.map((entry) => ({ name: entry.name, dtype: outDtypeOf(entry.name), shape: outShapeOf(entry.name, entry.shape) })),
-  );
   base.shards.forEach((shard, shardIndex) => {
-    for (const entry of shard.file.tensors) {
-      const tensor = base.tensors.get(entry.name)!;
-      const outDtype = outDtypeOf(entry.name);
-      const elements = entry.byteLength / DTYPE_BYTES[entry.dtype];
-      const push = (action: Action, outElements: number) =>
-        units.push({ shardIndex, tensor, outDtype, action, outBytes: outElements * DTYPE_BYTES[outDtype] });
-      const update = updates.get(entry.name);
-      const bias = biases.get(entry.name);
-      const replacement = replacements.get(entry.name);
-      const rowSet = rowSets.get(entry.name);
+    for (const stored of shard.tensors) {
+      const key = keyOf(shard, stored);
+      const tensor = base.tensors.get(key)!;
+      const outType = outTypeOf(shard, stored);
+      const push = (action: Action, outBytes: number) =>
+        units.push({ shardIndex, file: shard.sourceName, tensor, storedName: stored.name, outType, action, outBytes });
+      const update = updates.get(key);
+      const bias = biases.get(key);
+      const replacement = replacements.get(key);
+      const rowSet = rowSets.get(key);
+      const rowsPerSlabOf = (rowBytes: number, block = 1) => Math.max(block, Math.floor(slabBytes / Math.max(rowBytes, 1) / block) * block);
       if (update) {
-        // Factors are read once per tensor, shared by its slabs.
-        let terms: Promise<LowRankTerm[]> | undefined;
-        const loadOnce = () => (terms ??= loadTerms(update));
-        const rowBytes = update.cols * DTYPE_BYTES[entry.dtype];
-        const rowsPerSlab = slabbable(update) ? Math.max(1, Math.floor(slabBytes / Math.max(rowBytes, 1))) : update.rows;
+        // Factors are read once per tensor, shared by its slabs; DoRA norms across rows take a
+        // pass over the slabs of their own first (column-norm-pass.ts), decoded like the merge's.
+        const start = startRows(prepared, stored.type, update.source);
+        const rowBytes = start.rowBytes(update.cols);
+        const rowsPerSlab = rowsPerSlabOf(rowBytes, update.rowBlock);
+        let steps: Promise<LoadedStep[]> | undefined;
+        const loadOnce = () => (steps ??= loadUpdateSteps(update).then((loaded) => resolveStreamedNorms({
+          name: key, rows: update.rows, cols: update.cols, layout: update.layout, dtype: start.dtype,
+          readRows: async (r0, n) => (await start.decode(await start.read(key, r0 * rowBytes, n * rowBytes), backend, signal)).data,
+        }, loaded, rowsPerSlab, backend, signal)));
         for (const [rowStart, rowCount] of pieces(update.rows, rowsPerSlab)) {
-          push({ kind: 'update', update, rowStart, rowCount, terms: loadOnce }, rowCount * update.cols);
+          push({ kind: 'update', update, rowStart, rowCount, steps: loadOnce }, format.byteLength(outType, rowCount * update.cols));
         }
       } else if (bias) {
-        push({ kind: 'bias', bias }, elements);
+        push({ kind: 'bias', bias }, format.byteLength(outType, bias.length));
       } else if (replacement) {
-        push({ kind: 'replace', replacement }, product(replacement.shape));
+        // Read from the adapter's file in row slabs, like any tensor.
+        const [rows, cols] = rowsAndCols(replacement.shape);
+        for (const [rowStart, rowCount] of pieces(rows, rowsPerSlabOf(cols * DTYPE_BYTES[replacement.tensor.dtype]))) {
+          push({ kind: 'replace', replacement, rowStart, rowCount }, format.byteLength(outType, rowCount * cols));
+        }
       } else if (rowSet) {
         let values: Promise<Map<number, Float32Array>> | undefined;
         const loadOnce = () => (values ??= loadRowValues(rowSet));
         const cols = rowSet.shape[1];
-        const rowsPerSlab = Math.max(1, Math.floor(slabBytes / Math.max(cols * DTYPE_BYTES[rowSet.dtype], 1)));
-        for (const [rowStart, rowCount] of pieces(rowSet.shape[0], rowsPerSlab)) {
-          push({ kind: 'rows', rowSet, rowStart, rowCount, values: loadOnce }, rowCount * cols);
+        const rowBytes = startRows(prepared, stored.type, rowSet.source).rowBytes(cols);
+        for (const [rowStart, rowCount] of pieces(rowSet.shape[0], rowsPerSlabOf(rowBytes))) {
+          push({ kind: 'rows', rowSet, rowStart, rowCount, values: loadOnce }, format.byteLength(outType, rowCount * cols));
         }
       } else {
-        // Copies go in chunks of whole elements; converted ones must also stay 4-byte aligned.
-        const unit = Math.max(DTYPE_BYTES[entry.dtype], 4);
+        // Copies go in chunks of whole elements (or blocks).
+        const unit = format.copyUnit(stored.type, outType);
         const chunk = Math.max(unit, Math.floor(slabBytes / unit) * unit);
-        for (const [start, length] of pieces(entry.byteLength, chunk)) {
-          push({ kind: 'copy', start, length }, length / DTYPE_BYTES[entry.dtype]);
+        for (const [start, length] of pieces(stored.byteLength, chunk)) {
+          const outBytes = outType === stored.type ? length : format.byteLength(outType, length / format.byteLength(stored.type, 1));
+          push({ kind: 'copy', start, length }, outBytes);
         }
       }
     }
   });
 
-  const provenance = provenanceMetadata(prepared, options.outDtype);
+  const provenance = provenanceMetadata(prepared, requested);
   const bytesTotal = units.reduce((sum, u) => sum + u.outBytes, 0);
   const tensorsTotal = base.tensors.size;
   let bytesDone = 0;
   let tensorsDone = 0;
-  const writers: SafetensorsWriter[] = [];
+  let warnings: string[] = [];
+  const writers: TensorFileWriter[] = [];
   const files: string[] = [];
   /** Finishes the open shard and opens every shard up to `shardIndex` (empty ones get just a header). */
   const advanceTo = async (shardIndex: number) => {
     while (writers.length <= shardIndex) {
       const open = writers[writers.length - 1];
       if (open) await open.finish();
-      const shard = base.shards[writers.length];
-      // transformers refuses a safetensors file whose metadata lacks `format` (pt, tf, flax, mlx).
-      const metadata = { format: 'pt', ...shard.file.metadata, ...provenance };
-      writers.push(await createSafetensorsWriter(await output.createFile(shard.path), shardEntries[writers.length], metadata));
+      const i = writers.length;
+      const shard = outShards[i];
+      writers.push(await format.createWriter(await output.createFile(shard.path), i, outShards, provenance, mirrored[i]));
       files.push(shard.path);
     }
   };
+  const copiedNonFinite = new CopiedNonFinite();
   const emit = (phase: 'merge' | 'done', tensor?: string) =>
     onProgress?.({ phase, tensorsDone, tensorsTotal, bytesDone, bytesTotal, tensor });
 
@@ -160,10 +210,10 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       units,
       {
         read: (unit) => readUnit(prepared, unit),
-        compute: (unit, input) => computeUnit(unit, input, backend, signal),
+        compute: (unit, input) => computeUnit(prepared, unit, input, backend, copiedNonFinite, signal),
         write: async (unit, bytes) => {
           await advanceTo(unit.shardIndex);
-          await writers[unit.shardIndex].writeChunk(unit.tensor.name, bytes);
+          await writers[unit.shardIndex].writeChunk(unit.storedName, bytes);
           bytesDone += bytes.byteLength;
           if (isLastUnitOfTensor(unit)) tensorsDone++;
           emit('merge', unit.tensor.name);
@@ -171,19 +221,16 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       },
       signal,
     );
+    warnings = copiedNonFinite.warnings();
+    warnings.forEach((w) => options.onWarning?.(w));
     await advanceTo(base.shards.length - 1);
     await writers[writers.length - 1]?.finish();
     throwIfAborted(signal);
-    if (base.index) {
-      const indexPath = base.indexPath!;
-      const totalSize = writers.reduce((sum, w) => sum + w.entries.reduce((s, e) => s + e.byteLength, 0), 0);
-      const index = { ...base.index, metadata: { ...(base.index.metadata ?? {}), total_size: totalSize } };
-      const sink = await output.createFile(indexPath);
-      await sink.write(new TextEncoder().encode(JSON.stringify(index, null, 2) + '\n'));
-      await sink.close();
-      files.push(indexPath);
-    }
-    files.push(...await writeModelFiles(prepared, output, writtenDtype(shardEntries), signal));
+    files.push(...(await format.writeSidecars(output, outShards, {
+      mirrored,
+      copyInput: (path) => copyInputFile(prepared.baseFiles, path, output),
+    })));
+    files.push(...(await writeModelFiles(prepared, output, writtenDtype(outShards), signal)));
     throwIfAborted(signal);
     await output.commit();
   } catch (e) {
@@ -192,6 +239,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   }
   emit('done');
   return {
+    warnings,
     files,
     tensors: tensorsTotal,
     tensorsUpdated: plan.summary.tensorsTouched,
@@ -209,31 +257,91 @@ function pieces(total: number, step: number): [number, number][] {
   return out;
 }
 
-/** DoRA norms that run across stored rows need the whole matrix at once; everything else slabs. */
-function slabbable(update: TensorUpdate): boolean {
-  if (!update.dora) return true;
-  return (update.dora.axis === 'out') === (update.layout === 'out-in');
-}
-
 /** The float dtype most of the written elements are in (what config.json says was written). */
-function writtenDtype(shards: readonly (readonly { dtype: DType; shape: readonly number[] }[])[]): FloatDType | undefined {
+function writtenDtype(shards: readonly StoredShard[]): FloatDType | undefined {
   const elements = new Map<FloatDType, number>();
-  for (const entry of shards.flat()) {
-    if (isFloatDType(entry.dtype)) elements.set(entry.dtype, (elements.get(entry.dtype) ?? 0) + product(entry.shape));
+  for (const t of shards.flatMap((s) => s.tensors)) {
+    if (isFloatDType(t.type)) elements.set(t.type, (elements.get(t.type) ?? 0) + product(t.shape));
   }
   return [...elements].sort((a, b) => b[1] - a[1])[0]?.[0];
+}
+
+function isLastUnitOfTensor(unit: WorkUnit): boolean {
+  const a = unit.action;
+  if (a.kind === 'update') return a.rowStart + a.rowCount >= a.update.rows;
+  if (a.kind === 'replace') return a.rowStart + a.rowCount >= rowsAndCols(a.replacement.shape)[0];
+  if (a.kind === 'rows') return a.rowStart + a.rowCount >= a.rowSet.shape[0];
+  if (a.kind === 'copy') return a.start + a.length >= unit.tensor.byteLength;
+  return true;
+}
+
+/**
+ * Every tensor's output type must fit it (GGUF block sizes), and a scaled fp8 weight must keep its
+ * dtype (its stored values are W / scale_weight: another dtype would need the scales redone too);
+ * checked before any work.
+ */
+function checkOutputTypes(
+  baseName: string, shards: readonly BaseShard[], valueScales: ReadonlyMap<string, number> | undefined,
+  format: ContainerFormat, outTypeOf: (shard: BaseShard, t: StoredTensor) => string,
+): void {
+  const problems: string[] = [];
+  for (const shard of shards) {
+    for (const t of shard.tensors) {
+      const type = outTypeOf(shard, t);
+      if (type === t.type) continue;
+      if (valueScales?.has(shard.keyPrefix + t.name)) {
+        throw new MergeError('BAD_ARGUMENT', `${baseName}: a scaled fp8 checkpoint (scale_weight per tensor) keeps its weights in ${t.type}; leave out the output dtype or choose ${t.type}`);
+      }
+      const why = format.checkOutputType(t, type);
+      if (why) problems.push(`tensor "${t.name}": ${why}`);
+    }
+  }
+  if (problems.length > 0) {
+    throw new MergeError('BAD_ARGUMENT', problems.length === 1 ? problems[0] : `${problems[0]} (and ${problems.length - 1} more tensors)`);
+  }
 }
 
 function product(shape: readonly number[]): number {
   return shape.reduce((n, d) => n * d, 1);
 }
 
-function isLastUnitOfTensor(unit: WorkUnit): boolean {
-  const a = unit.action;
-  if (a.kind === 'update') return a.rowStart + a.rowCount >= a.update.rows;
-  if (a.kind === 'rows') return a.rowStart + a.rowCount >= a.rowSet.shape[0];
-  if (a.kind === 'copy') return a.start + a.length >= unit.tensor.entry.byteLength;
-  return true;
+function sameShape(x: readonly number[], y: readonly number[]): boolean {
+  return x.length === y.length && x.every((d, i) => d === y[i]);
+}
+
+/** A tensor as rows of its first dimension (a scalar: one row of one value). */
+function rowsAndCols(shape: readonly number[]): [number, number] {
+  return shape.length === 0 ? [1, 1] : [shape[0], product(shape.slice(1))];
+}
+
+/**
+ * Where an update's or a row set's rows come from: the base's stored rows, decoded by its
+ * container, or the float tensor an adapter saved for it (read from the adapter's file as it is).
+ */
+interface StartRows {
+  dtype: FloatDType;
+  rowBytes(cols: number): number;
+  read(key: string, start: number, length: number): Promise<Uint8Array>;
+  decode(bytes: Uint8Array, backend: MergeBackend, signal?: AbortSignal): Promise<FloatTensorBytes>;
+}
+
+function startRows(prepared: PreparedMerge, storedType: string, source: PlannedReplacement | undefined): StartRows {
+  const format = prepared.base.format;
+  if (source) {
+    const dtype = source.tensor.dtype as FloatDType;
+    return {
+      dtype,
+      rowBytes: (cols) => cols * DTYPE_BYTES[dtype],
+      read: (_key, start, length) => source.file.readPart(source.tensor, start, length),
+      decode: async (bytes) => ({ dtype, data: bytes }),
+    };
+  }
+  return {
+    dtype: format.engineDtype(storedType),
+    rowBytes: (cols) => format.byteLength(storedType, cols),
+    read: (key, start, length) => prepared.base.readPart(key, start, length),
+    decode: (bytes, backend, signal) => format.decodeRows(storedType, bytes, backend, signal),
+  };
 }
 
 async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8Array> {
@@ -241,62 +349,101 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8A
   const a = unit.action;
   switch (a.kind) {
     case 'update': {
-      const rowBytes = a.update.cols * DTYPE_BYTES[a.update.dtype];
-      await a.terms(); // start reading the factors together with the first slab
-      return readStart(prepared, unit.tensor.name, a.update.source, a.rowStart * rowBytes, a.rowCount * rowBytes);
+      const start = startRows(prepared, unit.tensor.storedType, a.update.source);
+      const rowBytes = start.rowBytes(a.update.cols);
+      await a.steps(); // read the factors (and run any norm pass) before the first slab
+      return start.read(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
     }
     case 'rows': {
-      const rowBytes = a.rowSet.shape[1] * DTYPE_BYTES[a.rowSet.dtype];
+      const start = startRows(prepared, unit.tensor.storedType, a.rowSet.source);
+      const rowBytes = start.rowBytes(a.rowSet.shape[1]);
       await a.values();
-      return readStart(prepared, unit.tensor.name, a.rowSet.source, a.rowStart * rowBytes, a.rowCount * rowBytes);
+      return start.read(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
     }
     case 'bias':
       return a.bias.source ? a.bias.source.file.read(a.bias.source.tensor) : base.read(unit.tensor.name);
-    case 'replace':
-      return new Uint8Array(0); // read in compute: loadReplacement converts as it reads
+    case 'replace': {
+      const { file, tensor, shape } = a.replacement;
+      const rowBytes = rowsAndCols(shape)[1] * DTYPE_BYTES[tensor.dtype];
+      return file.readPart(tensor, a.rowStart * rowBytes, a.rowCount * rowBytes);
+    }
     case 'copy':
       return base.readPart(unit.tensor.name, a.start, a.length);
   }
 }
 
-/** Bytes of the tensor a unit starts from: the base's, or the one an adapter saved for it. */
-function readStart(prepared: PreparedMerge, name: string, source: PlannedReplacement | undefined, start: number, length: number): Promise<Uint8Array> {
-  return source ? source.file.readPart(source.tensor, start, length) : prepared.base.readPart(name, start, length);
-}
-
-async function computeUnit(unit: WorkUnit, input: Uint8Array, backend: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
+async function computeUnit(
+  prepared: PreparedMerge, unit: WorkUnit, input: Uint8Array, backend: MergeBackend, copiedNonFinite: CopiedNonFinite, signal?: AbortSignal,
+): Promise<Uint8Array> {
+  const format = prepared.base.format;
   const a = unit.action;
   const name = unit.tensor.name;
+  const inType = unit.tensor.storedType;
+  const outDtype = format.engineDtype(unit.outType);
+  /** Engine output → stored bytes; block types are checked for scales that overflowed. */
+  const encode = (values: Uint8Array) => {
+    const out = format.encodeRows(unit.outType, values);
+    if (out !== values) checkEncodedBlocks(unit.file, name, unit.outType, values, format.nonFiniteInBlocks?.(unit.outType, out));
+    return out;
+  };
   switch (a.kind) {
     case 'update': {
-      const op = await loadMergeOp(
-        a.update,
-        { dtype: a.update.dtype, data: input },
-        unit.outDtype as FloatDType,
-        { rowStart: a.rowStart, rowCount: a.rowCount },
-        await a.terms(),
-      );
-      return backend.merge(op, signal);
+      const { update, rowStart, rowCount } = a;
+      // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
+      const broken = update.source ? undefined : format.nonFiniteInBlocks?.(inType, input);
+      if (broken) throw baseHoldsNonFinite(unit.file, update.baseKey, broken, { rows: update.rows, rowStart, rowCount });
+      const decoded = await startRows(prepared, inType, update.source).decode(input, backend, signal);
+      const op = slabOp({
+        name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: decoded, outDtype, rowStart, rowCount,
+      }, await slabSteps(await a.steps(), rowStart, rowCount));
+      const merged = await backend.merge(op, signal).catch(async (e: unknown) => {
+        throw await explainNonFinite(e, { file: unit.file, update, base: decoded.data, op });
+      });
+      return encode(merged);
     }
-    case 'bias':
-      return backend.merge(await loadBiasUpdate(a.bias, { dtype: a.bias.dtype, data: input }, unit.outDtype as FloatDType), signal);
-    case 'rows':
-      return setRows(input, a.rowSet.dtype, a.rowStart, a.rowSet.shape[1], await a.values(), unit.outDtype as FloatDType);
-    case 'replace':
-      return loadReplacement(a.replacement, unit.outDtype as FloatDType);
+    case 'bias': {
+      const source = a.bias.source?.tensor;
+      const decoded = source ? { dtype: source.dtype as FloatDType, data: input } : await format.decodeRows(inType, input, backend, signal);
+      const op = await loadBiasUpdate(a.bias, decoded, outDtype);
+      const merged = await backend.merge(op, signal).catch((e: unknown) => {
+        throw explainBiasNonFinite(e, unit.file, a.bias, decoded.data, op);
+      });
+      return encode(merged);
+    }
+    case 'replace': {
+      const dtype = a.replacement.tensor.dtype as FloatDType;
+      const out = dtype === outDtype ? input : encodeFromF32(decodeToF32(input, dtype), outDtype);
+      checkReplacement(a.replacement, input, out, outDtype);
+      return encode(out);
+    }
+    case 'rows': {
+      const { rowSet, rowStart } = a;
+      const start = await startRows(prepared, inType, rowSet.source).decode(input, backend, signal);
+      const values = await a.values();
+      const out = setRows(start.data, start.dtype, rowStart, rowSet.shape[1], values, outDtype);
+      checkRowSet(unit.file, rowSet, rowStart, start, values, out, outDtype, copiedNonFinite);
+      return encode(out);
+    }
     case 'copy': {
-      const inDtype = unit.tensor.dtype;
-      if (inDtype === unit.outDtype) return input;
-      if (!isFloatDType(inDtype) || !isFloatDType(unit.outDtype)) {
-        throw new MergeError('BAD_ARGUMENT', `tensor "${name}": cannot convert ${inDtype} to ${unit.outDtype}`);
+      // The bytes stay as they are; NaN/Inf the base already holds are reported, not refused.
+      if (isDType(inType)) copiedNonFinite.scan(unit.file, name, input, inType);
+      else copiedNonFinite.add(unit.file, name, format.nonFiniteInBlocks?.(inType, input) ?? 0);
+      if (inType === unit.outType) return input;
+      let out: Uint8Array;
+      try {
+        out = format.convert(input, inType, unit.outType);
+      } catch (e) {
+        if (e instanceof MergeError) throw new MergeError(e.code, `tensor "${name}": ${e.message}`, { cause: e });
+        throw e;
       }
-      return encodeFromF32(decodeToF32(input, inDtype), unit.outDtype);
+      if (isFloatDType(inType) && isFloatDType(unit.outType)) checkConverted(unit.file, name, input, inType, out, unit.outType);
+      return out;
     }
   }
 }
 
-/** What went into this file, kept in its `__metadata__` so the merge can be traced and repeated. */
-function provenanceMetadata(prepared: PreparedMerge, outDtype: FloatDType | undefined): Record<string, string> {
+/** What went into this file, kept in its metadata so the merge can be traced and repeated. */
+function provenanceMetadata(prepared: PreparedMerge, outDtype: string | undefined): Record<string, string> {
   const adapters = prepared.adapters.map(({ adapter, weight }, i) => {
     const scales = new Set<number>();
     for (const u of prepared.plan.updates) for (const t of u.terms) if (t.adapterIndex === i) scales.add(t.module.scale);
@@ -308,8 +455,10 @@ function provenanceMetadata(prepared: PreparedMerge, outDtype: FloatDType | unde
       scales: [...scales].sort((x, y) => x - y),
     };
   });
+  const leftOut = prepared.plan.leftOut.map((m) => ({ adapter: adapters[m.adapterIndex].name, module: m.module, reason: m.reason }));
   return {
     'loramerge.adapters': JSON.stringify(adapters),
+    ...(leftOut.length ? { 'loramerge.left_out': JSON.stringify(leftOut) } : {}),
     'loramerge.rule': "W' = W + sum(weight * scale * B @ A), f32 accumulation, rounded once",
     ...(outDtype ? { 'loramerge.dtype': outDtype } : {}),
   };

@@ -4,21 +4,26 @@
  * front ends can show the plan and let the user fix problems before any work starts.
  */
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
-import { dequantizedBaseModel } from '../formats/bnb/bnb-base-model.js';
-import { openBaseModel, type BaseModel } from '../formats/base-model.js';
+import type { BaseModel } from '../formats/base-model.js';
+import { isSafetensorsModel } from '../formats/base-model-view.js';
+import { dequantizedBaseModel, type DequantizedBase } from '../formats/bnb/bnb-base-model.js';
 import { modelArchitectures, readModelConfig, type ModelConfig } from '../formats/model-config.js';
+import { openModel } from '../formats/open-model.js';
 import type { InputFileSet } from '../io/types.js';
-import { buildMergePlan, type MergePlan } from '../plan/merge-plan.js';
+import { buildMergePlan, type BaseTensorIndex, type MergePlan } from '../plan/merge-plan.js';
 import { planModelFolder, type ModelFolderPlan } from '../plan/model-folder.js';
 import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
 import { MergeError } from '../errors.js';
+import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 
+/** One adapter for {@link prepareMerge}: its files and the weight it is merged at. */
 export interface AdapterInput {
   files: InputFileSet;
   /** The user's weight for this adapter (default 1; negative subtracts). */
   weight?: number;
 }
 
+/** The opened inputs and their plan, ready for {@link mergeModel}. */
 export interface PreparedMerge {
   baseFiles: InputFileSet;
   /** The base as the merge sees it (a tied head or dequantized tensors may be views of its files). */
@@ -31,36 +36,55 @@ export interface PreparedMerge {
   close(): Promise<void>;
 }
 
+/** Opens the base and the adapters (headers and configs only) and plans the merge: every problem is in `plan.problems`, nothing heavy is read. Close the result when done. */
+/** What the plan reads of the base: its tensors, components and metadata, and config.json's architectures. */
+function planIndex(base: BaseModel, architectures: readonly string[]): BaseTensorIndex {
+  const index: BaseTensorIndex = { tensors: base.tensors, architectures };
+  if (base.valueScales) index.valueScales = base.valueScales;
+  if (base.components) index.components = base.components;
+  if (base.metadata) index.metadata = (key) => base.metadata!(key);
+  return index;
+}
+
 export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: readonly AdapterInput[]): Promise<PreparedMerge> {
   if (adapterInputs.length === 0) throw new MergeError('BAD_ARGUMENT', 'no adapter given');
   for (const input of adapterInputs) {
     const weight = input.weight ?? 1;
     if (!Number.isFinite(weight)) throw new MergeError('BAD_ARGUMENT', `${input.files.name}: weight ${weight} is not a finite number`);
   }
-  const opened = await openBaseModel(baseFiles);
+  const opened = await openModel(baseFiles);
   const adapters: PreparedMerge['adapters'] = [];
   const close = async () => {
     await Promise.allSettled([opened.close(), ...adapters.map(({ adapter }) => adapter.file.source.close())]);
   };
   try {
-    const config: ModelConfig | undefined = await readModelConfig(baseFiles);
+    // A GGUF says what it is in its own metadata; config.json describes safetensors models.
+    const config: ModelConfig | undefined = isSafetensorsModel(opened) ? await readModelConfig(baseFiles) : undefined;
     const architectures = modelArchitectures(config);
     for (const input of adapterInputs) {
       adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1, files: input.files });
     }
-    const dequantized = await dequantizedBaseModel(opened, config);
+    // A bitsandbytes base is merged as the float model it stands for (formats/bnb/).
+    const dequantized: DequantizedBase | undefined = isSafetensorsModel(opened) ? await dequantizedBaseModel(opened, config) : undefined;
     const tie = resolveTiedEmbeddings(dequantized?.base ?? opened, config, adapters, architectures);
     const base = tie.base;
-    const plan = buildMergePlan({ tensors: base.tensors, architectures }, tie.adapters);
+    const plan = buildMergePlan(planIndex(base, architectures), tie.adapters);
+    plan.warnings.unshift(...base.warnings);
+    plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
+    plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
+    plan.warnings.push(...(base.planWarnings?.(plan) ?? []));
     if (dequantized) {
       const counts = [dequantized.fourBit ? `${dequantized.fourBit} 4-bit` : '', dequantized.eightBit ? `${dequantized.eightBit} 8-bit` : ''].filter(Boolean).join(' and ');
       plan.notes.push(`the base holds ${counts} bitsandbytes weights: they are dequantized exactly as bitsandbytes does, merged, and written as floats; config.json drops quantization_config`);
       plan.warnings.push('the base is bitsandbytes-quantized: a QLoRA adapter merges best into the original high-precision base, if you have it (the quantization error stays in this merge)');
     }
     if (tie.note) plan.notes.push(tie.note);
+    // Only a transformers-style folder takes a rewritten config.json and an adapter's tokenizer
+    // (a GGUF keeps both in its own metadata; a merged single file has no folder).
+    const folder = base.kind !== 'file' && base.kind !== 'gguf';
     const modelFolder = await planModelFolder(
       { tensors: base.tensors }, config, adapters.map(({ adapter, files }) => ({ name: adapter.name, files })), plan,
-      { untied: tie.decision === 'untied', dequantized: dequantized !== undefined, folder: base.kind !== 'file' },
+      { untied: tie.decision === 'untied', dequantized: dequantized !== undefined, folder },
     );
     return { baseFiles, base, adapters, plan, modelFolder, close };
   } catch (e) {

@@ -10,4 +10,5 @@ export interface MergeProgress {
   tensor?: string;
 }
 
+/** Receives {@link MergeProgress} events as the merge writes. */
 export type ProgressListener = (event: MergeProgress) => void;

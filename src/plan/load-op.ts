@@ -7,59 +7,102 @@
  */
 import { decodeToF32, encodeFromF32, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, LowRankTerm, MergeOp } from '../engine/merge-op.js';
-import type { BiasUpdate, PlannedReplacement, TensorUpdate } from './merge-plan.js';
+import { MergeError } from '../errors.js';
+import { loadModuleUpdate } from '../formats/algorithms/index.js';
 import { expertTerms } from './fused-experts.js';
-import { readFloat, readModuleFactors } from './module-factors.js';
+import type { BiasUpdate, PlannedReplacement, PlannedTerm, TensorUpdate } from './merge-plan.js';
+import { readFloat } from './module-factors.js';
+import { assembleSteps, slabOp, slabSteps, type LoadedStep, type UpdatePiece } from './load-steps.js';
 
 export interface RowRange {
   rowStart: number;
   rowCount: number;
 }
 
-/** The terms of one update, read once: pass them to several loadMergeOp calls when slabbing. */
-export async function loadTerms(update: TensorUpdate): Promise<LowRankTerm[]> {
-  const terms: LowRankTerm[] = [];
-  for (const t of update.terms) {
-    const { a, b, rank } = await readModuleFactors(t.file, t.module);
-    if (t.experts) {
-      terms.push(...expertTerms(a, b, t.experts, t.scale));
-      continue;
+/** The update as the engine's sequence of steps, read once per tensor (see load-steps.ts). */
+export async function loadUpdateSteps(update: TensorUpdate): Promise<LoadedStep[]> {
+  const pieces: UpdatePiece[] = [];
+  for (const term of update.terms) pieces.push(...await termPieces(update, term));
+  return assembleSteps(pieces);
+}
+
+/** One module's pieces with its scale s folded in, then its DoRA. */
+async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdatePiece[]> {
+  const s = t.scale;
+  const out: UpdatePiece[] = [];
+  const axisLength = (axis: 'out' | 'in') => (axis === 'out' ? update.outFeatures : update.inFeatures);
+  for (const p of await loadModuleUpdate(t.file, t.module, { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures })) {
+    switch (p.kind) {
+      case 'low-rank': {
+        if (t.experts) {
+          // A fused expert tensor: one term per expert, on its own rows (fused-experts.ts).
+          for (const term of expertTerms(p.a, p.b, t.experts, s)) out.push({ kind: 'low-rank', term });
+          break;
+        }
+        const term: LowRankTerm = { a: p.a, b: p.b, rank: p.rank, scale: s };
+        if (t.placement) term.placement = t.placement;
+        out.push({ kind: 'low-rank', term });
+        break;
+      }
+      case 'dense':
+        out.push({ kind: 'dense', source: { scale: s, rows: (r0, n) => p.rows(r0, n) } });
+        break;
+      case 'scale':
+      case 'fixed-scale': {
+        const values = p.kind === 'scale' ? f32(p.w).map((w) => 1 + s * w) : f32(p.factors);
+        const factors = perChannel(values, axisLength(p.axis), t);
+        out.push({ kind: 'step', step: { kind: 'scale', axis: p.axis, factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) } } });
+        break;
+      }
+      case 'project':
+        out.push({ kind: 'step', step: { kind: 'self', p: p.p, q: p.q, rank: p.rank, scale: s } });
+        break;
+      case 'rotate': {
+        // Each block I + s·Δ.
+        const b = p.blockSize;
+        const blocks = f32(p.delta).map((d) => s * d);
+        for (let k = 0; k < blocks.length / (b * b); k++) for (let i = 0; i < b; i++) blocks[k * b * b + i * b + i] += 1;
+        out.push({ kind: 'step', step: { kind: 'rotate', axis: p.axis, blockSize: b, blocks: { dtype: 'F32', data: new Uint8Array(blocks.buffer) } } });
+        break;
+      }
     }
-    const term: LowRankTerm = { a, b, rank, scale: t.scale };
-    if (t.placement) term.placement = t.placement;
-    terms.push(term);
   }
-  return terms;
+  if (t.dora) {
+    const magnitude = await readFloat(t.dora.file, t.dora.magnitude); // any shape → its values as a vector
+    const group = t.dora.group ? { group: t.dora.group } : {};
+    out.push({ kind: 'step', step: { kind: 'dora', dora: { magnitude, normAxis: t.dora.axis, epsilon: t.dora.epsilon, ...group } } });
+  }
+  return out;
+}
+
+const f32 = (t: FloatTensorBytes): Float32Array => Float32Array.from(decodeToF32(t.data, t.dtype));
+
+/** One value per channel repeated over a conv's kernel positions (channel-major, as W is flattened). */
+function perChannel(values: Float32Array, length: number, t: PlannedTerm): Float32Array {
+  if (values.length === length) return values;
+  if (values.length === 0 || length % values.length !== 0) {
+    throw new MergeError('SHAPE_MISMATCH', `module "${t.moduleName}": ${values.length} per-channel values do not fit an axis of ${length}`);
+  }
+  const k = length / values.length;
+  const out = new Float32Array(length);
+  values.forEach((v, c) => out.fill(v, c * k, (c + 1) * k));
+  return out;
 }
 
 /**
  * The op for one update: `baseBytes` holds the whole stored tensor, or just the rows in `rowRange`.
- * DoRA ops whose norms run across stored rows must not be slabbed (the executor refuses them).
+ * DoRA norms that run across stored rows need the whole tensor (the pipeline resolves them first).
  */
 export async function loadMergeOp(
-  update: TensorUpdate, baseBytes: FloatTensorBytes, outDtype: FloatDType, rowRange?: RowRange, terms?: LowRankTerm[],
+  update: TensorUpdate, baseBytes: FloatTensorBytes, outDtype: FloatDType, rowRange?: RowRange,
 ): Promise<MergeOp> {
-  const op: MergeOp = {
-    name: update.baseKey,
-    rows: update.rows,
-    cols: update.cols,
-    layout: update.layout,
-    base: baseBytes,
-    terms: terms ?? await loadTerms(update),
-    outDtype,
-  };
-  if (rowRange) {
-    op.rowStart = rowRange.rowStart;
-    op.rowCount = rowRange.rowCount;
-  }
-  if (update.dora) {
-    op.dora = {
-      magnitude: await readFloat(update.dora.file, update.dora.magnitude), // any shape → its values as a vector
-      normAxis: update.dora.axis,
-      epsilon: update.dora.epsilon,
-    };
-  }
-  return op;
+  const rowStart = rowRange?.rowStart ?? 0;
+  const rowCount = rowRange?.rowCount ?? update.rows;
+  const steps = await slabSteps(await loadUpdateSteps(update), rowStart, rowCount);
+  return slabOp({
+    name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: baseBytes, outDtype,
+    ...(rowRange ? { rowStart, rowCount } : {}),
+  }, steps);
 }
 
 /**

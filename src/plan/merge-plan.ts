@@ -8,23 +8,28 @@
  * plan only checks that the two fit and groups the terms per tensor.
  *
  * Policy decisions, documented here because users will ask:
- * - Several adapters on one tensor add their terms: W' = W + Σ wᵢ·sᵢ·BᵢAᵢ.
+ * - Several adapters on one tensor apply in `--adapter` order, as PEFT merges adapters one after
+ *   another: additive terms in a row sum in one pass (W' = W + Σ wᵢ·sᵢ·ΔWᵢ); a DoRA module
+ *   renormalises W + (the terms before it) + its own ΔW; scalings and rotations (IA3, OFT) map the
+ *   weight as it stands when their turn comes.
  * - Modules of one adapter may share a tensor only on disjoint rows (q, k and v of a fused qkv).
- * - A DoRA module must be the only term on its tensor. DoRA renormalises W + ΔW with magnitudes
- *   trained against the original W; with a second adapter's ΔW in the sum, or a second DoRA
- *   magnitude, there is no single right answer, so the plan refuses instead of guessing.
  * - With DoRA, the user weight scales ΔW only; the magnitude is applied as trained (warned).
  * - A replaced tensor (PEFT modules_to_save) may not also receive LoRA terms or another replacement.
+ * - A base weight an adapter saved (PEFT `base_layer.weight`, a resized embedding, `bias="all"`) is
+ *   what that adapter's own terms start from; it must come before other adapters on that tensor.
+ * - Trainable tokens set rows outright: nothing else may change their tensor in the same merge.
  */
 import { DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
-import type { RowPlacement, WeightLayout } from '../engine/merge-op.js';
+import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.js';
 import type { AdapterFormat, AdapterModule, ParsedAdapter, TensorReplacement } from '../formats/adapter.js';
+import type { BaseComponent } from '../formats/base-components.js';
 import { ModuleLocator, type KeyResolution, type Placement } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { fitExperts, type ExpertSplit } from './fused-experts.js';
 import { formatProblemList } from './problems.js';
 import type { PlannedRowSet } from './row-sets.js';
+import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
 
 export interface BaseTensorInfo {
   dtype: DType;
@@ -33,8 +38,14 @@ export interface BaseTensorInfo {
 
 export interface BaseTensorIndex {
   tensors: ReadonlyMap<string, BaseTensorInfo>;
+  /** Tensors stored as value / scale (scaled fp8): their terms are divided by the scale. */
+  valueScales?: ReadonlyMap<string, number>;
+  /** The components the base's files name (a pipeline's folders); else found from the keys. */
+  components?: readonly BaseComponent[];
   /** config.json `architectures` (vision-language key maps, fused expert layouts). */
   architectures?: readonly string[];
+  /** The base file's typed metadata (GGUF), for layouts that need it. */
+  metadata?(key: string): unknown;
 }
 
 export interface WeightedAdapter {
@@ -59,8 +70,11 @@ export interface PlannedTerm {
   placement?: RowPlacement;
   /** A fused 3-D expert tensor: one term per expert, each on its own rows (fused-experts.ts). */
   experts?: ExpertSplit;
+  /** DoRA: renormalise after this term (and the terms before it). */
+  dora?: PlannedDora;
 }
 
+/** A DoRA magnitude that renormalises an updated tensor. */
 export interface PlannedDora {
   adapterIndex: number;
   moduleName: string;
@@ -68,6 +82,8 @@ export interface PlannedDora {
   magnitude: TensorEntry;
   axis: 'out' | 'in';
   epsilon: number;
+  /** Input features per magnitude (a conv's kernel positions); absent: 1. */
+  group?: number;
 }
 
 /** All work on one base weight tensor. */
@@ -82,11 +98,13 @@ export interface TensorUpdate {
   /** ΔW's out × in (for 'in-out' layouts these are cols × rows). */
   outFeatures: number;
   inFeatures: number;
+  /** In `--adapter` order, each adapter's modules in file order. */
   terms: PlannedTerm[];
-  dora?: PlannedDora;
+  /** Row slabs start on multiples of this (rotations of output rows keep blocks together). */
+  rowBlock: number;
   /**
    * The tensor W starts from when an adapter saved it (PEFT `base_layer.weight`, a resized
-   * embedding): the terms are added to it instead of the base's; `dtype` and `shape` are its own.
+   * embedding): the terms apply to it instead of the base's; `dtype` and `shape` are its own.
    */
   source?: PlannedReplacement;
 }
@@ -115,6 +133,7 @@ export interface PlannedReplacement {
   tensor: TensorEntry;
 }
 
+/** Something that stops the merge, naming the adapter and module. */
 export interface PlanProblem {
   adapter: string;
   module: string;
@@ -122,6 +141,7 @@ export interface PlanProblem {
   message: string;
 }
 
+/** How much a planned merge changes, reads and computes. */
 export interface PlanSummary {
   /** Distinct base tensors that change (updated, bias-updated or replaced). */
   tensorsTouched: number;
@@ -134,8 +154,20 @@ export interface PlanSummary {
   flops: number;
 }
 
+/** A module not merged because it names a component the base does not hold. */
+export interface LeftOutModule {
+  adapterIndex: number;
+  adapter: string;
+  module: string;
+  /** Why, e.g. "names text encoder 1 (CLIP-L), which the base does not hold (it holds …)". */
+  reason: string;
+}
+
+/** Which base tensor gets which update at which scale, and every problem found: the result of planning, before anything heavy is read. */
 export interface MergePlan {
   adapters: { name: string; format: AdapterFormat; weight: number; modules: number; replacements: number }[];
+  /** Modules for components the base lacks: not merged, and said so (warnings, output metadata). */
+  leftOut: LeftOutModule[];
   /** In the base's tensor order. */
   updates: TensorUpdate[];
   biasUpdates: BiasUpdate[];
@@ -156,7 +188,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
   const updates = new Map<string, TensorUpdate>();
   const biases = new Map<string, BiasUpdate>();
   const replacements = new Map<string, PlannedReplacement>();
-
+  const leftOut: LeftOutModule[] = [];
   const rowSets = new Map<string, PlannedRowSet>();
 
   adapters.forEach(({ adapter, weight }, adapterIndex) => {
@@ -183,7 +215,11 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       if (!isFloatDType(rep.tensor.dtype) || !isFloatDType(info.dtype)) {
-        report(name, 'UNSUPPORTED_FORMAT', `replacement ${rep.tensor.dtype} for base ${resolved.key} ${info.dtype}: only F32, F16 and BF16 tensors can be replaced`);
+        report(name, 'UNSUPPORTED_FORMAT', `replacement ${rep.tensor.dtype} for base ${resolved.key} ${info.dtype}: only float tensors can be replaced`);
+        continue;
+      }
+      if ((base.valueScales?.get(resolved.key) ?? 1) !== 1) {
+        report(name, 'UNSUPPORTED_FORMAT', `replacing the scaled fp8 weight ${resolved.key} is not supported`);
         continue;
       }
       const other = replacements.get(resolved.key);
@@ -224,7 +260,11 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       if (!isFloatDType(info.dtype) || !(isFloatDType(rows.delta.dtype) || rows.delta.dtype === 'F64')) {
-        fail('UNSUPPORTED_FORMAT', `only F32, F16 and BF16 tensors can have rows set`);
+        fail('UNSUPPORTED_FORMAT', `only float tensors can have rows set`);
+        continue;
+      }
+      if ((base.valueScales?.get(resolved.key) ?? 1) !== 1) {
+        fail('UNSUPPORTED_FORMAT', `setting rows of the scaled fp8 weight ${resolved.key} is not supported`);
         continue;
       }
       let set = rowSets.get(resolved.key);
@@ -240,6 +280,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         fail('PLAN_INVALID', `sets token ${overlap}, which ${set.terms.find((t) => t.indices.includes(overlap))!.adapter} also sets (PEFT refuses overlapping trainable tokens)`);
         continue;
       }
+      if (weight !== 1) warnings.push(`${adapter.name}: weight ${weight} does not apply to the rows its trainable tokens set in ${resolved.key}`);
       set.terms.push({ adapterIndex, adapter: adapter.name, file: adapter.file, delta: rows.delta, indices: rows.indices });
     }
 
@@ -248,12 +289,32 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       const fail = (code: MergeErrorCode, message: string) => report(moduleName, code, message);
       const location = locator.locate(module.address);
       if (!location.found) {
-        fail(location.code, location.message);
+        if (location.missingComponent) leftOut.push({ adapterIndex, adapter: adapter.name, module: moduleName, reason: location.message });
+        else fail(location.code, location.message);
         continue;
       }
       if (!Object.values(module.tensors).every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;
+      const describe = (target: Placement) => describeTarget(target, base.tensors.get(target.baseKey)?.shape[0]);
+      const targets = location.targets.map(describe).join(', ');
+      // A GGUF llama's q and k hold their rows in another order (permuted for llama.cpp's RoPE).
+      const landing = location.targets.every((t) => t.rows && isReordering(t.rows, base.tensors.get(t.baseKey)?.shape[0]))
+        ? 'whose rows the base stores in another order' : 'that lands on part of a tensor';
       if (module.dora && (location.targets.length > 1 || location.targets[0].rows)) {
-        fail('UNSUPPORTED_FORMAT', `DoRA on a module that lands on part of a tensor (${location.targets.map(describeTarget).join(', ')}) is not supported`);
+        fail('UNSUPPORTED_FORMAT', `DoRA on a module ${landing} (${targets}) is not supported`);
+        continue;
+      }
+      const overLimit = moduleLimitProblem(module);
+      if (overLimit) {
+        fail('LIMIT_EXCEEDED', overLimit);
+        continue;
+      }
+      if (module.update.kind !== 'low-rank' && (location.targets.length > 1 || location.targets[0].rows)) {
+        fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a module ${landing} (${targets}) is not supported`);
+        continue;
+      }
+      const unplaced = unplacedRows(location.targets, module.deltaShape[0]);
+      if (unplaced) {
+        fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit where ${location.layout} puts it (${targets}): ${unplaced}`);
         continue;
       }
       for (const target of location.targets) {
@@ -275,43 +336,68 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           view = viewOf(module, target, info.shape, fail);
         }
         if (!view) continue;
+        if (module.update.kind !== 'low-rank' && view.layout !== 'out-in') {
+          fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a weight stored (in, out) is not supported`);
+          continue;
+        }
         const rows = view.placement ? view.placement.segments.map((g): RowSpan => [g.dst, g.dst + g.count]) : [[0, view.outFeatures] as RowSpan];
         const onTensor = seen.get(baseKey) ?? [];
         const clash = onTensor.find((other) => other.rows.some((x) => rows.some((y) => x[0] < y[1] && y[0] < x[1])));
         if (clash) {
-          fail('AMBIGUOUS_MODULE', `targets ${describeTarget(target)}, as module "${clash.module}" of the same adapter does`);
+          fail('AMBIGUOUS_MODULE', `targets ${describe(target)}, as module "${clash.module}" of the same adapter does`);
           continue;
         }
         seen.set(baseKey, [...onTensor, { module: moduleName, rows }]);
 
-        const term: PlannedTerm = {
-          adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale, layout: location.layout,
-        };
-        if (view.placement) term.placement = view.placement;
-        if (experts) term.experts = experts;
-        let update = updates.get(baseKey);
+        // A scaled fp8 weight stores W / s: merging in the real domain and storing by the same
+        // scale is adding ΔW / s to the stored values.
+        const valueScale = base.valueScales?.get(baseKey) ?? 1;
+        if (valueScale !== 1 && module.dora) {
+          fail('UNSUPPORTED_FORMAT', `DoRA on the scaled fp8 weight ${baseKey} is not supported`);
+          continue;
+        }
+        // Maps of W (IA3, OFT, GLoRA's W·P·Q) act on the stored values themselves: dividing their
+        // scale by the weight's would be wrong, and nothing here splits them yet.
+        if (valueScale !== 1 && module.update.kind === 'transform') {
+          fail('UNSUPPORTED_FORMAT', `${module.algorithm} on the scaled fp8 weight ${baseKey} is not supported`);
+          continue;
+        }
         const own = ownBase.get(baseKey);
+        let update = updates.get(baseKey);
         if (own && update && update.source !== own) {
           fail('PLAN_INVALID', `${adapter.name} saved ${baseKey} (${own.tensor.name}), which ${update.terms[0].adapter} already updates; merge ${adapter.name} first`);
           continue;
         }
+        const term: PlannedTerm = {
+          adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale / valueScale, layout: location.layout,
+        };
+        if (view.placement) term.placement = view.placement;
+        if (experts) term.experts = experts;
         if (!update) {
           const { placement: _, ...tensorView } = view;
-          update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [] };
+          update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [], rowBlock: 1 };
           if (own) update.source = own;
           updates.set(baseKey, update);
         }
-        update.terms.push(term);
-
         if (module.dora) {
           const dora = planDora(module, adapterIndex, adapter.file, view, fail);
-          if (dora) {
-            update.dora ??= dora;
-            if (weight !== 1) warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: the weight scales ΔW, the magnitude is applied as trained`);
-          }
+          if (!dora) continue;
+          term.dora = dora;
+          if (weight !== 1) warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: the weight scales ΔW, the magnitude is applied as trained`);
         }
+        if (module.update.kind === 'transform' && module.update.rowBlock) update.rowBlock = lcm(update.rowBlock, module.update.rowBlock);
+        update.terms.push(term);
         if (module.biasB) planBias(module, term, baseKey, base, biases, fail, ownBase);
       }
+    }
+
+    const mine = leftOut.filter((m) => m.adapterIndex === adapterIndex);
+    for (const reason of new Set(mine.map((m) => m.reason))) {
+      const names = mine.filter((m) => m.reason === reason).map((m) => m.module);
+      warnings.push(`${adapter.name}: ${names.length} module${names.length === 1 ? '' : 's'} left out, not merged: ${names.length === 1 ? 'it names' : 'they name'} ${reason.replace(/^names /, '')} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''})`);
+    }
+    if (mine.length > 0 && mine.length === adapter.modules.length && adapter.replacements.length === 0 && !adapter.tokenRows?.length) {
+      report('', 'PLAN_INVALID', `none of its ${mine.length} modules lands in this base (${mine[0].reason.replace(/^names /, 'they name ')})`);
     }
   });
 
@@ -320,6 +406,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     if (started.source && replacements.get(started.baseKey) === started.source) replacements.delete(started.baseKey);
   }
   checkSharedTensors(updates, biases, replacements, rowSets, problems);
+  warnings.push(...suspiciousRequestWarnings(adapters));
   const order = [...base.tensors.keys()];
   const rank = new Map(order.map((k, i) => [k, i]));
   const byBaseOrder = <T extends { baseKey: string }>(m: Map<string, T>) => [...m.values()].sort((x, y) => rank.get(x.baseKey)! - rank.get(y.baseKey)!);
@@ -327,6 +414,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     adapters: adapters.map(({ adapter, weight }) => ({
       name: adapter.name, format: adapter.format, weight, modules: adapter.modules.length, replacements: adapter.replacements.length,
     })),
+    leftOut,
     updates: byBaseOrder(updates),
     biasUpdates: byBaseOrder(biases),
     replacements: byBaseOrder(replacements),
@@ -351,11 +439,29 @@ export function assertPlanValid(plan: MergePlan): void {
 /** Half-open range of a tensor's output rows. */
 type RowSpan = [number, number];
 
-/** `base.key` or `rows 0–1279 of base.key`, for messages. */
-function describeTarget(target: Placement): string {
+/**
+ * `base.key`, `rows 0–1279 of base.key`, or `base.key, its rows reordered` (`tensorRows`: the base
+ * tensor's row count), for messages; a long list of rows is cut short.
+ */
+function describeTarget(target: Placement, tensorRows: number | undefined): string {
   if (!target.rows) return target.baseKey;
-  const spans = target.rows.map((g) => `${g.dst}–${g.dst + g.count - 1}`).join(', ');
-  return `rows ${spans} of ${target.baseKey}`;
+  if (isReordering(target.rows, tensorRows)) return `${target.baseKey}, its rows reordered`;
+  const spans = target.rows.map((g) => `${g.dst}–${g.dst + g.count - 1}`);
+  return `rows ${spans.length > 4 ? `${spans.slice(0, 3).join(', ')}, … (${spans.length} runs)` : spans.join(', ')} of ${target.baseKey}`;
+}
+
+/** Do the segments move every one of the tensor's rows, and only those, to another row? */
+function isReordering(rows: readonly RowSegment[], tensorRows: number | undefined): boolean {
+  const covered = (pick: (g: RowSegment) => number) => {
+    const sorted = [...rows].sort((x, y) => pick(x) - pick(y));
+    let next = 0;
+    for (const g of sorted) {
+      if (pick(g) !== next) return false;
+      next += g.count;
+    }
+    return next === tensorRows;
+  };
+  return tensorRows !== undefined && rows.some((g) => g.src !== g.dst) && covered((g) => g.src) && covered((g) => g.dst);
 }
 
 function describeMiss(r: Extract<KeyResolution, { found: false }>): string {
@@ -369,7 +475,7 @@ type Fail = (code: MergeErrorCode, message: string) => void;
 function checkFloat(dtype: DType, module: AdapterModule, fail: Fail, what: string): boolean {
   // Factors may be F64 (converted to f32 when loaded); weights must be a dtype the engine writes.
   if (isFloatDType(dtype) || (dtype === 'F64' && !what.startsWith('base'))) return true;
-  fail('UNSUPPORTED_FORMAT', `${what} is ${dtype}; only F32, F16 and BF16 ${what.startsWith('base') ? 'weights' : 'factors'} can be merged (${module.kind} module)`);
+  fail('UNSUPPORTED_FORMAT', `${what} is ${dtype}; only F32, F16, BF16 and fp8 ${what.startsWith('base') ? 'weights' : 'factors'} can be merged (${module.kind} module)`);
   return false;
 }
 
@@ -389,7 +495,9 @@ interface View {
  */
 function viewOf(module: AdapterModule, target: Placement, shape: readonly number[], fail: Fail): View | null {
   const baseKey = target.baseKey;
-  const delta = module.deltaShape;
+  // Stored (in, out) for embeddings and fan_in_fan_out: ΔW's open dims come from the other side.
+  const transposed = module.kind === 'embedding' || module.fanInFanOut;
+  const delta = withBaseDims(module.deltaShape, transposed && shape.length === 2 ? [shape[1], shape[0]] : shape);
   const out = delta[0];
   const deltaIn = delta.slice(1);
   const inFeatures = product(deltaIn);
@@ -403,6 +511,11 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
     if (shape.length !== 2 || deltaIn.length !== 1) return mismatch(`expected a 2-D (in, out) weight${module.fanInFanOut ? ' (fan_in_fan_out)' : ''}`);
     if (shape[0] !== inFeatures || shape[1] !== out) return mismatch(`expected (${inFeatures}, ${out})`);
     return { rows: shape[0], cols: shape[1], layout: 'in-out', outFeatures: out, inFeatures };
+  }
+  if (shape.length === 1 && delta.length === 1 && !target.rows) {
+    // A vector (a norm layer's weight): one row per element.
+    if (shape[0] !== out) return mismatch(`ΔW has ${out} values, the base ${shape[0]}`);
+    return { rows: out, cols: 1, layout: 'out-in', outFeatures: out, inFeatures: 1 };
   }
   if (shape.length < 2) return mismatch('the base is not a matrix');
   let placement: RowPlacement | undefined;
@@ -426,6 +539,38 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
   if (baseIn[0] !== loraIn[0]) return mismatch(`ΔW has ${deltaIn[0]} inputs, the base ${shape[1]}`);
   if (!sameShape(baseIn, loraIn)) return mismatch(`kernel ${fmt(deltaIn.slice(1))} differs from the base kernel ${fmt(shape.slice(2))}`);
   return view(product(shape.slice(1)));
+}
+
+/**
+ * ΔW's shape with the dims its algorithm leaves open (-1: IA3 and OFT know one side only) taken
+ * from the base: a -1 at a position takes the base's dim there; a last -1 takes all the rest.
+ */
+function withBaseDims(delta: readonly number[], shape: readonly number[]): number[] {
+  if (!delta.includes(-1)) return delta.slice();
+  const out: number[] = [];
+  delta.forEach((d, i) => {
+    if (d !== -1) out.push(d);
+    else if (i === delta.length - 1) out.push(...shape.slice(i));
+    else out.push(shape[i] ?? 1);
+  });
+  return out;
+}
+
+/**
+ * A module placed by rows must have each of its ΔW rows land exactly once across its targets: a
+ * LoRA whose up factor has more or fewer rows than the slices it names is the wrong shape, not a
+ * partial update. Returns why not, or null.
+ */
+function unplacedRows(targets: readonly Placement[], deltaRows: number): string | null {
+  if (targets.length === 1 && !targets[0].rows) return null;
+  const spans = targets.flatMap((t): RowSpan[] => (t.rows ?? [{ src: 0, count: deltaRows }]).map((g) => [g.src, g.src + g.count]));
+  spans.sort((x, y) => x[0] - y[0]);
+  let next = 0;
+  for (const [from, to] of spans) {
+    if (from !== next) return from < next ? `ΔW row ${from} would land twice` : `ΔW rows ${next}–${from - 1} land nowhere`;
+    next = to;
+  }
+  return next === deltaRows ? null : next < deltaRows ? `ΔW rows ${next}–${deltaRows - 1} land nowhere` : `the placement needs ${next} ΔW rows, ΔW has ${deltaRows}`;
 }
 
 /** Why a layout's row placement does not fit ΔW's and the base's rows, or null when it does. */
@@ -458,19 +603,16 @@ function replacementShapeProblem(key: string, base: readonly number[], rep: read
 
 function planDora(module: AdapterModule, adapterIndex: number, file: SafetensorsFile, view: View, fail: Fail): PlannedDora | null {
   const dora = module.dora!;
-  const want = dora.axis === 'out' ? view.outFeatures : view.inFeatures;
-  const kernel = module.deltaShape.slice(2);
-  if (dora.axis === 'in' && product(kernel) > 1) {
-    // LyCORIS normalises per input channel over (out, kh, kw): not a column norm of the flat view.
-    fail('UNSUPPORTED_FORMAT', `DoRA on a ${kernel.join('×')} convolution with per-input norms is not supported yet`);
-    return null;
-  }
+  // LyCORIS normalises a conv per input channel over (out, kh, kw): groups of kh·kw columns.
+  const group = dora.axis === 'in' && view.inFeatures % Math.max(1, product(dora.magnitude.shape)) === 0
+    ? view.inFeatures / Math.max(1, product(dora.magnitude.shape)) : 1;
+  const want = dora.axis === 'out' ? view.outFeatures : view.inFeatures / group;
   if (product(dora.magnitude.shape) !== want) {
     fail('SHAPE_MISMATCH', `DoRA magnitude ${fmt(dora.magnitude.shape)} should have ${want} values (one per ${dora.axis === 'out' ? 'output' : 'input'} feature)`);
     return null;
   }
   if (!checkFloat(dora.magnitude.dtype, module, fail, `DoRA magnitude ${dora.magnitude.name}`)) return null;
-  return { adapterIndex, moduleName: module.name, file, magnitude: dora.magnitude, axis: dora.axis, epsilon: dora.epsilon };
+  return { adapterIndex, moduleName: module.name, file, magnitude: dora.magnitude, axis: dora.axis, epsilon: dora.epsilon, ...(group > 1 ? { group } : {}) };
 }
 
 function planBias(
@@ -484,7 +626,7 @@ function planBias(
   const out = module.deltaShape[0];
   const baseOut = base.tensors.get(weightKey)!.shape[0];
   if (!info) return fail('UNKNOWN_MODULE', `has lora_B.bias but the base has no ${biasKey}`);
-  if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16 and BF16 can be merged`);
+  if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16, BF16 and fp8 can be merged`);
   if (product(info.shape) !== baseOut || product(biasB.shape) !== out) {
     return fail('SHAPE_MISMATCH', `lora_B.bias ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should have ${out} and ${baseOut} values`);
   }
@@ -492,7 +634,7 @@ function planBias(
   let update = biases.get(biasKey);
   if (own && update && update.source !== own) return fail('PLAN_INVALID', `the adapter saved ${biasKey}, which ${update.terms[0].adapter} already updates`);
   if (!update) {
-    biases.set(biasKey, (update = { baseKey: biasKey, dtype: info.dtype as FloatDType, length: out, terms: [] }));
+    biases.set(biasKey, (update = { baseKey: biasKey, dtype: info.dtype, length: out, terms: [] }));
     if (own) update.source = own;
   }
   const biasTerm: BiasUpdate['terms'][number] = { adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB, scale: term.scale };
@@ -500,28 +642,19 @@ function planBias(
   update.terms.push(biasTerm);
 }
 
-/** DoRA must be alone on its tensor; replaced tensors and tensors with rows set take nothing else. */
+/** Replaced tensors and tensors with rows set take nothing else. */
 function checkSharedTensors(
   updates: Map<string, TensorUpdate>, biases: Map<string, BiasUpdate>, replacements: Map<string, PlannedReplacement>,
   rowSets: Map<string, PlannedRowSet>, problems: PlanProblem[],
 ): void {
   for (const set of rowSets.values()) {
     const t = set.terms[0];
-    const lora = updates.get(set.baseKey)?.terms[0];
-    const other = lora ? `${lora.adapter} (module "${lora.moduleName}") also updates it with LoRA` : replacements.has(set.baseKey) ? `${replacements.get(set.baseKey)!.adapter} replaces it whole` : undefined;
+    const update = updates.get(set.baseKey)?.terms[0];
+    const other = update
+      ? `${update.adapter} (module "${update.moduleName}") also updates it`
+      : replacements.has(set.baseKey) ? `${replacements.get(set.baseKey)!.adapter} replaces it whole` : undefined;
     if (other) {
       problems.push({ adapter: t.adapter, module: set.baseKey, code: 'PLAN_INVALID', message: `${t.adapter}: sets rows of ${set.baseKey} (trainable tokens), and ${other}; merge them one after the other` });
-    }
-  }
-  for (const update of updates.values()) {
-    const doraTerms = update.terms.filter((t) => t.module.dora);
-    if (doraTerms.length > 0 && update.terms.length > 1) {
-      const names = update.terms.map((t) => `${t.adapter}${t.module.dora ? ' (DoRA)' : ''}`).join(', ');
-      const t = doraTerms[0];
-      problems.push({
-        adapter: t.adapter, module: t.moduleName, code: 'PLAN_INVALID',
-        message: `${t.adapter}: module "${t.moduleName}": DoRA cannot share ${update.baseKey} with other adapters (${names}); merge them one after the other`,
-      });
     }
   }
   for (const rep of replacements.values()) {
@@ -556,13 +689,15 @@ function summarise(plan: MergePlan, base: BaseTensorIndex): PlanSummary {
       terms++;
       for (const tensor of Object.values(t.module.tensors)) bytesToRead += tensor.byteLength;
       const rows = t.placement ? t.placement.segments.reduce((n, g) => n + g.count, 0) : u.outFeatures;
-      flops += 2 * t.module.update.rank * rows * (u.rows * u.cols / u.outFeatures);
+      const shape = t.module.update;
+      const perElement = shape.kind === 'low-rank' ? shape.rank : shape.kind === 'dense' ? 1 : shape.cost;
+      flops += 2 * perElement * rows * (u.rows * u.cols / u.outFeatures);
     }
-    if (u.dora) bytesToRead += u.dora.magnitude.byteLength;
+    for (const t of u.terms) if (t.dora) bytesToRead += t.dora.magnitude.byteLength;
   }
   for (const b of plan.biasUpdates) {
     touch(b.baseKey);
-    bytesToRead += baseBytes(b.baseKey) + b.terms.reduce((n, t) => n + t.biasB.byteLength, 0);
+    bytesToRead += (b.source ? b.source.tensor.byteLength : baseBytes(b.baseKey)) + b.terms.reduce((n, t) => n + t.biasB.byteLength, 0);
     flops += 2 * b.length * b.terms.length;
   }
   for (const r of plan.replacements) {
@@ -574,6 +709,12 @@ function summarise(plan: MergePlan, base: BaseTensorIndex): PlanSummary {
     bytesToRead += (r.source ? r.source.tensor.byteLength : baseBytes(r.baseKey)) + r.terms.reduce((n, t) => n + t.delta.byteLength, 0);
   }
   return { tensorsTouched: touched.size, terms, bytesToRead, elementsToWrite, flops };
+}
+
+function lcm(a: number, b: number): number {
+  let x = a, y = b;
+  while (y) [x, y] = [y, x % y];
+  return (a / x) * b;
 }
 
 function trimOnes(shape: readonly number[]): number[] {

@@ -7,6 +7,7 @@ import type { FloatTensorBytes } from '../engine/merge-op.js';
 import type { AdapterModule } from '../formats/adapter.js';
 import { loadModuleUpdate } from '../formats/algorithms/index.js';
 import type { SafetensorsFile } from '../formats/safetensors-types.js';
+import { MergeError } from '../errors.js';
 
 export { readFloat } from '../formats/read-float.js';
 
@@ -18,7 +19,12 @@ export interface ModuleFactors {
   rank: number;
 }
 
+/** The factors of a module whose whole update is one low-rank product (LoRA, LoHa, LoKr as a product…). */
 export async function readModuleFactors(file: SafetensorsFile, module: AdapterModule): Promise<ModuleFactors> {
-  const { a, b, rank } = await loadModuleUpdate(file, module);
-  return { a, b, rank };
+  const pieces = await loadModuleUpdate(file, module);
+  const [piece] = pieces;
+  if (pieces.length !== 1 || piece.kind !== 'low-rank') {
+    throw new MergeError('PLAN_INVALID', `module "${module.name}" (${module.algorithm}) is not a single low-rank product`);
+  }
+  return { a: piece.a, b: piece.b, rank: piece.rank };
 }

@@ -13,8 +13,9 @@
  */
 import { MergeError } from '../errors.js';
 import type { TensorReplacement, TokenRows } from '../formats/adapter.js';
-import type { BaseModel } from '../formats/base-model.js';
-import { baseModelView, type ViewTensor } from '../formats/base-model-view.js';
+import { isFloatDType, type FloatDType } from '../dtype.js';
+import type { BaseModel, SafetensorsBaseModel } from '../formats/base-model.js';
+import { baseModelView, isSafetensorsModel, type ViewTensor } from '../formats/base-model-view.js';
 import { ModuleLocator } from '../formats/layouts/index.js';
 import { languageModelField, type ModelConfig } from '../formats/model-config.js';
 import type { WeightedAdapter } from './merge-plan.js';
@@ -59,8 +60,9 @@ type Change = { adapter: string; what: string; tiedByPeft: boolean };
 export function resolveTiedEmbeddings(
   base: BaseModel, config: ModelConfig | undefined, adapters: readonly WeightedAdapter[], architectures: readonly string[],
 ): TieOutcome {
-  const pair = tiedPair(base, config);
-  if (!pair) return { base, adapters: [...adapters] };
+  // GGUF keeps its own rule (llama.cpp reads token_embd when a file has no output head).
+  const pair = isSafetensorsModel(base) ? tiedPair(base, config) : undefined;
+  if (!pair || !isSafetensorsModel(base)) return { base, adapters: [...adapters] };
   const embeddingInfo = base.tensors.get(pair.embedding)!;
   const tensors = new Map<string, { shape: readonly number[] }>(base.tensors);
   tensors.set(pair.head, { shape: embeddingInfo.shape });
@@ -125,17 +127,18 @@ export function resolveTiedEmbeddings(
 }
 
 /** The base with the head as a tensor of its own, holding the shared weight, after the embedding. */
-function withHead(base: BaseModel, pair: TiedPair): BaseModel {
+function withHead(base: SafetensorsBaseModel, pair: TiedPair): BaseModel {
   const embedding = base.tensors.get(pair.embedding)!;
+  if (!isFloatDType(embedding.dtype)) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: the tied embedding ${pair.embedding} is ${embedding.dtype}; only a float one can be written as the head too`);
   return baseModelView(base, base.shards.map((shard) => {
-    const names: (string | ViewTensor)[] = shard.file.tensors.map((t) => t.name);
+    const keys: (string | ViewTensor)[] = shard.tensors.map((t) => shard.keyPrefix + t.name);
     if (shard.path === embedding.shard) {
-      names.push({
-        name: pair.head, dtype: embedding.dtype, shape: embedding.shape.slice(), byteLength: embedding.entry.byteLength,
+      keys.push({
+        name: pair.head, dtype: embedding.dtype as FloatDType, shape: embedding.shape.slice(), byteLength: embedding.byteLength,
         readPart: (start, length) => base.readPart(pair.embedding, start, length),
       });
     }
-    return { path: shard.path, tensors: names };
+    return { path: shard.path, tensors: keys };
   }));
 }
 

@@ -1,13 +1,20 @@
 /**
  * How big each module's update is next to the weight it changes, for the demo's chart:
- * ‖s·B·A‖_F from the r × r Gram matrices (‖BA‖² = Σ (BᵀB) ∘ (AAᵀ), no out × in product formed),
- * and ‖W‖_F read exactly for small tensors or estimated from evenly spaced row samples.
+ * ‖s·B·A‖_F from the r × r Gram matrices (‖BA‖² = Σ (BᵀB) ∘ (AAᵀ), no out × in product formed)
+ * for low-rank modules; for the others (full diffs, IA3, GLoRA, OFT) ‖W' − W‖_F of the module
+ * alone applied to W, on the same rows ‖W‖_F is read or sampled from.
  */
-import { decodeToF32 } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes } from '../engine/merge-op.js';
+import { expertTerms } from './fused-experts.js';
 import type { MergePlan, PlannedTerm, TensorUpdate } from './merge-plan.js';
 import { readModuleFactors } from './module-factors.js';
+import { checkOp } from '../engine/op-shape.js';
+import { stepValues } from '../engine/cpu/cpu-steps.js';
+import { loadUpdateSteps } from './load-op.js';
+import { slabOp, slabSteps, type LoadedStep } from './load-steps.js';
 
+/** How large one term's update is next to the weight it changes. */
 export interface UpdateMagnitude {
   baseKey: string;
   adapterIndex: number;
@@ -17,7 +24,7 @@ export interface UpdateMagnitude {
   layer: number | null;
   /** The module's own name (`q_proj`, `c_attn`, `proj_in`). */
   moduleType: string;
-  /** ‖w·s·B·A‖_F (user weight included). */
+  /** ‖w·s·ΔW‖_F (user weight included); for maps of W (IA3, OFT, GLoRA), ‖W' − W‖_F of the module alone. */
   updateNorm: number;
   /** ‖W‖_F, exact or estimated (see `weightNormExact`). */
   weightNorm: number;
@@ -29,6 +36,7 @@ export interface UpdateMagnitude {
 /** Reads `rowCount` stored rows of a base tensor starting at `rowStart`. */
 export type ReadBaseRows = (baseKey: string, rowStart: number, rowCount: number) => Promise<FloatTensorBytes>;
 
+/** How much of W {@link estimateUpdateMagnitudes} reads. */
 export interface MagnitudeOptions {
   /** Tensors with at most this many elements are read whole. */
   exactElements?: number;
@@ -37,14 +45,16 @@ export interface MagnitudeOptions {
   sampleChunks?: number;
 }
 
+/** Measures ‖s·B·A‖ / ‖W‖ for every planned term (weights included), reading only samples of large base tensors. */
 export async function estimateUpdateMagnitudes(
   plan: MergePlan, readBaseRows: ReadBaseRows, options: MagnitudeOptions = {},
 ): Promise<UpdateMagnitude[]> {
   const out: UpdateMagnitude[] = [];
   for (const update of plan.updates) {
-    const weight = await weightNorm(update, readBaseRows, options);
+    const read = startRows(update, readBaseRows);
+    const weight = await weightNorm(update, read, options);
     for (const term of update.terms) {
-      const updateNorm = await lowRankNorm(term);
+      const updateNorm = term.module.update.kind === 'low-rank' ? await lowRankNorm(term) : await appliedNorm(update, term, read, options);
       out.push({
         baseKey: update.baseKey,
         adapterIndex: term.adapterIndex,
@@ -62,16 +72,31 @@ export async function estimateUpdateMagnitudes(
   return out;
 }
 
-/** ‖scale·B·A‖_F via Σ_jk (BᵀB)_jk (AAᵀ)_jk in f64; O(r²·(in + out)). */
+/** The rows an update starts from: the base's, or those of the tensor an adapter saved for it. */
+function startRows(update: TensorUpdate, readBaseRows: ReadBaseRows): ReadBaseRows {
+  const source = update.source;
+  if (!source) return readBaseRows;
+  const dtype = source.tensor.dtype as FloatDType;
+  const rowBytes = update.cols * DTYPE_BYTES[dtype];
+  return async (_key, rowStart, rowCount) => ({ dtype, data: await source.file.readPart(source.tensor, rowStart * rowBytes, rowCount * rowBytes) });
+}
+
+/** ‖scale·B·A‖_F via Σ_jk (BᵀB)_jk (AAᵀ)_jk in f64; O(r²·(in + out)). A fused expert tensor: over every expert's term. */
 export async function lowRankNorm(term: PlannedTerm): Promise<number> {
-  const { a: aBytes, b: bBytes, rank: r } = await readModuleFactors(term.file, term.module);
-  const a = decodeToF32(aBytes.data, aBytes.dtype);
-  const b = decodeToF32(bBytes.data, bBytes.dtype);
+  const { a, b, rank } = await readModuleFactors(term.file, term.module);
+  if (!term.experts) return Math.abs(term.scale) * Math.sqrt(gramSquare(decodeToF32(a.data, a.dtype), decodeToF32(b.data, b.dtype), rank, term.placement));
+  let sum = 0;
+  for (const t of expertTerms(a, b, term.experts, term.scale)) sum += gramSquare(decodeToF32(t.a.data, t.a.dtype), decodeToF32(t.b.data, t.b.dtype), t.rank, t.placement);
+  return Math.abs(term.scale) * Math.sqrt(sum);
+}
+
+/** ‖B·A‖²_F of the ΔW rows a placement reads (all rows without one). */
+function gramSquare(a: Float32Array, b: Float32Array, r: number, placement: PlannedTerm['placement']): number {
   const inF = a.length / r;
   const outF = b.length / r;
   // A term placed on part of a tensor contributes only the ΔW rows its placement reads.
-  const rows = term.placement
-    ? term.placement.segments.flatMap((g) => Array.from({ length: g.count }, (_, i) => g.src + i))
+  const rows = placement
+    ? placement.segments.flatMap((g) => Array.from({ length: g.count }, (_, i) => g.src + i))
     : Array.from({ length: outF }, (_, i) => i);
   const gb = new Float64Array(r * r);
   for (const o of rows) {
@@ -90,7 +115,48 @@ export async function lowRankNorm(term: PlannedTerm): Promise<number> {
       sum += (j === k ? 1 : 2) * gb[j * r + k] * ga; // both Grams are symmetric: count off-diagonals twice
     }
   }
-  return Math.abs(term.scale) * Math.sqrt(Math.max(0, sum));
+  return Math.max(0, sum);
+}
+
+/** ‖W' − W‖_F with W' the term alone (no DoRA) applied to W, on the rows weightNorm reads. */
+async function appliedNorm(update: TensorUpdate, term: PlannedTerm, readBaseRows: ReadBaseRows, options: MagnitudeOptions): Promise<number> {
+  const alone: TensorUpdate = { ...update, terms: [{ ...term, dora: undefined }] };
+  const steps: LoadedStep[] = await loadUpdateSteps(alone);
+  const { rows, cols } = update;
+  const runs = sampleRuns(update, options);
+  let ss = 0, sampled = 0;
+  for (const [start, count] of runs) {
+    const base = await readBaseRows(update.baseKey, start, count);
+    const op = slabOp({ name: update.baseKey, rows, cols, layout: update.layout, base, outDtype: 'F32', rowStart: start, rowCount: count },
+      await slabSteps(steps, start, count));
+    const v = stepValues(op, checkOp(op));
+    const w = decodeToF32(base.data, base.dtype);
+    for (let i = 0; i < v.length; i++) ss += (v[i] - w[i]) ** 2;
+    sampled += count;
+  }
+  return Math.sqrt((ss * rows) / sampled);
+}
+
+/** [start, count] runs of rows: all of a small tensor, else evenly spaced runs (whole row blocks). */
+function sampleRuns(update: TensorUpdate, options: MagnitudeOptions): [number, number][] {
+  const { rows, cols, rowBlock } = update;
+  const exactElements = options.exactElements ?? 1 << 20;
+  const sampleElements = options.sampleElements ?? 1 << 18;
+  const chunks = Math.max(1, options.sampleChunks ?? 8);
+  const runs: [number, number][] = [];
+  if (rows * cols <= exactElements) {
+    const step = Math.max(rowBlock, Math.floor(exactElements / cols / rowBlock) * rowBlock);
+    for (let start = 0; start < rows; start += step) runs.push([start, Math.min(step, rows - start)]);
+    return runs;
+  }
+  const chunkRows = Math.max(rowBlock, Math.floor(sampleElements / cols / chunks / rowBlock) * rowBlock);
+  const blocks = Math.ceil(rows / rowBlock);
+  for (let c = 0; c < chunks; c++) {
+    const startBlock = chunks === 1 ? 0 : Math.round((c * Math.max(0, blocks - chunkRows / rowBlock)) / (chunks - 1));
+    const start = Math.min(startBlock * rowBlock, Math.max(0, rows - chunkRows));
+    runs.push([start, Math.min(chunkRows, rows - start)]);
+  }
+  return runs;
 }
 
 async function weightNorm(update: TensorUpdate, readBaseRows: ReadBaseRows, options: MagnitudeOptions): Promise<{ norm: number; exact: boolean }> {

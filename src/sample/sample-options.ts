@@ -1,6 +1,7 @@
 /** The knobs of the built-in sample, and the two sizes the demo page and the CLI offer. */
 import type { FloatDType } from '../dtype.js';
 
+/** Shape and seed of the generated sample model and LoRA. */
 export interface SampleOptions {
   /** Same seed, same bytes. */
   seed: number;
@@ -21,6 +22,7 @@ export interface SampleOptions {
   adapterDtype: FloatDType;
 }
 
+/** A named sample size. */
 export type SamplePreset = 'small' | 'large';
 
 /** small: about 1 MB, merges in well under a second. large: about 55 MB, for watching progress. */

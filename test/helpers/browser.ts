@@ -40,15 +40,23 @@ export interface DemoServer {
   close(): Promise<void>;
 }
 
-/** Builds the demo (the same static files `npm run build` ships) and serves them on a free port. */
-export async function serveDemo(): Promise<DemoServer> {
+/**
+ * Builds the demo (the same static files `npm run build` ships) and serves them on a free port,
+ * cross-origin isolated as the project's servers are; `{ crossOriginIsolated: false }` serves them
+ * as a host that sends no such headers would.
+ */
+export async function serveDemo(options: { crossOriginIsolated?: boolean } = {}): Promise<DemoServer> {
   const outDir = mkdtempSync(join(tmpdir(), 'loramerge-demo-'));
   await build({ configFile: 'vite.config.ts', logLevel: 'error', build: { outDir, emptyOutDir: true } });
+  const plainHost = { 'Cross-Origin-Opener-Policy': 'unsafe-none', 'Cross-Origin-Embedder-Policy': 'unsafe-none' };
   const server: PreviewServer = await preview({
     configFile: 'vite.config.ts',
     logLevel: 'error',
     build: { outDir },
-    preview: { host: '127.0.0.1', port: 0, strictPort: false, open: false },
+    preview: {
+      host: '127.0.0.1', port: 0, strictPort: false, open: false,
+      ...(options.crossOriginIsolated === false ? { headers: plainHost } : {}),
+    },
   });
   const address = server.httpServer.address();
   if (!address || typeof address === 'string') throw new Error('preview server has no port');
@@ -78,8 +86,12 @@ export interface DemoPage {
   errors: string[];
 }
 
-/** Opens the page, recording foreign requests (which are blocked) and every error. */
-export async function openDemo(browser: Browser, server: DemoServer): Promise<DemoPage> {
+/**
+ * Opens the page, recording foreign requests (which are blocked) and every error. `query` is added
+ * to the address: `?backend=webgpu` runs merges on WebGPU (the default, `auto`, picks the CPU on
+ * SwiftShader, as the CLI does).
+ */
+export async function openDemo(browser: Browser, server: DemoServer, query = ''): Promise<DemoPage> {
   const page = await browser.newPage();
   const origin = new URL(server.url).origin;
   const foreignRequests: string[] = [];
@@ -102,6 +114,6 @@ export async function openDemo(browser: Browser, server: DemoServer): Promise<De
   page.on('requestfailed', (request) => {
     if (new URL(request.url()).origin === origin) errors.push(`request failed: ${request.url()}`);
   });
-  await page.goto(server.url, { waitUntil: 'load' });
+  await page.goto(server.url + query, { waitUntil: 'load' });
   return { page, foreignRequests, errors };
 }

@@ -120,6 +120,26 @@ function f8Bits(x: number, format: BinaryFormat, expBits: number): number {
   return sign | ((normal ? e + bias : 0) << format.mantBits) | stored;
 }
 
+/**
+ * x rounded once (nearest even) to an fp8 format, with finite values beyond its largest finite
+ * value saturating to it: the rule loramerge encodes fp8 by. NaN stays NaN; ±Inf stays ±Inf in
+ * e5m2 and is NaN in e4m3fn.
+ */
+export function roundF8Saturating(x: number, dtype: 'F8_E4M3' | 'F8_E5M2'): number {
+  const format = dtype === 'F8_E4M3' ? E4M3 : E5M2;
+  if (Number.isNaN(x)) return NaN;
+  if (!Number.isFinite(x)) return format.hasInfinity ? x : NaN;
+  const r = roundToFormat(x, { ...format, maxFinite: Infinity, hasInfinity: true });
+  return Math.abs(r) > format.maxFinite ? Math.sign(r) * format.maxFinite : r;
+}
+
+/** The fp8 code of roundF8Saturating(x) (NaN as 0x7f, the NaN both formats share). */
+export function f8BitsSaturating(x: number, dtype: 'F8_E4M3' | 'F8_E5M2'): number {
+  const r = roundF8Saturating(x, dtype);
+  if (Number.isNaN(r)) return 0x7f;
+  return dtype === 'F8_E4M3' ? f8Bits(r, E4M3, 4) : f8Bits(r, E5M2, 5);
+}
+
 /** Decodes one 8-bit float (for reading fixtures back). */
 function f8Value(bits: number, mantBits: number, expBits: number, hasInfinity: boolean): number {
   const bias = (1 << (expBits - 1)) - 1;

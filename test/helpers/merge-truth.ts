@@ -4,7 +4,7 @@
  * Imports nothing from the library.
  */
 import { expect } from 'vitest';
-import { roundForDType, type DecodedTensor, type FixtureDType } from './fixtures.js';
+import { roundF8Saturating, roundForDType, type DecodedTensor, type FixtureDType } from './fixtures.js';
 
 export interface TruthTerm {
   baseKey: string;
@@ -64,8 +64,9 @@ export function expectMergedFile(base: Map<string, DecodedTensor>, merged: Map<s
       continue;
     }
     const truth = trueMerge(w, mine);
+    const rounded = (x: number) => (got.dtype === 'F8_E4M3' || got.dtype === 'F8_E5M2' ? roundF8Saturating(x, got.dtype) : roundForDType(x, got.dtype));
     for (let i = 0; i < truth.length; i++) {
-      const want = roundForDType(truth[i], got.dtype);
+      const want = rounded(truth[i]);
       count++;
       if (got.values[i] === want || (Number.isNaN(want) && Number.isNaN(got.values[i]))) {
         exact++;

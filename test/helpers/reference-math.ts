@@ -5,9 +5,9 @@
  */
 import type { FloatDType } from '../../src/dtype.js';
 import type { LowRankTerm, MergeOp, RowPlacement } from '../../src/engine/merge-op.js';
-import { bf16BitsFromF64, decodeValues, encodeValues, f16BitsFromF64, seededRandom } from './fixtures.js';
+import { bf16BitsFromF64, decodeValues, encodeValues, f16BitsFromF64, f8BitsSaturating, seededRandom } from './fixtures.js';
 
-const BYTES: Record<FloatDType, number> = { F32: 4, F16: 2, BF16: 2 };
+const BYTES: Record<FloatDType, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1 };
 
 /** Exact values of little-endian float bytes, as doubles. */
 export function decodeF64(bytes: Uint8Array, dtype: FloatDType): Float64Array {
@@ -18,6 +18,7 @@ export function decodeF64(bytes: Uint8Array, dtype: FloatDType): Float64Array {
 const scratch = new DataView(new ArrayBuffer(4));
 
 export function roundedBits(x: number, dtype: FloatDType): number {
+  if (dtype === 'F8_E4M3' || dtype === 'F8_E5M2') return f8BitsSaturating(x, dtype);
   if (dtype === 'F16') return f16BitsFromF64(x);
   if (dtype === 'BF16') return bf16BitsFromF64(x);
   scratch.setFloat32(0, x);
@@ -31,18 +32,19 @@ export function bf16BitsToNumber(h: number): number {
   return view.getFloat32(0);
 }
 
-/** Output bytes as integers (u32 for f32, u16 otherwise). */
+/** Output bytes as integers (u32 for f32, u16 for f16/bf16, u8 for fp8). */
 export function outputBits(bytes: Uint8Array, dtype: FloatDType): Uint32Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const n = bytes.byteLength / BYTES[dtype];
+  const width = BYTES[dtype];
+  const n = bytes.byteLength / width;
   const out = new Uint32Array(n);
-  for (let i = 0; i < n; i++) out[i] = dtype === 'F32' ? view.getUint32(i * 4, true) : view.getUint16(i * 2, true);
+  for (let i = 0; i < n; i++) out[i] = width === 4 ? view.getUint32(i * 4, true) : width === 2 ? view.getUint16(i * 2, true) : view.getUint8(i);
   return out;
 }
 
 /** Distance in units in the last place between two same-width float bit patterns. */
 export function ulpDistance(a: number, b: number, dtype: FloatDType): number {
-  const signBit = dtype === 'F32' ? 0x80000000 : 0x8000;
+  const signBit = dtype === 'F32' ? 0x80000000 : BYTES[dtype] === 1 ? 0x80 : 0x8000;
   const ordered = (x: number): number => (x & signBit ? -(x & (signBit - 1)) : x);
   return Math.abs(ordered(a >>> 0) - ordered(b >>> 0));
 }
@@ -250,7 +252,7 @@ export function compareWithReference(op: MergeOp, out: Uint8Array): MergeCompari
       view.setUint32(0, got[i]);
       value = view.getFloat32(0);
     } else {
-      value = decodeF64(encodeBits(got[i]), op.outDtype)[0];
+      value = decodeF64(BYTES[op.outDtype] === 1 ? new Uint8Array([got[i]]) : encodeBits(got[i]), op.outDtype)[0];
     }
     const error = Math.abs(value - values[i]);
     if (!(error <= 1e-6 * magnitude[i])) res.maxUlp = Math.max(res.maxUlp, ulp);

@@ -1,20 +1,30 @@
 /**
  * MergeBackend on the CPU: the same semantics as the WebGPU one. The WebAssembly SIMD kernel (f32
  * accumulation, like the GPU) runs the merges, spread over worker threads when a pool is given;
- * where WASM SIMD is missing, and for DoRA ops, the plain JS executor (f64) does.
+ * where WASM SIMD is missing or may not be compiled (a Content Security Policy without
+ * `wasm-unsafe-eval`), and for DoRA ops, the plain JS executor (f64) does. The description says
+ * which one actually runs: it changes once {@link CpuBackend.ready} has found out.
  */
 import type { MergeBackend, MergeOp } from '../merge-op.js';
+import { hasColumnNorms, resolveWholeOp } from '../column-norms.js';
+import { foldTrailingScale } from '../fold-scale.js';
+import { isFusedForm } from '../update-steps.js';
 import { mergeOnCpu } from './cpu-merge.js';
+import { columnSumsOfSquaresOnCpu, mergeStepsOnCpu } from './cpu-steps.js';
 import { createWasmKernel, wasmSimdAvailable, type WasmKernel } from './wasm-kernel.js';
 import { mergeOnWasm } from './wasm-merge.js';
 
 /** Runs WASM merges somewhere else (worker threads); see cpu-worker-pool.ts. */
 export interface CpuMergePool {
+  /** Threads that merge, the calling one included. */
   readonly threads: number;
+  /** Merges `op` and returns W′ in `op.outDtype`, like {@link MergeBackend.merge}. */
   merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Stops the threads; merges in flight are rejected. */
   dispose(): void;
 }
 
+/** Options of {@link CpuBackend}. */
 export interface CpuBackendOptions {
   /** `js` forces the plain JavaScript executor; `wasm` (default) uses the SIMD kernel where it validates. */
   executor?: 'wasm' | 'js';
@@ -25,38 +35,83 @@ export interface CpuBackendOptions {
 /** Ops smaller than this many elements run on the calling thread: a round trip costs more. */
 const POOL_MIN_ELEMENTS = 64 * 1024;
 
+/** The CPU executor: WebAssembly SIMD (optionally on worker threads), else plain JavaScript. */
 export class CpuBackend implements MergeBackend {
   readonly kind = 'cpu' as const;
-  description: string;
-  /** Which executor runs plain (non-DoRA) merges. */
-  readonly executor: 'wasm' | 'js';
+  /** Which executor runs plain (non-DoRA) merges; `js` once WebAssembly turned out not to compile. */
+  executor: 'wasm' | 'js';
   /** null once compiling failed (e.g. a page's Content Security Policy forbids WebAssembly). */
   private kernel: Promise<WasmKernel | null> | undefined;
   private pool: CpuMergePool | undefined;
+  private readonly reason: string;
+  private readonly remarks: string[] = [];
+  private fallback: string | undefined;
 
   constructor(reason = 'requested', options: CpuBackendOptions = {}) {
     const wasm = options.executor !== 'js' && wasmSimdAvailable();
     this.executor = wasm ? 'wasm' : 'js';
     this.pool = wasm ? options.pool : undefined;
     if (!this.pool) options.pool?.dispose();
-    const how = !wasm ? 'JavaScript' : this.pool ? `WebAssembly SIMD, ${this.pool.threads} threads` : 'WebAssembly SIMD';
-    this.description = `CPU (${how}; ${reason})`;
+    if (!wasm && options.executor !== 'js') this.fallback = 'no WebAssembly SIMD in this engine';
+    this.reason = reason;
   }
 
+  /** "CPU (…)": the executor that runs, its threads, why the CPU was chosen, and any remarks. */
+  get description(): string {
+    const how = this.executor === 'js'
+      ? `JavaScript${this.fallback ? `: ${this.fallback}` : ''}`
+      : this.pool ? `WebAssembly SIMD, ${this.pool.threads} threads` : 'WebAssembly SIMD, 1 thread';
+    return `CPU (${[how, this.reason, ...this.remarks].join('; ')})`;
+  }
+
+  /**
+   * Compiles the WebAssembly kernel now, so that {@link description} is true before the first
+   * merge; falls back to JavaScript (and says so) where compiling is refused.
+   */
+  async ready(): Promise<this> {
+    if (this.executor === 'wasm') await this.localKernel();
+    return this;
+  }
+
+  private localKernel(): Promise<WasmKernel | null> {
+    this.kernel ??= createWasmKernel().catch((e: unknown) => {
+      this.executor = 'js';
+      this.fallback = `WebAssembly may not be compiled here (${e instanceof Error ? e.message : String(e)})`;
+      this.pool?.dispose();
+      this.pool = undefined;
+      return null;
+    });
+    return this.kernel;
+  }
+
+  /** Merges one op (see {@link MergeBackend.merge}). */
   async merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
+    if (op.steps?.length || (op.dora?.group ?? 1) > 1) {
+      // Sequences of steps: column norms first (whole ops only), then the fused kernel where the
+      // op reduces to W + L·R, else the general executor.
+      const resolved = hasColumnNorms(op) ? await resolveWholeOp(op, (o) => this.columnSumsOfSquares(o, signal)) : op;
+      const plain = isFusedForm(resolved) ? foldTrailingScale(resolved) : undefined;
+      if (!plain) return mergeStepsOnCpu(resolved, signal);
+      op = plain;
+    }
     if (this.executor === 'js' || op.dora) return mergeOnCpu(op, signal);
+    const kernel = await this.localKernel();
+    if (!kernel) return mergeOnCpu(op, signal);
     const rowCount = op.rowCount ?? op.rows - (op.rowStart ?? 0);
     if (this.pool && rowCount * op.cols >= POOL_MIN_ELEMENTS) return this.pool.merge(op, signal);
-    this.kernel ??= createWasmKernel().catch(() => null);
-    const kernel = await this.kernel;
-    return kernel ? mergeOnWasm(op, kernel, signal) : mergeOnCpu(op, signal);
+    return mergeOnWasm(op, kernel, signal);
+  }
+
+  async columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {
+    return columnSumsOfSquaresOnCpu(op, signal);
   }
 
   /** Adds a remark to the description (e.g. the timings that chose this backend). */
   note(remark: string): void {
-    this.description = `${this.description.slice(0, -1)}; ${remark})`;
+    this.remarks.push(remark);
   }
 
+  /** Stops the worker threads, if any (idempotent). */
   dispose(): void {
     this.pool?.dispose();
     this.pool = undefined;

@@ -8,10 +8,10 @@ import { MergeError, throwIfAborted } from '../../errors.js';
 import type { MergeOp } from '../merge-op.js';
 import { checkOp } from '../op-shape.js';
 import { lowRankFactors } from '../low-rank-factors.js';
-import { f64ToBf16Bits, f64ToF16Bits } from './round-f64.js';
+import { f64ToBf16Bits, f64ToF16Bits, f64ToF8Bits } from './round-f64.js';
 
 /** acc[0..cols) += Σ_k left[k] · right[k, :] */
-function addLowRank(acc: Float64Array, left: Float32Array, l0: number, right: Float32Array, rank: number, cols: number): void {
+export function addLowRank(acc: Float64Array, left: Float32Array, l0: number, right: Float32Array, rank: number, cols: number): void {
   let k = 0;
   for (; k + 8 <= rank; k += 8) {
     const c0 = left[l0 + k], c1 = left[l0 + k + 1], c2 = left[l0 + k + 2], c3 = left[l0 + k + 3];
@@ -47,11 +47,28 @@ function rowScratch(n: number): Float32Array {
 const F32_ROUNDS_TO_INF = 2 ** 128 - 2 ** 103;
 
 /** Writes acc (times `scale`, or times colScale[i] when given) into out; false if any result is not finite. */
-function storeRow(acc: Float64Array, scale: number, colScale: Float64Array | undefined, dtype: FloatDType,
-  out: Float32Array | Uint16Array, o: number): boolean {
+/** An output buffer of `n` elements in the typed array storeRow writes for `dtype`. */
+export function outputRows(dtype: FloatDType, n: number): Float32Array | Uint16Array | Uint8Array {
+  const bytes = DTYPE_BYTES[dtype];
+  return bytes === 4 ? new Float32Array(n) : bytes === 2 ? new Uint16Array(n) : new Uint8Array(n);
+}
+
+export function storeRow(acc: Float64Array, scale: number, colScale: Float64Array | undefined, dtype: FloatDType,
+  out: Float32Array | Uint16Array | Uint8Array, o: number): boolean {
   const n = acc.length;
   if (colScale) for (let i = 0; i < n; i++) acc[i] *= colScale[i];
   else if (scale !== 1) for (let i = 0; i < n; i++) acc[i] *= scale;
+  if (dtype === 'F8_E4M3' || dtype === 'F8_E5M2') {
+    // Saturating: only NaN (and e5m2's Inf, from an infinite input) is not finite.
+    const special = dtype === 'F8_E4M3' ? 0x7f : 0x7c;
+    let finite = true;
+    for (let i = 0; i < n; i++) {
+      const h = f64ToF8Bits(acc[i], dtype);
+      out[o + i] = h;
+      if ((h & special) === special) finite = false;
+    }
+    return finite;
+  }
   if (dtype === 'F32') {
     let finite = true;
     for (let i = 0; i < n; i++) {
@@ -96,7 +113,7 @@ export function mergeOnCpu(op: MergeOp, signal?: AbortSignal): Uint8Array {
   const w32 = op.base.dtype === 'F32' && op.base.data.byteOffset % 4 === 0
     ? new Float32Array(op.base.data.buffer, op.base.data.byteOffset, rowCount * cols)
     : undefined;
-  const out = op.outDtype === 'F32' ? new Float32Array(rowCount * cols) : new Uint16Array(rowCount * cols);
+  const out = outputRows(op.outDtype, rowCount * cols);
   const acc = new Float64Array(cols);
   const rowValues = (r: number): void => {
     if (w32) {

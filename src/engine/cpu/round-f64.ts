@@ -1,9 +1,9 @@
 /**
- * f64 → f32/f16/bf16 bits, rounded once to nearest even. Going through Math.fround would round
+ * f64 → f32/f16/bf16/fp8 bits, rounded once to nearest even. Going through Math.fround would round
  * twice; that is only wrong when the f32 lands exactly on a tie of the narrower format, so in that
  * case the f32 is nudged one ulp towards the exact value before the second rounding.
  */
-import { f32BitsToBf16Bits, f32BitsToF16Bits } from '../../dtype.js';
+import { F8_FORMATS, f32BitsToBf16Bits, f32BitsToF16Bits, f32BitsToF8Bits, type F8DType } from '../../dtype.js';
 
 const scratch = new Float32Array(1);
 const scratchBits = new Uint32Array(scratch.buffer);
@@ -40,4 +40,19 @@ export function f64ToF16Bits(x: number): number {
 
 export function f64ToBf16Bits(x: number): number {
   return f32BitsToBf16Bits(f32BitsForNarrowing(x, 0xffff, 0x8000));
+}
+
+/** f64 → fp8 bits, rounded once to nearest even and saturated like f32BitsToF8Bits. */
+export function f64ToF8Bits(x: number, dtype: F8DType): number {
+  const { mantBits, bias } = F8_FORMATS[dtype];
+  scratch[0] = x;
+  const e = (scratchBits[0] >>> 23) & 0xff;
+  if (e === 0xff) return f32BitsToF8Bits(scratchBits[0], dtype);
+  // fp8 normal results drop 23 - mantBits bits of the f32 mantissa; subnormal ones drop more.
+  const exp = e - 127 + bias;
+  const drop = exp >= 1 ? 23 - mantBits : 24 - mantBits - exp;
+  if (drop > 24) return f32BitsToF8Bits(scratchBits[0], dtype); // below half the smallest subnormal: 0
+  const mask = drop === 24 ? 0x7fffff : (1 << drop) - 1;
+  const tie = drop === 24 ? 0 : 1 << (drop - 1);
+  return f32BitsToF8Bits(f32BitsForNarrowing(x, mask, tie), dtype);
 }

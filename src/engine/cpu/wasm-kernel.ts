@@ -38,8 +38,8 @@ export async function createWasmKernel(): Promise<WasmKernel> {
   return new WasmKernel(await WebAssembly.instantiate(await compiled, {}));
 }
 
-const DTYPE_CODE: Record<FloatDType, number> = { F32: 0, F16: 1, BF16: 2 };
-const BYTES: Record<FloatDType, number> = { F32: 4, F16: 2, BF16: 2 };
+const DTYPE_CODE: Record<FloatDType, number> = { F32: 0, F16: 1, BF16: 2, F8_E4M3: 3, F8_E5M2: 4 };
+const BYTES: Record<FloatDType, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1 };
 
 /** right rows are padded to a multiple of 8 columns (the kernel's tile width). */
 export function paddedCols(cols: number): number {

@@ -4,7 +4,7 @@
  * - `mergeTiles`: out = pack(W + L·R), DoRA-scaled when `dora` ≠ 0; one invocation per 8×8 tile.
  * - `normRows` / `normCols`: sums of squares of V per stored row / column (DoRA's first pass).
  */
-import type { FloatDType } from '../../dtype.js';
+import { DTYPE_BYTES, type FloatDType } from '../../dtype.js';
 import { mergeLowRankWgsl } from './shaders.generated.js';
 
 export type MergeEntry = 'mergeTiles' | 'normRows' | 'normCols';
@@ -34,7 +34,7 @@ export const TILE = 8;
 export const RANK_STEP = 4;
 export const PARAMS_BYTES = 48;
 
-const DTYPE_CODE: Record<FloatDType, number> = { F32: 0, F16: 1, BF16: 2 };
+const DTYPE_CODE: Record<FloatDType, number> = { F32: 0, F16: 1, BF16: 2, F8_E4M3: 3, F8_E5M2: 4 };
 
 interface DeviceCache {
   module: GPUShaderModule;
@@ -136,9 +136,14 @@ export function dispatchShape(items: number, maxPerDimension: number): DispatchS
   return { x, y, gridStride: x * WORKGROUP_SIZE };
 }
 
-/** vec4<u32> words per padded row of a dtype. */
+/** vec4<u32> words per padded row of a dtype (fp8 rows are padded to 16 elements). */
 export function words4PerRow(paddedCols: number, dtype: FloatDType): number {
-  return dtype === 'F32' ? paddedCols / 4 : paddedCols / 8;
+  return paddedCols / (16 / DTYPE_BYTES[dtype]);
+}
+
+/** Elements a row of W is padded to: a tile, or a whole vec4 of fp8. */
+export function columnPadding(inDtype: FloatDType, outDtype: FloatDType): number {
+  return DTYPE_BYTES[inDtype] === 1 || DTYPE_BYTES[outDtype] === 1 ? 16 : TILE;
 }
 
 export function paramsBytes(p: MergeParams, shape: DispatchShape): ArrayBuffer {

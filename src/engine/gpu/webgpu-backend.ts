@@ -9,10 +9,16 @@ import type { MergeBackend, MergeOp } from '../merge-op.js';
 import { checkOp, type OpShape } from '../op-shape.js';
 import { lowRankFactors, type LowRankFactors } from '../low-rank-factors.js';
 import { mergeOnCpu } from '../cpu/cpu-merge.js';
+import { columnSumsOfSquaresOnCpu, mergeStepsOnCpu } from '../cpu/cpu-steps.js';
+import { hasColumnNorms, resolveWholeOp } from '../column-norms.js';
+import { foldTrailingScale } from '../fold-scale.js';
+import { isFusedForm } from '../update-steps.js';
+import { StepChain } from './step-chain.js';
 import type { MergeDevice } from './gpu-device.js';
 import { ReusableBuffer } from './reusable-buffer.js';
+import { dequantizeOnGpu, gpuDecodes } from './dequantize-program.js';
 import {
-  dispatchShape, mergeBindGroupLayout, mergePipeline, paramsBytes, RANK_STEP, TILE, PARAMS_BYTES, WORKGROUP_SIZE,
+  columnPadding, dispatchShape, mergeBindGroupLayout, mergePipeline, paramsBytes, RANK_STEP, TILE, PARAMS_BYTES, WORKGROUP_SIZE,
   type DoraMode, type MergeEntry, type MergeParams,
 } from './merge-program.js';
 
@@ -72,6 +78,8 @@ export class WebGpuBackend implements MergeBackend {
   private readonly staging: ReusableBuffer;
   /** The kernel converts f16/bf16 without bit shifts (see WebGpuBackendOptions). */
   readonly shiftFree: boolean;
+  /** Ops with update steps beyond one low-rank pass and a DoRA (created on first use). */
+  private chain: StepChain | undefined;
 
   constructor(private readonly gpu: MergeDevice, options: WebGpuBackendOptions = {}) {
     this.device = gpu.device;
@@ -100,9 +108,66 @@ export class WebGpuBackend implements MergeBackend {
   }
 
   merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
-    const result = this.queue.then(() => this.mergeNow(op, signal));
+    return this.enqueue(() => (op.steps?.length || (op.dora?.group ?? 1) > 1 ? this.mergeSteps(op, signal) : this.mergeNow(op, signal)));
+  }
+
+  columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {
+    return this.enqueue(() => this.guarded(op, async () => {
+      const shape = checkOp(op);
+      if (hasColumnNorms(op)) throw new MergeError('PLAN_INVALID', `tensor "${op.name}": column sums of an op whose own DoRA norms are unresolved`);
+      return await this.stepChain().columnSums(op, shape, signal) ?? columnSumsOfSquaresOnCpu(op, signal);
+    }));
+  }
+
+  private enqueue<T>(run: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(run);
     this.queue = result.catch(() => {});
     return result;
+  }
+
+  /** GGML blocks decoded to f32 in WGSL (dequantize-program.ts); undefined for types it does not decode. */
+  dequantize(type: string, blocks: Uint8Array, signal?: AbortSignal): Promise<Float32Array | undefined> {
+    if (!gpuDecodes(type)) return Promise.resolve(undefined);
+    const result = this.queue.then(() => {
+      throwIfAborted(signal);
+      return dequantizeOnGpu(this.device, type, blocks, this.gpu.maxBindingBytes, this.gpu.maxWorkgroupsPerDimension);
+    });
+    this.queue = result.catch(() => {});
+    return result;
+  }
+
+  private stepChain(): StepChain {
+    this.chain ??= new StepChain({ gpu: this.gpu, shiftFree: this.shiftFree, scoped: (op, body) => this.scoped(op, body), lost: this.lost });
+    return this.chain;
+  }
+
+  /** Checks the device, and turns failures other than MergeErrors into GPU_FAILUREs naming the tensor. */
+  private async guarded<T>(op: MergeOp, run: () => Promise<T>): Promise<T> {
+    if (this.disposed) throw new MergeError('GPU_FAILURE', `tensor "${op.name}": the GPU backend was disposed`);
+    if (this.lostReason !== undefined) {
+      throw new MergeError('GPU_FAILURE', `tensor "${op.name}": GPU device lost: ${this.lostReason}`);
+    }
+    try {
+      return await run();
+    } catch (e) {
+      if (e instanceof MergeError) throw e;
+      throw new MergeError('GPU_FAILURE', `tensor "${op.name}": GPU merge failed: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /**
+   * Ops with steps: column norms first (whole ops), then the fused kernel where the op reduces to
+   * W + L·R (a trailing scale folded in) or to one low-rank pass and a DoRA, else the step chain.
+   */
+  private async mergeSteps(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
+    const resolved = hasColumnNorms(op)
+      ? await resolveWholeOp(op, (o) => this.guarded(o, async () => await this.stepChain().columnSums(o, checkOp(o), signal) ?? columnSumsOfSquaresOnCpu(o, signal)))
+      : op;
+    if (isFusedForm(resolved)) {
+      const plain = foldTrailingScale(resolved);
+      if (plain) return this.mergeNow(plain, signal);
+    }
+    return this.guarded(resolved, async () => await this.stepChain().merge(resolved, checkOp(resolved), signal) ?? mergeStepsOnCpu(resolved, signal));
   }
 
   private async mergeNow(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
@@ -124,7 +189,7 @@ export class WebGpuBackend implements MergeBackend {
 
   private plan(op: MergeOp, shape: OpShape): SlabPlan | undefined {
     const factors = lowRankFactors(op, shape);
-    const paddedCols = roundUp(op.cols, TILE);
+    const paddedCols = roundUp(op.cols, columnPadding(op.base.dtype, op.outDtype));
     // The readback buffer holds a slab plus the flag: leave it room under the buffer size limit.
     const limit = Math.min(this.gpu.maxBindingBytes - 512, MAX_SLAB_BYTES);
     const paddedRank = roundUp(factors.rank, RANK_STEP);
@@ -333,6 +398,7 @@ export class WebGpuBackend implements MergeBackend {
     if (this.disposed) return;
     this.disposed = true;
     for (const b of [this.params, this.wIn, this.lt, this.rt, this.wOut, this.flags, this.norms, this.magnitude, this.staging]) b.destroy();
+    this.chain?.destroy();
     this.device.destroy();
   }
 }

@@ -13,15 +13,45 @@ import type { ModuleAddress } from '../module-address.js';
 import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
 
 /**
- * The kind and size of term an update gives the engine, known from headers alone (the plan counts
- * work with it). Today every algorithm reduces to one low-rank product ΔW = B·A; an algorithm that
- * does not (a full difference, a row or column scaling, block rotations) adds its kind here and
- * the matching term to the engine's MergeOp.
+ * The kind and size of an update, known from headers alone (the plan counts work with it and
+ * checks where it may land):
+ * - `low-rank`: ΔW = B·A at this rank; may be placed on some rows of a fused tensor.
+ * - `dense`: ΔW given in full (a full difference, a kron of full factors), produced by rows.
+ * - `transform`: a map of the weight as it stands (a row or column scaling, block rotations,
+ *   GLoRA's W·a1·a2), costing about `cost` multiply-adds per element; rotations of output rows
+ *   keep blocks of `rowBlock` rows together.
  */
-export type UpdateShape = { kind: 'low-rank'; rank: number };
+export type UpdateShape =
+  | { kind: 'low-rank'; rank: number }
+  | { kind: 'dense' }
+  | { kind: 'transform'; cost: number; rowBlock?: number };
 
-/** A module's update as loaded for the engine: ΔW = B·A with A (rank × in…), B (out × rank). */
-export type ModuleUpdate = { kind: 'low-rank'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number };
+/**
+ * One part of a module's update as loaded for the engine, for a module scale s (user weight · the
+ * module's own scale), applied in order to V (the weight as it stands):
+ * - `low-rank`: V += s·B·A, A (rank × in…), B (out × rank).
+ * - `dense`: V += s·D, D read by rows of the stored (out, in…) weight.
+ * - `scale`: V ⊙= 1 + s·w along an axis of ΔW, w per channel (repeated over a conv's kernel).
+ * - `fixed-scale`: V ⊙= f along an axis, not scaled by s (OFT's rescale).
+ * - `project`: V += s·(V·P)·Q along the input axis, P (in × rank), Q (rank × in).
+ * - `rotate`: each block of `blockSize` along an axis maps by I + s·Δ_k (Δ: blocks row-major).
+ */
+export type ModulePiece =
+  | { kind: 'low-rank'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number }
+  | { kind: 'dense'; rows(rowStart: number, rowCount: number): Promise<FloatTensorBytes> }
+  | { kind: 'scale'; axis: 'out' | 'in'; w: FloatTensorBytes }
+  | { kind: 'fixed-scale'; axis: 'out' | 'in'; factors: FloatTensorBytes }
+  | { kind: 'project'; p: FloatTensorBytes; q: FloatTensorBytes; rank: number }
+  | { kind: 'rotate'; axis: 'out' | 'in'; blockSize: number; delta: FloatTensorBytes };
+
+/** A module's update as loaded for the engine: its pieces, in the order they apply. */
+export type ModuleUpdate = ModulePiece[];
+
+/** ΔW's dims as fitted to the base: out, and in (a conv's in·kh·kw). */
+export interface DeltaDims {
+  out: number;
+  in: number;
+}
 
 /** What an algorithm is told about the module it builds. */
 export interface ModuleContext {
@@ -32,6 +62,12 @@ export interface ModuleContext {
   address: ModuleAddress;
   /** α as the file states it for this module (its `.alpha` tensor, or the file's metadata); undefined when it states none. */
   alpha: number | undefined;
+  /** Settings from the adapter's config that the update depends on (PEFT OFT's `coft`, …). */
+  options?: Readonly<Record<string, number | boolean>>;
+  /** The values of the one-number tensors the algorithm lists in `scalars` (LyCORIS IA3's `on_input`). */
+  scalars?: ReadonlyMap<Role, number>;
+  /** The file's metadata asks for rsLoRA's α/√r (diffusers' lora_adapter_metadata `use_rslora`). */
+  rsLora?: boolean;
   /** Records a problem with this module; the message is prefixed with the file and module. */
   report(code: MergeErrorCode, message: string): void;
 }
@@ -45,19 +81,25 @@ export interface Algorithm {
   readonly defines: readonly Role[];
   /** Every role it reads, `defines` included (`alpha` is read for every algorithm and need not be listed). */
   readonly roles: readonly Role[];
+  /** Roles holding one number each, read for `build` (context.scalars). */
+  readonly scalars?: readonly Role[];
   /** A module from its tensors by role, or null after reporting what is wrong. */
   build(tensors: ReadonlyMap<Role, TensorEntry>, context: ModuleContext): AdapterModule | null;
-  /** Reads the module's update from the file it was built from. */
-  load(file: SafetensorsFile, module: AdapterModule): Promise<ModuleUpdate>;
+  /**
+   * Reads the module's update from the file it was built from. `delta` is ΔW's (out, in) as the
+   * plan fitted it to the base (for algorithms whose tensors leave a side open: VeRA's shared
+   * projections are sliced to it).
+   */
+  load(file: SafetensorsFile, module: AdapterModule, delta?: DeltaDims): Promise<ModuleUpdate>;
 }
 
 /**
  * α and the scale α/r as kohya, LyCORIS and diffusers apply them: a module without α (or with
  * α = 0, which kohya treats as unset) is not scaled.
  */
-export function alphaScale(alpha: number | undefined, rank: number): { alpha: number; scale: number } {
-  const a = alpha === undefined || alpha === 0 ? rank : alpha;
-  return { alpha: a, scale: a / rank };
+export function alphaScale(alpha: number | undefined, rank: number, rsLora = false): { alpha: number; scale: number } {
+  if (alpha === undefined || alpha === 0) return { alpha: rank, scale: 1 };
+  return { alpha, scale: rsLora ? alpha / Math.sqrt(rank) : alpha / rank };
 }
 
 /** The fields every module shares, from its context. */

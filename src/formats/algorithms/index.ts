@@ -6,14 +6,22 @@ import { MergeError } from '../../errors.js';
 import type { AdapterModule } from '../adapter.js';
 import type { Role } from '../key-forms.js';
 import type { SafetensorsFile } from '../safetensors-types.js';
-import type { Algorithm, ModuleUpdate } from './algorithm.js';
+import type { Algorithm, DeltaDims, ModuleUpdate } from './algorithm.js';
+import { full } from './full.js';
+import { glora } from './glora.js';
+import { ia3 } from './ia3.js';
 import { loha } from './loha.js';
+import { lokr } from './lokr.js';
 import { lora } from './lora.js';
+import { norm } from './norm.js';
 import { notYetSupported } from './not-yet-supported.js';
+import { oft } from './oft.js';
+import { peftOft } from './peft-oft.js';
+import { vera } from './vera.js';
 
-export type { Algorithm, ModuleContext, ModuleUpdate, UpdateShape } from './algorithm.js';
+export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, ...notYetSupported];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, vera, peftOft, ...notYetSupported];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];
@@ -31,6 +39,6 @@ export function algorithmNamed(name: string): Algorithm {
 }
 
 /** Reads a module's update for the engine, through the algorithm that built it. */
-export function loadModuleUpdate(file: SafetensorsFile, module: AdapterModule): Promise<ModuleUpdate> {
-  return algorithmNamed(module.algorithm).load(file, module);
+export function loadModuleUpdate(file: SafetensorsFile, module: AdapterModule, delta?: DeltaDims): Promise<ModuleUpdate> {
+  return algorithmNamed(module.algorithm).load(file, module, delta);
 }

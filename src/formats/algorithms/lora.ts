@@ -1,14 +1,19 @@
 /**
  * LoRA and LoCon (kohya sd-scripts networks/lora.py, LyCORIS modules/locon.py): ΔW = up·down, with
  * down (r, in) or, for a k×k convolution, (r, in, kh, kw), and up (out, r) or (out, r, 1, 1).
- * Scale α/r. LyCORIS's `dora_scale` adds a DoRA magnitude, per input column by default or per
- * output row when trained with wd_on_output.
+ * LoCon with a Tucker core (lora_mid, (r, r, kh, kw); down then (r, in, 1, 1)) is
+ * ΔW[o, c, k] = Σ_ij mid[i, j, k]·up[o, i]·down[j, c] (rebuild_tucker), the same product with the
+ * core folded into the right factor. Scale α/r. LyCORIS's `dora_scale` adds a DoRA magnitude, per
+ * input column by default or per output row when trained with wd_on_output.
  */
+import { transpose } from '../../algorithms/math/matrix.js';
+import { tuckerFactors } from '../../algorithms/math/low-rank-forms.js';
 import { partnerTensorName } from '../key-forms.js';
 import type { AdapterModule, DoraFactor } from '../adapter.js';
 import { readFloat } from '../read-float.js';
 import type { TensorEntry } from '../safetensors-types.js';
 import { alphaScale, fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import { lowRankPiece, numel, readMatrix, readValues } from './factor-io.js';
 
 /** torch.finfo(torch.float32).eps, which LyCORIS adds to each DoRA norm when merging in f32. */
 export const LYCORIS_DORA_EPSILON = 2 ** -23;
@@ -22,10 +27,7 @@ export const lora: Algorithm = {
   build(tensors, context) {
     const down = tensors.get('down');
     const up = tensors.get('up');
-    if (tensors.has('mid')) {
-      context.report('UNSUPPORTED_FORMAT', 'is LoCon with a Tucker core (lora_mid), which is not supported yet');
-      return null;
-    }
+    const mid = tensors.get('mid');
     if (!down || !up) {
       const present = (down ?? up)!;
       context.report('UNSUPPORTED_FORMAT', `has ${present.name} but no ${partnerTensorName(present.name)}`);
@@ -36,14 +38,18 @@ export const lora: Algorithm = {
       context.report('SHAPE_MISMATCH', `up ${up.name} ${fmtShape(up.shape)} does not fit down ${down.name} ${fmtShape(down.shape)}`);
       return null;
     }
+    if (mid && (mid.shape.length < 3 || mid.shape[0] !== rank || mid.shape[1] !== rank || down.shape.slice(2).some((d) => d !== 1))) {
+      context.report('SHAPE_MISMATCH', `lora_mid ${mid.name} ${fmtShape(mid.shape)} does not fit down ${fmtShape(down.shape)} and up ${fmtShape(up.shape)} (expected (${rank}, ${rank}, kh, kw) and a 1×1 down)`);
+      return null;
+    }
     const module: AdapterModule = {
       ...moduleBasics(context),
       algorithm: lora.name,
-      kind: down.shape.length > 2 ? 'conv' : 'linear',
-      deltaShape: [up.shape[0], ...down.shape.slice(1)],
+      kind: down.shape.length > 2 || mid ? 'conv' : 'linear',
+      deltaShape: mid ? [up.shape[0], down.shape[1], ...mid.shape.slice(2)] : [up.shape[0], ...down.shape.slice(1)],
       rank,
-      ...alphaScale(context.alpha, rank),
-      tensors: { down, up },
+      ...alphaScale(context.alpha, rank, context.rsLora),
+      tensors: { down, up, ...(mid ? { mid } : {}) },
       update: { kind: 'low-rank', rank },
       fanInFanOut: false,
     };
@@ -60,9 +66,14 @@ export const lora: Algorithm = {
   },
 
   async load(file, module) {
-    const { down, up } = module.tensors;
+    const { down, up, mid } = module.tensors;
+    if (mid) {
+      // rebuild_tucker(mid, upᵀ, down): up (out, r) is B as it is.
+      const f = tuckerFactors(await readValues(file, mid), numel(mid.shape.slice(2)), transpose(await readMatrix(file, up)), await readMatrix(file, down));
+      return [lowRankPiece(f)];
+    }
     const [a, b] = await Promise.all([readFloat(file, down), readFloat(file, up)]);
-    return { kind: 'low-rank', a, b, rank: module.rank };
+    return [{ kind: 'low-rank', a, b, rank: module.rank }];
   },
 };
 

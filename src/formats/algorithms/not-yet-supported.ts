@@ -24,12 +24,5 @@ function recognised(name: string, title: string, roles: readonly Role[], defines
 }
 
 export const notYetSupported: readonly Algorithm[] = [
-  recognised('lokr', 'LoKr', ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2']),
-  recognised('glora', 'GLoRA', ['a1', 'a2', 'b1', 'b2']),
-  recognised('oft', 'OFT', ['oft_blocks', 'rescale']),
-  // A bare `.weight` is too common to mean (IA)³ by itself; LyCORIS always saves on_input with it.
-  recognised('ia3', '(IA)^3', ['on_input', 'weight'], ['on_input']),
-  recognised('full', 'a full weight difference (diff/diff_b)', ['diff', 'diff_b']),
   recognised('set', 'a replaced weight (set_weight)', ['set_weight']),
-  recognised('norm', 'norm-layer tuning (w_norm/b_norm)', ['w_norm', 'b_norm']),
 ];

@@ -12,7 +12,7 @@
 import { DTYPE_BYTES, encodeFromF32, type FloatDType } from '../../dtype.js';
 import { MergeError } from '../../errors.js';
 import { formatProblemList } from '../../plan/problems.js';
-import type { BaseModel } from '../base-model.js';
+import type { BaseModel, SafetensorsBaseModel } from '../base-model.js';
 import { baseModelView, type ViewTensor } from '../base-model-view.js';
 import { languageModelField, type ModelConfig } from '../model-config.js';
 import { dequantizeFourBit, dequantizeInt8, dequantizeNestedAbsmax } from './bnb-dequantize.js';
@@ -21,13 +21,13 @@ import { findQuantizedTensors, type FourBitTensor, type Int8Tensor, type Quantiz
 const TORCH_FLOAT: Readonly<Record<string, FloatDType>> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 
 export interface DequantizedBase {
-  base: BaseModel;
+  base: SafetensorsBaseModel;
   fourBit: number;
   eightBit: number;
 }
 
 /** The dequantized view of `base`, or undefined when it holds no bitsandbytes weights. */
-export async function dequantizedBaseModel(base: BaseModel, config: ModelConfig | undefined): Promise<DequantizedBase | undefined> {
+export async function dequantizedBaseModel(base: SafetensorsBaseModel, config: ModelConfig | undefined): Promise<DequantizedBase | undefined> {
   const { tensors, problems } = await findQuantizedTensors(base);
   if (problems.length > 0) {
     throw new MergeError('UNSUPPORTED_FORMAT', formatProblemList(`${base.name} (bitsandbytes weights)`, problems.map((p) => `${base.name}: tensor "${p.tensor}" ${p.message}`)));
@@ -41,10 +41,11 @@ export async function dequantizedBaseModel(base: BaseModel, config: ModelConfig 
   const consumed = new Set(tensors.flatMap((t) => t.parts));
   const view = baseModelView(base, base.shards.map((shard) => ({
     path: shard.path,
-    tensors: shard.file.tensors.flatMap((entry): (string | ViewTensor)[] => {
-      const quantized = byName.get(entry.name);
+    tensors: shard.tensors.flatMap((entry): (string | ViewTensor)[] => {
+      const key = shard.keyPrefix + entry.name;
+      const quantized = byName.get(key);
       if (quantized) return [viewTensor(base, quantized, writeDtype(quantized))];
-      return consumed.has(entry.name) ? [] : [entry.name];
+      return consumed.has(key) ? [] : [key];
     }),
   })));
   return {

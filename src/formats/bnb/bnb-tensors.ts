@@ -12,7 +12,10 @@
  */
 import type { DType, FloatDType } from '../../dtype.js';
 import { DTYPE_BYTES } from '../../dtype.js';
+import { isMergeError } from '../../errors.js';
+import { MAX_CONFIG_BYTES } from '../../limits.js';
 import type { BaseModel } from '../base-model.js';
+import { parseBoundedJson } from '../bounded-json.js';
 import { fourBitCode, type FourBitType } from './bnb-codes.js';
 
 const BLOCKSIZES = new Set([32, 64, 128, 256, 512, 1024, 2048, 4096]);
@@ -77,10 +80,12 @@ async function readFourBit(base: BaseModel, name: string, type: FourBitType, sta
   if (!packed) return fail(`has a quant state (${stateKey}) but no packed weight`);
   const stateTensor = base.tensors.get(stateKey)!;
   if (stateTensor.dtype !== 'U8') return fail(`${stateKey} is ${stateTensor.dtype}, not the uint8 JSON bitsandbytes writes`);
+  if (stateTensor.byteLength > MAX_CONFIG_BYTES) return fail(`${stateKey} is ${stateTensor.byteLength} bytes, above the limit MAX_CONFIG_BYTES for JSON (${MAX_CONFIG_BYTES})`);
   let state: Record<string, unknown>;
   try {
-    state = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(await base.read(stateKey)));
-  } catch {
+    state = parseBoundedJson(new TextDecoder('utf-8', { fatal: true }).decode(await base.read(stateKey)), stateKey) as Record<string, unknown>;
+  } catch (e) {
+    if (isMergeError(e) && e.code === 'LIMIT_EXCEEDED') return fail(e.message);
     return fail(`${stateKey} does not hold JSON`);
   }
   if (typeof state !== 'object' || state === null || Array.isArray(state)) return fail(`${stateKey} does not hold a JSON object`);
@@ -94,8 +99,8 @@ async function readFourBit(base: BaseModel, name: string, type: FourBitType, sta
     return fail(`shape ${JSON.stringify(shape)} is not a list of dimensions`);
   }
   const n = (shape as number[]).reduce((a, b) => a * b, 1);
-  if (packed.entry.byteLength !== Math.ceil(n / 2)) {
-    return fail(`packed weight has ${packed.entry.byteLength} bytes; ${n} values of 4 bits need ${Math.ceil(n / 2)}`);
+  if (packed.byteLength !== Math.ceil(n / 2)) {
+    return fail(`packed weight has ${packed.byteLength} bytes; ${n} values of 4 bits need ${Math.ceil(n / 2)}`);
   }
   const blocks = Math.ceil(n / blocksize);
   const absmaxKey = `${name}.absmax`;
@@ -139,7 +144,7 @@ async function readInt8(base: BaseModel, module: string, scbKey: string, problem
   const parts = [name, scbKey];
   const format = base.tensors.get(`${module}.weight_format`);
   if (format) {
-    if (format.dtype !== 'U8' || format.entry.byteLength !== 1) return fail(`${module}.weight_format is not a uint8 scalar`);
+    if (format.dtype !== 'U8' || format.byteLength !== 1) return fail(`${module}.weight_format is not a uint8 scalar`);
     // bitsandbytes writes only 0 (row-major) and refuses to load col32 and the GPU tile formats.
     const value = (await base.read(format.name))[0];
     if (value !== 0) return fail(`${module}.weight_format is ${value}, a tiled layout bitsandbytes no longer reads; only 0 (row-major) is supported`);
@@ -151,7 +156,7 @@ async function readInt8(base: BaseModel, module: string, scbKey: string, problem
 /** Checks a statistics tensor's dtype and element count. */
 function expect(base: BaseModel, key: string, dtype: DType, count: number, problems: Problem[], name: string): boolean {
   const t = base.tensors.get(key);
-  const has = t ? t.entry.byteLength / DTYPE_BYTES[t.dtype] : 0;
+  const has = t ? t.byteLength / DTYPE_BYTES[t.dtype] : 0;
   if (t && t.dtype === dtype && has === count) return true;
   problems.push({ tensor: name, message: t ? `${key} is ${t.dtype} with ${has} values; expected ${count} ${dtype}` : `${key} is missing` });
   return false;

@@ -8,9 +8,13 @@ import { baseComponents, componentForPart, partName, type BaseComponent } from '
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
+import { hfToGguf } from './hf-to-gguf.js';
 import { kohyaFlat } from './kohya-flat.js';
 import type { BaseView, Layout, Placement } from './layout.js';
+import { fluxBfl } from './flux-bfl.js';
 import { openclipText } from './openclip-text.js';
+import { sd3Sai } from './sd3-sai.js';
+import { xlabsFlux } from './xlabs-flux.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
 import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
 
@@ -18,11 +22,12 @@ export type { BaseView, Layout, LayoutResolution, Placement, RowSegment } from '
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
 /**
- * In the order they are tried: a vision-language model's two namings first (it answers only for
- * such models, and its answer must not be preempted by a suffix match on the base's own names),
- * then names as the base spells them, then translations.
+ * In the order they are tried: GGUF names first (it answers only for a GGUF base, by its
+ * architecture), then a vision-language model's two namings (it answers only for models whose
+ * config.json `architectures` has a checkpoint key map, and its answer must not be preempted by a
+ * suffix match on the base's own names), then names as the base spells them, then translations.
  */
-export const LAYOUTS: readonly Layout[] = [vlmCheckpoint, dottedPath, kohyaFlat, sdLdmUnet, openclipText];
+export const LAYOUTS: readonly Layout[] = [hfToGguf, vlmCheckpoint, dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux];
 
 export type Location =
   | { found: true; targets: Placement[]; layout: string }
@@ -31,12 +36,21 @@ export type Location =
     code: 'UNKNOWN_MODULE' | 'AMBIGUOUS_MODULE';
     /** Why, without the module's name (the plan adds it). */
     message: string;
+    /**
+     * The module names a component the base does not hold (a Flux LoRA's text-encoder modules on
+     * a transformer-only file): left out, as kohya's and ComfyUI's loaders do, and said so.
+     */
+    missingComponent?: boolean;
   };
 
 export interface BaseShapes {
   readonly tensors: ReadonlyMap<string, { readonly shape: readonly number[] }>;
   /** config.json `architectures`, when the base has one. */
   readonly architectures?: readonly string[];
+  /** The base's components when its files say them (pipelines, component folders); else found from the keys. */
+  readonly components?: readonly BaseComponent[];
+  /** The base file's typed metadata (GGUF), for layouts that need it. */
+  metadata?(key: string): unknown;
 }
 
 /** Finds modules in one base: its components, and an index of keys per component, built once. */
@@ -46,7 +60,7 @@ export class ModuleLocator {
   private readonly views = new Map<BaseComponent, BaseView>();
 
   constructor(private readonly base: BaseShapes) {
-    this.components = baseComponents(base.tensors.keys());
+    this.components = base.components ?? baseComponents(base.tensors.keys());
     this.whole = this.view(base.tensors.keys());
   }
 
@@ -61,7 +75,7 @@ export class ModuleLocator {
     const component = componentForPart(address.part, this.components);
     if (!component) {
       const held = this.components.map((c) => c.name).join(', ');
-      return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part)}, which the base does not hold (it holds ${held})` };
+      return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part)}, which the base does not hold (it holds ${held})`, missingComponent: true };
     }
     const result = tryLayouts(address, this.componentView(component));
     if (result.found || result.ambiguous) return describe(result, component);
@@ -86,8 +100,12 @@ export class ModuleLocator {
 
   private view(keys: Iterable<string>): BaseView {
     const tensors = this.base.tensors;
+    const base = this.base;
     const list = [...keys];
-    return { index: new BaseKeyIndex(list), keys: list, architectures: this.base.architectures ?? [], shape: (key) => tensors.get(key)?.shape };
+    return {
+      index: new BaseKeyIndex(list), keys: list, architectures: base.architectures ?? [],
+      shape: (key) => tensors.get(key)?.shape, metadata: (key) => base.metadata?.(key),
+    };
   }
 }
 

@@ -1,6 +1,7 @@
 /**
- * Layout: Stable Diffusion UNet modules named the diffusers way (`down_blocks_1_attentions_0_proj_in`,
- * flattened or dotted) on a single-file LDM/SGM checkpoint (`input_blocks_4_1_proj_in`).
+ * Layout: Stable Diffusion UNets (SD1, SD2, SDXL) in diffusers' naming (`down_blocks_1_attentions_0_proj_in`)
+ * and in the LDM/SGM single files' (`input_blocks_4_1_proj_in`), either way round, flattened or
+ * dotted (diffusers' _maybe_map_sgm_blocks_to_diffusers and ComfyUI's unet_to_diffusers map the same).
  *
  * kohya's sd-scripts build SD1/SD2 LoRAs on the diffusers UNet, so their modules carry diffusers
  * names, while most users' base models are single-file LDM checkpoints
@@ -30,7 +31,15 @@ const TOP_LEVEL: Readonly<Record<string, string>> = {
   time_embedding_linear_2: 'time_embed_2',
   conv_norm_out: 'out_0',
   conv_out: 'out_2',
+  // SDXL's size and crop conditioning.
+  add_embedding_linear_1: 'label_emb_0_0',
+  add_embedding_linear_2: 'label_emb_0_2',
 };
+
+const invert = (m: Readonly<Record<string, string>>): Readonly<Record<string, string>> =>
+  Object.fromEntries(Object.entries(m).map(([k, v]) => [v, k]));
+const RESNET_FROM_LDM = invert(RESNET_PARTS);
+const TOP_FROM_LDM = invert(TOP_LEVEL);
 
 /**
  * The LDM names a flattened diffusers UNet module may have: none when the name is not a diffusers
@@ -66,11 +75,42 @@ function resnetPart(resnet: string, rest: string): string[] {
   return part ? [`${resnet}_${part}`] : [];
 }
 
+/**
+ * The diffusers name of a flattened LDM/SGM UNet module (the inverse of ldmUnetNames): kohya's
+ * SDXL LoRAs on a diffusers UNet. Null when the name is not an LDM UNet name.
+ */
+export function diffusersUnetName(flatName: string): string | null {
+  const top = TOP_FROM_LDM[flatName];
+  if (top) return top;
+  const resnet = (block: string, rest: string) => (RESNET_FROM_LDM[rest] ? `${block}_${RESNET_FROM_LDM[rest]}` : null);
+  let m = /^input_blocks_(\d+)_([01])_(.+)$/.exec(flatName);
+  if (m && Number(m[1]) > 0) {
+    const k = Number(m[1]);
+    if (k % 3 === 0) return m[2] === '0' && m[3] === 'op' ? `down_blocks_${k / 3 - 1}_downsamplers_0_conv` : null;
+    const block = `down_blocks_${Math.floor((k - 1) / 3)}`;
+    const i = (k - 1) % 3;
+    return m[2] === '1' ? `${block}_attentions_${i}_${m[3]}` : resnet(`${block}_resnets_${i}`, m[3]);
+  }
+  m = /^middle_block_([012])_(.+)$/.exec(flatName);
+  if (m) return m[1] === '1' ? `mid_block_attentions_0_${m[2]}` : resnet(`mid_block_resnets_${Number(m[1]) / 2}`, m[2]);
+  m = /^output_blocks_(\d+)_([012])_(.+)$/.exec(flatName);
+  if (m) {
+    const k = Number(m[1]);
+    const block = `up_blocks_${Math.floor(k / 3)}`;
+    if (m[3] === 'conv' && m[2] !== '0') return k % 3 === 2 ? `${block}_upsamplers_0_conv` : null;
+    if (m[2] === '2') return null;
+    return m[2] === '1' ? `${block}_attentions_${k % 3}_${m[3]}` : resnet(`${block}_resnets_${k % 3}`, m[3]);
+  }
+  return null;
+}
+
 export const sdLdmUnet: Layout = {
   name: 'sd-ldm-unet',
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
-    const names = ldmUnetNames(address.flat ? address.path : address.path.replaceAll('.', '_'));
+    const flat = address.flat ? address.path : address.path.replaceAll('.', '_');
+    const reverse = diffusersUnetName(flat);
+    const names = reverse ? [reverse] : ldmUnetNames(flat);
     if (names.length === 0) return undefined;
     const found = names.map((name) => base.index.resolveFlat(name)).filter((r) => r.found);
     if (found.length === 1) return { found: true, targets: [{ baseKey: found[0].key }] };

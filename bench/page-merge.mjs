@@ -1,0 +1,124 @@
+/**
+ * Drives the demo page through one merge as a person would (upload the base and the adapter, wait
+ * for the plan, press Merge, wait for the download link) with the default settings: the result
+ * goes to browser storage (OPFS). Samples the memory of every Chromium process throughout, and
+ * hashes the output in 64 MiB pieces inside the page (never holding it) so it can be compared with
+ * a file on disk. Used by `npm run bench` and by the large-model page test.
+ */
+import { createHash } from 'node:crypto';
+import { open, readdir, readFile } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
+
+const HASH_PIECE = 64 * 1024 * 1024;
+
+/** Resident memory of a process and all its descendants, in bytes (Linux /proc). */
+export async function treeRss(rootPid) {
+  const parents = new Map();
+  const rss = new Map();
+  for (const entry of await readdir('/proc').catch(() => [])) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      parents.set(Number(entry), Number(fields[1]));
+      const status = await readFile(`/proc/${entry}/status`, 'utf8');
+      rss.set(Number(entry), Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024);
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  const inTree = (pid) => {
+    for (let p = pid; p > 1; p = parents.get(p) ?? 0) if (p === rootPid) return true;
+    return false;
+  };
+  let total = 0;
+  for (const [pid, bytes] of rss) if (inTree(pid)) total += bytes;
+  return total;
+}
+
+/** Samples `treeRss(pid)` every `ms` until stopped; returns { stop(): { peak, samples } }. */
+export function sampleMemory(pid, ms = 250) {
+  const samples = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      samples.push({ t: performance.now(), bytes: await treeRss(pid) });
+      await new Promise((r) => setTimeout(r, ms));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return { peak: Math.max(0, ...samples.map((s) => s.bytes)), samples };
+    },
+  };
+}
+
+/**
+ * SHA-256 of each 64 MiB piece of a safetensors file's tensor data (after the header, whose
+ * provenance metadata names the inputs as each front end saw them).
+ */
+export async function pieceHashes(path) {
+  const handle = await open(path, 'r');
+  try {
+    const { size } = await handle.stat();
+    const buffer = Buffer.alloc(HASH_PIECE);
+    await handle.read(buffer, 0, 8, 0);
+    const dataStart = 8 + Number(buffer.readBigUInt64LE(0));
+    const out = [];
+    for (let offset = dataStart; offset < size; offset += HASH_PIECE) {
+      const length = Math.min(HASH_PIECE, size - offset);
+      await handle.read(buffer, 0, length, offset);
+      out.push(createHash('sha256').update(buffer.subarray(0, length)).digest('hex'));
+    }
+    return out;
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * One merge in the page at `url` (the demo, served cross-origin isolated). `base` is a file path,
+ * `adapterFiles` the adapter's file paths. Returns the merge's wall time (click to download link),
+ * the page's own report, idle and peak memory of the browser, and the output's piece hashes.
+ */
+export async function mergeInPage(browser, url, { base, adapterFiles, backend = 'auto', sampleMs = 250, timeoutMs = 600_000 }) {
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${url}?backend=${backend}`, { waitUntil: 'load' });
+    await page.waitForFunction(() => !/starting/.test(document.getElementById('backend')?.textContent ?? 'starting'), { timeout: 120_000 });
+    const pid = browser.process().pid;
+    const idle = await treeRss(pid);
+    const memory = sampleMemory(pid, sampleMs);
+    await (await page.$('[data-testid="base-input"]')).uploadFile(base);
+    await (await page.$('[data-testid="adapter-input"]')).uploadFile(...adapterFiles);
+    await page.waitForFunction(() => !document.querySelector('[data-testid="merge-button"]').disabled, { timeout: 120_000 });
+    const t0 = performance.now();
+    await page.click('[data-testid="merge-button"]');
+    await page.waitForFunction(
+      () => !!document.querySelector('[data-testid="download-link"]')?.href || /error|failed/i.test(document.getElementById('progress-text')?.className ?? ''),
+      { timeout: timeoutMs, polling: 100 },
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    const { peak, samples } = await memory.stop();
+    const failure = await page.$eval('#progress-text', (e) => (e.className.includes('error') ? e.textContent : ''));
+    if (failure) throw new Error(`the page's merge failed: ${failure}`);
+    const report = await page.$eval('#progress-text', (e) => e.textContent);
+    const backendText = await page.$eval('#backend', (e) => e.textContent);
+    const hashes = await page.evaluate(async (piece) => {
+      const href = document.querySelector('[data-testid="download-link"]').href;
+      const blob = await (await fetch(href)).blob(); // a handle on the disk-backed file, not its bytes
+      const out = [];
+      const dataStart = 8 + Number(new DataView(await blob.slice(0, 8).arrayBuffer()).getBigUint64(0, true));
+      for (let offset = dataStart; offset < blob.size; offset += piece) {
+        const digest = await crypto.subtle.digest('SHA-256', await blob.slice(offset, offset + piece).arrayBuffer());
+        out.push([...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join(''));
+      }
+      return { size: blob.size, hashes: out };
+    }, HASH_PIECE);
+    return { seconds, idleBytes: idle, peakBytes: peak, samples: samples.length, report, backend: backendText, output: hashes };
+  } finally {
+    await page.close();
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * The page's state in one place, and the rules that keep results honest: changing the base or the
+ * adapters withdraws an earlier result (its files are deleted); changing a weight or the dtype marks
+ * it out of date. Panels read the state and call the actions; the store tells them to redraw.
+ */
+import type { BackendInfo, MergedFile, PickedFile, PlanSummary } from './worker-protocol.js';
+
+/** A file or a folder as the user picked it; the sample's own files are marked so they never mix. */
+export interface PickedSet {
+  name: string;
+  files: PickedFile[];
+  origin: 'user' | 'sample';
+}
+
+export interface AdapterEntry {
+  /** Stable across removals, for DOM keys. */
+  id: number;
+  set: PickedSet;
+  weight: number;
+}
+
+export type PlanState =
+  | { status: 'none' }
+  | { status: 'planning' }
+  | { status: 'ready'; plan: PlanSummary }
+  | { status: 'failed'; message: string };
+
+export interface MergeResultState {
+  /** Browser-storage folder holding the files (deleted when withdrawn). */
+  job?: string;
+  files: MergedFile[];
+  /** Where they went, in words, and the base name the downloads are named after. */
+  where: string;
+  baseName: string;
+  seconds: number;
+  backend: BackendInfo;
+  /** The settings it was made with, to tell whether it is out of date. */
+  settings: string;
+  stale: boolean;
+}
+
+export interface PageState {
+  base?: PickedSet;
+  adapters: AdapterEntry[];
+  outDtype: string;
+  plan: PlanState;
+  /** What runs now: buttons of that work stay disabled. */
+  busy?: 'sample' | 'merge';
+  result?: MergeResultState;
+}
+
+type Listener = (state: PageState) => void;
+
+export class PageStore {
+  readonly state: PageState = { adapters: [], outDtype: 'same', plan: { status: 'none' } };
+  private readonly listeners: Listener[] = [];
+  private nextAdapterId = 1;
+  /** Called with a result that must go (its files are deleted by whoever listens). */
+  onWithdraw: (result: MergeResultState) => void = () => {};
+  /** Called after the base or the adapters changed: the plan must be made again. */
+  onInputsChanged: () => void = () => {};
+
+  subscribe(listener: Listener): void {
+    this.listeners.push(listener);
+  }
+
+  changed(): void {
+    for (const listener of this.listeners) listener(this.state);
+  }
+
+  /** A key of everything a merge depends on besides the files. */
+  settingsKey(): string {
+    return JSON.stringify([this.state.outDtype, this.state.adapters.map((a) => a.weight)]);
+  }
+
+  setBase(set: PickedSet): void {
+    const s = this.state;
+    // The sample's adapter never meets the user's base, nor the sample's base the user's adapters.
+    if (set.origin === 'user') s.adapters = s.adapters.filter((a) => a.set.origin === 'user');
+    s.base = set;
+    this.inputsChanged();
+  }
+
+  addAdapters(sets: PickedSet[]): void {
+    const s = this.state;
+    if (sets.length === 0) return;
+    if (sets.some((x) => x.origin === 'user') && s.base?.origin === 'sample') s.base = undefined;
+    s.adapters = s.adapters.filter((a) => a.set.origin === 'user' || sets.every((x) => x.origin === 'sample'));
+    for (const set of sets) s.adapters.push({ id: this.nextAdapterId++, set, weight: 1 });
+    this.inputsChanged();
+  }
+
+  /** The sample replaces everything. */
+  useSample(base: PickedSet, adapter: PickedSet): void {
+    this.state.base = base;
+    this.state.adapters = [{ id: this.nextAdapterId++, set: adapter, weight: 1 }];
+    this.inputsChanged();
+  }
+
+  removeAdapter(id: number): void {
+    this.state.adapters = this.state.adapters.filter((a) => a.id !== id);
+    this.inputsChanged();
+  }
+
+  setWeight(id: number, weight: number): void {
+    const adapter = this.state.adapters.find((a) => a.id === id);
+    if (!adapter || adapter.weight === weight) return;
+    adapter.weight = weight;
+    this.settingsChanged();
+  }
+
+  setOutDtype(dtype: string): void {
+    this.state.outDtype = dtype;
+    this.settingsChanged();
+  }
+
+  setPlan(plan: PlanState): void {
+    this.state.plan = plan;
+    this.changed();
+  }
+
+  setBusy(busy: PageState['busy']): void {
+    this.state.busy = busy;
+    this.changed();
+  }
+
+  setResult(result: MergeResultState | undefined): void {
+    this.withdrawResult();
+    this.state.result = result;
+    this.changed();
+  }
+
+  withdrawResult(): void {
+    const old = this.state.result;
+    this.state.result = undefined;
+    if (old) this.onWithdraw(old);
+  }
+
+  private inputsChanged(): void {
+    this.withdrawResult();
+    this.state.plan = this.state.base && this.state.adapters.length ? { status: 'planning' } : { status: 'none' };
+    this.changed();
+    this.onInputsChanged();
+  }
+
+  private settingsChanged(): void {
+    const result = this.state.result;
+    if (result) result.stale = result.settings !== this.settingsKey();
+    this.changed();
+  }
+
+  /** Why merging is not possible now, or undefined when it is. */
+  mergeBlocker(): string | undefined {
+    const s = this.state;
+    if (s.busy === 'merge') return 'A merge is running.';
+    if (s.busy === 'sample') return 'The sample is being prepared.';
+    if (!s.base) return 'Pick a base model first.';
+    if (s.adapters.length === 0) return 'Add at least one adapter.';
+    if (s.plan.status === 'planning') return 'Checking the plan…';
+    if (s.plan.status === 'failed') return 'The inputs could not be read: see the plan.';
+    if (s.plan.status === 'ready' && !s.plan.plan.mergeable) {
+      const n = s.plan.plan.problems.filter((p) => p.severity === 'error').length;
+      return `The plan has ${n} error${n === 1 ? '' : 's'}: fix them first.`;
+    }
+    return undefined;
+  }
+}

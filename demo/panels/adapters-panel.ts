@@ -1,0 +1,95 @@
+/**
+ * Section 2: one card per adapter with its facts (worded by the worker from the plan), a weight
+ * slider from −2 to 2 with a number box beside it (any finite weight), and a remove button.
+ * Cards are rebuilt only when the adapters change, so a slider keeps focus while it moves.
+ */
+import { ADAPTER_ACCEPT } from '../accepted-files.js';
+import { byId, el } from '../dom.js';
+import type { AdapterEntry, PageState, PageStore } from '../page-state.js';
+import { mountInputPanel } from './input-panel.js';
+
+interface Card {
+  item: HTMLLIElement;
+  facts: HTMLElement;
+  slider: HTMLInputElement;
+  number: HTMLInputElement;
+  remove: HTMLButtonElement;
+}
+
+export function mountAdaptersPanel(store: PageStore, onError: (message: string) => void): (state: PageState) => void {
+  const pickers = mountInputPanel(
+    { filesButton: 'adapter-files-button', folderButton: 'adapter-folder-button', filesInput: 'adapter-input', folderInput: 'adapter-folder-input', drop: 'adapter-drop' },
+    ADAPTER_ACCEPT,
+    (sets) => store.addAdapters(sets),
+    onError,
+  );
+  const list = byId<HTMLUListElement>('adapter-list');
+  const cards = new Map<number, Card>();
+  let shownIds = '';
+
+  return (state) => {
+    const busy = state.busy !== undefined;
+    pickers.setDisabled(busy);
+    const ids = state.adapters.map((a) => a.id).join(',');
+    if (ids !== shownIds) {
+      shownIds = ids;
+      const focusedId = [...cards].find(([, c]) => c.item.contains(document.activeElement))?.[0];
+      cards.clear();
+      list.replaceChildren(...state.adapters.map((adapter) => {
+        const card = makeCard(adapter, store);
+        cards.set(adapter.id, card);
+        return card.item;
+      }));
+      // A removed card's focus goes to the adapters heading rather than to the page's start.
+      if (focusedId !== undefined && !cards.has(focusedId)) byId('adapters-heading').focus();
+    }
+    state.adapters.forEach((adapter, index) => {
+      const card = cards.get(adapter.id)!;
+      card.facts.className = 'adapter-facts';
+      if (state.plan.status === 'ready') card.facts.textContent = state.plan.plan.adapters[index]?.facts.join(' · ') ?? '';
+      else if (state.plan.status === 'planning') card.facts.textContent = 'reading…';
+      else if (state.plan.status === 'failed') {
+        card.facts.textContent = 'not read: see the error in the plan';
+        card.facts.classList.add('error-text');
+      } else card.facts.textContent = '';
+      for (const input of [card.slider, card.number]) input.disabled = busy;
+      card.remove.disabled = busy;
+      if (document.activeElement !== card.number) card.number.value = String(adapter.weight);
+      if (document.activeElement !== card.slider) card.slider.value = String(adapter.weight);
+    });
+  };
+}
+
+function makeCard(adapter: AdapterEntry, store: PageStore): Card {
+  const name = adapter.set.name;
+  const facts = el('div', { className: 'adapter-facts' });
+  facts.dataset.testid = 'adapter-facts';
+  const remove = el('button', { type: 'button', className: 'remove', textContent: 'Remove' });
+  remove.setAttribute('aria-label', `Remove ${name}`);
+  remove.addEventListener('click', () => store.removeAdapter(adapter.id));
+
+  const slider = el('input', { type: 'range', min: '-2', max: '2', step: '0.05', value: String(adapter.weight) });
+  slider.dataset.testid = 'adapter-weight';
+  slider.setAttribute('aria-label', `Weight of ${name}`);
+  const number = el('input', { type: 'number', step: '0.05', value: String(adapter.weight), inputMode: 'decimal' });
+  number.dataset.testid = 'adapter-weight-number';
+  number.setAttribute('aria-label', `Weight of ${name}, as a number`);
+  slider.addEventListener('input', () => {
+    number.value = slider.value;
+    store.setWeight(adapter.id, Number(slider.value));
+  });
+  number.addEventListener('input', () => {
+    if (number.value === '' || !Number.isFinite(number.valueAsNumber)) return; // mid-typing ("-", "0.")
+    slider.value = String(number.valueAsNumber);
+    store.setWeight(adapter.id, number.valueAsNumber);
+  });
+  number.addEventListener('change', () => {
+    if (!Number.isFinite(number.valueAsNumber)) number.value = String(adapter.weight);
+  });
+
+  const weightRow = el('div', { className: 'adapter-weight' }, el('span', { textContent: 'weight', ariaHidden: 'true' }), slider, number);
+  const head = el('div', {}, el('div', { className: 'adapter-name', textContent: name, title: name }), facts);
+  const item = el('li', { className: 'adapter' }, head, remove, weightRow);
+  item.dataset.testid = 'adapter';
+  return { item, facts, slider, number, remove };
+}

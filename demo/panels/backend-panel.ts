@@ -1,0 +1,45 @@
+/**
+ * The header's backend: a choice like the CLI's --backend (auto | webgpu | cpu; `?backend=` in the
+ * address sets it) and what it resolved to, in the backend's own words.
+ */
+import type { BackendChoice } from '../../src/index.js';
+import { byId } from '../dom.js';
+import type { PageState } from '../page-state.js';
+import type { MergeWorkerClient } from '../worker-client.js';
+import type { BackendInfo } from '../worker-protocol.js';
+
+const CHOICES: BackendChoice[] = ['auto', 'webgpu', 'cpu'];
+
+export function mountBackendPanel(client: MergeWorkerClient, onError: (message: string) => void): (state: PageState) => void {
+  const select = byId<HTMLSelectElement>('backend-choice');
+  const text = byId('backend');
+  const dot = byId('backend-dot');
+  const fromAddress = new URLSearchParams(location.search).get('backend') as BackendChoice | null;
+  if (fromAddress && CHOICES.includes(fromAddress)) select.value = fromAddress;
+
+  let request = 0;
+  const show = (info: BackendInfo) => {
+    text.textContent = `${info.kind === 'webgpu' ? 'webgpu' : 'cpu'} · ${info.description.replace(/^WebGPU:\s*/i, '')}`;
+    dot.className = `backend-dot ${info.kind}`;
+  };
+  const choose = () => {
+    const mine = ++request;
+    text.textContent = 'starting…';
+    dot.className = 'backend-dot';
+    client.setBackend(select.value as BackendChoice).then(
+      (info) => { if (mine === request) show(info); },
+      (error: Error) => {
+        if (mine !== request) return;
+        text.textContent = `${select.value}: ${error.message}`;
+        onError(error.message);
+      },
+    );
+  };
+  select.addEventListener('change', choose);
+  choose();
+  return (state) => {
+    select.disabled = state.busy === 'merge';
+    // What a merge actually ran on (auto may pick again for the merge's dtype).
+    if (state.result && !state.result.stale) show(state.result.backend);
+  };
+}

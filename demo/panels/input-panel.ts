@@ -1,0 +1,55 @@
+/**
+ * Sections 1 and 2's pickers: real buttons (focusable, announced) that open hidden file inputs,
+ * and drop zones for files and folders. What was picked goes to `take`.
+ */
+import { mergeSets, setFromInput, setsFromDrop } from '../file-picking.js';
+import { byId } from '../dom.js';
+import type { PickedSet } from '../page-state.js';
+
+export interface InputPanelIds {
+  filesButton: string;
+  folderButton: string;
+  filesInput: string;
+  folderInput: string;
+  drop: string;
+}
+
+export function mountInputPanel(ids: InputPanelIds, accept: string[], take: (sets: PickedSet[]) => void,
+  onError: (message: string) => void): { setDisabled(disabled: boolean): void } {
+  const filesInput = byId<HTMLInputElement>(ids.filesInput);
+  const folderInput = byId<HTMLInputElement>(ids.folderInput);
+  filesInput.accept = accept.join(',');
+  const filesButton = byId<HTMLButtonElement>(ids.filesButton);
+  const folderButton = byId<HTMLButtonElement>(ids.folderButton);
+  filesButton.addEventListener('click', () => filesInput.click());
+  folderButton.addEventListener('click', () => folderInput.click());
+  for (const input of [filesInput, folderInput]) {
+    input.addEventListener('change', () => {
+      const set = setFromInput(input);
+      input.value = ''; // the same file picked again must fire change again
+      if (set) take([set]);
+    });
+  }
+  const zone = byId(ids.drop);
+  let disabled = false;
+  zone.addEventListener('dragover', (event) => {
+    event.preventDefault();
+    if (!disabled) zone.classList.add('over');
+  });
+  zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+  zone.addEventListener('drop', (event) => {
+    event.preventDefault();
+    zone.classList.remove('over');
+    if (disabled || !event.dataTransfer) return;
+    setsFromDrop(event.dataTransfer).then(take, (e: Error) => onError(`could not read what was dropped: ${e.message}`));
+  });
+  return {
+    setDisabled(value) {
+      disabled = value;
+      filesButton.disabled = value;
+      folderButton.disabled = value;
+    },
+  };
+}
+
+export { mergeSets };

@@ -1,0 +1,122 @@
+/**
+ * Section 4: output options, merge and cancel, progress, and the result. Merge stays disabled (and
+ * says why) while there is nothing to merge, the plan is pending or has errors, or work runs.
+ * A merge asks for its destination inside the click, runs in the worker, and on success moves focus
+ * to the result; closing the tab mid-merge asks first.
+ */
+import { byId } from '../dom.js';
+import { formatBytes, formatDuration } from '../format.js';
+import type { PageState, PageStore } from '../page-state.js';
+import { ProgressView } from '../progress-view.js';
+import { canPickDestination, pickDestination, type PickedDestination } from '../save-choice.js';
+import { CancelledError, type MergeWorkerClient } from '../worker-client.js';
+import type { OutDTypeChoice } from '../worker-protocol.js';
+import { ResultsView } from './results-view.js';
+
+export interface MergePanel {
+  render(state: PageState): void;
+  /** Merges into browser storage without asking for a destination (the sample's way). */
+  mergeNow(useBrowserStorage?: boolean): Promise<void>;
+  readonly progress: ProgressView;
+}
+
+const DESTINATION_HINTS = {
+  'browser-storage': 'Written to this browser’s private disk space (not memory, whatever the size), then offered as downloads. Removed when you merge again, change the inputs, or come back later.',
+  picked: 'Streamed straight to disk: a one-file model to a file you choose (the browser asks before replacing one); a folder model into a new folder named after the base inside the folder you choose.',
+  unavailable: 'This browser cannot save straight into a file or folder you pick; the browser’s storage is used.',
+};
+
+export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say: { error(m: string): void; say(m: string): void }): MergePanel {
+  const mergeButton = byId<HTMLButtonElement>('merge-button');
+  const cancelButton = byId<HTMLButtonElement>('cancel-button');
+  const blocked = byId('merge-blocked');
+  const dtype = byId<HTMLSelectElement>('out-dtype');
+  const destination = byId<HTMLSelectElement>('destination');
+  const destinationHint = byId('destination-hint');
+  const progress = new ProgressView(byId<HTMLProgressElement>('progress'), byId('progress-text'));
+  const results = new ResultsView({ zip: (job, folder) => client.zip(job, folder), onError: (m) => say.error(m) });
+  let job: { cancel(): void } | undefined;
+
+  const pickable = canPickDestination();
+  if (!pickable) byId<HTMLOptionElement>('destination-picked').disabled = true;
+  const showHint = () => {
+    destinationHint.textContent = !pickable ? DESTINATION_HINTS.unavailable : DESTINATION_HINTS[destination.value as 'browser-storage' | 'picked'];
+  };
+  showHint();
+  destination.addEventListener('change', showHint);
+  dtype.addEventListener('change', () => store.setOutDtype(dtype.value));
+  cancelButton.addEventListener('click', () => job?.cancel());
+  mergeButton.addEventListener('click', () => void mergeNow(false));
+  window.addEventListener('beforeunload', (event) => {
+    if (store.state.busy !== 'merge') return;
+    event.preventDefault();
+    event.returnValue = ''; // older engines need it set to show the prompt
+  });
+
+  async function mergeNow(useBrowserStorage = true): Promise<void> {
+    const state = store.state;
+    if (store.mergeBlocker() && !(useBrowserStorage && state.busy === 'sample')) return;
+    const base = state.base!;
+    const plan = state.plan.status === 'ready' ? state.plan.plan : undefined;
+    let picked: PickedDestination | undefined;
+    if (!useBrowserStorage && pickable && destination.value === 'picked') {
+      try {
+        picked = await pickDestination(base.name, plan?.base.files === 1 && plan.base.kind === 'file');
+      } catch (error) {
+        say.error(`could not open the destination: ${(error as Error).message}`);
+        return;
+      }
+      if (!picked) return; // the user closed the picker
+    }
+    store.setResult(undefined);
+    store.setBusy('merge');
+    progress.start();
+    const settings = store.settingsKey();
+    const handle = client.merge({
+      baseName: base.name,
+      base: base.files,
+      adapters: state.adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: a.weight })),
+      outDtype: dtype.value as OutDTypeChoice,
+      output: picked?.output ?? { kind: 'browser-storage' },
+      onProgress: (p) => progress.update(p),
+    });
+    job = handle;
+    try {
+      const done = await handle.done;
+      const bytes = done.files.reduce((n, f) => n + f.size, 0);
+      const where = picked?.where ?? '';
+      const message = `Merged${bytes ? ` ${formatBytes(bytes)}` : ''}${where} in ${formatDuration(done.seconds)}${bytes ? ` (${formatBytes(bytes / Math.max(done.seconds, 1e-3))}/s)` : ''}.`;
+      progress.finish(message);
+      store.setBusy(undefined);
+      store.setResult({
+        job: done.job, files: done.files, where, baseName: base.name, seconds: done.seconds, backend: done.backend,
+        settings, stale: settings !== store.settingsKey(),
+      });
+      say.say(`${message} The files are listed under “Merged files”.`);
+      results.focus();
+    } catch (error) {
+      await picked?.cleanUp();
+      const message = error instanceof CancelledError ? 'Cancelled. Nothing was written.' : (error as Error).message;
+      progress.fail(message);
+      store.setBusy(undefined);
+      if (error instanceof CancelledError) say.say(message);
+      else say.error(`The merge failed: ${message}`);
+    } finally {
+      job = undefined;
+    }
+  }
+
+  return {
+    progress,
+    mergeNow,
+    render(state) {
+      const blocker = store.mergeBlocker();
+      mergeButton.disabled = blocker !== undefined;
+      blocked.textContent = state.busy === 'merge' ? '' : blocker ?? '';
+      cancelButton.disabled = state.busy !== 'merge';
+      dtype.disabled = state.busy === 'merge';
+      destination.disabled = state.busy === 'merge';
+      results.render(state.result);
+    },
+  };
+}

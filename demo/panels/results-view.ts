@@ -1,0 +1,111 @@
+/**
+ * The merged files: download links to disk-backed files in browser storage (the model first,
+ * named `<base>-merged.safetensors` (or `.gguf`) for a one-file model; a sharded model keeps its file names and
+ * gets one streamed zip too), or where a picker saved them. A result made with other settings than
+ * the current ones is marked out of date and its links change test ids, so nobody takes it for
+ * the current one.
+ */
+import { byId, el } from '../dom.js';
+import { formatBytes } from '../format.js';
+import type { MergeResultState } from '../page-state.js';
+import { stemOf, weightsExtension } from '../save-choice.js';
+import type { MergedFile } from '../worker-protocol.js';
+
+export interface ResultsActions {
+  zip(job: string, folder: string): Promise<File>;
+  onError(message: string): void;
+}
+
+export class ResultsView {
+  private readonly box = byId('results');
+  private readonly list = byId<HTMLUListElement>('downloads');
+  private readonly note = byId('results-note');
+  private urls: string[] = [];
+  private shown?: MergeResultState;
+  private shownStale = false;
+
+  constructor(private readonly actions: ResultsActions) {}
+
+  render(result: MergeResultState | undefined): void {
+    if (result === this.shown && result?.stale === this.shownStale) return;
+    if (result !== this.shown) this.build(result);
+    this.shown = result;
+    this.shownStale = result?.stale ?? false;
+    if (!result) return;
+    this.box.classList.toggle('stale', result.stale);
+    this.note.textContent = result.stale
+      ? 'Out of date: a weight or the dtype changed after this merge. Merge again to get the current settings.'
+      : `Merged on ${result.backend.description}${result.where} in ${result.seconds.toFixed(1)} s.` +
+        (result.job && result.files.length > 1
+          ? ` A folder model keeps its files’ own names (its index refers to them): pack them into one zip, which holds the folder ${stemOf(result.baseName)}-merged/, to keep them together.`
+          : '');
+    for (const link of this.list.querySelectorAll<HTMLAnchorElement>('a[data-role="primary"], a[data-role="extra"]')) {
+      link.dataset.testid = `download-link${link.dataset.role === 'primary' ? '' : '-extra'}${result.stale ? '-stale' : ''}`;
+      link.textContent = `${result.stale ? 'Out of date: ' : ''}${link.dataset.label}`;
+    }
+  }
+
+  /** Moves focus to the result, so keyboard and screen-reader users land on it. */
+  focus(): void {
+    this.box.focus();
+  }
+
+  private build(result: MergeResultState | undefined): void {
+    for (const url of this.urls) URL.revokeObjectURL(url);
+    this.urls = [];
+    this.list.replaceChildren();
+    this.box.hidden = !result;
+    if (!result) return;
+    const files = primaryFirst(result.files);
+    const single = result.files.length === 1;
+    files.forEach((file, i) => {
+      const name = single ? `${stemOf(result.baseName)}-merged${weightsExtension(file.path)}` : file.path.split('/').pop() ?? file.path;
+      if (!file.file) {
+        this.list.append(el('li', { textContent: `${file.path} (saved)`, title: file.path }));
+        return;
+      }
+      this.list.append(el('li', {}, this.link(file.file, name, i === 0 ? 'primary' : 'extra', single ? name : file.path), ` (${formatBytes(file.size)})`));
+    });
+    if (result.job && !single) this.list.append(this.zipItem(result.job, `${stemOf(result.baseName)}-merged`));
+  }
+
+  private link(file: File, downloadName: string, role: 'primary' | 'extra', label: string): HTMLAnchorElement {
+    const url = URL.createObjectURL(file); // a disk-backed File: the link holds no copy
+    this.urls.push(url);
+    const link = el('a', { href: url, download: downloadName, title: label });
+    link.dataset.role = role;
+    link.dataset.label = `Download ${label}`;
+    link.dataset.testid = role === 'primary' ? 'download-link' : 'download-link-extra';
+    link.textContent = link.dataset.label;
+    return link;
+  }
+
+  private zipItem(job: string, folder: string): HTMLLIElement {
+    const button = el('button', { type: 'button', textContent: `Pack all files into ${folder}.zip` });
+    button.dataset.testid = 'zip-button';
+    const item = el('li', {}, button);
+    button.addEventListener('click', () => {
+      button.disabled = true;
+      button.textContent = `Packing ${folder}.zip…`;
+      this.actions.zip(job, folder).then((zip) => {
+        if (this.shown?.job !== job) return;
+        const link = this.link(zip, `${folder}.zip`, 'extra', `${folder}.zip`);
+        link.dataset.testid = 'download-zip';
+        link.dataset.role = 'zip';
+        item.replaceChildren(link, ` (${formatBytes(zip.size)}, the folder as it is, uncompressed)`);
+        link.focus();
+      }, (error: Error) => {
+        button.disabled = false;
+        button.textContent = `Pack all files into ${folder}.zip`;
+        this.actions.onError(`could not pack the zip: ${error.message}`);
+      });
+    });
+    return item;
+  }
+}
+
+/** Weight files first (safetensors or GGUF), in path order (shard 1 of N leads), then indexes and configs. */
+function primaryFirst(files: MergedFile[]): MergedFile[] {
+  const rank = (f: MergedFile): number => (/\.(safetensors|gguf)$/.test(f.path) ? 0 : 1);
+  return files.slice().sort((a, b) => rank(a) - rank(b) || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}

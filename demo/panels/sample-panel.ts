@@ -1,0 +1,33 @@
+/** The built-in sample: generated in the worker, it replaces the base and adapters, then merges. */
+import { byId } from '../dom.js';
+import type { PageState, PageStore } from '../page-state.js';
+import type { MergeWorkerClient } from '../worker-client.js';
+import type { MergePanel } from './merge-panel.js';
+
+export function mountSamplePanel(store: PageStore, client: MergeWorkerClient, merge: MergePanel,
+  onError: (message: string) => void): (state: PageState) => void {
+  const button = byId<HTMLButtonElement>('sample-button');
+  const size = byId<HTMLSelectElement>('sample-size');
+  button.addEventListener('click', async () => {
+    const preset = size.value as 'small' | 'large';
+    store.setBusy('sample');
+    merge.progress.start(`Generating the ${preset} sample…`);
+    try {
+      const sample = await client.sample(preset);
+      store.useSample(
+        { name: `sample-${preset}`, files: sample.base, origin: 'sample' },
+        { name: `sample-${preset}-lora`, files: sample.adapter, origin: 'sample' },
+      );
+      await merge.mergeNow(true);
+    } catch (error) {
+      merge.progress.fail((error as Error).message);
+      onError((error as Error).message);
+    } finally {
+      if (store.state.busy === 'sample') store.setBusy(undefined);
+    }
+  });
+  return (state) => {
+    button.disabled = state.busy !== undefined;
+    size.disabled = state.busy !== undefined;
+  };
+}

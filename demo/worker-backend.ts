@@ -1,0 +1,46 @@
+/**
+ * Runs in the worker: the backend for each choice, as the CLI picks it. `auto` takes a real GPU, and
+ * on a software adapter times both on the merge's dtype and keeps the faster. The CPU path runs on
+ * Web Workers sharing memory when the page is cross-origin isolated; otherwise on one thread, and
+ * its description says what was lost.
+ */
+import {
+  browserCpuPoolUnavailable, createBackend, createBrowserCpuWorkerPool, CpuBackend, isMergeError,
+  type BackendChoice, type FloatDType, type MergeBackend,
+} from '../src/index.js';
+import type { BackendInfo } from './worker-protocol.js';
+
+const backends = new Map<string, Promise<MergeBackend>>();
+
+function cpuPool() {
+  return createBrowserCpuWorkerPool({
+    createWorker: () => new Worker(new URL('../src/engine/cpu/browser-cpu-worker.ts', import.meta.url), { type: 'module', name: 'loramerge-cpu' }),
+  });
+}
+
+async function make(choice: BackendChoice, dtype: FloatDType): Promise<MergeBackend> {
+  const backend = await createBackend({ kind: choice, cpuPool, calibrationDtype: dtype });
+  const lost = browserCpuPoolUnavailable();
+  if (backend instanceof CpuBackend && lost && backend.executor === 'wasm') backend.note(`no worker threads: ${lost}`);
+  return backend;
+}
+
+/** The backend for a choice and the dtype most of the merge is in (made once, then kept). */
+export function backendFor(choice: BackendChoice, dtype: FloatDType = 'F16'): Promise<MergeBackend> {
+  const key = choice === 'auto' ? `auto-${dtype}` : choice;
+  let backend = backends.get(key);
+  if (!backend) {
+    backend = make(choice, dtype);
+    backends.set(key, backend);
+    backend.catch(() => backends.delete(key)); // a failed start is tried again next time
+  }
+  return backend;
+}
+
+export function describe(choice: BackendChoice, backend: MergeBackend): BackendInfo {
+  return { choice, kind: backend.kind, description: backend.description };
+}
+
+export function backendError(error: unknown): string {
+  return isMergeError(error) ? error.message : `the backend failed to start: ${error instanceof Error ? error.message : String(error)}`;
+}

@@ -1,0 +1,138 @@
+/**
+ * combine: several adapters into one, per module.
+ * - `cat`: exact. Ranks concatenated, each adapter's w·s folded into its A (as PEFT's `cat`), α = rank.
+ * - `svd`: the best rank-k approximation of Σ wᵢ·sᵢ·BᵢAᵢ, from the stacked factors without forming
+ *   ΔW (dense only when the stacked rank passes FACTORED_RANK_LIMIT).
+ * - `ties`, `dare_linear`, `dare_ties`, `magnitude_prune`: PEFT's rules on the full updates sᵢ·BᵢAᵢ
+ *   with weights wᵢ (merge-rules.ts), then the best rank-k approximation, as PEFT's `*_svd` variants.
+ * SVD outputs put S in B (kohya, PEFT) and have α = rank (scale 1); `clampQuantile` clamps them as
+ * kohya's svd_merge_lora and PEFT's svd_clamp do. k defaults to the largest input rank (PEFT).
+ */
+import type { AlgebraBackend } from '../algebra/algebra-backend.js';
+import { clampQuantile } from '../algebra/clamp-quantile.js';
+import { applyMergeRule, type MajoritySign, type MergeRule } from '../algebra/merge-rules.js';
+import type { Mat } from '../algebra/matrix.js';
+import { MergeError, throwIfAborted } from '../errors.js';
+import type { ParsedAdapter } from '../formats/adapter.js';
+import type { WrittenModule } from '../formats/adapter-writer.js';
+import type { ProgressListener } from '../pipeline/progress.js';
+import { collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
+import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
+import { decomposeDense, decomposeFactors, froKept, moduleFromSvd } from './reduce.js';
+
+export type CombineMethod = 'cat' | 'svd' | MergeRule;
+
+export interface CombineOptions {
+  method: CombineMethod;
+  rank?: number;
+  density?: number;
+  majoritySign?: MajoritySign;
+  seed?: number;
+  clampQuantile?: number;
+  format: OutputFormat;
+}
+
+export interface WeightedInput {
+  adapter: ParsedAdapter;
+  weight: number;
+}
+
+export async function combineAdapters(
+  inputs: readonly WeightedInput[], options: CombineOptions, backend: AlgebraBackend,
+  run: { signal?: AbortSignal; onProgress?: ProgressListener } = {},
+): Promise<OpResult> {
+  const adapters = inputs.map((i) => i.adapter);
+  const groups = collectModules(adapters, options.format, 'combine');
+  const defaultRank = Math.max(...adapters.flatMap((a) => a.modules.map((m) => m.rank)));
+  const modules: WrittenModule[] = [];
+  const report: ModuleReport[] = [];
+  let done = 0;
+  const bytesTotal = [...groups.values()].flat().reduce((n, r) => n + factorBytes(r.module), 0);
+  let bytesDone = 0;
+  for (const [name, refs] of groups) {
+    throwIfAborted(run.signal);
+    run.onProgress?.({ phase: 'merge', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal, tensor: name });
+    const shape = refs[0].shape;
+    const factors = await Promise.all(refs.map(async (r) => ({
+      ...(await readFactors(adapters[r.adapterIndex], r.module)),
+      coefficient: inputs[r.adapterIndex].weight * r.module.scale,
+      weight: inputs[r.adapterIndex].weight,
+      scale: r.module.scale,
+    })));
+    const stackedRank = factors.reduce((s, f) => s + f.rank, 0);
+    if (options.method === 'cat') {
+      const b = new Float32Array(shape.out * stackedRank);
+      const a = new Float32Array(stackedRank * shape.in);
+      let k0 = 0;
+      for (const f of factors) {
+        for (let o = 0; o < shape.out; o++) b.set(f.b.data.subarray(o * f.rank, (o + 1) * f.rank), o * stackedRank + k0);
+        for (let i = 0; i < f.rank * shape.in; i++) a[k0 * shape.in + i] = f.coefficient * f.a.data[i];
+        k0 += f.rank;
+      }
+      modules.push({
+        name, kind: shape.kind, up: b, down: a, rank: stackedRank, alpha: stackedRank,
+        upShape: [shape.out, stackedRank, ...shape.upTail], downShape: [stackedRank, ...shape.downTail],
+      });
+      report.push({ name, rank: stackedRank, froKept: 1, singularValues: [] });
+    } else {
+      const rank = Math.min(options.rank ?? defaultRank, shape.out, shape.in);
+      let decomposed;
+      if (options.method === 'svd') {
+        const b = new Float32Array(shape.out * stackedRank);
+        const a = new Float32Array(stackedRank * shape.in);
+        let k0 = 0;
+        for (const f of factors) {
+          for (let o = 0; o < shape.out; o++) {
+            for (let k = 0; k < f.rank; k++) b[o * stackedRank + k0 + k] = f.coefficient * f.b.data[o * f.rank + k];
+          }
+          a.set(f.a.data, k0 * shape.in);
+          k0 += f.rank;
+        }
+        decomposed = await decomposeFactors(backend, { rows: shape.out, cols: stackedRank, data: b }, { rows: stackedRank, cols: shape.in, data: a }, rank, run.signal);
+      } else {
+        // The full updates sᵢ·BᵢAᵢ of the adapters that have this module (PEFT skips the others too).
+        const tasks: Float32Array[] = [];
+        const weights: number[] = [];
+        for (const f of factors) {
+          weights.push(f.weight);
+          tasks.push(await fullUpdate(backend, f.b, f.a, f.scale));
+        }
+        const merged = applyMergeRule(tasks, weights, {
+          rule: options.method, density: options.density ?? 1, majoritySign: options.majoritySign ?? 'total',
+          seed: options.seed ?? 0, module: name,
+        });
+        decomposed = await decomposeDense(backend, { rows: shape.out, cols: shape.in, data: merged }, rank, options.seed, run.signal);
+      }
+      const module = await moduleFromSvd(decomposed.svd, rank, 'up', name, shape, rank);
+      if (options.clampQuantile !== undefined) clampQuantile(module.up, module.down, options.clampQuantile);
+      modules.push(module);
+      report.push({ name, rank, froKept: froKept(decomposed.svd.s, rank, decomposed.total2), singularValues: Array.from(decomposed.svd.s) });
+    }
+    done++;
+    bytesDone += refs.reduce((n, r) => n + factorBytes(r.module), 0);
+  }
+  run.onProgress?.({ phase: 'done', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal });
+  if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', 'combine: the adapters hold no LoRA modules');
+  return finishAdapter(adapters, modules, report, options.format, {
+    loramerge_command: 'combine',
+    loramerge_method: options.method,
+    loramerge_sources: JSON.stringify(inputs.map((i) => ({ adapter: i.adapter.name, format: i.adapter.format, weight: i.weight }))),
+    ...(options.method !== 'cat' ? { loramerge_rank: String(options.rank ?? defaultRank) } : {}),
+    ...(options.density !== undefined ? { loramerge_density: String(options.density) } : {}),
+    ...(options.method.endsWith('ties') ? { loramerge_majority_sign: options.majoritySign ?? 'total' } : {}),
+    ...(options.method.startsWith('dare') ? { loramerge_seed: String(options.seed ?? 0) } : {}),
+    ...(options.clampQuantile !== undefined ? { loramerge_clamp_quantile: String(options.clampQuantile) } : {}),
+  }, `combined (${options.method}) from ${inputs.length} adapters`);
+}
+
+/** s·B·A as a dense out × in matrix, on the backend. */
+async function fullUpdate(backend: AlgebraBackend, b: Mat, a: Mat, scale: number): Promise<Float32Array> {
+  const resident = await backend.upload(b);
+  try {
+    const d = (await backend.times(resident, a)).data;
+    for (let i = 0; i < d.length; i++) d[i] *= scale;
+    return d;
+  } finally {
+    resident.release();
+  }
+}

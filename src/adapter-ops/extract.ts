@@ -1,0 +1,238 @@
+/**
+ * extract: a LoRA whose B·A best approximates T − B for every module of a fine-tuned model T and
+ * its base B, as mergekit-extract-lora does, streamed: one module's difference in memory at a time,
+ * read in row slabs.
+ * - 2-D and 4-D (conv) weights: a randomized SVD of ΔW (exact when its smaller side is at most
+ *   EXACT_SIDE_LIMIT), rank `rank`, or per module the smallest rank keeping `energy` of ‖ΔW‖²_F.
+ *   √S on each side (mergekit's default), α = rank. A changed bias of such a module becomes
+ *   PEFT's lora_B.bias (lora_bias).
+ * - Everything else that changed (norms, embeddings, other parameters) is saved whole from T, its
+ *   module listed in modules_to_save, as mergekit does. Unchanged tensors are left out.
+ */
+import type { AlgebraBackend } from '../algebra/algebra-backend.js';
+import { decodeToF32, DTYPE_BYTES, isFloatDType, type FloatDType } from '../dtype.js';
+import { MergeError, throwIfAborted } from '../errors.js';
+import type { BaseModel, BaseTensor } from '../formats/base-model.js';
+import type { WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
+import type { ProgressListener } from '../pipeline/progress.js';
+import { kohyaMetadata, LORAMERGE_VERSION, type ModuleReport, type OpResult } from './op-common.js';
+import { kohyaPartFor, type ModuleShape, type OutputFormat } from './module-updates.js';
+import { decomposeDense, froKept, moduleFromSvd } from './reduce.js';
+
+export interface ExtractOptions {
+  rank?: number;
+  /** Fraction of ‖T − B‖²_F each module keeps (per module rank). */
+  energy?: number;
+  format: OutputFormat;
+  seed?: number;
+  /** base_model_name_or_path for the PEFT config (the base's config.json `_name_or_path`). */
+  baseModelName?: string;
+}
+
+/** --energy never picks more than this rank (reported when a module needs more). */
+export const MAX_ENERGY_RANK = 512;
+/** Bytes of T and B read at a time. */
+const SLAB_BYTES = 16 * 1024 * 1024;
+
+/** nn.Embedding weights, by their usual names: saved whole unless asked otherwise (mergekit). */
+const EMBEDDING = /(^|\.)(embed_tokens|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings|embed_positions|token_embedding|position_embedding|shared|lm_head|embed_out|tok_embeddings)$/;
+
+interface ModuleTensors {
+  path: string;
+  params: Map<string, BaseTensor>;
+}
+
+export async function extractAdapter(
+  base: BaseModel, tuned: BaseModel, options: ExtractOptions, backend: AlgebraBackend,
+  run: { signal?: AbortSignal; onProgress?: ProgressListener } = {},
+): Promise<OpResult> {
+  checkSameTensors(base, tuned);
+  const modules = groupModules(tuned);
+  const bytesTotal = [...tuned.tensors.values()].reduce((s, t) => s + t.byteLength, 0);
+  let bytesDone = 0;
+  const written: WrittenModule[] = [];
+  const report: ModuleReport[] = [];
+  const whole: WholeTensor[] = [];
+  const modulesToSave: string[] = [];
+  const warnings: string[] = [];
+  const capped: string[] = [];
+  let dtype: FloatDType | undefined;
+  let done = 0;
+  for (const m of modules) {
+    throwIfAborted(run.signal);
+    run.onProgress?.({ phase: 'merge', tensorsDone: done, tensorsTotal: modules.length, bytesDone, bytesTotal, tensor: m.path });
+    const weight = m.params.get('weight');
+    const lowRank = weight !== undefined && m.path !== '' && (weight.shape.length === 2 || weight.shape.length === 4)
+      && isFloatDType(weight.dtype) && !EMBEDDING.test(m.path) && sameShape(base.tensors.get(weight.name)!, weight);
+    if (lowRank) {
+      const diff = await difference(base, tuned, weight, run.signal);
+      const others = [...m.params.entries()].filter(([p]) => p !== 'weight');
+      let bias: Float32Array | undefined;
+      for (const [param, t] of others) {
+        const d = await difference(base, tuned, t, run.signal);
+        if (d.total2 === 0) continue;
+        if (param === 'bias' && t.shape.length === 1 && t.shape[0] === weight.shape[0] && options.format === 'peft') bias = d.values;
+        else if (param === 'bias' && options.format === 'kohya') warnings.push(`${t.name} changed, but a kohya file cannot hold a bias update; it is left out`);
+        else throw new MergeError('UNSUPPORTED_FORMAT', `${tuned.name}: tensor "${t.name}" changed, and a LoRA of module "${m.path}" cannot express it; write a PEFT folder or exclude it`);
+      }
+      if (diff.total2 > 0 || bias) {
+        dtype ??= weight.dtype as FloatDType;
+        const shape: ModuleShape = {
+          kind: weight.shape.length === 4 ? 'conv' : 'linear',
+          out: weight.shape[0], in: diff.values.length / weight.shape[0],
+          downTail: weight.shape.slice(1), upTail: weight.shape.slice(2).map(() => 1),
+        };
+        const name = options.format === 'peft' ? m.path : kohyaName(m.path);
+        const { module, rankReport, hitCap } = await decomposeModule(backend, diff.values, shape, name, options, run.signal);
+        if (hitCap) capped.push(m.path);
+        if (bias) module.bias = bias;
+        written.push(module);
+        report.push(rankReport);
+      }
+    } else {
+      let changed = false;
+      for (const t of m.params.values()) {
+        if (await differs(base, tuned, t, run.signal)) changed = true;
+      }
+      if (changed) {
+        if (options.format === 'kohya' || m.path === '') {
+          warnings.push(`${[...m.params.values()].map((t) => t.name).join(', ')} changed but ${m.path === '' ? 'belongs to no module' : 'is not a low-rank update'}, which a ${options.format === 'kohya' ? 'kohya file' : 'PEFT adapter'} cannot hold; it is left out`);
+        } else {
+          modulesToSave.push(m.path);
+          for (const t of m.params.values()) {
+            whole.push({ key: `base_model.model.${t.name}`, dtype: t.dtype, shape: t.shape, byteLength: t.byteLength, read: (s, l) => tuned.readPart(t.name, s, l) });
+          }
+        }
+      }
+    }
+    for (const t of m.params.values()) bytesDone += t.byteLength;
+    done++;
+  }
+  run.onProgress?.({ phase: 'done', tensorsDone: done, tensorsTotal: modules.length, bytesDone, bytesTotal });
+  if (written.length === 0 && whole.length === 0) throw new MergeError('BAD_ARGUMENT', `${tuned.name}: no tensor differs from ${base.name}; there is nothing to extract`);
+  if (capped.length > 0) {
+    warnings.push(`${capped.length} module(s) need a rank above ${MAX_ENERGY_RANK} to keep ${options.energy} of their energy and were capped at ${MAX_ENERGY_RANK} (${capped.slice(0, 3).join(', ')}${capped.length > 3 ? ', …' : ''})`);
+  }
+  const how = options.rank !== undefined ? `rank ${options.rank}` : `energy ${options.energy}`;
+  const metadata: Record<string, string> = {
+    loramerge_version: LORAMERGE_VERSION,
+    loramerge_command: 'extract',
+    loramerge_rule: how,
+    loramerge_sources: JSON.stringify({ base: base.name, tuned: tuned.name }),
+  };
+  if (options.format === 'kohya') Object.assign(metadata, kohyaMetadata(written, `extracted (${how}) from the difference of two models`, () => undefined));
+  return {
+    adapter: {
+      format: options.format, modules: written, dtype: dtype ?? 'F32', whole, modulesToSave,
+      baseModel: options.baseModelName, metadata,
+    },
+    report,
+    warnings,
+  };
+}
+
+async function decomposeModule(backend: AlgebraBackend, values: Float32Array, shape: ModuleShape, name: string, options: ExtractOptions, signal?: AbortSignal) {
+  const side = Math.min(shape.out, shape.in);
+  const d = { rows: shape.out, cols: shape.in, data: values };
+  if (options.rank !== undefined) {
+    const rank = Math.min(options.rank, side);
+    const { svd, total2 } = await decomposeDense(backend, d, rank, options.seed, signal);
+    const module = await moduleFromSvd(svd, rank, 'sqrt', name, shape, rank);
+    return { module, rankReport: { name, rank, froKept: froKept(svd.s, rank, total2), singularValues: Array.from(svd.s) }, hitCap: false };
+  }
+  const energy = options.energy!;
+  const cap = Math.min(MAX_ENERGY_RANK, side);
+  for (let wanted = Math.min(32, cap); ; wanted = Math.min(wanted * 4, cap)) {
+    const { svd, total2 } = await decomposeDense(backend, d, wanted, options.seed, signal);
+    let kept = 0, rank = 0;
+    const limit = Math.min(wanted, svd.s.length);
+    while (rank < limit && kept < energy * total2) kept += svd.s[rank] ** 2, rank++;
+    const reached = kept >= energy * total2 * (1 - 1e-12);
+    if (reached || wanted >= cap || svd.s.length < wanted) {
+      rank = Math.max(rank, 1);
+      const module = await moduleFromSvd(svd, rank, 'sqrt', name, shape, rank);
+      return { module, rankReport: { name, rank, froKept: froKept(svd.s, rank, total2), singularValues: Array.from(svd.s) }, hitCap: !reached };
+    }
+  }
+}
+
+/** kohya names: `lora_unet_` for the diffusion model (diffusers or LDM keys), `lora_te_` otherwise. */
+export function kohyaName(path: string): string {
+  const prefixes: [RegExp, string][] = [
+    [/^model\.diffusion_model\./, 'unet'], [/^unet\./, 'unet'],
+    [/^cond_stage_model\.transformer\./, 'te'], [/^text_encoder\./, 'te'],
+    [/^conditioner\.embedders\.0\.transformer\./, 'te1'], [/^text_encoder_2\./, 'te2'],
+  ];
+  for (const [re, part] of prefixes) {
+    if (re.test(path)) return `lora_${part}_${path.replace(re, '').replace(/\./g, '_')}`;
+  }
+  return `lora_${kohyaPartFor(path)}_${path.replace(/\./g, '_')}`;
+}
+
+function checkSameTensors(base: BaseModel, tuned: BaseModel): void {
+  const onlyTuned = [...tuned.tensors.keys()].filter((k) => !base.tensors.has(k));
+  const onlyBase = [...base.tensors.keys()].filter((k) => !tuned.tensors.has(k));
+  const list = (names: string[]) => `${names.slice(0, 5).join(', ')}${names.length > 5 ? `, … (${names.length} in all)` : ''}`;
+  if (onlyTuned.length > 0) throw new MergeError('UNKNOWN_MODULE', `${tuned.name}: tensors missing from ${base.name}: ${list(onlyTuned)}; are they the same architecture?`);
+  if (onlyBase.length > 0) throw new MergeError('UNKNOWN_MODULE', `${base.name}: tensors missing from ${tuned.name}: ${list(onlyBase)}; are they the same architecture?`);
+}
+
+function groupModules(model: BaseModel): ModuleTensors[] {
+  const byPath = new Map<string, ModuleTensors>();
+  for (const t of model.tensors.values()) {
+    const dot = t.name.lastIndexOf('.');
+    const path = dot < 0 ? '' : t.name.slice(0, dot);
+    const param = dot < 0 ? t.name : t.name.slice(dot + 1);
+    const m = byPath.get(path) ?? { path, params: new Map() };
+    byPath.set(path, m);
+    m.params.set(param, t);
+  }
+  return [...byPath.values()];
+}
+
+function sameShape(a: BaseTensor, b: BaseTensor): boolean {
+  return a.shape.join() === b.shape.join();
+}
+
+/** T − B in f32 (the whole tensor; one module's worth of memory), read in row slabs. */
+async function difference(base: BaseModel, tuned: BaseModel, t: BaseTensor, signal?: AbortSignal): Promise<{ values: Float32Array; total2: number }> {
+  const b = base.tensors.get(t.name)!;
+  if (!sameShape(b, t)) throw new MergeError('SHAPE_MISMATCH', `tensor "${t.name}" is ${fmt(b.shape)} in ${base.name} but ${fmt(t.shape)} in ${tuned.name}`);
+  if (!isFloatDType(t.dtype) || !isFloatDType(b.dtype)) throw new MergeError('UNSUPPORTED_FORMAT', `tensor "${t.name}" is ${t.dtype}/${b.dtype}; only f32, f16 and bf16 weights can be extracted`);
+  const n = t.shape.reduce((s, d) => s * d, 1);
+  const values = new Float32Array(n);
+  const perRead = Math.max(1, Math.floor(SLAB_BYTES / Math.max(DTYPE_BYTES[t.dtype], DTYPE_BYTES[b.dtype])));
+  let total2 = 0;
+  for (let at = 0; at < n; at += perRead) {
+    throwIfAborted(signal);
+    const count = Math.min(perRead, n - at);
+    const [tv, bv] = await Promise.all([
+      tuned.readPart(t.name, at * DTYPE_BYTES[t.dtype], count * DTYPE_BYTES[t.dtype]).then((x) => decodeToF32(x, t.dtype as FloatDType)),
+      base.readPart(b.name, at * DTYPE_BYTES[b.dtype], count * DTYPE_BYTES[b.dtype]).then((x) => decodeToF32(x, b.dtype as FloatDType)),
+    ]);
+    for (let i = 0; i < count; i++) {
+      const d = tv[i] - bv[i];
+      values[at + i] = d;
+      total2 += d * d;
+    }
+  }
+  if (!Number.isFinite(total2)) throw new MergeError('NON_FINITE', `tensor "${t.name}": the difference holds Inf or NaN`);
+  return { values, total2 };
+}
+
+/** Whether a tensor's bytes (or shape, or dtype) differ between the two models. */
+async function differs(base: BaseModel, tuned: BaseModel, t: BaseTensor, signal?: AbortSignal): Promise<boolean> {
+  const b = base.tensors.get(t.name)!;
+  if (!sameShape(b, t) || b.dtype !== t.dtype) return true;
+  for (let at = 0; at < t.byteLength; at += SLAB_BYTES) {
+    throwIfAborted(signal);
+    const len = Math.min(SLAB_BYTES, t.byteLength - at);
+    const [x, y] = await Promise.all([tuned.readPart(t.name, at, len), base.readPart(b.name, at, len)]);
+    for (let i = 0; i < len; i++) if (x[i] !== y[i]) return true;
+  }
+  return false;
+}
+
+function fmt(shape: readonly number[]): string {
+  return `(${shape.join(', ')})`;
+}

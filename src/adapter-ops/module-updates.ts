@@ -1,0 +1,94 @@
+/**
+ * Adapter modules as updates for combine and resize: each module's ΔW = B·A as f32 factors (LoHa
+ * as its exact Khatri–Rao product), its scale, and a key that matches the same module across
+ * adapters and names it in the output. Modules whose update is not a plain product plus a scale
+ * (DoRA, lora_bias) are refused by name.
+ */
+import { decodeToF32 } from '../dtype.js';
+import { MergeError } from '../errors.js';
+import type { AdapterModule, ModuleKind, ParsedAdapter } from '../formats/adapter.js';
+import type { Mat } from '../algebra/matrix.js';
+import { readModuleFactors } from '../plan/module-factors.js';
+import { throwIfProblems } from '../plan/problems.js';
+
+export type OutputFormat = 'peft' | 'kohya';
+
+export interface ModuleShape {
+  kind: ModuleKind;
+  /** ΔW's rows (out; for embeddings the embedding dim). */
+  out: number;
+  /** ΔW's columns (in·kh·kw; for embeddings the vocabulary). */
+  in: number;
+  /** A's dims after the rank (in, kh, kw) and B's after the rank (1, 1 for convs). */
+  downTail: number[];
+  upTail: number[];
+}
+
+export interface ModuleRef {
+  adapterIndex: number;
+  module: AdapterModule;
+  /** The name the output gives the module (PEFT path or kohya key). */
+  outputName: string;
+  shape: ModuleShape;
+}
+
+/** Where a module lives in the output's naming: a PEFT path, or a kohya key. */
+export function outputName(module: AdapterModule, format: OutputFormat): string {
+  if (module.address.flat) return module.key;
+  if (format === 'peft') return module.address.path;
+  return `lora_${module.address.part ?? kohyaPartFor(module.address.path)}_${module.address.path.replace(/\./g, '_')}`;
+}
+
+/** kohya's prefix for a module path: the diffusion model's blocks are `unet`, the rest text encoders. */
+export function kohyaPartFor(path: string): 'unet' | 'te' {
+  return /^(model\.diffusion_model\.|unet\.)?(down_blocks|up_blocks|mid_block|input_blocks|middle_block|output_blocks|conv_in|conv_out|time_embed|time_embedding|add_embedding|label_emb|transformer_blocks|single_transformer_blocks|x_embedder|context_embedder|proj_out)\b/.test(path)
+    ? 'unet' : 'te';
+}
+
+export function moduleShape(m: AdapterModule): ModuleShape {
+  const d = m.deltaShape;
+  const inner = d.slice(1).reduce((n: number, x: number) => n * x, 1);
+  return { kind: m.kind, out: d[0], in: inner, downTail: d.slice(1), upTail: m.kind === 'conv' ? d.slice(2).map(() => 1) : [] };
+}
+
+/** Bytes of every tensor the module's update is read from (for progress). */
+export function factorBytes(m: AdapterModule): number {
+  return Object.values(m.tensors).reduce((n, t) => n + t.byteLength, 0);
+}
+
+/** Refuses what combine/resize cannot express as a product; every problem at once. */
+export function checkModules(adapters: readonly ParsedAdapter[], command: string): void {
+  const problems: { code: 'UNSUPPORTED_FORMAT'; message: string }[] = [];
+  for (const adapter of adapters) {
+    for (const m of adapter.modules) {
+      if (m.dora) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" is DoRA, whose update depends on the base weights; ${command} cannot express it as a LoRA` });
+      if (m.biasB) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" trains a bias (lora_bias), which ${command} does not support yet` });
+    }
+  }
+  throwIfProblems(command, problems);
+}
+
+/** The module's factors as f32 matrices: B (out × r), A (r × in·k…). */
+export async function readFactors(adapter: ParsedAdapter, module: AdapterModule): Promise<{ b: Mat; a: Mat; rank: number }> {
+  const f = await readModuleFactors(adapter.file, module);
+  const shape = moduleShape(module);
+  const a = decodeToF32(f.a.data, f.a.dtype);
+  const b = decodeToF32(f.b.data, f.b.dtype);
+  if (a.length !== f.rank * shape.in || b.length !== f.rank * shape.out) {
+    throw new MergeError('SHAPE_MISMATCH', `${adapter.name}: module "${module.key}": factors do not fit its update (${module.deltaShape.join('×')})`);
+  }
+  return { b: { rows: shape.out, cols: f.rank, data: b }, a: { rows: f.rank, cols: shape.in, data: a }, rank: f.rank };
+}
+
+/** Output format from --out: a `.safetensors` name is a kohya file, anything else a PEFT folder. */
+export function outputFormatFor(out: string): OutputFormat {
+  return out.toLowerCase().endsWith('.safetensors') ? 'kohya' : 'peft';
+}
+
+/** kohya inputs lost their module paths' dots: only a kohya file can name them. */
+export function checkFormatFits(adapters: readonly ParsedAdapter[], format: OutputFormat, out: string): void {
+  const kohya = adapters.find((a) => a.format === 'kohya' || a.modules.some((m) => m.address.flat));
+  if (format === 'peft' && kohya) {
+    throw new MergeError('BAD_ARGUMENT', `${kohya.name}: a kohya adapter's module names (lora_unet_…) cannot be written as a PEFT folder; give --out a .safetensors name instead of ${out}`);
+  }
+}

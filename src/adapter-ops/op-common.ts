@@ -1,0 +1,123 @@
+/** What combine, resize and extract share: grouping modules across adapters, and the output's config and metadata. */
+import { MergeError } from '../errors.js';
+import type { FloatDType } from '../dtype.js';
+import type { ParsedAdapter } from '../formats/adapter.js';
+import type { AdapterToWrite, WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
+import { throwIfProblems } from '../plan/problems.js';
+import { checkFormatFits, checkModules, moduleShape, outputName, type ModuleRef, type OutputFormat } from './module-updates.js';
+
+export interface ModuleReport {
+  name: string;
+  rank: number;
+  /** ‖kept‖_F / ‖ΔW‖_F. */
+  froKept: number;
+  /** Singular values found, descending (empty for exact concatenations). */
+  singularValues: number[];
+}
+
+export interface OpResult {
+  adapter: AdapterToWrite;
+  report: ModuleReport[];
+  warnings: string[];
+}
+
+export const LORAMERGE_VERSION = '0.1.0';
+
+/** Modules by output name, in first-seen order; shapes must agree; one module per adapter and name. */
+export function collectModules(adapters: readonly ParsedAdapter[], format: OutputFormat, command: string): Map<string, ModuleRef[]> {
+  checkModules(adapters, command);
+  const groups = new Map<string, ModuleRef[]>();
+  const problems: { code: 'SHAPE_MISMATCH' | 'UNSUPPORTED_FORMAT'; message: string }[] = [];
+  adapters.forEach((adapter, adapterIndex) => {
+    for (const module of adapter.modules) {
+      const name = outputName(module, format);
+      const shape = moduleShape(module);
+      const refs = groups.get(name) ?? [];
+      groups.set(name, refs);
+      if (refs.some((r) => r.adapterIndex === adapterIndex)) {
+        problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: two modules are both named "${name}"` });
+        continue;
+      }
+      const first = refs[0];
+      if (first && (first.shape.kind !== shape.kind || first.shape.out !== shape.out || first.shape.in !== shape.in || first.shape.downTail.join() !== shape.downTail.join())) {
+        problems.push({
+          code: 'SHAPE_MISMATCH',
+          message: `module "${name}": ${adapter.name} has a ${shape.kind} update of ${shape.out}×${shape.downTail.join('×')} but ${adapters[first.adapterIndex].name} has a ${first.shape.kind} update of ${first.shape.out}×${first.shape.downTail.join('×')}`,
+        });
+        continue;
+      }
+      refs.push({ adapterIndex, module, outputName: name, shape });
+    }
+  });
+  throwIfProblems(command, problems);
+  return groups;
+}
+
+/** The output adapter: factors' dtype, carried-over modules_to_save, PEFT config fields and metadata. */
+export function finishAdapter(
+  adapters: readonly ParsedAdapter[], modules: WrittenModule[], report: ModuleReport[], format: OutputFormat,
+  metadata: Record<string, string>, comment: string, options: { useRslora?: boolean } = {},
+): OpResult {
+  checkFormatFits(adapters, format, '--out');
+  const warnings: string[] = [];
+  const fanIn = new Set(adapters.filter((a) => a.format === 'peft').map((a) => a.config.fan_in_fan_out === true));
+  if (fanIn.size > 1) throw new MergeError('BAD_CONFIG', 'the PEFT adapters disagree on fan_in_fan_out; they were made for different models');
+  const whole: WholeTensor[] = [];
+  const modulesToSave: string[] = [];
+  const seen = new Map<string, string>();
+  for (const adapter of adapters) {
+    for (const r of adapter.replacements) {
+      const path = r.path;
+      if (seen.has(path)) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name} and ${seen.get(path)} both replace "${path}" whole (modules_to_save); they cannot be combined`);
+      seen.set(path, adapter.name);
+      if (format === 'kohya') {
+        warnings.push(`${adapter.name}: "${path}" is saved whole (modules_to_save), which a kohya file cannot hold; it is left out`);
+        continue;
+      }
+      const entry = r.tensor;
+      whole.push({ key: `base_model.model.${path}`, dtype: entry.dtype, shape: entry.shape, byteLength: entry.byteLength, read: (s, l) => adapter.file.readPart(entry, s, l) });
+      const module = path.slice(0, path.lastIndexOf('.'));
+      if (module && !modulesToSave.includes(module)) modulesToSave.push(module);
+    }
+  }
+  const common = (key: string): string | undefined => {
+    const values = new Set(adapters.map((a) => a.config[key]).filter((v) => typeof v === 'string') as string[]);
+    return values.size === 1 ? [...values][0] : undefined;
+  };
+  const fullMetadata: Record<string, string> = { loramerge_version: LORAMERGE_VERSION, ...metadata };
+  if (format === 'kohya') Object.assign(fullMetadata, kohyaMetadata(modules, comment, common));
+  return {
+    adapter: {
+      format, modules, dtype: factorDtype(adapters), whole, modulesToSave,
+      baseModel: common('base_model_name_or_path'), taskType: common('task_type'),
+      useRslora: options.useRslora ?? false, fanInFanOut: [...fanIn][0] ?? false,
+      metadata: fullMetadata,
+    },
+    report,
+    warnings,
+  };
+}
+
+/** kohya's minimum network metadata (sd-scripts build_minimum_network_metadata), plus what the inputs agree on. */
+export function kohyaMetadata(modules: readonly WrittenModule[], comment: string, common: (key: string) => string | undefined): Record<string, string> {
+  const ranks = new Set(modules.map((m) => m.rank));
+  const alphas = new Set(modules.map((m) => m.alpha));
+  const out: Record<string, string> = {
+    ss_network_module: 'networks.lora',
+    ss_network_dim: ranks.size === 1 ? String([...ranks][0]) : 'Dynamic',
+    ss_network_alpha: alphas.size === 1 ? String([...alphas][0]) : 'Dynamic',
+    ss_training_comment: comment,
+  };
+  for (const key of ['ss_base_model_version', 'ss_v2', 'ss_sd_model_name']) {
+    const v = common(key);
+    if (v !== undefined) out[key] = v;
+  }
+  return out;
+}
+
+/** The inputs' factor dtype when they agree on one float dtype, else f32. */
+function factorDtype(adapters: readonly ParsedAdapter[]): FloatDType {
+  const dtypes = new Set(adapters.flatMap((a) => a.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.dtype))));
+  const only = dtypes.size === 1 ? [...dtypes][0] : 'F32';
+  return only === 'F16' || only === 'BF16' ? only : 'F32';
+}

@@ -1,0 +1,61 @@
+/**
+ * resize: a new rank for every module of one adapter, as kohya's resize_lora does: the SVD of the
+ * module's unscaled B·A (exact, from the factors), a rank by `rule` (rank-rules.ts), S in B, and a
+ * new alpha that keeps the module's effective scale (α/r, or α/√r under rsLoRA). The report gives
+ * each module's rank and the share of its update's Frobenius norm kept.
+ */
+import type { AlgebraBackend } from '../algebra/algebra-backend.js';
+import { chooseRank, type RankRule } from '../algebra/rank-rules.js';
+import { throwIfAborted } from '../errors.js';
+import type { ParsedAdapter } from '../formats/adapter.js';
+import type { WrittenModule } from '../formats/adapter-writer.js';
+import type { ProgressListener } from '../pipeline/progress.js';
+import { collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
+import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
+import { decomposeFactors, moduleFromSvd } from './reduce.js';
+
+export async function resizeAdapter(
+  adapter: ParsedAdapter, rule: RankRule, format: OutputFormat, backend: AlgebraBackend,
+  run: { signal?: AbortSignal; onProgress?: ProgressListener } = {},
+): Promise<OpResult> {
+  const groups = collectModules([adapter], format, 'resize');
+  const rslora = format === 'peft' && adapter.config.use_rslora === true;
+  const modules: WrittenModule[] = [];
+  const report: ModuleReport[] = [];
+  let done = 0;
+  const bytesTotal = adapter.modules.reduce((n, m) => n + factorBytes(m), 0);
+  let bytesDone = 0;
+  for (const [name, [ref]] of groups) {
+    throwIfAborted(run.signal);
+    run.onProgress?.({ phase: 'merge', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal, tensor: name });
+    const { b, a, rank: oldRank } = await readFactors(adapter, ref.module);
+    const { svd } = await decomposeFactors(backend, b, a, oldRank, run.signal);
+    const side = Math.min(ref.shape.out, ref.shape.in);
+    const maxRank = rule.kind === 'rank' ? Math.min(rule.rank, side) : oldRank;
+    const choice = chooseRank(svd.s, side, rule, maxRank);
+    const scale = ref.module.scale;
+    const alpha = rslora ? scale * Math.sqrt(choice.rank) : scale * choice.rank;
+    modules.push(await moduleFromSvd(svd, choice.rank, 'up', name, ref.shape, alpha));
+    report.push({ name, rank: choice.rank, froKept: choice.froKept, singularValues: Array.from(svd.s) });
+    done++;
+    bytesDone += factorBytes(ref.module);
+  }
+  run.onProgress?.({ phase: 'done', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal });
+  const oldRanks = new Set(adapter.modules.map((m) => m.rank));
+  const from = oldRanks.size === 1 ? String([...oldRanks][0]) : 'mixed ranks';
+  const how = rule.kind === 'rank' ? `rank ${rule.rank}` : `${rule.kind} ${rule.value}`;
+  const comment = rule.kind === 'rank' ? `dimension is resized from ${from} to ${rule.rank}` : `Dynamic resize with ${rule.kind}: ${rule.value} from ${from}`;
+  const previous = typeof adapter.config.ss_training_comment === 'string' ? `; ${adapter.config.ss_training_comment}` : '';
+  const result = finishAdapter([adapter], modules, report, format, {
+    loramerge_command: 'resize',
+    loramerge_rule: how,
+    loramerge_sources: JSON.stringify([{ adapter: adapter.name, format: adapter.format }]),
+  }, comment + previous, { useRslora: rslora });
+  if (format === 'kohya' && adapter.format === 'kohya') {
+    // kohya's resize keeps the input's training metadata and rewrites the network's size.
+    for (const [k, v] of Object.entries(adapter.config)) {
+      if (typeof v === 'string' && !(k in result.adapter.metadata)) result.adapter.metadata[k] = v;
+    }
+  }
+  return result;
+}

@@ -1,0 +1,41 @@
+/** The adapter algebra's backend on Node: Dawn's WebGPU where asked for or present, else the CPU. */
+import { tmpdir } from 'node:os';
+import { MergeError } from '../errors.js';
+import { getNodeGpu } from '../engine/gpu/node-gpu.js';
+import type { AlgebraBackend } from './algebra-backend.js';
+import { CpuAlgebra } from './cpu-algebra.js';
+import { createAlgebraBackend } from './create-algebra.js';
+
+export async function createNodeAlgebra(kind: 'auto' | 'webgpu' | 'cpu'): Promise<AlgebraBackend> {
+  if (kind === 'cpu') return new CpuAlgebra();
+  if (process.platform === 'linux' && !process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = tmpdir();
+  let nodeGpu: Awaited<ReturnType<typeof getNodeGpu>>;
+  try {
+    nodeGpu = await getNodeGpu();
+  } catch (e) {
+    if (kind === 'webgpu') throw new MergeError('GPU_UNAVAILABLE', `WebGPU for Node could not start: ${(e as Error).message}`);
+    return new CpuAlgebra();
+  }
+  let backend: AlgebraBackend;
+  try {
+    backend = await createAlgebraBackend(kind, nodeGpu.gpu);
+  } catch (e) {
+    nodeGpu.dispose();
+    throw e;
+  }
+  if (backend.kind === 'cpu') {
+    nodeGpu.dispose();
+    return backend;
+  }
+  return {
+    kind: backend.kind,
+    description: backend.description,
+    upload: (m) => backend.upload(m),
+    times: (a, y) => backend.times(a, y),
+    timesT: (a, y) => backend.timesT(a, y),
+    dispose() {
+      backend.dispose();
+      nodeGpu.dispose();
+    },
+  };
+}

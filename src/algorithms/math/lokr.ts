@@ -1,0 +1,37 @@
+/**
+ * LyCORIS / PEFT LoKr: ΔW = kron(W₁, W₂) reshaped to W, W₁ = lokr_w1 or lokr_w1_a·lokr_w1_b,
+ * W₂ = lokr_w2, lokr_w2_a·lokr_w2_b, or the Tucker form of lokr_t2 with lokr_w2_a/_b.
+ * The scale is α/r with r the inner dimension of the decomposed factor (w1_b's rows, else w2_b's),
+ * and exactly 1 when neither factor is decomposed: LyCORIS then sets α = rank itself and stores
+ * α·(rank/1), a number meaning nothing (modules/lokr.py). Applied once, as LyCORIS's forward pass
+ * and ComfyUI apply it (LyCORIS's get_diff_weight multiplies by the scale twice).
+ */
+import { fullAsFactors, kronFactors, rankOf, type Factors } from './low-rank-forms.js';
+import type { Matrix } from './matrix.js';
+
+/** A LoKr factor as stored: full, or already a product (plain or from a Tucker core). */
+export type KronFactor = { full: Matrix } | { factors: Factors };
+
+/** The scale of a LoKr module: α/r of the decomposed factor, 1 when both are full. */
+export function lokrScale(alpha: number | undefined, decomposedRank: number | undefined): number {
+  if (decomposedRank === undefined) return 1;
+  const a = alpha === undefined || alpha === 0 ? decomposedRank : alpha;
+  return a / decomposedRank;
+}
+
+/**
+ * The cheaper exact form of kron(W₁, W₂) for the engine: a product (each element of W then costs
+ * a dot product of the rank's length), unless both factors are full and the rank exceeds a quarter
+ * of ΔW's smaller side: then the two full factors, whose kron the loader writes out by rows (each
+ * element one multiply, like reading W).
+ */
+export function lokrForm(w1: KronFactor, w2: KronFactor, out: number, inF: number):
+  | { kind: 'low-rank'; factors: Factors }
+  | { kind: 'dense'; w1: Matrix; w2: Matrix } {
+  const f1 = 'full' in w1 ? fullAsFactors(w1.full) : w1.factors;
+  const f2 = 'full' in w2 ? fullAsFactors(w2.full) : w2.factors;
+  if ('full' in w1 && 'full' in w2 && rankOf(f1) * rankOf(f2) > Math.min(out, inF) / 4) {
+    return { kind: 'dense', w1: w1.full, w2: w2.full };
+  }
+  return { kind: 'low-rank', factors: kronFactors(f1, f2) };
+}

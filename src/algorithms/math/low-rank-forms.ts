@@ -1,0 +1,112 @@
+/**
+ * Adapter updates written as exact products ΔW = B·A (B: out × r, A: r × in), so that the engine's
+ * fused low-rank kernels run them. Conv weights are (out, in, k…) flattened to (out, in·K), column
+ * c·K + k for input channel c and kernel position k (K = the product of the kernel dims).
+ */
+import { identity, kron, matrix, scaleRows, slice, transpose, type Matrix } from './matrix.js';
+
+export interface Factors {
+  /** out × rank */
+  b: Matrix;
+  /** rank × in */
+  a: Matrix;
+}
+
+export function rankOf(f: Factors): number {
+  return f.b.cols;
+}
+
+/** A full matrix as a product with the smaller inner dimension: I·W or W·I. */
+export function fullAsFactors(w: Matrix): Factors {
+  return w.rows <= w.cols ? { b: identity(w.rows), a: w } : { b: w, a: identity(w.cols) };
+}
+
+/**
+ * kron(B₁A₁, B₂A₂) = kron(B₁, B₂)·kron(A₁, A₂) (the mixed-product property), rank r₁·r₂.
+ * With a conv's W₂ flattened to (out₂, in₂·K), kron(W₁, W₂) flattened is the conv kron that
+ * LyCORIS builds (W₁ gets trailing 1×1 kernel dims): element [o₁·out₂ + o₂, (i₁·in₂ + i₂)·K + k].
+ */
+export function kronFactors(f1: Factors, f2: Factors): Factors {
+  return { b: kron(f1.b, f2.b), a: kron(f1.a, f2.a) };
+}
+
+/** Rows [r0, r0 + n) of kron(W₁, W₂) (both full), as one dense f32 block. */
+export function kronRows(w1: Matrix, w2: Matrix, r0: number, n: number): Float32Array {
+  const cols = w1.cols * w2.cols;
+  const out = new Float32Array(n * cols);
+  for (let r = 0; r < n; r++) {
+    const o1 = Math.floor((r0 + r) / w2.rows), o2 = (r0 + r) % w2.rows;
+    for (let i1 = 0; i1 < w1.cols; i1++) {
+      const v = w1.data[o1 * w1.cols + i1];
+      const dst = r * cols + i1 * w2.cols;
+      for (let i2 = 0; i2 < w2.cols; i2++) out[dst + i2] = v * w2.data[o2 * w2.cols + i2];
+    }
+  }
+  return out;
+}
+
+/**
+ * Tucker form, LyCORIS's rebuild_tucker: ΔW[p, q, k] = Σ_ij t[i, j, k]·wa[i, p]·wb[j, q], with
+ * t (rᵢ, rⱼ, K), wa (rᵢ, P), wb (rⱼ, Q). As a product: B = waᵀ (P × rᵢ) and
+ * A[i, q·K + k] = Σ_j t[i, j, k]·wb[j, q] (rᵢ × Q·K). LoHa's hada_t, LoKr's lokr_t2 and LoCon's
+ * lora_mid (with wa = lora_upᵀ, wb = lora_down) are all this.
+ */
+export function tuckerFactors(t: Float32Array, kernel: number, wa: Matrix, wb: Matrix): Factors {
+  const ri = wa.rows, rj = wb.rows, q = wb.cols;
+  if (t.length !== ri * rj * kernel) throw new RangeError(`Tucker core has ${t.length} values, expected ${ri} × ${rj} × ${kernel}`);
+  const a = matrix(ri, q * kernel);
+  for (let i = 0; i < ri; i++) {
+    for (let c = 0; c < q; c++) {
+      for (let k = 0; k < kernel; k++) {
+        let s = 0;
+        for (let j = 0; j < rj; j++) s += t[(i * rj + j) * kernel + k] * wb.data[j * q + c];
+        a.data[i * q * kernel + c * kernel + k] = s;
+      }
+    }
+  }
+  return { b: transpose(wa), a };
+}
+
+/**
+ * LoHa's Hadamard product (B₁A₁) ⊙ (B₂A₂) as the rank-r₁r₂ product of the factors' Khatri–Rao
+ * products: B[o, i·r₂ + j] = B₁[o, i]·B₂[o, j], A[i·r₂ + j, c] = A₁[i, c]·A₂[j, c].
+ */
+export function hadamardFactors(f1: Factors, f2: Factors): Factors {
+  const r1 = rankOf(f1), r2 = rankOf(f2), out = f1.b.rows, inF = f1.a.cols;
+  const b = matrix(out, r1 * r2);
+  for (let o = 0; o < out; o++) {
+    for (let i = 0; i < r1; i++) for (let j = 0; j < r2; j++) b.data[o * r1 * r2 + i * r2 + j] = f1.b.data[o * r1 + i] * f2.b.data[o * r2 + j];
+  }
+  const a = matrix(r1 * r2, inF);
+  for (let i = 0; i < r1; i++) {
+    for (let j = 0; j < r2; j++) {
+      const row = (i * r2 + j) * inF;
+      for (let c = 0; c < inF; c++) a.data[row + c] = f1.a.data[i * inF + c] * f2.a.data[j * inF + c];
+    }
+  }
+  return { b, a };
+}
+
+/**
+ * PEFT VeRA: ΔW = (λ_b ⊙ B[:out, :]) · (λ_d ⊙ A[:, :in]) with the shared vera_A (r × in_max) and
+ * vera_B (out_max × r) sliced to the layer; λ_b scales B's rows, λ_d A's rows.
+ */
+export function veraFactors(sharedA: Matrix, sharedB: Matrix, lambdaB: ArrayLike<number>, lambdaD: ArrayLike<number>, out: number, inF: number): Factors {
+  const r = sharedA.rows;
+  if (sharedB.cols !== r) throw new RangeError(`vera_B has ${sharedB.cols} columns, vera_A ${r} rows`);
+  if (lambdaB.length !== out || lambdaD.length !== r) {
+    throw new RangeError(`vera_lambda_b has ${lambdaB.length} values (expected ${out}), vera_lambda_d ${lambdaD.length} (expected ${r})`);
+  }
+  return { b: scaleRows(slice(sharedB, out, r), lambdaB), a: scaleRows(slice(sharedA, r, inF), lambdaD) };
+}
+
+/**
+ * GLoRA's W·a1·a2 on a conv weight acts on the input channel at every kernel position: in the
+ * flattened view it is W·kron(a1·a2, I_K) = W·kron(a1, I_K)·kron(a2, I_K). Returns P (in·K × r·K)
+ * and Q (r·K × in·K) of the engine's V·P·Q step; K = 1 for linear layers.
+ */
+export function gloraProjection(a1: Matrix, a2: Matrix, kernel: number): { p: Matrix; q: Matrix } {
+  if (kernel === 1) return { p: a1, q: a2 };
+  const i = identity(kernel);
+  return { p: kron(a1, i), q: kron(a2, i) };
+}

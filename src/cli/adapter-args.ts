@@ -1,0 +1,202 @@
+/** Command lines of combine, resize and extract (the contract in the README), parsed strictly. */
+import { parseArgs } from 'node:util';
+import type { MajoritySign } from '../algebra/merge-rules.js';
+import type { RankRule } from '../algebra/rank-rules.js';
+import type { CombineMethod } from '../adapter-ops/combine.js';
+import { bindNegativeWeights, parseBackend, parseOrExplain, parseWeight, usageError, type BackendChoice } from './args.js';
+
+export interface CombineCommand {
+  command: 'combine';
+  adapters: { path: string; weight: number }[];
+  method: CombineMethod;
+  rank?: number;
+  density?: number;
+  majoritySign: MajoritySign;
+  seed: number;
+  clampQuantile?: number;
+  out: string;
+  backend: BackendChoice;
+  overwrite: boolean;
+}
+
+export interface ResizeCommand {
+  command: 'resize';
+  adapter: string;
+  rule: RankRule;
+  out: string;
+  backend: BackendChoice;
+  overwrite: boolean;
+}
+
+export interface ExtractCommand {
+  command: 'extract';
+  base: string;
+  tuned: string;
+  rank?: number;
+  energy?: number;
+  out: string;
+  backend: BackendChoice;
+  overwrite: boolean;
+}
+
+export const ADAPTER_USAGE = `  loramerge combine --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
+                    --method cat|svd|ties|dare_linear|dare_ties|magnitude_prune [--rank K] [--density D]
+                    [--majority-sign total|frequency] [--seed N] [--clamp-quantile Q] --out PATH
+  loramerge resize  --adapter PATH (--rank K | --sv-ratio X | --sv-fro X | --sv-cumulative X) --out PATH
+  loramerge extract --base PATH --tuned PATH (--rank K | --energy X) --out PATH
+    (combine, resize, extract also take [--backend auto|webgpu|cpu] [--overwrite]; an --out ending in
+     .safetensors is a kohya file, any other a PEFT folder)`;
+
+const METHODS: readonly CombineMethod[] = ['cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune'];
+
+function positiveInteger(name: string, value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) throw usageError(`--${name} must be a positive integer, not "${value}"`);
+  return n;
+}
+
+function fraction(name: string, value: string, { allowZero = false, max = 1 } = {}): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n > max || n < 0 || (!allowZero && n === 0)) {
+    throw usageError(`--${name} must be a number in ${allowZero ? '[' : '('}0, ${max}], not "${value}"`);
+  }
+  return n;
+}
+
+const common = {
+  out: { type: 'string' },
+  backend: { type: 'string' },
+  overwrite: { type: 'boolean' },
+} as const;
+
+function once<T>(current: T | undefined, name: string, value: T): T {
+  if (current !== undefined) throw usageError(`--${name} given twice`);
+  return value;
+}
+
+export function parseCombine(rawArgs: string[]): CombineCommand {
+  const { tokens, positionals } = parseOrExplain(() => parseArgs({
+    args: bindNegativeWeights(rawArgs), allowPositionals: true, strict: true, tokens: true,
+    options: {
+      ...common,
+      adapter: { type: 'string', multiple: true },
+      weight: { type: 'string', multiple: true },
+      method: { type: 'string' },
+      rank: { type: 'string' },
+      density: { type: 'string' },
+      'majority-sign': { type: 'string' },
+      seed: { type: 'string' },
+      'clamp-quantile': { type: 'string' },
+    },
+  }));
+  if (positionals.length > 0) throw usageError(`unexpected argument "${positionals[0]}"`);
+  const adapters: { path: string; weight: number; weighted: boolean }[] = [];
+  let method: CombineMethod | undefined, rank: number | undefined, density: number | undefined, majority: MajoritySign | undefined;
+  let seed: number | undefined, clamp: number | undefined, out: string | undefined;
+  let backend: BackendChoice = 'auto', overwrite = false;
+  for (const token of tokens) {
+    if (token.kind !== 'option') continue;
+    const value = token.value ?? '';
+    switch (token.name) {
+      case 'adapter': adapters.push({ path: value, weight: 1, weighted: false }); break;
+      case 'weight': {
+        const last = adapters[adapters.length - 1];
+        if (!last) throw usageError('--weight must follow the --adapter it belongs to');
+        if (last.weighted) throw usageError(`adapter ${last.path} has two --weight values`);
+        last.weight = parseWeight(value, last.path);
+        last.weighted = true;
+        break;
+      }
+      case 'method':
+        if (!METHODS.includes(value as CombineMethod)) throw usageError(`--method must be one of ${METHODS.join(', ')}, not "${value}"`);
+        method = once(method, 'method', value as CombineMethod);
+        break;
+      case 'rank': rank = once(rank, 'rank', positiveInteger('rank', value)); break;
+      case 'density': density = once(density, 'density', fraction('density', value)); break;
+      case 'majority-sign':
+        if (value !== 'total' && value !== 'frequency') throw usageError(`--majority-sign must be total or frequency, not "${value}"`);
+        majority = once(majority, 'majority-sign', value);
+        break;
+      case 'seed': {
+        const n = Number(value);
+        if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) throw usageError(`--seed must be a non-negative integer, not "${value}"`);
+        seed = once(seed, 'seed', n);
+        break;
+      }
+      case 'clamp-quantile': clamp = once(clamp, 'clamp-quantile', fraction('clamp-quantile', value)); break;
+      case 'out': out = once(out, 'out', value); break;
+      case 'backend': backend = parseBackend(value); break;
+      case 'overwrite': overwrite = true; break;
+    }
+  }
+  if (adapters.length === 0) throw usageError('missing --adapter');
+  if (!method) throw usageError('missing --method (cat, svd, ties, dare_linear, dare_ties or magnitude_prune)');
+  if (!out) throw usageError('missing --out');
+  if (density === undefined && (method === 'ties' || method.startsWith('dare') || method === 'magnitude_prune')) {
+    throw usageError(`--method ${method} needs --density (the fraction of each update kept, 0 < D ≤ 1)`);
+  }
+  return {
+    command: 'combine', adapters: adapters.map(({ path, weight }) => ({ path, weight })), method, rank, density,
+    majoritySign: majority ?? 'total', seed: seed ?? 0, clampQuantile: clamp, out, backend, overwrite,
+  };
+}
+
+export function parseResize(args: string[]): ResizeCommand {
+  const { values, positionals } = parseOrExplain(() => parseArgs({
+    args, allowPositionals: true, strict: true,
+    options: {
+      ...common,
+      adapter: { type: 'string', multiple: true },
+      rank: { type: 'string', multiple: true },
+      'sv-ratio': { type: 'string', multiple: true },
+      'sv-fro': { type: 'string', multiple: true },
+      'sv-cumulative': { type: 'string', multiple: true },
+    },
+  }));
+  if (positionals.length > 0) throw usageError(`unexpected argument "${positionals[0]}"`);
+  const adapter = single(values.adapter, 'adapter');
+  const rules: RankRule[] = [];
+  for (const v of values.rank ?? []) rules.push({ kind: 'rank', rank: positiveInteger('rank', v) });
+  for (const v of values['sv-ratio'] ?? []) {
+    const x = Number(v);
+    if (v.trim() === '' || !Number.isFinite(x) || x <= 0) throw usageError(`--sv-ratio must be a positive number, not "${v}"`);
+    rules.push({ kind: 'sv_ratio', value: x });
+  }
+  for (const v of values['sv-fro'] ?? []) rules.push({ kind: 'sv_fro', value: fraction('sv-fro', v) });
+  for (const v of values['sv-cumulative'] ?? []) rules.push({ kind: 'sv_cumulative', value: fraction('sv-cumulative', v) });
+  if (rules.length !== 1) throw usageError('resize takes exactly one of --rank, --sv-ratio, --sv-fro, --sv-cumulative');
+  return {
+    command: 'resize', adapter: adapter!, rule: rules[0], out: single(values.out, 'out')!,
+    backend: values.backend ? parseBackend(values.backend) : 'auto', overwrite: values.overwrite ?? false,
+  };
+}
+
+export function parseExtract(args: string[]): ExtractCommand {
+  const { values, positionals } = parseOrExplain(() => parseArgs({
+    args, allowPositionals: true, strict: true,
+    options: {
+      ...common,
+      base: { type: 'string', multiple: true },
+      tuned: { type: 'string', multiple: true },
+      rank: { type: 'string', multiple: true },
+      energy: { type: 'string', multiple: true },
+    },
+  }));
+  if (positionals.length > 0) throw usageError(`unexpected argument "${positionals[0]}"`);
+  const ranks = values.rank ?? [], energies = values.energy ?? [];
+  if (ranks.length + energies.length !== 1) throw usageError('extract takes exactly one of --rank and --energy');
+  return {
+    command: 'extract', base: single(values.base, 'base')!, tuned: single(values.tuned, 'tuned')!,
+    rank: ranks.length ? positiveInteger('rank', ranks[0]) : undefined,
+    energy: energies.length ? fraction('energy', energies[0]) : undefined,
+    out: single(values.out, 'out')!,
+    backend: values.backend ? parseBackend(values.backend) : 'auto', overwrite: values.overwrite ?? false,
+  };
+}
+
+function single(value: string | string[] | undefined, name: string): string {
+  const list = value === undefined ? [] : Array.isArray(value) ? value : [value];
+  if (list.length === 0) throw usageError(`missing --${name}`);
+  if (list.length > 1) throw usageError(`--${name} given twice`);
+  return list[0];
+}

@@ -1,0 +1,73 @@
+/**
+ * The command line as a function: parse, run, and turn every failure into one `error: …` line and
+ * an exit code (see exit-codes.ts). `main.ts` runs it for the process; tests run it in-process.
+ */
+import { readFileSync } from 'node:fs';
+import { isMergeError } from '../errors.js';
+import { describeStrayFsError } from '../io/fs-errors.js';
+import { parseCommandLine, USAGE } from './args.js';
+import { exitCodeFor } from './exit-codes.js';
+import { runInspect } from './inspect-command.js';
+import { runMerge } from './merge-command.js';
+import { runSample } from './sample-command.js';
+import { runCombine, runExtract, runResize } from './adapter-command.js';
+
+/** Where a run writes: results to `out` (stdout), messages to `err` (stderr), one line per call. */
+export interface CliOutput {
+  out(line: string): void;
+  err(line: string): void;
+  /** Print stack traces of failures (LORAMERGE_DEBUG). */
+  debug?: boolean;
+}
+
+export const processOutput: CliOutput = {
+  out: (line) => process.stdout.write(line + '\n'),
+  err: (line) => process.stderr.write(line + '\n'),
+  debug: !!process.env.LORAMERGE_DEBUG,
+};
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function dispatch(argv: string[], io: CliOutput): Promise<number> {
+  const command = parseCommandLine(argv);
+  switch (command.command) {
+    case 'help':
+      io.out(USAGE);
+      return 0;
+    case 'version':
+      io.out(version());
+      return 0;
+    case 'inspect':
+      return runInspect(command, io.out);
+    case 'merge':
+      return runMerge(command, io);
+    case 'sample':
+      return runSample(command, io);
+    case 'combine':
+      return runCombine(command, io.err);
+    case 'resize':
+      return runResize(command, io.err);
+    case 'extract':
+      return runExtract(command, io.err);
+  }
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, '; ').trim();
+}
+
+/** Runs one command line to its exit code; never throws. */
+export async function runCommandLine(argv: string[], io: CliOutput = processOutput): Promise<number> {
+  try {
+    return await dispatch(argv, io);
+  } catch (e) {
+    if (io.debug) io.err(String((e as Error)?.stack ?? e));
+    const known = isMergeError(e) ? e : describeStrayFsError(e);
+    const message = known ? known.message : `internal error: ${(e as Error)?.message ?? String(e)}`;
+    io.err(`error: ${oneLine(message)}`);
+    return exitCodeFor(known ?? e);
+  }
+}

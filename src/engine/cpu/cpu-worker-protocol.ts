@@ -1,0 +1,35 @@
+/**
+ * What the pool and its worker threads say to each other, and the one handler every worker runs
+ * (Node worker_threads and Web Workers alike): W and the output are byte ranges of a
+ * SharedArrayBuffer owned by the pool; the right factor comes once per key.
+ */
+import type { RowJob, WasmKernel } from './wasm-kernel.js';
+
+/** A block of rows; its W and output are byte ranges of `shared`. */
+export interface WorkerJob extends Omit<RowJob, 'w'> {
+  id: number;
+  shared: SharedArrayBuffer;
+  wOffset: number;
+  wLength: number;
+  outOffset: number;
+  outLength: number;
+}
+
+/** A worker's answer to one job. */
+export type WorkerReply = { id: number; finite: boolean } | { id: number; error: string };
+
+/**
+ * Runs one job on the worker's kernel. Every call awaits the same kernel promise, so jobs still run
+ * (and are answered) in arrival order.
+ */
+export async function runWorkerJob(kernel: Promise<WasmKernel>, job: WorkerJob): Promise<WorkerReply> {
+  try {
+    const finite = (await kernel).run(
+      { ...job, w: new Uint8Array(job.shared, job.wOffset, job.wLength) },
+      new Uint8Array(job.shared, job.outOffset, job.outLength),
+    );
+    return { id: job.id, finite };
+  } catch (e) {
+    return { id: job.id, error: (e as Error).message };
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * A tensor's update as an ordered sequence of steps on V, which starts as W and is rounded once to
+ * the output dtype after the last step. Everything between is f32 or better. This is how PEFT merges
+ * adapters one after another and how LyCORIS applies its modules: additive terms first, DoRA after
+ * the adapters before it, then whatever follows.
+ *
+ * Axes are ΔW's (out, in), whatever the storage layout. A step either works within a stored row
+ * (so any row slab can run it), or needs whole blocks of rows (rotations along stored rows: slabs
+ * start on a block boundary), or needs sums over every stored row (DoRA norms across rows: the
+ * caller computes them first, over all slabs, with `columnSumsOfSquares`, and passes the factors
+ * in a `scale` step; see resolveColumnNorms).
+ */
+import type { DoraSpec, FloatTensorBytes, LowRankTerm, MergeOp } from './merge-op.js';
+
+/** A dense update D in W's stored orientation, the op's slab rows only, added as `scale · D`. */
+export interface DenseTerm {
+  /** rowCount × cols of the stored matrix, for the op's rows. */
+  values: FloatTensorBytes;
+  scale: number;
+}
+
+/** V += Σ s·B·A + Σ s·D, all in one pass. */
+export interface AddStep {
+  kind: 'add';
+  terms: LowRankTerm[];
+  dense?: DenseTerm[];
+}
+
+/** V ⊙= m / (‖V‖ + ε), norms along one axis of V as it stands before this step. */
+export interface DoraStep {
+  kind: 'dora';
+  dora: DoraSpec;
+}
+
+/** V[o, i] *= f[o] (axis `out`) or f[i] (axis `in`): IA3, or DoRA with norms computed beforehand. */
+export interface ScaleStep {
+  kind: 'scale';
+  axis: 'out' | 'in';
+  /** outFeatures or inFeatures values. */
+  factors: FloatTensorBytes;
+}
+
+/**
+ * V += s · (V·P)·Q along the input axis (GLoRA's W·a1·a2): P is in × rank, Q is rank × in.
+ * Needs W stored (out, in) so that each stored row is one input vector.
+ */
+export interface SelfLowRankStep {
+  kind: 'self';
+  p: FloatTensorBytes;
+  q: FloatTensorBytes;
+  rank: number;
+  scale: number;
+}
+
+/**
+ * A block-diagonal linear map along one axis (OFT's rotations): every vector x along `axis`
+ * becomes x' with x'[k·b + m] = Σ_n M_k[m, n] · x[k·b + n], b = blockSize, M_k row-major in `blocks`.
+ */
+export interface RotateStep {
+  kind: 'rotate';
+  axis: 'out' | 'in';
+  blockSize: number;
+  /** (axis length / blockSize) blocks of blockSize × blockSize. */
+  blocks: FloatTensorBytes;
+}
+
+export type UpdateStep = AddStep | DoraStep | ScaleStep | SelfLowRankStep | RotateStep;
+
+/** The op's whole update in order: `terms`, then `dora`, then `steps`. */
+export function opSteps(op: MergeOp): UpdateStep[] {
+  const steps: UpdateStep[] = [];
+  if (op.terms.length > 0) steps.push({ kind: 'add', terms: op.terms });
+  if (op.dora) steps.push({ kind: 'dora', dora: op.dora });
+  if (op.steps) steps.push(...op.steps);
+  return steps;
+}
+
+/** Which stored axis an update axis is: 'row' = one value per stored row. */
+export function storedAxis(op: Pick<MergeOp, 'layout'>, axis: 'out' | 'in'): 'row' | 'col' {
+  return (axis === 'out') === (op.layout === 'out-in') ? 'row' : 'col';
+}
+
+/** A DoRA step whose norms run across stored rows (one norm per stored column). */
+export function needsColumnNorms(op: Pick<MergeOp, 'layout'>, step: UpdateStep): step is DoraStep {
+  // A norm per output feature runs over the input axis: along a stored row when W is (out, in).
+  return step.kind === 'dora' && storedAxis(op, step.dora.normAxis) === 'col';
+}
+
+/** Rows a slab must start on (rotations along stored rows mix whole blocks of rows). */
+export function rowGranule(op: Pick<MergeOp, 'layout'>, steps: readonly UpdateStep[]): number {
+  let g = 1;
+  for (const s of steps) if (s.kind === 'rotate' && storedAxis(op, s.axis) === 'row') g = lcm(g, s.blockSize);
+  return g;
+}
+
+function lcm(a: number, b: number): number {
+  let x = a, y = b;
+  while (y) [x, y] = [y, x % y];
+  return (a / x) * b;
+}
+
+/**
+ * Whether the op is one pass of low-rank terms with at most a DoRA (norms computed by the executor)
+ * or a fixed scale at the end: the form the fused kernels run as they are.
+ */
+export function isFusedForm(op: MergeOp): boolean {
+  const steps = opSteps(op);
+  let i = 0;
+  if (steps[i]?.kind === 'add') {
+    if ((steps[i] as AddStep).dense?.length) return false;
+    i++;
+  }
+  if (steps[i]?.kind === 'dora' || steps[i]?.kind === 'scale') i++;
+  return i === steps.length;
+}

@@ -1,0 +1,51 @@
+/** Reading adapter tensors as the algorithms' f32 matrices, and handing factors to the engine. */
+import { decodeToF32 } from '../../dtype.js';
+import type { FloatTensorBytes } from '../../engine/merge-op.js';
+import type { Factors } from '../../algorithms/math/low-rank-forms.js';
+import { matrix, type Matrix } from '../../algorithms/math/matrix.js';
+import { readFloat } from '../read-float.js';
+import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
+
+/** A tensor as a matrix of its first dim × the rest (a conv factor flattened), or `rows` × the rest. */
+export async function readMatrix(file: SafetensorsFile, entry: TensorEntry, rows = entry.shape[0] ?? 1): Promise<Matrix> {
+  const t = await readFloat(file, entry);
+  const values = decodeToF32(t.data, t.dtype);
+  return { rows, cols: values.length / rows, data: values };
+}
+
+/** A tensor's values as f32. */
+export async function readValues(file: SafetensorsFile, entry: TensorEntry): Promise<Float32Array> {
+  const t = await readFloat(file, entry);
+  return decodeToF32(t.data, t.dtype);
+}
+
+export function f32Bytes(values: Float32Array): FloatTensorBytes {
+  return { dtype: 'F32', data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
+}
+
+/** The engine's low-rank piece for factors B·A. */
+export function lowRankPiece(f: Factors): { kind: 'low-rank'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number } {
+  return { kind: 'low-rank', a: f32Bytes(f.a.data), b: f32Bytes(f.b.data), rank: f.b.cols };
+}
+
+export { matrix };
+export type { Matrix };
+
+/** Product of dims (1 for a scalar). */
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((n, d) => n * d, 1);
+}
+
+/** Rows of a stored tensor viewed as (first dim, rest), read on demand (F64 rounded to f32). */
+export function denseRows(file: SafetensorsFile, entry: TensorEntry): (rowStart: number, rowCount: number) => Promise<FloatTensorBytes> {
+  const rows = entry.shape.length === 0 ? 1 : entry.shape[0];
+  const rowBytes = entry.byteLength / Math.max(rows, 1);
+  return async (rowStart, rowCount) => {
+    const data = await file.readPart(entry, rowStart * rowBytes, rowCount * rowBytes);
+    if (entry.dtype === 'F32' || entry.dtype === 'F16' || entry.dtype === 'BF16') return { dtype: entry.dtype, data };
+    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    const out = new Float32Array(data.byteLength / 8);
+    for (let i = 0; i < out.length; i++) out[i] = view.getFloat64(i * 8, true);
+    return f32Bytes(out);
+  };
+}

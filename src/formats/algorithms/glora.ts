@@ -1,0 +1,58 @@
+/**
+ * GLoRA (LyCORIS modules/glora.py): ΔW = (W·a1·a2 + b1·b2)·α/r, with a1 (in, r), a2 (r, in),
+ * b1 (out, r), b2 (r, in) or, for a conv, (r, in, kh, kw) with a1, a2, b1 1×1; r = rows of a2.
+ * On a conv, W·a1·a2 mixes input channels at every kernel position (einsum "o i ..., i j").
+ * W is the weight as it stands when GLoRA's turn comes (the base, when it comes first).
+ * Old LyCORIS files with a1 and a2 the other way round (which ComfyUI guesses from shapes) are
+ * refused unless their shapes read as the current form.
+ */
+import { gloraProjection } from '../../algorithms/math/low-rank-forms.js';
+import { alphaScale, fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import { f32Bytes, lowRankPiece, numel, readMatrix } from './factor-io.js';
+
+export const glora: Algorithm = {
+  name: 'glora',
+  title: 'GLoRA',
+  defines: ['a1', 'a2', 'b1', 'b2'],
+  roles: ['a1', 'a2', 'b1', 'b2'],
+
+  build(tensors, context) {
+    const a1 = tensors.get('a1'), a2 = tensors.get('a2'), b1 = tensors.get('b1'), b2 = tensors.get('b2');
+    if (!a1 || !a2 || !b1 || !b2) {
+      context.report('UNSUPPORTED_FORMAT', 'needs a1.weight, a2.weight, b1.weight and b2.weight');
+      return null;
+    }
+    const ones = (s: readonly number[]) => s.slice(2).every((d) => d === 1);
+    const r = a2.shape[0];
+    const inF = a1.shape[0];
+    const fits = [a1, a2, b1, b2].every((t) => t.shape.length >= 2) && ones(a1.shape) && ones(a2.shape) && ones(b1.shape)
+      && a1.shape[1] === r && a2.shape[1] === inF && b1.shape[1] === r && b2.shape[0] === r && b2.shape[1] === inF;
+    if (!fits) {
+      context.report('SHAPE_MISMATCH', `GLoRA a1 ${fmtShape(a1.shape)}, a2 ${fmtShape(a2.shape)}, b1 ${fmtShape(b1.shape)}, b2 ${fmtShape(b2.shape)} do not fit together (expected a1 (in, r), a2 (r, in), b1 (out, r), b2 (r, in…))`);
+      return null;
+    }
+    const kernel = numel(b2.shape.slice(2));
+    return {
+      ...moduleBasics(context),
+      algorithm: glora.name,
+      kind: b2.shape.length > 2 ? 'conv' : 'linear',
+      deltaShape: [b1.shape[0], ...b2.shape.slice(1)],
+      rank: r,
+      ...alphaScale(context.alpha, r),
+      tensors: { a1, a2, b1, b2 },
+      update: { kind: 'transform', cost: 2 * r * kernel + r },
+      fanInFanOut: false,
+    };
+  },
+
+  async load(file, module) {
+    const { a1, a2, b1, b2 } = module.tensors;
+    const kernel = numel(b2.shape.slice(2));
+    const { p, q } = gloraProjection(await readMatrix(file, a1), await readMatrix(file, a2), kernel);
+    // W·a1·a2 is taken from W before b1·b2 is added: both come from the same W.
+    return [
+      { kind: 'project', p: f32Bytes(p.data), q: f32Bytes(q.data), rank: p.cols },
+      lowRankPiece({ b: await readMatrix(file, b1), a: await readMatrix(file, b2) }),
+    ];
+  },
+};

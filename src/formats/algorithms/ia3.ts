@@ -1,0 +1,50 @@
+/**
+ * (IA)³ (LyCORIS modules/ia3.py): ΔW = W ⊙ w, so the merged weight is W ⊙ (1 + s·w) with s the
+ * user weight. `on_input` (a stored flag) says which side w scales: set, one value per input
+ * channel; unset, one per output channel. A conv's w is (1, channels, 1, 1) and scales every
+ * kernel position of its channel. The other side of W is whatever the base has.
+ */
+import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import { readFloat } from '../read-float.js';
+
+export const ia3: Algorithm = {
+  name: 'ia3',
+  title: '(IA)³',
+  // A bare `.weight` is too common to mean (IA)³ by itself; LyCORIS always saves on_input with it.
+  defines: ['on_input'],
+  roles: ['on_input', 'weight'],
+  scalars: ['on_input'],
+
+  build(tensors, context) {
+    const weight = tensors.get('weight');
+    const onInput = context.scalars?.get('on_input');
+    if (!weight || onInput === undefined) {
+      context.report('UNSUPPORTED_FORMAT', 'needs weight and on_input');
+      return null;
+    }
+    const conv = weight.shape.length > 1;
+    const n = conv ? weight.shape[1] : weight.shape[0];
+    if (weight.shape.length === 0 || (conv && (weight.shape[0] !== 1 || weight.shape.slice(2).some((d) => d !== 1)))) {
+      context.report('SHAPE_MISMATCH', `weight ${fmtShape(weight.shape)} is neither (channels,) nor (1, channels, 1…)`);
+      return null;
+    }
+    const open = conv ? weight.shape.slice(2).map(() => -1) : [];
+    return {
+      ...moduleBasics(context),
+      algorithm: ia3.name,
+      kind: conv ? 'conv' : 'linear',
+      // -1: taken from the base (the plan fills in the side w does not scale, and a conv's kernel).
+      deltaShape: onInput ? [-1, n, ...open] : [n, -1, ...open],
+      rank: 1,
+      alpha: 1,
+      scale: 1,
+      tensors: { weight },
+      update: { kind: 'transform', cost: 0 },
+      fanInFanOut: false,
+    };
+  },
+
+  async load(file, module) {
+    return [{ kind: 'scale', axis: module.deltaShape[0] === -1 ? 'in' : 'out', w: await readFloat(file, module.tensors.weight) }];
+  },
+};

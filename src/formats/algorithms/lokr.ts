@@ -1,0 +1,121 @@
+/**
+ * LoKr (LyCORIS modules/lokr.py, PEFT tuners/lokr): ΔW = kron(W₁, W₂) reshaped to W, where
+ * W₁ = lokr_w1 (a, c) or lokr_w1_a (a, r)·lokr_w1_b (r, c), and W₂ = lokr_w2 (b, d, k…),
+ * lokr_w2_a (b, r)·lokr_w2_b (r, d·k…), or the Tucker form lokr_t2 (r, r, k…) with lokr_w2_a (r, b)
+ * and lokr_w2_b (r, d). ΔW is (a·b, c·d, k…). Scale α/r with r the decomposed factor's rank, and
+ * exactly 1 when neither factor is decomposed (algorithms/math/lokr.ts says why); applied once.
+ * The engine gets the exact product kron(B₁, B₂)·kron(A₁, A₂), or, when both factors are full and
+ * that product's rank is large, ΔW itself by rows. LyCORIS's dora_scale applies after it.
+ */
+import { kronRows, tuckerFactors } from '../../algorithms/math/low-rank-forms.js';
+import { lokrForm, lokrScale, type KronFactor } from '../../algorithms/math/lokr.js';
+import type { AdapterModule } from '../adapter.js';
+import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
+import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import { f32Bytes, lowRankPiece, numel, readMatrix, readValues } from './factor-io.js';
+import { lycorisDora } from './lora.js';
+
+export const lokr: Algorithm = {
+  name: 'lokr',
+  title: 'LoKr',
+  defines: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'],
+  roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2', 'dora_scale'],
+
+  build(tensors, context) {
+    const w1 = tensors.get('lokr_w1'), w1a = tensors.get('lokr_w1_a'), w1b = tensors.get('lokr_w1_b');
+    const w2 = tensors.get('lokr_w2'), w2a = tensors.get('lokr_w2_a'), w2b = tensors.get('lokr_w2_b');
+    const t2 = tensors.get('lokr_t2');
+    const first = w1 && !w1a && !w1b ? 'full' : !w1 && w1a && w1b ? 'product' : null;
+    const second = w2 && !w2a && !w2b && !t2 ? 'full' : !w2 && w2a && w2b ? (t2 ? 'tucker' : 'product') : null;
+    if (!first || !second) {
+      context.report('UNSUPPORTED_FORMAT', 'needs lokr_w1 or lokr_w1_a with lokr_w1_b, and lokr_w2, or lokr_w2_a with lokr_w2_b (and optionally lokr_t2)');
+      return null;
+    }
+    const shapes = [w1, w1a, w1b, w2, w2a, w2b, t2].filter((t): t is TensorEntry => !!t).map((t) => `${t.name.slice(t.name.lastIndexOf('.') + 1)} ${fmtShape(t.shape)}`).join(', ');
+    const bad = () => {
+      context.report('SHAPE_MISMATCH', `LoKr factors ${shapes} do not fit together`);
+      return null;
+    };
+    // W₁ (a, c)
+    let a: number, c: number, r1: number | undefined;
+    if (first === 'full') {
+      if (w1!.shape.length !== 2) return bad();
+      [a, c] = w1!.shape;
+    } else {
+      if (w1a!.shape.length !== 2 || w1b!.shape.length !== 2 || w1a!.shape[1] !== w1b!.shape[0]) return bad();
+      [a, r1, c] = [w1a!.shape[0], w1b!.shape[0], w1b!.shape[1]];
+    }
+    // W₂ (b, d, k…), or (b, d·k…) when lokr_w2_b is stored flattened.
+    let b: number, rest: number[], r2: number | undefined;
+    if (second === 'full') {
+      if (w2!.shape.length < 2) return bad();
+      b = w2!.shape[0];
+      rest = w2!.shape.slice(1);
+    } else if (second === 'tucker') {
+      const t = t2!.shape;
+      if (t.length < 3 || t[0] !== t[1] || w2a!.shape.length !== 2 || w2b!.shape.length !== 2 || w2a!.shape[0] !== t[0] || w2b!.shape[0] !== t[1]) return bad();
+      [b, r2] = [w2a!.shape[1], t[0]];
+      rest = [w2b!.shape[1], ...t.slice(2)];
+    } else {
+      if (w2a!.shape.length !== 2 || w2b!.shape.length < 2 || w2a!.shape[1] !== w2b!.shape[0]) return bad();
+      [b, r2] = [w2a!.shape[0], w2b!.shape[0]];
+      rest = w2b!.shape.slice(1);
+    }
+    const deltaShape = [a * b, c * rest[0], ...rest.slice(1)];
+    const out = deltaShape[0], inF = numel(deltaShape.slice(1));
+    // LyCORIS takes the rank from w1's factors first (make_module_from_state_dict).
+    const decomposedRank = r1 ?? r2;
+    const scale = lokrScale(context.alpha, decomposedRank);
+    const rankOf = (full: boolean, p: number, q: number, r: number | undefined) => (full ? Math.min(p, q) : r!);
+    const productRank = rankOf(first === 'full', a, c, r1) * rankOf(second === 'full', b, numel(rest), r2);
+    const dense = first === 'full' && second === 'full' && productRank > Math.min(out, inF) / 4;
+    const module: AdapterModule = {
+      ...moduleBasics(context),
+      algorithm: lokr.name,
+      kind: deltaShape.length > 2 ? 'conv' : 'linear',
+      deltaShape,
+      rank: decomposedRank ?? 1,
+      alpha: decomposedRank === undefined ? 1 : context.alpha === undefined || context.alpha === 0 ? decomposedRank : context.alpha,
+      scale,
+      tensors: Object.fromEntries(Object.entries({ w1, w1a, w1b, w2, w2a, w2b, t2 }).filter(([, t]) => t)) as Record<string, TensorEntry>,
+      update: dense ? { kind: 'dense' } : { kind: 'low-rank', rank: productRank },
+      fanInFanOut: false,
+    };
+    const doraScale = tensors.get('dora_scale');
+    if (doraScale) {
+      const dora = lycorisDora(doraScale, out, deltaShape[1]);
+      if (!dora) {
+        context.report('SHAPE_MISMATCH', `dora_scale ${fmtShape(doraScale.shape)} fits neither ${deltaShape[1]} inputs nor ${out} outputs`);
+        return null;
+      }
+      module.dora = dora;
+    }
+    return module;
+  },
+
+  async load(file, module) {
+    const { w1, w2 } = module.tensors;
+    const [f1, f2] = await Promise.all([firstFactor(file, module), secondFactor(file, module)]);
+    if (module.update.kind === 'dense' && 'full' in f1 && 'full' in f2) {
+      const m1 = f1.full, m2 = f2.full;
+      return [{ kind: 'dense', rows: async (r0: number, n: number) => f32Bytes(kronRows(m1, m2, r0, n)) }];
+    }
+    const out = module.deltaShape[0], inF = numel(module.deltaShape.slice(1));
+    const form = lokrForm(f1, f2, out, inF);
+    if (form.kind !== 'low-rank') throw new Error(`LoKr module "${module.name}" (${w1?.name ?? ''} ${w2?.name ?? ''}): planned as a product`);
+    return [lowRankPiece(form.factors)];
+  },
+};
+
+async function firstFactor(file: SafetensorsFile, module: AdapterModule): Promise<KronFactor> {
+  const { w1, w1a, w1b } = module.tensors;
+  if (w1) return { full: await readMatrix(file, w1) };
+  return { factors: { b: await readMatrix(file, w1a), a: await readMatrix(file, w1b) } };
+}
+
+async function secondFactor(file: SafetensorsFile, module: AdapterModule): Promise<KronFactor> {
+  const { w2, w2a, w2b, t2 } = module.tensors;
+  if (w2) return { full: await readMatrix(file, w2) };
+  if (t2) return { factors: tuckerFactors(await readValues(file, t2), numel(t2.shape.slice(2)), await readMatrix(file, w2a), await readMatrix(file, w2b)) };
+  return { factors: { b: await readMatrix(file, w2a), a: await readMatrix(file, w2b) } };
+}

@@ -1,0 +1,75 @@
+/**
+ * PEFT OFT (tuners/oft, the `oft_R` format): each module stores its skew-symmetric blocks' upper
+ * triangles, (blocks or 1 when block_share, b(b−1)/2). The merge rotates W's input axis:
+ * W' = (R·Wᵀ)ᵀ with R block-diagonal (a conv's in·kh·kw flattened), each block from PEFT's
+ * Cayley form (`use_cayley_neumann`, `num_cayley_neumann_terms`), after COFT's projection when
+ * `coft` is set. PEFT has no weight for OFT: a user weight s ≠ 1 merges I + s·(R − I).
+ */
+import { MergeError } from '../../errors.js';
+import { coftProject, peftOftRotation, skewFromUpper } from '../../algorithms/math/oft.js';
+import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import { f32Bytes, readValues } from './factor-io.js';
+
+export const peftOft: Algorithm = {
+  name: 'peft-oft',
+  title: 'OFT (PEFT)',
+  defines: ['oft_R'],
+  roles: ['oft_R'],
+
+  build(tensors, context) {
+    const weight = tensors.get('oft_R')!;
+    const options = context.options;
+    if (!options) {
+      context.report('UNSUPPORTED_FORMAT', 'has PEFT OFT tensors (oft_R) outside a PEFT folder with its adapter_config.json');
+      return null;
+    }
+    const [rows, n] = weight.shape;
+    const b = (1 + Math.sqrt(1 + 8 * n)) / 2;
+    if (weight.shape.length !== 2 || !Number.isInteger(b) || b < 2) {
+      context.report('SHAPE_MISMATCH', `oft_R ${fmtShape(weight.shape)} does not hold b(b−1)/2 values per block`);
+      return null;
+    }
+    const shared = options.block_share === true;
+    if (shared && rows !== 1) {
+      context.report('SHAPE_MISMATCH', `oft_R ${fmtShape(weight.shape)} with block_share should have one row`);
+      return null;
+    }
+    return {
+      ...moduleBasics(context),
+      algorithm: peftOft.name,
+      kind: 'linear',
+      // Outputs, and with shared blocks the inputs too, are whatever the base has.
+      deltaShape: [-1, shared ? -1 : rows * b],
+      rank: 1,
+      alpha: 1,
+      scale: 1,
+      tensors: { weight },
+      update: { kind: 'transform', cost: b },
+      fanInFanOut: false,
+      options,
+    };
+  },
+
+  async load(file, module, delta) {
+    const { weight } = module.tensors;
+    const [rows, n] = weight.shape;
+    const b = (1 + Math.sqrt(1 + 8 * n)) / 2;
+    const inF = delta?.in ?? rows * b;
+    if (inF % b !== 0) throw new MergeError('SHAPE_MISMATCH', `OFT module "${module.name}": blocks of ${b} do not divide the layer's ${inF} inputs`);
+    const blocks = inF / b;
+    const vec = await readValues(file, weight);
+    let q: Float64Array = new Float64Array(rows * b * b);
+    for (let k = 0; k < rows; k++) q.set(skewFromUpper(vec.subarray(k * n, (k + 1) * n), b), k * b * b);
+    const o = module.options ?? {};
+    if (o.coft === true) q = coftProject(q, b, rows, typeof o.eps === 'number' ? o.eps : 6e-5);
+    const neumann = o.use_cayley_neumann !== false;
+    const terms = typeof o.num_cayley_neumann_terms === 'number' ? o.num_cayley_neumann_terms : 5;
+    const deltaBlocks = new Float32Array(blocks * b * b);
+    for (let k = 0; k < blocks; k++) {
+      const src = rows === 1 ? 0 : k;
+      const r = peftOftRotation(q.subarray(src * b * b, (src + 1) * b * b), b, neumann, terms);
+      for (let i = 0; i < b * b; i++) deltaBlocks[k * b * b + i] = r[i] - (Math.floor(i / b) === i % b ? 1 : 0);
+    }
+    return [{ kind: 'rotate', axis: 'in', blockSize: b, delta: f32Bytes(deltaBlocks) }];
+  },
+};

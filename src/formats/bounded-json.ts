@@ -1,0 +1,36 @@
+/**
+ * JSON configs and shard indexes from the internet, parsed only once they are known to be of a
+ * sane shape: JSON.parse on 30 MB of `[[[[…` or of a million-element array builds gigabytes before
+ * any field can be checked. One linear pass counts nesting and values first.
+ */
+import { MergeError, type MergeErrorCode } from '../errors.js';
+import { MAX_CONFIG_NESTING, MAX_CONFIG_VALUES } from '../limits.js';
+
+/** JSON.parse(text), after checking nesting depth and value count against limits.ts. */
+export function parseBoundedJson(text: string, file: string, code: MergeErrorCode = 'BAD_CONFIG'): unknown {
+  let depth = 0;
+  let values = 1;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      for (i++; i < text.length; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c) i++;
+        else if (d === 0x22) break;
+      }
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > MAX_CONFIG_NESTING) {
+        throw new MergeError('LIMIT_EXCEEDED', `${file}: nests deeper than ${MAX_CONFIG_NESTING} levels (the limit MAX_CONFIG_NESTING); not a config this tool reads`);
+      }
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    } else if (c === 0x2c && ++values > MAX_CONFIG_VALUES) {
+      throw new MergeError('LIMIT_EXCEEDED', `${file}: holds more than ${MAX_CONFIG_VALUES} values (the limit MAX_CONFIG_VALUES); not a config this tool reads`);
+    }
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new MergeError(code, `${file}: not valid JSON (${(e as Error).message})`, { cause: e });
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * The seam between the merge pipeline and the file format a base model is stored in
+ * (safetensors, GGUF). The pipeline streams tensors in row slabs and never looks inside a file:
+ * it asks the container what type each tensor is written in, how rows of a stored type become the
+ * float bytes the engine computes with and back, and for a writer per output file.
+ */
+import type { FloatDType } from '../dtype.js';
+import type { FloatTensorBytes, MergeBackend } from '../engine/merge-op.js';
+import type { ByteSink, OutputTarget } from '../io/types.js';
+
+/** A tensor as a file stores it. */
+export interface StoredTensor {
+  name: string;
+  /** The file's own element type: a safetensors dtype (`BF16`) or a GGML type (`Q4_K`). */
+  type: string;
+  /** Slowest dimension first; the tensor is stored as rows of its last dimension. */
+  shape: number[];
+  byteLength: number;
+  /** The type it is written in unless the user asks for one, when not `type` (a dequantized weight: its model's dtype). */
+  writeType?: string;
+}
+
+/** One weight file of a model. */
+export interface StoredShard {
+  /** Relative path, also the output file's path. */
+  readonly path: string;
+  /** In file order. */
+  readonly tensors: readonly StoredTensor[];
+}
+
+/** Writes one output file: tensor bytes in the declared order, whole or in pieces. */
+export interface TensorFileWriter {
+  writeChunk(name: string, bytes: Uint8Array): Promise<void>;
+  /** Checks every declared tensor was written in full and closes the file. */
+  finish(): Promise<void>;
+}
+
+export interface ContainerFormat {
+  /** `safetensors`, `gguf`. */
+  readonly name: string;
+  /** Normalises a user's output type (`--dtype`), or throws BAD_ARGUMENT naming what this format accepts. */
+  parseOutputType(name: string): string;
+  /**
+   * The type `tensor` is written in. `changed`: an update, bias or replacement lands on it;
+   * `requested`: the parsed --dtype, if any.
+   */
+  outputType(tensor: StoredTensor, changed: boolean, requested: string | undefined): string;
+  /** Why `tensor` cannot be written as `type`, or undefined when it can (checked before any work). */
+  checkOutputType(tensor: StoredTensor, type: string): string | undefined;
+  /** Bytes of `elements` values of `type` (a whole number of rows). */
+  byteLength(type: string, elements: number): number;
+  /** Byte granularity of copied chunks of `type` converted to `outType` (whole elements or blocks). */
+  copyUnit(type: string, outType: string): number;
+  /** The float dtype the engine reads and writes rows of `type` in. */
+  engineDtype(type: string): FloatDType;
+  /** Whole stored rows of `type` → float bytes for the engine; `backend` may decode on its device. */
+  decodeRows(type: string, bytes: Uint8Array, backend?: MergeBackend, signal?: AbortSignal): Promise<FloatTensorBytes>;
+  /** Engine output in engineDtype(type) → stored bytes of `type`. */
+  encodeRows(type: string, values: Uint8Array): Uint8Array;
+  /** Copied bytes of an unchanged tensor, converted from `from` to `to` (element types only). */
+  convert(bytes: Uint8Array, from: string, to: string): Uint8Array;
+  /**
+   * How many NaN/±Inf values whole blocks of a block type (`Q4_K`) hold, read from their scales
+   * without decoding every value; undefined for element types (F16, BF16…), whose bits the value
+   * checks test directly, and for block types it does not know.
+   */
+  nonFiniteInBlocks?(type: string, bytes: Uint8Array): number | undefined;
+  /**
+   * Opens the writer of output shard `shardIndex` (the header goes first). `shards` are all output
+   * shards, their tensors with their output types; `provenance` is added to the file's metadata.
+   * `mirror`: nothing in the shard changes and the base asks for it to be written as it was
+   * (a pipeline component), source header included.
+   */
+  createWriter(
+    sink: ByteSink, shardIndex: number, shards: readonly StoredShard[], provenance: Readonly<Record<string, string>>, mirror: boolean,
+  ): Promise<TensorFileWriter>;
+  /**
+   * Writes the files that describe the written shards (safetensors indexes); returns their paths.
+   * `mirrored[i]`: output shard i was written as it was; `copyInput` copies a base file unchanged.
+   */
+  writeSidecars(output: OutputTarget, shards: readonly StoredShard[], written: SidecarContext): Promise<string[]>;
+}
+
+/** What writeSidecars may need to know of how the shards were written. */
+export interface SidecarContext {
+  readonly mirrored: readonly boolean[];
+  copyInput(path: string): Promise<void>;
+}

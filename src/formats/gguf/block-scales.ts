@@ -1,0 +1,37 @@
+/**
+ * NaN and ±Inf in GGML blocks, found from their f16 scales alone. Every value a block decodes to
+ * is a product with the block's scale (`d·q`, `d·sc·q − dmin·m`, …: ggml-common.h, ggml-quants.c),
+ * so a block whose scales are finite decodes to finite values only (|d·q| stays far below f32's
+ * range), and a block with a NaN or infinite scale decodes to NaN or ±Inf everywhere (∞·0 is NaN).
+ * Counting such blocks counts the non-finite values exactly, at the cost of reading one or two
+ * 16-bit words per block instead of decoding every value.
+ */
+import type { GgmlType } from './ggml-types.js';
+
+/** Byte offsets of each block's f16 scales (`d`, and `m` / `dmin` where the values have one). */
+const F16_SCALES: Readonly<Record<string, readonly number[]>> = {
+  Q4_0: [0], Q4_1: [0, 2], Q5_0: [0], Q5_1: [0, 2], Q8_0: [0], Q8_1: [0],
+  Q2_K: [80, 82], Q3_K: [108], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208],
+  IQ2_XXS: [0], IQ2_XS: [0], IQ2_S: [0], IQ3_XXS: [0], IQ3_S: [0], IQ1_S: [0], IQ4_NL: [0], IQ4_XS: [0],
+  TQ1_0: [52], TQ2_0: [64], Q1_0: [0], Q2_0: [0],
+};
+
+/** Whether nonFiniteBlockValues can scan this type. */
+export function scansBlockScales(type: GgmlType): boolean {
+  return Object.hasOwn(F16_SCALES, type.name);
+}
+
+/**
+ * How many of the values `bytes` (whole blocks of `type`) decode to are NaN or ±Inf; undefined
+ * for types whose scales are not plain f16 words (IQ1_M, MXFP4, NVFP4) or that are not blocks.
+ */
+export function nonFiniteBlockValues(type: GgmlType, bytes: Uint8Array): number | undefined {
+  const offsets = F16_SCALES[type.name];
+  if (!offsets || type.blockSize === 1) return undefined;
+  let bad = 0;
+  for (let block = 0; block + type.blockBytes <= bytes.byteLength; block += type.blockBytes) {
+    // An f16 is NaN or infinite when its five exponent bits are all ones (little-endian high byte 0x7c).
+    if (offsets.some((o) => (bytes[block + o + 1] & 0x7c) === 0x7c)) bad++;
+  }
+  return bad * type.blockSize;
+}

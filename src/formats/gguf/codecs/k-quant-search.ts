@@ -1,0 +1,145 @@
+/**
+ * The iterative scale searches of ggml's k-quant reference quantizers (ggml-quants.c), step for
+ * step in C float arithmetic (see c-float.ts): `make_qkx2_quants` fits a scale and a minimum to a
+ * sub-block (Q4_K, Q5_K), `make_qx_quants` a symmetric scale (Q6_K).
+ */
+import * as cFloat from './c-float.js';
+
+// Bound once: the loops below call these per value (a module binding may be a getter).
+const { cmax, cmin, f32, GROUP_MAX_EPS, nearestInt } = cFloat;
+
+/** The minimum found by makeQkx2Quants, returned as −min (≥ 0), as C writes it to *the_min. */
+export interface ScaleAndMin {
+  scale: number;
+  theMin: number;
+}
+
+/**
+ * make_qkx2_quants(n, nmax, x, weights, L, &the_min, Laux, rmin, rdelta, nstep, use_mad) on
+ * x[x0 … x0+n), writing levels 0…nmax to L[l0 …].
+ */
+export function makeQkx2Quants(
+  n: number, nmax: number, x: Float32Array, x0: number, weights: Float32Array,
+  L: Uint8Array, l0: number, Laux: Uint8Array, rmin: number, rdelta: number, nstep: number, useMad: boolean,
+): ScaleAndMin {
+  let min = x[x0];
+  let max = x[x0];
+  let sumW = weights[0];
+  let sumX = f32(sumW * x[x0]);
+  for (let i = 1; i < n; i++) {
+    const xi = x[x0 + i];
+    if (xi < min) min = xi;
+    if (xi > max) max = xi;
+    const w = weights[i];
+    sumW = f32(sumW + w);
+    sumX = f32(sumX + f32(w * xi));
+  }
+  if (min > 0) min = 0;
+  if (max === min) {
+    for (let i = 0; i < n; i++) L[l0 + i] = 0;
+    return { scale: 0, theMin: -min };
+  }
+  let iscale = f32(nmax / f32(max - min));
+  let scale = f32(1 / iscale);
+  let bestError = 0;
+  for (let i = 0; i < n; i++) {
+    const l = nearestInt(f32(iscale * f32(x[x0 + i] - min)));
+    const q = cmax(0, cmin(nmax, l));
+    L[l0 + i] = q;
+    let diff = f32(f32(f32(scale * q) + min) - x[x0 + i]);
+    diff = useMad ? Math.abs(diff) : f32(diff * diff);
+    bestError = f32(bestError + f32(weights[i] * diff));
+  }
+  if (nstep < 1) return { scale, theMin: -min };
+  for (let is = 0; is <= nstep; is++) {
+    // min moves when a step improves the fit, and later steps use the new one, as in C.
+    iscale = f32(f32(f32(rmin + f32(rdelta * is)) + nmax) / f32(max - min));
+    let sumL = 0;
+    let sumL2 = 0;
+    let sumXL = 0;
+    for (let i = 0; i < n; i++) {
+      const xi = x[x0 + i];
+      const l = cmax(0, cmin(nmax, nearestInt(f32(iscale * f32(xi - min)))));
+      Laux[i] = l;
+      const wl = f32(weights[i] * l);
+      sumL = f32(sumL + wl);
+      sumL2 = f32(sumL2 + f32(wl * l));
+      sumXL = f32(sumXL + f32(wl * xi));
+    }
+    const D = f32(f32(sumW * sumL2) - f32(sumL * sumL));
+    if (D > 0) {
+      let thisScale = f32(f32(f32(sumW * sumXL) - f32(sumX * sumL)) / D);
+      let thisMin = f32(f32(f32(sumL2 * sumX) - f32(sumL * sumXL)) / D);
+      if (thisMin > 0) {
+        thisMin = 0;
+        thisScale = f32(sumXL / sumL2);
+      }
+      let curError = 0;
+      for (let i = 0; i < n; i++) {
+        let diff = f32(f32(f32(thisScale * Laux[i]) + thisMin) - x[x0 + i]);
+        diff = useMad ? Math.abs(diff) : f32(diff * diff);
+        curError = f32(curError + f32(weights[i] * diff));
+      }
+      if (curError < bestError) {
+        for (let i = 0; i < n; i++) L[l0 + i] = Laux[i];
+        bestError = curError;
+        scale = thisScale;
+        min = thisMin;
+      }
+    }
+  }
+  return { scale, theMin: -min };
+}
+
+/**
+ * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL) on x[x0 … x0+n): levels −nmax…nmax−1
+ * stored as 0…2·nmax−1 in L[l0 …], weights x², and a search over 18 nearby scales.
+ */
+export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, x0: number, L: Uint8Array, l0: number): number {
+  let max = 0;
+  let amax = 0;
+  for (let i = 0; i < n; i++) {
+    const ax = Math.abs(x[x0 + i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[x0 + i];
+    }
+  }
+  if (amax < GROUP_MAX_EPS) {
+    for (let i = 0; i < n; i++) L[l0 + i] = 0;
+    return 0;
+  }
+  const clamp = (l: number) => cmax(-nmax, cmin(nmax - 1, l));
+  let iscale = f32(-nmax / max);
+  let sumlx = 0;
+  let suml2 = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = x[x0 + i];
+    const l = clamp(nearestInt(f32(iscale * xi)));
+    L[l0 + i] = l + nmax;
+    const w = f32(xi * xi);
+    sumlx = f32(sumlx + f32(f32(w * xi) * l));
+    suml2 = f32(suml2 + f32(f32(w * l) * l));
+  }
+  let scale = suml2 ? f32(sumlx / suml2) : 0;
+  let best = f32(scale * sumlx);
+  for (let is = -9; is <= 9; is++) {
+    if (is === 0) continue;
+    iscale = f32(-f32(nmax + f32(f32(0.1) * is)) / max);
+    sumlx = 0;
+    suml2 = 0;
+    for (let i = 0; i < n; i++) {
+      const xi = x[x0 + i];
+      const l = clamp(nearestInt(f32(iscale * xi)));
+      const w = f32(xi * xi);
+      sumlx = f32(sumlx + f32(f32(w * xi) * l));
+      suml2 = f32(suml2 + f32(f32(w * l) * l));
+    }
+    if (suml2 > 0 && f32(sumlx * sumlx) > f32(best * suml2)) {
+      for (let i = 0; i < n; i++) L[l0 + i] = nmax + clamp(nearestInt(f32(iscale * x[x0 + i])));
+      scale = f32(sumlx / suml2);
+      best = f32(scale * sumlx);
+    }
+  }
+  return scale;
+}

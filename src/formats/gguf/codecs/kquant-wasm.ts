@@ -1,0 +1,59 @@
+/**
+ * The k-quant encoders compiled to WebAssembly (wasm/kquant-encoder.ts, embedded by
+ * scripts/gen-wasm.mjs): the same reference algorithm as the TypeScript codecs, in native f32
+ * arithmetic, several times faster. Used when the engine can compile it synchronously (it is under
+ * the 4 KB browsers allow on a page's main thread; workers and Node have no limit); otherwise the
+ * TypeScript path runs. Values pass through the module's memory in pieces.
+ */
+import { kquantEncoderWasmBase64 } from './kquant-encoder.generated.js';
+
+interface Exports {
+  memory: WebAssembly.Memory;
+  heapBase(): number;
+  encodeScaleMin(src: number, dst: number, nBlocks: number, nmax: number): void;
+  encodeQ6K(src: number, dst: number, nBlocks: number): void;
+}
+
+/** Blocks per call: 1 MiB of f32 input. */
+const PIECE_BLOCKS = 1024;
+
+let loaded: Exports | null | undefined;
+
+function encoder(): Exports | null {
+  if (loaded !== undefined) return loaded;
+  loaded = null;
+  try {
+    if (typeof WebAssembly !== 'object' || typeof atob !== 'function') return loaded;
+    const text = atob(kquantEncoderWasmBase64);
+    const bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    loaded = new WebAssembly.Instance(new WebAssembly.Module(bytes), {}).exports as unknown as Exports;
+  } catch {
+    loaded = null; // no WebAssembly, or a policy that forbids compiling it: the TypeScript path runs
+  }
+  return loaded;
+}
+
+export type KQuantKind = 'Q4_K' | 'Q5_K' | 'Q6_K';
+
+const BLOCK_BYTES: Record<KQuantKind, number> = { Q4_K: 144, Q5_K: 176, Q6_K: 210 };
+
+/** Encodes whole 256-value blocks with the WebAssembly encoder; false when it is unavailable. */
+export function encodeKQuantWasm(kind: KQuantKind, src: Float32Array, out: Uint8Array): boolean {
+  const e = encoder();
+  if (!e) return false;
+  const nBlocks = src.length / 256;
+  const blockBytes = BLOCK_BYTES[kind];
+  const base = e.heapBase();
+  const dst = base + PIECE_BLOCKS * 1024;
+  const need = dst + PIECE_BLOCKS * blockBytes;
+  if (e.memory.buffer.byteLength < need) e.memory.grow(Math.ceil((need - e.memory.buffer.byteLength) / 65536));
+  for (let b0 = 0; b0 < nBlocks; b0 += PIECE_BLOCKS) {
+    const n = Math.min(PIECE_BLOCKS, nBlocks - b0);
+    new Float32Array(e.memory.buffer, base, n * 256).set(src.subarray(b0 * 256, (b0 + n) * 256));
+    if (kind === 'Q6_K') e.encodeQ6K(base, dst, n);
+    else e.encodeScaleMin(base, dst, n, kind === 'Q4_K' ? 15 : 31);
+    out.set(new Uint8Array(e.memory.buffer, dst, n * blockBytes), b0 * blockBytes);
+  }
+  return true;
+}

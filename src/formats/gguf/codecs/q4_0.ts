@@ -1,0 +1,59 @@
+/**
+ * Q4_0: blocks of 32 values, 18 bytes: f16 d, then 16 bytes whose low nibbles hold values 0–15 and
+ * high nibbles values 16–31; x = (q − 8)·d.
+ * Quantization (quantize_row_q4_0_ref): d = (the value of largest magnitude) / −8,
+ * q = min(15, (int8)(x/d + 8.5)).
+ */
+import { ggmlTypeByName } from '../ggml-types.js';
+import type { BlockCodec } from './codec.js';
+import * as cFloat from './c-float.js';
+
+// Bound once: the loops below call these per value (a module binding may be a getter).
+const { cmin, f16Table, f32, putU16, toF16Bits, toInt8, u16At } = cFloat;
+
+const QK = 32;
+const BYTES = 18;
+
+export const Q4_0_CODEC: BlockCodec = {
+  type: ggmlTypeByName('Q4_0')!,
+  decode(src, out) {
+    const half = f16Table();
+    const n = src.length / BYTES;
+    for (let b = 0; b < n; b++) {
+      const at = b * BYTES;
+      const d = half[u16At(src, at)];
+      const y = b * QK;
+      for (let j = 0; j < QK / 2; j++) {
+        const q = src[at + 2 + j];
+        out[y + j] = f32(((q & 0x0f) - 8) * d);
+        out[y + j + QK / 2] = f32(((q >> 4) - 8) * d);
+      }
+    }
+  },
+  encode(src, out) {
+    const n = src.length / QK;
+    for (let b = 0; b < n; b++) {
+      const x = b * QK;
+      const at = b * BYTES;
+      let amax = 0;
+      let max = 0;
+      for (let j = 0; j < QK; j++) {
+        const v = src[x + j];
+        if (amax < Math.abs(v)) {
+          amax = Math.abs(v);
+          max = v;
+        }
+      }
+      const d = f32(max / -8);
+      const id = d ? f32(1 / d) : 0;
+      putU16(out, at, toF16Bits(d));
+      for (let j = 0; j < QK / 2; j++) {
+        const x0 = f32(src[x + j] * id);
+        const x1 = f32(src[x + QK / 2 + j] * id);
+        const q0 = cmin(15, toInt8(f32(x0 + 8.5))) & 0xff;
+        const q1 = cmin(15, toInt8(f32(x1 + 8.5))) & 0xff;
+        out[at + 2 + j] = (q0 | (q1 << 4)) & 0xff;
+      }
+    }
+  },
+};

@@ -1,0 +1,69 @@
+/**
+ * Q5_0: blocks of 32 values, 22 bytes: f16 d, a little-endian u32 qh whose bit j is the fifth bit
+ * of value j, then 16 bytes of low nibbles (low: values 0–15, high: 16–31); x = (q − 16)·d.
+ * Quantization (quantize_row_q5_0_ref): d = (the value of largest magnitude) / −16,
+ * q = min(31, (int8)(x/d + 16.5)).
+ */
+import { ggmlTypeByName } from '../ggml-types.js';
+import type { BlockCodec } from './codec.js';
+import * as cFloat from './c-float.js';
+
+// Bound once: the loops below call these per value (a module binding may be a getter).
+const { cmin, f16Table, f32, putU16, toF16Bits, toInt8, u16At } = cFloat;
+
+const QK = 32;
+const BYTES = 22;
+
+export const Q5_0_CODEC: BlockCodec = {
+  type: ggmlTypeByName('Q5_0')!,
+  decode(src, out) {
+    const half = f16Table();
+    const n = src.length / BYTES;
+    for (let b = 0; b < n; b++) {
+      const at = b * BYTES;
+      const d = half[u16At(src, at)];
+      const qh = (src[at + 2] | (src[at + 3] << 8) | (src[at + 4] << 16) | (src[at + 5] << 24)) >>> 0;
+      const y = b * QK;
+      for (let j = 0; j < QK / 2; j++) {
+        const q = src[at + 6 + j];
+        const h0 = ((qh >>> j) << 4) & 0x10;
+        const h1 = (qh >>> (j + 12)) & 0x10;
+        out[y + j] = f32((((q & 0x0f) | h0) - 16) * d);
+        out[y + j + QK / 2] = f32((((q >> 4) | h1) - 16) * d);
+      }
+    }
+  },
+  encode(src, out) {
+    const n = src.length / QK;
+    for (let b = 0; b < n; b++) {
+      const x = b * QK;
+      const at = b * BYTES;
+      let amax = 0;
+      let max = 0;
+      for (let j = 0; j < QK; j++) {
+        const v = src[x + j];
+        if (amax < Math.abs(v)) {
+          amax = Math.abs(v);
+          max = v;
+        }
+      }
+      const d = f32(max / -16);
+      const id = d ? f32(1 / d) : 0;
+      putU16(out, at, toF16Bits(d));
+      let qh = 0;
+      for (let j = 0; j < QK / 2; j++) {
+        const x0 = f32(src[x + j] * id);
+        const x1 = f32(src[x + QK / 2 + j] * id);
+        const q0 = cmin(31, toInt8(f32(x0 + 16.5))) & 0xff;
+        const q1 = cmin(31, toInt8(f32(x1 + 16.5))) & 0xff;
+        out[at + 6 + j] = ((q0 & 0x0f) | ((q1 & 0x0f) << 4)) & 0xff;
+        qh |= ((q0 & 0x10) >>> 4) << j;
+        qh |= ((q1 & 0x10) >>> 4) << (j + QK / 2);
+      }
+      out[at + 2] = qh & 0xff;
+      out[at + 3] = (qh >>> 8) & 0xff;
+      out[at + 4] = (qh >>> 16) & 0xff;
+      out[at + 5] = (qh >>> 24) & 0xff;
+    }
+  },
+};

@@ -1,0 +1,185 @@
+/**
+ * llama.cpp's GGUF LoRA adapters (convert_lora_to_gguf.py; read by src/llama-adapter.cpp and
+ * tools/export-lora): `general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha`, and per
+ * base tensor `<name>.lora_a` (ne = [in, r]) and `<name>.lora_b` (ne = [r, out]), in f32, f16,
+ * bf16 or q8_0. Merged as export-lora does: W += s·B·A with s = weight·α/r, or the weight alone
+ * when α is 0 (r = ne[0] of lora_b). For `token_embd` the converter stores A transposed
+ * (ne = [r, vocab]) and llama.cpp reads it so; it is turned back on reading. Norm vectors some
+ * converters add (`*_norm.weight`) are ignored, as llama.cpp ignores them, with a warning; any
+ * other tensor is refused by name.
+ *
+ * The factors are presented to the plan through a view of the file with safetensors-style entries
+ * (f32/f16/bf16 as stored; q8_0 and the transposed A decoded to f32 when read).
+ */
+import { decodeToF32, type DType } from '../../dtype.js';
+import { MergeError, type MergeErrorCode } from '../../errors.js';
+import type { ByteSource } from '../../io/types.js';
+import { throwIfProblems } from '../../plan/problems.js';
+import type { AdapterModule, ParsedAdapter } from '../adapter.js';
+import { lora } from '../algorithms/lora.js';
+import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
+import { blockCodec } from './codecs/registry.js';
+import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
+
+const FACTOR_TYPES = new Set(['F32', 'F16', 'BF16', 'Q8_0']);
+
+type Problem = { code: MergeErrorCode; message: string };
+
+export async function parseGgufAdapter(name: string, source: ByteSource): Promise<ParsedAdapter> {
+  const file = await openGguf(source);
+  const fileName = source.name;
+  const text = (key: string) => {
+    const v = file.value(key)?.value;
+    return typeof v === 'string' ? v : undefined;
+  };
+  if (text('general.type') !== 'adapter') {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: a GGUF file whose general.type is ${JSON.stringify(text('general.type') ?? null)}, not "adapter"; pass a base model with --base`);
+  }
+  if (text('adapter.type') !== 'lora') {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: GGUF adapter of type ${JSON.stringify(text('adapter.type') ?? null)}; only "lora" adapters can be merged`);
+  }
+  const alphaValue = file.value('adapter.lora.alpha')?.value;
+  const alpha = typeof alphaValue === 'number' ? alphaValue : 0;
+
+  const problems: Problem[] = [];
+  const warnings: string[] = [];
+  const pairs = new Map<string, { a?: GgufTensor; b?: GgufTensor }>();
+  const ignored: string[] = [];
+  for (const t of file.tensors) {
+    const m = /^(.+)\.lora_([ab])$/.exec(t.name);
+    if (m) {
+      const pair = pairs.get(m[1]) ?? {};
+      pair[m[2] as 'a' | 'b'] = t;
+      pairs.set(m[1], pair);
+    } else if (t.name.endsWith('_norm.weight')) {
+      ignored.push(t.name);
+    } else {
+      problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${t.name}" is neither a .lora_a/.lora_b factor nor a norm vector` });
+    }
+  }
+  if (ignored.length > 0) {
+    warnings.push(`${name}: ${ignored.length} norm tensor${ignored.length === 1 ? '' : 's'} (${ignored.slice(0, 2).join(', ')}${ignored.length > 2 ? ', …' : ''}) ignored, as llama.cpp ignores them`);
+  }
+
+  const views: FactorView[] = [];
+  const modules: AdapterModule[] = [];
+  for (const [base, { a, b }] of pairs) {
+    const fail = (code: MergeErrorCode, message: string) => problems.push({ code, message: `${name}: module "${base}": ${message}` });
+    if (!a || !b) {
+      fail('UNSUPPORTED_FORMAT', `has ${base}.lora_${a ? 'a' : 'b'} but no ${base}.lora_${a ? 'b' : 'a'}`);
+      continue;
+    }
+    const bad = [a, b].find((t) => !FACTOR_TYPES.has(t.type.name));
+    if (bad) {
+      fail('UNSUPPORTED_FORMAT', `${bad.name} is ${bad.type.name}; GGUF LoRA factors must be F32, F16, BF16 or Q8_0`);
+      continue;
+    }
+    if (a.ne.length !== 2 || b.ne.length !== 2) {
+      fail('UNSUPPORTED_FORMAT', `factors of ${Math.max(a.ne.length, b.ne.length)} dimensions (per-expert LoRA) are not supported yet`);
+      continue;
+    }
+    const rank = b.ne[0];
+    const embedding = /(^|\.)token_embd\.weight$/.test(base);
+    // ΔW (out, in) = B·A with A (r, in), B (out, r), as the engine takes them.
+    const [inFeatures, aRank] = embedding ? [a.ne[1], a.ne[0]] : [a.ne[0], a.ne[1]];
+    const outFeatures = b.ne[1];
+    if (aRank !== rank || rank < 1) {
+      fail('SHAPE_MISMATCH', `lora_a ne ${fmt(a.ne)} does not fit lora_b ne ${fmt(b.ne)} (rank ${rank})`);
+      continue;
+    }
+    const down = view(views, a, [rank, inFeatures], embedding);
+    const up = view(views, b, [outFeatures, rank], false);
+    const path = base.endsWith('.weight') ? base.slice(0, -'.weight'.length) : base;
+    modules.push({
+      adapter: name,
+      key: base,
+      name: base,
+      address: { path, flat: false },
+      algorithm: lora.name,
+      kind: embedding ? 'embedding' : 'linear',
+      deltaShape: [outFeatures, inFeatures],
+      rank,
+      alpha,
+      scale: alpha ? alpha / rank : 1,
+      tensors: { down, up },
+      update: { kind: 'low-rank', rank },
+      fanInFanOut: false,
+    });
+  }
+  throwIfProblems(name, problems);
+  if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no .lora_a/.lora_b tensors found`);
+  const architecture = text('general.architecture');
+  return {
+    name,
+    format: 'gguf',
+    file: new FactorFile(file, views),
+    modules,
+    replacements: [],
+    warnings,
+    config: { 'general.architecture': architecture, 'adapter.lora.alpha': alpha },
+  };
+}
+
+interface FactorView {
+  entry: TensorEntry;
+  tensor: GgufTensor;
+  /** Stored (shape[1], shape[0]): read transposed. */
+  transpose: boolean;
+}
+
+function view(views: FactorView[], tensor: GgufTensor, shape: number[], transpose: boolean): TensorEntry {
+  const decoded = transpose || tensor.type.name === 'Q8_0';
+  const dtype: DType = decoded ? 'F32' : (tensor.type.name as DType);
+  const elements = shape[0] * shape[1];
+  const entry: TensorEntry = { name: tensor.name, dtype, shape, offset: tensor.offset, byteLength: elements * (dtype === 'F32' ? 4 : 2) };
+  views.push({ entry, tensor, transpose });
+  return entry;
+}
+
+/** The adapter's factors as a SafetensorsFile: entries in the shapes and dtypes the engine takes. */
+class FactorFile implements SafetensorsFile {
+  readonly source: ByteSource;
+  readonly tensors: readonly TensorEntry[];
+  readonly metadata: Readonly<Record<string, string>> = {};
+  private readonly byName: Map<string, FactorView>;
+
+  constructor(private readonly gguf: GgufFile, views: FactorView[]) {
+    this.source = gguf.source;
+    this.tensors = views.map((v) => v.entry);
+    this.byName = new Map(views.map((v) => [v.entry.name, v]));
+  }
+
+  get(name: string): TensorEntry | undefined {
+    return this.byName.get(name)?.entry;
+  }
+
+  async read(entry: TensorEntry): Promise<Uint8Array> {
+    const v = this.byName.get(entry.name);
+    if (!v) throw new MergeError('NOT_FOUND', `${this.source.name}: no tensor "${entry.name}"`);
+    const raw = await this.gguf.readPart(v.tensor, 0, v.tensor.byteLength);
+    if (!v.transpose && v.tensor.type.name !== 'Q8_0') return raw;
+    let values: Float32Array;
+    if (v.tensor.type.name === 'Q8_0') {
+      values = new Float32Array((raw.byteLength / v.tensor.type.blockBytes) * v.tensor.type.blockSize);
+      blockCodec(v.tensor.type)!.decode(raw, values);
+    } else {
+      values = decodeToF32(raw, v.tensor.type.name as 'F32' | 'F16' | 'BF16');
+    }
+    if (v.transpose) {
+      // Stored rows are entry.shape[1] long and entry.shape[1] × entry.shape[0] in all.
+      const [rows, cols] = entry.shape;
+      const t = new Float32Array(values.length);
+      for (let i = 0; i < cols; i++) for (let j = 0; j < rows; j++) t[j * cols + i] = values[i * rows + j];
+      values = t;
+    }
+    return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  }
+
+  async readPart(entry: TensorEntry, start: number, length: number): Promise<Uint8Array> {
+    return (await this.read(entry)).subarray(start, start + length);
+  }
+}
+
+function fmt(ne: readonly number[]): string {
+  return `[${ne.join(', ')}]`;
+}

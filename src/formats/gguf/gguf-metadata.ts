@@ -1,0 +1,125 @@
+/**
+ * GGUF metadata as an ordered list of typed key-value pairs, and its byte encoding (versions 2 and
+ * 3 share it; little-endian): key as u64 length + UTF-8, u32 value type, then the value. Arrays are
+ * u32 element type + u64 count + elements; arrays of arrays are not part of what llama.cpp reads
+ * and are refused when opening.
+ */
+import type { MetadataValue } from '@huggingface/gguf';
+
+/**
+ * GGUF metadata value types (gguf.h). The same numbers as @huggingface/gguf's enum, defined here so
+ * that only opening a file loads the parser (it is large for a browser bundle).
+ */
+export const GGUFValueType = {
+  UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9,
+  UINT64: 10, INT64: 11, FLOAT64: 12,
+} as const;
+export type GGUFValueType = (typeof GGUFValueType)[keyof typeof GGUFValueType];
+
+export interface GgufKeyValue {
+  key: string;
+  type: GGUFValueType;
+  /** Element type of an array. */
+  subType?: GGUFValueType;
+  value: MetadataValue;
+}
+
+const FIXED_BYTES: Partial<Record<GGUFValueType, number>> = {
+  [GGUFValueType.UINT8]: 1, [GGUFValueType.INT8]: 1, [GGUFValueType.BOOL]: 1,
+  [GGUFValueType.UINT16]: 2, [GGUFValueType.INT16]: 2,
+  [GGUFValueType.UINT32]: 4, [GGUFValueType.INT32]: 4, [GGUFValueType.FLOAT32]: 4,
+  [GGUFValueType.UINT64]: 8, [GGUFValueType.INT64]: 8, [GGUFValueType.FLOAT64]: 8,
+};
+
+const encoder = new TextEncoder();
+
+/** Appends little-endian values to a growing byte list. */
+export class ByteWriter {
+  private chunks: Uint8Array[] = [];
+  private length = 0;
+
+  get byteLength(): number {
+    return this.length;
+  }
+
+  bytes(b: Uint8Array): void {
+    this.chunks.push(b);
+    this.length += b.byteLength;
+  }
+
+  private fixed(size: number, put: (view: DataView) => void): void {
+    const b = new Uint8Array(size);
+    put(new DataView(b.buffer));
+    this.bytes(b);
+  }
+
+  u32(v: number): void {
+    this.fixed(4, (d) => d.setUint32(0, v, true));
+  }
+
+  u64(v: number | bigint): void {
+    this.fixed(8, (d) => d.setBigUint64(0, BigInt(v), true));
+  }
+
+  string(s: string): void {
+    const b = encoder.encode(s);
+    this.u64(b.byteLength);
+    this.bytes(b);
+  }
+
+  value(type: GGUFValueType, v: MetadataValue, subType?: GGUFValueType): void {
+    switch (type) {
+      case GGUFValueType.STRING:
+        return this.string(v as string);
+      case GGUFValueType.ARRAY: {
+        const items = v as MetadataValue[];
+        if (subType === undefined || subType === GGUFValueType.ARRAY) throw new Error('GGUF arrays of arrays are not supported');
+        this.u32(subType);
+        this.u64(items.length);
+        for (const item of items) this.value(subType, item);
+        return;
+      }
+    }
+    const size = FIXED_BYTES[type];
+    if (size === undefined) throw new Error(`unknown GGUF value type ${type}`);
+    this.fixed(size, (d) => {
+      switch (type) {
+        case GGUFValueType.UINT8: return d.setUint8(0, v as number);
+        case GGUFValueType.INT8: return d.setInt8(0, v as number);
+        case GGUFValueType.BOOL: return d.setUint8(0, v ? 1 : 0);
+        case GGUFValueType.UINT16: return d.setUint16(0, v as number, true);
+        case GGUFValueType.INT16: return d.setInt16(0, v as number, true);
+        case GGUFValueType.UINT32: return d.setUint32(0, v as number, true);
+        case GGUFValueType.INT32: return d.setInt32(0, v as number, true);
+        case GGUFValueType.FLOAT32: return d.setFloat32(0, v as number, true);
+        case GGUFValueType.UINT64: return d.setBigUint64(0, BigInt(v as bigint), true);
+        case GGUFValueType.INT64: return d.setBigInt64(0, BigInt(v as bigint), true);
+        case GGUFValueType.FLOAT64: return d.setFloat64(0, v as number, true);
+      }
+    });
+  }
+
+  keyValue(kv: GgufKeyValue): void {
+    this.string(kv.key);
+    this.u32(kv.type);
+    this.value(kv.type, kv.value, kv.subType);
+  }
+
+  /** Everything written so far, as one array; the writer starts empty again. */
+  take(): Uint8Array {
+    const out = new Uint8Array(this.length);
+    let at = 0;
+    for (const c of this.chunks) {
+      out.set(c, at);
+      at += c.byteLength;
+    }
+    this.chunks = [];
+    this.length = 0;
+    return out;
+  }
+}
+
+/** The value of `key` in a metadata list, or undefined. */
+export function metadataValue(metadata: readonly GgufKeyValue[], key: string): MetadataValue | undefined {
+  return metadata.find((kv) => kv.key === key)?.value;
+}

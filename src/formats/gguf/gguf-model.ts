@@ -1,0 +1,203 @@
+/**
+ * A GGUF base model: one `.gguf` file, or a split set `<name>-0000i-of-0000N.gguf` (given as its
+ * folder, or as the set of its parts), each part checked against its `split.*` metadata. Tensors
+ * are presented to the plan in PyTorch order (rows of GGML's ne[0]) and as the float dtype the
+ * engine computes them in (F32 for block types).
+ */
+import type { FloatTensorBytes } from '../../engine/merge-op.js';
+import { MergeError } from '../../errors.js';
+import type { InputFileSet } from '../../io/types.js';
+import type { MergePlan, PlanProblem } from '../../plan/merge-plan.js';
+import type { ParsedAdapter } from '../adapter.js';
+import type { BaseModel, BaseShard, BaseTensor } from '../base-model.js';
+import type { ContainerFormat } from '../container.js';
+import { blockCodec, CODEC_TYPE_NAMES } from './codecs/registry.js';
+import { ggufContainer } from './gguf-container.js';
+import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
+
+const GGUF = /\.gguf$/i;
+const SPLIT = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
+
+export async function openGgufModel(files: InputFileSet): Promise<BaseModel> {
+  const list = files.list();
+  const paths = partPaths(files.name, list.filter((p) => GGUF.test(p)));
+  const parts: { path: string; file: GgufFile }[] = [];
+  try {
+    for (const path of paths) {
+      const source = await files.open(path);
+      try {
+        parts.push({ path, file: await openGguf(source) });
+      } catch (e) {
+        await source.close();
+        throw e;
+      }
+    }
+    checkParts(files.name, parts);
+    const otherFiles = list.filter((p) => !GGUF.test(p));
+    return new GgufModel(files.name, parts, otherFiles);
+  } catch (e) {
+    await Promise.all(parts.map((p) => p.file.source.close()));
+    throw e;
+  }
+}
+
+/** The .gguf files that make the model: one file, or every part of one split set, in order. */
+function partPaths(name: string, ggufs: string[]): string[] {
+  if (ggufs.length === 0) throw new MergeError('NOT_FOUND', `${name}: no .gguf file found`);
+  if (ggufs.length === 1) return ggufs;
+  const sets = new Map<string, string[]>();
+  for (const p of ggufs) {
+    const m = SPLIT.exec(p);
+    const key = m ? `${m[1]}|${m[3]}` : p;
+    sets.set(key, [...(sets.get(key) ?? []), p]);
+  }
+  if (sets.size !== 1) {
+    throw new MergeError('BAD_ARGUMENT', `${name}: holds ${sets.size} GGUF models (${[...sets.values()].map((v) => v[0]).slice(0, 3).join(', ')}…); point at one`);
+  }
+  return [...sets.values()][0].sort();
+}
+
+function splitValue(file: GgufFile, key: string): number | undefined {
+  const value = file.value(key)?.value;
+  return typeof value === 'number' ? value : undefined;
+}
+
+/** A split set must be complete, in order, and agree with its own split.* metadata. */
+function checkParts(name: string, parts: { path: string; file: GgufFile }[]): void {
+  const first = parts[0].file;
+  if (first.value('general.type')?.value === 'adapter') {
+    throw new MergeError('BAD_ARGUMENT', `${parts[0].file.source.name}: is a LoRA adapter (general.type = adapter), not a base model; pass it with --adapter`);
+  }
+  const count = splitValue(first, 'split.count') ?? 1;
+  if (count !== parts.length) {
+    const m = SPLIT.exec(parts[0].path);
+    const declared = m ? Number(m[3]) : count;
+    throw new MergeError('NOT_FOUND', `${name}: split GGUF of ${Math.max(count, declared)} parts but ${parts.length} found (incomplete download?)`);
+  }
+  if (count === 1) return;
+  let tensors = 0;
+  parts.forEach(({ path, file }, i) => {
+    const m = SPLIT.exec(path);
+    if (!m || Number(m[2]) !== i + 1 || Number(m[3]) !== count) {
+      throw new MergeError('BAD_CONFIG', `${name}: ${path} is not part ${i + 1} of ${count} by its name (expected …-${String(i + 1).padStart(5, '0')}-of-${String(count).padStart(5, '0')}.gguf)`);
+    }
+    if (splitValue(file, 'split.no') !== i || splitValue(file, 'split.count') !== count) {
+      throw new MergeError('BAD_CONFIG', `${file.source.name}: its split.no/split.count metadata say part ${splitValue(file, 'split.no')} of ${splitValue(file, 'split.count')}, its name part ${i} of ${count}`);
+    }
+    tensors += file.tensors.length;
+  });
+  const declared = splitValue(first, 'split.tensors.count');
+  if (declared !== undefined && declared !== tensors) {
+    throw new MergeError('BAD_CONFIG', `${name}: split.tensors.count is ${declared} but the parts hold ${tensors} tensors`);
+  }
+}
+
+/**
+ * The shape the plan sees: GGUF stores every tensor as rows of ne[0] values, so tensors of three or
+ * more dimensions (experts stacked, ne = [in, out, experts]) are the matrix (experts·out, in), on
+ * whose rows layouts place each expert's update.
+ */
+function matrixShape(shape: number[]): number[] {
+  if (shape.length <= 2) return shape;
+  return [shape.slice(0, -1).reduce((n, d) => n * d, 1), shape[shape.length - 1]];
+}
+
+class GgufModel implements BaseModel {
+  readonly kind = 'gguf' as const;
+  readonly tensors: ReadonlyMap<string, BaseTensor>;
+  readonly shards: readonly BaseShard[];
+  readonly format: ContainerFormat;
+  readonly warnings: readonly string[] = [];
+  private readonly located = new Map<string, { file: GgufFile; tensor: GgufTensor }>();
+
+  constructor(readonly name: string, private readonly parts: { path: string; file: GgufFile }[], readonly otherFiles: readonly string[]) {
+    const tensors = new Map<string, BaseTensor>();
+    for (const { path, file } of parts) {
+      for (const t of file.tensors) {
+        if (tensors.has(t.name)) throw new MergeError('BAD_CONFIG', `${name}: tensor "${t.name}" is in two parts`);
+        const dtype = t.type.name === 'F16' || t.type.name === 'BF16' ? t.type.name : 'F32';
+        tensors.set(t.name, { name: t.name, dtype, shape: matrixShape(t.shape), shard: path, storedType: t.type.name, byteLength: t.byteLength });
+        this.located.set(t.name, { file, tensor: t });
+      }
+    }
+    this.tensors = tensors;
+    this.shards = parts.map(({ path, file }) => ({
+      path,
+      sourceName: file.source.name,
+      keyPrefix: '',
+      mirrorIfUnchanged: false,
+      tensors: file.tensors.map((t) => ({ name: t.name, type: t.type.name, shape: t.shape, byteLength: t.byteLength })),
+    }));
+    this.format = ggufContainer(parts.map((p) => ({ metadata: p.file.metadata, alignment: p.file.alignment })), this.shards);
+  }
+
+  /** A value of the first part's metadata (where llama.cpp reads the model's hyperparameters). */
+  metadata(key: string): unknown {
+    return this.parts[0].file.value(key)?.value;
+  }
+
+  async read(name: string): Promise<Uint8Array> {
+    const { file, tensor } = this.locate(name);
+    return file.readPart(tensor, 0, tensor.byteLength);
+  }
+
+  async readPart(name: string, start: number, length: number): Promise<Uint8Array> {
+    const { file, tensor } = this.locate(name);
+    return file.readPart(tensor, start, length);
+  }
+
+  async readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes> {
+    const { tensor } = this.locate(name);
+    const shape = this.tensors.get(name)!.shape;
+    const rowBytes = shape.length === 0 ? tensor.byteLength : tensor.byteLength / Math.max(shape[0], 1);
+    return this.format.decodeRows(tensor.type.name, await this.readPart(name, rowStart * rowBytes, rowCount * rowBytes));
+  }
+
+  planProblems(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[] {
+    const problems: PlanProblem[] = [];
+    // llama.cpp refuses an adapter converted for another architecture (the names would not mean the same).
+    const arch = this.metadata('general.architecture');
+    for (const adapter of adapters) {
+      const theirs = adapter.format === 'gguf' ? adapter.config['general.architecture'] : undefined;
+      if (theirs !== undefined && theirs !== arch) {
+        problems.push({
+          adapter: adapter.name, module: '', code: 'PLAN_INVALID',
+          message: `${adapter.name}: a LoRA for architecture ${JSON.stringify(theirs)}, but the base is ${JSON.stringify(arch)}`,
+        });
+      }
+    }
+    const check = (baseKey: string, adapter: string, module: string) => {
+      const tensor = this.locate(baseKey).tensor;
+      if (blockCodec(tensor.type)) return;
+      problems.push({
+        adapter, module, code: 'UNSUPPORTED_FORMAT',
+        message: `${adapter}: module "${module}": base tensor ${baseKey} is ${tensor.type.name}, which loramerge cannot rewrite (it merges into ${CODEC_TYPE_NAMES.join(', ')})`,
+      });
+    };
+    for (const u of plan.updates) check(u.baseKey, u.terms[0].adapter, u.terms[0].moduleName);
+    for (const b of plan.biasUpdates) check(b.baseKey, b.terms[0].adapter, b.terms[0].moduleName);
+    for (const r of plan.replacements) check(r.baseKey, r.adapter, r.baseKey);
+    return problems;
+  }
+
+  planWarnings(plan: MergePlan): string[] {
+    const quantized = new Map<string, number>();
+    for (const key of [...plan.updates.map((u) => u.baseKey), ...plan.biasUpdates.map((b) => b.baseKey)]) {
+      const type = this.locate(key).tensor.type;
+      if (type.blockSize > 1) quantized.set(type.name, (quantized.get(type.name) ?? 0) + 1);
+    }
+    if (quantized.size === 0) return [];
+    const list = [...quantized].map(([type, n]) => `${n} ${type}`).join(', ');
+    return [`${this.name}: unless --dtype chooses another type, the merged tensors (${list}) are re-quantized to their own types by llama.cpp's reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`];
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.parts.map((p) => p.file.source.close()));
+  }
+
+  private locate(name: string): { file: GgufFile; tensor: GgufTensor } {
+    const found = this.located.get(name);
+    if (!found) throw new MergeError('NOT_FOUND', `${this.name}: no tensor "${name}"`);
+    return found;
+  }
+}

@@ -1,0 +1,269 @@
+/**
+ * Strict GGUF reader (versions 2 and 3, little-endian). @huggingface/gguf parses the header,
+ * metadata and tensor infos; this module feeds it the file through a ranged `fetch` over our
+ * ByteSource (so the same code reads Node files, Blobs and bytes), then checks everything the
+ * parser does not, llama.cpp's loader being the model. Each failure has its own MergeError code
+ * and names the file, and the tensor where there is one:
+ *   - HEADER_TOO_SMALL  shorter than the fixed 24-byte header
+ *   - INVALID_HEADER    not GGUF, unknown version, a value the parser cannot read back exactly
+ *                       (invalid UTF-8, duplicate keys, arrays of arrays), a bad general.alignment,
+ *                       tensor names duplicated or longer than 63 bytes
+ *   - UNSUPPORTED_FORMAT  big-endian files and version 1
+ *   - HEADER_TOO_LARGE  metadata past the parser's 50 MB window
+ *   - INVALID_DTYPE     a GGML type id not defined by GGML
+ *   - INVALID_SHAPE     more than 4 dimensions, or a row that is not a whole number of blocks
+ *   - INVALID_OFFSET / OVERLAP  tensors not laid out one after the other, in order, each padded
+ *                       to the alignment (llama.cpp requires exactly this)
+ *   - TRUNCATED         the header or a tensor runs past the end of the file
+ *   - TRAILING_BYTES    bytes after the last tensor's padding
+ * Memory is bounded by the parser's window whatever the header claims; tensor data is read on
+ * demand.
+ */
+import type { GGUFTypedMetadata, gguf as GgufParser } from '@huggingface/gguf';
+import { MergeError } from '../../errors.js';
+import type { ByteSource } from '../../io/types.js';
+import { ggmlByteSize, ggmlTypeById, type GgmlType } from './ggml-types.js';
+import { ByteWriter, GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
+
+export const GGUF_DEFAULT_ALIGNMENT = 32;
+/** GGML_MAX_DIMS. */
+const MAX_DIMS = 4;
+/** GGML_MAX_NAME: names are stored in 64-byte fields with a terminating zero. */
+const MAX_NAME_BYTES = 63;
+/** The parser grows its buffer up to this many bytes (HTTP_TOTAL_MAX_SIZE in @huggingface/gguf). */
+export const MAX_GGUF_HEADER_BYTES = 50_000_000;
+
+export interface GgufTensor {
+  name: string;
+  type: GgmlType;
+  /** GGML's ne: fastest-varying dimension first. */
+  ne: number[];
+  /** The same dimensions slowest first (PyTorch order): rows of ne[0] elements. */
+  shape: number[];
+  /** Absolute byte offset in the file. */
+  offset: number;
+  byteLength: number;
+}
+
+export interface GgufFile {
+  readonly source: ByteSource;
+  readonly version: 2 | 3;
+  readonly alignment: number;
+  readonly metadata: readonly GgufKeyValue[];
+  readonly tensors: readonly GgufTensor[];
+  /** Absolute offset of the data section. */
+  readonly dataStart: number;
+  tensor(name: string): GgufTensor | undefined;
+  value(key: string): GgufKeyValue | undefined;
+  /** `length` bytes starting `start` bytes into a tensor's data. */
+  readPart(tensor: GgufTensor, start: number, length: number): Promise<Uint8Array>;
+}
+
+const MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
+
+export async function openGguf(source: ByteSource): Promise<GgufFile> {
+  const file = source.name;
+  if (source.size < 24) {
+    throw new MergeError('HEADER_TOO_SMALL', `${file}: only ${source.size} bytes, too short for a GGUF header`);
+  }
+  const head = new DataView((await source.read(0, 8)).buffer);
+  if (head.getUint32(0, true) !== MAGIC) throw new MergeError('INVALID_HEADER', `${file}: not a GGUF file (no "GGUF" magic)`);
+  const version = head.getUint32(4, true);
+  if ((version & 0xffff) === 0 && version !== 0) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: a big-endian GGUF file; only little-endian files are supported`);
+  }
+  if (version === 1) throw new MergeError('UNSUPPORTED_FORMAT', `${file}: GGUF version 1 is not supported (re-convert it with a current llama.cpp)`);
+  if (version !== 2 && version !== 3) throw new MergeError('INVALID_HEADER', `${file}: unknown GGUF version ${version}`);
+
+  const parsed = await parseWithLibrary(source);
+  const metadata = readMetadata(file, parsed.typedMetadata);
+  const alignment = readAlignment(file, metadata);
+  const headerEnd = parsed.tensorInfoByteRange[1];
+  if (headerEnd > source.size) {
+    throw new MergeError('TRUNCATED', `${file}: the header runs to byte ${headerEnd} but the file has ${source.size}`);
+  }
+  await checkReadBack(source, version, metadata, parsed.tensorInfoByteRange[0], parsed.tensorInfos.length);
+  const dataStart = roundUp(headerEnd, alignment);
+  const tensors = layOutTensors(file, parsed.tensorInfos, dataStart, alignment, source.size, headerEnd);
+  return new ParsedGguf(source, version, alignment, metadata, tensors, dataStart);
+}
+
+type Parsed = Awaited<ReturnType<typeof GgufParser>> & { typedMetadata: GGUFTypedMetadata };
+
+/** Runs the parser over `source` through a `fetch` that answers Range requests from it. */
+async function parseWithLibrary(source: ByteSource): Promise<Parsed> {
+  const serve = async (_url: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
+    const range = /bytes=(\d+)-(\d+)/.exec(String((init?.headers as Record<string, string> | undefined)?.Range ?? ''));
+    if (!range) throw new Error('expected a Range request');
+    const start = Math.min(Number(range[1]), source.size);
+    const end = Math.min(Number(range[2]) + 1, source.size);
+    const body = end > start ? await source.read(start, end - start) : new Uint8Array(0);
+    return new Response(body as Uint8Array<ArrayBuffer>, { status: 206, headers: { 'content-range': `bytes ${start}-${Math.max(start, end - 1)}/${source.size}` } });
+  };
+  // Loaded on first use: pages that never open a GGUF file never download the parser.
+  const { gguf } = await import('@huggingface/gguf');
+  try {
+    return await gguf('https://loramerge.invalid/model.gguf', { fetch: serve as typeof fetch, typedMetadata: true });
+  } catch (e) {
+    if (e instanceof MergeError) throw e;
+    const message = (e as Error).message;
+    if (e instanceof RangeError) {
+      if (source.size > MAX_GGUF_HEADER_BYTES) {
+        throw new MergeError('HEADER_TOO_LARGE', `${source.name}: GGUF header is larger than ${MAX_GGUF_HEADER_BYTES} bytes`, { cause: e });
+      }
+      throw new MergeError('TRUNCATED', `${source.name}: the GGUF header runs past the end of the file`, { cause: e });
+    }
+    throw new MergeError('INVALID_HEADER', `${source.name}: invalid GGUF header (${message})`, { cause: e });
+  }
+}
+
+/** Typed metadata in file order; keys the parser shadows or merges are caught by checkReadBack. */
+function readMetadata(file: string, typed: GGUFTypedMetadata): GgufKeyValue[] {
+  const out: GgufKeyValue[] = [];
+  for (const [key, entry] of Object.entries(typed)) {
+    if (key === 'version' || key === 'tensor_count' || key === 'kv_count') continue;
+    const { type, value, subType } = entry as { type: GGUFValueType; value: GgufKeyValue['value']; subType?: GGUFValueType };
+    if (type === GGUFValueType.ARRAY && (subType === undefined || subType === GGUFValueType.ARRAY)) {
+      throw new MergeError('INVALID_HEADER', `${file}: metadata "${key}" is an array of arrays, which GGUF readers do not support`);
+    }
+    out.push(subType === undefined ? { key, type, value } : { key, type, subType, value });
+  }
+  const declared = Number((typed.kv_count as { value: bigint }).value);
+  if (out.length !== declared) {
+    throw new MergeError('INVALID_HEADER', `${file}: ${declared} metadata entries declared but ${out.length} distinct keys read (a key is duplicated or reserved)`);
+  }
+  return out;
+}
+
+function readAlignment(file: string, metadata: GgufKeyValue[]): number {
+  const kv = metadata.find((m) => m.key === 'general.alignment');
+  if (!kv) return GGUF_DEFAULT_ALIGNMENT;
+  const a = kv.value as number;
+  if (kv.type !== GGUFValueType.UINT32 || a === 0 || (a & (a - 1)) !== 0) {
+    throw new MergeError('INVALID_HEADER', `${file}: general.alignment must be a u32 power of two, got ${String(kv.value)}`);
+  }
+  return a;
+}
+
+/**
+ * The parser decodes strings leniently and keeps the last of duplicate keys; encoding what it
+ * read and comparing with the file's bytes proves the metadata was read exactly (and lets the
+ * writer copy it faithfully). Compared in pieces, so memory stays at the header's size.
+ */
+async function checkReadBack(source: ByteSource, version: number, metadata: GgufKeyValue[], metadataEnd: number, tensorCount: number): Promise<void> {
+  const w = new ByteWriter();
+  w.u32(MAGIC);
+  w.u32(version);
+  w.u64(tensorCount);
+  w.u64(metadata.length);
+  let at = 0;
+  const flush = async (final: boolean) => {
+    if (!final && w.byteLength < 1 << 20) return;
+    const mine = w.take();
+    const theirs = at + mine.byteLength <= source.size ? await source.read(at, mine.byteLength) : undefined;
+    if (!theirs || theirs.some((b, i) => b !== mine[i])) {
+      throw new MergeError('INVALID_HEADER', `${source.name}: metadata could not be read back exactly near byte ${at} (invalid UTF-8, a non-canonical value, or a duplicated key)`);
+    }
+    at += mine.byteLength;
+  };
+  for (const kv of metadata) {
+    w.keyValue(kv);
+    await flush(false);
+  }
+  await flush(true);
+  if (at !== metadataEnd) throw new MergeError('INVALID_HEADER', `${source.name}: metadata ends at byte ${metadataEnd}, expected ${at}`);
+}
+
+function roundUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
+
+interface TensorInfo {
+  name: string;
+  n_dims: number;
+  shape: bigint[];
+  dtype: number;
+  offset: bigint;
+}
+
+/** Validates every tensor info and places it: in order, each padded to the alignment, no gaps. */
+function layOutTensors(file: string, infos: TensorInfo[], dataStart: number, alignment: number, fileSize: number, headerEnd: number): GgufTensor[] {
+  const seen = new Set<string>();
+  const tensors: GgufTensor[] = [];
+  let expected = 0n;
+  let dataEnd = 0;
+  for (const info of infos) {
+    const where = `${file}: tensor "${info.name}"`;
+    if (seen.has(info.name)) throw new MergeError('INVALID_HEADER', `${where} is declared twice`);
+    seen.add(info.name);
+    if (new TextEncoder().encode(info.name).byteLength > MAX_NAME_BYTES) {
+      throw new MergeError('INVALID_HEADER', `${where}: name longer than ${MAX_NAME_BYTES} bytes`);
+    }
+    if (info.n_dims > MAX_DIMS) throw new MergeError('INVALID_SHAPE', `${where} has ${info.n_dims} dimensions; GGML allows at most ${MAX_DIMS}`);
+    const type = ggmlTypeById(info.dtype);
+    if (!type) throw new MergeError('INVALID_DTYPE', `${where} has GGML type id ${info.dtype}, which GGML does not define`);
+    const ne = info.shape;
+    const elements = ne.reduce((n, d) => n * d, 1n);
+    const bytes = ggmlByteSize(type, ne[0] ?? 1n, elements);
+    if (bytes === undefined) {
+      throw new MergeError('INVALID_SHAPE', `${where} is ${type.name} with rows of ${ne[0]} values, not a whole number of ${type.blockSize}-value blocks`);
+    }
+    if (info.offset !== expected) {
+      throw new MergeError(
+        info.offset < expected ? 'OVERLAP' : 'INVALID_OFFSET',
+        `${where} starts at data offset ${info.offset}, expected ${expected} (tensors follow each other in order, each padded to ${alignment} bytes)`,
+      );
+    }
+    const start = BigInt(dataStart) + info.offset;
+    const end = start + bytes;
+    if (end > BigInt(fileSize)) {
+      throw new MergeError('TRUNCATED', `${where} ends at byte ${end} but the file has only ${fileSize} (truncated download?)`);
+    }
+    tensors.push({
+      name: info.name,
+      type,
+      ne: ne.map(Number),
+      shape: ne.map(Number).reverse(),
+      offset: Number(start),
+      byteLength: Number(bytes),
+    });
+    dataEnd = Number(end);
+    expected = info.offset + (bytes + BigInt(alignment) - 1n) / BigInt(alignment) * BigInt(alignment);
+  }
+  const allowedEnd = tensors.length === 0 ? Math.max(headerEnd, Math.min(fileSize, dataStart)) : dataStart + Number(expected);
+  if (fileSize > allowedEnd) {
+    throw new MergeError('TRAILING_BYTES', `${file}: ${fileSize - allowedEnd} unexpected bytes after the last tensor${dataEnd ? ' and its padding' : ''}`);
+  }
+  return tensors;
+}
+
+class ParsedGguf implements GgufFile {
+  private readonly byName: Map<string, GgufTensor>;
+
+  constructor(
+    readonly source: ByteSource,
+    readonly version: 2 | 3,
+    readonly alignment: number,
+    readonly metadata: readonly GgufKeyValue[],
+    readonly tensors: readonly GgufTensor[],
+    readonly dataStart: number,
+  ) {
+    this.byName = new Map(tensors.map((t) => [t.name, t]));
+  }
+
+  tensor(name: string): GgufTensor | undefined {
+    return this.byName.get(name);
+  }
+
+  value(key: string): GgufKeyValue | undefined {
+    return this.metadata.find((kv) => kv.key === key);
+  }
+
+  async readPart(tensor: GgufTensor, start: number, length: number): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length < 0 || start + length > tensor.byteLength) {
+      throw new RangeError(`bytes ${start}+${length} are outside tensor "${tensor.name}" (${tensor.byteLength} bytes)`);
+    }
+    if (length === 0) return new Uint8Array(0);
+    return this.source.read(tensor.offset + start, length);
+  }
+}

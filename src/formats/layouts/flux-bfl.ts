@@ -1,0 +1,57 @@
+/**
+ * Layout: Flux in BFL's naming (the single files people share: `double_blocks.N.img_attn.qkv`)
+ * and in diffusers' (`transformer_blocks.N.attn.to_q`), either way round, as ComfyUI
+ * (comfy/utils.py flux_to_diffusers), kohya (networks/flux_merge_lora.py) and diffusers
+ * (_convert_kohya_flux_lora_to_diffusers) map them:
+ * - q, k, v are the thirds of img_attn.qkv (add_q/k/v_proj of txt_attn.qkv);
+ * - single_blocks.N.linear1 is q, k, v (h rows each) and proj_mlp (4h rows);
+ * - final_layer.adaLN_modulation.1 is norm_out.linear with its two halves (shift, scale) swapped.
+ */
+import { RenameTable, type RenameRule } from './fused-renames.js';
+import type { Layout } from './layout.js';
+
+const one = (fused: string, name: string, swapHalves?: 'always'): RenameRule => ({ fused, parts: [{ name, units: 1 }], swapHalves });
+const thirds = (fused: string, q: string, k: string, v: string): RenameRule => ({
+  fused, parts: [{ name: q, units: 1 }, { name: k, units: 1 }, { name: v, units: 1 }],
+});
+
+const D = 'transformer_blocks.{i}';
+const S = 'single_transformer_blocks.{i}';
+export const FLUX_RULES: readonly RenameRule[] = [
+  thirds('double_blocks.{i}.img_attn.qkv', `${D}.attn.to_q`, `${D}.attn.to_k`, `${D}.attn.to_v`),
+  thirds('double_blocks.{i}.txt_attn.qkv', `${D}.attn.add_q_proj`, `${D}.attn.add_k_proj`, `${D}.attn.add_v_proj`),
+  one('double_blocks.{i}.img_attn.proj', `${D}.attn.to_out.0`),
+  one('double_blocks.{i}.txt_attn.proj', `${D}.attn.to_add_out`),
+  one('double_blocks.{i}.img_mlp.0', `${D}.ff.net.0.proj`),
+  one('double_blocks.{i}.img_mlp.2', `${D}.ff.net.2`),
+  one('double_blocks.{i}.txt_mlp.0', `${D}.ff_context.net.0.proj`),
+  one('double_blocks.{i}.txt_mlp.2', `${D}.ff_context.net.2`),
+  one('double_blocks.{i}.img_mod.lin', `${D}.norm1.linear`),
+  one('double_blocks.{i}.txt_mod.lin', `${D}.norm1_context.linear`),
+  {
+    fused: 'single_blocks.{i}.linear1',
+    parts: [{ name: `${S}.attn.to_q`, units: 1 }, { name: `${S}.attn.to_k`, units: 1 }, { name: `${S}.attn.to_v`, units: 1 }, { name: `${S}.proj_mlp`, units: 4 }],
+  },
+  one('single_blocks.{i}.linear2', `${S}.proj_out`),
+  one('single_blocks.{i}.modulation.lin', `${S}.norm.linear`),
+  one('img_in', 'x_embedder'),
+  one('txt_in', 'context_embedder'),
+  one('time_in.in_layer', 'time_text_embed.timestep_embedder.linear_1'),
+  one('time_in.out_layer', 'time_text_embed.timestep_embedder.linear_2'),
+  one('vector_in.in_layer', 'time_text_embed.text_embedder.linear_1'),
+  one('vector_in.out_layer', 'time_text_embed.text_embedder.linear_2'),
+  one('guidance_in.in_layer', 'time_text_embed.guidance_embedder.linear_1'),
+  one('guidance_in.out_layer', 'time_text_embed.guidance_embedder.linear_2'),
+  one('final_layer.linear', 'proj_out'),
+  one('final_layer.adaLN_modulation.1', 'norm_out.linear', 'always'),
+];
+
+const table = new RenameTable(FLUX_RULES, () => false);
+
+export const fluxBfl: Layout = {
+  name: 'flux-bfl',
+  resolve(address, base) {
+    if (address.part !== undefined && address.part !== 'unet') return undefined;
+    return table.resolve(address.path, base);
+  },
+};

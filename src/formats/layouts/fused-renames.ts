@@ -1,0 +1,140 @@
+/**
+ * The machinery shared by layouts that translate between a model's single-file naming (BFL for
+ * Flux, SAI for SD3) and its diffusers naming, where one single-file tensor may be several
+ * diffusers tensors stacked by rows (q, k and v in one qkv) and some tensors store their two
+ * halves in the other order (shift/scale of an adaLN modulation).
+ *
+ * A rule names one single-file tensor and the diffusers tensors that are its rows, in order, with
+ * their heights in units (Flux's linear1 is q, k, v of 1 unit and proj_mlp of 4). A module named
+ * either way claims a range of units of the rule's single-file tensor; the range lands on the
+ * single-file tensor (when the base stores that one) or on the diffusers tensors it covers. Names
+ * may be dotted or flattened with `_` (kohya, OneTrainer).
+ */
+import type { BaseView, LayoutResolution, Placement, RowSegment } from './layout.js';
+
+export interface RenamePart {
+  /** Diffusers module path; `{i}` is the block index. */
+  name: string;
+  units: number;
+}
+
+export interface RenameRule {
+  /** Single-file module path; `{i}` is the block index. */
+  fused: string;
+  parts: readonly RenamePart[];
+  /**
+   * The two halves of the rows are in the other order in the other naming: always, or only in
+   * the last block (SD3's last norm1_context, which the base's block count decides).
+   */
+  swapHalves?: 'always' | 'last-block';
+}
+
+interface Compiled {
+  rule: RenameRule;
+  fused: RegExp;
+  parts: RegExp[];
+}
+
+interface Claim {
+  rule: RenameRule;
+  block: string | undefined;
+  /** Units [from, to) of the single-file tensor the module's ΔW rows are. */
+  from: number;
+  to: number;
+  naming: 'fused' | 'split';
+  /** A range of the single-file tensor that is not one diffusers tensor (placed by rows everywhere). */
+  slice?: boolean;
+}
+
+/** `double_blocks.{i}.img_attn.qkv` → a regex matching it dotted or flattened, capturing i. */
+function template(t: string): RegExp {
+  const escaped = t.split('{i}').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replaceAll('\\.', '[._]'));
+  return new RegExp(`^${escaped.join('(\\d+)')}$`);
+}
+
+const fill = (t: string, block: string | undefined) => (block === undefined ? t : t.replaceAll('{i}', block));
+
+export class RenameTable {
+  private readonly compiled: Compiled[];
+
+  constructor(rules: readonly RenameRule[], private readonly lastBlock: (base: BaseView, block: string) => boolean) {
+    this.compiled = rules.map((rule) => ({ rule, fused: template(rule.fused), parts: rule.parts.map((p) => template(p.name)) }));
+  }
+
+  /** Where a module named in either naming lands in this base; undefined when no rule names it. */
+  resolve(path: string, base: BaseView): LayoutResolution | undefined {
+    const claim = this.claim(path);
+    return claim && this.place(claim, base);
+  }
+
+  /**
+   * Where rows [from, to) (in units) of a single-file tensor land, for names that are neither
+   * naming's own (XLabs' processor names); the whole tensor when `to` is undefined.
+   */
+  resolveFusedRows(fusedPath: string, from: number, to: number | undefined, base: BaseView): LayoutResolution | undefined {
+    const claim = this.claim(fusedPath);
+    if (!claim || claim.naming !== 'fused') return undefined;
+    if (to === undefined) return this.place(claim, base);
+    // A slice of the tensor is named in neither naming: place it like a split name.
+    return this.place({ ...claim, from, to, naming: 'split', slice: true }, base);
+  }
+
+  private place(claim: Claim, base: BaseView): LayoutResolution {
+    const { rule, block } = claim;
+    const total = rule.parts.reduce((n, p) => n + p.units, 0);
+    const swap = rule.swapHalves === 'always' || (rule.swapHalves === 'last-block' && block !== undefined && this.lastBlock(base, block));
+
+    const fused = base.index.resolveDotted(`${fill(rule.fused, block)}.weight`);
+    if (fused.found) {
+      const rows = base.shape(fused.key)?.[0] ?? 0;
+      if (rows % total !== 0) return { found: false, ambiguous: false, candidates: [] };
+      const unit = rows / total;
+      const segment: RowSegment = { src: 0, dst: claim.from * unit, count: (claim.to - claim.from) * unit };
+      const rowsOf = claim.naming === 'fused' ? undefined : swap ? swapped(segment) : [segment];
+      return { found: true, targets: [rowsOf ? { baseKey: fused.key, rows: rowsOf } : { baseKey: fused.key }] };
+    }
+    if (fused.ambiguous) return fused;
+
+    // The base stores the diffusers tensors: each part the claim covers is one target.
+    const targets: Placement[] = [];
+    let offset = 0;
+    let unit: number | undefined;
+    for (const part of rule.parts) {
+      const start = offset;
+      offset += part.units;
+      if (offset <= claim.from || start >= claim.to) continue;
+      const r = base.index.resolveDotted(`${fill(part.name, block)}.weight`);
+      if (!r.found) return r;
+      const rows = base.shape(r.key)?.[0] ?? 0;
+      if (rows % part.units !== 0) return { found: false, ambiguous: false, candidates: [] };
+      unit ??= rows / part.units;
+      const from = Math.max(start, claim.from);
+      const to = Math.min(offset, claim.to);
+      const segment: RowSegment = { src: (from - claim.from) * unit, dst: (from - start) * unit, count: (to - from) * unit };
+      const whole = claim.naming === 'split' && !claim.slice;
+      targets.push(whole ? { baseKey: r.key } : { baseKey: r.key, rows: swap ? swapped(segment) : [segment] });
+    }
+    return { found: true, targets };
+  }
+
+  private claim(path: string): Claim | undefined {
+    for (const { rule, fused, parts } of this.compiled) {
+      const total = rule.parts.reduce((n, p) => n + p.units, 0);
+      const m = fused.exec(path);
+      if (m) return { rule, block: m[1], from: 0, to: total, naming: 'fused' };
+      let offset = 0;
+      for (let p = 0; p < parts.length; p++) {
+        const pm = parts[p].exec(path);
+        if (pm) return { rule, block: pm[1], from: offset, to: offset + rule.parts[p].units, naming: 'split' };
+        offset += rule.parts[p].units;
+      }
+    }
+    return undefined;
+  }
+}
+
+/** The segment's rows with their two halves exchanged. */
+function swapped(g: RowSegment): RowSegment[] {
+  const half = g.count / 2;
+  return [{ src: g.src, dst: g.dst + half, count: half }, { src: g.src + half, dst: g.dst, count: half }];
+}

@@ -1,0 +1,155 @@
+/**
+ * Layout: Hugging Face module paths (PEFT's `model.layers.3.self_attn.q_proj`) on a GGUF base
+ * (`blk.3.attn_q.weight`), per architecture as llama.cpp's converter names them
+ * (convert_hf_to_gguf.py, gguf-py/gguf/tensor_mapping.py), for llama (Llama, Mistral, Mixtral),
+ * qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3 and phi3:
+ * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down, fused gate_up (phi3 → ffn_up), the MoE
+ *   router, shared experts, token embeddings and the output head;
+ * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
+ *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
+ * - for `llama`, the converter permutes the rows of q and k (reshape (heads, 2, d/heads/2, in),
+ *   swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same permutation, which
+ *   convert_lora_to_gguf applies to B.
+ * The base's GGUF metadata gives the architecture, head and expert counts. A module of a known
+ * architecture that fits no rule is a miss (the plan names it); other bases are not this layout's.
+ */
+import type { RowSegment } from '../../engine/merge-op.js';
+import { wholeTensor, type BaseView, type Layout, type LayoutResolution } from './layout.js';
+
+interface Rule {
+  pattern: RegExp;
+  /** GGUF tensor name (without `.weight`), `$1` being the block number. */
+  tensor: string;
+  /** Capture group holding the expert number (of a merged expert tensor). */
+  expert?: number;
+  /** The converter permutes this tensor's rows with the (kv) head count. */
+  permute?: 'q' | 'k';
+}
+
+const L = 'model\\.layers\\.(\\d+)';
+const rule = (pattern: string, tensor: string, extra: Partial<Rule> = {}): Rule => ({ pattern: new RegExp(`^${pattern}$`), tensor, ...extra });
+
+const COMMON: readonly Rule[] = [
+  rule('model\\.embed_tokens', 'token_embd'),
+  rule('lm_head', 'output'),
+  rule(`${L}\\.self_attn\\.v_proj`, 'blk.$1.attn_v'),
+  rule(`${L}\\.self_attn\\.o_proj`, 'blk.$1.attn_output'),
+  rule(`${L}\\.mlp\\.gate_proj`, 'blk.$1.ffn_gate'),
+  rule(`${L}\\.mlp\\.up_proj`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.mlp\\.down_proj`, 'blk.$1.ffn_down'),
+];
+const QK: readonly Rule[] = [rule(`${L}\\.self_attn\\.q_proj`, 'blk.$1.attn_q'), rule(`${L}\\.self_attn\\.k_proj`, 'blk.$1.attn_k')];
+const QK_PERMUTED: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.q_proj`, 'blk.$1.attn_q', { permute: 'q' }),
+  rule(`${L}\\.self_attn\\.k_proj`, 'blk.$1.attn_k', { permute: 'k' }),
+];
+const MIXTRAL: readonly Rule[] = [
+  rule(`${L}\\.block_sparse_moe\\.gate`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.block_sparse_moe\\.experts\\.(\\d+)\\.w1`, 'blk.$1.ffn_gate_exps', { expert: 2 }),
+  rule(`${L}\\.block_sparse_moe\\.experts\\.(\\d+)\\.w2`, 'blk.$1.ffn_down_exps', { expert: 2 }),
+  rule(`${L}\\.block_sparse_moe\\.experts\\.(\\d+)\\.w3`, 'blk.$1.ffn_up_exps', { expert: 2 }),
+];
+const QWEN_MOE: readonly Rule[] = [
+  rule(`${L}\\.mlp\\.gate`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.gate_proj`, 'blk.$1.ffn_gate_exps', { expert: 2 }),
+  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.up_proj`, 'blk.$1.ffn_up_exps', { expert: 2 }),
+  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_exps', { expert: 2 }),
+  rule(`${L}\\.mlp\\.shared_expert\\.gate_proj`, 'blk.$1.ffn_gate_shexp'),
+  rule(`${L}\\.mlp\\.shared_expert\\.up_proj`, 'blk.$1.ffn_up_shexp'),
+  rule(`${L}\\.mlp\\.shared_expert\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+  rule(`${L}\\.mlp\\.shared_expert_gate`, 'blk.$1.ffn_gate_inp_shexp'),
+];
+const PHI3: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.qkv_proj`, 'blk.$1.attn_qkv'),
+  rule(`${L}\\.mlp\\.gate_up_proj`, 'blk.$1.ffn_up'),
+];
+
+/** general.architecture → the rules of the models llama.cpp converts to it. */
+export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
+  llama: [...COMMON, ...QK_PERMUTED, ...MIXTRAL],
+  qwen2: [...COMMON, ...QK],
+  qwen3: [...COMMON, ...QK],
+  qwen2moe: [...COMMON, ...QK, ...QWEN_MOE],
+  qwen3moe: [...COMMON, ...QK, ...QWEN_MOE],
+  gemma2: [...COMMON, ...QK],
+  gemma3: [...COMMON, ...QK],
+  phi3: [...COMMON, ...PHI3],
+};
+
+/** Multimodal checkpoints nest the language model; PEFT paths keep the nesting. */
+const PREFIXES: readonly [string, string][] = [
+  ['model.language_model.', 'model.'],
+  ['language_model.model.', 'model.'],
+  ['language_model.lm_head', 'lm_head'],
+];
+
+function normalise(path: string): string {
+  for (const [from, to] of PREFIXES) if (path.startsWith(from)) return to + path.slice(from.length);
+  return path;
+}
+
+function positiveInt(value: unknown): number | undefined {
+  const n = typeof value === 'bigint' ? Number(value) : value;
+  return typeof n === 'number' && Number.isSafeInteger(n) && n > 0 ? n : undefined;
+}
+
+const MISS: LayoutResolution = { found: false, ambiguous: false, candidates: [] };
+
+/**
+ * convert_hf_to_gguf's LlamaModel.permute on row indices: GGUF row h·d + 2i + j holds HF row
+ * h·d + j·d/2 + i (d = rows / heads, i < d/2, j < 2).
+ */
+export function llamaRopePermutation(rows: number, heads: number): RowSegment[] | undefined {
+  const d = rows / heads;
+  if (!Number.isInteger(d) || d % 2 !== 0) return undefined;
+  const segments: RowSegment[] = [];
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < d / 2; i++) {
+      for (let j = 0; j < 2; j++) segments.push({ src: h * d + j * (d / 2) + i, dst: h * d + 2 * i + j, count: 1 });
+    }
+  }
+  return segments;
+}
+
+function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
+  const name = r.tensor.replace('$1', m[1]);
+  if (r.expert !== undefined) {
+    const expert = Number(m[r.expert]);
+    // Older conversions kept a tensor per expert.
+    const single = base.index.resolveDotted(`${name.replace('_exps', '')}.${expert}.weight`);
+    if (single.found) return { found: true, targets: [{ baseKey: single.key }] };
+    const merged = base.index.resolveDotted(`${name}.weight`);
+    if (!merged.found) return wholeTensor(merged);
+    const experts = positiveInt(base.metadata?.(`${arch}.expert_count`));
+    const rows = base.shape(merged.key)?.[0];
+    if (!experts || rows === undefined || rows % experts !== 0 || expert >= experts) return MISS;
+    const per = rows / experts;
+    return { found: true, targets: [{ baseKey: merged.key, rows: [{ src: 0, dst: expert * per, count: per }] }] };
+  }
+  const found = base.index.resolveDotted(`${name}.weight`);
+  if (!found.found || !r.permute) return wholeTensor(found);
+  const heads = positiveInt(base.metadata?.(`${arch}.attention.head_count`));
+  const kvHeads = positiveInt(base.metadata?.(`${arch}.attention.head_count_kv`)) ?? heads;
+  const rows = base.shape(found.key)?.[0];
+  const n = r.permute === 'q' ? heads : kvHeads;
+  const segments = n && rows ? llamaRopePermutation(rows, n) : undefined;
+  if (!segments) return MISS;
+  return { found: true, targets: [{ baseKey: found.key, rows: segments }] };
+}
+
+export const hfToGguf: Layout = {
+  name: 'hf-to-gguf',
+  resolve(address, base) {
+    const arch = base.metadata?.('general.architecture');
+    if (typeof arch !== 'string' || address.flat) return undefined;
+    const rules = HF_TO_GGUF_RULES[arch];
+    const path = normalise(address.path);
+    if (!rules) return /^(model\.|lm_head$)/.test(path) ? MISS : undefined;
+    for (const r of rules) {
+      const m = r.pattern.exec(path);
+      if (m) return resolveRule(r, m, arch, base);
+    }
+    // GGUF names (a GGUF adapter's `blk.0.attn_q`) are not this layout's.
+    return /^(model\.|lm_head$)/.test(path) ? MISS : undefined;
+  },
+};

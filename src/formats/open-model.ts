@@ -1,0 +1,29 @@
+/**
+ * Opens a base model in whichever container holds it: the registry of file formats, tried in
+ * order. A folder with safetensors weights is a safetensors model even if it also holds GGUF
+ * files; otherwise `.gguf` files make a GGUF model.
+ */
+import type { InputFileSet } from '../io/types.js';
+import { openBaseModel, type BaseModel } from './base-model.js';
+import { openGgufModel } from './gguf/gguf-model.js';
+
+interface ContainerEntry {
+  name: string;
+  claims(paths: readonly string[]): boolean;
+  open(files: InputFileSet): Promise<BaseModel>;
+}
+
+const CONTAINERS: readonly ContainerEntry[] = [
+  {
+    name: 'gguf',
+    claims: (paths) => paths.some((p) => /\.gguf$/i.test(p)) && !paths.some((p) => /\.safetensors$/i.test(p)),
+    open: openGgufModel,
+  },
+  { name: 'safetensors', claims: () => true, open: openBaseModel },
+];
+
+export async function openModel(files: InputFileSet): Promise<BaseModel> {
+  const paths = files.list();
+  const entry = CONTAINERS.find((c) => c.claims(paths))!;
+  return entry.open(files);
+}

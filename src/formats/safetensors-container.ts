@@ -1,0 +1,79 @@
+/**
+ * Safetensors as a ContainerFormat: tensors are written in the base's dtype, or every float tensor
+ * in the requested one (--dtype, fp8 included), rounded once; each output shard keeps its input
+ * shard's `__metadata__` plus the merge's provenance. A shard nothing changes in, where the base
+ * asks for it (a pipeline component), is written byte for byte as it was, header included; every
+ * index is rewritten with the new total size, or copied when all its shards were mirrored.
+ */
+import { DTYPE_BYTES, decodeToF32, encodeFromF32, isFloatDType, parseOutDType, type DType, type FloatDType } from '../dtype.js';
+import type { FloatTensorBytes } from '../engine/merge-op.js';
+import { MergeError } from '../errors.js';
+import type { ContainerFormat, StoredShard, StoredTensor, TensorFileWriter } from './container.js';
+import { createSafetensorsWriter } from './safetensors-writer.js';
+import type { SafetensorsFile } from './safetensors-types.js';
+import { createVerbatimWriter } from './verbatim-writer.js';
+
+/** `*.safetensors.index.json`: which shard holds each tensor. */
+export interface ShardIndex {
+  metadata?: Record<string, unknown>;
+  weight_map: Record<string, string>;
+}
+
+/** A `*.safetensors.index.json` and the shards it lists (relative paths, as the shards'). */
+export interface BaseIndexFile {
+  path: string;
+  index: ShardIndex;
+  shards: readonly string[];
+}
+
+/** `files`: the input shards in order; `indexes`: the base's index files. */
+export function safetensorsContainer(files: readonly SafetensorsFile[], indexes: readonly BaseIndexFile[]): ContainerFormat {
+  return {
+    name: 'safetensors',
+    parseOutputType(name) {
+      try {
+        return parseOutDType(name);
+      } catch {
+        throw new MergeError('BAD_ARGUMENT', `--dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "${name}" (for a safetensors model)`);
+      }
+    },
+    outputType(tensor, _changed, requested) {
+      return requested && isFloatDType(tensor.type) ? requested : tensor.writeType ?? tensor.type;
+    },
+    checkOutputType: () => undefined,
+    byteLength: (type, elements) => elements * DTYPE_BYTES[type as DType],
+    // Converted chunks must also stay 4-byte aligned for the typed-array conversions.
+    copyUnit: (type) => Math.max(DTYPE_BYTES[type as DType], 4),
+    engineDtype: (type) => type as FloatDType,
+    decodeRows: async (type, bytes): Promise<FloatTensorBytes> => ({ dtype: type as FloatDType, data: bytes }),
+    encodeRows: (_type, values) => values,
+    convert(bytes, from, to) {
+      if (from === to) return bytes;
+      if (!isFloatDType(from) || !isFloatDType(to)) throw new MergeError('BAD_ARGUMENT', `cannot convert ${from} to ${to}`);
+      return encodeFromF32(decodeToF32(bytes, from), to);
+    },
+    async createWriter(sink, shardIndex, shards, provenance, mirror): Promise<TensorFileWriter> {
+      if (mirror) return createVerbatimWriter(sink, files[shardIndex]);
+      const declared = shards[shardIndex].tensors.map((t) => ({ name: t.name, dtype: t.type as DType, shape: t.shape }));
+      // transformers refuses a safetensors file whose metadata lacks `format` (pt, tf, flax, mlx).
+      return createSafetensorsWriter(sink, declared, { format: 'pt', ...files[shardIndex].metadata, ...provenance });
+    },
+    async writeSidecars(output, shards: readonly StoredShard[], { mirrored, copyInput }) {
+      const written: string[] = [];
+      for (const { path, index, shards: paths } of indexes) {
+        const indices = paths.map((p) => shards.findIndex((s) => s.path === p));
+        if (indices.every((i) => mirrored[i])) {
+          await copyInput(path);
+        } else {
+          const totalSize = indices.reduce((sum, i) => sum + shards[i].tensors.reduce((n, t: StoredTensor) => n + t.byteLength, 0), 0);
+          const contents = { ...index, metadata: { ...(index.metadata ?? {}), total_size: totalSize } };
+          const sink = await output.createFile(path);
+          await sink.write(new TextEncoder().encode(JSON.stringify(contents, null, 2) + '\n'));
+          await sink.close();
+        }
+        written.push(path);
+      }
+      return written;
+    },
+  };
+}

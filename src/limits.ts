@@ -1,0 +1,50 @@
+/**
+ * Limits on what a file may claim. Memory is bounded by these, never by what a header, a config or
+ * a tensor says about itself; each is far above what real models and adapters use, and each error
+ * names the file and the limit. The README lists them.
+ */
+
+/**
+ * Tensors in one safetensors file, and in one base model over all its shards. Real files hold a few
+ * thousand; the largest mixture-of-experts models about 75 000 in bf16. Each tensor costs about 2 KB
+ * while merging (names, plan, output header): 100 000 tiny tensors merge in under 400 MB.
+ */
+export const MAX_TENSORS = 100_000;
+
+/** How deeply JSON in a safetensors header may nest (real headers: 3 levels). */
+export const MAX_HEADER_NESTING = 64;
+
+/** Dimensions of one tensor (PyTorch allows 25 on GPUs; real weights have at most 5). */
+export const MAX_TENSOR_DIMS = 32;
+
+/** Bytes of one tensor name or header string field (real names are under 300). */
+export const MAX_NAME_BYTES = 4096;
+
+/** Entries of a header's `__metadata__` (kohya writes about 50). */
+export const MAX_METADATA_ENTRIES = 65_536;
+
+/**
+ * The largest rank of one module (LoHa: r₁·r₂). The factors of one tensor are held in f32 while it is
+ * merged, several copies across the backend's threads: at r = 1024 on a 4096 × 4096 layer the merge
+ * peaks near 300 MB, at r = 4096 near 700 MB. Real LoRAs use r ≤ 256.
+ */
+export const MAX_RANK = 1024;
+
+/** Keys in one rank_pattern or alpha_pattern. */
+export const MAX_PATTERNS = 10_000;
+/** Characters in one rank_pattern or alpha_pattern key. */
+export const MAX_PATTERN_LENGTH = 1000;
+/**
+ * The work of matching one adapter's modules against its rank_pattern and alpha_pattern: name
+ * comparisons, a regex match counting 100. About 3 seconds at most; real configs need far less.
+ */
+export const MAX_PATTERN_MATCHES = 50_000_000;
+
+/** JSON configs and shard indexes (adapter_config.json: a few KB; the largest real indexes: ~10 MB). */
+export const MAX_CONFIG_BYTES = 32 * 1024 * 1024;
+
+/** How deeply a JSON config or index may nest (real ones: 3 or 4 levels). */
+export const MAX_CONFIG_NESTING = 64;
+
+/** Values in one JSON config or index (an index has one per tensor). */
+export const MAX_CONFIG_VALUES = 4 * MAX_TENSORS;

@@ -1,0 +1,51 @@
+/**
+ * The one-call merge for Node: everything the browser one takes, plus paths on disk for sources
+ * and for the output. A string is a path unless it starts with http:// or https://. One part of a
+ * split GGUF (`name-00001-of-00003.gguf`) stands for the whole set, as on the command line.
+ */
+import { stat } from 'node:fs/promises';
+import { createNodeBackend } from './engine/node-backend.js';
+import { createNodeOutputTarget } from './io/node-output.js';
+import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from './io/node-input-files.js';
+import type { InputFileSet, OutputTarget } from './io/types.js';
+import { openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource } from './merge.js';
+import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pipeline/one-call-merge.js';
+
+/** Options of the Node {@link merge}: sources and `out` may also be paths. */
+export type NodeMergeOptions = OneCallMergeOptions<MergeSource, MergeDestination | string>;
+
+const isUrl = (s: string): boolean => /^https?:\/\//i.test(s);
+const isPath = (x: unknown): x is string => typeof x === 'string' && !isUrl(x);
+
+/**
+ * Merges adapters into a base model in one call (see the browser {@link merge} for the rules).
+ * `out` as a path is a file when the base is one file, else a new or empty folder mirroring the
+ * base; it is written under temporary names and appears only when the merge succeeded, and an
+ * output that is one of the inputs is refused.
+ *
+ * @example
+ * await merge({ base: 'llama/', adapters: ['lora/'], out: 'merged/', dtype: 'bf16' });
+ */
+export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
+  return oneCallMerge<MergeSource, MergeDestination | string>(options, {
+    openSource: async (source, role): Promise<InputFileSet> => {
+      if (!isPath(source)) return openBrowserSource(source, role);
+      return (await splitPart(source)) ? openNodeGgufSplitSet(source) : openNodeInputFileSet(source);
+    },
+    async openOutput(out, prepared, sources): Promise<OutputTarget> {
+      if (!isPath(out)) return openBrowserDestination(out);
+      const split = isPath(sources.base) && (await splitPart(sources.base));
+      const baseIsFolder = isPath(sources.base)
+        ? split || (await stat(sources.base)).isDirectory()
+        : prepared.baseFiles.list().length > 1;
+      const inputs = [...(split ? nodeInputFilePaths(prepared.baseFiles) : [sources.base]), ...sources.adapters].filter(isPath);
+      return createNodeOutputTarget(out, baseIsFolder ? 'folder' : 'file', inputs);
+    },
+    createBackend: (kind, calibrationDtype) => createNodeBackend(kind, { calibrationDtype }),
+  });
+}
+
+/** Is this path a file that is one part of a split GGUF? */
+async function splitPart(path: string): Promise<boolean> {
+  return isGgufSplitPart(path) && ((await stat(path).catch(() => undefined))?.isFile() ?? false);
+}

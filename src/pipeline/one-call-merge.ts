@@ -1,0 +1,96 @@
+/**
+ * The one-call merge shared by the browser and Node entry points: open the sources, plan, refuse a
+ * plan with problems, pick a backend, merge, and release everything whatever happens. The entry
+ * points differ only in what a source or an output may be (Node adds paths), supplied here as hooks.
+ */
+import type { FloatDType, OutDTypeName } from '../dtype.js';
+import type { BackendChoice } from '../engine/backend-choice.js';
+import type { MergeBackend } from '../engine/merge-op.js';
+import { createBlobOutputTarget, type OutputBlob } from '../io/blob-output.js';
+import type { InputFileSet, OutputTarget } from '../io/types.js';
+import { assertPlanValid, type MergePlan } from '../plan/merge-plan.js';
+import { dominantUpdateDtype } from './dominant-dtype.js';
+import { mergeModel, type MergeResult } from './merge-model.js';
+import { prepareMerge, type PreparedMerge } from './prepare-merge.js';
+import type { ProgressListener } from './progress.js';
+
+/** An adapter with the weight it is merged at (default 1; negative subtracts). */
+export interface WeightedSource<Source> {
+  source: Source;
+  weight?: number;
+}
+
+/** What every one-call merge takes; `Source` and `Out` are what the entry point accepts. */
+export interface OneCallMergeOptions<Source, Out> {
+  /** The base model. */
+  base: Source;
+  /** Adapters, each a source or `{ source, weight }`; merged together in one pass. */
+  adapters: readonly (Source | WeightedSource<Source>)[];
+  /** Where the merged model goes; omitted, it is kept in memory and returned as Blobs. */
+  out?: Out;
+  /**
+   * Write every float tensor in this dtype (default: each keeps the base's); for a GGUF base, the
+   * type of the merged tensors, GGML block types included (`q8_0`, `q4_k`…). The base's container
+   * checks it once the base is open, before anything is written.
+   */
+  dtype?: OutDTypeName | FloatDType | (string & {});
+  /** `auto` (default), `webgpu`, `cpu`, or a backend you made (then it is not disposed here). */
+  backend?: BackendChoice | MergeBackend;
+  /** Cancels the merge; nothing is left at the output. */
+  signal?: AbortSignal;
+  /** Called as tensors are written. */
+  onProgress?: ProgressListener;
+}
+
+/** What a one-call merge did. */
+export interface MergeOutcome extends MergeResult {
+  /** The plan it followed: every module, the base tensor it landed on, and warnings. */
+  plan: MergePlan;
+  /** The merged files when `out` was omitted; otherwise empty. */
+  blobs: OutputBlob[];
+}
+
+/** How an entry point opens what it accepts. */
+export interface OneCallHooks<Source, Out> {
+  openSource(source: Source, role: 'base' | 'adapter'): Promise<InputFileSet>;
+  openOutput(out: Out, prepared: PreparedMerge, sources: { base: Source; adapters: Source[] }): Promise<OutputTarget>;
+  createBackend(kind: BackendChoice, calibrationDtype: FloatDType | undefined): Promise<MergeBackend>;
+}
+
+function isWeighted<Source>(x: Source | WeightedSource<Source>): x is WeightedSource<Source> {
+  return typeof x === 'object' && x !== null && 'source' in x && !(x instanceof Blob);
+}
+
+export async function oneCallMerge<Source, Out>(
+  options: OneCallMergeOptions<Source, Out>, hooks: OneCallHooks<Source, Out>,
+): Promise<MergeOutcome> {
+  const adapterSources = options.adapters.map((a) => (isWeighted(a) ? a : { source: a, weight: 1 }));
+  const baseFiles = await hooks.openSource(options.base, 'base');
+  const adapters = [];
+  for (const a of adapterSources) adapters.push({ files: await hooks.openSource(a.source, 'adapter'), weight: a.weight ?? 1 });
+  const prepared = await prepareMerge(baseFiles, adapters);
+  try {
+    assertPlanValid(prepared.plan);
+    const dtype = options.dtype === undefined ? undefined : prepared.base.format.parseOutputType(options.dtype);
+    const memory = options.out === undefined ? createBlobOutputTarget(`${baseFiles.name}-merged`) : undefined;
+    const output = memory ?? await hooks.openOutput(options.out as Out, prepared, {
+      base: options.base, adapters: adapterSources.map((a) => a.source),
+    });
+    const given = typeof options.backend === 'object' ? options.backend : undefined;
+    let backend: MergeBackend;
+    try {
+      backend = given ?? await hooks.createBackend((options.backend as BackendChoice | undefined) ?? 'auto', dominantUpdateDtype(prepared));
+    } catch (e) {
+      await output.abort();
+      throw e;
+    }
+    try {
+      const result = await mergeModel({ prepared, output, backend, outDtype: dtype, signal: options.signal, onProgress: options.onProgress });
+      return { ...result, plan: prepared.plan, blobs: memory?.files() ?? [] };
+    } finally {
+      if (!given) backend.dispose();
+    }
+  } finally {
+    await prepared.close();
+  }
+}

@@ -1,0 +1,306 @@
+/**
+ * Every value a merge writes is checked, whichever way it got there:
+ * - copied unchanged: its bytes stay exactly as they are, and a cheap bit test finds NaN/Inf the base
+ *   already holds, to warn about (the base's values, not the merge's); GGUF blocks are tested by
+ *   their scales, which decide whether any value they decode to is finite (gguf/block-scales.ts);
+ * - converted to another dtype: a value that becomes Inf (f32 1e5 as f16) is an error with the fix;
+ * - replaced (PEFT modules_to_save, a base weight saved with the adapter): NaN/Inf in the adapter's
+ *   tensor, or from the conversion, is an error naming the adapter tensor;
+ * - rows set (trainable tokens): a set row holding NaN/Inf is an error naming the adapter tensor;
+ *   the rows kept are checked like copies (the base's own NaN/Inf warned about, overflow refused);
+ * - merged: the backends refuse non-finite results; here the failure is explained: the base's own
+ *   value, an adapter module's factor, or overflow of the output dtype (with the fix), so the user
+ *   knows which file to blame; merged values re-encoded as GGUF blocks are checked again, since a
+ *   block's f16 scale can overflow where the f32 values did not.
+ */
+import { decodeToF32, isFloatDType, type DType, type FloatDType } from '../dtype.js';
+import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
+import type { FloatTensorBytes, MergeOp } from '../engine/merge-op.js';
+import { MergeError, isMergeError } from '../errors.js';
+import type { BiasUpdate, PlannedReplacement, TensorUpdate } from '../plan/merge-plan.js';
+import type { PlannedRowSet } from '../plan/row-sets.js';
+
+/** Largest finite value of each output dtype, for messages. */
+const LARGEST: Record<FloatDType, string> = { F32: '3.4e38', F16: '65504', BF16: '3.39e38', F8_E4M3: '448', F8_E5M2: '57344' };
+
+/** Per dtype: the exponent mask and the increment that carries into the sign bit when it is all ones. */
+const EXPONENT_TEST: Partial<Record<DType, { mask: number; carry: number; signs: number }>> = {
+  F32: { mask: 0x7f800000, carry: 0x00800000, signs: 0x80000000 },
+  F16: { mask: 0x7c007c00, carry: 0x04000400, signs: 0x80008000 },
+  BF16: { mask: 0x7f807f80, carry: 0x00800080, signs: 0x80008000 },
+  // fp8, four per word: e5m2's exponent is 0x7c; e4m3fn has no Inf and only 0x7f/0xff are NaN.
+  F8_E5M2: { mask: 0x7c7c7c7c, carry: 0x04040404, signs: 0x80808080 },
+  F8_E4M3: { mask: 0x7f7f7f7f, carry: 0x01010101, signs: 0x80808080 },
+};
+
+/**
+ * Does `bytes` (little-endian `dtype` values) hold NaN or ±Inf? One AND and one ADD per 32-bit word:
+ * an all-ones exponent plus one carries into the word's (or half-word's) sign bit. Non-float dtypes
+ * have no such values.
+ */
+export function hasNonFinite(bytes: Uint8Array, dtype: DType): boolean {
+  const test = EXPONENT_TEST[dtype];
+  if (!test) return false;
+  const words = bytes.byteLength >>> 2;
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice(0, words * 4);
+  const u32 = new Uint32Array(aligned.buffer, aligned.byteOffset, words);
+  const { mask, carry } = test;
+  let seen = 0;
+  for (let i = 0; i < words; i++) seen |= (u32[i] & mask) + carry;
+  if ((seen >>> 0) & test.signs) return true;
+  if (bytes.byteLength % 4 === 0) return false;
+  // The last one to three bytes: a zero-padded word.
+  let tail = 0;
+  for (let i = words * 4, k = 0; i < bytes.byteLength; i++, k += 8) tail |= bytes[i] << k;
+  const filled = 2 ** (8 * (bytes.byteLength % 4)) - 1;
+  return (((tail & mask) + (carry & filled)) & test.signs & filled) !== 0;
+}
+
+/** How many NaN/Inf values `bytes` holds (only called once hasNonFinite said some). */
+export function countNonFinite(bytes: Uint8Array, dtype: DType): number {
+  if (!EXPONENT_TEST[dtype]) return 0;
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  let n = 0;
+  if (dtype === 'F8_E4M3' || dtype === 'F8_E5M2') {
+    const special = dtype === 'F8_E4M3' ? 0x7f : 0x7c;
+    for (let i = 0; i < bytes.byteLength; i++) if ((bytes[i] & special) === special) n++;
+    return n;
+  }
+  if (dtype === 'F32') {
+    const u32 = new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
+    for (let i = 0; i < u32.length; i++) if ((u32[i] & 0x7f800000) === 0x7f800000) n++;
+  } else {
+    const mask = dtype === 'F16' ? 0x7c00 : 0x7f80;
+    const u16 = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 1);
+    for (let i = 0; i < u16.length; i++) if ((u16[i] & mask) === mask) n++;
+  }
+  return n;
+}
+
+/** Collects the copied tensors that already held NaN/Inf, for one warning at the end. */
+export class CopiedNonFinite {
+  private readonly byFile = new Map<string, Map<string, number>>();
+
+  /** Scans one copied piece of `tensor` from shard file `file` (bytes unchanged). */
+  scan(file: string, tensor: string, bytes: Uint8Array, dtype: DType): void {
+    if (hasNonFinite(bytes, dtype)) this.add(file, tensor, countNonFinite(bytes, dtype));
+  }
+
+  /** Records `count` NaN/Inf values found in one copied piece of `tensor` (blocks counted by their scales). */
+  add(file: string, tensor: string, count: number): void {
+    if (count <= 0) return;
+    let tensors = this.byFile.get(file);
+    if (!tensors) this.byFile.set(file, (tensors = new Map()));
+    tensors.set(tensor, (tensors.get(tensor) ?? 0) + count);
+  }
+
+  /** One warning per base file that holds non-finite values in tensors the merge only copied. */
+  warnings(): string[] {
+    return [...this.byFile].map(([file, tensors]) => {
+      const listed = [...tensors].slice(0, 8).map(([name, n]) => `${name} (${n} value${n === 1 ? '' : 's'})`);
+      const more = tensors.size > listed.length ? `, and ${tensors.size - listed.length} more` : '';
+      const one = tensors.size === 1;
+      return `${file}: ${tensors.size} tensor${one ? ' already holds' : 's already hold'} NaN or Inf in the base and ` +
+        `${one ? 'is copied as it is' : 'are copied as they are'}: ${listed.join(', ')}${more}`;
+    });
+  }
+}
+
+/**
+ * A copied tensor converted to the output dtype: values that were finite must stay finite. The
+ * base's own NaN/Inf are left to the warning about copies (the caller scans the input too).
+ */
+export function checkConverted(file: string, tensor: string, input: Uint8Array, inDtype: DType, output: Uint8Array, outDtype: FloatDType): void {
+  if (!hasNonFinite(output, outDtype)) return;
+  const created = countNonFinite(output, outDtype) - countNonFinite(input, inDtype);
+  if (created <= 0) return;
+  throw new MergeError(
+    'NON_FINITE',
+    `${file}: tensor "${tensor}": ${created} value${created === 1 ? ' overflows' : 's overflow'} ${outDtype} (largest finite ${LARGEST[outDtype]}) ` +
+      `when converted from ${inDtype}; write ${outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}, or keep the base's dtype`,
+  );
+}
+
+/**
+ * Merged f32 values (finite: the backends refuse others) re-encoded as blocks of `type`: a block
+ * whose values are too large for its f16 scale (about 65504 × the largest quantized level) would
+ * decode to NaN or Inf. `nonFinite` is what the container counted in the encoded blocks.
+ */
+export function checkEncodedBlocks(file: string, tensor: string, type: string, values: Uint8Array, nonFinite: number | undefined): void {
+  if (!nonFinite) return;
+  const aligned = values.byteOffset % 4 === 0 ? values : values.slice();
+  const f32 = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
+  let largest = 0;
+  for (let i = 0; i < f32.length; i++) largest = Math.max(largest, Math.abs(f32[i]));
+  throw new MergeError(
+    'NON_FINITE',
+    `${file}: tensor "${tensor}": merged values up to ${largest.toPrecision(3)} are too large for ${type} blocks ` +
+      `(${nonFinite} value${nonFinite === 1 ? '' : 's'} would be NaN or Inf: the blocks' f16 scales overflow); write with --dtype f32 or bf16, or lower --weight`,
+  );
+}
+
+/** How an adapter tensor that a merge writes in place of a base tensor is named in messages. */
+function savedTensor(rep: PlannedReplacement): string {
+  return `${rep.adapter}: tensor "${rep.tensor.name}" (${rep.origin === 'modules_to_save' ? `replacing ${rep.baseKey}, modules_to_save` : `${rep.baseKey} saved with the adapter`})`;
+}
+
+/** A piece of a replacement tensor as written (`source`: the same piece as the adapter stores it): no NaN/Inf, from the adapter or from conversion. */
+export function checkReplacement(rep: PlannedReplacement, source: Uint8Array, output: Uint8Array, outDtype: FloatDType): void {
+  if (!hasNonFinite(output, outDtype)) return;
+  const where = savedTensor(rep);
+  if (hasNonFinite(source, rep.tensor.dtype)) {
+    throw new MergeError('NON_FINITE', `${where} holds ${countNonFinite(source, rep.tensor.dtype)} NaN or Inf values; the adapter file is broken`);
+  }
+  throw new MergeError(
+    'NON_FINITE',
+    `${where}: values overflow ${outDtype} (largest finite ${LARGEST[outDtype]}) when converted; write ${outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}`,
+  );
+}
+
+/**
+ * A slab of a tensor with rows set (trainable tokens), as written: a set row must hold finite
+ * values (else the adapter's delta tensor is broken); the other rows come from the base, whose own
+ * NaN/Inf are warned about as for copies, or from a tensor the adapter saved, which must be finite;
+ * no value may overflow the output dtype.
+ */
+export function checkRowSet(
+  file: string, rowSet: PlannedRowSet, rowStart: number, start: FloatTensorBytes, setRows: ReadonlyMap<number, Float32Array>,
+  output: Uint8Array, outDtype: FloatDType, copied: CopiedNonFinite,
+): void {
+  if (!hasNonFinite(output, outDtype) && !hasNonFinite(start.data, start.dtype)) return;
+  const cols = rowSet.shape[1];
+  const before = decodeToF32(start.data, start.dtype);
+  const after = decodeToF32(output, outDtype);
+  const nonFinite = (v: Float32Array) => v.reduce((n, x) => n + (Number.isFinite(x) ? 0 : 1), 0);
+  let copiedCount = 0;
+  for (let i = 0; i < before.length / cols; i++) {
+    const row = rowStart + i;
+    const set = setRows.get(row);
+    const input = set ?? before.subarray(i * cols, (i + 1) * cols);
+    const had = nonFinite(input);
+    if (had > 0 && set) {
+      const term = rowSet.terms.find((t) => t.indices.includes(row))!;
+      throw new MergeError('NON_FINITE', `${term.adapter}: tensor "${term.delta.name}" (trainable tokens of ${rowSet.baseKey}) holds NaN or Inf in the row for token ${row}; the adapter file is broken`);
+    }
+    if (had > 0 && rowSet.source) throw new MergeError('NON_FINITE', `${savedTensor(rowSet.source)} holds NaN or Inf in row ${row}; the adapter file is broken`);
+    copiedCount += had;
+    if (nonFinite(after.subarray(i * cols, (i + 1) * cols)) > had) {
+      throw new MergeError(
+        'NON_FINITE',
+        `${file}: tensor "${rowSet.baseKey}": values of row ${row}${set ? ' (set by trainable tokens)' : ''} overflow ${outDtype} (largest finite ${LARGEST[outDtype]}) when converted; ` +
+          `write ${outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}`,
+      );
+    }
+  }
+  copied.add(file, rowSet.baseKey, copiedCount);
+}
+
+/** What a failed merged tensor needs for its explanation. */
+export interface FailedUpdate {
+  /** Shard file of the base tensor. */
+  file: string;
+  update: TensorUpdate;
+  /** The base bytes of this slab, as read. */
+  base: Uint8Array;
+  /** The op that failed. */
+  op: MergeOp;
+}
+
+/**
+ * Turns a backend's NON_FINITE error into one that names the cause: the base's own values, an
+ * adapter tensor holding NaN/Inf, or overflow of the output dtype (with the fix). Other
+ * errors pass through unchanged. Runs only on the error path, so it may re-read adapter tensors.
+ */
+export async function explainNonFinite(error: unknown, failed: FailedUpdate): Promise<unknown> {
+  if (!isMergeError(error) || error.code !== 'NON_FINITE') return error;
+  const { file, update, base, op } = failed;
+  const tensor = `tensor "${update.baseKey}"`;
+  if (hasNonFinite(base, op.base.dtype)) {
+    const n = countNonFinite(base, op.base.dtype);
+    if (update.source) return new MergeError('NON_FINITE', `${savedTensor(update.source)} holds ${n} NaN or Inf value${n === 1 ? '' : 's'} in rows ${rowRange(op)}; the adapter file is broken`);
+    return baseHoldsNonFinite(file, update.baseKey, n, op);
+  }
+  const culprit = await brokenAdapterTensor(update);
+  if (culprit) return new MergeError('NON_FINITE', `${culprit}; the adapter file is broken (${file}: ${tensor})`);
+  const modules = update.terms.map((t) => `${t.adapter} module "${t.moduleName}" (scale ${+t.scale.toPrecision(4)})`).join(', ');
+  const largest = op.outDtype === 'F32' ? undefined : largestInF32(op);
+  if (largest !== undefined) {
+    return new MergeError(
+      'NON_FINITE',
+      `${file}: ${tensor}: merged values up to ${largest.toPrecision(3)} overflow ${op.outDtype} (largest finite ${LARGEST[op.outDtype]}), ` +
+        `after the update from ${modules}; write ${op.outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}, or lower --weight`,
+    );
+  }
+  return new MergeError(
+    'NON_FINITE',
+    `${file}: ${tensor}: the update from ${modules} makes values too large for any float dtype; check the adapter and --weight`,
+  );
+}
+
+/**
+ * The base's own NaN/Inf in rows the merge updates (any merge of them is NaN or Inf): found in the
+ * decoded values after a failed merge, or beforehand in GGUF blocks by their scales.
+ */
+export function baseHoldsNonFinite(file: string, baseKey: string, n: number, rows: Pick<MergeOp, 'rows' | 'rowStart' | 'rowCount'>): MergeError {
+  return new MergeError(
+    'NON_FINITE',
+    `${file}: tensor "${baseKey}" already holds ${n} NaN or Inf value${n === 1 ? '' : 's'} in the base (rows ${rowRange(rows)}), and the merge updates it; ` +
+      'the base file is broken: use an intact copy of the base',
+  );
+}
+
+/** A bias update whose result is not finite: the base bias, or an adapter's lora_B.bias. */
+export function explainBiasNonFinite(error: unknown, file: string, bias: BiasUpdate, base: Uint8Array, op: MergeOp): unknown {
+  if (!isMergeError(error) || error.code !== 'NON_FINITE') return error;
+  if (bias.source && hasNonFinite(base, bias.dtype)) return new MergeError('NON_FINITE', `${savedTensor(bias.source)} holds NaN or Inf; the adapter file is broken`);
+  if (hasNonFinite(base, bias.dtype)) {
+    return new MergeError('NON_FINITE', `${file}: tensor "${bias.baseKey}" already holds NaN or Inf in the base, and the merge updates it; use an intact copy of the base`);
+  }
+  for (let i = 0; i < bias.terms.length; i++) {
+    const b = op.terms[i]?.b;
+    if (b && hasNonFinite(b.data, b.dtype)) {
+      const t = bias.terms[i];
+      return new MergeError('NON_FINITE', `${t.adapter} module "${t.moduleName}": ${t.biasB.name} holds NaN or Inf; the adapter file is broken`);
+    }
+  }
+  return new MergeError(
+    'NON_FINITE',
+    `${file}: tensor "${bias.baseKey}": the merged bias overflows ${op.outDtype} (largest finite ${LARGEST[op.outDtype]}); ` +
+      `write ${op.outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}, or lower --weight`,
+  );
+}
+
+/** The first adapter tensor of the update (factors, DoRA magnitudes…) that holds NaN or Inf, named. */
+async function brokenAdapterTensor(update: TensorUpdate): Promise<string | undefined> {
+  for (const t of update.terms) {
+    const entries = Object.values(t.module.tensors).map((entry) => ({ entry, what: 'factor' }));
+    if (t.dora) entries.push({ entry: t.dora.magnitude, what: 'DoRA magnitude' });
+    for (const { entry, what } of entries) {
+      if (!isFloatDType(entry.dtype)) continue;
+      if (hasNonFinite(await t.file.read(entry), entry.dtype)) {
+        return `${t.adapter} module "${t.moduleName}": ${what} ${entry.name} holds NaN or Inf`;
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The largest |value| of the op merged to f32, or undefined when f32 overflows too. */
+function largestInF32(op: MergeOp): number | undefined {
+  let out: Uint8Array;
+  try {
+    out = mergeStepsOnCpu({ ...op, outDtype: 'F32' });
+  } catch {
+    return undefined;
+  }
+  const values = new Float32Array(out.buffer, out.byteOffset, out.byteLength / 4);
+  let largest = 0;
+  for (let i = 0; i < values.length; i++) largest = Math.max(largest, Math.abs(values[i]));
+  return largest;
+}
+
+function rowRange(op: Pick<MergeOp, 'rows' | 'rowStart' | 'rowCount'>): string {
+  const start = op.rowStart ?? 0;
+  const count = op.rowCount ?? op.rows - start;
+  return `${start}–${start + count - 1}`;
+}

@@ -1,0 +1,45 @@
+/**
+ * Requests that are legal but almost certainly not what the user meant are said aloud, and modules
+ * beyond the limits are refused before anything is read:
+ * - weight 0, or a module whose alpha is 0 (scale 0): the merge rewrites the tensors unchanged;
+ * - a rank above MAX_RANK: its factors alone would take more memory than a merge may use.
+ * (The same adapter given twice is found in same-adapter.ts, which compares file contents.)
+ */
+import type { AdapterModule } from '../formats/adapter.js';
+import { MAX_RANK } from '../limits.js';
+import type { WeightedAdapter } from './merge-plan.js';
+
+/** The rank the executor runs a module's low-rank product at (LoHa: r₁·r₂; LoKr: its kron rank), if it is one. */
+export function effectiveRank(module: AdapterModule): number | undefined {
+  return module.update.kind === 'low-rank' ? module.update.rank : undefined;
+}
+
+/** Why a module is refused before its factors are read, if it is. */
+export function moduleLimitProblem(module: AdapterModule): string | undefined {
+  const rank = effectiveRank(module);
+  if (rank !== undefined && rank > MAX_RANK) {
+    const shown = rank !== module.rank ? ` (${module.algorithm}, rank ${module.rank} in its factors)` : '';
+    return `rank ${rank}${shown} is above the limit of ${MAX_RANK} (MAX_RANK), which bounds the memory a merge takes`;
+  }
+  return undefined;
+}
+
+/** Warnings for weight 0 and for modules whose alpha makes their scale 0. */
+export function suspiciousRequestWarnings(adapters: readonly WeightedAdapter[]): string[] {
+  const warnings: string[] = [];
+  for (const { adapter, weight } of adapters) {
+    if (weight === 0) {
+      warnings.push(`${adapter.name}: weight 0 changes nothing; its tensors are written unchanged (was another weight meant?)`);
+      continue;
+    }
+    const silent = adapter.modules.filter((m) => m.scale === 0);
+    if (silent.length > 0) {
+      const names = silent.slice(0, 3).map((m) => m.key).join(', ');
+      warnings.push(
+        `${adapter.name}: ${silent.length === adapter.modules.length ? 'every module has' : `${silent.length} of ${adapter.modules.length} modules have`} ` +
+          `alpha 0, so scale 0: ${silent.length === 1 ? 'it changes' : 'they change'} nothing (${names}${silent.length > 3 ? ', …' : ''})`,
+      );
+    }
+  }
+  return warnings;
+}

@@ -1,0 +1,241 @@
+/**
+ * combine and resize on both backends, checked against float64 math written in the test: cat
+ * reproduces Σ w·s·B·A, svd reaches the Eckart–Young optimum, PEFT's ties / dare / magnitude-prune
+ * rules hold element by element, kohya's dynamic rank rules and clamp quantile are reproduced.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { combineAdapters, type CombineOptions } from '../src/adapter-ops/combine.js';
+import { resizeAdapter } from '../src/adapter-ops/resize.js';
+import type { AlgebraBackend } from '../src/algebra/algebra-backend.js';
+import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
+import { createWebGpuAlgebra } from '../src/algebra/gpu-algebra.js';
+import { dareSeed } from '../src/algebra/merge-rules.js';
+import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
+import { openAdapter, type ParsedAdapter } from '../src/formats/adapter.js';
+import type { WrittenModule } from '../src/formats/adapter-writer.js';
+import { openNodeInputFileSet } from '../src/io/node-input-files.js';
+import { createRandom } from '../src/sample/seeded-random.js';
+import { kohyaFile, peftFiles, type FixtureModule } from './helpers/adapter-fixtures.js';
+import { seededRandom, tempDirs } from './helpers/fixtures.js';
+import { dense, frob2, gaussian, minus, optimalError, product, singularValues, withSpectrum, type Dense } from './helpers/svd-reference.js';
+
+const temp = tempDirs();
+let nodeGpu: NodeGpu | undefined;
+const backends: Record<string, AlgebraBackend | undefined> = { cpu: new CpuAlgebra() };
+const opened: ParsedAdapter[] = [];
+
+beforeAll(async () => {
+  nodeGpu = await getNodeGpu();
+  try {
+    backends.webgpu = await createWebGpuAlgebra(nodeGpu.gpu);
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
+  }
+});
+
+afterAll(async () => {
+  for (const b of Object.values(backends)) b?.dispose();
+  nodeGpu?.dispose();
+  await Promise.all(opened.map((a) => a.file.source.close()));
+  temp.removeAll();
+});
+
+const Q = 'model.layers.0.self_attn.q_proj';
+const V = 'model.layers.0.self_attn.v_proj';
+
+function randomDense(rows: number, cols: number, rand: () => number, scale = 1): Dense {
+  return dense(rows, cols, () => gaussian(rand) * scale);
+}
+
+async function peft(modules: FixtureModule[], config: Record<string, unknown> = {}): Promise<ParsedAdapter> {
+  const a = await openAdapter(await openNodeInputFileSet(temp.make(peftFiles(modules, config))));
+  opened.push(a);
+  return a;
+}
+
+/** The module's update as the output applies it: α/r · up · down. */
+function applied(m: WrittenModule): Dense {
+  const up = { rows: m.upShape[0], cols: m.rank, data: Float64Array.from(m.up) };
+  const down = { rows: m.rank, cols: m.down.length / m.rank, data: Float64Array.from(m.down) };
+  const p = product(up, down);
+  return dense(p.rows, p.cols, (i, j) => (m.alpha / m.rank) * p.data[i * p.cols + j]);
+}
+
+const scaled = (d: Dense, s: number) => dense(d.rows, d.cols, (i, j) => s * d.data[i * d.cols + j]);
+const sum = (xs: Dense[]) => dense(xs[0].rows, xs[0].cols, (i, j) => xs.reduce((s, x) => s + x.data[i * x.cols + j], 0));
+const relError = (got: Dense, want: Dense) => Math.sqrt(frob2(minus(got, want)) / Math.max(frob2(want), 1e-300));
+
+for (const name of ['cpu', 'webgpu']) {
+  describe(`${name} backend`, () => {
+    const get = (skip: (note?: string) => void): AlgebraBackend => {
+      if (!backends[name]) skip('no WebGPU adapter on this machine');
+      return backends[name]!;
+    };
+
+    it('cat reproduces Σ w·s·B·A to f32 accuracy (different ranks, a module in one adapter only)', async (ctx) => {
+      const backend = get(ctx.skip);
+      const rand = seededRandom(1);
+      const m1 = { name: Q, b: randomDense(24, 4, rand), a: randomDense(4, 20, rand), alpha: 8 };
+      const m2 = { name: Q, b: randomDense(24, 6, rand), a: randomDense(6, 20, rand), alpha: 3 };
+      const v1 = { name: V, b: randomDense(12, 4, rand), a: randomDense(4, 20, rand), alpha: 8 };
+      const [x, y] = [await peft([m1, v1]), await peft([m2], { r: 6, lora_alpha: 3 })];
+      const out = await combineAdapters([{ adapter: x, weight: 0.7 }, { adapter: y, weight: -1.3 }], { method: 'cat', format: 'peft' }, backend);
+      const q = out.adapter.modules.find((m) => m.name === Q)!;
+      expect(q.rank).toBe(10);
+      const want = sum([scaled(product(m1.b, m1.a), 0.7 * 8 / 4), scaled(product(m2.b, m2.a), -1.3 * 3 / 6)]);
+      expect(relError(applied(q), want)).toBeLessThan(1e-6);
+      const v = out.adapter.modules.find((m) => m.name === V)!;
+      expect(v.rank).toBe(4);
+      expect(relError(applied(v), scaled(product(v1.b, v1.a), 0.7 * 2))).toBeLessThan(1e-6);
+    });
+
+    it('svd --rank k is within 1e-3 of the optimal rank-k error of Σ w·s·B·A', async (ctx) => {
+      const backend = get(ctx.skip);
+      const rand = seededRandom(2);
+      const mods = [0, 1, 2].map(() => ({ name: Q, b: randomDense(70, 8, rand), a: randomDense(8, 90, rand, 0.1), alpha: 16 }));
+      const adapters = await Promise.all(mods.map((m) => peft([m], { lora_alpha: 16 })));
+      const weights = [1, 0.5, -0.25];
+      const want = sum(mods.map((m, i) => scaled(product(m.b, m.a), weights[i] * 2)));
+      for (const k of [1, 5, 12]) {
+        const out = await combineAdapters(adapters.map((adapter, i) => ({ adapter, weight: weights[i] })), { method: 'svd', rank: k, format: 'peft' }, backend);
+        const m = out.adapter.modules[0];
+        expect(m.rank).toBe(k);
+        expect(m.alpha).toBe(k);
+        const err = Math.sqrt(frob2(minus(applied(m), want)));
+        expect(err).toBeLessThanOrEqual(optimalError(want, k) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(want)));
+      }
+    });
+
+    /** Rules written from PEFT's merge_utils, on full-rank small cases so the SVD step is exact. */
+    async function checkRule(method: CombineOptions['method'], density: number, majority: 'total' | 'frequency', seed: number) {
+      const backend = backends[name]!;
+      const rand = seededRandom(10 + seed);
+      const [m, n, r] = [7, 6, 6];
+      const mods = [0, 1, 2].map((i) => ({ name: Q, b: randomDense(m, r, rand), a: randomDense(r, n, rand), alpha: [6, 3, 12][i] }));
+      const adapters = await Promise.all(mods.map((mod) => peft([mod], { r, lora_alpha: mod.alpha })));
+      const weights = [0.9, -0.6, 0.4];
+      const out = await combineAdapters(adapters.map((adapter, i) => ({ adapter, weight: weights[i] })),
+        { method, rank: 6, density, majoritySign: majority, seed, format: 'peft' }, backend);
+      const got = applied(out.adapter.modules[0]);
+      // Tᵢ = sᵢ·BᵢAᵢ in f32, as the library forms them.
+      const tasks = mods.map((mod) => Array.from(Float32Array.from(product(mod.b, mod.a).data, (x) => Math.fround(x * mod.alpha / r))));
+      let pruned: number[][];
+      if (method.startsWith('dare')) {
+        const random = createRandom(dareSeed(seed, Q));
+        pruned = tasks.map((t) => t.map((x) => (random() < density ? Math.fround(x / density) : 0)));
+      } else {
+        const k = Math.floor(density * m * n);
+        pruned = tasks.map((t) => {
+          const threshold = [...t].map(Math.abs).sort((p, q) => q - p)[k - 1];
+          return t.map((x) => (Math.abs(x) >= threshold ? x : 0));
+        });
+      }
+      const want = new Float64Array(m * n);
+      for (let i = 0; i < m * n; i++) {
+        if (method === 'magnitude_prune' || method === 'dare_linear') {
+          want[i] = pruned.reduce((s, p, t) => s + weights[t] * p[i], 0);
+          continue;
+        }
+        const vote = pruned.reduce((s, p) => s + (majority === 'total' ? p[i] : Math.sign(p[i])), 0);
+        const sign = vote >= 0 ? 1 : -1;
+        let total = 0, count = 0;
+        pruned.forEach((p, t) => {
+          if (Math.sign(p[i]) === sign) {
+            total += weights[t] * p[i];
+            count++;
+          }
+        });
+        want[i] = total / Math.max(count, 1);
+      }
+      const scale = Math.sqrt(frob2({ rows: m, cols: n, data: want }) / (m * n));
+      for (let i = 0; i < m * n; i++) expect(Math.abs(got.data[i] - want[i]), `element ${i}`).toBeLessThan(2e-5 * scale);
+    }
+
+    it('ties (total and frequency) element by element', async (ctx) => {
+      get(ctx.skip);
+      await checkRule('ties', 0.5, 'total', 1);
+      await checkRule('ties', 0.3, 'frequency', 2);
+    });
+    it('dare_linear and dare_ties element by element, with the documented draws', async (ctx) => {
+      get(ctx.skip);
+      await checkRule('dare_linear', 0.6, 'total', 3);
+      await checkRule('dare_ties', 0.5, 'frequency', 4);
+    });
+    it('magnitude_prune element by element', async (ctx) => {
+      get(ctx.skip);
+      await checkRule('magnitude_prune', 0.4, 'total', 5);
+      await checkRule('magnitude_prune', 1, 'total', 6);
+    });
+
+    it('--clamp-quantile clamps up and down to ± the q-quantile of their values', async (ctx) => {
+      const backend = get(ctx.skip);
+      const rand = seededRandom(7);
+      const adapter = await peft([{ name: Q, b: randomDense(30, 4, rand), a: randomDense(4, 25, rand) }]);
+      const plain = (await combineAdapters([{ adapter, weight: 1 }, { adapter, weight: 0.5 }], { method: 'svd', rank: 3, format: 'peft' }, backend)).adapter.modules[0];
+      const clamped = (await combineAdapters([{ adapter, weight: 1 }, { adapter, weight: 0.5 }], { method: 'svd', rank: 3, clampQuantile: 0.9, format: 'peft' }, backend)).adapter.modules[0];
+      const values = [...plain.up, ...plain.down].sort((x, y) => x - y);
+      const pos = 0.9 * (values.length - 1);
+      const hi = values[Math.floor(pos)] + (pos - Math.floor(pos)) * (values[Math.ceil(pos)] - values[Math.floor(pos)]);
+      const clip = (x: number) => Math.min(Math.max(x, -hi), hi);
+      [...plain.up].forEach((x, i) => expect(clamped.up[i]).toBeCloseTo(clip(x), 5));
+      [...plain.down].forEach((x, i) => expect(clamped.down[i]).toBeCloseTo(clip(x), 5));
+    });
+
+    it("resize follows kohya's dynamic rules, keeps each module's scale, and is optimal", async (ctx) => {
+      const backend = get(ctx.skip);
+      const rand = seededRandom(8);
+      const s = [5, 3, 2, 1, 0.5, 0.2, 0.1, 0.05];
+      const w = withSpectrum(40, 30, s, rand);
+      // B = U·√S, A = √S·Vᵀ of w: any factorisation of the same product.
+      const b = randomDense(40, 8, rand);
+      const pinv = solveFactor(b, w);
+      const adapter = await openAdapter(await openNodeInputFileSet(temp.make({ 'x.safetensors': kohyaFile([{ name: 'lora_unet_mid_block_attentions_0_proj_in', b, a: pinv, alpha: 4 }]) })));
+      opened.push(adapter);
+      const target = product(b, pinv);
+      const sv = singularValues(target);
+      const n = Math.min(40, 30);
+      const clampIndex = (i: number) => Math.max(1, Math.min(i, n - 1));
+      const sum1 = sv.reduce((p, x) => p + x, 0), sum2 = sv.reduce((p, x) => p + x * x, 0);
+      const firstReaching = (frac: (i: number) => number, t: number) => { let i = 0; while (i < n && frac(i) < t) i++; return i; };
+      const cum = (p: number) => (i: number) => sv.slice(0, i + 1).reduce((a, x) => a + x ** p, 0) / (p === 1 ? sum1 : sum2);
+      const expected: [Parameters<typeof resizeAdapter>[1], number][] = [
+        [{ kind: 'rank', rank: 3 }, 3],
+        [{ kind: 'sv_ratio', value: 12 }, Math.min(8, clampIndex(sv.filter((x) => x > sv[0] / 12).length) + 1)],
+        [{ kind: 'sv_fro', value: 0.95 }, Math.min(8, clampIndex(firstReaching(cum(2), 0.95 ** 2) + 1) + 1)],
+        [{ kind: 'sv_cumulative', value: 0.8 }, Math.min(8, clampIndex(firstReaching(cum(1), 0.8) + 1) + 1)],
+      ];
+      for (const [rule, rank] of expected) {
+        const out = await resizeAdapter(adapter, rule, 'kohya', backend);
+        const m = out.adapter.modules[0];
+        expect(m.rank, JSON.stringify(rule)).toBe(rank);
+        expect(m.alpha / m.rank).toBeCloseTo(4 / 8, 12);
+        const err = Math.sqrt(frob2(minus(applied(m), scaled(target, 0.5))));
+        expect(err).toBeLessThanOrEqual(optimalError(scaled(target, 0.5), rank) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
+        expect(out.report[0].froKept).toBeCloseTo(Math.sqrt(sv.slice(0, rank).reduce((a, x) => a + x * x, 0) / sum2), 5);
+      }
+    });
+  });
+}
+
+/** A with b·A = w for a full-column-rank b (normal equations, f64, by Gaussian elimination). */
+function solveFactor(b: Dense, w: Dense): Dense {
+  const r = b.cols;
+  const g = dense(r, r, (i, j) => { let s = 0; for (let k = 0; k < b.rows; k++) s += b.data[k * r + i] * b.data[k * r + j]; return s; });
+  const rhs = dense(r, w.cols, (i, j) => { let s = 0; for (let k = 0; k < b.rows; k++) s += b.data[k * r + i] * w.data[k * w.cols + j]; return s; });
+  for (let p = 0; p < r; p++) {
+    for (let i = p + 1; i < r; i++) {
+      const f = g.data[i * r + p] / g.data[p * r + p];
+      for (let j = 0; j < r; j++) g.data[i * r + j] -= f * g.data[p * r + j];
+      for (let j = 0; j < w.cols; j++) rhs.data[i * w.cols + j] -= f * rhs.data[p * w.cols + j];
+    }
+  }
+  const x = dense(r, w.cols, () => 0);
+  for (let i = r - 1; i >= 0; i--) {
+    for (let j = 0; j < w.cols; j++) {
+      let s = rhs.data[i * w.cols + j];
+      for (let k = i + 1; k < r; k++) s -= g.data[i * r + k] * x.data[k * w.cols + j];
+      x.data[i * w.cols + j] = s / g.data[i * r + i];
+    }
+  }
+  return x;
+}

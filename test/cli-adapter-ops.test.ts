@@ -1,0 +1,224 @@
+/**
+ * combine, resize and extract through the CLI as a user runs them: the files they write load in
+ * loramerge's own readers and merge to what the inputs give, extraction recovers a planted
+ * low-rank difference within 1e-3 of the optimal error, bad input is one line with nothing left at
+ * --out, and Ctrl-C stops them the same way.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { kohyaFile, peftFiles } from './helpers/adapter-fixtures.js';
+import { CLI, errorLines, listDir, runCli } from './helpers/cli.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
+import { dense, frob2, gaussian, minus, optimalError, product, withSpectrum, type Dense } from './helpers/svd-reference.js';
+
+const temp = tempDirs();
+afterAll(() => temp.removeAll());
+
+const randomDense = (rows: number, cols: number, rand: () => number, scale = 1): Dense => dense(rows, cols, () => gaussian(rand) * scale);
+const tensorOf = (file: string, name: string) => decodeSafetensors(readFileSync(file)).tensors.get(name)!;
+
+/** A tiny Llama-like base: two q_proj/v_proj layers, a norm, an embedding (f32). */
+function baseTensors(rand: () => number) {
+  return {
+    'model.embed_tokens.weight': randomDense(50, 64, rand, 0.1),
+    'model.layers.0.self_attn.q_proj.weight': randomDense(64, 64, rand, 0.1),
+    'model.layers.0.self_attn.v_proj.weight': randomDense(32, 64, rand, 0.1),
+    'model.layers.0.input_layernorm.weight': dense(1, 64, () => 1),
+    'model.layers.1.mlp.down_proj.weight': randomDense(64, 96, rand, 0.1),
+  };
+}
+
+function modelFile(tensors: Record<string, Dense>): Uint8Array {
+  return buildSafetensors(Object.entries(tensors).map(([name, d]) => ({
+    name, dtype: 'F32' as const, shape: name.includes('layernorm') ? [d.cols] : [d.rows, d.cols], data: d.data,
+  })));
+}
+
+describe('extract', () => {
+  it('recovers a planted low-rank difference, saves changed norms and embeddings whole, and merges back', async () => {
+    const rand = seededRandom(21);
+    const base = baseTensors(rand);
+    const planted = withSpectrum(64, 64, [3, 2, 1, 0.5], rand);
+    const noise = randomDense(64, 64, rand, 1e-4);
+    const tuned: Record<string, Dense> = { ...base };
+    const qName = 'model.layers.0.self_attn.q_proj.weight';
+    tuned[qName] = dense(64, 64, (i, j) => base[qName].data[i * 64 + j] + planted.data[i * 64 + j] + noise.data[i * 64 + j]);
+    const dName = 'model.layers.1.mlp.down_proj.weight';
+    const dDiff = withSpectrum(64, 96, [1, 0.8, 0.6, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01], rand);
+    tuned[dName] = dense(64, 96, (i, j) => base[dName].data[i * 96 + j] + dDiff.data[i * 96 + j]);
+    tuned['model.layers.0.input_layernorm.weight'] = dense(1, 64, (_, j) => 1 + j / 1000);
+    tuned['model.embed_tokens.weight'] = dense(50, 64, (i, j) => base['model.embed_tokens.weight'].data[i * 64 + j] + (i === 3 ? 0.5 : 0));
+    const dir = temp.make({ 'base/model.safetensors': modelFile(base), 'tuned/model.safetensors': modelFile(tuned), 'base/config.json': '{"_name_or_path": "org/tiny-llama"}' });
+    const out = join(dir, 'lora');
+    const r = await runCli(['extract', '--base', join(dir, 'base'), '--tuned', join(dir, 'tuned'), '--rank', '4', '--out', out, '--backend', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/model\.layers\.0\.self_attn\.q_proj\s+4\s+\d+\.\d+%/);
+    const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
+    expect(config).toMatchObject({ peft_type: 'LORA', r: 4, lora_alpha: 4, base_model_name_or_path: 'org/tiny-llama' });
+    expect(config.target_modules.sort()).toEqual(['model.layers.0.self_attn.q_proj', 'model.layers.1.mlp.down_proj']);
+    expect(config.modules_to_save.sort()).toEqual(['model.embed_tokens', 'model.layers.0.input_layernorm']);
+    const weights = join(out, 'adapter_model.safetensors');
+    const file = decodeSafetensors(readFileSync(weights));
+    expect([...file.tensors.keys()].sort()).toEqual([
+      'base_model.model.model.embed_tokens.weight', 'base_model.model.model.layers.0.input_layernorm.weight',
+      'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight',
+      'base_model.model.model.layers.1.mlp.down_proj.lora_A.weight', 'base_model.model.model.layers.1.mlp.down_proj.lora_B.weight',
+    ]);
+    expect(file.metadata.loramerge_command).toBe('extract');
+    const ba = (m: string) => {
+      const a = tensorOf(weights, `base_model.model.${m}.lora_A.weight`), b = tensorOf(weights, `base_model.model.${m}.lora_B.weight`);
+      return product({ rows: b.shape[0], cols: b.shape[1], data: b.values }, { rows: a.shape[0], cols: a.shape[1], data: a.values });
+    };
+    const qTarget = minus(tuned[qName], base[qName]);
+    const qErr = Math.sqrt(frob2(minus(ba('model.layers.0.self_attn.q_proj'), qTarget)));
+    expect(qErr).toBeLessThanOrEqual(optimalError(qTarget, 4) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(qTarget)));
+    // What remains is the noise's share in a rank-4 subspace: about √(4·128/64²) ≈ 0.35 of the noise.
+    expect(Math.sqrt(frob2(minus(ba('model.layers.0.self_attn.q_proj'), planted)))).toBeLessThan(0.5 * Math.sqrt(frob2(noise)));
+    const dTarget = minus(tuned[dName], base[dName]);
+    const dErr = Math.sqrt(frob2(minus(ba('model.layers.1.mlp.down_proj'), dTarget)));
+    expect(dErr).toBeLessThanOrEqual(optimalError(dTarget, 4) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(dTarget)));
+    // The report's share of ‖ΔW‖_F kept, to its four decimals: √(1 − optimum² / ‖ΔW‖²).
+    const printed = Number(/model\.layers\.1\.mlp\.down_proj\s+4\s+(\d+\.\d+)%/.exec(r.stdout)?.[1]);
+    expect(Math.abs(printed - 100 * Math.sqrt(1 - optimalError(dTarget, 4) ** 2 / frob2(dTarget)))).toBeLessThan(1e-4);
+
+    // Merged back into the base it gives the tuned model's norm and embedding exactly, q_proj nearly.
+    const merged = join(dir, 'merged.safetensors');
+    const m = await runCli(['merge', '--base', join(dir, 'base', 'model.safetensors'), '--adapter', out, '--out', merged, '--backend', 'cpu']);
+    expect(m.code, m.stderr).toBe(0);
+    expect(tensorOf(merged, 'model.layers.0.input_layernorm.weight').values).toEqual(Float64Array.from(tuned['model.layers.0.input_layernorm.weight'].data, Math.fround));
+    const q = tensorOf(merged, qName);
+    expect(Math.sqrt(frob2(minus({ rows: 64, cols: 64, data: q.values }, tuned[qName])))).toBeLessThan(qErr * 1.01 + 1e-5);
+  });
+
+  it('--energy picks per-module ranks (rank_pattern) and a kohya --out gets kohya names', async () => {
+    const rand = seededRandom(22);
+    const base = baseTensors(rand);
+    const tuned = { ...base };
+    const qName = 'model.layers.0.self_attn.q_proj.weight', vName = 'model.layers.0.self_attn.v_proj.weight';
+    const q = withSpectrum(64, 64, [1, 1, 1, 1, 1, 1], rand), v = withSpectrum(32, 64, [1, 0.01], rand);
+    tuned[qName] = dense(64, 64, (i, j) => base[qName].data[i * 64 + j] + q.data[i * 64 + j]);
+    tuned[vName] = dense(32, 64, (i, j) => base[vName].data[i * 64 + j] + v.data[i * 64 + j]);
+    const dir = temp.make({ 'base.safetensors': modelFile(base), 'tuned.safetensors': modelFile(tuned) });
+    const r = await runCli(['extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'), '--energy', '0.99', '--out', join(dir, 'peft')]);
+    expect(r.code, r.stderr).toBe(0);
+    const config = JSON.parse(readFileSync(join(dir, 'peft', 'adapter_config.json'), 'utf8'));
+    expect({ r: config.r, pattern: config.rank_pattern }).toEqual({ r: 6, pattern: { 'model.layers.0.self_attn.v_proj': 1 } });
+    const k = await runCli(['extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'), '--rank', '2', '--out', join(dir, 'k.safetensors')]);
+    expect(k.code, k.stderr).toBe(0);
+    const file = decodeSafetensors(readFileSync(join(dir, 'k.safetensors')));
+    expect(file.tensors.get('lora_te_model_layers_0_self_attn_q_proj.lora_down.weight')?.shape).toEqual([2, 64]);
+    expect(file.tensors.get('lora_te_model_layers_0_self_attn_q_proj.alpha')?.values[0]).toBe(2);
+    expect(file.metadata.ss_network_module).toBe('networks.lora');
+  });
+});
+
+describe('combine and resize', () => {
+  it('combine cat writes a PEFT folder that merges exactly like its inputs', async () => {
+    const rand = seededRandom(23);
+    const base = baseTensors(rand);
+    const q = 'model.layers.0.self_attn.q_proj', v = 'model.layers.0.self_attn.v_proj';
+    const a1 = peftFiles([{ name: q, b: randomDense(64, 4, rand, 0.1), a: randomDense(4, 64, rand, 0.1) }, { name: v, b: randomDense(32, 4, rand, 0.1), a: randomDense(4, 64, rand, 0.1) }], { lora_alpha: 8 });
+    const a2 = peftFiles([{ name: q, b: randomDense(64, 2, rand, 0.1), a: randomDense(2, 64, rand, 0.1) }], { r: 2, lora_alpha: 2 });
+    const dir = temp.make({ 'base.safetensors': modelFile(base), ...prefixed('a1', a1), ...prefixed('a2', a2) });
+    const c = await runCli(['combine', '--adapter', join(dir, 'a1'), '--weight', '0.5', '--adapter', join(dir, 'a2'), '--weight', '-2', '--method', 'cat', '--out', join(dir, 'cat')]);
+    expect(c.code, c.stderr).toBe(0);
+    const config = JSON.parse(readFileSync(join(dir, 'cat', 'adapter_config.json'), 'utf8'));
+    expect(config).toMatchObject({ peft_type: 'LORA', r: 6, lora_alpha: 6, rank_pattern: { [v]: 4 }, alpha_pattern: { [v]: 4 }, base_model_name_or_path: 'org/tiny-llama' });
+    const direct = await runCli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', join(dir, 'a1'), '--weight', '0.5', '--adapter', join(dir, 'a2'), '--weight', '-2', '--out', join(dir, 'direct.safetensors'), '--backend', 'cpu']);
+    const viaCat = await runCli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', join(dir, 'cat'), '--out', join(dir, 'cat.safetensors'), '--backend', 'cpu']);
+    expect(direct.code + viaCat.code, direct.stderr + viaCat.stderr).toBe(0);
+    for (const name of [`${q}.weight`, `${v}.weight`]) {
+      const x = tensorOf(join(dir, 'direct.safetensors'), name).values, y = tensorOf(join(dir, 'cat.safetensors'), name).values;
+      x.forEach((value, i) => expect(Math.abs(value - y[i])).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(value))));
+    }
+  });
+
+  it('resize of a kohya file keeps kohya names, writes alphas and reports ranks', async () => {
+    const rand = seededRandom(24);
+    const key = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const dir = temp.make({ 'in.safetensors': kohyaFile([{ name: key, b: randomDense(40, 8, rand), a: randomDense(8, 30, rand), alpha: 4 }]) });
+    const r = await runCli(['resize', '--adapter', join(dir, 'in.safetensors'), '--sv-ratio', '3', '--out', join(dir, 'out.safetensors')]);
+    expect(r.code, r.stderr).toBe(0);
+    const file = decodeSafetensors(readFileSync(join(dir, 'out.safetensors')));
+    const rank = file.tensors.get(`${key}.lora_down.weight`)!.shape[0];
+    expect(r.stdout).toMatch(new RegExp(`${key}\\s+${rank}\\s+\\d+\\.\\d+%`));
+    expect(file.tensors.get(`${key}.alpha`)!.values[0]).toBeCloseTo(rank * 0.5, 6);
+    expect(file.metadata.ss_base_model_version).toBe('sdxl_base_v1-0');
+    expect(file.metadata.ss_training_comment).toMatch(/^Dynamic resize with sv_ratio: 3 from 8/);
+  });
+});
+
+describe('bad input: one line, nothing left at --out', () => {
+  it('ties without --density is a usage error', async () => {
+    const r = await runCli(['combine', '--adapter', 'x', '--method', 'ties', '--out', 'y']);
+    expect(r.code).toBe(2);
+    expect(errorLines(r.stderr)).toEqual([expect.stringMatching(/--method ties needs --density/)]);
+  });
+
+  it('a kohya adapter written as a PEFT folder, and a DoRA module, are refused by name', async () => {
+    const rand = seededRandom(25);
+    const dir = temp.make({
+      'k.safetensors': kohyaFile([{ name: 'lora_unet_mid_block_attentions_0_proj_in', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }]),
+      'dora/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 2, use_dora: true }),
+      'dora/adapter_model.safetensors': buildSafetensors([
+        { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', dtype: 'F32', shape: [2, 8], data: new Array(16).fill(0.1) },
+        { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', dtype: 'F32', shape: [8, 2], data: new Array(16).fill(0.1) },
+        { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector', dtype: 'F32', shape: [8], data: new Array(8).fill(1) },
+      ]),
+    });
+    const before = listDir(dir);
+    const k = await runCli(['resize', '--adapter', join(dir, 'k.safetensors'), '--rank', '1', '--out', join(dir, 'out')]);
+    expect(k.code).toBe(2);
+    expect(errorLines(k.stderr)).toEqual([expect.stringMatching(/k\.safetensors: .*cannot be written as a PEFT folder; give --out a \.safetensors name/)]);
+    const d = await runCli(['combine', '--adapter', join(dir, 'dora'), '--method', 'svd', '--out', join(dir, 'out2')]);
+    expect(d.code).toBe(1);
+    expect(errorLines(d.stderr)).toEqual([expect.stringMatching(/module "base_model\.model\.model\.layers\.0\.self_attn\.q_proj" is DoRA/)]);
+    expect(listDir(dir)).toEqual(before);
+    expect(existsSync(join(dir, 'out'))).toBe(false);
+  });
+
+  it('models that do not match are refused before anything is written', async () => {
+    const rand = seededRandom(26);
+    const base = baseTensors(rand);
+    const { ['model.layers.0.input_layernorm.weight']: _, ...fewer } = base;
+    const dir = temp.make({ 'base.safetensors': modelFile(base), 'tuned.safetensors': modelFile(fewer) });
+    const before = listDir(dir);
+    const r = await runCli(['extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'), '--rank', '2', '--out', join(dir, 'x')]);
+    expect(r.code).toBe(1);
+    expect(errorLines(r.stderr)).toEqual([expect.stringMatching(/tensors missing from .*tuned\.safetensors: model\.layers\.0\.input_layernorm\.weight/)]);
+    expect(listDir(dir)).toEqual(before);
+  });
+});
+
+describe('cancelling', () => {
+  it('extract stops on Ctrl-C (SIGINT), exits 130 and leaves nothing at --out', async () => {
+    // One 2048×2048 difference with a flat spectrum: seconds of products on the CPU, so the signal
+    // lands while the difference is read or its randomized SVD runs.
+    const n = 2048;
+    const rand = seededRandom(27);
+    const name = 'model.layers.0.mlp.down_proj.weight';
+    const dir = temp.make({
+      'base.safetensors': buildSafetensors([{ name, dtype: 'F32', shape: [n, n], data: new Uint8Array(n * n * 4) }]),
+      'tuned.safetensors': buildSafetensors([{ name, dtype: 'F32', shape: [n, n], data: Float64Array.from({ length: n * n }, () => gaussian(rand) * 0.01) }]),
+    });
+    const before = listDir(dir);
+    const child = spawn(process.execPath, [CLI, 'extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'),
+      '--rank', '64', '--out', join(dir, 'lora'), '--backend', 'cpu'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    let interrupted = false;
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (!interrupted && stderr.includes('backend:')) interrupted = child.kill('SIGINT');
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect(code, stderr).toBe(130);
+    expect(errorLines(stderr)).toEqual(['error: extract cancelled']);
+    expect(listDir(dir)).toEqual(before);
+  });
+});
+
+function prefixed(prefix: string, files: Record<string, Uint8Array | string>): Record<string, Uint8Array | string> {
+  return Object.fromEntries(Object.entries(files).map(([k, v]) => [`${prefix}/${k}`, v]));
+}

@@ -1,0 +1,100 @@
+/**
+ * GGUF through the CLI as llama.cpp users run it: a split base given by one of its parts gives a
+ * split output folder, `--dtype` takes GGUF types, `inspect` reads bases and adapters, and broken
+ * or unsupported inputs fail with one line naming the file or tensor and nothing at --out.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { errorLines, listDir, runCli } from './helpers/cli.js';
+import { tempDirs } from './helpers/fixtures.js';
+import { buildGguf, readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
+import { ggufLoraAdapter, LLAMA, peftLlamaAdapter, q4kmLlama, splitF16Llama, truthWithLora } from './helpers/gguf-models.js';
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+describe('loramerge with GGUF', () => {
+  it('merges a llama.cpp LoRA into a split base named by one part, writing the same parts', async () => {
+    const base = splitF16Llama();
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_v.weight', rank: 4, in: LLAMA.hidden, out: 128, aType: 'F32', bType: 'F16' }], 8);
+    const dir = temp.make({ ...base.files, 'lora.gguf': lora.bytes });
+    const out = join(dir, 'merged');
+    const result = await runCli(['merge', '--base', join(dir, 'tiny-llama-F16-00002-of-00002.gguf'), '--adapter', join(dir, 'lora.gguf'), '--weight', '-1', '--out', out, '--backend', 'cpu']);
+    expect(result.stderr).not.toMatch(/error/);
+    expect(result.code).toBe(0);
+    expect(listDir(out)).toEqual(Object.keys(base.files));
+    const part1 = readGguf(readFileSync(join(out, 'tiny-llama-F16-00001-of-00002.gguf')));
+    const v = part1.tensors.find((t) => t.name === 'blk.0.attn_v.weight')!;
+    const f = lora.factors.get('blk.0.attn_v.weight')!;
+    const want = truthWithLora(base.tensors.get('blk.0.attn_v.weight')!.values, 128, LLAMA.hidden, f, -8 / 4, false);
+    const got = tensorValues('F16', v.data);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]) / 2 ** Math.max(Math.floor(Math.log2(Math.abs(want[i]))) - 10, -24));
+    expect(worst).toBeLessThanOrEqual(1);
+  });
+
+  it('writes merged tensors in the --dtype asked for and says so in general.file_type; the rest stays as stored', async () => {
+    const base = q4kmLlama();
+    const adapter = peftLlamaAdapter();
+    const dir = temp.make({ 'base.gguf': base.files['tiny-llama-Q4_K_M.gguf'], ...Object.fromEntries(Object.entries(adapter.files).map(([k, v]) => [`peft/${k}`, v])) });
+    const out = join(dir, 'merged-q8.gguf');
+    const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'peft'), '--out', out, '--dtype', 'q8_0', '--backend', 'cpu']);
+    expect(result.code, result.stderr).toBe(0);
+    const merged = readGguf(readFileSync(out));
+    const types = Object.fromEntries(merged.tensors.map((t) => [t.name, typeName(t.typeId)]));
+    expect(types['blk.0.attn_q.weight']).toBe('Q8_0');
+    expect(types['blk.0.ffn_down.weight']).toBe('Q8_0');
+    expect(types['output.weight']).toBe('Q6_K');
+    expect(types['token_embd.weight']).toBe('Q4_K');
+    expect(types['blk.0.attn_norm.weight']).toBe('F32');
+    // Q8_0 now holds most weights: LLAMA_FTYPE_MOSTLY_Q8_0.
+    expect(merged.metadata.get('general.file_type')!.value).toBe(7);
+    expect(merged.metadata.get('loramerge.dtype')!.value).toBe('Q8_0');
+  });
+
+  it('inspects a GGUF base and a GGUF adapter', async () => {
+    const base = q4kmLlama();
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 4, in: 256, out: 256, aType: 'F16', bType: 'F16' }], 8);
+    const dir = temp.make({ 'base.gguf': base.files['tiny-llama-Q4_K_M.gguf'], 'lora.gguf': lora.bytes });
+    const b = await runCli(['inspect', join(dir, 'base.gguf')]);
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.stdout).toMatch(/base model \(gguf\)/);
+    expect(b.stdout).toMatch(/Q4_K ×\d+, .*Q6_K/);
+    const a = await runCli(['inspect', join(dir, 'lora.gguf')]);
+    expect(a.code, a.stderr).toBe(0);
+    expect(a.stdout).toMatch(/llama\.cpp GGUF LoRA adapter \(1 modules\)/);
+    expect(a.stdout).toMatch(/blk\.0\.attn_q\.weight {2}r=4 α=8 scale=2/);
+  });
+
+  const small = buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 2 }]],
+    tensors: [{ name: 'blk.0.ffn_up.weight', type: 'F16', ne: [64, 32], data: tensorData('F16', new Float64Array(64 * 32).fill(0.5)) }],
+  });
+  const smallLora = ggufLoraAdapter([{ tensor: 'blk.0.ffn_up.weight', rank: 2, in: 64, out: 32, aType: 'F32', bType: 'F32' }], 2).bytes;
+
+  it.each([
+    ['a --dtype whose blocks do not fit the rows', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'q4_k'], 2, /tensor "blk\.0\.ffn_up\.weight": rows of 64 values are not whole Q4_K blocks of 256/],
+    ['a --dtype GGUF does not write', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'iq2_xs'], 2, /--dtype for a GGUF model must be one of f32, f16, bf16, q8_0/],
+    ['a --dtype a safetensors base does not take', undefined, ['--dtype', 'q4_k'], 2, /--dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "q4_k" \(for a safetensors model\)/],
+    ['a truncated base', { 'base.gguf': small.subarray(0, small.byteLength - 100), 'lora.gguf': smallLora }, [], 1, /base\.gguf: tensor "blk\.0\.ffn_up\.weight" ends at byte \d+ but the file has only/],
+    ['an adapter given as the base', { 'base.gguf': smallLora, 'lora.gguf': smallLora }, [], 2, /base\.gguf: is a LoRA adapter \(general\.type = adapter\), not a base model/],
+  ])('refuses %s', async (_what, files, extra, code, message) => {
+    const dir = files ? temp.make(files) : temp.make({});
+    if (!files) {
+      const { buildSafetensors } = await import('./helpers/fixtures.js');
+      writeFileSync(join(dir, 'base.gguf'), small);
+      writeFileSync(join(dir, 'base.safetensors'), buildSafetensors([{ name: 'w.weight', dtype: 'F16', shape: [2, 2], data: [1, 2, 3, 4] }]));
+      writeFileSync(join(dir, 'lora.gguf'), smallLora);
+    }
+    const base = join(dir, files ? 'base.gguf' : 'base.safetensors');
+    const out = join(dir, 'out.gguf');
+    const result = await runCli(['merge', '--base', base, '--adapter', join(dir, 'lora.gguf'), '--out', out, '--backend', 'cpu', ...(extra as string[])]);
+    expect(result.code, result.stderr).toBe(code);
+    const lines = errorLines(result.stderr);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(message as RegExp);
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    expect(listDir(dir).filter((f) => f.startsWith('out') || f.startsWith('.out'))).toEqual([]);
+  });
+});

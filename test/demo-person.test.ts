@@ -1,0 +1,281 @@
+/**
+ * The demo page used as a person uses it, in headless Chromium: the sample and then their own
+ * files, a slider moved after a merge, the whole flow by keyboard alone, an adapter for another
+ * kind of model, a 390 px phone with real long tensor names, and an accessibility scan (axe-core)
+ * in both colour schemes. Merged bytes are checked against float64 truth computed here.
+ */
+import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import type { Browser, ElementHandle, Page } from 'puppeteer';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
+import { checkMerged, downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
+import { tempDirs } from './helpers/fixtures.js';
+import { llamaWithPeft, sdxlWithKohya } from './helpers/page-fixtures.js';
+
+let server: DemoServer;
+let browser: Browser;
+let demo: DemoPage;
+const dirs = tempDirs();
+
+beforeAll(async () => {
+  server = await serveDemo();
+  browser = await launchChromium();
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.close();
+  dirs.removeAll();
+});
+
+afterEach(async () => {
+  expect(demo.errors).toEqual([]);
+  expect(demo.foreignRequests).toEqual([]);
+  await demo.page.close();
+});
+
+async function upload(page: Page, testid: string, ...paths: string[]): Promise<void> {
+  const input = (await page.$(`[data-testid="${testid}"]`)) as ElementHandle<HTMLInputElement>;
+  await input.uploadFile(...paths);
+}
+
+const planReady = (page: Page) => page.waitForFunction(() => !document.getElementById('plan')!.hidden, { timeout: 30_000 });
+const text = (page: Page, selector: string) => page.$eval(selector, (e) => e.textContent ?? '');
+const count = (page: Page, selector: string) => page.$$eval(selector, (els) => els.length);
+
+function llamaTruth(fixture: ReturnType<typeof llamaWithPeft>, weight: number) {
+  return [{ tensors: readSafetensors(fixture.adapter), scale: weight * (fixture.alpha / fixture.rank) }];
+}
+
+/** Presses Tab until `selector` has focus; fails if it is not reached in `limit` presses. */
+async function tabTo(page: Page, selector: string, limit = 40): Promise<void> {
+  for (let i = 0; i < limit; i++) {
+    if (await page.evaluate((s) => document.activeElement?.matches(s) ?? false, selector)) return;
+    await page.keyboard.press('Tab');
+  }
+  throw new Error(`${selector} was not reached by Tab`);
+}
+
+/** Presses `key` on the focused picker button until its file chooser opens (a loaded machine can miss one). */
+async function openChooser(page: Page, key: 'Enter' | 'Space') {
+  for (let attempt = 1; ; attempt++) {
+    const chooser = page.waitForFileChooser({ timeout: 15_000 });
+    await page.keyboard.press(key);
+    try {
+      return await chooser;
+    } catch (error) {
+      if (attempt === 3) throw error;
+    }
+  }
+}
+
+describe('the page as a person uses it', () => {
+  it('sample first, then their own files: nothing of the sample is kept, and their merge is exact', async () => {
+    const fixture = llamaWithPeft(11);
+    const dir = dirs.make(fixture.files);
+    demo = await openDemo(browser, server);
+    const { page } = demo;
+    await page.click('[data-testid="sample-button"]');
+    await downloadBytes(page);
+
+    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+    // The sample's adapter and its downloads are gone the moment another base is picked.
+    expect(await count(page, '[data-testid="adapter"]')).toBe(0);
+    expect(await count(page, '[data-testid^="download-link"]')).toBe(0);
+    expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
+    expect(await text(page, '[data-testid="merge-blocked"]')).toContain('adapter');
+
+    await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
+    await planReady(page);
+    expect(await text(page, '#plan-stats')).toContain('4modules matched');
+    expect(await text(page, '[data-testid="adapter-facts"]')).toContain('r = 2');
+    expect(await text(page, '[data-testid="base-summary"]')).toMatch(/^llama\.safetensors · 1 file, [\d.]+ KB$/); // the path is not repeated
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="merge-button"]')!.disabled);
+    await page.click('[data-testid="merge-button"]');
+    const output = await downloadBytes(page);
+    expect(await page.$eval('[data-testid="download-link"]', (a) => (a as HTMLAnchorElement).download)).toBe('llama-merged.safetensors');
+    checkMerged(output, readSafetensors(fixture.base), llamaTruth(fixture, 1));
+  });
+
+  it('a slider moved after a merge marks the result out of date; merging again gives the new weights', async () => {
+    const fixture = llamaWithPeft(12);
+    const dir = dirs.make(fixture.files);
+    demo = await openDemo(browser, server);
+    const { page } = demo;
+    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
+    await planReady(page);
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="merge-button"]')!.disabled);
+    await page.click('[data-testid="merge-button"]');
+    await downloadBytes(page);
+
+    await page.evaluate(() => {
+      const slider = document.querySelector<HTMLInputElement>('[data-testid="adapter-weight"]')!;
+      slider.value = '-0.5';
+      slider.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    expect(await count(page, '[data-testid="download-link"]')).toBe(0);
+    expect(await count(page, '[data-testid="download-link-stale"]')).toBe(1);
+    expect(await text(page, '[data-testid="results"]')).toContain('Out of date');
+    expect(await page.$eval('[data-testid="adapter-weight-number"]', (e) => (e as HTMLInputElement).value)).toBe('-0.5');
+
+    await page.click('[data-testid="merge-button"]');
+    const output = await downloadBytes(page);
+    expect(await count(page, '[data-testid="download-link-stale"]')).toBe(0);
+    checkMerged(output, readSafetensors(fixture.base), llamaTruth(fixture, -0.5));
+  });
+
+  it('works by keyboard alone: pickers, weight, merge, and focus lands on the result', async () => {
+    const fixture = llamaWithPeft(13);
+    const dir = dirs.make(fixture.files);
+    demo = await openDemo(browser, server);
+    const { page } = demo;
+    await page.focus('body');
+    await tabTo(page, '#base-files-button');
+    const baseChooser = await openChooser(page, 'Enter');
+    await baseChooser.accept([join(dir, 'llama.safetensors')]);
+    await tabTo(page, '#adapter-files-button');
+    const adapterChooser = await openChooser(page, 'Space');
+    await adapterChooser.accept([join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors')]);
+    await planReady(page);
+    // The number box takes a typed weight; the slider follows it.
+    await tabTo(page, '[data-testid="adapter-weight-number"]');
+    await page.keyboard.down('Control');
+    await page.keyboard.press('a');
+    await page.keyboard.up('Control');
+    await page.keyboard.type('0.75');
+    expect(await page.$eval('[data-testid="adapter-weight"]', (e) => (e as HTMLInputElement).value)).toBe('0.75');
+    await tabTo(page, '[data-testid="merge-button"]');
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="merge-button"]')!.disabled);
+    await page.keyboard.press('Enter');
+    const output = await downloadBytes(page);
+    await page.waitForFunction(() => document.activeElement?.id === 'results');
+    checkMerged(output, readSafetensors(fixture.base), llamaTruth(fixture, 0.75));
+    // Every control on the way was reachable; none is a bare label around a hidden input.
+    const unreachable = await page.$$eval('input:not([type=file]), select, button', (els) =>
+      els.filter((e) => (e as HTMLElement).tabIndex < 0 || (e as HTMLElement).hidden).map((e) => e.id || e.outerHTML.slice(0, 60)));
+    expect(unreachable).toEqual([]);
+  });
+
+  it('names an adapter for another kind of model, announces the errors and keeps merge disabled', async () => {
+    const llama = llamaWithPeft(14);
+    const sdxl = sdxlWithKohya(15);
+    const dir = dirs.make({ ...llama.files, ...sdxl.files });
+    demo = await openDemo(browser, server);
+    const { page } = demo;
+    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'sdxl-style.safetensors'));
+    await planReady(page);
+    await page.waitForFunction(() => /diffusion UNet/.test(document.querySelector('[data-testid="alert"]')!.textContent ?? ''));
+    expect(await text(page, '[data-testid="alert"]')).toMatch(/sdxl-style\.safetensors: this adapter is for a diffusion UNet, but the base is a language model/);
+    const problems = await page.$$eval('[data-testid="plan-problems"] li', (els) => els.map((e) => e.textContent));
+    expect(problems.length).toBeGreaterThan(1);
+    expect(await text(page, '#plan-problems-heading')).toMatch(/\d+ errors stop the merge/);
+    expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
+    expect(await text(page, '[data-testid="merge-blocked"]')).toMatch(/The plan has \d+ errors/);
+    expect(await text(page, '[data-testid="adapter-facts"]')).not.toContain('reading');
+    mkdirSync('test-output', { recursive: true });
+    await page.screenshot({ path: 'test-output/demo-errors.png', fullPage: true });
+  });
+
+  it('fits a 390 px phone with real long tensor names, merge controls on screen', async () => {
+    const sdxl = sdxlWithKohya(16);
+    const dir = dirs.make(sdxl.files);
+    demo = await openDemo(browser, server);
+    const { page } = demo;
+    await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 1, isMobile: true, hasTouch: true });
+    await upload(page, 'base-input', join(dir, 'unet/diffusion_pytorch_model.safetensors'), join(dir, 'unet/config.json'));
+    await upload(page, 'adapter-input', join(dir, 'sdxl-style.safetensors'));
+    await planReady(page);
+    await page.$eval('details', (d) => { (d as HTMLDetailsElement).open = true; });
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="merge-button"]')!.disabled);
+    await page.click('[data-testid="merge-button"]');
+    await downloadBytes(page);
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    const box = await page.$eval('[data-testid="merge-button"]', (b) => b.getBoundingClientRect().toJSON());
+    expect(box.left).toBeGreaterThanOrEqual(0);
+    expect(box.right).toBeLessThanOrEqual(390);
+    // The chart groups a UNet by its real blocks.
+    const labels = await page.$eval('[data-testid="magnitude-chart"]', (c) => c.getAttribute('aria-label'));
+    expect(labels).toContain('4 blocks');
+    mkdirSync('test-output', { recursive: true });
+    await page.screenshot({ path: 'test-output/demo-390px.png', fullPage: true });
+  });
+
+  it('a second tab does not delete the first one’s merged files; a reload of it does', async () => {
+    demo = await openDemo(browser, server);
+    const { page } = demo;
+    await page.click('[data-testid="sample-button"]');
+    const first = await downloadBytes(page);
+    const second = await openDemo(browser, server);
+    try {
+      // The second tab's worker cleans up on start: wait until it has.
+      await second.page.waitForFunction(() => !/starting/.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
+      await second.page.evaluate(() => new Promise((r) => setTimeout(r, 500)));
+      expect(await downloadBytes(page)).toEqual(first);
+      expect(second.errors).toEqual([]);
+    } finally {
+      await second.page.close();
+    }
+    const stored = () => page.evaluate(async () => {
+      const root = await navigator.storage.getDirectory();
+      const merges = await root.getDirectoryHandle('loramerge-merges', { create: true });
+      const names: string[] = [];
+      for await (const name of (merges as unknown as { keys(): AsyncIterable<string> }).keys()) names.push(name);
+      return names;
+    });
+    expect((await stored()).length).toBe(1);
+    await page.reload({ waitUntil: 'load' });
+    await page.waitForFunction(() => !/starting/.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
+    await page.waitForFunction(async () => {
+      const root = await navigator.storage.getDirectory();
+      const merges = await root.getDirectoryHandle('loramerge-merges', { create: true });
+      for await (const _ of (merges as unknown as { keys(): AsyncIterable<string> }).keys()) return false;
+      return true;
+    }, { timeout: 10_000 });
+  });
+
+  it('served without cross-origin isolation, runs the CPU on one thread and says what it lost', async () => {
+    const plain = await serveDemo({ crossOriginIsolated: false });
+    try {
+      demo = await openDemo(browser, plain, '?backend=cpu');
+      const { page } = demo;
+      await page.waitForFunction(() => /^cpu/.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
+      expect(await page.evaluate(() => crossOriginIsolated)).toBe(false);
+      expect(await text(page, '#backend')).toMatch(/WebAssembly SIMD, 1 thread; requested; no worker threads: the page is not cross-origin isolated/);
+    } finally {
+      await plain.close();
+    }
+  });
+
+  it('served cross-origin isolated, runs the CPU on Web Workers', async () => {
+    demo = await openDemo(browser, server, '?backend=cpu');
+    const { page } = demo;
+    await page.waitForFunction(() => /^cpu/.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
+    expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
+    expect(await text(page, '#backend')).toMatch(/WebAssembly SIMD, \d+ threads; requested\)/);
+  });
+
+  for (const scheme of ['light', 'dark'] as const) {
+    it(`has no serious or critical accessibility violations (axe-core, ${scheme})`, async () => {
+      demo = await openDemo(browser, server);
+      const { page } = demo;
+      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
+      await page.click('[data-testid="sample-button"]');
+      await downloadBytes(page);
+      await planReady(page);
+      await page.$eval('details', (d) => { (d as HTMLDetailsElement).open = true; });
+      await page.addScriptTag({ path: createRequire(import.meta.url).resolve('axe-core/axe.min.js') });
+      const violations = await page.evaluate(async () => {
+        const result = await (window as unknown as { axe: { run(o: object): Promise<{ violations: { id: string; impact: string; nodes: { target: string[] }[] }[] }> } })
+          .axe.run({ resultTypes: ['violations'] });
+        return result.violations.map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.map((n) => n.target.join(' ')).slice(0, 3) }));
+      });
+      expect(violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')).toEqual([]);
+      mkdirSync('test-output', { recursive: true });
+      await page.screenshot({ path: `test-output/demo-${scheme}.png`, fullPage: true });
+    });
+  }
+});

@@ -1,0 +1,189 @@
+/**
+ * DoRA on a tensor that other adapters also change, applied in --adapter order as PEFT merges
+ * adapters one after another: V = W + (earlier adapters); then a DoRA adapter renormalises
+ * V + its ΔW with its magnitudes; later adapters add to the result. PEFT's norms are per output
+ * row; LyCORIS's dora_scale (per input column) needs every row and is streamed in two passes.
+ * Both backends, row slabs, against float64 truth.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { createWebGpuBackend } from '../src/engine/create-backend.js';
+import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
+import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+
+const backends: Record<string, MergeBackend | undefined> = {};
+let nodeGpu: NodeGpu | undefined;
+beforeAll(async () => {
+  backends['cpu (js)'] = new CpuBackend('test', { executor: 'js' });
+  backends['cpu (wasm)'] = new CpuBackend('test');
+  nodeGpu = await getNodeGpu();
+  try {
+    backends.webgpu = await createWebGpuBackend(nodeGpu.gpu);
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
+  }
+});
+afterAll(() => {
+  for (const b of Object.values(backends)) b?.dispose();
+  nodeGpu?.dispose();
+});
+
+const rand = seededRandom(77);
+const vals = (n: number, dtype: FixtureDType, scale = 1) => randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
+
+/** W (out × in) += s·B·A in f64. */
+function addLowRank(w: Float64Array, b: Float64Array, a: Float64Array, out: number, r: number, inF: number, s: number): Float64Array {
+  const res = w.slice();
+  for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) {
+    let d = 0;
+    for (let k = 0; k < r; k++) d += b[o * r + k] * a[k * inF + i];
+    res[o * inF + i] += s * d;
+  }
+  return res;
+}
+
+/** m / (‖·‖ + eps) per row (axis 'out') or per column (axis 'in') of an out × in matrix. */
+function dora(v: Float64Array, m: Float64Array, out: number, inF: number, axis: 'out' | 'in', eps: number): Float64Array {
+  const res = v.slice();
+  if (axis === 'out') {
+    for (let o = 0; o < out; o++) {
+      let ss = 0;
+      for (let i = 0; i < inF; i++) ss += v[o * inF + i] ** 2;
+      for (let i = 0; i < inF; i++) res[o * inF + i] *= m[o] / (Math.sqrt(ss) + eps);
+    }
+  } else {
+    for (let i = 0; i < inF; i++) {
+      let ss = 0;
+      for (let o = 0; o < out; o++) ss += v[o * inF + i] ** 2;
+      for (let o = 0; o < out; o++) res[o * inF + i] *= m[i] / (Math.sqrt(ss) + eps);
+    }
+  }
+  return res;
+}
+
+function expectMerged(got: Float64Array, exact: Float64Array, dtype: FixtureDType, what: string): void {
+  const scale = exact.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+  for (let i = 0; i < exact.length; i++) {
+    if (got[i] === roundForDType(exact[i], dtype)) continue;
+    const ulp = dtype === 'F32' ? 1e-5 * scale : 2 ** (Math.floor(Math.log2(Math.max(Math.abs(exact[i]), 2 ** -14))) - (dtype === 'F16' ? 10 : 7));
+    // f32 accumulation cannot resolve a result that cancels to far below its summands (≈ the tensor's scale).
+    if (Math.abs(got[i] - exact[i]) > Math.max(ulp, 1e-6 * scale)) expect.fail(`${what}[${i}]: got ${got[i]}, truth ${exact[i]}`);
+  }
+}
+
+async function run(backend: MergeBackend, baseFiles: Record<string, Uint8Array>, adapters: { files: Record<string, Uint8Array | string>; weight: number }[]) {
+  const prepared = await prepareMerge(memoryInputFileSet(baseFiles, 'base'), adapters.map((a, i) => ({ files: memoryInputFileSet(a.files, `adapter${i}`), weight: a.weight })));
+  expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+  const output = createBlobOutputTarget();
+  await mergeModel({ prepared, output, backend, slabBytes: 4096 });
+  await prepared.close();
+  return decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())).tensors;
+}
+
+const peft = (config: object, tensors: FixtureTensor[]) => ({
+  'adapter_config.json': JSON.stringify({ peft_type: 'LORA', ...config }),
+  'adapter_model.safetensors': buildSafetensors(tensors),
+});
+
+describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
+  it('PEFT: LoRA, then a DoRA adapter, then LoRA on the same tensor (norms per output row)', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 48, inF = 40, key = 'model.layers.0.self_attn.q_proj';
+    const w = vals(out * inF, 'BF16');
+    const lora1 = { a: vals(2 * inF, 'F32'), b: vals(out * 2, 'F32') };
+    const doraA = { a: vals(3 * inF, 'F16'), b: vals(out * 3, 'F16'), m: vals(out, 'F32').map((x) => roundForDType(2 + x, 'F32')) };
+    const lora3 = { a: vals(inF, 'F32'), b: vals(out, 'F32') };
+    const merged = await run(backend, { 'model.safetensors': buildSafetensors([{ name: `${key}.weight`, dtype: 'BF16', shape: [out, inF], data: w }]) }, [
+      { files: peft({ r: 2, lora_alpha: 4 }, [
+        { name: `base_model.model.${key}.lora_A.weight`, dtype: 'F32', shape: [2, inF], data: lora1.a },
+        { name: `base_model.model.${key}.lora_B.weight`, dtype: 'F32', shape: [out, 2], data: lora1.b },
+      ]), weight: 0.5 },
+      { files: peft({ r: 3, lora_alpha: 3, use_dora: true }, [
+        { name: `base_model.model.${key}.lora_A.weight`, dtype: 'F16', shape: [3, inF], data: doraA.a },
+        { name: `base_model.model.${key}.lora_B.weight`, dtype: 'F16', shape: [out, 3], data: doraA.b },
+        { name: `base_model.model.${key}.lora_magnitude_vector`, dtype: 'F32', shape: [out], data: doraA.m },
+      ]), weight: 1 },
+      { files: peft({ r: 1, lora_alpha: 2 }, [
+        { name: `base_model.model.${key}.lora_A.weight`, dtype: 'F32', shape: [1, inF], data: lora3.a },
+        { name: `base_model.model.${key}.lora_B.weight`, dtype: 'F32', shape: [out, 1], data: lora3.b },
+      ]), weight: -1 },
+    ]);
+    let v: Float64Array = addLowRank(w, lora1.b, lora1.a, out, 2, inF, 0.5 * 2);
+    v = dora(addLowRank(v, doraA.b, doraA.a, out, 3, inF, 1), doraA.m, out, inF, 'out', 0);
+    v = addLowRank(v, lora3.b, lora3.a, out, 1, inF, -2);
+    expectMerged(merged.get(`${key}.weight`)!.values, v, 'BF16', key);
+  });
+
+  it('LyCORIS: a LoKr, then a LoRA with dora_scale (norms per input column, over all slabs), then a LoRA', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 64, inF = 36, key = 'down_blocks.1.attentions.0.proj_in';
+    const flat = 'lora_unet_down_blocks_1_attentions_0_proj_in';
+    const w = vals(out * inF, 'F16');
+    const w1 = vals(4 * 3, 'F32'), w2 = vals(16 * 12, 'F32', 0.3);
+    const down = vals(2 * inF, 'BF16'), up = vals(out * 2, 'BF16'), m = vals(inF, 'F32').map((x) => roundForDType(5 + x, 'F32'));
+    const down3 = vals(inF, 'F32'), up3 = vals(out, 'F32');
+    const merged = await run(backend, { 'diffusion_pytorch_model.safetensors': buildSafetensors([{ name: `${key}.weight`, dtype: 'F16', shape: [out, inF], data: w }]) }, [
+      { files: { 'kron.safetensors': buildSafetensors([
+        { name: `${flat}.lokr_w1`, dtype: 'F32', shape: [4, 3], data: w1 },
+        { name: `${flat}.lokr_w2`, dtype: 'F32', shape: [16, 12], data: w2 },
+      ]) }, weight: 1 },
+      { files: { 'dora.safetensors': buildSafetensors([
+        { name: `${flat}.lora_down.weight`, dtype: 'BF16', shape: [2, inF], data: down },
+        { name: `${flat}.lora_up.weight`, dtype: 'BF16', shape: [out, 2], data: up },
+        { name: `${flat}.alpha`, dtype: 'F32', shape: [], data: [1] },
+        { name: `${flat}.dora_scale`, dtype: 'F32', shape: [1, inF], data: m },
+      ]) }, weight: 1 },
+      { files: { 'last.safetensors': buildSafetensors([
+        { name: `${flat}.lora_down.weight`, dtype: 'F32', shape: [1, inF], data: down3 },
+        { name: `${flat}.lora_up.weight`, dtype: 'F32', shape: [out, 1], data: up3 },
+      ]) }, weight: 0.7 },
+    ]);
+    // kron(W1 (4 × 3), W2 (16 × 12)), scale 1 (both factors full).
+    const kron = new Float64Array(out * inF);
+    for (let o1 = 0; o1 < 4; o1++) for (let o2 = 0; o2 < 16; o2++) for (let i1 = 0; i1 < 3; i1++) for (let i2 = 0; i2 < 12; i2++) {
+      kron[(o1 * 16 + o2) * inF + i1 * 12 + i2] = w1[o1 * 3 + i1] * w2[o2 * 12 + i2];
+    }
+    let v: Float64Array = w.map((x, i) => x + kron[i]);
+    v = dora(addLowRank(v, up, down, out, 2, inF, 0.5), m, out, inF, 'in', 2 ** -23);
+    v = addLowRank(v, up3, down3, out, 1, inF, 0.7);
+    expectMerged(merged.get(`${key}.weight`)!.values, v, 'F16', key);
+  });
+
+  it('LyCORIS: a 3×3 LoCon with dora_scale (1, in, 1, 1): one norm per input channel over (out, kh, kw)', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 40, cin = 6, K = 9, inF = cin * K, key = 'down_blocks.0.resnets.1.conv2';
+    const flat = 'lora_unet_down_blocks_0_resnets_1_conv2';
+    const w = vals(out * inF, 'BF16');
+    const down = vals(2 * inF, 'F32'), up = vals(out * 2, 'F32'), m = vals(cin, 'F32').map((x) => roundForDType(4 + x, 'F32'));
+    const merged = await run(backend, { 'diffusion_pytorch_model.safetensors': buildSafetensors([{ name: `${key}.weight`, dtype: 'BF16', shape: [out, cin, 3, 3], data: w }]) }, [
+      { files: { 'locon.safetensors': buildSafetensors([
+        { name: `${flat}.lora_down.weight`, dtype: 'F32', shape: [2, cin, 3, 3], data: down },
+        { name: `${flat}.lora_up.weight`, dtype: 'F32', shape: [out, 2, 1, 1], data: up },
+        { name: `${flat}.alpha`, dtype: 'F32', shape: [], data: [2] },
+        { name: `${flat}.dora_scale`, dtype: 'F32', shape: [1, cin, 1, 1], data: m },
+      ]) }, weight: 1 },
+    ]);
+    const v = addLowRank(w, up, down, out, 2, inF, 1);
+    // weight.transpose(0, 1).reshape(in, -1).norm(dim=1): channel c over every output and kernel position.
+    const exact = v.slice();
+    for (let c = 0; c < cin; c++) {
+      let ss = 0;
+      for (let o = 0; o < out; o++) for (let k = 0; k < K; k++) ss += v[o * inF + c * K + k] ** 2;
+      for (let o = 0; o < out; o++) for (let k = 0; k < K; k++) exact[o * inF + c * K + k] *= m[c] / (Math.sqrt(ss) + 2 ** -23);
+    }
+    expectMerged(merged.get(`${key}.weight`)!.values, exact, 'BF16', key);
+  });
+});
+
+it('a file whose every module is named lycoris_… is recognised', async () => {
+  const merged = await run(backends['cpu (wasm)']!, {
+    'diffusion_pytorch_model.safetensors': buildSafetensors([{ name: 'mid_block.attentions.0.proj_out.weight', dtype: 'F32', shape: [2, 2], data: [1, 2, 3, 4] }]),
+  }, [{ files: { 'x.safetensors': buildSafetensors([
+    { name: 'lycoris_mid_block_attentions_0_proj_out.diff', dtype: 'F32', shape: [2, 2], data: [0.5, 0.25, -1, 2] },
+  ]) }, weight: 2 }]);
+  expect(Array.from(merged.get('mid_block.attentions.0.proj_out.weight')!.values)).toEqual([2, 2.5, 1, 8]);
+});

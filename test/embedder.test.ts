@@ -1,0 +1,104 @@
+/**
+ * The package as an embedder gets it: `npm pack`, installed from the tarball into a fresh project
+ * (its registry dependencies from npm's cache; `webgpu` left out, as browser-only users may), then
+ * (1) a strict TypeScript Node script under a plain Node tsconfig that merges with the one-call
+ * API from paths and from Blobs, and (2) a Web Worker bundled by Vite that merges Files on the CPU
+ * backend's worker threads in Chromium. Outputs are checked against float64 truth computed here.
+ */
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateSample } from '../src/sample/index.js';
+import { chromiumPath } from './helpers/browser.js';
+import { REPO_ROOT } from './helpers/cli.js';
+import { checkMerged, readSafetensors } from './helpers/demo-merge-check.js';
+import { tempDirs } from './helpers/fixtures.js';
+
+const dirs = tempDirs();
+let project: string;
+const npm = (args: string[], cwd: string) => execFileSync('npm', args, { cwd, stdio: 'pipe', encoding: 'utf8', env: { ...process.env, npm_config_update_notifier: 'false' } });
+
+beforeAll(() => {
+  project = dirs.make();
+  // dist/ is built by `npm test` (and `npm run test:embed`) before vitest runs.
+  npm(['pack', '--ignore-scripts', '--pack-destination', project], REPO_ROOT);
+  const tarball = readdirSync(project).find((f) => f.endsWith('.tgz'))!;
+  writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'embedder', private: true, type: 'module' }));
+  npm(['install', '--prefer-offline', '--no-audit', '--no-fund', '--omit=optional', `./${tarball}`], project);
+  // Tools an embedder has of their own: the repository's copies stand in for them.
+  mkdirSync(join(project, 'node_modules/@types'), { recursive: true });
+  symlinkSync(join(REPO_ROOT, 'node_modules/@types/node'), join(project, 'node_modules/@types/node'));
+  cpSync(join(REPO_ROOT, 'test/embedder'), project, { recursive: true });
+}, 180_000);
+
+afterAll(() => dirs.removeAll());
+
+function truth(sample: Awaited<ReturnType<typeof generateSample>>, weight: number) {
+  const config = JSON.parse(new TextDecoder().decode(sample.adapter['adapter_config.json']));
+  return [{ tensors: readSafetensors(sample.adapter['adapter_model.safetensors']), scale: weight * (config.lora_alpha / config.r) }];
+}
+
+describe('the packed package in a fresh project', () => {
+  it('ships no source maps, a LICENSE, and installs without webgpu', () => {
+    const installed = join(project, 'node_modules/loramerge');
+    const files = execFileSync('find', ['.', '-type', 'f'], { cwd: installed, encoding: 'utf8' }).split('\n');
+    expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
+    expect(files).toContain('./LICENSE');
+    expect(readdirSync(join(project, 'node_modules'))).not.toContain('webgpu');
+  });
+
+  it('strict TypeScript under a plain Node tsconfig compiles, and the one-call merge is exact', async () => {
+    writeFileSync(join(project, 'tsconfig.json'), JSON.stringify({
+      compilerOptions: {
+        target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', lib: ['ES2022'], types: ['node'],
+        strict: true, skipLibCheck: false, outDir: 'out',
+      },
+      include: ['merge.ts'],
+    }));
+    execFileSync(process.execPath, [join(REPO_ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: project, stdio: 'pipe' });
+    const work = join(project, 'work');
+    mkdirSync(work);
+    // The script ends on its own although it never disposed its backend (a timeout fails the test).
+    const stdout = execFileSync(process.execPath, [join(project, 'out/merge.js'), work], { cwd: project, encoding: 'utf8', timeout: 60_000 });
+    const report = JSON.parse(stdout.trim().split('\n').pop()!);
+    expect(report.files).toEqual(['model.safetensors', 'config.json']);
+    expect(report.backend).toMatch(/^CPU \(/); // no webgpu installed: auto takes the CPU
+    expect(report.cpu).toMatch(/WebAssembly SIMD, \d+ threads/);
+    expect(report.events).toBeGreaterThan(2);
+    expect(report.lastPhase).toBe('done');
+    expect(report.blobPath).toBe('model.safetensors');
+    expect(report.cancelled).toBe('ABORTED');
+    expect(readdirSync(work)).not.toContain('cancelled');
+    const sample = await generateSample(report.options);
+    const base = readSafetensors(sample.base['model.safetensors']);
+    checkMerged(new Uint8Array(readFileSync(join(work, 'merged/model.safetensors'))), base, truth(sample, 0.5), 'F16');
+    checkMerged(new Uint8Array(readFileSync(join(work, 'from-blobs.safetensors'))), base, truth(sample, 1));
+  });
+
+  it('a Vite-built Web Worker merges Files on the CPU worker threads, exactly', async () => {
+    const [{ build, preview }, { default: puppeteer }] = await Promise.all([import('vite'), import('puppeteer')]);
+    const isolation = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
+    const config = { root: project, configFile: false as const, logLevel: 'error' as const, worker: { format: 'es' as const } };
+    await build({ ...config, build: { outDir: join(project, 'dist'), target: 'es2022' } });
+    const server = await preview({ ...config, build: { outDir: join(project, 'dist') }, preview: { host: '127.0.0.1', port: 0, headers: isolation } });
+    const browser = await puppeteer.launch({ executablePath: chromiumPath(), headless: true, args: ['--no-sandbox', '--headless=new', '--disable-background-networking'] });
+    try {
+      const page = await browser.newPage();
+      const address = server.httpServer.address() as { port: number };
+      await page.goto(`http://127.0.0.1:${address.port}/`);
+      const result = await page.evaluate(async () => {
+        const r = await (window as unknown as { result: Promise<{ error?: string; description: string; paths: string[]; bytes: Uint8Array }> }).result;
+        return { ...r, bytes: r.bytes ? Array.from(r.bytes) : [] };
+      });
+      expect(result.error).toBeUndefined();
+      expect(result.paths).toEqual(['model.safetensors', 'config.json']);
+      expect(result.description).toMatch(/WebAssembly SIMD, \d+ threads/);
+      const sample = await generateSample({ layers: 1, hidden: 256, intermediate: 512, vocab: 512 });
+      checkMerged(Uint8Array.from(result.bytes), readSafetensors(sample.base['model.safetensors']), truth(sample, -1.5), 'BF16');
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  });
+});

@@ -1,0 +1,111 @@
+/**
+ * fp8 checkpoints as people share Flux: F8_E4M3 (or F8_E5M2) weights with bf16 biases and norms,
+ * and Comfy-Org's "scaled fp8" files (a `scale_weight` per weight, the real weight being code ×
+ * scale, and a zero-size `scaled_fp8` marker). LoRAs merge into them file to file on the CPU and
+ * WebGPU against float64 truth; the output stays fp8 unless another dtype is asked for, which then
+ * converts every float tensor, fp8 ones included; scaled files keep their scales and marker.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type FloatDType, type MergeBackend } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
+import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { FLUX, fluxBflTensors, loraTensors, rowsAt, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { expectMergedFile } from './helpers/merge-truth.js';
+
+const rand = seededRandom(808);
+const { h } = FLUX;
+const kohya = (name: string, r: number, out: number, inF: number, key: string, alpha: number, rows?: LoraSpec['lands'][number]['rows']): LoraSpec => ({
+  down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r, out, in: inF, lands: [{ key, rows }], scale: alpha / r,
+  extra: [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] }],
+});
+const SPECS: LoraSpec[] = [
+  kohya('lora_unet_double_blocks_0_img_attn_qkv', 4, 3 * h, h, 'double_blocks.0.img_attn.qkv.weight', 4),
+  kohya('lora_unet_single_blocks_1_linear1', 2, 7 * h, h, 'single_blocks.1.linear1.weight', 2),
+  kohya('lora_unet_double_blocks_1_txt_mlp_2', 2, h, 4 * h, 'double_blocks.1.txt_mlp.2.weight', 1),
+];
+// A diffusers-named module on the same base: one slice of linear1.
+const SPECS_DIFFUSERS: LoraSpec[] = [{
+  down: 'transformer.single_transformer_blocks.0.attn.to_k.lora_A.weight', up: 'transformer.single_transformer_blocks.0.attn.to_k.lora_B.weight',
+  r: 2, out: h, in: h, lands: [{ key: 'single_blocks.0.linear1.weight', rows: rowsAt(h, h) }], scale: 1,
+}];
+const lora = buildSafetensors(loraTensors(rand, SPECS, 'BF16'), { ss_network_module: 'networks.lora_flux' });
+const loraDiffusers = buildSafetensors(loraTensors(rand, SPECS_DIFFUSERS, 'BF16'));
+
+/** Flux in fp8: 2-D weights in `dtype`, biases and norm scales bf16 (as the fp8 Flux files have them). */
+function fp8Flux(dtype: 'F8_E4M3' | 'F8_E5M2', scaled: boolean): Uint8Array {
+  const tensors = fluxBflTensors(rand, 'F32').map((t): FixtureTensor => {
+    if (t.shape.length < 2) return { ...t, dtype: 'BF16', data: (t.data as number[]).map((x) => roundForDType(x, 'BF16')) };
+    const values = Array.from(t.data as ArrayLike<number>, (x) => x * (scaled ? 60 : 1)); // scaled files store W / s
+    return { ...t, dtype, data: values.map((x) => roundForDType(x, dtype)) };
+  });
+  if (!scaled) return buildSafetensors(tensors);
+  const scales = tensors.filter((t) => t.shape.length >= 2).map((t): FixtureTensor => ({
+    name: t.name.replace(/\.weight$/, '.scale_weight'), dtype: 'F32', shape: [], data: [1 / 60 + (t.name.length % 7) / 1000],
+  }));
+  return buildSafetensors([...tensors, ...scales, { name: 'scaled_fp8', dtype, shape: [0], data: [] }]);
+}
+
+const backends: Partial<Record<'cpu' | 'webgpu', MergeBackend>> = {};
+beforeAll(async () => {
+  backends.cpu = await createNodeBackend('cpu');
+  backends.webgpu = await createNodeBackend('webgpu');
+});
+afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
+
+async function merge(base: Uint8Array, kind: 'cpu' | 'webgpu', outDtype?: FloatDType) {
+  const prepared = await prepareMerge(memoryInputFileSet({ 'flux1-dev-fp8.safetensors': base }, 'flux1-dev-fp8.safetensors'), [
+    { files: memoryInputFileSet({ 'style.safetensors': lora }, 'style.safetensors'), weight: 0.9 },
+    { files: memoryInputFileSet({ 'detail.safetensors': loraDiffusers }, 'detail.safetensors'), weight: 1 },
+  ]);
+  expect(prepared.plan.problems).toEqual([]);
+  const output = createBlobOutputTarget();
+  try {
+    await mergeModel({ prepared, output, backend: backends[kind]!, outDtype });
+  } finally {
+    await prepared.close();
+  }
+  return decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
+}
+
+const terms = (scaleOf: (key: string) => number = () => 1) => [
+  ...truthTerms(decodeSafetensors(lora).tensors, SPECS, 0.9),
+  ...truthTerms(decodeSafetensors(loraDiffusers).tensors, SPECS_DIFFUSERS, 1),
+].map((t) => ({ ...t, scale: t.scale / scaleOf(t.baseKey) }));
+
+for (const kind of ['cpu', 'webgpu'] as const) {
+  describe(`fp8 Flux checkpoints on ${kind}`, () => {
+    for (const dtype of ['F8_E4M3', 'F8_E5M2'] as const) {
+      it(`${dtype}: merged weights stay ${dtype}, the rest is copied byte for byte`, async () => {
+        const base = fp8Flux(dtype, false);
+        const merged = await merge(base, kind);
+        expect(merged.tensors.get('double_blocks.0.img_attn.qkv.weight')!.dtype).toBe(dtype);
+        expectMergedFile(decodeSafetensors(base).tensors, merged.tensors, terms());
+      });
+    }
+
+    it('--dtype bf16 converts every float tensor, the fp8 ones included, and merges the rest exactly', async () => {
+      const base = fp8Flux('F8_E4M3', false);
+      const merged = await merge(base, kind, 'BF16');
+      const original = decodeSafetensors(base).tensors;
+      for (const [key, t] of merged.tensors) {
+        expect(t.dtype, key).toBe('BF16');
+        // fp8 and bf16 values are exactly bf16: untouched tensors keep their values.
+        if (!terms().some((x) => x.baseKey === key)) expect(t.values, key).toEqual(original.get(key)!.values);
+      }
+      const asBf16 = new Map([...original].map(([k, t]) => [k, { ...t, dtype: 'BF16' as const }]));
+      const touched = new Map([...merged.tensors].filter(([k]) => terms().some((x) => x.baseKey === k)));
+      expectMergedFile(new Map([...asBf16].filter(([k]) => touched.has(k))), touched, terms());
+    });
+
+    it('scaled fp8: merged in the real domain (code × scale_weight), scales and marker kept', async () => {
+      const base = fp8Flux('F8_E4M3', true);
+      const original = decodeSafetensors(base).tensors;
+      const merged = await merge(base, kind);
+      const scaleOf = (key: string) => original.get(key.replace(/\.weight$/, '.scale_weight'))!.values[0];
+      // W' / s = code + ΔW / s, rounded once to e4m3fn.
+      expectMergedFile(original, merged.tensors, terms(scaleOf));
+      expect(merged.tensors.get('scaled_fp8')).toMatchObject({ dtype: 'F8_E4M3', shape: [0] });
+      await expect(merge(base, kind, 'BF16')).rejects.toThrow(/scaled fp8 checkpoint .* keeps its weights in F8_E4M3/);
+    });
+  });
+}

@@ -1,0 +1,183 @@
+/**
+ * The GGUF reader and writer on files built by hand in the test (helpers/gguf-builder.ts): every
+ * metadata value type, versions 2 and 3, every tensor type, and one test per rule a broken file
+ * can break.
+ */
+import { describe, expect, it } from 'vitest';
+import { isMergeError } from '../src/errors.js';
+import { openGguf } from '../src/formats/gguf/gguf-reader.js';
+import { createGgufWriter } from '../src/formats/gguf/gguf-writer.js';
+import { bytesSource } from '../src/io/memory-source.js';
+import { concatBytes, randomValues, seededRandom } from './helpers/fixtures.js';
+import { buildGguf, encodeKv, GGML_BLOCK, ggufString, readGguf, tensorData, type FixtureTensor, type MetaValue } from './helpers/gguf-builder.js';
+
+const EVERY_VALUE: [string, MetaValue][] = [
+  ['general.architecture', { type: 'string', value: 'llama' }],
+  ['test.u8', { type: 'u8', value: 250 }],
+  ['test.i8', { type: 'i8', value: -120 }],
+  ['test.u16', { type: 'u16', value: 65000 }],
+  ['test.i16', { type: 'i16', value: -32000 }],
+  ['test.u32', { type: 'u32', value: 4_000_000_000 }],
+  ['test.i32', { type: 'i32', value: -2_000_000_000 }],
+  ['test.f32', { type: 'f32', value: 1.5 }],
+  ['test.bool', { type: 'bool', value: true }],
+  ['test.string', { type: 'string', value: 'ünïcødé ✓ 日本' }],
+  ['test.u64', { type: 'u64', value: 2n ** 60n + 7n }],
+  ['test.i64', { type: 'i64', value: -(2n ** 62n) }],
+  ['test.f64', { type: 'f64', value: Math.PI }],
+  ['test.empty', { type: 'array', itemType: 'u32', value: [] }],
+  ['tokenizer.ggml.tokens', { type: 'array', itemType: 'string', value: ['<s>', '</s>', 'é'] }],
+  ['tokenizer.ggml.scores', { type: 'array', itemType: 'f32', value: [0, -1.25, 3] }],
+  ['test.i64s', { type: 'array', itemType: 'i64', value: [-1n, 5n] }],
+  ['test.bools', { type: 'array', itemType: 'bool', value: [true, false] }],
+  ['test.i8s', { type: 'array', itemType: 'i8', value: [-1, 2] }],
+  ['test.f64s', { type: 'array', itemType: 'f64', value: [0.1, -2] }],
+];
+
+const TENSOR_TYPES = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'];
+
+function tensorsOfEveryType(): FixtureTensor[] {
+  const rand = seededRandom(3);
+  const out: FixtureTensor[] = TENSOR_TYPES.map((type, i) => {
+    const ne0 = GGML_BLOCK[type][0] === 1 ? 3 + i : GGML_BLOCK[type][0] * 2;
+    const ne = [ne0, 3];
+    return { name: `blk.${i}.t`, type, ne, data: tensorData(type, randomValues(ne0 * 3, rand)) };
+  });
+  // Types loramerge does not decode still have to be read (and are byte-copied when merging).
+  out.push({ name: 'raw.i32', type: 'I32', ne: [5], data: new Uint8Array(20).fill(7) });
+  out.push({ name: 'raw.iq2_xs', type: 'IQ2_XS', ne: [256, 2], data: new Uint8Array(148).fill(9) });
+  out.push({ name: 'raw.q3_k', type: 'Q3_K', ne: [256], data: new Uint8Array(110).fill(5) });
+  return out;
+}
+
+async function open(bytes: Uint8Array, name = 'model.gguf') {
+  return openGguf(bytesSource(bytes, name));
+}
+
+async function failure(bytes: Uint8Array): Promise<{ code: string; message: string }> {
+  const e = await open(bytes).catch((x: unknown) => x);
+  if (!isMergeError(e)) throw new Error(`expected a MergeError, got ${String(e)}`);
+  return { code: e.code, message: e.message };
+}
+
+describe('GGUF reader', () => {
+  for (const version of [2, 3]) {
+    it(`reads version ${version}: every metadata value type and every tensor type`, async () => {
+      const tensors = tensorsOfEveryType();
+      const bytes = buildGguf({ version, metadata: EVERY_VALUE, tensors });
+      const file = await open(bytes);
+      expect(file.version).toBe(version);
+      expect(file.alignment).toBe(32);
+      expect(file.metadata.map((kv) => kv.key)).toEqual(EVERY_VALUE.map(([k]) => k));
+      for (const [key, v] of EVERY_VALUE) {
+        expect(file.value(key)!.value).toEqual(v.value);
+      }
+      expect(file.value('test.f32')!.type).toBe(6);
+      expect(file.value('tokenizer.ggml.tokens')!.subType).toBe(8);
+      expect(file.tensors.map((t) => t.name)).toEqual(tensors.map((t) => t.name));
+      for (const t of tensors) {
+        const got = file.tensor(t.name)!;
+        expect(got.type.name).toBe(t.type);
+        expect(got.ne).toEqual(t.ne);
+        expect(got.shape).toEqual([...t.ne].reverse());
+        expect(got.byteLength).toBe(t.data.byteLength);
+        expect(got.offset % 32).toBe(0);
+        expect([...(await file.readPart(got, 0, got.byteLength))]).toEqual([...t.data]);
+      }
+      const q4k = file.tensor('blk.8.t')!;
+      expect([...(await file.readPart(q4k, 144, 144))]).toEqual([...tensors[8].data.subarray(144, 288)]);
+    });
+  }
+
+  it('honours general.alignment and a file without the last tensor\'s padding', async () => {
+    const tensors: FixtureTensor[] = [
+      { name: 'a', type: 'F32', ne: [3], data: new Uint8Array(12).fill(1) },
+      { name: 'b', type: 'F16', ne: [5], data: new Uint8Array(10).fill(2) },
+    ];
+    const bytes = buildGguf({ metadata: [['general.alignment', { type: 'u32', value: 64 }]], tensors, alignment: 64, noTailPadding: true });
+    const file = await open(bytes);
+    expect(file.alignment).toBe(64);
+    expect(file.tensors[1].offset - file.tensors[0].offset).toBe(64);
+    expect(file.dataStart % 64).toBe(0);
+  });
+
+  it('reads a file with no tensors', async () => {
+    const file = await open(buildGguf({ metadata: [['general.architecture', { type: 'string', value: 'llama' }]] }));
+    expect(file.tensors).toEqual([]);
+  });
+
+  const t = (over: Partial<FixtureTensor> = {}): FixtureTensor => ({ name: 'blk.0.attn_q.weight', type: 'F32', ne: [4, 2], data: new Uint8Array(32), ...over });
+
+  it.each([
+    ['an empty file', new Uint8Array(0), 'HEADER_TOO_SMALL', /only 0 bytes/],
+    ['a truncated fixed header', buildGguf({}).subarray(0, 20), 'HEADER_TOO_SMALL', /only 20 bytes, too short for a GGUF header/],
+    ['no magic', concatBytes([new TextEncoder().encode('GGML'), new Uint8Array(40)]), 'INVALID_HEADER', /no "GGUF" magic/],
+    ['version 1', buildGguf({ version: 1 }), 'UNSUPPORTED_FORMAT', /version 1/],
+    ['an unknown version', buildGguf({ version: 9 }), 'INVALID_HEADER', /version 9/],
+    ['a big-endian file', buildGguf({ version: 0x03000000 }), 'UNSUPPORTED_FORMAT', /big-endian/],
+    ['an unknown GGML type', buildGguf({ tensors: [t({ type: 99 })] }), 'INVALID_DTYPE', /"blk\.0\.attn_q\.weight" has GGML type id 99/],
+    ['a row that is not whole blocks', buildGguf({ tensors: [t({ type: 'Q4_K', ne: [100, 2], data: new Uint8Array(144) })] }), 'INVALID_SHAPE', /not a whole number of 256-value blocks/],
+    ['five dimensions', buildGguf({ tensors: [t({ ne: [1, 1, 1, 1, 8] })] }), 'INVALID_SHAPE', /5 dimensions/],
+    ['a gap between tensors', buildGguf({ tensors: [t(), t({ name: 'b', offset: 64 })] }), 'INVALID_OFFSET', /"b" starts at data offset 64, expected 32/],
+    ['overlapping tensors', buildGguf({ tensors: [t(), t({ name: 'b', offset: 0 })] }), 'OVERLAP', /"b" starts at data offset 0, expected 32/],
+    ['a truncated tensor', buildGguf({ tensors: [t()] }).subarray(0, -8), 'TRUNCATED', /"blk\.0\.attn_q\.weight" ends at byte/],
+    ['trailing bytes', concatBytes([buildGguf({ tensors: [t()] }), new Uint8Array(5)]), 'TRAILING_BYTES', /5 unexpected bytes/],
+    ['a duplicated tensor', buildGguf({ tensors: [t(), t()] }), 'INVALID_HEADER', /declared twice/],
+    ['a tensor name over 63 bytes', buildGguf({ tensors: [t({ name: 'x'.repeat(64) })] }), 'INVALID_HEADER', /longer than 63 bytes/],
+    ['an alignment that is not a power of two', buildGguf({ metadata: [['general.alignment', { type: 'u32', value: 48 }]] }), 'INVALID_HEADER', /power of two/],
+    ['an alignment stored as u64', buildGguf({ metadata: [['general.alignment', { type: 'u64', value: 32n }]] }), 'INVALID_HEADER', /u32 power of two/],
+    ['a duplicated key', buildGguf({ metadata: [['a', { type: 'u8', value: 1 }], ['a', { type: 'u8', value: 2 }]] }), 'INVALID_HEADER', /duplicated/],
+    ['invalid UTF-8 in a string', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([8, 0, 0, 0]), ggufString(new Uint8Array([0xff, 0xfe]))]), extraKvCount: 1 }), 'INVALID_HEADER', /read back exactly/],
+    ['an array of arrays', buildGguf({ metadata: [['nested', { type: 'array', itemType: 'array', value: [] }]] }), 'INVALID_HEADER', /array of arrays/],
+    ['a string claiming 2^40 bytes', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([8, 0, 0, 0]), new Uint8Array([0, 0, 0, 0, 0, 1, 0, 0])]), extraKvCount: 1 }), 'INVALID_HEADER', /String length/],
+    ['an array claiming 2^40 items', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([9, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0])]), extraKvCount: 1 }), 'INVALID_HEADER', /array length/],
+    ['2^60 metadata entries', buildGguf({ extraKvCount: 2 ** 53 }), 'INVALID_HEADER', /KV metadata count/],
+    ['a string running past the end', buildGguf({ metadata: [['general.name', { type: 'string', value: 'x'.repeat(100) }]] }).subarray(0, 60), 'TRUNCATED', /header runs to byte/],
+  ])('refuses %s', async (_what, bytes, code, message) => {
+    const e = await failure(bytes as Uint8Array);
+    expect(e.code).toBe(code);
+    expect(e.message).toMatch(message as RegExp);
+    expect(e.message).toContain('model.gguf');
+  });
+
+  it('writes what it reads: metadata, tensor infos, alignment and padding byte for byte', async () => {
+    const tensors = tensorsOfEveryType();
+    const original = buildGguf({ version: 3, metadata: EVERY_VALUE, tensors });
+    const file = await open(original);
+    const chunks: Uint8Array[] = [];
+    const writer = await createGgufWriter(
+      { write: async (c) => void chunks.push(c.slice()), close: async () => {} },
+      file.metadata, file.tensors.map((x) => ({ name: x.name, type: x.type, ne: x.ne })), file.alignment,
+    );
+    for (const x of file.tensors) {
+      // In uneven pieces, as the pipeline writes slabs.
+      const data = await file.readPart(x, 0, x.byteLength);
+      const cut = Math.floor(data.byteLength / 3);
+      await writer.writeChunk(x.name, data.subarray(0, cut));
+      await writer.writeChunk(x.name, data.subarray(cut));
+    }
+    await writer.finish();
+    const written = concatBytes(chunks);
+    expect(written.byteLength).toBe(writer.byteLength);
+    expect([...written]).toEqual([...original]);
+    const back = readGguf(written);
+    expect(back.keys).toEqual(EVERY_VALUE.map(([k]) => k));
+  });
+
+  it('writes version 3 for a version 2 input, otherwise unchanged', async () => {
+    const original = buildGguf({ version: 2, metadata: EVERY_VALUE.slice(0, 3), tensors: tensorsOfEveryType().slice(0, 2) });
+    const file = await open(original);
+    const chunks: Uint8Array[] = [];
+    const writer = await createGgufWriter({ write: async (c) => void chunks.push(c.slice()), close: async () => {} },
+      file.metadata, file.tensors.map((x) => ({ name: x.name, type: x.type, ne: x.ne })), 32);
+    for (const x of file.tensors) await writer.writeChunk(x.name, await file.readPart(x, 0, x.byteLength));
+    await writer.finish();
+    const written = concatBytes(chunks);
+    expect(new DataView(written.buffer).getUint32(4, true)).toBe(3);
+    expect([...written.subarray(8)]).toEqual([...original.subarray(8)]);
+  });
+
+  it('encodes metadata the same way the test builder does', () => {
+    expect(encodeKv('k', { type: 'u8', value: 1 }).byteLength).toBe(8 + 1 + 4 + 1);
+  });
+});

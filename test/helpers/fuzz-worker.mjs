@@ -1,0 +1,19 @@
+// A worker thread that runs the built CLI's front end in-process, one command line per message, so
+// the fuzzer can run many cases without starting Node each time, and can still stop a case that
+// hangs (by terminating the worker). Replies { code, stdout, stderr, ms }.
+import { parentPort } from 'node:worker_threads';
+import { runCommandLine } from '../../dist/cli/run-cli.js';
+
+parentPort.on('message', async ({ id, argv }) => {
+  const out = [];
+  const err = [];
+  const started = performance.now();
+  let code;
+  try {
+    code = await runCommandLine(argv, { out: (l) => out.push(l), err: (l) => err.push(l) });
+  } catch (e) {
+    code = -1;
+    err.push(`runCommandLine threw: ${e?.stack ?? e}`);
+  }
+  parentPort.postMessage({ id, code, stdout: out.join('\n'), stderr: err.join('\n'), ms: performance.now() - started });
+});

@@ -1,0 +1,252 @@
+/**
+ * Small GGUF models and adapters as llama.cpp users hold them, built in the test with real tensor
+ * names, types and metadata: a Q4_K_M-style llama (Q4_K, Q5_K and Q6_K matrices, F32 norms), a
+ * split F16 llama, a llama.cpp LoRA adapter, and a PEFT adapter for the same model; plus the
+ * float64 truth of merging them, with llama.cpp's q/k row permutation written out here from
+ * convert_hf_to_gguf.py's description (reshape (heads, 2, d/heads/2), swap axes 1 and 2).
+ */
+import { buildSafetensors, seededRandom } from './fixtures.js';
+import { buildGguf, tensorData, tensorValues, type FixtureTensor, type MetaValue } from './gguf-builder.js';
+
+export const LLAMA = { hidden: 256, heads: 4, kvHeads: 2, ffn: 256, vocab: 64, layers: 1 };
+
+function gaussian(rand: () => number): () => number {
+  return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
+}
+
+export interface GgufModelFixture {
+  /** Files by name (a split model has several). */
+  files: Record<string, Uint8Array>;
+  /** Tensor name → type, torch shape (rows, cols) and exact values of what is stored. */
+  tensors: Map<string, { type: string; shape: number[]; values: Float64Array; data: Uint8Array }>;
+  metadata: [string, MetaValue][];
+}
+
+/** Every tensor of a small llama: name, ne (GGML order) and its type under the given recipe. */
+function llamaTensors(typeOf: (name: string) => string): { name: string; ne: number[]; type: string }[] {
+  const { hidden: h, kvHeads, heads, ffn, vocab, layers } = LLAMA;
+  const kv = (h / heads) * kvHeads;
+  const out: { name: string; ne: number[]; type: string }[] = [{ name: 'token_embd.weight', ne: [h, vocab], type: '' }];
+  for (let i = 0; i < layers; i++) {
+    out.push(
+      { name: `blk.${i}.attn_norm.weight`, ne: [h], type: '' },
+      { name: `blk.${i}.attn_q.weight`, ne: [h, h], type: '' },
+      { name: `blk.${i}.attn_k.weight`, ne: [h, kv], type: '' },
+      { name: `blk.${i}.attn_v.weight`, ne: [h, kv], type: '' },
+      { name: `blk.${i}.attn_output.weight`, ne: [h, h], type: '' },
+      { name: `blk.${i}.ffn_norm.weight`, ne: [h], type: '' },
+      { name: `blk.${i}.ffn_gate.weight`, ne: [h, ffn], type: '' },
+      { name: `blk.${i}.ffn_up.weight`, ne: [h, ffn], type: '' },
+      { name: `blk.${i}.ffn_down.weight`, ne: [ffn, h], type: '' },
+    );
+  }
+  out.push({ name: 'output_norm.weight', ne: [h], type: '' }, { name: 'output.weight', ne: [h, vocab], type: '' });
+  return out.map((t) => ({ ...t, type: t.ne.length === 1 ? 'F32' : typeOf(t.name) }));
+}
+
+/** What llama.cpp's Q4_K_M recipe gives a small llama: Q6_K for output, attn_v and ffn_down, Q5_K here for attn_k. */
+export function q4kmType(name: string): string {
+  if (name === 'output.weight' || name.endsWith('attn_v.weight') || name.endsWith('ffn_down.weight')) return 'Q6_K';
+  if (name.endsWith('attn_k.weight')) return 'Q5_K';
+  return 'Q4_K';
+}
+
+function llamaMetadata(fileType: number): [string, MetaValue][] {
+  const { hidden, heads, kvHeads, ffn, vocab, layers } = LLAMA;
+  return [
+    ['general.architecture', { type: 'string', value: 'llama' }],
+    ['general.name', { type: 'string', value: 'Tiny Llama Test' }],
+    ['llama.block_count', { type: 'u32', value: layers }],
+    ['llama.context_length', { type: 'u32', value: 2048 }],
+    ['llama.embedding_length', { type: 'u32', value: hidden }],
+    ['llama.feed_forward_length', { type: 'u32', value: ffn }],
+    ['llama.attention.head_count', { type: 'u32', value: heads }],
+    ['llama.attention.head_count_kv', { type: 'u32', value: kvHeads }],
+    ['llama.rope.freq_base', { type: 'f32', value: 500000 }],
+    ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
+    ['general.file_type', { type: 'u32', value: fileType }],
+    ['tokenizer.ggml.model', { type: 'string', value: 'gpt2' }],
+    ['tokenizer.ggml.tokens', { type: 'array', itemType: 'string', value: Array.from({ length: vocab }, (_, i) => `tok${i}`) }],
+    ['tokenizer.ggml.token_type', { type: 'array', itemType: 'i32', value: Array.from({ length: vocab }, () => 1) }],
+    ['tokenizer.ggml.bos_token_id', { type: 'u32', value: 1 }],
+    ['general.quantization_version', { type: 'u32', value: 2 }],
+  ];
+}
+
+function makeTensors(specs: { name: string; ne: number[]; type: string }[], seed: number): GgufModelFixture['tensors'] {
+  const g = gaussian(seededRandom(seed));
+  const tensors: GgufModelFixture['tensors'] = new Map();
+  for (const s of specs) {
+    const n = s.ne.reduce((a, b) => a * b, 1);
+    const raw = Float64Array.from({ length: n }, () => (s.ne.length === 1 ? 1 + 0.1 * g() : 0.02 * g()));
+    const data = tensorData(s.type, raw);
+    tensors.set(s.name, { type: s.type, shape: [...s.ne].reverse(), values: tensorValues(s.type, data), data });
+  }
+  return tensors;
+}
+
+function asFixtures(names: string[], tensors: GgufModelFixture['tensors'], ne: Map<string, number[]>): FixtureTensor[] {
+  return names.map((name) => ({ name, type: tensors.get(name)!.type, ne: ne.get(name)!, data: tensors.get(name)!.data }));
+}
+
+/** A small llama quantized as Q4_K_M (general.file_type 15) in one file. */
+export function q4kmLlama(seed = 11): GgufModelFixture {
+  const specs = llamaTensors(q4kmType);
+  const tensors = makeTensors(specs, seed);
+  const metadata = llamaMetadata(15);
+  const ne = new Map(specs.map((s) => [s.name, s.ne]));
+  const bytes = buildGguf({ metadata, tensors: asFixtures(specs.map((s) => s.name), tensors, ne) });
+  return { files: { 'tiny-llama-Q4_K_M.gguf': bytes }, tensors, metadata };
+}
+
+/** The same llama in F16 (norms F32), split in two parts as gguf-split writes them. */
+export function splitF16Llama(seed = 12): GgufModelFixture {
+  const specs = llamaTensors(() => 'F16');
+  const tensors = makeTensors(specs, seed);
+  const metadata = llamaMetadata(1);
+  const ne = new Map(specs.map((s) => [s.name, s.ne]));
+  const names = specs.map((s) => s.name);
+  const cut = Math.ceil(names.length / 2);
+  const parts = [names.slice(0, cut), names.slice(cut)];
+  const split = (no: number): [string, MetaValue][] => [
+    ['split.no', { type: 'u16', value: no }],
+    ['split.count', { type: 'u16', value: 2 }],
+    ['split.tensors.count', { type: 'i32', value: names.length }],
+  ];
+  const files: Record<string, Uint8Array> = {
+    'tiny-llama-F16-00001-of-00002.gguf': buildGguf({ metadata: [...metadata, ...split(0)], tensors: asFixtures(parts[0], tensors, ne) }),
+    // gguf-split keeps the model's metadata in the first part only.
+    'tiny-llama-F16-00002-of-00002.gguf': buildGguf({ metadata: split(1), tensors: asFixtures(parts[1], tensors, ne) }),
+  };
+  return { files, tensors, metadata };
+}
+
+// --- adapters -----------------------------------------------------------------------------------
+
+/** A PEFT module's factors as trained: A (r, in), B (out, r), HF row order. */
+export interface PeftFactors {
+  module: string;
+  gguf: string;
+  rank: number;
+  alpha: number;
+  a: Float64Array;
+  b: Float64Array;
+  out: number;
+  in: number;
+}
+
+const PEFT_TARGETS: [string, string][] = [
+  ['self_attn.q_proj', 'attn_q'], ['self_attn.k_proj', 'attn_k'], ['self_attn.v_proj', 'attn_v'], ['self_attn.o_proj', 'attn_output'],
+  ['mlp.gate_proj', 'ffn_gate'], ['mlp.up_proj', 'ffn_up'], ['mlp.down_proj', 'ffn_down'],
+];
+
+/**
+ * A PEFT adapter on every linear layer of the llama: r = 8 with down_proj at r = 4
+ * (rank_pattern), α = 16 with v_proj at α = 32 (alpha_pattern), rsLoRA, bf16 factors.
+ */
+export function peftLlamaAdapter(seed = 21): { files: Record<string, Uint8Array | string>; factors: PeftFactors[]; scale: (f: PeftFactors) => number } {
+  const g = gaussian(seededRandom(seed));
+  const { hidden: h, heads, kvHeads, ffn, layers } = LLAMA;
+  const kv = (h / heads) * kvHeads;
+  const dims: Record<string, [number, number]> = {
+    attn_q: [h, h], attn_k: [kv, h], attn_v: [kv, h], attn_output: [h, h], ffn_gate: [ffn, h], ffn_up: [ffn, h], ffn_down: [h, ffn],
+  };
+  const factors: PeftFactors[] = [];
+  const tensors = [];
+  for (let i = 0; i < layers; i++) {
+    for (const [hf, gguf] of PEFT_TARGETS) {
+      const [out, inn] = dims[gguf];
+      const rank = gguf === 'ffn_down' ? 4 : 8;
+      const alpha = gguf === 'attn_v' ? 32 : 16;
+      const module = `model.layers.${i}.${hf}`;
+      // Values on the bf16 grid, so the truth uses exactly what the file holds.
+      const bf16 = (x: number) => { const f = new Float32Array([x]); const u = new Uint32Array(f.buffer); u[0] &= 0xffff0000; return f[0]; };
+      const a = Float64Array.from({ length: rank * inn }, () => bf16(0.05 * g()));
+      const b = Float64Array.from({ length: out * rank }, () => bf16(0.05 * g()));
+      factors.push({ module, gguf: `blk.${i}.${gguf}.weight`, rank, alpha, a, b, out, in: inn });
+      tensors.push({ name: `base_model.model.${module}.lora_A.weight`, dtype: 'BF16' as const, shape: [rank, inn], data: a });
+      tensors.push({ name: `base_model.model.${module}.lora_B.weight`, dtype: 'BF16' as const, shape: [out, rank], data: b });
+    }
+  }
+  const config = {
+    peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'tiny-llama', r: 8, lora_alpha: 16, use_rslora: true,
+    rank_pattern: { down_proj: 4 }, alpha_pattern: { v_proj: 32 }, target_modules: PEFT_TARGETS.map(([hf]) => hf.split('.')[1]),
+  };
+  return {
+    files: { 'adapter_config.json': JSON.stringify(config), 'adapter_model.safetensors': buildSafetensors(tensors) },
+    factors,
+    scale: (f) => f.alpha / Math.sqrt(f.rank),
+  };
+}
+
+/**
+ * Where convert_hf_to_gguf puts HF row `src` of q (heads) or k (kv heads): the rows are viewed as
+ * (heads, 2, d/2) and axes 1 and 2 swapped, so (h, j, i) moves to (h, i, j).
+ */
+export function ggufRowOf(src: number, rows: number, heads: number): number {
+  const d = rows / heads;
+  const h = Math.floor(src / d);
+  const within = src % d;
+  const j = Math.floor(within / (d / 2));
+  const i = within % (d / 2);
+  return h * d + i * 2 + j;
+}
+
+/** W + scale·B·A in float64, in GGUF row order (q and k rows permuted for llama). */
+export function truthWithPeft(w: Float64Array, f: PeftFactors, scale: number): Float64Array {
+  const out = w.slice();
+  const permuteHeads = f.gguf.includes('attn_q') ? LLAMA.heads : f.gguf.includes('attn_k') ? LLAMA.kvHeads : 0;
+  for (let o = 0; o < f.out; o++) {
+    const row = permuteHeads ? ggufRowOf(o, f.out, permuteHeads) : o;
+    for (let c = 0; c < f.in; c++) {
+      let sum = 0;
+      for (let k = 0; k < f.rank; k++) sum += f.b[o * f.rank + k] * f.a[k * f.in + c];
+      out[row * f.in + c] += scale * sum;
+    }
+  }
+  return out;
+}
+
+/** A llama.cpp LoRA adapter (convert_lora_to_gguf layout) for `targets`, factors of the given types. */
+export function ggufLoraAdapter(
+  targets: { tensor: string; rank: number; in: number; out: number; aType: string; bType: string }[],
+  alpha: number, seed = 31, extra: FixtureTensor[] = [],
+): { bytes: Uint8Array; factors: Map<string, { a: Float64Array; b: Float64Array; rank: number }> } {
+  const g = gaussian(seededRandom(seed));
+  const tensors: FixtureTensor[] = [];
+  const factors = new Map<string, { a: Float64Array; b: Float64Array; rank: number }>();
+  for (const t of targets) {
+    const embd = t.tensor === 'token_embd.weight';
+    // A as the file stores it: ne [in, r] (or [r, vocab] for token_embd), values on the type's grid.
+    const aNe = embd ? [t.rank, t.in] : [t.in, t.rank];
+    const aData = tensorData(t.aType, Float64Array.from({ length: t.rank * t.in }, () => 0.05 * g()));
+    const bData = tensorData(t.bType, Float64Array.from({ length: t.rank * t.out }, () => 0.05 * g()));
+    const stored = tensorValues(t.aType, aData);
+    // A (r, in) as the merge uses it.
+    const a = embd ? Float64Array.from({ length: t.rank * t.in }, (_, x) => stored[(x % t.in) * t.rank + Math.floor(x / t.in)]) : stored;
+    factors.set(t.tensor, { a, b: tensorValues(t.bType, bData), rank: t.rank });
+    tensors.push({ name: `${t.tensor}.lora_a`, type: t.aType, ne: aNe, data: aData });
+    tensors.push({ name: `${t.tensor}.lora_b`, type: t.bType, ne: [t.rank, t.out], data: bData });
+  }
+  const metadata: [string, MetaValue][] = [
+    ['general.architecture', { type: 'string', value: 'llama' }],
+    ['general.type', { type: 'string', value: 'adapter' }],
+    ['adapter.type', { type: 'string', value: 'lora' }],
+    ['adapter.lora.alpha', { type: 'f32', value: alpha }],
+  ];
+  return { bytes: buildGguf({ metadata, tensors: [...tensors, ...extra] }), factors };
+}
+
+/** W + scale·B·A in float64 for a (rows, cols) tensor; for token_embd W is (vocab, dim) and ΔW = (B·A)ᵀ. */
+export function truthWithLora(w: Float64Array, rows: number, cols: number, f: { a: Float64Array; b: Float64Array; rank: number }, scale: number, transposed: boolean): Float64Array {
+  const out = w.slice();
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const [o, i, inF] = transposed ? [c, r, rows] : [r, c, cols];
+      let sum = 0;
+      for (let k = 0; k < f.rank; k++) sum += f.b[o * f.rank + k] * f.a[k * inF + i];
+      out[r * cols + c] += scale * sum;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,176 @@
+/**
+ * Random ops with sequences of update steps, and their float64 truth written plainly: V is built as
+ * ΔW's (out × in) matrix of doubles, each step is applied by its textbook formula, and the result is
+ * read back in the stored orientation.
+ */
+import type { FloatDType } from '../../src/dtype.js';
+import type { FloatTensorBytes, MergeOp } from '../../src/engine/merge-op.js';
+import type { UpdateStep } from '../../src/engine/update-steps.js';
+import { decodeF64, outputBits, roundedBits, ulpDistance } from './reference-math.js';
+import { encodeValues, seededRandom } from './fixtures.js';
+
+export type StepSpec =
+  | { kind: 'add'; ranks: number[]; dense?: number; weights?: number[] }
+  | { kind: 'dora'; axis: 'out' | 'in'; epsilon?: number; group?: number }
+  | { kind: 'scale'; axis: 'out' | 'in' }
+  | { kind: 'self'; rank: number }
+  | { kind: 'rotate'; axis: 'out' | 'in'; block: number };
+
+export interface StepOpSpec {
+  rows: number;
+  cols: number;
+  layout?: 'out-in' | 'in-out';
+  baseDtype?: FloatDType;
+  outDtype?: FloatDType;
+  factorDtype?: FloatDType;
+  steps: StepSpec[];
+}
+
+/** A whole-tensor op whose update is exactly `spec.steps` (no legacy terms/dora). */
+export function randomStepOp(seed: number, spec: StepOpSpec): MergeOp {
+  const rand = seededRandom(seed);
+  const uniform = (n: number): number[] => Array.from({ length: n }, () => rand() * 2 - 1);
+  const layout = spec.layout ?? 'out-in';
+  const outF = layout === 'out-in' ? spec.rows : spec.cols;
+  const inF = layout === 'out-in' ? spec.cols : spec.rows;
+  const fd = spec.factorDtype ?? 'F32';
+  const t = (values: number[], dtype: FloatDType = fd): FloatTensorBytes => ({ dtype, data: encodeValues(values, dtype) });
+  const baseDtype = spec.baseDtype ?? 'F32';
+  const steps: UpdateStep[] = spec.steps.map((s): UpdateStep => {
+    switch (s.kind) {
+      case 'add':
+        return {
+          kind: 'add',
+          terms: s.ranks.map((r, k) => ({
+            rank: r, scale: (s.weights?.[k] ?? 1) * 0.3 / Math.sqrt(r), a: t(uniform(r * inF)), b: t(uniform(outF * r)),
+          })),
+          dense: Array.from({ length: s.dense ?? 0 }, () => ({ scale: 0.2, values: t(uniform(spec.rows * spec.cols)) })),
+        };
+      case 'dora':
+        return { kind: 'dora', dora: {
+          normAxis: s.axis, epsilon: s.epsilon ?? 0, ...(s.group ? { group: s.group } : {}),
+          magnitude: t(uniform(s.axis === 'out' ? outF : inF / (s.group ?? 1)).map((x) => 0.5 + Math.abs(x)), 'F32'),
+        } };
+      case 'scale':
+        return { kind: 'scale', axis: s.axis, factors: t(uniform(s.axis === 'out' ? outF : inF).map((x) => 1 + 0.5 * x)) };
+      case 'self':
+        return { kind: 'self', rank: s.rank, scale: 0.5 / Math.sqrt(s.rank), p: t(uniform(inF * s.rank).map((x) => x / Math.sqrt(inF))), q: t(uniform(s.rank * inF)) };
+      case 'rotate': {
+        const n = s.axis === 'out' ? outF : inF;
+        const b = s.block;
+        const blocks = uniform(n * b).map((x, j) => 0.4 * x / Math.sqrt(b) + (Math.floor(j / b) % b === j % b ? 1 : 0));
+        return { kind: 'rotate', axis: s.axis, blockSize: b, blocks: t(blocks, 'F32') };
+      }
+    }
+  });
+  return {
+    name: `steps${spec.rows}x${spec.cols}`,
+    rows: spec.rows,
+    cols: spec.cols,
+    layout,
+    base: { dtype: baseDtype, data: encodeValues(uniform(spec.rows * spec.cols), baseDtype) },
+    terms: [],
+    outDtype: spec.outDtype ?? baseDtype,
+    steps,
+  };
+}
+
+/** The truth for a whole op (rowStart 0): V as ΔW's out × in doubles, every step in turn. */
+export function referenceSteps(op: MergeOp): Float64Array {
+  const outF = op.layout === 'out-in' ? op.rows : op.cols;
+  const inF = op.layout === 'out-in' ? op.cols : op.rows;
+  const stored = (o: number, i: number): number => (op.layout === 'out-in' ? o * op.cols + i : i * op.cols + o);
+  const w = decodeF64(op.base.data, op.base.dtype);
+  let v: number[][] = Array.from({ length: outF }, (_, o) => Array.from({ length: inF }, (_, i) => w[stored(o, i)]));
+  const f64 = (x: FloatTensorBytes) => decodeF64(x.data, x.dtype);
+  const all: UpdateStep[] = [];
+  if (op.terms.length) all.push({ kind: 'add', terms: op.terms });
+  if (op.dora) all.push({ kind: 'dora', dora: op.dora });
+  all.push(...(op.steps ?? []));
+  for (const step of all) {
+    if (step.kind === 'add') {
+      for (const term of step.terms) {
+        const a = f64(term.a), b = f64(term.b);
+        for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) {
+          let d = 0;
+          for (let k = 0; k < term.rank; k++) d += b[o * term.rank + k] * a[k * inF + i];
+          v[o][i] += term.scale * d;
+        }
+      }
+      for (const dense of step.dense ?? []) {
+        const d = f64(dense.values);
+        for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) v[o][i] += dense.scale * d[stored(o, i)];
+      }
+    } else if (step.kind === 'dora') {
+      const m = f64(step.dora.magnitude);
+      const eps = step.dora.epsilon;
+      if (step.dora.normAxis === 'out') {
+        for (let o = 0; o < outF; o++) {
+          const norm = Math.sqrt(v[o].reduce((s, x) => s + x * x, 0));
+          for (let i = 0; i < inF; i++) v[o][i] *= m[o] / (norm + eps);
+        }
+      } else {
+        // Input channel c owns the `group` columns c·g … c·g + g − 1 (a conv's kernel positions).
+        const g = step.dora.group ?? 1;
+        for (let c = 0; c < inF / g; c++) {
+          let ss = 0;
+          for (let i = c * g; i < (c + 1) * g; i++) for (let o = 0; o < outF; o++) ss += v[o][i] ** 2;
+          for (let i = c * g; i < (c + 1) * g; i++) for (let o = 0; o < outF; o++) v[o][i] *= m[c] / (Math.sqrt(ss) + eps);
+        }
+      }
+    } else if (step.kind === 'scale') {
+      const f = f64(step.factors);
+      for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) v[o][i] *= step.axis === 'out' ? f[o] : f[i];
+    } else if (step.kind === 'self') {
+      const p = f64(step.p), q = f64(step.q);
+      v = v.map((x) => {
+        const t = Array.from({ length: step.rank }, (_, k) => x.reduce((s, xi, i) => s + xi * p[i * step.rank + k], 0));
+        return x.map((xi, i) => xi + step.scale * t.reduce((s, tk, k) => s + tk * q[k * inF + i], 0));
+      });
+    } else {
+      const m = f64(step.blocks);
+      const b = step.blockSize;
+      const rotate = (x: number[]): number[] => x.map((_, j) => {
+        const k = Math.floor(j / b), row = j % b;
+        let s = 0;
+        for (let n = 0; n < b; n++) s += m[k * b * b + row * b + n] * x[k * b + n];
+        return s;
+      });
+      if (step.axis === 'in') v = v.map(rotate);
+      else {
+        const cols = Array.from({ length: inF }, (_, i) => rotate(v.map((row) => row[i])));
+        v = v.map((_, o) => cols.map((col) => col[o]));
+      }
+    }
+  }
+  const out = new Float64Array(op.rows * op.cols);
+  for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) out[stored(o, i)] = v[o][i];
+  return out;
+}
+
+/**
+ * Compares output bytes (for stored rows [rowStart, rowStart + n)) with the truth rounded once.
+ * f16/bf16: at most 1 ulp anywhere and ≥ 99 % bit-exact; f32: within 2e-6 of the row's scale.
+ */
+export function checkAgainstTruth(truth: Float64Array, op: Pick<MergeOp, 'cols' | 'outDtype'>, out: Uint8Array, rowStart = 0): string | undefined {
+  const got = outputBits(out, op.outDtype);
+  let exact = 0;
+  const rms = Math.sqrt(truth.reduce((s, x) => s + x * x, 0) / truth.length);
+  const view = new DataView(new ArrayBuffer(4));
+  for (let j = 0; j < got.length; j++) {
+    const x = truth[rowStart * op.cols + j];
+    const want = roundedBits(x, op.outDtype);
+    if (want === got[j]) {
+      exact++;
+      continue;
+    }
+    if (op.outDtype === 'F32') {
+      view.setUint32(0, got[j]);
+      if (Math.abs(view.getFloat32(0) - x) > 2e-6 * (Math.abs(x) + rms)) return `element ${j}: got ${view.getFloat32(0)}, truth ${x}`;
+    } else if (ulpDistance(got[j], want, op.outDtype) > 1) {
+      return `element ${j}: ${ulpDistance(got[j], want, op.outDtype)} ulp from truth ${x}`;
+    }
+  }
+  if (op.outDtype !== 'F32' && exact < 0.99 * got.length) return `only ${exact} of ${got.length} elements bit-exact`;
+  return undefined;
+}

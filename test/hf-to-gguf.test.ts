@@ -1,0 +1,90 @@
+/**
+ * The Hugging Face → GGUF layout on its own: PEFT module paths of each architecture llama.cpp
+ * converts, located on GGUF tensor names with the metadata a GGUF file carries (head and expert
+ * counts), including llama's q/k row permutation and one expert of a merged expert tensor.
+ */
+import { describe, expect, it } from 'vitest';
+import { ModuleLocator } from '../src/formats/layouts/index.js';
+import { moduleAddress } from '../src/formats/module-address.js';
+
+function ggufBase(arch: string, shapes: Record<string, number[]>, meta: Record<string, unknown> = {}) {
+  const metadata: Record<string, unknown> = { 'general.architecture': arch, ...meta };
+  return new ModuleLocator({ tensors: new Map(Object.entries(shapes).map(([k, shape]) => [k, { shape }])), metadata: (key) => metadata[key] });
+}
+
+const where = (locator: ModuleLocator, module: string) => {
+  const r = locator.locate(moduleAddress(`base_model.model.${module}`));
+  return r.found ? r.targets.map((t) => ({ key: t.baseKey, rows: t.rows?.length })) : r.message;
+};
+
+describe('HF module paths on GGUF tensors', () => {
+  it('maps the llama family (Llama, Mistral) and permutes q and k rows with the head and kv-head counts', () => {
+    const base = ggufBase('llama', {
+      'token_embd.weight': [32, 64], 'output.weight': [32, 64],
+      'blk.0.attn_q.weight': [64, 64], 'blk.0.attn_k.weight': [16, 64], 'blk.0.attn_v.weight': [16, 64], 'blk.0.attn_output.weight': [64, 64],
+      'blk.0.ffn_gate.weight': [128, 64], 'blk.0.ffn_up.weight': [128, 64], 'blk.0.ffn_down.weight': [64, 128],
+    }, { 'llama.attention.head_count': 8, 'llama.attention.head_count_kv': 2 });
+    expect(where(base, 'model.embed_tokens')).toEqual([{ key: 'token_embd.weight', rows: undefined }]);
+    expect(where(base, 'lm_head')).toEqual([{ key: 'output.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.self_attn.v_proj')).toEqual([{ key: 'blk.0.attn_v.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.mlp.down_proj')).toEqual([{ key: 'blk.0.ffn_down.weight', rows: undefined }]);
+    const q = base.locate(moduleAddress('base_model.model.model.layers.0.self_attn.q_proj'));
+    const k = base.locate(moduleAddress('base_model.model.model.layers.0.self_attn.k_proj'));
+    if (!q.found || !k.found) throw new Error('q or k not found');
+    // 8 heads of 8 rows: GGUF row h·8 + 2i + j holds HF row h·8 + 4j + i.
+    const qRows = q.targets[0].rows!;
+    expect(qRows).toHaveLength(64);
+    expect(qRows.slice(0, 8)).toEqual([0, 4, 1, 5, 2, 6, 3, 7].map((src, dst) => ({ src, dst, count: 1 })));
+    expect(qRows.find((s) => s.dst === 8 + 3)).toEqual({ src: 8 + 4 + 1, dst: 11, count: 1 });
+    // k: 2 kv heads of 8 rows.
+    expect(k.targets[0].rows!.map((s) => s.src)).toEqual([0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15]);
+  });
+
+  it('maps Mixtral experts onto their rows of the merged expert tensors, and the router', () => {
+    const base = ggufBase('llama', {
+      'blk.1.ffn_gate_inp.weight': [4, 64], 'blk.1.ffn_gate_exps.weight': [4 * 128, 64], 'blk.1.ffn_down_exps.weight': [4 * 64, 128], 'blk.1.ffn_up_exps.weight': [4 * 128, 64],
+    }, { 'llama.expert_count': 4, 'llama.attention.head_count': 8 });
+    const w2 = base.locate(moduleAddress('base_model.model.model.layers.1.block_sparse_moe.experts.2.w2'));
+    expect(w2).toMatchObject({ found: true, targets: [{ baseKey: 'blk.1.ffn_down_exps.weight', rows: [{ src: 0, dst: 128, count: 64 }] }] });
+    const w3 = base.locate(moduleAddress('base_model.model.model.layers.1.block_sparse_moe.experts.3.w3'));
+    expect(w3).toMatchObject({ found: true, targets: [{ baseKey: 'blk.1.ffn_up_exps.weight', rows: [{ src: 0, dst: 384, count: 128 }] }] });
+    expect(where(base, 'model.layers.1.block_sparse_moe.gate')).toEqual([{ key: 'blk.1.ffn_gate_inp.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.1.block_sparse_moe.experts.4.w1')).toMatch(/no matching tensor/);
+    // Older files kept one tensor per expert.
+    const old = ggufBase('llama', { 'blk.0.ffn_gate.3.weight': [128, 64] }, { 'llama.expert_count': 8 });
+    expect(where(old, 'model.layers.0.block_sparse_moe.experts.3.w1')).toEqual([{ key: 'blk.0.ffn_gate.3.weight', rows: undefined }]);
+  });
+
+  it('maps qwen2/qwen3 and gemma2/gemma3 without permuting, and multimodal gemma3 paths', () => {
+    for (const arch of ['qwen2', 'qwen3', 'gemma2', 'gemma3']) {
+      const base = ggufBase(arch, { 'blk.3.attn_q.weight': [64, 64], 'blk.3.attn_k.weight': [16, 64], 'blk.3.ffn_up.weight': [128, 64] }, { [`${arch}.attention.head_count`]: 8 });
+      expect(where(base, 'model.layers.3.self_attn.q_proj')).toEqual([{ key: 'blk.3.attn_q.weight', rows: undefined }]);
+      expect(where(base, 'model.layers.3.self_attn.k_proj')).toEqual([{ key: 'blk.3.attn_k.weight', rows: undefined }]);
+      expect(where(base, 'model.layers.3.mlp.up_proj')).toEqual([{ key: 'blk.3.ffn_up.weight', rows: undefined }]);
+    }
+    const gemma3 = ggufBase('gemma3', { 'blk.0.attn_q.weight': [64, 64] });
+    expect(where(gemma3, 'model.language_model.layers.0.self_attn.q_proj')).toEqual([{ key: 'blk.0.attn_q.weight', rows: undefined }]);
+    expect(where(gemma3, 'language_model.model.layers.0.self_attn.q_proj')).toEqual([{ key: 'blk.0.attn_q.weight', rows: undefined }]);
+  });
+
+  it('maps qwen3moe experts and phi3\'s fused qkv and gate_up', () => {
+    const moe = ggufBase('qwen3moe', { 'blk.0.ffn_up_exps.weight': [8 * 32, 64], 'blk.0.ffn_gate_inp.weight': [8, 64] }, { 'qwen3moe.expert_count': 8 });
+    expect(moe.locate(moduleAddress('base_model.model.model.layers.0.mlp.experts.5.up_proj')))
+      .toMatchObject({ found: true, targets: [{ baseKey: 'blk.0.ffn_up_exps.weight', rows: [{ src: 0, dst: 160, count: 32 }] }] });
+    expect(where(moe, 'model.layers.0.mlp.gate')).toEqual([{ key: 'blk.0.ffn_gate_inp.weight', rows: undefined }]);
+    const phi3 = ggufBase('phi3', { 'blk.0.attn_qkv.weight': [192, 64], 'blk.0.ffn_up.weight': [256, 64] });
+    expect(where(phi3, 'model.layers.0.self_attn.qkv_proj')).toEqual([{ key: 'blk.0.attn_qkv.weight', rows: undefined }]);
+    expect(where(phi3, 'model.layers.0.mlp.gate_up_proj')).toEqual([{ key: 'blk.0.ffn_up.weight', rows: undefined }]);
+  });
+
+  it('names what cannot be mapped: an unknown module, a missing tensor, an architecture it does not know', () => {
+    const base = ggufBase('llama', { 'blk.0.attn_q.weight': [64, 64] }, { 'llama.attention.head_count': 8 });
+    expect(where(base, 'model.layers.0.self_attn.rotary_emb')).toMatch(/no matching tensor/);
+    expect(where(base, 'model.layers.1.self_attn.q_proj')).toMatch(/no matching tensor/);
+    const gpt2 = ggufBase('gpt2', { 'blk.0.attn_qkv.weight': [192, 64] });
+    expect(where(gpt2, 'model.layers.0.self_attn.q_proj')).toMatch(/no matching tensor/);
+    // Head count missing: the permutation cannot be known, so q is not placed.
+    const noHeads = ggufBase('llama', { 'blk.0.attn_q.weight': [64, 64] });
+    expect(where(noHeads, 'model.layers.0.self_attn.q_proj')).toMatch(/no matching tensor/);
+  });
+});

@@ -1,0 +1,246 @@
+/**
+ * Inputs that used to give a silently wrong result or hang, through the CLI: every output value is
+ * checked (copied, converted, replaced, merged), NaN/Inf is blamed on the file it comes from,
+ * inputs that change while merging abort the merge, suspicious requests are warned about, and a
+ * pathological regex in a config cannot hang anything.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { CLI, errorLines, listDir, runCli, type CliResult } from './helpers/cli.js';
+import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+const rand = seededRandom(91);
+const d = 12;
+const r = 2;
+const q = 'model.layers.0.self_attn.q_proj';
+const v = 'model.layers.0.self_attn.v_proj';
+const norm = 'model.norm.weight';
+
+function base(values: { q?: ArrayLike<number>; v?: ArrayLike<number>; norm?: ArrayLike<number> } = {}): FixtureTensor[] {
+  return [
+    { name: `${q}.weight`, dtype: 'F32', shape: [d, d], data: values.q ?? randomValues(d * d, rand) },
+    { name: `${v}.weight`, dtype: 'F32', shape: [d, d], data: values.v ?? randomValues(d * d, rand) },
+    { name: norm, dtype: 'F32', shape: [d], data: values.norm ?? randomValues(d, rand) },
+  ];
+}
+
+const aValues = randomValues(r * d, rand);
+const bValues = randomValues(d * r, rand);
+function adapter(config: Record<string, unknown> = {}, extra: FixtureTensor[] = []): Record<string, string | Uint8Array> {
+  return {
+    'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 4, ...config }),
+    'adapter_model.safetensors': buildSafetensors([
+      { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: aValues },
+      { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: bValues },
+      ...extra,
+    ]),
+  };
+}
+
+interface Run extends CliResult {
+  outDir: string;
+  out: string;
+}
+
+async function merge(baseTensors: FixtureTensor[], adapterFiles: Record<string, string | Uint8Array>, extra: string[] = []): Promise<Run> {
+  const baseDir = temp.make({ 'base.safetensors': buildSafetensors(baseTensors) });
+  const adapterDir = temp.make(adapterFiles);
+  const outDir = temp.make();
+  const out = join(outDir, 'merged.safetensors');
+  const result = await runCli(['merge', '--base', join(baseDir, 'base.safetensors'), '--adapter', adapterDir, '--out', out, '--backend', 'cpu', ...extra]);
+  return { ...result, outDir, out };
+}
+
+/** One `error:` line, no stack trace, nothing at or beside --out. */
+function expectRefused(run: Run, message: RegExp): void {
+  expect(run.code, run.stderr).not.toBe(0);
+  const lines = errorLines(run.stderr);
+  expect(lines, run.stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(message);
+  expect(run.stderr).not.toMatch(/\n\s+at /);
+  expect(listDir(run.outDir)).toEqual([]);
+}
+
+function warnings(stderr: string): string[] {
+  return stderr.split('\n').filter((l) => l.startsWith('warning: '));
+}
+
+describe('every output value is checked', () => {
+  it('refuses f32 values that overflow f16 in a tensor that is only converted, and names the fix', async () => {
+    const normValues = randomValues(d, rand);
+    normValues[3] = 1e5;
+    const tensors = base({ norm: normValues });
+    const run = await merge(tensors, adapter(), ['--dtype', 'f16']);
+    expectRefused(run, /base\.safetensors: tensor "model\.norm\.weight": 1 value overflows F16.*--dtype bf16/);
+    // bf16 holds 1e5: the same merge then succeeds, the value rounded once.
+    const ok = await merge(tensors, adapter(), ['--dtype', 'bf16']);
+    expect(ok.code, ok.stderr).toBe(0);
+    const merged = decodeSafetensors(new Uint8Array(readFileSync(ok.out))).tensors.get(norm)!;
+    expect(merged.values[3]).toBe(roundForDType(1e5, 'BF16'));
+  });
+
+  it('refuses a modules_to_save tensor holding NaN, naming the adapter tensor', async () => {
+    const head = randomValues(d * d, rand);
+    head[7] = NaN;
+    const run = await merge(base(), adapter({ modules_to_save: ['v_proj'] }, [
+      { name: `base_model.model.${v}.modules_to_save.default.weight`, dtype: 'F32', shape: [d, d], data: head },
+    ]));
+    expectRefused(run, /modules_to_save\.default\.weight.*replacing model\.layers\.0\.self_attn\.v_proj\.weight.*NaN or Inf.*adapter file is broken/);
+  });
+
+  it('copies NaN the base already holds bit for bit, with a warning naming the tensor and the file', async () => {
+    const vValues = randomValues(d * d, rand);
+    vValues[0] = NaN;
+    vValues[5] = -Infinity;
+    const tensors = base({ v: vValues });
+    const run = await merge(tensors, adapter());
+    expect(run.code, run.stderr).toBe(0);
+    expect(warnings(run.stderr).join('\n')).toMatch(/base\.safetensors: 1 tensor already holds NaN or Inf in the base and is copied as it is: model\.layers\.0\.self_attn\.v_proj\.weight \(2 values\)/);
+    const before = decodeSafetensors(buildSafetensors(tensors)).tensors.get(`${v}.weight`)!;
+    const after = decodeSafetensors(new Uint8Array(readFileSync(run.out))).tensors.get(`${v}.weight`)!;
+    expect(Buffer.from(after.bytes).equals(Buffer.from(before.bytes))).toBe(true);
+  });
+
+  it('blames the base, not the merge, for NaN in a tensor the merge updates', async () => {
+    const qValues = randomValues(d * d, rand);
+    qValues[d * 4 + 2] = NaN;
+    const run = await merge(base({ q: qValues }), adapter());
+    expectRefused(run, /base\.safetensors: tensor "model\.layers\.0\.self_attn\.q_proj\.weight" already holds 1 NaN or Inf value in the base.*base file is broken/);
+  });
+
+  it('names the module whose factor holds Inf, and overflow of the output dtype by the merge itself', async () => {
+    const broken = adapter();
+    const a = Float64Array.from(aValues);
+    a[1] = Infinity;
+    broken['adapter_model.safetensors'] = buildSafetensors([
+      { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: a },
+      { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: bValues },
+    ]);
+    expectRefused(await merge(base(), broken), /module "model\.layers\.0\.self_attn\.q_proj": factor .*lora_A\.weight holds NaN or Inf/);
+    // Finite factors whose update overflows f16 but not f32: the fix is a wider dtype.
+    const run = await merge(base(), adapter(), ['--dtype', 'f16', '--weight', '40000']);
+    expectRefused(run, /tensor "model\.layers\.0\.self_attn\.q_proj\.weight": merged values up to .* overflow F16.*--dtype bf16 or f32/);
+  });
+});
+
+describe('inputs stay consistent', () => {
+  it('aborts when the base is rewritten in place during the merge (dd conv=notrunc)', async () => {
+    // A 64 MB tensor takes long enough to merge that the rewrite lands mid-merge.
+    const rows = 4096, cols = 4096, rank = 16;
+    const baseDir = temp.make({
+      'base.safetensors': buildSafetensors([{ name: `${q}.weight`, dtype: 'F32', shape: [rows, cols], data: new Uint8Array(rows * cols * 4) }]),
+    });
+    const adapterDir = temp.make({
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: rank }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [rank, cols], data: new Uint8Array(rank * cols * 4) },
+        { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [rows, rank], data: new Uint8Array(rows * rank * 4) },
+      ]),
+    });
+    const outDir = temp.make();
+    const basePath = join(baseDir, 'base.safetensors');
+    const child = spawn(process.execPath, [CLI, 'merge', '--base', basePath, '--adapter', adapterDir,
+      '--out', join(outDir, 'merged.safetensors'), '--backend', 'cpu'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    let rewritten = false;
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (!rewritten && stderr.includes('backend:')) {
+        rewritten = true;
+        // Same size, new content, written in place like dd conv=notrunc (never truncated).
+        const fd = openSync(basePath, 'r+');
+        const value = Buffer.alloc(4);
+        value.writeFloatLE(1.5);
+        writeSync(fd, value, 0, 4, statSync(basePath).size - 4);
+        closeSync(fd);
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect(code, stderr).toBe(1);
+    expect(errorLines(stderr)).toHaveLength(1);
+    expect(errorLines(stderr)[0]).toMatch(/base\.safetensors was modified while the merge read it; nothing was written/);
+    expect(listDir(outDir)).toEqual([]);
+  });
+});
+
+describe('suspicious but legal requests are said aloud', () => {
+  it('warns about weight 0 and about lora_alpha 0', async () => {
+    const zero = await merge(base(), adapter(), ['--weight', '0']);
+    expect(zero.code, zero.stderr).toBe(0);
+    expect(warnings(zero.stderr).join('\n')).toMatch(/weight 0 changes nothing/);
+    const alpha = await merge(base(), adapter({ lora_alpha: 0 }));
+    expect(alpha.code, alpha.stderr).toBe(0);
+    expect(warnings(alpha.stderr).join('\n')).toMatch(/every module has alpha 0, so scale 0: it changes nothing/);
+  });
+
+  it('warns when the same adapter is given twice, by path or as a copy, but not for a different checkpoint', async () => {
+    const baseDir = temp.make({ 'base.safetensors': buildSafetensors(base()) });
+    const one = temp.make(adapter());
+    const copy = temp.make(adapter());
+    const other = adapter();
+    const b2 = Float64Array.from(bValues);
+    b2[0] += 0.5; // same table, other values: a later checkpoint
+    other['adapter_model.safetensors'] = buildSafetensors([
+      { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: aValues },
+      { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: b2 },
+    ]);
+    const later = temp.make(other);
+    const dry = (adapters: string[]) => runCli(['merge', '--dry-run', '--base', join(baseDir, 'base.safetensors'), ...adapters.flatMap((a) => ['--adapter', a])]);
+    expect(warnings((await dry([one, one])).stderr).join('\n')).toMatch(/is given twice: it is applied twice, weights 1 and 1 adding up to 2/);
+    expect(warnings((await dry([one, copy])).stderr).join('\n')).toMatch(/is the same adapter as .*identical files/);
+    expect(warnings((await dry([one, later])).stderr)).toEqual([]);
+  });
+
+  it('reads --weight as a plain decimal only', async () => {
+    for (const weight of ['0x10', '0b1', '1_0', ' 2', 'Infinity']) {
+      const run = await runCli(['merge', '--base', 'b', '--adapter', 'a', '--weight', weight, '--out', 'o']);
+      expect(run.code, weight).toBe(2);
+      expect(errorLines(run.stderr)[0]).toMatch(/--weight .* is not a finite decimal number/);
+    }
+  });
+});
+
+describe('no regex from a config can hang', () => {
+  const evil = { alpha_pattern: { '((.*)*)*z': 1, '(a|aa)+$': 3 }, rank_pattern: { '(.*a){25}': 4 } };
+
+  it('merges, plans and inspects with catastrophic patterns, matching them as PEFT does', async () => {
+    const tensors = base();
+    const run = await merge(tensors, adapter(evil));
+    expect(run.code, run.stderr).toBe(0);
+    // No pattern matches q_proj: alpha stays 4 and r 2, so W' = W + 2·B·A (float64 truth; f32 output
+    // accumulated in f32, so within a few f32 rounding steps of the terms' magnitude).
+    const w = decodeSafetensors(buildSafetensors(tensors)).tensors.get(`${q}.weight`)!.values;
+    const merged = decodeSafetensors(new Uint8Array(readFileSync(run.out))).tensors.get(`${q}.weight`)!.values;
+    for (let o = 0; o < d; o++) {
+      for (let i = 0; i < d; i++) {
+        let delta = 0;
+        let size = Math.abs(w[o * d + i]);
+        for (let k = 0; k < r; k++) {
+          const term = roundForDType(bValues[o * r + k], 'F32') * roundForDType(aValues[k * d + i], 'F32');
+          delta += term;
+          size += 2 * Math.abs(term);
+        }
+        const exact = w[o * d + i] + 2 * delta;
+        expect(Math.abs(merged[o * d + i] - exact)).toBeLessThanOrEqual(4 * 2 ** -24 * size);
+      }
+    }
+    const baseDir = temp.make({ 'base.safetensors': buildSafetensors(tensors) });
+    const adapterDir = temp.make(adapter(evil));
+    const dry = await runCli(['merge', '--dry-run', '--base', join(baseDir, 'base.safetensors'), '--adapter', adapterDir]);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/q_proj LoRA r=2 scale=2/);
+    const inspect = await runCli(['inspect', adapterDir]);
+    expect(inspect.code, inspect.stderr).toBe(0);
+    expect(inspect.stdout).toMatch(/q_proj {2}r=2 α=4 scale=2/);
+  });
+
+  it('refuses a pattern that has no linear-time match (lookaround, backreference), naming it', async () => {
+    const run = await merge(base(), adapter({ rank_pattern: { '(q)_pro\\1': 2 } }));
+    expectRefused(run, /adapter_config\.json: rank_pattern key "\(q\)_pro\\1" is not a pattern this tool can match safely/);
+  });
+});

@@ -1,0 +1,152 @@
+/**
+ * Whole diffusers pipeline folders as bases (model_index.json): the components a LoRA touches are
+ * merged (a sharded UNet with its index, both text encoders), the rest is mirrored byte for byte
+ * (the VAE, scheduler and tokenizer files); weight variants the pipeline does not load are left
+ * out and said so. SDXL with a diffusers-format LoRA and an SGM-named kohya one; Flux with kohya's
+ * BFL names and its CLIP-L module on the pipeline's text_encoder. On the CPU and WebGPU against
+ * float64 truth.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { FLUX, fluxDiffusersTensors, loraTensors, rowsFrom, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { expectMergedFile } from './helpers/merge-truth.js';
+
+const rand = seededRandom(77);
+const json = (o: object) => JSON.stringify(o, null, 2);
+
+// --- SDXL pipeline ----------------------------------------------------------------------------
+const UNET_A = ['down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight', 'down_blocks.1.attentions.0.proj_in.weight'];
+const UNET_B = ['mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight', 'up_blocks.0.attentions.1.proj_out.weight'];
+const unetShard = (names: string[]) => buildSafetensors(names.map((n) => tensor(rand, n, [16, 16], 'F16')));
+const TE = 'text_model.encoder.layers.0';
+const sdxl: Record<string, Uint8Array | string> = {
+  'model_index.json': json({
+    _class_name: 'StableDiffusionXLPipeline', _diffusers_version: '0.30.0',
+    unet: ['diffusers', 'UNet2DConditionModel'], text_encoder: ['transformers', 'CLIPTextModel'],
+    text_encoder_2: ['transformers', 'CLIPTextModelWithProjection'], vae: ['diffusers', 'AutoencoderKL'],
+    scheduler: ['diffusers', 'EulerDiscreteScheduler'], tokenizer: ['transformers', 'CLIPTokenizer'], tokenizer_2: ['transformers', 'CLIPTokenizer'],
+  }),
+  'unet/config.json': json({ _class_name: 'UNet2DConditionModel' }),
+  'unet/diffusion_pytorch_model-00001-of-00002.safetensors': unetShard(UNET_A),
+  'unet/diffusion_pytorch_model-00002-of-00002.safetensors': unetShard(UNET_B),
+  'unet/diffusion_pytorch_model.safetensors.index.json': json({
+    metadata: { total_size: 2048 },
+    weight_map: Object.fromEntries([...UNET_A.map((n) => [n, 'diffusion_pytorch_model-00001-of-00002.safetensors']), ...UNET_B.map((n) => [n, 'diffusion_pytorch_model-00002-of-00002.safetensors'])]),
+  }),
+  'unet/diffusion_pytorch_model.fp16.safetensors': unetShard([...UNET_A, ...UNET_B]),
+  'text_encoder/config.json': json({ architectures: ['CLIPTextModel'] }),
+  'text_encoder/model.safetensors': buildSafetensors([tensor(rand, `${TE}.self_attn.q_proj.weight`, [12, 12], 'F16'), tensor(rand, `${TE}.mlp.fc1.weight`, [24, 12], 'F16')]),
+  'text_encoder_2/config.json': json({ architectures: ['CLIPTextModelWithProjection'] }),
+  'text_encoder_2/model.safetensors': buildSafetensors([tensor(rand, `${TE}.self_attn.q_proj.weight`, [16, 16], 'F16'), tensor(rand, 'text_projection.weight', [16, 16], 'F16')]),
+  'vae/config.json': json({ _class_name: 'AutoencoderKL' }),
+  'vae/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'decoder.conv_in.weight', [8, 4, 3, 3], 'F32')]),
+  'scheduler/scheduler_config.json': json({ _class_name: 'EulerDiscreteScheduler' }),
+  'tokenizer/vocab.json': '{"a": 0}',
+  'tokenizer_2/merges.txt': '#version: 0.2\n',
+};
+const peftStyle = (name: string, r: number, out: number, inF: number, key: string, scale: number): LoraSpec =>
+  ({ down: `${name}.lora_A.weight`, up: `${name}.lora_B.weight`, r, out, in: inF, lands: [{ key }], scale });
+const kohya = (name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], alpha: number): LoraSpec => ({
+  down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r, out, in: inF, lands, scale: alpha / r,
+  extra: [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] } satisfies FixtureTensor],
+});
+const SDXL_DIFFUSERS: LoraSpec[] = [
+  peftStyle('unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q', 4, 16, 16, `unet.${UNET_A[0]}`, 2),
+  peftStyle('unet.up_blocks.0.attentions.1.proj_out', 4, 16, 16, `unet.${UNET_B[1]}`, 2),
+  peftStyle(`text_encoder.${TE}.mlp.fc1`, 2, 24, 12, `text_encoder.${TE}.mlp.fc1.weight`, 1),
+  peftStyle(`text_encoder_2.${TE}.self_attn.q_proj`, 2, 16, 16, `text_encoder_2.${TE}.self_attn.q_proj.weight`, 1),
+];
+const SDXL_KOHYA: LoraSpec[] = [
+  kohya('lora_unet_input_blocks_4_1_proj_in', 2, 16, 16, [{ key: `unet.${UNET_A[1]}` }], 1),
+  kohya('lora_unet_middle_block_1_transformer_blocks_0_attn2_to_k', 2, 16, 16, [{ key: `unet.${UNET_B[0]}` }], 1),
+  kohya(`lora_te1_text_model_encoder_layers_0_self_attn_q_proj`, 2, 12, 12, [{ key: `text_encoder.${TE}.self_attn.q_proj.weight` }], 2),
+  kohya(`lora_te2_text_model_encoder_layers_0_self_attn_q_proj`, 2, 16, 16, [{ key: `text_encoder_2.${TE}.self_attn.q_proj.weight` }], 2),
+];
+const sdxlDiffusersLora = buildSafetensors(loraTensors(rand, SDXL_DIFFUSERS, 'F16'), {
+  lora_adapter_metadata: json({ 'unet.r': 4, 'unet.lora_alpha': 8, 'text_encoder.r': 2, 'text_encoder.lora_alpha': 2, 'text_encoder_2.r': 2, 'text_encoder_2.lora_alpha': 2 }),
+});
+const sdxlKohyaLora = buildSafetensors(loraTensors(rand, SDXL_KOHYA, 'F16'), { ss_base_model_version: 'sdxl_base_v1-0' });
+
+// --- Flux pipeline ----------------------------------------------------------------------------
+const { h } = FLUX;
+const flux: Record<string, Uint8Array | string> = {
+  'model_index.json': json({
+    _class_name: 'FluxPipeline', transformer: ['diffusers', 'FluxTransformer2DModel'], text_encoder: ['transformers', 'CLIPTextModel'],
+    text_encoder_2: ['transformers', 'T5EncoderModel'], vae: ['diffusers', 'AutoencoderKL'], scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
+  }),
+  'transformer/diffusion_pytorch_model.safetensors': buildSafetensors(fluxDiffusersTensors(rand, 'BF16')),
+  'text_encoder/model.safetensors': buildSafetensors([tensor(rand, `${TE}.self_attn.q_proj.weight`, [12, 12], 'BF16')]),
+  'text_encoder_2/model.safetensors': buildSafetensors([tensor(rand, 'encoder.block.0.layer.0.SelfAttention.q.weight', [8, 8], 'BF16')]),
+  'vae/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'decoder.conv_in.weight', [8, 4, 3, 3], 'F32')]),
+  'scheduler/scheduler_config.json': json({ shift: 3.0 }),
+};
+const T = (rest: string) => `transformer.transformer_blocks.0.${rest}.weight`;
+const FLUX_KOHYA: LoraSpec[] = [
+  kohya('lora_unet_double_blocks_0_img_attn_qkv', 4, 3 * h, h, [
+    { key: T('attn.to_q'), rows: rowsFrom(0, h) }, { key: T('attn.to_k'), rows: rowsFrom(h, h) }, { key: T('attn.to_v'), rows: rowsFrom(2 * h, h) },
+  ], 2),
+  kohya('lora_te1_text_model_encoder_layers_0_self_attn_q_proj', 2, 12, 12, [{ key: `text_encoder.${TE}.self_attn.q_proj.weight` }], 1),
+  kohya('lora_te3_encoder_block_0_layer_0_SelfAttention_q', 2, 8, 8, [{ key: 'text_encoder_2.encoder.block.0.layer.0.SelfAttention.q.weight' }], 1),
+];
+const fluxKohyaLora = buildSafetensors(loraTensors(rand, FLUX_KOHYA, 'BF16'));
+
+const backends: Partial<Record<'cpu' | 'webgpu', MergeBackend>> = {};
+beforeAll(async () => {
+  backends.cpu = await createNodeBackend('cpu');
+  backends.webgpu = await createNodeBackend('webgpu');
+});
+afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
+
+/** Merges, then checks each component file against the truth and the untouched files byte for byte. */
+async function mergeAndCheck(kind: 'cpu' | 'webgpu', base: Record<string, Uint8Array | string>, adapters: { file: string; bytes: Uint8Array; specs: LoraSpec[]; weight: number }[],
+  expectWritten: string[]) {
+  const prepared = await prepareMerge(memoryInputFileSet(base, 'pipeline'), adapters.map((a) => ({ files: memoryInputFileSet({ [a.file]: a.bytes }, a.file), weight: a.weight })));
+  expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+  expect(prepared.base.kind).toBe('pipeline');
+  const output = createBlobOutputTarget();
+  await mergeModel({ prepared, output, backend: backends[kind]! });
+  const warnings = prepared.plan.warnings;
+  await prepared.close();
+  const out = new Map(await Promise.all(output.files().map(async (f) => [f.path, new Uint8Array(await f.blob.arrayBuffer())] as const)));
+  const terms = adapters.flatMap((a) => truthTerms(decodeSafetensors(a.bytes).tensors, a.specs, a.weight));
+  for (const [path, bytes] of Object.entries(base)) {
+    if (!path.endsWith('.safetensors')) {
+      if (!path.endsWith('.index.json')) expect(new TextDecoder().decode(out.get(path)!), path).toBe(bytes);
+      continue;
+    }
+    if (!out.has(path)) continue;
+    const folder = path.slice(0, path.indexOf('/'));
+    const local = terms.filter((t) => t.baseKey.startsWith(`${folder}.`)).map((t) => ({ ...t, baseKey: t.baseKey.slice(folder.length + 1) }));
+    if (expectWritten.includes(path)) expectMergedFile(decodeSafetensors(bytes as Uint8Array).tensors, decodeSafetensors(out.get(path)!).tensors, local);
+    else expect(out.get(path), `${path} is mirrored byte for byte`).toEqual(bytes);
+  }
+  return { out, warnings };
+}
+
+for (const kind of ['cpu', 'webgpu'] as const) {
+  describe(`diffusers pipeline folders on ${kind}`, () => {
+    it('SDXL: sharded UNet and both text encoders merged, VAE and configs mirrored, the fp16 variant left out', async () => {
+      const { out, warnings } = await mergeAndCheck(kind, sdxl, [
+        { file: 'pytorch_lora_weights.safetensors', bytes: sdxlDiffusersLora, specs: SDXL_DIFFUSERS, weight: 0.8 },
+        { file: 'kohya-sdxl.safetensors', bytes: sdxlKohyaLora, specs: SDXL_KOHYA, weight: 1 },
+      ], [
+        'unet/diffusion_pytorch_model-00001-of-00002.safetensors', 'unet/diffusion_pytorch_model-00002-of-00002.safetensors',
+        'text_encoder/model.safetensors', 'text_encoder_2/model.safetensors',
+      ]);
+      expect(out.has('vae/diffusion_pytorch_model.safetensors')).toBe(true);
+      expect(out.has('unet/diffusion_pytorch_model.fp16.safetensors')).toBe(false);
+      expect(warnings.join('\n')).toContain('unet/diffusion_pytorch_model.fp16.safetensors not written');
+      const index = JSON.parse(new TextDecoder().decode(out.get('unet/diffusion_pytorch_model.safetensors.index.json')!));
+      expect(index.metadata.total_size).toBe(4 * 16 * 16 * 2);
+      expect(Object.keys(index.weight_map).sort()).toEqual([...UNET_A, ...UNET_B].sort());
+    });
+
+    it('Flux: BFL-named kohya modules on the diffusers transformer, CLIP-L on text_encoder and T5 on text_encoder_2', async () => {
+      await mergeAndCheck(kind, flux, [{ file: 'kohya-flux.safetensors', bytes: fluxKohyaLora, specs: FLUX_KOHYA, weight: 1 }], [
+        'transformer/diffusion_pytorch_model.safetensors', 'text_encoder/model.safetensors', 'text_encoder_2/model.safetensors',
+      ]);
+    });
+  });
+}

@@ -1,0 +1,120 @@
+/**
+ * The header reader against JSON.parse, the reference for what a JSON document means: on random
+ * headers (odd names, unknown fields of any JSON, metadata) both read the same entries, and on
+ * random mutations of them the reader either agrees or refuses with a MergeError, never crashes.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { isMergeError } from '../src/errors.js';
+import { parseSafetensorsHeader } from '../src/formats/safetensors-header.js';
+import { MAX_HEADER_NESTING, MAX_TENSORS } from '../src/limits.js';
+
+const encode = (s: string) => new TextEncoder().encode(s);
+
+/** What JSON.parse says the header holds, in the reader's terms (null when JSON.parse refuses it). */
+function reference(text: string): { entries: [string, unknown][]; metadata: unknown } | null {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return null;
+  const entries: [string, unknown][] = [];
+  for (const [name, value] of Object.entries(parsed)) {
+    if (name === '__metadata__') continue;
+    const known = typeof value === 'object' && value !== null && !Array.isArray(value)
+      ? Object.fromEntries(Object.entries(value).filter(([k]) => ['dtype', 'shape', 'data_offsets'].includes(k)))
+      : null;
+    entries.push([name, known]);
+  }
+  return { entries, metadata: (parsed as Record<string, unknown>).__metadata__ };
+}
+
+const entry = fc.record(
+  {
+    dtype: fc.oneof(fc.constantFrom('F32', 'F16', 'BF16', 'I8'), fc.jsonValue({ maxDepth: 1 })),
+    shape: fc.oneof(fc.array(fc.nat(1000), { maxLength: 4 }), fc.jsonValue({ maxDepth: 1 })),
+    data_offsets: fc.oneof(fc.tuple(fc.nat(), fc.nat()), fc.jsonValue({ maxDepth: 1 })),
+    extra: fc.jsonValue({ maxDepth: 4 }),
+  },
+  { requiredKeys: [] },
+);
+const header = fc.record({
+  tensors: fc.uniqueArray(fc.tuple(fc.string({ unit: 'grapheme', maxLength: 12 }), entry), { selector: ([name]) => name, maxLength: 6 }),
+  metadata: fc.option(fc.dictionary(fc.string({ maxLength: 6 }), fc.string({ unit: 'binary', maxLength: 10 }), { maxKeys: 3 }), { nil: undefined }),
+  indent: fc.constantFrom(0, 1),
+});
+
+function headerText(h: { tensors: [string, unknown][]; metadata?: Record<string, string>; indent: number }): string {
+  const fields: [string, unknown][] = h.metadata ? [['__metadata__', h.metadata]] : [];
+  for (const [name, e] of h.tensors) if (name !== '__metadata__') fields.push([name, e]);
+  return JSON.stringify(Object.fromEntries(fields), null, h.indent);
+}
+
+function readerView(bytes: Uint8Array): { entries: [string, unknown][]; metadata: unknown } {
+  const parsed = parseSafetensorsHeader('h.safetensors', bytes);
+  return {
+    entries: parsed.entries.map((e) => [e.name, e.notAnObject ? null : e.fields]),
+    metadata: parsed.metadata,
+  };
+}
+
+describe('safetensors header reader', () => {
+  it('reads what JSON.parse reads, on random headers', () => {
+    fc.assert(
+      fc.property(header, (h) => {
+        const text = headerText(h);
+        const want = reference(text)!;
+        const got = readerView(encode(text));
+        expect(got.entries).toEqual(want.entries);
+        expect(got.metadata).toEqual(want.metadata);
+      }),
+      { seed: 11, numRuns: 300 },
+    );
+  });
+
+  it('agrees with JSON.parse or refuses cleanly, on random mutations', () => {
+    fc.assert(
+      fc.property(header, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }), fc.nat(), (h, edits, cut) => {
+        const bytes = encode(headerText(h));
+        for (const [at, value] of edits) if (bytes.length > 0) bytes[at % bytes.length] = value;
+        const mutated = cut % 4 === 0 ? bytes.subarray(0, cut % (bytes.length + 1)) : bytes;
+        let got: ReturnType<typeof readerView> | undefined;
+        try {
+          got = readerView(mutated);
+        } catch (e) {
+          expect(isMergeError(e), String(e)).toBe(true);
+          return;
+        }
+        const want = reference(new TextDecoder('utf-8', { fatal: false }).decode(mutated));
+        expect(want, 'the reader accepted what JSON.parse refuses').not.toBeNull();
+        expect(got.entries).toEqual(want!.entries);
+      }),
+      { seed: 12, numRuns: 600 },
+    );
+  });
+
+  it('refuses duplicate keys, deep nesting and too many tensors, without building them', () => {
+    const code = (text: string) => {
+      try {
+        parseSafetensorsHeader('h', encode(text));
+        return 'accepted';
+      } catch (e) {
+        return isMergeError(e) ? `${e.code}: ${e.message}` : String(e);
+      }
+    };
+    expect(code('{"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]},"a":{}}')).toMatch(/INVALID_HEADER: h: tensor "a" appears twice/);
+    expect(code('{"a":{"dtype":"F32","dtype":"F16"}}')).toMatch(/field "dtype" appears twice/);
+    const deep = `{"a":{"x":${'['.repeat(MAX_HEADER_NESTING)}${']'.repeat(MAX_HEADER_NESTING)}}}`;
+    expect(code(deep)).toMatch(/LIMIT_EXCEEDED: h: header nests deeper than 64 levels/);
+    const shallow = `{"a":{"x":${'['.repeat(MAX_HEADER_NESTING - 4)}${']'.repeat(MAX_HEADER_NESTING - 4)}}}`;
+    expect(code(shallow)).toBe('accepted');
+    const many = `{${Array.from({ length: MAX_TENSORS + 1 }, (_, i) => `"t${i}":{}`).join(',')}}`;
+    expect(code(many)).toMatch(/LIMIT_EXCEEDED: h: more than 100000 tensors in one file \(the limit MAX_TENSORS\)/);
+    expect(code(`{"a":{"shape":[${Array(40).fill(1).join(',')}]}}`)).toMatch(/INVALID_SHAPE: .*more than 32 dimensions/);
+    expect(code(`{"${'n'.repeat(5000)}":{}}`)).toMatch(/LIMIT_EXCEEDED: .*5000 bytes, above the limit of 4096/);
+    expect(code('{"a":{}} x')).toMatch(/not valid JSON/);
+    expect(code('{"a":{"shape":[01]}}')).toMatch(/not valid JSON/);
+  });
+});
