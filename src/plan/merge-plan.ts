@@ -465,7 +465,7 @@ function isReordering(rows: readonly RowSegment[], tensorRows: number | undefine
 }
 
 function describeMiss(r: Extract<KeyResolution, { found: false }>): string {
-  if (!r.ambiguous) return 'no matching tensor in the base model';
+  if (!r.ambiguous) return r.why ?? 'no matching tensor in the base model';
   const shown = r.candidates.slice(0, 4).join(', ');
   return `matches ${r.candidates.length} base tensors (${shown}${r.candidates.length > 4 ? ', ...' : ''})`;
 }

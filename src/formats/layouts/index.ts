@@ -8,7 +8,7 @@ import { baseComponents, componentForPart, partName, type BaseComponent } from '
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
-import { hfToGguf } from './hf-to-gguf.js';
+import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { kohyaFlat } from './kohya-flat.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
@@ -66,7 +66,7 @@ export class ModuleLocator {
 
   /** A full tensor path (PEFT's modules_to_save) among all of the base's keys. */
   resolveTensorPath(path: string): KeyResolution {
-    return resolveConvertedPath(this.whole, path) ?? this.whole.index.resolveDotted(path);
+    return ggufTensorPathMiss(this.whole, path) ?? resolveConvertedPath(this.whole, path) ?? this.whole.index.resolveDotted(path);
   }
 
   locate(address: ModuleAddress): Location {
@@ -109,7 +109,7 @@ export class ModuleLocator {
   }
 }
 
-type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[] };
+type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string };
 
 function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
   let miss: Tried = { found: false, ambiguous: false, candidates: [] };
@@ -118,7 +118,8 @@ function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
     if (!r) continue;
     if (r.found) return { ...r, layout: layout.name };
     if (r.ambiguous) return r;
-    miss = r;
+    // A layout that says why the base lacks the module is heard over later plain misses.
+    if (!miss.why) miss = r;
   }
   return miss;
 }
@@ -126,7 +127,7 @@ function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
 function describe(r: Tried, component?: BaseComponent): Location {
   if (r.found) return r;
   if (!r.ambiguous) {
-    return { found: false, code: 'UNKNOWN_MODULE', message: `no matching tensor in ${component ? component.name : 'the base model'}` };
+    return { found: false, code: 'UNKNOWN_MODULE', message: r.why ?? `no matching tensor in ${component ? component.name : 'the base model'}` };
   }
   const shown = r.candidates.slice(0, 4).join(', ');
   return { found: false, code: 'AMBIGUOUS_MODULE', message: `matches ${r.candidates.length} base tensors (${shown}${r.candidates.length > 4 ? ', ...' : ''})` };

@@ -20,7 +20,8 @@ export interface Placement {
 
 export type LayoutResolution =
   | { found: true; targets: Placement[] }
-  | { found: false; ambiguous: boolean; candidates: string[] };
+  /** `why`: why the base cannot hold what the module names, when the layout knows. */
+  | { found: false; ambiguous: boolean; candidates: string[]; why?: string };
 
 /** The part of the base a module may land on: its component's tensors, or the whole base. */
 export interface BaseView {
@@ -43,6 +44,6 @@ export interface Layout {
 }
 
 /** A single base key (or a miss) as a resolution with one whole-tensor target. */
-export function wholeTensor(r: { found: true; key: string } | { found: false; ambiguous: boolean; candidates: string[] }): LayoutResolution {
+export function wholeTensor(r: { found: true; key: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string }): LayoutResolution {
   return r.found ? { found: true, targets: [{ baseKey: r.key }] } : r;
 }
