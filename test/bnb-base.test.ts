@@ -11,7 +11,7 @@ import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, t
 import { createNodeBackend } from '../src/node.js';
 import { FP4_CODE } from '../src/formats/bnb/bnb-codes.js';
 import { isMergeError } from '../src/errors.js';
-import { roundForDType, seededRandom, type DecodedTensor, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, roundForDType, seededRandom, type DecodedTensor, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
 import { expectValues, product } from './helpers/merge-truth.js';
 
@@ -281,5 +281,104 @@ describe('bitsandbytes files it could not have written', () => {
     const int8 = int8Weight(`${L}.q_proj`, [4, 4]).tensors;
     expect(await failure(int8.map((t) => (t.name.endsWith('weight_format') ? { ...t, data: new Uint8Array([2]) } : t))))
       .toBe(`bad: tensor "${L}.q_proj.weight" ${L}.q_proj.weight_format is 2, a tiled layout bitsandbytes no longer reads; only 0 (row-major) is supported`);
+  });
+});
+
+/**
+ * Each value the correctly rounded bf16 truth or within one bf16 ulp of it, except where the sum
+ * cancels far below the tensor's scale: f32 accumulation then errs by about 1e-7 of the summands.
+ */
+function expectClose(key: string, got: DecodedTensor, truth: Float64Array): void {
+  const scale = truth.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+  let exact = 0;
+  for (let i = 0; i < truth.length; i++) {
+    if (got.values[i] === roundForDType(truth[i], 'BF16')) {
+      exact++;
+      continue;
+    }
+    const ulp = 2 ** (Math.floor(Math.log2(Math.max(Math.abs(truth[i]), 2 ** -126))) - 7);
+    expect(Math.abs(got.values[i] - truth[i]), `${key}[${i}]: got ${got.values[i]}, truth ${truth[i]}`).toBeLessThanOrEqual(Math.max(ulp, 1e-6 * scale));
+  }
+  expect(exact / truth.length, `${key}: share exactly rounded`).toBeGreaterThanOrEqual(0.99);
+}
+
+describe('bitsandbytes bases with the other adapter algorithms and the value checks', () => {
+  const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'bfloat16', quantization_config: QUANTIZATION };
+
+  for (const kind of ['cpu', 'webgpu'] as const) {
+    it(`a PEFT DoRA module, then a LyCORIS DoRA module whose column norms take their own pass over the dequantized slabs, on ${kind}`, async () => {
+      // q_proj spans ten 4 KiB slabs, so the per-column norms need the pass over all of them first.
+      const q = fourBitWeight(`${L}.q_proj.weight`, [200, 96], 'nf4', 64, 'BF16', true);
+      const k = fourBitWeight(`${L}.k_proj.weight`, [24, 96], 'nf4', 64, 'BF16', true);
+      const base = [...q.tensors, ...k.tensors, randomTensor('model.norm.weight', [96], 'BF16', rand)];
+      const peftDora = [...lora(`${L}.k_proj`, 24, 96, 2), randomTensor(`base_model.model.${L}.k_proj.lora_magnitude_vector.weight`, [24], 'F32', rand)];
+      const lyco = 'lycoris_model_layers_0_self_attn_q_proj';
+      const lycoris: FixtureTensor[] = [
+        randomTensor(`${lyco}.lora_down.weight`, [3, 96], 'F32', rand, 0.5),
+        randomTensor(`${lyco}.lora_up.weight`, [200, 3], 'F32', rand, 0.05),
+        { name: `${lyco}.alpha`, dtype: 'F32', shape: [], data: [1.5] },
+        randomTensor(`${lyco}.dora_scale`, [1, 96], 'F32', rand),
+      ];
+      const prepared = await prepareMerge(memoryInputFileSet(hfModelFolder(base, config), 'llama-bnb-4bit'), [
+        { files: memoryInputFileSet(peftFolder({ r: 2, lora_alpha: 4, use_dora: true }, peftDora), 'qdora') },
+        { files: memoryInputFileSet({ 'lycoris.safetensors': buildSafetensors(lycoris) }, 'lycoris.safetensors') },
+      ]);
+      expect(prepared.plan.problems).toEqual([]);
+      const merged = await merge(prepared, kind, { slabBytes: 4096 });
+      const a = decoded([...peftDora, ...lycoris]);
+
+      // PEFT: V = W + 2·B·A, row o scaled to m_o / ‖V_o‖.
+      const kDelta = product(a.get(`base_model.model.${L}.k_proj.lora_B.weight`)!, a.get(`base_model.model.${L}.k_proj.lora_A.weight`)!);
+      const kTruth = k.values.map((w, i) => w + 2 * kDelta[i]);
+      const m = a.get(`base_model.model.${L}.k_proj.lora_magnitude_vector.weight`)!.values;
+      for (let o = 0; o < 24; o++) {
+        const row = kTruth.subarray(o * 96, (o + 1) * 96);
+        const norm = Math.sqrt(row.reduce((s, x) => s + x * x, 0));
+        for (let c = 0; c < 96; c++) row[c] *= m[o] / norm;
+      }
+      expectClose('k_proj', merged.tensors.get(`${L}.k_proj.weight`)!, kTruth);
+
+      // LyCORIS: V = W + (α/r)·up·down, column c scaled to dora_scale_c / (‖V_:,c‖ + eps), eps = 2^-23.
+      const qDelta = product(a.get(`${lyco}.lora_up.weight`)!, a.get(`${lyco}.lora_down.weight`)!);
+      const qTruth = q.values.map((w, i) => w + 0.5 * qDelta[i]);
+      const scale = a.get(`${lyco}.dora_scale`)!.values;
+      for (let c = 0; c < 96; c++) {
+        let ss = 0;
+        for (let o = 0; o < 200; o++) ss += qTruth[o * 96 + c] ** 2;
+        const f = scale[c] / (Math.sqrt(ss) + 2 ** -23);
+        for (let o = 0; o < 200; o++) qTruth[o * 96 + c] *= f;
+      }
+      expectClose('q_proj', merged.tensors.get(`${L}.q_proj.weight`)!, qTruth);
+      expect(merged.json('config.json').quantization_config).toBeUndefined();
+    });
+  }
+
+  it('a NaN block scale is named: refused in a weight the merge updates, warned about in one it copies', async () => {
+    const q = fourBitWeight(`${L}.q_proj.weight`, [8, 64], 'nf4', 64, 'BF16', false);
+    const v = fourBitWeight(`${L}.v_proj.weight`, [8, 64], 'nf4', 64, 'BF16', false);
+    const withNaN = (t: FixtureTensor[], block: number) => t.map((x) => {
+      if (!x.name.endsWith('.absmax')) return x;
+      const values = new Float32Array((x.data as Uint8Array).slice().buffer);
+      values[block] = NaN;
+      return { ...x, data: new Uint8Array(values.buffer) };
+    });
+    const open = (tensors: FixtureTensor[]) => prepareMerge(memoryInputFileSet(hfModelFolder(tensors, config), 'llama-bnb-4bit'), [
+      { files: memoryInputFileSet(peftFolder({ r: 2, lora_alpha: 2 }, lora(`${L}.q_proj`, 8, 64, 2)), 'qlora') },
+    ]);
+    // Updated: every value of block 3 (row 3) is NaN.
+    const refused = await merge(await open([...withNaN(q.tensors, 3), ...v.tensors]), 'cpu').then(() => undefined, (e: unknown) => e);
+    expect(isMergeError(refused) && refused.message).toBe(
+      `llama-bnb-4bit/model.safetensors: tensor "${L}.q_proj.weight" already holds 64 NaN or Inf values in the base (rows 0–7), and the merge updates it; the base file is broken: use an intact copy of the base`,
+    );
+    // Copied (dequantized and converted): the base's own NaN, warned about.
+    const warnings: string[] = [];
+    const output = createBlobOutputTarget();
+    const prepared = await open([...q.tensors, ...withNaN(v.tensors, 5)]);
+    try {
+      await mergeModel({ prepared, output, backend: backends.cpu!, onWarning: (w) => warnings.push(w) });
+    } finally {
+      await prepared.close();
+    }
+    expect(warnings).toEqual([`llama-bnb-4bit/model.safetensors: 1 tensor already holds NaN or Inf in the base and is copied as it is: ${L}.v_proj.weight (64 values)`]);
   });
 });
