@@ -7,14 +7,14 @@
  * adapter saved (a resized embedding, a `base_layer` weight) is read from the adapter's file and
  * written in the shape the plan gives it.
  */
-import { decodeToF32, DTYPE_BYTES, encodeFromF32, isDType, isFloatDType, type FloatDType } from '../dtype.js';
+import { DTYPE_BYTES, isDType, isFloatDType, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../engine/merge-op.js';
 import { MergeError, throwIfAborted } from '../errors.js';
 import type { BaseShard, BaseTensor } from '../formats/base-model.js';
 import type { ContainerFormat, StoredShard, StoredTensor, TensorFileWriter } from '../formats/container.js';
 import { copyInputFile } from '../io/copy-file.js';
 import type { OutputTarget } from '../io/types.js';
-import { loadBiasUpdate, loadUpdateSteps } from '../plan/load-op.js';
+import { convertReplacement, loadBiasUpdate, loadUpdateSteps } from '../plan/load-op.js';
 import { slabOp, slabSteps, type LoadedStep } from '../plan/load-steps.js';
 import { resolveStreamedNorms } from './column-norm-pass.js';
 import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorUpdate } from '../plan/merge-plan.js';
@@ -411,8 +411,7 @@ async function computeUnit(
       return encode(merged);
     }
     case 'replace': {
-      const dtype = a.replacement.tensor.dtype as FloatDType;
-      const out = dtype === outDtype ? input : encodeFromF32(decodeToF32(input, dtype), outDtype);
+      const out = convertReplacement(a.replacement, input, outDtype);
       checkReplacement(a.replacement, input, out, outDtype);
       return encode(out);
     }

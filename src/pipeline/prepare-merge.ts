@@ -36,7 +36,6 @@ export interface PreparedMerge {
   close(): Promise<void>;
 }
 
-/** Opens the base and the adapters (headers and configs only) and plans the merge: every problem is in `plan.problems`, nothing heavy is read. Close the result when done. */
 /** What the plan reads of the base: its tensors, components and metadata, and config.json's architectures. */
 function planIndex(base: BaseModel, architectures: readonly string[]): BaseTensorIndex {
   const index: BaseTensorIndex = { tensors: base.tensors, architectures };
@@ -46,6 +45,7 @@ function planIndex(base: BaseModel, architectures: readonly string[]): BaseTenso
   return index;
 }
 
+/** Opens the base and the adapters (headers and configs only) and plans the merge: every problem is in `plan.problems`, nothing heavy is read. Close the result when done. */
 export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: readonly AdapterInput[]): Promise<PreparedMerge> {
   if (adapterInputs.length === 0) throw new MergeError('BAD_ARGUMENT', 'no adapter given');
   for (const input of adapterInputs) {

@@ -122,7 +122,12 @@ export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorB
 
 /** A replacement tensor's bytes in the output dtype (rounded once; same dtype → as stored). */
 export async function loadReplacement(rep: PlannedReplacement, outDtype: FloatDType): Promise<Uint8Array> {
-  const { dtype, data } = await readFloat(rep.file, rep.tensor);
-  return dtype === outDtype ? data : encodeFromF32(decodeToF32(data, dtype), outDtype);
+  return convertReplacement(rep, await rep.file.read(rep.tensor), outDtype);
+}
+
+/** Stored bytes of a replacement tensor (whole, or a slab of its rows) in the output dtype. */
+export function convertReplacement(rep: PlannedReplacement, stored: Uint8Array, outDtype: FloatDType): Uint8Array {
+  const dtype = rep.tensor.dtype as FloatDType;
+  return dtype === outDtype ? stored : encodeFromF32(decodeToF32(stored, dtype), outDtype);
 }
 
