@@ -382,6 +382,16 @@ describe('a vision-language adapter on a GGUF base', () => {
     });
   }
 
+  it('a config.json beside the GGUF does not bring the safetensors key maps in: the GGUF names decide, the config is copied as it is', async () => {
+    const config = JSON.stringify(QWEN_VL_CONFIG);
+    const prepared = await prepare({ ...base, 'config.json': config }, [peftFolder({ r: 2 }, lora(MODULES.map(([path, , out, inF]) => [path, out, inF])))]);
+    await prepared.close();
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.map((u) => u.terms[0].layout)).toEqual(['hf-to-gguf', 'hf-to-gguf', 'hf-to-gguf']);
+    expect(prepared.modelFolder.config).toBeUndefined();
+    expect(prepared.base.otherFiles).toEqual(['config.json']);
+  });
+
   it('its vision tower, in either naming, is refused saying where llama.cpp keeps it', async () => {
     const adapter = lora([[`${LM}.layers.0.self_attn.q_proj`, 8, 8], ['model.visual.blocks.0.attn.qkv', 24, 8], ['visual.merger.mlp.0', 8, 32]]);
     const prepared = await prepare(base, [peftFolder({ r: 2 }, adapter)]);
