@@ -24,6 +24,12 @@ export {
   type ParsedAdapter, type TensorReplacement, type UpdateShape,
 } from './formats/adapter.js';
 
+// LoRA to LoRA: combine, resize, extract
+export {
+  combineLoras, COMBINE_METHODS, extractLora, resizeLora, type AdapterJobOptions, type AdapterJobOutcome, type CombineLorasOptions,
+  type CombineMethod, type ExtractLoraOptions, type MajoritySign, type ModuleReport, type RankRule, type ResizeLoraOptions,
+} from './adapter-jobs.js';
+
 // Backends and single ops
 export { createBackend, type BackendOptions } from './engine/create-backend.js';
 export type { BackendChoice } from './engine/backend-choice.js';
