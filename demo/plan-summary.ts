@@ -16,7 +16,7 @@ function range(values: number[]): string {
   return distinct.length === 1 ? String(distinct[0]) : `${distinct[0]}–${distinct[distinct.length - 1]}`;
 }
 
-function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
+export function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
   const m = adapter.modules;
   return {
     name: adapter.name,
