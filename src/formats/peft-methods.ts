@@ -8,6 +8,7 @@
  * 1 for VeRA.
  */
 import { MergeError, type MergeErrorCode } from '../errors.js';
+import { parseBoundedJson } from './bounded-json.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ParsedAdapter } from './adapter.js';
 import { algorithmNamed } from './algorithms/index.js';
@@ -32,20 +33,20 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   OFT: { algorithm: 'peft-oft', roles: ['oft_R'], r: 0, alpha: 1 },
 };
 
-/** The config's `peft_type` when it is one this file parses, else undefined. */
-export function peftMethodOf(configText: string): string | undefined {
-  try {
-    const type = (JSON.parse(configText) as { peft_type?: unknown }).peft_type;
-    return typeof type === 'string' && METHODS[type.toUpperCase()] ? type.toUpperCase() : undefined;
-  } catch {
-    return undefined;
-  }
+/**
+ * The config's `peft_type` when it is one this file parses, else undefined. The config's size and
+ * nesting are checked first (a refusal names `configFile`).
+ */
+export function peftMethodOf(configText: string, configFile: string): string | undefined {
+  const raw = parseBoundedJson(configText, configFile) as { peft_type?: unknown } | null;
+  const type = raw !== null && typeof raw === 'object' ? raw.peft_type : undefined;
+  return typeof type === 'string' && METHODS[type.toUpperCase()] ? type.toUpperCase() : undefined;
 }
 
 type Problem = { code: MergeErrorCode; message: string };
 
 export function parsePeftMethodAdapter(name: string, configText: string, configFile: string, file: SafetensorsFile): ParsedAdapter {
-  const raw = JSON.parse(configText) as Record<string, unknown>;
+  const raw = parseBoundedJson(configText, configFile) as Record<string, unknown>;
   const type = String(raw.peft_type).toUpperCase();
   const method = METHODS[type];
   const fileName = file.source.name;

@@ -19,6 +19,7 @@ import type { AdapterModule, ParsedAdapter } from '../adapter.js';
 import { lora } from '../algorithms/lora.js';
 import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
 import { blockCodec } from './codecs/registry.js';
+import { GGUFValueType } from './gguf-metadata.js';
 import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
 
 const FACTOR_TYPES = new Set(['F32', 'F16', 'BF16', 'Q8_0']);
@@ -38,8 +39,13 @@ export async function parseGgufAdapter(name: string, source: ByteSource): Promis
   if (text('adapter.type') !== 'lora') {
     throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: GGUF adapter of type ${JSON.stringify(text('adapter.type') ?? null)}; only "lora" adapters can be merged`);
   }
-  const alphaValue = file.value('adapter.lora.alpha')?.value;
-  const alpha = typeof alphaValue === 'number' ? alphaValue : 0;
+  // llama.cpp reads α with gguf_get_val_f32, which takes no other type, and a NaN or infinite α
+  // makes every scale NaN there: refused, rather than read as "no α" (scale = weight).
+  const alphaKv = file.value('adapter.lora.alpha');
+  if (alphaKv && (alphaKv.type !== GGUFValueType.FLOAT32 || typeof alphaKv.value !== 'number' || !Number.isFinite(alphaKv.value))) {
+    throw new MergeError('INVALID_HEADER', `${fileName}: adapter.lora.alpha must be a finite f32, got ${typeof alphaKv.value === 'bigint' || typeof alphaKv.value === 'number' ? String(alphaKv.value) : JSON.stringify(alphaKv.value)} (GGUF type ${Object.entries(GGUFValueType).find(([, id]) => id === alphaKv.type)?.[0] ?? alphaKv.type})`);
+  }
+  const alpha = alphaKv ? (alphaKv.value as number) : 0;
 
   const problems: Problem[] = [];
   const warnings: string[] = [];
