@@ -1,0 +1,71 @@
+/**
+ * Inputs found by the fuzzer of GGUF, LyCORIS, PEFT-method and model-folder inputs
+ * (fuzz-surfaces.test.ts), each of which once crashed or merged silently wrong, through the CLI:
+ * one clear error line naming the file and what is wrong, and nothing at --out.
+ */
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { errorLines, listDir, runCli } from './helpers/cli.js';
+import { buildSafetensors, tempDirs } from './helpers/fixtures.js';
+import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+const Q = 'model.layers.0.self_attn.q_proj';
+const values = (n: number) => Array.from({ length: n }, (_, i) => ((i * 7) % 11) / 11 - 0.5);
+
+describe('hostile GGUF, PEFT-method and LyCORIS inputs', () => {
+  it('refuses a deeply nested PEFT LoHa config with one line instead of overflowing the stack', async () => {
+    const depth = 80_000;
+    const config = `{"peft_type":"LOHA","r":2,"alpha":8,"target_modules":["q_proj"],"rank_dropout":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+    const p = `base_model.model.${Q}`;
+    const dir = temp.make({
+      'base.safetensors': buildSafetensors([{ name: `${Q}.weight`, dtype: 'F32', shape: [6, 8], data: values(48) }]),
+      'adapter/adapter_config.json': config,
+      'adapter/adapter_model.safetensors': buildSafetensors([
+        { name: `${p}.hada_w1_a`, dtype: 'F32', shape: [6, 2], data: values(12) }, { name: `${p}.hada_w1_b`, dtype: 'F32', shape: [2, 8], data: values(16) },
+        { name: `${p}.hada_w2_a`, dtype: 'F32', shape: [6, 2], data: values(12) }, { name: `${p}.hada_w2_b`, dtype: 'F32', shape: [2, 8], data: values(16) },
+      ]),
+      'out/.keep': '',
+    });
+    for (const mode of [['--dry-run'], ['--out', join(dir, 'out', 'merged.safetensors')]]) {
+      const result = await runCli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', join(dir, 'adapter'), ...mode, '--backend', 'cpu']);
+      expect(result.stderr).not.toMatch(/internal error|\n\s+at /);
+      expect(errorLines(result.stderr)).toEqual([`error: ${join(dir, 'adapter', 'adapter_config.json')}: nests deeper than 64 levels (the limit MAX_CONFIG_NESTING); not a config this tool reads`]);
+      expect(result.code).toBe(1);
+      expect(listDir(join(dir, 'out'))).toEqual(['.keep']);
+    }
+  });
+
+  // llama.cpp reads adapter.lora.alpha with gguf_get_val_f32: another type aborts there, and a NaN
+  // α makes every scale NaN. Each was taken as "no α" (scale = the weight alone) and merged.
+  it.each<[string, MetaValue, string]>([
+    ['NaN', { type: 'f32', value: NaN }, 'NaN (GGUF type FLOAT32)'],
+    ['infinite', { type: 'f32', value: -Infinity }, '-Infinity (GGUF type FLOAT32)'],
+    ['a string', { type: 'string', value: '8' }, '"8" (GGUF type STRING)'],
+    ['a u64', { type: 'u64', value: 8n }, '8 (GGUF type UINT64)'],
+    ['an f64', { type: 'f64', value: 8 }, '8 (GGUF type FLOAT64)'],
+  ])('refuses a GGUF LoRA whose adapter.lora.alpha is %s', async (_, alpha, shown) => {
+    const base = buildGguf({
+      metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 2 }]],
+      tensors: [{ name: 'blk.0.ffn_up.weight', type: 'F32', ne: [8, 6], data: tensorData('F32', values(48)) }],
+    });
+    const lora = buildGguf({
+      metadata: [
+        ['general.architecture', { type: 'string', value: 'llama' }], ['general.type', { type: 'string', value: 'adapter' }],
+        ['adapter.type', { type: 'string', value: 'lora' }], ['adapter.lora.alpha', alpha],
+      ],
+      tensors: [
+        { name: 'blk.0.ffn_up.weight.lora_a', type: 'F32', ne: [8, 2], data: tensorData('F32', values(16)) },
+        { name: 'blk.0.ffn_up.weight.lora_b', type: 'F32', ne: [2, 6], data: tensorData('F32', values(12)) },
+      ],
+    });
+    const dir = temp.make({ 'base.gguf': base, 'lora.gguf': lora, 'out/.keep': '' });
+    const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, 'out', 'merged.gguf'), '--backend', 'cpu']);
+    expect(result.stderr).not.toMatch(/internal error|\n\s+at /);
+    expect(errorLines(result.stderr)).toEqual([`error: ${join(dir, 'lora.gguf')}: adapter.lora.alpha must be a finite f32, got ${shown}`]);
+    expect(result.code).toBe(1);
+    expect(listDir(join(dir, 'out'))).toEqual(['.keep']);
+  });
+});
