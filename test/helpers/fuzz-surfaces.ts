@@ -1,0 +1,863 @@
+/**
+ * The fuzzer's second set of inputs: the surfaces beyond plain safetensors + PEFT LoRA / kohya
+ * LoRA. Small valid worlds with the real names, shapes, types and metadata of
+ *   - GGUF bases with llama.cpp LoRA adapters (`.lora_a` / `.lora_b`, `adapter.lora.alpha`) or
+ *     PEFT adapters (module paths mapped to GGUF names),
+ *   - kohya files of the LyCORIS algorithms (LoHa, LoKr, LoRA with dora_scale, GLoRA, IA3,
+ *     diag-OFT, full diff),
+ *   - PEFT method folders (LOHA, LOKR, VERA, OFT, BOFT, IA3 adapter_config.json),
+ *   - model folders (sharded transformers checkpoints with model.safetensors.index.json and
+ *     config.json, diffusers pipeline folders with model_index.json, bitsandbytes 8-bit bases),
+ * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
+ * counts, version, dims, types, offsets, alignment, metadata types and values), tensor shape and
+ * value edits (inconsistent algorithm shapes, absurd ranks and block sizes, NaN/Inf/huge values),
+ * JSON edits (type changes, huge numbers, deep nesting) and dropped files.
+ *
+ * The truth of each world is float64 math written out below from each format's documented rule,
+ * applied to the values decoded from the (mutated) files by the plain test readers. When a mutation
+ * changes a file's structure (names, shapes, types, JSON), the truth says `unknown` and only the
+ * outcome properties are checked (one clear error line or a clean exit, nothing left behind).
+ */
+import fc from 'fast-check';
+import { buildSafetensors, concatBytes, decodeSafetensors, encodeValues, FIXTURE_DTYPE_BYTES, type DecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
+import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type FixtureTensor as GgufTensor, type MetaValue } from './gguf-builder.js';
+
+export type SpecFile =
+  | { kind: 'safetensors'; tensors: FixtureTensor[]; metadata?: Record<string, string> }
+  | { kind: 'gguf'; build: BuildOptions }
+  | { kind: 'json'; value: unknown };
+
+export interface SurfaceWorld {
+  name: string;
+  files: Record<string, SpecFile>;
+  /** Paths relative to the case folder. */
+  base: string;
+  adapter: string;
+  /** The output's name inside the case's out/ folder (a folder when the base is one). */
+  out: string;
+  /** Float64 truth of the merged tensors, from the decoded files (structure already checked). */
+  truth: (d: Decoded, weight: number) => Truth;
+}
+
+/** Decoded inputs: tensors by `component/name` (component: the file's folder), JSON by path. */
+export interface Decoded {
+  tensors: Map<string, { dtype: string; shape: number[]; values: Float64Array; bytes: Uint8Array }>;
+  /** JSON files' text by path. */
+  json: Map<string, string>;
+  /** GGUF files' metadata by path. */
+  gguf: Map<string, Map<string, { type: number; value: unknown }>>;
+}
+
+export interface ExpectedMerge {
+  values: Float64Array;
+  /** max |W| + max |ΔW terms| of the tensor, for the f32 accumulation's tolerance. */
+  magnitude: number;
+}
+
+export type Truth =
+  | { kind: 'expected'; merged: Map<string, ExpectedMerge> }
+  | { kind: 'invalid'; why: string }
+  | { kind: 'unknown'; why: string };
+
+// --- plain float64 math --------------------------------------------------------------------------
+
+function mm(x: ArrayLike<number>, y: ArrayLike<number>, p: number, r: number, q: number): Float64Array {
+  const out = new Float64Array(p * q);
+  for (let i = 0; i < p; i++) for (let j = 0; j < q; j++) {
+    let s = 0;
+    for (let k = 0; k < r; k++) s += x[i * r + k] * y[k * q + j];
+    out[i * q + j] = s;
+  }
+  return out;
+}
+
+const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+
+function added(w: Float64Array, delta: Float64Array, scale: number): ExpectedMerge {
+  return { values: w.map((x, i) => x + scale * delta[i]), magnitude: maxAbs(w) + Math.abs(scale) * maxAbs(delta) };
+}
+
+// --- building blocks --------------------------------------------------------------------------------
+
+const floatDtype = fc.constantFrom<FixtureDType>('F32', 'F16', 'BF16');
+const values = (n: number) => fc.array(fc.double({ min: -1, max: 1, noNaN: true }), { minLength: n, maxLength: n });
+const st = (name: string, dtype: FixtureDType, shape: number[], data: number[]): FixtureTensor => ({ name, dtype, shape, data });
+/** Values of n cells drawn from a seed (deterministic in the case). */
+const from = (seed: number[]) => (n: number, salt: number, scale = 1) => Array.from({ length: n }, (_, i) => scale * seed[(i * 7 + salt) % seed.length] * (1 + ((i * 13 + salt) % 5) / 7));
+
+const OUT = 6;
+const IN = 8;
+
+// --- GGUF bases ------------------------------------------------------------------------------------
+
+const LLAMA_META: [string, MetaValue][] = [
+  ['general.architecture', { type: 'string', value: 'llama' }],
+  ['general.name', { type: 'string', value: 'fuzz llama' }],
+  ['llama.block_count', { type: 'u32', value: 1 }],
+  ['llama.embedding_length', { type: 'u32', value: IN }],
+  ['llama.feed_forward_length', { type: 'u32', value: OUT }],
+  ['llama.attention.head_count', { type: 'u32', value: 2 }],
+  ['general.file_type', { type: 'u32', value: 1 }],
+];
+
+function ggufBase(wType: 'F32' | 'F16', w: number[], norm: number[]): SpecFile {
+  return {
+    kind: 'gguf',
+    build: {
+      metadata: LLAMA_META,
+      tensors: [
+        { name: 'blk.0.ffn_up.weight', type: wType, ne: [IN, OUT], data: tensorData(wType, w) },
+        { name: 'blk.0.attn_norm.weight', type: 'F32', ne: [IN], data: tensorData('F32', norm) },
+      ],
+    },
+  };
+}
+
+const ggufLoraWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({ wType: fc.constantFrom<'F32' | 'F16'>('F32', 'F16'), aType: fc.constantFrom('F32', 'F16'), bType: fc.constantFrom('F32', 'F16'), r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(0, 1, 4, 8, 16), seed: values(48) })
+  .map(({ wType, aType, bType, r, alpha, seed }) => {
+    const v = from(seed);
+    return {
+      name: 'gguf base + llama.cpp LoRA',
+      files: {
+        'base.gguf': ggufBase(wType, v(IN * OUT, 1), v(IN, 2)),
+        'lora.gguf': {
+          kind: 'gguf',
+          build: {
+            metadata: [
+              ['general.architecture', { type: 'string', value: 'llama' }],
+              ['general.type', { type: 'string', value: 'adapter' }],
+              ['adapter.type', { type: 'string', value: 'lora' }],
+              ['adapter.lora.alpha', { type: 'f32', value: alpha }],
+            ],
+            tensors: [
+              // A as convert_lora_to_gguf stores it: ne [in, r] (torch (r, in)); B: ne [r, out].
+              { name: 'blk.0.ffn_up.weight.lora_a', type: aType, ne: [IN, r], data: tensorData(aType, v(IN * r, 3)) },
+              { name: 'blk.0.ffn_up.weight.lora_b', type: bType, ne: [r, OUT], data: tensorData(bType, v(r * OUT, 4)) },
+            ],
+          },
+        },
+      },
+      base: 'base.gguf', adapter: 'lora.gguf', out: 'merged.gguf',
+      truth: (d, weight) => {
+        const w = d.tensors.get('/blk.0.ffn_up.weight')!.values;
+        const a = d.tensors.get('/blk.0.ffn_up.weight.lora_a')!.values;
+        const b = d.tensors.get('/blk.0.ffn_up.weight.lora_b')!.values;
+        // llama.cpp: scale = weight · α / r, or the weight alone when α is 0; r = ne[0] of lora_b.
+        // α is an f32 (gguf_get_val_f32 takes no other type).
+        const kv = d.gguf.get('lora.gguf')!.get('adapter.lora.alpha');
+        if (!kv || kv.type !== 6) return { kind: 'unknown', why: `adapter.lora.alpha ${kv ? `of type ${kv.type}` : 'missing'}` };
+        const alphaRead = kv.value as number;
+        if (!Number.isFinite(alphaRead)) return { kind: 'invalid', why: `adapter.lora.alpha = ${alphaRead}` };
+        const scale = alphaRead === 0 ? weight : (weight * alphaRead) / r;
+        return { kind: 'expected', merged: new Map([['/blk.0.ffn_up.weight', added(w, mm(b, a, OUT, r, IN), scale)]]) };
+      },
+    };
+  });
+
+const ggufPeftWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({ wType: fc.constantFrom<'F32' | 'F16'>('F32', 'F16'), fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 4, 8), rslora: fc.boolean(), seed: values(48) })
+  .map(({ wType, fDtype, r, alpha, rslora, seed }) => {
+    const v = from(seed);
+    const m = 'base_model.model.model.layers.0.mlp.up_proj';
+    return {
+      name: 'gguf base + PEFT LoRA',
+      files: {
+        'base.gguf': ggufBase(wType, v(IN * OUT, 1), v(IN, 2)),
+        'peft/adapter_model.safetensors': { kind: 'safetensors', tensors: [st(`${m}.lora_A.weight`, fDtype, [r, IN], v(r * IN, 3)), st(`${m}.lora_B.weight`, fDtype, [OUT, r], v(OUT * r, 4))] },
+        'peft/adapter_config.json': { kind: 'json', value: { peft_type: 'LORA', task_type: 'CAUSAL_LM', r, lora_alpha: alpha, use_rslora: rslora, target_modules: ['up_proj'] } },
+      },
+      base: 'base.gguf', adapter: 'peft', out: 'merged.gguf',
+      truth: (d, weight) => {
+        const w = d.tensors.get('/blk.0.ffn_up.weight')!.values;
+        const a = d.tensors.get(`peft/${m}.lora_A.weight`)!.values;
+        const b = d.tensors.get(`peft/${m}.lora_B.weight`)!.values;
+        const scale = configScale(d, 'peft/adapter_config.json', 'lora_alpha', r, true);
+        if (typeof scale !== 'number') return scale;
+        return { kind: 'expected', merged: new Map([['/blk.0.ffn_up.weight', added(w, mm(b, a, OUT, r, IN), weight * scale)]]) };
+      },
+    };
+  });
+
+// --- LyCORIS algorithms in kohya files ----------------------------------------------------------------
+
+const UNET_KEY = 'down_blocks.0.attentions.0.proj_in';
+const KOHYA = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+type Algo = 'loha' | 'lokr' | 'lokr-decomposed' | 'dora' | 'glora' | 'ia3-out' | 'ia3-in' | 'oft' | 'diff';
+
+const lycorisWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({
+    algo: fc.constantFrom<Algo>('loha', 'lokr', 'lokr-decomposed', 'dora', 'glora', 'ia3-out', 'ia3-in', 'oft', 'diff'),
+    wDtype: floatDtype, fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 0.5, 4), seed: values(48),
+  })
+  .map(({ algo, wDtype, fDtype, r, alpha, seed }) => {
+    const v = from(seed);
+    const f = (suffix: string, shape: number[], salt: number, scale = 1) => st(`${KOHYA}.${suffix}`, fDtype, shape, v(shape.reduce((a, b) => a * b, 1), salt, scale));
+    const alphaT = st(`${KOHYA}.alpha`, 'F32', [], [alpha]);
+    const adapter: FixtureTensor[] = [];
+    switch (algo) {
+      case 'loha': adapter.push(f('hada_w1_a', [OUT, r], 3), f('hada_w1_b', [r, IN], 4), f('hada_w2_a', [OUT, r], 5), f('hada_w2_b', [r, IN], 6), alphaT); break;
+      case 'lokr': adapter.push(f('lokr_w1', [2, 2], 3), f('lokr_w2', [3, 4], 4), st(`${KOHYA}.alpha`, 'F32', [], [1e10])); break;
+      case 'lokr-decomposed': adapter.push(f('lokr_w1', [2, 2], 3), f('lokr_w2_a', [3, r], 4), f('lokr_w2_b', [r, 4], 5), alphaT); break;
+      case 'dora': adapter.push(f('lora_down.weight', [r, IN], 3), f('lora_up.weight', [OUT, r], 4), alphaT, st(`${KOHYA}.dora_scale`, fDtype, [1, IN], v(IN, 5).map((x) => 1 + x / 2))); break;
+      case 'glora': adapter.push(f('a1.weight', [IN, r], 3, 0.3), f('a2.weight', [r, IN], 4, 0.3), f('b1.weight', [OUT, r], 5), f('b2.weight', [r, IN], 6), alphaT); break;
+      case 'ia3-out': adapter.push(f('weight', [OUT], 3, 0.5), st(`${KOHYA}.on_input`, 'I64', [], [0])); break;
+      case 'ia3-in': adapter.push(f('weight', [IN], 3, 0.5), st(`${KOHYA}.on_input`, 'I64', [], [1])); break;
+      case 'oft': adapter.push(f('oft_blocks', [3, 2, 2], 3, 0.05), st(`${KOHYA}.alpha`, 'F32', [], [0.002])); break;
+      case 'diff': adapter.push(f('diff', [OUT, IN], 3)); break;
+    }
+    return {
+      name: `kohya LyCORIS ${algo}`,
+      files: {
+        'base.safetensors': { kind: 'safetensors', tensors: [st(`${UNET_KEY}.weight`, wDtype, [OUT, IN], v(OUT * IN, 1)), st('mid_block.attentions.0.proj_out.weight', wDtype, [IN, OUT], v(48, 2)), st('conv_in.bias', wDtype, [4], v(4, 7))] },
+        'lycoris.safetensors': { kind: 'safetensors', tensors: adapter },
+      },
+      base: 'base.safetensors', adapter: 'lycoris.safetensors', out: 'merged.safetensors',
+      truth: (d, s) => {
+        const key = `/${UNET_KEY}.weight`;
+        const w = d.tensors.get(key)!.values;
+        const t = (suffix: string) => d.tensors.get(`/${KOHYA}.${suffix}`)!.values;
+        const a = () => t('alpha')[0];
+        let result: ExpectedMerge;
+        switch (algo) {
+          case 'loha': {
+            // ΔW = (w1a·w1b) ⊙ (w2a·w2b) · α/r, r = rows of hada_w1_b.
+            const x = mm(t('hada_w1_a'), t('hada_w1_b'), OUT, r, IN), y = mm(t('hada_w2_a'), t('hada_w2_b'), OUT, r, IN);
+            result = added(w, x.map((p, i) => p * y[i]), (s * a()) / r);
+            break;
+          }
+          case 'lokr':
+          case 'lokr-decomposed': {
+            const w1 = t('lokr_w1');
+            const w2 = algo === 'lokr' ? t('lokr_w2') : mm(t('lokr_w2_a'), t('lokr_w2_b'), 3, r, 4);
+            const kron = new Float64Array(OUT * IN);
+            for (let i = 0; i < 2; i++) for (let j = 0; j < 2; j++) for (let k = 0; k < 3; k++) for (let l = 0; l < 4; l++) kron[(i * 3 + k) * IN + j * 4 + l] = w1[i * 2 + j] * w2[k * 4 + l];
+            // Scale exactly 1 when neither factor is decomposed (the stored α is meaningless then).
+            result = added(w, kron, algo === 'lokr' ? s : (s * a()) / r);
+            break;
+          }
+          case 'dora': {
+            const merged = added(w, mm(t('lora_up.weight'), t('lora_down.weight'), OUT, r, IN), (s * a()) / r);
+            const m = t('dora_scale');
+            const vals = merged.values;
+            let minNorm = Infinity;
+            for (let c = 0; c < IN; c++) {
+              let sq = 0;
+              for (let o = 0; o < OUT; o++) sq += vals[o * IN + c] ** 2;
+              // LyCORIS: m / (‖V[:, c]‖ + eps) per input column.
+              const norm = Math.sqrt(sq);
+              minNorm = Math.min(minNorm, norm);
+              for (let o = 0; o < OUT; o++) vals[o * IN + c] *= m[c] / (norm + 2 ** -23);
+            }
+            // An error of V's f32 accumulation scales by m / ‖V‖.
+            result = { values: vals, magnitude: (merged.magnitude * maxAbs(m)) / Math.max(minNorm, 2 ** -23) + maxAbs(m) };
+            break;
+          }
+          case 'glora': {
+            const wa = mm(mm(w, t('a1.weight'), OUT, IN, r), t('a2.weight'), OUT, r, IN);
+            const bb = mm(t('b1.weight'), t('b2.weight'), OUT, r, IN);
+            result = added(w, wa.map((x, i) => x + bb[i]), (s * a()) / r);
+            break;
+          }
+          case 'ia3-out': { const l = t('weight'); result = { values: w.map((x, i) => x * (1 + s * l[Math.floor(i / IN)])), magnitude: maxAbs(w) * (1 + Math.abs(s) * maxAbs(l)) }; break; }
+          case 'ia3-in': { const l = t('weight'); result = { values: w.map((x, i) => x * (1 + s * l[i % IN])), magnitude: maxAbs(w) * (1 + Math.abs(s) * maxAbs(l)) }; break; }
+          case 'diff': result = added(w, t('diff'), s); break;
+          default: return { kind: 'unknown', why: `${algo} has no truth here` };
+        }
+        return { kind: 'expected', merged: new Map([[key, result]]) };
+      },
+    };
+  });
+
+// --- PEFT method folders ------------------------------------------------------------------------------
+
+type PeftMethod = 'LOHA' | 'LOKR' | 'VERA' | 'OFT' | 'BOFT' | 'IA3';
+const Q = 'model.layers.0.self_attn.q_proj';
+
+const peftMethodWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({ method: fc.constantFrom<PeftMethod>('LOHA', 'LOKR', 'VERA', 'OFT', 'BOFT', 'IA3'), wDtype: floatDtype, fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 8), seed: values(48) })
+  .map(({ method, wDtype, fDtype, r, alpha, seed }) => {
+    const v = from(seed);
+    const p = `base_model.model.${Q}`;
+    const f = (name: string, shape: number[], salt: number, scale = 1) => st(name, fDtype, shape, v(shape.reduce((a, b) => a * b, 1), salt, scale));
+    let tensors: FixtureTensor[];
+    let config: Record<string, unknown>;
+    switch (method) {
+      case 'LOHA':
+        tensors = [f(`${p}.hada_w1_a`, [OUT, r], 3), f(`${p}.hada_w1_b`, [r, IN], 4), f(`${p}.hada_w2_a`, [OUT, r], 5), f(`${p}.hada_w2_b`, [r, IN], 6)];
+        config = { peft_type: 'LOHA', r, alpha, target_modules: ['q_proj'], rank_dropout: 0, module_dropout: 0 };
+        break;
+      case 'LOKR':
+        tensors = [f(`${p}.lokr_w1`, [2, 2], 3), f(`${p}.lokr_w2`, [3, 4], 4)];
+        config = { peft_type: 'LOKR', r, alpha, target_modules: ['q_proj'], decompose_both: false, decompose_factor: -1 };
+        break;
+      case 'VERA':
+        tensors = [f('base_model.vera_A', [r, IN], 3), f('base_model.vera_B', [OUT, r], 4), f(`${p}.vera_lambda_b`, [OUT], 5), f(`${p}.vera_lambda_d`, [r], 6)];
+        config = { peft_type: 'VERA', r, target_modules: ['q_proj'], save_projection: true, projection_prng_key: 0, fan_in_fan_out: false };
+        break;
+      case 'OFT':
+        tensors = [f(`${p}.oft_R.weight`, [2, 6], 3, 0.1)];
+        config = { peft_type: 'OFT', r: 0, oft_block_size: 4, target_modules: ['q_proj'], coft: false, eps: 6e-5, block_share: false };
+        break;
+      case 'BOFT':
+        tensors = [f(`${p}.boft_R`, [1, 4, 2, 2], 3, 0.1), f(`${p}.boft_s`, [OUT, 1], 4)];
+        config = { peft_type: 'BOFT', boft_block_size: 2, boft_block_num: 0, boft_n_butterfly_factor: 1, target_modules: ['q_proj'] };
+        break;
+      default:
+        tensors = [f(`${p}.ia3_l`, [OUT, 1], 3)];
+        config = { peft_type: 'IA3', target_modules: ['q_proj'], feedforward_modules: [] };
+        break;
+    }
+    return {
+      name: `PEFT ${method} folder`,
+      files: {
+        'base.safetensors': { kind: 'safetensors', tensors: [st(`${Q}.weight`, wDtype, [OUT, IN], v(OUT * IN, 1)), st('model.norm.weight', wDtype, [IN], v(IN, 2))] },
+        'adapter/adapter_model.safetensors': { kind: 'safetensors', tensors },
+        'adapter/adapter_config.json': { kind: 'json', value: { task_type: 'CAUSAL_LM', base_model_name_or_path: 'fuzz', ...config } },
+      },
+      base: 'base.safetensors', adapter: 'adapter', out: 'merged.safetensors',
+      truth: (d, s) => {
+        const key = `/${Q}.weight`;
+        const w = d.tensors.get(key)!.values;
+        const t = (name: string) => d.tensors.get(`adapter/${name}`)!.values;
+        let result: ExpectedMerge;
+        // LoHa and LoKr: PEFT's α/r from the config; a LoHa's r is its factors' rank.
+        const scale = method === 'LOHA' || method === 'LOKR' ? configScale(d, 'adapter/adapter_config.json', 'alpha', r, method === 'LOHA') : 1;
+        if (typeof scale !== 'number') return scale;
+        if (method === 'LOHA') {
+          const x = mm(t(`${p}.hada_w1_a`), t(`${p}.hada_w1_b`), OUT, r, IN), y = mm(t(`${p}.hada_w2_a`), t(`${p}.hada_w2_b`), OUT, r, IN);
+          result = added(w, x.map((q, i) => q * y[i]), s * scale);
+        } else if (method === 'LOKR') {
+          const w1 = t(`${p}.lokr_w1`), w2 = t(`${p}.lokr_w2`);
+          const kron = new Float64Array(OUT * IN);
+          for (let i = 0; i < 2; i++) for (let j = 0; j < 2; j++) for (let k = 0; k < 3; k++) for (let l = 0; l < 4; l++) kron[(i * 3 + k) * IN + j * 4 + l] = w1[i * 2 + j] * w2[k * 4 + l];
+          // PEFT's scale is α/r from the config even when neither factor is decomposed.
+          result = added(w, kron, s * scale);
+        } else if (method === 'VERA') {
+          const A = t('base_model.vera_A'), B = t('base_model.vera_B'), lb = t(`${p}.vera_lambda_b`), ld = t(`${p}.vera_lambda_d`);
+          const delta = new Float64Array(OUT * IN);
+          for (let o = 0; o < OUT; o++) for (let i = 0; i < IN; i++) {
+            let sum = 0;
+            for (let k = 0; k < r; k++) sum += lb[o] * B[o * r + k] * ld[k] * A[k * IN + i];
+            delta[o * IN + i] = sum;
+          }
+          result = added(w, delta, s);
+        } else {
+          return { kind: 'unknown', why: `${method} has no truth here` };
+        }
+        return { kind: 'expected', merged: new Map([[key, result]]) };
+      },
+    };
+  });
+
+// --- model folders ------------------------------------------------------------------------------------
+
+const L = 'model.layers.0';
+
+/** A sharded Llama folder (two shards, index, config.json) with a PEFT LoRA on q_proj. */
+const shardedWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({ wDtype: floatDtype, fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 4, 8), tied: fc.boolean(), seed: values(48) })
+  .map(({ wDtype, fDtype, r, alpha, tied, seed }) => {
+    const v = from(seed);
+    const shard1 = [st(`${L}.self_attn.q_proj.weight`, wDtype, [OUT, IN], v(OUT * IN, 1)), st('model.embed_tokens.weight', wDtype, [4, IN], v(4 * IN, 2))];
+    const shard2 = [st(`${L}.mlp.up_proj.weight`, wDtype, [OUT, IN], v(OUT * IN, 3)), st('model.norm.weight', wDtype, [IN], v(IN, 4))];
+    const weightMap = Object.fromEntries([...shard1.map((t) => [t.name, 'model-00001-of-00002.safetensors']), ...shard2.map((t) => [t.name, 'model-00002-of-00002.safetensors'])]);
+    const m = `base_model.model.${L}.self_attn.q_proj`;
+    return {
+      name: 'sharded transformers folder + PEFT LoRA',
+      files: {
+        'model/config.json': { kind: 'json', value: { architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: wDtype === 'F32' ? 'float32' : wDtype === 'F16' ? 'float16' : 'bfloat16', hidden_size: IN, num_hidden_layers: 1, vocab_size: 4, tie_word_embeddings: tied } },
+        'model/model-00001-of-00002.safetensors': { kind: 'safetensors', tensors: shard1, metadata: { format: 'pt' } },
+        'model/model-00002-of-00002.safetensors': { kind: 'safetensors', tensors: shard2, metadata: { format: 'pt' } },
+        'model/model.safetensors.index.json': { kind: 'json', value: { metadata: { total_size: 2 * (OUT * IN + 4 * IN + OUT * IN + IN) }, weight_map: weightMap } },
+        'peft/adapter_model.safetensors': { kind: 'safetensors', tensors: [st(`${m}.lora_A.weight`, fDtype, [r, IN], v(r * IN, 5)), st(`${m}.lora_B.weight`, fDtype, [OUT, r], v(OUT * r, 6))] },
+        'peft/adapter_config.json': { kind: 'json', value: { peft_type: 'LORA', task_type: 'CAUSAL_LM', r, lora_alpha: alpha, target_modules: ['q_proj'] } },
+      },
+      base: 'model', adapter: 'peft', out: 'merged',
+      truth: (d, s) => {
+        const key = `model/${L}.self_attn.q_proj.weight`;
+        const w = d.tensors.get(key)!.values;
+        const scale = configScale(d, 'peft/adapter_config.json', 'lora_alpha', r, true);
+        if (typeof scale !== 'number') return scale;
+        return { kind: 'expected', merged: new Map([[key, added(w, mm(d.tensors.get(`peft/${m}.lora_B.weight`)!.values, d.tensors.get(`peft/${m}.lora_A.weight`)!.values, OUT, r, IN), s * scale)]]) };
+      },
+    };
+  });
+
+/** A diffusers pipeline folder (model_index.json, unet, text_encoder) with a kohya LoRA on the UNet and the text encoder. */
+const pipelineWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({ wDtype: floatDtype, fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 8), seed: values(48) })
+  .map(({ wDtype, fDtype, r, alpha, seed }) => {
+    const v = from(seed);
+    const te = 'text_model.encoder.layers.0.self_attn.q_proj';
+    const kte = 'lora_te_text_model_encoder_layers_0_self_attn_q_proj';
+    const lora = (k: string, out: number, inF: number, salt: number) => [st(`${k}.lora_down.weight`, fDtype, [r, inF], v(r * inF, salt)), st(`${k}.lora_up.weight`, fDtype, [out, r], v(out * r, salt + 1)), st(`${k}.alpha`, 'F32', [], [alpha])];
+    return {
+      name: 'diffusers pipeline folder + kohya LoRA',
+      files: {
+        'pipe/model_index.json': { kind: 'json', value: { _class_name: 'StableDiffusionPipeline', _diffusers_version: '0.30.0', unet: ['diffusers', 'UNet2DConditionModel'], text_encoder: ['transformers', 'CLIPTextModel'], scheduler: ['diffusers', 'PNDMScheduler'] } },
+        'pipe/unet/config.json': { kind: 'json', value: { _class_name: 'UNet2DConditionModel' } },
+        'pipe/unet/diffusion_pytorch_model.safetensors': { kind: 'safetensors', tensors: [st(`${UNET_KEY}.weight`, wDtype, [OUT, IN], v(OUT * IN, 1)), st('conv_in.bias', wDtype, [4], v(4, 2))] },
+        'pipe/text_encoder/config.json': { kind: 'json', value: { architectures: ['CLIPTextModel'] } },
+        'pipe/text_encoder/model.safetensors': { kind: 'safetensors', tensors: [st(`${te}.weight`, wDtype, [IN, IN], v(IN * IN, 3))] },
+        'pipe/scheduler/scheduler_config.json': { kind: 'json', value: { _class_name: 'PNDMScheduler' } },
+        'lora.safetensors': { kind: 'safetensors', tensors: [...lora(KOHYA, OUT, IN, 4), ...lora(kte, IN, IN, 6)] },
+      },
+      base: 'pipe', adapter: 'lora.safetensors', out: 'merged',
+      truth: (d, s) => {
+        const t = (name: string) => d.tensors.get(`/${name}`)!.values;
+        const unet = `pipe/unet/${UNET_KEY}.weight`, text = `pipe/text_encoder/${te}.weight`;
+        return {
+          kind: 'expected',
+          merged: new Map([
+            [unet, added(d.tensors.get(unet)!.values, mm(t(`${KOHYA}.lora_up.weight`), t(`${KOHYA}.lora_down.weight`), OUT, r, IN), (s * t(`${KOHYA}.alpha`)[0]) / r)],
+            [text, added(d.tensors.get(text)!.values, mm(t(`${kte}.lora_up.weight`), t(`${kte}.lora_down.weight`), IN, r, IN), (s * t(`${kte}.alpha`)[0]) / r)],
+          ]),
+        };
+      },
+    };
+  });
+
+/** A bitsandbytes 8-bit Llama folder (int8 weight, SCB, weight_format; quantization_config) with a PEFT LoRA. */
+const bnbWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({ r: fc.integer({ min: 1, max: 3 }), q: fc.array(fc.integer({ min: -127, max: 127 }), { minLength: OUT * IN, maxLength: OUT * IN }), scb: fc.array(fc.double({ min: 0.1, max: 4, noNaN: true }), { minLength: OUT, maxLength: OUT }), seed: values(48) })
+  .map(({ r, q, scb, seed }) => {
+    const v = from(seed);
+    const m = `${L}.self_attn.q_proj`;
+    return {
+      name: 'bitsandbytes 8-bit folder + PEFT LoRA',
+      files: {
+        'model/config.json': { kind: 'json', value: { architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'float16', quantization_config: { quant_method: 'bitsandbytes', load_in_8bit: true, llm_int8_threshold: 6.0 } } },
+        'model/model.safetensors': {
+          kind: 'safetensors', metadata: { format: 'pt' },
+          tensors: [
+            { name: `${m}.weight`, dtype: 'I8', shape: [OUT, IN], data: new Uint8Array(Int8Array.from(q).buffer) },
+            st(`${m}.SCB`, 'F32', [OUT], scb),
+            { name: `${m}.weight_format`, dtype: 'U8', shape: [], data: new Uint8Array([0]) },
+            st('model.norm.weight', 'F16', [IN], v(IN, 2)),
+          ],
+        },
+        'peft/adapter_model.safetensors': { kind: 'safetensors', tensors: [st(`base_model.model.${m}.lora_A.weight`, 'F32', [r, IN], v(r * IN, 3)), st(`base_model.model.${m}.lora_B.weight`, 'F32', [OUT, r], v(OUT * r, 4))] },
+        'peft/adapter_config.json': { kind: 'json', value: { peft_type: 'LORA', r, lora_alpha: 2 * r, target_modules: ['q_proj'] } },
+      },
+      base: 'model', adapter: 'peft', out: 'merged',
+      // The output is a float checkpoint whose tensor set differs from the stored one; covered by the outcome properties only.
+      truth: () => ({ kind: 'unknown', why: 'bitsandbytes output is checked by bnb-base.test.ts' }),
+    };
+  });
+
+export const surfaceWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .oneof(
+    { weight: 2, arbitrary: ggufLoraWorld },
+    { weight: 2, arbitrary: ggufPeftWorld },
+    { weight: 3, arbitrary: lycorisWorld },
+    { weight: 2, arbitrary: peftMethodWorld },
+    { weight: 1, arbitrary: shardedWorld },
+    { weight: 1, arbitrary: pipelineWorld },
+    { weight: 1, arbitrary: bnbWorld },
+  )
+  // A failing case prints as its world's name and files (the seed and path reproduce it).
+  .map((w) => Object.assign(w, { [fc.toStringMethod]: () => `${w.name} (${Object.keys(w.files).join(', ')})` }));
+
+// --- mutations ---------------------------------------------------------------------------------------
+
+export type SurfaceMutation =
+  | { op: 'flip'; file: number; at: number[] }
+  | { op: 'truncate'; file: number; at: number }
+  | { op: 'drop'; file: number }
+  | { op: 'value'; file: number; tensor: number; index: number; value: number }
+  | { op: 'shape'; file: number; tensor: number; dim: number; value: number; keepData: boolean }
+  | { op: 'gguf-type'; file: number; tensor: number; value: number }
+  | { op: 'gguf-offset'; file: number; tensor: number; value: number }
+  | { op: 'gguf-ne'; file: number; tensor: number; ne: number[] }
+  | { op: 'gguf-meta'; file: number; key: string; value: MetaValue }
+  | { op: 'gguf-align'; file: number; meta: MetaValue | null; layout: number }
+  | { op: 'gguf-count'; file: number; which: 'tensors' | 'kv'; value: bigint }
+  | { op: 'gguf-version'; file: number; value: number }
+  | { op: 'json'; file: number; pick: number[]; value: unknown };
+
+const weird: fc.Arbitrary<unknown> = fc.oneof(
+  fc.constantFrom(0, -1, 1, 2, 3, 2.5, 1e308, -1e308, 1e-300, 2 ** 31, 2 ** 53, 2 ** 64, 1e21, '8', '', 'float16', null, true, false, [], {}, [1, 2], { a: 1 }, ['x'], { 'q_proj': 1e9 }),
+  fc.integer({ min: 1, max: 200_000 }).map((depth) => ({ deep: depth })),
+  fc.jsonValue({ maxDepth: 2 }),
+);
+
+const metaValue: fc.Arbitrary<MetaValue> = fc.oneof(
+  fc.constantFrom<MetaValue>(
+    { type: 'f32', value: 0 }, { type: 'f32', value: -8 }, { type: 'f32', value: NaN }, { type: 'f32', value: Infinity }, { type: 'f32', value: 1e38 },
+    { type: 'f64', value: 8 }, { type: 'u32', value: 8 }, { type: 'i8', value: -1 }, { type: 'u64', value: 2n ** 63n }, { type: 'i64', value: -(2n ** 62n) },
+    { type: 'string', value: '8' }, { type: 'string', value: 'llama' }, { type: 'string', value: 'qwen2' }, { type: 'string', value: 'lora' }, { type: 'string', value: 'model' },
+    { type: 'string', value: '' }, { type: 'bool', value: true },
+    { type: 'array', itemType: 'f32', value: [1, 2] }, { type: 'array', itemType: 'string', value: ['a'] }, { type: 'array', itemType: 'array', value: [] },
+  ),
+);
+
+const metaKey = fc.constantFrom('general.architecture', 'general.type', 'adapter.type', 'adapter.lora.alpha', 'general.alignment', 'llama.attention.head_count', 'llama.block_count', 'general.file_type', 'split.count', 'split.no', 'llama.embedding_length');
+
+const file = fc.nat(10);
+const tensor = fc.nat(8);
+
+export const surfaceMutation: fc.Arbitrary<SurfaceMutation> = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ op: fc.constant('flip' as const), file, at: fc.array(fc.nat(), { minLength: 1, maxLength: 4 }) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('truncate' as const), file, at: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('drop' as const), file }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('value' as const), file, tensor, index: fc.nat(100), value: fc.constantFrom(NaN, Infinity, -Infinity, 1e5, 65504, 70000, 1e38, 3.4e38, -0, 1e-40, 1e-8, 0) }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('shape' as const), file, tensor, dim: fc.nat(3), value: fc.oneof(fc.constantFrom(0, 1, 2, 3, 4, 5, 7, 9, 16, 1024, 4096, 65536, 2 ** 31, 2 ** 40)), keepData: fc.boolean() }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-type' as const), file, tensor, value: fc.constantFrom(0, 1, 2, 3, 6, 7, 8, 10, 12, 14, 15, 16, 17, 24, 26, 28, 30, 31, 39, 40, 1000, 2 ** 31) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-offset' as const), file, tensor, value: fc.constantFrom(0, 1, 31, 32, 64, 96, 1 << 20, 2 ** 40, 2 ** 53 - 32) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-ne' as const), file, tensor, ne: fc.array(fc.constantFrom(0, 1, 2, 3, 4, 6, 8, 16, 32, 256, 2 ** 20, 2 ** 32, 2 ** 52), { minLength: 0, maxLength: 5 }) }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('gguf-meta' as const), file, key: metaKey, value: metaValue }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-align' as const), file, meta: fc.option(fc.constantFrom<MetaValue>({ type: 'u32', value: 0 }, { type: 'u32', value: 1 }, { type: 'u32', value: 3 }, { type: 'u32', value: 8 }, { type: 'u32', value: 64 }, { type: 'u32', value: 2 ** 31 }, { type: 'u64', value: 64n }, { type: 'string', value: '64' }), { nil: null }), layout: fc.constantFrom(1, 8, 32, 64) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-count' as const), file, which: fc.constantFrom<'tensors' | 'kv'>('tensors', 'kv'), value: fc.constantFrom(0n, 1n, 3n, 9n, 100n, 1n << 20n, 1n << 32n, (1n << 63n) + 1n, (1n << 64n) - 1n) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-version' as const), file, value: fc.constantFrom(0, 1, 2, 4, 2 ** 31) }) },
+  { weight: 3, arbitrary: fc.record({ op: fc.constant('json' as const), file, pick: fc.array(fc.nat(), { minLength: 1, maxLength: 3 }), value: weird }) },
+);
+
+export const surfaceCommand = fc.record({
+  command: fc.constantFrom<'merge' | 'dry-run' | 'inspect-base' | 'inspect-adapter'>('merge', 'merge', 'merge', 'merge', 'dry-run', 'inspect-base', 'inspect-adapter'),
+  weight: fc.constantFrom(1, 1, 0.5, -1, 2.5, 1e30, 40000),
+});
+
+export interface SurfaceCase {
+  world: SurfaceWorld;
+  mutations: SurfaceMutation[];
+  command: { command: 'merge' | 'dry-run' | 'inspect-base' | 'inspect-adapter'; weight: number };
+}
+
+export const surfaceCase: fc.Arbitrary<SurfaceCase> = fc.record({ world: surfaceWorld, mutations: fc.array(surfaceMutation, { maxLength: 3 }), command: surfaceCommand });
+
+// --- writing a case's files ----------------------------------------------------------------------------
+
+function jsonText(value: unknown): string {
+  if (value && typeof value === 'object' && !Array.isArray(value)) {
+    const o = value as Record<string, unknown>;
+    if (Object.keys(o).length === 1 && typeof o.deep === 'number') return '['.repeat(o.deep) + ']'.repeat(o.deep);
+    return `{${Object.entries(o).map(([k, v]) => `${JSON.stringify(k)}:${jsonText(v)}`).join(',')}}`;
+  }
+  if (Array.isArray(value)) return `[${value.map(jsonText).join(',')}]`;
+  if (typeof value === 'number' && !Number.isFinite(value)) return 'null';
+  return JSON.stringify(value) ?? 'null';
+}
+
+function clone<T>(v: T): T {
+  return structuredClone(v);
+}
+
+/** Sets a value inside a JSON document along `pick` (indices into the keys at each level). */
+function setJson(doc: unknown, pick: number[], value: unknown): unknown {
+  if (doc === null || typeof doc !== 'object') return value;
+  const container = doc as Record<string, unknown>;
+  const keys = Object.keys(container);
+  if (keys.length === 0) return value;
+  const key = keys[pick[0] % keys.length];
+  container[key] = pick.length > 1 ? setJson(container[key], pick.slice(1), value) : value;
+  return doc;
+}
+
+function encodeTensor(t: FixtureTensor): Uint8Array {
+  return t.data instanceof Uint8Array ? t.data : encodeValues(t.data, t.dtype);
+}
+
+const GGUF_VALUES_PER_BYTE: Record<string, number> = { F32: 0.25, F16: 0.5, BF16: 0.5 };
+
+/** Every file of a case (path → bytes), mutations applied; a dropped file is absent. */
+export function writeSurfaceCase(c: SurfaceCase): Map<string, Uint8Array> {
+  const specs = Object.entries(c.world.files).map(([path, spec]) => [path, clone(spec)] as [string, SpecFile]);
+  const dropped = new Set<number>();
+  const patches: { index: number; apply: (b: Uint8Array) => Uint8Array }[] = [];
+  for (const m of c.mutations) {
+    const index = m.file % specs.length;
+    const spec = specs[index][1];
+    switch (m.op) {
+      case 'drop':
+        // Never the base or adapter itself (a missing input is a plain usage error).
+        if (!['base', 'adapter'].some((k) => specs[index][0] === (c.world as unknown as Record<string, string>)[k])) dropped.add(index);
+        break;
+      case 'flip':
+        patches.push({ index, apply: (b) => { const out = b.slice(); for (const at of m.at) if (out.length) out[at % out.length] ^= 1 << (at % 8); return out; } });
+        break;
+      case 'truncate':
+        patches.push({ index, apply: (b) => b.subarray(0, m.at % (b.length + 1)) });
+        break;
+      case 'value': {
+        if (spec.kind === 'safetensors' && spec.tensors.length) {
+          const t = spec.tensors[m.tensor % spec.tensors.length];
+          if (!(t.data instanceof Uint8Array) && ['F32', 'F16', 'BF16', 'F64'].includes(t.dtype)) {
+            const data = Array.from(t.data);
+            if (data.length) data[m.index % data.length] = m.value;
+            t.data = data;
+          }
+        } else if (spec.kind === 'gguf' && spec.build.tensors?.length) {
+          const t = spec.build.tensors[m.tensor % spec.build.tensors.length];
+          const type = typeof t.type === 'string' ? t.type : typeName(t.type);
+          if (GGUF_VALUES_PER_BYTE[type]) {
+            const vals = Array.from(tensorValues(type, t.data));
+            if (vals.length) vals[m.index % vals.length] = m.value;
+            t.data = tensorData(type, vals);
+          }
+        }
+        break;
+      }
+      case 'shape': {
+        if (spec.kind === 'safetensors' && spec.tensors.length) {
+          const t = spec.tensors[m.tensor % spec.tensors.length];
+          const shape = t.shape.length ? t.shape.slice() : [1];
+          shape[m.dim % shape.length] = m.value;
+          const n = shape.reduce((a, b) => a * b, 1);
+          // Either the same bytes under a wrong shape, or (small enough) bytes that fit the new shape.
+          if (!m.keepData && n <= 4096 && ['F32', 'F16', 'BF16'].includes(t.dtype)) t.data = Array.from({ length: n }, (_, i) => ((i * 37) % 17) / 17 - 0.5);
+          t.shape = shape;
+        } else if (spec.kind === 'gguf' && spec.build.tensors?.length) {
+          const t = spec.build.tensors[m.tensor % spec.build.tensors.length];
+          const ne = t.ne.slice();
+          ne[m.dim % ne.length] = m.value;
+          t.ne = ne;
+        }
+        break;
+      }
+      case 'gguf-type':
+        if (spec.kind === 'gguf' && spec.build.tensors?.length) spec.build.tensors[m.tensor % spec.build.tensors.length].type = m.value;
+        break;
+      case 'gguf-offset':
+        if (spec.kind === 'gguf' && spec.build.tensors?.length) spec.build.tensors[m.tensor % spec.build.tensors.length].offset = m.value;
+        break;
+      case 'gguf-ne':
+        if (spec.kind === 'gguf' && spec.build.tensors?.length) spec.build.tensors[m.tensor % spec.build.tensors.length].ne = m.ne;
+        break;
+      case 'gguf-meta':
+        if (spec.kind === 'gguf') {
+          const meta = (spec.build.metadata ?? []).filter(([k]) => k !== m.key);
+          spec.build.metadata = [...meta, [m.key, m.value]];
+        }
+        break;
+      case 'gguf-align':
+        if (spec.kind === 'gguf') {
+          const meta = (spec.build.metadata ?? []).filter(([k]) => k !== 'general.alignment');
+          spec.build.metadata = m.meta ? [...meta, ['general.alignment', m.meta]] : meta;
+          spec.build.alignment = m.layout;
+        }
+        break;
+      case 'gguf-count':
+        if (spec.kind === 'gguf') patches.push({ index, apply: (b) => { const out = b.slice(); if (out.length >= 24) new DataView(out.buffer).setBigUint64(m.which === 'tensors' ? 8 : 16, m.value, true); return out; } });
+        break;
+      case 'gguf-version':
+        if (spec.kind === 'gguf') spec.build.version = m.value;
+        break;
+      case 'json':
+        if (spec.kind === 'json') spec.value = setJson(spec.value, m.pick, m.value);
+        break;
+    }
+  }
+  const files = new Map<string, Uint8Array>();
+  specs.forEach(([path, spec], index) => {
+    if (dropped.has(index)) return;
+    let bytes: Uint8Array;
+    if (spec.kind === 'safetensors') bytes = buildSafetensors(spec.tensors, spec.metadata);
+    else if (spec.kind === 'gguf') bytes = buildGguf(spec.build);
+    else bytes = new TextEncoder().encode(jsonText(spec.value));
+    for (const p of patches) if (p.index === index) bytes = p.apply(bytes);
+    files.set(path, bytes);
+  });
+  return files;
+}
+
+// --- decoding, independently of the library ------------------------------------------------------------
+
+const componentOf = (path: string) => (path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '');
+
+/**
+ * Decoded tensors of a set of files keyed `component/name`, where the component is the file's
+ * folder (`''` for a file at the top), or null when a file does not decode cleanly with the plain
+ * readers.
+ */
+export function decodeFiles(files: Map<string, Uint8Array>): Decoded | null {
+  const tensors: Decoded['tensors'] = new Map();
+  const json = new Map<string, string>();
+  const gguf: Decoded['gguf'] = new Map();
+  for (const [path, bytes] of files) {
+    const component = componentOf(path);
+    try {
+      if (path.endsWith('.json')) {
+        // Compared as text: the structure check needs no more.
+        json.set(path, new TextDecoder().decode(bytes));
+      } else if (path.endsWith('.safetensors')) {
+        const file = decodeSafetensors(bytes);
+        if (file.dataEnd !== bytes.byteLength) return null;
+        for (const [name, t] of file.tensors) {
+          if (t.bytes.byteLength !== t.shape.reduce((a, b) => a * b, 1) * (FIXTURE_DTYPE_BYTES[t.dtype] ?? NaN)) return null;
+          tensors.set(`${component}/${name}`, t);
+        }
+      } else if (path.endsWith('.gguf')) {
+        if (!saneGgufHeader(bytes)) return null;
+        const g = readGguf(bytes);
+        gguf.set(path, g.metadata);
+        for (const t of g.tensors) {
+          const type = typeName(t.typeId);
+          const n = t.ne.reduce((a, b) => a * b, 1);
+          if (!GGUF_VALUES_PER_BYTE[type] || t.data.byteLength !== n / GGUF_VALUES_PER_BYTE[type]) return null;
+          // Torch order: the reverse of ne.
+          tensors.set(`${component}/${t.name}`, { dtype: type, shape: t.ne.slice().reverse(), values: tensorValues(type, t.data), bytes: t.data });
+        }
+      }
+    } catch {
+      return null;
+    }
+  }
+  return { tensors, json, gguf };
+}
+
+/**
+ * Whether a GGUF header is small and well-formed enough for the plain reader of gguf-builder.ts
+ * (which trusts counts and lengths): at most 64 tensors and KV pairs, arrays of at most 4096
+ * scalars, every length inside the file.
+ */
+function saneGgufHeader(bytes: Uint8Array): boolean {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 24;
+  const fits = (n: number) => at + n <= bytes.byteLength;
+  if (!fits(0) || dv.getUint32(4, true) !== 3) return false;
+  const nTensors = dv.getBigUint64(8, true), nKv = dv.getBigUint64(16, true);
+  if (nTensors > 64n || nKv > 64n) return false;
+  const SIZE: Record<number, number> = { 0: 1, 1: 1, 7: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 10: 8, 11: 8, 12: 8 };
+  const string = () => {
+    if (!fits(8)) return false;
+    const n = dv.getBigUint64(at, true);
+    if (n > BigInt(bytes.byteLength)) return false;
+    at += 8 + Number(n);
+    return fits(0);
+  };
+  const value = (type: number): boolean => (type === 8 ? string() : SIZE[type] !== undefined && fits(SIZE[type]) && ((at += SIZE[type]), true));
+  for (let i = 0n; i < nKv; i++) {
+    if (!string() || !fits(4)) return false;
+    const type = dv.getUint32(at, true);
+    at += 4;
+    if (type === 9) {
+      if (!fits(12)) return false;
+      const itemType = dv.getUint32(at, true);
+      const n = dv.getBigUint64(at + 4, true);
+      at += 12;
+      if (n > 4096n || itemType === 9) return false;
+      for (let k = 0n; k < n; k++) if (!value(itemType)) return false;
+    } else if (!value(type)) return false;
+  }
+  for (let i = 0n; i < nTensors; i++) {
+    if (!string() || !fits(4)) return false;
+    const dims = dv.getUint32(at, true);
+    at += 4;
+    if (dims > 4 || !fits(dims * 8 + 12)) return false;
+    for (let k = 0; k < dims; k++) if (dv.getBigUint64(at + k * 8, true) > 1n << 20n) return false;
+    at += dims * 8 + 12;
+  }
+  return true;
+}
+
+/**
+ * Why a GGUF file breaks the format's layout rules (gguf.cpp's, which llama.cpp enforces), or
+ * null: general.alignment a u32 power of two; tensors in order, each at the next offset padded to
+ * the alignment; every tensor's data inside the file.
+ */
+function ggufLayoutProblem(bytes: Uint8Array): string | null {
+  const g = readGguf(bytes);
+  const kv = g.metadata.get('general.alignment');
+  if (kv && (kv.type !== 4 || (kv.value as number) === 0 || ((kv.value as number) & ((kv.value as number) - 1)) !== 0)) return `general.alignment ${String(kv.value)} (type ${kv.type})`;
+  const alignment = (kv?.value as number | undefined) ?? 32;
+  let expected = 0;
+  for (const t of g.tensors) {
+    if (t.offset !== expected) return `${t.name} at offset ${t.offset}, expected ${expected}`;
+    const type = typeName(t.typeId);
+    const n = t.ne.reduce((a, b) => a * b, 1);
+    const size = n / GGUF_VALUES_PER_BYTE[type];
+    if (g.dataStart + t.offset + size > bytes.byteLength) return `${t.name} ends past the file`;
+    expected = t.offset + Math.ceil(size / alignment) * alignment;
+  }
+  return null;
+}
+
+/** GGUF metadata as comparable text, without the keys a world's truth reads itself. */
+function metadataText(meta: Map<string, { type: number; value: unknown }>, except: string[]): string {
+  return JSON.stringify([...meta].filter(([k]) => !except.includes(k)).map(([k, v]) => [k, v.type, String(v.value)]));
+}
+
+/** Keys of GGUF metadata that the truth of a world reads from the file (so edits to them are followed). */
+const READ_BY_TRUTH = ['adapter.lora.alpha', 'general.alignment'];
+
+/** Top-level config fields that the truth of a world reads from the file (so edits to them are followed). */
+const CONFIG_READ_BY_TRUTH = ['r', 'alpha', 'lora_alpha', 'use_rslora'];
+
+/** A JSON file's text without the fields the truth reads (the text itself when it is not an object). */
+function jsonStructure(text: string): string {
+  try {
+    const value = JSON.parse(text) as unknown;
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return text;
+    for (const key of CONFIG_READ_BY_TRUTH) delete (value as Record<string, unknown>)[key];
+    return JSON.stringify(value);
+  } catch {
+    return text;
+  }
+}
+
+/** Structure of decoded files: names, dtypes, shapes and JSON, for comparing with the unmutated world. */
+function structure(d: Decoded): string {
+  const json = [...d.json].map(([path, text]) => [path, jsonStructure(text)]);
+  return JSON.stringify([[...d.tensors].map(([k, t]) => [k, t.dtype, t.shape]).sort(), json.sort(([a], [b]) => (a < b ? -1 : 1))]);
+}
+
+/**
+ * The scale of a PEFT config's fields as PEFT computes it (α/r, α/√r with use_rslora), or a
+ * Truth when the fields are outside this reference (not numbers) or break a rule (r not the
+ * factors' rank `rank` when `rankMustMatch`; a non-finite scale).
+ */
+export function configScale(d: Decoded, path: string, alphaKey: 'alpha' | 'lora_alpha', rank: number, rankMustMatch: boolean): number | Truth {
+  let config: Record<string, unknown>;
+  try {
+    config = JSON.parse(d.json.get(path)!) as Record<string, unknown>;
+  } catch {
+    return { kind: 'unknown', why: `${path} is not JSON` };
+  }
+  const { r, use_rslora: rslora } = config;
+  const alpha = config[alphaKey];
+  if (typeof r !== 'number' || typeof alpha !== 'number' || (rslora !== undefined && typeof rslora !== 'boolean')) return { kind: 'unknown', why: `${path}: r, ${alphaKey} or use_rslora of another type` };
+  if (rankMustMatch && r !== rank) return { kind: 'invalid', why: `${path}: r = ${r}, the factors' rank is ${rank}` };
+  const scale = alpha / (rslora ? Math.sqrt(r) : r);
+  if (!Number.isFinite(scale)) return { kind: 'invalid', why: `${path}: scale ${alpha}/${r}` };
+  return scale;
+}
+
+/**
+ * The truth of a mutated case: `unknown` unless every file decodes with the plain readers and has
+ * the unmutated world's structure (GGUF headers byte for byte); then the world's rule on the
+ * decoded values. A non-finite or overflowing exact value makes the merge `invalid`.
+ */
+export function surfaceTruth(c: SurfaceCase, files: Map<string, Uint8Array>): Truth {
+  const clean = writeSurfaceCase({ ...c, mutations: [] });
+  if (files.size !== clean.size) return { kind: 'unknown', why: 'a file was dropped' };
+  for (const [path, bytes] of files) {
+    if (!path.endsWith('.gguf')) continue;
+    if (!saneGgufHeader(bytes)) return { kind: 'unknown', why: `${path}: a GGUF header the plain reader cannot take` };
+    let problem: string | null;
+    try {
+      problem = ggufLayoutProblem(bytes);
+    } catch {
+      return { kind: 'unknown', why: `${path}: a GGUF header the plain reader cannot take` };
+    }
+    if (problem) return { kind: 'invalid', why: `${path}: ${problem}` };
+  }
+  const d = decodeFiles(files);
+  const original = decodeFiles(clean)!;
+  if (!d) return { kind: 'unknown', why: 'a file does not decode with the plain readers' };
+  if (structure(d) !== structure(original)) return { kind: 'unknown', why: 'structure changed' };
+  for (const [path, meta] of d.gguf) {
+    if (metadataText(meta, READ_BY_TRUTH) !== metadataText(original.gguf.get(path)!, READ_BY_TRUTH)) return { kind: 'unknown', why: `${path}: metadata changed` };
+  }
+  const truth = c.world.truth(d, c.command.weight);
+  if (truth.kind !== 'expected') return truth;
+  for (const [key, e] of truth.merged) {
+    const dtype = d.tensors.get(key)!.dtype;
+    const max = dtype === 'F16' ? 65504 : 3.4028234663852886e38;
+    if (e.values.some((x) => !Number.isFinite(x) || Math.abs(x) > max)) return { kind: 'invalid', why: `${key}: a non-finite or overflowing merged value` };
+    if (!Number.isFinite(e.magnitude)) return { kind: 'invalid', why: `${key}: non-finite terms` };
+  }
+  return truth;
+}
+
+export { concatBytes, type DecodedTensor, type GgufTensor };
