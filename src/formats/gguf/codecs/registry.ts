@@ -2,6 +2,8 @@
 import type { GgmlType } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import { BF16_CODEC, F16_CODEC, F32_CODEC } from './float-codecs.js';
+import { Q2_K_CODEC } from './q2_k.js';
+import { Q3_K_CODEC } from './q3_k.js';
 import { Q4_0_CODEC } from './q4_0.js';
 import { Q4_1_CODEC } from './q4_1.js';
 import { Q4_K_CODEC } from './q4_k.js';
@@ -14,7 +16,7 @@ import { Q8_0_CODEC } from './q8_0.js';
 const CODECS: readonly BlockCodec[] = [
   F32_CODEC, F16_CODEC, BF16_CODEC,
   Q8_0_CODEC, Q4_0_CODEC, Q4_1_CODEC, Q5_0_CODEC, Q5_1_CODEC,
-  Q4_K_CODEC, Q5_K_CODEC, Q6_K_CODEC,
+  Q2_K_CODEC, Q3_K_CODEC, Q4_K_CODEC, Q5_K_CODEC, Q6_K_CODEC,
 ];
 
 const BY_NAME = new Map(CODECS.map((c) => [c.type.name, c]));
