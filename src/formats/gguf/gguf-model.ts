@@ -166,6 +166,7 @@ class GgufModel implements BaseModel {
         });
       }
     }
+    problems.push(...expertCountProblems(adapters, arch, (key) => this.metadata(key)));
     const check = (baseKey: string, adapter: string, module: string) => {
       const tensor = this.locate(baseKey).tensor;
       if (blockCodec(tensor.type)) return;
@@ -200,4 +201,29 @@ class GgufModel implements BaseModel {
     if (!found) throw new MergeError('NOT_FOUND', `${this.name}: no tensor "${name}"`);
     return found;
   }
+}
+
+/**
+ * A MoE LoRA's per-expert factors (gguf-adapter.ts: modules addressed `<tensor>[e/experts]`) must
+ * have one slice per expert of the base: llama.cpp's ggml_mul_mat_id pairs them by index.
+ */
+function expertCountProblems(adapters: readonly ParsedAdapter[], arch: unknown, metadata: (key: string) => unknown): PlanProblem[] {
+  if (typeof arch !== 'string') return [];
+  const declared = metadata(`${arch}.expert_count`);
+  if (typeof declared !== 'number' && typeof declared !== 'bigint') return [];
+  const problems: PlanProblem[] = [];
+  for (const adapter of adapters) {
+    if (adapter.format !== 'gguf') continue;
+    const seen = new Set<string>();
+    for (const m of adapter.modules) {
+      const slice = /^(.+)\[(\d+)\/(\d+)\]$/.exec(m.address.path);
+      if (!slice || seen.has(slice[1]) || Number(slice[3]) === Number(declared)) continue;
+      seen.add(slice[1]);
+      problems.push({
+        adapter: adapter.name, module: m.name, code: 'SHAPE_MISMATCH',
+        message: `${adapter.name}: ${slice[1]}.weight has lora factors for ${slice[3]} experts, but the base holds ${declared} (${arch}.expert_count); llama.cpp pairs them expert by expert`,
+      });
+    }
+  }
+  return problems;
 }

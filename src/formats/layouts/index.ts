@@ -8,6 +8,7 @@ import { baseComponents, componentForPart, partName, type BaseComponent } from '
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
+import { ggufExpertSlices } from './gguf-expert-slices.js';
 import { hfToGguf } from './hf-to-gguf.js';
 import { kohyaFlat } from './kohya-flat.js';
 import type { BaseView, Layout, Placement } from './layout.js';
@@ -21,7 +22,7 @@ export type { BaseView, Layout, LayoutResolution, Placement, RowSegment } from '
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
 /** In the order they are tried: names as the base spells them first, then translations. */
-export const LAYOUTS: readonly Layout[] = [hfToGguf, dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux];
+export const LAYOUTS: readonly Layout[] = [hfToGguf, ggufExpertSlices, dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux];
 
 export type Location =
   | { found: true; targets: Placement[]; layout: string }
