@@ -6,7 +6,7 @@
  * placement when a layout gave one.
  */
 import { decodeToF32, encodeFromF32, type FloatDType } from '../dtype.js';
-import type { FloatTensorBytes, LowRankTerm, MergeOp } from '../engine/merge-op.js';
+import type { FloatTensorBytes, LowRankTerm, MergeOp, RowSegment } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
 import { loadModuleUpdate } from '../formats/algorithms/index.js';
 import type { BiasUpdate, PlannedReplacement, PlannedTerm, TensorUpdate } from './merge-plan.js';
@@ -117,6 +117,14 @@ export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorB
 /** A replacement tensor's bytes in the output dtype (rounded once; same dtype → as stored). */
 export async function loadReplacement(rep: PlannedReplacement, outDtype: FloatDType): Promise<Uint8Array> {
   const { dtype, data } = await readFloat(rep.file, rep.tensor);
-  return dtype === outDtype ? data : encodeFromF32(decodeToF32(data, dtype), outDtype);
+  const out = dtype === outDtype ? data : encodeFromF32(decodeToF32(data, dtype), outDtype);
+  return rep.rows ? moveRows(out, rep.rows, out.byteLength / rep.shape[0]) : out;
+}
+
+/** Row src of `bytes` to row dst, for each segment (the segments cover every row once). */
+function moveRows(bytes: Uint8Array, rows: readonly RowSegment[], rowBytes: number): Uint8Array {
+  const out = new Uint8Array(bytes.byteLength);
+  for (const s of rows) out.set(bytes.subarray(s.src * rowBytes, (s.src + s.count) * rowBytes), s.dst * rowBytes);
+  return out;
 }
 

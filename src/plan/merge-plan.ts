@@ -25,6 +25,7 @@ import { ModuleLocator, type KeyResolution, type Placement } from '../formats/la
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { formatProblemList } from './problems.js';
 import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
+import { resolveReplacement } from './replacement-target.js';
 
 export interface BaseTensorInfo {
   dtype: DType;
@@ -111,6 +112,8 @@ export interface PlannedReplacement {
   adapter: string;
   file: SafetensorsFile;
   tensor: TensorEntry;
+  /** Where each of its rows goes when the base orders them otherwise (llama's q/k in a GGUF). */
+  rows?: readonly RowSegment[];
 }
 
 /** Something that stops the merge, naming the adapter and module. */
@@ -271,9 +274,9 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
 
     for (const rep of adapter.replacements) {
       const name = rep.path;
-      const resolved = locator.resolveTensorPath(name);
+      const resolved = resolveReplacement(locator, name, (key) => base.tensors.get(key)?.shape[0]);
       if (!resolved.found) {
-        report(name, resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', `replacement tensor: ${describeMiss(resolved)}`);
+        report(name, resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', `replacement tensor: ${resolved.partial ?? describeMiss(resolved)}`);
         continue;
       }
       const info = base.tensors.get(resolved.key)!;
@@ -293,6 +296,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       if (weight !== 1) warnings.push(`${adapter.name}: weight ${weight} does not apply to the replaced tensor ${resolved.key} (modules_to_save)`);
       replacements.set(resolved.key, {
         baseKey: resolved.key, baseDtype: info.dtype, shape: info.shape.slice(), adapterIndex, adapter: adapter.name, file: adapter.file, tensor: rep.tensor,
+        ...(resolved.rows ? { rows: resolved.rows } : {}),
       });
     }
   });

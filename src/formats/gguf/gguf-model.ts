@@ -167,6 +167,7 @@ class GgufModel implements BaseModel {
       }
     }
     problems.push(...expertCountProblems(adapters, arch, (key) => this.metadata(key)));
+    problems.push(...resizedVocabularyProblems(adapters, this.tensors));
     const check = (baseKey: string, adapter: string, module: string) => {
       const tensor = this.locate(baseKey).tensor;
       if (blockCodec(tensor.type)) return;
@@ -222,6 +223,30 @@ function expertCountProblems(adapters: readonly ParsedAdapter[], arch: unknown, 
       problems.push({
         adapter: adapter.name, module: m.name, code: 'SHAPE_MISMATCH',
         message: `${adapter.name}: ${slice[1]}.weight has lora factors for ${slice[3]} experts, but the base holds ${declared} (${arch}.expert_count); llama.cpp pairs them expert by expert`,
+      });
+    }
+  }
+  return problems;
+}
+
+const VOCABULARY_TENSORS: readonly [RegExp, string][] = [[/(^|\.)embed_tokens\.weight$/, 'token_embd.weight'], [/(^|\.)lm_head\.weight$/, 'output.weight']];
+
+/**
+ * A saved embedding or head (modules_to_save) with another number of rows than the base's comes
+ * from a resized vocabulary: a GGUF holds the tokenizer too (tokenizer.ggml.tokens, scores, token
+ * types, merges), which a PEFT adapter does not carry, so replacing the tensor alone would give a
+ * file whose tokens and embeddings disagree. The plan's shape check refuses it; this says why.
+ */
+function resizedVocabularyProblems(adapters: readonly ParsedAdapter[], tensors: ReadonlyMap<string, BaseTensor>): PlanProblem[] {
+  const problems: PlanProblem[] = [];
+  for (const adapter of adapters) {
+    for (const rep of adapter.replacements) {
+      const target = VOCABULARY_TENSORS.find(([pattern]) => pattern.test(rep.path))?.[1];
+      const base = target ? tensors.get(target) : undefined;
+      if (!base || rep.tensor.shape.length !== 2 || rep.tensor.shape[0] === base.shape[0]) continue;
+      problems.push({
+        adapter: adapter.name, module: rep.path, code: 'UNSUPPORTED_FORMAT',
+        message: `${adapter.name}: ${rep.path} has ${rep.tensor.shape[0]} rows for the base's ${base.shape[0]}-token vocabulary (${target}): a resized vocabulary needs the GGUF's tokenizer (tokenizer.ggml.*) rewritten too, which the adapter cannot give; merge into the Hugging Face model and convert it with convert_hf_to_gguf.py`,
       });
     }
   }
