@@ -100,7 +100,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const keyOf = (shard: BaseShard, stored: StoredTensor) => shard.keyPrefix + stored.name;
   const changed = (key: string) => updates.has(key) || biases.has(key) || replacements.has(key);
   const outTypeOf = (shard: BaseShard, stored: StoredTensor) => format.outputType(stored, changed(keyOf(shard, stored)), requested);
-  checkOutputTypes(base.name, base.shards, base.valueScales, format, outTypeOf);
+  checkOutputTypes(base.name, base.shards, base.valueScales, format, outTypeOf, (shard, t) => changed(keyOf(shard, t)));
 
   const outShards: StoredShard[] = base.shards.map((shard) => ({
     path: shard.path,
@@ -154,6 +154,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     }
   });
 
+  const typeWarnings = requested ? format.outputTypeWarnings?.(base.shards, outShards, requested) ?? [] : [];
   const provenance = provenanceMetadata(prepared, requested);
   const bytesTotal = units.reduce((sum, u) => sum + u.outBytes, 0);
   const tensorsTotal = base.tensors.size;
@@ -178,6 +179,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     onProgress?.({ phase, tensorsDone, tensorsTotal, bytesDone, bytesTotal, tensor });
 
   try {
+    typeWarnings.forEach((w) => options.onWarning?.(w));
     emit('merge');
     await runPipelined<WorkUnit, Uint8Array, Uint8Array>(
       units,
@@ -196,6 +198,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     );
     warnings = copiedNonFinite.warnings();
     warnings.forEach((w) => options.onWarning?.(w));
+    warnings.unshift(...typeWarnings);
     await advanceTo(base.shards.length - 1);
     await writers[writers.length - 1]?.finish();
     throwIfAborted(signal);
@@ -248,13 +251,18 @@ function isLastUnitOfTensor(unit: WorkUnit): boolean {
  */
 function checkOutputTypes(
   baseName: string, shards: readonly BaseShard[], valueScales: ReadonlyMap<string, number> | undefined,
-  format: ContainerFormat, outTypeOf: (shard: BaseShard, t: StoredTensor) => string,
+  format: ContainerFormat, outTypeOf: (shard: BaseShard, t: StoredTensor) => string, changed: (shard: BaseShard, t: StoredTensor) => boolean,
 ): void {
   const problems: string[] = [];
   for (const shard of shards) {
     for (const t of shard.tensors) {
       const type = outTypeOf(shard, t);
-      if (type === t.type) continue;
+      if (type === t.type) {
+        // Computed anew in its own type: that type must be one the container writes.
+        const why = changed(shard, t) ? format.checkOutputType(t, type) : undefined;
+        if (why) problems.push(`tensor "${t.name}": ${why}`);
+        continue;
+      }
       if (valueScales?.has(shard.keyPrefix + t.name)) {
         throw new MergeError('BAD_ARGUMENT', `${baseName}: a scaled fp8 checkpoint (scale_weight per tensor) keeps its weights in ${t.type}; leave out the output dtype or choose ${t.type}`);
       }
@@ -297,8 +305,8 @@ async function computeUnit(
   const inType = unit.tensor.storedType;
   const outDtype = format.engineDtype(unit.outType);
   /** Engine output → stored bytes; block types are checked for scales that overflowed. */
-  const encode = (values: Uint8Array) => {
-    const out = format.encodeRows(unit.outType, values);
+  const encode = async (values: Uint8Array) => {
+    const out = await format.encodeRows(unit.outType, values, backend, signal);
     if (out !== values) checkEncodedBlocks(unit.file, name, unit.outType, values, format.nonFiniteInBlocks?.(unit.outType, out));
     return out;
   };
@@ -337,7 +345,7 @@ async function computeUnit(
       if (inType === unit.outType) return input;
       let out: Uint8Array;
       try {
-        out = format.convert(input, inType, unit.outType);
+        out = await format.convert(input, inType, unit.outType, backend, signal);
       } catch (e) {
         if (e instanceof MergeError) throw new MergeError(e.code, `tensor "${name}": ${e.message}`, { cause: e });
         throw e;

@@ -11,7 +11,7 @@ import type { MergePlan, PlanProblem } from '../../plan/merge-plan.js';
 import type { ParsedAdapter } from '../adapter.js';
 import type { BaseModel, BaseShard, BaseTensor } from '../base-model.js';
 import type { ContainerFormat } from '../container.js';
-import { blockCodec, CODEC_TYPE_NAMES } from './codecs/registry.js';
+import { blockCodec, blockDecoder, DECODER_TYPE_NAMES } from './codecs/registry.js';
 import { ggufContainer } from './gguf-container.js';
 import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
 
@@ -170,10 +170,10 @@ class GgufModel implements BaseModel {
     problems.push(...resizedVocabularyProblems(adapters, this.tensors));
     const check = (baseKey: string, adapter: string, module: string) => {
       const tensor = this.locate(baseKey).tensor;
-      if (blockCodec(tensor.type)) return;
+      if (blockDecoder(tensor.type)) return;
       problems.push({
         adapter, module, code: 'UNSUPPORTED_FORMAT',
-        message: `${adapter}: module "${module}": base tensor ${baseKey} is ${tensor.type.name}, which loramerge cannot rewrite (it merges into ${CODEC_TYPE_NAMES.join(', ')})`,
+        message: `${adapter}: module "${module}": base tensor ${baseKey} is ${tensor.type.name}, which loramerge cannot decode (it reads ${DECODER_TYPE_NAMES.join(', ')})`,
       });
     };
     for (const u of plan.updates) check(u.baseKey, u.terms[0].adapter, u.terms[0].moduleName);
@@ -184,13 +184,22 @@ class GgufModel implements BaseModel {
 
   planWarnings(plan: MergePlan): string[] {
     const quantized = new Map<string, number>();
-    for (const key of [...plan.updates.map((u) => u.baseKey), ...plan.biasUpdates.map((b) => b.baseKey)]) {
+    const readOnly = new Map<string, number>();
+    const keys = [...plan.updates.map((u) => u.baseKey), ...plan.biasUpdates.map((b) => b.baseKey), ...plan.replacements.map((r) => r.baseKey)];
+    for (const key of keys) {
       const type = this.locate(key).tensor.type;
-      if (type.blockSize > 1) quantized.set(type.name, (quantized.get(type.name) ?? 0) + 1);
+      const count = blockCodec(type) ? quantized : blockDecoder(type) ? readOnly : undefined;
+      if (type.blockSize > 1) count?.set(type.name, (count.get(type.name) ?? 0) + 1);
     }
-    if (quantized.size === 0) return [];
-    const list = [...quantized].map(([type, n]) => `${n} ${type}`).join(', ');
-    return [`${this.name}: unless --dtype chooses another type, the merged tensors (${list}) are re-quantized to their own types by llama.cpp's reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`];
+    const list = (m: Map<string, number>) => [...m].map(([type, n]) => `${n} ${type}`).join(', ');
+    const warnings: string[] = [];
+    if (quantized.size > 0) {
+      warnings.push(`${this.name}: unless --dtype chooses another type, the merged tensors (${list(quantized)}) are re-quantized to their own types by llama.cpp's reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`);
+    }
+    if (readOnly.size > 0) {
+      warnings.push(`${this.name}: the merged tensors ${list(readOnly)} are of types loramerge reads but does not write: the merge needs --dtype (q4_k, q5_k, q6_k, q8_0, f16, …), which also converts the model's other matrices, as llama-quantize does`);
+    }
+    return warnings;
   }
 
   async close(): Promise<void> {
