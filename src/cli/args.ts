@@ -43,8 +43,9 @@ ${ADAPTER_USAGE}
   --weight   weight of the adapter before it (default 1; negative subtracts)
   --out      a file when the base is a file, a folder when the base is a folder or a split GGUF
   --dtype    safetensors: f32, f16, bf16, f8_e4m3 or f8_e5m2 for every float tensor, fp8 ones
-             included; GGUF: the type of the merged tensors (f32, f16, bf16, q8_0, q4_0, q4_1,
-             q5_0, q5_1, q4_k, q5_k, q6_k). Default: each tensor keeps the base's type
+             included; GGUF: the type of every matrix llama-quantize would quantize, merged or not
+             (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k; norms
+             keep theirs). Default: each tensor keeps the base's type
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
   --dry-run  print the plan and stop
   --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded)

@@ -30,8 +30,9 @@ export interface MergeModelOptions {
   backend: MergeBackend;
   /**
    * Output type (`f16`, `bf16`, `f8_e4m3`…, and for GGUF `q8_0`, `q4_k`…; checked by the base's
-   * container). Safetensors: every float tensor is written in it. GGUF: every merged tensor of two
-   * or more dimensions. Default: each tensor keeps the base's type.
+   * container). Safetensors: every float tensor is written in it. GGUF: every matrix llama-quantize
+   * would quantize, merged or not (norms, the MoE router… keep their types). Default: each tensor
+   * keeps the base's type.
    */
   outDtype?: string;
   signal?: AbortSignal;
