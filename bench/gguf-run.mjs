@@ -4,7 +4,7 @@
  * through the CLI on the CPU backend (what `auto` picks without a GPU): keeping every tensor's type
  * (requantized by llama.cpp's reference rules; the CLI re-encodes on every CPU thread, and the same
  * merge on one thread shows what that gains), and writing merged tensors as F16 as llama.cpp's
- * export-lora does, beside a `cp` of the base.
+ * export-lora does (`--dtype f16 --dtype-merged-only`), beside a `cp` of the base.
  * Then the quality table: the error of a merged Q4_K (and Q6_K) tensor against its float64
  * truth, next to the error of quantizing that truth directly and of the F16 output.
  */
@@ -102,7 +102,7 @@ export async function runGgufBench(dir, model, { runNode, runTimed, root, log, r
         return { ...r, note: /^backend: (.*)$/m.exec(r.stderr)?.[1] };
       },
     },
-    { name: '--dtype f16', run: cli(['--dtype', 'f16']) },
+    { name: 'merged as F16', run: cli(['--dtype', 'f16', '--dtype-merged-only']) },
   ];
   const runs = [];
   const outputs = {};
@@ -158,7 +158,7 @@ export function printGgufTables({ model, runs, sameBytes, quality: q }) {
   out.push('');
   out.push(tableText(['tensor', 'type', 'ΔW', 'merged, type kept', 'truth quantized directly', 'merged as F16'], q.map((r) => [
     r.tensor, r.type, `${sci(r.delta.rms)} / ${sci(r.delta.max)}`, `${sci(r['keep types'].rms)} / ${sci(r['keep types'].max)}`,
-    `${sci(r.direct.rms)} / ${sci(r.direct.max)}`, `${sci(r['--dtype f16'].rms)} / ${sci(r['--dtype f16'].max)}`,
+    `${sci(r.direct.rms)} / ${sci(r.direct.max)}`, `${sci(r['merged as F16'].rms)} / ${sci(r['merged as F16'].max)}`,
   ])));
   process.stdout.write(out.join('\n') + '\n\n');
 }

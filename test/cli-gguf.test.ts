@@ -59,6 +59,26 @@ describe('loramerge with GGUF', () => {
     expect(merged.metadata.get('loramerge.dtype')!.value).toBe('Q8_0');
   });
 
+  it('--dtype-merged-only writes only the merged tensors in --dtype, the rest byte-copied (export-lora\'s way)', async () => {
+    const base = q4kmLlama();
+    const adapter = peftLlamaAdapter();
+    const dir = temp.make({ 'base.gguf': base.files['tiny-llama-Q4_K_M.gguf'], ...Object.fromEntries(Object.entries(adapter.files).map(([k, v]) => [`peft/${k}`, v])) });
+    const out = join(dir, 'merged-f16.gguf');
+    const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'peft'), '--out', out, '--dtype', 'f16', '--dtype-merged-only', '--backend', 'cpu']);
+    expect(result.code, result.stderr).toBe(0);
+    const merged = readGguf(readFileSync(out));
+    const input = readGguf(base.files['tiny-llama-Q4_K_M.gguf']);
+    const types = Object.fromEntries(merged.tensors.map((t) => [t.name, typeName(t.typeId)]));
+    expect(types['blk.0.attn_q.weight']).toBe('F16');
+    expect(types['blk.0.ffn_down.weight']).toBe('F16');
+    for (const name of ['output.weight', 'token_embd.weight', 'blk.0.attn_norm.weight']) {
+      expect(Buffer.from(merged.tensors.find((t) => t.name === name)!.data).equals(Buffer.from(input.tensors.find((t) => t.name === name)!.data)), name).toBe(true);
+    }
+    const usage = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'peft'), '--out', out, '--dtype-merged-only']);
+    expect(usage.code).toBe(2);
+    expect(errorLines(usage.stderr)).toEqual(['error: --dtype-merged-only needs a --dtype (see loramerge --help)']);
+  });
+
   it('inspects a GGUF base and a GGUF adapter', async () => {
     const base = q4kmLlama();
     const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 4, in: 256, out: 256, aType: 'F16', bType: 'F16' }], 8);

@@ -35,6 +35,8 @@ export interface MergeModelOptions {
    * keeps the base's type.
    */
   outDtype?: string;
+  /** `outDtype` applies to the tensors the merge changes only; the others are copied as stored (export-lora's way). */
+  dtypeMergedOnly?: boolean;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
   /** Things the user should know that do not stop the merge (NaN/Inf the base already holds in copied tensors). */
@@ -100,7 +102,10 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const replacements = new Map(plan.replacements.map((r) => [r.baseKey, r]));
   const keyOf = (shard: BaseShard, stored: StoredTensor) => shard.keyPrefix + stored.name;
   const changed = (key: string) => updates.has(key) || biases.has(key) || replacements.has(key);
-  const outTypeOf = (shard: BaseShard, stored: StoredTensor) => format.outputType(stored, changed(keyOf(shard, stored)), requested);
+  const outTypeOf = (shard: BaseShard, stored: StoredTensor) => {
+    const touched = changed(keyOf(shard, stored));
+    return format.outputType(stored, touched, options.dtypeMergedOnly && !touched ? undefined : requested);
+  };
   checkOutputTypes(base.name, base.shards, base.valueScales, format, outTypeOf, (shard, t) => changed(keyOf(shard, t)));
 
   const outShards: StoredShard[] = base.shards.map((shard) => ({
