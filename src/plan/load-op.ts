@@ -5,10 +5,11 @@
  * slices the base, and the executor picks the factor rows it needs, through each term's row
  * placement when a layout gave one.
  */
-import { decodeToF32, encodeFromF32, type FloatDType } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, LowRankTerm, MergeOp, RowSegment } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
 import { loadModuleUpdate } from '../formats/algorithms/index.js';
+import { expertTerms } from './fused-experts.js';
 import type { BiasUpdate, PlannedReplacement, PlannedTerm, TensorUpdate } from './merge-plan.js';
 import { readFloat } from './module-factors.js';
 import { assembleSteps, slabOp, slabSteps, type LoadedStep, type UpdatePiece } from './load-steps.js';
@@ -33,6 +34,11 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
   for (const p of await loadModuleUpdate(t.file, t.module, { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures })) {
     switch (p.kind) {
       case 'low-rank': {
+        if (t.experts) {
+          // A fused expert tensor: one term per expert, on its own rows (fused-experts.ts).
+          for (const term of expertTerms(p.a, p.b, t.experts, s)) out.push({ kind: 'low-rank', term });
+          break;
+        }
         const term: LowRankTerm = { a: p.a, b: p.b, rank: p.rank, scale: s };
         if (t.placement) term.placement = t.placement;
         out.push({ kind: 'low-rank', term });
@@ -116,15 +122,29 @@ export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorB
 
 /** A replacement tensor's bytes in the output dtype (rounded once; same dtype → as stored). */
 export async function loadReplacement(rep: PlannedReplacement, outDtype: FloatDType): Promise<Uint8Array> {
-  const { dtype, data } = await readFloat(rep.file, rep.tensor);
-  const out = dtype === outDtype ? data : encodeFromF32(decodeToF32(data, dtype), outDtype);
-  return rep.rows ? moveRows(out, rep.rows, out.byteLength / rep.shape[0]) : out;
+  return convertReplacement(rep, await rep.file.read(rep.tensor), outDtype);
 }
 
-/** Row src of `bytes` to row dst, for each segment (the segments cover every row once). */
-function moveRows(bytes: Uint8Array, rows: readonly RowSegment[], rowBytes: number): Uint8Array {
+/**
+ * Stored bytes of a replacement tensor (whole, or the slab of its rows from `rowStart`) in the
+ * output dtype, its rows moved where the base keeps them (slabs are whole runs of rep.rowBlock).
+ */
+export function convertReplacement(rep: PlannedReplacement, stored: Uint8Array, outDtype: FloatDType, rowStart = 0): Uint8Array {
+  const dtype = rep.tensor.dtype as FloatDType;
+  const out = dtype === outDtype ? stored : encodeFromF32(decodeToF32(stored, dtype), outDtype);
+  if (!rep.rows) return out;
+  const cols = rep.shape.slice(1).reduce((a, b) => a * b, 1);
+  return moveRows(out, rep.rows, rowStart, stored.byteLength / (cols * DTYPE_BYTES[dtype]));
+}
+
+/** Rows [rowStart, rowStart + n) of a tensor, each segment's src rows moved to its dst rows. */
+function moveRows(bytes: Uint8Array, rows: readonly RowSegment[], rowStart: number, n: number): Uint8Array {
+  const rowBytes = bytes.byteLength / n;
   const out = new Uint8Array(bytes.byteLength);
-  for (const s of rows) out.set(bytes.subarray(s.src * rowBytes, (s.src + s.count) * rowBytes), s.dst * rowBytes);
+  for (const s of rows) {
+    if (s.dst < rowStart || s.dst >= rowStart + n) continue;
+    out.set(bytes.subarray((s.src - rowStart) * rowBytes, (s.src - rowStart + s.count) * rowBytes), (s.dst - rowStart) * rowBytes);
+  }
   return out;
 }
 

@@ -250,6 +250,7 @@ function resizedVocabularyProblems(adapters: readonly ParsedAdapter[], tensors: 
   const problems: PlanProblem[] = [];
   for (const adapter of adapters) {
     for (const rep of adapter.replacements) {
+      if ((rep.origin ?? 'modules_to_save') !== 'modules_to_save') continue;
       const target = VOCABULARY_TENSORS.find(([pattern]) => pattern.test(rep.path))?.[1];
       const base = target ? tensors.get(target) : undefined;
       if (!base || rep.tensor.shape.length !== 2 || rep.tensor.shape[0] === base.shape[0]) continue;
