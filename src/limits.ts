@@ -48,3 +48,11 @@ export const MAX_CONFIG_NESTING = 64;
 
 /** Values in one JSON config or index (an index has one per tensor). */
 export const MAX_CONFIG_VALUES = 4 * MAX_TENSORS;
+
+/**
+ * Working memory of a tensor whose update mixes runs of rows that must be merged together (LyCORIS
+ * BOFT rotates every output row into every other, so the whole tensor is one slab): the rows of one
+ * run × columns × 8 bytes (held in f64). 1 GiB covers every SD and SDXL weight (the largest,
+ * 10240 × 1280, needs 100 MiB) and Flux's (the largest, 21504 × 3072, 504 MiB).
+ */
+export const MAX_MIXED_ROWS_BYTES = 1024 * 1024 * 1024;

@@ -28,7 +28,9 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
       const terms = u.terms.map((t) => `${t.moduleName} ${termText(t)}${placementText(t.placement)}`).join(', then ');
       lines.push(`  ${u.baseKey} [${u.shape.join('×')}] ${u.layout} ← ${terms}`);
     }
-    for (const b of plan.biasUpdates) lines.push(`  ${b.baseKey} (bias) ← ${b.terms.map((t) => `${t.moduleName} scale=${formatScale(t.scale)}`).join(' + ')}`);
+    for (const b of plan.biasUpdates) {
+      lines.push(`  ${b.baseKey} (bias) ← ${b.terms.map((t) => `${t.moduleName} ${t.multiply ? 'scaling' : 'scale'}=${formatScale(t.scale)}`).join(', then ')}`);
+    }
     for (const r of plan.replacements) lines.push(`  ${r.baseKey} replaced by ${r.adapter}:${r.tensor.name}`);
     for (const m of plan.leftOut) lines.push(`  left out: ${m.adapter}:${m.module}: ${m.reason}`);
     for (const p of plan.problems) lines.push(`problem: ${p.message}`);

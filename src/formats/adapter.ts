@@ -72,6 +72,8 @@ export interface AdapterModule {
   dora?: DoraFactor;
   /** PEFT `lora_bias`: the base bias gains scale · biasB. */
   biasB?: TensorEntry;
+  /** PEFT (IA)³ on the outputs: the base bias, where there is one, is scaled by these factors (1 + w·(f − 1) for user weight w). */
+  biasScale?: TensorEntry;
   /** Settings of the training method that the update depends on (PEFT OFT's Cayley form, …). */
   options?: Readonly<Record<string, number | boolean>>;
 }

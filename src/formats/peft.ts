@@ -8,6 +8,7 @@ import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement } from
 import { lora } from './algorithms/lora.js';
 import { isModifiedBaseInit, lookupPattern, parsePeftConfig, type PeftLoraConfig } from './peft-config.js';
 import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
+import { savedModuleReplacement } from './peft-saved-modules.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 const PEFT_PREFIX = 'base_model.model.';
@@ -15,7 +16,6 @@ const PEFT_PREFIX = 'base_model.model.';
 // `<module>.lora_A[.<adapter name>].weight`, `<module>.lora_B[.<name>].bias`,
 // `<module>.lora_embedding_A[.<name>]` (no suffix), `<module>.lora_magnitude_vector[.<name>][.weight]`.
 const FACTOR_KEY = /^(.+)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(?:\.([^.]+))?(?:\.([^.]+))?$/;
-const MODULES_TO_SAVE_KEY = /^(.+)\.modules_to_save\.(?:[^.]+\.)?([^.]+)$/;
 /** Tensor names of adapter types we recognise but do not merge. */
 const OTHER_METHOD_KEY = /\.(hada_|lokr_|vera_|ia3_|oft_|boft_|lora_E|ranknum)/;
 
@@ -66,18 +66,13 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
       }
       continue;
     }
-    const saved = MODULES_TO_SAVE_KEY.exec(key);
+    const saved = /\.modules_to_save\./.test(key) || !OTHER_METHOD_KEY.test(key) ? savedModuleReplacement(name, entry, config.modulesToSave) : null;
     if (saved) {
-      replacements.push(replacement(name, key, entry, `${saved[1]}.${saved[2]}`));
+      replacements.push(saved);
       continue;
     }
     if (OTHER_METHOD_KEY.test(key)) {
       problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${key}" belongs to an adapter method other than LoRA, which is not supported` });
-      continue;
-    }
-    const modulePath = stripPrefix(key.slice(0, Math.max(0, key.lastIndexOf('.'))));
-    if (config.modulesToSave.some((m) => modulePath === m || modulePath.endsWith(`.${m}`))) {
-      replacements.push(replacement(name, key, entry, key));
       continue;
     }
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${key}" is neither a LoRA factor nor listed in modules_to_save` });
@@ -180,10 +175,6 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
   if (set.magnitude) module.dora = { magnitude: set.magnitude, axis: 'out', epsilon: 0 };
   if (set.biasB) module.biasB = set.biasB;
   return module;
-}
-
-function replacement(adapter: string, key: string, tensor: TensorEntry, targetKey: string): TensorReplacement {
-  return { adapter, key, tensor, path: stripPrefix(targetKey) };
 }
 
 function stripPrefix(key: string): string {

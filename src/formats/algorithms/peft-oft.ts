@@ -3,7 +3,8 @@
  * triangles, (blocks or 1 when block_share, b(b−1)/2). The merge rotates W's input axis:
  * W' = (R·Wᵀ)ᵀ with R block-diagonal (a conv's in·kh·kw flattened), each block from PEFT's
  * Cayley form (`use_cayley_neumann`, `num_cayley_neumann_terms`), after COFT's projection when
- * `coft` is set. PEFT has no weight for OFT: a user weight s ≠ 1 merges I + s·(R − I).
+ * `coft` is set; files from PEFT 0.16–0.17 (a config without peft_version ≥ 0.18) with that
+ * PEFT's Neumann series. PEFT has no weight for OFT: a user weight s ≠ 1 merges I + s·(R − I).
  */
 import { MergeError } from '../../errors.js';
 import { coftProject, peftOftRotation, skewFromUpper } from '../../algorithms/math/oft.js';
@@ -67,7 +68,7 @@ export const peftOft: Algorithm = {
     const deltaBlocks = new Float32Array(blocks * b * b);
     for (let k = 0; k < blocks; k++) {
       const src = rows === 1 ? 0 : k;
-      const r = peftOftRotation(q.subarray(src * b * b, (src + 1) * b * b), b, neumann, terms);
+      const r = peftOftRotation(q.subarray(src * b * b, (src + 1) * b * b), b, neumann, terms, o.older_neumann_series === true);
       for (let i = 0; i < b * b; i++) deltaBlocks[k * b * b + i] = r[i] - (Math.floor(i / b) === i % b ? 1 : 0);
     }
     return [{ kind: 'rotate', axis: 'in', blockSize: b, delta: f32Bytes(deltaBlocks) }];
