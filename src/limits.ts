@@ -56,3 +56,11 @@ export const MAX_CONFIG_VALUES = 4 * MAX_TENSORS;
  * 10240 × 1280, needs 100 MiB) and Flux's (the largest, 21504 × 3072, 504 MiB).
  */
 export const MAX_MIXED_ROWS_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * The size b of one rotation block (OFT, PEFT OFT, BOFT): each stored block is turned into a rotation
+ * by a b × b inversion or series (b³ work, 16·b² bytes), and each weight element costs b multiply-adds
+ * per block map. Real files: blocks of 2 to a few hundred (PEFT 0.13's ⌈out/r⌉ reaches 3584 on a
+ * 28672-wide layer with r = 8).
+ */
+export const MAX_ROTATION_BLOCK = 4096;

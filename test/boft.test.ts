@@ -13,6 +13,10 @@ import { createWebGpuBackend } from '../src/engine/create-backend.js';
 import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { isMergeError } from '../src/errors.js';
 import { lycorisButterflyGather, peftButterflyGather } from '../src/algorithms/math/boft.js';
+import { describePlan } from '../src/cli/plan-report.js';
+import { estimateUpdateMagnitudes } from '../src/plan/update-magnitudes.js';
+import { moduleLimitProblem } from '../src/plan/request-checks.js';
+import type { AdapterModule } from '../src/formats/adapter.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { asMat, block, blockDiag, eye, flat, inverse, lin, mul, transpose, type Mat } from './helpers/dense-f64.js';
 import { expectMerged } from './helpers/expect-merged.js';
@@ -218,6 +222,23 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     expectMerged(merged.get(UNET.ff)!.values, lycorisTruth(unet[UNET.ff].v, 32, ffBlocks, 0, s), 'F32', 'ff.net.2');
   });
 
+  it('plans BOFT by name, and sizes it for the chart from ‖W′ − W‖', async (ctx) => {
+    const backend = backends[name];
+    if (!backend || name !== 'cpu (js)') return ctx.skip();
+    const prepared = await prepareMerge(memoryInputFileSet({ 'model.safetensors': buildSafetensors(Object.entries(unet).map(([k, t]) => fx(k, t))) }, 'base'),
+      [{ files: memoryInputFileSet({ 'boft.safetensors': lycoris }, 'boft.safetensors'), weight: 1 }]);
+    expect(describePlan(prepared, true)).toMatch(/to_q\.weight .* ← lora_unet_.*_to_q BOFT scale=1/);
+    const magnitudes = await estimateUpdateMagnitudes(prepared.plan, async (key, r0, n) => {
+      const t = unet[key];
+      const cols = numel(t.shape.slice(1));
+      return { dtype: 'F32', data: new Uint8Array(Float32Array.from(t.v.subarray(r0 * cols, (r0 + n) * cols)).buffer) };
+    });
+    await prepared.close();
+    const q = magnitudes.find((m) => m.baseKey === UNET.toQ)!;
+    const w = unet[UNET.toQ].v, merged = lycorisTruth(w, 16, toqBlocks, 0.01, 1, toqRescale.v);
+    expect(q.updateNorm).toBeCloseTo(Math.sqrt(w.reduce((acc, x, i) => acc + (merged[i] - x) ** 2, 0)), 3);
+  });
+
   it('PEFT BOFT after a PEFT LoRA: butterfly factors of the inputs, boft_s, a conv, row slabs', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
@@ -295,6 +316,12 @@ it('the engine permutations are the tools\' own', () => {
   expect([...sigma]).toEqual([0, 2, 1, 3, 4, 6, 5, 7]);
   expect([...lycorisButterflyGather(8, 4, 0)]).toEqual([0, 2, 1, 3, 4, 6, 5, 7]);
   expect([...lycorisButterflyGather(8, 4, 1)]).toEqual([0, 4, 1, 5, 2, 6, 3, 7]);
+});
+
+it('refuses rotation blocks above MAX_ROTATION_BLOCK before reading them', () => {
+  const module = { algorithm: 'peft-boft', rank: 1, update: { kind: 'transform', cost: 3 * 4100, block: 4100 } } as unknown as AdapterModule;
+  expect(moduleLimitProblem(module)).toMatch(/rotation blocks of 4100, above the limit of 4096 \(MAX_ROTATION_BLOCK\)/);
+  expect(moduleLimitProblem({ ...module, update: { kind: 'transform', cost: 12, block: 4 } })).toBeUndefined();
 });
 
 it('refuses BOFT files that are not what the tools write, naming the module', async () => {

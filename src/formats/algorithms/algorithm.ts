@@ -20,12 +20,13 @@ import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
  * - `transform`: a map of the weight as it stands (a row or column scaling, block rotations,
  *   GLoRA's W·a1·a2), costing about `cost` multiply-adds per element; rotations of output rows
  *   keep blocks of `rowBlock` rows together. `anyLayout`: the map also works on a weight stored
- *   (in, out) (scalings and rotations do; GLoRA's W·a1·a2 does not).
+ *   (in, out) (scalings and rotations do; GLoRA's W·a1·a2 does not). `block`: the size of the
+ *   square blocks it turns into rotations (checked against MAX_ROTATION_BLOCK before any is read).
  */
 export type UpdateShape =
   | { kind: 'low-rank'; rank: number }
   | { kind: 'dense' }
-  | { kind: 'transform'; cost: number; rowBlock?: number; anyLayout?: boolean };
+  | { kind: 'transform'; cost: number; rowBlock?: number; anyLayout?: boolean; block?: number };
 
 /**
  * One part of a module's update as loaded for the engine, for a module scale s (user weight · the

@@ -45,7 +45,7 @@ export const boft: Algorithm = {
       scale: 1,
       tensors: { blocks, ...(rescale ? { rescale } : {}) },
       // The last factor mixes runs of 2^(m−1)·b = out rows.
-      update: { kind: 'transform', cost: m * b, rowBlock: out },
+      update: { kind: 'transform', cost: m * b, rowBlock: out, block: b },
       fanInFanOut: false,
     };
   },

@@ -42,7 +42,7 @@ export const oft: Algorithm = {
       alpha: context.alpha ?? 0,
       scale: 1,
       tensors: { blocks, ...(rescale ? { rescale } : {}) },
-      update: { kind: 'transform', cost: b, rowBlock: b },
+      update: { kind: 'transform', cost: b, rowBlock: b, block: b },
       fanInFanOut: false,
     };
   },

@@ -52,7 +52,7 @@ export const peftBoft: Algorithm = {
       alpha: 1,
       scale: 1,
       tensors: { r, s },
-      update: { kind: 'transform', cost: factors * h },
+      update: { kind: 'transform', cost: factors * h, block: h },
       fanInFanOut: false,
     };
   },

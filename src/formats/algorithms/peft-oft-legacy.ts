@@ -67,7 +67,7 @@ export const peftOftLegacy: Algorithm = {
       alpha: 1,
       scale: 1,
       tensors: { r, ...(s ? { s } : {}) },
-      update: s ? { kind: 'transform', cost: n } : { kind: 'transform', cost: n, rowBlock: n },
+      update: s ? { kind: 'transform', cost: n, block: n } : { kind: 'transform', cost: n, rowBlock: n, block: n },
       fanInFanOut: false,
       options,
     };

@@ -45,7 +45,7 @@ export const peftOft: Algorithm = {
       alpha: 1,
       scale: 1,
       tensors: { weight },
-      update: { kind: 'transform', cost: b },
+      update: { kind: 'transform', cost: b, block: b },
       fanInFanOut: false,
       options,
     };
