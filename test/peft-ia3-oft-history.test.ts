@@ -269,3 +269,33 @@ it('modules_to_save in LoHa, LoKr, VeRA, OFT and BOFT folders replace their tens
     expect(merged.get('lm_head.weight')!.values, JSON.stringify(config)).toEqual(head.v.map((x) => roundForDType(x, 'BF16')));
   }
 });
+
+describe('random shapes and dtypes: PEFT 0.13 OFT over the outputs, then (IA)³', () => {
+  const DTYPES: FixtureDType[] = ['F32', 'F16', 'BF16', 'F8_E4M3', 'F8_E5M2'];
+  describe.each(['cpu', 'webgpu'])('%s', (name) => {
+    it.each([1, 2, 3, 4, 5])('seed %i', async (seed) => {
+      const backend = backends[name];
+      if (!backend) return;
+      const r = seededRandom(900 + seed);
+      const int = (lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
+      const pick = <X>(xs: X[]) => xs[int(0, xs.length - 1)];
+      const kernel = pick([[], [3, 3], [1, 3]]);
+      const out = int(2, 30), blocks = int(1, Math.min(6, out)), n = Math.ceil(out / blocks), inC = int(1, 5);
+      const dtype = pick(DTYPES);
+      const key = 'model.encoder.block.1.conv';
+      const wt: T = { shape: [out, inC, ...kernel], dtype, v: randomValues(out * inC * numel(kernel), r, 2).map((x) => roundForDType(x, dtype)) };
+      const oftR: T = { shape: [blocks, n, n], dtype: pick(['F32', 'BF16']), v: randomValues(blocks * n * n, r, 0.4) };
+      oftR.v = oftR.v.map((x) => roundForDType(x, oftR.dtype));
+      const ia3: T = { shape: kernel.length ? [1, out, ...kernel.map(() => 1)] : [out, 1], dtype: 'F32', v: randomValues(out, r, 0.5).map((x) => Math.fround(1 + x)) };
+      const s = pick([1, 0.5, -0.5]);
+      const { tensors } = await merge(backend, { [`${key}.weight`]: wt }, [
+        { config: { peft_type: 'OFT', r: blocks, module_dropout: 0, target_modules: ['conv'] }, tensors: [fx(`base_model.model.${key}.oft_r`, oftR)], weight: s },
+        { config: { peft_type: 'IA3', target_modules: ['conv'], feedforward_modules: [] }, tensors: [fx(`base_model.model.${key}.ia3_l`, ia3)] },
+      ]);
+      const rs = Array.from({ length: blocks }, (_, i) => lin(cayleyHalf(block(oftR.v, i * n * n, n)), eye(n), s, 1 - s));
+      const R = blockDiag(rs).slice(0, out).map((row) => row.slice(0, out));
+      const rotated = transpose(mul(transpose(asMat(wt.v, out, wt.v.length / out)), R));
+      expectMerged(tensors.get(`${key}.weight`)!.values, flat(rotated.map((row, o) => row.map((x) => x * ia3.v[o]))), dtype, `out ${out}, ${blocks} blocks of ${n}, kernel ${kernel}`);
+    });
+  });
+});
