@@ -13,6 +13,7 @@ import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { createWebGpuBackend } from '../src/engine/create-backend.js';
 import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { isMergeError } from '../src/errors.js';
+import { estimateUpdateMagnitudes } from '../src/plan/update-magnitudes.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { asMat, block, blockDiag, eye, flat, inverse, lin, mul, transpose, type Mat } from './helpers/dense-f64.js';
 import { expectMerged } from './helpers/expect-merged.js';
@@ -298,4 +299,18 @@ describe('random shapes and dtypes: PEFT 0.13 OFT over the outputs, then (IA)³'
       expectMerged(tensors.get(`${key}.weight`)!.values, flat(rotated.map((row, o) => row.map((x) => x * ia3.v[o]))), dtype, `out ${out}, ${blocks} blocks of ${n}, kernel ${kernel}`);
     });
   });
+});
+
+it('sizes a PEFT 0.13 OFT update for the chart from whole blocks, the short last one included', async () => {
+  // 1030 outputs in blocks of ⌈1030 / 8⌉ = 129: the last block has 127 rows; large enough to be sampled.
+  const key = 'model.layers.0.mlp.up_proj';
+  const w = rnd([1030, 1100], 'F32');
+  const oftR = rnd([8, 129, 129], 'F32', 0.01);
+  const prepared = await prepareMerge(memoryInputFileSet({ 'model.safetensors': buildSafetensors([fx(`${key}.weight`, w)]) }, 'base'),
+    [{ files: memoryInputFileSet({ 'adapter_config.json': JSON.stringify({ peft_type: 'OFT', r: 8 }), 'adapter_model.safetensors': buildSafetensors([fx(`base_model.model.${key}.oft_r`, oftR)]) }, 'adapter') }]);
+  const magnitudes = await estimateUpdateMagnitudes(prepared.plan, async (_, r0, n) => ({ dtype: 'F32', data: new Uint8Array(Float32Array.from(w.v.subarray(r0 * 1100, (r0 + n) * 1100)).buffer) }));
+  await prepared.close();
+  expect(magnitudes).toHaveLength(1);
+  expect(magnitudes[0].updateNorm).toBeGreaterThan(0);
+  expect(Number.isFinite(magnitudes[0].updateNorm)).toBe(true);
 });

@@ -41,10 +41,10 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   IA3: { algorithms: ['peft-ia3'], roles: ['ia3_l'], r: 0, alpha: 1 },
 };
 
-/** The config's `peft_type` when it is one this file parses, else undefined. */
+/** The config's `peft_type` when it is one this file parses, else undefined (the LoRA parser reports a broken config). */
 export function peftMethodOf(configText: string): string | undefined {
   try {
-    const type = (JSON.parse(configText) as { peft_type?: unknown }).peft_type;
+    const type = (parseBoundedJson(configText, 'adapter_config.json') as { peft_type?: unknown } | null)?.peft_type;
     return typeof type === 'string' && METHODS[type.toUpperCase()] ? type.toUpperCase() : undefined;
   } catch {
     return undefined;
