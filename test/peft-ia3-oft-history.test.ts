@@ -242,6 +242,25 @@ describe.each(['cpu', 'webgpu'])('OFT before PEFT 0.16, %s', (name) => {
   });
 });
 
+describe.each(['cpu', 'webgpu'])('OFT on embeddings (PEFT ≥ 0.19), %s', (name) => {
+  it('oft_embedding_R: W′ = W·R, each embedding vector rotated, beside a q_proj oft_R', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const emb = 'model.embed_tokens', q = 'model.layers.0.self_attn.q_proj';
+    const base = { [`${emb}.weight`]: rnd([11, 6], 'BF16'), [`${q}.weight`]: rnd([4, 6], 'F16') };
+    const ve = rnd([2, 3], 'F32', 0.3), vq = rnd([2, 3], 'F32', 0.3);
+    const skew = (v: ArrayLike<number>): Mat => [[0, v[0], v[1]], [-v[0], 0, v[2]], [-v[1], -v[2], 0]];
+    const exact = (Q: Mat) => mul(lin(eye(3), Q, 1, -1), inverse(lin(eye(3), Q, 1, 1)));
+    const R = (v: T) => blockDiag([0, 1].map((k) => exact(skew(v.v.subarray(3 * k, 3 * k + 3)))));
+    const { tensors } = await merge(backend, base, [{
+      config: { peft_type: 'OFT', r: 0, oft_block_size: 3, use_cayley_neumann: false, peft_version: '0.19.0', target_modules: ['embed_tokens', 'q_proj'] },
+      tensors: [fx(`base_model.model.${emb}.oft_embedding_R.weight`, ve), fx(`base_model.model.${q}.oft_R.weight`, vq)],
+    }]);
+    expectMerged(tensors.get(`${emb}.weight`)!.values, flat(mul(asMat(base[`${emb}.weight`].v, 11, 6), R(ve))), 'BF16', 'embed_tokens');
+    expectMerged(tensors.get(`${q}.weight`)!.values, flat(transpose(mul(R(vq), transpose(asMat(base[`${q}.weight`].v, 4, 6))))), 'F16', 'q_proj');
+  });
+});
+
 it('OFT: configs and tensors of different PEFT versions that do not go together are named', async () => {
   const base = { 'm.q.weight': rnd([8, 8]) };
   expect(await problem(base, { peft_type: 'OFT', r: 2 }, [fx('base_model.model.m.q.oft_r', rnd([2, 4, 4])), fx('base_model.model.m.q.oft_s', rnd([8, 1]))]))
