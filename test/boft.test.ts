@@ -222,23 +222,6 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     expectMerged(merged.get(UNET.ff)!.values, lycorisTruth(unet[UNET.ff].v, 32, ffBlocks, 0, s), 'F32', 'ff.net.2');
   });
 
-  it('plans BOFT by name, and sizes it for the chart from ‖W′ − W‖', async (ctx) => {
-    const backend = backends[name];
-    if (!backend || name !== 'cpu (js)') return ctx.skip();
-    const prepared = await prepareMerge(memoryInputFileSet({ 'model.safetensors': buildSafetensors(Object.entries(unet).map(([k, t]) => fx(k, t))) }, 'base'),
-      [{ files: memoryInputFileSet({ 'boft.safetensors': lycoris }, 'boft.safetensors'), weight: 1 }]);
-    expect(describePlan(prepared, true)).toMatch(/to_q\.weight .* ← lora_unet_.*_to_q BOFT scale=1/);
-    const magnitudes = await estimateUpdateMagnitudes(prepared.plan, async (key, r0, n) => {
-      const t = unet[key];
-      const cols = numel(t.shape.slice(1));
-      return { dtype: 'F32', data: new Uint8Array(Float32Array.from(t.v.subarray(r0 * cols, (r0 + n) * cols)).buffer) };
-    });
-    await prepared.close();
-    const q = magnitudes.find((m) => m.baseKey === UNET.toQ)!;
-    const w = unet[UNET.toQ].v, merged = lycorisTruth(w, 16, toqBlocks, 0.01, 1, toqRescale.v);
-    expect(q.updateNorm).toBeCloseTo(Math.sqrt(w.reduce((acc, x, i) => acc + (merged[i] - x) ** 2, 0)), 3);
-  });
-
   it('PEFT BOFT after a PEFT LoRA: butterfly factors of the inputs, boft_s, a conv, row slabs', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
@@ -259,6 +242,21 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     expectMerged(merged.get(`${LLM.q}.weight`)!.values, peftTruth(llm[`${LLM.q}.weight`].v, 20, qR, qS.v, 0.5), 'F8_E4M3', 'q_proj');
     expectMerged(merged.get(`${LLM.conv}.weight`)!.values, peftTruth(llm[`${LLM.conv}.weight`].v, 6, cR, cS.v, 0.5), 'F8_E4M3', 'conv');
   });
+});
+
+it('plans BOFT by name, and sizes it for the chart from ‖W′ − W‖', async () => {
+  const prepared = await prepareMerge(memoryInputFileSet({ 'model.safetensors': buildSafetensors(Object.entries(unet).map(([k, t]) => fx(k, t))) }, 'base'),
+    [{ files: memoryInputFileSet({ 'boft.safetensors': lycoris }, 'boft.safetensors'), weight: 1 }]);
+  expect(describePlan(prepared, true)).toMatch(/to_q\.weight .* ← lora_unet_.*_to_q BOFT scale=1/);
+  const magnitudes = await estimateUpdateMagnitudes(prepared.plan, async (key, r0, n) => {
+    const t = unet[key];
+    const cols = numel(t.shape.slice(1));
+    return { dtype: 'F32', data: new Uint8Array(Float32Array.from(t.v.subarray(r0 * cols, (r0 + n) * cols)).buffer) };
+  });
+  await prepared.close();
+  const q = magnitudes.find((m) => m.baseKey === UNET.toQ)!;
+  const w = unet[UNET.toQ].v, merged = lycorisTruth(w, 16, toqBlocks, 0.01, 1, toqRescale.v);
+  expect(q.updateNorm).toBeCloseTo(Math.sqrt(w.reduce((acc, x, i) => acc + (merged[i] - x) ** 2, 0)), 3);
 });
 
 describe('random shapes, factor counts and dtypes', () => {
