@@ -76,6 +76,7 @@ export async function summarizePlan(base: InputFileSet, adapterSets: InputFileSe
         ...mismatches,
         ...plan.problems.map((p) => ({ severity: 'error' as const, message: p.message })),
         ...plan.warnings.map((message) => ({ severity: 'warning' as const, message })),
+        ...plan.notes.map((message) => ({ severity: 'note' as const, message })),
       ],
       magnitudes: magnitudes.map((m) => ({
         adapter: m.adapterIndex, module: m.module, target: m.baseKey, moduleType: moduleKind(m.baseKey), ratio: m.ratio,

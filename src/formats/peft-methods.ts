@@ -3,8 +3,8 @@
  * OFT, BOFT, IA3): the same tensors as LyCORIS's (`<module>.hada_w1_a`, `<module>.lokr_w1` …)
  * under PEFT's module paths, VeRA's per-module vera_lambda_b/d with the shared
  * `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or, before PEFT 0.16,
- * `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`; plus `modules_to_save` layers, which
- * replace their base tensors as in LoRA folders.
+ * `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`; plus `modules_to_save` layers and
+ * other saved tensors, which replace their base tensors as in LoRA folders (peft-saved-modules.ts).
  * The modules are built by the algorithm registry; the scale is PEFT's: α/r from the config
  * (rank_pattern and alpha_pattern included) for LoHa and LoKr, whatever the factors' form, and
  * 1 for the others.
@@ -18,7 +18,7 @@ import { parseBoundedJson } from './bounded-json.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import type { MatchBudget } from './module-pattern.js';
 import { lookupPattern, patterns } from './peft-config.js';
-import { savedModuleReplacement } from './peft-saved-modules.js';
+import { savedTensor } from './peft-saved-modules.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 const PEFT_PREFIX = 'base_model.model.';
@@ -102,6 +102,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   const groups = new Map<string, Map<Role, TensorEntry>>();
   const shared = new Map<Role, TensorEntry>();
   const replacements: TensorReplacement[] = [];
+  const leftOut: string[] = [];
   for (const entry of file.tensors) {
     if (type === 'VERA' && (entry.name === 'base_model.vera_A' || entry.name === 'base_model.vera_B')) {
       shared.set(entry.name === 'base_model.vera_A' ? 'vera_A' : 'vera_B', entry);
@@ -109,8 +110,12 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     }
     const split = splitTensorName(entry.name);
     if (!split || !method.roles.includes(split.role)) {
-      const saved = savedModuleReplacement(name, entry, modulesToSave);
-      if (saved) replacements.push(saved);
+      // Another method's adapter tensor (`lora_A.weight`, `hada_w1_a` …) is named as such, not taken
+      // for a saved model parameter; a saved layer's names end in `.weight` or `.bias`.
+      const foreign = split !== null && split.role !== 'weight' && !/\.modules_to_save\./.test(entry.name);
+      const saved = foreign ? null : savedTensor(name, entry, modulesToSave);
+      if (saved === 'left out') leftOut.push(entry.name);
+      else if (saved) replacements.push(saved);
       else problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${entry.name}" is neither a ${type} tensor this tool understands nor listed in modules_to_save` });
       continue;
     }
@@ -166,6 +171,9 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   }
   throwIfProblems(name, problems);
   if (modules.length === 0 && replacements.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no ${type} tensors found`);
+  if (leftOut.length > 0) {
+    warnings.push(`${name}: ${leftOut.length} original_module tensor${leftOut.length === 1 ? '' : 's'} (PEFT's copy of a module before training) left out, as PEFT leaves ${leftOut.length === 1 ? 'it' : 'them'} out when merging`);
+  }
   if (olderSeriesUsed) {
     warnings.push(`${name}: the config has no peft_version of 0.18 or later, so its OFT was trained by PEFT 0.16 or 0.17: merged with that PEFT's Cayley–Neumann series (I + 2Q + … + 2Q^(n−1)); PEFT 0.18 and later would apply their newer series to it`);
   }
