@@ -98,6 +98,6 @@ describe('modules_to_save onto a GGUF base', () => {
     const prepared = await prepareMerge(memoryInputFileSet({ 'moe.gguf': base }, 'base'), [{ files: memoryInputFileSet(adapter, 'one-expert') }]);
     const messages = prepared.plan.problems.map((p) => p.message).join('\n');
     await prepared.close();
-    expect(messages).toMatch(/replacement tensor: it maps to some rows of blk\.0\.ffn_gate_exps\.weight only \(hf-to-gguf\), not a whole tensor to replace/);
+    expect(messages).toMatch(/replacement tensor base_model\.model\.model\.layers\.0\.block_sparse_moe\.experts\.1\.w1\.weight: it maps to some rows of blk\.0\.ffn_gate_exps\.weight only \(hf-to-gguf\), not a whole tensor to replace/);
   });
 });
