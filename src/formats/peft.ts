@@ -43,7 +43,7 @@ type Problem = { code: MergeErrorCode; message: string };
  * the user gave it; `configFile` and `file.source.name` appear in messages.
  */
 export function parsePeftAdapter(name: string, configText: string, configFile: string, file: SafetensorsFile): ParsedAdapter {
-  if (peftMethodOf(configText, configFile)) return parsePeftMethodAdapter(name, configText, configFile, file);
+  if (peftMethodOf(configText)) return parsePeftMethodAdapter(name, configText, configFile, file);
   const config = parsePeftConfig(configText, configFile);
   const problems: Problem[] = [];
   const warnings: string[] = [];
