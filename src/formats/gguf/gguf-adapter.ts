@@ -45,6 +45,12 @@ export async function parseGgufAdapter(name: string, source: ByteSource): Promis
   if (text('adapter.type') !== 'lora') {
     throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: GGUF adapter of type ${JSON.stringify(text('adapter.type') ?? null)}; only "lora" adapters can be merged`);
   }
+  // llama.cpp refuses an adapter whose general.architecture is missing (read as "", no known
+  // architecture) or not a string (gguf_get_val_str takes no other type).
+  const architecture = text('general.architecture');
+  if (architecture === undefined) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: general.architecture is missing or not a string; llama.cpp refuses a LoRA that does not name its model's architecture`);
+  }
   // llama.cpp reads α with gguf_get_val_f32, which takes no other type, and a NaN or infinite α
   // makes every scale NaN there: refused, rather than read as "no α" (scale = weight).
   const alphaKv = file.value('adapter.lora.alpha');
@@ -129,7 +135,6 @@ export async function parseGgufAdapter(name: string, source: ByteSource): Promis
   }
   throwIfProblems(name, problems);
   if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no .lora_a/.lora_b tensors found`);
-  const architecture = text('general.architecture');
   return {
     name,
     format: 'gguf',
