@@ -15,6 +15,25 @@ afterAll(temp.removeAll);
 const Q = 'model.layers.0.self_attn.q_proj';
 const values = (n: number) => Array.from({ length: n }, (_, i) => ((i * 7) % 11) / 11 - 0.5);
 
+/** A GGUF base with one matrix and a llama.cpp LoRA on it, with the given architectures (null: none) and α. */
+function ggufPair(baseArch: MetaValue, adapterArch: MetaValue | null, alpha: MetaValue): { base: Uint8Array; lora: Uint8Array } {
+  const base = buildGguf({
+    metadata: [['general.architecture', baseArch], ['llama.attention.head_count', { type: 'u32', value: 2 }]],
+    tensors: [{ name: 'blk.0.ffn_up.weight', type: 'F32', ne: [8, 6], data: tensorData('F32', values(48)) }],
+  });
+  const lora = buildGguf({
+    metadata: [
+      ...(adapterArch ? [['general.architecture', adapterArch] as [string, MetaValue]] : []), ['general.type', { type: 'string', value: 'adapter' }],
+      ['adapter.type', { type: 'string', value: 'lora' }], ['adapter.lora.alpha', alpha],
+    ],
+    tensors: [
+      { name: 'blk.0.ffn_up.weight.lora_a', type: 'F32', ne: [8, 2], data: tensorData('F32', values(16)) },
+      { name: 'blk.0.ffn_up.weight.lora_b', type: 'F32', ne: [2, 6], data: tensorData('F32', values(12)) },
+    ],
+  });
+  return { base, lora };
+}
+
 describe('hostile GGUF, PEFT-method and LyCORIS inputs', () => {
   it('refuses a deeply nested PEFT LoHa config with one line instead of overflowing the stack', async () => {
     const depth = 80_000;
@@ -40,6 +59,23 @@ describe('hostile GGUF, PEFT-method and LyCORIS inputs', () => {
 
   // llama.cpp reads adapter.lora.alpha with gguf_get_val_f32: another type aborts there, and a NaN
   // α makes every scale NaN. Each was taken as "no α" (scale = the weight alone) and merged.
+  // llama.cpp reads general.architecture with gguf_get_val_str (no other type) and refuses an
+  // adapter whose architecture is not the model's ("" when missing). A non-string one on the
+  // adapter was skipped by the check and merged; on the base it crashed the message.
+  it.each<[string, MetaValue | null, MetaValue, string]>([
+    ['the adapter\'s is a u64', { type: 'u64', value: 2n ** 63n }, { type: 'string', value: 'llama' }, 'lora.gguf: general.architecture is missing or not a string; llama.cpp refuses a LoRA that does not name its model\'s architecture'],
+    ['the adapter has none', null, { type: 'string', value: 'llama' }, 'lora.gguf: general.architecture is missing or not a string; llama.cpp refuses a LoRA that does not name its model\'s architecture'],
+    ['the base\'s is an i64', { type: 'string', value: 'llama' }, { type: 'i64', value: -5n }, 'lora.gguf: a LoRA for architecture "llama", but the base is -5'],
+  ])('refuses a GGUF LoRA when %s', async (_, adapterArch, baseArch, message) => {
+    const { base, lora } = ggufPair(baseArch, adapterArch, { type: 'f32', value: 4 });
+    const dir = temp.make({ 'base.gguf': base, 'lora.gguf': lora, 'out/.keep': '' });
+    const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, 'out', 'merged.gguf'), '--backend', 'cpu']);
+    expect(result.stderr).not.toMatch(/internal error|\n\s+at /);
+    expect(errorLines(result.stderr)).toEqual([`error: ${join(dir, message)}`]);
+    expect(result.code).not.toBe(0);
+    expect(listDir(join(dir, 'out'))).toEqual(['.keep']);
+  });
+
   it.each<[string, MetaValue, string]>([
     ['NaN', { type: 'f32', value: NaN }, 'NaN (GGUF type FLOAT32)'],
     ['infinite', { type: 'f32', value: -Infinity }, '-Infinity (GGUF type FLOAT32)'],
@@ -47,20 +83,7 @@ describe('hostile GGUF, PEFT-method and LyCORIS inputs', () => {
     ['a u64', { type: 'u64', value: 8n }, '8 (GGUF type UINT64)'],
     ['an f64', { type: 'f64', value: 8 }, '8 (GGUF type FLOAT64)'],
   ])('refuses a GGUF LoRA whose adapter.lora.alpha is %s', async (_, alpha, shown) => {
-    const base = buildGguf({
-      metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 2 }]],
-      tensors: [{ name: 'blk.0.ffn_up.weight', type: 'F32', ne: [8, 6], data: tensorData('F32', values(48)) }],
-    });
-    const lora = buildGguf({
-      metadata: [
-        ['general.architecture', { type: 'string', value: 'llama' }], ['general.type', { type: 'string', value: 'adapter' }],
-        ['adapter.type', { type: 'string', value: 'lora' }], ['adapter.lora.alpha', alpha],
-      ],
-      tensors: [
-        { name: 'blk.0.ffn_up.weight.lora_a', type: 'F32', ne: [8, 2], data: tensorData('F32', values(16)) },
-        { name: 'blk.0.ffn_up.weight.lora_b', type: 'F32', ne: [2, 6], data: tensorData('F32', values(12)) },
-      ],
-    });
+    const { base, lora } = ggufPair({ type: 'string', value: 'llama' }, { type: 'string', value: 'llama' }, alpha);
     const dir = temp.make({ 'base.gguf': base, 'lora.gguf': lora, 'out/.keep': '' });
     const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, 'out', 'merged.gguf'), '--backend', 'cpu']);
     expect(result.stderr).not.toMatch(/internal error|\n\s+at /);

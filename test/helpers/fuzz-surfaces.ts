@@ -144,6 +144,10 @@ const ggufLoraWorld: fc.Arbitrary<SurfaceWorld> = fc
         const a = d.tensors.get('/blk.0.ffn_up.weight.lora_a')!.values;
         const b = d.tensors.get('/blk.0.ffn_up.weight.lora_b')!.values;
         // llama.cpp: scale = weight · α / r, or the weight alone when α is 0; r = ne[0] of lora_b.
+        // llama.cpp loads the adapter only when its general.architecture is the model's (a string).
+        const arch = (path: string) => d.gguf.get(path)!.get('general.architecture');
+        const [ours, theirs] = [arch('base.gguf'), arch('lora.gguf')];
+        if (ours?.type !== 8 || theirs?.type !== 8 || ours.value !== theirs.value) return { kind: 'invalid', why: `architectures ${String(ours?.value)} and ${String(theirs?.value)}` };
         // α is an f32 (gguf_get_val_f32 takes no other type).
         const kv = d.gguf.get('lora.gguf')!.get('adapter.lora.alpha');
         if (!kv || kv.type !== 6) return { kind: 'unknown', why: `adapter.lora.alpha ${kv ? `of type ${kv.type}` : 'missing'}` };
@@ -172,6 +176,8 @@ const ggufPeftWorld: fc.Arbitrary<SurfaceWorld> = fc
         const w = d.tensors.get('/blk.0.ffn_up.weight')!.values;
         const a = d.tensors.get(`peft/${m}.lora_A.weight`)!.values;
         const b = d.tensors.get(`peft/${m}.lora_B.weight`)!.values;
+        const arch = d.gguf.get('base.gguf')!.get('general.architecture');
+        if (arch?.value !== 'llama') return { kind: 'unknown', why: `a base of architecture ${String(arch?.value)}` };
         const scale = configScale(d, 'peft/adapter_config.json', 'lora_alpha', r, true);
         if (typeof scale !== 'number') return scale;
         return { kind: 'expected', merged: new Map([['/blk.0.ffn_up.weight', added(w, mm(b, a, OUT, r, IN), weight * scale)]]) };
@@ -779,7 +785,7 @@ function metadataText(meta: Map<string, { type: number; value: unknown }>, excep
 }
 
 /** Keys of GGUF metadata that the truth of a world reads from the file (so edits to them are followed). */
-const READ_BY_TRUTH = ['adapter.lora.alpha', 'general.alignment'];
+const READ_BY_TRUTH = ['adapter.lora.alpha', 'general.alignment', 'general.architecture'];
 
 /** Top-level config fields that the truth of a world reads from the file (so edits to them are followed). */
 const CONFIG_READ_BY_TRUTH = ['r', 'alpha', 'lora_alpha', 'use_rslora'];
