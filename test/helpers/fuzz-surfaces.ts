@@ -19,8 +19,8 @@
  * outcome properties are checked (one clear error line or a clean exit, nothing left behind).
  */
 import fc from 'fast-check';
-import { buildSafetensors, concatBytes, decodeSafetensors, encodeValues, FIXTURE_DTYPE_BYTES, type DecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
-import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type FixtureTensor as GgufTensor, type MetaValue } from './gguf-builder.js';
+import { buildSafetensors, decodeSafetensors, FIXTURE_DTYPE_BYTES, type FixtureDType, type FixtureTensor } from './fixtures.js';
+import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
 
 export type SpecFile =
   | { kind: 'safetensors'; tensors: FixtureTensor[]; metadata?: Record<string, string> }
@@ -560,10 +560,6 @@ function setJson(doc: unknown, pick: number[], value: unknown): unknown {
   return doc;
 }
 
-function encodeTensor(t: FixtureTensor): Uint8Array {
-  return t.data instanceof Uint8Array ? t.data : encodeValues(t.data, t.dtype);
-}
-
 const GGUF_VALUES_PER_BYTE: Record<string, number> = { F32: 0.25, F16: 0.5, BF16: 0.5 };
 
 /** Every file of a case (path → bytes), mutations applied; a dropped file is absent. */
@@ -866,4 +862,3 @@ export function surfaceTruth(c: SurfaceCase, files: Map<string, Uint8Array>): Tr
   return truth;
 }
 
-export { concatBytes, type DecodedTensor, type GgufTensor };
