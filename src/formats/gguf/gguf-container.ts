@@ -10,6 +10,7 @@ import type { FloatDType } from '../../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import type { ContainerFormat, StoredShard, TensorFileWriter } from '../container.js';
+import { GGUF_OUTPUT_TYPES } from '../output-types.js';
 import { nonFiniteBlockValues } from './block-scales.js';
 import { blockCodec, CODEC_TYPE_NAMES } from './codecs/registry.js';
 import { mergedFileType } from './file-type.js';
@@ -48,6 +49,7 @@ export async function decodeBlocks(type: GgmlType, bytes: Uint8Array, backend?: 
 export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonly StoredShard[]): ContainerFormat {
   return {
     name: 'gguf',
+    outputChoices: GGUF_OUTPUT_TYPES,
     parseOutputType(name) {
       const type = ggmlTypeByName(name);
       if (!type || !blockCodec(type)) {
