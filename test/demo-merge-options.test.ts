@@ -149,7 +149,9 @@ describe('the page offers what the CLI does', () => {
 
   it('merges a whole diffusers pipeline picked as a folder: the touched text encoder merged, every other file byte for byte', async () => {
     const { pipeline, lora, te1 } = sdxlPipelineWithTextEncoderLora(34);
-    const dir = dirs.make({ ...Object.fromEntries(Object.entries(pipeline).map(([p, b]) => [`sdxl-base/${p}`, b])), 'te-style.safetensors': lora });
+    // As the Hub's downloader leaves it: dot-files beside the pipeline, which the CLI skips too.
+    const hubLeftovers = { 'sdxl-base/.gitattributes': '*.safetensors filter=lfs\n', 'sdxl-base/.cache/huggingface/download/unet.lock': '' };
+    const dir = dirs.make({ ...Object.fromEntries(Object.entries(pipeline).map(([p, b]) => [`sdxl-base/${p}`, b])), ...hubLeftovers, 'te-style.safetensors': lora });
     demo = await openDemo(browser, server);
     const { page } = demo;
     // The folder picker: the browser hands over every file under the chosen folder.
