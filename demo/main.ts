@@ -65,7 +65,7 @@ function announcePlan(plan: PlanSummary, droppedDtype: string | undefined): void
     return;
   }
   const parts = [`Plan ready: ${plural(plan.modules.length, 'module')} matched.`];
-  if (plan.leftOut.length) parts.push(`${plural(plan.leftOut.length, 'module')} left out, listed under “Left out”.`);
+  if (plan.leftOut.length) parts.push(`${plural(plan.leftOut.length, 'module')} left out, not merged: the plan lists which and why.`);
   if (warnings.length) {
     const more = warnings.length > 3 ? ` · and ${warnings.length - 3} more, listed in the plan` : '';
     parts.push(`${plural(warnings.length, 'warning')}: ${warnings.slice(0, 3).map((w) => w.message).join(' · ')}${more}`);
