@@ -147,13 +147,19 @@ describe('the page offers what the CLI does', () => {
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/requantized to Q8_0 .*blocks of 32/);
   });
 
-  it('merges a whole diffusers pipeline picked as a folder: the touched text encoder merged, every other file byte for byte', async () => {
+  it('merges a whole diffusers pipeline picked as a folder: the touched text encoder merged, every other file byte for byte, as a zip or into a picked folder', async () => {
     const { pipeline, lora, te1 } = sdxlPipelineWithTextEncoderLora(34);
     // As the Hub's downloader leaves it: dot-files beside the pipeline, which the CLI skips too.
     const hubLeftovers = { 'sdxl-base/.gitattributes': '*.safetensors filter=lfs\n', 'sdxl-base/.cache/huggingface/download/unet.lock': '' };
     const dir = dirs.make({ ...Object.fromEntries(Object.entries(pipeline).map(([p, b]) => [`sdxl-base/${p}`, b])), ...hubLeftovers, 'te-style.safetensors': lora });
     demo = await openDemo(browser, server);
     const { page } = demo;
+    // "A folder I choose" answered with a folder of the page's own storage, as a person would pick one.
+    await page.evaluateOnNewDocument(() => {
+      (window as unknown as { showDirectoryPicker(): Promise<FileSystemDirectoryHandle> }).showDirectoryPicker =
+        async () => (await navigator.storage.getDirectory()).getDirectoryHandle('picked', { create: true });
+    });
+    await page.reload({ waitUntil: 'load' });
     // The folder picker: the browser hands over every file under the chosen folder.
     await upload(page, 'base-folder-input', join(dir, 'sdxl-base'));
     await page.waitForFunction(() => /sdxl-base · 14 files/.test(document.querySelector('[data-testid="base-summary"]')?.textContent ?? ''));
@@ -180,6 +186,27 @@ describe('the page offers what the CLI does', () => {
       const want = typeof bytes === 'string' ? new TextEncoder().encode(bytes) : bytes;
       expect(Buffer.compare(zip.get(`sdxl-base-merged/${path}`)!, want), path).toBe(0);
     }
+    // Saved into a picked folder instead: a new sub-folder named after the base, the same files.
+    await page.select('[data-testid="destination"]', 'picked');
+    await page.click('[data-testid="merge-button"]');
+    await page.waitForFunction(() => /into picked\/sdxl-base-merged\//.test(document.getElementById('results-note')?.textContent ?? ''), { timeout: 60_000 });
+    const saved = await page.evaluate(async () => {
+      const out: Record<string, string> = {};
+      const walk = async (dir: FileSystemDirectoryHandle, prefix: string): Promise<void> => {
+        for await (const [name, handle] of (dir as unknown as { entries(): AsyncIterable<[string, FileSystemHandle]> }).entries()) {
+          if (handle.kind === 'directory') await walk(handle as FileSystemDirectoryHandle, `${prefix}${name}/`);
+          else {
+            const bytes = new Uint8Array(await (await (handle as FileSystemFileHandle).getFile()).arrayBuffer());
+            out[`${prefix}${name}`] = btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(''));
+          }
+        }
+      };
+      await walk(await (await navigator.storage.getDirectory()).getDirectoryHandle('picked'), '');
+      return out;
+    });
+    expect(Object.keys(saved).sort()).toEqual(written.sort());
+    for (const [path, base64] of Object.entries(saved)) expect(Buffer.compare(Buffer.from(base64, 'base64'), zip.get(path)!), path).toBe(0);
+
     const adapter = readSafetensors(lora);
     expectMergedFile(
       readSafetensors(pipeline['text_encoder/model.safetensors'] as Uint8Array),
