@@ -186,6 +186,9 @@ export class PageStore {
       const n = s.plan.plan.problems.filter((p) => p.severity === 'error').length;
       return `The plan has ${n} error${n === 1 ? '' : 's'}: fix them first.`;
     }
+    if (s.plan.status === 'ready' && s.plan.plan.output.refused[s.outDtype]) {
+      return `This model cannot be written as ${s.outDtype}: choose another output dtype.`;
+    }
     return undefined;
   }
 }

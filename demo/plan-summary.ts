@@ -94,6 +94,34 @@ function touchedKeys(plan: MergePlan): Set<string> {
   return new Set([...plan.updates, ...plan.biasUpdates, ...plan.replacements, ...rowSets].map((x) => x.baseKey));
 }
 
+/**
+ * Output types this merge cannot write, and why, found as the merge finds them before any work
+ * (through the container: a GGUF row that is not whole blocks of the type; a scaled fp8
+ * checkpoint, whose stored values are W / scale, must keep its dtype); the page says so when one
+ * is chosen instead of failing after the click.
+ */
+function refusedTypes(model: PreparedMerge['base'], touched: ReadonlySet<string>): Record<string, string> {
+  const refused: Record<string, string> = {};
+  for (const { name } of model.format.outputChoices.types) {
+    const requested = model.format.parseOutputType(name);
+    search: for (const shard of model.shards) {
+      for (const t of shard.tensors) {
+        const key = shard.keyPrefix + t.name;
+        const type = model.format.outputType(t, touched.has(key), requested);
+        if (type === t.type) continue;
+        const why = model.valueScales?.has(key)
+          ? `a scaled fp8 checkpoint (a scale_weight per tensor) keeps its weights in ${t.type}`
+          : model.format.checkOutputType(t, type);
+        if (why) {
+          refused[name] = `tensor "${key}": ${why}`;
+          break search;
+        }
+      }
+    }
+  }
+  return refused;
+}
+
 /** Errors first (an adapter for another kind of model named as such), then warnings, as the CLI prints them. */
 function checkOf(prepared: PreparedMerge): PlanCheck {
   const { plan, base } = prepared;
@@ -145,7 +173,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
         kind: model.kind,
         container: model.format.name,
       },
-      output: model.format.outputChoices,
+      output: { ...model.format.outputChoices, refused: refusedTypes(model, touched) },
       adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),
       modules: unit.updates.flatMap((u) => u.terms.map((t) => moduleOf(t, u.baseKey, u.shape))),
       leftOut: plan.leftOut.map((m) => ({ adapter: m.adapterIndex, module: m.module, reason: m.reason })),

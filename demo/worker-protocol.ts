@@ -106,8 +106,8 @@ export interface PlanCheck {
 
 export interface PlanSummary extends PlanCheck {
   base: { name: string; files: number; tensors: number; bytes: number; dtype: string; kind: string; container: string };
-  /** The output types the base's container offers (the dtype menu). */
-  output: OutputTypeChoices;
+  /** The output types the base's container offers (the dtype menu); `refused`: those this merge cannot write, and why. */
+  output: OutputTypeChoices & { refused: Record<string, string> };
   adapters: AdapterSummary[];
   modules: PlannedModule[];
   leftOut: LeftOutModule[];

@@ -147,6 +147,34 @@ describe('the page offers what the CLI does', () => {
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/requantized to Q8_0 .*blocks of 32/);
   });
 
+  it('refuses, before the click, an output dtype this model cannot take (a scaled fp8 checkpoint keeps its fp8), saying why', async () => {
+    const rand = seededRandom(36);
+    const weights = fluxBflTensors(rand, 'F32').map((t): FixtureTensor => (t.shape.length < 2
+      ? { ...t, dtype: 'BF16', data: Array.from(t.data as ArrayLike<number>, (x) => roundForDType(x, 'BF16')) }
+      : { ...t, dtype: 'F8_E4M3', data: Array.from(t.data as ArrayLike<number>, (x) => roundForDType(60 * x, 'F8_E4M3')) }));
+    const scales = weights.filter((t) => t.shape.length >= 2)
+      .map((t): FixtureTensor => ({ name: t.name.replace(/\.weight$/, '.scale_weight'), dtype: 'F32', shape: [], data: [1 / 60] }));
+    const base = buildSafetensors([...weights, ...scales, { name: 'scaled_fp8', dtype: 'F8_E4M3', shape: [0], data: [] }]);
+    const lora = buildSafetensors(loraTensors(rand, [{
+      down: 'lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight', up: 'lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight',
+      r: 2, out: 3 * FLUX.h, in: FLUX.h, lands: [], scale: 1,
+    }], 'BF16'));
+    const dir = dirs.make({ 'flux1-dev-fp8-scaled.safetensors': base, 'flux-lora.safetensors': lora });
+    demo = await openDemo(browser, server);
+    const { page } = demo;
+    await upload(page, 'base-input', join(dir, 'flux1-dev-fp8-scaled.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'flux-lora.safetensors'));
+    await planReady(page);
+    await mergeEnabled(page);
+    await page.select('[data-testid="out-dtype"]', 'bf16');
+    expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/^Not for this model: tensor ".*\.weight": a scaled fp8 checkpoint \(a scale_weight per tensor\) keeps its weights in F8_E4M3/);
+    expect(await announced(page, /cannot be written as bf16/)).toMatch(/scaled fp8 checkpoint/);
+    expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
+    expect(await text(page, '[data-testid="merge-blocked"]')).toBe('This model cannot be written as bf16: choose another output dtype.');
+    await page.select('[data-testid="out-dtype"]', 'same');
+    await mergeEnabled(page);
+  });
+
   it('merges a whole diffusers pipeline picked as a folder: the touched text encoder merged, every other file byte for byte, as a zip or into a picked folder', async () => {
     const { pipeline, lora, te1 } = sdxlPipelineWithTextEncoderLora(34);
     // As the Hub's downloader leaves it: dot-files beside the pipeline, which the CLI skips too.

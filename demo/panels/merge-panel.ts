@@ -48,7 +48,12 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
   };
   showHint();
   destination.addEventListener('change', showHint);
-  dtype.addEventListener('change', () => store.setOutDtype(dtype.value));
+  dtype.addEventListener('change', () => {
+    store.setOutDtype(dtype.value);
+    const plan = store.state.plan.status === 'ready' ? store.state.plan.plan : undefined;
+    const refused = plan?.output.refused[dtype.value];
+    if (refused) say.say(`This model cannot be written as ${dtype.value}: ${refused}. Merge stays off until another output dtype is chosen.`);
+  });
   cancelButton.addEventListener('click', () => job?.cancel());
   mergeButton.addEventListener('click', () => void mergeNow(false));
   window.addEventListener('beforeunload', (event) => {
@@ -131,9 +136,11 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       }
       if (dtype.value !== state.outDtype) dtype.value = state.outDtype;
       const choice = plan?.output.types.find((t) => t.name === state.outDtype);
+      const refused = plan?.output.refused[state.outDtype];
+      dtypeHint.className = refused ? 'error-text small' : 'hint small';
       dtypeHint.textContent = !plan
         ? 'The types to choose from depend on the base’s format (safetensors or GGUF): they appear with the plan.'
-        : choice?.note ?? plan.output.keep;
+        : refused ? `Not for this model: ${refused}.` : choice?.note ?? plan.output.keep;
       dtype.disabled = state.busy === 'merge';
       destination.disabled = state.busy === 'merge';
       results.render(state.result);
