@@ -80,18 +80,9 @@ function moduleOf(term: PlannedTerm, baseKey: string, shape: number[]): PlannedM
   return planned;
 }
 
-/**
- * Notes on what the merged model gains besides new values (an untied head, config.json changes),
- * from planners that record them.
- */
-function notesOf(plan: MergePlan): string[] {
-  return ((plan as MergePlan & { notes?: readonly string[] }).notes ?? []).slice();
-}
-
 /** Every base tensor the plan changes: updates, bias updates, replacements, rows set outright. */
 function touchedKeys(plan: MergePlan): Set<string> {
-  const rowSets = (plan as MergePlan & { rowSets?: readonly { baseKey: string }[] }).rowSets ?? [];
-  return new Set([...plan.updates, ...plan.biasUpdates, ...plan.replacements, ...rowSets].map((x) => x.baseKey));
+  return new Set([...plan.updates, ...plan.biasUpdates, ...plan.replacements, ...plan.rowSets].map((x) => x.baseKey));
 }
 
 /**
@@ -177,7 +168,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
       adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),
       modules: unit.updates.flatMap((u) => u.terms.map((t) => moduleOf(t, u.baseKey, u.shape))),
       leftOut: plan.leftOut.map((m) => ({ adapter: m.adapterIndex, module: m.module, reason: m.reason })),
-      notes: notesOf(plan),
+      notes: plan.notes.slice(),
       magnitudes: measured.map((m) => ({
         adapter: m.adapterIndex, module: m.module, target: m.baseKey, place: placeOf(m.baseKey), ratio: m.ratio,
       })),

@@ -9,6 +9,7 @@ import { decodeToF32, encodeFromF32, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, LowRankTerm, MergeOp } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
 import { loadModuleUpdate } from '../formats/algorithms/index.js';
+import { expertTerms } from './fused-experts.js';
 import type { BiasUpdate, PlannedReplacement, PlannedTerm, TensorUpdate } from './merge-plan.js';
 import { readFloat } from './module-factors.js';
 import { assembleSteps, slabOp, slabSteps, type LoadedStep, type UpdatePiece } from './load-steps.js';
@@ -33,6 +34,11 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
   for (const p of await loadModuleUpdate(t.file, t.module, { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures })) {
     switch (p.kind) {
       case 'low-rank': {
+        if (t.experts) {
+          // A fused expert tensor: one term per expert, on its own rows (fused-experts.ts).
+          for (const term of expertTerms(p.a, p.b, t.experts, s)) out.push({ kind: 'low-rank', term });
+          break;
+        }
         const term: LowRankTerm = { a: p.a, b: p.b, rank: p.rank, scale: s };
         if (t.placement) term.placement = t.placement;
         out.push({ kind: 'low-rank', term });
@@ -116,7 +122,12 @@ export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorB
 
 /** A replacement tensor's bytes in the output dtype (rounded once; same dtype → as stored). */
 export async function loadReplacement(rep: PlannedReplacement, outDtype: FloatDType): Promise<Uint8Array> {
-  const { dtype, data } = await readFloat(rep.file, rep.tensor);
-  return dtype === outDtype ? data : encodeFromF32(decodeToF32(data, dtype), outDtype);
+  return convertReplacement(rep, await rep.file.read(rep.tensor), outDtype);
+}
+
+/** Stored bytes of a replacement tensor (whole, or a slab of its rows) in the output dtype. */
+export function convertReplacement(rep: PlannedReplacement, stored: Uint8Array, outDtype: FloatDType): Uint8Array {
+  const dtype = rep.tensor.dtype as FloatDType;
+  return dtype === outDtype ? stored : encodeFromF32(decodeToF32(stored, dtype), outDtype);
 }
 
