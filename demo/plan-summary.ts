@@ -13,7 +13,6 @@ import {
   type PlannedTerm, type PreparedMerge,
 } from '../src/index.js';
 import { algorithmNamed } from '../src/formats/algorithms/index.js';
-import { buildMergePlan } from '../src/plan/merge-plan.js';
 import { familyMismatch } from '../src/plan/model-family.js';
 import { chartGrouper } from './chart-groups.js';
 import type { AdapterSummary, PlanCheck, PlannedModule, PlanSummary, Problem } from './worker-protocol.js';
@@ -144,12 +143,16 @@ export async function checkPlan(base: InputFileSet, adapters: readonly WeightedF
 
 export async function summarizePlan(base: InputFileSet, adapters: readonly WeightedFiles[]): Promise<PlanSummary> {
   const prepared = await prepareMerge(base, adapters);
+  // The same inputs prepared at weight 1 (config.json's key maps, a tied head's decision and all):
+  // scales and magnitudes the page multiplies by the sliders.
+  let atOne: PreparedMerge | undefined;
   try {
+    atOne = await prepareMerge(base, adapters.map(({ files }) => ({ files, weight: 1 })));
     const { plan } = prepared;
     const model = prepared.base;
-    // The same modules at weight 1: scales and magnitudes the page multiplies by the sliders.
-    const unit = buildMergePlan(model, prepared.adapters.map(({ adapter }) => ({ adapter, weight: 1 })));
-    const measured = await estimateUpdateMagnitudes(unit, (key, rowStart, rowCount) => model.readRows(key, rowStart, rowCount));
+    const unit = atOne.plan;
+    const unitModel = atOne.base;
+    const measured = await estimateUpdateMagnitudes(unit, (key, rowStart, rowCount) => unitModel.readRows(key, rowStart, rowCount));
     const allTensors = [...model.tensors.values()];
     const placeOf = chartGrouper(model.tensors.keys());
     const touched = touchedKeys(plan);
@@ -176,11 +179,13 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
         path: s.path,
         tensors: s.tensors.length,
         changed: s.tensors.filter((t) => touched.has(s.keyPrefix + t.name)).length,
+        // A view tensor decoded from another storage says the type it is written in (formats/bnb/).
+        dequantized: s.tensors.filter((t) => t.writeType !== undefined).length,
         mirrorable: s.mirrorIfUnchanged,
       })),
       copied: model.otherFiles.slice(),
     };
   } finally {
-    await prepared.close();
+    await Promise.all([prepared.close(), atOne?.close()]);
   }
 }

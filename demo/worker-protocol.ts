@@ -93,6 +93,8 @@ export interface OutputFilePlan {
   tensors: number;
   /** Tensors an update, bias or replacement lands on. */
   changed: number;
+  /** Weights stored quantized (bitsandbytes) that are dequantized and written as floats, changed or not. */
+  dequantized: number;
   /** Written byte for byte as it was when nothing in it changes (a pipeline component). */
   mirrorable: boolean;
 }

@@ -21,11 +21,13 @@ const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? o
 export function fileFate(file: OutputFilePlan, plan: PlanSummary, outDtype: string): string {
   const chosen = outDtype === 'same' ? undefined : outDtype;
   const safetensors = plan.base.container === 'safetensors';
+  const dequantized = file.dequantized > 0 ? `; its ${plural(file.dequantized, 'quantized weight')} dequantized and written as ${chosen ?? 'floats'}` : '';
   if (file.changed > 0) {
     const written = !chosen ? '' : safetensors ? `, every float tensor written as ${chosen}` : `, merged matrices written as ${chosen.toUpperCase()}`;
-    return `merged: ${file.changed} of ${plural(file.tensors, 'tensor')} change${written}`;
+    return `merged: ${file.changed} of ${plural(file.tensors, 'tensor')} change${written}${dequantized}`;
   }
-  if (chosen && safetensors) return `nothing in it changes; every float tensor converted to ${chosen} (copied as it is if already ${chosen})`;
+  if (chosen && safetensors) return `nothing in it changes; every float tensor converted to ${chosen} (copied as it is if already ${chosen})${dequantized}`;
+  if (dequantized) return `no adapter changes it${dequantized}, the rest copied as it is`;
   if (file.mirrorable) return 'nothing in it changes: copied byte for byte';
   return 'nothing in it changes: its tensors are copied as they are, with the merge’s record in its metadata';
 }
