@@ -122,6 +122,11 @@ export interface MergeBackend {
    * leaves it to the CPU codecs (results are identical: both decode exactly).
    */
   dequantize?(type: string, blocks: Uint8Array, signal?: AbortSignal): Promise<Float32Array | undefined>;
+  /**
+   * Encodes f32 values into whole GGML blocks of `type` (`blockSize` values in `blockBytes` each)
+   * on the backend's worker threads; undefined leaves it to the caller (same bytes either way).
+   */
+  encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array | undefined>;
   /** Releases GPU resources (idempotent). */
   dispose(): void;
 }

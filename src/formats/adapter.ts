@@ -72,6 +72,8 @@ export interface AdapterModule {
   dora?: DoraFactor;
   /** PEFT `lora_bias`: the base bias gains scale · biasB. */
   biasB?: TensorEntry;
+  /** PEFT (IA)³ on the outputs: the base bias, where there is one, is scaled by these factors (1 + w·(f − 1) for user weight w). */
+  biasScale?: TensorEntry;
   /**
    * PEFT `target_parameters` on a fused 3-D expert tensor (E, d1, d2): `down` is (rank·E, ·),
    * grouped by expert, `up` is (·, rank·E), interleaved; each expert's ΔW = up_e·down_e lands on

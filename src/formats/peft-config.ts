@@ -60,7 +60,7 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
   if (peftType !== undefined && peftType !== 'LORA') {
     const name = String(peftType);
     const what = KNOWN_UNSUPPORTED_TYPES.has(name.toUpperCase()) ? `PEFT method ${name}` : `unknown peft_type "${name}"`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (LORA, LOHA, LOKR, VERA and OFT adapters can be merged)`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (LORA, LOHA, LOKR, VERA, OFT, BOFT and IA3 adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
 
@@ -192,7 +192,8 @@ function stringList(obj: Record<string, unknown>, key: string, file: string): st
   return v as string[];
 }
 
-function patterns(obj: Record<string, unknown>, key: string, file: string, integer: boolean, budget: MatchBudget): [ModulePattern, number][] {
+/** A rank_pattern / alpha_pattern table of the config, checked and compiled for linear-time matching. */
+export function patterns(obj: Record<string, unknown>, key: string, file: string, integer: boolean, budget: MatchBudget): [ModulePattern, number][] {
   const v = obj[key];
   if (v === undefined || v === null) return [];
   if (typeof v !== 'object' || Array.isArray(v)) throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be an object`);

@@ -30,6 +30,8 @@ import { fitExperts, type ExpertSplit } from './fused-experts.js';
 import { formatProblemList } from './problems.js';
 import type { PlannedRowSet } from './row-sets.js';
 import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
+import { resolveReplacement, type ReplacementTarget } from './replacement-target.js';
+import { MAX_MIXED_ROWS_BYTES } from '../limits.js';
 
 export interface BaseTensorInfo {
   dtype: DType;
@@ -109,12 +111,15 @@ export interface TensorUpdate {
   source?: PlannedReplacement;
 }
 
-/** PEFT lora_bias: bias' = bias + Σ scale · biasB. */
+/**
+ * PEFT lora_bias and LyCORIS diff_b: bias' = bias + Σ scale · biasB, in adapter order; a `multiply`
+ * term (PEFT (IA)³) scales the bias as it stands by 1 + scale·(biasB − 1) instead.
+ */
 export interface BiasUpdate {
   baseKey: string;
   dtype: FloatDType;
   length: number;
-  terms: { adapterIndex: number; adapter: string; moduleName: string; file: SafetensorsFile; biasB: TensorEntry; scale: number; placement?: RowPlacement }[];
+  terms: { adapterIndex: number; adapter: string; moduleName: string; file: SafetensorsFile; biasB: TensorEntry; scale: number; placement?: RowPlacement; multiply?: boolean }[];
   /** The bias it starts from when the adapter saved one (PEFT `bias="lora_only"`/`"all"`). */
   source?: PlannedReplacement;
 }
@@ -131,6 +136,12 @@ export interface PlannedReplacement {
   adapter: string;
   file: SafetensorsFile;
   tensor: TensorEntry;
+  /**
+   * Where each of its rows goes when the base orders them otherwise (llama's q/k in a GGUF); every
+   * row moves within its run of `rowBlock` rows, so slabs of whole runs are read and written alike.
+   */
+  rows?: readonly RowSegment[];
+  rowBlock?: number;
 }
 
 /** Something that stops the merge, naming the adapter and module. */
@@ -203,7 +214,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     for (const rep of adapter.replacements) {
       const name = rep.path;
       const origin = rep.origin ?? 'modules_to_save';
-      const resolved = locator.resolveTensorPath(name);
+      // modules_to_save may also land where the module's layouts map it (a GGUF base's names).
+      const resolved: ReplacementTarget = origin === 'modules_to_save'
+        ? resolveReplacement(locator, name, (key) => base.tensors.get(key)?.shape[0])
+        : locator.resolveTensorPath(name);
       if (!resolved.found) {
         report(name, resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', `${origin === 'modules_to_save' ? 'replacement' : 'saved'} tensor ${rep.key}: ${describeMiss(resolved)}`);
         continue;
@@ -232,6 +246,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       }
       const planned: PlannedReplacement = {
         baseKey: resolved.key, baseDtype: info.dtype, shape: rep.tensor.shape.slice(), origin, adapterIndex, adapter: adapter.name, file: adapter.file, tensor: rep.tensor,
+        ...(resolved.rows ? { rows: resolved.rows, rowBlock: resolved.rowBlock } : {}),
       };
       replacements.set(resolved.key, planned);
       if (origin !== 'modules_to_save') ownBase.set(resolved.key, planned);
@@ -336,7 +351,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           view = viewOf(module, target, info.shape, fail);
         }
         if (!view) continue;
-        if (module.update.kind !== 'low-rank' && view.layout !== 'out-in') {
+        if (module.update.kind !== 'low-rank' && !(module.update.kind === 'transform' && module.update.anyLayout) && view.layout !== 'out-in') {
           fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a weight stored (in, out) is not supported`);
           continue;
         }
@@ -385,9 +400,17 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           term.dora = dora;
           if (weight !== 1) warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: the weight scales ΔW, the magnitude is applied as trained`);
         }
-        if (module.update.kind === 'transform' && module.update.rowBlock) update.rowBlock = lcm(update.rowBlock, module.update.rowBlock);
+        if (module.update.kind === 'transform' && module.update.rowBlock) {
+          const rowBlock = lcm(update.rowBlock, module.update.rowBlock);
+          if (rowBlock * update.cols * 8 > MAX_MIXED_ROWS_BYTES) {
+            fail('LIMIT_EXCEEDED', `mixes runs of ${rowBlock} rows of ${baseKey} (${fmt(info.shape)}), which are merged together in ${Math.ceil(rowBlock * update.cols * 8 / 2 ** 20)} MiB, above the limit MAX_MIXED_ROWS_BYTES (${MAX_MIXED_ROWS_BYTES / 2 ** 20} MiB)`);
+            continue;
+          }
+          update.rowBlock = rowBlock;
+        }
         update.terms.push(term);
         if (module.biasB) planBias(module, term, baseKey, base, biases, fail, ownBase);
+        if (module.biasScale) planBias(module, term, baseKey, base, biases, fail, ownBase, true);
       }
     }
 
@@ -617,18 +640,23 @@ function planDora(module: AdapterModule, adapterIndex: number, file: Safetensors
 
 function planBias(
   module: AdapterModule, term: PlannedTerm, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail,
-  ownBase: ReadonlyMap<string, PlannedReplacement>,
+  ownBase: ReadonlyMap<string, PlannedReplacement>, multiply = false,
 ): void {
-  const biasB = module.biasB!;
+  const biasB = multiply ? module.biasScale! : module.biasB!;
+  const what = multiply ? biasB.name : 'lora_B.bias';
   const biasKey = weightKey.endsWith('.weight') ? `${weightKey.slice(0, -'.weight'.length)}.bias` : `${weightKey}.bias`;
   const own = ownBase.get(biasKey);
   const info = own ? { dtype: own.tensor.dtype, shape: own.shape } : base.tensors.get(biasKey);
   const out = module.deltaShape[0];
-  const baseOut = base.tensors.get(weightKey)!.shape[0];
+  const weightShape = base.tensors.get(weightKey)!.shape;
+  // A weight stored (in, out) (fan_in_fan_out) has its outputs last.
+  const baseOut = module.fanInFanOut && weightShape.length === 2 ? weightShape[1] : weightShape[0];
+  // A layer without a bias has nothing to scale (PEFT skips it too).
+  if (!info && multiply) return;
   if (!info) return fail('UNKNOWN_MODULE', `has lora_B.bias but the base has no ${biasKey}`);
   if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16, BF16 and fp8 can be merged`);
   if (product(info.shape) !== baseOut || product(biasB.shape) !== out) {
-    return fail('SHAPE_MISMATCH', `lora_B.bias ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should have ${out} and ${baseOut} values`);
+    return fail('SHAPE_MISMATCH', `${what} ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should have ${out} and ${baseOut} values`);
   }
   if (!checkFloat(biasB.dtype, module, fail, `factor ${biasB.name}`)) return;
   let update = biases.get(biasKey);
@@ -639,6 +667,7 @@ function planBias(
   }
   const biasTerm: BiasUpdate['terms'][number] = { adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB, scale: term.scale };
   if (term.placement) biasTerm.placement = term.placement;
+  if (multiply) biasTerm.multiply = true;
   update.terms.push(biasTerm);
 }
 

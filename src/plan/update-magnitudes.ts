@@ -153,7 +153,8 @@ function sampleRuns(update: TensorUpdate, options: MagnitudeOptions): [number, n
   const blocks = Math.ceil(rows / rowBlock);
   for (let c = 0; c < chunks; c++) {
     const startBlock = chunks === 1 ? 0 : Math.round((c * Math.max(0, blocks - chunkRows / rowBlock)) / (chunks - 1));
-    const start = Math.min(startBlock * rowBlock, Math.max(0, rows - chunkRows));
+    // Runs start on whole row blocks (the last block of a tensor may be short).
+    const start = Math.min(startBlock * rowBlock, Math.floor(Math.max(0, rows - chunkRows) / rowBlock) * rowBlock);
     runs.push([start, Math.min(chunkRows, rows - start)]);
   }
   return runs;

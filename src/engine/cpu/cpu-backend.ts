@@ -20,6 +20,8 @@ export interface CpuMergePool {
   readonly threads: number;
   /** Merges `op` and returns W′ in `op.outDtype`, like {@link MergeBackend.merge}. */
   merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Encodes whole blocks of a GGML type from f32 values on the threads (GGUF requantization). */
+  encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array>;
   /** Stops the threads; merges in flight are rejected. */
   dispose(): void;
 }
@@ -100,6 +102,12 @@ export class CpuBackend implements MergeBackend {
     const rowCount = op.rowCount ?? op.rows - (op.rowStart ?? 0);
     if (this.pool && rowCount * op.cols >= POOL_MIN_ELEMENTS) return this.pool.merge(op, signal);
     return mergeOnWasm(op, kernel, signal);
+  }
+
+  /** GGML blocks encoded on the worker threads; undefined without a pool (the caller encodes). */
+  async encodeBlocks(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+    if (!this.pool?.encodeBlocks || values.length < POOL_MIN_ELEMENTS) return undefined;
+    return this.pool.encodeBlocks(type, blockSize, blockBytes, values, signal);
   }
 
   async columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {

@@ -12,6 +12,7 @@ import { lowRankFactors } from '../low-rank-factors.js';
 import { needsColumnNorms, storedAxis, type UpdateStep } from '../update-steps.js';
 import { addLowRank, outputRows, storeRow } from './cpu-merge.js';
 import { columnFactors } from '../column-norms.js';
+import { applyPermutedBlocks } from './cpu-permuted-blocks.js';
 
 const f32 = (t: FloatTensorBytes): Float32Array => decodeToF32(t.data, t.dtype);
 
@@ -150,6 +151,9 @@ function applyStep(op: MergeOp, shape: OpShape, v: Float64Array, step: UpdateSte
       }
       return;
     }
+    case 'permuted-blocks':
+      applyPermutedBlocks(op, shape, v, step);
+      return;
   }
 }
 

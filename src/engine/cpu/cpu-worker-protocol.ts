@@ -3,6 +3,7 @@
  * (Node worker_threads and Web Workers alike): W and the output are byte ranges of a
  * SharedArrayBuffer owned by the pool; the right factor comes once per key.
  */
+import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
 
 /** A block of rows; its W and output are byte ranges of `shared`. */
@@ -15,6 +16,24 @@ export interface WorkerJob extends Omit<RowJob, 'w'> {
   outLength: number;
 }
 
+/**
+ * Whole blocks of GGML `type` encoded from `count` f32 values at byte `srcOffset` of `shared` into
+ * byte `dstOffset` (GGUF requantization, formats/gguf/codecs/).
+ */
+export interface EncodeJob {
+  kind: 'encode';
+  id: number;
+  type: string;
+  shared: SharedArrayBuffer;
+  srcOffset: number;
+  count: number;
+  dstOffset: number;
+  dstLength: number;
+}
+
+/** What the pool posts to a worker. */
+export type PoolJob = WorkerJob | EncodeJob;
+
 /** A worker's answer to one job. */
 export type WorkerReply = { id: number; finite: boolean } | { id: number; error: string };
 
@@ -22,8 +41,13 @@ export type WorkerReply = { id: number; finite: boolean } | { id: number; error:
  * Runs one job on the worker's kernel. Every call awaits the same kernel promise, so jobs still run
  * (and are answered) in arrival order.
  */
-export async function runWorkerJob(kernel: Promise<WasmKernel>, job: WorkerJob): Promise<WorkerReply> {
+export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): Promise<WorkerReply> {
   try {
+    if ('kind' in job) {
+      await kernel.catch(() => undefined); // keeps arrival order; encoding does not need it
+      encodeBlocksInto(job.type, new Float32Array(job.shared, job.srcOffset, job.count), new Uint8Array(job.shared, job.dstOffset, job.dstLength));
+      return { id: job.id, finite: true };
+    }
     const finite = (await kernel).run(
       { ...job, w: new Uint8Array(job.shared, job.wOffset, job.wLength) },
       new Uint8Array(job.shared, job.outOffset, job.outLength),

@@ -13,11 +13,13 @@ import { lowRankFactors } from '../low-rank-factors.js';
 import { rowGranule, storedAxis, type UpdateStep } from '../update-steps.js';
 import type { MergeDevice } from './gpu-device.js';
 import {
-  dispatchShape, mergeBindGroupLayout, mergePipeline, paramsBytes, RANK_STEP, TILE, PARAMS_BYTES,
+  columnPadding, dispatchShape, mergeBindGroupLayout, mergePipeline, paramsBytes, RANK_STEP, TILE, PARAMS_BYTES,
   type DoraMode, type MergeEntry,
 } from './merge-program.js';
 import { ReusableBuffer } from './reusable-buffer.js';
 import { runStep, STEP_PARAMS_BYTES, type StepEntry, type StepParams } from './steps-program.js';
+import { permutedBlocksData, runPermutedBlocks } from './permuted-blocks-program.js';
+import { blockCount } from '../permuted-blocks.js';
 
 /** Slabs larger than this gain nothing and cost host and GPU memory. */
 const MAX_SLAB_BYTES = 64 * 1024 * 1024;
@@ -62,6 +64,8 @@ export class StepChain {
   private readonly sums: ReusableBuffer;
   private readonly magnitude: ReusableBuffer;
   private readonly staging: ReusableBuffer;
+  /** σ and σ⁻¹ of a permuted block map. */
+  private readonly perm: ReusableBuffer;
 
   constructor(private readonly host: ChainHost) {
     this.device = host.gpu.device;
@@ -86,11 +90,13 @@ export class StepChain {
     this.sums = buf('column sums', S | D | C);
     this.magnitude = buf('DoRA magnitude', S | D);
     this.staging = buf('readback', GPUBufferUsage.MAP_READ | D);
+    this.perm = buf('permutation', S | D);
   }
 
   /** Slab rows and buffer sizes for the op, or undefined when no slab fits the binding limits. */
   private slabbing(op: MergeOp, shape: OpShape): Slabbing | undefined {
-    const paddedCols = roundUp(op.cols, TILE);
+    // fp8 rows are read and written as whole vec4s of 16 elements.
+    const paddedCols = roundUp(op.cols, columnPadding(op.base.dtype, op.outDtype));
     const limit = Math.min(this.host.gpu.maxBindingBytes - 512, MAX_SLAB_BYTES);
     let rank = 0;
     let auxLength = 0;
@@ -102,6 +108,10 @@ export class StepChain {
       }
       if (s.kind === 'scale') auxLength = Math.max(auxLength, Math.max(op.rows, paddedCols) + TILE);
       if (s.kind === 'rotate') auxLength = Math.max(auxLength, (s.axis === 'out' ? shape.outFeatures : shape.inFeatures) * s.blockSize);
+      if (s.kind === 'permuted-blocks') {
+        const n = s.axis === 'out' ? shape.outFeatures : shape.inFeatures;
+        auxLength = Math.max(auxLength, blockCount(n, s.blockSize) * s.blockSize ** 2, 2 * n);
+      }
     }
     if (Math.max(rank * paddedCols, auxLength, op.rows + TILE) * 4 > limit) return undefined;
     const granule = lcm(TILE, rowGranule(op, shape.steps));
@@ -162,6 +172,7 @@ export class StepChain {
     this.sums.get((paddedCols + TILE) * 4);
     this.magnitude.get(normLength * 4);
     this.flags.get(4);
+    this.perm.get(Math.max(4, ...shape.steps.map((st) => (st.kind === 'permuted-blocks' ? 8 * (st.axis === 'out' ? shape.outFeatures : shape.inFeatures) : 4))));
     await this.host.scoped(op, () => {
       q.writeBuffer(this.flags.get(4), 0, new Uint32Array(4));
       if (!result) q.writeBuffer(this.sums.get(4), 0, new Float32Array(paddedCols + TILE));
@@ -261,6 +272,18 @@ export class StepChain {
           q.writeBuffer(this.aux.get(blocks.byteLength), 0, blocks);
           const entry: StepEntry = storedAxis(op, step.axis) === 'row' ? 'rotateRows' : 'rotateCols';
           this.step(op, entry, { ...base, block: step.blockSize }, cur, other);
+          swap();
+          break;
+        }
+        case 'permuted-blocks': {
+          const onRows = storedAxis(op, step.axis) === 'row';
+          const axisLength = onRows ? op.rows : op.cols;
+          const { blocks, perm } = permutedBlocksData(step, axisLength);
+          q.writeBuffer(this.aux.get(blocks.byteLength), 0, blocks);
+          q.writeBuffer(this.perm.get(perm.byteLength), 0, perm);
+          runPermutedBlocks(this.device, onRows ? 'permutedRows' : 'permutedCols', step, axisLength, { rows: n, paddedRows, paddedCols, cols: op.cols, row0 }, {
+            params: this.stepParams.get(STEP_PARAMS_BYTES), src: cur.get(4), dst: other.get(4), blocks: this.aux.get(4), perm: this.perm.get(4),
+          }, this.host.gpu.maxWorkgroupsPerDimension, `steps "${op.name}"`);
           swap();
           break;
         }
