@@ -3,7 +3,8 @@
  * matched module is listed and measured as the merge plans it, through config.json's
  * architecture (a LLaVA checkpoint in the old naming with an adapter in the new one) and a tied
  * head (a PEFT ensure_weight_tying adapter whose head factors mirror the embedding's); a
- * bitsandbytes base's files say their quantized weights are written as floats. Magnitudes are
+ * bitsandbytes base's files say their quantized weights are written as floats, and a GGUF's that
+ * an output type converts every quantizable matrix. Magnitudes are
  * checked against ‖s·B·A‖_F / ‖W‖_F computed in float64 here.
  */
 import { describe, expect, it } from 'vitest';
@@ -11,6 +12,7 @@ import { fileFate } from '../demo/panels/plan-panel.js';
 import { summarizePlan } from '../demo/plan-summary.js';
 import { memoryInputFileSet } from '../src/index.js';
 import { seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 import { decoded, hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
 import { product } from './helpers/merge-truth.js';
 
@@ -132,6 +134,19 @@ describe('the page\'s plan of LLM checkpoints', () => {
     const w: DecodedTensor = { values: q.values, shape: [24, 16], dtype: 'F32', bytes: new Uint8Array(0) };
     expect(summary.magnitudes.map((m) => m.target)).toEqual([`${L}.q_proj.weight`]);
     expect(summary.magnitudes[0].ratio).toBeCloseTo(ratio(w, d.get(A.name)!, d.get(B.name)!, 2), 6);
+  });
+  it('says a GGUF output type converts every matrix llama-quantize quantizes, merged or not', async () => {
+    const gguf = q4kmLlama();
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_output.weight', rank: 4, in: LLAMA.hidden, out: LLAMA.hidden, aType: 'F16', bType: 'F16' }], 8);
+    const summary = await summarizePlan(memoryInputFileSet({ 'tiny-llama-Q4_K_M.gguf': gguf.files['tiny-llama-Q4_K_M.gguf'] }, 'tiny-llama-Q4_K_M.gguf'), [
+      { files: memoryInputFileSet({ 'lora.gguf': lora.bytes }, 'lora.gguf'), weight: 1 },
+    ]);
+    expect(summary.base.container).toBe('gguf');
+    // Rows that are not whole blocks take llama-quantize's fallback type: no choice is refused.
+    expect(summary.output.refused).toEqual({});
+    const [file] = summary.files;
+    expect(fileFate(file, summary, 'q8_0')).toBe(`merged: 1 of ${file.tensors} tensors change, every matrix llama-quantize quantizes written as Q8_0`);
+    expect(fileFate({ ...file, changed: 0 }, summary, 'f16')).toBe('nothing in it changes; every matrix llama-quantize quantizes converted to F16');
   });
 });
 

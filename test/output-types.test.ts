@@ -32,11 +32,13 @@ describe('output type choices', () => {
   it('GGUF: the GGML types it encodes, quantized ones saying they requantize', () => {
     const format = ggufContainer([], []);
     const names = format.outputChoices.types.map((t) => t.name);
-    expect(names).toEqual(['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_k', 'q5_k', 'q6_k']);
+    expect([...names].sort()).toEqual(['bf16', 'f16', 'f32', 'q2_k', 'q3_k', 'q4_0', 'q4_1', 'q4_k', 'q5_0', 'q5_1', 'q5_k', 'q6_k', 'q8_0']);
     expect(names.map((n) => format.parseOutputType(n))).toEqual(names.map((n) => n.toUpperCase()));
-    for (const other of ['f8_e4m3', 'q2_k', 'iq4_xs', 'q8_k']) expect(refused(() => format.parseOutputType(other)), other).toBe(true);
+    for (const other of ['f8_e4m3', 'iq4_xs', 'q8_k']) expect(refused(() => format.parseOutputType(other)), other).toBe(true);
     for (const t of format.outputChoices.types) {
-      expect(t.note, t.name).toMatch(t.name.startsWith('q') ? /requantized to .*adds the quantization error once more/ : /no requantization/);
+      expect(t.note, t.name).toMatch(t.name.startsWith('q') ? /requantized to .*fallback type.*adds the quantization error once more/ : /no requantization/);
+      // --dtype converts every matrix llama-quantize quantizes, merged or not (quantize-rule.ts).
+      expect(t.note, t.name).toMatch(/Every matrix llama-quantize would quantize is converted, merged or not/);
     }
     expect(format.outputChoices.keep).toMatch(/requantized to Q4_K/);
   });

@@ -23,10 +23,11 @@ export function fileFate(file: OutputFilePlan, plan: PlanSummary, outDtype: stri
   const safetensors = plan.base.container === 'safetensors';
   const dequantized = file.dequantized > 0 ? `; its ${plural(file.dequantized, 'quantized weight')} dequantized and written as ${chosen ?? 'floats'}` : '';
   if (file.changed > 0) {
-    const written = !chosen ? '' : safetensors ? `, every float tensor written as ${chosen}` : `, merged matrices written as ${chosen.toUpperCase()}`;
+    const written = !chosen ? '' : safetensors ? `, every float tensor written as ${chosen}` : `, every matrix llama-quantize quantizes written as ${chosen.toUpperCase()}`;
     return `merged: ${file.changed} of ${plural(file.tensors, 'tensor')} change${written}${dequantized}`;
   }
   if (chosen && safetensors) return `nothing in it changes; every float tensor converted to ${chosen} (copied as it is if already ${chosen})${dequantized}`;
+  if (chosen) return `nothing in it changes; every matrix llama-quantize quantizes converted to ${chosen.toUpperCase()}`;
   if (dequantized) return `no adapter changes it${dequantized}, the rest copied as it is`;
   if (file.mirrorable) return 'nothing in it changes: copied byte for byte';
   return 'nothing in it changes: its tensors are copied as they are, with the merge’s record in its metadata';

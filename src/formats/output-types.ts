@@ -39,12 +39,12 @@ const REQUANTIZE =
   'Requantizing adds the quantization error once more: f16, bf16 or q8_0 keep more of the update.';
 
 function ggufNote(type: string): string {
-  const applies = 'Merged matrices only: untouched tensors are byte-copied and 1-D tensors (norms, biases) keep their type.';
+  const applies = 'Every matrix llama-quantize would quantize is converted, merged or not, as llama-quantize --pure does; norms, biases and the other tensors it leaves alone keep their types.';
   if (type === 'F32' || type === 'F16' || type === 'BF16') {
-    return `Merged matrices written as ${type}: no requantization, so the update is kept${type === 'F32' ? ' exactly' : ' to within one rounding'}, at a larger size (what llama.cpp’s export-lora writes is F16). ${applies}`;
+    return `Matrices written as ${type}: no requantization, so the update is kept${type === 'F32' ? ' exactly' : ' to within one rounding'}, at a larger size (what llama.cpp’s export-lora writes is F16). ${applies}`;
   }
   const block = type.endsWith('_K') ? 256 : 32;
-  return `Merged matrices requantized to ${type} by llama.cpp’s reference rules (rows must be whole blocks of ${block} values). ${REQUANTIZE} ${applies}`;
+  return `Matrices requantized to ${type} by llama.cpp’s reference rules; a matrix whose rows are not whole blocks of ${block} values takes llama-quantize’s fallback type, named in a warning. ${REQUANTIZE} ${applies}`;
 }
 
 export const GGUF_OUTPUT_TYPES: OutputTypeChoices = {
