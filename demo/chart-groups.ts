@@ -1,8 +1,11 @@
 /**
- * Which block of the model a base tensor belongs to, for the chart's x axis: transformer layers,
- * a diffusion UNet's down/mid/up blocks (diffusers and single-file names), a diffusion
- * transformer's double/single blocks, and text encoders apart from the rest. Rules are data: a new
- * architecture is one more line.
+ * Where a base tensor sits in its model, for the chart: the x axis is the model's real blocks
+ * (a transformer's layers; a UNet's down/mid/up or input/middle/output blocks; Flux's double and
+ * single blocks; SD3's joint blocks; each text encoder; a VLM's vision tower, projector and
+ * language model), and the bar series are module kinds (`self_attn.q_proj`, `img_attn.qkv`,
+ * `experts.w1`: MoE experts apart from shared experts and dense MLPs). Names come from the
+ * single-file, diffusers and pipeline layouts alike (a pipeline's keys start with `unet.`,
+ * `text_encoder_2.`…). Rules are data: a new family is a line or two.
  */
 export interface BlockGroup {
   /** Section of the model, in the order sections are shown (first seen first). */
@@ -12,32 +15,112 @@ export interface BlockGroup {
   label: string;
 }
 
-interface Rule {
-  pattern: RegExp;
-  section: (m: RegExpExecArray) => string;
+/** A tensor's block and module kind. */
+export interface ChartPlace {
+  group: BlockGroup;
+  kind: string;
 }
 
-/** First match wins: text encoders before the generic layer rule (they have `layers.N` too). */
-const RULES: Rule[] = [
-  { pattern: /(?:conditioner\.embedders\.(\d+)|text_encoder_?(\d)?|cond_stage_model|text_model)\b.*?(?:layers|resblocks)\.(\d+)\./, section: (m) => `text encoder${m[1] !== undefined ? ` ${Number(m[1]) + 1}` : m[2] ? ` ${m[2]}` : ''}` },
-  { pattern: /(?:^|\.)(down_blocks|up_blocks|input_blocks|output_blocks)\.(\d+)\./, section: (m) => ({ down_blocks: 'down', input_blocks: 'input', up_blocks: 'up', output_blocks: 'output' })[m[1]]! },
-  { pattern: /(?:^|\.)(mid_block|middle_block)\./, section: () => 'mid' },
-  { pattern: /(?:^|\.)(double_blocks|joint_blocks|transformer_blocks)\.(\d+)\./, section: () => 'block' },
+/** What the whole model's keys say about ambiguous names (diffusers' `transformer_blocks`). */
+interface ModelTraits {
+  /** Flux in diffusers naming: `transformer_blocks` are the double blocks. */
+  fluxDiffusers: boolean;
+  /** SD3 in diffusers naming: `transformer_blocks` are joint blocks (joint attention, no single blocks). */
+  sd3Diffusers: boolean;
+  /** A vision-language model: its transformer layers are the language model's. */
+  vision: boolean;
+}
+
+interface Rule {
+  pattern: RegExp;
+  /** Section name from the match, or undefined to try the next rule. */
+  section: (m: RegExpExecArray, traits: ModelTraits) => string | undefined;
+  /** The label of block `index` of this section (default: section and index). */
+  label?: (section: string, index: number) => string;
+  /** No index even if the name has numbers (the projector, the mid block). */
+  noIndex?: boolean;
+}
+
+const ENCODERS: Readonly<Record<string, string>> = { clip_l: ' (CLIP-L)', clip_g: ' (CLIP-G)', t5xxl: ' (T5)' };
+/** Where an encoder's layers are numbered (CLIP `layers`, OpenCLIP `resblocks`, T5 `block`, Qwen-VL's `blocks`, BERT's `layer`). */
+const ENCODER_LAYER = /(?:^|\.)(?:layers|resblocks|blocks|block|layer)\.(\d+)\./;
+const VISION = /(?:^|\.)(vision_tower|vision_model|visual|vision_encoder|image_encoder|vision)\./;
+
+/** First match wins: text encoders and vision towers before the generic layer rule (they have `layers.N` too). */
+const RULES: readonly Rule[] = [
+  { pattern: /^conditioner\.embedders\.(\d+)\./, section: (m) => `text encoder ${Number(m[1]) + 1}` },
+  { pattern: /^text_encoders\.(clip_l|clip_g|t5xxl)\./, section: (m) => `text encoder${ENCODERS[m[1]]}` },
+  { pattern: /^text_encoder(?:_(\d))?\./, section: (m) => `text encoder ${m[1] ?? '1'}` },
+  { pattern: /^(?:cond_stage_model|text_model|encoder\.block)\./, section: () => 'text encoder' },
+  { pattern: /(?:^|\.)(multi_modal_projector|mm_projector|merger|connector|modality_projection|vision_projection)(?:\.|$)/, section: () => 'projector', noIndex: true },
+  { pattern: VISION, section: () => 'vision tower', label: (_, i) => `vision ${i}` },
+  { pattern: /(?:^|\.)(down_blocks|up_blocks|input_blocks|output_blocks)\.(\d+)\./, section: (m) => ({ down_blocks: 'down', input_blocks: 'input', up_blocks: 'up', output_blocks: 'output' })[m[1]] },
+  { pattern: /(?:^|\.)(mid_block|middle_block)\./, section: () => 'mid', noIndex: true },
+  { pattern: /(?:^|\.)double_blocks\.(\d+)\./, section: () => 'double block' },
   { pattern: /(?:^|\.)(single_blocks|single_transformer_blocks)\.(\d+)\./, section: () => 'single block' },
-  { pattern: /(?:^|\.)(?:layers|h|blocks|block|layer)\.(\d+)\./, section: () => 'layer' },
+  { pattern: /(?:^|\.)joint_blocks\.(\d+)\./, section: () => 'joint block' },
+  {
+    pattern: /(?:^|\.)transformer_blocks\.(\d+)\./,
+    section: (_, t) => (t.fluxDiffusers ? 'double block' : t.sd3Diffusers ? 'joint block' : 'block'),
+  },
+  {
+    pattern: /(?:^|\.)(?:layers|h|blocks|block|layer|blk)\.(\d+)\./,
+    section: (_, t) => (t.vision ? 'language model' : 'layer'),
+    label: (s, i) => (s === 'language model' ? `LM layer ${i}` : `layer ${i}`),
+  },
 ];
 
-export function blockOf(baseKey: string): BlockGroup {
-  for (const rule of RULES) {
-    const m = rule.pattern.exec(baseKey);
-    if (!m) continue;
-    const section = rule.section(m);
-    const digits = [...m].slice(1).reverse().find((g) => g !== undefined && /^\d+$/.test(g));
-    const index = digits === undefined || section === 'mid' ? -1 : Number(digits);
-    const label = index < 0 ? section : section.startsWith('text encoder') ? `${section} · layer ${index}` : `${section} ${index}`;
-    return { section, index, label };
+/** Kinds made of two names where the last alone says too little (`img_attn.qkv`, `self_attn.q_proj`). */
+function kindAfter(rest: string): string {
+  const parts = rest.replace(/\.(weight|bias)$/, '').split('.').filter((p) => p !== '' && !/^\d+$/.test(p));
+  // SD3's joint blocks hold an image stream and a text stream with the same module names.
+  const stream = parts.includes('context_block') ? 'context ' : parts.includes('x_block') ? 'x ' : '';
+  const kept = parts.filter((p) => p !== 'x_block' && p !== 'context_block');
+  return stream + kept.slice(-2).join('.');
+}
+
+function traitsOf(keys: Iterable<string>): ModelTraits {
+  const traits: ModelTraits = { fluxDiffusers: false, sd3Diffusers: false, vision: false };
+  let jointAttention = false;
+  for (const key of keys) {
+    if (/(?:^|\.)single_transformer_blocks\.\d+\./.test(key)) traits.fluxDiffusers = true;
+    if (/(?:^|\.)transformer_blocks\.\d+\.attn\.add_q_proj\./.test(key) && !/(?:^|\.)(down|up|mid)_blocks?\./.test(key)) jointAttention = true;
+    if (VISION.test(key) && !/^(text_encoder|conditioner|cond_stage_model)/.test(key)) traits.vision = true;
   }
-  return { section: 'other', index: -1, label: 'other' };
+  traits.sd3Diffusers = jointAttention && !traits.fluxDiffusers;
+  return traits;
+}
+
+/**
+ * A function placing each of the model's tensors, knowing the whole model: in diffusers naming
+ * Flux's double blocks and SD3's joint blocks are both `transformer_blocks`, told apart by Flux's
+ * single blocks.
+ */
+export function chartGrouper(modelKeys: Iterable<string>): (key: string) => ChartPlace {
+  const traits = traitsOf(modelKeys);
+  return (key) => {
+    for (const rule of RULES) {
+      const m = rule.pattern.exec(key);
+      if (!m) continue;
+      const section = rule.section(m, traits);
+      if (section === undefined) continue;
+      const rest = key.slice(m.index + m[0].length);
+      let index = -1;
+      if (!rule.noIndex) {
+        if (section.startsWith('text encoder') || section === 'vision tower') {
+          const layer = ENCODER_LAYER.exec(section === 'vision tower' ? key.slice(m.index) : key);
+          if (layer) index = Number(layer[1]);
+        } else {
+          const digits = [...m].slice(1).reverse().find((g) => g !== undefined && /^\d+$/.test(g));
+          if (digits !== undefined) index = Number(digits);
+        }
+      }
+      const label = index < 0 ? section : rule.label ? rule.label(section, index) : section.startsWith('text encoder') ? `${section} · layer ${index}` : `${section} ${index}`;
+      const inner = section.startsWith('text encoder') || section === 'vision tower' ? ENCODER_LAYER.exec(rest) : null;
+      return { group: { section, index, label }, kind: kindAfter(inner ? rest.slice(inner.index + inner[0].length) : rest) };
+    }
+    return { group: { section: 'other', index: -1, label: 'other' }, kind: kindAfter(key).split('.').pop() ?? key };
+  };
 }
 
 /** Orders groups: sections as first seen (the base's own order), 'other' last, indices ascending. */

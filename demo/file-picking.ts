@@ -1,6 +1,8 @@
 /**
  * Turns what the user picked (file inputs, folder inputs, drag and drop of files or folders) into
  * named sets of files with paths relative to the chosen folder, as the library's InputFileSet wants.
+ * Inside a folder, dot-files and dot-folders (`.gitattributes`, `.cache/`) are skipped, as the
+ * command line skips them: a downloaded pipeline's output holds what the pipeline does.
  */
 import type { PickedSet } from './page-state.js';
 import type { PickedFile } from './worker-protocol.js';
@@ -14,7 +16,7 @@ export function setFromInput(input: HTMLInputElement): PickedSet | undefined {
   const files = list.map((file, i) => ({
     file,
     path: folder && relative[i].startsWith(`${folder}/`) ? relative[i].slice(folder.length + 1) : relative[i],
-  }));
+  })).filter((f) => !folder || !hidden(f.path));
   return { name: folder ?? nameOfLooseFiles(files), files: sortByPath(files), origin: 'user' };
 }
 
@@ -74,12 +76,17 @@ async function readFolder(folder: FileSystemDirectoryEntry, prefix: string): Pro
   const files: PickedFile[] = [];
   for (let batch = await readBatch(reader); batch.length > 0; batch = await readBatch(reader)) {
     for (const entry of batch) {
+      if (entry.name.startsWith('.')) continue;
       const path = prefix + entry.name;
       if (entry.isDirectory) files.push(...await readFolder(entry as FileSystemDirectoryEntry, `${path}/`));
       else files.push({ path, file: await entryFile(entry as FileSystemFileEntry) });
     }
   }
   return files;
+}
+
+function hidden(path: string): boolean {
+  return path.split('/').some((part) => part.startsWith('.'));
 }
 
 function sortByPath(files: PickedFile[]): PickedFile[] {

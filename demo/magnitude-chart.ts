@@ -1,12 +1,14 @@
 /**
  * The plan's chart: how large each update is next to the weight it changes, w·‖s·B·A‖ / ‖W‖ in %,
- * by block of the model (x) and module kind (one bar series each). The sign is the weight's: below
- * zero, the adapter is subtracted. The worker measures each ratio once at weight 1, so moving a
- * slider redraws without asking it. Several adapters on one block add up their signed values (an
- * upper bound on the size when signs agree); the tooltip lists each module's share.
+ * by block of the model (x) and module kind (one bar series each); the worker places each tensor
+ * (chart-groups.ts). The sign is the weight's: below zero, the adapter is subtracted. The worker
+ * measures each ratio once at weight 1, so moving a slider redraws without asking it. Several
+ * adapters on one tensor add up their signed values (an upper bound on the size when signs agree);
+ * several tensors of one kind in one block (MoE experts, a UNet block's attention layers) are
+ * averaged, so a block of many modules is not drawn as a larger change. The tooltip says how many.
  */
 import { BarController, BarElement, CategoryScale, Chart, Legend, LinearScale, Tooltip } from 'chart.js';
-import { blockOf, orderGroups, type BlockGroup } from './chart-groups.js';
+import { orderGroups, type BlockGroup } from './chart-groups.js';
 import type { UpdateMagnitude } from './worker-protocol.js';
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip);
@@ -15,31 +17,60 @@ const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948
 
 /** What the caption says about the axes, so the chart is readable without the picture too. */
 export const CHART_CAPTION =
-  'Each bar: how much the merge changes that block’s weights, as weight × ‖s·B·A‖ / ‖W‖ in percent ' +
-  '(1 % means the update is a hundredth of the weight’s size), one colour per module kind. Below zero: the ' +
-  'adapter is subtracted (negative weight). Hover a bar for its values; the table of matched modules below lists each module’s scale.';
+  'Each bar: how much the merge changes that block’s weights of one module kind, as weight × ‖s·B·A‖ / ‖W‖ in percent ' +
+  '(1 % means the update is a hundredth of the weight’s size; several tensors of a kind in a block, such as MoE experts, are averaged). ' +
+  'Blocks follow the model: layers, UNet down/mid/up blocks, Flux double and single blocks, SD3 joint blocks, each text encoder, a vision tower. ' +
+  'Below zero: the adapter is subtracted (negative weight). Hover a bar for its values; the table of matched modules below lists each module’s algorithm and scale.';
 
 export class MagnitudeChart {
   private chart?: Chart<'bar'>;
+  /** Tensors averaged into each bar, by dataset and label index, for the tooltip. */
+  private counts: number[][] = [];
 
-  constructor(private readonly canvas: HTMLCanvasElement) {}
+  constructor(private readonly canvas: HTMLCanvasElement) {
+    // The text colour follows the page's theme when the system switches it.
+    matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => this.applyTextColor());
+  }
+
+  private applyTextColor(): void {
+    const options = this.chart?.options;
+    if (!options) return;
+    const text = getComputedStyle(this.canvas).color;
+    options.color = text;
+    for (const axis of [options.scales?.x, options.scales?.y]) {
+      if (!axis) continue;
+      if (axis.ticks) axis.ticks.color = text;
+      if (axis.title) (axis.title as { color?: string }).color = text;
+    }
+    if (options.plugins?.legend?.labels) options.plugins.legend.labels.color = text;
+    this.chart!.update('none');
+  }
 
   update(magnitudes: UpdateMagnitude[], weights: number[]): void {
     const groups = new Map<string, BlockGroup>();
     const kinds: string[] = [];
-    const sums = new Map<string, number>();
+    /** block label → kind → target → signed sum over adapters. */
+    const perTarget = new Map<string, Map<string, Map<string, number>>>();
     for (const m of magnitudes) {
-      const group = blockOf(m.target);
+      const { group, kind } = m.place;
       groups.set(group.label, group);
-      if (!kinds.includes(m.moduleType)) kinds.push(m.moduleType);
-      const key = `${group.label}\u0000${m.moduleType}`;
+      if (!kinds.includes(kind)) kinds.push(kind);
+      const byKind = perTarget.get(group.label) ?? new Map<string, Map<string, number>>();
+      perTarget.set(group.label, byKind);
+      const targets = byKind.get(kind) ?? new Map<string, number>();
+      byKind.set(kind, targets);
       const ratio = Number.isFinite(m.ratio) ? m.ratio : 0;
-      sums.set(key, (sums.get(key) ?? 0) + (weights[m.adapter] ?? 0) * ratio * 100);
+      targets.set(m.target, (targets.get(m.target) ?? 0) + (weights[m.adapter] ?? 0) * ratio * 100);
     }
     const labels = orderGroups([...groups.values()]).map((g) => g.label);
+    const cell = (label: string, kind: string) => [...(perTarget.get(label)?.get(kind)?.values() ?? [])];
+    this.counts = kinds.map((kind) => labels.map((label) => cell(label, kind).length));
     const datasets = kinds.map((kind, i) => ({
       label: kind,
-      data: labels.map((label) => sums.get(`${label}\u0000${kind}`) ?? 0),
+      data: labels.map((label) => {
+        const values = cell(label, kind);
+        return values.length ? values.reduce((a, b) => a + b, 0) / values.length : 0;
+      }),
       backgroundColor: PALETTE[i % PALETTE.length],
       borderWidth: 0,
     }));
@@ -73,7 +104,10 @@ export class MagnitudeChart {
           legend: { position: 'bottom', labels: { color: text, boxWidth: 12 } },
           tooltip: {
             callbacks: {
-              label: (c) => `${c.dataset.label}: ${Number(c.parsed.y) >= 0 ? '+' : ''}${Number(c.parsed.y).toPrecision(3)} %`,
+              label: (c) => {
+                const n = this.counts[c.datasetIndex]?.[c.dataIndex] ?? 0;
+                return `${c.dataset.label}: ${Number(c.parsed.y) >= 0 ? '+' : ''}${Number(c.parsed.y).toPrecision(3)} %${n > 1 ? ` (mean of ${n} tensors)` : ''}`;
+              },
             },
           },
         },

@@ -16,6 +16,7 @@ import { mountModePanel } from './panels/mode-panel.js';
 import { mountPlanPanel } from './panels/plan-panel.js';
 import { mountSamplePanel } from './panels/sample-panel.js';
 import { MergeWorkerClient } from './worker-client.js';
+import type { PlanSummary } from './worker-protocol.js';
 
 const client = new MergeWorkerClient();
 const store = new PageStore();
@@ -44,19 +45,48 @@ store.onWithdraw = (result) => {
   if (result.job) client.withdraw(result.job).catch(() => {});
 };
 
-/** Only the newest plan request may update the page. */
+/** Only the newest plan request may update the page, and a check only the plan it was made for. */
 let planRequest = 0;
+let checkRequest = 0;
+let checkTimer: ReturnType<typeof setTimeout> | undefined;
+const inputs = () => ({
+  base: store.state.base!,
+  adapters: store.state.adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: a.weight })),
+});
+const weightsKey = () => store.state.adapters.map((a) => a.weight).join(',');
+const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+/** What a new plan says aloud: errors at once; otherwise, politely, what matched, what was left out and each warning's gist. */
+function announcePlan(plan: PlanSummary, droppedDtype: string | undefined): void {
+  const errors = plan.problems.filter((p) => p.severity === 'error');
+  const warnings = plan.problems.filter((p) => p.severity === 'warning');
+  if (errors.length) {
+    announcer.error(`The plan has ${plural(errors.length, 'error')}. First: ${errors[0].message}`);
+    return;
+  }
+  const parts = [`Plan ready: ${plural(plan.modules.length, 'module')} matched.`];
+  if (plan.leftOut.length) parts.push(`${plural(plan.leftOut.length, 'module')} left out, not merged: the plan lists which and why.`);
+  if (warnings.length) {
+    const more = warnings.length > 3 ? ` · and ${warnings.length - 3} more, listed in the plan` : '';
+    parts.push(`${plural(warnings.length, 'warning')}: ${warnings.slice(0, 3).map((w) => w.message).join(' · ')}${more}`);
+  }
+  if (plan.notes.length) parts.push(`${plural(plan.notes.length, 'note')}: ${plan.notes.join(' · ')}`);
+  if (droppedDtype) parts.push(`The output dtype is back to keeping each tensor’s type: a ${plan.base.container} model cannot be written as ${droppedDtype}.`);
+  announcer.say(parts.join(' '));
+}
+
 store.onInputsChanged = () => {
   const request = ++planRequest;
-  const { base, adapters } = store.state;
-  if (!base || adapters.length === 0) return;
-  client.plan(base.name, base.files, adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: 1 }))).then(
+  checkRequest++;
+  if (!store.state.base || store.state.adapters.length === 0) return;
+  const sent = weightsKey();
+  const { base, adapters } = inputs();
+  client.plan(base.name, base.files, adapters).then(
     (plan) => {
       if (request !== planRequest) return;
-      store.setPlan({ status: 'ready', plan });
-      const errors = plan.problems.filter((p) => p.severity === 'error');
-      if (errors.length) announcer.error(`The plan has ${errors.length} error${errors.length === 1 ? '' : 's'}. First: ${errors[0].message}`);
-      else announcer.say(`Plan ready: ${plan.modules.length} modules matched.`);
+      const dropped = store.setPlan({ status: 'ready', plan });
+      announcePlan(plan, dropped);
+      if (weightsKey() !== sent) scheduleCheck(); // a slider moved while the plan was made
     },
     (error: Error) => {
       if (request !== planRequest) return;
@@ -65,6 +95,35 @@ store.onInputsChanged = () => {
     },
   );
 };
+
+/** Weight 0, the same adapter twice, DoRA at another weight…: the warnings follow the sliders. */
+function scheduleCheck(): void {
+  clearTimeout(checkTimer);
+  checkTimer = setTimeout(runCheck, 200);
+}
+store.onWeightsChanged = scheduleCheck;
+
+function runCheck(): void {
+  if (store.state.plan.status !== 'ready') return; // a plan on its way checks when it arrives
+  const request = ++checkRequest;
+  const forPlan = planRequest;
+  const before = new Set(store.state.plan.plan.problems.map((p) => p.message));
+  const { base, adapters } = inputs();
+  client.check(base.name, base.files, adapters).then(
+    (check) => {
+      if (request !== checkRequest || forPlan !== planRequest) return;
+      store.setCheck(check);
+      const fresh = check.problems.filter((p) => !before.has(p.message));
+      const errors = fresh.filter((p) => p.severity === 'error');
+      if (errors.length) announcer.error(errors.map((p) => `Error: ${p.message}`).join(' '));
+      else if (fresh.length) announcer.say(fresh.map((p) => `Warning: ${p.message}`).join(' '));
+    },
+    (error: Error) => {
+      if (request !== checkRequest || forPlan !== planRequest) return;
+      announcer.error(error.message);
+    },
+  );
+}
 
 client.started.catch((error: Error) => showError(error.message));
 store.changed();

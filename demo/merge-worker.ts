@@ -4,15 +4,15 @@
  * never touches the library directly, so a long merge never blocks its main thread.
  */
 import {
-  createFileSystemAccessOutputTarget, createOpfsOutputTarget, generateSample, isMergeError, mergeModel, parseOutDType, prepareMerge,
+  createFileSystemAccessOutputTarget, createOpfsOutputTarget, generateSample, isMergeError, mergeModel, prepareMerge,
   type OutputTarget,
 } from '../src/index.js';
 import { dominantUpdateDtype } from '../src/pipeline/dominant-dtype.js';
 import { deleteAllJobs, deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
 import { pickedFileSet } from './picked-file-set.js';
-import { summarizePlan } from './plan-summary.js';
+import { checkPlan, summarizePlan, type WeightedFiles } from './plan-summary.js';
 import { backendError, backendFor, describe } from './worker-backend.js';
-import type { MergedFile, PickedFile, WorkerRequest, WorkerResponse } from './worker-protocol.js';
+import type { AdapterInput, MergedFile, PickedFile, WorkerRequest, WorkerResponse } from './worker-protocol.js';
 import type { BackendChoice } from '../src/index.js';
 
 const post = (message: WorkerResponse): void => self.postMessage(message);
@@ -27,6 +27,10 @@ function errorMessage(error: unknown): string {
     return 'the browser has no more disk space for this page: free some, or save to a file or folder you pick';
   }
   return `unexpected error: ${error instanceof Error ? error.message : String(error)}`;
+}
+
+function weighted(adapters: readonly AdapterInput[]): WeightedFiles[] {
+  return adapters.map((a) => ({ files: pickedFileSet(a.name, a.files), weight: a.weight }));
 }
 
 function toFiles(path: string, bytes: Uint8Array): PickedFile {
@@ -49,10 +53,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
   let prepared: Awaited<ReturnType<typeof prepareMerge>> | undefined;
   let job: { job: string; folder: FileSystemDirectoryHandle } | undefined;
   try {
-    prepared = await prepareMerge(
-      pickedFileSet(request.baseName, request.base),
-      request.adapters.map((a) => ({ files: pickedFileSet(a.name, a.files), weight: a.weight })),
-    );
+    prepared = await prepareMerge(pickedFileSet(request.baseName, request.base), weighted(request.adapters));
     let output: OutputTarget;
     if (request.output.kind === 'browser-storage') {
       if (!hasBrowserStorage()) throw new Error('this browser has no private file storage; pick a file or folder to save to');
@@ -63,10 +64,11 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
       output = createFileSystemAccessOutputTarget(request.output.handle);
     }
     const backend = await backendFor(choice, dominantUpdateDtype(prepared));
+    // Warnings the merge itself finds (NaN/Inf the base holds in tensors it only copies) come back with the result.
     const result = await mergeModel({
       prepared,
       output,
-      outDtype: request.outDtype === 'same' ? undefined : parseOutDType(request.outDtype),
+      outDtype: request.outDtype === 'same' ? undefined : request.outDtype, // checked by the base's container
       backend,
       signal: controller.signal,
       onProgress: (progress) => post({ type: 'progress', id: request.id, progress: { ...progress } }),
@@ -78,7 +80,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
     }
     post({
       type: 'merged', id: request.id, job: job?.job, files,
-      seconds: (performance.now() - started) / 1000, backend: describe(choice, backend),
+      seconds: (performance.now() - started) / 1000, backend: describe(choice, backend), warnings: result.warnings.slice(),
     });
     job = undefined;
   } catch (error) {
@@ -102,11 +104,14 @@ self.addEventListener('message', (event: MessageEvent<WorkerRequest>) => {
   const request = event.data;
   switch (request.type) {
     case 'plan':
-      summarizePlan(
-        pickedFileSet(request.baseName, request.base),
-        request.adapters.map((a) => pickedFileSet(a.name, a.files)),
-      ).then(
+      summarizePlan(pickedFileSet(request.baseName, request.base), weighted(request.adapters)).then(
         (plan) => post({ type: 'plan', id: request.id, plan }),
+        (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
+      );
+      break;
+    case 'check':
+      checkPlan(pickedFileSet(request.baseName, request.base), weighted(request.adapters)).then(
+        (check) => post({ type: 'checked', id: request.id, check }),
         (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
       );
       break;

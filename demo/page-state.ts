@@ -3,7 +3,7 @@
  * adapters withdraws an earlier result (its files are deleted); changing a weight or the dtype marks
  * it out of date. Panels read the state and call the actions; the store tells them to redraw.
  */
-import type { BackendInfo, MergedFile, PickedFile, PlanSummary } from './worker-protocol.js';
+import type { BackendInfo, MergedFile, PickedFile, PlanCheck, PlanSummary } from './worker-protocol.js';
 
 /** A file or a folder as the user picked it; the sample's own files are marked so they never mix. */
 export interface PickedSet {
@@ -34,6 +34,8 @@ export interface MergeResultState {
   baseName: string;
   seconds: number;
   backend: BackendInfo;
+  /** What the merge itself found (NaN/Inf the base already held in tensors it copied…). */
+  warnings: string[];
   /** The settings it was made with, to tell whether it is out of date. */
   settings: string;
   stale: boolean;
@@ -59,6 +61,8 @@ export class PageStore {
   onWithdraw: (result: MergeResultState) => void = () => {};
   /** Called after the base or the adapters changed: the plan must be made again. */
   onInputsChanged: () => void = () => {};
+  /** Called after a weight changed: the plan's warnings depend on the weights (weight 0…). */
+  onWeightsChanged: () => void = () => {};
 
   subscribe(listener: Listener): void {
     this.listeners.push(listener);
@@ -90,8 +94,9 @@ export class PageStore {
     this.inputsChanged();
   }
 
-  /** The sample replaces everything. */
+  /** The sample replaces everything, the output dtype included (its base is a safetensors file). */
   useSample(base: PickedSet, adapter: PickedSet): void {
+    this.state.outDtype = 'same';
     this.state.base = base;
     this.state.adapters = [{ id: this.nextAdapterId++, set: adapter, weight: 1 }];
     this.inputsChanged();
@@ -107,6 +112,7 @@ export class PageStore {
     if (!adapter || adapter.weight === weight) return;
     adapter.weight = weight;
     this.settingsChanged();
+    this.onWeightsChanged();
   }
 
   setOutDtype(dtype: string): void {
@@ -114,8 +120,26 @@ export class PageStore {
     this.settingsChanged();
   }
 
-  setPlan(plan: PlanState): void {
+  /**
+   * A new plan. An output dtype the base's container does not offer goes back to keeping each
+   * tensor's type; returns the dtype dropped so, for the page to say.
+   */
+  setPlan(plan: PlanState): string | undefined {
     this.state.plan = plan;
+    const wanted = this.state.outDtype;
+    let dropped: string | undefined;
+    if (plan.status === 'ready' && wanted !== 'same' && !plan.plan.output.types.some((t) => t.name === wanted)) {
+      dropped = wanted;
+      this.state.outDtype = 'same'; // a new plan means new inputs: no result is left to mark
+    }
+    this.changed();
+    return dropped;
+  }
+
+  /** The plan's problems at the current weights replace those it came with. */
+  setCheck(check: PlanCheck): void {
+    if (this.state.plan.status !== 'ready') return;
+    this.state.plan = { status: 'ready', plan: { ...this.state.plan.plan, ...check } };
     this.changed();
   }
 
@@ -161,6 +185,9 @@ export class PageStore {
     if (s.plan.status === 'ready' && !s.plan.plan.mergeable) {
       const n = s.plan.plan.problems.filter((p) => p.severity === 'error').length;
       return `The plan has ${n} error${n === 1 ? '' : 's'}: fix them first.`;
+    }
+    if (s.plan.status === 'ready' && s.plan.plan.output.refused[s.outDtype]) {
+      return `This model cannot be written as ${s.outDtype}: choose another output dtype.`;
     }
     return undefined;
   }

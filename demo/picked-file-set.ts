@@ -7,5 +7,6 @@ import { blobInputFileSet, type InputFileSet } from '../src/index.js';
 import type { PickedFile } from './worker-protocol.js';
 
 export function pickedFileSet(name: string, files: readonly PickedFile[]): InputFileSet {
-  return blobInputFileSet(name, new Map(files.map((f) => [f.path, f.file])));
+  // Messages name a file by its folder and path; a file picked alone is named once, not as `x.safetensors/x.safetensors`.
+  return blobInputFileSet(name, new Map(files.map((f) => [f.path, f.file])), (path) => (path === name ? path : `${name}/${path}`));
 }

@@ -1,14 +1,27 @@
 /**
- * Runs in the worker: reads the headers of the base and the adapters, prepares the merge with
- * every weight at 1, measures each update, and boils it all down to what the page shows.
- * Weights are left out on purpose: the page scales scales and ratios by the sliders itself.
- * The adapters' facts are worded here, from the plan's data, so the page needs no list of formats.
+ * Runs in the worker: reads the headers of the base and the adapters, prepares the merge at the
+ * adapters' weights, measures each update, and boils it all down to what the page shows: every
+ * error, warning, note and left-out module as the CLI reports them, each module's algorithm and
+ * scale, the files the merge writes, and the output types the base's container offers.
+ * Problems depend on the weights (weight 0, the same adapter twice), so they are taken from a plan
+ * at the real weights; scales and magnitudes from the same adapters at weight 1, so the page scales
+ * them by the sliders itself without asking again. The adapters' facts are worded here, from the
+ * plan's data, so the page needs no list of formats.
  */
 import {
-  ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, prepareMerge, type InputFileSet, type ParsedAdapter,
+  ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, prepareMerge, type InputFileSet, type MergePlan, type ParsedAdapter,
+  type PlannedTerm, type PreparedMerge,
 } from '../src/index.js';
+import { algorithmNamed } from '../src/formats/algorithms/index.js';
 import { familyMismatch } from '../src/plan/model-family.js';
-import type { AdapterSummary, PlanSummary, Problem } from './worker-protocol.js';
+import { chartGrouper } from './chart-groups.js';
+import type { AdapterSummary, PlanCheck, PlannedModule, PlanSummary, Problem } from './worker-protocol.js';
+
+/** One adapter's files and the weight it is merged at. */
+export interface WeightedFiles {
+  files: InputFileSet;
+  weight: number;
+}
 
 function range(values: number[]): string {
   const distinct = [...new Set(values.map((v) => Number(v.toPrecision(4))))].sort((a, b) => a - b);
@@ -16,12 +29,21 @@ function range(values: number[]): string {
   return distinct.length === 1 ? String(distinct[0]) : `${distinct[0]}–${distinct[distinct.length - 1]}`;
 }
 
+/** `LoRA`, `LoKr + DoRA`: how a module's tensors make its update. */
+function algorithmOf(module: ParsedAdapter['modules'][number]): string {
+  return `${algorithmNamed(module.algorithm).title}${module.dora ? ' + DoRA' : ''}`;
+}
+
 export function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
   const m = adapter.modules;
+  const algorithms = new Map<string, number>();
+  for (const x of m) algorithms.set(algorithmOf(x), (algorithms.get(algorithmOf(x)) ?? 0) + 1);
+  const algorithmFacts = algorithms.size === 1 ? [...algorithms.keys()] : [...algorithms].map(([name, n]) => `${name} ×${n}`);
   return {
     name: adapter.name,
     facts: [
       ADAPTER_FORMAT_NAMES[adapter.format] ?? adapter.format,
+      ...algorithmFacts,
       `${m.length} module${m.length === 1 ? '' : 's'}`,
       `r = ${range(m.map((x) => x.rank))}`,
       `α = ${range(m.map((x) => x.alpha))}`,
@@ -38,28 +60,104 @@ function mostCommon(values: string[]): string {
   return [...counts].sort((a, b) => b[1] - a[1])[0]?.[0] ?? '—';
 }
 
-/** `…attn2.to_out.0.weight` → `to_out`, `…self_attn.q_proj.weight` → `q_proj`: the chart's series. */
-function moduleKind(baseKey: string): string {
-  const parts = baseKey.replace(/\.(weight|bias)$/, '').split('.');
-  while (parts.length > 1 && /^\d+$/.test(parts[parts.length - 1])) parts.pop();
-  return parts[parts.length - 1];
+/** ` rows 0–1279` when a term lands on part of its tensor, as the CLI's dry run words it. */
+function rowsOf(term: PlannedTerm): string | undefined {
+  const segments = term.placement?.segments;
+  if (!segments) return undefined;
+  return `rows ${segments.map((g) => `${g.dst}–${g.dst + g.count - 1}${g.src === g.dst ? '' : ` (ΔW rows ${g.src}–${g.src + g.count - 1})`}`).join(', ')}`;
 }
 
-export async function summarizePlan(base: InputFileSet, adapterSets: InputFileSet[]): Promise<PlanSummary> {
-  const prepared = await prepareMerge(base, adapterSets.map((files) => ({ files, weight: 1 })));
+function moduleOf(term: PlannedTerm, baseKey: string, shape: number[]): PlannedModule {
+  const m = term.module;
+  const planned: PlannedModule = {
+    adapter: term.adapterIndex, module: term.moduleName, target: baseKey, shape,
+    algorithm: `${algorithmNamed(m.algorithm).title}${term.dora ? ' + DoRA' : ''}`, scale: term.scale,
+  };
+  if (m.update.kind === 'low-rank') planned.rank = m.rank;
+  const rows = rowsOf(term);
+  if (rows) planned.rows = rows;
+  return planned;
+}
+
+/** Every base tensor the plan changes: updates, bias updates, replacements, rows set outright. */
+function touchedKeys(plan: MergePlan): Set<string> {
+  return new Set([...plan.updates, ...plan.biasUpdates, ...plan.replacements, ...plan.rowSets].map((x) => x.baseKey));
+}
+
+/**
+ * Output types this merge cannot write, and why, found as the merge finds them before any work
+ * (through the container: a GGUF row that is not whole blocks of the type; a scaled fp8
+ * checkpoint, whose stored values are W / scale, must keep its dtype); the page says so when one
+ * is chosen instead of failing after the click.
+ */
+function refusedTypes(model: PreparedMerge['base'], touched: ReadonlySet<string>): Record<string, string> {
+  const refused: Record<string, string> = {};
+  for (const { name } of model.format.outputChoices.types) {
+    const requested = model.format.parseOutputType(name);
+    search: for (const shard of model.shards) {
+      for (const t of shard.tensors) {
+        const key = shard.keyPrefix + t.name;
+        const type = model.format.outputType(t, touched.has(key), requested);
+        if (type === t.type) continue;
+        const why = model.valueScales?.has(key)
+          ? `a scaled fp8 checkpoint (a scale_weight per tensor) keeps its weights in ${t.type}`
+          : model.format.checkOutputType(t, type);
+        if (why) {
+          refused[name] = `tensor "${key}": ${why}`;
+          break search;
+        }
+      }
+    }
+  }
+  return refused;
+}
+
+/** Errors first (an adapter for another kind of model named as such), then warnings, as the CLI prints them. */
+function checkOf(prepared: PreparedMerge): PlanCheck {
+  const { plan, base } = prepared;
+  const mismatches: Problem[] = [];
+  for (const { adapter } of prepared.adapters) {
+    if (!plan.problems.some((p) => p.adapter === adapter.name)) continue;
+    const why = familyMismatch(adapter.name, adapter.modules.map((x) => x.key), base.tensors.keys());
+    if (why) mismatches.push({ severity: 'error', message: why });
+  }
+  return {
+    problems: [
+      ...mismatches,
+      ...plan.problems.map((p) => ({ severity: 'error' as const, message: p.message })),
+      ...plan.warnings.map((message) => ({ severity: 'warning' as const, message })),
+    ],
+    mergeable: plan.problems.length === 0,
+  };
+}
+
+/** The plan's problems at these weights (a slider moved): headers only, nothing measured. */
+export async function checkPlan(base: InputFileSet, adapters: readonly WeightedFiles[]): Promise<PlanCheck> {
+  const prepared = await prepareMerge(base, adapters);
   try {
+    return checkOf(prepared);
+  } finally {
+    await prepared.close();
+  }
+}
+
+export async function summarizePlan(base: InputFileSet, adapters: readonly WeightedFiles[]): Promise<PlanSummary> {
+  const prepared = await prepareMerge(base, adapters);
+  // The same inputs prepared at weight 1 (config.json's key maps, a tied head's decision and all):
+  // scales and magnitudes the page multiplies by the sliders.
+  let atOne: PreparedMerge | undefined;
+  try {
+    atOne = await prepareMerge(base, adapters.map(({ files }) => ({ files, weight: 1 })));
     const { plan } = prepared;
     const model = prepared.base;
-    const magnitudes = await estimateUpdateMagnitudes(plan, (key, rowStart, rowCount) => model.readRows(key, rowStart, rowCount));
+    const unit = atOne.plan;
+    const unitModel = atOne.base;
+    const measured = await estimateUpdateMagnitudes(unit, (key, rowStart, rowCount) => unitModel.readRows(key, rowStart, rowCount));
     const allTensors = [...model.tensors.values()];
-    // An adapter for another kind of model is named as such, ahead of its unmatched modules.
-    const mismatches: Problem[] = [];
-    for (const { adapter } of prepared.adapters) {
-      if (!plan.problems.some((p) => p.adapter === adapter.name)) continue;
-      const why = familyMismatch(adapter.name, adapter.modules.map((x) => x.key), model.tensors.keys());
-      if (why) mismatches.push({ severity: 'error', message: why });
-    }
+    const placeOf = chartGrouper(model.tensors.keys());
+    const touched = touchedKeys(plan);
     return {
+      ...checkOf(prepared),
       base: {
         name: base.name,
         files: model.shards.length,
@@ -67,23 +165,27 @@ export async function summarizePlan(base: InputFileSet, adapterSets: InputFileSe
         bytes: allTensors.reduce((n, t) => n + t.byteLength, 0),
         dtype: mostCommon(allTensors.map((t) => t.storedType)),
         kind: model.kind,
+        container: model.format.name,
       },
+      output: { ...model.format.outputChoices, refused: refusedTypes(model, touched) },
       adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),
-      modules: plan.updates.flatMap((u) => u.terms.map((t) => ({
-        adapter: t.adapterIndex, module: t.moduleName, target: u.baseKey, shape: u.shape, scale: t.scale,
-      }))),
-      problems: [
-        ...mismatches,
-        ...plan.problems.map((p) => ({ severity: 'error' as const, message: p.message })),
-        ...plan.warnings.map((message) => ({ severity: 'warning' as const, message })),
-        ...plan.notes.map((message) => ({ severity: 'note' as const, message })),
-      ],
-      magnitudes: magnitudes.map((m) => ({
-        adapter: m.adapterIndex, module: m.module, target: m.baseKey, moduleType: moduleKind(m.baseKey), ratio: m.ratio,
+      modules: unit.updates.flatMap((u) => u.terms.map((t) => moduleOf(t, u.baseKey, u.shape))),
+      leftOut: plan.leftOut.map((m) => ({ adapter: m.adapterIndex, module: m.module, reason: m.reason })),
+      notes: plan.notes.slice(),
+      magnitudes: measured.map((m) => ({
+        adapter: m.adapterIndex, module: m.module, target: m.baseKey, place: placeOf(m.baseKey), ratio: m.ratio,
       })),
-      mergeable: plan.problems.length === 0,
+      files: model.shards.map((s) => ({
+        path: s.path,
+        tensors: s.tensors.length,
+        changed: s.tensors.filter((t) => touched.has(s.keyPrefix + t.name)).length,
+        // A view tensor decoded from another storage says the type it is written in (formats/bnb/).
+        dequantized: s.tensors.filter((t) => t.writeType !== undefined).length,
+        mirrorable: s.mirrorIfUnchanged,
+      })),
+      copied: model.otherFiles.slice(),
     };
   } finally {
-    await prepared.close();
+    await Promise.all([prepared.close(), atOne?.close()]);
   }
 }

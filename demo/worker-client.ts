@@ -1,7 +1,7 @@
 /** The page's side of the merge worker: one promise per request, progress through a callback. */
 import type { BackendChoice } from '../src/index.js';
 import type {
-  AdapterInput, BackendInfo, MergedFile, OutDTypeChoice, OutputChoice, PickedFile, PlanSummary, ProgressEvent,
+  AdapterInput, BackendInfo, MergedFile, OutDTypeChoice, OutputChoice, PickedFile, PlanCheck, PlanSummary, ProgressEvent,
   WorkerRequest, WorkerResponse,
 } from './worker-protocol.js';
 
@@ -33,6 +33,8 @@ export interface MergeDone {
   files: MergedFile[];
   seconds: number;
   backend: BackendInfo;
+  /** What the merge itself found that the user should know (NaN/Inf copied from the base). */
+  warnings: string[];
 }
 
 type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
@@ -60,6 +62,11 @@ export class MergeWorkerClient {
 
   plan(baseName: string, base: PickedFile[], adapters: AdapterInput[]): Promise<PlanSummary> {
     return this.send({ type: 'plan', baseName, base, adapters }) as Promise<PlanSummary>;
+  }
+
+  /** The plan's problems again at the adapters' current weights. */
+  check(baseName: string, base: PickedFile[], adapters: AdapterInput[]): Promise<PlanCheck> {
+    return this.send({ type: 'check', baseName, base, adapters }) as Promise<PlanCheck>;
   }
 
   /** The built-in sample as files, generated in the worker so the page stays responsive. */
@@ -106,11 +113,14 @@ export class MergeWorkerClient {
       case 'plan':
         pending.resolve(message.plan);
         break;
+      case 'checked':
+        pending.resolve(message.check);
+        break;
       case 'sample':
         pending.resolve({ base: message.base, adapter: message.adapter });
         break;
       case 'merged':
-        pending.resolve({ job: message.job, files: message.files, seconds: message.seconds, backend: message.backend });
+        pending.resolve({ job: message.job, files: message.files, seconds: message.seconds, backend: message.backend, warnings: message.warnings });
         break;
       case 'done':
         pending.resolve(message.file);

@@ -2,7 +2,8 @@
  * Messages between the page and the merge worker. Everything here survives structured cloning:
  * File objects and File System Access handles travel as they are, results come back as plain data.
  */
-import type { BackendChoice } from '../src/index.js';
+import type { BackendChoice, OutputTypeChoices } from '../src/index.js';
+import type { ChartPlace } from './chart-groups.js';
 
 /** One picked file and its path inside the folder the user chose ('' folder for loose files). */
 export interface PickedFile {
@@ -16,7 +17,8 @@ export interface AdapterInput {
   weight: number;
 }
 
-export type OutDTypeChoice = 'same' | 'f32' | 'f16' | 'bf16';
+/** `same` keeps each tensor's type; anything else is one of the base container's output types (`f8_e4m3`, `q4_k`…). */
+export type OutDTypeChoice = string;
 
 /**
  * Where the merged files go:
@@ -30,6 +32,8 @@ export type OutputChoice =
 
 export type WorkerRequest =
   | { type: 'plan'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[] }
+  /** The plan's problems again at new weights (weight 0, the same adapter twice… depend on them). */
+  | { type: 'check'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[] }
   | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; output: OutputChoice }
   | { type: 'cancel'; id: number }
   | { type: 'sample'; id: number; preset: 'small' | 'large' }
@@ -51,6 +55,12 @@ export interface PlannedModule {
   module: string;
   target: string;
   shape: number[];
+  /** How the module's tensors make ΔW: `LoRA`, `LoKr`, `LoHa + DoRA`, `(IA)³`… */
+  algorithm: string;
+  /** The rank ΔW is built at, for low-rank algorithms. */
+  rank?: number;
+  /** `rows 0–1279` when ΔW lands on part of the tensor (a slice of a fused qkv). */
+  rows?: string;
   /** α/r (or α/√r) at weight 1; the page multiplies by the slider. */
   scale: number;
 }
@@ -60,24 +70,55 @@ export interface UpdateMagnitude {
   adapter: number;
   module: string;
   target: string;
-  moduleType: string;
+  /** The target's block of the model (x axis) and module kind (series), placed knowing the whole model. */
+  place: ChartPlace;
   ratio: number;
 }
 
 export interface Problem {
-  /** `note`: what the merged model gains besides new values (an untied head, a resized vocabulary…). */
-  severity: 'error' | 'warning' | 'note';
+  severity: 'error' | 'warning';
   message: string;
 }
 
-export interface PlanSummary {
-  base: { name: string; files: number; tensors: number; bytes: number; dtype: string; kind: string };
-  adapters: AdapterSummary[];
-  modules: PlannedModule[];
+/** A module not merged because it names a component the base does not hold, and why. */
+export interface LeftOutModule {
+  adapter: number;
+  module: string;
+  reason: string;
+}
+
+/** One weight file the merge writes, and what happens to it. */
+export interface OutputFilePlan {
+  path: string;
+  tensors: number;
+  /** Tensors an update, bias or replacement lands on. */
+  changed: number;
+  /** Weights stored quantized (bitsandbytes) that are dequantized and written as floats, changed or not. */
+  dequantized: number;
+  /** Written byte for byte as it was when nothing in it changes (a pipeline component). */
+  mirrorable: boolean;
+}
+
+/** The plan's problems as they stand at the adapters' weights. */
+export interface PlanCheck {
   problems: Problem[];
-  magnitudes: UpdateMagnitude[];
   /** False when a problem stops the merge. */
   mergeable: boolean;
+}
+
+export interface PlanSummary extends PlanCheck {
+  base: { name: string; files: number; tensors: number; bytes: number; dtype: string; kind: string; container: string };
+  /** The output types the base's container offers (the dtype menu); `refused`: those this merge cannot write, and why. */
+  output: OutputTypeChoices & { refused: Record<string, string> };
+  adapters: AdapterSummary[];
+  modules: PlannedModule[];
+  leftOut: LeftOutModule[];
+  /** What the merged model gains besides new values (an untied lm_head, config.json changes…). */
+  notes: string[];
+  magnitudes: UpdateMagnitude[];
+  /** Weight files in the order they are written; `copied`: every other file, copied unchanged. */
+  files: OutputFilePlan[];
+  copied: string[];
 }
 
 export interface ProgressEvent {
@@ -105,9 +146,11 @@ export interface BackendInfo {
 export type WorkerResponse =
   | { type: 'backend'; id: number; backend: BackendInfo }
   | { type: 'plan'; id: number; plan: PlanSummary }
+  | { type: 'checked'; id: number; check: PlanCheck }
   | { type: 'sample'; id: number; base: PickedFile[]; adapter: PickedFile[] }
   | { type: 'progress'; id: number; progress: ProgressEvent }
-  | { type: 'merged'; id: number; job?: string; files: MergedFile[]; seconds: number; backend: BackendInfo }
+  /** `warnings`: what the merge itself found (NaN/Inf the base holds in copied tensors…). */
+  | { type: 'merged'; id: number; job?: string; files: MergedFile[]; seconds: number; backend: BackendInfo; warnings: string[] }
   | { type: 'done'; id: number; file?: File }
   | { type: 'cancelled'; id: number }
   | { type: 'error'; id: number; message: string };

@@ -27,6 +27,7 @@ export {
 // Containers: safetensors and GGUF behind one seam; GGUF files, metadata and block codecs
 export { openModel } from './formats/open-model.js';
 export type { ContainerFormat, SidecarContext, StoredShard, StoredTensor, TensorFileWriter } from './formats/container.js';
+export type { OutputTypeChoice, OutputTypeChoices } from './formats/output-types.js';
 export { openGguf, type GgufFile, type GgufTensor } from './formats/gguf/gguf-reader.js';
 export { createGgufWriter, type GgufTensorWriter, type GgufWriterTensor } from './formats/gguf/gguf-writer.js';
 export { GGUFValueType, type GgufKeyValue } from './formats/gguf/gguf-metadata.js';

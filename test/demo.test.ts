@@ -210,6 +210,24 @@ describe('demo page', () => {
     expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(false);
   });
 
+  it('lets no request leave the page\'s origin, from the page or a worker, and records each one tried', async () => {
+    demo = await openDemo(browser, server);
+    const outcomes = await demo.page.evaluate(async () => {
+      const fromPage = await fetch('http://example.com/weights').then(() => 'loaded', () => 'failed');
+      const script = "fetch('http://93.184.215.14/weights').then(() => postMessage('loaded'), () => postMessage('failed'))";
+      const worker = new Worker(URL.createObjectURL(new Blob([script], { type: 'text/javascript' })));
+      const fromWorker = await new Promise((resolve) => { worker.onmessage = (e) => resolve(e.data); });
+      worker.terminate();
+      return [fromPage, fromWorker];
+    });
+    expect(outcomes).toEqual(['failed', 'failed']);
+    expect([...demo.foreignRequests].sort()).toEqual(['http://93.184.215.14/weights', 'http://example.com/weights']);
+    // Both failures are reported on the console; nothing else may be.
+    expect(demo.errors.every((e) => /^console: Failed to load resource/.test(e)), demo.errors.join('\n')).toBe(true);
+    demo.foreignRequests.length = 0;
+    demo.errors.length = 0;
+  });
+
   it('unties a tied head an adapter changes, rewrites config.json and takes the adapter\'s tokenizer', async () => {
     const rand = seededRandom(1207);
     const base = [
@@ -239,8 +257,8 @@ describe('demo page', () => {
     await adapterInput.uploadFile(...Object.keys(adapterFiles).map((p) => join(dir, 'lora', p)));
     await page.waitForFunction(() => !document.getElementById('plan')!.hidden, { timeout: 30_000 });
     expect(await page.$eval('#plan-stats', (e) => e.textContent)).toContain('1modules matched');
-    const listed = await page.$$eval('#plan-problems li', (items) => items.map((li) => li.textContent ?? ''));
-    expect(listed).toContainEqual(expect.stringMatching(/^note: lm_head\.weight is written as its own tensor and tie_word_embeddings set to false/));
+    const notes = await page.$$eval('#plan-notes li', (items) => items.map((li) => li.textContent ?? ''));
+    expect(notes).toContainEqual(expect.stringMatching(/^lm_head\.weight is written as its own tensor and tie_word_embeddings set to false/));
 
     await page.click('[data-testid="merge-button"]');
     await page.waitForFunction(() => !!document.querySelector<HTMLAnchorElement>('[data-testid="download-link"]')?.href, { timeout: 90_000 });

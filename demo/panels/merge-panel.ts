@@ -1,16 +1,18 @@
 /**
  * Section 4: output options, merge and cancel, progress, and the result. Merge stays disabled (and
  * says why) while there is nothing to merge, the plan is pending or has errors, or work runs.
- * A merge asks for its destination inside the click, runs in the worker, and on success moves focus
- * to the result; closing the tab mid-merge asks first.
+ * The output dtype menu offers what the base's container writes (from the plan), each choice's
+ * rule said beside it. A merge asks for its destination inside the click, runs in the worker, and
+ * on success moves focus to the result, with any warning the merge itself found listed and
+ * announced; closing the tab mid-merge asks first.
  */
-import { byId } from '../dom.js';
+import { byId, el } from '../dom.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { PageState, PageStore } from '../page-state.js';
 import { ProgressView } from '../progress-view.js';
 import { canPickDestination, pickDestination, type PickedDestination } from '../save-choice.js';
 import { CancelledError, type MergeWorkerClient } from '../worker-client.js';
-import type { OutDTypeChoice } from '../worker-protocol.js';
+import type { PlanSummary } from '../worker-protocol.js';
 import { ResultsView } from './results-view.js';
 
 export interface MergePanel {
@@ -31,6 +33,8 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
   const cancelButton = byId<HTMLButtonElement>('cancel-button');
   const blocked = byId('merge-blocked');
   const dtype = byId<HTMLSelectElement>('out-dtype');
+  const dtypeHint = byId('out-dtype-hint');
+  let shownChoices: PlanSummary['output'] | undefined;
   const destination = byId<HTMLSelectElement>('destination');
   const destinationHint = byId('destination-hint');
   const progress = new ProgressView(byId<HTMLProgressElement>('progress'), byId('progress-text'));
@@ -44,7 +48,12 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
   };
   showHint();
   destination.addEventListener('change', showHint);
-  dtype.addEventListener('change', () => store.setOutDtype(dtype.value));
+  dtype.addEventListener('change', () => {
+    store.setOutDtype(dtype.value);
+    const plan = store.state.plan.status === 'ready' ? store.state.plan.plan : undefined;
+    const refused = plan?.output.refused[dtype.value];
+    if (refused) say.say(`This model cannot be written as ${dtype.value}: ${refused}. Merge stays off until another output dtype is chosen.`);
+  });
   cancelButton.addEventListener('click', () => job?.cancel());
   mergeButton.addEventListener('click', () => void mergeNow(false));
   window.addEventListener('beforeunload', (event) => {
@@ -76,7 +85,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       baseName: base.name,
       base: base.files,
       adapters: state.adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: a.weight })),
-      outDtype: dtype.value as OutDTypeChoice,
+      outDtype: state.outDtype,
       output: picked?.output ?? { kind: 'browser-storage' },
       onProgress: (p) => progress.update(p),
     });
@@ -90,9 +99,12 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       store.setBusy(undefined);
       store.setResult({
         job: done.job, files: done.files, where, baseName: base.name, seconds: done.seconds, backend: done.backend,
-        settings, stale: settings !== store.settingsKey(),
+        warnings: done.warnings, settings, stale: settings !== store.settingsKey(),
       });
-      say.say(`${message} The files are listed under “Merged files”.`);
+      const warned = done.warnings.length
+        ? ` The merge found ${done.warnings.length === 1 ? 'one thing' : `${done.warnings.length} things`} to know: ${done.warnings.map((w) => `Warning: ${w}`).join(' ')}`
+        : '';
+      say.say(`${message} The files are listed under “Merged files”.${warned}`);
       results.focus();
     } catch (error) {
       await picked?.cleanUp();
@@ -114,6 +126,21 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       mergeButton.disabled = blocker !== undefined;
       blocked.textContent = state.busy === 'merge' ? '' : blocker ?? '';
       cancelButton.disabled = state.busy !== 'merge';
+      const plan = state.plan.status === 'ready' ? state.plan.plan : undefined;
+      if (plan && plan.output !== shownChoices) {
+        shownChoices = plan.output;
+        dtype.replaceChildren(
+          el('option', { value: 'same', textContent: 'keep each tensor’s type' }),
+          ...plan.output.types.map((t) => el('option', { value: t.name, textContent: t.name })),
+        );
+      }
+      if (dtype.value !== state.outDtype) dtype.value = state.outDtype;
+      const choice = plan?.output.types.find((t) => t.name === state.outDtype);
+      const refused = plan?.output.refused[state.outDtype];
+      dtypeHint.className = refused ? 'error-text small' : 'hint small';
+      dtypeHint.textContent = !plan
+        ? 'The types to choose from depend on the base’s format (safetensors or GGUF): they appear with the plan.'
+        : refused ? `Not for this model: ${refused}.` : choice?.note ?? plan.output.keep;
       dtype.disabled = state.busy === 'merge';
       destination.disabled = state.busy === 'merge';
       results.render(state.result);

@@ -1,16 +1,36 @@
 /**
- * Section 3: what the plan found, before anything is merged: counts, every problem (listed and
- * announced), the chart and the table of matched modules. Weight changes only redraw the chart
- * and the table's last column.
+ * Section 3: what the plan found, before anything is merged, as the CLI reports it: counts, every
+ * error and warning (listed, and announced by main.ts), notes on what the merged model gains, the
+ * modules left out and why, the chart, each module's algorithm and scale, and what happens to
+ * each file written. Weight changes only redraw the chart and the table's last column; problems
+ * are redrawn when a check at new weights brings others.
  */
 import { byId, el } from '../dom.js';
 import { formatBytes, formatScale } from '../format.js';
 import { CHART_CAPTION, MagnitudeChart } from '../magnitude-chart.js';
 import type { PageState } from '../page-state.js';
-import type { PlanSummary } from '../worker-protocol.js';
+import type { OutputFilePlan, PlanSummary, Problem } from '../worker-protocol.js';
 
 function stat(value: string, label: string): HTMLElement {
   return el('div', { className: 'stat' }, el('b', { textContent: value }), el('span', { textContent: label }));
+}
+
+const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+/** What the merge does to one weight file, given the output dtype chosen. */
+export function fileFate(file: OutputFilePlan, plan: PlanSummary, outDtype: string): string {
+  const chosen = outDtype === 'same' ? undefined : outDtype;
+  const safetensors = plan.base.container === 'safetensors';
+  const dequantized = file.dequantized > 0 ? `; its ${plural(file.dequantized, 'quantized weight')} dequantized and written as ${chosen ?? 'floats'}` : '';
+  if (file.changed > 0) {
+    const written = !chosen ? '' : safetensors ? `, every float tensor written as ${chosen}` : `, every matrix llama-quantize quantizes written as ${chosen.toUpperCase()}`;
+    return `merged: ${file.changed} of ${plural(file.tensors, 'tensor')} change${written}${dequantized}`;
+  }
+  if (chosen && safetensors) return `nothing in it changes; every float tensor converted to ${chosen} (copied as it is if already ${chosen})${dequantized}`;
+  if (chosen) return `nothing in it changes; every matrix llama-quantize quantizes converted to ${chosen.toUpperCase()}`;
+  if (dequantized) return `no adapter changes it${dequantized}, the rest copied as it is`;
+  if (file.mirrorable) return 'nothing in it changes: copied byte for byte';
+  return 'nothing in it changes: its tensors are copied as they are, with the merge’s record in its metadata';
 }
 
 export function mountPlanPanel(): (state: PageState) => void {
@@ -19,13 +39,22 @@ export function mountPlanPanel(): (state: PageState) => void {
   const stats = byId('plan-stats');
   const problemsHeading = byId('plan-problems-heading');
   const problems = byId<HTMLUListElement>('plan-problems');
+  const notesBox = byId('plan-notes-box');
+  const notes = byId<HTMLUListElement>('plan-notes');
+  const leftOutBox = byId('left-out-box');
+  const leftOutHeading = byId('left-out-heading');
+  const leftOutBody = byId<HTMLTableElement>('left-out-table').tBodies[0];
   const body = byId<HTMLTableElement>('plan-modules').tBodies[0];
+  const filesBox = byId('plan-files-box');
+  const files = byId<HTMLUListElement>('plan-files');
   const canvas = byId<HTMLCanvasElement>('magnitude-chart');
   const figure = canvas.closest('figure')!;
   const chart = new MagnitudeChart(canvas);
   byId('chart-caption').textContent = CHART_CAPTION;
-  let shownPlan: PlanSummary | undefined;
+  let shownModules: PlanSummary['modules'] | undefined;
+  let shownProblems: Problem[] | undefined;
   let shownWeights = '';
+  let shownFiles = '';
 
   return (state) => {
     const plan = state.plan.status === 'ready' ? state.plan.plan : undefined;
@@ -40,27 +69,57 @@ export function mountPlanPanel(): (state: PageState) => void {
       status.textContent = state.plan.message;
     }
     if (!plan) {
-      shownPlan = undefined;
+      shownModules = undefined;
+      shownProblems = undefined;
+      shownFiles = '';
       return;
     }
-    if (plan !== shownPlan) {
-      shownPlan = plan;
+    if (plan.modules !== shownModules) {
+      // A new plan (a check at new weights keeps the modules and brings only problems).
+      shownModules = plan.modules;
       shownWeights = '';
       const targets = new Set(plan.modules.map((m) => m.target));
       stats.replaceChildren(
         stat(String(plan.modules.length), 'modules matched'),
         stat(String(targets.size), 'base tensors changed'),
+        ...(plan.leftOut.length ? [stat(String(plan.leftOut.length), 'modules left out')] : []),
         stat(String(plan.base.tensors), 'base tensors'),
-        stat(formatBytes(plan.base.bytes), `base (${plan.base.dtype})`),
+        stat(formatBytes(plan.base.bytes), `base (${plan.base.dtype}, ${plan.base.container})`),
       );
+      notesBox.hidden = plan.notes.length === 0;
+      notes.replaceChildren(...plan.notes.map((n) => el('li', { textContent: n })));
+      leftOutBox.hidden = plan.leftOut.length === 0;
+      leftOutHeading.textContent = `${plural(plan.leftOut.length, 'module')} left out, not merged`;
+      leftOutBody.replaceChildren(...plan.leftOut.map((m) => {
+        const row = el('tr');
+        for (const text of [plan.adapters[m.adapter]?.name ?? '', m.module, m.reason]) {
+          row.append(el('td', { textContent: text, title: text }));
+        }
+        return row;
+      }));
+    }
+    if (plan.problems !== shownProblems) {
+      shownProblems = plan.problems;
       const errors = plan.problems.filter((p) => p.severity === 'error').length;
       const warnings = plan.problems.length - errors;
-      problemsHeading.hidden = errors === 0;
-      problemsHeading.textContent = `${errors} error${errors === 1 ? '' : 's'} stop the merge`;
+      problemsHeading.hidden = plan.problems.length === 0;
+      problemsHeading.className = errors ? 'problems-heading' : 'warnings-heading';
+      problemsHeading.textContent = errors
+        ? `${plural(errors, 'error')} stop${errors === 1 ? 's' : ''} the merge${warnings ? `; ${plural(warnings, 'warning')}` : ''}`
+        : `${plural(warnings, 'warning')}: the merge can run, but read ${warnings === 1 ? 'it' : 'them'} first`;
       problems.replaceChildren(...(plan.problems.length
         ? plan.problems.map((p) => el('li', { className: p.severity, textContent: `${p.severity}: ${p.message}` }))
         : [el('li', { className: 'ok', textContent: '✓ Every adapter module found its base tensor.' })]));
-      if (errors === 0 && warnings > 0) problemsHeading.hidden = true;
+    }
+    const filesKey = `${plan.base.name}\u0000${state.outDtype}\u0000${plan.files.length}`;
+    if (filesKey !== shownFiles) {
+      shownFiles = filesKey;
+      // Only a folder needs saying: a one-file model is the one file it writes.
+      filesBox.hidden = plan.files.length + plan.copied.length <= 1;
+      files.replaceChildren(
+        ...plan.files.map((f) => el('li', {}, el('code', { textContent: f.path, title: f.path }), `: ${fileFate(f, plan, state.outDtype)}`)),
+        ...(plan.copied.length ? [el('li', { textContent: `${plural(plan.copied.length, 'other file')} (configs, tokenizer, scheduler…) copied unchanged: ${plan.copied.join(', ')}` })] : []),
+      );
     }
     figure.hidden = plan.magnitudes.length === 0; // nothing matched: no chart to show
     const key = weights.join(',');
@@ -69,7 +128,9 @@ export function mountPlanPanel(): (state: PageState) => void {
       chart.update(plan.magnitudes, weights);
       body.replaceChildren(...plan.modules.map((m) => {
         const row = el('tr');
-        for (const text of [m.module, m.target, m.shape.join(' × '), formatScale(m.scale * (weights[m.adapter] ?? 0))]) {
+        const target = m.rows ? `${m.target} (${m.rows})` : m.target;
+        const algorithm = m.rank !== undefined ? `${m.algorithm}, r = ${m.rank}` : m.algorithm;
+        for (const text of [m.module, target, algorithm, m.shape.join(' × '), formatScale(m.scale * (weights[m.adapter] ?? 0))]) {
           row.append(el('td', { textContent: text, title: text }));
         }
         return row;

@@ -1,9 +1,10 @@
 /**
  * The merged files: download links to disk-backed files in browser storage (the model first,
- * named `<base>-merged.safetensors` (or `.gguf`) for a one-file model; a sharded model keeps its file names and
- * gets one streamed zip too), or where a picker saved them. A result made with other settings than
- * the current ones is marked out of date and its links change test ids, so nobody takes it for
- * the current one.
+ * named `<base>-merged.safetensors` (or `.gguf`) for a one-file model; a folder model keeps its
+ * file names, a file in a sub-folder (a pipeline's `unet/…`) downloads as `unet_…`, and one
+ * streamed zip keeps the folders), or where a picker saved them; above them, any warning the merge
+ * itself found. A result made with other settings than the current ones is marked out of date and
+ * its links change test ids, so nobody takes it for the current one.
  */
 import { byId, el } from '../dom.js';
 import { formatBytes } from '../format.js';
@@ -20,6 +21,9 @@ export class ResultsView {
   private readonly box = byId('results');
   private readonly list = byId<HTMLUListElement>('downloads');
   private readonly note = byId('results-note');
+  private readonly warningsBox = byId('merge-warnings-box');
+  private readonly warningsHeading = byId('merge-warnings-heading');
+  private readonly warnings = byId<HTMLUListElement>('merge-warnings');
   private urls: string[] = [];
   private shown?: MergeResultState;
   private shownStale = false;
@@ -33,11 +37,12 @@ export class ResultsView {
     this.shownStale = result?.stale ?? false;
     if (!result) return;
     this.box.classList.toggle('stale', result.stale);
+    const nested = result.files.some((f) => f.path.includes('/'));
     this.note.textContent = result.stale
       ? 'Out of date: a weight or the dtype changed after this merge. Merge again to get the current settings.'
       : `Merged on ${result.backend.description}${result.where} in ${result.seconds.toFixed(1)} s.` +
         (result.job && result.files.length > 1
-          ? ` A folder model keeps its files’ own names (its index refers to them): pack them into one zip, which holds the folder ${stemOf(result.baseName)}-merged/, to keep them together.`
+          ? ` A folder model keeps its files’ own names (its index refers to them)${nested ? '; files in sub-folders download as folder_name' : ''}: pack them into one zip, which holds the folder ${stemOf(result.baseName)}-merged/${nested ? ' with its sub-folders' : ''}, to keep them together.`
           : '');
     for (const link of this.list.querySelectorAll<HTMLAnchorElement>('a[data-role="primary"], a[data-role="extra"]')) {
       link.dataset.testid = `download-link${link.dataset.role === 'primary' ? '' : '-extra'}${result.stale ? '-stale' : ''}`;
@@ -55,11 +60,16 @@ export class ResultsView {
     this.urls = [];
     this.list.replaceChildren();
     this.box.hidden = !result;
+    const warnings = result?.warnings ?? [];
+    this.warningsBox.hidden = warnings.length === 0;
+    this.warningsHeading.textContent = `The merge found ${warnings.length === 1 ? 'one thing' : `${warnings.length} things`} to know`;
+    this.warnings.replaceChildren(...warnings.map((w) => el('li', { className: 'warning', textContent: `warning: ${w}` })));
     if (!result) return;
     const files = primaryFirst(result.files);
     const single = result.files.length === 1;
     files.forEach((file, i) => {
-      const name = single ? `${stemOf(result.baseName)}-merged${weightsExtension(file.path)}` : file.path.split('/').pop() ?? file.path;
+      // A path's folders become part of the name, as the browser would write them (`unet_config.json`), so names never collide.
+      const name = single ? `${stemOf(result.baseName)}-merged${weightsExtension(file.path)}` : file.path.replace(/\//g, '_');
       if (!file.file) {
         this.list.append(el('li', { textContent: `${file.path} (saved)`, title: file.path }));
         return;

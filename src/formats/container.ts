@@ -7,6 +7,7 @@
 import type { FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../engine/merge-op.js';
 import type { ByteSink, OutputTarget } from '../io/types.js';
+import type { OutputTypeChoices } from './output-types.js';
 
 /** A tensor as a file stores it. */
 export interface StoredTensor {
@@ -40,6 +41,8 @@ export interface ContainerFormat {
   readonly name: string;
   /** Normalises a user's output type (`--dtype`), or throws BAD_ARGUMENT naming what this format accepts. */
   parseOutputType(name: string): string;
+  /** The output types a user may choose (every one of them parses), each with what it does; for menus and help. */
+  readonly outputChoices: OutputTypeChoices;
   /**
    * The type `tensor` is written in. `changed`: an update, bias or replacement lands on it;
    * `requested`: the parsed --dtype, if any.

@@ -9,6 +9,7 @@ import { DTYPE_BYTES, decodeToF32, encodeFromF32, isFloatDType, parseOutDType, t
 import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
 import type { ContainerFormat, StoredShard, StoredTensor, TensorFileWriter } from './container.js';
+import { SAFETENSORS_OUTPUT_TYPES } from './output-types.js';
 import { createSafetensorsWriter } from './safetensors-writer.js';
 import type { SafetensorsFile } from './safetensors-types.js';
 import { createVerbatimWriter } from './verbatim-writer.js';
@@ -30,6 +31,7 @@ export interface BaseIndexFile {
 export function safetensorsContainer(files: readonly SafetensorsFile[], indexes: readonly BaseIndexFile[]): ContainerFormat {
   return {
     name: 'safetensors',
+    outputChoices: SAFETENSORS_OUTPUT_TYPES,
     parseOutputType(name) {
       try {
         return parseOutDType(name);

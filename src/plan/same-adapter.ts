@@ -37,7 +37,7 @@ export async function repeatedAdapterWarnings(adapters: readonly { adapter: Pars
       reported.add(j);
       const [a, b] = [adapters[i], adapters[j]];
       const same = a.adapter.name === b.adapter.name ? `${b.adapter.name} is given twice` : `${b.adapter.name} is the same adapter as ${a.adapter.name} (identical files)`;
-      warnings.push(`${same}: it is applied twice, weights ${a.weight} and ${b.weight} adding up to ${a.weight + b.weight}; give it once with --weight ${a.weight + b.weight} if that is what you mean`);
+      warnings.push(`${same}: it is applied twice, weights ${a.weight} and ${b.weight} adding up to ${a.weight + b.weight}; give it once with weight ${a.weight + b.weight} if that is what you mean`);
     }
   }
   return warnings;

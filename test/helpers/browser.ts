@@ -10,7 +10,10 @@ import { join } from 'node:path';
 import puppeteer, { type Browser, type Page } from 'puppeteer';
 import { build, preview, type PreviewServer } from 'vite';
 
-/** Flags from the team's notes on WebGPU without a GPU; the last ones keep Chromium off the network. */
+/**
+ * Flags from the team's notes on WebGPU without a GPU; the last ones keep Chromium off the network:
+ * every origin but the loopback one goes through a proxy that is not there, and no name resolves.
+ */
 const CHROMIUM_FLAGS = [
   '--enable-unsafe-webgpu',
   '--enable-unsafe-swiftshader',
@@ -23,6 +26,8 @@ const CHROMIUM_FLAGS = [
   '--disable-quic',
   '--disable-default-apps',
   '--disable-extensions',
+  '--proxy-server=http://127.0.0.1:9',
+  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
 ];
 
 export function chromiumPath(): string {
@@ -87,25 +92,22 @@ export interface DemoPage {
 }
 
 /**
- * Opens the page, recording foreign requests (which are blocked) and every error. `query` is added
- * to the address: `?backend=webgpu` runs merges on WebGPU (the default, `auto`, picks the CPU on
- * SwiftShader, as the CLI does).
+ * Opens the page, recording foreign requests (which fail: the browser has no way off this machine)
+ * and every error. `query` is added to the address: `?backend=webgpu` runs merges on WebGPU (the
+ * default, `auto`, picks the CPU on SwiftShader, as the CLI does).
+ * Requests are watched, not intercepted: with interception on, a request a Web Worker makes (the
+ * merge worker's lazily loaded GGUF parser) sometimes never completes in Chromium, and the page
+ * waits forever for its plan.
  */
 export async function openDemo(browser: Browser, server: DemoServer, query = ''): Promise<DemoPage> {
   const page = await browser.newPage();
   const origin = new URL(server.url).origin;
   const foreignRequests: string[] = [];
   const errors: string[] = [];
-  await page.setRequestInterception(true);
   page.on('request', (request) => {
     const url = request.url();
     // blob: and data: URLs never leave the page; anything else must be our own origin.
-    if (url.startsWith('blob:') || url.startsWith('data:') || new URL(url).origin === origin) {
-      void request.continue();
-    } else {
-      foreignRequests.push(url);
-      void request.abort();
-    }
+    if (!url.startsWith('blob:') && !url.startsWith('data:') && new URL(url).origin !== origin) foreignRequests.push(url);
   });
   page.on('pageerror', (error) => errors.push(`pageerror: ${error instanceof Error ? error.message : String(error)}`));
   page.on('console', (message) => {

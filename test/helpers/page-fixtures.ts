@@ -70,3 +70,63 @@ export function sdxlWithKohya(seed: number): { files: Record<string, Uint8Array 
     },
   };
 }
+
+/**
+ * A whole SDXL diffusers pipeline folder as people download it (model_index.json, a sharded UNet
+ * with its index, both text encoders, the VAE, scheduler and tokenizer files; real key names,
+ * shapes scaled down) and a kohya LoRA that trains text encoder 1 only (`lora_te1_…`, α per
+ * module). `te1` lists the LoRA's modules with the text encoder tensors they land on, as the
+ * tensors are named inside `text_encoder/model.safetensors`.
+ */
+export function sdxlPipelineWithTextEncoderLora(seed: number): {
+  pipeline: Record<string, Uint8Array | string>;
+  lora: Uint8Array;
+  te1: { module: string; tensor: string; rank: number; alpha: number }[];
+} {
+  const rand = seededRandom(seed);
+  const json = (o: object) => JSON.stringify(o, null, 2);
+  const t = (name: string, shape: number[], dtype: 'F16' | 'F32' = 'F16'): FixtureTensor =>
+    ({ name, dtype, shape, data: randomValues(shape.reduce((a, b) => a * b, 1), rand, 0.5) });
+  const unetA = ['down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight', 'down_blocks.1.attentions.0.proj_in.weight'];
+  const unetB = ['mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight', 'up_blocks.0.attentions.1.proj_out.weight'];
+  const TE = 'text_model.encoder.layers.0';
+  const pipeline: Record<string, Uint8Array | string> = {
+    'model_index.json': json({
+      _class_name: 'StableDiffusionXLPipeline', _diffusers_version: '0.30.0',
+      unet: ['diffusers', 'UNet2DConditionModel'], text_encoder: ['transformers', 'CLIPTextModel'],
+      text_encoder_2: ['transformers', 'CLIPTextModelWithProjection'], vae: ['diffusers', 'AutoencoderKL'],
+      scheduler: ['diffusers', 'EulerDiscreteScheduler'], tokenizer: ['transformers', 'CLIPTokenizer'], tokenizer_2: ['transformers', 'CLIPTokenizer'],
+    }),
+    'unet/config.json': json({ _class_name: 'UNet2DConditionModel' }),
+    'unet/diffusion_pytorch_model-00001-of-00002.safetensors': buildSafetensors(unetA.map((n) => t(n, [16, 16]))),
+    'unet/diffusion_pytorch_model-00002-of-00002.safetensors': buildSafetensors(unetB.map((n) => t(n, [16, 16]))),
+    'unet/diffusion_pytorch_model.safetensors.index.json': json({
+      metadata: { total_size: 2048 },
+      weight_map: Object.fromEntries([
+        ...unetA.map((n) => [n, 'diffusion_pytorch_model-00001-of-00002.safetensors']),
+        ...unetB.map((n) => [n, 'diffusion_pytorch_model-00002-of-00002.safetensors']),
+      ]),
+    }),
+    'text_encoder/config.json': json({ architectures: ['CLIPTextModel'] }),
+    'text_encoder/model.safetensors': buildSafetensors([
+      t(`${TE}.self_attn.q_proj.weight`, [12, 12]), t(`${TE}.mlp.fc1.weight`, [24, 12]), t('text_model.final_layer_norm.weight', [12]),
+    ]),
+    'text_encoder_2/config.json': json({ architectures: ['CLIPTextModelWithProjection'] }),
+    'text_encoder_2/model.safetensors': buildSafetensors([t(`${TE}.self_attn.q_proj.weight`, [16, 16]), t('text_projection.weight', [16, 16])]),
+    'vae/config.json': json({ _class_name: 'AutoencoderKL' }),
+    'vae/diffusion_pytorch_model.safetensors': buildSafetensors([t('decoder.conv_in.weight', [8, 4, 3, 3], 'F32')]),
+    'scheduler/scheduler_config.json': json({ _class_name: 'EulerDiscreteScheduler' }),
+    'tokenizer/vocab.json': '{"a": 0}',
+    'tokenizer_2/merges.txt': '#version: 0.2\n',
+  };
+  const te1 = [
+    { module: 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj', tensor: `${TE}.self_attn.q_proj.weight`, rank: 2, alpha: 1, out: 12, in: 12 },
+    { module: 'lora_te1_text_model_encoder_layers_0_mlp_fc1', tensor: `${TE}.mlp.fc1.weight`, rank: 4, alpha: 8, out: 24, in: 12 },
+  ];
+  const lora = buildSafetensors(te1.flatMap((m) => [
+    { name: `${m.module}.lora_down.weight`, dtype: 'F16' as const, shape: [m.rank, m.in], data: randomValues(m.rank * m.in, rand, 0.3) },
+    { name: `${m.module}.lora_up.weight`, dtype: 'F16' as const, shape: [m.out, m.rank], data: randomValues(m.out * m.rank, rand, 0.3) },
+    { name: `${m.module}.alpha`, dtype: 'F32' as const, shape: [], data: [m.alpha] },
+  ]), { ss_network_module: 'networks.lora', ss_base_model_version: 'sdxl_base_v1-0' });
+  return { pipeline, lora, te1: te1.map(({ module, tensor, rank, alpha }) => ({ module, tensor, rank, alpha })) };
+}

@@ -11,6 +11,7 @@ import type { FloatDType } from '../../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import type { ContainerFormat, StoredShard, TensorFileWriter } from '../container.js';
+import { GGUF_OUTPUT_TYPES } from '../output-types.js';
 import { nonFiniteBlockValues } from './block-scales.js';
 import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from './codecs/registry.js';
 import { decodeBlocks, encodeBlocks, notWritten } from './gguf-blocks.js';
@@ -38,6 +39,7 @@ function typeOf(name: string): GgmlType {
 export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonly StoredShard[]): ContainerFormat {
   return {
     name: 'gguf',
+    outputChoices: GGUF_OUTPUT_TYPES,
     parseOutputType(name) {
       const type = ggmlTypeByName(name);
       if (type && !blockCodec(type) && blockDecoder(type)) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${notWritten(type.name)}`);

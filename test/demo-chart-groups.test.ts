@@ -1,0 +1,104 @@
+/**
+ * The page chart's x axis and series for every family the engine merges, from the tensor names
+ * those checkpoints really carry: Flux (BFL and diffusers, single file and pipeline), SD3 (SAI and
+ * diffusers), SDXL (SGM single file and pipeline: UNet and both text encoders), SD3.5 bundles,
+ * VLMs in old and new key forms (language model apart from the vision tower and projector), MoE
+ * experts (Mixtral, Qwen MoE with a shared expert, gpt-oss's fused experts) and GGUF names.
+ */
+import { describe, expect, it } from 'vitest';
+import { chartGrouper, orderGroups } from '../demo/chart-groups.js';
+
+/** `label | kind` of each key, the grouper knowing all of them. */
+function place(keys: string[]): string[] {
+  const of = chartGrouper(keys);
+  return keys.map((k) => {
+    const p = of(k);
+    return `${p.group.label} | ${p.kind}`;
+  });
+}
+
+describe('chart groups', () => {
+  it('Flux in BFL naming: double and single blocks, image and text streams apart', () => {
+    expect(place([
+      'double_blocks.0.img_attn.qkv.weight', 'double_blocks.0.txt_attn.proj.weight', 'double_blocks.18.img_mlp.0.weight',
+      'single_blocks.1.linear1.weight', 'single_blocks.37.linear2.weight', 'final_layer.adaLN_modulation.1.weight',
+    ])).toEqual([
+      'double block 0 | img_attn.qkv', 'double block 0 | txt_attn.proj', 'double block 18 | img_mlp',
+      'single block 1 | linear1', 'single block 37 | linear2', 'other | adaLN_modulation',
+    ]);
+  });
+
+  it('Flux in diffusers naming (a pipeline): transformer_blocks are the double blocks', () => {
+    expect(place([
+      'transformer.transformer_blocks.0.attn.to_q.weight', 'transformer.transformer_blocks.0.attn.add_k_proj.weight',
+      'transformer.single_transformer_blocks.3.proj_mlp.weight', 'text_encoder.text_model.encoder.layers.0.self_attn.q_proj.weight',
+      'text_encoder_2.encoder.block.0.layer.0.SelfAttention.q.weight',
+    ])).toEqual([
+      'double block 0 | attn.to_q', 'double block 0 | attn.add_k_proj', 'single block 3 | proj_mlp',
+      'text encoder 1 · layer 0 | self_attn.q_proj', 'text encoder 2 · layer 0 | SelfAttention.q',
+    ]);
+  });
+
+  it('SD3: joint blocks in SAI and diffusers naming, x and context streams apart', () => {
+    expect(place([
+      'model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight', 'model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight',
+      'model.diffusion_model.joint_blocks.23.x_block.mlp.fc2.weight',
+      'text_encoders.clip_l.transformer.text_model.encoder.layers.2.mlp.fc1.weight', 'text_encoders.t5xxl.transformer.encoder.block.5.layer.1.DenseReluDense.wi_0.weight',
+    ])).toEqual([
+      'joint block 0 | x attn.qkv', 'joint block 0 | context attn.qkv', 'joint block 23 | x mlp.fc2',
+      'text encoder (CLIP-L) · layer 2 | mlp.fc1', 'text encoder (T5) · layer 5 | DenseReluDense.wi_0',
+    ]);
+    expect(place(['transformer_blocks.4.attn.to_q.weight', 'transformer_blocks.4.attn.add_q_proj.weight', 'transformer_blocks.4.ff_context.net.2.weight']))
+      .toEqual(['joint block 4 | attn.to_q', 'joint block 4 | attn.add_q_proj', 'joint block 4 | ff_context.net']);
+  });
+
+  it('SDXL: the UNet by its real blocks and each text encoder, single file and pipeline alike', () => {
+    expect(place([
+      'model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight', 'model.diffusion_model.middle_block.1.proj_in.weight',
+      'model.diffusion_model.output_blocks.8.0.in_layers.2.weight',
+      'conditioner.embedders.0.transformer.text_model.encoder.layers.11.self_attn.k_proj.weight',
+      'conditioner.embedders.1.model.transformer.resblocks.31.attn.in_proj_weight',
+    ])).toEqual([
+      'input 4 | attn1.to_q', 'mid | proj_in', 'output 8 | in_layers',
+      'text encoder 1 · layer 11 | self_attn.k_proj', 'text encoder 2 · layer 31 | attn.in_proj_weight',
+    ]);
+    expect(place([
+      'unet.down_blocks.1.attentions.0.transformer_blocks.1.attn1.to_q.weight', 'unet.mid_block.attentions.0.transformer_blocks.7.attn2.to_k.weight',
+      'unet.up_blocks.0.attentions.2.transformer_blocks.9.attn2.to_out.0.weight', 'text_encoder_2.text_model.encoder.layers.0.self_attn.v_proj.weight',
+    ])).toEqual([
+      'down 1 | attn1.to_q', 'mid | attn2.to_k', 'up 0 | attn2.to_out', 'text encoder 2 · layer 0 | self_attn.v_proj',
+    ]);
+  });
+
+  it('VLMs: the language model apart from the vision tower and the projector, in old and new key forms', () => {
+    const qwenNew = place(['model.visual.blocks.3.attn.qkv.weight', 'model.visual.merger.mlp.0.weight', 'model.language_model.layers.2.self_attn.q_proj.weight']);
+    const qwenOld = place(['visual.blocks.3.attn.qkv.weight', 'visual.merger.mlp.0.weight', 'model.layers.2.self_attn.q_proj.weight']);
+    expect(qwenNew).toEqual(['vision 3 | attn.qkv', 'projector | mlp', 'LM layer 2 | self_attn.q_proj']);
+    expect(qwenOld).toEqual(qwenNew);
+    expect(place([
+      'vision_tower.vision_model.encoder.layers.1.self_attn.q_proj.weight', 'multi_modal_projector.linear_1.weight',
+      'language_model.model.layers.0.mlp.down_proj.weight',
+    ])).toEqual(['vision 1 | self_attn.q_proj', 'projector | linear_1', 'LM layer 0 | mlp.down_proj']);
+    // A plain LLM has layers, not a language model beside something else.
+    expect(place(['model.layers.5.self_attn.o_proj.weight', 'lm_head.weight'])).toEqual(['layer 5 | self_attn.o_proj', 'other | lm_head']);
+  });
+
+  it('MoE: experts, shared experts and routers are series of their own', () => {
+    expect(place([
+      'model.layers.1.block_sparse_moe.experts.7.w1.weight', 'model.layers.1.block_sparse_moe.gate.weight',
+      'model.layers.2.mlp.experts.12.down_proj.weight', 'model.layers.2.mlp.shared_expert.down_proj.weight',
+      'model.layers.3.mlp.experts.gate_up_proj', 'blk.4.ffn_gate_exps.weight', 'blk.4.attn_q.weight',
+    ])).toEqual([
+      'layer 1 | experts.w1', 'layer 1 | block_sparse_moe.gate',
+      'layer 2 | experts.down_proj', 'layer 2 | shared_expert.down_proj',
+      'layer 3 | experts.gate_up_proj', 'layer 4 | ffn_gate_exps', 'layer 4 | attn_q',
+    ]);
+  });
+
+  it('orders sections as the model does, blocks by index, the rest last', () => {
+    const of = chartGrouper([]);
+    const groups = ['double_blocks.10.img_attn.qkv.weight', 'final_layer.linear.weight', 'single_blocks.2.linear1.weight', 'double_blocks.2.img_attn.qkv.weight', 'single_blocks.0.linear1.weight']
+      .map((k) => of(k).group);
+    expect(orderGroups(groups).map((g) => g.label)).toEqual(['double block 2', 'double block 10', 'single block 0', 'single block 2', 'other']);
+  });
+});

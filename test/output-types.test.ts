@@ -1,0 +1,45 @@
+/**
+ * The output types each container offers (the page's dtype menu, `--dtype`) are exactly the ones
+ * it accepts, listed here as the README documents them; each comes with its rule in words.
+ */
+import { describe, expect, it } from 'vitest';
+import { isMergeError } from '../src/index.js';
+import { ggufContainer } from '../src/formats/gguf/gguf-container.js';
+import { safetensorsContainer } from '../src/formats/safetensors-container.js';
+
+const refused = (parse: () => unknown) => {
+  try {
+    parse();
+  } catch (e) {
+    return isMergeError(e) && e.code === 'BAD_ARGUMENT';
+  }
+  return false;
+};
+
+describe('output type choices', () => {
+  it('safetensors: f32, f16, bf16 and both fp8 formats, fp8 saying how it saturates', () => {
+    const format = safetensorsContainer([], []);
+    const names = format.outputChoices.types.map((t) => t.name);
+    expect(names).toEqual(['f32', 'f16', 'bf16', 'f8_e4m3', 'f8_e5m2']);
+    expect(names.map((n) => format.parseOutputType(n))).toEqual(['F32', 'F16', 'BF16', 'F8_E4M3', 'F8_E5M2']);
+    for (const other of ['q4_k', 'f64', 'int8', 'fp8']) expect(refused(() => format.parseOutputType(other)), other).toBe(true);
+    const note = (name: string) => format.outputChoices.types.find((t) => t.name === name)!.note;
+    expect(note('f8_e4m3')).toMatch(/±448.*saturating/);
+    expect(note('f8_e5m2')).toMatch(/±57344.*saturating/);
+    expect(format.outputChoices.keep).toMatch(/keeps the base’s dtype/);
+  });
+
+  it('GGUF: the GGML types it encodes, quantized ones saying they requantize', () => {
+    const format = ggufContainer([], []);
+    const names = format.outputChoices.types.map((t) => t.name);
+    expect([...names].sort()).toEqual(['bf16', 'f16', 'f32', 'q2_k', 'q3_k', 'q4_0', 'q4_1', 'q4_k', 'q5_0', 'q5_1', 'q5_k', 'q6_k', 'q8_0']);
+    expect(names.map((n) => format.parseOutputType(n))).toEqual(names.map((n) => n.toUpperCase()));
+    for (const other of ['f8_e4m3', 'iq4_xs', 'q8_k']) expect(refused(() => format.parseOutputType(other)), other).toBe(true);
+    for (const t of format.outputChoices.types) {
+      expect(t.note, t.name).toMatch(t.name.startsWith('q') ? /requantized to .*fallback type.*adds the quantization error once more/ : /no requantization/);
+      // --dtype converts every matrix llama-quantize quantizes, merged or not (quantize-rule.ts).
+      expect(t.note, t.name).toMatch(/Every matrix llama-quantize would quantize is converted, merged or not/);
+    }
+    expect(format.outputChoices.keep).toMatch(/requantized to Q4_K/);
+  });
+});
