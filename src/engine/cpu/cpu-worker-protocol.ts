@@ -1,7 +1,7 @@
 /**
  * What the pool and its worker threads say to each other, and the one handler every worker runs
  * (Node worker_threads and Web Workers alike): W and the output are byte ranges of a
- * SharedArrayBuffer owned by the pool; the right factor comes once per key.
+ * SharedArrayBuffer owned by the pool; the right factor and its norms come once per key.
  */
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
 
@@ -15,8 +15,8 @@ export interface WorkerJob extends Omit<RowJob, 'w'> {
   outLength: number;
 }
 
-/** A worker's answer to one job. */
-export type WorkerReply = { id: number; finite: boolean } | { id: number; error: string };
+/** A worker's answer to one job: `listed` as RowJob results list them. */
+export type WorkerReply = { id: number; finite: boolean; listed: Uint32Array } | { id: number; error: string };
 
 /**
  * Runs one job on the worker's kernel. Every call awaits the same kernel promise, so jobs still run
@@ -24,11 +24,11 @@ export type WorkerReply = { id: number; finite: boolean } | { id: number; error:
  */
 export async function runWorkerJob(kernel: Promise<WasmKernel>, job: WorkerJob): Promise<WorkerReply> {
   try {
-    const finite = (await kernel).run(
+    const { finite, listed } = (await kernel).run(
       { ...job, w: new Uint8Array(job.shared, job.wOffset, job.wLength) },
       new Uint8Array(job.shared, job.outOffset, job.outLength),
     );
-    return { id: job.id, finite };
+    return { id: job.id, finite, listed };
   } catch (e) {
     return { id: job.id, error: (e as Error).message };
   }
