@@ -9,20 +9,26 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FloatDType } from '../src/dtype.js';
+import { DTYPE_BYTES, type FloatDType } from '../src/dtype.js';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
-import type { MergeBackend, MergeOp } from '../src/engine/merge-op.js';
+import type { FloatTensorBytes, MergeBackend, MergeOp } from '../src/engine/merge-op.js';
+import { requestAdapter, requestMergeDevice } from '../src/engine/gpu/gpu-device.js';
+import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
+import { WebGpuBackend } from '../src/engine/gpu/webgpu-backend.js';
 import { REPO_ROOT } from './helpers/cli.js';
 import { exactMergeBits } from './helpers/exact-truth.js';
 import { tieOps, TIE_DTYPES } from './helpers/tie-cases.js';
 import { encodeValues, outputBits, randomOp, type OpSpec } from './helpers/reference-math.js';
+import { exactStepsBits } from './helpers/exact-steps.js';
+import { randomStepOp, type StepOpSpec } from './helpers/step-ops.js';
+import { resolveColumnNorms } from '../src/engine/column-norms.js';
+import { rowGranule } from '../src/engine/update-steps.js';
 
 const OUT: FloatDType[] = ['F32', 'F16', 'BF16', 'F8_E4M3', 'F8_E5M2'];
 
-/** Asserts 100 % bit equality with the exact truth, naming the first difference. */
-export function expectCorrectlyRounded(op: MergeOp, out: Uint8Array): void {
-  const want = exactMergeBits(op);
+/** Asserts 100 % bit equality with the exact truth (`want`, default: of the op), naming the first difference. */
+function expectCorrectlyRounded(op: MergeOp, out: Uint8Array, want = exactMergeBits(op)): void {
   const got = outputBits(out, op.outDtype);
   expect(got.length).toBe(want.length);
   let wrong = 0, first = '';
@@ -36,21 +42,29 @@ export function expectCorrectlyRounded(op: MergeOp, out: Uint8Array): void {
 }
 
 const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
-const executors: { name: string; backend?: MergeBackend; make: () => MergeBackend }[] = [
+let nodeGpu: NodeGpu | undefined;
+const webgpu = (options: ConstructorParameters<typeof WebGpuBackend>[1]) => async () =>
+  new WebGpuBackend(await requestMergeDevice(await requestAdapter(nodeGpu!.gpu)), options);
+const executors: { name: string; backend?: MergeBackend; make: () => MergeBackend | Promise<MergeBackend> }[] = [
   { name: 'WebAssembly, calling thread', make: () => new CpuBackend('test') },
   { name: 'WebAssembly, worker threads', make: () => new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2) }) },
   { name: 'JavaScript', make: () => new CpuBackend('test', { executor: 'js' }) },
+  // SwiftShader here: both conversion styles, a small list (overflow → every element settled) and a 2-D workgroup.
+  { name: 'WebGPU, bit shifts', make: webgpu({ shiftFree: false }) },
+  { name: 'WebGPU, shift-free, 8×4 workgroups', make: webgpu({ shiftFree: true, workgroup: { x: 8, y: 4 } }) },
 ];
 
-beforeAll(() => {
+beforeAll(async () => {
   if (!existsSync(workerScript)) {
     execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
     execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
   }
-  for (const e of executors) e.backend = e.make();
+  nodeGpu = await getNodeGpu();
+  for (const e of executors) e.backend = await e.make();
 });
 afterAll(() => {
   for (const e of executors) e.backend?.dispose();
+  nodeGpu?.dispose();
 });
 
 describe.each(executors)('$name', (executor) => {
@@ -103,5 +117,64 @@ describe.each(executors)('$name', (executor) => {
     const out = await merge(op);
     expectCorrectlyRounded(op, out);
     expect(outputBits(out, 'F16')[0]).toBe(0x7bff);
+  });
+
+  describe('update steps (on the CPU everywhere): every element exact', () => {
+    const cases: [string, StepOpSpec][] = [
+      ['LoRA, then PEFT DoRA (per-output norms), f16', { rows: 24, cols: 40, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [4] }, { kind: 'dora', axis: 'out' }] }],
+      ['LyCORIS DoRA per input channel (groups of 3), then LoRA, bf16', { rows: 20, cols: 36, baseDtype: 'BF16', steps: [{ kind: 'add', ranks: [3] }, { kind: 'dora', axis: 'in', group: 3, epsilon: 2 ** -23 }, { kind: 'add', ranks: [2] }] }],
+      ['dense diff, scale, rotation, GLoRA, LoRA, f16', { rows: 24, cols: 30, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [5], dense: 1 }, { kind: 'scale', axis: 'in' }, { kind: 'rotate', axis: 'in', block: 5 }, { kind: 'self', rank: 2 }, { kind: 'add', ranks: [3] }] }],
+      ['row rotation (OFT on the output), fp8 e4m3', { rows: 24, cols: 16, baseDtype: 'F32', outDtype: 'F8_E4M3', steps: [{ kind: 'add', ranks: [2] }, { kind: 'rotate', axis: 'out', block: 4 }] }],
+      ['two DoRAs on both axes between LoRAs, transposed weight, bf16 → f32', { rows: 18, cols: 22, layout: 'in-out', baseDtype: 'BF16', outDtype: 'F32', steps: [{ kind: 'add', ranks: [3] }, { kind: 'dora', axis: 'in' }, { kind: 'add', ranks: [2] }, { kind: 'dora', axis: 'out' }] }],
+    ];
+    it.each(cases)('whole tensor: %s', async (_, spec) => {
+      const op = randomStepOp(21, spec);
+      expectCorrectlyRounded(op, await merge(op), exactStepsBits(op));
+    });
+    it.each(TIE_DTYPES)('ties through a dense diff, a rotation, GLoRA and a scale in %s', async (outDtype) => {
+      // tieOps' exact ties and near ties, carried through steps whose inputs are small dyadics, so
+      // that the results stay on (or a hair beside) the rounding boundaries.
+      for (const base of tieOps(outDtype, 9, 24, 16).slice(0, 2)) {
+        const pairs = Array.from({ length: 8 }, (_, k) => [1, k % 2 ? 0.5 : 0, k % 3 ? -0.25 : 0, 1]).flat();
+        const dense = Array.from({ length: 24 * 16 }, (_, i) => ((i * 7) % 5 - 2) * 2 ** -80);
+        const op: MergeOp = {
+          ...base, terms: [],
+          steps: [
+            { kind: 'add', terms: base.terms, dense: [{ scale: 1, values: { dtype: 'F32', data: encodeValues(dense, 'F32') } }] },
+            { kind: 'rotate', axis: 'in', blockSize: 2, blocks: { dtype: 'F32', data: encodeValues(pairs, 'F32') } },
+            { kind: 'self', rank: 1, scale: 2 ** -90, p: { dtype: 'F32', data: encodeValues(new Array(16).fill(1), 'F32') }, q: { dtype: 'F32', data: encodeValues(new Array(16).fill(1), 'F32') } },
+            { kind: 'scale', axis: 'out', factors: { dtype: 'F32', data: encodeValues(Array.from({ length: 24 }, (_, r) => [1, 0.5, 2, -1][r % 4]), 'F32') } },
+          ],
+        };
+        expectCorrectlyRounded(op, await merge(op), exactStepsBits(op));
+      }
+    });
+    it.each(cases)('row slabs, column norms resolved first: %s', async (_, spec) => {
+      const op = randomStepOp(22, spec);
+      const backend = executor.backend!;
+      const want = exactStepsBits(op);
+      const granule = rowGranule(op, op.steps!);
+      const step = Math.max(granule, Math.ceil(op.rows / 3 / granule) * granule);
+      const slabOf = (steps: NonNullable<MergeOp['steps']>, r0: number, n: number): MergeOp => {
+        const cut = (x: FloatTensorBytes): FloatTensorBytes => ({ dtype: x.dtype, data: x.data.subarray(r0 * op.cols * DTYPE_BYTES[x.dtype], (r0 + n) * op.cols * DTYPE_BYTES[x.dtype]) });
+        return {
+          ...op, rowStart: r0, rowCount: n, base: cut(op.base),
+          steps: steps.map((s) => (s.kind === 'add' && s.dense ? { ...s, dense: s.dense.map((d) => ({ ...d, values: cut(d.values) })) } : s)),
+        };
+      };
+      const steps = await resolveColumnNorms(op, op.steps!, async (prefix) => {
+        const sums = new Float64Array(op.cols);
+        for (let r0 = 0; r0 < op.rows; r0 += step) {
+          const part = await backend.columnSumsOfSquares!(slabOf(prefix, r0, Math.min(step, op.rows - r0)));
+          for (let c = 0; c < op.cols; c++) sums[c] += part[c];
+        }
+        return sums;
+      });
+      for (let r0 = 0; r0 < op.rows; r0 += step) {
+        const n = Math.min(step, op.rows - r0);
+        const slab = slabOf(steps, r0, n);
+        expectCorrectlyRounded(slab, await merge(slab), want.subarray(r0 * op.cols, (r0 + n) * op.cols));
+      }
+    });
   });
 });

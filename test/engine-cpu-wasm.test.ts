@@ -245,6 +245,6 @@ describe('WASM merges on worker threads', () => {
   it('after dispose, merges are refused', async () => {
     const other = new CpuWorkerPool(pathToFileURL(workerScript), 2);
     other.dispose();
-    await expect(other.merge(randomOp(60, { rows: 300, cols: 300, ranks: [4] }))).rejects.toThrow(/disposed/);
+    await expect(new CpuBackend('test', { pool: other }).merge(randomOp(60, { rows: 300, cols: 300, ranks: [4] }))).rejects.toThrow(/disposed/);
   });
 });

@@ -2,7 +2,7 @@
  * Merges built to land on the output dtype's rounding boundaries. With W on the grid around 1 (or
  * in the subnormal range) and every product a multiple of a quarter grid step, a quarter of the
  * exact results are ties (odd multiples of half a step). Variants push them a hair off the tie
- * (2^-30 of a step, far below what f32 sums resolve), cancel large terms against each other, or
+ * (2^-60 of a step, below what even f64 sums resolve), cancel large terms against each other, or
  * do both with several adapters.
  */
 import type { FloatDType } from '../../src/dtype.js';
@@ -47,10 +47,10 @@ export function tieOps(out: FloatDType, seed: number, rows = 24, cols = 40): Mer
       terms.push(term(rank, s, big, bb), term(rank, -s, big, bb));
     }
     if (withHair) {
-      // ±2^-30 of a step on every element: exact results just beside the ties.
+      // ±2^-60 of a step on every element: exact results just beside the ties, closer than f64 resolves.
       const hair = Array.from({ length: cols }, () => (rand() < 0.5 ? -1 : 1));
       const ones = Array.from({ length: rows }, () => (rand() < 0.5 ? -1 : 1));
-      terms.push(term(1, step * 2 ** -30, hair, ones));
+      terms.push(term(1, step * 2 ** -60, hair, ones));
     }
     return {
       name, rows, cols, layout: 'out-in', outDtype: out,

@@ -16,7 +16,8 @@ import { boundNorm, roundUpF32, type KernelBound } from './error-bounds.js';
 /** A fixed scale along a stored axis: one factor per stored row or per stored column. */
 export interface AxisScale {
   axis: 'row' | 'col';
-  factors: Float32Array;
+  /** The step's f64 factors where it has them (resolved DoRA norms), else its f32 ones. */
+  factors: Float32Array | Float64Array;
 }
 
 export interface PlainOp {
@@ -43,7 +44,7 @@ export function asPlainOp(op: MergeOp, shape: OpShape): PlainOp | undefined {
   const last = steps[i];
   if (!last) return { op, shape, terms };
   if (last.kind !== 'scale' || i + 1 !== steps.length) return undefined;
-  const factors = decodeToF32(last.factors.data, last.factors.dtype);
+  const factors = last.exact ?? decodeToF32(last.factors.data, last.factors.dtype);
   return { op, shape, terms, scale: { axis: storedAxis(op, last.axis), factors }, scaleStep: last };
 }
 

@@ -110,7 +110,8 @@ export function exactElementBits(p: PlainOp, tf: TensorFactors, r: number, c: nu
   const x = f * v;
   const bound = (roundings + 3) * U_F64 * (Math.abs(f) * m + Math.abs(x)) * (1 + 2 ** -20);
   if (stats) stats.listed++;
-  if (roundingIsCertain(x, bound, dtype)) return roundedBits(x, dtype);
+  // Inf or NaN (an input holds one): passed on for the caller's non-finite check.
+  if (!Number.isFinite(x) || roundingIsCertain(x, bound, dtype)) return roundedBits(x, dtype);
   if (stats) stats.exact++;
   return roundDyadicToBits(exactElement(p, tf, r, c), dtype);
 }
