@@ -1,5 +1,6 @@
 /**
- * The demo page: pick a base and adapters, read the plan, merge in a Web Worker, save the result.
+ * The demo page: pick a base and adapters, read the plan, merge in a Web Worker, save the result;
+ * or, in the other modes, combine, resize or extract adapters.
  * All library calls happen in the worker; this file only wires the panels to one store. Each panel
  * is one module with a render(state) function, so a new panel is one file and one line here.
  */
@@ -9,7 +10,9 @@ import { PageStore } from './page-state.js';
 import { mountAdaptersPanel } from './panels/adapters-panel.js';
 import { mountBackendPanel } from './panels/backend-panel.js';
 import { mountBasePanel } from './panels/base-panel.js';
+import { mountJobPanel } from './panels/job-panel.js';
 import { mountMergePanel } from './panels/merge-panel.js';
+import { mountModePanel } from './panels/mode-panel.js';
 import { mountPlanPanel } from './panels/plan-panel.js';
 import { mountSamplePanel } from './panels/sample-panel.js';
 import { MergeWorkerClient } from './worker-client.js';
@@ -29,6 +32,12 @@ const renderers = [
   mergePanel.render,
 ];
 store.subscribe((state) => { for (const render of renderers) render(state); });
+
+// Combine, resize and extract: a section, a store and a worker of their own, behind the mode switch.
+const jobs = mountJobPanel(announcer);
+const mode = mountModePanel((m) => jobs.setMode(m), (m) => announcer.say(m), () => store.state.busy !== undefined || jobs.busy());
+store.subscribe(() => mode.render());
+jobs.subscribe(() => mode.render());
 
 // Results that must go take their files in browser storage with them.
 store.onWithdraw = (result) => {

@@ -16,7 +16,7 @@ function range(values: number[]): string {
   return distinct.length === 1 ? String(distinct[0]) : `${distinct[0]}–${distinct[distinct.length - 1]}`;
 }
 
-function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
+export function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
   const m = adapter.modules;
   return {
     name: adapter.name,
@@ -76,6 +76,7 @@ export async function summarizePlan(base: InputFileSet, adapterSets: InputFileSe
         ...mismatches,
         ...plan.problems.map((p) => ({ severity: 'error' as const, message: p.message })),
         ...plan.warnings.map((message) => ({ severity: 'warning' as const, message })),
+        ...plan.notes.map((message) => ({ severity: 'note' as const, message })),
       ],
       magnitudes: magnitudes.map((m) => ({
         adapter: m.adapterIndex, module: m.module, target: m.baseKey, moduleType: moduleKind(m.baseKey), ratio: m.ratio,

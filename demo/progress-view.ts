@@ -5,7 +5,8 @@ import type { ProgressEvent } from './worker-protocol.js';
 export class ProgressView {
   private started = 0;
 
-  constructor(private readonly bar: HTMLProgressElement, private readonly text: HTMLElement) {}
+  /** `unit` names what the progress counts (the adapter jobs count modules). */
+  constructor(private readonly bar: HTMLProgressElement, private readonly text: HTMLElement, private readonly unit = 'tensors') {}
 
   start(message = 'Starting…'): void {
     this.started = performance.now();
@@ -22,7 +23,7 @@ export class ProgressView {
     const left = rate > 0 ? (p.bytesTotal - p.bytesDone) / rate : Infinity;
     this.text.textContent = [
       `${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)}`,
-      `${p.tensorsDone}/${p.tensorsTotal} tensors`,
+      `${p.tensorsDone}/${p.tensorsTotal} ${this.unit}`,
       `${formatBytes(rate)}/s`,
       `${formatDuration(left)} left`,
       p.tensor ?? '',

@@ -65,7 +65,8 @@ export interface UpdateMagnitude {
 }
 
 export interface Problem {
-  severity: 'error' | 'warning';
+  /** `note`: what the merged model gains besides new values (an untied head, a resized vocabulary…). */
+  severity: 'error' | 'warning' | 'note';
   message: string;
 }
 

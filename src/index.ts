@@ -34,6 +34,12 @@ export { ggmlTypeById, ggmlTypeByName, type GgmlType } from './formats/gguf/ggml
 export { blockCodec } from './formats/gguf/codecs/registry.js';
 export type { BlockCodec } from './formats/gguf/codecs/codec.js';
 
+// LoRA to LoRA: combine, resize, extract
+export {
+  combineLoras, COMBINE_METHODS, extractLora, resizeLora, type AdapterJobOptions, type AdapterJobOutcome, type CombineLorasOptions,
+  type CombineMethod, type ExtractLoraOptions, type MajoritySign, type ModuleReport, type RankRule, type ResizeLoraOptions,
+} from './adapter-jobs.js';
+
 // Backends and single ops
 export { createBackend, type BackendOptions } from './engine/create-backend.js';
 export type { BackendChoice } from './engine/backend-choice.js';

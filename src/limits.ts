@@ -48,3 +48,19 @@ export const MAX_CONFIG_NESTING = 64;
 
 /** Values in one JSON config or index (an index has one per tensor). */
 export const MAX_CONFIG_VALUES = 4 * MAX_TENSORS;
+
+/**
+ * Working memory of a tensor whose update mixes runs of rows that must be merged together (LyCORIS
+ * BOFT rotates every output row into every other, so the whole tensor is one slab): the rows of one
+ * run × columns × 8 bytes (held in f64). 1 GiB covers every SD and SDXL weight (the largest,
+ * 10240 × 1280, needs 100 MiB) and Flux's (the largest, 21504 × 3072, 504 MiB).
+ */
+export const MAX_MIXED_ROWS_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * The size b of one rotation block (OFT, PEFT OFT, BOFT): each stored block is turned into a rotation
+ * by a b × b inversion or series (b³ work, 16·b² bytes), and each weight element costs b multiply-adds
+ * per block map. Real files: blocks of 2 to a few hundred (PEFT 0.13's ⌈out/r⌉ reaches 3584 on a
+ * 28672-wide layer with r = 8).
+ */
+export const MAX_ROTATION_BLOCK = 4096;

@@ -214,13 +214,16 @@ describe('PEFT adapters on a sharded transformers folder', () => {
       }
       expect(merged.get(int64Tensor.name)!.dtype).toBe('I64');
       expect([...merged.get(int64Tensor.name)!.values]).toEqual([1, 2, 3]);
-      // The index is rewritten with the new total size; small files are copied unchanged.
+      // The index is rewritten with the new total size; config.json says what was written; other small files are copied unchanged.
       const index = JSON.parse(readFileSync(join(out, 'model.safetensors.index.json'), 'utf8'));
       const totalBytes = [...merged.values()].reduce((s, t) => s + t.bytes.byteLength, 0);
       expect(index.metadata.total_size).toBe(totalBytes);
       expect(Object.keys(index.weight_map).length).toBe(names.length + 1);
       expect(readFileSync(join(out, 'tokenizer.json'), 'utf8')).toBe(readFileSync(join(baseDir, 'tokenizer.json'), 'utf8'));
-      expect(readFileSync(join(out, 'config.json'), 'utf8')).toBe(readFileSync(join(baseDir, 'config.json'), 'utf8'));
+      const torchDtype = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[want];
+      expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'))).toEqual({
+        ...JSON.parse(readFileSync(join(baseDir, 'config.json'), 'utf8')), dtype: torchDtype, torch_dtype: torchDtype,
+      });
     });
   }
 });

@@ -1,41 +1,21 @@
 /**
  * The demo page, driven like a person would in headless Chromium (WebGPU on SwiftShader here):
  * upload files, press merge, fetch the download link's bytes and check them against float64 truth
- * computed here; merge the built-in sample; cancel a merge midway. Fails on any page error and on
+ * computed here; merge the built-in sample; cancel a merge midway; an LLM folder whose tied head an
+ * adapter changes comes out untied, config.json rewritten and the adapter's tokenizer in place. Fails on any page error and on
  * any request that leaves the page's own origin.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Browser, ElementHandle } from 'puppeteer';
+import type { Browser, ElementHandle, Page } from 'puppeteer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateSample } from '../src/sample/index.js';
 import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
 import { checkMerged, downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
 import { buildSafetensors, randomValues, removeTempDir, seededRandom, writeTempDir } from './helpers/fixtures.js';
-
-/** Name → bytes of a zip whose entries are stored (not compressed), read from its central directory. */
-function readStoredZip(zip: Uint8Array): Map<string, Uint8Array> {
-  const view = new DataView(zip.buffer, zip.byteOffset, zip.byteLength);
-  let end = zip.byteLength - 22;
-  while (end >= 0 && view.getUint32(end, true) !== 0x06054b50) end--;
-  expect(end).toBeGreaterThanOrEqual(0);
-  const count = view.getUint16(end + 10, true);
-  let at = view.getUint32(end + 16, true);
-  const out = new Map<string, Uint8Array>();
-  for (let i = 0; i < count; i++) {
-    expect(view.getUint32(at, true)).toBe(0x02014b50);
-    expect(view.getUint16(at + 10, true)).toBe(0); // stored
-    const size = view.getUint32(at + 20, true);
-    expect(view.getUint32(at + 24, true)).toBe(size);
-    const nameLength = view.getUint16(at + 28, true);
-    const name = new TextDecoder().decode(zip.subarray(at + 46, at + 46 + nameLength));
-    const local = view.getUint32(at + 42, true);
-    const dataAt = local + 30 + view.getUint16(local + 26, true) + view.getUint16(local + 28, true);
-    out.set(name, zip.slice(dataAt, dataAt + size));
-    at += 46 + nameLength + view.getUint16(at + 30, true) + view.getUint16(at + 32, true);
-  }
-  return out;
-}
+import { readStoredZip } from './helpers/stored-zip.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder } from './helpers/hf-folder.js';
+import { expectValues, product } from './helpers/merge-truth.js';
 
 let server: DemoServer;
 let browser: Browser;
@@ -58,6 +38,19 @@ afterEach(async () => {
   expect(demo.foreignRequests).toEqual([]);
   await demo.page.close();
 });
+
+/** The bytes behind the download link that saves `name`. */
+async function downloadNamed(page: Page, name: string): Promise<Uint8Array> {
+  const base64 = await page.evaluate(async (file) => {
+    const link = [...document.querySelectorAll<HTMLAnchorElement>('[data-testid^="download-link"]')].find((a) => a.download === file);
+    if (!link) throw new Error(`no download of ${file}`);
+    const bytes = new Uint8Array(await (await fetch(link.href)).arrayBuffer());
+    let text = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(text);
+  }, name);
+  return new Uint8Array(Buffer.from(base64, 'base64'));
+}
 
 describe('demo page', () => {
   it('merges an uploaded base with two adapters (one weighted −0.5) exactly, on WebGPU', async () => {
@@ -215,5 +208,57 @@ describe('demo page', () => {
     await page.waitForFunction(() => /cancelled/i.test(document.getElementById('progress-text')!.textContent ?? ''), { timeout: 60_000 });
     expect(await page.$('[data-testid="download-link"]')).toBeNull();
     expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(false);
+  });
+
+  it('unties a tied head an adapter changes, rewrites config.json and takes the adapter\'s tokenizer', async () => {
+    const rand = seededRandom(1207);
+    const base = [
+      randomTensor('model.embed_tokens.weight', [40, 16], 'BF16', rand),
+      randomTensor('model.layers.0.self_attn.q_proj.weight', [16, 16], 'BF16', rand),
+      randomTensor('model.norm.weight', [16], 'BF16', rand),
+    ];
+    const adapter = [
+      randomTensor('base_model.model.lm_head.lora_A.weight', [2, 16], 'F32', rand, 0.5),
+      randomTensor('base_model.model.lm_head.lora_B.weight', [40, 2], 'F32', rand, 0.5),
+    ];
+    const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'bfloat16', vocab_size: 40, tie_word_embeddings: true };
+    const baseFiles = hfModelFolder(base, config, { extra: { 'tokenizer.json': '{"from": "base"}', 'tokenizer_config.json': '{"model_max_length": 64}' } });
+    const adapterFiles = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['lm_head'] }, adapter, { 'tokenizer.json': '{"from": "adapter"}' });
+    const dir = writeTempDir(Object.fromEntries([
+      ...Object.entries(baseFiles).map(([p, b]) => [`llama/${p}`, b]),
+      ...Object.entries(adapterFiles).map(([p, b]) => [`lora/${p}`, b]),
+    ]));
+    folders.push(dir);
+
+    demo = await openDemo(browser, server, '?backend=webgpu');
+    const { page } = demo;
+    await page.waitForFunction(() => /webgpu/i.test(document.querySelector('[data-testid="backend"]')!.textContent ?? ''), { timeout: 60_000 });
+    const baseInput = (await page.$('[data-testid="base-input"]')) as ElementHandle<HTMLInputElement>;
+    await baseInput.uploadFile(...Object.keys(baseFiles).map((p) => join(dir, 'llama', p)));
+    const adapterInput = (await page.$('[data-testid="adapter-input"]')) as ElementHandle<HTMLInputElement>;
+    await adapterInput.uploadFile(...Object.keys(adapterFiles).map((p) => join(dir, 'lora', p)));
+    await page.waitForFunction(() => !document.getElementById('plan')!.hidden, { timeout: 30_000 });
+    expect(await page.$eval('#plan-stats', (e) => e.textContent)).toContain('1modules matched');
+    const listed = await page.$$eval('#plan-problems li', (items) => items.map((li) => li.textContent ?? ''));
+    expect(listed).toContainEqual(expect.stringMatching(/^note: lm_head\.weight is written as its own tensor and tie_word_embeddings set to false/));
+
+    await page.click('[data-testid="merge-button"]');
+    await page.waitForFunction(() => !!document.querySelector<HTMLAnchorElement>('[data-testid="download-link"]')?.href, { timeout: 90_000 });
+    const names = await page.$$eval('[data-testid^="download-link"]', (as) => as.map((a) => (a as HTMLAnchorElement).download));
+    expect([...names].sort()).toEqual(['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    const files = new Map<string, Uint8Array>();
+    for (const name of names) files.set(name, await downloadNamed(page, name));
+    const merged = readMergedFolder(files);
+
+    const b = decoded(base);
+    const a = decoded(adapter);
+    const delta = product(a.get('base_model.model.lm_head.lora_B.weight')!, a.get('base_model.model.lm_head.lora_A.weight')!);
+    const head = merged.tensors.get('lm_head.weight')!;
+    expect([head.dtype, head.shape]).toEqual(['BF16', [40, 16]]);
+    expectValues('lm_head.weight', head, b.get('model.embed_tokens.weight')!.values.map((w, i) => w + 2 * delta[i]));
+    for (const [key, t] of b) expect(merged.tensors.get(key)!.bytes, key).toEqual(t.bytes);
+    expect(merged.json('config.json')).toMatchObject({ tie_word_embeddings: false, dtype: 'bfloat16', torch_dtype: 'bfloat16', vocab_size: 40 });
+    expect(merged.text('tokenizer.json')).toBe('{"from": "adapter"}');
+    expect(merged.text('tokenizer_config.json')).toBe('{"model_max_length": 64}');
   });
 });

@@ -59,6 +59,11 @@ const cases: Array<[string, StepOpSpec]> = [
   ['OFT rotation of the output in blocks of 4, then a rescale (bf16)', { rows: 32, cols: 27, baseDtype: 'BF16', steps: [{ kind: 'rotate', axis: 'out', block: 4 }, { kind: 'scale', axis: 'out' }] }],
   ['rotation of the input in blocks of 5 on a transposed weight (f16)', { rows: 30, cols: 22, layout: 'in-out', baseDtype: 'F16', steps: [{ kind: 'add', ranks: [2] }, { kind: 'rotate', axis: 'in', block: 5 }] }],
   ['rotation of the input in blocks of 3, rank 1, f32 → f16', { rows: 17, cols: 36, outDtype: 'F16', steps: [{ kind: 'rotate', axis: 'in', block: 3 }, { kind: 'add', ranks: [1] }] }],
+  ['permuted blocks of 4 along the output within runs of 16, then LoRA (bf16)', { rows: 48, cols: 21, baseDtype: 'BF16', steps: [{ kind: 'permuted', axis: 'out', block: 4, span: 16 }, { kind: 'add', ranks: [2] }] }],
+  ['butterfly factors of the input: runs of 6, 12, 24 (f16 → f32)', { rows: 19, cols: 24, baseDtype: 'F16', outDtype: 'F32', steps: [{ kind: 'permuted', axis: 'in', block: 6, span: 6 }, { kind: 'permuted', axis: 'in', block: 6, span: 12 }, { kind: 'permuted', axis: 'in', block: 6, span: 24 }] }],
+  ['identity permutation with a short last block of the output (f16)', { rows: 35, cols: 17, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [1] }, { kind: 'permuted', axis: 'out', block: 8 }] }],
+  ['permuted blocks of the input with a short last run, transposed weight (bf16 → f8 e4m3)', { rows: 30, cols: 26, layout: 'in-out', baseDtype: 'BF16', outDtype: 'F8_E4M3', steps: [{ kind: 'permuted', axis: 'in', block: 4, span: 8 }, { kind: 'scale', axis: 'out' }] }],
+  ['permuted blocks of the output on a transposed weight (stored columns), f32 → f8 e5m2', { rows: 22, cols: 40, layout: 'in-out', outDtype: 'F8_E5M2', steps: [{ kind: 'permuted', axis: 'out', block: 5, span: 20 }] }],
   ['large rank, every kind of step (f16)', { rows: 48, cols: 40, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [24, 8], dense: 1 }, { kind: 'dora', axis: 'in' }, { kind: 'self', rank: 2 }, { kind: 'rotate', axis: 'out', block: 8 }, { kind: 'scale', axis: 'in' }, { kind: 'add', ranks: [16] }] }],
 ];
 
@@ -105,7 +110,7 @@ it('WebGPU: a tensor larger than a 1 MiB binding runs the steps in several slabs
   if (!backend) return ctx.skip();
   const op = randomStepOp(5, {
     rows: 720, cols: 403, baseDtype: 'F16',
-    steps: [{ kind: 'add', ranks: [3], dense: 1 }, { kind: 'dora', axis: 'out' }, { kind: 'rotate', axis: 'out', block: 6 }, { kind: 'self', rank: 2 }, { kind: 'dora', axis: 'in' }, { kind: 'scale', axis: 'in' }],
+    steps: [{ kind: 'add', ranks: [3], dense: 1 }, { kind: 'dora', axis: 'out' }, { kind: 'rotate', axis: 'out', block: 6 }, { kind: 'self', rank: 2 }, { kind: 'dora', axis: 'in' }, { kind: 'scale', axis: 'in' }, { kind: 'permuted', axis: 'in', block: 13, span: 26 }, { kind: 'permuted', axis: 'out', block: 6, span: 24 }],
   });
   expect(checkAgainstTruth(referenceSteps(op), op, await backend.merge(op))).toBeUndefined();
 });

@@ -184,12 +184,12 @@ describe.each(['cpu', 'webgpu'])('OFT (PEFT oft_R), %s', (name) => {
     return res;
   };
 
-  it('Cayley–Neumann with 5 terms: R = I + 2Q + 2Q² + 2Q³ + Q⁴, one block per 3 inputs', async (ctx) => {
+  it('Cayley–Neumann with 5 terms (PEFT ≥ 0.18): R = I + 2Q + 2Q² + 2Q³ + Q⁴, one block per 3 inputs', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
     const w = vals(out * inF, 'F32');
     const vec = vals(4 * 3, 'F32', 0.2);
-    const merged = await run(backend, [t(`${q}.weight`, 'F32', [out, inF], w)], { peft_type: 'OFT', r: 0, oft_block_size: 3 },
+    const merged = await run(backend, [t(`${q}.weight`, 'F32', [out, inF], w)], { peft_type: 'OFT', r: 0, oft_block_size: 3, peft_version: '0.18.0' },
       [t(`base_model.model.${q}.oft_R.weight`, 'F32', [4, 3], vec)]);
     const rs = Array.from({ length: 4 }, (_, k) => {
       const Q = skew(vec.subarray(k * 3, k * 3 + 3));

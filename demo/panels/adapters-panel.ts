@@ -8,7 +8,7 @@ import { byId, el } from '../dom.js';
 import type { AdapterEntry, PageState, PageStore } from '../page-state.js';
 import { mountInputPanel } from './input-panel.js';
 
-interface Card {
+export interface Card {
   item: HTMLLIElement;
   facts: HTMLElement;
   slider: HTMLInputElement;
@@ -60,7 +60,8 @@ export function mountAdaptersPanel(store: PageStore, onError: (message: string) 
   };
 }
 
-function makeCard(adapter: AdapterEntry, store: PageStore): Card {
+/** One adapter's card; the adapter jobs' panel makes the same cards over its own store. */
+export function makeCard(adapter: AdapterEntry, store: Pick<PageStore, 'removeAdapter' | 'setWeight'>): Card {
   const name = adapter.set.name;
   const facts = el('div', { className: 'adapter-facts' });
   facts.dataset.testid = 'adapter-facts';

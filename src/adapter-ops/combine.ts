@@ -20,6 +20,7 @@ import { collectModules, finishAdapter, type ModuleReport, type OpResult } from 
 import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
 import { decomposeDense, decomposeFactors, froKept, moduleFromSvd } from './reduce.js';
 
+/** How several adapters' updates become one: `cat`, `svd`, or one of PEFT's merge rules. */
 export type CombineMethod = 'cat' | 'svd' | MergeRule;
 
 export interface CombineOptions {
@@ -106,7 +107,7 @@ export async function combineAdapters(
       const module = await moduleFromSvd(decomposed.svd, rank, 'up', name, shape, rank);
       if (options.clampQuantile !== undefined) clampQuantile(module.up, module.down, options.clampQuantile);
       modules.push(module);
-      report.push({ name, rank, froKept: froKept(decomposed.svd.s, rank, decomposed.total2), singularValues: Array.from(decomposed.svd.s) });
+      report.push({ name, rank, froKept: froKept(decomposed.svd.s, rank, decomposed.total2), singularValues: Array.from(decomposed.svd.s), normSquared: decomposed.total2 });
     }
     done++;
     bytesDone += refs.reduce((n, r) => n + factorBytes(r.module), 0);

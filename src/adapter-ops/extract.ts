@@ -138,7 +138,7 @@ async function decomposeModule(backend: AlgebraBackend, values: Float32Array, sh
     const rank = Math.min(options.rank, side);
     const { svd, total2 } = await decomposeDense(backend, d, rank, options.seed, signal);
     const module = await moduleFromSvd(svd, rank, 'sqrt', name, shape, rank);
-    return { module, rankReport: { name, rank, froKept: froKept(svd.s, rank, total2), singularValues: Array.from(svd.s) }, hitCap: false };
+    return { module, rankReport: { name, rank, froKept: froKept(svd.s, rank, total2), singularValues: Array.from(svd.s), normSquared: total2 }, hitCap: false };
   }
   const energy = options.energy!;
   const cap = Math.min(MAX_ENERGY_RANK, side);
@@ -151,7 +151,7 @@ async function decomposeModule(backend: AlgebraBackend, values: Float32Array, sh
     if (reached || wanted >= cap || svd.s.length < wanted) {
       rank = Math.max(rank, 1);
       const module = await moduleFromSvd(svd, rank, 'sqrt', name, shape, rank);
-      return { module, rankReport: { name, rank, froKept: froKept(svd.s, rank, total2), singularValues: Array.from(svd.s) }, hitCap: !reached };
+      return { module, rankReport: { name, rank, froKept: froKept(svd.s, rank, total2), singularValues: Array.from(svd.s), normSquared: total2 }, hitCap: !reached };
     }
   }
 }

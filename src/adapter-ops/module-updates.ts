@@ -85,9 +85,14 @@ export function outputFormatFor(out: string): OutputFormat {
   return out.toLowerCase().endsWith('.safetensors') ? 'kohya' : 'peft';
 }
 
+/** The first adapter whose module names lost their paths' dots (kohya's): only a kohya file can name them. */
+export function kohyaNamedAdapter(adapters: readonly ParsedAdapter[]): ParsedAdapter | undefined {
+  return adapters.find((a) => a.format === 'kohya' || a.modules.some((m) => m.address.flat));
+}
+
 /** kohya inputs lost their module paths' dots: only a kohya file can name them. */
 export function checkFormatFits(adapters: readonly ParsedAdapter[], format: OutputFormat, out: string): void {
-  const kohya = adapters.find((a) => a.format === 'kohya' || a.modules.some((m) => m.address.flat));
+  const kohya = kohyaNamedAdapter(adapters);
   if (format === 'peft' && kohya) {
     throw new MergeError('BAD_ARGUMENT', `${kohya.name}: a kohya adapter's module names (lora_unet_…) cannot be written as a PEFT folder; give --out a .safetensors name instead of ${out}`);
   }

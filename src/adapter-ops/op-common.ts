@@ -6,13 +6,18 @@ import type { AdapterToWrite, WholeTensor, WrittenModule } from '../formats/adap
 import { throwIfProblems } from '../plan/problems.js';
 import { checkFormatFits, checkModules, moduleShape, outputName, type ModuleRef, type OutputFormat } from './module-updates.js';
 
+/** What combine, resize or extract did to one module. */
 export interface ModuleReport {
+  /** The module's name in the output (PEFT path or kohya key). */
   name: string;
+  /** Rank written. */
   rank: number;
   /** ‖kept‖_F / ‖ΔW‖_F. */
   froKept: number;
   /** Singular values found, descending (empty for exact concatenations). */
   singularValues: number[];
+  /** ‖ΔW‖²_F, where an SVD was made: the share any rank keeps is √(Σ_{i<k} σᵢ² / this). */
+  normSquared?: number;
 }
 
 export interface OpResult {

@@ -29,14 +29,14 @@ export async function resizeAdapter(
     throwIfAborted(run.signal);
     run.onProgress?.({ phase: 'merge', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal, tensor: name });
     const { b, a, rank: oldRank } = await readFactors(adapter, ref.module);
-    const { svd } = await decomposeFactors(backend, b, a, oldRank, run.signal);
+    const { svd, total2 } = await decomposeFactors(backend, b, a, oldRank, run.signal);
     const side = Math.min(ref.shape.out, ref.shape.in);
     const maxRank = rule.kind === 'rank' ? Math.min(rule.rank, side) : oldRank;
     const choice = chooseRank(svd.s, side, rule, maxRank);
     const scale = ref.module.scale;
     const alpha = rslora ? scale * Math.sqrt(choice.rank) : scale * choice.rank;
     modules.push(await moduleFromSvd(svd, choice.rank, 'up', name, ref.shape, alpha));
-    report.push({ name, rank: choice.rank, froKept: choice.froKept, singularValues: Array.from(svd.s) });
+    report.push({ name, rank: choice.rank, froKept: choice.froKept, singularValues: Array.from(svd.s), normSquared: total2 });
     done++;
     bytesDone += factorBytes(ref.module);
   }

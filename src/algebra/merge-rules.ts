@@ -16,7 +16,9 @@
  */
 import { createRandom } from '../sample/seeded-random.js';
 
+/** PEFT's task-vector merge rules, applied to the full updates. */
 export type MergeRule = 'ties' | 'dare_linear' | 'dare_ties' | 'magnitude_prune';
+/** How `ties` and `dare_ties` elect each element's sign: by the sum of the values (`total`) or of their signs (`frequency`). */
 export type MajoritySign = 'total' | 'frequency';
 
 export interface MergeRuleOptions {

@@ -9,6 +9,7 @@
  * rule keeps more than `maxRank`.
  */
 
+/** A fixed rank, or one of kohya's dynamic rules with its value (the CLI's --sv-ratio, --sv-fro, --sv-cumulative). */
 export type RankRule =
   | { kind: 'rank'; rank: number }
   | { kind: 'sv_ratio' | 'sv_fro' | 'sv_cumulative'; value: number };

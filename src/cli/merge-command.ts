@@ -45,6 +45,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   try {
     if (cmd.dtype !== undefined) prepared.base.format.parseOutputType(cmd.dtype);
     for (const warning of prepared.plan.warnings) log(`warning: ${warning}`);
+    for (const note of prepared.plan.notes) log(`note: ${note}`);
     if (cmd.dryRun) {
       io.out(describePlan(prepared, true)); // every problem on its own line, then the usual error
       assertPlanValid(prepared.plan);

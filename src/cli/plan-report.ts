@@ -26,11 +26,19 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   if (detailed) {
     for (const u of plan.updates) {
       const terms = u.terms.map((t) => `${t.moduleName} ${termText(t)}${placementText(t.placement)}`).join(', then ');
-      lines.push(`  ${u.baseKey} [${u.shape.join('×')}] ${u.layout} ← ${terms}`);
+      const start = u.source ? ` (from ${u.source.adapter}:${u.source.tensor.name})` : '';
+      lines.push(`  ${u.baseKey} [${u.shape.join('×')}] ${u.layout}${start} ← ${terms}`);
     }
-    for (const b of plan.biasUpdates) lines.push(`  ${b.baseKey} (bias) ← ${b.terms.map((t) => `${t.moduleName} scale=${formatScale(t.scale)}`).join(' + ')}`);
+    for (const r of plan.rowSets) {
+      lines.push(`  ${r.baseKey} rows set: ${r.terms.map((t) => `${t.indices.length} token${t.indices.length === 1 ? '' : 's'} from ${t.adapter}`).join(', ')}`);
+    }
+    for (const b of plan.biasUpdates) {
+      const start = b.source ? ` (from ${b.source.adapter}:${b.source.tensor.name})` : '';
+      lines.push(`  ${b.baseKey} (bias)${start} ← ${b.terms.map((t) => `${t.moduleName} ${t.multiply ? 'scaling' : 'scale'}=${formatScale(t.scale)}`).join(', then ')}`);
+    }
     for (const r of plan.replacements) lines.push(`  ${r.baseKey} replaced by ${r.adapter}:${r.tensor.name}`);
     for (const m of plan.leftOut) lines.push(`  left out: ${m.adapter}:${m.module}: ${m.reason}`);
+    for (const n of plan.notes) lines.push(`note: ${n}`);
     for (const p of plan.problems) lines.push(`problem: ${p.message}`);
   }
   return lines.join('\n');

@@ -6,6 +6,7 @@ import { DTYPE_BYTES, isFloatDType, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { FloatTensorBytes, MergeOp, RowPlacement } from './merge-op.js';
 import { needsColumnNorms, opSteps, storedAxis, type UpdateStep } from './update-steps.js';
+import { checkPermutedBlocks } from './permuted-blocks.js';
 
 export interface OpShape {
   /** First stored row held by `op.base`. */
@@ -139,6 +140,9 @@ function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string)
       }
       return;
     }
+    case 'permuted-blocks':
+      checkPermutedBlocks(op, step, axisLength(step.axis), storedAxis(op, step.axis) === 'row', rowStart, rowCount, label);
+      return;
   }
 }
 

@@ -11,6 +11,9 @@
  * in a `scale` step; see resolveColumnNorms).
  */
 import type { DoraSpec, FloatTensorBytes, LowRankTerm, MergeOp } from './merge-op.js';
+import type { PermutedBlocksStep } from './permuted-blocks.js';
+
+export type { PermutedBlocksStep } from './permuted-blocks.js';
 
 /** A dense update D in W's stored orientation, the op's slab rows only, added as `scale · D`. */
 export interface DenseTerm {
@@ -69,7 +72,7 @@ export interface RotateStep {
   blocks: FloatTensorBytes;
 }
 
-export type UpdateStep = AddStep | DoraStep | ScaleStep | SelfLowRankStep | RotateStep;
+export type UpdateStep = AddStep | DoraStep | ScaleStep | SelfLowRankStep | RotateStep | PermutedBlocksStep;
 
 /** The op's whole update in order: `terms`, then `dora`, then `steps`. */
 export function opSteps(op: MergeOp): UpdateStep[] {
@@ -95,6 +98,7 @@ export function needsColumnNorms(op: Pick<MergeOp, 'layout'>, step: UpdateStep):
 export function rowGranule(op: Pick<MergeOp, 'layout'>, steps: readonly UpdateStep[]): number {
   let g = 1;
   for (const s of steps) if (s.kind === 'rotate' && storedAxis(op, s.axis) === 'row') g = lcm(g, s.blockSize);
+  for (const s of steps) if (s.kind === 'permuted-blocks' && storedAxis(op, s.axis) === 'row') g = lcm(g, s.span);
   return g;
 }
 

@@ -72,11 +72,23 @@ export interface AdapterModule {
   dora?: DoraFactor;
   /** PEFT `lora_bias`: the base bias gains scale · biasB. */
   biasB?: TensorEntry;
+  /** PEFT (IA)³ on the outputs: the base bias, where there is one, is scaled by these factors (1 + w·(f − 1) for user weight w). */
+  biasScale?: TensorEntry;
+  /**
+   * PEFT `target_parameters` on a fused 3-D expert tensor (E, d1, d2): `down` is (rank·E, ·),
+   * grouped by expert, `up` is (·, rank·E), interleaved; each expert's ΔW = up_e·down_e lands on
+   * its own slice (the plan decides which axis is which, formats/fused-experts.ts).
+   */
+  experts?: { count: number; peftVersion: string | null };
   /** Settings of the training method that the update depends on (PEFT OFT's Cayley form, …). */
   options?: Readonly<Record<string, number | boolean>>;
 }
 
-/** A full tensor that replaces a base tensor (PEFT `modules_to_save`). */
+/**
+ * A full tensor that replaces a base tensor: a module trained whole (PEFT `modules_to_save`), or
+ * a base weight saved with the adapter (`<module>.base_layer.weight|bias`, saved embedding layers,
+ * `bias="all"` biases), which the adapter's own LoRA terms on that tensor are added to.
+ */
 export interface TensorReplacement {
   adapter: string;
   /** Tensor name in the adapter file. */
@@ -84,6 +96,19 @@ export interface TensorReplacement {
   tensor: TensorEntry;
   /** Module path plus parameter (`score.weight`), resolved like a PEFT module path. */
   path: string;
+  /** `modules_to_save`, or a saved base weight (`base_layer`, a saved embedding or bias). */
+  origin?: 'modules_to_save' | 'base_layer' | 'saved';
+}
+
+/** PEFT trainable tokens: rows `indices` of a base tensor are set to the rows of `delta`. */
+export interface TokenRows {
+  adapter: string;
+  /** Tensor name in the adapter file. */
+  key: string;
+  delta: TensorEntry;
+  /** The embedding's weight (`model.embed_tokens.weight`), resolved like a PEFT module path. */
+  path: string;
+  indices: readonly number[];
 }
 
 /** An adapter opened for merging: its modules, replacements and warnings. */
@@ -94,6 +119,8 @@ export interface ParsedAdapter {
   file: SafetensorsFile;
   modules: AdapterModule[];
   replacements: TensorReplacement[];
+  /** PEFT trainable tokens (absent for formats without them). */
+  tokenRows?: TokenRows[];
   /** Things the user should know that do not stop the merge (PiSSA init, ignored metadata ...). */
   warnings: string[];
   /** PEFT: the parsed adapter_config.json. Single files: kohya's `ss_*` training metadata and diffusers' lora_adapter_metadata. */

@@ -16,6 +16,8 @@ export interface StoredTensor {
   /** Slowest dimension first; the tensor is stored as rows of its last dimension. */
   shape: number[];
   byteLength: number;
+  /** The type it is written in unless the user asks for one, when not `type` (a dequantized weight: its model's dtype). */
+  writeType?: string;
 }
 
 /** One weight file of a model. */

@@ -73,8 +73,17 @@ export const KEY_FORMS = [
   // LyCORIS diag-OFT and BOFT.
   { suffix: '.oft_blocks', role: 'oft_blocks' },
   { suffix: '.rescale', role: 'rescale' },
-  // PEFT OFT: each module's skew-symmetric blocks, upper triangles stored row by row.
+  // PEFT OFT: each module's skew-symmetric blocks, upper triangles stored row by row; before
+  // PEFT 0.16 whole blocks (`oft_r`), with per-output scales (`oft_s`) from 0.14.
   { suffix: '.oft_R.weight', role: 'oft_R' },
+  { suffix: '.oft_embedding_R.weight', role: 'oft_embedding_R' },
+  { suffix: '.oft_r', role: 'oft_r' },
+  { suffix: '.oft_s', role: 'oft_s' },
+  // PEFT BOFT: butterfly factors' blocks and per-output scales.
+  { suffix: '.boft_R', role: 'boft_R' },
+  { suffix: '.boft_s', role: 'boft_s' },
+  // PEFT (IA)³: one learned vector per module.
+  { suffix: '.ia3_l', role: 'ia3_l' },
   // PEFT VeRA: per-module scaling vectors, and the projections shared by every module.
   { suffix: '.vera_lambda_b', role: 'vera_lambda_b' },
   { suffix: '.vera_lambda_d', role: 'vera_lambda_d' },

@@ -19,6 +19,8 @@ export interface ModuleAddress {
   path: string;
   /** Dots were flattened to `_` (kohya, OneTrainer, SimpleTuner's LyCORIS): matched against the base's keys. */
   flat: boolean;
+  /** The path names a parameter itself (PEFT `target_parameters`), not a module whose `.weight` is meant. */
+  tensor?: boolean;
 }
 
 interface Prefix {

@@ -7,6 +7,8 @@ import { checkPatternCount, compileModulePattern, type MatchBudget, type ModuleP
 import { parseBoundedJson } from './bounded-json.js';
 
 export interface PeftLoraConfig {
+  /** `LORA`, or `TRAINABLE_TOKENS` (PEFT's trainable-tokens method on its own). */
+  peftType: 'LORA' | 'TRAINABLE_TOKENS';
   r: number;
   loraAlpha: number;
   useRslora: boolean;
@@ -17,6 +19,18 @@ export interface PeftLoraConfig {
   rankPattern: [ModulePattern, number][];
   alphaPattern: [ModulePattern, number][];
   modulesToSave: string[];
+  /** `bias`: which base biases were trained and saved (`<module>.base_layer.bias`, `<module>.bias`). */
+  bias: 'none' | 'all' | 'lora_only';
+  /**
+   * Trainable tokens: module name (`embed_tokens`, or as the config's dict names it) → the rows
+   * its saved `trainable_tokens_delta` sets. A list in `trainable_token_indices` (or
+   * TRAINABLE_TOKENS' `token_indices`) means the input embedding: key `''`.
+   */
+  tokenIndices: Map<string, number[]>;
+  /** `target_parameters`: parameters adapted directly (fused expert tensors). */
+  targetParameters: string[];
+  /** `peft_version` (since PEFT 0.18), which decides how fused expert factors were laid out. */
+  peftVersion: string | null;
   /** `init_lora_weights` when it is a string (`pissa`, `olora`, `gaussian` ...). */
   initLoraWeights: string | null;
   /** Fields defaulted because the file lacks them, to report. */
@@ -42,10 +56,11 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
   const defaulted: string[] = [];
 
   const peftType = obj.peft_type;
+  if (peftType === 'TRAINABLE_TOKENS') return trainableTokensConfig(obj, file);
   if (peftType !== undefined && peftType !== 'LORA') {
     const name = String(peftType);
     const what = KNOWN_UNSUPPORTED_TYPES.has(name.toUpperCase()) ? `PEFT method ${name}` : `unknown peft_type "${name}"`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (LORA, LOHA, LOKR, VERA and OFT adapters can be merged)`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (LORA, LOHA, LOKR, VERA, OFT, BOFT and IA3 adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
 
@@ -54,6 +69,7 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
   const init = obj.init_lora_weights;
   const budget: MatchBudget = { file, used: 0 };
   return {
+    peftType: 'LORA',
     r,
     loraAlpha,
     useRslora: bool(obj, 'use_rslora', file),
@@ -63,10 +79,59 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
     rankPattern: patterns(obj, 'rank_pattern', file, true, budget),
     alphaPattern: patterns(obj, 'alpha_pattern', file, false, budget),
     modulesToSave: stringList(obj, 'modules_to_save', file),
+    bias: biasKind(obj, file),
+    tokenIndices: tokenIndices(obj, 'trainable_token_indices', file),
+    targetParameters: stringList(obj, 'target_parameters', file),
+    peftVersion: typeof obj.peft_version === 'string' ? obj.peft_version : null,
     initLoraWeights: typeof init === 'string' ? init : null,
     defaulted,
     raw: obj,
   };
+}
+
+/** PEFT's TrainableTokensConfig: only `token_indices` matter (the rows its deltas set). */
+function trainableTokensConfig(obj: Record<string, unknown>, file: string): PeftLoraConfig {
+  const indices = tokenIndices(obj, 'token_indices', file);
+  if (indices.size === 0) throw new MergeError('BAD_CONFIG', `${file}: TRAINABLE_TOKENS config has no "token_indices"`);
+  return {
+    peftType: 'TRAINABLE_TOKENS', r: PEFT_DEFAULT_R, loraAlpha: PEFT_DEFAULT_ALPHA, useRslora: false, fanInFanOut: false,
+    useDora: false, loraBias: false, rankPattern: [], alphaPattern: [], modulesToSave: stringList(obj, 'modules_to_save', file),
+    bias: 'none', tokenIndices: indices, targetParameters: [], peftVersion: null, initLoraWeights: null, defaulted: [], raw: obj,
+  };
+}
+
+function biasKind(obj: Record<string, unknown>, file: string): PeftLoraConfig['bias'] {
+  const v = obj.bias;
+  if (v === undefined || v === null || v === 'none') return 'none';
+  if (v === 'all' || v === 'lora_only') return v;
+  throw new MergeError('BAD_CONFIG', `${file}: "bias" must be "none", "all" or "lora_only", got ${JSON.stringify(v)}`);
+}
+
+/** A list of token indices (key `''`) or a dict of module name → list. */
+function tokenIndices(obj: Record<string, unknown>, key: string, file: string): Map<string, number[]> {
+  const v = obj[key];
+  const out = new Map<string, number[]>();
+  if (v === undefined || v === null) return out;
+  const list = (name: string, x: unknown): number[] => {
+    if (!Array.isArray(x) || x.some((i) => typeof i !== 'number' || !Number.isSafeInteger(i) || i < 0)) {
+      throw new MergeError('BAD_CONFIG', `${file}: "${key}"${name ? `["${name}"]` : ''} must be a list of token indices (integers ≥ 0)`);
+    }
+    const seen = new Set<number>();
+    for (const i of x as number[]) {
+      // PEFT's index_copy with a repeated index leaves which delta wins undefined.
+      if (seen.has(i)) throw new MergeError('BAD_CONFIG', `${file}: "${key}"${name ? `["${name}"]` : ''} lists token ${i} twice`);
+      seen.add(i);
+    }
+    return x as number[];
+  };
+  if (Array.isArray(v)) {
+    out.set('', list('', v));
+  } else if (typeof v === 'object') {
+    for (const [name, x] of Object.entries(v as Record<string, unknown>)) out.set(name, list(name, x));
+  } else {
+    throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be a list of token indices or an object of module name → list`);
+  }
+  return out;
 }
 
 /**
@@ -127,7 +192,8 @@ function stringList(obj: Record<string, unknown>, key: string, file: string): st
   return v as string[];
 }
 
-function patterns(obj: Record<string, unknown>, key: string, file: string, integer: boolean, budget: MatchBudget): [ModulePattern, number][] {
+/** A rank_pattern / alpha_pattern table of the config, checked and compiled for linear-time matching. */
+export function patterns(obj: Record<string, unknown>, key: string, file: string, integer: boolean, budget: MatchBudget): [ModulePattern, number][] {
   const v = obj[key];
   if (v === undefined || v === null) return [];
   if (typeof v !== 'object' || Array.isArray(v)) throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be an object`);

@@ -1,24 +1,31 @@
 /**
- * PEFT adapters of the LyCORIS-family methods, VeRA and OFT (adapter_config.json `peft_type` LOHA,
- * LOKR, VERA, OFT): the same tensors as LyCORIS's (`<module>.hada_w1_a`, `<module>.lokr_w1` …)
+ * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
+ * OFT, BOFT, IA3): the same tensors as LyCORIS's (`<module>.hada_w1_a`, `<module>.lokr_w1` …)
  * under PEFT's module paths, VeRA's per-module vera_lambda_b/d with the shared
- * `base_model.vera_A`/`vera_B`, or OFT's `<module>.oft_R.weight`.
+ * `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or, before PEFT 0.16,
+ * `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`; plus `modules_to_save` layers and
+ * other saved tensors, which replace their base tensors as in LoRA folders (peft-saved-modules.ts).
  * The modules are built by the algorithm registry; the scale is PEFT's: α/r from the config
  * (rank_pattern and alpha_pattern included) for LoHa and LoKr, whatever the factors' form, and
- * 1 for VeRA.
+ * 1 for the others.
  */
+import { RE2JS } from 're2js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
-import type { AdapterModule, ParsedAdapter } from './adapter.js';
+import type { AdapterModule, ParsedAdapter, TensorReplacement } from './adapter.js';
 import { algorithmNamed } from './algorithms/index.js';
+import { parseBoundedJson } from './bounded-json.js';
 import { splitTensorName, type Role } from './key-forms.js';
-import { lookupPattern } from './peft-config.js';
+import type { MatchBudget } from './module-pattern.js';
+import { lookupPattern, patterns } from './peft-config.js';
+import { savedTensor } from './peft-saved-modules.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 const PEFT_PREFIX = 'base_model.model.';
 
 interface MethodConfig {
-  algorithm: 'loha' | 'lokr' | 'vera' | 'peft-oft';
+  /** The algorithms a module may be, told apart by the roles it has. */
+  algorithms: readonly string[];
   roles: readonly Role[];
   /** Default r and α of PEFT's config class. */
   r: number;
@@ -26,16 +33,18 @@ interface MethodConfig {
 }
 
 const METHODS: Readonly<Record<string, MethodConfig>> = {
-  LOHA: { algorithm: 'loha', roles: ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b', 'hada_t1', 'hada_t2'], r: 8, alpha: 8 },
-  LOKR: { algorithm: 'lokr', roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'], r: 8, alpha: 8 },
-  VERA: { algorithm: 'vera', roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1 },
-  OFT: { algorithm: 'peft-oft', roles: ['oft_R'], r: 0, alpha: 1 },
+  LOHA: { algorithms: ['loha'], roles: ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b', 'hada_t1', 'hada_t2'], r: 8, alpha: 8 },
+  LOKR: { algorithms: ['lokr'], roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'], r: 8, alpha: 8 },
+  VERA: { algorithms: ['vera'], roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1 },
+  OFT: { algorithms: ['peft-oft', 'peft-oft-legacy'], roles: ['oft_R', 'oft_embedding_R', 'oft_r', 'oft_s'], r: 8, alpha: 1 },
+  BOFT: { algorithms: ['peft-boft'], roles: ['boft_R', 'boft_s'], r: 0, alpha: 1 },
+  IA3: { algorithms: ['peft-ia3'], roles: ['ia3_l'], r: 0, alpha: 1 },
 };
 
-/** The config's `peft_type` when it is one this file parses, else undefined. */
+/** The config's `peft_type` when it is one this file parses, else undefined (the LoRA parser reports a broken config). */
 export function peftMethodOf(configText: string): string | undefined {
   try {
-    const type = (JSON.parse(configText) as { peft_type?: unknown }).peft_type;
+    const type = (parseBoundedJson(configText, 'adapter_config.json') as { peft_type?: unknown } | null)?.peft_type;
     return typeof type === 'string' && METHODS[type.toUpperCase()] ? type.toUpperCase() : undefined;
   } catch {
     return undefined;
@@ -45,7 +54,9 @@ export function peftMethodOf(configText: string): string | undefined {
 type Problem = { code: MergeErrorCode; message: string };
 
 export function parsePeftMethodAdapter(name: string, configText: string, configFile: string, file: SafetensorsFile): ParsedAdapter {
-  const raw = JSON.parse(configText) as Record<string, unknown>;
+  const parsed = parseBoundedJson(configText, configFile);
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new MergeError('BAD_CONFIG', `${configFile}: expected a JSON object`);
+  const raw = parsed as Record<string, unknown>;
   const type = String(raw.peft_type).toUpperCase();
   const method = METHODS[type];
   const fileName = file.source.name;
@@ -55,41 +66,57 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new MergeError('BAD_CONFIG', `${configFile}: "${key}" must be a number, got ${JSON.stringify(v)}`);
     return v;
   };
-  const pattern = (key: string): [RegExp, number][] => {
+  const flag = (key: string): boolean | undefined => {
     const v = raw[key];
-    if (v === undefined || v === null) return [];
-    if (typeof v !== 'object' || Array.isArray(v)) throw new MergeError('BAD_CONFIG', `${configFile}: "${key}" must be an object`);
-    return Object.entries(v as Record<string, unknown>).map(([k, x]) => {
-      if (typeof x !== 'number' || !Number.isFinite(x)) throw new MergeError('BAD_CONFIG', `${configFile}: ${key}["${k}"] must be a number`);
-      return [new RegExp(`^(?:.*\\.)?(?:${k})$`), x];
-    });
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'boolean') throw new MergeError('BAD_CONFIG', `${configFile}: "${key}" must be true or false`);
+    return v;
   };
+  const budget: MatchBudget = { file: configFile, used: 0 };
   const r = number('r', method.r);
   const alpha = number('alpha', method.alpha);
-  const rankPattern = pattern('rank_pattern');
-  const alphaPattern = pattern('alpha_pattern');
-  const fanInFanOut = raw.fan_in_fan_out === true;
-  // OFT's settings, checked here, read by its algorithm.
+  const rankPattern = patterns(raw, 'rank_pattern', configFile, true, budget);
+  const alphaPattern = patterns(raw, 'alpha_pattern', configFile, false, budget);
+  const fanInFanOut = flag('fan_in_fan_out') === true;
+  const modulesToSave = stringList(raw, 'modules_to_save', configFile);
+  const warnings: string[] = [];
+
+  // Settings the algorithms read (context.options), checked here.
   const options: Record<string, number | boolean> = {};
   for (const key of ['coft', 'block_share', 'use_cayley_neumann'] as const) {
-    if (raw[key] === undefined || raw[key] === null) continue;
-    if (typeof raw[key] !== 'boolean') throw new MergeError('BAD_CONFIG', `${configFile}: "${key}" must be true or false`);
-    options[key] = raw[key] as boolean;
+    const v = flag(key);
+    if (v !== undefined) options[key] = v;
   }
-  for (const key of ['eps', 'num_cayley_neumann_terms'] as const) if (raw[key] !== undefined && raw[key] !== null) options[key] = number(key, 0);
-  if (method.algorithm === 'peft-oft' && fanInFanOut) throw new MergeError('UNSUPPORTED_FORMAT', `${configFile}: OFT with fan_in_fan_out is not supported`);
+  for (const key of ['eps', 'num_cayley_neumann_terms', 'oft_block_size'] as const) if (raw[key] !== undefined && raw[key] !== null) options[key] = number(key, 0);
+  if ((type === 'OFT' || type === 'BOFT') && fanInFanOut) {
+    // PEFT wraps only nn.Linear and nn.Conv2d (and embeddings) with these and resets the flag to false for them.
+    throw new MergeError('UNSUPPORTED_FORMAT', `${configFile}: ${type} with fan_in_fan_out is not something PEFT trains (it applies ${type} to nn.Linear and nn.Conv2d only and sets fan_in_fan_out to false for them)`);
+  }
+  if (type === 'OFT' && options.use_cayley_neumann !== false && olderThan(raw.peft_version, 0, 18)) {
+    options.older_neumann_series = true;
+  }
+  const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
+  if (type === 'IA3') options.fan_in_fan_out = fanInFanOut;
 
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
   const shared = new Map<Role, TensorEntry>();
+  const replacements: TensorReplacement[] = [];
+  const leftOut: string[] = [];
   for (const entry of file.tensors) {
-    if (method.algorithm === 'vera' && (entry.name === 'base_model.vera_A' || entry.name === 'base_model.vera_B')) {
+    if (type === 'VERA' && (entry.name === 'base_model.vera_A' || entry.name === 'base_model.vera_B')) {
       shared.set(entry.name === 'base_model.vera_A' ? 'vera_A' : 'vera_B', entry);
       continue;
     }
     const split = splitTensorName(entry.name);
     if (!split || !method.roles.includes(split.role)) {
-      problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${entry.name}" is not a ${type} tensor this tool understands` });
+      // Another method's adapter tensor (`lora_A.weight`, `hada_w1_a` …) is named as such, not taken
+      // for a saved model parameter; a saved layer's names end in `.weight` or `.bias`.
+      const foreign = split !== null && split.role !== 'weight' && !/\.modules_to_save\./.test(entry.name);
+      const saved = foreign ? null : savedTensor(name, entry, modulesToSave);
+      if (saved === 'left out') leftOut.push(entry.name);
+      else if (saved) replacements.push(saved);
+      else problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${entry.name}" is neither a ${type} tensor this tool understands nor listed in modules_to_save` });
       continue;
     }
     const path = split.module.startsWith(PEFT_PREFIX) ? split.module.slice(PEFT_PREFIX.length) : split.module;
@@ -97,20 +124,41 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     if (!roles) groups.set(path, (roles = new Map()));
     roles.set(split.role, entry);
   }
-  if (method.algorithm === 'vera' && (!shared.has('vera_A') || !shared.has('vera_B'))) {
+  if (type === 'VERA' && groups.size > 0 && (!shared.has('vera_A') || !shared.has('vera_B'))) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: VeRA adapter without base_model.vera_A and vera_B (saved with save_projection: false); PEFT regenerates them from a PyTorch random seed, which this tool cannot reproduce`);
   }
 
-  const algorithm = algorithmNamed(method.algorithm);
   const modules: AdapterModule[] = [];
+  let olderSeriesUsed = false;
   for (const [path, roles] of groups) {
     const report = (code: MergeErrorCode, message: string) => problems.push({ code, message: `${name}: module "${path}"${/^(is|has|needs) /.test(message) ? ' ' : ': '}${message}` });
+    const candidates = method.algorithms.map(algorithmNamed).filter((a) => a.defines.some((role) => roles.has(role)));
+    if (candidates.length !== 1) {
+      report('UNSUPPORTED_FORMAT', `mixes tensors of ${candidates.map((a) => a.title).join(' and ')}`);
+      continue;
+    }
+    const algorithm = candidates[0];
+    const foreign = [...roles].filter(([role]) => !algorithm.roles.includes(role));
+    if (foreign.length > 0) {
+      report('UNSUPPORTED_FORMAT', `is ${algorithm.title}, which does not read ${foreign.map(([, t]) => `"${t.name}"`).join(', ')}`);
+      continue;
+    }
     const moduleAlpha = lookupPattern(alphaPattern, path, alpha);
     const moduleRank = lookupPattern(rankPattern, path, r);
     for (const [role, t] of shared) roles.set(role, t);
-    const module = algorithm.build(roles, { adapter: name, key: `${PEFT_PREFIX}${path}`, address: { path, flat: false }, alpha: moduleAlpha, report, options });
+    let moduleOptions: Record<string, number | boolean> = { ...options, r: moduleRank };
+    if (feedforward) {
+      const ff = feedforward(path, roles.get('ia3_l')!);
+      if (typeof ff === 'string') {
+        report('BAD_CONFIG', ff);
+        continue;
+      }
+      moduleOptions = { ...moduleOptions, feedforward: ff };
+    }
+    const module = algorithm.build(roles, { adapter: name, key: `${PEFT_PREFIX}${path}`, address: { path, flat: false }, alpha: moduleAlpha, report, options: moduleOptions });
     if (!module) continue;
-    if (method.algorithm === 'loha' || method.algorithm === 'lokr') {
+    if (algorithm.name === 'peft-oft' && options.older_neumann_series) olderSeriesUsed = true;
+    if (algorithm.name === 'loha' || algorithm.name === 'lokr') {
       // PEFT: α/r from the config; the stored factors must have that rank where they have one.
       const stored = storedRank(module);
       if (stored !== undefined && stored !== moduleRank) {
@@ -119,11 +167,17 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
       }
       Object.assign(module, { rank: moduleRank, alpha: moduleAlpha, scale: moduleAlpha / moduleRank });
     }
-    modules.push({ ...module, name: path, fanInFanOut: method.algorithm === 'vera' && fanInFanOut });
+    modules.push({ ...module, name: path, fanInFanOut: (algorithm.name === 'vera' && fanInFanOut) || module.fanInFanOut });
   }
   throwIfProblems(name, problems);
-  if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no ${type} tensors found`);
-  return { name, format: 'peft', file, modules, replacements: [], warnings: [], config: raw };
+  if (modules.length === 0 && replacements.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no ${type} tensors found`);
+  if (leftOut.length > 0) {
+    warnings.push(`${name}: ${leftOut.length} original_module tensor${leftOut.length === 1 ? '' : 's'} (PEFT's copy of a module before training) left out, as PEFT leaves ${leftOut.length === 1 ? 'it' : 'them'} out when merging`);
+  }
+  if (olderSeriesUsed) {
+    warnings.push(`${name}: the config has no peft_version of 0.18 or later, so its OFT was trained by PEFT 0.16 or 0.17: merged with that PEFT's Cayley–Neumann series (I + 2Q + … + 2Q^(n−1)); PEFT 0.18 and later would apply their newer series to it`);
+  }
+  return { name, format: 'peft', file, modules, replacements, warnings, config: raw };
 }
 
 /** The rank the factors were trained at (LoHa's, or LoKr's decomposed factor); undefined for LoKr with two full factors. */
@@ -133,4 +187,48 @@ function storedRank(module: AdapterModule): number | undefined {
   if (t.w1b) return t.w1b.shape[0];
   if (t.w2b) return t.w2b.shape[0];
   return undefined;
+}
+
+/** Whether a `peft_version` ("0.17.1", "0.18.0.dev0@abc123") is below major.minor; absent: the field came with 0.18. */
+function olderThan(version: unknown, major: number, minor: number): boolean {
+  if (typeof version !== 'string') return true;
+  const m = /^(\d+)\.(\d+)/.exec(version.split('@')[0]);
+  if (!m) return true;
+  return Number(m[1]) < major || (Number(m[1]) === major && Number(m[2]) < minor);
+}
+
+/**
+ * Whether an (IA)³ module scales its inputs, as PEFT decides it: `feedforward_modules` as a list
+ * matches a module whose name ends with an entry, as a string it is a regex the whole name must
+ * match (matched by RE2, in linear time). Without it, a Linear's ia3_l says by its shape ((1, in):
+ * inputs); a conv's cannot. Returns a message when it cannot be told.
+ */
+function feedforwardMatcher(raw: Record<string, unknown>, configFile: string): (path: string, l: TensorEntry) => boolean | string {
+  const v = raw.feedforward_modules;
+  if (typeof v === 'string') {
+    let re: RE2JS;
+    try {
+      re = RE2JS.compile(v);
+    } catch (e) {
+      throw new MergeError('BAD_CONFIG', `${configFile}: feedforward_modules "${v.slice(0, 80)}" is not a pattern this tool can match safely (${(e as Error).message}); lookaround and backreferences are not supported`);
+    }
+    return (path) => re.matches(path);
+  }
+  if (Array.isArray(v)) {
+    if (v.some((s) => typeof s !== 'string')) throw new MergeError('BAD_CONFIG', `${configFile}: "feedforward_modules" must be a list of module names or a pattern`);
+    const names = v as string[];
+    return (path) => names.some((n) => path.endsWith(n));
+  }
+  if (v !== undefined && v !== null) throw new MergeError('BAD_CONFIG', `${configFile}: "feedforward_modules" must be a list of module names or a pattern`);
+  return (_path, l) => {
+    if (l.shape.length === 2 && (l.shape[0] === 1) !== (l.shape[1] === 1)) return l.shape[0] === 1;
+    return 'needs feedforward_modules in the config to tell whether ia3_l scales its inputs or its outputs';
+  };
+}
+
+function stringList(obj: Record<string, unknown>, key: string, file: string): string[] {
+  const v = obj[key];
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be a list of module names`);
+  return v as string[];
 }

@@ -4,7 +4,8 @@
  */
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
-import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement } from './adapter.js';
+import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement, TokenRows } from './adapter.js';
+import { parameterTarget, type ParameterTarget } from './peft-parameters.js';
 import { lora } from './algorithms/lora.js';
 import { isModifiedBaseInit, lookupPattern, parsePeftConfig, type PeftLoraConfig } from './peft-config.js';
 import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
@@ -16,6 +17,13 @@ const PEFT_PREFIX = 'base_model.model.';
 // `<module>.lora_embedding_A[.<name>]` (no suffix), `<module>.lora_magnitude_vector[.<name>][.weight]`.
 const FACTOR_KEY = /^(.+)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)(?:\.([^.]+))?(?:\.([^.]+))?$/;
 const MODULES_TO_SAVE_KEY = /^(.+)\.modules_to_save\.(?:[^.]+\.)?([^.]+)$/;
+/** Trainable tokens: within LoRA (`token_adapter.`) or as PEFT's TRAINABLE_TOKENS method. */
+const TOKEN_DELTA_KEY = /^(.+?)\.(?:token_adapter\.)?trainable_tokens_delta(?:\.[^.]+)?$/;
+/** The wrapped layer's own weight or bias, saved with the adapter. */
+const BASE_LAYER_KEY = /^(.+)\.base_layer\.(weight|bias)$/;
+const ORIGINAL_MODULE_KEY = /\.original_module\./;
+/** A model parameter saved as it is (PEFT loads any such key into the model). */
+const PLAIN_PARAMETER_KEY = /^base_model\.model\..+\.(weight|bias)$/;
 /** Tensor names of adapter types we recognise but do not merge. */
 const OTHER_METHOD_KEY = /\.(hada_|lokr_|vera_|ia3_|oft_|boft_|lora_E|ranknum)/;
 
@@ -44,6 +52,8 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   const adapterNames = new Set<string>();
   const fileName = file.source.name;
 
+  const tokenRows: TokenRows[] = [];
+  const skipped: string[] = [];
   for (const entry of file.tensors) {
     const key = entry.name;
     const factor = FACTOR_KEY.exec(key);
@@ -68,19 +78,45 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
     }
     const saved = MODULES_TO_SAVE_KEY.exec(key);
     if (saved) {
-      replacements.push(replacement(name, key, entry, `${saved[1]}.${saved[2]}`));
+      replacements.push(replacement(name, key, entry, `${saved[1]}.${saved[2]}`, 'modules_to_save'));
+      continue;
+    }
+    const tokens = TOKEN_DELTA_KEY.exec(key);
+    if (tokens) {
+      const rows = tokenRowsFor(name, key, entry, stripPrefix(tokens[1]), config, fileName, problems);
+      if (rows) tokenRows.push(rows);
       continue;
     }
     if (OTHER_METHOD_KEY.test(key)) {
       problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${key}" belongs to an adapter method other than LoRA, which is not supported` });
       continue;
     }
+    if (ORIGINAL_MODULE_KEY.test(key)) {
+      // PEFT's copy of a modules_to_save module as it was: the base's own values, dropped on merge.
+      skipped.push(key);
+      continue;
+    }
     const modulePath = stripPrefix(key.slice(0, Math.max(0, key.lastIndexOf('.'))));
     if (config.modulesToSave.some((m) => modulePath === m || modulePath.endsWith(`.${m}`))) {
-      replacements.push(replacement(name, key, entry, key));
+      replacements.push(replacement(name, key, entry, key, 'modules_to_save'));
+      continue;
+    }
+    const baseLayer = BASE_LAYER_KEY.exec(key);
+    if (baseLayer) {
+      // bias="lora_only"/"all", saved embedding layers: the wrapped layer's own tensor, as trained against.
+      replacements.push(replacement(name, key, entry, `${baseLayer[1].replaceAll('.base_layer', '')}.${baseLayer[2]}`, 'base_layer'));
+      continue;
+    }
+    if (PLAIN_PARAMETER_KEY.test(key)) {
+      // bias="all" biases of unwrapped modules, embedding layers saved because the vocabulary was
+      // resized: tensors PEFT loads into the model as they are.
+      replacements.push(replacement(name, key, entry, key, 'saved'));
       continue;
     }
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${key}" is neither a LoRA factor nor listed in modules_to_save` });
+  }
+  if (skipped.length > 0) {
+    warnings.push(`${name}: ${skipped.length} original_module tensor${skipped.length === 1 ? '' : 's'} (PEFT's copy of a module before training) left out, as PEFT leaves ${skipped.length === 1 ? 'it' : 'them'} out when merging`);
   }
   if (adapterNames.size > 1) {
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: holds several adapters (${[...adapterNames].join(', ')}); save each one separately` });
@@ -103,10 +139,10 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   if (isModifiedBaseInit(config.initLoraWeights)) {
     warnings.push(`${name}: init_lora_weights is "${config.initLoraWeights}": this adapter was trained against a modified base; merging it into the original base gives wrong weights unless it was converted first`);
   }
-  if (modules.length === 0 && replacements.length === 0) {
+  if (modules.length === 0 && replacements.length === 0 && tokenRows.length === 0) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
   }
-  return { name, format: 'peft', file, modules, replacements, warnings, config: config.raw };
+  return { name, format: 'peft', file, modules, replacements, tokenRows, warnings, config: config.raw };
 }
 
 /** Reads `lora_A.default.weight`-style tails: which parameter, and the adapter name if any. */
@@ -132,6 +168,12 @@ function slotFor(kind: string, param: string | undefined): keyof FactorSet | nul
 
 function buildModule(adapter: string, key: string, set: FactorSet, config: PeftLoraConfig, problems: Problem[]): AdapterModule | null {
   const path = stripPrefix(key);
+  const target = config.targetParameters.length > 0 ? parameterTarget(path, config.targetParameters) : undefined;
+  if (target?.kind === 'problem') {
+    problems.push({ code: 'BAD_CONFIG', message: `${adapter}: ${target.message}` });
+    return null;
+  }
+  if (target) return buildParameterModule(adapter, key, target.path, set, config, problems);
   const embedding = set.embedA !== undefined || set.embedB !== undefined;
   if (embedding && (set.a || set.b)) {
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter}: module "${path}" has both linear and embedding LoRA factors` });
@@ -182,8 +224,68 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
   return module;
 }
 
-function replacement(adapter: string, key: string, tensor: TensorEntry, targetKey: string): TensorReplacement {
-  return { adapter, key, tensor, path: stripPrefix(targetKey) };
+/**
+ * LoRA on a parameter (ParamWrapper): lora_A (r·E, ·) and lora_B (·, r·E) with r from the config
+ * (its patterns match the parameter's path) and E experts; E = 1 is an ordinary 2-D weight.
+ */
+function buildParameterModule(adapter: string, key: string, path: string, set: FactorSet, config: PeftLoraConfig, problems: Problem[]): AdapterModule | null {
+  const fail = (code: MergeErrorCode, message: string) => {
+    problems.push({ code, message: `${adapter}: parameter "${path}": ${message}` });
+    return null;
+  };
+  const { a, b } = set;
+  if (!a || !b || set.embedA || set.embedB) return fail('UNSUPPORTED_FORMAT', 'needs exactly lora_A and lora_B');
+  if (set.magnitude || set.biasB) return fail('UNSUPPORTED_FORMAT', 'PEFT supports neither DoRA nor lora_bias on target_parameters');
+  if (a.shape.length !== 2 || b.shape.length !== 2 || b.shape[1] !== a.shape[0]) {
+    return fail('SHAPE_MISMATCH', `lora_B ${fmt(b.shape)} does not fit lora_A ${fmt(a.shape)}`);
+  }
+  const rank = lookupPattern(config.rankPattern, path, config.r);
+  if (a.shape[0] % rank !== 0) return fail('BAD_CONFIG', `lora_A has ${a.shape[0]} rows, not a multiple of the config's rank ${rank}`);
+  const experts = a.shape[0] / rank;
+  const alpha = lookupPattern(config.alphaPattern, path, config.loraAlpha);
+  const module: AdapterModule = {
+    adapter,
+    key,
+    name: path,
+    address: { path, flat: false, tensor: true },
+    algorithm: lora.name,
+    kind: 'linear',
+    deltaShape: [b.shape[0], a.shape[1]],
+    rank,
+    alpha,
+    scale: config.useRslora ? alpha / Math.sqrt(rank) : alpha / rank,
+    tensors: { down: a, up: b },
+    update: { kind: 'low-rank', rank },
+    fanInFanOut: false,
+  };
+  if (experts > 1) module.experts = { count: experts, peftVersion: config.peftVersion };
+  return module;
+}
+
+function replacement(adapter: string, key: string, tensor: TensorEntry, targetKey: string, origin: TensorReplacement['origin']): TensorReplacement {
+  return { adapter, key, tensor, path: stripPrefix(targetKey), origin };
+}
+
+/** The rows a trainable-tokens delta sets: the config's indices for its module, one per delta row. */
+function tokenRowsFor(
+  adapter: string, key: string, delta: TensorEntry, modulePath: string, config: PeftLoraConfig, fileName: string, problems: Problem[],
+): TokenRows | null {
+  const named = [...config.tokenIndices].filter(([m]) => m !== '' && (modulePath === m || modulePath.endsWith(`.${m}`)));
+  const indices = named.length === 1 ? named[0][1] : named.length === 0 ? config.tokenIndices.get('') : undefined;
+  if (!indices) {
+    problems.push({
+      code: 'BAD_CONFIG',
+      message: named.length > 1
+        ? `${fileName}: trainable tokens of "${modulePath}" match several entries of trainable_token_indices (${named.map(([m]) => m).join(', ')})`
+        : `${fileName}: tensor "${key}" holds trainable tokens but the config lists no token indices for "${modulePath}"`,
+    });
+    return null;
+  }
+  if (delta.shape.length !== 2 || delta.shape[0] !== indices.length) {
+    problems.push({ code: 'SHAPE_MISMATCH', message: `${fileName}: tensor "${key}" ${fmt(delta.shape)} should have one row per token index (${indices.length})` });
+    return null;
+  }
+  return { adapter, key, delta, path: `${modulePath}.weight`, indices };
 }
 
 function stripPrefix(key: string): string {

@@ -38,7 +38,7 @@ export function safetensorsContainer(files: readonly SafetensorsFile[], indexes:
       }
     },
     outputType(tensor, _changed, requested) {
-      return requested && isFloatDType(tensor.type) ? requested : tensor.type;
+      return requested && isFloatDType(tensor.type) ? requested : tensor.writeType ?? tensor.type;
     },
     checkOutputType: () => undefined,
     byteLength: (type, elements) => elements * DTYPE_BYTES[type as DType],
@@ -55,7 +55,8 @@ export function safetensorsContainer(files: readonly SafetensorsFile[], indexes:
     async createWriter(sink, shardIndex, shards, provenance, mirror): Promise<TensorFileWriter> {
       if (mirror) return createVerbatimWriter(sink, files[shardIndex]);
       const declared = shards[shardIndex].tensors.map((t) => ({ name: t.name, dtype: t.type as DType, shape: t.shape }));
-      return createSafetensorsWriter(sink, declared, { ...files[shardIndex].metadata, ...provenance });
+      // transformers refuses a safetensors file whose metadata lacks `format` (pt, tf, flax, mlx).
+      return createSafetensorsWriter(sink, declared, { format: 'pt', ...files[shardIndex].metadata, ...provenance });
     },
     async writeSidecars(output, shards: readonly StoredShard[], { mirrored, copyInput }) {
       const written: string[] = [];

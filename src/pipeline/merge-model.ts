@@ -3,24 +3,28 @@
  * shard by shard, in the base's own order. Large tensors go in row slabs, so memory is bounded by
  * the slab size, not by the model or its largest tensor. Any failure or cancellation aborts the
  * output target, which removes everything written. The base's container (safetensors, GGUF)
- * decides each tensor's output type, decodes and encodes rows, and writes the files.
+ * decides each tensor's output type, decodes and encodes rows, and writes the files. A tensor an
+ * adapter saved (a resized embedding, a `base_layer` weight) is read from the adapter's file and
+ * written in the shape the plan gives it.
  */
-import { isDType, isFloatDType } from '../dtype.js';
-import type { MergeBackend } from '../engine/merge-op.js';
+import { DTYPE_BYTES, isDType, isFloatDType, type FloatDType } from '../dtype.js';
+import type { FloatTensorBytes, MergeBackend } from '../engine/merge-op.js';
 import { MergeError, throwIfAborted } from '../errors.js';
 import type { BaseShard, BaseTensor } from '../formats/base-model.js';
 import type { ContainerFormat, StoredShard, StoredTensor, TensorFileWriter } from '../formats/container.js';
 import { copyInputFile } from '../io/copy-file.js';
 import type { OutputTarget } from '../io/types.js';
-import { loadBiasUpdate, loadReplacement, loadUpdateSteps } from '../plan/load-op.js';
+import { convertReplacement, loadBiasUpdate, loadUpdateSteps } from '../plan/load-op.js';
 import { slabOp, slabSteps, type LoadedStep } from '../plan/load-steps.js';
 import { resolveStreamedNorms } from './column-norm-pass.js';
 import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorUpdate } from '../plan/merge-plan.js';
+import { loadRowValues, setRows, type PlannedRowSet } from '../plan/row-sets.js';
+import { writeModelFiles } from './model-files.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
 import { runPipelined } from './work-queue.js';
 import {
-  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, CopiedNonFinite, explainBiasNonFinite, explainNonFinite,
+  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, CopiedNonFinite, explainBiasNonFinite, explainNonFinite,
 } from './value-checks.js';
 
 /** Options of {@link mergeModel}. */
@@ -66,7 +70,8 @@ const DEFAULT_SLAB_BYTES = 4 * 1024 * 1024;
 type Action =
   | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; steps: () => Promise<LoadedStep[]> }
   | { kind: 'bias'; bias: BiasUpdate }
-  | { kind: 'replace'; replacement: PlannedReplacement }
+  | { kind: 'replace'; replacement: PlannedReplacement; rowStart: number; rowCount: number }
+  | { kind: 'rows'; rowSet: PlannedRowSet; rowStart: number; rowCount: number; values: () => Promise<Map<number, Float32Array>> }
   | { kind: 'copy'; start: number; length: number };
 
 interface WorkUnit {
@@ -97,8 +102,15 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   const biases = new Map(plan.biasUpdates.map((b) => [b.baseKey, b]));
   const replacements = new Map(plan.replacements.map((r) => [r.baseKey, r]));
+  const rowSets = new Map(plan.rowSets.map((r) => [r.baseKey, r]));
   const keyOf = (shard: BaseShard, stored: StoredTensor) => shard.keyPrefix + stored.name;
-  const changed = (key: string) => updates.has(key) || biases.has(key) || replacements.has(key);
+  const changed = (key: string) => updates.has(key) || biases.has(key) || replacements.has(key) || rowSets.has(key);
+  // A tensor an adapter saved in another shape (a resized embedding) is written in that shape.
+  const outShapeOf = (shard: BaseShard, stored: StoredTensor): number[] => {
+    const key = keyOf(shard, stored);
+    const planned = updates.get(key)?.shape ?? replacements.get(key)?.shape ?? rowSets.get(key)?.shape;
+    return planned && !sameShape(planned, base.tensors.get(key)!.shape) ? planned : stored.shape;
+  };
   const outTypeOf = (shard: BaseShard, stored: StoredTensor) => format.outputType(stored, changed(keyOf(shard, stored)), requested);
   checkOutputTypes(base.name, base.shards, base.valueScales, format, outTypeOf);
 
@@ -106,7 +118,8 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     path: shard.path,
     tensors: shard.tensors.map((t) => {
       const type = outTypeOf(shard, t);
-      return { name: t.name, type, shape: t.shape, byteLength: type === t.type ? t.byteLength : format.byteLength(type, product(t.shape)) };
+      const shape = outShapeOf(shard, t);
+      return { name: t.name, type, shape, byteLength: type === t.type && shape === t.shape ? t.byteLength : format.byteLength(type, product(shape)) };
     }),
   }));
   // A pipeline component nothing changes is written byte for byte as it was ("mirrored"): its
@@ -124,16 +137,18 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       const update = updates.get(key);
       const bias = biases.get(key);
       const replacement = replacements.get(key);
+      const rowSet = rowSets.get(key);
+      const rowsPerSlabOf = (rowBytes: number, block = 1) => Math.max(block, Math.floor(slabBytes / Math.max(rowBytes, 1) / block) * block);
       if (update) {
         // Factors are read once per tensor, shared by its slabs; DoRA norms across rows take a
         // pass over the slabs of their own first (column-norm-pass.ts), decoded like the merge's.
-        const rowBytes = format.byteLength(stored.type, update.cols);
-        const block = update.rowBlock;
-        const rowsPerSlab = Math.max(block, Math.floor(slabBytes / Math.max(rowBytes, 1) / block) * block);
+        const start = startRows(prepared, stored.type, update.source);
+        const rowBytes = start.rowBytes(update.cols);
+        const rowsPerSlab = rowsPerSlabOf(rowBytes, update.rowBlock);
         let steps: Promise<LoadedStep[]> | undefined;
         const loadOnce = () => (steps ??= loadUpdateSteps(update).then((loaded) => resolveStreamedNorms({
-          name: key, rows: update.rows, cols: update.cols, layout: update.layout, dtype: format.engineDtype(stored.type),
-          readRows: async (r0, n) => (await format.decodeRows(stored.type, await base.readPart(key, r0 * rowBytes, n * rowBytes), backend, signal)).data,
+          name: key, rows: update.rows, cols: update.cols, layout: update.layout, dtype: start.dtype,
+          readRows: async (r0, n) => (await start.decode(await start.read(key, r0 * rowBytes, n * rowBytes), backend, signal)).data,
         }, loaded, rowsPerSlab, backend, signal)));
         for (const [rowStart, rowCount] of pieces(update.rows, rowsPerSlab)) {
           push({ kind: 'update', update, rowStart, rowCount, steps: loadOnce }, format.byteLength(outType, rowCount * update.cols));
@@ -141,7 +156,19 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       } else if (bias) {
         push({ kind: 'bias', bias }, format.byteLength(outType, bias.length));
       } else if (replacement) {
-        push({ kind: 'replace', replacement }, format.byteLength(outType, product(stored.shape)));
+        // Read from the adapter's file in row slabs, like any tensor.
+        const [rows, cols] = rowsAndCols(replacement.shape);
+        for (const [rowStart, rowCount] of pieces(rows, rowsPerSlabOf(cols * DTYPE_BYTES[replacement.tensor.dtype]))) {
+          push({ kind: 'replace', replacement, rowStart, rowCount }, format.byteLength(outType, rowCount * cols));
+        }
+      } else if (rowSet) {
+        let values: Promise<Map<number, Float32Array>> | undefined;
+        const loadOnce = () => (values ??= loadRowValues(rowSet));
+        const cols = rowSet.shape[1];
+        const rowBytes = startRows(prepared, stored.type, rowSet.source).rowBytes(cols);
+        for (const [rowStart, rowCount] of pieces(rowSet.shape[0], rowsPerSlabOf(rowBytes))) {
+          push({ kind: 'rows', rowSet, rowStart, rowCount, values: loadOnce }, format.byteLength(outType, rowCount * cols));
+        }
       } else {
         // Copies go in chunks of whole elements (or blocks).
         const unit = format.copyUnit(stored.type, outType);
@@ -183,7 +210,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       units,
       {
         read: (unit) => readUnit(prepared, unit),
-        compute: (unit, input) => computeUnit(unit, input, format, backend, copiedNonFinite, signal),
+        compute: (unit, input) => computeUnit(prepared, unit, input, backend, copiedNonFinite, signal),
         write: async (unit, bytes) => {
           await advanceTo(unit.shardIndex);
           await writers[unit.shardIndex].writeChunk(unit.storedName, bytes);
@@ -203,11 +230,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       mirrored,
       copyInput: (path) => copyInputFile(prepared.baseFiles, path, output),
     })));
-    for (const path of base.otherFiles) {
-      throwIfAborted(signal);
-      await copyInputFile(prepared.baseFiles, path, output);
-      files.push(path);
-    }
+    files.push(...(await writeModelFiles(prepared, output, writtenDtype(outShards), signal)));
     throwIfAborted(signal);
     await output.commit();
   } catch (e) {
@@ -234,9 +257,20 @@ function pieces(total: number, step: number): [number, number][] {
   return out;
 }
 
+/** The float dtype most of the written elements are in (what config.json says was written). */
+function writtenDtype(shards: readonly StoredShard[]): FloatDType | undefined {
+  const elements = new Map<FloatDType, number>();
+  for (const t of shards.flatMap((s) => s.tensors)) {
+    if (isFloatDType(t.type)) elements.set(t.type, (elements.get(t.type) ?? 0) + product(t.shape));
+  }
+  return [...elements].sort((a, b) => b[1] - a[1])[0]?.[0];
+}
+
 function isLastUnitOfTensor(unit: WorkUnit): boolean {
   const a = unit.action;
   if (a.kind === 'update') return a.rowStart + a.rowCount >= a.update.rows;
+  if (a.kind === 'replace') return a.rowStart + a.rowCount >= rowsAndCols(a.replacement.shape)[0];
+  if (a.kind === 'rows') return a.rowStart + a.rowCount >= a.rowSet.shape[0];
   if (a.kind === 'copy') return a.start + a.length >= unit.tensor.byteLength;
   return true;
 }
@@ -271,27 +305,77 @@ function product(shape: readonly number[]): number {
   return shape.reduce((n, d) => n * d, 1);
 }
 
+function sameShape(x: readonly number[], y: readonly number[]): boolean {
+  return x.length === y.length && x.every((d, i) => d === y[i]);
+}
+
+/** A tensor as rows of its first dimension (a scalar: one row of one value). */
+function rowsAndCols(shape: readonly number[]): [number, number] {
+  return shape.length === 0 ? [1, 1] : [shape[0], product(shape.slice(1))];
+}
+
+/**
+ * Where an update's or a row set's rows come from: the base's stored rows, decoded by its
+ * container, or the float tensor an adapter saved for it (read from the adapter's file as it is).
+ */
+interface StartRows {
+  dtype: FloatDType;
+  rowBytes(cols: number): number;
+  read(key: string, start: number, length: number): Promise<Uint8Array>;
+  decode(bytes: Uint8Array, backend: MergeBackend, signal?: AbortSignal): Promise<FloatTensorBytes>;
+}
+
+function startRows(prepared: PreparedMerge, storedType: string, source: PlannedReplacement | undefined): StartRows {
+  const format = prepared.base.format;
+  if (source) {
+    const dtype = source.tensor.dtype as FloatDType;
+    return {
+      dtype,
+      rowBytes: (cols) => cols * DTYPE_BYTES[dtype],
+      read: (_key, start, length) => source.file.readPart(source.tensor, start, length),
+      decode: async (bytes) => ({ dtype, data: bytes }),
+    };
+  }
+  return {
+    dtype: format.engineDtype(storedType),
+    rowBytes: (cols) => format.byteLength(storedType, cols),
+    read: (key, start, length) => prepared.base.readPart(key, start, length),
+    decode: (bytes, backend, signal) => format.decodeRows(storedType, bytes, backend, signal),
+  };
+}
+
 async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8Array> {
   const { base } = prepared;
   const a = unit.action;
   switch (a.kind) {
     case 'update': {
-      const rowBytes = base.format.byteLength(unit.tensor.storedType, a.update.cols);
+      const start = startRows(prepared, unit.tensor.storedType, a.update.source);
+      const rowBytes = start.rowBytes(a.update.cols);
       await a.steps(); // read the factors (and run any norm pass) before the first slab
-      return base.readPart(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
+      return start.read(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
+    }
+    case 'rows': {
+      const start = startRows(prepared, unit.tensor.storedType, a.rowSet.source);
+      const rowBytes = start.rowBytes(a.rowSet.shape[1]);
+      await a.values();
+      return start.read(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
     }
     case 'bias':
-      return base.read(unit.tensor.name);
-    case 'replace':
-      return new Uint8Array(0); // read in compute: loadReplacement converts as it reads
+      return a.bias.source ? a.bias.source.file.read(a.bias.source.tensor) : base.read(unit.tensor.name);
+    case 'replace': {
+      const { file, tensor, shape } = a.replacement;
+      const rowBytes = rowsAndCols(shape)[1] * DTYPE_BYTES[tensor.dtype];
+      return file.readPart(tensor, a.rowStart * rowBytes, a.rowCount * rowBytes);
+    }
     case 'copy':
       return base.readPart(unit.tensor.name, a.start, a.length);
   }
 }
 
 async function computeUnit(
-  unit: WorkUnit, input: Uint8Array, format: ContainerFormat, backend: MergeBackend, copiedNonFinite: CopiedNonFinite, signal?: AbortSignal,
+  prepared: PreparedMerge, unit: WorkUnit, input: Uint8Array, backend: MergeBackend, copiedNonFinite: CopiedNonFinite, signal?: AbortSignal,
 ): Promise<Uint8Array> {
+  const format = prepared.base.format;
   const a = unit.action;
   const name = unit.tensor.name;
   const inType = unit.tensor.storedType;
@@ -306,9 +390,9 @@ async function computeUnit(
     case 'update': {
       const { update, rowStart, rowCount } = a;
       // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
-      const broken = format.nonFiniteInBlocks?.(inType, input);
+      const broken = update.source ? undefined : format.nonFiniteInBlocks?.(inType, input);
       if (broken) throw baseHoldsNonFinite(unit.file, update.baseKey, broken, { rows: update.rows, rowStart, rowCount });
-      const decoded = await format.decodeRows(inType, input, backend, signal);
+      const decoded = await startRows(prepared, inType, update.source).decode(input, backend, signal);
       const op = slabOp({
         name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: decoded, outDtype, rowStart, rowCount,
       }, await slabSteps(await a.steps(), rowStart, rowCount));
@@ -318,7 +402,8 @@ async function computeUnit(
       return encode(merged);
     }
     case 'bias': {
-      const decoded = await format.decodeRows(inType, input, backend, signal);
+      const source = a.bias.source?.tensor;
+      const decoded = source ? { dtype: source.dtype as FloatDType, data: input } : await format.decodeRows(inType, input, backend, signal);
       const op = await loadBiasUpdate(a.bias, decoded, outDtype);
       const merged = await backend.merge(op, signal).catch((e: unknown) => {
         throw explainBiasNonFinite(e, unit.file, a.bias, decoded.data, op);
@@ -326,8 +411,16 @@ async function computeUnit(
       return encode(merged);
     }
     case 'replace': {
-      const out = await loadReplacement(a.replacement, outDtype);
-      await checkReplacement(a.replacement, out, outDtype, () => a.replacement.file.read(a.replacement.tensor));
+      const out = convertReplacement(a.replacement, input, outDtype);
+      checkReplacement(a.replacement, input, out, outDtype);
+      return encode(out);
+    }
+    case 'rows': {
+      const { rowSet, rowStart } = a;
+      const start = await startRows(prepared, inType, rowSet.source).decode(input, backend, signal);
+      const values = await a.values();
+      const out = setRows(start.data, start.dtype, rowStart, rowSet.shape[1], values, outDtype);
+      checkRowSet(unit.file, rowSet, rowStart, start, values, out, outDtype, copiedNonFinite);
       return encode(out);
     }
     case 'copy': {

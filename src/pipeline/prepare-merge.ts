@@ -5,9 +5,14 @@
  */
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import type { BaseModel } from '../formats/base-model.js';
+import { isSafetensorsModel } from '../formats/base-model-view.js';
+import { dequantizedBaseModel, type DequantizedBase } from '../formats/bnb/bnb-base-model.js';
+import { modelArchitectures, readModelConfig, type ModelConfig } from '../formats/model-config.js';
 import { openModel } from '../formats/open-model.js';
 import type { InputFileSet } from '../io/types.js';
-import { buildMergePlan, type MergePlan } from '../plan/merge-plan.js';
+import { buildMergePlan, type BaseTensorIndex, type MergePlan } from '../plan/merge-plan.js';
+import { planModelFolder, type ModelFolderPlan } from '../plan/model-folder.js';
+import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
 import { MergeError } from '../errors.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 
@@ -21,11 +26,23 @@ export interface AdapterInput {
 /** The opened inputs and their plan, ready for {@link mergeModel}. */
 export interface PreparedMerge {
   baseFiles: InputFileSet;
+  /** The base as the merge sees it (a tied head or dequantized tensors may be views of its files). */
   base: BaseModel;
-  adapters: { adapter: ParsedAdapter; weight: number }[];
+  adapters: { adapter: ParsedAdapter; weight: number; files: InputFileSet }[];
   plan: MergePlan;
+  /** config.json rewrites and the tokenizer's origin (plan/model-folder.ts). */
+  modelFolder: ModelFolderPlan;
   /** Releases the open files. */
   close(): Promise<void>;
+}
+
+/** What the plan reads of the base: its tensors, components and metadata, and config.json's architectures. */
+function planIndex(base: BaseModel, architectures: readonly string[]): BaseTensorIndex {
+  const index: BaseTensorIndex = { tensors: base.tensors, architectures };
+  if (base.valueScales) index.valueScales = base.valueScales;
+  if (base.components) index.components = base.components;
+  if (base.metadata) index.metadata = (key) => base.metadata!(key);
+  return index;
 }
 
 /** Opens the base and the adapters (headers and configs only) and plans the merge: every problem is in `plan.problems`, nothing heavy is read. Close the result when done. */
@@ -35,21 +52,41 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const weight = input.weight ?? 1;
     if (!Number.isFinite(weight)) throw new MergeError('BAD_ARGUMENT', `${input.files.name}: weight ${weight} is not a finite number`);
   }
-  const base = await openModel(baseFiles);
-  const adapters: { adapter: ParsedAdapter; weight: number }[] = [];
+  const opened = await openModel(baseFiles);
+  const adapters: PreparedMerge['adapters'] = [];
   const close = async () => {
-    await Promise.allSettled([base.close(), ...adapters.map(({ adapter }) => adapter.file.source.close())]);
+    await Promise.allSettled([opened.close(), ...adapters.map(({ adapter }) => adapter.file.source.close())]);
   };
   try {
+    // A GGUF says what it is in its own metadata; config.json describes safetensors models.
+    const config: ModelConfig | undefined = isSafetensorsModel(opened) ? await readModelConfig(baseFiles) : undefined;
+    const architectures = modelArchitectures(config);
     for (const input of adapterInputs) {
-      adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1 });
+      adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1, files: input.files });
     }
-    const plan = buildMergePlan(base, adapters);
+    // A bitsandbytes base is merged as the float model it stands for (formats/bnb/).
+    const dequantized: DequantizedBase | undefined = isSafetensorsModel(opened) ? await dequantizedBaseModel(opened, config) : undefined;
+    const tie = resolveTiedEmbeddings(dequantized?.base ?? opened, config, adapters, architectures);
+    const base = tie.base;
+    const plan = buildMergePlan(planIndex(base, architectures), tie.adapters);
     plan.warnings.unshift(...base.warnings);
     plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
     plan.warnings.push(...(base.planWarnings?.(plan) ?? []));
-    return { baseFiles, base, adapters, plan, close };
+    if (dequantized) {
+      const counts = [dequantized.fourBit ? `${dequantized.fourBit} 4-bit` : '', dequantized.eightBit ? `${dequantized.eightBit} 8-bit` : ''].filter(Boolean).join(' and ');
+      plan.notes.push(`the base holds ${counts} bitsandbytes weights: they are dequantized exactly as bitsandbytes does, merged, and written as floats; config.json drops quantization_config`);
+      plan.warnings.push('the base is bitsandbytes-quantized: a QLoRA adapter merges best into the original high-precision base, if you have it (the quantization error stays in this merge)');
+    }
+    if (tie.note) plan.notes.push(tie.note);
+    // Only a transformers-style folder takes a rewritten config.json and an adapter's tokenizer
+    // (a GGUF keeps both in its own metadata; a merged single file has no folder).
+    const folder = base.kind !== 'file' && base.kind !== 'gguf';
+    const modelFolder = await planModelFolder(
+      { tensors: base.tensors }, config, adapters.map(({ adapter, files }) => ({ name: adapter.name, files })), plan,
+      { untied: tie.decision === 'untied', dequantized: dequantized !== undefined, folder },
+    );
+    return { baseFiles, base, adapters, plan, modelFolder, close };
   } catch (e) {
     await close();
     throw e;

@@ -4,18 +4,21 @@
  *   already holds, to warn about (the base's values, not the merge's); GGUF blocks are tested by
  *   their scales, which decide whether any value they decode to is finite (gguf/block-scales.ts);
  * - converted to another dtype: a value that becomes Inf (f32 1e5 as f16) is an error with the fix;
- * - replaced (PEFT modules_to_save): NaN/Inf in the adapter's tensor, or from the conversion, is an
- *   error naming the adapter tensor;
+ * - replaced (PEFT modules_to_save, a base weight saved with the adapter): NaN/Inf in the adapter's
+ *   tensor, or from the conversion, is an error naming the adapter tensor;
+ * - rows set (trainable tokens): a set row holding NaN/Inf is an error naming the adapter tensor;
+ *   the rows kept are checked like copies (the base's own NaN/Inf warned about, overflow refused);
  * - merged: the backends refuse non-finite results; here the failure is explained: the base's own
  *   value, an adapter module's factor, or overflow of the output dtype (with the fix), so the user
  *   knows which file to blame; merged values re-encoded as GGUF blocks are checked again, since a
  *   block's f16 scale can overflow where the f32 values did not.
  */
-import { isFloatDType, type DType, type FloatDType } from '../dtype.js';
+import { decodeToF32, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
-import type { MergeOp } from '../engine/merge-op.js';
+import type { FloatTensorBytes, MergeOp } from '../engine/merge-op.js';
 import { MergeError, isMergeError } from '../errors.js';
 import type { BiasUpdate, PlannedReplacement, TensorUpdate } from '../plan/merge-plan.js';
+import type { PlannedRowSet } from '../plan/row-sets.js';
 
 /** Largest finite value of each output dtype, for messages. */
 const LARGEST: Record<FloatDType, string> = { F32: '3.4e38', F16: '65504', BF16: '3.39e38', F8_E4M3: '448', F8_E5M2: '57344' };
@@ -136,13 +139,15 @@ export function checkEncodedBlocks(file: string, tensor: string, type: string, v
   );
 }
 
-/** A replacement tensor (modules_to_save) as written: no NaN/Inf, from the adapter or from conversion. */
-export async function checkReplacement(
-  rep: PlannedReplacement, output: Uint8Array, outDtype: FloatDType, readSource: () => Promise<Uint8Array>,
-): Promise<void> {
+/** How an adapter tensor that a merge writes in place of a base tensor is named in messages. */
+function savedTensor(rep: PlannedReplacement): string {
+  return `${rep.adapter}: tensor "${rep.tensor.name}" (${rep.origin === 'modules_to_save' ? `replacing ${rep.baseKey}, modules_to_save` : `${rep.baseKey} saved with the adapter`})`;
+}
+
+/** A piece of a replacement tensor as written (`source`: the same piece as the adapter stores it): no NaN/Inf, from the adapter or from conversion. */
+export function checkReplacement(rep: PlannedReplacement, source: Uint8Array, output: Uint8Array, outDtype: FloatDType): void {
   if (!hasNonFinite(output, outDtype)) return;
-  const source = await readSource();
-  const where = `${rep.adapter}: tensor "${rep.tensor.name}" (replacing ${rep.baseKey}, modules_to_save)`;
+  const where = savedTensor(rep);
   if (hasNonFinite(source, rep.tensor.dtype)) {
     throw new MergeError('NON_FINITE', `${where} holds ${countNonFinite(source, rep.tensor.dtype)} NaN or Inf values; the adapter file is broken`);
   }
@@ -150,6 +155,44 @@ export async function checkReplacement(
     'NON_FINITE',
     `${where}: values overflow ${outDtype} (largest finite ${LARGEST[outDtype]}) when converted; write ${outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}`,
   );
+}
+
+/**
+ * A slab of a tensor with rows set (trainable tokens), as written: a set row must hold finite
+ * values (else the adapter's delta tensor is broken); the other rows come from the base, whose own
+ * NaN/Inf are warned about as for copies, or from a tensor the adapter saved, which must be finite;
+ * no value may overflow the output dtype.
+ */
+export function checkRowSet(
+  file: string, rowSet: PlannedRowSet, rowStart: number, start: FloatTensorBytes, setRows: ReadonlyMap<number, Float32Array>,
+  output: Uint8Array, outDtype: FloatDType, copied: CopiedNonFinite,
+): void {
+  if (!hasNonFinite(output, outDtype) && !hasNonFinite(start.data, start.dtype)) return;
+  const cols = rowSet.shape[1];
+  const before = decodeToF32(start.data, start.dtype);
+  const after = decodeToF32(output, outDtype);
+  const nonFinite = (v: Float32Array) => v.reduce((n, x) => n + (Number.isFinite(x) ? 0 : 1), 0);
+  let copiedCount = 0;
+  for (let i = 0; i < before.length / cols; i++) {
+    const row = rowStart + i;
+    const set = setRows.get(row);
+    const input = set ?? before.subarray(i * cols, (i + 1) * cols);
+    const had = nonFinite(input);
+    if (had > 0 && set) {
+      const term = rowSet.terms.find((t) => t.indices.includes(row))!;
+      throw new MergeError('NON_FINITE', `${term.adapter}: tensor "${term.delta.name}" (trainable tokens of ${rowSet.baseKey}) holds NaN or Inf in the row for token ${row}; the adapter file is broken`);
+    }
+    if (had > 0 && rowSet.source) throw new MergeError('NON_FINITE', `${savedTensor(rowSet.source)} holds NaN or Inf in row ${row}; the adapter file is broken`);
+    copiedCount += had;
+    if (nonFinite(after.subarray(i * cols, (i + 1) * cols)) > had) {
+      throw new MergeError(
+        'NON_FINITE',
+        `${file}: tensor "${rowSet.baseKey}": values of row ${row}${set ? ' (set by trainable tokens)' : ''} overflow ${outDtype} (largest finite ${LARGEST[outDtype]}) when converted; ` +
+          `write ${outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}`,
+      );
+    }
+  }
+  copied.add(file, rowSet.baseKey, copiedCount);
 }
 
 /** What a failed merged tensor needs for its explanation. */
@@ -172,7 +215,11 @@ export async function explainNonFinite(error: unknown, failed: FailedUpdate): Pr
   if (!isMergeError(error) || error.code !== 'NON_FINITE') return error;
   const { file, update, base, op } = failed;
   const tensor = `tensor "${update.baseKey}"`;
-  if (hasNonFinite(base, update.dtype)) return baseHoldsNonFinite(file, update.baseKey, countNonFinite(base, update.dtype), op);
+  if (hasNonFinite(base, op.base.dtype)) {
+    const n = countNonFinite(base, op.base.dtype);
+    if (update.source) return new MergeError('NON_FINITE', `${savedTensor(update.source)} holds ${n} NaN or Inf value${n === 1 ? '' : 's'} in rows ${rowRange(op)}; the adapter file is broken`);
+    return baseHoldsNonFinite(file, update.baseKey, n, op);
+  }
   const culprit = await brokenAdapterTensor(update);
   if (culprit) return new MergeError('NON_FINITE', `${culprit}; the adapter file is broken (${file}: ${tensor})`);
   const modules = update.terms.map((t) => `${t.adapter} module "${t.moduleName}" (scale ${+t.scale.toPrecision(4)})`).join(', ');
@@ -205,6 +252,7 @@ export function baseHoldsNonFinite(file: string, baseKey: string, n: number, row
 /** A bias update whose result is not finite: the base bias, or an adapter's lora_B.bias. */
 export function explainBiasNonFinite(error: unknown, file: string, bias: BiasUpdate, base: Uint8Array, op: MergeOp): unknown {
   if (!isMergeError(error) || error.code !== 'NON_FINITE') return error;
+  if (bias.source && hasNonFinite(base, bias.dtype)) return new MergeError('NON_FINITE', `${savedTensor(bias.source)} holds NaN or Inf; the adapter file is broken`);
   if (hasNonFinite(base, bias.dtype)) {
     return new MergeError('NON_FINITE', `${file}: tensor "${bias.baseKey}" already holds NaN or Inf in the base, and the merge updates it; use an intact copy of the base`);
   }

@@ -7,8 +7,10 @@
  */
 import { decodeToF32, encodeFromF32, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, LowRankTerm, MergeOp } from '../engine/merge-op.js';
+import type { UpdateStep } from '../engine/update-steps.js';
 import { MergeError } from '../errors.js';
 import { loadModuleUpdate } from '../formats/algorithms/index.js';
+import { expertTerms } from './fused-experts.js';
 import type { BiasUpdate, PlannedReplacement, PlannedTerm, TensorUpdate } from './merge-plan.js';
 import { readFloat } from './module-factors.js';
 import { assembleSteps, slabOp, slabSteps, type LoadedStep, type UpdatePiece } from './load-steps.js';
@@ -33,6 +35,11 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
   for (const p of await loadModuleUpdate(t.file, t.module, { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures })) {
     switch (p.kind) {
       case 'low-rank': {
+        if (t.experts) {
+          // A fused expert tensor: one term per expert, on its own rows (fused-experts.ts).
+          for (const term of expertTerms(p.a, p.b, t.experts, s)) out.push({ kind: 'low-rank', term });
+          break;
+        }
         const term: LowRankTerm = { a: p.a, b: p.b, rank: p.rank, scale: s };
         if (t.placement) term.placement = t.placement;
         out.push({ kind: 'low-rank', term });
@@ -51,12 +58,15 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
       case 'project':
         out.push({ kind: 'step', step: { kind: 'self', p: p.p, q: p.q, rank: p.rank, scale: s } });
         break;
-      case 'rotate': {
+      case 'rotate':
+      case 'permuted-rotate': {
         // Each block I + s·Δ.
         const b = p.blockSize;
-        const blocks = f32(p.delta).map((d) => s * d);
-        for (let k = 0; k < blocks.length / (b * b); k++) for (let i = 0; i < b; i++) blocks[k * b * b + i * b + i] += 1;
-        out.push({ kind: 'step', step: { kind: 'rotate', axis: p.axis, blockSize: b, blocks: { dtype: 'F32', data: new Uint8Array(blocks.buffer) } } });
+        const values = f32(p.delta).map((d) => s * d);
+        for (let k = 0; k < values.length / (b * b); k++) for (let i = 0; i < b; i++) values[k * b * b + i * b + i] += 1;
+        const blocks = { dtype: 'F32' as const, data: new Uint8Array(values.buffer) };
+        out.push({ kind: 'step', step: p.kind === 'rotate' ? { kind: 'rotate', axis: p.axis, blockSize: b, blocks }
+          : { kind: 'permuted-blocks', axis: p.axis, blockSize: b, blocks, span: p.span, ...(p.gather ? { gather: p.gather } : {}) } });
         break;
       }
     }
@@ -101,22 +111,36 @@ export async function loadMergeOp(
 
 /**
  * A bias update as an op: the bias is an (out × 1) W, and each lora_B.bias is a rank-1 term with
- * B = bias_B (out × 1), A = [1], so the backends add scale · bias_B and round once like any weight.
+ * B = bias_B (out × 1), A = [1], so the backends add scale · bias_B and round once like any weight;
+ * a multiplying term ((IA)³) is a scale step by 1 + scale·(f − 1), in adapter order.
  */
 export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorBytes, outDtype: FloatDType): Promise<MergeOp> {
   const one: FloatTensorBytes = { dtype: 'F32', data: new Uint8Array(new Float32Array([1]).buffer) };
-  const terms: LowRankTerm[] = [];
+  const steps: UpdateStep[] = [];
   for (const t of update.terms) {
-    const term: LowRankTerm = { a: one, b: await readFloat(t.file, t.biasB), rank: 1, scale: t.scale };
+    const values = await readFloat(t.file, t.biasB);
+    if (t.multiply) {
+      const factors = f32(values).map((f) => 1 + t.scale * (f - 1));
+      steps.push({ kind: 'scale', axis: 'out', factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) } });
+      continue;
+    }
+    const term: LowRankTerm = { a: one, b: values, rank: 1, scale: t.scale };
     if (t.placement) term.placement = t.placement;
-    terms.push(term);
+    const last = steps[steps.length - 1];
+    if (last?.kind === 'add') last.terms.push(term);
+    else steps.push({ kind: 'add', terms: [term] });
   }
-  return { name: update.baseKey, rows: update.length, cols: 1, layout: 'out-in', base: baseBytes, terms, outDtype };
+  return slabOp({ name: update.baseKey, rows: update.length, cols: 1, layout: 'out-in', base: baseBytes, outDtype }, steps);
 }
 
 /** A replacement tensor's bytes in the output dtype (rounded once; same dtype → as stored). */
 export async function loadReplacement(rep: PlannedReplacement, outDtype: FloatDType): Promise<Uint8Array> {
-  const { dtype, data } = await readFloat(rep.file, rep.tensor);
-  return dtype === outDtype ? data : encodeFromF32(decodeToF32(data, dtype), outDtype);
+  return convertReplacement(rep, await rep.file.read(rep.tensor), outDtype);
+}
+
+/** Stored bytes of a replacement tensor (whole, or a slab of its rows) in the output dtype. */
+export function convertReplacement(rep: PlannedReplacement, stored: Uint8Array, outDtype: FloatDType): Uint8Array {
+  const dtype = rep.tensor.dtype as FloatDType;
+  return dtype === outDtype ? stored : encodeFromF32(decodeToF32(stored, dtype), outDtype);
 }
 

@@ -15,16 +15,22 @@
  * - Modules of one adapter may share a tensor only on disjoint rows (q, k and v of a fused qkv).
  * - With DoRA, the user weight scales ΔW only; the magnitude is applied as trained (warned).
  * - A replaced tensor (PEFT modules_to_save) may not also receive LoRA terms or another replacement.
+ * - A base weight an adapter saved (PEFT `base_layer.weight`, a resized embedding, `bias="all"`) is
+ *   what that adapter's own terms start from; it must come before other adapters on that tensor.
+ * - Trainable tokens set rows outright: nothing else may change their tensor in the same merge.
  */
 import { DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.js';
-import type { AdapterFormat, AdapterModule, ParsedAdapter } from '../formats/adapter.js';
+import type { AdapterFormat, AdapterModule, ParsedAdapter, TensorReplacement } from '../formats/adapter.js';
 import type { BaseComponent } from '../formats/base-components.js';
 import { ModuleLocator, type KeyResolution, type Placement } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
+import { fitExperts, type ExpertSplit } from './fused-experts.js';
 import { formatProblemList } from './problems.js';
+import type { PlannedRowSet } from './row-sets.js';
 import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
+import { MAX_MIXED_ROWS_BYTES } from '../limits.js';
 
 export interface BaseTensorInfo {
   dtype: DType;
@@ -37,6 +43,10 @@ export interface BaseTensorIndex {
   valueScales?: ReadonlyMap<string, number>;
   /** The components the base's files name (a pipeline's folders); else found from the keys. */
   components?: readonly BaseComponent[];
+  /** config.json `architectures` (vision-language key maps, fused expert layouts). */
+  architectures?: readonly string[];
+  /** The base file's typed metadata (GGUF), for layouts that need it. */
+  metadata?(key: string): unknown;
 }
 
 export interface WeightedAdapter {
@@ -59,6 +69,8 @@ export interface PlannedTerm {
   layout: string;
   /** Where ΔW's rows land when not on the tensor's rows one to one (a slice of a fused tensor…). */
   placement?: RowPlacement;
+  /** A fused 3-D expert tensor: one term per expert, each on its own rows (fused-experts.ts). */
+  experts?: ExpertSplit;
   /** DoRA: renormalise after this term (and the terms before it). */
   dora?: PlannedDora;
 }
@@ -91,22 +103,34 @@ export interface TensorUpdate {
   terms: PlannedTerm[];
   /** Row slabs start on multiples of this (rotations of output rows keep blocks together). */
   rowBlock: number;
+  /**
+   * The tensor W starts from when an adapter saved it (PEFT `base_layer.weight`, a resized
+   * embedding): the terms apply to it instead of the base's; `dtype` and `shape` are its own.
+   */
+  source?: PlannedReplacement;
 }
 
-/** PEFT lora_bias: bias' = bias + Σ scale · biasB. */
+/**
+ * PEFT lora_bias and LyCORIS diff_b: bias' = bias + Σ scale · biasB, in adapter order; a `multiply`
+ * term (PEFT (IA)³) scales the bias as it stands by 1 + scale·(biasB − 1) instead.
+ */
 export interface BiasUpdate {
   baseKey: string;
   dtype: FloatDType;
   length: number;
-  terms: { adapterIndex: number; adapter: string; moduleName: string; file: SafetensorsFile; biasB: TensorEntry; scale: number; placement?: RowPlacement }[];
+  terms: { adapterIndex: number; adapter: string; moduleName: string; file: SafetensorsFile; biasB: TensorEntry; scale: number; placement?: RowPlacement; multiply?: boolean }[];
+  /** The bias it starts from when the adapter saved one (PEFT `bias="lora_only"`/`"all"`). */
+  source?: PlannedReplacement;
 }
 
-/** A base tensor replaced whole by an adapter tensor (PEFT modules_to_save). */
+/** A base tensor replaced whole by an adapter tensor (PEFT modules_to_save, saved base weights). */
 export interface PlannedReplacement {
   baseKey: string;
   /** The base tensor's dtype (the replacement is converted to the output dtype like any tensor). */
   baseDtype: DType;
+  /** The replacement's shape (a resized embedding has more rows than the base's). */
   shape: number[];
+  origin: NonNullable<TensorReplacement['origin']>;
   adapterIndex: number;
   adapter: string;
   file: SafetensorsFile;
@@ -152,8 +176,12 @@ export interface MergePlan {
   updates: TensorUpdate[];
   biasUpdates: BiasUpdate[];
   replacements: PlannedReplacement[];
+  /** Rows set outright (PEFT trainable tokens). */
+  rowSets: PlannedRowSet[];
   problems: PlanProblem[];
   warnings: string[];
+  /** What the merged model gains besides new tensor values (lm_head untied, vocabulary resized…). */
+  notes: string[];
   summary: PlanSummary;
 }
 
@@ -165,6 +193,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
   const biases = new Map<string, BiasUpdate>();
   const replacements = new Map<string, PlannedReplacement>();
   const leftOut: LeftOutModule[] = [];
+  const rowSets = new Map<string, PlannedRowSet>();
 
   adapters.forEach(({ adapter, weight }, adapterIndex) => {
     const report = (module: string, code: MergeErrorCode, message: string) =>
@@ -172,6 +201,92 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     if (!Number.isFinite(weight)) report('', 'BAD_ARGUMENT', `weight ${weight} is not a finite number`);
     warnings.push(...adapter.warnings);
     const seen = new Map<string, { module: string; rows: RowSpan[] }[]>(); // base key → modules on it, within this adapter
+    // Base weights this adapter saved: its own terms on them start from these.
+    const ownBase = new Map<string, PlannedReplacement>();
+
+    for (const rep of adapter.replacements) {
+      const name = rep.path;
+      const origin = rep.origin ?? 'modules_to_save';
+      const resolved = locator.resolveTensorPath(name);
+      if (!resolved.found) {
+        report(name, resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', `${origin === 'modules_to_save' ? 'replacement' : 'saved'} tensor ${rep.key}: ${describeMiss(resolved)}`);
+        continue;
+      }
+      const info = base.tensors.get(resolved.key)!;
+      const why = replacementShapeProblem(resolved.key, info.shape, rep.tensor.shape, origin);
+      if (why) {
+        report(name, 'SHAPE_MISMATCH', `replacement ${fmt(rep.tensor.shape)} does not match base ${resolved.key} ${fmt(info.shape)}${why === true ? '' : `: ${why}`}`);
+        continue;
+      }
+      if (!isFloatDType(rep.tensor.dtype) || !isFloatDType(info.dtype)) {
+        report(name, 'UNSUPPORTED_FORMAT', `replacement ${rep.tensor.dtype} for base ${resolved.key} ${info.dtype}: only float tensors can be replaced`);
+        continue;
+      }
+      if ((base.valueScales?.get(resolved.key) ?? 1) !== 1) {
+        report(name, 'UNSUPPORTED_FORMAT', `replacing the scaled fp8 weight ${resolved.key} is not supported`);
+        continue;
+      }
+      const other = replacements.get(resolved.key);
+      if (other) {
+        report(name, 'PLAN_INVALID', `replaces ${resolved.key}, which ${other.adapter} also replaces`);
+        continue;
+      }
+      if (weight !== 1) {
+        warnings.push(`${adapter.name}: weight ${weight} does not apply to the replaced tensor ${resolved.key} (${origin === 'modules_to_save' ? 'modules_to_save' : 'saved with the adapter'})`);
+      }
+      const planned: PlannedReplacement = {
+        baseKey: resolved.key, baseDtype: info.dtype, shape: rep.tensor.shape.slice(), origin, adapterIndex, adapter: adapter.name, file: adapter.file, tensor: rep.tensor,
+      };
+      replacements.set(resolved.key, planned);
+      if (origin !== 'modules_to_save') ownBase.set(resolved.key, planned);
+    }
+    /** What a tensor holds before this adapter's terms: its own saved base weight, or the base's. */
+    const startOf = (baseKey: string): BaseTensorInfo => {
+      const own = ownBase.get(baseKey);
+      return own ? { dtype: own.tensor.dtype, shape: own.shape } : base.tensors.get(baseKey)!;
+    };
+
+    for (const rows of adapter.tokenRows ?? []) {
+      const resolved = locator.resolveTensorPath(rows.path);
+      if (!resolved.found) {
+        report(rows.path, resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', `trainable tokens ${rows.key}: ${describeMiss(resolved)}`);
+        continue;
+      }
+      const info = startOf(resolved.key);
+      const fail = (code: MergeErrorCode, message: string) => report(rows.path, code, `trainable tokens ${rows.key}: ${message}`);
+      if (info.shape.length !== 2 || rows.delta.shape[1] !== info.shape[1]) {
+        fail('SHAPE_MISMATCH', `deltas ${fmt(rows.delta.shape)} do not fit ${resolved.key} ${fmt(info.shape)}`);
+        continue;
+      }
+      const outside = rows.indices.find((i) => i >= info.shape[0]);
+      if (outside !== undefined) {
+        fail('SHAPE_MISMATCH', `token ${outside} is outside ${resolved.key}'s ${info.shape[0]} rows`);
+        continue;
+      }
+      if (!isFloatDType(info.dtype) || !(isFloatDType(rows.delta.dtype) || rows.delta.dtype === 'F64')) {
+        fail('UNSUPPORTED_FORMAT', `only float tensors can have rows set`);
+        continue;
+      }
+      if ((base.valueScales?.get(resolved.key) ?? 1) !== 1) {
+        fail('UNSUPPORTED_FORMAT', `setting rows of the scaled fp8 weight ${resolved.key} is not supported`);
+        continue;
+      }
+      let set = rowSets.get(resolved.key);
+      if (!set) {
+        set = { baseKey: resolved.key, dtype: info.dtype as FloatDType, shape: info.shape.slice(), terms: [] };
+        const own = ownBase.get(resolved.key);
+        if (own) set.source = own;
+        rowSets.set(resolved.key, set);
+      }
+      const taken = new Set(set.terms.flatMap((t) => t.indices));
+      const overlap = rows.indices.find((i) => taken.has(i));
+      if (overlap !== undefined) {
+        fail('PLAN_INVALID', `sets token ${overlap}, which ${set.terms.find((t) => t.indices.includes(overlap))!.adapter} also sets (PEFT refuses overlapping trainable tokens)`);
+        continue;
+      }
+      if (weight !== 1) warnings.push(`${adapter.name}: weight ${weight} does not apply to the rows its trainable tokens set in ${resolved.key}`);
+      set.terms.push({ adapterIndex, adapter: adapter.name, file: adapter.file, delta: rows.delta, indices: rows.indices });
+    }
 
     for (const module of adapter.modules) {
       const moduleName = module.name;
@@ -208,11 +323,24 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       }
       for (const target of location.targets) {
         const baseKey = target.baseKey;
-        const info = base.tensors.get(baseKey)!;
+        const info = startOf(baseKey);
         if (!checkFloat(info.dtype, module, fail, `base tensor ${baseKey}`)) continue;
-        const view = viewOf(module, target, info.shape, fail);
+        let experts: ExpertSplit | undefined;
+        let view: View | null;
+        if (module.experts) {
+          const fit = fitExperts(module, info.shape, base.architectures ?? []);
+          if (!fit.ok) {
+            fail(fit.ambiguous ? 'AMBIGUOUS_MODULE' : 'SHAPE_MISMATCH', `on ${baseKey}: ${fit.message}`);
+            continue;
+          }
+          experts = fit.split;
+          const rows = info.shape[0] * info.shape[1];
+          view = { rows, cols: info.shape[2], layout: 'out-in', outFeatures: rows, inFeatures: info.shape[2] };
+        } else {
+          view = viewOf(module, target, info.shape, fail);
+        }
         if (!view) continue;
-        if (module.update.kind !== 'low-rank' && view.layout !== 'out-in') {
+        if (module.update.kind !== 'low-rank' && !(module.update.kind === 'transform' && module.update.anyLayout) && view.layout !== 'out-in') {
           fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a weight stored (in, out) is not supported`);
           continue;
         }
@@ -238,14 +366,21 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           fail('UNSUPPORTED_FORMAT', `${module.algorithm} on the scaled fp8 weight ${baseKey} is not supported`);
           continue;
         }
+        const own = ownBase.get(baseKey);
+        let update = updates.get(baseKey);
+        if (own && update && update.source !== own) {
+          fail('PLAN_INVALID', `${adapter.name} saved ${baseKey} (${own.tensor.name}), which ${update.terms[0].adapter} already updates; merge ${adapter.name} first`);
+          continue;
+        }
         const term: PlannedTerm = {
           adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale / valueScale, layout: location.layout,
         };
         if (view.placement) term.placement = view.placement;
-        let update = updates.get(baseKey);
+        if (experts) term.experts = experts;
         if (!update) {
           const { placement: _, ...tensorView } = view;
           update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [], rowBlock: 1 };
+          if (own) update.source = own;
           updates.set(baseKey, update);
         }
         if (module.dora) {
@@ -254,9 +389,17 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           term.dora = dora;
           if (weight !== 1) warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: the weight scales ΔW, the magnitude is applied as trained`);
         }
-        if (module.update.kind === 'transform' && module.update.rowBlock) update.rowBlock = lcm(update.rowBlock, module.update.rowBlock);
+        if (module.update.kind === 'transform' && module.update.rowBlock) {
+          const rowBlock = lcm(update.rowBlock, module.update.rowBlock);
+          if (rowBlock * update.cols * 8 > MAX_MIXED_ROWS_BYTES) {
+            fail('LIMIT_EXCEEDED', `mixes runs of ${rowBlock} rows of ${baseKey} (${fmt(info.shape)}), which are merged together in ${Math.ceil(rowBlock * update.cols * 8 / 2 ** 20)} MiB, above the limit MAX_MIXED_ROWS_BYTES (${MAX_MIXED_ROWS_BYTES / 2 ** 20} MiB)`);
+            continue;
+          }
+          update.rowBlock = rowBlock;
+        }
         update.terms.push(term);
-        if (module.biasB) planBias(module, term, baseKey, base, biases, fail);
+        if (module.biasB) planBias(module, term, baseKey, base, biases, fail, ownBase);
+        if (module.biasScale) planBias(module, term, baseKey, base, biases, fail, ownBase, true);
       }
     }
 
@@ -265,39 +408,16 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       const names = mine.filter((m) => m.reason === reason).map((m) => m.module);
       warnings.push(`${adapter.name}: ${names.length} module${names.length === 1 ? '' : 's'} left out, not merged: ${names.length === 1 ? 'it names' : 'they name'} ${reason.replace(/^names /, '')} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''})`);
     }
-    if (mine.length > 0 && mine.length === adapter.modules.length && adapter.replacements.length === 0) {
+    if (mine.length > 0 && mine.length === adapter.modules.length && adapter.replacements.length === 0 && !adapter.tokenRows?.length) {
       report('', 'PLAN_INVALID', `none of its ${mine.length} modules lands in this base (${mine[0].reason.replace(/^names /, 'they name ')})`);
-    }
-
-    for (const rep of adapter.replacements) {
-      const name = rep.path;
-      const resolved = locator.resolveTensorPath(name);
-      if (!resolved.found) {
-        report(name, resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', `replacement tensor: ${describeMiss(resolved)}`);
-        continue;
-      }
-      const info = base.tensors.get(resolved.key)!;
-      if (!sameShape(info.shape, rep.tensor.shape)) {
-        report(name, 'SHAPE_MISMATCH', `replacement ${fmt(rep.tensor.shape)} does not match base ${resolved.key} ${fmt(info.shape)}`);
-        continue;
-      }
-      if (!isFloatDType(rep.tensor.dtype) || !isFloatDType(info.dtype)) {
-        report(name, 'UNSUPPORTED_FORMAT', `replacement ${rep.tensor.dtype} for base ${resolved.key} ${info.dtype}: only float tensors can be replaced`);
-        continue;
-      }
-      const other = replacements.get(resolved.key);
-      if (other) {
-        report(name, 'PLAN_INVALID', `replaces ${resolved.key}, which ${other.adapter} also replaces`);
-        continue;
-      }
-      if (weight !== 1) warnings.push(`${adapter.name}: weight ${weight} does not apply to the replaced tensor ${resolved.key} (modules_to_save)`);
-      replacements.set(resolved.key, {
-        baseKey: resolved.key, baseDtype: info.dtype, shape: info.shape.slice(), adapterIndex, adapter: adapter.name, file: adapter.file, tensor: rep.tensor,
-      });
     }
   });
 
-  checkSharedTensors(updates, biases, replacements, problems);
+  // A saved base weight that terms or rows start from is no longer a replacement of its own.
+  for (const started of [...updates.values(), ...biases.values(), ...rowSets.values()]) {
+    if (started.source && replacements.get(started.baseKey) === started.source) replacements.delete(started.baseKey);
+  }
+  checkSharedTensors(updates, biases, replacements, rowSets, problems);
   warnings.push(...suspiciousRequestWarnings(adapters));
   const order = [...base.tensors.keys()];
   const rank = new Map(order.map((k, i) => [k, i]));
@@ -310,8 +430,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     updates: byBaseOrder(updates),
     biasUpdates: byBaseOrder(biases),
     replacements: byBaseOrder(replacements),
+    rowSets: byBaseOrder(rowSets),
     problems,
     warnings,
+    notes: [],
     summary: { tensorsTouched: 0, terms: 0, bytesToRead: 0, elementsToWrite: 0, flops: 0 },
   };
   plan.summary = summarise(plan, base);
@@ -355,7 +477,7 @@ function isReordering(rows: readonly RowSegment[], tensorRows: number | undefine
 }
 
 function describeMiss(r: Extract<KeyResolution, { found: false }>): string {
-  if (!r.ambiguous) return 'no matching tensor in the base model';
+  if (!r.ambiguous) return r.why ?? 'no matching tensor in the base model';
   const shown = r.candidates.slice(0, 4).join(', ');
   return `matches ${r.candidates.length} base tensors (${shown}${r.candidates.length > 4 ? ', ...' : ''})`;
 }
@@ -476,6 +598,21 @@ function placementProblem(segments: readonly { src: number; dst: number; count: 
   return null;
 }
 
+/** An input embedding or output head: a resized vocabulary changes its rows. */
+const VOCABULARY_TENSOR = /(^|\.)(embed_tokens|lm_head|wte|word_embeddings|embed_in|embed_out)\.weight$/;
+
+/**
+ * Why a replacement does not fit its base tensor, or undefined when it does: the same shape, or a
+ * saved embedding or head of a resized vocabulary (more or fewer rows, the same width).
+ */
+function replacementShapeProblem(key: string, base: readonly number[], rep: readonly number[], origin: string): string | undefined | true {
+  if (sameShape(base, rep)) return undefined;
+  const resized = base.length === 2 && rep.length === 2 && base[1] === rep[1];
+  if (resized && origin !== 'modules_to_save' && VOCABULARY_TENSOR.test(key)) return undefined;
+  if (resized && VOCABULARY_TENSOR.test(key)) return 'a modules_to_save copy of a resized vocabulary; save the adapter with save_embedding_layers';
+  return true;
+}
+
 function planDora(module: AdapterModule, adapterIndex: number, file: SafetensorsFile, view: View, fail: Fail): PlannedDora | null {
   const dora = module.dora!;
   // LyCORIS normalises a conv per input channel over (out, kh, kw): groups of kh·kw columns.
@@ -490,29 +627,54 @@ function planDora(module: AdapterModule, adapterIndex: number, file: Safetensors
   return { adapterIndex, moduleName: module.name, file, magnitude: dora.magnitude, axis: dora.axis, epsilon: dora.epsilon, ...(group > 1 ? { group } : {}) };
 }
 
-function planBias(module: AdapterModule, term: PlannedTerm, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail): void {
-  const biasB = module.biasB!;
+function planBias(
+  module: AdapterModule, term: PlannedTerm, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail,
+  ownBase: ReadonlyMap<string, PlannedReplacement>, multiply = false,
+): void {
+  const biasB = multiply ? module.biasScale! : module.biasB!;
+  const what = multiply ? biasB.name : 'lora_B.bias';
   const biasKey = weightKey.endsWith('.weight') ? `${weightKey.slice(0, -'.weight'.length)}.bias` : `${weightKey}.bias`;
-  const info = base.tensors.get(biasKey);
+  const own = ownBase.get(biasKey);
+  const info = own ? { dtype: own.tensor.dtype, shape: own.shape } : base.tensors.get(biasKey);
   const out = module.deltaShape[0];
-  const baseOut = base.tensors.get(weightKey)!.shape[0];
+  const weightShape = base.tensors.get(weightKey)!.shape;
+  // A weight stored (in, out) (fan_in_fan_out) has its outputs last.
+  const baseOut = module.fanInFanOut && weightShape.length === 2 ? weightShape[1] : weightShape[0];
+  // A layer without a bias has nothing to scale (PEFT skips it too).
+  if (!info && multiply) return;
   if (!info) return fail('UNKNOWN_MODULE', `has lora_B.bias but the base has no ${biasKey}`);
   if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16, BF16 and fp8 can be merged`);
   if (product(info.shape) !== baseOut || product(biasB.shape) !== out) {
-    return fail('SHAPE_MISMATCH', `lora_B.bias ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should have ${out} and ${baseOut} values`);
+    return fail('SHAPE_MISMATCH', `${what} ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should have ${out} and ${baseOut} values`);
   }
   if (!checkFloat(biasB.dtype, module, fail, `factor ${biasB.name}`)) return;
   let update = biases.get(biasKey);
-  if (!update) biases.set(biasKey, (update = { baseKey: biasKey, dtype: info.dtype, length: out, terms: [] }));
+  if (own && update && update.source !== own) return fail('PLAN_INVALID', `the adapter saved ${biasKey}, which ${update.terms[0].adapter} already updates`);
+  if (!update) {
+    biases.set(biasKey, (update = { baseKey: biasKey, dtype: info.dtype, length: out, terms: [] }));
+    if (own) update.source = own;
+  }
   const biasTerm: BiasUpdate['terms'][number] = { adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB, scale: term.scale };
   if (term.placement) biasTerm.placement = term.placement;
+  if (multiply) biasTerm.multiply = true;
   update.terms.push(biasTerm);
 }
 
-/** Replaced tensors take nothing else. */
+/** Replaced tensors and tensors with rows set take nothing else. */
 function checkSharedTensors(
-  updates: Map<string, TensorUpdate>, biases: Map<string, BiasUpdate>, replacements: Map<string, PlannedReplacement>, problems: PlanProblem[],
+  updates: Map<string, TensorUpdate>, biases: Map<string, BiasUpdate>, replacements: Map<string, PlannedReplacement>,
+  rowSets: Map<string, PlannedRowSet>, problems: PlanProblem[],
 ): void {
+  for (const set of rowSets.values()) {
+    const t = set.terms[0];
+    const update = updates.get(set.baseKey)?.terms[0];
+    const other = update
+      ? `${update.adapter} (module "${update.moduleName}") also updates it`
+      : replacements.has(set.baseKey) ? `${replacements.get(set.baseKey)!.adapter} replaces it whole` : undefined;
+    if (other) {
+      problems.push({ adapter: t.adapter, module: set.baseKey, code: 'PLAN_INVALID', message: `${t.adapter}: sets rows of ${set.baseKey} (trainable tokens), and ${other}; merge them one after the other` });
+    }
+  }
   for (const rep of replacements.values()) {
     const lora = updates.get(rep.baseKey)?.terms[0] ?? biases.get(rep.baseKey)?.terms[0];
     if (!lora) continue;
@@ -533,14 +695,14 @@ function summarise(plan: MergePlan, base: BaseTensorIndex): PlanSummary {
     const info = base.tensors.get(key)!;
     return product(info.shape) * DTYPE_BYTES[info.dtype];
   };
-  const touch = (key: string) => {
+  const touch = (key: string, shape: readonly number[] = base.tensors.get(key)!.shape) => {
     if (touched.has(key)) return;
     touched.add(key);
-    elementsToWrite += product(base.tensors.get(key)!.shape);
+    elementsToWrite += product(shape);
   };
   for (const u of plan.updates) {
-    touch(u.baseKey);
-    bytesToRead += baseBytes(u.baseKey);
+    touch(u.baseKey, u.shape);
+    bytesToRead += u.source ? u.source.tensor.byteLength : baseBytes(u.baseKey);
     for (const t of u.terms) {
       terms++;
       for (const tensor of Object.values(t.module.tensors)) bytesToRead += tensor.byteLength;
@@ -553,12 +715,16 @@ function summarise(plan: MergePlan, base: BaseTensorIndex): PlanSummary {
   }
   for (const b of plan.biasUpdates) {
     touch(b.baseKey);
-    bytesToRead += baseBytes(b.baseKey) + b.terms.reduce((n, t) => n + t.biasB.byteLength, 0);
+    bytesToRead += (b.source ? b.source.tensor.byteLength : baseBytes(b.baseKey)) + b.terms.reduce((n, t) => n + t.biasB.byteLength, 0);
     flops += 2 * b.length * b.terms.length;
   }
   for (const r of plan.replacements) {
-    touch(r.baseKey);
+    touch(r.baseKey, r.shape);
     bytesToRead += r.tensor.byteLength;
+  }
+  for (const r of plan.rowSets) {
+    touch(r.baseKey, r.shape);
+    bytesToRead += (r.source ? r.source.tensor.byteLength : baseBytes(r.baseKey)) + r.terms.reduce((n, t) => n + t.delta.byteLength, 0);
   }
   return { tensorsTouched: touched.size, terms, bytesToRead, elementsToWrite, flops };
 }

@@ -2,11 +2,12 @@
  * Requests that are legal but almost certainly not what the user meant are said aloud, and modules
  * beyond the limits are refused before anything is read:
  * - weight 0, or a module whose alpha is 0 (scale 0): the merge rewrites the tensors unchanged;
- * - a rank above MAX_RANK: its factors alone would take more memory than a merge may use.
+ * - a rank above MAX_RANK: its factors alone would take more memory than a merge may use;
+ * - rotation blocks larger than MAX_ROTATION_BLOCK: turning them into rotations takes b³ work each.
  * (The same adapter given twice is found in same-adapter.ts, which compares file contents.)
  */
 import type { AdapterModule } from '../formats/adapter.js';
-import { MAX_RANK } from '../limits.js';
+import { MAX_RANK, MAX_ROTATION_BLOCK } from '../limits.js';
 import type { WeightedAdapter } from './merge-plan.js';
 
 /** The rank the executor runs a module's low-rank product at (LoHa: r₁·r₂; LoKr: its kron rank), if it is one. */
@@ -20,6 +21,9 @@ export function moduleLimitProblem(module: AdapterModule): string | undefined {
   if (rank !== undefined && rank > MAX_RANK) {
     const shown = rank !== module.rank ? ` (${module.algorithm}, rank ${module.rank} in its factors)` : '';
     return `rank ${rank}${shown} is above the limit of ${MAX_RANK} (MAX_RANK), which bounds the memory a merge takes`;
+  }
+  if (module.update.kind === 'transform' && (module.update.block ?? 0) > MAX_ROTATION_BLOCK) {
+    return `has rotation blocks of ${module.update.block}, above the limit of ${MAX_ROTATION_BLOCK} (MAX_ROTATION_BLOCK), which bounds the work of turning each into a rotation`;
   }
   return undefined;
 }

@@ -4,8 +4,9 @@
  * for low-rank modules; for the others (full diffs, IA3, GLoRA, OFT) ‖W' − W‖_F of the module
  * alone applied to W, on the same rows ‖W‖_F is read or sampled from.
  */
-import { decodeToF32 } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes } from '../engine/merge-op.js';
+import { expertTerms } from './fused-experts.js';
 import type { MergePlan, PlannedTerm, TensorUpdate } from './merge-plan.js';
 import { readModuleFactors } from './module-factors.js';
 import { checkOp } from '../engine/op-shape.js';
@@ -50,9 +51,10 @@ export async function estimateUpdateMagnitudes(
 ): Promise<UpdateMagnitude[]> {
   const out: UpdateMagnitude[] = [];
   for (const update of plan.updates) {
-    const weight = await weightNorm(update, readBaseRows, options);
+    const read = startRows(update, readBaseRows);
+    const weight = await weightNorm(update, read, options);
     for (const term of update.terms) {
-      const updateNorm = term.module.update.kind === 'low-rank' ? await lowRankNorm(term) : await appliedNorm(update, term, readBaseRows, options);
+      const updateNorm = term.module.update.kind === 'low-rank' ? await lowRankNorm(term) : await appliedNorm(update, term, read, options);
       out.push({
         baseKey: update.baseKey,
         adapterIndex: term.adapterIndex,
@@ -70,16 +72,31 @@ export async function estimateUpdateMagnitudes(
   return out;
 }
 
-/** ‖scale·B·A‖_F via Σ_jk (BᵀB)_jk (AAᵀ)_jk in f64; O(r²·(in + out)). */
+/** The rows an update starts from: the base's, or those of the tensor an adapter saved for it. */
+function startRows(update: TensorUpdate, readBaseRows: ReadBaseRows): ReadBaseRows {
+  const source = update.source;
+  if (!source) return readBaseRows;
+  const dtype = source.tensor.dtype as FloatDType;
+  const rowBytes = update.cols * DTYPE_BYTES[dtype];
+  return async (_key, rowStart, rowCount) => ({ dtype, data: await source.file.readPart(source.tensor, rowStart * rowBytes, rowCount * rowBytes) });
+}
+
+/** ‖scale·B·A‖_F via Σ_jk (BᵀB)_jk (AAᵀ)_jk in f64; O(r²·(in + out)). A fused expert tensor: over every expert's term. */
 export async function lowRankNorm(term: PlannedTerm): Promise<number> {
-  const { a: aBytes, b: bBytes, rank: r } = await readModuleFactors(term.file, term.module);
-  const a = decodeToF32(aBytes.data, aBytes.dtype);
-  const b = decodeToF32(bBytes.data, bBytes.dtype);
+  const { a, b, rank } = await readModuleFactors(term.file, term.module);
+  if (!term.experts) return Math.abs(term.scale) * Math.sqrt(gramSquare(decodeToF32(a.data, a.dtype), decodeToF32(b.data, b.dtype), rank, term.placement));
+  let sum = 0;
+  for (const t of expertTerms(a, b, term.experts, term.scale)) sum += gramSquare(decodeToF32(t.a.data, t.a.dtype), decodeToF32(t.b.data, t.b.dtype), t.rank, t.placement);
+  return Math.abs(term.scale) * Math.sqrt(sum);
+}
+
+/** ‖B·A‖²_F of the ΔW rows a placement reads (all rows without one). */
+function gramSquare(a: Float32Array, b: Float32Array, r: number, placement: PlannedTerm['placement']): number {
   const inF = a.length / r;
   const outF = b.length / r;
   // A term placed on part of a tensor contributes only the ΔW rows its placement reads.
-  const rows = term.placement
-    ? term.placement.segments.flatMap((g) => Array.from({ length: g.count }, (_, i) => g.src + i))
+  const rows = placement
+    ? placement.segments.flatMap((g) => Array.from({ length: g.count }, (_, i) => g.src + i))
     : Array.from({ length: outF }, (_, i) => i);
   const gb = new Float64Array(r * r);
   for (const o of rows) {
@@ -98,7 +115,7 @@ export async function lowRankNorm(term: PlannedTerm): Promise<number> {
       sum += (j === k ? 1 : 2) * gb[j * r + k] * ga; // both Grams are symmetric: count off-diagonals twice
     }
   }
-  return Math.abs(term.scale) * Math.sqrt(Math.max(0, sum));
+  return Math.max(0, sum);
 }
 
 /** ‖W' − W‖_F with W' the term alone (no DoRA) applied to W, on the rows weightNorm reads. */
@@ -136,7 +153,8 @@ function sampleRuns(update: TensorUpdate, options: MagnitudeOptions): [number, n
   const blocks = Math.ceil(rows / rowBlock);
   for (let c = 0; c < chunks; c++) {
     const startBlock = chunks === 1 ? 0 : Math.round((c * Math.max(0, blocks - chunkRows / rowBlock)) / (chunks - 1));
-    const start = Math.min(startBlock * rowBlock, Math.max(0, rows - chunkRows));
+    // Runs start on whole row blocks (the last block of a tensor may be short).
+    const start = Math.min(startBlock * rowBlock, Math.floor(Math.max(0, rows - chunkRows) / rowBlock) * rowBlock);
     runs.push([start, Math.min(chunkRows, rows - start)]);
   }
   return runs;

@@ -140,6 +140,26 @@ export function exactStepsBits(op: MergeOp): Uint32Array {
         const t = Array.from({ length: step.rank }, (_, k) => mul(s, x.reduce((acc, xi, i) => add(acc, mul(xi, p[i * step.rank + k])), ZERO)));
         return x.map((xi, i) => t.reduce((acc, tk, k) => add(acc, mul(tk, qq[k * inF + i])), xi));
       });
+    } else if (step.kind === 'permuted-blocks') {
+      // x'[σ(p)] = Σ_j M_k[p − k·b, j]·x[σ(k·b + j)], k = ⌊p/b⌋, over the block's own size.
+      const m = Array.from(dec(step.blocks), q);
+      const b = step.blockSize;
+      const sigma = (p: number): number => (step.gather ? step.gather[p] : p);
+      const map = (x: Q[]): Q[] => {
+        const y = new Array<Q>(x.length);
+        for (let p = 0; p < x.length; p++) {
+          const k = Math.floor(p / b), size = Math.min(b, x.length - k * b);
+          let s = ZERO;
+          for (let j = 0; j < size; j++) s = add(s, mul(m[k * b * b + (p - k * b) * b + j], x[sigma(k * b + j)]));
+          y[sigma(p)] = s;
+        }
+        return y;
+      };
+      if (step.axis === 'in') v = v.map(map);
+      else {
+        const cols = Array.from({ length: inF }, (_, i) => map(v.map((row) => row[i])));
+        v = v.map((_, o) => cols.map((col) => col[o]));
+      }
     } else {
       const m = Array.from(dec(step.blocks), q);
       const b = step.blockSize;

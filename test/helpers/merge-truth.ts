@@ -77,3 +77,37 @@ export function expectMergedFile(base: Map<string, DecodedTensor>, merged: Map<s
   }
   expect(exact / Math.max(count, 1)).toBeGreaterThanOrEqual(0.99);
 }
+
+/**
+ * Checks one merged tensor against its float64 truth: each value the correctly rounded truth, or
+ * within one ulp of it (f32 accumulation may miss a near-tie), and at least 99 % exactly rounded.
+ */
+export function expectValues(key: string, got: DecodedTensor, truth: ArrayLike<number>): void {
+  expect(got.values.length, `${key}: element count`).toBe(truth.length);
+  let exact = 0;
+  for (let i = 0; i < truth.length; i++) {
+    const want = roundForDType(truth[i], got.dtype);
+    if (got.values[i] === want || (Number.isNaN(want) && Number.isNaN(got.values[i]))) {
+      exact++;
+      continue;
+    }
+    expect(Math.abs(got.values[i] - truth[i]), `${key}[${i}]: got ${got.values[i]}, truth ${truth[i]}`).toBeLessThanOrEqual(ulpOf(truth[i], got.dtype));
+  }
+  expect(exact / Math.max(truth.length, 1), `${key}: share exactly rounded`).toBeGreaterThanOrEqual(0.99);
+}
+
+/** ΔW = B·A of stored factors (B: out × r, A: r × in), as doubles, row-major out × in. */
+export function product(b: DecodedTensor, a: DecodedTensor): Float64Array {
+  const out = b.shape[0];
+  const r = a.shape[0];
+  const cols = a.values.length / r;
+  const delta = new Float64Array(out * cols);
+  for (let o = 0; o < out; o++) {
+    for (let c = 0; c < cols; c++) {
+      let sum = 0;
+      for (let k = 0; k < r; k++) sum += b.values[o * r + k] * a.values[k * cols + c];
+      delta[o * cols + c] = sum;
+    }
+  }
+  return delta;
+}

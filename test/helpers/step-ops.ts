@@ -14,7 +14,9 @@ export type StepSpec =
   | { kind: 'dora'; axis: 'out' | 'in'; epsilon?: number; group?: number }
   | { kind: 'scale'; axis: 'out' | 'in' }
   | { kind: 'self'; rank: number }
-  | { kind: 'rotate'; axis: 'out' | 'in'; block: number };
+  | { kind: 'rotate'; axis: 'out' | 'in'; block: number }
+  /** Blocks of `block` after a random permutation within runs of `span` (none: identity); b need not divide the axis. */
+  | { kind: 'permuted'; axis: 'out' | 'in'; block: number; span?: number };
 
 export interface StepOpSpec {
   rows: number;
@@ -60,6 +62,26 @@ export function randomStepOp(seed: number, spec: StepOpSpec): MergeOp {
         const b = s.block;
         const blocks = uniform(n * b).map((x, j) => 0.4 * x / Math.sqrt(b) + (Math.floor(j / b) % b === j % b ? 1 : 0));
         return { kind: 'rotate', axis: s.axis, blockSize: b, blocks: t(blocks, 'F32') };
+      }
+      case 'permuted': {
+        const n = s.axis === 'out' ? outF : inF;
+        const b = s.block;
+        const blocks = uniform(Math.ceil(n / b) * b * b).map((x, j) => 0.4 * x / Math.sqrt(b) + (Math.floor(j / b) % b === j % b ? 1 : 0));
+        const step: UpdateStep = { kind: 'permuted-blocks', axis: s.axis, blockSize: b, blocks: t(blocks, 'F32'), span: s.span ?? b };
+        if (s.span !== undefined) {
+          // A random permutation within each run of `span` (the last run may be shorter).
+          const gather = new Uint32Array(n);
+          for (let r0 = 0; r0 < n; r0 += s.span) {
+            const run = Array.from({ length: Math.min(s.span, n - r0) }, (_, i) => r0 + i);
+            for (let i = run.length - 1; i > 0; i--) {
+              const j = Math.floor(rand() * (i + 1));
+              [run[i], run[j]] = [run[j], run[i]];
+            }
+            gather.set(run, r0);
+          }
+          step.gather = gather;
+        }
+        return step;
       }
     }
   });
@@ -127,6 +149,26 @@ export function referenceSteps(op: MergeOp): Float64Array {
         const t = Array.from({ length: step.rank }, (_, k) => x.reduce((s, xi, i) => s + xi * p[i * step.rank + k], 0));
         return x.map((xi, i) => xi + step.scale * t.reduce((s, tk, k) => s + tk * q[k * inF + i], 0));
       });
+    } else if (step.kind === 'permuted-blocks') {
+      // x'[σ(p)] = Σ_j M_k[p − k·b, j]·x[σ(k·b + j)] over the (possibly short) block k = ⌊p/b⌋.
+      const m = f64(step.blocks);
+      const b = step.blockSize;
+      const sigma = (p: number) => (step.gather ? step.gather[p] : p);
+      const map = (x: number[]): number[] => {
+        const y = new Array<number>(x.length);
+        for (let p = 0; p < x.length; p++) {
+          const k = Math.floor(p / b), size = Math.min(b, x.length - k * b);
+          let s = 0;
+          for (let j = 0; j < size; j++) s += m[k * b * b + (p - k * b) * b + j] * x[sigma(k * b + j)];
+          y[sigma(p)] = s;
+        }
+        return y;
+      };
+      if (step.axis === 'in') v = v.map(map);
+      else {
+        const cols = Array.from({ length: inF }, (_, i) => map(v.map((row) => row[i])));
+        v = v.map((_, o) => cols.map((col) => col[o]));
+      }
     } else {
       const m = f64(step.blocks);
       const b = step.blockSize;

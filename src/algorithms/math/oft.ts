@@ -84,10 +84,12 @@ export function skewFromUpper(vec: ArrayLike<number>, b: number): Float64Array {
 
 /**
  * PEFT OFT's rotation of one block (tuners/oft/layer.py `_cayley_batch`): with the Cayley–Neumann
- * form of `terms` terms, R = I + 2Q + 2Q² + … + 2Q^(terms−2) + Q^(terms−1) (I + 2Q for 2 terms,
- * I for 1); without it, R solves R·(I + Q) = I − Q, i.e. (I − Q)(I + Q)⁻¹.
+ * form of n = `terms` terms, PEFT ≥ 0.18 sums R = I + 2Q + 2Q² + 2Q³ + … + 2Q^(n−2) + Q^(n−1)
+ * (n = 3 gives I + 2Q + 2Q² + Q³, as its loop does; n = 2: I + 2Q; n = 1: I); PEFT 0.16 and 0.17
+ * (`olderSeries`) summed I + 2Q + 2Q² + … + 2Q^(n−1). Without it, R solves R·(I + Q) = I − Q,
+ * i.e. (I − Q)(I + Q)⁻¹.
  */
-export function peftOftRotation(q: Float64Array, b: number, neumann: boolean, terms: number): Float64Array {
+export function peftOftRotation(q: Float64Array, b: number, neumann: boolean, terms: number, olderSeries = false): Float64Array {
   if (!neumann) return cayley(q.map((x) => -x), b);
   const r = new Float64Array(b * b);
   for (let i = 0; i < b; i++) r[i * b + i] = 1;
@@ -102,6 +104,13 @@ export function peftOftRotation(q: Float64Array, b: number, neumann: boolean, te
   if (terms === 2) return r;
   let p = mul(q, q);
   add(p, 2);
+  if (olderSeries) {
+    for (let n = 3; n < terms; n++) {
+      p = mul(p, q);
+      add(p, 2);
+    }
+    return r;
+  }
   for (let n = 3; n < terms - 1; n++) {
     p = mul(p, q);
     add(p, 2);

@@ -5,8 +5,8 @@
  * computed exactly (dyadic.ts) where it does not. Every backend runs DoRA and the non-additive
  * steps here, so their outputs are the same everywhere. Browser-safe (no Node imports).
  *
- * What is exact. Low-rank and dense terms, scales, rotations and GLoRA's V·P·Q are sums and
- * products of the inputs: their exact result is a dyadic rational, and the output is it rounded
+ * What is exact. Low-rank and dense terms, scales, rotations, permuted block maps and GLoRA's V·P·Q
+ * are sums and products of the inputs: their exact result is a dyadic rational, and the output is it rounded
  * once. A DoRA step multiplies by m / (‖V‖ + ε), which is irrational in general: its factor is
  * defined as that expression evaluated in float64 from the f64 values V here hold (in a fixed order,
  * so the same on every backend and run; its relative error against the exact norm is about 2^-45),
@@ -18,6 +18,8 @@
  * - dense terms, v' = v + fl(s·d): e' = e + u|s·d| + u|v'| (per term);
  * - scale or DoRA factor f (exact by the definitions above): e' = |f|·e + u|v'|;
  * - rotation by a block M (b values): e'_m = Σ_n |M_mn|·e_n + (b + 1)·u·Σ_n |M_mn·v_n|;
+ * - permuted block map (permuted-blocks.ts): the same as a rotation, in the permuted coordinates,
+ *   with b the block's own size (a short last block has fewer values);
  * - GLoRA, t_j = s·Σ_c v_c·P_cj, v'_c = v_c + Σ_j t_j·Q_jc (k values of j):
  *   E_j = |s|·(Σ_c |P_cj|·e_c + (cols + 1)·u·Σ_c |v_c·P_cj|) + u|t_j|,
  *   e'_c = e_c + Σ_j |Q_jc|·E_j + (k + 1)·u·Σ_j |t_j·Q_jc| + u|v'_c|.
@@ -35,6 +37,7 @@ import { f64KernelBound, U_F64 } from '../exact/error-bounds.js';
 import { roundingIsCertain } from '../exact/float-formats.js';
 import { elementValue, newStats, roundedBits, storeBits, type CertificationStats } from '../exact/recompute.js';
 import { holdsNonFinite, nonFiniteError } from './plain-merge.js';
+import { scatterOf, type PermutedBlocksStep } from '../permuted-blocks.js';
 
 const f32 = (t: FloatTensorBytes): Float32Array => decodeToF32(t.data, t.dtype);
 const u = U_F64;
@@ -281,6 +284,79 @@ function applyStep(op: MergeOp, shape: OpShape, v: Float64Array, e: Float64Array
       }
       return;
     }
+    case 'permuted-blocks':
+      applyPermutedBlocks(op, shape, v, e, step);
+      return;
+  }
+}
+
+/**
+ * A permuted block map (permuted-blocks.ts) with its bounds: along stored columns each row is
+ * gathered by σ, mapped block by block and scattered back; along stored rows each block maps b
+ * whole rows, all inside the slab (it holds whole runs of σ, checked by checkOp).
+ */
+function applyPermutedBlocks(op: MergeOp, shape: OpShape, v: Float64Array, e: Float64Array, step: PermutedBlocksStep): void {
+  const m = f32(step.blocks);
+  const b = step.blockSize;
+  const cols = op.cols;
+  const sigma = step.gather;
+  const at = (p: number): number => (sigma ? sigma[p] : p);
+  if (storedAxis(op, step.axis) === 'col') {
+    const n = cols;
+    const z = new Float64Array(n), ez = new Float64Array(n);
+    for (let r = 0; r < shape.rowCount; r++) {
+      const o = r * cols;
+      for (let p = 0; p < n; p++) {
+        z[p] = v[o + at(p)];
+        ez[p] = e[o + at(p)];
+      }
+      for (let k0 = 0; k0 < n; k0 += b) {
+        const size = Math.min(b, n - k0);
+        const mk = k0 * b; // block k0 / b starts at (k0 / b)·b² values
+        for (let i = 0; i < size; i++) {
+          let s = 0, se = 0, sm = 0;
+          for (let j = 0; j < size; j++) {
+            const w = m[mk + i * b + j];
+            s += w * z[k0 + j];
+            se += Math.abs(w) * ez[k0 + j];
+            sm += Math.abs(w * z[k0 + j]);
+          }
+          v[o + at(k0 + i)] = s;
+          e[o + at(k0 + i)] = se + (size + 1) * u * sm;
+        }
+      }
+    }
+    return;
+  }
+  const { rowStart, rowCount } = shape;
+  const n = op.rows;
+  const rowsOut = new Float64Array(b * cols), boundsOut = new Float64Array(b * cols), mags = new Float64Array(b * cols);
+  const last = Math.min(n, rowStart + rowCount);
+  for (let k0 = rowStart; k0 < last; k0 += b) {
+    const size = Math.min(b, n - k0);
+    const mk = k0 * b;
+    rowsOut.fill(0);
+    boundsOut.fill(0);
+    mags.fill(0);
+    for (let i = 0; i < size; i++) {
+      for (let j = 0; j < size; j++) {
+        const w = m[mk + i * b + j];
+        if (w === 0) continue;
+        const src = (at(k0 + j) - rowStart) * cols, dst = i * cols;
+        for (let c = 0; c < cols; c++) {
+          rowsOut[dst + c] += w * v[src + c];
+          boundsOut[dst + c] += Math.abs(w) * e[src + c];
+          mags[dst + c] += Math.abs(w * v[src + c]);
+        }
+      }
+    }
+    for (let i = 0; i < size; i++) {
+      const dst = (at(k0 + i) - rowStart) * cols;
+      for (let c = 0; c < cols; c++) {
+        v[dst + c] = rowsOut[i * cols + c];
+        e[dst + c] = boundsOut[i * cols + c] + (size + 1) * u * mags[i * cols + c];
+      }
+    }
   }
 }
 
@@ -345,6 +421,15 @@ class ExactSteps {
 
   constructor(private readonly op: MergeOp, private readonly shape: OpShape, private readonly ev: StepEvaluation) {}
 
+  private readonly scatters = new Map<PermutedBlocksStep, Uint32Array>();
+
+  /** σ⁻¹ of a permuted block map with a gather. */
+  private scatter(step: PermutedBlocksStep): Uint32Array {
+    let s = this.scatters.get(step);
+    if (!s) this.scatters.set(step, (s = scatterOf(step)!));
+    return s;
+  }
+
   private f32(t: FloatTensorBytes): Float32Array {
     let d = this.decoded.get(t);
     if (!d) this.decoded.set(t, (d = f32(t)));
@@ -405,6 +490,23 @@ class ExactSteps {
         } else {
           const g0 = stored - (stored % b), i = stored - g0;
           for (let n = 0; n < b; n++) x = addDyadic(x, mulDyadic(dyadicOf(m[g0 * b + i * b + n]), prev(g0 - shape.rowStart + n, c)));
+        }
+        return x;
+      }
+      case 'permuted-blocks': {
+        // Element (r, c) sits at position p = σ⁻¹(index) of the mapped axis; its block's row p.
+        const m = this.f32(step.blocks);
+        const b = step.blockSize;
+        const onCols = storedAxis(op, step.axis) === 'col';
+        const n = onCols ? op.cols : op.rows;
+        const sigma = step.gather;
+        const p = sigma ? this.scatter(step)[onCols ? c : stored] : onCols ? c : stored;
+        const k0 = p - (p % b), size = Math.min(b, n - k0);
+        let x = DYADIC_ZERO;
+        for (let j = 0; j < size; j++) {
+          const src = sigma ? sigma[k0 + j] : k0 + j;
+          const w = dyadicOf(m[k0 * b + (p - k0) * b + j]);
+          x = addDyadic(x, mulDyadic(w, onCols ? prev(r, src) : prev(src - shape.rowStart, c)));
         }
         return x;
       }

@@ -19,12 +19,14 @@ import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
  * - `dense`: ΔW given in full (a full difference, a kron of full factors), produced by rows.
  * - `transform`: a map of the weight as it stands (a row or column scaling, block rotations,
  *   GLoRA's W·a1·a2), costing about `cost` multiply-adds per element; rotations of output rows
- *   keep blocks of `rowBlock` rows together.
+ *   keep blocks of `rowBlock` rows together. `anyLayout`: the map also works on a weight stored
+ *   (in, out) (scalings and rotations do; GLoRA's W·a1·a2 does not). `block`: the size of the
+ *   square blocks it turns into rotations (checked against MAX_ROTATION_BLOCK before any is read).
  */
 export type UpdateShape =
   | { kind: 'low-rank'; rank: number }
   | { kind: 'dense' }
-  | { kind: 'transform'; cost: number; rowBlock?: number };
+  | { kind: 'transform'; cost: number; rowBlock?: number; anyLayout?: boolean; block?: number };
 
 /**
  * One part of a module's update as loaded for the engine, for a module scale s (user weight · the
@@ -35,6 +37,10 @@ export type UpdateShape =
  * - `fixed-scale`: V ⊙= f along an axis, not scaled by s (OFT's rescale).
  * - `project`: V += s·(V·P)·Q along the input axis, P (in × rank), Q (rank × in).
  * - `rotate`: each block of `blockSize` along an axis maps by I + s·Δ_k (Δ: blocks row-major).
+ * - `permuted-rotate`: the same in permuted coordinates (a butterfly factor): entry p of the
+ *   permuted vector is x[gather[p]] (identity when absent), blocks of `blockSize` map by
+ *   I + s·Δ_k, the result goes back to its places; gather keeps runs of `span` in place; a last
+ *   block cut short by the axis uses the top-left of its Δ (engine/permuted-blocks.ts).
  */
 export type ModulePiece =
   | { kind: 'low-rank'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number }
@@ -42,7 +48,8 @@ export type ModulePiece =
   | { kind: 'scale'; axis: 'out' | 'in'; w: FloatTensorBytes }
   | { kind: 'fixed-scale'; axis: 'out' | 'in'; factors: FloatTensorBytes }
   | { kind: 'project'; p: FloatTensorBytes; q: FloatTensorBytes; rank: number }
-  | { kind: 'rotate'; axis: 'out' | 'in'; blockSize: number; delta: FloatTensorBytes };
+  | { kind: 'rotate'; axis: 'out' | 'in'; blockSize: number; delta: FloatTensorBytes }
+  | { kind: 'permuted-rotate'; axis: 'out' | 'in'; blockSize: number; delta: FloatTensorBytes; gather?: Uint32Array; span: number };
 
 /** A module's update as loaded for the engine: its pieces, in the order they apply. */
 export type ModuleUpdate = ModulePiece[];

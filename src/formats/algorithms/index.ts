@@ -7,6 +7,7 @@ import type { AdapterModule } from '../adapter.js';
 import type { Role } from '../key-forms.js';
 import type { SafetensorsFile } from '../safetensors-types.js';
 import type { Algorithm, DeltaDims, ModuleUpdate } from './algorithm.js';
+import { boft } from './boft.js';
 import { full } from './full.js';
 import { glora } from './glora.js';
 import { ia3 } from './ia3.js';
@@ -16,12 +17,15 @@ import { lora } from './lora.js';
 import { norm } from './norm.js';
 import { notYetSupported } from './not-yet-supported.js';
 import { oft } from './oft.js';
+import { peftBoft } from './peft-boft.js';
+import { peftIa3 } from './peft-ia3.js';
 import { peftOft } from './peft-oft.js';
+import { peftOftLegacy } from './peft-oft-legacy.js';
 import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, vera, peftOft, ...notYetSupported];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, ...notYetSupported];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];

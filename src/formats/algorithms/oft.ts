@@ -4,10 +4,12 @@
  * κ = α·out (Q scaled to ‖Q‖ = κ when larger); with user weight s each block of rows becomes
  * (s·R − s·I + I)ᵀ·W_k; then, with `rescale` (out, 1…), every row is multiplied by it (not by s).
  * ComfyUI differs: it caps ‖Q‖ at α (not α·out), ignores rescale, and applies s twice.
- * BOFT's butterfly blocks (4-D oft_blocks) are refused.
+ * BOFT's butterfly blocks (4-D oft_blocks, LyCORIS tells them apart the same way) are built by
+ * ./boft.ts.
  */
 import { diagOftBlocks } from '../../algorithms/math/oft.js';
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import { boft } from './boft.js';
 import { f32Bytes, numel, readValues } from './factor-io.js';
 
 export const oft: Algorithm = {
@@ -23,10 +25,7 @@ export const oft: Algorithm = {
       context.report('UNSUPPORTED_FORMAT', 'has rescale but no oft_blocks');
       return null;
     }
-    if (blocks.shape.length === 4) {
-      context.report('UNSUPPORTED_FORMAT', 'is BOFT (butterfly oft_blocks), which is not supported yet');
-      return null;
-    }
+    if (blocks.shape.length === 4) return boft.build(tensors, context);
     const [n, b, b2] = blocks.shape;
     const out = n * b;
     if (blocks.shape.length !== 3 || b !== b2 || (rescale && (rescale.shape[0] !== out || numel(rescale.shape) !== out))) {
@@ -43,7 +42,7 @@ export const oft: Algorithm = {
       alpha: context.alpha ?? 0,
       scale: 1,
       tensors: { blocks, ...(rescale ? { rescale } : {}) },
-      update: { kind: 'transform', cost: b, rowBlock: b },
+      update: { kind: 'transform', cost: b, rowBlock: b, block: b },
       fanInFanOut: false,
     };
   },

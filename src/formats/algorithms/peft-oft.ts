@@ -1,9 +1,11 @@
 /**
  * PEFT OFT (tuners/oft, the `oft_R` format): each module stores its skew-symmetric blocks' upper
  * triangles, (blocks or 1 when block_share, b(b−1)/2). The merge rotates W's input axis:
- * W' = (R·Wᵀ)ᵀ with R block-diagonal (a conv's in·kh·kw flattened), each block from PEFT's
+ * W' = (R·Wᵀ)ᵀ with R block-diagonal (a conv's in·kh·kw flattened); an embedding's
+ * `oft_embedding_R` rotates its vectors, W' = W·R. Each block comes from PEFT's
  * Cayley form (`use_cayley_neumann`, `num_cayley_neumann_terms`), after COFT's projection when
- * `coft` is set. PEFT has no weight for OFT: a user weight s ≠ 1 merges I + s·(R − I).
+ * `coft` is set; files from PEFT 0.16–0.17 (a config without peft_version ≥ 0.18) with that
+ * PEFT's Neumann series. PEFT has no weight for OFT: a user weight s ≠ 1 merges I + s·(R − I).
  */
 import { MergeError } from '../../errors.js';
 import { coftProject, peftOftRotation, skewFromUpper } from '../../algorithms/math/oft.js';
@@ -13,11 +15,17 @@ import { f32Bytes, readValues } from './factor-io.js';
 export const peftOft: Algorithm = {
   name: 'peft-oft',
   title: 'OFT (PEFT)',
-  defines: ['oft_R'],
-  roles: ['oft_R'],
+  defines: ['oft_R', 'oft_embedding_R'],
+  roles: ['oft_R', 'oft_embedding_R'],
 
   build(tensors, context) {
-    const weight = tensors.get('oft_R')!;
+    // Embeddings (PEFT ≥ 0.19) keep theirs in `oft_embedding_R`, rotating each embedding vector.
+    const embedding = tensors.has('oft_embedding_R');
+    const weight = tensors.get('oft_R') ?? tensors.get('oft_embedding_R')!;
+    if (tensors.has('oft_R') && embedding) {
+      context.report('UNSUPPORTED_FORMAT', 'has both oft_R and oft_embedding_R');
+      return null;
+    }
     const options = context.options;
     if (!options) {
       context.report('UNSUPPORTED_FORMAT', 'has PEFT OFT tensors (oft_R) outside a PEFT folder with its adapter_config.json');
@@ -37,14 +45,15 @@ export const peftOft: Algorithm = {
     return {
       ...moduleBasics(context),
       algorithm: peftOft.name,
-      kind: 'linear',
-      // Outputs, and with shared blocks the inputs too, are whatever the base has.
-      deltaShape: [-1, shared ? -1 : rows * b],
+      kind: embedding ? 'embedding' : 'linear',
+      // Outputs, and with shared blocks the inputs too, are whatever the base has; an embedding's
+      // rotated axis is its vectors' (ΔW's outputs), its inputs the vocabulary.
+      deltaShape: embedding ? [shared ? -1 : rows * b, -1] : [-1, shared ? -1 : rows * b],
       rank: 1,
       alpha: 1,
       scale: 1,
       tensors: { weight },
-      update: { kind: 'transform', cost: b },
+      update: { kind: 'transform', cost: b, block: b, ...(embedding ? { anyLayout: true } : {}) },
       fanInFanOut: false,
       options,
     };
@@ -54,8 +63,10 @@ export const peftOft: Algorithm = {
     const { weight } = module.tensors;
     const [rows, n] = weight.shape;
     const b = (1 + Math.sqrt(1 + 8 * n)) / 2;
-    const inF = delta?.in ?? rows * b;
-    if (inF % b !== 0) throw new MergeError('SHAPE_MISMATCH', `OFT module "${module.name}": blocks of ${b} do not divide the layer's ${inF} inputs`);
+    const embedding = module.kind === 'embedding';
+    // The rotated axis: a layer's inputs, an embedding's vectors.
+    const inF = (embedding ? delta?.out : delta?.in) ?? rows * b;
+    if (inF % b !== 0) throw new MergeError('SHAPE_MISMATCH', `OFT module "${module.name}": blocks of ${b} do not divide the layer's ${inF} ${embedding ? 'embedding dims' : 'inputs'}`);
     const blocks = inF / b;
     const vec = await readValues(file, weight);
     let q: Float64Array = new Float64Array(rows * b * b);
@@ -67,9 +78,12 @@ export const peftOft: Algorithm = {
     const deltaBlocks = new Float32Array(blocks * b * b);
     for (let k = 0; k < blocks; k++) {
       const src = rows === 1 ? 0 : k;
-      const r = peftOftRotation(q.subarray(src * b * b, (src + 1) * b * b), b, neumann, terms);
-      for (let i = 0; i < b * b; i++) deltaBlocks[k * b * b + i] = r[i] - (Math.floor(i / b) === i % b ? 1 : 0);
+      const r = peftOftRotation(q.subarray(src * b * b, (src + 1) * b * b), b, neumann, terms, o.older_neumann_series === true);
+      // W' = (R·Wᵀ)ᵀ maps each input vector by R; an embedding's merge W' = W·R maps each vector by Rᵀ.
+      for (let i = 0; i < b; i++) {
+        for (let j = 0; j < b; j++) deltaBlocks[k * b * b + i * b + j] = (embedding ? r[j * b + i] : r[i * b + j]) - (i === j ? 1 : 0);
+      }
     }
-    return [{ kind: 'rotate', axis: 'in', blockSize: b, delta: f32Bytes(deltaBlocks) }];
+    return [{ kind: 'rotate', axis: embedding ? 'out' : 'in', blockSize: b, delta: f32Bytes(deltaBlocks) }];
   },
 };

@@ -6,7 +6,8 @@
  */
 export type KeyResolution =
   | { found: true; key: string }
-  | { found: false; ambiguous: boolean; candidates: string[] };
+  /** `why`: what the base lacks, when a layout knows (a GGUF has no vision tower); else a plain miss. */
+  | { found: false; ambiguous: boolean; candidates: string[]; why?: string };
 
 export class BaseKeyIndex {
   private readonly keys: ReadonlySet<string>;

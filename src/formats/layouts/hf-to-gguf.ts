@@ -1,8 +1,9 @@
 /**
  * Layout: Hugging Face module paths (PEFT's `model.layers.3.self_attn.q_proj`) on a GGUF base
  * (`blk.3.attn_q.weight`), per architecture as llama.cpp's converter names them
- * (convert_hf_to_gguf.py, gguf-py/gguf/tensor_mapping.py), for llama (Llama, Mistral, Mixtral),
- * qwen2, qwen3, qwen2moe, qwen3moe, gemma2, gemma3 and phi3:
+ * (convert_hf_to_gguf.py, gguf-py/gguf/tensor_mapping.py), for llama (Llama, Mistral, Mixtral, and
+ * LLaVA's language model), qwen2, qwen2vl (Qwen2-VL and Qwen2.5-VL's language model), qwen3,
+ * qwen2moe, qwen3moe, gemma2, gemma3 and phi3:
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down, fused gate_up (phi3 → ffn_up), the MoE
  *   router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
@@ -12,6 +13,9 @@
  *   convert_lora_to_gguf applies to B.
  * The base's GGUF metadata gives the architecture, head and expert counts. A module of a known
  * architecture that fits no rule is a miss (the plan names it); other bases are not this layout's.
+ * A vision-language model's adapter may name its vision tower or projector, which the converter
+ * writes to a separate mmproj GGUF: such a module is refused saying so. Tensors an adapter saves
+ * whole (modules_to_save, base_layer weights, trainable tokens) are refused on a GGUF base.
  */
 import type { RowSegment } from '../../engine/merge-op.js';
 import { wholeTensor, type BaseView, type Layout, type LayoutResolution } from './layout.js';
@@ -74,6 +78,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   gemma2: [...COMMON, ...QK],
   gemma3: [...COMMON, ...QK],
   phi3: [...COMMON, ...PHI3],
+  // Qwen2VLModel: `language_model.` dropped, the vision tower left to the mmproj file; q/k as qwen2.
+  qwen2vl: [...COMMON, ...QK],
 };
 
 /** Multimodal checkpoints nest the language model; PEFT paths keep the nesting. */
@@ -94,6 +100,29 @@ function positiveInt(value: unknown): number | undefined {
 }
 
 const MISS: LayoutResolution = { found: false, ambiguous: false, candidates: [] };
+
+/** Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`). */
+const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline)(\.|$)/;
+/** Hugging Face names of a language model's modules and parameters (after `normalise`). */
+const HF_NAME = /^(model\.|lm_head$|lm_head\.)/;
+
+/** The architecture of a GGUF base, or undefined for other bases. */
+function ggufArchitecture(base: BaseView): string | undefined {
+  const arch = base.metadata?.('general.architecture');
+  return typeof arch === 'string' ? arch : undefined;
+}
+
+/**
+ * A tensor path an adapter saved whole (`model.embed_tokens.weight`), on a GGUF base: refused with
+ * the reason; undefined for other bases and for paths that are not Hugging Face names.
+ */
+export function ggufTensorPathMiss(base: BaseView, path: string): LayoutResolution & { found: false } | undefined {
+  if (ggufArchitecture(base) === undefined || !HF_NAME.test(normalise(path))) return undefined;
+  return {
+    found: false, ambiguous: false, candidates: [],
+    why: 'tensors an adapter saves whole (modules_to_save, base_layer weights, trainable tokens) are not merged into a GGUF base; merge into the safetensors model and convert that',
+  };
+}
 
 /**
  * convert_hf_to_gguf's LlamaModel.permute on row indices: GGUF row h·d + 2i + j holds HF row
@@ -140,8 +169,11 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
 export const hfToGguf: Layout = {
   name: 'hf-to-gguf',
   resolve(address, base) {
-    const arch = base.metadata?.('general.architecture');
-    if (typeof arch !== 'string' || address.flat) return undefined;
+    const arch = ggufArchitecture(base);
+    if (arch === undefined || address.flat) return undefined;
+    if (VISION_TOWER.test(address.path)) {
+      return { ...MISS, why: `names a vision-language model's vision side, which llama.cpp converts to a separate mmproj GGUF, not into this ${arch} base` };
+    }
     const rules = HF_TO_GGUF_RULES[arch];
     const path = normalise(address.path);
     if (!rules) return /^(model\.|lm_head$)/.test(path) ? MISS : undefined;

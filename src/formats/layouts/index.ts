@@ -8,7 +8,7 @@ import { baseComponents, componentForPart, partName, type BaseComponent } from '
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
-import { hfToGguf } from './hf-to-gguf.js';
+import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { kohyaFlat } from './kohya-flat.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
@@ -16,12 +16,18 @@ import { openclipText } from './openclip-text.js';
 import { sd3Sai } from './sd3-sai.js';
 import { xlabsFlux } from './xlabs-flux.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
+import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
 
 export type { BaseView, Layout, LayoutResolution, Placement, RowSegment } from './layout.js';
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
-/** In the order they are tried: names as the base spells them first, then translations. */
-export const LAYOUTS: readonly Layout[] = [hfToGguf, dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux];
+/**
+ * In the order they are tried: GGUF names first (it answers only for a GGUF base, by its
+ * architecture), then a vision-language model's two namings (it answers only for models whose
+ * config.json `architectures` has a checkpoint key map, and its answer must not be preempted by a
+ * suffix match on the base's own names), then names as the base spells them, then translations.
+ */
+export const LAYOUTS: readonly Layout[] = [hfToGguf, vlmCheckpoint, dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux];
 
 export type Location =
   | { found: true; targets: Placement[]; layout: string }
@@ -39,6 +45,8 @@ export type Location =
 
 export interface BaseShapes {
   readonly tensors: ReadonlyMap<string, { readonly shape: readonly number[] }>;
+  /** config.json `architectures`, when the base has one. */
+  readonly architectures?: readonly string[];
   /** The base's components when its files say them (pipelines, component folders); else found from the keys. */
   readonly components?: readonly BaseComponent[];
   /** The base file's typed metadata (GGUF), for layouts that need it. */
@@ -58,7 +66,7 @@ export class ModuleLocator {
 
   /** A full tensor path (PEFT's modules_to_save) among all of the base's keys. */
   resolveTensorPath(path: string): KeyResolution {
-    return this.whole.index.resolveDotted(path);
+    return ggufTensorPathMiss(this.whole, path) ?? resolveConvertedPath(this.whole, path) ?? this.whole.index.resolveDotted(path);
   }
 
   locate(address: ModuleAddress): Location {
@@ -93,11 +101,15 @@ export class ModuleLocator {
   private view(keys: Iterable<string>): BaseView {
     const tensors = this.base.tensors;
     const base = this.base;
-    return { index: new BaseKeyIndex(keys), shape: (key) => tensors.get(key)?.shape, metadata: (key) => base.metadata?.(key) };
+    const list = [...keys];
+    return {
+      index: new BaseKeyIndex(list), keys: list, architectures: base.architectures ?? [],
+      shape: (key) => tensors.get(key)?.shape, metadata: (key) => base.metadata?.(key),
+    };
   }
 }
 
-type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[] };
+type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string };
 
 function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
   let miss: Tried = { found: false, ambiguous: false, candidates: [] };
@@ -106,7 +118,8 @@ function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
     if (!r) continue;
     if (r.found) return { ...r, layout: layout.name };
     if (r.ambiguous) return r;
-    miss = r;
+    // A layout that says why the base lacks the module is heard over later plain misses.
+    if (!miss.why) miss = r;
   }
   return miss;
 }
@@ -114,7 +127,7 @@ function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
 function describe(r: Tried, component?: BaseComponent): Location {
   if (r.found) return r;
   if (!r.ambiguous) {
-    return { found: false, code: 'UNKNOWN_MODULE', message: `no matching tensor in ${component ? component.name : 'the base model'}` };
+    return { found: false, code: 'UNKNOWN_MODULE', message: r.why ?? `no matching tensor in ${component ? component.name : 'the base model'}` };
   }
   const shown = r.candidates.slice(0, 4).join(', ');
   return { found: false, code: 'AMBIGUOUS_MODULE', message: `matches ${r.candidates.length} base tensors (${shown}${r.candidates.length > 4 ? ', ...' : ''})` };

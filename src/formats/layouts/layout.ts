@@ -20,11 +20,16 @@ export interface Placement {
 
 export type LayoutResolution =
   | { found: true; targets: Placement[] }
-  | { found: false; ambiguous: boolean; candidates: string[] };
+  /** `why`: why the base cannot hold what the module names, when the layout knows. */
+  | { found: false; ambiguous: boolean; candidates: string[]; why?: string };
 
 /** The part of the base a module may land on: its component's tensors, or the whole base. */
 export interface BaseView {
   readonly index: BaseKeyIndex;
+  /** The keys `index` was built from. */
+  readonly keys: readonly string[];
+  /** config.json `architectures` of the model, empty when unknown. */
+  readonly architectures: readonly string[];
   /** A tensor's shape, for layouts whose row placement depends on it (thirds of a fused qkv). */
   shape(key: string): readonly number[] | undefined;
   /** The base file's own metadata, where it has typed metadata (GGUF): architecture, head counts. */
@@ -39,6 +44,6 @@ export interface Layout {
 }
 
 /** A single base key (or a miss) as a resolution with one whole-tensor target. */
-export function wholeTensor(r: { found: true; key: string } | { found: false; ambiguous: boolean; candidates: string[] }): LayoutResolution {
+export function wholeTensor(r: { found: true; key: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string }): LayoutResolution {
   return r.found ? { found: true, targets: [{ baseKey: r.key }] } : r;
 }

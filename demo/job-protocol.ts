@@ -1,0 +1,57 @@
+/**
+ * Messages between the page and the adapter-job worker (combine, resize, extract). Like the merge
+ * worker's: Files travel as they are, results come back as plain data and disk-backed Files.
+ */
+import type { BackendChoice, CombineMethod, MajoritySign, ModuleReport, RankRule } from '../src/index.js';
+import type { AdapterSummary, MergedFile, PickedFile, ProgressEvent } from './worker-protocol.js';
+
+export type JobMode = 'combine' | 'resize' | 'extract';
+export type OutputKind = 'peft' | 'kohya';
+
+/** A picked adapter or model, by the name the page shows. */
+export interface JobInput {
+  name: string;
+  files: PickedFile[];
+}
+
+export type JobSpec =
+  | {
+    kind: 'combine'; adapters: (JobInput & { weight: number })[]; method: CombineMethod; rank?: number; density?: number;
+    majoritySign: MajoritySign; seed: number; clampQuantile?: number; format: OutputKind;
+  }
+  | { kind: 'resize'; adapter: JobInput; rule: RankRule; format: OutputKind }
+  | { kind: 'extract'; base: JobInput; tuned: JobInput; rank?: number; energy?: number; format: OutputKind };
+
+export type JobRequest =
+  /** Reads one adapter's header: its facts, and whether only a kohya file can name its modules. */
+  | { type: 'describe'; id: number; adapter: JobInput }
+  /** `outName` names the zip of a PEFT folder and the folder inside it. */
+  | { type: 'run'; id: number; spec: JobSpec; backend: BackendChoice; outName: string }
+  | { type: 'cancel'; id: number }
+  /** Deletes a result's files from browser storage. */
+  | { type: 'withdraw'; id: number; job: string };
+
+export interface AdapterFacts extends AdapterSummary {
+  kohyaNames: boolean;
+}
+
+export interface JobDone {
+  /** The browser-storage folder holding the files. */
+  job: string;
+  format: OutputKind;
+  files: MergedFile[];
+  /** A PEFT folder packed as one stored zip. */
+  zip?: MergedFile;
+  report: ModuleReport[];
+  warnings: string[];
+  seconds: number;
+  backend: string;
+}
+
+export type JobResponse =
+  | { type: 'described'; id: number; facts: AdapterFacts }
+  | { type: 'progress'; id: number; progress: ProgressEvent }
+  | { type: 'finished'; id: number; done: JobDone }
+  | { type: 'withdrawn'; id: number }
+  | { type: 'cancelled'; id: number }
+  | { type: 'error'; id: number; message: string };

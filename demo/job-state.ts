@@ -1,0 +1,168 @@
+/**
+ * The adapter jobs' state (combine, resize, extract), apart from the merge's: which mode the page
+ * is in, each mode's inputs, what runs, the last result and the last failure's problems. The same
+ * rules as the merge's keep results honest: changing an input withdraws a result (its files are
+ * deleted), changing a setting marks it out of date.
+ */
+import type { AdapterEntry, PickedSet } from './page-state.js';
+import type { AdapterFacts, JobDone, JobMode } from './job-protocol.js';
+
+export type PageMode = 'merge' | JobMode;
+
+export type AdapterInfo =
+  | { status: 'reading' }
+  | { status: 'ready'; facts: AdapterFacts }
+  | { status: 'failed'; message: string };
+
+export interface JobAdapter extends AdapterEntry {
+  info: AdapterInfo;
+}
+
+export interface JobResult extends JobDone {
+  mode: JobMode;
+  /** The name the downloads carry (`<stem>-combined`, …). */
+  outName: string;
+  /** The settings it was made with, to tell whether it is out of date. */
+  settings: string;
+  stale: boolean;
+}
+
+export interface JobState {
+  mode: PageMode;
+  /** combine's adapters. */
+  adapters: JobAdapter[];
+  /** resize's adapter. */
+  single?: JobAdapter;
+  base?: PickedSet;
+  tuned?: PickedSet;
+  busy: boolean;
+  result?: JobResult;
+  /** The last failure, one problem per line. */
+  errors: string[];
+}
+
+type Listener = (state: JobState) => void;
+
+export class JobStore {
+  readonly state: JobState = { mode: 'merge', adapters: [], busy: false, errors: [] };
+  private readonly listeners: Listener[] = [];
+  private nextId = 1;
+  /** Called with a result that must go (its files are deleted by whoever listens). */
+  onWithdraw: (result: JobResult) => void = () => {};
+  /** A key of every setting of the current mode besides the files (set by the options panel). */
+  settingsKey: () => string = () => '';
+
+  subscribe(listener: Listener): void {
+    this.listeners.push(listener);
+  }
+
+  changed(): void {
+    for (const listener of this.listeners) listener(this.state);
+  }
+
+  setMode(mode: PageMode): void {
+    if (this.state.mode === mode) return;
+    this.state.mode = mode;
+    this.state.errors = [];
+    this.settingsChanged();
+  }
+
+  /** combine adds each set; resize keeps the last one picked. Returns the entries made (to be described). */
+  addAdapters(sets: PickedSet[]): JobAdapter[] {
+    if (sets.length === 0) return [];
+    const taken = new Set(this.state.mode === 'resize' ? [] : this.state.adapters.map((a) => a.set.name));
+    const made = sets.map((set) => {
+      // Loose files are named after their weights: two PEFT picks would both be adapter_model.safetensors.
+      let name = set.name;
+      for (let n = 2; taken.has(name); n++) name = `${set.name} (${n})`;
+      taken.add(name);
+      return { id: this.nextId++, set: { ...set, name }, weight: 1, info: { status: 'reading' } as AdapterInfo };
+    });
+    if (this.state.mode === 'resize') this.state.single = made[made.length - 1];
+    else this.state.adapters.push(...made);
+    this.inputsChanged();
+    return this.state.mode === 'resize' ? made.slice(-1) : made;
+  }
+
+  removeAdapter(id: number): void {
+    if (this.state.single?.id === id) this.state.single = undefined;
+    this.state.adapters = this.state.adapters.filter((a) => a.id !== id);
+    this.inputsChanged();
+  }
+
+  setWeight(id: number, weight: number): void {
+    const adapter = this.state.adapters.find((a) => a.id === id);
+    if (!adapter || adapter.weight === weight) return;
+    adapter.weight = weight;
+    this.settingsChanged();
+  }
+
+  setAdapterInfo(id: number, info: AdapterInfo): void {
+    const adapter = this.state.adapters.find((a) => a.id === id) ?? (this.state.single?.id === id ? this.state.single : undefined);
+    if (!adapter) return;
+    adapter.info = info;
+    this.changed();
+  }
+
+  setModel(which: 'base' | 'tuned', set: PickedSet): void {
+    this.state[which] = set;
+    this.inputsChanged();
+  }
+
+  setBusy(busy: boolean): void {
+    this.state.busy = busy;
+    this.changed();
+  }
+
+  setErrors(errors: string[]): void {
+    this.state.errors = errors;
+    this.changed();
+  }
+
+  setResult(result: JobResult | undefined): void {
+    this.withdrawResult();
+    this.state.result = result;
+    this.changed();
+  }
+
+  /** Re-checks whether the result matches the current settings. */
+  settingsChanged(): void {
+    const result = this.state.result;
+    if (result) result.stale = result.mode !== this.state.mode || result.settings !== this.settingsKey();
+    this.changed();
+  }
+
+  private withdrawResult(): void {
+    const old = this.state.result;
+    this.state.result = undefined;
+    if (old) this.onWithdraw(old);
+  }
+
+  private inputsChanged(): void {
+    this.withdrawResult();
+    this.state.errors = [];
+    this.changed();
+  }
+
+  /** The adapters the current mode works on. */
+  modeAdapters(): JobAdapter[] {
+    if (this.state.mode === 'combine') return this.state.adapters;
+    if (this.state.mode === 'resize') return this.state.single ? [this.state.single] : [];
+    return [];
+  }
+
+  /** Why the current mode's job cannot run now, or undefined when it can. */
+  blocker(): string | undefined {
+    const s = this.state;
+    if (s.busy) return 'A job is running.';
+    if (s.mode === 'combine' && s.adapters.length === 0) return 'Add the adapters to combine.';
+    if (s.mode === 'resize' && !s.single) return 'Pick the adapter to resize.';
+    if (s.mode === 'extract' && !s.base) return 'Pick the base model.';
+    if (s.mode === 'extract' && !s.tuned) return 'Pick the fine-tuned model.';
+    const adapters = this.modeAdapters();
+    if (adapters.some((a) => a.info.status === 'reading')) return 'Reading the adapters…';
+    const failed = adapters.find((a) => a.info.status === 'failed');
+    if (failed) return `${failed.set.name} could not be read: remove it or pick another.`;
+    return undefined;
+  }
+}

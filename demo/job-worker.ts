@@ -1,0 +1,116 @@
+/**
+ * The adapter-job worker: combine, resize and extract through the library's one-call functions,
+ * on WebGPU (navigator.gpu) or the CPU as the header's choice says, with progress and cancel.
+ * Results go to browser storage like a merge's (a folder per job, held by a Web Lock, deleted
+ * when the page withdraws them); a PEFT folder is also packed into one stored zip.
+ */
+import {
+  combineLoras, createOpfsOutputTarget, extractLora, isMergeError, resizeLora, type AdapterJobOutcome, type MergeProgress,
+} from '../src/index.js';
+import { kohyaNamedAdapter } from '../src/adapter-ops/module-updates.js';
+import { openAdapter } from '../src/formats/adapter.js';
+import { deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
+import type { JobRequest, JobResponse } from './job-protocol.js';
+import { pickedFileSet } from './picked-file-set.js';
+import { summarizeAdapter } from './plan-summary.js';
+import type { MergedFile } from './worker-protocol.js';
+
+const post = (message: JobResponse): void => self.postMessage(message);
+const running = new Map<number, AbortController>();
+
+function errorMessage(error: unknown): string {
+  if (isMergeError(error)) return error.message;
+  if (error instanceof DOMException && error.name === 'QuotaExceededError') {
+    return 'the browser has no more disk space for this page: free some and try again';
+  }
+  return `unexpected error: ${error instanceof Error ? error.message : String(error)}`;
+}
+
+async function describe(request: Extract<JobRequest, { type: 'describe' }>): Promise<void> {
+  try {
+    const adapter = await openAdapter(pickedFileSet(request.adapter.name, request.adapter.files));
+    try {
+      post({ type: 'described', id: request.id, facts: { ...summarizeAdapter(adapter), kohyaNames: kohyaNamedAdapter([adapter]) !== undefined } });
+    } finally {
+      await adapter.file.source.close();
+    }
+  } catch (error) {
+    post({ type: 'error', id: request.id, message: errorMessage(error) });
+  }
+}
+
+async function runJob(request: Extract<JobRequest, { type: 'run' }>): Promise<void> {
+  const controller = new AbortController();
+  running.set(request.id, controller);
+  const started = performance.now();
+  let job: { job: string; folder: FileSystemDirectoryHandle } | undefined;
+  try {
+    if (!hasBrowserStorage()) throw new Error('this browser has no private file storage to save the adapter in');
+    job = await newJobFolder();
+    const { spec } = request;
+    const common = {
+      out: createOpfsOutputTarget(job.folder),
+      format: spec.format,
+      backend: request.backend,
+      signal: controller.signal,
+      onProgress: (progress: MergeProgress) => post({ type: 'progress', id: request.id, progress: { ...progress } }),
+    };
+    let outcome: AdapterJobOutcome;
+    if (spec.kind === 'combine') {
+      outcome = await combineLoras({
+        ...common,
+        adapters: spec.adapters.map((a) => ({ source: pickedFileSet(a.name, a.files), weight: a.weight })),
+        method: spec.method, rank: spec.rank, density: spec.density, majoritySign: spec.majoritySign, seed: spec.seed,
+        clampQuantile: spec.clampQuantile,
+      });
+    } else if (spec.kind === 'resize') {
+      outcome = await resizeLora({ ...common, adapter: pickedFileSet(spec.adapter.name, spec.adapter.files), rule: spec.rule });
+    } else {
+      outcome = await extractLora({
+        ...common, base: pickedFileSet(spec.base.name, spec.base.files), tuned: pickedFileSet(spec.tuned.name, spec.tuned.files),
+        rank: spec.rank, energy: spec.energy,
+      });
+    }
+    const files: MergedFile[] = [];
+    for (const path of outcome.files) {
+      const file = await fileAt(job.folder, path);
+      files.push({ path, size: file.size, file });
+    }
+    const zip = outcome.format === 'peft' ? await zipJob(job.job, request.outName) : undefined;
+    post({
+      type: 'finished', id: request.id,
+      done: {
+        job: job.job, format: outcome.format, files, zip: zip && { path: zip.name, size: zip.size, file: zip },
+        report: outcome.modules, warnings: outcome.warnings, seconds: (performance.now() - started) / 1000, backend: outcome.backend,
+      },
+    });
+    job = undefined;
+  } catch (error) {
+    if (controller.signal.aborted) post({ type: 'cancelled', id: request.id });
+    else post({ type: 'error', id: request.id, message: errorMessage(error) });
+  } finally {
+    if (job) await Promise.all([deleteJob(job.job), deleteJobZip(job.job)]);
+    running.delete(request.id);
+  }
+}
+
+self.addEventListener('message', (event: MessageEvent<JobRequest>) => {
+  const request = event.data;
+  switch (request.type) {
+    case 'describe':
+      void describe(request);
+      break;
+    case 'run':
+      void runJob(request);
+      break;
+    case 'cancel':
+      running.get(request.id)?.abort();
+      break;
+    case 'withdraw':
+      Promise.all([deleteJob(request.job), deleteJobZip(request.job)]).then(
+        () => post({ type: 'withdrawn', id: request.id }),
+        (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
+      );
+      break;
+  }
+});

@@ -1,0 +1,94 @@
+/**
+ * The adapter jobs' inputs: adapter cards for combine (weight slider and number box, as the
+ * merge's) and resize (one adapter, no weight), and the base and fine-tuned models for extract.
+ * Each adapter is read in the worker as soon as it is picked, so its card says what it is.
+ */
+import { ADAPTER_ACCEPT, BASE_ACCEPT } from '../accepted-files.js';
+import { byId, el } from '../dom.js';
+import { formatBytes } from '../format.js';
+import type { JobAdapter, JobState, JobStore } from '../job-state.js';
+import type { PickedSet } from '../page-state.js';
+import { makeCard, type Card } from './adapters-panel.js';
+import { mergeSets, mountInputPanel } from './input-panel.js';
+
+function pickerIds(prefix: string) {
+  return {
+    filesButton: `${prefix}-files-button`, folderButton: `${prefix}-folder-button`,
+    filesInput: `${prefix}-input`, folderInput: `${prefix}-folder-input`, drop: `${prefix}-drop`,
+  };
+}
+
+export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdapter[]) => void,
+  onError: (message: string) => void): (state: JobState) => void {
+  const adapterPickers = mountInputPanel(pickerIds('job-adapter'), ADAPTER_ACCEPT, (sets) => onAdded(store.addAdapters(sets)), onError);
+  const modelPickers = (['base', 'tuned'] as const).map((which) => mountInputPanel(pickerIds(`job-${which}`), BASE_ACCEPT, (sets) => {
+    const set = mergeSets(sets);
+    if (set) store.setModel(which, set);
+  }, onError));
+  const adapterBox = byId('job-adapter-box');
+  const modelsBox = byId('job-models-box');
+  const list = byId<HTMLUListElement>('job-adapter-list');
+  const listLabel = byId('job-adapters-heading');
+  const summaries = { base: byId('job-base-summary'), tuned: byId('job-tuned-summary') };
+  const cards = new Map<number, Card>();
+  let shownIds = '';
+  const shownModels: { base?: PickedSet; tuned?: PickedSet } = {};
+
+  return (state) => {
+    const mode = state.mode;
+    adapterBox.hidden = mode !== 'combine' && mode !== 'resize';
+    modelsBox.hidden = mode !== 'extract';
+    listLabel.textContent = mode === 'resize' ? 'Adapter to resize' : 'Adapters to combine';
+    adapterPickers.setDisabled(state.busy);
+    for (const pickers of modelPickers) pickers.setDisabled(state.busy);
+
+    const adapters = store.modeAdapters();
+    const ids = `${mode}:${adapters.map((a) => a.id).join(',')}`;
+    if (ids !== shownIds) {
+      shownIds = ids;
+      const focusedId = [...cards].find(([, c]) => c.item.contains(document.activeElement))?.[0];
+      cards.clear();
+      list.replaceChildren(...adapters.map((adapter) => {
+        const card = makeCard(adapter, store);
+        // Apart from the merge's cards (same page, other mode).
+        card.item.dataset.testid = 'job-adapter';
+        card.facts.dataset.testid = 'job-adapter-facts';
+        card.slider.dataset.testid = 'job-adapter-weight';
+        card.number.dataset.testid = 'job-adapter-weight-number';
+        card.slider.closest<HTMLElement>('.adapter-weight')!.hidden = mode !== 'combine';
+        cards.set(adapter.id, card);
+        return card.item;
+      }));
+      if (focusedId !== undefined && !cards.has(focusedId)) listLabel.focus();
+    }
+    for (const adapter of adapters) {
+      const card = cards.get(adapter.id)!;
+      card.facts.className = 'adapter-facts';
+      const info = adapter.info;
+      if (info.status === 'reading') card.facts.textContent = 'reading…';
+      else if (info.status === 'ready') card.facts.textContent = [...info.facts.facts, ...info.facts.warnings.map((w) => `warning: ${w}`)].join(' · ');
+      else {
+        card.facts.textContent = info.message;
+        card.facts.classList.add('error-text');
+      }
+      for (const input of [card.slider, card.number]) input.disabled = state.busy;
+      card.remove.disabled = state.busy;
+      if (document.activeElement !== card.number) card.number.value = String(adapter.weight);
+      if (document.activeElement !== card.slider) card.slider.value = String(adapter.weight);
+    }
+
+    for (const which of ['base', 'tuned'] as const) {
+      const set = state[which];
+      if (shownModels[which] === set) continue;
+      shownModels[which] = set;
+      const box = summaries[which];
+      box.hidden = !set;
+      if (!set) {
+        box.replaceChildren();
+        continue;
+      }
+      const total = set.files.reduce((n, f) => n + f.file.size, 0);
+      box.replaceChildren(el('b', { textContent: set.name, title: set.name }), ` · ${set.files.length} file${set.files.length === 1 ? '' : 's'}, ${formatBytes(total)}`);
+    }
+  };
+}

@@ -1,0 +1,332 @@
+/**
+ * The adapter jobs' section: combine, resize or extract, whichever mode the page is in. Inputs
+ * (job-inputs-panel), each mode's options (only those that apply are shown; values are checked as
+ * they are typed and the run button says what is wrong), run and cancel, progress, every problem
+ * of a failure listed and announced, and the result: downloads and the chart of singular values.
+ * The jobs run in a worker of their own (job-worker.ts), on the backend the header chooses.
+ */
+import type { BackendChoice, CombineMethod, MajoritySign, RankRule } from '../../src/index.js';
+import { byId, el } from '../dom.js';
+import { formatDuration } from '../format.js';
+import { JobWorkerClient } from '../job-client.js';
+import type { JobMode, JobSpec, OutputKind } from '../job-protocol.js';
+import jobSectionHtml from '../job-section.html?raw';
+import { JobStore, type JobAdapter, type PageMode } from '../job-state.js';
+import '../jobs.css';
+import { ProgressView } from '../progress-view.js';
+import { stemOf } from '../save-choice.js';
+import { CancelledError } from '../worker-client.js';
+import { mountJobInputsPanel } from './job-inputs-panel.js';
+import { JobResultsView } from './job-results-view.js';
+import { mountSpectrumPanel } from './spectrum-panel.js';
+
+export interface JobPanel {
+  setMode(mode: PageMode): void;
+  busy(): boolean;
+  subscribe(listener: () => void): void;
+}
+
+const TITLES: Record<JobMode, { heading: string; hint: string; run: string; noun: string }> = {
+  combine: {
+    heading: 'Combine adapters', run: 'Combine', noun: 'combination',
+    hint: 'Several adapters for the same model become one, each at its weight (negative subtracts).',
+  },
+  resize: {
+    heading: 'Resize an adapter', run: 'Resize', noun: 'resizing',
+    hint: 'Every module gets a new rank from its singular values; its α changes so that its effect stays the same.',
+  },
+  extract: {
+    heading: 'Extract an adapter', run: 'Extract', noun: 'extraction',
+    hint: 'Per weight, the best low-rank approximation of fine-tuned − base; changed norms and embeddings are saved whole (PEFT only).',
+  },
+};
+
+const METHOD_HINTS: Record<CombineMethod, string> = {
+  cat: 'Exact: the ranks add up (r₁ + r₂ + …) and each adapter’s weight × α/r is folded into its factors.',
+  svd: 'The best rank-k approximation of Σ weight·α/r·B·A, found from the factors (rank: the largest input rank unless set).',
+  ties: 'PEFT’s TIES on the full updates: keep each one’s largest values (density), elect a sign per element, average those that agree; then the best rank-k approximation.',
+  dare_linear: 'PEFT’s DARE: drop values at random (kept with probability density, rescaled), weighted sum; then the best rank-k approximation. The seed makes the drops repeatable.',
+  dare_ties: 'DARE’s random drops, then TIES’s sign election; then the best rank-k approximation.',
+  magnitude_prune: 'Keep each update’s largest values (density), weighted sum; then the best rank-k approximation.',
+};
+
+interface RuleInput {
+  label: string;
+  hint: string;
+  min: string;
+  max: string;
+  step: string;
+  value: string;
+}
+
+const RESIZE_RULES: Record<RankRule['kind'], RuleInput> = {
+  rank: { label: 'Rank', hint: 'Every module gets this rank.', min: '1', max: '', step: '1', value: '8' },
+  sv_ratio: { label: 'Largest σ₁/σᵢ', hint: 'Per module, keep the singular values within this factor of the largest (kohya’s sv_ratio), at most the module’s own rank.', min: '1', max: '', step: '0.5', value: '10' },
+  sv_fro: { label: 'Share of ‖ΔW‖_F', hint: 'Per module, the smallest rank keeping this share of the update’s Frobenius norm (kohya’s sv_fro), at most the module’s own rank.', min: '0', max: '1', step: '0.01', value: '0.9' },
+  sv_cumulative: { label: 'Share of Σσ', hint: 'Per module, the smallest rank keeping this share of the sum of singular values (kohya’s sv_cumulative), at most the module’s own rank.', min: '0', max: '1', step: '0.01', value: '0.9' },
+};
+
+const EXTRACT_RULES: Record<'rank' | 'energy', RuleInput> = {
+  rank: { label: 'Rank', hint: 'Every module gets this rank: the best rank-k approximation of fine-tuned − base (mergekit’s extract_lora).', min: '1', max: '', step: '1', value: '16' },
+  energy: { label: 'Share of ‖ΔW‖²_F', hint: 'Per module, the smallest rank keeping this share of the difference’s energy (at most rank 512).', min: '0', max: '1', step: '0.001', value: '0.99' },
+};
+
+export function mountJobPanel(say: { error(m: string): void; say(m: string): void }): JobPanel {
+  document.querySelector('main')!.insertAdjacentHTML('beforeend', jobSectionHtml);
+  const store = new JobStore();
+  const client = new JobWorkerClient();
+  const listeners: (() => void)[] = [];
+
+  const section = byId('job-section');
+  const heading = byId('job-heading');
+  const hint = byId('job-hint');
+  const method = byId<HTMLSelectElement>('job-method');
+  const rank = byId<HTMLInputElement>('job-rank');
+  const density = byId<HTMLInputElement>('job-density');
+  const majority = byId<HTMLSelectElement>('job-majority');
+  const seed = byId<HTMLInputElement>('job-seed');
+  const clamp = byId<HTMLInputElement>('job-clamp');
+  const resizeRule = byId<HTMLSelectElement>('job-resize-rule');
+  const resizeValue = byId<HTMLInputElement>('job-resize-value');
+  const extractRule = byId<HTMLSelectElement>('job-extract-rule');
+  const extractValue = byId<HTMLInputElement>('job-extract-value');
+  const format = byId<HTMLSelectElement>('job-format');
+  const peftOption = format.querySelector<HTMLOptionElement>('option[value="peft"]')!;
+  const methodHint = byId('job-method-hint');
+  const formatHint = byId('job-format-hint');
+  const runButton = byId<HTMLButtonElement>('job-run');
+  const cancelButton = byId<HTMLButtonElement>('job-cancel');
+  const blocked = byId('job-blocked');
+  const errorsBox = byId('job-errors');
+  const errorsHeading = byId('job-errors-heading');
+  const errorList = byId<HTMLUListElement>('job-error-list');
+  const fields = [...section.querySelectorAll<HTMLElement>('.job-options .field')];
+  const controls = [method, rank, density, majority, seed, clamp, resizeRule, resizeValue, extractRule, extractValue, format];
+  const progress = new ProgressView(byId<HTMLProgressElement>('job-progress'), byId('job-progress-text'), 'modules');
+  const results = new JobResultsView();
+  const spectrum = mountSpectrumPanel();
+  let running: { cancel(): void } | undefined;
+  /** Whether the page, not the user, switched the output to kohya (kohya module names). */
+  let forcedKohya = false;
+
+  const renderInputs = mountJobInputsPanel(store, (made) => describe(made), (m) => say.error(m));
+  store.onWithdraw = (result) => { client.withdraw(result.job).catch(() => {}); };
+
+  function describe(adapters: JobAdapter[]): void {
+    for (const adapter of adapters) {
+      client.describe({ name: adapter.set.name, files: adapter.set.files }).then(
+        (facts) => store.setAdapterInfo(adapter.id, { status: 'ready', facts }),
+        (error: Error) => {
+          store.setAdapterInfo(adapter.id, { status: 'failed', message: error.message });
+          say.error(error.message);
+        },
+      );
+    }
+  }
+
+  const applyRule = (input: HTMLInputElement, labelId: string, rule: RuleInput) => {
+    byId(labelId).textContent = rule.label;
+    input.min = rule.min;
+    input.max = rule.max;
+    input.step = rule.step;
+    input.value = rule.value;
+  };
+  resizeRule.addEventListener('change', () => applyRule(resizeValue, 'job-resize-value-label', RESIZE_RULES[resizeRule.value as RankRule['kind']]));
+  extractRule.addEventListener('change', () => applyRule(extractValue, 'job-extract-value-label', EXTRACT_RULES[extractRule.value as 'rank' | 'energy']));
+  format.addEventListener('input', () => { forcedKohya = false; });
+  for (const control of controls) {
+    control.addEventListener('input', () => store.settingsChanged());
+    control.addEventListener('change', () => store.settingsChanged());
+  }
+
+  /** The current mode's job as the worker takes it, or what is wrong with the options. */
+  function readSpec(): { spec: JobSpec } | { problem: string } {
+    const s = store.state;
+    const kind = format.value as OutputKind;
+    const number = (input: HTMLInputElement, name: string, check: (x: number) => boolean, rule: string): number | string | undefined => {
+      if (input.value.trim() === '') return input.validity.badInput ? `${name} is not a number.` : undefined;
+      const x = Number(input.value);
+      return Number.isFinite(x) && check(x) ? x : `${name} must be ${rule}.`;
+    };
+    const positiveInteger = (x: number) => Number.isSafeInteger(x) && x >= 1;
+    const share = (x: number) => x > 0 && x <= 1;
+    if (s.mode === 'combine') {
+      const m = method.value as CombineMethod;
+      const values = {
+        rank: m === 'cat' ? undefined : number(rank, 'Rank', positiveInteger, 'a whole number of at least 1'),
+        density: m === 'cat' || m === 'svd' ? undefined : number(density, 'Density', share, 'above 0 and at most 1'),
+        seed: m.startsWith('dare') ? number(seed, 'Seed', (x) => Number.isSafeInteger(x) && x >= 0, 'a whole number of at least 0') : undefined,
+        clamp: m === 'cat' ? undefined : number(clamp, 'Clamp quantile', share, 'above 0 and at most 1 (or empty for none)'),
+      };
+      const problem = Object.values(values).find((v) => typeof v === 'string');
+      if (typeof problem === 'string') return { problem };
+      if (values.density === undefined && m !== 'cat' && m !== 'svd') return { problem: `Method ${m} needs a density.` };
+      return {
+        spec: {
+          kind: 'combine', method: m, format: kind,
+          adapters: s.adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: a.weight })),
+          rank: values.rank as number | undefined, density: values.density as number | undefined,
+          majoritySign: majority.value as MajoritySign, seed: (values.seed as number | undefined) ?? 0,
+          clampQuantile: values.clamp as number | undefined,
+        },
+      };
+    }
+    if (s.mode === 'resize') {
+      const ruleKind = resizeRule.value as RankRule['kind'];
+      const value = ruleKind === 'rank' ? number(resizeValue, 'Rank', positiveInteger, 'a whole number of at least 1')
+        : ruleKind === 'sv_ratio' ? number(resizeValue, 'The ratio', (x) => x > 0, 'above 0')
+          : number(resizeValue, 'The share', share, 'above 0 and at most 1');
+      if (typeof value !== 'number') return { problem: value ?? `Give the ${RESIZE_RULES[ruleKind].label.toLowerCase()}.` };
+      const rule: RankRule = ruleKind === 'rank' ? { kind: 'rank', rank: value } : { kind: ruleKind, value };
+      const adapter = s.single!;
+      return { spec: { kind: 'resize', adapter: { name: adapter.set.name, files: adapter.set.files }, rule, format: kind } };
+    }
+    const byRank = extractRule.value === 'rank';
+    const value = byRank ? number(extractValue, 'Rank', positiveInteger, 'a whole number of at least 1')
+      : number(extractValue, 'The share', share, 'above 0 and at most 1');
+    if (typeof value !== 'number') return { problem: value ?? 'Give the rank or the share to keep.' };
+    return {
+      spec: {
+        kind: 'extract', format: kind, base: { name: s.base!.name, files: s.base!.files }, tuned: { name: s.tuned!.name, files: s.tuned!.files },
+        ...(byRank ? { rank: value } : { energy: value }),
+      },
+    };
+  }
+
+  store.settingsKey = () => {
+    const s = store.state;
+    if (s.mode === 'combine') {
+      return JSON.stringify(['combine', method.value, rank.value, density.value, majority.value, seed.value, clamp.value, format.value, s.adapters.map((a) => a.weight)]);
+    }
+    if (s.mode === 'resize') return JSON.stringify(['resize', resizeRule.value, resizeValue.value, format.value]);
+    return JSON.stringify([s.mode, extractRule.value, extractValue.value, format.value]);
+  };
+
+  function outName(spec: JobSpec): string {
+    if (spec.kind === 'combine') return `${stemOf(spec.adapters[0].name)}-combined`;
+    if (spec.kind === 'resize') return `${stemOf(spec.adapter.name)}-resized`;
+    return `${stemOf(spec.tuned.name)}-extracted`;
+  }
+
+  async function run(): Promise<void> {
+    const mode = store.state.mode;
+    if (mode === 'merge' || store.blocker()) return;
+    const read = readSpec();
+    if ('problem' in read) return;
+    const { spec } = read;
+    const words = TITLES[mode];
+    store.setResult(undefined);
+    store.setErrors([]);
+    store.setBusy(true);
+    progress.start();
+    const settings = store.settingsKey();
+    const name = outName(spec);
+    const backend = (document.getElementById('backend-choice') as HTMLSelectElement | null)?.value as BackendChoice | undefined;
+    const handle = client.run(spec, backend ?? 'auto', name, (p) => progress.update(p));
+    running = handle;
+    try {
+      const done = await handle.done;
+      const message = `${words.run === 'Combine' ? 'Combined' : words.run === 'Resize' ? 'Resized' : 'Extracted'} ${done.report.length} module${done.report.length === 1 ? '' : 's'} in ${formatDuration(done.seconds)}.`;
+      progress.finish(message);
+      store.setBusy(false);
+      store.setResult({ ...done, mode, outName: name, settings, stale: settings !== store.settingsKey() });
+      say.say(`${message} The adapter is under “Your adapter”, with the rank chosen for each module.`);
+      results.focus();
+    } catch (error) {
+      store.setBusy(false);
+      if (error instanceof CancelledError) {
+        progress.fail('Cancelled. Nothing was kept.');
+        say.say('Cancelled. Nothing was kept.');
+      } else {
+        const lines = problemsOf((error as Error).message);
+        store.setErrors(lines);
+        progress.fail(`The ${words.noun} failed: see the problems below.`);
+        say.error(`The ${words.noun} failed: ${lines.length === 1 ? lines[0] : `${lines.length} problems. First: ${lines[0]}`}`);
+      }
+    } finally {
+      running = undefined;
+    }
+  }
+
+  runButton.addEventListener('click', () => void run());
+  cancelButton.addEventListener('click', () => running?.cancel());
+  window.addEventListener('beforeunload', (event) => {
+    if (!store.state.busy) return;
+    event.preventDefault();
+    event.returnValue = ''; // older engines need it set to show the prompt
+  });
+
+  const render = () => {
+    const s = store.state;
+    section.hidden = s.mode === 'merge';
+    if (s.mode === 'merge') return;
+    const words = TITLES[s.mode];
+    heading.textContent = words.heading;
+    hint.textContent = words.hint;
+    runButton.textContent = words.run;
+    const m = method.value as CombineMethod;
+    for (const field of fields) {
+      const modes = field.dataset.modes?.split(' ') ?? [];
+      const methods = field.dataset.methods?.split(' ');
+      field.hidden = !modes.includes(s.mode) || (s.mode === 'combine' && methods !== undefined && !methods.includes(m));
+    }
+    for (const control of controls) control.disabled = s.busy;
+    methodHint.textContent = s.mode === 'combine' ? METHOD_HINTS[m]
+      : s.mode === 'resize' ? RESIZE_RULES[resizeRule.value as RankRule['kind']].hint
+        : EXTRACT_RULES[extractRule.value as 'rank' | 'energy'].hint;
+
+    // Only a kohya file can name a kohya adapter's modules.
+    const kohya = store.modeAdapters().find((a) => a.info.status === 'ready' && a.info.facts.kohyaNames);
+    peftOption.disabled = kohya !== undefined;
+    if (kohya && format.value === 'peft') {
+      format.value = 'kohya';
+      forcedKohya = true;
+    } else if (!kohya && forcedKohya) {
+      format.value = 'peft';
+      forcedKohya = false;
+    }
+    formatHint.textContent = kohya
+      ? `${kohya.set.name} has kohya module names (lora_unet_…), which only a kohya file can hold.`
+      : format.value === 'peft'
+        ? 'A zip of a PEFT folder: adapter_config.json and adapter_model.safetensors, as PEFT saves an adapter.'
+        : `One .safetensors file with lora_down, lora_up and alpha per module, as kohya’s scripts write it.${s.mode === 'extract' ? ' It cannot hold whole tensors or bias updates: they are left out, with a warning.' : ''}`;
+
+    const blocker = store.blocker();
+    const read = blocker ? undefined : readSpec();
+    const problem = blocker ?? (read && 'problem' in read ? read.problem : undefined);
+    runButton.disabled = problem !== undefined;
+    blocked.textContent = s.busy ? '' : problem ?? '';
+    cancelButton.disabled = !s.busy;
+
+    errorsBox.hidden = s.errors.length === 0;
+    errorsHeading.textContent = s.errors.length === 1 ? `The ${words.noun} failed` : `The ${words.noun} failed: ${s.errors.length} problems`;
+    errorList.replaceChildren(...s.errors.map((e) => el('li', { className: 'error', textContent: e })));
+
+    const result = s.result && s.result.mode === s.mode ? s.result : undefined;
+    results.render(result);
+    spectrum.show(result?.report);
+  };
+  renderInputs(store.state);
+  store.subscribe((state) => {
+    render();
+    renderInputs(state);
+    for (const listener of listeners) listener();
+  });
+
+  return {
+    setMode: (mode) => {
+      store.setMode(mode);
+      render();
+      renderInputs(store.state);
+    },
+    busy: () => store.state.busy,
+    subscribe: (listener) => { listeners.push(listener); },
+  };
+}
+
+/** A MergeError's lines: one problem, or `n problems in …:` and a `  - …` line per problem. */
+function problemsOf(message: string): string[] {
+  const lines = message.split('\n');
+  if (lines.length === 1) return lines;
+  return lines.slice(1).map((l) => l.replace(/^\s*-\s*/, '').trim()).filter(Boolean);
+}

@@ -1,0 +1,118 @@
+/**
+ * A safetensors base model seen through a change of its tensor list: some stored tensors decoded
+ * into others (a bitsandbytes weight and its statistics become one float tensor), some added (an
+ * output head a tied checkpoint leaves out). Everything downstream sees only the view, through the
+ * same container seam as any safetensors model: each shard lists the view's tensors, a view tensor
+ * is a float tensor like any other (its stored type is its dtype; reads of it go to its own
+ * reader), and the index files are rebuilt to map the view's tensors. A shard the view changes is
+ * never mirrored byte for byte.
+ */
+import type { FloatDType } from '../dtype.js';
+import type { FloatTensorBytes } from '../engine/merge-op.js';
+import { MergeError } from '../errors.js';
+import type { BaseModel, BaseTensor, SafetensorsBaseModel, SafetensorsShard } from './base-model.js';
+import type { StoredTensor } from './container.js';
+import { safetensorsContainer, type BaseIndexFile } from './safetensors-container.js';
+
+/** A tensor of the view that no file stores as such. */
+export interface ViewTensor {
+  /** Its key in the base (and, with the shard's key prefix removed, its name in the written file). */
+  name: string;
+  dtype: FloatDType;
+  shape: number[];
+  byteLength: number;
+  /** The dtype it is written in unless the user asks for one (a dequantized weight: the model's). */
+  writeDtype?: FloatDType;
+  /** `length` bytes from `start` of the tensor's values in `dtype`. */
+  readPart(start: number, length: number): Promise<Uint8Array>;
+}
+
+/** A shard of the view: stored tensors kept by key, view tensors in their place, in order. */
+export interface ViewShard {
+  path: string;
+  tensors: readonly (string | ViewTensor)[];
+}
+
+/** Is this base a safetensors model whose tensor list a view can change? */
+export function isSafetensorsModel(base: BaseModel): base is SafetensorsBaseModel {
+  return base.format.name === 'safetensors' && 'indexes' in base;
+}
+
+export function baseModelView(inner: SafetensorsBaseModel, shards: readonly ViewShard[]): SafetensorsBaseModel {
+  const tensors = new Map<string, BaseTensor>();
+  const readers = new Map<string, ViewTensor>();
+  const viewShards = shards.map((spec): SafetensorsShard => {
+    const original = inner.shards.find((s) => s.path === spec.path);
+    if (!original) throw new Error(`view shard ${spec.path} is not a shard of ${inner.name}`);
+    const storedByKey = new Map(original.tensors.map((t) => [original.keyPrefix + t.name, t]));
+    const stored = spec.tensors.map((t): StoredTensor => {
+      if (typeof t === 'string') {
+        const kept = inner.tensors.get(t);
+        const entry = storedByKey.get(t);
+        if (!kept || !entry) throw new Error(`view keeps tensor ${t}, which shard ${spec.path} of ${inner.name} does not hold`);
+        tensors.set(t, kept);
+        return entry;
+      }
+      if (!t.name.startsWith(original.keyPrefix)) throw new Error(`view tensor ${t.name} lacks its shard's key prefix ${original.keyPrefix}`);
+      tensors.set(t.name, { name: t.name, dtype: t.dtype, shape: t.shape, shard: spec.path, storedType: t.dtype, byteLength: t.byteLength });
+      readers.set(t.name, t);
+      const entry: StoredTensor = { name: t.name.slice(original.keyPrefix.length), type: t.dtype, shape: t.shape, byteLength: t.byteLength };
+      if (t.writeDtype) entry.writeType = t.writeDtype;
+      return entry;
+    });
+    const unchanged = stored.length === original.tensors.length && stored.every((t, i) => t === original.tensors[i]);
+    return {
+      path: original.path, sourceName: original.sourceName, keyPrefix: original.keyPrefix, file: original.file,
+      mirrorIfUnchanged: original.mirrorIfUnchanged && unchanged, tensors: stored,
+    };
+  });
+
+  // Every index maps the view's tensors of its shards, by their names in the files.
+  const indexes: BaseIndexFile[] = inner.indexes.map((file) => {
+    const folder = file.path.includes('/') ? file.path.slice(0, file.path.lastIndexOf('/') + 1) : '';
+    const weightMap: Record<string, string> = {};
+    for (const shard of viewShards) {
+      if (!file.shards.includes(shard.path)) continue;
+      for (const t of shard.tensors) weightMap[t.name] = shard.path.slice(folder.length);
+    }
+    return { ...file, index: { ...file.index, weight_map: weightMap } };
+  });
+  const single = inner.index && inner.indexPath !== undefined ? indexes.find((i) => i.path === inner.indexPath) : undefined;
+  const format = safetensorsContainer(inner.shards.map((s) => s.file), indexes);
+
+  const readPart = async (name: string, start: number, length: number): Promise<Uint8Array> => {
+    const reader = readers.get(name);
+    if (!reader) {
+      if (!tensors.has(name)) throw new MergeError('NOT_FOUND', `${inner.name}: no tensor "${name}"`);
+      return inner.readPart(name, start, length);
+    }
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length < 0 || start + length > reader.byteLength) {
+      throw new RangeError(`bytes ${start}+${length} are outside tensor "${name}" (${reader.byteLength} bytes)`);
+    }
+    return length === 0 ? new Uint8Array(0) : reader.readPart(start, length);
+  };
+  const view: SafetensorsBaseModel = {
+    kind: inner.kind,
+    name: inner.name,
+    tensors,
+    shards: viewShards,
+    indexes,
+    ...(single ? { indexPath: single.path, index: single.index } : {}),
+    ...(inner.components ? { components: inner.components.map((c) => ({ ...c, keys: c.keys.filter((k) => tensors.has(k)) })) } : {}),
+    ...(inner.valueScales ? { valueScales: inner.valueScales } : {}),
+    warnings: inner.warnings,
+    otherFiles: inner.otherFiles,
+    format,
+    read: (name) => readPart(name, 0, tensors.get(name)?.byteLength ?? 0),
+    readPart,
+    async readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes> {
+      const t = tensors.get(name);
+      if (!t) throw new MergeError('NOT_FOUND', `${inner.name}: no tensor "${name}"`);
+      const rowBytes = t.shape.length === 0 ? t.byteLength : t.byteLength / Math.max(t.shape[0], 1);
+      return format.decodeRows(t.storedType, await readPart(name, rowStart * rowBytes, rowCount * rowBytes));
+    },
+    close: () => inner.close(),
+  };
+  return view;
+}
+

@@ -1,0 +1,56 @@
+/**
+ * A transformers model's config.json, read for what the merge needs to know about the model (its
+ * architectures, whether its embeddings are tied, its vocabulary size, a quantization it was
+ * saved with). Vision-language models keep the language model's fields in `text_config`; a field
+ * is looked up there when the top level does not have it.
+ */
+import type { InputFileSet } from '../io/types.js';
+import { parseBoundedJson } from './bounded-json.js';
+
+export const MODEL_CONFIG_FILE = 'config.json';
+
+export interface ModelConfig {
+  /** Relative path in the base folder. */
+  readonly path: string;
+  readonly raw: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * The base folder's config.json when it is a transformers model config (it names `architectures`
+ * or a `model_type`); undefined for a single file, a diffusers component or a folder without one.
+ */
+export async function readModelConfig(files: InputFileSet): Promise<ModelConfig | undefined> {
+  if (!files.list().includes(MODEL_CONFIG_FILE)) return undefined;
+  // readText refuses a file above MAX_CONFIG_BYTES; the parse checks nesting and size first.
+  const raw = parseBoundedJson(await files.readText(MODEL_CONFIG_FILE), `${files.name}/${MODEL_CONFIG_FILE}`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
+  const obj = raw as Record<string, unknown>;
+  if (!Array.isArray(obj.architectures) && typeof obj.model_type !== 'string') return undefined;
+  return { path: MODEL_CONFIG_FILE, raw: obj };
+}
+
+/** `architectures` as strings (`['Qwen2_5_VLForConditionalGeneration']`), empty when absent. */
+export function modelArchitectures(config: ModelConfig | undefined): string[] {
+  const list = config?.raw.architectures;
+  return Array.isArray(list) ? list.filter((a): a is string => typeof a === 'string') : [];
+}
+
+/** The language model's sub-config of a vision-language model, if it has one. */
+export function textConfig(config: ModelConfig | undefined): Readonly<Record<string, unknown>> | undefined {
+  const text = config?.raw.text_config;
+  return typeof text === 'object' && text !== null && !Array.isArray(text) ? (text as Record<string, unknown>) : undefined;
+}
+
+/** A language-model field: the top level's, else `text_config`'s. */
+export function languageModelField(config: ModelConfig | undefined, key: string): unknown {
+  if (config === undefined) return undefined;
+  return Object.hasOwn(config.raw, key) ? config.raw[key] : textConfig(config)?.[key];
+}
+
+/** `quantization_config.quant_method` (`bitsandbytes`, `gptq`, …), if the config names one. */
+export function quantizationMethod(config: ModelConfig | undefined): string | undefined {
+  const q = config?.raw.quantization_config;
+  if (typeof q !== 'object' || q === null) return undefined;
+  const method = (q as Record<string, unknown>).quant_method;
+  return typeof method === 'string' ? method : 'unknown';
+}

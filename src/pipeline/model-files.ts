@@ -1,0 +1,40 @@
+/**
+ * The merged folder's files other than weights: the base's, copied as they are, except config.json
+ * when the merge changes what it says (plan/model-folder.ts) and tokenizer files an adapter folder
+ * carries, which take the place of the base's.
+ */
+import type { FloatDType } from '../dtype.js';
+import { throwIfAborted } from '../errors.js';
+import { rewriteModelConfig } from '../formats/model-config-output.js';
+import { copyInputFile } from '../io/copy-file.js';
+import type { OutputTarget } from '../io/types.js';
+import type { PreparedMerge } from './prepare-merge.js';
+
+/** Writes them all; returns their paths. `dtype`: what most written tensors are in. */
+export async function writeModelFiles(
+  prepared: PreparedMerge, output: OutputTarget, dtype: FloatDType | undefined, signal?: AbortSignal,
+): Promise<string[]> {
+  const folder = prepared.modelFolder;
+  const written: string[] = [];
+  const fromAdapter = new Map<string, string>();
+  folder.tokenizer?.names.forEach((name, i) => fromAdapter.set(name, folder.tokenizer!.paths[i]));
+  for (const path of prepared.base.otherFiles) {
+    throwIfAborted(signal);
+    if (fromAdapter.has(path)) continue;
+    if (folder.config && path === folder.config.path) {
+      const config = rewriteModelConfig(folder.config.raw, { ...folder.changes, ...(dtype ? { dtype } : {}) });
+      const sink = await output.createFile(path);
+      await sink.write(new TextEncoder().encode(JSON.stringify(config, null, 2) + '\n'));
+      await sink.close();
+    } else {
+      await copyInputFile(prepared.baseFiles, path, output);
+    }
+    written.push(path);
+  }
+  for (const [name, source] of fromAdapter) {
+    throwIfAborted(signal);
+    await copyInputFile(folder.tokenizer!.files, source, output, name);
+    written.push(name);
+  }
+  return written;
+}

@@ -1,0 +1,123 @@
+/**
+ * What the merged folder holds besides tensors, decided before any work: config.json rewritten
+ * (model-config-output.ts) when the merge changes what it describes, and the tokenizer taken from
+ * an adapter folder that carries one (a trainer saves it there when it added tokens or a chat
+ * template). Everything else the base folder holds is copied as it is.
+ */
+import type { InputFileSet } from '../io/types.js';
+import type { ConfigChanges } from '../formats/model-config-output.js';
+import type { ModelConfig } from '../formats/model-config.js';
+import type { BaseTensorIndex, MergePlan } from './merge-plan.js';
+
+/** Files that make up a tokenizer (and its chat template), as transformers saves them. */
+export const TOKENIZER_FILES: ReadonlySet<string> = new Set([
+  'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', 'tokenizer.model',
+  'vocab.json', 'merges.txt', 'vocab.txt', 'spiece.model', 'sentencepiece.bpe.model', 'chat_template.jinja', 'chat_template.json',
+]);
+
+export interface AdapterFolder {
+  name: string;
+  files: InputFileSet;
+}
+
+export interface ModelFolderPlan {
+  /** The base's config.json, when it is a transformers config the merge may rewrite. */
+  config?: ModelConfig;
+  changes: Omit<ConfigChanges, 'dtype'>;
+  /** Tokenizer files (relative names) taken from an adapter folder; `paths` are inside `files`. */
+  tokenizer?: { adapter: string; files: InputFileSet; names: string[]; paths: string[] };
+}
+
+const EMBEDDING = /(^|\.)(embed_tokens|wte|word_embeddings|embed_in)\.weight$/;
+const HEAD = /(^|\.)(lm_head|embed_out)\.weight$/;
+
+/** The folder's plan; its notes, warnings and problems go into `plan`. */
+export async function planModelFolder(
+  base: BaseTensorIndex, config: ModelConfig | undefined, adapters: readonly AdapterFolder[], plan: MergePlan,
+  decisions: { untied: boolean; dequantized: boolean; folder: boolean },
+): Promise<ModelFolderPlan> {
+  const folder: ModelFolderPlan = { changes: {} };
+  if (config) folder.config = config;
+  if (decisions.untied) folder.changes.untieEmbeddings = true;
+  if (decisions.dequantized) folder.changes.removeQuantization = true;
+
+  const resized = resizedVocabulary(base, plan);
+  if (resized.problem) {
+    plan.problems.push({ adapter: resized.problem.adapter, module: '', code: 'SHAPE_MISMATCH', message: resized.problem.message });
+  } else if (resized.rows !== undefined) {
+    folder.changes.vocabSize = resized.rows;
+    plan.notes.push(`the vocabulary grows from ${resized.from} to ${resized.rows} tokens${config ? '; config.json vocab_size follows' : ''}`);
+  }
+
+  // A merged single file has no folder to put a tokenizer in.
+  for (const adapter of decisions.folder ? adapters : []) {
+    const found = tokenizerFiles(adapter.files);
+    if (found.paths.length === 0) continue;
+    if (!folder.tokenizer) {
+      folder.tokenizer = { adapter: adapter.name, files: adapter.files, ...found };
+      continue;
+    }
+    if (!(await sameFiles(folder.tokenizer, { files: adapter.files, ...found }))) {
+      plan.problems.push({
+        adapter: adapter.name, module: '', code: 'PLAN_INVALID',
+        message: `${adapter.name}: carries tokenizer files that differ from ${folder.tokenizer.adapter}'s; merge them one after the other`,
+      });
+    }
+  }
+  if (folder.tokenizer) {
+    plan.notes.push(`tokenizer files come from ${folder.tokenizer.adapter} (${folder.tokenizer.names.join(', ')})`);
+  } else if (folder.changes.vocabSize !== undefined) {
+    plan.warnings.push(`the vocabulary grows to ${folder.changes.vocabSize} tokens but no adapter folder carries tokenizer files: the base's tokenizer does not know the added tokens`);
+  }
+  return folder;
+}
+
+/** Tokenizer files beside an adapter's adapter_config.json. */
+function tokenizerFiles(files: InputFileSet): { names: string[]; paths: string[] } {
+  const list = files.list();
+  const config = list.filter((p) => p === 'adapter_config.json' || p.endsWith('/adapter_config.json'))
+    .sort((a, b) => a.split('/').length - b.split('/').length)[0];
+  if (config === undefined) return { names: [], paths: [] };
+  const dir = config.slice(0, config.length - 'adapter_config.json'.length);
+  const paths = list.filter((p) => p.startsWith(dir) && !p.slice(dir.length).includes('/') && TOKENIZER_FILES.has(p.slice(dir.length)));
+  return { names: paths.map((p) => p.slice(dir.length)), paths };
+}
+
+async function sameFiles(
+  a: { files: InputFileSet; names: string[]; paths: string[] }, b: { files: InputFileSet; names: string[]; paths: string[] },
+): Promise<boolean> {
+  if (a.names.join('\n') !== b.names.join('\n')) return false;
+  for (let i = 0; i < a.paths.length; i++) {
+    if ((await a.files.readText(a.paths[i])) !== (await b.files.readText(b.paths[i]))) return false;
+  }
+  return true;
+}
+
+type Resized = { rows?: number; from?: number; problem?: { adapter: string; message: string } };
+
+/**
+ * The new vocabulary size when the plan writes the input embedding with other rows than the base
+ * holds; a separate head the plan leaves at the old size is a problem (the model would not load).
+ */
+function resizedVocabulary(base: BaseTensorIndex, plan: MergePlan): Resized {
+  const written = new Map<string, { rows: number; adapter: string }>();
+  for (const u of plan.updates) if (u.source) written.set(u.baseKey, { rows: u.shape[0], adapter: u.source.adapter });
+  for (const r of plan.replacements) written.set(r.baseKey, { rows: r.shape[0], adapter: r.adapter });
+  for (const r of plan.rowSets) if (r.source) written.set(r.baseKey, { rows: r.shape[0], adapter: r.source.adapter });
+  const rowsOf = (key: string) => written.get(key)?.rows ?? base.tensors.get(key)!.shape[0];
+  const embedding = [...base.tensors.keys()].find((k) => EMBEDDING.test(k) && base.tensors.get(k)!.shape.length === 2);
+  if (embedding === undefined) return {};
+  const from = base.tensors.get(embedding)!.shape[0];
+  const rows = rowsOf(embedding);
+  const head = [...base.tensors.keys()].find((k) => HEAD.test(k) && base.tensors.get(k)!.shape.length === 2);
+  if (head !== undefined && rowsOf(head) !== rows && (written.has(head) || written.has(embedding))) {
+    const by = written.get(embedding) ?? written.get(head)!;
+    return {
+      problem: {
+        adapter: by.adapter,
+        message: `${by.adapter}: resizes the vocabulary (${embedding} has ${rows} rows, ${head} ${rowsOf(head)}); the adapter must also hold the resized ${written.has(embedding) ? head : embedding} (PEFT save_embedding_layers)`,
+      },
+    };
+  }
+  return rows === from ? {} : { rows, from };
+}

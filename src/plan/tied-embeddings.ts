@@ -1,0 +1,169 @@
+/**
+ * Models that tie their output head to their input embedding (`tie_word_embeddings`) store one
+ * tensor for both and no head. An adapter trained on such a model sees the head and the embedding
+ * as one weight: a LoRA on `lm_head` changes the logits only, a LoRA or saved weights on
+ * `embed_tokens` change the inputs only. Merging either into the shared tensor changes both, and
+ * a merged model that stays tied reloads with an update the training never made (transformers
+ * #45127, mergekit #385/#390). So when an adapter changes one of the two and not the other in the
+ * same way, the head is written as its own tensor (starting from the shared weight, or from the
+ * embedding the adapter saved) and config.json unties them. PEFT applies two kinds of change to
+ * both: trainable tokens (the head's token adapter shares the embedding's deltas) and anything an
+ * adapter trained with `ensure_weight_tying` does to the embedding (its head LoRA is the
+ * embedding's, transposed, and is merged once, through the shared weight); they keep the pair tied.
+ */
+import { MergeError } from '../errors.js';
+import type { TensorReplacement, TokenRows } from '../formats/adapter.js';
+import { isFloatDType, type FloatDType } from '../dtype.js';
+import type { BaseModel, SafetensorsBaseModel } from '../formats/base-model.js';
+import { baseModelView, isSafetensorsModel, type ViewTensor } from '../formats/base-model-view.js';
+import { ModuleLocator } from '../formats/layouts/index.js';
+import { languageModelField, type ModelConfig } from '../formats/model-config.js';
+import type { WeightedAdapter } from './merge-plan.js';
+
+/** Where models keep the input embedding, and where their head goes when it is written. */
+const EMBEDDING_TO_HEAD: readonly (readonly [embedding: string, head: string])[] = [
+  ['model.embed_tokens.weight', 'lm_head.weight'],
+  ['model.language_model.embed_tokens.weight', 'lm_head.weight'],
+  ['language_model.model.embed_tokens.weight', 'language_model.lm_head.weight'],
+  ['model.decoder.embed_tokens.weight', 'lm_head.weight'],
+  ['transformer.wte.weight', 'lm_head.weight'],
+  ['transformer.word_embeddings.weight', 'lm_head.weight'],
+];
+
+export interface TiedPair {
+  embedding: string;
+  head: string;
+}
+
+/** The base's tied pair: a known embedding, no head stored, and a config that does not untie them. */
+export function tiedPair(base: Pick<BaseModel, 'tensors'>, config: ModelConfig | undefined): TiedPair | undefined {
+  if (languageModelField(config, 'tie_word_embeddings') === false) return undefined;
+  const found = EMBEDDING_TO_HEAD.filter(([e]) => base.tensors.has(e));
+  if (found.length !== 1) return undefined;
+  const [embedding, head] = found[0];
+  if (base.tensors.has(head) || base.tensors.has('lm_head.weight')) return undefined;
+  return { embedding, head };
+}
+
+export interface TieOutcome {
+  /** The base to plan against: with the head as a tensor of its own when untied. */
+  base: BaseModel;
+  /** The adapters to plan with (the head's start added where an adapter saved the embedding). */
+  adapters: WeightedAdapter[];
+  /** `untied`: the head is written and the config unties; `kept`: the pair stays tied; absent: nothing touches it. */
+  decision?: 'untied' | 'kept';
+  note?: string;
+}
+
+type Change = { adapter: string; what: string; tiedByPeft: boolean };
+
+export function resolveTiedEmbeddings(
+  base: BaseModel, config: ModelConfig | undefined, adapters: readonly WeightedAdapter[], architectures: readonly string[],
+): TieOutcome {
+  // GGUF keeps its own rule (llama.cpp reads token_embd when a file has no output head).
+  const pair = isSafetensorsModel(base) ? tiedPair(base, config) : undefined;
+  if (!pair || !isSafetensorsModel(base)) return { base, adapters: [...adapters] };
+  const embeddingInfo = base.tensors.get(pair.embedding)!;
+  const tensors = new Map<string, { shape: readonly number[] }>(base.tensors);
+  tensors.set(pair.head, { shape: embeddingInfo.shape });
+  const locator = new ModuleLocator({ tensors, architectures });
+  const onHead: Change[] = [];
+  const onEmbedding: Change[] = [];
+  /** Head modules that mirror the embedding's (PEFT ensure_weight_tying): merged once, through the embedding. */
+  const mirrors = new Map<string, Set<string>>();
+  for (const { adapter } of adapters) {
+    // ensure_weight_tying: PEFT ties the head's LoRA (and modules_to_save copy) to the embedding's.
+    const ensured = adapter.config.ensure_weight_tying === true;
+    const classify = (key: string | undefined, what: string, tiedByPeft: boolean, mirror?: () => void) => {
+      if (key === pair.head) {
+        if (ensured && mirror) mirror();
+        else onHead.push({ adapter: adapter.name, what, tiedByPeft });
+      } else if (key === pair.embedding) {
+        onEmbedding.push({ adapter: adapter.name, what, tiedByPeft: tiedByPeft || ensured });
+      }
+    };
+    for (const m of adapter.modules) {
+      const at = locator.locate(m.address);
+      if (!at.found) continue;
+      for (const t of at.targets) {
+        classify(t.baseKey, `a LoRA on ${m.name}`, false, () => {
+          const set = mirrors.get(adapter.name) ?? new Set<string>();
+          mirrors.set(adapter.name, set.add(m.key));
+        });
+      }
+    }
+    for (const r of adapter.replacements) {
+      const at = locator.resolveTensorPath(r.path);
+      if (at.found) classify(at.key, `a saved ${r.path}`, false);
+    }
+    for (const r of adapter.tokenRows ?? []) {
+      const at = locator.resolveTensorPath(r.path);
+      if (at.found) classify(at.key, 'trainable tokens', true);
+    }
+  }
+  const withoutMirrors = (a: WeightedAdapter): WeightedAdapter => {
+    const dropped = mirrors.get(a.adapter.name);
+    return dropped ? { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.filter((m) => !dropped.has(m.key)) } } : a;
+  };
+  if (onHead.length === 0 && onEmbedding.length === 0 && mirrors.size === 0) return { base, adapters: [...adapters] };
+  if (onHead.length === 0 && onEmbedding.every((c) => c.tiedByPeft)) {
+    const why = onEmbedding.every((c) => c.what === 'trainable tokens')
+      ? 'trainable tokens set rows of the shared weight, as PEFT applies them to both'
+      : 'the adapter was trained with ensure_weight_tying, so its changes apply to both';
+    return { base, adapters: adapters.map(withoutMirrors), decision: 'kept', note: `the output head stays tied to ${pair.embedding}: ${why}` };
+  }
+  const ensured = [...onEmbedding].find((c) => c.tiedByPeft && c.what !== 'trainable tokens') ?? (mirrors.size > 0 ? { adapter: [...mirrors.keys()][0] } : undefined);
+  if (ensured) {
+    throw new MergeError('PLAN_INVALID', `${ensured.adapter} was trained with ensure_weight_tying (its head follows ${pair.embedding}), but another change unties the two; merge the adapters one after the other`);
+  }
+  const changed = [...onHead, ...onEmbedding][0];
+  return {
+    base: withHead(base, pair),
+    adapters: adapters.map((a) => withHeadStart(a, pair, locator)),
+    decision: 'untied',
+    note: `${pair.head} is written as its own tensor and tie_word_embeddings set to false: ${changed.adapter} brings ${changed.what}, ` +
+      `which changes ${onHead.includes(changed) ? 'the output head' : 'the input embedding'} only`,
+  };
+}
+
+/** The base with the head as a tensor of its own, holding the shared weight, after the embedding. */
+function withHead(base: SafetensorsBaseModel, pair: TiedPair): BaseModel {
+  const embedding = base.tensors.get(pair.embedding)!;
+  if (!isFloatDType(embedding.dtype)) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: the tied embedding ${pair.embedding} is ${embedding.dtype}; only a float one can be written as the head too`);
+  return baseModelView(base, base.shards.map((shard) => {
+    const keys: (string | ViewTensor)[] = shard.tensors.map((t) => shard.keyPrefix + t.name);
+    if (shard.path === embedding.shard) {
+      keys.push({
+        name: pair.head, dtype: embedding.dtype as FloatDType, shape: embedding.shape.slice(), byteLength: embedding.byteLength,
+        readPart: (start, length) => base.readPart(pair.embedding, start, length),
+      });
+    }
+    return { path: shard.path, tensors: keys };
+  }));
+}
+
+/**
+ * During training the head read the same weight as the embedding: the embedding the adapter saved
+ * when it saved one (a resized vocabulary), and the same trainable-token rows.
+ */
+function withHeadStart(weighted: WeightedAdapter, pair: TiedPair, locator: ModuleLocator): WeightedAdapter {
+  const { adapter } = weighted;
+  const resolves = (path: string, key: string) => {
+    const at = locator.resolveTensorPath(path);
+    return at.found && at.key === key;
+  };
+  const replacements: TensorReplacement[] = [...adapter.replacements];
+  const savedEmbedding = adapter.replacements.find((r) => r.origin !== 'modules_to_save' && resolves(r.path, pair.embedding));
+  if (savedEmbedding && !adapter.replacements.some((r) => resolves(r.path, pair.head))) {
+    replacements.push({ ...savedEmbedding, path: pair.head });
+  }
+  // Trainable tokens of a tied model share their deltas with the head, unless the adapter trained
+  // the head's tokens on their own (different indices: PEFT then does not tie them).
+  const tokenRows: TokenRows[] = [...adapter.tokenRows ?? []];
+  if (!tokenRows.some((rows) => resolves(rows.path, pair.head))) {
+    for (const rows of adapter.tokenRows ?? []) {
+      if (resolves(rows.path, pair.embedding)) tokenRows.push({ ...rows, path: pair.head });
+    }
+  }
+  return { ...weighted, adapter: { ...adapter, replacements, tokenRows } };
+}

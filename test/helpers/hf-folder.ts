@@ -1,0 +1,93 @@
+/**
+ * Hugging Face model folders as tests need them: config.json, sharded safetensors with
+ * model.safetensors.index.json, generation_config.json and tokenizer files; PEFT adapter folders;
+ * and reading a merged folder back. Imports nothing from the library.
+ */
+import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, type DecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
+
+/** A tensor with random values on its dtype's grid. */
+export function randomTensor(name: string, shape: number[], dtype: FixtureDType, rand: () => number, scale = 1): FixtureTensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return { name, dtype, shape, data: randomValues(n, rand, scale).map((x) => roundForDType(x, dtype)) };
+}
+
+/** Tensors as a decoded map (the values the files hold), for truth computations. */
+export function decoded(tensors: FixtureTensor[]): Map<string, DecodedTensor> {
+  return decodeSafetensors(buildSafetensors(tensors)).tensors;
+}
+
+/**
+ * A transformers folder: the tensors split over `shards` files (in order, about evenly) with an
+ * index when more than one, config.json, generation_config.json, and any extra files.
+ */
+export function hfModelFolder(tensors: FixtureTensor[], config: object, options: { shards?: number; extra?: Record<string, string | Uint8Array> } = {}): Record<string, string | Uint8Array> {
+  const shards = options.shards ?? 1;
+  const files: Record<string, string | Uint8Array> = {
+    'config.json': JSON.stringify(config, null, 2),
+    'generation_config.json': JSON.stringify({ bos_token_id: 1, eos_token_id: 2 }),
+    ...options.extra,
+  };
+  if (shards === 1) {
+    files['model.safetensors'] = buildSafetensors(tensors, { format: 'pt' });
+    return files;
+  }
+  const per = Math.ceil(tensors.length / shards);
+  const weightMap: Record<string, string> = {};
+  let totalSize = 0;
+  for (let i = 0; i < shards; i++) {
+    const name = `model-${String(i + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
+    const part = tensors.slice(i * per, (i + 1) * per);
+    files[name] = buildSafetensors(part, { format: 'pt' });
+    for (const t of part) {
+      weightMap[t.name] = name;
+      totalSize += decoded([t]).get(t.name)!.bytes.byteLength;
+    }
+  }
+  files['model.safetensors.index.json'] = JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap });
+  return files;
+}
+
+export function peftFolder(config: object, tensors: FixtureTensor[], extra: Record<string, string | Uint8Array> = {}): Record<string, string | Uint8Array> {
+  return {
+    'adapter_config.json': JSON.stringify({ peft_type: 'LORA', ...config }),
+    'adapter_model.safetensors': buildSafetensors(tensors),
+    ...extra,
+  };
+}
+
+export interface MergedFolder {
+  tensors: Map<string, DecodedTensor>;
+  /** Each shard's `__metadata__`. */
+  metadata: Map<string, Record<string, string>>;
+  /** Each tensor's shard. */
+  shardOf: Map<string, string>;
+  /** Bytes of every tensor (data only), summed. */
+  tensorBytes: number;
+  files: Map<string, Uint8Array>;
+  json(path: string): any;
+  text(path: string): string;
+}
+
+/** Reads a merged folder's files (path → bytes). */
+export function readMergedFolder(files: Map<string, Uint8Array>): MergedFolder {
+  const tensors = new Map<string, DecodedTensor>();
+  const metadata = new Map<string, Record<string, string>>();
+  const shardOf = new Map<string, string>();
+  let tensorBytes = 0;
+  for (const [path, bytes] of files) {
+    if (!path.endsWith('.safetensors')) continue;
+    const file = decodeSafetensors(bytes);
+    metadata.set(path, file.metadata);
+    for (const [name, t] of file.tensors) {
+      tensors.set(name, t);
+      shardOf.set(name, path);
+      tensorBytes += t.bytes.byteLength;
+    }
+  }
+  const text = (path: string) => {
+    const bytes = files.get(path);
+    if (!bytes) throw new Error(`merged folder has no ${path} (it has ${[...files.keys()].join(', ')})`);
+    return new TextDecoder().decode(bytes);
+  };
+  return { tensors, metadata, shardOf, tensorBytes, files, json: (path) => JSON.parse(text(path)), text };
+}
