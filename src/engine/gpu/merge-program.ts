@@ -7,6 +7,9 @@
  */
 import { DTYPE_BYTES, type FloatDType } from '../../dtype.js';
 import { mergeLowRankWgsl, mergeWF16Wgsl, mergeWWordsWgsl } from './shaders.generated.js';
+import type { WorkgroupShape } from './workgroup-shape.js';
+
+export type { WorkgroupShape } from './workgroup-shape.js';
 
 export interface MergePipelineKey {
   inDtype: FloatDType;
@@ -19,12 +22,6 @@ export interface MergePipelineKey {
   /** Read f16 W through WGSL's f16 type (the device has `shader-f16`, W is f16). */
   nativeF16: boolean;
   workgroup: WorkgroupShape;
-}
-
-/** Invocations per workgroup along column tiles (x) and row tiles (y). */
-export interface WorkgroupShape {
-  x: number;
-  y: number;
 }
 
 /**

@@ -23,10 +23,11 @@ import { holdsNonFinite, nonFiniteError } from '../cpu/plain-merge.js';
 import { CpuBackend } from '../cpu/cpu-backend.js';
 import type { MergeDevice } from './gpu-device.js';
 import { ReusableBuffer } from './reusable-buffer.js';
+import type { WorkgroupShape } from './workgroup-shape.js';
 import { dequantizeOnGpu, gpuDecodes } from './dequantize-program.js';
 import {
   chooseWorkgroup, columnPadding, dispatchGroups, mergeBindGroupLayout, mergePipeline, paramsBytes, RANK_STEP, TILE, PARAMS_BYTES,
-  type MergeParams, type WorkgroupShape,
+  type MergeParams,
 } from './merge-program.js';
 
 /** Slabs larger than this gain nothing and cost host and GPU memory. */
