@@ -8,7 +8,10 @@
  * Then the GGUF case (bench/gguf-run.mjs): the same shape as a Q4_K_M-style GGUF, merged keeping
  * its types and as F16, with the error of the requantized tensors against float64 truth.
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,…] [--json FILE]
+ * Also: the CPU and auto merges against a plain Node stream copy of the same file, and the
+ * start-up of `loramerge sample` against Node's own.
+ *
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,…] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -73,6 +76,7 @@ function contestants(baseDir, adapterDir, numpy) {
   };
   const list = [
     { name: 'cp', kind: 'floor', run: async (out) => ({ ...(await runTimed('cp', [baseFile, out])), rssMiB: undefined }) },
+    { name: 'stream-copy', kind: 'floor', run: (out) => runNode(join(here, 'stream-copy.mjs'), [baseFile, out], dirname(out)) },
     { name: 'webgpu', kind: 'backend', run: cli('webgpu') },
     { name: 'cpu', kind: 'backend', run: cli('cpu') },
     { name: 'auto', kind: 'backend', run: cli('auto') },
@@ -118,6 +122,26 @@ async function pageRun(baseFile, adapterDir) {
     await server.close();
     await rm(outDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Start-up: `loramerge sample` end to end (write the small sample, merge it, check a tensor) per
+ * backend, against Node starting and exiting alone; best of `reps` each.
+ */
+async function sampleTimes(dir, reps, log) {
+  const best = async (args) => {
+    let t = Infinity;
+    for (let i = 0; i < reps; i++) t = Math.min(t, (await runTimed(process.execPath, args)).seconds);
+    return t;
+  };
+  const sampleDir = join(dir, 'sample');
+  const result = { node: await best(['-e', '']) };
+  for (const backend of ['cpu', 'auto']) {
+    result[backend] = await best([join(root, 'bin', 'loramerge.js'), 'sample', sampleDir, '--backend', backend]);
+    await rm(sampleDir, { recursive: true, force: true });
+  }
+  log(`sample: cpu ${result.cpu.toFixed(2)} s, auto ${result.auto.toFixed(2)} s, node alone ${result.node.toFixed(2)} s`);
+  return result;
 }
 
 async function kernelTimes(reps) {
@@ -173,9 +197,10 @@ async function main() {
       runs.push(run);
       log(`${c.name}: ${run.seconds.toFixed(2)} s${run.rssMiB ? `, peak RSS ${run.rssMiB.toFixed(0)} MiB` : ''}`);
     }
+    const sample = skip.has('sample') ? undefined : await sampleTimes(dir, Math.max(3, reps), log);
     const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
     const gguf = skip.has('gguf') ? undefined : await runGgufBench(dir, BENCH_MODEL, { runNode, runTimed, root, log, reps });
-    const results = { model, runs, kernels, gguf, totalSeconds: (performance.now() - started) / 1000 };
+    const results = { model, runs, sample, kernels, gguf, totalSeconds: (performance.now() - started) / 1000 };
     if (gguf) printGgufTables(gguf);
     const failures = printTables(results);
     if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n');
