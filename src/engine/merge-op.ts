@@ -122,6 +122,11 @@ export interface MergeBackend {
    * leaves it to the CPU codecs (results are identical: both decode exactly).
    */
   dequantize?(type: string, blocks: Uint8Array, signal?: AbortSignal): Promise<Float32Array | undefined>;
+  /**
+   * Gives back an output of {@link merge} that has been written and will not be read again: the
+   * backend may reuse its memory for a later output. Anything it did not return is ignored.
+   */
+  recycle?(output: Uint8Array): void;
   /** Releases GPU resources (idempotent). */
   dispose(): void;
 }

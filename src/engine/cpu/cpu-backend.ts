@@ -11,7 +11,8 @@ import { checkOp } from '../op-shape.js';
 import { asPlainOp } from '../exact/plain-op.js';
 import { newStats, type CertificationStats } from '../exact/recompute.js';
 import { columnSumsOfSquaresOnCpu, mergeStepsOnCpu } from './cpu-steps.js';
-import { mergePlainOnJs, mergePlainOnWasm, planPlain, type PlainPlan } from './plain-merge.js';
+import { mergePlainOnJs, mergePlainOnWasm, planPlain, type PlainPlan, type TakeOutput } from './plain-merge.js';
+import { BufferPool } from '../../buffer-pool.js';
 import { createWasmKernel, wasmSimdAvailable, type WasmKernel } from './wasm-kernel.js';
 
 /** Runs WASM merges somewhere else (worker threads); see cpu-worker-pool.ts. */
@@ -19,7 +20,7 @@ export interface CpuMergePool {
   /** Threads that merge, the calling one included. */
   readonly threads: number;
   /** Runs a planned plain op and returns W′ in its outDtype, like {@link MergeBackend.merge}. */
-  merge(plan: PlainPlan, stats: CertificationStats, signal?: AbortSignal): Promise<Uint8Array>;
+  merge(plan: PlainPlan, stats: CertificationStats, signal?: AbortSignal, take?: TakeOutput): Promise<Uint8Array>;
   /** Stops the threads; merges in flight are rejected. */
   dispose(): void;
 }
@@ -102,8 +103,17 @@ export class CpuBackend implements MergeBackend {
     const kernel = this.executor === 'wasm' ? await this.localKernel() : null;
     if (!kernel) return mergePlainOnJs(plain, this.certification, signal);
     const plan = planPlain(plain);
-    if (this.pool && shape.rowCount * op.cols >= POOL_MIN_ELEMENTS) return this.pool.merge(plan, this.certification, signal);
-    return mergePlainOnWasm(plan, kernel, this.certification, signal);
+    const take = (bytes: number) => this.outputs.take(bytes);
+    if (this.pool && shape.rowCount * op.cols >= POOL_MIN_ELEMENTS) return this.pool.merge(plan, this.certification, signal, take);
+    return mergePlainOnWasm(plan, kernel, this.certification, signal, take);
+  }
+
+  /** Output buffers of the WebAssembly merges, reused once written (see {@link recycle}). */
+  private readonly outputs = new BufferPool();
+
+  /** Takes back a written output of {@link merge} for reuse (see MergeBackend.recycle). */
+  recycle(output: Uint8Array): void {
+    this.outputs.recycle(output);
   }
 
   async columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {

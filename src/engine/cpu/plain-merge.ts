@@ -170,11 +170,17 @@ export function nonFiniteError(name: string, dtype: FloatDType): MergeError {
   return new MergeError('NON_FINITE', `tensor "${name}": merged values are not finite (NaN or Inf in ${dtype})`);
 }
 
+/** Where an executor gets its output buffer of `bytes` (every byte of which it then writes). */
+export type TakeOutput = (bytes: number) => Uint8Array;
+
+export const freshOutput: TakeOutput = (bytes) => new Uint8Array(bytes);
+
 /** A plain op on the calling thread's kernel, in blocks (bounded kernel memory, a chance to stop). */
-export function mergePlainOnWasm(plan: PlainPlan, kernel: WasmKernel, stats: CertificationStats, signal?: AbortSignal): Uint8Array {
+export function mergePlainOnWasm(plan: PlainPlan, kernel: WasmKernel, stats: CertificationStats, signal?: AbortSignal,
+  take: TakeOutput = freshOutput): Uint8Array {
   const { op, shape } = plan.p;
   const ob = DTYPE_BYTES[op.outDtype];
-  const out = new Uint8Array(shape.rowCount * op.cols * ob);
+  const out = take(shape.rowCount * op.cols * ob);
   const kernelOut = plan.mode === 'f64-values' ? new Uint8Array(rowsPerBlock(plan) * op.cols * 8) : undefined;
   const step = rowsPerBlock(plan);
   let finite = true;

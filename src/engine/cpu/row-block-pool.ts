@@ -15,7 +15,9 @@ import { MergeError } from '../../errors.js';
 import type { CertificationStats } from '../exact/recompute.js';
 import type { CpuMergePool } from './cpu-backend.js';
 import type { WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
-import { finishJob, holdsNonFinite, nonFiniteError, planJob, rightKeyOf, rowsPerBlock, type PlainPlan } from './plain-merge.js';
+import {
+  finishJob, freshOutput, holdsNonFinite, nonFiniteError, planJob, rightKeyOf, rowsPerBlock, type PlainPlan, type TakeOutput,
+} from './plain-merge.js';
 import { createWasmKernel, type WasmKernel } from './wasm-kernel.js';
 
 const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
@@ -110,7 +112,7 @@ export class RowBlockPool implements CpuMergePool {
     return this.shared;
   }
 
-  async merge(plan: PlainPlan, stats: CertificationStats, signal?: AbortSignal): Promise<Uint8Array> {
+  async merge(plan: PlainPlan, stats: CertificationStats, signal?: AbortSignal, takeOutput: TakeOutput = freshOutput): Promise<Uint8Array> {
     if (this.broken) throw this.broken;
     const { op, shape } = plan.p;
     const ob = DTYPE_BYTES[op.outDtype], kb = plan.kernelOutBytes;
@@ -121,7 +123,7 @@ export class RowBlockPool implements CpuMergePool {
     const shared = this.takeShared(outOffset + outBytes);
     const ownsShared = shared === this.shared;
     // f64 values (a scale step the kernel cannot fold exactly) are certified into an array of their own.
-    const final = plan.mode === 'f64-values' ? new Uint8Array(rows * cols * ob) : undefined;
+    const final = plan.mode === 'f64-values' ? takeOutput(rows * cols * ob) : undefined;
     try {
       new Uint8Array(shared, 0, wBytes).set(w);
       // Two blocks per worker even out uneven progress; bigger ones amortise the messages better
@@ -168,7 +170,11 @@ export class RowBlockPool implements CpuMergePool {
       };
       await Promise.all([...this.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
       if (aborted) throw new MergeError('ABORTED', 'merge cancelled');
-      const out = final ?? new Uint8Array(shared, outOffset, outBytes).slice();
+      let out = final;
+      if (!out) {
+        out = takeOutput(outBytes);
+        out.set(new Uint8Array(shared, outOffset, outBytes));
+      }
       if (!finite && holdsNonFinite(out, op.outDtype)) throw nonFiniteError(op.name, op.outDtype);
       return out;
     } finally {
