@@ -66,6 +66,9 @@ export function printTables({ model, runs, sample, kernels, totalSeconds }) {
       out.push(`${r.name}: ${fmt(r.seconds / copy.seconds)}× the time of a plain Node stream copy of the base (${fmt(copy.seconds)} s; target: at most 2.5×)`);
     }
   }
+  for (const r of runs.filter((x) => x.usage && (x.kind === 'backend' || x.name === 'stream-copy'))) {
+    out.push(`${r.name}: CPU time user ${fmt(r.usage.userSeconds)} s + system ${fmt(r.usage.systemSeconds)} s, ${r.usage.minorFaults} minor page faults`);
+  }
   if (sample) {
     out.push(`loramerge sample (write, merge, check): cpu ${fmt(sample.cpu)} s, auto ${fmt(sample.auto)} s; ` +
       `Node starting alone ${fmt(sample.node)} s (overhead above it: cpu ${fmt(sample.cpu - sample.node)} s, auto ${fmt(sample.auto - sample.node)} s)`);

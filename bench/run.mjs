@@ -47,13 +47,16 @@ function runTimed(cmd, args, env = {}) {
   });
 }
 
-/** A Node child with the RSS preload; returns { seconds, rssMiB }. */
+/** A Node child with the RSS preload; returns { seconds, rssMiB, usage: { userSeconds, systemSeconds, minorFaults } }. */
 async function runNode(script, args, dir) {
-  const rssFile = join(dir, `rss-${Math.random().toString(36).slice(2)}`);
-  const r = await runTimed(process.execPath, ['--import', preload, script, ...args], { LORAMERGE_BENCH_RSS_FILE: rssFile });
+  const tag = Math.random().toString(36).slice(2);
+  const rssFile = join(dir, `rss-${tag}`), usageFile = join(dir, `usage-${tag}`);
+  const r = await runTimed(process.execPath, ['--import', preload, script, ...args], { LORAMERGE_BENCH_RSS_FILE: rssFile, LORAMERGE_BENCH_USAGE_FILE: usageFile });
   const kib = Number((await readFile(rssFile, 'utf8')).trim().split('\n').pop());
+  const usage = JSON.parse(await readFile(usageFile, 'utf8'));
   await rm(rssFile, { force: true });
-  return { seconds: r.seconds, rssMiB: kib / 1024, stderr: r.stderr };
+  await rm(usageFile, { force: true });
+  return { seconds: r.seconds, rssMiB: kib / 1024, usage, stderr: r.stderr };
 }
 
 async function hasNumpy() {
@@ -180,7 +183,7 @@ async function main() {
         const r = await c.run(out);
         if (!best || r.seconds < best.seconds) best = { ...r, rssMiB: Math.max(r.rssMiB ?? 0, best?.rssMiB ?? 0) || undefined };
       }
-      const run = { name: c.name, kind: c.kind, seconds: best.seconds, rssMiB: best.rssMiB, note: best.note };
+      const run = { name: c.name, kind: c.kind, seconds: best.seconds, rssMiB: best.rssMiB, usage: best.usage, note: best.note };
       if (c.name === 'auto') autoHashes = await pieceHashes(out);
       if (c.kind === 'page') {
         run.identicalToAuto = autoHashes ? best.hashes.length === autoHashes.length && best.hashes.every((h, i) => h === autoHashes[i]) : undefined;
