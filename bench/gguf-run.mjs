@@ -2,12 +2,13 @@
  * The benchmark's GGUF case: the bench's Llama shape (fewer layers: re-encoding k-quants is the
  * slow part) as a Q4_K_M-style GGUF, merged with an r=16 PEFT LoRA on all seven projections
  * through the CLI on the CPU backend (what `auto` picks without a GPU): keeping every tensor's type
- * (requantized by llama.cpp's reference rules), and writing merged tensors as F16 as llama.cpp's
- * export-lora does, beside a `cp` of the base.
+ * (requantized by llama.cpp's reference rules; the CLI re-encodes on every CPU thread, and the same
+ * merge on one thread shows what that gains), and writing merged tensors as F16 as llama.cpp's
+ * export-lora does (`--dtype f16 --dtype-merged-only`), beside a `cp` of the base.
  * Then the quality table: the error of a merged Q4_K (and Q6_K) tensor against its float64
  * truth, next to the error of quantizing that truth directly and of the F16 output.
  */
-import { rm, stat } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { blockCodec } from '../dist/formats/gguf/codecs/registry.js';
 import { openGguf } from '../dist/formats/gguf/gguf-reader.js';
@@ -94,7 +95,14 @@ export async function runGgufBench(dir, model, { runNode, runTimed, root, log, r
   const contestants = [
     { name: 'cp', run: async (out) => ({ ...(await runTimed('cp', [baseFile, out])), rssMiB: undefined }) },
     { name: 'keep types', run: cli([]) },
-    { name: '--dtype f16', run: cli(['--dtype', 'f16']) },
+    {
+      name: 'keep types, 1 thread',
+      run: async (out) => {
+        const r = await runNode(join(root, 'bench', 'gguf-one-thread.mjs'), [baseFile, adapterDir, out], dir);
+        return { ...r, note: /^backend: (.*)$/m.exec(r.stderr)?.[1] };
+      },
+    },
+    { name: 'merged as F16', run: cli(['--dtype', 'f16', '--dtype-merged-only']) },
   ];
   const runs = [];
   const outputs = {};
@@ -111,6 +119,9 @@ export async function runGgufBench(dir, model, { runNode, runTimed, root, log, r
     if (c.name === 'cp') await rm(out, { force: true });
     else outputs[c.name] = out;
   }
+  // Threads change the time, never the bytes.
+  const [threaded, oneThread] = await Promise.all([readFile(outputs['keep types']), readFile(outputs['keep types, 1 thread'])]);
+  const sameBytes = threaded.equals(oneThread);
   const scale = model.alpha / model.rank;
   const table = [
     await quality(baseFile, adapterDir, outputs, 'blk.0.attn_output.weight', 'model.layers.0.self_attn.o_proj', scale),
@@ -118,7 +129,7 @@ export async function runGgufBench(dir, model, { runNode, runTimed, root, log, r
   ];
   for (const path of Object.values(outputs)) await rm(path, { force: true });
   const merged = o.layers * 7;
-  return { model: { ...o, baseBytes: base.bytes, mergedTensors: merged }, runs, quality: table };
+  return { model: { ...o, baseBytes: base.bytes, mergedTensors: merged }, runs, sameBytes, quality: table };
 }
 
 const fmt = (x, d = 2) => (x === undefined ? '–' : x.toFixed(d));
@@ -130,7 +141,7 @@ function tableText(header, rows) {
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-export function printGgufTables({ model, runs, quality: q }) {
+export function printGgufTables({ model, runs, sameBytes, quality: q }) {
   const cp = runs.find((r) => r.name === 'cp');
   const out = [];
   out.push(`GGUF: a ${(model.baseBytes / 1e9).toFixed(2)} GB Q4_K_M-style llama (${model.layers} layers, hidden ${model.hidden}, MLP ${model.intermediate}, ` +
@@ -140,12 +151,14 @@ export function printGgufTables({ model, runs, quality: q }) {
     r.name, fmt(r.seconds), r === cp ? '1' : `${fmt(r.seconds / cp.seconds, 1)}× slower`, fmt(r.bytes / 1e9, 3), r.rssMiB ? fmt(r.rssMiB, 0) : '–',
   ])));
   for (const r of runs) if (r.note) out.push(`${r.name} backend: ${r.note}`);
+  const [threaded, one] = [runs.find((r) => r.name === 'keep types'), runs.find((r) => r.name === 'keep types, 1 thread')];
+  out.push(`re-encoding on every CPU thread: ${fmt(one.seconds / threaded.seconds)}× faster than on one thread; outputs ${sameBytes ? 'byte-identical' : 'DIFFER'}`);
   out.push('');
   out.push('Error against the float64 truth W + s·B·A (RMS / max |error|); the update itself is "ΔW":');
   out.push('');
   out.push(tableText(['tensor', 'type', 'ΔW', 'merged, type kept', 'truth quantized directly', 'merged as F16'], q.map((r) => [
     r.tensor, r.type, `${sci(r.delta.rms)} / ${sci(r.delta.max)}`, `${sci(r['keep types'].rms)} / ${sci(r['keep types'].max)}`,
-    `${sci(r.direct.rms)} / ${sci(r.direct.max)}`, `${sci(r['--dtype f16'].rms)} / ${sci(r['--dtype f16'].max)}`,
+    `${sci(r.direct.rms)} / ${sci(r.direct.max)}`, `${sci(r['merged as F16'].rms)} / ${sci(r['merged as F16'].max)}`,
   ])));
   process.stdout.write(out.join('\n') + '\n\n');
 }

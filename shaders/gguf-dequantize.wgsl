@@ -109,6 +109,40 @@ fn dequantQ5_1(@builtin(global_invocation_id) gid: vec3<u32>) {
   dst[i] = f32(q) * half(u16At(at)) + half(u16At(at + 2u));
 }
 
+// Q2_K and Q3_K: value k's 2 low bits are bits 2·((k mod 128) / 32) of qs[32·(k / 128) + k mod 32];
+// sub-block j = k / 16. Q2_K: x = d·sc·q − dmin·m with 4-bit sc and m in byte j; Q3_K:
+// x = d·(sc − 32)·(q − 4) with a 6-bit sc and q's third bit in bit k / 32 of hmask[k mod 32].
+fn twoBits(qs: u32, k: u32) -> u32 {
+  return (byteAt(qs + 32u * (k / 128u) + k % 32u) >> (2u * ((k % 128u) / 32u))) & 3u;
+}
+
+@compute @workgroup_size(64)
+fn dequantQ2_K(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = valueIndex(gid);
+  if (i >= params.count) { return; }
+  let at = (i / 256u) * 84u;
+  let k = i % 256u;
+  let sc = byteAt(at + k / 16u);
+  let scale = half(u16At(at + 80u)) * f32(sc & 0xfu);
+  let offset = half(u16At(at + 82u)) * f32(sc >> 4u);
+  dst[i] = scale * f32(twoBits(at + 16u, k)) - offset;
+}
+
+@compute @workgroup_size(64)
+fn dequantQ3_K(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = valueIndex(gid);
+  if (i >= params.count) { return; }
+  let at = (i / 256u) * 110u;
+  let k = i % 256u;
+  let j = k / 16u;
+  let low = (byteAt(at + 96u + j % 8u) >> (4u * (j / 8u))) & 0xfu;
+  let top = (byteAt(at + 104u + j % 4u) >> (2u * (j / 4u))) & 3u;
+  let high = (byteAt(at + k % 32u) >> (k / 32u)) & 1u;
+  let q = i32(twoBits(at + 32u, k)) - select(4, 0, high != 0u);
+  // (d·(sc − 32))·q as C groups it: both products are exact, and a zero keeps C's sign.
+  dst[i] = (half(u16At(at + 108u)) * f32(i32(low | (top << 4u)) - 32)) * f32(q);
+}
+
 // Q4_K and Q5_K: value l of group g (64 values) is the low nibble of byte 32g + l mod 32 for
 // l < 32, the high one after; sub-block j = i / 32 has scale d·sc_j and min dmin·m_j.
 @compute @workgroup_size(64)

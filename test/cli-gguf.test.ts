@@ -34,23 +34,49 @@ describe('loramerge with GGUF', () => {
     expect(worst).toBeLessThanOrEqual(1);
   });
 
-  it('writes merged tensors in the --dtype asked for and says so in general.file_type; the rest stays as stored', async () => {
+  it('--dtype converts every matrix llama-quantize would quantize, merged or not, as llama-quantize --pure does; norms stay F32', async () => {
     const base = q4kmLlama();
     const adapter = peftLlamaAdapter();
     const dir = temp.make({ 'base.gguf': base.files['tiny-llama-Q4_K_M.gguf'], ...Object.fromEntries(Object.entries(adapter.files).map(([k, v]) => [`peft/${k}`, v])) });
     const out = join(dir, 'merged-q8.gguf');
     const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'peft'), '--out', out, '--dtype', 'q8_0', '--backend', 'cpu']);
     expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toMatch(/warning: tensors already quantized \(\d+ Q4_K, \d+ Q5_K, \d+ Q6_K\) are quantized again to Q8_0/);
     const merged = readGguf(readFileSync(out));
     const types = Object.fromEntries(merged.tensors.map((t) => [t.name, typeName(t.typeId)]));
     expect(types['blk.0.attn_q.weight']).toBe('Q8_0');
     expect(types['blk.0.ffn_down.weight']).toBe('Q8_0');
-    expect(types['output.weight']).toBe('Q6_K');
-    expect(types['token_embd.weight']).toBe('Q4_K');
     expect(types['blk.0.attn_norm.weight']).toBe('F32');
+    expect(types['output_norm.weight']).toBe('F32');
+    // Untouched matrices too, each the reference Q8_0 of its exactly decoded values.
+    for (const name of ['output.weight', 'token_embd.weight']) {
+      const t = merged.tensors.find((x) => x.name === name)!;
+      expect(typeName(t.typeId)).toBe('Q8_0');
+      expect(Buffer.from(t.data).equals(Buffer.from(tensorData('Q8_0', base.tensors.get(name)!.values))), name).toBe(true);
+    }
     // Q8_0 now holds most weights: LLAMA_FTYPE_MOSTLY_Q8_0.
     expect(merged.metadata.get('general.file_type')!.value).toBe(7);
     expect(merged.metadata.get('loramerge.dtype')!.value).toBe('Q8_0');
+  });
+
+  it('--dtype-merged-only writes only the merged tensors in --dtype, the rest byte-copied (export-lora\'s way)', async () => {
+    const base = q4kmLlama();
+    const adapter = peftLlamaAdapter();
+    const dir = temp.make({ 'base.gguf': base.files['tiny-llama-Q4_K_M.gguf'], ...Object.fromEntries(Object.entries(adapter.files).map(([k, v]) => [`peft/${k}`, v])) });
+    const out = join(dir, 'merged-f16.gguf');
+    const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'peft'), '--out', out, '--dtype', 'f16', '--dtype-merged-only', '--backend', 'cpu']);
+    expect(result.code, result.stderr).toBe(0);
+    const merged = readGguf(readFileSync(out));
+    const input = readGguf(base.files['tiny-llama-Q4_K_M.gguf']);
+    const types = Object.fromEntries(merged.tensors.map((t) => [t.name, typeName(t.typeId)]));
+    expect(types['blk.0.attn_q.weight']).toBe('F16');
+    expect(types['blk.0.ffn_down.weight']).toBe('F16');
+    for (const name of ['output.weight', 'token_embd.weight', 'blk.0.attn_norm.weight']) {
+      expect(Buffer.from(merged.tensors.find((t) => t.name === name)!.data).equals(Buffer.from(input.tensors.find((t) => t.name === name)!.data)), name).toBe(true);
+    }
+    const usage = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'peft'), '--out', out, '--dtype-merged-only']);
+    expect(usage.code).toBe(2);
+    expect(errorLines(usage.stderr)).toEqual(['error: --dtype-merged-only needs a --dtype (see loramerge --help)']);
   });
 
   it('inspects a GGUF base and a GGUF adapter', async () => {
@@ -73,9 +99,19 @@ describe('loramerge with GGUF', () => {
   });
   const smallLora = ggufLoraAdapter([{ tensor: 'blk.0.ffn_up.weight', rank: 2, in: 64, out: 32, aType: 'F32', bType: 'F32' }], 2).bytes;
 
+  it('falls back as llama-quantize does when rows are not whole blocks of the --dtype, and says so', async () => {
+    const dir = temp.make({ 'base.gguf': small, 'lora.gguf': smallLora });
+    const out = join(dir, 'out.gguf');
+    const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', out, '--backend', 'cpu', '--dtype', 'q4_k']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toMatch(/warning: 1 tensor is written as Q5_0, not Q4_K: its rows are not whole Q4_K blocks, and llama-quantize falls back to Q5_0 for such rows \(blk\.0\.ffn_up\.weight\)/);
+    expect(typeName(readGguf(readFileSync(out)).tensors[0].typeId)).toBe('Q5_0');
+  });
+
   it.each([
-    ['a --dtype whose blocks do not fit the rows', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'q4_k'], 2, /tensor "blk\.0\.ffn_up\.weight": rows of 64 values are not whole Q4_K blocks of 256/],
-    ['a --dtype GGUF does not write', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'iq2_xs'], 2, /--dtype for a GGUF model must be one of f32, f16, bf16, q8_0/],
+    ['a --dtype of a type GGUF reads but loramerge does not write', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'iq2_xs'], 2,
+      /--dtype iq2_xs: loramerge reads IQ2_XS but does not write it: llama\.cpp's IQ quantizers need an importance matrix \(llama-imatrix\) and grid searches that loramerge does not reproduce; choose --dtype q4_k \(or f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, q6_k\), or write f16 and run llama-quantize with your imatrix/],
+    ['a --dtype that is no GGML type', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'q7_k'], 2, /--dtype for a GGUF model must be one of f32, f16, bf16, q8_0/],
     ['a --dtype a safetensors base does not take', undefined, ['--dtype', 'q4_k'], 2, /--dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "q4_k" \(for a safetensors model\)/],
     ['a truncated base', { 'base.gguf': small.subarray(0, small.byteLength - 100), 'lora.gguf': smallLora }, [], 1, /base\.gguf: tensor "blk\.0\.ffn_up\.weight" ends at byte \d+ but the file has only/],
     ['an adapter given as the base', { 'base.gguf': smallLora, 'lora.gguf': smallLora }, [], 2, /base\.gguf: is a LoRA adapter \(general\.type = adapter\), not a base model/],

@@ -5,6 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { encodeKQuantWasm } from '../src/formats/gguf/codecs/kquant-wasm.js';
+import { encodeQ2KBlocks } from '../src/formats/gguf/codecs/q2_k.js';
+import { encodeQ3KBlocks } from '../src/formats/gguf/codecs/q3_k.js';
 import { encodeScaleMinBlocks } from '../src/formats/gguf/codecs/q4_k.js';
 import { encodeQ6KBlocks } from '../src/formats/gguf/codecs/q6_k.js';
 import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
@@ -12,7 +14,13 @@ import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { REF_BLOCK, referenceDequantizeBlock, referenceQuantizeBlock, type RefType } from './helpers/ggml-reference.js';
 import { seededRandom } from './helpers/fixtures.js';
 
-const TYPES: RefType[] = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'];
+const TYPES: RefType[] = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'];
+
+/** Byte offsets of each block's f16 scales. */
+const HALVES: Record<RefType, number[]> = {
+  Q8_0: [0], Q4_0: [0], Q5_0: [0], Q4_1: [0, 2], Q5_1: [0, 2],
+  Q2_K: [80, 82], Q3_K: [108], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208],
+};
 
 function codecOf(type: string) {
   const codec = blockCodec(ggmlTypeByName(type)!);
@@ -43,9 +51,15 @@ function inputBlocks(size: number, seed: number): { name: string; values: Float3
     block('alternating', (i) => (i % 2 ? 1 : -1) * (1 + (i % 7))),
     block('sparse', () => (rand() < 0.1 ? gauss() : 0)),
     block('large', () => gauss() * 3000),
+    // A block scale beyond f16's range: d is stored as Inf (the merge refuses such blocks).
+    block('huge', () => gauss() * 1e9),
+    block('two signs of outliers', (i) => (i === 5 ? 9 : i === 200 % size ? -11 : gauss() * 0.1)),
+    block('one value per sub-block', (i) => (i % 16 === 7 ? gauss() : 0)),
   ];
   // Scales down to where f16 d becomes subnormal or zero while the f32 math stays in range.
-  for (const scale of [1, 0.02, 1e-3, 1e-5, 1e-7, 1e-9]) {
+  // Below 1e-13, x² and x³ are f32 subnormals in the weighted sums; below 1e-15 blocks are zero for
+  // the symmetric types' GROUP_MAX_EPS, and near 1e-38 the values themselves are subnormal.
+  for (const scale of [1, 0.02, 1e-3, 1e-5, 1e-7, 1e-9, 1e-13, 1e-20, 1e-38]) {
     for (let k = 0; k < 4; k++) blocks.push(block(`gaussian ×${scale} #${k}`, () => gauss() * scale));
   }
   for (let k = 0; k < 6; k++) blocks.push(block(`uniform #${k}`, () => rand() * 2 - 1));
@@ -76,8 +90,7 @@ describe('GGUF block codecs', () => {
       for (let i = 0; i < src.length; i++) src[i] = Math.floor(rand() * 256);
       // Keep the f16 scales finite (an Inf or NaN scale has no meaningful value to compare).
       for (let b = 0; b < n; b++) {
-        const halves = type === 'Q6_K' ? [208] : type.endsWith('_1') || type.endsWith('_K') ? [0, 2] : [0];
-        for (const at of halves) src[b * bytes + at + 1] &= 0x7b; // exponent ≤ 30, sign kept
+        for (const at of HALVES[type]) src[b * bytes + at + 1] &= 0x7b; // exponent ≤ 30, sign kept
       }
       const out = new Float32Array(n * size);
       codecOf(type).decode(src, out);
@@ -94,7 +107,7 @@ describe('GGUF block codecs', () => {
       codecOf(type).encode(values, q);
       const back = new Float32Array(values.length);
       codecOf(type).decode(q, back);
-      const levels = { Q8_0: 127, Q4_0: 8, Q4_1: 15, Q5_0: 16, Q5_1: 31, Q4_K: 15, Q5_K: 31, Q6_K: 32 }[type];
+      const levels = { Q8_0: 127, Q4_0: 8, Q4_1: 15, Q5_0: 16, Q5_1: 31, Q2_K: 3, Q3_K: 4, Q4_K: 15, Q5_K: 31, Q6_K: 32 }[type];
       // Half a step of a scale of 2/levels, with slack for the 6-bit sub-block scales of k-quants.
       const bound = (2 / levels) * (type.endsWith('_K') ? 1.2 : 0.51) + 1e-3;
       let worst = 0;
@@ -107,6 +120,8 @@ describe('GGUF block codecs', () => {
   // The k-quants have two encoders, WebAssembly (used when it compiles) and TypeScript (the
   // fallback): each is held to the reference on its own.
   const TWINS: [RefType, (src: Float32Array, out: Uint8Array) => void, (src: Float32Array, out: Uint8Array) => boolean][] = [
+    ['Q2_K', encodeQ2KBlocks, (s, o) => encodeKQuantWasm('Q2_K', s, o)],
+    ['Q3_K', encodeQ3KBlocks, (s, o) => encodeKQuantWasm('Q3_K', s, o)],
     ['Q4_K', (s, o) => encodeScaleMinBlocks(s, o, 15), (s, o) => encodeKQuantWasm('Q4_K', s, o)],
     ['Q5_K', (s, o) => encodeScaleMinBlocks(s, o, 31), (s, o) => encodeKQuantWasm('Q5_K', s, o)],
     ['Q6_K', encodeQ6KBlocks, (s, o) => encodeKQuantWasm('Q6_K', s, o)],

@@ -24,7 +24,13 @@ afterAll(() => {
   cpu?.dispose();
 });
 
-const TYPES: RefType[] = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q4_K', 'Q5_K', 'Q6_K'];
+const TYPES: RefType[] = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'];
+
+/** Byte offsets of each block's f16 scales. */
+const HALVES: Record<RefType, number[]> = {
+  Q8_0: [0], Q4_0: [0], Q5_0: [0], Q4_1: [0, 2], Q5_1: [0, 2],
+  Q2_K: [80, 82], Q3_K: [108], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208],
+};
 
 describe('WGSL dequantization', () => {
   for (const type of TYPES) {
@@ -34,10 +40,9 @@ describe('WGSL dequantization', () => {
       const n = 40;
       const src = new Uint8Array(n * bytes);
       for (let i = 0; i < src.length; i++) src[i] = Math.floor(rand() * 256);
-      const halves = type === 'Q6_K' ? [208] : type.endsWith('_1') || type.endsWith('_K') ? [0, 2] : [0];
       for (let b = 0; b < n; b++) {
         // Finite scales of every size, subnormal ones among them (exponent bits 0).
-        for (const at of halves) src[b * bytes + at + 1] = (src[b * bytes + at + 1] & 0x83) | ((b % 8) << 3);
+        for (const at of HALVES[type]) src[b * bytes + at + 1] = (src[b * bytes + at + 1] & 0x83) | ((b % 8) << 3);
       }
       const onGpu = await gpu.dequantize!(type, src);
       expect(onGpu).toBeDefined();

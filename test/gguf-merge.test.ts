@@ -77,8 +77,9 @@ describe('PEFT adapter onto a Q4_K_M-style GGUF', () => {
       const off = firstMiss(want.length, (i) => Math.abs(got[i] - want[i]) <= tolerance[i]);
       expect(off, `${f.gguf}[${off}]: got ${got[off]}, truth ${want[off]}`).toBe(-1);
     }
-    // --dtype applies to merged matrices only: the rest is copied as stored.
-    expect(typeName(out.tensors.find((x) => x.name === 'output.weight')!.typeId)).toBe('Q6_K');
+    // --dtype converts the untouched matrices too (as llama-quantize would); norms stay F32.
+    expect(typeName(out.tensors.find((x) => x.name === 'output.weight')!.typeId)).toBe('F32');
+    expect(typeName(out.tensors.find((x) => x.name === 'output_norm.weight')!.typeId)).toBe('F32');
     // The types changed: general.file_type now names the type holding most weights.
     expect(out.metadata.get('general.file_type')!.value).toBe(0);
   });

@@ -39,7 +39,7 @@ afterAll(() => {
 
 /** Where each type's f16 scales sit in its block (ggml-common.h), written out here again. */
 const SCALES: Record<RefType, number[]> = {
-  Q8_0: [0], Q4_0: [0], Q4_1: [0, 2], Q5_0: [0], Q5_1: [0, 2], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208],
+  Q8_0: [0], Q4_0: [0], Q4_1: [0, 2], Q5_0: [0], Q5_1: [0, 2], Q2_K: [80, 82], Q3_K: [108], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208],
 };
 const F16_SPECIALS = [0x7c00, 0xfc00, 0x7e00, 0x7c01, 0xffff];
 

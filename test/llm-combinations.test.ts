@@ -410,7 +410,7 @@ describe('a vision-language adapter on a GGUF base', () => {
     ];
     const prepared = await prepare(base, [peftFolder({ r: 2, trainable_token_indices: [3] }, adapter)]);
     await prepared.close();
-    const why = 'tensors an adapter saves whole (modules_to_save, base_layer weights, trainable tokens) are not merged into a GGUF base; merge into the safetensors model and convert that';
+    const why = 'of the tensors an adapter saves whole, a GGUF base takes modules_to_save copies of tensors convert_hf_to_gguf maps whole (lm_head, embed_tokens, a projection); others (base_layer weights, trainable tokens, norms) are not merged into it: merge into the safetensors model and convert that';
     expect(prepared.plan.problems.map((p) => p.message)).toEqual([
       `adapter1: module "lm_head.weight": saved tensor base_model.model.lm_head.base_layer.weight: ${why}`,
       `adapter1: module "${LM}.embed_tokens.weight": trainable tokens base_model.model.${LM}.embed_tokens.token_adapter.trainable_tokens_delta: ${why}`,

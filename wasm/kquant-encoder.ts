@@ -1,6 +1,7 @@
 /**
- * llama.cpp's k-quant reference quantizers (ggml-quants.c: quantize_row_q4_K_ref,
- * quantize_row_q5_K_ref, quantize_row_q6_K_ref with make_qkx2_quants and make_qx_quants) in
+ * llama.cpp's k-quant reference quantizers (ggml-quants.c: quantize_row_q2_K_ref,
+ * quantize_row_q3_K_ref, quantize_row_q4_K_ref, quantize_row_q5_K_ref, quantize_row_q6_K_ref with
+ * make_qkx2_quants, make_q3_quants and make_qx_quants) in
  * AssemblyScript → WebAssembly, whose f32 arithmetic is C's float arithmetic (every operation
  * rounded to nearest even, none fused), so the blocks are those the C code writes. The TypeScript
  * codecs (src/formats/gguf/codecs/) are the same algorithm emulated with Math.fround; the tests
@@ -76,7 +77,8 @@ function fromHalf(h: u32): f32 {
 // @ts-ignore: decorator
 @inline function xAt(x: usize, i: i32): f32 { return load<f32>(x + (<usize>i << 2)); }
 
-function makeQkx2Quants(n: i32, nmax: i32, x: usize, l0: usize, rmin: f32, rdelta: f32, nstep: i32): f32 {
+/** make_qkx2_quants with the weights in WEIGHTS; `useMad`: absolute instead of squared errors. */
+function makeQkx2Quants(n: i32, nmax: i32, x: usize, l0: usize, rmin: f32, rdelta: f32, nstep: i32, useMad: bool): f32 {
   let min = xAt(x, 0);
   let max = min;
   let sumW = load<f32>(WEIGHTS);
@@ -103,7 +105,7 @@ function makeQkx2Quants(n: i32, nmax: i32, x: usize, l0: usize, rmin: f32, rdelt
     const q = cmax(0, cmin(nmax, l));
     store<u8>(l0 + i, <u8>q);
     const diff: f32 = scale * <f32>q + min - xAt(x, i);
-    bestError += load<f32>(WEIGHTS + (<usize>i << 2)) * (diff * diff);
+    bestError += load<f32>(WEIGHTS + (<usize>i << 2)) * (useMad ? Mathf.abs(diff) : diff * diff);
   }
   if (nstep < 1) {
     theMin = -min;
@@ -135,7 +137,7 @@ function makeQkx2Quants(n: i32, nmax: i32, x: usize, l0: usize, rmin: f32, rdelt
       let curError: f32 = 0;
       for (let i = 0; i < n; i++) {
         const diff: f32 = thisScale * <f32>load<u8>(LAUX + i) + thisMin - xAt(x, i);
-        curError += load<f32>(WEIGHTS + (<usize>i << 2)) * (diff * diff);
+        curError += load<f32>(WEIGHTS + (<usize>i << 2)) * (useMad ? Mathf.abs(diff) : diff * diff);
       }
       if (curError < bestError) {
         for (let i = 0; i < n; i++) store<u8>(l0 + i, load<u8>(LAUX + i));
@@ -179,7 +181,7 @@ export function encodeScaleMin(src: usize, dst: usize, nBlocks: i32, nmax: i32):
       }
       const avX: f32 = Mathf.sqrt(sumX2 / <f32>32);
       for (let l = 0; l < 32; l++) store<f32>(WEIGHTS + (<usize>l << 2), avX + Mathf.abs(xAt(xj, l)));
-      const scale = makeQkx2Quants(32, nmax, xj, L + 32 * j, rmin, <f32>0.1, nstep);
+      const scale = makeQkx2Quants(32, nmax, xj, L + 32 * j, rmin, <f32>0.1, nstep, false);
       store<f32>(SCALES + (<usize>j << 2), scale);
       store<f32>(MINS + (<usize>j << 2), theMin);
       if (scale > maxScale) maxScale = scale;
@@ -341,5 +343,176 @@ export function encodeQ6K(src: usize, dst: usize, nBlocks: i32): void {
       ql += 64;
       qh += 32;
     }
+  }
+}
+
+/** quantize_row_q2_K_ref: 84-byte blocks (16 scale/min bytes, 64 bytes of 2-bit levels, d, dmin). */
+export function encodeQ2K(src: usize, dst: usize, nBlocks: i32): void {
+  for (let b = 0; b < nBlocks; b++) {
+    const x = src + (<usize>b * <usize>QK_K << 2);
+    const y = dst + <usize>b * 84;
+    memory.fill(y, 0, 84);
+    let maxScale: f32 = 0;
+    let maxMin: f32 = 0;
+    for (let j = 0; j < 16; j++) {
+      const xj = x + (<usize>(16 * j) << 2);
+      for (let l = 0; l < 16; l++) store<f32>(WEIGHTS + (<usize>l << 2), Mathf.abs(xAt(xj, l)));
+      const scale = makeQkx2Quants(16, 3, xj, L + 16 * j, <f32>-0.5, <f32>0.1, 15, true);
+      store<f32>(SCALES + (<usize>j << 2), scale);
+      store<f32>(MINS + (<usize>j << 2), theMin);
+      if (scale > maxScale) maxScale = scale;
+      if (theMin > maxMin) maxMin = theMin;
+    }
+    let dBits: u32 = 0;
+    if (maxScale > 0) {
+      const iscale: f32 = <f32>15 / maxScale;
+      for (let j = 0; j < 16; j++) store<u8>(y + j, <u8>nearestInt(iscale * load<f32>(SCALES + (<usize>j << 2))));
+      dBits = toHalf(maxScale / <f32>15);
+    }
+    let dminBits: u32 = 0;
+    if (maxMin > 0) {
+      const iscale: f32 = <f32>15 / maxMin;
+      for (let j = 0; j < 16; j++) store<u8>(y + j, load<u8>(y + j) | <u8>(nearestInt(iscale * load<f32>(MINS + (<usize>j << 2))) << 4));
+      dminBits = toHalf(maxMin / <f32>15);
+    }
+    store<u16>(y + 80, <u16>dBits);
+    store<u16>(y + 82, <u16>dminBits);
+    const d0 = fromHalf(dBits);
+    const m0 = fromHalf(dminBits);
+    for (let j = 0; j < 16; j++) {
+      const sc = <i32>load<u8>(y + j);
+      const d: f32 = d0 * <f32>(sc & 0xf);
+      if (d == 0) continue;
+      const dm: f32 = m0 * <f32>(sc >> 4);
+      for (let ii = 0; ii < 16; ii++) {
+        const l = nearestInt((xAt(x, 16 * j + ii) + dm) / d);
+        store<u8>(L + 16 * j + ii, <u8>cmax(0, cmin(3, l)));
+      }
+    }
+    packTwoBits(y + 16);
+  }
+}
+
+/** Levels 0–3 of L into 64 bytes: value l + 32s of each half of 128 at bits 2s of byte 32·half + l. */
+function packTwoBits(qs: usize): void {
+  for (let j = 0; j < QK_K; j += 128) {
+    for (let l = 0; l < 32; l++) {
+      const at = L + j + l;
+      store<u8>(qs + (j >> 2) + l, load<u8>(at) | (load<u8>(at + 32) << 2) | (load<u8>(at + 64) << 4) | (load<u8>(at + 96) << 6));
+    }
+  }
+}
+
+/** make_q3_quants(n, nmax, x, L, do_rmse = true), levels stored as signed bytes 0…2·nmax−1. */
+function makeQ3Quants(n: i32, nmax: i32, x: usize, l0: usize): f32 {
+  let max: f32 = 0;
+  let amax: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const ax = Mathf.abs(xAt(x, i));
+    if (ax > amax) {
+      amax = ax;
+      max = xAt(x, i);
+    }
+  }
+  if (amax < <f32>1e-15) {
+    for (let i = 0; i < n; i++) store<i8>(l0 + i, 0);
+    return 0;
+  }
+  const iscale: f32 = <f32>(-nmax) / max;
+  let sumlx: f32 = 0;
+  let suml2: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = xAt(x, i);
+    const l = cmax(-nmax, cmin(nmax - 1, nearestInt(iscale * xi)));
+    store<i8>(l0 + i, <i8>l);
+    const w: f32 = xi * xi;
+    const fl = <f32>l;
+    sumlx += w * xi * fl;
+    suml2 += w * fl * fl;
+  }
+  for (let itry = 0; itry < 5; itry++) {
+    let changed = 0;
+    for (let i = 0; i < n; i++) {
+      const xi = xAt(x, i);
+      const li = <i32>load<i8>(l0 + i);
+      const fli = <f32>li;
+      const w: f32 = xi * xi;
+      let slx: f32 = sumlx - w * xi * fli;
+      if (slx > 0) {
+        let sl2: f32 = suml2 - w * fli * fli;
+        const newL = cmax(-nmax, cmin(nmax - 1, nearestInt(xi * sl2 / slx)));
+        if (newL != li) {
+          const fl = <f32>newL;
+          slx += w * xi * fl;
+          sl2 += w * fl * fl;
+          if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+            store<i8>(l0 + i, <i8>newL);
+            sumlx = slx;
+            suml2 = sl2;
+            changed++;
+          }
+        }
+      }
+    }
+    if (changed == 0) break;
+  }
+  for (let i = 0; i < n; i++) store<i8>(l0 + i, <i8>(<i32>load<i8>(l0 + i) + nmax));
+  return suml2 > 0 ? sumlx / suml2 : 0;
+}
+
+// @ts-ignore: decorator
+@inline function q3Scale(sc: usize, j: i32): i32 {
+  const low = j < 8 ? <i32>load<u8>(sc + j) & 0xf : <i32>load<u8>(sc + j - 8) >> 4;
+  return low | (((<i32>load<u8>(sc + 8 + (j & 3)) >> (2 * (j >> 2))) & 3) << 4);
+}
+
+/** quantize_row_q3_K_ref: 110-byte blocks (32 bytes hmask, 64 bytes qs, 12 bytes scales, d). */
+export function encodeQ3K(src: usize, dst: usize, nBlocks: i32): void {
+  for (let b = 0; b < nBlocks; b++) {
+    const x = src + (<usize>b * <usize>QK_K << 2);
+    const y = dst + <usize>b * 110;
+    memory.fill(y, 0, 110);
+    let maxScale: f32 = 0;
+    let amax: f32 = 0;
+    for (let j = 0; j < 16; j++) {
+      const scale = makeQ3Quants(16, 4, x + (<usize>(16 * j) << 2), L + 16 * j);
+      store<f32>(SCALES + (<usize>j << 2), scale);
+      const abs = Mathf.abs(scale);
+      if (abs > amax) {
+        amax = abs;
+        maxScale = scale;
+      }
+    }
+    const sc = y + 96;
+    let dBits: u32 = 0;
+    if (maxScale != 0) {
+      const iscale: f32 = <f32>-32 / maxScale;
+      for (let j = 0; j < 16; j++) {
+        // int8_t l = nearest_int(…), then clamped and offset.
+        const l = cmax(-32, cmin(31, <i32><i8>nearestInt(iscale * load<f32>(SCALES + (<usize>j << 2))))) + 32;
+        if (j < 8) store<u8>(sc + j, <u8>(l & 0xf));
+        else store<u8>(sc + j - 8, load<u8>(sc + j - 8) | <u8>((l & 0xf) << 4));
+        store<u8>(sc + 8 + (j & 3), load<u8>(sc + 8 + (j & 3)) | <u8>((l >> 4) << (2 * (j >> 2))));
+      }
+      dBits = toHalf(<f32>1 / iscale);
+    }
+    store<u16>(y + 108, <u16>dBits);
+    const d0 = fromHalf(dBits);
+    for (let j = 0; j < 16; j++) {
+      const d: f32 = d0 * <f32>(q3Scale(sc, j) - 32);
+      if (d == 0) continue;
+      for (let ii = 0; ii < 16; ii++) {
+        const l = nearestInt(xAt(x, 16 * j + ii) / d);
+        store<i8>(L + 16 * j + ii, <i8>(cmax(-4, cmin(3, l)) + 4));
+      }
+    }
+    for (let k = 0; k < QK_K; k++) {
+      const l = <i32>load<i8>(L + k);
+      if (l > 3) {
+        store<u8>(y + (k & 31), load<u8>(y + (k & 31)) | <u8>(<i32>1 << (k >> 5)));
+        store<i8>(L + k, <i8>(l - 4));
+      }
+    }
+    packTwoBits(y + 32);
   }
 }

@@ -16,6 +16,8 @@ export interface MergeCommand {
   out: string;
   /** As typed; the base's container checks it (f32/f16/bf16/fp8 for safetensors, GGML types for GGUF). */
   dtype?: string;
+  /** --dtype for the merged tensors only. */
+  dtypeMergedOnly?: boolean;
   backend: BackendChoice;
   dryRun: boolean;
   /** Replace a non-empty output folder (a file at --out is always replaced, on success only). */
@@ -31,7 +33,7 @@ export type Command = MergeCommand | InspectCommand | SampleCommand | HelpComman
 
 export const USAGE = `usage:
   loramerge merge --base PATH --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
-                  --out PATH [--dtype TYPE] [--backend auto|webgpu|cpu] [--dry-run] [--overwrite]
+                  --out PATH [--dtype TYPE [--dtype-merged-only]] [--backend auto|webgpu|cpu] [--dry-run] [--overwrite]
   loramerge inspect PATH
   loramerge sample [DIR] [--backend auto|webgpu|cpu]
 ${ADAPTER_USAGE}
@@ -43,8 +45,11 @@ ${ADAPTER_USAGE}
   --weight   weight of the adapter before it (default 1; negative subtracts)
   --out      a file when the base is a file, a folder when the base is a folder or a split GGUF
   --dtype    safetensors: f32, f16, bf16, f8_e4m3 or f8_e5m2 for every float tensor, fp8 ones
-             included; GGUF: the type of the merged tensors (f32, f16, bf16, q8_0, q4_0, q4_1,
-             q5_0, q5_1, q4_k, q5_k, q6_k). Default: each tensor keeps the base's type
+             included; GGUF: the type of every matrix llama-quantize would quantize, merged or not
+             (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k; norms
+             keep theirs). Default: each tensor keeps the base's type
+  --dtype-merged-only  --dtype for the tensors the merge changes only; the others are copied
+             as stored (export-lora's F16 output, or Q8_0 merged tensors in a Q4_K_M model)
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
   --dry-run  print the plan and stop
   --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded)
@@ -122,6 +127,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         weight: { type: 'string', multiple: true },
         out: { type: 'string' },
         dtype: { type: 'string' },
+        'dtype-merged-only': { type: 'boolean' },
         backend: { type: 'string' },
         'dry-run': { type: 'boolean' },
         overwrite: { type: 'boolean' },
@@ -132,6 +138,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
   let base: string | undefined;
   let out: string | undefined;
   let dtype: string | undefined;
+  let dtypeMergedOnly = false;
   let backend: BackendChoice = 'auto';
   let dryRun = false;
   let overwrite = false;
@@ -163,6 +170,9 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         if (!/^[a-z0-9_]+$/i.test(value)) throw usageError(`--dtype "${value}" is not a type name (f16, bf16, q4_k, …)`);
         dtype = value;
         break;
+      case 'dtype-merged-only':
+        dtypeMergedOnly = true;
+        break;
       case 'backend':
         backend = parseBackend(value);
         break;
@@ -177,12 +187,14 @@ function parseMerge(rawArgs: string[]): MergeCommand {
   if (!base) throw usageError('missing --base');
   if (adapters.length === 0) throw usageError('missing --adapter');
   if (!out && !dryRun) throw usageError('missing --out');
+  if (dtypeMergedOnly && dtype === undefined) throw usageError('--dtype-merged-only needs a --dtype');
   return {
     command: 'merge',
     base,
     adapters: adapters.map(({ path, weight }) => ({ path, weight })),
     out: out ?? '',
     dtype,
+    dtypeMergedOnly,
     backend,
     dryRun,
     overwrite,

@@ -83,6 +83,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
           output,
           backend,
           outDtype: cmd.dtype,
+          dtypeMergedOnly: cmd.dtypeMergedOnly,
           signal: controller.signal,
           onProgress: (e) => progress.update(e),
           onWarning: (message) => {

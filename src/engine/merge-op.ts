@@ -123,6 +123,11 @@ export interface MergeBackend {
    */
   dequantize?(type: string, blocks: Uint8Array, signal?: AbortSignal): Promise<Float32Array | undefined>;
   /**
+   * Encodes f32 values into whole GGML blocks of `type` (`blockSize` values in `blockBytes` each)
+   * on the backend's worker threads; undefined leaves it to the caller (same bytes either way).
+   */
+  encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array | undefined>;
+  /**
    * Gives back an output of {@link merge} that has been written and will not be read again: the
    * backend may reuse its memory for a later output. Anything it did not return is ignored.
    */

@@ -61,6 +61,7 @@ function releasingOnDispose(backend: MergeBackend, release: () => void): MergeBa
     merge: (op, signal) => backend.merge(op, signal),
     columnSumsOfSquares: backend.columnSumsOfSquares && ((op, signal) => backend.columnSumsOfSquares!(op, signal)),
     dequantize: backend.dequantize && ((type, blocks, signal) => backend.dequantize!(type, blocks, signal)),
+    encodeBlocks: backend.encodeBlocks && ((type, size, bytes, values, signal) => backend.encodeBlocks!(type, size, bytes, values, signal)),
     dispose() {
       backend.dispose();
       release();

@@ -45,8 +45,16 @@ export interface ContainerFormat {
    * `requested`: the parsed --dtype, if any.
    */
   outputType(tensor: StoredTensor, changed: boolean, requested: string | undefined): string;
-  /** Why `tensor` cannot be written as `type`, or undefined when it can (checked before any work). */
+  /**
+   * Why `tensor` cannot be written as `type`, or undefined when it can (checked before any work,
+   * for every tensor written in another type or computed anew).
+   */
   checkOutputType(tensor: StoredTensor, type: string): string | undefined;
+  /**
+   * What the user should know about the output types chosen for `requested` (a type substituted
+   * where the requested one does not fit, a quantized tensor quantized again).
+   */
+  outputTypeWarnings?(input: readonly StoredShard[], output: readonly StoredShard[], requested: string): string[];
   /** Bytes of `elements` values of `type` (a whole number of rows). */
   byteLength(type: string, elements: number): number;
   /** Byte granularity of copied chunks of `type` converted to `outType` (whole elements or blocks). */
@@ -55,10 +63,13 @@ export interface ContainerFormat {
   engineDtype(type: string): FloatDType;
   /** Whole stored rows of `type` → float bytes for the engine; `backend` may decode on its device. */
   decodeRows(type: string, bytes: Uint8Array, backend?: MergeBackend, signal?: AbortSignal): Promise<FloatTensorBytes>;
-  /** Engine output in engineDtype(type) → stored bytes of `type`. */
-  encodeRows(type: string, values: Uint8Array): Uint8Array;
-  /** Copied bytes of an unchanged tensor, converted from `from` to `to` (element types only). */
-  convert(bytes: Uint8Array, from: string, to: string): Uint8Array;
+  /** Engine output in engineDtype(type) → stored bytes of `type`; `backend` may encode on its threads. */
+  encodeRows(type: string, values: Uint8Array, backend?: MergeBackend, signal?: AbortSignal): Uint8Array | Promise<Uint8Array>;
+  /**
+   * Copied bytes of an unchanged tensor (whole copy units), converted from `from` to `to`;
+   * `backend` may encode on its threads.
+   */
+  convert(bytes: Uint8Array, from: string, to: string, backend?: MergeBackend, signal?: AbortSignal): Uint8Array | Promise<Uint8Array>;
   /**
    * How many NaN/±Inf values whole blocks of a block type (`Q4_K`) hold, read from their scales
    * without decoding every value; undefined for element types (F16, BF16…), whose bits the value

@@ -35,10 +35,13 @@ export interface MergeModelOptions {
   backend: MergeBackend;
   /**
    * Output type (`f16`, `bf16`, `f8_e4m3`…, and for GGUF `q8_0`, `q4_k`…; checked by the base's
-   * container). Safetensors: every float tensor is written in it. GGUF: every merged tensor of two
-   * or more dimensions. Default: each tensor keeps the base's type.
+   * container). Safetensors: every float tensor is written in it. GGUF: every matrix llama-quantize
+   * would quantize, merged or not (norms, the MoE router… keep their types). Default: each tensor
+   * keeps the base's type.
    */
   outDtype?: string;
+  /** `outDtype` applies to the tensors the merge changes only; the others are copied as stored (export-lora's way). */
+  dtypeMergedOnly?: boolean;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
   /** Things the user should know that do not stop the merge (NaN/Inf the base already holds in copied tensors). */
@@ -112,8 +115,11 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     const planned = updates.get(key)?.shape ?? replacements.get(key)?.shape ?? rowSets.get(key)?.shape;
     return planned && !sameShape(planned, base.tensors.get(key)!.shape) ? planned : stored.shape;
   };
-  const outTypeOf = (shard: BaseShard, stored: StoredTensor) => format.outputType(stored, changed(keyOf(shard, stored)), requested);
-  checkOutputTypes(base.name, base.shards, base.valueScales, format, outTypeOf);
+  const outTypeOf = (shard: BaseShard, stored: StoredTensor) => {
+    const touched = changed(keyOf(shard, stored));
+    return format.outputType(stored, touched, options.dtypeMergedOnly && !touched ? undefined : requested);
+  };
+  checkOutputTypes(base.name, base.shards, base.valueScales, format, outTypeOf, (shard, t) => changed(keyOf(shard, t)));
 
   const outShards: StoredShard[] = base.shards.map((shard) => ({
     path: shard.path,
@@ -159,7 +165,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       } else if (replacement) {
         // Read from the adapter's file in row slabs, like any tensor.
         const [rows, cols] = rowsAndCols(replacement.shape);
-        for (const [rowStart, rowCount] of pieces(rows, rowsPerSlabOf(cols * DTYPE_BYTES[replacement.tensor.dtype]))) {
+        for (const [rowStart, rowCount] of pieces(rows, rowsPerSlabOf(cols * DTYPE_BYTES[replacement.tensor.dtype], replacement.rowBlock))) {
           push({ kind: 'replace', replacement, rowStart, rowCount }, format.byteLength(outType, rowCount * cols));
         }
       } else if (rowSet) {
@@ -182,6 +188,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     }
   });
 
+  const typeWarnings = requested ? format.outputTypeWarnings?.(base.shards, outShards, requested) ?? [] : [];
   const provenance = provenanceMetadata(prepared, requested);
   const bytesTotal = units.reduce((sum, u) => sum + u.outBytes, 0);
   const tensorsTotal = base.tensors.size;
@@ -210,6 +217,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const inputs = new BufferPool();
   const inputOf = new Map<WorkUnit, Uint8Array>();
   try {
+    typeWarnings.forEach((w) => options.onWarning?.(w));
     emit('merge');
     await runPipelined<WorkUnit, Uint8Array, Uint8Array>(
       units,
@@ -237,6 +245,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     );
     warnings = copiedNonFinite.warnings();
     warnings.forEach((w) => options.onWarning?.(w));
+    warnings.unshift(...typeWarnings);
     await advanceTo(base.shards.length - 1);
     await writers[writers.length - 1]?.finish();
     throwIfAborted(signal);
@@ -296,13 +305,18 @@ function isLastUnitOfTensor(unit: WorkUnit): boolean {
  */
 function checkOutputTypes(
   baseName: string, shards: readonly BaseShard[], valueScales: ReadonlyMap<string, number> | undefined,
-  format: ContainerFormat, outTypeOf: (shard: BaseShard, t: StoredTensor) => string,
+  format: ContainerFormat, outTypeOf: (shard: BaseShard, t: StoredTensor) => string, changed: (shard: BaseShard, t: StoredTensor) => boolean,
 ): void {
   const problems: string[] = [];
   for (const shard of shards) {
     for (const t of shard.tensors) {
       const type = outTypeOf(shard, t);
-      if (type === t.type) continue;
+      if (type === t.type) {
+        // Computed anew in its own type: that type must be one the container writes.
+        const why = changed(shard, t) ? format.checkOutputType(t, type) : undefined;
+        if (why) problems.push(`tensor "${t.name}": ${why}`);
+        continue;
+      }
       if (valueScales?.has(shard.keyPrefix + t.name)) {
         throw new MergeError('BAD_ARGUMENT', `${baseName}: a scaled fp8 checkpoint (scale_weight per tensor) keeps its weights in ${t.type}; leave out the output dtype or choose ${t.type}`);
       }
@@ -397,8 +411,8 @@ async function computeUnit(
   const inType = unit.tensor.storedType;
   const outDtype = format.engineDtype(unit.outType);
   /** Engine output → stored bytes; block types are checked for scales that overflowed. */
-  const encode = (values: Uint8Array) => {
-    const out = format.encodeRows(unit.outType, values);
+  const encode = async (values: Uint8Array) => {
+    const out = await format.encodeRows(unit.outType, values, backend, signal);
     if (out !== values) checkEncodedBlocks(unit.file, name, unit.outType, values, format.nonFiniteInBlocks?.(unit.outType, out));
     return out;
   };
@@ -427,7 +441,7 @@ async function computeUnit(
       return encode(merged);
     }
     case 'replace': {
-      const out = convertReplacement(a.replacement, input, outDtype);
+      const out = convertReplacement(a.replacement, input, outDtype, a.rowStart);
       checkReplacement(a.replacement, input, out, outDtype);
       return encode(out);
     }
@@ -446,7 +460,7 @@ async function computeUnit(
       if (inType === unit.outType) return input;
       let out: Uint8Array;
       try {
-        out = format.convert(input, inType, unit.outType);
+        out = await format.convert(input, inType, unit.outType, backend, signal);
       } catch (e) {
         if (e instanceof MergeError) throw new MergeError(e.code, `tensor "${name}": ${e.message}`, { cause: e });
         throw e;

@@ -30,8 +30,9 @@ export interface OneCallMergeOptions<Source, Out> {
   out?: Out;
   /**
    * Write every float tensor in this dtype (default: each keeps the base's); for a GGUF base, the
-   * type of the merged tensors, GGML block types included (`q8_0`, `q4_k`…). The base's container
-   * checks it once the base is open, before anything is written.
+   * type of every matrix llama-quantize would quantize, merged or not, GGML block types included
+   * (`q8_0`, `q4_k`…; norms keep theirs). The base's container checks it once the base is open,
+   * before anything is written.
    */
   dtype?: OutDTypeName | FloatDType | (string & {});
   /** `auto` (default), `webgpu`, `cpu`, or a backend you made (then it is not disposed here). */

@@ -5,8 +5,8 @@
  * slices the base, and the executor picks the factor rows it needs, through each term's row
  * placement when a layout gave one.
  */
-import { decodeToF32, encodeFromF32, type FloatDType } from '../dtype.js';
-import type { FloatTensorBytes, LowRankTerm, MergeOp } from '../engine/merge-op.js';
+import { decodeToF32, DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
+import type { FloatTensorBytes, LowRankTerm, MergeOp, RowSegment } from '../engine/merge-op.js';
 import type { UpdateStep } from '../engine/update-steps.js';
 import { MergeError } from '../errors.js';
 import { loadModuleUpdate } from '../formats/algorithms/index.js';
@@ -138,9 +138,26 @@ export async function loadReplacement(rep: PlannedReplacement, outDtype: FloatDT
   return convertReplacement(rep, await rep.file.read(rep.tensor), outDtype);
 }
 
-/** Stored bytes of a replacement tensor (whole, or a slab of its rows) in the output dtype. */
-export function convertReplacement(rep: PlannedReplacement, stored: Uint8Array, outDtype: FloatDType): Uint8Array {
+/**
+ * Stored bytes of a replacement tensor (whole, or the slab of its rows from `rowStart`) in the
+ * output dtype, its rows moved where the base keeps them (slabs are whole runs of rep.rowBlock).
+ */
+export function convertReplacement(rep: PlannedReplacement, stored: Uint8Array, outDtype: FloatDType, rowStart = 0): Uint8Array {
   const dtype = rep.tensor.dtype as FloatDType;
-  return dtype === outDtype ? stored : encodeFromF32(decodeToF32(stored, dtype), outDtype);
+  const out = dtype === outDtype ? stored : encodeFromF32(decodeToF32(stored, dtype), outDtype);
+  if (!rep.rows) return out;
+  const cols = rep.shape.slice(1).reduce((a, b) => a * b, 1);
+  return moveRows(out, rep.rows, rowStart, stored.byteLength / (cols * DTYPE_BYTES[dtype]));
+}
+
+/** Rows [rowStart, rowStart + n) of a tensor, each segment's src rows moved to its dst rows. */
+function moveRows(bytes: Uint8Array, rows: readonly RowSegment[], rowStart: number, n: number): Uint8Array {
+  const rowBytes = bytes.byteLength / n;
+  const out = new Uint8Array(bytes.byteLength);
+  for (const s of rows) {
+    if (s.dst < rowStart || s.dst >= rowStart + n) continue;
+    out.set(bytes.subarray((s.src - rowStart) * rowBytes, (s.src - rowStart + s.count) * rowBytes), (s.dst - rowStart) * rowBytes);
+  }
+  return out;
 }
 

@@ -30,6 +30,7 @@ import { fitExperts, type ExpertSplit } from './fused-experts.js';
 import { formatProblemList } from './problems.js';
 import type { PlannedRowSet } from './row-sets.js';
 import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
+import { resolveReplacement, type ReplacementTarget } from './replacement-target.js';
 import { MAX_MIXED_ROWS_BYTES } from '../limits.js';
 
 export interface BaseTensorInfo {
@@ -135,6 +136,12 @@ export interface PlannedReplacement {
   adapter: string;
   file: SafetensorsFile;
   tensor: TensorEntry;
+  /**
+   * Where each of its rows goes when the base orders them otherwise (llama's q/k in a GGUF); every
+   * row moves within its run of `rowBlock` rows, so slabs of whole runs are read and written alike.
+   */
+  rows?: readonly RowSegment[];
+  rowBlock?: number;
 }
 
 /** Something that stops the merge, naming the adapter and module. */
@@ -207,7 +214,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     for (const rep of adapter.replacements) {
       const name = rep.path;
       const origin = rep.origin ?? 'modules_to_save';
-      const resolved = locator.resolveTensorPath(name);
+      // modules_to_save may also land where the module's layouts map it (a GGUF base's names).
+      const resolved: ReplacementTarget = origin === 'modules_to_save'
+        ? resolveReplacement(locator, name, (key) => base.tensors.get(key)?.shape[0])
+        : locator.resolveTensorPath(name);
       if (!resolved.found) {
         report(name, resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', `${origin === 'modules_to_save' ? 'replacement' : 'saved'} tensor ${rep.key}: ${describeMiss(resolved)}`);
         continue;
@@ -236,6 +246,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       }
       const planned: PlannedReplacement = {
         baseKey: resolved.key, baseDtype: info.dtype, shape: rep.tensor.shape.slice(), origin, adapterIndex, adapter: adapter.name, file: adapter.file, tensor: rep.tensor,
+        ...(resolved.rows ? { rows: resolved.rows, rowBlock: resolved.rowBlock } : {}),
       };
       replacements.set(resolved.key, planned);
       if (origin !== 'modules_to_save') ownBase.set(resolved.key, planned);

@@ -1,7 +1,7 @@
 /**
  * A plain, slow transcription of llama.cpp's reference block quantizers and dequantizers
  * (ggml/src/ggml-quants.c: quantize_row_*_ref, make_qkx2_quants, make_qx_quants,
- * dequantize_row_*), written for the tests independently of src/: every C float operation is
+ * make_q3_quants, dequantize_row_*), written for the tests independently of src/: every C float operation is
  * rounded through a Float32Array store, nearest_int is round-half-to-even by comparison, f16 comes
  * from @petamoriken/float16, and blocks are built as plain records, then packed by the per-element
  * bit positions of ggml-common.h.
@@ -16,14 +16,24 @@ function F(x: number): number {
   return cell[0];
 }
 
-/** nearest_int(x): the nearest integer, ties to even; C asserts |x| ≤ 4194303. */
+const bitsCell = new Float32Array(1);
+const bitsView = new Int32Array(bitsCell.buffer);
+
+/**
+ * nearest_int(x): the nearest integer, ties to even, within ±4194303 where C asserts it. Beyond
+ * (and for NaN), as release builds compute it with the assert compiled out: x + 1.5·2²³ rounded
+ * to float, minus 2²² read from its low 23 bits.
+ */
 function nearestInt(x: number): number {
-  if (!(Math.abs(x) <= 4194303)) throw new Error(`nearest_int(${x}) is outside the range ggml asserts`);
-  const lo = Math.floor(x);
-  const frac = x - lo;
-  if (frac > 0.5) return lo + 1;
-  if (frac < 0.5) return lo;
-  return lo % 2 === 0 ? lo : lo + 1;
+  if (Math.abs(x) <= 4194303) {
+    const lo = Math.floor(x);
+    const frac = x - lo;
+    if (frac > 0.5) return lo + 1;
+    if (frac < 0.5) return lo;
+    return lo % 2 === 0 ? lo : lo + 1;
+  }
+  bitsCell[0] = x + 12582912;
+  return (bitsView[0] & 0x7fffff) - 0x400000;
 }
 
 function halfToFloat(bits: number): number {
@@ -42,16 +52,23 @@ function clamp(l: number, lo: number, hi: number): number {
   return Math.max(lo, Math.min(hi, l));
 }
 
-/** (int8_t)(float) for values already in the int8 range. */
+/**
+ * (int8_t)(float) as GCC compiles it for x86: truncation to int32 (cvttss2si, which gives INT_MIN
+ * when the value is out of range or NaN, as when a subnormal d makes 1/d infinite), then the low
+ * 8 bits, signed.
+ */
 function truncate(x: number): number {
-  return Math.trunc(x);
+  const i32 = x > -2147483649 && x < 2147483648 ? Math.trunc(x) : -2147483648;
+  return (i32 << 24) >> 24;
 }
 
 const EPS = F(1e-15);
 
 // --- the scale searches ------------------------------------------------------------------------
 
-function makeQkx2(x: number[], weights: number[], nmax: number, rmin: number, rdelta: number, nstep: number): { L: number[]; scale: number; theMin: number } {
+/** make_qkx2_quants; `mad`: weighted absolute errors instead of squared ones (Q2_K). */
+function makeQkx2(x: number[], weights: number[], nmax: number, rmin: number, rdelta: number, nstep: number, mad = false): { L: number[]; scale: number; theMin: number } {
+  const error = (diff: number) => (mad ? Math.abs(diff) : F(diff * diff));
   const n = x.length;
   let min = x[0];
   let max = x[0];
@@ -71,7 +88,7 @@ function makeQkx2(x: number[], weights: number[], nmax: number, rmin: number, rd
   let bestError = 0;
   for (let i = 0; i < n; i++) {
     const diff = F(F(F(scale * L[i]) + min) - x[i]);
-    bestError = F(bestError + F(weights[i] * F(diff * diff)));
+    bestError = F(bestError + F(weights[i] * error(diff)));
   }
   for (let step = 0; step <= nstep; step++) {
     iscale = F(F(F(rmin + F(rdelta * step)) + nmax) / F(max - min));
@@ -95,7 +112,7 @@ function makeQkx2(x: number[], weights: number[], nmax: number, rmin: number, rd
     let curError = 0;
     for (let i = 0; i < n; i++) {
       const diff = F(F(F(thisScale * Laux[i]) + thisMin) - x[i]);
-      curError = F(curError + F(weights[i] * F(diff * diff)));
+      curError = F(curError + F(weights[i] * error(diff)));
     }
     if (curError < bestError) {
       L = Laux;
@@ -146,6 +163,50 @@ function makeQx(x: number[], nmax: number): { L: number[]; scale: number } {
     }
   }
   return { L, scale };
+}
+
+/** make_q3_quants(n, nmax, x, L, do_rmse = true): levels from −nmax/max, then five passes of per-value moves. */
+function makeQ3(x: number[], nmax: number): { L: number[]; scale: number } {
+  const n = x.length;
+  let max = 0;
+  let amax = 0;
+  for (const xi of x) {
+    if (Math.abs(xi) > amax) {
+      amax = Math.abs(xi);
+      max = xi;
+    }
+  }
+  if (amax < EPS) return { L: new Array(n).fill(0), scale: 0 };
+  const iscale = F(-nmax / max);
+  const L = x.map((xi) => clamp(nearestInt(F(iscale * xi)), -nmax, nmax - 1));
+  let sumlx = 0;
+  let suml2 = 0;
+  for (let i = 0; i < n; i++) {
+    const w = F(x[i] * x[i]);
+    sumlx = F(sumlx + F(F(w * x[i]) * L[i]));
+    suml2 = F(suml2 + F(F(w * L[i]) * L[i]));
+  }
+  for (let pass = 0; pass < 5; pass++) {
+    let changed = false;
+    for (let i = 0; i < n; i++) {
+      const w = F(x[i] * x[i]);
+      let slx = F(sumlx - F(F(w * x[i]) * L[i]));
+      if (!(slx > 0)) continue;
+      let sl2 = F(suml2 - F(F(w * L[i]) * L[i]));
+      const moved = clamp(nearestInt(F(F(x[i] * sl2) / slx)), -nmax, nmax - 1);
+      if (moved === L[i]) continue;
+      slx = F(slx + F(F(w * x[i]) * moved));
+      sl2 = F(sl2 + F(F(w * moved) * moved));
+      if (sl2 > 0 && F(F(slx * slx) * suml2) > F(F(sumlx * sumlx) * sl2)) {
+        L[i] = moved;
+        sumlx = slx;
+        suml2 = sl2;
+        changed = true;
+      }
+    }
+    if (!changed) break;
+  }
+  return { L: L.map((l) => l + nmax), scale: suml2 > 0 ? F(sumlx / suml2) : 0 };
 }
 
 // --- per type: quantize one block to a record, pack it by element positions ---------------------
@@ -265,6 +326,93 @@ function scaleMinK(x: number[], bits: 4 | 5): Uint8Array {
   return out;
 }
 
+/** 2-bit levels of a 256-value block: value i at bits 2·((i mod 128) / 32) of byte 32·(i / 128) + i mod 32. */
+function pack2(out: Uint8Array, at: number, L: number[]): void {
+  L.forEach((l, i) => (out[at + 32 * (i >> 7) + (i & 31)] |= (l & 3) << (2 * ((i & 127) >> 5))));
+}
+
+function q2_K(x: number[]): Uint8Array {
+  const L: number[] = [];
+  const scales: number[] = [];
+  const mins: number[] = [];
+  for (let j = 0; j < 16; j++) {
+    const sub = x.slice(16 * j, 16 * j + 16);
+    const fit = makeQkx2(sub, sub.map((v) => Math.abs(v)), 3, -0.5, F(0.1), 15, true);
+    L.push(...fit.L);
+    scales.push(fit.scale);
+    mins.push(fit.theMin);
+  }
+  const maxScale = Math.max(0, ...scales.filter((s) => s > 0));
+  const maxMin = Math.max(0, ...mins.filter((m) => m > 0));
+  // Byte j: scale code in the low nibble, min code in the high one (each as C stores an int in a uint8_t).
+  const codes = new Array<number>(16).fill(0);
+  let d = half(0);
+  let dmin = half(0);
+  if (maxScale > 0) {
+    const iscale = F(15 / maxScale);
+    scales.forEach((s, j) => (codes[j] = nearestInt(F(iscale * s)) & 0xff));
+    d = half(F(maxScale / 15));
+  }
+  if (maxMin > 0) {
+    const iscale = F(15 / maxMin);
+    mins.forEach((m, j) => (codes[j] = (codes[j] | (nearestInt(F(iscale * m)) << 4)) & 0xff));
+    dmin = half(F(maxMin / 15));
+  }
+  for (let j = 0; j < 16; j++) {
+    const dj = F(d.value * (codes[j] & 15));
+    if (dj === 0) continue;
+    const mj = F(dmin.value * (codes[j] >> 4));
+    for (let i = 0; i < 16; i++) L[16 * j + i] = clamp(nearestInt(F(F(x[16 * j + i] + mj) / dj)), 0, 3);
+  }
+  const out = new Uint8Array(84);
+  codes.forEach((c, j) => (out[j] = c));
+  pack2(out, 16, L);
+  putHalf(out, 80, d.bits);
+  putHalf(out, 82, dmin.bits);
+  return out;
+}
+
+function q3_K(x: number[]): Uint8Array {
+  const L: number[] = [];
+  const scales: number[] = [];
+  let maxScale = 0;
+  let amax = 0;
+  for (let j = 0; j < 16; j++) {
+    const fit = makeQ3(x.slice(16 * j, 16 * j + 16), 4);
+    L.push(...fit.L);
+    scales.push(fit.scale);
+    if (Math.abs(fit.scale) > amax) {
+      amax = Math.abs(fit.scale);
+      maxScale = fit.scale;
+    }
+  }
+  const codes = new Array<number>(16).fill(0); // 6-bit scale codes, sc − 32 being the scale
+  let d = half(0);
+  if (maxScale !== 0) {
+    const iscale = F(-32 / maxScale);
+    const int8 = (v: number) => (v << 24) >> 24;
+    scales.forEach((s, j) => (codes[j] = clamp(int8(nearestInt(F(iscale * s))), -32, 31) + 32));
+    d = half(F(1 / iscale));
+  }
+  for (let j = 0; j < 16; j++) {
+    const dj = F(d.value * (codes[j] - 32));
+    if (dj === 0) continue;
+    for (let i = 0; i < 16; i++) L[16 * j + i] = clamp(nearestInt(F(x[16 * j + i] / dj)), -4, 3) + 4;
+  }
+  const out = new Uint8Array(110);
+  // Third bit of value i: bit i / 32 of hmask[i mod 32]; the low two bits as Q2_K's, after it.
+  L.forEach((l, i) => {
+    if (l > 3) out[i & 31] |= 1 << (i >> 5);
+  });
+  pack2(out, 32, L.map((l) => (l > 3 ? l - 4 : l)));
+  codes.forEach((c, j) => {
+    out[96 + (j & 7)] |= (c & 15) << (j < 8 ? 0 : 4);
+    out[104 + (j & 3)] |= (c >> 4) << (2 * (j >> 2));
+  });
+  putHalf(out, 108, d.bits);
+  return out;
+}
+
 function q6_K(x: number[]): Uint8Array {
   const out = new Uint8Array(210);
   const L: number[] = [];
@@ -301,12 +449,12 @@ function q6_K(x: number[]): Uint8Array {
   return out;
 }
 
-export type RefType = 'Q8_0' | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K';
+export type RefType = 'Q8_0' | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K';
 
 export const REF_BLOCK: Record<RefType, { size: number; bytes: number }> = {
   Q8_0: { size: 32, bytes: 34 }, Q4_0: { size: 32, bytes: 18 }, Q4_1: { size: 32, bytes: 20 },
   Q5_0: { size: 32, bytes: 22 }, Q5_1: { size: 32, bytes: 24 },
-  Q4_K: { size: 256, bytes: 144 }, Q5_K: { size: 256, bytes: 176 }, Q6_K: { size: 256, bytes: 210 },
+  Q2_K: { size: 256, bytes: 84 }, Q3_K: { size: 256, bytes: 110 }, Q4_K: { size: 256, bytes: 144 }, Q5_K: { size: 256, bytes: 176 }, Q6_K: { size: 256, bytes: 210 },
 };
 
 /** quantize_row_<type>_ref of one block of f32 values. */
@@ -318,6 +466,8 @@ export function referenceQuantizeBlock(type: RefType, values: ArrayLike<number>)
     case 'Q5_0': return symmetric4or5(x, 5);
     case 'Q4_1': return affine4or5(x, 4);
     case 'Q5_1': return affine4or5(x, 5);
+    case 'Q2_K': return q2_K(x);
+    case 'Q3_K': return q3_K(x);
     case 'Q4_K': return scaleMinK(x, 4);
     case 'Q5_K': return scaleMinK(x, 5);
     case 'Q6_K': return q6_K(x);
@@ -371,6 +521,19 @@ export function referenceDequantizeBlock(type: RefType, b: Uint8Array): number[]
         let q = (b[qs + 32 * group + (within & 31)] >> (within < 32 ? 0 : 4)) & 15;
         if (type === 'Q5_K') q |= ((b[16 + (within & 31)] >> (2 * group + (within >> 5))) & 1) << 4;
         v = halfToFloat(u16(b, 0)) * sc * q - halfToFloat(u16(b, 2)) * m;
+        break;
+      }
+      case 'Q2_K':
+      case 'Q3_K': {
+        const q2 = (b[(type === 'Q2_K' ? 16 : 32) + 32 * (i >> 7) + (i & 31)] >> (2 * ((i & 127) >> 5))) & 3;
+        const j = i >> 4;
+        if (type === 'Q2_K') {
+          v = halfToFloat(u16(b, 80)) * (b[j] & 15) * q2 - halfToFloat(u16(b, 82)) * (b[j] >> 4);
+        } else {
+          const code = ((b[96 + (j & 7)] >> (j < 8 ? 0 : 4)) & 15) | (((b[104 + (j & 3)] >> (2 * (j >> 2))) & 3) << 4);
+          const high = (b[i & 31] >> (i >> 5)) & 1;
+          v = halfToFloat(u16(b, 108)) * (code - 32) * (q2 - (high ? 0 : 4));
+        }
         break;
       }
       case 'Q6_K': {

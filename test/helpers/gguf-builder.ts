@@ -18,11 +18,11 @@ export type MetaValue =
 
 export const GGML_TYPE_ID: Record<string, number> = {
   F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q5_0: 6, Q5_1: 7, Q8_0: 8, Q2_K: 10, Q3_K: 11, Q4_K: 12, Q5_K: 13, Q6_K: 14,
-  IQ2_XS: 17, I32: 26, BF16: 30,
+  IQ2_XXS: 16, IQ2_XS: 17, IQ4_XS: 23, I32: 26, BF16: 30,
 };
 /** [values per block, bytes per block]. */
 export const GGML_BLOCK: Record<string, [number, number]> = {
-  F32: [1, 4], F16: [1, 2], BF16: [1, 2], I32: [1, 4], Q2_K: [256, 84], Q3_K: [256, 110], IQ2_XS: [256, 74],
+  F32: [1, 4], F16: [1, 2], BF16: [1, 2], I32: [1, 4], IQ2_XXS: [256, 66], IQ2_XS: [256, 74], IQ4_XS: [256, 136],
   ...Object.fromEntries(Object.entries(REF_BLOCK).map(([k, v]) => [k, [v.size, v.bytes]])),
 };
 

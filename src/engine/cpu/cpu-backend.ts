@@ -21,6 +21,8 @@ export interface CpuMergePool {
   readonly threads: number;
   /** Runs a planned plain op and returns W′ in its outDtype, like {@link MergeBackend.merge}. */
   merge(plan: PlainPlan, stats: CertificationStats, signal?: AbortSignal, take?: TakeOutput): Promise<Uint8Array>;
+  /** Encodes whole blocks of a GGML type from f32 values on the threads (GGUF requantization). */
+  encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array>;
   /** Stops the threads; merges in flight are rejected. */
   dispose(): void;
 }
@@ -114,6 +116,12 @@ export class CpuBackend implements MergeBackend {
   /** Takes back a written output of {@link merge} for reuse (see MergeBackend.recycle). */
   recycle(output: Uint8Array): void {
     this.outputs.recycle(output);
+  }
+
+  /** GGML blocks encoded on the worker threads; undefined without a pool (the caller encodes). */
+  async encodeBlocks(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+    if (!this.pool?.encodeBlocks || values.length < POOL_MIN_ELEMENTS) return undefined;
+    return this.pool.encodeBlocks(type, blockSize, blockBytes, values, signal);
   }
 
   async columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {

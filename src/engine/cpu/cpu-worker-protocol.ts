@@ -3,6 +3,7 @@
  * (Node worker_threads and Web Workers alike): W and the output are byte ranges of a
  * SharedArrayBuffer owned by the pool; the right factor and its norms come once per key.
  */
+import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
 
 /** A block of rows; its W and output are byte ranges of `shared`. */
@@ -15,15 +16,38 @@ export interface WorkerJob extends Omit<RowJob, 'w'> {
   outLength: number;
 }
 
-/** A worker's answer to one job: `listed` as RowJob results list them. */
+/**
+ * Whole blocks of GGML `type` encoded from `count` f32 values at byte `srcOffset` of `shared` into
+ * byte `dstOffset` (GGUF requantization, formats/gguf/codecs/).
+ */
+export interface EncodeJob {
+  kind: 'encode';
+  id: number;
+  type: string;
+  shared: SharedArrayBuffer;
+  srcOffset: number;
+  count: number;
+  dstOffset: number;
+  dstLength: number;
+}
+
+/** What the pool posts to a worker. */
+export type PoolJob = WorkerJob | EncodeJob;
+
+/** A worker's answer to one job: `listed` as RowJob results list them (none for encoding). */
 export type WorkerReply = { id: number; finite: boolean; listed: Uint32Array } | { id: number; error: string };
 
 /**
  * Runs one job on the worker's kernel. Every call awaits the same kernel promise, so jobs still run
  * (and are answered) in arrival order.
  */
-export async function runWorkerJob(kernel: Promise<WasmKernel>, job: WorkerJob): Promise<WorkerReply> {
+export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): Promise<WorkerReply> {
   try {
+    if ('kind' in job) {
+      await kernel.catch(() => undefined); // keeps arrival order; encoding does not need it
+      encodeBlocksInto(job.type, new Float32Array(job.shared, job.srcOffset, job.count), new Uint8Array(job.shared, job.dstOffset, job.dstLength));
+      return { id: job.id, finite: true, listed: new Uint32Array(0) };
+    }
     const { finite, listed } = (await kernel).run(
       { ...job, w: new Uint8Array(job.shared, job.wOffset, job.wLength) },
       new Uint8Array(job.shared, job.outOffset, job.outLength),

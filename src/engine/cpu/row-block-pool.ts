@@ -14,7 +14,8 @@ import { DTYPE_BYTES } from '../../dtype.js';
 import { MergeError } from '../../errors.js';
 import type { CertificationStats } from '../exact/recompute.js';
 import type { CpuMergePool } from './cpu-backend.js';
-import type { WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
+import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
+import type { PoolJob, WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
 import {
   finishJob, freshOutput, holdsNonFinite, nonFiniteError, planJob, rightKeyOf, rowsPerBlock, type PlainPlan, type TakeOutput,
 } from './plain-merge.js';
@@ -28,7 +29,7 @@ const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
  */
 export interface PoolWorker {
   /** Sends one job. */
-  post(job: WorkerJob): void;
+  post(job: PoolJob): void;
   /** Called once, before the first job. */
   listen(onReply: (reply: WorkerReply) => void, onFail: (error: Error) => void): void;
   /** Whether jobs are in flight: in Node only a busy worker keeps the process alive. */
@@ -59,8 +60,11 @@ export class RowBlockPool implements CpuMergePool {
   private shared: SharedArrayBuffer | undefined;
   private sharedBusy = false;
   private broken: Error | undefined;
-  /** Blocks sent to workers, and how many of them carried a right factor (once per worker and tensor). */
-  readonly sent = { blocks: 0, rightFactors: 0 };
+  /**
+   * Blocks sent to workers, and how many of them carried a right factor (once per worker and
+   * tensor); pieces of GGML blocks sent to be encoded.
+   */
+  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0 };
   private readonly local: Promise<WasmKernel>;
 
   /**
@@ -93,7 +97,7 @@ export class RowBlockPool implements CpuMergePool {
     for (const s of this.slots) for (const p of s.pending.splice(0)) p.reject(e);
   }
 
-  private run(slot: Slot, job: WorkerJob): Promise<WorkerReply> {
+  private run(slot: Slot, job: PoolJob): Promise<WorkerReply> {
     return new Promise((resolve, reject) => {
       slot.pending.push({ resolve, reject });
       slot.worker.hold(true);
@@ -177,6 +181,61 @@ export class RowBlockPool implements CpuMergePool {
       }
       if (!finite && holdsNonFinite(out, op.outDtype)) throw nonFiniteError(op.name, op.outDtype);
       return out;
+    } finally {
+      if (ownsShared) this.sharedBusy = false;
+    }
+  }
+
+  /**
+   * Encodes `values` (whole blocks of GGML `type`: GGUF requantization) on every thread, a run of
+   * blocks per job: the reference quantizers take hundreds of operations per value, so this is
+   * where a requantizing merge spends its time. The same encoder runs on every thread, so the
+   * bytes do not depend on how the work was cut.
+   */
+  async encodeBlocks(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array> {
+    if (this.broken) throw this.broken;
+    const blocks = values.length / blockSize;
+    const srcBytes = values.byteLength;
+    const dstOffset = (srcBytes + 15) & ~15;
+    const shared = this.takeShared(dstOffset + blocks * blockBytes);
+    const ownsShared = shared === this.shared;
+    try {
+      new Float32Array(shared, 0, values.length).set(values);
+      // Pieces of 16 KiB of output at least; two per thread even out uneven progress.
+      const step = Math.max(Math.ceil(16384 / blockBytes), Math.ceil(blocks / (this.threads * 2)));
+      let next = 0;
+      let aborted = false;
+      const take = (): [number, number] | undefined => {
+        if (next >= blocks || aborted) return undefined;
+        if (signal?.aborted) {
+          aborted = true;
+          return undefined;
+        }
+        const b0 = next, n = Math.min(step, blocks - b0);
+        next += n;
+        return [b0, n];
+      };
+      const drain = async (slot: Slot): Promise<void> => {
+        for (let piece = take(); piece; piece = take()) {
+          const [b0, n] = piece;
+          this.sent.encodePieces++;
+          const reply = await this.run(slot, {
+            kind: 'encode', id: this.nextId++, type, shared,
+            srcOffset: b0 * blockSize * 4, count: n * blockSize, dstOffset: dstOffset + b0 * blockBytes, dstLength: n * blockBytes,
+          });
+          if ('error' in reply) throw new Error(`${type} blocks: a CPU worker failed: ${reply.error}`);
+        }
+      };
+      const drainHere = async (): Promise<void> => {
+        for (let piece = take(); piece; piece = take()) {
+          const [b0, n] = piece;
+          encodeBlocksInto(type, new Float32Array(shared, b0 * blockSize * 4, n * blockSize), new Uint8Array(shared, dstOffset + b0 * blockBytes, n * blockBytes));
+          await this.yieldToEvents();
+        }
+      };
+      await Promise.all([...this.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
+      if (aborted) throw new MergeError('ABORTED', 'merge cancelled');
+      return new Uint8Array(shared, dstOffset, blocks * blockBytes).slice();
     } finally {
       if (ownsShared) this.sharedBusy = false;
     }

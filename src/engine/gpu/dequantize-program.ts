@@ -10,7 +10,7 @@ import { dispatchShape } from './merge-program.js';
 const BLOCKS: Readonly<Record<string, { values: number; bytes: number }>> = {
   Q8_0: { values: 32, bytes: 34 }, Q4_0: { values: 32, bytes: 18 }, Q4_1: { values: 32, bytes: 20 },
   Q5_0: { values: 32, bytes: 22 }, Q5_1: { values: 32, bytes: 24 },
-  Q4_K: { values: 256, bytes: 144 }, Q5_K: { values: 256, bytes: 176 }, Q6_K: { values: 256, bytes: 210 },
+  Q2_K: { values: 256, bytes: 84 }, Q3_K: { values: 256, bytes: 110 }, Q4_K: { values: 256, bytes: 144 }, Q5_K: { values: 256, bytes: 176 }, Q6_K: { values: 256, bytes: 210 },
 };
 
 /** The GGML types this program decodes. */

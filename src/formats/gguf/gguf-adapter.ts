@@ -8,6 +8,12 @@
  * converters add (`*_norm.weight`) are ignored, as llama.cpp ignores them, with a warning; any
  * other tensor is refused by name.
  *
+ * Mixture-of-experts adapters (convert_lora_to_gguf on per-expert PEFT modules) stack one pair per
+ * expert: lora_a ne = [in, r, experts], lora_b ne = [r, out, experts], applied by llama.cpp's
+ * ggml_mul_mat_id expert by expert, so expert e's update s·B_e·A_e lands on expert e's rows of the
+ * base's stacked tensor (`ffn_gate_exps`, ne = [in, out, experts]). Each expert becomes a module of
+ * its own, addressed `<tensor>[e/experts]` for the gguf-expert-slices layout.
+ *
  * The factors are presented to the plan through a view of the file with safetensors-style entries
  * (f32/f16/bf16 as stored; q8_0 and the transposed A decoded to f32 when read).
  */
@@ -74,37 +80,46 @@ export async function parseGgufAdapter(name: string, source: ByteSource): Promis
       fail('UNSUPPORTED_FORMAT', `${bad.name} is ${bad.type.name}; GGUF LoRA factors must be F32, F16, BF16 or Q8_0`);
       continue;
     }
-    if (a.ne.length !== 2 || b.ne.length !== 2) {
-      fail('UNSUPPORTED_FORMAT', `factors of ${Math.max(a.ne.length, b.ne.length)} dimensions (per-expert LoRA) are not supported yet`);
+    const experts = a.ne.length === 3 ? a.ne[2] : 1;
+    if (a.ne.length !== b.ne.length || a.ne.length < 2 || a.ne.length > 3 || (experts !== (b.ne[2] ?? 1))) {
+      fail('UNSUPPORTED_FORMAT', `lora_a ne ${fmt(a.ne)} and lora_b ne ${fmt(b.ne)}: llama.cpp takes 2-D pairs, or 3-D pairs with one slice per expert`);
       continue;
     }
     const rank = b.ne[0];
     const embedding = /(^|\.)token_embd\.weight$/.test(base);
+    if (embedding && experts > 1) {
+      fail('UNSUPPORTED_FORMAT', 'token_embd has no experts');
+      continue;
+    }
     // ΔW (out, in) = B·A with A (r, in), B (out, r), as the engine takes them.
     const [inFeatures, aRank] = embedding ? [a.ne[1], a.ne[0]] : [a.ne[0], a.ne[1]];
     const outFeatures = b.ne[1];
-    if (aRank !== rank || rank < 1) {
+    if (aRank !== rank || rank < 1 || experts < 1) {
       fail('SHAPE_MISMATCH', `lora_a ne ${fmt(a.ne)} does not fit lora_b ne ${fmt(b.ne)} (rank ${rank})`);
       continue;
     }
-    const down = view(views, a, [rank, inFeatures], embedding);
-    const up = view(views, b, [outFeatures, rank], false);
     const path = base.endsWith('.weight') ? base.slice(0, -'.weight'.length) : base;
-    modules.push({
-      adapter: name,
-      key: base,
-      name: base,
-      address: { path, flat: false },
-      algorithm: lora.name,
-      kind: embedding ? 'embedding' : 'linear',
-      deltaShape: [outFeatures, inFeatures],
-      rank,
-      alpha,
-      scale: alpha ? alpha / rank : 1,
-      tensors: { down, up },
-      update: { kind: 'low-rank', rank },
-      fanInFanOut: false,
-    });
+    for (let e = 0; e < experts; e++) {
+      const slice = a.ne.length === 3 ? { index: e, count: experts } : undefined;
+      const down = view(views, a, [rank, inFeatures], embedding, slice);
+      const up = view(views, b, [outFeatures, rank], false, slice);
+      const module = slice ? `${base}[${e}]` : base;
+      modules.push({
+        adapter: name,
+        key: module,
+        name: module,
+        address: { path: slice ? `${path}[${e}/${experts}]` : path, flat: false },
+        algorithm: lora.name,
+        kind: embedding ? 'embedding' : 'linear',
+        deltaShape: [outFeatures, inFeatures],
+        rank,
+        alpha,
+        scale: alpha ? alpha / rank : 1,
+        tensors: { down, up },
+        update: { kind: 'low-rank', rank },
+        fanInFanOut: false,
+      });
+    }
   }
   throwIfProblems(name, problems);
   if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no .lora_a/.lora_b tensors found`);
@@ -125,14 +140,26 @@ interface FactorView {
   tensor: GgufTensor;
   /** Stored (shape[1], shape[0]): read transposed. */
   transpose: boolean;
+  /** The stored bytes of this view: the whole tensor, or one expert's slice of a 3-D one. */
+  start: number;
+  length: number;
 }
 
-function view(views: FactorView[], tensor: GgufTensor, shape: number[], transpose: boolean): TensorEntry {
+/** One expert's slice of a 3-D factor: the slowest dimension, so a contiguous run of rows. */
+interface ExpertSlice {
+  index: number;
+  count: number;
+}
+
+function view(views: FactorView[], tensor: GgufTensor, shape: number[], transpose: boolean, slice?: ExpertSlice): TensorEntry {
   const decoded = transpose || tensor.type.name === 'Q8_0';
   const dtype: DType = decoded ? 'F32' : (tensor.type.name as DType);
   const elements = shape[0] * shape[1];
-  const entry: TensorEntry = { name: tensor.name, dtype, shape, offset: tensor.offset, byteLength: elements * (dtype === 'F32' ? 4 : 2) };
-  views.push({ entry, tensor, transpose });
+  const length = slice ? tensor.byteLength / slice.count : tensor.byteLength;
+  const start = slice ? slice.index * length : 0;
+  const name = slice ? `${tensor.name}[${slice.index}]` : tensor.name;
+  const entry: TensorEntry = { name, dtype, shape, offset: tensor.offset + start, byteLength: elements * (dtype === 'F32' ? 4 : 2) };
+  views.push({ entry, tensor, transpose, start, length });
   return entry;
 }
 
@@ -156,7 +183,7 @@ class FactorFile implements SafetensorsFile {
   async read(entry: TensorEntry): Promise<Uint8Array> {
     const v = this.byName.get(entry.name);
     if (!v) throw new MergeError('NOT_FOUND', `${this.source.name}: no tensor "${entry.name}"`);
-    const raw = await this.gguf.readPart(v.tensor, 0, v.tensor.byteLength);
+    const raw = await this.gguf.readPart(v.tensor, v.start, v.length);
     if (!v.transpose && v.tensor.type.name !== 'Q8_0') return raw;
     let values: Float32Array;
     if (v.tensor.type.name === 'Q8_0') {

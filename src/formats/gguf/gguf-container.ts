@@ -1,17 +1,21 @@
 /**
  * GGUF as a ContainerFormat. Untouched tensors are byte-copied. A merged tensor keeps its own type
  * by default: it is decoded to f32, merged, and re-encoded by llama.cpp's reference quantizer for
- * that type; `--dtype` (f16, bf16, q8_0, q4_k, …) chooses the type of merged matrices instead
- * (1-D tensors, norms and biases, keep theirs). Each output file keeps its input file's metadata,
- * alignment and tensor order; general.file_type is updated when the types change (file-type.ts)
- * and the first file records the merge's provenance.
+ * that type. `--dtype` (f16, bf16, q8_0, q4_k, …) converts, merged or not, every tensor that
+ * llama-quantize would quantize (quantize-rule.ts: matrices, not norms or the MoE router), as
+ * `llama-quantize --pure` does; the others keep their types. Each output file keeps its input
+ * file's metadata, alignment and tensor order; general.file_type is updated when the types change
+ * (file-type.ts) and the first file records the merge's provenance.
  */
 import type { FloatDType } from '../../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import type { ContainerFormat, StoredShard, TensorFileWriter } from '../container.js';
 import { nonFiniteBlockValues } from './block-scales.js';
-import { blockCodec, CODEC_TYPE_NAMES } from './codecs/registry.js';
+import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from './codecs/registry.js';
+import { decodeBlocks, encodeBlocks, notWritten } from './gguf-blocks.js';
+import { convertTensorBytes } from './gguf-convert.js';
+import { fittingType, llamaQuantizes } from './quantize-rule.js';
 import { mergedFileType } from './file-type.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
@@ -31,36 +35,45 @@ function typeOf(name: string): GgmlType {
   return type;
 }
 
-/**
- * Decodes GGML blocks to f32 on the backend's device when it offers to (WGSL), else on the CPU;
- * both are exact, so the result does not depend on which.
- */
-export async function decodeBlocks(type: GgmlType, bytes: Uint8Array, backend?: MergeBackend, signal?: AbortSignal): Promise<Float32Array> {
-  const fromDevice = await backend?.dequantize?.(type.name, bytes, signal);
-  if (fromDevice) return fromDevice;
-  const codec = blockCodec(type);
-  if (!codec) throw new MergeError('UNSUPPORTED_FORMAT', `cannot decode GGML type ${type.name}`);
-  const out = new Float32Array((bytes.byteLength / type.blockBytes) * type.blockSize);
-  codec.decode(bytes, out);
-  return out;
-}
-
 export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonly StoredShard[]): ContainerFormat {
   return {
     name: 'gguf',
     parseOutputType(name) {
       const type = ggmlTypeByName(name);
+      if (type && !blockCodec(type) && blockDecoder(type)) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${notWritten(type.name)}`);
       if (!type || !blockCodec(type)) {
         throw new MergeError('BAD_ARGUMENT', `--dtype for a GGUF model must be one of ${CODEC_TYPE_NAMES.map((n) => n.toLowerCase()).join(', ')}, not "${name}"`);
       }
       return type.name;
     },
-    outputType(tensor, changed, requested) {
-      return changed && requested && tensor.shape.length >= 2 ? requested : tensor.type;
+    outputType(tensor, _changed, requested) {
+      if (!requested || !llamaQuantizes(tensor.name, tensor.shape)) return tensor.type;
+      return fittingType(requested, tensor.shape[tensor.shape.length - 1] ?? 1);
+    },
+    outputTypeWarnings(before, after, requested) {
+      const substituted = new Map<string, string[]>();
+      const requantized = new Map<string, number>();
+      before.forEach((shard, i) => shard.tensors.forEach((t, j) => {
+        const type = after[i].tensors[j].type;
+        if (type === t.type) return;
+        if (type !== requested) substituted.set(type, [...(substituted.get(type) ?? []), t.name]);
+        if (!FLOAT_TYPES.has(t.type)) requantized.set(t.type, (requantized.get(t.type) ?? 0) + 1);
+      }));
+      const warnings = [...substituted].map(([type, names]) =>
+        `${names.length} tensor${names.length === 1 ? ' is' : 's are'} written as ${type}, not ${requested}: ${names.length === 1 ? 'its' : 'their'} rows are not whole ${requested} blocks, and llama-quantize falls back to ${type} for such rows (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''})`);
+      if (requantized.size > 0) {
+        const list = [...requantized].map(([type, n]) => `${n} ${type}`).join(', ');
+        warnings.push(`tensors already quantized (${list}) are quantized again to ${requested}, as llama-quantize --allow-requantize does: that adds the new type's error to the old one (quantizing from an F16 or BF16 model is better)`);
+      }
+      return warnings;
     },
     checkOutputType(tensor, name) {
       const type = ggmlTypeByName(name);
-      if (!type || !blockCodec(type)) return `cannot write GGML type ${name}`;
+      if (!type || !blockCodec(type)) return notWritten(name);
+      const from = ggmlTypeByName(tensor.type);
+      if (name !== tensor.type && (!from || !blockDecoder(from))) {
+        return `${tensor.type} cannot be decoded (loramerge reads ${DECODER_TYPE_NAMES.join(', ')}), so it cannot be converted to ${name}; leave out --dtype to copy it as stored`;
+      }
       const ne0 = tensor.shape[tensor.shape.length - 1] ?? 1;
       if (ne0 % type.blockSize !== 0) {
         return `rows of ${ne0} values are not whole ${type.name} blocks of ${type.blockSize}; choose another --dtype`;
@@ -68,27 +81,26 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       return undefined;
     },
     byteLength: (name, elements) => ggmlRowBytes(typeOf(name), elements),
-    copyUnit: (name) => typeOf(name).blockBytes,
+    // Whole blocks of both types (a conversion re-blocks them), and whole 4-byte words.
+    copyUnit: (name, outName) => {
+      const [from, to] = [typeOf(name), typeOf(outName)];
+      const elements = lcm(from.blockSize, to.blockSize);
+      return lcm(ggmlRowBytes(from, elements), from.blockSize === 1 ? 4 : 1);
+    },
     engineDtype: (name): FloatDType => (FLOAT_TYPES.has(name) ? (name as FloatDType) : 'F32'),
     async decodeRows(name, bytes, backend, signal): Promise<FloatTensorBytes> {
       if (FLOAT_TYPES.has(name)) return { dtype: name as FloatDType, data: bytes };
       const values = await decodeBlocks(typeOf(name), bytes, backend, signal);
       return { dtype: 'F32', data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
     },
-    encodeRows(name, values) {
+    async encodeRows(name, values, backend, signal) {
       if (FLOAT_TYPES.has(name)) return values;
-      const type = typeOf(name);
-      const codec = blockCodec(type);
-      if (!codec) throw new MergeError('UNSUPPORTED_FORMAT', `cannot write GGML type ${name}`);
       const aligned = values.byteOffset % 4 === 0 ? values : values.slice();
-      const f32 = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
-      const out = new Uint8Array((f32.length / type.blockSize) * type.blockBytes);
-      codec.encode(f32, out);
-      return out;
+      return encodeBlocks(typeOf(name), new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4), backend, signal);
     },
-    convert(bytes, from, to) {
+    convert(bytes, from, to, backend, signal) {
       if (from === to) return bytes;
-      throw new MergeError('BAD_ARGUMENT', `GGUF tensors are copied as stored, not converted from ${from} to ${to}`);
+      return convertTensorBytes(bytes, typeOf(from), typeOf(to), backend, signal);
     },
     nonFiniteInBlocks: (name, bytes) => nonFiniteBlockValues(typeOf(name), bytes),
     // No GGUF shard is mirrored: every part gets its own provenance and file type.
@@ -111,4 +123,12 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
     },
     writeSidecars: async () => [],
   };
+}
+
+function gcd(a: number, b: number): number {
+  return b ? gcd(b, a % b) : a;
+}
+
+function lcm(a: number, b: number): number {
+  return (a / gcd(a, b)) * b;
 }

@@ -11,7 +11,7 @@ import type { MergePlan, PlanProblem } from '../../plan/merge-plan.js';
 import type { ParsedAdapter } from '../adapter.js';
 import type { BaseModel, BaseShard, BaseTensor } from '../base-model.js';
 import type { ContainerFormat } from '../container.js';
-import { blockCodec, CODEC_TYPE_NAMES } from './codecs/registry.js';
+import { blockCodec, blockDecoder, DECODER_TYPE_NAMES } from './codecs/registry.js';
 import { ggufContainer } from './gguf-container.js';
 import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
 
@@ -166,12 +166,14 @@ class GgufModel implements BaseModel {
         });
       }
     }
+    problems.push(...expertCountProblems(adapters, arch, (key) => this.metadata(key)));
+    problems.push(...resizedVocabularyProblems(adapters, this.tensors));
     const check = (baseKey: string, adapter: string, module: string) => {
       const tensor = this.locate(baseKey).tensor;
-      if (blockCodec(tensor.type)) return;
+      if (blockDecoder(tensor.type)) return;
       problems.push({
         adapter, module, code: 'UNSUPPORTED_FORMAT',
-        message: `${adapter}: module "${module}": base tensor ${baseKey} is ${tensor.type.name}, which loramerge cannot rewrite (it merges into ${CODEC_TYPE_NAMES.join(', ')})`,
+        message: `${adapter}: module "${module}": base tensor ${baseKey} is ${tensor.type.name}, which loramerge cannot decode (it reads ${DECODER_TYPE_NAMES.join(', ')})`,
       });
     };
     for (const u of plan.updates) check(u.baseKey, u.terms[0].adapter, u.terms[0].moduleName);
@@ -182,13 +184,22 @@ class GgufModel implements BaseModel {
 
   planWarnings(plan: MergePlan): string[] {
     const quantized = new Map<string, number>();
-    for (const key of [...plan.updates.map((u) => u.baseKey), ...plan.biasUpdates.map((b) => b.baseKey)]) {
+    const readOnly = new Map<string, number>();
+    const keys = [...plan.updates.map((u) => u.baseKey), ...plan.biasUpdates.map((b) => b.baseKey), ...plan.replacements.map((r) => r.baseKey)];
+    for (const key of keys) {
       const type = this.locate(key).tensor.type;
-      if (type.blockSize > 1) quantized.set(type.name, (quantized.get(type.name) ?? 0) + 1);
+      const count = blockCodec(type) ? quantized : blockDecoder(type) ? readOnly : undefined;
+      if (type.blockSize > 1) count?.set(type.name, (count.get(type.name) ?? 0) + 1);
     }
-    if (quantized.size === 0) return [];
-    const list = [...quantized].map(([type, n]) => `${n} ${type}`).join(', ');
-    return [`${this.name}: unless --dtype chooses another type, the merged tensors (${list}) are re-quantized to their own types by llama.cpp's reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`];
+    const list = (m: Map<string, number>) => [...m].map(([type, n]) => `${n} ${type}`).join(', ');
+    const warnings: string[] = [];
+    if (quantized.size > 0) {
+      warnings.push(`${this.name}: unless --dtype chooses another type, the merged tensors (${list(quantized)}) are re-quantized to their own types by llama.cpp's reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`);
+    }
+    if (readOnly.size > 0) {
+      warnings.push(`${this.name}: the merged tensors ${list(readOnly)} are of types loramerge reads but does not write: the merge needs --dtype (q4_k, q5_k, q6_k, q8_0, f16, …), which also converts the model's other matrices, as llama-quantize does`);
+    }
+    return warnings;
   }
 
   async close(): Promise<void> {
@@ -200,4 +211,54 @@ class GgufModel implements BaseModel {
     if (!found) throw new MergeError('NOT_FOUND', `${this.name}: no tensor "${name}"`);
     return found;
   }
+}
+
+/**
+ * A MoE LoRA's per-expert factors (gguf-adapter.ts: modules addressed `<tensor>[e/experts]`) must
+ * have one slice per expert of the base: llama.cpp's ggml_mul_mat_id pairs them by index.
+ */
+function expertCountProblems(adapters: readonly ParsedAdapter[], arch: unknown, metadata: (key: string) => unknown): PlanProblem[] {
+  if (typeof arch !== 'string') return [];
+  const declared = metadata(`${arch}.expert_count`);
+  if (typeof declared !== 'number' && typeof declared !== 'bigint') return [];
+  const problems: PlanProblem[] = [];
+  for (const adapter of adapters) {
+    if (adapter.format !== 'gguf') continue;
+    const seen = new Set<string>();
+    for (const m of adapter.modules) {
+      const slice = /^(.+)\[(\d+)\/(\d+)\]$/.exec(m.address.path);
+      if (!slice || seen.has(slice[1]) || Number(slice[3]) === Number(declared)) continue;
+      seen.add(slice[1]);
+      problems.push({
+        adapter: adapter.name, module: m.name, code: 'SHAPE_MISMATCH',
+        message: `${adapter.name}: ${slice[1]}.weight has lora factors for ${slice[3]} experts, but the base holds ${declared} (${arch}.expert_count); llama.cpp pairs them expert by expert`,
+      });
+    }
+  }
+  return problems;
+}
+
+const VOCABULARY_TENSORS: readonly [RegExp, string][] = [[/(^|\.)embed_tokens\.weight$/, 'token_embd.weight'], [/(^|\.)lm_head\.weight$/, 'output.weight']];
+
+/**
+ * A saved embedding or head (modules_to_save) with another number of rows than the base's comes
+ * from a resized vocabulary: a GGUF holds the tokenizer too (tokenizer.ggml.tokens, scores, token
+ * types, merges), which a PEFT adapter does not carry, so replacing the tensor alone would give a
+ * file whose tokens and embeddings disagree. The plan's shape check refuses it; this says why.
+ */
+function resizedVocabularyProblems(adapters: readonly ParsedAdapter[], tensors: ReadonlyMap<string, BaseTensor>): PlanProblem[] {
+  const problems: PlanProblem[] = [];
+  for (const adapter of adapters) {
+    for (const rep of adapter.replacements) {
+      if ((rep.origin ?? 'modules_to_save') !== 'modules_to_save') continue;
+      const target = VOCABULARY_TENSORS.find(([pattern]) => pattern.test(rep.path))?.[1];
+      const base = target ? tensors.get(target) : undefined;
+      if (!base || rep.tensor.shape.length !== 2 || rep.tensor.shape[0] === base.shape[0]) continue;
+      problems.push({
+        adapter: adapter.name, module: rep.path, code: 'UNSUPPORTED_FORMAT',
+        message: `${adapter.name}: ${rep.path} has ${rep.tensor.shape[0]} rows for the base's ${base.shape[0]}-token vocabulary (${target}): a resized vocabulary needs the GGUF's tokenizer (tokenizer.ggml.*) rewritten too, which the adapter cannot give; merge into the Hugging Face model and convert it with convert_hf_to_gguf.py`,
+      });
+    }
+  }
+  return problems;
 }

@@ -120,7 +120,7 @@ export function ggufTensorPathMiss(base: BaseView, path: string): LayoutResoluti
   if (ggufArchitecture(base) === undefined || !HF_NAME.test(normalise(path))) return undefined;
   return {
     found: false, ambiguous: false, candidates: [],
-    why: 'tensors an adapter saves whole (modules_to_save, base_layer weights, trainable tokens) are not merged into a GGUF base; merge into the safetensors model and convert that',
+    why: 'of the tensors an adapter saves whole, a GGUF base takes modules_to_save copies of tensors convert_hf_to_gguf maps whole (lm_head, embed_tokens, a projection); others (base_layer weights, trainable tokens, norms) are not merged into it: merge into the safetensors model and convert that',
   };
 }
 

@@ -8,6 +8,7 @@ import { baseComponents, componentForPart, partName, type BaseComponent } from '
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
+import { ggufExpertSlices } from './gguf-expert-slices.js';
 import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { kohyaFlat } from './kohya-flat.js';
 import type { BaseView, Layout, Placement } from './layout.js';
@@ -23,11 +24,12 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
 /**
  * In the order they are tried: GGUF names first (it answers only for a GGUF base, by its
- * architecture), then a vision-language model's two namings (it answers only for models whose
- * config.json `architectures` has a checkpoint key map, and its answer must not be preempted by a
- * suffix match on the base's own names), then names as the base spells them, then translations.
+ * architecture; then one expert's slice of a llama.cpp MoE LoRA), then a vision-language model's
+ * two namings (it answers only for models whose config.json `architectures` has a checkpoint key
+ * map, and its answer must not be preempted by a suffix match on the base's own names), then
+ * names as the base spells them, then translations.
  */
-export const LAYOUTS: readonly Layout[] = [hfToGguf, vlmCheckpoint, dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux];
+export const LAYOUTS: readonly Layout[] = [hfToGguf, ggufExpertSlices, vlmCheckpoint, dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux];
 
 export type Location =
   | { found: true; targets: Placement[]; layout: string }

@@ -1,7 +1,8 @@
 /**
  * The iterative scale searches of ggml's k-quant reference quantizers (ggml-quants.c), step for
  * step in C float arithmetic (see c-float.ts): `make_qkx2_quants` fits a scale and a minimum to a
- * sub-block (Q4_K, Q5_K), `make_qx_quants` a symmetric scale (Q6_K).
+ * sub-block (Q2_K, Q4_K, Q5_K), `make_qx_quants` a symmetric scale (Q6_K), `make_q3_quants` a
+ * symmetric scale refined value by value (Q3_K).
  */
 import * as cFloat from './c-float.js';
 
@@ -142,4 +143,62 @@ export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, x0: 
     }
   }
   return scale;
+}
+
+/**
+ * make_q3_quants(n, nmax, x, L, do_rmse = true) on x[x0 … x0+n): levels −nmax…nmax−1 with weights
+ * x², refined value by value for up to five passes, stored as 0…2·nmax−1 in L[l0 …] (all 0 for a
+ * block below GROUP_MAX_EPS, as C leaves them).
+ */
+export function makeQ3Quants(n: number, nmax: number, x: Float32Array, x0: number, L: Int8Array, l0: number): number {
+  let max = 0;
+  let amax = 0;
+  for (let i = 0; i < n; i++) {
+    const ax = Math.abs(x[x0 + i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[x0 + i];
+    }
+  }
+  if (amax < GROUP_MAX_EPS) {
+    for (let i = 0; i < n; i++) L[l0 + i] = 0;
+    return 0;
+  }
+  const iscale = f32(-nmax / max);
+  let sumlx = 0;
+  let suml2 = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = x[x0 + i];
+    const l = cmax(-nmax, cmin(nmax - 1, nearestInt(f32(iscale * xi))));
+    L[l0 + i] = l;
+    const w = f32(xi * xi);
+    sumlx = f32(sumlx + f32(f32(w * xi) * l));
+    suml2 = f32(suml2 + f32(f32(w * l) * l));
+  }
+  for (let itry = 0; itry < 5; itry++) {
+    let changed = 0;
+    for (let i = 0; i < n; i++) {
+      const xi = x[x0 + i];
+      const li = L[l0 + i];
+      const w = f32(xi * xi);
+      let slx = f32(sumlx - f32(f32(w * xi) * li));
+      if (slx > 0) {
+        let sl2 = f32(suml2 - f32(f32(w * li) * li));
+        const newL = cmax(-nmax, cmin(nmax - 1, nearestInt(f32(f32(xi * sl2) / slx))));
+        if (newL !== li) {
+          slx = f32(slx + f32(f32(w * xi) * newL));
+          sl2 = f32(sl2 + f32(f32(w * newL) * newL));
+          if (sl2 > 0 && f32(f32(slx * slx) * suml2) > f32(f32(sumlx * sumlx) * sl2)) {
+            L[l0 + i] = newL;
+            sumlx = slx;
+            suml2 = sl2;
+            changed++;
+          }
+        }
+      }
+    }
+    if (!changed) break;
+  }
+  for (let i = 0; i < n; i++) L[l0 + i] += nmax;
+  return suml2 > 0 ? f32(sumlx / suml2) : 0;
 }

@@ -94,7 +94,7 @@ export function encodeScaleMinBlocks(src: Float32Array, out: Uint8Array, nmax: 1
     putU16(out, at + 2, dminBits);
     for (let j = 0; j < 8; j++) {
       const d = f32(half[dBits] * kScale(out, at + 4, j));
-      if (!d) continue;
+      if (d === 0) continue; // C's `if (!d)`: a NaN scale goes on
       const dm = f32(half[dminBits] * kMin(out, at + 4, j));
       for (let ii = 0; ii < 32; ii++) {
         const l = nearestInt(f32(f32(src[x + 32 * j + ii] + dm) / d));

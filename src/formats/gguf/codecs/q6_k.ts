@@ -84,7 +84,7 @@ export function encodeQ6KBlocks(src: Float32Array, out: Uint8Array): void {
     for (let ib = 0; ib < 16; ib++) out[at + 192 + ib] = cmin(127, nearestInt(f32(iscale * scales[ib]))) & 0xff;
     for (let j = 0; j < 16; j++) {
       const d = f32(half[dBits] * int8(out[at + 192 + j]));
-      if (!d) continue;
+      if (d === 0) continue; // C's `if (!d)`: a NaN scale goes on
       for (let ii = 0; ii < 16; ii++) {
         const l = nearestInt(f32(src[x + 16 * j + ii] / d));
         L[16 * j + ii] = cmax(-32, cmin(31, l)) + 32;

@@ -1,7 +1,19 @@
-/** The GGML types loramerge decodes and writes, by name: one codec file each. */
+/**
+ * The GGML types loramerge reads and writes, by name: one codec file each (or per family).
+ * Codecs decode and encode (llama.cpp's reference quantizers); decoders only decode: the IQ types,
+ * whose quantizers need an importance matrix and grid searches that we do not reproduce, and
+ * the ternary and MXFP4 types, whose tensors we copy or convert but never write back.
+ */
 import type { GgmlType } from '../ggml-types.js';
-import type { BlockCodec } from './codec.js';
+import type { BlockCodec, BlockDecoder } from './codec.js';
 import { BF16_CODEC, F16_CODEC, F32_CODEC } from './float-codecs.js';
+import { IQ1_M_DECODER, IQ1_S_DECODER } from './iq1.js';
+import { IQ2_S_DECODER, IQ2_XS_DECODER, IQ2_XXS_DECODER } from './iq2.js';
+import { IQ3_S_DECODER, IQ3_XXS_DECODER } from './iq3.js';
+import { IQ4_NL_DECODER, IQ4_XS_DECODER } from './iq4.js';
+import { MXFP4_DECODER } from './mxfp4.js';
+import { Q2_K_CODEC } from './q2_k.js';
+import { Q3_K_CODEC } from './q3_k.js';
 import { Q4_0_CODEC } from './q4_0.js';
 import { Q4_1_CODEC } from './q4_1.js';
 import { Q4_K_CODEC } from './q4_k.js';
@@ -10,18 +22,35 @@ import { Q5_1_CODEC } from './q5_1.js';
 import { Q5_K_CODEC } from './q5_k.js';
 import { Q6_K_CODEC } from './q6_k.js';
 import { Q8_0_CODEC } from './q8_0.js';
+import { TQ1_0_DECODER, TQ2_0_DECODER } from './ternary.js';
 
 const CODECS: readonly BlockCodec[] = [
   F32_CODEC, F16_CODEC, BF16_CODEC,
   Q8_0_CODEC, Q4_0_CODEC, Q4_1_CODEC, Q5_0_CODEC, Q5_1_CODEC,
-  Q4_K_CODEC, Q5_K_CODEC, Q6_K_CODEC,
+  Q2_K_CODEC, Q3_K_CODEC, Q4_K_CODEC, Q5_K_CODEC, Q6_K_CODEC,
 ];
 
-const BY_NAME = new Map(CODECS.map((c) => [c.type.name, c]));
+const DECODERS: readonly BlockDecoder[] = [
+  ...CODECS,
+  IQ2_XXS_DECODER, IQ2_XS_DECODER, IQ2_S_DECODER, IQ3_XXS_DECODER, IQ3_S_DECODER, IQ1_S_DECODER, IQ1_M_DECODER,
+  IQ4_NL_DECODER, IQ4_XS_DECODER, TQ1_0_DECODER, TQ2_0_DECODER, MXFP4_DECODER,
+];
 
+const CODEC_BY_NAME = new Map(CODECS.map((c) => [c.type.name, c]));
+const DECODER_BY_NAME = new Map(DECODERS.map((c) => [c.type.name, c]));
+
+/** The codec of a type loramerge writes, or undefined. */
 export function blockCodec(type: GgmlType): BlockCodec | undefined {
-  return BY_NAME.get(type.name);
+  return CODEC_BY_NAME.get(type.name);
 }
 
-/** Names of the types with a codec, for messages and `--dtype`. */
+/** The decoder of a type loramerge reads (every type it writes, and more), or undefined. */
+export function blockDecoder(type: GgmlType): BlockDecoder | undefined {
+  return DECODER_BY_NAME.get(type.name);
+}
+
+/** Names of the types loramerge writes, for messages and `--dtype`. */
 export const CODEC_TYPE_NAMES: readonly string[] = CODECS.map((c) => c.type.name);
+
+/** Names of the types loramerge reads. */
+export const DECODER_TYPE_NAMES: readonly string[] = DECODERS.map((c) => c.type.name);

@@ -1,0 +1,82 @@
+/**
+ * IQ2_XXS, IQ2_XS and IQ2_S (decoded only): 256 values per block in groups of 8, each group an
+ * entry of a grid (iq-grids.ts) with 8 sign bits, times a 4-bit scale per 32 (or 16) values:
+ * x = d·(0.5 + s)·0.25·grid[j]·(±1), as ggml's dequantize_row_iq2_* computes it. Every product is
+ * exact in f32, so these are the values llama.cpp computes.
+ * - IQ2_XXS (66 bytes): f16 d, then per 32 values two u32: four 8-bit grid indexes, and four 7-bit
+ *   sign sets (KSIGNS completes the eighth) with the 4-bit scale in the top bits.
+ * - IQ2_XS (74 bytes): f16 d, 32 u16 (9-bit grid index, 7 sign bits), 8 bytes of two 4-bit scales.
+ * - IQ2_S (82 bytes): f16 d, 32 bytes of grid indexes' low 8 bits, 32 bytes of sign bytes, 8 bytes
+ *   of their top 2 bits (qh), 8 bytes of two 4-bit scales.
+ */
+import { ggmlTypeByName } from '../ggml-types.js';
+import type { BlockDecoder } from './codec.js';
+import * as cFloat from './c-float.js';
+import { iqGrid, KSIGNS } from './iq-grids.js';
+
+const { f16Table, f32, u16At } = cFloat;
+
+/** One group of 8: y[j] = db·grid[j]·(±1), C's order (a zero keeps C's sign). */
+function group(out: Float32Array, y: number, db: number, grid: Uint8Array, entry: number, signs: number): void {
+  for (let j = 0; j < 8; j++) out[y + j] = f32(f32(db * grid[entry * 8 + j]) * (signs & (1 << j) ? -1 : 1));
+}
+
+function u32At(b: Uint8Array, at: number): number {
+  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+}
+
+export const IQ2_XXS_DECODER: BlockDecoder = {
+  type: ggmlTypeByName('IQ2_XXS')!,
+  decode(src, out) {
+    const half = f16Table();
+    const grid = iqGrid('IQ2XXS');
+    for (let b = 0, at = 0; at < src.length; b++, at += 66) {
+      const d = half[u16At(src, at)];
+      for (let ib = 0; ib < 8; ib++) {
+        const q = at + 2 + 8 * ib;
+        const aux1 = u32At(src, q + 4);
+        const db = f32(f32(d * f32(0.5 + (aux1 >>> 28))) * 0.25);
+        for (let l = 0; l < 4; l++) group(out, b * 256 + 32 * ib + 8 * l, db, grid, src[q + l], KSIGNS[(aux1 >>> (7 * l)) & 127]);
+      }
+    }
+  },
+};
+
+export const IQ2_XS_DECODER: BlockDecoder = {
+  type: ggmlTypeByName('IQ2_XS')!,
+  decode(src, out) {
+    const half = f16Table();
+    const grid = iqGrid('IQ2XS');
+    for (let b = 0, at = 0; at < src.length; b++, at += 74) {
+      const d = half[u16At(src, at)];
+      for (let ib = 0; ib < 8; ib++) {
+        const sc = src[at + 66 + ib];
+        const db = [f32(f32(d * f32(0.5 + (sc & 0x0f))) * 0.25), f32(f32(d * f32(0.5 + (sc >> 4))) * 0.25)];
+        for (let l = 0; l < 4; l++) {
+          const q = u16At(src, at + 2 + 2 * (4 * ib + l));
+          group(out, b * 256 + 32 * ib + 8 * l, db[l >> 1], grid, q & 511, KSIGNS[q >> 9]);
+        }
+      }
+    }
+  },
+};
+
+export const IQ2_S_DECODER: BlockDecoder = {
+  type: ggmlTypeByName('IQ2_S')!,
+  decode(src, out) {
+    const half = f16Table();
+    const grid = iqGrid('IQ2S');
+    for (let b = 0, at = 0; at < src.length; b++, at += 82) {
+      const d = half[u16At(src, at)];
+      for (let ib = 0; ib < 8; ib++) {
+        const sc = src[at + 74 + ib];
+        const qh = src[at + 66 + ib];
+        const db = [f32(f32(d * f32(0.5 + (sc & 0x0f))) * 0.25), f32(f32(d * f32(0.5 + (sc >> 4))) * 0.25)];
+        for (let l = 0; l < 4; l++) {
+          const entry = src[at + 2 + 4 * ib + l] | ((qh << (8 - 2 * l)) & 0x300);
+          group(out, b * 256 + 32 * ib + 8 * l, db[l >> 1], grid, entry, src[at + 34 + 4 * ib + l]);
+        }
+      }
+    }
+  },
+};

@@ -1,0 +1,29 @@
+/**
+ * An untouched GGUF tensor converted to another type (`--dtype`): its bytes decoded exactly to f32
+ * and encoded to the target by the reference quantizer (on the backend's threads when it has
+ * them), as llama-quantize does from a tensor it dequantizes. Values that were finite and are no
+ * longer (past f16's range, or a block's f16 scale) are an error naming the fix; NaN/Inf the base
+ * already holds are reported by the copy checks and kept.
+ */
+import { decodeToF32, encodeFromF32, type FloatDType } from '../../dtype.js';
+import type { MergeBackend } from '../../engine/merge-op.js';
+import { MergeError } from '../../errors.js';
+import { nonFiniteBlockValues } from './block-scales.js';
+import { decodeBlocks, encodeBlocks } from './gguf-blocks.js';
+import type { GgmlType } from './ggml-types.js';
+
+const FLOATS = new Set(['F32', 'F16', 'BF16']);
+
+export async function convertTensorBytes(bytes: Uint8Array, from: GgmlType, to: GgmlType, backend?: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
+  const values = FLOATS.has(from.name) ? decodeToF32(bytes, from.name as FloatDType) : await decodeBlocks(from, bytes, backend, signal);
+  const out = FLOATS.has(to.name) ? encodeFromF32(values, to.name as FloatDType) : await encodeBlocks(to, values, backend, signal);
+  if (!values.every(Number.isFinite)) return out;
+  const broken = FLOATS.has(to.name) ? decodeToF32(out, to.name as FloatDType).some((v) => !Number.isFinite(v)) : nonFiniteBlockValues(to, out);
+  if (broken) {
+    throw new MergeError(
+      'NON_FINITE',
+      `converting ${from.name} to ${to.name} overflows ${FLOATS.has(to.name) ? to.name : `a ${to.name} block's f16 scale`} (values finite before); choose --dtype ${to.name === 'F16' ? 'bf16 or f32' : 'f32 or bf16'}`,
+    );
+  }
+  return out;
+}

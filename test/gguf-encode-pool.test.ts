@@ -1,0 +1,82 @@
+/**
+ * GGUF requantization on the CPU backend's worker threads: the blocks equal those the codecs write
+ * on the calling thread (every thread runs the same reference encoder), the work does go to the
+ * workers, a whole requantizing merge gives the same file as on one thread, and cancelling stops it.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
+import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
+import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
+import { seededRandom } from './helpers/fixtures.js';
+import { peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
+
+const REPO_ROOT = join(import.meta.dirname, '..');
+let pool: CpuWorkerPool;
+let threaded: CpuBackend;
+let single: CpuBackend;
+
+beforeAll(() => {
+  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
+  // The workers run the compiled script (npm test builds it first; build it here when it is missing).
+  if (!existsSync(workerScript)) {
+    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
+    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
+  }
+  pool = new CpuWorkerPool(pathToFileURL(workerScript), 3);
+  threaded = new CpuBackend('test', { pool });
+  single = new CpuBackend('test');
+});
+afterAll(() => {
+  threaded?.dispose();
+  single?.dispose();
+});
+
+describe('GGML blocks encoded on the worker threads', () => {
+  for (const name of ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'Q4_0', 'Q5_1']) {
+    it(`${name}: the same bytes as the codec on the calling thread`, async () => {
+      const type = ggmlTypeByName(name)!;
+      const rand = seededRandom(type.id);
+      // An odd number of blocks, so the last piece is short.
+      const blocks = Math.ceil(200_000 / type.blockSize) | 1;
+      const values = Float32Array.from({ length: blocks * type.blockSize }, () => (rand() - 0.5) * (rand() < 0.01 ? 50 : 1));
+      const here = new Uint8Array(blocks * type.blockBytes);
+      blockCodec(type)!.encode(values, here);
+      const before = pool.sent.encodePieces;
+      const there = await threaded.encodeBlocks(name, type.blockSize, type.blockBytes, values);
+      expect(there).toBeDefined();
+      expect(pool.sent.encodePieces - before).toBeGreaterThanOrEqual(2);
+      expect(Buffer.from(there!).equals(Buffer.from(here))).toBe(true);
+      // Without a pool the backend leaves encoding to the caller.
+      expect(await single.encodeBlocks(name, type.blockSize, type.blockBytes, values)).toBeUndefined();
+    });
+  }
+
+  it('a requantizing GGUF merge writes the same file on the workers as on one thread', async () => {
+    const base = q4kmLlama();
+    const adapter = peftLlamaAdapter();
+    const run = async (backend: CpuBackend) => {
+      const prepared = await prepareMerge(memoryInputFileSet(base.files, 'base'), [{ files: memoryInputFileSet(adapter.files, 'peft') }]);
+      const output = createBlobOutputTarget();
+      await mergeModel({ prepared, output, backend });
+      await prepared.close();
+      return new Uint8Array(await output.files()[0].blob.arrayBuffer());
+    };
+    const before = pool.sent.encodePieces;
+    const [a, b] = [await run(threaded), await run(single)];
+    expect(pool.sent.encodePieces).toBeGreaterThan(before);
+    expect(Buffer.from(a).equals(Buffer.from(b))).toBe(true);
+  });
+
+  it('stops when cancelled', async () => {
+    const values = new Float32Array(256 * 4096);
+    const controller = new AbortController();
+    controller.abort();
+    await expect(threaded.encodeBlocks('Q4_K', 256, 144, values, controller.signal)).rejects.toMatchObject({ code: 'ABORTED' });
+  });
+});
