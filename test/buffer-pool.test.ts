@@ -1,20 +1,21 @@
 /**
- * The slab buffer pool: a buffer is handed out to one holder at a time, comes back only when it is
- * one of the pool's own, and is reused for slabs of similar size only.
+ * The slab buffer pool: a buffer is handed out to one holder at a time, exactly the size asked
+ * for, and comes back only when it is one of the pool's own, whole.
  */
 import { describe, expect, it } from 'vitest';
 import { BufferPool } from '../src/buffer-pool.js';
 
 describe('BufferPool', () => {
-  it('reuses a returned buffer for the next slab of a similar size, with exactly the bytes asked for', () => {
+  it('reuses a returned buffer for the next slab of the same size; every view is its whole buffer', () => {
     const pool = new BufferPool();
     const a = pool.take(4_000_000);
     expect(a.byteLength).toBe(4_000_000);
-    a[0] = 7;
+    expect(a.buffer.byteLength).toBe(4_000_000);
     pool.recycle(a);
-    const b = pool.take(3_900_000);
-    expect(b.buffer).toBe(a.buffer);
-    expect(b.byteLength).toBe(3_900_000);
+    const other = pool.take(3_900_000);
+    expect(other.buffer).not.toBe(a.buffer);
+    expect(other.buffer.byteLength).toBe(3_900_000);
+    expect(pool.take(4_000_000).buffer).toBe(a.buffer);
   });
 
   it('never hands out a buffer that is still held, nor twice after one return', () => {
@@ -31,24 +32,22 @@ describe('BufferPool', () => {
     expect(d.buffer).not.toBe(b.buffer);
   });
 
-  it('ignores memory it did not hand out, and keeps small slabs out of large buffers', () => {
+  it('ignores memory it did not hand out, and parts of its own buffers', () => {
     const pool = new BufferPool();
     const foreign = new Uint8Array(1 << 20);
     pool.recycle(foreign);
     expect(pool.take(1 << 20).buffer).not.toBe(foreign.buffer);
-    const big = pool.take(8 << 20);
-    pool.recycle(big);
-    expect(pool.take(1000).buffer).not.toBe(big.buffer);
-    expect(pool.take(8 << 20).buffer).toBe(big.buffer);
+    const own = pool.take(1 << 20);
+    pool.recycle(own.subarray(0, 1000));
+    expect(pool.take(1 << 20).buffer).not.toBe(own.buffer);
   });
 
-  it('keeps at most four returned buffers, dropping the smallest', () => {
+  it('keeps at most four returned buffers, dropping the oldest', () => {
     const pool = new BufferPool();
-    const sizes = [1, 3, 5, 7, 9].map((m) => m << 20);
-    const held = sizes.map((n) => pool.take(n));
+    const held = Array.from({ length: 5 }, () => pool.take(1 << 20));
     held.forEach((x) => pool.recycle(x));
-    // The 1 MiB one was dropped: a new 1 MiB slab gets fresh memory, the others come back.
-    expect(held.map((x) => x.buffer)).not.toContain(pool.take(1 << 20).buffer);
-    expect(pool.take(9 << 20).buffer).toBe(held[4].buffer);
+    const again = Array.from({ length: 5 }, () => pool.take(1 << 20).buffer);
+    for (let i = 0; i < 4; i++) expect(again[i]).toBe(held[i + 1].buffer);
+    expect(held.map((x) => x.buffer)).not.toContain(again[4]);
   });
 });
