@@ -42,12 +42,12 @@ describe('BufferPool', () => {
     expect(pool.take(1 << 20).buffer).not.toBe(own.buffer);
   });
 
-  it('keeps at most four returned buffers, dropping the oldest', () => {
+  it('keeps at most two returned buffers, dropping the oldest', () => {
     const pool = new BufferPool();
-    const held = Array.from({ length: 5 }, () => pool.take(1 << 20));
+    const held = Array.from({ length: 3 }, () => pool.take(1 << 20));
     held.forEach((x) => pool.recycle(x));
-    const again = Array.from({ length: 5 }, () => pool.take(1 << 20).buffer);
-    for (let i = 0; i < 4; i++) expect(again[i]).toBe(held[i + 1].buffer);
-    expect(held.map((x) => x.buffer)).not.toContain(again[4]);
+    const again = Array.from({ length: 3 }, () => pool.take(1 << 20).buffer);
+    for (let i = 0; i < 2; i++) expect(again[i]).toBe(held[i + 1].buffer);
+    expect(held.map((x) => x.buffer)).not.toContain(again[2]);
   });
 });
