@@ -19,7 +19,7 @@ function ratio(seconds, baseline) {
   return r >= 1 ? `${r.toFixed(2)}× faster` : `${(1 / r).toFixed(2)}× slower`;
 }
 
-export function printTables({ model, runs, kernels, totalSeconds }) {
+export function printTables({ model, runs, sample, kernels, totalSeconds }) {
   const by = Object.fromEntries(runs.map((r) => [r.name, r]));
   const gb = model.baseBytes / 1e9;
   const quarterMiB = model.baseBytes / 4 / 2 ** 20;
@@ -59,6 +59,19 @@ export function printTables({ model, runs, kernels, totalSeconds }) {
       out.push(`${r.name}: peak RSS ${fmt(r.rssMiB, 0)} MiB = ${fmt(r.rssMiB / (model.baseBytes / 2 ** 20) * 100, 0)} % of the model ` +
         `(target: under a quarter, ${fmt(quarterMiB, 0)} MiB) ${r.rssMiB < quarterMiB ? 'ok' : 'OVER'}`);
     }
+  }
+  const copy = by['stream-copy'];
+  if (copy) {
+    for (const r of runs.filter((x) => x.name === 'cpu' || x.name === 'auto')) {
+      out.push(`${r.name}: ${fmt(r.seconds / copy.seconds)}× the time of a plain Node stream copy of the base (${fmt(copy.seconds)} s; target: at most 2.5×)`);
+    }
+  }
+  for (const r of runs.filter((x) => x.usage && (x.kind === 'backend' || x.name === 'stream-copy'))) {
+    out.push(`${r.name}: CPU time user ${fmt(r.usage.userSeconds)} s + system ${fmt(r.usage.systemSeconds)} s, ${r.usage.minorFaults} minor page faults`);
+  }
+  if (sample) {
+    out.push(`loramerge sample (write, merge, check): cpu ${fmt(sample.cpu)} s, auto ${fmt(sample.auto)} s; ` +
+      `Node starting alone ${fmt(sample.node)} s (overhead above it: cpu ${fmt(sample.cpu - sample.node)} s, auto ${fmt(sample.auto - sample.node)} s)`);
   }
   const backends = runs.filter((r) => r.kind === 'backend');
   if (by.numpy && backends.length) {

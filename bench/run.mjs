@@ -8,7 +8,10 @@
  * Then the GGUF case (bench/gguf-run.mjs): the same shape as a Q4_K_M-style GGUF, merged keeping
  * its types and as F16, with the error of the requantized tensors against float64 truth.
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,…] [--json FILE]
+ * Also: the CPU and auto merges against a plain Node stream copy of the same file, and the
+ * start-up of `loramerge sample` against Node's own.
+ *
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,…] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -44,13 +47,16 @@ function runTimed(cmd, args, env = {}) {
   });
 }
 
-/** A Node child with the RSS preload; returns { seconds, rssMiB }. */
+/** A Node child with the RSS preload; returns { seconds, rssMiB, usage: { userSeconds, systemSeconds, minorFaults } }. */
 async function runNode(script, args, dir) {
-  const rssFile = join(dir, `rss-${Math.random().toString(36).slice(2)}`);
-  const r = await runTimed(process.execPath, ['--import', preload, script, ...args], { LORAMERGE_BENCH_RSS_FILE: rssFile });
+  const tag = Math.random().toString(36).slice(2);
+  const rssFile = join(dir, `rss-${tag}`), usageFile = join(dir, `usage-${tag}`);
+  const r = await runTimed(process.execPath, ['--import', preload, script, ...args], { LORAMERGE_BENCH_RSS_FILE: rssFile, LORAMERGE_BENCH_USAGE_FILE: usageFile });
   const kib = Number((await readFile(rssFile, 'utf8')).trim().split('\n').pop());
+  const usage = JSON.parse(await readFile(usageFile, 'utf8'));
   await rm(rssFile, { force: true });
-  return { seconds: r.seconds, rssMiB: kib / 1024, stderr: r.stderr };
+  await rm(usageFile, { force: true });
+  return { seconds: r.seconds, rssMiB: kib / 1024, usage, stderr: r.stderr };
 }
 
 async function hasNumpy() {
@@ -73,6 +79,7 @@ function contestants(baseDir, adapterDir, numpy) {
   };
   const list = [
     { name: 'cp', kind: 'floor', run: async (out) => ({ ...(await runTimed('cp', [baseFile, out])), rssMiB: undefined }) },
+    { name: 'stream-copy', kind: 'floor', run: (out) => runNode(join(here, 'stream-copy.mjs'), [baseFile, out], dirname(out)) },
     { name: 'webgpu', kind: 'backend', run: cli('webgpu') },
     { name: 'cpu', kind: 'backend', run: cli('cpu') },
     { name: 'auto', kind: 'backend', run: cli('auto') },
@@ -120,6 +127,26 @@ async function pageRun(baseFile, adapterDir) {
   }
 }
 
+/**
+ * Start-up: `loramerge sample` end to end (write the small sample, merge it, check a tensor) per
+ * backend, against Node starting and exiting alone; best of `reps` each.
+ */
+async function sampleTimes(dir, reps, log) {
+  const best = async (args) => {
+    let t = Infinity;
+    for (let i = 0; i < reps; i++) t = Math.min(t, (await runTimed(process.execPath, args)).seconds);
+    return t;
+  };
+  const sampleDir = join(dir, 'sample');
+  const result = { node: await best(['-e', '']) };
+  for (const backend of ['cpu', 'auto']) {
+    result[backend] = await best([join(root, 'bin', 'loramerge.js'), 'sample', sampleDir, '--backend', backend]);
+    await rm(sampleDir, { recursive: true, force: true });
+  }
+  log(`sample: cpu ${result.cpu.toFixed(2)} s, auto ${result.auto.toFixed(2)} s, node alone ${result.node.toFixed(2)} s`);
+  return result;
+}
+
 async function kernelTimes(reps) {
   const r = await runTimed(process.execPath, [join(here, 'kernel-time.mjs'), String(reps)]);
   return r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
@@ -156,7 +183,7 @@ async function main() {
         const r = await c.run(out);
         if (!best || r.seconds < best.seconds) best = { ...r, rssMiB: Math.max(r.rssMiB ?? 0, best?.rssMiB ?? 0) || undefined };
       }
-      const run = { name: c.name, kind: c.kind, seconds: best.seconds, rssMiB: best.rssMiB, note: best.note };
+      const run = { name: c.name, kind: c.kind, seconds: best.seconds, rssMiB: best.rssMiB, usage: best.usage, note: best.note };
       if (c.name === 'auto') autoHashes = await pieceHashes(out);
       if (c.kind === 'page') {
         run.identicalToAuto = autoHashes ? best.hashes.length === autoHashes.length && best.hashes.every((h, i) => h === autoHashes[i]) : undefined;
@@ -173,9 +200,10 @@ async function main() {
       runs.push(run);
       log(`${c.name}: ${run.seconds.toFixed(2)} s${run.rssMiB ? `, peak RSS ${run.rssMiB.toFixed(0)} MiB` : ''}`);
     }
+    const sample = skip.has('sample') ? undefined : await sampleTimes(dir, Math.max(3, reps), log);
     const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
     const gguf = skip.has('gguf') ? undefined : await runGgufBench(dir, BENCH_MODEL, { runNode, runTimed, root, log, reps });
-    const results = { model, runs, kernels, gguf, totalSeconds: (performance.now() - started) / 1000 };
+    const results = { model, runs, sample, kernels, gguf, totalSeconds: (performance.now() - started) / 1000 };
     if (gguf) printGgufTables(gguf);
     const failures = printTables(results);
     if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n');

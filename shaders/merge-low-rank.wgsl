@@ -1,42 +1,52 @@
-// Fused scaled low-rank update of a weight matrix, rounded once to the output dtype:
-//   V = W + L·R          (L: rows × rank, R: rank × cols, user weights and α/r scales folded in)
-//   out = pack(V)        or, for DoRA, pack(V · m / (‖V‖ + eps)) with ‖V‖² from normRows/normCols.
+// Fused low-rank update of a weight matrix, rounded once to the output dtype and certified:
+//   V = W + L·R          (L: rows × rank, R: rank × cols; adapters' weights and scales folded in)
+//   out = round(V)       and the indices of the elements whose rounding V cannot vouch for.
 //
-// Each invocation owns an 8×8 tile of W: 64 f32 accumulators, and per rank step two vec4 loads of L
+// Certification (src/engine/exact/error-bounds.ts proves it): every element gets a bound
+// B = gnl[row] · nr[col] + u · |V| on its distance from the exact result, with gnl and nr the
+// extra last rows of Lᵀ and R, and u the uniform's. An element whose V lies within B of a rounding
+// boundary of the output dtype (a midpoint between two neighbouring values) has its index appended
+// to `flags` for the host to recompute; so does one whose W is an f32 subnormal, which a GPU may
+// flush to zero. WGSL's f32 operations are only faithfully rounded, which the host's u allows for;
+// the conversions here are integer arithmetic, exact whatever the GPU's rounding.
+//
+// Each invocation owns an 8×8 tile: 64 f32 accumulators, and per rank step two vec4 loads of Lᵀ
 // and two of R for 64 multiply-adds. Loads and stores are whole vec4s only: the host pads every row
 // of W, of the output, of Lᵀ and of R to a multiple of 8 elements (16 bytes of f16/bf16, 32 of
-// f32), zero-filled, so the rank loop has no bounds checks and no two invocations share a word.
-// The host also pads the rows of this dispatch to a multiple of 8 (zero rows of W and L), so no
-// load or store is conditional; padding results are simply not read back.
+// f32; fp8 rows to 16 elements), zero-filled, and the rows of a dispatch to a multiple of 8, so no
+// load or store is conditional. Invocations are laid out as a 2-D workgroup of WG_X column tiles
+// by WG_Y row tiles (the host chooses it from the adapter's limits and subgroup size): lanes next
+// to each other read neighbouring 16-byte pieces of the same rows of W and R.
 // f16 and bf16 are converted by hand (no shader-f16 needed) with exact round-to-nearest-even: with
 // bit shifts, or with float arithmetic where shifts are slow (SHIFT_FREE). fp8 rows (8 bytes per
-// tile, half a vec4) are padded to 16 elements; two neighbouring tiles write the two halves of one
-// vec4, component by component, so they still share no word. fp8 results saturate at the largest
-// finite value (±448 e4m3fn, ±57344 e5m2); only NaN or Inf in V is reported.
+// tile, half a vec4): two neighbouring tiles write the two halves of one vec4, component by
+// component, so they share no word. fp8 results saturate at the largest finite value (±448
+// e4m3fn, ±57344 e5m2); only NaN or Inf in V is reported.
+// W's loader, `loadW8`, comes from merge-w-words.wgsl (u32 words, any dtype) or, where the
+// adapter grants shader-f16, merge-w-f16.wgsl (f16 W converted by the GPU).
 
 override IN_DTYPE: u32 = 0u;   // 0 f32, 1 f16, 2 bf16, 3 fp8 e4m3fn, 4 fp8 e5m2
 override OUT_DTYPE: u32 = 0u;  // 0 f32, 1 f16, 2 bf16, 3 fp8 e4m3fn, 4 fp8 e5m2
-override DORA: u32 = 0u;       // 0 none, 1 one factor per stored row, 2 one factor per stored column
-override WORKGROUP: u32 = 64u;
+override WG_X: u32 = 64u;
+override WG_Y: u32 = 1u;
 // 1: convert f16/bf16 with float arithmetic, integer multiplies and masks, never a vector shift.
 // For SwiftShader, a GPU emulated on the CPU: its JIT turns every vector shift into four scalar
 // ones, which made the integer conversions cost more than the matmul. Exact (round to nearest
-// even) wherever f32 adds are IEEE and not reassociated; tested on SwiftShader against the same
-// cases as the default.
+// even) wherever f32 adds are IEEE and not reassociated, as on SwiftShader; tested there.
 override SHIFT_FREE: u32 = 0u;
 
 struct Params {
-  rows: u32,          // rows of W in this dispatch
+  rows: u32,          // real rows of W in this dispatch
   colTiles: u32,      // padded cols / 8
-  rank: u32,
-  items: u32,         // invocations with work: tiles, tile rows or tile columns
+  rank: u32,          // padded to a multiple of 4; Lᵀ's and R's rows of norms follow
+  rowTiles: u32,      // padded rows / 8
   inStride4: u32,     // vec4 words per row of W in
   outStride4: u32,    // vec4 words per row of W out
-  lStride4: u32,      // vec4s per rank row of Lᵀ (padded rows / 4)
-  rStride4: u32,      // vec4s per rank row of R (padded cols / 4)
-  gridStride: u32,    // invocations per row of a 2-D folded dispatch grid
-  normRow0: u32,      // index of this dispatch's first row in `norms`/`magnitude` (per-row DoRA)
-  eps: f32,
+  lStride4: u32,      // vec4s per row of Lᵀ (padded rows / 4)
+  rStride4: u32,      // vec4s per row of R (padded cols / 4)
+  u: f32,             // the bound's relative term
+  listCap: u32,       // room for indices in `flags`
+  certify: u32,       // 0: V is exact (no terms), nothing to list
   pad: u32,
 }
 
@@ -45,29 +55,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> lt: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> rt: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> wOut: array<vec4<u32>>;
+// [0]: some V is Inf or NaN (or rounds to Inf); [1]: elements listed; [2, 2 + listCap): their
+// indices, row · (colTiles · 8) + column within this dispatch.
 @group(0) @binding(5) var<storage, read_write> flags: array<atomic<u32>>;
-@group(0) @binding(6) var<storage, read_write> norms: array<f32>;
-@group(0) @binding(7) var<storage, read> magnitude: array<f32>;
-
-/// One 8×8 tile: row j is (r{j}a, r{j}b), columns 0–3 and 4–7.
-struct Tile {
-  r0a: vec4<f32>,
-  r0b: vec4<f32>,
-  r1a: vec4<f32>,
-  r1b: vec4<f32>,
-  r2a: vec4<f32>,
-  r2b: vec4<f32>,
-  r3a: vec4<f32>,
-  r3b: vec4<f32>,
-  r4a: vec4<f32>,
-  r4b: vec4<f32>,
-  r5a: vec4<f32>,
-  r5b: vec4<f32>,
-  r6a: vec4<f32>,
-  r6b: vec4<f32>,
-  r7a: vec4<f32>,
-  r7b: vec4<f32>,
-}
 
 fn f16BitsToF32(h: vec4<u32>) -> vec4<f32> {
   let sign = (h & vec4(0x8000u)) << vec4(16u);
@@ -247,31 +237,6 @@ fn magnitudeBits(a: vec4<f32>, b: vec4<f32>) -> vec4<i32> {
   return max(bitcast<vec4<i32>>(a) & vec4(0x7fffffff), bitcast<vec4<i32>>(b) & vec4(0x7fffffff));
 }
 
-/// Eight elements of W in row `row`, tile column `tc`.
-fn loadW8(row: u32, tc: u32) -> mat2x4<f32> {
-  if (IN_DTYPE == 0u) {
-    let i = row * P.inStride4 + tc * 2u;
-    return mat2x4(bitcast<vec4<f32>>(wIn[i]), bitcast<vec4<f32>>(wIn[i + 1u]));
-  }
-  if (IN_DTYPE >= 3u) {
-    // Eight bytes: the low or high half of a vec4, by the tile column's parity.
-    let v = wIn[row * P.inStride4 + tc / 2u];
-    let c = (tc & 1u) * 2u;
-    return mat2x4(f8WordToF32(v[c]), f8WordToF32(v[c + 1u]));
-  }
-  let w = wIn[row * P.inStride4 + tc];
-  if (SHIFT_FREE == 1u) {
-    if (IN_DTYPE == 1u) {
-      return mat2x4(vec4(unpack2x16float(w.x), unpack2x16float(w.y)), vec4(unpack2x16float(w.z), unpack2x16float(w.w)));
-    }
-    let lo = (w & vec4(0xffffu)) * vec4(65536u);
-    let hi = w & vec4(0xffff0000u);
-    return mat2x4(bitcast<vec4<f32>>(vec4(lo.x, hi.x, lo.y, hi.y)), bitcast<vec4<f32>>(vec4(lo.z, hi.z, lo.w, hi.w)));
-  }
-  return mat2x4(halvesToF32(vec4(w.x & 0xffffu, w.x >> 16u, w.y & 0xffffu, w.y >> 16u)),
-               halvesToF32(vec4(w.z & 0xffffu, w.z >> 16u, w.w & 0xffffu, w.w >> 16u)));
-}
-
 /// Writes eight values to row `row`, tile column `tc`.
 fn storeOut8(row: u32, tc: u32, a: vec4<f32>, b: vec4<f32>) {
   if (OUT_DTYPE == 0u) {
@@ -306,8 +271,97 @@ fn storeOut8(row: u32, tc: u32, a: vec4<f32>, b: vec4<f32>) {
   wOut[row * P.outStride4 + tc] = vec4(ha.x | (ha.y << 16u), ha.z | (ha.w << 16u), hb.x | (hb.y << 16u), hb.z | (hb.w << 16u));
 }
 
-/// V = W + L·R for the 8×8 tile at tile row tr, tile column tc.
-fn tileValues(tr: u32, tc: u32) -> Tile {
+// --- certification ----------------------------------------------------------------------------
+
+/// The output dtype's grid (error-bounds.ts): f32 mantissa bits the dtype drops, the quarter step
+/// per 2^E, its smallest normal, and the inverse of its subnormal step (0 for bf16, whose step is no
+/// f32).
+fn dropBits() -> u32 {
+  if (OUT_DTYPE == 2u) { return 16u; }
+  if (OUT_DTYPE == 3u) { return 20u; }
+  if (OUT_DTYPE == 4u) { return 21u; }
+  return 13u;
+}
+fn minNormalOut() -> f32 {
+  if (OUT_DTYPE == 2u) { return 1.1754943508222875e-38; }
+  if (OUT_DTYPE == 3u) { return 0.015625; }
+  return 6.103515625e-5;
+}
+fn invQuantum() -> f32 {
+  if (OUT_DTYPE == 2u) { return 0.0; }
+  if (OUT_DTYPE == 3u) { return 512.0; }
+  if (OUT_DTYPE == 4u) { return 65536.0; }
+  return 16777216.0;
+}
+
+/// Lanes whose rounding is not certain, for |V| = a and bound b (see the CPU kernel's `uncertain`,
+/// wasm/merge-kernel.ts, which this mirrors): a midpoint within b, b at least a quarter step, or
+/// below the dtype's smallest normal a midpoint of the uniform grid within b or b ≥ a. Every value
+/// compared is computed exactly (masks, powers of two, a difference within one binade), so a
+/// faithfully rounding GPU gets the same answers; an underflow to 0 only lists more.
+fn uncertain(a: vec4<f32>, b: vec4<f32>) -> vec4<bool> {
+  let drop = dropBits();
+  let ab = bitcast<vec4<u32>>(a);
+  let mid = bitcast<vec4<f32>>((ab & vec4(~((1u << drop) - 1u))) | vec4(1u << (drop - 1u)));
+  let quarter = bitcast<vec4<f32>>(ab & vec4(0x7f800000u)) * bitcast<f32>((127u + drop - 25u) << 23u);
+  var flag = (abs(a - mid) < b) | (quarter < b);
+  let small = a < vec4(minNormalOut());
+  if (any(small)) {
+    var s = a < b;
+    let inv = invQuantum();
+    if (inv != 0.0) {
+      let t = a * inv;
+      s = s | (abs(t - floor(t) - 0.5) < b * inv);
+    } else {
+      s = b > vec4(0.0);
+    }
+    flag = select(flag, s, small);
+  }
+  return flag;
+}
+
+fn append(index: u32) {
+  let n = atomicAdd(&flags[1], 1u);
+  if (n < P.listCap) { atomicStore(&flags[2u + n], index); }
+}
+
+/// Lists the set lanes of m0 (columns col..col+3) and m1 (col+4..col+7) of padded row `row`.
+fn list8(m0: vec4<bool>, m1: vec4<bool>, row: u32, col: u32) {
+  let base = row * P.colTiles * 8u + col;
+  for (var l = 0u; l < 4u; l++) {
+    if (m0[l]) { append(base + l); }
+    if (m1[l]) { append(base + 4u + l); }
+  }
+}
+
+/// W's f32 subnormals in row `row`, tile column `tc` (a GPU may flush them): only f32 and bf16 W
+/// hold any (loaders with other subnormal inputs list theirs in `subnormalW8`).
+fn subnormalBits(bits: vec4<u32>) -> vec4<bool> {
+  return ((bits & vec4(0x7f800000u)) == vec4(0u)) & ((bits & vec4(0x7fffffffu)) != vec4(0u));
+}
+
+/// One row of a tile: V = sums + W, stored rounded, listed where uncertain; returns |V|'s bits.
+fn finishRow(row: u32, tc: u32, s0: vec4<f32>, s1: vec4<f32>, g: f32, nr0: vec4<f32>, nr1: vec4<f32>) -> vec4<i32> {
+  let w = loadW8(row, tc);
+  let v0 = s0 + w[0];
+  let v1 = s1 + w[1];
+  storeOut8(row, tc, v0, v1);
+  if (P.certify != 0u && row < P.rows) {
+    let a0 = abs(v0);
+    let a1 = abs(v1);
+    let sub = subnormalW8(row, tc);
+    let m0 = uncertain(a0, g * nr0 + P.u * a0) | sub[0];
+    let m1 = uncertain(a1, g * nr1 + P.u * a1) | sub[1];
+    if (any(m0) || any(m1)) { list8(m0, m1, row, tc * 8u); }
+  }
+  return select(vec4(0), magnitudeBits(v0, v1), row < P.rows);
+}
+
+@compute @workgroup_size(WG_X, WG_Y)
+fn mergeTiles(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let tc = gid.x;
+  let tr = gid.y;
+  if (tc >= P.colTiles || tr >= P.rowTiles) { return; }
   var r0a = vec4<f32>(0.0);
   var r0b = vec4<f32>(0.0);
   var r1a = vec4<f32>(0.0);
@@ -328,7 +382,8 @@ fn tileValues(tr: u32, tc: u32) -> Tile {
   var ri = tc * 2u;
   // Four rank steps per iteration (the host pads the rank to a multiple of 4 with zero rows):
   // SwiftShader keeps loop-carried values in memory, so the 64 accumulators are loaded and stored
-  // once per four steps instead of every step (3–15% less SwiftShader CPU time at r = 64).
+  // once per four steps instead of every step (3–15% less SwiftShader CPU time at r = 64). The sum
+  // starts from zero and W is added last: its rounding errors scale with the sum, not with W.
   for (var k = 0u; k < P.rank; k += 4u) {
     {
       let l0 = lt[li];
@@ -379,120 +434,20 @@ fn tileValues(tr: u32, tc: u32) -> Tile {
       ri += P.rStride4;
     }
   }
+  // The rows of norms after the rank rows: G · ‖L row‖ for the tile's 8 rows, ‖R column‖ for its 8 columns.
+  let g0 = lt[P.rank * P.lStride4 + tr * 2u];
+  let g1 = lt[P.rank * P.lStride4 + tr * 2u + 1u];
+  let nr0 = rt[P.rank * P.rStride4 + tc * 2u];
+  let nr1 = rt[P.rank * P.rStride4 + tc * 2u + 1u];
   let row0 = tr * 8u;
-  let w0 = loadW8(row0 + 0u, tc); r0a += w0[0]; r0b += w0[1];
-  let w1 = loadW8(row0 + 1u, tc); r1a += w1[0]; r1b += w1[1];
-  let w2 = loadW8(row0 + 2u, tc); r2a += w2[0]; r2b += w2[1];
-  let w3 = loadW8(row0 + 3u, tc); r3a += w3[0]; r3b += w3[1];
-  let w4 = loadW8(row0 + 4u, tc); r4a += w4[0]; r4b += w4[1];
-  let w5 = loadW8(row0 + 5u, tc); r5a += w5[0]; r5b += w5[1];
-  let w6 = loadW8(row0 + 6u, tc); r6a += w6[0]; r6b += w6[1];
-  let w7 = loadW8(row0 + 7u, tc); r7a += w7[0]; r7b += w7[1];
-  return Tile(r0a, r0b, r1a, r1b, r2a, r2b, r3a, r3b, r4a, r4b, r5a, r5b, r6a, r6b, r7a, r7b);
-}
-
-fn doraFactor(idx: u32) -> f32 {
-  return magnitude[idx] / (sqrt(norms[idx]) + P.eps);
-}
-
-/// Multiplies the tile by DoRA's per-row (DORA == 1) or per-column (DORA == 2) factors. The host
-/// gives padding rows and columns magnitude 0 and norm 1, so their factor is 0, not NaN.
-fn scaleTile(t: ptr<function, Tile>, row0: u32, col0: u32) {
-  if (DORA == 1u) {
-    let f0 = doraFactor(P.normRow0 + row0 + 0u); (*t).r0a *= f0; (*t).r0b *= f0;
-    let f1 = doraFactor(P.normRow0 + row0 + 1u); (*t).r1a *= f1; (*t).r1b *= f1;
-    let f2 = doraFactor(P.normRow0 + row0 + 2u); (*t).r2a *= f2; (*t).r2b *= f2;
-    let f3 = doraFactor(P.normRow0 + row0 + 3u); (*t).r3a *= f3; (*t).r3b *= f3;
-    let f4 = doraFactor(P.normRow0 + row0 + 4u); (*t).r4a *= f4; (*t).r4b *= f4;
-    let f5 = doraFactor(P.normRow0 + row0 + 5u); (*t).r5a *= f5; (*t).r5b *= f5;
-    let f6 = doraFactor(P.normRow0 + row0 + 6u); (*t).r6a *= f6; (*t).r6b *= f6;
-    let f7 = doraFactor(P.normRow0 + row0 + 7u); (*t).r7a *= f7; (*t).r7b *= f7;
-  } else if (DORA == 2u) {
-    let ca = vec4(doraFactor(col0), doraFactor(col0 + 1u), doraFactor(col0 + 2u), doraFactor(col0 + 3u));
-    let cb = vec4(doraFactor(col0 + 4u), doraFactor(col0 + 5u), doraFactor(col0 + 6u), doraFactor(col0 + 7u));
-    (*t).r0a *= ca; (*t).r0b *= cb;
-    (*t).r1a *= ca; (*t).r1b *= cb;
-    (*t).r2a *= ca; (*t).r2b *= cb;
-    (*t).r3a *= ca; (*t).r3b *= cb;
-    (*t).r4a *= ca; (*t).r4b *= cb;
-    (*t).r5a *= ca; (*t).r5b *= cb;
-    (*t).r6a *= ca; (*t).r6b *= cb;
-    (*t).r7a *= ca; (*t).r7b *= cb;
-  }
-}
-
-@compute @workgroup_size(WORKGROUP)
-fn mergeTiles(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * P.gridStride;
-  if (i >= P.items) { return; }
-  let tr = i / P.colTiles;
-  let tc = i - tr * P.colTiles;
-  var t = tileValues(tr, tc);
-  let row0 = tr * 8u;
-  scaleTile(&t, row0, tc * 8u);
-  storeOut8(row0 + 0u, tc, t.r0a, t.r0b);
-  storeOut8(row0 + 1u, tc, t.r1a, t.r1b);
-  storeOut8(row0 + 2u, tc, t.r2a, t.r2b);
-  storeOut8(row0 + 3u, tc, t.r3a, t.r3b);
-  storeOut8(row0 + 4u, tc, t.r4a, t.r4b);
-  storeOut8(row0 + 5u, tc, t.r5a, t.r5b);
-  storeOut8(row0 + 6u, tc, t.r6a, t.r6b);
-  storeOut8(row0 + 7u, tc, t.r7a, t.r7b);
+  var worst = finishRow(row0, tc, r0a, r0b, g0.x, nr0, nr1);
+  worst = max(worst, finishRow(row0 + 1u, tc, r1a, r1b, g0.y, nr0, nr1));
+  worst = max(worst, finishRow(row0 + 2u, tc, r2a, r2b, g0.z, nr0, nr1));
+  worst = max(worst, finishRow(row0 + 3u, tc, r3a, r3b, g0.w, nr0, nr1));
+  worst = max(worst, finishRow(row0 + 4u, tc, r4a, r4b, g1.x, nr0, nr1));
+  worst = max(worst, finishRow(row0 + 5u, tc, r5a, r5b, g1.y, nr0, nr1));
+  worst = max(worst, finishRow(row0 + 6u, tc, r6a, r6b, g1.z, nr0, nr1));
+  worst = max(worst, finishRow(row0 + 7u, tc, r7a, r7b, g1.w, nr0, nr1));
   // Inf or NaN anywhere in the tile's real rows (padding rows are zero): one test per tile.
-  var worst = vec4(0);
-  worst = max(worst, select(vec4(0), magnitudeBits(t.r0a, t.r0b), row0 + 0u < P.rows));
-  worst = max(worst, select(vec4(0), magnitudeBits(t.r1a, t.r1b), row0 + 1u < P.rows));
-  worst = max(worst, select(vec4(0), magnitudeBits(t.r2a, t.r2b), row0 + 2u < P.rows));
-  worst = max(worst, select(vec4(0), magnitudeBits(t.r3a, t.r3b), row0 + 3u < P.rows));
-  worst = max(worst, select(vec4(0), magnitudeBits(t.r4a, t.r4b), row0 + 4u < P.rows));
-  worst = max(worst, select(vec4(0), magnitudeBits(t.r5a, t.r5b), row0 + 5u < P.rows));
-  worst = max(worst, select(vec4(0), magnitudeBits(t.r6a, t.r6b), row0 + 6u < P.rows));
-  worst = max(worst, select(vec4(0), magnitudeBits(t.r7a, t.r7b), row0 + 7u < P.rows));
   if (any(worst >= vec4(overflowBits()))) { atomicOr(&flags[0], 1u); }
-}
-
-/// Sum of squares of V per stored row: one invocation per tile row, sweeping all columns.
-@compute @workgroup_size(WORKGROUP)
-fn normRows(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let tr = gid.x + gid.y * P.gridStride;
-  if (tr >= P.items) { return; }
-  var s0 = vec4<f32>(0.0);
-  var s1 = vec4<f32>(0.0);
-  for (var tc = 0u; tc < P.colTiles; tc++) {
-    let t = tileValues(tr, tc);
-    s0 += vec4(dot(t.r0a, t.r0a) + dot(t.r0b, t.r0b), dot(t.r1a, t.r1a) + dot(t.r1b, t.r1b),
-               dot(t.r2a, t.r2a) + dot(t.r2b, t.r2b), dot(t.r3a, t.r3a) + dot(t.r3b, t.r3b));
-    s1 += vec4(dot(t.r4a, t.r4a) + dot(t.r4b, t.r4b), dot(t.r5a, t.r5a) + dot(t.r5b, t.r5b),
-               dot(t.r6a, t.r6a) + dot(t.r6b, t.r6b), dot(t.r7a, t.r7a) + dot(t.r7b, t.r7b));
-  }
-  let row0 = tr * 8u;
-  let sums = array(s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w);
-  for (var j = 0u; j < 8u; j++) {
-    if (row0 + j < P.rows) { norms[P.normRow0 + row0 + j] = sums[j]; }
-  }
-}
-
-/// Sum of squares of V per stored column, added to `norms` (row slabs accumulate): one invocation
-/// per tile column, sweeping the rows of this dispatch. Padding columns get sums too (of zeros).
-@compute @workgroup_size(WORKGROUP)
-fn normCols(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let tc = gid.x + gid.y * P.gridStride;
-  if (tc >= P.items) { return; }
-  var sa = vec4<f32>(0.0);
-  var sb = vec4<f32>(0.0);
-  let rowTiles = (P.rows + 7u) / 8u;
-  for (var tr = 0u; tr < rowTiles; tr++) {
-    let t = tileValues(tr, tc);
-    sa += t.r0a * t.r0a; sb += t.r0b * t.r0b;
-    sa += t.r1a * t.r1a; sb += t.r1b * t.r1b;
-    sa += t.r2a * t.r2a; sb += t.r2b * t.r2b;
-    sa += t.r3a * t.r3a; sb += t.r3b * t.r3b;
-    sa += t.r4a * t.r4a; sb += t.r4b * t.r4b;
-    sa += t.r5a * t.r5a; sb += t.r5b * t.r5b;
-    sa += t.r6a * t.r6a; sb += t.r6b * t.r6b;
-    sa += t.r7a * t.r7a; sb += t.r7b * t.r7b;
-  }
-  let c = tc * 8u;
-  norms[c] += sa.x; norms[c + 1u] += sa.y; norms[c + 2u] += sa.z; norms[c + 3u] += sa.w;
-  norms[c + 4u] += sb.x; norms[c + 5u] += sb.y; norms[c + 6u] += sb.z; norms[c + 7u] += sb.w;
 }

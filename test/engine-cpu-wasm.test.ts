@@ -23,7 +23,7 @@ async function convert(w: Uint8Array, wDtype: FloatDType, outDtype: FloatDType, 
   const kernel = await createWasmKernel();
   const rows = w.byteLength / (wDtype === 'F32' ? 4 : 2) / cols;
   const out = new Uint8Array(rows * cols * (outDtype === 'F32' ? 4 : 2));
-  const finite = kernel.run({
+  const { finite } = kernel.run({
     w, wDtype, outDtype, rows, cols, rank: 1,
     left: new Float32Array(rows), rightKey: 1, right: new Float32Array(paddedCols(cols)),
   }, out);
@@ -245,6 +245,6 @@ describe('WASM merges on worker threads', () => {
   it('after dispose, merges are refused', async () => {
     const other = new CpuWorkerPool(pathToFileURL(workerScript), 2);
     other.dispose();
-    await expect(other.merge(randomOp(60, { rows: 300, cols: 300, ranks: [4] }))).rejects.toThrow(/disposed/);
+    await expect(new CpuBackend('test', { pool: other }).merge(randomOp(60, { rows: 300, cols: 300, ranks: [4] }))).rejects.toThrow(/disposed/);
   });
 });

@@ -4,7 +4,6 @@
  */
 import { describe, expect, it } from 'vitest';
 import { f64ToBf16Bits, f64ToF16Bits } from '../src/engine/cpu/round-f64.js';
-import { mergeOnCpu } from '../src/engine/cpu/cpu-merge.js';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { MergeError } from '../src/errors.js';
 import { compareWithReference, encodeValues, randomOp, roundedBits, seededRandom } from './helpers/reference-math.js';
@@ -36,12 +35,14 @@ describe('rounding a double once', () => {
 });
 
 describe('CPU merge', () => {
-  it('a sum that cancels to a tiny value is still exact', () => {
+  it('a sum that cancels to a tiny value is still exact', async () => {
     // W = 1 + 2^-20, ΔW = -1 exactly: the result 2^-20 must survive (bf16 of it is exact).
     const op = randomOp(1, { rows: 1, cols: 1, ranks: [1], outDtype: 'BF16' });
     op.base = { dtype: 'F32', data: encodeValues([1 + 2 ** -20], 'F32') };
     op.terms[0] = { rank: 1, scale: -1, a: { dtype: 'F32', data: encodeValues([1], 'F32') }, b: { dtype: 'F32', data: encodeValues([1], 'F32') } };
-    expect(Array.from(new Uint16Array(mergeOnCpu(op).buffer))).toEqual([roundedBits(2 ** -20, 'BF16')]);
+    for (const backend of [new CpuBackend('test', { executor: 'js' }), new CpuBackend('test')]) {
+      expect(Array.from(new Uint16Array((await backend.merge(op)).buffer))).toEqual([roundedBits(2 ** -20, 'BF16')]);
+    }
   });
 
   it('Inf after rounding to f16 → NON_FINITE naming the tensor', async () => {
@@ -57,16 +58,16 @@ describe('CPU merge', () => {
     await expect(new CpuBackend().merge(op, ctl.signal)).rejects.toMatchObject({ code: 'ABORTED' });
   });
 
-  it('DoRA column norms on a row slab → PLAN_INVALID', () => {
+  it('DoRA column norms on a row slab → PLAN_INVALID', async () => {
     const op = randomOp(4, { rows: 10, cols: 6, ranks: [2], dora: 'in', rowStart: 2, rowCount: 4 });
-    expect(() => mergeOnCpu(op)).toThrow(MergeError);
-    expect(() => mergeOnCpu(op)).toThrow(/tensor "w10x6": DoRA norms run across rows/);
+    await expect(new CpuBackend('test', { executor: 'js' }).merge(op)).rejects.toThrow(MergeError);
+    await expect(new CpuBackend('test', { executor: 'js' }).merge(op)).rejects.toThrow(/tensor "w10x6": DoRA norms run across rows/);
   });
 
-  it('a slab outside the matrix → SHAPE_MISMATCH', () => {
+  it('a slab outside the matrix → SHAPE_MISMATCH', async () => {
     const op = randomOp(5, { rows: 10, cols: 6, ranks: [2], rowStart: 8, rowCount: 2 });
     op.rowCount = 4;
-    expect(() => mergeOnCpu(op)).toThrow(/row slab \[8, 12\) is outside its 10 rows/);
+    await expect(new CpuBackend('test', { executor: 'js' }).merge(op)).rejects.toThrow(/row slab \[8, 12\) is outside its 10 rows/);
   });
 });
 

@@ -12,7 +12,6 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MergeBackend, MergeOp, RowPlacement } from '../src/engine/merge-op.js';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { mergeOnCpu } from '../src/engine/cpu/cpu-merge.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { createWebGpuBackend } from '../src/engine/create-backend.js';
 import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
@@ -33,7 +32,7 @@ beforeAll(async () => {
     execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
     execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
   }
-  backends.js = { kind: 'cpu', description: 'js', merge: async (op) => mergeOnCpu(op), dispose: () => {} };
+  backends.js = new CpuBackend('test', { executor: 'js' });
   backends.wasm = new CpuBackend('test');
   backends.pool = new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2) });
   nodeGpu = await getNodeGpu();

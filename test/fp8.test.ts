@@ -8,7 +8,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeToF32, encodeFromF32, type F8DType } from '../src/dtype.js';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { mergeOnCpu } from '../src/engine/cpu/cpu-merge.js';
 import { f64ToF8Bits } from '../src/engine/cpu/round-f64.js';
 import { requestAdapter, requestMergeDevice } from '../src/engine/gpu/gpu-device.js';
 import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
@@ -83,7 +82,7 @@ describe('fp8 codecs (TypeScript)', () => {
 let nodeGpu: NodeGpu | undefined;
 const executors: Record<string, MergeBackend | undefined> = {};
 beforeAll(async () => {
-  executors.js = { kind: 'cpu', description: 'js', merge: async (op) => mergeOnCpu(op), dispose: () => {} };
+  executors.js = new CpuBackend('test', { executor: 'js' });
   executors.wasm = new CpuBackend('test');
   nodeGpu = await getNodeGpu();
   try {

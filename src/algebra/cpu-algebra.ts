@@ -86,7 +86,7 @@ function runBlocks(kernel: WasmKernel, rows: number, inner: number, y: Mat, left
     const ok = kernel.run({
       w: zeros.subarray(0, n * l * 4), wDtype: 'F32', outDtype: 'F32', rows: n, cols: l, rank: inner,
       left: left(r0, n), rightKey, right,
-    }, target.subarray(r0 * l * 4, (r0 + n) * l * 4));
+    }, target.subarray(r0 * l * 4, (r0 + n) * l * 4)).finite;
     if (!ok) throw new MergeError('NON_FINITE', 'a product of the adapter algebra is Inf or NaN (an input holds Inf/NaN or values too large for f32)');
   }
   return { rows, cols: l, data: out };

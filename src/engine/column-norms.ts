@@ -26,8 +26,9 @@ export async function resolveColumnNorms<S extends { kind: string }>(
       continue;
     }
     const ss = await sums(resolved.slice());
-    const factors = Float32Array.from(columnFactors(step.dora, ss));
-    resolved.push({ kind: 'scale', axis: step.dora.normAxis, factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) } });
+    const exact = columnFactors(step.dora, ss);
+    const factors = Float32Array.from(exact);
+    resolved.push({ kind: 'scale', axis: step.dora.normAxis, factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) }, exact });
   }
   return resolved;
 }

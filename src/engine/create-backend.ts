@@ -29,10 +29,12 @@ export interface BackendOptions {
 }
 
 /** A WebGPU backend on `gpu`'s adapter, or a GPU_UNAVAILABLE MergeError saying why not. */
-export async function createWebGpuBackend(gpu: GPU | undefined, limits?: GpuLimitCaps): Promise<WebGpuBackend> {
+export async function createWebGpuBackend(gpu: GPU | undefined, limits?: GpuLimitCaps, cpuPool?: () => CpuMergePool | undefined): Promise<WebGpuBackend> {
   if (!gpu) throw new MergeError('GPU_UNAVAILABLE', 'WebGPU is not available in this environment');
   const adapter = await requestAdapter(gpu);
-  return new WebGpuBackend(await requestMergeDevice(adapter, limits));
+  // What the GPU does not run (f32 outputs, DoRA, update steps) goes to the CPU, with its threads.
+  const cpu = () => new CpuBackend('for what the GPU does not run', { pool: cpuPool?.() });
+  return new WebGpuBackend(await requestMergeDevice(adapter, limits), { cpu });
 }
 
 /**
@@ -44,11 +46,11 @@ export async function createBackend(options: BackendOptions = {}): Promise<Merge
   const cpu = (reason: string) => new CpuBackend(reason, { pool: options.cpuPool?.() });
   if (kind === 'cpu') return cpu('requested').ready();
   const gpu = options.gpu ?? getBrowserGpu();
-  if (kind === 'webgpu') return createWebGpuBackend(gpu, options.limits);
+  if (kind === 'webgpu') return createWebGpuBackend(gpu, options.limits, options.cpuPool);
   if (!gpu) return cpu('no WebGPU in this environment').ready();
   let backend: WebGpuBackend;
   try {
-    backend = await createWebGpuBackend(gpu, options.limits);
+    backend = await createWebGpuBackend(gpu, options.limits, options.cpuPool);
   } catch (e) {
     return cpu(`no usable GPU: ${(e as Error).message}`).ready();
   }

@@ -127,6 +127,11 @@ export interface MergeBackend {
    * on the backend's worker threads; undefined leaves it to the caller (same bytes either way).
    */
   encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array | undefined>;
+  /**
+   * Gives back an output of {@link merge} that has been written and will not be read again: the
+   * backend may reuse its memory for a later output. Anything it did not return is ignored.
+   */
+  recycle?(output: Uint8Array): void;
   /** Releases GPU resources (idempotent). */
   dispose(): void;
 }

@@ -41,6 +41,11 @@ export interface ScaleStep {
   axis: 'out' | 'in';
   /** outFeatures or inFeatures values. */
   factors: FloatTensorBytes;
+  /**
+   * The same factors in f64, where they were computed rather than read (DoRA norms resolved over
+   * all row slabs): executors use these, so that no f32 rounding enters the result.
+   */
+  exact?: Float64Array;
 }
 
 /**

@@ -82,8 +82,11 @@ export interface BaseModel {
   readonly format: ContainerFormat;
   /** A whole tensor's stored bytes. */
   read(name: string): Promise<Uint8Array>;
-  /** `length` stored bytes of a tensor from byte `start` of its data. */
-  readPart(name: string, start: number, length: number): Promise<Uint8Array>;
+  /**
+   * `length` stored bytes of a tensor from byte `start` of its data. `into`: a buffer of `length`
+   * bytes offered for them (see ByteSource.read); callers use what is returned.
+   */
+  readPart(name: string, start: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
   /** `rowCount` rows (of the tensor's first dimension) from `rowStart`, decoded for the engine. */
   readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes>;
   /** A value of the file's own typed metadata (GGUF), for layouts that need it; safetensors has none. */
@@ -416,9 +419,9 @@ class OpenedBaseModel implements SafetensorsBaseModel {
     return file.read(entry);
   }
 
-  async readPart(name: string, start: number, length: number): Promise<Uint8Array> {
+  async readPart(name: string, start: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     const [file, entry] = this.entry(name);
-    return file.readPart(entry, start, length);
+    return file.readPart(entry, start, length, into);
   }
 
   async readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes> {

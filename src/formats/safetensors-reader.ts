@@ -172,11 +172,11 @@ class ParsedSafetensors implements SafetensorsFile {
     return this.readPart(entry, 0, entry.byteLength);
   }
 
-  async readPart(entry: TensorEntry, start: number, length: number): Promise<Uint8Array> {
+  async readPart(entry: TensorEntry, start: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length < 0 || start + length > entry.byteLength) {
       throw new RangeError(`bytes ${start}+${length} are outside tensor "${entry.name}" (${entry.byteLength} bytes)`);
     }
     if (length === 0) return new Uint8Array(0);
-    return this.source.read(entry.offset + start, length);
+    return this.source.read(entry.offset + start, length, into);
   }
 }

@@ -20,6 +20,9 @@ export interface SafetensorsFile {
   get(name: string): TensorEntry | undefined;
   /** All bytes of one tensor. */
   read(entry: TensorEntry): Promise<Uint8Array>;
-  /** `length` bytes starting `start` bytes into one tensor's data (row slabs of huge tensors). */
-  readPart(entry: TensorEntry, start: number, length: number): Promise<Uint8Array>;
+  /**
+   * `length` bytes starting `start` bytes into one tensor's data (row slabs of huge tensors).
+   * `into`: a buffer of `length` bytes offered for them (see ByteSource.read); use what is returned.
+   */
+  readPart(entry: TensorEntry, start: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
 }

@@ -26,9 +26,9 @@ export async function openNodeByteSource(path: string, name: string = path): Pro
   return {
     name,
     size,
-    async read(offset: number, length: number): Promise<Uint8Array> {
+    async read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
       checkReadRange(name, size, offset, length);
-      const out = new Uint8Array(length);
+      const out = into?.byteLength === length ? into : new Uint8Array(length);
       let done = 0;
       while (done < length) {
         const { bytesRead } = await fileHandle.read(out, done, Math.min(length - done, MAX_READ), offset + done);

@@ -9,8 +9,12 @@ export interface ByteSource {
   /** Path or file name, used in error messages. */
   readonly name: string;
   readonly size: number;
-  /** Exactly `length` bytes from `offset`; throws TRUNCATED naming the file if fewer exist. */
-  read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Exactly `length` bytes from `offset`; throws TRUNCATED naming the file if fewer exist. `into`
+   * (`length` bytes) is a buffer the caller offers for them: a source may fill and return it, or
+   * return other memory; callers use what is returned.
+   */
+  read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
 /** Releases the file. */
   close(): Promise<void>;
 }

@@ -23,6 +23,7 @@ import { writeModelFiles } from './model-files.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
 import { runPipelined } from './work-queue.js';
+import { BufferPool } from '../buffer-pool.js';
 import {
   baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, CopiedNonFinite, explainBiasNonFinite, explainNonFinite,
 } from './value-checks.js';
@@ -211,18 +212,31 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   const emit = (phase: 'merge' | 'done', tensor?: string) =>
     onProgress?.({ phase, tensorsDone, tensorsTotal, bytesDone, bytesTotal, tensor });
 
+  // Slab inputs are reused once their unit is written (no fresh memory, no page faults per slab);
+  // backends that can reuse their outputs get them back the same way (MergeBackend.recycle).
+  const inputs = new BufferPool();
+  const inputOf = new Map<WorkUnit, Uint8Array>();
   try {
     typeWarnings.forEach((w) => options.onWarning?.(w));
     emit('merge');
     await runPipelined<WorkUnit, Uint8Array, Uint8Array>(
       units,
       {
-        read: (unit) => readUnit(prepared, unit),
+        read: async (unit) => {
+          const input = await readUnit(prepared, unit, (bytes) => inputs.take(bytes));
+          inputOf.set(unit, input);
+          return input;
+        },
         compute: (unit, input) => computeUnit(prepared, unit, input, backend, copiedNonFinite, signal),
         write: async (unit, bytes) => {
           await advanceTo(unit.shardIndex);
           await writers[unit.shardIndex].writeChunk(unit.storedName, bytes);
           bytesDone += bytes.byteLength;
+          // Written (a sink is done with a chunk once write resolves), and the input is no longer read.
+          backend.recycle?.(bytes);
+          const input = inputOf.get(unit);
+          inputOf.delete(unit);
+          if (input) inputs.recycle(input);
           if (isLastUnitOfTensor(unit)) tensorsDone++;
           emit('merge', unit.tensor.name);
         },
@@ -335,7 +349,8 @@ function rowsAndCols(shape: readonly number[]): [number, number] {
 interface StartRows {
   dtype: FloatDType;
   rowBytes(cols: number): number;
-  read(key: string, start: number, length: number): Promise<Uint8Array>;
+  /** `into`: a buffer offered for the bytes (see ByteSource.read); use what is returned. */
+  read(key: string, start: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
   decode(bytes: Uint8Array, backend: MergeBackend, signal?: AbortSignal): Promise<FloatTensorBytes>;
 }
 
@@ -346,19 +361,20 @@ function startRows(prepared: PreparedMerge, storedType: string, source: PlannedR
     return {
       dtype,
       rowBytes: (cols) => cols * DTYPE_BYTES[dtype],
-      read: (_key, start, length) => source.file.readPart(source.tensor, start, length),
+      read: (_key, start, length, into) => source.file.readPart(source.tensor, start, length, into),
       decode: async (bytes) => ({ dtype, data: bytes }),
     };
   }
   return {
     dtype: format.engineDtype(storedType),
     rowBytes: (cols) => format.byteLength(storedType, cols),
-    read: (key, start, length) => prepared.base.readPart(key, start, length),
+    read: (key, start, length, into) => prepared.base.readPart(key, start, length, into),
     decode: (bytes, backend, signal) => format.decodeRows(storedType, bytes, backend, signal),
   };
 }
 
-async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8Array> {
+/** A unit's input; slabs and copied chunks are read into `take`'s buffers where the source can. */
+async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: number) => Uint8Array): Promise<Uint8Array> {
   const { base } = prepared;
   const a = unit.action;
   switch (a.kind) {
@@ -366,7 +382,7 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8A
       const start = startRows(prepared, unit.tensor.storedType, a.update.source);
       const rowBytes = start.rowBytes(a.update.cols);
       await a.steps(); // read the factors (and run any norm pass) before the first slab
-      return start.read(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
+      return start.read(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes, take(a.rowCount * rowBytes));
     }
     case 'rows': {
       const start = startRows(prepared, unit.tensor.storedType, a.rowSet.source);
@@ -382,7 +398,7 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit): Promise<Uint8A
       return file.readPart(tensor, a.rowStart * rowBytes, a.rowCount * rowBytes);
     }
     case 'copy':
-      return base.readPart(unit.tensor.name, a.start, a.length);
+      return base.readPart(unit.tensor.name, a.start, a.length, take(a.length));
   }
 }
 

@@ -7,19 +7,20 @@
  */
 import type { MergeBackend, MergeOp } from '../merge-op.js';
 import { hasColumnNorms, resolveWholeOp } from '../column-norms.js';
-import { foldTrailingScale } from '../fold-scale.js';
-import { isFusedForm } from '../update-steps.js';
-import { mergeOnCpu } from './cpu-merge.js';
+import { checkOp } from '../op-shape.js';
+import { asPlainOp } from '../exact/plain-op.js';
+import { newStats, type CertificationStats } from '../exact/recompute.js';
 import { columnSumsOfSquaresOnCpu, mergeStepsOnCpu } from './cpu-steps.js';
+import { mergePlainOnJs, mergePlainOnWasm, planPlain, type PlainPlan, type TakeOutput } from './plain-merge.js';
+import { BufferPool } from '../../buffer-pool.js';
 import { createWasmKernel, wasmSimdAvailable, type WasmKernel } from './wasm-kernel.js';
-import { mergeOnWasm } from './wasm-merge.js';
 
 /** Runs WASM merges somewhere else (worker threads); see cpu-worker-pool.ts. */
 export interface CpuMergePool {
   /** Threads that merge, the calling one included. */
   readonly threads: number;
-  /** Merges `op` and returns W′ in `op.outDtype`, like {@link MergeBackend.merge}. */
-  merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Runs a planned plain op and returns W′ in its outDtype, like {@link MergeBackend.merge}. */
+  merge(plan: PlainPlan, stats: CertificationStats, signal?: AbortSignal, take?: TakeOutput): Promise<Uint8Array>;
   /** Encodes whole blocks of a GGML type from f32 values on the threads (GGUF requantization). */
   encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array>;
   /** Stops the threads; merges in flight are rejected. */
@@ -86,22 +87,35 @@ export class CpuBackend implements MergeBackend {
     return this.kernel;
   }
 
-  /** Merges one op (see {@link MergeBackend.merge}). */
+  /** How many elements were settled in float64 or exactly (see src/engine/exact/). */
+  readonly certification: CertificationStats = newStats();
+
+  /**
+   * Merges one op (see {@link MergeBackend.merge}): ops of the plain form (low-rank terms, then
+   * at most a fixed scale) on the certified kernels, anything else on the general executor.
+   */
   async merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
-    if (op.steps?.length || (op.dora?.group ?? 1) > 1) {
-      // Sequences of steps: column norms first (whole ops only), then the fused kernel where the
-      // op reduces to W + L·R, else the general executor.
-      const resolved = hasColumnNorms(op) ? await resolveWholeOp(op, (o) => this.columnSumsOfSquares(o, signal)) : op;
-      const plain = isFusedForm(resolved) ? foldTrailingScale(resolved) : undefined;
-      if (!plain) return mergeStepsOnCpu(resolved, signal);
-      op = plain;
+    let shape = checkOp(op);
+    if (hasColumnNorms(op)) {
+      op = await resolveWholeOp(op, (o) => this.columnSumsOfSquares(o, signal));
+      shape = checkOp(op);
     }
-    if (this.executor === 'js' || op.dora) return mergeOnCpu(op, signal);
-    const kernel = await this.localKernel();
-    if (!kernel) return mergeOnCpu(op, signal);
-    const rowCount = op.rowCount ?? op.rows - (op.rowStart ?? 0);
-    if (this.pool && rowCount * op.cols >= POOL_MIN_ELEMENTS) return this.pool.merge(op, signal);
-    return mergeOnWasm(op, kernel, signal);
+    const plain = asPlainOp(op, shape);
+    if (!plain) return mergeStepsOnCpu(op, signal);
+    const kernel = this.executor === 'wasm' ? await this.localKernel() : null;
+    if (!kernel) return mergePlainOnJs(plain, this.certification, signal);
+    const plan = planPlain(plain);
+    const take = (bytes: number) => this.outputs.take(bytes);
+    if (this.pool && shape.rowCount * op.cols >= POOL_MIN_ELEMENTS) return this.pool.merge(plan, this.certification, signal, take);
+    return mergePlainOnWasm(plan, kernel, this.certification, signal, take);
+  }
+
+  /** Output buffers of the WebAssembly merges, reused once written (see {@link recycle}). */
+  private readonly outputs = new BufferPool();
+
+  /** Takes back a written output of {@link merge} for reuse (see MergeBackend.recycle). */
+  recycle(output: Uint8Array): void {
+    this.outputs.recycle(output);
   }
 
   /** GGML blocks encoded on the worker threads; undefined without a pool (the caller encodes). */

@@ -1,7 +1,7 @@
 /**
  * What the pool and its worker threads say to each other, and the one handler every worker runs
  * (Node worker_threads and Web Workers alike): W and the output are byte ranges of a
- * SharedArrayBuffer owned by the pool; the right factor comes once per key.
+ * SharedArrayBuffer owned by the pool; the right factor and its norms come once per key.
  */
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
@@ -34,8 +34,8 @@ export interface EncodeJob {
 /** What the pool posts to a worker. */
 export type PoolJob = WorkerJob | EncodeJob;
 
-/** A worker's answer to one job. */
-export type WorkerReply = { id: number; finite: boolean } | { id: number; error: string };
+/** A worker's answer to one job: `listed` as RowJob results list them (none for encoding). */
+export type WorkerReply = { id: number; finite: boolean; listed: Uint32Array } | { id: number; error: string };
 
 /**
  * Runs one job on the worker's kernel. Every call awaits the same kernel promise, so jobs still run
@@ -46,13 +46,13 @@ export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): P
     if ('kind' in job) {
       await kernel.catch(() => undefined); // keeps arrival order; encoding does not need it
       encodeBlocksInto(job.type, new Float32Array(job.shared, job.srcOffset, job.count), new Uint8Array(job.shared, job.dstOffset, job.dstLength));
-      return { id: job.id, finite: true };
+      return { id: job.id, finite: true, listed: new Uint32Array(0) };
     }
-    const finite = (await kernel).run(
+    const { finite, listed } = (await kernel).run(
       { ...job, w: new Uint8Array(job.shared, job.wOffset, job.wLength) },
       new Uint8Array(job.shared, job.outOffset, job.outLength),
     );
-    return { id: job.id, finite };
+    return { id: job.id, finite, listed };
   } catch (e) {
     return { id: job.id, error: (e as Error).message };
   }

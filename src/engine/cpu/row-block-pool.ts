@@ -12,14 +12,14 @@
  */
 import { DTYPE_BYTES } from '../../dtype.js';
 import { MergeError } from '../../errors.js';
-import type { MergeOp } from '../merge-op.js';
-import { checkOp } from '../op-shape.js';
+import type { CertificationStats } from '../exact/recompute.js';
 import type { CpuMergePool } from './cpu-backend.js';
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import type { PoolJob, WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
-import { prepareFactors, type PreparedFactors } from './prepared-factors.js';
+import {
+  finishJob, freshOutput, holdsNonFinite, nonFiniteError, planJob, rightKeyOf, rowsPerBlock, type PlainPlan, type TakeOutput,
+} from './plain-merge.js';
 import { createWasmKernel, type WasmKernel } from './wasm-kernel.js';
-import { nonFiniteError, rowJob, rowsPerBlock } from './wasm-merge.js';
 
 const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
 
@@ -79,7 +79,7 @@ export class RowBlockPool implements CpuMergePool {
   }
 
   private adopt(worker: PoolWorker): Slot {
-    const slot: Slot = { worker, rightKey: -1, pending: [] };
+    const slot: Slot = { worker, rightKey: 0, pending: [] };
     worker.listen(
       (reply) => {
         const p = slot.pending.shift();
@@ -116,22 +116,24 @@ export class RowBlockPool implements CpuMergePool {
     return this.shared;
   }
 
-  async merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
+  async merge(plan: PlainPlan, stats: CertificationStats, signal?: AbortSignal, takeOutput: TakeOutput = freshOutput): Promise<Uint8Array> {
     if (this.broken) throw this.broken;
-    const shape = checkOp(op);
-    const f = prepareFactors(op, shape);
-    const wb = DTYPE_BYTES[op.base.dtype], ob = DTYPE_BYTES[op.outDtype];
+    const { op, shape } = plan.p;
+    const ob = DTYPE_BYTES[op.outDtype], kb = plan.kernelOutBytes;
     const rows = shape.rowCount, cols = op.cols;
-    const wBytes = rows * cols * wb, outBytes = rows * cols * ob;
+    const w = plan.w.data;
+    const wBytes = w.byteLength, outBytes = rows * cols * kb;
     const outOffset = (wBytes + 15) & ~15;
     const shared = this.takeShared(outOffset + outBytes);
     const ownsShared = shared === this.shared;
+    // f64 values (a scale step the kernel cannot fold exactly) are certified into an array of their own.
+    const final = plan.mode === 'f64-values' ? takeOutput(rows * cols * ob) : undefined;
     try {
-      new Uint8Array(shared, 0, wBytes).set(op.base.data);
+      new Uint8Array(shared, 0, wBytes).set(w);
       // Two blocks per worker even out uneven progress; bigger ones amortise the messages better
       // (measured on a 4 MiB f16 slab: 3.7 ms against 4.7 ms with 16 blocks of 256 KiB). The cap
       // bounds each worker's memory and how long cancellation waits on a huge unslabbed op.
-      const step = Math.max(4, Math.min(rowsPerBlock(op, BLOCK_CAP_BYTES), Math.ceil(rows / (this.threads * 2) / 4) * 4));
+      const step = Math.max(4, Math.min(rowsPerBlock(plan, BLOCK_CAP_BYTES), Math.ceil(rows / (this.threads * 2) / 4) * 4));
       let next = 0;
       let finite = true;
       let aborted = false;
@@ -146,27 +148,39 @@ export class RowBlockPool implements CpuMergePool {
         next += n;
         return [r0, n];
       };
+      const settle = (r0: number, n: number, listed: Uint32Array) => {
+        const kOut = new Uint8Array(shared, outOffset + r0 * cols * kb, n * cols * kb);
+        finishJob(plan, r0, n, listed, kOut, final ? final.subarray(r0 * cols * ob, (r0 + n) * cols * ob) : kOut, stats);
+      };
       const drain = async (slot: Slot): Promise<void> => {
         for (let block = take(); block; block = take()) {
-          const reply = await this.run(slot, this.job(op, f, slot, shared, block[0], block[1], outOffset));
+          const reply = await this.run(slot, this.job(plan, slot, shared, block[0], block[1], outOffset));
           if ('error' in reply) throw new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`);
           if (!reply.finite) finite = false;
+          settle(block[0], block[1], reply.listed);
         }
       };
       const drainHere = async (): Promise<void> => {
         const kernel = await this.local;
         for (let block = take(); block; block = take()) {
           const [r0, n] = block;
-          const target = new Uint8Array(shared, outOffset + r0 * cols * ob, n * cols * ob);
-          if (!kernel.run(rowJob(op, f, r0, n, !kernel.holds(f.rightKey)), target)) finite = false;
+          const target = new Uint8Array(shared, outOffset + r0 * cols * kb, n * cols * kb);
+          const result = kernel.run(planJob(plan, r0, n, !kernel.holds(rightKeyOf(plan))), target);
+          if (!result.finite) finite = false;
+          settle(r0, n, result.listed);
           // Let the workers' replies (and the pipeline's I/O callbacks) in between blocks.
           await this.yieldToEvents();
         }
       };
       await Promise.all([...this.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
       if (aborted) throw new MergeError('ABORTED', 'merge cancelled');
-      if (!finite) throw nonFiniteError(op);
-      return new Uint8Array(shared, outOffset, outBytes).slice();
+      let out = final;
+      if (!out) {
+        out = takeOutput(outBytes);
+        out.set(new Uint8Array(shared, outOffset, outBytes));
+      }
+      if (!finite && holdsNonFinite(out, op.outDtype)) throw nonFiniteError(op.name, op.outDtype);
+      return out;
     } finally {
       if (ownsShared) this.sharedBusy = false;
     }
@@ -227,24 +241,25 @@ export class RowBlockPool implements CpuMergePool {
     }
   }
 
-  private job(op: MergeOp, f: PreparedFactors, slot: Slot, shared: SharedArrayBuffer, r0: number, n: number,
-    outOffset: number): WorkerJob {
-    const sendRight = slot.rightKey !== f.rightKey;
-    slot.rightKey = f.rightKey;
+  private job(plan: PlainPlan, slot: Slot, shared: SharedArrayBuffer, r0: number, n: number, outOffset: number): WorkerJob {
+    const key = rightKeyOf(plan);
+    const sendRight = slot.rightKey !== key;
+    slot.rightKey = key;
     this.sent.blocks++;
     if (sendRight) this.sent.rightFactors++;
-    // W goes by its place in `shared`; left is copied (posting a view would copy its whole buffer).
-    const { w, left, ...block } = rowJob(op, f, r0, n, sendRight);
-    const outBytes = n * op.cols * DTYPE_BYTES[op.outDtype];
+    // W goes by its place in `shared`; the rest is copied (posting a view would copy its whole buffer).
+    const { w, left, certify, ...block } = planJob(plan, r0, n, sendRight);
+    const kb = plan.kernelOutBytes;
     return {
       ...block,
       id: this.nextId++,
       shared,
-      wOffset: w.byteOffset - op.base.data.byteOffset,
+      wOffset: w.byteOffset - plan.w.data.byteOffset,
       wLength: w.byteLength,
-      outOffset: outOffset + r0 * op.cols * DTYPE_BYTES[op.outDtype],
-      outLength: outBytes,
+      outOffset: outOffset + r0 * plan.p.op.cols * kb,
+      outLength: n * plan.p.op.cols * kb,
       left: left.slice(),
+      certify: certify && { gnl: certify.gnl.slice(), nr: certify.nr, u: certify.u },
     };
   }
 

@@ -1,8 +1,8 @@
 /**
  * Loads the WebAssembly SIMD merge kernel (wasm/merge-kernel.ts, embedded by scripts/gen-wasm.mjs)
  * and runs it on blocks of rows. One WasmKernel owns one instance and its memory; the right factor
- * stays in that memory between calls made with the same key, so slabs of one tensor copy it once.
- * Browser-safe (no Node imports).
+ * (and its column norms) stays in that memory between calls made with the same key, so slabs of
+ * one tensor copy it once. Browser-safe (no Node imports).
  */
 import type { FloatDType } from '../../dtype.js';
 import { mergeKernelWasmBase64 } from './merge-kernel.generated.js';
@@ -38,43 +38,72 @@ export async function createWasmKernel(): Promise<WasmKernel> {
   return new WasmKernel(await WebAssembly.instantiate(await compiled, {}));
 }
 
-const DTYPE_CODE: Record<FloatDType, number> = { F32: 0, F16: 1, BF16: 2, F8_E4M3: 3, F8_E5M2: 4 };
-const BYTES: Record<FloatDType, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1 };
+/** What the kernel writes: a float dtype, or (f64 sums only) the f64 values themselves. */
+export type KernelOutput = FloatDType | 'F64';
+
+const DTYPE_CODE: Record<KernelOutput, number> = { F32: 0, F16: 1, BF16: 2, F8_E4M3: 3, F8_E5M2: 4, F64: 5 };
+const BYTES: Record<KernelOutput, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, F64: 8 };
 
 /** right rows are padded to a multiple of 8 columns (the kernel's tile width). */
 export function paddedCols(cols: number): number {
   return (cols + 7) & ~7;
 }
 
-/** A block of rows to merge: out = round(W + left · right). */
+/**
+ * A block of rows to merge: out = round(W + left · right), f32 sums for a Float32Array left and
+ * f64 sums for a Float64Array one (f32 outputs). With `certify`, the elements whose rounding the
+ * kernel cannot vouch for are listed (see wasm/merge-kernel.ts).
+ */
 export interface RowJob {
   w: Uint8Array;
   wDtype: FloatDType;
-  outDtype: FloatDType;
+  outDtype: KernelOutput;
   rows: number;
   cols: number;
   rank: number;
   /** rows × rank. */
-  left: Float32Array;
-  /** Identifies `right`: a kernel that last saw this key already holds it. */
+  left: Float32Array | Float64Array;
+  /** Identifies `right` (and `certify.nr`): a kernel that last saw this key already holds it. */
   rightKey: number;
   /** rank × paddedCols(cols), zero-padded; may be omitted when the kernel holds rightKey. */
   right?: Float32Array;
+  certify?: Certification;
+}
+
+/** The bound's parts (error-bounds.ts): B = gnl[row] · nr[col] + u · |V|. */
+export interface Certification {
+  /** Per row of the block, the same precision as `left`. */
+  gnl: Float32Array | Float64Array;
+  /** Per padded column, the same precision as `left`; may be omitted with `right`. */
+  nr?: Float32Array | Float64Array;
+  u: number;
+}
+
+/** What a job produced besides its output. */
+export interface JobResult {
+  /** No Inf or NaN among the kernel's results (listed elements may still change). */
+  finite: boolean;
+  /** Element indices (row · cols + col within the block) whose rounding the host must settle. */
+  listed: Uint32Array;
 }
 
 interface KernelExports {
   memory: WebAssembly.Memory;
   heapBase(): number;
+  scratchBytes(cols: number, rank: number): number;
   mergeRows(w: number, wType: number, out: number, outType: number, rows: number, cols: number,
-    left: number, rank: number, right: number, rightStride: number, scratch: number): number;
+    left: number, rank: number, right: number, rightStride: number, scratch: number, cert: number): number;
+  mergeRows64(w: number, wType: number, out: number, outType: number, rows: number, cols: number,
+    left: number, rank: number, right: number, rightStride: number, scratch: number, cert: number): number;
 }
 
 const align16 = (n: number): number => (n + 15) & ~15;
+const NO_LIST = new Uint32Array(0);
 
 export class WasmKernel {
   private readonly exports: KernelExports;
   private readonly base: number;
-  private rightKey = -1;
+  private rightKey = 0; // keys are never 0
   private rightBytes = 0;
 
   constructor(instance: WebAssembly.Instance) {
@@ -82,36 +111,60 @@ export class WasmKernel {
     this.base = this.exports.heapBase();
   }
 
-  /** True when the kernel still holds the right factor with this key. */
+  /** True when the kernel still holds the right factor (and its norms) with this key. */
   holds(rightKey: number): boolean {
     return this.rightKey === rightKey;
   }
 
-  /** Runs the job, writes its output bytes into `target`; returns false if any result is Inf or NaN. */
-  run(job: RowJob, target: Uint8Array): boolean {
+  /** Runs the job and writes its output bytes into `target`. */
+  run(job: RowJob, target: Uint8Array): JobResult {
     const { rows, cols, rank } = job;
+    const wide = job.left instanceof Float64Array;
     const wBytes = BYTES[job.wDtype], outBytes = BYTES[job.outDtype];
     const stride = paddedCols(cols);
+    const lb = wide ? 8 : 4;
+    // Memory: right | nr | scratch | cert block | left | gnl | W | out | list.
     const rightAt = this.base;
-    const rightBytes = rank * stride * 4;
-    const scratchAt = align16(rightAt + rightBytes);
-    const leftAt = align16(scratchAt + 256 + 16 * rank + 4 * cols * (wBytes + outBytes));
-    const wAt = align16(leftAt + rows * rank * 4);
+    const rightBytes = Math.max(rank, 1) * stride * 4;
+    const nrAt = align16(rightAt + rightBytes);
+    const scratchAt = align16(nrAt + stride * lb);
+    const certAt = align16(scratchAt + this.exports.scratchBytes(cols, rank));
+    const leftAt = align16(certAt + 64);
+    const gnlAt = align16(leftAt + rows * rank * lb);
+    const wAt = align16(gnlAt + rows * lb);
     const outAt = align16(wAt + rows * cols * wBytes);
-    this.reserve(outAt + rows * cols * outBytes);
-    const heap = new Uint8Array(this.exports.memory.buffer);
-    if (this.rightKey !== job.rightKey || this.rightBytes !== rightBytes) {
-      if (!job.right || job.right.length !== rank * stride) throw new Error('the kernel does not hold this right factor');
-      heap.set(new Uint8Array(job.right.buffer, job.right.byteOffset, rightBytes), rightAt);
+    const listAt = align16(outAt + rows * cols * outBytes);
+    const certify = job.certify;
+    this.reserve(listAt + (certify ? rows * cols * 4 : 0));
+    const memory = this.exports.memory.buffer;
+    const heap = new Uint8Array(memory);
+    const holdsRight = this.rightKey === job.rightKey && this.rightBytes === rightBytes;
+    if (!holdsRight) {
+      if (!job.right || job.right.length < rank * stride) throw new Error('the kernel does not hold this right factor');
+      heap.set(new Uint8Array(job.right.buffer, job.right.byteOffset, rank * stride * 4), rightAt);
       this.rightKey = job.rightKey;
       this.rightBytes = rightBytes;
     }
-    heap.set(new Uint8Array(job.left.buffer, job.left.byteOffset, rows * rank * 4), leftAt);
+    if (certify?.nr) heap.set(bytesOf(certify.nr, stride), nrAt);
+    else if (certify && !holdsRight) throw new Error('the kernel does not hold this factor\'s column norms');
+    heap.set(bytesOf(job.left, rows * rank), leftAt);
     heap.set(job.w, wAt);
-    const bad = this.exports.mergeRows(wAt, DTYPE_CODE[job.wDtype], outAt, DTYPE_CODE[job.outDtype], rows, cols,
-      leftAt, rank, rightAt, stride, scratchAt);
+    if (certify) {
+      heap.set(bytesOf(certify.gnl, rows), gnlAt);
+      const u32 = new Uint32Array(memory, certAt, 8);
+      u32[0] = gnlAt;
+      u32[1] = nrAt;
+      new Float32Array(memory, certAt + 8, 1)[0] = certify.u;
+      u32[3] = listAt;
+      u32[4] = 0;
+      new Float64Array(memory, certAt + 24, 1)[0] = certify.u;
+    }
+    const fn = wide ? this.exports.mergeRows64 : this.exports.mergeRows;
+    const bad = fn(wAt, DTYPE_CODE[job.wDtype], outAt, DTYPE_CODE[job.outDtype], rows, cols,
+      leftAt, rank, rightAt, stride, scratchAt, certify ? certAt : 0);
     target.set(heap.subarray(outAt, outAt + rows * cols * outBytes));
-    return bad === 0;
+    const count = certify ? new Int32Array(memory, certAt + 16, 1)[0] : 0;
+    return { finite: bad === 0, listed: count ? new Uint32Array(memory, listAt, count).slice() : NO_LIST };
   }
 
   private reserve(bytes: number): void {
@@ -119,4 +172,8 @@ export class WasmKernel {
     const missing = bytes - memory.buffer.byteLength;
     if (missing > 0) memory.grow(Math.ceil(missing / 65536));
   }
+}
+
+function bytesOf(v: Float32Array | Float64Array, elements: number): Uint8Array {
+  return new Uint8Array(v.buffer, v.byteOffset, elements * v.BYTES_PER_ELEMENT);
 }

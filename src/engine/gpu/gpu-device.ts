@@ -20,6 +20,10 @@ export interface MergeDevice {
   /** e.g. "google swiftshader (SwiftShader Device (Subzero)), software fallback adapter". */
   description: string;
   isSoftware: boolean;
+  /** The device has `shader-f16` (requested wherever the adapter offers it). */
+  shaderF16: boolean;
+  /** The adapter's largest subgroup size, where it reports one. */
+  subgroupSize?: number;
 }
 
 export function adapterIsSoftware(adapter: GPUAdapter): boolean {
@@ -51,9 +55,12 @@ export async function requestAdapter(gpu: GPU): Promise<GPUAdapter> {
 export async function requestMergeDevice(adapter: GPUAdapter, caps: GpuLimitCaps = {}): Promise<MergeDevice> {
   const cap = (name: keyof GpuLimitCaps): number => Math.min(adapter.limits[name], caps[name] ?? Infinity);
   let device: GPUDevice;
+  // f16 W is read through WGSL's f16 type where the adapter allows it (merge-w-f16.wgsl).
+  const requiredFeatures: GPUFeatureName[] = adapter.features.has('shader-f16') ? ['shader-f16'] : [];
   try {
     device = await adapter.requestDevice({
       label: 'loramerge device',
+      requiredFeatures,
       requiredLimits: {
         maxStorageBufferBindingSize: cap('maxStorageBufferBindingSize'),
         maxBufferSize: cap('maxBufferSize'),
@@ -67,9 +74,12 @@ export async function requestMergeDevice(adapter: GPUAdapter, caps: GpuLimitCaps
     caps.maxStorageBufferBindingSize ?? Infinity, caps.maxBufferSize ?? Infinity);
   const maxWorkgroupsPerDimension = Math.min(device.limits.maxComputeWorkgroupsPerDimension,
     caps.maxComputeWorkgroupsPerDimension ?? Infinity);
+  const info = adapter.info as GPUAdapterInfo & { subgroupMaxSize?: number };
   return {
     adapter, device, maxBindingBytes, maxWorkgroupsPerDimension,
     description: describeAdapter(adapter),
     isSoftware: adapterIsSoftware(adapter),
+    shaderF16: device.features.has('shader-f16'),
+    subgroupSize: typeof info.subgroupMaxSize === 'number' && info.subgroupMaxSize > 0 ? info.subgroupMaxSize : undefined,
   };
 }

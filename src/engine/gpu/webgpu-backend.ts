@@ -1,25 +1,33 @@
 /**
- * MergeBackend on WebGPU. Per op: factors are prepared on the host (f32, scales folded, ranks of all
- * terms concatenated), W is streamed through the GPU in row slabs that fit the binding limits, each
- * slab is merged in one dispatch (two with DoRA) and read back. Buffers are reused across ops.
+ * MergeBackend on WebGPU. Plain ops (W + Σ low-rank terms, then at most a fixed scale, folded in)
+ * with 16- and 8-bit outputs run on the GPU: factors are prepared on the host (f32, scales folded,
+ * ranks of all terms concatenated, with the row and column norms of the error bound), W streams
+ * through the GPU in row slabs that fit the binding limits, each slab is merged in one dispatch
+ * and read back with the list of elements whose rounding the GPU could not vouch for, which the
+ * host then settles in float64 or exactly (src/engine/exact/). Everything else runs on the CPU
+ * executor, so that every output is correctly rounded and the same on every backend:
+ * - f32 outputs: WGSL has no f64, and its f32 arithmetic is only faithfully rounded, so no f32 sum
+ *   can be proven within an ulp of the exact result (conversions without terms are exact and stay);
+ * - DoRA and the other update steps, which need whole rows (norms, rotations) in f64.
+ * Buffers are reused across ops.
  */
-import { decodeToF32, DTYPE_BYTES } from '../../dtype.js';
+import { DTYPE_BYTES } from '../../dtype.js';
 import { MergeError, throwIfAborted } from '../../errors.js';
 import type { MergeBackend, MergeOp } from '../merge-op.js';
-import { checkOp, type OpShape } from '../op-shape.js';
-import { lowRankFactors, type LowRankFactors } from '../low-rank-factors.js';
-import { mergeOnCpu } from '../cpu/cpu-merge.js';
-import { columnSumsOfSquaresOnCpu, mergeStepsOnCpu } from '../cpu/cpu-steps.js';
+import { checkOp } from '../op-shape.js';
 import { hasColumnNorms, resolveWholeOp } from '../column-norms.js';
-import { foldTrailingScale } from '../fold-scale.js';
-import { isFusedForm } from '../update-steps.js';
-import { StepChain } from './step-chain.js';
+import { f32KernelBound, U_WGSL } from '../exact/error-bounds.js';
+import { asPlainOp, scaledBase, slabFactors32, tensorFactors, type PlainOp, type SlabFactors32, type TensorFactors } from '../exact/plain-op.js';
+import { fixListed, newStats, type CertificationStats } from '../exact/recompute.js';
+import { holdsNonFinite, nonFiniteError } from '../cpu/plain-merge.js';
+import { CpuBackend } from '../cpu/cpu-backend.js';
 import type { MergeDevice } from './gpu-device.js';
 import { ReusableBuffer } from './reusable-buffer.js';
+import type { WorkgroupShape } from './workgroup-shape.js';
 import { dequantizeOnGpu, gpuDecodes } from './dequantize-program.js';
 import {
-  columnPadding, dispatchShape, mergeBindGroupLayout, mergePipeline, paramsBytes, RANK_STEP, TILE, PARAMS_BYTES, WORKGROUP_SIZE,
-  type DoraMode, type MergeEntry, type MergeParams,
+  chooseWorkgroup, columnPadding, dispatchGroups, mergeBindGroupLayout, mergePipeline, paramsBytes, RANK_STEP, TILE, PARAMS_BYTES,
+  type MergeParams,
 } from './merge-program.js';
 
 /** Slabs larger than this gain nothing and cost host and GPU memory. */
@@ -30,17 +38,24 @@ const MAX_SLAB_BYTES = 128 * 1024 * 1024;
  * dispatch takes; the guess is scaled by the fastest rate seen, so an error makes it short, not long.
  */
 const W_COST_IN_RANKS = 24;
+/** Room for listed indices per slab: far more than certification lists (under 0.1 % for f16). */
+const LIST_SHARE = 1 / 16;
 
 interface SlabPlan {
-  op: MergeOp;
-  shape: OpShape;
-  factors: LowRankFactors;
-  /** Columns padded to a multiple of TILE: the row length of every GPU-side matrix. */
+  p: PlainOp;
+  tf: TensorFactors;
+  /** The op's left factor and row bounds (f32, the GPU's bound). */
+  slab: SlabFactors32;
+  /** W's bytes as the GPU reads them: the op's, or f32 with a scale step folded in. */
+  w: { dtype: MergeOp['base']['dtype']; data: Uint8Array };
+  /** Columns padded (see columnPadding): the row length of every GPU-side matrix. */
   paddedCols: number;
   /** The rank padded to a multiple of RANK_STEP with zero rows of Lᵀ and R. */
   paddedRank: number;
   slabRows: number;
-  dora: DoraMode;
+  listCap: number;
+  u: number;
+  certify: boolean;
 }
 
 const roundUp = (n: number, m: number): number => Math.ceil(n / m) * m;
@@ -52,6 +67,12 @@ export interface WebGpuBackendOptions {
    * (it needs IEEE adds that no compiler reassociates). Tests set it to cover both.
    */
   shiftFree?: boolean;
+  /** Read f16 W as WGSL f16 (default: wherever the device has `shader-f16`). */
+  nativeF16?: boolean;
+  /** The workgroup shape (default: chosen from the adapter's limits and subgroup size). */
+  workgroup?: WorkgroupShape;
+  /** The executor for what the GPU does not run (default: a CPU backend on the calling thread). */
+  cpu?: () => MergeBackend;
 }
 
 export class WebGpuBackend implements MergeBackend {
@@ -73,19 +94,26 @@ export class WebGpuBackend implements MergeBackend {
   private readonly rt: ReusableBuffer;
   private readonly wOut: ReusableBuffer;
   private readonly flags: ReusableBuffer;
-  private readonly norms: ReusableBuffer;
-  private readonly magnitude: ReusableBuffer;
   private readonly staging: ReusableBuffer;
   /** The kernel converts f16/bf16 without bit shifts (see WebGpuBackendOptions). */
   readonly shiftFree: boolean;
-  /** Ops with update steps beyond one low-rank pass and a DoRA (created on first use). */
-  private chain: StepChain | undefined;
+  /** f16 W is read through WGSL's f16 (the device has `shader-f16`). */
+  readonly nativeF16: boolean;
+  readonly workgroup: WorkgroupShape;
+  /** How many elements the host settled in float64 or exactly. */
+  readonly certification: CertificationStats = newStats();
+  private readonly makeCpu: () => MergeBackend;
+  private cpuBackend: MergeBackend | undefined;
 
   constructor(private readonly gpu: MergeDevice, options: WebGpuBackendOptions = {}) {
     this.device = gpu.device;
     this.description = `WebGPU: ${gpu.description}`;
     this.isSoftware = gpu.isSoftware;
     this.shiftFree = options.shiftFree ?? /swiftshader/i.test(gpu.description);
+    this.nativeF16 = options.nativeF16 ?? gpu.shaderF16;
+    if (this.nativeF16 && !gpu.shaderF16) throw new MergeError('GPU_UNAVAILABLE', 'the GPU device has no shader-f16');
+    this.workgroup = options.workgroup ?? chooseWorkgroup(gpu.device.limits, gpu.subgroupSize, gpu.isSoftware);
+    this.makeCpu = options.cpu ?? (() => new CpuBackend('for what the GPU does not run'));
     this.lost = gpu.device.lost.then((info) => {
       this.lostReason = info.message || info.reason;
       // merge() turns this into a GPU_FAILURE naming the tensor in flight.
@@ -101,22 +129,20 @@ export class WebGpuBackend implements MergeBackend {
     this.lt = buf('left factor', S | D);
     this.rt = buf('right factor', S | D);
     this.wOut = buf('W out', S | C);
-    this.flags = buf('non-finite flag', S | D | C);
-    this.norms = buf('DoRA norms', S | D);
-    this.magnitude = buf('DoRA magnitude', S | D);
+    this.flags = buf('flags and listed elements', S | D | C);
     this.staging = buf('readback', GPUBufferUsage.MAP_READ | D);
   }
 
   merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
-    return this.enqueue(() => (op.steps?.length || (op.dora?.group ?? 1) > 1 ? this.mergeSteps(op, signal) : this.mergeNow(op, signal)));
+    return this.enqueue(() => this.mergeNow(op, signal));
   }
 
+  /**
+   * Sums of squares per column of V (DoRA norms across row slabs), on the CPU executor: in f64,
+   * in one order, so that the norms, and with them the outputs, are the same on every backend.
+   */
   columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {
-    return this.enqueue(() => this.guarded(op, async () => {
-      const shape = checkOp(op);
-      if (hasColumnNorms(op)) throw new MergeError('PLAN_INVALID', `tensor "${op.name}": column sums of an op whose own DoRA norms are unresolved`);
-      return await this.stepChain().columnSums(op, shape, signal) ?? columnSumsOfSquaresOnCpu(op, signal);
-    }));
+    return this.enqueue(() => this.cpu().columnSumsOfSquares!(op, signal));
   }
 
   private enqueue<T>(run: () => Promise<T>): Promise<T> {
@@ -128,46 +154,16 @@ export class WebGpuBackend implements MergeBackend {
   /** GGML blocks decoded to f32 in WGSL (dequantize-program.ts); undefined for types it does not decode. */
   dequantize(type: string, blocks: Uint8Array, signal?: AbortSignal): Promise<Float32Array | undefined> {
     if (!gpuDecodes(type)) return Promise.resolve(undefined);
-    const result = this.queue.then(() => {
+    return this.enqueue(async () => {
       throwIfAborted(signal);
       return dequantizeOnGpu(this.device, type, blocks, this.gpu.maxBindingBytes, this.gpu.maxWorkgroupsPerDimension);
     });
-    this.queue = result.catch(() => {});
-    return result;
   }
 
-  private stepChain(): StepChain {
-    this.chain ??= new StepChain({ gpu: this.gpu, shiftFree: this.shiftFree, scoped: (op, body) => this.scoped(op, body), lost: this.lost });
-    return this.chain;
-  }
-
-  /** Checks the device, and turns failures other than MergeErrors into GPU_FAILUREs naming the tensor. */
-  private async guarded<T>(op: MergeOp, run: () => Promise<T>): Promise<T> {
-    if (this.disposed) throw new MergeError('GPU_FAILURE', `tensor "${op.name}": the GPU backend was disposed`);
-    if (this.lostReason !== undefined) {
-      throw new MergeError('GPU_FAILURE', `tensor "${op.name}": GPU device lost: ${this.lostReason}`);
-    }
-    try {
-      return await run();
-    } catch (e) {
-      if (e instanceof MergeError) throw e;
-      throw new MergeError('GPU_FAILURE', `tensor "${op.name}": GPU merge failed: ${(e as Error).message}`, { cause: e });
-    }
-  }
-
-  /**
-   * Ops with steps: column norms first (whole ops), then the fused kernel where the op reduces to
-   * W + L·R (a trailing scale folded in) or to one low-rank pass and a DoRA, else the step chain.
-   */
-  private async mergeSteps(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
-    const resolved = hasColumnNorms(op)
-      ? await resolveWholeOp(op, (o) => this.guarded(o, async () => await this.stepChain().columnSums(o, checkOp(o), signal) ?? columnSumsOfSquaresOnCpu(o, signal)))
-      : op;
-    if (isFusedForm(resolved)) {
-      const plain = foldTrailingScale(resolved);
-      if (plain) return this.mergeNow(plain, signal);
-    }
-    return this.guarded(resolved, async () => await this.stepChain().merge(resolved, checkOp(resolved), signal) ?? mergeStepsOnCpu(resolved, signal));
+  /** The CPU executor for ops the GPU does not run (made on first use). */
+  private cpu(): MergeBackend {
+    this.cpuBackend ??= this.makeCpu();
+    return this.cpuBackend;
   }
 
   private async mergeNow(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
@@ -175,10 +171,15 @@ export class WebGpuBackend implements MergeBackend {
     if (this.lostReason !== undefined) {
       throw new MergeError('GPU_FAILURE', `tensor "${op.name}": GPU device lost: ${this.lostReason}`);
     }
-    const shape = checkOp(op);
-    const plan = this.plan(op, shape);
-    // A single row (or the right factor) larger than a binding: no slab fits, the CPU does it.
-    if (!plan) return mergeOnCpu(op, signal);
+    let shape = checkOp(op);
+    if (hasColumnNorms(op)) {
+      const cpu = this.cpu();
+      op = await resolveWholeOp(op, (o) => cpu.columnSumsOfSquares!(o, signal));
+      shape = checkOp(op);
+    }
+    const p = asPlainOp(op, shape);
+    const plan = p && this.plan(p);
+    if (!plan) return this.cpu().merge(op, signal);
     try {
       return await this.run(plan, signal);
     } catch (e) {
@@ -187,133 +188,133 @@ export class WebGpuBackend implements MergeBackend {
     }
   }
 
-  private plan(op: MergeOp, shape: OpShape): SlabPlan | undefined {
-    const factors = lowRankFactors(op, shape);
+  /** How the GPU runs a plain op, or undefined when the CPU must (see the module comment). */
+  private plan(p: PlainOp): SlabPlan | undefined {
+    const { op, shape } = p;
+    const folded = !!p.scale;
+    const tf = tensorFactors(p, folded);
+    if (op.outDtype === 'F32' && (tf.rank > 0 || folded)) return undefined;
     const paddedCols = roundUp(op.cols, columnPadding(op.base.dtype, op.outDtype));
-    // The readback buffer holds a slab plus the flag: leave it room under the buffer size limit.
+    const paddedRank = roundUp(tf.rank, RANK_STEP);
+    // The readback buffer holds a slab plus the list: leave it room under the buffer size limit.
     const limit = Math.min(this.gpu.maxBindingBytes - 512, MAX_SLAB_BYTES);
-    const paddedRank = roundUp(factors.rank, RANK_STEP);
-    const rank = Math.max(paddedRank, 1);
-    if (rank * paddedCols * 4 > limit) return undefined;
-    const rowBytes = Math.max(paddedCols * DTYPE_BYTES[op.base.dtype], paddedCols * DTYPE_BYTES[op.outDtype], rank * 4);
-    // Also keep each slab's dispatch within a 2-D grid of the device's size.
-    const maxGroups = this.gpu.maxWorkgroupsPerDimension ** 2;
-    const gridRows = Math.floor(maxGroups * WORKGROUP_SIZE / (paddedCols / TILE)) * TILE;
+    if ((paddedRank + 1) * paddedCols * 4 > limit) return undefined;
+    const wDtype = folded ? 'F32' : op.base.dtype;
+    const outBytes = DTYPE_BYTES[op.outDtype];
+    const rowBytes = Math.max(paddedCols * DTYPE_BYTES[wDtype], paddedCols * outBytes * (1 + 4 * LIST_SHARE), (paddedRank + 1) * 4);
+    // Keep each dispatch within the device's grid.
+    const groups = dispatchGroups({ paddedCols, paddedRows: TILE }, this.workgroup);
+    if (groups.x > this.gpu.maxWorkgroupsPerDimension) return undefined;
+    const gridRows = this.gpu.maxWorkgroupsPerDimension * this.workgroup.y * TILE;
     const slabRows = Math.min(Math.floor(limit / rowBytes / TILE) * TILE, gridRows);
     if (slabRows < TILE) return undefined;
-    const dora: DoraMode = shape.doraNorm === 'row' ? 1 : shape.doraNorm === 'col' ? 2 : 0;
-    return { op, shape, factors, paddedCols, paddedRank, slabRows, dora };
+    const bound = f32KernelBound(tf.rank, U_WGSL, folded);
+    const slab = slabFactors32(p, tf, 0, shape.rowCount, bound, folded);
+    const w = folded ? { dtype: 'F32' as const, data: bytesOf(scaledBase(p, 0, shape.rowCount)) } : op.base;
+    const listCap = Math.ceil(Math.min(slabRows, roundUp(shape.rowCount, TILE)) * paddedCols * LIST_SHARE) + 1024;
+    return { p, tf, slab, w, paddedCols, paddedRank, slabRows, listCap, u: bound.u, certify: tf.rank > 0 || folded };
   }
 
   private async run(plan: SlabPlan, signal: AbortSignal | undefined): Promise<Uint8Array> {
-    const { op, shape, factors, paddedCols, paddedRank, slabRows, dora } = plan;
+    const { p, tf, paddedCols, paddedRank, slabRows } = plan;
+    const { op, shape } = p;
     const q = this.device.queue;
     const result = new Uint8Array(shape.rowCount * op.cols * DTYPE_BYTES[op.outDtype]);
 
     await this.scoped(op, () => {
-      const right = padRows(factors.right, factors.rank, op.cols, paddedCols, paddedRank);
-      q.writeBuffer(this.rt.get(right.byteLength), 0, gpuSource(right));
-      q.writeBuffer(this.flags.get(4), 0, new Uint32Array(4));
-      if (dora) {
-        // Padding rows/columns get magnitude 0 and norm 1: factor 0, so their (unread) results stay finite.
-        const m = op.dora!.magnitude;
-        const magnitude = new Float32Array(roundUp(m.data.byteLength / DTYPE_BYTES[m.dtype], TILE) + TILE);
-        magnitude.set(decodeToF32(m.data, m.dtype));
-        q.writeBuffer(this.magnitude.get(magnitude.byteLength), 0, gpuSource(magnitude));
-        const norms = new Float32Array(magnitude.length).fill(1);
-        norms.fill(0, 0, dora === 1 ? op.rows : op.cols);
-        q.writeBuffer(this.norms.get(norms.byteLength), 0, gpuSource(norms));
-      }
+      // R's rank rows, then its column norms, each padded to paddedCols.
+      const right = new Float32Array((paddedRank + 1) * paddedCols);
+      for (let k = 0; k < tf.rank; k++) right.set(tf.right.subarray(k * tf.stride, k * tf.stride + op.cols), k * paddedCols);
+      right.set(tf.nr.subarray(0, op.cols), paddedRank * paddedCols);
+      q.writeBuffer(this.rt.get(right.byteLength), 0, right);
     });
 
-    const slabs: Array<[number, number]> = [];
-    for (let r0 = 0; r0 < shape.rowCount; r0 += slabRows) slabs.push([r0, Math.min(slabRows, shape.rowCount - r0)]);
-
-    if (dora === 2) {
-      // Column norms need every row before any output: a full sweep first.
-      for (const [r0, n] of slabs) {
-        throwIfAborted(signal);
-        await this.scoped(op, () => {
-          this.upload(plan, r0, n);
-          this.dispatch(plan, 'normCols', r0, n);
-        });
-      }
-    }
-    for (const [r0, n] of slabs) {
+    let nonFinite = false;
+    for (let r0 = 0; r0 < shape.rowCount; r0 += slabRows) {
       throwIfAborted(signal);
+      const n = Math.min(slabRows, shape.rowCount - r0);
       await this.scoped(op, () => {
-        if (dora !== 2 || slabs.length > 1) this.upload(plan, r0, n);
-        if (dora === 1) this.dispatch(plan, 'normRows', r0, n);
-        this.dispatch(plan, 'mergeTiles', r0, n);
+        this.upload(plan, r0, n);
+        this.dispatch(plan, n);
       });
       const submitted = performance.now();
-      const work = n * paddedCols * (paddedRank + W_COST_IN_RANKS) * (dora === 1 ? 2 : 1);
+      const work = n * paddedCols * (paddedRank + W_COST_IN_RANKS);
       await this.waitForSoftwareGpu(work);
-      const done = await this.readBack(plan, r0, n, result);
-      this.learnSpeed(work, done - submitted);
+      const { readable, flagged } = await this.readBack(plan, r0, n, result);
+      if (flagged) nonFinite = true;
+      this.learnSpeed(work, readable - submitted);
     }
+    if (nonFinite && holdsNonFinite(result, op.outDtype)) throw nonFiniteError(op.name, op.outDtype);
+    this.certification.elements += shape.rowCount * op.cols;
     return result;
   }
 
   /**
    * Writes rows [r0, r0 + n) of W (rows padded to paddedCols, plus zero rows up to a multiple of
-   * TILE) and the matching rows of Lᵀ to the GPU.
+   * TILE), the matching rows of Lᵀ with their norms, and a cleared list to the GPU.
    */
   private upload(plan: SlabPlan, r0: number, n: number): void {
-    const { op, factors, paddedCols, paddedRank } = plan;
+    const { p, tf, slab, paddedCols, paddedRank } = plan;
+    const { op } = p;
     const q = this.device.queue;
-    const inBytes = DTYPE_BYTES[op.base.dtype];
+    const inBytes = DTYPE_BYTES[plan.w.dtype];
     const rowBytes = paddedCols * inBytes;
     const paddedRows = roundUp(n, TILE);
     const wIn = this.wIn.get(paddedRows * rowBytes);
-    const slab = op.base.data.subarray(r0 * op.cols * inBytes, (r0 + n) * op.cols * inBytes);
+    const rows = plan.w.data.subarray(r0 * op.cols * inBytes, (r0 + n) * op.cols * inBytes);
     if (paddedCols === op.cols) {
-      q.writeBuffer(wIn, 0, gpuSource(slab));
+      q.writeBuffer(wIn, 0, gpuSource(rows));
       if (paddedRows > n) q.writeBuffer(wIn, n * rowBytes, new Uint8Array((paddedRows - n) * rowBytes));
     } else {
       const padded = new Uint8Array(paddedRows * rowBytes);
       const srcRow = op.cols * inBytes;
-      for (let r = 0; r < n; r++) padded.set(slab.subarray(r * srcRow, (r + 1) * srcRow), r * rowBytes);
-      q.writeBuffer(wIn, 0, gpuSource(padded));
+      for (let r = 0; r < n; r++) padded.set(rows.subarray(r * srcRow, (r + 1) * srcRow), r * rowBytes);
+      q.writeBuffer(wIn, 0, padded);
     }
-    const lt = transposeLeft(factors, r0, n, paddedRows, paddedRank);
-    q.writeBuffer(this.lt.get(lt.byteLength), 0, gpuSource(lt));
+    // Lᵀ: paddedRank rows of paddedRows, then the rows' bounds G · ‖L row‖.
+    const lt = new Float32Array((paddedRank + 1) * paddedRows);
+    const rank = tf.rank;
+    for (let i = 0; i < n; i++) {
+      const src = (r0 + i) * rank;
+      for (let k = 0; k < rank; k++) lt[k * paddedRows + i] = slab.left[src + k];
+      lt[paddedRank * paddedRows + i] = slab.gnl[r0 + i];
+    }
+    q.writeBuffer(this.lt.get(lt.byteLength), 0, lt);
+    q.writeBuffer(this.flags.get((2 + plan.listCap) * 4), 0, new Uint32Array(2));
   }
 
-  private dispatch(plan: SlabPlan, entry: MergeEntry, r0: number, n: number): void {
-    const { op, shape, paddedCols, paddedRank, dora } = plan;
+  private dispatch(plan: SlabPlan, n: number): void {
+    const { p, paddedCols, paddedRank } = plan;
+    const { op } = p;
     const paddedRows = roundUp(n, TILE);
-    const rowTiles = paddedRows / TILE;
-    const colTiles = paddedCols / TILE;
-    const items = entry === 'mergeTiles' ? rowTiles * colTiles : entry === 'normRows' ? rowTiles : colTiles;
-    const grid = dispatchShape(items, this.gpu.maxWorkgroupsPerDimension);
-    const p: MergeParams = {
-      rows: n, paddedCols, paddedRows, rank: paddedRank, items, inDtype: op.base.dtype, outDtype: op.outDtype,
-      normRow0: shape.rowStart + r0, eps: op.dora?.epsilon ?? 0,
+    const params: MergeParams = {
+      rows: n, paddedCols, paddedRows, rank: paddedRank, inDtype: plan.w.dtype, outDtype: op.outDtype,
+      u: plan.u, listCap: plan.listCap, certify: plan.certify,
     };
     const q = this.device.queue;
-    q.writeBuffer(this.params.get(PARAMS_BYTES), 0, paramsBytes(p, grid));
+    q.writeBuffer(this.params.get(PARAMS_BYTES), 0, paramsBytes(params));
     const bindGroup = this.device.createBindGroup({
-      label: `merge "${op.name}" rows ${r0}+${n}`,
+      label: `merge "${op.name}"`,
       layout: mergeBindGroupLayout(this.device),
       entries: [
         this.params.get(PARAMS_BYTES),
-        this.wIn.get(paddedRows * paddedCols * DTYPE_BYTES[op.base.dtype]),
-        this.lt.get(paddedRank * paddedRows * 4),
-        this.rt.get(paddedRank * paddedCols * 4),
+        this.wIn.get(paddedRows * paddedCols * DTYPE_BYTES[plan.w.dtype]),
+        this.lt.get((paddedRank + 1) * paddedRows * 4),
+        this.rt.get((paddedRank + 1) * paddedCols * 4),
         this.wOut.get(paddedRows * paddedCols * DTYPE_BYTES[op.outDtype]),
-        this.flags.get(4),
-        this.norms.get(4),
-        this.magnitude.get(4),
+        this.flags.get((2 + plan.listCap) * 4),
       ].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
-    const enc = this.device.createCommandEncoder({ label: `merge "${op.name}" ${entry}` });
-    const pass = enc.beginComputePass({ label: `merge "${op.name}" ${entry}` });
-    pass.setPipeline(mergePipeline(this.device, { entry, inDtype: op.base.dtype, outDtype: op.outDtype, dora, shiftFree: this.shiftFree }));
+    const groups = dispatchGroups({ paddedCols, paddedRows }, this.workgroup);
+    const enc = this.device.createCommandEncoder({ label: `merge "${op.name}"` });
+    const pass = enc.beginComputePass({ label: `merge "${op.name}"` });
+    pass.setPipeline(mergePipeline(this.device, {
+      inDtype: plan.w.dtype, outDtype: op.outDtype, shiftFree: this.shiftFree, nativeF16: this.nativeF16, workgroup: this.workgroup,
+    }));
     pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(grid.x, grid.y);
+    pass.dispatchWorkgroups(groups.x, groups.y);
     pass.end();
-    q.submit([enc.finish({ label: `merge "${op.name}" ${entry}` })]);
+    q.submit([enc.finish({ label: `merge "${op.name}"` })]);
   }
 
   /**
@@ -333,41 +334,50 @@ export class WebGpuBackend implements MergeBackend {
   }
 
   /**
-   * Copies the slab's output and the non-finite flag back and into `result`; returns the time at
-   * which the GPU's results became readable.
+   * Copies the slab's output and flags back, into `result`, and settles the listed elements.
+   * Returns when the GPU's results became readable, and whether the GPU saw Inf or NaN.
    */
-  private async readBack(plan: SlabPlan, r0: number, n: number, result: Uint8Array): Promise<number> {
-    const { op, paddedCols } = plan;
+  private async readBack(plan: SlabPlan, r0: number, n: number, result: Uint8Array): Promise<{ readable: number; flagged: boolean }> {
+    const { p, tf, paddedCols } = plan;
+    const { op } = p;
     const outBytes = DTYPE_BYTES[op.outDtype];
     const bytes = n * paddedCols * outBytes;
     const flagAt = Math.ceil(bytes / 256) * 256;
-    const staging = this.staging.get(flagAt + 4);
+    const flagBytes = (2 + plan.listCap) * 4;
+    const staging = this.staging.get(flagAt + flagBytes);
     await this.scoped(op, () => {
       const enc = this.device.createCommandEncoder({ label: `read back "${op.name}"` });
       enc.copyBufferToBuffer(this.wOut.get(bytes), 0, staging, 0, bytes);
-      enc.copyBufferToBuffer(this.flags.get(4), 0, staging, flagAt, 4);
+      enc.copyBufferToBuffer(this.flags.get(flagBytes), 0, staging, flagAt, flagBytes);
       this.device.queue.submit([enc.finish({ label: `read back "${op.name}"` })]);
     });
-    await Promise.race([staging.mapAsync(GPUMapMode.READ, 0, flagAt + 4), this.lost]);
+    await Promise.race([staging.mapAsync(GPUMapMode.READ, 0, flagAt + flagBytes), this.lost]);
     const readable = performance.now();
+    const rowBytes = op.cols * outBytes;
+    const at = r0 * rowBytes;
+    const block = result.subarray(at, at + n * rowBytes);
+    let listed: Uint32Array;
+    let flagged: boolean;
     try {
-      const flag = new Uint32Array(staging.getMappedRange(flagAt, 4))[0];
-      if (flag !== 0) {
-        throw new MergeError('NON_FINITE', `tensor "${op.name}": merged values are not finite (NaN or Inf in ${op.outDtype})`);
-      }
+      const header = new Uint32Array(staging.getMappedRange(flagAt, 8));
+      flagged = header[0] !== 0;
+      const count = header[1];
       const out = new Uint8Array(staging.getMappedRange(0, bytes));
-      const rowBytes = op.cols * outBytes;
-      const at = r0 * rowBytes;
       if (paddedCols === op.cols) {
-        result.set(out, at);
+        block.set(out);
       } else {
         const strideBytes = paddedCols * outBytes;
-        for (let r = 0; r < n; r++) result.set(out.subarray(r * strideBytes, r * strideBytes + rowBytes), at + r * rowBytes);
+        for (let r = 0; r < n; r++) block.set(out.subarray(r * strideBytes, r * strideBytes + rowBytes), r * rowBytes);
       }
+      // Listed indices are row · paddedCols + column; more than the list holds: settle every element.
+      listed = count > plan.listCap
+        ? Uint32Array.from({ length: n * op.cols }, (_, i) => i)
+        : toBlockIndices(new Uint32Array(staging.getMappedRange(flagAt + 8, count * 4)), paddedCols, op.cols);
     } finally {
       staging.unmap();
     }
-    return readable;
+    fixListed(p, tf, block, listed, r0, this.certification);
+    return { readable, flagged };
   }
 
   /** Runs GPU calls inside validation and out-of-memory error scopes; errors name the tensor. */
@@ -397,35 +407,29 @@ export class WebGpuBackend implements MergeBackend {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    for (const b of [this.params, this.wIn, this.lt, this.rt, this.wOut, this.flags, this.norms, this.magnitude, this.staging]) b.destroy();
-    this.chain?.destroy();
+    for (const b of [this.params, this.wIn, this.lt, this.rt, this.wOut, this.flags, this.staging]) b.destroy();
+    this.cpuBackend?.dispose();
     this.device.destroy();
   }
 }
 
-/**
- * A rows × cols matrix with its rows padded to `stride` elements and zero rows added up to
- * `outRows` (never empty).
- */
-function padRows(m: Float32Array, rows: number, cols: number, stride: number, outRows: number): Float32Array {
-  if (stride === cols && outRows === rows && m.length) return m;
-  const out = new Float32Array(Math.max(outRows * stride, 4));
-  for (let r = 0; r < rows; r++) out.set(m.subarray(r * cols, (r + 1) * cols), r * stride);
-  return out;
+/** Indices row · paddedCols + col → row · cols + col (padding columns are never listed; skipped). */
+function toBlockIndices(list: Uint32Array, paddedCols: number, cols: number): Uint32Array {
+  if (paddedCols === cols) return list.slice();
+  const out: number[] = [];
+  for (const index of list) {
+    const r = Math.floor(index / paddedCols), c = index - r * paddedCols;
+    if (c < cols) out.push(r * cols + c);
+  }
+  return Uint32Array.from(out);
 }
 
-/** Lᵀ for rows [r0, r0 + n): paddedRank × paddedRows, zero-filled past n and past the rank. */
-function transposeLeft(f: LowRankFactors, r0: number, n: number, paddedRows: number, paddedRank: number): Float32Array {
-  const out = new Float32Array(Math.max(paddedRank * paddedRows, 4));
-  const rank = f.rank;
-  for (let i = 0; i < n; i++) {
-    const src = (r0 + i) * rank;
-    for (let k = 0; k < rank; k++) out[k * paddedRows + i] = f.left[src + k];
-  }
-  return out;
+function bytesOf(v: Float32Array): Uint8Array {
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
 }
 
 /** Typed arrays here are never backed by a SharedArrayBuffer; the WebGPU typings want that said. */
 function gpuSource(v: ArrayBufferView): ArrayBufferView<ArrayBuffer> {
   return v as ArrayBufferView<ArrayBuffer>;
 }
+

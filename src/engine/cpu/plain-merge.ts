@@ -1,0 +1,251 @@
+/**
+ * Plain ops (W + Σ low-rank terms, then optionally one fixed scale) on the CPU, correctly rounded
+ * (src/engine/exact/error-bounds.ts): how an op is cut into kernel jobs, and what the host does
+ * with each job's result — settle the listed elements in float64 or exactly, and finish the
+ * float64 values of jobs whose scale step the kernel cannot fold exactly. The calling thread's
+ * executor is here; the worker pool (row-block-pool.ts) runs the same jobs on other threads.
+ * Browser-safe (no Node imports).
+ */
+import { DTYPE_BYTES, type FloatDType } from '../../dtype.js';
+import { MergeError, throwIfAborted } from '../../errors.js';
+import { f32KernelBound, f64KernelBound, U_F32, U_F64, type KernelBound } from '../exact/error-bounds.js';
+import { roundingIsCertain } from '../exact/float-formats.js';
+import {
+  scaledBase, slabFactors32, slabFactors64, tensorFactors, type PlainOp, type SlabFactors32, type SlabFactors64, type TensorFactors,
+} from '../exact/plain-op.js';
+import { elementValue, exactElementBits, fixListed, roundedBits, storeBits, type CertificationStats } from '../exact/recompute.js';
+import type { RowJob, WasmKernel } from './wasm-kernel.js';
+
+/** About this many bytes of W per block on the calling thread: small enough to stay in cache. */
+const BLOCK_BYTES = 256 * 1024;
+
+/**
+ * How the kernel runs an op:
+ * - `f32`: f32 sums, the kernel certifies 16- and 8-bit outputs (a scale step folded in);
+ * - `f64`: f64 sums, the kernel certifies f32 outputs;
+ * - `f64-values`: f64 sums handed back as f64, the host applies the scale step and certifies.
+ */
+export type KernelMode = 'f32' | 'f64' | 'f64-values';
+
+/** An op ready to be cut into jobs. */
+export interface PlainPlan {
+  p: PlainOp;
+  tf: TensorFactors;
+  mode: KernelMode;
+  bound: KernelBound;
+  /** The op's rows of left and G·‖left row‖, in the kernel's precision. */
+  slab: SlabFactors32 | SlabFactors64;
+  /** W as the kernel reads it: the op's own bytes, or f32 with a scale folded in. */
+  w: { dtype: FloatDType; data: Uint8Array };
+  /** Output bytes per element of the kernel (8 for `f64-values`). */
+  kernelOutBytes: number;
+}
+
+export function planPlain(p: PlainOp): PlainPlan {
+  const { op, shape } = p;
+  const out = op.outDtype;
+  const mode: KernelMode = out !== 'F32' ? 'f32' : p.scale ? 'f64-values' : 'f64';
+  const folded = mode === 'f32' && !!p.scale;
+  const tf = tensorFactors(p, folded);
+  const bound = mode === 'f32' ? f32KernelBound(tf.rank, U_F32, folded) : f64KernelBound(tf.rank);
+  const slab = mode === 'f32'
+    ? slabFactors32(p, tf, 0, shape.rowCount, bound, folded)
+    : slabFactors64(p, tf, 0, shape.rowCount, bound);
+  const w = folded ? { dtype: 'F32' as const, data: asBytes(scaledBase(p, 0, shape.rowCount)) } : op.base;
+  return { p, tf, mode, bound, slab, w, kernelOutBytes: mode === 'f64-values' ? 8 : DTYPE_BYTES[out] };
+}
+
+/** Rows per block of at most `blockBytes` of W or output (a multiple of 4, the kernel's tile height). */
+export function rowsPerBlock(plan: PlainPlan, blockBytes = BLOCK_BYTES): number {
+  const rowBytes = plan.p.op.cols * Math.max(DTYPE_BYTES[plan.w.dtype], plan.kernelOutBytes);
+  return Math.max(4, Math.floor(blockBytes / rowBytes / 4) * 4);
+}
+
+/** What a kernel holding the plan's right factor and norms holds (f32 and f64 norms differ). */
+export function rightKeyOf(plan: PlainPlan): number {
+  return plan.mode === 'f32' ? plan.tf.key : -plan.tf.key;
+}
+
+/** The job for rows [r0, r0 + n) of the plan's op. */
+export function planJob(plan: PlainPlan, r0: number, n: number, withRight: boolean): RowJob {
+  const { p, tf, slab } = plan;
+  const cols = p.op.cols;
+  const wb = DTYPE_BYTES[plan.w.dtype];
+  const certify = plan.mode === 'f64-values' ? undefined : {
+    gnl: slab.gnl.subarray(r0, r0 + n),
+    nr: withRight ? (plan.mode === 'f32' ? tf.nr : tf.nr64) : undefined,
+    u: plan.bound.u,
+  };
+  return {
+    w: plan.w.data.subarray(r0 * cols * wb, (r0 + n) * cols * wb),
+    wDtype: plan.w.dtype,
+    outDtype: plan.mode === 'f64-values' ? 'F64' : p.op.outDtype,
+    rows: n,
+    cols,
+    rank: tf.rank,
+    left: slab.left.subarray(r0 * tf.rank, (r0 + n) * tf.rank),
+    rightKey: rightKeyOf(plan),
+    right: withRight ? tf.right : undefined,
+    certify,
+  };
+}
+
+/**
+ * After a job: settles its listed elements (f32, f64 modes) or certifies its f64 values into the
+ * output dtype (f64-values; `kernelOut` holds them, `out` gets the bytes). `out` is the block's
+ * output in op.outDtype.
+ */
+export function finishJob(plan: PlainPlan, r0: number, n: number, listed: Uint32Array, kernelOut: Uint8Array, out: Uint8Array,
+  stats: CertificationStats): void {
+  const { p, tf } = plan;
+  stats.elements += n * p.op.cols;
+  if (plan.mode !== 'f64-values') {
+    if (listed.length) fixListed(p, tf, out, listed, r0, stats);
+    return;
+  }
+  const values = new Float64Array(kernelOut.buffer, kernelOut.byteOffset, n * p.op.cols);
+  certifyValues(plan, r0, n, values, out, stats);
+}
+
+/**
+ * x = f · v for the block's f64 values v (bound g·nL·nR + u|v| each, error-bounds.ts), rounded
+ * once into `out` where the bound decides, else recomputed exactly.
+ */
+function certifyValues(plan: PlainPlan, r0: number, n: number, values: Float64Array, out: Uint8Array, stats: CertificationStats): void {
+  const { p, tf } = plan;
+  const { op, shape, scale } = p;
+  const cols = op.cols;
+  const dtype = op.outDtype;
+  const gnl = plan.slab.gnl;
+  const u = plan.bound.u;
+  for (let i = 0; i < n; i++) {
+    const row = r0 + i;
+    const g = gnl[row];
+    const rowFactor = scale?.axis === 'row' ? scale.factors[shape.rowStart + row] : 1;
+    for (let c = 0; c < cols; c++) {
+      const v = values[i * cols + c];
+      const f = scale?.axis === 'col' ? scale.factors[c] * rowFactor : rowFactor;
+      const x = f * v;
+      const bound = (Math.abs(f) * (g * tf.nr64[c] + u * Math.abs(v)) + U_F64 * Math.abs(x)) * (1 + 2 ** -20);
+      let bits: number;
+      if (roundingIsCertain(x, bound, dtype)) {
+        bits = roundedBits(x, dtype);
+      } else {
+        stats.listed--; // exactElementBits counts it again
+        bits = exactElementBits(p, tf, row, c, stats);
+        stats.listed++;
+      }
+      storeBits(out, dtype, i * cols + c, bits);
+    }
+  }
+}
+
+/** Whether output bytes hold Inf or NaN (after the listed elements were settled). */
+export function holdsNonFinite(out: Uint8Array, dtype: FloatDType): boolean {
+  switch (dtype) {
+    case 'F32': {
+      for (let i = 3; i < out.length; i += 4) if ((out[i] & 0x7f) === 0x7f && (out[i - 1] & 0x80)) return true;
+      return false;
+    }
+    case 'F16': {
+      for (let i = 1; i < out.length; i += 2) if ((out[i] & 0x7c) === 0x7c) return true;
+      return false;
+    }
+    case 'BF16': {
+      for (let i = 1; i < out.length; i += 2) if ((out[i] & 0x7f) === 0x7f && (out[i - 1] & 0x80)) return true;
+      return false;
+    }
+    case 'F8_E4M3': {
+      for (let i = 0; i < out.length; i++) if ((out[i] & 0x7f) === 0x7f) return true;
+      return false;
+    }
+    case 'F8_E5M2': {
+      for (let i = 0; i < out.length; i++) if ((out[i] & 0x7c) === 0x7c) return true;
+      return false;
+    }
+  }
+}
+
+export function nonFiniteError(name: string, dtype: FloatDType): MergeError {
+  return new MergeError('NON_FINITE', `tensor "${name}": merged values are not finite (NaN or Inf in ${dtype})`);
+}
+
+/** Where an executor gets its output buffer of `bytes` (every byte of which it then writes). */
+export type TakeOutput = (bytes: number) => Uint8Array;
+
+export const freshOutput: TakeOutput = (bytes) => new Uint8Array(bytes);
+
+/** A plain op on the calling thread's kernel, in blocks (bounded kernel memory, a chance to stop). */
+export function mergePlainOnWasm(plan: PlainPlan, kernel: WasmKernel, stats: CertificationStats, signal?: AbortSignal,
+  take: TakeOutput = freshOutput): Uint8Array {
+  const { op, shape } = plan.p;
+  const ob = DTYPE_BYTES[op.outDtype];
+  const out = take(shape.rowCount * op.cols * ob);
+  const kernelOut = plan.mode === 'f64-values' ? new Uint8Array(rowsPerBlock(plan) * op.cols * 8) : undefined;
+  const step = rowsPerBlock(plan);
+  let finite = true;
+  for (let r0 = 0; r0 < shape.rowCount; r0 += step) {
+    throwIfAborted(signal);
+    const n = Math.min(step, shape.rowCount - r0);
+    const target = out.subarray(r0 * op.cols * ob, (r0 + n) * op.cols * ob);
+    const kOut = kernelOut ? kernelOut.subarray(0, n * op.cols * 8) : target;
+    const job = planJob(plan, r0, n, !kernel.holds(rightKeyOf(plan)));
+    const result = kernel.run(job, kOut);
+    if (!result.finite) finite = false;
+    finishJob(plan, r0, n, result.listed, kOut, target, stats);
+  }
+  if (!finite && holdsNonFinite(out, op.outDtype)) throw nonFiniteError(op.name, op.outDtype);
+  return out;
+}
+
+/**
+ * A plain op in plain JavaScript, where WebAssembly SIMD is missing or forbidden: the f64 values
+ * as the f64 kernel computes them (same bound), certified like `f64-values` jobs.
+ */
+export function mergePlainOnJs(p: PlainOp, stats: CertificationStats, signal?: AbortSignal): Uint8Array {
+  const { op, shape } = p;
+  const tf = tensorFactors(p, false);
+  const bound = f64KernelBound(tf.rank);
+  const slab = slabFactors64(p, tf, 0, shape.rowCount, bound);
+  const plan: PlainPlan = { p, tf, mode: 'f64-values', bound, slab, w: op.base, kernelOutBytes: 8 };
+  const cols = op.cols, rank = tf.rank, stride = tf.stride;
+  const out = new Uint8Array(shape.rowCount * cols * DTYPE_BYTES[op.outDtype]);
+  const ob = DTYPE_BYTES[op.outDtype];
+  const w = new Float64Array(cols);
+  const values = new Float64Array(cols);
+  const wb = DTYPE_BYTES[op.base.dtype];
+  for (let r = 0; r < shape.rowCount; r++) {
+    if ((r & 63) === 0) throwIfAborted(signal);
+    decodeRow(op.base.data.subarray(r * cols * wb, (r + 1) * cols * wb), op.base.dtype, w);
+    values.fill(0);
+    for (let k = 0; k < rank; k++) {
+      const l = slab.left[r * rank + k];
+      if (l === 0) continue;
+      const o = k * stride;
+      for (let c = 0; c < cols; c++) values[c] += l * tf.right[o + c];
+    }
+    for (let c = 0; c < cols; c++) values[c] += w[c];
+    certifyValues(plan, r, 1, values, out.subarray(r * cols * ob, (r + 1) * cols * ob), stats);
+    stats.elements += cols;
+  }
+  if (holdsNonFinite(out, op.outDtype)) throw nonFiniteError(op.name, op.outDtype);
+  return out;
+}
+
+const scratch = new DataView(new ArrayBuffer(8));
+/** One row of W's bytes → f64 values (exact). */
+function decodeRow(bytes: Uint8Array, dtype: FloatDType, out: Float64Array): void {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let c = 0; c < out.length; c++) {
+    switch (dtype) {
+      case 'F32': out[c] = view.getFloat32(c * 4, true); break;
+      case 'BF16': scratch.setUint32(0, view.getUint16(c * 2, true) << 16); out[c] = scratch.getFloat32(0); break;
+      default: out[c] = elementValue(bytes, dtype, c);
+    }
+  }
+}
+
+function asBytes(v: Float32Array): Uint8Array {
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+}
+

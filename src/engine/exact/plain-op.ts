@@ -1,0 +1,234 @@
+/**
+ * Ops of the plain form, W + Σ low-rank terms, optionally followed by one fixed scale along an
+ * axis (IA3, or DoRA whose norms were resolved beforehand), prepared for the certified kernels:
+ * the terms' factors decoded once per tensor (every slab of a tensor shares its `terms` array),
+ * the kernels' `right` factor (unscaled, so exact, zero-padded to the tile width) and its column
+ * norms, and per slab the `left` factor (each term's scale folded in) with its row norms.
+ * Browser-safe (no Node imports).
+ */
+import { decodeToF32, type FloatDType } from '../../dtype.js';
+import type { LowRankTerm, MergeOp } from '../merge-op.js';
+import type { OpShape } from '../op-shape.js';
+import { termReachesRows } from '../low-rank-factors.js';
+import { opSteps, storedAxis, type ScaleStep } from '../update-steps.js';
+import { boundNorm, roundUpF32, type KernelBound } from './error-bounds.js';
+
+/** A fixed scale along a stored axis: one factor per stored row or per stored column. */
+export interface AxisScale {
+  axis: 'row' | 'col';
+  /** The step's f64 factors where it has them (resolved DoRA norms), else its f32 ones. */
+  factors: Float32Array | Float64Array;
+}
+
+export interface PlainOp {
+  op: MergeOp;
+  shape: OpShape;
+  terms: readonly LowRankTerm[];
+  scale?: AxisScale;
+  /** The scale step the factors came from (a cache key). */
+  scaleStep?: ScaleStep;
+}
+
+/** The op as W + terms [then a scale], or undefined when it has other steps (dense terms, DoRA…). */
+export function asPlainOp(op: MergeOp, shape: OpShape): PlainOp | undefined {
+  if ((op.dora?.group ?? 1) > 1) return undefined;
+  const steps = opSteps(op);
+  let i = 0;
+  let terms: readonly LowRankTerm[] = [];
+  const first = steps[0];
+  if (first?.kind === 'add') {
+    if (first.dense?.length) return undefined;
+    terms = first.terms;
+    i = 1;
+  }
+  const last = steps[i];
+  if (!last) return { op, shape, terms };
+  if (last.kind !== 'scale' || i + 1 !== steps.length) return undefined;
+  const factors = last.exact ?? decodeToF32(last.factors.data, last.factors.dtype);
+  return { op, shape, terms, scale: { axis: storedAxis(op, last.axis), factors }, scaleStep: last };
+}
+
+/** One term with its exact values, placed at ranks [k0, k0 + rank) of the concatenation. */
+export interface DecodedTerm {
+  /** rank × inFeatures. */
+  a: Float32Array;
+  /** deltaRows × rank. */
+  b: Float32Array;
+  rank: number;
+  scale: number;
+  k0: number;
+  /** Output row (ΔW row for out-in) → ΔW row; absent: one to one. Rows no segment reaches: −1. */
+  rowMap?: Int32Array;
+}
+
+/** What the kernels need of a tensor's terms, shared by its slabs. */
+export interface TensorFactors {
+  /** Identifies `right` and the norms: a kernel that holds this key need not be sent them again. */
+  key: number;
+  /** Summed ranks of the active terms. */
+  rank: number;
+  terms: DecodedTerm[];
+  /** rank × stride, row-major: A (out-in) or Bᵀ (in-out), times a column scale when folded. */
+  right: Float32Array;
+  /** Columns padded to a multiple of 8. */
+  stride: number;
+  /** Per padded column: ‖right column‖₂ for the bounds, f32 rounded up (0 in the padding). */
+  nr: Float32Array;
+  nr64: Float64Array;
+  /** `right` holds a folded column scale (no longer exact: the f64 kernel cannot use it). */
+  colScaled: boolean;
+}
+
+interface CacheEntry {
+  layout: MergeOp['layout'];
+  cols: number;
+  active: string;
+  scaleStep: ScaleStep | undefined;
+  factors: TensorFactors;
+}
+
+const cache = new WeakMap<readonly LowRankTerm[], CacheEntry[]>();
+let nextKey = 1;
+
+/**
+ * The tensor-level factors of the terms reaching this slab (cached per terms array); with
+ * `foldColumnScale`, a scale per stored column is multiplied into `right` (rounded to f32).
+ */
+export function tensorFactors(p: PlainOp, foldColumnScale: boolean): TensorFactors {
+  const { op, shape } = p;
+  const active: number[] = [];
+  p.terms.forEach((t, i) => {
+    if (termReachesRows(t, shape.rowStart, shape.rowCount)) active.push(i);
+  });
+  const activeKey = active.join();
+  const colScale = foldColumnScale && p.scale?.axis === 'col' ? p.scale : undefined;
+  const entries = cache.get(p.terms) ?? [];
+  const hit = entries.find((e) => e.layout === op.layout && e.cols === op.cols && e.active === activeKey && e.scaleStep === (colScale ? p.scaleStep : undefined));
+  if (hit) return hit.factors;
+
+  const cols = op.cols;
+  const stride = (cols + 7) & ~7;
+  const outF = op.layout === 'out-in' ? op.rows : op.cols;
+  const inF = op.layout === 'out-in' ? op.cols : op.rows;
+  const terms: DecodedTerm[] = [];
+  let rank = 0;
+  for (const i of active) {
+    const t = p.terms[i];
+    const decoded: DecodedTerm = {
+      a: decodeToF32(t.a.data, t.a.dtype), b: decodeToF32(t.b.data, t.b.dtype), rank: t.rank, scale: t.scale, k0: rank,
+    };
+    if (t.placement) {
+      const map = new Int32Array(outF).fill(-1);
+      for (const g of t.placement.segments) for (let j = 0; j < g.count; j++) map[g.dst + j] = g.src + j;
+      decoded.rowMap = map;
+    }
+    terms.push(decoded);
+    rank += t.rank;
+  }
+  const right = new Float32Array(Math.max(rank, 1) * stride);
+  for (const t of terms) {
+    for (let k = 0; k < t.rank; k++) {
+      const row = (t.k0 + k) * stride;
+      if (op.layout === 'out-in') right.set(t.a.subarray(k * inF, (k + 1) * inF), row);
+      else for (let c = 0; c < cols; c++) right[row + c] = t.b[c * t.rank + k];
+      if (colScale) for (let c = 0; c < cols; c++) right[row + c] *= colScale.factors[c];
+    }
+  }
+  const nr = new Float32Array(stride);
+  const nr64 = new Float64Array(stride);
+  for (let c = 0; c < cols; c++) {
+    let ss = 0;
+    for (let k = 0; k < rank; k++) ss += right[k * stride + c] ** 2;
+    nr64[c] = boundNorm(ss);
+    nr[c] = roundUpF32(nr64[c]);
+  }
+  const factors: TensorFactors = { key: nextKey++, rank, terms, right, stride, nr, nr64, colScaled: !!colScale };
+  entries.push({ layout: op.layout, cols, active: activeKey, scaleStep: colScale ? p.scaleStep : undefined, factors });
+  if (entries.length > 8) entries.shift();
+  cache.set(p.terms, entries);
+  return factors;
+}
+
+/** A slab's left factor and row bounds for the f32 kernel, or the f64 one. */
+export interface SlabFactors32 {
+  left: Float32Array;
+  /** G · ‖left row‖₂ per row, f32 rounded up. */
+  gnl: Float32Array;
+}
+export interface SlabFactors64 {
+  left: Float64Array;
+  gnl: Float64Array;
+}
+
+/**
+ * left[i, k0 + k] = scale · B[ΔW row of i, k] (out-in) or scale · A[k, rowStart + i] (in-out),
+ * times the row's factor of a folded row scale, for rows [r0, r0 + n) of the slab (f64 products,
+ * then one rounding to left's precision).
+ */
+function fillLeft(p: PlainOp, tf: TensorFactors, r0: number, n: number, left: Float32Array | Float64Array, foldRowScale: boolean): void {
+  const { op, shape } = p;
+  const rank = tf.rank;
+  const rowScale = foldRowScale && p.scale?.axis === 'row' ? p.scale.factors : undefined;
+  const inF = op.layout === 'out-in' ? op.cols : op.rows;
+  left.fill(0);
+  for (const t of tf.terms) {
+    for (let i = 0; i < n; i++) {
+      const stored = shape.rowStart + r0 + i;
+      const f = rowScale ? t.scale * rowScale[stored] : t.scale;
+      const dst = i * rank + t.k0;
+      if (op.layout === 'out-in') {
+        const src = t.rowMap ? t.rowMap[stored] : stored;
+        if (src < 0) continue;
+        for (let k = 0; k < t.rank; k++) left[dst + k] = f * t.b[src * t.rank + k];
+      } else {
+        for (let k = 0; k < t.rank; k++) left[dst + k] = f * t.a[k * inF + stored];
+      }
+    }
+  }
+}
+
+function rowNorms(left: Float32Array | Float64Array, n: number, rank: number, g: number, out: Float32Array | Float64Array): void {
+  const is32 = out instanceof Float32Array;
+  for (let i = 0; i < n; i++) {
+    let ss = 0;
+    for (let k = 0; k < rank; k++) ss += left[i * rank + k] ** 2;
+    const v = g * boundNorm(ss);
+    out[i] = is32 ? roundUpF32(v) : v;
+  }
+}
+
+/** f32 left factor; `fold`: a scale step is folded in (its row factors here, column ones in `right`). */
+export function slabFactors32(p: PlainOp, tf: TensorFactors, r0: number, n: number, bound: KernelBound, fold: boolean): SlabFactors32 {
+  const left = new Float32Array(Math.max(n * tf.rank, 1));
+  fillLeft(p, tf, r0, n, left, fold);
+  const gnl = new Float32Array(n);
+  rowNorms(left, n, tf.rank, bound.g, gnl);
+  return { left, gnl };
+}
+
+export function slabFactors64(p: PlainOp, tf: TensorFactors, r0: number, n: number, bound: KernelBound): SlabFactors64 {
+  const left = new Float64Array(Math.max(n * tf.rank, 1));
+  fillLeft(p, tf, r0, n, left, false);
+  const gnl = new Float64Array(n);
+  rowNorms(left, n, tf.rank, bound.g, gnl);
+  return { left, gnl };
+}
+
+/** W's rows [r0, r0 + n) times a folded scale, as f32 (one rounding per element). */
+export function scaledBase(p: PlainOp, r0: number, n: number): Float32Array {
+  const { op, shape, scale } = p;
+  const cols = op.cols;
+  const bytes = op.base.data.subarray(r0 * cols * bytesOf(op.base.dtype), (r0 + n) * cols * bytesOf(op.base.dtype));
+  const w = decodeToF32(bytes, op.base.dtype);
+  if (!scale) return w;
+  for (let i = 0; i < n; i++) {
+    for (let c = 0; c < cols; c++) {
+      w[i * cols + c] *= scale.axis === 'row' ? scale.factors[shape.rowStart + r0 + i] : scale.factors[c];
+    }
+  }
+  return w;
+}
+
+function bytesOf(dtype: FloatDType): number {
+  return dtype === 'F32' ? 4 : dtype === 'F8_E4M3' || dtype === 'F8_E5M2' ? 1 : 2;
+}

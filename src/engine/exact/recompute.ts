@@ -1,0 +1,158 @@
+/**
+ * Tiers 2 and 3 of the correct rounding (error-bounds.ts): an element the kernel listed is
+ * recomputed in float64 with a rigorous bound and rounded when the bound decides, else computed
+ * exactly. Browser-safe (no Node imports).
+ */
+import { f8DecodeTable, f16BitsToNumber, type FloatDType } from '../../dtype.js';
+import { f64ToBf16Bits, f64ToF16Bits, f64ToF8Bits } from '../cpu/round-f64.js';
+import { addDyadic, dyadicOf, DYADIC_ZERO, mulDyadic, roundDyadicToBits, type Dyadic } from './dyadic.js';
+import { U_F64 } from './error-bounds.js';
+import { roundingIsCertain } from './float-formats.js';
+import type { PlainOp, TensorFactors } from './plain-op.js';
+
+/** How many elements each tier decided (kept per backend, reported by merges and the benchmark). */
+export interface CertificationStats {
+  /** Elements the certified kernels produced. */
+  elements: number;
+  /** Elements a kernel listed as uncertain, recomputed in float64. */
+  listed: number;
+  /** Of those, the ones float64 could not decide either: computed exactly. */
+  exact: number;
+}
+
+export function newStats(): CertificationStats {
+  return { elements: 0, listed: 0, exact: 0 };
+}
+
+const f32View = new DataView(new ArrayBuffer(4));
+
+/** Element `index` of little-endian float bytes, exactly. */
+export function elementValue(bytes: Uint8Array, dtype: FloatDType, index: number): number {
+  switch (dtype) {
+    case 'F32':
+      f32View.setUint32(0, bytes[4 * index] | (bytes[4 * index + 1] << 8) | (bytes[4 * index + 2] << 16) | (bytes[4 * index + 3] << 24));
+      return f32View.getFloat32(0);
+    case 'F16':
+      return f16BitsToNumber(bytes[2 * index] | (bytes[2 * index + 1] << 8));
+    case 'BF16':
+      f32View.setUint32(0, ((bytes[2 * index] | (bytes[2 * index + 1] << 8)) << 16) >>> 0);
+      return f32View.getFloat32(0);
+    default:
+      return f8DecodeTable(dtype)[bytes[index]];
+  }
+}
+
+/** Bits of a double rounded once to `dtype` (to nearest, ties to even; an exact zero as +0). */
+export function roundedBits(x: number, dtype: FloatDType): number {
+  if (x === 0) return 0;
+  switch (dtype) {
+    case 'F32':
+      f32View.setFloat32(0, x);
+      return f32View.getUint32(0);
+    case 'F16':
+      return f64ToF16Bits(x);
+    case 'BF16':
+      return f64ToBf16Bits(x);
+    default:
+      return f64ToF8Bits(x, dtype);
+  }
+}
+
+/** The value the op's exact result is made of at slab element (r, c): w and the terms' parts. */
+interface ElementParts {
+  w: number;
+  /** The scale factor f (1 without a scale step). */
+  f: number;
+}
+
+function parts(p: PlainOp, r: number, c: number): ElementParts {
+  const { op, shape, scale } = p;
+  const w = elementValue(op.base.data, op.base.dtype, r * op.cols + c);
+  const f = scale ? (scale.axis === 'row' ? scale.factors[shape.rowStart + r] : scale.factors[c]) : 1;
+  return { w, f };
+}
+
+/** (ΔW row of term t, in-feature) of slab element (r, c), or undefined when the term misses it. */
+function termIndex(p: PlainOp, t: TensorFactors['terms'][number], r: number, c: number): [number, number] | undefined {
+  const stored = p.shape.rowStart + r;
+  if (p.op.layout === 'out-in') {
+    const row = t.rowMap ? t.rowMap[stored] : stored;
+    return row < 0 ? undefined : [row, c];
+  }
+  return [c, stored];
+}
+
+/**
+ * The correctly rounded bits of slab element (r, c) (r counts from the op's first row): float64
+ * with the bound of error-bounds.ts, exact arithmetic when that cannot decide.
+ */
+export function exactElementBits(p: PlainOp, tf: TensorFactors, r: number, c: number, stats?: CertificationStats): number {
+  const dtype = p.op.outDtype;
+  const inF = p.op.layout === 'out-in' ? p.op.cols : p.op.rows;
+  const { w, f } = parts(p, r, c);
+  let v = w;
+  let m = Math.abs(w);
+  let roundings = 0;
+  for (const t of tf.terms) {
+    const at = termIndex(p, t, r, c);
+    if (!at) continue;
+    const [row, i] = at;
+    let d = 0, dm = 0;
+    for (let k = 0; k < t.rank; k++) {
+      const prod = t.b[row * t.rank + k] * t.a[k * inF + i]; // exact: two f32 values
+      d += prod;
+      dm += Math.abs(prod);
+    }
+    v += t.scale * d;
+    m += Math.abs(t.scale) * dm;
+    roundings += t.rank + 2;
+  }
+  const x = f * v;
+  const bound = (roundings + 3) * U_F64 * (Math.abs(f) * m + Math.abs(x)) * (1 + 2 ** -20);
+  if (stats) stats.listed++;
+  // Inf or NaN (an input holds one): passed on for the caller's non-finite check.
+  if (!Number.isFinite(x) || roundingIsCertain(x, bound, dtype)) return roundedBits(x, dtype);
+  if (stats) stats.exact++;
+  return roundDyadicToBits(exactElement(p, tf, r, c), dtype);
+}
+
+/** f · (w + Σ_t s_t · Σ_k b·a) at slab element (r, c), exactly. */
+export function exactElement(p: PlainOp, tf: TensorFactors, r: number, c: number): Dyadic {
+  const inF = p.op.layout === 'out-in' ? p.op.cols : p.op.rows;
+  const { w, f } = parts(p, r, c);
+  let v = dyadicOf(w);
+  for (const t of tf.terms) {
+    const at = termIndex(p, t, r, c);
+    if (!at) continue;
+    const [row, i] = at;
+    let d = DYADIC_ZERO;
+    for (let k = 0; k < t.rank; k++) d = addDyadic(d, mulDyadic(dyadicOf(t.b[row * t.rank + k]), dyadicOf(t.a[k * inF + i])));
+    v = addDyadic(v, mulDyadic(dyadicOf(t.scale), d));
+  }
+  return mulDyadic(dyadicOf(f), v);
+}
+
+/** Writes bits into element `index` of output bytes of `dtype` (little-endian). */
+export function storeBits(out: Uint8Array, dtype: FloatDType, index: number, bits: number): void {
+  const width = dtype === 'F32' ? 4 : dtype === 'F16' || dtype === 'BF16' ? 2 : 1;
+  const at = index * width;
+  out[at] = bits & 0xff;
+  if (width > 1) out[at + 1] = (bits >>> 8) & 0xff;
+  if (width > 2) {
+    out[at + 2] = (bits >>> 16) & 0xff;
+    out[at + 3] = (bits >>> 24) & 0xff;
+  }
+}
+
+/**
+ * Replaces the listed elements of a block's output by their correctly rounded values: `list`
+ * holds indices within the block (row · cols + col), whose first row is the op's row r0.
+ */
+export function fixListed(p: PlainOp, tf: TensorFactors, out: Uint8Array, list: Uint32Array, r0: number, stats?: CertificationStats): void {
+  const cols = p.op.cols;
+  for (let j = 0; j < list.length; j++) {
+    const index = list[j];
+    const i = Math.floor(index / cols);
+    storeBits(out, p.op.outDtype, index, exactElementBits(p, tf, r0 + i, index - i * cols, stats));
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * The slab buffer pool: a buffer is handed out to one holder at a time, exactly the size asked
+ * for, and comes back only when it is one of the pool's own, whole.
+ */
+import { describe, expect, it } from 'vitest';
+import { BufferPool } from '../src/buffer-pool.js';
+
+describe('BufferPool', () => {
+  it('reuses a returned buffer for the next slab of the same size; every view is its whole buffer', () => {
+    const pool = new BufferPool();
+    const a = pool.take(4_000_000);
+    expect(a.byteLength).toBe(4_000_000);
+    expect(a.buffer.byteLength).toBe(4_000_000);
+    pool.recycle(a);
+    const other = pool.take(3_900_000);
+    expect(other.buffer).not.toBe(a.buffer);
+    expect(other.buffer.byteLength).toBe(3_900_000);
+    expect(pool.take(4_000_000).buffer).toBe(a.buffer);
+  });
+
+  it('never hands out a buffer that is still held, nor twice after one return', () => {
+    const pool = new BufferPool();
+    const a = pool.take(1 << 20);
+    const b = pool.take(1 << 20);
+    expect(b.buffer).not.toBe(a.buffer);
+    pool.recycle(a);
+    pool.recycle(a); // a second return of the same buffer is ignored
+    const c = pool.take(1 << 20);
+    const d = pool.take(1 << 20);
+    expect(c.buffer).toBe(a.buffer);
+    expect(d.buffer).not.toBe(a.buffer);
+    expect(d.buffer).not.toBe(b.buffer);
+  });
+
+  it('ignores memory it did not hand out, and parts of its own buffers', () => {
+    const pool = new BufferPool();
+    const foreign = new Uint8Array(1 << 20);
+    pool.recycle(foreign);
+    expect(pool.take(1 << 20).buffer).not.toBe(foreign.buffer);
+    const own = pool.take(1 << 20);
+    pool.recycle(own.subarray(0, 1000));
+    expect(pool.take(1 << 20).buffer).not.toBe(own.buffer);
+  });
+
+  it('keeps at most two returned buffers, dropping the oldest', () => {
+    const pool = new BufferPool();
+    const held = Array.from({ length: 3 }, () => pool.take(1 << 20));
+    held.forEach((x) => pool.recycle(x));
+    const again = Array.from({ length: 3 }, () => pool.take(1 << 20).buffer);
+    for (let i = 0; i < 2; i++) expect(again[i]).toBe(held[i + 1].buffer);
+    expect(held.map((x) => x.buffer)).not.toContain(again[2]);
+  });
+});

@@ -1,0 +1,185 @@
+/**
+ * Every output element equals the exact result rounded once (to nearest, ties to even), on every
+ * executor: random merges of every dtype, and merges built so that the exact values land on the
+ * output's rounding boundaries (ties), a hair beside them (where f32 sums cannot tell), or come out
+ * of cancelling terms. The truth is exact BigInt arithmetic (helpers/exact-truth.ts).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DTYPE_BYTES, type FloatDType } from '../src/dtype.js';
+import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
+import type { FloatTensorBytes, MergeBackend, MergeOp } from '../src/engine/merge-op.js';
+import { requestAdapter, requestMergeDevice } from '../src/engine/gpu/gpu-device.js';
+import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
+import { WebGpuBackend } from '../src/engine/gpu/webgpu-backend.js';
+import { REPO_ROOT } from './helpers/cli.js';
+import { exactMergeBits } from './helpers/exact-truth.js';
+import { tieOps, TIE_DTYPES } from './helpers/tie-cases.js';
+import { encodeValues, outputBits, randomOp, type OpSpec } from './helpers/reference-math.js';
+import { exactStepsBits } from './helpers/exact-steps.js';
+import { randomStepOp, type StepOpSpec } from './helpers/step-ops.js';
+import { resolveColumnNorms } from '../src/engine/column-norms.js';
+import { rowGranule } from '../src/engine/update-steps.js';
+
+const OUT: FloatDType[] = ['F32', 'F16', 'BF16', 'F8_E4M3', 'F8_E5M2'];
+
+/** Asserts 100 % bit equality with the exact truth (`want`, default: of the op), naming the first difference. */
+function expectCorrectlyRounded(op: MergeOp, out: Uint8Array, want = exactMergeBits(op)): void {
+  const got = outputBits(out, op.outDtype);
+  expect(got.length).toBe(want.length);
+  let wrong = 0, first = '';
+  for (let i = 0; i < want.length; i++) {
+    if (got[i] !== want[i]) {
+      if (!wrong) first = `element ${i}: got 0x${got[i].toString(16)}, exact 0x${want[i].toString(16)}`;
+      wrong++;
+    }
+  }
+  expect(`${wrong} of ${want.length} wrong${wrong ? `; ${first}` : ''}`).toBe(`0 of ${want.length} wrong`);
+}
+
+const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
+let nodeGpu: NodeGpu | undefined;
+const webgpu = (options: ConstructorParameters<typeof WebGpuBackend>[1]) => async () =>
+  new WebGpuBackend(await requestMergeDevice(await requestAdapter(nodeGpu!.gpu)), options);
+const executors: { name: string; backend?: MergeBackend; make: () => MergeBackend | Promise<MergeBackend> }[] = [
+  { name: 'WebAssembly, calling thread', make: () => new CpuBackend('test') },
+  { name: 'WebAssembly, worker threads', make: () => new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2) }) },
+  { name: 'JavaScript', make: () => new CpuBackend('test', { executor: 'js' }) },
+  // SwiftShader here: both conversion styles, a small list (overflow → every element settled) and a 2-D workgroup.
+  { name: 'WebGPU, bit shifts', make: webgpu({ shiftFree: false }) },
+  { name: 'WebGPU, shift-free, 8×4 workgroups', make: webgpu({ shiftFree: true, workgroup: { x: 8, y: 4 } }) },
+];
+
+beforeAll(async () => {
+  if (!existsSync(workerScript)) {
+    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
+    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
+  }
+  nodeGpu = await getNodeGpu();
+  for (const e of executors) e.backend = await e.make();
+});
+afterAll(() => {
+  for (const e of executors) e.backend?.dispose();
+  nodeGpu?.dispose();
+});
+
+describe.each(executors)('$name', (executor) => {
+  const merge = (op: MergeOp) => executor.backend!.merge(op);
+
+  it.each(OUT)('random merges into %s: every element exact', async (outDtype) => {
+    const specs: OpSpec[] = [
+      { rows: 37, cols: 53, baseDtype: 'F16', ranks: [1] },
+      { rows: 40, cols: 29, baseDtype: 'BF16', ranks: [16, 3], weights: [1, -0.7], layout: 'in-out' },
+      { rows: 23, cols: 64, baseDtype: 'F32', ranks: [97] },
+      { rows: 12, cols: 40, baseDtype: 'F8_E4M3', ranks: [4], factorDtype: 'F16' },
+      { rows: 300, cols: 257, baseDtype: 'F16', ranks: [16] }, // big enough for the worker threads
+      {
+        rows: 30, cols: 17, baseDtype: 'BF16', ranks: [4, 2], rowStart: 10, rowCount: 12,
+        placements: [{ deltaRows: 10, segments: [{ src: 0, dst: 12, count: 10 }] }, undefined],
+      },
+    ];
+    for (const [i, spec] of specs.entries()) {
+      const op = randomOp(100 + i, { ...spec, outDtype });
+      expectCorrectlyRounded(op, await merge(op));
+    }
+  });
+
+  it.each(TIE_DTYPES)('exact ties, near ties and cancellation in %s', async (outDtype) => {
+    for (const op of tieOps(outDtype, 7)) expectCorrectlyRounded(op, await merge(op));
+  });
+
+  it('a trailing scale step (IA3-like) folded into the kernel stays exact', async () => {
+    for (const [i, outDtype] of OUT.entries()) {
+      const op = randomOp(200 + i, { rows: 33, cols: 41, baseDtype: 'F16', ranks: [8], outDtype });
+      const rows = new Float32Array(33).map((_, r) => 0.5 + ((r * 37) % 17) / 16);
+      const cols = new Float32Array(41).map((_, c) => 0.75 + ((c * 11) % 13) / 8);
+      for (const [axis, f] of [['out', rows], ['in', cols]] as const) {
+        const scaled: MergeOp = { ...op, steps: [{ kind: 'scale', axis, factors: { dtype: 'F32', data: encodeValues(f, 'F32') } }] };
+        expectCorrectlyRounded(scaled, await merge(scaled));
+      }
+    }
+  });
+
+  it('a value just under f16 overflow stays finite when f32 sums reach the overflow tie', async () => {
+    // W = 65504, ΔW = 16 − 2^-20: the exact 65519.999… rounds to 65504; an f32 sum lands on 65520 (→ Inf).
+    const op: MergeOp = {
+      name: 'edge', rows: 1, cols: 8, layout: 'out-in', outDtype: 'F16',
+      base: { dtype: 'F32', data: encodeValues(new Array(8).fill(65504), 'F32') },
+      terms: [
+        { rank: 1, scale: 1, a: { dtype: 'F32', data: encodeValues(new Array(8).fill(16), 'F32') }, b: { dtype: 'F32', data: encodeValues([1], 'F32') } },
+        { rank: 1, scale: -1, a: { dtype: 'F32', data: encodeValues(new Array(8).fill(2 ** -20), 'F32') }, b: { dtype: 'F32', data: encodeValues([1], 'F32') } },
+      ],
+    };
+    const out = await merge(op);
+    expectCorrectlyRounded(op, out);
+    expect(outputBits(out, 'F16')[0]).toBe(0x7bff);
+  });
+
+  describe('update steps (on the CPU everywhere): every element exact', () => {
+    const cases: [string, StepOpSpec][] = [
+      ['LoRA, then PEFT DoRA (per-output norms), f16', { rows: 24, cols: 40, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [4] }, { kind: 'dora', axis: 'out' }] }],
+      ['LyCORIS DoRA per input channel (groups of 3), then LoRA, bf16', { rows: 20, cols: 36, baseDtype: 'BF16', steps: [{ kind: 'add', ranks: [3] }, { kind: 'dora', axis: 'in', group: 3, epsilon: 2 ** -23 }, { kind: 'add', ranks: [2] }] }],
+      ['dense diff, scale, rotation, GLoRA, LoRA, f16', { rows: 24, cols: 30, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [5], dense: 1 }, { kind: 'scale', axis: 'in' }, { kind: 'rotate', axis: 'in', block: 5 }, { kind: 'self', rank: 2 }, { kind: 'add', ranks: [3] }] }],
+      ['row rotation (OFT on the output), fp8 e4m3', { rows: 24, cols: 16, baseDtype: 'F32', outDtype: 'F8_E4M3', steps: [{ kind: 'add', ranks: [2] }, { kind: 'rotate', axis: 'out', block: 4 }] }],
+      ['butterfly factors of the input (permuted blocks of 4 in runs of 8, 16), then LoRA, bf16', { rows: 20, cols: 16, baseDtype: 'BF16', steps: [{ kind: 'permuted', axis: 'in', block: 4, span: 8 }, { kind: 'permuted', axis: 'in', block: 4, span: 16 }, { kind: 'add', ranks: [3] }] }],
+      ['permuted blocks of the output in runs of 12 with a short last block, f16 → fp8 e5m2', { rows: 30, cols: 14, baseDtype: 'F16', outDtype: 'F8_E5M2', steps: [{ kind: 'add', ranks: [2] }, { kind: 'permuted', axis: 'out', block: 4, span: 12 }] }],
+      ['permuted blocks of the input on a transposed weight (stored rows), short last block, f16', { rows: 26, cols: 12, layout: 'in-out', baseDtype: 'F16', steps: [{ kind: 'add', ranks: [1] }, { kind: 'permuted', axis: 'in', block: 4, span: 8 }] }],
+      ['two DoRAs on both axes between LoRAs, transposed weight, bf16 → f32', { rows: 18, cols: 22, layout: 'in-out', baseDtype: 'BF16', outDtype: 'F32', steps: [{ kind: 'add', ranks: [3] }, { kind: 'dora', axis: 'in' }, { kind: 'add', ranks: [2] }, { kind: 'dora', axis: 'out' }] }],
+    ];
+    it.each(cases)('whole tensor: %s', async (_, spec) => {
+      const op = randomStepOp(21, spec);
+      expectCorrectlyRounded(op, await merge(op), exactStepsBits(op));
+    });
+    it.each(TIE_DTYPES)('ties through a dense diff, a rotation, a permuted block map, GLoRA and a scale in %s', async (outDtype) => {
+      // tieOps' exact ties and near ties, carried through steps whose inputs are small dyadics, so
+      // that the results stay on (or a hair beside) the rounding boundaries.
+      for (const base of tieOps(outDtype, 9, 24, 16).slice(0, 2)) {
+        const pairs = Array.from({ length: 8 }, (_, k) => [1, k % 2 ? 0.5 : 0, k % 3 ? -0.25 : 0, 1]).flat();
+        const dense = Array.from({ length: 24 * 16 }, (_, i) => ((i * 7) % 5 - 2) * 2 ** -80);
+        const op: MergeOp = {
+          ...base, terms: [],
+          steps: [
+            { kind: 'add', terms: base.terms, dense: [{ scale: 1, values: { dtype: 'F32', data: encodeValues(dense, 'F32') } }] },
+            { kind: 'rotate', axis: 'in', blockSize: 2, blocks: { dtype: 'F32', data: encodeValues(pairs, 'F32') } },
+            // Pairs after σ reverses each run of 4, mixed by triangular blocks of small dyadics.
+            { kind: 'permuted-blocks', axis: 'in', blockSize: 2, span: 4, gather: Uint32Array.from({ length: 16 }, (_, i) => i - (i % 4) + 3 - (i % 4)), blocks: { dtype: 'F32', data: encodeValues(Array.from({ length: 8 }, (_, k) => [1, k % 2 ? 0.5 : 0, 0, k % 3 ? -1 : 1]).flat(), 'F32') } },
+            { kind: 'self', rank: 1, scale: 2 ** -90, p: { dtype: 'F32', data: encodeValues(new Array(16).fill(1), 'F32') }, q: { dtype: 'F32', data: encodeValues(new Array(16).fill(1), 'F32') } },
+            { kind: 'scale', axis: 'out', factors: { dtype: 'F32', data: encodeValues(Array.from({ length: 24 }, (_, r) => [1, 0.5, 2, -1][r % 4]), 'F32') } },
+          ],
+        };
+        expectCorrectlyRounded(op, await merge(op), exactStepsBits(op));
+      }
+    });
+    it.each(cases)('row slabs, column norms resolved first: %s', async (_, spec) => {
+      const op = randomStepOp(22, spec);
+      const backend = executor.backend!;
+      const want = exactStepsBits(op);
+      const granule = rowGranule(op, op.steps!);
+      const step = Math.max(granule, Math.ceil(op.rows / 3 / granule) * granule);
+      const slabOf = (steps: NonNullable<MergeOp['steps']>, r0: number, n: number): MergeOp => {
+        const cut = (x: FloatTensorBytes): FloatTensorBytes => ({ dtype: x.dtype, data: x.data.subarray(r0 * op.cols * DTYPE_BYTES[x.dtype], (r0 + n) * op.cols * DTYPE_BYTES[x.dtype]) });
+        return {
+          ...op, rowStart: r0, rowCount: n, base: cut(op.base),
+          steps: steps.map((s) => (s.kind === 'add' && s.dense ? { ...s, dense: s.dense.map((d) => ({ ...d, values: cut(d.values) })) } : s)),
+        };
+      };
+      const steps = await resolveColumnNorms(op, op.steps!, async (prefix) => {
+        const sums = new Float64Array(op.cols);
+        for (let r0 = 0; r0 < op.rows; r0 += step) {
+          const part = await backend.columnSumsOfSquares!(slabOf(prefix, r0, Math.min(step, op.rows - r0)));
+          for (let c = 0; c < op.cols; c++) sums[c] += part[c];
+        }
+        return sums;
+      });
+      for (let r0 = 0; r0 < op.rows; r0 += step) {
+        const n = Math.min(step, op.rows - r0);
+        const slab = slabOf(steps, r0, n);
+        expectCorrectlyRounded(slab, await merge(slab), want.subarray(r0 * op.cols, (r0 + n) * op.cols));
+      }
+    });
+  });
+});
