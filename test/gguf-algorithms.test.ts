@@ -8,31 +8,15 @@
  * the CPU and on WebGPU. LoHa lands on llama's permuted q rows like a LoRA; IA3 and DoRA there are
  * refused by name.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { createWebGpuBackend } from '../src/engine/create-backend.js';
-import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { REF_BLOCK, referenceQuantizeBlock, type RefType } from './helpers/ggml-reference.js';
 import { readGguf, tensorValues, typeName, type ReadGguf } from './helpers/gguf-builder.js';
 import { ggufRowOf, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { mergeBackends } from './helpers/merge-backends.js';
 
-const backends: Record<string, MergeBackend | undefined> = {};
-let nodeGpu: NodeGpu | undefined;
-beforeAll(async () => {
-  backends.cpu = new CpuBackend('test');
-  nodeGpu = await getNodeGpu();
-  try {
-    backends.webgpu = await createWebGpuBackend(nodeGpu.gpu);
-  } catch (e) {
-    if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
-  }
-});
-afterAll(() => {
-  for (const b of Object.values(backends)) b?.dispose();
-  nodeGpu?.dispose();
-});
+const backends = mergeBackends({ cpu: 'default' });
 
 const FILE = 'tiny-llama-Q4_K_M.gguf';
 const base = q4kmLlama();
