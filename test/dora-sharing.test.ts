@@ -10,6 +10,7 @@ import { type MergeBackend } from '../src/index.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { dora } from './helpers/dense-f64.js';
 
 const backends = mergeBackends({ cpu: 'both' });
 
@@ -23,25 +24,6 @@ function addLowRank(w: Float64Array, b: Float64Array, a: Float64Array, out: numb
     let d = 0;
     for (let k = 0; k < r; k++) d += b[o * r + k] * a[k * inF + i];
     res[o * inF + i] += s * d;
-  }
-  return res;
-}
-
-/** m / (‖·‖ + eps) per row (axis 'out') or per column (axis 'in') of an out × in matrix. */
-function dora(v: Float64Array, m: Float64Array, out: number, inF: number, axis: 'out' | 'in', eps: number): Float64Array {
-  const res = v.slice();
-  if (axis === 'out') {
-    for (let o = 0; o < out; o++) {
-      let ss = 0;
-      for (let i = 0; i < inF; i++) ss += v[o * inF + i] ** 2;
-      for (let i = 0; i < inF; i++) res[o * inF + i] *= m[o] / (Math.sqrt(ss) + eps);
-    }
-  } else {
-    for (let i = 0; i < inF; i++) {
-      let ss = 0;
-      for (let o = 0; o < out; o++) ss += v[o * inF + i] ** 2;
-      for (let o = 0; o < out; o++) res[o * inF + i] *= m[i] / (Math.sqrt(ss) + eps);
-    }
   }
   return res;
 }

@@ -15,6 +15,7 @@ import { readGguf, tensorValues, typeName, type ReadGguf } from './helpers/gguf-
 import { ggufRowOf, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { dora, mm } from './helpers/dense-f64.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -28,37 +29,7 @@ function vals(n: number, dtype: FixtureDType = 'F32', scale = 0.05): Float64Arra
   return randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
 }
 
-/** (p × r)(r × q) in f64. */
-function mm(x: Float64Array, y: Float64Array, p: number, r: number, q: number): Float64Array {
-  const out = new Float64Array(p * q);
-  for (let i = 0; i < p; i++) for (let j = 0; j < q; j++) {
-    let s = 0;
-    for (let k = 0; k < r; k++) s += x[i * r + k] * y[k * q + j];
-    out[i * q + j] = s;
-  }
-  return out;
-}
-
 const addScaled = (w: Float64Array, d: Float64Array, s: number) => w.map((x, i) => x + s * d[i]);
-
-/** V ⊙ m / (‖·‖ + eps): per row of an out × in matrix (axis 'out'), or per column (axis 'in'). */
-function dora(v: Float64Array, m: Float64Array, out: number, inF: number, axis: 'out' | 'in', eps: number): Float64Array {
-  const res = v.slice();
-  if (axis === 'out') {
-    for (let o = 0; o < out; o++) {
-      let ss = 0;
-      for (let i = 0; i < inF; i++) ss += v[o * inF + i] ** 2;
-      for (let i = 0; i < inF; i++) res[o * inF + i] *= m[o] / (Math.sqrt(ss) + eps);
-    }
-  } else {
-    for (let i = 0; i < inF; i++) {
-      let ss = 0;
-      for (let o = 0; o < out; o++) ss += v[o * inF + i] ** 2;
-      for (let o = 0; o < out; o++) res[o * inF + i] *= m[i] / (Math.sqrt(ss) + eps);
-    }
-  }
-  return res;
-}
 
 const W = (name: string) => base.tensors.get(name)!.values;
 const GATE = 'blk.0.ffn_gate.weight', UP = 'blk.0.ffn_up.weight', DOWN = 'blk.0.ffn_down.weight';

@@ -11,6 +11,7 @@ import { describePlan } from '../src/cli/plan-report.js';
 import { estimateUpdateMagnitudes } from '../src/plan/update-magnitudes.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { mm } from './helpers/dense-f64.js';
 
 const backends = mergeBackends({ cpu: 'both' });
 
@@ -26,17 +27,6 @@ function rnd(rand: () => number, shape: number[], dtype: FixtureDType = 'F32', s
 
 const fx = (name: string, t: T): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: t.v });
 const scalar = (name: string, value: number, dtype: FixtureDType = 'F32'): FixtureTensor => ({ name, dtype, shape: [], data: [value] });
-
-/** (p × r)(r × q) in f64. */
-function mm(x: Float64Array, y: Float64Array, p: number, r: number, q: number): Float64Array {
-  const out = new Float64Array(p * q);
-  for (let i = 0; i < p; i++) for (let j = 0; j < q; j++) {
-    let s = 0;
-    for (let k = 0; k < r; k++) s += x[i * r + k] * y[k * q + j];
-    out[i * q + j] = s;
-  }
-  return out;
-}
 
 /** Tucker: ΔW[p, q, k] = Σ_ij t[i, j, k]·wa[i, p]·wb[j, q]; t (ri, rj, K), wa (ri, P), wb (rj, Q). */
 function tucker(t: Float64Array, wa: Float64Array, wb: Float64Array, ri: number, rj: number, K: number, P: number, Q: number): Float64Array {

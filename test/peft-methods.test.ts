@@ -10,22 +10,13 @@ import { isMergeError } from '../src/errors.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { mm } from './helpers/dense-f64.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
 const rand = seededRandom(99);
 const vals = (n: number, dtype: FixtureDType, scale = 1) => randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
 const t = (name: string, dtype: FixtureDType, shape: number[], data: Float64Array): FixtureTensor => ({ name, dtype, shape, data });
-
-function mm(x: Float64Array, y: Float64Array, p: number, r: number, q: number): Float64Array {
-  const out = new Float64Array(p * q);
-  for (let i = 0; i < p; i++) for (let j = 0; j < q; j++) {
-    let s = 0;
-    for (let k = 0; k < r; k++) s += x[i * r + k] * y[k * q + j];
-    out[i * q + j] = s;
-  }
-  return out;
-}
 
 async function run(backend: MergeBackend, base: FixtureTensor[], config: object, tensors: FixtureTensor[], weight = 1) {
   const adapter = { name: 'adapter', files: { 'adapter_config.json': JSON.stringify(config), 'adapter_model.safetensors': buildSafetensors(tensors) }, weight };
