@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DTYPE_BYTES } from '../src/dtype.js';
-import type { FloatTensorBytes, MergeBackend, MergeOp } from '../src/engine/merge-op.js';
+import type { FloatTensorBytes, MergeOp } from '../src/engine/merge-op.js';
 import { resolveColumnNorms } from '../src/engine/column-norms.js';
 import { rowGranule, type UpdateStep } from '../src/engine/update-steps.js';
 import { checkAgainstTruth, randomStepOp, referenceSteps, type StepOpSpec } from './helpers/step-ops.js';
