@@ -160,10 +160,18 @@ describe('broken input through the CLI', () => {
     expect(listDir(outDir)).toEqual([]);
   });
 
-  it('prints usage errors for a --weight without an adapter', async () => {
-    const result = await runCli(['merge', '--weight', '2', '--base', 'x', '--adapter', 'y', '--out', 'z']);
-    expect(result.code).toBe(2);
-    expect(errorLines(result.stderr)[0]).toMatch(/--weight must follow/);
+  it('prints usage errors for a --weight without an adapter, and for two on one adapter (merge and combine)', async () => {
+    for (const [args, message] of [
+      [['merge', '--weight', '2', '--base', 'x', '--adapter', 'y', '--out', 'z'], /--weight must follow/],
+      [['merge', '--base', 'x', '--adapter', 'y', '--weight', '2', '--weight', '3', '--out', 'z'], /adapter y has two --weight values/],
+      [['combine', '--weight', '2', '--adapter', 'y', '--method', 'cat', '--out', 'z'], /--weight must follow/],
+      [['combine', '--adapter', 'y', '--weight', '2', '--weight', '3', '--method', 'cat', '--out', 'z'], /adapter y has two --weight values/],
+    ] as [string[], RegExp][]) {
+      const result = await runCli(args);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(errorLines(result.stderr), args.join(' ')).toHaveLength(1);
+      expect(errorLines(result.stderr)[0], args.join(' ')).toMatch(message);
+    }
   });
 });
 
