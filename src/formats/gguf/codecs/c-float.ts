@@ -68,6 +68,18 @@ export function putU16(bytes: Uint8Array, at: number, value: number): void {
   bytes[at + 1] = (value >>> 8) & 0xff;
 }
 
+/** Little-endian u32 at `at`, unsigned. */
+export function u32At(bytes: Uint8Array, at: number): number {
+  return (bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16) | (bytes[at + 3] << 24)) >>> 0;
+}
+
+export function putU32(bytes: Uint8Array, at: number, value: number): void {
+  bytes[at] = value & 0xff;
+  bytes[at + 1] = (value >>> 8) & 0xff;
+  bytes[at + 2] = (value >>> 16) & 0xff;
+  bytes[at + 3] = (value >>> 24) & 0xff;
+}
+
 /** GROUP_MAX_EPS in ggml-quants.c: blocks whose largest |x| is below it quantize to zero. */
 export const GROUP_MAX_EPS = f32(1e-15);
 

@@ -9,7 +9,7 @@ import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
-const { f16Table, f32, putU16, toF16Bits, truncToInt, u16At } = cFloat;
+const { f16Table, f32, putU16, putU32, toF16Bits, truncToInt, u16At, u32At } = cFloat;
 
 const QK = 32;
 const BYTES = 24;
@@ -24,7 +24,7 @@ export const Q5_1_CODEC: BlockCodec = {
       const at = b * BYTES;
       const d = half[u16At(src, at)];
       const m = half[u16At(src, at + 2)];
-      const qh = (src[at + 4] | (src[at + 5] << 8) | (src[at + 6] << 16) | (src[at + 7] << 24)) >>> 0;
+      const qh = u32At(src, at + 4);
       const y = b * QK;
       for (let j = 0; j < QK / 2; j++) {
         const q = src[at + 8 + j];
@@ -61,10 +61,7 @@ export const Q5_1_CODEC: BlockCodec = {
         qh |= ((q0 & 0x10) >>> 4) << j;
         qh |= ((q1 & 0x10) >>> 4) << (j + QK / 2);
       }
-      out[at + 4] = qh & 0xff;
-      out[at + 5] = (qh >>> 8) & 0xff;
-      out[at + 6] = (qh >>> 16) & 0xff;
-      out[at + 7] = (qh >>> 24) & 0xff;
+      putU32(out, at + 4, qh);
     }
   },
 };
