@@ -363,17 +363,12 @@ function q2_K(x: number[]): Uint8Array {
 function q3_K(x: number[]): Uint8Array {
   const L: number[] = [];
   const scales: number[] = [];
-  let maxScale = 0;
-  let amax = 0;
   for (let j = 0; j < 16; j++) {
     const fit = makeQ3(x.slice(16 * j, 16 * j + 16), 4);
     L.push(...fit.L);
     scales.push(fit.scale);
-    if (Math.abs(fit.scale) > amax) {
-      amax = Math.abs(fit.scale);
-      maxScale = fit.scale;
-    }
   }
+  const { max: maxScale } = largest(scales);
   const codes = new Array<number>(16).fill(0); // 6-bit scale codes, sc − 32 being the scale
   let d = half(0);
   if (maxScale !== 0) {
@@ -405,17 +400,12 @@ function q6_K(x: number[]): Uint8Array {
   const out = new Uint8Array(210);
   const L: number[] = [];
   const scales: number[] = [];
-  let maxScale = 0;
-  let maxAbs = 0;
   for (let j = 0; j < 16; j++) {
     const fit = makeQx(x.slice(16 * j, 16 * j + 16), 32);
     L.push(...fit.L);
     scales.push(fit.scale);
-    if (Math.abs(fit.scale) > maxAbs) {
-      maxAbs = Math.abs(fit.scale);
-      maxScale = fit.scale;
-    }
   }
+  const { max: maxScale, amax: maxAbs } = largest(scales);
   if (maxAbs < EPS) return out;
   const iscale = F(-128 / maxScale);
   const d = half(F(1 / iscale));
