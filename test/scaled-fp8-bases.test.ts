@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { errorLines, runCli } from './helpers/cli.js';
+import { hfModelFolder, readMergedFolder } from './helpers/hf-folder.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 
 const rand = seededRandom(90210);
@@ -72,7 +73,7 @@ function config(kind: Kind): Record<string, unknown> {
   };
 }
 
-function baseFolder(kind: Kind): Record<string, Uint8Array | string> {
+function baseTensors(kind: Kind): FixtureTensor[] {
   const tensors: FixtureTensor[] = [
     { name: 'model.embed_tokens.weight', dtype: 'BF16', shape: [64, COLS], data: Array.from(randomValues(64 * COLS, rand), (x) => roundForDType(x, 'BF16')) },
     { name: `${L}.input_layernorm.weight`, dtype: 'BF16', shape: [COLS], data: Array.from({ length: COLS }, () => 1) },
@@ -83,7 +84,11 @@ function baseFolder(kind: Kind): Record<string, Uint8Array | string> {
     if (kind === 'channel-static') tensors.push({ name: `${m}.input_scale`, dtype: 'BF16', shape: [1], data: [roundForDType(0.02, 'BF16')] });
   }
   tensors.push({ name: 'lm_head.weight', dtype: 'BF16', shape: [64, COLS], data: Array.from(randomValues(64 * COLS, rand), (x) => roundForDType(x, 'BF16')) });
-  return { 'model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify(config(kind)) };
+  return tensors;
+}
+
+function baseFolder(kind: Kind): Record<string, Uint8Array | string> {
+  return { 'model.safetensors': buildSafetensors(baseTensors(kind)), 'config.json': JSON.stringify(config(kind)) };
 }
 
 // --- the adapter: PEFT LoRA, r = 16 on q_proj (large enough to push block maxima), r = 1 on v_proj --
@@ -167,6 +172,41 @@ function requantize(values: Float64Array, rows: number, cols: number, grid: Grid
   return { codes: codesOut, scales };
 }
 
+
+/** The merged fp8 weights and scales against the truth re-quantized by the rule above; untouched ones byte for byte. */
+function expectRequantized(weights: Map<string, DecodedTensor>, original: Map<string, DecodedTensor>, lora: Map<string, DecodedTensor>, kind: Kind): void {
+  const scaleKey = (m: string) => `${m}.${SCALE_NAME[kind]}`;
+  let grown = 0;
+  for (const m of [Q, K, V]) {
+    const rows = m === Q ? ROWS : KV_ROWS;
+    const grid = gridOf(kind, rows);
+    const oldScale = original.get(scaleKey(m))!;
+    const merged = weights.get(`${m}.weight`)!;
+    const scale = weights.get(scaleKey(m))!;
+    expect(merged.dtype, m).toBe('F8_E4M3');
+    expect(scale.dtype, m).toBe(oldScale.dtype);
+    expect(scale.shape, m).toEqual(oldScale.shape);
+    if (m === K) {
+      // No adapter module: codes and scales byte for byte.
+      expect(merged.bytes, m).toEqual(original.get(`${m}.weight`)!.bytes);
+      expect(scale.bytes, m).toEqual(oldScale.bytes);
+      continue;
+    }
+    const real = truth(original, lora, kind, m);
+    const expected = requantize(real, rows, COLS, grid, kind, oldScale.values, oldScale.dtype as 'F32' | 'BF16');
+    expect(Array.from(scale.values), `${m} scales`).toEqual(Array.from(expected.scales));
+    const mismatch = merged.values.findIndex((x, i) => x !== expected.codes[i]);
+    expect(mismatch, `${m}: element ${mismatch}`).toBe(-1);
+    // The update grows blocks past what their old scale can hold: kept, they would saturate.
+    grown += real.filter((x, i) => {
+      const nCB = Math.ceil(COLS / grid.blockCols);
+      const s = oldScale.values[Math.floor(Math.floor(i / COLS) / grid.blockRows) * nCB + Math.floor((i % COLS) / grid.blockCols)];
+      return Math.abs(x) > 448 * s;
+    }).length;
+  }
+  expect(grown).toBeGreaterThan(0);
+}
+
 // --- running merges -----------------------------------------------------------------------------
 
 const backends: Partial<Record<'cpu' | 'webgpu', MergeBackend>> = {};
@@ -210,35 +250,7 @@ for (const kind of KINDS) {
       it('default: fp8 again, each block re-quantized with its scale recomputed by the quantizer\'s rule', async () => {
         const { weights, config: cfg } = await merge(base, adapter, backends[backendKind]!);
         expect(cfg).toEqual(config(kind)); // quantization_config and torch_dtype as they were
-        let grown = 0;
-        for (const m of [Q, K, V]) {
-          const rows = m === Q ? ROWS : KV_ROWS;
-          const grid = gridOf(kind, rows);
-          const oldScale = original.get(scaleKey(m))!;
-          const merged = weights.get(`${m}.weight`)!;
-          const scale = weights.get(scaleKey(m))!;
-          expect(merged.dtype, m).toBe('F8_E4M3');
-          expect(scale.dtype, m).toBe(oldScale.dtype);
-          expect(scale.shape, m).toEqual(oldScale.shape);
-          if (m === K) {
-            // No adapter module: codes and scales byte for byte.
-            expect(merged.bytes, m).toEqual(original.get(`${m}.weight`)!.bytes);
-            expect(scale.bytes, m).toEqual(oldScale.bytes);
-            continue;
-          }
-          const real = truth(original, lora, kind, m);
-          const expected = requantize(real, rows, COLS, grid, kind, oldScale.values, oldScale.dtype as 'F32' | 'BF16');
-          expect(Array.from(scale.values), `${m} scales`).toEqual(Array.from(expected.scales));
-          const mismatch = merged.values.findIndex((x, i) => x !== expected.codes[i]);
-          expect(mismatch, `${m}: element ${mismatch}`).toBe(-1);
-          // The update grows blocks past what their old scale can hold: kept, they would saturate.
-          grown += real.filter((x, i) => {
-            const nCB = Math.ceil(COLS / grid.blockCols);
-            const s = oldScale.values[Math.floor(Math.floor(i / COLS) / grid.blockRows) * nCB + Math.floor((i % COLS) / grid.blockCols)];
-            return Math.abs(x) > 448 * s;
-          }).length;
-        }
-        expect(grown).toBeGreaterThan(0);
+        expectRequantized(weights, original, lora, kind);
         if (kind === 'channel-static') for (const m of [Q, K, V]) expect(weights.get(`${m}.input_scale`)!.bytes).toEqual(original.get(`${m}.input_scale`)!.bytes);
         expect(weights.get('lm_head.weight')!.bytes).toEqual(original.get('lm_head.weight')!.bytes);
       });
@@ -259,6 +271,54 @@ for (const kind of KINDS) {
     });
   }
 }
+
+describe('a sharded block-wise fp8 folder (model-0000N-of-00003.safetensors and its index)', () => {
+  const adapter = adapterFolder();
+  const lora = decodeSafetensors(adapter['adapter_model.safetensors'] as Uint8Array).tensors;
+  const mergeFolder = async (files: Record<string, Uint8Array | string>, outDtype?: string) => {
+    const prepared = await prepareMerge(memoryInputFileSet(files, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+    const output = createBlobOutputTarget();
+    try {
+      expect(prepared.plan.problems).toEqual([]);
+      await mergeModel({ prepared, output, backend: backends.cpu!, outDtype, slabBytes: 4096 });
+    } finally {
+      await prepared.close();
+    }
+    return readMergedFolder(new Map(await Promise.all(output.files().map(async (f) => [f.path, new Uint8Array(await f.blob.arrayBuffer())] as const))));
+  };
+  const byName = (tensors: FixtureTensor[], names: string[]) => names.map((n) => tensors.find((t) => t.name.endsWith(n))!);
+
+  it('a scale in the shard after its weight is rewritten there; the index maps what was written', async () => {
+    const tensors = baseTensors('block');
+    const files = hfModelFolder(tensors, config('block'), { shards: 3 }); // q_proj.weight ends shard 1, its scale starts shard 2
+    const original = readMergedFolder(new Map(Object.entries(files).filter(([, v]) => v instanceof Uint8Array) as [string, Uint8Array][])).tensors;
+    const merged = await mergeFolder(files);
+    expect(merged.shardOf.get(`${Q}.weight`)).toBe('model-00001-of-00003.safetensors');
+    expect(merged.shardOf.get(`${Q}.weight_scale_inv`)).toBe('model-00002-of-00003.safetensors');
+    expectRequantized(merged.tensors, original, lora, 'block');
+    const index = merged.json('model.safetensors.index.json') as { weight_map: Record<string, string> };
+    expect(Object.keys(index.weight_map).sort()).toEqual([...merged.tensors.keys()].sort());
+
+    const dequantized = await mergeFolder(files, 'bf16');
+    const dIndex = dequantized.json('model.safetensors.index.json') as { weight_map: Record<string, string> };
+    expect(Object.keys(dIndex.weight_map).filter((k) => k.includes('scale'))).toEqual([]);
+    expect(Object.keys(dIndex.weight_map).sort()).toEqual([...dequantized.tensors.keys()].sort());
+    expect(dequantized.json('config.json').quantization_config).toBeUndefined();
+    const q = dequantized.tensors.get(`${Q}.weight`)!;
+    const expected = truth(original, lora, 'block', Q).map((x) => roundForDType(x, 'BF16'));
+    expect(q.values.findIndex((x, i) => x !== expected[i])).toBe(-1);
+  });
+
+  it('a merged weight whose scale sits in an earlier shard: refused in one line without --dtype, dequantized with it', async () => {
+    const tensors = baseTensors('block');
+    // [embed, norm, v_proj.weight_scale_inv] [q_proj.weight, q scale, k_proj.weight] [k scale, v_proj.weight, lm_head]
+    const order = byName(tensors, ['embed_tokens.weight', 'input_layernorm.weight', 'v_proj.weight_scale_inv', 'q_proj.weight', 'q_proj.weight_scale_inv', 'k_proj.weight', 'k_proj.weight_scale_inv', 'v_proj.weight', 'lm_head.weight']);
+    const files = hfModelFolder(order, config('block'), { shards: 3 });
+    await expect(mergeFolder(files)).rejects.toThrow(/v_proj\.weight_scale_inv is stored in an earlier shard than model\.layers\.0\.self_attn\.v_proj\.weight.*--dtype bf16/);
+    const dequantized = await mergeFolder(files, 'bf16');
+    expect(dequantized.tensors.get(`${V}.weight`)!.dtype).toBe('BF16');
+  });
+});
 
 describe('what stays refused, by name', () => {
   const temp = tempDirs();

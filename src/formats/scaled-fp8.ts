@@ -7,6 +7,8 @@
  * - compressed-tensors `float-quantized` FP8 (RedHat / neuralmagic "-FP8-dynamic", "-FP8"):
  *   `quant_method: "compressed-tensors"`, every config group's weights 8-bit float, symmetric;
  *   `<m>.weight_scale` per output channel (out, 1), per tensor (1,) or (), or per block.
+ * - Comfy-Org's scaled fp8 (Flux, SD3.5): a zero-size `scaled_fp8` marker and a scalar
+ *   `<m>.scale_weight` per weight (read by the base model as its valueScales).
  * Each scale is one block of a grid over the weight (a channel: 1 × in; a tensor: out × in), so the
  * merge and the re-quantization need to know only the grid. What is read here is what the merge
  * can write back (scaled-fp8-output.ts); a weight with a scale sibling not read here stays refused
@@ -18,19 +20,24 @@ import type { BaseModel } from './base-model.js';
 import type { ModelConfig } from './model-config.js';
 
 /**
- * How a quantizer derives a block's scale from its largest magnitude (see scaled-fp8-output.ts):
+ * How a merged weight gets its scale back (see scaled-fp8-output.ts):
+ * - `keep`: ComfyUI's scaled fp8: the old scale stays and code' = round(code + ΔW / scale) (the
+ *   plan divides the terms' scales by it);
  * - `reciprocal`: transformers' FineGrainedFP8 quantizer: q = 448 / amax, code = e4m3(W·q), and
  *   the stored `weight_scale_inv` is 1 / q;
  * - `divide`: compressed-tensors (llm-compressor): s = amax / 448 (at least float32 eps),
  *   code = e4m3(W / s), and the stored `weight_scale` is s.
  */
-export type ScaleRule = 'reciprocal' | 'divide';
+export type ScaleRule = 'keep' | 'reciprocal' | 'divide';
 
 /** One weight stored as fp8 codes times a grid of scales. */
 export interface ScaledFp8Weight {
   weightKey: string;
+  /** The codes' dtype (e4m3fn, or e5m2 in a scaled fp8 file). */
+  codeDtype: 'F8_E4M3' | 'F8_E5M2';
   scaleKey: string;
   scaleDtype: Extract<FloatDType, 'F32' | 'BF16' | 'F16'>;
+  /** The weight as rows × cols (a conv's kernel dims folded into cols). */
   rows: number;
   cols: number;
   /** The grid: a block is blockRows × blockCols (the last ones in each direction may be shorter). */
@@ -44,7 +51,7 @@ export interface ScaledFp8Weight {
 
 /** A base whose quantized weights are all read here. */
 export interface ScaledFp8Base {
-  kind: 'block-fp8' | 'compressed-tensors-fp8';
+  kind: 'block-fp8' | 'compressed-tensors-fp8' | 'comfy-scaled-fp8';
   rule: ScaleRule;
   /** Weight key → its codes' grid and scales. */
   weights: ReadonlyMap<string, ScaledFp8Weight>;
@@ -52,12 +59,15 @@ export interface ScaledFp8Base {
   unread: readonly string[];
   /** `quantization_config.scale_fmt` (DeepSeek-V3.1 "ue8m0": power-of-two scales), when set. */
   scaleFormat?: string;
+  /** Tensors that mean something only while the weights stay quantized (a scaled fp8 file's marker and input scales). */
+  quantizationOnly?: readonly string[];
 }
 
 const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
 
 /** The fp8 weights of `base` that this reads, or undefined when config.json names neither kind. Malformed ones throw, naming the tensor. */
 export async function findScaledFp8(base: BaseModel, config: ModelConfig | undefined): Promise<ScaledFp8Base | undefined> {
+  if (base.valueScales) return comfyScaledFp8(base, base.valueScales);
   const q = config?.raw.quantization_config;
   if (typeof q !== 'object' || q === null || Array.isArray(q)) return undefined;
   const qc = q as Record<string, unknown>;
@@ -144,10 +154,32 @@ async function readGrids(
     const bad = scales.findIndex((s) => !Number.isFinite(s) || s < 0);
     if (bad >= 0) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" holds the scale ${scales[bad]} (element ${bad}); scales must be finite and not negative`);
     const entry: ScaledFp8Weight = {
-      weightKey, scaleKey, scaleDtype: scale.dtype as ScaledFp8Weight['scaleDtype'], rows, cols, blockRows: grid[0], blockCols: grid[1], scales,
+      weightKey, codeDtype: 'F8_E4M3', scaleKey, scaleDtype: scale.dtype as ScaledFp8Weight['scaleDtype'], rows, cols, blockRows: grid[0], blockCols: grid[1], scales,
     };
     if (base.tensors.has(`${stem}.input_scale`)) entry.inputScaleKey = `${stem}.input_scale`;
     weights.set(weightKey, entry);
   }
   return { weights, unread };
+}
+
+/** Comfy-Org's scaled fp8: one scale per weight, the whole weight its one block. */
+function comfyScaledFp8(base: BaseModel, valueScales: ReadonlyMap<string, number>): ScaledFp8Base {
+  const weights = new Map<string, ScaledFp8Weight>();
+  const unread: string[] = [];
+  for (const [weightKey, scale] of valueScales) {
+    const weight = base.tensors.get(weightKey)!;
+    const scaleKey = `${weightKey.slice(0, -'weight'.length)}scale_weight`;
+    const scaleDtype = base.tensors.get(scaleKey)?.dtype;
+    if ((weight.dtype !== 'F8_E4M3' && weight.dtype !== 'F8_E5M2') || weight.shape.length < 2 || !scaleDtype || !SCALE_DTYPES.has(scaleDtype)) {
+      unread.push(weightKey);
+      continue;
+    }
+    const rows = weight.shape[0];
+    const cols = weight.shape.slice(1).reduce((a, b) => a * b, 1);
+    weights.set(weightKey, {
+      weightKey, codeDtype: weight.dtype, scaleKey, scaleDtype: scaleDtype as ScaledFp8Weight['scaleDtype'], rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(scale),
+    });
+  }
+  const quantizationOnly = [...base.tensors.keys()].filter((k) => k === 'scaled_fp8' || k.endsWith('.scale_input'));
+  return { kind: 'comfy-scaled-fp8', rule: 'keep', weights, unread, quantizationOnly };
 }

@@ -125,7 +125,8 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     const touched = changed(keyOf(shard, stored));
     return format.outputType(stored, touched, options.dtypeMergedOnly && !touched ? undefined : requested);
   };
-  checkOutputTypes(base.name, base.shards, base.valueScales, format, outTypeOf, (shard, t) => changed(keyOf(shard, t)));
+  // A scaled fp8 file written dequantized is not held to its fp8 dtype (scaled-fp8-output.ts).
+  checkOutputTypes(base.name, base.shards, scaled ? undefined : base.valueScales, format, outTypeOf, (shard, t) => changed(keyOf(shard, t)));
 
   const outShards: StoredShard[] = base.shards.map((shard) => ({
     path: shard.path,

@@ -79,7 +79,8 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
     const scaledFp8 = await findScaledFp8(opened, config);
     plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config, scaledFp8));
-    if (scaledFp8) plan.notes.push(scaledFp8Note(scaledFp8));
+    const scaledNote = scaledFp8 && scaledFp8Note(scaledFp8);
+    if (scaledNote) plan.notes.push(scaledNote);
     plan.warnings.push(...(base.planWarnings?.(plan) ?? []));
     if (dequantized) {
       const counts = [dequantized.fourBit ? `${dequantized.fourBit} 4-bit` : '', dequantized.eightBit ? `${dequantized.eightBit} 8-bit` : ''].filter(Boolean).join(' and ');

@@ -28,13 +28,18 @@ import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
 import type { PreparedMerge } from './prepare-merge.js';
 
+const KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string>> = {
+  'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'comfy-scaled-fp8': 'scaled fp8',
+};
+
 /** e4m3fn's largest finite magnitude. */
 const E4M3_MAX = 448;
 /** torch.finfo(torch.float32).eps: compressed-tensors' smallest scale. */
 const F32_EPS = 2 ** -23;
 
 /** The plan's note on such a base. */
-export function scaledFp8Note(scaled: ScaledFp8Base): string {
+export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
+  if (scaled.kind === 'comfy-scaled-fp8') return undefined; // merged in place, as before (see ScaleRule)
   const n = scaled.weights.size;
   const what = scaled.kind === 'block-fp8'
     ? `${n} block-wise fp8 weights (weight_scale_inv)`
@@ -82,10 +87,13 @@ export function scaledFp8Output(
   const scaled = prepared.scaledFp8;
   if (!scaled || scaled.weights.size === 0) return undefined;
   const base = prepared.base;
-  const kind = scaled.kind === 'block-fp8' ? 'block-wise fp8' : 'compressed-tensors fp8';
+  const kind = KIND_NAME[scaled.kind];
+  // A scaled fp8 file kept in fp8 keeps its scales: the plan merged it in place (code + ΔW / scale).
+  if (scaled.rule === 'keep' && (requested === undefined || requested === 'F8_E4M3' || requested === 'F8_E5M2')) return undefined;
   if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are e4m3 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
   const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
   const merged = [...scaled.weights.values()].filter((w) => updated.has(w.weightKey));
+  if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
   if (dequantizeTo) {
     if (dtypeMergedOnly) throw new MergeError('BAD_ARGUMENT', `${base.name}: --dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out --dtype`);
     if (scaled.unread.length > 0) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaled.unread[0]}" is stored quantized in a way not read here${scaled.unread.length > 1 ? ` (and ${scaled.unread.length - 1} more)` : ''}, so the model cannot be dequantized; leave out --dtype`);
@@ -96,7 +104,9 @@ export function scaledFp8Output(
 
   // The view: rewritten scales right after their weights (keep), or no scale tensors (dequantize).
   const rewritten = new Map<string, ScaledFp8Weight>(dequantizeTo ? [] : merged.map((w) => [w.scaleKey, w]));
-  const dropped = new Set<string>(dequantizeTo ? [...scaled.weights.values()].flatMap((w) => [w.scaleKey, ...(w.inputScaleKey ? [w.inputScaleKey] : [])]) : []);
+  const dropped = new Set<string>(dequantizeTo
+    ? [...scaled.weights.values()].flatMap((w) => [w.scaleKey, ...(w.inputScaleKey ? [w.inputScaleKey] : [])]).concat(scaled.quantizationOnly ?? [])
+    : []);
   const shardOf = (key: string) => base.shards.findIndex((s) => s.path === base.tensors.get(key)?.shard);
   for (const w of rewritten.values()) {
     if (shardOf(w.scaleKey) < shardOf(w.weightKey)) {
@@ -120,7 +130,7 @@ export function scaledFp8Output(
     : prepared.modelFolder;
   const extraUpdates: TensorUpdate[] = dequantizeTo
     ? [...scaled.weights.values()].filter((w) => !updated.has(w.weightKey)).map((w) => ({
-      baseKey: w.weightKey, dtype: 'F8_E4M3', shape: [w.rows, w.cols], rows: w.rows, cols: w.cols, layout: 'out-in',
+      baseKey: w.weightKey, dtype: w.codeDtype, shape: base.tensors.get(w.weightKey)!.shape.slice(), rows: w.rows, cols: w.cols, layout: 'out-in',
       outFeatures: w.rows, inFeatures: w.cols, terms: [], rowBlock: 1,
     }))
     : [];
@@ -138,14 +148,14 @@ export function scaledFp8Output(
     },
     async mergeSlab(slab, backend, signal) {
       const w = scaled.weights.get(slab.update.baseKey)!;
-      const values = await realRows(w, slab, slab.rowStart, slab.rowCount, slab.codes, dequantizeTo ?? 'F32', backend, signal);
+      const values = await realRows(w, scaled.rule, slab, slab.rowStart, slab.rowCount, slab.codes, dequantizeTo ?? 'F32', backend, signal);
       if (dequantizeTo) return values;
       // One maximum for the whole tensor: a first pass over its slabs, once.
       let tensorMax: number | undefined;
       if (w.blockRows < w.rows || w.rows === slab.rowCount) tensorMax = undefined;
       else {
         let pass = tensorMaxima.get(w.weightKey);
-        if (!pass) tensorMaxima.set(w.weightKey, (pass = maxOverTensor(w, slab, reader.base.readPart.bind(reader.base), backend, signal)));
+        if (!pass) tensorMaxima.set(w.weightKey, (pass = maxOverTensor(w, scaled.rule, slab, reader.base.readPart.bind(reader.base), backend, signal)));
         tensorMax = await pass;
       }
       let state = newScales.get(w.weightKey);
@@ -170,9 +180,12 @@ function isRowGrid(w: ScaledFp8Weight): boolean {
   return w.blockCols >= w.cols;
 }
 
-/** W' = code × scale + ΔW for rows [rowStart, rowStart + rowCount), rounded once to `outDtype`. */
+/**
+ * W' = code × scale + ΔW for rows [rowStart, rowStart + rowCount), rounded once to `outDtype`. The
+ * `keep` rule's terms come from the plan divided by the scale: (code + ΔW / scale) × scale.
+ */
 async function realRows(
-  w: ScaledFp8Weight, slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
+  w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
   backend: MergeBackend, signal?: AbortSignal,
 ): Promise<Uint8Array> {
   const { update } = slab;
@@ -181,11 +194,10 @@ async function realRows(
   const nColBlocks = Math.ceil(w.cols / w.blockCols);
   const op = async (r0: number, n: number, axis: 'out' | 'in', factors: Float64Array) => {
     throwIfAborted(signal);
-    const steps: UpdateStep[] = [
-      { kind: 'scale', axis, factors: { dtype: 'F32', data: new Uint8Array(Float32Array.from(factors).buffer) }, exact: factors },
-      ...(await slab.steps(r0, n)),
-    ];
-    const base = { dtype: 'F8_E4M3' as const, data: codes.subarray((r0 - rowStart) * w.cols, (r0 - rowStart + n) * w.cols) };
+    const scale: UpdateStep = { kind: 'scale', axis, factors: { dtype: 'F32', data: new Uint8Array(Float32Array.from(factors).buffer) }, exact: factors };
+    const terms = await slab.steps(r0, n);
+    const steps = rule === 'keep' ? [...terms, scale] : [scale, ...terms];
+    const base = { dtype: w.codeDtype, data: codes.subarray((r0 - rowStart) * w.cols, (r0 - rowStart + n) * w.cols) };
     return backend.merge(slabOp({ name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, outDtype, rowStart: r0, rowCount: n }, steps), signal);
   };
   if (isRowGrid(w)) {
@@ -207,7 +219,7 @@ async function realRows(
 
 /** max |W'| over the whole tensor (per-tensor scales), slab by slab as the merge reads them. */
 async function maxOverTensor(
-  w: ScaledFp8Weight, slab: ScaledSlab, readPart: (key: string, start: number, length: number) => Promise<Uint8Array>,
+  w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], slab: ScaledSlab, readPart: (key: string, start: number, length: number) => Promise<Uint8Array>,
   backend: MergeBackend, signal?: AbortSignal,
 ): Promise<number> {
   let max = 0;
@@ -215,7 +227,7 @@ async function maxOverTensor(
   for (let r0 = 0; r0 < w.rows; r0 += step) {
     const n = Math.min(step, w.rows - r0);
     const codes = await readPart(w.weightKey, r0 * w.cols, n * w.cols);
-    const bytes = await realRows(w, slab, r0, n, codes, 'F32', backend, signal);
+    const bytes = await realRows(w, rule, slab, r0, n, codes, 'F32', backend, signal);
     const v = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
     for (let i = 0; i < v.length; i++) max = Math.max(max, Math.abs(v[i]));
   }

@@ -50,7 +50,8 @@ export function quantizedWeightProblems(
   for (const u of plan.updates) for (const t of u.terms) add(u.baseKey, t.adapter, t.moduleName);
   for (const r of plan.replacements) add(r.baseKey, r.adapter, r.baseKey);
   for (const s of plan.rowSets) for (const t of s.terms) add(s.baseKey, t.adapter, s.baseKey);
-  if (scaled) problems.push(...scaledFp8Problems(plan, scaled));
+  // Scaled fp8 files: the plan itself refuses what does not add to W (merge-plan.ts).
+  if (scaled && scaled.kind !== 'comfy-scaled-fp8') problems.push(...scaledFp8Problems(plan, scaled));
   return problems;
 }
 
