@@ -87,7 +87,7 @@ function touchedKeys(plan: MergePlan): Set<string> {
 /**
  * Output types this merge cannot write, and why, found as the merge finds them before any work
  * (through the container: a GGUF row that is not whole blocks of the type; a scaled fp8
- * checkpoint, whose stored values are W / scale, must keep its dtype); the page says so when one
+ * checkpoint, whose stored values are W / scale, keeps its fp8 dtype or is dequantized); the page says so when one
  * is chosen instead of failing after the click.
  */
 function refusedTypes(model: PreparedMerge['base'], touched: ReadonlySet<string>): Record<string, string> {
@@ -99,7 +99,8 @@ function refusedTypes(model: PreparedMerge['base'], touched: ReadonlySet<string>
         const key = shard.keyPrefix + t.name;
         const type = model.format.outputType(t, touched.has(key), requested);
         if (type === t.type) continue;
-        const why = model.valueScales?.has(key)
+        // Another float type dequantizes a scaled fp8 weight; another fp8 type cannot hold it.
+        const why = model.valueScales?.has(key) && type.startsWith('F8_')
           ? `a scaled fp8 checkpoint (a scale_weight per tensor) keeps its weights in ${t.type}`
           : model.format.checkOutputType(t, type);
         if (why) {

@@ -147,7 +147,7 @@ describe('the page offers what the CLI does', () => {
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/requantized to Q8_0 .*blocks of 32/);
   });
 
-  it('refuses, before the click, an output dtype this model cannot take (a scaled fp8 checkpoint keeps its fp8), saying why', async () => {
+  it('refuses, before the click, an output dtype this model cannot take (a scaled fp8 checkpoint keeps its fp8 type), saying why', async () => {
     const rand = seededRandom(36);
     const weights = fluxBflTensors(rand, 'F32').map((t): FixtureTensor => (t.shape.length < 2
       ? { ...t, dtype: 'BF16', data: Array.from(t.data as ArrayLike<number>, (x) => roundForDType(x, 'BF16')) }
@@ -166,11 +166,14 @@ describe('the page offers what the CLI does', () => {
     await upload(page, 'adapter-input', join(dir, 'flux-lora.safetensors'));
     await planReady(page);
     await mergeEnabled(page);
-    await page.select('[data-testid="out-dtype"]', 'bf16');
+    // bf16 dequantizes it; another fp8 type cannot hold its codes.
+    await page.select('[data-testid="out-dtype"]', 'f8_e5m2');
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/^Not for this model: tensor ".*\.weight": a scaled fp8 checkpoint \(a scale_weight per tensor\) keeps its weights in F8_E4M3/);
-    expect(await announced(page, /cannot be written as bf16/)).toMatch(/scaled fp8 checkpoint/);
+    expect(await announced(page, /cannot be written as f8_e5m2/)).toMatch(/scaled fp8 checkpoint/);
     expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
-    expect(await text(page, '[data-testid="merge-blocked"]')).toBe('This model cannot be written as bf16: choose another output dtype.');
+    expect(await text(page, '[data-testid="merge-blocked"]')).toBe('This model cannot be written as f8_e5m2: choose another output dtype.');
+    await page.select('[data-testid="out-dtype"]', 'bf16');
+    await mergeEnabled(page);
     await page.select('[data-testid="out-dtype"]', 'same');
     await mergeEnabled(page);
   });

@@ -3,14 +3,15 @@
  * and Comfy-Org's "scaled fp8" files (a `scale_weight` per weight, the real weight being code ×
  * scale, and a zero-size `scaled_fp8` marker). LoRAs merge into them file to file on the CPU and
  * WebGPU against float64 truth; the output stays fp8 unless another dtype is asked for, which then
- * converts every float tensor, fp8 ones included; scaled files keep their scales and marker.
+ * converts every float tensor, fp8 ones included; scaled files keep their scales and marker, or,
+ * with another dtype, are dequantized (code × scale) and lose them.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type FloatDType, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { FLUX, fluxBflTensors, loraTensors, rowsAt, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
-import { expectMergedFile } from './helpers/merge-truth.js';
+import { expectMergedFile, trueMerge } from './helpers/merge-truth.js';
 
 const rand = seededRandom(808);
 const { h } = FLUX;
@@ -105,7 +106,21 @@ for (const kind of ['cpu', 'webgpu'] as const) {
       // W' / s = code + ΔW / s, rounded once to e4m3fn.
       expectMergedFile(original, merged.tensors, terms(scaleOf));
       expect(merged.tensors.get('scaled_fp8')).toMatchObject({ dtype: 'F8_E4M3', shape: [0] });
-      await expect(merge(base, kind, 'BF16')).rejects.toThrow(/scaled fp8 checkpoint .* keeps its weights in F8_E4M3/);
+    });
+
+    it('scaled fp8 with --dtype bf16: every weight dequantized (code × scale_weight + ΔW, rounded once), scales and marker left out', async () => {
+      const base = fp8Flux('F8_E4M3', true);
+      const original = decodeSafetensors(base).tensors;
+      const merged = await merge(base, kind, 'BF16');
+      expect([...merged.tensors.keys()].filter((k) => k.endsWith('.scale_weight') || k === 'scaled_fp8')).toEqual([]);
+      for (const [key, t] of merged.tensors) {
+        expect(t.dtype, key).toBe('BF16');
+        const scale = key.endsWith('.weight') ? original.get(key.replace(/\.weight$/, '.scale_weight'))?.values[0] ?? 1 : 1;
+        const real = { ...original.get(key)!, values: original.get(key)!.values.map((x) => x * scale) };
+        const want = trueMerge(real, terms().filter((x) => x.baseKey === key)).map((x) => roundForDType(x, 'BF16'));
+        const mismatch = t.values.findIndex((x, i) => x !== want[i]);
+        expect(mismatch, `${key}[${mismatch}]: ${t.values[mismatch]} vs ${want[mismatch]}`).toBe(-1);
+      }
     });
   });
 }

@@ -1,9 +1,8 @@
 /**
- * Bases whose weights are quantized codes beside scale tensors, as the Hub ships them: block-wise fp8
- * (Qwen3-8B-FP8, DeepSeek-V3: `weight_scale_inv` per 128 × 128 block, quantization_config
- * quant_method "fp8"), compressed-tensors FP8-dynamic (RedHat / neuralmagic: `weight_scale` per
- * output channel), ModelOpt NVFP4 (packed U8 codes, fp8 `weight_scale` per 16 inputs and an f32
- * `weight_scale_2`). Adding ΔW to the codes as if they were weights would write a wrong model
+ * Bases whose weights are quantized codes beside scale tensors that the merge does not read, as the
+ * Hub ships them: ModelOpt FP8 (`weight_scale` per tensor, quant_method "modelopt"), compressed-tensors int8 W8A8 (RedHat: I8 codes, `weight_scale` per output
+ * channel), ModelOpt NVFP4 (packed U8 codes, fp8 `weight_scale` per 16 inputs and an f32
+ * `weight_scale_2`). Block-wise fp8 and compressed-tensors FP8 are merged (scaled-fp8-bases.test.ts). Adding ΔW to the codes as if they were weights would write a wrong model
  * without a word, so each is refused by name until it is read as what it is; the CLI leaves nothing
  * at the output path.
  */
@@ -36,15 +35,24 @@ interface QuantizedCase { name: string; tensors: FixtureTensor[]; quantization: 
 
 const CASES: QuantizedCase[] = [
   {
-    name: 'block-wise fp8 (Qwen3-8B-FP8)',
-    tensors: [fp8Codes(`${q}.weight`, d, d), { name: `${q}.weight_scale_inv`, dtype: 'F32', shape: [2, 2], data: [0.01, 0.02, 0.03, 0.04] }, norm],
-    quantization: { activation_scheme: 'dynamic', fmt: 'e4m3', quant_method: 'fp8', weight_block_size: [128, 128] },
-    scale: `${q}.weight_scale_inv`, method: 'fp8',
+    name: 'ModelOpt FP8 (nvidia Llama-3.1-8B-Instruct-FP8)',
+    tensors: [
+      fp8Codes(`${q}.weight`, d, d),
+      { name: `${q}.weight_scale`, dtype: 'F32', shape: [], data: [0.002] },
+      { name: `${q}.input_scale`, dtype: 'F32', shape: [], data: [0.01] },
+      norm,
+    ],
+    quantization: { quant_method: 'modelopt', quant_algo: 'FP8', kv_cache_quant_algo: null },
+    scale: `${q}.weight_scale`, method: 'modelopt',
   },
   {
-    name: 'compressed-tensors FP8-dynamic (RedHat Llama-3.1-8B-Instruct-FP8-dynamic)',
-    tensors: [fp8Codes(`${q}.weight`, d, d), { name: `${q}.weight_scale`, dtype: 'BF16', shape: [d, 1], data: randomValues(d, rand, 0.01) }, norm],
-    quantization: { quant_method: 'compressed-tensors', format: 'float-quantized', config_groups: { group_0: { targets: ['Linear'], weights: { num_bits: 8, type: 'float', strategy: 'channel' } } } },
+    name: 'compressed-tensors int8 W8A8 (RedHat Llama-3.1-8B-Instruct-quantized.w8a8)',
+    tensors: [
+      { name: `${q}.weight`, dtype: 'I8', shape: [d, d], data: Array.from({ length: d * d }, (_, i) => (i % 255) - 127) },
+      { name: `${q}.weight_scale`, dtype: 'BF16', shape: [d, 1], data: randomValues(d, rand, 0.01) },
+      norm,
+    ],
+    quantization: { quant_method: 'compressed-tensors', format: 'int-quantized', config_groups: { group_0: { targets: ['Linear'], weights: { num_bits: 8, type: 'int', strategy: 'channel', symmetric: true } } } },
     scale: `${q}.weight_scale`, method: 'compressed-tensors',
   },
   {
@@ -77,8 +85,8 @@ describe('quantized bases the merge does not read are refused by name', () => {
         const messages = prepared.plan.problems.map((p) => p.message);
         expect(messages).toHaveLength(1);
         expect(messages[0]).toContain(`module "${q}"`);
-        // A packed U8 weight is refused for its dtype before any scale is looked at; fp8 codes for their scale.
-        if (c.tensors[0].dtype !== 'U8') expect(messages[0]).toContain(`scale in ${c.scale} (config.json quantization_config: ${c.method})`);
+        // Packed U8 and int8 weights are refused for their dtype before any scale is looked at; fp8 codes for their scale.
+        if (c.tensors[0].dtype === 'F8_E4M3') expect(messages[0]).toContain(`scale in ${c.scale} (config.json quantization_config: ${c.method})`);
       } finally {
         await prepared.close();
       }
@@ -92,7 +100,7 @@ describe('quantized bases the merge does not read are refused by name', () => {
     expect(run.code).not.toBe(0);
     const errorLines = run.stderr.trim().split('\n').filter((l) => l.startsWith('error'));
     expect(errorLines).toHaveLength(1);
-    expect(errorLines[0]).toMatch(/q_proj\.weight is stored quantized, with its scale in .*weight_scale_inv .*use the unquantized model/);
+    expect(errorLines[0]).toMatch(/q_proj\.weight is stored quantized, with its scale in .*weight_scale .*use the unquantized model/);
     expect(existsSync(out)).toBe(false);
   });
 

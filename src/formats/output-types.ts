@@ -30,8 +30,8 @@ export const SAFETENSORS_OUTPUT_TYPES: OutputTypeChoices = {
     { name: 'f32', note: 'Every float tensor written as f32 (4 bytes a value): the merged values unrounded, the file twice the size of f16 or bf16.' },
     { name: 'f16', note: 'Every float tensor written as f16, rounded once to nearest even; a value beyond ±65504 would become Inf, which stops the merge with an error naming the tensor (choose bf16 then).' },
     { name: 'bf16', note: 'Every float tensor written as bf16, rounded once to nearest even: f32’s range with 8 bits of precision.' },
-    { name: 'f8_e4m3', note: `Every float tensor written as fp8 e4m3fn (torch.float8_e4m3fn: no infinities, largest finite ±448), ${FP8_RULE} A scaled fp8 checkpoint must keep its own dtype.` },
-    { name: 'f8_e5m2', note: `Every float tensor written as fp8 e5m2 (torch.float8_e5m2: largest finite ±57344), ${FP8_RULE} A scaled fp8 checkpoint must keep its own dtype.` },
+    { name: 'f8_e4m3', note: `Every float tensor written as fp8 e4m3fn (torch.float8_e4m3fn: no infinities, largest finite ±448), ${FP8_RULE} A scaled fp8 checkpoint keeps its own fp8 dtype (other floats dequantize it).` },
+    { name: 'f8_e5m2', note: `Every float tensor written as fp8 e5m2 (torch.float8_e5m2: largest finite ±57344), ${FP8_RULE} A scaled fp8 checkpoint keeps its own fp8 dtype (other floats dequantize it).` },
   ],
 };
 

@@ -23,6 +23,7 @@ import { writeModelFiles } from './model-files.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
 import { runPipelined } from './work-queue.js';
+import { scaledFp8Output, type ScaledFp8Output } from './scaled-fp8-output.js';
 import { BufferPool } from '../buffer-pool.js';
 import {
   baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, CopiedNonFinite, explainBiasNonFinite, explainNonFinite,
@@ -94,16 +95,21 @@ interface WorkUnit {
 
 /** Streams the prepared merge into `output` on `backend`, tensor by tensor in row slabs; on failure or cancellation the output is aborted and nothing is left. */
 export async function mergeModel(options: MergeModelOptions): Promise<MergeResult> {
-  const { prepared, output, backend, signal, onProgress } = options;
-  const { base, plan } = prepared;
+  const { output, backend, signal, onProgress } = options;
+  const { plan } = options.prepared;
   const startedAt = performance.now();
   assertPlanValid(plan);
   throwIfAborted(signal);
 
   const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
-  const format = base.format;
-  const requested = options.outDtype === undefined ? undefined : format.parseOutputType(options.outDtype);
+  const requested = options.outDtype === undefined ? undefined : options.prepared.base.format.parseOutputType(options.outDtype);
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
+  // fp8 codes × scales: merged in real values, their scale tensors rewritten or left out (scaled-fp8-output.ts).
+  const scaled = scaledFp8Output(options.prepared, requested, options.dtypeMergedOnly ?? false, new Set(updates.keys()));
+  scaled?.extraUpdates.forEach((u) => updates.set(u.baseKey, u));
+  const prepared = scaled?.prepared ?? options.prepared;
+  const { base } = prepared;
+  const format = base.format;
   const biases = new Map(plan.biasUpdates.map((b) => [b.baseKey, b]));
   const replacements = new Map(plan.replacements.map((r) => [r.baseKey, r]));
   const rowSets = new Map(plan.rowSets.map((r) => [r.baseKey, r]));
@@ -119,7 +125,8 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     const touched = changed(keyOf(shard, stored));
     return format.outputType(stored, touched, options.dtypeMergedOnly && !touched ? undefined : requested);
   };
-  checkOutputTypes(base.name, base.shards, base.valueScales, format, outTypeOf, (shard, t) => changed(keyOf(shard, t)));
+  // A scaled fp8 file written dequantized is not held to its fp8 dtype (scaled-fp8-output.ts).
+  checkOutputTypes(base.name, base.shards, scaled ? undefined : base.valueScales, format, outTypeOf, (shard, t) => changed(keyOf(shard, t)));
 
   const outShards: StoredShard[] = base.shards.map((shard) => ({
     path: shard.path,
@@ -151,7 +158,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
         // pass over the slabs of their own first (column-norm-pass.ts), decoded like the merge's.
         const start = startRows(prepared, stored.type, update.source);
         const rowBytes = start.rowBytes(update.cols);
-        const rowsPerSlab = rowsPerSlabOf(rowBytes, update.rowBlock);
+        const rowsPerSlab = rowsPerSlabOf(rowBytes, scaled?.rowBlock(key, update.rowBlock) ?? update.rowBlock);
         let steps: Promise<LoadedStep[]> | undefined;
         const loadOnce = () => (steps ??= loadUpdateSteps(update).then((loaded) => resolveStreamedNorms({
           name: key, rows: update.rows, cols: update.cols, layout: update.layout, dtype: start.dtype,
@@ -227,7 +234,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
           inputOf.set(unit, input);
           return input;
         },
-        compute: (unit, input) => computeUnit(prepared, unit, input, backend, copiedNonFinite, signal),
+        compute: (unit, input) => computeUnit(prepared, unit, input, backend, copiedNonFinite, signal, scaled),
         write: async (unit, bytes) => {
           await advanceTo(unit.shardIndex);
           await writers[unit.shardIndex].writeChunk(unit.storedName, bytes);
@@ -253,7 +260,8 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       mirrored,
       copyInput: (path) => copyInputFile(prepared.baseFiles, path, output),
     })));
-    files.push(...(await writeModelFiles(prepared, output, writtenDtype(outShards), signal)));
+    const dtype = scaled ? scaled.configDtype(writtenDtype(outShards)) : writtenDtype(outShards);
+    files.push(...(await writeModelFiles(prepared, output, dtype, signal)));
     throwIfAborted(signal);
     await output.commit();
   } catch (e) {
@@ -404,6 +412,7 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: n
 
 async function computeUnit(
   prepared: PreparedMerge, unit: WorkUnit, input: Uint8Array, backend: MergeBackend, copiedNonFinite: CopiedNonFinite, signal?: AbortSignal,
+  scaled?: ScaledFp8Output,
 ): Promise<Uint8Array> {
   const format = prepared.base.format;
   const a = unit.action;
@@ -419,6 +428,10 @@ async function computeUnit(
   switch (a.kind) {
     case 'update': {
       const { update, rowStart, rowCount } = a;
+      if (scaled?.handles(update.baseKey)) {
+        const steps = async (r0: number, n: number) => slabSteps(await a.steps(), r0, n);
+        return scaled.mergeSlab({ update, rowStart, rowCount, codes: input, steps }, backend, signal);
+      }
       // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
       const broken = update.source ? undefined : format.nonFiniteInBlocks?.(inType, input);
       if (broken) throw baseHoldsNonFinite(unit.file, update.baseKey, broken, { rows: update.rows, rowStart, rowCount });
@@ -455,6 +468,7 @@ async function computeUnit(
     }
     case 'copy': {
       // The bytes stay as they are; NaN/Inf the base already holds are reported, not refused.
+      if (scaled?.rewritesScale(name)) return scaled.scaleChunk(name, a.start, a.length);
       if (isDType(inType)) copiedNonFinite.scan(unit.file, name, input, inType);
       else copiedNonFinite.add(unit.file, name, format.nonFiniteInBlocks?.(inType, input) ?? 0);
       if (inType === unit.outType) return input;

@@ -16,6 +16,8 @@ import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
 import { MergeError } from '../errors.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 import { quantizedWeightProblems } from '../plan/quantized-weights.js';
+import { findScaledFp8, type ScaledFp8Base } from '../formats/scaled-fp8.js';
+import { scaledFp8Note } from './scaled-fp8-output.js';
 
 /** One adapter for {@link prepareMerge}: its files and the weight it is merged at. */
 export interface AdapterInput {
@@ -33,6 +35,8 @@ export interface PreparedMerge {
   plan: MergePlan;
   /** config.json rewrites and the tokenizer's origin (plan/model-folder.ts). */
   modelFolder: ModelFolderPlan;
+  /** fp8 weights stored as codes × scales (block-wise fp8, compressed-tensors FP8), merged in real values. */
+  scaledFp8?: ScaledFp8Base;
   /** Releases the open files. */
   close(): Promise<void>;
 }
@@ -73,7 +77,10 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     plan.warnings.unshift(...base.warnings);
     plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
-    plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config));
+    const scaledFp8 = await findScaledFp8(opened, config);
+    plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config, scaledFp8));
+    const scaledNote = scaledFp8 && scaledFp8Note(scaledFp8);
+    if (scaledNote) plan.notes.push(scaledNote);
     plan.warnings.push(...(base.planWarnings?.(plan) ?? []));
     if (dequantized) {
       const counts = [dequantized.fourBit ? `${dequantized.fourBit} 4-bit` : '', dequantized.eightBit ? `${dequantized.eightBit} 8-bit` : ''].filter(Boolean).join(' and ');
@@ -88,7 +95,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       { tensors: base.tensors }, config, adapters.map(({ adapter, files }) => ({ name: adapter.name, files })), plan,
       { untied: tie.decision === 'untied', dequantized: dequantized !== undefined, folder },
     );
-    return { baseFiles, base, adapters, plan, modelFolder, close };
+    return { baseFiles, base, adapters, plan, modelFolder, ...(scaledFp8 ? { scaledFp8 } : {}), close };
   } catch (e) {
     await close();
     throw e;

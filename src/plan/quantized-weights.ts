@@ -6,10 +6,13 @@
  * would silently write a wrong model, so every changed tensor of that kind is a plan problem.
  *
  * Comfy-Org's scaled fp8 (`scale_weight` + `scaled_fp8` marker) is read by the base model itself
- * (valueScales) and is not a problem here.
+ * (valueScales) and is not a problem here; block-wise fp8 and compressed-tensors FP8 weights that
+ * formats/scaled-fp8.ts reads are merged in real values, by additive updates only: maps of W
+ * (DoRA, OFT, IA³, GLoRA's W·P·Q), replacements and row sets on them stay problems.
  */
 import type { ModelConfig } from '../formats/model-config.js';
 import { quantizationMethod } from '../formats/model-config.js';
+import type { ScaledFp8Base } from '../formats/scaled-fp8.js';
 import type { MergePlan, PlanProblem } from './merge-plan.js';
 
 /** Parameters that sit beside a quantized `weight` in the formats people ship. */
@@ -19,11 +22,13 @@ const SCALE_SIBLINGS = ['weight_scale_inv', 'weight_scale', 'weight_scale_2', 'w
 const READ_METHODS = new Set(['bitsandbytes']);
 
 /** A problem for every planned change to a weight stored as quantized codes. */
-export function quantizedWeightProblems(plan: MergePlan, tensors: ReadonlyMap<string, unknown>, config: ModelConfig | undefined): PlanProblem[] {
+export function quantizedWeightProblems(
+  plan: MergePlan, tensors: ReadonlyMap<string, unknown>, config: ModelConfig | undefined, scaled?: ScaledFp8Base,
+): PlanProblem[] {
   const method = quantizationMethod(config);
-  const configMethod = method !== undefined && !READ_METHODS.has(method) ? method : undefined;
+  const configMethod = method !== undefined && !READ_METHODS.has(method) && !scaled ? method : undefined;
   const why = (baseKey: string): string | undefined => {
-    if (!baseKey.endsWith('.weight')) return undefined;
+    if (!baseKey.endsWith('.weight') || scaled?.weights.has(baseKey)) return undefined;
     const stem = baseKey.slice(0, -'weight'.length);
     const sibling = SCALE_SIBLINGS.find((s) => tensors.has(stem + s));
     if (sibling) {
@@ -45,5 +50,31 @@ export function quantizedWeightProblems(plan: MergePlan, tensors: ReadonlyMap<st
   for (const u of plan.updates) for (const t of u.terms) add(u.baseKey, t.adapter, t.moduleName);
   for (const r of plan.replacements) add(r.baseKey, r.adapter, r.baseKey);
   for (const s of plan.rowSets) for (const t of s.terms) add(s.baseKey, t.adapter, s.baseKey);
+  // Scaled fp8 files: the plan itself refuses what does not add to W (merge-plan.ts).
+  if (scaled && scaled.kind !== 'comfy-scaled-fp8') problems.push(...scaledFp8Problems(plan, scaled));
+  return problems;
+}
+
+/** What a merge into real values W = code × scale does not do: anything but adding to W. */
+function scaledFp8Problems(plan: MergePlan, scaled: ScaledFp8Base): PlanProblem[] {
+  const problems: PlanProblem[] = [];
+  const kind = scaled.kind === 'block-fp8' ? 'block-wise fp8' : 'compressed-tensors fp8';
+  const refuse = (adapter: string, module: string, what: string) =>
+    problems.push({ adapter, module, code: 'UNSUPPORTED_FORMAT', message: `${adapter}: module "${module}": ${what}; merge it into the unquantized model` });
+  for (const u of plan.updates) {
+    const w = scaled.weights.get(u.baseKey);
+    if (!w) continue;
+    for (const t of u.terms) {
+      if (t.module.dora) refuse(t.adapter, t.moduleName, `DoRA on the ${kind} weight ${u.baseKey} (its norms would be taken over the codes) is not supported`);
+      else if (t.module.update.kind === 'transform') refuse(t.adapter, t.moduleName, `${t.module.algorithm} maps the weight itself; on the ${kind} weight ${u.baseKey} it is not supported`);
+    }
+    if (u.source) refuse(u.terms[0].adapter, u.terms[0].moduleName, `the adapter saves its own ${u.baseKey}, which is a ${kind} weight here; this is not supported`);
+  }
+  for (const r of plan.replacements) {
+    if (scaled.weights.has(r.baseKey)) refuse(r.adapter, r.baseKey, `replacing the ${kind} weight ${r.baseKey} (and its ${scaled.weights.get(r.baseKey)!.scaleKey}) is not supported`);
+  }
+  for (const s of plan.rowSets) {
+    if (scaled.weights.has(s.baseKey)) for (const t of s.terms) refuse(t.adapter, s.baseKey, `setting rows of the ${kind} weight ${s.baseKey} is not supported`);
+  }
   return problems;
 }

@@ -1,0 +1,185 @@
+/**
+ * fp8 weights stored as codes beside a scale tensor, as the Hub ships LLM checkpoints: the real
+ * weight is W = code × scale of the code's block.
+ * - Block-wise fp8 (transformers' FineGrainedFP8, DeepSeek-V3/R1, Qwen3-*-FP8): config.json
+ *   `quantization_config.quant_method: "fp8"` with `weight_block_size: [bm, bn]`; each
+ *   `<m>.weight` (F8_E4M3, out × in) has `<m>.weight_scale_inv` of shape (⌈out/bm⌉, ⌈in/bn⌉).
+ * - compressed-tensors `float-quantized` FP8 (RedHat / neuralmagic "-FP8-dynamic", "-FP8"):
+ *   `quant_method: "compressed-tensors"`, every config group's weights 8-bit float, symmetric;
+ *   `<m>.weight_scale` per output channel (out, 1), per tensor (1,) or (), or per block.
+ * - Comfy-Org's scaled fp8 (Flux, SD3.5): a zero-size `scaled_fp8` marker and a scalar
+ *   `<m>.scale_weight` per weight (read by the base model as its valueScales).
+ * Each scale is one block of a grid over the weight (a channel: 1 × in; a tensor: out × in), so the
+ * merge and the re-quantization need to know only the grid. What is read here is what the merge
+ * can write back (scaled-fp8-output.ts); a weight with a scale sibling not read here stays refused
+ * (plan/quantized-weights.ts).
+ */
+import { decodeToF32, type FloatDType } from '../dtype.js';
+import { MergeError } from '../errors.js';
+import type { BaseModel } from './base-model.js';
+import type { ModelConfig } from './model-config.js';
+
+/**
+ * How a merged weight gets its scale back (see scaled-fp8-output.ts):
+ * - `keep`: ComfyUI's scaled fp8: the old scale stays and code' = round(code + ΔW / scale) (the
+ *   plan divides the terms' scales by it);
+ * - `reciprocal`: transformers' FineGrainedFP8 quantizer: q = 448 / amax, code = e4m3(W·q), and
+ *   the stored `weight_scale_inv` is 1 / q;
+ * - `divide`: compressed-tensors (llm-compressor): s = amax / 448 (at least float32 eps),
+ *   code = e4m3(W / s), and the stored `weight_scale` is s.
+ */
+export type ScaleRule = 'keep' | 'reciprocal' | 'divide';
+
+/** One weight stored as fp8 codes times a grid of scales. */
+export interface ScaledFp8Weight {
+  weightKey: string;
+  /** The codes' dtype (e4m3fn, or e5m2 in a scaled fp8 file). */
+  codeDtype: 'F8_E4M3' | 'F8_E5M2';
+  scaleKey: string;
+  scaleDtype: Extract<FloatDType, 'F32' | 'BF16' | 'F16'>;
+  /** The weight as rows × cols (a conv's kernel dims folded into cols). */
+  rows: number;
+  cols: number;
+  /** The grid: a block is blockRows × blockCols (the last ones in each direction may be shorter). */
+  blockRows: number;
+  blockCols: number;
+  /** ⌈rows/blockRows⌉ × ⌈cols/blockCols⌉ scales, row-major, as stored (exact in f64). */
+  scales: Float64Array;
+  /** The activation scale beside it (static schemes), left as it is. */
+  inputScaleKey?: string;
+}
+
+/** A base whose quantized weights are all read here. */
+export interface ScaledFp8Base {
+  kind: 'block-fp8' | 'compressed-tensors-fp8' | 'comfy-scaled-fp8';
+  rule: ScaleRule;
+  /** Weight key → its codes' grid and scales. */
+  weights: ReadonlyMap<string, ScaledFp8Weight>;
+  /** Weights with a scale sibling that are not read (another shape or dtype): left as they are, never merged or converted. */
+  unread: readonly string[];
+  /** `quantization_config.scale_fmt` (DeepSeek-V3.1 "ue8m0": power-of-two scales), when set. */
+  scaleFormat?: string;
+  /** Tensors that mean something only while the weights stay quantized (a scaled fp8 file's marker and input scales). */
+  quantizationOnly?: readonly string[];
+}
+
+const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
+
+/** The fp8 weights of `base` that this reads, or undefined when config.json names neither kind. Malformed ones throw, naming the tensor. */
+export async function findScaledFp8(base: BaseModel, config: ModelConfig | undefined): Promise<ScaledFp8Base | undefined> {
+  if (base.valueScales) return comfyScaledFp8(base, base.valueScales);
+  const q = config?.raw.quantization_config;
+  if (typeof q !== 'object' || q === null || Array.isArray(q)) return undefined;
+  const qc = q as Record<string, unknown>;
+  const where = `${base.name}: config.json quantization_config`;
+  if (qc.quant_method === 'fp8') {
+    if (qc.fmt !== undefined && qc.fmt !== 'e4m3') throw new MergeError('UNSUPPORTED_FORMAT', `${where}: fp8 format "${String(qc.fmt)}" is not supported (only e4m3)`);
+    const block = qc.weight_block_size === undefined || qc.weight_block_size === null ? [128, 128] : blockShape(qc.weight_block_size, `${where}.weight_block_size`);
+    const scaleFormat = typeof qc.scale_fmt === 'string' ? qc.scale_fmt : undefined;
+    return {
+      kind: 'block-fp8', rule: 'reciprocal', ...(scaleFormat ? { scaleFormat } : {}),
+      ...(await readGrids(base, '.weight_scale_inv', () => block)),
+    };
+  }
+  if (qc.quant_method === 'compressed-tensors') {
+    const blocks = compressedTensorsBlocks(qc, where);
+    if (!blocks) return undefined;
+    return {
+      kind: 'compressed-tensors-fp8', rule: 'divide',
+      ...(await readGrids(base, '.weight_scale', (rows, cols, scaleShape) => {
+        const n = scaleShape.reduce((a, b) => a * b, 1);
+        if (n === 1 && scaleShape.length <= 2) return [rows, cols] as const; // per tensor
+        if (scaleShape.length === 2 && scaleShape[0] === rows && scaleShape[1] === 1) return [1, cols] as const; // per channel
+        return blocks.find(([bm, bn]): boolean => scaleShape.length === 2 && scaleShape[0] === Math.ceil(rows / bm) && scaleShape[1] === Math.ceil(cols / bn));
+      })),
+    };
+  }
+  return undefined;
+}
+
+/**
+ * The block shapes compressed-tensors' groups allow, or undefined when a group is not symmetric
+ * 8-bit float weights in the `float-quantized` format (int, NVFP4, packed, sparse: left to the
+ * guard, which refuses them).
+ */
+function compressedTensorsBlocks(qc: Record<string, unknown>, where: string): [number, number][] | undefined {
+  const groups = qc.config_groups;
+  if (typeof groups !== 'object' || groups === null) return undefined;
+  const sparsity = qc.sparsity_config as Record<string, unknown> | null | undefined;
+  if (sparsity && typeof sparsity === 'object' && sparsity.format !== undefined && sparsity.format !== 'dense') return undefined;
+  const blocks: [number, number][] = [];
+  for (const group of Object.values(groups as Record<string, unknown>)) {
+    if (typeof group !== 'object' || group === null) return undefined;
+    const g = group as Record<string, unknown>;
+    const format = g.format ?? qc.format;
+    const w = g.weights as Record<string, unknown> | null | undefined;
+    if (format !== 'float-quantized' || !w || w.num_bits !== 8 || w.type !== 'float' || w.symmetric === false || w.dynamic === true) return undefined;
+    if (w.strategy === 'block') blocks.push(blockShape(w.block_structure, `${where} block_structure`));
+    else if (w.strategy !== 'channel' && w.strategy !== 'tensor') return undefined;
+  }
+  return blocks;
+}
+
+function blockShape(value: unknown, where: string): [number, number] {
+  const parsed = typeof value === 'string' ? value.split('x').map(Number) : value;
+  if (!Array.isArray(parsed) || parsed.length !== 2 || !parsed.every((n) => Number.isSafeInteger(n) && n > 0)) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${JSON.stringify(value)}; expected two positive block sizes`);
+  }
+  return [parsed[0], parsed[1]];
+}
+
+/** Every `<m>.weight` with a `<m><suffix>` sibling, its grid checked against the scale's shape. */
+async function readGrids(
+  base: BaseModel, suffix: string, gridOf: (rows: number, cols: number, scaleShape: readonly number[]) => readonly number[] | undefined,
+): Promise<Pick<ScaledFp8Base, 'weights' | 'unread'>> {
+  const weights = new Map<string, ScaledFp8Weight>();
+  const unread: string[] = [];
+  for (const [scaleKey, scale] of base.tensors) {
+    if (!scaleKey.endsWith(suffix)) continue;
+    const stem = scaleKey.slice(0, -suffix.length);
+    const weightKey = `${stem}.weight`;
+    const weight = base.tensors.get(weightKey);
+    if (!weight || weight.dtype !== 'F8_E4M3' || weight.shape.length !== 2 || !SCALE_DTYPES.has(scale.dtype)) {
+      if (weight) unread.push(weightKey);
+      continue;
+    }
+    const [rows, cols] = weight.shape;
+    const grid = gridOf(rows, cols, scale.shape);
+    const expected = grid ? [Math.ceil(rows / grid[0]), Math.ceil(cols / grid[1])] : undefined;
+    const count = scale.shape.reduce((a, b) => a * b, 1);
+    if (!grid || !expected || count !== expected[0] * expected[1]) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" has shape [${scale.shape.join(', ')}], which is no grid of scales over ${weightKey} [${rows}, ${cols}] that config.json's quantization_config describes`);
+    }
+    const scales = Float64Array.from(decodeToF32(await base.read(scaleKey), scale.dtype as FloatDType));
+    const bad = scales.findIndex((s) => !Number.isFinite(s) || s < 0);
+    if (bad >= 0) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" holds the scale ${scales[bad]} (element ${bad}); scales must be finite and not negative`);
+    const entry: ScaledFp8Weight = {
+      weightKey, codeDtype: 'F8_E4M3', scaleKey, scaleDtype: scale.dtype as ScaledFp8Weight['scaleDtype'], rows, cols, blockRows: grid[0], blockCols: grid[1], scales,
+    };
+    if (base.tensors.has(`${stem}.input_scale`)) entry.inputScaleKey = `${stem}.input_scale`;
+    weights.set(weightKey, entry);
+  }
+  return { weights, unread };
+}
+
+/** Comfy-Org's scaled fp8: one scale per weight, the whole weight its one block. */
+function comfyScaledFp8(base: BaseModel, valueScales: ReadonlyMap<string, number>): ScaledFp8Base {
+  const weights = new Map<string, ScaledFp8Weight>();
+  const unread: string[] = [];
+  for (const [weightKey, scale] of valueScales) {
+    const weight = base.tensors.get(weightKey)!;
+    const scaleKey = `${weightKey.slice(0, -'weight'.length)}scale_weight`;
+    const scaleDtype = base.tensors.get(scaleKey)?.dtype;
+    if ((weight.dtype !== 'F8_E4M3' && weight.dtype !== 'F8_E5M2') || weight.shape.length < 2 || !scaleDtype || !SCALE_DTYPES.has(scaleDtype)) {
+      unread.push(weightKey);
+      continue;
+    }
+    const rows = weight.shape[0];
+    const cols = weight.shape.slice(1).reduce((a, b) => a * b, 1);
+    weights.set(weightKey, {
+      weightKey, codeDtype: weight.dtype, scaleKey, scaleDtype: scaleDtype as ScaledFp8Weight['scaleDtype'], rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(scale),
+    });
+  }
+  const quantizationOnly = [...base.tensors.keys()].filter((k) => k === 'scaled_fp8' || k.endsWith('.scale_input'));
+  return { kind: 'comfy-scaled-fp8', rule: 'keep', weights, unread, quantizationOnly };
+}

@@ -1,0 +1,300 @@
+/**
+ * Merging into fp8 weights stored as codes × scales (formats/scaled-fp8.ts), in real values:
+ * W' = code × scale + ΔW, computed by the engine's step executor (a scale step by the block's
+ * scales, then the adapters' additive terms, all in f64, rounded once), on either backend.
+ *
+ * Output, as the user asks:
+ * - default (each tensor keeps its type): fp8 again, each block (or channel, or tensor) quantized
+ *   anew from W' rounded once to float32, with its scale recomputed as the checkpoint's quantizer
+ *   computes it (transformers' FineGrainedFP8: q = 448 / amax, code = e4m3(W'·q), scale_inv =
+ *   1 / q; compressed-tensors: s = amax / 448, code = e4m3(W' / s)), all in float32. A block ΔW
+ *   grows past its old maximum would saturate at ±448 under the old scale; a recomputed one never
+ *   does. The scale tensors are rewritten to match; `input_scale` and config.json stay as they are.
+ * - `--dtype f32/f16/bf16`: W' itself (correctly rounded), every fp8 weight dequantized the same
+ *   way, the scale and input_scale tensors left out and `quantization_config` dropped.
+ *
+ * Streaming: a weight goes in row slabs that start on its blocks' rows, so every slab holds whole
+ * blocks; a per-tensor scale takes one extra pass over the tensor's slabs for its maximum first.
+ * A rewritten scale tensor is written after its weight (the base is seen through a view that
+ * orders it so), when all its blocks are known.
+ */
+import { decodeToF32, encodeFromF32, f32BitsToF8Bits, type FloatDType } from '../dtype.js';
+import type { MergeBackend } from '../engine/merge-op.js';
+import type { UpdateStep } from '../engine/update-steps.js';
+import { MergeError, throwIfAborted } from '../errors.js';
+import { baseModelView, isSafetensorsModel } from '../formats/base-model-view.js';
+import type { ScaledFp8Base, ScaledFp8Weight } from '../formats/scaled-fp8.js';
+import { slabOp } from '../plan/load-steps.js';
+import type { TensorUpdate } from '../plan/merge-plan.js';
+import type { PreparedMerge } from './prepare-merge.js';
+
+const KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string>> = {
+  'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'comfy-scaled-fp8': 'scaled fp8',
+};
+
+/** e4m3fn's largest finite magnitude. */
+const E4M3_MAX = 448;
+/** torch.finfo(torch.float32).eps: compressed-tensors' smallest scale. */
+const F32_EPS = 2 ** -23;
+
+/** The plan's note on such a base. */
+export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
+  if (scaled.kind === 'comfy-scaled-fp8') return undefined; // merged in place, as before (see ScaleRule)
+  const n = scaled.weights.size;
+  const what = scaled.kind === 'block-fp8'
+    ? `${n} block-wise fp8 weights (weight_scale_inv)`
+    : `${n} compressed-tensors fp8 weights (weight_scale)`;
+  return `the base holds ${what}: adapters are merged into their real values (code × scale); they are written as fp8 again with each block's scale recomputed as the quantizer does, or dequantized with --dtype f32/f16/bf16`;
+}
+
+/** What mergeModel needs to merge into and write a base with scaled fp8 weights. */
+export interface ScaledFp8Output {
+  /** The merge with the base seen so that every rewritten scale tensor follows its weight (or is left out), and config.json's changes. */
+  readonly prepared: PreparedMerge;
+  /** Tensor updates with no terms for the scaled weights no adapter changes, when all are dequantized. */
+  readonly extraUpdates: readonly TensorUpdate[];
+  /** Is this weight's every slab computed here? */
+  handles(key: string): boolean;
+  /** The row multiple its slabs start on. */
+  rowBlock(key: string, planned: number): number;
+  /** W' for the slab's rows: fp8 codes (scales kept for {@link scaleChunk}) or the dequantized dtype. */
+  mergeSlab(slab: ScaledSlab, backend: MergeBackend, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Is this a scale tensor written anew? */
+  rewritesScale(key: string): boolean;
+  /** Bytes [start, start + length) of a rewritten scale tensor; its weight must be done. */
+  scaleChunk(key: string, start: number, length: number): Uint8Array;
+  /** The dtype config.json should name: undefined leaves it as the base says (its weights stay quantized). */
+  configDtype(written: FloatDType | undefined): FloatDType | undefined;
+}
+
+/** One row slab of a scaled weight and how to get the engine's steps for any rows of it. */
+export interface ScaledSlab {
+  update: TensorUpdate;
+  rowStart: number;
+  rowCount: number;
+  /** The slab's fp8 codes, rowCount × cols. */
+  codes: Uint8Array;
+  steps(rowStart: number, rowCount: number): Promise<UpdateStep[]>;
+}
+
+/**
+ * The output plan for `prepared`'s scaled fp8 weights, or undefined when it has none. `requested`:
+ * the parsed output dtype; throws (one line) for what cannot be written.
+ */
+export function scaledFp8Output(
+  prepared: PreparedMerge, requested: string | undefined, dtypeMergedOnly: boolean, updated: ReadonlySet<string>,
+): ScaledFp8Output | undefined {
+  const scaled = prepared.scaledFp8;
+  if (!scaled || scaled.weights.size === 0) return undefined;
+  const base = prepared.base;
+  const kind = KIND_NAME[scaled.kind];
+  // A scaled fp8 file kept in fp8 keeps its scales: the plan merged it in place (code + ΔW / scale).
+  if (scaled.rule === 'keep' && (requested === undefined || requested === 'F8_E4M3' || requested === 'F8_E5M2')) return undefined;
+  if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are e4m3 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
+  const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
+  const merged = [...scaled.weights.values()].filter((w) => updated.has(w.weightKey));
+  if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
+  if (dequantizeTo) {
+    if (dtypeMergedOnly) throw new MergeError('BAD_ARGUMENT', `${base.name}: --dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out --dtype`);
+    if (scaled.unread.length > 0) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaled.unread[0]}" is stored quantized in a way not read here${scaled.unread.length > 1 ? ` (and ${scaled.unread.length - 1} more)` : ''}, so the model cannot be dequantized; leave out --dtype`);
+  } else if (scaled.scaleFormat && scaled.scaleFormat !== 'float' && merged.length > 0) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: quantization_config.scale_fmt "${scaled.scaleFormat}" (scales of a special form) is not written here; merge with --dtype bf16 (or f16, f32) to write the merged weights dequantized`);
+  }
+  if (!isSafetensorsModel(base)) throw new Error(`${base.name}: scaled fp8 weights outside a safetensors model`);
+
+  // The view: rewritten scales right after their weights (keep), or no scale tensors (dequantize).
+  const rewritten = new Map<string, ScaledFp8Weight>(dequantizeTo ? [] : merged.map((w) => [w.scaleKey, w]));
+  const dropped = new Set<string>(dequantizeTo
+    ? [...scaled.weights.values()].flatMap((w) => [w.scaleKey, ...(w.inputScaleKey ? [w.inputScaleKey] : [])]).concat(scaled.quantizationOnly ?? [])
+    : []);
+  const shardOf = (key: string) => base.shards.findIndex((s) => s.path === base.tensors.get(key)?.shard);
+  for (const w of rewritten.values()) {
+    if (shardOf(w.scaleKey) < shardOf(w.weightKey)) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: ${w.scaleKey} is stored in an earlier shard than ${w.weightKey}, so it cannot be rewritten after the merge; merge with --dtype bf16 (or f16, f32)`);
+    }
+  }
+  const view = baseModelView(base, base.shards.map((shard) => {
+    const keys: string[] = [];
+    const here = new Set(shard.tensors.map((t) => shard.keyPrefix + t.name));
+    for (const t of shard.tensors) {
+      const key = shard.keyPrefix + t.name;
+      const w = scaled.weights.get(key);
+      if (dropped.has(key) || (rewritten.has(key) && here.has(rewritten.get(key)!.weightKey))) continue;
+      keys.push(key);
+      if (w && rewritten.has(w.scaleKey) && here.has(w.scaleKey)) keys.push(w.scaleKey);
+    }
+    return { path: shard.path, tensors: keys };
+  }));
+  const folder = dequantizeTo
+    ? { ...prepared.modelFolder, changes: { ...prepared.modelFolder.changes, removeQuantization: true } }
+    : prepared.modelFolder;
+  const extraUpdates: TensorUpdate[] = dequantizeTo
+    ? [...scaled.weights.values()].filter((w) => !updated.has(w.weightKey)).map((w) => ({
+      baseKey: w.weightKey, dtype: w.codeDtype, shape: base.tensors.get(w.weightKey)!.shape.slice(), rows: w.rows, cols: w.cols, layout: 'out-in',
+      outFeatures: w.rows, inFeatures: w.cols, terms: [], rowBlock: 1,
+    }))
+    : [];
+
+  const newScales = new Map<string, { values: Float64Array; rowsDone: number }>();
+  const tensorMaxima = new Map<string, Promise<number>>();
+  const reader = { ...prepared, base: view };
+  return {
+    prepared: { ...reader, modelFolder: folder },
+    extraUpdates,
+    handles: (key) => scaled.weights.has(key),
+    rowBlock: (key, planned) => {
+      const w = scaled.weights.get(key);
+      return w && !isRowGrid(w) ? lcm(planned, w.blockRows) : planned;
+    },
+    async mergeSlab(slab, backend, signal) {
+      const w = scaled.weights.get(slab.update.baseKey)!;
+      const values = await realRows(w, scaled.rule, slab, slab.rowStart, slab.rowCount, slab.codes, dequantizeTo ?? 'F32', backend, signal);
+      if (dequantizeTo) return values;
+      // One maximum for the whole tensor: a first pass over its slabs, once.
+      let tensorMax: number | undefined;
+      if (w.blockRows < w.rows || w.rows === slab.rowCount) tensorMax = undefined;
+      else {
+        let pass = tensorMaxima.get(w.weightKey);
+        if (!pass) tensorMaxima.set(w.weightKey, (pass = maxOverTensor(w, scaled.rule, slab, reader.base.readPart.bind(reader.base), backend, signal)));
+        tensorMax = await pass;
+      }
+      let state = newScales.get(w.weightKey);
+      if (!state) newScales.set(w.weightKey, (state = { values: Float64Array.from(w.scales), rowsDone: 0 }));
+      const codes = requantize(w, scaled.rule, new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4), slab.rowStart, slab.rowCount, state.values, tensorMax);
+      state.rowsDone += slab.rowCount;
+      return codes;
+    },
+    rewritesScale: (key) => rewritten.has(key),
+    scaleChunk(key, start, length) {
+      const w = rewritten.get(key)!;
+      const state = newScales.get(w.weightKey);
+      if (!state || state.rowsDone !== w.rows) throw new Error(`${key} is written before all of ${w.weightKey} was merged`);
+      return encodeFromF32(Float32Array.from(state.values), w.scaleDtype).subarray(start, start + length);
+    },
+    configDtype: (written) => (dequantizeTo ? written : undefined),
+  };
+}
+
+/** A grid whose blocks span all columns (per channel, per tensor): its scales are one factor per row. */
+function isRowGrid(w: ScaledFp8Weight): boolean {
+  return w.blockCols >= w.cols;
+}
+
+/**
+ * W' = code × scale + ΔW for rows [rowStart, rowStart + rowCount), rounded once to `outDtype`. The
+ * `keep` rule's terms come from the plan divided by the scale: (code + ΔW / scale) × scale.
+ */
+async function realRows(
+  w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
+  backend: MergeBackend, signal?: AbortSignal,
+): Promise<Uint8Array> {
+  const { update } = slab;
+  const rowAxis = update.layout === 'out-in' ? 'out' : 'in';
+  const colAxis = rowAxis === 'out' ? 'in' : 'out';
+  const nColBlocks = Math.ceil(w.cols / w.blockCols);
+  const op = async (r0: number, n: number, axis: 'out' | 'in', factors: Float64Array) => {
+    throwIfAborted(signal);
+    const scale: UpdateStep = { kind: 'scale', axis, factors: { dtype: 'F32', data: new Uint8Array(Float32Array.from(factors).buffer) }, exact: factors };
+    const terms = await slab.steps(r0, n);
+    const steps = rule === 'keep' ? [...terms, scale] : [scale, ...terms];
+    const base = { dtype: w.codeDtype, data: codes.subarray((r0 - rowStart) * w.cols, (r0 - rowStart + n) * w.cols) };
+    return backend.merge(slabOp({ name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, outDtype, rowStart: r0, rowCount: n }, steps), signal);
+  };
+  if (isRowGrid(w)) {
+    const factors = new Float64Array(w.rows);
+    for (let r = 0; r < w.rows; r++) factors[r] = w.scales[Math.floor(r / w.blockRows)];
+    return op(rowStart, rowCount, rowAxis, factors);
+  }
+  // Blocks across the columns: one op per row block, its scales one factor per column.
+  const parts: Uint8Array[] = [];
+  for (let r0 = rowStart, r1: number; r0 < rowStart + rowCount; r0 = r1) {
+    const rb = Math.floor(r0 / w.blockRows);
+    r1 = Math.min(rowStart + rowCount, (rb + 1) * w.blockRows);
+    const factors = new Float64Array(w.cols);
+    for (let c = 0; c < w.cols; c++) factors[c] = w.scales[rb * nColBlocks + Math.floor(c / w.blockCols)];
+    parts.push(await op(r0, r1 - r0, colAxis, factors));
+  }
+  return concat(parts);
+}
+
+/** max |W'| over the whole tensor (per-tensor scales), slab by slab as the merge reads them. */
+async function maxOverTensor(
+  w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], slab: ScaledSlab, readPart: (key: string, start: number, length: number) => Promise<Uint8Array>,
+  backend: MergeBackend, signal?: AbortSignal,
+): Promise<number> {
+  let max = 0;
+  const step = Math.max(slab.rowCount, 1);
+  for (let r0 = 0; r0 < w.rows; r0 += step) {
+    const n = Math.min(step, w.rows - r0);
+    const codes = await readPart(w.weightKey, r0 * w.cols, n * w.cols);
+    const bytes = await realRows(w, rule, slab, r0, n, codes, 'F32', backend, signal);
+    const v = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    for (let i = 0; i < v.length; i++) max = Math.max(max, Math.abs(v[i]));
+  }
+  return max;
+}
+
+const f32 = new Float32Array(1);
+const f32Bits = new Uint32Array(f32.buffer);
+/** e4m3fn code of a float32 value, rounded to nearest even, saturated at ±448 (torch's clamp, then cast). */
+function e4m3(x: number): number {
+  f32[0] = x;
+  return f32BitsToF8Bits(f32Bits[0], 'F8_E4M3');
+}
+
+/** A scale as its tensor's dtype stores it. */
+function storedScale(s: number, dtype: ScaledFp8Weight['scaleDtype']): number {
+  return decodeToF32(encodeFromF32(Float32Array.of(s), dtype), dtype)[0];
+}
+
+/**
+ * fp8 codes for the slab's f32 values, block by block, each block's scale recomputed into
+ * `scales` (see the module comment for the two rules). A block of zeros keeps its old scale
+ * (transformers' rule would divide by zero) and codes 0. `tensorMax`: the maximum of a per-tensor scale.
+ */
+function requantize(
+  w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], values: Float32Array, rowStart: number, rowCount: number, scales: Float64Array, tensorMax?: number,
+): Uint8Array {
+  const out = new Uint8Array(values.length);
+  const nColBlocks = Math.ceil(w.cols / w.blockCols);
+  for (let r0 = rowStart, r1: number; r0 < rowStart + rowCount; r0 = r1) {
+    const rb = Math.floor(r0 / w.blockRows);
+    r1 = Math.min(rowStart + rowCount, (rb + 1) * w.blockRows);
+    for (let cb = 0; cb < nColBlocks; cb++) {
+      const c0 = cb * w.blockCols;
+      const c1 = Math.min(w.cols, c0 + w.blockCols);
+      let amax = tensorMax ?? 0;
+      if (tensorMax === undefined) {
+        for (let r = r0; r < r1; r++) for (let i = (r - rowStart) * w.cols + c0, end = i + c1 - c0; i < end; i++) amax = Math.max(amax, Math.abs(values[i]));
+      }
+      let code: (x: number) => number;
+      if (rule === 'reciprocal') {
+        const q = amax === 0 ? 0 : Math.fround(E4M3_MAX / amax);
+        if (amax !== 0) scales[rb * nColBlocks + cb] = storedScale(Math.fround(1 / q), w.scaleDtype);
+        code = (x) => e4m3(Math.fround(x * q));
+      } else {
+        const s = storedScale(Math.max(Math.fround(amax / E4M3_MAX), F32_EPS), w.scaleDtype);
+        scales[rb * nColBlocks + cb] = s;
+        code = (x) => e4m3(Math.fround(x / s));
+      }
+      for (let r = r0; r < r1; r++) for (let i = (r - rowStart) * w.cols + c0, end = i + c1 - c0; i < end; i++) out[i] = code(values[i]);
+    }
+  }
+  return out;
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+function lcm(a: number, b: number): number {
+  const gcd = (x: number, y: number): number => (y === 0 ? x : gcd(y, x % y));
+  return (a / gcd(a, b)) * b;
+}
