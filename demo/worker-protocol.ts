@@ -34,7 +34,7 @@ export type WorkerRequest =
   | { type: 'plan'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[] }
   /** The plan's problems again at new weights (weight 0, the same adapter twice… depend on them). */
   | { type: 'check'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[] }
-  | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; output: OutputChoice }
+  | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; output: OutputChoice }
   | { type: 'cancel'; id: number }
   | { type: 'sample'; id: number; preset: 'small' | 'large' }
   | { type: 'backend'; id: number; choice: BackendChoice }
