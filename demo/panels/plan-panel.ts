@@ -19,6 +19,20 @@ const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? o
 
 /** What the merge does to one weight file, given the output dtype chosen. */
 export function fileFate(file: OutputFilePlan, plan: PlanSummary, outDtype: string, mergedOnly = false): string {
+  return tensorsFate(file, plan, outDtype, mergedOnly) + headFate(file);
+}
+
+/** A tied output head is no tensor of the file, or a new one: said, so the counts add up. */
+function headFate(file: OutputFilePlan): string {
+  const head = file.head;
+  if (!head) return '';
+  if (head.how === 'tied') return `; the output head ${head.name} stays tied to ${head.embedding} and changes with it`;
+  return head.changed
+    ? `; ${head.name} is written as a tensor of its own (untied from the embedding)`
+    : `; ${head.name} is added as a tensor of its own, holding the embedding as it was (untied from it)`;
+}
+
+function tensorsFate(file: OutputFilePlan, plan: PlanSummary, outDtype: string, mergedOnly: boolean): string {
   const chosen = outDtype === 'same' ? undefined : outDtype;
   const safetensors = plan.base.container === 'safetensors';
   const dequantized = file.dequantized > 0 ? `; its ${plural(file.dequantized, 'quantized weight')} dequantized and written as ${chosen ?? 'floats'}` : '';
