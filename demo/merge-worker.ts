@@ -69,6 +69,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
       prepared,
       output,
       outDtype: request.outDtype === 'same' ? undefined : request.outDtype, // checked by the base's container
+      dtypeMergedOnly: request.dtypeMergedOnly,
       backend,
       signal: controller.signal,
       onProgress: (progress) => post({ type: 'progress', id: request.id, progress: { ...progress } }),

@@ -45,6 +45,8 @@ export interface PageState {
   base?: PickedSet;
   adapters: AdapterEntry[];
   outDtype: string;
+  /** The output dtype for the tensors the merge changes only (the CLI's --dtype-merged-only). */
+  dtypeMergedOnly: boolean;
   plan: PlanState;
   /** What runs now: buttons of that work stay disabled. */
   busy?: 'sample' | 'merge';
@@ -54,7 +56,7 @@ export interface PageState {
 type Listener = (state: PageState) => void;
 
 export class PageStore {
-  readonly state: PageState = { adapters: [], outDtype: 'same', plan: { status: 'none' } };
+  readonly state: PageState = { adapters: [], outDtype: 'same', dtypeMergedOnly: false, plan: { status: 'none' } };
   private readonly listeners: Listener[] = [];
   private nextAdapterId = 1;
   /** Called with a result that must go (its files are deleted by whoever listens). */
@@ -74,7 +76,8 @@ export class PageStore {
 
   /** A key of everything a merge depends on besides the files. */
   settingsKey(): string {
-    return JSON.stringify([this.state.outDtype, this.state.adapters.map((a) => a.weight)]);
+    const s = this.state;
+    return JSON.stringify([s.outDtype, s.outDtype !== 'same' && s.dtypeMergedOnly, s.adapters.map((a) => a.weight)]);
   }
 
   setBase(set: PickedSet): void {
@@ -97,6 +100,7 @@ export class PageStore {
   /** The sample replaces everything, the output dtype included (its base is a safetensors file). */
   useSample(base: PickedSet, adapter: PickedSet): void {
     this.state.outDtype = 'same';
+    this.state.dtypeMergedOnly = false;
     this.state.base = base;
     this.state.adapters = [{ id: this.nextAdapterId++, set: adapter, weight: 1 }];
     this.inputsChanged();
@@ -117,6 +121,11 @@ export class PageStore {
 
   setOutDtype(dtype: string): void {
     this.state.outDtype = dtype;
+    this.settingsChanged();
+  }
+
+  setDtypeMergedOnly(only: boolean): void {
+    this.state.dtypeMergedOnly = only;
     this.settingsChanged();
   }
 

@@ -14,8 +14,9 @@ import {
 } from '../src/index.js';
 import { algorithmNamed } from '../src/formats/algorithms/index.js';
 import { familyMismatch } from '../src/plan/model-family.js';
+import { tiedPair } from '../src/plan/tied-embeddings.js';
 import { chartGrouper } from './chart-groups.js';
-import type { AdapterSummary, PlanCheck, PlannedModule, PlanSummary, Problem } from './worker-protocol.js';
+import type { AdapterSummary, OutputFilePlan, PlanCheck, PlannedModule, PlanSummary, Problem } from './worker-protocol.js';
 
 /** One adapter's files and the weight it is merged at. */
 export interface WeightedFiles {
@@ -80,6 +81,30 @@ function moduleOf(term: PlannedTerm, baseKey: string, shape: number[]): PlannedM
 }
 
 /** Every base tensor the plan changes: updates, bias updates, replacements, rows set outright. */
+const HEAD = /(^|\.)(lm_head|embed_out)\.weight$/;
+
+/**
+ * The file of each output head that is tied to the embedding: one the merge unties (written as a
+ * tensor of its own; config.json says so) or one that stays tied while the embedding changes (so
+ * the head changes with it, though it is no tensor of the file).
+ */
+function tiedHeads(prepared: PreparedMerge, touched: ReadonlySet<string>): Map<string, NonNullable<OutputFilePlan['head']>> {
+  const heads = new Map<string, NonNullable<OutputFilePlan['head']>>();
+  const model = prepared.base;
+  if (prepared.modelFolder.changes.untieEmbeddings) {
+    for (const shard of model.shards) {
+      const head = shard.tensors.map((t) => shard.keyPrefix + t.name).find((key) => HEAD.test(key));
+      if (head) heads.set(shard.path, { name: head, how: 'untied', changed: touched.has(head) });
+    }
+    return heads;
+  }
+  const pair = tiedPair(model, prepared.modelFolder.config);
+  if (!pair || !touched.has(pair.embedding)) return heads;
+  const shard = model.shards.find((s) => s.tensors.some((t) => s.keyPrefix + t.name === pair.embedding));
+  if (shard) heads.set(shard.path, { name: pair.head, embedding: pair.embedding, how: 'tied' });
+  return heads;
+}
+
 function touchedKeys(plan: MergePlan): Set<string> {
   return new Set([...plan.updates, ...plan.biasUpdates, ...plan.replacements, ...plan.rowSets].map((x) => x.baseKey));
 }
@@ -157,6 +182,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
     const allTensors = [...model.tensors.values()];
     const placeOf = chartGrouper(model.tensors.keys());
     const touched = touchedKeys(plan);
+    const heads = tiedHeads(prepared, touched);
     return {
       ...checkOf(prepared),
       base: {
@@ -183,6 +209,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
         // A view tensor decoded from another storage says the type it is written in (formats/bnb/).
         dequantized: s.tensors.filter((t) => t.writeType !== undefined).length,
         mirrorable: s.mirrorIfUnchanged,
+        ...(heads.has(s.path) ? { head: heads.get(s.path) } : {}),
       })),
       copied: model.otherFiles.slice(),
     };

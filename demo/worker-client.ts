@@ -23,6 +23,8 @@ export interface MergeRequest {
   base: PickedFile[];
   adapters: AdapterInput[];
   outDtype: OutDTypeChoice;
+  /** The output dtype for the merged tensors only; the others are copied as stored. */
+  dtypeMergedOnly: boolean;
   output: OutputChoice;
   onProgress(progress: ProgressEvent): void;
 }

@@ -34,7 +34,7 @@ export type WorkerRequest =
   | { type: 'plan'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[] }
   /** The plan's problems again at new weights (weight 0, the same adapter twice… depend on them). */
   | { type: 'check'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[] }
-  | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; output: OutputChoice }
+  | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; output: OutputChoice }
   | { type: 'cancel'; id: number }
   | { type: 'sample'; id: number; preset: 'small' | 'large' }
   | { type: 'backend'; id: number; choice: BackendChoice }
@@ -97,6 +97,11 @@ export interface OutputFilePlan {
   dequantized: number;
   /** Written byte for byte as it was when nothing in it changes (a pipeline component). */
   mirrorable: boolean;
+  /**
+   * An output head tied to the embedding in this file: `tied`, it stays the embedding and changes
+   * with it; `untied`, it is written as a tensor of its own (`changed`: an adapter changes it).
+   */
+  head?: { name: string; embedding: string; how: 'tied' } | { name: string; how: 'untied'; changed: boolean };
 }
 
 /** The plan's problems as they stand at the adapters' weights. */

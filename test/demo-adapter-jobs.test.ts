@@ -10,49 +10,25 @@
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import type { Browser, ElementHandle, Page } from 'puppeteer';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Page } from 'puppeteer';
+import { describe, expect, it } from 'vitest';
 import { kohyaFile, peftFiles, type FixtureModule } from './helpers/adapter-fixtures.js';
-import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
+import type { DemoPage } from './helpers/browser.js';
+import { count, openChooser, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
-import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { kohyaUpdates, peftUpdates, relativeError } from './helpers/lora-truth.js';
 import { readStoredZip } from './helpers/stored-zip.js';
 import { dense, frob2, gaussian, minus, optimalError, product, withSpectrum, type Dense } from './helpers/svd-reference.js';
 
-let server: DemoServer;
-let browser: Browser;
+const session = useDemoSession();
+const { dirs } = session;
 let demo: DemoPage;
-const dirs = tempDirs();
-
-beforeAll(async () => {
-  server = await serveDemo();
-  browser = await launchChromium();
-}, 120_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-  dirs.removeAll();
-});
-
-afterEach(async () => {
-  expect(demo.errors).toEqual([]);
-  expect(demo.foreignRequests).toEqual([]);
-  await demo.page.close();
-});
 
 const Q = 'model.layers.0.self_attn.q_proj';
 const V = 'model.layers.0.self_attn.v_proj';
 const gaussianDense = (rows: number, cols: number, rand: () => number, scale = 1): Dense => dense(rows, cols, () => gaussian(rand) * scale);
-const text = (page: Page, selector: string) => page.$eval(selector, (e) => e.textContent ?? '');
-const count = (page: Page, selector: string) => page.$$eval(selector, (els) => els.length);
 const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-
-async function upload(page: Page, testid: string, ...paths: string[]): Promise<void> {
-  const input = (await page.$(`[data-testid="${testid}"]`)) as ElementHandle<HTMLInputElement>;
-  await input.uploadFile(...paths);
-}
 
 /** Types into a number box as a person would: select all, type. */
 async function typeInto(page: Page, selector: string, value: string): Promise<void> {
@@ -69,28 +45,6 @@ const factsRead = (page: Page, n: number) => page.waitForFunction((want: number)
 }, { timeout: 30_000 }, n);
 
 const runEnabled = (page: Page) => page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
-
-/** Presses Tab until `selector` has focus; fails if it is not reached in `limit` presses. */
-async function tabTo(page: Page, selector: string, limit = 60): Promise<void> {
-  for (let i = 0; i < limit; i++) {
-    if (await page.evaluate((s) => document.activeElement?.matches(s) ?? false, selector)) return;
-    await page.keyboard.press('Tab');
-  }
-  throw new Error(`${selector} was not reached by Tab`);
-}
-
-/** Presses `key` on the focused picker button until its file chooser opens (a loaded machine can miss one). */
-async function openChooser(page: Page, key: 'Enter' | 'Space') {
-  for (let attempt = 1; ; attempt++) {
-    const chooser = page.waitForFileChooser({ timeout: 15_000 });
-    await page.keyboard.press(key);
-    try {
-      return await chooser;
-    } catch (error) {
-      if (attempt === 3) throw error;
-    }
-  }
-}
 
 function weightedSum(terms: { b: Dense; a: Dense; scale: number }[]): Dense {
   const out = dense(terms[0].b.rows, terms[0].a.cols, () => 0);
@@ -143,7 +97,7 @@ async function resizeToRank3(page: Page, path: string): Promise<void> {
 describe('the adapter jobs on the page', () => {
   it('combine, cat: the mode switch is announced, and the PEFT zip reproduces the weighted sum', async () => {
     const { one, two, adapterPaths } = twoPeftAdapters(31);
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     await page.click('[data-testid="mode-combine"]');
     await page.waitForFunction(() => /Combine mode/.test(document.querySelector('[data-testid="status"]')!.textContent ?? ''));
@@ -193,7 +147,7 @@ describe('the adapter jobs on the page', () => {
 
   it('resize to rank 3: a kohya file within 1e-3 of the optimum, and the chart marks the rank chosen', async () => {
     const { modules, path } = kohyaWithSpectra(32);
-    demo = await openDemo(browser, server, '?mode=resize');
+    demo = await session.open('?mode=resize');
     const { page } = demo;
     await resizeToRank3(page, path);
     // kohya module names can only be written as a kohya file.
@@ -253,7 +207,7 @@ describe('the adapter jobs on the page', () => {
     })));
     const dir = dirs.make({ 'base/model.safetensors': file(base), 'base/config.json': '{"_name_or_path": "org/tiny-llama"}', 'tuned/model.safetensors': file(tuned) });
 
-    demo = await openDemo(browser, server, '?backend=webgpu&mode=extract');
+    demo = await session.open('?backend=webgpu&mode=extract');
     const { page } = demo;
     await upload(page, 'job-base-input', join(dir, 'base/model.safetensors'), join(dir, 'base/config.json'));
     await upload(page, 'job-tuned-input', join(dir, 'tuned/model.safetensors'));
@@ -275,7 +229,7 @@ describe('the adapter jobs on the page', () => {
 
   it('works by keyboard alone: mode, pickers, weight, method, rank, format, run, and the chart’s numbers', async () => {
     const { one, two, adapterPaths } = twoPeftAdapters(34);
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     await page.focus('body');
     await tabTo(page, '[data-testid="mode-merge"]');
@@ -334,7 +288,7 @@ describe('the adapter jobs on the page', () => {
     put('narrow', 16);
     put('wide', 24);
     const dir = dirs.make(files);
-    demo = await openDemo(browser, server, '?mode=combine');
+    demo = await session.open('?mode=combine');
     const { page } = demo;
     await upload(page, 'job-adapter-input', join(dir, 'narrow/adapter_config.json'), join(dir, 'narrow/adapter_model.safetensors'));
     await upload(page, 'job-adapter-input', join(dir, 'wide/adapter_config.json'), join(dir, 'wide/adapter_model.safetensors'));
@@ -373,7 +327,7 @@ describe('the adapter jobs on the page', () => {
   for (const scheme of ['light', 'dark'] as const) {
     it(`has no serious or critical accessibility violations with a result and its chart (axe-core, ${scheme})`, async () => {
       const { path } = kohyaWithSpectra(36);
-      demo = await openDemo(browser, server, '?mode=resize');
+      demo = await session.open('?mode=resize');
       const { page } = demo;
       await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
       await resizeToRank3(page, path);
@@ -393,7 +347,7 @@ describe('the adapter jobs on the page', () => {
 
   it('fits a 390 px phone with long kohya module names, the run button on screen', async () => {
     const { path } = kohyaWithSpectra(37);
-    demo = await openDemo(browser, server, '?mode=resize');
+    demo = await session.open('?mode=resize');
     const { page } = demo;
     await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 1, isMobile: true, hasTouch: true });
     await resizeToRank3(page, path);

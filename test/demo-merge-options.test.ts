@@ -10,55 +10,24 @@
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import type { Browser, ElementHandle, Page } from 'puppeteer';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
+import { describe, expect, it } from 'vitest';
+import type { DemoPage } from './helpers/browser.js';
+import { announced, mergeEnabled, planReady, text, texts, upload, useDemoSession } from './helpers/demo-session.js';
 import { downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
 import { FLUX, fluxBflTensors, loraTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import {
-  buildSafetensors, decodeSafetensors, randomValues, roundF8Saturating, roundForDType, seededRandom, tempDirs, type FixtureTensor,
+  buildSafetensors, decodeSafetensors, randomValues, roundF8Saturating, roundForDType, seededRandom, type FixtureTensor,
 } from './helpers/fixtures.js';
-import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
+import { readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
+import { ggufLoraAdapter, LLAMA, q4kmLlama, truthWithLora } from './helpers/gguf-models.js';
 import { expectMergedFile } from './helpers/merge-truth.js';
 import { llamaWithPeft, sdxlPipelineWithTextEncoderLora } from './helpers/page-fixtures.js';
 import { readStoredZip } from './helpers/stored-zip.js';
 
-let server: DemoServer;
-let browser: Browser;
+const session = useDemoSession();
+const { dirs } = session;
 let demo: DemoPage;
-const dirs = tempDirs();
 
-beforeAll(async () => {
-  server = await serveDemo();
-  browser = await launchChromium();
-}, 120_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-  dirs.removeAll();
-});
-
-afterEach(async () => {
-  expect(demo.errors).toEqual([]);
-  expect(demo.foreignRequests).toEqual([]);
-  await demo.page.close();
-});
-
-async function upload(page: Page, testid: string, ...paths: string[]): Promise<void> {
-  const input = (await page.$(`[data-testid="${testid}"]`)) as ElementHandle<HTMLInputElement>;
-  await input.uploadFile(...paths);
-}
-
-const planReady = (page: Page) => page.waitForFunction(() => !document.getElementById('plan')!.hidden, { timeout: 30_000 });
-const text = (page: Page, selector: string) => page.$eval(selector, (e) => e.textContent ?? '');
-const texts = (page: Page, selector: string) => page.$$eval(selector, (els) => els.map((e) => e.textContent ?? ''));
-const mergeEnabled = (page: Page) => page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="merge-button"]')!.disabled);
-/** Waits until the polite live region has said something matching `pattern`, and returns it. */
-async function announced(page: Page, pattern: RegExp): Promise<string> {
-  await page.waitForFunction((source: string) => new RegExp(source).test(document.querySelector('[data-testid="status"]')!.textContent ?? ''), { timeout: 30_000 }, pattern.source);
-  return text(page, '[data-testid="status"]');
-}
 
 describe('the page offers what the CLI does', () => {
   it('writes fp8 when picked: the saturation rule beside the menu, values checked against float64 truth', async () => {
@@ -71,7 +40,7 @@ describe('the page offers what the CLI does', () => {
       { name: 'model.norm.weight', dtype: 'F16', shape: [16], data: norm },
     ]);
     const dir = dirs.make({ ...fixture.files, 'llama.safetensors': base });
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     await upload(page, 'base-input', join(dir, 'llama.safetensors'));
     await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
@@ -126,7 +95,7 @@ describe('the page offers what the CLI does', () => {
     const gguf = q4kmLlama();
     const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_output.weight', rank: 4, in: LLAMA.hidden, out: LLAMA.hidden, aType: 'F16', bType: 'F16' }], 8);
     const dir = dirs.make({ ...llama.files, 'tiny-llama-Q4_K_M.gguf': gguf.files['tiny-llama-Q4_K_M.gguf'], 'lora.gguf': lora.bytes });
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     await upload(page, 'base-input', join(dir, 'llama.safetensors'));
     await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
@@ -147,6 +116,55 @@ describe('the page offers what the CLI does', () => {
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/requantized to Q8_0 .*blocks of 32/);
   });
 
+  it('requantizes only the merged tensors when asked (export-lora\'s way): the box appears with a type, by keyboard, and the file holds the expected types', async () => {
+    const gguf = q4kmLlama();
+    const target = 'blk.0.attn_output.weight';
+    const lora = ggufLoraAdapter([{ tensor: target, rank: 4, in: LLAMA.hidden, out: LLAMA.hidden, aType: 'F16', bType: 'F16' }], 8);
+    const dir = dirs.make({ 'tiny-llama-Q4_K_M.gguf': gguf.files['tiny-llama-Q4_K_M.gguf'], 'lora.gguf': lora.bytes });
+    demo = await session.open();
+    const { page } = demo;
+    const box = '[data-testid="dtype-merged-only"]';
+    const shown = () => page.$eval(box, (e) => (e as HTMLElement).offsetParent !== null);
+    await upload(page, 'base-input', join(dir, 'tiny-llama-Q4_K_M.gguf'));
+    await upload(page, 'adapter-input', join(dir, 'lora.gguf'));
+    await planReady(page);
+    expect(await shown()).toBe(false); // keeping each tensor's type leaves nothing to limit
+    // By keyboard: the menu, then the box beside it, labelled.
+    await page.focus('[data-testid="out-dtype"]');
+    await page.select('[data-testid="out-dtype"]', 'q8_0');
+    await page.waitForFunction((s: string) => document.querySelector<HTMLElement>(s)!.offsetParent !== null, {}, box);
+    expect(await page.$eval(box, (e) => [...(e as HTMLInputElement).labels!].map((l) => l.textContent).join(' '))).toBe('only for the tensors the merge changes');
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate((s) => document.activeElement?.matches(s), box)).toBe(true);
+    await page.keyboard.press('Space');
+    expect(await page.$eval(box, (e) => (e as HTMLInputElement).checked)).toBe(true);
+    await mergeEnabled(page);
+    await page.click('[data-testid="merge-button"]');
+    const merged = readGguf(await downloadBytes(page));
+
+    const input = readGguf(gguf.files['tiny-llama-Q4_K_M.gguf']);
+    // Q8_0 for the merged tensor; every other tensor byte for byte as stored, in its own type.
+    expect(merged.tensors.map((t) => [t.name, typeName(t.typeId)]))
+      .toEqual(input.tensors.map((t) => [t.name, t.name === target ? 'Q8_0' : typeName(t.typeId)]));
+    for (const t of merged.tensors) {
+      if (t.name !== target) expect(Buffer.compare(t.data, input.tensors.find((x) => x.name === t.name)!.data), t.name).toBe(0);
+    }
+    const want = truthWithLora(gguf.tensors.get(target)!.values, LLAMA.hidden, LLAMA.hidden, lora.factors.get(target)!, 8 / 4, false);
+    const got = tensorValues('Q8_0', merged.tensors.find((t) => t.name === target)!.data);
+    const direct = tensorValues('Q8_0', tensorData('Q8_0', want));
+    let worst = 0;
+    let worstDirect = 0;
+    for (let i = 0; i < want.length; i++) {
+      worst = Math.max(worst, Math.abs(got[i] - want[i]));
+      worstDirect = Math.max(worstDirect, Math.abs(direct[i] - want[i]));
+    }
+    expect(worst).toBeLessThan(1.5 * worstDirect);
+
+    // Unticked, the same type goes to every matrix llama-quantize quantizes: the earlier result is marked.
+    await page.click(box);
+    await page.waitForSelector('[data-testid="download-link-stale"]', { timeout: 30_000 });
+  });
+
   it('refuses, before the click, an output dtype this model cannot take (a scaled fp8 checkpoint keeps its fp8 type), saying why', async () => {
     const rand = seededRandom(36);
     const weights = fluxBflTensors(rand, 'F32').map((t): FixtureTensor => (t.shape.length < 2
@@ -160,7 +178,7 @@ describe('the page offers what the CLI does', () => {
       r: 2, out: 3 * FLUX.h, in: FLUX.h, lands: [], scale: 1,
     }], 'BF16'));
     const dir = dirs.make({ 'flux1-dev-fp8-scaled.safetensors': base, 'flux-lora.safetensors': lora });
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     await upload(page, 'base-input', join(dir, 'flux1-dev-fp8-scaled.safetensors'));
     await upload(page, 'adapter-input', join(dir, 'flux-lora.safetensors'));
@@ -183,7 +201,7 @@ describe('the page offers what the CLI does', () => {
     // As the Hub's downloader leaves it: dot-files beside the pipeline, which the CLI skips too.
     const hubLeftovers = { 'sdxl-base/.gitattributes': '*.safetensors filter=lfs\n', 'sdxl-base/.cache/huggingface/download/unet.lock': '' };
     const dir = dirs.make({ ...Object.fromEntries(Object.entries(pipeline).map(([p, b]) => [`sdxl-base/${p}`, b])), ...hubLeftovers, 'te-style.safetensors': lora });
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     // "A folder I choose" answered with a folder of the page's own storage, as a person would pick one.
     await page.evaluateOnNewDocument(() => {
@@ -270,7 +288,7 @@ describe('the page offers what the CLI does', () => {
       { name: `${lokr}.alpha`, dtype: 'F32', shape: [], data: [1] },
     ], { ss_network_module: 'networks.lora_flux' });
     const dir = dirs.make({ 'flux1-dev-bf16-with-a-very-long-checkpoint-name.safetensors': buildSafetensors(fluxTensors), 'flux-style-lora-v2.safetensors': lora });
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     await upload(page, 'base-input', join(dir, 'flux1-dev-bf16-with-a-very-long-checkpoint-name.safetensors'));
     // The same adapter twice: legal, said aloud.

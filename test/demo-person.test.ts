@@ -7,75 +7,26 @@
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import type { Browser, ElementHandle, Page } from 'puppeteer';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
+import { describe, expect, it } from 'vitest';
+import { serveDemo, type DemoPage } from './helpers/browser.js';
+import { count, openChooser, planReady, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { checkMerged, downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
-import { tempDirs } from './helpers/fixtures.js';
 import { llamaWithPeft, sdxlWithKohya } from './helpers/page-fixtures.js';
 
-let server: DemoServer;
-let browser: Browser;
+const session = useDemoSession();
+const { dirs } = session;
 let demo: DemoPage;
-const dirs = tempDirs();
 
-beforeAll(async () => {
-  server = await serveDemo();
-  browser = await launchChromium();
-}, 120_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-  dirs.removeAll();
-});
-
-afterEach(async () => {
-  expect(demo.errors).toEqual([]);
-  expect(demo.foreignRequests).toEqual([]);
-  await demo.page.close();
-});
-
-async function upload(page: Page, testid: string, ...paths: string[]): Promise<void> {
-  const input = (await page.$(`[data-testid="${testid}"]`)) as ElementHandle<HTMLInputElement>;
-  await input.uploadFile(...paths);
-}
-
-const planReady = (page: Page) => page.waitForFunction(() => !document.getElementById('plan')!.hidden, { timeout: 30_000 });
-const text = (page: Page, selector: string) => page.$eval(selector, (e) => e.textContent ?? '');
-const count = (page: Page, selector: string) => page.$$eval(selector, (els) => els.length);
 
 function llamaTruth(fixture: ReturnType<typeof llamaWithPeft>, weight: number) {
   return [{ tensors: readSafetensors(fixture.adapter), scale: weight * (fixture.alpha / fixture.rank) }];
-}
-
-/** Presses Tab until `selector` has focus; fails if it is not reached in `limit` presses. */
-async function tabTo(page: Page, selector: string, limit = 40): Promise<void> {
-  for (let i = 0; i < limit; i++) {
-    if (await page.evaluate((s) => document.activeElement?.matches(s) ?? false, selector)) return;
-    await page.keyboard.press('Tab');
-  }
-  throw new Error(`${selector} was not reached by Tab`);
-}
-
-/** Presses `key` on the focused picker button until its file chooser opens (a loaded machine can miss one). */
-async function openChooser(page: Page, key: 'Enter' | 'Space') {
-  for (let attempt = 1; ; attempt++) {
-    const chooser = page.waitForFileChooser({ timeout: 15_000 });
-    await page.keyboard.press(key);
-    try {
-      return await chooser;
-    } catch (error) {
-      if (attempt === 3) throw error;
-    }
-  }
 }
 
 describe('the page as a person uses it', () => {
   it('sample first, then their own files: nothing of the sample is kept, and their merge is exact', async () => {
     const fixture = llamaWithPeft(11);
     const dir = dirs.make(fixture.files);
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     await page.click('[data-testid="sample-button"]');
     await downloadBytes(page);
@@ -102,7 +53,7 @@ describe('the page as a person uses it', () => {
   it('a slider moved after a merge marks the result out of date; merging again gives the new weights', async () => {
     const fixture = llamaWithPeft(12);
     const dir = dirs.make(fixture.files);
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     await upload(page, 'base-input', join(dir, 'llama.safetensors'));
     await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
@@ -130,7 +81,7 @@ describe('the page as a person uses it', () => {
   it('works by keyboard alone: pickers, weight, merge, and focus lands on the result', async () => {
     const fixture = llamaWithPeft(13);
     const dir = dirs.make(fixture.files);
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     await page.focus('body');
     await tabTo(page, '#base-files-button');
@@ -163,7 +114,7 @@ describe('the page as a person uses it', () => {
     const llama = llamaWithPeft(14);
     const sdxl = sdxlWithKohya(15);
     const dir = dirs.make({ ...llama.files, ...sdxl.files });
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     await upload(page, 'base-input', join(dir, 'llama.safetensors'));
     await upload(page, 'adapter-input', join(dir, 'sdxl-style.safetensors'));
@@ -183,7 +134,7 @@ describe('the page as a person uses it', () => {
   it('fits a 390 px phone with real long tensor names, merge controls on screen', async () => {
     const sdxl = sdxlWithKohya(16);
     const dir = dirs.make(sdxl.files);
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 1, isMobile: true, hasTouch: true });
     await upload(page, 'base-input', join(dir, 'unet/diffusion_pytorch_model.safetensors'), join(dir, 'unet/config.json'));
@@ -205,11 +156,11 @@ describe('the page as a person uses it', () => {
   });
 
   it('a second tab does not delete the first one’s merged files; a reload of it does', async () => {
-    demo = await openDemo(browser, server);
+    demo = await session.open();
     const { page } = demo;
     await page.click('[data-testid="sample-button"]');
     const first = await downloadBytes(page);
-    const second = await openDemo(browser, server);
+    const second = await session.open();
     try {
       // The second tab's worker cleans up on start: wait until it has.
       await second.page.waitForFunction(() => !/starting/.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
@@ -240,7 +191,7 @@ describe('the page as a person uses it', () => {
   it('served without cross-origin isolation, runs the CPU on one thread and says what it lost', async () => {
     const plain = await serveDemo({ crossOriginIsolated: false });
     try {
-      demo = await openDemo(browser, plain, '?backend=cpu');
+      demo = await session.open('?backend=cpu', plain);
       const { page } = demo;
       await page.waitForFunction(() => /^cpu/.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
       expect(await page.evaluate(() => crossOriginIsolated)).toBe(false);
@@ -251,7 +202,7 @@ describe('the page as a person uses it', () => {
   });
 
   it('served cross-origin isolated, runs the CPU on Web Workers', async () => {
-    demo = await openDemo(browser, server, '?backend=cpu');
+    demo = await session.open('?backend=cpu');
     const { page } = demo;
     await page.waitForFunction(() => /^cpu/.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
     expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
@@ -260,7 +211,7 @@ describe('the page as a person uses it', () => {
 
   for (const scheme of ['light', 'dark'] as const) {
     it(`has no serious or critical accessibility violations (axe-core, ${scheme})`, async () => {
-      demo = await openDemo(browser, server);
+      demo = await session.open();
       const { page } = demo;
       await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
       await page.click('[data-testid="sample-button"]');

@@ -102,6 +102,44 @@ describe('the page\'s plan of LLM checkpoints', () => {
     const want = ratio(decoded(base).get('model.embed_tokens.weight')!, d.get(A.name)!, d.get(B.name)!, 3);
     expect(summary.magnitudes.map((m) => m.target)).toEqual(['model.embed_tokens.weight']);
     expect(summary.magnitudes[0].ratio).toBeCloseTo(want, 6);
+    // The head is no tensor of the file, but it changes: the file's line says so.
+    expect(summary.files.map((f) => `${f.path}: ${fileFate(f, summary, 'same')}`)).toEqual([
+      'model.safetensors: merged: 1 of 3 tensors change; the output head lm_head.weight stays tied to model.embed_tokens.weight and changes with it',
+    ]);
+  });
+
+  it('says a head untied by a change to the embedding alone is added as a tensor of its own, unchanged', async () => {
+    const base: FixtureTensor[] = [
+      randomTensor('model.embed_tokens.weight', [40, 8], 'BF16', rand),
+      randomTensor('model.layers.0.self_attn.q_proj.weight', [8, 8], 'BF16', rand),
+      randomTensor('model.norm.weight', [8], 'BF16', rand),
+    ];
+    const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'bfloat16', vocab_size: 40, tie_word_embeddings: true };
+    const embeddingLora = [
+      randomTensor('base_model.model.model.embed_tokens.lora_embedding_A', [2, 40], 'F32', rand, 0.5),
+      randomTensor('base_model.model.model.embed_tokens.lora_embedding_B', [8, 2], 'F32', rand, 0.5),
+    ];
+    const summary = await summarizePlan(memoryInputFileSet(hfModelFolder(base, config), 'llama'), [{
+      files: memoryInputFileSet(peftFolder({ r: 2, lora_alpha: 4, target_modules: ['embed_tokens'] }, embeddingLora), 'lora'),
+      weight: 1,
+    }]);
+    expect(summary.problems).toEqual([]);
+    expect(summary.notes).toContainEqual(expect.stringMatching(/^lm_head\.weight is written as its own tensor and tie_word_embeddings set to false/));
+    expect(summary.files.map((f) => `${f.path}: ${fileFate(f, summary, 'same')}`)).toEqual([
+      'model.safetensors: merged: 1 of 4 tensors change; lm_head.weight is added as a tensor of its own, holding the embedding as it was (untied from it)',
+    ]);
+    // A head an adapter changes itself is counted among the changed tensors.
+    const headLora = [
+      randomTensor('base_model.model.lm_head.lora_A.weight', [2, 8], 'F32', rand, 0.5),
+      randomTensor('base_model.model.lm_head.lora_B.weight', [40, 2], 'F32', rand, 0.5),
+    ];
+    const onHead = await summarizePlan(memoryInputFileSet(hfModelFolder(base, config), 'llama'), [{
+      files: memoryInputFileSet(peftFolder({ r: 2, lora_alpha: 4, target_modules: ['lm_head'] }, headLora), 'lora'),
+      weight: 1,
+    }]);
+    expect(onHead.files.map((f) => `${f.path}: ${fileFate(f, onHead, 'same')}`)).toEqual([
+      'model.safetensors: merged: 1 of 4 tensors change; lm_head.weight is written as a tensor of its own (untied from the embedding)',
+    ]);
   });
   it('says which files of a bitsandbytes base are dequantized and written as floats, and measures against the dequantized weight', async () => {
     const L = 'model.layers.0.self_attn';

@@ -34,6 +34,9 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
   const blocked = byId('merge-blocked');
   const dtype = byId<HTMLSelectElement>('out-dtype');
   const dtypeHint = byId('out-dtype-hint');
+  const mergedOnly = byId<HTMLInputElement>('dtype-merged-only');
+  const mergedOnlyBox = byId('dtype-merged-only-box');
+  const mergedOnlyHint = byId('dtype-merged-only-hint');
   let shownChoices: PlanSummary['output'] | undefined;
   const destination = byId<HTMLSelectElement>('destination');
   const destinationHint = byId('destination-hint');
@@ -54,6 +57,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
     const refused = plan?.output.refused[dtype.value];
     if (refused) say.say(`This model cannot be written as ${dtype.value}: ${refused}. Merge stays off until another output dtype is chosen.`);
   });
+  mergedOnly.addEventListener('change', () => store.setDtypeMergedOnly(mergedOnly.checked));
   cancelButton.addEventListener('click', () => job?.cancel());
   mergeButton.addEventListener('click', () => void mergeNow(false));
   window.addEventListener('beforeunload', (event) => {
@@ -86,6 +90,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       base: base.files,
       adapters: state.adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: a.weight })),
       outDtype: state.outDtype,
+      dtypeMergedOnly: state.outDtype !== 'same' && state.dtypeMergedOnly,
       output: picked?.output ?? { kind: 'browser-storage' },
       onProgress: (p) => progress.update(p),
     });
@@ -142,6 +147,10 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
         ? 'The types to choose from depend on the base’s format (safetensors or GGUF): they appear with the plan.'
         : refused ? `Not for this model: ${refused}.` : choice?.note ?? plan.output.keep;
       dtype.disabled = state.busy === 'merge';
+      // Only a chosen type can be limited to the merged tensors.
+      mergedOnlyBox.hidden = mergedOnlyHint.hidden = state.outDtype === 'same';
+      mergedOnly.checked = state.dtypeMergedOnly;
+      mergedOnly.disabled = state.busy === 'merge';
       destination.disabled = state.busy === 'merge';
       results.render(state.result);
     },

@@ -18,10 +18,29 @@ function stat(value: string, label: string): HTMLElement {
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 /** What the merge does to one weight file, given the output dtype chosen. */
-export function fileFate(file: OutputFilePlan, plan: PlanSummary, outDtype: string): string {
+export function fileFate(file: OutputFilePlan, plan: PlanSummary, outDtype: string, mergedOnly = false): string {
+  return tensorsFate(file, plan, outDtype, mergedOnly) + headFate(file);
+}
+
+/** A tied output head is no tensor of the file, or a new one: said, so the counts add up. */
+function headFate(file: OutputFilePlan): string {
+  const head = file.head;
+  if (!head) return '';
+  if (head.how === 'tied') return `; the output head ${head.name} stays tied to ${head.embedding} and changes with it`;
+  return head.changed
+    ? `; ${head.name} is written as a tensor of its own (untied from the embedding)`
+    : `; ${head.name} is added as a tensor of its own, holding the embedding as it was (untied from it)`;
+}
+
+function tensorsFate(file: OutputFilePlan, plan: PlanSummary, outDtype: string, mergedOnly: boolean): string {
   const chosen = outDtype === 'same' ? undefined : outDtype;
   const safetensors = plan.base.container === 'safetensors';
   const dequantized = file.dequantized > 0 ? `; its ${plural(file.dequantized, 'quantized weight')} dequantized and written as ${chosen ?? 'floats'}` : '';
+  if (chosen && mergedOnly) {
+    const type = safetensors ? chosen : chosen.toUpperCase();
+    if (file.changed > 0) return `merged: ${file.changed} of ${plural(file.tensors, 'tensor')} change and are written as ${type}; the others are copied as stored${dequantized}`;
+    return file.dequantized > 0 ? `no adapter changes it${dequantized}, the rest copied as it is` : 'nothing in it changes: copied as it is';
+  }
   if (file.changed > 0) {
     const written = !chosen ? '' : safetensors ? `, every float tensor written as ${chosen}` : `, every matrix llama-quantize quantizes written as ${chosen.toUpperCase()}`;
     return `merged: ${file.changed} of ${plural(file.tensors, 'tensor')} change${written}${dequantized}`;
@@ -111,13 +130,13 @@ export function mountPlanPanel(): (state: PageState) => void {
         ? plan.problems.map((p) => el('li', { className: p.severity, textContent: `${p.severity}: ${p.message}` }))
         : [el('li', { className: 'ok', textContent: '✓ Every adapter module found its base tensor.' })]));
     }
-    const filesKey = `${plan.base.name}\u0000${state.outDtype}\u0000${plan.files.length}`;
+    const filesKey = `${plan.base.name}\u0000${state.outDtype}\u0000${state.dtypeMergedOnly}\u0000${plan.files.length}`;
     if (filesKey !== shownFiles) {
       shownFiles = filesKey;
       // Only a folder needs saying: a one-file model is the one file it writes.
       filesBox.hidden = plan.files.length + plan.copied.length <= 1;
       files.replaceChildren(
-        ...plan.files.map((f) => el('li', {}, el('code', { textContent: f.path, title: f.path }), `: ${fileFate(f, plan, state.outDtype)}`)),
+        ...plan.files.map((f) => el('li', {}, el('code', { textContent: f.path, title: f.path }), `: ${fileFate(f, plan, state.outDtype, state.dtypeMergedOnly)}`)),
         ...(plan.copied.length ? [el('li', { textContent: `${plural(plan.copied.length, 'other file')} (configs, tokenizer, scheduler…) copied unchanged: ${plan.copied.join(', ')}` })] : []),
       );
     }

@@ -27,6 +27,19 @@ interface Written {
   sync?: SyncHandle;
 }
 
+/** Resolves in a later task (a message to ourselves: no timer clamp). */
+function nextTask(): Promise<void> {
+  if (typeof MessageChannel !== 'function') return new Promise((resolve) => setTimeout(resolve, 0));
+  const channel = new MessageChannel();
+  return new Promise((resolve) => {
+    channel.port1.onmessage = () => {
+      channel.port1.close();
+      resolve();
+    };
+    channel.port2.postMessage(null);
+  });
+}
+
 /** Whether this context can write OPFS files synchronously (dedicated workers only). */
 export function opfsSyncWritesAvailable(): boolean {
   const handleClass = (globalThis as { FileSystemFileHandle?: { prototype: object } }).FileSystemFileHandle;
@@ -84,6 +97,9 @@ export function createOpfsOutputTarget(folder: FileSystemDirectoryHandle, name: 
       let at = 0;
       return {
         async write(chunk: Uint8Array): Promise<void> {
+          // A synchronous write blocks this thread: it waits for the next task, by when a merge
+          // pipeline has handed its next slab to the backend, so the two overlap.
+          await nextTask();
           if (!file.sync) throw new Error(`${path}: write after close`);
           let done = 0;
           while (done < chunk.byteLength) done += file.sync.write(chunk.subarray(done), { at: at + done });

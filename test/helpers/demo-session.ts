@@ -1,0 +1,110 @@
+/**
+ * What every page test file sets up and does the same way: the built page served, one Chromium,
+ * temporary folders, and after each test the page closed with no errors and no request off the
+ * machine; plus the person's gestures those tests share (upload files, Tab to a control, open a
+ * file chooser by keyboard) and waits on the page's state (never fixed sleeps).
+ */
+import type { Browser, ElementHandle, Page } from 'puppeteer';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
+import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './browser.js';
+import { tempDirs } from './fixtures.js';
+
+export interface DemoSession {
+  readonly browser: Browser;
+  readonly server: DemoServer;
+  /** Temporary folders, removed after the file's tests. */
+  readonly dirs: ReturnType<typeof tempDirs>;
+  /** Opens the page (`query` added to its address; another server's when given); it is checked and closed after the test. */
+  open(query?: string, server?: DemoServer): Promise<DemoPage>;
+}
+
+/** Registers the file's hooks: call once at the top of a test file. */
+export function useDemoSession(): DemoSession {
+  let server: DemoServer | undefined;
+  let browser: Browser | undefined;
+  const opened: DemoPage[] = [];
+  const dirs = tempDirs();
+
+  beforeAll(async () => {
+    server = await serveDemo();
+    browser = await launchChromium();
+  }, 120_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+    dirs.removeAll();
+  });
+
+  afterEach(async () => {
+    const pages = opened.splice(0);
+    try {
+      for (const demo of pages) {
+        expect(demo.errors).toEqual([]);
+        expect(demo.foreignRequests).toEqual([]);
+      }
+    } finally {
+      for (const demo of pages) await demo.page.close().catch(() => undefined);
+    }
+  });
+
+  return {
+    get browser() {
+      if (!browser) throw new Error('the browser starts in beforeAll');
+      return browser;
+    },
+    get server() {
+      if (!server) throw new Error('the page is served from beforeAll');
+      return server;
+    },
+    dirs,
+    async open(query = '', other?: DemoServer) {
+      const demo = await openDemo(this.browser, other ?? this.server, query);
+      opened.push(demo);
+      return demo;
+    },
+  };
+}
+
+/** Gives files to the file input with this `data-testid`, as a picker would. */
+export async function upload(page: Page, testid: string, ...paths: string[]): Promise<void> {
+  const input = (await page.$(`[data-testid="${testid}"]`)) as ElementHandle<HTMLInputElement>;
+  await input.uploadFile(...paths);
+}
+
+export const text = (page: Page, selector: string) => page.$eval(selector, (e) => e.textContent ?? '');
+export const texts = (page: Page, selector: string) => page.$$eval(selector, (els) => els.map((e) => e.textContent ?? ''));
+export const count = (page: Page, selector: string) => page.$$eval(selector, (els) => els.length);
+/** The plan is on screen. */
+export const planReady = (page: Page) => page.waitForFunction(() => !document.getElementById('plan')!.hidden, { timeout: 30_000 });
+/** The merge button can be pressed. */
+export const mergeEnabled = (page: Page) =>
+  page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="merge-button"]')!.disabled, { timeout: 30_000 });
+
+/** Waits until the polite live region has said something matching `pattern`, and returns it. */
+export async function announced(page: Page, pattern: RegExp): Promise<string> {
+  await page.waitForFunction((source: string) => new RegExp(source).test(document.querySelector('[data-testid="status"]')!.textContent ?? ''), { timeout: 30_000 }, pattern.source);
+  return text(page, '[data-testid="status"]');
+}
+
+/** Presses Tab until `selector` has focus; fails if it is not reached in `limit` presses. */
+export async function tabTo(page: Page, selector: string, limit = 60): Promise<void> {
+  for (let i = 0; i < limit; i++) {
+    if (await page.evaluate((s) => document.activeElement?.matches(s) ?? false, selector)) return;
+    await page.keyboard.press('Tab');
+  }
+  throw new Error(`${selector} was not reached by Tab`);
+}
+
+/** Presses `key` on the focused picker button until its file chooser opens (a loaded machine can miss one). */
+export async function openChooser(page: Page, key: 'Enter' | 'Space') {
+  for (let attempt = 1; ; attempt++) {
+    const chooser = page.waitForFileChooser({ timeout: 15_000 });
+    await page.keyboard.press(key);
+    try {
+      return await chooser;
+    } catch (error) {
+      if (attempt === 3) throw error;
+    }
+  }
+}
