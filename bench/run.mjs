@@ -171,7 +171,7 @@ async function bigModelRuns(dir, reps, log) {
       const r = await runNode(join(root, 'bin', 'loramerge.js'),
         ['merge', '--base', baseFile, '--adapter', model.adapterDir, '--out', out, '--backend', backend], dir);
       return { ...r, note: /^backend: (.*)$/m.exec(r.stderr)?.[1] };
-    }],
+    }]),
   ];
   for (const [name, run] of contestants) {
     let best;
