@@ -200,6 +200,8 @@ async function main() {
     },
   });
   const reps = Math.max(1, Number(values.reps) || 1);
+  const peakGBps = values['gpu-bandwidth'] === undefined ? undefined : Number(values['gpu-bandwidth']);
+  if (peakGBps !== undefined && !(peakGBps > 0)) throw new Error(`--gpu-bandwidth takes the card's peak in GB/s (a positive number), not "${values['gpu-bandwidth']}"`);
   const skip = new Set(values.skip.split(',').filter(Boolean));
   const dir = await mkdtemp(join(tmpdir(), 'loramerge-bench-'));
   const cleanup = () => rm(dir, { recursive: true, force: true });
@@ -247,7 +249,7 @@ async function main() {
     const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
     const gguf = skip.has('gguf') ? undefined : await runGgufBench(dir, BENCH_MODEL, { runNode, runTimed, root, log, reps });
     const big = skip.has('big') ? undefined : await bigModelRuns(dir, reps, log);
-    const gpu = values.gpu ? await gpuBandwidth({ peakGBps: values['gpu-bandwidth'] === undefined ? undefined : Number(values['gpu-bandwidth']), reps: Math.max(3, reps), log }) : undefined;
+    const gpu = values.gpu ? await gpuBandwidth({ peakGBps, reps: Math.max(3, reps), log }) : undefined;
     const results = { model, runs, sample, kernels, gguf, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
     if (gguf) printGgufTables(gguf);
     const failures = printTables(results);

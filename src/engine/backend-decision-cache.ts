@@ -92,6 +92,8 @@ export async function writeDecision(store: DecisionStore, key: string, decision:
 
 /** The page's store: localStorage where the context has it (a window, not a worker). */
 export function localStorageDecisionStore(): DecisionStore | undefined {
+  // Node's own localStorage (an experimental global) warns when touched: Node keeps a file instead.
+  if ((globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node) return undefined;
   let storage: Storage | undefined;
   try {
     storage = (globalThis as { localStorage?: Storage }).localStorage;
