@@ -19,7 +19,10 @@ function ratio(seconds, baseline) {
   return r >= 1 ? `${r.toFixed(2)}× faster` : `${(1 / r).toFixed(2)}× slower`;
 }
 
-export function printTables({ model, runs, sample, kernels, totalSeconds }) {
+/** 256 MB, the peak RSS a merge may reach whatever the model's size. */
+const RSS_LIMIT_MIB = 256e6 / 2 ** 20;
+
+export function printTables({ model, runs, sample, kernels, big, gpu, totalSeconds }) {
   const by = Object.fromEntries(runs.map((r) => [r.name, r]));
   const gb = model.baseBytes / 1e9;
   const quarterMiB = model.baseBytes / 4 / 2 ** 20;
@@ -94,6 +97,39 @@ export function printTables({ model, runs, sample, kernels, totalSeconds }) {
         ];
       }),
     ));
+  }
+  if (big) {
+    const copy = big.runs.find((r) => r.name === 'stream-copy');
+    out.push('');
+    out.push(`Large case: a ${fmt(big.model.baseBytes / 1e9)} GB f16 Llama-shaped model (${big.model.layers} layers, hidden ${big.model.hidden}, ` +
+      `MLP ${big.model.intermediate}, vocab ${big.model.vocab}) with an r=${big.model.rank} LoRA on all seven projections` +
+      (big.model.generateSeconds ? ` (written in ${fmt(big.model.generateSeconds, 0)} s, kept in bench/.cache)` : ' (from bench/.cache)') + ':');
+    out.push('');
+    out.push(table(['run', 'seconds', 'GB/s', 'peak RSS MiB', 'vs stream copy', 'RSS target (256 MB)'],
+      big.runs.map((r) => [
+        r.name, fmt(r.seconds), fmt(big.model.baseBytes / 1e9 / r.seconds), fmt(r.rssMiB, 0),
+        r.name === 'stream-copy' ? '1' : copy ? `${fmt(r.seconds / copy.seconds)}×` : '–',
+        r.name === 'stream-copy' ? '–' : r.rssMiB <= RSS_LIMIT_MIB ? 'ok' : 'OVER',
+      ])));
+    for (const r of big.runs) {
+      if (r.note) out.push(`${r.name} backend: ${r.note}`);
+      if (r.name !== 'stream-copy' && r.rssMiB > RSS_LIMIT_MIB) {
+        failures++;
+        out.push(`FAIL: ${r.name} peaked at ${fmt(r.rssMiB, 0)} MiB on the large model (limit: 256 MB = ${fmt(RSS_LIMIT_MIB, 0)} MiB)`);
+      }
+    }
+  }
+  if (gpu?.length) {
+    out.push('');
+    out.push(`WebGPU merge kernel on ${gpu[0].adapter}, timed by ${gpu[0].timing} (bytes: W read + W' written + A, B read once):`);
+    out.push('');
+    out.push(table(['case', 'kernel ms', 'GB/s', 'card peak GB/s', 'fraction of peak', 'whole op ms'],
+      gpu.map((c) => [
+        c.case, fmt(c.kernelMs, 2), fmt(c.gbps), c.peakGBps ? `${c.peakGBps} (${c.peakSource})` : 'unknown peak',
+        c.fraction === null ? 'unknown peak' : `${fmt(c.fraction * 100, c.fraction < 0.01 ? 3 : 1)} %`, fmt(c.opMs, 1),
+      ])));
+    if (gpu[0].timing !== 'timestamp queries') out.push('(no timestamp-query on this adapter: submit to done includes uploads and readback, so GB/s is a lower bound)');
+    if (gpu.some((c) => c.peakGBps === null)) out.push('(the card\'s peak bandwidth is not queryable in WebGPU: pass --gpu-bandwidth GBPS)');
   }
   out.push('');
   out.push(`bench total: ${fmt(totalSeconds, 0)} s`);

@@ -11,7 +11,14 @@
  * Also: the CPU and auto merges against a plain Node stream copy of the same file, and the
  * start-up of `loramerge sample` against Node's own.
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,…] [--json FILE]
+ * The large case: a 4.17 GB model (bench/big-model.mjs, written once into bench/.cache), merged by
+ * the CPU and auto backends against a stream copy of the same file, for peak RSS (target: at most
+ * 256 MB whatever the model's size). `--skip big` leaves it out.
+ *
+ * `--gpu`: the WebGPU kernel's achieved bandwidth as a fraction of the card's (bench/gpu-bandwidth.mjs;
+ * `--gpu-bandwidth GBPS` gives the card's peak where the built-in table does not know it).
+ *
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,big,extract,…] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -25,6 +32,8 @@ import { compareModelFiles } from './compare-outputs.mjs';
 import { printTables } from './report.mjs';
 import { printGgufTables, runGgufBench } from './gguf-run.mjs';
 import { mergeInPage, pieceHashes } from './page-merge.mjs';
+import { BIG_MODEL, ensureBigModel } from './big-model.mjs';
+import { gpuBandwidth } from './gpu-bandwidth.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
@@ -147,6 +156,37 @@ async function sampleTimes(dir, reps, log) {
   return result;
 }
 
+/**
+ * The large case: stream copy, cpu and auto on the 4.17 GB model, best time of `reps`, peak RSS
+ * the highest seen. Outputs are deleted as soon as measured (each is 4 GB).
+ */
+async function bigModelRuns(dir, reps, log) {
+  const model = await ensureBigModel(log);
+  const baseFile = join(model.baseDir, 'model.safetensors');
+  const out = join(dir, 'big-out.safetensors');
+  const runs = [];
+  const contestants = [
+    ['stream-copy', () => runNode(join(here, 'stream-copy.mjs'), [baseFile, out], dir)],
+    ...['cpu', 'auto'].map((backend) => [backend, async () => {
+      const r = await runNode(join(root, 'bin', 'loramerge.js'),
+        ['merge', '--base', baseFile, '--adapter', model.adapterDir, '--out', out, '--backend', backend], dir);
+      return { ...r, note: /^backend: (.*)$/m.exec(r.stderr)?.[1] };
+    }]),
+  ];
+  for (const [name, run] of contestants) {
+    let best;
+    for (let i = 0; i < reps; i++) {
+      await rm(out, { force: true });
+      const r = await run();
+      best = !best ? r : { ...(r.seconds < best.seconds ? r : best), rssMiB: Math.max(r.rssMiB, best.rssMiB) };
+    }
+    await rm(out, { force: true });
+    runs.push({ name, seconds: best.seconds, rssMiB: best.rssMiB, note: best.note });
+    log(`4 GB case, ${name}: ${best.seconds.toFixed(2)} s, peak RSS ${best.rssMiB.toFixed(0)} MiB`);
+  }
+  return { model: { ...BIG_MODEL, baseBytes: model.baseBytes, generateSeconds: model.generateSeconds }, runs };
+}
+
 async function kernelTimes(reps) {
   const r = await runTimed(process.execPath, [join(here, 'kernel-time.mjs'), String(reps)]);
   return r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
@@ -154,9 +194,14 @@ async function kernelTimes(reps) {
 
 async function main() {
   const { values } = parseArgs({
-    options: { reps: { type: 'string', default: '1' }, skip: { type: 'string', default: '' }, json: { type: 'string' } },
+    options: {
+      reps: { type: 'string', default: '1' }, skip: { type: 'string', default: '' }, json: { type: 'string' },
+      gpu: { type: 'boolean', default: false }, 'gpu-bandwidth': { type: 'string' },
+    },
   });
   const reps = Math.max(1, Number(values.reps) || 1);
+  const peakGBps = values['gpu-bandwidth'] === undefined ? undefined : Number(values['gpu-bandwidth']);
+  if (peakGBps !== undefined && !(peakGBps > 0)) throw new Error(`--gpu-bandwidth takes the card's peak in GB/s (a positive number), not "${values['gpu-bandwidth']}"`);
   const skip = new Set(values.skip.split(',').filter(Boolean));
   const dir = await mkdtemp(join(tmpdir(), 'loramerge-bench-'));
   const cleanup = () => rm(dir, { recursive: true, force: true });
@@ -203,13 +248,24 @@ async function main() {
     const sample = skip.has('sample') ? undefined : await sampleTimes(dir, Math.max(3, reps), log);
     const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
     const gguf = skip.has('gguf') ? undefined : await runGgufBench(dir, BENCH_MODEL, { runNode, runTimed, root, log, reps });
-    const results = { model, runs, sample, kernels, gguf, totalSeconds: (performance.now() - started) / 1000 };
+    const big = skip.has('big') ? undefined : await bigModelRuns(dir, reps, log);
+    const gpu = values.gpu ? await gpuBandwidth({ peakGBps, reps: Math.max(3, reps), log }) : undefined;
+    const results = { model, runs, sample, kernels, gguf, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
     if (gguf) printGgufTables(gguf);
     const failures = printTables(results);
     if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n');
     process.exitCode = failures ? 1 : 0;
   } finally {
     await cleanup();
+  }
+  // The extraction bench (its own model), here so that `npm run bench -- ARGS` gives ARGS to this script.
+  if (!skip.has('extract')) {
+    const code = await new Promise((resolve) => {
+      const child = spawn(process.execPath, [join(here, 'extract.mjs')], { cwd: root, stdio: 'inherit' });
+      child.on('close', resolve);
+      child.on('error', () => resolve(1));
+    });
+    if (code !== 0) process.exitCode = 1;
   }
 }
 

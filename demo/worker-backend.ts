@@ -1,6 +1,6 @@
 /**
- * Runs in the worker: the backend for each choice, as the CLI picks it. `auto` takes a real GPU, and
- * on a software adapter times both on the merge's dtype and keeps the faster. The CPU path runs on
+ * Runs in the worker: the backend for each choice, by the CLI's rule (`auto`: the CPU on a software
+ * adapter or none, a discrete GPU, else the faster on a test merge of the merge's dtype). The CPU path runs on
  * Web Workers sharing memory when the page is cross-origin isolated; otherwise on one thread, and
  * its description says what was lost.
  */

@@ -44,6 +44,10 @@ export {
 // Backends and single ops
 export { createBackend, type BackendOptions } from './engine/create-backend.js';
 export type { BackendChoice } from './engine/backend-choice.js';
+export { adapterFactsOf, decideByRule, type AdapterFacts, type AutoDecision } from './engine/auto-choice.js';
+export {
+  localStorageDecisionStore, type CachedDecision, type DecisionCacheMode, type DecisionStore,
+} from './engine/backend-decision-cache.js';
 export { CpuBackend, type CpuBackendOptions, type CpuMergePool } from './engine/cpu/cpu-backend.js';
 export {
   browserCpuPoolUnavailable, createBrowserCpuWorkerPool, type BrowserCpuPoolOptions,

@@ -57,8 +57,9 @@ export function openBrowserDestination(out: MergeDestination): OutputTarget {
 
 /**
  * Merges adapters into a base model in one call: plans (a plan with problems is refused with one
- * MergeError listing every one), picks the backend (`auto`: WebGPU on a real GPU, else
- * the faster of the software GPU and the CPU), streams the model through it into `out`, and
+ * MergeError listing every one), picks the backend (`auto`: the CPU on a software adapter or
+ * none, WebGPU on a discrete GPU, else the faster on a test merge, kept in localStorage where the
+ * context has it), streams the model through it into `out`, and
  * releases everything. Without `out`, the result's `blobs` hold the files (small models only: a
  * Blob is held by the browser).
  *

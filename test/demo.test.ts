@@ -207,6 +207,8 @@ describe('demo page', () => {
     await page.click('[data-testid="cancel-button"]');
     await page.waitForFunction(() => /cancelled/i.test(document.getElementById('progress-text')!.textContent ?? ''), { timeout: 60_000 });
     expect(await page.$('[data-testid="download-link"]')).toBeNull();
+    // The plan is checked again once the worker is free: then Merge is offered again.
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="merge-button"]')!.disabled, { timeout: 60_000 });
     expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(false);
   });
 

@@ -1,7 +1,8 @@
 /**
  * Picks the backend that runs the merge. `webgpu` insists on a GPU; `cpu` never touches one; `auto`
- * takes a real GPU when there is one, and on a software adapter (SwiftShader) times a small merge
- * on both and keeps the faster, since a CPU Vulkan driver competes with plain CPU code.
+ * decides by rule where the adapter makes the answer clear (none or a software one: the CPU; a
+ * discrete card: the GPU; auto-choice.ts), and otherwise times a small merge on both once per
+ * machine, adapter and driver, keeping the answer in a cache (backend-decision-cache.ts).
  */
 import { DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
@@ -10,6 +11,11 @@ import { CpuBackend, type CpuMergePool } from './cpu/cpu-backend.js';
 import { getBrowserGpu } from './gpu/browser-gpu.js';
 import { requestAdapter, requestMergeDevice, type GpuLimitCaps } from './gpu/gpu-device.js';
 import { WebGpuBackend } from './gpu/webgpu-backend.js';
+import { adapterFactsOf, decideByRule, describeDecision, decisionKey, dtypeClass, type AutoDecision } from './auto-choice.js';
+import {
+  localStorageDecisionStore, readDecision, writeDecision, type DecisionCacheMode, type DecisionStore,
+} from './backend-decision-cache.js';
+import { VERSION } from '../version.js';
 
 /** Options of {@link createBackend}. */
 export interface BackendOptions {
@@ -26,6 +32,14 @@ export interface BackendOptions {
   cpuPool?: () => CpuMergePool | undefined;
   /** The dtype of the weights to merge, for timing the backends like with like (default F16). */
   calibrationDtype?: FloatDType;
+  /** Where `auto` keeps what it timed (default: localStorage where the context has it, else nowhere). */
+  decisionStore?: DecisionStore;
+  /** `use` (default) the kept decision, `refresh` it (time again), or leave the cache `off`. */
+  decisionCache?: DecisionCacheMode;
+  /** The machine, in the cache key (default: the browser's cores and user agent). */
+  machine?: string;
+  /** The WebGPU implementation's version, in the cache key (the adapter's own driver text is in it already). */
+  driver?: string;
 }
 
 /** A WebGPU backend on `gpu`'s adapter, or a GPU_UNAVAILABLE MergeError saying why not. */
@@ -47,15 +61,65 @@ export async function createBackend(options: BackendOptions = {}): Promise<Merge
   if (kind === 'cpu') return cpu('requested').ready();
   const gpu = options.gpu ?? getBrowserGpu();
   if (kind === 'webgpu') return createWebGpuBackend(gpu, options.limits, options.cpuPool);
-  if (!gpu) return cpu('no WebGPU in this environment').ready();
-  let backend: WebGpuBackend;
+  return createAutoBackend(gpu, options, cpu);
+}
+
+async function createAutoBackend(gpu: GPU | undefined, options: BackendOptions,
+  cpu: (reason: string) => CpuBackend): Promise<MergeBackend> {
+  const chosenCpu = (d: Omit<AutoDecision, 'backend'>) => cpu(describeDecision(d)).ready();
+  if (!gpu) return chosenCpu({ source: 'rule', ...decideByRule(undefined)! });
+  let adapter: GPUAdapter;
   try {
-    backend = await createWebGpuBackend(gpu, options.limits, options.cpuPool);
+    adapter = await requestAdapter(gpu);
   } catch (e) {
-    return cpu(`no usable GPU: ${(e as Error).message}`).ready();
+    return chosenCpu({ source: 'rule', reason: `no usable GPU: ${(e as Error).message}` });
   }
-  if (!backend.isSoftware) return backend;
-  return pickFaster(backend, cpu, options.calibrationDtype ?? 'F16');
+  const facts = adapterFactsOf(adapter);
+  const openGpu = async (): Promise<WebGpuBackend> =>
+    new WebGpuBackend(await requestMergeDevice(adapter, options.limits), { cpu: () => new CpuBackend('for what the GPU does not run', { pool: options.cpuPool?.() }) });
+  /** The GPU as decided, or the CPU saying why the GPU could not open. */
+  const chosenGpu = async (d: Omit<AutoDecision, 'backend'>): Promise<MergeBackend> => {
+    let backend: WebGpuBackend;
+    try {
+      backend = await openGpu();
+    } catch (e) {
+      return chosenCpu({ source: d.source, reason: `no usable GPU: ${(e as Error).message}` });
+    }
+    backend.note(describeDecision(d));
+    return backend;
+  };
+
+  const rule = decideByRule(facts);
+  if (rule) return rule.backend === 'cpu' ? chosenCpu({ source: 'rule', reason: rule.reason }) : chosenGpu({ source: 'rule', reason: rule.reason });
+
+  const dtype = options.calibrationDtype ?? 'F16';
+  const mode = options.decisionCache ?? 'use';
+  const store = mode === 'off' ? undefined : options.decisionStore ?? localStorageDecisionStore();
+  const key = decisionKey({ machine: options.machine ?? browserMachine(), adapter: facts, driver: options.driver ?? '', version: VERSION, dtype });
+  if (store && mode === 'use') {
+    const cached = await readDecision(store, key);
+    if (cached) {
+      const d = { source: 'cache' as const, reason: `timed ${new Date(cached.at).toISOString().slice(0, 10)}: GPU ${cached.gpuMs.toFixed(1)} ms, CPU ${cached.cpuMs.toFixed(1)} ms on a ${dtypeClass(dtype)} slab` };
+      return cached.backend === 'cpu' ? chosenCpu(d) : chosenGpu(d);
+    }
+  }
+  let gpuBackend: WebGpuBackend;
+  try {
+    gpuBackend = await openGpu();
+  } catch (e) {
+    return chosenCpu({ source: 'rule', reason: `no usable GPU: ${(e as Error).message}` });
+  }
+  const timed = await pickFaster(gpuBackend, cpu, dtype);
+  if (store && timed.cpuMs !== undefined && timed.gpuMs !== undefined) {
+    await writeDecision(store, key, { backend: timed.backend.kind === 'webgpu' ? 'webgpu' : 'cpu', cpuMs: timed.cpuMs, gpuMs: timed.gpuMs, at: Date.now() });
+  }
+  return timed.backend;
+}
+
+/** The machine part of a page's cache key: what the browser says of its cores and itself. */
+function browserMachine(): string {
+  const nav = (globalThis as { navigator?: { hardwareConcurrency?: number; userAgent?: string } }).navigator;
+  return `${nav?.hardwareConcurrency ?? '?'} cores, ${nav?.userAgent ?? 'unknown agent'}`;
 }
 
 /**
@@ -96,15 +160,15 @@ async function timeMerge(backend: MergeBackend, op: MergeOp, runs: number, enoug
 }
 
 /**
- * Times the calibration op on the CPU and on the software GPU exactly as the merge would run them
+ * Times the calibration op on the CPU and on the GPU exactly as the merge would run them
  * (the CPU backend with its worker threads, each backend warmed up first), keeps the faster. A GPU
  * more than twice as slow as the CPU is not timed again: the choice is clear, and it keeps
  * calibration well under a second.
  */
 async function pickFaster(gpu: WebGpuBackend, makeCpu: (reason: string) => CpuBackend,
-  dtype: FloatDType): Promise<MergeBackend> {
+  dtype: FloatDType): Promise<{ backend: MergeBackend; cpuMs?: number; gpuMs?: number }> {
   const op = calibrationOp(dtype);
-  const cpu = await makeCpu('faster than the software GPU adapter').ready();
+  const cpu = await makeCpu('auto').ready();
   await cpu.merge(op); // starts the worker threads
   const cpuMs = await timeMerge(cpu, op, 3);
   let gpuMs: number;
@@ -113,16 +177,16 @@ async function pickFaster(gpu: WebGpuBackend, makeCpu: (reason: string) => CpuBa
     gpuMs = await timeMerge(gpu, op, 3, 2 * cpuMs);
   } catch (e) {
     gpu.dispose();
-    cpu.note(`the software GPU failed a test merge: ${(e as Error).message}`);
-    return cpu;
+    cpu.note(describeDecision({ source: 'timing', reason: `the GPU failed a test merge: ${(e as Error).message}` }));
+    return { backend: cpu };
   }
-  const timing = `test merge: software GPU ${gpuMs.toFixed(1)} ms, CPU ${cpuMs.toFixed(1)} ms on a ${dtype} slab`;
+  const timing = describeDecision({ source: 'timing', reason: `test merge: GPU ${gpuMs.toFixed(1)} ms, CPU ${cpuMs.toFixed(1)} ms on a ${dtype} slab` });
   if (gpuMs < cpuMs) {
     cpu.dispose();
-    gpu.note(`chosen over the CPU, ${timing}`);
-    return gpu;
+    gpu.note(timing);
+    return { backend: gpu, cpuMs, gpuMs };
   }
   gpu.dispose();
   cpu.note(timing);
-  return cpu;
+  return { backend: cpu, cpuMs, gpuMs };
 }

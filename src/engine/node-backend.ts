@@ -6,26 +6,45 @@ import { createBackend } from './create-backend.js';
 import { createCpuWorkerPool } from './cpu/cpu-worker-pool.js';
 import type { MergeBackend } from './merge-op.js';
 import type { FloatDType } from '../dtype.js';
-import { getNodeGpu } from './gpu/node-gpu.js';
-import { tmpdir } from 'node:os';
+import { getNodeGpu, onlySoftwareVulkan } from './gpu/node-gpu.js';
+import { cpus, hostname, tmpdir } from 'node:os';
+import { createRequire } from 'node:module';
 import { MergeError } from '../errors.js';
 import type { BackendChoice } from './backend-choice.js';
+import { describeDecision } from './auto-choice.js';
+import { decisionCacheMode, nodeDecisionStore } from './node-decision-store.js';
+import { CpuBackend } from './cpu/cpu-backend.js';
 
 /** Options of {@link createNodeBackend}. */
 export interface NodeBackendOptions {
-  /** The dtype of the weights to merge: `auto` times both backends on it (default F16). */
+  /** The dtype of the weights to merge: where `auto` times both backends, on this dtype (default F16). */
   calibrationDtype?: FloatDType;
+}
+
+/** Dawn's version, in `auto`'s cache key. */
+function dawnVersion(): string {
+  try {
+    return `webgpu ${(createRequire(import.meta.url)('webgpu/package.json') as { version: string }).version}`;
+  } catch {
+    return 'webgpu';
+  }
 }
 
 /**
  * A merge backend for Node: `webgpu` (Dawn, from the optional `webgpu` package; fails saying why
- * when it cannot start), `cpu` (WebAssembly SIMD on one worker thread per core), or `auto` (a real
- * GPU when there is one; on a software adapter the faster of the two on a test merge; the CPU when
- * `webgpu` is not installed). Call dispose() when done.
+ * when it cannot start), `cpu` (WebAssembly SIMD on one worker thread per core), or `auto` (the
+ * CPU where WebGPU could only run on a software adapter, decided without starting Dawn on Linux;
+ * a discrete GPU; otherwise the faster on a test merge, timed once and kept in the user's cache
+ * folder: node-decision-store.ts). Call dispose() when done.
  */
 export async function createNodeBackend(kind: BackendChoice, options: NodeBackendOptions = {}): Promise<MergeBackend> {
   const cpuPool = () => createCpuWorkerPool();
   if (kind === 'cpu') return createBackend({ kind: 'cpu', cpuPool });
+  if (kind === 'auto' && onlySoftwareVulkan()) {
+    // No adapter to ask: Dawn would find only SwiftShader, which the rule sends to the CPU anyway.
+    const cpu = new CpuBackend(describeDecision({ source: 'rule', reason: 'no hardware GPU driver on this machine, only a software adapter, which runs on the same cores, slower' }), { pool: cpuPool() });
+    return cpu.ready();
+  }
   // The Vulkan loader prints "XDG_RUNTIME_DIR is invalid" on servers without a login session.
   if (process.platform === 'linux' && !process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = tmpdir();
   let nodeGpu: Awaited<ReturnType<typeof getNodeGpu>>;
@@ -39,7 +58,11 @@ export async function createNodeBackend(kind: BackendChoice, options: NodeBacken
   }
   let backend: MergeBackend;
   try {
-    backend = await createBackend({ kind, gpu: nodeGpu.gpu, cpuPool, calibrationDtype: options.calibrationDtype });
+    backend = await createBackend({
+      kind, gpu: nodeGpu.gpu, cpuPool, calibrationDtype: options.calibrationDtype,
+      decisionStore: nodeDecisionStore(), decisionCache: decisionCacheMode(),
+      machine: `${hostname()}, ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}`, driver: dawnVersion(),
+    });
   } catch (e) {
     nodeGpu.dispose();
     throw e;

@@ -73,10 +73,10 @@ export interface MergeResult {
 const DEFAULT_SLAB_BYTES = 4 * 1024 * 1024;
 
 type Action =
-  | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; steps: () => Promise<LoadedStep[]> }
+  | { kind: 'update'; update: TensorUpdate; rowStart: number; rowCount: number; steps: () => Promise<LoadedStep[]>; release: () => void }
   | { kind: 'bias'; bias: BiasUpdate }
   | { kind: 'replace'; replacement: PlannedReplacement; rowStart: number; rowCount: number }
-  | { kind: 'rows'; rowSet: PlannedRowSet; rowStart: number; rowCount: number; values: () => Promise<Map<number, Float32Array>> }
+  | { kind: 'rows'; rowSet: PlannedRowSet; rowStart: number; rowCount: number; values: () => Promise<Map<number, Float32Array>>; release: () => void }
   | { kind: 'copy'; start: number; length: number };
 
 interface WorkUnit {
@@ -164,8 +164,10 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
           name: key, rows: update.rows, cols: update.cols, layout: update.layout, dtype: start.dtype,
           readRows: async (r0, n) => (await start.decode(await start.read(key, r0 * rowBytes, n * rowBytes), backend, signal)).data,
         }, loaded, rowsPerSlab, backend, signal)));
+        // Dropped once the tensor is written: kept, every tensor's factors would stay until the end.
+        const release = () => (steps = undefined);
         for (const [rowStart, rowCount] of pieces(update.rows, rowsPerSlab)) {
-          push({ kind: 'update', update, rowStart, rowCount, steps: loadOnce }, format.byteLength(outType, rowCount * update.cols));
+          push({ kind: 'update', update, rowStart, rowCount, steps: loadOnce, release }, format.byteLength(outType, rowCount * update.cols));
         }
       } else if (bias) {
         push({ kind: 'bias', bias }, format.byteLength(outType, bias.length));
@@ -178,10 +180,11 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       } else if (rowSet) {
         let values: Promise<Map<number, Float32Array>> | undefined;
         const loadOnce = () => (values ??= loadRowValues(rowSet));
+        const release = () => (values = undefined);
         const cols = rowSet.shape[1];
         const rowBytes = startRows(prepared, stored.type, rowSet.source).rowBytes(cols);
         for (const [rowStart, rowCount] of pieces(rowSet.shape[0], rowsPerSlabOf(rowBytes))) {
-          push({ kind: 'rows', rowSet, rowStart, rowCount, values: loadOnce }, format.byteLength(outType, rowCount * cols));
+          push({ kind: 'rows', rowSet, rowStart, rowCount, values: loadOnce, release }, format.byteLength(outType, rowCount * cols));
         }
       } else {
         // Copies go in chunks of whole elements (or blocks).
@@ -244,7 +247,10 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
           const input = inputOf.get(unit);
           inputOf.delete(unit);
           if (input) inputs.recycle(input);
-          if (isLastUnitOfTensor(unit)) tensorsDone++;
+          if (isLastUnitOfTensor(unit)) {
+            tensorsDone++;
+            if (unit.action.kind === 'update' || unit.action.kind === 'rows') unit.action.release();
+          }
           emit('merge', unit.tensor.name);
         },
       },

@@ -34,6 +34,14 @@ function hasHardwareVulkan(): boolean {
   return nodes('/dev/dri', /^renderD/) || nodes('/dev', /^nvidia\d|^dxg$/);
 }
 
+/**
+ * On Linux, whether WebGPU could only run on a software Vulkan driver (none installed for real
+ * hardware, and the user chose none): then `auto` knows the answer without starting Dawn.
+ */
+export function onlySoftwareVulkan(env: NodeJS.ProcessEnv = process.env): boolean {
+  return process.platform === 'linux' && !env.VK_ICD_FILENAMES && !env.VK_DRIVER_FILES && !hasHardwareVulkan();
+}
+
 /** Points the Vulkan loader at SwiftShader when no real driver exists; returns the ICD chosen. */
 export function chooseVulkanDriver(env: NodeJS.ProcessEnv = process.env): string | undefined {
   if (process.platform !== 'linux') return undefined;
