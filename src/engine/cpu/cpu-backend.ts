@@ -23,6 +23,8 @@ export interface CpuMergePool {
   merge(plan: PlainPlan, stats: CertificationStats, signal?: AbortSignal, take?: TakeOutput): Promise<Uint8Array>;
   /** Encodes whole blocks of a GGML type from f32 values on the threads (GGUF requantization). */
   encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Shared memory the threads read and write in place (see MergeBackend.slabMemory). */
+  readonly slabMemory?: (bytes: number) => ArrayBuffer | SharedArrayBuffer;
   /** Stops the threads; merges in flight are rejected. */
   dispose(): void;
 }
@@ -57,7 +59,12 @@ export class CpuBackend implements MergeBackend {
     if (!this.pool) options.pool?.dispose();
     if (!wasm && options.executor !== 'js') this.fallback = 'no WebAssembly SIMD in this engine';
     this.reason = reason;
+    this.slabMemory = this.pool?.slabMemory;
+    this.outputs = new BufferPool(this.slabMemory);
   }
+
+  /** See MergeBackend.slabMemory: the pool's shared memory, where it has some. */
+  readonly slabMemory?: (bytes: number) => ArrayBuffer | SharedArrayBuffer;
 
   /** "CPU (…)": the executor that runs, its threads, why the CPU was chosen, and any remarks. */
   get description(): string {
@@ -111,7 +118,7 @@ export class CpuBackend implements MergeBackend {
   }
 
   /** Output buffers of the WebAssembly merges, reused once written (see {@link recycle}). */
-  private readonly outputs = new BufferPool();
+  private readonly outputs: BufferPool;
 
   /** Takes back a written output of {@link merge} for reuse (see MergeBackend.recycle). */
   recycle(output: Uint8Array): void {

@@ -28,7 +28,8 @@ export function createCpuWorkerPool(options: CpuWorkerPoolOptions = {}): CpuWork
 /** Node worker threads running `url`; `threads` merge, the calling thread included. */
 export class CpuWorkerPool extends RowBlockPool {
   constructor(url: URL, threads: number) {
-    super(Array.from({ length: Math.max(1, threads) - 1 }, () => nodeWorker(url)), () => new Promise((r) => setImmediate(r)));
+    // Node's file writes take shared memory, so slabs are read into it and outputs written from it.
+    super(Array.from({ length: Math.max(1, threads) - 1 }, () => nodeWorker(url)), () => new Promise((r) => setImmediate(r)), true, { sharedSlabs: true });
   }
 }
 

@@ -1,17 +1,19 @@
 /**
  * What the pool and its worker threads say to each other, and the one handler every worker runs
- * (Node worker_threads and Web Workers alike): W and the output are byte ranges of a
- * SharedArrayBuffer owned by the pool; the right factor and its norms come once per key.
+ * (Node worker_threads and Web Workers alike): W and the output are byte ranges of
+ * SharedArrayBuffers (slabs read into shared memory, or the pool's scratch); the right factor and
+ * its norms come once per key.
  */
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
 
-/** A block of rows; its W and output are byte ranges of `shared`. */
+/** A block of rows; its W and output are byte ranges of shared memory (one buffer or two). */
 export interface WorkerJob extends Omit<RowJob, 'w'> {
   id: number;
-  shared: SharedArrayBuffer;
+  wBuffer: SharedArrayBuffer;
   wOffset: number;
   wLength: number;
+  outBuffer: SharedArrayBuffer;
   outOffset: number;
   outLength: number;
 }
@@ -49,8 +51,8 @@ export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): P
       return { id: job.id, finite: true, listed: new Uint32Array(0) };
     }
     const { finite, listed } = (await kernel).run(
-      { ...job, w: new Uint8Array(job.shared, job.wOffset, job.wLength) },
-      new Uint8Array(job.shared, job.outOffset, job.outLength),
+      { ...job, w: new Uint8Array(job.wBuffer, job.wOffset, job.wLength) },
+      new Uint8Array(job.outBuffer, job.outOffset, job.outLength),
     );
     return { id: job.id, finite, listed };
   } catch (e) {
