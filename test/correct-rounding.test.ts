@@ -47,8 +47,9 @@ const webgpu = (options: ConstructorParameters<typeof WebGpuBackend>[1]) => asyn
   new WebGpuBackend(await requestMergeDevice(await requestAdapter(nodeGpu!.gpu)), options);
 const executors: { name: string; backend?: MergeBackend; make: () => MergeBackend | Promise<MergeBackend> }[] = [
   { name: 'WebAssembly, calling thread', make: () => new CpuBackend('test') },
-  { name: 'WebAssembly, worker threads', make: () => new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2) }) },
-  // As a merge from a file runs: W read into the pool's shared memory (a view inside a larger buffer), used in place.
+  // As a page runs them: W and the output copied through the pool's scratch memory.
+  { name: 'WebAssembly, worker threads', make: () => new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2, { sharedSlabs: false }) }) },
+  // As a merge from a file runs in Node: W read into the pool's shared memory (a view inside a larger buffer), used in place, the output written in place.
   { name: 'WebAssembly, threads, shared W', make: () => baseInSharedMemory(new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2) })) },
   { name: 'JavaScript', make: () => new CpuBackend('test', { executor: 'js' }) },
   // SwiftShader here: both conversion styles, a small list (overflow → every element settled) and a 2-D workgroup.
