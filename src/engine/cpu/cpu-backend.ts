@@ -13,6 +13,7 @@ import { newStats, type CertificationStats } from '../exact/recompute.js';
 import { columnSumsOfSquaresOnCpu, mergeStepsOnCpu } from './cpu-steps.js';
 import { mergePlainOnJs, mergePlainOnWasm, planPlain, type PlainPlan, type TakeOutput } from './plain-merge.js';
 import { BufferPool } from '../../buffer-pool.js';
+import { rowsSeparable } from './step-rows.js';
 import { createWasmKernel, wasmSimdAvailable, type WasmKernel } from './wasm-kernel.js';
 
 /** Runs WASM merges somewhere else (worker threads); see cpu-worker-pool.ts. */
@@ -21,6 +22,8 @@ export interface CpuMergePool {
   readonly threads: number;
   /** Runs a planned plain op and returns W′ in its outDtype, like {@link MergeBackend.merge}. */
   merge(plan: PlainPlan, stats: CertificationStats, signal?: AbortSignal, take?: TakeOutput): Promise<Uint8Array>;
+  /** Runs an op with general update steps on the threads (the float64 executor's bytes). */
+  mergeSteps?(op: MergeOp, stats: CertificationStats, signal?: AbortSignal): Promise<Uint8Array>;
   /** Encodes whole blocks of a GGML type from f32 values on the threads (GGUF requantization). */
   encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array>;
   /** Shared memory the threads read and write in place (see MergeBackend.slabMemory). */
@@ -108,7 +111,13 @@ export class CpuBackend implements MergeBackend {
       shape = checkOp(op);
     }
     const plain = asPlainOp(op, shape);
-    if (!plain) return mergeStepsOnCpu(op, signal);
+    if (!plain) {
+      // Row by row after the norms across rows were resolved above, so the threads can share it.
+      if (this.pool?.mergeSteps && shape.rowCount * op.cols >= POOL_MIN_ELEMENTS && rowsSeparable(op, shape)) {
+        return this.pool.mergeSteps(op, newStats(), signal);
+      }
+      return mergeStepsOnCpu(op, signal);
+    }
     const kernel = this.executor === 'wasm' ? await this.localKernel() : null;
     if (!kernel) return mergePlainOnJs(plain, this.certification, signal);
     const plan = planPlain(plain);

@@ -6,6 +6,12 @@
  */
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
+import type { MergeOp } from '../merge-op.js';
+import { mergeStepsOnCpu } from './cpu-steps.js';
+import { newStats } from '../exact/recompute.js';
+import { isMergeError } from '../../errors.js';
+
+const NONE = new Uint32Array(0);
 
 /** A block of rows; its W and output are byte ranges of shared memory (one buffer or two). */
 export interface WorkerJob extends Omit<RowJob, 'w'> {
@@ -33,11 +39,23 @@ export interface EncodeJob {
   dstLength: number;
 }
 
-/** What the pool posts to a worker. */
-export type PoolJob = WorkerJob | EncodeJob;
+/** Rows of an op with general update steps (step-rows.ts), merged by the float64 executor. */
+export interface StepsJob {
+  kind: 'steps';
+  id: number;
+  op: MergeOp;
+}
 
-/** A worker's answer to one job: `listed` as RowJob results list them (none for encoding). */
-export type WorkerReply = { id: number; finite: boolean; listed: Uint32Array } | { id: number; error: string };
+/** What the pool posts to a worker. */
+export type PoolJob = WorkerJob | EncodeJob | StepsJob;
+
+/**
+ * A worker's answer to one job: `listed` as RowJob results list them (none for encoding); a steps
+ * job's output bytes, and how many of its elements were computed exactly.
+ */
+export type WorkerReply =
+  | { id: number; finite: boolean; listed: Uint32Array; out?: Uint8Array; exact?: number }
+  | { id: number; error: string };
 
 /**
  * Runs one job on the worker's kernel. Every call awaits the same kernel promise, so jobs still run
@@ -45,10 +63,22 @@ export type WorkerReply = { id: number; finite: boolean; listed: Uint32Array } |
  */
 export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): Promise<WorkerReply> {
   try {
+    if ('kind' in job && job.kind === 'steps') {
+      await kernel.catch(() => undefined); // keeps arrival order; the f64 executor does not need it
+      const stats = newStats();
+      try {
+        const out = mergeStepsOnCpu(job.op, undefined, stats);
+        return { id: job.id, finite: true, listed: NONE, out, exact: stats.exact };
+      } catch (e) {
+        // The pool names the whole op in the same error.
+        if (isMergeError(e) && e.code === 'NON_FINITE') return { id: job.id, finite: false, listed: NONE };
+        throw e;
+      }
+    }
     if ('kind' in job) {
       await kernel.catch(() => undefined); // keeps arrival order; encoding does not need it
       encodeBlocksInto(job.type, new Float32Array(job.shared, job.srcOffset, job.count), new Uint8Array(job.shared, job.dstOffset, job.dstLength));
-      return { id: job.id, finite: true, listed: new Uint32Array(0) };
+      return { id: job.id, finite: true, listed: NONE };
     }
     const { finite, listed } = (await kernel).run(
       { ...job, w: new Uint8Array(job.wBuffer, job.wOffset, job.wLength) },

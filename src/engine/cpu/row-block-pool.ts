@@ -12,7 +12,12 @@
  * quarter of the model; the calling thread taking blocks keeps it near 200 MiB.
  */
 import { DTYPE_BYTES } from '../../dtype.js';
-import { MergeError } from '../../errors.js';
+import { isMergeError, MergeError } from '../../errors.js';
+import type { MergeOp } from '../merge-op.js';
+import { checkOp } from '../op-shape.js';
+import { newStats } from '../exact/recompute.js';
+import { mergeStepsOnCpu } from './cpu-steps.js';
+import { opRows, stepRowGranule } from './step-rows.js';
 import type { CertificationStats } from '../exact/recompute.js';
 import type { CpuMergePool } from './cpu-backend.js';
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
@@ -69,9 +74,9 @@ export class RowBlockPool implements CpuMergePool {
   private broken: Error | undefined;
   /**
    * Blocks sent to workers, and how many of them carried a right factor (once per worker and
-   * tensor); pieces of GGML blocks sent to be encoded.
+   * tensor); pieces of GGML blocks sent to be encoded; pieces of ops with general steps.
    */
-  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0 };
+  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0 };
   private readonly local: Promise<WasmKernel>;
 
   /**
@@ -203,6 +208,70 @@ export class RowBlockPool implements CpuMergePool {
     } finally {
       if (ownsShared) this.sharedBusy = false;
     }
+  }
+
+  /**
+   * An op with general update steps (DoRA, dense diffs, rotations, GLoRA…) on every thread: its
+   * rows cut on the op's row granule (step-rows.ts), each piece merged by the float64 executor
+   * (cpu-steps.ts), so the bytes are those of one thread. Two pieces per thread even out uneven
+   * progress.
+   */
+  async mergeSteps(op: MergeOp, stats: CertificationStats, signal?: AbortSignal): Promise<Uint8Array> {
+    if (this.broken) throw this.broken;
+    const shape = checkOp(op);
+    const rows = shape.rowCount, cols = op.cols, ob = DTYPE_BYTES[op.outDtype];
+    const granule = stepRowGranule(op, shape);
+    const step = Math.max(granule, Math.ceil(rows / (this.threads * 2) / granule) * granule);
+    const out = new Uint8Array(rows * cols * ob);
+    let next = 0;
+    let finite = true;
+    let aborted = false;
+    const take = (): [number, number] | undefined => {
+      if (next >= rows || aborted) return undefined;
+      if (signal?.aborted) {
+        aborted = true;
+        return undefined;
+      }
+      const r0 = next, n = Math.min(step, rows - r0);
+      next += n;
+      return [r0, n];
+    };
+    const drain = async (slot: Slot): Promise<void> => {
+      for (let piece = take(); piece; piece = take()) {
+        const [r0, n] = piece;
+        this.sent.stepPieces++;
+        const reply = await this.run(slot, { kind: 'steps', id: this.nextId++, op: opRows(op, shape, r0, n) });
+        if ('error' in reply) throw new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`);
+        stats.elements += n * cols;
+        if (!reply.finite || !reply.out) {
+          finite = false;
+          continue;
+        }
+        stats.listed += reply.exact ?? 0;
+        stats.exact += reply.exact ?? 0;
+        out.set(reply.out, r0 * cols * ob);
+      }
+    };
+    const drainHere = async (): Promise<void> => {
+      for (let piece = take(); piece; piece = take()) {
+        const [r0, n] = piece;
+        const piecesStats = newStats();
+        try {
+          out.set(mergeStepsOnCpu(opRows(op, shape, r0, n), undefined, piecesStats), r0 * cols * ob);
+        } catch (e) {
+          if (!(isMergeError(e) && e.code === 'NON_FINITE')) throw e;
+          finite = false;
+        }
+        stats.elements += piecesStats.elements;
+        stats.listed += piecesStats.listed;
+        stats.exact += piecesStats.exact;
+        await this.yieldToEvents();
+      }
+    };
+    await Promise.all([...this.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
+    if (aborted) throw new MergeError('ABORTED', 'merge cancelled');
+    if (!finite) throw nonFiniteError(op.name, op.outDtype);
+    return out;
   }
 
   /**
