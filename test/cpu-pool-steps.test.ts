@@ -41,6 +41,7 @@ const cases: [string, StepOpSpec][] = [
   ['dense diff, scale, rotation, GLoRA, LoRA r = 1, bf16', { rows: 263, cols: 250, baseDtype: 'BF16', steps: [{ kind: 'add', ranks: [5], dense: 1 }, { kind: 'scale', axis: 'in' }, { kind: 'rotate', axis: 'in', block: 5 }, { kind: 'self', rank: 2 }, { kind: 'add', ranks: [1] }] }],
   ['row rotation (OFT on the output, blocks of 12), fp8 e4m3', { rows: 300, cols: 230, baseDtype: 'F32', outDtype: 'F8_E4M3', steps: [{ kind: 'add', ranks: [2] }, { kind: 'rotate', axis: 'out', block: 12 }] }],
   ['permuted blocks of the output in runs of 24, short last block, f16 → f32', { rows: 310, cols: 224, baseDtype: 'F16', outDtype: 'F32', steps: [{ kind: 'add', ranks: [3] }, { kind: 'permuted', axis: 'out', block: 8, span: 24 }] }],
+  ['LyCORIS DoRA per input channel (norms across rows, their sums on the threads), then LoRA, bf16', { rows: 280, cols: 240, baseDtype: 'BF16', steps: [{ kind: 'add', ranks: [8] }, { kind: 'dora', axis: 'in', epsilon: 2 ** -23 }, { kind: 'add', ranks: [2] }] }],
   ['transposed weight, DoRA per input (stored rows), f16 → fp8 e5m2', { rows: 290, cols: 240, layout: 'in-out', baseDtype: 'F16', outDtype: 'F8_E5M2', steps: [{ kind: 'add', ranks: [4] }, { kind: 'dora', axis: 'in' }] }],
 ];
 
@@ -56,6 +57,22 @@ describe('general update steps on the CPU worker pool', () => {
     for (let i = 0; i < want.length; i++) if (bits[i] !== want[i]) wrong++;
     expect(`${wrong} of ${want.length} wrong`).toBe(`0 of ${want.length} wrong`);
     expect(Buffer.from(got).equals(Buffer.from(await one.merge(op)))).toBe(true);
+  });
+
+  it('column sums of squares of V (the first pass of norms across rows): the float64 sums of one thread, bit for bit', async () => {
+    const op = randomStepOp(33, { rows: 333, cols: 250, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [16] }, { kind: 'rotate', axis: 'out', block: 3 }] });
+    const before = pool.sent.stepPieces;
+    const got = await threads.columnSumsOfSquares(op);
+    expect(pool.sent.stepPieces).toBeGreaterThan(before);
+    const want = await one.columnSumsOfSquares(op);
+    expect(Buffer.from(got.buffer).equals(Buffer.from(want.buffer))).toBe(true);
+    // And against sums written here from the exact V rounded to f32 (relative error 2^-24 each).
+    const v = new Float32Array(exactStepsBits({ ...op, outDtype: 'F32' }).buffer);
+    for (let c = 0; c < op.cols; c += 37) {
+      let ss = 0;
+      for (let r = 0; r < op.rows; r++) ss += v[r * op.cols + c] ** 2;
+      expect(Math.abs(got[c] - ss)).toBeLessThanOrEqual(ss * 2 ** -21);
+    }
   });
 
   it('non-finite results are refused as on one thread; cancellation stops the pieces', async () => {

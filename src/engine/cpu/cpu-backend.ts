@@ -24,6 +24,8 @@ export interface CpuMergePool {
   merge(plan: PlainPlan, stats: CertificationStats, signal?: AbortSignal, take?: TakeOutput): Promise<Uint8Array>;
   /** Runs an op with general update steps on the threads (the float64 executor's bytes). */
   mergeSteps?(op: MergeOp, stats: CertificationStats, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Column sums of squares of V on the threads (the float64 executor's sums). */
+  columnSumsOfSquares?(op: MergeOp, signal?: AbortSignal): Promise<Float64Array>;
   /** Encodes whole blocks of a GGML type from f32 values on the threads (GGUF requantization). */
   encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array>;
   /** Shared memory the threads read and write in place (see MergeBackend.slabMemory). */
@@ -141,6 +143,10 @@ export class CpuBackend implements MergeBackend {
   }
 
   async columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {
+    const shape = checkOp(op);
+    if (this.pool?.columnSumsOfSquares && shape.rowCount * op.cols >= POOL_MIN_ELEMENTS && rowsSeparable(op, shape)) {
+      return this.pool.columnSumsOfSquares(op, signal);
+    }
     return columnSumsOfSquaresOnCpu(op, signal);
   }
 

@@ -7,9 +7,7 @@
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
 import type { MergeOp } from '../merge-op.js';
-import { mergeStepsOnCpu } from './cpu-steps.js';
-import { newStats } from '../exact/recompute.js';
-import { isMergeError } from '../../errors.js';
+import { runStepsPiece } from './step-rows.js';
 
 const NONE = new Uint32Array(0);
 
@@ -43,6 +41,8 @@ export interface EncodeJob {
 export interface StepsJob {
   kind: 'steps';
   id: number;
+  /** `merge`: W′ in op.outDtype; `values`: V after every step, f64 (for norms across rows). */
+  want: 'merge' | 'values';
   op: MergeOp;
 }
 
@@ -51,10 +51,10 @@ export type PoolJob = WorkerJob | EncodeJob | StepsJob;
 
 /**
  * A worker's answer to one job: `listed` as RowJob results list them (none for encoding); a steps
- * job's output bytes, and how many of its elements were computed exactly.
+ * job's output bytes or values, and how many of its elements were computed exactly.
  */
 export type WorkerReply =
-  | { id: number; finite: boolean; listed: Uint32Array; out?: Uint8Array; exact?: number }
+  | { id: number; finite: boolean; listed: Uint32Array; out?: Uint8Array; values?: Float64Array; exact?: number }
   | { id: number; error: string };
 
 /**
@@ -65,15 +65,8 @@ export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): P
   try {
     if ('kind' in job && job.kind === 'steps') {
       await kernel.catch(() => undefined); // keeps arrival order; the f64 executor does not need it
-      const stats = newStats();
-      try {
-        const out = mergeStepsOnCpu(job.op, undefined, stats);
-        return { id: job.id, finite: true, listed: NONE, out, exact: stats.exact };
-      } catch (e) {
-        // The pool names the whole op in the same error.
-        if (isMergeError(e) && e.code === 'NON_FINITE') return { id: job.id, finite: false, listed: NONE };
-        throw e;
-      }
+      const { out, values, exact } = runStepsPiece(job.op, job.want);
+      return { id: job.id, finite: job.want === 'values' || out !== undefined, listed: NONE, out, values, exact };
     }
     if ('kind' in job) {
       await kernel.catch(() => undefined); // keeps arrival order; encoding does not need it

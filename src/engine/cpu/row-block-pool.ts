@@ -12,12 +12,11 @@
  * quarter of the model; the calling thread taking blocks keeps it near 200 MiB.
  */
 import { DTYPE_BYTES } from '../../dtype.js';
-import { isMergeError, MergeError } from '../../errors.js';
+import { MergeError } from '../../errors.js';
 import type { MergeOp } from '../merge-op.js';
 import { checkOp } from '../op-shape.js';
-import { newStats } from '../exact/recompute.js';
-import { mergeStepsOnCpu } from './cpu-steps.js';
-import { opRows, stepRowGranule } from './step-rows.js';
+import { opRows, runStepsPiece, stepRowGranule, type StepsResult } from './step-rows.js';
+import type { OpShape } from '../op-shape.js';
 import type { CertificationStats } from '../exact/recompute.js';
 import type { CpuMergePool } from './cpu-backend.js';
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
@@ -213,18 +212,51 @@ export class RowBlockPool implements CpuMergePool {
   /**
    * An op with general update steps (DoRA, dense diffs, rotations, GLoRA…) on every thread: its
    * rows cut on the op's row granule (step-rows.ts), each piece merged by the float64 executor
-   * (cpu-steps.ts), so the bytes are those of one thread. Two pieces per thread even out uneven
-   * progress.
+   * (cpu-steps.ts), so the bytes are those of one thread.
    */
   async mergeSteps(op: MergeOp, stats: CertificationStats, signal?: AbortSignal): Promise<Uint8Array> {
-    if (this.broken) throw this.broken;
     const shape = checkOp(op);
-    const rows = shape.rowCount, cols = op.cols, ob = DTYPE_BYTES[op.outDtype];
+    const cols = op.cols, ob = DTYPE_BYTES[op.outDtype];
+    const out = new Uint8Array(shape.rowCount * cols * ob);
+    let finite = true;
+    await this.runPieces(op, shape, 'merge', signal, (r0, n, piece) => {
+      stats.elements += n * cols;
+      stats.listed += piece.exact;
+      stats.exact += piece.exact;
+      if (piece.out) out.set(piece.out, r0 * cols * ob);
+      else finite = false;
+    });
+    if (!finite) throw nonFiniteError(op.name, op.outDtype);
+    return out;
+  }
+
+  /**
+   * Σ over the op's rows of V² per stored column (the first pass of DoRA norms across rows), V
+   * computed on every thread in row pieces and summed here row by row, in the order one thread
+   * sums them: the same float64 sums.
+   */
+  async columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {
+    const shape = checkOp(op);
+    const cols = op.cols;
+    const pieces: [number, Float64Array][] = [];
+    await this.runPieces(op, shape, 'values', signal, (r0, _n, piece) => {
+      pieces.push([r0, piece.values!]);
+    });
+    const ss = new Float64Array(cols);
+    for (const [, v] of pieces.sort((a, b) => a[0] - b[0])) {
+      for (let o = 0; o < v.length; o += cols) for (let c = 0; c < cols; c++) ss[c] += v[o + c] * v[o + c];
+    }
+    return ss;
+  }
+
+  /** Runs the op's row pieces (two per thread: uneven progress evens out) on every thread. */
+  private async runPieces(op: MergeOp, shape: OpShape, want: 'merge' | 'values', signal: AbortSignal | undefined,
+    done: (r0: number, n: number, piece: StepsResult) => void): Promise<void> {
+    if (this.broken) throw this.broken;
+    const rows = shape.rowCount;
     const granule = stepRowGranule(op, shape);
     const step = Math.max(granule, Math.ceil(rows / (this.threads * 2) / granule) * granule);
-    const out = new Uint8Array(rows * cols * ob);
     let next = 0;
-    let finite = true;
     let aborted = false;
     const take = (): [number, number] | undefined => {
       if (next >= rows || aborted) return undefined;
@@ -240,38 +272,20 @@ export class RowBlockPool implements CpuMergePool {
       for (let piece = take(); piece; piece = take()) {
         const [r0, n] = piece;
         this.sent.stepPieces++;
-        const reply = await this.run(slot, { kind: 'steps', id: this.nextId++, op: opRows(op, shape, r0, n) });
+        const reply = await this.run(slot, { kind: 'steps', id: this.nextId++, want, op: opRows(op, shape, r0, n) });
         if ('error' in reply) throw new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`);
-        stats.elements += n * cols;
-        if (!reply.finite || !reply.out) {
-          finite = false;
-          continue;
-        }
-        stats.listed += reply.exact ?? 0;
-        stats.exact += reply.exact ?? 0;
-        out.set(reply.out, r0 * cols * ob);
+        done(r0, n, { out: reply.finite ? reply.out : undefined, values: reply.values, exact: reply.exact ?? 0 });
       }
     };
     const drainHere = async (): Promise<void> => {
       for (let piece = take(); piece; piece = take()) {
         const [r0, n] = piece;
-        const piecesStats = newStats();
-        try {
-          out.set(mergeStepsOnCpu(opRows(op, shape, r0, n), undefined, piecesStats), r0 * cols * ob);
-        } catch (e) {
-          if (!(isMergeError(e) && e.code === 'NON_FINITE')) throw e;
-          finite = false;
-        }
-        stats.elements += piecesStats.elements;
-        stats.listed += piecesStats.listed;
-        stats.exact += piecesStats.exact;
+        done(r0, n, runStepsPiece(opRows(op, shape, r0, n), want));
         await this.yieldToEvents();
       }
     };
     await Promise.all([...this.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
     if (aborted) throw new MergeError('ABORTED', 'merge cancelled');
-    if (!finite) throw nonFiniteError(op.name, op.outDtype);
-    return out;
   }
 
   /**

@@ -5,8 +5,11 @@
  * the rows' outputs are the same bytes whichever thread runs them. Browser-safe.
  */
 import { DTYPE_BYTES } from '../../dtype.js';
+import { isMergeError } from '../../errors.js';
+import { newStats } from '../exact/recompute.js';
+import { mergeStepsOnCpu, stepValues } from './cpu-steps.js';
 import type { FloatTensorBytes, MergeOp } from '../merge-op.js';
-import type { OpShape } from '../op-shape.js';
+import { checkOp as checkOpShape, type OpShape } from '../op-shape.js';
 import { needsColumnNorms, rowGranule, type UpdateStep } from '../update-steps.js';
 
 /** Whether the op's rows may be cut (no step needs norms across its rows). */
@@ -52,4 +55,24 @@ export function opRows(op: MergeOp, shape: OpShape, r0: number, n: number): Merg
     name: op.name, rows: op.rows, cols: op.cols, layout: op.layout, outDtype: op.outDtype,
     base: cut(op.base), rowStart: shape.rowStart + r0, rowCount: n, terms: [], steps,
   };
+}
+
+/** What a piece gives: W′ bytes (none where they are not finite) or V (f64), and the elements computed exactly. */
+export interface StepsResult {
+  out?: Uint8Array;
+  values?: Float64Array;
+  exact: number;
+}
+
+/** Runs a piece on this thread: merged (`merge`) or V after every step (`values`). */
+export function runStepsPiece(op: MergeOp, want: 'merge' | 'values'): StepsResult {
+  if (want === 'values') return { values: stepValues(op, checkOpShape(op)), exact: 0 };
+  const stats = newStats();
+  try {
+    return { out: mergeStepsOnCpu(op, undefined, stats), exact: stats.exact };
+  } catch (e) {
+    // The caller names the whole op in the same error.
+    if (isMergeError(e) && e.code === 'NON_FINITE') return { exact: stats.exact };
+    throw e;
+  }
 }
