@@ -90,8 +90,8 @@ describe('PEFT adapters', () => {
     expect(adapter.replacements.map((r) => r.path)).toEqual(['classifier.weight', 'score.weight']);
   });
 
-  it('warns about PiSSA and OLoRA initialisations', async () => {
-    for (const init of ['pissa', 'pissa_niter_4', 'olora']) {
+  it('warns about initialisations that modify the base (PiSSA, OLoRA, CorDA, LoRA-GA, LoftQ)', async () => {
+    for (const init of ['pissa', 'pissa_niter_4', 'olora', 'corda', 'lora_ga', 'loftq']) {
       const adapter = await open(peftFiles({ r: 1, lora_alpha: 1, init_lora_weights: init }, pair('q', 1, 2, 2)));
       expect(adapter.warnings.join('\n')).toContain(`"${init}"`);
       expect(adapter.warnings.join('\n')).toContain('modified base');
@@ -115,6 +115,28 @@ describe('PEFT adapters', () => {
       await expectFailure(peftFiles({ peft_type: type }, tensors), 'UNSUPPORTED_FORMAT', [`is neither a ${type} tensor`, 'q.lora_A', 'modules_to_save']);
     }
     await expectFailure(peftFiles({ peft_type: 'SOMETHING' }, tensors), 'UNSUPPORTED_FORMAT', ['unknown peft_type "SOMETHING"']);
+  });
+
+  it('refuses LoRA variants that are not W + s·B·A on the base, and reads their unset defaults as plain LoRA', async () => {
+    const tensors = pair('q', 2, 2, 2);
+    const variants: [string, unknown, string][] = [
+      ['layer_replication', [[0, 4], [2, 5]], 'deeper model'],
+      ['alora_invocation_tokens', [32, 1001], 'Activated LoRA'],
+      ['use_qalora', true, 'QALoRA'],
+      ['arrow_config', { top_k: 3, router_temperature: 1 }, 'Arrow'],
+      ['kasa_config', { beta: 1e-4, gamma: 1e-3 }, 'KaSA'],
+      ['use_bdlora', { target_modules_bd_a: ['q_proj'], target_modules_bd_b: [], nblocks: 2, match_strict: true }, 'BD-LoRA'],
+    ];
+    for (const [key, value, why] of variants) {
+      await expectFailure(peftFiles({ r: 2, [key]: value }, tensors), 'UNSUPPORTED_FORMAT', ['adapter_config.json', `"${key}" is set`, why]);
+    }
+    // PEFT writes every field; unset variants are null, false or an empty list.
+    const unset = await open(peftFiles({
+      r: 2, lora_alpha: 2, layer_replication: null, alora_invocation_tokens: null, use_qalora: false, arrow_config: null,
+      kasa_config: null, use_bdlora: null, monteclora_config: null,
+    }, tensors));
+    expect(unset.modules).toHaveLength(1);
+    expect(unset.warnings).toEqual([]);
   });
 
   it('names the module when ranks disagree or a factor is missing, all at once', async () => {

@@ -11,7 +11,8 @@ import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, t
 import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import {
-  FLUX, fluxBflTensors, fluxDiffusersTensors, loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, truthTerms, type LoraSpec,
+  FLUX, WAN, fluxBflTensors, fluxDiffusersTensors, loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, truthTerms, wanDiffusersTensors,
+  wanOriginalTensors, type LoraSpec,
 } from './helpers/diffusion-fixtures.js';
 import { expectMergedFile, type TruthTerm } from './helpers/merge-truth.js';
 
@@ -233,6 +234,49 @@ const sd15Processor: LoraSpec[] = [
   { down: 'text_encoder.text_model.encoder.layers.0.self_attn.k_proj.lora_linear_layer.down.weight', up: 'text_encoder.text_model.encoder.layers.0.self_attn.k_proj.lora_linear_layer.up.weight', r: 2, out: 12, in: 12, scale: 1, lands: [{ key: 'cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.k_proj.weight' }] },
 ];
 
+// --- Wan 2.1 / 2.2 ---------------------------------------------------------------------------------
+
+const WAN_FILE = 'wan2.1_i2v_480p_14B_bf16.safetensors';
+const wanOriginal = buildSafetensors(wanOriginalTensors(rand, 'BF16'));
+const wanDiffusers = buildSafetensors(wanDiffusersTensors(rand, 'BF16'));
+const { dim, ffn } = WAN;
+
+/** diffusers' Wan LoRAs (diffusers/finetrainers trainers): transformer.* diffusers names, α in lora_adapter_metadata. */
+const wanDiffusersLora: LoraSpec[] = [
+  peftStyle('transformer.blocks.0.attn1.to_q', 4, dim, dim, [{ key: 'blocks.0.self_attn.q.weight' }], 2),
+  peftStyle('transformer.blocks.1.attn1.to_out.0', 4, dim, dim, [{ key: 'blocks.1.self_attn.o.weight' }], 2),
+  peftStyle('transformer.blocks.0.attn2.add_k_proj', 4, dim, dim, [{ key: 'blocks.0.cross_attn.k_img.weight' }], 2),
+  peftStyle('transformer.blocks.1.attn2.to_v', 4, dim, dim, [{ key: 'blocks.1.cross_attn.v.weight' }], 2),
+  peftStyle('transformer.blocks.1.ffn.net.0.proj', 4, ffn, dim, [{ key: 'blocks.1.ffn.0.weight' }], 2),
+  peftStyle('transformer.blocks.0.ffn.net.2', 4, dim, ffn, [{ key: 'blocks.0.ffn.2.weight' }], 2),
+  peftStyle('transformer.condition_embedder.time_proj', 4, 6 * dim, dim, [{ key: 'time_projection.1.weight' }], 2),
+  peftStyle('transformer.condition_embedder.image_embedder.ff.net.2', 4, dim, WAN.img, [{ key: 'img_emb.proj.3.weight' }], 2),
+  peftStyle('transformer.proj_out', 4, WAN.patchOut, dim, [{ key: 'head.head.weight' }], 2),
+];
+const wanDiffusersMetadata = {
+  format: 'pt',
+  lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA' }),
+};
+/** Flattened diffusers names (OneTrainer's own key form) on Wan's own file. */
+const wanFlatDiffusers: LoraSpec[] = [
+  kohya('lora_transformer_blocks_1_attn1_to_k', 2, dim, dim, [{ key: 'blocks.1.self_attn.k.weight' }], { value: 1 }),
+  kohya('lora_transformer_condition_embedder_text_embedder_linear_1', 2, dim, WAN.text, [{ key: 'text_embedding.0.weight' }], { value: 2 }),
+];
+
+/** musubi-tuner's Wan LoRAs (networks/lora_wan.py): kohya form on Wan's own names; ComfyUI's diffusion_model. form. */
+const wanMusubi: LoraSpec[] = [
+  kohya('lora_unet_blocks_0_self_attn_v', 4, dim, dim, [{ key: 'blocks.0.attn1.to_v.weight' }], { value: 4 }),
+  kohya('lora_unet_blocks_1_cross_attn_o', 4, dim, dim, [{ key: 'blocks.1.attn2.to_out.0.weight' }], { value: 2 }),
+  kohya('lora_unet_blocks_1_cross_attn_v_img', 4, dim, dim, [{ key: 'blocks.1.attn2.add_v_proj.weight' }], { value: 1 }),
+  kohya('lora_unet_blocks_0_ffn_0', 4, ffn, dim, [{ key: 'blocks.0.ffn.net.0.proj.weight' }], { value: 4 }),
+  kohya('lora_unet_time_embedding_2', 2, dim, dim, [{ key: 'condition_embedder.time_embedder.linear_2.weight' }], { value: 1 }),
+];
+const wanComfy: LoraSpec[] = [
+  peftStyle('diffusion_model.blocks.1.ffn.2', 3, dim, ffn, [{ key: 'blocks.1.ffn.net.2.weight' }], 1),
+  peftStyle('diffusion_model.head.head', 3, WAN.patchOut, dim, [{ key: 'proj_out.weight' }], 1),
+  peftStyle('diffusion_model.img_emb.proj.1', 3, WAN.img, WAN.img, [{ key: 'condition_embedder.image_embedder.ff.net.0.proj.weight' }], 1),
+];
+
 const CASES: Case[] = [
   {
     name: 'Flux BFL single file ← kohya (+CLIP-L modules), ai-toolkit, XLabs, ComfyUI and OneTrainer LoRAs together',
@@ -253,6 +297,23 @@ const CASES: Case[] = [
     adapters: [
       { file: 'kohya-flux.safetensors', specs: kohyaFlux('diffusers'), weight: 1 },
       { file: 'xlabs.safetensors', specs: xlabsFlux('diffusers'), weight: 0.7 },
+    ],
+  },
+  {
+    name: 'Wan I2V in Wan\'s own naming ← diffusers-named Wan LoRAs (dotted and flattened)',
+    base: { [WAN_FILE]: wanOriginal }, baseName: WAN_FILE,
+    adapters: [
+      { file: 'pytorch_lora_weights.safetensors', specs: wanDiffusersLora, weight: 0.8, metadata: wanDiffusersMetadata },
+      { file: 'onetrainer-wan.safetensors', specs: wanFlatDiffusers, weight: 1 },
+    ],
+  },
+  {
+    name: 'diffusers Wan transformer ← musubi-tuner and ComfyUI LoRAs in Wan\'s own naming',
+    base: { 'diffusion_pytorch_model.safetensors': wanDiffusers, 'config.json': JSON.stringify({ _class_name: 'WanTransformer3DModel' }) },
+    baseName: 'transformer',
+    adapters: [
+      { file: 'musubi-wan.safetensors', specs: wanMusubi, weight: 1, metadata: { ss_network_module: 'networks.lora_wan' } },
+      { file: 'comfyui-wan.safetensors', specs: wanComfy, weight: -0.6 },
     ],
   },
   {
@@ -319,3 +380,15 @@ for (const c of CASES) {
     }
   });
 }
+
+describe('Wan block norms, whose names swap meaning between the two namings', () => {
+  it('a diffusers-named norm diff on Wan\'s own file is refused by name, not placed on another norm', async () => {
+    const diff = tensor(rand, 'diffusion_model.blocks.0.norm2.diff', [WAN.dim], 'F32');
+    const lora = buildSafetensors([diff]);
+    const prepared = await prepareMerge(memoryInputFileSet({ [WAN_FILE]: wanOriginal }, WAN_FILE), [
+      { files: memoryInputFileSet({ 'norm-diff.safetensors': lora }, 'norm-diff.safetensors'), weight: 1 },
+    ]);
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([expect.stringMatching(/module "diffusion_model\.blocks\.0\.norm2": no matching tensor/)]);
+    await prepared.close();
+  });
+});

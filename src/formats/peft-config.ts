@@ -47,6 +47,28 @@ const KNOWN_UNSUPPORTED_TYPES = new Set([
   'P_TUNING', 'LN_TUNING', 'POLY', 'FOURIERFT', 'HRA', 'VBLORA', 'BONE', 'XLORA',
 ]);
 
+/**
+ * LoraConfig fields that make an adapter something other than W + s·B·A on the base as it is:
+ * merging such a file like a plain LoRA would write a wrong model, so each is refused by name
+ * (PEFT itself cannot merge aLoRA, QALoRA or an Arrow router either).
+ */
+const LORA_VARIANTS_NOT_MERGED: readonly { key: string; why: string }[] = [
+  { key: 'layer_replication', why: 'it builds a deeper model than the base by repeating layers (each copy with its own LoRA), which a merge into the base cannot hold' },
+  { key: 'alora_invocation_tokens', why: 'Activated LoRA applies only from its invocation tokens on; PEFT cannot merge it either' },
+  { key: 'use_qalora', why: 'QALoRA adapts pooled inputs of a GPTQ model; PEFT cannot merge it either' },
+  { key: 'arrow_config', why: 'an Arrow router picks among adapters per token; PEFT cannot merge it either' },
+  { key: 'kasa_config', why: 'KaSA truncates the base weight\'s smallest singular values before training, and that truncation is not in the file' },
+  { key: 'use_bdlora', why: 'block-diagonal (BD-LoRA) factors are not read yet' },
+];
+
+function refuseUnmergedVariants(obj: Record<string, unknown>, file: string): void {
+  for (const { key, why } of LORA_VARIANTS_NOT_MERGED) {
+    const v = obj[key];
+    const set = v !== undefined && v !== null && v !== false && !(Array.isArray(v) && v.length === 0);
+    if (set) throw new MergeError('UNSUPPORTED_FORMAT', `${file}: "${key}" is set: ${why}; such adapters are not supported`);
+  }
+}
+
 export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
   const raw = parseBoundedJson(text, file);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
@@ -63,6 +85,7 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
     throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (LORA, LOHA, LOKR, VERA, OFT, BOFT and IA3 adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
+  refuseUnmergedVariants(obj, file);
 
   const r = positiveNumber(obj, 'r', PEFT_DEFAULT_R, file, defaulted, true);
   const loraAlpha = finiteNumber(obj, 'lora_alpha', PEFT_DEFAULT_ALPHA, file, defaulted);
@@ -145,9 +168,10 @@ export function lookupPattern(table: [ModulePattern, number][], path: string, fa
 
 /** True when init_lora_weights names a method that modifies the base weights while training. */
 export function isModifiedBaseInit(init: string | null): boolean {
-  // PiSSA and OLoRA (and CorDA) move the principal part out of W before training, so the saved
-  // factors only make sense against that modified base. "pissa_niter_4" is a PiSSA variant.
-  return init !== null && /^(pissa|olora|corda)/i.test(init);
+  // PiSSA and OLoRA (and CorDA, LoRA-GA) move part of W into the factors before training, and LoftQ
+  // replaces W by its quantization, so the saved factors only make sense against that modified
+  // base. "pissa_niter_4" is a PiSSA variant.
+  return init !== null && /^(pissa|olora|corda|loftq|lora_ga)/i.test(init);
 }
 
 function positiveNumber(

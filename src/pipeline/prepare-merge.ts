@@ -15,6 +15,7 @@ import { planModelFolder, type ModelFolderPlan } from '../plan/model-folder.js';
 import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
 import { MergeError } from '../errors.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
+import { quantizedWeightProblems } from '../plan/quantized-weights.js';
 
 /** One adapter for {@link prepareMerge}: its files and the weight it is merged at. */
 export interface AdapterInput {
@@ -72,6 +73,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     plan.warnings.unshift(...base.warnings);
     plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
+    plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config));
     plan.warnings.push(...(base.planWarnings?.(plan) ?? []));
     if (dequantized) {
       const counts = [dequantized.fourBit ? `${dequantized.fourBit} 4-bit` : '', dequantized.eightBit ? `${dequantized.eightBit} 8-bit` : ''].filter(Boolean).join(' and ');

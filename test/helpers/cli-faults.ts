@@ -13,10 +13,15 @@ export const canMount = (() => {
   return probe.status === 0;
 })();
 
-/** Can this process run a command as the unprivileged user `nobody`? */
+/**
+ * Can this process run the CLI as the unprivileged user `nobody`? Both must hold: `setpriv` works, and
+ * `nobody` can reach the checkout (a clone inside a private folder, such as one made by `mktemp -d`,
+ * is not readable by other users, so the CLI would not even start there).
+ */
 export const canDropPrivileges = (() => {
   if (process.platform !== 'linux' || process.getuid?.() !== 0) return false;
-  return spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'true'], { stdio: 'ignore' }).status === 0;
+  const probe = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, '--version'], { stdio: 'ignore' });
+  return probe.status === 0;
 })();
 
 function collect(command: string, args: string[], timeoutMs: number): Promise<CliResult> {

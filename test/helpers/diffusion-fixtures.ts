@@ -90,6 +90,63 @@ export function fluxDiffusersTensors(rand: Rand, dtype: FixtureDType, d: FluxDim
 // --- LoRA modules -----------------------------------------------------------------------------------
 
 /** One LoRA module: its factors' names and shapes, its scale, and where its ΔW rows land. */
+// --- Wan 2.1 / 2.2 ---------------------------------------------------------------------------------
+
+/**
+ * Wan with model width `dim` (1536 for 1.3B, 5120 for 14B), FFN `ffn` (8960 / 13824), text width
+ * `text` (4096), time frequencies `freq` (256), CLIP image width `img` (1280), 2 blocks, image-to-video
+ * parts (k_img, v_img, img_emb) included.
+ */
+export interface WanDims { dim: number; ffn: number; text: number; freq: number; img: number; patchOut: number }
+export const WAN: WanDims = { dim: 8, ffn: 20, text: 12, freq: 6, img: 10, patchOut: 16 };
+
+/** Wan-AI's own file (diffusion_pytorch_model.safetensors of Wan2.1-I2V, and Comfy-Org's repackaged ones). */
+export function wanOriginalTensors(rand: Rand, dtype: FixtureDType, d: WanDims = WAN): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, name, shape, dtype);
+  const f32 = (name: string, shape: number[]) => tensor(rand, name, shape, 'F32');
+  const out: FixtureTensor[] = [
+    w('text_embedding.0.weight', [d.dim, d.text]), w('text_embedding.2.weight', [d.dim, d.dim]),
+    w('time_embedding.0.weight', [d.dim, d.freq]), w('time_embedding.2.weight', [d.dim, d.dim]),
+    w('time_projection.1.weight', [6 * d.dim, d.dim]), f32('time_projection.1.bias', [6 * d.dim]),
+    f32('img_emb.proj.0.weight', [d.img]), w('img_emb.proj.1.weight', [d.img, d.img]), w('img_emb.proj.3.weight', [d.dim, d.img]), f32('img_emb.proj.4.weight', [d.dim]),
+  ];
+  for (let i = 0; i < 2; i++) {
+    const b = `blocks.${i}`;
+    out.push(f32(`${b}.modulation`, [1, 6, d.dim]));
+    for (const p of ['q', 'k', 'v', 'o']) out.push(w(`${b}.self_attn.${p}.weight`, [d.dim, d.dim]), f32(`${b}.self_attn.${p}.bias`, [d.dim]));
+    for (const p of ['q', 'k', 'v', 'o', 'k_img', 'v_img']) out.push(w(`${b}.cross_attn.${p}.weight`, [d.dim, d.dim]));
+    out.push(f32(`${b}.self_attn.norm_q.weight`, [d.dim]), f32(`${b}.cross_attn.norm_k_img.weight`, [d.dim]));
+    out.push(f32(`${b}.norm3.weight`, [d.dim]), f32(`${b}.norm3.bias`, [d.dim]));
+    out.push(w(`${b}.ffn.0.weight`, [d.ffn, d.dim]), f32(`${b}.ffn.0.bias`, [d.ffn]), w(`${b}.ffn.2.weight`, [d.dim, d.ffn]));
+  }
+  out.push(w('head.head.weight', [d.patchOut, d.dim]), f32('head.modulation', [1, 2, d.dim]));
+  return out;
+}
+
+/** diffusers' WanTransformer3DModel (transformer/diffusion_pytorch_model.safetensors of Wan2.1-I2V-*-Diffusers). */
+export function wanDiffusersTensors(rand: Rand, dtype: FixtureDType, d: WanDims = WAN): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, name, shape, dtype);
+  const f32 = (name: string, shape: number[]) => tensor(rand, name, shape, 'F32');
+  const c = 'condition_embedder';
+  const out: FixtureTensor[] = [
+    w(`${c}.text_embedder.linear_1.weight`, [d.dim, d.text]), w(`${c}.text_embedder.linear_2.weight`, [d.dim, d.dim]),
+    w(`${c}.time_embedder.linear_1.weight`, [d.dim, d.freq]), w(`${c}.time_embedder.linear_2.weight`, [d.dim, d.dim]),
+    w(`${c}.time_proj.weight`, [6 * d.dim, d.dim]),
+    f32(`${c}.image_embedder.norm1.weight`, [d.img]), w(`${c}.image_embedder.ff.net.0.proj.weight`, [d.img, d.img]),
+    w(`${c}.image_embedder.ff.net.2.weight`, [d.dim, d.img]), f32(`${c}.image_embedder.norm2.weight`, [d.dim]),
+  ];
+  for (let i = 0; i < 2; i++) {
+    const b = `blocks.${i}`;
+    out.push(f32(`${b}.scale_shift_table`, [1, 6, d.dim]));
+    for (const p of ['to_q', 'to_k', 'to_v', 'to_out.0']) out.push(w(`${b}.attn1.${p}.weight`, [d.dim, d.dim]));
+    for (const p of ['to_q', 'to_k', 'to_v', 'to_out.0', 'add_k_proj', 'add_v_proj']) out.push(w(`${b}.attn2.${p}.weight`, [d.dim, d.dim]));
+    out.push(f32(`${b}.attn1.norm_q.weight`, [d.dim]), f32(`${b}.attn2.norm_added_k.weight`, [d.dim]), f32(`${b}.norm2.weight`, [d.dim]));
+    out.push(w(`${b}.ffn.net.0.proj.weight`, [d.ffn, d.dim]), w(`${b}.ffn.net.2.weight`, [d.dim, d.ffn]));
+  }
+  out.push(w('proj_out.weight', [d.patchOut, d.dim]), f32('scale_shift_table', [1, 2, d.dim]));
+  return out;
+}
+
 export interface LoraSpec {
   down: string;
   up: string;

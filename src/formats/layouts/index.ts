@@ -15,6 +15,7 @@ import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
 import { openclipText } from './openclip-text.js';
 import { sd3Sai } from './sd3-sai.js';
+import { wanOriginal } from './wan-original.js';
 import { xlabsFlux } from './xlabs-flux.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
 import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
@@ -29,7 +30,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * map, and its answer must not be preempted by a suffix match on the base's own names), then
  * names as the base spells them, then translations.
  */
-export const LAYOUTS: readonly Layout[] = [hfToGguf, ggufExpertSlices, vlmCheckpoint, dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux];
+export const LAYOUTS: readonly Layout[] = [hfToGguf, ggufExpertSlices, vlmCheckpoint, dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux, wanOriginal];
 
 export type Location =
   | { found: true; targets: Placement[]; layout: string }

@@ -1,0 +1,61 @@
+/**
+ * Layout: Wan 2.1/2.2 video transformers in Wan's own naming (the files Wan-AI, Comfy-Org and
+ * musubi-tuner use: `blocks.N.self_attn.q`, `blocks.N.ffn.0`) and in diffusers'
+ * (`blocks.N.attn1.to_q`, `blocks.N.ffn.net.0.proj`), either way round, as diffusers maps them
+ * (scripts/convert_wan_to_diffusers.py, loaders/lora_conversion_utils.py
+ * _convert_non_diffusers_wan_lora_to_diffusers). Every tensor is one to one; nothing is fused.
+ *
+ * Left out on purpose: the block norms. Wan's cross-attention norm is `norm3` and diffusers' is
+ * `norm2` (and Wan's `norm2` is diffusers' `norm3`), so the same name means different tensors in the
+ * two namings; diffusers' own converter drops norm diffs. A norm module in the other naming finds
+ * no rule here and is refused by name, never placed on the wrong norm.
+ */
+import { RenameTable, type RenameRule } from './fused-renames.js';
+import type { Layout } from './layout.js';
+
+const one = (wan: string, diffusers: string): RenameRule => ({ fused: wan, parts: [{ name: diffusers, units: 1 }] });
+
+/** The renames inside one attention/FFN block, for the main blocks and VACE's. */
+function blockRules(blocks: string): RenameRule[] {
+  const B = `${blocks}.{i}`;
+  return [
+    one(`${B}.self_attn.q`, `${B}.attn1.to_q`),
+    one(`${B}.self_attn.k`, `${B}.attn1.to_k`),
+    one(`${B}.self_attn.v`, `${B}.attn1.to_v`),
+    one(`${B}.self_attn.o`, `${B}.attn1.to_out.0`),
+    one(`${B}.cross_attn.q`, `${B}.attn2.to_q`),
+    one(`${B}.cross_attn.k`, `${B}.attn2.to_k`),
+    one(`${B}.cross_attn.v`, `${B}.attn2.to_v`),
+    one(`${B}.cross_attn.o`, `${B}.attn2.to_out.0`),
+    // Image-to-video models' extra cross-attention on the CLIP image tokens.
+    one(`${B}.cross_attn.k_img`, `${B}.attn2.add_k_proj`),
+    one(`${B}.cross_attn.v_img`, `${B}.attn2.add_v_proj`),
+    one(`${B}.ffn.0`, `${B}.ffn.net.0.proj`),
+    one(`${B}.ffn.2`, `${B}.ffn.net.2`),
+  ];
+}
+
+export const WAN_RULES: readonly RenameRule[] = [
+  ...blockRules('blocks'),
+  ...blockRules('vace_blocks'),
+  one('vace_blocks.{i}.before_proj', 'vace_blocks.{i}.proj_in'),
+  one('vace_blocks.{i}.after_proj', 'vace_blocks.{i}.proj_out'),
+  one('time_embedding.0', 'condition_embedder.time_embedder.linear_1'),
+  one('time_embedding.2', 'condition_embedder.time_embedder.linear_2'),
+  one('text_embedding.0', 'condition_embedder.text_embedder.linear_1'),
+  one('text_embedding.2', 'condition_embedder.text_embedder.linear_2'),
+  one('time_projection.1', 'condition_embedder.time_proj'),
+  one('img_emb.proj.1', 'condition_embedder.image_embedder.ff.net.0.proj'),
+  one('img_emb.proj.3', 'condition_embedder.image_embedder.ff.net.2'),
+  one('head.head', 'proj_out'),
+];
+
+const table = new RenameTable(WAN_RULES, () => false);
+
+export const wanOriginal: Layout = {
+  name: 'wan-original',
+  resolve(address, base) {
+    if (address.part !== undefined && address.part !== 'unet') return undefined;
+    return table.resolve(address.path, base);
+  },
+};

@@ -1,0 +1,111 @@
+/**
+ * Bases whose weights are quantized codes beside scale tensors, as the Hub ships them: block-wise fp8
+ * (Qwen3-8B-FP8, DeepSeek-V3: `weight_scale_inv` per 128 × 128 block, quantization_config
+ * quant_method "fp8"), compressed-tensors FP8-dynamic (RedHat / neuralmagic: `weight_scale` per
+ * output channel), ModelOpt NVFP4 (packed U8 codes, fp8 `weight_scale` per 16 inputs and an f32
+ * `weight_scale_2`). Adding ΔW to the codes as if they were weights would write a wrong model
+ * without a word, so each is refused by name until it is read as what it is; the CLI leaves nothing
+ * at the output path.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
+import { runCli } from './helpers/cli.js';
+import { buildSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+
+const rand = seededRandom(4242);
+const d = 256;
+const r = 4;
+const q = 'model.layers.0.self_attn.q_proj';
+
+const peftLora = {
+  'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 8, target_modules: ['q_proj'] }),
+  'adapter_model.safetensors': buildSafetensors([
+    { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: randomValues(r * d, rand) },
+    { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: randomValues(d * r, rand) },
+  ]),
+};
+
+const fp8Codes = (name: string, rows: number, cols: number): FixtureTensor => ({
+  name, dtype: 'F8_E4M3', shape: [rows, cols], data: Array.from(randomValues(rows * cols, rand), (x) => Math.round(x * 8) / 16),
+});
+const norm: FixtureTensor = { name: 'model.norm.weight', dtype: 'BF16', shape: [d], data: randomValues(d, rand) };
+
+interface QuantizedCase { name: string; tensors: FixtureTensor[]; quantization: Record<string, unknown>; scale: string; method: string }
+
+const CASES: QuantizedCase[] = [
+  {
+    name: 'block-wise fp8 (Qwen3-8B-FP8)',
+    tensors: [fp8Codes(`${q}.weight`, d, d), { name: `${q}.weight_scale_inv`, dtype: 'F32', shape: [2, 2], data: [0.01, 0.02, 0.03, 0.04] }, norm],
+    quantization: { activation_scheme: 'dynamic', fmt: 'e4m3', quant_method: 'fp8', weight_block_size: [128, 128] },
+    scale: `${q}.weight_scale_inv`, method: 'fp8',
+  },
+  {
+    name: 'compressed-tensors FP8-dynamic (RedHat Llama-3.1-8B-Instruct-FP8-dynamic)',
+    tensors: [fp8Codes(`${q}.weight`, d, d), { name: `${q}.weight_scale`, dtype: 'BF16', shape: [d, 1], data: randomValues(d, rand, 0.01) }, norm],
+    quantization: { quant_method: 'compressed-tensors', format: 'float-quantized', config_groups: { group_0: { targets: ['Linear'], weights: { num_bits: 8, type: 'float', strategy: 'channel' } } } },
+    scale: `${q}.weight_scale`, method: 'compressed-tensors',
+  },
+  {
+    name: 'ModelOpt NVFP4 (nvidia Llama-3.1-8B-Instruct-FP4)',
+    tensors: [
+      { name: `${q}.weight`, dtype: 'U8', shape: [d, d / 2], data: Array.from({ length: (d * d) / 2 }, (_, i) => i % 256) },
+      { name: `${q}.weight_scale`, dtype: 'F8_E4M3', shape: [d, d / 16], data: Array.from({ length: (d * d) / 16 }, () => 0.5) },
+      { name: `${q}.weight_scale_2`, dtype: 'F32', shape: [], data: [0.001] },
+      { name: `${q}.input_scale`, dtype: 'F32', shape: [], data: [0.01] },
+      norm,
+    ],
+    quantization: { quant_method: 'modelopt', quant_algo: 'NVFP4', group_size: 16 },
+    scale: `${q}.weight_scale`, method: 'modelopt',
+  },
+];
+
+const folder = (c: QuantizedCase) => ({
+  'model.safetensors': buildSafetensors(c.tensors),
+  'config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', quantization_config: c.quantization }),
+});
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+describe('quantized bases the merge does not read are refused by name', () => {
+  for (const c of CASES) {
+    it(c.name, async () => {
+      const prepared = await prepareMerge(memoryInputFileSet(folder(c), 'model'), [{ files: memoryInputFileSet(peftLora, 'adapter'), weight: 1 }]);
+      try {
+        const messages = prepared.plan.problems.map((p) => p.message);
+        expect(messages).toHaveLength(1);
+        expect(messages[0]).toContain(`module "${q}"`);
+        // A packed U8 weight is refused for its dtype before any scale is looked at; fp8 codes for their scale.
+        if (c.tensors[0].dtype !== 'U8') expect(messages[0]).toContain(`scale in ${c.scale} (config.json quantization_config: ${c.method})`);
+      } finally {
+        await prepared.close();
+      }
+    });
+  }
+
+  it('the CLI says so in one line and writes nothing', async () => {
+    const dir = temp.make({ ...Object.fromEntries(Object.entries(folder(CASES[0])).map(([k, v]) => [`base/${k}`, v])), ...Object.fromEntries(Object.entries(peftLora).map(([k, v]) => [`adapter/${k}`, v])) });
+    const out = join(dir, 'merged');
+    const run = await runCli(['merge', '--base', join(dir, 'base'), '--adapter', join(dir, 'adapter'), '--out', out, '--backend', 'cpu']);
+    expect(run.code).not.toBe(0);
+    const errorLines = run.stderr.trim().split('\n').filter((l) => l.startsWith('error'));
+    expect(errorLines).toHaveLength(1);
+    expect(errorLines[0]).toMatch(/q_proj\.weight is stored quantized, with its scale in .*weight_scale_inv .*use the unquantized model/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('a config.json naming another quantization method refuses a weight without scale tensors too', async () => {
+    const files = {
+      'model.safetensors': buildSafetensors([{ name: `${q}.weight`, dtype: 'F16', shape: [d, d], data: randomValues(d * d, rand) }, norm]),
+      'config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], quantization_config: { quant_method: 'fbgemm_fp8' } }),
+    };
+    const prepared = await prepareMerge(memoryInputFileSet(files, 'model'), [{ files: memoryInputFileSet(peftLora, 'adapter'), weight: 1 }]);
+    try {
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual([expect.stringContaining('config.json says the base is quantized with fbgemm_fp8')]);
+    } finally {
+      await prepared.close();
+    }
+  });
+});
