@@ -4,7 +4,8 @@
  * thread would otherwise sit waiting, so it takes blocks too and one core needs no worker (each
  * costs about 10 MiB). W and the output are shared memory the threads use in place (slabs read
  * into {@link RowBlockPool.slabMemory}, outputs taken from it) or else go through one scratch
- * SharedArrayBuffer, and each worker is sent a tensor's right factor only once. Cancellation stops handing out blocks; those in flight finish.
+ * SharedArrayBuffer, and each worker is sent a tensor's right factor only once. Cancellation
+ * stops handing out blocks; those in flight finish.
  *
  * Measured on the 0.97 GB benchmark model (2 cores, CLI, alternating runs): one worker per core
  * with an idle calling thread was 10–20 % faster (1.5–1.8 s against 1.7–2.1 s) but its peak RSS
@@ -14,9 +15,8 @@
 import { DTYPE_BYTES } from '../../dtype.js';
 import { MergeError } from '../../errors.js';
 import type { MergeOp } from '../merge-op.js';
-import { checkOp } from '../op-shape.js';
+import { checkOp, type OpShape } from '../op-shape.js';
 import { opRows, runStepsPiece, stepRowGranule, type StepsResult } from './step-rows.js';
-import type { OpShape } from '../op-shape.js';
 import type { CertificationStats } from '../exact/recompute.js';
 import type { CpuMergePool } from './cpu-backend.js';
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
@@ -79,16 +79,17 @@ export class RowBlockPool implements CpuMergePool {
   private readonly local: Promise<WasmKernel>;
 
   /**
-   * The workers merge, and the calling thread too unless `callerTakesBlocks` is false (a thread
-   * that must stay free for I/O, such as a page's worker writing synchronously to disk).
-   */
-  /**
    * Shared memory for the pipeline's slabs and the backend's outputs, which the threads then read
    * and write in place; absent where a sink cannot take shared memory (a browser's Blob and file
    * writes refuse it).
    */
   readonly slabMemory?: (bytes: number) => SharedArrayBuffer;
 
+  /**
+   * The workers merge, and the calling thread too unless `callerTakesBlocks` is false (a thread
+   * that must stay free for I/O, such as a page's worker writing synchronously to disk).
+   * `sharedSlabs`: offer {@link slabMemory}.
+   */
   constructor(workers: PoolWorker[], private readonly yieldToEvents: YieldToEvents, private readonly callerTakesBlocks = true,
     options: { sharedSlabs?: boolean } = {}) {
     if (options.sharedSlabs) this.slabMemory = (bytes) => new SharedArrayBuffer(bytes);
