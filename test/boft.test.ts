@@ -6,37 +6,20 @@
  * unflatten/transpose/einsum loop as index arithmetic, and PEFT's dense P·diag(R)·Pᵀ products with
  * its block_butterfly_perm.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { createWebGpuBackend } from '../src/engine/create-backend.js';
-import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
+import { describe, expect, it } from 'vitest';
+import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { isMergeError } from '../src/errors.js';
 import { lycorisButterflyGather, peftButterflyGather } from '../src/algorithms/math/boft.js';
 import { describePlan } from '../src/cli/plan-report.js';
 import { estimateUpdateMagnitudes } from '../src/plan/update-magnitudes.js';
 import { moduleLimitProblem } from '../src/plan/request-checks.js';
 import type { AdapterModule } from '../src/formats/adapter.js';
-import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { asMat, block, blockDiag, eye, flat, inverse, lin, mul, transpose, type Mat } from './helpers/dense-f64.js';
 import { expectMerged } from './helpers/expect-merged.js';
+import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 
-const backends: Record<string, MergeBackend | undefined> = {};
-let nodeGpu: NodeGpu | undefined;
-beforeAll(async () => {
-  backends['cpu (js)'] = new CpuBackend('test', { executor: 'js' });
-  backends['cpu (wasm)'] = new CpuBackend('test');
-  nodeGpu = await getNodeGpu();
-  try {
-    backends.webgpu = await createWebGpuBackend(nodeGpu.gpu);
-  } catch (e) {
-    if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
-  }
-});
-afterAll(() => {
-  for (const b of Object.values(backends)) b?.dispose();
-  nodeGpu?.dispose();
-});
+const backends = mergeBackends({ cpu: 'both' });
 
 interface T { shape: number[]; dtype: FixtureDType; v: Float64Array }
 const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
@@ -131,13 +114,8 @@ function peftTruth(w: Float64Array, out: number, boftR: T, boftS: Float64Array, 
 interface Adapter { files: Record<string, Uint8Array>; name: string; weight: number }
 
 async function merge(backend: MergeBackend, base: Record<string, T>, adapters: Adapter[], outDtype?: string) {
-  const prepared = await prepareMerge(memoryInputFileSet({ 'model.safetensors': buildSafetensors(Object.entries(base).map(([k, t]) => fx(k, t))) }, 'base'),
-    adapters.map((a) => ({ files: memoryInputFileSet(a.files, a.name), weight: a.weight })));
-  expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-  const output = createBlobOutputTarget();
-  await mergeModel({ prepared, output, backend, slabBytes: 4096, ...(outDtype ? { outDtype } : {}) });
-  await prepared.close();
-  return decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())).tensors;
+  const baseFile = buildSafetensors(Object.entries(base).map(([k, t]) => fx(k, t)));
+  return (await mergeInMemory({ backend, base: { 'model.safetensors': baseFile }, adapters, outDtype })).tensors;
 }
 
 const peftFolder = (config: object, tensors: FixtureTensor[]) => ({

@@ -4,12 +4,11 @@
  * low-rank difference within 1e-3 of the optimal error, bad input is one line with nothing left at
  * --out, and Ctrl-C stops them the same way.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { kohyaFile, peftFiles } from './helpers/adapter-fixtures.js';
-import { CLI, errorLines, listDir, runCli } from './helpers/cli.js';
+import { errorLines, listDir, runCli, runCliActingAtStart } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { dense, frob2, gaussian, minus, optimalError, product, withSpectrum, type Dense } from './helpers/svd-reference.js';
 
@@ -204,15 +203,8 @@ describe('cancelling', () => {
       'tuned.safetensors': buildSafetensors([{ name, dtype: 'F32', shape: [n, n], data: Float64Array.from({ length: n * n }, () => gaussian(rand) * 0.01) }]),
     });
     const before = listDir(dir);
-    const child = spawn(process.execPath, [CLI, 'extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'),
-      '--rank', '64', '--out', join(dir, 'lora'), '--backend', 'cpu'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    let interrupted = false;
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      if (!interrupted && stderr.includes('backend:')) interrupted = child.kill('SIGINT');
-    });
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    const { code, stderr } = await runCliActingAtStart(['extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'),
+      '--rank', '64', '--out', join(dir, 'lora'), '--backend', 'cpu'], (child) => child.kill('SIGINT'));
     expect(code, stderr).toBe(130);
     expect(errorLines(stderr)).toEqual(['error: extract cancelled']);
     expect(listDir(dir)).toEqual(before);

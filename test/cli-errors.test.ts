@@ -2,11 +2,10 @@
  * Every kind of broken input through the CLI: a non-zero exit, one `error:` line that names the
  * file, tensor or module at fault, no stack trace, and nothing at (or beside) --out.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, errorLines, listDir, runCli } from './helpers/cli.js';
+import { errorLines, listDir, longMergeInputs, runCli, runCliActingAtStart } from './helpers/cli.js';
 import { buildRawSafetensors, buildSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
 const temp = tempDirs();
@@ -160,36 +159,28 @@ describe('broken input through the CLI', () => {
     expect(listDir(outDir)).toEqual([]);
   });
 
-  it('prints usage errors for a --weight without an adapter', async () => {
-    const result = await runCli(['merge', '--weight', '2', '--base', 'x', '--adapter', 'y', '--out', 'z']);
-    expect(result.code).toBe(2);
-    expect(errorLines(result.stderr)[0]).toMatch(/--weight must follow/);
+  it('prints usage errors for a --weight without an adapter, and for two on one adapter (merge and combine)', async () => {
+    for (const [args, message] of [
+      [['merge', '--weight', '2', '--base', 'x', '--adapter', 'y', '--out', 'z'], /--weight must follow/],
+      [['merge', '--base', 'x', '--adapter', 'y', '--weight', '2', '--weight', '3', '--out', 'z'], /adapter y has two --weight values/],
+      [['combine', '--weight', '2', '--adapter', 'y', '--method', 'cat', '--out', 'z'], /--weight must follow/],
+      [['combine', '--adapter', 'y', '--weight', '2', '--weight', '3', '--method', 'cat', '--out', 'z'], /adapter y has two --weight values/],
+    ] as [string[], RegExp][]) {
+      const result = await runCli(args);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(errorLines(result.stderr), args.join(' ')).toHaveLength(1);
+      expect(errorLines(result.stderr)[0], args.join(' ')).toMatch(message);
+    }
   });
 });
 
 describe('cancelling the CLI', () => {
   it('stops on Ctrl-C (SIGINT), exits 130 and leaves nothing at --out', async () => {
     // One 64 MB f32 tensor with an update: long enough on any backend to be interrupted.
-    const rows = 4096, cols = 4096;
-    const big = buildSafetensors([{ name: 'model.layers.0.self_attn.q_proj.weight', dtype: 'F32', shape: [rows, cols], data: new Uint8Array(rows * cols * 4) }]);
-    const baseDir = tempDir({ 'base.safetensors': big });
-    const adapterDir = tempDir({
-      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 64, lora_alpha: 64 }),
-      'adapter_model.safetensors': buildSafetensors([
-        { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', dtype: 'F32', shape: [64, cols], data: new Uint8Array(64 * cols * 4) },
-        { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', dtype: 'F32', shape: [rows, 64], data: new Uint8Array(rows * 64 * 4) },
-      ]),
-    });
+    const { base, adapter } = longMergeInputs(tempDir, 'model.layers.0.self_attn.q_proj', 64);
     const outDir = tempDir({});
-    const child = spawn(process.execPath, [CLI, 'merge', '--base', join(baseDir, 'base.safetensors'), '--adapter', adapterDir,
-      '--out', join(outDir, 'merged.safetensors'), '--backend', 'webgpu'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    let interrupted = false;
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      if (!interrupted && stderr.includes('backend:')) interrupted = child.kill('SIGINT');
-    });
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    const { code, stderr } = await runCliActingAtStart(['merge', '--base', base, '--adapter', adapter,
+      '--out', join(outDir, 'merged.safetensors'), '--backend', 'webgpu'], (child) => child.kill('SIGINT'));
     expect(code, stderr).toBe(130);
     expect(errorLines(stderr)).toEqual(['error: merge cancelled']);
     expect(listDir(outDir)).toEqual([]);

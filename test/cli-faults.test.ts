@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, errorLines, listDir, runCli } from './helpers/cli.js';
+import { CLI, errorLines, listDir, longMergeInputs, runCli } from './helpers/cli.js';
 import { canDropPrivileges, canMount, runCliUnprivileged, runCliWithMounts } from './helpers/cli-faults.js';
 import { buildSafetensors, decodeSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -55,20 +55,7 @@ function expectOneLine(stderr: string, message: RegExp): void {
 }
 
 /** A 64 MB base and a rank-16 adapter: a merge long enough to be interrupted. */
-function bigInputs() {
-  const rows = 4096, cols = 4096, rank = 16;
-  const baseDir = temp.make({
-    'base.safetensors': buildSafetensors([{ name: `${q}.weight`, dtype: 'F32', shape: [rows, cols], data: new Uint8Array(rows * cols * 4) }]),
-  });
-  const adapterDir = temp.make({
-    'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: rank }),
-    'adapter_model.safetensors': buildSafetensors([
-      { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [rank, cols], data: new Uint8Array(rank * cols * 4) },
-      { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [rows, rank], data: new Uint8Array(rows * rank * 4) },
-    ]),
-  });
-  return { base: join(baseDir, 'base.safetensors'), adapter: adapterDir };
-}
+const bigInputs = () => longMergeInputs(temp.make, q, 16);
 
 /** Starts a merge and sends `signal` once `ready(stderr, outDir)` holds. */
 function interrupt(args: string[], outDir: string, signal: NodeJS.Signals, ready: () => boolean): Promise<{ code: number | null; stderr: string }> {

@@ -5,29 +5,14 @@
  * row; LyCORIS's dora_scale (per input column) needs every row and is streamed in two passes.
  * Both backends, row slabs, against float64 truth.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { createWebGpuBackend } from '../src/engine/create-backend.js';
-import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
-import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { describe, expect, it } from 'vitest';
+import { type MergeBackend } from '../src/index.js';
+import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { expectMerged } from './helpers/expect-merged.js';
+import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { dora } from './helpers/dense-f64.js';
 
-const backends: Record<string, MergeBackend | undefined> = {};
-let nodeGpu: NodeGpu | undefined;
-beforeAll(async () => {
-  backends['cpu (js)'] = new CpuBackend('test', { executor: 'js' });
-  backends['cpu (wasm)'] = new CpuBackend('test');
-  nodeGpu = await getNodeGpu();
-  try {
-    backends.webgpu = await createWebGpuBackend(nodeGpu.gpu);
-  } catch (e) {
-    if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
-  }
-});
-afterAll(() => {
-  for (const b of Object.values(backends)) b?.dispose();
-  nodeGpu?.dispose();
-});
+const backends = mergeBackends({ cpu: 'both' });
 
 const rand = seededRandom(77);
 const vals = (n: number, dtype: FixtureDType, scale = 1) => randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
@@ -43,42 +28,8 @@ function addLowRank(w: Float64Array, b: Float64Array, a: Float64Array, out: numb
   return res;
 }
 
-/** m / (‖·‖ + eps) per row (axis 'out') or per column (axis 'in') of an out × in matrix. */
-function dora(v: Float64Array, m: Float64Array, out: number, inF: number, axis: 'out' | 'in', eps: number): Float64Array {
-  const res = v.slice();
-  if (axis === 'out') {
-    for (let o = 0; o < out; o++) {
-      let ss = 0;
-      for (let i = 0; i < inF; i++) ss += v[o * inF + i] ** 2;
-      for (let i = 0; i < inF; i++) res[o * inF + i] *= m[o] / (Math.sqrt(ss) + eps);
-    }
-  } else {
-    for (let i = 0; i < inF; i++) {
-      let ss = 0;
-      for (let o = 0; o < out; o++) ss += v[o * inF + i] ** 2;
-      for (let o = 0; o < out; o++) res[o * inF + i] *= m[i] / (Math.sqrt(ss) + eps);
-    }
-  }
-  return res;
-}
-
-function expectMerged(got: Float64Array, exact: Float64Array, dtype: FixtureDType, what: string): void {
-  const scale = exact.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-  for (let i = 0; i < exact.length; i++) {
-    if (got[i] === roundForDType(exact[i], dtype)) continue;
-    const ulp = dtype === 'F32' ? 1e-5 * scale : 2 ** (Math.floor(Math.log2(Math.max(Math.abs(exact[i]), 2 ** -14))) - (dtype === 'F16' ? 10 : 7));
-    // f32 accumulation cannot resolve a result that cancels to far below its summands (≈ the tensor's scale).
-    if (Math.abs(got[i] - exact[i]) > Math.max(ulp, 1e-6 * scale)) expect.fail(`${what}[${i}]: got ${got[i]}, truth ${exact[i]}`);
-  }
-}
-
 async function run(backend: MergeBackend, baseFiles: Record<string, Uint8Array>, adapters: { files: Record<string, Uint8Array | string>; weight: number }[]) {
-  const prepared = await prepareMerge(memoryInputFileSet(baseFiles, 'base'), adapters.map((a, i) => ({ files: memoryInputFileSet(a.files, `adapter${i}`), weight: a.weight })));
-  expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-  const output = createBlobOutputTarget();
-  await mergeModel({ prepared, output, backend, slabBytes: 4096 });
-  await prepared.close();
-  return decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())).tensors;
+  return (await mergeInMemory({ backend, base: baseFiles, adapters })).tensors;
 }
 
 const peft = (config: object, tensors: FixtureTensor[]) => ({

@@ -3,35 +3,15 @@
  * scales, GLoRA's V·P·Q, OFT block rotations, dense diffs) on every executor, whole and in row
  * slabs with column norms resolved over all slabs first, against float64 truth.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DTYPE_BYTES } from '../src/dtype.js';
-import type { FloatTensorBytes, MergeBackend, MergeOp } from '../src/engine/merge-op.js';
-import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import type { FloatTensorBytes, MergeOp } from '../src/engine/merge-op.js';
 import { resolveColumnNorms } from '../src/engine/column-norms.js';
-import { createWebGpuBackend } from '../src/engine/create-backend.js';
-import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { rowGranule, type UpdateStep } from '../src/engine/update-steps.js';
 import { checkAgainstTruth, randomStepOp, referenceSteps, type StepOpSpec } from './helpers/step-ops.js';
+import { mergeBackends } from './helpers/merge-backends.js';
 
-const backends: Record<string, MergeBackend | undefined> = {};
-let nodeGpu: NodeGpu | undefined;
-
-beforeAll(async () => {
-  backends['cpu (js)'] = new CpuBackend('test', { executor: 'js' });
-  backends['cpu (wasm)'] = new CpuBackend('test');
-  nodeGpu = await getNodeGpu();
-  try {
-    backends.webgpu = await createWebGpuBackend(nodeGpu.gpu);
-    backends['webgpu (1 MiB bindings)'] = await createWebGpuBackend(nodeGpu.gpu, { maxStorageBufferBindingSize: 1 << 20, maxBufferSize: 1 << 20 });
-  } catch (e) {
-    if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
-  }
-});
-
-afterAll(() => {
-  for (const b of Object.values(backends)) b?.dispose();
-  nodeGpu?.dispose();
-});
+const backends = mergeBackends({ cpu: 'both', gpuLimits: { 'webgpu (1 MiB bindings)': { maxStorageBufferBindingSize: 1 << 20, maxBufferSize: 1 << 20 } } });
 
 /** Rows [r0, r0 + n) of a whole op, with these (already resolved) steps. */
 function slabOf(op: MergeOp, steps: UpdateStep[], r0: number, n: number): MergeOp {

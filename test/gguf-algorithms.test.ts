@@ -8,31 +8,16 @@
  * the CPU and on WebGPU. LoHa lands on llama's permuted q rows like a LoRA; IA3 and DoRA there are
  * refused by name.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { createWebGpuBackend } from '../src/engine/create-backend.js';
-import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { REF_BLOCK, referenceQuantizeBlock, type RefType } from './helpers/ggml-reference.js';
 import { readGguf, tensorValues, typeName, type ReadGguf } from './helpers/gguf-builder.js';
 import { ggufRowOf, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { dora, mm } from './helpers/dense-f64.js';
 
-const backends: Record<string, MergeBackend | undefined> = {};
-let nodeGpu: NodeGpu | undefined;
-beforeAll(async () => {
-  backends.cpu = new CpuBackend('test');
-  nodeGpu = await getNodeGpu();
-  try {
-    backends.webgpu = await createWebGpuBackend(nodeGpu.gpu);
-  } catch (e) {
-    if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
-  }
-});
-afterAll(() => {
-  for (const b of Object.values(backends)) b?.dispose();
-  nodeGpu?.dispose();
-});
+const backends = mergeBackends({ cpu: 'default' });
 
 const FILE = 'tiny-llama-Q4_K_M.gguf';
 const base = q4kmLlama();
@@ -44,37 +29,7 @@ function vals(n: number, dtype: FixtureDType = 'F32', scale = 0.05): Float64Arra
   return randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
 }
 
-/** (p × r)(r × q) in f64. */
-function mm(x: Float64Array, y: Float64Array, p: number, r: number, q: number): Float64Array {
-  const out = new Float64Array(p * q);
-  for (let i = 0; i < p; i++) for (let j = 0; j < q; j++) {
-    let s = 0;
-    for (let k = 0; k < r; k++) s += x[i * r + k] * y[k * q + j];
-    out[i * q + j] = s;
-  }
-  return out;
-}
-
 const addScaled = (w: Float64Array, d: Float64Array, s: number) => w.map((x, i) => x + s * d[i]);
-
-/** V ⊙ m / (‖·‖ + eps): per row of an out × in matrix (axis 'out'), or per column (axis 'in'). */
-function dora(v: Float64Array, m: Float64Array, out: number, inF: number, axis: 'out' | 'in', eps: number): Float64Array {
-  const res = v.slice();
-  if (axis === 'out') {
-    for (let o = 0; o < out; o++) {
-      let ss = 0;
-      for (let i = 0; i < inF; i++) ss += v[o * inF + i] ** 2;
-      for (let i = 0; i < inF; i++) res[o * inF + i] *= m[o] / (Math.sqrt(ss) + eps);
-    }
-  } else {
-    for (let i = 0; i < inF; i++) {
-      let ss = 0;
-      for (let o = 0; o < out; o++) ss += v[o * inF + i] ** 2;
-      for (let o = 0; o < out; o++) res[o * inF + i] *= m[i] / (Math.sqrt(ss) + eps);
-    }
-  }
-  return res;
-}
 
 const W = (name: string) => base.tensors.get(name)!.values;
 const GATE = 'blk.0.ffn_gate.weight', UP = 'blk.0.ffn_up.weight', DOWN = 'blk.0.ffn_down.weight';

@@ -7,33 +7,19 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { createWebGpuBackend } from '../src/engine/create-backend.js';
-import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { nonFiniteBlockValues } from '../src/formats/gguf/block-scales.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
 import { REF_BLOCK, referenceDequantizeBlock, referenceQuantizeBlock, type RefType } from './helpers/ggml-reference.js';
 import { buildGguf, readGguf, tensorData, type FixtureTensor, type MetaValue } from './helpers/gguf-builder.js';
+import { mergeBackends } from './helpers/merge-backends.js';
 
 const temp = tempDirs();
-const backends: Record<string, MergeBackend | undefined> = {};
-let nodeGpu: NodeGpu | undefined;
-beforeAll(async () => {
-  backends.cpu = new CpuBackend('test');
-  nodeGpu = await getNodeGpu();
-  try {
-    backends.webgpu = await createWebGpuBackend(nodeGpu.gpu);
-  } catch (e) {
-    if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
-  }
-});
+const backends = mergeBackends({ cpu: 'default' });
 afterAll(() => {
-  for (const b of Object.values(backends)) b?.dispose();
-  nodeGpu?.dispose();
   temp.removeAll();
 });
 

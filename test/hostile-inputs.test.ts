@@ -4,11 +4,10 @@
  * inputs that change while merging abort the merge, suspicious requests are warned about, and a
  * pathological regex in a config cannot hang anything.
  */
-import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, errorLines, listDir, runCli, type CliResult } from './helpers/cli.js';
+import { errorLines, listDir, longMergeInputs, runCli, runCliActingAtStart, type CliResult } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
 const temp = tempDirs();
@@ -131,36 +130,17 @@ describe('every output value is checked', () => {
 describe('inputs stay consistent', () => {
   it('aborts when the base is rewritten in place during the merge (dd conv=notrunc)', async () => {
     // A 64 MB tensor takes long enough to merge that the rewrite lands mid-merge.
-    const rows = 4096, cols = 4096, rank = 16;
-    const baseDir = temp.make({
-      'base.safetensors': buildSafetensors([{ name: `${q}.weight`, dtype: 'F32', shape: [rows, cols], data: new Uint8Array(rows * cols * 4) }]),
-    });
-    const adapterDir = temp.make({
-      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: rank }),
-      'adapter_model.safetensors': buildSafetensors([
-        { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [rank, cols], data: new Uint8Array(rank * cols * 4) },
-        { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [rows, rank], data: new Uint8Array(rows * rank * 4) },
-      ]),
-    });
+    const { base: basePath, adapter: adapterDir } = longMergeInputs(temp.make, q, 16);
     const outDir = temp.make();
-    const basePath = join(baseDir, 'base.safetensors');
-    const child = spawn(process.execPath, [CLI, 'merge', '--base', basePath, '--adapter', adapterDir,
-      '--out', join(outDir, 'merged.safetensors'), '--backend', 'cpu'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    let rewritten = false;
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      if (!rewritten && stderr.includes('backend:')) {
-        rewritten = true;
-        // Same size, new content, written in place like dd conv=notrunc (never truncated).
-        const fd = openSync(basePath, 'r+');
-        const value = Buffer.alloc(4);
-        value.writeFloatLE(1.5);
-        writeSync(fd, value, 0, 4, statSync(basePath).size - 4);
-        closeSync(fd);
-      }
+    const { code, stderr } = await runCliActingAtStart(['merge', '--base', basePath, '--adapter', adapterDir,
+      '--out', join(outDir, 'merged.safetensors'), '--backend', 'cpu'], () => {
+      // Same size, new content, written in place like dd conv=notrunc (never truncated).
+      const fd = openSync(basePath, 'r+');
+      const value = Buffer.alloc(4);
+      value.writeFloatLE(1.5);
+      writeSync(fd, value, 0, 4, statSync(basePath).size - 4);
+      closeSync(fd);
     });
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
     expect(code, stderr).toBe(1);
     expect(errorLines(stderr)).toHaveLength(1);
     expect(errorLines(stderr)[0]).toMatch(/base\.safetensors was modified while the merge read it; nothing was written/);

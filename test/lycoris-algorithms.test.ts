@@ -5,31 +5,15 @@
  * through the library in row slabs on the CPU (JavaScript and WebAssembly) and on WebGPU, against
  * float64 truth written here from LyCORIS's definitions.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { createWebGpuBackend } from '../src/engine/create-backend.js';
-import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
+import { describe, expect, it } from 'vitest';
+import { type MergeBackend } from '../src/index.js';
 import { describePlan } from '../src/cli/plan-report.js';
 import { estimateUpdateMagnitudes } from '../src/plan/update-magnitudes.js';
-import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { mm } from './helpers/dense-f64.js';
 
-const backends: Record<string, MergeBackend | undefined> = {};
-let nodeGpu: NodeGpu | undefined;
-beforeAll(async () => {
-  backends['cpu (js)'] = new CpuBackend('test', { executor: 'js' });
-  backends['cpu (wasm)'] = new CpuBackend('test');
-  nodeGpu = await getNodeGpu();
-  try {
-    backends.webgpu = await createWebGpuBackend(nodeGpu.gpu);
-  } catch (e) {
-    if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
-  }
-});
-afterAll(() => {
-  for (const b of Object.values(backends)) b?.dispose();
-  nodeGpu?.dispose();
-});
+const backends = mergeBackends({ cpu: 'both' });
 
 // --- tensors as stored, and plain float64 matrices ---------------------------------------------
 
@@ -43,17 +27,6 @@ function rnd(rand: () => number, shape: number[], dtype: FixtureDType = 'F32', s
 
 const fx = (name: string, t: T): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: t.v });
 const scalar = (name: string, value: number, dtype: FixtureDType = 'F32'): FixtureTensor => ({ name, dtype, shape: [], data: [value] });
-
-/** (p × r)(r × q) in f64. */
-function mm(x: Float64Array, y: Float64Array, p: number, r: number, q: number): Float64Array {
-  const out = new Float64Array(p * q);
-  for (let i = 0; i < p; i++) for (let j = 0; j < q; j++) {
-    let s = 0;
-    for (let k = 0; k < r; k++) s += x[i * r + k] * y[k * q + j];
-    out[i * q + j] = s;
-  }
-  return out;
-}
 
 /** Tucker: ΔW[p, q, k] = Σ_ij t[i, j, k]·wa[i, p]·wb[j, q]; t (ri, rj, K), wa (ri, P), wb (rj, Q). */
 function tucker(t: Float64Array, wa: Float64Array, wb: Float64Array, ri: number, rj: number, K: number, P: number, Q: number): Float64Array {
@@ -89,20 +62,22 @@ interface Adapter { name: string; tensors: FixtureTensor[]; weight: number }
 
 async function merge(backend: MergeBackend, base: Record<string, T>, adapters: Adapter[]) {
   const baseFile = buildSafetensors(Object.entries(base).map(([k, t]) => fx(k, t)));
-  const prepared = await prepareMerge(memoryInputFileSet({ 'diffusion_pytorch_model.safetensors': baseFile }, 'base'),
-    adapters.map((a) => ({ files: memoryInputFileSet({ [`${a.name}.safetensors`]: buildSafetensors(a.tensors) }, a.name), weight: a.weight })));
-  expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-  const output = createBlobOutputTarget();
-  await mergeModel({ prepared, output, backend, slabBytes: 4096 });
-  const report = describePlan(prepared, true);
-  const magnitudes = await estimateUpdateMagnitudes(prepared.plan, async (key, r0, n) => {
-    const t = base[key];
-    const cols = numel(t.shape.slice(1));
-    return { dtype: 'F32', data: new Uint8Array(Float32Array.from(t.v.subarray(r0 * cols, (r0 + n) * cols)).buffer) };
+  let report = '';
+  let magnitudes: Awaited<ReturnType<typeof estimateUpdateMagnitudes>> | undefined;
+  const { tensors } = await mergeInMemory({
+    backend,
+    base: { 'diffusion_pytorch_model.safetensors': baseFile },
+    adapters: adapters.map((a) => ({ name: a.name, files: { [`${a.name}.safetensors`]: buildSafetensors(a.tensors) }, weight: a.weight })),
+    async inspect(prepared) {
+      report = describePlan(prepared, true);
+      magnitudes = await estimateUpdateMagnitudes(prepared.plan, async (key, r0, n) => {
+        const t = base[key];
+        const cols = numel(t.shape.slice(1));
+        return { dtype: 'F32', data: new Uint8Array(Float32Array.from(t.v.subarray(r0 * cols, (r0 + n) * cols)).buffer) };
+      });
+    },
   });
-  await prepared.close();
-  const [file] = output.files();
-  return { tensors: decodeSafetensors(new Uint8Array(await file.blob.arrayBuffer())).tensors, report, magnitudes };
+  return { tensors, report, magnitudes: magnitudes! };
 }
 
 /** Every element within one ulp of the output dtype (f32: 1e-5 of the tensor's scale) of the truth. */

@@ -7,32 +7,16 @@
  * Cayley–Neumann series) and from 0.18. Merged on both backends in row slabs against float64 truth
  * transcribed from each version's merge.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { createWebGpuBackend } from '../src/engine/create-backend.js';
-import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
+import { describe, expect, it } from 'vitest';
+import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { isMergeError } from '../src/errors.js';
 import { estimateUpdateMagnitudes } from '../src/plan/update-magnitudes.js';
-import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { asMat, block, blockDiag, eye, flat, inverse, lin, mul, transpose, type Mat } from './helpers/dense-f64.js';
 import { expectMerged } from './helpers/expect-merged.js';
+import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 
-const backends: Record<string, MergeBackend | undefined> = {};
-let nodeGpu: NodeGpu | undefined;
-beforeAll(async () => {
-  backends.cpu = new CpuBackend('test');
-  nodeGpu = await getNodeGpu();
-  try {
-    backends.webgpu = await createWebGpuBackend(nodeGpu.gpu);
-  } catch (e) {
-    if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
-  }
-});
-afterAll(() => {
-  for (const b of Object.values(backends)) b?.dispose();
-  nodeGpu?.dispose();
-});
+const backends = mergeBackends({ cpu: 'default' });
 
 interface T { shape: number[]; dtype: FixtureDType; v: Float64Array }
 const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
@@ -42,14 +26,12 @@ const rnd = (shape: number[], dtype: FixtureDType = 'F32', scale = 1, offset = 0
 const fx = (name: string, t: T): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: t.v });
 
 async function merge(backend: MergeBackend, base: Record<string, T>, adapters: { config: object; tensors: FixtureTensor[]; weight?: number }[], outDtype?: string) {
-  const prepared = await prepareMerge(memoryInputFileSet({ 'model.safetensors': buildSafetensors(Object.entries(base).map(([k, t]) => fx(k, t))) }, 'base'),
-    adapters.map((a, i) => ({ files: memoryInputFileSet({ 'adapter_config.json': JSON.stringify(a.config), 'adapter_model.safetensors': buildSafetensors(a.tensors) }, `adapter${i}`), weight: a.weight ?? 1 })));
-  expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-  const warnings = prepared.plan.warnings;
-  const output = createBlobOutputTarget();
-  await mergeModel({ prepared, output, backend, slabBytes: 4096, ...(outDtype ? { outDtype } : {}) });
-  await prepared.close();
-  return { tensors: decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())).tensors, warnings };
+  return mergeInMemory({
+    backend,
+    base: { 'model.safetensors': buildSafetensors(Object.entries(base).map(([k, t]) => fx(k, t))) },
+    adapters: adapters.map((a) => ({ files: { 'adapter_config.json': JSON.stringify(a.config), 'adapter_model.safetensors': buildSafetensors(a.tensors) }, weight: a.weight })),
+    outDtype,
+  });
 }
 
 async function problem(base: Record<string, T>, config: object, tensors: FixtureTensor[]): Promise<string> {

@@ -4,64 +4,23 @@
  * whatever the factors' form; VeRA slices its shared projections per layer and honours
  * fan_in_fan_out. Merged on both backends against float64 truth.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { createWebGpuBackend } from '../src/engine/create-backend.js';
-import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
+import { describe, expect, it } from 'vitest';
+import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { isMergeError } from '../src/errors.js';
-import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { expectMerged } from './helpers/expect-merged.js';
+import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { mm } from './helpers/dense-f64.js';
 
-const backends: Record<string, MergeBackend | undefined> = {};
-let nodeGpu: NodeGpu | undefined;
-beforeAll(async () => {
-  backends.cpu = new CpuBackend('test');
-  nodeGpu = await getNodeGpu();
-  try {
-    backends.webgpu = await createWebGpuBackend(nodeGpu.gpu);
-  } catch (e) {
-    if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
-  }
-});
-afterAll(() => {
-  for (const b of Object.values(backends)) b?.dispose();
-  nodeGpu?.dispose();
-});
+const backends = mergeBackends({ cpu: 'default' });
 
 const rand = seededRandom(99);
 const vals = (n: number, dtype: FixtureDType, scale = 1) => randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
 const t = (name: string, dtype: FixtureDType, shape: number[], data: Float64Array): FixtureTensor => ({ name, dtype, shape, data });
 
-function mm(x: Float64Array, y: Float64Array, p: number, r: number, q: number): Float64Array {
-  const out = new Float64Array(p * q);
-  for (let i = 0; i < p; i++) for (let j = 0; j < q; j++) {
-    let s = 0;
-    for (let k = 0; k < r; k++) s += x[i * r + k] * y[k * q + j];
-    out[i * q + j] = s;
-  }
-  return out;
-}
-
-function expectMerged(got: Float64Array, exact: Float64Array, dtype: FixtureDType, what: string): void {
-  const scale = exact.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-  for (let i = 0; i < exact.length; i++) {
-    if (got[i] === roundForDType(exact[i], dtype)) continue;
-    const ulp = dtype === 'F32' ? 1e-5 * scale : 2 ** (Math.floor(Math.log2(Math.max(Math.abs(exact[i]), 2 ** -14))) - (dtype === 'F16' ? 10 : 7));
-    // f32 accumulation cannot resolve a result that cancels to far below its summands (≈ the tensor's scale).
-    if (Math.abs(got[i] - exact[i]) > Math.max(ulp, 1e-6 * scale)) expect.fail(`${what}[${i}]: got ${got[i]}, truth ${exact[i]}`);
-  }
-}
-
 async function run(backend: MergeBackend, base: FixtureTensor[], config: object, tensors: FixtureTensor[], weight = 1) {
-  const prepared = await prepareMerge(memoryInputFileSet({ 'model.safetensors': buildSafetensors(base) }, 'base'), [{
-    files: memoryInputFileSet({ 'adapter_config.json': JSON.stringify(config), 'adapter_model.safetensors': buildSafetensors(tensors) }, 'adapter'),
-    weight,
-  }]);
-  expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-  const output = createBlobOutputTarget();
-  await mergeModel({ prepared, output, backend, slabBytes: 4096 });
-  await prepared.close();
-  return decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())).tensors;
+  const adapter = { name: 'adapter', files: { 'adapter_config.json': JSON.stringify(config), 'adapter_model.safetensors': buildSafetensors(tensors) }, weight };
+  return (await mergeInMemory({ backend, base: { 'model.safetensors': buildSafetensors(base) }, adapters: [adapter] })).tensors;
 }
 
 const q = 'model.layers.0.self_attn.q_proj', v = 'model.layers.0.self_attn.v_proj';

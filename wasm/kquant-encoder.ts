@@ -250,8 +250,8 @@ export function encodeScaleMin(src: usize, dst: usize, nBlocks: i32, nmax: i32):
   }
 }
 
-/** make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL). */
-function makeQxQuants(n: i32, nmax: i32, x: usize, l0: usize): f32 {
+/** The value of largest magnitude among x[0, n) (the first, on ties; 0 when all are 0 or NaN). */
+function largest(n: i32, x: usize): f32 {
   let max: f32 = 0;
   let amax: f32 = 0;
   for (let i = 0; i < n; i++) {
@@ -261,40 +261,51 @@ function makeQxQuants(n: i32, nmax: i32, x: usize, l0: usize): f32 {
       max = xAt(x, i);
     }
   }
-  if (amax < <f32>1e-15) {
-    for (let i = 0; i < n; i++) store<u8>(l0 + i, 0);
-    return 0;
-  }
-  let iscale: f32 = <f32>(-nmax) / max;
+  return max;
+}
+
+/** What levelSums leaves: Σ w·x·l and Σ w·l² with w = x², in f32 in index order. */
+let sumLX: f32 = 0;
+let sumL2: f32 = 0;
+
+/**
+ * Levels l = clamp(nearest(iscale·x), −nmax, nmax − 1) of x[0, n), and their x²-weighted sums
+ * (sumLX, sumL2); stored as bytes l + offset at l0 unless l0 is 0.
+ */
+function levelSums(n: i32, nmax: i32, x: usize, iscale: f32, l0: usize, offset: i32): void {
   let sumlx: f32 = 0;
   let suml2: f32 = 0;
   for (let i = 0; i < n; i++) {
     const xi = xAt(x, i);
     const l = cmax(-nmax, cmin(nmax - 1, nearestInt(iscale * xi)));
-    store<u8>(l0 + i, <u8>(l + nmax));
+    if (l0 != 0) store<u8>(l0 + i, <u8>(l + offset));
     const w: f32 = xi * xi;
     const fl = <f32>l;
     sumlx += w * xi * fl;
     suml2 += w * fl * fl;
   }
-  let scale: f32 = suml2 != 0 ? sumlx / suml2 : 0;
-  let best: f32 = scale * sumlx;
+  sumLX = sumlx;
+  sumL2 = suml2;
+}
+
+/** make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL). */
+function makeQxQuants(n: i32, nmax: i32, x: usize, l0: usize): f32 {
+  const max = largest(n, x);
+  if (Mathf.abs(max) < <f32>1e-15) {
+    for (let i = 0; i < n; i++) store<u8>(l0 + i, 0);
+    return 0;
+  }
+  levelSums(n, nmax, x, <f32>(-nmax) / max, l0, nmax);
+  let scale: f32 = sumL2 != 0 ? sumLX / sumL2 : 0;
+  let best: f32 = scale * sumLX;
   for (let is = -9; is <= 9; is++) {
     if (is == 0) continue;
-    iscale = -(<f32>nmax + <f32>0.1 * <f32>is) / max;
-    sumlx = 0;
-    suml2 = 0;
-    for (let i = 0; i < n; i++) {
-      const xi = xAt(x, i);
-      const fl = <f32>cmax(-nmax, cmin(nmax - 1, nearestInt(iscale * xi)));
-      const w: f32 = xi * xi;
-      sumlx += w * xi * fl;
-      suml2 += w * fl * fl;
-    }
-    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-      for (let i = 0; i < n; i++) store<u8>(l0 + i, <u8>(nmax + cmax(-nmax, cmin(nmax - 1, nearestInt(iscale * xAt(x, i))))));
-      scale = sumlx / suml2;
-      best = scale * sumlx;
+    const iscale: f32 = -(<f32>nmax + <f32>0.1 * <f32>is) / max;
+    levelSums(n, nmax, x, iscale, 0, 0);
+    if (sumL2 > 0 && sumLX * sumLX > best * sumL2) {
+      levelSums(n, nmax, x, iscale, l0, nmax);
+      scale = sumLX / sumL2;
+      best = scale * sumLX;
     }
   }
   return scale;
@@ -305,19 +316,10 @@ export function encodeQ6K(src: usize, dst: usize, nBlocks: i32): void {
   for (let b = 0; b < nBlocks; b++) {
     const x = src + (<usize>b * <usize>QK_K << 2);
     const y = dst + <usize>b * 210;
-    let maxScale: f32 = 0;
-    let maxAbsScale: f32 = 0;
-    for (let ib = 0; ib < 16; ib++) {
-      const scale = makeQxQuants(16, 32, x + (<usize>(16 * ib) << 2), L + 16 * ib);
-      store<f32>(SCALES + (<usize>ib << 2), scale);
-      const abs = Mathf.abs(scale);
-      if (abs > maxAbsScale) {
-        maxAbsScale = abs;
-        maxScale = scale;
-      }
-    }
+    for (let ib = 0; ib < 16; ib++) store<f32>(SCALES + (<usize>ib << 2), makeQxQuants(16, 32, x + (<usize>(16 * ib) << 2), L + 16 * ib));
+    const maxScale = largest(16, SCALES);
     memory.fill(y, 0, 210);
-    if (maxAbsScale < <f32>1e-15) continue;
+    if (Mathf.abs(maxScale) < <f32>1e-15) continue;
     const iscale: f32 = <f32>-128 / maxScale;
     const dBits = toHalf(<f32>1 / iscale);
     store<u16>(y + 208, <u16>dBits);
@@ -405,31 +407,14 @@ function packTwoBits(qs: usize): void {
 
 /** make_q3_quants(n, nmax, x, L, do_rmse = true), levels stored as signed bytes 0…2·nmax−1. */
 function makeQ3Quants(n: i32, nmax: i32, x: usize, l0: usize): f32 {
-  let max: f32 = 0;
-  let amax: f32 = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Mathf.abs(xAt(x, i));
-    if (ax > amax) {
-      amax = ax;
-      max = xAt(x, i);
-    }
-  }
-  if (amax < <f32>1e-15) {
+  const max = largest(n, x);
+  if (Mathf.abs(max) < <f32>1e-15) {
     for (let i = 0; i < n; i++) store<i8>(l0 + i, 0);
     return 0;
   }
-  const iscale: f32 = <f32>(-nmax) / max;
-  let sumlx: f32 = 0;
-  let suml2: f32 = 0;
-  for (let i = 0; i < n; i++) {
-    const xi = xAt(x, i);
-    const l = cmax(-nmax, cmin(nmax - 1, nearestInt(iscale * xi)));
-    store<i8>(l0 + i, <i8>l);
-    const w: f32 = xi * xi;
-    const fl = <f32>l;
-    sumlx += w * xi * fl;
-    suml2 += w * fl * fl;
-  }
+  levelSums(n, nmax, x, <f32>(-nmax) / max, l0, 0);
+  let sumlx = sumLX;
+  let suml2 = sumL2;
   for (let itry = 0; itry < 5; itry++) {
     let changed = 0;
     for (let i = 0; i < n; i++) {
@@ -472,17 +457,8 @@ export function encodeQ3K(src: usize, dst: usize, nBlocks: i32): void {
     const x = src + (<usize>b * <usize>QK_K << 2);
     const y = dst + <usize>b * 110;
     memory.fill(y, 0, 110);
-    let maxScale: f32 = 0;
-    let amax: f32 = 0;
-    for (let j = 0; j < 16; j++) {
-      const scale = makeQ3Quants(16, 4, x + (<usize>(16 * j) << 2), L + 16 * j);
-      store<f32>(SCALES + (<usize>j << 2), scale);
-      const abs = Mathf.abs(scale);
-      if (abs > amax) {
-        amax = abs;
-        maxScale = scale;
-      }
-    }
+    for (let j = 0; j < 16; j++) store<f32>(SCALES + (<usize>j << 2), makeQ3Quants(16, 4, x + (<usize>(16 * j) << 2), L + 16 * j));
+    const maxScale = largest(16, SCALES);
     const sc = y + 96;
     let dBits: u32 = 0;
     if (maxScale != 0) {

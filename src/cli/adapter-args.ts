@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import type { MajoritySign } from '../algebra/merge-rules.js';
 import type { RankRule } from '../algebra/rank-rules.js';
 import type { CombineMethod } from '../adapter-ops/combine.js';
-import { bindNegativeWeights, parseBackend, parseOrExplain, parseWeight, usageError, type BackendChoice } from './args.js';
+import { bindNegativeWeights, parseBackend, parseOrExplain, usageError, weighLastAdapter, type AdapterArg, type BackendChoice } from './args.js';
 
 export interface CombineCommand {
   command: 'combine';
@@ -90,7 +90,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
     },
   }));
   if (positionals.length > 0) throw usageError(`unexpected argument "${positionals[0]}"`);
-  const adapters: { path: string; weight: number; weighted: boolean }[] = [];
+  const adapters: AdapterArg[] = [];
   let method: CombineMethod | undefined, rank: number | undefined, density: number | undefined, majority: MajoritySign | undefined;
   let seed: number | undefined, clamp: number | undefined, out: string | undefined;
   let backend: BackendChoice = 'auto', overwrite = false;
@@ -99,14 +99,9 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
     const value = token.value ?? '';
     switch (token.name) {
       case 'adapter': adapters.push({ path: value, weight: 1, weighted: false }); break;
-      case 'weight': {
-        const last = adapters[adapters.length - 1];
-        if (!last) throw usageError('--weight must follow the --adapter it belongs to');
-        if (last.weighted) throw usageError(`adapter ${last.path} has two --weight values`);
-        last.weight = parseWeight(value, last.path);
-        last.weighted = true;
+      case 'weight':
+        weighLastAdapter(adapters, value);
         break;
-      }
       case 'method':
         if (!METHODS.includes(value as CombineMethod)) throw usageError(`--method must be one of ${METHODS.join(', ')}, not "${value}"`);
         method = once(method, 'method', value as CombineMethod);

@@ -76,6 +76,22 @@ export function parseWeight(value: string, adapter: string | undefined): number 
   return weight;
 }
 
+/** An --adapter as given, with the --weight that followed it (1 where none did). */
+export interface AdapterArg {
+  path: string;
+  weight: number;
+  weighted: boolean;
+}
+
+/** A --weight belongs to the --adapter just before it, and an adapter takes one. */
+export function weighLastAdapter(adapters: AdapterArg[], value: string): void {
+  const last = adapters[adapters.length - 1];
+  if (!last) throw usageError('--weight must follow the --adapter it belongs to');
+  if (last.weighted) throw usageError(`adapter ${last.path} has two --weight values`);
+  last.weight = parseWeight(value, last.path);
+  last.weighted = true;
+}
+
 export function parseCommandLine(argv: string[]): Command {
   const [command, ...rest] = argv;
   if (command === undefined || command === 'help' || command === '--help' || command === '-h') return { command: 'help' };
@@ -142,7 +158,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
   let backend: BackendChoice = 'auto';
   let dryRun = false;
   let overwrite = false;
-  const adapters: { path: string; weight: number; weighted: boolean }[] = [];
+  const adapters: AdapterArg[] = [];
   for (const token of tokens) {
     if (token.kind !== 'option') continue;
     const value = token.value ?? '';
@@ -158,14 +174,9 @@ function parseMerge(rawArgs: string[]): MergeCommand {
       case 'adapter':
         adapters.push({ path: value, weight: 1, weighted: false });
         break;
-      case 'weight': {
-        const last = adapters[adapters.length - 1];
-        if (!last) throw usageError('--weight must follow the --adapter it belongs to');
-        if (last.weighted) throw usageError(`adapter ${last.path} has two --weight values`);
-        last.weight = parseWeight(value, last.path);
-        last.weighted = true;
+      case 'weight':
+        weighLastAdapter(adapters, value);
         break;
-      }
       case 'dtype':
         if (!/^[a-z0-9_]+$/i.test(value)) throw usageError(`--dtype "${value}" is not a type name (f16, bf16, q4_k, …)`);
         dtype = value;

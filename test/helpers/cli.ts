@@ -1,8 +1,9 @@
 /** Runs the built CLI (`bin/loramerge.js`) as a user would, capturing its exit code and output. */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildSafetensors } from './fixtures.js';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = join(REPO_ROOT, 'bin', 'loramerge.js');
@@ -35,4 +36,41 @@ export function errorLines(stderr: string): string[] {
 /** Everything in a folder, including dot-files (temporary outputs would be dot-files). */
 export function listDir(dir: string): string[] {
   return readdirSync(dir).sort();
+}
+
+/**
+ * Runs the built CLI and calls `act` once, as soon as it has said which backend it runs on (the
+ * work has begun: a moment to interrupt it or change its inputs); resolves when it exits.
+ */
+export function runCliActingAtStart(args: string[], act: (child: ChildProcess) => void): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  let acted = false;
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+    if (!acted && stderr.includes('backend:')) {
+      acted = true;
+      act(child);
+    }
+  });
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stderr })));
+}
+
+/**
+ * A merge long enough to interrupt on any backend: one 64 MB f32 tensor (4096 × 4096, zeros) at
+ * `module`.weight and a PEFT LoRA of rank `rank` on it, in folders made by `makeDir`.
+ */
+export function longMergeInputs(makeDir: (files: Record<string, Uint8Array | string>) => string, module: string, rank: number): { base: string; adapter: string } {
+  const rows = 4096, cols = 4096;
+  const baseDir = makeDir({
+    'base.safetensors': buildSafetensors([{ name: `${module}.weight`, dtype: 'F32', shape: [rows, cols], data: new Uint8Array(rows * cols * 4) }]),
+  });
+  const adapter = makeDir({
+    'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: rank }),
+    'adapter_model.safetensors': buildSafetensors([
+      { name: `base_model.model.${module}.lora_A.weight`, dtype: 'F32', shape: [rank, cols], data: new Uint8Array(rank * cols * 4) },
+      { name: `base_model.model.${module}.lora_B.weight`, dtype: 'F32', shape: [rows, rank], data: new Uint8Array(rows * rank * 4) },
+    ]),
+  });
+  return { base: join(baseDir, 'base.safetensors'), adapter };
 }

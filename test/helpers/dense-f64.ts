@@ -1,6 +1,7 @@
 /**
- * Small dense float64 matrices for truths written plainly in tests (row-major number[][]): products,
- * the inverse by Gauss–Jordan with partial pivoting, block diagonals. Imports nothing from the library.
+ * Small dense float64 matrices for truths written plainly in tests (row-major number[][], or flat
+ * row-major arrays): products, the inverse by Gauss–Jordan with partial pivoting, block diagonals,
+ * DoRA's norms. Imports nothing from the library.
  */
 export type Mat = number[][];
 
@@ -51,3 +52,33 @@ export const block = (v: ArrayLike<number>, offset: number, b: number): Mat =>
 export const asMat = (v: ArrayLike<number>, rows: number, cols: number): Mat =>
   Array.from({ length: rows }, (_, i) => Array.from({ length: cols }, (_, j) => v[i * cols + j]));
 export const flat = (a: Mat): Float64Array => Float64Array.from(a.flat());
+
+/** (p × r)(r × q) of flat row-major arrays. */
+export function mm(x: ArrayLike<number>, y: ArrayLike<number>, p: number, r: number, q: number): Float64Array {
+  const out = new Float64Array(p * q);
+  for (let i = 0; i < p; i++) for (let j = 0; j < q; j++) {
+    let s = 0;
+    for (let k = 0; k < r; k++) s += x[i * r + k] * y[k * q + j];
+    out[i * q + j] = s;
+  }
+  return out;
+}
+
+/** DoRA's V ⊙ m / (‖·‖ + eps): norms per row of an out × in matrix (axis 'out'), or per column (axis 'in'). */
+export function dora(v: Float64Array, m: Float64Array, out: number, inF: number, axis: 'out' | 'in', eps: number): Float64Array {
+  const res = v.slice();
+  if (axis === 'out') {
+    for (let o = 0; o < out; o++) {
+      let ss = 0;
+      for (let i = 0; i < inF; i++) ss += v[o * inF + i] ** 2;
+      for (let i = 0; i < inF; i++) res[o * inF + i] *= m[o] / (Math.sqrt(ss) + eps);
+    }
+  } else {
+    for (let i = 0; i < inF; i++) {
+      let ss = 0;
+      for (let o = 0; o < out; o++) ss += v[o * inF + i] ** 2;
+      for (let o = 0; o < out; o++) res[o * inF + i] *= m[i] / (Math.sqrt(ss) + eps);
+    }
+  }
+  return res;
+}

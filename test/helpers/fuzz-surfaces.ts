@@ -21,6 +21,7 @@
 import fc from 'fast-check';
 import { buildSafetensors, decodeSafetensors, FIXTURE_DTYPE_BYTES, type FixtureDType, type FixtureTensor } from './fixtures.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
+import { mm } from './dense-f64.js';
 
 export type SpecFile =
   | { kind: 'safetensors'; tensors: FixtureTensor[]; metadata?: Record<string, string> }
@@ -60,16 +61,6 @@ export type Truth =
   | { kind: 'unknown'; why: string };
 
 // --- plain float64 math --------------------------------------------------------------------------
-
-function mm(x: ArrayLike<number>, y: ArrayLike<number>, p: number, r: number, q: number): Float64Array {
-  const out = new Float64Array(p * q);
-  for (let i = 0; i < p; i++) for (let j = 0; j < q; j++) {
-    let s = 0;
-    for (let k = 0; k < r; k++) s += x[i * r + k] * y[k * q + j];
-    out[i * q + j] = s;
-  }
-  return out;
-}
 
 const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, x) => Math.max(m, Math.abs(x)), 0);
 

@@ -124,8 +124,8 @@ function makeQkx2(x: number[], weights: number[], nmax: number, rmin: number, rd
   return { L, scale, theMin: -min };
 }
 
-function makeQx(x: number[], nmax: number): { L: number[]; scale: number } {
-  const n = x.length;
+/** The value of largest magnitude (the first, on ties), and that magnitude. */
+function largest(x: number[]): { max: number; amax: number } {
   let max = 0;
   let amax = 0;
   for (const xi of x) {
@@ -134,28 +134,36 @@ function makeQx(x: number[], nmax: number): { L: number[]; scale: number } {
       max = xi;
     }
   }
+  return { max, amax };
+}
+
+/** Σ w·x·l and Σ w·l² with w = x², in f32 in index order (make_qx_quants and make_q3_quants alike). */
+function weightedSums(x: number[], l: number[]): { sumlx: number; suml2: number } {
+  let sumlx = 0;
+  let suml2 = 0;
+  for (let i = 0; i < x.length; i++) {
+    const w = F(x[i] * x[i]);
+    sumlx = F(sumlx + F(F(w * x[i]) * l[i]));
+    suml2 = F(suml2 + F(F(w * l[i]) * l[i]));
+  }
+  return { sumlx, suml2 };
+}
+
+function makeQx(x: number[], nmax: number): { L: number[]; scale: number } {
+  const n = x.length;
+  const { max, amax } = largest(x);
   if (amax < EPS) return { L: new Array(n).fill(0), scale: 0 };
   const levels = (iscale: number) => x.map((xi) => clamp(nearestInt(F(iscale * xi)), -nmax, nmax - 1));
-  const sums = (l: number[]) => {
-    let sumlx = 0;
-    let suml2 = 0;
-    for (let i = 0; i < n; i++) {
-      const w = F(x[i] * x[i]);
-      sumlx = F(sumlx + F(F(w * x[i]) * l[i]));
-      suml2 = F(suml2 + F(F(w * l[i]) * l[i]));
-    }
-    return { sumlx, suml2 };
-  };
   let l = levels(F(-nmax / max));
   let L = l.map((v) => v + nmax);
-  let { sumlx, suml2 } = sums(l);
+  let { sumlx, suml2 } = weightedSums(x, l);
   let scale = suml2 ? F(sumlx / suml2) : 0;
   let best = F(scale * sumlx);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     const iscale = F(-F(nmax + F(F(0.1) * is)) / max);
     l = levels(iscale);
-    ({ sumlx, suml2 } = sums(l));
+    ({ sumlx, suml2 } = weightedSums(x, l));
     if (suml2 > 0 && F(sumlx * sumlx) > F(best * suml2)) {
       L = l.map((v) => v + nmax);
       scale = F(sumlx / suml2);
@@ -168,24 +176,11 @@ function makeQx(x: number[], nmax: number): { L: number[]; scale: number } {
 /** make_q3_quants(n, nmax, x, L, do_rmse = true): levels from −nmax/max, then five passes of per-value moves. */
 function makeQ3(x: number[], nmax: number): { L: number[]; scale: number } {
   const n = x.length;
-  let max = 0;
-  let amax = 0;
-  for (const xi of x) {
-    if (Math.abs(xi) > amax) {
-      amax = Math.abs(xi);
-      max = xi;
-    }
-  }
+  const { max, amax } = largest(x);
   if (amax < EPS) return { L: new Array(n).fill(0), scale: 0 };
   const iscale = F(-nmax / max);
   const L = x.map((xi) => clamp(nearestInt(F(iscale * xi)), -nmax, nmax - 1));
-  let sumlx = 0;
-  let suml2 = 0;
-  for (let i = 0; i < n; i++) {
-    const w = F(x[i] * x[i]);
-    sumlx = F(sumlx + F(F(w * x[i]) * L[i]));
-    suml2 = F(suml2 + F(F(w * L[i]) * L[i]));
-  }
+  let { sumlx, suml2 } = weightedSums(x, L);
   for (let pass = 0; pass < 5; pass++) {
     let changed = false;
     for (let i = 0; i < n; i++) {
@@ -233,14 +228,7 @@ function q8_0(x: number[]): Uint8Array {
 function symmetric4or5(x: number[], bits: 4 | 5): Uint8Array {
   const half2 = 1 << (bits - 1); // 8 or 16
   const top = (1 << bits) - 1;
-  let amax = 0;
-  let max = 0;
-  for (const v of x) {
-    if (amax < Math.abs(v)) {
-      amax = Math.abs(v);
-      max = v;
-    }
-  }
+  const { max } = largest(x);
   const d = F(max / -half2);
   const id = d !== 0 ? F(1 / d) : 0;
   const q = x.map((xi) => Math.min(top, truncate(F(F(xi * id) + F(half2 + 0.5)))));
@@ -375,17 +363,12 @@ function q2_K(x: number[]): Uint8Array {
 function q3_K(x: number[]): Uint8Array {
   const L: number[] = [];
   const scales: number[] = [];
-  let maxScale = 0;
-  let amax = 0;
   for (let j = 0; j < 16; j++) {
     const fit = makeQ3(x.slice(16 * j, 16 * j + 16), 4);
     L.push(...fit.L);
     scales.push(fit.scale);
-    if (Math.abs(fit.scale) > amax) {
-      amax = Math.abs(fit.scale);
-      maxScale = fit.scale;
-    }
   }
+  const { max: maxScale } = largest(scales);
   const codes = new Array<number>(16).fill(0); // 6-bit scale codes, sc − 32 being the scale
   let d = half(0);
   if (maxScale !== 0) {
@@ -417,17 +400,12 @@ function q6_K(x: number[]): Uint8Array {
   const out = new Uint8Array(210);
   const L: number[] = [];
   const scales: number[] = [];
-  let maxScale = 0;
-  let maxAbs = 0;
   for (let j = 0; j < 16; j++) {
     const fit = makeQx(x.slice(16 * j, 16 * j + 16), 32);
     L.push(...fit.L);
     scales.push(fit.scale);
-    if (Math.abs(fit.scale) > maxAbs) {
-      maxAbs = Math.abs(fit.scale);
-      maxScale = fit.scale;
-    }
   }
+  const { max: maxScale, amax: maxAbs } = largest(scales);
   if (maxAbs < EPS) return out;
   const iscale = F(-128 / maxScale);
   const d = half(F(1 / iscale));

@@ -68,8 +68,37 @@ export function putU16(bytes: Uint8Array, at: number, value: number): void {
   bytes[at + 1] = (value >>> 8) & 0xff;
 }
 
+/** Little-endian u32 at `at`, unsigned. */
+export function u32At(bytes: Uint8Array, at: number): number {
+  return (bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16) | (bytes[at + 3] << 24)) >>> 0;
+}
+
+export function putU32(bytes: Uint8Array, at: number, value: number): void {
+  bytes[at] = value & 0xff;
+  bytes[at + 1] = (value >>> 8) & 0xff;
+  bytes[at + 2] = (value >>> 16) & 0xff;
+  bytes[at + 3] = (value >>> 24) & 0xff;
+}
+
 /** GROUP_MAX_EPS in ggml-quants.c: blocks whose largest |x| is below it quantize to zero. */
 export const GROUP_MAX_EPS = f32(1e-15);
+
+/**
+ * The value of largest magnitude among x[from … from+n) (the first, on ties; 0 when all are 0 or
+ * NaN), as ggml's quantizers find it before dividing by it.
+ */
+export function largestMagnitude(x: ArrayLike<number>, from: number, n: number): number {
+  let max = 0;
+  let amax = 0;
+  for (let i = from; i < from + n; i++) {
+    const ax = Math.abs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  return max;
+}
 
 /** C's MAX/MIN macros, literally (they differ from Math.max/min on NaN). */
 export const cmax = (a: number, b: number): number => (a > b ? a : b);

@@ -7,7 +7,7 @@
 import * as cFloat from './c-float.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
-const { cmax, cmin, f32, GROUP_MAX_EPS, nearestInt } = cFloat;
+const { cmax, cmin, f32, GROUP_MAX_EPS, largestMagnitude, nearestInt } = cFloat;
 
 /** The minimum found by makeQkx2Quants, returned as −min (≥ 0), as C writes it to *the_min. */
 export interface ScaleAndMin {
@@ -92,54 +92,50 @@ export function makeQkx2Quants(
   return { scale, theMin: -min };
 }
 
+/** What levelSums leaves: Σ w·x·l and Σ w·l² with w = x² (a module's scratch, not allocated per call). */
+const sums = { lx: 0, l2: 0 };
+
+/**
+ * Levels l = clamp(nearest(iscale·x), −nmax, nmax − 1) of x[x0 … x0+n) and their x²-weighted sums
+ * into `sums`, in C float arithmetic in index order (make_qx_quants and make_q3_quants alike);
+ * written to L[l0 …] as l + offset unless L is null.
+ */
+function levelSums(n: number, nmax: number, x: Float32Array, x0: number, iscale: number, L: Uint8Array | Int8Array | null, l0: number, offset: number): void {
+  let sumlx = 0;
+  let suml2 = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = x[x0 + i];
+    const l = cmax(-nmax, cmin(nmax - 1, nearestInt(f32(iscale * xi))));
+    if (L) L[l0 + i] = l + offset;
+    const w = f32(xi * xi);
+    sumlx = f32(sumlx + f32(f32(w * xi) * l));
+    suml2 = f32(suml2 + f32(f32(w * l) * l));
+  }
+  sums.lx = sumlx;
+  sums.l2 = suml2;
+}
+
 /**
  * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL) on x[x0 … x0+n): levels −nmax…nmax−1
  * stored as 0…2·nmax−1 in L[l0 …], weights x², and a search over 18 nearby scales.
  */
 export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, x0: number, L: Uint8Array, l0: number): number {
-  let max = 0;
-  let amax = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Math.abs(x[x0 + i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[x0 + i];
-    }
-  }
-  if (amax < GROUP_MAX_EPS) {
+  const max = largestMagnitude(x, x0, n);
+  if (Math.abs(max) < GROUP_MAX_EPS) {
     for (let i = 0; i < n; i++) L[l0 + i] = 0;
     return 0;
   }
-  const clamp = (l: number) => cmax(-nmax, cmin(nmax - 1, l));
-  let iscale = f32(-nmax / max);
-  let sumlx = 0;
-  let suml2 = 0;
-  for (let i = 0; i < n; i++) {
-    const xi = x[x0 + i];
-    const l = clamp(nearestInt(f32(iscale * xi)));
-    L[l0 + i] = l + nmax;
-    const w = f32(xi * xi);
-    sumlx = f32(sumlx + f32(f32(w * xi) * l));
-    suml2 = f32(suml2 + f32(f32(w * l) * l));
-  }
-  let scale = suml2 ? f32(sumlx / suml2) : 0;
-  let best = f32(scale * sumlx);
+  levelSums(n, nmax, x, x0, f32(-nmax / max), L, l0, nmax);
+  let scale = sums.l2 ? f32(sums.lx / sums.l2) : 0;
+  let best = f32(scale * sums.lx);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
-    iscale = f32(-f32(nmax + f32(f32(0.1) * is)) / max);
-    sumlx = 0;
-    suml2 = 0;
-    for (let i = 0; i < n; i++) {
-      const xi = x[x0 + i];
-      const l = clamp(nearestInt(f32(iscale * xi)));
-      const w = f32(xi * xi);
-      sumlx = f32(sumlx + f32(f32(w * xi) * l));
-      suml2 = f32(suml2 + f32(f32(w * l) * l));
-    }
-    if (suml2 > 0 && f32(sumlx * sumlx) > f32(best * suml2)) {
-      for (let i = 0; i < n; i++) L[l0 + i] = nmax + clamp(nearestInt(f32(iscale * x[x0 + i])));
-      scale = f32(sumlx / suml2);
-      best = f32(scale * sumlx);
+    const iscale = f32(-f32(nmax + f32(f32(0.1) * is)) / max);
+    levelSums(n, nmax, x, x0, iscale, null, 0, 0);
+    if (sums.l2 > 0 && f32(sums.lx * sums.lx) > f32(best * sums.l2)) {
+      levelSums(n, nmax, x, x0, iscale, L, l0, nmax);
+      scale = f32(sums.lx / sums.l2);
+      best = f32(scale * sums.lx);
     }
   }
   return scale;
@@ -151,30 +147,14 @@ export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, x0: 
  * block below GROUP_MAX_EPS, as C leaves them).
  */
 export function makeQ3Quants(n: number, nmax: number, x: Float32Array, x0: number, L: Int8Array, l0: number): number {
-  let max = 0;
-  let amax = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Math.abs(x[x0 + i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[x0 + i];
-    }
-  }
-  if (amax < GROUP_MAX_EPS) {
+  const max = largestMagnitude(x, x0, n);
+  if (Math.abs(max) < GROUP_MAX_EPS) {
     for (let i = 0; i < n; i++) L[l0 + i] = 0;
     return 0;
   }
-  const iscale = f32(-nmax / max);
-  let sumlx = 0;
-  let suml2 = 0;
-  for (let i = 0; i < n; i++) {
-    const xi = x[x0 + i];
-    const l = cmax(-nmax, cmin(nmax - 1, nearestInt(f32(iscale * xi))));
-    L[l0 + i] = l;
-    const w = f32(xi * xi);
-    sumlx = f32(sumlx + f32(f32(w * xi) * l));
-    suml2 = f32(suml2 + f32(f32(w * l) * l));
-  }
+  levelSums(n, nmax, x, x0, f32(-nmax / max), L, l0, 0);
+  let sumlx = sums.lx;
+  let suml2 = sums.l2;
   for (let itry = 0; itry < 5; itry++) {
     let changed = 0;
     for (let i = 0; i < n; i++) {

@@ -15,7 +15,7 @@ import { makeQ3Quants } from './k-quant-search.js';
 import { encodeKQuantWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
-const { cmax, cmin, f16Table, f32, nearestInt, putU16, toF16Bits, toInt8, u16At } = cFloat;
+const { cmax, cmin, f16Table, f32, largestMagnitude, nearestInt, putU16, toF16Bits, toInt8, u16At } = cFloat;
 
 const QK_K = 256;
 const BYTES = 110;
@@ -64,16 +64,8 @@ export function encodeQ3KBlocks(src: Float32Array, out: Uint8Array): void {
     const x = b * QK_K;
     const at = b * BYTES;
     out.fill(0, at, at + BYTES);
-    let maxScale = 0;
-    let amax = 0;
-    for (let j = 0; j < 16; j++) {
-      scales[j] = makeQ3Quants(16, 4, src, x + 16 * j, L, 16 * j);
-      const scale = Math.abs(scales[j]);
-      if (scale > amax) {
-        amax = scale;
-        maxScale = scales[j];
-      }
-    }
+    for (let j = 0; j < 16; j++) scales[j] = makeQ3Quants(16, 4, src, x + 16 * j, L, 16 * j);
+    const maxScale = largestMagnitude(scales, 0, 16);
     const sc = at + SCALES;
     let dBits = 0;
     if (maxScale !== 0) { // C's `if (max_scale)`

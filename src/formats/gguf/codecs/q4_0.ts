@@ -9,7 +9,7 @@ import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
-const { cmin, f16Table, f32, putU16, toF16Bits, toInt8, u16At } = cFloat;
+const { cmin, f16Table, f32, largestMagnitude, putU16, toF16Bits, toInt8, u16At } = cFloat;
 
 const QK = 32;
 const BYTES = 18;
@@ -35,15 +35,7 @@ export const Q4_0_CODEC: BlockCodec = {
     for (let b = 0; b < n; b++) {
       const x = b * QK;
       const at = b * BYTES;
-      let amax = 0;
-      let max = 0;
-      for (let j = 0; j < QK; j++) {
-        const v = src[x + j];
-        if (amax < Math.abs(v)) {
-          amax = Math.abs(v);
-          max = v;
-        }
-      }
+      const max = largestMagnitude(src, x, QK);
       const d = f32(max / -8);
       const id = d ? f32(1 / d) : 0;
       putU16(out, at, toF16Bits(d));

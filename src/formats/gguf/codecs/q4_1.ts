@@ -6,14 +6,14 @@
  */
 import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
+import { affine, writeAffineHeader } from './affine-header.js';
 import * as cFloat from './c-float.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
-const { cmin, f16Table, f32, putU16, toF16Bits, toInt8, u16At } = cFloat;
+const { cmin, f16Table, f32, toInt8, u16At } = cFloat;
 
 const QK = 32;
 const BYTES = 20;
-const FLT_MAX = f32(3.4028234663852886e38);
 
 export const Q4_1_CODEC: BlockCodec = {
   type: ggmlTypeByName('Q4_1')!,
@@ -37,17 +37,8 @@ export const Q4_1_CODEC: BlockCodec = {
     for (let b = 0; b < n; b++) {
       const x = b * QK;
       const at = b * BYTES;
-      let min = FLT_MAX;
-      let max = -FLT_MAX;
-      for (let j = 0; j < QK; j++) {
-        const v = src[x + j];
-        if (v < min) min = v;
-        if (v > max) max = v;
-      }
-      const d = f32(f32(max - min) / 15);
-      const id = d ? f32(1 / d) : 0;
-      putU16(out, at, toF16Bits(d));
-      putU16(out, at + 2, toF16Bits(min));
+      writeAffineHeader(src, x, out, at, 15);
+      const { min, id } = affine;
       for (let j = 0; j < QK / 2; j++) {
         const x0 = f32(f32(src[x + j] - min) * id);
         const x1 = f32(f32(src[x + QK / 2 + j] - min) * id);

@@ -9,7 +9,7 @@ import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
-const { cmin, f16Table, f32, putU16, toF16Bits, toInt8, u16At } = cFloat;
+const { cmin, f16Table, f32, largestMagnitude, putU16, putU32, toF16Bits, toInt8, u16At, u32At } = cFloat;
 
 const QK = 32;
 const BYTES = 22;
@@ -22,7 +22,7 @@ export const Q5_0_CODEC: BlockCodec = {
     for (let b = 0; b < n; b++) {
       const at = b * BYTES;
       const d = half[u16At(src, at)];
-      const qh = (src[at + 2] | (src[at + 3] << 8) | (src[at + 4] << 16) | (src[at + 5] << 24)) >>> 0;
+      const qh = u32At(src, at + 2);
       const y = b * QK;
       for (let j = 0; j < QK / 2; j++) {
         const q = src[at + 6 + j];
@@ -38,15 +38,7 @@ export const Q5_0_CODEC: BlockCodec = {
     for (let b = 0; b < n; b++) {
       const x = b * QK;
       const at = b * BYTES;
-      let amax = 0;
-      let max = 0;
-      for (let j = 0; j < QK; j++) {
-        const v = src[x + j];
-        if (amax < Math.abs(v)) {
-          amax = Math.abs(v);
-          max = v;
-        }
-      }
+      const max = largestMagnitude(src, x, QK);
       const d = f32(max / -16);
       const id = d ? f32(1 / d) : 0;
       putU16(out, at, toF16Bits(d));
@@ -60,10 +52,7 @@ export const Q5_0_CODEC: BlockCodec = {
         qh |= ((q0 & 0x10) >>> 4) << j;
         qh |= ((q1 & 0x10) >>> 4) << (j + QK / 2);
       }
-      out[at + 2] = qh & 0xff;
-      out[at + 3] = (qh >>> 8) & 0xff;
-      out[at + 4] = (qh >>> 16) & 0xff;
-      out[at + 5] = (qh >>> 24) & 0xff;
+      putU32(out, at + 2, qh);
     }
   },
 };

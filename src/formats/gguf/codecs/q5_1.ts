@@ -6,14 +6,14 @@
  */
 import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
+import { affine, writeAffineHeader } from './affine-header.js';
 import * as cFloat from './c-float.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
-const { f16Table, f32, putU16, toF16Bits, truncToInt, u16At } = cFloat;
+const { f16Table, f32, putU32, truncToInt, u16At, u32At } = cFloat;
 
 const QK = 32;
 const BYTES = 24;
-const FLT_MAX = f32(3.4028234663852886e38);
 
 export const Q5_1_CODEC: BlockCodec = {
   type: ggmlTypeByName('Q5_1')!,
@@ -24,7 +24,7 @@ export const Q5_1_CODEC: BlockCodec = {
       const at = b * BYTES;
       const d = half[u16At(src, at)];
       const m = half[u16At(src, at + 2)];
-      const qh = (src[at + 4] | (src[at + 5] << 8) | (src[at + 6] << 16) | (src[at + 7] << 24)) >>> 0;
+      const qh = u32At(src, at + 4);
       const y = b * QK;
       for (let j = 0; j < QK / 2; j++) {
         const q = src[at + 8 + j];
@@ -40,17 +40,8 @@ export const Q5_1_CODEC: BlockCodec = {
     for (let b = 0; b < n; b++) {
       const x = b * QK;
       const at = b * BYTES;
-      let min = FLT_MAX;
-      let max = -FLT_MAX;
-      for (let j = 0; j < QK; j++) {
-        const v = src[x + j];
-        if (v < min) min = v;
-        if (v > max) max = v;
-      }
-      const d = f32(f32(max - min) / 31);
-      const id = d ? f32(1 / d) : 0;
-      putU16(out, at, toF16Bits(d));
-      putU16(out, at + 2, toF16Bits(min));
+      writeAffineHeader(src, x, out, at, 31);
+      const { min, id } = affine;
       let qh = 0;
       for (let j = 0; j < QK / 2; j++) {
         const x0 = f32(f32(src[x + j] - min) * id);
@@ -61,10 +52,7 @@ export const Q5_1_CODEC: BlockCodec = {
         qh |= ((q0 & 0x10) >>> 4) << j;
         qh |= ((q1 & 0x10) >>> 4) << (j + QK / 2);
       }
-      out[at + 4] = qh & 0xff;
-      out[at + 5] = (qh >>> 8) & 0xff;
-      out[at + 6] = (qh >>> 16) & 0xff;
-      out[at + 7] = (qh >>> 24) & 0xff;
+      putU32(out, at + 4, qh);
     }
   },
 };

@@ -13,7 +13,7 @@ import { makeQxQuantsRmse1 } from './k-quant-search.js';
 import { encodeKQuantWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
-const { cmax, cmin, f16Table, f32, GROUP_MAX_EPS, nearestInt, putU16, toF16Bits, u16At } = cFloat;
+const { cmax, cmin, f16Table, f32, GROUP_MAX_EPS, largestMagnitude, nearestInt, putU16, toF16Bits, u16At } = cFloat;
 
 const QK_K = 256;
 const BYTES = 210;
@@ -65,19 +65,10 @@ export function encodeQ6KBlocks(src: Float32Array, out: Uint8Array): void {
   for (let b = 0; b < n; b++) {
     const x = b * QK_K;
     const at = b * BYTES;
-    let maxScale = 0;
-    let maxAbsScale = 0;
-    for (let ib = 0; ib < 16; ib++) {
-      const scale = makeQxQuantsRmse1(16, 32, src, x + 16 * ib, L, 16 * ib);
-      scales[ib] = scale;
-      const abs = Math.abs(scale);
-      if (abs > maxAbsScale) {
-        maxAbsScale = abs;
-        maxScale = scale;
-      }
-    }
+    for (let ib = 0; ib < 16; ib++) scales[ib] = makeQxQuantsRmse1(16, 32, src, x + 16 * ib, L, 16 * ib);
+    const maxScale = largestMagnitude(scales, 0, 16);
     out.fill(0, at, at + BYTES);
-    if (maxAbsScale < GROUP_MAX_EPS) continue; // an all-zero block, d = +0
+    if (Math.abs(maxScale) < GROUP_MAX_EPS) continue; // an all-zero block, d = +0
     const iscale = f32(-128 / maxScale);
     const dBits = toF16Bits(f32(1 / iscale));
     putU16(out, at + 208, dBits);

@@ -1,0 +1,249 @@
+/**
+ * What the CLI fuzzers share: seeded fast-check runs of generated cases through the CLI, most in a
+ * worker thread running the built front end (fuzz-worker.mjs: no Node start-up per case, and a case
+ * that hangs is stopped by terminating the worker), a few as the real `loramerge` process with its
+ * peak RSS measured; and the properties every case must hold, whatever its input:
+ *   - no stack trace, no internal error, and the inputs unchanged;
+ *   - refused: a documented exit code, exactly one `error:` line, nothing in the output folder;
+ *   - succeeded: no `error:` line, and the output folder holding only the output (nothing for a
+ *     command that writes none), which the fuzzer then checks against its float64 truth.
+ * The cases run the built CLI: run `npm run build:lib` first when calling vitest directly.
+ */
+import fc from 'fast-check';
+import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { afterAll, describe, expect, it } from 'vitest';
+import { errorLines, runCli, type CliResult } from './cli.js';
+import { tempDirs } from './fixtures.js';
+
+/** A case taking longer than this hangs (the slowest real case takes well under a second). */
+const CASE_TIMEOUT_MS = 30_000;
+const MB = 1024 * 1024;
+const RSS_LIMIT = 400 * MB;
+
+export interface FuzzSettings {
+  runs: number;
+  cliRuns: number;
+  seed: number;
+}
+
+/**
+ * How many cases to run: the counts from the environment variables named (`npm run fuzz` sets
+ * many), else the bounded ones `npm test` runs; the seed from FUZZ_SEED.
+ */
+export function fuzzSettings(runsVar: string, cliRunsVar: string, defaults: { runs: number; cliRuns: number }): FuzzSettings {
+  return {
+    runs: Number(process.env[runsVar] ?? defaults.runs),
+    cliRuns: Number(process.env[cliRunsVar] ?? defaults.cliRuns),
+    seed: Number(process.env.FUZZ_SEED ?? 20261201),
+  };
+}
+
+/** One generated case as files and a command line. */
+export interface CliCase {
+  /** Names the case at the head of every failure message. */
+  label: string;
+  /** The summary counts outcomes per group where one is given. */
+  group?: string;
+  /** The input files, by path under the case's input folder. */
+  inputs: Map<string, Uint8Array>;
+  /** Folders under the input folder that exist even when no file lies in them. */
+  folders?: string[];
+  /** The command line, given the input and output folders. */
+  argv(inDir: string, outDir: string): string[];
+  /** What a successful run leaves in the output folder; null for a command that writes nothing. */
+  output: string | null;
+}
+
+export interface FuzzStats {
+  cases: number;
+  merged: number;
+  refused: number;
+  byCode: Map<number, number>;
+  /** Outcomes: `refused`, `ok` (succeeded, wrote nothing), `merged, <what checkOutput said>`. */
+  outcomes: Map<string, number>;
+  byGroup: Map<string, Record<string, number>>;
+}
+
+export interface CliFuzzTarget<C, P extends CliCase> {
+  /** Heads the summary line. */
+  name: string;
+  cases: fc.Arbitrary<C>;
+  prepare(c: C): P;
+  /** Checks what a successful writing run left at `outPath`; says how it was checked (counted as `merged, <that>`). */
+  checkOutput(c: C, p: P, outPath: string, result: CliResult, context: string): string;
+  /** The summary's words on the merges, in brackets after their count. */
+  mergeDetail(stats: FuzzStats): string;
+  /** The outcomes the mutations must reach, or the property proves little. */
+  expectReach(stats: FuzzStats, runs: number): void;
+}
+
+/** Every file under dir, by path relative to it. */
+export function filesUnder(dir: string): Map<string, Uint8Array> {
+  const out = new Map<string, Uint8Array>();
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const path = join(d, name);
+      if (statSync(path).isDirectory()) walk(path);
+      else out.set(relative(dir, path), new Uint8Array(readFileSync(path)));
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+/** Runs the built CLI's front end in one worker thread, replaced after a hang or a crash. */
+class WorkerRunner {
+  private worker: Worker | undefined;
+  private nextId = 0;
+
+  run(argv: string[]): Promise<CliResult | { hung: true } | { crashed: string }> {
+    this.worker ??= new Worker(new URL('./fuzz-worker.mjs', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: 1024 } });
+    const w = this.worker;
+    const id = ++this.nextId;
+    return new Promise((resolve) => {
+      const done = (result: CliResult | { hung: true } | { crashed: string }) => {
+        clearTimeout(timer);
+        w.off('message', onMessage);
+        w.off('error', onError);
+        resolve(result);
+      };
+      const onMessage = (m: CliResult & { id: number }) => m.id === id && done(m);
+      const onError = (e: Error) => {
+        this.worker = undefined;
+        done({ crashed: String(e) });
+      };
+      const timer = setTimeout(() => {
+        void w.terminate();
+        this.worker = undefined;
+        done({ hung: true });
+      }, CASE_TIMEOUT_MS);
+      w.on('message', onMessage);
+      w.on('error', onError);
+      w.postMessage({ id, argv });
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.worker?.terminate();
+  }
+}
+
+/** Writes a case's inputs under dir/in, with an empty dir/out. */
+function materialise(p: CliCase, dir: string): { inDir: string; outDir: string } {
+  rmSync(dir, { recursive: true, force: true });
+  const inDir = join(dir, 'in');
+  const outDir = join(dir, 'out');
+  for (const [path, bytes] of p.inputs) {
+    mkdirSync(dirname(join(inDir, path)), { recursive: true });
+    writeFileSync(join(inDir, path), bytes);
+  }
+  for (const folder of p.folders ?? []) mkdirSync(join(inDir, folder), { recursive: true });
+  mkdirSync(inDir, { recursive: true });
+  mkdirSync(outDir, { recursive: true });
+  return { inDir, outDir };
+}
+
+/** The two fuzzing runs of a target (in-process, then the real process) as a describe block. */
+export function describeCliFuzz<C, P extends CliCase>(title: string, target: CliFuzzTarget<C, P>, settings: FuzzSettings): void {
+  const { runs, cliRuns, seed } = settings;
+  const temp = tempDirs();
+  const root = temp.make();
+  const runner = new WorkerRunner();
+  afterAll(async () => {
+    await runner.close();
+    temp.removeAll();
+  });
+
+  const stats: FuzzStats = { cases: 0, merged: 0, refused: 0, byCode: new Map(), outcomes: new Map(), byGroup: new Map() };
+  const count = (p: P, what: string) => {
+    stats.outcomes.set(what, (stats.outcomes.get(what) ?? 0) + 1);
+    if (p.group === undefined) return;
+    const counts = stats.byGroup.get(p.group) ?? {};
+    counts[what] = (counts[what] ?? 0) + 1;
+    stats.byGroup.set(p.group, counts);
+  };
+
+  /** Checks one outcome against the properties; throws (failing the property) when one breaks. */
+  const check = (c: C, p: P, inDir: string, outDir: string, result: CliResult) => {
+    stats.cases++;
+    stats.byCode.set(result.code, (stats.byCode.get(result.code) ?? 0) + 1);
+    const context = `${p.label} → exit ${result.code}\n${result.stderr}`;
+    expect(result.stderr, context).not.toMatch(/\n\s+at |internal error|runCommandLine threw/);
+    const after = filesUnder(inDir);
+    expect([...after.keys()].sort(), `the inputs changed\n${context}`).toEqual([...p.inputs.keys()].sort());
+    for (const [path, bytes] of p.inputs) expect(Buffer.from(after.get(path)!).equals(Buffer.from(bytes)), `${path} changed\n${context}`).toBe(true);
+    const left = readdirSync(outDir);
+    if (result.code !== 0) {
+      stats.refused++;
+      count(p, 'refused');
+      expect([1, 2, 3], context).toContain(result.code);
+      expect(errorLines(result.stderr), context).toHaveLength(1);
+      expect(left, context).toEqual([]);
+      return;
+    }
+    expect(errorLines(result.stderr), context).toEqual([]);
+    if (p.output === null) {
+      expect(left, context).toEqual([]);
+      count(p, 'ok');
+      return;
+    }
+    stats.merged++;
+    expect(left, context).toEqual([p.output]);
+    count(p, `merged, ${target.checkOutput(c, p, join(outDir, p.output), result, context)}`);
+  };
+
+  describe(title, () => {
+    it(`${runs} cases through the CLI's front end in-process`, async () => {
+      const rssBefore = process.resourceUsage().maxRSS * 1024;
+      let n = 0;
+      await fc.assert(
+        fc.asyncProperty(target.cases, async (c) => {
+          const dir = join(root, `case-${n++}`);
+          const p = target.prepare(c);
+          const { inDir, outDir } = materialise(p, dir);
+          try {
+            const result = await runner.run(p.argv(inDir, outDir));
+            if ('hung' in result) throw new Error(`${p.label}: hung for ${CASE_TIMEOUT_MS} ms`);
+            if ('crashed' in result) throw new Error(`${p.label}: worker died (memory?): ${result.crashed}`);
+            check(c, p, inDir, outDir, result);
+          } finally {
+            rmSync(dir, { recursive: true, force: true });
+          }
+        }),
+        { seed, numRuns: runs, endOnFailure: true },
+      );
+      const grew = process.resourceUsage().maxRSS * 1024 - rssBefore;
+      console.log(
+        `${target.name}: ${stats.cases} cases: ${stats.merged} merged (${target.mergeDetail(stats)}), ${stats.refused} refused; ` +
+          `exit codes ${JSON.stringify(Object.fromEntries(stats.byCode))}; peak RSS grew by ${(grew / MB).toFixed(0)} MiB` +
+          [...stats.byGroup].map(([group, counts]) => `\n  ${group}: ${JSON.stringify(counts)}`).join(''),
+      );
+      expect(grew, 'peak memory of all cases together').toBeLessThan(RSS_LIMIT);
+      target.expectReach(stats, runs);
+    }, Math.max(600_000, runs * 2000));
+
+    it(`${cliRuns} cases through the real loramerge process, peak RSS measured`, async () => {
+      let n = 0;
+      await fc.assert(
+        fc.asyncProperty(target.cases, async (c) => {
+          const dir = join(root, `cli-${n++}`);
+          const p = target.prepare(c);
+          const { inDir, outDir } = materialise(p, dir);
+          try {
+            const rssFile = join(dir, 'rss.txt');
+            const result = await runCli(p.argv(inDir, outDir), { LORAMERGE_RSS_FILE: rssFile }, ['--import', fileURLToPath(new URL('./report-rss.mjs', import.meta.url))]);
+            check(c, p, inDir, outDir, result);
+            const peak = Number(readFileSync(rssFile, 'utf8'));
+            expect(peak, `peak RSS ${(peak / MB).toFixed(0)} MiB`).toBeLessThan(RSS_LIMIT);
+          } finally {
+            rmSync(dir, { recursive: true, force: true });
+          }
+        }),
+        { seed: seed + 1, numRuns: cliRuns, endOnFailure: true },
+      );
+    }, Math.max(300_000, cliRuns * 20_000));
+  });
+}
