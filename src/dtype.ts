@@ -51,7 +51,7 @@ export function parseOutDType(name: string): FloatDType {
 
 /** All 65 536 f16 values as f32: decoding is one table lookup per element. */
 let f16Table: Float32Array | undefined;
-function f16ToF32Table(): Float32Array {
+export function f16ToF32Table(): Float32Array {
   if (!f16Table) {
     f16Table = new Float32Array(65536);
     const view = new DataView(new ArrayBuffer(2));

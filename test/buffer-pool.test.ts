@@ -50,4 +50,33 @@ describe('BufferPool', () => {
     for (let i = 0; i < 2; i++) expect(again[i]).toBe(held[i + 1].buffer);
     expect(held.map((x) => x.buffer)).not.toContain(again[2]);
   });
+
+  it('with shared memory: views of exactly the bytes asked for, every size served by a few buffers of the largest', () => {
+    const made: number[] = [];
+    const pool = new BufferPool((bytes) => (made.push(bytes), new SharedArrayBuffer(bytes)));
+    const a = pool.take(4_190_208);
+    expect(a.byteLength).toBe(4_190_208);
+    expect(a.buffer).toBeInstanceOf(SharedArrayBuffer);
+    const b = pool.take(1_048_576); // new buffers are as large as the largest so far
+    expect(b.buffer).not.toBe(a.buffer);
+    expect(made).toEqual([4 << 20, 4 << 20]);
+    pool.recycle(a);
+    pool.recycle(b);
+    // A stream of slabs of every size up to the largest needs no new memory.
+    for (const bytes of [2_117_632, 4_194_304, 1_048_576, 100, 4_190_208]) {
+      const x = pool.take(bytes);
+      const y = pool.take(bytes);
+      expect(x.byteLength).toBe(bytes);
+      expect(x.byteOffset).toBe(0);
+      expect(y.buffer).not.toBe(x.buffer);
+      pool.recycle(x);
+      pool.recycle(y);
+    }
+    expect(made).toEqual([4 << 20, 4 << 20]);
+    // A larger one: a new buffer of its size; returned, it serves the small ones first.
+    const c = pool.take((4 << 20) + 1);
+    expect(c.buffer.byteLength).toBe(5 << 20);
+    pool.recycle(c);
+    expect(pool.take(3_000_000).buffer.byteLength).toBe(4 << 20);
+  });
 });

@@ -196,6 +196,8 @@ describe('PEFT adapters on a sharded transformers folder', () => {
         const { tensors, metadata } = readSafetensors(join(out, shard));
         expect(metadata.format).toBe('pt');
         expect(metadata['loramerge.adapters']).toContain('"weight":-0.75');
+        // The rule the tensors below are checked against, as the file states it.
+        expect(metadata['loramerge.rule']).toMatch(/rounded once to the output dtype: f16\/bf16\/fp8 correctly rounded .*f32 within 1 ulp$/);
         for (const [k, v] of tensors) merged.set(k, v);
       }
       let inexact = 0;

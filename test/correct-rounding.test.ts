@@ -47,12 +47,29 @@ const webgpu = (options: ConstructorParameters<typeof WebGpuBackend>[1]) => asyn
   new WebGpuBackend(await requestMergeDevice(await requestAdapter(nodeGpu!.gpu)), options);
 const executors: { name: string; backend?: MergeBackend; make: () => MergeBackend | Promise<MergeBackend> }[] = [
   { name: 'WebAssembly, calling thread', make: () => new CpuBackend('test') },
-  { name: 'WebAssembly, worker threads', make: () => new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2) }) },
+  // As a page runs them: W and the output copied through the pool's scratch memory.
+  { name: 'WebAssembly, worker threads', make: () => new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2, { sharedSlabs: false }) }) },
+  // As a merge from a file runs in Node: W read into the pool's shared memory (a view inside a larger buffer), used in place, the output written in place.
+  { name: 'WebAssembly, threads, shared W', make: () => baseInSharedMemory(new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2) })) },
   { name: 'JavaScript', make: () => new CpuBackend('test', { executor: 'js' }) },
   // SwiftShader here: both conversion styles, a small list (overflow → every element settled) and a 2-D workgroup.
   { name: 'WebGPU, bit shifts', make: webgpu({ shiftFree: false }) },
   { name: 'WebGPU, shift-free, 8×4 workgroups', make: webgpu({ shiftFree: true, workgroup: { x: 8, y: 4 } }) },
 ];
+
+/** The backend, given every op's W as a view at an odd place in a larger SharedArrayBuffer. */
+function baseInSharedMemory(backend: CpuBackend): MergeBackend {
+  expect(backend.slabMemory).toBeDefined();
+  return Object.assign(Object.create(backend) as CpuBackend, {
+    merge(op: MergeOp, signal?: AbortSignal) {
+      const bytes = op.base.data;
+      const data = new Uint8Array(new SharedArrayBuffer(bytes.byteLength + 96), 32, bytes.byteLength);
+      data.set(bytes);
+      return backend.merge({ ...op, base: { dtype: op.base.dtype, data } }, signal);
+    },
+    dispose: () => backend.dispose(),
+  });
+}
 
 beforeAll(async () => {
   if (!existsSync(workerScript)) {

@@ -132,6 +132,11 @@ export interface MergeBackend {
    * backend may reuse its memory for a later output. Anything it did not return is ignored.
    */
   recycle?(output: Uint8Array): void;
+  /**
+   * Memory for the slabs the pipeline reads (and outputs it writes) that this backend uses in
+   * place, with no copy in or out: the CPU worker threads' shared memory. Absent: ArrayBuffers.
+   */
+  slabMemory?(bytes: number): ArrayBuffer | SharedArrayBuffer;
   /** Releases GPU resources (idempotent). */
   dispose(): void;
 }

@@ -147,9 +147,19 @@ async function refuseInputOverlap(outName: string, realOut: string, inputs: read
   }
 }
 
+/**
+ * Bytes written between flushes started in the background: the disk writes what came before while
+ * the merge goes on, so that the flush before the final rename finds little left to do (it took
+ * 0.25 s at the end of a 1 GB merge).
+ */
+const FLUSH_EVERY_BYTES = 128 * 1024 * 1024;
+
 /** One file being written; close() flushes it to disk. Errors name --out, not the temporary. */
 class NodeFileSink implements ByteSink {
   closed = false;
+  private unflushed = 0;
+  /** A background flush in flight; its failure is reported by the next write or close. */
+  private flushing: Promise<void> | undefined;
   constructor(
     readonly path: string,
     private readonly name: string,
@@ -165,10 +175,24 @@ class NodeFileSink implements ByteSink {
         done += bytesWritten;
       }
     });
+    this.unflushed += chunk.byteLength;
+    if (this.unflushed >= FLUSH_EVERY_BYTES) {
+      if (this.flushing) await this.settleFlush();
+      this.unflushed = 0;
+      this.flushing = this.handle.datasync();
+      this.flushing.catch(() => {}); // reported when settled
+    }
+  }
+
+  private async settleFlush(): Promise<void> {
+    const flushing = this.flushing;
+    this.flushing = undefined;
+    if (flushing) await onPath(this.name, 'flushing to disk', () => flushing);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
+    await this.settleFlush();
     await onPath(this.name, 'flushing to disk', () => this.handle.sync());
     this.closed = true;
     await onPath(this.name, 'closing', () => this.handle.close());
@@ -178,6 +202,7 @@ class NodeFileSink implements ByteSink {
   async release(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.flushing?.catch(() => undefined);
     await this.handle.close().catch(() => undefined);
   }
 }

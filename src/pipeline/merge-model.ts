@@ -224,7 +224,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
 
   // Slab inputs are reused once their unit is written (no fresh memory, no page faults per slab);
   // backends that can reuse their outputs get them back the same way (MergeBackend.recycle).
-  const inputs = new BufferPool();
+  const inputs = new BufferPool(backend.slabMemory?.bind(backend));
   const inputOf = new Map<WorkUnit, Uint8Array>();
   try {
     typeWarnings.forEach((w) => options.onWarning?.(w));
@@ -508,7 +508,7 @@ function provenanceMetadata(prepared: PreparedMerge, outDtype: string | undefine
   return {
     'loramerge.adapters': JSON.stringify(adapters),
     ...(leftOut.length ? { 'loramerge.left_out': JSON.stringify(leftOut) } : {}),
-    'loramerge.rule': "W' = W + sum(weight * scale * B @ A), f32 accumulation, rounded once",
+    'loramerge.rule': "W' = W + sum(weight * scale * B @ A), computed from the decoded values and rounded once to the output dtype: f16/bf16/fp8 correctly rounded (equal to the exact result rounded to nearest even), f32 within 1 ulp",
     ...(outDtype ? { 'loramerge.dtype': outDtype } : {}),
   };
 }

@@ -13,6 +13,7 @@ import { newStats, type CertificationStats } from '../exact/recompute.js';
 import { columnSumsOfSquaresOnCpu, mergeStepsOnCpu } from './cpu-steps.js';
 import { mergePlainOnJs, mergePlainOnWasm, planPlain, type PlainPlan, type TakeOutput } from './plain-merge.js';
 import { BufferPool } from '../../buffer-pool.js';
+import { rowsSeparable } from './step-rows.js';
 import { createWasmKernel, wasmSimdAvailable, type WasmKernel } from './wasm-kernel.js';
 
 /** Runs WASM merges somewhere else (worker threads); see cpu-worker-pool.ts. */
@@ -21,8 +22,14 @@ export interface CpuMergePool {
   readonly threads: number;
   /** Runs a planned plain op and returns W′ in its outDtype, like {@link MergeBackend.merge}. */
   merge(plan: PlainPlan, stats: CertificationStats, signal?: AbortSignal, take?: TakeOutput): Promise<Uint8Array>;
+  /** Runs an op with general update steps on the threads (the float64 executor's bytes). */
+  mergeSteps?(op: MergeOp, stats: CertificationStats, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Column sums of squares of V on the threads (the float64 executor's sums). */
+  columnSumsOfSquares?(op: MergeOp, signal?: AbortSignal): Promise<Float64Array>;
   /** Encodes whole blocks of a GGML type from f32 values on the threads (GGUF requantization). */
   encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Shared memory the threads read and write in place (see MergeBackend.slabMemory). */
+  readonly slabMemory?: (bytes: number) => ArrayBuffer | SharedArrayBuffer;
   /** Stops the threads; merges in flight are rejected. */
   dispose(): void;
 }
@@ -57,7 +64,12 @@ export class CpuBackend implements MergeBackend {
     if (!this.pool) options.pool?.dispose();
     if (!wasm && options.executor !== 'js') this.fallback = 'no WebAssembly SIMD in this engine';
     this.reason = reason;
+    this.slabMemory = this.pool?.slabMemory;
+    this.outputs = new BufferPool(this.slabMemory);
   }
+
+  /** See MergeBackend.slabMemory: the pool's shared memory, where it has some. */
+  readonly slabMemory?: (bytes: number) => ArrayBuffer | SharedArrayBuffer;
 
   /** "CPU (…)": the executor that runs, its threads, why the CPU was chosen, and any remarks. */
   get description(): string {
@@ -101,7 +113,13 @@ export class CpuBackend implements MergeBackend {
       shape = checkOp(op);
     }
     const plain = asPlainOp(op, shape);
-    if (!plain) return mergeStepsOnCpu(op, signal);
+    if (!plain) {
+      // Row by row after the norms across rows were resolved above, so the threads can share it.
+      if (this.pool?.mergeSteps && shape.rowCount * op.cols >= POOL_MIN_ELEMENTS && rowsSeparable(op, shape)) {
+        return this.pool.mergeSteps(op, newStats(), signal);
+      }
+      return mergeStepsOnCpu(op, signal);
+    }
     const kernel = this.executor === 'wasm' ? await this.localKernel() : null;
     if (!kernel) return mergePlainOnJs(plain, this.certification, signal);
     const plan = planPlain(plain);
@@ -111,7 +129,7 @@ export class CpuBackend implements MergeBackend {
   }
 
   /** Output buffers of the WebAssembly merges, reused once written (see {@link recycle}). */
-  private readonly outputs = new BufferPool();
+  private readonly outputs: BufferPool;
 
   /** Takes back a written output of {@link merge} for reuse (see MergeBackend.recycle). */
   recycle(output: Uint8Array): void {
@@ -125,6 +143,10 @@ export class CpuBackend implements MergeBackend {
   }
 
   async columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {
+    const shape = checkOp(op);
+    if (this.pool?.columnSumsOfSquares && shape.rowCount * op.cols >= POOL_MIN_ELEMENTS && rowsSeparable(op, shape)) {
+      return this.pool.columnSumsOfSquares(op, signal);
+    }
     return columnSumsOfSquaresOnCpu(op, signal);
   }
 

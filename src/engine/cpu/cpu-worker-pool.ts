@@ -27,8 +27,13 @@ export function createCpuWorkerPool(options: CpuWorkerPoolOptions = {}): CpuWork
 
 /** Node worker threads running `url`; `threads` merge, the calling thread included. */
 export class CpuWorkerPool extends RowBlockPool {
-  constructor(url: URL, threads: number) {
-    super(Array.from({ length: Math.max(1, threads) - 1 }, () => nodeWorker(url)), () => new Promise((r) => setImmediate(r)));
+  /**
+   * `sharedSlabs` (default true): slabs are read into shared memory and outputs written from it,
+   * which Node's file writes take; false copies them through the pool's scratch, as pages do.
+   */
+  constructor(url: URL, threads: number, options: { sharedSlabs?: boolean } = {}) {
+    super(Array.from({ length: Math.max(1, threads) - 1 }, () => nodeWorker(url)), () => new Promise((r) => setImmediate(r)), true,
+      { sharedSlabs: options.sharedSlabs ?? true });
   }
 }
 

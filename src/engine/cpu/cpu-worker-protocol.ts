@@ -1,17 +1,23 @@
 /**
  * What the pool and its worker threads say to each other, and the one handler every worker runs
- * (Node worker_threads and Web Workers alike): W and the output are byte ranges of a
- * SharedArrayBuffer owned by the pool; the right factor and its norms come once per key.
+ * (Node worker_threads and Web Workers alike): W and the output are byte ranges of
+ * SharedArrayBuffers (slabs read into shared memory, or the pool's scratch); the right factor and
+ * its norms come once per key.
  */
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
+import type { MergeOp } from '../merge-op.js';
+import { runStepsPiece } from './step-rows.js';
 
-/** A block of rows; its W and output are byte ranges of `shared`. */
+const NONE = new Uint32Array(0);
+
+/** A block of rows; its W and output are byte ranges of shared memory (one buffer or two). */
 export interface WorkerJob extends Omit<RowJob, 'w'> {
   id: number;
-  shared: SharedArrayBuffer;
+  wBuffer: SharedArrayBuffer;
   wOffset: number;
   wLength: number;
+  outBuffer: SharedArrayBuffer;
   outOffset: number;
   outLength: number;
 }
@@ -31,11 +37,25 @@ export interface EncodeJob {
   dstLength: number;
 }
 
-/** What the pool posts to a worker. */
-export type PoolJob = WorkerJob | EncodeJob;
+/** Rows of an op with general update steps (step-rows.ts), merged by the float64 executor. */
+export interface StepsJob {
+  kind: 'steps';
+  id: number;
+  /** `merge`: W′ in op.outDtype; `values`: V after every step, f64 (for norms across rows). */
+  want: 'merge' | 'values';
+  op: MergeOp;
+}
 
-/** A worker's answer to one job: `listed` as RowJob results list them (none for encoding). */
-export type WorkerReply = { id: number; finite: boolean; listed: Uint32Array } | { id: number; error: string };
+/** What the pool posts to a worker. */
+export type PoolJob = WorkerJob | EncodeJob | StepsJob;
+
+/**
+ * A worker's answer to one job: `listed` as RowJob results list them (none for encoding); a steps
+ * job's output bytes or values, and how many of its elements were computed exactly.
+ */
+export type WorkerReply =
+  | { id: number; finite: boolean; listed: Uint32Array; out?: Uint8Array; values?: Float64Array; exact?: number }
+  | { id: number; error: string };
 
 /**
  * Runs one job on the worker's kernel. Every call awaits the same kernel promise, so jobs still run
@@ -43,14 +63,19 @@ export type WorkerReply = { id: number; finite: boolean; listed: Uint32Array } |
  */
 export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): Promise<WorkerReply> {
   try {
+    if ('kind' in job && job.kind === 'steps') {
+      await kernel.catch(() => undefined); // keeps arrival order; the f64 executor does not need it
+      const { out, values, exact } = runStepsPiece(job.op, job.want);
+      return { id: job.id, finite: job.want === 'values' || out !== undefined, listed: NONE, out, values, exact };
+    }
     if ('kind' in job) {
       await kernel.catch(() => undefined); // keeps arrival order; encoding does not need it
       encodeBlocksInto(job.type, new Float32Array(job.shared, job.srcOffset, job.count), new Uint8Array(job.shared, job.dstOffset, job.dstLength));
-      return { id: job.id, finite: true, listed: new Uint32Array(0) };
+      return { id: job.id, finite: true, listed: NONE };
     }
     const { finite, listed } = (await kernel).run(
-      { ...job, w: new Uint8Array(job.shared, job.wOffset, job.wLength) },
-      new Uint8Array(job.shared, job.outOffset, job.outLength),
+      { ...job, w: new Uint8Array(job.wBuffer, job.wOffset, job.wLength) },
+      new Uint8Array(job.outBuffer, job.outOffset, job.outLength),
     );
     return { id: job.id, finite, listed };
   } catch (e) {

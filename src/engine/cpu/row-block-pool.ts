@@ -2,8 +2,10 @@
  * Worker threads for the CPU backend (browser-safe; the threads come from outside): an op's rows are cut into blocks that the calling thread
  * and the workers take from one queue (so a slow core does not hold the others up). The calling
  * thread would otherwise sit waiting, so it takes blocks too and one core needs no worker (each
- * costs about 10 MiB). W and the output go through one SharedArrayBuffer, and each worker is sent a
- * tensor's right factor only once. Cancellation stops handing out blocks; those in flight finish.
+ * costs about 10 MiB). W and the output are shared memory the threads use in place (slabs read
+ * into {@link RowBlockPool.slabMemory}, outputs taken from it) or else go through one scratch
+ * SharedArrayBuffer, and each worker is sent a tensor's right factor only once. Cancellation
+ * stops handing out blocks; those in flight finish.
  *
  * Measured on the 0.97 GB benchmark model (2 cores, CLI, alternating runs): one worker per core
  * with an idle calling thread was 10–20 % faster (1.5–1.8 s against 1.7–2.1 s) but its peak RSS
@@ -12,6 +14,9 @@
  */
 import { DTYPE_BYTES } from '../../dtype.js';
 import { MergeError } from '../../errors.js';
+import type { MergeOp } from '../merge-op.js';
+import { checkOp, type OpShape } from '../op-shape.js';
+import { opRows, runStepsPiece, stepRowGranule, type StepsResult } from './step-rows.js';
 import type { CertificationStats } from '../exact/recompute.js';
 import type { CpuMergePool } from './cpu-backend.js';
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
@@ -45,6 +50,12 @@ interface Slot {
   pending: { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }[];
 }
 
+/** A byte offset in shared memory. */
+interface Place {
+  buffer: SharedArrayBuffer;
+  offset: number;
+}
+
 /** Lets other callbacks run between the calling thread's blocks. */
 export type YieldToEvents = () => Promise<void>;
 
@@ -62,16 +73,26 @@ export class RowBlockPool implements CpuMergePool {
   private broken: Error | undefined;
   /**
    * Blocks sent to workers, and how many of them carried a right factor (once per worker and
-   * tensor); pieces of GGML blocks sent to be encoded.
+   * tensor); pieces of GGML blocks sent to be encoded; pieces of ops with general steps.
    */
-  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0 };
+  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0 };
   private readonly local: Promise<WasmKernel>;
+
+  /**
+   * Shared memory for the pipeline's slabs and the backend's outputs, which the threads then read
+   * and write in place; absent where a sink cannot take shared memory (a browser's Blob and file
+   * writes refuse it).
+   */
+  readonly slabMemory?: (bytes: number) => SharedArrayBuffer;
 
   /**
    * The workers merge, and the calling thread too unless `callerTakesBlocks` is false (a thread
    * that must stay free for I/O, such as a page's worker writing synchronously to disk).
+   * `sharedSlabs`: offer {@link slabMemory}.
    */
-  constructor(workers: PoolWorker[], private readonly yieldToEvents: YieldToEvents, private readonly callerTakesBlocks = true) {
+  constructor(workers: PoolWorker[], private readonly yieldToEvents: YieldToEvents, private readonly callerTakesBlocks = true,
+    options: { sharedSlabs?: boolean } = {}) {
+    if (options.sharedSlabs) this.slabMemory = (bytes) => new SharedArrayBuffer(bytes);
     this.threads = workers.length + (callerTakesBlocks ? 1 : 0);
     this.slots = workers.map((worker) => this.adopt(worker));
     this.local = createWasmKernel();
@@ -105,7 +126,7 @@ export class RowBlockPool implements CpuMergePool {
     });
   }
 
-  /** One buffer for W and the output, reused unless another merge holds it. */
+  /** One scratch buffer for W and the output, reused unless another merge holds it. */
   private takeShared(bytes: number): SharedArrayBuffer {
     if (this.sharedBusy || !this.shared || this.shared.byteLength < bytes) {
       const buffer = new SharedArrayBuffer(bytes);
@@ -122,14 +143,21 @@ export class RowBlockPool implements CpuMergePool {
     const ob = DTYPE_BYTES[op.outDtype], kb = plan.kernelOutBytes;
     const rows = shape.rowCount, cols = op.cols;
     const w = plan.w.data;
-    const wBytes = w.byteLength, outBytes = rows * cols * kb;
-    const outOffset = (wBytes + 15) & ~15;
-    const shared = this.takeShared(outOffset + outBytes);
-    const ownsShared = shared === this.shared;
-    // f64 values (a scale step the kernel cannot fold exactly) are certified into an array of their own.
-    const final = plan.mode === 'f64-values' ? takeOutput(rows * cols * ob) : undefined;
+    const out = takeOutput(rows * cols * ob);
+    // W and the kernel's output are used where they lie when they are shared memory already (a
+    // slab read into slabMemory, an output taken from it); otherwise they go through one scratch
+    // buffer. f64 values (a scale step the kernel cannot fold exactly) are certified from the
+    // scratch into `out`.
+    const wInPlace = w.buffer instanceof SharedArrayBuffer;
+    const outInPlace = plan.mode !== 'f64-values' && out.buffer instanceof SharedArrayBuffer;
+    const wScratchBytes = wInPlace ? 0 : (w.byteLength + 15) & ~15;
+    const scratchBytes = wScratchBytes + (outInPlace ? 0 : rows * cols * kb);
+    const scratch = scratchBytes > 0 ? this.takeShared(scratchBytes) : undefined;
+    const ownsShared = scratch !== undefined && scratch === this.shared;
+    const wAt: Place = wInPlace ? { buffer: w.buffer as SharedArrayBuffer, offset: w.byteOffset } : { buffer: scratch!, offset: 0 };
+    const kAt: Place = outInPlace ? { buffer: out.buffer as SharedArrayBuffer, offset: out.byteOffset } : { buffer: scratch!, offset: wScratchBytes };
     try {
-      new Uint8Array(shared, 0, wBytes).set(w);
+      if (!wInPlace) new Uint8Array(scratch!, 0, w.byteLength).set(w);
       // Two blocks per worker even out uneven progress; bigger ones amortise the messages better
       // (measured on a 4 MiB f16 slab: 3.7 ms against 4.7 ms with 16 blocks of 256 KiB). The cap
       // bounds each worker's memory and how long cancellation waits on a huge unslabbed op.
@@ -148,13 +176,14 @@ export class RowBlockPool implements CpuMergePool {
         next += n;
         return [r0, n];
       };
+      const kernelOut = (r0: number, n: number) => new Uint8Array(kAt.buffer, kAt.offset + r0 * cols * kb, n * cols * kb);
       const settle = (r0: number, n: number, listed: Uint32Array) => {
-        const kOut = new Uint8Array(shared, outOffset + r0 * cols * kb, n * cols * kb);
-        finishJob(plan, r0, n, listed, kOut, final ? final.subarray(r0 * cols * ob, (r0 + n) * cols * ob) : kOut, stats);
+        const kOut = kernelOut(r0, n);
+        finishJob(plan, r0, n, listed, kOut, plan.mode === 'f64-values' ? out.subarray(r0 * cols * ob, (r0 + n) * cols * ob) : kOut, stats);
       };
       const drain = async (slot: Slot): Promise<void> => {
         for (let block = take(); block; block = take()) {
-          const reply = await this.run(slot, this.job(plan, slot, shared, block[0], block[1], outOffset));
+          const reply = await this.run(slot, this.job(plan, slot, wAt, kAt, block[0], block[1]));
           if ('error' in reply) throw new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`);
           if (!reply.finite) finite = false;
           settle(block[0], block[1], reply.listed);
@@ -164,8 +193,7 @@ export class RowBlockPool implements CpuMergePool {
         const kernel = await this.local;
         for (let block = take(); block; block = take()) {
           const [r0, n] = block;
-          const target = new Uint8Array(shared, outOffset + r0 * cols * kb, n * cols * kb);
-          const result = kernel.run(planJob(plan, r0, n, !kernel.holds(rightKeyOf(plan))), target);
+          const result = kernel.run(planJob(plan, r0, n, !kernel.holds(rightKeyOf(plan))), kernelOut(r0, n));
           if (!result.finite) finite = false;
           settle(r0, n, result.listed);
           // Let the workers' replies (and the pipeline's I/O callbacks) in between blocks.
@@ -174,16 +202,91 @@ export class RowBlockPool implements CpuMergePool {
       };
       await Promise.all([...this.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
       if (aborted) throw new MergeError('ABORTED', 'merge cancelled');
-      let out = final;
-      if (!out) {
-        out = takeOutput(outBytes);
-        out.set(new Uint8Array(shared, outOffset, outBytes));
-      }
+      if (plan.mode !== 'f64-values' && !outInPlace) out.set(kernelOut(0, rows));
       if (!finite && holdsNonFinite(out, op.outDtype)) throw nonFiniteError(op.name, op.outDtype);
       return out;
     } finally {
       if (ownsShared) this.sharedBusy = false;
     }
+  }
+
+  /**
+   * An op with general update steps (DoRA, dense diffs, rotations, GLoRA…) on every thread: its
+   * rows cut on the op's row granule (step-rows.ts), each piece merged by the float64 executor
+   * (cpu-steps.ts), so the bytes are those of one thread.
+   */
+  async mergeSteps(op: MergeOp, stats: CertificationStats, signal?: AbortSignal): Promise<Uint8Array> {
+    const shape = checkOp(op);
+    const cols = op.cols, ob = DTYPE_BYTES[op.outDtype];
+    const out = new Uint8Array(shape.rowCount * cols * ob);
+    let finite = true;
+    await this.runPieces(op, shape, 'merge', signal, (r0, n, piece) => {
+      stats.elements += n * cols;
+      stats.listed += piece.exact;
+      stats.exact += piece.exact;
+      if (piece.out) out.set(piece.out, r0 * cols * ob);
+      else finite = false;
+    });
+    if (!finite) throw nonFiniteError(op.name, op.outDtype);
+    return out;
+  }
+
+  /**
+   * Σ over the op's rows of V² per stored column (the first pass of DoRA norms across rows), V
+   * computed on every thread in row pieces and summed here row by row, in the order one thread
+   * sums them: the same float64 sums.
+   */
+  async columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {
+    const shape = checkOp(op);
+    const cols = op.cols;
+    const pieces: [number, Float64Array][] = [];
+    await this.runPieces(op, shape, 'values', signal, (r0, _n, piece) => {
+      pieces.push([r0, piece.values!]);
+    });
+    const ss = new Float64Array(cols);
+    for (const [, v] of pieces.sort((a, b) => a[0] - b[0])) {
+      for (let o = 0; o < v.length; o += cols) for (let c = 0; c < cols; c++) ss[c] += v[o + c] * v[o + c];
+    }
+    return ss;
+  }
+
+  /** Runs the op's row pieces (two per thread: uneven progress evens out) on every thread. */
+  private async runPieces(op: MergeOp, shape: OpShape, want: 'merge' | 'values', signal: AbortSignal | undefined,
+    done: (r0: number, n: number, piece: StepsResult) => void): Promise<void> {
+    if (this.broken) throw this.broken;
+    const rows = shape.rowCount;
+    const granule = stepRowGranule(op, shape);
+    const step = Math.max(granule, Math.ceil(rows / (this.threads * 2) / granule) * granule);
+    let next = 0;
+    let aborted = false;
+    const take = (): [number, number] | undefined => {
+      if (next >= rows || aborted) return undefined;
+      if (signal?.aborted) {
+        aborted = true;
+        return undefined;
+      }
+      const r0 = next, n = Math.min(step, rows - r0);
+      next += n;
+      return [r0, n];
+    };
+    const drain = async (slot: Slot): Promise<void> => {
+      for (let piece = take(); piece; piece = take()) {
+        const [r0, n] = piece;
+        this.sent.stepPieces++;
+        const reply = await this.run(slot, { kind: 'steps', id: this.nextId++, want, op: opRows(op, shape, r0, n) });
+        if ('error' in reply) throw new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`);
+        done(r0, n, { out: reply.finite ? reply.out : undefined, values: reply.values, exact: reply.exact ?? 0 });
+      }
+    };
+    const drainHere = async (): Promise<void> => {
+      for (let piece = take(); piece; piece = take()) {
+        const [r0, n] = piece;
+        done(r0, n, runStepsPiece(opRows(op, shape, r0, n), want));
+        await this.yieldToEvents();
+      }
+    };
+    await Promise.all([...this.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
+    if (aborted) throw new MergeError('ABORTED', 'merge cancelled');
   }
 
   /**
@@ -241,22 +344,23 @@ export class RowBlockPool implements CpuMergePool {
     }
   }
 
-  private job(plan: PlainPlan, slot: Slot, shared: SharedArrayBuffer, r0: number, n: number, outOffset: number): WorkerJob {
+  private job(plan: PlainPlan, slot: Slot, wAt: Place, kAt: Place, r0: number, n: number): WorkerJob {
     const key = rightKeyOf(plan);
     const sendRight = slot.rightKey !== key;
     slot.rightKey = key;
     this.sent.blocks++;
     if (sendRight) this.sent.rightFactors++;
-    // W goes by its place in `shared`; the rest is copied (posting a view would copy its whole buffer).
+    // W and the output go by their place in shared memory; the rest is copied (posting a view would copy its whole buffer).
     const { w, left, certify, ...block } = planJob(plan, r0, n, sendRight);
     const kb = plan.kernelOutBytes;
     return {
       ...block,
       id: this.nextId++,
-      shared,
-      wOffset: w.byteOffset - plan.w.data.byteOffset,
+      wBuffer: wAt.buffer,
+      wOffset: wAt.offset + w.byteOffset - plan.w.data.byteOffset,
       wLength: w.byteLength,
-      outOffset: outOffset + r0 * plan.p.op.cols * kb,
+      outBuffer: kAt.buffer,
+      outOffset: kAt.offset + r0 * plan.p.op.cols * kb,
       outLength: n * plan.p.op.cols * kb,
       left: left.slice(),
       certify: certify && { gnl: certify.gnl.slice(), nr: certify.nr, u: certify.u },

@@ -3,7 +3,7 @@
  * recomputed in float64 with a rigorous bound and rounded when the bound decides, else computed
  * exactly. Browser-safe (no Node imports).
  */
-import { f8DecodeTable, f16BitsToNumber, type FloatDType } from '../../dtype.js';
+import { f8DecodeTable, f16ToF32Table, type FloatDType } from '../../dtype.js';
 import { f64ToBf16Bits, f64ToF16Bits, f64ToF8Bits } from '../cpu/round-f64.js';
 import { addDyadic, dyadicOf, DYADIC_ZERO, mulDyadic, roundDyadicToBits, type Dyadic } from './dyadic.js';
 import { U_F64 } from './error-bounds.js';
@@ -33,7 +33,7 @@ export function elementValue(bytes: Uint8Array, dtype: FloatDType, index: number
       f32View.setUint32(0, bytes[4 * index] | (bytes[4 * index + 1] << 8) | (bytes[4 * index + 2] << 16) | (bytes[4 * index + 3] << 24));
       return f32View.getFloat32(0);
     case 'F16':
-      return f16BitsToNumber(bytes[2 * index] | (bytes[2 * index + 1] << 8));
+      return f16ToF32Table()[bytes[2 * index] | (bytes[2 * index + 1] << 8)]; // every f16 is an f32
     case 'BF16':
       f32View.setUint32(0, ((bytes[2 * index] | (bytes[2 * index + 1] << 8)) << 16) >>> 0);
       return f32View.getFloat32(0);
