@@ -428,7 +428,12 @@ async function computeUnit(
   /** Engine output → stored bytes; block types are checked for scales that overflowed. */
   const encode = async (values: Uint8Array) => {
     const out = await format.encodeRows(unit.outType, values, backend, signal);
-    if (out !== values) checkEncodedBlocks(unit.file, name, unit.outType, values, format.nonFiniteInBlocks?.(unit.outType, out));
+    if (out !== values) {
+      checkEncodedBlocks(unit.file, name, unit.outType, values, format.nonFiniteInBlocks?.(unit.outType, out));
+      // Re-encoded (a GGML block type): the engine's output is read no more, so the backend may
+      // reuse it (the write below only recycles what is written).
+      backend.recycle?.(values);
+    }
     return out;
   };
   switch (a.kind) {
