@@ -141,9 +141,9 @@ class GgufModel implements BaseModel {
     return file.readPart(tensor, 0, tensor.byteLength);
   }
 
-  async readPart(name: string, start: number, length: number): Promise<Uint8Array> {
+  async readPart(name: string, start: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     const { file, tensor } = this.locate(name);
-    return file.readPart(tensor, start, length);
+    return file.readPart(tensor, start, length, into);
   }
 
   async readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes> {

@@ -56,7 +56,8 @@ export interface GgufFile {
   tensor(name: string): GgufTensor | undefined;
   value(key: string): GgufKeyValue | undefined;
   /** `length` bytes starting `start` bytes into a tensor's data. */
-  readPart(tensor: GgufTensor, start: number, length: number): Promise<Uint8Array>;
+  /** `into`: a buffer of `length` bytes offered for them (see ByteSource.read); callers use what is returned. */
+  readPart(tensor: GgufTensor, start: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
 }
 
 const MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
@@ -259,11 +260,11 @@ class ParsedGguf implements GgufFile {
     return this.metadata.find((kv) => kv.key === key);
   }
 
-  async readPart(tensor: GgufTensor, start: number, length: number): Promise<Uint8Array> {
+  async readPart(tensor: GgufTensor, start: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length < 0 || start + length > tensor.byteLength) {
       throw new RangeError(`bytes ${start}+${length} are outside tensor "${tensor.name}" (${tensor.byteLength} bytes)`);
     }
     if (length === 0) return new Uint8Array(0);
-    return this.source.read(tensor.offset + start, length);
+    return this.source.read(tensor.offset + start, length, into);
   }
 }
