@@ -13,7 +13,10 @@ import type { BackendInfo } from './worker-protocol.js';
 const backends = new Map<string, Promise<MergeBackend>>();
 
 function cpuPool() {
+  // The page writes to OPFS synchronous handles or the picked files' streams (which copy), so the
+  // workers may merge slabs in shared memory.
   return createBrowserCpuWorkerPool({
+    sharedSlabs: true,
     createWorker: () => new Worker(new URL('../src/engine/cpu/browser-cpu-worker.ts', import.meta.url), { type: 'module', name: 'loramerge-cpu' }),
   });
 }

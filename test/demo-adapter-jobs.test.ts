@@ -20,6 +20,7 @@ import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { kohyaUpdates, peftUpdates, relativeError } from './helpers/lora-truth.js';
 import { readStoredZip } from './helpers/stored-zip.js';
 import { dense, frob2, gaussian, minus, optimalError, product, withSpectrum, type Dense } from './helpers/svd-reference.js';
+import { PAGE_RETRY } from './helpers/browser.js';
 
 const session = useDemoSession();
 const { dirs } = session;
@@ -94,7 +95,7 @@ async function resizeToRank3(page: Page, path: string): Promise<void> {
   await page.click('[data-testid="job-run"]');
 }
 
-describe('the adapter jobs on the page', () => {
+describe('the adapter jobs on the page', PAGE_RETRY, () => {
   it('combine, cat: the mode switch is announced, and the PEFT zip reproduces the weighted sum', async () => {
     const { one, two, adapterPaths } = twoPeftAdapters(31);
     demo = await session.open();

@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import type { Browser, ElementHandle, Page } from 'puppeteer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
+import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer, PAGE_RETRY } from './helpers/browser.js';
 import { buildSafetensors, decodeSafetensors, removeTempDir, roundForDType, seededRandom, writeTempDir, type FixtureTensor } from './helpers/fixtures.js';
 import { FLUX, fluxBflTensors, loraTensors, rowsAt, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { expectMergedFile } from './helpers/merge-truth.js';
@@ -104,7 +104,7 @@ afterEach(async () => {
   await demo.page.close();
 });
 
-describe('demo page with diffusion files', () => {
+describe('demo page with diffusion files', PAGE_RETRY, () => {
   it('plans and merges a Flux fp8 file with a kohya LoRA, saying which modules it leaves out', async () => {
     demo = await openDemo(browser, server, '?backend=webgpu');
     const { stats, messages } = await plan(demo.page, dir, 'flux1-dev-fp8.safetensors', 'flux-style.safetensors');

@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import type { Browser, ElementHandle } from 'puppeteer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
+import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer, PAGE_RETRY } from './helpers/browser.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
 import { removeTempDir, writeTempDir } from './helpers/fixtures.js';
 import { referenceQuantizeBlock } from './helpers/ggml-reference.js';
@@ -35,7 +35,7 @@ afterAll(async () => {
   if (dir) removeTempDir(dir);
 });
 
-describe('demo page with GGUF', () => {
+describe('demo page with GGUF', PAGE_RETRY, () => {
   it('merges a llama.cpp LoRA into a Q4_K_M-style GGUF, keeping its types', async () => {
     const base = q4kmLlama();
     const target = 'blk.0.attn_output.weight';

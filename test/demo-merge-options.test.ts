@@ -23,13 +23,14 @@ import { ggufLoraAdapter, LLAMA, q4kmLlama, truthWithLora } from './helpers/gguf
 import { expectMergedFile } from './helpers/merge-truth.js';
 import { llamaWithPeft, sdxlPipelineWithTextEncoderLora } from './helpers/page-fixtures.js';
 import { readStoredZip } from './helpers/stored-zip.js';
+import { PAGE_RETRY } from './helpers/browser.js';
 
 const session = useDemoSession();
 const { dirs } = session;
 let demo: DemoPage;
 
 
-describe('the page offers what the CLI does', () => {
+describe('the page offers what the CLI does', PAGE_RETRY, () => {
   it('writes fp8 when picked: the saturation rule beside the menu, values checked against float64 truth', async () => {
     const fixture = llamaWithPeft(31);
     // An untouched tensor with values beyond e4m3's ±448: they saturate instead of becoming NaN.

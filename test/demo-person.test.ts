@@ -8,7 +8,7 @@ import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { serveDemo, type DemoPage } from './helpers/browser.js';
+import { serveDemo, type DemoPage, PAGE_RETRY } from './helpers/browser.js';
 import { count, openChooser, planReady, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { checkMerged, downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
 import { llamaWithPeft, sdxlWithKohya } from './helpers/page-fixtures.js';
@@ -22,7 +22,7 @@ function llamaTruth(fixture: ReturnType<typeof llamaWithPeft>, weight: number) {
   return [{ tensors: readSafetensors(fixture.adapter), scale: weight * (fixture.alpha / fixture.rank) }];
 }
 
-describe('the page as a person uses it', () => {
+describe('the page as a person uses it', PAGE_RETRY, () => {
   it('sample first, then their own files: nothing of the sample is kept, and their merge is exact', async () => {
     const fixture = llamaWithPeft(11);
     const dir = dirs.make(fixture.files);

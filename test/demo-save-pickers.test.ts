@@ -13,6 +13,7 @@ import type { DemoPage } from './helpers/browser.js';
 import { mergeEnabled, planReady, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder } from './helpers/hf-folder.js';
+import { PAGE_RETRY } from './helpers/browser.js';
 
 const session = useDemoSession();
 const { dirs } = session;
@@ -104,7 +105,7 @@ function expectMerged(merged: Map<string, { values: ArrayLike<number>; shape: nu
   }
 }
 
-describe('saving through the pickers', () => {
+describe('saving through the pickers', PAGE_RETRY, () => {
   it('streams a one-file model into the file the save picker returns, suggested as <base>-merged.safetensors', async () => {
     const { base, lora, adapter } = llamaAndLora(71);
     const dir = dirs.make({ 'tiny-llama.safetensors': hfModelFolder(base, { model_type: 'llama' })['model.safetensors'], ...Object.fromEntries(Object.entries(adapter).map(([p, b]) => [`lora/${p}`, b])) });

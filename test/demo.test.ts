@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { Browser, ElementHandle, Page } from 'puppeteer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generateSample } from '../src/sample/index.js';
-import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './helpers/browser.js';
+import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer, PAGE_RETRY } from './helpers/browser.js';
 import { checkMerged, downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
 import { buildSafetensors, randomValues, removeTempDir, seededRandom, writeTempDir } from './helpers/fixtures.js';
 import { readStoredZip } from './helpers/stored-zip.js';
@@ -52,7 +52,7 @@ async function downloadNamed(page: Page, name: string): Promise<Uint8Array> {
   return new Uint8Array(Buffer.from(base64, 'base64'));
 }
 
-describe('demo page', () => {
+describe('demo page', PAGE_RETRY, () => {
   it('merges an uploaded base with two adapters (one weighted −0.5) exactly, on WebGPU', async () => {
     const rand = seededRandom(20240611);
     const r1 = 3, r2 = 1, alpha1 = 6, alpha2 = 4;

@@ -89,7 +89,9 @@ export function createFileSystemAccessOutputTarget(handle: Handle, name: string 
       return {
         async write(chunk: Uint8Array): Promise<void> {
           if (file.closedBySink) throw new Error(`${path}: write after close`);
-          await file.writable.write(chunk as Uint8Array<ArrayBuffer>);
+          // A writable stream refuses views of shared memory (a CPU pool's shared slabs): copy those.
+          const own = chunk.buffer instanceof ArrayBuffer ? chunk : chunk.slice();
+          await file.writable.write(own as Uint8Array<ArrayBuffer>);
         },
         async close(): Promise<void> {
           file.closedBySink = true; // the stream itself closes on commit, making the file visible

@@ -119,3 +119,10 @@ export async function openDemo(browser: Browser, server: DemoServer, query = '')
   await page.goto(server.url + query, { waitUntil: 'load' });
   return { page, foreignRequests, errors };
 }
+
+/**
+ * Page tests run once more when they fail. On a fresh checkout, about one page test file in
+ * thirty has had a merge or the sample never finish in headless Chromium (no error on the page;
+ * it passes when run again), and the cause is not yet found; a test that fails twice still fails.
+ */
+export const PAGE_RETRY = { retry: 1 } as const;

@@ -21,6 +21,14 @@ export interface BrowserCpuPoolOptions {
    * bundler understands `new Worker(new URL(…, import.meta.url))` (Vite, webpack 5, Parcel).
    */
   createWorker?: () => Worker;
+  /**
+   * Slabs in shared memory (default false): the merge reads each slab into memory the workers
+   * share, they merge it there, and the output target receives views of shared memory, saving a
+   * copy of every slab in and out of the workers' scratch memory. Only for output targets that
+   * accept such views: OPFS synchronous access handles do, and so do the library's own targets
+   * (they copy what they keep); `new Blob([view])` and a writable file stream refuse them.
+   */
+  sharedSlabs?: boolean;
 }
 
 /** Why a pool cannot be made here, or undefined when it can. */
@@ -40,7 +48,8 @@ export function createBrowserCpuWorkerPool(options: BrowserCpuPoolOptions = {}):
   if (threads < 2) return undefined;
   const start = options.createWorker
     ?? (() => new Worker(new URL('./browser-cpu-worker.js', import.meta.url), { type: 'module', name: 'loramerge-cpu' }));
-  return new RowBlockPool(Array.from({ length: caller ? threads - 1 : threads }, () => webWorker(start())), yieldToEvents, caller);
+  return new RowBlockPool(Array.from({ length: caller ? threads - 1 : threads }, () => webWorker(start())), yieldToEvents, caller,
+    { sharedSlabs: options.sharedSlabs ?? false });
 }
 
 function webWorker(worker: Worker): PoolWorker {
