@@ -1,10 +1,13 @@
 /**
  * The CPU merge kernel (AssemblyScript → WebAssembly SIMD). For a block of rows of W:
- *   out[r, c] = round(W[r, c] + Σ_k left[r, k] · right[k, c])
+ *   out[r, c] = round(W[r, c] + Σ_k left[r, k] · right[k, c])   (W optionally times a factor, below)
  * rounded once to the output dtype (nearest even). Two variants:
  * - `mergeRows`: f32 accumulation, for f16, bf16 and fp8 outputs, and plain f32 products;
  * - `mergeRows64`: f64 accumulation (right widened exactly from f32, left given in f64), for f32
  *   outputs, or raw f64 values for callers that go on computing (DoRA, update steps).
+ * Either may take W times a factor per row or per column first (fp8 codes times their scales):
+ * rounded to f32 in mergeRows, exact in mergeRows64 (W and the factor have at most 24 significant
+ * bits each).
  *
  * Certification (the proof is in src/engine/exact/error-bounds.ts). Given a certification block,
  * each element's computed V gets a bound B ≥ |V − x| on its distance from the exact result x,
@@ -23,12 +26,23 @@
  * Dtype codes: 0 = f32, 1 = f16, 2 = bf16, 3 = fp8 e4m3fn, 4 = fp8 e5m2, 5 = f64 (mergeRows64 out only).
  */
 
+import { f8Bits } from './f8-bits';
+
 const F32: i32 = 0;
 const F16: i32 = 1;
 const BF16: i32 = 2;
 const E4M3: i32 = 3;
 const E5M2: i32 = 4;
 const F64: i32 = 5;
+
+/**
+ * W's factors (mergeRows: f32, mergeRows64: f64): none, one per row of the block (rows padded
+ * with zeros to a multiple of 4), or one per column (padded with zeros to a multiple of 8).
+ */
+const SCALE_ROW = 1;
+const SCALE_COL = 2;
+let wScaleAxis = 0;
+let wScaleAt: usize = 0;
 
 /** Where the caller may start placing data. */
 export function heapBase(): usize {
@@ -119,29 +133,6 @@ export function scratchBytes(cols: i32, rank: i32): usize {
   return v128.bitselect(v128.or(i32x4.shr_u(x, 16), i32x4.splat(0x40)), rounded, i32x4.gt_s(a, i32x4.splat(0x7f800000)));
 }
 
-/**
- * |V| → fp8 magnitude codes, nearest even, saturating at the largest finite code: normals by
- * rebiasing with a rounding bias (as for f16), subnormal results by a float add of a magic number
- * whose ulp is the fp8 subnormal quantum. NaN → NaN; Inf → e5m2's Inf, e4m3fn's NaN (it has none).
- */
-// @ts-ignore: decorator
-@inline function f8Bits(a: v128, e4m3: bool): v128 {
-  const drop = e4m3 ? 20 : 21;
-  const odd = v128.and(i32x4.shr_u(a, drop), i32x4.splat(1));
-  const rebias = e4m3 ? ((7 - 127) << 23) + 0x7ffff : ((15 - 127) << 23) + 0xfffff;
-  let o = i32x4.shr_u(i32x4.add(i32x4.add(a, i32x4.splat(rebias)), odd), drop);
-  // Below the smallest normal (2^-6, 2^-14): magic 2^14 or 2^7, whose ulp is 2^-9 or 2^-16.
-  const small = i32x4.lt_s(a, i32x4.splat(e4m3 ? 121 << 23 : 113 << 23));
-  const magic = i32x4.splat(e4m3 ? 141 << 23 : 134 << 23);
-  o = v128.bitselect(i32x4.sub(f32x4.add(a, magic), magic), o, small);
-  o = i32x4.min_s(o, i32x4.splat(e4m3 ? 0x7e : 0x7b));
-  if (v128.any_true(i32x4.ge_s(a, i32x4.splat(0x7f800000)))) {
-    o = v128.bitselect(i32x4.splat(e4m3 ? 0x7f : 0x7c), o, i32x4.eq(a, i32x4.splat(0x7f800000)));
-    o = v128.bitselect(i32x4.splat(e4m3 ? 0x7f : 0x7e), o, i32x4.gt_s(a, i32x4.splat(0x7f800000)));
-  }
-  return o;
-}
-
 // --- certification --------------------------------------------------------------------------------
 
 /**
@@ -219,16 +210,22 @@ let certU: f32 = 0;
 let certLimit = 0;
 
 /**
- * Adds W's 8 elements at w to the sums lo/hi, rounds, stores 8 results at out and (certifying)
- * lists the uncertain ones with indices from `index`. Returns lanes of all ones where a result is
- * Inf or NaN. `g`: the row's gnl splat; nrLo/nrHi: the columns' norms.
+ * Adds W's 8 elements at w (times fLo/fHi, rounded to f32, when `scaled`) to the sums lo/hi,
+ * rounds, stores 8 results at out and (certifying) lists the uncertain ones with indices from
+ * `index`. Returns lanes of all ones where a result is Inf or NaN. `g`: the row's gnl splat;
+ * nrLo/nrHi: the columns' norms.
  */
 // @ts-ignore: decorator
 @inline function finishRow(w: usize, out: usize, lo: v128, hi: v128, wType: i32, outType: i32,
-  g: v128, nrLo: v128, nrHi: v128, index: i32): v128 {
+  g: v128, nrLo: v128, nrHi: v128, index: i32, scaled: bool, fLo: v128, fHi: v128): v128 {
   const specials = true;
-  lo = f32x4.add(lo, loadW(w, wType, false, specials));
-  hi = f32x4.add(hi, loadW(w, wType, true, specials));
+  let wLo = loadW(w, wType, false, specials), wHi = loadW(w, wType, true, specials);
+  if (scaled) {
+    wLo = f32x4.mul(wLo, fLo);
+    wHi = f32x4.mul(wHi, fHi);
+  }
+  lo = f32x4.add(lo, wLo);
+  hi = f32x4.add(hi, wHi);
   const signMask = i32x4.splat(0x80000000);
   const aLo = v128.andnot(lo, signMask);
   const aHi = v128.andnot(hi, signMask);
@@ -276,7 +273,7 @@ let certLimit = 0;
  */
 // @ts-ignore: decorator
 @inline function run(w: usize, wType: i32, out: usize, outType: i32, rows: i32, cols: i32,
-  left: usize, rank: i32, right: usize, rightStride: i32, scratch: usize, gnl: usize, nr: usize): i32 {
+  left: usize, rank: i32, right: usize, rightStride: i32, scratch: usize, gnl: usize, nr: usize, scaled: bool): i32 {
   const wb: usize = wType == F32 ? 4 : wType >= E4M3 ? 1 : 2;
   const ob: usize = outType == F32 ? 4 : outType >= E4M3 ? 1 : 2;
   const wStride = <usize>cols * wb, outStride = <usize>cols * ob;
@@ -306,6 +303,11 @@ let certLimit = 0;
     }
     const g0 = certOn ? v128.load32_splat(gq) : zero, g1 = certOn ? v128.load32_splat(gq, 4) : zero;
     const g2 = certOn ? v128.load32_splat(gq, 8) : zero, g3 = certOn ? v128.load32_splat(gq, 12) : zero;
+    // W's factors per row (f32, rows padded to a multiple of 4 by the caller).
+    const byRow = scaled && wScaleAxis == SCALE_ROW;
+    const rowF = wScaleAt + (<usize>r << 2);
+    const f0 = byRow ? v128.load32_splat(rowF) : zero, f1 = byRow ? v128.load32_splat(rowF, 4) : zero;
+    const f2 = byRow ? v128.load32_splat(rowF, 8) : zero, f3 = byRow ? v128.load32_splat(rowF, 12) : zero;
     for (let c = 0; c < cols; c += 8) {
       let tw = wq + <usize>c * wb, to = oq + <usize>c * ob, ws = wqs, os = oqs;
       const shortTile = c + 8 > cols;
@@ -348,10 +350,19 @@ let certLimit = 0;
         nrHi = v128.load(nr + (<usize>c << 2), 16);
       }
       const index = r * cols + c;
-      bad = v128.or(bad, finishRow(tw, to, a00, a01, wType, outType, g0, nrLo, nrHi, index));
-      bad = v128.or(bad, finishRow(tw + ws, to + os, a10, a11, wType, outType, g1, nrLo, nrHi, index + cols));
-      bad = v128.or(bad, finishRow(tw + 2 * ws, to + 2 * os, a20, a21, wType, outType, g2, nrLo, nrHi, index + 2 * cols));
-      bad = v128.or(bad, finishRow(tw + 3 * ws, to + 3 * os, a30, a31, wType, outType, g3, nrLo, nrHi, index + 3 * cols));
+      if (scaled && !byRow) {
+        // W's factors per column (f32, columns padded to a multiple of 8 by the caller).
+        const fLo = v128.load(wScaleAt + (<usize>c << 2)), fHi = v128.load(wScaleAt + (<usize>c << 2), 16);
+        bad = v128.or(bad, finishRow(tw, to, a00, a01, wType, outType, g0, nrLo, nrHi, index, true, fLo, fHi));
+        bad = v128.or(bad, finishRow(tw + ws, to + os, a10, a11, wType, outType, g1, nrLo, nrHi, index + cols, true, fLo, fHi));
+        bad = v128.or(bad, finishRow(tw + 2 * ws, to + 2 * os, a20, a21, wType, outType, g2, nrLo, nrHi, index + 2 * cols, true, fLo, fHi));
+        bad = v128.or(bad, finishRow(tw + 3 * ws, to + 3 * os, a30, a31, wType, outType, g3, nrLo, nrHi, index + 3 * cols, true, fLo, fHi));
+      } else {
+        bad = v128.or(bad, finishRow(tw, to, a00, a01, wType, outType, g0, nrLo, nrHi, index, scaled, f0, f0));
+        bad = v128.or(bad, finishRow(tw + ws, to + os, a10, a11, wType, outType, g1, nrLo, nrHi, index + cols, scaled, f1, f1));
+        bad = v128.or(bad, finishRow(tw + 2 * ws, to + 2 * os, a20, a21, wType, outType, g2, nrLo, nrHi, index + 2 * cols, scaled, f2, f2));
+        bad = v128.or(bad, finishRow(tw + 3 * ws, to + 3 * os, a30, a31, wType, outType, g3, nrLo, nrHi, index + 3 * cols, scaled, f3, f3));
+      }
       if (shortTile) {
         const n = <usize>(cols - c) * ob;
         const at = oq + <usize>c * ob;
@@ -377,36 +388,45 @@ function readCert(cert: usize, rows: i32, cols: i32): void {
 }
 
 function runF16(w: usize, out: usize, rows: i32, cols: i32, left: usize, rank: i32, right: usize, rs: i32, scratch: usize, gnl: usize, nr: usize): i32 {
-  return run(w, F16, out, F16, rows, cols, left, rank, right, rs, scratch, gnl, nr);
+  return run(w, F16, out, F16, rows, cols, left, rank, right, rs, scratch, gnl, nr, false);
 }
 function runBF16(w: usize, out: usize, rows: i32, cols: i32, left: usize, rank: i32, right: usize, rs: i32, scratch: usize, gnl: usize, nr: usize): i32 {
-  return run(w, BF16, out, BF16, rows, cols, left, rank, right, rs, scratch, gnl, nr);
+  return run(w, BF16, out, BF16, rows, cols, left, rank, right, rs, scratch, gnl, nr, false);
 }
 function runE4M3(w: usize, out: usize, rows: i32, cols: i32, left: usize, rank: i32, right: usize, rs: i32, scratch: usize, gnl: usize, nr: usize): i32 {
-  return run(w, E4M3, out, E4M3, rows, cols, left, rank, right, rs, scratch, gnl, nr);
+  return run(w, E4M3, out, E4M3, rows, cols, left, rank, right, rs, scratch, gnl, nr, false);
 }
 function runE5M2(w: usize, out: usize, rows: i32, cols: i32, left: usize, rank: i32, right: usize, rs: i32, scratch: usize, gnl: usize, nr: usize): i32 {
-  return run(w, E5M2, out, E5M2, rows, cols, left, rank, right, rs, scratch, gnl, nr);
+  return run(w, E5M2, out, E5M2, rows, cols, left, rank, right, rs, scratch, gnl, nr, false);
 }
 function runF32(w: usize, out: usize, rows: i32, cols: i32, left: usize, rank: i32, right: usize, rs: i32, scratch: usize, gnl: usize, nr: usize): i32 {
-  return run(w, F32, out, F32, rows, cols, left, rank, right, rs, scratch, gnl, nr);
+  return run(w, F32, out, F32, rows, cols, left, rank, right, rs, scratch, gnl, nr, false);
 }
 /** Any other pair: the same code with the dtypes' branches taken at run time. */
 function runAny(w: usize, wType: i32, out: usize, outType: i32, rows: i32, cols: i32, left: usize, rank: i32, right: usize, rs: i32, scratch: usize, gnl: usize, nr: usize): i32 {
-  return run(w, wType, out, outType, rows, cols, left, rank, right, rs, scratch, gnl, nr);
+  return run(w, wType, out, outType, rows, cols, left, rank, right, rs, scratch, gnl, nr, false);
+}
+/** Any pair with W's factors (fp8 codes times their scales). */
+function runScaled(w: usize, wType: i32, out: usize, outType: i32, rows: i32, cols: i32, left: usize, rank: i32, right: usize, rs: i32, scratch: usize, gnl: usize, nr: usize): i32 {
+  return run(w, wType, out, outType, rows, cols, left, rank, right, rs, scratch, gnl, nr, true);
 }
 
 /**
- * out = round(W + left · right) for `rows` rows (f32 sums). `scratch` holds scratchBytes(cols,
- * rank) bytes. Returns 1 if any result is Inf or NaN; with a certification block (`cert` ≠ 0;
- * 16- and 8-bit outputs only), the listed elements' count goes to its +16.
+ * out = round(W·f + left · right) for `rows` rows (f32 sums). f: 1 (`scaleAxis` 0), or f32
+ * factors at `scale` per row (1) or per column (2) as for mergeRows64, W·f rounded to f32 once.
+ * `scratch` holds scratchBytes(cols, rank) bytes. Returns 1 if any result is Inf or NaN; with a
+ * certification block (`cert` ≠ 0; 16- and 8-bit outputs only), the listed elements' count goes
+ * to its +16.
  */
 export function mergeRows(w: usize, wType: i32, out: usize, outType: i32, rows: i32, cols: i32,
-  left: usize, rank: i32, right: usize, rightStride: i32, scratch: usize, cert: usize): i32 {
+  left: usize, rank: i32, right: usize, rightStride: i32, scratch: usize, cert: usize, scale: usize, scaleAxis: i32): i32 {
+  wScaleAt = scale;
+  wScaleAxis = scaleAxis;
   readCert(outType == F32 ? 0 : cert, rows, cols);
   const gnl = certOn ? load<usize>(cert) : 0, nr = certOn ? load<usize>(cert, 4) : 0;
   let bad: i32;
-  if (wType == outType && wType == F16) bad = runF16(w, out, rows, cols, left, rank, right, rightStride, scratch, gnl, nr);
+  if (scaleAxis != 0) bad = runScaled(w, wType, out, outType, rows, cols, left, rank, right, rightStride, scratch, gnl, nr);
+  else if (wType == outType && wType == F16) bad = runF16(w, out, rows, cols, left, rank, right, rightStride, scratch, gnl, nr);
   else if (wType == outType && wType == BF16) bad = runBF16(w, out, rows, cols, left, rank, right, rightStride, scratch, gnl, nr);
   else if (wType == outType && wType == E4M3) bad = runE4M3(w, out, rows, cols, left, rank, right, rightStride, scratch, gnl, nr);
   else if (wType == outType && wType == E5M2) bad = runE5M2(w, out, rows, cols, left, rank, right, rightStride, scratch, gnl, nr);
@@ -451,8 +471,19 @@ let cert64U: f64 = 0;
 // @ts-ignore: decorator
 @inline function finishRow64(w: usize, out: usize, s0: v128, s1: v128, wType: i32, outType: i32, row: i32, c: i32, cols: i32, high: bool): v128 {
   const wf = loadW(w, wType, high, true);
-  const v0 = f64x2.add(s0, f64x2.promote_low_f32x4(wf));
-  const v1 = f64x2.add(s1, f64x2.promote_low_f32x4(i8x16.shuffle(wf, wf, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7)));
+  let w0 = f64x2.promote_low_f32x4(wf);
+  let w1 = f64x2.promote_low_f32x4(i8x16.shuffle(wf, wf, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  if (wScaleAxis == SCALE_ROW) {
+    const f = v128.load64_splat(wScaleAt + (<usize>row << 3));
+    w0 = f64x2.mul(w0, f);
+    w1 = f64x2.mul(w1, f);
+  } else if (wScaleAxis == SCALE_COL) {
+    const at = wScaleAt + (<usize>c << 3);
+    w0 = f64x2.mul(w0, v128.load(at));
+    w1 = f64x2.mul(w1, v128.load(at, 16));
+  }
+  const v0 = f64x2.add(s0, w0);
+  const v1 = f64x2.add(s1, w1);
   const e64 = i64x2.splat(<i64>0x7ff0000000000000);
   if (outType == F64) {
     v128.store(out, v0);
@@ -476,12 +507,16 @@ let cert64U: f64 = 0;
 }
 
 /**
- * out = W + left64 · right in f64 sums, stored as f32 (outType 0, rounded once; certified when
- * `cert` is given, gnl and nr as f64 arrays, u an f64 at +24) or as f64 (outType 5). Scratch as
- * for mergeRows. Returns 1 if any result is Inf or NaN.
+ * out = W·f + left64 · right in f64 sums, stored as f32 (outType 0, rounded once; certified when
+ * `cert` is given, gnl and nr as f64 arrays, u an f64 at +24) or as f64 (outType 5). f: 1
+ * (`scaleAxis` 0), f64 factors at `scale` per row of the block (1; rows rounded up to a multiple
+ * of 4) or per column (2; columns rounded up to a multiple of 8). W·f is exact, so the bound is
+ * that of W alone. Scratch as for mergeRows. Returns 1 if any result is Inf or NaN.
  */
 export function mergeRows64(w: usize, wType: i32, out: usize, outType: i32, rows: i32, cols: i32,
-  left: usize, rank: i32, right: usize, rightStride: i32, scratch: usize, cert: usize): i32 {
+  left: usize, rank: i32, right: usize, rightStride: i32, scratch: usize, cert: usize, scale: usize, scaleAxis: i32): i32 {
+  wScaleAt = scale;
+  wScaleAxis = scaleAxis;
   readCert(outType == F64 ? 0 : cert, rows, cols);
   if (certOn) {
     cert64Gnl = load<usize>(cert);

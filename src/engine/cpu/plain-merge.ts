@@ -14,7 +14,7 @@ import {
   scaledBase, slabFactors32, slabFactors64, tensorFactors, type PlainOp, type SlabFactors32, type SlabFactors64, type TensorFactors,
 } from '../exact/plain-op.js';
 import { elementValue, exactElementBits, fixListed, roundedBits, storeBits, type CertificationStats } from '../exact/recompute.js';
-import type { RowJob, WasmKernel } from './wasm-kernel.js';
+import type { RowJob, WasmKernel, WScale } from './wasm-kernel.js';
 
 /** About this many bytes of W per block on the calling thread: small enough to stay in cache. */
 const BLOCK_BYTES = 256 * 1024;
@@ -39,20 +39,33 @@ export interface PlainPlan {
   w: { dtype: FloatDType; data: Uint8Array };
   /** Output bytes per element of the kernel (8 for `f64-values`). */
   kernelOutBytes: number;
+  /** The base scale the kernel multiplies W by (row factors for the op's rows). */
+  wScale?: WScale;
 }
 
 export function planPlain(p: PlainOp): PlainPlan {
   const { op, shape } = p;
   const out = op.outDtype;
   const mode: KernelMode = out !== 'F32' ? 'f32' : p.scale ? 'f64-values' : 'f64';
+  // A trailing scale is folded into W and the factors on the host; a base scale multiplies W in
+  // the kernel (f32: rounded once, the folded bound; f64: exactly, W's own bound).
   const folded = mode === 'f32' && !!p.scale;
   const tf = tensorFactors(p, folded);
-  const bound = mode === 'f32' ? f32KernelBound(tf.rank, U_F32, folded) : f64KernelBound(tf.rank);
+  const bound = mode === 'f32' ? f32KernelBound(tf.rank, U_F32, folded || !!p.baseScale) : f64KernelBound(tf.rank);
   const slab = mode === 'f32'
     ? slabFactors32(p, tf, 0, shape.rowCount, bound, folded)
     : slabFactors64(p, tf, 0, shape.rowCount, bound);
   const w = folded ? { dtype: 'F32' as const, data: asBytes(scaledBase(p, 0, shape.rowCount)) } : op.base;
-  return { p, tf, mode, bound, slab, w, kernelOutBytes: mode === 'f64-values' ? 8 : DTYPE_BYTES[out] };
+  const plan: PlainPlan = { p, tf, mode, bound, slab, w, kernelOutBytes: mode === 'f64-values' ? 8 : DTYPE_BYTES[out] };
+  if (p.baseScale && mode !== 'f64-values') plan.wScale = opBaseScale(p);
+  return plan;
+}
+
+/** The base scale's f64 factors for the op's rows (row axis) or its columns. */
+function opBaseScale(p: PlainOp): WScale {
+  const { axis, factors } = p.baseScale!;
+  const { rowStart, rowCount } = p.shape;
+  return { axis, factors: Float64Array.from(axis === 'row' ? factors.subarray(rowStart, rowStart + rowCount) : factors.subarray(0, p.op.cols)) };
 }
 
 /** Rows per block of at most `blockBytes` of W or output (a multiple of 4, the kernel's tile height). */
@@ -87,6 +100,7 @@ export function planJob(plan: PlainPlan, r0: number, n: number, withRight: boole
     rightKey: rightKeyOf(plan),
     right: withRight ? tf.right : undefined,
     certify,
+    ...(plan.wScale ? { wScale: plan.wScale.axis === 'row' ? { axis: 'row', factors: plan.wScale.factors.subarray(r0, r0 + n) } : plan.wScale } : {}),
   };
 }
 
@@ -208,6 +222,7 @@ export function mergePlainOnJs(p: PlainOp, stats: CertificationStats, signal?: A
   const bound = f64KernelBound(tf.rank);
   const slab = slabFactors64(p, tf, 0, shape.rowCount, bound);
   const plan: PlainPlan = { p, tf, mode: 'f64-values', bound, slab, w: op.base, kernelOutBytes: 8 };
+  const baseScale = p.baseScale && opBaseScale(p);
   const cols = op.cols, rank = tf.rank, stride = tf.stride;
   const out = new Uint8Array(shape.rowCount * cols * DTYPE_BYTES[op.outDtype]);
   const ob = DTYPE_BYTES[op.outDtype];
@@ -217,6 +232,9 @@ export function mergePlainOnJs(p: PlainOp, stats: CertificationStats, signal?: A
   for (let r = 0; r < shape.rowCount; r++) {
     if ((r & 63) === 0) throwIfAborted(signal);
     decodeRow(op.base.data.subarray(r * cols * wb, (r + 1) * cols * wb), op.base.dtype, w);
+    // W · f is exact in f64 (PlainOp.baseScale).
+    if (baseScale?.axis === 'row') for (let c = 0; c < cols; c++) w[c] *= baseScale.factors[r];
+    else if (baseScale) for (let c = 0; c < cols; c++) w[c] *= baseScale.factors[c];
     values.fill(0);
     for (let k = 0; k < rank; k++) {
       const l = slab.left[r * rank + k];

@@ -320,7 +320,7 @@ export class RowBlockPool implements CpuMergePool {
     this.sent.blocks++;
     if (sendRight) this.sent.rightFactors++;
     // W and the output go by their place in shared memory; the rest is copied (posting a view would copy its whole buffer).
-    const { w, left, certify, ...block } = planJob(plan, r0, n, sendRight);
+    const { w, left, certify, wScale, ...block } = planJob(plan, r0, n, sendRight);
     const kb = plan.kernelOutBytes;
     return {
       ...block,
@@ -333,6 +333,7 @@ export class RowBlockPool implements CpuMergePool {
       outLength: n * plan.p.op.cols * kb,
       left: left.slice(),
       certify: certify && { gnl: certify.gnl.slice(), nr: certify.nr, u: certify.u },
+      ...(wScale ? { wScale: { axis: wScale.axis, factors: wScale.factors.slice() } } : {}),
     };
   }
 

@@ -68,6 +68,15 @@ export interface RowJob {
   /** rank × paddedCols(cols), zero-padded; may be omitted when the kernel holds rightKey. */
   right?: Float32Array;
   certify?: Certification;
+  /** W times these factors first, one per row of the block or per column (f32 sums: rounded to f32; f64 sums: exact). */
+  wScale?: WScale;
+}
+
+/** Factors W is multiplied by before the terms are added (fp8 codes times their scales). */
+export interface WScale {
+  axis: 'row' | 'col';
+  /** `rows` or `cols` values, each an f32 value (so that W · f is exact in f64, one rounding in f32). */
+  factors: Float64Array;
 }
 
 /** The bound's parts (error-bounds.ts): B = gnl[row] · nr[col] + u · |V|. */
@@ -92,9 +101,9 @@ interface KernelExports {
   heapBase(): number;
   scratchBytes(cols: number, rank: number): number;
   mergeRows(w: number, wType: number, out: number, outType: number, rows: number, cols: number,
-    left: number, rank: number, right: number, rightStride: number, scratch: number, cert: number): number;
+    left: number, rank: number, right: number, rightStride: number, scratch: number, cert: number, scale: number, scaleAxis: number): number;
   mergeRows64(w: number, wType: number, out: number, outType: number, rows: number, cols: number,
-    left: number, rank: number, right: number, rightStride: number, scratch: number, cert: number): number;
+    left: number, rank: number, right: number, rightStride: number, scratch: number, cert: number, scale: number, scaleAxis: number): number;
 }
 
 const align16 = (n: number): number => (n + 15) & ~15;
@@ -123,13 +132,17 @@ export class WasmKernel {
     const wBytes = BYTES[job.wDtype], outBytes = BYTES[job.outDtype];
     const stride = paddedCols(cols);
     const lb = wide ? 8 : 4;
-    // Memory: right | nr | scratch | cert block | left | gnl | W | out | list.
+    // Memory: right | nr | scratch | cert block | W's factors | left | gnl | W | out | list.
     const rightAt = this.base;
     const rightBytes = Math.max(rank, 1) * stride * 4;
     const nrAt = align16(rightAt + rightBytes);
     const scratchAt = align16(nrAt + stride * lb);
     const certAt = align16(scratchAt + this.exports.scratchBytes(cols, rank));
-    const leftAt = align16(certAt + 64);
+    const wScale = job.wScale;
+    // Padded with zeros to the kernel's tile (4 rows, 8 columns): the padding multiplies zeros.
+    const scaleCount = !wScale ? 0 : wScale.axis === 'row' ? (rows + 3) & ~3 : stride;
+    const scaleAt = align16(certAt + 64);
+    const leftAt = align16(scaleAt + scaleCount * lb);
     const gnlAt = align16(leftAt + rows * rank * lb);
     const wAt = align16(gnlAt + rows * lb);
     const outAt = align16(wAt + rows * cols * wBytes);
@@ -147,6 +160,11 @@ export class WasmKernel {
     }
     if (certify?.nr) heap.set(bytesOf(certify.nr, stride), nrAt);
     else if (certify && !holdsRight) throw new Error('the kernel does not hold this factor\'s column norms');
+    if (wScale) {
+      const f = wide ? new Float64Array(memory, scaleAt, scaleCount) : new Float32Array(memory, scaleAt, scaleCount);
+      f.set(wScale.factors.subarray(0, wScale.axis === 'row' ? rows : cols));
+      f.fill(0, wScale.axis === 'row' ? rows : cols);
+    }
     heap.set(bytesOf(job.left, rows * rank), leftAt);
     heap.set(job.w, wAt);
     if (certify) {
@@ -161,7 +179,7 @@ export class WasmKernel {
     }
     const fn = wide ? this.exports.mergeRows64 : this.exports.mergeRows;
     const bad = fn(wAt, DTYPE_CODE[job.wDtype], outAt, DTYPE_CODE[job.outDtype], rows, cols,
-      leftAt, rank, rightAt, stride, scratchAt, certify ? certAt : 0);
+      leftAt, rank, rightAt, stride, scratchAt, certify ? certAt : 0, wScale ? scaleAt : 0, !wScale ? 0 : wScale.axis === 'row' ? 1 : 2);
     target.set(heap.subarray(outAt, outAt + rows * cols * outBytes));
     const count = certify ? new Int32Array(memory, certAt + 16, 1)[0] : 0;
     return { finite: bad === 0, listed: count ? new Uint32Array(memory, listAt, count).slice() : NO_LIST };

@@ -37,6 +37,11 @@
  * factor 1 + 2^-18; a trailing scale step folded into W and one factor adds one rounding of f·w
  * (≤ u·|f·w| ≤ u·(|V| + (1 + 2u)·T)) and one of the folded factor: G += 2u, U += u.
  *
+ * A scale of W alone before the terms (fp8 codes times their scales, PlainOp.baseScale) makes the
+ * exact op's w the product f·w, exact in f64. The f64 kernel multiplies W by it in f64, so its
+ * bound is W's own; the f32 kernels get W·f rounded to f32, one rounding as for a folded trailing
+ * scale, whose bound covers it (the factors stay unrounded here).
+ *
  * Tier 2, the f64 bound. For a listed element the host sums the exact products b·a of each term in
  * f64 (two f32 values multiply exactly in f64), scales by s_t, adds the terms to w, and multiplies
  * by f: in all at most R + n_T + 2 roundings of numbers bounded by M = |w| + Σ_t |s_t| Σ_k |b a|,

@@ -1,6 +1,7 @@
 /**
  * Ops of the plain form, W + Σ low-rank terms, optionally followed by one fixed scale along an
- * axis (IA3, or DoRA whose norms were resolved beforehand), prepared for the certified kernels:
+ * axis (IA3, or DoRA whose norms were resolved beforehand) or preceded by one that multiplies W
+ * alone (fp8 codes times their scales, W·f + Σ terms), prepared for the certified kernels:
  * the terms' factors decoded once per tensor (every slab of a tensor shares its `terms` array),
  * the kernels' `right` factor (unscaled, so exact, zero-padded to the tile width) and its column
  * norms, and per slab the `left` factor (each term's scale folded in) with its row norms.
@@ -27,12 +28,23 @@ export interface PlainOp {
   scale?: AxisScale;
   /** The scale step the factors came from (a cache key). */
   scaleStep?: ScaleStep;
+  /**
+   * A scale of W alone, before the terms (never with `scale`): each factor is an f32 value, so
+   * W · f is exact in f64 (at most 24 + 24 significant bits) and is the exact op's W.
+   */
+  baseScale?: AxisScale;
 }
 
 /** The op as W + terms [then a scale], or undefined when it has other steps (dense terms, DoRA…). */
 export function asPlainOp(op: MergeOp, shape: OpShape): PlainOp | undefined {
   if ((op.dora?.group ?? 1) > 1) return undefined;
   const steps = opSteps(op);
+  const lead = steps[0];
+  if (lead?.kind === 'scale' && steps.length === 2 && steps[1].kind === 'add' && !steps[1].dense?.length) {
+    const factors = lead.exact ?? decodeToF32(lead.factors.data, lead.factors.dtype);
+    if (!factors.every((f) => Math.fround(f) === f)) return undefined;
+    return { op, shape, terms: steps[1].terms, baseScale: { axis: storedAxis(op, lead.axis), factors } };
+  }
   let i = 0;
   let terms: readonly LowRankTerm[] = [];
   const first = steps[0];
@@ -214,9 +226,10 @@ export function slabFactors64(p: PlainOp, tf: TensorFactors, r0: number, n: numb
   return { left, gnl };
 }
 
-/** W's rows [r0, r0 + n) times a folded scale, as f32 (one rounding per element). */
+/** W's rows [r0, r0 + n) times a folded scale or its base scale, as f32 (one rounding per element). */
 export function scaledBase(p: PlainOp, r0: number, n: number): Float32Array {
-  const { op, shape, scale } = p;
+  const { op, shape } = p;
+  const scale = p.scale ?? p.baseScale;
   const cols = op.cols;
   const bytes = op.base.data.subarray(r0 * cols * bytesOf(op.base.dtype), (r0 + n) * cols * bytesOf(op.base.dtype));
   const w = decodeToF32(bytes, op.base.dtype);

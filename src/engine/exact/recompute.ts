@@ -60,15 +60,18 @@ export function roundedBits(x: number, dtype: FloatDType): number {
 
 /** The value the op's exact result is made of at slab element (r, c): w and the terms' parts. */
 interface ElementParts {
+  /** W's element (times its base scale). */
   w: number;
   /** The scale factor f (1 without a scale step). */
   f: number;
 }
 
 function parts(p: PlainOp, r: number, c: number): ElementParts {
-  const { op, shape, scale } = p;
-  const w = elementValue(op.base.data, op.base.dtype, r * op.cols + c);
-  const f = scale ? (scale.axis === 'row' ? scale.factors[shape.rowStart + r] : scale.factors[c]) : 1;
+  const { op, shape, scale, baseScale } = p;
+  const axisFactor = (s: NonNullable<PlainOp['scale']>) => (s.axis === 'row' ? s.factors[shape.rowStart + r] : s.factors[c]);
+  // W times its base scale is exact in f64 (see PlainOp.baseScale): the exact op's W.
+  const w = elementValue(op.base.data, op.base.dtype, r * op.cols + c) * (baseScale ? axisFactor(baseScale) : 1);
+  const f = scale ? axisFactor(scale) : 1;
   return { w, f };
 }
 

@@ -191,8 +191,9 @@ export class WebGpuBackend implements MergeBackend {
   /** How the GPU runs a plain op, or undefined when the CPU must (see the module comment). */
   private plan(p: PlainOp): SlabPlan | undefined {
     const { op, shape } = p;
-    const folded = !!p.scale;
-    const tf = tensorFactors(p, folded);
+    // A base scale goes into W (as f32) like a trailing one; only a trailing one into the factors.
+    const folded = !!p.scale || !!p.baseScale;
+    const tf = tensorFactors(p, !!p.scale);
     if (op.outDtype === 'F32' && (tf.rank > 0 || folded)) return undefined;
     const paddedCols = roundUp(op.cols, columnPadding(op.base.dtype, op.outDtype));
     const paddedRank = roundUp(tf.rank, RANK_STEP);
