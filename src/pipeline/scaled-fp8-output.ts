@@ -18,7 +18,7 @@
  * A rewritten scale tensor is written after its weight (the base is seen through a view that
  * orders it so), when all its blocks are known.
  */
-import { decodeToF32, encodeFromF32, f32BitsToF8Bits, type FloatDType } from '../dtype.js';
+import { encodeFromF32, type FloatDType } from '../dtype.js';
 import type { MergeBackend } from '../engine/merge-op.js';
 import type { UpdateStep } from '../engine/update-steps.js';
 import { MergeError, throwIfAborted } from '../errors.js';
@@ -26,16 +26,12 @@ import { baseModelView, isSafetensorsModel } from '../formats/base-model-view.js
 import type { ScaledFp8Base, ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
+import { requantizeSlab } from './fp8-requantize.js';
 import type { PreparedMerge } from './prepare-merge.js';
 
 const KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string>> = {
   'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'comfy-scaled-fp8': 'scaled fp8',
 };
-
-/** e4m3fn's largest finite magnitude. */
-const E4M3_MAX = 448;
-/** torch.finfo(torch.float32).eps: compressed-tensors' smallest scale. */
-const F32_EPS = 2 ** -23;
 
 /** The plan's note on such a base. */
 export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
@@ -160,7 +156,7 @@ export function scaledFp8Output(
       }
       let state = newScales.get(w.weightKey);
       if (!state) newScales.set(w.weightKey, (state = { values: Float64Array.from(w.scales), rowsDone: 0 }));
-      const codes = requantize(w, scaled.rule, new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4), slab.rowStart, slab.rowCount, state.values, tensorMax);
+      const codes = requantizeSlab(w, scaled.rule, new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4), slab.rowStart, slab.rowCount, state.values, tensorMax);
       state.rowsDone += slab.rowCount;
       return codes;
     },
@@ -232,55 +228,6 @@ async function maxOverTensor(
     for (let i = 0; i < v.length; i++) max = Math.max(max, Math.abs(v[i]));
   }
   return max;
-}
-
-const f32 = new Float32Array(1);
-const f32Bits = new Uint32Array(f32.buffer);
-/** e4m3fn code of a float32 value, rounded to nearest even, saturated at ±448 (torch's clamp, then cast). */
-function e4m3(x: number): number {
-  f32[0] = x;
-  return f32BitsToF8Bits(f32Bits[0], 'F8_E4M3');
-}
-
-/** A scale as its tensor's dtype stores it. */
-function storedScale(s: number, dtype: ScaledFp8Weight['scaleDtype']): number {
-  return decodeToF32(encodeFromF32(Float32Array.of(s), dtype), dtype)[0];
-}
-
-/**
- * fp8 codes for the slab's f32 values, block by block, each block's scale recomputed into
- * `scales` (see the module comment for the two rules). A block of zeros keeps its old scale
- * (transformers' rule would divide by zero) and codes 0. `tensorMax`: the maximum of a per-tensor scale.
- */
-function requantize(
-  w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], values: Float32Array, rowStart: number, rowCount: number, scales: Float64Array, tensorMax?: number,
-): Uint8Array {
-  const out = new Uint8Array(values.length);
-  const nColBlocks = Math.ceil(w.cols / w.blockCols);
-  for (let r0 = rowStart, r1: number; r0 < rowStart + rowCount; r0 = r1) {
-    const rb = Math.floor(r0 / w.blockRows);
-    r1 = Math.min(rowStart + rowCount, (rb + 1) * w.blockRows);
-    for (let cb = 0; cb < nColBlocks; cb++) {
-      const c0 = cb * w.blockCols;
-      const c1 = Math.min(w.cols, c0 + w.blockCols);
-      let amax = tensorMax ?? 0;
-      if (tensorMax === undefined) {
-        for (let r = r0; r < r1; r++) for (let i = (r - rowStart) * w.cols + c0, end = i + c1 - c0; i < end; i++) amax = Math.max(amax, Math.abs(values[i]));
-      }
-      let code: (x: number) => number;
-      if (rule === 'reciprocal') {
-        const q = amax === 0 ? 0 : Math.fround(E4M3_MAX / amax);
-        if (amax !== 0) scales[rb * nColBlocks + cb] = storedScale(Math.fround(1 / q), w.scaleDtype);
-        code = (x) => e4m3(Math.fround(x * q));
-      } else {
-        const s = storedScale(Math.max(Math.fround(amax / E4M3_MAX), F32_EPS), w.scaleDtype);
-        scales[rb * nColBlocks + cb] = s;
-        code = (x) => e4m3(Math.fround(x / s));
-      }
-      for (let r = r0; r < r1; r++) for (let i = (r - rowStart) * w.cols + c0, end = i + c1 - c0; i < end; i++) out[i] = code(values[i]);
-    }
-  }
-  return out;
 }
 
 function concat(parts: readonly Uint8Array[]): Uint8Array {

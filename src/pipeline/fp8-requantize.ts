@@ -1,0 +1,165 @@
+/**
+ * Merged weights back to e4m3fn codes with each block's scale recomputed as the checkpoint's own
+ * quantizer computes it (see scaled-fp8-output.ts for the two rules), from W' rounded once to f32.
+ * The two passes over the values (each block's largest magnitude, then the codes) run in
+ * WebAssembly SIMD (wasm/fp8-requantize.ts), in pieces of at most PIECE_VALUES values so that its
+ * memory stays small whatever the slab; where WebAssembly SIMD is missing or may not be compiled
+ * the same arithmetic runs in TypeScript. Both give the same bytes: an f32 product of two f32
+ * values, or an f32 quotient, is correctly rounded either way (a double's 53 bits hold the product
+ * exactly, and are enough for the quotient to round once), and both encoders round to nearest even
+ * and saturate at ±448. Browser-safe.
+ */
+import { decodeToF32, encodeFromF32, f32BitsToF8Bits } from '../dtype.js';
+import type { ScaledFp8Base, ScaledFp8Weight } from '../formats/scaled-fp8.js';
+import { fp8RequantizeWasmBase64 } from './fp8-requantize.generated.js';
+
+/** e4m3fn's largest finite magnitude. */
+const E4M3_MAX = 448;
+/** torch.finfo(torch.float32).eps: compressed-tensors' smallest scale. */
+const F32_EPS = 2 ** -23;
+/** Values per call into WebAssembly: 4 MiB of f32 in, 1 MiB of codes out. */
+const PIECE_VALUES = 1 << 20;
+
+interface Exports {
+  memory: WebAssembly.Memory;
+  heapBase(): number;
+  blockMaxima(values: number, firstRow: number, rows: number, cols: number, blockRows: number, blockCols: number, out: number): void;
+  encodeBlocks(values: number, out: number, firstRow: number, rows: number, cols: number, blockRows: number, blockCols: number, factors: number, divide: number): void;
+}
+
+let loaded: Exports | null | undefined;
+
+/** The module, compiled synchronously where the engine allows it (it is small); else null. */
+function wasm(): Exports | null {
+  if (loaded !== undefined) return loaded;
+  loaded = null;
+  try {
+    if (typeof WebAssembly !== 'object' || typeof atob !== 'function') return loaded;
+    const text = atob(fp8RequantizeWasmBase64);
+    const bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    loaded = new WebAssembly.Instance(new WebAssembly.Module(bytes), {}).exports as unknown as Exports;
+  } catch {
+    loaded = null; // no WebAssembly SIMD, or a policy that forbids compiling it: TypeScript runs
+  }
+  return loaded;
+}
+
+/** Which encoder runs: `wasm` where it compiles (the default), or `js` (tests hold both to the same bytes). */
+export type RequantizeEncoder = 'wasm' | 'js';
+
+/**
+ * fp8 codes for a slab's f32 values (rows [rowStart, rowStart + rowCount) of the weight), block by
+ * block, each block's scale recomputed into `scales` (the weight's whole grid, as stored). A block
+ * of zeros keeps its old scale (transformers' rule would divide by zero) and codes 0. `tensorMax`:
+ * the maximum of a per-tensor scale, over the whole weight. The slab starts on a block row, or
+ * lies inside one block row (a per-tensor scale).
+ */
+export function requantizeSlab(
+  w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], values: Float32Array, rowStart: number, rowCount: number, scales: Float64Array,
+  tensorMax?: number, encoder: RequantizeEncoder = 'wasm',
+): Uint8Array {
+  const { cols, blockRows, blockCols } = w;
+  const colBlocks = Math.ceil(cols / blockCols);
+  const band0 = Math.floor(rowStart / blockRows);
+  const bands = Math.floor((rowStart + rowCount - 1) / blockRows) - band0 + 1;
+  if (rowStart % blockRows !== 0 && bands > 1) throw new Error(`${w.weightKey}: a slab at row ${rowStart} does not start on a block row`);
+  const e = encoder === 'wasm' ? wasm() : null;
+  const rowsPerPiece = Math.max(1, Math.floor(PIECE_VALUES / cols));
+
+  // Each block's largest magnitude over the slab's rows.
+  const amax = new Float32Array(bands * colBlocks);
+  if (tensorMax !== undefined) amax.fill(tensorMax);
+  else if (e) {
+    const { valuesAt, outAt } = place(e, rowsPerPiece, cols, bands * colBlocks);
+    for (let p0 = 0; p0 < rowCount; p0 += rowsPerPiece) {
+      const n = Math.min(rowsPerPiece, rowCount - p0);
+      new Float32Array(e.memory.buffer, valuesAt, n * cols).set(values.subarray(p0 * cols, (p0 + n) * cols));
+      e.blockMaxima(valuesAt, rowStart + p0, n, cols, blockRows, blockCols, outAt);
+      const first = Math.floor((rowStart + p0) / blockRows) - band0;
+      const pieceBands = Math.floor((rowStart + p0 + n - 1) / blockRows) - band0 - first + 1;
+      const maxima = new Float32Array(e.memory.buffer, outAt, pieceBands * colBlocks);
+      for (let i = 0; i < maxima.length; i++) {
+        const at = first * colBlocks + i;
+        if (maxima[i] > amax[at]) amax[at] = maxima[i];
+      }
+    }
+  } else {
+    for (let r = 0; r < rowCount; r++) {
+      const band = Math.floor((rowStart + r) / blockRows) - band0;
+      for (let c = 0; c < cols; c++) {
+        const at = band * colBlocks + Math.floor(c / blockCols);
+        const a = Math.abs(values[r * cols + c]);
+        if (a > amax[at]) amax[at] = a;
+      }
+    }
+  }
+
+  // Each block's factor (q to multiply by, or s to divide by) and its stored scale.
+  const factors = new Float32Array(bands * colBlocks);
+  let finite = true;
+  for (let i = 0; i < factors.length; i++) {
+    const a = amax[i];
+    const at = (band0 + Math.floor(i / colBlocks)) * colBlocks + (i % colBlocks);
+    if (rule === 'reciprocal') {
+      const q = a === 0 ? 0 : Math.fround(E4M3_MAX / a);
+      if (a !== 0) scales[at] = storedScale(Math.fround(1 / q), w.scaleDtype);
+      factors[i] = q;
+      if (!Number.isFinite(q)) finite = false;
+    } else {
+      const s = storedScale(Math.max(Math.fround(a / E4M3_MAX), F32_EPS), w.scaleDtype);
+      scales[at] = s;
+      factors[i] = s;
+    }
+  }
+
+  // The codes. A block so small that its q overflows gives NaN codes: TypeScript writes those
+  // (WebAssembly does not fix a NaN's sign).
+  const out = new Uint8Array(rowCount * cols);
+  const divide = rule !== 'reciprocal';
+  if (e && finite) {
+    const { valuesAt, outAt, factorsAt } = place(e, rowsPerPiece, cols, bands * colBlocks);
+    new Float32Array(e.memory.buffer, factorsAt, factors.length).set(factors);
+    for (let p0 = 0; p0 < rowCount; p0 += rowsPerPiece) {
+      const n = Math.min(rowsPerPiece, rowCount - p0);
+      new Float32Array(e.memory.buffer, valuesAt, n * cols).set(values.subarray(p0 * cols, (p0 + n) * cols));
+      const first = Math.floor((rowStart + p0) / blockRows) - band0;
+      e.encodeBlocks(valuesAt, outAt, rowStart + p0, n, cols, blockRows, blockCols, factorsAt + first * colBlocks * 4, divide ? 1 : 0);
+      out.set(new Uint8Array(e.memory.buffer, outAt, n * cols), p0 * cols);
+    }
+    return out;
+  }
+  for (let r = 0; r < rowCount; r++) {
+    const band = Math.floor((rowStart + r) / blockRows) - band0;
+    for (let c = 0; c < cols; c++) {
+      const f = factors[band * colBlocks + Math.floor(c / blockCols)];
+      const x = values[r * cols + c];
+      out[r * cols + c] = e4m3(divide ? x / f : x * f);
+    }
+  }
+  return out;
+}
+
+/** The module's memory laid out for a piece: values | codes | one f32 per block (maxima or factors). */
+function place(e: Exports, rowsPerPiece: number, cols: number, blocks: number): { valuesAt: number; outAt: number; factorsAt: number } {
+  const align = (n: number) => (n + 15) & ~15;
+  const valuesAt = align(e.heapBase());
+  const outAt = align(valuesAt + rowsPerPiece * cols * 4);
+  const factorsAt = align(outAt + Math.max(rowsPerPiece * cols, blocks * 4));
+  const need = factorsAt + blocks * 4;
+  if (e.memory.buffer.byteLength < need) e.memory.grow(Math.ceil((need - e.memory.buffer.byteLength) / 65536));
+  return { valuesAt, outAt, factorsAt };
+}
+
+const f32 = new Float32Array(1);
+const f32Bits = new Uint32Array(f32.buffer);
+/** e4m3fn code of a value rounded to float32, to nearest even, saturated at ±448 (torch's clamp, then cast). */
+function e4m3(x: number): number {
+  f32[0] = x;
+  return f32BitsToF8Bits(f32Bits[0], 'F8_E4M3');
+}
+
+/** A scale as its tensor's dtype stores it. */
+function storedScale(s: number, dtype: ScaledFp8Weight['scaleDtype']): number {
+  return decodeToF32(encodeFromF32(Float32Array.of(s), dtype), dtype)[0];
+}
