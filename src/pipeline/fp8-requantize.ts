@@ -45,8 +45,11 @@ function wasm(): Exports | null {
   return loaded;
 }
 
-/** Which encoder runs: `wasm` where it compiles (the default), or `js` (tests hold both to the same bytes). */
-export type RequantizeEncoder = 'wasm' | 'js';
+/** How a slab is encoded: WebAssembly where it compiles (the default) or TypeScript; values per WebAssembly call (tests make it small). */
+export interface RequantizeOptions {
+  encoder?: 'wasm' | 'js';
+  pieceValues?: number;
+}
 
 /**
  * fp8 codes for a slab's f32 values (rows [rowStart, rowStart + rowCount) of the weight), block by
@@ -57,15 +60,15 @@ export type RequantizeEncoder = 'wasm' | 'js';
  */
 export function requantizeSlab(
   w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], values: Float32Array, rowStart: number, rowCount: number, scales: Float64Array,
-  tensorMax?: number, encoder: RequantizeEncoder = 'wasm',
+  tensorMax?: number, options: RequantizeOptions = {},
 ): Uint8Array {
   const { cols, blockRows, blockCols } = w;
   const colBlocks = Math.ceil(cols / blockCols);
   const band0 = Math.floor(rowStart / blockRows);
   const bands = Math.floor((rowStart + rowCount - 1) / blockRows) - band0 + 1;
   if (rowStart % blockRows !== 0 && bands > 1) throw new Error(`${w.weightKey}: a slab at row ${rowStart} does not start on a block row`);
-  const e = encoder === 'wasm' ? wasm() : null;
-  const rowsPerPiece = Math.max(1, Math.floor(PIECE_VALUES / cols));
+  const e = options.encoder === 'js' ? null : wasm();
+  const rowsPerPiece = Math.max(1, Math.floor((options.pieceValues ?? PIECE_VALUES) / cols));
 
   // Each block's largest magnitude over the slab's rows.
   const amax = new Float32Array(bands * colBlocks);

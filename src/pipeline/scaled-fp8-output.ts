@@ -158,6 +158,7 @@ export function scaledFp8Output(
       if (!state) newScales.set(w.weightKey, (state = { values: Float64Array.from(w.scales), rowsDone: 0 }));
       const codes = requantizeSlab(w, scaled.rule, new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4), slab.rowStart, slab.rowCount, state.values, tensorMax);
       state.rowsDone += slab.rowCount;
+      backend.recycle?.(values); // read no more (codes are a buffer of their own)
       return codes;
     },
     rewritesScale: (key) => rewritten.has(key),
@@ -210,7 +211,10 @@ async function realRows(
     for (let c = 0; c < w.cols; c++) factors[c] = w.scales[rb * nColBlocks + Math.floor(c / w.blockCols)];
     parts.push(await op(r0, r1 - r0, colAxis, factors));
   }
-  return concat(parts);
+  const whole = concat(parts);
+  // The backend's outputs, copied out: it may reuse them.
+  if (parts.length > 1) for (const p of parts) backend.recycle?.(p);
+  return whole;
 }
 
 /** max |W'| over the whole tensor (per-tensor scales), slab by slab as the merge reads them. */
@@ -226,6 +230,7 @@ async function maxOverTensor(
     const bytes = await realRows(w, rule, slab, r0, n, codes, 'F32', backend, signal);
     const v = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
     for (let i = 0; i < v.length; i++) max = Math.max(max, Math.abs(v[i]));
+    backend.recycle?.(bytes);
   }
   return max;
 }
