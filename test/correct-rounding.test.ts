@@ -19,7 +19,10 @@ import { WebGpuBackend } from '../src/engine/gpu/webgpu-backend.js';
 import { REPO_ROOT } from './helpers/cli.js';
 import { exactMergeBits } from './helpers/exact-truth.js';
 import { tieOps, TIE_DTYPES } from './helpers/tie-cases.js';
-import { encodeValues, outputBits, randomOp, type OpSpec } from './helpers/reference-math.js';
+import { decodeF64, encodeValues, outputBits, randomOp, seededRandom, type OpSpec } from './helpers/reference-math.js';
+import { asPlainOp } from '../src/engine/exact/plain-op.js';
+import { checkOp } from '../src/engine/op-shape.js';
+import type { UpdateStep } from '../src/engine/update-steps.js';
 import { exactStepsBits } from './helpers/exact-steps.js';
 import { randomStepOp, type StepOpSpec } from './helpers/step-ops.js';
 import { resolveColumnNorms } from '../src/engine/column-norms.js';
@@ -119,6 +122,49 @@ describe.each(executors)('$name', (executor) => {
         expectCorrectlyRounded(scaled, await merge(scaled));
       }
     }
+  });
+
+  describe('a scale of W before the terms (fp8 codes times their scales, W·f + ΔW): every element exact', () => {
+    // Random e4m3 codes over their whole range times scales like a checkpoint's (about 2^-10), or
+    // randomStepOp's factors; sizes odd, r = 1 to 97, both layouts, one op big enough for the threads.
+    const cases: [string, StepOpSpec, number?][] = [
+      ['e4m3 codes, a factor per column (a block row of a block-wise grid), r = 1', { rows: 37, cols: 53, baseDtype: 'F8_E4M3', steps: [{ kind: 'scale', axis: 'in' }, { kind: 'add', ranks: [1] }] }, 2 ** -10],
+      ['e4m3 codes, a factor per row (per channel), r = 16 + 3, transposed', { rows: 40, cols: 29, layout: 'in-out', baseDtype: 'F8_E4M3', steps: [{ kind: 'scale', axis: 'out' }, { kind: 'add', ranks: [16, 3] }] }, 2 ** -9],
+      ['bf16 W, a factor per row, r = 97', { rows: 23, cols: 64, baseDtype: 'BF16', steps: [{ kind: 'scale', axis: 'out' }, { kind: 'add', ranks: [97] }] }],
+      ['e4m3 codes, 300 × 257 (worker threads), a factor per column, r = 64', { rows: 300, cols: 257, baseDtype: 'F8_E4M3', steps: [{ kind: 'scale', axis: 'in' }, { kind: 'add', ranks: [64] }] }, 2 ** -11],
+      ['e4m3 codes, 301 × 250 (worker threads), a factor per row, r = 1', { rows: 301, cols: 250, baseDtype: 'F8_E4M3', steps: [{ kind: 'scale', axis: 'out' }, { kind: 'add', ranks: [1] }] }, 2 ** -8],
+    ];
+    it.each(OUT)('random into %s', async (outDtype) => {
+      for (const [i, [label, spec, scaleSize]] of cases.entries()) {
+        const op = randomStepOp(300 + i, { ...spec, outDtype });
+        if (scaleSize) {
+          // Codes over e4m3's range (±448) and scales near scaleSize, as a checkpoint has them.
+          const rand = seededRandom(400 + i);
+          op.base = { dtype: 'F8_E4M3', data: encodeValues(Array.from({ length: op.rows * op.cols }, () => (rand() * 2 - 1) * 2 ** (rand() * 17.7 - 9)), 'F8_E4M3') };
+          const scale = op.steps![0] as Extract<UpdateStep, { kind: 'scale' }>;
+          const n = scale.factors.data.byteLength / 4;
+          scale.factors = { dtype: 'F32', data: encodeValues(Array.from({ length: n }, () => scaleSize * (1 + rand())), 'F32') };
+        }
+        expect(asPlainOp(op, checkOp(op))?.baseScale, label).toBeDefined(); // the kernels' path, not the step executor
+        expectCorrectlyRounded(op, await merge(op), exactStepsBits(op));
+      }
+    });
+    it.each(TIE_DTYPES)('exact ties, near ties and cancellation in %s, W divided by the factors beforehand', async (outDtype) => {
+      // tieOps' results with W = (W / f)·f for factors 2^k: the same exact values, so the same ties.
+      for (const [i, op] of tieOps(outDtype, 13).entries()) {
+        const axis = i % 2 ? 'out' : 'in';
+        const n = axis === 'out' ? op.rows : op.cols;
+        const f = Array.from({ length: n }, (_, j) => [1, 2, 0.5, 0.25][j % 4]);
+        const w = decodeF64(op.base.data, 'F32');
+        const scaled: MergeOp = {
+          ...op, terms: [],
+          base: { dtype: 'F32', data: encodeValues(Array.from(w, (x, j) => x / f[axis === 'out' ? Math.floor(j / op.cols) : j % op.cols]), 'F32') },
+          steps: [{ kind: 'scale', axis, factors: { dtype: 'F32', data: encodeValues(f, 'F32') } }, { kind: 'add', terms: op.terms }],
+        };
+        expect(asPlainOp(scaled, checkOp(scaled))?.baseScale).toBeDefined();
+        expectCorrectlyRounded(scaled, await merge(scaled), exactMergeBits(op));
+      }
+    });
   });
 
   it('a value just under f16 overflow stays finite when f32 sums reach the overflow tie', async () => {
