@@ -14,7 +14,10 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { errorLines, runCli } from './helpers/cli.js';
+import { pathToFileURL } from 'node:url';
+import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
+import { errorLines, REPO_ROOT, runCli } from './helpers/cli.js';
 import { hfModelFolder, readMergedFolder } from './helpers/hf-folder.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -38,10 +41,10 @@ type Kind = 'block' | 'channel' | 'channel-static' | 'tensor';
 const SCALE_NAME: Record<Kind, string> = { block: 'weight_scale_inv', channel: 'weight_scale', 'channel-static': 'weight_scale', tensor: 'weight_scale' };
 
 /** The scale tensor of a weight of `rows` × `cols` for each kind, with the shapes and dtypes the Hub's files have. */
-function scaleTensor(kind: Kind, name: string, rows: number): FixtureTensor {
+function scaleTensor(kind: Kind, name: string, rows: number, cols = COLS): FixtureTensor {
   const pick = () => 0.0005 + rand() * 0.0001;
   if (kind === 'block') {
-    const shape = [Math.ceil(rows / 128), Math.ceil(COLS / 128)];
+    const shape = [Math.ceil(rows / 128), Math.ceil(cols / 128)];
     return { name, dtype: 'F32', shape, data: Array.from({ length: shape[0] * shape[1] }, () => Math.fround(pick())) };
   }
   if (kind === 'tensor') return { name, dtype: 'F32', shape: [1], data: [Math.fround(pick())] };
@@ -112,15 +115,15 @@ const WEIGHT = 0.8;
 // --- float64 truth ----------------------------------------------------------------------------
 
 interface Grid { blockRows: number; blockCols: number }
-const gridOf = (kind: Kind, rows: number): Grid =>
-  kind === 'block' ? { blockRows: 128, blockCols: 128 } : kind === 'tensor' ? { blockRows: rows, blockCols: COLS } : { blockRows: 1, blockCols: COLS };
+const gridOf = (kind: Kind, rows: number, cols = COLS): Grid =>
+  kind === 'block' ? { blockRows: 128, blockCols: 128 } : kind === 'tensor' ? { blockRows: rows, blockCols: cols } : { blockRows: 1, blockCols: cols };
 
 /** W' in f64: code × its block's scale, plus weight · α/r · B·A for the modules the adapter has. */
 function truth(base: Map<string, DecodedTensor>, adapter: Map<string, DecodedTensor>, kind: Kind, m: string): Float64Array {
   const w = base.get(`${m}.weight`)!;
   const [rows, cols] = w.shape;
   const scales = base.get(`${m}.${SCALE_NAME[kind]}`)!.values;
-  const { blockRows, blockCols } = gridOf(kind, rows);
+  const { blockRows, blockCols } = gridOf(kind, rows, cols);
   const nCB = Math.ceil(cols / blockCols);
   const out = new Float64Array(rows * cols);
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
@@ -157,7 +160,7 @@ function requantize(values: Float64Array, rows: number, cols: number, grid: Grid
     for (let i = rb * grid.blockRows; i < Math.min(rows, (rb + 1) * grid.blockRows); i++) {
       for (let j = cb * grid.blockCols; j < Math.min(cols, (cb + 1) * grid.blockCols); j++) cells.push(i * cols + j);
     }
-    const amax = Math.max(0, ...cells.map((c) => Math.abs(w32[c])));
+    const amax = cells.reduce((m, c) => Math.max(m, Math.abs(w32[c])), 0);
     if (kind === 'block') {
       if (amax === 0) continue;
       const q = Math.fround(448 / amax);
@@ -271,6 +274,83 @@ for (const kind of KINDS) {
     });
   }
 }
+
+describe('weights large enough for the CPU worker threads: each 128-row band merged in pieces on every thread, then re-quantized whole', () => {
+  // 300 × 600: three row blocks (the last 44 rows) of five column blocks (the last 88 columns).
+  const rows = 300, cols = 600;
+  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
+  const folders = (kind: Kind, r: number) => {
+    const tensors: FixtureTensor[] = [
+      { name: 'model.embed_tokens.weight', dtype: 'BF16', shape: [8, cols], data: Array.from(randomValues(8 * cols, rand), (x) => roundForDType(x, 'BF16')) },
+      { name: `${Q}.weight`, dtype: 'F8_E4M3', shape: [rows, cols], data: codes(rows * cols) },
+      scaleTensor(kind, `${Q}.${SCALE_NAME[kind]}`, rows, cols),
+    ];
+    const cfg = { ...config(kind), hidden_size: cols };
+    const lora: FixtureTensor[] = [
+      { name: `base_model.model.${Q}.lora_A.weight`, dtype: 'F32', shape: [r, cols], data: Array.from(randomValues(r * cols, rand, 0.3), Math.fround) },
+      { name: `base_model.model.${Q}.lora_B.weight`, dtype: 'F32', shape: [rows, r], data: Array.from(randomValues(rows * r, rand, 0.3), Math.fround) },
+    ];
+    return {
+      base: { 'model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify(cfg) },
+      adapter: {
+        'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: ALPHA, target_modules: ['q_proj'] }),
+        'adapter_model.safetensors': buildSafetensors(lora),
+      },
+    };
+  };
+  const pools: CpuWorkerPool[] = [];
+  const made: MergeBackend[] = [];
+  beforeAll(() => {
+    if (!existsSync(workerScript)) throw new Error('build the library first (npm run build:lib)');
+  });
+  afterAll(() => made.forEach((b) => b.dispose()));
+  const executors = {
+    'three threads': () => {
+      const pool = new CpuWorkerPool(pathToFileURL(workerScript), 3);
+      pools.push(pool);
+      return new CpuBackend('test', { pool });
+    },
+    'plain JavaScript': () => new CpuBackend('test', { executor: 'js' }),
+  };
+
+  for (const kind of ['block', 'channel', 'tensor'] as const) {
+    for (const r of [1, 128]) {
+      for (const [name, make] of Object.entries(executors)) {
+        it(`${LABEL[kind]}, r = ${r}, ${name}: re-quantized and dequantized as the truth, with whole slabs and with one band per slab`, async () => {
+          const { base, adapter } = folders(kind, r);
+          const original = decodeSafetensors(base['model.safetensors']).tensors;
+          const a = decodeSafetensors(adapter['adapter_model.safetensors']).tensors;
+          const real = truth(original, a, kind, Q);
+          const oldScale = original.get(`${Q}.${SCALE_NAME[kind]}`)!;
+          const expected = requantize(real, rows, cols, gridOf(kind, rows, cols), kind, oldScale.values, oldScale.dtype as 'F32' | 'BF16');
+          const backend = make();
+          made.push(backend);
+          const sentBefore = pools.at(-1)?.sent.blocks ?? 0;
+          for (const slabBytes of [undefined, 4096]) {
+            const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+            const output = createBlobOutputTarget();
+            await mergeModel({ prepared, output, backend, slabBytes });
+            await prepared.close();
+            const written = decodeSafetensors(new Uint8Array(await output.files().find((f) => f.path === 'model.safetensors')!.blob.arrayBuffer())).tensors;
+            const q = written.get(`${Q}.weight`)!;
+            expect(Array.from(written.get(`${Q}.${SCALE_NAME[kind]}`)!.values), `scales, slabs of ${slabBytes ?? 'any size'}`).toEqual(Array.from(expected.scales));
+            const wrong = q.values.findIndex((x, i) => x !== expected.codes[i]);
+            expect(wrong, `element ${wrong}, slabs of ${slabBytes ?? 'any size'}`).toBe(-1);
+          }
+          const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+          const output = createBlobOutputTarget();
+          await mergeModel({ prepared, output, backend, outDtype: 'bf16' });
+          await prepared.close();
+          const q = decodeSafetensors(new Uint8Array(await output.files().find((f) => f.path === 'model.safetensors')!.blob.arrayBuffer())).tensors.get(`${Q}.weight`)!;
+          const bf16 = real.map((x) => roundForDType(x, 'BF16'));
+          expect(q.values.findIndex((x, i) => x !== bf16[i])).toBe(-1);
+          // The threads took pieces of the bands (not the calling thread alone).
+          if (name === 'three threads') expect(pools.at(-1)!.sent.blocks).toBeGreaterThan(sentBefore);
+        });
+      }
+    }
+  }
+});
 
 describe('a sharded block-wise fp8 folder (model-0000N-of-00003.safetensors and its index)', () => {
   const adapter = adapterFolder();
