@@ -133,6 +133,9 @@ describe.each(executors)('$name', (executor) => {
       ['bf16 W, a factor per row, r = 97', { rows: 23, cols: 64, baseDtype: 'BF16', steps: [{ kind: 'scale', axis: 'out' }, { kind: 'add', ranks: [97] }] }],
       ['e4m3 codes, 300 × 257 (worker threads), a factor per column, r = 64', { rows: 300, cols: 257, baseDtype: 'F8_E4M3', steps: [{ kind: 'scale', axis: 'in' }, { kind: 'add', ranks: [64] }] }, 2 ** -11],
       ['e4m3 codes, 301 × 250 (worker threads), a factor per row, r = 1', { rows: 301, cols: 250, baseDtype: 'F8_E4M3', steps: [{ kind: 'scale', axis: 'out' }, { kind: 'add', ranks: [1] }] }, 2 ** -8],
+      // A weight no adapter changes, dequantized: a sixteenth of code × scale are ties of f32.
+      ['e4m3 codes, 260 × 257 (worker threads), a factor per column and no terms', { rows: 260, cols: 257, baseDtype: 'F8_E4M3', steps: [{ kind: 'scale', axis: 'in' }] }, 2 ** -10],
+      ['e4m3 codes, 9 × 31, a factor per row and no terms', { rows: 9, cols: 31, baseDtype: 'F8_E4M3', steps: [{ kind: 'scale', axis: 'out' }] }, 2 ** -7],
     ];
     it.each(OUT)('random into %s', async (outDtype) => {
       for (const [i, [label, spec, scaleSize]] of cases.entries()) {

@@ -284,6 +284,8 @@ describe('weights large enough for the CPU worker threads: each 128-row band mer
       { name: 'model.embed_tokens.weight', dtype: 'BF16', shape: [8, cols], data: Array.from(randomValues(8 * cols, rand), (x) => roundForDType(x, 'BF16')) },
       { name: `${Q}.weight`, dtype: 'F8_E4M3', shape: [rows, cols], data: codes(rows * cols) },
       scaleTensor(kind, `${Q}.${SCALE_NAME[kind]}`, rows, cols),
+      { name: `${K}.weight`, dtype: 'F8_E4M3', shape: [rows, cols], data: codes(rows * cols) },
+      scaleTensor(kind, `${K}.${SCALE_NAME[kind]}`, rows, cols),
     ];
     const cfg = { ...config(kind), hidden_size: cols };
     const lora: FixtureTensor[] = [
@@ -337,13 +339,23 @@ describe('weights large enough for the CPU worker threads: each 128-row band mer
             const wrong = q.values.findIndex((x, i) => x !== expected.codes[i]);
             expect(wrong, `element ${wrong}, slabs of ${slabBytes ?? 'any size'}`).toBe(-1);
           }
-          const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
-          const output = createBlobOutputTarget();
-          await mergeModel({ prepared, output, backend, outDtype: 'bf16' });
-          await prepared.close();
-          const q = decodeSafetensors(new Uint8Array(await output.files().find((f) => f.path === 'model.safetensors')!.blob.arrayBuffer())).tensors.get(`${Q}.weight`)!;
-          const bf16 = real.map((x) => roundForDType(x, 'BF16'));
-          expect(q.values.findIndex((x, i) => x !== bf16[i])).toBe(-1);
+          // Dequantized: q_proj merged, k_proj (no adapter module) code × scale alone, where a
+          // sixteenth of the products are f32 ties.
+          const untouched = truth(original, a, kind, K);
+          for (const dtype of ['BF16', 'F32'] as const) {
+            const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+            const output = createBlobOutputTarget();
+            await mergeModel({ prepared, output, backend, outDtype: dtype.toLowerCase() });
+            await prepared.close();
+            const written = decodeSafetensors(new Uint8Array(await output.files().find((f) => f.path === 'model.safetensors')!.blob.arrayBuffer())).tensors;
+            for (const [m, want] of [[Q, real], [K, untouched]] as const) {
+              const rounded = want.map((x) => roundForDType(x, dtype));
+              const got = written.get(`${m}.weight`)!;
+              expect(got.dtype).toBe(dtype);
+              const wrong = got.values.findIndex((x, i) => x !== rounded[i]);
+              expect(wrong, `${m} in ${dtype}: element ${wrong}`).toBe(-1);
+            }
+          }
           // The threads took pieces of the bands (not the calling thread alone).
           if (name === 'three threads') expect(pools.at(-1)!.sent.blocks).toBeGreaterThan(sentBefore);
         });

@@ -51,7 +51,7 @@ export function planPlain(p: PlainOp): PlainPlan {
   // the kernel (f32: rounded once, the folded bound; f64: exactly, W's own bound).
   const folded = mode === 'f32' && !!p.scale;
   const tf = tensorFactors(p, folded);
-  const bound = mode === 'f32' ? f32KernelBound(tf.rank, U_F32, folded || !!p.baseScale) : f64KernelBound(tf.rank);
+  const bound = mode === 'f32' ? f32KernelBound(tf.rank, U_F32, folded || !!p.baseScale) : f64SumsBound(tf.rank);
   const slab = mode === 'f32'
     ? slabFactors32(p, tf, 0, shape.rowCount, bound, folded)
     : slabFactors64(p, tf, 0, shape.rowCount, bound);
@@ -59,6 +59,14 @@ export function planPlain(p: PlainOp): PlainPlan {
   const plan: PlainPlan = { p, tf, mode, bound, slab, w, kernelOutBytes: mode === 'f64-values' ? 8 : DTYPE_BYTES[out] };
   if (p.baseScale && mode !== 'f64-values') plan.wScale = opBaseScale(p);
   return plan;
+}
+
+/**
+ * The f64 kernel's bound; none for no terms: V is then W (times a base scale, exactly), and its
+ * ties (common for fp8 codes times f32 scales) need no recomputation.
+ */
+function f64SumsBound(rank: number): KernelBound {
+  return rank === 0 ? { g: 0, u: 0 } : f64KernelBound(rank);
 }
 
 /** The base scale's f64 factors for the op's rows (row axis) or its columns. */
@@ -219,7 +227,7 @@ export function mergePlainOnWasm(plan: PlainPlan, kernel: WasmKernel, stats: Cer
 export function mergePlainOnJs(p: PlainOp, stats: CertificationStats, signal?: AbortSignal): Uint8Array {
   const { op, shape } = p;
   const tf = tensorFactors(p, false);
-  const bound = f64KernelBound(tf.rank);
+  const bound = f64SumsBound(tf.rank);
   const slab = slabFactors64(p, tf, 0, shape.rowCount, bound);
   const plan: PlainPlan = { p, tf, mode: 'f64-values', bound, slab, w: op.base, kernelOutBytes: 8 };
   const baseScale = p.baseScale && opBaseScale(p);

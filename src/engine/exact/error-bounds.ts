@@ -46,7 +46,9 @@
  * f64 (two f32 values multiply exactly in f64), scales by s_t, adds the terms to w, and multiplies
  * by f: in all at most R + n_T + 2 roundings of numbers bounded by M = |w| + Σ_t |s_t| Σ_k |b a|,
  * so |x̂ − x| ≤ E = (R + n_T + 3) · 2^-53 · (|f| · M + |x̂|) · (1 + 2^-20) (the last factor
- * covers the rounding of M's own computation).
+ * covers the rounding of M's own computation). A term whose products are all zero adds nothing and
+ * rounds nothing; with no other term and no scale step x̂ = w exactly (E = 0), as also in the f64
+ * kernel when there are no terms at all (its bound is then 0).
  */
 
 /** 2^-24: f32's unit roundoff to nearest. */

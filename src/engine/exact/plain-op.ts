@@ -39,11 +39,16 @@ export interface PlainOp {
 export function asPlainOp(op: MergeOp, shape: OpShape): PlainOp | undefined {
   if ((op.dora?.group ?? 1) > 1) return undefined;
   const steps = opSteps(op);
+  // A leading scale (alone, or before one pass of low-rank terms) with f32 factors: W·f exact in
+  // f64, so the f64 kernel takes it as it is (a lone one is the same whether read as leading or trailing).
   const lead = steps[0];
-  if (lead?.kind === 'scale' && steps.length === 2 && steps[1].kind === 'add' && !steps[1].dense?.length) {
+  const next = steps[1];
+  if (lead?.kind === 'scale' && (steps.length === 1 || (steps.length === 2 && next.kind === 'add' && !next.dense?.length))) {
     const factors = lead.exact ?? decodeToF32(lead.factors.data, lead.factors.dtype);
-    if (!factors.every((f) => Math.fround(f) === f)) return undefined;
-    return { op, shape, terms: steps[1].terms, baseScale: { axis: storedAxis(op, lead.axis), factors } };
+    if (factors.every((f) => Math.fround(f) === f)) {
+      return { op, shape, terms: next?.kind === 'add' ? next.terms : [], baseScale: { axis: storedAxis(op, lead.axis), factors } };
+    }
+    if (steps.length === 2) return undefined;
   }
   let i = 0;
   let terms: readonly LowRankTerm[] = [];

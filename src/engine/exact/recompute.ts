@@ -106,12 +106,14 @@ export function exactElementBits(p: PlainOp, tf: TensorFactors, r: number, c: nu
       d += prod;
       dm += Math.abs(prod);
     }
+    if (dm === 0) continue; // every product is 0: v stays exact
     v += t.scale * d;
     m += Math.abs(t.scale) * dm;
     roundings += t.rank + 2;
   }
   const x = f * v;
-  const bound = (roundings + 3) * U_F64 * (Math.abs(f) * m + Math.abs(x)) * (1 + 2 ** -20);
+  // No term added anything and no scale follows: x is W (times its base scale), exact.
+  const bound = roundings === 0 && f === 1 ? 0 : (roundings + 3) * U_F64 * (Math.abs(f) * m + Math.abs(x)) * (1 + 2 ** -20);
   if (stats) stats.listed++;
   // Inf or NaN (an input holds one): passed on for the caller's non-finite check.
   if (!Number.isFinite(x) || roundingIsCertain(x, bound, dtype)) return roundedBits(x, dtype);
