@@ -315,52 +315,53 @@ describe('weights large enough for the CPU worker threads: each 128-row band mer
     'plain JavaScript': () => new CpuBackend('test', { executor: 'js' }),
   };
 
-  for (const kind of ['block', 'channel', 'tensor'] as const) {
-    for (const r of [1, 128]) {
-      for (const [name, make] of Object.entries(executors)) {
-        it(`${LABEL[kind]}, r = ${r}, ${name}: re-quantized and dequantized as the truth, with whole slabs and with one band per slab`, async () => {
-          const { base, adapter } = folders(kind, r);
-          const original = decodeSafetensors(base['model.safetensors']).tensors;
-          const a = decodeSafetensors(adapter['adapter_model.safetensors']).tensors;
-          const real = truth(original, a, kind, Q);
-          const oldScale = original.get(`${Q}.${SCALE_NAME[kind]}`)!;
-          const expected = requantize(real, rows, cols, gridOf(kind, rows, cols), kind, oldScale.values, oldScale.dtype as 'F32' | 'BF16');
-          const backend = make();
-          made.push(backend);
-          const sentBefore = pools.at(-1)?.sent.blocks ?? 0;
-          for (const slabBytes of [undefined, 4096]) {
-            const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
-            const output = createBlobOutputTarget();
-            await mergeModel({ prepared, output, backend, slabBytes });
-            await prepared.close();
-            const written = decodeSafetensors(new Uint8Array(await output.files().find((f) => f.path === 'model.safetensors')!.blob.arrayBuffer())).tensors;
-            const q = written.get(`${Q}.weight`)!;
-            expect(Array.from(written.get(`${Q}.${SCALE_NAME[kind]}`)!.values), `scales, slabs of ${slabBytes ?? 'any size'}`).toEqual(Array.from(expected.scales));
-            const wrong = q.values.findIndex((x, i) => x !== expected.codes[i]);
-            expect(wrong, `element ${wrong}, slabs of ${slabBytes ?? 'any size'}`).toBe(-1);
-          }
-          // Dequantized: q_proj merged, k_proj (no adapter module) code × scale alone, where a
-          // sixteenth of the products are f32 ties.
-          const untouched = truth(original, a, kind, K);
-          for (const dtype of ['BF16', 'F32'] as const) {
-            const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
-            const output = createBlobOutputTarget();
-            await mergeModel({ prepared, output, backend, outDtype: dtype.toLowerCase() });
-            await prepared.close();
-            const written = decodeSafetensors(new Uint8Array(await output.files().find((f) => f.path === 'model.safetensors')!.blob.arrayBuffer())).tensors;
-            for (const [m, want] of [[Q, real], [K, untouched]] as const) {
-              const rounded = want.map((x) => roundForDType(x, dtype));
-              const got = written.get(`${m}.weight`)!;
-              expect(got.dtype).toBe(dtype);
-              const wrong = got.values.findIndex((x, i) => x !== rounded[i]);
-              expect(wrong, `${m} in ${dtype}: element ${wrong}`).toBe(-1);
-            }
-          }
-          // The threads took pieces of the bands (not the calling thread alone).
-          if (name === 'three threads') expect(pools.at(-1)!.sent.blocks).toBeGreaterThan(sentBefore);
-        });
+  const cases: [Kind, number, keyof typeof executors][] = [
+    ['block', 1, 'three threads'], ['block', 128, 'three threads'], ['block', 1, 'plain JavaScript'],
+    ['channel', 128, 'three threads'], ['channel', 1, 'plain JavaScript'], ['tensor', 1, 'three threads'],
+  ];
+  for (const [kind, r, name] of cases) {
+    const make = executors[name];
+    it(`${LABEL[kind]}, r = ${r}, ${name}: re-quantized and dequantized as the truth, with whole slabs and with one band per slab`, async () => {
+      const { base, adapter } = folders(kind, r);
+      const original = decodeSafetensors(base['model.safetensors']).tensors;
+      const a = decodeSafetensors(adapter['adapter_model.safetensors']).tensors;
+      const real = truth(original, a, kind, Q);
+      const oldScale = original.get(`${Q}.${SCALE_NAME[kind]}`)!;
+      const expected = requantize(real, rows, cols, gridOf(kind, rows, cols), kind, oldScale.values, oldScale.dtype as 'F32' | 'BF16');
+      const backend = make();
+      made.push(backend);
+      const sentBefore = pools.at(-1)?.sent.blocks ?? 0;
+      for (const slabBytes of [undefined, 4096]) {
+        const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+        const output = createBlobOutputTarget();
+        await mergeModel({ prepared, output, backend, slabBytes });
+        await prepared.close();
+        const written = decodeSafetensors(new Uint8Array(await output.files().find((f) => f.path === 'model.safetensors')!.blob.arrayBuffer())).tensors;
+        const q = written.get(`${Q}.weight`)!;
+        expect(Array.from(written.get(`${Q}.${SCALE_NAME[kind]}`)!.values), `scales, slabs of ${slabBytes ?? 'any size'}`).toEqual(Array.from(expected.scales));
+        const wrong = q.values.findIndex((x, i) => x !== expected.codes[i]);
+        expect(wrong, `element ${wrong}, slabs of ${slabBytes ?? 'any size'}`).toBe(-1);
       }
-    }
+      // Dequantized: q_proj merged, k_proj (no adapter module) code × scale alone, where a
+      // sixteenth of the products are f32 ties.
+      const untouched = truth(original, a, kind, K);
+      for (const dtype of ['BF16', 'F32'] as const) {
+        const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+        const output = createBlobOutputTarget();
+        await mergeModel({ prepared, output, backend, outDtype: dtype.toLowerCase() });
+        await prepared.close();
+        const written = decodeSafetensors(new Uint8Array(await output.files().find((f) => f.path === 'model.safetensors')!.blob.arrayBuffer())).tensors;
+        for (const [m, want] of [[Q, real], [K, untouched]] as const) {
+          const rounded = want.map((x) => roundForDType(x, dtype));
+          const got = written.get(`${m}.weight`)!;
+          expect(got.dtype).toBe(dtype);
+          const wrong = got.values.findIndex((x, i) => x !== rounded[i]);
+          expect(wrong, `${m} in ${dtype}: element ${wrong}`).toBe(-1);
+        }
+      }
+      // The threads took pieces of the bands (not the calling thread alone).
+      if (name === 'three threads') expect(pools.at(-1)!.sent.blocks).toBeGreaterThan(sentBefore);
+    });
   }
 });
 
