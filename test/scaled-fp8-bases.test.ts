@@ -352,10 +352,13 @@ describe('weights large enough for the CPU worker threads: each 128-row band mer
         await prepared.close();
         const written = decodeSafetensors(new Uint8Array(await output.files().find((f) => f.path === 'model.safetensors')!.blob.arrayBuffer())).tensors;
         for (const [m, want] of [[Q, real], [K, untouched]] as const) {
-          const rounded = want.map((x) => roundForDType(x, dtype));
           const got = written.get(`${m}.weight`)!;
           expect(got.dtype).toBe(dtype);
-          const wrong = got.values.findIndex((x, i) => x !== rounded[i]);
+          // The float64 truth is off by a few 2^-53 of itself (two roundings): where that
+          // straddles a rounding boundary of f32 either neighbour is the truth rounded (the
+          // exact ties are settled in correct-rounding.test.ts against exact arithmetic).
+          const near = (x: number, i: number) => [x, x * (1 + 2 ** -50), x * (1 - 2 ** -50)].some((t) => roundForDType(t, dtype) === got.values[i]);
+          const wrong = want.findIndex((x, i) => !near(x, i));
           expect(wrong, `${m} in ${dtype}: element ${wrong}`).toBe(-1);
         }
       }
