@@ -72,6 +72,8 @@ function config(kind: Kind): Record<string, unknown> {
             : { num_bits: 8, type: 'float', strategy: 'token', symmetric: true, dynamic: true },
         },
       },
+      // The static kind also quantizes the KV cache (RedHat's "-FP8-KV" checkpoints): k_scale and v_scale per attention layer.
+      ...(staticInput ? { kv_cache_scheme: { num_bits: 8, type: 'float', strategy: 'tensor', dynamic: false, symmetric: true } } : {}),
     },
   };
 }
@@ -85,6 +87,10 @@ function baseTensors(kind: Kind): FixtureTensor[] {
     tensors.push({ name: `${m}.weight`, dtype: 'F8_E4M3', shape: [rows, COLS], data: codes(rows * COLS) });
     tensors.push(scaleTensor(kind, `${m}.${SCALE_NAME[kind]}`, rows));
     if (kind === 'channel-static') tensors.push({ name: `${m}.input_scale`, dtype: 'BF16', shape: [1], data: [roundForDType(0.02, 'BF16')] });
+  }
+  if (kind === 'channel-static') {
+    tensors.push({ name: `${L}.self_attn.k_scale`, dtype: 'F32', shape: [], data: [Math.fround(0.0371)] });
+    tensors.push({ name: `${L}.self_attn.v_scale`, dtype: 'F32', shape: [], data: [Math.fround(0.0123)] });
   }
   tensors.push({ name: 'lm_head.weight', dtype: 'BF16', shape: [64, COLS], data: Array.from(randomValues(64 * COLS, rand), (x) => roundForDType(x, 'BF16')) });
   return tensors;
@@ -254,7 +260,11 @@ for (const kind of KINDS) {
         const { weights, config: cfg } = await merge(base, adapter, backends[backendKind]!);
         expect(cfg).toEqual(config(kind)); // quantization_config and torch_dtype as they were
         expectRequantized(weights, original, lora, kind);
-        if (kind === 'channel-static') for (const m of [Q, K, V]) expect(weights.get(`${m}.input_scale`)!.bytes).toEqual(original.get(`${m}.input_scale`)!.bytes);
+        if (kind === 'channel-static') {
+          for (const key of [Q, K, V].map((m) => `${m}.input_scale`).concat([`${L}.self_attn.k_scale`, `${L}.self_attn.v_scale`])) {
+            expect(weights.get(key)!.bytes, key).toEqual(original.get(key)!.bytes);
+          }
+        }
         expect(weights.get('lm_head.weight')!.bytes).toEqual(original.get('lm_head.weight')!.bytes);
       });
 
@@ -366,6 +376,19 @@ describe('weights large enough for the CPU worker threads: each 128-row band mer
       if (name === 'three threads') expect(pools.at(-1)!.sent.blocks).toBeGreaterThan(sentBefore);
     });
   }
+});
+
+describe('KV-cache scales (compressed-tensors kv_cache_scheme: self_attn.k_scale, v_scale)', () => {
+  it('kept with the fp8 weights; left out with --dtype, which the plan\'s note says beforehand', async () => {
+    const prepared = await prepareMerge(memoryInputFileSet(baseFolder('channel-static'), 'model'), [{ files: memoryInputFileSet(adapterFolder(), 'adapter'), weight: WEIGHT }]);
+    await prepared.close();
+    const note = prepared.plan.notes.find((n) => n.includes('KV-cache'));
+    expect(note).toMatch(/--dtype also leaves out its 2 KV-cache scale tensors \(such as model\.layers\.0\.self_attn\.k_scale\)/);
+    // (the merges above check both outputs: kept byte for byte, and no tensor named *scale* after --dtype bf16)
+    const plain = await prepareMerge(memoryInputFileSet(baseFolder('channel'), 'model'), [{ files: memoryInputFileSet(adapterFolder(), 'adapter'), weight: WEIGHT }]);
+    await plain.close();
+    expect(plain.plan.notes.some((n) => n.includes('KV-cache'))).toBe(false);
+  });
 });
 
 describe('a sharded block-wise fp8 folder (model-0000N-of-00003.safetensors and its index)', () => {

@@ -59,11 +59,26 @@ export interface ScaledFp8Base {
   unread: readonly string[];
   /** `quantization_config.scale_fmt` (DeepSeek-V3.1 "ue8m0": power-of-two scales), when set. */
   scaleFormat?: string;
-  /** Tensors that mean something only while the weights stay quantized (a scaled fp8 file's marker and input scales). */
+  /**
+   * Tensors that mean something only while the weights stay quantized: a scaled fp8 file's marker
+   * and input scales; an fp8 LLM checkpoint's activation and KV-cache scales (see RUNTIME_SCALE).
+   */
   quantizationOnly?: readonly string[];
 }
 
 const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
+
+/**
+ * Scales a quantized runtime reads besides the weights' own: static activation scales
+ * (`input_scale`) and the KV cache's, under every name vLLM loads them by (weight_utils.py's
+ * maybe_remap_kv_scale_name and the fp8 / compressed-tensors cache-scale mappers):
+ * `self_attn.k_scale` / `v_scale` (compressed-tensors' kv_cache_scheme), the deprecated
+ * `kv_scale`, ModelOpt's `k_proj.k_scale` / `v_proj.v_scale`, Quark's and compressed-tensors'
+ * `{q,k,v}_proj.output_scale` and `prob_output_scale`, and `q_scale` / `prob_scale`. vLLM loads them
+ * only through the quantization config's KV-cache method; transformers' float models have no such
+ * parameters.
+ */
+const RUNTIME_SCALE = /\.(?:input_scale|k_scale|v_scale|q_scale|kv_scale|prob_scale|prob_output_scale|[qkv]_proj\.output_scale)$/;
 
 /** The fp8 weights of `base` that this reads, or undefined when config.json names neither kind. Malformed ones throw, naming the tensor. */
 export async function findScaledFp8(base: BaseModel, config: ModelConfig | undefined): Promise<ScaledFp8Base | undefined> {
@@ -78,7 +93,7 @@ export async function findScaledFp8(base: BaseModel, config: ModelConfig | undef
     const scaleFormat = typeof qc.scale_fmt === 'string' ? qc.scale_fmt : undefined;
     return {
       kind: 'block-fp8', rule: 'reciprocal', ...(scaleFormat ? { scaleFormat } : {}),
-      ...(await readGrids(base, '.weight_scale_inv', () => block)),
+      ...(await readGrids(base, '.weight_scale_inv', () => block)), quantizationOnly: runtimeScales(base),
     };
   }
   if (qc.quant_method === 'compressed-tensors') {
@@ -92,9 +107,15 @@ export async function findScaledFp8(base: BaseModel, config: ModelConfig | undef
         if (scaleShape.length === 2 && scaleShape[0] === rows && scaleShape[1] === 1) return [1, cols] as const; // per channel
         return blocks.find(([bm, bn]): boolean => scaleShape.length === 2 && scaleShape[0] === Math.ceil(rows / bm) && scaleShape[1] === Math.ceil(cols / bn));
       })),
+      quantizationOnly: runtimeScales(base),
     };
   }
   return undefined;
+}
+
+/** The base's activation and KV-cache scales (RUNTIME_SCALE): float tensors of a few values. */
+function runtimeScales(base: BaseModel): string[] {
+  return [...base.tensors].filter(([key, t]) => RUNTIME_SCALE.test(key) && SCALE_DTYPES.has(t.dtype)).map(([key]) => key);
 }
 
 /**

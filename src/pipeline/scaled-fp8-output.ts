@@ -11,7 +11,9 @@
  *   grows past its old maximum would saturate at ±448 under the old scale; a recomputed one never
  *   does. The scale tensors are rewritten to match; `input_scale` and config.json stay as they are.
  * - `--dtype f32/f16/bf16`: W' itself (correctly rounded), every fp8 weight dequantized the same
- *   way, the scale and input_scale tensors left out and `quantization_config` dropped.
+ *   way, the scale, input_scale and KV-cache scale tensors left out and `quantization_config`
+ *   dropped (nothing reads them then: vLLM loads KV-cache scales only through a quantization
+ *   config's KV-cache method, and they calibrate activations the merge has changed).
  *
  * Streaming: a weight goes in row slabs that start on its blocks' rows, so every slab holds whole
  * blocks; a per-tensor scale takes one extra pass over the tensor's slabs for its maximum first.
@@ -40,7 +42,9 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   const what = scaled.kind === 'block-fp8'
     ? `${n} block-wise fp8 weights (weight_scale_inv)`
     : `${n} compressed-tensors fp8 weights (weight_scale)`;
-  return `the base holds ${what}: adapters are merged into their real values (code × scale); they are written as fp8 again with each block's scale recomputed as the quantizer does, or dequantized with --dtype f32/f16/bf16`;
+  const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale'));
+  const kv = runtime.length === 0 ? '' : `; --dtype also leaves out its ${runtime.length} KV-cache scale tensors (such as ${runtime[0]}), which only a quantized runtime reads and whose calibration the merged weights outdate`;
+  return `the base holds ${what}: adapters are merged into their real values (code × scale); they are written as fp8 again with each block's scale recomputed as the quantizer does, or dequantized with --dtype f32/f16/bf16${kv}`;
 }
 
 /** What mergeModel needs to merge into and write a base with scaled fp8 weights. */
