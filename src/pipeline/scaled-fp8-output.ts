@@ -1,7 +1,8 @@
 /**
  * Merging into fp8 weights stored as codes × scales (formats/scaled-fp8.ts), in real values:
- * W' = code × scale + ΔW, computed by the engine's step executor (a scale step by the block's
- * scales, then the adapters' additive terms, all in f64, rounded once), on either backend.
+ * W' = code × scale + ΔW rounded once, on either backend: each op is a scale step by the block's
+ * scales, then the adapters' additive terms, which the certified kernels run as a plain op with a
+ * base scale (engine/exact/plain-op.ts); a block grid's row band is one op.
  *
  * Output, as the user asks:
  * - default (each tensor keeps its type): fp8 again, each block (or channel, or tensor) quantized
