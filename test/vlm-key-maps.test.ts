@@ -281,3 +281,169 @@ describe('every architecture with a checkpoint key map', () => {
     }
   }
 });
+
+describe("InternVL's original checkpoints (remote code) next to transformers' conversion (-hf)", () => {
+  const lora = (paths: [string, number, number][]) => paths.flatMap(([path, out, inF]) => [
+    randomTensor(`base_model.model.${path}.lora_A.weight`, [2, inF], 'F32', rand, 0.5),
+    randomTensor(`base_model.model.${path}.lora_B.weight`, [out, 2], 'F32', rand, 0.5),
+  ]);
+
+  /** Merges `modules` (adapter path → base key it must land on) at α = r = 2 and checks each against W + B·A. */
+  async function expectMerged(base: FixtureTensor[], config: object, modules: [string, string, number, number][], kind: 'cpu' | 'webgpu') {
+    const adapter = lora(modules.map(([path, , out, inF]) => [path, out, inF]));
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r: 2, lora_alpha: 2 }, adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual(modules.map(([, key]) => key).sort());
+    const merged = await merge(prepared, kind);
+    const b = decoded(base);
+    const a = decoded(adapter);
+    for (const [path, key] of modules) {
+      const name = `base_model.model.${path}`;
+      expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 1, product(a.get(`${name}.lora_B.weight`)!, a.get(`${name}.lora_A.weight`)!)));
+    }
+    for (const [key, w] of b) if (!modules.some(([, k]) => k === key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+  }
+
+  async function problems(base: FixtureTensor[], config: object, paths: [string, number, number][]): Promise<string[][]> {
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r: 2 }, lora(paths)));
+    await prepared.close();
+    return prepared.plan.problems.map((p) => [p.code, p.message]);
+  }
+
+  const vision = () => [
+    t('vision_model.embeddings.patch_embedding.weight', [4, 3, 2, 2]),
+    t('vision_model.encoder.layers.0.attn.qkv.weight', [12, 4]),
+    t('vision_model.encoder.layers.0.attn.proj.weight', [4, 4]),
+    t('mlp1.0.weight', [16]),
+    t('mlp1.1.weight', [8, 16]),
+    t('mlp1.3.weight', [8, 8]),
+  ];
+  const VISION_CONFIG = { architectures: ['InternVisionModel'], model_type: 'intern_vit_6b', hidden_size: 4, qkv_bias: false };
+
+  // OpenGVLab/InternVL3-8B: a Qwen2.5 language model, whose names the conversion keeps.
+  const INTERNVL3 = {
+    architectures: ['InternVLChatModel'], model_type: 'internvl_chat', torch_dtype: 'bfloat16', downsample_ratio: 0.5,
+    auto_map: { AutoModel: 'modeling_internvl_chat.InternVLChatModel' },
+    llm_config: { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 8, vocab_size: 32 }, vision_config: VISION_CONFIG,
+  };
+  const internvl3 = [
+    ...vision(),
+    t('language_model.model.embed_tokens.weight', [32, 8]),
+    t('language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]),
+    t('language_model.model.layers.0.self_attn.k_proj.weight', [4, 8]),
+    t('language_model.model.norm.weight', [8]),
+    t('language_model.lm_head.weight', [32, 8]),
+  ];
+
+  for (const kind of KINDS) {
+    it(`InternVL3 original: an -hf adapter's language model, head and projector land by name, exactly, on ${kind}`, async () => {
+      await expectMerged(internvl3, INTERNVL3, [
+        ['model.language_model.layers.0.self_attn.q_proj', 'language_model.model.layers.0.self_attn.q_proj.weight', 8, 8],
+        ['model.language_model.layers.0.self_attn.k_proj', 'language_model.model.layers.0.self_attn.k_proj.weight', 4, 8],
+        ['model.multi_modal_projector.linear_1', 'mlp1.1.weight', 8, 16],
+        ['lm_head', 'language_model.lm_head.weight', 32, 8],
+      ], kind);
+    });
+  }
+
+  it("InternVL3 original: an -hf adapter on transformers' vision tower is refused, saying what differs", async () => {
+    expect(await problems(internvl3, INTERNVL3, [
+      ['model.language_model.layers.0.self_attn.q_proj', 8, 8],
+      ['model.vision_tower.encoder.layer.0.attention.q_proj', 4, 4],
+    ])).toEqual([[
+      'UNKNOWN_MODULE',
+      'adapter1: module "model.vision_tower.encoder.layer.0.attention.q_proj": names transformers\' InternVL vision tower (q_proj, k_proj, v_proj apart); '
+        + "this base is InternVL's original checkpoint (InternVLChatModel), whose InternViT tower holds q, k and v in one attn.qkv under other names: "
+        + 'not supported; merge into the transformers-format (-hf) checkpoint, or use an adapter trained on this one',
+    ]]);
+  });
+
+  // OpenGVLab/InternVL2_5-8B: an InternLM2 language model, q, k and v in one wqkv by key-value head group.
+  const INTERNVL25 = {
+    ...INTERNVL3,
+    llm_config: { architectures: ['InternLM2ForCausalLM'], model_type: 'internlm2', hidden_size: 8, vocab_size: 32, num_attention_heads: 4, num_key_value_heads: 2 },
+  };
+  const internvl25 = [
+    ...vision(),
+    t('language_model.model.tok_embeddings.weight', [32, 8]),
+    t('language_model.model.layers.0.attention.wqkv.weight', [16, 8]),
+    t('language_model.model.layers.0.attention.wo.weight', [8, 8]),
+    t('language_model.model.layers.0.feed_forward.w1.weight', [12, 8]),
+    t('language_model.output.weight', [32, 8]),
+  ];
+
+  for (const kind of KINDS) {
+    it(`InternVL2.5 original: an adapter trained on it (InternLM2, InternViT, mlp1) merges exactly on ${kind}`, async () => {
+      await expectMerged(internvl25, INTERNVL25, [
+        ['language_model.model.layers.0.attention.wqkv', 'language_model.model.layers.0.attention.wqkv.weight', 16, 8],
+        ['language_model.model.layers.0.feed_forward.w1', 'language_model.model.layers.0.feed_forward.w1.weight', 12, 8],
+        ['language_model.output', 'language_model.output.weight', 32, 8],
+        ['vision_model.encoder.layers.0.attn.qkv', 'vision_model.encoder.layers.0.attn.qkv.weight', 12, 4],
+        ['mlp1.1', 'mlp1.1.weight', 8, 16],
+      ], kind);
+    });
+  }
+
+  it("InternVL2.5 original: an -hf adapter's Llama-named language model is refused, one line a module", async () => {
+    const why = "names a language model module as transformers' InternVL does (Llama names); this base is InternVL's original checkpoint "
+      + 'with an InternLM2 language model (attention.wqkv: q, k and v interleaved by key-value head group; feed_forward.w1/w2/w3): '
+      + 'not supported; merge into the transformers-format (-hf) checkpoint, or use an adapter trained on this one';
+    expect(await problems(internvl25, INTERNVL25, [
+      ['model.language_model.layers.0.self_attn.q_proj', 8, 8],
+      ['model.language_model.layers.0.self_attn.o_proj', 8, 8],
+    ])).toEqual([
+      ['UNKNOWN_MODULE', `adapter1: module "model.language_model.layers.0.self_attn.q_proj": ${why}`],
+      ['UNKNOWN_MODULE', `adapter1: module "model.language_model.layers.0.self_attn.o_proj": ${why}`],
+    ]);
+  });
+
+  it("InternVL -hf: an adapter trained on the original checkpoint's InternLM2 and InternViT is refused, one line a module", async () => {
+    // OpenGVLab/InternVL2_5-8B-MPO-hf as transformers saves it.
+    const hf = [
+      t('vision_tower.encoder.layer.0.attention.q_proj.weight', [4, 4]),
+      t('vision_tower.encoder.layer.0.attention.k_proj.weight', [4, 4]),
+      t('vision_tower.encoder.layer.0.attention.v_proj.weight', [4, 4]),
+      t('multi_modal_projector.linear_1.weight', [8, 16]),
+      t('language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]),
+      t('language_model.model.layers.0.self_attn.k_proj.weight', [4, 8]),
+      t('language_model.model.layers.0.self_attn.v_proj.weight', [4, 8]),
+      t('language_model.model.layers.0.mlp.gate_proj.weight', [12, 8]),
+      t('language_model.lm_head.weight', [32, 8]),
+    ];
+    const config = {
+      architectures: ['InternVLForConditionalGeneration'], model_type: 'internvl', torch_dtype: 'bfloat16',
+      text_config: { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8, vocab_size: 32 }, vision_config: { model_type: 'internvl_vision', hidden_size: 4 },
+    };
+    const lm = "names InternLM2's modules as InternVL's original checkpoint does (attention.wqkv, feed_forward.w1/w2/w3); this base is "
+      + "transformers' InternVL, which splits wqkv by key-value head group and renames the language model to Llama names: "
+      + "not supported; merge into InternVL's original checkpoint, or use an adapter trained on this one";
+    const vit = "names InternViT's vision tower as InternVL's original checkpoint does (vision_model, one attn.qkv); this base is "
+      + "transformers' InternVL (InternVLForConditionalGeneration), which splits q, k and v and renames the tower: "
+      + "not supported; merge into InternVL's original checkpoint, or use an adapter trained on this one";
+    expect(await problems(hf, config, [
+      ['language_model.model.layers.0.attention.wqkv', 16, 8],
+      ['language_model.model.layers.0.feed_forward.w1', 12, 8],
+      ['language_model.output', 32, 8],
+      ['vision_model.encoder.layers.0.attn.qkv', 12, 4],
+    ])).toEqual([
+      ['UNKNOWN_MODULE', `adapter1: module "language_model.model.layers.0.attention.wqkv": ${lm}`],
+      ['UNKNOWN_MODULE', `adapter1: module "language_model.model.layers.0.feed_forward.w1": ${lm}`],
+      ['UNKNOWN_MODULE', `adapter1: module "language_model.output": ${lm}`],
+      ['UNKNOWN_MODULE', `adapter1: module "vision_model.encoder.layers.0.attn.qkv": ${vit}`],
+    ]);
+  });
+
+  it('InternVL -hf: an adapter from the original checkpoint with a Qwen2 language model and mlp1 lands by name', async () => {
+    const hf = [
+      t('multi_modal_projector.linear_1.weight', [8, 16]),
+      t('language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]),
+      t('language_model.lm_head.weight', [32, 8]),
+    ];
+    const config = { architectures: ['InternVLForConditionalGeneration'], model_type: 'internvl', torch_dtype: 'bfloat16', text_config: { model_type: 'qwen2', hidden_size: 8, vocab_size: 32 } };
+    await expectMerged(hf, config, [
+      ['language_model.model.layers.0.self_attn.q_proj', 'language_model.model.layers.0.self_attn.q_proj.weight', 8, 8],
+      ['mlp1.1', 'multi_modal_projector.linear_1.weight', 8, 16],
+      ['language_model.lm_head', 'language_model.lm_head.weight', 32, 8],
+    ], 'cpu');
+  });
+});
