@@ -346,15 +346,50 @@ describe("InternVL's original checkpoints (remote code) next to transformers' co
     });
   }
 
-  it("InternVL3 original: an -hf adapter on transformers' vision tower is refused, saying what differs", async () => {
+  /** ΔW's rows [from, from + count) as a (count × cols) matrix. */
+  const rowsOf = (delta: Float64Array, cols: number, from: number, count: number) => delta.slice(from * cols, (from + count) * cols);
+
+  for (const kind of KINDS) {
+    it(`InternVL3 original: an -hf adapter's vision q, k, v land on the thirds of InternViT's attn.qkv, the rest by name, on ${kind}`, async () => {
+      const paths: [string, number, number][] = [
+        ['model.vision_tower.encoder.layer.0.attention.q_proj', 4, 4],
+        ['model.vision_tower.encoder.layer.0.attention.k_proj', 4, 4],
+        ['model.vision_tower.encoder.layer.0.attention.v_proj', 4, 4],
+        ['model.vision_tower.encoder.layer.0.attention.projection_layer', 4, 4],
+      ];
+      const adapter = lora(paths);
+      const prepared = await prepare(hfModelFolder(internvl3, INTERNVL3), peftFolder({ r: 2, lora_alpha: 2 }, adapter));
+      expect(prepared.plan.problems).toEqual([]);
+      expect(prepared.plan.updates.map((u) => [u.baseKey, u.terms.map((x) => x.layout)]).sort()).toEqual([
+        ['vision_model.encoder.layers.0.attn.proj.weight', ['internvl-original']],
+        ['vision_model.encoder.layers.0.attn.qkv.weight', ['internvl-original', 'internvl-original', 'internvl-original']],
+      ]);
+      const merged = await merge(prepared, kind);
+      const b = decoded(internvl3);
+      const a = decoded(adapter);
+      const delta = (path: string) => product(a.get(`base_model.model.${path}.lora_B.weight`)!, a.get(`base_model.model.${path}.lora_A.weight`)!);
+      // convert_internvl_weights_to_hf.py: q = qkv[:dim], k = qkv[dim:2dim], v = qkv[-dim:].
+      const qkv = b.get('vision_model.encoder.layers.0.attn.qkv.weight')!;
+      const truth = qkv.values.slice();
+      ['q_proj', 'k_proj', 'v_proj'].forEach((m, third) => {
+        const d = delta(`model.vision_tower.encoder.layer.0.attention.${m}`);
+        for (let i = 0; i < d.length; i++) truth[third * 16 + i] += d[i];
+      });
+      expectValues('qkv', merged.tensors.get('vision_model.encoder.layers.0.attn.qkv.weight')!, truth);
+      const proj = 'vision_model.encoder.layers.0.attn.proj.weight';
+      expectValues(proj, merged.tensors.get(proj)!, plus(b.get(proj)!, 1, delta('model.vision_tower.encoder.layer.0.attention.projection_layer')));
+    });
+  }
+
+  it("InternVL3 original: an -hf adapter on a vision tensor the conversion does more than rename is refused, saying what differs", async () => {
     expect(await problems(internvl3, INTERNVL3, [
       ['model.language_model.layers.0.self_attn.q_proj', 8, 8],
-      ['model.vision_tower.encoder.layer.0.attention.q_proj', 4, 4],
+      ['model.vision_tower.embeddings.patch_embeddings.projection', 4, 12],
     ])).toEqual([[
       'UNKNOWN_MODULE',
-      'adapter1: module "model.vision_tower.encoder.layer.0.attention.q_proj": names transformers\' InternVL vision tower (q_proj, k_proj, v_proj apart); '
-        + "this base is InternVL's original checkpoint (InternVLChatModel), whose InternViT tower holds q, k and v in one attn.qkv under other names: "
-        + 'not supported; merge into the transformers-format (-hf) checkpoint, or use an adapter trained on this one',
+      'adapter1: module "model.vision_tower.embeddings.patch_embeddings.projection": names a module of transformers\' InternVL vision tower; '
+        + "this base is InternVL's original checkpoint (InternVLChatModel), whose InternViT tower is translated only for the attention's q, k, v "
+        + "and projection and the MLP's fc1 and fc2: not supported; merge into the transformers-format (-hf) checkpoint, or use an adapter trained on this one",
     ]]);
   });
 
@@ -417,21 +452,53 @@ describe("InternVL's original checkpoints (remote code) next to transformers' co
     const lm = "names InternLM2's modules as InternVL's original checkpoint does (attention.wqkv, feed_forward.w1/w2/w3); this base is "
       + "transformers' InternVL, which splits wqkv by key-value head group and renames the language model to Llama names: "
       + "not supported; merge into InternVL's original checkpoint, or use an adapter trained on this one";
-    const vit = "names InternViT's vision tower as InternVL's original checkpoint does (vision_model, one attn.qkv); this base is "
-      + "transformers' InternVL (InternVLForConditionalGeneration), which splits q, k and v and renames the tower: "
-      + "not supported; merge into InternVL's original checkpoint, or use an adapter trained on this one";
+    const vit = "names a module of InternViT's vision tower as InternVL's original checkpoint does; this base is transformers' InternVL "
+      + "(InternVLForConditionalGeneration), whose tower is translated only for the attention's qkv and projection and the MLP's "
+      + "fc1 and fc2: not supported; merge into InternVL's original checkpoint, or use an adapter trained on this one";
     expect(await problems(hf, config, [
       ['language_model.model.layers.0.attention.wqkv', 16, 8],
       ['language_model.model.layers.0.feed_forward.w1', 12, 8],
       ['language_model.output', 32, 8],
       ['vision_model.encoder.layers.0.attn.qkv', 12, 4],
+      ['vision_model.embeddings.patch_embedding', 4, 12],
     ])).toEqual([
       ['UNKNOWN_MODULE', `adapter1: module "language_model.model.layers.0.attention.wqkv": ${lm}`],
       ['UNKNOWN_MODULE', `adapter1: module "language_model.model.layers.0.feed_forward.w1": ${lm}`],
       ['UNKNOWN_MODULE', `adapter1: module "language_model.output": ${lm}`],
-      ['UNKNOWN_MODULE', `adapter1: module "vision_model.encoder.layers.0.attn.qkv": ${vit}`],
+      ['UNKNOWN_MODULE', `adapter1: module "vision_model.embeddings.patch_embedding": ${vit}`],
     ]);
   });
+
+  for (const kind of KINDS) {
+    it(`InternVL -hf: an adapter on InternViT's attn.qkv lands on q_proj, k_proj and v_proj by thirds, fc2 by name, on ${kind}`, async () => {
+      // As transformers saves the -hf model (the old prefixes).
+      const hf = [
+        t('vision_tower.encoder.layer.0.attention.q_proj.weight', [4, 4]),
+        t('vision_tower.encoder.layer.0.attention.k_proj.weight', [4, 4]),
+        t('vision_tower.encoder.layer.0.attention.v_proj.weight', [4, 4]),
+        t('vision_tower.encoder.layer.0.mlp.fc2.weight', [4, 16]),
+        t('language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]),
+      ];
+      const config = { architectures: ['InternVLForConditionalGeneration'], model_type: 'internvl', torch_dtype: 'bfloat16', vision_config: { model_type: 'internvl_vision', hidden_size: 4 } };
+      const adapter = lora([['vision_model.encoder.layers.0.attn.qkv', 12, 4], ['vision_model.encoder.layers.0.mlp.fc2', 4, 16]]);
+      const prepared = await prepare(hfModelFolder(hf, config), peftFolder({ r: 2, lora_alpha: 2 }, adapter));
+      expect(prepared.plan.problems).toEqual([]);
+      const merged = await merge(prepared, kind);
+      const b = decoded(hf);
+      const a = decoded(adapter);
+      const name = 'base_model.model.vision_model.encoder.layers.0.attn.qkv';
+      const delta = product(a.get(`${name}.lora_B.weight`)!, a.get(`${name}.lora_A.weight`)!);
+      ['q_proj', 'k_proj', 'v_proj'].forEach((m, third) => {
+        const key = `vision_tower.encoder.layer.0.attention.${m}.weight`;
+        expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 1, rowsOf(delta, 4, third * 4, 4)));
+      });
+      const fc2 = 'vision_tower.encoder.layer.0.mlp.fc2.weight';
+      const f = 'base_model.model.vision_model.encoder.layers.0.mlp.fc2';
+      expectValues(fc2, merged.tensors.get(fc2)!, plus(b.get(fc2)!, 1, product(a.get(`${f}.lora_B.weight`)!, a.get(`${f}.lora_A.weight`)!)));
+      const lm = 'language_model.model.layers.0.self_attn.q_proj.weight';
+      expect(merged.tensors.get(lm)?.bytes).toEqual(b.get(lm)!.bytes);
+    });
+  }
 
   it('InternVL -hf: an adapter from the original checkpoint with a Qwen2 language model and mlp1 lands by name', async () => {
     const hf = [

@@ -1,16 +1,35 @@
 /**
- * Layout: InternVL's two checkpoint formats where they differ in more than names. OpenGVLab's
+ * Layout: InternVL's two checkpoint formats where they differ in more than prefixes. OpenGVLab's
  * original checkpoints (remote code, `InternVLChatModel`) hold the vision tower as InternViT
  * (`vision_model.encoder.layers.N.attn.qkv`: q, k and v in one tensor) and, in the InternLM2
  * based models, the language model as InternLM2 (`attention.wqkv`: q, k and v interleaved by
  * key-value head group; `feed_forward.w1/w2/w3`). transformers' conversion to
  * `InternVLForConditionalGeneration` (the `-hf` repositories, convert_internvl_weights_to_hf.py)
- * splits both and renames them. Where those rows go depends on the head layout, which neither
- * the tensor shapes nor a merge's inputs say for certain, so a module named in the other format
- * is refused here with what differs, never placed by a guess. The language model and projector
- * names that only differ by name land through checkpoint-key-maps.ts.
+ * renames both and splits the fused tensors:
+ * - InternViT's `attn.qkv` rows are q, k and v in thirds (`attention.q_proj`, `k_proj`, `v_proj`),
+ *   `attn.proj` is `attention.projection_layer`, `mlp.fc1`/`fc2` keep their names: a module
+ *   named in either format lands on the other here, by rows where one tensor is three;
+ * - InternLM2's wqkv rows interleave heads by key-value group, which only the model's head counts
+ *   say (the tensor shapes do not), so a language-model module named in the other format is
+ *   refused with what differs, never placed by a guess; so are the tower's other tensors.
+ * Prefixes (`language_model.model.` ↔ `model.language_model.`, `mlp1.1` ↔ the projector) are
+ * checkpoint-key-maps.ts's.
  */
+import { RenameTable, type RenameRule } from './fused-renames.js';
 import type { BaseView, Layout, LayoutResolution } from './layout.js';
+
+const VIT = 'vision_model.encoder.layers.{i}';
+const HF_VIT = 'vision_tower.encoder.layer.{i}';
+const part = (name: string) => ({ name: `${HF_VIT}.${name}`, units: 1 });
+
+/** InternViT's linear layers: the original name (fused) and transformers' (parts), as the conversion renames and splits them. */
+const VISION_RULES: readonly RenameRule[] = [
+  { fused: `${VIT}.attn.qkv`, parts: [part('attention.q_proj'), part('attention.k_proj'), part('attention.v_proj')] },
+  { fused: `${VIT}.attn.proj`, parts: [part('attention.projection_layer')] },
+  { fused: `${VIT}.mlp.fc1`, parts: [part('mlp.fc1')] },
+  { fused: `${VIT}.mlp.fc2`, parts: [part('mlp.fc2')] },
+];
+const vision = new RenameTable(VISION_RULES, () => false);
 
 type Format = 'original' | 'converted';
 
@@ -45,8 +64,8 @@ const TO_ORIGINAL = "merge into InternVL's original checkpoint, or use an adapte
 function refusal(path: string, base: Base): string | undefined {
   if (base.format === 'original') {
     if (HF_VISION.test(path)) {
-      return "names transformers' InternVL vision tower (q_proj, k_proj, v_proj apart); this base is InternVL's original checkpoint "
-        + `(InternVLChatModel), whose InternViT tower holds q, k and v in one attn.qkv under other names: not supported; ${TO_HF}`;
+      return "names a module of transformers' InternVL vision tower; this base is InternVL's original checkpoint (InternVLChatModel), "
+        + `whose InternViT tower is translated only for the attention's q, k, v and projection and the MLP's fc1 and fc2: not supported; ${TO_HF}`;
     }
     if (base.internlm2 && LLAMA_NAMES.test(path)) {
       return "names a language model module as transformers' InternVL does (Llama names); this base is InternVL's original checkpoint "
@@ -55,8 +74,9 @@ function refusal(path: string, base: Base): string | undefined {
     }
   } else {
     if (ORIGINAL_VISION.test(path)) {
-      return "names InternViT's vision tower as InternVL's original checkpoint does (vision_model, one attn.qkv); this base is "
-        + `transformers' InternVL (InternVLForConditionalGeneration), which splits q, k and v and renames the tower: not supported; ${TO_ORIGINAL}`;
+      return "names a module of InternViT's vision tower as InternVL's original checkpoint does; this base is transformers' InternVL "
+        + "(InternVLForConditionalGeneration), whose tower is translated only for the attention's qkv and projection and the MLP's "
+        + `fc1 and fc2: not supported; ${TO_ORIGINAL}`;
     }
     if (INTERNLM2_NAMES.test(path)) {
       return "names InternLM2's modules as InternVL's original checkpoint does (attention.wqkv, feed_forward.w1/w2/w3); this base is "
@@ -72,7 +92,14 @@ export const internvlOriginal: Layout = {
   resolve(address, view): LayoutResolution | undefined {
     if (address.flat) return undefined;
     const base = internvlBase(view);
-    const why = base ? refusal(address.path, base) : undefined;
+    if (!base) return undefined;
+    // transformers' tower in either naming (`model.vision_tower.` or, as checkpoints save it, `vision_tower.`).
+    const path = address.path.replace(/^model\.(?=vision_tower\.)/, '');
+    if (base.format === 'original' ? HF_VISION.test(path) : ORIGINAL_VISION.test(path)) {
+      const placed = vision.resolve(path, view);
+      if (placed) return placed;
+    }
+    const why = refusal(path, base);
     return why === undefined ? undefined : { found: false, ambiguous: false, candidates: [], why };
   },
 };
