@@ -404,6 +404,8 @@ describe("InternVL's original checkpoints (remote code) next to transformers' co
     t('language_model.model.layers.0.attention.wqkv.weight', [16, 8]),
     t('language_model.model.layers.0.attention.wo.weight', [8, 8]),
     t('language_model.model.layers.0.feed_forward.w1.weight', [12, 8]),
+    t('language_model.model.layers.0.feed_forward.w3.weight', [12, 8]),
+    t('language_model.model.layers.0.feed_forward.w2.weight', [8, 12]),
     t('language_model.output.weight', [32, 8]),
   ];
 
@@ -419,52 +421,72 @@ describe("InternVL's original checkpoints (remote code) next to transformers' co
     });
   }
 
-  it("InternVL2.5 original: an -hf adapter's Llama-named language model is refused, one line a module", async () => {
-    const why = "names a language model module as transformers' InternVL does (Llama names); this base is InternVL's original checkpoint "
-      + 'with an InternLM2 language model (attention.wqkv: q, k and v interleaved by key-value head group; feed_forward.w1/w2/w3): '
+  for (const kind of KINDS) {
+    it(`InternVL2.5 original: an -hf adapter's o_proj, MLP and head land on InternLM2's wo, w2, w3 and output, exactly, on ${kind}`, async () => {
+      await expectMerged(internvl25, INTERNVL25, [
+        ['model.language_model.layers.0.self_attn.o_proj', 'language_model.model.layers.0.attention.wo.weight', 8, 8],
+        ['model.language_model.layers.0.mlp.down_proj', 'language_model.model.layers.0.feed_forward.w2.weight', 8, 12],
+        ['model.language_model.layers.0.mlp.up_proj', 'language_model.model.layers.0.feed_forward.w3.weight', 12, 8],
+        ['lm_head', 'language_model.output.weight', 32, 8],
+      ], kind);
+    });
+  }
+
+  it("InternVL2.5 original: an -hf adapter's q_proj and k_proj are refused, one line a module", async () => {
+    const why = "names the language model's attention as transformers' InternVL does (q_proj, k_proj, v_proj apart); this base is InternVL's "
+      + 'original checkpoint with an InternLM2 language model, whose attention.wqkv interleaves q, k and v by key-value head group: '
       + 'not supported; merge into the transformers-format (-hf) checkpoint, or use an adapter trained on this one';
     expect(await problems(internvl25, INTERNVL25, [
       ['model.language_model.layers.0.self_attn.q_proj', 8, 8],
+      ['model.language_model.layers.0.self_attn.k_proj', 4, 8],
       ['model.language_model.layers.0.self_attn.o_proj', 8, 8],
     ])).toEqual([
       ['UNKNOWN_MODULE', `adapter1: module "model.language_model.layers.0.self_attn.q_proj": ${why}`],
-      ['UNKNOWN_MODULE', `adapter1: module "model.language_model.layers.0.self_attn.o_proj": ${why}`],
+      ['UNKNOWN_MODULE', `adapter1: module "model.language_model.layers.0.self_attn.k_proj": ${why}`],
     ]);
   });
 
-  it("InternVL -hf: an adapter trained on the original checkpoint's InternLM2 and InternViT is refused, one line a module", async () => {
-    // OpenGVLab/InternVL2_5-8B-MPO-hf as transformers saves it.
-    const hf = [
-      t('vision_tower.encoder.layer.0.attention.q_proj.weight', [4, 4]),
-      t('vision_tower.encoder.layer.0.attention.k_proj.weight', [4, 4]),
-      t('vision_tower.encoder.layer.0.attention.v_proj.weight', [4, 4]),
-      t('multi_modal_projector.linear_1.weight', [8, 16]),
-      t('language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]),
-      t('language_model.model.layers.0.self_attn.k_proj.weight', [4, 8]),
-      t('language_model.model.layers.0.self_attn.v_proj.weight', [4, 8]),
-      t('language_model.model.layers.0.mlp.gate_proj.weight', [12, 8]),
-      t('language_model.lm_head.weight', [32, 8]),
-    ];
-    const config = {
-      architectures: ['InternVLForConditionalGeneration'], model_type: 'internvl', torch_dtype: 'bfloat16',
-      text_config: { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8, vocab_size: 32 }, vision_config: { model_type: 'internvl_vision', hidden_size: 4 },
-    };
-    const lm = "names InternLM2's modules as InternVL's original checkpoint does (attention.wqkv, feed_forward.w1/w2/w3); this base is "
-      + "transformers' InternVL, which splits wqkv by key-value head group and renames the language model to Llama names: "
-      + "not supported; merge into InternVL's original checkpoint, or use an adapter trained on this one";
+  // OpenGVLab/InternVL2_5-8B-MPO-hf as transformers saves it.
+  const internvl25hf = [
+    t('vision_tower.encoder.layer.0.attention.q_proj.weight', [4, 4]),
+    t('vision_tower.encoder.layer.0.attention.k_proj.weight', [4, 4]),
+    t('vision_tower.encoder.layer.0.attention.v_proj.weight', [4, 4]),
+    t('multi_modal_projector.linear_1.weight', [8, 16]),
+    t('language_model.model.embed_tokens.weight', [32, 8]),
+    t('language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]),
+    t('language_model.model.layers.0.self_attn.k_proj.weight', [4, 8]),
+    t('language_model.model.layers.0.self_attn.v_proj.weight', [4, 8]),
+    t('language_model.model.layers.0.mlp.gate_proj.weight', [12, 8]),
+    t('language_model.lm_head.weight', [32, 8]),
+  ];
+  const INTERNVL25_HF = {
+    architectures: ['InternVLForConditionalGeneration'], model_type: 'internvl', torch_dtype: 'bfloat16',
+    text_config: { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8, vocab_size: 32, num_attention_heads: 4, num_key_value_heads: 2 },
+    vision_config: { model_type: 'internvl_vision', hidden_size: 4 },
+  };
+
+  for (const kind of KINDS) {
+    it(`InternVL -hf: an adapter on the original checkpoint's feed_forward.w1 and output lands on gate_proj and lm_head, exactly, on ${kind}`, async () => {
+      await expectMerged(internvl25hf, INTERNVL25_HF, [
+        ['language_model.model.layers.0.feed_forward.w1', 'language_model.model.layers.0.mlp.gate_proj.weight', 12, 8],
+        ['language_model.output', 'language_model.lm_head.weight', 32, 8],
+        ['mlp1.1', 'multi_modal_projector.linear_1.weight', 8, 16],
+      ], kind);
+    });
+  }
+
+  it("InternVL -hf: an adapter on the original checkpoint's attention.wqkv or InternViT's patch embedding is refused, one line a module", async () => {
+    const lm = "names InternLM2's attention.wqkv as InternVL's original checkpoint does; this base is transformers' InternVL, which splits "
+      + "it into q_proj, k_proj and v_proj by key-value head group: not supported; merge into InternVL's original checkpoint, or use an adapter trained on this one";
     const vit = "names a module of InternViT's vision tower as InternVL's original checkpoint does; this base is transformers' InternVL "
       + "(InternVLForConditionalGeneration), whose tower is translated only for the attention's qkv and projection and the MLP's "
       + "fc1 and fc2: not supported; merge into InternVL's original checkpoint, or use an adapter trained on this one";
-    expect(await problems(hf, config, [
+    expect(await problems(internvl25hf, INTERNVL25_HF, [
       ['language_model.model.layers.0.attention.wqkv', 16, 8],
       ['language_model.model.layers.0.feed_forward.w1', 12, 8],
-      ['language_model.output', 32, 8],
-      ['vision_model.encoder.layers.0.attn.qkv', 12, 4],
       ['vision_model.embeddings.patch_embedding', 4, 12],
     ])).toEqual([
       ['UNKNOWN_MODULE', `adapter1: module "language_model.model.layers.0.attention.wqkv": ${lm}`],
-      ['UNKNOWN_MODULE', `adapter1: module "language_model.model.layers.0.feed_forward.w1": ${lm}`],
-      ['UNKNOWN_MODULE', `adapter1: module "language_model.output": ${lm}`],
       ['UNKNOWN_MODULE', `adapter1: module "vision_model.embeddings.patch_embedding": ${vit}`],
     ]);
   });
