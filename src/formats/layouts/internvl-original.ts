@@ -73,7 +73,8 @@ const HF_VISION = /(^|\.)vision_tower\./;
 const ORIGINAL_VISION = /(^|\.)vision_model\./;
 const LLAMA_NAMES = /(\.self_attn\.[qkvo]_proj|\.mlp\.(gate|up|down)_proj|\.embed_tokens|(^|\.)lm_head)$/;
 const INTERNLM2_NAMES = /(\.attention\.(wqkv|wo)|\.feed_forward\.w[123]|\.tok_embeddings|(^|\.)output)$/;
-const FUSED_QKV = /(\.self_attn\.[qkv]_proj|\.attention\.wqkv)$/;
+const SPLIT_QKV = /\.self_attn\.[qkv]_proj$/;
+const WQKV = /\.attention\.wqkv$/;
 
 const TO_HF = 'merge into the transformers-format (-hf) checkpoint, or use an adapter trained on this one';
 const TO_ORIGINAL = "merge into InternVL's original checkpoint, or use an adapter trained on this one";
@@ -84,7 +85,7 @@ function refusal(path: string, base: Base): string | undefined {
       return "names a module of transformers' InternVL vision tower; this base is InternVL's original checkpoint (InternVLChatModel), "
         + `whose InternViT tower is translated only for the attention's q, k, v and projection and the MLP's fc1 and fc2: not supported; ${TO_HF}`;
     }
-    if (base.internlm2 && LLAMA_NAMES.test(path)) {
+    if (base.internlm2 && SPLIT_QKV.test(path)) {
       return "names the language model's attention as transformers' InternVL does (q_proj, k_proj, v_proj apart); this base is InternVL's "
         + 'original checkpoint with an InternLM2 language model, whose attention.wqkv interleaves q, k and v by key-value head group: '
         + `not supported; ${TO_HF}`;
@@ -95,7 +96,7 @@ function refusal(path: string, base: Base): string | undefined {
         + "(InternVLForConditionalGeneration), whose tower is translated only for the attention's qkv and projection and the MLP's "
         + `fc1 and fc2: not supported; ${TO_ORIGINAL}`;
     }
-    if (INTERNLM2_NAMES.test(path)) {
+    if (WQKV.test(path)) {
       return "names InternLM2's attention.wqkv as InternVL's original checkpoint does; this base is transformers' InternVL, which splits "
         + `it into q_proj, k_proj and v_proj by key-value head group: not supported; ${TO_ORIGINAL}`;
     }
@@ -116,7 +117,7 @@ export const internvlOriginal: Layout = {
       if (placed) return placed;
     }
     const internlm2Names = base.format === 'original' ? base.internlm2 && LLAMA_NAMES.test(path) : INTERNLM2_NAMES.test(path);
-    if (internlm2Names && !FUSED_QKV.test(path)) {
+    if (internlm2Names && !SPLIT_QKV.test(path) && !WQKV.test(path)) {
       // `model.language_model.` (transformers' tree) and `language_model.model.` (checkpoints) alike.
       const placed = internlm2.resolve(path.replace(/^model\.language_model\./, 'language_model.model.').replace(/^lm_head$/, 'language_model.lm_head'), view);
       if (placed) return placed;
