@@ -11,7 +11,7 @@ import type { ElementHandle, Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import { generateSample } from '../src/sample/index.js';
 import { PAGE_RETRY } from './helpers/browser.js';
-import { useDemoSession } from './helpers/demo-session.js';
+import { mergeEnabled, upload, useDemoSession } from './helpers/demo-session.js';
 import { checkMerged, downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
 import { buildSafetensors, randomValues, seededRandom } from './helpers/fixtures.js';
 import { readStoredZip } from './helpers/stored-zip.js';
@@ -178,17 +178,35 @@ describe('demo page', PAGE_RETRY, () => {
   });
 
   it('cancels a merge midway and offers nothing to download', async () => {
-    const demo = await session.open();
+    // A merge that takes a while on any machine, whatever its speed: one 4096 × 4096 f32 weight
+    // (64 MiB, 16 slabs) under a rank-256 LoRA, on the CPU; cancelled once the first slab is written.
+    const rand = seededRandom(77);
+    const noise = (n: number, scale: number) => {
+      const values = new Float32Array(n);
+      for (let i = 0; i < n; i++) values[i] = (rand() - 0.5) * scale;
+      return new Uint8Array(values.buffer);
+    };
+    const n = 4096, r = 256;
+    const dir = session.dirs.make({
+      'base/model.safetensors': buildSafetensors([{ name: 'model.layers.0.mlp.down_proj.weight', dtype: 'F32', shape: [n, n], data: noise(n * n, 0.1) }]),
+      'lora/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: r, target_modules: ['down_proj'] }),
+      'lora/adapter_model.safetensors': buildSafetensors([
+        { name: 'base_model.model.model.layers.0.mlp.down_proj.lora_A.weight', dtype: 'F32', shape: [r, n], data: noise(r * n, 0.02) },
+        { name: 'base_model.model.model.layers.0.mlp.down_proj.lora_B.weight', dtype: 'F32', shape: [n, r], data: noise(n * r, 0.02) },
+      ]),
+    });
+    const demo = await session.open('?backend=cpu');
     const { page } = demo;
-    await page.select('#sample-size', 'large');
-    await page.click('[data-testid="sample-button"]');
-    await page.waitForFunction(() => (document.querySelector<HTMLProgressElement>('[data-testid="progress"]')!.value ?? 0) > 0, { timeout: 90_000, polling: 50 });
+    await upload(page, 'base-input', join(dir, 'base/model.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'lora/adapter_config.json'), join(dir, 'lora/adapter_model.safetensors'));
+    await mergeEnabled(page);
+    await page.click('[data-testid="merge-button"]');
+    await page.waitForFunction(() => (document.querySelector<HTMLProgressElement>('[data-testid="progress"]')!.value ?? 0) > 0, { timeout: 90_000, polling: 20 });
     await page.click('[data-testid="cancel-button"]');
     await page.waitForFunction(() => /cancelled/i.test(document.getElementById('progress-text')!.textContent ?? ''), { timeout: 60_000 });
     expect(await page.$('[data-testid="download-link"]')).toBeNull();
     // The plan is checked again once the worker is free: then Merge is offered again.
-    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="merge-button"]')!.disabled, { timeout: 60_000 });
-    expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(false);
+    await mergeEnabled(page);
   });
 
   it('lets no request leave the page\'s origin, from the page or a worker, and records each one tried', async () => {

@@ -22,6 +22,7 @@ interface Written {
   open?: OpfsOpenFile;
 }
 
+/** Options of createOpfsOutputTarget. */
 export interface OpfsOutputOptions {
   /**
    * Who writes: by default the calling thread; `opfsWriterWorker()` writes on a worker of its own

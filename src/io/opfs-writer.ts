@@ -16,7 +16,9 @@ export interface OpfsOpenFile {
   close(): Promise<void>;
 }
 
+/** Opens OPFS files for writing, on whichever thread it writes from. */
 export interface OpfsFileWriter {
+  /** Opens `handle` (creating its synchronous access handle) for writes at offsets. */
   open(handle: FileSystemFileHandle): Promise<OpfsOpenFile>;
 }
 
@@ -80,6 +82,7 @@ export function inThreadOpfsWriter(): OpfsFileWriter {
 
 /** An OPFS writer in a worker of its own; `dispose()` ends the worker. */
 export interface OpfsWriterWorker extends OpfsFileWriter {
+  /** Ends the worker; writes still pending fail. */
   dispose(): void;
 }
 
