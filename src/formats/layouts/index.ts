@@ -13,6 +13,7 @@ import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { kohyaFlat } from './kohya-flat.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
+import { hunyuanVideo } from './hunyuan-video.js';
 import { openclipText } from './openclip-text.js';
 import { sd3Sai } from './sd3-sai.js';
 import { wanOriginal } from './wan-original.js';
@@ -28,9 +29,10 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * architecture; then one expert's slice of a llama.cpp MoE LoRA), then a vision-language model's
  * two namings (it answers only for models whose config.json `architectures` has a checkpoint key
  * map, and its answer must not be preempted by a suffix match on the base's own names), then
- * names as the base spells them, then translations.
+ * names as the base spells them, then translations (HunyuanVideo's before Flux's, whose BFL names
+ * ComfyUI's HunyuanVideo naming shares; it answers only on HunyuanVideo bases).
  */
-export const LAYOUTS: readonly Layout[] = [hfToGguf, ggufExpertSlices, vlmCheckpoint, dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux, wanOriginal];
+export const LAYOUTS: readonly Layout[] = [hfToGguf, ggufExpertSlices, vlmCheckpoint, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, fluxBfl, sd3Sai, xlabsFlux, wanOriginal];
 
 export type Location =
   | { found: true; targets: Placement[]; layout: string }

@@ -1,0 +1,280 @@
+/**
+ * HunyuanVideo LoRAs in every naming people train and share them in, onto HunyuanVideo bases in
+ * each naming, file to file on the CPU and on WebGPU, against float64 truth:
+ * - Tencent's naming (musubi-tuner's kohya files, diffusion-pipe's `transformer.`/`diffusion_model.`
+ *   files) and ComfyUI's (its extracted LoRAs: `img_attn.qkv`, `img_mlp.0`, `img_mod.lin`);
+ * - diffusers' (its trainers and finetrainers: `transformer.transformer_blocks.N.attn.to_q`;
+ *   OneTrainer's flattened `lora_transformer_…`).
+ * Where each module's rows land is written out by hand in the specs, from diffusers'
+ * convert_hunyuan_video_to_diffusers.py: q, k, v are the thirds of a fused qkv, single-block
+ * linear1 is q, k, v (h rows each) then the MLP's 4h rows, and final_layer.adaLN_modulation.1 holds
+ * (shift, scale) where norm_out.linear holds (scale, shift).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { LAYOUTS, type Layout } from '../src/formats/layouts/index.js';
+import { hunyuanVideo } from '../src/formats/layouts/hunyuan-video.js';
+import { createNodeBackend } from '../src/node.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { fluxBflTensors, loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import {
+  HUNYUAN, HUNYUAN_I2V, hiddenOf, hunyuanComfyTensors, hunyuanDiffusersConfig, hunyuanDiffusersTensors, hunyuanOriginalTensors,
+} from './helpers/hunyuan-fixtures.js';
+import { expectMergedFile, type TruthTerm } from './helpers/merge-truth.js';
+
+const rand = seededRandom(20241203);
+const h = hiddenOf(HUNYUAN);
+const { text, pooled, freq, patchOut } = HUNYUAN;
+
+/** kohya form (musubi-tuner, ComfyUI's extracted LoRAs, OneTrainer): `.lora_down/.lora_up.weight` and `.alpha`. */
+function kohya(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], alpha?: number): LoraSpec {
+  return {
+    down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r, out, in: inF, lands,
+    scale: alpha === undefined ? 1 : alpha / r, extra: alpha === undefined ? [] : [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] }],
+  };
+}
+/** PEFT form (diffusers' trainers, diffusion-pipe): `.lora_A/.lora_B.weight`; α from the file's metadata, else scale 1. */
+function peft(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], scale: number): LoraSpec {
+  return { down: `${name}.lora_A.weight`, up: `${name}.lora_B.weight`, r, out, in: inF, lands, scale };
+}
+/** A fused module of `parts` × h rows onto separate tensors: ΔW rows [i·h, (i+1)·h) onto tensor i. */
+const split = (keys: string[], units: number[] = keys.map(() => 1)): LoraSpec['lands'] => {
+  let at = 0;
+  return keys.map((key, i) => {
+    const lands = { key, rows: rowsFrom(at * h, units[i] * h) };
+    at += units[i];
+    return lands;
+  });
+};
+
+interface AdapterCase { file: string; specs: LoraSpec[]; weight: number; metadata?: Record<string, string> }
+interface Case { name: string; base: Record<string, Uint8Array | string>; baseName: string; adapters: AdapterCase[] }
+
+// --- Tencent's naming on the base (Comfy-Org's and Kijai's single files) -----------------------------
+
+const T2V_FILE = 'hunyuan_video_t2v_720p_bf16.safetensors';
+const originalBase = buildSafetensors(hunyuanOriginalTensors(rand, 'BF16'));
+const DB = (i: number, rest: string) => `double_blocks.${i}.${rest}.weight`;
+const SB = (i: number, rest: string) => `single_blocks.${i}.${rest}.weight`;
+const REF = (i: number, rest: string) => `txt_in.individual_token_refiner.blocks.${i}.${rest}.weight`;
+
+/** diffusers' HunyuanVideo LoRA trainers: transformer.* in diffusers' names, α in lora_adapter_metadata. */
+const diffusersLora: LoraSpec[] = [
+  peft('transformer.transformer_blocks.0.attn.to_k', 4, h, h, [{ key: DB(0, 'img_attn_qkv'), rows: rowsAt(h, h) }], 2),
+  peft('transformer.transformer_blocks.1.attn.add_v_proj', 4, h, h, [{ key: DB(1, 'txt_attn_qkv'), rows: rowsAt(2 * h, h) }], 2),
+  peft('transformer.transformer_blocks.0.attn.to_add_out', 4, h, h, [{ key: DB(0, 'txt_attn_proj') }], 2),
+  peft('transformer.transformer_blocks.1.ff.net.0.proj', 4, 4 * h, h, [{ key: DB(1, 'img_mlp.fc1') }], 2),
+  peft('transformer.transformer_blocks.0.ff_context.net.2', 4, h, 4 * h, [{ key: DB(0, 'txt_mlp.fc2') }], 2),
+  peft('transformer.transformer_blocks.1.norm1_context.linear', 4, 6 * h, h, [{ key: DB(1, 'txt_mod.linear') }], 2),
+  peft('transformer.single_transformer_blocks.0.attn.to_q', 4, h, h, [{ key: SB(0, 'linear1'), rows: rowsAt(0, h) }], 2),
+  peft('transformer.single_transformer_blocks.0.proj_mlp', 4, 4 * h, h, [{ key: SB(0, 'linear1'), rows: rowsAt(3 * h, 4 * h) }], 2),
+  peft('transformer.single_transformer_blocks.1.proj_out', 4, h, 5 * h, [{ key: SB(1, 'linear2') }], 2),
+  peft('transformer.single_transformer_blocks.1.norm.linear', 4, 3 * h, h, [{ key: SB(1, 'modulation.linear') }], 2),
+  peft('transformer.context_embedder.token_refiner.refiner_blocks.1.attn.to_v', 4, h, h, [{ key: REF(1, 'self_attn_qkv'), rows: rowsAt(2 * h, h) }], 2),
+  // The refiner's adaLN is (gate_msa, gate_mlp) in both namings: no swap.
+  peft('transformer.context_embedder.token_refiner.refiner_blocks.0.norm_out.linear', 4, 2 * h, h, [{ key: REF(0, 'adaLN_modulation.1') }], 2),
+  peft('transformer.context_embedder.time_text_embed.text_embedder.linear_1', 4, h, text, [{ key: 'txt_in.c_embedder.linear_1.weight' }], 2),
+  peft('transformer.context_embedder.proj_in', 4, h, text, [{ key: 'txt_in.input_embedder.weight' }], 2),
+  peft('transformer.time_text_embed.guidance_embedder.linear_1', 4, h, freq, [{ key: 'guidance_in.mlp.0.weight' }], 2),
+  peft('transformer.time_text_embed.timestep_embedder.linear_2', 4, h, h, [{ key: 'time_in.mlp.2.weight' }], 2),
+  peft('transformer.time_text_embed.text_embedder.linear_1', 4, h, pooled, [{ key: 'vector_in.in_layer.weight' }], 2),
+  peft('transformer.norm_out.linear', 4, 2 * h, h, [{ key: 'final_layer.adaLN_modulation.1.weight', rows: swappedHalves(h) }], 2),
+  peft('transformer.proj_out', 4, patchOut, h, [{ key: 'final_layer.linear.weight' }], 2),
+];
+const diffusersMetadata = {
+  format: 'pt',
+  lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
+};
+/** OneTrainer: diffusers' names flattened under lora_transformer_. */
+const oneTrainer: LoraSpec[] = [
+  kohya('lora_transformer_transformer_blocks_1_attn_to_q', 2, h, h, [{ key: DB(1, 'img_attn_qkv'), rows: rowsAt(0, h) }], 1),
+  kohya('lora_transformer_single_transformer_blocks_1_attn_to_v', 2, h, h, [{ key: SB(1, 'linear1'), rows: rowsAt(2 * h, h) }], 2),
+  kohya('lora_transformer_context_embedder_token_refiner_refiner_blocks_0_ff_net_0_proj', 2, 4 * h, h, [{ key: REF(0, 'mlp.fc1') }], 2),
+];
+/** musubi-tuner (networks.lora): Tencent's names, kohya form; on Tencent's own file they need no translation. */
+const musubiOnOriginal: LoraSpec[] = [
+  kohya('lora_unet_double_blocks_0_img_attn_qkv', 4, 3 * h, h, [{ key: DB(0, 'img_attn_qkv') }], 4),
+];
+const musubiMetadata = { ss_network_module: 'networks.lora', ss_base_model_version: 'hunyuan_video', ss_network_dim: '4', ss_network_alpha: '4' };
+
+// --- diffusers' naming on the base (hunyuanvideo-community/HunyuanVideo-I2V/transformer) -------------
+
+const diffusersBase = buildSafetensors(hunyuanDiffusersTensors(rand, 'BF16', HUNYUAN_I2V));
+const T = (i: number, rest: string) => `transformer_blocks.${i}.${rest}.weight`;
+const S = (i: number, rest: string) => `single_transformer_blocks.${i}.${rest}.weight`;
+const DR = (i: number, rest: string) => `context_embedder.token_refiner.refiner_blocks.${i}.${rest}.weight`;
+
+const musubi: LoraSpec[] = [
+  kohya('lora_unet_double_blocks_0_img_attn_qkv', 4, 3 * h, h, split([T(0, 'attn.to_q'), T(0, 'attn.to_k'), T(0, 'attn.to_v')]), 4),
+  kohya('lora_unet_double_blocks_1_txt_attn_qkv', 4, 3 * h, h, split([T(1, 'attn.add_q_proj'), T(1, 'attn.add_k_proj'), T(1, 'attn.add_v_proj')]), 2),
+  kohya('lora_unet_double_blocks_0_img_attn_proj', 4, h, h, [{ key: T(0, 'attn.to_out.0') }], 1),
+  kohya('lora_unet_double_blocks_1_img_mlp_fc1', 4, 4 * h, h, [{ key: T(1, 'ff.net.0.proj') }], 4),
+  kohya('lora_unet_double_blocks_0_txt_mlp_fc2', 4, h, 4 * h, [{ key: T(0, 'ff_context.net.2') }], 4),
+  kohya('lora_unet_single_blocks_1_linear1', 1, 7 * h, h, split([S(1, 'attn.to_q'), S(1, 'attn.to_k'), S(1, 'attn.to_v'), S(1, 'proj_mlp')], [1, 1, 1, 4]), 1),
+  kohya('lora_unet_single_blocks_0_linear2', 4, h, 5 * h, [{ key: S(0, 'proj_out') }], 4),
+];
+/** diffusion-pipe: PEFT factors on Tencent's names under transformer., trained at α = r (scale 1). */
+const diffusionPipe: LoraSpec[] = [
+  peft('transformer.double_blocks.1.img_mod.linear', 8, 6 * h, h, [{ key: T(1, 'norm1.linear') }], 1),
+  peft('transformer.single_blocks.0.modulation.linear', 8, 3 * h, h, [{ key: S(0, 'norm.linear') }], 1),
+  peft('transformer.txt_in.individual_token_refiner.blocks.0.self_attn_qkv', 8, 3 * h, h, split([DR(0, 'attn.to_q'), DR(0, 'attn.to_k'), DR(0, 'attn.to_v')]), 1),
+  peft('transformer.txt_in.t_embedder.mlp.0', 8, h, freq, [{ key: 'context_embedder.time_text_embed.timestep_embedder.linear_1.weight' }], 1),
+  peft('transformer.final_layer.adaLN_modulation.1', 8, 2 * h, h, [{ key: 'norm_out.linear.weight', rows: swappedHalves(h) }], 1),
+];
+/** ComfyUI's "Extract and Save Lora" on a HunyuanVideo model: diffusion_model. and ComfyUI's own names. */
+const comfyExtracted: LoraSpec[] = [
+  kohya('diffusion_model.double_blocks.0.txt_attn.qkv', 3, 3 * h, h, split([T(0, 'attn.add_q_proj'), T(0, 'attn.add_k_proj'), T(0, 'attn.add_v_proj')]), 3),
+  kohya('diffusion_model.double_blocks.1.img_mlp.2', 3, h, 4 * h, [{ key: T(1, 'ff.net.2') }], 3),
+  kohya('diffusion_model.double_blocks.0.txt_mod.lin', 3, 6 * h, h, [{ key: T(0, 'norm1_context.linear') }], 3),
+  kohya('diffusion_model.single_blocks.1.modulation.lin', 3, 3 * h, h, [{ key: S(1, 'norm.linear') }], 3),
+  kohya('diffusion_model.txt_in.individual_token_refiner.blocks.1.self_attn.proj', 3, h, h, [{ key: DR(1, 'attn.to_out.0') }], 3),
+  kohya('diffusion_model.txt_in.individual_token_refiner.blocks.1.mlp.2', 3, h, 4 * h, [{ key: DR(1, 'ff.net.2') }], 3),
+  kohya('diffusion_model.txt_in.c_embedder.out_layer', 3, h, h, [{ key: 'context_embedder.time_text_embed.text_embedder.linear_2.weight' }], 3),
+  kohya('diffusion_model.time_in.in_layer', 3, h, freq, [{ key: 'time_text_embed.timestep_embedder.linear_1.weight' }], 3),
+  kohya('diffusion_model.vector_in.out_layer', 3, h, h, [{ key: 'time_text_embed.text_embedder.linear_2.weight' }], 3),
+];
+
+// --- ComfyUI's naming on the base (a checkpoint ComfyUI saved) -----------------------------------------
+
+const COMFY_FILE = 'hunyuan_video_comfy_saved.safetensors';
+const comfyBase = buildSafetensors(hunyuanComfyTensors(rand, 'F16'));
+const C = (rest: string) => `model.model.${rest}.weight`;
+const musubiOnComfy: LoraSpec[] = [
+  kohya('lora_unet_double_blocks_1_img_mlp_fc2', 4, h, 4 * h, [{ key: C('double_blocks.1.img_mlp.2') }], 4),
+  kohya('lora_unet_double_blocks_0_txt_attn_qkv', 4, 3 * h, h, [{ key: C('double_blocks.0.txt_attn.qkv') }], 2),
+  kohya('lora_unet_single_blocks_0_linear1', 4, 7 * h, h, [{ key: C('single_blocks.0.linear1') }], 2),
+];
+const diffusersOnComfy: LoraSpec[] = [
+  peft('transformer.transformer_blocks.0.attn.add_k_proj', 4, h, h, [{ key: C('double_blocks.0.txt_attn.qkv'), rows: rowsAt(h, h) }], 2),
+  peft('transformer.transformer_blocks.1.norm1.linear', 4, 6 * h, h, [{ key: C('double_blocks.1.img_mod.lin') }], 2),
+  peft('transformer.single_transformer_blocks.1.proj_mlp', 4, 4 * h, h, [{ key: C('single_blocks.1.linear1'), rows: rowsAt(3 * h, 4 * h) }], 2),
+  peft('transformer.context_embedder.time_text_embed.timestep_embedder.linear_2', 4, h, h, [{ key: C('txt_in.t_embedder.out_layer') }], 2),
+  peft('transformer.context_embedder.token_refiner.refiner_blocks.1.attn.to_k', 4, h, h, [{ key: C('txt_in.individual_token_refiner.blocks.1.self_attn.qkv'), rows: rowsAt(h, h) }], 2),
+  peft('transformer.time_text_embed.guidance_embedder.linear_2', 4, h, h, [{ key: C('guidance_in.out_layer') }], 2),
+  peft('transformer.norm_out.linear', 4, 2 * h, h, [{ key: C('final_layer.adaLN_modulation.1'), rows: swappedHalves(h) }], 2),
+];
+
+const CASES: Case[] = [
+  {
+    name: 'HunyuanVideo in Tencent\'s naming ← diffusers, OneTrainer and musubi-tuner LoRAs',
+    base: { [T2V_FILE]: originalBase }, baseName: T2V_FILE,
+    adapters: [
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersLora, weight: 0.8, metadata: diffusersMetadata },
+      { file: 'onetrainer-hunyuan.safetensors', specs: oneTrainer, weight: 1 },
+      { file: 'musubi-hunyuan.safetensors', specs: musubiOnOriginal, weight: 0.5, metadata: musubiMetadata },
+    ],
+  },
+  {
+    name: 'diffusers HunyuanVideo-I2V transformer ← musubi-tuner, diffusion-pipe and ComfyUI-extracted LoRAs (one module onto three or four tensors)',
+    base: { 'diffusion_pytorch_model.safetensors': diffusersBase, 'config.json': hunyuanDiffusersConfig(HUNYUAN_I2V) }, baseName: 'transformer',
+    adapters: [
+      { file: 'musubi-hunyuan.safetensors', specs: musubi, weight: 1, metadata: musubiMetadata },
+      { file: 'diffusion-pipe-adapter_model.safetensors', specs: diffusionPipe, weight: 0.7 },
+      { file: 'comfyui-extracted.safetensors', specs: comfyExtracted, weight: -0.6 },
+    ],
+  },
+  {
+    name: 'HunyuanVideo checkpoint saved by ComfyUI (its own names) ← musubi-tuner and diffusers LoRAs',
+    base: { [COMFY_FILE]: comfyBase }, baseName: COMFY_FILE,
+    adapters: [
+      { file: 'musubi-hunyuan.safetensors', specs: musubiOnComfy, weight: 1.2, metadata: musubiMetadata },
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersOnComfy, weight: 1, metadata: diffusersMetadata },
+    ],
+  },
+];
+
+const ADAPTER_BYTES = new Map(CASES.flatMap((c) => c.adapters.map((a) => [a, buildSafetensors(loraTensors(rand, a.specs, 'BF16'), a.metadata)] as const)));
+
+function prepare(c: Case) {
+  return prepareMerge(memoryInputFileSet(c.base, c.baseName), c.adapters.map((a) => ({
+    files: memoryInputFileSet({ [a.file]: ADAPTER_BYTES.get(a)! }, a.file), weight: a.weight,
+  })));
+}
+
+const backends: Partial<Record<'cpu' | 'webgpu', MergeBackend>> = {};
+beforeAll(async () => {
+  backends.cpu = await createNodeBackend('cpu');
+  backends.webgpu = await createNodeBackend('webgpu');
+});
+afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
+
+for (const c of CASES) {
+  describe(c.name, () => {
+    for (const kind of ['cpu', 'webgpu'] as const) {
+      it(`merges exactly on ${kind}`, async () => {
+        const prepared = await prepare(c);
+        expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+        expect(prepared.plan.leftOut).toEqual([]);
+        const output = createBlobOutputTarget();
+        await mergeModel({ prepared, output, backend: backends[kind]! });
+        await prepared.close();
+        const weights = output.files().find((f) => f.path.endsWith('.safetensors'))!;
+        const merged = decodeSafetensors(new Uint8Array(await weights.blob.arrayBuffer()));
+        const baseBytes = c.base[Object.keys(c.base).find((p) => p.endsWith('.safetensors'))!] as Uint8Array;
+        const terms: TruthTerm[] = c.adapters.flatMap((a) => truthTerms(decodeSafetensors(ADAPTER_BYTES.get(a)!).tensors, a.specs, a.weight));
+        expectMergedFile(decodeSafetensors(baseBytes).tensors, merged.tensors, terms);
+      });
+    }
+  });
+}
+
+describe('the hunyuan-video layout', () => {
+  it('places the translated modules (and only those need it)', async () => {
+    for (const c of CASES) {
+      const prepared = await prepare(c);
+      const layouts = new Set(prepared.plan.updates.flatMap((u) => u.terms.map((t) => t.layout)));
+      expect(layouts.has('hunyuan-video'), c.name).toBe(true);
+      expect(layouts.has('flux-bfl'), c.name).toBe(false);
+      await prepared.close();
+    }
+  });
+
+  it('without it in the registry, every case is refused', async () => {
+    const registry = LAYOUTS as Layout[];
+    const at = registry.indexOf(hunyuanVideo);
+    expect(at).toBeGreaterThanOrEqual(0);
+    registry.splice(at, 1);
+    try {
+      for (const c of CASES) {
+        const prepared = await prepare(c);
+        expect(prepared.plan.problems.length, c.name).toBeGreaterThan(0);
+        await prepared.close();
+      }
+    } finally {
+      registry.splice(at, 0, hunyuanVideo);
+    }
+  });
+});
+
+describe('what the hunyuan-video layout refuses', () => {
+  const refusals = async (base: Record<string, Uint8Array | string>, baseName: string, lora: FixtureTensor[]) => {
+    const prepared = await prepareMerge(memoryInputFileSet(base, baseName), [
+      { files: memoryInputFileSet({ 'lora.safetensors': buildSafetensors(lora) }, 'lora.safetensors'), weight: 1 },
+    ]);
+    const messages = prepared.plan.problems.map((p) => p.message);
+    await prepared.close();
+    return messages;
+  };
+
+  it('a q/k norm onto ComfyUI\'s naming, which stores it as `norm.query_norm.scale`, is refused by name', async () => {
+    const diff = tensor(rand, 'diffusion_model.double_blocks.0.img_attn_q_norm.diff', [HUNYUAN.headDim], 'F32');
+    expect(await refusals({ [COMFY_FILE]: comfyBase }, COMFY_FILE, [diff]))
+      .toEqual([expect.stringMatching(/module "diffusion_model\.double_blocks\.0\.img_attn_q_norm": no matching tensor/)]);
+  });
+
+  it('HunyuanVideo\'s names are not translated onto a Flux file, whose blocks share ComfyUI\'s names', async () => {
+    const flux = buildSafetensors(fluxBflTensors(rand, 'BF16'));
+    const lora = loraTensors(rand, [kohya('lora_unet_double_blocks_0_img_mlp_fc1', 2, 32, 8, [], 2)], 'BF16');
+    expect(await refusals({ 'flux1-dev.safetensors': flux }, 'flux1-dev.safetensors', lora))
+      .toEqual([expect.stringMatching(/module "lora_unet_double_blocks_0_img_mlp_fc1": no matching tensor/)]);
+  });
+
+  it('a single-block linear1 LoRA onto a diffusers model whose MLP is not 4h wide is refused, not merged in part', async () => {
+    const narrow = hunyuanDiffusersTensors(rand, 'BF16').map((t): FixtureTensor => (t.name === 'single_transformer_blocks.0.proj_mlp.weight'
+      ? tensor(rand, t.name, [2 * h, h], 'BF16') : t));
+    const base = { 'diffusion_pytorch_model.safetensors': buildSafetensors(narrow), 'config.json': hunyuanDiffusersConfig() };
+    const lora = loraTensors(rand, [kohya('lora_unet_single_blocks_0_linear1', 2, 5 * h, h, [])], 'BF16');
+    expect(await refusals(base, 'transformer', lora))
+      .toEqual([expect.stringMatching(/module "lora_unet_single_blocks_0_linear1": ΔW \(40, 8\) does not fit where hunyuan-video puts it .*: the placement needs 56 ΔW rows, ΔW has 40/)]);
+  });
+});
