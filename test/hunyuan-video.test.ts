@@ -1,8 +1,8 @@
 /**
  * HunyuanVideo LoRAs in every naming people train and share them in, onto HunyuanVideo bases in
  * each naming, file to file on the CPU and on WebGPU, against float64 truth:
- * - Tencent's naming (musubi-tuner's kohya files, diffusion-pipe's `transformer.`/`diffusion_model.`
- *   files) and ComfyUI's (its extracted LoRAs: `img_attn.qkv`, `img_mlp.0`, `img_mod.lin`);
+ * - Tencent's naming (musubi-tuner's kohya files, diffusion-pipe's `transformer.` files, Tencent's
+ *   own I2V LoRAs under `Hunyuan_video_I2V_lora_`) and ComfyUI's (its extracted LoRAs: `img_attn.qkv`, `img_mlp.0`, `img_mod.lin`);
  * - diffusers' (its trainers and finetrainers: `transformer.transformer_blocks.N.attn.to_q`;
  *   OneTrainer's flattened `lora_transformer_…`).
  * Where each module's rows land is written out by hand in the specs, from diffusers'
@@ -113,6 +113,22 @@ const musubi: LoraSpec[] = [
   kohya('lora_unet_single_blocks_1_linear1', 1, 7 * h, h, split([S(1, 'attn.to_q'), S(1, 'attn.to_k'), S(1, 'attn.to_v'), S(1, 'proj_mlp')], [1, 1, 1, 4]), 1),
   kohya('lora_unet_single_blocks_0_linear2', 4, h, 5 * h, [{ key: S(0, 'proj_out') }], 4),
 ];
+/**
+ * Tencent's HunyuanVideo-I2V LoRAs (embrace_kohaya_weights.safetensors): kohya form under its own
+ * prefix, α = the PEFT config's lora_alpha = r stored in bf16, as its trainer writes them.
+ */
+function tencentI2v(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands']): LoraSpec {
+  const m = `Hunyuan_video_I2V_lora_${name}`;
+  return { down: `${m}.lora_down.weight`, up: `${m}.lora_up.weight`, r, out, in: inF, lands, scale: 1, extra: [{ name: `${m}.alpha`, dtype: 'BF16', shape: [], data: [r] }] };
+}
+const tencentI2vLora: LoraSpec[] = [
+  tencentI2v('double_blocks_1_img_attn_qkv', 4, 3 * h, h, split([T(1, 'attn.to_q'), T(1, 'attn.to_k'), T(1, 'attn.to_v')])),
+  tencentI2v('double_blocks_1_txt_mod_linear', 4, 6 * h, h, [{ key: T(1, 'norm1_context.linear') }]),
+  tencentI2v('single_blocks_0_linear1', 4, 7 * h, h, split([S(0, 'attn.to_q'), S(0, 'attn.to_k'), S(0, 'attn.to_v'), S(0, 'proj_mlp')], [1, 1, 1, 4])),
+  tencentI2v('txt_in_individual_token_refiner_blocks_1_mlp_fc1', 4, 4 * h, h, [{ key: DR(1, 'ff.net.0.proj') }]),
+  tencentI2v('final_layer_linear', 4, patchOut, h, [{ key: 'proj_out.weight' }]),
+];
+
 /** diffusion-pipe: PEFT factors on Tencent's names under transformer., trained at α = r (scale 1). */
 const diffusionPipe: LoraSpec[] = [
   peft('transformer.double_blocks.1.img_mod.linear', 8, 6 * h, h, [{ key: T(1, 'norm1.linear') }], 1),
@@ -165,12 +181,13 @@ const CASES: Case[] = [
     ],
   },
   {
-    name: 'diffusers HunyuanVideo-I2V transformer ← musubi-tuner, diffusion-pipe and ComfyUI-extracted LoRAs (one module onto three or four tensors)',
+    name: 'diffusers HunyuanVideo-I2V transformer ← musubi-tuner, diffusion-pipe, ComfyUI-extracted and Tencent\'s I2V LoRAs (one module onto three or four tensors)',
     base: { 'diffusion_pytorch_model.safetensors': diffusersBase, 'config.json': hunyuanDiffusersConfig(HUNYUAN_I2V) }, baseName: 'transformer',
     adapters: [
       { file: 'musubi-hunyuan.safetensors', specs: musubi, weight: 1, metadata: musubiMetadata },
       { file: 'diffusion-pipe-adapter_model.safetensors', specs: diffusionPipe, weight: 0.7 },
       { file: 'comfyui-extracted.safetensors', specs: comfyExtracted, weight: -0.6 },
+      { file: 'embrace_kohaya_weights.safetensors', specs: tencentI2vLora, weight: 1 },
     ],
   },
   {
