@@ -47,7 +47,11 @@ const split = (keys: string[], units: number[] = keys.map(() => 1)): LoraSpec['l
   });
 };
 
-interface AdapterCase { file: string; specs: LoraSpec[]; weight: number; metadata?: Record<string, string> }
+interface AdapterCase {
+  file: string; specs: LoraSpec[]; weight: number; metadata?: Record<string, string>;
+  /** A PEFT folder: its name and adapter_config.json. */
+  folder?: { name: string; config: string };
+}
 interface Case { name: string; base: Record<string, Uint8Array | string>; baseName: string; adapters: AdapterCase[] }
 
 // --- Tencent's naming on the base (Comfy-Org's and Kijai's single files) -----------------------------
@@ -129,13 +133,34 @@ const tencentI2vLora: LoraSpec[] = [
   tencentI2v('final_layer_linear', 4, patchOut, h, [{ key: 'proj_out.weight' }]),
 ];
 
-/** diffusion-pipe: PEFT factors on Tencent's names under transformer., trained at α = r (scale 1). */
+/**
+ * diffusion-pipe (models/hunyuan_video.py): PEFT on every Linear of the double and single blocks,
+ * α forced to the rank, saved as adapter_model.safetensors with transformer. and Tencent's names
+ * beside PEFT's adapter_config.json. Rank 32, above h.
+ */
 const diffusionPipe: LoraSpec[] = [
-  peft('transformer.double_blocks.1.img_mod.linear', 8, 6 * h, h, [{ key: T(1, 'norm1.linear') }], 1),
-  peft('transformer.single_blocks.0.modulation.linear', 8, 3 * h, h, [{ key: S(0, 'norm.linear') }], 1),
-  peft('transformer.txt_in.individual_token_refiner.blocks.0.self_attn_qkv', 8, 3 * h, h, split([DR(0, 'attn.to_q'), DR(0, 'attn.to_k'), DR(0, 'attn.to_v')]), 1),
-  peft('transformer.txt_in.t_embedder.mlp.0', 8, h, freq, [{ key: 'context_embedder.time_text_embed.timestep_embedder.linear_1.weight' }], 1),
-  peft('transformer.final_layer.adaLN_modulation.1', 8, 2 * h, h, [{ key: 'norm_out.linear.weight', rows: swappedHalves(h) }], 1),
+  peft('transformer.double_blocks.1.img_mod.linear', 32, 6 * h, h, [{ key: T(1, 'norm1.linear') }], 1),
+  peft('transformer.double_blocks.0.img_attn_proj', 32, h, h, [{ key: T(0, 'attn.to_out.0') }], 1),
+  peft('transformer.double_blocks.0.img_mlp.fc2', 32, h, 4 * h, [{ key: T(0, 'ff.net.2') }], 1),
+  peft('transformer.double_blocks.1.txt_attn_qkv', 32, 3 * h, h, split([T(1, 'attn.add_q_proj'), T(1, 'attn.add_k_proj'), T(1, 'attn.add_v_proj')]), 1),
+  peft('transformer.single_blocks.0.modulation.linear', 32, 3 * h, h, [{ key: S(0, 'norm.linear') }], 1),
+  peft('transformer.single_blocks.1.linear1', 32, 7 * h, h, split([S(1, 'attn.to_q'), S(1, 'attn.to_k'), S(1, 'attn.to_v'), S(1, 'proj_mlp')], [1, 1, 1, 4]), 1),
+];
+const diffusionPipeConfig = JSON.stringify({
+  peft_type: 'LORA', task_type: null, base_model_name_or_path: null, r: 32, lora_alpha: 32, lora_dropout: 0, bias: 'none',
+  fan_in_fan_out: false, init_lora_weights: true, use_rslora: false, use_dora: false, rank_pattern: {}, alpha_pattern: {},
+  target_modules: ['double_blocks.1.img_mod.linear', 'double_blocks.0.img_attn_proj', 'double_blocks.0.img_mlp.fc2', 'double_blocks.1.txt_attn_qkv',
+    'single_blocks.0.modulation.linear', 'single_blocks.1.linear1'],
+});
+/**
+ * Files in Tencent's naming under diffusion_model. with PEFT factors and no α (scale 1): the form
+ * ComfyUI reads as its older HunyuanVideo LoRAs and diffusers' converter strips the prefix of;
+ * modules outside the blocks: the text token refiner, the timestep embedder, the final layer.
+ */
+const diffusionModelPrefixed: LoraSpec[] = [
+  peft('diffusion_model.txt_in.individual_token_refiner.blocks.0.self_attn_qkv', 8, 3 * h, h, split([DR(0, 'attn.to_q'), DR(0, 'attn.to_k'), DR(0, 'attn.to_v')]), 1),
+  peft('diffusion_model.txt_in.t_embedder.mlp.0', 8, h, freq, [{ key: 'context_embedder.time_text_embed.timestep_embedder.linear_1.weight' }], 1),
+  peft('diffusion_model.final_layer.adaLN_modulation.1', 8, 2 * h, h, [{ key: 'norm_out.linear.weight', rows: swappedHalves(h) }], 1),
 ];
 /** ComfyUI's "Extract and Save Lora" on a HunyuanVideo model: diffusion_model. and ComfyUI's own names. */
 const comfyExtracted: LoraSpec[] = [
@@ -152,8 +177,8 @@ const comfyExtracted: LoraSpec[] = [
 
 // --- ComfyUI's naming on the base (a checkpoint ComfyUI saved) -----------------------------------------
 
-const COMFY_FILE = 'hunyuan_video_comfy_saved.safetensors';
-const comfyBase = buildSafetensors(hunyuanComfyTensors(rand, 'F16'));
+const COMFY_FILE = 'hunyuan_video_720_fp8_e4m3fn_comfy_saved.safetensors';
+const comfyBase = buildSafetensors(hunyuanComfyTensors(rand, 'F8_E4M3', HUNYUAN, 'BF16'));
 const C = (rest: string) => `model.model.${rest}.weight`;
 const musubiOnComfy: LoraSpec[] = [
   kohya('lora_unet_double_blocks_1_img_mlp_fc2', 4, h, 4 * h, [{ key: C('double_blocks.1.img_mlp.2') }], 4),
@@ -181,11 +206,12 @@ const CASES: Case[] = [
     ],
   },
   {
-    name: 'diffusers HunyuanVideo-I2V transformer ← musubi-tuner, diffusion-pipe, ComfyUI-extracted and Tencent\'s I2V LoRAs (one module onto three or four tensors)',
+    name: 'diffusers HunyuanVideo-I2V transformer ← musubi-tuner, diffusion-pipe, ComfyUI-extracted, diffusion_model.-prefixed and Tencent\'s I2V LoRAs (one module onto three or four tensors)',
     base: { 'diffusion_pytorch_model.safetensors': diffusersBase, 'config.json': hunyuanDiffusersConfig(HUNYUAN_I2V) }, baseName: 'transformer',
     adapters: [
       { file: 'musubi-hunyuan.safetensors', specs: musubi, weight: 1, metadata: musubiMetadata },
-      { file: 'diffusion-pipe-adapter_model.safetensors', specs: diffusionPipe, weight: 0.7 },
+      { file: 'adapter_model.safetensors', specs: diffusionPipe, weight: 0.7, metadata: { format: 'pt' }, folder: { name: 'epoch50', config: diffusionPipeConfig } },
+      { file: 'hunyuan-lora.safetensors', specs: diffusionModelPrefixed, weight: 0.9 },
       { file: 'comfyui-extracted.safetensors', specs: comfyExtracted, weight: -0.6 },
       { file: 'embrace_kohaya_weights.safetensors', specs: tencentI2vLora, weight: 1 },
     ],
@@ -204,7 +230,10 @@ const ADAPTER_BYTES = new Map(CASES.flatMap((c) => c.adapters.map((a) => [a, bui
 
 function prepare(c: Case) {
   return prepareMerge(memoryInputFileSet(c.base, c.baseName), c.adapters.map((a) => ({
-    files: memoryInputFileSet({ [a.file]: ADAPTER_BYTES.get(a)! }, a.file), weight: a.weight,
+    files: a.folder
+      ? memoryInputFileSet({ [a.file]: ADAPTER_BYTES.get(a)!, 'adapter_config.json': a.folder.config }, a.folder.name)
+      : memoryInputFileSet({ [a.file]: ADAPTER_BYTES.get(a)! }, a.file),
+    weight: a.weight,
   })));
 }
 

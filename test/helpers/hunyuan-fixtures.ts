@@ -26,14 +26,17 @@ export const HUNYUAN_I2V: HunyuanDims = { ...HUNYUAN, inChannels: 33, guidance: 
 
 export const hiddenOf = (d: HunyuanDims) => d.heads * d.headDim;
 
-/** Tencent's naming (and Comfy-Org's single files): every weight with its bias, q/k RMSNorm weights. */
-export function hunyuanOriginalTensors(rand: Rand, dtype: FixtureDType, d: HunyuanDims = HUNYUAN): FixtureTensor[] {
+/**
+ * Tencent's naming (and Comfy-Org's single files): every weight with its bias, q/k RMSNorm weights.
+ * `biasDType`: fp8 files keep biases and norms in bf16.
+ */
+export function hunyuanOriginalTensors(rand: Rand, dtype: FixtureDType, d: HunyuanDims = HUNYUAN, biasDType: FixtureDType = dtype): FixtureTensor[] {
   const h = hiddenOf(d);
   const out: FixtureTensor[] = [];
-  const linear = (name: string, rows: number, cols: number) => out.push(tensor(rand, `${name}.weight`, [rows, cols], dtype), tensor(rand, `${name}.bias`, [rows], dtype));
+  const linear = (name: string, rows: number, cols: number) => out.push(tensor(rand, `${name}.weight`, [rows, cols], dtype), tensor(rand, `${name}.bias`, [rows], biasDType));
   const norm = (name: string, n: number) => out.push(tensor(rand, `${name}.weight`, [n], 'F32'));
 
-  out.push(tensor(rand, 'img_in.proj.weight', [h, d.inChannels, 1, 2, 2], dtype), tensor(rand, 'img_in.proj.bias', [h], dtype));
+  out.push(tensor(rand, 'img_in.proj.weight', [h, d.inChannels, 1, 2, 2], dtype), tensor(rand, 'img_in.proj.bias', [h], biasDType));
   linear('txt_in.input_embedder', h, d.text);
   linear('txt_in.t_embedder.mlp.0', h, d.freq);
   linear('txt_in.t_embedder.mlp.2', h, h);
@@ -41,10 +44,10 @@ export function hunyuanOriginalTensors(rand: Rand, dtype: FixtureDType, d: Hunyu
   linear('txt_in.c_embedder.linear_2', h, h);
   for (let i = 0; i < 2; i++) {
     const b = `txt_in.individual_token_refiner.blocks.${i}`;
-    out.push(tensor(rand, `${b}.norm1.weight`, [h], dtype), tensor(rand, `${b}.norm1.bias`, [h], dtype));
+    out.push(tensor(rand, `${b}.norm1.weight`, [h], biasDType), tensor(rand, `${b}.norm1.bias`, [h], biasDType));
     linear(`${b}.self_attn_qkv`, 3 * h, h);
     linear(`${b}.self_attn_proj`, h, h);
-    out.push(tensor(rand, `${b}.norm2.weight`, [h], dtype), tensor(rand, `${b}.norm2.bias`, [h], dtype));
+    out.push(tensor(rand, `${b}.norm2.weight`, [h], biasDType), tensor(rand, `${b}.norm2.bias`, [h], biasDType));
     linear(`${b}.mlp.fc1`, 4 * h, h);
     linear(`${b}.mlp.fc2`, h, 4 * h);
     linear(`${b}.adaLN_modulation.1`, 2 * h, h);
@@ -100,8 +103,8 @@ export function comfyHunyuanName(key: string): string {
 }
 
 /** A checkpoint ComfyUI saved: its own names under `model.model.`. */
-export function hunyuanComfyTensors(rand: Rand, dtype: FixtureDType, d: HunyuanDims = HUNYUAN): FixtureTensor[] {
-  return hunyuanOriginalTensors(rand, dtype, d).map((t) => ({ ...t, name: `model.model.${comfyHunyuanName(t.name)}` }));
+export function hunyuanComfyTensors(rand: Rand, dtype: FixtureDType, d: HunyuanDims = HUNYUAN, biasDType: FixtureDType = dtype): FixtureTensor[] {
+  return hunyuanOriginalTensors(rand, dtype, d, biasDType).map((t) => ({ ...t, name: `model.model.${comfyHunyuanName(t.name)}` }));
 }
 
 /** diffusers' HunyuanVideoTransformer3DModel. */

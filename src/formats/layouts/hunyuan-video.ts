@@ -97,11 +97,17 @@ function holdsHunyuanVideo(base: BaseView): boolean {
   return known;
 }
 
+/**
+ * The prefixes diffusers' converter strips. A single file's are already gone (they name the model
+ * part); a PEFT folder keeps its keys' (diffusion-pipe saves `transformer.` + Tencent's names).
+ */
+const SAVED_PREFIX = /^(transformer|diffusion_model)\./;
+
 export const hunyuanVideo: Layout = {
   name: 'hunyuan-video',
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     if (!holdsHunyuanVideo(base)) return undefined;
-    return table.resolve(address.path, base);
+    return table.resolve(address.part === undefined ? address.path.replace(SAVED_PREFIX, '') : address.path, base);
   },
 };
