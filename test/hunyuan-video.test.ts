@@ -18,7 +18,7 @@ import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { fluxBflTensors, loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import {
-  HUNYUAN, HUNYUAN_I2V, hiddenOf, hunyuanComfyTensors, hunyuanDiffusersConfig, hunyuanDiffusersTensors, hunyuanOriginalTensors,
+  HUNYUAN, HUNYUAN_15, HUNYUAN_I2V, HUNYUAN_IMAGE, hiddenOf, hunyuanComfyTensors, hunyuanDiffusersConfig, hunyuanDiffusersTensors, hunyuanOriginalTensors,
 } from './helpers/hunyuan-fixtures.js';
 import { expectMergedFile, type TruthTerm } from './helpers/merge-truth.js';
 
@@ -195,6 +195,76 @@ const diffusersOnComfy: LoraSpec[] = [
   peft('transformer.norm_out.linear', 4, 2 * h, h, [{ key: C('final_layer.adaLN_modulation.1'), rows: swappedHalves(h) }], 2),
 ];
 
+// --- HunyuanImage 2.1 (the distilled model: guidance and meanflow embedders) ------------------------------
+
+const IMAGE_FILE = 'hunyuanimage2.1-distilled_bf16.safetensors';
+const imageOriginal = buildSafetensors(hunyuanOriginalTensors(rand, 'BF16', HUNYUAN_IMAGE));
+const imageDiffusers = buildSafetensors(hunyuanDiffusersTensors(rand, 'BF16', HUNYUAN_IMAGE));
+const { byt5 } = HUNYUAN_IMAGE as Required<typeof HUNYUAN_IMAGE>;
+
+const diffusersImageLora: LoraSpec[] = [
+  peft('transformer.transformer_blocks.0.attn.to_v', 4, h, h, [{ key: DB(0, 'img_attn_qkv'), rows: rowsAt(2 * h, h) }], 2),
+  peft('transformer.single_transformer_blocks.1.proj_mlp', 4, 4 * h, h, [{ key: SB(1, 'linear1'), rows: rowsAt(3 * h, 4 * h) }], 2),
+  peft('transformer.time_guidance_embed.timestep_embedder_r.linear_1', 4, h, freq, [{ key: 'time_r_in.mlp.0.weight' }], 2),
+  peft('transformer.time_guidance_embed.guidance_embedder.linear_2', 4, h, h, [{ key: 'guidance_in.mlp.2.weight' }], 2),
+  peft('transformer.time_guidance_embed.timestep_embedder.linear_1', 4, h, freq, [{ key: 'time_in.mlp.0.weight' }], 2),
+  peft('transformer.context_embedder_2.linear_3', 4, h, 12, [{ key: 'byt5_in.fc3.weight' }], 2),
+  peft('transformer.norm_out.linear', 4, 2 * h, h, [{ key: 'final_layer.adaLN_modulation.1.weight', rows: swappedHalves(h) }], 2),
+];
+/** sd-scripts' HunyuanImage LoRAs after its convert_hunyuan_image_lora_to_comfy.py: ComfyUI's names, flattened. */
+const sdScriptsComfyImage: LoraSpec[] = [
+  kohya('lora_unet_double_blocks_1_img_mlp_0', 4, 4 * h, h, [{ key: DB(1, 'img_mlp.fc1') }], 2),
+  kohya('lora_unet_single_blocks_0_modulation_lin', 4, 3 * h, h, [{ key: SB(0, 'modulation.linear') }], 2),
+];
+/** sd-scripts' own (networks/lora_hunyuan_image.py): Tencent's names, flattened under lora_unet_. */
+const sdScriptsImage: LoraSpec[] = [
+  kohya('lora_unet_double_blocks_0_img_attn_qkv', 4, 3 * h, h, split([T(0, 'attn.to_q'), T(0, 'attn.to_k'), T(0, 'attn.to_v')]), 4),
+  kohya('lora_unet_double_blocks_1_txt_mod_linear', 4, 6 * h, h, [{ key: T(1, 'norm1_context.linear') }], 2),
+  kohya('lora_unet_single_blocks_1_linear1', 4, 7 * h, h, split([S(1, 'attn.to_q'), S(1, 'attn.to_k'), S(1, 'attn.to_v'), S(1, 'proj_mlp')], [1, 1, 1, 4]), 2),
+];
+const comfyExtractedImage: LoraSpec[] = [
+  kohya('diffusion_model.time_r_in.in_layer', 2, h, freq, [{ key: 'time_guidance_embed.timestep_embedder_r.linear_1.weight' }], 2),
+  kohya('diffusion_model.time_in.out_layer', 2, h, h, [{ key: 'time_guidance_embed.timestep_embedder.linear_2.weight' }], 2),
+  kohya('diffusion_model.guidance_in.in_layer', 2, h, freq, [{ key: 'time_guidance_embed.guidance_embedder.linear_1.weight' }], 2),
+  kohya('diffusion_model.byt5_in.fc1', 2, 12, byt5, [{ key: 'context_embedder_2.linear_1.weight' }], 2),
+  kohya('diffusion_model.final_layer.adaLN_modulation.1', 2, 2 * h, h, [{ key: 'norm_out.linear.weight', rows: swappedHalves(h) }], 2),
+];
+const sdScriptsMetadata = { ss_network_module: 'networks.lora_hunyuan_image', ss_base_model_version: 'hunyuan_image_2.1', ss_network_dim: '4', ss_network_alpha: '2' };
+
+// --- HunyuanVideo 1.5 (q, k, v apart; ComfyUI fuses them) ----------------------------------------------
+
+const V15_FILE = 'hunyuanvideo1.5_480p_i2v_step_distilled_fp16.safetensors';
+const v15Original = buildSafetensors(hunyuanOriginalTensors(rand, 'F16', HUNYUAN_15));
+const v15Diffusers = buildSafetensors(hunyuanDiffusersTensors(rand, 'BF16', HUNYUAN_15));
+const { vision } = HUNYUAN_15 as Required<typeof HUNYUAN_15>;
+
+const diffusersV15Lora: LoraSpec[] = [
+  peft('transformer.transformer_blocks.0.attn.to_q', 4, h, h, [{ key: DB(0, 'img_attn_q') }], 2),
+  peft('transformer.transformer_blocks.1.attn.add_v_proj', 4, h, h, [{ key: DB(1, 'txt_attn_v') }], 2),
+  peft('transformer.transformer_blocks.1.ff.net.2', 4, h, 4 * h, [{ key: DB(1, 'img_mlp.fc2') }], 2),
+  peft('transformer.time_embed.timestep_embedder_r.linear_2', 4, h, h, [{ key: 'time_r_in.mlp.2.weight' }], 2),
+  peft('transformer.image_embedder.linear_1', 4, vision, vision, [{ key: 'vision_in.proj.1.weight' }], 2),
+  peft('transformer.context_embedder.token_refiner.refiner_blocks.0.attn.to_k', 4, h, h, [{ key: REF(0, 'self_attn_qkv'), rows: rowsAt(h, h) }], 2),
+  peft('transformer.norm_out.linear', 4, 2 * h, h, [{ key: 'final_layer.adaLN_modulation.1.weight', rows: swappedHalves(h) }], 2),
+];
+/** musubi-tuner's HunyuanVideo 1.5 LoRAs after its convert_hunyuan_video_1_5_lora_to_comfy.py: q, k, v fused as ComfyUI holds them. */
+const musubiComfyV15 = (onto: 'original' | 'diffusers'): LoraSpec[] => [
+  kohya('lora_unet_double_blocks_1_img_attn_qkv', 6, 3 * h, h, split(onto === 'original'
+    ? [DB(1, 'img_attn_q'), DB(1, 'img_attn_k'), DB(1, 'img_attn_v')] : [T(1, 'attn.to_q'), T(1, 'attn.to_k'), T(1, 'attn.to_v')]), 2),
+  kohya('lora_unet_double_blocks_0_txt_mlp_0', 2, 4 * h, h, [{ key: onto === 'original' ? DB(0, 'txt_mlp.fc1') : T(0, 'ff_context.net.0.proj') }], 2),
+];
+/** musubi-tuner's own (networks/lora_hv_1_5.py): Tencent's names, q, k, v apart. */
+const musubiV15: LoraSpec[] = [
+  kohya('lora_unet_double_blocks_0_img_attn_q', 2, h, h, [{ key: T(0, 'attn.to_q') }], 1),
+  kohya('lora_unet_double_blocks_1_txt_attn_v', 2, h, h, [{ key: T(1, 'attn.add_v_proj') }], 1),
+  kohya('lora_unet_double_blocks_0_img_mod_linear', 2, 6 * h, h, [{ key: T(0, 'norm1.linear') }], 1),
+];
+const comfyExtractedV15: LoraSpec[] = [
+  kohya('diffusion_model.vision_in.proj.3', 2, h, vision, [{ key: 'image_embedder.linear_2.weight' }], 2),
+  kohya('diffusion_model.time_in.in_layer', 2, h, freq, [{ key: 'time_embed.timestep_embedder.linear_1.weight' }], 2),
+];
+const musubiV15Metadata = { ss_network_module: 'networks.lora_hv_1_5', ss_base_model_version: 'hunyuan_video_1_5', ss_network_dim: '2', ss_network_alpha: '1' };
+
 const CASES: Case[] = [
   {
     name: 'HunyuanVideo in Tencent\'s naming ← diffusers, OneTrainer and musubi-tuner LoRAs',
@@ -222,6 +292,39 @@ const CASES: Case[] = [
     adapters: [
       { file: 'musubi-hunyuan.safetensors', specs: musubiOnComfy, weight: 1.2, metadata: musubiMetadata },
       { file: 'pytorch_lora_weights.safetensors', specs: diffusersOnComfy, weight: 1, metadata: diffusersMetadata },
+    ],
+  },
+  {
+    name: 'HunyuanImage 2.1 in Tencent\'s naming ← diffusers and sd-scripts (ComfyUI-converted) LoRAs',
+    base: { [IMAGE_FILE]: imageOriginal }, baseName: IMAGE_FILE,
+    adapters: [
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersImageLora, weight: 0.7, metadata: diffusersMetadata },
+      { file: 'hunyuan-image-lora_comfy.safetensors', specs: sdScriptsComfyImage, weight: 1, metadata: sdScriptsMetadata },
+    ],
+  },
+  {
+    name: 'diffusers HunyuanImage 2.1 transformer ← sd-scripts and ComfyUI-extracted LoRAs',
+    base: { 'diffusion_pytorch_model.safetensors': imageDiffusers, 'config.json': hunyuanDiffusersConfig(HUNYUAN_IMAGE) }, baseName: 'transformer',
+    adapters: [
+      { file: 'hunyuan-image-lora.safetensors', specs: sdScriptsImage, weight: 1, metadata: sdScriptsMetadata },
+      { file: 'comfyui-extracted.safetensors', specs: comfyExtractedImage, weight: 0.5 },
+    ],
+  },
+  {
+    name: 'HunyuanVideo 1.5 in Tencent\'s naming (q, k, v apart) ← diffusers and ComfyUI-format (fused qkv) LoRAs',
+    base: { [V15_FILE]: v15Original }, baseName: V15_FILE,
+    adapters: [
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersV15Lora, weight: 0.9, metadata: diffusersMetadata },
+      { file: 'hv15-lora_comfy.safetensors', specs: musubiComfyV15('original'), weight: 1, metadata: musubiV15Metadata },
+    ],
+  },
+  {
+    name: 'diffusers HunyuanVideo 1.5 transformer ← musubi-tuner, ComfyUI-format and ComfyUI-extracted LoRAs',
+    base: { 'diffusion_pytorch_model.safetensors': v15Diffusers, 'config.json': hunyuanDiffusersConfig(HUNYUAN_15) }, baseName: 'transformer',
+    adapters: [
+      { file: 'hv15-lora.safetensors', specs: musubiV15, weight: 1, metadata: musubiV15Metadata },
+      { file: 'hv15-lora_comfy.safetensors', specs: musubiComfyV15('diffusers'), weight: -1, metadata: musubiV15Metadata },
+      { file: 'comfyui-extracted.safetensors', specs: comfyExtractedV15, weight: 0.5 },
     ],
   },
 ];

@@ -14,17 +14,36 @@ import type { FixtureDType, FixtureTensor } from './fixtures.js';
 import { tensor, type Rand } from './diffusion-fixtures.js';
 
 /**
- * Hidden size h = heads · headDim (24 · 128 = 3072 in the real model), MLP 4h, latent channels
- * `inChannels` (16 for T2V, 33 for I2V's latent concat), LLaMA text width `text` (4096), CLIP pooled
- * width `pooled` (768), timestep frequencies `freq` (256), output patch values `patchOut`
- * (1·2·2·16 = 64), two blocks of each kind, a two-block token refiner.
+ * Which of Tencent's Hunyuan DiTs: HunyuanVideo (T2V and I2V), HunyuanImage 2.1, HunyuanVideo 1.5.
+ * Hidden size h = heads · headDim (24 · 128 = 3072, 28 · 128 = 3584, 16 · 128 = 2048 in the real
+ * models), MLP 4h, latent channels `inChannels` (16 for T2V, 33 for I2V's latent concat, 64 for
+ * HunyuanImage), text width `text` (4096 LLaMA, 3584 Qwen2.5-VL), CLIP pooled width `pooled` (768,
+ * HunyuanVideo only), timestep frequencies `freq` (256), output patch values `patchOut`, ByT5 width
+ * `byt5` (1472) and SigLIP width `vision` (1152) where the model has them; two blocks of each kind
+ * it has, a two-block token refiner.
  */
-export interface HunyuanDims { heads: number; headDim: number; inChannels: number; text: number; pooled: number; freq: number; patchOut: number; guidance: boolean }
-export const HUNYUAN: HunyuanDims = { heads: 2, headDim: 4, inChannels: 16, text: 12, pooled: 10, freq: 6, patchOut: 16, guidance: true };
+export interface HunyuanDims {
+  model: 'video' | 'image' | 'video15';
+  heads: number; headDim: number; inChannels: number; text: number; pooled: number; freq: number; patchOut: number;
+  /** A guidance embedder (HunyuanVideo T2V, HunyuanImage's distilled model). */
+  guidance: boolean;
+  /** A second timestep embedder (HunyuanImage's and HunyuanVideo 1.5's meanflow-distilled models). */
+  meanflow?: boolean;
+  byt5?: number;
+  vision?: number;
+}
+export const HUNYUAN: HunyuanDims = { model: 'video', heads: 2, headDim: 4, inChannels: 16, text: 12, pooled: 10, freq: 6, patchOut: 16, guidance: true };
 /** HunyuanVideo-I2V: 33 input channels (latents, image latents, mask), no guidance embedder. */
 export const HUNYUAN_I2V: HunyuanDims = { ...HUNYUAN, inChannels: 33, guidance: false };
+/** HunyuanImage 2.1's distilled model: 64 latent channels, 1×1 patches, guidance and meanflow embedders, ByT5. */
+export const HUNYUAN_IMAGE: HunyuanDims = { model: 'image', heads: 2, headDim: 4, inChannels: 12, text: 14, pooled: 0, freq: 6, patchOut: 12, guidance: true, meanflow: true, byt5: 10 };
+/** HunyuanVideo 1.5 I2V (step-distilled): q, k, v apart, no single blocks, ByT5 and SigLIP inputs. */
+export const HUNYUAN_15: HunyuanDims = { model: 'video15', heads: 2, headDim: 4, inChannels: 13, text: 14, pooled: 0, freq: 6, patchOut: 8, guidance: false, meanflow: true, byt5: 10, vision: 6 };
 
 export const hiddenOf = (d: HunyuanDims) => d.heads * d.headDim;
+/** The ByT5 mapper's inner width (2048 in the real models). */
+const BYT5_INNER = 12;
+const patchShape = (d: HunyuanDims): number[] => (d.model === 'image' ? [1, 1] : d.model === 'video15' ? [1, 1, 1] : [1, 2, 2]);
 
 /**
  * Tencent's naming (and Comfy-Org's single files): every weight with its bias, q/k RMSNorm weights.
@@ -34,37 +53,54 @@ export function hunyuanOriginalTensors(rand: Rand, dtype: FixtureDType, d: Hunyu
   const h = hiddenOf(d);
   const out: FixtureTensor[] = [];
   const linear = (name: string, rows: number, cols: number) => out.push(tensor(rand, `${name}.weight`, [rows, cols], dtype), tensor(rand, `${name}.bias`, [rows], biasDType));
+  const layerNorm = (name: string, n: number) => out.push(tensor(rand, `${name}.weight`, [n], biasDType), tensor(rand, `${name}.bias`, [n], biasDType));
   const norm = (name: string, n: number) => out.push(tensor(rand, `${name}.weight`, [n], 'F32'));
+  const timestep = (name: string) => {
+    linear(`${name}.mlp.0`, h, d.freq);
+    linear(`${name}.mlp.2`, h, h);
+  };
 
-  out.push(tensor(rand, 'img_in.proj.weight', [h, d.inChannels, 1, 2, 2], dtype), tensor(rand, 'img_in.proj.bias', [h], biasDType));
+  out.push(tensor(rand, 'img_in.proj.weight', [h, d.inChannels, ...patchShape(d)], dtype), tensor(rand, 'img_in.proj.bias', [h], biasDType));
+  if (d.byt5) {
+    layerNorm('byt5_in.layernorm', d.byt5);
+    linear('byt5_in.fc1', BYT5_INNER, d.byt5);
+    linear('byt5_in.fc2', BYT5_INNER, BYT5_INNER);
+    linear('byt5_in.fc3', h, BYT5_INNER);
+  }
   linear('txt_in.input_embedder', h, d.text);
-  linear('txt_in.t_embedder.mlp.0', h, d.freq);
-  linear('txt_in.t_embedder.mlp.2', h, h);
+  timestep('txt_in.t_embedder');
   linear('txt_in.c_embedder.linear_1', h, d.text);
   linear('txt_in.c_embedder.linear_2', h, h);
   for (let i = 0; i < 2; i++) {
     const b = `txt_in.individual_token_refiner.blocks.${i}`;
-    out.push(tensor(rand, `${b}.norm1.weight`, [h], biasDType), tensor(rand, `${b}.norm1.bias`, [h], biasDType));
+    layerNorm(`${b}.norm1`, h);
     linear(`${b}.self_attn_qkv`, 3 * h, h);
     linear(`${b}.self_attn_proj`, h, h);
-    out.push(tensor(rand, `${b}.norm2.weight`, [h], biasDType), tensor(rand, `${b}.norm2.bias`, [h], biasDType));
+    layerNorm(`${b}.norm2`, h);
     linear(`${b}.mlp.fc1`, 4 * h, h);
     linear(`${b}.mlp.fc2`, h, 4 * h);
     linear(`${b}.adaLN_modulation.1`, 2 * h, h);
   }
-  linear('time_in.mlp.0', h, d.freq);
-  linear('time_in.mlp.2', h, h);
-  linear('vector_in.in_layer', h, d.pooled);
-  linear('vector_in.out_layer', h, h);
-  if (d.guidance) {
-    linear('guidance_in.mlp.0', h, d.freq);
-    linear('guidance_in.mlp.2', h, h);
+  timestep('time_in');
+  if (d.meanflow) timestep('time_r_in');
+  if (d.model === 'video') {
+    linear('vector_in.in_layer', h, d.pooled);
+    linear('vector_in.out_layer', h, h);
+  }
+  if (d.guidance) timestep('guidance_in');
+  if (d.vision) {
+    layerNorm('vision_in.proj.0', d.vision);
+    linear('vision_in.proj.1', d.vision, d.vision);
+    linear('vision_in.proj.3', h, d.vision);
+    layerNorm('vision_in.proj.4', h);
+    out.push(tensor(rand, 'cond_type_embedding.weight', [3, h], dtype));
   }
   for (let i = 0; i < 2; i++) {
     const b = `double_blocks.${i}`;
     for (const s of ['img', 'txt']) {
       linear(`${b}.${s}_mod.linear`, 6 * h, h);
-      linear(`${b}.${s}_attn_qkv`, 3 * h, h);
+      if (d.model === 'video15') for (const p of ['q', 'k', 'v']) linear(`${b}.${s}_attn_${p}`, h, h);
+      else linear(`${b}.${s}_attn_qkv`, 3 * h, h);
       norm(`${b}.${s}_attn_q_norm`, d.headDim);
       norm(`${b}.${s}_attn_k_norm`, d.headDim);
       linear(`${b}.${s}_attn_proj`, h, h);
@@ -72,7 +108,7 @@ export function hunyuanOriginalTensors(rand: Rand, dtype: FixtureDType, d: Hunyu
       linear(`${b}.${s}_mlp.fc2`, h, 4 * h);
     }
   }
-  for (let i = 0; i < 2; i++) {
+  for (let i = 0; i < (d.model === 'video15' ? 0 : 2); i++) {
     const b = `single_blocks.${i}`;
     linear(`${b}.linear1`, 3 * h + 4 * h, h);
     linear(`${b}.linear2`, h, h + 4 * h);
@@ -107,36 +143,53 @@ export function hunyuanComfyTensors(rand: Rand, dtype: FixtureDType, d: HunyuanD
   return hunyuanOriginalTensors(rand, dtype, d, biasDType).map((t) => ({ ...t, name: `model.model.${comfyHunyuanName(t.name)}` }));
 }
 
-/** diffusers' HunyuanVideoTransformer3DModel. */
+/** diffusers' HunyuanVideoTransformer3DModel, HunyuanImageTransformer2DModel or HunyuanVideo15Transformer3DModel. */
 export function hunyuanDiffusersTensors(rand: Rand, dtype: FixtureDType, d: HunyuanDims = HUNYUAN): FixtureTensor[] {
   const h = hiddenOf(d);
   const out: FixtureTensor[] = [];
   const linear = (name: string, rows: number, cols: number) => out.push(tensor(rand, `${name}.weight`, [rows, cols], dtype), tensor(rand, `${name}.bias`, [rows], dtype));
+  const layerNorm = (name: string, n: number) => out.push(tensor(rand, `${name}.weight`, [n], dtype), tensor(rand, `${name}.bias`, [n], dtype));
   const norm = (name: string, n: number) => out.push(tensor(rand, `${name}.weight`, [n], 'F32'));
+  const timestep = (name: string) => {
+    linear(`${name}.linear_1`, h, d.freq);
+    linear(`${name}.linear_2`, h, h);
+  };
 
-  out.push(tensor(rand, 'x_embedder.proj.weight', [h, d.inChannels, 1, 2, 2], dtype), tensor(rand, 'x_embedder.proj.bias', [h], dtype));
+  out.push(tensor(rand, 'x_embedder.proj.weight', [h, d.inChannels, ...patchShape(d)], dtype), tensor(rand, 'x_embedder.proj.bias', [h], dtype));
+  if (d.byt5) {
+    layerNorm('context_embedder_2.norm', d.byt5);
+    linear('context_embedder_2.linear_1', BYT5_INNER, d.byt5);
+    linear('context_embedder_2.linear_2', BYT5_INNER, BYT5_INNER);
+    linear('context_embedder_2.linear_3', h, BYT5_INNER);
+  }
   const c = 'context_embedder';
-  linear(`${c}.time_text_embed.timestep_embedder.linear_1`, h, d.freq);
-  linear(`${c}.time_text_embed.timestep_embedder.linear_2`, h, h);
+  timestep(`${c}.time_text_embed.timestep_embedder`);
   linear(`${c}.time_text_embed.text_embedder.linear_1`, h, d.text);
   linear(`${c}.time_text_embed.text_embedder.linear_2`, h, h);
   linear(`${c}.proj_in`, h, d.text);
   for (let i = 0; i < 2; i++) {
     const b = `${c}.token_refiner.refiner_blocks.${i}`;
-    out.push(tensor(rand, `${b}.norm1.weight`, [h], dtype), tensor(rand, `${b}.norm1.bias`, [h], dtype));
+    layerNorm(`${b}.norm1`, h);
     for (const p of ['to_q', 'to_k', 'to_v', 'to_out.0']) linear(`${b}.attn.${p}`, h, h);
-    out.push(tensor(rand, `${b}.norm2.weight`, [h], dtype), tensor(rand, `${b}.norm2.bias`, [h], dtype));
+    layerNorm(`${b}.norm2`, h);
     linear(`${b}.ff.net.0.proj`, 4 * h, h);
     linear(`${b}.ff.net.2`, h, 4 * h);
     linear(`${b}.norm_out.linear`, 2 * h, h);
   }
-  linear('time_text_embed.timestep_embedder.linear_1', h, d.freq);
-  linear('time_text_embed.timestep_embedder.linear_2', h, h);
-  linear('time_text_embed.text_embedder.linear_1', h, d.pooled);
-  linear('time_text_embed.text_embedder.linear_2', h, h);
-  if (d.guidance) {
-    linear('time_text_embed.guidance_embedder.linear_1', h, d.freq);
-    linear('time_text_embed.guidance_embedder.linear_2', h, h);
+  const t = { video: 'time_text_embed', image: 'time_guidance_embed', video15: 'time_embed' }[d.model];
+  timestep(`${t}.timestep_embedder`);
+  if (d.meanflow) timestep(`${t}.timestep_embedder_r`);
+  if (d.model === 'video') {
+    linear(`${t}.text_embedder.linear_1`, h, d.pooled);
+    linear(`${t}.text_embedder.linear_2`, h, h);
+  }
+  if (d.guidance) timestep(`${t}.guidance_embedder`);
+  if (d.vision) {
+    layerNorm('image_embedder.norm_in', d.vision);
+    linear('image_embedder.linear_1', d.vision, d.vision);
+    linear('image_embedder.linear_2', h, d.vision);
+    layerNorm('image_embedder.norm_out', h);
+    out.push(tensor(rand, 'cond_type_embed.weight', [3, h], dtype));
   }
   for (let i = 0; i < 2; i++) {
     const b = `transformer_blocks.${i}`;
@@ -149,7 +202,7 @@ export function hunyuanDiffusersTensors(rand: Rand, dtype: FixtureDType, d: Huny
     linear(`${b}.ff_context.net.0.proj`, 4 * h, h);
     linear(`${b}.ff_context.net.2`, h, 4 * h);
   }
-  for (let i = 0; i < 2; i++) {
+  for (let i = 0; i < (d.model === 'video15' ? 0 : 2); i++) {
     const b = `single_transformer_blocks.${i}`;
     for (const p of ['to_q', 'to_k', 'to_v']) linear(`${b}.attn.${p}`, h, h);
     norm(`${b}.attn.norm_q`, d.headDim);
@@ -165,11 +218,25 @@ export function hunyuanDiffusersTensors(rand: Rand, dtype: FixtureDType, d: Huny
 
 /** config.json of the diffusers transformer folder, scaled like the tensors. */
 export function hunyuanDiffusersConfig(d: HunyuanDims = HUNYUAN): string {
+  const shared = {
+    _diffusers_version: '0.36.0', in_channels: d.inChannels, num_attention_heads: d.heads, attention_head_dim: d.headDim,
+    num_layers: 2, num_refiner_layers: 2, mlp_ratio: 4.0, qk_norm: 'rms_norm', text_embed_dim: d.text,
+  };
+  if (d.model === 'image') {
+    return JSON.stringify({
+      _class_name: 'HunyuanImageTransformer2DModel', ...shared, out_channels: d.patchOut, num_single_layers: 2, patch_size: [1, 1],
+      text_embed_2_dim: d.byt5, guidance_embeds: d.guidance, use_meanflow: d.meanflow, rope_axes_dim: [64, 64],
+    });
+  }
+  if (d.model === 'video15') {
+    return JSON.stringify({
+      _class_name: 'HunyuanVideo15Transformer3DModel', ...shared, out_channels: d.patchOut, num_layers: 2, patch_size: 1, patch_size_t: 1,
+      text_embed_2_dim: d.byt5, image_embed_dim: d.vision, use_meanflow: d.meanflow, target_size: 480, task_type: 'i2v',
+    });
+  }
   return JSON.stringify({
-    _class_name: 'HunyuanVideoTransformer3DModel', _diffusers_version: '0.33.0',
-    in_channels: d.inChannels, out_channels: 4, num_attention_heads: d.heads, attention_head_dim: d.headDim,
-    num_layers: 2, num_single_layers: 2, num_refiner_layers: 2, mlp_ratio: 4.0, patch_size: 2, patch_size_t: 1,
-    qk_norm: 'rms_norm', guidance_embeds: d.guidance, text_embed_dim: d.text, pooled_projection_dim: d.pooled,
-    rope_theta: 256.0, rope_axes_dim: [16, 56, 56], image_condition_type: d.guidance ? null : 'latent_concat',
+    _class_name: 'HunyuanVideoTransformer3DModel', ...shared, out_channels: 4, num_single_layers: 2, patch_size: 2, patch_size_t: 1,
+    guidance_embeds: d.guidance, pooled_projection_dim: d.pooled, rope_theta: 256.0, rope_axes_dim: [16, 56, 56],
+    image_condition_type: d.guidance ? null : 'latent_concat',
   });
 }

@@ -62,10 +62,16 @@ function template(t: string): RegExp {
 
 const fill = (t: string, block: string | undefined) => (block === undefined ? t : t.replaceAll('{i}', block));
 
+/** How a table finds a tensor name in the base: by default the key, or the one key ending with it. */
+export type KeyLookup = (base: BaseView, name: string) => KeyResolution;
+const bySuffix: KeyLookup = (base, name) => base.index.resolveDotted(name);
+
 export class RenameTable {
   private readonly compiled: Compiled[];
 
-  constructor(rules: readonly RenameRule[], private readonly lastBlock: (base: BaseView, block: string) => boolean) {
+  constructor(
+    rules: readonly RenameRule[], private readonly lastBlock: (base: BaseView, block: string) => boolean, private readonly lookup: KeyLookup = bySuffix,
+  ) {
     this.compiled = rules.map((rule) => ({
       rule, fused: [rule.fused, ...(rule.aliases ?? [])].map(template), parts: rule.parts.map((p) => template(p.name)),
     }));
@@ -113,7 +119,7 @@ export class RenameTable {
       const start = offset;
       offset += part.units;
       if (offset <= claim.from || start >= claim.to) continue;
-      const r = base.index.resolveDotted(`${fill(part.name, block)}.weight`);
+      const r = this.lookup(base, `${fill(part.name, block)}.weight`);
       if (!r.found) return r;
       const rows = base.shape(r.key)?.[0] ?? 0;
       if (rows % part.units !== 0) return { found: false, ambiguous: false, candidates: [] };
@@ -131,7 +137,7 @@ export class RenameTable {
   private fusedInBase(rule: RenameRule, block: string | undefined, base: BaseView): KeyResolution {
     let miss: KeyResolution = { found: false, ambiguous: false, candidates: [] };
     for (const name of [rule.fused, ...(rule.aliases ?? [])]) {
-      const r = base.index.resolveDotted(`${fill(name, block)}.weight`);
+      const r = this.lookup(base, `${fill(name, block)}.weight`);
       if (r.found || r.ambiguous) return r;
       miss = r;
     }
