@@ -1,6 +1,7 @@
 /**
- * HunyuanVideo LoRAs in every naming people train and share them in, onto HunyuanVideo bases in
- * each naming, file to file on the CPU and on WebGPU, against float64 truth:
+ * LoRAs for Tencent's Hunyuan DiTs (HunyuanVideo T2V and I2V, HunyuanImage 2.1, HunyuanVideo 1.5)
+ * in every naming people train and share them in, onto bases in each naming, file to file on the
+ * CPU and on WebGPU, against float64 truth:
  * - Tencent's naming (musubi-tuner's kohya files, diffusion-pipe's `transformer.` files, Tencent's
  *   own I2V LoRAs under `Hunyuan_video_I2V_lora_`) and ComfyUI's (its extracted LoRAs: `img_attn.qkv`, `img_mlp.0`, `img_mod.lin`);
  * - diffusers' (its trainers and finetrainers: `transformer.transformer_blocks.N.attn.to_q`;
@@ -416,6 +417,13 @@ describe('what the hunyuan-video layout refuses', () => {
     const lora = loraTensors(rand, [kohya('lora_unet_double_blocks_0_img_mlp_fc1', 2, 32, 8, [], 2)], 'BF16');
     expect(await refusals({ 'flux1-dev.safetensors': flux }, 'flux1-dev.safetensors', lora))
       .toEqual([expect.stringMatching(/module "lora_unet_double_blocks_0_img_mlp_fc1": no matching tensor/)]);
+  });
+
+  it('a HunyuanVideo embedder onto HunyuanImage, which has none, is refused, not placed on the token refiner\'s embedder of the same name', async () => {
+    const base = { 'diffusion_pytorch_model.safetensors': imageDiffusers, 'config.json': hunyuanDiffusersConfig(HUNYUAN_IMAGE) };
+    // Its input width chosen to fit the refiner's text embedder: only the name can tell them apart.
+    const lora = loraTensors(rand, [kohya('lora_unet_vector_in_in_layer', 2, h, HUNYUAN_IMAGE.text, [])], 'BF16');
+    expect(await refusals(base, 'transformer', lora)).toEqual([expect.stringMatching(/module "lora_unet_vector_in_in_layer": no matching tensor/)]);
   });
 
   it('a single-block linear1 LoRA onto a diffusers model whose MLP is not 4h wide is refused, not merged in part', async () => {

@@ -22,8 +22,9 @@
  * Left out, so refused by name: ComfyUI's q/k norms (`img_attn.norm.query_norm.scale`), which are
  * stored as `.scale` where the other namings say `.weight`.
  *
- * It answers only on a base with these models' text token refiner, ahead of the Flux layout,
- * whose BFL names ComfyUI's naming shares: the plan then names this layout for them.
+ * It answers only on a base with these models' text token refiner, and there alone: the Flux
+ * layout, whose BFL names ComfyUI's naming shares, leaves such bases to it (its suffix matches
+ * would take the refiner's `context_embedder.time_text_embed.*` for a missing `time_text_embed.*`).
  */
 import { RenameTable, type KeyLookup, type RenameRule } from './fused-renames.js';
 import type { BaseView, Layout, LayoutResolution } from './layout.js';
@@ -153,6 +154,11 @@ function modelPrefix(base: BaseView): string | null {
   return prefix;
 }
 
+/** Is this base one of Tencent's Hunyuan DiTs (it holds their text token refiner)? */
+export function isHunyuanDit(base: BaseView): boolean {
+  return modelPrefix(base) !== null;
+}
+
 /**
  * Names are looked up exactly, under the model's prefix: a suffix match would take the token
  * refiner's `context_embedder.time_text_embed.timestep_embedder` for the model's own
@@ -176,7 +182,7 @@ export const hunyuanVideo: Layout = {
   name: 'hunyuan-video',
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
-    if (modelPrefix(base) === null) return undefined;
+    if (!isHunyuanDit(base)) return undefined;
     const path = address.part === undefined ? address.path.replace(SAVED_PREFIX, '') : address.path;
     // The first table that places the module decides; else the first that knew its name says it missed.
     let miss: LayoutResolution | undefined;

@@ -29,8 +29,8 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * architecture; then one expert's slice of a llama.cpp MoE LoRA), then a vision-language model's
  * two namings (it answers only for models whose config.json `architectures` has a checkpoint key
  * map, and its answer must not be preempted by a suffix match on the base's own names), then
- * names as the base spells them, then translations (HunyuanVideo's before Flux's, whose BFL names
- * ComfyUI's HunyuanVideo naming shares; it answers only on HunyuanVideo bases).
+ * names as the base spells them, then translations (the Hunyuan DiTs' answers only on their bases,
+ * which the Flux layout leaves to it, though ComfyUI's Hunyuan naming shares Flux's BFL names).
  */
 export const LAYOUTS: readonly Layout[] = [hfToGguf, ggufExpertSlices, vlmCheckpoint, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, fluxBfl, sd3Sai, xlabsFlux, wanOriginal];
 
