@@ -13,13 +13,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { LAYOUTS, type Layout } from '../src/formats/layouts/index.js';
+import { LAYOUTS, ModuleLocator, type Layout } from '../src/formats/layouts/index.js';
+import { moduleAddress } from '../src/formats/module-address.js';
 import { hunyuanVideo } from '../src/formats/layouts/hunyuan-video.js';
 import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { fluxBflTensors, loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import {
-  HUNYUAN, HUNYUAN_15, HUNYUAN_I2V, HUNYUAN_IMAGE, hiddenOf, hunyuanComfyTensors, hunyuanDiffusersConfig, hunyuanDiffusersTensors, hunyuanOriginalTensors,
+  HUNYUAN, HUNYUAN_15, HUNYUAN_I2V, HUNYUAN_IMAGE, comfyHunyuanName, hiddenOf, hunyuanComfyTensors, hunyuanDiffusersConfig, hunyuanDiffusersTensors, hunyuanOriginalTensors,
 } from './helpers/hunyuan-fixtures.js';
 import { expectMergedFile, type TruthTerm } from './helpers/merge-truth.js';
 
@@ -394,6 +395,42 @@ describe('the hunyuan-video layout', () => {
       registry.splice(at, 0, hunyuanVideo);
     }
   });
+});
+
+describe('every tensor of each model, named any way, is found in the other naming', () => {
+  // A module per stored tensor (a LoRA on a Linear or conv, a diff on a norm): where it lands is
+  // checked by the merges above; here, that no tensor is left without a rule, and that the rows
+  // a module's ΔW has are all placed exactly once.
+  const shapes = (tensors: FixtureTensor[]) => new ModuleLocator({ tensors: new Map(tensors.map((t) => [t.name, { shape: t.shape }])) });
+  const weights = (tensors: FixtureTensor[]) => tensors.filter((t) => t.name.endsWith('.weight'));
+  const rowsPlaced = (targets: { baseKey: string; rows?: readonly { count: number }[] }[], base: FixtureTensor[]) =>
+    targets.reduce((n, t) => n + (t.rows ? t.rows.reduce((m, g) => m + g.count, 0) : base.find((b) => b.name === t.baseKey)!.shape[0]), 0);
+
+  for (const d of [HUNYUAN, HUNYUAN_I2V, HUNYUAN_IMAGE, HUNYUAN_15]) {
+    it(`${d.model}${d === HUNYUAN_I2V ? ' I2V' : ''}: Tencent's names (dotted, flattened, ComfyUI's) onto diffusers' and back`, () => {
+      const original = hunyuanOriginalTensors(rand, 'BF16', d);
+      const diffusers = hunyuanDiffusersTensors(rand, 'BF16', d);
+      const onDiffusers = shapes(diffusers);
+      const onOriginal = shapes(original);
+      const module = (key: string) => key.slice(0, -'.weight'.length);
+      for (const t of weights(original)) {
+        const names = [module(t.name), `lora_unet_${module(t.name).replaceAll('.', '_')}`];
+        const comfy = comfyHunyuanName(t.name);
+        if (comfy.endsWith('.weight')) names.push(`diffusion_model.${module(comfy)}`);
+        for (const name of names) {
+          const at = onDiffusers.locate(moduleAddress(name));
+          expect(at.found && at.layout, name).toBe('hunyuan-video');
+          if (at.found) expect(rowsPlaced(at.targets, diffusers), name).toBe(t.shape[0]);
+        }
+      }
+      for (const t of weights(diffusers)) {
+        const name = `transformer.${module(t.name)}`;
+        const at = onOriginal.locate(moduleAddress(name));
+        expect(at.found && at.layout, name).toBe('hunyuan-video');
+        if (at.found) expect(rowsPlaced(at.targets, original), name).toBe(t.shape[0]);
+      }
+    });
+  }
 });
 
 describe('what the hunyuan-video layout refuses', () => {

@@ -125,6 +125,7 @@ export const HUNYUAN_VIDEO_15_RULES: readonly RenameRule[] = [
   rule('vision_in.proj.1', null, [['image_embedder.linear_1', 1]]),
   rule('vision_in.proj.3', null, [['image_embedder.linear_2', 1]]),
   rule('vision_in.proj.4', null, [['image_embedder.norm_out', 1]]),
+  rule('cond_type_embedding', null, [['cond_type_embed', 1]]),
 ];
 
 /** ComfyUI fuses HunyuanVideo 1.5's q, k, v on load: its LoRAs' qkv is the three original tensors' rows. */
