@@ -8,7 +8,8 @@
  * their heights in units (Flux's linear1 is q, k, v of 1 unit and proj_mlp of 4). A module named
  * either way claims a range of units of the rule's single-file tensor; the range lands on the
  * single-file tensor (when the base stores that one) or on the diffusers tensors it covers. Names
- * may be dotted or flattened with `_` (kohya, OneTrainer).
+ * may be dotted or flattened with `_` (kohya, OneTrainer). A single-file tensor may have other
+ * spellings (aliases); a table may look names up in the base its own way (exactly, say).
  */
 import type { KeyResolution } from './base-key-index.js';
 import type { BaseView, LayoutResolution, Placement, RowSegment } from './layout.js';
