@@ -414,7 +414,8 @@ describe('every tensor of each model, named any way, is found in the other namin
       const onOriginal = shapes(original);
       const module = (key: string) => key.slice(0, -'.weight'.length);
       for (const t of weights(original)) {
-        const names = [module(t.name), `lora_unet_${module(t.name).replaceAll('.', '_')}`];
+        // Bare (PEFT paths), diffusion-pipe's transformer. file, kohya's flattened names, ComfyUI's.
+        const names = [module(t.name), `transformer.${module(t.name)}`, `lora_unet_${module(t.name).replaceAll('.', '_')}`];
         const comfy = comfyHunyuanName(t.name);
         if (comfy.endsWith('.weight')) names.push(`diffusion_model.${module(comfy)}`);
         for (const name of names) {
