@@ -397,6 +397,37 @@ describe('the hunyuan-video layout', () => {
   });
 });
 
+describe('a whole HunyuanVideo pipeline folder', () => {
+  it('takes Tencent-named modules onto its transformer/ (keys under the component\'s prefix)', async () => {
+    const pipeline = {
+      'model_index.json': JSON.stringify({
+        _class_name: 'HunyuanVideoPipeline', transformer: ['diffusers', 'HunyuanVideoTransformer3DModel'], text_encoder: ['transformers', 'LlamaModel'],
+        text_encoder_2: ['transformers', 'CLIPTextModel'], vae: ['diffusers', 'AutoencoderKLHunyuanVideo'], scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
+      }),
+      'transformer/diffusion_pytorch_model.safetensors': buildSafetensors(hunyuanDiffusersTensors(rand, 'BF16')),
+      'transformer/config.json': hunyuanDiffusersConfig(),
+      'text_encoder_2/model.safetensors': buildSafetensors([tensor(rand, 'text_model.encoder.layers.0.self_attn.q_proj.weight', [12, 12], 'F16')]),
+      'vae/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'decoder.conv_in.conv.weight', [8, 4, 3, 3, 3], 'F32')]),
+    };
+    const lora = buildSafetensors(loraTensors(rand, [
+      kohya('lora_unet_double_blocks_1_img_attn_qkv', 2, 3 * h, h, [], 2),
+      kohya('lora_unet_final_layer_adaLN_modulation_1', 2, 2 * h, h, [], 2),
+    ], 'BF16'));
+    const prepared = await prepareMerge(memoryInputFileSet(pipeline, 'HunyuanVideo'), [
+      { files: memoryInputFileSet({ 'musubi-hunyuan.safetensors': lora }, 'musubi-hunyuan.safetensors'), weight: 1 },
+    ]);
+    expect(prepared.plan.problems).toEqual([]);
+    const placed = prepared.plan.updates.flatMap((u) => u.terms.map((t) => [u.baseKey, t.layout, t.placement?.segments ?? null]));
+    await prepared.close();
+    expect(placed).toEqual([
+      ['transformer.transformer_blocks.1.attn.to_q.weight', 'hunyuan-video', [{ src: 0, dst: 0, count: h }]],
+      ['transformer.transformer_blocks.1.attn.to_k.weight', 'hunyuan-video', [{ src: h, dst: 0, count: h }]],
+      ['transformer.transformer_blocks.1.attn.to_v.weight', 'hunyuan-video', [{ src: 2 * h, dst: 0, count: h }]],
+      ['transformer.norm_out.linear.weight', 'hunyuan-video', [{ src: 0, dst: h, count: h }, { src: h, dst: 0, count: h }]],
+    ]);
+  });
+});
+
 describe('every tensor of each model, named any way, is found in the other naming', () => {
   // A module per stored tensor (a LoRA on a Linear or conv, a diff on a norm): where it lands is
   // checked by the merges above; here, that no tensor is left without a rule, and that the rows
