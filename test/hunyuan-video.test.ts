@@ -2,14 +2,16 @@
  * LoRAs for Tencent's Hunyuan DiTs (HunyuanVideo T2V and I2V, HunyuanImage 2.1, HunyuanVideo 1.5)
  * in every naming people train and share them in, onto bases in each naming, file to file on the
  * CPU and on WebGPU, against float64 truth:
- * - Tencent's naming (musubi-tuner's kohya files, diffusion-pipe's `transformer.` files, Tencent's
- *   own I2V LoRAs under `Hunyuan_video_I2V_lora_`) and ComfyUI's (its extracted LoRAs: `img_attn.qkv`, `img_mlp.0`, `img_mod.lin`);
+ * - Tencent's naming (musubi-tuner's and sd-scripts' kohya files, diffusion-pipe's PEFT folders,
+ *   Tencent's own I2V LoRAs under `Hunyuan_video_I2V_lora_`) and ComfyUI's (its extracted and
+ *   converted LoRAs: `img_attn.qkv`, `img_mlp.0`, `img_mod.lin`, `time_in.in_layer`);
  * - diffusers' (its trainers and finetrainers: `transformer.transformer_blocks.N.attn.to_q`;
  *   OneTrainer's flattened `lora_transformer_…`).
  * Where each module's rows land is written out by hand in the specs, from diffusers'
- * convert_hunyuan_video_to_diffusers.py: q, k, v are the thirds of a fused qkv, single-block
- * linear1 is q, k, v (h rows each) then the MLP's 4h rows, and final_layer.adaLN_modulation.1 holds
- * (shift, scale) where norm_out.linear holds (scale, shift).
+ * convert_hunyuan_video_to_diffusers.py (and its HunyuanImage 2.1 and HunyuanVideo 1.5 twins):
+ * q, k, v are the thirds of a fused qkv, single-block linear1 is q, k, v (h rows each) then the
+ * MLP's 4h rows, and final_layer.adaLN_modulation.1 holds (shift, scale) where norm_out.linear
+ * holds (scale, shift).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
