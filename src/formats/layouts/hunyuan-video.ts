@@ -19,7 +19,7 @@
  * `time_text_embed`, `time_guidance_embed`, `time_embed`), so each model's are a table of their own,
  * tried in turn: only the one whose tensors the base holds can place a module.
  *
- * Left out, so refused by name: ComfyUI's q/k norms (`img_attn.norm.query_norm.scale`), which are
+ * Left out, and refused with a line that says so: ComfyUI's q/k norms (`img_attn.norm.query_norm.scale`),
  * stored as `.scale` where the other namings say `.weight`.
  *
  * It answers only on a base with these models' text token refiner, and there alone: the Flux
@@ -179,12 +179,20 @@ const TABLES = [HUNYUAN_VIDEO_RULES, HUNYUAN_IMAGE_RULES, HUNYUAN_VIDEO_15_RULES
  */
 const SAVED_PREFIX = /^(transformer|diffusion_model)\./;
 
+/** ComfyUI's q/k RMSNorms: `double_blocks.N.img_attn.norm.query_norm`, `single_blocks.N.norm.key_norm`. */
+const COMFY_QK_NORM = /^(double_blocks[._]\d+[._](img|txt)_attn|single_blocks[._]\d+)[._]norm[._](query|key)_norm([._]scale)?$/;
+const COMFY_QK_NORM_MISS: LayoutResolution = {
+  found: false, ambiguous: false, candidates: [],
+  why: 'is a q/k norm in ComfyUI\'s naming, whose `.scale` is stored as `…_q_norm.weight` / `attn.norm_q.weight` elsewhere; loramerge does not translate it',
+};
+
 export const hunyuanVideo: Layout = {
   name: 'hunyuan-video',
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     if (!isHunyuanDit(base)) return undefined;
     const path = address.part === undefined ? address.path.replace(SAVED_PREFIX, '') : address.path;
+    if (COMFY_QK_NORM.test(path)) return COMFY_QK_NORM_MISS;
     // The first table that places the module decides; else the first that knew its name says it missed.
     let miss: LayoutResolution | undefined;
     for (const table of TABLES) {
