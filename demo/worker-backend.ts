@@ -8,6 +8,7 @@ import {
   browserCpuPoolUnavailable, createBackend, createBrowserCpuWorkerPool, CpuBackend, isMergeError,
   type BackendChoice, type FloatDType, type MergeBackend,
 } from '../src/index.js';
+import { dtypeClass } from '../src/engine/auto-choice.js';
 import type { BackendInfo } from './worker-protocol.js';
 
 const backends = new Map<string, Promise<MergeBackend>>();
@@ -28,9 +29,13 @@ async function make(choice: BackendChoice, dtype: FloatDType): Promise<MergeBack
   return backend;
 }
 
-/** The backend for a choice and the dtype most of the merge is in (made once, then kept). */
+/**
+ * The backend for a choice and the dtype most of the merge is in (made once, then kept). `auto`
+ * decides per class of kernel (bf16 and f16 share one), so a bf16 model does not start a second
+ * pool of CPU workers beside the one the page opened with.
+ */
 export function backendFor(choice: BackendChoice, dtype: FloatDType = 'F16'): Promise<MergeBackend> {
-  const key = choice === 'auto' ? `auto-${dtype}` : choice;
+  const key = choice === 'auto' ? `auto-${dtypeClass(dtype)}` : choice;
   let backend = backends.get(key);
   if (!backend) {
     backend = make(choice, dtype);

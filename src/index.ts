@@ -65,7 +65,8 @@ export { memoryInputFileSet } from './io/memory-source.js';
 export { urlByteSource, urlInputFileSet, type FetchFunction } from './io/url-input-files.js';
 export { createBlobOutputTarget, type BlobOutputTarget, type OutputBlob } from './io/blob-output.js';
 export { createFileSystemAccessOutputTarget, type FileSystemAccessOutputOptions } from './io/fs-access-output.js';
-export { createOpfsOutputTarget, opfsSyncWritesAvailable } from './io/opfs-output.js';
+export { createOpfsOutputTarget, opfsSyncWritesAvailable, type OpfsOutputOptions } from './io/opfs-output.js';
+export { inThreadOpfsWriter, opfsWriterWorker, type OpfsFileWriter, type OpfsOpenFile, type OpfsWriterWorker } from './io/opfs-writer.js';
 
 // Errors, limits on what a file may claim, dtypes, the sample, numbers for people
 export { isMergeError, MergeError, type MergeErrorCode } from './errors.js';

@@ -5,34 +5,24 @@
  * diffusers-format SDXL LoRA. The downloaded bytes are checked against float64 truth.
  */
 import { join } from 'node:path';
-import type { Browser, ElementHandle, Page } from 'puppeteer';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer, PAGE_RETRY } from './helpers/browser.js';
-import { buildSafetensors, decodeSafetensors, removeTempDir, roundForDType, seededRandom, writeTempDir, type FixtureTensor } from './helpers/fixtures.js';
+import type { Page } from 'puppeteer';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { PAGE_RETRY } from './helpers/browser.js';
+import { downloadBytes } from './helpers/demo-merge-check.js';
+import { planReady, upload, useDemoSession } from './helpers/demo-session.js';
+import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { FLUX, fluxBflTensors, loraTensors, rowsAt, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { expectMergedFile } from './helpers/merge-truth.js';
 
 const rand = seededRandom(4242);
 const { h } = FLUX;
 
-async function downloadBytes(page: Page): Promise<Uint8Array> {
-  await page.waitForFunction(() => !!document.querySelector<HTMLAnchorElement>('[data-testid="download-link"]')?.href, { timeout: 90_000 });
-  const base64 = await page.evaluate(async () => {
-    const link = document.querySelector<HTMLAnchorElement>('[data-testid="download-link"]')!;
-    const bytes = new Uint8Array(await (await fetch(link.href)).arrayBuffer());
-    let text = '';
-    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-    return btoa(text);
-  });
-  return new Uint8Array(Buffer.from(base64, 'base64'));
-}
-
 /** Uploads a base file and one adapter file, waits for the plan and returns its stats and messages. */
 async function plan(page: Page, dir: string, baseFile: string, adapterFile: string): Promise<{ stats: string; messages: string[] }> {
   await page.waitForFunction(() => /webgpu/i.test(document.querySelector('[data-testid="backend"]')!.textContent ?? ''), { timeout: 60_000 });
-  await ((await page.$('[data-testid="base-input"]')) as ElementHandle<HTMLInputElement>).uploadFile(join(dir, baseFile));
-  await ((await page.$('[data-testid="adapter-input"]')) as ElementHandle<HTMLInputElement>).uploadFile(join(dir, adapterFile));
-  await page.waitForFunction(() => !document.getElementById('plan')!.hidden, { timeout: 60_000 });
+  await upload(page, 'base-input', join(dir, baseFile));
+  await upload(page, 'adapter-input', join(dir, adapterFile));
+  await planReady(page);
   return {
     stats: await page.$eval('#plan-stats', (e) => e.textContent ?? ''),
     messages: await page.$$eval('#plan-problems li', (lis) => lis.map((li) => `${li.className}: ${li.textContent}`)),
@@ -78,35 +68,19 @@ const sdxlLora = buildSafetensors(loraTensors(rand, SDXL_SPECS, 'F16'), {
   lora_adapter_metadata: JSON.stringify({ 'unet.r': 4, 'unet.lora_alpha': 16, 'text_encoder.r': 2, 'text_encoder.lora_alpha': 2, 'text_encoder_2.r': 2, 'text_encoder_2.lora_alpha': 2 }),
 });
 
-let server: DemoServer;
-let browser: Browser;
-let demo: DemoPage;
+const session = useDemoSession();
 let dir: string;
 
-beforeAll(async () => {
-  dir = writeTempDir({
+beforeAll(() => {
+  dir = session.dirs.make({
     'flux1-dev-fp8.safetensors': fluxFp8, 'flux-style.safetensors': fluxLora,
     'sd_xl_base_1.0.safetensors': sdxl, 'pytorch_lora_weights.safetensors': sdxlLora,
   });
-  server = await serveDemo();
-  browser = await launchChromium();
-}, 120_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-  removeTempDir(dir);
-});
-
-afterEach(async () => {
-  expect(demo.errors).toEqual([]);
-  expect(demo.foreignRequests).toEqual([]);
-  await demo.page.close();
 });
 
 describe('demo page with diffusion files', PAGE_RETRY, () => {
   it('plans and merges a Flux fp8 file with a kohya LoRA, saying which modules it leaves out', async () => {
-    demo = await openDemo(browser, server, '?backend=webgpu');
+    const demo = await session.open('?backend=webgpu');
     const { stats, messages } = await plan(demo.page, dir, 'flux1-dev-fp8.safetensors', 'flux-style.safetensors');
     expect(stats).toContain('2modules matched');
     expect(messages.join('\n')).toMatch(/^warning: .*2 modules left out, not merged: they name text encoder 1 \(CLIP-L\), which the base does not hold/m);
@@ -120,7 +94,7 @@ describe('demo page with diffusion files', PAGE_RETRY, () => {
   });
 
   it('plans and merges an SDXL file with a diffusers-format LoRA (UNet, both text encoders)', async () => {
-    demo = await openDemo(browser, server, '?backend=webgpu');
+    const demo = await session.open('?backend=webgpu');
     const { stats, messages } = await plan(demo.page, dir, 'sd_xl_base_1.0.safetensors', 'pytorch_lora_weights.safetensors');
     expect(stats).toContain('4modules matched');
     expect(messages).toEqual(['ok: ✓ Every adapter module found its base tensor.']);

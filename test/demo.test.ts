@@ -7,37 +7,18 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Browser, ElementHandle, Page } from 'puppeteer';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { ElementHandle, Page } from 'puppeteer';
+import { describe, expect, it } from 'vitest';
 import { generateSample } from '../src/sample/index.js';
-import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer, PAGE_RETRY } from './helpers/browser.js';
+import { PAGE_RETRY } from './helpers/browser.js';
+import { mergeEnabled, upload, useDemoSession } from './helpers/demo-session.js';
 import { checkMerged, downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
-import { buildSafetensors, randomValues, removeTempDir, seededRandom, writeTempDir } from './helpers/fixtures.js';
+import { buildSafetensors, randomValues, seededRandom } from './helpers/fixtures.js';
 import { readStoredZip } from './helpers/stored-zip.js';
 import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder } from './helpers/hf-folder.js';
 import { expectValues, product } from './helpers/merge-truth.js';
 
-let server: DemoServer;
-let browser: Browser;
-let demo: DemoPage;
-const folders: string[] = [];
-
-beforeAll(async () => {
-  server = await serveDemo();
-  browser = await launchChromium();
-}, 120_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-  for (const f of folders) removeTempDir(f);
-});
-
-afterEach(async () => {
-  expect(demo.errors).toEqual([]);
-  expect(demo.foreignRequests).toEqual([]);
-  await demo.page.close();
-});
+const session = useDemoSession();
 
 /** The bytes behind the download link that saves `name`. */
 async function downloadNamed(page: Page, name: string): Promise<Uint8Array> {
@@ -74,14 +55,13 @@ describe('demo page', PAGE_RETRY, () => {
     const baseBytes = buildSafetensors(baseTensors);
     const a1 = adapterFile(r1, ['model.layers.0.attn.q', 'model.layers.0.mlp.up', 'model.layers.1.attn.q']);
     const a2 = adapterFile(r2, ['model.layers.0.attn.q']);
-    const dir = writeTempDir({
+    const dir = session.dirs.make({
       'base/model.safetensors': baseBytes,
       'one/adapter_config.json': config(r1, alpha1), 'one/adapter_model.safetensors': a1,
       'two/adapter_config.json': config(r2, alpha2), 'two/adapter_model.safetensors': a2,
     });
-    folders.push(dir);
 
-    demo = await openDemo(browser, server, '?backend=webgpu');
+    const demo = await session.open('?backend=webgpu');
     const { page } = demo;
     await page.waitForFunction(() => /webgpu/i.test(document.querySelector('[data-testid="backend"]')!.textContent ?? ''), { timeout: 60_000 });
     const baseInput = (await page.$('[data-testid="base-input"]')) as ElementHandle<HTMLInputElement>;
@@ -132,16 +112,15 @@ describe('demo page', PAGE_RETRY, () => {
       [names[0]]: 'diffusion_pytorch_model-00001-of-00002.safetensors',
       [names[1]]: 'diffusion_pytorch_model-00002-of-00002.safetensors',
     } });
-    const dir = writeTempDir({
+    const dir = session.dirs.make({
       'unet/diffusion_pytorch_model-00001-of-00002.safetensors': shard1,
       'unet/diffusion_pytorch_model-00002-of-00002.safetensors': shard2,
       'unet/diffusion_pytorch_model.safetensors.index.json': index,
       'unet/config.json': '{"_class_name": "UNet2DConditionModel"}',
       'style.safetensors': kohya,
     });
-    folders.push(dir);
 
-    demo = await openDemo(browser, server, '?backend=webgpu');
+    const demo = await session.open('?backend=webgpu');
     const { page } = demo;
     await page.waitForFunction(() => /webgpu/i.test(document.querySelector('[data-testid="backend"]')!.textContent ?? ''), { timeout: 60_000 });
     const baseInput = (await page.$('[data-testid="base-input"]')) as ElementHandle<HTMLInputElement>;
@@ -174,7 +153,7 @@ describe('demo page', PAGE_RETRY, () => {
   });
 
   it('merges the built-in sample with one click, shows the plan and its chart', async () => {
-    demo = await openDemo(browser, server);
+    const demo = await session.open();
     const { page } = demo;
     await page.click('[data-testid="sample-button"]');
     const output = await downloadBytes(page);
@@ -199,21 +178,39 @@ describe('demo page', PAGE_RETRY, () => {
   });
 
   it('cancels a merge midway and offers nothing to download', async () => {
-    demo = await openDemo(browser, server);
+    // A merge that takes a while on any machine, whatever its speed: one 4096 × 4096 f32 weight
+    // (64 MiB, 16 slabs) under a rank-256 LoRA, on the CPU; cancelled once the first slab is written.
+    const rand = seededRandom(77);
+    const noise = (n: number, scale: number) => {
+      const values = new Float32Array(n);
+      for (let i = 0; i < n; i++) values[i] = (rand() - 0.5) * scale;
+      return new Uint8Array(values.buffer);
+    };
+    const n = 4096, r = 256;
+    const dir = session.dirs.make({
+      'base/model.safetensors': buildSafetensors([{ name: 'model.layers.0.mlp.down_proj.weight', dtype: 'F32', shape: [n, n], data: noise(n * n, 0.1) }]),
+      'lora/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: r, target_modules: ['down_proj'] }),
+      'lora/adapter_model.safetensors': buildSafetensors([
+        { name: 'base_model.model.model.layers.0.mlp.down_proj.lora_A.weight', dtype: 'F32', shape: [r, n], data: noise(r * n, 0.02) },
+        { name: 'base_model.model.model.layers.0.mlp.down_proj.lora_B.weight', dtype: 'F32', shape: [n, r], data: noise(n * r, 0.02) },
+      ]),
+    });
+    const demo = await session.open('?backend=cpu');
     const { page } = demo;
-    await page.select('#sample-size', 'large');
-    await page.click('[data-testid="sample-button"]');
-    await page.waitForFunction(() => (document.querySelector<HTMLProgressElement>('[data-testid="progress"]')!.value ?? 0) > 0, { timeout: 90_000, polling: 50 });
+    await upload(page, 'base-input', join(dir, 'base/model.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'lora/adapter_config.json'), join(dir, 'lora/adapter_model.safetensors'));
+    await mergeEnabled(page);
+    await page.click('[data-testid="merge-button"]');
+    await page.waitForFunction(() => (document.querySelector<HTMLProgressElement>('[data-testid="progress"]')!.value ?? 0) > 0, { timeout: 90_000, polling: 20 });
     await page.click('[data-testid="cancel-button"]');
     await page.waitForFunction(() => /cancelled/i.test(document.getElementById('progress-text')!.textContent ?? ''), { timeout: 60_000 });
     expect(await page.$('[data-testid="download-link"]')).toBeNull();
     // The plan is checked again once the worker is free: then Merge is offered again.
-    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="merge-button"]')!.disabled, { timeout: 60_000 });
-    expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(false);
+    await mergeEnabled(page);
   });
 
   it('lets no request leave the page\'s origin, from the page or a worker, and records each one tried', async () => {
-    demo = await openDemo(browser, server);
+    const demo = await session.open();
     const outcomes = await demo.page.evaluate(async () => {
       const fromPage = await fetch('http://example.com/weights').then(() => 'loaded', () => 'failed');
       const script = "fetch('http://93.184.215.14/weights').then(() => postMessage('loaded'), () => postMessage('failed'))";
@@ -244,13 +241,12 @@ describe('demo page', PAGE_RETRY, () => {
     const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'bfloat16', vocab_size: 40, tie_word_embeddings: true };
     const baseFiles = hfModelFolder(base, config, { extra: { 'tokenizer.json': '{"from": "base"}', 'tokenizer_config.json': '{"model_max_length": 64}' } });
     const adapterFiles = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['lm_head'] }, adapter, { 'tokenizer.json': '{"from": "adapter"}' });
-    const dir = writeTempDir(Object.fromEntries([
+    const dir = session.dirs.make(Object.fromEntries([
       ...Object.entries(baseFiles).map(([p, b]) => [`llama/${p}`, b]),
       ...Object.entries(adapterFiles).map(([p, b]) => [`lora/${p}`, b]),
     ]));
-    folders.push(dir);
 
-    demo = await openDemo(browser, server, '?backend=webgpu');
+    const demo = await session.open('?backend=webgpu');
     const { page } = demo;
     await page.waitForFunction(() => /webgpu/i.test(document.querySelector('[data-testid="backend"]')!.textContent ?? ''), { timeout: 60_000 });
     const baseInput = (await page.$('[data-testid="base-input"]')) as ElementHandle<HTMLInputElement>;

@@ -30,6 +30,7 @@ const SOFTWARE_ADAPTER = /swiftshader|llvmpipe|lavapipe|softpipe|\bwarp\b|micros
 const CLEARLY_FASTER_VENDORS = /^(nvidia|amd|ati|apple)$/i;
 const CLEARLY_FASTER_NAMES = /nvidia|geforce|quadro|tesla|rtx|radeon|\bamd\b|apple m\d|apple gpu/i;
 
+/** What `auto` looks at in a WebGPU adapter: its vendor, architecture, device and description. */
 export function adapterFactsOf(adapter: GPUAdapter): AdapterFacts {
   const info = (adapter.info ?? {}) as Partial<GPUAdapterInfo> & { isFallbackAdapter?: boolean };
   const legacy = (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter;

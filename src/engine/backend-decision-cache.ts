@@ -7,7 +7,9 @@
 
 /** The document's text, wherever it lives (a file in Node, localStorage in a page). */
 export interface DecisionStore {
+  /** The stored text, or undefined when there is none (or it cannot be read). */
   load(): Promise<string | undefined>;
+  /** Replaces the stored text. */
   save(text: string): Promise<void>;
 }
 

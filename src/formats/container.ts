@@ -31,11 +31,16 @@ export interface StoredShard {
 
 /** Writes one output file: tensor bytes in the declared order, whole or in pieces. */
 export interface TensorFileWriter {
+  /** Writes the next piece of the current tensor; `name` must be the next declared tensor not yet complete. */
   writeChunk(name: string, bytes: Uint8Array): Promise<void>;
   /** Checks every declared tensor was written in full and closes the file. */
   finish(): Promise<void>;
 }
 
+/**
+ * A file format merged models are read from and written to (safetensors, GGUF): which output types
+ * it takes, how it lays out and writes shards, and which files describe them.
+ */
 export interface ContainerFormat {
   /** `safetensors`, `gguf`. */
   readonly name: string;
@@ -98,5 +103,6 @@ export interface ContainerFormat {
 /** What writeSidecars may need to know of how the shards were written. */
 export interface SidecarContext {
   readonly mirrored: readonly boolean[];
+  /** Copies the base's file at `path` to the output unchanged. */
   copyInput(path: string): Promise<void>;
 }

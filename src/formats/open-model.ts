@@ -22,6 +22,7 @@ const CONTAINERS: readonly ContainerEntry[] = [
   { name: 'safetensors', claims: () => true, open: openBaseModel },
 ];
 
+/** The base model in `files`, opened by the first container format that claims their paths. */
 export async function openModel(files: InputFileSet): Promise<BaseModel> {
   const paths = files.list();
   const entry = CONTAINERS.find((c) => c.claims(paths))!;

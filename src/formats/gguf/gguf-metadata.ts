@@ -16,6 +16,7 @@ export const GGUFValueType = {
 } as const;
 export type GGUFValueType = (typeof GGUFValueType)[keyof typeof GGUFValueType];
 
+/** One metadata entry of a GGUF header: its key, value type and value. */
 export interface GgufKeyValue {
   key: string;
   type: GGUFValueType;

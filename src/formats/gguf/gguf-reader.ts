@@ -33,6 +33,7 @@ const MAX_NAME_BYTES = 63;
 /** The parser grows its buffer up to this many bytes (HTTP_TOTAL_MAX_SIZE in @huggingface/gguf). */
 export const MAX_GGUF_HEADER_BYTES = 50_000_000;
 
+/** One tensor of a GGUF file, as its header describes it. */
 export interface GgufTensor {
   name: string;
   type: GgmlType;
@@ -45,6 +46,7 @@ export interface GgufTensor {
   byteLength: number;
 }
 
+/** A GGUF file's validated header, and reads of its tensors' bytes. */
 export interface GgufFile {
   readonly source: ByteSource;
   readonly version: 2 | 3;
@@ -53,7 +55,9 @@ export interface GgufFile {
   readonly tensors: readonly GgufTensor[];
   /** Absolute offset of the data section. */
   readonly dataStart: number;
+  /** The tensor named `name`, if the file has one. */
   tensor(name: string): GgufTensor | undefined;
+  /** The metadata entry `key`, if the file has one. */
   value(key: string): GgufKeyValue | undefined;
   /** `length` bytes starting `start` bytes into a tensor's data. */
   /** `into`: a buffer of `length` bytes offered for them (see ByteSource.read); callers use what is returned. */
@@ -62,6 +66,10 @@ export interface GgufFile {
 
 const MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 
+/**
+ * Reads and checks a GGUF file's header (version 2 or 3, little-endian): every count, type, shape
+ * and offset is validated before use, and nothing is read past the limits in limits.ts.
+ */
 export async function openGguf(source: ByteSource): Promise<GgufFile> {
   const file = source.name;
   if (source.size < 24) {

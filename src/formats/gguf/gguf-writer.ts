@@ -10,6 +10,7 @@ import type { ByteSink } from '../../io/types.js';
 import { ggmlByteSize, type GgmlType } from './ggml-types.js';
 import { ByteWriter, type GgufKeyValue } from './gguf-metadata.js';
 
+/** A tensor to be written: its name, GGML type and dimensions. */
 export interface GgufWriterTensor {
   name: string;
   type: GgmlType;
@@ -17,6 +18,7 @@ export interface GgufWriterTensor {
   ne: readonly number[];
 }
 
+/** Writes a GGUF file's tensors in the declared order, whole or in pieces, after its header. */
 export interface GgufTensorWriter {
   /** Size of the finished file in bytes. */
   readonly byteLength: number;
@@ -72,6 +74,10 @@ function pad(n: number, alignment: number): number {
   return (alignment - (n % alignment)) % alignment;
 }
 
+/**
+ * Writes the header (metadata, then each tensor's name, dimensions, type and aligned offset) to
+ * `sink` and returns a writer for the tensors' data, which must follow in the same order.
+ */
 export async function createGgufWriter(
   sink: ByteSink, metadata: readonly GgufKeyValue[], tensors: readonly GgufWriterTensor[], alignment: number,
 ): Promise<GgufTensorWriter> {
