@@ -3,12 +3,18 @@
  * (each model class's `_checkpoint_conversion_mapping`, transformers 4.52 and later): checkpoints
  * saved before its VLM refactor name the language model `model.layers…` (Qwen2-VL) or
  * `language_model.model.layers…` (LLaVA family), the refactored module tree names it
- * `model.language_model.layers…`. PEFT applies the same conversion to an adapter's keys when it
- * loads one, so adapters exist in both forms too. For each key the first pattern that matches
- * rewrites it; keys already in the new form match none.
+ * `model.language_model.layers…`. transformers' save_pretrained writes the old names back, so
+ * checkpoints of either age mostly hold the old ones; PEFT applies the same conversion to an
+ * adapter's keys when it loads one (peft_model.py, save_and_load.py), and saves the new ones,
+ * so adapters exist in both forms too.
+ *
+ * The rules follow Python's `re.subn` as both tools call it: patterns are searched, not
+ * anchored, unless they start with `^`; `.` is any character, as written there; every match in
+ * the key is replaced; `$1` in a replacement is the first group (Python's `\1`); for each key the
+ * first pattern that matches rewrites it, and keys already in the new form match none.
  */
 
-/** One rewrite: a key matching `pattern` (anchored) has the match replaced by `replacement`. */
+/** One rewrite: every match of `pattern` in a key is replaced by `replacement` (`$1`: a group). */
 export type KeyRule = readonly [pattern: RegExp, replacement: string];
 
 export interface CheckpointKeyMap {
@@ -25,7 +31,7 @@ const QWEN2_VL: CheckpointKeyMap = {
   ],
 };
 
-/** LlavaForConditionalGeneration and the models that copy its mapping. */
+/** LlavaForConditionalGeneration and the models that copy its mapping (`tower`: the vision module's name). */
 function llavaLike(family: string, extra: readonly KeyRule[] = [], tower = 'vision_tower'): CheckpointKeyMap {
   return {
     family,
@@ -39,10 +45,26 @@ function llavaLike(family: string, extra: readonly KeyRule[] = [], tower = 'visi
   };
 }
 
+/**
+ * InternVL's original projector names, which transformers' conversion renames
+ * (convert_internvl_weights_to_hf.py); it keeps the names of a language model that already has
+ * Llama's or Qwen2's (Qwen2.5, InternLM3).
+ */
+const INTERNVL_ORIGINAL_PROJECTOR: readonly KeyRule[] = [
+  [/^mlp1\.0(?=\.|$)/, 'model.multi_modal_projector.layer_norm'],
+  [/^mlp1\.1(?=\.|$)/, 'model.multi_modal_projector.linear_1'],
+  [/^mlp1\.3(?=\.|$)/, 'model.multi_modal_projector.linear_2'],
+];
+const INTERNVL = llavaLike('InternVL', INTERNVL_ORIGINAL_PROJECTOR);
+
 const IMAGE_NEWLINE: KeyRule = [/^image_newline/, 'model.image_newline'];
 const VISION_RESAMPLER: KeyRule = [/^vision_resampler/, 'model.vision_resampler'];
 
-/** By config.json `architectures`. */
+/**
+ * By config.json `architectures`: every transformers model class that defines a non-empty
+ * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added), and
+ * InternVL's original format.
+ */
 const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   Qwen2VLForConditionalGeneration: QWEN2_VL,
   Qwen2_5_VLForConditionalGeneration: { ...QWEN2_VL, family: 'Qwen2.5-VL' },
@@ -55,6 +77,20 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   Gemma3ForConditionalGeneration: llavaLike('Gemma 3'),
   PaliGemmaForConditionalGeneration: llavaLike('PaliGemma'),
   MllamaForConditionalGeneration: llavaLike('Mllama', [], 'vision_model'),
+  InternVLForConditionalGeneration: INTERNVL,
+  AriaForConditionalGeneration: llavaLike('Aria'),
+  AyaVisionForConditionalGeneration: llavaLike('Aya Vision'),
+  GotOcr2ForConditionalGeneration: llavaLike('GOT-OCR 2'),
+  VideoLlavaForConditionalGeneration: {
+    family: 'Video-LLaVA',
+    rules: [
+      [/^language_model.model/, 'model.language_model'],
+      [/^image_tower/, 'model.image_tower'],
+      [/^video_tower/, 'model.video_tower'],
+      [/^multi_modal_projector/, 'model.multi_modal_projector'],
+      [/^language_model.lm_head/, 'lm_head'],
+    ],
+  },
   FuyuForCausalLM: {
     family: 'Fuyu',
     rules: [
@@ -63,6 +99,44 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
       [/^language_model.lm_head/, 'lm_head'],
     ],
   },
+  Emu3ForConditionalGeneration: {
+    family: 'Emu3',
+    rules: [
+      [/^text_model.model/, 'model.text_model'],
+      [/^vqmodel/, 'model.vqmodel'],
+      [/^text_model.lm_head/, 'lm_head'],
+    ],
+  },
+  // PaliGemma inside a retrieval head, under `vlm.`; unanchored as transformers writes them.
+  ColPaliForRetrieval: {
+    family: 'ColPali',
+    rules: [
+      [/vlm.language_model.model/, 'vlm.model.language_model'],
+      [/vlm.vision_tower/, 'vlm.model.vision_tower'],
+      [/vlm.multi_modal_projector/, 'vlm.model.multi_modal_projector'],
+      [/vlm.language_model.lm_head/, 'vlm.lm_head'],
+    ],
+  },
+  // Gemma 3 inside a classifier, under `model.`; unanchored as transformers writes them.
+  ShieldGemma2ForImageClassification: {
+    family: 'ShieldGemma 2',
+    rules: [
+      [/model.language_model.model/, 'model.model.language_model'],
+      [/model.vision_tower/, 'model.model.vision_tower'],
+      [/model.multi_modal_projector/, 'model.model.multi_modal_projector'],
+      [/model.language_model.lm_head/, 'model.lm_head'],
+    ],
+  },
+  // Gemma 3n's text model alone, from (or trained on) the multimodal model's tree.
+  Gemma3nForCausalLM: { family: 'Gemma 3n (text)', rules: [[/model.language_model/, 'model']] },
+  // SAM 3's detector alone, from a SAM 3 video checkpoint.
+  Sam3Model: { family: 'SAM 3', rules: [[/detector_model.(.+)/, '$1']] },
+  /*
+   * Not a transformers mapping: InternVL's original checkpoints (remote code), whose language
+   * model and projector land in either format with InternVL's rules. Their vision tower, and an
+   * InternLM2 language model, differ in more than names (internvl-original.ts refuses them).
+   */
+  InternVLChatModel: { ...INTERNVL, family: 'InternVL (original)' },
 };
 
 /** The key map of the first architecture that has one, if any. */
@@ -74,10 +148,24 @@ export function checkpointKeyMap(architectures: readonly string[]): CheckpointKe
   return undefined;
 }
 
+/** The architectures that have a key map, for tests and the README. */
+export function checkpointKeyMapArchitectures(): string[] {
+  return Object.keys(BY_ARCHITECTURE);
+}
+
+const globalPatterns = new WeakMap<RegExp, RegExp>();
+
+/** The pattern with the `g` flag, made once: `re.subn` replaces every match. */
+function everyMatch(pattern: RegExp): RegExp {
+  let g = globalPatterns.get(pattern);
+  if (!g) globalPatterns.set(pattern, (g = new RegExp(pattern.source, `${pattern.flags.replace('g', '')}g`)));
+  return g;
+}
+
 /** A key (or module path) in the refactored module tree's naming: the first matching rule rewrites it. */
 export function convertCheckpointKey(key: string, map: CheckpointKeyMap): string {
   for (const [pattern, replacement] of map.rules) {
-    if (pattern.test(key)) return key.replace(pattern, () => replacement);
+    if (pattern.test(key)) return key.replace(everyMatch(pattern), replacement);
   }
   return key;
 }

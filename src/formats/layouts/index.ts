@@ -10,6 +10,7 @@ import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
 import { ggufExpertSlices } from './gguf-expert-slices.js';
 import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
+import { internvlOriginal } from './internvl-original.js';
 import { kohyaFlat } from './kohya-flat.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
@@ -29,10 +30,14 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * architecture; then one expert's slice of a llama.cpp MoE LoRA), then a vision-language model's
  * two namings (it answers only for models whose config.json `architectures` has a checkpoint key
  * map, and its answer must not be preempted by a suffix match on the base's own names), then
- * names as the base spells them, then translations (the Hunyuan DiTs' answers only on their bases,
- * which the Flux layout leaves to it, though ComfyUI's Hunyuan naming shares Flux's BFL names).
+ * InternVL's refusals of names from its other checkpoint format (a reason, heard unless a later
+ * layout finds the module), then names as the base spells them, then translations (the Hunyuan
+ * DiTs' answers only on their bases, which the Flux layout leaves to it, though ComfyUI's Hunyuan
+ * naming shares Flux's BFL names).
  */
-export const LAYOUTS: readonly Layout[] = [hfToGguf, ggufExpertSlices, vlmCheckpoint, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, fluxBfl, sd3Sai, xlabsFlux, wanOriginal];
+export const LAYOUTS: readonly Layout[] = [
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, fluxBfl, sd3Sai, xlabsFlux, wanOriginal,
+];
 
 export type Location =
   | { found: true; targets: Placement[]; layout: string }
