@@ -41,6 +41,8 @@ const PREFIXES: readonly Prefix[] = ([
   { prefix: 'lora_transformer_', part: 'unet', flat: true },
   // SimpleTuner's LyCORIS files (denoiser only)
   { prefix: 'lycoris_', part: 'unet', flat: true },
+  // Tencent's HunyuanVideo-I2V LoRA trainer (kohya form: `Hunyuan_video_I2V_lora_double_blocks_0_img_attn_qkv`)
+  { prefix: 'Hunyuan_video_I2V_lora_', part: 'unet', flat: true },
   // diffusers trainers, ai-toolkit
   { prefix: 'unet.', part: 'unet', flat: false },
   { prefix: 'transformer.', part: 'unet', flat: false },

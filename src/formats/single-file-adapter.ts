@@ -28,7 +28,7 @@ export function looksLikeSingleFileAdapter(file: SafetensorsFile): boolean {
 
 /** Which tool's naming the file follows, for messages and the output's provenance. */
 function formatOf(modules: readonly string[]): AdapterFormat {
-  if (modules.some((m) => isKohyaModuleName(m) || /^(lycoris|lora_transformer)_/.test(m))) return 'kohya';
+  if (modules.some((m) => isKohyaModuleName(m) || /^(lycoris|lora_transformer|Hunyuan_video_I2V_lora)_/.test(m))) return 'kohya';
   if (modules.some((m) => /(^|\.)(double|single)_blocks\.\d+\.processor\.(qkv|proj)(_lora[12])?$/.test(m))) return 'xlabs';
   if (modules.some((m) => m.startsWith('diffusion_model.'))) return 'comfyui';
   return 'diffusers';

@@ -8,6 +8,7 @@
  * - final_layer.adaLN_modulation.1 is norm_out.linear with its two halves (shift, scale) swapped.
  */
 import { RenameTable, type RenameRule } from './fused-renames.js';
+import { isHunyuanDit } from './hunyuan-video.js';
 import type { Layout } from './layout.js';
 
 const one = (fused: string, name: string, swapHalves?: 'always'): RenameRule => ({ fused, parts: [{ name, units: 1 }], swapHalves });
@@ -52,6 +53,8 @@ export const fluxBfl: Layout = {
   name: 'flux-bfl',
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
+    // HunyuanVideo/HunyuanImage share these block names; their own layout places them.
+    if (isHunyuanDit(base)) return undefined;
     return table.resolve(address.path, base);
   },
 };

@@ -8,8 +8,10 @@
  * their heights in units (Flux's linear1 is q, k, v of 1 unit and proj_mlp of 4). A module named
  * either way claims a range of units of the rule's single-file tensor; the range lands on the
  * single-file tensor (when the base stores that one) or on the diffusers tensors it covers. Names
- * may be dotted or flattened with `_` (kohya, OneTrainer).
+ * may be dotted or flattened with `_` (kohya, OneTrainer). A single-file tensor may have other
+ * spellings (aliases); a table may look names up in the base its own way (exactly, say).
  */
+import type { KeyResolution } from './base-key-index.js';
 import type { BaseView, LayoutResolution, Placement, RowSegment } from './layout.js';
 
 export interface RenamePart {
@@ -21,6 +23,12 @@ export interface RenamePart {
 export interface RenameRule {
   /** Single-file module path; `{i}` is the block index. */
   fused: string;
+  /**
+   * Other single-file spellings of the same tensor, the same rows in the same order (ComfyUI's
+   * internal names for HunyuanVideo: `img_attn.qkv` for `img_attn_qkv`). Read in adapters and
+   * looked for in the base after `fused`.
+   */
+  aliases?: readonly string[];
   parts: readonly RenamePart[];
   /**
    * The two halves of the rows are in the other order in the other naming: always, or only in
@@ -31,7 +39,8 @@ export interface RenameRule {
 
 interface Compiled {
   rule: RenameRule;
-  fused: RegExp;
+  /** `rule.fused`, then its aliases. */
+  fused: RegExp[];
   parts: RegExp[];
 }
 
@@ -54,11 +63,19 @@ function template(t: string): RegExp {
 
 const fill = (t: string, block: string | undefined) => (block === undefined ? t : t.replaceAll('{i}', block));
 
+/** How a table finds a tensor name in the base: by default the key, or the one key ending with it. */
+export type KeyLookup = (base: BaseView, name: string) => KeyResolution;
+const bySuffix: KeyLookup = (base, name) => base.index.resolveDotted(name);
+
 export class RenameTable {
   private readonly compiled: Compiled[];
 
-  constructor(rules: readonly RenameRule[], private readonly lastBlock: (base: BaseView, block: string) => boolean) {
-    this.compiled = rules.map((rule) => ({ rule, fused: template(rule.fused), parts: rule.parts.map((p) => template(p.name)) }));
+  constructor(
+    rules: readonly RenameRule[], private readonly lastBlock: (base: BaseView, block: string) => boolean, private readonly lookup: KeyLookup = bySuffix,
+  ) {
+    this.compiled = rules.map((rule) => ({
+      rule, fused: [rule.fused, ...(rule.aliases ?? [])].map(template), parts: rule.parts.map((p) => template(p.name)),
+    }));
   }
 
   /** Where a module named in either naming lands in this base; undefined when no rule names it. */
@@ -84,7 +101,7 @@ export class RenameTable {
     const total = rule.parts.reduce((n, p) => n + p.units, 0);
     const swap = rule.swapHalves === 'always' || (rule.swapHalves === 'last-block' && block !== undefined && this.lastBlock(base, block));
 
-    const fused = base.index.resolveDotted(`${fill(rule.fused, block)}.weight`);
+    const fused = this.fusedInBase(rule, block, base);
     if (fused.found) {
       const rows = base.shape(fused.key)?.[0] ?? 0;
       if (rows % total !== 0) return { found: false, ambiguous: false, candidates: [] };
@@ -103,7 +120,7 @@ export class RenameTable {
       const start = offset;
       offset += part.units;
       if (offset <= claim.from || start >= claim.to) continue;
-      const r = base.index.resolveDotted(`${fill(part.name, block)}.weight`);
+      const r = this.lookup(base, `${fill(part.name, block)}.weight`);
       if (!r.found) return r;
       const rows = base.shape(r.key)?.[0] ?? 0;
       if (rows % part.units !== 0) return { found: false, ambiguous: false, candidates: [] };
@@ -117,10 +134,21 @@ export class RenameTable {
     return { found: true, targets };
   }
 
+  /** The base's single-file tensor under the rule's name or, failing that, one of its aliases. */
+  private fusedInBase(rule: RenameRule, block: string | undefined, base: BaseView): KeyResolution {
+    let miss: KeyResolution = { found: false, ambiguous: false, candidates: [] };
+    for (const name of [rule.fused, ...(rule.aliases ?? [])]) {
+      const r = this.lookup(base, `${fill(name, block)}.weight`);
+      if (r.found || r.ambiguous) return r;
+      miss = r;
+    }
+    return miss;
+  }
+
   private claim(path: string): Claim | undefined {
     for (const { rule, fused, parts } of this.compiled) {
       const total = rule.parts.reduce((n, p) => n + p.units, 0);
-      const m = fused.exec(path);
+      const m = fused.map((f) => f.exec(path)).find((x) => x !== null);
       if (m) return { rule, block: m[1], from: 0, to: total, naming: 'fused' };
       let offset = 0;
       for (let p = 0; p < parts.length; p++) {

@@ -14,6 +14,7 @@ import { internvlOriginal } from './internvl-original.js';
 import { kohyaFlat } from './kohya-flat.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
+import { hunyuanVideo } from './hunyuan-video.js';
 import { openclipText } from './openclip-text.js';
 import { sd3Sai } from './sd3-sai.js';
 import { wanOriginal } from './wan-original.js';
@@ -30,9 +31,13 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * two namings (it answers only for models whose config.json `architectures` has a checkpoint key
  * map, and its answer must not be preempted by a suffix match on the base's own names), then
  * InternVL's refusals of names from its other checkpoint format (a reason, heard unless a later
- * layout finds the module), then names as the base spells them, then translations.
+ * layout finds the module), then names as the base spells them, then translations (the Hunyuan
+ * DiTs' answers only on their bases, which the Flux layout leaves to it, though ComfyUI's Hunyuan
+ * naming shares Flux's BFL names).
  */
-export const LAYOUTS: readonly Layout[] = [hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, fluxBfl, sd3Sai, xlabsFlux, wanOriginal];
+export const LAYOUTS: readonly Layout[] = [
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, fluxBfl, sd3Sai, xlabsFlux, wanOriginal,
+];
 
 export type Location =
   | { found: true; targets: Placement[]; layout: string }
