@@ -6,15 +6,15 @@
  * kohya LoRAs on diffusers UNets) and SD1 (the attention-processor form). Where each module's rows
  * land is written out in the specs by hand from the public sources.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { createNodeBackend } from '../src/node.js';
+import { describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import {
   FLUX, WAN, fluxBflTensors, fluxDiffusersTensors, loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, truthTerms, wanDiffusersTensors,
   wanOriginalTensors, type LoraSpec,
 } from './helpers/diffusion-fixtures.js';
 import { expectMergedFile, type TruthTerm } from './helpers/merge-truth.js';
+import { mergeBackends } from './helpers/merge-backends.js';
 
 const rand = seededRandom(31337);
 const { h } = FLUX;
@@ -351,12 +351,7 @@ function adapterBytes(c: AdapterCase): Uint8Array {
 }
 const ADAPTER_BYTES = new Map(CASES.flatMap((c) => c.adapters.map((a) => [a, adapterBytes(a)] as const)));
 
-const backends: Partial<Record<'cpu' | 'webgpu', MergeBackend>> = {};
-beforeAll(async () => {
-  backends.cpu = await createNodeBackend('cpu');
-  backends.webgpu = await createNodeBackend('webgpu');
-});
-afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
+const backends = mergeBackends({ cpu: 'default' });
 
 for (const c of CASES) {
   describe(c.name, () => {

@@ -13,18 +13,18 @@
  * MLP's 4h rows, and final_layer.adaLN_modulation.1 holds (shift, scale) where norm_out.linear
  * holds (scale, shift).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { LAYOUTS, ModuleLocator, type Layout } from '../src/formats/layouts/index.js';
 import { moduleAddress } from '../src/formats/module-address.js';
 import { hunyuanVideo } from '../src/formats/layouts/hunyuan-video.js';
-import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { fluxBflTensors, loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import {
   HUNYUAN, HUNYUAN_15, HUNYUAN_I2V, HUNYUAN_IMAGE, comfyHunyuanName, hiddenOf, hunyuanComfyTensors, hunyuanDiffusersConfig, hunyuanDiffusersTensors, hunyuanOriginalTensors,
 } from './helpers/hunyuan-fixtures.js';
 import { expectMergedFile, type TruthTerm } from './helpers/merge-truth.js';
+import { mergeBackends } from './helpers/merge-backends.js';
 
 const rand = seededRandom(20241203);
 const h = hiddenOf(HUNYUAN);
@@ -344,12 +344,7 @@ function prepare(c: Case) {
   })));
 }
 
-const backends: Partial<Record<'cpu' | 'webgpu', MergeBackend>> = {};
-beforeAll(async () => {
-  backends.cpu = await createNodeBackend('cpu');
-  backends.webgpu = await createNodeBackend('webgpu');
-});
-afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
+const backends = mergeBackends({ cpu: 'default' });
 
 for (const c of CASES) {
   describe(c.name, () => {
