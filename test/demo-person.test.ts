@@ -196,6 +196,10 @@ describe('the page as a person uses it', PAGE_RETRY, () => {
       await page.waitForFunction(() => /^cpu/.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
       expect(await page.evaluate(() => crossOriginIsolated)).toBe(false);
       expect(await text(page, '#backend')).toMatch(/WebAssembly SIMD, 1 thread; requested; no worker threads: the page is not cross-origin isolated/);
+      // And it still merges: the sample, written to browser storage on the writer worker.
+      expect(await page.evaluate(() => typeof SharedArrayBuffer)).toBe('undefined');
+      await page.click('[data-testid="sample-button"]');
+      await page.waitForFunction(() => !!document.querySelector<HTMLAnchorElement>('[data-testid="download-link"]')?.href, { timeout: 90_000 });
     } finally {
       await plain.close();
     }

@@ -158,7 +158,8 @@ export function opfsWriterWorker(options: { createWorker?: () => Worker } = {}):
       return {
         async write(chunk, at) {
           if (closed) throw new Error(`${handle.name}: write after close`);
-          if (chunk.buffer instanceof SharedArrayBuffer) {
+          // A page that is not cross-origin isolated has no SharedArrayBuffer at all.
+          if (typeof SharedArrayBuffer === 'function' && chunk.buffer instanceof SharedArrayBuffer) {
             await call({ op: 'write', id: nextId++, file, bytes: chunk, at });
           } else {
             const copy = chunk.slice();
