@@ -12,6 +12,7 @@
 import { decodeToF32, encodeFromF32, f32BitsToF8Bits } from '../dtype.js';
 import type { ScaledFp8Base, ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { fp8RequantizeWasmBase64 } from './fp8-requantize.generated.js';
+import { instantiateEmbeddedWasm } from '../embedded-wasm.js';
 
 /** e4m3fn's largest finite magnitude. */
 const E4M3_MAX = 448;
@@ -32,16 +33,7 @@ let loaded: Exports | null | undefined;
 /** The module, compiled synchronously where the engine allows it (it is small); else null. */
 function wasm(): Exports | null {
   if (loaded !== undefined) return loaded;
-  loaded = null;
-  try {
-    if (typeof WebAssembly !== 'object' || typeof atob !== 'function') return loaded;
-    const text = atob(fp8RequantizeWasmBase64);
-    const bytes = new Uint8Array(text.length);
-    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-    loaded = new WebAssembly.Instance(new WebAssembly.Module(bytes), {}).exports as unknown as Exports;
-  } catch {
-    loaded = null; // no WebAssembly SIMD, or a policy that forbids compiling it: TypeScript runs
-  }
+  loaded = instantiateEmbeddedWasm<Exports>(fp8RequantizeWasmBase64);
   return loaded;
 }
 

@@ -6,19 +6,16 @@
  */
 import type { FloatDType } from '../../dtype.js';
 import { mergeKernelWasmBase64 } from './merge-kernel.generated.js';
+import { embeddedWasmBytes } from '../../embedded-wasm.js';
 
 let kernelBytes: Uint8Array<ArrayBuffer> | null | undefined;
 let compiled: Promise<WebAssembly.Module> | undefined;
 
 function validKernelBytes(): Uint8Array<ArrayBuffer> | null {
   if (kernelBytes !== undefined) return kernelBytes;
-  kernelBytes = null;
-  if (typeof WebAssembly !== 'object' || typeof atob !== 'function') return kernelBytes;
-  const text = atob(mergeKernelWasmBase64);
-  const bytes = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  const bytes = embeddedWasmBytes(mergeKernelWasmBase64);
   // The kernel uses SIMD throughout, so validating it is the feature test.
-  if (WebAssembly.validate(bytes)) kernelBytes = bytes;
+  kernelBytes = bytes && WebAssembly.validate(bytes) ? bytes : null;
   return kernelBytes;
 }
 

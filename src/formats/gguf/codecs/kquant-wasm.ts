@@ -7,6 +7,7 @@
  * the module's memory in pieces.
  */
 import { kquantEncoderWasmBase64 } from './kquant-encoder.generated.js';
+import { instantiateEmbeddedWasm } from '../../../embedded-wasm.js';
 
 interface Exports {
   memory: WebAssembly.Memory;
@@ -24,16 +25,7 @@ let loaded: Exports | null | undefined;
 
 function encoder(): Exports | null {
   if (loaded !== undefined) return loaded;
-  loaded = null;
-  try {
-    if (typeof WebAssembly !== 'object' || typeof atob !== 'function') return loaded;
-    const text = atob(kquantEncoderWasmBase64);
-    const bytes = new Uint8Array(text.length);
-    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-    loaded = new WebAssembly.Instance(new WebAssembly.Module(bytes), {}).exports as unknown as Exports;
-  } catch {
-    loaded = null; // no WebAssembly, or a policy that forbids compiling it: the TypeScript path runs
-  }
+  loaded = instantiateEmbeddedWasm<Exports>(kquantEncoderWasmBase64);
   return loaded;
 }
 
