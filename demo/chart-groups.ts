@@ -2,10 +2,11 @@
  * Where a base tensor sits in its model, for the chart: the x axis is the model's real blocks
  * (a transformer's layers; a UNet's down/mid/up or input/middle/output blocks; Flux's double and
  * single blocks; SD3's joint blocks; each text encoder; a VLM's vision tower, projector and
- * language model; Video-LLaVA's video tower; HunyuanVideo's token refiner), and the bar series are module kinds (`self_attn.q_proj`, `img_attn.qkv`,
- * `experts.w1`: MoE experts apart from shared experts and dense MLPs). Names come from the
- * single-file, diffusers and pipeline layouts alike (a pipeline's keys start with `unet.`,
- * `text_encoder_2.`…). Rules are data: a new family is a line or two.
+ * language model, and Video-LLaVA's video tower; HunyuanVideo's token refiner), and the bar
+ * series are module kinds (`self_attn.q_proj`, `img_attn.qkv`, `experts.w1`: MoE experts apart
+ * from shared experts and dense MLPs). Names come from the single-file, diffusers and pipeline
+ * layouts alike (a pipeline's keys start with `unet.`, `text_encoder_2.`…). Rules are data: a new
+ * family is a line or two.
  */
 export interface BlockGroup {
   /** Section of the model, in the order sections are shown (first seen first). */
