@@ -201,14 +201,19 @@ export function describeCliFuzz<C, P extends CliCase>(title: string, target: Cli
   describe(title, () => {
     it(`${runs} cases through the CLI's front end in-process`, async () => {
       const rssBefore = process.resourceUsage().maxRSS * 1024;
+      // The cases that raised the peak the most, so that a failed memory check names them.
+      const peakRaisers: { label: string; mib: number }[] = [];
       let n = 0;
       await fc.assert(
         fc.asyncProperty(target.cases, async (c) => {
           const dir = join(root, `case-${n++}`);
           const p = target.prepare(c);
           const { inDir, outDir } = materialise(p, dir);
+          const peakBefore = process.resourceUsage().maxRSS;
           try {
             const result = await runner.run(p.argv(inDir, outDir));
+            const raisedMiB = (process.resourceUsage().maxRSS - peakBefore) / 1024;
+            if (raisedMiB >= 16) peakRaisers.push({ label: `case ${n - 1}: ${p.label}: ${p.argv('in', 'out').join(' ')}: ${fc.stringify(c).slice(0, 400)}`, mib: raisedMiB });
             if ('hung' in result) throw new Error(`${p.label}: hung for ${CASE_TIMEOUT_MS} ms`);
             if ('crashed' in result) throw new Error(`${p.label}: worker died (memory?): ${result.crashed}`);
             check(c, p, inDir, outDir, result);
@@ -226,7 +231,8 @@ export function describeCliFuzz<C, P extends CliCase>(title: string, target: Cli
           `exit codes ${JSON.stringify(Object.fromEntries(stats.byCode))}; peak RSS grew by ${(grew / MB).toFixed(0)} MiB` +
           [...stats.byGroup].map(([group, counts]) => `\n  ${group}: ${JSON.stringify(counts)}`).join(''),
       );
-      expect(grew, 'peak memory of all cases together').toBeLessThan(RSS_LIMIT);
+      const raisers = peakRaisers.sort((a, b) => b.mib - a.mib).slice(0, 5).map((r) => `\n  +${r.mib.toFixed(0)} MiB ${r.label}`).join('');
+      expect(grew, `peak memory of all cases together; the cases that raised it most:${raisers}`).toBeLessThan(RSS_LIMIT);
       if (!settings.path) target.expectReach(stats, runs);
     }, Math.max(600_000, runs * 2000));
 
