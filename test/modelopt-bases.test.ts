@@ -342,6 +342,20 @@ describe('ModelOpt NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4)', () => {
     }
   });
 
+  it('W4A16_NVFP4 named in hf_quant_config.json alone (no input_scale, config.json without quantization_config): dequantized the same way', async () => {
+    const tensors = [...original].filter(([name]) => !name.endsWith('input_scale')).map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: Array.from(t.values) }));
+    const { quantization_config: _, ...plain } = CONFIG;
+    const files = {
+      'model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify(plain),
+      'hf_quant_config.json': JSON.stringify({ ...HF_QUANT, quantization: { ...HF_QUANT.quantization, quant_algo: 'W4A16_NVFP4' } }),
+    };
+    const { weights, paths } = await merge(files, adapter, backends.cpu!, 'bf16');
+    expect(paths).not.toContain('hf_quant_config.json');
+    const w = weights.get(`${Q}.weight`)!;
+    const expected = addLora(dequantized(original, Q), ROWS[Q], COLS, lora, Q).map((x) => roundForDType(x, 'BF16'));
+    expect(w.values.findIndex((x, i) => x !== expected[i])).toBe(-1);
+  });
+
   it('a block scale table that does not fit the weight is refused naming the tensor', async () => {
     const tensors = [...original].map(([name, t]): FixtureTensor => (name === `${Q}.weight_scale`
       ? { name, dtype: 'F8_E4M3', shape: [ROWS[Q], 6], data: Array.from({ length: ROWS[Q] * 6 }, () => 1) }

@@ -75,7 +75,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const dequantized: DequantizedBase | undefined = isSafetensorsModel(opened) ? await dequantizedBaseModel(opened, config) : undefined;
     // ModelOpt (hf_quant_config.json or quant_method "modelopt"); NVFP4 weights are seen as code × block scale (formats/modelopt-nvfp4.ts).
     const modelopt = isSafetensorsModel(opened) ? await readModelOptQuantization(baseFiles, config) : undefined;
-    const nvfp4 = modelopt?.algo === 'NVFP4' && isSafetensorsModel(opened) ? await nvfp4BaseModel(opened, modelopt) : undefined;
+    const nvfp4 = (modelopt?.algo === 'NVFP4' || modelopt?.algo === 'W4A16_NVFP4') && isSafetensorsModel(opened) ? await nvfp4BaseModel(opened, modelopt) : undefined;
     const tie = resolveTiedEmbeddings(dequantized?.base ?? nvfp4?.base ?? opened, config, adapters, architectures);
     const base = tie.base;
     const plan = buildMergePlan(planIndex(base, architectures), tie.adapters);
