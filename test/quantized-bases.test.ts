@@ -1,8 +1,9 @@
 /**
  * Bases whose weights are quantized codes beside scale tensors that the merge does not read, as the
- * Hub ships them: ModelOpt FP8 (`weight_scale` per tensor, quant_method "modelopt"), compressed-tensors int8 W8A8 (RedHat: I8 codes, `weight_scale` per output
- * channel), ModelOpt NVFP4 (packed U8 codes, fp8 `weight_scale` per 16 inputs and an f32
- * `weight_scale_2`). Block-wise fp8 and compressed-tensors FP8 are merged (scaled-fp8-bases.test.ts). Adding ΔW to the codes as if they were weights would write a wrong model
+ * Hub ships them: ModelOpt FP8 per block, weight-only (`quant_algo: "FP8_PB_WO"`: `weight_scale`
+ * per 128 × 128 block), compressed-tensors int8 W8A8 (RedHat: I8 codes, `weight_scale` per output
+ * channel). Block-wise fp8, compressed-tensors FP8 (scaled-fp8-bases.test.ts), ModelOpt FP8 per
+ * tensor and ModelOpt NVFP4 (modelopt-bases.test.ts) are merged. Adding ΔW to the codes as if they were weights would write a wrong model
  * without a word, so each is refused by name until it is read as what it is; the CLI leaves nothing
  * at the output path.
  */
@@ -35,14 +36,13 @@ interface QuantizedCase { name: string; tensors: FixtureTensor[]; quantization: 
 
 const CASES: QuantizedCase[] = [
   {
-    name: 'ModelOpt FP8 (nvidia Llama-3.1-8B-Instruct-FP8)',
+    name: 'ModelOpt FP8 per block, weight-only (quant_algo FP8_PB_WO)',
     tensors: [
       fp8Codes(`${q}.weight`, d, d),
-      { name: `${q}.weight_scale`, dtype: 'F32', shape: [], data: [0.002] },
-      { name: `${q}.input_scale`, dtype: 'F32', shape: [], data: [0.01] },
+      { name: `${q}.weight_scale`, dtype: 'F32', shape: [d / 128, d / 128], data: [0.002, 0.003, 0.002, 0.001] },
       norm,
     ],
-    quantization: { quant_method: 'modelopt', quant_algo: 'FP8', kv_cache_quant_algo: null },
+    quantization: { quant_method: 'modelopt', quant_algo: 'FP8_PB_WO', kv_cache_quant_algo: null },
     scale: `${q}.weight_scale`, method: 'modelopt',
   },
   {
@@ -54,18 +54,6 @@ const CASES: QuantizedCase[] = [
     ],
     quantization: { quant_method: 'compressed-tensors', format: 'int-quantized', config_groups: { group_0: { targets: ['Linear'], weights: { num_bits: 8, type: 'int', strategy: 'channel', symmetric: true } } } },
     scale: `${q}.weight_scale`, method: 'compressed-tensors',
-  },
-  {
-    name: 'ModelOpt NVFP4 (nvidia Llama-3.1-8B-Instruct-FP4)',
-    tensors: [
-      { name: `${q}.weight`, dtype: 'U8', shape: [d, d / 2], data: Array.from({ length: (d * d) / 2 }, (_, i) => i % 256) },
-      { name: `${q}.weight_scale`, dtype: 'F8_E4M3', shape: [d, d / 16], data: Array.from({ length: (d * d) / 16 }, () => 0.5) },
-      { name: `${q}.weight_scale_2`, dtype: 'F32', shape: [], data: [0.001] },
-      { name: `${q}.input_scale`, dtype: 'F32', shape: [], data: [0.01] },
-      norm,
-    ],
-    quantization: { quant_method: 'modelopt', quant_algo: 'NVFP4', group_size: 16 },
-    scale: `${q}.weight_scale`, method: 'modelopt',
   },
 ];
 

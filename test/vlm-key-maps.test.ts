@@ -282,6 +282,67 @@ describe('every architecture with a checkpoint key map', () => {
   }
 });
 
+/**
+ * An adapter trained on Gemma3ForCausalLM (the language model of google/gemma-3-4b-it loaded
+ * text-only, as trainers do: `base_model.model.model.layers.N…`) merged into the multimodal
+ * checkpoint (Gemma3ForConditionalGeneration), saved in either naming. Its SigLIP vision tower has
+ * the same `layers.0.self_attn.q_proj` suffix and must stay untouched.
+ */
+describe('a Gemma3ForCausalLM adapter on a Gemma3ForConditionalGeneration checkpoint', () => {
+  const config = {
+    architectures: ['Gemma3ForConditionalGeneration'], model_type: 'gemma3', torch_dtype: 'bfloat16',
+    text_config: { model_type: 'gemma3_text', hidden_size: 8, vocab_size: 32 }, vision_config: { model_type: 'siglip_vision_model', hidden_size: 6 },
+  };
+  const oldBase = [
+    t('language_model.model.embed_tokens.weight', [32, 8]),
+    t('language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]),
+    t('language_model.model.layers.0.self_attn.k_proj.weight', [4, 8]),
+    t('language_model.model.layers.0.mlp.down_proj.weight', [8, 11]),
+    t('language_model.model.norm.weight', [8]),
+    t('vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight', [6, 6]),
+    t('multi_modal_projector.mm_input_projection_weight', [6, 8]),
+  ];
+  const newBase = oldBase.map((x) => ({ ...x, name: prefix(x.name, LLAVA_PAIRS) }));
+  // Module path in Gemma3ForCausalLM, out, in, r.
+  const modules: [string, number, number, number][] = [
+    ['model.layers.0.self_attn.q_proj', 8, 8, 2], ['model.layers.0.self_attn.k_proj', 4, 8, 1], ['model.layers.0.mlp.down_proj', 8, 11, 3],
+  ];
+  const adapter = modules.flatMap(([path, out, inF, r]) => [
+    randomTensor(`base_model.model.${path}.lora_A.weight`, [r, inF], 'F32', rand, 0.5),
+    randomTensor(`base_model.model.${path}.lora_B.weight`, [out, r], 'F32', rand, 0.5),
+  ]);
+  const rankPattern = Object.fromEntries(modules.map(([path, , , r]) => [path, r]));
+
+  for (const [naming, base, languageModel] of [['old', oldBase, 'language_model.model.'], ['new', newBase, 'model.language_model.']] as const) {
+    for (const kind of KINDS) {
+      it(`lands each module on the language model (${naming} naming, ${languageModel}…) exactly on ${kind}`, async () => {
+        const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r: 2, lora_alpha: 4, rank_pattern: rankPattern, target_modules: ['q_proj', 'k_proj', 'down_proj'] }, adapter));
+        expect(prepared.plan.problems).toEqual([]);
+        const keyOf = (path: string) => `${languageModel}${path.slice('model.'.length)}.weight`;
+        expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual(modules.map(([path]) => keyOf(path)).sort());
+        const merged = await merge(prepared, kind);
+        const b = decoded(base);
+        const a = decoded(adapter);
+        for (const [path, , , r] of modules) {
+          const name = `base_model.model.${path}`;
+          expectValues(keyOf(path), merged.tensors.get(keyOf(path))!, plus(b.get(keyOf(path))!, 4 / r, product(a.get(`${name}.lora_B.weight`)!, a.get(`${name}.lora_A.weight`)!)));
+        }
+        const changed = modules.map(([path]) => keyOf(path));
+        for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+      });
+    }
+  }
+
+  it('a Gemma 3 text-only checkpoint (Gemma3ForCausalLM, gemma-3-1b) is not rewritten: model.layers… lands as it is', async () => {
+    const base = [t('model.layers.0.self_attn.q_proj.weight', [8, 8]), t('model.norm.weight', [8])];
+    const one = adapter.slice(0, 2);
+    const prepared = await prepare(hfModelFolder(base, { architectures: ['Gemma3ForCausalLM'], model_type: 'gemma3_text', torch_dtype: 'bfloat16' }), peftFolder({ r: 2 }, one));
+    await prepared.close();
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.map((u) => u.baseKey)).toEqual(['model.layers.0.self_attn.q_proj.weight']);
+  });
+});
+
 describe("InternVL's original checkpoints (remote code) next to transformers' conversion (-hf)", () => {
   const lora = (paths: [string, number, number][]) => paths.flatMap(([path, out, inF]) => [
     randomTensor(`base_model.model.${path}.lora_A.weight`, [2, inF], 'F32', rand, 0.5),

@@ -91,7 +91,8 @@ function parseEntry(file: string, name: string, value: unknown): RawEntry {
     }
   }
   if (end < begin) throw new MergeError('INVALID_OFFSET', `${where}: data_offsets [${begin}, ${end}] end before they begin`);
-  return { name, dtype, shape: shape as number[], begin, end };
+  // A copy of its exact length: the parser's array keeps spare capacity (about 150 bytes a tensor).
+  return { name, dtype, shape: (shape as number[]).slice(), begin, end };
 }
 
 /** Shape × dtype width must equal the span; BigInt because the product may pass 2^53. */

@@ -7,8 +7,11 @@
  * - compressed-tensors `float-quantized` FP8 (RedHat / neuralmagic "-FP8-dynamic", "-FP8"):
  *   `quant_method: "compressed-tensors"`, every config group's weights 8-bit float, symmetric;
  *   `<m>.weight_scale` per output channel (out, 1), per tensor (1,) or (), or per block.
+ * - NVIDIA ModelOpt FP8 (nvidia/*-FP8: `quant_algo: "FP8"` in hf_quant_config.json or
+ *   config.json's `quant_method: "modelopt"` config): `<m>.weight_scale` F32, one per tensor.
  * - Comfy-Org's scaled fp8 (Flux, SD3.5): a zero-size `scaled_fp8` marker and a scalar
  *   `<m>.scale_weight` per weight (read by the base model as its valueScales).
+ * ModelOpt NVFP4 weights reach this shape through a view (modelopt-nvfp4.ts).
  * Each scale is one block of a grid over the weight (a channel: 1 × in; a tensor: out × in), so the
  * merge and the re-quantization need to know only the grid. What is read here is what the merge
  * can write back (scaled-fp8-output.ts); a weight with a scale sibling not read here stays refused
@@ -17,7 +20,8 @@
 import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { BaseModel } from './base-model.js';
-import type { ModelConfig } from './model-config.js';
+import { languageModelField, type ModelConfig } from './model-config.js';
+import type { ModelOptQuantization } from './modelopt-config.js';
 
 /**
  * How a merged weight gets its scale back (see scaled-fp8-output.ts):
@@ -27,14 +31,19 @@ import type { ModelConfig } from './model-config.js';
  *   the stored `weight_scale_inv` is 1 / q;
  * - `divide`: compressed-tensors (llm-compressor): s = amax / 448 (at least float32 eps),
  *   code = e4m3(W / s), and the stored `weight_scale` is s.
+ * - `modelopt`: ModelOpt's FP8 export (quant_utils.py, unified_export_hf.py): W in the model's
+ *   dtype d (config.json `torch_dtype`), s = f32(amax / 448) stored as a 0-dim f32 tensor, and
+ *   code = e4m3(W / s) computed as torch computes a d tensor over a 0-dim f32 one on the GPU:
+ *   s cast to d, the quotient in f32 rounded to d, then cast to e4m3.
+ * - `dequantize-only`: weights written only dequantized (ModelOpt NVFP4).
  */
-export type ScaleRule = 'keep' | 'reciprocal' | 'divide';
+export type ScaleRule = 'keep' | 'reciprocal' | 'divide' | 'modelopt' | 'dequantize-only';
 
 /** One weight stored as fp8 codes times a grid of scales. */
 export interface ScaledFp8Weight {
   weightKey: string;
-  /** The codes' dtype (e4m3fn, or e5m2 in a scaled fp8 file). */
-  codeDtype: 'F8_E4M3' | 'F8_E5M2';
+  /** The codes' dtype (e4m3fn, or e5m2 in a scaled fp8 file; bf16 for NVFP4 codes times their block scales). */
+  codeDtype: 'F8_E4M3' | 'F8_E5M2' | 'BF16';
   scaleKey: string;
   scaleDtype: Extract<FloatDType, 'F32' | 'BF16' | 'F16'>;
   /** The weight as rows × cols (a conv's kernel dims folded into cols). */
@@ -51,8 +60,12 @@ export interface ScaledFp8Weight {
 
 /** A base whose quantized weights are all read here. */
 export interface ScaledFp8Base {
-  kind: 'block-fp8' | 'compressed-tensors-fp8' | 'comfy-scaled-fp8';
+  kind: 'block-fp8' | 'compressed-tensors-fp8' | 'modelopt-fp8' | 'modelopt-nvfp4' | 'comfy-scaled-fp8';
   rule: ScaleRule;
+  /** The dtype the quantizer reads W in (the `modelopt` rule): the model's torch_dtype. */
+  quantizerDtype?: 'F32' | 'F16' | 'BF16';
+  /** Files of the base folder that describe the quantization alone (hf_quant_config.json): left out when dequantized. */
+  quantizationFiles?: readonly string[];
   /** Weight key → its codes' grid and scales. */
   weights: ReadonlyMap<string, ScaledFp8Weight>;
   /** Weights with a scale sibling that are not read (another shape or dtype): left as they are, never merged or converted. */
@@ -81,8 +94,17 @@ const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
 const RUNTIME_SCALE = /\.(?:input_scale|k_scale|v_scale|q_scale|kv_scale|prob_scale|prob_output_scale|[qkv]_proj\.output_scale)$/;
 
 /** The fp8 weights of `base` that this reads, or undefined when config.json names neither kind. Malformed ones throw, naming the tensor. */
-export async function findScaledFp8(base: BaseModel, config: ModelConfig | undefined): Promise<ScaledFp8Base | undefined> {
+export async function findScaledFp8(base: BaseModel, config: ModelConfig | undefined, modelopt?: ModelOptQuantization): Promise<ScaledFp8Base | undefined> {
   if (base.valueScales) return comfyScaledFp8(base, base.valueScales);
+  if (modelopt) {
+    // FP8 per tensor only: the other ModelOpt formats stay refused by their scale tensors.
+    if (modelopt.algo !== 'FP8') return undefined;
+    return {
+      kind: 'modelopt-fp8', rule: 'modelopt', quantizerDtype: modelDtype(config),
+      ...(await readGrids(base, '.weight_scale', (rows, cols, scaleShape) => (scaleShape.length <= 1 && scaleShape.reduce((a, b) => a * b, 1) === 1 ? [rows, cols] : undefined))),
+      quantizationOnly: runtimeScales(base), ...(modelopt.file ? { quantizationFiles: [modelopt.file] } : {}),
+    };
+  }
   const q = config?.raw.quantization_config;
   if (typeof q !== 'object' || q === null || Array.isArray(q)) return undefined;
   const qc = q as Record<string, unknown>;
@@ -113,8 +135,16 @@ export async function findScaledFp8(base: BaseModel, config: ModelConfig | undef
   return undefined;
 }
 
+const TORCH_FLOAT: Readonly<Record<string, 'F32' | 'F16' | 'BF16'>> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
+
+/** config.json's torch_dtype (or dtype) as the quantizer read the weights; bf16 when it names none. */
+export function modelDtype(config: ModelConfig | undefined): 'F32' | 'F16' | 'BF16' {
+  const named = languageModelField(config, 'torch_dtype') ?? languageModelField(config, 'dtype');
+  return (typeof named === 'string' ? TORCH_FLOAT[named] : undefined) ?? 'BF16';
+}
+
 /** The base's activation and KV-cache scales (RUNTIME_SCALE): float tensors of a few values. */
-function runtimeScales(base: BaseModel): string[] {
+export function runtimeScales(base: BaseModel): string[] {
   return [...base.tensors].filter(([key, t]) => RUNTIME_SCALE.test(key) && SCALE_DTYPES.has(t.dtype)).map(([key]) => key);
 }
 

@@ -41,6 +41,8 @@ function wasm(): Exports | null {
 export interface RequantizeOptions {
   encoder?: 'wasm' | 'js';
   pieceValues?: number;
+  /** The `modelopt` rule's dtype d (the values are already in it): the divisor and each quotient are rounded to d. */
+  quantizerDtype?: 'F32' | 'F16' | 'BF16';
 }
 
 /**
@@ -101,6 +103,10 @@ export function requantizeSlab(
       if (a !== 0) scales[at] = storedScale(Math.fround(1 / q), w.scaleDtype);
       factors[i] = q;
       if (!Number.isFinite(q)) finite = false;
+    } else if (rule === 'modelopt') {
+      // A block of zeros keeps its scale (ModelOpt would divide by zero); its codes are zeros.
+      if (a !== 0) scales[at] = storedScale(Math.fround(a / E4M3_MAX), w.scaleDtype);
+      factors[i] = a === 0 ? 1 : roundTo(scales[at], options.quantizerDtype ?? 'F32');
     } else {
       const s = storedScale(Math.max(Math.fround(a / E4M3_MAX), F32_EPS), w.scaleDtype);
       scales[at] = s;
@@ -112,6 +118,18 @@ export function requantizeSlab(
   // (WebAssembly does not fix a NaN's sign).
   const out = new Uint8Array(rowCount * cols);
   const divide = rule !== 'reciprocal';
+  const d = rule === 'modelopt' ? options.quantizerDtype ?? 'F32' : 'F32';
+  if (d !== 'F32') {
+    // Each quotient rounded to f32, then to d, then to e4m3 (torch: a d tensor over a d scalar, cast).
+    const quotients = new Float32Array(rowCount * cols);
+    for (let r = 0; r < rowCount; r++) {
+      const band = Math.floor((rowStart + r) / blockRows) - band0;
+      for (let c = 0; c < cols; c++) quotients[r * cols + c] = values[r * cols + c] / factors[band * colBlocks + Math.floor(c / blockCols)];
+    }
+    const rounded = decodeToF32(encodeFromF32(quotients, d), d);
+    for (let i = 0; i < rounded.length; i++) out[i] = e4m3(rounded[i]);
+    return out;
+  }
   if (e && finite) {
     const { valuesAt, outAt, factorsAt } = place(e, rowsPerPiece, cols, bands * colBlocks);
     new Float32Array(e.memory.buffer, factorsAt, factors.length).set(factors);
@@ -152,6 +170,11 @@ const f32Bits = new Uint32Array(f32.buffer);
 function e4m3(x: number): number {
   f32[0] = x;
   return f32BitsToF8Bits(f32Bits[0], 'F8_E4M3');
+}
+
+/** An f32 value rounded to d (to nearest even). */
+function roundTo(x: number, d: 'F32' | 'F16' | 'BF16'): number {
+  return d === 'F32' ? Math.fround(x) : decodeToF32(encodeFromF32(Float32Array.of(x), d), d)[0];
 }
 
 /** A scale as its tensor's dtype stores it. */

@@ -17,6 +17,8 @@ import { MergeError } from '../errors.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 import { quantizedWeightProblems } from '../plan/quantized-weights.js';
 import { findScaledFp8, type ScaledFp8Base } from '../formats/scaled-fp8.js';
+import { readModelOptQuantization } from '../formats/modelopt-config.js';
+import { nvfp4BaseModel } from '../formats/modelopt-nvfp4.js';
 import { scaledFp8Note } from './scaled-fp8-output.js';
 
 /** One adapter for {@link prepareMerge}: its files and the weight it is merged at. */
@@ -71,13 +73,16 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     }
     // A bitsandbytes base is merged as the float model it stands for (formats/bnb/).
     const dequantized: DequantizedBase | undefined = isSafetensorsModel(opened) ? await dequantizedBaseModel(opened, config) : undefined;
-    const tie = resolveTiedEmbeddings(dequantized?.base ?? opened, config, adapters, architectures);
+    // ModelOpt (hf_quant_config.json or quant_method "modelopt"); NVFP4 weights are seen as code × block scale (formats/modelopt-nvfp4.ts).
+    const modelopt = isSafetensorsModel(opened) ? await readModelOptQuantization(baseFiles, config) : undefined;
+    const nvfp4 = (modelopt?.algo === 'NVFP4' || modelopt?.algo === 'W4A16_NVFP4') && isSafetensorsModel(opened) ? await nvfp4BaseModel(opened, modelopt) : undefined;
+    const tie = resolveTiedEmbeddings(dequantized?.base ?? nvfp4?.base ?? opened, config, adapters, architectures);
     const base = tie.base;
     const plan = buildMergePlan(planIndex(base, architectures), tie.adapters);
     plan.warnings.unshift(...base.warnings);
     plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
-    const scaledFp8 = await findScaledFp8(opened, config);
+    const scaledFp8 = nvfp4?.scaled ?? await findScaledFp8(opened, config, modelopt);
     plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config, scaledFp8));
     const scaledNote = scaledFp8 && scaledFp8Note(scaledFp8);
     if (scaledNote) plan.notes.push(scaledNote);

@@ -21,7 +21,7 @@
  * A rewritten scale tensor is written after its weight (the base is seen through a view that
  * orders it so), when all its blocks are known.
  */
-import { encodeFromF32, type FloatDType } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
 import type { MergeBackend } from '../engine/merge-op.js';
 import type { UpdateStep } from '../engine/update-steps.js';
 import { MergeError, throwIfAborted } from '../errors.js';
@@ -32,8 +32,9 @@ import type { TensorUpdate } from '../plan/merge-plan.js';
 import { requantizeSlab } from './fp8-requantize.js';
 import type { PreparedMerge } from './prepare-merge.js';
 
-const KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string>> = {
-  'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'comfy-scaled-fp8': 'scaled fp8',
+export const KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string>> = {
+  'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'modelopt-fp8': 'ModelOpt FP8',
+  'modelopt-nvfp4': 'ModelOpt NVFP4', 'comfy-scaled-fp8': 'scaled fp8',
 };
 
 /** The plan's note on such a base. */
@@ -42,9 +43,14 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   const n = scaled.weights.size;
   const what = scaled.kind === 'block-fp8'
     ? `${n} block-wise fp8 weights (weight_scale_inv)`
-    : `${n} compressed-tensors fp8 weights (weight_scale)`;
+    : scaled.kind === 'modelopt-fp8' ? `${n} ModelOpt FP8 weights (weight_scale per tensor)`
+      : scaled.kind === 'modelopt-nvfp4' ? `${n} ModelOpt NVFP4 weights (weight_scale per 16 inputs, weight_scale_2)`
+        : `${n} compressed-tensors fp8 weights (weight_scale)`;
   const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale'));
   const kv = runtime.length === 0 ? '' : `; --dtype also leaves out its ${runtime.length} KV-cache scale tensors (such as ${runtime[0]}), which only a quantized runtime reads and whose calibration the merged weights outdate`;
+  if (scaled.rule === 'dequantize-only') {
+    return `the base holds ${what}: adapters are merged into their real values (code × block scale × weight_scale_2) and every weight is written dequantized, with --dtype bf16 (or f16, f32) only: re-quantizing to NVFP4 is not supported${kv}`;
+  }
   return `the base holds ${what}: adapters are merged into their real values (code × scale); they are written as fp8 again with each block's scale recomputed as the quantizer does, or dequantized with --dtype f32/f16/bf16${kv}`;
 }
 
@@ -93,6 +99,9 @@ export function scaledFp8Output(
   if (scaled.rule === 'keep' && (requested === undefined || requested === 'F8_E4M3' || requested === 'F8_E5M2')) return undefined;
   if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are e4m3 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
   const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
+  if (scaled.rule === 'dequantize-only' && !dequantizeTo) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: its ${kind} weights are written only dequantized (re-quantizing them to NVFP4 as ModelOpt does is not supported); merge with --dtype bf16 (or f16, f32)`);
+  }
   const merged = [...scaled.weights.values()].filter((w) => updated.has(w.weightKey));
   if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
   if (dequantizeTo) {
@@ -114,7 +123,7 @@ export function scaledFp8Output(
       throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: ${w.scaleKey} is stored in an earlier shard than ${w.weightKey}, so it cannot be rewritten after the merge; merge with --dtype bf16 (or f16, f32)`);
     }
   }
-  const view = baseModelView(base, base.shards.map((shard) => {
+  const shardView = baseModelView(base, base.shards.map((shard) => {
     const keys: string[] = [];
     const here = new Set(shard.tensors.map((t) => shard.keyPrefix + t.name));
     for (const t of shard.tensors) {
@@ -126,6 +135,9 @@ export function scaledFp8Output(
     }
     return { path: shard.path, tensors: keys };
   }));
+  // hf_quant_config.json describes the quantization alone: a dequantized model leaves it out.
+  const leftOut = new Set(dequantizeTo ? scaled.quantizationFiles ?? [] : []);
+  const view = { ...shardView, otherFiles: shardView.otherFiles.filter((p) => !leftOut.has(p)) };
   const folder = dequantizeTo
     ? { ...prepared.modelFolder, changes: { ...prepared.modelFolder.changes, removeQuantization: true } }
     : prepared.modelFolder;
@@ -149,19 +161,22 @@ export function scaledFp8Output(
     },
     async mergeSlab(slab, backend, signal) {
       const w = scaled.weights.get(slab.update.baseKey)!;
-      const values = await realRows(w, scaled.rule, slab, slab.rowStart, slab.rowCount, slab.codes, dequantizeTo ?? 'F32', backend, signal);
+      // ModelOpt's quantizer reads W' in the model's dtype: rounded once to it, here.
+      const quantizerDtype = scaled.rule === 'modelopt' ? scaled.quantizerDtype ?? 'BF16' : 'F32';
+      const values = await realRows(w, scaled.rule, slab, slab.rowStart, slab.rowCount, slab.codes, dequantizeTo ?? quantizerDtype, backend, signal);
       if (dequantizeTo) return values;
       // One maximum for the whole tensor: a first pass over its slabs, once.
       let tensorMax: number | undefined;
       if (w.blockRows < w.rows || w.rows === slab.rowCount) tensorMax = undefined;
       else {
         let pass = tensorMaxima.get(w.weightKey);
-        if (!pass) tensorMaxima.set(w.weightKey, (pass = maxOverTensor(w, scaled.rule, slab, reader.base.readPart.bind(reader.base), backend, signal)));
+        if (!pass) tensorMaxima.set(w.weightKey, (pass = maxOverTensor(w, scaled.rule, slab, reader.base.readPart.bind(reader.base), quantizerDtype, backend, signal)));
         tensorMax = await pass;
       }
       let state = newScales.get(w.weightKey);
       if (!state) newScales.set(w.weightKey, (state = { values: Float64Array.from(w.scales), rowsDone: 0 }));
-      const codes = requantizeSlab(w, scaled.rule, new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4), slab.rowStart, slab.rowCount, state.values, tensorMax);
+      const real = quantizerDtype === 'F32' ? new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4) : decodeToF32(values, quantizerDtype);
+      const codes = requantizeSlab(w, scaled.rule, real, slab.rowStart, slab.rowCount, state.values, tensorMax, { quantizerDtype });
       state.rowsDone += slab.rowCount;
       backend.recycle?.(values); // read no more (codes are a buffer of their own)
       return codes;
@@ -199,7 +214,8 @@ async function realRows(
     const scale: UpdateStep = { kind: 'scale', axis, factors: { dtype: 'F32', data: new Uint8Array(Float32Array.from(factors).buffer) }, exact: factors };
     const terms = await slab.steps(r0, n);
     const steps = rule === 'keep' ? [...terms, scale] : [scale, ...terms];
-    const base = { dtype: w.codeDtype, data: codes.subarray((r0 - rowStart) * w.cols, (r0 - rowStart + n) * w.cols) };
+    const b = DTYPE_BYTES[w.codeDtype];
+    const base = { dtype: w.codeDtype, data: codes.subarray((r0 - rowStart) * w.cols * b, (r0 - rowStart + n) * w.cols * b) };
     return backend.merge(slabOp({ name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, outDtype, rowStart: r0, rowCount: n }, steps), signal);
   };
   if (isRowGrid(w)) {
@@ -225,15 +241,16 @@ async function realRows(
 /** max |W'| over the whole tensor (per-tensor scales), slab by slab as the merge reads them. */
 async function maxOverTensor(
   w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], slab: ScaledSlab, readPart: (key: string, start: number, length: number) => Promise<Uint8Array>,
-  backend: MergeBackend, signal?: AbortSignal,
+  dtype: 'F32' | 'F16' | 'BF16', backend: MergeBackend, signal?: AbortSignal,
 ): Promise<number> {
   let max = 0;
   const step = Math.max(slab.rowCount, 1);
+  const codeBytes = DTYPE_BYTES[w.codeDtype];
   for (let r0 = 0; r0 < w.rows; r0 += step) {
     const n = Math.min(step, w.rows - r0);
-    const codes = await readPart(w.weightKey, r0 * w.cols, n * w.cols);
-    const bytes = await realRows(w, rule, slab, r0, n, codes, 'F32', backend, signal);
-    const v = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    const codes = await readPart(w.weightKey, r0 * w.cols * codeBytes, n * w.cols * codeBytes);
+    const bytes = await realRows(w, rule, slab, r0, n, codes, dtype, backend, signal);
+    const v = dtype === 'F32' ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) : decodeToF32(bytes, dtype);
     for (let i = 0; i < v.length; i++) max = Math.max(max, Math.abs(v[i]));
     backend.recycle?.(bytes);
   }

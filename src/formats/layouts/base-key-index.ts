@@ -11,22 +11,24 @@ export type KeyResolution =
 
 export class BaseKeyIndex {
   private readonly keys: ReadonlySet<string>;
-  /** Every dot-boundary suffix of every key (the key itself included) → the keys that end with it. */
-  private readonly dotSuffixes = new Map<string, string[]>();
-  /** For `<module>.<param>` keys, `<param>` → underscore-boundary suffixes of the flattened module → keys. */
-  private readonly flatSuffixes = new Map<string, Map<string, string[]>>();
+  /**
+   * The last one, two and three dot-separated parts of every key → the keys that end with them. A
+   * longer name is looked up by its last three parts and checked against each candidate: indexing
+   * every suffix of every key cost about 850 bytes a key (163 MiB for 200 000 expert weights),
+   * these buckets are shared by the keys that end alike.
+   */
+  private readonly dotTails = new Map<string, string[]>();
+  /** The same for `<module>.<param>` keys: `<param>` NUL the last one to three parts of the module split at `.` or `_`, flattened to `_`. */
+  private readonly flatTails = new Map<string, string[]>();
 
   constructor(keys: Iterable<string>) {
     this.keys = new Set(keys);
     for (const key of this.keys) {
-      forEachSuffix(key, '.', (suffix) => push(this.dotSuffixes, suffix, key));
+      forEachTail(key, isDot, (tail) => push(this.dotTails, tail, key));
       const dot = key.lastIndexOf('.');
       if (dot <= 0) continue;
       const param = key.slice(dot + 1);
-      const flat = key.slice(0, dot).replaceAll('.', '_');
-      let byParam = this.flatSuffixes.get(param);
-      if (!byParam) this.flatSuffixes.set(param, (byParam = new Map()));
-      forEachSuffix(flat, '_', (suffix) => push(byParam, suffix, key));
+      forEachTail(key.slice(0, dot), isDotOrUnderscore, (tail) => push(this.flatTails, `${param}\0${tail.replaceAll('.', '_')}`, key));
     }
   }
 
@@ -40,7 +42,7 @@ export class BaseKeyIndex {
    */
   resolveDotted(name: string): KeyResolution {
     if (this.keys.has(name)) return { found: true, key: name };
-    const candidates = new Set(this.dotSuffixes.get(name) ?? []);
+    const candidates = new Set(endingWith(this.dotTails, '', name, isDot, (key) => key, '.'));
     forEachSuffix(name, '.', (suffix) => {
       if (suffix !== name && this.keys.has(suffix)) candidates.add(suffix);
     });
@@ -52,10 +54,43 @@ export class BaseKeyIndex {
    * wanted (`weight`): the one base key whose flattened module ends with it on a `_` boundary.
    */
   resolveFlat(flatName: string, param = 'weight'): KeyResolution {
-    return unique(this.flatSuffixes.get(param)?.get(flatName) ?? []);
+    const flatModule = (key: string) => key.slice(0, key.lastIndexOf('.')).replaceAll('.', '_');
+    return unique(endingWith(this.flatTails, `${param}\0`, flatName, isUnderscore, flatModule, '_'));
   }
 }
 
+const TAIL_PARTS = 3;
+const isDot = (c: number) => c === 0x2e;
+const isUnderscore = (c: number) => c === 0x5f;
+const isDotOrUnderscore = (c: number) => c === 0x2e || c === 0x5f;
+
+/** Calls `fn` with the tails of `s` after its last one, two and three separators, and `s` itself when it has fewer (empty tails skipped). */
+function forEachTail(s: string, isSep: (c: number) => boolean, fn: (tail: string) => void): void {
+  let parts = 0;
+  for (let i = s.length - 1; i >= 0 && parts < TAIL_PARTS; i--) {
+    if (!isSep(s.charCodeAt(i))) continue;
+    if (i + 1 < s.length) fn(s.slice(i + 1));
+    parts++;
+  }
+  if (parts < TAIL_PARTS) fn(s);
+}
+
+/**
+ * The keys whose `form` ends with `name` on a `sep` boundary (or equals it), from the bucket of
+ * `name`'s last parts: `name` itself when it has at most three, else its last three, checked.
+ */
+function endingWith(
+  tails: ReadonlyMap<string, string[]>, prefix: string, name: string, isSep: (c: number) => boolean, form: (key: string) => string, sep: string,
+): string[] {
+  let last = '';
+  forEachTail(name, isSep, (tail) => (last = tail));
+  const bucket = tails.get(prefix + last) ?? [];
+  if (last === name) return bucket;
+  return bucket.filter((key) => {
+    const f = form(key);
+    return f === name || (f.endsWith(name) && f[f.length - name.length - 1] === sep);
+  });
+}
 function unique(candidates: string[]): KeyResolution {
   if (candidates.length === 1) return { found: true, key: candidates[0] };
   return { found: false, ambiguous: candidates.length > 1, candidates: candidates.sort() };

@@ -58,6 +58,16 @@ const INTERNVL_ORIGINAL_PROJECTOR: readonly KeyRule[] = [
 const INTERNVL = llavaLike('InternVL', INTERNVL_ORIGINAL_PROJECTOR);
 
 const IMAGE_NEWLINE: KeyRule = [/^image_newline/, 'model.image_newline'];
+
+/**
+ * Not a transformers conversion of this class: Gemma3ForCausalLM's names for the language model
+ * of a Gemma 3 checkpoint. transformers loads that language model into Gemma3ForCausalLM (its
+ * `base_model_prefix` is `language_model`, so `language_model.model.layers.N` is that class's
+ * `model.layers.N`), trainers fine-tune the 4B/12B/27B models text-only that way, and the
+ * adapters name its modules `model.layers.N…`, which the multimodal model's tree does not have.
+ * Only keys starting `model.` outside the multimodal tree's three parts are rewritten.
+ */
+const GEMMA3_CAUSAL_LM: KeyRule = [/^model(?=\.)(?!\.(language_model|vision_tower|multi_modal_projector)(\.|$))/, 'model.language_model'];
 const VISION_RESAMPLER: KeyRule = [/^vision_resampler/, 'model.vision_resampler'];
 
 /**
@@ -74,7 +84,7 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   LlavaNextVideoForConditionalGeneration: llavaLike('LLaVA-NeXT-Video', [IMAGE_NEWLINE, VISION_RESAMPLER]),
   LlavaOnevisionForConditionalGeneration: llavaLike('LLaVA-OneVision', [IMAGE_NEWLINE, VISION_RESAMPLER]),
   Mistral3ForConditionalGeneration: llavaLike('Mistral 3'),
-  Gemma3ForConditionalGeneration: llavaLike('Gemma 3'),
+  Gemma3ForConditionalGeneration: llavaLike('Gemma 3', [GEMMA3_CAUSAL_LM]),
   PaliGemmaForConditionalGeneration: llavaLike('PaliGemma'),
   MllamaForConditionalGeneration: llavaLike('Mllama', [], 'vision_model'),
   InternVLForConditionalGeneration: INTERNVL,

@@ -1,0 +1,40 @@
+/**
+ * NVIDIA ModelOpt's quantization config, as its unified Hugging Face export writes it and vLLM
+ * reads it (modelopt.py's ModelOptQuantConfigBase.from_config): `hf_quant_config.json`
+ * (`{"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "FP8", ...}}`), and, in newer
+ * exports, config.json's `quantization_config` with `quant_method: "modelopt"` and `quant_algo`
+ * at its top level (or under `quantization`). `quant_algo` is compared upper-cased, as vLLM does.
+ */
+import type { InputFileSet } from '../io/types.js';
+import { parseBoundedJson } from './bounded-json.js';
+import type { ModelConfig } from './model-config.js';
+
+export const HF_QUANT_CONFIG_FILE = 'hf_quant_config.json';
+
+export interface ModelOptQuantization {
+  /** `FP8`, `NVFP4`, `FP8_PER_CHANNEL_PER_TOKEN`, … (upper-cased). */
+  algo: string;
+  /** NVFP4's group of inputs per block scale (16). */
+  groupSize?: number;
+  /** hf_quant_config.json when the folder has one: a dequantized model must not keep it. */
+  file?: string;
+}
+
+const record = (v: unknown): Record<string, unknown> | undefined =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+
+/** The ModelOpt quantization of the base folder, or undefined when neither file names one. */
+export async function readModelOptQuantization(files: InputFileSet, config: ModelConfig | undefined): Promise<ModelOptQuantization | undefined> {
+  const file = files.list().includes(HF_QUANT_CONFIG_FILE) ? HF_QUANT_CONFIG_FILE : undefined;
+  const hf = file ? record(parseBoundedJson(await files.readText(file), `${files.name}/${file}`)) : undefined;
+  const fromFile = hf && record(record(hf.producer))?.name === 'modelopt' ? record(hf.quantization) : undefined;
+  const qc = record(config?.raw.quantization_config);
+  const fromConfig = qc && typeof qc.quant_method === 'string' && qc.quant_method.toLowerCase().startsWith('modelopt')
+    ? (record(qc.quantization) ?? qc)
+    : undefined;
+  const q = fromConfig ?? fromFile;
+  if (!q) return undefined;
+  const algo = typeof q.quant_algo === 'string' ? q.quant_algo.toUpperCase() : 'unknown';
+  const group = q.group_size;
+  return { algo, ...(typeof group === 'number' ? { groupSize: group } : {}), ...(file ? { file } : {}) };
+}

@@ -1,0 +1,366 @@
+/**
+ * LoRAs merged into NVIDIA ModelOpt checkpoints, with the tensors, dtypes and configs its unified
+ * Hugging Face export writes:
+ * - FP8 (nvidia/Llama-3.1-8B-Instruct-FP8): `<m>.weight` F8_E4M3, `<m>.weight_scale` F32 () and
+ *   `<m>.input_scale` F32 () per linear layer, `k_proj.k_scale` / `v_proj.v_scale` F32 () for the
+ *   KV cache, hf_quant_config.json `{"producer": {"name": "modelopt"}, "quantization":
+ *   {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8", "exclude_modules": ["lm_head"]}}`, or (newer
+ *   exports) config.json `quantization_config: {"quant_method": "modelopt", "quant_algo": "FP8"}`.
+ * - NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4): `<m>.weight` U8 (out, in/2) of two e2m1 codes,
+ *   `<m>.weight_scale` F8_E4M3 (out, in/16), `<m>.weight_scale_2` F32 (), `<m>.input_scale` F32 ().
+ * Truth is float64 written here, codes decoded by hand: W = e4m3(code) × weight_scale (FP8) or
+ * e2m1(nibble) × e4m3(block scale) × weight_scale_2 (NVFP4; element 2k in the low nibble), and
+ * W' = W + weight · α/r · B·A. FP8 is written again as ModelOpt's exporter would quantize W'
+ * (the rule is spelled out below) or dequantized with --dtype; NVFP4 only dequantized. Both
+ * backends; odd sizes; slabs small enough that every weight streams in several.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { errorLines, runCli } from './helpers/cli.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+
+const rand = seededRandom(4711);
+const L = 'model.layers.0';
+const Q = `${L}.self_attn.q_proj`;
+const K = `${L}.self_attn.k_proj`;
+const V = `${L}.self_attn.v_proj`;
+const WEIGHT = 0.8;
+const ALPHA = 16;
+
+// --- codes decoded by hand ---------------------------------------------------------------------
+
+/** torch.float8_e4m3fn: sign, 4 exponent bits (bias 7), 3 mantissa bits; 0x7F/0xFF are NaN. */
+function e4m3Value(byte: number): number {
+  const sign = byte & 0x80 ? -1 : 1;
+  const exp = (byte >> 3) & 0xf;
+  const mant = byte & 7;
+  if (exp === 15 && mant === 7) return NaN;
+  return sign * (exp === 0 ? (mant / 8) * 2 ** -6 : (1 + mant / 8) * 2 ** (exp - 7));
+}
+/** e2m1: a sign bit (8) and three bits indexing 0, 0.5, 1, 1.5, 2, 3, 4, 6. */
+function e2m1Value(nibble: number): number {
+  const m = [0, 0.5, 1, 1.5, 2, 3, 4, 6][nibble & 7];
+  return nibble & 8 ? -m : m;
+}
+/** A random e4m3 byte that is not NaN, as its value. */
+const randomE4m3 = (lo = 0, hi = 0xfe) => {
+  let b: number;
+  do b = lo + Math.floor(rand() * (hi - lo + 1)); while ((b & 0x7f) === 0x7f);
+  return e4m3Value(b);
+};
+
+// --- the adapter: PEFT LoRA, r = 16 on q_proj, r = 1 on v_proj ----------------------------------
+
+function adapterFolder(rows: Record<string, number>, cols: number, extra: Record<string, unknown> = {}): Record<string, Uint8Array | string> {
+  const tensors: FixtureTensor[] = [];
+  for (const [m, r] of [[Q, 16], [V, 1]] as const) {
+    tensors.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'F32', shape: [r, cols], data: Array.from(randomValues(r * cols, rand, 0.3), Math.fround) });
+    tensors.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'F32', shape: [rows[m], r], data: Array.from(randomValues(rows[m] * r, rand, 0.3), Math.fround) });
+  }
+  return {
+    'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 16, lora_alpha: ALPHA, rank_pattern: { v_proj: 1 }, target_modules: ['q_proj', 'v_proj'], ...extra }),
+    'adapter_model.safetensors': buildSafetensors(tensors),
+  };
+}
+
+/** W + weight · α/r · B·A in float64, for the modules the adapter has. */
+function addLora(w: Float64Array, rows: number, cols: number, lora: Map<string, DecodedTensor>, m: string): Float64Array {
+  const a = lora.get(`base_model.model.${m}.lora_A.weight`);
+  if (!a) return w;
+  const b = lora.get(`base_model.model.${m}.lora_B.weight`)!;
+  const r = a.shape[0];
+  const out = Float64Array.from(w);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
+    let d = 0;
+    for (let k = 0; k < r; k++) d += b.values[i * r + k] * a.values[k * cols + j];
+    out[i * cols + j] += WEIGHT * (ALPHA / r) * d;
+  }
+  return out;
+}
+
+const backends = mergeBackends({ cpu: 'default' });
+
+async function merge(base: Record<string, Uint8Array | string>, adapter: Record<string, Uint8Array | string>, backend: MergeBackend, outDtype?: string) {
+  const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+  const output = createBlobOutputTarget();
+  try {
+    expect(prepared.plan.problems).toEqual([]);
+    await mergeModel({ prepared, output, backend, outDtype, slabBytes: 4096 });
+  } finally {
+    await prepared.close();
+  }
+  const files = new Map(await Promise.all(output.files().map(async (f) => [f.path, new Uint8Array(await f.blob.arrayBuffer())] as const)));
+  return {
+    paths: [...files.keys()].sort(),
+    weights: decodeSafetensors(files.get('model.safetensors')!).tensors,
+    config: JSON.parse(new TextDecoder().decode(files.get('config.json')!)) as Record<string, unknown>,
+  };
+}
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+async function cli(base: Record<string, Uint8Array | string>, adapter: Record<string, Uint8Array | string>, extra: string[] = []) {
+  const dir = temp.make({
+    ...Object.fromEntries(Object.entries(base).map(([k, v]) => [`base/${k}`, v])),
+    ...Object.fromEntries(Object.entries(adapter).map(([k, v]) => [`adapter/${k}`, v])),
+  });
+  const out = join(dir, 'merged');
+  const run = await runCli(['merge', '--base', join(dir, 'base'), '--adapter', join(dir, 'adapter'), '--out', out, '--backend', 'cpu', ...extra]);
+  return { run, out, lines: errorLines(run.stderr) };
+}
+
+// --- ModelOpt FP8 -------------------------------------------------------------------------------
+
+describe('ModelOpt FP8 (nvidia/Llama-3.1-8B-Instruct-FP8)', () => {
+  const COLS = 200;
+  const ROWS: Record<string, number> = { [Q]: 300, [K]: 130, [V]: 130 };
+  const HF_QUANT = { producer: { name: 'modelopt', version: '0.15.0' }, quantization: { quant_algo: 'FP8', kv_cache_quant_algo: 'FP8', exclude_modules: ['lm_head'] } };
+  type Variant = 'hf_quant_config.json, bfloat16' | 'config.json quantization_config, float16';
+  const VARIANTS: Variant[] = ['hf_quant_config.json, bfloat16', 'config.json quantization_config, float16'];
+  const dtypeOf = (v: Variant) => (v.endsWith('float16') && !v.endsWith('bfloat16') ? 'F16' : 'BF16');
+
+  function baseFolder(variant: Variant): Record<string, Uint8Array | string> {
+    const d = dtypeOf(variant);
+    const tensors: FixtureTensor[] = [
+      { name: 'model.embed_tokens.weight', dtype: d, shape: [64, COLS], data: Array.from(randomValues(64 * COLS, rand), (x) => roundForDType(x, d)) },
+      { name: `${L}.input_layernorm.weight`, dtype: d, shape: [COLS], data: Array.from({ length: COLS }, () => 1) },
+    ];
+    for (const m of [Q, K, V]) {
+      // Codes over the whole e4m3 range, some zeros; one scale per tensor, as ModelOpt's amax / 448.
+      tensors.push({ name: `${m}.weight`, dtype: 'F8_E4M3', shape: [ROWS[m], COLS], data: Array.from({ length: ROWS[m] * COLS }, (_, i) => (i % 97 === 0 ? 0 : randomE4m3())) });
+      tensors.push({ name: `${m}.input_scale`, dtype: 'F32', shape: [], data: [Math.fround(0.0213)] });
+      tensors.push({ name: `${m}.weight_scale`, dtype: 'F32', shape: [], data: [Math.fround(0.0005 + rand() * 0.0001)] });
+    }
+    tensors.push({ name: `${K}.k_scale`, dtype: 'F32', shape: [], data: [1] });
+    tensors.push({ name: `${V}.v_scale`, dtype: 'F32', shape: [], data: [1] });
+    tensors.push({ name: 'lm_head.weight', dtype: d, shape: [64, COLS], data: Array.from(randomValues(64 * COLS, rand), (x) => roundForDType(x, d)) });
+    const config: Record<string, unknown> = {
+      architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: COLS, torch_dtype: d === 'F16' ? 'float16' : 'bfloat16',
+    };
+    const files: Record<string, Uint8Array | string> = { 'model.safetensors': buildSafetensors(tensors) };
+    if (variant.startsWith('hf_quant_config')) files['hf_quant_config.json'] = JSON.stringify(HF_QUANT);
+    else config.quantization_config = { quant_method: 'modelopt', quant_algo: 'FP8', kv_cache_scheme: { num_bits: 8, type: 'float', dynamic: false }, ignore: ['lm_head'] };
+    files['config.json'] = JSON.stringify(config);
+    return files;
+  }
+
+  /** W' in float64: e4m3(code) × weight_scale + the LoRA. */
+  const truth = (base: Map<string, DecodedTensor>, lora: Map<string, DecodedTensor>, m: string) => {
+    const codes = base.get(`${m}.weight`)!;
+    const s = base.get(`${m}.weight_scale`)!.values[0];
+    const w = Float64Array.from(codes.bytes, (b) => e4m3Value(b) * s);
+    return addLora(w, ROWS[m], COLS, lora, m);
+  };
+
+  /**
+   * ModelOpt's FP8 export of a weight W' held in the model's dtype d (unified_export_hf.py,
+   * quant_utils.py): amax = max |W'_d|, weight_scale = f32(amax / 448) (a 0-dim f32 tensor), and
+   * codes = (W'_d / weight_scale).to(float8_e4m3fn), which torch computes on the GPU with the
+   * 0-dim scale cast to d, each quotient in f32 rounded to d, then cast to e4m3 (nearest even).
+   */
+  const modelOptQuantize = (real: Float64Array, d: 'BF16' | 'F16') => {
+    const wd = real.map((x) => roundForDType(x, d));
+    const amax = wd.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    const scale = Math.fround(amax / 448);
+    const divisor = roundForDType(scale, d);
+    const codes = wd.map((x) => roundForDType(Math.min(448, Math.max(-448, roundForDType(Math.fround(x / divisor), d))), 'F8_E4M3'));
+    return { scale, codes };
+  };
+
+  for (const variant of VARIANTS) {
+    const base = baseFolder(variant);
+    const adapter = adapterFolder(ROWS, COLS);
+    const original = decodeSafetensors(base['model.safetensors'] as Uint8Array).tensors;
+    const lora = decodeSafetensors(adapter['adapter_model.safetensors'] as Uint8Array).tensors;
+    const d = dtypeOf(variant);
+
+    for (const backendName of ['cpu', 'webgpu']) {
+      describe(`${variant} on ${backendName}`, () => {
+        it('default: FP8 again, each merged weight quantized as ModelOpt\'s exporter does, its weight_scale recomputed', async () => {
+          const { weights, config, paths } = await merge(base, adapter, backends[backendName]!);
+          expect(config).toEqual(JSON.parse(base['config.json'] as string));
+          if (variant.startsWith('hf_quant_config')) expect(paths).toContain('hf_quant_config.json');
+          let grown = 0;
+          for (const m of [Q, K, V]) {
+            const w = weights.get(`${m}.weight`)!;
+            const s = weights.get(`${m}.weight_scale`)!;
+            expect(w.dtype).toBe('F8_E4M3');
+            expect([s.dtype, s.shape]).toEqual(['F32', []]);
+            if (m === K) {
+              expect(w.bytes).toEqual(original.get(`${m}.weight`)!.bytes);
+              expect(s.bytes).toEqual(original.get(`${m}.weight_scale`)!.bytes);
+              continue;
+            }
+            const real = truth(original, lora, m);
+            const expected = modelOptQuantize(real, d);
+            expect(s.values[0], `${m} weight_scale`).toBe(expected.scale);
+            const wrong = Array.from(w.bytes).findIndex((b, i) => e4m3Value(b) !== expected.codes[i]);
+            expect(wrong, `${m}: element ${wrong}`).toBe(-1);
+            const old = original.get(`${m}.weight_scale`)!.values[0];
+            grown += real.filter((x) => Math.abs(x) > 448 * old).length;
+          }
+          // The old scale would have clipped the merged weights: it had to be recomputed.
+          expect(grown).toBeGreaterThan(0);
+          // Activation and KV-cache scales are kept as they are (see the README).
+          for (const key of [`${Q}.input_scale`, `${K}.input_scale`, `${V}.input_scale`, `${K}.k_scale`, `${V}.v_scale`, 'lm_head.weight']) {
+            expect(weights.get(key)!.bytes, key).toEqual(original.get(key)!.bytes);
+          }
+        });
+
+        it('--dtype bf16: W\' rounded once, every weight dequantized, the scales, quantization_config and hf_quant_config.json gone', async () => {
+          const { weights, config, paths } = await merge(base, adapter, backends[backendName]!, 'bf16');
+          expect(config.quantization_config).toBeUndefined();
+          expect(config.torch_dtype).toBe('bfloat16');
+          expect(paths).not.toContain('hf_quant_config.json');
+          expect([...weights.keys()].filter((k) => /scale/.test(k))).toEqual([]);
+          for (const m of [Q, K, V]) {
+            const w = weights.get(`${m}.weight`)!;
+            expect(w.dtype).toBe('BF16');
+            const expected = truth(original, lora, m).map((x) => roundForDType(x, 'BF16'));
+            const wrong = w.values.findIndex((x, i) => x !== expected[i]);
+            expect(wrong, `${m}: element ${wrong}`).toBe(-1);
+          }
+        });
+      });
+    }
+  }
+
+  it('DoRA on a ModelOpt FP8 weight: refused in one line naming the module, nothing written', async () => {
+    const adapter = adapterFolder(ROWS, COLS, { use_dora: true });
+    const a = decodeSafetensors(adapter['adapter_model.safetensors'] as Uint8Array).tensors;
+    const tensors: FixtureTensor[] = [...a].map(([name, t]) => ({ name, dtype: 'F32', shape: t.shape, data: Array.from(t.values) }));
+    tensors.push({ name: `base_model.model.${Q}.lora_magnitude_vector`, dtype: 'F32', shape: [ROWS[Q]], data: Array.from({ length: ROWS[Q] }, () => 1) });
+    tensors.push({ name: `base_model.model.${V}.lora_magnitude_vector`, dtype: 'F32', shape: [ROWS[V]], data: Array.from({ length: ROWS[V] }, () => 1) });
+    const { run, out, lines } = await cli(baseFolder(VARIANTS[0]), { ...adapter, 'adapter_model.safetensors': buildSafetensors(tensors) });
+    expect(run.code).not.toBe(0);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/DoRA on the ModelOpt FP8 weight model\.layers\.0\.self_attn\.(q|v)_proj\.weight .*not supported/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('ModelOpt FP8 with per-channel scales (FP8_PER_CHANNEL_PER_TOKEN) stays refused by its scale tensor', async () => {
+    const files = baseFolder(VARIANTS[0]);
+    const rowsOf = (name: string) => ROWS[name.slice(0, -'.weight_scale'.length)];
+    const tensors = [...decodeSafetensors(files['model.safetensors'] as Uint8Array).tensors].map(([name, t]): FixtureTensor => (
+      name.endsWith('weight_scale')
+        ? { name, dtype: 'F32', shape: [rowsOf(name)], data: Array.from({ length: rowsOf(name) }, () => 0.0005) }
+        : { name, dtype: t.dtype, shape: t.shape, data: Array.from(t.values) }));
+    const hf = { ...HF_QUANT, quantization: { ...HF_QUANT.quantization, quant_algo: 'FP8_PER_CHANNEL_PER_TOKEN' } };
+    const prepared = await prepareMerge(
+      memoryInputFileSet({ ...files, 'model.safetensors': buildSafetensors(tensors), 'hf_quant_config.json': JSON.stringify(hf) }, 'model'),
+      [{ files: memoryInputFileSet(adapterFolder(ROWS, COLS), 'adapter'), weight: 1 }],
+    );
+    await prepared.close();
+    const messages = prepared.plan.problems.map((p) => p.message);
+    expect(messages).toHaveLength(2);
+    expect(messages[0]).toMatch(/q_proj\.weight is stored quantized, with its scale in .*q_proj\.weight_scale/);
+  });
+});
+
+// --- ModelOpt NVFP4 -----------------------------------------------------------------------------
+
+describe('ModelOpt NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4)', () => {
+  const COLS = 208; // 13 groups of 16 inputs
+  const ROWS: Record<string, number> = { [Q]: 37, [K]: 21, [V]: 21 };
+  const HF_QUANT = { producer: { name: 'modelopt', version: '0.29.0' }, quantization: { quant_algo: 'NVFP4', kv_cache_quant_algo: 'FP8', group_size: 16, exclude_modules: ['lm_head'] } };
+  const CONFIG = {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: COLS, torch_dtype: 'bfloat16',
+    quantization_config: { quant_method: 'modelopt', quant_algo: 'NVFP4', group_size: 16, kv_cache_scheme: { num_bits: 8, type: 'float', dynamic: false }, ignore: ['lm_head'] },
+  };
+
+  function baseFolder(): Record<string, Uint8Array | string> {
+    const tensors: FixtureTensor[] = [
+      { name: 'model.embed_tokens.weight', dtype: 'BF16', shape: [64, COLS], data: Array.from(randomValues(64 * COLS, rand), (x) => roundForDType(x, 'BF16')) },
+    ];
+    for (const m of [Q, K, V]) {
+      const rows = ROWS[m];
+      tensors.push({ name: `${m}.weight`, dtype: 'U8', shape: [rows, COLS / 2], data: Array.from({ length: (rows * COLS) / 2 }, () => Math.floor(rand() * 256)) });
+      tensors.push({ name: `${m}.weight_scale`, dtype: 'F8_E4M3', shape: [rows, COLS / 16], data: Array.from({ length: (rows * COLS) / 16 }, (_, i) => (i % 29 === 0 ? randomE4m3(1, 7) : randomE4m3(0x28, 0x5f))) });
+      tensors.push({ name: `${m}.weight_scale_2`, dtype: 'F32', shape: [], data: [Math.fround(0.000731 + rand() * 0.0001)] });
+      tensors.push({ name: `${m}.input_scale`, dtype: 'F32', shape: [], data: [Math.fround(0.0017)] });
+    }
+    tensors.push({ name: `${K}.k_scale`, dtype: 'F32', shape: [], data: [1] });
+    tensors.push({ name: `${V}.v_scale`, dtype: 'F32', shape: [], data: [1] });
+    tensors.push({ name: 'lm_head.weight', dtype: 'BF16', shape: [64, COLS], data: Array.from(randomValues(64 * COLS, rand), (x) => roundForDType(x, 'BF16')) });
+    return { 'model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify(CONFIG), 'hf_quant_config.json': JSON.stringify(HF_QUANT) };
+  }
+
+  /** W in float64: e2m1(nibble) × e4m3(its block's scale) × weight_scale_2; element 2k is the low nibble of byte k. */
+  const dequantized = (base: Map<string, DecodedTensor>, m: string) => {
+    const packed = base.get(`${m}.weight`)!.bytes;
+    const blocks = base.get(`${m}.weight_scale`)!.bytes;
+    const global = base.get(`${m}.weight_scale_2`)!.values[0];
+    const rows = ROWS[m];
+    const w = new Float64Array(rows * COLS);
+    for (let i = 0; i < rows; i++) for (let j = 0; j < COLS; j++) {
+      const byte = packed[(i * COLS + j) >> 1];
+      const nibble = j % 2 === 0 ? byte & 0x0f : byte >> 4;
+      w[i * COLS + j] = e2m1Value(nibble) * e4m3Value(blocks[i * (COLS / 16) + Math.floor(j / 16)]) * global;
+    }
+    return w;
+  };
+
+  const base = baseFolder();
+  const adapter = adapterFolder(ROWS, COLS);
+  const original = decodeSafetensors(base['model.safetensors'] as Uint8Array).tensors;
+  const lora = decodeSafetensors(adapter['adapter_model.safetensors'] as Uint8Array).tensors;
+
+  for (const backendName of ['cpu', 'webgpu']) {
+    it(`on ${backendName}: --dtype bf16 and f32 write W' rounded once, every NVFP4 weight dequantized, its scales and the quantization config gone`, async () => {
+      for (const dtype of ['BF16', 'F32'] as const) {
+        const { weights, config, paths } = await merge(base, adapter, backends[backendName]!, dtype.toLowerCase());
+        expect(config.quantization_config).toBeUndefined();
+        expect(paths).not.toContain('hf_quant_config.json');
+        expect([...weights.keys()].sort()).toEqual(['lm_head.weight', 'model.embed_tokens.weight', `${K}.weight`, `${Q}.weight`, `${V}.weight`].sort());
+        for (const m of [Q, K, V]) {
+          const w = weights.get(`${m}.weight`)!;
+          expect([w.dtype, w.shape], m).toEqual([dtype, [ROWS[m], COLS]]);
+          const real = addLora(dequantized(original, m), ROWS[m], COLS, lora, m);
+          // f32: where the float64 truth (off by a few 2^-53 of itself) straddles a rounding boundary, either neighbour.
+          const near = (x: number, got: number) => (dtype === 'BF16' ? [x] : [x, x * (1 + 2 ** -50), x * (1 - 2 ** -50)]).some((t) => roundForDType(t, dtype) === got);
+          const wrong = real.findIndex((x, i) => !near(x, w.values[i]));
+          expect(wrong, `${m} in ${dtype}: element ${wrong}`).toBe(-1);
+        }
+      }
+    });
+  }
+
+  it('the plan says how it is merged; without --dtype the merge is refused in one line and nothing is written', async () => {
+    const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+    await prepared.close();
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.notes.join('\n')).toMatch(/3 ModelOpt NVFP4 weights .*written dequantized, with --dtype bf16 \(or f16, f32\) only/);
+    for (const extra of [[], ['--dtype', 'f8_e4m3']]) {
+      const { run, out, lines } = await cli(base, adapter, extra);
+      expect(run.code, extra.join(' ')).not.toBe(0);
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/ModelOpt NVFP4 weights are written only dequantized .*--dtype bf16/);
+      expect(existsSync(out)).toBe(false);
+    }
+  });
+
+  it('W4A16_NVFP4 named in hf_quant_config.json alone (no input_scale, config.json without quantization_config): dequantized the same way', async () => {
+    const tensors = [...original].filter(([name]) => !name.endsWith('input_scale')).map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: Array.from(t.values) }));
+    const { quantization_config: _, ...plain } = CONFIG;
+    const files = {
+      'model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify(plain),
+      'hf_quant_config.json': JSON.stringify({ ...HF_QUANT, quantization: { ...HF_QUANT.quantization, quant_algo: 'W4A16_NVFP4' } }),
+    };
+    const { weights, paths } = await merge(files, adapter, backends.cpu!, 'bf16');
+    expect(paths).not.toContain('hf_quant_config.json');
+    const w = weights.get(`${Q}.weight`)!;
+    const expected = addLora(dequantized(original, Q), ROWS[Q], COLS, lora, Q).map((x) => roundForDType(x, 'BF16'));
+    expect(w.values.findIndex((x, i) => x !== expected[i])).toBe(-1);
+  });
+
+  it('a block scale table that does not fit the weight is refused naming the tensor', async () => {
+    const tensors = [...original].map(([name, t]): FixtureTensor => (name === `${Q}.weight_scale`
+      ? { name, dtype: 'F8_E4M3', shape: [ROWS[Q], 6], data: Array.from({ length: ROWS[Q] * 6 }, () => 1) }
+      : { name, dtype: t.dtype, shape: t.shape, data: Array.from(t.values) }));
+    await expect(prepareMerge(memoryInputFileSet({ ...base, 'model.safetensors': buildSafetensors(tensors) }, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]))
+      .rejects.toThrow(/q_proj\.weight is not an NVFP4 weight as ModelOpt writes it \(.*q_proj\.weight_scale has 6 scales per row for 208 inputs in groups of 16\)/);
+  });
+});
