@@ -658,6 +658,10 @@ function planBiasAlone(
     return fail('UNSUPPORTED_FORMAT', `${module.biasB!.name} on a module that lands on part of a tensor (${targets.map((t) => t.baseKey).join(', ')}) without a weight update is not supported`);
   }
   const weightKey = targets[0].baseKey;
+  const weightShape = base.tensors.get(weightKey)!.shape;
+  if (module.deltaShape[0] !== weightShape[0]) {
+    return fail('SHAPE_MISMATCH', `${module.biasB!.name} ${fmt(module.deltaShape)} does not fit base ${weightKey} ${fmt(weightShape)}: it should hold one value per output feature (${weightShape[0]})`);
+  }
   const clash = seen.get(weightKey)?.[0];
   if (clash) return fail('AMBIGUOUS_MODULE', `targets ${weightKey}, as module "${clash.module}" of the same adapter does`);
   seen.set(weightKey, [{ module: source.moduleName, rows: [[0, Infinity]] }]);
@@ -688,7 +692,7 @@ function planBias(
   let update = biases.get(biasKey);
   if (own && update && update.source !== own) return fail('PLAN_INVALID', `the adapter saved ${biasKey}, which ${update.terms[0].adapter} already updates`);
   if (!update) {
-    biases.set(biasKey, (update = { baseKey: biasKey, dtype: info.dtype, length: out, terms: [] }));
+    biases.set(biasKey, (update = { baseKey: biasKey, dtype: info.dtype, length: baseOut, terms: [] }));
     if (own) update.source = own;
   }
   // Biases are stored as they are, even beside a scaled fp8 weight: no value scale here.
