@@ -9,9 +9,13 @@
  * (a "diff" patch: no α), W += strength·diff. Truth is float64, written out below; each merge on
  * the CPU and on WebGPU.
  */
-import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { summarizePlan } from '../demo/plan-summary.js';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
-import { buildSafetensors, roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { errorLines, listDir, runCli } from './helpers/cli.js';
+import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { FLUX, WAN, fluxBflTensors, fluxDiffusersTensors, tensor, wanOriginalTensors } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 import { ulpOf } from './helpers/merge-truth.js';
@@ -254,5 +258,54 @@ describe('modules with a bias diff that cannot be merged as ComfyUI merges them'
     const withReshape = [f16(`${D}patch_embedding.lora_up.weight`, [dim, 2, 1, 1, 1]), f16(`${D}patch_embedding.lora_down.weight`, [2, 32, 1, 2, 2]), reshape];
     expect(await problemsOf(withReshape)).toEqual([expect.stringMatching(/module "diffusion_model\.patch_embedding" has "diffusion_model\.patch_embedding\.reshape_weight" \(ComfyUI pads the base weight with zeros .*changes the model's shape\); merging it is not supported/)]);
     expect(await problemsOf([f16(`${D}blocks.0.norm3.set_weight`, [dim])])).toEqual([expect.stringMatching(/module "diffusion_model\.blocks\.0\.norm3" is a replaced weight \(ComfyUI set_weight.*\), which is not supported yet/)]);
+  });
+});
+
+// --- the command line goes through the same plan ----------------------------------------------
+
+describe('the CLI on a ComfyUI-extracted Wan LoRA', () => {
+  const temp = tempDirs();
+  afterAll(() => temp.removeAll());
+  const noBias = [f16(`${D}blocks.0.cross_attn.k.lora_up.weight`, [dim, 2]), f16(`${D}blocks.0.cross_attn.k.lora_down.weight`, [2, dim]), f16(`${D}blocks.0.cross_attn.k.diff_b`, [dim])];
+
+  it('merges both patches of each module (loramerge merge)', async () => {
+    const dir = temp.make({ [WAN_FILE]: buildSafetensors(wanBase), 'extracted.safetensors': buildSafetensors(wanLora) });
+    const out = join(dir, 'merged.safetensors');
+    const result = await runCli(['merge', '--base', join(dir, WAN_FILE), '--adapter', join(dir, 'extracted.safetensors'), '--weight', String(WAN_WEIGHT), '--out', out, '--backend', 'cpu']);
+    expect(errorLines(result.stderr), result.stderr).toEqual([]);
+    expect(result.code).toBe(0);
+    expectMerged(wanBase, decodeSafetensors(new Uint8Array(readFileSync(out))).tensors, wanTruth());
+  });
+
+  it('refuses a diff_b without a base bias in one line naming module and tensor, and writes nothing', async () => {
+    const dir = temp.make({ [WAN_FILE]: buildSafetensors(wanBase), 'extracted.safetensors': buildSafetensors(noBias) });
+    const result = await runCli(['merge', '--base', join(dir, WAN_FILE), '--adapter', join(dir, 'extracted.safetensors'), '--out', join(dir, 'merged.safetensors'), '--backend', 'cpu']);
+    expect(result.code).toBe(1);
+    expect(errorLines(result.stderr).join('\n')).toMatch(/module "diffusion_model\.blocks\.0\.cross_attn\.k": has diffusion_model\.blocks\.0\.cross_attn\.k\.diff_b, a change of its bias, but the base has no blocks\.0\.cross_attn\.k\.bias/);
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    expect(listDir(dir)).toEqual(['extracted.safetensors', WAN_FILE].sort());
+  });
+
+  it('resize refuses a module with a bias diff by name rather than dropping it', async () => {
+    const dir = temp.make({ 'extracted.safetensors': buildSafetensors(wanLora) });
+    const result = await runCli(['resize', '--adapter', join(dir, 'extracted.safetensors'), '--rank', '2', '--out', join(dir, 'small.safetensors'), '--backend', 'cpu']);
+    expect(result.code).toBe(1);
+    expect(errorLines(result.stderr).join('\n')).toMatch(/module "diffusion_model\.blocks\.0\.self_attn\.q" changes a bias \(diffusion_model\.blocks\.0\.self_attn\.q\.diff_b\), which resize does not support yet/);
+    expect(listDir(dir)).toEqual(['extracted.safetensors']);
+  });
+});
+
+describe('the page\'s plan of a ComfyUI-extracted Wan LoRA', () => {
+  it('names each module\'s parts, lists the lone bias diff, and counts the biases among the changed tensors', async () => {
+    const summary = await summarizePlan(memoryInputFileSet({ [WAN_FILE]: buildSafetensors(wanBase) }, WAN_FILE), [
+      { files: memoryInputFileSet({ 'extracted.safetensors': buildSafetensors(wanLora) }, 'extracted.safetensors'), weight: WAN_WEIGHT },
+    ]);
+    expect(summary.mergeable).toBe(true);
+    expect(summary.adapters[0].facts).toEqual(expect.arrayContaining(['ComfyUI', 'LoRA + bias ×3', 'LoRA ×1', 'full diff + bias ×1', 'full diff ×1', 'LoHa + bias ×1', 'bias diff ×1', '8 modules']));
+    const byModule = new Map(summary.modules.map((m) => [m.module, m]));
+    expect(byModule.get(`${D}blocks.0.ffn.0`)).toMatchObject({ target: 'blocks.0.ffn.0.weight', algorithm: 'LoRA + bias', rank: 3, scale: 0.5 });
+    expect(byModule.get(`${D}patch_embedding`)).toEqual({ adapter: 0, module: `${D}patch_embedding`, target: 'patch_embedding.bias', shape: [dim], algorithm: 'bias diff', scale: 1 });
+    expect(summary.modules).toHaveLength(8);
+    expect(summary.files[0].changed).toBe(wanTruth().length);
   });
 });
