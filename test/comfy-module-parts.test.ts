@@ -15,7 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { summarizePlan } from '../demo/plan-summary.js';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
-import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { FLUX, WAN, fluxBflTensors, fluxDiffusersTensors, tensor, wanOriginalTensors } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 import { ulpOf } from './helpers/merge-truth.js';
@@ -63,7 +63,7 @@ function expectMerged(base: readonly FixtureTensor[], merged: Map<string, Decode
       for (let i = 0; i < count * cols; i++) truth[dst * cols + i] += a.scale * a.delta[src * cols + i];
     }
     for (let i = 0; i < truth.length; i++) {
-      const want = roundForDType(truth[i], t.dtype);
+      const want = t.dtype === 'F8_E4M3' || t.dtype === 'F8_E5M2' ? roundF8Saturating(truth[i], t.dtype) : roundForDType(truth[i], t.dtype);
       if (got.values[i] !== want) {
         expect(Math.abs(got.values[i] - truth[i]), `${t.name}[${i}]: got ${got.values[i]}, truth ${truth[i]}`).toBeLessThanOrEqual(ulpOf(truth[i], t.dtype));
       }
@@ -132,6 +132,35 @@ function wanTruth(): Addition[] {
   ];
 }
 
+/**
+ * Comfy-Org's scaled fp8 Wan (wan2.1_t2v_14B_fp8_scaled.safetensors): each 2-D weight stored as
+ * e4m3fn codes of W / scale_weight, norms, biases and the patch embedding as they were, a
+ * zero-size `scaled_fp8` marker. The weight's code gains s·ΔW / scale_weight (rounded once);
+ * the bias, stored as it is, gains s·diff_b, not divided by its weight's scale.
+ */
+const wanScaledBase: FixtureTensor[] = (() => {
+  const scaleOf = (name: string) => Math.fround(1 / 50 + (name.length % 5) / 1000);
+  const out: FixtureTensor[] = [];
+  for (const t of wanBase) {
+    if (t.shape.length !== 2) {
+      out.push(t);
+      continue;
+    }
+    const scale = scaleOf(t.name);
+    out.push({ ...t, dtype: 'F8_E4M3', data: Array.from(t.data as ArrayLike<number>, (x) => roundF8Saturating(x / scale, 'F8_E4M3')) });
+    out.push({ name: t.name.replace(/\.weight$/, '.scale_weight'), dtype: 'F32', shape: [], data: [scale] });
+  }
+  return [...out, { name: 'scaled_fp8', dtype: 'F8_E4M3', shape: [0], data: [] }];
+})();
+const SCALED_MODULES = ['blocks.0.self_attn.q', 'blocks.0.ffn.0', 'time_projection.1', 'blocks.0.norm3', 'patch_embedding'];
+const wanScaledLora = wanLora.filter((t) => SCALED_MODULES.some((m) => t.name.startsWith(`${D}${m}.`)));
+function wanScaledTruth(): Addition[] {
+  const scales = new Map(wanScaledBase.filter((t) => t.name.endsWith('.scale_weight')).map((t) => [t.name.replace(/\.scale_weight$/, '.weight'), (t.data as number[])[0]]));
+  return wanTruth()
+    .filter((a) => SCALED_MODULES.some((m) => a.key.startsWith(`${m}.`)))
+    .map((a) => ({ ...a, scale: a.scale / (scales.get(a.key) ?? 1) }));
+}
+
 // --- Flux: BFL's single file and diffusers' transformer ← a ComfyUI-extracted Flux LoRA ----------
 
 const { h } = FLUX;
@@ -189,6 +218,7 @@ function fluxTruth(onto: 'bfl' | 'diffusers'): Addition[] {
 
 const CASES = [
   { name: 'Wan 2.1 (Wan\'s naming) ← ComfyUI-extracted LoRA with diff_b, norm diffs, a lone diff_b, LoHa + diff_b', base: wanBase, baseFile: WAN_FILE, lora: wanLora, weight: WAN_WEIGHT, truth: wanTruth },
+  { name: 'Comfy-Org\'s scaled fp8 Wan ← the same LoRA: codes gain s·ΔW / scale_weight, biases s·diff_b', base: wanScaledBase, baseFile: 'wan2.1_t2v_14B_fp8_scaled.safetensors', lora: wanScaledLora, weight: WAN_WEIGHT, truth: wanScaledTruth },
   { name: 'Flux BFL single file ← ComfyUI-extracted LoRA with diff_b', base: fluxBfl, baseFile: 'flux1-dev.safetensors', lora: fluxLora, weight: FLUX_WEIGHT, truth: () => fluxTruth('bfl') },
   {
     name: 'diffusers Flux transformer ← the same file: fused qkv and linear1 biases split over q, k, v, proj_mlp',
