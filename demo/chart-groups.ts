@@ -2,10 +2,11 @@
  * Where a base tensor sits in its model, for the chart: the x axis is the model's real blocks
  * (a transformer's layers; a UNet's down/mid/up or input/middle/output blocks; Flux's double and
  * single blocks; SD3's joint blocks; each text encoder; a VLM's vision tower, projector and
- * language model), and the bar series are module kinds (`self_attn.q_proj`, `img_attn.qkv`,
- * `experts.w1`: MoE experts apart from shared experts and dense MLPs). Names come from the
- * single-file, diffusers and pipeline layouts alike (a pipeline's keys start with `unet.`,
- * `text_encoder_2.`…). Rules are data: a new family is a line or two.
+ * language model, and Video-LLaVA's video tower; HunyuanVideo's token refiner), and the bar
+ * series are module kinds (`self_attn.q_proj`, `img_attn.qkv`, `experts.w1`: MoE experts apart
+ * from shared experts and dense MLPs). Names come from the single-file, diffusers and pipeline
+ * layouts alike (a pipeline's keys start with `unet.`, `text_encoder_2.`…). Rules are data: a new
+ * family is a line or two.
  */
 export interface BlockGroup {
   /** Section of the model, in the order sections are shown (first seen first). */
@@ -44,7 +45,12 @@ interface Rule {
 const ENCODERS: Readonly<Record<string, string>> = { clip_l: ' (CLIP-L)', clip_g: ' (CLIP-G)', t5xxl: ' (T5)' };
 /** Where an encoder's layers are numbered (CLIP `layers`, OpenCLIP `resblocks`, T5 `block`, Qwen-VL's `blocks`, BERT's `layer`). */
 const ENCODER_LAYER = /(?:^|\.)(?:layers|resblocks|blocks|block|layer)\.(\d+)\./;
-const VISION = /(?:^|\.)(vision_tower|vision_model|visual|vision_encoder|image_encoder|vision)\./;
+const VISION = /(?:^|\.)(vision_tower|vision_model|visual|vision_encoder|image_encoder|vision|image_tower)\./;
+/** Video-LLaVA's second tower, which sees the video frames (its image tower counts as the vision tower). */
+const VIDEO = /(?:^|\.)video_tower\./;
+
+/** Sections numbered by their encoder layers, wherever in the key those sit. */
+const TOWERS: ReadonlySet<string> = new Set(['vision tower', 'video tower']);
 
 /** First match wins: text encoders and vision towers before the generic layer rule (they have `layers.N` too). */
 const RULES: readonly Rule[] = [
@@ -53,7 +59,13 @@ const RULES: readonly Rule[] = [
   { pattern: /^text_encoder(?:_(\d))?\./, section: (m) => `text encoder ${m[1] ?? '1'}` },
   { pattern: /^(?:cond_stage_model|text_model|encoder\.block)\./, section: () => 'text encoder' },
   { pattern: /(?:^|\.)(multi_modal_projector|mm_projector|merger|connector|modality_projection|vision_projection)(?:\.|$)/, section: () => 'projector', noIndex: true },
+  // InternVL's original checkpoints name the projector `mlp1` at the top level.
+  { pattern: /^(?=mlp1\.)/, section: () => 'projector', noIndex: true },
+  // Before the vision rule: the video tower's keys hold `vision_model.` too.
+  { pattern: VIDEO, section: () => 'video tower', label: (_, i) => `video ${i}` },
   { pattern: VISION, section: () => 'vision tower', label: (_, i) => `vision ${i}` },
+  // HunyuanVideo's text token refiner (Tencent's and diffusers' names): blocks apart from the DiT's.
+  { pattern: /(?:^|\.)(?:individual_token_refiner\.blocks|token_refiner\.refiner_blocks)\.(\d+)\./, section: () => 'token refiner', label: (_, i) => `refiner ${i}` },
   { pattern: /(?:^|\.)(down_blocks|up_blocks|input_blocks|output_blocks)\.(\d+)\./, section: (m) => ({ down_blocks: 'down', input_blocks: 'input', up_blocks: 'up', output_blocks: 'output' })[m[1]] },
   { pattern: /(?:^|\.)(mid_block|middle_block)\./, section: () => 'mid', noIndex: true },
   { pattern: /(?:^|\.)double_blocks\.(\d+)\./, section: () => 'double block' },
@@ -85,7 +97,7 @@ function traitsOf(keys: Iterable<string>): ModelTraits {
   for (const key of keys) {
     if (/(?:^|\.)single_transformer_blocks\.\d+\./.test(key)) traits.fluxDiffusers = true;
     if (/(?:^|\.)transformer_blocks\.\d+\.attn\.add_q_proj\./.test(key) && !/(?:^|\.)(down|up|mid)_blocks?\./.test(key)) jointAttention = true;
-    if (VISION.test(key) && !/^(text_encoder|conditioner|cond_stage_model)/.test(key)) traits.vision = true;
+    if ((VISION.test(key) || VIDEO.test(key) || /^mlp1\./.test(key)) && !/^(text_encoder|conditioner|cond_stage_model)/.test(key)) traits.vision = true;
   }
   traits.sd3Diffusers = jointAttention && !traits.fluxDiffusers;
   return traits;
@@ -107,8 +119,8 @@ export function chartGrouper(modelKeys: Iterable<string>): (key: string) => Char
       const rest = key.slice(m.index + m[0].length);
       let index = -1;
       if (!rule.noIndex) {
-        if (section.startsWith('text encoder') || section === 'vision tower') {
-          const layer = ENCODER_LAYER.exec(section === 'vision tower' ? key.slice(m.index) : key);
+        if (section.startsWith('text encoder') || TOWERS.has(section)) {
+          const layer = ENCODER_LAYER.exec(TOWERS.has(section) ? key.slice(m.index) : key);
           if (layer) index = Number(layer[1]);
         } else {
           const digits = [...m].slice(1).reverse().find((g) => g !== undefined && /^\d+$/.test(g));
@@ -116,7 +128,7 @@ export function chartGrouper(modelKeys: Iterable<string>): (key: string) => Char
         }
       }
       const label = index < 0 ? section : rule.label ? rule.label(section, index) : section.startsWith('text encoder') ? `${section} · layer ${index}` : `${section} ${index}`;
-      const inner = section.startsWith('text encoder') || section === 'vision tower' ? ENCODER_LAYER.exec(rest) : null;
+      const inner = section.startsWith('text encoder') || TOWERS.has(section) ? ENCODER_LAYER.exec(rest) : null;
       return { group: { section, index, label }, kind: kindAfter(inner ? rest.slice(inner.index + inner[0].length) : rest) };
     }
     return { group: { section: 'other', index: -1, label: 'other' }, kind: kindAfter(key).split('.').pop() ?? key };

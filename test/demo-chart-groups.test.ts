@@ -79,8 +79,27 @@ describe('chart groups', () => {
       'vision_tower.vision_model.encoder.layers.1.self_attn.q_proj.weight', 'multi_modal_projector.linear_1.weight',
       'language_model.model.layers.0.mlp.down_proj.weight',
     ])).toEqual(['vision 1 | self_attn.q_proj', 'projector | linear_1', 'LM layer 0 | mlp.down_proj']);
+    // Video-LLaVA: an image tower and a video tower, each numbered by its own layers.
+    expect(place([
+      'image_tower.vision_model.encoder.layers.4.self_attn.k_proj.weight', 'video_tower.vision_model.encoder.layers.4.mlp.fc1.weight',
+      'multi_modal_projector.linear_2.weight', 'language_model.model.layers.7.self_attn.v_proj.weight',
+    ])).toEqual(['vision 4 | self_attn.k_proj', 'video 4 | mlp.fc1', 'projector | linear_2', 'LM layer 7 | self_attn.v_proj']);
+    // InternVL's original checkpoint: InternViT, the `mlp1` projector, an InternLM2 language model.
+    expect(place([
+      'vision_model.encoder.layers.2.attn.qkv.weight', 'mlp1.1.weight', 'mlp1.3.weight', 'language_model.model.layers.9.attention.wqkv.weight',
+    ])).toEqual(['vision 2 | attn.qkv', 'projector | mlp1', 'projector | mlp1', 'LM layer 9 | attention.wqkv']);
     // A plain LLM has layers, not a language model beside something else.
     expect(place(['model.layers.5.self_attn.o_proj.weight', 'lm_head.weight'])).toEqual(['layer 5 | self_attn.o_proj', 'other | lm_head']);
+  });
+
+  it('HunyuanVideo: the token refiner apart from the double and single blocks, in both namings', () => {
+    expect(place([
+      'txt_in.individual_token_refiner.blocks.1.self_attn_qkv.weight', 'double_blocks.3.img_attn_qkv.weight', 'single_blocks.0.linear1.weight',
+    ])).toEqual(['refiner 1 | self_attn_qkv', 'double block 3 | img_attn_qkv', 'single block 0 | linear1']);
+    expect(place([
+      'context_embedder.token_refiner.refiner_blocks.0.attn.to_q.weight', 'transformer_blocks.2.attn.add_q_proj.weight',
+      'single_transformer_blocks.5.attn.to_k.weight',
+    ])).toEqual(['refiner 0 | attn.to_q', 'double block 2 | attn.add_q_proj', 'single block 5 | attn.to_k']);
   });
 
   it('MoE: experts, shared experts and routers are series of their own', () => {

@@ -14,17 +14,17 @@
  * holds (scale, shift).
  */
 import { describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { LAYOUTS, ModuleLocator, type Layout } from '../src/formats/layouts/index.js';
 import { moduleAddress } from '../src/formats/module-address.js';
 import { hunyuanVideo } from '../src/formats/layouts/hunyuan-video.js';
-import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { fluxBflTensors, loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { fluxBflTensors, loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import {
   HUNYUAN, HUNYUAN_15, HUNYUAN_I2V, HUNYUAN_IMAGE, comfyHunyuanName, hiddenOf, hunyuanComfyTensors, hunyuanDiffusersConfig, hunyuanDiffusersTensors, hunyuanOriginalTensors,
 } from './helpers/hunyuan-fixtures.js';
-import { expectMergedFile, type TruthTerm } from './helpers/merge-truth.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { mergeAndCheckLoraCase } from './helpers/lora-case.js';
 
 const rand = seededRandom(20241203);
 const h = hiddenOf(HUNYUAN);
@@ -353,14 +353,7 @@ for (const c of CASES) {
         const prepared = await prepare(c);
         expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
         expect(prepared.plan.leftOut).toEqual([]);
-        const output = createBlobOutputTarget();
-        await mergeModel({ prepared, output, backend: backends[kind]! });
-        await prepared.close();
-        const weights = output.files().find((f) => f.path.endsWith('.safetensors'))!;
-        const merged = decodeSafetensors(new Uint8Array(await weights.blob.arrayBuffer()));
-        const baseBytes = c.base[Object.keys(c.base).find((p) => p.endsWith('.safetensors'))!] as Uint8Array;
-        const terms: TruthTerm[] = c.adapters.flatMap((a) => truthTerms(decodeSafetensors(ADAPTER_BYTES.get(a)!).tensors, a.specs, a.weight));
-        expectMergedFile(decodeSafetensors(baseBytes).tensors, merged.tensors, terms);
+        await mergeAndCheckLoraCase(prepared, backends[kind]!, c.base, c.adapters.map((a) => ({ bytes: ADAPTER_BYTES.get(a)!, specs: a.specs, weight: a.weight })));
       });
     }
   });
