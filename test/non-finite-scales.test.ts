@@ -4,7 +4,9 @@
  * output dtype. The kernels' own non-finite flags speak for V; the scale is applied afterwards
  * (when results are certified in float64) or in the exact recomputation of listed elements, and
  * every one of those places must report it. Found by the surfaces fuzzer (seed 60531881): the
- * WebAssembly and WebGPU executors wrote NaN with exit 0 where plain JavaScript refused.
+ * WebAssembly and WebGPU executors wrote NaN with exit 0 where plain JavaScript refused. Also a
+ * GLoRA factor holding Inf next to a zero: the float64 pass skips products with a zero factor, so
+ * V looked finite, and the exact recomputation met the Inf and failed with an internal error.
  */
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
@@ -67,7 +69,34 @@ function peftDora(magnitude: number[], wDtype: FixtureDType) {
 
 const ones = (n: number) => Array.from({ length: n }, () => 1);
 
+// LyCORIS GLoRA: W + W·a1·a2 + b1·b2 (scaled by α/r), the second term's b2 holding Inf.
+function glora(b1: ArrayLike<number>, b2: ArrayLike<number>) {
+  const rank = 1;
+  return {
+    base: [{ name: `${unetKey}.weight`, dtype: 'F16', shape: [out, inF], data: vals(out * inF, 'F16') }] as FixtureTensor[],
+    adapter: {
+      'glora.safetensors': buildSafetensors([
+        { name: `${flat}.a1.weight`, dtype: 'BF16', shape: [inF, rank], data: vals(inF * rank, 'BF16', 0.2) },
+        { name: `${flat}.a2.weight`, dtype: 'BF16', shape: [rank, inF], data: vals(rank * inF, 'BF16', 0.2) },
+        { name: `${flat}.b1.weight`, dtype: 'BF16', shape: [out, rank], data: b1 },
+        { name: `${flat}.b2.weight`, dtype: 'BF16', shape: [rank, inF], data: b2 },
+        { name: `${flat}.alpha`, dtype: 'F32', shape: [], data: [1] },
+      ]),
+    },
+  };
+}
+
 describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
+  it('refuses a GLoRA factor holding Inf beside zeros (0 · Inf is NaN), naming the factor', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const b1 = Array.from({ length: out }, (_, i) => (i === 0 ? -2.1e-5 : 0));
+    const b2 = vals(inF, 'BF16');
+    b2[2] = Infinity;
+    const c = glora(b1, b2);
+    expect(await mergeError(backend, c.base, c.adapter, 'glora.safetensors')).toMatch(/b2\.weight holds NaN or Inf; the adapter file is broken/);
+  });
+
   it('refuses a LyCORIS dora_scale holding Inf (an f16 70000), naming it', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();

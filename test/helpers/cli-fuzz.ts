@@ -218,7 +218,7 @@ export function describeCliFuzz<C, P extends CliCase>(title: string, target: Cli
             rmSync(dir, { recursive: true, force: true });
           }
         }),
-        { seed, numRuns: runs, endOnFailure: true, ...(settings.path ? { path: settings.path } : {}) },
+        { seed, numRuns: settings.path ? 1 : runs, endOnFailure: true, ...(settings.path ? { path: settings.path } : {}) },
       );
       const grew = process.resourceUsage().maxRSS * 1024 - rssBefore;
       console.log(
