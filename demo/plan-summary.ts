@@ -12,7 +12,7 @@ import {
   ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, prepareMerge, type InputFileSet, type MergePlan, type ParsedAdapter,
   type PlannedTerm, type PreparedMerge,
 } from '../src/index.js';
-import { algorithmNamed } from '../src/formats/algorithms/index.js';
+import { algorithmNamed, moduleTitle } from '../src/formats/algorithms/index.js';
 import { familyMismatch } from '../src/plan/model-family.js';
 import { tiedPair } from '../src/plan/tied-embeddings.js';
 import { chartGrouper } from './chart-groups.js';
@@ -30,9 +30,9 @@ function range(values: number[]): string {
   return distinct.length === 1 ? String(distinct[0]) : `${distinct[0]}–${distinct[distinct.length - 1]}`;
 }
 
-/** `LoRA`, `LoKr + DoRA`: how a module's tensors make its update. */
+/** `LoRA`, `LoKr + DoRA`, `LoRA + bias`: how a module's tensors make its update. */
 function algorithmOf(module: ParsedAdapter['modules'][number]): string {
-  return `${algorithmNamed(module.algorithm).title}${module.dora ? ' + DoRA' : ''}`;
+  return `${moduleTitle(module)}${module.dora ? ' + DoRA' : ''}${module.biasB && module.update.kind !== 'none' ? ' + bias' : ''}`;
 }
 
 export function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
@@ -68,11 +68,20 @@ function rowsOf(term: PlannedTerm): string | undefined {
   return `rows ${segments.map((g) => `${g.dst}–${g.dst + g.count - 1}${g.src === g.dst ? '' : ` (ΔW rows ${g.src}–${g.src + g.count - 1})`}`).join(', ')}`;
 }
 
+/** Modules that change a bias and no weight (ComfyUI's `diff_b` alone), listed by the bias they change. */
+function biasOnlyModules(plan: MergePlan): PlannedModule[] {
+  const id = (adapter: number, module: string) => `${adapter}\n${module}`;
+  const withWeight = new Set(plan.updates.flatMap((u) => u.terms.map((t) => id(t.adapterIndex, t.moduleName))));
+  return plan.biasUpdates.flatMap((b) => b.terms.filter((t) => !withWeight.has(id(t.adapterIndex, t.moduleName))).map((t) => ({
+    adapter: t.adapterIndex, module: t.moduleName, target: b.baseKey, shape: [b.length], algorithm: 'bias diff', scale: t.scale,
+  })));
+}
+
 function moduleOf(term: PlannedTerm, baseKey: string, shape: number[]): PlannedModule {
   const m = term.module;
   const planned: PlannedModule = {
     adapter: term.adapterIndex, module: term.moduleName, target: baseKey, shape,
-    algorithm: `${algorithmNamed(m.algorithm).title}${term.dora ? ' + DoRA' : ''}`, scale: term.scale,
+    algorithm: `${algorithmNamed(m.algorithm).title}${term.dora ? ' + DoRA' : ''}${m.biasB ? ' + bias' : ''}`, scale: term.scale,
   };
   if (m.update.kind === 'low-rank') planned.rank = m.rank;
   const rows = rowsOf(term);
@@ -196,7 +205,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
       },
       output: { ...model.format.outputChoices, refused: refusedTypes(model, touched) },
       adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),
-      modules: unit.updates.flatMap((u) => u.terms.map((t) => moduleOf(t, u.baseKey, u.shape))),
+      modules: [...unit.updates.flatMap((u) => u.terms.map((t) => moduleOf(t, u.baseKey, u.shape))), ...biasOnlyModules(unit)],
       leftOut: plan.leftOut.map((m) => ({ adapter: m.adapterIndex, module: m.module, reason: m.reason })),
       notes: plan.notes.slice(),
       magnitudes: measured.map((m) => ({

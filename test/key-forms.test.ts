@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { KEY_FORMS, partnerTensorName, ROLES, splitTensorName } from '../src/formats/key-forms.js';
 import { moduleAddress } from '../src/formats/module-address.js';
 import { ALGORITHMS, SHARED_ROLES } from '../src/formats/algorithms/index.js';
+import { PART_ROLES } from '../src/formats/algorithms/module-parts.js';
 
 const CASES: Array<[string, string, string]> = [
   // kohya / LyCORIS LoCon
@@ -65,9 +66,9 @@ describe('key forms', () => {
     expect(partnerTensorName('u.k.lora_linear_layer.down.weight')).toBe('u.k.lora_linear_layer.up.weight');
   });
 
-  it('every role is read by some algorithm, or by every algorithm', () => {
-    const read = new Set([...ALGORITHMS.flatMap((a) => a.roles), ...SHARED_ROLES]);
-    for (const role of ROLES) expect(read.has(role) || role === 'reshape_weight', role).toBe(true);
+  it('every role is read by some algorithm, by every algorithm, or as a part of any module', () => {
+    const read = new Set([...ALGORITHMS.flatMap((a) => a.roles), ...SHARED_ROLES, ...PART_ROLES]);
+    for (const role of ROLES) expect(read.has(role), role).toBe(true);
     expect(new Set(KEY_FORMS.map((f) => f.suffix)).size).toBe(KEY_FORMS.length);
   });
 });

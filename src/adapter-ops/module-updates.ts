@@ -2,7 +2,7 @@
  * Adapter modules as updates for combine and resize: each module's ΔW = B·A as f32 factors (LoHa
  * as its exact Khatri–Rao product), its scale, and a key that matches the same module across
  * adapters and names it in the output. Modules whose update is not a plain product plus a scale
- * (DoRA, lora_bias) are refused by name.
+ * (DoRA, a bias change: lora_bias, diff_b) are refused by name.
  */
 import { decodeToF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
@@ -62,7 +62,7 @@ export function checkModules(adapters: readonly ParsedAdapter[], command: string
   for (const adapter of adapters) {
     for (const m of adapter.modules) {
       if (m.dora) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" is DoRA, whose update depends on the base weights; ${command} cannot express it as a LoRA` });
-      if (m.biasB) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" trains a bias (lora_bias), which ${command} does not support yet` });
+      if (m.biasB) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" changes a bias (${m.biasB.name}), which ${command} does not support yet` });
     }
   }
   throwIfProblems(command, problems);

@@ -64,17 +64,21 @@ function describeAdapter(adapter: ParsedAdapter): string[] {
   const lines = [
     `${adapter.name}: ${ADAPTER_FORMAT_NAMES[adapter.format]} LoRA${adapter.format === 'peft' || adapter.format === 'gguf' ? ' adapter' : ''} (${adapter.modules.length} modules` +
       `${adapter.replacements.length ? `, ${adapter.replacements.length} full tensors` : ''})`,
-    `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.dtype)))}`,
+    `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => [...Object.values(m.tensors), ...(m.biasB ? [m.biasB] : [])].map((t) => t.dtype)))}`,
   ];
   const kinds = new Map<string, number>();
   for (const m of adapter.modules) {
-    const kind = `${m.kind}${m.algorithm === 'lora' ? '' : ` ${m.algorithm}`}${m.dora ? '+dora' : ''}${m.fanInFanOut ? ' (fan_in_fan_out)' : ''}`;
+    const kind = m.update.kind === 'none' ? 'bias only'
+      : `${m.kind}${m.algorithm === 'lora' ? '' : ` ${m.algorithm}`}${m.dora ? '+dora' : ''}${m.biasB ? '+bias' : ''}${m.fanInFanOut ? ' (fan_in_fan_out)' : ''}`;
     kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
   }
   lines.push(`  layers: ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
   for (const w of adapter.warnings) lines.push(`  warning: ${w}`);
   lines.push('  modules (r, α, scale):');
-  for (const m of adapter.modules) lines.push(`    ${m.key}  r=${m.rank} α=${m.alpha} scale=${+m.scale.toPrecision(6)}`);
+  for (const m of adapter.modules) {
+    const bias = m.biasB ? `${m.update.kind === 'none' ? '' : ' + '}bias ${m.biasB.name.startsWith(`${m.key}.`) ? m.biasB.name.slice(m.key.length + 1) : m.biasB.name} scale=${+(m.biasBScale ?? m.scale).toPrecision(6)}` : '';
+    lines.push(`    ${m.key}  ${m.update.kind === 'none' ? '' : `r=${m.rank} α=${m.alpha} scale=${+m.scale.toPrecision(6)}`}${bias}`);
+  }
   for (const r of adapter.replacements) lines.push(`    ${r.key}  full tensor [${r.tensor.shape.join('×')}]`);
   return lines;
 }

@@ -70,8 +70,10 @@ export interface AdapterModule {
   /** The base stores this weight transposed, (in, out): GPT-2 Conv1D under PEFT's fan_in_fan_out. */
   fanInFanOut: boolean;
   dora?: DoraFactor;
-  /** PEFT `lora_bias`: the base bias gains scale · biasB. */
+  /** PEFT `lora_bias`, ComfyUI's `diff_b`: the base bias gains user weight · (biasBScale ?? scale) · biasB. */
   biasB?: TensorEntry;
+  /** biasB's own scale where it is not the module's: ComfyUI's `diff_b` takes the strength alone (1), not α/r. */
+  biasBScale?: number;
   /** PEFT (IA)³ on the outputs: the base bias, where there is one, is scaled by these factors (1 + w·(f − 1) for user weight w). */
   biasScale?: TensorEntry;
   /**

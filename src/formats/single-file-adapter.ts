@@ -10,7 +10,8 @@ import { decodeToF32, isFloatDType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterFormat, AdapterModule, ParsedAdapter } from './adapter.js';
-import { algorithmsFor, SHARED_ROLES } from './algorithms/index.js';
+import { algorithmsFor, SHARED_ROLES, type ModuleContext } from './algorithms/index.js';
+import { MODULE_PARTS, PART_ROLES } from './algorithms/module-parts.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import { DiffusersLoraMetadata, LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
@@ -103,23 +104,34 @@ async function buildModule(
   // Messages that read as a predicate ("is LoKr, …", "has … but no …") follow the name directly.
   const report = (code: MergeErrorCode, message: string) =>
     problems.push({ code, message: `${fileName}: module "${key}"${/^(is|has|needs|mixes) /.test(message) ? ' ' : ': '}${message}` });
-  const candidates = algorithmsFor(roles.keys());
-  if (candidates.length !== 1) {
+  // Parts (a bias diff, …) are patches of their own beside the weight's algorithm.
+  const parts = MODULE_PARTS.filter((p) => roles.has(p.role));
+  const weightRoles = [...roles.keys()].filter((role) => !PART_ROLES.includes(role));
+  const candidates = algorithmsFor(weightRoles);
+  if (candidates.length > 1 || (candidates.length === 0 && (parts.length === 0 || weightRoles.some((r) => !SHARED_ROLES.includes(r))))) {
     const names = [...roles.values()].map((t) => `"${t.name}"`).join(', ');
+    // ComfyUI keeps the last patch it reads for a weight and LyCORIS the first: no one rule to follow.
     report('UNSUPPORTED_FORMAT', candidates.length === 0
       ? `has no tensors of a known adapter algorithm (only ${names})`
-      : `mixes tensors of ${candidates.map((a) => a.title).join(' and ')} (${names})`);
+      : `mixes tensors of ${candidates.map((a) => a.title).join(' and ')} (${names}), two updates of one weight that the tools reading such files do not apply alike (ComfyUI keeps only the last it reads, LyCORIS the first); keep one of them`);
     return null;
   }
-  const algorithm = candidates[0];
-  const unclaimed = [...roles].filter(([role]) => !algorithm.roles.includes(role) && !SHARED_ROLES.includes(role));
-  if (unclaimed.length > 0) {
-    report('UNSUPPORTED_FORMAT', `is ${algorithm.title}, which does not read ${unclaimed.map(([, t]) => `"${t.name}"`).join(', ')}`);
+  const algorithm = candidates[0] as (typeof candidates)[number] | undefined;
+  const unclaimed = algorithm ? weightRoles.filter((role) => !algorithm.roles.includes(role) && !SHARED_ROLES.includes(role)) : [];
+  if (algorithm && unclaimed.length > 0) {
+    report('UNSUPPORTED_FORMAT', `is ${algorithm.title}, which does not read ${unclaimed.map((role) => `"${roles.get(role)!.name}"`).join(', ')}`);
     return null;
   }
   const address = moduleAddress(key);
   const alpha = await moduleAlpha(key, address, roles, file, metadata, report);
   if (!alpha) return null;
+  const context: ModuleContext = { adapter, key, address, ...alpha, report };
+  if (!algorithm) {
+    // Parts alone: the first stands for the module, the rest attach to it.
+    let module = parts[0].alone(roles.get(parts[0].role)!, context);
+    for (const part of parts.slice(1)) module = module && part.attach(module, roles.get(part.role)!, context);
+    return module;
+  }
   const scalars = new Map<Role, number>();
   for (const role of algorithm.scalars ?? []) {
     const tensor = roles.get(role);
@@ -131,8 +143,10 @@ async function buildModule(
     }
     scalars.set(role, value);
   }
-  const tensors = new Map([...roles].filter(([role]) => !SHARED_ROLES.includes(role) && !scalars.has(role)));
-  return algorithm.build(tensors, { adapter, key, address, ...alpha, scalars, report });
+  const tensors = new Map([...roles].filter(([role]) => !SHARED_ROLES.includes(role) && !PART_ROLES.includes(role) && !scalars.has(role)));
+  let module = algorithm.build(tensors, { ...context, scalars });
+  for (const part of parts) module = module && part.attach(module, roles.get(part.role)!, context);
+  return module;
 }
 
 const INTEGER_BYTES: Readonly<Record<string, { bytes: number; read: (v: DataView) => number }>> = {

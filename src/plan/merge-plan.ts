@@ -112,7 +112,7 @@ export interface TensorUpdate {
 }
 
 /**
- * PEFT lora_bias and LyCORIS diff_b: bias' = bias + Σ scale · biasB, in adapter order; a `multiply`
+ * PEFT lora_bias, ComfyUI's and LyCORIS's diff_b: bias' = bias + Σ scale · biasB, in adapter order; a `multiply`
  * term (PEFT (IA)³) scales the bias as it stands by 1 + scale·(biasB − 1) instead.
  */
 export interface BiasUpdate {
@@ -318,6 +318,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         fail('UNSUPPORTED_FORMAT', `DoRA on a module ${landing} (${targets}) is not supported`);
         continue;
       }
+      if (module.update.kind === 'none') {
+        planBiasAlone(module, location.targets, { adapterIndex, adapter: adapter.name, moduleName, file: adapter.file }, weight, base, biases, seen, fail, ownBase);
+        continue;
+      }
       const overLimit = moduleLimitProblem(module);
       if (overLimit) {
         fail('LIMIT_EXCEEDED', overLimit);
@@ -409,8 +413,8 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           update.rowBlock = rowBlock;
         }
         update.terms.push(term);
-        if (module.biasB) planBias(module, term, baseKey, base, biases, fail, ownBase);
-        if (module.biasScale) planBias(module, term, baseKey, base, biases, fail, ownBase, true);
+        if (module.biasB) planBias(module, term, weight, baseKey, base, biases, fail, ownBase);
+        if (module.biasScale) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, true);
       }
     }
 
@@ -638,12 +642,38 @@ function planDora(module: AdapterModule, adapterIndex: number, file: Safetensors
   return { adapterIndex, moduleName: module.name, file, magnitude: dora.magnitude, axis: dora.axis, epsilon: dora.epsilon, ...(group > 1 ? { group } : {}) };
 }
 
+/** Who a bias term comes from, and the rows of a fused weight its module lands on. */
+type BiasSource = Pick<PlannedTerm, 'adapterIndex' | 'adapter' | 'moduleName' | 'file' | 'placement'>;
+
+/**
+ * A module that changes its bias only (ComfyUI's `diff_b` alone): the bias beside the one weight
+ * its name resolves to, whole; rows of a fused tensor are refused, as no weight term places them.
+ */
+function planBiasAlone(
+  module: AdapterModule, targets: readonly Placement[], source: BiasSource, weight: number, base: BaseTensorIndex,
+  biases: Map<string, BiasUpdate>, seen: Map<string, { module: string; rows: RowSpan[] }[]>, fail: Fail,
+  ownBase: ReadonlyMap<string, PlannedReplacement>,
+): void {
+  if (targets.length !== 1 || targets[0].rows) {
+    return fail('UNSUPPORTED_FORMAT', `${module.biasB!.name} on a module that lands on part of a tensor (${targets.map((t) => t.baseKey).join(', ')}) without a weight update is not supported`);
+  }
+  const weightKey = targets[0].baseKey;
+  const weightShape = base.tensors.get(weightKey)!.shape;
+  if (module.deltaShape[0] !== weightShape[0]) {
+    return fail('SHAPE_MISMATCH', `${module.biasB!.name} ${fmt(module.deltaShape)} does not fit base ${weightKey} ${fmt(weightShape)}: it should hold one value per output feature (${weightShape[0]})`);
+  }
+  const clash = seen.get(weightKey)?.[0];
+  if (clash) return fail('AMBIGUOUS_MODULE', `targets ${weightKey}, as module "${clash.module}" of the same adapter does`);
+  seen.set(weightKey, [{ module: source.moduleName, rows: [[0, Infinity]] }]);
+  planBias(module, source, weight, weightKey, base, biases, fail, ownBase);
+}
+
 function planBias(
-  module: AdapterModule, term: PlannedTerm, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail,
+  module: AdapterModule, term: BiasSource, weight: number, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail,
   ownBase: ReadonlyMap<string, PlannedReplacement>, multiply = false,
 ): void {
   const biasB = multiply ? module.biasScale! : module.biasB!;
-  const what = multiply ? biasB.name : 'lora_B.bias';
+  const what = biasB.name;
   const biasKey = weightKey.endsWith('.weight') ? `${weightKey.slice(0, -'.weight'.length)}.bias` : `${weightKey}.bias`;
   const own = ownBase.get(biasKey);
   const info = own ? { dtype: own.tensor.dtype, shape: own.shape } : base.tensors.get(biasKey);
@@ -653,7 +683,7 @@ function planBias(
   const baseOut = module.fanInFanOut && weightShape.length === 2 ? weightShape[1] : weightShape[0];
   // A layer without a bias has nothing to scale (PEFT skips it too).
   if (!info && multiply) return;
-  if (!info) return fail('UNKNOWN_MODULE', `has lora_B.bias but the base has no ${biasKey}`);
+  if (!info) return fail('UNKNOWN_MODULE', `has ${biasB.name}, a change of its bias, but the base has no ${biasKey}`);
   if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16, BF16 and fp8 can be merged`);
   if (product(info.shape) !== baseOut || product(biasB.shape) !== out) {
     return fail('SHAPE_MISMATCH', `${what} ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should have ${out} and ${baseOut} values`);
@@ -662,10 +692,12 @@ function planBias(
   let update = biases.get(biasKey);
   if (own && update && update.source !== own) return fail('PLAN_INVALID', `the adapter saved ${biasKey}, which ${update.terms[0].adapter} already updates`);
   if (!update) {
-    biases.set(biasKey, (update = { baseKey: biasKey, dtype: info.dtype, length: out, terms: [] }));
+    biases.set(biasKey, (update = { baseKey: biasKey, dtype: info.dtype, length: baseOut, terms: [] }));
     if (own) update.source = own;
   }
-  const biasTerm: BiasUpdate['terms'][number] = { adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB, scale: term.scale };
+  // Biases are stored as they are, even beside a scaled fp8 weight: no value scale here.
+  const scale = weight * (multiply ? module.scale : module.biasBScale ?? module.scale);
+  const biasTerm: BiasUpdate['terms'][number] = { adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB, scale };
   if (term.placement) biasTerm.placement = term.placement;
   if (multiply) biasTerm.multiply = true;
   update.terms.push(biasTerm);
@@ -719,7 +751,7 @@ function summarise(plan: MergePlan, base: BaseTensorIndex): PlanSummary {
       for (const tensor of Object.values(t.module.tensors)) bytesToRead += tensor.byteLength;
       const rows = t.placement ? t.placement.segments.reduce((n, g) => n + g.count, 0) : u.outFeatures;
       const shape = t.module.update;
-      const perElement = shape.kind === 'low-rank' ? shape.rank : shape.kind === 'dense' ? 1 : shape.cost;
+      const perElement = shape.kind === 'low-rank' ? shape.rank : shape.kind === 'dense' ? 1 : shape.kind === 'none' ? 0 : shape.cost;
       flops += 2 * perElement * rows * (u.rows * u.cols / u.outFeatures);
     }
     for (const t of u.terms) if (t.dora) bytesToRead += t.dora.magnitude.byteLength;

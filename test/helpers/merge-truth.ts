@@ -39,7 +39,7 @@ export function trueMerge(w: DecodedTensor, terms: TruthTerm[]): Float64Array {
 }
 
 /** One unit in the last place of `x` in a float dtype (its normal range). */
-function ulpOf(x: number, dtype: FixtureDType): number {
+export function ulpOf(x: number, dtype: FixtureDType): number {
   const bits: Partial<Record<FixtureDType, [number, number]>> = {
     F32: [23, -126], F16: [10, -14], BF16: [7, -126], F8_E4M3: [3, -6], F8_E5M2: [2, -14],
   };

@@ -22,8 +22,10 @@ import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
  *   keep blocks of `rowBlock` rows together. `anyLayout`: the map also works on a weight stored
  *   (in, out) (scalings and rotations do; GLoRA's W·a1·a2 does not). `block`: the size of the
  *   square blocks it turns into rotations (checked against MAX_ROTATION_BLOCK before any is read).
+ * - `none`: W is left as it is; the module only patches its bias (ComfyUI's `diff_b` alone).
  */
 export type UpdateShape =
+  | { kind: 'none' }
   | { kind: 'low-rank'; rank: number }
   | { kind: 'dense' }
   | { kind: 'transform'; cost: number; rowBlock?: number; anyLayout?: boolean; block?: number };

@@ -1,25 +1,21 @@
 /**
- * Full differences (LyCORIS modules/full.py; ComfyUI's "diff" patches): W += w·diff and
- * bias += w·diff_b, diff shaped like W. The engine reads diff by row slabs like W itself.
+ * Full differences (LyCORIS modules/full.py; ComfyUI's "diff" patches): W += w·diff, diff shaped
+ * like W. The engine reads diff by row slabs like W itself. Its `diff_b` is a part of its own
+ * (module-parts.ts), as any module's may be.
  */
-import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import { moduleBasics, type Algorithm } from './algorithm.js';
 import { denseRows } from './factor-io.js';
 
 export const full: Algorithm = {
   name: 'full',
   title: 'full diff',
-  defines: ['diff', 'diff_b'],
-  roles: ['diff', 'diff_b'],
+  defines: ['diff'],
+  roles: ['diff'],
 
   build(tensors, context) {
-    const diff = tensors.get('diff');
-    const diffB = tensors.get('diff_b');
-    if (!diff) {
-      context.report('UNSUPPORTED_FORMAT', `has diff_b but no diff`);
-      return null;
-    }
-    if (diff.shape.length < 1 || (diffB && (diffB.shape.length !== 1 || diffB.shape[0] !== diff.shape[0]))) {
-      context.report('SHAPE_MISMATCH', `diff ${fmtShape(diff.shape)} and diff_b ${diffB ? fmtShape(diffB.shape) : ''} do not fit together`);
+    const diff = tensors.get('diff')!;
+    if (diff.shape.length < 1) {
+      context.report('SHAPE_MISMATCH', `diff ${diff.name} is a scalar; it should be shaped like the weight`);
       return null;
     }
     return {
@@ -33,7 +29,6 @@ export const full: Algorithm = {
       tensors: { diff },
       update: { kind: 'dense' },
       fanInFanOut: false,
-      ...(diffB ? { biasB: diffB } : {}),
     };
   },
 

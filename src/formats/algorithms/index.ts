@@ -42,6 +42,11 @@ export function algorithmNamed(name: string): Algorithm {
   return found;
 }
 
+/** How users know the update a module makes: its algorithm's title, or `bias diff` for a module that changes its bias only. */
+export function moduleTitle(module: AdapterModule): string {
+  return module.update.kind === 'none' ? 'bias diff' : algorithmNamed(module.algorithm).title;
+}
+
 /** Reads a module's update for the engine, through the algorithm that built it. */
 export function loadModuleUpdate(file: SafetensorsFile, module: AdapterModule, delta?: DeltaDims): Promise<ModuleUpdate> {
   return algorithmNamed(module.algorithm).load(file, module, delta);

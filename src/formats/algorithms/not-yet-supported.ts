@@ -24,5 +24,5 @@ function recognised(name: string, title: string, roles: readonly Role[], defines
 }
 
 export const notYetSupported: readonly Algorithm[] = [
-  recognised('set', 'a replaced weight (set_weight)', ['set_weight']),
+  recognised('set', 'a replaced weight (ComfyUI set_weight, copied over the weight whatever the strength)', ['set_weight']),
 ];
