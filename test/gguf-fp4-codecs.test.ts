@@ -207,6 +207,29 @@ describe('the four codecs against a plain transcription of the C loops', () => {
     expect(amaxes.filter((a, b) => got[b * 17] !== ((Math.floor(Math.log2(a)) + 125) & 0xff)).length).toBeGreaterThan(100);
   });
 
+  it('MXFP4: a decoded block re-encodes to the same values (the grid it picks holds them), scale bytes 3–252', () => {
+    // gpt-oss's experts come quantized by OpenAI, not by ggml: an expert block the merge leaves as it
+    // was must come back unchanged. With kmax the block's largest |level|, the reference picks
+    // e − 3 + ⌊log2 kmax⌋, i.e. d, d/2 or d/4, whose levels include every k·d of the block.
+    const rand = seededRandom(12);
+    const n = 250;
+    const src = new Uint8Array(n * 17);
+    for (let i = 0; i < src.length; i++) src[i] = Math.floor(rand() * 256);
+    for (let b = 0; b < n; b++) {
+      src[b * 17] = 3 + b;
+      // Some blocks with small codes only (kmax 1–6), so the exponent moves down.
+      if (b % 3 === 1) for (let j = 1; j < 17; j++) src[b * 17 + j] &= 0x33 | (b % 2 ? 0x44 : 0);
+    }
+    const values = new Float32Array(n * 32);
+    codec('MXFP4').decode(src, values);
+    const again = new Float32Array(n * 32);
+    const bytes = new Uint8Array(n * 17);
+    codec('MXFP4').encode(values, bytes);
+    codec('MXFP4').decode(bytes, again);
+    expect([...again]).toEqual([...values]);
+    expect(Buffer.from(bytes).equals(Buffer.from(src))).toBe(false);
+  });
+
   it('every type is written, listed for --dtype', () => {
     for (const name of TYPES) expect(CODEC_TYPE_NAMES).toContain(name);
   });
