@@ -100,7 +100,7 @@ describe('NVFP4, Q1_0 and Q2_0 golden blocks, derived by hand from the C referen
     // 43 values of .5 (j ≡ 0 mod 3), x[1] = −0 and 84 of −.25: Σ = 21.5 + 21 = 42.5 (exact in f32 at
     // every step), d = 42.5/128 = .33203125 = 1.328125·2⁻²: f16 exponent 13, mantissa 336 → 0x3550.
     // Bits j ≡ 0 mod 3 repeat every 3 bytes as 0x49 0x92 0x24; −0 ≥ 0 sets bit 1 of byte 0: 0x4B.
-    const x = Array.from({ length: 128 }, (_, j) => (j % 3 === 0 ? 0.5 : -0.25));
+    const x: number[] = Array.from({ length: 128 }, (_, j) => (j % 3 === 0 ? 0.5 : -0.25));
     x[1] = -0;
     const bits = Array.from({ length: 16 }, (_, i) => [0x49, 0x92, 0x24][i % 3]);
     bits[0] = 0x4b;

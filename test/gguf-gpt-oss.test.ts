@@ -6,7 +6,8 @@
  * against float64 truth written here from the base's values (decoded by the plain transcription of
  * dequantize_row_mxfp4) and the factors: the merge in f32, then with the types kept, where each
  * merged MXFP4 or Q8_0 tensor is the reference quantizer's blocks for the f32 merge; and
- * `--dtype mxfp4`, which converts every matrix llama-quantize --pure would.
+ * `--dtype mxfp4`, which converts every matrix llama-quantize --pure would. And the other byte- or
+ * mean-scaled types (NVFP4, Q1_0, Q2_0): a LoRA on such a matrix, kept in its type or written as Q8_0.
  */
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
@@ -217,4 +218,54 @@ it('--dtype mxfp4 writes every matrix llama-quantize --pure would as MXFP4; norm
   }
   expect(warnings.join('\n')).toMatch(/tensors already quantized \(6 Q8_0\) are quantized again to MXFP4/);
   expect(out.metadata.get('general.file_type')!.value).toBe(38);
+});
+
+describe.each(['NVFP4', 'Q1_0', 'Q2_0'])('a %s matrix a LoRA changes', (type) => {
+  const rows = 64, cols = 256;
+  const g = gaussian(type.length * 13);
+  const up = tensorData(type, Float64Array.from({ length: rows * cols }, () => 0.02 * g()));
+  const norm = tensorData('F32', new Float64Array(cols).fill(1));
+  const llama = buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', u32(4)]],
+    tensors: [
+      { name: 'blk.0.ffn_norm.weight', type: 'F32', ne: [cols], data: norm },
+      { name: 'blk.0.ffn_up.weight', type, ne: [cols, rows], data: up },
+    ],
+  });
+  const gl = gaussian(5);
+  const rank = 3;
+  const a = tensorData('F32', Float64Array.from({ length: rank * cols }, () => 0.05 * gl()));
+  const b = tensorData('F32', Float64Array.from({ length: rows * rank }, () => 0.05 * gl()));
+  const adapter = buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['general.type', { type: 'string', value: 'adapter' }], ['adapter.type', { type: 'string', value: 'lora' }], ['adapter.lora.alpha', { type: 'f32', value: 6 }]],
+    tensors: [
+      { name: 'blk.0.ffn_up.weight.lora_a', type: 'F32', ne: [cols, rank], data: a },
+      { name: 'blk.0.ffn_up.weight.lora_b', type: 'F32', ne: [rank, rows], data: b },
+    ],
+  });
+
+  async function run(outDtype?: string): Promise<ReadGguf> {
+    const prepared = await prepareMerge(memoryInputFileSet({ 'm.gguf': llama }, 'base'), [{ files: memoryInputFileSet({ 'l.gguf': adapter }, 'lora') }]);
+    try {
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+      const output = createBlobOutputTarget();
+      await mergeModel({ prepared, output, backend: backends.cpu!, outDtype, slabBytes: 1024 });
+      return readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
+    } finally {
+      await prepared.close();
+    }
+  }
+
+  it('is decoded exactly, merged, and written in its own type by the reference quantizer, or as Q8_0 when asked', async () => {
+    const f = { a: tensorValues('F32', a), b: tensorValues('F32', b), rank, in: cols, out: rows, experts: 1 };
+    const truthValues = truth(tensorValues(type, up), f, 6 / rank);
+    const merged = tensorValues('F32', tensorOf(await run('f32'), 'blk.0.ffn_up.weight').data);
+    for (let i = 0; i < merged.length; i++) expect(Math.abs(merged[i] - truthValues[i])).toBeLessThan(1e-6);
+    const kept = tensorOf(await run(), 'blk.0.ffn_up.weight');
+    expect(typeName(kept.typeId)).toBe(type);
+    expect(Buffer.from(kept.data).equals(Buffer.from(tensorData(type, merged)))).toBe(true);
+    const q8 = await run('q8_0');
+    expect(Buffer.from(tensorOf(q8, 'blk.0.ffn_up.weight').data).equals(Buffer.from(tensorData('Q8_0', merged)))).toBe(true);
+    expect(Buffer.from(tensorOf(q8, 'blk.0.ffn_norm.weight').data).equals(Buffer.from(norm))).toBe(true);
+  });
 });
