@@ -1,8 +1,7 @@
 /**
  * The GGML types loramerge reads and writes, by name: one codec file each (or per family).
  * Codecs decode and encode (llama.cpp's reference quantizers); decoders only decode: the IQ types,
- * whose quantizers need an importance matrix and grid searches that we do not reproduce, and
- * the ternary types, whose tensors we copy or convert but never write back.
+ * whose quantizers need an importance matrix and grid searches that we do not reproduce.
  */
 import type { GgmlType } from '../ggml-types.js';
 import type { BlockCodec, BlockDecoder } from './codec.js';
@@ -25,19 +24,19 @@ import { Q5_1_CODEC } from './q5_1.js';
 import { Q5_K_CODEC } from './q5_k.js';
 import { Q6_K_CODEC } from './q6_k.js';
 import { Q8_0_CODEC } from './q8_0.js';
-import { TQ1_0_DECODER, TQ2_0_DECODER } from './ternary.js';
+import { TQ1_0_CODEC, TQ2_0_CODEC } from './ternary.js';
 
 const CODECS: readonly BlockCodec[] = [
   F32_CODEC, F16_CODEC, BF16_CODEC,
   Q8_0_CODEC, Q4_0_CODEC, Q4_1_CODEC, Q5_0_CODEC, Q5_1_CODEC,
   Q2_K_CODEC, Q3_K_CODEC, Q4_K_CODEC, Q5_K_CODEC, Q6_K_CODEC,
-  MXFP4_CODEC, NVFP4_CODEC, Q1_0_CODEC, Q2_0_CODEC,
+  MXFP4_CODEC, NVFP4_CODEC, Q1_0_CODEC, Q2_0_CODEC, TQ1_0_CODEC, TQ2_0_CODEC,
 ];
 
 const DECODERS: readonly BlockDecoder[] = [
   ...CODECS,
   IQ2_XXS_DECODER, IQ2_XS_DECODER, IQ2_S_DECODER, IQ3_XXS_DECODER, IQ3_S_DECODER, IQ1_S_DECODER, IQ1_M_DECODER,
-  IQ4_NL_DECODER, IQ4_XS_DECODER, TQ1_0_DECODER, TQ2_0_DECODER,
+  IQ4_NL_DECODER, IQ4_XS_DECODER,
 ];
 
 const CODEC_BY_NAME = new Map(CODECS.map((c) => [c.type.name, c]));
