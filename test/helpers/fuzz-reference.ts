@@ -34,6 +34,8 @@ export type Reference =
   | { kind: 'unknown'; why: string };
 
 const FLOATS = new Set(['F32', 'F16', 'BF16']);
+/** Integer dtypes an α may have: diffusers' convert_state_dict_to_kohya writes torch.tensor(rank), an I64, and kohya and ComfyUI read any α with .item(). */
+const INTEGERS = new Set(['I64', 'U64', 'I32', 'U32', 'I16', 'U16', 'I8', 'U8']);
 const invalid = (why: string): Reference => ({ kind: 'invalid', why });
 const unknown = (why: string): Reference => ({ kind: 'unknown', why });
 
@@ -171,7 +173,7 @@ export function referenceMerge(files: CaseFiles, kind: 'peft' | 'kohya', command
       const rank = a.shape[0];
       let alphaValue = rank;
       if (alpha) {
-        if (alpha.values.length !== 1 || !FLOATS.has(alpha.dtype) && alpha.dtype !== 'F64' || !Number.isFinite(alpha.values[0])) return invalid('alpha');
+        if (alpha.values.length !== 1 || !FLOATS.has(alpha.dtype) && alpha.dtype !== 'F64' && !INTEGERS.has(alpha.dtype) || !Number.isFinite(alpha.values[0])) return invalid('alpha');
         alphaValue = alpha.values[0] === 0 ? rank : alpha.values[0];
       }
       if (modules.some((m) => m.baseKey === hits[0])) return invalid('two modules on one tensor');

@@ -264,7 +264,7 @@ export function readGguf(bytes: Uint8Array): ReadGguf {
   return { version, metadata, keys, tensors, dataStart };
 }
 
-/** The GGML type name of an id. */
+/** The GGML type name of an id; an id ggml does not define (a fuzzed one) as `type <id>`. */
 export function typeName(id: number): string {
-  return Object.entries(GGML_TYPE_ID).find(([, v]) => v === id)![0];
+  return Object.entries(GGML_TYPE_ID).find(([, v]) => v === id)?.[0] ?? `type ${id}`;
 }
