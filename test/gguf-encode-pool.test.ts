@@ -38,7 +38,7 @@ afterAll(() => {
 });
 
 describe('GGML blocks encoded on the worker threads', () => {
-  for (const name of ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'Q4_0', 'Q5_1']) {
+  for (const name of ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q8_0', 'Q4_0', 'Q5_1', 'MXFP4', 'NVFP4', 'Q1_0', 'Q2_0', 'TQ1_0', 'TQ2_0']) {
     it(`${name}: the same bytes as the codec on the calling thread`, async () => {
       const type = ggmlTypeByName(name)!;
       const rand = seededRandom(type.id);

@@ -4,6 +4,7 @@
  * containers accept exactly these names (tested).
  */
 import { CODEC_TYPE_NAMES } from './gguf/codecs/registry.js';
+import { ggmlTypeByName } from './gguf/ggml-types.js';
 
 /** One output type a user may choose. */
 export interface OutputTypeChoice {
@@ -43,7 +44,7 @@ function ggufNote(type: string): string {
   if (type === 'F32' || type === 'F16' || type === 'BF16') {
     return `Matrices written as ${type}: no requantization, so the update is kept${type === 'F32' ? ' exactly' : ' to within one rounding'}, at a larger size (what llama.cpp’s export-lora writes is F16). ${applies}`;
   }
-  const block = type.endsWith('_K') ? 256 : 32;
+  const block = ggmlTypeByName(type)?.blockSize;
   return `Matrices requantized to ${type} by llama.cpp’s reference rules; a matrix whose rows are not whole blocks of ${block} values takes llama-quantize’s fallback type, named in a warning. ${REQUANTIZE} ${applies}`;
 }
 

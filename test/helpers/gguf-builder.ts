@@ -5,7 +5,14 @@
  * reference quantizers of ggml-reference.ts), and a small parser for checking written files.
  */
 import { concatBytes, encodeValues } from './fixtures.js';
+import { FP4_REF } from './ggml-fp4-reference.js';
+import { TERNARY_REF } from './ggml-ternary-reference.js';
 import { REF_BLOCK, referenceDequantizeBlock, referenceQuantizeBlock, type RefType } from './ggml-reference.js';
+
+/** Reference quantizers of the types ggml-reference.ts leaves out. */
+const MORE_REF: Record<string, { size: number; bytes: number; quantize: (x: ArrayLike<number>) => Uint8Array; dequantize: (b: Uint8Array) => number[] }> = {
+  ...FP4_REF, ...TERNARY_REF,
+};
 
 export const VALUE_TYPE = {
   u8: 0, i8: 1, u16: 2, i16: 3, u32: 4, i32: 5, f32: 6, bool: 7, string: 8, array: 9, u64: 10, i64: 11, f64: 12,
@@ -18,12 +25,13 @@ export type MetaValue =
 
 export const GGML_TYPE_ID: Record<string, number> = {
   F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q5_0: 6, Q5_1: 7, Q8_0: 8, Q2_K: 10, Q3_K: 11, Q4_K: 12, Q5_K: 13, Q6_K: 14,
-  IQ2_XXS: 16, IQ2_XS: 17, IQ4_XS: 23, I32: 26, BF16: 30,
+  IQ2_XXS: 16, IQ2_XS: 17, IQ4_XS: 23, I32: 26, BF16: 30, TQ1_0: 34, TQ2_0: 35, MXFP4: 39, NVFP4: 40, Q1_0: 41, Q2_0: 42,
 };
 /** [values per block, bytes per block]. */
 export const GGML_BLOCK: Record<string, [number, number]> = {
   F32: [1, 4], F16: [1, 2], BF16: [1, 2], I32: [1, 4], IQ2_XXS: [256, 66], IQ2_XS: [256, 74], IQ4_XS: [256, 136],
   ...Object.fromEntries(Object.entries(REF_BLOCK).map(([k, v]) => [k, [v.size, v.bytes]])),
+  ...Object.fromEntries(Object.entries(MORE_REF).map(([k, v]) => [k, [v.size, v.bytes]])),
 };
 
 const enc = new TextEncoder();
@@ -126,6 +134,12 @@ export function buildGguf(o: BuildOptions): Uint8Array {
 /** Tensor bytes of `type` for float64 values (block types through the reference quantizers). */
 export function tensorData(type: string, values: ArrayLike<number>): Uint8Array {
   if (type === 'F32' || type === 'F16' || type === 'BF16') return encodeValues(values, type);
+  if (Object.hasOwn(MORE_REF, type)) {
+    const ref = MORE_REF[type];
+    const blocks: Uint8Array[] = [];
+    for (let i = 0; i < values.length; i += ref.size) blocks.push(ref.quantize(Array.from({ length: ref.size }, (_, j) => values[i + j])));
+    return concatBytes(blocks);
+  }
   const { size } = REF_BLOCK[type as RefType];
   const blocks: Uint8Array[] = [];
   for (let i = 0; i < values.length; i += size) {
@@ -145,6 +159,12 @@ export function tensorValues(type: string, data: Uint8Array): Float64Array {
       else if (type === 'BF16') out[i] = new Float32Array(new Uint32Array([dv.getUint16(i * 2, true) << 16]).buffer)[0];
       else out[i] = referenceHalf(dv.getUint16(i * 2, true));
     }
+    return out;
+  }
+  if (Object.hasOwn(MORE_REF, type)) {
+    const ref = MORE_REF[type];
+    const out = new Float64Array((data.byteLength / ref.bytes) * ref.size);
+    for (let b = 0; b * ref.bytes < data.byteLength; b++) out.set(ref.dequantize(data.subarray(b * ref.bytes, (b + 1) * ref.bytes)), b * ref.size);
     return out;
   }
   const { size, bytes } = REF_BLOCK[type as RefType];

@@ -4,7 +4,8 @@
  * so a block whose scales are finite decodes to finite values only (|d·q| stays far below f32's
  * range), and a block with a NaN or infinite scale decodes to NaN or ±Inf everywhere (∞·0 is NaN).
  * Counting such blocks counts the non-finite values exactly, at the cost of reading one or two
- * 16-bit words per block instead of decoding every value.
+ * 16-bit words per block instead of decoding every value. MXFP4 and NVFP4, whose scales are bytes,
+ * have rules of their own (below).
  */
 import type { GgmlType } from './ggml-types.js';
 
@@ -18,14 +19,18 @@ const F16_SCALES: Readonly<Record<string, readonly number[]>> = {
 
 /** Whether nonFiniteBlockValues can scan this type. */
 export function scansBlockScales(type: GgmlType): boolean {
-  return Object.hasOwn(F16_SCALES, type.name);
+  return Object.hasOwn(F16_SCALES, type.name) || type.name === 'MXFP4' || type.name === 'NVFP4';
 }
 
 /**
  * How many of the values `bytes` (whole blocks of `type`) decode to are NaN or ±Inf; undefined
- * for types whose scales are not plain f16 words (IQ1_M, MXFP4, NVFP4) or that are not blocks.
+ * for types whose scales are not plain f16 words (IQ1_M) or that are not blocks. MXFP4 and NVFP4
+ * hold no NaN: an NVFP4 value is at most 12·240, and an MXFP4 value level·2^(e−128) overflows
+ * only for the largest scale bytes (mxfp4Infinities).
  */
 export function nonFiniteBlockValues(type: GgmlType, bytes: Uint8Array): number | undefined {
+  if (type.name === 'MXFP4') return mxfp4Infinities(bytes);
+  if (type.name === 'NVFP4') return 0;
   const offsets = F16_SCALES[type.name];
   if (!offsets || type.blockSize === 1) return undefined;
   let bad = 0;
@@ -34,4 +39,23 @@ export function nonFiniteBlockValues(type: GgmlType, bytes: Uint8Array): number 
     if (offsets.some((o) => (bytes[block + o + 1] & 0x7c) === 0x7c)) bad++;
   }
   return bad * type.blockSize;
+}
+
+/**
+ * Infinite values in MXFP4 blocks: level·2^(e−128) with a doubled e2m1 level of at most 12 reaches
+ * 2^128 (f32's overflow) when |level| ≥ 2^(256−e): levels ≥ 8 at e = 253, ≥ 4 at 254, ≥ 2 at 255.
+ */
+function mxfp4Infinities(bytes: Uint8Array): number {
+  let bad = 0;
+  for (let at = 0; at + 17 <= bytes.byteLength; at += 17) {
+    const e = bytes[at];
+    if (e < 253) continue;
+    // Nibble codes whose |level| (0 1 2 3 4 6 8 12, codes 8–15 the negatives) reaches the bound: 6–7 for ≥ 8, 4–7 for ≥ 4, 2–7 for ≥ 2.
+    const lowest = e === 253 ? 6 : e === 254 ? 4 : 2;
+    for (let j = 1; j < 17; j++) {
+      if ((bytes[at + j] & 7) >= lowest) bad++;
+      if ((bytes[at + j] >> 4 & 7) >= lowest) bad++;
+    }
+  }
+  return bad;
 }

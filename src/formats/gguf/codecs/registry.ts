@@ -1,8 +1,7 @@
 /**
  * The GGML types loramerge reads and writes, by name: one codec file each (or per family).
  * Codecs decode and encode (llama.cpp's reference quantizers); decoders only decode: the IQ types,
- * whose quantizers need an importance matrix and grid searches that we do not reproduce, and
- * the ternary and MXFP4 types, whose tensors we copy or convert but never write back.
+ * whose quantizers need an importance matrix and grid searches that we do not reproduce.
  */
 import type { GgmlType } from '../ggml-types.js';
 import type { BlockCodec, BlockDecoder } from './codec.js';
@@ -11,7 +10,10 @@ import { IQ1_M_DECODER, IQ1_S_DECODER } from './iq1.js';
 import { IQ2_S_DECODER, IQ2_XS_DECODER, IQ2_XXS_DECODER } from './iq2.js';
 import { IQ3_S_DECODER, IQ3_XXS_DECODER } from './iq3.js';
 import { IQ4_NL_DECODER, IQ4_XS_DECODER } from './iq4.js';
-import { MXFP4_DECODER } from './mxfp4.js';
+import { MXFP4_CODEC } from './mxfp4.js';
+import { NVFP4_CODEC } from './nvfp4.js';
+import { Q1_0_CODEC } from './q1_0.js';
+import { Q2_0_CODEC } from './q2_0.js';
 import { Q2_K_CODEC } from './q2_k.js';
 import { Q3_K_CODEC } from './q3_k.js';
 import { Q4_0_CODEC } from './q4_0.js';
@@ -22,18 +24,19 @@ import { Q5_1_CODEC } from './q5_1.js';
 import { Q5_K_CODEC } from './q5_k.js';
 import { Q6_K_CODEC } from './q6_k.js';
 import { Q8_0_CODEC } from './q8_0.js';
-import { TQ1_0_DECODER, TQ2_0_DECODER } from './ternary.js';
+import { TQ1_0_CODEC, TQ2_0_CODEC } from './ternary.js';
 
 const CODECS: readonly BlockCodec[] = [
   F32_CODEC, F16_CODEC, BF16_CODEC,
   Q8_0_CODEC, Q4_0_CODEC, Q4_1_CODEC, Q5_0_CODEC, Q5_1_CODEC,
   Q2_K_CODEC, Q3_K_CODEC, Q4_K_CODEC, Q5_K_CODEC, Q6_K_CODEC,
+  MXFP4_CODEC, NVFP4_CODEC, Q1_0_CODEC, Q2_0_CODEC, TQ1_0_CODEC, TQ2_0_CODEC,
 ];
 
 const DECODERS: readonly BlockDecoder[] = [
   ...CODECS,
   IQ2_XXS_DECODER, IQ2_XS_DECODER, IQ2_S_DECODER, IQ3_XXS_DECODER, IQ3_S_DECODER, IQ1_S_DECODER, IQ1_M_DECODER,
-  IQ4_NL_DECODER, IQ4_XS_DECODER, TQ1_0_DECODER, TQ2_0_DECODER, MXFP4_DECODER,
+  IQ4_NL_DECODER, IQ4_XS_DECODER,
 ];
 
 const CODEC_BY_NAME = new Map(CODECS.map((c) => [c.type.name, c]));

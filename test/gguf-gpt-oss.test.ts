@@ -1,0 +1,271 @@
+/**
+ * A llama.cpp LoRA merged into a gpt-oss GGUF, whose expert tensors are MXFP4 (the MXFP4_MOE file
+ * type: the other matrices Q8_0, norms, router, sinks and biases F32), with gpt-oss's tensor names
+ * and metadata. The adapter (as convert_lora_to_gguf writes it) changes attn_q (2-D factors) and two
+ * stacked expert tensors (3-D factors, one slice per expert). Checked on the CPU and on WebGPU
+ * against float64 truth written here from the base's values (decoded by the plain transcription of
+ * dequantize_row_mxfp4) and the factors: the merge in f32, then with the types kept, where each
+ * merged MXFP4 or Q8_0 tensor is the reference quantizer's blocks for the f32 merge; and
+ * `--dtype mxfp4`, which converts every matrix llama-quantize --pure would. And the other byte- or
+ * mean-scaled types (NVFP4, Q1_0, Q2_0): a LoRA on such a matrix, kept in its type or written as Q8_0.
+ */
+import { describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { seededRandom } from './helpers/fixtures.js';
+import { buildGguf, readGguf, tensorData, tensorValues, typeName, type FixtureTensor, type MetaValue, type ReadGguf } from './helpers/gguf-builder.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+
+const backends = mergeBackends({ cpu: 'default' });
+
+const HIDDEN = 96; // gpt-oss's 2880 is a multiple of 32, not of 256: no k-quants
+const HEADS = 4, KV_HEADS = 2, HEAD_DIM = 16, EXPERTS = 4, FFN = 64, VOCAB = 40;
+const Q = 'blk.0.attn_q.weight', GATE = 'blk.0.ffn_gate_exps.weight', DOWN = 'blk.0.ffn_down_exps.weight', UP = 'blk.0.ffn_up_exps.weight';
+
+function gaussian(seed: number): () => number {
+  const rand = seededRandom(seed);
+  return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
+}
+
+const u32 = (value: number): MetaValue => ({ type: 'u32', value });
+
+/** The base: one gpt-oss block as convert_hf_to_gguf names it, quantized as llama-quantize's MXFP4_MOE. */
+function gptOssBase() {
+  const g = gaussian(3);
+  const specs: { name: string; ne: number[]; type: string }[] = [
+    { name: 'token_embd.weight', ne: [HIDDEN, VOCAB], type: 'Q8_0' },
+    { name: 'blk.0.attn_norm.weight', ne: [HIDDEN], type: 'F32' },
+    { name: Q, ne: [HIDDEN, HEADS * HEAD_DIM], type: 'Q8_0' },
+    { name: 'blk.0.attn_q.bias', ne: [HEADS * HEAD_DIM], type: 'F32' },
+    { name: 'blk.0.attn_k.weight', ne: [HIDDEN, KV_HEADS * HEAD_DIM], type: 'Q8_0' },
+    { name: 'blk.0.attn_k.bias', ne: [KV_HEADS * HEAD_DIM], type: 'F32' },
+    { name: 'blk.0.attn_v.weight', ne: [HIDDEN, KV_HEADS * HEAD_DIM], type: 'Q8_0' },
+    { name: 'blk.0.attn_v.bias', ne: [KV_HEADS * HEAD_DIM], type: 'F32' },
+    { name: 'blk.0.attn_output.weight', ne: [HEADS * HEAD_DIM, HIDDEN], type: 'Q8_0' },
+    { name: 'blk.0.attn_output.bias', ne: [HIDDEN], type: 'F32' },
+    { name: 'blk.0.attn_sinks.weight', ne: [HEADS], type: 'F32' },
+    { name: 'blk.0.post_attention_norm.weight', ne: [HIDDEN], type: 'F32' },
+    { name: 'blk.0.ffn_gate_inp.weight', ne: [HIDDEN, EXPERTS], type: 'F32' },
+    { name: 'blk.0.ffn_gate_inp.bias', ne: [EXPERTS], type: 'F32' },
+    { name: GATE, ne: [HIDDEN, FFN, EXPERTS], type: 'MXFP4' },
+    { name: 'blk.0.ffn_gate_exps.bias', ne: [FFN, EXPERTS], type: 'F32' },
+    { name: UP, ne: [HIDDEN, FFN, EXPERTS], type: 'MXFP4' },
+    { name: 'blk.0.ffn_up_exps.bias', ne: [FFN, EXPERTS], type: 'F32' },
+    { name: DOWN, ne: [FFN, HIDDEN, EXPERTS], type: 'MXFP4' },
+    { name: 'blk.0.ffn_down_exps.bias', ne: [HIDDEN, EXPERTS], type: 'F32' },
+    { name: 'output_norm.weight', ne: [HIDDEN], type: 'F32' },
+    { name: 'output.weight', ne: [HIDDEN, VOCAB], type: 'Q8_0' },
+  ];
+  const values = new Map<string, Float64Array>();
+  const tensors: FixtureTensor[] = specs.map((s) => {
+    const n = s.ne.reduce((a, b) => a * b, 1);
+    const data = tensorData(s.type, Float64Array.from({ length: n }, () => 0.02 * g()));
+    values.set(s.name, tensorValues(s.type, data));
+    return { ...s, data };
+  });
+  const metadata: [string, MetaValue][] = [
+    ['general.architecture', { type: 'string', value: 'gpt-oss' }],
+    ['general.name', { type: 'string', value: 'Gpt Oss Tiny' }],
+    ['gpt-oss.block_count', u32(1)], ['gpt-oss.context_length', u32(4096)], ['gpt-oss.embedding_length', u32(HIDDEN)],
+    ['gpt-oss.feed_forward_length', u32(FFN)], ['gpt-oss.expert_feed_forward_length', u32(FFN)],
+    ['gpt-oss.attention.head_count', u32(HEADS)], ['gpt-oss.attention.head_count_kv', u32(KV_HEADS)],
+    ['gpt-oss.attention.key_length', u32(HEAD_DIM)], ['gpt-oss.attention.value_length', u32(HEAD_DIM)],
+    ['gpt-oss.attention.sliding_window', u32(128)], ['gpt-oss.expert_count', u32(EXPERTS)], ['gpt-oss.expert_used_count', u32(2)],
+    ['gpt-oss.rope.freq_base', { type: 'f32', value: 150000 }], ['gpt-oss.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
+    ['general.file_type', u32(38)], // LLAMA_FTYPE_MOSTLY_MXFP4_MOE
+    ['general.quantization_version', u32(2)],
+  ];
+  return { bytes: buildGguf({ metadata, tensors }), values, specs };
+}
+
+interface Factors { a: Float64Array; b: Float64Array; rank: number; in: number; out: number; experts: number }
+
+/** The adapter: A ne [in, r(, E)] and B ne [r, out(, E)] per tensor, as convert_lora_to_gguf writes them. */
+function gptOssLora(alpha: number) {
+  const g = gaussian(11);
+  const targets = [
+    { tensor: Q, in: HIDDEN, out: HEADS * HEAD_DIM, rank: 8, experts: 1, aType: 'F32', bType: 'F16' },
+    { tensor: GATE, in: HIDDEN, out: FFN, rank: 4, experts: EXPERTS, aType: 'F16', bType: 'F16' },
+    { tensor: DOWN, in: FFN, out: HIDDEN, rank: 1, experts: EXPERTS, aType: 'Q8_0', bType: 'F32' },
+  ];
+  const tensors: FixtureTensor[] = [];
+  const factors = new Map<string, Factors>();
+  for (const t of targets) {
+    const aData = tensorData(t.aType, Float64Array.from({ length: t.experts * t.rank * t.in }, () => 0.05 * g()));
+    const bData = tensorData(t.bType, Float64Array.from({ length: t.experts * t.out * t.rank }, () => 0.05 * g()));
+    factors.set(t.tensor, { a: tensorValues(t.aType, aData), b: tensorValues(t.bType, bData), rank: t.rank, in: t.in, out: t.out, experts: t.experts });
+    const stack = t.experts > 1 ? [t.experts] : [];
+    tensors.push({ name: `${t.tensor}.lora_a`, type: t.aType, ne: [t.in, t.rank, ...stack], data: aData });
+    tensors.push({ name: `${t.tensor}.lora_b`, type: t.bType, ne: [t.rank, t.out, ...stack], data: bData });
+  }
+  const metadata: [string, MetaValue][] = [
+    ['general.architecture', { type: 'string', value: 'gpt-oss' }], ['general.type', { type: 'string', value: 'adapter' }],
+    ['adapter.type', { type: 'string', value: 'lora' }], ['adapter.lora.alpha', { type: 'f32', value: alpha }],
+  ];
+  return { bytes: buildGguf({ metadata, tensors }), factors };
+}
+
+/** W plus weight·α/r·B_e·A_e on each expert's rows, in float64. */
+function truth(w: Float64Array, f: Factors, scale: number): Float64Array {
+  const out = w.slice();
+  for (let e = 0; e < f.experts; e++) {
+    const a = f.a.subarray(e * f.rank * f.in), b = f.b.subarray(e * f.out * f.rank);
+    for (let o = 0; o < f.out; o++) {
+      for (let c = 0; c < f.in; c++) {
+        let sum = 0;
+        for (let k = 0; k < f.rank; k++) sum += b[o * f.rank + k] * a[k * f.in + c];
+        out[(e * f.out + o) * f.in + c] += scale * sum;
+      }
+    }
+  }
+  return out;
+}
+
+const base = gptOssBase();
+const ALPHA = 16, WEIGHT = 0.7;
+const lora = gptOssLora(ALPHA);
+const MERGED = [Q, GATE, DOWN];
+const want = new Map(MERGED.map((name) => {
+  const f = lora.factors.get(name)!;
+  return [name, truth(base.values.get(name)!, f, (WEIGHT * ALPHA) / f.rank)];
+}));
+
+async function merge(backend: MergeBackend, outDtype?: string, dtypeMergedOnly = false): Promise<{ out: ReadGguf; warnings: string[] }> {
+  const prepared = await prepareMerge(memoryInputFileSet({ 'gpt-oss-tiny-MXFP4.gguf': base.bytes }, 'base'), [
+    { files: memoryInputFileSet({ 'gpt-oss-lora.gguf': lora.bytes }, 'gpt-oss-lora'), weight: WEIGHT },
+  ]);
+  try {
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+    const output = createBlobOutputTarget();
+    const warnings: string[] = [...prepared.plan.warnings];
+    // 2 KiB slabs: the stacked experts arrive in many pieces, some splitting an expert.
+    await mergeModel({ prepared, output, backend, outDtype, dtypeMergedOnly, slabBytes: 2048, onWarning: (w) => warnings.push(w) });
+    return { out: readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer())), warnings };
+  } finally {
+    await prepared.close();
+  }
+}
+
+const tensorOf = (file: ReadGguf, name: string) => file.tensors.find((t) => t.name === name)!;
+const keptBytes = new Map<string, ReadGguf>();
+
+describe.each(['cpu', 'webgpu'])('a gpt-oss GGUF with MXFP4 experts, on %s', (name) => {
+  it('merges the LoRA as float64 truth says, then writes each merged tensor in its own type (MXFP4 blocks as quantize_row_mxfp4_ref writes the f32 merge)', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const { out: f32 } = await merge(backend, 'f32', true);
+    const { out, warnings } = await merge(backend);
+    keptBytes.set(name, out);
+    const input = readGguf(base.bytes);
+    for (const tensor of MERGED) {
+      const merged = tensorValues('F32', tensorOf(f32, tensor).data);
+      const truthValues = want.get(tensor)!;
+      expect(merged.length).toBe(truthValues.length);
+      let worst = 0;
+      for (let i = 0; i < merged.length; i++) worst = Math.max(worst, Math.abs(merged[i] - truthValues[i]) / (Math.abs(truthValues[i]) + 1e-3));
+      expect(worst, tensor).toBeLessThan(1e-5);
+      // Kept type: the reference quantizer's blocks for the f32 merge, whose values then lie within
+      // half of each block's largest |x| of the truth (MXFP4's coarsest step).
+      const spec = base.specs.find((s) => s.name === tensor)!;
+      const kept = tensorOf(out, tensor);
+      expect(typeName(kept.typeId), tensor).toBe(spec.type);
+      expect(kept.ne).toEqual(spec.ne);
+      expect(Buffer.from(kept.data).equals(Buffer.from(tensorData(spec.type, merged))), tensor).toBe(true);
+      const decoded = tensorValues(spec.type, kept.data);
+      for (let b = 0; b < decoded.length; b += 32) {
+        let amax = 0;
+        for (let j = b; j < b + 32; j++) amax = Math.max(amax, Math.abs(merged[j]));
+        for (let j = b; j < b + 32; j++) expect(Math.abs(decoded[j] - truthValues[j])).toBeLessThanOrEqual(amax / 2 + 1e-6);
+      }
+      // The update moved every expert's blocks.
+      const experts = spec.ne[2] ?? 1;
+      const slice = kept.data.length / experts;
+      const before = tensorOf(input, tensor).data;
+      for (let e = 0; e < experts; e++) expect(Buffer.from(kept.data.subarray(e * slice, (e + 1) * slice)).equals(Buffer.from(before.subarray(e * slice, (e + 1) * slice)))).toBe(false);
+    }
+    // Everything else is copied byte for byte; the metadata stays, file type included.
+    for (const t of input.tensors.filter((x) => !MERGED.includes(x.name))) {
+      expect(Buffer.from(tensorOf(out, t.name).data).equals(Buffer.from(t.data)), t.name).toBe(true);
+      expect(tensorOf(out, t.name).typeId).toBe(t.typeId);
+    }
+    expect(out.metadata.get('general.architecture')!.value).toBe('gpt-oss');
+    expect(out.metadata.get('general.file_type')!.value).toBe(38);
+    expect(warnings.join('\n')).toMatch(/the merged tensors \(1 Q8_0, 2 MXFP4\) are re-quantized to their own types/);
+    expect(warnings.join('\n')).not.toMatch(/reads but does not write/);
+  });
+});
+
+it('writes the same bytes on the CPU and on WebGPU', (ctx) => {
+  if (!backends.webgpu) return ctx.skip();
+  expect([...keptBytes.keys()].sort()).toEqual(['cpu', 'webgpu']);
+  for (const t of keptBytes.get('cpu')!.tensors) {
+    expect(Buffer.from(tensorOf(keptBytes.get('webgpu')!, t.name).data).equals(Buffer.from(t.data)), t.name).toBe(true);
+  }
+});
+
+it('--dtype mxfp4 writes every matrix llama-quantize --pure would as MXFP4; norms, router, sinks and biases stay F32', async (ctx) => {
+  const backend = backends.cpu;
+  if (!backend) return ctx.skip();
+  const { out, warnings } = await merge(backend, 'mxfp4');
+  const { out: f32 } = await merge(backend, 'f32', true);
+  for (const spec of base.specs) {
+    const t = tensorOf(out, spec.name);
+    const matrix = spec.ne.length > 1 && spec.name.endsWith('weight') && !spec.name.includes('ffn_gate_inp');
+    expect(typeName(t.typeId), spec.name).toBe(matrix ? 'MXFP4' : 'F32');
+    if (!matrix) continue;
+    // Merged: MXFP4 of the f32 merge; untouched: MXFP4 of the exactly decoded values.
+    const values = MERGED.includes(spec.name) ? tensorValues('F32', tensorOf(f32, spec.name).data) : base.values.get(spec.name)!;
+    expect(Buffer.from(t.data).equals(Buffer.from(tensorData('MXFP4', values))), spec.name).toBe(true);
+  }
+  expect(warnings.join('\n')).toMatch(/tensors already quantized \(6 Q8_0\) are quantized again to MXFP4/);
+  expect(out.metadata.get('general.file_type')!.value).toBe(38);
+});
+
+describe.each(['NVFP4', 'Q1_0', 'Q2_0'])('a %s matrix a LoRA changes', (type) => {
+  const rows = 64, cols = 256;
+  const g = gaussian(type.length * 13);
+  const up = tensorData(type, Float64Array.from({ length: rows * cols }, () => 0.02 * g()));
+  const norm = tensorData('F32', new Float64Array(cols).fill(1));
+  const llama = buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', u32(4)]],
+    tensors: [
+      { name: 'blk.0.ffn_norm.weight', type: 'F32', ne: [cols], data: norm },
+      { name: 'blk.0.ffn_up.weight', type, ne: [cols, rows], data: up },
+    ],
+  });
+  const gl = gaussian(5);
+  const rank = 3;
+  const a = tensorData('F32', Float64Array.from({ length: rank * cols }, () => 0.05 * gl()));
+  const b = tensorData('F32', Float64Array.from({ length: rows * rank }, () => 0.05 * gl()));
+  const adapter = buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['general.type', { type: 'string', value: 'adapter' }], ['adapter.type', { type: 'string', value: 'lora' }], ['adapter.lora.alpha', { type: 'f32', value: 6 }]],
+    tensors: [
+      { name: 'blk.0.ffn_up.weight.lora_a', type: 'F32', ne: [cols, rank], data: a },
+      { name: 'blk.0.ffn_up.weight.lora_b', type: 'F32', ne: [rank, rows], data: b },
+    ],
+  });
+
+  async function run(outDtype?: string): Promise<ReadGguf> {
+    const prepared = await prepareMerge(memoryInputFileSet({ 'm.gguf': llama }, 'base'), [{ files: memoryInputFileSet({ 'l.gguf': adapter }, 'lora') }]);
+    try {
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+      const output = createBlobOutputTarget();
+      await mergeModel({ prepared, output, backend: backends.cpu!, outDtype, slabBytes: 1024 });
+      return readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
+    } finally {
+      await prepared.close();
+    }
+  }
+
+  it('is decoded exactly, merged, and written in its own type by the reference quantizer, or as Q8_0 when asked', async () => {
+    const f = { a: tensorValues('F32', a), b: tensorValues('F32', b), rank, in: cols, out: rows, experts: 1 };
+    const truthValues = truth(tensorValues(type, up), f, 6 / rank);
+    const merged = tensorValues('F32', tensorOf(await run('f32'), 'blk.0.ffn_up.weight').data);
+    for (let i = 0; i < merged.length; i++) expect(Math.abs(merged[i] - truthValues[i])).toBeLessThan(1e-6);
+    const kept = tensorOf(await run(), 'blk.0.ffn_up.weight');
+    expect(typeName(kept.typeId)).toBe(type);
+    expect(Buffer.from(kept.data).equals(Buffer.from(tensorData(type, merged)))).toBe(true);
+    const q8 = await run('q8_0');
+    expect(Buffer.from(tensorOf(q8, 'blk.0.ffn_up.weight').data).equals(Buffer.from(tensorData('Q8_0', merged)))).toBe(true);
+    expect(Buffer.from(tensorOf(q8, 'blk.0.ffn_norm.weight').data).equals(Buffer.from(norm))).toBe(true);
+  });
+});
