@@ -11,6 +11,8 @@
  *   `final_layer.adaLN_modulation.1` is `norm_out.linear` with its halves swapped;
  * - Z-Image: q, k, v are the thirds of ComfyUI's `attention.qkv`; the rest is renamed row for row;
  * - Chroma: FLUX.1's rules (linear1 = q, k, v, proj_mlp: h, h, h, 4h rows), its approximator renamed;
+ * - Lumina 2: q, k, v are rows of `attention.qkv` in the ratio 3 : 1 : 1 (grouped k/v heads:
+ *   diffusers' converters split [2304, 768, 768]); w1/w2/w3 are linear_1/2/3;
  * - Qwen-Image: one naming everywhere, so every module lands by name.
  */
 import { describe, expect, it } from 'vitest';
@@ -18,11 +20,12 @@ import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { LAYOUTS, type Layout } from '../src/formats/layouts/index.js';
 import { flux2Bfl } from '../src/formats/layouts/flux2-bfl.js';
 import { zImage } from '../src/formats/layouts/z-image.js';
+import { lumina2 } from '../src/formats/layouts/lumina2.js';
 import { buildSafetensors, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import {
-  CHROMA, FLUX2, QWEN_IMAGE, ZIMAGE, chromaBflTensors, chromaDiffusersTensors, flux2BflTensors, flux2DiffusersTensors, qwenImageTensors,
-  zImageComfyTensors, zImageDiffusersTensors,
+  CHROMA, FLUX2, LUMINA2, QWEN_IMAGE, ZIMAGE, chromaBflTensors, chromaDiffusersTensors, flux2BflTensors, flux2DiffusersTensors,
+  lumina2DiffusersTensors, lumina2OriginalTensors, qwenImageTensors, zImageComfyTensors, zImageDiffusersTensors,
 } from './helpers/dit-fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { mergeAndCheckLoraCase } from './helpers/lora-case.js';
@@ -241,6 +244,40 @@ const comfyChromaOnDiffusers: LoraSpec[] = [
   kohya('diffusion_model.double_blocks.1.img_mlp.2', 2, c, 4 * c, [{ key: 'transformer_blocks.1.ff.net.2.weight' }], 2),
 ];
 
+// --- Lumina 2 -----------------------------------------------------------------------------------
+
+const { dim: ld, kv } = LUMINA2;
+const LU = 'lumina_2_model_bf16.safetensors';
+/** diffusers' train_dreambooth_lora_lumina2.py: `transformer.` + diffusers names; q, k, v onto rows 0, dim, dim + kv of qkv. */
+const diffusersLumina: LoraSpec[] = [
+  peft('transformer.layers.0.attn.to_q', 4, ld, ld, [{ key: 'layers.0.attention.qkv.weight', rows: rowsAt(0, ld) }], 2),
+  peft('transformer.layers.1.attn.to_k', 4, kv, ld, [{ key: 'layers.1.attention.qkv.weight', rows: rowsAt(ld, kv) }], 2),
+  peft('transformer.noise_refiner.0.attn.to_v', 4, kv, ld, [{ key: 'noise_refiner.0.attention.qkv.weight', rows: rowsAt(ld + kv, kv) }], 2),
+  peft('transformer.context_refiner.0.attn.to_out.0', 4, ld, ld, [{ key: 'context_refiner.0.attention.out.weight' }], 2),
+  peft('transformer.layers.0.feed_forward.linear_3', 4, LUMINA2.ffn, ld, [{ key: 'layers.0.feed_forward.w3.weight' }], 2),
+  peft('transformer.layers.1.norm1.linear', 4, 4 * ld, LUMINA2.adaln, [{ key: 'layers.1.adaLN_modulation.1.weight' }], 2),
+  peft('transformer.norm_out.linear_2', 4, LUMINA2.patch, ld, [{ key: 'final_layer.linear.weight' }], 2),
+  peft('transformer.time_caption_embed.caption_embedder.1', 4, ld, LUMINA2.cap, [{ key: 'cap_embedder.1.weight' }], 2),
+];
+const LQ = (b: string) => thirdsOf([`${b}.attn.to_q.weight`, `${b}.attn.to_k.weight`, `${b}.attn.to_v.weight`], [ld, kv, kv]);
+/** ΔW rows in consecutive runs of `sizes` onto the tensors in turn. */
+function thirdsOf(keys: string[], sizes: number[]): LoraSpec['lands'] {
+  let at = 0;
+  return keys.map((key, i) => ({ key, rows: rowsFrom((at += sizes[i]) - sizes[i], sizes[i]) }));
+}
+/** ComfyUI-extracted and sd-scripts (networks.lora_lumina) LoRAs: the original names, α. */
+const originalLuminaOnDiffusers: LoraSpec[] = [
+  kohya('diffusion_model.layers.0.attention.qkv', 2, ld + 2 * kv, ld, LQ('layers.0'), 4),
+  kohya('diffusion_model.layers.1.feed_forward.w2', 2, ld, LUMINA2.ffn, [{ key: 'layers.1.feed_forward.linear_2.weight' }], 4),
+  kohya('diffusion_model.layers.0.adaLN_modulation.1', 2, 4 * ld, LUMINA2.adaln, [{ key: 'layers.0.norm1.linear.weight' }], 4),
+  kohya('diffusion_model.final_layer.adaLN_modulation.1', 2, ld, LUMINA2.adaln, [{ key: 'norm_out.linear_1.weight' }], 4),
+  kohya('diffusion_model.t_embedder.mlp.2', 2, LUMINA2.adaln, LUMINA2.adaln, [{ key: 'time_caption_embed.timestep_embedder.linear_2.weight' }], 4),
+];
+const sdScriptsLuminaOnDiffusers: LoraSpec[] = [
+  kohya('lora_unet_noise_refiner_0_attention_qkv', 2, ld + 2 * kv, ld, LQ('noise_refiner.0'), 1),
+  kohya('lora_unet_context_refiner_0_attention_out', 2, ld, ld, [{ key: 'context_refiner.0.attn.to_out.0.weight' }], 1),
+];
+
 // --- the cases ------------------------------------------------------------------------------------
 
 const CASES: Case[] = [
@@ -311,6 +348,19 @@ const CASES: Case[] = [
       { file: 'comfyui-extracted.safetensors', specs: comfyChromaOnDiffusers, weight: 0.5 },
     ],
   },
+  {
+    name: 'Lumina 2, Comfy-Org single file (grouped-head qkv) ← diffusers trainer LoRA', layout: 'lumina2',
+    base: file(LU, lumina2OriginalTensors(rand, 'BF16')), baseName: LU,
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersLumina, weight: 1, metadata: diffusersMetadata }],
+  },
+  {
+    name: 'diffusers Lumina 2 transformer ← ComfyUI-extracted and sd-scripts LoRAs (original names)', layout: 'lumina2',
+    base: diffusersFolder('Lumina2Transformer2DModel', lumina2DiffusersTensors(rand, 'BF16')), baseName: 'transformer',
+    adapters: [
+      { file: 'comfyui-extracted.safetensors', specs: originalLuminaOnDiffusers, weight: 0.8 },
+      { file: 'lumina-lora.safetensors', specs: sdScriptsLuminaOnDiffusers, weight: 1, metadata: { ss_network_module: 'networks.lora_lumina' } },
+    ],
+  },
 ];
 
 const ADAPTER_DTYPE: FixtureDType = 'BF16';
@@ -348,7 +398,7 @@ describe('the translating layouts', () => {
     }
   });
 
-  for (const layout of [flux2Bfl, zImage]) {
+  for (const layout of [flux2Bfl, zImage, lumina2]) {
     it(`without ${layout.name} in the registry, every case it places is refused`, async () => {
       const registry = LAYOUTS as Layout[];
       const at = registry.indexOf(layout);
@@ -399,18 +449,10 @@ describe('refused with the reason', () => {
   });
 
   it('Z-Image names on a Lumina 2 file (grouped k/v heads: thirds of its qkv would be wrong rows)', async () => {
-    // Lumina 2's NextDiT in ComfyUI's naming: qkv = dim + 2·kv rows (2304 + 2·768 in the real model, a multiple of 3 as here).
-    const L = 12;
-    const kv = 3;
-    const lumina = file('lumina_2.safetensors', [
-      tensor(rand, 'noise_refiner.0.attention.qkv.weight', [L + 2 * kv, L], 'BF16'),
-      tensor(rand, 'layers.0.attention.qkv.weight', [L + 2 * kv, L], 'BF16'),
-      tensor(rand, 'layers.0.attention.out.weight', [L, L], 'BF16'),
-      tensor(rand, 'final_layer.linear.weight', [16, L], 'BF16'),
-    ]);
-    const problems = await problemsOf(lumina, 'lumina_2.safetensors', [
-      peft('diffusion_model.layers.0.attention.to_q', 2, L, L, [], 1),
-      peft('diffusion_model.layers.0.attention.to_out.0', 2, L, L, [], 1),
+    // Lumina 2's qkv is dim + 2·kv rows (2304 + 2·768 in the real model, a multiple of 3 as here).
+    const problems = await problemsOf(file(LU, lumina2OriginalTensors(rand, 'BF16')), LU, [
+      peft('diffusion_model.layers.0.attention.to_q', 2, ld, ld, [], 1),
+      peft('diffusion_model.layers.0.attention.to_out.0', 2, ld, ld, [], 1),
     ]);
     expect(problems).toEqual([expect.stringMatching(/attention\.to_q": no matching tensor/), expect.stringMatching(/attention\.to_out\.0": no matching tensor/)]);
   });

@@ -228,3 +228,53 @@ export function chromaDiffusersTensors(rand: Rand, dtype: FixtureDType, d: Chrom
   out.push(w('proj_out.weight', [d.inChannels, h]));
   return out;
 }
+
+// --- Lumina 2 -------------------------------------------------------------------------------------
+
+/**
+ * Lumina-Image 2.0 with width `dim` (2304: 24 heads of 96), `kv` rows of k and of v (8 heads: 768,
+ * a third of q), SwiGLU FFN `ffn` (9216), adaLN input `adaln` (min(dim, 1024)), caption width `cap`
+ * (Gemma-2's 2304), patch channels `patch` (64); 2 layers, 1 noise and 1 context refiner block.
+ */
+export interface Lumina2Dims { dim: number; kv: number; head: number; ffn: number; adaln: number; cap: number; patch: number }
+export const LUMINA2: Lumina2Dims = { dim: 18, kv: 6, head: 6, ffn: 20, adaln: 6, cap: 10, patch: 16 };
+
+/** Alpha-VLLM's / Comfy-Org's lumina_2 single file (NextDiT names); `prefix` as ComfyUI saves checkpoints. */
+export function lumina2OriginalTensors(rand: Rand, dtype: FixtureDType, d: Lumina2Dims = LUMINA2, prefix = ''): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, prefix + name, shape, dtype);
+  const f32 = (name: string, shape: number[]) => tensor(rand, prefix + name, shape, 'F32');
+  const block = (b: string, adaln: boolean): FixtureTensor[] => [
+    w(`${b}.attention.qkv.weight`, [d.dim + 2 * d.kv, d.dim]), w(`${b}.attention.out.weight`, [d.dim, d.dim]),
+    f32(`${b}.attention.q_norm.weight`, [d.head]), f32(`${b}.attention.k_norm.weight`, [d.head]),
+    w(`${b}.feed_forward.w1.weight`, [d.ffn, d.dim]), w(`${b}.feed_forward.w2.weight`, [d.dim, d.ffn]), w(`${b}.feed_forward.w3.weight`, [d.ffn, d.dim]),
+    f32(`${b}.attention_norm1.weight`, [d.dim]), f32(`${b}.ffn_norm1.weight`, [d.dim]), f32(`${b}.attention_norm2.weight`, [d.dim]), f32(`${b}.ffn_norm2.weight`, [d.dim]),
+    ...(adaln ? [w(`${b}.adaLN_modulation.1.weight`, [4 * d.dim, d.adaln]), f32(`${b}.adaLN_modulation.1.bias`, [4 * d.dim])] : []),
+  ];
+  return [
+    w('x_embedder.weight', [d.dim, d.patch]), f32('x_embedder.bias', [d.dim]),
+    f32('cap_embedder.0.weight', [d.cap]), w('cap_embedder.1.weight', [d.dim, d.cap]),
+    w('t_embedder.mlp.0.weight', [d.adaln, 256]), w('t_embedder.mlp.2.weight', [d.adaln, d.adaln]),
+    ...block('layers.0', true), ...block('layers.1', true), ...block('noise_refiner.0', true), ...block('context_refiner.0', false),
+    w('final_layer.adaLN_modulation.1.weight', [d.dim, d.adaln]), w('final_layer.linear.weight', [d.patch, d.dim]), f32('norm_final.weight', [d.dim]),
+  ];
+}
+
+/** Alpha-VLLM/Lumina-Image-2.0 transformer/ (diffusers' Lumina2Transformer2DModel). */
+export function lumina2DiffusersTensors(rand: Rand, dtype: FixtureDType, d: Lumina2Dims = LUMINA2): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, name, shape, dtype);
+  const f32 = (name: string, shape: number[]) => tensor(rand, name, shape, 'F32');
+  const block = (b: string, adaln: boolean): FixtureTensor[] => [
+    w(`${b}.attn.to_q.weight`, [d.dim, d.dim]), w(`${b}.attn.to_k.weight`, [d.kv, d.dim]), w(`${b}.attn.to_v.weight`, [d.kv, d.dim]),
+    w(`${b}.attn.to_out.0.weight`, [d.dim, d.dim]), f32(`${b}.attn.norm_q.weight`, [d.head]), f32(`${b}.attn.norm_k.weight`, [d.head]),
+    w(`${b}.feed_forward.linear_1.weight`, [d.ffn, d.dim]), w(`${b}.feed_forward.linear_2.weight`, [d.dim, d.ffn]), w(`${b}.feed_forward.linear_3.weight`, [d.ffn, d.dim]),
+    f32(`${b}.ffn_norm1.weight`, [d.dim]), f32(`${b}.norm2.weight`, [d.dim]), f32(`${b}.ffn_norm2.weight`, [d.dim]),
+    ...(adaln ? [f32(`${b}.norm1.norm.weight`, [d.dim]), w(`${b}.norm1.linear.weight`, [4 * d.dim, d.adaln])] : [f32(`${b}.norm1.weight`, [d.dim])]),
+  ];
+  return [
+    w('x_embedder.weight', [d.dim, d.patch]),
+    f32('time_caption_embed.caption_embedder.0.weight', [d.cap]), w('time_caption_embed.caption_embedder.1.weight', [d.dim, d.cap]),
+    w('time_caption_embed.timestep_embedder.linear_1.weight', [d.adaln, 256]), w('time_caption_embed.timestep_embedder.linear_2.weight', [d.adaln, d.adaln]),
+    ...block('layers.0', true), ...block('layers.1', true), ...block('noise_refiner.0', true), ...block('context_refiner.0', false),
+    w('norm_out.linear_1.weight', [d.dim, d.adaln]), w('norm_out.linear_2.weight', [d.patch, d.dim]),
+  ];
+}

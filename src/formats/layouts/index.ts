@@ -12,6 +12,7 @@ import { ggufExpertSlices } from './gguf-expert-slices.js';
 import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { internvlOriginal } from './internvl-original.js';
 import { kohyaFlat } from './kohya-flat.js';
+import { lumina2 } from './lumina2.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
 import { flux2Bfl } from './flux2-bfl.js';
@@ -35,11 +36,11 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * InternVL's refusals of names from its other checkpoint format (a reason, heard unless a later
  * layout finds the module), then names as the base spells them, then translations (the Hunyuan
  * DiTs' answers only on their bases, which the Flux layout leaves to it, though ComfyUI's Hunyuan
- * naming shares Flux's BFL names; Z-Image's and FLUX.2's only on their own bases, where FLUX.1's steps
+ * naming shares Flux's BFL names; Z-Image's, Lumina 2's and FLUX.2's only on their own bases, where FLUX.1's steps
  * aside from FLUX.2).
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal,
 ];
 
 export type Location =
