@@ -13,7 +13,8 @@
  * - Chroma: FLUX.1's rules (linear1 = q, k, v, proj_mlp: h, h, h, 4h rows), its approximator renamed;
  * - Lumina 2: q, k, v are rows of `attention.qkv` in the ratio 3 : 1 : 1 (grouped k/v heads:
  *   diffusers' converters split [2304, 768, 768]); w1/w2/w3 are linear_1/2/3;
- * - Qwen-Image: one naming everywhere, so every module lands by name.
+ * - LTX-Video: only `patchify_proj` ↔ `proj_in` and `adaln_single` ↔ `time_embed` differ;
+ * - Qwen-Image and HiDream: one naming everywhere, so every module lands by name.
  */
 import { describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
@@ -21,10 +22,11 @@ import { LAYOUTS, type Layout } from '../src/formats/layouts/index.js';
 import { flux2Bfl } from '../src/formats/layouts/flux2-bfl.js';
 import { zImage } from '../src/formats/layouts/z-image.js';
 import { lumina2 } from '../src/formats/layouts/lumina2.js';
+import { ltxVideo } from '../src/formats/layouts/ltx-video.js';
 import { buildSafetensors, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import {
-  CHROMA, FLUX2, LUMINA2, QWEN_IMAGE, ZIMAGE, chromaBflTensors, chromaDiffusersTensors, flux2BflTensors, flux2DiffusersTensors,
+  CHROMA, FLUX2, HIDREAM, LTX, LUMINA2, hiDreamTensors, ltxDiffusersTensors, ltxOriginalTensors, QWEN_IMAGE, ZIMAGE, chromaBflTensors, chromaDiffusersTensors, flux2BflTensors, flux2DiffusersTensors,
   lumina2DiffusersTensors, lumina2OriginalTensors, qwenImageTensors, zImageComfyTensors, zImageDiffusersTensors,
 } from './helpers/dit-fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
@@ -278,6 +280,35 @@ const sdScriptsLuminaOnDiffusers: LoraSpec[] = [
   kohya('lora_unet_context_refiner_0_attention_out', 2, ld, ld, [{ key: 'context_refiner.0.attn.to_out.0.weight' }], 1),
 ];
 
+// --- LTX-Video and HiDream ----------------------------------------------------------------------
+
+const { dim: xd } = LTX;
+const LTXF = 'ltx-video-2b-v0.9.5.safetensors';
+/** LTX-Video-Trainer's LoRAs in ComfyUI's format: `diffusion_model.` + the original names, onto diffusers' names. */
+const comfyLtxOnDiffusers: LoraSpec[] = [
+  peft('diffusion_model.transformer_blocks.0.attn1.to_q', 4, xd, xd, [{ key: 'transformer_blocks.0.attn1.to_q.weight' }], 1),
+  peft('diffusion_model.transformer_blocks.1.ff.net.0.proj', 4, 4 * xd, xd, [{ key: 'transformer_blocks.1.ff.net.0.proj.weight' }], 1),
+  peft('diffusion_model.patchify_proj', 4, xd, LTX.latent, [{ key: 'proj_in.weight' }], 1),
+  peft('diffusion_model.adaln_single.linear', 4, 6 * xd, xd, [{ key: 'time_embed.linear.weight' }], 1),
+  peft('diffusion_model.adaln_single.emb.timestep_embedder.linear_1', 4, xd, LTX.freq, [{ key: 'time_embed.emb.timestep_embedder.linear_1.weight' }], 1),
+];
+/** diffusers' trainers (finetrainers): `transformer.` + diffusers names, onto the original file. */
+const diffusersLtxOnOriginal: LoraSpec[] = [
+  peft('transformer.transformer_blocks.1.attn2.to_out.0', 4, xd, xd, [{ key: `${cm}transformer_blocks.1.attn2.to_out.0.weight` }], 2),
+  peft('transformer.proj_in', 4, xd, LTX.latent, [{ key: `${cm}patchify_proj.weight` }], 2),
+  peft('transformer.time_embed.emb.timestep_embedder.linear_2', 4, xd, xd, [{ key: `${cm}adaln_single.emb.timestep_embedder.linear_2.weight` }], 2),
+];
+const hd = HIDREAM.dim;
+const HD = 'hidream_i1_full_fp8.safetensors';
+/** diffusers' and SimpleTuner's HiDream LoRAs (`transformer.`, and ComfyUI's `diffusion_model.`): the model's own names. */
+const hiDreamLora = (p: string): LoraSpec[] => [
+  peft('transformer.double_stream_blocks.0.block.attn1.to_q_t', 4, hd, hd, [{ key: `${p}double_stream_blocks.0.block.attn1.to_q_t.weight` }], 2),
+  peft('transformer.double_stream_blocks.0.block.ff_i.experts.1.w3', 4, HIDREAM.ffn, hd, [{ key: `${p}double_stream_blocks.0.block.ff_i.experts.1.w3.weight` }], 2),
+  peft('transformer.double_stream_blocks.0.block.ff_i.shared_experts.w2', 4, hd, HIDREAM.ffn, [{ key: `${p}double_stream_blocks.0.block.ff_i.shared_experts.w2.weight` }], 2),
+  peft('transformer.single_stream_blocks.0.block.attn1.to_out', 4, hd, hd, [{ key: `${p}single_stream_blocks.0.block.attn1.to_out.weight` }], 2),
+  peft('transformer.single_stream_blocks.0.block.ff_i.experts.0.w1', 4, HIDREAM.ffn, hd, [{ key: `${p}single_stream_blocks.0.block.ff_i.experts.0.w1.weight` }], 2),
+];
+
 // --- the cases ------------------------------------------------------------------------------------
 
 const CASES: Case[] = [
@@ -361,6 +392,21 @@ const CASES: Case[] = [
       { file: 'lumina-lora.safetensors', specs: sdScriptsLuminaOnDiffusers, weight: 1, metadata: { ss_network_module: 'networks.lora_lumina' } },
     ],
   },
+  {
+    name: 'diffusers LTX-Video transformer ← LTX-Video-Trainer LoRA in ComfyUI\'s format', layout: 'ltx-video',
+    base: diffusersFolder('LTXVideoTransformer3DModel', ltxDiffusersTensors(rand, 'BF16')), baseName: 'transformer',
+    adapters: [{ file: 'ltxv-lora_comfy.safetensors', specs: comfyLtxOnDiffusers, weight: 1 }],
+  },
+  {
+    name: 'LTX-Video, Lightricks\' single file ← diffusers-named LoRA', layout: 'ltx-video',
+    base: file(LTXF, ltxOriginalTensors(rand, 'BF16')), baseName: LTXF,
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersLtxOnOriginal, weight: 0.7, metadata: diffusersMetadata }],
+  },
+  {
+    name: 'HiDream-I1, Comfy-Org fp8 file ← diffusers / SimpleTuner LoRA (one naming, MoE experts by name)',
+    base: file(HD, hiDreamTensors(rand, 'F8_E4M3', HIDREAM, cm)), baseName: HD,
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: hiDreamLora(cm), weight: 1, metadata: diffusersMetadata }],
+  },
 ];
 
 const ADAPTER_DTYPE: FixtureDType = 'BF16';
@@ -398,7 +444,7 @@ describe('the translating layouts', () => {
     }
   });
 
-  for (const layout of [flux2Bfl, zImage, lumina2]) {
+  for (const layout of [flux2Bfl, zImage, lumina2, ltxVideo]) {
     it(`without ${layout.name} in the registry, every case it places is refused`, async () => {
       const registry = LAYOUTS as Layout[];
       const at = registry.indexOf(layout);

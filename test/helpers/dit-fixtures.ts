@@ -278,3 +278,78 @@ export function lumina2DiffusersTensors(rand: Rand, dtype: FixtureDType, d: Lumi
     w('norm_out.linear_1.weight', [d.dim, d.adaln]), w('norm_out.linear_2.weight', [d.patch, d.dim]),
   ];
 }
+
+// --- LTX-Video ------------------------------------------------------------------------------------
+
+/** LTX-Video 0.9.x with width `dim` (2048), latent channels `latent` (128), caption width `cap` (4096), FFN 4·dim, 2 blocks. */
+export interface LtxDims { dim: number; head: number; latent: number; cap: number; freq: number }
+export const LTX: LtxDims = { dim: 8, head: 4, latent: 16, cap: 12, freq: 6 };
+
+function ltxBlocks(w: (n: string, s: number[]) => FixtureTensor, f32: (n: string, s: number[]) => FixtureTensor, d: LtxDims, norm: [string, string]): FixtureTensor[] {
+  const out: FixtureTensor[] = [];
+  for (let i = 0; i < 2; i++) {
+    const b = `transformer_blocks.${i}`;
+    for (const a of ['attn1', 'attn2']) {
+      for (const p of ['to_q', 'to_k', 'to_v', 'to_out.0']) out.push(w(`${b}.${a}.${p}.weight`, [d.dim, d.dim]));
+      out.push(f32(`${b}.${a}.${norm[0]}.weight`, [d.dim]), f32(`${b}.${a}.${norm[1]}.weight`, [d.dim]));
+    }
+    out.push(w(`${b}.ff.net.0.proj.weight`, [4 * d.dim, d.dim]), w(`${b}.ff.net.2.weight`, [d.dim, 4 * d.dim]), f32(`${b}.scale_shift_table`, [6, d.dim]));
+  }
+  return out;
+}
+
+/** Lightricks' ltx-video-2b-v0.9.5.safetensors (ComfyUI's names; `prefix` `model.diffusion_model.` as shipped). */
+export function ltxOriginalTensors(rand: Rand, dtype: FixtureDType, d: LtxDims = LTX, prefix = 'model.diffusion_model.'): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, prefix + name, shape, dtype);
+  const f32 = (name: string, shape: number[]) => tensor(rand, prefix + name, shape, 'F32');
+  return [
+    w('patchify_proj.weight', [d.dim, d.latent]),
+    w('adaln_single.emb.timestep_embedder.linear_1.weight', [d.dim, d.freq]), w('adaln_single.emb.timestep_embedder.linear_2.weight', [d.dim, d.dim]),
+    w('adaln_single.linear.weight', [6 * d.dim, d.dim]),
+    w('caption_projection.linear_1.weight', [d.dim, d.cap]), w('caption_projection.linear_2.weight', [d.dim, d.dim]),
+    ...ltxBlocks(w, f32, d, ['q_norm', 'k_norm']),
+    w('proj_out.weight', [d.latent, d.dim]), f32('scale_shift_table', [2, d.dim]),
+  ];
+}
+
+/** Lightricks/LTX-Video transformer/ (diffusers' LTXVideoTransformer3DModel). */
+export function ltxDiffusersTensors(rand: Rand, dtype: FixtureDType, d: LtxDims = LTX): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, name, shape, dtype);
+  const f32 = (name: string, shape: number[]) => tensor(rand, name, shape, 'F32');
+  return [
+    w('proj_in.weight', [d.dim, d.latent]),
+    w('time_embed.emb.timestep_embedder.linear_1.weight', [d.dim, d.freq]), w('time_embed.emb.timestep_embedder.linear_2.weight', [d.dim, d.dim]),
+    w('time_embed.linear.weight', [6 * d.dim, d.dim]),
+    w('caption_projection.linear_1.weight', [d.dim, d.cap]), w('caption_projection.linear_2.weight', [d.dim, d.dim]),
+    ...ltxBlocks(w, f32, d, ['norm_q', 'norm_k']),
+    w('proj_out.weight', [d.latent, d.dim]), f32('scale_shift_table', [2, d.dim]),
+  ];
+}
+
+// --- HiDream-I1 -----------------------------------------------------------------------------------
+
+/**
+ * HiDream-I1 with width `dim` (2560), MoE FFNs (4 routed experts and a shared one, SwiGLU `ffn` rows;
+ * here 2 experts), 1 double-stream and 1 single-stream block. One naming everywhere (HiDream-ai's
+ * diffusers folders; Comfy-Org's files add `model.diffusion_model.`).
+ */
+export interface HiDreamDims { dim: number; ffn: number; experts: number }
+export const HIDREAM: HiDreamDims = { dim: 8, ffn: 12, experts: 2 };
+
+export function hiDreamTensors(rand: Rand, dtype: FixtureDType, d: HiDreamDims = HIDREAM, prefix = ''): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, prefix + name, shape, dtype);
+  const swiglu = (p: string) => [w(`${p}.w1.weight`, [d.ffn, d.dim]), w(`${p}.w2.weight`, [d.dim, d.ffn]), w(`${p}.w3.weight`, [d.ffn, d.dim])];
+  const moe = (p: string) => [
+    ...swiglu(`${p}.shared_experts`), ...Array.from({ length: d.experts }, (_, e) => swiglu(`${p}.experts.${e}`)).flat(), w(`${p}.gate.weight`, [d.experts, d.dim]),
+  ];
+  return [
+    w('x_embedder.proj.weight', [d.dim, 16]), w('t_embedder.timestep_embedder.linear_1.weight', [d.dim, 6]),
+    w('double_stream_blocks.0.block.adaLN_modulation.1.weight', [12 * d.dim, d.dim]),
+    ...['to_q', 'to_k', 'to_v', 'to_out', 'to_q_t', 'to_k_t', 'to_v_t', 'to_out_t'].map((p) => w(`double_stream_blocks.0.block.attn1.${p}.weight`, [d.dim, d.dim])),
+    ...moe('double_stream_blocks.0.block.ff_i'), ...swiglu('double_stream_blocks.0.block.ff_t'),
+    w('single_stream_blocks.0.block.adaLN_modulation.1.weight', [6 * d.dim, d.dim]),
+    ...['to_q', 'to_k', 'to_v', 'to_out'].map((p) => w(`single_stream_blocks.0.block.attn1.${p}.weight`, [d.dim, d.dim])),
+    ...moe('single_stream_blocks.0.block.ff_i'),
+    w('final_layer.linear.weight', [16, d.dim]), w('final_layer.adaLN_modulation.1.weight', [2 * d.dim, d.dim]),
+  ];
+}

@@ -13,6 +13,7 @@ import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { internvlOriginal } from './internvl-original.js';
 import { kohyaFlat } from './kohya-flat.js';
 import { lumina2 } from './lumina2.js';
+import { ltxVideo } from './ltx-video.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
 import { flux2Bfl } from './flux2-bfl.js';
@@ -40,7 +41,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * aside from FLUX.2).
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltxVideo,
 ];
 
 export type Location =
