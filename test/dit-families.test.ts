@@ -489,6 +489,15 @@ describe('refused with the reason', () => {
     for (const p of problems) expect(p).toMatch(/is a FLUX\.1 module; the base is FLUX\.2/);
   });
 
+  it('an XLabs LoRA (FLUX.1 only) on a FLUX.2 klein 4B file, though its double blocks have FLUX.1\'s names and shapes', async () => {
+    const xlabs = (name: string, out: number, inF: number): LoraSpec => ({ down: `${name}.down.weight`, up: `${name}.up.weight`, r: 2, out, in: inF, lands: [], scale: 1 });
+    const problems = await problemsOf(file(KLEIN_FP8, flux2BflTensors(rand, 'BF16', KLEIN, cm)), KLEIN_FP8, [
+      xlabs('double_blocks.0.processor.qkv_lora1', 3 * h, h), xlabs('double_blocks.1.processor.proj_lora2', h, h), xlabs('single_blocks.0.processor.qkv_lora', 3 * h, h),
+    ]);
+    expect(problems).toHaveLength(3);
+    for (const p of problems) expect(p).toMatch(/is a FLUX\.1 module; the base is FLUX\.2/);
+  });
+
   it('a FLUX.1 BFL-named linear1 on a FLUX.2 file: its 7h rows do not fit the 9h of FLUX.2\'s', async () => {
     const problems = await problemsOf(file(F2, flux2BflTensors(rand, 'BF16')), F2, [kohya('lora_unet_single_blocks_0_linear1', 2, 7 * h, h, [], 1)]);
     expect(problems).toEqual([expect.stringMatching(/lora_unet_single_blocks_0_linear1.*does not fit/)]);

@@ -97,7 +97,7 @@ const FLUX1_ONLY = new RegExp([
   'transformer_blocks[._]\\d+[._](norm1(_context)?[._]linear|ff(_context)?[._]net[._]\\d)',
   'vector_in[._]', 'time_text_embed[._]',
 ].map((p) => `(^|[._])(${p})`).join('|'));
-const FLUX1_MISS: LayoutResolution = {
+export const FLUX1_MISS: LayoutResolution = {
   found: false, ambiguous: false, candidates: [],
   why: 'is a FLUX.1 module; the base is FLUX.2, which has no such tensor (its single blocks fuse q, k, v and a SwiGLU MLP in linear1 / attn.to_qkv_mlp_proj, and its modulations are shared by all blocks): a FLUX.1 LoRA does not fit a FLUX.2 model',
 };
