@@ -10,7 +10,8 @@
  * the inputs unchanged, and every case ends in bounded time and memory. Most cases run the CLI's
  * own front end in a worker thread, a few the real `loramerge` process with its peak RSS measured
  * (cli-fuzz.ts). The run is seeded; `npm test`
- * runs a bounded number of cases, `npm run fuzz` many more (FUZZ_RUNS, FUZZ_CLI_RUNS, FUZZ_SEED).
+ * runs a bounded number of cases, `npm run fuzz` many more (FUZZ_RUNS, FUZZ_CLI_RUNS, FUZZ_SEED;
+ * FUZZ_PATH replays one failing case, FUZZ_KEEP keeps the cases' files).
  * Run `npm run build:lib` first when calling vitest directly: the cases run the built CLI.
  */
 import { readFileSync } from 'node:fs';

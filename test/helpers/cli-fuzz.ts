@@ -10,8 +10,8 @@
  * The cases run the built CLI: run `npm run build:lib` first when calling vitest directly.
  */
 import fc from 'fast-check';
-import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -27,6 +27,8 @@ export interface FuzzSettings {
   runs: number;
   cliRuns: number;
   seed: number;
+  /** fast-check's path of a failing case (FUZZ_PATH, printed with the failure): that case alone is run again. */
+  path?: string;
 }
 
 /**
@@ -38,6 +40,7 @@ export function fuzzSettings(runsVar: string, cliRunsVar: string, defaults: { ru
     runs: Number(process.env[runsVar] ?? defaults.runs),
     cliRuns: Number(process.env[cliRunsVar] ?? defaults.cliRuns),
     seed: Number(process.env.FUZZ_SEED ?? 20261201),
+    ...(process.env.FUZZ_PATH ? { path: process.env.FUZZ_PATH } : {}),
   };
 }
 
@@ -210,10 +213,12 @@ export function describeCliFuzz<C, P extends CliCase>(title: string, target: Cli
             if ('crashed' in result) throw new Error(`${p.label}: worker died (memory?): ${result.crashed}`);
             check(c, p, inDir, outDir, result);
           } finally {
+            // FUZZ_KEEP=<folder>: each case's files are kept there for a closer look.
+            if (process.env.FUZZ_KEEP) cpSync(dir, join(process.env.FUZZ_KEEP, basename(dir)), { recursive: true });
             rmSync(dir, { recursive: true, force: true });
           }
         }),
-        { seed, numRuns: runs, endOnFailure: true },
+        { seed, numRuns: settings.path ? 1 : runs, endOnFailure: true, ...(settings.path ? { path: settings.path } : {}) },
       );
       const grew = process.resourceUsage().maxRSS * 1024 - rssBefore;
       console.log(
@@ -222,7 +227,7 @@ export function describeCliFuzz<C, P extends CliCase>(title: string, target: Cli
           [...stats.byGroup].map(([group, counts]) => `\n  ${group}: ${JSON.stringify(counts)}`).join(''),
       );
       expect(grew, 'peak memory of all cases together').toBeLessThan(RSS_LIMIT);
-      target.expectReach(stats, runs);
+      if (!settings.path) target.expectReach(stats, runs);
     }, Math.max(600_000, runs * 2000));
 
     it(`${cliRuns} cases through the real loramerge process, peak RSS measured`, async () => {

@@ -32,7 +32,7 @@ import { checkOp, type OpShape } from '../op-shape.js';
 import { termReachesRows } from '../low-rank-factors.js';
 import { needsColumnNorms, storedAxis, type UpdateStep } from '../update-steps.js';
 import { columnFactors } from '../column-norms.js';
-import { addDyadic, dyadicOf, DYADIC_ZERO, mulDyadic, roundDyadicToBits, type Dyadic } from '../exact/dyadic.js';
+import { addDyadic, dyadicOf, DYADIC_ZERO, mulDyadic, NoExactValue, roundDyadicToBits, type Dyadic } from '../exact/dyadic.js';
 import { f64KernelBound, U_F64 } from '../exact/error-bounds.js';
 import { roundingIsCertain } from '../exact/float-formats.js';
 import { elementValue, newStats, roundedBits, storeBits, type CertificationStats } from '../exact/recompute.js';
@@ -389,7 +389,14 @@ export function mergeStepsOnCpu(op: MergeOp, signal?: AbortSignal, stats: Certif
       stats.listed++;
       stats.exact++;
       exact ??= new ExactSteps(op, shape, ev);
-      bits = roundDyadicToBits(exact.value(shape.steps.length, Math.floor(i / op.cols), i % op.cols), dtype);
+      try {
+        bits = roundDyadicToBits(exact.value(shape.steps.length, Math.floor(i / op.cols), i % op.cols), dtype);
+      } catch (e) {
+        // An input the element depends on is Inf or NaN, though its f64 value came out finite
+        // (the f64 pass skips products with a zero factor, and 0 · Inf is NaN): the merge holds NaN.
+        if (e instanceof NoExactValue) throw nonFiniteError(op.name, dtype);
+        throw e;
+      }
     }
     storeBits(out, dtype, i, bits);
   }

@@ -13,7 +13,7 @@ import { roundingIsCertain } from '../exact/float-formats.js';
 import {
   scaledBase, slabFactors32, slabFactors64, tensorFactors, type PlainOp, type SlabFactors32, type SlabFactors64, type TensorFactors,
 } from '../exact/plain-op.js';
-import { elementValue, exactElementBits, fixListed, roundedBits, storeBits, type CertificationStats } from '../exact/recompute.js';
+import { elementValue, exactElementBits, fixListed, isSpecialBits, roundedBits, storeBits, type CertificationStats } from '../exact/recompute.js';
 import type { RowJob, WasmKernel, WScale } from './wasm-kernel.js';
 
 /** About this many bytes of W per block on the calling thread: small enough to stay in cache. */
@@ -115,31 +115,31 @@ export function planJob(plan: PlainPlan, r0: number, n: number, withRight: boole
 /**
  * After a job: settles its listed elements (f32, f64 modes) or certifies its f64 values into the
  * output dtype (f64-values; `kernelOut` holds them, `out` gets the bytes). `out` is the block's
- * output in op.outDtype.
+ * output in op.outDtype. Returns false when an element written here is Inf or NaN: the kernel's
+ * flag speaks for its own results only, not for a listed element rounded again nor for f · V
+ * (a scale factor may be Inf where V is finite).
  */
 export function finishJob(plan: PlainPlan, r0: number, n: number, listed: Uint32Array, kernelOut: Uint8Array, out: Uint8Array,
-  stats: CertificationStats): void {
+  stats: CertificationStats): boolean {
   const { p, tf } = plan;
   stats.elements += n * p.op.cols;
-  if (plan.mode !== 'f64-values') {
-    if (listed.length) fixListed(p, tf, out, listed, r0, stats);
-    return;
-  }
+  if (plan.mode !== 'f64-values') return listed.length ? fixListed(p, tf, out, listed, r0, stats) : true;
   const values = new Float64Array(kernelOut.buffer, kernelOut.byteOffset, n * p.op.cols);
-  certifyValues(plan, r0, n, values, out, stats);
+  return certifyValues(plan, r0, n, values, out, stats);
 }
 
 /**
  * x = f · v for the block's f64 values v (bound g·nL·nR + u|v| each, error-bounds.ts), rounded
  * once into `out` where the bound decides, else recomputed exactly.
  */
-function certifyValues(plan: PlainPlan, r0: number, n: number, values: Float64Array, out: Uint8Array, stats: CertificationStats): void {
+function certifyValues(plan: PlainPlan, r0: number, n: number, values: Float64Array, out: Uint8Array, stats: CertificationStats): boolean {
   const { p, tf } = plan;
   const { op, shape, scale } = p;
   const cols = op.cols;
   const dtype = op.outDtype;
   const gnl = plan.slab.gnl;
   const u = plan.bound.u;
+  let finite = true;
   for (let i = 0; i < n; i++) {
     const row = r0 + i;
     const g = gnl[row];
@@ -157,9 +157,11 @@ function certifyValues(plan: PlainPlan, r0: number, n: number, values: Float64Ar
         bits = exactElementBits(p, tf, row, c, stats);
         stats.listed++;
       }
+      if (isSpecialBits(bits, dtype)) finite = false;
       storeBits(out, dtype, i * cols + c, bits);
     }
   }
+  return finite;
 }
 
 /** Whether output bytes hold Inf or NaN (after the listed elements were settled). */
@@ -213,8 +215,7 @@ export function mergePlainOnWasm(plan: PlainPlan, kernel: WasmKernel, stats: Cer
     const kOut = kernelOut ? kernelOut.subarray(0, n * op.cols * 8) : target;
     const job = planJob(plan, r0, n, !kernel.holds(rightKeyOf(plan)));
     const result = kernel.run(job, kOut);
-    if (!result.finite) finite = false;
-    finishJob(plan, r0, n, result.listed, kOut, target, stats);
+    if (!finishJob(plan, r0, n, result.listed, kOut, target, stats) || !result.finite) finite = false;
   }
   if (!finite && holdsNonFinite(out, op.outDtype)) throw nonFiniteError(op.name, op.outDtype);
   return out;

@@ -168,7 +168,7 @@ export class RowBlockPool implements CpuMergePool {
       const kernelOut = (r0: number, n: number) => new Uint8Array(kAt.buffer, kAt.offset + r0 * cols * kb, n * cols * kb);
       const settle = (r0: number, n: number, listed: Uint32Array) => {
         const kOut = kernelOut(r0, n);
-        finishJob(plan, r0, n, listed, kOut, plan.mode === 'f64-values' ? out.subarray(r0 * cols * ob, (r0 + n) * cols * ob) : kOut, stats);
+        if (!finishJob(plan, r0, n, listed, kOut, plan.mode === 'f64-values' ? out.subarray(r0 * cols * ob, (r0 + n) * cols * ob) : kOut, stats)) finite = false;
       };
       const drain = async (slot: Slot): Promise<void> => {
         for (let block = take(); block; block = take()) {

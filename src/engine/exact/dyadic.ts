@@ -17,10 +17,17 @@ export const DYADIC_ZERO: Dyadic = { m: 0n, e: 0 };
 
 const view = new DataView(new ArrayBuffer(8));
 
+/** Thrown for Inf or NaN, which have no exact value: an input holds one. */
+export class NoExactValue extends RangeError {
+  constructor(readonly value: number) {
+    super(`no exact value for ${value}`);
+  }
+}
+
 /** A finite double as m · 2^e, exactly. */
 export function dyadicOf(x: number): Dyadic {
   if (x === 0) return DYADIC_ZERO;
-  if (!Number.isFinite(x)) throw new RangeError(`no exact value for ${x}`);
+  if (!Number.isFinite(x)) throw new NoExactValue(x);
   view.setFloat64(0, x);
   const hi = view.getUint32(0), lo = view.getUint32(4);
   const biased = (hi >>> 20) & 0x7ff;

@@ -149,15 +149,33 @@ export function storeBits(out: Uint8Array, dtype: FloatDType, index: number, bit
   }
 }
 
+/** Whether `bits` of `dtype` are Inf or NaN (e4m3fn has no Inf: 0x7f is its NaN). */
+export function isSpecialBits(bits: number, dtype: FloatDType): boolean {
+  switch (dtype) {
+    case 'F32': return (bits & 0x7f800000) === 0x7f800000;
+    case 'F16': return (bits & 0x7c00) === 0x7c00;
+    case 'BF16': return (bits & 0x7f80) === 0x7f80;
+    case 'F8_E4M3': return (bits & 0x7f) === 0x7f;
+    case 'F8_E5M2': return (bits & 0x7c) === 0x7c;
+  }
+}
+
 /**
  * Replaces the listed elements of a block's output by their correctly rounded values: `list`
- * holds indices within the block (row · cols + col), whose first row is the op's row r0.
+ * holds indices within the block (row · cols + col), whose first row is the op's row r0. Returns
+ * false when one of them is Inf or NaN: an exact rounding may overflow where the kernel's did not,
+ * so the kernel's own finiteness flag does not cover these.
  */
-export function fixListed(p: PlainOp, tf: TensorFactors, out: Uint8Array, list: Uint32Array, r0: number, stats?: CertificationStats): void {
+export function fixListed(p: PlainOp, tf: TensorFactors, out: Uint8Array, list: Uint32Array, r0: number, stats?: CertificationStats): boolean {
   const cols = p.op.cols;
+  const dtype = p.op.outDtype;
+  let finite = true;
   for (let j = 0; j < list.length; j++) {
     const index = list[j];
     const i = Math.floor(index / cols);
-    storeBits(out, p.op.outDtype, index, exactElementBits(p, tf, r0 + i, index - i * cols, stats));
+    const bits = exactElementBits(p, tf, r0 + i, index - i * cols, stats);
+    if (isSpecialBits(bits, dtype)) finite = false;
+    storeBits(out, dtype, index, bits);
   }
+  return finite;
 }

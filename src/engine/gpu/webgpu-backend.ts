@@ -377,7 +377,7 @@ export class WebGpuBackend implements MergeBackend {
     } finally {
       staging.unmap();
     }
-    fixListed(p, tf, block, listed, r0, this.certification);
+    if (!fixListed(p, tf, block, listed, r0, this.certification)) flagged = true;
     return { readable, flagged };
   }
 

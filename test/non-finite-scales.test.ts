@@ -1,0 +1,136 @@
+/**
+ * Inf, NaN or overflow that only appears once a factor multiplies V: a DoRA magnitude of Inf (an
+ * f16 `dora_scale` of 70000 is stored as Inf), or one so large that m · V / ‖V‖ overflows the
+ * output dtype. The kernels' own non-finite flags speak for V; the scale is applied afterwards
+ * (when results are certified in float64) or in the exact recomputation of listed elements, and
+ * every one of those places must report it. Found by the surfaces fuzzer (seed 60531881): the
+ * WebAssembly and WebGPU executors wrote NaN with exit 0 where plain JavaScript refused. Also a
+ * GLoRA factor holding Inf next to a zero: the float64 pass skips products with a zero factor, so
+ * V looked finite, and the exact recomputation met the Inf and failed with an internal error.
+ */
+import { describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+
+const backends = mergeBackends({ cpu: 'both' });
+const rand = seededRandom(60531881);
+const vals = (n: number, dtype: FixtureDType, scale = 1) => randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
+
+/** Merges and returns the error's message, or undefined when the merge wrote its output. */
+async function mergeError(backend: MergeBackend, base: FixtureTensor[], adapter: Record<string, Uint8Array | string>, adapterName: string): Promise<string | undefined> {
+  const prepared = await prepareMerge(memoryInputFileSet({ 'model.safetensors': buildSafetensors(base) }, 'base'),
+    [{ files: memoryInputFileSet(adapter, adapterName), weight: 1 }]);
+  expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+  try {
+    await mergeModel({ prepared, output: createBlobOutputTarget(), backend, slabBytes: 4096 });
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  } finally {
+    await prepared.close();
+  }
+}
+
+// LyCORIS LoRA with weight decomposition on a Linear of the SD UNet: norms per input column.
+const unetKey = 'down_blocks.1.attentions.0.proj_in';
+const flat = `lora_unet_${unetKey.replaceAll('.', '_')}`;
+const out = 40, inF = 24, r = 4;
+
+function lycorisDora(magnitude: number[], wDtype: FixtureDType, mDtype: FixtureDType) {
+  return {
+    base: [{ name: `${unetKey}.weight`, dtype: wDtype, shape: [out, inF], data: vals(out * inF, wDtype) }] as FixtureTensor[],
+    adapter: {
+      'dora.safetensors': buildSafetensors([
+        { name: `${flat}.lora_down.weight`, dtype: 'F16', shape: [r, inF], data: vals(r * inF, 'F16') },
+        { name: `${flat}.lora_up.weight`, dtype: 'F16', shape: [out, r], data: vals(out * r, 'F16') },
+        { name: `${flat}.alpha`, dtype: 'F32', shape: [], data: [r] },
+        { name: `${flat}.dora_scale`, dtype: mDtype, shape: [1, inF], data: magnitude },
+      ], { ss_network_module: 'lycoris.kohya', ss_network_args: '{"algo": "lora", "dora_wd": "True"}' }),
+    },
+  };
+}
+
+// PEFT DoRA on a Llama projection: norms per output row.
+const llmKey = 'model.layers.0.self_attn.o_proj';
+function peftDora(magnitude: number[], wDtype: FixtureDType) {
+  return {
+    base: [{ name: `${llmKey}.weight`, dtype: wDtype, shape: [out, inF], data: vals(out * inF, wDtype) }] as FixtureTensor[],
+    adapter: {
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 8, use_dora: true, target_modules: ['o_proj'] }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: `base_model.model.${llmKey}.lora_A.weight`, dtype: 'F32', shape: [r, inF], data: vals(r * inF, 'F32') },
+        { name: `base_model.model.${llmKey}.lora_B.weight`, dtype: 'F32', shape: [out, r], data: vals(out * r, 'F32') },
+        { name: `base_model.model.${llmKey}.lora_magnitude_vector`, dtype: 'F32', shape: [out], data: magnitude },
+      ]),
+    },
+  };
+}
+
+const ones = (n: number) => Array.from({ length: n }, () => 1);
+
+// LyCORIS GLoRA: W + W·a1·a2 + b1·b2 (scaled by α/r), the second term's b2 holding Inf.
+function glora(b1: ArrayLike<number>, b2: ArrayLike<number>) {
+  const rank = 1;
+  return {
+    base: [{ name: `${unetKey}.weight`, dtype: 'F16', shape: [out, inF], data: vals(out * inF, 'F16') }] as FixtureTensor[],
+    adapter: {
+      'glora.safetensors': buildSafetensors([
+        { name: `${flat}.a1.weight`, dtype: 'BF16', shape: [inF, rank], data: vals(inF * rank, 'BF16', 0.2) },
+        { name: `${flat}.a2.weight`, dtype: 'BF16', shape: [rank, inF], data: vals(rank * inF, 'BF16', 0.2) },
+        { name: `${flat}.b1.weight`, dtype: 'BF16', shape: [out, rank], data: b1 },
+        { name: `${flat}.b2.weight`, dtype: 'BF16', shape: [rank, inF], data: b2 },
+        { name: `${flat}.alpha`, dtype: 'F32', shape: [], data: [1] },
+      ]),
+    },
+  };
+}
+
+describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
+  it('refuses a GLoRA factor holding Inf beside zeros (0 · Inf is NaN), naming the factor', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const b1 = Array.from({ length: out }, (_, i) => (i === 0 ? -2.1e-5 : 0));
+    const b2 = vals(inF, 'BF16');
+    b2[2] = Infinity;
+    const c = glora(b1, b2);
+    expect(await mergeError(backend, c.base, c.adapter, 'glora.safetensors')).toMatch(/b2\.weight holds NaN or Inf; the adapter file is broken/);
+  });
+
+  it('refuses a LyCORIS dora_scale holding Inf (an f16 70000), naming it', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    for (const wDtype of ['F32', 'BF16', 'F16'] as const) {
+      const m = ones(inF);
+      m[7] = 70000; // stored as f16: Inf
+      const c = lycorisDora(m, wDtype, 'F16');
+      expect(await mergeError(backend, c.base, c.adapter, 'dora.safetensors'), wDtype).toMatch(/dora_scale holds NaN or Inf; the adapter file is broken/);
+    }
+  });
+
+  it('refuses a PEFT magnitude holding Inf, naming it', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const m = ones(out);
+    m[33] = Infinity;
+    const c = peftDora(m, 'BF16');
+    expect(await mergeError(backend, c.base, c.adapter, 'peft-dora')).toMatch(/lora_magnitude_vector holds NaN or Inf; the adapter file is broken/);
+  });
+
+  it('refuses finite magnitudes whose result overflows f16, and merges the same file when it fits', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    // m / ‖V‖ · V: a column of norm about 1 scaled to 1e6 cannot be written in f16 (largest 65504).
+    const big = ones(inF);
+    big[3] = 1e6;
+    const c = lycorisDora(big, 'F16', 'F32');
+    expect(await mergeError(backend, c.base, c.adapter, 'dora.safetensors')).toMatch(/not finite|overflow/);
+    const rows = ones(out);
+    rows[5] = 1e6;
+    const p = peftDora(rows, 'F16');
+    expect(await mergeError(backend, p.base, p.adapter, 'peft-dora')).toMatch(/not finite|overflow/);
+    // The same files with magnitudes that fit are merged (the refusals above are about the values).
+    const fits = lycorisDora(ones(inF), 'F16', 'F32');
+    expect(await mergeError(backend, fits.base, fits.adapter, 'dora.safetensors')).toBeUndefined();
+  });
+});
