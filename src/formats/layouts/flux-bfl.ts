@@ -6,8 +6,12 @@
  * - q, k, v are the thirds of img_attn.qkv (add_q/k/v_proj of txt_attn.qkv);
  * - single_blocks.N.linear1 is q, k, v (h rows each) and proj_mlp (4h rows);
  * - final_layer.adaLN_modulation.1 is norm_out.linear with its two halves (shift, scale) swapped.
+ * Chroma has FLUX.1's blocks without their modulations: the same rules place its modules, and its
+ * approximator's `distilled_guidance_layer.layers.N.in_layer` / `out_layer` are diffusers'
+ * `linear_1` / `linear_2`.
  */
 import { RenameTable, type RenameRule } from './fused-renames.js';
+import { isFlux2 } from './flux2-bfl.js';
 import { isHunyuanDit } from './hunyuan-video.js';
 import type { Layout } from './layout.js';
 
@@ -45,6 +49,9 @@ export const FLUX_RULES: readonly RenameRule[] = [
   one('guidance_in.out_layer', 'time_text_embed.guidance_embedder.linear_2'),
   one('final_layer.linear', 'proj_out'),
   one('final_layer.adaLN_modulation.1', 'norm_out.linear', 'always'),
+  // Chroma: FLUX.1's blocks fed by an approximator (diffusers' convert_chroma_transformer_checkpoint_to_diffusers).
+  one('distilled_guidance_layer.layers.{i}.in_layer', 'distilled_guidance_layer.layers.{i}.linear_1'),
+  one('distilled_guidance_layer.layers.{i}.out_layer', 'distilled_guidance_layer.layers.{i}.linear_2'),
 ];
 
 const table = new RenameTable(FLUX_RULES, () => false);
@@ -55,6 +62,8 @@ export const fluxBfl: Layout = {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     // HunyuanVideo/HunyuanImage share these block names; their own layout places them.
     if (isHunyuanDit(base)) return undefined;
+    // FLUX.2 shares the block names but not linear1's rows (3h + 6h): its own layout places them.
+    if (isFlux2(base)) return undefined;
     return table.resolve(address.path, base);
   },
 };

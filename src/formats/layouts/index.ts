@@ -12,13 +12,17 @@ import { ggufExpertSlices } from './gguf-expert-slices.js';
 import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { internvlOriginal } from './internvl-original.js';
 import { kohyaFlat } from './kohya-flat.js';
+import { lumina2 } from './lumina2.js';
+import { ltxVideo } from './ltx-video.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
+import { flux2Bfl } from './flux2-bfl.js';
 import { hunyuanVideo } from './hunyuan-video.js';
 import { openclipText } from './openclip-text.js';
 import { sd3Sai } from './sd3-sai.js';
 import { wanOriginal } from './wan-original.js';
 import { xlabsFlux } from './xlabs-flux.js';
+import { zImage } from './z-image.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
 import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
 
@@ -33,10 +37,11 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * InternVL's refusals of names from its other checkpoint format (a reason, heard unless a later
  * layout finds the module), then names as the base spells them, then translations (the Hunyuan
  * DiTs' answers only on their bases, which the Flux layout leaves to it, though ComfyUI's Hunyuan
- * naming shares Flux's BFL names).
+ * naming shares Flux's BFL names; Z-Image's, Lumina 2's and FLUX.2's only on their own bases, where FLUX.1's steps
+ * aside from FLUX.2).
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, fluxBfl, sd3Sai, xlabsFlux, wanOriginal,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltxVideo,
 ];
 
 export type Location =

@@ -4,10 +4,12 @@
  * (_convert_xlabs_flux_lora_to_diffusers) reads them: qkv_lora1 / qkv_lora2 are the whole
  * img_attn.qkv / txt_attn.qkv, proj_lora1 / proj_lora2 are img_attn.proj / txt_attn.proj; in single
  * blocks qkv_lora is the q, k, v rows of linear1 and proj_lora is linear2. They land on BFL or
- * diffusers Flux bases alike (flux-bfl.ts does the rest).
+ * diffusers Flux bases alike (flux-bfl.ts does the rest). XLabs trained FLUX.1 only: on a FLUX.2
+ * base (whose double blocks have FLUX.1's names and, in klein 4B, its shapes) they are refused.
  */
 import { RenameTable } from './fused-renames.js';
 import { FLUX_RULES } from './flux-bfl.js';
+import { FLUX1_MISS, isFlux2 } from './flux2-bfl.js';
 import type { Layout } from './layout.js';
 
 const table = new RenameTable(FLUX_RULES, () => false);
@@ -20,6 +22,7 @@ export const xlabsFlux: Layout = {
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     let m = DOUBLE.exec(address.path);
+    if ((m || SINGLE.test(address.path)) && isFlux2(base)) return FLUX1_MISS;
     if (m) {
       const stream = m[3] === '1' ? 'img' : 'txt';
       return table.resolveFusedRows(`double_blocks.${m[1]}.${stream}_attn.${m[2]}`, 0, undefined, base);

@@ -1,0 +1,80 @@
+/**
+ * Layout: Lumina-Image 2.0 in its original naming (Alpha-VLLM's and Comfy-Org's single files,
+ * ComfyUI's NextDiT, sd-scripts' and ComfyUI's LoRAs: `layers.N.attention.qkv`, `attention.out`,
+ * `feed_forward.w1`, `adaLN_modulation.1`) and in diffusers' (Lumina2Transformer2DModel:
+ * `layers.N.attn.to_q`, `attn.to_out.0`, `feed_forward.linear_1`, `norm1.linear`), either way round,
+ * as diffusers' single-file conversion (convert_lumina2_to_diffusers) and its LoRA converter
+ * (_convert_non_diffusers_lumina2_lora_to_diffusers) rename them:
+ * - the attention has grouped k/v heads: `attention.qkv` is q (24 heads), k and v (8 heads each)
+ *   of 96 rows, 2304 + 768 + 768 rows, so q, k, v are rows in the ratio 3 : 1 : 1 (the converters'
+ *   split [2304, 768, 768]);
+ * - `w1`, `w2`, `w3` are `linear_1`, `linear_2`, `linear_3`; `adaLN_modulation.1` is `norm1.linear`
+ *   (the same four chunks, scale and gate twice, in the same order);
+ * - the final layer's `adaLN_modulation.1` and `linear` are `norm_out.linear_1` and `linear_2`;
+ *   `cap_embedder` and `t_embedder.mlp` are under `time_caption_embed`.
+ *
+ * It answers only on a Lumina 2 base: a refiner whose k projection is a third of q (diffusers) or
+ * whose qkv is 5/3 as tall as it is wide (the original naming), which Z-Image's MHA is not.
+ */
+import { RenameTable, type KeyLookup, type RenameRule } from './fused-renames.js';
+import type { BaseView, Layout } from './layout.js';
+
+const one = (original: string, diffusers: string): RenameRule => ({ fused: original, parts: [{ name: diffusers, units: 1 }] });
+
+function blockRules(blocks: string): RenameRule[] {
+  const B = `${blocks}.{i}`;
+  return [
+    { fused: `${B}.attention.qkv`, parts: [{ name: `${B}.attn.to_q`, units: 3 }, { name: `${B}.attn.to_k`, units: 1 }, { name: `${B}.attn.to_v`, units: 1 }] },
+    one(`${B}.attention.out`, `${B}.attn.to_out.0`),
+    one(`${B}.feed_forward.w1`, `${B}.feed_forward.linear_1`),
+    one(`${B}.feed_forward.w2`, `${B}.feed_forward.linear_2`),
+    one(`${B}.feed_forward.w3`, `${B}.feed_forward.linear_3`),
+    one(`${B}.adaLN_modulation.1`, `${B}.norm1.linear`),
+  ];
+}
+
+export const LUMINA2_RULES: readonly RenameRule[] = [
+  ...['layers', 'noise_refiner', 'context_refiner'].flatMap(blockRules),
+  one('cap_embedder.1', 'time_caption_embed.caption_embedder.1'),
+  one('t_embedder.mlp.0', 'time_caption_embed.timestep_embedder.linear_1'),
+  one('t_embedder.mlp.2', 'time_caption_embed.timestep_embedder.linear_2'),
+  one('final_layer.adaLN_modulation.1', 'norm_out.linear_1'),
+  one('final_layer.linear', 'norm_out.linear_2'),
+];
+
+const REFINER = /(^|\.)noise_refiner\.\d+\.(attention\.qkv|attn\.to_k)\.weight$/;
+const modelPrefixes = new WeakMap<readonly string[], string | null>();
+
+/** The prefix of the model's keys, or null: not Lumina 2 (its k/v heads a third of its q heads). */
+function modelPrefix(base: BaseView): string | null {
+  let prefix = modelPrefixes.get(base.keys);
+  if (prefix === undefined) {
+    prefix = null;
+    for (const key of base.keys) {
+      const m = REFINER.exec(key);
+      if (!m) continue;
+      const [rows, cols] = base.shape(key) ?? [];
+      const grouped = m[2] === 'attention.qkv' ? rows * 3 === cols * 5 : rows * 3 === cols;
+      if (grouped) prefix = key.slice(0, m.index + m[1].length);
+      break;
+    }
+    modelPrefixes.set(base.keys, prefix);
+  }
+  return prefix;
+}
+
+const exactUnderPrefix: KeyLookup = (base, name) => {
+  const key = `${modelPrefix(base) ?? ''}${name}`;
+  return base.index.has(key) ? { found: true, key } : { found: false, ambiguous: false, candidates: [] };
+};
+
+const table = new RenameTable(LUMINA2_RULES, () => false, exactUnderPrefix);
+
+export const lumina2: Layout = {
+  name: 'lumina2',
+  resolve(address, base) {
+    if (address.part !== undefined && address.part !== 'unet') return undefined;
+    if (modelPrefix(base) === null) return undefined;
+    return table.resolve(address.path, base);
+  },
+};

@@ -1,0 +1,79 @@
+/**
+ * Layout: Z-Image (Turbo, Base, Edit) in ComfyUI's naming (Comfy-Org's single files, checkpoints
+ * ComfyUI saves, its extracted LoRAs: `layers.N.attention.qkv`, `attention.out`, `final_layer`,
+ * `x_embedder`) and in diffusers' (Tongyi-MAI's own release, ZImageTransformer2DModel; ai-toolkit's,
+ * diffusers' and most trainers' LoRAs: `attention.to_q`, `attention.to_out.0`,
+ * `all_final_layer.2-1`, `all_x_embedder.2-1`), either way round, as diffusers' single-file
+ * conversion (convert_z_image_transformer_checkpoint_to_diffusers) and ComfyUI's LoRA key map
+ * (comfy/utils.py z_image_to_diffusers) rename them:
+ * - q, k, v are the thirds of `attention.qkv` (ComfyUI: rows 0, dim, 2·dim, dim each), in the main
+ *   layers, the noise and context refiners and Z-Image-Omni's siglip refiner alike;
+ * - `attention.out` is `attention.to_out.0` (diffusers' LoRA converter reads that name too);
+ * - `final_layer.*` is `all_final_layer.2-1.*` and `x_embedder` is `all_x_embedder.2-1`, row for
+ *   row: the final adaLN is a scale alone, nothing is swapped;
+ * - the SwiGLU FFN (`feed_forward.w1`, `w3` gate and up, `w2` down), `adaLN_modulation.0`,
+ *   `cap_embedder`, `t_embedder` keep their names and land by name before this layout is asked.
+ *
+ * It answers only on a Z-Image base (a refiner block with MHA attention: a qkv three times as tall
+ * as it is wide, or diffusers' `to_q`). Lumina 2, whose NextDiT ComfyUI names alike, has grouped
+ * k and v heads (a qkv of dim + 2·kv rows), so thirds of its qkv would be wrong rows: it is left out.
+ */
+import { RenameTable, type KeyLookup, type RenameRule } from './fused-renames.js';
+import type { BaseView, Layout } from './layout.js';
+
+const one = (comfy: string, diffusers: string): RenameRule => ({ fused: comfy, parts: [{ name: diffusers, units: 1 }] });
+
+function blockRules(blocks: string): RenameRule[] {
+  const B = `${blocks}.{i}.attention`;
+  return [
+    { fused: `${B}.qkv`, parts: [{ name: `${B}.to_q`, units: 1 }, { name: `${B}.to_k`, units: 1 }, { name: `${B}.to_v`, units: 1 }] },
+    one(`${B}.out`, `${B}.to_out.0`),
+  ];
+}
+
+export const Z_IMAGE_RULES: readonly RenameRule[] = [
+  ...['layers', 'noise_refiner', 'context_refiner', 'siglip_refiner'].flatMap(blockRules),
+  one('final_layer.linear', 'all_final_layer.2-1.linear'),
+  one('final_layer.adaLN_modulation.1', 'all_final_layer.2-1.adaLN_modulation.1'),
+  one('x_embedder', 'all_x_embedder.2-1'),
+];
+
+/** A refiner block's attention, either naming: `noise_refiner.0.attention.qkv` / `.to_q`. */
+const REFINER_ATTENTION = /(^|\.)noise_refiner\.\d+\.attention\.(qkv|to_q)\.weight$/;
+/** The prefix of the model's keys, or null: not Z-Image. */
+const modelPrefixes = new WeakMap<readonly string[], string | null>();
+
+function modelPrefix(base: BaseView): string | null {
+  let prefix = modelPrefixes.get(base.keys);
+  if (prefix === undefined) {
+    prefix = null;
+    for (const key of base.keys) {
+      const m = REFINER_ATTENTION.exec(key);
+      if (!m) continue;
+      const shape = base.shape(key);
+      // Z-Image's attention is MHA: q, k, v all dim rows. Lumina 2's qkv is dim + 2·kv rows.
+      if (m[2] === 'qkv' && !(shape && shape.length === 2 && shape[0] === 3 * shape[1])) break;
+      prefix = key.slice(0, m.index + m[1].length);
+      break;
+    }
+    modelPrefixes.set(base.keys, prefix);
+  }
+  return prefix;
+}
+
+/** Names are looked up exactly under the model's prefix (never by a suffix of another block's name). */
+const exactUnderPrefix: KeyLookup = (base, name) => {
+  const key = `${modelPrefix(base) ?? ''}${name}`;
+  return base.index.has(key) ? { found: true, key } : { found: false, ambiguous: false, candidates: [] };
+};
+
+const table = new RenameTable(Z_IMAGE_RULES, () => false, exactUnderPrefix);
+
+export const zImage: Layout = {
+  name: 'z-image',
+  resolve(address, base) {
+    if (address.part !== undefined && address.part !== 'unet') return undefined;
+    if (modelPrefix(base) === null) return undefined;
+    return table.resolve(address.path, base);
+  },
+};
