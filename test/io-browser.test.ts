@@ -27,6 +27,24 @@ describe('Blob byte source', () => {
     expect((error as MergeError).code).toBe('TRUNCATED');
     expect((error as MergeError).message).toContain('lora.safetensors');
   });
+
+  it('reads ranges into the memory it is offered, over and over, through the Blob\'s byte stream', async () => {
+    const bytes = Uint8Array.from({ length: 70_001 }, (_, i) => (i * 7 + 3) & 255);
+    const source = blobByteSource(new File([bytes], 'model.safetensors'));
+    let memory = new ArrayBuffer(32_768);
+    for (const [offset, length] of [[0, 32_768], [32_768, 32_768], [65_536, 4465], [5, 1]]) {
+      const offered = memory;
+      const got = await source.readTransferring!(offset, length, offered);
+      expect(got).toEqual(bytes.subarray(offset, offset + length));
+      // The bytes are in the offered memory: the offered buffer is detached (moved), not copied.
+      expect(offered.byteLength).toBe(0);
+      expect(got.buffer.byteLength).toBe(32_768);
+      memory = got.buffer as ArrayBuffer;
+    }
+    const error = await source.readTransferring!(70_000, 2, memory).catch((e: MergeError) => e);
+    expect((error as MergeError).code).toBe('TRUNCATED');
+    expect((error as MergeError).message).toContain('model.safetensors');
+  });
 });
 
 describe('input files from a page', () => {

@@ -11,25 +11,46 @@ import type { ByteSource } from '../src/io/types.js';
 import { MergeError } from '../src/errors.js';
 import { seededRandom } from './helpers/fixtures.js';
 
-/** A source over `bytes` that records each read and how many are in flight at once. */
-function recordingSource(bytes: Uint8Array) {
+/**
+ * A source over `bytes` that records each read and how many are in flight at once. `transferring`
+ * adds `readTransferring` as a Blob's byte stream does it: the offered buffer is detached and the
+ * bytes come back in its memory under a new ArrayBuffer, so a window reused while a read still
+ * copies from it reads as empty.
+ */
+function recordingSource(bytes: Uint8Array, transferring = false) {
   const reads: [number, number][] = [];
   let inFlight = 0;
   let maxInFlight = 0;
+  const handedOut = new WeakSet<ArrayBuffer>();
+  let freshBuffers = 0;
+  const checked = async (offset: number, length: number) => {
+    if (offset < 0 || length < 0 || offset + length > bytes.length) throw new MergeError('TRUNCATED', `model.safetensors: ${offset}+${length}`);
+    reads.push([offset, length]);
+    maxInFlight = Math.max(maxInFlight, ++inFlight);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    inFlight--;
+  };
   const source: ByteSource = {
     name: 'model.safetensors',
     size: bytes.length,
     async read(offset, length) {
-      if (offset < 0 || length < 0 || offset + length > bytes.length) throw new MergeError('TRUNCATED', `model.safetensors: ${offset}+${length}`);
-      reads.push([offset, length]);
-      maxInFlight = Math.max(maxInFlight, ++inFlight);
-      await new Promise((resolve) => setTimeout(resolve, 0));
-      inFlight--;
+      await checked(offset, length);
       return bytes.slice(offset, offset + length);
     },
     close: async () => {},
   };
-  return { source, reads, maxInFlight: () => maxInFlight };
+  if (transferring) {
+    source.readTransferring = async (offset, length, buffer) => {
+      if (!handedOut.has(buffer)) freshBuffers++;
+      const moved: ArrayBuffer = structuredClone(buffer, { transfer: [buffer] });
+      await checked(offset, length);
+      const view = new Uint8Array(moved, 0, length);
+      view.set(bytes.subarray(offset, offset + length));
+      handedOut.add(moved);
+      return view;
+    };
+  }
+  return { source, reads, maxInFlight: () => maxInFlight, freshBuffers: () => freshBuffers };
 }
 
 function fileOf(size: number, seed: number): Uint8Array {
@@ -41,25 +62,28 @@ describe('read-ahead windows', () => {
   it('returns the same bytes as a plain read for any pattern of reads', async () => {
     await fc.assert(fc.asyncProperty(
       fc.integer({ min: 1, max: 5000 }), fc.integer({ min: 8, max: 700 }), fc.integer({ min: 0, max: 3 }),
-      fc.array(fc.tuple(fc.boolean(), fc.nat(), fc.nat({ max: 900 }), fc.boolean()), { maxLength: 40 }),
-      async (size, windowBytes, ahead, steps) => {
+      fc.array(fc.tuple(fc.boolean(), fc.nat(), fc.nat({ max: 900 }), fc.boolean(), fc.boolean()), { maxLength: 40 }), fc.boolean(),
+      async (size, windowBytes, ahead, steps, transferring) => {
         const bytes = fileOf(size, size ^ windowBytes);
-        const { source } = recordingSource(bytes);
+        const { source } = recordingSource(bytes, transferring);
         const windows = readAheadSource(source, windowBytes, ahead);
         let at = 0;
-        for (const [jump, where, length, offerBuffer] of steps) {
+        // Up to two reads outstanding, as the merge pipeline has: a window dropped by the later
+        // read may still be copied from by the earlier one.
+        let earlier: Promise<void> = Promise.resolve();
+        for (const [jump, where, length, offerBuffer, overlap] of steps) {
           const offset = jump ? where % (size + 10) : at;
           at = offset + length;
           const into = offerBuffer ? new Uint8Array(length) : undefined;
-          if (offset + length > size) {
-            await expect(windows.read(offset, length, into)).rejects.toMatchObject({ code: 'TRUNCATED' });
-            continue;
-          }
-          const got = await windows.read(offset, length, into);
-          expect(got).toEqual(bytes.subarray(offset, offset + length));
+          const read = offset + length > size
+            ? expect(windows.read(offset, length, into)).rejects.toMatchObject({ code: 'TRUNCATED' }).then(() => {})
+            : windows.read(offset, length, into).then((got) => expect(got).toEqual(bytes.subarray(offset, offset + length)));
+          if (!overlap) await earlier;
+          earlier = read;
         }
+        await earlier;
       },
-    ), { numRuns: 150 });
+    ), { numRuns: 300 });
   });
 
   it('reads each byte once on a sequential scan in uneven slabs, with at most ahead + 2 reads in flight', async () => {
@@ -83,5 +107,27 @@ describe('read-ahead windows', () => {
     expect(recorded.reads.every(([, length]) => length <= 4096)).toBe(true);
     expect(recorded.maxInFlight()).toBeLessThanOrEqual(4);
     expect(recorded.maxInFlight()).toBeGreaterThanOrEqual(2); // the next windows are read while the caller works
+  });
+
+  it('fills the same few window buffers again on a sequential scan when the source reads into them', async () => {
+    const size = 100_003;
+    const bytes = fileOf(size, 7);
+    const recorded = recordingSource(bytes, true);
+    const windows = readAheadSource(recorded.source, 4096, 2);
+    const rand = seededRandom(8);
+    const pending: Promise<void>[] = [];
+    for (let offset = 0; offset < size;) {
+      const length = Math.min(size - offset, 1 + Math.floor(rand() * 1500));
+      const at = offset;
+      pending.push(windows.read(at, length).then((got) => expect(got).toEqual(bytes.subarray(at, at + length))));
+      if (pending.length > 1) await pending.shift();
+      offset += length;
+    }
+    await Promise.all(pending);
+    expect(recorded.reads.reduce((sum, [, length]) => sum + length, 0)).toBe(size); // each byte once
+    expect(recorded.reads.length).toBeGreaterThanOrEqual(25); // in about 25 windows
+    // Windows in flight (ahead + the one being read + one a read spans) and the spares: no more.
+    expect(recorded.freshBuffers()).toBeLessThanOrEqual(6);
+    expect(recorded.freshBuffers()).toBeGreaterThanOrEqual(3);
   });
 });

@@ -4,7 +4,9 @@
  * windows of `windowBytes` read in one go, with `ahead` further windows always in flight, so the
  * source is read while the caller computes; a read that spans windows is put together from them.
  * Anything else (headers, factors, sampled rows) reads straight through. Memory: `ahead + 1`
- * windows, plus those a read spans.
+ * windows, plus those a read spans, plus at most `SPARE_WINDOWS` kept for reuse. Where the source
+ * can read into a given buffer (`readTransferring`), a window's memory is filled again once no read
+ * needs it, rather than allocating fresh memory for each window.
  */
 import type { ByteSource } from './types.js';
 
@@ -16,23 +18,46 @@ export const DEFAULT_READ_AHEAD_BYTES = 16 * 1024 * 1024;
 /** Windows kept in flight beyond the one being read. */
 export const DEFAULT_READ_AHEAD_WINDOWS = 2;
 
+/** Window buffers kept for the next windows once no read needs them. */
+const SPARE_WINDOWS = 2;
+
 interface Window {
   start: number;
   length: number;
   bytes: Promise<Uint8Array>;
+  /** Reads copying out of this window now; its memory is reused only after the last. */
+  readers: number;
+  /** No longer among the windows: its memory may go to a new one once `readers` is 0. */
+  dropped: boolean;
 }
 
 export function readAheadSource(source: ByteSource, windowBytes = DEFAULT_READ_AHEAD_BYTES, ahead = DEFAULT_READ_AHEAD_WINDOWS): ByteSource {
   /** Consecutive windows, the one being read first. */
   let windows: Window[] = [];
   let lastEnd = -1;
+  const spare: ArrayBuffer[] = [];
   const windowAt = (start: number): Window => {
     const length = Math.min(windowBytes, source.size - start);
-    const bytes = source.read(start, length);
+    const bytes = source.readTransferring
+      ? source.readTransferring(start, length, spare.pop() ?? new ArrayBuffer(windowBytes))
+      : source.read(start, length);
     bytes.catch(() => {}); // a failed prefetch is reported by the read that needs it
-    return { start, length, bytes };
+    return { start, length, bytes, readers: 0, dropped: false };
   };
   const endOf = (w: Window) => w.start + w.length;
+  const release = (w: Window) => {
+    if (!w.dropped || w.readers > 0 || !source.readTransferring) return;
+    w.bytes.then((bytes) => {
+      const memory = bytes.buffer;
+      if (memory instanceof ArrayBuffer && memory.byteLength === windowBytes && spare.length < SPARE_WINDOWS) spare.push(memory);
+    }, () => {});
+  };
+  const drop = (gone: Window[]) => {
+    for (const w of gone) {
+      w.dropped = true;
+      release(w);
+    }
+  };
 
   return {
     name: source.name,
@@ -43,8 +68,8 @@ export function readAheadSource(source: ByteSource, windowBytes = DEFAULT_READ_A
       const end = offset + length;
       if (length * 2 > windowBytes || length === 0 || end > source.size) return source.read(offset, length, into);
       const first = windows.findIndex((w) => w.start <= offset && offset < endOf(w));
-      if (first >= 0) windows.splice(0, first);
-      else if (sequential) windows = [windowAt(offset)];
+      if (first >= 0) drop(windows.splice(0, first));
+      else if (sequential) drop(windows.splice(0, windows.length, windowAt(offset)));
       else return source.read(offset, length, into);
       // Windows up to the read's end, then `ahead` more beyond it.
       const tail = () => endOf(windows[windows.length - 1]);
@@ -54,11 +79,20 @@ export function readAheadSource(source: ByteSource, windowBytes = DEFAULT_READ_A
 
       // A copy (into the caller's buffer when offered): callers may keep, reuse or transfer it.
       const out = into && into.byteLength === length ? into : new Uint8Array(length);
-      for (const w of windows.slice(0, spanned)) {
-        const bytes = await w.bytes;
-        const from = Math.max(offset, w.start);
-        const to = Math.min(end, endOf(w));
-        out.set(bytes.subarray(from - w.start, to - w.start), from - offset);
+      const used = windows.slice(0, spanned);
+      for (const w of used) w.readers++;
+      try {
+        for (const w of used) {
+          const bytes = await w.bytes;
+          const from = Math.max(offset, w.start);
+          const to = Math.min(end, endOf(w));
+          out.set(bytes.subarray(from - w.start, to - w.start), from - offset);
+        }
+      } finally {
+        for (const w of used) {
+          w.readers--;
+          release(w);
+        }
       }
       return out;
     },

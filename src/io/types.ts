@@ -15,7 +15,13 @@ export interface ByteSource {
    * return other memory; callers use what is returned.
    */
   read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
-/** Releases the file. */
+  /**
+   * Optional, for sources whose plain reads allocate fresh memory each time (a browser Blob): the
+   * same bytes, read into `buffer` (at least `length` bytes, not shared), which the call may detach;
+   * the returned view is over the memory the bytes are in, which the caller may offer again.
+   */
+  readTransferring?(offset: number, length: number, buffer: ArrayBuffer): Promise<Uint8Array>;
+  /** Releases the file. */
   close(): Promise<void>;
 }
 
