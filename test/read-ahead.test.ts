@@ -58,6 +58,27 @@ function fileOf(size: number, seed: number): Uint8Array {
   return Uint8Array.from({ length: size }, () => Math.floor(rand() * 256));
 }
 
+/**
+ * Reads a file of `size` bytes front to back through 4096-byte windows, 2 ahead, in slabs that end
+ * anywhere relative to the windows, two reads outstanding as the merge pipeline has, checking each.
+ */
+async function scanInSlabs(size: number, seed: number, transferring: boolean) {
+  const bytes = fileOf(size, seed);
+  const recorded = recordingSource(bytes, transferring);
+  const windows = readAheadSource(recorded.source, 4096, 2);
+  const rand = seededRandom(seed + 1);
+  const pending: Promise<void>[] = [];
+  for (let offset = 0; offset < size;) {
+    const length = Math.min(size - offset, 1 + Math.floor(rand() * 1500));
+    const at = offset;
+    pending.push(windows.read(at, length).then((got) => expect(got).toEqual(bytes.subarray(at, at + length))));
+    if (pending.length > 1) await pending.shift();
+    offset += length;
+  }
+  await Promise.all(pending);
+  return recorded;
+}
+
 describe('read-ahead windows', () => {
   it('returns the same bytes as a plain read for any pattern of reads', async () => {
     await fc.assert(fc.asyncProperty(
@@ -88,20 +109,7 @@ describe('read-ahead windows', () => {
 
   it('reads each byte once on a sequential scan in uneven slabs, with at most ahead + 2 reads in flight', async () => {
     const size = 100_003;
-    const bytes = fileOf(size, 5);
-    const recorded = recordingSource(bytes);
-    const windows = readAheadSource(recorded.source, 4096, 2);
-    const rand = seededRandom(6);
-    // Slabs that end anywhere relative to the windows; two reads outstanding, as the merge pipeline has.
-    const pending: Promise<void>[] = [];
-    for (let offset = 0; offset < size;) {
-      const length = Math.min(size - offset, 1 + Math.floor(rand() * 1500));
-      const at = offset;
-      pending.push(windows.read(at, length).then((got) => expect(got).toEqual(bytes.subarray(at, at + length))));
-      if (pending.length > 1) await pending.shift();
-      offset += length;
-    }
-    await Promise.all(pending);
+    const recorded = await scanInSlabs(size, 5, false);
     const read = recorded.reads.reduce((sum, [, length]) => sum + length, 0);
     expect(read).toBe(size);
     expect(recorded.reads.every(([, length]) => length <= 4096)).toBe(true);
@@ -111,19 +119,7 @@ describe('read-ahead windows', () => {
 
   it('fills the same few window buffers again on a sequential scan when the source reads into them', async () => {
     const size = 100_003;
-    const bytes = fileOf(size, 7);
-    const recorded = recordingSource(bytes, true);
-    const windows = readAheadSource(recorded.source, 4096, 2);
-    const rand = seededRandom(8);
-    const pending: Promise<void>[] = [];
-    for (let offset = 0; offset < size;) {
-      const length = Math.min(size - offset, 1 + Math.floor(rand() * 1500));
-      const at = offset;
-      pending.push(windows.read(at, length).then((got) => expect(got).toEqual(bytes.subarray(at, at + length))));
-      if (pending.length > 1) await pending.shift();
-      offset += length;
-    }
-    await Promise.all(pending);
+    const recorded = await scanInSlabs(size, 7, true);
     expect(recorded.reads.reduce((sum, [, length]) => sum + length, 0)).toBe(size); // each byte once
     expect(recorded.reads.length).toBeGreaterThanOrEqual(25); // in about 25 windows
     // Windows in flight (ahead + the one being read + one a read spans) and the spares: no more.

@@ -18,8 +18,9 @@
  * aside: FLUX.1's single-block names (`attn.to_q`, `proj_mlp` as rows of a 3h + 4h linear1) and
  * per-block modulations do not exist in FLUX.2, and a FLUX.1 module is refused with that reason.
  */
-import { RenameTable, type KeyLookup, type RenameRule } from './fused-renames.js';
+import { RenameTable, type RenameRule } from './fused-renames.js';
 import type { BaseView, Layout, LayoutResolution } from './layout.js';
+import { modelPrefix, prefixBefore } from './model-prefix.js';
 
 const one = (bfl: string, diffusers: string, swapHalves?: 'always'): RenameRule => ({ fused: bfl, parts: [{ name: diffusers, units: 1 }], swapHalves });
 const thirds = (fused: string, q: string, k: string, v: string): RenameRule => ({
@@ -54,40 +55,22 @@ export const FLUX2_RULES: readonly RenameRule[] = [
 
 /** FLUX.2's shared modulations, in either naming; FLUX.1 and Chroma have none. */
 const SHARED_MODULATION = /(^|\.)(single_stream_modulation|double_stream_modulation_img)\.(lin|linear)\.weight$/;
-/** The prefix of the model's keys ('' for a bare file, `model.diffusion_model.`…), or null: not FLUX.2. */
-const modelPrefixes = new WeakMap<readonly string[], string | null>();
-
-function modelPrefix(base: BaseView): string | null {
-  let prefix = modelPrefixes.get(base.keys);
-  if (prefix === undefined) {
-    prefix = null;
-    for (const key of base.keys) {
-      const m = SHARED_MODULATION.exec(key);
-      if (m) {
-        prefix = key.slice(0, m.index + m[1].length);
-        break;
-      }
-    }
-    modelPrefixes.set(base.keys, prefix);
-  }
-  return prefix;
-}
+/**
+ * The prefix of the model's keys, or null: not FLUX.2. Names are looked up exactly under it: a
+ * suffix match would take the final layer's `proj_out` for a single block's missing `proj_out`
+ * (FLUX.1's name for linear2).
+ */
+const FLUX2 = modelPrefix((key) => {
+  const m = SHARED_MODULATION.exec(key);
+  return m ? prefixBefore(key, m) : undefined;
+});
 
 /** Is this base a FLUX.2 transformer (BFL's or diffusers' naming)? */
 export function isFlux2(base: BaseView): boolean {
-  return modelPrefix(base) !== null;
+  return FLUX2.of(base) !== null;
 }
 
-/**
- * Names are looked up exactly, under the model's prefix: a suffix match would take the final
- * layer's `proj_out` for a single block's missing `proj_out` (FLUX.1's name for linear2).
- */
-const exactUnderPrefix: KeyLookup = (base, name) => {
-  const key = `${modelPrefix(base) ?? ''}${name}`;
-  return base.index.has(key) ? { found: true, key } : { found: false, ambiguous: false, candidates: [] };
-};
-
-const table = new RenameTable(FLUX2_RULES, () => false, exactUnderPrefix);
+const table = new RenameTable(FLUX2_RULES, () => false, FLUX2.lookup);
 
 /** FLUX.1's modules that FLUX.2 does not have (single-block q/k/v/MLP apart, per-block modulations, CLIP vector). */
 const FLUX1_ONLY = new RegExp([

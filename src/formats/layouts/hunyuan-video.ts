@@ -26,8 +26,9 @@
  * layout, whose BFL names ComfyUI's naming shares, leaves such bases to it (its suffix matches
  * would take the refiner's `context_embedder.time_text_embed.*` for a missing `time_text_embed.*`).
  */
-import { RenameTable, type KeyLookup, type RenameRule } from './fused-renames.js';
+import { RenameTable, type RenameRule } from './fused-renames.js';
 import type { BaseView, Layout, LayoutResolution } from './layout.js';
+import { modelPrefix, prefixBefore } from './model-prefix.js';
 
 /** A rule: the original name, ComfyUI's if it differs, and the split tensors in row order (units). */
 function rule(original: string, comfy: string | null, parts: [string, number][], swapHalves?: 'always'): RenameRule {
@@ -136,42 +137,24 @@ export const HUNYUAN_VIDEO_15_FUSED_RULES: readonly RenameRule[] = [
 
 /** The text token refiner is these models' own: Flux, which shares the block names, has none. */
 const TOKEN_REFINER = /(^|\.)(txt_in\.individual_token_refiner\.blocks|context_embedder\.token_refiner\.refiner_blocks)\.\d+\./;
-/** The prefix of the model's keys ('' for a bare file, `model.diffusion_model.`…), or null: not one of these models. */
-const modelPrefixes = new WeakMap<readonly string[], string | null>();
-
-function modelPrefix(base: BaseView): string | null {
-  let prefix = modelPrefixes.get(base.keys);
-  if (prefix === undefined) {
-    prefix = null;
-    for (const key of base.keys) {
-      const m = TOKEN_REFINER.exec(key);
-      if (m) {
-        prefix = key.slice(0, m.index + m[1].length);
-        break;
-      }
-    }
-    modelPrefixes.set(base.keys, prefix);
-  }
-  return prefix;
-}
+/**
+ * The prefix of the model's keys, or null: not one of these models. Names are looked up exactly
+ * under it: a suffix match would take the token refiner's
+ * `context_embedder.time_text_embed.timestep_embedder` for the model's own
+ * `time_text_embed.timestep_embedder` on a model that has none (HunyuanImage, HunyuanVideo 1.5).
+ */
+const HUNYUAN_DIT = modelPrefix((key) => {
+  const m = TOKEN_REFINER.exec(key);
+  return m ? prefixBefore(key, m) : undefined;
+});
 
 /** Is this base one of Tencent's Hunyuan DiTs (it holds their text token refiner)? */
 export function isHunyuanDit(base: BaseView): boolean {
-  return modelPrefix(base) !== null;
+  return HUNYUAN_DIT.of(base) !== null;
 }
 
-/**
- * Names are looked up exactly, under the model's prefix: a suffix match would take the token
- * refiner's `context_embedder.time_text_embed.timestep_embedder` for the model's own
- * `time_text_embed.timestep_embedder` on a model that has none (HunyuanImage, HunyuanVideo 1.5).
- */
-const exactUnderPrefix: KeyLookup = (base, name) => {
-  const key = `${modelPrefix(base) ?? ''}${name}`;
-  return base.index.has(key) ? { found: true, key } : { found: false, ambiguous: false, candidates: [] };
-};
-
 const TABLES = [HUNYUAN_VIDEO_RULES, HUNYUAN_IMAGE_RULES, HUNYUAN_VIDEO_15_RULES, HUNYUAN_VIDEO_15_FUSED_RULES]
-  .map((rules) => new RenameTable(rules, () => false, exactUnderPrefix));
+  .map((rules) => new RenameTable(rules, () => false, HUNYUAN_DIT.lookup));
 
 /**
  * The prefixes diffusers' converter strips. A single file's are already gone (they name the model

@@ -10,8 +10,8 @@
  * It answers only on an LTX-Video base (its input projection under either name beside
  * `caption_projection`), never on PixArt-style models that also say `adaln_single`.
  */
-import { RenameTable, type KeyLookup, type RenameRule } from './fused-renames.js';
-import type { BaseView, Layout } from './layout.js';
+import type { RenameRule } from './fused-renames.js';
+import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
 
 const one = (original: string, diffusers: string): RenameRule => ({ fused: original, parts: [{ name: diffusers, units: 1 }] });
 
@@ -24,39 +24,13 @@ export const LTX_VIDEO_RULES: readonly RenameRule[] = [
 
 /** The original's `patchify_proj`, or diffusers' `proj_in` beside its `time_embed`. */
 const INPUT = /(^|\.)(patchify_proj|proj_in)\.weight$/;
-const modelPrefixes = new WeakMap<readonly string[], string | null>();
+const LTX_VIDEO = modelPrefix((key, base) => {
+  const m = INPUT.exec(key);
+  if (!m) return undefined;
+  const p = prefixBefore(key, m);
+  const embed = m[2] === 'patchify_proj' ? 'adaln_single' : 'time_embed';
+  const found = base.index.has(`${p}caption_projection.linear_1.weight`) && base.index.has(`${p}${embed}.linear.weight`);
+  return found ? p : undefined;
+});
 
-function modelPrefix(base: BaseView): string | null {
-  let prefix = modelPrefixes.get(base.keys);
-  if (prefix === undefined) {
-    prefix = null;
-    for (const key of base.keys) {
-      const m = INPUT.exec(key);
-      if (!m) continue;
-      const p = key.slice(0, m.index + m[1].length);
-      const embed = m[2] === 'patchify_proj' ? 'adaln_single' : 'time_embed';
-      if (base.index.has(`${p}caption_projection.linear_1.weight`) && base.index.has(`${p}${embed}.linear.weight`)) {
-        prefix = p;
-        break;
-      }
-    }
-    modelPrefixes.set(base.keys, prefix);
-  }
-  return prefix;
-}
-
-const exactUnderPrefix: KeyLookup = (base, name) => {
-  const key = `${modelPrefix(base) ?? ''}${name}`;
-  return base.index.has(key) ? { found: true, key } : { found: false, ambiguous: false, candidates: [] };
-};
-
-const table = new RenameTable(LTX_VIDEO_RULES, () => false, exactUnderPrefix);
-
-export const ltxVideo: Layout = {
-  name: 'ltx-video',
-  resolve(address, base) {
-    if (address.part !== undefined && address.part !== 'unet') return undefined;
-    if (modelPrefix(base) === null) return undefined;
-    return table.resolve(address.path, base);
-  },
-};
+export const ltxVideo = modelLayout('ltx-video', LTX_VIDEO, LTX_VIDEO_RULES);

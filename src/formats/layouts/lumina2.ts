@@ -16,8 +16,8 @@
  * It answers only on a Lumina 2 base: a refiner whose k projection is a third of q (diffusers) or
  * whose qkv is 5/3 as tall as it is wide (the original naming), which Z-Image's MHA is not.
  */
-import { RenameTable, type KeyLookup, type RenameRule } from './fused-renames.js';
-import type { BaseView, Layout } from './layout.js';
+import type { RenameRule } from './fused-renames.js';
+import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
 
 const one = (original: string, diffusers: string): RenameRule => ({ fused: original, parts: [{ name: diffusers, units: 1 }] });
 
@@ -43,38 +43,13 @@ export const LUMINA2_RULES: readonly RenameRule[] = [
 ];
 
 const REFINER = /(^|\.)noise_refiner\.\d+\.(attention\.qkv|attn\.to_k)\.weight$/;
-const modelPrefixes = new WeakMap<readonly string[], string | null>();
-
 /** The prefix of the model's keys, or null: not Lumina 2 (its k/v heads a third of its q heads). */
-function modelPrefix(base: BaseView): string | null {
-  let prefix = modelPrefixes.get(base.keys);
-  if (prefix === undefined) {
-    prefix = null;
-    for (const key of base.keys) {
-      const m = REFINER.exec(key);
-      if (!m) continue;
-      const [rows, cols] = base.shape(key) ?? [];
-      const grouped = m[2] === 'attention.qkv' ? rows * 3 === cols * 5 : rows * 3 === cols;
-      if (grouped) prefix = key.slice(0, m.index + m[1].length);
-      break;
-    }
-    modelPrefixes.set(base.keys, prefix);
-  }
-  return prefix;
-}
+const LUMINA2 = modelPrefix((key, base) => {
+  const m = REFINER.exec(key);
+  if (!m) return undefined;
+  const [rows, cols] = base.shape(key) ?? [];
+  const grouped = m[2] === 'attention.qkv' ? rows * 3 === cols * 5 : rows * 3 === cols;
+  return grouped ? prefixBefore(key, m) : null;
+});
 
-const exactUnderPrefix: KeyLookup = (base, name) => {
-  const key = `${modelPrefix(base) ?? ''}${name}`;
-  return base.index.has(key) ? { found: true, key } : { found: false, ambiguous: false, candidates: [] };
-};
-
-const table = new RenameTable(LUMINA2_RULES, () => false, exactUnderPrefix);
-
-export const lumina2: Layout = {
-  name: 'lumina2',
-  resolve(address, base) {
-    if (address.part !== undefined && address.part !== 'unet') return undefined;
-    if (modelPrefix(base) === null) return undefined;
-    return table.resolve(address.path, base);
-  },
-};
+export const lumina2 = modelLayout('lumina2', LUMINA2, LUMINA2_RULES);

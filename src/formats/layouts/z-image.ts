@@ -18,8 +18,8 @@
  * as it is wide, or diffusers' `to_q`). Lumina 2, whose NextDiT ComfyUI names alike, has grouped
  * k and v heads (a qkv of dim + 2·kv rows), so thirds of its qkv would be wrong rows: it is left out.
  */
-import { RenameTable, type KeyLookup, type RenameRule } from './fused-renames.js';
-import type { BaseView, Layout } from './layout.js';
+import type { RenameRule } from './fused-renames.js';
+import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
 
 const one = (comfy: string, diffusers: string): RenameRule => ({ fused: comfy, parts: [{ name: diffusers, units: 1 }] });
 
@@ -41,39 +41,13 @@ export const Z_IMAGE_RULES: readonly RenameRule[] = [
 /** A refiner block's attention, either naming: `noise_refiner.0.attention.qkv` / `.to_q`. */
 const REFINER_ATTENTION = /(^|\.)noise_refiner\.\d+\.attention\.(qkv|to_q)\.weight$/;
 /** The prefix of the model's keys, or null: not Z-Image. */
-const modelPrefixes = new WeakMap<readonly string[], string | null>();
+const Z_IMAGE = modelPrefix((key, base) => {
+  const m = REFINER_ATTENTION.exec(key);
+  if (!m) return undefined;
+  const shape = base.shape(key);
+  // Z-Image's attention is MHA: q, k, v all dim rows. Lumina 2's qkv is dim + 2·kv rows.
+  if (m[2] === 'qkv' && !(shape && shape.length === 2 && shape[0] === 3 * shape[1])) return null;
+  return prefixBefore(key, m);
+});
 
-function modelPrefix(base: BaseView): string | null {
-  let prefix = modelPrefixes.get(base.keys);
-  if (prefix === undefined) {
-    prefix = null;
-    for (const key of base.keys) {
-      const m = REFINER_ATTENTION.exec(key);
-      if (!m) continue;
-      const shape = base.shape(key);
-      // Z-Image's attention is MHA: q, k, v all dim rows. Lumina 2's qkv is dim + 2·kv rows.
-      if (m[2] === 'qkv' && !(shape && shape.length === 2 && shape[0] === 3 * shape[1])) break;
-      prefix = key.slice(0, m.index + m[1].length);
-      break;
-    }
-    modelPrefixes.set(base.keys, prefix);
-  }
-  return prefix;
-}
-
-/** Names are looked up exactly under the model's prefix (never by a suffix of another block's name). */
-const exactUnderPrefix: KeyLookup = (base, name) => {
-  const key = `${modelPrefix(base) ?? ''}${name}`;
-  return base.index.has(key) ? { found: true, key } : { found: false, ambiguous: false, candidates: [] };
-};
-
-const table = new RenameTable(Z_IMAGE_RULES, () => false, exactUnderPrefix);
-
-export const zImage: Layout = {
-  name: 'z-image',
-  resolve(address, base) {
-    if (address.part !== undefined && address.part !== 'unet') return undefined;
-    if (modelPrefix(base) === null) return undefined;
-    return table.resolve(address.path, base);
-  },
-};
+export const zImage = modelLayout('z-image', Z_IMAGE, Z_IMAGE_RULES);
