@@ -60,6 +60,13 @@ async function failure(bytes: Uint8Array): Promise<{ code: string; message: stri
   return { code: e.code, message: e.message };
 }
 
+/** `bytes` with the header's tensor count (u64 at byte 8) replaced. */
+function withTensorCount(bytes: Uint8Array, count: bigint): Uint8Array {
+  const out = bytes.slice();
+  new DataView(out.buffer).setBigUint64(8, count, true);
+  return out;
+}
+
 describe('GGUF reader', () => {
   for (const version of [2, 3]) {
     it(`reads version ${version}: every metadata value type and every tensor type`, async () => {
@@ -131,7 +138,10 @@ describe('GGUF reader', () => {
     ['an array of arrays', buildGguf({ metadata: [['nested', { type: 'array', itemType: 'array', value: [] }]] }), 'INVALID_HEADER', /array of arrays/],
     ['a string claiming 2^40 bytes', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([8, 0, 0, 0]), new Uint8Array([0, 0, 0, 0, 0, 1, 0, 0])]), extraKvCount: 1 }), 'INVALID_HEADER', /String length/],
     ['an array claiming 2^40 items', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([9, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0])]), extraKvCount: 1 }), 'INVALID_HEADER', /array length/],
-    ['2^60 metadata entries', buildGguf({ extraKvCount: 2 ** 53 }), 'INVALID_HEADER', /KV metadata count/],
+    ['2^53 metadata entries', buildGguf({ extraKvCount: 2 ** 53 }), 'LIMIT_EXCEEDED', /declares 9007199254740992 metadata entries, more than 65536 \(the limit MAX_METADATA_ENTRIES\)/],
+    ['more tensors than MAX_TENSORS', withTensorCount(buildGguf({ tensors: [t()] }), 100_001n), 'LIMIT_EXCEEDED', /declares 100001 tensors, more than 100000 \(the limit MAX_TENSORS\)/],
+    // A flipped byte in a fuzz case made a 572-byte file claim 4 194 306 tensors (refused by the limit now).
+    ['more tensors than the file can hold', withTensorCount(buildGguf({ tensors: [t()] }), 90_000n), 'TRUNCATED', /declares 90000 tensors and \d+ metadata entries, which take at least \d+ bytes, but the file has \d+/],
     ['a string running past the end', buildGguf({ metadata: [['general.name', { type: 'string', value: 'x'.repeat(100) }]] }).subarray(0, 60), 'TRUNCATED', /header runs to byte/],
   ])('refuses %s', async (_what, bytes, code, message) => {
     const e = await failure(bytes as Uint8Array);

@@ -21,6 +21,7 @@
  */
 import type { GGUFTypedMetadata, gguf as GgufParser } from '@huggingface/gguf';
 import { MergeError } from '../../errors.js';
+import { MAX_METADATA_ENTRIES, MAX_TENSORS } from '../../limits.js';
 import type { ByteSource } from '../../io/types.js';
 import { ggmlByteSize, ggmlTypeById, type GgmlType } from './ggml-types.js';
 import { ByteWriter, GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
@@ -84,6 +85,8 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   if (version === 1) throw new MergeError('UNSUPPORTED_FORMAT', `${file}: GGUF version 1 is not supported (re-convert it with a current llama.cpp)`);
   if (version !== 2 && version !== 3) throw new MergeError('INVALID_HEADER', `${file}: unknown GGUF version ${version}`);
 
+  const counts = await source.read(8, 16);
+  checkCounts(file, source.size, new DataView(counts.buffer, counts.byteOffset, 16));
   const parsed = await parseWithLibrary(source);
   const metadata = readMetadata(file, parsed.typedMetadata);
   const alignment = readAlignment(file, metadata);
@@ -95,6 +98,31 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   const dataStart = roundUp(headerEnd, alignment);
   const tensors = layOutTensors(file, parsed.tensorInfos, dataStart, alignment, source.size, headerEnd);
   return new ParsedGguf(source, version, alignment, metadata, tensors, dataStart);
+}
+
+/** The least bytes a metadata entry takes: an empty key (u64 length), its type (u32), a u8 value. */
+const MIN_KV_BYTES = 8 + 4 + 1;
+/** The least bytes a tensor info takes: an empty name, n_dims (u32), no dims, its type (u32), its offset (u64). */
+const MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8;
+
+/**
+ * The header's two counts (u64 at bytes 8 and 16), checked before the parser loops over them: a
+ * flipped byte made a 572-byte file claim 4 194 306 tensors, and the parser asked for ranges past
+ * its end millions of times (6 s, 437 MB) before failing.
+ */
+function checkCounts(file: string, size: number, counts: DataView): void {
+  const tensors = counts.getBigUint64(0, true);
+  const entries = counts.getBigUint64(8, true);
+  if (tensors > BigInt(MAX_TENSORS)) {
+    throw new MergeError('LIMIT_EXCEEDED', `${file}: the header declares ${tensors} tensors, more than ${MAX_TENSORS} (the limit MAX_TENSORS); not a model this tool merges`);
+  }
+  if (entries > BigInt(MAX_METADATA_ENTRIES)) {
+    throw new MergeError('LIMIT_EXCEEDED', `${file}: the header declares ${entries} metadata entries, more than ${MAX_METADATA_ENTRIES} (the limit MAX_METADATA_ENTRIES)`);
+  }
+  const least = 24 + Number(tensors) * MIN_TENSOR_INFO_BYTES + Number(entries) * MIN_KV_BYTES;
+  if (least > size) {
+    throw new MergeError('TRUNCATED', `${file}: the header declares ${tensors} tensors and ${entries} metadata entries, which take at least ${least} bytes, but the file has ${size}`);
+  }
 }
 
 type Parsed = Awaited<ReturnType<typeof GgufParser>> & { typedMetadata: GGUFTypedMetadata };
