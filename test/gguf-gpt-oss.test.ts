@@ -12,7 +12,7 @@
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { seededRandom } from './helpers/fixtures.js';
-import { buildGguf, readGguf, tensorData, tensorValues, typeName, type FixtureTensor, type MetaValue, type ReadGguf } from './helpers/gguf-builder.js';
+import { buildGguf, randomTensors, readGguf, tensorData, tensorValues, typeName, type FixtureTensor, type MetaValue, type ReadGguf } from './helpers/gguf-builder.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 
 const backends = mergeBackends({ cpu: 'default' });
@@ -55,13 +55,7 @@ function gptOssBase() {
     { name: 'output_norm.weight', ne: [HIDDEN], type: 'F32' },
     { name: 'output.weight', ne: [HIDDEN, VOCAB], type: 'Q8_0' },
   ];
-  const values = new Map<string, Float64Array>();
-  const tensors: FixtureTensor[] = specs.map((s) => {
-    const n = s.ne.reduce((a, b) => a * b, 1);
-    const data = tensorData(s.type, Float64Array.from({ length: n }, () => 0.02 * g()));
-    values.set(s.name, tensorValues(s.type, data));
-    return { ...s, data };
-  });
+  const { tensors, values } = randomTensors(specs, g);
   const metadata: [string, MetaValue][] = [
     ['general.architecture', { type: 'string', value: 'gpt-oss' }],
     ['general.name', { type: 'string', value: 'Gpt Oss Tiny' }],

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { seededRandom } from './helpers/fixtures.js';
-import { buildGguf, readGguf, tensorData, tensorValues, type FixtureTensor, type MetaValue } from './helpers/gguf-builder.js';
+import { buildGguf, randomTensors, readGguf, tensorData, tensorValues, type FixtureTensor, type MetaValue } from './helpers/gguf-builder.js';
 
 const EXPERTS = 4;
 const HIDDEN = 256;
@@ -40,13 +40,7 @@ function moeBase(type: string, expertCount = EXPERTS, gateOnly = false) {
     { name: 'blk.0.ffn_down_exps.weight', ne: [FFN, HIDDEN, expertCount], type: gateOnly ? 'F16' : type },
     { name: 'blk.0.ffn_up_exps.weight', ne: [HIDDEN, FFN, expertCount], type: gateOnly ? 'F16' : type },
   ];
-  const values = new Map<string, Float64Array>();
-  const tensors: FixtureTensor[] = specs.map((s) => {
-    const n = s.ne.reduce((a, b) => a * b, 1);
-    const data = tensorData(s.type, Float64Array.from({ length: n }, () => 0.02 * g()));
-    values.set(s.name, tensorValues(s.type, data));
-    return { ...s, data };
-  });
+  const { tensors, values } = randomTensors(specs, g);
   const metadata = meta('llama', [
     ['llama.expert_count', { type: 'u32', value: expertCount }], ['llama.expert_used_count', { type: 'u32', value: 2 }],
     ['llama.attention.head_count', { type: 'u32', value: 4 }], ['general.file_type', { type: 'u32', value: type === 'F16' ? 1 : 15 }],

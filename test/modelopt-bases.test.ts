@@ -16,9 +16,8 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { errorLines, runCli } from './helpers/cli.js';
+import { mergeFolders } from './helpers/cli.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -102,15 +101,8 @@ async function merge(base: Record<string, Uint8Array | string>, adapter: Record<
 
 const temp = tempDirs();
 afterAll(temp.removeAll);
-async function cli(base: Record<string, Uint8Array | string>, adapter: Record<string, Uint8Array | string>, extra: string[] = []) {
-  const dir = temp.make({
-    ...Object.fromEntries(Object.entries(base).map(([k, v]) => [`base/${k}`, v])),
-    ...Object.fromEntries(Object.entries(adapter).map(([k, v]) => [`adapter/${k}`, v])),
-  });
-  const out = join(dir, 'merged');
-  const run = await runCli(['merge', '--base', join(dir, 'base'), '--adapter', join(dir, 'adapter'), '--out', out, '--backend', 'cpu', ...extra]);
-  return { run, out, lines: errorLines(run.stderr) };
-}
+const cli = (base: Record<string, Uint8Array | string>, adapter: Record<string, Uint8Array | string>, extra: string[] = []) =>
+  mergeFolders(temp.make, base, adapter, extra);
 
 // --- ModelOpt FP8 -------------------------------------------------------------------------------
 

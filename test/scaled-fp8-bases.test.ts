@@ -17,7 +17,7 @@ import { createNodeBackend } from '../src/node.js';
 import { pathToFileURL } from 'node:url';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
-import { errorLines, REPO_ROOT, runCli } from './helpers/cli.js';
+import { mergeFolders, REPO_ROOT } from './helpers/cli.js';
 import { hfModelFolder, readMergedFolder } from './helpers/hf-folder.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -442,15 +442,8 @@ describe('a sharded block-wise fp8 folder (model-0000N-of-00003.safetensors and 
 describe('what stays refused, by name', () => {
   const temp = tempDirs();
   afterAll(temp.removeAll);
-  const cli = async (base: Record<string, Uint8Array | string>, adapter: Record<string, Uint8Array | string>, extra: string[] = []) => {
-    const dir = temp.make({
-      ...Object.fromEntries(Object.entries(base).map(([k, v]) => [`base/${k}`, v])),
-      ...Object.fromEntries(Object.entries(adapter).map(([k, v]) => [`adapter/${k}`, v])),
-    });
-    const out = join(dir, 'merged');
-    const run = await runCli(['merge', '--base', join(dir, 'base'), '--adapter', join(dir, 'adapter'), '--out', out, '--backend', 'cpu', ...extra]);
-    return { run, out, lines: errorLines(run.stderr) };
-  };
+  const cli = (base: Record<string, Uint8Array | string>, adapter: Record<string, Uint8Array | string>, extra: string[] = []) =>
+    mergeFolders(temp.make, base, adapter, extra);
 
   it('DoRA on a block-wise fp8 weight: one line naming the module', async () => {
     const adapter = adapterFolder({ use_dora: true });

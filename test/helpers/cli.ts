@@ -57,6 +57,23 @@ export function runCliActingAtStart(args: string[], act: (child: ChildProcess) =
 }
 
 /**
+ * `loramerge merge` on the CPU of a base folder and an adapter folder made from these files in a
+ * temp folder of `makeDir`, writing `<folder>/merged`: the run, the output path and its error lines.
+ */
+export async function mergeFolders(
+  makeDir: (files: Record<string, Uint8Array | string>) => string,
+  base: Record<string, Uint8Array | string>, adapter: Record<string, Uint8Array | string>, extra: string[] = [],
+): Promise<{ run: CliResult; out: string; lines: string[] }> {
+  const dir = makeDir({
+    ...Object.fromEntries(Object.entries(base).map(([k, v]) => [`base/${k}`, v])),
+    ...Object.fromEntries(Object.entries(adapter).map(([k, v]) => [`adapter/${k}`, v])),
+  });
+  const out = join(dir, 'merged');
+  const run = await runCli(['merge', '--base', join(dir, 'base'), '--adapter', join(dir, 'adapter'), '--out', out, '--backend', 'cpu', ...extra]);
+  return { run, out, lines: errorLines(run.stderr) };
+}
+
+/**
  * A merge long enough to interrupt on any backend: one 64 MB f32 tensor (4096 × 4096, zeros) at
  * `module`.weight and a PEFT LoRA of rank `rank` on it, in folders made by `makeDir`.
  */

@@ -148,6 +148,21 @@ export function tensorData(type: string, values: ArrayLike<number>): Uint8Array 
   return concatBytes(blocks);
 }
 
+/**
+ * Tensors of `specs` filled with 0.02 · `rand()` in their types, and the values those bytes hold
+ * (block types through the reference dequantizers), by name.
+ */
+export function randomTensors(specs: readonly { name: string; ne: number[]; type: string }[], rand: () => number): { tensors: FixtureTensor[]; values: Map<string, Float64Array> } {
+  const values = new Map<string, Float64Array>();
+  const tensors = specs.map((s) => {
+    const n = s.ne.reduce((a, b) => a * b, 1);
+    const data = tensorData(s.type, Float64Array.from({ length: n }, () => 0.02 * rand()));
+    values.set(s.name, tensorValues(s.type, data));
+    return { ...s, data };
+  });
+  return { tensors, values };
+}
+
 /** Values of tensor bytes of `type` (block types through the reference dequantizers). */
 export function tensorValues(type: string, data: Uint8Array): Float64Array {
   if (type === 'F32' || type === 'F16' || type === 'BF16') {
