@@ -106,7 +106,7 @@ export function requantizeSlab(
     } else if (rule === 'modelopt') {
       // A block of zeros keeps its scale (ModelOpt would divide by zero); its codes are zeros.
       if (a !== 0) scales[at] = storedScale(Math.fround(a / E4M3_MAX), w.scaleDtype);
-      factors[i] = a === 0 ? 1 : roundTo(scales[at], options.quantizerDtype ?? 'F32');
+      factors[i] = a === 0 ? 1 : storedScale(scales[at], options.quantizerDtype ?? 'F32');
     } else {
       const s = storedScale(Math.max(Math.fround(a / E4M3_MAX), F32_EPS), w.scaleDtype);
       scales[at] = s;
@@ -172,12 +172,7 @@ function e4m3(x: number): number {
   return f32BitsToF8Bits(f32Bits[0], 'F8_E4M3');
 }
 
-/** An f32 value rounded to d (to nearest even). */
-function roundTo(x: number, d: 'F32' | 'F16' | 'BF16'): number {
-  return d === 'F32' ? Math.fround(x) : decodeToF32(encodeFromF32(Float32Array.of(x), d), d)[0];
-}
-
-/** A scale as its tensor's dtype stores it. */
+/** A scale as `dtype` stores it (to nearest even): its tensor's dtype, or the `modelopt` rule's d. */
 function storedScale(s: number, dtype: ScaledFp8Weight['scaleDtype']): number {
   return decodeToF32(encodeFromF32(Float32Array.of(s), dtype), dtype)[0];
 }
