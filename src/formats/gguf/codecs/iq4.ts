@@ -21,7 +21,8 @@ const { GROUP_MAX_EPS, f16Table, f32, nearestInt, putU16, toF16Bits, u16At } = c
 /** The trial scales run from (values[0] − NTRY)/max to (values[0] + NTRY)/max. */
 const NTRY = 7;
 /** values[j−1] + values[j]: a value x takes level j once 2x reaches it (the midpoints, doubled). */
-const DOUBLED_MIDPOINTS = KVALUES_IQ4NL.map((v, j) => (j ? KVALUES_IQ4NL[j - 1] + v : 0));
+const DOUBLED_MIDPOINTS = Int32Array.from(KVALUES_IQ4NL, (v, j) => (j ? KVALUES_IQ4NL[j - 1] + v : 0));
+const LEVELS = Int32Array.from(KVALUES_IQ4NL);
 
 /**
  * best_index_int8 for the 16 sorted levels: a branch-free binary search on 2x against the doubled
@@ -42,14 +43,12 @@ let sumQ2 = 0;
 const weights = new Float64Array(32);
 
 /** Σ w·q·x and Σ w·q² (w = x², in `weights`) over 32 values with the levels scale `id` picks, as C sums them. */
-function sums(x: Float32Array, from: number, id: number, levels?: Uint8Array, at = 0): void {
+function sums(x: Float32Array, from: number, id: number): void {
   let sumqx = 0;
   let sumq2 = 0;
   for (let j = 0; j < 32; j++) {
     const xj = x[from + j];
-    const l = bestLevel(f32(id * xj));
-    if (levels) levels[at + j] = l;
-    const q = KVALUES_IQ4NL[l];
+    const q = LEVELS[bestLevel(f32(id * xj))];
     const wq = f32(weights[j] * q);
     sumqx = f32(sumqx + f32(wq * xj));
     sumq2 = f32(sumq2 + f32(wq * q));
@@ -61,9 +60,9 @@ function sums(x: Float32Array, from: number, id: number, levels?: Uint8Array, at
 /**
  * The scale of 32 values (quantize_row_iq4_nl_impl's inner loop): from the value of largest
  * magnitude, refined by least squares, then the best of the 15 trial scales; 0 for a block below
- * GROUP_MAX_EPS. `levels` receives the first pass's levels.
+ * GROUP_MAX_EPS. (The levels C picks on the way are all picked again from the final scales.)
  */
-function blockScale(x: Float32Array, from: number, levels: Uint8Array, at: number): number {
+function blockScale(x: Float32Array, from: number): number {
   let amax = 0;
   let max = 0;
   for (let j = from; j < from + 32; j++) {
@@ -73,13 +72,10 @@ function blockScale(x: Float32Array, from: number, levels: Uint8Array, at: numbe
       max = x[j];
     }
   }
-  if (amax < GROUP_MAX_EPS) {
-    levels.fill(0, at, at + 32);
-    return 0;
-  }
+  if (amax < GROUP_MAX_EPS) return 0;
   for (let j = 0; j < 32; j++) weights[j] = f32(x[from + j] * x[from + j]);
   const v0 = KVALUES_IQ4NL[0];
-  sums(x, from, f32(1 / f32(-max / v0)), levels, at);
+  sums(x, from, f32(1 / f32(-max / v0)));
   let d = sumQ2 > 0 ? f32(sumQX / sumQ2) : 0;
   let best = f32(d * sumQX);
   for (let itry = -NTRY; itry <= NTRY; itry++) {
@@ -92,7 +88,7 @@ function blockScale(x: Float32Array, from: number, levels: Uint8Array, at: numbe
   return d;
 }
 
-/** 32 levels from `L[at…]` packed as 16 bytes at `out[to…]`: j in the low nibble, j + 16 in the high. */
+/** 32 levels from `levels[at…]` packed as 16 bytes at `out[to…]`: j in the low nibble, j + 16 in the high. */
 function pack(levels: Uint8Array, at: number, out: Uint8Array, to: number): void {
   for (let j = 0; j < 16; j++) out[to + j] = levels[at + j] | (levels[at + 16 + j] << 4);
 }
@@ -122,7 +118,7 @@ export const IQ4_NL_CODEC: BlockCodec = {
   encode(src, out) {
     const levels = new Uint8Array(32);
     for (let b = 0, at = 0; b * 32 < src.length; b++, at += 18) {
-      const d = blockScale(src, b * 32, levels, 0);
+      const d = blockScale(src, b * 32);
       putU16(out, at, toF16Bits(d));
       // With trial scales (ntry > 0) the levels are picked again from the chosen scale, unrounded.
       levelsOf(src, b * 32, inverse(d), levels, 0);
@@ -152,7 +148,7 @@ export const IQ4_XS_CODEC: BlockCodec = {
       let maxScale = 0;
       let amaxScale = 0;
       for (let ib = 0; ib < 8; ib++) {
-        const d = blockScale(src, x + 32 * ib, levels, 32 * ib);
+        const d = blockScale(src, x + 32 * ib);
         scales[ib] = d;
         if (Math.abs(d) > amaxScale) {
           amaxScale = Math.abs(d);
