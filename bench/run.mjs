@@ -172,7 +172,7 @@ async function sampleTimes(dir, reps, log) {
  * The large case: stream copy, cpu and auto on the 4.17 GB model, best time of `reps`, peak RSS
  * the highest seen. Outputs are deleted as soon as measured (each is 4 GB).
  */
-async function bigModelRuns(dir, reps, log) {
+async function bigModelRuns(dir, reps, log, settle) {
   const model = await ensureBigModel(log);
   const baseFile = join(model.baseDir, 'model.safetensors');
   const out = join(dir, 'big-out.safetensors');
@@ -189,6 +189,7 @@ async function bigModelRuns(dir, reps, log) {
     let best;
     for (let i = 0; i < reps; i++) {
       await rm(out, { force: true });
+      await settle();
       const r = await run();
       best = !best ? r : { ...(r.seconds < best.seconds ? r : best), rssMiB: Math.max(r.rssMiB, best.rssMiB) };
     }
@@ -264,7 +265,7 @@ async function main() {
     const sample = skip.has('sample') ? undefined : await sampleTimes(dir, Math.max(3, reps), log);
     const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
     const gguf = skip.has('gguf') ? undefined : await runGgufBench(dir, BENCH_MODEL, { runNode, runTimed, root, log, reps });
-    const big = skip.has('big') ? undefined : await bigModelRuns(dir, reps, log);
+    const big = skip.has('big') ? undefined : await bigModelRuns(dir, reps, log, settle);
     const gpu = values.gpu ? await gpuBandwidth({ peakGBps, reps: Math.max(3, reps), log }) : undefined;
     const results = { model, runs, sample, kernels, gguf, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
     if (gguf) printGgufTables(gguf);
