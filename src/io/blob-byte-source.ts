@@ -57,11 +57,14 @@ export function blobByteSource(blob: Blob, name: string = (blob as File).name ??
       return result;
     },
     async close(): Promise<void> {
+      closed = true;
       endRun();
     },
   };
 
   let queue: Promise<void> = Promise.resolve();
+  /** Reads still queued when the source is closed (windows read ahead) must not open a stream again. */
+  let closed = false;
   /** The stream of a sequential run of reads, and where its next byte lies in the file. */
   let run: { reader: ReadableStreamBYOBReader; at: number } | undefined;
   const endRun = () => {
@@ -70,6 +73,7 @@ export function blobByteSource(blob: Blob, name: string = (blob as File).name ??
   };
 
   async function readFromRun(offset: number, length: number, buffer: ArrayBuffer): Promise<Uint8Array> {
+    if (closed) throw new MergeError('ABORTED', `${name}: read after the file was closed`);
     if (run && run.at !== offset) endRun();
     if (!run && byob) {
       try {
@@ -78,8 +82,9 @@ export function blobByteSource(blob: Blob, name: string = (blob as File).name ??
         byob = false; // not a byte stream here: plain reads
       }
     }
-    if (!run) return source.read(offset, length);
-    const { reader } = run;
+    const current = run;
+    if (!current) return source.read(offset, length);
+    const { reader } = current;
     let memory = buffer;
     let got = 0;
     reading.add(reader);
@@ -91,16 +96,16 @@ export function blobByteSource(blob: Blob, name: string = (blob as File).name ??
         got += value.byteLength;
       }
     } catch (e) {
-      endRun();
+      if (run === current) endRun();
       throw unreadable(e);
     } finally {
       reading.delete(reader);
     }
     if (got !== length) {
-      endRun();
-      throw truncated(got, length, offset);
+      if (run === current) endRun();
+      throw closed ? new MergeError('ABORTED', `${name}: closed while being read`) : truncated(got, length, offset);
     }
-    run.at = offset + length;
+    current.at = offset + length;
     return new Uint8Array(memory, 0, length);
   }
   return source;
