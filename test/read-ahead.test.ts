@@ -117,16 +117,32 @@ describe('read-ahead windows', () => {
     expect(recorded.maxInFlight()).toBeGreaterThanOrEqual(2); // the next windows are read while the caller works
   });
 
-  it('starts no windows for a header read as two reads, its length and then its JSON', async () => {
+  it('starts no windows for a header read as two reads, its length and then its JSON, only once a run has read a quarter of a window', async () => {
     const recorded = recordingSource(fileOf(50_000, 3), true);
     const source = readAheadSource(recorded.source, 4096, 2, new WindowPool());
     await source.read(0, 8);
     await source.read(8, 1200);
     await new Promise((resolve) => setTimeout(resolve, 5));
     expect(recorded.reads).toEqual([[0, 8], [8, 1200]]);
-    // A third read in the run starts the windows.
+    // A read in a run that has read a quarter of a window starts the windows.
     await source.read(1208, 100);
+    await new Promise((resolve) => setTimeout(resolve, 5));
     expect(recorded.reads.length).toBeGreaterThan(3);
+  });
+
+  it('reads no further ahead for reads that skip forward inside the windows, as sampled rows do', async () => {
+    const size = 400_000;
+    const recorded = recordingSource(fileOf(size, 5), true);
+    const source = readAheadSource(recorded.source, 4096, 2, new WindowPool());
+    for (let at = 0; at < 3000; at += 1000) await source.read(at, 1000); // a run starts the windows
+    // Samples 1.5 windows apart (inside the windows read ahead), as a norm estimate reads evenly
+    // spaced rows of each tensor, in pairs where one tensor's last sample ends at the next one's first.
+    for (let at = 5000; at + 128 < size; at += 6000) {
+      await source.read(at, 64);
+      await source.read(at + 64, 64);
+    }
+    const read = recorded.reads.reduce((sum, [, length]) => sum + length, 0);
+    expect(read).toBeLessThan(size / 4);
   });
 
   it('gives a closed source\'s windows to the next source on the same pool', async () => {

@@ -69,12 +69,13 @@ export function readAheadSource(
   let windows: Window[] = [];
   let lastEnd = -1;
   /**
-   * Reads in a row so far that each began where the one before ended. A run's first two go
-   * straight to the source: a file's header is read as two (its length, then its JSON), and windows
-   * started there were thrown away when the merge went to its first tensor elsewhere (on the page,
-   * 48 MiB of the base and 32 MiB of the adapter read for nothing at every plan and merge).
+   * Bytes read by the run of reads so far that each began where the one before ended. Windows are
+   * read (and read ahead) only for a run that has read a quarter of a window: a file's header is
+   * read as two small reads (its length, then its JSON), and sampled rows (the page's plan
+   * measuring ‖ΔW‖ / ‖W‖) end one tensor where the next begins; windows read for those pulled 48 MiB
+   * of the base in at every plan and merge, and 640 MB of a 0.97 GB base into one plan.
    */
-  let runReads = 0;
+  let runBytes = 0;
   const windowAt = (start: number): Window => {
     const length = Math.min(windowBytes, source.size - start);
     const bytes = source.readTransferring
@@ -107,19 +108,21 @@ export function readAheadSource(
     size: source.size,
     async read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
       const sequential = offset === lastEnd;
-      runReads = sequential ? runReads + 1 : 0;
+      const streaming = sequential && runBytes * 4 >= windowBytes;
+      runBytes = sequential ? runBytes + length : length;
       lastEnd = offset + length;
       const end = offset + length;
       if (length * 2 > windowBytes || length === 0 || end > source.size) return source.read(offset, length, into);
       const first = windows.findIndex((w) => w.start <= offset && offset < endOf(w));
       if (first >= 0) drop(windows.splice(0, first));
-      else if (runReads >= 2) drop(windows.splice(0, windows.length, windowAt(offset)));
+      else if (streaming) drop(windows.splice(0, windows.length, windowAt(offset)));
       else return source.read(offset, length, into);
-      // Windows up to the read's end, then `ahead` more beyond it.
+      // Windows up to the read's end, then `ahead` more beyond it while the run goes on (reads that
+      // skip ahead inside the windows, as sampled rows do, read no further).
       const tail = () => endOf(windows[windows.length - 1]);
       while (tail() < end) windows.push(windowAt(tail()));
       const spanned = windows.filter((w) => w.start < end).length;
-      while (windows.length < spanned + ahead && tail() < source.size) windows.push(windowAt(tail()));
+      if (streaming) while (windows.length < spanned + ahead && tail() < source.size) windows.push(windowAt(tail()));
 
       // A copy (into the caller's buffer when offered): callers may keep, reuse or transfer it.
       const out = into && into.byteLength === length ? into : new Uint8Array(length);
