@@ -18,7 +18,7 @@
  * `--gpu`: the WebGPU kernel's achieved bandwidth as a fraction of the card's (bench/gpu-bandwidth.mjs;
  * `--gpu-bandwidth GBPS` gives the card's peak where the built-in table does not know it).
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,big,extract,…] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,big,extract,…] [--settle-ms MS] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -38,6 +38,18 @@ import { gpuBandwidth } from './gpu-bandwidth.mjs';
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
 const preload = join(here, 'rss-preload.mjs');
+
+/**
+ * A pause before each timed file-to-file run, so that no contestant writes into memory another (or
+ * its own previous run) has just freed. Removing an output frees a model's worth of page cache; a
+ * run that starts at once writes its own output into those pages again, one that starts later may
+ * find them handed back to a hypervisor (free page reporting, as Firecracker VMs do 2 s after the
+ * free), where each page's first touch is a host fault. On such a VM the CLI started straight after
+ * removing its previous output took 2.56 and 2.72 s, and 2.91 and 3.28 s after a 15 s pause (system
+ * time 1.2–1.3 s against 1.9–2.0 s); the page, in a fresh browser, never writes into pages just
+ * freed. `--settle-ms 0` turns the pause off.
+ */
+const DEFAULT_SETTLE_MS = 3000;
 
 /** Runs a command; resolves with its wall time and stdout, rejects naming it when it fails. */
 function runTimed(cmd, args, env = {}) {
@@ -160,7 +172,7 @@ async function sampleTimes(dir, reps, log) {
  * The large case: stream copy, cpu and auto on the 4.17 GB model, best time of `reps`, peak RSS
  * the highest seen. Outputs are deleted as soon as measured (each is 4 GB).
  */
-async function bigModelRuns(dir, reps, log) {
+async function bigModelRuns(dir, reps, log, settle) {
   const model = await ensureBigModel(log);
   const baseFile = join(model.baseDir, 'model.safetensors');
   const out = join(dir, 'big-out.safetensors');
@@ -177,6 +189,7 @@ async function bigModelRuns(dir, reps, log) {
     let best;
     for (let i = 0; i < reps; i++) {
       await rm(out, { force: true });
+      await settle();
       const r = await run();
       best = !best ? r : { ...(r.seconds < best.seconds ? r : best), rssMiB: Math.max(r.rssMiB, best.rssMiB) };
     }
@@ -197,9 +210,12 @@ async function main() {
     options: {
       reps: { type: 'string', default: '1' }, skip: { type: 'string', default: '' }, json: { type: 'string' },
       gpu: { type: 'boolean', default: false }, 'gpu-bandwidth': { type: 'string' },
+      'settle-ms': { type: 'string', default: String(DEFAULT_SETTLE_MS) },
     },
   });
   const reps = Math.max(1, Number(values.reps) || 1);
+  const settleMs = Math.max(0, Number(values['settle-ms']) || 0);
+  const settle = () => new Promise((resolve) => setTimeout(resolve, settleMs));
   const peakGBps = values['gpu-bandwidth'] === undefined ? undefined : Number(values['gpu-bandwidth']);
   if (peakGBps !== undefined && !(peakGBps > 0)) throw new Error(`--gpu-bandwidth takes the card's peak in GB/s (a positive number), not "${values['gpu-bandwidth']}"`);
   const skip = new Set(values.skip.split(',').filter(Boolean));
@@ -225,6 +241,7 @@ async function main() {
       let best;
       for (let i = 0; i < reps; i++) {
         await rm(out, { force: true });
+        await settle();
         const r = await c.run(out);
         if (!best || r.seconds < best.seconds) best = { ...r, rssMiB: Math.max(r.rssMiB ?? 0, best?.rssMiB ?? 0) || undefined };
       }
@@ -248,7 +265,7 @@ async function main() {
     const sample = skip.has('sample') ? undefined : await sampleTimes(dir, Math.max(3, reps), log);
     const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
     const gguf = skip.has('gguf') ? undefined : await runGgufBench(dir, BENCH_MODEL, { runNode, runTimed, root, log, reps });
-    const big = skip.has('big') ? undefined : await bigModelRuns(dir, reps, log);
+    const big = skip.has('big') ? undefined : await bigModelRuns(dir, reps, log, settle);
     const gpu = values.gpu ? await gpuBandwidth({ peakGBps, reps: Math.max(3, reps), log }) : undefined;
     const results = { model, runs, sample, kernels, gguf, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
     if (gguf) printGgufTables(gguf);

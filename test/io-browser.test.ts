@@ -45,6 +45,46 @@ describe('Blob byte source', () => {
     expect((error as MergeError).code).toBe('TRUNCATED');
     expect((error as MergeError).message).toContain('model.safetensors');
   });
+
+  it('serves a sequential run of reads from one stream of the file, and starts another where a read jumps', async () => {
+    const bytes = Uint8Array.from({ length: 300_007 }, (_, i) => (i * 31 + (i >> 8)) & 255);
+    const file = new File([bytes], 'model.safetensors');
+    const streamsFrom: number[] = [];
+    // The Blob as the source sees it, noting where each stream it opens starts.
+    const counted = {
+      size: file.size,
+      slice(start?: number, end?: number) {
+        if (end === undefined) streamsFrom.push(start ?? 0);
+        return file.slice(start, end);
+      },
+    } as unknown as Blob;
+    const source = blobByteSource(counted, 'model.safetensors');
+    let seed = 12345;
+    const random = (n: number) => (seed = (seed * 1103515245 + 12345) >>> 0) % n;
+    const runsFrom: number[] = [];
+    let end = -1;
+    for (let batch = 0; batch < 40; batch++) {
+      // Up to four reads in flight at once, as a read-ahead issues them; every fifth batch jumps.
+      let at = batch % 5 === 0 ? random(bytes.length - 1000) : end;
+      if (at !== end) runsFrom.push(at);
+      const reads: [number, number][] = [];
+      for (let k = 0, n = 1 + random(4); k < n && at < bytes.length; k++) {
+        const length = Math.min(1 + random(20_000), bytes.length - at);
+        reads.push([at, length]);
+        at += length;
+      }
+      end = at;
+      const got = await Promise.all(reads.map(([offset, length]) => source.readTransferring!(offset, length, new ArrayBuffer(length + random(3)))));
+      reads.forEach(([offset, length], i) => expect(got[i]).toEqual(bytes.subarray(offset, offset + length)));
+    }
+    expect(runsFrom.length).toBeGreaterThan(5);
+    expect(streamsFrom).toEqual(runsFrom);
+    // Closed, the run's stream is let go, and reads still queued (windows read ahead) open no other.
+    await source.close();
+    const late = await source.readTransferring!(Math.min(end, bytes.length - 1), 1, new ArrayBuffer(1)).catch((e: MergeError) => e);
+    expect((late as MergeError).code).toBe('ABORTED');
+    expect(streamsFrom).toEqual(runsFrom);
+  });
 });
 
 describe('input files from a page', () => {

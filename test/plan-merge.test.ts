@@ -557,6 +557,33 @@ describe('update magnitudes', () => {
     expect(sampledRows).toBe(16); // 4 runs of 800 / 50 / 4 rows, never the whole tensor
   });
 
+  it('reads several updates\' samples at once, with the same results whatever order the reads finish in', async () => {
+    const rand = seededRandom(11);
+    const base = new FakeBase();
+    const names = [0, 1, 2, 3, 4, 5, 6].map((i) => `model.layers.${i}.mlp.down_proj`);
+    for (const name of names) base.add(`${name}.weight`, stored([40, 30], 'F32', rand));
+    const adapter = await peft('many', { r: 2, lora_alpha: 2 }, names.flatMap((name) => [
+      fixture(`base_model.model.${name}.lora_A.weight`, stored([2, 30], 'F32', rand)),
+      fixture(`base_model.model.${name}.lora_B.weight`, stored([40, 2], 'F32', rand)),
+    ]));
+    const plan = buildMergePlan(base, [{ adapter, weight: 1 }]);
+    const measure = async (delay: (call: number) => number) => {
+      let inFlight = 0, most = 0, call = 0;
+      const result = await estimateUpdateMagnitudes(plan, async (key, start, count) => {
+        most = Math.max(most, ++inFlight);
+        await new Promise((resolve) => setTimeout(resolve, delay(call++)));
+        inFlight--;
+        return base.bytes(key, start, count);
+      }, { exactElements: 500, sampleElements: 400, sampleChunks: 4 });
+      return { result, most };
+    };
+    const soonest = await measure((call) => call % 7);
+    const latest = await measure((call) => 7 - (call % 7));
+    expect(soonest.most).toBeGreaterThan(4); // more than one update's four samples at a time
+    expect(soonest.result.map((m) => m.baseKey)).toEqual(plan.updates.map((u) => u.baseKey));
+    expect(latest.result).toEqual(soonest.result); // sums in row order, bit for bit
+  });
+
   it('parses layer indices and module types from names', () => {
     expect(layerIndex('model.layers.17.self_attn.q_proj')).toBe(17);
     expect(layerIndex('transformer.h.4.attn.c_attn')).toBe(4);

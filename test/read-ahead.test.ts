@@ -6,7 +6,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { readAheadSource } from '../src/io/read-ahead.js';
+import { readAheadSource, WindowPool } from '../src/io/read-ahead.js';
 import type { ByteSource } from '../src/io/types.js';
 import { MergeError } from '../src/errors.js';
 import { seededRandom } from './helpers/fixtures.js';
@@ -65,7 +65,7 @@ function fileOf(size: number, seed: number): Uint8Array {
 async function scanInSlabs(size: number, seed: number, transferring: boolean) {
   const bytes = fileOf(size, seed);
   const recorded = recordingSource(bytes, transferring);
-  const windows = readAheadSource(recorded.source, 4096, 2);
+  const windows = readAheadSource(recorded.source, 4096, 2, new WindowPool());
   const rand = seededRandom(seed + 1);
   const pending: Promise<void>[] = [];
   for (let offset = 0; offset < size;) {
@@ -87,7 +87,7 @@ describe('read-ahead windows', () => {
       async (size, windowBytes, ahead, steps, transferring) => {
         const bytes = fileOf(size, size ^ windowBytes);
         const { source } = recordingSource(bytes, transferring);
-        const windows = readAheadSource(source, windowBytes, ahead);
+        const windows = readAheadSource(source, windowBytes, ahead, new WindowPool());
         let at = 0;
         // Up to two reads outstanding, as the merge pipeline has: a window dropped by the later
         // read may still be copied from by the earlier one.
@@ -115,6 +115,53 @@ describe('read-ahead windows', () => {
     expect(recorded.reads.every(([, length]) => length <= 4096)).toBe(true);
     expect(recorded.maxInFlight()).toBeLessThanOrEqual(4);
     expect(recorded.maxInFlight()).toBeGreaterThanOrEqual(2); // the next windows are read while the caller works
+  });
+
+  it('starts no windows for a header read as two reads, its length and then its JSON, only once a run has read a quarter of a window', async () => {
+    const recorded = recordingSource(fileOf(50_000, 3), true);
+    const source = readAheadSource(recorded.source, 4096, 2, new WindowPool());
+    await source.read(0, 8);
+    await source.read(8, 1200);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(recorded.reads).toEqual([[0, 8], [8, 1200]]);
+    // A read in a run that has read a quarter of a window starts the windows.
+    await source.read(1208, 100);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(recorded.reads.length).toBeGreaterThan(3);
+  });
+
+  it('reads no further ahead for reads that skip forward inside the windows, as sampled rows do', async () => {
+    const size = 400_000;
+    const recorded = recordingSource(fileOf(size, 5), true);
+    const source = readAheadSource(recorded.source, 4096, 2, new WindowPool());
+    for (let at = 0; at < 3000; at += 1000) await source.read(at, 1000); // a run starts the windows
+    // Samples 1.5 windows apart (inside the windows read ahead), as a norm estimate reads evenly
+    // spaced rows of each tensor, in pairs where one tensor's last sample ends at the next one's first.
+    for (let at = 5000; at + 128 < size; at += 6000) {
+      await source.read(at, 64);
+      await source.read(at + 64, 64);
+    }
+    const read = recorded.reads.reduce((sum, [, length]) => sum + length, 0);
+    expect(read).toBeLessThan(size / 4);
+  });
+
+  it('gives a closed source\'s windows to the next source on the same pool', async () => {
+    const bytes = fileOf(60_000, 4);
+    const recorded = recordingSource(bytes, true);
+    const pool = new WindowPool();
+    const scan = async () => {
+      const source = readAheadSource(recorded.source, 4096, 2, pool);
+      for (let at = 0; at < bytes.length; at += 1000) {
+        const length = Math.min(1000, bytes.length - at);
+        expect(await source.read(at, length)).toEqual(bytes.subarray(at, at + length));
+      }
+      await source.close();
+    };
+    await scan();
+    const first = recorded.freshBuffers();
+    expect(first).toBeGreaterThanOrEqual(3);
+    await scan(); // a plan, then the merge, over the same file
+    expect(recorded.freshBuffers() - first).toBeLessThanOrEqual(1);
   });
 
   it('fills the same few window buffers again on a sequential scan when the source reads into them', async () => {

@@ -49,10 +49,10 @@ export interface MagnitudeOptions {
 export async function estimateUpdateMagnitudes(
   plan: MergePlan, readBaseRows: ReadBaseRows, options: MagnitudeOptions = {},
 ): Promise<UpdateMagnitude[]> {
-  const out: UpdateMagnitude[] = [];
-  for (const update of plan.updates) {
+  const measure = async (update: TensorUpdate): Promise<UpdateMagnitude[]> => {
     const read = startRows(update, readBaseRows);
     const weight = await weightNorm(update, read, options);
+    const out: UpdateMagnitude[] = [];
     for (const term of update.terms) {
       const updateNorm = term.module.update.kind === 'low-rank' ? await lowRankNorm(term) : await appliedNorm(update, term, read, options);
       out.push({
@@ -68,8 +68,30 @@ export async function estimateUpdateMagnitudes(
         ratio: weight.norm > 0 ? updateNorm / weight.norm : updateNorm > 0 ? Infinity : 0,
       });
     }
-  }
-  return out;
+    return out;
+  };
+  return (await inOrder(plan.updates, UPDATES_AT_ONCE, measure)).flat();
+}
+
+/**
+ * Updates measured at once. Each reads a few small pieces of the base; in a page every read is a
+ * round trip to the browser process, and one at a time the plan of a 0.97 GB model waited 3 s on
+ * 380 of them.
+ */
+const UPDATES_AT_ONCE = 4;
+
+/** `f` of every item, at most `limit` at a time, the results in the items' order. */
+async function inOrder<T, R>(items: readonly T[], limit: number, f: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await f(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
 }
 
 /** The rows an update starts from: the base's, or those of the tensor an adapter saved for it. */
@@ -174,20 +196,25 @@ async function weightNorm(update: TensorUpdate, readBaseRows: ReadBaseRows, opti
   if (rows * cols <= exactElements) {
     // Read in bounded pieces anyway, so a wide tensor never needs one huge buffer.
     const step = Math.max(1, Math.floor(exactElements / cols));
+    const pieces: Promise<number>[] = [];
+    for (let start = 0; start < rows; start += step) pieces.push(sumSquares(start, Math.min(step, rows - start)));
+    // Read together, summed in row order (the same sum as one piece after another).
     let ss = 0;
-    for (let start = 0; start < rows; start += step) ss += await sumSquares(start, Math.min(step, rows - start));
+    for (const piece of await Promise.all(pieces)) ss += piece;
     return { norm: Math.sqrt(ss), exact: true };
   }
   const chunkRows = Math.max(1, Math.floor(sampleElements / cols / chunks));
-  let ss = 0;
+  const runs: Promise<number>[] = [];
   let sampled = 0;
   for (let c = 0; c < chunks; c++) {
     // Evenly spaced runs: the first at the top, the last ending at the bottom row.
     const start = chunks === 1 ? 0 : Math.round((c * (rows - chunkRows)) / (chunks - 1));
     const count = Math.min(chunkRows, rows - start);
-    ss += await sumSquares(start, count);
+    runs.push(sumSquares(start, count));
     sampled += count;
   }
+  let ss = 0;
+  for (const run of await Promise.all(runs)) ss += run;
   return { norm: Math.sqrt((ss * rows) / sampled), exact: false };
 }
 
