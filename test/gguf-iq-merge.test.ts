@@ -1,6 +1,6 @@
 /**
- * Merging into an IQ-quantized GGUF: loramerge reads IQ blocks but does not write them (llama.cpp
- * quantizes them with an importance matrix), so a merge that would keep the IQ type is refused
+ * Merging into an IQ-quantized GGUF: loramerge reads IQ blocks but writes only IQ4_NL and IQ4_XS
+ * (test/gguf-iq4-codecs.test.ts), so a merge that would keep another IQ type is refused
  * before any work, saying to choose --dtype; with --dtype the merged and the untouched matrices
  * are written in that type (the reference quantizer of the exactly decoded values) and norms stay.
  */
@@ -40,16 +40,16 @@ function decoded(name: string, bytes: Uint8Array): Float32Array {
 }
 
 describe('an IQ-quantized GGUF base', () => {
-  const q = iqBlocks('IQ4_XS', 256 * 64, 1);
-  const up = iqBlocks('IQ2_XXS', 256 * 32, 2);
+  const q = iqBlocks('IQ2_XXS', 256 * 64, 1);
+  const up = iqBlocks('IQ4_XS', 256 * 32, 2);
   const norm = tensorData('F32', new Float64Array(256).fill(1));
   const base = {
     'iq.gguf': buildGguf({
-      metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 4 }], ['general.file_type', { type: 'u32', value: 30 }]],
+      metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 4 }], ['general.file_type', { type: 'u32', value: 19 }]],
       tensors: [
         { name: 'blk.0.attn_norm.weight', type: 'F32', ne: [256], data: norm },
-        { name: 'blk.0.attn_q.weight', type: 'IQ4_XS', ne: [256, 64], data: q },
-        { name: 'blk.0.ffn_up.weight', type: 'IQ2_XXS', ne: [256, 32], data: up },
+        { name: 'blk.0.attn_q.weight', type: 'IQ2_XXS', ne: [256, 64], data: q },
+        { name: 'blk.0.ffn_up.weight', type: 'IQ4_XS', ne: [256, 32], data: up },
       ],
     }),
   };
@@ -71,7 +71,7 @@ describe('an IQ-quantized GGUF base', () => {
   it('refuses to keep the IQ type of a merged tensor, before any work, saying what to do', async () => {
     await expect(run()).rejects.toMatchObject({
       code: 'BAD_ARGUMENT',
-      message: expect.stringMatching(/tensor "blk\.0\.attn_q\.weight": loramerge reads IQ4_XS but does not write it: llama\.cpp's IQ quantizers need an importance matrix .*; choose --dtype q4_k/),
+      message: expect.stringMatching(/tensor "blk\.0\.attn_q\.weight": loramerge reads IQ2_XXS but does not write it: llama\.cpp's quantizers for it search codebook grids, most with an importance matrix .*; choose --dtype q4_k/),
     });
   });
 
@@ -83,7 +83,7 @@ describe('an IQ-quantized GGUF base', () => {
     expect(Buffer.from(byName(out, 'blk.0.attn_norm.weight').data).equals(Buffer.from(norm))).toBe(true);
     // The merged tensor: W decoded exactly, plus the update (within f32 accumulation of float64 truth).
     const f = lora.factors.get('blk.0.attn_q.weight')!;
-    const w = decoded('IQ4_XS', q);
+    const w = decoded('IQ2_XXS', q);
     const merged = tensorValues('F32', byName(inF32, 'blk.0.attn_q.weight').data);
     for (let o = 0; o < 64; o += 7) {
       for (let c = 0; c < 256; c += 5) {
@@ -93,8 +93,8 @@ describe('an IQ-quantized GGUF base', () => {
       }
     }
     expect(Buffer.from(byName(out, 'blk.0.attn_q.weight').data).equals(Buffer.from(tensorData('Q4_K', merged)))).toBe(true);
-    expect(Buffer.from(byName(out, 'blk.0.ffn_up.weight').data).equals(Buffer.from(tensorData('Q4_K', decoded('IQ2_XXS', up))))).toBe(true);
-    expect(warnings.join('\n')).toMatch(/tensors already quantized \(1 IQ4_XS, 1 IQ2_XXS\) are quantized again to Q4_K/);
+    expect(Buffer.from(byName(out, 'blk.0.ffn_up.weight').data).equals(Buffer.from(tensorData('Q4_K', decoded('IQ4_XS', up))))).toBe(true);
+    expect(warnings.join('\n')).toMatch(/tensors already quantized \(1 IQ2_XXS, 1 IQ4_XS\) are quantized again to Q4_K/);
     // Q4_K holds the most weights now: LLAMA_FTYPE_MOSTLY_Q4_K_M (15), as llama.cpp's loader guesses.
     expect(out.metadata.get('general.file_type')!.value).toBe(15);
   });
@@ -102,6 +102,6 @@ describe('an IQ-quantized GGUF base', () => {
   it('says in the plan that the merge needs --dtype', async () => {
     const prepared = await prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet({ 'lora.gguf': lora.bytes }, 'lora') }]);
     await prepared.close();
-    expect(prepared.plan.warnings.join('\n')).toMatch(/the merged tensors 1 IQ4_XS are of types loramerge reads but does not write: the merge needs --dtype/);
+    expect(prepared.plan.warnings.join('\n')).toMatch(/the merged tensors 1 IQ2_XXS are of types loramerge reads but does not write: the merge needs --dtype/);
   });
 });
