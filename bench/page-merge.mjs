@@ -45,6 +45,30 @@ async function rssOf(pids) {
   return total;
 }
 
+/** The kernel's clock ticks per second, in which /proc/<pid>/stat counts CPU time (100 on Linux). */
+const TICKS_PER_SECOND = 100;
+
+/**
+ * CPU seconds (user + system) so far of a process and its descendants, by Chromium process type:
+ * `browser` (reads picked files and feeds them to the page), `renderer` (the page and its
+ * workers), `other` (GPU, utility processes).
+ */
+export async function treeCpu(rootPid) {
+  const out = { browser: 0, renderer: 0, other: 0 };
+  for (const pid of await processTree(rootPid)) {
+    try {
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const seconds = (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+      const type = /--type=([\w-]+)/.exec(await readFile(`/proc/${pid}/cmdline`, 'utf8'))?.[1];
+      out[pid === rootPid ? 'browser' : type === 'renderer' ? 'renderer' : 'other'] += seconds;
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return out;
+}
+
 /** Resident memory of a process and all its descendants, in bytes (Linux /proc). */
 export async function treeRss(rootPid) {
   return rssOf(await processTree(rootPid));
@@ -106,7 +130,8 @@ export async function pieceHashes(path) {
 /**
  * One merge in the page at `url` (the demo, served cross-origin isolated). `base` is a file path,
  * `adapterFiles` the adapter's file paths. Returns the merge's wall time (click to download link),
- * the page's own report, idle and peak memory of the browser, and the output's piece hashes.
+ * the CPU seconds each kind of Chromium process spent meanwhile, the page's own report, idle and
+ * peak memory of the browser, and the output's piece hashes.
  */
 export async function mergeInPage(browser, url, { base, adapterFiles, backend = 'auto', sampleMs = 250, timeoutMs = 600_000 }) {
   const page = await browser.newPage();
@@ -119,6 +144,7 @@ export async function mergeInPage(browser, url, { base, adapterFiles, backend = 
     await (await page.$('[data-testid="base-input"]')).uploadFile(base);
     await (await page.$('[data-testid="adapter-input"]')).uploadFile(...adapterFiles);
     await page.waitForFunction(() => !document.querySelector('[data-testid="merge-button"]').disabled, { timeout: 120_000 });
+    const cpuBefore = await treeCpu(pid);
     const t0 = performance.now();
     await page.click('[data-testid="merge-button"]');
     await page.waitForFunction(
@@ -126,6 +152,8 @@ export async function mergeInPage(browser, url, { base, adapterFiles, backend = 
       { timeout: timeoutMs, polling: 100 },
     );
     const seconds = (performance.now() - t0) / 1000;
+    const cpuAfter = await treeCpu(pid);
+    const cpu = Object.fromEntries(Object.keys(cpuAfter).map((k) => [k, cpuAfter[k] - cpuBefore[k]]));
     const { peak, samples } = await memory.stop();
     const failure = await page.$eval('#progress-text', (e) => (e.className.includes('error') ? e.textContent : ''));
     if (failure) throw new Error(`the page's merge failed: ${failure}`);
@@ -142,7 +170,7 @@ export async function mergeInPage(browser, url, { base, adapterFiles, backend = 
       }
       return { size: blob.size, hashes: out };
     }, HASH_PIECE);
-    return { seconds, idleBytes: idle, peakBytes: peak, samples: samples.length, report, backend: backendText, output: hashes };
+    return { seconds, cpu, idleBytes: idle, peakBytes: peak, samples: samples.length, report, backend: backendText, output: hashes };
   } finally {
     await page.close();
   }

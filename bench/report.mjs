@@ -49,6 +49,8 @@ export function printTables({ model, runs, sample, kernels, big, gpu, totalSecon
     out.push(`page vs CLI (same files, both --backend auto): page ${fmt(by.page.seconds)} s, CLI ${cli ? fmt(cli.seconds) : '–'} s` +
       (cli ? ` = ${fmt(by.page.seconds / cli.seconds)}× the CLI's time (target: at most 1.5×)` : '') +
       `; browser memory above idle ${fmt(by.page.rssMiB, 0)} MiB (target: under 512)` +
+      (by.page.cpu ? `; CPU during the merge: page ${fmt(by.page.cpu.browser + by.page.cpu.renderer + by.page.cpu.other)} s (browser process ${fmt(by.page.cpu.browser)} s, renderer ${fmt(by.page.cpu.renderer)} s)` : '') +
+      (cli?.usage ? `, CLI ${fmt(cli.usage.userSeconds + cli.usage.systemSeconds)} s` : '') +
       (by.page.identicalToAuto === undefined ? '' : by.page.identicalToAuto ? '; tensor data identical to the CLI\'s' : '; tensor data DIFFERS from the CLI\'s'));
     if (by.page.identicalToAuto === false && /^cpu/.test(by.page.note ?? '') === /^CPU/.test(cli?.note ?? '')) failures++;
     out.push('');

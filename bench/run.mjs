@@ -18,7 +18,10 @@
  * `--gpu`: the WebGPU kernel's achieved bandwidth as a fraction of the card's (bench/gpu-bandwidth.mjs;
  * `--gpu-bandwidth GBPS` gives the card's peak where the built-in table does not know it).
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,big,extract,…] [--settle-ms MS] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
+ * `--pairs N`: then N alternating merges of the CLI (`auto`) and the page, each pair's ratio and their
+ * median (bench/run.mjs pagePairs).
+ *
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -119,16 +122,39 @@ function contestants(baseDir, adapterDir, numpy) {
   return list;
 }
 
+/** The demo built and served cross-origin isolated as `npm run build` ships it: once per bench run. */
+let site;
+function servedSite() {
+  site ??= (async () => {
+    const { build, preview } = await import('vite');
+    const outDir = await mkdtemp(join(tmpdir(), 'loramerge-bench-page-'));
+    await build({ configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir, emptyOutDir: true } });
+    const server = await preview({ configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir }, preview: { port: 0, open: false } });
+    return {
+      url: `http://127.0.0.1:${server.httpServer.address().port}/`,
+      close: async () => {
+        await server.close();
+        await rm(outDir, { recursive: true, force: true });
+      },
+    };
+  })();
+  return site;
+}
+
+async function closeSite() {
+  const served = await site?.catch(() => undefined);
+  site = undefined;
+  await served?.close();
+}
+
 /**
- * The demo page's merge of the same files in headless Chromium with default settings (auto
- * backend, output to browser storage), built and served cross-origin isolated as `npm run build`
- * ships it. Its RSS is the browser's (every process) above its idle level, sampled throughout.
+ * The demo page's merge of the same files in a fresh headless Chromium with default settings (auto
+ * backend, output to browser storage). Its RSS is the browser's (every process) above its idle
+ * level, sampled throughout; its CPU that of each kind of Chromium process during the merge.
  */
 async function pageRun(baseFile, adapterDir) {
-  const [{ build, preview }, { default: puppeteer }] = await Promise.all([import('vite'), import('puppeteer')]);
-  const outDir = await mkdtemp(join(tmpdir(), 'loramerge-bench-page-'));
-  await build({ configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir, emptyOutDir: true } });
-  const server = await preview({ configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir }, preview: { port: 0, open: false } });
+  const { default: puppeteer } = await import('puppeteer');
+  const { url } = await servedSite();
   const browser = await puppeteer.launch({
     executablePath: process.env.PUPPETEER_EXECUTABLE_PATH ?? '/usr/bin/chromium',
     headless: true,
@@ -136,16 +162,42 @@ async function pageRun(baseFile, adapterDir) {
       '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
   });
   try {
-    const url = `http://127.0.0.1:${server.httpServer.address().port}/`;
     const r = await mergeInPage(browser, url, {
       base: baseFile, adapterFiles: ['adapter_config.json', 'adapter_model.safetensors'].map((f) => join(adapterDir, f)),
     });
-    return { seconds: r.seconds, rssMiB: (r.peakBytes - r.idleBytes) / 2 ** 20, note: r.backend, hashes: r.output.hashes };
+    return { seconds: r.seconds, cpu: r.cpu, rssMiB: (r.peakBytes - r.idleBytes) / 2 ** 20, note: r.backend, hashes: r.output.hashes };
   } finally {
     await browser.close();
-    await server.close();
-    await rm(outDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * `--pairs N`: the CLI (`--backend auto`) and the page merge the same files in turn, N times, each
+ * after the settle pause; one pair is one ratio, and their median says more than the best of each
+ * on a machine whose speed drifts between runs.
+ */
+async function pagePairs(count, auto, page, out, settle, log) {
+  const pairs = [];
+  for (let i = 0; i < count; i++) {
+    await rm(out, { force: true });
+    await settle();
+    const cli = await auto.run(out);
+    await settle();
+    const inPage = await page.run(out);
+    const pair = {
+      cliSeconds: cli.seconds, pageSeconds: inPage.seconds, ratio: inPage.seconds / cli.seconds,
+      cliCpuSeconds: cli.usage.userSeconds + cli.usage.systemSeconds, pageCpu: inPage.cpu, pageMemoryMiB: inPage.rssMiB,
+    };
+    pairs.push(pair);
+    log(`pair ${i + 1}: CLI ${pair.cliSeconds.toFixed(2)} s (CPU ${pair.cliCpuSeconds.toFixed(2)} s), page ${pair.pageSeconds.toFixed(2)} s ` +
+      `(CPU: browser process ${inPage.cpu.browser.toFixed(2)} s, renderer ${inPage.cpu.renderer.toFixed(2)} s, other ${inPage.cpu.other.toFixed(2)} s) ` +
+      `= ${pair.ratio.toFixed(2)}×, page memory ${pair.pageMemoryMiB.toFixed(0)} MiB above idle`);
+  }
+  await rm(out, { force: true });
+  const ratios = pairs.map((p) => p.ratio).sort((a, b) => a - b);
+  const median = ratios.length % 2 ? ratios[ratios.length >> 1] : (ratios[ratios.length / 2 - 1] + ratios[ratios.length / 2]) / 2;
+  log(`page / CLI over ${count} pairs: median ${median.toFixed(2)}×, range ${ratios[0].toFixed(2)}–${ratios.at(-1).toFixed(2)}× (target: at most 1.5×)`);
+  return { pairs, median };
 }
 
 /**
@@ -210,7 +262,7 @@ async function main() {
     options: {
       reps: { type: 'string', default: '1' }, skip: { type: 'string', default: '' }, json: { type: 'string' },
       gpu: { type: 'boolean', default: false }, 'gpu-bandwidth': { type: 'string' },
-      'settle-ms': { type: 'string', default: String(DEFAULT_SETTLE_MS) },
+      'settle-ms': { type: 'string', default: String(DEFAULT_SETTLE_MS) }, pairs: { type: 'string', default: '0' },
     },
   });
   const reps = Math.max(1, Number(values.reps) || 1);
@@ -235,7 +287,8 @@ async function main() {
     const runs = [];
     let reference; // the first backend's output: every other output is compared with it
     let autoHashes; // the CLI's auto merge, which the page's (same choice of backend) must equal
-    for (const c of contestants(join(dir, 'base'), join(dir, 'adapter'), !skip.has('numpy') && (await hasNumpy()))) {
+    const list = contestants(join(dir, 'base'), join(dir, 'adapter'), !skip.has('numpy') && (await hasNumpy()));
+    for (const c of list) {
       if (skip.has(c.name)) continue;
       const out = join(dir, `out-${c.name}.safetensors`);
       let best;
@@ -245,7 +298,7 @@ async function main() {
         const r = await c.run(out);
         if (!best || r.seconds < best.seconds) best = { ...r, rssMiB: Math.max(r.rssMiB ?? 0, best?.rssMiB ?? 0) || undefined };
       }
-      const run = { name: c.name, kind: c.kind, seconds: best.seconds, rssMiB: best.rssMiB, usage: best.usage, note: best.note };
+      const run = { name: c.name, kind: c.kind, seconds: best.seconds, rssMiB: best.rssMiB, usage: best.usage, cpu: best.cpu, note: best.note };
       if (c.name === 'auto') autoHashes = await pieceHashes(out);
       if (c.kind === 'page') {
         run.identicalToAuto = autoHashes ? best.hashes.length === autoHashes.length && best.hashes.every((h, i) => h === autoHashes[i]) : undefined;
@@ -262,17 +315,23 @@ async function main() {
       runs.push(run);
       log(`${c.name}: ${run.seconds.toFixed(2)} s${run.rssMiB ? `, peak RSS ${run.rssMiB.toFixed(0)} MiB` : ''}`);
     }
+    const pairCount = Math.max(0, Math.floor(Number(values.pairs) || 0));
+    const pairs = pairCount > 0 && !skip.has('auto') && !skip.has('page')
+      ? await pagePairs(pairCount, list.find((c) => c.name === 'auto'), list.find((c) => c.name === 'page'), join(dir, 'out-pairs.safetensors'), settle, log)
+      : undefined;
+    await closeSite();
     const sample = skip.has('sample') ? undefined : await sampleTimes(dir, Math.max(3, reps), log);
     const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
     const gguf = skip.has('gguf') ? undefined : await runGgufBench(dir, BENCH_MODEL, { runNode, runTimed, root, log, reps });
     const big = skip.has('big') ? undefined : await bigModelRuns(dir, reps, log, settle);
     const gpu = values.gpu ? await gpuBandwidth({ peakGBps, reps: Math.max(3, reps), log }) : undefined;
-    const results = { model, runs, sample, kernels, gguf, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
+    const results = { model, runs, pairs, sample, kernels, gguf, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
     if (gguf) printGgufTables(gguf);
     const failures = printTables(results);
     if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n');
     process.exitCode = failures ? 1 : 0;
   } finally {
+    await closeSite();
     await cleanup();
   }
   // The extraction bench (its own model), here so that `npm run bench -- ARGS` gives ARGS to this script.
