@@ -45,7 +45,7 @@ export function blobByteSource(blob: Blob, name: string = (blob as File).name ??
      * that cost 5–6 s of CPU against 1.5–2 s when the same three buffers are filled again and
      * again. A stream per slice costs the browser a new data pipe and reader each time: one stream
      * for the whole run took the browser process from 2.1–2.2 s of CPU to 1.2–1.3 s, and the page's
-     * merge from 4.5–5.4 s to 3.8–4.5 s (the same 0.97 GB file, three runs each).
+     * merge of that file from a median 4.67 s to 4.08 s (five pairs, as `bench/run.mjs --pairs 5`).
      */
     readTransferring(offset: number, length: number, buffer: ArrayBuffer): Promise<Uint8Array> {
       // Calls are served one at a time, in order: a run's stream is read by one caller at a time.
