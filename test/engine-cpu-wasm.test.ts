@@ -11,6 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FloatDType } from '../src/dtype.js';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
+import { runWorkerJob, type PoolJob } from '../src/engine/cpu/cpu-worker-protocol.js';
+import { RowBlockPool, type PoolWorker } from '../src/engine/cpu/row-block-pool.js';
 import { createWasmKernel, paddedCols, wasmSimdAvailable } from '../src/engine/cpu/wasm-kernel.js';
 import type { MergeOp } from '../src/engine/merge-op.js';
 import { REPO_ROOT } from './helpers/cli.js';
@@ -246,5 +248,51 @@ describe('WASM merges on worker threads', () => {
     const other = new CpuWorkerPool(pathToFileURL(workerScript), 2);
     other.dispose();
     await expect(new CpuBackend('test', { pool: other }).merge(randomOp(60, { rows: 300, cols: 300, ranks: [4] }))).rejects.toThrow(/disposed/);
+  });
+});
+
+describe('what the pool posts to its workers', () => {
+  /** Typed arrays anywhere in a job, with the path to each. */
+  function typedArrays(value: unknown, path = 'job'): [string, ArrayBufferView][] {
+    if (ArrayBuffer.isView(value)) return [[path, value]];
+    if (!value || typeof value !== 'object' || value instanceof SharedArrayBuffer) return [];
+    return Object.entries(value).flatMap(([k, v]) => typedArrays(v, `${path}.${k}`));
+  }
+
+  it('every array in a job is a view of shared memory (posted by reference, not copied), and the merges stay exact', async () => {
+    // Workers that run the real job handler on this thread and keep every job they are given.
+    const posted: PoolJob[] = [];
+    const kernel = createWasmKernel();
+    const workers: PoolWorker[] = [0, 1].map(() => {
+      let reply: (r: Awaited<ReturnType<typeof runWorkerJob>>) => void = () => {};
+      let queue = Promise.resolve();
+      return {
+        post: (job) => {
+          posted.push(job);
+          queue = queue.then(async () => reply(await runWorkerJob(kernel, job)));
+        },
+        listen: (onReply) => { reply = onReply; },
+        hold: () => {},
+        terminate: () => {},
+      };
+    });
+    const pool = new RowBlockPool(workers, () => new Promise((r) => setTimeout(r, 0)), false);
+    const backend = new CpuBackend('test', { pool });
+    const specs: OpSpec[] = [
+      { rows: 301, cols: 517, baseDtype: 'BF16', outDtype: 'BF16', ranks: [16, 3] },
+      { rows: 129, cols: 1003, baseDtype: 'F32', outDtype: 'F16', ranks: [1], layout: 'in-out' },
+      { rows: 64, cols: 70, baseDtype: 'F16', outDtype: 'F32', ranks: [40] },
+    ];
+    for (const [i, spec] of specs.entries()) {
+      const op = randomOp(70 + i, spec);
+      expectAccurate(op, await backend.merge(op));
+    }
+    expect(posted.length).toBeGreaterThanOrEqual(specs.length * 2);
+    const arrays = posted.flatMap((job) => typedArrays(job));
+    expect(arrays.some(([path]) => path === 'job.left')).toBe(true);
+    expect(arrays.some(([path]) => path === 'job.right')).toBe(true);
+    expect(arrays.some(([path]) => path === 'job.certify.gnl')).toBe(true);
+    for (const [path, view] of arrays) expect(view.buffer instanceof SharedArrayBuffer, path).toBe(true);
+    backend.dispose();
   });
 });

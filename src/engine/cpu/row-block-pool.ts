@@ -56,6 +56,54 @@ interface Place {
   offset: number;
 }
 
+/**
+ * A SharedArrayBuffer lent to one call at a time and kept for the next; a call that finds it lent
+ * out gets one of its own. Reused rather than allocated per call: fresh memory costs page faults.
+ */
+class SharedScratch {
+  private buffer: SharedArrayBuffer | undefined;
+  private lent = false;
+
+  /** At least `bytes` of shared memory; `release()` once no job reads or writes it any more. */
+  take(bytes: number): { buffer: SharedArrayBuffer; release(): void } {
+    if (this.lent) return { buffer: new SharedArrayBuffer(bytes), release: () => {} };
+    if (!this.buffer || this.buffer.byteLength < bytes) this.buffer = new SharedArrayBuffer(bytes);
+    this.lent = true;
+    return { buffer: this.buffer, release: () => (this.lent = false) };
+  }
+}
+
+type Floats = Float32Array | Float64Array;
+
+/** A copy of `values` at byte `at` of `buffer`, as the same kind of array. */
+function copyInto<T extends Floats>(values: T, buffer: SharedArrayBuffer, at: number): T {
+  const view = (values instanceof Float64Array ? new Float64Array(buffer, at, values.length) : new Float32Array(buffer, at, values.length)) as T;
+  view.set(values);
+  return view;
+}
+
+/** The next multiple of 16 (every view's offset stays aligned for f64). */
+const align16 = (bytes: number) => (bytes + 15) & ~15;
+
+/**
+ * The arrays a plan's jobs carry, copied once into shared memory: a job then posts views of them,
+ * which go by reference, where a slice of each went by copy in every message (0.97 GB page merge:
+ * about 700 jobs, each serialized, copied into fresh memory and deserialized by a worker).
+ */
+interface SharedFactors {
+  left: Floats;
+  gnl?: Floats;
+  /** W's scale factors (per row of the op, or per column). */
+  wScale?: Float64Array;
+}
+
+/** The right factor and its column norms in shared memory, for the tensor whose key this is. */
+interface SharedRight {
+  key: number;
+  right: Float32Array;
+  nr?: Floats;
+}
+
 /** Lets other callbacks run between the calling thread's blocks. */
 export type YieldToEvents = () => Promise<void>;
 
@@ -68,8 +116,9 @@ export class RowBlockPool implements CpuMergePool {
   readonly threads: number;
   private slots: Slot[];
   private nextId = 1;
-  private shared: SharedArrayBuffer | undefined;
-  private sharedBusy = false;
+  private readonly scratch = new SharedScratch();
+  private readonly factorScratch = new SharedScratch();
+  private sharedRight: SharedRight | undefined;
   private broken: Error | undefined;
   /**
    * Blocks sent to workers, and how many of them carried a right factor (once per worker and
@@ -126,15 +175,32 @@ export class RowBlockPool implements CpuMergePool {
     });
   }
 
-  /** One scratch buffer for W and the output, reused unless another merge holds it. */
-  private takeShared(bytes: number): SharedArrayBuffer {
-    if (this.sharedBusy || !this.shared || this.shared.byteLength < bytes) {
-      const buffer = new SharedArrayBuffer(bytes);
-      if (this.sharedBusy) return buffer;
-      this.shared = buffer;
+  /** The plan's left factor, row bounds and W scale in shared memory (see {@link SharedFactors}). */
+  private shareFactors(plan: PlainPlan): { factors: SharedFactors; release(): void } {
+    const { left, gnl } = plan.slab;
+    const certified = plan.mode !== 'f64-values';
+    const scale = plan.wScale?.factors;
+    const gnlAt = align16(left.byteLength);
+    const scaleAt = align16(gnlAt + (certified ? gnl.byteLength : 0));
+    const lent = this.factorScratch.take(scaleAt + (scale ? scale.byteLength : 0));
+    const factors: SharedFactors = {
+      left: copyInto(left, lent.buffer, 0),
+      ...(certified ? { gnl: copyInto(gnl, lent.buffer, gnlAt) } : {}),
+      ...(scale ? { wScale: copyInto(scale, lent.buffer, scaleAt) } : {}),
+    };
+    return { factors, release: lent.release };
+  }
+
+  /** The tensor's right factor and norms in shared memory, copied when the tensor changes. */
+  private shareRight(plan: PlainPlan, right: Float32Array, nr: Floats | undefined): SharedRight {
+    const key = rightKeyOf(plan);
+    if (this.sharedRight?.key !== key || (nr && !this.sharedRight.nr)) {
+      // A buffer per tensor: jobs of the last one may still be reading theirs.
+      const nrAt = align16(right.byteLength);
+      const buffer = new SharedArrayBuffer(nrAt + (nr ? nr.byteLength : 0));
+      this.sharedRight = { key, right: copyInto(right, buffer, 0), ...(nr ? { nr: copyInto(nr, buffer, nrAt) } : {}) };
     }
-    this.sharedBusy = true;
-    return this.shared;
+    return this.sharedRight;
   }
 
   async merge(plan: PlainPlan, stats: CertificationStats, signal?: AbortSignal, takeOutput: TakeOutput = freshOutput): Promise<Uint8Array> {
@@ -152,8 +218,9 @@ export class RowBlockPool implements CpuMergePool {
     const outInPlace = plan.mode !== 'f64-values' && out.buffer instanceof SharedArrayBuffer;
     const wScratchBytes = wInPlace ? 0 : (w.byteLength + 15) & ~15;
     const scratchBytes = wScratchBytes + (outInPlace ? 0 : rows * cols * kb);
-    const scratch = scratchBytes > 0 ? this.takeShared(scratchBytes) : undefined;
-    const ownsShared = scratch !== undefined && scratch === this.shared;
+    const lent = scratchBytes > 0 ? this.scratch.take(scratchBytes) : undefined;
+    const scratch = lent?.buffer;
+    const shared = this.slots.length > 0 ? this.shareFactors(plan) : undefined;
     const wAt: Place = wInPlace ? { buffer: w.buffer as SharedArrayBuffer, offset: w.byteOffset } : { buffer: scratch!, offset: 0 };
     const kAt: Place = outInPlace ? { buffer: out.buffer as SharedArrayBuffer, offset: out.byteOffset } : { buffer: scratch!, offset: wScratchBytes };
     try {
@@ -172,7 +239,7 @@ export class RowBlockPool implements CpuMergePool {
       };
       const drain = async (slot: Slot): Promise<void> => {
         for (let block = take(); block; block = take()) {
-          const reply = await this.run(slot, this.job(plan, slot, wAt, kAt, block[0], block[1]));
+          const reply = await this.run(slot, this.job(plan, shared!.factors, slot, wAt, kAt, block[0], block[1]));
           if ('error' in reply) throw new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`);
           if (!reply.finite) finite = false;
           settle(block[0], block[1], reply.listed);
@@ -195,7 +262,8 @@ export class RowBlockPool implements CpuMergePool {
       if (!finite && holdsNonFinite(out, op.outDtype)) throw nonFiniteError(op.name, op.outDtype);
       return out;
     } finally {
-      if (ownsShared) this.sharedBusy = false;
+      lent?.release();
+      shared?.release();
     }
   }
 
@@ -279,8 +347,8 @@ export class RowBlockPool implements CpuMergePool {
     const blocks = values.length / blockSize;
     const srcBytes = values.byteLength;
     const dstOffset = (srcBytes + 15) & ~15;
-    const shared = this.takeShared(dstOffset + blocks * blockBytes);
-    const ownsShared = shared === this.shared;
+    const lent = this.scratch.take(dstOffset + blocks * blockBytes);
+    const shared = lent.buffer;
     try {
       new Float32Array(shared, 0, values.length).set(values);
       // Pieces of 16 KiB of output at least; two per thread even out uneven progress.
@@ -309,21 +377,26 @@ export class RowBlockPool implements CpuMergePool {
       if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled');
       return new Uint8Array(shared, dstOffset, blocks * blockBytes).slice();
     } finally {
-      if (ownsShared) this.sharedBusy = false;
+      lent.release();
     }
   }
 
-  private job(plan: PlainPlan, slot: Slot, wAt: Place, kAt: Place, r0: number, n: number): WorkerJob {
+  private job(plan: PlainPlan, factors: SharedFactors, slot: Slot, wAt: Place, kAt: Place, r0: number, n: number): WorkerJob {
     const key = rightKeyOf(plan);
     const sendRight = slot.rightKey !== key;
     slot.rightKey = key;
     this.sent.blocks++;
     if (sendRight) this.sent.rightFactors++;
-    // W and the output go by their place in shared memory; the rest is copied (posting a view would copy its whole buffer).
-    const { w, left, certify, wScale, ...block } = planJob(plan, r0, n, sendRight);
+    // Everything goes as views of shared memory, by reference: W and the output where they lie,
+    // the factors as shareFactors and shareRight put them (a view of other memory would be copied,
+    // with its whole buffer).
+    const { w, left, certify, wScale, right, ...block } = planJob(plan, r0, n, sendRight);
     const kb = plan.kernelOutBytes;
+    const shared = right ? this.shareRight(plan, right, certify?.nr) : undefined;
+    const rank = plan.tf.rank;
     return {
       ...block,
+      ...(shared ? { right: shared.right } : {}),
       id: this.nextId++,
       wBuffer: wAt.buffer,
       wOffset: wAt.offset + w.byteOffset - plan.w.data.byteOffset,
@@ -331,9 +404,9 @@ export class RowBlockPool implements CpuMergePool {
       outBuffer: kAt.buffer,
       outOffset: kAt.offset + r0 * plan.p.op.cols * kb,
       outLength: n * plan.p.op.cols * kb,
-      left: left.slice(),
-      certify: certify && { gnl: certify.gnl.slice(), nr: certify.nr, u: certify.u },
-      ...(wScale ? { wScale: { axis: wScale.axis, factors: wScale.factors.slice() } } : {}),
+      left: factors.left.subarray(r0 * rank, r0 * rank + left.length),
+      certify: certify && { gnl: factors.gnl!.subarray(r0, r0 + n), nr: shared?.nr, u: certify.u },
+      ...(wScale ? { wScale: { axis: wScale.axis, factors: wScale.axis === 'row' ? factors.wScale!.subarray(r0, r0 + n) : factors.wScale! } } : {}),
     };
   }
 
