@@ -21,7 +21,10 @@
  * `--pairs N`: then N alternating merges of the CLI (`auto`) and the page, each pair's ratio and their
  * median (bench/run.mjs pagePairs).
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
+ * `--layers N`: the bench model with N layers instead of 8 (20: 2.02 GB), to see how the timings
+ * scale with the model's size.
+ *
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N] [--layers N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -263,9 +266,13 @@ async function main() {
       reps: { type: 'string', default: '1' }, skip: { type: 'string', default: '' }, json: { type: 'string' },
       gpu: { type: 'boolean', default: false }, 'gpu-bandwidth': { type: 'string' },
       'settle-ms': { type: 'string', default: String(DEFAULT_SETTLE_MS) }, pairs: { type: 'string', default: '0' },
+      layers: { type: 'string', default: String(BENCH_MODEL.layers) },
     },
   });
   const reps = Math.max(1, Number(values.reps) || 1);
+  const layers = Number(values.layers);
+  if (!Number.isInteger(layers) || layers < 1) throw new Error(`--layers takes the bench model's number of layers (a positive integer), not "${values.layers}"`);
+  const benchModel = { ...BENCH_MODEL, layers };
   const settleMs = Math.max(0, Number(values['settle-ms']) || 0);
   const settle = () => new Promise((resolve) => setTimeout(resolve, settleMs));
   const peakGBps = values['gpu-bandwidth'] === undefined ? undefined : Number(values['gpu-bandwidth']);
@@ -279,9 +286,9 @@ async function main() {
     const started = performance.now();
     log(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`);
     const t0 = performance.now();
-    const base = await writeBaseModel(join(dir, 'base'));
-    const adapter = await writeAdapter(join(dir, 'adapter'));
-    const model = { ...BENCH_MODEL, baseBytes: base.bytes, adapterBytes: adapter.bytes, generateSeconds: (performance.now() - t0) / 1000 };
+    const base = await writeBaseModel(join(dir, 'base'), benchModel);
+    const adapter = await writeAdapter(join(dir, 'adapter'), benchModel);
+    const model = { ...benchModel, baseBytes: base.bytes, adapterBytes: adapter.bytes, generateSeconds: (performance.now() - t0) / 1000 };
     log(`model: ${(base.bytes / 1e9).toFixed(3)} GB f16, adapter ${(adapter.bytes / 1e6).toFixed(1)} MB (written in ${model.generateSeconds.toFixed(1)} s)`);
 
     const runs = [];
