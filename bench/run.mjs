@@ -352,4 +352,8 @@ async function main() {
   }
 }
 
-await main();
+// A wrong option or a failed run: one line, not a stack trace.
+await main().catch((e) => {
+  process.stderr.write(`error: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exitCode = 1;
+});
