@@ -7,8 +7,8 @@
 /**
  * Tensors in one safetensors file, and in one base model over all its shards. Real files hold a few
  * thousand; the largest mixture-of-experts models about 75 000 in bf16 (about 140 000 in fp8, a scale
- * beside every weight). 100 000 tiny tensors merge in 265 MiB, 140 000 in about 360 MiB, but
- * `inspect` of 140 000 peaks near 420 MiB and both pass 500 MiB at 200 000 (README, Limits).
+ * beside every weight). 100 000 tiny tensors merge in 265–280 MiB; 140 000 peak at 440–470 MiB
+ * (`inspect` 400–420 MiB), and both pass 500 MiB at 200 000 (README, Limits).
  */
 export const MAX_TENSORS = 100_000;
 
