@@ -24,7 +24,7 @@ import type { PoolJob, WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
 import {
   finishJob, freshOutput, holdsNonFinite, nonFiniteError, planJob, rightKeyOf, rowsPerBlock, type PlainPlan, type TakeOutput,
 } from './plain-merge.js';
-import { createWasmKernel, type WasmKernel } from './wasm-kernel.js';
+import { align16, createWasmKernel, type WasmKernel } from './wasm-kernel.js';
 
 const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
 
@@ -81,9 +81,6 @@ function copyInto<T extends Floats>(values: T, buffer: SharedArrayBuffer, at: nu
   view.set(values);
   return view;
 }
-
-/** The next multiple of 16 (every view's offset stays aligned for f64). */
-const align16 = (bytes: number) => (bytes + 15) & ~15;
 
 /**
  * The arrays a plan's jobs carry, copied once into shared memory: a job then posts views of them,
@@ -216,7 +213,7 @@ export class RowBlockPool implements CpuMergePool {
     // scratch into `out`.
     const wInPlace = w.buffer instanceof SharedArrayBuffer;
     const outInPlace = plan.mode !== 'f64-values' && out.buffer instanceof SharedArrayBuffer;
-    const wScratchBytes = wInPlace ? 0 : (w.byteLength + 15) & ~15;
+    const wScratchBytes = wInPlace ? 0 : align16(w.byteLength);
     const scratchBytes = wScratchBytes + (outInPlace ? 0 : rows * cols * kb);
     const lent = scratchBytes > 0 ? this.scratch.take(scratchBytes) : undefined;
     const scratch = lent?.buffer;
@@ -346,7 +343,7 @@ export class RowBlockPool implements CpuMergePool {
     if (this.broken) throw this.broken;
     const blocks = values.length / blockSize;
     const srcBytes = values.byteLength;
-    const dstOffset = (srcBytes + 15) & ~15;
+    const dstOffset = align16(srcBytes);
     const lent = this.scratch.take(dstOffset + blocks * blockBytes);
     const shared = lent.buffer;
     try {

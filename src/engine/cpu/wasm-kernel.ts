@@ -103,7 +103,8 @@ interface KernelExports {
     left: number, rank: number, right: number, rightStride: number, scratch: number, cert: number, scale: number, scaleAxis: number): number;
 }
 
-const align16 = (n: number): number => (n + 15) & ~15;
+/** The next multiple of 16 (every view into memory the kernel reads stays aligned for f64). */
+export const align16 = (n: number): number => (n + 15) & ~15;
 const NO_LIST = new Uint32Array(0);
 
 export class WasmKernel {
