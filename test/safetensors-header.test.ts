@@ -74,6 +74,20 @@ describe('safetensors header reader', () => {
     );
   });
 
+  it('reads integers of every length as JSON.parse does, with fractions, exponents and signs', () => {
+    // Plain integers of up to 15 digits take a path of their own; 15 to 17 digits and 2^53 are its edges.
+    const texts = ['0', '7', '999999999999999', '1000000000000000', '9007199254740991', '9007199254740993', '123456789012345678901',
+      '-0', '-12', '1.5', '10e3', '1E+2', '0.000001', '2e-7', '100000000000000.5'];
+    const gen = fc.oneof(fc.constantFrom(...texts), fc.bigInt({ min: 0n, max: 10n ** 22n }).map(String));
+    fc.assert(
+      fc.property(fc.array(gen, { minLength: 1, maxLength: 4 }), (numbers) => {
+        const text = `{"t":{"dtype":"F32","shape":[${numbers.join(',')}],"data_offsets":[${numbers[0]},${numbers[numbers.length - 1]}]}}`;
+        expect(readerView(encode(text)).entries).toEqual(reference(text)!.entries);
+      }),
+      { seed: 13, numRuns: 300 },
+    );
+  });
+
   it('agrees with JSON.parse or refuses cleanly, on random mutations', () => {
     fc.assert(
       fc.property(header, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 4 }), fc.nat(), (h, edits, cut) => {

@@ -200,7 +200,9 @@ class HeaderReader {
         if (next !== 0x2c) this.syntax(`expected "," or "${isArray ? ']' : '}'}"`, this.at - 1);
       }
       if (tooBig) return TOO_BIG;
-      return isArray ? out : Object.fromEntries(obj);
+      // slice: an array grown by push keeps spare capacity (about 150 bytes for a shape of two),
+      // and a header holds two arrays per tensor.
+      return isArray ? out.slice() : Object.fromEntries(obj);
     }
     return this.literal();
   }
@@ -258,36 +260,50 @@ class HeaderReader {
   private literal(evaluate = true): unknown {
     const b = this.bytes;
     const start = this.at;
-    for (const [word, value] of [['true', true], ['false', false], ['null', null]] as const) {
-      if (b[start] === word.charCodeAt(0)) {
-        for (let i = 0; i < word.length; i++) if (b[start + i] !== word.charCodeAt(i)) this.syntax(`unexpected "${this.charAt(start)}"`, start);
-        this.at += word.length;
-        return value;
-      }
+    const word = b[start] === 0x74 ? 'true' : b[start] === 0x66 ? 'false' : b[start] === 0x6e ? 'null' : undefined;
+    if (word !== undefined) {
+      for (let i = 0; i < word.length; i++) if (b[start + i] !== word.charCodeAt(i)) this.syntax(`unexpected "${this.charAt(start)}"`, start);
+      this.at += word.length;
+      return word === 'null' ? null : word === 'true';
     }
     // -?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?
     let i = start;
-    const digits = () => {
-      const from = i;
-      while (b[i] >= 0x30 && b[i] <= 0x39) i++;
-      return i - from;
-    };
     if (b[i] === 0x2d) i++;
+    const integerStart = i;
     if (b[i] === 0x30) i++;
-    else if (digits() === 0) this.syntax(start < b.length ? `unexpected "${this.charAt(start)}"` : 'unexpected end', start);
+    else if ((i = this.digitsEnd(i)) === integerStart) {
+      this.syntax(start < b.length ? `unexpected "${this.charAt(start)}"` : 'unexpected end', start);
+    }
+    const integerEnd = i;
     if (b[i] === 0x2e) {
-      i++;
-      if (digits() === 0) this.syntax('a digit must follow "."', i);
+      const from = ++i;
+      if ((i = this.digitsEnd(i)) === from) this.syntax('a digit must follow "."', i);
     }
     if (b[i] === 0x65 || b[i] === 0x45) {
       i++;
       if (b[i] === 0x2b || b[i] === 0x2d) i++;
-      if (digits() === 0) this.syntax('a digit must follow the exponent', i);
+      const from = i;
+      if ((i = this.digitsEnd(i)) === from) this.syntax('a digit must follow the exponent', i);
     }
     this.at = i;
+    if (!evaluate) return NaN;
+    // A plain integer of up to 15 digits (every shape and offset) is summed exactly here: building
+    // a string for each was most of what a header of 100 000 tensors allocated.
+    if (i === integerEnd && b[start] !== 0x2d && i - start <= 15) {
+      let value = 0;
+      for (let k = start; k < i; k++) value = value * 10 + (b[k] - 0x30);
+      return value;
+    }
     // No integer a header needs has more than 20 digits; longer literals are never exact integers.
-    if (!evaluate || i - start > 400) return NaN;
+    if (i - start > 400) return NaN;
     return Number(String.fromCharCode(...b.subarray(start, i)));
+  }
+
+  /** The index after the run of decimal digits that begins at `i`. */
+  private digitsEnd(i: number): number {
+    const b = this.bytes;
+    while (b[i] >= 0x30 && b[i] <= 0x39) i++;
+    return i;
   }
 
   /** Byte length of the string literal at `at` (quotes excluded), without moving. */

@@ -46,8 +46,9 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
       `${file}: header claims ${headerLength} bytes but the file has only ${source.size - 8} after the length prefix`,
     );
   }
-  const header = parseSafetensorsHeader(file, await source.read(8, Number(headerLength)));
-  const { entries, metadata } = parseEntries(file, header);
+  // The parsed header is not kept in a variable: this async function's locals live until it
+  // returns, and the header's objects would double the memory of a file of many tensors.
+  const { entries, metadata } = parseEntries(file, parseSafetensorsHeader(file, await source.read(8, Number(headerLength))));
   checkLayout(file, entries, dataStart, source.size);
   return new ParsedSafetensors(source, entries, metadata, dataStart);
 }
@@ -91,8 +92,7 @@ function parseEntry(file: string, name: string, value: unknown): RawEntry {
     }
   }
   if (end < begin) throw new MergeError('INVALID_OFFSET', `${where}: data_offsets [${begin}, ${end}] end before they begin`);
-  // A copy of its exact length: the parser's array keeps spare capacity (about 150 bytes a tensor).
-  return { name, dtype, shape: (shape as number[]).slice(), begin, end };
+  return { name, dtype, shape: shape as number[], begin, end };
 }
 
 /** Shape × dtype width must equal the span; BigInt because the product may pass 2^53. */
