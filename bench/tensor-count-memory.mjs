@@ -3,7 +3,9 @@
  * mixture-of-experts checkpoint's (model.layers.NN.mlp.experts.NNN.gate_proj.weight), with an
  * adapter on one of them: the memory MAX_TENSORS bounds. Run after `npm run build:lib`:
  *   node bench/tensor-count-memory.mjs 50000,100000
- * Counts above MAX_TENSORS are refused (and measured as such).
+ * Counts above MAX_TENSORS are refused (and measured as such). `--shards S` splits the base into S
+ * files with a model.safetensors.index.json, as a large checkpoint is shipped:
+ *   node bench/tensor-count-memory.mjs 140000 --shards 61
  */
 import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
@@ -32,15 +34,37 @@ function writeSparse(path, parts, dataBytes) {
 
 const name = (j) => `model.layers.${String(Math.floor(j / 3000)).padStart(2, '0')}.mlp.experts.${String(Math.floor(j / 3) % 1000).padStart(3, '0')}.${['gate_proj', 'up_proj', 'down_proj'][j % 3]}.weight`;
 
-function header(count) {
+/** The header of tensors [from, to): each BF16 [1, 1], two bytes. */
+function header(from, to) {
   const parts = ['{'];
-  for (let i = 0; i < count; i += 10_000) {
+  for (let i = from; i < to; i += 10_000) {
     const chunk = [];
-    for (let j = i; j < Math.min(count, i + 10_000); j++) chunk.push(`${j ? ',' : ''}"${name(j)}":{"dtype":"BF16","shape":[1,1],"data_offsets":[${j * 2},${j * 2 + 2}]}`);
+    for (let j = i; j < Math.min(to, i + 10_000); j++) chunk.push(`${j > from ? ',' : ''}"${name(j)}":{"dtype":"BF16","shape":[1,1],"data_offsets":[${(j - from) * 2},${(j - from) * 2 + 2}]}`);
     parts.push(chunk.join(''));
   }
   parts.push('}');
   return parts;
+}
+
+/** The base: one file, or `shards` files and their index in a folder. */
+function writeBase(count, shards) {
+  if (shards <= 1) {
+    const path = join(dir, `base-${count}.safetensors`);
+    writeSparse(path, header(0, count), count * 2);
+    return path;
+  }
+  const folder = join(dir, `base-${count}`);
+  mkdirSync(folder);
+  const weightMap = {};
+  for (let s = 0; s < shards; s++) {
+    const from = Math.floor((count * s) / shards);
+    const to = Math.floor((count * (s + 1)) / shards);
+    const file = `model-${String(s + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
+    writeSparse(join(folder, file), header(from, to), (to - from) * 2);
+    for (let j = from; j < to; j++) weightMap[name(j)] = file;
+  }
+  writeFileSync(join(folder, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: count * 2 }, weight_map: weightMap }));
+  return folder;
 }
 
 const module = name(0).replace(/\.weight$/, '');
@@ -52,10 +76,13 @@ writeSparse(join(dir, 'adapter', 'adapter_model.safetensors'), [JSON.stringify({
 })], 8);
 
 try {
-  for (const count of (process.argv[2] ?? '50000,100000').split(',').map(Number)) {
-    const base = join(dir, `base-${count}.safetensors`);
-    writeSparse(base, header(count), count * 2);
-    const out = join(dir, `merged-${count}.safetensors`);
+  const shardsAt = process.argv.indexOf('--shards');
+  const shards = shardsAt > 0 ? Number(process.argv[shardsAt + 1]) : 1;
+  if (!Number.isInteger(shards) || shards < 1) throw new Error(`--shards takes a positive integer, not "${process.argv[shardsAt + 1]}"`);
+  const counts = process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : '50000,100000';
+  for (const count of counts.split(',').map(Number)) {
+    const base = writeBase(count, shards);
+    const out = join(dir, shards > 1 ? `merged-${count}` : `merged-${count}.safetensors`);
     for (const args of [['inspect', base], ['merge', '--base', base, '--adapter', join(dir, 'adapter'), '--out', out, '--backend', 'cpu']]) {
       const rssFile = join(dir, 'rss.txt');
       rmSync(rssFile, { force: true });
@@ -67,8 +94,8 @@ try {
       const error = run.stderr.split('\n').find((l) => l.startsWith('error: ')) ?? '';
       console.log(`${count} tensors, ${args[0]}: exit ${run.status}, peak RSS ${peakMiB.toFixed(0)} MiB, ${((Date.now() - started) / 1000).toFixed(1)} s ${error}`);
     }
-    rmSync(base);
-    rmSync(out, { force: true });
+    rmSync(base, { recursive: true });
+    rmSync(out, { recursive: true, force: true });
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -59,6 +59,32 @@ describe('Node byte source', () => {
     await source.close();
   });
 
+  it('reads exactly whatever the pattern: runs of small reads (served from one block), jumps, large reads, into given buffers', async () => {
+    const size = 300_000;
+    const want = new Uint8Array(size);
+    const random = seededRandom(41);
+    for (let i = 0; i < size; i++) want[i] = Math.floor(random() * 256);
+    const dir = tempDir({ 'w.bin': want });
+    for (let round = 0; round < 4; round++) {
+      const source = await openNodeByteSource(join(dir, 'w.bin'));
+      let at = 0;
+      for (let op = 0; op < 400; op++) {
+        const kind = random();
+        // Mostly runs of tiny tensors (a few bytes to 20 KB, across the 16 KiB cut), some jumps, some slabs.
+        if (kind < 0.1) at = Math.floor(random() * size);
+        const length = Math.min(size - at, kind < 0.8 ? Math.floor(random() * (random() < 0.5 ? 64 : 20_000)) : Math.floor(random() * 200_000));
+        const into = random() < 0.3 ? new Uint8Array(length) : undefined;
+        const got = await source.read(at, length, into);
+        expect(got.byteLength).toBe(length);
+        if (into) expect(got).toBe(into);
+        expect(Buffer.from(got).equals(Buffer.from(want.subarray(at, at + length))), `read ${at}+${length}`).toBe(true);
+        got.fill(0xee); // the caller owns what a read returns: the next read must not see this
+        at = at + length >= size ? 0 : at + length;
+      }
+      await source.close();
+    }
+  });
+
   it('reports a missing file as not found', async () => {
     expect(await codeOf(openNodeByteSource(join(tempDir(), 'nope.safetensors')))).toBe('NOT_FOUND');
   });
@@ -124,6 +150,29 @@ describe('Node output target', () => {
     await target.commit();
     expect(new Uint8Array(readFileSync(out))).toEqual(new Uint8Array([...bytes(10), ...bytes(5, 7)]));
     expect(readdirSync(dir)).toEqual(['old.safetensors']);
+  });
+
+  it('writes chunks of every size in order, small ones gathered; a chunk may be reused once its write resolves', async () => {
+    const dir = tempDir();
+    const out = join(dir, 'out.bin');
+    const target = await createNodeOutputTarget(out, 'file', []);
+    const sink = await target.createFile('out.bin');
+    const random = seededRandom(42);
+    const parts: Uint8Array[] = [];
+    for (let i = 0; i < 600; i++) {
+      // Runs of tiny chunks (fp8 scales) between slabs, and enough of them to fill the 1 MiB gather buffer.
+      const length = random() < 0.85 ? Math.floor(random() * (random() < 0.5 ? 16 : 60_000)) : 64 * 1024 + Math.floor(random() * 300_000);
+      const chunk = new Uint8Array(length);
+      for (let k = 0; k < length; k++) chunk[k] = Math.floor(random() * 256);
+      parts.push(chunk.slice());
+      await sink.write(chunk);
+      chunk.fill(0xee); // reused by the caller, as the merge's slab pool does
+    }
+    await sink.close();
+    await target.commit();
+    const written = readFileSync(out);
+    expect(written.byteLength).toBe(parts.reduce((n, p) => n + p.byteLength, 0));
+    expect(written.equals(Buffer.concat(parts))).toBe(true);
   });
 
   it('leaves nothing behind on abort, for files and folders', async () => {

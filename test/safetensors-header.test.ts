@@ -125,7 +125,7 @@ describe('safetensors header reader', () => {
     const shallow = `{"a":{"x":${'['.repeat(MAX_HEADER_NESTING - 4)}${']'.repeat(MAX_HEADER_NESTING - 4)}}}`;
     expect(code(shallow)).toBe('accepted');
     const many = `{${Array.from({ length: MAX_TENSORS + 1 }, (_, i) => `"t${i}":{}`).join(',')}}`;
-    expect(code(many)).toMatch(/LIMIT_EXCEEDED: h: more than 100000 tensors in one file \(the limit MAX_TENSORS\)/);
+    expect(code(many)).toMatch(/LIMIT_EXCEEDED: h: more than 160000 tensors in one file \(the limit MAX_TENSORS\)/);
     expect(code(`{"a":{"shape":[${Array(40).fill(1).join(',')}]}}`)).toMatch(/INVALID_SHAPE: .*more than 32 dimensions/);
     expect(code(`{"${'n'.repeat(5000)}":{}}`)).toMatch(/LIMIT_EXCEEDED: .*5000 bytes, above the limit of 4096/);
     expect(code('{"a":{}} x')).toMatch(/not valid JSON/);

@@ -67,16 +67,8 @@ export function baseModelView(inner: SafetensorsBaseModel, shards: readonly View
     };
   });
 
-  // Every index maps the view's tensors of its shards, by their names in the files.
-  const indexes: BaseIndexFile[] = inner.indexes.map((file) => {
-    const folder = file.path.includes('/') ? file.path.slice(0, file.path.lastIndexOf('/') + 1) : '';
-    const weightMap: Record<string, string> = {};
-    for (const shard of viewShards) {
-      if (!file.shards.includes(shard.path)) continue;
-      for (const t of shard.tensors) weightMap[t.name] = shard.path.slice(folder.length);
-    }
-    return { ...file, index: { ...file.index, weight_map: weightMap } };
-  });
+  // Each index's weight map is made from the output's shards when it is written (safetensors-container.ts).
+  const indexes = inner.indexes;
   const single = inner.index && inner.indexPath !== undefined ? indexes.find((i) => i.path === inner.indexPath) : undefined;
   const format = safetensorsContainer(inner.shards.map((s) => s.file), indexes);
 
@@ -97,7 +89,7 @@ export function baseModelView(inner: SafetensorsBaseModel, shards: readonly View
     tensors,
     shards: viewShards,
     indexes,
-    ...(single ? { indexPath: single.path, index: single.index } : {}),
+    ...(single ? { indexPath: single.path, index: single.fields } : {}),
     ...(inner.components ? { components: inner.components.map((c) => ({ ...c, keys: c.keys.filter((k) => tensors.has(k)) })) } : {}),
     ...(inner.valueScales ? { valueScales: inner.valueScales } : {}),
     warnings: inner.warnings,

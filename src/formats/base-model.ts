@@ -16,7 +16,7 @@ import { parseBoundedJson } from './bounded-json.js';
 import type { InputFileSet } from '../io/types.js';
 import type { BaseComponent, EncoderKind } from './base-components.js';
 import type { ContainerFormat, StoredShard } from './container.js';
-import { safetensorsContainer, type BaseIndexFile, type ShardIndex } from './safetensors-container.js';
+import { indexFields, safetensorsContainer, type BaseIndexFile, type ShardIndex } from './safetensors-container.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
@@ -102,8 +102,8 @@ export interface BaseModel {
 /** A safetensors base model: its shards' parsed files, and its index files. */
 export interface SafetensorsBaseModel extends BaseModel {
   readonly shards: readonly SafetensorsShard[];
-  /** The index's contents, when sharded with one (one model, not a pipeline). */
-  readonly index?: ShardIndex;
+  /** The index's fields other than its weight map, when sharded with one (one model, not a pipeline). */
+  readonly index?: BaseIndexFile['fields'];
   /** Every index file (a pipeline has one per sharded component). */
   readonly indexes: readonly BaseIndexFile[];
 }
@@ -171,7 +171,7 @@ async function openShards(
       }
       const indexPath = layout.indexPath ? at(layout.indexPath) : undefined;
       collectTensors(files.name, mine, indexPath, layout.index, tensors);
-      if (indexPath && layout.index) indexes.push({ path: indexPath, index: layout.index, shards: mine.map((m) => m.path) });
+      if (indexPath && layout.index) indexes.push({ path: indexPath, fields: indexFields(layout.index), shards: mine.map((m) => m.path) });
     }
     const single = parts.length === 1 ? indexes[0] : undefined;
     const model = new OpenedBaseModel(kind, files.name, tensors, shards, otherFiles, indexes, warnings, single);
@@ -393,7 +393,8 @@ class OpenedBaseModel implements SafetensorsBaseModel {
   valueScales?: ReadonlyMap<string, number>;
   components?: readonly BaseComponent[];
   readonly indexPath?: string;
-  readonly index?: ShardIndex;
+  /** The index's fields other than its weight map (see BaseIndexFile). */
+  readonly index?: BaseIndexFile['fields'];
   readonly format: ContainerFormat;
 
   constructor(
@@ -409,7 +410,7 @@ class OpenedBaseModel implements SafetensorsBaseModel {
     this.shardOf = new Map(shards.map((s) => [s.path, s]));
     if (single) {
       this.indexPath = single.path;
-      this.index = single.index;
+      this.index = single.fields;
     }
     this.format = safetensorsContainer(shards.map((s) => s.file), indexes);
   }

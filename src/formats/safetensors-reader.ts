@@ -95,16 +95,20 @@ function parseEntry(file: string, name: string, value: unknown): RawEntry {
   return { name, dtype, shape: shape as number[], begin, end };
 }
 
-/** Shape × dtype width must equal the span; BigInt because the product may pass 2^53. */
+/**
+ * Shape × dtype width must equal the span. Multiplied as doubles: a product whose exact value is
+ * below 2^53 comes out exact, and one past it comes out at least 2^53, above any span; BigInt only
+ * to name the exact size in the error.
+ */
 function checkSize(file: string, entry: RawEntry): void {
-  let elements = 1n;
-  for (const dim of entry.shape) elements *= BigInt(dim);
-  const expected = elements * BigInt(DTYPE_BYTES[entry.dtype]);
-  const actual = BigInt(entry.end - entry.begin);
+  let expected = DTYPE_BYTES[entry.dtype];
+  for (const dim of entry.shape) expected *= dim;
+  const actual = entry.end - entry.begin;
   if (expected !== actual) {
+    const exact = entry.shape.reduce((n, dim) => n * BigInt(dim), BigInt(DTYPE_BYTES[entry.dtype]));
     throw new MergeError(
       'SIZE_MISMATCH',
-      `${file}: tensor "${entry.name}" is ${entry.dtype} ${JSON.stringify(entry.shape)} (${expected} bytes) but its data_offsets span ${actual} bytes`,
+      `${file}: tensor "${entry.name}" is ${entry.dtype} ${JSON.stringify(entry.shape)} (${exact} bytes) but its data_offsets span ${actual} bytes`,
     );
   }
 }

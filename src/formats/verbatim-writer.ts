@@ -27,7 +27,6 @@ export async function createVerbatimWriter(sink: ByteSink, source: SafetensorsFi
     written += bytes.byteLength;
   };
   return {
-    entries: tensors,
     byteLength: source.source.size,
     writeTensor: write,
     writeChunk: write,

@@ -133,21 +133,24 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     tensors: shard.tensors.map((t) => {
       const type = outTypeOf(shard, t);
       const shape = outShapeOf(shard, t);
-      return { name: t.name, type, shape, byteLength: type === t.type && shape === t.shape ? t.byteLength : format.byteLength(type, product(shape)) };
+      // A tensor written as it is stored is described by its own entry (no second object per tensor).
+      if (type === t.type && shape === t.shape && t.writeType === undefined) return t;
+      return { name: t.name, type, shape, byteLength: format.byteLength(type, product(shape)) };
     }),
   }));
   // A pipeline component nothing changes is written byte for byte as it was ("mirrored"): its
   // tensors still stream through the copy checks, but its header is the source's own.
   const mirrored = base.shards.map((shard) => shard.mirrorIfUnchanged && shard.tensors.every((t) => !changed(keyOf(shard, t)) && outTypeOf(shard, t) === t.type));
 
-  const units: WorkUnit[] = [];
-  base.shards.forEach((shard, shardIndex) => {
-    for (const stored of shard.tensors) {
+  // Units are made as the pipeline reaches them, not held in a list: a checkpoint of 140 000
+  // tensors would keep two objects per tensor (about 17 MB) for the whole merge.
+  function* workUnits(): Generator<WorkUnit> {
+    for (const [shardIndex, shard] of base.shards.entries()) for (const stored of shard.tensors) {
       const key = keyOf(shard, stored);
       const tensor = base.tensors.get(key)!;
       const outType = outTypeOf(shard, stored);
-      const push = (action: Action, outBytes: number) =>
-        units.push({ shardIndex, file: shard.sourceName, tensor, storedName: stored.name, outType, action, outBytes });
+      const workUnit = (action: Action, outBytes: number): WorkUnit =>
+        ({ shardIndex, file: shard.sourceName, tensor, storedName: stored.name, outType, action, outBytes });
       const update = updates.get(key);
       const bias = biases.get(key);
       const replacement = replacements.get(key);
@@ -167,15 +170,15 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
         // Dropped once the tensor is written: kept, every tensor's factors would stay until the end.
         const release = () => (steps = undefined);
         for (const [rowStart, rowCount] of pieces(update.rows, rowsPerSlab)) {
-          push({ kind: 'update', update, rowStart, rowCount, steps: loadOnce, release }, format.byteLength(outType, rowCount * update.cols));
+          yield workUnit({ kind: 'update', update, rowStart, rowCount, steps: loadOnce, release }, format.byteLength(outType, rowCount * update.cols));
         }
       } else if (bias) {
-        push({ kind: 'bias', bias }, format.byteLength(outType, bias.length));
+        yield workUnit({ kind: 'bias', bias }, format.byteLength(outType, bias.length));
       } else if (replacement) {
         // Read from the adapter's file in row slabs, like any tensor.
         const [rows, cols] = rowsAndCols(replacement.shape);
         for (const [rowStart, rowCount] of pieces(rows, rowsPerSlabOf(cols * DTYPE_BYTES[replacement.tensor.dtype], replacement.rowBlock))) {
-          push({ kind: 'replace', replacement, rowStart, rowCount }, format.byteLength(outType, rowCount * cols));
+          yield workUnit({ kind: 'replace', replacement, rowStart, rowCount }, format.byteLength(outType, rowCount * cols));
         }
       } else if (rowSet) {
         let values: Promise<Map<number, Float32Array>> | undefined;
@@ -184,7 +187,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
         const cols = rowSet.shape[1];
         const rowBytes = startRows(prepared, stored.type, rowSet.source).rowBytes(cols);
         for (const [rowStart, rowCount] of pieces(rowSet.shape[0], rowsPerSlabOf(rowBytes))) {
-          push({ kind: 'rows', rowSet, rowStart, rowCount, values: loadOnce, release }, format.byteLength(outType, rowCount * cols));
+          yield workUnit({ kind: 'rows', rowSet, rowStart, rowCount, values: loadOnce, release }, format.byteLength(outType, rowCount * cols));
         }
       } else {
         // Copies go in chunks of whole elements (or blocks).
@@ -192,15 +195,16 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
         const chunk = Math.max(unit, Math.floor(slabBytes / unit) * unit);
         for (const [start, length] of pieces(stored.byteLength, chunk)) {
           const outBytes = outType === stored.type ? length : format.byteLength(outType, length / format.byteLength(stored.type, 1));
-          push({ kind: 'copy', start, length }, outBytes);
+          yield workUnit({ kind: 'copy', start, length }, outBytes);
         }
       }
     }
-  });
+  }
 
   const typeWarnings = requested ? format.outputTypeWarnings?.(base.shards, outShards, requested) ?? [] : [];
   const provenance = provenanceMetadata(prepared, requested);
-  const bytesTotal = units.reduce((sum, u) => sum + u.outBytes, 0);
+  let bytesTotal = 0;
+  for (const u of workUnits()) bytesTotal += u.outBytes;
   const tensorsTotal = base.tensors.size;
   let bytesDone = 0;
   let tensorsDone = 0;
@@ -230,7 +234,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     typeWarnings.forEach((w) => options.onWarning?.(w));
     emit('merge');
     await runPipelined<WorkUnit, Uint8Array, Uint8Array>(
-      units,
+      workUnits(),
       {
         read: async (unit) => {
           const input = await readUnit(prepared, unit, (bytes) => inputs.take(bytes));

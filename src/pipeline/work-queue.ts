@@ -12,24 +12,29 @@ export interface PipelineStages<Unit, Input, Output> {
 }
 
 export async function runPipelined<Unit, Input, Output>(
-  units: readonly Unit[],
+  units: Iterable<Unit>,
   stages: PipelineStages<Unit, Input, Output>,
   signal?: AbortSignal,
 ): Promise<void> {
-  if (units.length === 0) return;
-  let nextRead: Promise<Input> | undefined = stages.read(units[0]);
+  // Taken from the iterable one at a time, so a caller may make units as they are reached.
+  const order = units[Symbol.iterator]();
+  let current = order.next();
+  if (current.done) return;
+  let nextRead: Promise<Input> | undefined = stages.read(current.value);
   let pendingWrite: Promise<void> = Promise.resolve();
   try {
-    for (let i = 0; i < units.length; i++) {
+    while (!current.done) {
       throwIfAborted(signal);
+      const unit = current.value;
       const input: Input = await nextRead!;
-      nextRead = i + 1 < units.length ? stages.read(units[i + 1]) : undefined;
+      current = order.next();
+      nextRead = current.done ? undefined : stages.read(current.value);
       // A failed read ahead must not surface as an unhandled rejection while we compute.
       nextRead?.catch(() => {});
-      const output = await stages.compute(units[i], input);
+      const output = await stages.compute(unit, input);
       await pendingWrite;
       throwIfAborted(signal);
-      pendingWrite = stages.write(units[i], output);
+      pendingWrite = stages.write(unit, output);
       pendingWrite.catch(() => {});
     }
     await pendingWrite;
