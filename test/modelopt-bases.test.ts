@@ -356,3 +356,65 @@ describe('ModelOpt NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4)', () => {
       .rejects.toThrow(/q_proj\.weight is not an NVFP4 weight as ModelOpt writes it \(.*q_proj\.weight_scale has 6 scales per row for 208 inputs in groups of 16\)/);
   });
 });
+
+// --- ModelOpt KV-cache-only -------------------------------------------------------------------
+
+describe('ModelOpt config that quantizes only the KV cache (quant_algo null, kv_cache_quant_algo FP8)', () => {
+  const COLS = 75;
+  const ROWS: Record<string, number> = { [Q]: 40, [K]: 24, [V]: 24 };
+  const QUANT = { quant_algo: null, kv_cache_quant_algo: 'FP8', exclude_modules: ['lm_head'] };
+  // The weights stay bf16; the KV cache's scales sit beside k_proj and v_proj.
+  const tensors: FixtureTensor[] = [
+    ...[Q, K, V].map((m) => ({ name: `${m}.weight`, dtype: 'BF16' as const, shape: [ROWS[m], COLS], data: randomValues(ROWS[m] * COLS, rand, 0.5) })),
+    { name: `${K}.k_scale`, dtype: 'F32', shape: [], data: [0.0234375] },
+    { name: `${V}.v_scale`, dtype: 'F32', shape: [], data: [0.01171875] },
+  ];
+  const llama = { architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'bfloat16' };
+  const VARIANTS: Record<string, Record<string, Uint8Array | string>> = {
+    'hf_quant_config.json': {
+      'model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify(llama),
+      'hf_quant_config.json': JSON.stringify({ producer: { name: 'modelopt', version: '0.29.0' }, quantization: QUANT }),
+    },
+    'config.json quantization_config': {
+      'model.safetensors': buildSafetensors(tensors),
+      'config.json': JSON.stringify({ ...llama, quantization_config: { quant_method: 'modelopt', ...QUANT } }),
+    },
+  };
+  const adapter = adapterFolder(ROWS, COLS);
+  const lora = decodeSafetensors(adapter['adapter_model.safetensors'] as Uint8Array).tensors;
+
+  for (const [variant, base] of Object.entries(VARIANTS)) {
+    const original = decodeSafetensors(base['model.safetensors'] as Uint8Array).tensors;
+    for (const backendName of ['cpu', 'webgpu']) {
+      it(`${variant} on ${backendName}: the float weights merge exactly, the config and KV-cache scales are kept, and the plan says so`, async () => {
+        const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+        const notes = prepared.plan.notes;
+        await prepared.close();
+        expect(notes.some((n) => n.includes(`ModelOpt config (${variant === 'hf_quant_config.json' ? 'hf_quant_config.json' : 'config.json quantization_config'}) quantizes only the KV cache (kv_cache_quant_algo FP8)`)), JSON.stringify(notes)).toBe(true);
+        const { weights, config, paths } = await merge(base, adapter, backends[backendName]!);
+        // Kept, quantization_config included; the written dtype is also named as transformers 4.56+ reads it.
+        expect(config).toEqual({ ...JSON.parse(base['config.json'] as string), dtype: 'bfloat16' });
+        if (variant === 'hf_quant_config.json') expect(paths).toContain('hf_quant_config.json');
+        for (const m of [Q, V]) {
+          const w = original.get(`${m}.weight`)!;
+          const want = addLora(Float64Array.from(w.values), ROWS[m], COLS, lora, m).map((x) => roundForDType(x, 'BF16'));
+          const got = weights.get(`${m}.weight`)!;
+          expect(got.dtype).toBe('BF16');
+          const wrong = Array.from(got.values).findIndex((x, i) => x !== want[i]);
+          expect(wrong, `${m}: element ${wrong}`).toBe(-1);
+        }
+        for (const key of [`${K}.weight`, `${K}.k_scale`, `${V}.v_scale`]) expect(weights.get(key)!.bytes, key).toEqual(original.get(key)!.bytes);
+      });
+    }
+  }
+
+  it('a weight with a weight_scale beside it is still refused, whatever the config says', async () => {
+    const withScale = [...tensors, { name: `${Q}.weight_scale`, dtype: 'F32' as const, shape: [], data: [0.01] }];
+    const base = { ...VARIANTS['config.json quantization_config'], 'model.safetensors': buildSafetensors(withScale) };
+    const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+    const problems = prepared.plan.problems.map((p) => p.message);
+    await prepared.close();
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/module "model\.layers\.0\.self_attn\.q_proj": the base tensor model\.layers\.0\.self_attn\.q_proj\.weight is stored quantized, with its scale in model\.layers\.0\.self_attn\.q_proj\.weight_scale/);
+  });
+});

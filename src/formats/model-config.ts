@@ -51,6 +51,16 @@ export function languageModelField(config: ModelConfig | undefined, key: string)
 export function quantizationMethod(config: ModelConfig | undefined): string | undefined {
   const q = config?.raw.quantization_config;
   if (typeof q !== 'object' || q === null) return undefined;
-  const method = (q as Record<string, unknown>).quant_method;
+  const qc = q as Record<string, unknown>;
+  const method = qc.quant_method;
+  // A ModelOpt config without a quant_algo quantizes only the KV cache: the weights are floats.
+  if (typeof method === 'string' && method.toLowerCase().startsWith('modelopt') && modelOptWeightsUnquantized(qc)) return undefined;
   return typeof method === 'string' ? method : 'unknown';
+}
+
+/** A ModelOpt quantization (config.json's, or hf_quant_config.json's `quantization`) that names no weight algorithm. */
+export function modelOptWeightsUnquantized(q: Record<string, unknown>): boolean {
+  const inner = q.quantization;
+  const fields = typeof inner === 'object' && inner !== null && !Array.isArray(inner) ? (inner as Record<string, unknown>) : q;
+  return fields.quant_algo === undefined || fields.quant_algo === null;
 }

@@ -7,13 +7,15 @@
  */
 import type { InputFileSet } from '../io/types.js';
 import { parseBoundedJson } from './bounded-json.js';
-import type { ModelConfig } from './model-config.js';
+import { modelOptWeightsUnquantized, type ModelConfig } from './model-config.js';
 
 export const HF_QUANT_CONFIG_FILE = 'hf_quant_config.json';
 
 export interface ModelOptQuantization {
-  /** `FP8`, `NVFP4`, `FP8_PER_CHANNEL_PER_TOKEN`, … (upper-cased). */
+  /** `FP8`, `NVFP4`, `FP8_PER_CHANNEL_PER_TOKEN`, … (upper-cased); `NONE` when the weights are not quantized (a KV-cache-only config). */
   algo: string;
+  /** `kv_cache_quant_algo` (upper-cased), when there is one. */
+  kvCache?: string;
   /** NVFP4's group of inputs per block scale (16). */
   groupSize?: number;
   /** hf_quant_config.json when the folder has one: a dequantized model must not keep it. */
@@ -34,7 +36,8 @@ export async function readModelOptQuantization(files: InputFileSet, config: Mode
     : undefined;
   const q = fromConfig ?? fromFile;
   if (!q) return undefined;
-  const algo = typeof q.quant_algo === 'string' ? q.quant_algo.toUpperCase() : 'unknown';
+  const algo = typeof q.quant_algo === 'string' ? q.quant_algo.toUpperCase() : modelOptWeightsUnquantized(q) ? 'NONE' : 'unknown';
+  const kvCache = typeof q.kv_cache_quant_algo === 'string' ? q.kv_cache_quant_algo.toUpperCase() : undefined;
   const group = q.group_size;
-  return { algo, ...(typeof group === 'number' ? { groupSize: group } : {}), ...(file ? { file } : {}) };
+  return { algo, ...(kvCache ? { kvCache } : {}), ...(typeof group === 'number' ? { groupSize: group } : {}), ...(file ? { file } : {}) };
 }

@@ -86,6 +86,10 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config, scaledFp8));
     const scaledNote = scaledFp8 && scaledFp8Note(scaledFp8);
     if (scaledNote) plan.notes.push(scaledNote);
+    if (modelopt?.algo === 'NONE') {
+      const where = modelopt.file ?? 'config.json quantization_config';
+      plan.notes.push(`the base's ModelOpt config (${where}) quantizes only the KV cache${modelopt.kvCache ? ` (kv_cache_quant_algo ${modelopt.kvCache})` : ''}: its weights are floats and merge as any; the config and its KV-cache scales (k_scale, v_scale) are kept as they are, calibrated on the model before the merge`);
+    }
     plan.warnings.push(...(base.planWarnings?.(plan) ?? []));
     if (dequantized) {
       const counts = [dequantized.fourBit ? `${dequantized.fourBit} 4-bit` : '', dequantized.eightBit ? `${dequantized.eightBit} 8-bit` : ''].filter(Boolean).join(' and ');
