@@ -7,6 +7,7 @@
  * read as QuotaExceededError), and a worker that cannot start leaves the writing to the caller.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { SMALL_WRITE_BYTES } from '../src/io/gathered-sink.js';
 import { createOpfsOutputTarget } from '../src/io/opfs-output.js';
 import { opfsWriterWorker } from '../src/io/opfs-writer.js';
 import { seededRandom } from './helpers/fixtures.js';
@@ -119,15 +120,16 @@ describe('OPFS writer worker', () => {
     const folder = new FakeFolder('job-1');
     const target = createOpfsOutputTarget(folder as unknown as FileSystemDirectoryHandle, 'job-1', { writer });
     const sink = await target.createFile('model.safetensors');
-    const expected = randomBytes(25_013, 3);
-    const shared = new Uint8Array(new SharedArrayBuffer(4096));
+    const expected = randomBytes(900_013, 3);
+    const shared = new Uint8Array(new SharedArrayBuffer(SMALL_WRITE_BYTES + 4096));
     // Chunks of uneven sizes, some in shared memory (a CPU slab) and some not, two outstanding as
-    // the pipeline has; a shared slab is reused only once its write resolved.
+    // the pipeline has; a shared slab is reused only once its write resolved. Every third chunk is
+    // small (a norm, a scale): gathered with its neighbours before it reaches the writer.
     let pending: Promise<void> | undefined;
     for (let at = 0, i = 0; at < expected.length; i++) {
-      const length = Math.min(expected.length - at, 1 + ((i * 2311) % 4096));
+      const length = Math.min(expected.length - at, (i % 3 === 2 ? 0 : SMALL_WRITE_BYTES) + 1 + ((i * 2311) % 4096));
       let chunk: Uint8Array;
-      if (i % 2 === 0) {
+      if (i % 2 === 0 && length >= SMALL_WRITE_BYTES) {
         await pending; // the shared slab is free again
         chunk = shared.subarray(0, length);
         chunk.set(expected.subarray(at, at + length));
@@ -143,8 +145,8 @@ describe('OPFS writer worker', () => {
     await sink.close();
     await target.commit();
     const file = folder.files.get('model.safetensors');
-    expect(file?.bytes).toEqual(expected);
-    expect(file?.writes).toBeGreaterThan(25); // took at most 1000 bytes a time: the loop wrote the rest
+    expect(Buffer.from(file!.bytes).equals(Buffer.from(expected))).toBe(true);
+    expect(file?.writes).toBeGreaterThan(900); // took at most 1000 bytes a time: the loop wrote the rest
     expect([...folder.files.keys()]).toEqual(['model.safetensors']);
     expect(sent.shared).toBeGreaterThan(0);
     expect(sent.copied).toBeGreaterThan(0);
@@ -158,9 +160,9 @@ describe('OPFS writer worker', () => {
     const folder = new FakeFolder('job-2');
     const target = createOpfsOutputTarget(folder as unknown as FileSystemDirectoryHandle, 'job-2', { writer });
     const sink = await target.createFile('model.safetensors');
-    await sink.write(randomBytes(3000, 4));
+    await sink.write(randomBytes(SMALL_WRITE_BYTES, 4));
     folder.files.get('.model.safetensors.partial')!.failWith = new DOMException('quota exceeded', 'QuotaExceededError');
-    const error = await sink.write(randomBytes(3000, 5)).then(() => undefined, (e: unknown) => e);
+    const error = await sink.write(randomBytes(SMALL_WRITE_BYTES, 5)).then(() => undefined, (e: unknown) => e);
     expect(error).toBeInstanceOf(DOMException);
     expect((error as DOMException).name).toBe('QuotaExceededError');
     await target.abort();

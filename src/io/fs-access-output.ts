@@ -9,6 +9,7 @@
  * file is written: the save-file picker has already asked before replacing it.
  */
 import { MergeError } from '../errors.js';
+import { gatherSmallWrites } from './gathered-sink.js';
 import type { ByteSink, OutputTarget } from './types.js';
 
 /** Options of {@link createFileSystemAccessOutputTarget}. */
@@ -86,7 +87,7 @@ export function createFileSystemAccessOutputTarget(handle: Handle, name: string 
       paths.add(path);
       const file: OpenFile = { path, writable: await fileHandle.createWritable({ keepExistingData: false }), closedBySink: false };
       open.push(file);
-      return {
+      return gatherSmallWrites({
         async write(chunk: Uint8Array): Promise<void> {
           if (file.closedBySink) throw new Error(`${path}: write after close`);
           // A writable stream refuses views of shared memory (a CPU pool's shared slabs): copy those.
@@ -96,7 +97,7 @@ export function createFileSystemAccessOutputTarget(handle: Handle, name: string 
         async close(): Promise<void> {
           file.closedBySink = true; // the stream itself closes on commit, making the file visible
         },
-      };
+      }, path);
     },
     async commit(): Promise<void> {
       requireOpen();

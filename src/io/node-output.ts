@@ -25,6 +25,7 @@ import { onPath } from './fs-errors.js';
 import { isMountPoint } from './mount-points.js';
 import { acquireOutputLock, type OutputLock } from './output-lock.js';
 import { isLoramergeEntry, removeStaleTemporaries, temporaryPath } from './temp-files.js';
+import { gatherSmallWrites } from './gathered-sink.js';
 import type { ByteSink, OutputTarget } from './types.js';
 
 /** Whether the output is one file or a folder. */
@@ -154,23 +155,12 @@ async function refuseInputOverlap(outName: string, realOut: string, inputs: read
  */
 const FLUSH_EVERY_BYTES = 128 * 1024 * 1024;
 
-/**
- * Chunks smaller than this are gathered into one buffer of `GATHER_BYTES` and written together: a
- * checkpoint of 140 000 tiny tensors (fp8 scales beside expert weights) otherwise costs one file
- * write, its promises and its request objects per tensor.
- */
-const SMALL_WRITE_BYTES = 64 * 1024;
-const GATHER_BYTES = 1024 * 1024;
-
 /** One file being written; close() flushes it to disk. Errors name --out, not the temporary. */
 class NodeFileSink implements ByteSink {
   closed = false;
   private unflushed = 0;
   /** A background flush in flight; its failure is reported by the next write or close. */
   private flushing: Promise<void> | undefined;
-  /** Small chunks not yet written: `gathered` bytes of `gather`. */
-  private gather: Uint8Array | undefined;
-  private gathered = 0;
   constructor(
     readonly path: string,
     private readonly name: string,
@@ -179,26 +169,6 @@ class NodeFileSink implements ByteSink {
 
   async write(chunk: Uint8Array): Promise<void> {
     if (this.closed) throw new Error(`${this.path}: write after close`);
-    if (chunk.byteLength < SMALL_WRITE_BYTES) {
-      // Copied: the caller may reuse its chunk once this resolves.
-      if (this.gathered + chunk.byteLength > GATHER_BYTES) await this.writeGathered();
-      this.gather ??= new Uint8Array(GATHER_BYTES);
-      this.gather.set(chunk, this.gathered);
-      this.gathered += chunk.byteLength;
-      return;
-    }
-    await this.writeGathered();
-    await this.writeOut(chunk);
-  }
-
-  private async writeGathered(): Promise<void> {
-    if (this.gathered === 0 || !this.gather) return;
-    const bytes = this.gather.subarray(0, this.gathered);
-    this.gathered = 0;
-    await this.writeOut(bytes);
-  }
-
-  private async writeOut(chunk: Uint8Array): Promise<void> {
     await onPath(this.name, 'writing', async () => {
       let done = 0;
       while (done < chunk.byteLength) {
@@ -223,8 +193,6 @@ class NodeFileSink implements ByteSink {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.writeGathered();
-    this.gather = undefined;
     await this.settleFlush();
     await onPath(this.name, 'flushing to disk', () => this.handle.sync());
     this.closed = true;
@@ -312,7 +280,7 @@ class NodeFileOutput extends NodeOutput {
     if (this.sinks.length > 0) throw new Error(`${this.name}: a single-file output holds one file`);
     const sink = await openSink(this.temp, this.name);
     this.sinks.push(sink);
-    return sink;
+    return gatherSmallWrites(sink, this.name);
   }
 
   protected async moveIntoPlace(): Promise<void> {
@@ -361,7 +329,7 @@ class NodeFolderOutput extends NodeOutput {
     if (parts.length > 1) await onPath(this.name, 'creating a folder in it', () => mkdir(dirname(full), { recursive: true }));
     const sink = await openSink(full, `${this.name}/${path}`);
     this.sinks.push(sink);
-    return sink;
+    return gatherSmallWrites(sink, `${this.name}/${path}`);
   }
 
   private async ensureTemp(): Promise<void> {

@@ -8,6 +8,7 @@
  */
 import { MergeError } from '../errors.js';
 import { inThreadOpfsWriter, opfsSyncWritesAvailable, type OpfsFileWriter, type OpfsOpenFile } from './opfs-writer.js';
+import { gatherSmallWrites } from './gathered-sink.js';
 import type { ByteSink, OutputTarget } from './types.js';
 
 export { opfsSyncWritesAvailable };
@@ -83,7 +84,7 @@ export function createOpfsOutputTarget(folder: FileSystemDirectoryHandle, name: 
       written.push(file);
       file.open = await writer.open(handle);
       let at = 0;
-      return {
+      return gatherSmallWrites({
         async write(chunk: Uint8Array): Promise<void> {
           if (!file.open) throw new Error(`${path}: write after close`);
           const start = at;
@@ -97,7 +98,7 @@ export function createOpfsOutputTarget(folder: FileSystemDirectoryHandle, name: 
           file.open = undefined;
           await open?.close();
         },
-      };
+      }, path);
     },
     async commit(): Promise<void> {
       requireOpen();
