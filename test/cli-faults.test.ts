@@ -125,42 +125,34 @@ describe('signals and pipes', () => {
 });
 
 describe('filesystem errors are one line naming the path, exit 3, nothing left', () => {
-  it.skipIf(!canMount)('disk full (a 1 MB tmpfs): ENOSPC while writing', async () => {
-    // A base larger than the tmpfs: 2 MB of f16.
-    const big = temp.make({ 'base.safetensors': buildSafetensors([{ name: `${q}.weight`, dtype: 'F16', shape: [1024, 1024], data: new Uint8Array(2 * 1024 * 1024) }]) });
-    const adapterBig = temp.make({
+  /** A merge of `base` (tensors beside ${q}.weight of `cols` columns) into a 1 MB tmpfs: exit 3, one ENOSPC line, nothing left. */
+  async function mergeIntoFullDisk(base: FixtureTensor[], cols: number, while_: string): Promise<void> {
+    const baseDir = temp.make({ 'base.safetensors': buildSafetensors(base) });
+    const adapter = temp.make({
       'adapter_config.json': JSON.stringify({ r: 1, lora_alpha: 1 }),
       'adapter_model.safetensors': buildSafetensors([
-        { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [1, 1024], data: new Uint8Array(4096) },
-        { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [1024, 1], data: new Uint8Array(4096) },
+        { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [1, cols], data: new Uint8Array(4 * cols) },
+        { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [cols, 1], data: new Uint8Array(4 * cols) },
       ]),
     });
     const mnt = temp.make();
     const out = join(mnt, 'merged.safetensors');
-    const run = await runCliWithMounts(`mount -t tmpfs -o size=1m tmpfs '${mnt}'`, mergeArgs(join(big, 'base.safetensors'), adapterBig, out), mnt);
+    const run = await runCliWithMounts(`mount -t tmpfs -o size=1m tmpfs '${mnt}'`, mergeArgs(join(baseDir, 'base.safetensors'), adapter, out), mnt);
     expect(run.code, run.stderr).toBe(3);
-    expectOneLine(run.stderr, new RegExp(`${out}: no space left on the device while writing \\(ENOSPC\\); free some space or choose another --out`));
+    expectOneLine(run.stderr, new RegExp(`${out}: no space left on the device while ${while_} \\(ENOSPC\\); free some space or choose another --out`));
     expect(run.listing).toEqual([]);
+  }
+
+  it.skipIf(!canMount)('disk full (a 1 MB tmpfs): ENOSPC while writing', async () => {
+    // A base larger than the tmpfs: 2 MB of f16.
+    await mergeIntoFullDisk([{ name: `${q}.weight`, dtype: 'F16', shape: [1024, 1024], data: new Uint8Array(2 * 1024 * 1024) }], 1024, 'writing');
   });
 
   it.skipIf(!canMount)('disk full with many small tensors (writes gathered before they reach the file): ENOSPC, nothing left', async () => {
     // 4 000 tensors of 512 bytes (2 MB) beside the adapted one: every write is under the 64 KiB a
     // write is gathered below, so the file system first refuses a gathered write or the final flush.
     const small = Array.from({ length: 4000 }, (_, i) => ({ name: `model.layers.${i >> 6}.mlp.experts.${i & 63}.down_proj.weight_scale_inv`, dtype: 'F32' as const, shape: [8, 16], data: new Uint8Array(512) }));
-    const base = temp.make({ 'base.safetensors': buildSafetensors([{ name: `${q}.weight`, dtype: 'F16', shape: [4, 4], data: new Uint8Array(32) }, ...small]) });
-    const adapterSmall = temp.make({
-      'adapter_config.json': JSON.stringify({ r: 1, lora_alpha: 1 }),
-      'adapter_model.safetensors': buildSafetensors([
-        { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [1, 4], data: new Uint8Array(16) },
-        { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [4, 1], data: new Uint8Array(16) },
-      ]),
-    });
-    const mnt = temp.make();
-    const out = join(mnt, 'merged.safetensors');
-    const run = await runCliWithMounts(`mount -t tmpfs -o size=1m tmpfs '${mnt}'`, mergeArgs(join(base, 'base.safetensors'), adapterSmall, out), mnt);
-    expect(run.code, run.stderr).toBe(3);
-    expectOneLine(run.stderr, new RegExp(`${out}: no space left on the device while (writing|flushing to disk) \\(ENOSPC\\); free some space or choose another --out`));
-    expect(run.listing).toEqual([]);
+    await mergeIntoFullDisk([{ name: `${q}.weight`, dtype: 'F16', shape: [4, 4], data: new Uint8Array(32) }, ...small], 4, '(writing|flushing to disk)');
   });
 
   it.skipIf(!canMount)('a read-only file system: EROFS for a file output and for a folder output alike', async () => {
