@@ -87,13 +87,21 @@ export function rightKeyOf(plan: PlainPlan): number {
   return plan.mode === 'f32' ? plan.tf.key : -plan.tf.key;
 }
 
-/** The job for rows [r0, r0 + n) of the plan's op. */
-export function planJob(plan: PlainPlan, r0: number, n: number, withRight: boolean): RowJob {
+/** The arrays a job takes its rows of: the plan's own, or copies of them elsewhere (shared memory). */
+export interface JobArrays {
+  left: Float32Array | Float64Array;
+  gnl: Float32Array | Float64Array;
+  wScale?: Float64Array;
+}
+
+/** The job for rows [r0, r0 + n) of the plan's op; its left factor, row bounds and W scale are views of `from`. */
+export function planJob(plan: PlainPlan, r0: number, n: number, withRight: boolean, from?: JobArrays): RowJob {
   const { p, tf, slab } = plan;
+  const { left, gnl, wScale } = from ?? { left: slab.left, gnl: slab.gnl, wScale: plan.wScale?.factors };
   const cols = p.op.cols;
   const wb = DTYPE_BYTES[plan.w.dtype];
   const certify = plan.mode === 'f64-values' ? undefined : {
-    gnl: slab.gnl.subarray(r0, r0 + n),
+    gnl: gnl.subarray(r0, r0 + n),
     nr: withRight ? (plan.mode === 'f32' ? tf.nr : tf.nr64) : undefined,
     u: plan.bound.u,
   };
@@ -104,11 +112,11 @@ export function planJob(plan: PlainPlan, r0: number, n: number, withRight: boole
     rows: n,
     cols,
     rank: tf.rank,
-    left: slab.left.subarray(r0 * tf.rank, (r0 + n) * tf.rank),
+    left: left.subarray(r0 * tf.rank, (r0 + n) * tf.rank),
     rightKey: rightKeyOf(plan),
     right: withRight ? tf.right : undefined,
     certify,
-    ...(plan.wScale ? { wScale: plan.wScale.axis === 'row' ? { axis: 'row', factors: plan.wScale.factors.subarray(r0, r0 + n) } : plan.wScale } : {}),
+    ...(plan.wScale && wScale ? { wScale: { axis: plan.wScale.axis, factors: plan.wScale.axis === 'row' ? wScale.subarray(r0, r0 + n) : wScale } } : {}),
   };
 }
 

@@ -22,7 +22,7 @@ import type { CpuMergePool } from './cpu-backend.js';
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import type { PoolJob, WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
 import {
-  finishJob, freshOutput, holdsNonFinite, nonFiniteError, planJob, rightKeyOf, rowsPerBlock, type PlainPlan, type TakeOutput,
+  finishJob, freshOutput, holdsNonFinite, nonFiniteError, planJob, rightKeyOf, rowsPerBlock, type JobArrays, type PlainPlan, type TakeOutput,
 } from './plain-merge.js';
 import { align16, createWasmKernel, type WasmKernel } from './wasm-kernel.js';
 
@@ -83,17 +83,10 @@ function copyInto<T extends Floats>(values: T, buffer: SharedArrayBuffer, at: nu
 }
 
 /**
- * The arrays a plan's jobs carry, copied once into shared memory: a job then posts views of them,
- * which go by reference, where a slice of each went by copy in every message (0.97 GB page merge:
- * about 700 jobs, each serialized, copied into fresh memory and deserialized by a worker).
+ * The arrays a plan's jobs carry (JobArrays), copied once into shared memory: a job then posts views
+ * of them, which go by reference, where a slice of each went by copy in every message (0.97 GB page
+ * merge: about 700 jobs, each serialized, copied into fresh memory and deserialized by a worker).
  */
-interface SharedFactors {
-  left: Floats;
-  gnl?: Floats;
-  /** W's scale factors (per row of the op, or per column). */
-  wScale?: Float64Array;
-}
-
 /** The right factor and its column norms in shared memory, for the tensor whose key this is. */
 interface SharedRight {
   key: number;
@@ -172,17 +165,16 @@ export class RowBlockPool implements CpuMergePool {
     });
   }
 
-  /** The plan's left factor, row bounds and W scale in shared memory (see {@link SharedFactors}). */
-  private shareFactors(plan: PlainPlan): { factors: SharedFactors; release(): void } {
+  /** The plan's left factor, row bounds and W scale in shared memory (see {@link JobArrays}). */
+  private shareFactors(plan: PlainPlan): { factors: JobArrays; release(): void } {
     const { left, gnl } = plan.slab;
-    const certified = plan.mode !== 'f64-values';
     const scale = plan.wScale?.factors;
     const gnlAt = align16(left.byteLength);
-    const scaleAt = align16(gnlAt + (certified ? gnl.byteLength : 0));
+    const scaleAt = align16(gnlAt + gnl.byteLength);
     const lent = this.factorScratch.take(scaleAt + (scale ? scale.byteLength : 0));
-    const factors: SharedFactors = {
+    const factors: JobArrays = {
       left: copyInto(left, lent.buffer, 0),
-      ...(certified ? { gnl: copyInto(gnl, lent.buffer, gnlAt) } : {}),
+      gnl: copyInto(gnl, lent.buffer, gnlAt),
       ...(scale ? { wScale: copyInto(scale, lent.buffer, scaleAt) } : {}),
     };
     return { factors, release: lent.release };
@@ -378,7 +370,7 @@ export class RowBlockPool implements CpuMergePool {
     }
   }
 
-  private job(plan: PlainPlan, factors: SharedFactors, slot: Slot, wAt: Place, kAt: Place, r0: number, n: number): WorkerJob {
+  private job(plan: PlainPlan, factors: JobArrays, slot: Slot, wAt: Place, kAt: Place, r0: number, n: number): WorkerJob {
     const key = rightKeyOf(plan);
     const sendRight = slot.rightKey !== key;
     slot.rightKey = key;
@@ -387,10 +379,9 @@ export class RowBlockPool implements CpuMergePool {
     // Everything goes as views of shared memory, by reference: W and the output where they lie,
     // the factors as shareFactors and shareRight put them (a view of other memory would be copied,
     // with its whole buffer).
-    const { w, left, certify, wScale, right, ...block } = planJob(plan, r0, n, sendRight);
+    const { w, certify, right, ...block } = planJob(plan, r0, n, sendRight, factors);
     const kb = plan.kernelOutBytes;
     const shared = right ? this.shareRight(plan, right, certify?.nr) : undefined;
-    const rank = plan.tf.rank;
     return {
       ...block,
       ...(shared ? { right: shared.right } : {}),
@@ -401,11 +392,10 @@ export class RowBlockPool implements CpuMergePool {
       outBuffer: kAt.buffer,
       outOffset: kAt.offset + r0 * plan.p.op.cols * kb,
       outLength: n * plan.p.op.cols * kb,
-      left: factors.left.subarray(r0 * rank, r0 * rank + left.length),
-      certify: certify && { gnl: factors.gnl!.subarray(r0, r0 + n), nr: shared?.nr, u: certify.u },
-      ...(wScale ? { wScale: { axis: wScale.axis, factors: wScale.axis === 'row' ? factors.wScale!.subarray(r0, r0 + n) : factors.wScale! } } : {}),
+      certify: certify && { ...certify, nr: shared?.nr },
     };
   }
+
 
   dispose(): void {
     const slots = this.slots;
