@@ -54,13 +54,19 @@ export function quantizationMethod(config: ModelConfig | undefined): string | un
   const qc = q as Record<string, unknown>;
   const method = qc.quant_method;
   // A ModelOpt config without a quant_algo quantizes only the KV cache: the weights are floats.
-  if (typeof method === 'string' && method.toLowerCase().startsWith('modelopt') && modelOptWeightsUnquantized(qc)) return undefined;
+  const modelopt = modelOptFields(qc);
+  if (modelopt && modelOptWeightsUnquantized(modelopt)) return undefined;
   return typeof method === 'string' ? method : 'unknown';
 }
 
-/** A ModelOpt quantization (config.json's, or hf_quant_config.json's `quantization`) that names no weight algorithm. */
-export function modelOptWeightsUnquantized(q: Record<string, unknown>): boolean {
-  const inner = q.quantization;
-  const fields = typeof inner === 'object' && inner !== null && !Array.isArray(inner) ? (inner as Record<string, unknown>) : q;
+/** A `quantization_config` that is ModelOpt's (`quant_method: "modelopt…"`): its fields, at its top level or under `quantization`. */
+export function modelOptFields(qc: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (typeof qc?.quant_method !== 'string' || !qc.quant_method.toLowerCase().startsWith('modelopt')) return undefined;
+  const inner = qc.quantization;
+  return typeof inner === 'object' && inner !== null && !Array.isArray(inner) ? (inner as Record<string, unknown>) : qc;
+}
+
+/** ModelOpt quantization fields (config.json's, or hf_quant_config.json's `quantization`) that name no weight algorithm. */
+export function modelOptWeightsUnquantized(fields: Record<string, unknown>): boolean {
   return fields.quant_algo === undefined || fields.quant_algo === null;
 }

@@ -7,7 +7,7 @@
  */
 import type { InputFileSet } from '../io/types.js';
 import { parseBoundedJson } from './bounded-json.js';
-import { modelOptWeightsUnquantized, type ModelConfig } from './model-config.js';
+import { modelOptFields, modelOptWeightsUnquantized, type ModelConfig } from './model-config.js';
 
 export const HF_QUANT_CONFIG_FILE = 'hf_quant_config.json';
 
@@ -30,10 +30,7 @@ export async function readModelOptQuantization(files: InputFileSet, config: Mode
   const file = files.list().includes(HF_QUANT_CONFIG_FILE) ? HF_QUANT_CONFIG_FILE : undefined;
   const hf = file ? record(parseBoundedJson(await files.readText(file), `${files.name}/${file}`)) : undefined;
   const fromFile = hf && record(record(hf.producer))?.name === 'modelopt' ? record(hf.quantization) : undefined;
-  const qc = record(config?.raw.quantization_config);
-  const fromConfig = qc && typeof qc.quant_method === 'string' && qc.quant_method.toLowerCase().startsWith('modelopt')
-    ? (record(qc.quantization) ?? qc)
-    : undefined;
+  const fromConfig = modelOptFields(record(config?.raw.quantization_config));
   const q = fromConfig ?? fromFile;
   if (!q) return undefined;
   const algo = typeof q.quant_algo === 'string' ? q.quant_algo.toUpperCase() : modelOptWeightsUnquantized(q) ? 'NONE' : 'unknown';
