@@ -59,20 +59,20 @@ describe('Node byte source', () => {
     await source.close();
   });
 
-  it('reads exactly whatever the pattern: runs of small reads (served from one block), jumps, large reads, into given buffers', async () => {
+  it("reads an input folder's file exactly whatever the pattern: runs of small reads (served from 64 KiB windows), jumps, large reads, into given buffers", async () => {
     const size = 300_000;
     const want = new Uint8Array(size);
     const random = seededRandom(41);
     for (let i = 0; i < size; i++) want[i] = Math.floor(random() * 256);
     const dir = tempDir({ 'w.bin': want });
     for (let round = 0; round < 4; round++) {
-      const source = await openNodeByteSource(join(dir, 'w.bin'));
+      const source = await (await openNodeInputFileSet(dir)).open('w.bin');
       let at = 0;
       for (let op = 0; op < 400; op++) {
         const kind = random();
-        // Mostly runs of tiny tensors (a few bytes to 20 KB, across the 16 KiB cut), some jumps, some slabs.
+        // Mostly runs of tiny tensors (a few bytes to 40 KB, across the 32 KiB cut), some jumps, some slabs.
         if (kind < 0.1) at = Math.floor(random() * size);
-        const length = Math.min(size - at, kind < 0.8 ? Math.floor(random() * (random() < 0.5 ? 64 : 20_000)) : Math.floor(random() * 200_000));
+        const length = Math.min(size - at, kind < 0.8 ? Math.floor(random() * (random() < 0.5 ? 64 : 40_000)) : Math.floor(random() * 200_000));
         const into = random() < 0.3 ? new Uint8Array(length) : undefined;
         const got = await source.read(at, length, into);
         expect(got.byteLength).toBe(length);
