@@ -4,13 +4,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { blobByteSource } from '../src/io/blob-byte-source.js';
-import { inputFileSetFromFiles } from '../src/io/browser-input-files.js';
+import { blobInputFileSet, inputFileSetFromFiles } from '../src/io/browser-input-files.js';
 import { createBlobOutputTarget } from '../src/io/blob-output.js';
 import { createFileSystemAccessOutputTarget } from '../src/io/fs-access-output.js';
 import { createSafetensorsWriter } from '../src/formats/safetensors-writer.js';
 import { openSafetensors } from '../src/formats/safetensors-reader.js';
 import { MergeError } from '../src/errors.js';
-import { decodeValues, encodeValues } from './helpers/fixtures.js';
+import { buildSafetensors, decodeValues, encodeValues, seededRandom } from './helpers/fixtures.js';
 
 function pickedFile(relativePath: string, content: string | Uint8Array): File {
   const file = new File([content as BlobPart], relativePath.split('/').pop()!);
@@ -101,6 +101,35 @@ describe('input files from a page', () => {
     expect(source.size).toBe(9);
     expect(source.name).toBe('my-model/unet/diffusion_pytorch_model.safetensors');
     await expect(set.open('nope')).rejects.toThrow(/no file "nope"/);
+  });
+
+  it('reads a shard of tiny tensors one tensor after another in a few reads of the file, not one per tensor', async () => {
+    // One of 61 shards of a mixture-of-experts checkpoint (BF16 [1, 1] experts, as the
+    // tensor-count bench makes them), read as a merge copies it: header, then each tensor in turn.
+    const rand = seededRandom(61);
+    const names = Array.from({ length: 2623 }, (_, j) =>
+      `model.layers.00.mlp.experts.${String(Math.floor(j / 3)).padStart(3, '0')}.${['gate_proj', 'up_proj', 'down_proj'][j % 3]}.weight`);
+    const bytes = buildSafetensors(names.map((name) => ({ name, dtype: 'BF16', shape: [1, 1], data: [rand() * 2 - 1] })));
+    const file = new File([bytes], 'model-00001-of-00061.safetensors');
+    let reads = 0;
+    // The Blob as the page's source sees it: every slice is one read of the file (a round trip
+    // to the browser's blob store), a stream or a whole range.
+    const counted = {
+      size: file.size,
+      slice(start?: number, end?: number) {
+        reads++;
+        return file.slice(start, end);
+      },
+    } as unknown as Blob;
+    const set = blobInputFileSet('Kimi-K2', new Map([['model-00001-of-00061.safetensors', counted]]));
+    const shard = await openSafetensors(await set.open('model-00001-of-00061.safetensors'));
+    const dataStart = bytes.byteLength - names.length * 2;
+    for (const [j, name] of names.entries()) {
+      expect(await shard.read(shard.get(name)!)).toEqual(bytes.subarray(dataStart + j * 2, dataStart + j * 2 + 2));
+    }
+    // 5.2 KB of tensors after a 270 KB header: one read per 64 KiB window at most (each tensor
+    // its own read before, 2623 of them).
+    expect(reads).toBeLessThanOrEqual(2 + Math.ceil(bytes.byteLength / 65_536));
   });
 
   it('uses plain names for dropped files and refuses duplicates', async () => {

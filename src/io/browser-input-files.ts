@@ -6,7 +6,7 @@
 import { MergeError } from '../errors.js';
 import { MAX_CONFIG_BYTES } from '../limits.js';
 import { blobByteSource } from './blob-byte-source.js';
-import { readAheadSource } from './read-ahead.js';
+import { readAheadSource, smallReadWindows } from './read-ahead.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import type { InputFileSet } from './types.js';
 
@@ -29,8 +29,10 @@ export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, n
 
 /**
  * Blobs or Files whose relative paths the caller already knows (dropped folders give Files without
- * `webkitRelativePath`, and paths do not survive a trip to a worker). Sequential reads of large
- * files are served from read-ahead windows (see read-ahead.ts).
+ * `webkitRelativePath`, and paths do not survive a trip to a worker). Sequential reads are served
+ * from read-ahead windows (see read-ahead.ts): large ones from windows read ahead once a run is
+ * long enough, and runs of small ones from small windows, so that a shard of tiny tensors is not
+ * one blob read per tensor.
  */
 export function blobInputFileSet(
   name: string,
@@ -38,7 +40,7 @@ export function blobInputFileSet(
   sourceName: (path: string) => string = (path) => `${name}/${path}`,
 ): InputFileSet {
   return keyedFileSet(name, files, {
-    open: (blob, path) => readAheadSource(blobByteSource(blob, sourceName(path))),
+    open: (blob, path) => smallReadWindows(readAheadSource(blobByteSource(blob, sourceName(path)))),
     readText: async (blob, path) => {
       if (blob.size > MAX_CONFIG_BYTES) {
         throw new MergeError('LIMIT_EXCEEDED', `${sourceName(path)}: ${blob.size} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`);

@@ -9,7 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import { MergeError } from '../errors.js';
 import { MAX_CONFIG_BYTES } from '../limits.js';
 import { openNodeByteSource } from './node-byte-source.js';
-import { readAheadSource } from './read-ahead.js';
+import { smallReadWindows } from './read-ahead.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import type { InputFileSet } from './types.js';
 
@@ -95,15 +95,10 @@ export function nodeInputFilePaths(set: InputFileSet): readonly string[] {
   return pathsOnDisk.get(set) ?? [];
 }
 
-/** The window small sequential reads are served from (reads over half of it go straight to the file). */
-const SMALL_READ_WINDOW = 64 * 1024;
-
 function nodeFileSet(name: string, files: Map<string, string>): InputFileSet {
   const set = keyedFileSet(name, files, {
-    // Runs of small reads (tiny tensors one after another: fp8 scales beside expert weights) come
-    // from one 64 KiB read: a checkpoint of 140 000 of them otherwise costs a file read, its
-    // promises and request objects per tensor. Larger reads, and reads elsewhere, go straight through.
-    open: async (full) => readAheadSource(await openNodeByteSource(full, full), SMALL_READ_WINDOW, 0),
+    // Larger reads go straight to the file: the OS reads ahead.
+    open: async (full) => smallReadWindows(await openNodeByteSource(full, full)),
     async readText(full) {
       const { size } = await statOrNotFound(full, full);
       if (size > MAX_CONFIG_BYTES) {
