@@ -6,10 +6,40 @@
  * a file on disk. Used by `npm run bench` and by the large-model page test.
  */
 import { createHash } from 'node:crypto';
-import { open, readdir, readFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 
 const HASH_PIECE = 64 * 1024 * 1024;
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The demo built and served cross-origin isolated as `npm run build` ships it: { url, close() }. */
+export async function serveDemo() {
+  const { build, preview } = await import('vite');
+  const outDir = await mkdtemp(join(tmpdir(), 'loramerge-bench-page-'));
+  await build({ configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir, emptyOutDir: true } });
+  const server = await preview({ configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir }, preview: { port: 0, open: false } });
+  return {
+    url: `http://127.0.0.1:${server.httpServer.address().port}/`,
+    close: async () => {
+      await server.close();
+      await rm(outDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A fresh headless Chromium with WebGPU on whatever adapter it finds (SwiftShader without a GPU). */
+export async function launchBenchBrowser() {
+  const { default: puppeteer } = await import('puppeteer');
+  return puppeteer.launch({
+    executablePath: process.env.PUPPETEER_EXECUTABLE_PATH ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--no-sandbox', '--headless=new',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+}
 
 /** The pids of a process and all its descendants (a scan of /proc: tens of milliseconds of CPU). */
 export async function processTree(rootPid) {
@@ -128,7 +158,7 @@ export async function pieceHashes(path) {
 }
 
 /**
- * One merge in the page at `url` (the demo, served cross-origin isolated). `base` is a file path,
+ * One merge in the page at `url` (the demo, served cross-origin isolated). `base` is a file path (or the paths of a sharded base's files),
  * `adapterFiles` the adapter's file paths. Returns the merge's wall time (click to download link),
  * the CPU seconds each kind of Chromium process spent meanwhile, the page's own report, idle and
  * peak memory of the browser, and the output's piece hashes.
@@ -141,7 +171,7 @@ export async function mergeInPage(browser, url, { base, adapterFiles, backend = 
     const pid = browser.process().pid;
     const idle = await treeRss(pid);
     const memory = sampleMemory(pid, sampleMs);
-    await (await page.$('[data-testid="base-input"]')).uploadFile(base);
+    await (await page.$('[data-testid="base-input"]')).uploadFile(...[base].flat());
     await (await page.$('[data-testid="adapter-input"]')).uploadFile(...adapterFiles);
     await page.waitForFunction(() => !document.querySelector('[data-testid="merge-button"]').disabled, { timeout: 120_000 });
     const cpuBefore = await treeCpu(pid);

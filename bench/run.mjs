@@ -37,7 +37,7 @@ import { BENCH_MODEL, writeAdapter, writeBaseModel } from './make-model.mjs';
 import { compareModelFiles } from './compare-outputs.mjs';
 import { printTables } from './report.mjs';
 import { printGgufTables, runGgufBench } from './gguf-run.mjs';
-import { mergeInPage, pieceHashes } from './page-merge.mjs';
+import { launchBenchBrowser, mergeInPage, pieceHashes, serveDemo } from './page-merge.mjs';
 import { BIG_MODEL, ensureBigModel } from './big-model.mjs';
 import { gpuBandwidth } from './gpu-bandwidth.mjs';
 
@@ -125,24 +125,9 @@ function contestants(baseDir, adapterDir, numpy) {
   return list;
 }
 
-/** The demo built and served cross-origin isolated as `npm run build` ships it: once per bench run. */
+/** The demo, built and served once per bench run. */
 let site;
-function servedSite() {
-  site ??= (async () => {
-    const { build, preview } = await import('vite');
-    const outDir = await mkdtemp(join(tmpdir(), 'loramerge-bench-page-'));
-    await build({ configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir, emptyOutDir: true } });
-    const server = await preview({ configFile: join(root, 'vite.config.ts'), logLevel: 'error', build: { outDir }, preview: { port: 0, open: false } });
-    return {
-      url: `http://127.0.0.1:${server.httpServer.address().port}/`,
-      close: async () => {
-        await server.close();
-        await rm(outDir, { recursive: true, force: true });
-      },
-    };
-  })();
-  return site;
-}
+const servedSite = () => (site ??= serveDemo());
 
 async function closeSite() {
   const served = await site?.catch(() => undefined);
@@ -156,14 +141,8 @@ async function closeSite() {
  * level, sampled throughout; its CPU that of each kind of Chromium process during the merge.
  */
 async function pageRun(baseFile, adapterDir) {
-  const { default: puppeteer } = await import('puppeteer');
   const { url } = await servedSite();
-  const browser = await puppeteer.launch({
-    executablePath: process.env.PUPPETEER_EXECUTABLE_PATH ?? '/usr/bin/chromium',
-    headless: true,
-    args: ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--no-sandbox', '--headless=new',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  const browser = await launchBenchBrowser();
   try {
     const r = await mergeInPage(browser, url, {
       base: baseFile, adapterFiles: ['adapter_config.json', 'adapter_model.safetensors'].map((f) => join(adapterDir, f)),
