@@ -110,7 +110,7 @@ describe('input files from a page', () => {
     const names = Array.from({ length: 2623 }, (_, j) =>
       `model.layers.00.mlp.experts.${String(Math.floor(j / 3)).padStart(3, '0')}.${['gate_proj', 'up_proj', 'down_proj'][j % 3]}.weight`);
     const bytes = buildSafetensors(names.map((name) => ({ name, dtype: 'BF16', shape: [1, 1], data: [rand() * 2 - 1] })));
-    const file = new File([bytes], 'model-00001-of-00061.safetensors');
+    const file = new File([bytes as BlobPart], 'model-00001-of-00061.safetensors');
     let reads = 0;
     // The Blob as the page's source sees it: every slice is one read of the file (a round trip
     // to the browser's blob store), a stream or a whole range.
