@@ -8,10 +8,12 @@
  * merged MXFP4 or Q8_0 tensor is the reference quantizer's blocks for the f32 merge; and
  * `--dtype mxfp4`, which converts every matrix llama-quantize --pure would. And the other byte- or
  * mean-scaled types (NVFP4, Q1_0, Q2_0): a LoRA on such a matrix, kept in its type or written as Q8_0.
+ * And a PEFT LoRA (Hugging Face module names) on the same base: attention lands unpermuted, expert
+ * parameters are refused by name.
  */
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { seededRandom } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorData, tensorValues, typeName, type FixtureTensor, type MetaValue, type ReadGguf } from './helpers/gguf-builder.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 
@@ -261,5 +263,90 @@ describe.each(['NVFP4', 'Q1_0', 'Q2_0'])('a %s matrix a LoRA changes', (type) =>
     const q8 = await run('q8_0');
     expect(Buffer.from(tensorOf(q8, 'blk.0.ffn_up.weight').data).equals(Buffer.from(tensorData('Q8_0', merged)))).toBe(true);
     expect(Buffer.from(tensorOf(q8, 'blk.0.ffn_norm.weight').data).equals(Buffer.from(norm))).toBe(true);
+  });
+});
+
+describe('a PEFT LoRA on a gpt-oss GGUF', () => {
+  const R = 4, PEFT_ALPHA = 8;
+  /** HF module → GGUF tensor, [out, in] of each (convert_hf_to_gguf's GptOssModel names, q and k not permuted). */
+  const ATTENTION: [string, string, number, number][] = [
+    ['q_proj', 'blk.0.attn_q.weight', HEADS * HEAD_DIM, HIDDEN],
+    ['k_proj', 'blk.0.attn_k.weight', KV_HEADS * HEAD_DIM, HIDDEN],
+    ['v_proj', 'blk.0.attn_v.weight', KV_HEADS * HEAD_DIM, HIDDEN],
+    ['o_proj', 'blk.0.attn_output.weight', HIDDEN, HEADS * HEAD_DIM],
+  ];
+  const prefix = 'base_model.model.model.layers.0';
+
+  /** The attention LoRA as PEFT saves it (TRL's gpt-oss recipe without its expert parameters). */
+  function attentionLora() {
+    const g = gaussian(23);
+    const factors = new Map<string, Factors>();
+    const tensors: { name: string; dtype: 'F32'; shape: number[]; data: Float64Array }[] = [];
+    for (const [module, tensor, out, inDim] of ATTENTION) {
+      const a = Float64Array.from({ length: R * inDim }, () => Math.fround(0.05 * g()));
+      const b = Float64Array.from({ length: out * R }, () => Math.fround(0.05 * g()));
+      factors.set(tensor, { a, b, rank: R, in: inDim, out, experts: 1 });
+      tensors.push({ name: `${prefix}.self_attn.${module}.lora_A.weight`, dtype: 'F32', shape: [R, inDim], data: a });
+      tensors.push({ name: `${prefix}.self_attn.${module}.lora_B.weight`, dtype: 'F32', shape: [out, R], data: b });
+    }
+    const config = { peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'openai/gpt-oss-20b', r: R, lora_alpha: PEFT_ALPHA, target_modules: ATTENTION.map(([m]) => m) };
+    return { files: { 'adapter_config.json': JSON.stringify(config), 'adapter_model.safetensors': buildSafetensors(tensors) }, factors };
+  }
+
+  it.for(['cpu', 'webgpu'])('lands q/k/v/o on attn_q/k/v/output as they are (no row permutation), as float64 truth says, on %s', async (name, ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const lora = attentionLora();
+    const prepared = await prepareMerge(memoryInputFileSet({ 'gpt-oss-tiny-MXFP4.gguf': base.bytes }, 'base'), [
+      { files: memoryInputFileSet(lora.files, 'gpt-oss-attention-lora'), weight: WEIGHT },
+    ]);
+    let out: ReadGguf;
+    try {
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+      const output = createBlobOutputTarget();
+      await mergeModel({ prepared, output, backend, outDtype: 'f32', dtypeMergedOnly: true });
+      out = readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
+    } finally {
+      await prepared.close();
+    }
+    for (const [, tensor] of ATTENTION) {
+      const f = lora.factors.get(tensor)!;
+      const expected = truth(base.values.get(tensor)!, f, (WEIGHT * PEFT_ALPHA) / R);
+      const merged = tensorValues('F32', tensorOf(out, tensor).data);
+      expect(merged.length).toBe(expected.length);
+      let worst = 0;
+      for (let i = 0; i < merged.length; i++) worst = Math.max(worst, Math.abs(merged[i] - expected[i]) / (Math.abs(expected[i]) + 1e-3));
+      expect(worst, tensor).toBeLessThan(1e-5);
+    }
+    const input = readGguf(base.bytes);
+    const changed = ATTENTION.map(([, t]) => t);
+    for (const t of input.tensors.filter((x) => !changed.includes(x.name))) {
+      expect(Buffer.from(tensorOf(out, t.name).data).equals(Buffer.from(t.data)), t.name).toBe(true);
+    }
+  });
+
+  it('refuses expert parameters (target_parameters) by name, saying how to merge them instead', async () => {
+    const g = gaussian(29);
+    const files = {
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: R, lora_alpha: PEFT_ALPHA, target_modules: ['q_proj'], target_parameters: ['mlp.experts.gate_up_proj'], peft_version: '0.17.1' }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: `${prefix}.self_attn.q_proj.lora_A.weight`, dtype: 'F32', shape: [R, HIDDEN], data: Float64Array.from({ length: R * HIDDEN }, g) },
+        { name: `${prefix}.self_attn.q_proj.lora_B.weight`, dtype: 'F32', shape: [HEADS * HEAD_DIM, R], data: Float64Array.from({ length: HEADS * HEAD_DIM * R }, g) },
+        // gate_up_proj is (E, hidden, 2·ffn): A (r·E, hidden), B (2·ffn, r·E).
+        { name: `${prefix}.mlp.experts.lora_A.weight`, dtype: 'F32', shape: [R * EXPERTS, HIDDEN], data: Float64Array.from({ length: R * EXPERTS * HIDDEN }, g) },
+        { name: `${prefix}.mlp.experts.lora_B.weight`, dtype: 'F32', shape: [2 * FFN, R * EXPERTS], data: Float64Array.from({ length: 2 * FFN * R * EXPERTS }, g) },
+      ]),
+    };
+    const prepared = await prepareMerge(memoryInputFileSet({ 'gpt-oss-tiny-MXFP4.gguf': base.bytes }, 'base'), [
+      { files: memoryInputFileSet(files, 'gpt-oss-expert-lora'), weight: 1 },
+    ]);
+    try {
+      const messages = prepared.plan.problems.map((p) => p.message);
+      expect(messages).toHaveLength(1);
+      expect(messages[0]).toMatch(/mlp\.experts.*gate_up_proj/);
+      expect(messages[0]).toMatch(/target_parameters.*not supported yet: merge into the safetensors checkpoint and convert that/);
+    } finally {
+      await prepared.close();
+    }
   });
 });

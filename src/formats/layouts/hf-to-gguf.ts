@@ -3,7 +3,7 @@
  * (`blk.3.attn_q.weight`), per architecture as llama.cpp's converter names them
  * (convert_hf_to_gguf.py, gguf-py/gguf/tensor_mapping.py), for llama (Llama, Mistral, Mixtral, and
  * LLaVA's language model), qwen2, qwen2vl (Qwen2-VL and Qwen2.5-VL's language model), qwen3,
- * qwen2moe, qwen3moe, gemma2, gemma3 and phi3:
+ * qwen2moe, qwen3moe, gemma2, gemma3, phi3 and gpt-oss:
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down, fused gate_up (phi3 → ffn_up), the MoE
  *   router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
@@ -28,6 +28,8 @@ interface Rule {
   expert?: number;
   /** The converter permutes this tensor's rows with the (kv) head count. */
   permute?: 'q' | 'k';
+  /** Why a module this rule names is refused on such a base (the tensor exists, but not as the adapter's ΔW lands on it). */
+  refuse?: string;
 }
 
 const L = 'model\\.layers\\.(\\d+)';
@@ -68,6 +70,19 @@ const PHI3: readonly Rule[] = [
   rule(`${L}\\.mlp\\.gate_up_proj`, 'blk.$1.ffn_up'),
 ];
 
+/**
+ * gpt-oss (GptOssModel): attention, embeddings and head as named, q and k not permuted (the class
+ * leaves them to the plain name mapping). Its experts are 3-D parameters (PEFT
+ * `target_parameters`) stored (E, in, out), which the converter transposes and, for gate_up_proj,
+ * splits by alternate columns (gate even, up odd) into ffn_gate_exps and ffn_up_exps (newer builds
+ * can stack them in ffn_gate_up_exps): not placed yet, so refused with the way round it. The
+ * router is not a Linear, so LoRA has no module there.
+ */
+const GPT_OSS_EXPERTS = 'gpt-oss expert parameters (PEFT target_parameters) are transposed and split gate/up by llama.cpp\'s converter; merging them into a GGUF is not supported yet: merge into the safetensors checkpoint and convert that';
+const GPT_OSS: readonly Rule[] = [
+  rule(`${L}\\.mlp\\.experts\\.(gate_up_proj|down_proj)(_bias)?`, 'blk.$1.ffn_gate_exps', { refuse: GPT_OSS_EXPERTS }),
+];
+
 /** general.architecture → the rules of the models llama.cpp converts to it. */
 export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   llama: [...COMMON, ...QK_PERMUTED, ...MIXTRAL],
@@ -78,6 +93,7 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   gemma2: [...COMMON, ...QK],
   gemma3: [...COMMON, ...QK],
   phi3: [...COMMON, ...PHI3],
+  'gpt-oss': [...COMMON, ...QK, ...GPT_OSS],
   // Qwen2VLModel: `language_model.` dropped, the vision tower left to the mmproj file; q/k as qwen2.
   qwen2vl: [...COMMON, ...QK],
 };
@@ -141,6 +157,7 @@ export function llamaRopePermutation(rows: number, heads: number): RowSegment[] 
 }
 
 function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
+  if (r.refuse) return { found: false, ambiguous: false, candidates: [], why: r.refuse };
   const name = r.tensor.replace('$1', m[1]);
   if (r.expert !== undefined) {
     const expert = Number(m[r.expert]);
