@@ -16,6 +16,10 @@ import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, t
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorData, tensorValues, typeName, type FixtureTensor, type MetaValue, type ReadGguf } from './helpers/gguf-builder.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { fittingType } from '../src/formats/gguf/quantize-rule.js';
+import { typeMix } from '../src/formats/gguf/type-mixes.js';
+
+const MXFP4_MOE = typeMix('mxfp4_moe')!;
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -30,8 +34,11 @@ function gaussian(seed: number): () => number {
 
 const u32 = (value: number): MetaValue => ({ type: 'u32', value });
 
-/** The base: one gpt-oss block as convert_hf_to_gguf names it, quantized as llama-quantize's MXFP4_MOE. */
-function gptOssBase() {
+/**
+ * The base: one gpt-oss block as convert_hf_to_gguf names it, quantized as llama-quantize's
+ * MXFP4_MOE (or each type mapped by `typeOf`: BF16, as the converter writes it).
+ */
+function gptOssBase(typeOf: (type: string) => string = (type) => type) {
   const g = gaussian(3);
   const specs: { name: string; ne: number[]; type: string }[] = [
     { name: 'token_embd.weight', ne: [HIDDEN, VOCAB], type: 'Q8_0' },
@@ -57,6 +64,7 @@ function gptOssBase() {
     { name: 'output_norm.weight', ne: [HIDDEN], type: 'F32' },
     { name: 'output.weight', ne: [HIDDEN, VOCAB], type: 'Q8_0' },
   ];
+  for (const s of specs) s.type = typeOf(s.type);
   const { tensors, values } = randomTensors(specs, g);
   const metadata: [string, MetaValue][] = [
     ['general.architecture', { type: 'string', value: 'gpt-oss' }],
@@ -67,7 +75,7 @@ function gptOssBase() {
     ['gpt-oss.attention.key_length', u32(HEAD_DIM)], ['gpt-oss.attention.value_length', u32(HEAD_DIM)],
     ['gpt-oss.attention.sliding_window', u32(128)], ['gpt-oss.expert_count', u32(EXPERTS)], ['gpt-oss.expert_used_count', u32(2)],
     ['gpt-oss.rope.freq_base', { type: 'f32', value: 150000 }], ['gpt-oss.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
-    ['general.file_type', u32(38)], // LLAMA_FTYPE_MOSTLY_MXFP4_MOE
+    ['general.file_type', u32(typeOf('MXFP4') === 'MXFP4' ? 38 : 32)], // LLAMA_FTYPE_MOSTLY_MXFP4_MOE, or _BF16
     ['general.quantization_version', u32(2)],
   ];
   return { bytes: buildGguf({ metadata, tensors }), values, specs };
@@ -263,6 +271,66 @@ describe.each(['NVFP4', 'Q1_0', 'Q2_0'])('a %s matrix a LoRA changes', (type) =>
     const q8 = await run('q8_0');
     expect(Buffer.from(tensorOf(q8, 'blk.0.ffn_up.weight').data).equals(Buffer.from(tensorData('Q8_0', merged)))).toBe(true);
     expect(Buffer.from(tensorOf(q8, 'blk.0.ffn_norm.weight').data).equals(Buffer.from(norm))).toBe(true);
+  });
+});
+
+describe('--dtype mxfp4_moe: llama-quantize\'s MXFP4_MOE mix', () => {
+  it('types each tensor as llama_tensor_get_type does: stacked experts MXFP4, other matrices Q8_0, the head Q6_K where its rows are whole Q6_K blocks', () => {
+    const gptOss = { architecture: 'gpt-oss', hasOutput: true };
+    expect(MXFP4_MOE.typeOf('blk.0.ffn_gate_exps.weight', [32, 2880, 2880], gptOss)).toBe('MXFP4');
+    expect(MXFP4_MOE.typeOf('blk.0.ffn_down_exps.weight', [32, 2880, 2880], gptOss)).toBe('MXFP4');
+    expect(MXFP4_MOE.typeOf('blk.0.attn_q.weight', [4096, 2880], gptOss)).toBe('Q8_0');
+    expect(MXFP4_MOE.typeOf('token_embd.weight', [201088, 2880], gptOss)).toBe('Q8_0');
+    // The head: Q6_K asked, whose 256-value blocks 2880 is not a whole number of (llama-quantize
+    // then falls back to Q8_0); 4096 is.
+    expect(MXFP4_MOE.typeOf('output.weight', [201088, 2880], gptOss)).toBe('Q6_K');
+    expect(fittingType('Q6_K', 2880)).toBe('Q8_0');
+    expect(MXFP4_MOE.typeOf('output.weight', [32000, 4096], gptOss)).toBe('Q6_K');
+    expect(MXFP4_MOE.typeOf('output.weight', [32000, 4100], gptOss)).toBe('Q8_0');
+    expect(MXFP4_MOE.typeOf('output.weight', [32000, 4096], { architecture: 'falcon', hasOutput: true })).toBe('Q8_0');
+    // Tied embeddings: the token embedding is the head.
+    expect(MXFP4_MOE.typeOf('token_embd.weight', [32000, 4096], { architecture: 'llama', hasOutput: false })).toBe('Q6_K');
+    // One expert: ne[2] is 1.
+    expect(MXFP4_MOE.typeOf('blk.0.ffn_up_exps.weight', [1, 128, 64], gptOss)).toBe('Q8_0');
+    // bailingmoe3's 3-D attention projections stay Q8_0; its experts take MXFP4.
+    const bailing = { architecture: 'bailingmoe3', hasOutput: true };
+    expect(MXFP4_MOE.typeOf('blk.0.attn_kv_b.weight', [16, 128, 64], bailing)).toBe('Q8_0');
+    expect(MXFP4_MOE.typeOf('blk.0.ffn_up_exps.weight', [16, 128, 64], bailing)).toBe('MXFP4');
+  });
+
+  it('converts a BF16 gpt-oss GGUF, merged, into MXFP4_MOE as llama-quantize would: each tensor the reference quantizer\'s blocks of the merge or of the stored values', async (ctx) => {
+    const backend = backends.cpu;
+    if (!backend) return ctx.skip();
+    const bf16 = gptOssBase((type) => (type === 'F32' ? type : 'BF16'));
+    const run = async (outDtype: string, dtypeMergedOnly = false) => {
+      const prepared = await prepareMerge(memoryInputFileSet({ 'gpt-oss-tiny-BF16.gguf': bf16.bytes }, 'base'), [
+        { files: memoryInputFileSet({ 'gpt-oss-lora.gguf': lora.bytes }, 'gpt-oss-lora'), weight: WEIGHT },
+      ]);
+      try {
+        expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+        const output = createBlobOutputTarget();
+        const warnings: string[] = [];
+        await mergeModel({ prepared, output, backend, outDtype, dtypeMergedOnly, onWarning: (w) => warnings.push(w) });
+        return { out: readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer())), warnings };
+      } finally {
+        await prepared.close();
+      }
+    };
+    const { out, warnings } = await run('mxfp4_moe');
+    const { out: f32 } = await run('f32', true);
+    for (const spec of bf16.specs) {
+      const t = tensorOf(out, spec.name);
+      const matrix = spec.ne.length > 1 && spec.name.endsWith('weight') && !spec.name.includes('ffn_gate_inp');
+      const expected = !matrix ? spec.type : spec.ne.length === 3 ? 'MXFP4' : 'Q8_0';
+      expect(typeName(t.typeId), spec.name).toBe(expected);
+      if (!matrix) continue;
+      const values = MERGED.includes(spec.name) ? tensorValues('F32', tensorOf(f32, spec.name).data) : bf16.values.get(spec.name)!;
+      expect(Buffer.from(t.data).equals(Buffer.from(tensorData(expected, values))), spec.name).toBe(true);
+    }
+    // The head asked Q6_K; 96 values a row are not whole Q6_K blocks.
+    expect(warnings.join('\n')).toMatch(/1 tensor is written as Q8_0, not Q6_K: its rows are not whole Q6_K blocks.*\(output\.weight\)/);
+    expect(warnings.join('\n')).not.toMatch(/quantized again/);
+    expect(out.metadata.get('general.file_type')!.value).toBe(38);
   });
 });
 

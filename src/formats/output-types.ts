@@ -5,6 +5,7 @@
  */
 import { CODEC_TYPE_NAMES } from './gguf/codecs/registry.js';
 import { ggmlTypeByName } from './gguf/ggml-types.js';
+import { TYPE_MIXES } from './gguf/type-mixes.js';
 
 /** One output type a user may choose. */
 export interface OutputTypeChoice {
@@ -51,5 +52,11 @@ function ggufNote(type: string): string {
 
 export const GGUF_OUTPUT_TYPES: OutputTypeChoices = {
   keep: `Each merged tensor keeps its own type: a Q4_K tensor is decoded, merged in f32 and requantized to Q4_K by llama.cpp’s reference rules (IQ4_NL and IQ4_XS as llama-quantize writes them without an importance matrix; the other IQ types need an output type); untouched tensors are byte-copied. ${REQUANTIZE}`,
-  types: CODEC_TYPE_NAMES.map((name) => ({ name: name.toLowerCase(), note: ggufNote(name) })),
+  types: [
+    ...CODEC_TYPE_NAMES.map((name) => ({ name: name.toLowerCase(), note: ggufNote(name) })),
+    ...TYPE_MIXES.map((mix) => ({
+      name: mix.name.toLowerCase(),
+      note: `Matrices requantized to llama-quantize’s ${mix.name} mix (${mix.summary}) by llama.cpp’s reference rules; a matrix whose rows are not whole blocks of its type takes llama-quantize’s fallback type, named in a warning. ${REQUANTIZE} Every matrix llama-quantize would quantize is converted, merged or not, as llama-quantize does for this file type; norms, biases and the other tensors it leaves alone keep their types.`,
+    })),
+  ],
 };

@@ -3,7 +3,8 @@
  * by default: it is decoded to f32, merged, and re-encoded by llama.cpp's reference quantizer for
  * that type. `--dtype` (f16, bf16, q8_0, q4_k, …) converts, merged or not, every tensor that
  * llama-quantize would quantize (quantize-rule.ts: matrices, not norms or the MoE router), as
- * `llama-quantize --pure` does; the others keep their types. Each output file keeps its input
+ * `llama-quantize --pure` does, or to the types of one of llama-quantize's mixes (type-mixes.ts:
+ * MXFP4_MOE); the others keep their types. Each output file keeps its input
  * file's metadata, alignment and tensor order; general.file_type is updated when the types change
  * (file-type.ts) and the first file records the merge's provenance.
  */
@@ -17,6 +18,7 @@ import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from '
 import { decodeBlocks, encodeBlocks, notWritten } from './gguf-blocks.js';
 import { convertTensorBytes } from './gguf-convert.js';
 import { fittingType, llamaQuantizes } from './quantize-rule.js';
+import { TYPE_MIXES, typeMix, type MixContext } from './type-mixes.js';
 import { mergedFileType } from './file-type.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
@@ -37,35 +39,53 @@ function typeOf(name: string): GgmlType {
 }
 
 export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonly StoredShard[]): ContainerFormat {
+  const architecture = inputs[0]?.metadata.find((kv) => kv.key === 'general.architecture')?.value;
+  const mixContext: MixContext = {
+    architecture: typeof architecture === 'string' ? architecture : undefined,
+    hasOutput: input.some((s) => s.tensors.some((t) => t.name === 'output.weight')),
+  };
+  /** The type `requested` (a GGML type or a mix) asks for this tensor, before the fallback. */
+  const askedType = (requested: string, tensor: { name: string; shape: readonly number[] }) =>
+    typeMix(requested)?.typeOf(tensor.name, tensor.shape, mixContext) ?? requested;
   return {
     name: 'gguf',
     outputChoices: GGUF_OUTPUT_TYPES,
     parseOutputType(name) {
+      const mix = typeMix(name);
+      if (mix) return mix.name;
       const type = ggmlTypeByName(name);
       if (type && !blockCodec(type) && blockDecoder(type)) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${notWritten(type.name)}`);
       if (!type || !blockCodec(type)) {
-        throw new MergeError('BAD_ARGUMENT', `--dtype for a GGUF model must be one of ${CODEC_TYPE_NAMES.map((n) => n.toLowerCase()).join(', ')}, not "${name}"`);
+        const names = [...CODEC_TYPE_NAMES, ...TYPE_MIXES.map((m) => m.name)].map((n) => n.toLowerCase());
+        throw new MergeError('BAD_ARGUMENT', `--dtype for a GGUF model must be one of ${names.join(', ')}, not "${name}"`);
       }
       return type.name;
     },
     outputType(tensor, _changed, requested) {
       if (!requested || !llamaQuantizes(tensor.name, tensor.shape)) return tensor.type;
-      return fittingType(requested, tensor.shape[tensor.shape.length - 1] ?? 1);
+      return fittingType(askedType(requested, tensor), tensor.shape[tensor.shape.length - 1] ?? 1);
     },
     outputTypeWarnings(before, after, requested) {
-      const substituted = new Map<string, string[]>();
+      /** Tensors written in a fallback type, by the type asked for and the one written. */
+      const substituted = new Map<string, { asked: string; type: string; names: string[] }>();
       const requantized = new Map<string, number>();
       before.forEach((shard, i) => shard.tensors.forEach((t, j) => {
         const type = after[i].tensors[j].type;
         if (type === t.type) return;
-        if (type !== requested) substituted.set(type, [...(substituted.get(type) ?? []), t.name]);
+        const asked = askedType(requested, t);
+        if (type !== asked) {
+          const key = `${asked} ${type}`;
+          if (!substituted.has(key)) substituted.set(key, { asked, type, names: [] });
+          substituted.get(key)!.names.push(t.name);
+        }
         if (!FLOAT_TYPES.has(t.type)) requantized.set(t.type, (requantized.get(t.type) ?? 0) + 1);
       }));
-      const warnings = [...substituted].map(([type, names]) =>
-        `${names.length} tensor${names.length === 1 ? ' is' : 's are'} written as ${type}, not ${requested}: ${names.length === 1 ? 'its' : 'their'} rows are not whole ${requested} blocks, and llama-quantize falls back to ${type} for such rows (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''})`);
+      const warnings = [...substituted.values()].map(({ asked, type, names }) =>
+        `${names.length} tensor${names.length === 1 ? ' is' : 's are'} written as ${type}, not ${asked}: ${names.length === 1 ? 'its' : 'their'} rows are not whole ${asked} blocks, and llama-quantize falls back to ${type} for such rows (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''})`);
       if (requantized.size > 0) {
         const list = [...requantized].map(([type, n]) => `${n} ${type}`).join(', ');
-        warnings.push(`tensors already quantized (${list}) are quantized again to ${requested}, as llama-quantize --allow-requantize does: that adds the new type's error to the old one (quantizing from an F16 or BF16 model is better)`);
+        const to = typeMix(requested) ? `${requested}'s types` : requested;
+        warnings.push(`tensors already quantized (${list}) are quantized again to ${to}, as llama-quantize --allow-requantize does: that adds the new type's error to the old one (quantizing from an F16 or BF16 model is better)`);
       }
       return warnings;
     },
