@@ -2,7 +2,8 @@
  * llama-quantize's file types that mix tensor types (llama-quant.cpp, llama_tensor_get_type): each
  * mix says which GGML type a tensor it quantizes gets. Which tensors are quantized at all, and the
  * fallback for rows that are not whole blocks, stay the same as for one type (quantize-rule.ts).
- * One entry per mix; `--dtype` takes its name.
+ * One entry per mix; `--dtype` takes its name. general.file_type is set as for any `--dtype`
+ * (file-type.ts: the type holding the most weights), not to the mix's own llama_ftype.
  */
 
 /** What a mix needs to know of the model beyond the tensor itself. */
@@ -16,8 +17,6 @@ export interface MixContext {
 export interface TypeMix {
   /** As llama-quantize names the file type: `MXFP4_MOE`. */
   readonly name: string;
-  /** The llama_ftype llama-quantize records in general.file_type. */
-  readonly fileType: number;
   /** The type llama-quantize asks for `name` (before the fallback for rows of `ne0` values). */
   typeOf(name: string, shape: readonly number[], model: MixContext): string;
   /** Which tensors get which type, in words (for `--dtype` and the page's menu). */
@@ -42,7 +41,6 @@ const isHead = (name: string, model: MixContext) => name === 'output.weight' || 
  */
 const MXFP4_MOE: TypeMix = {
   name: 'MXFP4_MOE',
-  fileType: 38,
   typeOf(name, shape, model) {
     if (isHead(name, model)) return headType(shape, model, 32);
     const stacked = shape.length >= 3 && shape[shape.length - 3] > 1;
