@@ -78,12 +78,12 @@ writeSparse(join(dir, 'adapter', 'adapter_model.safetensors'), [JSON.stringify({
   [`base_model.model.${module}.lora_B.weight`]: { dtype: 'F32', shape: [1, 1], data_offsets: [4, 8] },
 })], 8);
 
-let page;
+let site;
 try {
   const shardsAt = process.argv.indexOf('--shards');
   const shards = shardsAt > 0 ? Number(process.argv[shardsAt + 1]) : 1;
   if (!Number.isInteger(shards) || shards < 1) throw new Error(`--shards takes a positive integer, not "${process.argv[shardsAt + 1]}"`);
-  page = process.argv.includes('--page') ? await serveDemo() : undefined;
+  site = process.argv.includes('--page') ? await serveDemo() : undefined;
   const counts = process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : '50000,100000';
   for (const count of counts.split(',').map(Number)) {
     const base = writeBase(count, shards);
@@ -99,13 +99,13 @@ try {
       const error = run.stderr.split('\n').find((l) => l.startsWith('error: ')) ?? '';
       console.log(`${count} tensors, ${args[0]}: exit ${run.status}, peak RSS ${peakMiB.toFixed(0)} MiB, ${((Date.now() - started) / 1000).toFixed(1)} s ${error}`);
     }
-    if (page) {
+    if (site) {
       const started = Date.now();
       const browser = await launchBenchBrowser();
       try {
         const files = shards > 1 ? readdirSync(base).map((f) => join(base, f)) : base;
         const adapterFiles = ['adapter_config.json', 'adapter_model.safetensors'].map((f) => join(dir, 'adapter', f));
-        const r = await mergeInPage(browser, page.url, { base: files, adapterFiles, backend: 'cpu' });
+        const r = await mergeInPage(browser, site.url, { base: files, adapterFiles, backend: 'cpu' });
         console.log(`${count} tensors, page merge: peak ${((r.peakBytes - r.idleBytes) / 2 ** 20).toFixed(0)} MiB above idle ` +
           `(idle ${(r.idleBytes / 2 ** 20).toFixed(0)} MiB), merge ${r.seconds.toFixed(1)} s, ${((Date.now() - started) / 1000).toFixed(1)} s in all`);
       } catch (e) {
@@ -118,6 +118,6 @@ try {
     rmSync(out, { recursive: true, force: true });
   }
 } finally {
-  await page?.close();
+  await site?.close();
   rmSync(dir, { recursive: true, force: true });
 }
