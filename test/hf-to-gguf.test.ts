@@ -77,6 +77,26 @@ describe('HF module paths on GGUF tensors', () => {
     expect(where(phi3, 'model.layers.0.mlp.gate_up_proj')).toEqual([{ key: 'blk.0.ffn_up.weight', rows: undefined }]);
   });
 
+  it('maps Qwen3-VL\'s language model (qwen3vl, qwen3vlmoe) as qwen3, refuses its vision tower, and refuses fused expert parameters saying why', () => {
+    const vl = ggufBase('qwen3vl', { 'blk.2.attn_q.weight': [64, 64], 'blk.2.attn_k.weight': [16, 64], 'blk.2.ffn_down.weight': [64, 128], 'token_embd.weight': [32, 64] },
+      { 'qwen3vl.attention.head_count': 8, 'qwen3vl.attention.head_count_kv': 2 });
+    // transformers 5 names (model.language_model.…) and the older ones (language_model.model.…).
+    expect(where(vl, 'model.language_model.layers.2.self_attn.q_proj')).toEqual([{ key: 'blk.2.attn_q.weight', rows: undefined }]);
+    expect(where(vl, 'language_model.model.layers.2.self_attn.k_proj')).toEqual([{ key: 'blk.2.attn_k.weight', rows: undefined }]);
+    expect(where(vl, 'model.language_model.layers.2.mlp.down_proj')).toEqual([{ key: 'blk.2.ffn_down.weight', rows: undefined }]);
+    expect(where(vl, 'model.language_model.embed_tokens')).toEqual([{ key: 'token_embd.weight', rows: undefined }]);
+    expect(where(vl, 'model.visual.blocks.0.attn.qkv')).toMatch(/separate mmproj GGUF/);
+    const moe = ggufBase('qwen3vlmoe', { 'blk.0.attn_v.weight': [16, 64], 'blk.0.ffn_gate_inp.weight': [8, 64], 'blk.0.ffn_gate_exps.weight': [8 * 32, 64] },
+      { 'qwen3vlmoe.expert_count': 8 });
+    expect(where(moe, 'model.language_model.layers.0.self_attn.v_proj')).toEqual([{ key: 'blk.0.attn_v.weight', rows: undefined }]);
+    expect(where(moe, 'model.language_model.layers.0.mlp.gate')).toEqual([{ key: 'blk.0.ffn_gate_inp.weight', rows: undefined }]);
+    for (const [arch, base] of [['qwen3vlmoe', moe], ['qwen3moe', ggufBase('qwen3moe', { 'blk.0.ffn_gate_exps.weight': [8 * 32, 64] }, { 'qwen3moe.expert_count': 8 })]] as const) {
+      for (const param of ['gate_up_proj', 'down_proj']) {
+        expect(where(base, `model.layers.0.mlp.experts.${param}`), `${arch} ${param}`).toMatch(/fused expert parameters \(PEFT target_parameters\).*merge into the safetensors checkpoint and convert that/);
+      }
+    }
+  });
+
   it('names what cannot be mapped: an unknown module, a missing tensor, an architecture it does not know', () => {
     const base = ggufBase('llama', { 'blk.0.attn_q.weight': [64, 64] }, { 'llama.attention.head_count': 8 });
     expect(where(base, 'model.layers.0.self_attn.rotary_emb')).toMatch(/no matching tensor/);

@@ -3,7 +3,8 @@
  * (`blk.3.attn_q.weight`), per architecture as llama.cpp's converter names them
  * (convert_hf_to_gguf.py, gguf-py/gguf/tensor_mapping.py), for llama (Llama, Mistral, Mixtral, and
  * LLaVA's language model), qwen2, qwen2vl (Qwen2-VL and Qwen2.5-VL's language model), qwen3,
- * qwen2moe, qwen3moe, gemma2, gemma3, phi3 and gpt-oss:
+ * qwen2moe, qwen3moe, qwen3vl and qwen3vlmoe (Qwen3-VL's language model), gemma2, gemma3, phi3 and
+ * gpt-oss:
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down, fused gate_up (phi3 → ffn_up), the MoE
  *   router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
@@ -71,16 +72,16 @@ const PHI3: readonly Rule[] = [
 ];
 
 /**
- * gpt-oss (GptOssModel): attention, embeddings and head as named, q and k not permuted (the class
- * leaves them to the plain name mapping). Its experts are 3-D parameters (PEFT
- * `target_parameters`) stored (E, in, out), which the converter transposes and, for gate_up_proj,
- * splits by alternate columns (gate even, up odd) into ffn_gate_exps and ffn_up_exps (newer builds
- * can stack them in ffn_gate_up_exps): not placed yet, so refused with the way round it. The
- * router is not a Linear, so LoRA has no module there.
+ * Fused expert parameters, 3-D (PEFT `target_parameters` on `mlp.experts.gate_up_proj` /
+ * `down_proj`: gpt-oss, Qwen3-VL-MoE, transformers 5's MoE models), which the converter lays out
+ * again: gate_up_proj split into ffn_gate_exps and ffn_up_exps (gpt-oss's by alternate columns;
+ * newer builds can stack them in ffn_gate_up_exps), transposed where stored (E, in, out). Not
+ * placed yet, so refused with the way round it.
  */
-const GPT_OSS_EXPERTS = 'gpt-oss expert parameters (PEFT target_parameters) are transposed and split gate/up by llama.cpp\'s converter; merging them into a GGUF is not supported yet: merge into the safetensors checkpoint and convert that';
-const GPT_OSS: readonly Rule[] = [
-  rule(`${L}\\.mlp\\.experts\\.(gate_up_proj|down_proj)(_bias)?`, 'blk.$1.ffn_gate_exps', { refuse: GPT_OSS_EXPERTS }),
+const FUSED_EXPERTS: readonly Rule[] = [
+  rule(`${L}\\.mlp\\.experts\\.(gate_up_proj|down_proj)(_bias)?`, 'blk.$1.ffn_gate_exps', {
+    refuse: 'fused expert parameters (PEFT target_parameters) are split into gate and up and laid out again by llama.cpp\'s converter; merging them into a GGUF is not supported yet: merge into the safetensors checkpoint and convert that',
+  }),
 ];
 
 /** general.architecture → the rules of the models llama.cpp converts to it. */
@@ -88,12 +89,17 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   llama: [...COMMON, ...QK_PERMUTED, ...MIXTRAL],
   qwen2: [...COMMON, ...QK],
   qwen3: [...COMMON, ...QK],
-  qwen2moe: [...COMMON, ...QK, ...QWEN_MOE],
-  qwen3moe: [...COMMON, ...QK, ...QWEN_MOE],
+  qwen2moe: [...COMMON, ...QK, ...QWEN_MOE, ...FUSED_EXPERTS],
+  qwen3moe: [...COMMON, ...QK, ...QWEN_MOE, ...FUSED_EXPERTS],
   gemma2: [...COMMON, ...QK],
   gemma3: [...COMMON, ...QK],
   phi3: [...COMMON, ...PHI3],
-  'gpt-oss': [...COMMON, ...QK, ...GPT_OSS],
+  // gpt-oss (GptOssModel): q and k not permuted (the class leaves them to the plain name mapping);
+  // its router is not a Linear, so LoRA has no module there.
+  'gpt-oss': [...COMMON, ...QK, ...FUSED_EXPERTS],
+  // Qwen3VLTextModel and Qwen3VLMoeTextModel: Qwen3's names once `language_model.` is dropped.
+  qwen3vl: [...COMMON, ...QK],
+  qwen3vlmoe: [...COMMON, ...QK, ...QWEN_MOE, ...FUSED_EXPERTS],
   // Qwen2VLModel: `language_model.` dropped, the vision tower left to the mmproj file; q/k as qwen2.
   qwen2vl: [...COMMON, ...QK],
 };
