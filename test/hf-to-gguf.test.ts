@@ -40,6 +40,19 @@ describe('HF module paths on GGUF tensors', () => {
     expect(k.targets[0].rows!.map((s) => s.src)).toEqual([0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15]);
   });
 
+  it('maps mistral3 (Mistral Small 3.x, Ministral 3) as llama, q and k permuted, from either multimodal naming', () => {
+    const base = ggufBase('mistral3', { 'blk.0.attn_q.weight': [64, 64], 'blk.0.attn_k.weight': [16, 64], 'blk.0.attn_output.weight': [64, 64] },
+      { 'mistral3.attention.head_count': 8, 'mistral3.attention.head_count_kv': 2 });
+    for (const prefix of ['model.language_model.layers', 'language_model.model.layers', 'model.layers']) {
+      const q = base.locate(moduleAddress(`base_model.model.${prefix}.0.self_attn.q_proj`));
+      const k = base.locate(moduleAddress(`base_model.model.${prefix}.0.self_attn.k_proj`));
+      if (!q.found || !k.found) throw new Error(`q or k not found under ${prefix}`);
+      expect(q.targets[0].rows!.slice(0, 8)).toEqual([0, 4, 1, 5, 2, 6, 3, 7].map((src, dst) => ({ src, dst, count: 1 })));
+      expect(k.targets[0].rows!.map((s) => s.src)).toEqual([0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15]);
+      expect(where(base, `${prefix}.0.self_attn.o_proj`)).toEqual([{ key: 'blk.0.attn_output.weight', rows: undefined }]);
+    }
+  });
+
   it('maps Mixtral experts onto their rows of the merged expert tensors, and the router', () => {
     const base = ggufBase('llama', {
       'blk.1.ffn_gate_inp.weight': [4, 64], 'blk.1.ffn_gate_exps.weight': [4 * 128, 64], 'blk.1.ffn_down_exps.weight': [4 * 64, 128], 'blk.1.ffn_up_exps.weight': [4 * 128, 64],
