@@ -2,15 +2,15 @@
  * Layout: Hugging Face module paths (PEFT's `model.layers.3.self_attn.q_proj`) on a GGUF base
  * (`blk.3.attn_q.weight`), per architecture as llama.cpp's converter names them
  * (convert_hf_to_gguf.py, gguf-py/gguf/tensor_mapping.py), for llama (Llama, Mistral, Mixtral, and
- * LLaVA's language model), mistral3, qwen2, qwen2vl (Qwen2-VL and Qwen2.5-VL's language model), qwen3,
- * qwen2moe, qwen3moe, qwen3vl and qwen3vlmoe (Qwen3-VL's language model), gemma2, gemma3, phi3 and
- * gpt-oss:
+ * LLaVA's language model), mistral3, qwen2, qwen2vl (Qwen2-VL and Qwen2.5-VL's language model),
+ * qwen3, qwen2moe, qwen3moe, qwen3vl and qwen3vlmoe (Qwen3-VL's language model), gemma2, gemma3,
+ * phi3 and gpt-oss:
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down, fused gate_up (phi3 → ffn_up), the MoE
  *   router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
- * - for `llama` and `mistral3`, the converter permutes the rows of q and k (reshape (heads, 2, d/heads/2, in),
- *   swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same permutation, which
+ * - for `llama` and `mistral3`, the converter permutes the rows of q and k (reshape (heads, 2,
+ *   d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same permutation, which
  *   convert_lora_to_gguf applies to B.
  * The base's GGUF metadata gives the architecture, head and expert counts. A module of a known
  * architecture that fits no rule is a miss (the plan names it); other bases are not this layout's.
@@ -29,7 +29,10 @@ interface Rule {
   expert?: number;
   /** The converter permutes this tensor's rows with the (kv) head count. */
   permute?: 'q' | 'k';
-  /** Why a module this rule names is refused on such a base (the tensor exists, but not as the adapter's ΔW lands on it). */
+  /**
+   * Why a module this rule names is refused on such a base (the tensors exist, but not laid out as
+   * the adapter's ΔW is); `tensor` then only says where the rule belongs.
+   */
   refuse?: string;
 }
 
