@@ -18,7 +18,7 @@ export type {
 export {
   estimateUpdateMagnitudes, type MagnitudeOptions, type ReadBaseRows, type UpdateMagnitude,
 } from './plan/update-magnitudes.js';
-export type { BaseModel, BaseModelKind, BaseShard, BaseTensor, ShardIndex } from './formats/base-model.js';
+export type { BaseModel, BaseModelKind, BaseShard, BaseTensor } from './formats/base-model.js';
 export {
   ADAPTER_FORMAT_NAMES, type AdapterFormat, type AdapterModule, type DoraFactor, type ModelPart, type ModuleAddress, type ModuleKind,
   type ParsedAdapter, type TensorReplacement, type UpdateShape,
