@@ -396,7 +396,6 @@ export class RowBlockPool implements CpuMergePool {
     };
   }
 
-
   dispose(): void {
     const slots = this.slots;
     this.slots = [];
