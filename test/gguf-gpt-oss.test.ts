@@ -9,7 +9,7 @@
  * `--dtype mxfp4`, which converts every matrix llama-quantize --pure would. And the other byte- or
  * mean-scaled types (NVFP4, Q1_0, Q2_0): a LoRA on such a matrix, kept in its type or written as Q8_0.
  * And a PEFT LoRA (Hugging Face module names) on the same base: attention lands unpermuted, expert
- * parameters are refused by name.
+ * parameters (target_parameters) land as the converter lays them out.
  */
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
@@ -26,6 +26,7 @@ const backends = mergeBackends({ cpu: 'default' });
 const HIDDEN = 96; // gpt-oss's 2880 is a multiple of 32, not of 256: no k-quants
 const HEADS = 4, KV_HEADS = 2, HEAD_DIM = 16, EXPERTS = 4, FFN = 64, VOCAB = 40;
 const Q = 'blk.0.attn_q.weight', GATE = 'blk.0.ffn_gate_exps.weight', DOWN = 'blk.0.ffn_down_exps.weight', UP = 'blk.0.ffn_up_exps.weight';
+const GATE_UP = 'blk.0.ffn_gate_up_exps.weight';
 
 function gaussian(seed: number): () => number {
   const rand = seededRandom(seed);
@@ -38,7 +39,7 @@ const u32 = (value: number): MetaValue => ({ type: 'u32', value });
  * The base: one gpt-oss block as convert_hf_to_gguf names it, quantized as llama-quantize's
  * MXFP4_MOE (or each type mapped by `typeOf`: BF16, as the converter writes it).
  */
-function gptOssBase(typeOf: (type: string) => string = (type) => type) {
+function gptOssBase(typeOf: (type: string) => string = (type) => type, fuseGateUp = false) {
   const g = gaussian(3);
   const specs: { name: string; ne: number[]; type: string }[] = [
     { name: 'token_embd.weight', ne: [HIDDEN, VOCAB], type: 'Q8_0' },
@@ -64,6 +65,11 @@ function gptOssBase(typeOf: (type: string) => string = (type) => type) {
     { name: 'output_norm.weight', ne: [HIDDEN], type: 'F32' },
     { name: 'output.weight', ne: [HIDDEN, VOCAB], type: 'Q8_0' },
   ];
+  if (fuseGateUp) {
+    // convert_hf_to_gguf --fuse-gate-up-exps: each expert's gate rows, then its up rows, in one tensor.
+    const at = specs.findIndex((s) => s.name === GATE);
+    specs.splice(at, 4, { name: GATE_UP, ne: [HIDDEN, 2 * FFN, EXPERTS], type: 'MXFP4' }, { name: 'blk.0.ffn_gate_up_exps.bias', ne: [2 * FFN, EXPERTS], type: 'F32' });
+  }
   for (const s of specs) s.type = typeOf(s.type);
   const { tensors, values } = randomTensors(specs, g);
   const metadata: [string, MetaValue][] = [
@@ -393,28 +399,92 @@ describe('a PEFT LoRA on a gpt-oss GGUF', () => {
     }
   });
 
-  it('refuses expert parameters (target_parameters) by name, saying how to merge them instead', async () => {
+  /**
+   * The OpenAI cookbook's gpt-oss recipe also targets expert parameters of chosen layers
+   * (`target_parameters=["7.mlp.experts.gate_up_proj", "7.mlp.experts.down_proj", …]`). gpt-oss
+   * stores them (E, in, out): gate_up_proj (E, hidden, 2·ffn) with gate and up in alternate columns,
+   * down_proj (E, ffn, hidden). PEFT (0.19.1 on, for experts stored (E, in, out)) adds (B_e·A_e)ᵀ to
+   * expert e, A (r·E, d1) grouped by expert, B (d2, r·E) interleaved. The converter transposes each
+   * expert and splits gate_up by alternate columns (GptOssModel.modify_tensors).
+   */
+  function expertLora() {
     const g = gaussian(29);
+    const gateUpA = Float64Array.from({ length: R * EXPERTS * HIDDEN }, () => Math.fround(0.05 * g()));
+    const gateUpB = Float64Array.from({ length: 2 * FFN * R * EXPERTS }, () => Math.fround(0.05 * g()));
+    const downA = Float64Array.from({ length: R * EXPERTS * FFN }, () => Math.fround(0.05 * g()));
+    const downB = Float64Array.from({ length: HIDDEN * R * EXPERTS }, () => Math.fround(0.05 * g()));
     const files = {
-      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: R, lora_alpha: PEFT_ALPHA, target_modules: ['q_proj'], target_parameters: ['mlp.experts.gate_up_proj'], peft_version: '0.17.1' }),
+      'adapter_config.json': JSON.stringify({
+        peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'openai/gpt-oss-20b', r: R, lora_alpha: PEFT_ALPHA,
+        target_modules: 'all-linear', target_parameters: ['0.mlp.experts.gate_up_proj', '0.mlp.experts.down_proj'], peft_version: '0.19.1',
+      }),
       'adapter_model.safetensors': buildSafetensors([
-        { name: `${prefix}.self_attn.q_proj.lora_A.weight`, dtype: 'F32', shape: [R, HIDDEN], data: Float64Array.from({ length: R * HIDDEN }, g) },
-        { name: `${prefix}.self_attn.q_proj.lora_B.weight`, dtype: 'F32', shape: [HEADS * HEAD_DIM, R], data: Float64Array.from({ length: HEADS * HEAD_DIM * R }, g) },
-        // gate_up_proj is (E, hidden, 2·ffn): A (r·E, hidden), B (2·ffn, r·E).
-        { name: `${prefix}.mlp.experts.lora_A.weight`, dtype: 'F32', shape: [R * EXPERTS, HIDDEN], data: Float64Array.from({ length: R * EXPERTS * HIDDEN }, g) },
-        { name: `${prefix}.mlp.experts.lora_B.weight`, dtype: 'F32', shape: [2 * FFN, R * EXPERTS], data: Float64Array.from({ length: 2 * FFN * R * EXPERTS }, g) },
+        // Two parameters of one module: the inner wrapper holds the first registered (gate_up_proj).
+        { name: `${prefix}.mlp.experts.base_layer.lora_A.weight`, dtype: 'F32', shape: [R * EXPERTS, HIDDEN], data: gateUpA },
+        { name: `${prefix}.mlp.experts.base_layer.lora_B.weight`, dtype: 'F32', shape: [2 * FFN, R * EXPERTS], data: gateUpB },
+        { name: `${prefix}.mlp.experts.lora_A.weight`, dtype: 'F32', shape: [R * EXPERTS, FFN], data: downA },
+        { name: `${prefix}.mlp.experts.lora_B.weight`, dtype: 'F32', shape: [HIDDEN, R * EXPERTS], data: downB },
       ]),
     };
-    const prepared = await prepareMerge(memoryInputFileSet({ 'gpt-oss-tiny-MXFP4.gguf': base.bytes }, 'base'), [
-      { files: memoryInputFileSet(files, 'gpt-oss-expert-lora'), weight: 1 },
+    /** ΔP_e[i][o] of a parameter (E, d1, d2) = (B_e·A_e)ᵀ, times the scale. */
+    const delta = (a: Float64Array, b: Float64Array, d1: number, d2: number) => (e: number, i: number, o: number) => {
+      let sum = 0;
+      for (let k = 0; k < R; k++) sum += b[o * R * EXPERTS + k * EXPERTS + e] * a[(e * R + k) * d1 + i];
+      return (WEIGHT * PEFT_ALPHA / R) * sum;
+    };
+    return { files, gateUp: delta(gateUpA, gateUpB, HIDDEN, 2 * FFN), down: delta(downA, downB, FFN, HIDDEN) };
+  }
+
+  /** The base tensor plus, at expert e's row j and column c, `change(e, j, c)`. */
+  function plus(w: Float64Array, rows: number, cols: number, change: (e: number, j: number, c: number) => number): Float64Array {
+    const out = w.slice();
+    for (let e = 0; e < EXPERTS; e++) for (let j = 0; j < rows; j++) for (let c = 0; c < cols; c++) out[(e * rows + j) * cols + c] += change(e, j, c);
+    return out;
+  }
+
+  async function mergeExperts(bytes: Uint8Array, backend: MergeBackend, files: Record<string, Uint8Array | string>): Promise<ReadGguf> {
+    const prepared = await prepareMerge(memoryInputFileSet({ 'gpt-oss-tiny-MXFP4.gguf': bytes }, 'base'), [
+      { files: memoryInputFileSet(files, 'gpt-oss-expert-lora'), weight: WEIGHT },
     ]);
     try {
-      const messages = prepared.plan.problems.map((p) => p.message);
-      expect(messages).toHaveLength(1);
-      expect(messages[0]).toMatch(/mlp\.experts.*gate_up_proj/);
-      expect(messages[0]).toMatch(/target_parameters.*not supported yet: merge into the safetensors checkpoint and convert that/);
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+      const output = createBlobOutputTarget();
+      // 2 KiB slabs: each expert arrives in several pieces.
+      await mergeModel({ prepared, output, backend, outDtype: 'f32', dtypeMergedOnly: true, slabBytes: 2048 });
+      return readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
     } finally {
       await prepared.close();
     }
+  }
+
+  function expectNear(merged: Float64Array, expected: Float64Array, tensor: string): void {
+    expect(merged.length, tensor).toBe(expected.length);
+    let worst = 0;
+    for (let i = 0; i < merged.length; i++) worst = Math.max(worst, Math.abs(merged[i] - expected[i]) / (Math.abs(expected[i]) + 1e-3));
+    expect(worst, tensor).toBeLessThan(1e-5);
+  }
+
+  it.for(['cpu', 'webgpu'])('lands expert parameters as the converter lays them out: each expert transposed, gate_up split by alternate columns into ffn_gate_exps and ffn_up_exps, on %s', async (name, ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const lora = expertLora();
+    const out = await mergeExperts(base.bytes, backend, lora.files);
+    // GGUF gate row j of expert e, column c (hidden) = W + ΔP_e[c][2j]; up: column 2j + 1; down row h, column f = W + ΔP_e[f][h].
+    expectNear(tensorValues('F32', tensorOf(out, GATE).data), plus(base.values.get(GATE)!, FFN, HIDDEN, (e, j, c) => lora.gateUp(e, c, 2 * j)), GATE);
+    expectNear(tensorValues('F32', tensorOf(out, UP).data), plus(base.values.get(UP)!, FFN, HIDDEN, (e, j, c) => lora.gateUp(e, c, 2 * j + 1)), UP);
+    expectNear(tensorValues('F32', tensorOf(out, DOWN).data), plus(base.values.get(DOWN)!, HIDDEN, FFN, (e, h, f) => lora.down(e, f, h)), DOWN);
+    const input = readGguf(base.bytes);
+    for (const t of input.tensors.filter((x) => ![GATE, UP, DOWN].includes(x.name))) {
+      expect(Buffer.from(tensorOf(out, t.name).data).equals(Buffer.from(t.data)), t.name).toBe(true);
+    }
+  });
+
+  it('lands gate_up_proj on a --fuse-gate-up-exps GGUF: each expert\'s gate rows (even columns), then its up rows (odd)', async () => {
+    const fused = gptOssBase(undefined, true);
+    const lora = expertLora();
+    const out = await mergeExperts(fused.bytes, backends.cpu!, lora.files);
+    const change = (e: number, j: number, c: number) => (j < FFN ? lora.gateUp(e, c, 2 * j) : lora.gateUp(e, c, 2 * (j - FFN) + 1));
+    expectNear(tensorValues('F32', tensorOf(out, GATE_UP).data), plus(fused.values.get(GATE_UP)!, 2 * FFN, HIDDEN, change), GATE_UP);
+    expectNear(tensorValues('F32', tensorOf(out, DOWN).data), plus(fused.values.get(DOWN)!, HIDDEN, FFN, (e, h, f) => lora.down(e, f, h)), DOWN);
   });
 });

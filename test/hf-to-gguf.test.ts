@@ -90,7 +90,7 @@ describe('HF module paths on GGUF tensors', () => {
     expect(where(phi3, 'model.layers.0.mlp.gate_up_proj')).toEqual([{ key: 'blk.0.ffn_up.weight', rows: undefined }]);
   });
 
-  it('maps Qwen3-VL\'s language model (qwen3vl, qwen3vlmoe) as qwen3, refuses its vision tower, and refuses fused expert parameters saying why', () => {
+  it('maps Qwen3-VL\'s language model (qwen3vl, qwen3vlmoe) as qwen3, refuses its vision tower, and refuses Qwen3-VL-MoE\'s fused expert parameters saying why', () => {
     const vl = ggufBase('qwen3vl', { 'blk.2.attn_q.weight': [64, 64], 'blk.2.attn_k.weight': [16, 64], 'blk.2.ffn_down.weight': [64, 128], 'token_embd.weight': [32, 64] },
       { 'qwen3vl.attention.head_count': 8, 'qwen3vl.attention.head_count_kv': 2 });
     // transformers 5 names (model.language_model.…) and the older ones (language_model.model.…).
@@ -103,11 +103,43 @@ describe('HF module paths on GGUF tensors', () => {
       { 'qwen3vlmoe.expert_count': 8 });
     expect(where(moe, 'model.language_model.layers.0.self_attn.v_proj')).toEqual([{ key: 'blk.0.attn_v.weight', rows: undefined }]);
     expect(where(moe, 'model.language_model.layers.0.mlp.gate')).toEqual([{ key: 'blk.0.ffn_gate_inp.weight', rows: undefined }]);
-    for (const [arch, base] of [['qwen3vlmoe', moe], ['qwen3moe', ggufBase('qwen3moe', { 'blk.0.ffn_gate_exps.weight': [8 * 32, 64] }, { 'qwen3moe.expert_count': 8 })]] as const) {
-      for (const param of ['gate_up_proj', 'down_proj']) {
-        expect(where(base, `model.layers.0.mlp.experts.${param}`), `${arch} ${param}`).toMatch(/fused expert parameters \(PEFT target_parameters\).*merge into the safetensors checkpoint and convert that/);
-      }
+    for (const param of ['gate_up_proj', 'down_proj']) {
+      expect(where(moe, `model.language_model.layers.0.mlp.experts.${param}`), param).toMatch(/Qwen3-VL-MoE's fused expert parameters \(PEFT target_parameters\).*merge into the safetensors checkpoint and convert that/);
     }
+  });
+
+  it('places fused expert parameters (target_parameters) on the tensors the converter splits them into, with the parameter\'s shape and the rows each holds', () => {
+    const experts = (locator: ModuleLocator, module: string) => {
+      const r = locator.locate(moduleAddress(`base_model.model.${module}`));
+      return r.found ? r.targets.map((t) => ({ key: t.baseKey, ...t.experts, rows: t.experts?.rows?.join(',') })) : r.message;
+    };
+    const evens = '0,2,4,6', odds = '1,3,5,7';
+    // gpt-oss: (E, in, out), gate and up alternate; the GGUF transposes each expert.
+    const oss = ggufBase('gpt-oss', { 'blk.1.ffn_gate_exps.weight': [4 * 4, 96], 'blk.1.ffn_up_exps.weight': [4 * 4, 96], 'blk.1.ffn_down_exps.weight': [4 * 96, 4] }, { 'gpt-oss.expert_count': 4 });
+    expect(experts(oss, 'model.layers.1.mlp.experts.gate_up_proj')).toEqual([
+      { key: 'blk.1.ffn_gate_exps.weight', paramShape: [4, 96, 8], storedInOut: true, transposed: true, rows: evens },
+      { key: 'blk.1.ffn_up_exps.weight', paramShape: [4, 96, 8], storedInOut: true, transposed: true, rows: odds },
+    ]);
+    expect(experts(oss, 'model.layers.1.mlp.experts.down_proj')).toEqual([{ key: 'blk.1.ffn_down_exps.weight', paramShape: [4, 4, 96], storedInOut: true, transposed: true, rows: undefined }]);
+    const fused = ggufBase('gpt-oss', { 'blk.1.ffn_gate_up_exps.weight': [4 * 8, 96] }, { 'gpt-oss.expert_count': 4 });
+    expect(experts(fused, 'model.layers.1.mlp.experts.gate_up_proj')).toEqual([
+      { key: 'blk.1.ffn_gate_up_exps.weight', paramShape: [4, 96, 8], storedInOut: true, transposed: true, rows: `${evens},${odds}` },
+    ]);
+    expect(where(oss, 'model.layers.1.mlp.experts.gate_up_proj_bias')).toMatch(/expert bias/);
+    // transformers 5's Qwen MoE: (E, out, in), gate then up; the GGUF keeps each expert's orientation.
+    for (const arch of ['qwen2moe', 'qwen3moe']) {
+      const qwen = ggufBase(arch, { 'blk.0.ffn_gate_exps.weight': [8 * 4, 64], 'blk.0.ffn_up_exps.weight': [8 * 4, 64], 'blk.0.ffn_down_exps.weight': [8 * 64, 4] }, { [`${arch}.expert_count`]: 8 });
+      expect(experts(qwen, 'model.layers.0.mlp.experts.gate_up_proj'), arch).toEqual([
+        { key: 'blk.0.ffn_gate_exps.weight', paramShape: [8, 8, 64], storedInOut: false, transposed: false, rows: '0,1,2,3' },
+        { key: 'blk.0.ffn_up_exps.weight', paramShape: [8, 8, 64], storedInOut: false, transposed: false, rows: '4,5,6,7' },
+      ]);
+      expect(experts(qwen, 'model.layers.0.mlp.experts.down_proj'), arch).toEqual([{ key: 'blk.0.ffn_down_exps.weight', paramShape: [8, 64, 4], storedInOut: false, transposed: false, rows: undefined }]);
+    }
+    // Without the expert count, or with gate and up of different shapes, nothing is placed.
+    const noCount = ggufBase('gpt-oss', { 'blk.1.ffn_gate_exps.weight': [16, 96], 'blk.1.ffn_up_exps.weight': [16, 96] });
+    expect(where(noCount, 'model.layers.1.mlp.experts.gate_up_proj')).toMatch(/no matching tensor/);
+    const uneven = ggufBase('qwen3moe', { 'blk.0.ffn_gate_exps.weight': [8 * 4, 64], 'blk.0.ffn_up_exps.weight': [8 * 5, 64] }, { 'qwen3moe.expert_count': 8 });
+    expect(where(uneven, 'model.layers.0.mlp.experts.gate_up_proj')).toMatch(/no matching tensor/);
   });
 
   it('names what cannot be mapped: an unknown module, a missing tensor, an architecture it does not know', () => {

@@ -11,10 +11,16 @@
  *
  * The merge views W as (E·d1) × d2 and adds one rank-r term per expert on its d1 rows: `e-o-i`
  * with B_e and A_e as they are, `e-i-o` with Aᵀ_e as the left factor and Bᵀ_e as the right.
+ *
+ * A base converted to another layout (llama.cpp's GGUF: each expert (out, in), gate_up split into
+ * gate and up) holds the parameter laid out again; the layout says how (`ExpertLayout`,
+ * layouts/layout.ts), and each expert's term is transposed and its left factor's rows picked to
+ * match. ΔW stays low rank: picking rows of ΔW_e is picking rows of its left factor.
  */
 import { decodeToF32 } from '../dtype.js';
 import type { FloatTensorBytes, LowRankTerm } from '../engine/merge-op.js';
 import type { AdapterModule } from '../formats/adapter.js';
+import type { ExpertLayout } from '../formats/layouts/layout.js';
 
 export type ExpertForm = 'e-o-i' | 'e-i-o';
 
@@ -23,32 +29,55 @@ export interface ExpertSplit {
   /** Rank per expert. */
   rank: number;
   form: ExpertForm;
-  /** Rows of W per expert (d1). */
+  /** Rows of the base tensor per expert: d1, or those `rows` picks. */
   rowsPerExpert: number;
+  /** The base holds each expert's ΔW transposed, (d2, d1). */
+  transposed?: boolean;
+  /** Rows of each expert's (transposed) ΔW the base tensor holds, in its order; absent: all. */
+  rows?: readonly number[];
 }
 
 /** transformers' expert modules marked `is_transposed` (their tensors are (E, in, out)). */
 const TRANSPOSED_EXPERTS = new Set(['GptOssForCausalLM']);
 
+/** Whether a model of these config.json `architectures` stores its experts (E, in, out). */
+export function storesExpertsInOut(architectures: readonly string[]): boolean {
+  return architectures.some((a) => TRANSPOSED_EXPERTS.has(a));
+}
+
 export type ExpertFit = { ok: true; split: ExpertSplit } | { ok: false; ambiguous: boolean; message: string };
 
-/** Which layout a module's factors have on a base tensor of `shape`. */
-export function fitExperts(module: AdapterModule, shape: readonly number[], architectures: readonly string[]): ExpertFit {
+/**
+ * Which layout a module's factors have on a base tensor of `shape`: the parameter itself (E, d1,
+ * d2), or, where `laidOut` says how a converted base holds it, the tensor `laidOut` describes.
+ */
+export function fitExperts(module: AdapterModule, shape: readonly number[], storedInOut: boolean, laidOut?: ExpertLayout): ExpertFit {
   const experts = module.experts!;
   const r = module.rank;
   const a = module.tensors.down.shape;
   const b = module.tensors.up.shape;
-  if (shape.length !== 3 || shape[0] !== experts.count) {
-    return { ok: false, ambiguous: false, message: `lora_A ${fmt(a)} holds ${experts.count} experts of rank ${r}; the base tensor ${fmt(shape)} is not (${experts.count}, ·, ·)` };
+  const param = laidOut?.paramShape ?? shape;
+  if (param.length !== 3 || param[0] !== experts.count) {
+    return { ok: false, ambiguous: false, message: `lora_A ${fmt(a)} holds ${experts.count} experts of rank ${r}; the ${laidOut ? 'parameter' : 'base tensor'} ${fmt(param)} is not (${experts.count}, ·, ·)` };
   }
-  const [, d1, d2] = shape;
+  const [, d1, d2] = param;
+  let rowsPerExpert = d1;
+  if (laidOut) {
+    // The tensor as the converter wrote it: E experts of the picked rows of each (transposed) matrix.
+    const [rows, cols] = laidOut.transposed ? [d2, d1] : [d1, d2];
+    rowsPerExpert = laidOut.rows?.length ?? rows;
+    const expected = [experts.count * rowsPerExpert, cols];
+    if (shape.length !== 2 || shape[0] !== expected[0] || shape[1] !== expected[1] || laidOut.rows?.some((i) => !(i >= 0 && i < rows))) {
+      return { ok: false, ambiguous: false, message: `the base tensor ${fmt(shape)} does not hold the parameter ${fmt(param)} as ${fmt(expected)}` };
+    }
+  }
   const fits: ExpertForm[] = [];
   if (a[1] === d2 && b[0] === d1) fits.push('e-o-i');
   if (a[1] === d1 && b[0] === d2) fits.push('e-i-o');
   if (fits.length === 0) {
     return { ok: false, ambiguous: false, message: `lora_A ${fmt(a)} and lora_B ${fmt(b)} fit neither (E, out, in) nor (E, in, out) of the base tensor ${fmt(shape)}` };
   }
-  let form: ExpertForm | undefined = fits.length === 1 ? fits[0] : formByVersion(experts.peftVersion, architectures);
+  let form: ExpertForm | undefined = fits.length === 1 ? fits[0] : formByVersion(experts.peftVersion, storedInOut);
   if (form === undefined) {
     return {
       ok: false, ambiguous: true,
@@ -56,28 +85,33 @@ export function fitExperts(module: AdapterModule, shape: readonly number[], arch
         'PEFT chose by its version, which the adapter_config.json does not record (peft_version)',
     };
   }
-  return { ok: true, split: { count: experts.count, rank: r, form, rowsPerExpert: d1 } };
+  const split: ExpertSplit = { count: experts.count, rank: r, form, rowsPerExpert };
+  if (laidOut?.transposed) split.transposed = true;
+  if (laidOut?.rows) split.rows = laidOut.rows;
+  return { ok: true, split };
 }
 
-function formByVersion(version: string | null, architectures: readonly string[]): ExpertForm | undefined {
+function formByVersion(version: string | null, transposed: boolean): ExpertForm | undefined {
   const v = version === null ? null : /^(\d+)\.(\d+)\.(\d+)/.exec(version);
   if (!v) return undefined;
   const [major, minor, patch] = [Number(v[1]), Number(v[2]), Number(v[3])];
-  const transposed = architectures.some((a) => TRANSPOSED_EXPERTS.has(a));
   const before = (m: number, n: number, p: number) => major < m || (major === m && (minor < n || (minor === n && patch < p)));
   if (before(0, 19, 0)) return 'e-i-o';
   if (before(0, 19, 1)) return transposed ? 'e-o-i' : 'e-i-o';
   return transposed ? 'e-i-o' : 'e-o-i';
 }
 
-/** One low-rank term per expert, each on its own d1 rows of the (E·d1) × d2 view. */
+/** One low-rank term per expert, each on its own rows of the (E·rowsPerExpert) × · view. */
 export function expertTerms(a: FloatTensorBytes, b: FloatTensorBytes, split: ExpertSplit, scale: number): LowRankTerm[] {
   const A = decodeToF32(a.data, a.dtype);
   const B = decodeToF32(b.data, b.dtype);
-  const { count: E, rank: r, rowsPerExpert: d1 } = split;
+  const { count: E, rank: r, rowsPerExpert: rows } = split;
   const rE = r * E;
   const aCols = A.length / rE;
   const bRows = B.length / rE;
+  // The base's matrix per expert is B_e·A_e (`e-o-i`, or `e-i-o` stored transposed) or its
+  // transpose Aᵀ_e·Bᵀ_e.
+  const bOnLeft = (split.form === 'e-o-i') !== (split.transposed ?? false);
   const terms: LowRankTerm[] = [];
   for (let e = 0; e < E; e++) {
     // A_e: rows e·r … of A (r × aCols). B_e: columns k·E + e of B (bRows × r).
@@ -86,21 +120,26 @@ export function expertTerms(a: FloatTensorBytes, b: FloatTensorBytes, split: Exp
     for (let o = 0; o < bRows; o++) for (let k = 0; k < r; k++) bE[o * r + k] = B[o * rE + k * E + e];
     let left: Float32Array;
     let right: Float32Array;
-    if (split.form === 'e-o-i') {
-      left = bE; // d1 × r
-      right = aE.slice(); // r × d2
+    if (bOnLeft) {
+      left = bE; // bRows × r
+      right = aE.slice(); // r × aCols
     } else {
-      left = new Float32Array(aCols * r); // Aᵀ_e: d1 × r
+      left = new Float32Array(aCols * r); // Aᵀ_e: aCols × r
       for (let k = 0; k < r; k++) for (let i = 0; i < aCols; i++) left[i * r + k] = aE[k * aCols + i];
-      right = new Float32Array(r * bRows); // Bᵀ_e: r × d2
+      right = new Float32Array(r * bRows); // Bᵀ_e: r × bRows
       for (let o = 0; o < bRows; o++) for (let k = 0; k < r; k++) right[k * bRows + o] = bE[o * r + k];
+    }
+    if (split.rows) {
+      const picked = new Float32Array(split.rows.length * r);
+      split.rows.forEach((from, to) => picked.set(left.subarray(from * r, (from + 1) * r), to * r));
+      left = picked;
     }
     terms.push({
       a: { dtype: 'F32', data: new Uint8Array(right.buffer) },
       b: { dtype: 'F32', data: new Uint8Array(left.buffer) },
       rank: r,
       scale,
-      placement: { deltaRows: d1, segments: [{ src: 0, dst: e * d1, count: d1 }] },
+      placement: { deltaRows: rows, segments: [{ src: 0, dst: e * rows, count: rows }] },
     });
   }
   return terms;

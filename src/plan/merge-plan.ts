@@ -26,7 +26,7 @@ import type { AdapterFormat, AdapterModule, ParsedAdapter, TensorReplacement } f
 import type { BaseComponent } from '../formats/base-components.js';
 import { ModuleLocator, type KeyResolution, type Placement } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
-import { fitExperts, type ExpertSplit } from './fused-experts.js';
+import { fitExperts, storesExpertsInOut, type ExpertSplit } from './fused-experts.js';
 import { formatProblemList } from './problems.js';
 import type { PlannedRowSet } from './row-sets.js';
 import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
@@ -331,7 +331,8 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a module ${landing} (${targets}) is not supported`);
         continue;
       }
-      const unplaced = unplacedRows(location.targets, module.deltaShape[0]);
+      // Expert parameters are placed per expert (fitExperts checks each target's shape).
+      const unplaced = module.experts ? expertRowsProblem(location.targets) : unplacedRows(location.targets, module.deltaShape[0]);
       if (unplaced) {
         fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit where ${location.layout} puts it (${targets}): ${unplaced}`);
         continue;
@@ -343,14 +344,16 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         let experts: ExpertSplit | undefined;
         let view: View | null;
         if (module.experts) {
-          const fit = fitExperts(module, info.shape, base.architectures ?? []);
+          const storedInOut = target.experts?.storedInOut ?? storesExpertsInOut(base.architectures ?? []);
+          const fit = fitExperts(module, info.shape, storedInOut, target.experts);
           if (!fit.ok) {
             fail(fit.ambiguous ? 'AMBIGUOUS_MODULE' : 'SHAPE_MISMATCH', `on ${baseKey}: ${fit.message}`);
             continue;
           }
           experts = fit.split;
-          const rows = info.shape[0] * info.shape[1];
-          view = { rows, cols: info.shape[2], layout: 'out-in', outFeatures: rows, inFeatures: info.shape[2] };
+          const rows = fit.split.count * fit.split.rowsPerExpert;
+          const cols = info.shape[info.shape.length - 1];
+          view = { rows, cols, layout: 'out-in', outFeatures: rows, inFeatures: cols };
         } else {
           view = viewOf(module, target, info.shape, fail);
         }
@@ -598,6 +601,23 @@ function unplacedRows(targets: readonly Placement[], deltaRows: number): string 
     next = to;
   }
   return next === deltaRows ? null : next < deltaRows ? `ΔW rows ${next}–${deltaRows - 1} land nowhere` : `the placement needs ${next} ΔW rows, ΔW has ${deltaRows}`;
+}
+
+/**
+ * Where a fused expert parameter lands on several tensors (gate_up_proj on gate and up): each row
+ * of an expert's matrix on exactly one of them, or why not; null when it does.
+ */
+function expertRowsProblem(targets: readonly Placement[]): string | null {
+  if (targets.length === 1 && !targets[0].experts?.rows) return null;
+  const laidOut = targets.map((t) => t.experts);
+  if (laidOut.some((x) => !x?.rows)) return 'the parameter is split over several tensors without saying which rows each holds';
+  const [, d1, d2] = laidOut[0]!.paramShape;
+  const rows = laidOut[0]!.transposed ? d2 : d1;
+  const picked = laidOut.flatMap((x) => x!.rows!).sort((x, y) => x - y);
+  const wrong = picked.findIndex((row, i) => row !== i);
+  if (wrong >= 0) return `row ${Math.min(wrong, picked[wrong])} of each expert's matrix lands ${picked[wrong] < wrong ? 'twice' : 'nowhere'}`;
+  if (picked.length < rows) return `rows ${picked.length}–${rows - 1} of each expert's matrix land nowhere`;
+  return picked.length > rows ? `the tensors hold ${picked.length} rows of each expert's ${rows}` : null;
 }
 
 /** Why a layout's row placement does not fit ΔW's and the base's rows, or null when it does. */

@@ -9,6 +9,8 @@
  *   router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
+ * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, transformers 5's Qwen MoE) lands
+ *   on the tensors the converter splits it into, each expert as the converter lays it out;
  * - for `llama` and `mistral3`, the converter permutes the rows of q and k (reshape (heads, 2,
  *   d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same permutation, which
  *   convert_lora_to_gguf applies to B.
@@ -34,6 +36,8 @@ interface Rule {
    * the adapter's ΔW is); `tensor` then only says where the rule belongs.
    */
   refuse?: string;
+  /** A fused expert parameter: which, and how the model stores it. */
+  fused?: { part: 'gate_up' | 'down'; form: FusedExperts };
 }
 
 const L = 'model\\.layers\\.(\\d+)';
@@ -75,15 +79,38 @@ const PHI3: readonly Rule[] = [
 ];
 
 /**
- * Fused expert parameters, 3-D (PEFT `target_parameters` on `mlp.experts.gate_up_proj` /
- * `down_proj`: gpt-oss, Qwen3-VL-MoE, transformers 5's MoE models), which the converter lays out
- * again: gate_up_proj split into ffn_gate_exps and ffn_up_exps (gpt-oss's by alternate columns;
- * newer builds can stack them in ffn_gate_up_exps), transposed where stored (E, in, out). Not
- * placed yet, so refused with the way round it.
+ * How a model stores its fused expert parameters (PEFT `target_parameters` on
+ * `mlp.experts.gate_up_proj` / `down_proj`, 3-D), which the converter lays out again: each expert
+ * (out, in), gate_up split into ffn_gate_exps and ffn_up_exps (or stacked gate then up in
+ * ffn_gate_up_exps, `--fuse-gate-up-exps`).
  */
-const FUSED_EXPERTS: readonly Rule[] = [
+interface FusedExperts {
+  /** Stored (E, in, out) (transformers' `is_transposed`); otherwise (E, out, in). */
+  storedInOut: boolean;
+  /** Gate and up as alternate output features (gpt-oss) or as the first and second half (chunk). */
+  gateUp: 'interleaved' | 'halves';
+}
+
+/** gpt-oss: (E, hidden, 2·ffn) with gate and up alternating, (E, ffn, hidden) (GptOssModel.modify_tensors). */
+const GPT_OSS_EXPERTS: FusedExperts = { storedInOut: true, gateUp: 'interleaved' };
+/** transformers 5's MoE experts (Qwen2MoeExperts): (E, 2·ffn, hidden) split by chunk(2), (E, hidden, ffn). */
+const CHUNKED_EXPERTS: FusedExperts = { storedInOut: false, gateUp: 'halves' };
+
+const fusedExperts = (form: FusedExperts): readonly Rule[] => [
+  rule(`${L}\\.mlp\\.experts\\.gate_up_proj`, 'blk.$1.ffn_gate_exps', { fused: { part: 'gate_up', form } }),
+  rule(`${L}\\.mlp\\.experts\\.down_proj`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form } }),
+  rule(`${L}\\.mlp\\.experts\\.(gate_up_proj|down_proj)_bias`, 'blk.$1.ffn_gate_exps', {
+    refuse: 'a LoRA on an expert bias is not one PEFT trains (target_parameters takes matrices)',
+  }),
+];
+
+/**
+ * Qwen3-VL-MoE keeps its experts fused in its own checkpoints, in a layout not checked here
+ * against transformers' and the converter's: refused.
+ */
+const QWEN3VL_FUSED_EXPERTS: readonly Rule[] = [
   rule(`${L}\\.mlp\\.experts\\.(gate_up_proj|down_proj)(_bias)?`, 'blk.$1.ffn_gate_exps', {
-    refuse: 'fused expert parameters (PEFT target_parameters) are split into gate and up and laid out again by llama.cpp\'s converter; merging them into a GGUF is not supported yet: merge into the safetensors checkpoint and convert that',
+    refuse: 'Qwen3-VL-MoE\'s fused expert parameters (PEFT target_parameters) are laid out again by llama.cpp\'s converter in a way not placed here yet: merge into the safetensors checkpoint and convert that',
   }),
 ];
 
@@ -96,17 +123,17 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   mistral3: [...COMMON, ...QK_PERMUTED],
   qwen2: [...COMMON, ...QK],
   qwen3: [...COMMON, ...QK],
-  qwen2moe: [...COMMON, ...QK, ...QWEN_MOE, ...FUSED_EXPERTS],
-  qwen3moe: [...COMMON, ...QK, ...QWEN_MOE, ...FUSED_EXPERTS],
+  qwen2moe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  qwen3moe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   gemma2: [...COMMON, ...QK],
   gemma3: [...COMMON, ...QK],
   phi3: [...COMMON, ...PHI3],
   // gpt-oss (GptOssModel): q and k not permuted (the class leaves them to the plain name mapping);
   // its router is not a Linear, so LoRA has no module there.
-  'gpt-oss': [...COMMON, ...QK, ...FUSED_EXPERTS],
+  'gpt-oss': [...COMMON, ...QK, ...fusedExperts(GPT_OSS_EXPERTS)],
   // Qwen3VLTextModel and Qwen3VLMoeTextModel: Qwen3's names once `language_model.` is dropped.
   qwen3vl: [...COMMON, ...QK],
-  qwen3vlmoe: [...COMMON, ...QK, ...QWEN_MOE, ...FUSED_EXPERTS],
+  qwen3vlmoe: [...COMMON, ...QK, ...QWEN_MOE, ...QWEN3VL_FUSED_EXPERTS],
   // Qwen2VLModel: `language_model.` dropped, the vision tower left to the mmproj file; q/k as qwen2.
   qwen2vl: [...COMMON, ...QK],
 };
@@ -169,8 +196,56 @@ export function llamaRopePermutation(rows: number, heads: number): RowSegment[] 
   return segments;
 }
 
+/**
+ * A fused expert parameter on the tensors the converter made of it: E from the metadata, the
+ * parameter's shape from the tensors' (each expert (out, in) in the GGUF), the rows each holds.
+ */
+function resolveFusedExperts(fused: NonNullable<Rule['fused']>, block: string, arch: string, base: BaseView): LayoutResolution {
+  const experts = positiveInt(base.metadata?.(`${arch}.expert_count`));
+  const find = (name: string) => {
+    const found = base.index.resolveDotted(`blk.${block}.${name}.weight`);
+    return found.found ? found.key : undefined;
+  };
+  const perExpert = (key: string) => {
+    const [rows, cols] = base.shape(key) ?? [];
+    return experts && rows !== undefined && cols !== undefined && rows % experts === 0 ? [rows / experts, cols] : undefined;
+  };
+  const { storedInOut, gateUp } = fused.form;
+  /** The parameter's shape for an expert matrix of `out` × `inDim`, as the model stores it. */
+  const param = (out: number, inDim: number): [number, number, number] => (storedInOut ? [experts!, inDim, out] : [experts!, out, inDim]);
+  const laidOut = (out: number, inDim: number, rows?: number[]) => ({ paramShape: param(out, inDim), storedInOut, transposed: storedInOut, ...(rows ? { rows } : {}) });
+  if (fused.part === 'down') {
+    const key = find('ffn_down_exps');
+    const shape = key && perExpert(key);
+    if (!key || !shape) return MISS;
+    return { found: true, targets: [{ baseKey: key, experts: laidOut(shape[0], shape[1]) }] };
+  }
+  const range = (from: number, count: number, step = 1) => Array.from({ length: count }, (_, i) => from + i * step);
+  const fusedKey = find('ffn_gate_up_exps');
+  if (fusedKey) {
+    // --fuse-gate-up-exps: each expert's gate rows, then its up rows.
+    const shape = perExpert(fusedKey);
+    if (!shape || shape[0] % 2 !== 0) return MISS;
+    const ffn = shape[0] / 2;
+    const rows = gateUp === 'interleaved' ? [...range(0, ffn, 2), ...range(1, ffn, 2)] : undefined;
+    return { found: true, targets: [{ baseKey: fusedKey, experts: laidOut(2 * ffn, shape[1], rows) }] };
+  }
+  const gate = find('ffn_gate_exps');
+  const up = find('ffn_up_exps');
+  const shape = gate && perExpert(gate);
+  const upShape = up && perExpert(up);
+  if (!gate || !up || !shape || !upShape || shape[0] !== upShape[0] || shape[1] !== upShape[1]) return MISS;
+  const [ffn, hidden] = shape;
+  const [gateRows, upRows] = gateUp === 'interleaved' ? [range(0, ffn, 2), range(1, ffn, 2)] : [range(0, ffn), range(ffn, ffn)];
+  return {
+    found: true,
+    targets: [{ baseKey: gate, experts: laidOut(2 * ffn, hidden, gateRows) }, { baseKey: up, experts: laidOut(2 * ffn, hidden, upRows) }],
+  };
+}
+
 function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
   if (r.refuse) return { found: false, ambiguous: false, candidates: [], why: r.refuse };
+  if (r.fused) return resolveFusedExperts(r.fused, m[1], arch, base);
   const name = r.tensor.replace('$1', m[1]);
   if (r.expert !== undefined) {
     const expert = Number(m[r.expert]);

@@ -16,6 +16,23 @@ export interface Placement {
   baseKey: string;
   /** Which rows of ΔW go to which rows of the base tensor; absent: all of ΔW's rows, one to one. */
   rows?: readonly RowSegment[];
+  /** The module names a fused 3-D expert parameter, which this base holds laid out again. */
+  experts?: ExpertLayout;
+}
+
+/**
+ * How a base converted from the model holds a fused expert parameter (E, d1, d2): given by the
+ * layout that knows the converter (hf-to-gguf.ts); plan/fused-experts.ts places ΔW by it.
+ */
+export interface ExpertLayout {
+  /** The parameter's shape in the model the adapter was trained on. */
+  paramShape: readonly [number, number, number];
+  /** The model stores its experts (E, in, out) (transformers' `is_transposed`), which picks PEFT's form by version. */
+  storedInOut: boolean;
+  /** Each expert's matrix is stored transposed, (d2, d1). */
+  transposed: boolean;
+  /** Rows of each expert's (transposed) matrix the base tensor holds, in its order; absent: all. */
+  rows?: readonly number[];
 }
 
 export type LayoutResolution =

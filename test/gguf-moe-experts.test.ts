@@ -1,0 +1,133 @@
+/**
+ * A PEFT LoRA on the fused expert parameters of a transformers 5 Qwen3-MoE (`target_parameters`
+ * on `mlp.experts.gate_up_proj` and `mlp.experts.down_proj`), merged into the GGUF llama.cpp's
+ * converter makes of that model. transformers 5 stores the experts (E, out, in): gate_up_proj
+ * (E, 2·ffn, hidden), split by `chunk(2)` into gate (first half) and up (second half), down_proj
+ * (E, hidden, ffn); PEFT (0.19.1 on, for experts stored (E, out, in)) adds B_e·A_e to expert e, A
+ * (r·E, in) grouped by expert, B (out, r·E) interleaved. The GGUF holds each expert's gate in
+ * ffn_gate_exps, up in ffn_up_exps, down in ffn_down_exps, experts stacked as rows. Checked on the
+ * CPU and on WebGPU against float64 truth written here.
+ */
+import { describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
+import { buildGguf, randomTensors, readGguf, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+
+const backends = mergeBackends({ cpu: 'default' });
+
+const HIDDEN = 64, FFN = 24, EXPERTS = 6, HEADS = 4, KV_HEADS = 2, HEAD_DIM = 16, VOCAB = 32, R = 3, ALPHA = 6, WEIGHT = 0.8;
+const GATE = 'blk.0.ffn_gate_exps.weight', UP = 'blk.0.ffn_up_exps.weight', DOWN = 'blk.0.ffn_down_exps.weight';
+const u32 = (value: number): MetaValue => ({ type: 'u32', value });
+
+function gaussian(seed: number): () => number {
+  const rand = seededRandom(seed);
+  return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
+}
+
+/** One Qwen3-MoE block as convert_hf_to_gguf names it, BF16 as it writes it. */
+function qwen3MoeBase() {
+  const specs = [
+    { name: 'token_embd.weight', ne: [HIDDEN, VOCAB], type: 'BF16' },
+    { name: 'blk.0.attn_norm.weight', ne: [HIDDEN], type: 'F32' },
+    { name: 'blk.0.attn_q.weight', ne: [HIDDEN, HEADS * HEAD_DIM], type: 'BF16' },
+    { name: 'blk.0.attn_q_norm.weight', ne: [HEAD_DIM], type: 'F32' },
+    { name: 'blk.0.attn_k.weight', ne: [HIDDEN, KV_HEADS * HEAD_DIM], type: 'BF16' },
+    { name: 'blk.0.attn_k_norm.weight', ne: [HEAD_DIM], type: 'F32' },
+    { name: 'blk.0.attn_v.weight', ne: [HIDDEN, KV_HEADS * HEAD_DIM], type: 'BF16' },
+    { name: 'blk.0.attn_output.weight', ne: [HEADS * HEAD_DIM, HIDDEN], type: 'BF16' },
+    { name: 'blk.0.ffn_norm.weight', ne: [HIDDEN], type: 'F32' },
+    { name: 'blk.0.ffn_gate_inp.weight', ne: [HIDDEN, EXPERTS], type: 'F32' },
+    { name: GATE, ne: [HIDDEN, FFN, EXPERTS], type: 'BF16' },
+    { name: UP, ne: [HIDDEN, FFN, EXPERTS], type: 'BF16' },
+    { name: DOWN, ne: [FFN, HIDDEN, EXPERTS], type: 'BF16' },
+    { name: 'output_norm.weight', ne: [HIDDEN], type: 'F32' },
+    { name: 'output.weight', ne: [HIDDEN, VOCAB], type: 'BF16' },
+  ];
+  const { tensors, values } = randomTensors(specs, gaussian(5));
+  const metadata: [string, MetaValue][] = [
+    ['general.architecture', { type: 'string', value: 'qwen3moe' }],
+    ['general.name', { type: 'string', value: 'Qwen3 MoE Tiny' }],
+    ['qwen3moe.block_count', u32(1)], ['qwen3moe.context_length', u32(4096)], ['qwen3moe.embedding_length', u32(HIDDEN)],
+    ['qwen3moe.feed_forward_length', u32(4 * FFN)], ['qwen3moe.expert_feed_forward_length', u32(FFN)],
+    ['qwen3moe.attention.head_count', u32(HEADS)], ['qwen3moe.attention.head_count_kv', u32(KV_HEADS)],
+    ['qwen3moe.attention.key_length', u32(HEAD_DIM)], ['qwen3moe.attention.value_length', u32(HEAD_DIM)],
+    ['qwen3moe.expert_count', u32(EXPERTS)], ['qwen3moe.expert_used_count', u32(2)],
+    ['qwen3moe.rope.freq_base', { type: 'f32', value: 1e6 }], ['qwen3moe.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-6 }],
+    ['general.file_type', u32(32)], // LLAMA_FTYPE_MOSTLY_BF16
+  ];
+  return { bytes: buildGguf({ metadata, tensors }), values };
+}
+
+/** gate_up_proj and down_proj LoRAs as PEFT saves them, and each parameter's ΔP_e = s·B_e·A_e. */
+function expertLora() {
+  const g = gaussian(17);
+  const factor = (n: number) => Float64Array.from({ length: n }, () => Math.fround(0.05 * g()));
+  const gateUpA = factor(R * EXPERTS * HIDDEN), gateUpB = factor(2 * FFN * R * EXPERTS);
+  const downA = factor(R * EXPERTS * FFN), downB = factor(HIDDEN * R * EXPERTS);
+  const prefix = 'base_model.model.model.layers.0.mlp.experts';
+  const files = {
+    'adapter_config.json': JSON.stringify({
+      peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'Qwen/Qwen3-30B-A3B', r: R, lora_alpha: ALPHA,
+      target_modules: [], target_parameters: ['mlp.experts.gate_up_proj', 'mlp.experts.down_proj'], peft_version: '0.19.1',
+    }),
+    'adapter_model.safetensors': buildSafetensors([
+      // The inner wrapper holds the first registered parameter (gate_up_proj).
+      { name: `${prefix}.base_layer.lora_A.weight`, dtype: 'F32', shape: [R * EXPERTS, HIDDEN], data: gateUpA },
+      { name: `${prefix}.base_layer.lora_B.weight`, dtype: 'F32', shape: [2 * FFN, R * EXPERTS], data: gateUpB },
+      { name: `${prefix}.lora_A.weight`, dtype: 'F32', shape: [R * EXPERTS, FFN], data: downA },
+      { name: `${prefix}.lora_B.weight`, dtype: 'F32', shape: [HIDDEN, R * EXPERTS], data: downB },
+    ]),
+  };
+  const delta = (a: Float64Array, b: Float64Array, inDim: number) => (e: number, o: number, i: number) => {
+    let sum = 0;
+    for (let k = 0; k < R; k++) sum += b[o * R * EXPERTS + k * EXPERTS + e] * a[(e * R + k) * inDim + i];
+    return (WEIGHT * ALPHA / R) * sum;
+  };
+  return { files, gateUp: delta(gateUpA, gateUpB, HIDDEN), down: delta(downA, downB, FFN) };
+}
+
+/** The base tensor plus, at expert e's row j and column c, `change(e, j, c)`. */
+function plus(w: Float64Array, rows: number, cols: number, change: (e: number, j: number, c: number) => number): Float64Array {
+  const out = w.slice();
+  for (let e = 0; e < EXPERTS; e++) for (let j = 0; j < rows; j++) for (let c = 0; c < cols; c++) out[(e * rows + j) * cols + c] += change(e, j, c);
+  return out;
+}
+
+describe('PEFT target_parameters on a Qwen3-MoE GGUF', () => {
+  const base = qwen3MoeBase();
+  const lora = expertLora();
+
+  it.for(['cpu', 'webgpu'])('lands gate_up_proj\'s first half on ffn_gate_exps, its second on ffn_up_exps, down_proj on ffn_down_exps, as float64 truth says, on %s', async (name, ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const prepared = await prepareMerge(memoryInputFileSet({ 'Qwen3-MoE-tiny-BF16.gguf': base.bytes }, 'base'), [
+      { files: memoryInputFileSet(lora.files, 'qwen3moe-expert-lora'), weight: WEIGHT },
+    ]);
+    let out;
+    try {
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+      const output = createBlobOutputTarget();
+      await mergeModel({ prepared, output, backend, outDtype: 'f32', dtypeMergedOnly: true, slabBytes: 4096 });
+      out = readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
+    } finally {
+      await prepared.close();
+    }
+    const expected: [string, Float64Array][] = [
+      [GATE, plus(base.values.get(GATE)!, FFN, HIDDEN, (e, j, c) => lora.gateUp(e, j, c))],
+      [UP, plus(base.values.get(UP)!, FFN, HIDDEN, (e, j, c) => lora.gateUp(e, FFN + j, c))],
+      [DOWN, plus(base.values.get(DOWN)!, HIDDEN, FFN, (e, h, f) => lora.down(e, h, f))],
+    ];
+    for (const [tensor, want] of expected) {
+      const merged = tensorValues('F32', out.tensors.find((t) => t.name === tensor)!.data);
+      expect(merged.length, tensor).toBe(want.length);
+      let worst = 0;
+      for (let i = 0; i < merged.length; i++) worst = Math.max(worst, Math.abs(merged[i] - want[i]) / (Math.abs(want[i]) + 1e-3));
+      expect(worst, tensor).toBeLessThan(1e-5);
+    }
+    const input = readGguf(base.bytes);
+    for (const t of input.tensors.filter((x) => ![GATE, UP, DOWN].includes(x.name))) {
+      expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
+    }
+  });
+});
