@@ -16,8 +16,7 @@ import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, t
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorData, tensorValues, typeName, type FixtureTensor, type MetaValue, type ReadGguf } from './helpers/gguf-builder.js';
 import { mergeBackends } from './helpers/merge-backends.js';
-import { fittingType } from '../src/formats/gguf/quantize-rule.js';
-import { typeMix } from '../src/formats/gguf/type-mixes.js';
+import { mixContext, typeMix } from '../src/formats/gguf/type-mixes.js';
 
 const MXFP4_MOE = typeMix('mxfp4_moe')!;
 
@@ -281,25 +280,23 @@ describe.each(['NVFP4', 'Q1_0', 'Q2_0'])('a %s matrix a LoRA changes', (type) =>
 });
 
 describe('--dtype mxfp4_moe: llama-quantize\'s MXFP4_MOE mix', () => {
-  it('types each tensor as llama_tensor_get_type does: stacked experts MXFP4, other matrices Q8_0, the head Q6_K where its rows are whole Q6_K blocks', () => {
-    const gptOss = { architecture: 'gpt-oss', hasOutput: true };
+  it('types each tensor as llama_tensor_get_type does: stacked experts MXFP4, other matrices and the head Q8_0', () => {
+    const model = (architecture: string, tensors: { name: string; shape: number[] }[]) => mixContext((key) => (key === 'general.architecture' ? architecture : undefined), tensors);
+    const gptOss = model('gpt-oss', [{ name: 'output.weight', shape: [201088, 2880] }]);
     expect(MXFP4_MOE.typeOf('blk.0.ffn_gate_exps.weight', [32, 2880, 2880], gptOss)).toBe('MXFP4');
     expect(MXFP4_MOE.typeOf('blk.0.ffn_down_exps.weight', [32, 2880, 2880], gptOss)).toBe('MXFP4');
     expect(MXFP4_MOE.typeOf('blk.0.attn_q.weight', [4096, 2880], gptOss)).toBe('Q8_0');
     expect(MXFP4_MOE.typeOf('token_embd.weight', [201088, 2880], gptOss)).toBe('Q8_0');
-    // The head: Q6_K asked, whose 256-value blocks 2880 is not a whole number of (llama-quantize
-    // then falls back to Q8_0); 4096 is.
-    expect(MXFP4_MOE.typeOf('output.weight', [201088, 2880], gptOss)).toBe('Q6_K');
-    expect(fittingType('Q6_K', 2880)).toBe('Q8_0');
-    expect(MXFP4_MOE.typeOf('output.weight', [32000, 4096], gptOss)).toBe('Q6_K');
-    expect(MXFP4_MOE.typeOf('output.weight', [32000, 4100], gptOss)).toBe('Q8_0');
-    expect(MXFP4_MOE.typeOf('output.weight', [32000, 4096], { architecture: 'falcon', hasOutput: true })).toBe('Q8_0');
+    // The head: Q8_0 under this file type, whatever its width (Q6_K for the other mixes).
+    expect(MXFP4_MOE.typeOf('output.weight', [201088, 2880], gptOss)).toBe('Q8_0');
+    expect(MXFP4_MOE.typeOf('output.weight', [32000, 4096], gptOss)).toBe('Q8_0');
     // Tied embeddings: the token embedding is the head.
-    expect(MXFP4_MOE.typeOf('token_embd.weight', [32000, 4096], { architecture: 'llama', hasOutput: false })).toBe('Q6_K');
+    const tied = model('llama', [{ name: 'token_embd.weight', shape: [32000, 4096] }]);
+    expect(MXFP4_MOE.typeOf('token_embd.weight', [32000, 4096], tied)).toBe('Q8_0');
     // One expert: ne[2] is 1.
     expect(MXFP4_MOE.typeOf('blk.0.ffn_up_exps.weight', [1, 128, 64], gptOss)).toBe('Q8_0');
     // bailingmoe3's 3-D attention projections stay Q8_0; its experts take MXFP4.
-    const bailing = { architecture: 'bailingmoe3', hasOutput: true };
+    const bailing = model('bailingmoe3', [{ name: 'output.weight', shape: [32000, 4096] }]);
     expect(MXFP4_MOE.typeOf('blk.0.attn_kv_b.weight', [16, 128, 64], bailing)).toBe('Q8_0');
     expect(MXFP4_MOE.typeOf('blk.0.ffn_up_exps.weight', [16, 128, 64], bailing)).toBe('MXFP4');
   });
@@ -333,8 +330,7 @@ describe('--dtype mxfp4_moe: llama-quantize\'s MXFP4_MOE mix', () => {
       const values = MERGED.includes(spec.name) ? tensorValues('F32', tensorOf(f32, spec.name).data) : bf16.values.get(spec.name)!;
       expect(Buffer.from(t.data).equals(Buffer.from(tensorData(expected, values))), spec.name).toBe(true);
     }
-    // The head asked Q6_K; 96 values a row are not whole Q6_K blocks.
-    expect(warnings.join('\n')).toMatch(/1 tensor is written as Q8_0, not Q6_K: its rows are not whole Q6_K blocks.*\(output\.weight\)/);
+    expect(warnings.join('\n')).not.toMatch(/is written as/);
     expect(warnings.join('\n')).not.toMatch(/quantized again/);
     expect(out.metadata.get('general.file_type')!.value).toBe(38);
   });

@@ -29,10 +29,10 @@ describe('output type choices', () => {
     expect(format.outputChoices.keep).toMatch(/keeps the base’s dtype/);
   });
 
-  it('GGUF: the GGML types it encodes and llama-quantize\'s MXFP4_MOE mix, quantized ones saying they requantize', () => {
+  it('GGUF: the GGML types it encodes and llama-quantize\'s mixes (K-quant, MXFP4_MOE), quantized ones saying they requantize', () => {
     const format = ggufContainer([], []);
     const names = format.outputChoices.types.map((t) => t.name);
-    expect([...names].sort()).toEqual(['bf16', 'f16', 'f32', 'iq4_nl', 'iq4_xs', 'mxfp4', 'nvfp4', 'q1_0', 'q2_0', 'q2_k', 'q3_k', 'q4_0', 'q4_1', 'q4_k', 'q5_0', 'q5_1', 'q5_k', 'q6_k', 'q8_0', 'tq1_0', 'tq2_0', 'mxfp4_moe'].sort());
+    expect([...names].sort()).toEqual(['bf16', 'f16', 'f32', 'iq4_nl', 'iq4_xs', 'mxfp4', 'nvfp4', 'q1_0', 'q2_0', 'q2_k', 'q3_k', 'q4_0', 'q4_1', 'q4_k', 'q5_0', 'q5_1', 'q5_k', 'q6_k', 'q8_0', 'tq1_0', 'tq2_0', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m', 'mxfp4_moe'].sort());
     expect(names.map((n) => format.parseOutputType(n))).toEqual(names.map((n) => n.toUpperCase()));
     for (const other of ['f8_e4m3', 'iq2_xs', 'q8_k']) expect(refused(() => format.parseOutputType(other)), other).toBe(true);
     for (const t of format.outputChoices.types) {
@@ -46,6 +46,7 @@ describe('output type choices', () => {
     for (const [n, size] of [['q4_k', 256], ['q8_0', 32], ['mxfp4', 32], ['nvfp4', 64], ['q1_0', 128], ['q2_0', 64], ['tq2_0', 256], ['iq4_nl', 32], ['iq4_xs', 256]] as const) {
       expect(note(n), n).toMatch(new RegExp(`whole blocks of ${size} values`));
     }
-    expect(note('mxfp4_moe')).toMatch(/MXFP4_MOE mix \(gpt-oss’s own: stacked expert tensors MXFP4, the other matrices Q8_0, the output head Q6_K\)/);
+    expect(note('mxfp4_moe')).toMatch(/MXFP4_MOE mix \(gpt-oss’s own: stacked expert tensors MXFP4, the other matrices and the output head Q8_0\)/);
+    expect(note('q4_k_m')).toMatch(/Q4_K_M mix \(Q4_K, with half of attn_v and ffn_down .* Q6_K; the output head Q6_K\)/);
   });
 });

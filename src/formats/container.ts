@@ -88,10 +88,12 @@ export interface ContainerFormat {
    * Opens the writer of output shard `shardIndex` (the header goes first). `shards` are all output
    * shards, their tensors with their output types; `provenance` is added to the file's metadata.
    * `mirror`: nothing in the shard changes and the base asks for it to be written as it was
-   * (a pipeline component), source header included.
+   * (a pipeline component), source header included. `requested`: the output type asked for
+   * (parsed), which a file type label may follow.
    */
   createWriter(
     sink: ByteSink, shardIndex: number, shards: readonly StoredShard[], provenance: Readonly<Record<string, string>>, mirror: boolean,
+    requested?: string,
   ): Promise<TensorFileWriter>;
   /**
    * Writes the files that describe the written shards (safetensors indexes); returns their paths.

@@ -218,7 +218,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
       if (open) await open.finish();
       const i = writers.length;
       const shard = outShards[i];
-      writers.push(await format.createWriter(await output.createFile(shard.path), i, outShards, provenance, mirrored[i]));
+      writers.push(await format.createWriter(await output.createFile(shard.path), i, outShards, provenance, mirrored[i], requested));
       files.push(shard.path);
     }
   };

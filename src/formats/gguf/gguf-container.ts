@@ -18,7 +18,7 @@ import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from '
 import { decodeBlocks, encodeBlocks, notWritten } from './gguf-blocks.js';
 import { convertTensorBytes } from './gguf-convert.js';
 import { fittingType, llamaQuantizes } from './quantize-rule.js';
-import { TYPE_MIXES, typeMix, type MixContext } from './type-mixes.js';
+import { mixContext, TYPE_MIXES, typeMix, wholeMix, type MixContext } from './type-mixes.js';
 import { mergedFileType } from './file-type.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
@@ -39,14 +39,11 @@ function typeOf(name: string): GgmlType {
 }
 
 export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonly StoredShard[]): ContainerFormat {
-  const architecture = inputs[0]?.metadata.find((kv) => kv.key === 'general.architecture')?.value;
-  const mixContext: MixContext = {
-    architecture: typeof architecture === 'string' ? architecture : undefined,
-    hasOutput: input.some((s) => s.tensors.some((t) => t.name === 'output.weight')),
-  };
+  const metadata = new Map(inputs[0]?.metadata.map((kv) => [kv.key, kv.value]));
+  const mixes: MixContext = mixContext((key) => metadata.get(key), input.flatMap((s) => s.tensors));
   /** The type `requested` (a GGML type or a mix) asks for this tensor, before the fallback. */
   const askedType = (requested: string, tensor: { name: string; shape: readonly number[] }) =>
-    typeMix(requested)?.typeOf(tensor.name, tensor.shape, mixContext) ?? requested;
+    typeMix(requested)?.typeOf(tensor.name, tensor.shape, mixes) ?? requested;
   return {
     name: 'gguf',
     outputChoices: GGUF_OUTPUT_TYPES,
@@ -126,22 +123,24 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
     },
     nonFiniteInBlocks: (name, bytes) => nonFiniteBlockValues(typeOf(name), bytes),
     // No GGUF shard is mirrored: every part gets its own provenance and file type.
-    async createWriter(sink, shardIndex, shards, provenance): Promise<TensorFileWriter> {
+    async createWriter(sink, shardIndex, shards, provenance, _mirror, requested): Promise<TensorFileWriter> {
       const header = inputs[shardIndex];
-      const metadata = header.metadata.map((kv) => {
+      // A mix that typed every tensor llama-quantize quantizes labels the file as llama-quantize does.
+      const mix = wholeMix(requested, mixes, shards.flatMap((s) => s.tensors), fittingType);
+      const fileMetadata = header.metadata.map((kv) => {
         if (kv.key !== 'general.file_type' || typeof kv.value !== 'number') return kv;
-        return { ...kv, value: mergedFileType(kv.value, input, shards) };
+        return { ...kv, value: mix?.fileType ?? mergedFileType(kv.value, input, shards) };
       });
       if (shardIndex === 0) {
         for (const [key, value] of Object.entries(provenance)) {
           const kv: GgufKeyValue = { key, type: GGUFValueType.STRING, value };
-          const at = metadata.findIndex((m) => m.key === key);
-          if (at >= 0) metadata[at] = kv;
-          else metadata.push(kv);
+          const at = fileMetadata.findIndex((m) => m.key === key);
+          if (at >= 0) fileMetadata[at] = kv;
+          else fileMetadata.push(kv);
         }
       }
       const tensors = shards[shardIndex].tensors.map((t) => ({ name: t.name, type: typeOf(t.type), ne: t.shape.slice().reverse() }));
-      return createGgufWriter(sink, metadata, tensors, header.alignment);
+      return createGgufWriter(sink, fileMetadata, tensors, header.alignment);
     },
     writeSidecars: async () => [],
   };

@@ -1,10 +1,16 @@
 /**
- * llama-quantize's file types that mix tensor types (llama-quant.cpp, llama_tensor_get_type): each
- * mix says which GGML type a tensor it quantizes gets. Which tensors are quantized at all, and the
- * fallback for rows that are not whole blocks, stay the same as for one type (quantize-rule.ts).
- * One entry per mix; `--dtype` takes its name. general.file_type is set as for any `--dtype`
- * (file-type.ts: the type holding the most weights), not to the mix's own llama_ftype.
+ * llama-quantize's file types that mix tensor types (llama-quant.cpp, llama_tensor_get_type_impl):
+ * each mix says which GGML type a tensor it quantizes gets. Which tensors are quantized at all, and
+ * the fallback for rows that are not whole blocks, stay the same as for one type
+ * (quantize-rule.ts). One entry per mix; `--dtype` takes its name. Without an importance matrix,
+ * as llama-quantize runs when given none: the mixes that need one (Q2_K_S, the IQ mixes) are not
+ * offered, and Q2_K and Q6_K keep their names for one type throughout (as `--pure` writes them).
+ *
+ * Some rules count: attn_v's "more bits" layers and a dense model's ffn_down layers follow the
+ * order llama-quantize meets the tensors in (its loader sorts them by block number, then by name),
+ * so the context below is built from the whole model's tensor list.
  */
+import { llamaQuantizes } from './quantize-rule.js';
 
 /** What a mix needs to know of the model beyond the tensor itself. */
 export interface MixContext {
@@ -12,48 +18,225 @@ export interface MixContext {
   readonly architecture: string | undefined;
   /** Whether the model has its own `output.weight` (otherwise the token embedding is the head). */
   readonly hasOutput: boolean;
+  /** `<arch>.expert_count`; 0 for a dense model. */
+  readonly expertCount: number;
+  /** llama.cpp sizes the model LLM_TYPE_70B, whose attn_v gets more bits. */
+  readonly is70B: boolean;
+  /** Each attn_v-like tensor's place in llama-quantize's order (i_attention_wv), and how many there are. */
+  readonly attentionV: { readonly index: ReadonlyMap<string, number>; readonly count: number };
+  /** Each ffn_down tensor's layer as llama-quantize reckons it (layer_info), and the layer count. */
+  readonly ffnDown: { readonly layer: ReadonlyMap<string, number>; readonly count: number };
 }
 
 export interface TypeMix {
-  /** As llama-quantize names the file type: `MXFP4_MOE`. */
+  /** As llama-quantize names the file type: `Q4_K_M`. */
   readonly name: string;
-  /** The type llama-quantize asks for `name` (before the fallback for rows of `ne0` values). */
+  /** Its llama_ftype, written to general.file_type when every tensor it quantizes has its type. */
+  readonly fileType: number;
+  /** The type llama-quantize asks for this tensor (before the fallback for rows of `ne0` values). */
   typeOf(name: string, shape: readonly number[], model: MixContext): string;
   /** Which tensors get which type, in words (for `--dtype` and the page's menu). */
   readonly summary: string;
 }
 
+/** tensor_get_category, in its order of tests. */
+type Category = 'output' | 'token_embd' | 'attn_v' | 'attn_k' | 'attn_q' | 'attn_output' | 'ffn_up' | 'ffn_gate' | 'ffn_down' | 'other';
+
+function categoryOf(name: string): Category {
+  if (name === 'output.weight') return 'output';
+  if (name === 'token_embd.weight' || name === 'per_layer_token_embd.weight') return 'token_embd';
+  // attn_qkv and attn_kv_b share attn_v's rules (category_is_attn_v).
+  if (name.includes('attn_qkv.weight') || name.includes('attn_kv_b.weight') || name.includes('attn_v.weight')) return 'attn_v';
+  if (name.includes('attn_k.weight')) return 'attn_k';
+  if (name.includes('attn_q.weight')) return 'attn_q';
+  if (name.includes('attn_output.weight')) return 'attn_output';
+  if (name.includes('ffn_up')) return 'ffn_up';
+  if (name.includes('ffn_gate')) return 'ffn_gate';
+  if (name.includes('ffn_down')) return 'ffn_down';
+  return 'other';
+}
+
+/** sscanf(name, "blk.%d.") as the loader's comparer reads it: the block number, or -1. */
+function blockOf(name: string): number {
+  const m = /^blk\.([+-]?\d+)/.exec(name);
+  return m ? Number(m[1]) : -1;
+}
+
 /**
- * The output head's rule, which comes first in llama_tensor_get_type: Q8_0 for Falcon or rows that
- * are not whole blocks of the mix's default type (`defaultBlock` values), else Q6_K.
+ * The loader's weight_name_comparer: block number (-1 for tensors outside blocks), then name (its
+ * bytes; UTF-16 order is the same for the ASCII names GGUF tensors have).
+ */
+function loaderOrder(a: string, b: string): number {
+  const [la, lb] = [blockOf(a), blockOf(b)];
+  if (la !== lb) return la - lb;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Architectures llama.cpp sizes LLM_TYPE_70B, by block count (llama: only with fewer key-value
+ * heads than heads, otherwise 65B). Others never get the 70B attn_v rule.
+ */
+const SEVENTY_B: Readonly<Record<string, (blocks: number, heads: number, kvHeads: number) => boolean>> = {
+  llama: (n, h, kv) => n === 80 && h !== kv,
+  qwen2: (n) => n === 80,
+  qwen2vl: (n) => n === 80,
+  deci: (n) => n === 80,
+  olmo: (n) => n === 80,
+  jais2: (n) => n === 68,
+};
+
+/** A u32 metadata value, or the first of an array of them (per-layer head counts). */
+function count(value: unknown): number {
+  const first = Array.isArray(value) ? value[0] : value;
+  const n = typeof first === 'bigint' ? Number(first) : first;
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? n : 0;
+}
+
+/** The context of a model with this metadata and these tensors (all shards'). */
+export function mixContext(metadata: (key: string) => unknown, tensors: readonly { name: string; shape: readonly number[] }[]): MixContext {
+  const arch = metadata('general.architecture');
+  const architecture = typeof arch === 'string' ? arch : undefined;
+  const key = (k: string) => metadata(`${architecture}.${k}`);
+  const expertCount = count(key('expert_count'));
+  const heads = count(key('attention.head_count'));
+  const kvHeads = count(key('attention.head_count_kv')) || heads;
+  const blocks = count(key('block_count'));
+  const sorted = [...tensors].sort((a, b) => loaderOrder(a.name, b.name));
+  const attentionV = new Map<string, number>();
+  const ffnDown = new Map<string, number>();
+  let vCount = 0;
+  let downSeen = 0;
+  for (const t of sorted) {
+    const category = categoryOf(t.name);
+    if (category === 'attn_v') vCount++;
+    if (!llamaQuantizes(t.name, t.shape)) continue;
+    if (category === 'attn_v') attentionV.set(t.name, attentionV.size);
+    if (category === 'ffn_down') ffnDown.set(t.name, expertCount > 1 ? blockOf(t.name) : downSeen++);
+  }
+  return {
+    architecture,
+    hasOutput: tensors.some((t) => t.name === 'output.weight'),
+    expertCount,
+    is70B: !!architecture && (SEVENTY_B[architecture]?.(blocks, heads, kvHeads) ?? false),
+    attentionV: { index: attentionV, count: vCount },
+    ffnDown: { layer: ffnDown, count: blocks },
+  };
+}
+
+/** llama-quant.cpp's use_more_bits: the first and last eighth of the layers, and every third between. */
+export function useMoreBits(layer: number, layers: number): boolean {
+  const eighth = Math.floor(layers / 8);
+  return layer < eighth || layer >= Math.floor((7 * layers) / 8) || (layer - eighth) % 3 === 2;
+}
+
+/**
+ * The output head (or the token embedding a model without one ties to it), whose rule comes first:
+ * Q8_0 for Falcon or rows that are not whole blocks of the mix's default type, else Q6_K.
  */
 function headType(shape: readonly number[], model: MixContext, defaultBlock: number): string {
   const ne0 = shape[shape.length - 1] ?? 1;
   return model.architecture === 'falcon' || ne0 % defaultBlock !== 0 ? 'Q8_0' : 'Q6_K';
 }
 
-const isHead = (name: string, model: MixContext) => name === 'output.weight' || (!model.hasOutput && name === 'token_embd.weight');
+const isHead = (name: string, model: MixContext) => categoryOf(name) === 'output' || (!model.hasOutput && categoryOf(name) === 'token_embd');
 
 /**
  * MXFP4_MOE (gpt-oss's own format): stacked expert tensors (ne[2] > 1) MXFP4, every other
- * quantized matrix Q8_0, the head as above. For bailingmoe3, whose attention projections are
- * 3-D too, only the expert FFN tensors take MXFP4.
+ * quantized matrix Q8_0, the head Q8_0 too. For bailingmoe3, whose attention projections are 3-D
+ * too, only the expert FFN tensors take MXFP4.
  */
 const MXFP4_MOE: TypeMix = {
   name: 'MXFP4_MOE',
+  fileType: 38,
   typeOf(name, shape, model) {
-    if (isHead(name, model)) return headType(shape, model, 32);
+    if (isHead(name, model)) return 'Q8_0';
     const stacked = shape.length >= 3 && shape[shape.length - 3] > 1;
-    const expertFfn = /\.ffn_(gate|up|down|gate_up)_exps\.weight$/.test(name);
+    const category = categoryOf(name);
+    const expertFfn = category === 'ffn_up' || category === 'ffn_gate' || category === 'ffn_down';
     return stacked && (model.architecture !== 'bailingmoe3' || expertFfn) ? 'MXFP4' : 'Q8_0';
   },
-  summary: 'gpt-oss’s own: stacked expert tensors MXFP4, the other matrices Q8_0, the output head Q6_K',
+  summary: 'gpt-oss’s own: stacked expert tensors MXFP4, the other matrices and the output head Q8_0',
 };
 
-export const TYPE_MIXES: readonly TypeMix[] = [MXFP4_MOE];
+type KMixName = 'Q3_K_S' | 'Q3_K_M' | 'Q3_K_L' | 'Q4_K_S' | 'Q4_K_M' | 'Q5_K_S' | 'Q5_K_M';
+
+/** The K-quant mixes: llama_tensor_get_type_impl's branches for these file types, in its order. */
+function kMix(name: KMixName, fileType: number, summary: string): TypeMix {
+  const base = name.slice(0, 4); // Q3_K, Q4_K, Q5_K: the default type
+  return {
+    name,
+    fileType,
+    summary,
+    typeOf(tensor, shape, model) {
+      if (isHead(tensor, model)) return headType(shape, model, 256);
+      const falcon = model.architecture === 'falcon';
+      const eightExperts = model.expertCount === 8;
+      switch (categoryOf(tensor)) {
+        case 'attn_v': {
+          const i = model.attentionV.index.get(tensor) ?? 0;
+          let type = base;
+          if (name === 'Q3_K_M') type = i < 2 ? 'Q5_K' : 'Q4_K';
+          else if (name === 'Q3_K_L') type = 'Q5_K';
+          else if ((name === 'Q4_K_M' || name === 'Q5_K_M') && useMoreBits(i, model.attentionV.count)) type = 'Q6_K';
+          else if (name === 'Q4_K_S' && i < 4) type = 'Q5_K';
+          if (model.is70B && (type === 'Q3_K' || type === 'Q4_K')) type = 'Q5_K';
+          return eightExperts ? 'Q8_0' : type;
+        }
+        case 'attn_k':
+          return eightExperts ? 'Q8_0' : base;
+        case 'ffn_down': {
+          const i = model.ffnDown.layer.get(tensor) ?? 0;
+          const n = model.ffnDown.count;
+          if (name === 'Q3_K_M') return i < Math.floor(n / 16) ? 'Q5_K' : !falcon || useMoreBits(i, n) ? 'Q4_K' : 'Q3_K';
+          if (name === 'Q3_K_L') return falcon ? 'Q4_K' : 'Q5_K';
+          if (name === 'Q4_K_M') {
+            if (falcon) return i < Math.floor(n / 16) ? 'Q6_K' : useMoreBits(i, n) ? 'Q5_K' : 'Q4_K';
+            return useMoreBits(i, n) ? 'Q6_K' : base;
+          }
+          if (name === 'Q5_K_M' && useMoreBits(i, n)) return 'Q6_K';
+          if (name === 'Q4_K_S' && !falcon && i < Math.floor(n / 8)) return 'Q5_K';
+          return base;
+        }
+        case 'attn_output':
+          if (!falcon) {
+            if (eightExperts) return ['Q3_K_S', 'Q3_K_M', 'Q4_K_S', 'Q4_K_M'].includes(name) ? 'Q5_K' : base;
+            return name === 'Q3_K_M' ? 'Q4_K' : name === 'Q3_K_L' ? 'Q5_K' : base;
+          }
+          return name === 'Q3_K_L' ? 'Q4_K' : base;
+        default:
+          return base;
+      }
+    },
+  };
+}
+
+export const TYPE_MIXES: readonly TypeMix[] = [
+  kMix('Q3_K_S', 11, 'Q3_K throughout, the output head Q6_K'),
+  kMix('Q3_K_M', 12, 'Q3_K, with attn_v Q4_K (the first two Q5_K), ffn_down Q4_K (the first sixteenth Q5_K), attn_output Q4_K; the output head Q6_K'),
+  kMix('Q3_K_L', 13, 'Q3_K, with attn_v, ffn_down and attn_output Q5_K; the output head Q6_K'),
+  kMix('Q4_K_S', 14, 'Q4_K, with the first four attn_v and the first eighth of ffn_down Q5_K; the output head Q6_K'),
+  kMix('Q4_K_M', 15, 'Q4_K, with half of attn_v and ffn_down (the first and last eighth, every third between) Q6_K; the output head Q6_K'),
+  kMix('Q5_K_S', 16, 'Q5_K throughout, the output head Q6_K'),
+  kMix('Q5_K_M', 17, 'Q5_K, with half of attn_v and ffn_down Q6_K; the output head Q6_K'),
+  MXFP4_MOE,
+];
 
 /** The mix of this name (any case), or undefined. */
 export function typeMix(name: string): TypeMix | undefined {
   const upper = name.toUpperCase();
   return TYPE_MIXES.find((m) => m.name === upper);
+}
+
+/**
+ * Whether `requested` is a mix and every tensor llama-quantize quantizes got the mix's type (after
+ * the fallback `fit`), so the file is of the mix's file type.
+ */
+export function wholeMix(
+  requested: string | undefined, model: MixContext, tensors: readonly { name: string; shape: readonly number[]; type: string }[],
+  fit: (type: string, ne0: number) => string,
+): TypeMix | undefined {
+  const mix = requested === undefined ? undefined : typeMix(requested);
+  if (!mix) return undefined;
+  const whole = tensors.every((t) => !llamaQuantizes(t.name, t.shape) || t.type === fit(mix.typeOf(t.name, t.shape, model), t.shape[t.shape.length - 1] ?? 1));
+  return whole ? mix : undefined;
 }
