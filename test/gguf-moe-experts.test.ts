@@ -1,12 +1,14 @@
 /**
- * A PEFT LoRA on the fused expert parameters of a transformers 5 Qwen3-MoE (`target_parameters`
- * on `mlp.experts.gate_up_proj` and `mlp.experts.down_proj`), merged into the GGUF llama.cpp's
- * converter makes of that model. transformers 5 stores the experts (E, out, in): gate_up_proj
- * (E, 2·ffn, hidden), split by `chunk(2)` into gate (first half) and up (second half), down_proj
- * (E, hidden, ffn); PEFT (0.19.1 on, for experts stored (E, out, in)) adds B_e·A_e to expert e, A
- * (r·E, in) grouped by expert, B (out, r·E) interleaved. The GGUF holds each expert's gate in
- * ffn_gate_exps, up in ffn_up_exps, down in ffn_down_exps, experts stacked as rows. Checked on the
- * CPU and on WebGPU against float64 truth written here.
+ * A PEFT LoRA on the fused expert parameters of a Qwen MoE (`target_parameters` on
+ * `mlp.experts.gate_up_proj` and `mlp.experts.down_proj`), merged into the GGUF llama.cpp's
+ * converter makes of that model. transformers 5's Qwen3-MoE stores the experts (E, out, in):
+ * gate_up_proj (E, 2·ffn, hidden), split by `chunk(2)` into gate (first half) and up (second
+ * half), down_proj (E, hidden, ffn); PEFT (0.19.1 on, for experts stored (E, out, in)) adds
+ * B_e·A_e to expert e, A (r·E, in) grouped by expert, B (out, r·E) interleaved. Qwen3-VL-MoE stores
+ * them (E, in, out) (gate_up (E, hidden, 2·ffn), still halves), and PEFT adds (B_e·A_e)ᵀ with the
+ * same factor shapes: the same update of each expert as a map from inputs to outputs. The GGUF holds
+ * each expert (out, in): gate in ffn_gate_exps, up in ffn_up_exps, down in ffn_down_exps, experts
+ * stacked as rows. Checked on the CPU and on WebGPU against float64 truth written here.
  */
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
@@ -25,8 +27,8 @@ function gaussian(seed: number): () => number {
   return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
 }
 
-/** One Qwen3-MoE block as convert_hf_to_gguf names it, BF16 as it writes it. */
-function qwen3MoeBase() {
+/** One Qwen3-MoE (or Qwen3-VL-MoE language model) block as convert_hf_to_gguf names it, BF16 as it writes it. */
+function qwen3MoeBase(arch: string) {
   const specs = [
     { name: 'token_embd.weight', ne: [HIDDEN, VOCAB], type: 'BF16' },
     { name: 'blk.0.attn_norm.weight', ne: [HIDDEN], type: 'F32' },
@@ -46,29 +48,28 @@ function qwen3MoeBase() {
   ];
   const { tensors, values } = randomTensors(specs, gaussian(5));
   const metadata: [string, MetaValue][] = [
-    ['general.architecture', { type: 'string', value: 'qwen3moe' }],
+    ['general.architecture', { type: 'string', value: arch }],
     ['general.name', { type: 'string', value: 'Qwen3 MoE Tiny' }],
-    ['qwen3moe.block_count', u32(1)], ['qwen3moe.context_length', u32(4096)], ['qwen3moe.embedding_length', u32(HIDDEN)],
-    ['qwen3moe.feed_forward_length', u32(4 * FFN)], ['qwen3moe.expert_feed_forward_length', u32(FFN)],
-    ['qwen3moe.attention.head_count', u32(HEADS)], ['qwen3moe.attention.head_count_kv', u32(KV_HEADS)],
-    ['qwen3moe.attention.key_length', u32(HEAD_DIM)], ['qwen3moe.attention.value_length', u32(HEAD_DIM)],
-    ['qwen3moe.expert_count', u32(EXPERTS)], ['qwen3moe.expert_used_count', u32(2)],
-    ['qwen3moe.rope.freq_base', { type: 'f32', value: 1e6 }], ['qwen3moe.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-6 }],
+    [`${arch}.block_count`, u32(1)], [`${arch}.context_length`, u32(4096)], [`${arch}.embedding_length`, u32(HIDDEN)],
+    [`${arch}.feed_forward_length`, u32(4 * FFN)], [`${arch}.expert_feed_forward_length`, u32(FFN)],
+    [`${arch}.attention.head_count`, u32(HEADS)], [`${arch}.attention.head_count_kv`, u32(KV_HEADS)],
+    [`${arch}.attention.key_length`, u32(HEAD_DIM)], [`${arch}.attention.value_length`, u32(HEAD_DIM)],
+    [`${arch}.expert_count`, u32(EXPERTS)], [`${arch}.expert_used_count`, u32(2)],
+    [`${arch}.rope.freq_base`, { type: 'f32', value: 1e6 }], [`${arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: 1e-6 }],
     ['general.file_type', u32(32)], // LLAMA_FTYPE_MOSTLY_BF16
   ];
   return { bytes: buildGguf({ metadata, tensors }), values };
 }
 
-/** gate_up_proj and down_proj LoRAs as PEFT saves them, and each parameter's ΔP_e = s·B_e·A_e. */
-function expertLora() {
+/** gate_up_proj and down_proj LoRAs as PEFT saves them, and each expert's update (out, in) = s·B_e·A_e. */
+function expertLora(prefix: string, baseModel: string) {
   const g = gaussian(17);
   const factor = (n: number) => Float64Array.from({ length: n }, () => Math.fround(0.05 * g()));
   const gateUpA = factor(R * EXPERTS * HIDDEN), gateUpB = factor(2 * FFN * R * EXPERTS);
   const downA = factor(R * EXPERTS * FFN), downB = factor(HIDDEN * R * EXPERTS);
-  const prefix = 'base_model.model.model.layers.0.mlp.experts';
   const files = {
     'adapter_config.json': JSON.stringify({
-      peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'Qwen/Qwen3-30B-A3B', r: R, lora_alpha: ALPHA,
+      peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: baseModel, r: R, lora_alpha: ALPHA,
       target_modules: [], target_parameters: ['mlp.experts.gate_up_proj', 'mlp.experts.down_proj'], peft_version: '0.19.1',
     }),
     'adapter_model.safetensors': buildSafetensors([
@@ -94,9 +95,12 @@ function plus(w: Float64Array, rows: number, cols: number, change: (e: number, j
   return out;
 }
 
-describe('PEFT target_parameters on a Qwen3-MoE GGUF', () => {
-  const base = qwen3MoeBase();
-  const lora = expertLora();
+describe.each([
+  ['qwen3moe', 'base_model.model.model.layers.0.mlp.experts', 'Qwen/Qwen3-30B-A3B'],
+  ['qwen3vlmoe', 'base_model.model.model.language_model.layers.0.mlp.experts', 'Qwen/Qwen3-VL-30B-A3B-Instruct'],
+])('PEFT target_parameters on a %s GGUF', (arch, prefix, baseModel) => {
+  const base = qwen3MoeBase(arch);
+  const lora = expertLora(prefix, baseModel);
 
   it.for(['cpu', 'webgpu'])('lands gate_up_proj\'s first half on ffn_gate_exps, its second on ffn_up_exps, down_proj on ffn_down_exps, as float64 truth says, on %s', async (name, ctx) => {
     const backend = backends[name];

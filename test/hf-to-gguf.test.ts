@@ -90,7 +90,7 @@ describe('HF module paths on GGUF tensors', () => {
     expect(where(phi3, 'model.layers.0.mlp.gate_up_proj')).toEqual([{ key: 'blk.0.ffn_up.weight', rows: undefined }]);
   });
 
-  it('maps Qwen3-VL\'s language model (qwen3vl, qwen3vlmoe) as qwen3, refuses its vision tower, and refuses Qwen3-VL-MoE\'s fused expert parameters saying why', () => {
+  it('maps Qwen3-VL\'s language model (qwen3vl, qwen3vlmoe) as qwen3, and refuses its vision tower', () => {
     const vl = ggufBase('qwen3vl', { 'blk.2.attn_q.weight': [64, 64], 'blk.2.attn_k.weight': [16, 64], 'blk.2.ffn_down.weight': [64, 128], 'token_embd.weight': [32, 64] },
       { 'qwen3vl.attention.head_count': 8, 'qwen3vl.attention.head_count_kv': 2 });
     // transformers 5 names (model.language_model.…) and the older ones (language_model.model.…).
@@ -103,9 +103,6 @@ describe('HF module paths on GGUF tensors', () => {
       { 'qwen3vlmoe.expert_count': 8 });
     expect(where(moe, 'model.language_model.layers.0.self_attn.v_proj')).toEqual([{ key: 'blk.0.attn_v.weight', rows: undefined }]);
     expect(where(moe, 'model.language_model.layers.0.mlp.gate')).toEqual([{ key: 'blk.0.ffn_gate_inp.weight', rows: undefined }]);
-    for (const param of ['gate_up_proj', 'down_proj']) {
-      expect(where(moe, `model.language_model.layers.0.mlp.experts.${param}`), param).toMatch(/Qwen3-VL-MoE's fused expert parameters \(PEFT target_parameters\).*merge into the safetensors checkpoint and convert that/);
-    }
   });
 
   it('places fused expert parameters (target_parameters) on the tensors the converter splits them into, with the parameter\'s shape and the rows each holds', () => {
@@ -135,6 +132,13 @@ describe('HF module paths on GGUF tensors', () => {
       ]);
       expect(experts(qwen, 'model.layers.0.mlp.experts.down_proj'), arch).toEqual([{ key: 'blk.0.ffn_down_exps.weight', paramShape: [8, 64, 4], storedInOut: false, transposed: false, rows: undefined }]);
     }
+    // Qwen3-VL-MoE's own checkpoints: (E, in, out), gate and up as halves; the GGUF transposes each expert.
+    const vlmoe = ggufBase('qwen3vlmoe', { 'blk.0.ffn_gate_exps.weight': [8 * 4, 64], 'blk.0.ffn_up_exps.weight': [8 * 4, 64], 'blk.0.ffn_down_exps.weight': [8 * 64, 4] }, { 'qwen3vlmoe.expert_count': 8 });
+    expect(experts(vlmoe, 'model.language_model.layers.0.mlp.experts.gate_up_proj')).toEqual([
+      { key: 'blk.0.ffn_gate_exps.weight', paramShape: [8, 64, 8], storedInOut: true, transposed: true, rows: '0,1,2,3' },
+      { key: 'blk.0.ffn_up_exps.weight', paramShape: [8, 64, 8], storedInOut: true, transposed: true, rows: '4,5,6,7' },
+    ]);
+    expect(experts(vlmoe, 'model.language_model.layers.0.mlp.experts.down_proj')).toEqual([{ key: 'blk.0.ffn_down_exps.weight', paramShape: [8, 4, 64], storedInOut: true, transposed: true, rows: undefined }]);
     // Without the expert count, or with gate and up of different shapes, nothing is placed.
     const noCount = ggufBase('gpt-oss', { 'blk.1.ffn_gate_exps.weight': [16, 96], 'blk.1.ffn_up_exps.weight': [16, 96] });
     expect(where(noCount, 'model.layers.1.mlp.experts.gate_up_proj')).toMatch(/no matching tensor/);

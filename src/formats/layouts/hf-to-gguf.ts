@@ -9,7 +9,7 @@
  *   router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
- * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, transformers 5's Qwen MoE) lands
+ * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, Qwen3-VL-MoE, transformers 5's Qwen MoE) lands
  *   on the tensors the converter splits it into, each expert as the converter lays it out;
  * - for `llama` and `mistral3`, the converter permutes the rows of q and k (reshape (heads, 2,
  *   d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same permutation, which
@@ -95,22 +95,19 @@ interface FusedExperts {
 const GPT_OSS_EXPERTS: FusedExperts = { storedInOut: true, gateUp: 'interleaved' };
 /** transformers 5's MoE experts (Qwen2MoeExperts): (E, 2·ffn, hidden) split by chunk(2), (E, hidden, ffn). */
 const CHUNKED_EXPERTS: FusedExperts = { storedInOut: false, gateUp: 'halves' };
+/**
+ * Qwen3-VL-MoE's own checkpoints: (E, hidden, 2·ffn) split in halves, (E, ffn, hidden); the
+ * converter (Qwen3VLMoeTextModel) transposes each expert. Should a transformers version hold them
+ * (E, out, in) instead, PEFT's factors are the same shapes and mean the same ΔW in (out, in) order
+ * (B_e·A_e), which is what lands here.
+ */
+const QWEN3VL_EXPERTS: FusedExperts = { storedInOut: true, gateUp: 'halves' };
 
 const fusedExperts = (form: FusedExperts): readonly Rule[] => [
   rule(`${L}\\.mlp\\.experts\\.gate_up_proj`, 'blk.$1.ffn_gate_exps', { fused: { part: 'gate_up', form } }),
   rule(`${L}\\.mlp\\.experts\\.down_proj`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form } }),
   rule(`${L}\\.mlp\\.experts\\.(gate_up_proj|down_proj)_bias`, 'blk.$1.ffn_gate_exps', {
     refuse: 'a LoRA on an expert bias is not one PEFT trains (target_parameters takes matrices)',
-  }),
-];
-
-/**
- * Qwen3-VL-MoE keeps its experts fused in its own checkpoints, in a layout not checked here
- * against transformers' and the converter's: refused.
- */
-const QWEN3VL_FUSED_EXPERTS: readonly Rule[] = [
-  rule(`${L}\\.mlp\\.experts\\.(gate_up_proj|down_proj)(_bias)?`, 'blk.$1.ffn_gate_exps', {
-    refuse: 'Qwen3-VL-MoE\'s fused expert parameters (PEFT target_parameters) are laid out again by llama.cpp\'s converter in a way not placed here yet: merge into the safetensors checkpoint and convert that',
   }),
 ];
 
@@ -133,7 +130,7 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   'gpt-oss': [...COMMON, ...QK, ...fusedExperts(GPT_OSS_EXPERTS)],
   // Qwen3VLTextModel and Qwen3VLMoeTextModel: Qwen3's names once `language_model.` is dropped.
   qwen3vl: [...COMMON, ...QK],
-  qwen3vlmoe: [...COMMON, ...QK, ...QWEN_MOE, ...QWEN3VL_FUSED_EXPERTS],
+  qwen3vlmoe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(QWEN3VL_EXPERTS)],
   // Qwen2VLModel: `language_model.` dropped, the vision tower left to the mmproj file; q/k as qwen2.
   qwen2vl: [...COMMON, ...QK],
 };
