@@ -53,6 +53,17 @@ describe('HF module paths on GGUF tensors', () => {
     }
   });
 
+  it('permutes q and k for the other LlamaModel subclasses (granite, smollm3), not for apertus, which turns it off', () => {
+    for (const [arch, permuted] of [['granite', true], ['smollm3', true], ['apertus', false]] as const) {
+      const base = ggufBase(arch, { 'blk.3.attn_q.weight': [64, 64], 'blk.3.attn_k.weight': [16, 64], 'blk.3.ffn_up.weight': [128, 64] },
+        { [`${arch}.attention.head_count`]: 8, [`${arch}.attention.head_count_kv`]: 2 });
+      const k = base.locate(moduleAddress('base_model.model.model.layers.3.self_attn.k_proj'));
+      if (!k.found) throw new Error(`${arch}: k not found`);
+      expect(k.targets[0].rows?.map((s) => s.src), arch).toEqual(permuted ? [0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15] : undefined);
+      expect(where(base, 'model.layers.3.mlp.up_proj'), arch).toEqual([{ key: 'blk.3.ffn_up.weight', rows: undefined }]);
+    }
+  });
+
   it('maps Mixtral experts onto their rows of the merged expert tensors, and the router', () => {
     const base = ggufBase('llama', {
       'blk.1.ffn_gate_inp.weight': [4, 64], 'blk.1.ffn_gate_exps.weight': [4 * 128, 64], 'blk.1.ffn_down_exps.weight': [4 * 64, 128], 'blk.1.ffn_up_exps.weight': [4 * 128, 64],

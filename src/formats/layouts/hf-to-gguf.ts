@@ -2,7 +2,7 @@
  * Layout: Hugging Face module paths (PEFT's `model.layers.3.self_attn.q_proj`) on a GGUF base
  * (`blk.3.attn_q.weight`), per architecture as llama.cpp's converter names them
  * (convert_hf_to_gguf.py, gguf-py/gguf/tensor_mapping.py), for llama (Llama, Mistral, Mixtral, and
- * LLaVA's language model), mistral3, qwen2, qwen2vl (Qwen2-VL and Qwen2.5-VL's language model),
+ * LLaVA's language model), mistral3, granite, smollm3, apertus, qwen2, qwen2vl (Qwen2-VL and Qwen2.5-VL's language model),
  * qwen3, qwen2moe, qwen3moe, qwen3vl and qwen3vlmoe (Qwen3-VL's language model), gemma2, gemma3,
  * phi3 and gpt-oss:
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down, fused gate_up (phi3 → ffn_up), the MoE
@@ -11,7 +11,7 @@
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
  * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, Qwen3-VL-MoE, transformers 5's Qwen MoE) lands
  *   on the tensors the converter splits it into, each expert as the converter lays it out;
- * - for `llama` and `mistral3`, the converter permutes the rows of q and k (reshape (heads, 2,
+ * - for `llama`, `mistral3`, `granite` and `smollm3`, the converter permutes the rows of q and k (reshape (heads, 2,
  *   d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same permutation, which
  *   convert_lora_to_gguf applies to B.
  * The base's GGUF metadata gives the architecture, head and expert counts. A module of a known
@@ -114,6 +114,11 @@ const fusedExperts = (form: FusedExperts): readonly Rule[] => [
 /** general.architecture → the rules of the models llama.cpp converts to it. */
 export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   llama: [...COMMON, ...QK_PERMUTED, ...MIXTRAL],
+  // Granite (GraniteModel) and SmolLM3 (SmolLM3Model): LlamaModel's subclasses, q and k permuted.
+  granite: [...COMMON, ...QK_PERMUTED],
+  smollm3: [...COMMON, ...QK_PERMUTED],
+  // Apertus (ApertusModel): a LlamaModel subclass that sets undo_permute = False.
+  apertus: [...COMMON, ...QK],
   // Mistral 3 (Mistral Small 3.x's language model, Ministral 3): LlamaModel's subclass, q and k
   // permuted from Hugging Face's order as for llama (a file converted from Mistral's own format
   // skips the permutation because its weights are already in that order: the GGUF is the same).
