@@ -64,6 +64,27 @@ describe('HF module paths on GGUF tensors', () => {
     }
   });
 
+  it('maps GLM-4 (q and k as they are, the fused gate_up_proj on ffn_up) and GLM-4.5 (experts, shared experts, leading dense layers)', () => {
+    const glm4 = ggufBase('glm4', { 'blk.0.attn_q.weight': [64, 64], 'blk.0.attn_k.weight': [16, 64], 'blk.0.ffn_up.weight': [256, 64], 'blk.0.ffn_down.weight': [64, 128] },
+      { 'glm4.attention.head_count': 8, 'glm4.attention.head_count_kv': 2 });
+    expect(where(glm4, 'model.layers.0.self_attn.k_proj')).toEqual([{ key: 'blk.0.attn_k.weight', rows: undefined }]);
+    expect(where(glm4, 'model.layers.0.mlp.gate_up_proj')).toEqual([{ key: 'blk.0.ffn_up.weight', rows: undefined }]);
+    expect(where(glm4, 'model.layers.0.mlp.down_proj')).toEqual([{ key: 'blk.0.ffn_down.weight', rows: undefined }]);
+    const moe = ggufBase('glm4moe', {
+      'blk.0.ffn_gate.weight': [128, 64], 'blk.1.ffn_gate_exps.weight': [8 * 16, 64], 'blk.1.ffn_up_exps.weight': [8 * 16, 64], 'blk.1.ffn_down_exps.weight': [8 * 64, 16],
+      'blk.1.ffn_up_shexp.weight': [16, 64], 'blk.1.attn_q.weight': [64, 64],
+    }, { 'glm4moe.expert_count': 8, 'glm4moe.attention.head_count': 8 });
+    expect(where(moe, 'model.layers.0.mlp.gate_proj')).toEqual([{ key: 'blk.0.ffn_gate.weight', rows: undefined }]);
+    expect(moe.locate(moduleAddress('base_model.model.model.layers.1.mlp.experts.5.down_proj')))
+      .toMatchObject({ found: true, targets: [{ baseKey: 'blk.1.ffn_down_exps.weight', rows: [{ src: 0, dst: 320, count: 64 }] }] });
+    expect(where(moe, 'model.layers.1.mlp.shared_experts.up_proj')).toEqual([{ key: 'blk.1.ffn_up_shexp.weight', rows: undefined }]);
+    expect(where(moe, 'model.layers.1.self_attn.q_proj')).toEqual([{ key: 'blk.1.attn_q.weight', rows: undefined }]);
+    const fused = moe.locate(moduleAddress('base_model.model.model.layers.1.mlp.experts.gate_up_proj'));
+    expect(fused.found && fused.targets.map((t) => [t.baseKey, t.experts?.rows?.length, t.experts?.rows?.[0], t.experts?.transposed])).toEqual([
+      ['blk.1.ffn_gate_exps.weight', 16, 0, false], ['blk.1.ffn_up_exps.weight', 16, 16, false],
+    ]);
+  });
+
   it('maps Mixtral experts onto their rows of the merged expert tensors, and the router', () => {
     const base = ggufBase('llama', {
       'blk.1.ffn_gate_inp.weight': [4, 64], 'blk.1.ffn_gate_exps.weight': [4 * 128, 64], 'blk.1.ffn_down_exps.weight': [4 * 64, 128], 'blk.1.ffn_up_exps.weight': [4 * 128, 64],

@@ -2,7 +2,7 @@
  * Layout: Hugging Face module paths (PEFT's `model.layers.3.self_attn.q_proj`) on a GGUF base
  * (`blk.3.attn_q.weight`), per architecture as llama.cpp's converter names them
  * (convert_hf_to_gguf.py, gguf-py/gguf/tensor_mapping.py), for llama (Llama, Mistral, Mixtral, and
- * LLaVA's language model), mistral3, granite, smollm3, apertus, qwen2, qwen2vl (Qwen2-VL and Qwen2.5-VL's language model),
+ * LLaVA's language model), mistral3, granite, smollm3, apertus, glm4, glm4moe, qwen2, qwen2vl (Qwen2-VL and Qwen2.5-VL's language model),
  * qwen3, qwen2moe, qwen3moe, qwen3vl and qwen3vlmoe (Qwen3-VL's language model), gemma2, gemma3,
  * phi3 and gpt-oss:
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down, fused gate_up (phi3 → ffn_up), the MoE
@@ -73,6 +73,15 @@ const QWEN_MOE: readonly Rule[] = [
   rule(`${L}\\.mlp\\.shared_expert\\.down_proj`, 'blk.$1.ffn_down_shexp'),
   rule(`${L}\\.mlp\\.shared_expert_gate`, 'blk.$1.ffn_gate_inp_shexp'),
 ];
+/** GLM-4.5/4.6 (Glm4MoeModel): experts stacked like Qwen's, shared experts under a plural name. */
+const GLM4_MOE: readonly Rule[] = [
+  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.gate_proj`, 'blk.$1.ffn_gate_exps', { expert: 2 }),
+  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.up_proj`, 'blk.$1.ffn_up_exps', { expert: 2 }),
+  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_exps', { expert: 2 }),
+  rule(`${L}\\.mlp\\.shared_experts\\.gate_proj`, 'blk.$1.ffn_gate_shexp'),
+  rule(`${L}\\.mlp\\.shared_experts\\.up_proj`, 'blk.$1.ffn_up_shexp'),
+  rule(`${L}\\.mlp\\.shared_experts\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+];
 const PHI3: readonly Rule[] = [
   rule(`${L}\\.self_attn\\.qkv_proj`, 'blk.$1.attn_qkv'),
   rule(`${L}\\.mlp\\.gate_up_proj`, 'blk.$1.ffn_up'),
@@ -130,6 +139,10 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   gemma2: [...COMMON, ...QK],
   gemma3: [...COMMON, ...QK],
   phi3: [...COMMON, ...PHI3],
+  // GLM-4 (Glm4Model): q and k as they are; the fused gate_up_proj is ffn_up, as for phi3.
+  glm4: [...COMMON, ...QK, ...PHI3],
+  // GLM-4.5/4.6 (Glm4MoeModel): q and k as they are; the leading dense layers use COMMON's MLP names.
+  glm4moe: [...COMMON, ...QK, ...GLM4_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   // gpt-oss (GptOssModel): q and k not permuted (the class leaves them to the plain name mapping);
   // its router is not a Linear, so LoRA has no module there.
   'gpt-oss': [...COMMON, ...QK, ...fusedExperts(GPT_OSS_EXPERTS)],
