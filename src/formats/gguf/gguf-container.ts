@@ -18,7 +18,7 @@ import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from '
 import { decodeBlocks, encodeBlocks, notWritten } from './gguf-blocks.js';
 import { convertTensorBytes } from './gguf-convert.js';
 import { fittingType, llamaQuantizes } from './quantize-rule.js';
-import { mixContext, TYPE_MIXES, typeMix, wholeMix, type MixContext } from './type-mixes.js';
+import { mixContext, TYPE_MIXES, typeMix, wholeMix, type MixContext, type TypeMix } from './type-mixes.js';
 import { mergedFileType } from './file-type.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
@@ -41,6 +41,7 @@ function typeOf(name: string): GgmlType {
 export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonly StoredShard[]): ContainerFormat {
   const metadata = new Map(inputs[0]?.metadata.map((kv) => [kv.key, kv.value]));
   const mixes: MixContext = mixContext((key) => metadata.get(key), input.flatMap((s) => s.tensors));
+  let labelled: { shards: readonly StoredShard[]; requested: string | undefined; mix: TypeMix | undefined } | undefined;
   /** The type `requested` (a GGML type or a mix) asks for this tensor, before the fallback. */
   const askedType = (requested: string, tensor: { name: string; shape: readonly number[] }) =>
     typeMix(requested)?.typeOf(tensor.name, tensor.shape, mixes) ?? requested;
@@ -125,8 +126,12 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
     // No GGUF shard is mirrored: every part gets its own provenance and file type.
     async createWriter(sink, shardIndex, shards, provenance, _mirror, requested): Promise<TensorFileWriter> {
       const header = inputs[shardIndex];
-      // A mix that typed every tensor llama-quantize quantizes labels the file as llama-quantize does.
-      const mix = wholeMix(requested, mixes, shards.flatMap((s) => s.tensors), fittingType);
+      // A mix that typed every tensor llama-quantize quantizes labels the file as llama-quantize does
+      // (worked out once for all the output's shards).
+      if (labelled?.shards !== shards || labelled.requested !== requested) {
+        labelled = { shards, requested, mix: wholeMix(requested, mixes, shards.flatMap((s) => s.tensors), fittingType) };
+      }
+      const { mix } = labelled;
       const fileMetadata = header.metadata.map((kv) => {
         if (kv.key !== 'general.file_type' || typeof kv.value !== 'number') return kv;
         return { ...kv, value: mix?.fileType ?? mergedFileType(kv.value, input, shards) };
