@@ -117,6 +117,8 @@ describe('the page offers what the CLI does', PAGE_RETRY, () => {
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/requantized to Q8_0 .*blocks of 32/);
     await page.select('[data-testid="out-dtype"]', 'mxfp4_moe');
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/MXFP4_MOE mix \(gpt-oss’s own: stacked expert tensors MXFP4, the other matrices and the output head Q8_0/);
+    expect(await page.$$eval('[data-testid="out-dtype"] optgroup', (gs) => gs.map((g) => [(g as HTMLOptGroupElement).label, g.children.length])))
+      .toEqual([['llama-quantize file types', 8]]);
     await page.select('[data-testid="out-dtype"]', 'q4_k_m');
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/Q4_K_M mix \(Q4_K, with half of attn_v and ffn_down/);
   });

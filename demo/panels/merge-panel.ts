@@ -134,9 +134,13 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       const plan = state.plan.status === 'ready' ? state.plan.plan : undefined;
       if (plan && plan.output !== shownChoices) {
         shownChoices = plan.output;
+        // One type throughout first, then the mixes under their heading (llama-quantize's file types).
+        const option = (t: { name: string }) => el('option', { value: t.name, textContent: t.name });
+        const groups = [...new Set(plan.output.types.flatMap((t) => (t.group ? [t.group] : [])))];
         dtype.replaceChildren(
           el('option', { value: 'same', textContent: 'keep each tensor’s type' }),
-          ...plan.output.types.map((t) => el('option', { value: t.name, textContent: t.name })),
+          ...plan.output.types.filter((t) => !t.group).map(option),
+          ...groups.map((label) => el('optgroup', { label }, ...plan.output.types.filter((t) => t.group === label).map(option))),
         );
       }
       if (dtype.value !== state.outDtype) dtype.value = state.outDtype;

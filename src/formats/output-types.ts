@@ -13,6 +13,8 @@ export interface OutputTypeChoice {
   readonly name: string;
   /** What choosing it does: rounding, saturation, requantization, which tensors it applies to. */
   readonly note: string;
+  /** A heading menus list it under (llama-quantize's file types); absent: one type throughout. */
+  readonly group?: string;
 }
 
 /** What a container lets the user choose as output type. */
@@ -56,6 +58,7 @@ export const GGUF_OUTPUT_TYPES: OutputTypeChoices = {
     ...CODEC_TYPE_NAMES.map((name) => ({ name: name.toLowerCase(), note: ggufNote(name) })),
     ...TYPE_MIXES.map((mix) => ({
       name: mix.name.toLowerCase(),
+      group: 'llama-quantize file types',
       note: `Matrices requantized to llama-quantize’s ${mix.name} mix (${mix.summary}) by llama.cpp’s reference rules; a matrix whose rows are not whole blocks of its type takes llama-quantize’s fallback type, named in a warning. ${REQUANTIZE} Every matrix llama-quantize would quantize is converted, merged or not, as llama-quantize does for this file type; norms, biases and the other tensors it leaves alone keep their types.`,
     })),
   ],
