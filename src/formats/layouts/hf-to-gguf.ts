@@ -63,25 +63,22 @@ const MIXTRAL: readonly Rule[] = [
   rule(`${L}\\.block_sparse_moe\\.experts\\.(\\d+)\\.w2`, 'blk.$1.ffn_down_exps', { expert: 2 }),
   rule(`${L}\\.block_sparse_moe\\.experts\\.(\\d+)\\.w3`, 'blk.$1.ffn_up_exps', { expert: 2 }),
 ];
+/** Experts one module each (`mlp.experts.3.gate_proj`) on their rows of the stacked tensors, and a shared expert under `shared`. */
+const expertsAndShared = (shared: string): readonly Rule[] => [
+  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.gate_proj`, 'blk.$1.ffn_gate_exps', { expert: 2 }),
+  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.up_proj`, 'blk.$1.ffn_up_exps', { expert: 2 }),
+  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_exps', { expert: 2 }),
+  rule(`${L}\\.mlp\\.${shared}\\.gate_proj`, 'blk.$1.ffn_gate_shexp'),
+  rule(`${L}\\.mlp\\.${shared}\\.up_proj`, 'blk.$1.ffn_up_shexp'),
+  rule(`${L}\\.mlp\\.${shared}\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+];
 const QWEN_MOE: readonly Rule[] = [
   rule(`${L}\\.mlp\\.gate`, 'blk.$1.ffn_gate_inp'),
-  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.gate_proj`, 'blk.$1.ffn_gate_exps', { expert: 2 }),
-  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.up_proj`, 'blk.$1.ffn_up_exps', { expert: 2 }),
-  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_exps', { expert: 2 }),
-  rule(`${L}\\.mlp\\.shared_expert\\.gate_proj`, 'blk.$1.ffn_gate_shexp'),
-  rule(`${L}\\.mlp\\.shared_expert\\.up_proj`, 'blk.$1.ffn_up_shexp'),
-  rule(`${L}\\.mlp\\.shared_expert\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+  ...expertsAndShared('shared_expert'),
   rule(`${L}\\.mlp\\.shared_expert_gate`, 'blk.$1.ffn_gate_inp_shexp'),
 ];
-/** GLM-4.5/4.6 (Glm4MoeModel): experts stacked like Qwen's, shared experts under a plural name. */
-const GLM4_MOE: readonly Rule[] = [
-  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.gate_proj`, 'blk.$1.ffn_gate_exps', { expert: 2 }),
-  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.up_proj`, 'blk.$1.ffn_up_exps', { expert: 2 }),
-  rule(`${L}\\.mlp\\.experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_exps', { expert: 2 }),
-  rule(`${L}\\.mlp\\.shared_experts\\.gate_proj`, 'blk.$1.ffn_gate_shexp'),
-  rule(`${L}\\.mlp\\.shared_experts\\.up_proj`, 'blk.$1.ffn_up_shexp'),
-  rule(`${L}\\.mlp\\.shared_experts\\.down_proj`, 'blk.$1.ffn_down_shexp'),
-];
+/** GLM-4.5/4.6 (Glm4MoeModel): experts as Qwen's, the shared experts under a plural name; its router is not a Linear. */
+const GLM4_MOE: readonly Rule[] = expertsAndShared('shared_experts');
 const PHI3: readonly Rule[] = [
   rule(`${L}\\.self_attn\\.qkv_proj`, 'blk.$1.attn_qkv'),
   rule(`${L}\\.mlp\\.gate_up_proj`, 'blk.$1.ffn_up'),
