@@ -53,8 +53,8 @@ describe('HF module paths on GGUF tensors', () => {
     }
   });
 
-  it('permutes q and k for the other LlamaModel subclasses (granite, smollm3), not for apertus, which turns it off', () => {
-    for (const [arch, permuted] of [['granite', true], ['smollm3', true], ['apertus', false]] as const) {
+  it('permutes q and k for the other LlamaModel subclasses (granite, smollm3) and OLMo, not for apertus (which turns it off), OLMo 2, OLMoE or Seed-OSS', () => {
+    for (const [arch, permuted] of [['granite', true], ['smollm3', true], ['olmo', true], ['apertus', false], ['olmo2', false], ['olmoe', false], ['seed_oss', false]] as const) {
       const base = ggufBase(arch, { 'blk.3.attn_q.weight': [64, 64], 'blk.3.attn_k.weight': [16, 64], 'blk.3.ffn_up.weight': [128, 64] },
         { [`${arch}.attention.head_count`]: 8, [`${arch}.attention.head_count_kv`]: 2 });
       const k = base.locate(moduleAddress('base_model.model.model.layers.3.self_attn.k_proj'));
@@ -83,6 +83,14 @@ describe('HF module paths on GGUF tensors', () => {
     expect(fused.found && fused.targets.map((t) => [t.baseKey, t.experts?.rows?.length, t.experts?.rows?.[0], t.experts?.transposed])).toEqual([
       ['blk.1.ffn_gate_exps.weight', 16, 0, false], ['blk.1.ffn_up_exps.weight', 16, 16, false],
     ]);
+  });
+
+  it('maps OLMoE\'s experts onto their rows of the stacked tensors', () => {
+    const moe = ggufBase('olmoe', { 'blk.2.ffn_up_exps.weight': [64 * 16, 32], 'blk.2.ffn_gate_inp.weight': [64, 32] }, { 'olmoe.expert_count': 64 });
+    expect(moe.locate(moduleAddress('base_model.model.model.layers.2.mlp.experts.63.up_proj')))
+      .toMatchObject({ found: true, targets: [{ baseKey: 'blk.2.ffn_up_exps.weight', rows: [{ src: 0, dst: 63 * 16, count: 16 }] }] });
+    expect(where(moe, 'model.layers.2.mlp.gate')).toEqual([{ key: 'blk.2.ffn_gate_inp.weight', rows: undefined }]);
+    expect(where(moe, 'model.layers.2.mlp.experts.gate_up_proj')).toMatch(/no matching tensor/);
   });
 
   it('maps Mixtral experts onto their rows of the merged expert tensors, and the router', () => {

@@ -2,7 +2,7 @@
  * Layout: Hugging Face module paths (PEFT's `model.layers.3.self_attn.q_proj`) on a GGUF base
  * (`blk.3.attn_q.weight`), per architecture as llama.cpp's converter names them
  * (convert_hf_to_gguf.py, gguf-py/gguf/tensor_mapping.py), for llama (Llama, Mistral, Mixtral, and
- * LLaVA's language model), mistral3, granite, smollm3, apertus, glm4, glm4moe, qwen2, qwen2vl (Qwen2-VL and Qwen2.5-VL's language model),
+ * LLaVA's language model), mistral3, granite, smollm3, apertus, olmo, olmo2, olmoe, seed_oss, glm4, glm4moe, qwen2, qwen2vl (Qwen2-VL and Qwen2.5-VL's language model),
  * qwen3, qwen2moe, qwen3moe, qwen3vl and qwen3vlmoe (Qwen3-VL's language model), gemma2, gemma3,
  * phi3 and gpt-oss:
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down, fused gate_up (phi3 → ffn_up), the MoE
@@ -11,7 +11,7 @@
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
  * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, Qwen3-VL-MoE, transformers 5's Qwen MoE) lands
  *   on the tensors the converter splits it into, each expert as the converter lays it out;
- * - for `llama`, `mistral3`, `granite` and `smollm3`, the converter permutes the rows of q and k (reshape (heads, 2,
+ * - for `llama`, `mistral3`, `granite`, `smollm3` and `olmo`, the converter permutes the rows of q and k (reshape (heads, 2,
  *   d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same permutation, which
  *   convert_lora_to_gguf applies to B.
  * The base's GGUF metadata gives the architecture, head and expert counts. A module of a known
@@ -136,6 +136,12 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   gemma2: [...COMMON, ...QK],
   gemma3: [...COMMON, ...QK],
   phi3: [...COMMON, ...PHI3],
+  // OLMo (OlmoModel) permutes q and k as LlamaModel does; OLMo 2/3 (Olmo2Model), OLMoE (OlmoeModel,
+  // experts stacked as Qwen's) and Seed-OSS (SeedOssModel) leave them as they are.
+  olmo: [...COMMON, ...QK_PERMUTED],
+  olmo2: [...COMMON, ...QK],
+  olmoe: [...COMMON, ...QK, ...QWEN_MOE],
+  seed_oss: [...COMMON, ...QK],
   // GLM-4 (Glm4Model): q and k as they are; the fused gate_up_proj is ffn_up, as for phi3.
   glm4: [...COMMON, ...QK, ...PHI3],
   // GLM-4.5/4.6 (Glm4MoeModel): q and k as they are; the leading dense layers use COMMON's MLP names.
