@@ -4,7 +4,7 @@
  * that type. `--dtype` (f16, bf16, q8_0, q4_k, …) converts, merged or not, every tensor that
  * llama-quantize would quantize (quantize-rule.ts: matrices, not norms or the MoE router), as
  * `llama-quantize --pure` does, or to the types of one of llama-quantize's mixes (type-mixes.ts:
- * MXFP4_MOE); the others keep their types. Each output file keeps its input
+ * the K-quant mixes, MXFP4_MOE); the others keep their types. Each output file keeps its input
  * file's metadata, alignment and tensor order; general.file_type is updated when the types change
  * (file-type.ts) and the first file records the merge's provenance.
  */
@@ -18,7 +18,7 @@ import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from '
 import { decodeBlocks, encodeBlocks, notWritten } from './gguf-blocks.js';
 import { convertTensorBytes } from './gguf-convert.js';
 import { fittingType, llamaQuantizes } from './quantize-rule.js';
-import { mixContext, TYPE_MIXES, typeMix, wholeMix, type MixContext, type TypeMix } from './type-mixes.js';
+import { mixContext, TYPE_MIXES, typeMix, type MixContext, type TypeMix } from './type-mixes.js';
 import { mergedFileType } from './file-type.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
@@ -45,6 +45,10 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
   /** The type `requested` (a GGML type or a mix) asks for this tensor, before the fallback. */
   const askedType = (requested: string, tensor: { name: string; shape: readonly number[] }) =>
     typeMix(requested)?.typeOf(tensor.name, tensor.shape, mixes) ?? requested;
+  const outputType = (tensor: { name: string; shape: readonly number[]; type: string }, requested: string | undefined): string => {
+    if (!requested || !llamaQuantizes(tensor.name, tensor.shape)) return tensor.type;
+    return fittingType(askedType(requested, tensor), tensor.shape[tensor.shape.length - 1] ?? 1);
+  };
   return {
     name: 'gguf',
     outputChoices: GGUF_OUTPUT_TYPES,
@@ -59,10 +63,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       }
       return type.name;
     },
-    outputType(tensor, _changed, requested) {
-      if (!requested || !llamaQuantizes(tensor.name, tensor.shape)) return tensor.type;
-      return fittingType(askedType(requested, tensor), tensor.shape[tensor.shape.length - 1] ?? 1);
-    },
+    outputType: (tensor, _changed, requested) => outputType(tensor, requested),
     outputTypeWarnings(before, after, requested) {
       /** Tensors written in a fallback type, by the type asked for and the one written. */
       const substituted = new Map<string, { asked: string; type: string; names: string[] }>();
@@ -126,10 +127,12 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
     // No GGUF shard is mirrored: every part gets its own provenance and file type.
     async createWriter(sink, shardIndex, shards, provenance, _mirror, requested): Promise<TensorFileWriter> {
       const header = inputs[shardIndex];
-      // A mix that typed every tensor llama-quantize quantizes labels the file as llama-quantize does
-      // (worked out once for all the output's shards).
+      // A mix that typed every tensor llama-quantize quantizes (each output tensor already of the type
+      // the mix gives it) labels the file as llama-quantize does; worked out once for all the shards.
       if (labelled?.shards !== shards || labelled.requested !== requested) {
-        labelled = { shards, requested, mix: wholeMix(requested, mixes, shards.flatMap((s) => s.tensors), fittingType) };
+        const mix = requested === undefined ? undefined : typeMix(requested);
+        const whole = mix && shards.every((s) => s.tensors.every((t) => t.type === outputType(t, requested)));
+        labelled = { shards, requested, mix: whole ? mix : undefined };
       }
       const { mix } = labelled;
       const fileMetadata = header.metadata.map((kv) => {

@@ -226,17 +226,3 @@ export function typeMix(name: string): TypeMix | undefined {
   const upper = name.toUpperCase();
   return TYPE_MIXES.find((m) => m.name === upper);
 }
-
-/**
- * Whether `requested` is a mix and every tensor llama-quantize quantizes got the mix's type (after
- * the fallback `fit`), so the file is of the mix's file type.
- */
-export function wholeMix(
-  requested: string | undefined, model: MixContext, tensors: readonly { name: string; shape: readonly number[]; type: string }[],
-  fit: (type: string, ne0: number) => string,
-): TypeMix | undefined {
-  const mix = requested === undefined ? undefined : typeMix(requested);
-  if (!mix) return undefined;
-  const whole = tensors.every((t) => !llamaQuantizes(t.name, t.shape) || t.type === fit(mix.typeOf(t.name, t.shape, model), t.shape[t.shape.length - 1] ?? 1));
-  return whole ? mix : undefined;
-}
