@@ -75,7 +75,7 @@ export function fitExperts(module: AdapterModule, shape: readonly number[], stor
   if (a[1] === d2 && b[0] === d1) fits.push('e-o-i');
   if (a[1] === d1 && b[0] === d2) fits.push('e-i-o');
   if (fits.length === 0) {
-    return { ok: false, ambiguous: false, message: `lora_A ${fmt(a)} and lora_B ${fmt(b)} fit neither (E, out, in) nor (E, in, out) of the base tensor ${fmt(shape)}` };
+    return { ok: false, ambiguous: false, message: `lora_A ${fmt(a)} and lora_B ${fmt(b)} fit neither (E, out, in) nor (E, in, out) of the ${laidOut ? 'parameter' : 'base tensor'} ${fmt(param)}` };
   }
   let form: ExpertForm | undefined = fits.length === 1 ? fits[0] : formByVersion(experts.peftVersion, storedInOut);
   if (form === undefined) {
