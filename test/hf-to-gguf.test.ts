@@ -53,8 +53,13 @@ describe('HF module paths on GGUF tensors', () => {
     }
   });
 
-  it('permutes q and k for the other LlamaModel subclasses (granite, smollm3) and OLMo, not for apertus (which turns it off), OLMo 2, OLMoE or Seed-OSS', () => {
-    for (const [arch, permuted] of [['granite', true], ['smollm3', true], ['olmo', true], ['apertus', false], ['olmo2', false], ['olmoe', false], ['seed_oss', false]] as const) {
+  it('permutes q and k for the other LlamaModel subclasses (granite, smollm3, arcee), MiniCPM and OLMo, not for apertus (which turns it off) or the plain TextModel classes', () => {
+    const cases = [
+      ['granite', true], ['smollm3', true], ['arcee', true], ['minicpm', true], ['olmo', true],
+      ['apertus', false], ['olmo2', false], ['olmoe', false], ['seed_oss', false], ['gemma', false], ['command-r', false], ['cohere2', false],
+      ['stablelm', false], ['nemotron', false], ['ernie4_5', false], ['exaone4', false], ['starcoder2', false], ['phi2', false],
+    ] as const;
+    for (const [arch, permuted] of cases) {
       const base = ggufBase(arch, { 'blk.3.attn_q.weight': [64, 64], 'blk.3.attn_k.weight': [16, 64], 'blk.3.ffn_up.weight': [128, 64] },
         { [`${arch}.attention.head_count`]: 8, [`${arch}.attention.head_count_kv`]: 2 });
       const k = base.locate(moduleAddress('base_model.model.model.layers.3.self_attn.k_proj'));
@@ -184,6 +189,35 @@ describe('HF module paths on GGUF tensors', () => {
     expect(where(noCount, 'model.layers.1.mlp.experts.gate_up_proj')).toMatch(/no matching tensor/);
     const uneven = ggufBase('qwen3moe', { 'blk.0.ffn_gate_exps.weight': [8 * 4, 64], 'blk.0.ffn_up_exps.weight': [8 * 5, 64] }, { 'qwen3moe.expert_count': 8 });
     expect(where(uneven, 'model.layers.0.mlp.experts.gate_up_proj')).toMatch(/no matching tensor/);
+  });
+
+  it('maps Phi-2\'s dense/fc1/fc2, StarCoder2\'s c_fc/c_proj and EXAONE 3.5\'s GPT-2-style paths', () => {
+    const phi2 = ggufBase('phi2', {
+      'blk.0.attn_q.weight': [64, 64], 'blk.0.attn_output.weight': [64, 64], 'blk.0.ffn_up.weight': [256, 64], 'blk.0.ffn_down.weight': [64, 256],
+    }, { 'phi2.attention.head_count': 8 });
+    expect(where(phi2, 'model.layers.0.self_attn.q_proj')).toEqual([{ key: 'blk.0.attn_q.weight', rows: undefined }]);
+    expect(where(phi2, 'model.layers.0.self_attn.dense')).toEqual([{ key: 'blk.0.attn_output.weight', rows: undefined }]);
+    expect(where(phi2, 'model.layers.0.mlp.fc1')).toEqual([{ key: 'blk.0.ffn_up.weight', rows: undefined }]);
+    expect(where(phi2, 'model.layers.0.mlp.fc2')).toEqual([{ key: 'blk.0.ffn_down.weight', rows: undefined }]);
+    // A file converted from Microsoft's original layout has attn_qkv: q_proj has nowhere to land.
+    const oldPhi2 = ggufBase('phi2', { 'blk.0.attn_qkv.weight': [192, 64] });
+    expect(where(oldPhi2, 'model.layers.0.self_attn.q_proj')).toMatch(/no matching tensor/);
+    const starcoder2 = ggufBase('starcoder2', { 'blk.1.ffn_up.weight': [256, 64], 'blk.1.ffn_down.weight': [64, 256] });
+    expect(where(starcoder2, 'model.layers.1.mlp.c_fc')).toEqual([{ key: 'blk.1.ffn_up.weight', rows: undefined }]);
+    expect(where(starcoder2, 'model.layers.1.mlp.c_proj')).toEqual([{ key: 'blk.1.ffn_down.weight', rows: undefined }]);
+    const exaone = ggufBase('exaone', {
+      'token_embd.weight': [32, 64], 'output.weight': [32, 64], 'blk.2.attn_q.weight': [64, 64], 'blk.2.attn_output.weight': [64, 64],
+      'blk.2.ffn_gate.weight': [128, 64], 'blk.2.ffn_up.weight': [128, 64], 'blk.2.ffn_down.weight': [64, 128],
+    }, { 'exaone.attention.head_count': 8 });
+    expect(where(exaone, 'transformer.wte')).toEqual([{ key: 'token_embd.weight', rows: undefined }]);
+    expect(where(exaone, 'lm_head')).toEqual([{ key: 'output.weight', rows: undefined }]);
+    expect(where(exaone, 'transformer.h.2.attn.attention.q_proj')).toEqual([{ key: 'blk.2.attn_q.weight', rows: undefined }]);
+    expect(where(exaone, 'transformer.h.2.attn.attention.out_proj')).toEqual([{ key: 'blk.2.attn_output.weight', rows: undefined }]);
+    expect(where(exaone, 'transformer.h.2.mlp.c_fc_0')).toEqual([{ key: 'blk.2.ffn_gate.weight', rows: undefined }]);
+    expect(where(exaone, 'transformer.h.2.mlp.c_fc_1')).toEqual([{ key: 'blk.2.ffn_up.weight', rows: undefined }]);
+    expect(where(exaone, 'transformer.h.2.mlp.c_proj')).toEqual([{ key: 'blk.2.ffn_down.weight', rows: undefined }]);
+    // A module of EXAONE's own tree that has no tensor is a miss, named.
+    expect(where(exaone, 'transformer.h.2.attn.attention.rotary')).toMatch(/no matching tensor/);
   });
 
   it('names what cannot be mapped: an unknown module, a missing tensor, an architecture it does not know', () => {

@@ -1,17 +1,17 @@
 /**
  * Layout: Hugging Face module paths (PEFT's `model.layers.3.self_attn.q_proj`) on a GGUF base
  * (`blk.3.attn_q.weight`), per architecture as llama.cpp's converter names them
- * (convert_hf_to_gguf.py, gguf-py/gguf/tensor_mapping.py), for llama (Llama, Mistral, Mixtral, and
- * LLaVA's language model), mistral3, granite, smollm3, apertus, olmo, olmo2, olmoe, seed_oss, glm4, glm4moe, qwen2, qwen2vl (Qwen2-VL and Qwen2.5-VL's language model),
- * qwen3, qwen2moe, qwen3moe, qwen3vl and qwen3vlmoe (Qwen3-VL's language model), gemma2, gemma3,
- * phi3 and gpt-oss:
- * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down, fused gate_up (phi3 → ffn_up), the MoE
- *   router, shared experts, token embeddings and the output head;
+ * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
+ * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
+ * the Qwen, Gemma, Phi, OLMo, GLM, Granite, Cohere, ERNIE, EXAONE families and others):
+ * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
+ *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj), fused gate_up (phi3 →
+ *   ffn_up), the MoE router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
  * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, Qwen3-VL-MoE, transformers 5's Qwen MoE) lands
  *   on the tensors the converter splits it into, each expert as the converter lays it out;
- * - for `llama`, `mistral3`, `granite`, `smollm3` and `olmo`, the converter permutes the rows of q and k (reshape (heads, 2,
+ * - for `llama`, `mistral3`, `granite`, `smollm3`, `arcee`, `minicpm` and `olmo`, the converter permutes the rows of q and k (reshape (heads, 2,
  *   d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same permutation, which
  *   convert_lora_to_gguf applies to B.
  * The base's GGUF metadata gives the architecture, head and expert counts. A module of a known
@@ -83,6 +83,30 @@ const PHI3: readonly Rule[] = [
   rule(`${L}\\.self_attn\\.qkv_proj`, 'blk.$1.attn_qkv'),
   rule(`${L}\\.mlp\\.gate_up_proj`, 'blk.$1.ffn_up'),
 ];
+/** Phi-2 (PhiForCausalLM): the attention output is `dense`, the MLP `fc1` (up) and `fc2` (down), no gate. */
+const PHI2: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.dense`, 'blk.$1.attn_output'),
+  rule(`${L}\\.mlp\\.fc1`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.mlp\\.fc2`, 'blk.$1.ffn_down'),
+];
+/** StarCoder2: the MLP is `c_fc` (up) and `c_proj` (down), no gate. */
+const STARCODER2: readonly Rule[] = [
+  rule(`${L}\\.mlp\\.c_fc`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.mlp\\.c_proj`, 'blk.$1.ffn_down'),
+];
+/** EXAONE 3/3.5 (ExaoneForCausalLM): GPT-2-style paths; `c_fc_0` is the gate, `c_fc_1` the up projection. */
+const H = 'transformer\\.h\\.(\\d+)';
+const EXAONE: readonly Rule[] = [
+  rule('transformer\\.wte', 'token_embd'),
+  rule('lm_head', 'output'),
+  rule(`${H}\\.attn\\.attention\\.q_proj`, 'blk.$1.attn_q'),
+  rule(`${H}\\.attn\\.attention\\.k_proj`, 'blk.$1.attn_k'),
+  rule(`${H}\\.attn\\.attention\\.v_proj`, 'blk.$1.attn_v'),
+  rule(`${H}\\.attn\\.attention\\.out_proj`, 'blk.$1.attn_output'),
+  rule(`${H}\\.mlp\\.c_fc_0`, 'blk.$1.ffn_gate'),
+  rule(`${H}\\.mlp\\.c_fc_1`, 'blk.$1.ffn_up'),
+  rule(`${H}\\.mlp\\.c_proj`, 'blk.$1.ffn_down'),
+];
 
 /**
  * How a model stores its fused expert parameters (PEFT `target_parameters` on
@@ -133,9 +157,31 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   qwen3: [...COMMON, ...QK],
   qwen2moe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   qwen3moe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // Gemma (GemmaModel), Gemma 2 and Gemma 3: q and k as they are (the converter adds 1 to the
+  // norms only, and drops lm_head: the head is the tied token embedding).
+  gemma: [...COMMON, ...QK],
   gemma2: [...COMMON, ...QK],
   gemma3: [...COMMON, ...QK],
   phi3: [...COMMON, ...PHI3],
+  // Phi-2 (Phi2Model): the plain name mapping; an old file with a fused attn_qkv has no attn_q to
+  // land on, so such modules are misses.
+  phi2: [...COMMON, ...QK, ...PHI2],
+  // Command R / Aya (CommandR2Model), Command R7B / Aya Expanse (Cohere2Model), StableLM
+  // (StableLMModel), Nemotron-4 / Minitron (NemotronModel), ERNIE 4.5 (Ernie4_5Model; transformers'
+  // separate q/k/v and gate/up, which its converter also splits the original fused ones into),
+  // EXAONE 4 (Exaone4Model) and StarCoder2: TextModel's plain mapping, q and k as they are.
+  'command-r': [...COMMON, ...QK],
+  cohere2: [...COMMON, ...QK],
+  stablelm: [...COMMON, ...QK],
+  nemotron: [...COMMON, ...QK],
+  ernie4_5: [...COMMON, ...QK],
+  exaone4: [...COMMON, ...QK],
+  starcoder2: [...COMMON, ...QK, ...STARCODER2],
+  exaone: EXAONE,
+  // Arcee (ArceeModel, a LlamaModel subclass) and MiniCPM (MiniCPMModel, which applies
+  // LlamaModel.permute itself): q and k permuted.
+  arcee: [...COMMON, ...QK_PERMUTED],
+  minicpm: [...COMMON, ...QK_PERMUTED],
   // OLMo (OlmoModel) permutes q and k as LlamaModel does; OLMo 2/3 (Olmo2Model), OLMoE (OlmoeModel,
   // experts stacked as Qwen's) and Seed-OSS (SeedOssModel) leave them as they are.
   olmo: [...COMMON, ...QK_PERMUTED],
