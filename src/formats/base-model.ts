@@ -37,6 +37,8 @@ export interface BaseTensor {
   /** The file's own type (`BF16`, `Q4_K`) and the tensor's stored size. */
   storedType: string;
   byteLength: number;
+  /** Why the stored shape may not be the model's (a converter reshaped it), said where a ΔW does not fit it. */
+  shapeNote?: string;
 }
 
 /** One weight file of a base, its tensors under the names the file uses. */

@@ -36,6 +36,8 @@ import { MAX_MIXED_ROWS_BYTES } from '../limits.js';
 export interface BaseTensorInfo {
   dtype: DType;
   shape: number[];
+  /** Why the stored shape may not be the model's (see BaseTensor.shapeNote). */
+  shapeNote?: string;
 }
 
 export interface BaseTensorIndex {
@@ -355,7 +357,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           const cols = info.shape[info.shape.length - 1];
           view = { rows, cols, layout: 'out-in', outFeatures: rows, inFeatures: cols };
         } else {
-          view = viewOf(module, target, info.shape, fail);
+          view = viewOf(module, target, info.shape, fail, base.tensors.get(baseKey)?.shapeNote);
         }
         if (!view) continue;
         if (module.update.kind !== 'low-rank' && !(module.update.kind === 'transform' && module.update.anyLayout) && view.layout !== 'out-in') {
@@ -523,7 +525,7 @@ interface View {
  * against (out, in, k...) for linear/conv, (in, out) for fan_in_fan_out and embeddings; with a row
  * placement, ΔW's rows against the rows it names.
  */
-function viewOf(module: AdapterModule, target: Placement, shape: readonly number[], fail: Fail): View | null {
+function viewOf(module: AdapterModule, target: Placement, shape: readonly number[], fail: Fail, shapeNote?: string): View | null {
   const baseKey = target.baseKey;
   // Stored (in, out) for embeddings and fan_in_fan_out: ΔW's open dims come from the other side.
   const transposed = module.kind === 'embedding' || module.fanInFanOut;
@@ -532,7 +534,7 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
   const deltaIn = delta.slice(1);
   const inFeatures = product(deltaIn);
   const mismatch = (why: string) => {
-    fail('SHAPE_MISMATCH', `ΔW ${fmt(delta)} does not fit base ${baseKey} ${fmt(shape)}: ${why}`);
+    fail('SHAPE_MISMATCH', `ΔW ${fmt(delta)} does not fit base ${baseKey} ${fmt(shape)}: ${why}${shapeNote ? `; ${shapeNote}` : ''}`);
     return null;
   };
   if (module.kind === 'embedding' || module.fanInFanOut) {

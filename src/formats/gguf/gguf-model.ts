@@ -93,13 +93,49 @@ function checkParts(name: string, parts: { path: string; file: GgufFile }[]): vo
 }
 
 /**
- * The shape the plan sees: GGUF stores every tensor as rows of ne[0] values, so tensors of three or
- * more dimensions (experts stacked, ne = [in, out, experts]) are the matrix (experts·out, in), on
- * whose rows layouts place each expert's update.
+ * The shape the plan sees: GGUF stores every tensor as rows of ne[0] values, so a tensor of three
+ * dimensions (experts stacked, ne = [in, out, experts]) is the matrix (experts·out, in), on whose
+ * rows layouts place each expert's update. Four dimensions are a convolution's (out, in, kh, kw),
+ * as a diffusion model's GGUF keeps them, and stay as they are.
  */
-function matrixShape(shape: number[]): number[] {
-  if (shape.length <= 2) return shape;
-  return [shape.slice(0, -1).reduce((n, d) => n * d, 1), shape[shape.length - 1]];
+function planShape(shape: number[]): number[] {
+  if (shape.length !== 3) return shape;
+  return [shape[0] * shape[1], shape[2]];
+}
+
+/**
+ * ComfyUI-GGUF's converter (tools/convert.py, `shape_fix` for SD1 and SDXL) stores a matrix whose
+ * rows are not whole 256-value blocks as rows of 256 values, and the real (PyTorch) shape under
+ * this key; its loader views the tensor in that shape again.
+ */
+const ORIG_SHAPE = 'comfy.gguf.orig_shape.';
+
+/** The declared real shape of each reshaped tensor of a file, by tensor name. */
+function declaredShapes(file: GgufFile): Map<string, unknown> {
+  const shapes = new Map<string, unknown>();
+  for (const kv of file.metadata) if (kv.key.startsWith(ORIG_SHAPE)) shapes.set(kv.key.slice(ORIG_SHAPE.length), kv.value);
+  return shapes;
+}
+
+const product = (dims: readonly number[]) => dims.reduce((n, d) => n * d, 1);
+
+/**
+ * A reshaped tensor in its real shape, when that shape holds its elements and its rows are whole
+ * blocks of its type (the same bytes then are that shape's rows: Q8_0, F16, … of a 640-wide
+ * matrix); otherwise why it cannot be viewed so (a K-quant's 256-blocks run across real rows).
+ */
+function realShape(t: GgufTensor, declared: unknown): { shape: number[] } | { why: string } {
+  const dims = Array.isArray(declared) ? declared.map((d) => (typeof d === 'bigint' ? Number(d) : d)) : [];
+  const valid = dims.length >= 2 && dims.length <= 4 && dims.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d > 0);
+  const shown = `${ORIG_SHAPE}${t.name} = ${JSON.stringify(Array.isArray(declared) ? dims : declared)}`;
+  if (!valid || product(dims as number[]) !== product(t.shape)) {
+    return { why: `is stored as (${t.shape.join(', ')}) with ${shown}, which does not hold its ${product(t.shape)} values` };
+  }
+  const row = product((dims as number[]).slice(1));
+  if (row % t.type.blockSize !== 0) {
+    return { why: `is stored reshaped by ComfyUI-GGUF's converter from (${dims.join(', ')}) to (${t.shape.join(', ')}) (${ORIG_SHAPE}…), and its ${t.type.name} blocks of ${t.type.blockSize} values run across the real rows of ${row} values: merging into it is not supported; merge into the safetensors checkpoint and convert that, or use a Q8_0 or F16 GGUF of the model` };
+  }
+  return { shape: dims as number[] };
 }
 
 class GgufModel implements BaseModel {
@@ -112,11 +148,20 @@ class GgufModel implements BaseModel {
 
   constructor(readonly name: string, private readonly parts: { path: string; file: GgufFile }[], readonly otherFiles: readonly string[]) {
     const tensors = new Map<string, BaseTensor>();
+    /** The shape each tensor is presented and written in: its stored one, or its real one (realShape). */
+    const shapes = new Map<string, number[]>();
     for (const { path, file } of parts) {
+      const declared = declaredShapes(file);
       for (const t of file.tensors) {
         if (tensors.has(t.name)) throw new MergeError('BAD_CONFIG', `${name}: tensor "${t.name}" is in two parts`);
         const dtype = t.type.name === 'F16' || t.type.name === 'BF16' ? t.type.name : 'F32';
-        tensors.set(t.name, { name: t.name, dtype, shape: matrixShape(t.shape), shard: path, storedType: t.type.name, byteLength: t.byteLength });
+        const real = declared.has(t.name) ? realShape(t, declared.get(t.name)) : { shape: t.shape };
+        const shape = 'shape' in real ? real.shape : t.shape;
+        shapes.set(t.name, shape);
+        tensors.set(t.name, {
+          name: t.name, dtype, shape: planShape(shape), shard: path, storedType: t.type.name, byteLength: t.byteLength,
+          ...('why' in real ? { shapeNote: `${t.name} ${real.why}` } : {}),
+        });
         this.located.set(t.name, { file, tensor: t });
       }
     }
@@ -126,7 +171,7 @@ class GgufModel implements BaseModel {
       sourceName: file.source.name,
       keyPrefix: '',
       mirrorIfUnchanged: false,
-      tensors: file.tensors.map((t) => ({ name: t.name, type: t.type.name, shape: t.shape, byteLength: t.byteLength })),
+      tensors: file.tensors.map((t) => ({ name: t.name, type: t.type.name, shape: shapes.get(t.name)!, byteLength: t.byteLength })),
     }));
     this.format = ggufContainer(parts.map((p) => ({ metadata: p.file.metadata, alignment: p.file.alignment })), this.shards);
   }

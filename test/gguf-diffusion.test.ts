@@ -1,0 +1,222 @@
+/**
+ * Diffusion models in GGUF as ComfyUI-GGUF's converter (tools/convert.py) writes them: the
+ * checkpoint's own tensor names, `general.architecture` "flux" / "sdxl", 1-D tensors and the
+ * embedders F32, the rest quantized (Q8_0 here, K-quants too); for SD1/SDXL (`shape_fix`) a
+ * matrix whose rows are not whole 256-blocks is stored as rows of 256 values with its real shape
+ * under `comfy.gguf.orig_shape.<name>` (an INT32 array), which ComfyUI-GGUF's loader views it in.
+ * LoRAs land through the same layouts as on a safetensors checkpoint; checked against float64
+ * truth up to one Q8_0 rounding, on the CPU and on WebGPU.
+ */
+import { describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
+import { buildGguf, randomTensors, readGguf, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+
+const backends = mergeBackends({ cpu: 'default' });
+
+function gaussian(seed: number): () => number {
+  const rand = seededRandom(seed);
+  return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
+}
+const str = (value: string): MetaValue => ({ type: 'string', value });
+const u32 = (value: number): MetaValue => ({ type: 'u32', value });
+
+/** A factor of `n` values, large enough that a misplaced update stands far above Q8_0's rounding. */
+function factor(g: () => number, n: number): Float64Array {
+  return Float64Array.from({ length: n }, () => Math.fround(0.15 * g()));
+}
+
+/** (out × r)·(r × in) in float64, times `scale`. */
+function lowRank(up: Float64Array, down: Float64Array, out: number, r: number, inDim: number, scale: number): Float64Array {
+  const d = new Float64Array(out * inDim);
+  for (let o = 0; o < out; o++) for (let k = 0; k < r; k++) for (let i = 0; i < inDim; i++) d[o * inDim + i] += scale * up[o * r + k] * down[k * inDim + i];
+  return d;
+}
+
+/**
+ * Q8_0 output against the truth: each block of 32 is the reference quantizer's (d = amax/127, q =
+ * round(x/d), d stored as f16), so each value lies within 0.5·d (plus d's f16 rounding, 127·d·2^-11).
+ */
+function expectQ8Near(got: Float64Array, want: Float64Array, what: string): void {
+  expect(got.length, what).toBe(want.length);
+  for (let b = 0; b < want.length / 32; b++) {
+    let amax = 0;
+    for (let i = b * 32; i < (b + 1) * 32; i++) amax = Math.max(amax, Math.abs(want[i]));
+    const bound = 0.57 * (amax / 127) + 1e-7;
+    for (let i = b * 32; i < (b + 1) * 32; i++) {
+      if (Math.abs(got[i] - want[i]) > bound) expect.fail(`${what}[${i}]: got ${got[i]}, truth ${want[i]} (Q8_0 bound ${bound})`);
+    }
+  }
+}
+
+async function mergeGguf(name: string, base: Uint8Array, adapters: Record<string, Uint8Array>[], backendName: string) {
+  const backend = backends[backendName];
+  if (!backend) return undefined;
+  const prepared = await prepareMerge(memoryInputFileSet({ [name]: base }, 'base'),
+    adapters.map((files, i) => ({ files: memoryInputFileSet(files, `lora${i}`), weight: 1 })));
+  try {
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend, slabBytes: 2048 });
+    return readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
+  } finally {
+    await prepared.close();
+  }
+}
+
+describe('a FLUX.1 GGUF (ComfyUI-GGUF, Q8_0) with an sd-scripts LoRA and a diffusers one', () => {
+  const H = 64, MLP = 4 * H, R = 4, ALPHA = 2;
+  const QKV = 'double_blocks.0.img_attn.qkv.weight', LINEAR1 = 'single_blocks.0.linear1.weight';
+  const specs = [
+    { name: 'img_in.weight', ne: [64, H], type: 'F32' }, { name: 'img_in.bias', ne: [H], type: 'F32' },
+    { name: 'time_in.in_layer.weight', ne: [256, H], type: 'F32' },
+    { name: QKV, ne: [H, 3 * H], type: 'Q8_0' }, { name: 'double_blocks.0.img_attn.qkv.bias', ne: [3 * H], type: 'F32' },
+    { name: 'double_blocks.0.img_attn.norm.query_norm.scale', ne: [H / 4], type: 'F32' },
+    { name: 'double_blocks.0.img_attn.proj.weight', ne: [H, H], type: 'Q8_0' },
+    { name: 'double_blocks.0.img_mlp.0.weight', ne: [H, MLP], type: 'Q8_0' },
+    { name: 'double_blocks.0.txt_attn.qkv.weight', ne: [H, 3 * H], type: 'Q8_0' },
+    { name: LINEAR1, ne: [H, 3 * H + MLP], type: 'Q8_0' },
+    { name: 'single_blocks.0.linear2.weight', ne: [H + MLP, H], type: 'Q8_0' },
+    { name: 'final_layer.linear.weight', ne: [H, 64], type: 'F32' },
+  ];
+  const { tensors, values } = randomTensors(specs, gaussian(4));
+  const base = buildGguf({
+    metadata: [['general.architecture', str('flux')], ['general.quantization_version', u32(2)], ['general.file_type', u32(7)]],
+    tensors,
+  });
+  const g = gaussian(8);
+  // sd-scripts: the fused qkv and linear1 by their BFL names, α/r.
+  const qkvDown = factor(g, R * H), qkvUp = factor(g, 3 * H * R);
+  const l1Down = factor(g, R * H), l1Up = factor(g, (3 * H + MLP) * R);
+  const kohya = {
+    'flux_style_lora.safetensors': buildSafetensors([
+      { name: 'lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight', dtype: 'F32', shape: [R, H], data: qkvDown },
+      { name: 'lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight', dtype: 'F32', shape: [3 * H, R], data: qkvUp },
+      { name: 'lora_unet_double_blocks_0_img_attn_qkv.alpha', dtype: 'F32', shape: [], data: Float64Array.of(ALPHA) },
+      { name: 'lora_unet_single_blocks_0_linear1.lora_down.weight', dtype: 'F32', shape: [R, H], data: l1Down },
+      { name: 'lora_unet_single_blocks_0_linear1.lora_up.weight', dtype: 'F32', shape: [3 * H + MLP, R], data: l1Up },
+      { name: 'lora_unet_single_blocks_0_linear1.alpha', dtype: 'F32', shape: [], data: Float64Array.of(ALPHA) },
+    ]),
+  };
+  // diffusers' trainers: to_k of the first double block (the middle third of img_attn.qkv), and
+  // the single block's proj_mlp (linear1's rows after q, k and v); no α in the file: scale 1.
+  const kDown = factor(g, 2 * H), kUp = factor(g, H * 2);
+  const mlpDown = factor(g, 2 * H), mlpUp = factor(g, MLP * 2);
+  const diffusers = {
+    'pytorch_lora_weights.safetensors': buildSafetensors([
+      { name: 'transformer.transformer_blocks.0.attn.to_k.lora_A.weight', dtype: 'F32', shape: [2, H], data: kDown },
+      { name: 'transformer.transformer_blocks.0.attn.to_k.lora_B.weight', dtype: 'F32', shape: [H, 2], data: kUp },
+      { name: 'transformer.single_transformer_blocks.0.proj_mlp.lora_A.weight', dtype: 'F32', shape: [2, H], data: mlpDown },
+      { name: 'transformer.single_transformer_blocks.0.proj_mlp.lora_B.weight', dtype: 'F32', shape: [MLP, 2], data: mlpUp },
+    ]),
+  };
+  const truth = new Map<string, Float64Array>();
+  {
+    const qkv = values.get(QKV)!.slice();
+    const dq = lowRank(qkvUp, qkvDown, 3 * H, R, H, ALPHA / R);
+    const dk = lowRank(kUp, kDown, H, 2, H, 1);
+    for (let i = 0; i < qkv.length; i++) qkv[i] += dq[i];
+    for (let i = 0; i < dk.length; i++) qkv[H * H + i] += dk[i];
+    truth.set(QKV, qkv);
+    const l1 = values.get(LINEAR1)!.slice();
+    const d1 = lowRank(l1Up, l1Down, 3 * H + MLP, R, H, ALPHA / R);
+    const dm = lowRank(mlpUp, mlpDown, MLP, 2, H, 1);
+    for (let i = 0; i < l1.length; i++) l1[i] += d1[i];
+    for (let i = 0; i < dm.length; i++) l1[3 * H * H + i] += dm[i];
+    truth.set(LINEAR1, l1);
+  }
+
+  it.for(['cpu', 'webgpu'])('merges both into their rows, keeps Q8_0, and copies every other tensor byte for byte, on %s', async (name, ctx) => {
+    const out = await mergeGguf('flux1-dev-Q8_0.gguf', base, [kohya, diffusers], name);
+    if (!out) return ctx.skip();
+    const input = readGguf(base);
+    expect(out.tensors.map((t) => [t.name, typeName(t.typeId), t.ne])).toEqual(input.tensors.map((t) => [t.name, typeName(t.typeId), t.ne]));
+    for (const [tensor, want] of truth) expectQ8Near(tensorValues('Q8_0', out.tensors.find((t) => t.name === tensor)!.data), want, tensor);
+    for (const t of input.tensors.filter((x) => !truth.has(x.name))) {
+      expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
+    }
+    expect(out.metadata.get('general.architecture')!.value).toBe('flux');
+  });
+});
+
+describe('an SDXL GGUF with reshaped tensors (comfy.gguf.orig_shape) and an sd-scripts LoRA with LoCon', () => {
+  const W = 320, R = 8, ALPHA = 4, C = 32;
+  const TO_Q = 'input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight';
+  const TO_K = 'input_blocks.4.1.transformer_blocks.0.attn1.to_k.weight';
+  const CONV = 'input_blocks.1.0.in_layers.2.weight';
+  const orig = (name: string): [string, MetaValue] => [`comfy.gguf.orig_shape.${name}`, { type: 'array', itemType: 'i32', value: [W, W] }];
+  const sdxl = (kType: string) => {
+    const specs = [
+      { name: 'label_emb.0.0.weight', ne: [256, 128], type: 'F32' },
+      { name: CONV, ne: [3, 3, C, C], type: 'F16' }, { name: 'input_blocks.1.0.in_layers.2.bias', ne: [C], type: 'F32' },
+      // 320 is not a whole number of 256-blocks: stored as (400, 256).
+      { name: TO_Q, ne: [256, W * W / 256], type: 'Q8_0' },
+      { name: TO_K, ne: [256, W * W / 256], type: kType },
+      { name: 'input_blocks.4.1.transformer_blocks.0.attn1.to_out.0.weight', ne: [256, W * W / 256], type: 'Q8_0' },
+    ];
+    const { tensors, values } = randomTensors(specs, gaussian(6));
+    const metadata: [string, MetaValue][] = [
+      ['general.architecture', str('sdxl')], ['general.quantization_version', u32(2)], ['general.file_type', u32(7)],
+      orig(TO_Q), orig(TO_K), orig('input_blocks.4.1.transformer_blocks.0.attn1.to_out.0.weight'),
+    ];
+    return { bytes: buildGguf({ metadata, tensors }), values };
+  };
+  const g = gaussian(9);
+  const qDown = factor(g, R * W), qUp = factor(g, W * R);
+  const convDown = factor(g, 4 * C * 9), convUp = factor(g, C * 4);
+  const lora = (withK: boolean) => ({
+    'sdxl_lora.safetensors': buildSafetensors([
+      { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight', dtype: 'F32', shape: [R, W], data: qDown },
+      { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_up.weight', dtype: 'F32', shape: [W, R], data: qUp },
+      { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.alpha', dtype: 'F32', shape: [], data: Float64Array.of(ALPHA) },
+      // LoCon: a 3×3 down and a 1×1 up, ΔW (out, in, 3, 3) = up · down.
+      { name: 'lora_unet_input_blocks_1_0_in_layers_2.lora_down.weight', dtype: 'F32', shape: [4, C, 3, 3], data: convDown },
+      { name: 'lora_unet_input_blocks_1_0_in_layers_2.lora_up.weight', dtype: 'F32', shape: [C, 4, 1, 1], data: convUp },
+      { name: 'lora_unet_input_blocks_1_0_in_layers_2.alpha', dtype: 'F32', shape: [], data: Float64Array.of(4) },
+      ...(withK ? [
+        { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k.lora_down.weight', dtype: 'F32', shape: [R, W], data: qDown },
+        { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k.lora_up.weight', dtype: 'F32', shape: [W, R], data: qUp },
+      ] : []),
+    ]),
+  });
+
+  it.for(['cpu', 'webgpu'])('merges into a Q8_0 tensor in its real shape and into a 3×3 conv, writing the real shape, on %s', async (name, ctx) => {
+    const base = sdxl('Q8_0');
+    const out = await mergeGguf('sdxl-Q8_0.gguf', base.bytes, [lora(false)], name);
+    if (!out) return ctx.skip();
+    const q = out.tensors.find((t) => t.name === TO_Q)!;
+    // Written as the (320, 320) it is; the orig_shape entry still says so, as ComfyUI-GGUF reads it.
+    expect([typeName(q.typeId), q.ne]).toEqual(['Q8_0', [W, W]]);
+    expect(out.metadata.get(`comfy.gguf.orig_shape.${TO_Q}`)!.value).toEqual([W, W]);
+    const wantQ = base.values.get(TO_Q)!.slice();
+    const dq = lowRank(qUp, qDown, W, R, W, ALPHA / R);
+    for (let i = 0; i < wantQ.length; i++) wantQ[i] += dq[i];
+    expectQ8Near(tensorValues('Q8_0', q.data), wantQ, TO_Q);
+    // The conv: F16, ΔW[o][i][kh][kw] = Σ_k up[o][k] · down[k][i][kh][kw] (α/r = 1).
+    const conv = out.tensors.find((t) => t.name === CONV)!;
+    expect([typeName(conv.typeId), conv.ne]).toEqual(['F16', [3, 3, C, C]]);
+    const got = tensorValues('F16', conv.data);
+    const w = base.values.get(CONV)!;
+    const d = lowRank(convUp, convDown, C, 4, C * 9, 1);
+    let worst = 0;
+    for (let i = 0; i < w.length; i++) worst = Math.max(worst, Math.abs(got[i] - (w[i] + d[i])) / (Math.abs(w[i] + d[i]) + 1e-3));
+    expect(worst).toBeLessThan(2 ** -10);
+    // Untouched reshaped tensors keep their bytes (and their stored shape).
+    const input = readGguf(base.bytes);
+    const untouched = 'input_blocks.4.1.transformer_blocks.0.attn1.to_out.0.weight';
+    expect(Buffer.from(out.tensors.find((t) => t.name === untouched)!.data).equals(Buffer.from(input.tensors.find((t) => t.name === untouched)!.data))).toBe(true);
+  });
+
+  it('refuses a tensor whose K-quant blocks run across its real rows, naming the reshape', async () => {
+    const base = sdxl('Q4_K');
+    const prepared = await prepareMerge(memoryInputFileSet({ 'sdxl-Q4_K_S.gguf': base.bytes }, 'base'), [{ files: memoryInputFileSet(lora(true), 'lora'), weight: 1 }]);
+    try {
+      const messages = prepared.plan.problems.map((p) => p.message);
+      expect(messages).toHaveLength(1);
+      expect(messages[0]).toMatch(/attn1_to_k.*does not fit base .*attn1\.to_k\.weight \(400, 256\).*stored reshaped by ComfyUI-GGUF's converter from \(320, 320\) to \(400, 256\).*Q4_K blocks of 256 values run across the real rows of 320 values: merging into it is not supported/);
+    } finally {
+      await prepared.close();
+    }
+  });
+});
