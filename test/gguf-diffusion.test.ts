@@ -175,8 +175,8 @@ describe('an SDXL GGUF with reshaped tensors (comfy.gguf.orig_shape) and an sd-s
       { name: 'lora_unet_input_blocks_1_0_in_layers_2.lora_up.weight', dtype: 'F32', shape: [C, 4, 1, 1], data: convUp },
       { name: 'lora_unet_input_blocks_1_0_in_layers_2.alpha', dtype: 'F32', shape: [], data: Float64Array.of(4) },
       ...(withK ? [
-        { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k.lora_down.weight', dtype: 'F32', shape: [R, W], data: qDown },
-        { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k.lora_up.weight', dtype: 'F32', shape: [W, R], data: qUp },
+        { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k.lora_down.weight', dtype: 'F32' as const, shape: [R, W], data: qDown },
+        { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k.lora_up.weight', dtype: 'F32' as const, shape: [W, R], data: qUp },
       ] : []),
     ]),
   });
@@ -215,6 +215,45 @@ describe('an SDXL GGUF with reshaped tensors (comfy.gguf.orig_shape) and an sd-s
       const messages = prepared.plan.problems.map((p) => p.message);
       expect(messages).toHaveLength(1);
       expect(messages[0]).toMatch(/attn1_to_k.*does not fit base .*attn1\.to_k\.weight \(400, 256\).*stored reshaped by ComfyUI-GGUF's converter from \(320, 320\) to \(400, 256\).*Q4_K blocks of 256 values run across the real rows of 320 values: merging into it is not supported/);
+    } finally {
+      await prepared.close();
+    }
+  });
+
+  it('takes an entry equal to the stored shape (or 1-D) as no reshape, and names an entry that does not hold the tensor', async () => {
+    const specs = [
+      { name: 'input_blocks.4.1.proj_in.weight', ne: [W, W], type: 'Q8_0' },
+      { name: 'input_blocks.4.1.proj_in.bias', ne: [W], type: 'F32' },
+      { name: TO_Q, ne: [256, W * W / 256], type: 'Q8_0' },
+    ];
+    const { tensors } = randomTensors(specs, gaussian(2));
+    const i32 = (value: number[]): MetaValue => ({ type: 'array', itemType: 'i32', value });
+    const base = buildGguf({
+      metadata: [
+        ['general.architecture', str('sdxl')],
+        // Some tools write the entry for every tensor, as it is.
+        ['comfy.gguf.orig_shape.input_blocks.4.1.proj_in.weight', i32([W, W])],
+        ['comfy.gguf.orig_shape.input_blocks.4.1.proj_in.bias', i32([W])],
+        // A broken one: 3·W·W values for a tensor of W·W.
+        [`comfy.gguf.orig_shape.${TO_Q}`, i32([3 * W, W])],
+      ],
+      tensors,
+    });
+    const g2 = gaussian(12);
+    const adapter = {
+      'lora.safetensors': buildSafetensors([
+        { name: 'lora_unet_input_blocks_4_1_proj_in.lora_down.weight', dtype: 'F32', shape: [2, W], data: factor(g2, 2 * W) },
+        { name: 'lora_unet_input_blocks_4_1_proj_in.lora_up.weight', dtype: 'F32', shape: [W, 2], data: factor(g2, 2 * W) },
+        { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight', dtype: 'F32', shape: [2, W], data: factor(g2, 2 * W) },
+        { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_up.weight', dtype: 'F32', shape: [W, 2], data: factor(g2, 2 * W) },
+      ]),
+    };
+    const prepared = await prepareMerge(memoryInputFileSet({ 'sdxl.gguf': base }, 'base'), [{ files: memoryInputFileSet(adapter, 'lora'), weight: 1 }]);
+    try {
+      expect(prepared.plan.updates.map((u) => u.baseKey)).toEqual(['input_blocks.4.1.proj_in.weight']);
+      const messages = prepared.plan.problems.map((p) => p.message);
+      expect(messages).toHaveLength(1);
+      expect(messages[0]).toMatch(/attn1_to_q.*does not fit base .*\(400, 256\).*stored as \(400, 256\) with comfy\.gguf\.orig_shape\.input_blocks\.4\.1\.transformer_blocks\.0\.attn1\.to_q\.weight = \[960,320\], which does not hold its 102400 values/);
     } finally {
       await prepared.close();
     }

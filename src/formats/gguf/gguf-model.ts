@@ -120,22 +120,27 @@ function declaredShapes(file: GgufFile): Map<string, unknown> {
 const product = (dims: readonly number[]) => dims.reduce((n, d) => n * d, 1);
 
 /**
- * A reshaped tensor in its real shape, when that shape holds its elements and its rows are whole
- * blocks of its type (the same bytes then are that shape's rows: Q8_0, F16, … of a 640-wide
- * matrix); otherwise why it cannot be viewed so (a K-quant's 256-blocks run across real rows).
+ * A reshaped tensor in its real shape, when that shape holds its elements and its GGML rows (the
+ * last dimension) are whole blocks of its type: the same bytes are then that shape's rows (Q8_0,
+ * F16, … of a 640-wide matrix). Otherwise why it cannot be viewed so (a K-quant's 256-blocks run
+ * across the real rows). Some tools write the entry for every tensor: a shape equal to the stored
+ * one, or a 1-D one, changes nothing.
  */
 function realShape(t: GgufTensor, declared: unknown): { shape: number[] } | { why: string } {
-  const dims = Array.isArray(declared) ? declared.map((d) => (typeof d === 'bigint' ? Number(d) : d)) : [];
-  const valid = dims.length >= 2 && dims.length <= 4 && dims.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d > 0);
-  const shown = `${ORIG_SHAPE}${t.name} = ${JSON.stringify(Array.isArray(declared) ? dims : declared)}`;
+  const raw: unknown[] = Array.isArray(declared) ? declared : [];
+  const dims = raw.map((d) => (typeof d === 'bigint' ? Number(d) : d));
+  const valid = dims.length >= 1 && dims.length <= 4 && dims.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d > 0);
   if (!valid || product(dims as number[]) !== product(t.shape)) {
+    const shown = `${ORIG_SHAPE}${t.name} = ${JSON.stringify(Array.isArray(declared) ? dims : declared, (_k, v) => (typeof v === 'bigint' ? String(v) : v))}`;
     return { why: `is stored as (${t.shape.join(', ')}) with ${shown}, which does not hold its ${product(t.shape)} values` };
   }
-  const row = product((dims as number[]).slice(1));
+  const real = dims as number[];
+  if (real.length < 2 || real.join() === t.shape.join()) return { shape: t.shape };
+  const row = real[real.length - 1];
   if (row % t.type.blockSize !== 0) {
-    return { why: `is stored reshaped by ComfyUI-GGUF's converter from (${dims.join(', ')}) to (${t.shape.join(', ')}) (${ORIG_SHAPE}…), and its ${t.type.name} blocks of ${t.type.blockSize} values run across the real rows of ${row} values: merging into it is not supported; merge into the safetensors checkpoint and convert that, or use a Q8_0 or F16 GGUF of the model` };
+    return { why: `is stored reshaped by ComfyUI-GGUF's converter from (${real.join(', ')}) to (${t.shape.join(', ')}) (${ORIG_SHAPE}…), and its ${t.type.name} blocks of ${t.type.blockSize} values run across the real rows of ${row} values: merging into it is not supported; merge into the safetensors checkpoint and convert that, or use a Q8_0 or F16 GGUF of the model` };
   }
-  return { shape: dims as number[] };
+  return { shape: real };
 }
 
 class GgufModel implements BaseModel {
