@@ -56,7 +56,8 @@ describe('HF module paths on GGUF tensors', () => {
   it('permutes q and k for the other LlamaModel subclasses (granite, smollm3, arcee), MiniCPM and OLMo, not for apertus (which turns it off) or the plain TextModel classes', () => {
     const cases = [
       ['granite', true], ['smollm3', true], ['arcee', true], ['minicpm', true], ['olmo', true],
-      ['apertus', false], ['olmo2', false], ['olmoe', false], ['seed_oss', false], ['gemma', false], ['command-r', false], ['cohere2', false],
+      ['apertus', false], ['olmo2', false], ['olmoe', false], ['seed_oss', false], ['gemma', false], ['gemma3n', false], ['gemma4', false],
+      ['command-r', false], ['cohere2', false],
       ['stablelm', false], ['nemotron', false], ['ernie4_5', false], ['exaone4', false], ['starcoder2', false], ['phi2', false],
     ] as const;
     for (const [arch, permuted] of cases) {

@@ -162,6 +162,12 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   gemma: [...COMMON, ...QK],
   gemma2: [...COMMON, ...QK],
   gemma3: [...COMMON, ...QK],
+  // Gemma 3n (Gemma3NModel) and Gemma 4 (Gemma4Model), Gemma3Model's subclasses: the same plain
+  // names for attention and the MLP (their AltUp, Laurel and per-layer embeddings, and Gemma 4's
+  // experts, fit no rule and are misses; the converter pads the token embedding past the
+  // tokenizer's vocabulary, so an embed_tokens update does not fit it).
+  gemma3n: [...COMMON, ...QK],
+  gemma4: [...COMMON, ...QK],
   phi3: [...COMMON, ...PHI3],
   // Phi-2 (Phi2Model): the plain name mapping; an old file with a fused attn_qkv has no attn_q to
   // land on, so such modules are misses.
