@@ -157,8 +157,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   qwen3: [...COMMON, ...QK],
   qwen2moe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   qwen3moe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
-  // Gemma (GemmaModel), Gemma 2 and Gemma 3: q and k as they are (the converter adds 1 to the
-  // norms only, and drops lm_head: the head is the tied token embedding).
+  // Gemma (GemmaModel), Gemma 2 and Gemma 3: q and k as they are (the converter changes only the
+  // norms; the head is the tied token embedding, with no output tensor to land on).
   gemma: [...COMMON, ...QK],
   gemma2: [...COMMON, ...QK],
   gemma3: [...COMMON, ...QK],
