@@ -9,7 +9,8 @@
  *   - model folders (sharded transformers checkpoints with model.safetensors.index.json and
  *     config.json, diffusers pipeline folders with model_index.json, bitsandbytes 8-bit bases),
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
- * counts, version, dims, types, offsets, alignment, metadata types and values), tensor shape and
+ * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
+ * `comfy.gguf.orig_shape` entry for the merged tensor), tensor shape and
  * value edits (inconsistent algorithm shapes, absurd ranks and block sizes, NaN/Inf/huge values),
  * JSON edits (type changes, huge numbers, deep nesting) and dropped files.
  *
@@ -59,7 +60,8 @@ export interface ExpectedMerge {
 }
 
 export type Truth =
-  | { kind: 'expected'; merged: Map<string, ExpectedMerge> }
+  /** `shapes`: tensors written in another shape than they are stored in (a GGUF tensor's real shape). */
+  | { kind: 'expected'; merged: Map<string, ExpectedMerge>; shapes?: Map<string, number[]> }
   | { kind: 'invalid'; why: string }
   | { kind: 'unknown'; why: string };
 
@@ -107,6 +109,36 @@ function ggufBase(wType: 'F32' | 'F16', w: number[], norm: number[]): SpecFile {
   };
 }
 
+/**
+ * What a `comfy.gguf.orig_shape` entry for the merged tensor does (ComfyUI-GGUF's converter writes
+ * one for a tensor it stored reshaped): an array of positive integers holding the tensor's OUT·IN
+ * values, of 2 to 4 dimensions and not its stored (OUT, IN), is the shape it is viewed and written
+ * in (three dimensions seen as the matrix of the first two times the last, as stacked experts are;
+ * where that is not (OUT, IN) the LoRA's update no longer fits it); anything else (no entry, 1-D,
+ * other values) changes nothing.
+ */
+function realShapeOfMergedTensor(d: Decoded): { fits: boolean; shape: number[] } | undefined {
+  const kv = d.gguf.get('base.gguf')?.get('comfy.gguf.orig_shape.blk.0.ffn_up.weight');
+  if (!kv || !Array.isArray(kv.value)) return undefined;
+  const dims = (kv.value as unknown[]).map((x) => (typeof x === 'bigint' ? Number(x) : x));
+  if (dims.length < 2 || dims.length > 4 || !dims.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) return undefined;
+  const real = dims as number[];
+  if (real.reduce((a, b) => a * b, 1) !== OUT * IN || real.join() === `${OUT},${IN}`) return undefined;
+  const seen = real.length === 3 ? [real[0] * real[1], real[2]] : real;
+  return { fits: seen.join() === `${OUT},${IN}`, shape: real };
+}
+
+/** The expected merge of the GGUF worlds' one tensor, in the shape an orig_shape entry gives it. */
+function ggufMerge(d: Decoded, merged: ExpectedMerge): Truth {
+  const real = realShapeOfMergedTensor(d);
+  if (real && !real.fits) return { kind: 'invalid', why: `an orig_shape entry views the tensor as (${real.shape.join(', ')})` };
+  return {
+    kind: 'expected',
+    merged: new Map([['/blk.0.ffn_up.weight', merged]]),
+    ...(real ? { shapes: new Map([['/blk.0.ffn_up.weight', real.shape]]) } : {}),
+  };
+}
+
 const ggufLoraWorld: fc.Arbitrary<SurfaceWorld> = fc
   .record({ wType: fc.constantFrom<'F32' | 'F16'>('F32', 'F16'), aType: fc.constantFrom('F32', 'F16'), bType: fc.constantFrom('F32', 'F16'), r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(0, 1, 4, 8, 16), seed: values(48) })
   .map(({ wType, aType, bType, r, alpha, seed }) => {
@@ -148,7 +180,7 @@ const ggufLoraWorld: fc.Arbitrary<SurfaceWorld> = fc
         const alphaRead = kv.value as number;
         if (!Number.isFinite(alphaRead)) return { kind: 'invalid', why: `adapter.lora.alpha = ${alphaRead}` };
         const scale = alphaRead === 0 ? weight : (weight * alphaRead) / r;
-        return { kind: 'expected', merged: new Map([['/blk.0.ffn_up.weight', added(w, mm(b, a, OUT, r, IN), scale)]]) };
+        return ggufMerge(d, added(w, mm(b, a, OUT, r, IN), scale));
       },
     };
   });
@@ -174,7 +206,7 @@ const ggufPeftWorld: fc.Arbitrary<SurfaceWorld> = fc
         if (arch?.value !== 'llama') return { kind: 'unknown', why: `a base of architecture ${String(arch?.value)}` };
         const scale = configScale(d, 'peft/adapter_config.json', 'lora_alpha', r, true);
         if (typeof scale !== 'number') return scale;
-        return { kind: 'expected', merged: new Map([['/blk.0.ffn_up.weight', added(w, mm(b, a, OUT, r, IN), weight * scale)]]) };
+        return ggufMerge(d, added(w, mm(b, a, OUT, r, IN), weight * scale));
       },
     };
   });
@@ -494,6 +526,16 @@ const metaValue: fc.Arbitrary<MetaValue> = fc.oneof(
 
 const metaKey = fc.constantFrom('general.architecture', 'general.type', 'adapter.type', 'adapter.lora.alpha', 'general.alignment', 'llama.attention.head_count', 'llama.block_count', 'general.file_type', 'split.count', 'split.no', 'llama.embedding_length');
 
+/** ComfyUI-GGUF's real-shape entry for the merged tensor: the stored shape, others holding its values, ones that do not, and other types. */
+const origShapeValue: fc.Arbitrary<MetaValue> = fc.oneof(
+  { weight: 3, arbitrary: fc.constantFrom<MetaValue>(
+    { type: 'array', itemType: 'i32', value: [OUT, IN] }, { type: 'array', itemType: 'i32', value: [IN, OUT] }, { type: 'array', itemType: 'i32', value: [OUT * IN] },
+    { type: 'array', itemType: 'i32', value: [2, 3, IN] }, { type: 'array', itemType: 'i64', value: [BigInt(OUT * IN / 16), 16n] }, { type: 'array', itemType: 'i32', value: [OUT, IN + 1] },
+    { type: 'array', itemType: 'i32', value: [-OUT, -IN] }, { type: 'array', itemType: 'i32', value: [1, 1, 1, 1, OUT * IN] }, { type: 'array', itemType: 'f32', value: [IN, OUT] },
+  ) },
+  { weight: 1, arbitrary: metaValue },
+);
+
 const file = fc.nat(10);
 const tensor = fc.nat(8);
 
@@ -507,6 +549,8 @@ export const surfaceMutation: fc.Arbitrary<SurfaceMutation> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-offset' as const), file, tensor, value: fc.constantFrom(0, 1, 31, 32, 64, 96, 1 << 20, 2 ** 40, 2 ** 53 - 32) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-ne' as const), file, tensor, ne: fc.array(fc.constantFrom(0, 1, 2, 3, 4, 6, 8, 16, 32, 256, 2 ** 20, 2 ** 32, 2 ** 52), { minLength: 0, maxLength: 5 }) }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('gguf-meta' as const), file, key: metaKey, value: metaValue }) },
+  // On the first file: a GGUF world's base.
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-meta' as const), file: fc.constant(0), key: fc.constant('comfy.gguf.orig_shape.blk.0.ffn_up.weight'), value: origShapeValue }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-align' as const), file, meta: fc.option(fc.constantFrom<MetaValue>({ type: 'u32', value: 0 }, { type: 'u32', value: 1 }, { type: 'u32', value: 3 }, { type: 'u32', value: 8 }, { type: 'u32', value: 64 }, { type: 'u32', value: 2 ** 31 }, { type: 'u64', value: 64n }, { type: 'string', value: '64' }), { nil: null }), layout: fc.constantFrom(1, 8, 32, 64) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-count' as const), file, which: fc.constantFrom<'tensors' | 'kv'>('tensors', 'kv'), value: fc.constantFrom(0n, 1n, 3n, 9n, 100n, 1n << 20n, 1n << 32n, (1n << 63n) + 1n, (1n << 64n) - 1n) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-version' as const), file, value: fc.constantFrom(0, 1, 2, 4, 2 ** 31) }) },
@@ -777,7 +821,7 @@ function metadataText(meta: Map<string, { type: number; value: unknown }>, excep
 }
 
 /** Keys of GGUF metadata that the truth of a world reads from the file (so edits to them are followed). */
-const READ_BY_TRUTH = ['adapter.lora.alpha', 'general.alignment', 'general.architecture'];
+const READ_BY_TRUTH = ['adapter.lora.alpha', 'general.alignment', 'general.architecture', 'comfy.gguf.orig_shape.blk.0.ffn_up.weight'];
 
 /** Top-level config fields that the truth of a world reads from the file (so edits to them are followed). */
 const CONFIG_READ_BY_TRUTH = ['r', 'alpha', 'lora_alpha', 'use_rslora'];
