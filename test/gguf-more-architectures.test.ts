@@ -42,6 +42,17 @@ interface Case {
 
 const Q = HEADS * HEAD_DIM, KV = KV_HEADS * HEAD_DIM;
 
+/** One block as LlamaModel-like converters write it (gate, up, down; no head of its own). */
+const LLAMA_LIKE: [string, number[]][] = [
+  ['token_embd.weight', [HIDDEN, VOCAB]],
+  ['blk.0.attn_norm.weight', [HIDDEN]],
+  ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_k.weight', [HIDDEN, KV]], ['blk.0.attn_v.weight', [HIDDEN, KV]],
+  ['blk.0.attn_output.weight', [Q, HIDDEN]],
+  ['blk.0.ffn_norm.weight', [HIDDEN]],
+  ['blk.0.ffn_gate.weight', [HIDDEN, FFN]], ['blk.0.ffn_up.weight', [HIDDEN, FFN]], ['blk.0.ffn_down.weight', [FFN, HIDDEN]],
+  ['output_norm.weight', [HIDDEN]],
+];
+
 const CASES: Case[] = [
   {
     arch: 'phi2', hfClass: 'microsoft/phi-2', type: 'F16', rank: 4, alpha: 8,
@@ -69,15 +80,8 @@ const CASES: Case[] = [
   {
     arch: 'minicpm', hfClass: 'openbmb/MiniCPM-2B-sft-bf16', type: 'F16', rank: 1, alpha: 3,
     targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-    tensors: [
-      ['token_embd.weight', [HIDDEN, VOCAB]],
-      ['blk.0.attn_norm.weight', [HIDDEN]],
-      ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_k.weight', [HIDDEN, KV]], ['blk.0.attn_v.weight', [HIDDEN, KV]],
-      ['blk.0.attn_output.weight', [Q, HIDDEN]],
-      ['blk.0.ffn_norm.weight', [HIDDEN]],
-      ['blk.0.ffn_gate.weight', [HIDDEN, FFN]], ['blk.0.ffn_up.weight', [HIDDEN, FFN]], ['blk.0.ffn_down.weight', [FFN, HIDDEN]],
-      ['output_norm.weight', [HIDDEN]],
-    ],
+    // Tied head: no output.weight.
+    tensors: LLAMA_LIKE,
     targets: [
       { module: 'model.layers.0.self_attn.q_proj', tensor: 'blk.0.attn_q.weight', out: Q, in: HIDDEN, permuteHeads: HEADS },
       { module: 'model.layers.0.self_attn.k_proj', tensor: 'blk.0.attn_k.weight', out: KV, in: HIDDEN, permuteHeads: KV_HEADS },
@@ -88,15 +92,7 @@ const CASES: Case[] = [
   {
     arch: 'exaone', hfClass: 'LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct', type: 'BF16', rank: 12, alpha: 16,
     targetModules: ['q_proj', 'k_proj', 'v_proj', 'out_proj', 'c_fc_0', 'c_fc_1', 'c_proj'],
-    tensors: [
-      ['token_embd.weight', [HIDDEN, VOCAB]],
-      ['blk.0.attn_norm.weight', [HIDDEN]],
-      ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_k.weight', [HIDDEN, KV]], ['blk.0.attn_v.weight', [HIDDEN, KV]],
-      ['blk.0.attn_output.weight', [Q, HIDDEN]],
-      ['blk.0.ffn_norm.weight', [HIDDEN]],
-      ['blk.0.ffn_gate.weight', [HIDDEN, FFN]], ['blk.0.ffn_up.weight', [HIDDEN, FFN]], ['blk.0.ffn_down.weight', [FFN, HIDDEN]],
-      ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]],
-    ],
+    tensors: [...LLAMA_LIKE, ['output.weight', [HIDDEN, VOCAB]]],
     targets: [
       { module: 'transformer.h.0.attn.attention.k_proj', tensor: 'blk.0.attn_k.weight', out: KV, in: HIDDEN },
       { module: 'transformer.h.0.attn.attention.out_proj', tensor: 'blk.0.attn_output.weight', out: HIDDEN, in: Q },
