@@ -39,6 +39,11 @@ export interface BaseTensor {
   byteLength: number;
   /** Why the stored shape may not be the model's (a converter reshaped it), said where a ΔW does not fit it. */
   shapeNote?: string;
+  /**
+   * Rows of the presented shape that hold whole blocks of the stored type, where one row does not
+   * (a tensor stored reshaped, seen in its real shape): slabs are cut in runs of this many rows.
+   */
+  rowBlock?: number;
 }
 
 /** One weight file of a base, its tensors under the names the file uses. */

@@ -160,12 +160,13 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
         // Factors are read once per tensor, shared by its slabs; DoRA norms across rows take a
         // pass over the slabs of their own first (column-norm-pass.ts), decoded like the merge's.
         const start = startRows(prepared, stored.type, update.source);
-        const rowBytes = start.rowBytes(update.cols);
-        const rowsPerSlab = rowsPerSlabOf(rowBytes, scaled?.rowBlock(key, update.rowBlock) ?? update.rowBlock);
+        const block = scaled?.rowBlock(key, update.rowBlock) ?? update.rowBlock;
+        const rowsPerSlab = rowsPerSlabOf(start.bytes(block * update.cols) / block, block);
+        const cols = update.cols;
         let steps: Promise<LoadedStep[]> | undefined;
         const loadOnce = () => (steps ??= loadUpdateSteps(update).then((loaded) => resolveStreamedNorms({
           name: key, rows: update.rows, cols: update.cols, layout: update.layout, dtype: start.dtype,
-          readRows: async (r0, n) => (await start.decode(await start.read(key, r0 * rowBytes, n * rowBytes), backend, signal)).data,
+          readRows: async (r0, n) => (await start.decode(await start.read(key, start.bytes(r0 * cols), start.bytes(n * cols)), backend, signal)).data,
         }, loaded, rowsPerSlab, backend, signal)));
         // Dropped once the tensor is written: kept, every tensor's factors would stay until the end.
         const release = () => (steps = undefined);
@@ -185,7 +186,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
         const loadOnce = () => (values ??= loadRowValues(rowSet));
         const release = () => (values = undefined);
         const cols = rowSet.shape[1];
-        const rowBytes = startRows(prepared, stored.type, rowSet.source).rowBytes(cols);
+        const rowBytes = startRows(prepared, stored.type, rowSet.source).bytes(cols);
         for (const [rowStart, rowCount] of pieces(rowSet.shape[0], rowsPerSlabOf(rowBytes))) {
           yield workUnit({ kind: 'rows', rowSet, rowStart, rowCount, values: loadOnce, release }, format.byteLength(outType, rowCount * cols));
         }
@@ -366,7 +367,12 @@ function rowsAndCols(shape: readonly number[]): [number, number] {
  */
 interface StartRows {
   dtype: FloatDType;
-  rowBytes(cols: number): number;
+  /**
+   * The stored bytes of `elements` values from the tensor's start: offsets and lengths of slabs
+   * are counted in values, since a row of a tensor seen in its real shape need not be whole blocks
+   * (slabs of BaseTensor.rowBlock rows are).
+   */
+  bytes(elements: number): number;
   /** `into`: a buffer offered for the bytes (see ByteSource.read); use what is returned. */
   read(key: string, start: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
   decode(bytes: Uint8Array, backend: MergeBackend, signal?: AbortSignal): Promise<FloatTensorBytes>;
@@ -378,14 +384,14 @@ function startRows(prepared: PreparedMerge, storedType: string, source: PlannedR
     const dtype = source.tensor.dtype as FloatDType;
     return {
       dtype,
-      rowBytes: (cols) => cols * DTYPE_BYTES[dtype],
+      bytes: (elements) => elements * DTYPE_BYTES[dtype],
       read: (_key, start, length, into) => source.file.readPart(source.tensor, start, length, into),
       decode: async (bytes) => ({ dtype, data: bytes }),
     };
   }
   return {
     dtype: format.engineDtype(storedType),
-    rowBytes: (cols) => format.byteLength(storedType, cols),
+    bytes: (elements) => format.byteLength(storedType, elements),
     read: (key, start, length, into) => prepared.base.readPart(key, start, length, into),
     decode: (bytes, backend, signal) => format.decodeRows(storedType, bytes, backend, signal),
   };
@@ -398,15 +404,15 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: n
   switch (a.kind) {
     case 'update': {
       const start = startRows(prepared, unit.tensor.storedType, a.update.source);
-      const rowBytes = start.rowBytes(a.update.cols);
+      const length = start.bytes(a.rowCount * a.update.cols);
       await a.steps(); // read the factors (and run any norm pass) before the first slab
-      return start.read(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes, take(a.rowCount * rowBytes));
+      return start.read(unit.tensor.name, start.bytes(a.rowStart * a.update.cols), length, take(length));
     }
     case 'rows': {
       const start = startRows(prepared, unit.tensor.storedType, a.rowSet.source);
-      const rowBytes = start.rowBytes(a.rowSet.shape[1]);
+      const cols = a.rowSet.shape[1];
       await a.values();
-      return start.read(unit.tensor.name, a.rowStart * rowBytes, a.rowCount * rowBytes);
+      return start.read(unit.tensor.name, start.bytes(a.rowStart * cols), start.bytes(a.rowCount * cols));
     }
     case 'bias':
       return a.bias.source ? a.bias.source.file.read(a.bias.source.tensor) : base.read(unit.tensor.name);

@@ -38,6 +38,8 @@ export interface BaseTensorInfo {
   shape: number[];
   /** Why the stored shape may not be the model's (see BaseTensor.shapeNote). */
   shapeNote?: string;
+  /** Rows that hold whole stored blocks (see BaseTensor.rowBlock); 1 when absent. */
+  rowBlock?: number;
 }
 
 export interface BaseTensorIndex {
@@ -248,8 +250,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       }
       const planned: PlannedReplacement = {
         baseKey: resolved.key, baseDtype: info.dtype, shape: rep.tensor.shape.slice(), origin, adapterIndex, adapter: adapter.name, file: adapter.file, tensor: rep.tensor,
-        ...(resolved.rows ? { rows: resolved.rows, rowBlock: resolved.rowBlock } : {}),
+        ...(resolved.rows ? { rows: resolved.rows } : {}),
       };
+      const rowBlock = lcm(resolved.rowBlock ?? 1, info.rowBlock ?? 1);
+      if (rowBlock > 1) planned.rowBlock = rowBlock;
       replacements.set(resolved.key, planned);
       if (origin !== 'modules_to_save') ownBase.set(resolved.key, planned);
     }
@@ -399,7 +403,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         if (experts) term.experts = experts;
         if (!update) {
           const { placement: _, ...tensorView } = view;
-          update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [], rowBlock: 1 };
+          update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [], rowBlock: base.tensors.get(baseKey)?.rowBlock ?? 1 };
           if (own) update.source = own;
           updates.set(baseKey, update);
         }

@@ -60,8 +60,7 @@ export interface ExpectedMerge {
 }
 
 export type Truth =
-  /** `shapes`: tensors written in another shape than they are stored in (a GGUF tensor's real shape). */
-  | { kind: 'expected'; merged: Map<string, ExpectedMerge>; shapes?: Map<string, number[]> }
+  | { kind: 'expected'; merged: Map<string, ExpectedMerge> }
   | { kind: 'invalid'; why: string }
   | { kind: 'unknown'; why: string };
 
@@ -112,31 +111,26 @@ function ggufBase(wType: 'F32' | 'F16', w: number[], norm: number[]): SpecFile {
 /**
  * What a `comfy.gguf.orig_shape` entry for the merged tensor does (ComfyUI-GGUF's converter writes
  * one for a tensor it stored reshaped): an array of positive integers holding the tensor's OUT·IN
- * values, of 2 to 4 dimensions and not its stored (OUT, IN), is the shape it is viewed and written
- * in (three dimensions seen as the matrix of the first two times the last, as stacked experts are;
- * where that is not (OUT, IN) the LoRA's update no longer fits it); anything else (no entry, 1-D,
- * other values) changes nothing.
+ * values, of 2 to 4 dimensions, is the shape the tensor is merged in (three dimensions seen as the
+ * matrix of the first two times the last, as stacked experts are), so where that is not (OUT, IN)
+ * the LoRA's update does not fit it; the file is written as stored either way. Anything else (no
+ * entry, 1-D, other values) changes nothing.
  */
-function realShapeOfMergedTensor(d: Decoded): { fits: boolean; shape: number[] } | undefined {
+function origShapeFits(d: Decoded): boolean {
   const kv = d.gguf.get('base.gguf')?.get('comfy.gguf.orig_shape.blk.0.ffn_up.weight');
-  if (!kv || !Array.isArray(kv.value)) return undefined;
+  if (!kv || !Array.isArray(kv.value)) return true;
   const dims = (kv.value as unknown[]).map((x) => (typeof x === 'bigint' ? Number(x) : x));
-  if (dims.length < 2 || dims.length > 4 || !dims.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) return undefined;
+  if (dims.length < 2 || dims.length > 4 || !dims.every((x) => typeof x === 'number' && Number.isSafeInteger(x) && x > 0)) return true;
   const real = dims as number[];
-  if (real.reduce((a, b) => a * b, 1) !== OUT * IN || real.join() === `${OUT},${IN}`) return undefined;
+  if (real.reduce((a, b) => a * b, 1) !== OUT * IN) return true;
   const seen = real.length === 3 ? [real[0] * real[1], real[2]] : real;
-  return { fits: seen.join() === `${OUT},${IN}`, shape: real };
+  return seen.join() === `${OUT},${IN}`;
 }
 
-/** The expected merge of the GGUF worlds' one tensor, in the shape an orig_shape entry gives it. */
+/** The expected merge of the GGUF worlds' one tensor, unless an orig_shape entry puts it out of the LoRA's reach. */
 function ggufMerge(d: Decoded, merged: ExpectedMerge): Truth {
-  const real = realShapeOfMergedTensor(d);
-  if (real && !real.fits) return { kind: 'invalid', why: `an orig_shape entry views the tensor as (${real.shape.join(', ')})` };
-  return {
-    kind: 'expected',
-    merged: new Map([['/blk.0.ffn_up.weight', merged]]),
-    ...(real ? { shapes: new Map([['/blk.0.ffn_up.weight', real.shape]]) } : {}),
-  };
+  if (!origShapeFits(d)) return { kind: 'invalid', why: 'an orig_shape entry views the tensor in a shape the LoRA does not fit' };
+  return { kind: 'expected', merged: new Map([['/blk.0.ffn_up.weight', merged]]) };
 }
 
 const ggufLoraWorld: fc.Arbitrary<SurfaceWorld> = fc

@@ -118,15 +118,16 @@ function declaredShapes(file: GgufFile): Map<string, unknown> {
 }
 
 const product = (dims: readonly number[]) => dims.reduce((n, d) => n * d, 1);
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
 
 /**
- * A reshaped tensor in its real shape, when that shape holds its elements and its GGML rows (the
- * last dimension) are whole blocks of its type: the same bytes are then that shape's rows (Q8_0,
- * F16, … of a 640-wide matrix). Otherwise why it cannot be viewed so (a K-quant's 256-blocks run
- * across the real rows). Some tools write the entry for every tensor: a shape equal to the stored
- * one, or a 1-D one, changes nothing.
+ * How the plan sees a tensor with a declared real shape: in that shape, when it holds the tensor's
+ * values (the bytes are the same row-major values either way), with the runs of rows that hold
+ * whole blocks of its type (a Q4_K 320-wide matrix: 4 rows, 5 blocks); otherwise as stored, with
+ * why the entry was not taken. Some tools write the entry for every tensor: a shape equal to the
+ * stored one, or a 1-D one, changes nothing.
  */
-function realShape(t: GgufTensor, declared: unknown): { shape: number[] } | { why: string } {
+function realShape(t: GgufTensor, declared: unknown): { shape: number[]; rowBlock: number } | { why: string } {
   const raw: unknown[] = Array.isArray(declared) ? declared : [];
   const dims = raw.map((d) => (typeof d === 'bigint' ? Number(d) : d));
   const valid = dims.length >= 1 && dims.length <= 4 && dims.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d > 0);
@@ -135,12 +136,9 @@ function realShape(t: GgufTensor, declared: unknown): { shape: number[] } | { wh
     return { why: `is stored as (${t.shape.join(', ')}) with ${shown}, which does not hold its ${product(t.shape)} values` };
   }
   const real = dims as number[];
-  if (real.length < 2 || real.join() === t.shape.join()) return { shape: t.shape };
-  const row = real[real.length - 1];
-  if (row % t.type.blockSize !== 0) {
-    return { why: `is stored reshaped by ComfyUI-GGUF's converter from (${real.join(', ')}) to (${t.shape.join(', ')}) (${ORIG_SHAPE}…), and its ${t.type.name} blocks of ${t.type.blockSize} values run across the real rows of ${row} values: merging into it is not supported; merge into the safetensors checkpoint and convert that, or use a Q8_0 or F16 GGUF of the model` };
-  }
-  return { shape: real };
+  if (real.length < 2 || real.join() === t.shape.join()) return { shape: t.shape, rowBlock: 1 };
+  const cols = product(planShape(real).slice(1));
+  return { shape: real, rowBlock: t.type.blockSize / gcd(cols, t.type.blockSize) };
 }
 
 class GgufModel implements BaseModel {
@@ -153,19 +151,16 @@ class GgufModel implements BaseModel {
 
   constructor(readonly name: string, private readonly parts: { path: string; file: GgufFile }[], readonly otherFiles: readonly string[]) {
     const tensors = new Map<string, BaseTensor>();
-    /** The shape each tensor is presented and written in: its stored one, or its real one (realShape). */
-    const shapes = new Map<string, number[]>();
     for (const { path, file } of parts) {
       const declared = declaredShapes(file);
       for (const t of file.tensors) {
         if (tensors.has(t.name)) throw new MergeError('BAD_CONFIG', `${name}: tensor "${t.name}" is in two parts`);
         const dtype = t.type.name === 'F16' || t.type.name === 'BF16' ? t.type.name : 'F32';
-        const real = declared.has(t.name) ? realShape(t, declared.get(t.name)) : { shape: t.shape };
-        const shape = 'shape' in real ? real.shape : t.shape;
-        shapes.set(t.name, shape);
+        // The plan sees the real shape; the file is written as it is stored (see realShape).
+        const real = declared.has(t.name) ? realShape(t, declared.get(t.name)) : { shape: t.shape, rowBlock: 1 };
         tensors.set(t.name, {
-          name: t.name, dtype, shape: planShape(shape), shard: path, storedType: t.type.name, byteLength: t.byteLength,
-          ...('why' in real ? { shapeNote: `${t.name} ${real.why}` } : {}),
+          name: t.name, dtype, shape: planShape('shape' in real ? real.shape : t.shape), shard: path, storedType: t.type.name, byteLength: t.byteLength,
+          ...('why' in real ? { shapeNote: `${t.name} ${real.why}` } : real.rowBlock > 1 ? { rowBlock: real.rowBlock } : {}),
         });
         this.located.set(t.name, { file, tensor: t });
       }
@@ -176,7 +171,7 @@ class GgufModel implements BaseModel {
       sourceName: file.source.name,
       keyPrefix: '',
       mirrorIfUnchanged: false,
-      tensors: file.tensors.map((t) => ({ name: t.name, type: t.type.name, shape: shapes.get(t.name)!, byteLength: t.byteLength })),
+      tensors: file.tensors.map((t) => ({ name: t.name, type: t.type.name, shape: t.shape, byteLength: t.byteLength })),
     }));
     this.format = ggufContainer(parts.map((p) => ({ metadata: p.file.metadata, alignment: p.file.alignment })), this.shards);
   }
@@ -199,8 +194,14 @@ class GgufModel implements BaseModel {
   async readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes> {
     const { tensor } = this.locate(name);
     const shape = this.tensors.get(name)!.shape;
-    const rowBytes = shape.length === 0 ? tensor.byteLength : tensor.byteLength / Math.max(shape[0], 1);
-    return this.format.decodeRows(tensor.type.name, await this.readPart(name, rowStart * rowBytes, rowCount * rowBytes));
+    // Counted in values: a row of a tensor seen in its real shape need not be whole blocks.
+    const cols = product(shape.slice(1));
+    const bytes = (values: number) => (values / tensor.type.blockSize) * tensor.type.blockBytes;
+    if ((rowStart * cols) % tensor.type.blockSize !== 0 || (rowCount * cols) % tensor.type.blockSize !== 0) {
+      throw new MergeError('BAD_ARGUMENT', `${name}: rows ${rowStart}…${rowStart + rowCount} are not whole ${tensor.type.name} blocks (read runs of ${this.tensors.get(name)!.rowBlock ?? 1} rows)`);
+    }
+    if (shape.length === 0) return this.format.decodeRows(tensor.type.name, await this.readPart(name, 0, tensor.byteLength));
+    return this.format.decodeRows(tensor.type.name, await this.readPart(name, bytes(rowStart * cols), bytes(rowCount * cols)));
   }
 
   planProblems(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[] {
