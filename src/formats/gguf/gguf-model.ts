@@ -6,6 +6,7 @@
  */
 import type { FloatTensorBytes } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
+import { MAX_MIXED_ROWS_BYTES } from '../../limits.js';
 import type { InputFileSet } from '../../io/types.js';
 import type { MergePlan, PlanProblem } from '../../plan/merge-plan.js';
 import type { ParsedAdapter } from '../adapter.js';
@@ -138,7 +139,12 @@ function realShape(t: GgufTensor, declared: unknown): { shape: number[]; rowBloc
   const real = dims as number[];
   if (real.length < 2 || real.join() === t.shape.join()) return { shape: t.shape, rowBlock: 1 };
   const cols = product(planShape(real).slice(1));
-  return { shape: real, rowBlock: t.type.blockSize / gcd(cols, t.type.blockSize) };
+  const rowBlock = t.type.blockSize / gcd(cols, t.type.blockSize);
+  // Slabs are at least that many rows (merged in f64): bounded like other runs of mixed rows.
+  if (rowBlock * cols * 8 > MAX_MIXED_ROWS_BYTES) {
+    return { why: `is stored reshaped to (${t.shape.join(', ')}) from (${real.join(', ')}) (${ORIG_SHAPE}…), whose rows hold whole ${t.type.name} blocks only in runs of ${rowBlock} (${Math.ceil(rowBlock * cols * 8 / 2 ** 20)} MiB), above the limit MAX_MIXED_ROWS_BYTES (${MAX_MIXED_ROWS_BYTES / 2 ** 20} MiB)` };
+  }
+  return { shape: real, rowBlock };
 }
 
 class GgufModel implements BaseModel {
