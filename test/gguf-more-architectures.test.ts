@@ -6,7 +6,9 @@
  * - MiniCPM (`minicpm`): MiniCPMModel.modify_tensors permutes q and k with LlamaModel.permute (GQA:
  *   k with the kv-head count), so GGUF row h·d + 2i + j holds HF row h·d + j·d/2 + i;
  * - EXAONE 3.5 (`exaone`): GPT-2-style paths (`transformer.h.0.attn.attention.q_proj`,
- *   `mlp.c_fc_0` the gate, `c_fc_1` the up projection), not permuted.
+ *   `mlp.c_fc_0` the gate, `c_fc_1` the up projection), not permuted;
+ * - LFM2 (`lfm2`): a short-convolution block's `conv.in_proj`/`out_proj` on `shortconv.*`, the MLP's
+ *   `feed_forward.w1` (gate) and `w2` (down).
  * Each base is one block with the tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -87,6 +89,26 @@ const CASES: Case[] = [
       { module: 'model.layers.0.self_attn.k_proj', tensor: 'blk.0.attn_k.weight', out: KV, in: HIDDEN, permuteHeads: KV_HEADS },
       { module: 'model.layers.0.self_attn.v_proj', tensor: 'blk.0.attn_v.weight', out: KV, in: HIDDEN },
       { module: 'model.layers.0.mlp.gate_proj', tensor: 'blk.0.ffn_gate.weight', out: FFN, in: HIDDEN },
+    ],
+  },
+  {
+    // A short-convolution block (LFM2's conv layers have no attention).
+    arch: 'lfm2', hfClass: 'LiquidAI/LFM2-1.2B', type: 'BF16', rank: 2, alpha: 4,
+    targetModules: ['q_proj', 'k_proj', 'v_proj', 'out_proj', 'in_proj', 'w1', 'w2', 'w3'],
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]],
+      ['blk.0.attn_norm.weight', [HIDDEN]],
+      ['blk.0.shortconv.conv.weight', [3, HIDDEN]],
+      ['blk.0.shortconv.in_proj.weight', [HIDDEN, 3 * HIDDEN]], ['blk.0.shortconv.out_proj.weight', [HIDDEN, HIDDEN]],
+      ['blk.0.ffn_norm.weight', [HIDDEN]],
+      ['blk.0.ffn_gate.weight', [HIDDEN, FFN]], ['blk.0.ffn_up.weight', [HIDDEN, FFN]], ['blk.0.ffn_down.weight', [FFN, HIDDEN]],
+      ['token_embd_norm.weight', [HIDDEN]],
+    ],
+    targets: [
+      { module: 'model.layers.0.conv.in_proj', tensor: 'blk.0.shortconv.in_proj.weight', out: 3 * HIDDEN, in: HIDDEN },
+      { module: 'model.layers.0.conv.out_proj', tensor: 'blk.0.shortconv.out_proj.weight', out: HIDDEN, in: HIDDEN },
+      { module: 'model.layers.0.feed_forward.w1', tensor: 'blk.0.ffn_gate.weight', out: FFN, in: HIDDEN },
+      { module: 'model.layers.0.feed_forward.w2', tensor: 'blk.0.ffn_down.weight', out: HIDDEN, in: FFN },
     ],
   },
   {

@@ -58,7 +58,7 @@ describe('HF module paths on GGUF tensors', () => {
       ['granite', true], ['smollm3', true], ['arcee', true], ['minicpm', true], ['olmo', true],
       ['apertus', false], ['olmo2', false], ['olmoe', false], ['seed_oss', false], ['gemma', false], ['gemma3n', false], ['gemma4', false],
       ['command-r', false], ['cohere2', false],
-      ['stablelm', false], ['nemotron', false], ['ernie4_5', false], ['exaone4', false], ['starcoder2', false], ['phi2', false],
+      ['stablelm', false], ['nemotron', false], ['ernie4_5', false], ['exaone4', false], ['starcoder2', false], ['phi2', false], ['lfm2', false],
     ] as const;
     for (const [arch, permuted] of cases) {
       const base = ggufBase(arch, { 'blk.3.attn_q.weight': [64, 64], 'blk.3.attn_k.weight': [16, 64], 'blk.3.ffn_up.weight': [128, 64] },
@@ -192,7 +192,7 @@ describe('HF module paths on GGUF tensors', () => {
     expect(where(uneven, 'model.layers.0.mlp.experts.gate_up_proj')).toMatch(/no matching tensor/);
   });
 
-  it('maps Phi-2\'s dense/fc1/fc2, StarCoder2\'s c_fc/c_proj and EXAONE 3.5\'s GPT-2-style paths', () => {
+  it('maps Phi-2\'s dense/fc1/fc2, StarCoder2\'s c_fc/c_proj, EXAONE 3.5\'s GPT-2-style paths and LFM2\'s short-conv and w1/w3/w2', () => {
     const phi2 = ggufBase('phi2', {
       'blk.0.attn_q.weight': [64, 64], 'blk.0.attn_output.weight': [64, 64], 'blk.0.ffn_up.weight': [256, 64], 'blk.0.ffn_down.weight': [64, 256],
     }, { 'phi2.attention.head_count': 8 });
@@ -217,6 +217,18 @@ describe('HF module paths on GGUF tensors', () => {
     expect(where(exaone, 'transformer.h.2.mlp.c_fc_0')).toEqual([{ key: 'blk.2.ffn_gate.weight', rows: undefined }]);
     expect(where(exaone, 'transformer.h.2.mlp.c_fc_1')).toEqual([{ key: 'blk.2.ffn_up.weight', rows: undefined }]);
     expect(where(exaone, 'transformer.h.2.mlp.c_proj')).toEqual([{ key: 'blk.2.ffn_down.weight', rows: undefined }]);
+    const lfm2 = ggufBase('lfm2', {
+      'blk.0.shortconv.in_proj.weight': [192, 64], 'blk.0.shortconv.out_proj.weight': [64, 64], 'blk.2.attn_output.weight': [64, 64],
+      'blk.2.ffn_gate.weight': [128, 64], 'blk.2.ffn_up.weight': [128, 64], 'blk.2.ffn_down.weight': [64, 128],
+    });
+    expect(where(lfm2, 'model.layers.0.conv.in_proj')).toEqual([{ key: 'blk.0.shortconv.in_proj.weight', rows: undefined }]);
+    expect(where(lfm2, 'model.layers.0.conv.out_proj')).toEqual([{ key: 'blk.0.shortconv.out_proj.weight', rows: undefined }]);
+    expect(where(lfm2, 'model.layers.2.self_attn.out_proj')).toEqual([{ key: 'blk.2.attn_output.weight', rows: undefined }]);
+    expect(where(lfm2, 'model.layers.2.feed_forward.w1')).toEqual([{ key: 'blk.2.ffn_gate.weight', rows: undefined }]);
+    expect(where(lfm2, 'model.layers.2.feed_forward.w3')).toEqual([{ key: 'blk.2.ffn_up.weight', rows: undefined }]);
+    expect(where(lfm2, 'model.layers.2.feed_forward.w2')).toEqual([{ key: 'blk.2.ffn_down.weight', rows: undefined }]);
+    // A conv layer has no attention: its q_proj is a named miss.
+    expect(where(lfm2, 'model.layers.0.self_attn.q_proj')).toMatch(/no matching tensor/);
     // A module of EXAONE's own tree that has no tensor is a miss, named.
     expect(where(exaone, 'transformer.h.2.attn.attention.rotary')).toMatch(/no matching tensor/);
   });

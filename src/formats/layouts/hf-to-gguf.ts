@@ -5,7 +5,8 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite, Cohere, ERNIE, EXAONE families and others):
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
- *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj), fused gate_up (phi3 →
+ *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections
+ *   and w1/w3/w2), fused gate_up (phi3 →
  *   ffn_up), the MoE router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
@@ -93,6 +94,18 @@ const PHI2: readonly Rule[] = [
 const STARCODER2: readonly Rule[] = [
   rule(`${L}\\.mlp\\.c_fc`, 'blk.$1.ffn_up'),
   rule(`${L}\\.mlp\\.c_proj`, 'blk.$1.ffn_down'),
+];
+/**
+ * LFM2 (LFM2Model): attention's output is `out_proj`, the short-convolution blocks' projections
+ * `conv.in_proj` / `conv.out_proj`, the MLP `feed_forward.w1` (gate), `w3` (up), `w2` (down).
+ */
+const LFM2: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.out_proj`, 'blk.$1.attn_output'),
+  rule(`${L}\\.conv\\.in_proj`, 'blk.$1.shortconv.in_proj'),
+  rule(`${L}\\.conv\\.out_proj`, 'blk.$1.shortconv.out_proj'),
+  rule(`${L}\\.feed_forward\\.w1`, 'blk.$1.ffn_gate'),
+  rule(`${L}\\.feed_forward\\.w3`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.feed_forward\\.w2`, 'blk.$1.ffn_down'),
 ];
 /** EXAONE 3/3.5 (ExaoneForCausalLM): GPT-2-style paths; `c_fc_0` is the gate, `c_fc_1` the up projection. */
 const H = 'transformer\\.h\\.(\\d+)';
@@ -184,6 +197,9 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   exaone4: [...COMMON, ...QK],
   starcoder2: [...COMMON, ...QK, ...STARCODER2],
   exaone: EXAONE,
+  // LFM2 (LFM2Model): the plain name mapping, q and k as they are (its depthwise conv kernel is
+  // not a Linear).
+  lfm2: [...COMMON, ...QK, ...LFM2],
   // Arcee (ArceeModel, a LlamaModel subclass) and MiniCPM (MiniCPMModel, which applies
   // LlamaModel.permute itself): q and k permuted.
   arcee: [...COMMON, ...QK_PERMUTED],
