@@ -12,6 +12,7 @@
  */
 import type { DoraSpec, FloatTensorBytes, LowRankTerm, MergeOp } from './merge-op.js';
 import type { PermutedBlocksStep } from './permuted-blocks.js';
+import { lcm } from '../integers.js';
 
 export type { PermutedBlocksStep } from './permuted-blocks.js';
 
@@ -100,12 +101,6 @@ export function rowGranule(op: Pick<MergeOp, 'layout'>, steps: readonly UpdateSt
   for (const s of steps) if (s.kind === 'rotate' && storedAxis(op, s.axis) === 'row') g = lcm(g, s.blockSize);
   for (const s of steps) if (s.kind === 'permuted-blocks' && storedAxis(op, s.axis) === 'row') g = lcm(g, s.span);
   return g;
-}
-
-function lcm(a: number, b: number): number {
-  let x = a, y = b;
-  while (y) [x, y] = [y, x % y];
-  return (a / x) * b;
 }
 
 /**

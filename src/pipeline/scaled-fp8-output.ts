@@ -31,6 +31,7 @@ import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
 import { requantizeSlab } from './fp8-requantize.js';
 import type { PreparedMerge } from './prepare-merge.js';
+import { lcm } from '../integers.js';
 
 export const KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string>> = {
   'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'modelopt-fp8': 'ModelOpt FP8',
@@ -266,9 +267,4 @@ function concat(parts: readonly Uint8Array[]): Uint8Array {
     at += p.byteLength;
   }
   return out;
-}
-
-function lcm(a: number, b: number): number {
-  const gcd = (x: number, y: number): number => (y === 0 ? x : gcd(y, x % y));
-  return (a / gcd(a, b)) * b;
 }

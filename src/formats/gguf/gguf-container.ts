@@ -23,6 +23,7 @@ import { mergedFileType } from './file-type.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 import { createGgufWriter } from './gguf-writer.js';
+import { lcm } from '../../integers.js';
 
 /** What the container needs to know of each input file. */
 export interface GgufShardHeader {
@@ -152,12 +153,4 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
     },
     writeSidecars: async () => [],
   };
-}
-
-function gcd(a: number, b: number): number {
-  return b ? gcd(b, a % b) : a;
-}
-
-function lcm(a: number, b: number): number {
-  return (a / gcd(a, b)) * b;
 }
