@@ -28,6 +28,7 @@ import { BufferPool } from '../buffer-pool.js';
 import {
   baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, CopiedNonFinite, explainBiasNonFinite, explainNonFinite,
 } from './value-checks.js';
+import { product } from '../integers.js';
 
 /** Options of {@link mergeModel}. */
 export interface MergeModelOptions {
@@ -162,11 +163,10 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
         const start = startRows(prepared, stored.type, update.source);
         const block = scaled?.rowBlock(key, update.rowBlock) ?? update.rowBlock;
         const rowsPerSlab = rowsPerSlabOf(start.bytes(block * update.cols) / block, block);
-        const cols = update.cols;
         let steps: Promise<LoadedStep[]> | undefined;
         const loadOnce = () => (steps ??= loadUpdateSteps(update).then((loaded) => resolveStreamedNorms({
           name: key, rows: update.rows, cols: update.cols, layout: update.layout, dtype: start.dtype,
-          readRows: async (r0, n) => (await start.decode(await start.read(key, start.bytes(r0 * cols), start.bytes(n * cols)), backend, signal)).data,
+          readRows: async (r0, n) => (await start.decode(await readStartRows(start, key, r0, n, update.cols), backend, signal)).data,
         }, loaded, rowsPerSlab, backend, signal)));
         // Dropped once the tensor is written: kept, every tensor's factors would stay until the end.
         const release = () => (steps = undefined);
@@ -348,10 +348,6 @@ function checkOutputTypes(
   }
 }
 
-function product(shape: readonly number[]): number {
-  return shape.reduce((n, d) => n * d, 1);
-}
-
 function sameShape(x: readonly number[], y: readonly number[]): boolean {
   return x.length === y.length && x.every((d, i) => d === y[i]);
 }
@@ -376,6 +372,12 @@ interface StartRows {
   /** `into`: a buffer offered for the bytes (see ByteSource.read); use what is returned. */
   read(key: string, start: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
   decode(bytes: Uint8Array, backend: MergeBackend, signal?: AbortSignal): Promise<FloatTensorBytes>;
+}
+
+/** Rows `rowStart`… of `cols` values each, offered `take`'s buffer where one is given. */
+function readStartRows(start: StartRows, key: string, rowStart: number, rowCount: number, cols: number, take?: (bytes: number) => Uint8Array): Promise<Uint8Array> {
+  const length = start.bytes(rowCount * cols);
+  return start.read(key, start.bytes(rowStart * cols), length, take?.(length));
 }
 
 function startRows(prepared: PreparedMerge, storedType: string, source: PlannedReplacement | undefined): StartRows {
@@ -404,15 +406,13 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: n
   switch (a.kind) {
     case 'update': {
       const start = startRows(prepared, unit.tensor.storedType, a.update.source);
-      const length = start.bytes(a.rowCount * a.update.cols);
       await a.steps(); // read the factors (and run any norm pass) before the first slab
-      return start.read(unit.tensor.name, start.bytes(a.rowStart * a.update.cols), length, take(length));
+      return readStartRows(start, unit.tensor.name, a.rowStart, a.rowCount, a.update.cols, take);
     }
     case 'rows': {
       const start = startRows(prepared, unit.tensor.storedType, a.rowSet.source);
-      const cols = a.rowSet.shape[1];
       await a.values();
-      return start.read(unit.tensor.name, start.bytes(a.rowStart * cols), start.bytes(a.rowCount * cols));
+      return readStartRows(start, unit.tensor.name, a.rowStart, a.rowCount, a.rowSet.shape[1]);
     }
     case 'bias':
       return a.bias.source ? a.bias.source.file.read(a.bias.source.tensor) : base.read(unit.tensor.name);

@@ -32,6 +32,7 @@ import type { PlannedRowSet } from './row-sets.js';
 import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
 import { resolveReplacement, type ReplacementTarget } from './replacement-target.js';
 import { MAX_MIXED_ROWS_BYTES } from '../limits.js';
+import { lcm, product } from '../integers.js';
 
 export interface BaseTensorInfo {
   dtype: DType;
@@ -346,6 +347,8 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       for (const target of location.targets) {
         const baseKey = target.baseKey;
         const info = startOf(baseKey);
+        // The base's stored tensor: how its container reshaped it (a note, runs of whole-block rows).
+        const stored = base.tensors.get(baseKey);
         if (!checkFloat(info.dtype, module, fail, `base tensor ${baseKey}`)) continue;
         let experts: ExpertSplit | undefined;
         let view: View | null;
@@ -361,7 +364,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           const cols = info.shape[info.shape.length - 1];
           view = { rows, cols, layout: 'out-in', outFeatures: rows, inFeatures: cols };
         } else {
-          view = viewOf(module, target, info.shape, fail, base.tensors.get(baseKey)?.shapeNote);
+          view = viewOf(module, target, info.shape, fail, stored?.shapeNote);
         }
         if (!view) continue;
         if (module.update.kind !== 'low-rank' && !(module.update.kind === 'transform' && module.update.anyLayout) && view.layout !== 'out-in') {
@@ -403,7 +406,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         if (experts) term.experts = experts;
         if (!update) {
           const { placement: _, ...tensorView } = view;
-          update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [], rowBlock: base.tensors.get(baseKey)?.rowBlock ?? 1 };
+          update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [], rowBlock: stored?.rowBlock ?? 1 };
           if (own) update.source = own;
           updates.set(baseKey, update);
         }
@@ -798,12 +801,6 @@ function summarise(plan: MergePlan, base: BaseTensorIndex): PlanSummary {
   return { tensorsTouched: touched.size, terms, bytesToRead, elementsToWrite, flops };
 }
 
-function lcm(a: number, b: number): number {
-  let x = a, y = b;
-  while (y) [x, y] = [y, x % y];
-  return (a / x) * b;
-}
-
 function trimOnes(shape: readonly number[]): number[] {
   let end = shape.length;
   while (end > 1 && shape[end - 1] === 1) end--;
@@ -812,10 +809,6 @@ function trimOnes(shape: readonly number[]): number[] {
 
 function sameShape(x: readonly number[], y: readonly number[]): boolean {
   return x.length === y.length && x.every((d, i) => d === y[i]);
-}
-
-function product(shape: readonly number[]): number {
-  return shape.reduce((n, d) => n * d, 1);
 }
 
 function fmt(shape: readonly number[]): string {

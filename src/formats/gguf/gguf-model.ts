@@ -14,7 +14,9 @@ import type { BaseModel, BaseShard, BaseTensor } from '../base-model.js';
 import type { ContainerFormat } from '../container.js';
 import { blockCodec, blockDecoder, DECODER_TYPE_NAMES } from './codecs/registry.js';
 import { ggufContainer } from './gguf-container.js';
+import { ggmlRowBytes } from './ggml-types.js';
 import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
+import { gcd, product } from '../../integers.js';
 
 const GGUF = /\.gguf$/i;
 const SPLIT = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
@@ -118,9 +120,6 @@ function declaredShapes(file: GgufFile): Map<string, unknown> {
   return shapes;
 }
 
-const product = (dims: readonly number[]) => dims.reduce((n, d) => n * d, 1);
-const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
-
 /**
  * How the plan sees a tensor with a declared real shape: in that shape, when it holds the tensor's
  * values (the bytes are the same row-major values either way), with the runs of rows that hold
@@ -200,13 +199,13 @@ class GgufModel implements BaseModel {
   async readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes> {
     const { tensor } = this.locate(name);
     const shape = this.tensors.get(name)!.shape;
+    if (shape.length === 0) return this.format.decodeRows(tensor.type.name, await this.readPart(name, 0, tensor.byteLength));
     // Counted in values: a row of a tensor seen in its real shape need not be whole blocks.
     const cols = product(shape.slice(1));
-    const bytes = (values: number) => (values / tensor.type.blockSize) * tensor.type.blockBytes;
     if ((rowStart * cols) % tensor.type.blockSize !== 0 || (rowCount * cols) % tensor.type.blockSize !== 0) {
       throw new MergeError('BAD_ARGUMENT', `${name}: rows ${rowStart}…${rowStart + rowCount} are not whole ${tensor.type.name} blocks (read runs of ${this.tensors.get(name)!.rowBlock ?? 1} rows)`);
     }
-    if (shape.length === 0) return this.format.decodeRows(tensor.type.name, await this.readPart(name, 0, tensor.byteLength));
+    const bytes = (values: number) => ggmlRowBytes(tensor.type, values);
     return this.format.decodeRows(tensor.type.name, await this.readPart(name, bytes(rowStart * cols), bytes(rowCount * cols)));
   }
 
