@@ -36,6 +36,11 @@ function lowRank(up: Float64Array, down: Float64Array, out: number, r: number, i
   return d;
 }
 
+/** `delta` added to `target` from value `at` on (a ΔW landing on rows of a fused tensor). */
+function addAt(target: Float64Array, delta: Float64Array, at = 0): void {
+  for (let i = 0; i < delta.length; i++) target[at + i] += delta[i];
+}
+
 /**
  * Q8_0 output against the truth: each block of 32 is the reference quantizer's (d = amax/127, q =
  * round(x/d), d stored as f16), so each value lies within 0.5·d (plus d's f16 rounding, 127·d·2^-11).
@@ -118,14 +123,14 @@ describe('a FLUX.1 GGUF (ComfyUI-GGUF, Q8_0) with an sd-scripts LoRA and a diffu
     const qkv = values.get(QKV)!.slice();
     const dq = lowRank(qkvUp, qkvDown, 3 * H, R, H, ALPHA / R);
     const dk = lowRank(kUp, kDown, H, 2, H, 1);
-    for (let i = 0; i < qkv.length; i++) qkv[i] += dq[i];
-    for (let i = 0; i < dk.length; i++) qkv[H * H + i] += dk[i];
+    addAt(qkv, dq);
+    addAt(qkv, dk, H * H);
     truth.set(QKV, qkv);
     const l1 = values.get(LINEAR1)!.slice();
     const d1 = lowRank(l1Up, l1Down, 3 * H + MLP, R, H, ALPHA / R);
     const dm = lowRank(mlpUp, mlpDown, MLP, 2, H, 1);
-    for (let i = 0; i < l1.length; i++) l1[i] += d1[i];
-    for (let i = 0; i < dm.length; i++) l1[3 * H * H + i] += dm[i];
+    addAt(l1, d1);
+    addAt(l1, dm, 3 * H * H);
     truth.set(LINEAR1, l1);
   }
 
@@ -193,7 +198,7 @@ describe('an SDXL GGUF with reshaped tensors (comfy.gguf.orig_shape) and an sd-s
     expect(out.metadata.get(`comfy.gguf.orig_shape.${TO_Q}`)!.value).toEqual([W, W]);
     const wantQ = base.values.get(TO_Q)!.slice();
     const dq = lowRank(qUp, qDown, W, R, W, ALPHA / R);
-    for (let i = 0; i < wantQ.length; i++) wantQ[i] += dq[i];
+    addAt(wantQ, dq);
     expectQ8Near(tensorValues('Q8_0', q.data), wantQ, TO_Q);
     // The conv: F16, ΔW[o][i][kh][kw] = Σ_k up[o][k] · down[k][i][kh][kw] (α/r = 1).
     const conv = out.tensors.find((t) => t.name === CONV)!;
@@ -218,7 +223,7 @@ describe('an SDXL GGUF with reshaped tensors (comfy.gguf.orig_shape) and an sd-s
     expect([typeName(k.typeId), k.ne]).toEqual(['Q4_K', [256, W * W / 256]]);
     const want = base.values.get(TO_K)!.slice();
     const dk = lowRank(qUp, qDown, W, R, W, 1);
-    for (let i = 0; i < want.length; i++) want[i] += dk[i];
+    addAt(want, dk);
     // The values are the truth up to one more Q4_K quantization: no worse than 2.5 times what the
     // reference quantizer makes of the truth itself (a value placed in the wrong row is off by ΔW).
     const got = tensorValues('Q4_K', k.data);
