@@ -9,11 +9,11 @@
  * the CPU and on WebGPU.
  */
 import { describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
 import { REF_BLOCK, referenceQuantizeBlock } from './helpers/ggml-reference.js';
-import { mergeBackends } from './helpers/merge-backends.js';
+import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -60,16 +60,8 @@ function expectQ8Near(got: Float64Array, want: Float64Array, what: string): void
 async function mergeGguf(name: string, base: Uint8Array, adapters: Record<string, Uint8Array>[], backendName: string) {
   const backend = backends[backendName];
   if (!backend) return undefined;
-  const prepared = await prepareMerge(memoryInputFileSet({ [name]: base }, 'base'),
-    adapters.map((files, i) => ({ files: memoryInputFileSet(files, `lora${i}`), weight: 1 })));
-  try {
-    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-    const output = createBlobOutputTarget();
-    await mergeModel({ prepared, output, backend, slabBytes: 2048 });
-    return readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
-  } finally {
-    await prepared.close();
-  }
+  const { bytes } = await mergeFileInMemory({ backend, base: { [name]: base }, adapters: adapters.map((files, i) => ({ files, name: `lora${i}` })), slabBytes: 2048 });
+  return readGguf(bytes);
 }
 
 describe('a FLUX.1 GGUF (ComfyUI-GGUF, Q8_0) with an sd-scripts LoRA and a diffusers one', () => {

@@ -11,10 +11,9 @@
  * stacked as rows. Checked on the CPU and on WebGPU against float64 truth written here.
  */
 import { describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
-import { mergeBackends } from './helpers/merge-backends.js';
+import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -105,18 +104,11 @@ describe.each([
   it.for(['cpu', 'webgpu'])('lands gate_up_proj\'s first half on ffn_gate_exps, its second on ffn_up_exps, down_proj on ffn_down_exps, as float64 truth says, on %s', async (name, ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
-    const prepared = await prepareMerge(memoryInputFileSet({ 'Qwen3-MoE-tiny-BF16.gguf': base.bytes }, 'base'), [
-      { files: memoryInputFileSet(lora.files, 'qwen3moe-expert-lora'), weight: WEIGHT },
-    ]);
-    let out;
-    try {
-      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-      const output = createBlobOutputTarget();
-      await mergeModel({ prepared, output, backend, outDtype: 'f32', dtypeMergedOnly: true, slabBytes: 4096 });
-      out = readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
-    } finally {
-      await prepared.close();
-    }
+    const { bytes } = await mergeFileInMemory({
+      backend, base: { 'Qwen3-MoE-tiny-BF16.gguf': base.bytes }, adapters: [{ files: lora.files, name: 'qwen3moe-expert-lora', weight: WEIGHT }],
+      outDtype: 'f32', dtypeMergedOnly: true, slabBytes: 4096,
+    });
+    const out = readGguf(bytes);
     const expected: [string, Float64Array][] = [
       [GATE, plus(base.values.get(GATE)!, FFN, HIDDEN, (e, j, c) => lora.gateUp(e, j, c))],
       [UP, plus(base.values.get(UP)!, FFN, HIDDEN, (e, j, c) => lora.gateUp(e, FFN + j, c))],

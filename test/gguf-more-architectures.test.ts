@@ -12,10 +12,9 @@
  * Each base is one block with the tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
-import { mergeBackends } from './helpers/merge-backends.js';
+import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -176,18 +175,11 @@ describe.each(CASES)('PEFT LoRA on a $arch GGUF', (c) => {
   it.for(['cpu', 'webgpu'])('lands each module on its tensor (rows permuted where the converter permutes them), as float64 truth says, on %s', async (name, ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
-    const prepared = await prepareMerge(memoryInputFileSet({ [`${c.arch}-tiny-${c.type}.gguf`]: base.bytes }, 'base'), [
-      { files: memoryInputFileSet(adapter.files, `${c.arch}-lora`), weight: WEIGHT },
-    ]);
-    let out;
-    try {
-      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-      const output = createBlobOutputTarget();
-      await mergeModel({ prepared, output, backend, outDtype: 'f32', dtypeMergedOnly: true, slabBytes: 1024 });
-      out = readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
-    } finally {
-      await prepared.close();
-    }
+    const { bytes } = await mergeFileInMemory({
+      backend, base: { [`${c.arch}-tiny-${c.type}.gguf`]: base.bytes }, adapters: [{ files: adapter.files, name: `${c.arch}-lora`, weight: WEIGHT }],
+      outDtype: 'f32', dtypeMergedOnly: true, slabBytes: 1024,
+    });
+    const out = readGguf(bytes);
     const scale = WEIGHT * c.alpha / c.rank;
     for (const f of adapter.factors) {
       const w = base.values.get(f.tensor)!;

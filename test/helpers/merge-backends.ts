@@ -55,21 +55,37 @@ export interface InMemoryMerge {
   base: Record<string, Uint8Array | string>;
   adapters: InMemoryAdapter[];
   outDtype?: string;
+  /** Convert only the merged tensors to outDtype. */
+  dtypeMergedOnly?: boolean;
+  /** Row slab size; 4 KiB by default. */
+  slabBytes?: number;
   /** Looks at the prepared merge after it ran, before it is closed. */
   inspect?: (prepared: PreparedMerge) => Promise<void> | void;
 }
 
 /**
- * Merges in memory in 4 KiB row slabs, after checking the plan has no problems; returns the
- * output's tensors and the plan's warnings.
+ * Merges in memory in row slabs, after checking the plan has no problems; returns the (first)
+ * output file's bytes and the plan's warnings.
  */
-export async function mergeInMemory(m: InMemoryMerge): Promise<{ tensors: Map<string, DecodedTensor>; warnings: string[] }> {
+export async function mergeFileInMemory(m: InMemoryMerge): Promise<{ bytes: Uint8Array; warnings: string[] }> {
   const prepared = await prepareMerge(memoryInputFileSet(m.base, 'base'),
     m.adapters.map((a, i) => ({ files: memoryInputFileSet(a.files, a.name ?? `adapter${i}`), weight: a.weight ?? 1 })));
-  expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-  const output = createBlobOutputTarget();
-  await mergeModel({ prepared, output, backend: m.backend, slabBytes: 4096, ...(m.outDtype ? { outDtype: m.outDtype } : {}) });
-  await m.inspect?.(prepared);
-  await prepared.close();
-  return { tensors: decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())).tensors, warnings: prepared.plan.warnings };
+  try {
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+    const output = createBlobOutputTarget();
+    await mergeModel({
+      prepared, output, backend: m.backend, slabBytes: m.slabBytes ?? 4096,
+      ...(m.outDtype ? { outDtype: m.outDtype } : {}), ...(m.dtypeMergedOnly ? { dtypeMergedOnly: true } : {}),
+    });
+    await m.inspect?.(prepared);
+    return { bytes: new Uint8Array(await output.files()[0].blob.arrayBuffer()), warnings: prepared.plan.warnings };
+  } finally {
+    await prepared.close();
+  }
+}
+
+/** {@link mergeFileInMemory} of a safetensors model: the output's tensors and the plan's warnings. */
+export async function mergeInMemory(m: InMemoryMerge): Promise<{ tensors: Map<string, DecodedTensor>; warnings: string[] }> {
+  const { bytes, warnings } = await mergeFileInMemory(m);
+  return { tensors: decodeSafetensors(bytes).tensors, warnings };
 }
