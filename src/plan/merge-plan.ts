@@ -404,6 +404,15 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         };
         if (view.placement) term.placement = view.placement;
         if (experts) term.experts = experts;
+        // Rows merged together: the stored tensor's runs of whole blocks, and those a transform mixes.
+        let rowBlock = update?.rowBlock ?? stored?.rowBlock ?? 1;
+        if (module.update.kind === 'transform' && module.update.rowBlock) {
+          rowBlock = lcm(rowBlock, module.update.rowBlock);
+          if (rowBlock * view.cols * 8 > MAX_MIXED_ROWS_BYTES) {
+            fail('LIMIT_EXCEEDED', `mixes runs of ${rowBlock} rows of ${baseKey} ${fmt(info.shape)}, which are merged together in ${Math.ceil(rowBlock * view.cols * 8 / 2 ** 20)} MiB, above the limit MAX_MIXED_ROWS_BYTES (${MAX_MIXED_ROWS_BYTES / 2 ** 20} MiB)`);
+            continue;
+          }
+        }
         if (!update) {
           const { placement: _, ...tensorView } = view;
           update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [], rowBlock: stored?.rowBlock ?? 1 };
@@ -416,14 +425,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           term.dora = dora;
           if (weight !== 1) warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: the weight scales ΔW, the magnitude is applied as trained`);
         }
-        if (module.update.kind === 'transform' && module.update.rowBlock) {
-          const rowBlock = lcm(update.rowBlock, module.update.rowBlock);
-          if (rowBlock * update.cols * 8 > MAX_MIXED_ROWS_BYTES) {
-            fail('LIMIT_EXCEEDED', `mixes runs of ${rowBlock} rows of ${baseKey} (${fmt(info.shape)}), which are merged together in ${Math.ceil(rowBlock * update.cols * 8 / 2 ** 20)} MiB, above the limit MAX_MIXED_ROWS_BYTES (${MAX_MIXED_ROWS_BYTES / 2 ** 20} MiB)`);
-            continue;
-          }
-          update.rowBlock = rowBlock;
-        }
+        update.rowBlock = rowBlock;
         update.terms.push(term);
         if (module.biasB) planBias(module, term, weight, baseKey, base, biases, fail, ownBase);
         if (module.biasScale) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, true);
