@@ -6,7 +6,9 @@
  * - Z-Image (Turbo, Base): ComfyUI's naming (Comfy-Org's `z_image_turbo_bf16.safetensors`, fused
  *   `attention.qkv`) and diffusers' ZImageTransformer2DModel (Tongyi-MAI's own release);
  * - Qwen-Image (and -Edit): one naming (diffusers'; ComfyUI and Comfy-Org use the same names);
- * - Chroma: BFL-style single files (lodestones' and Comfy-Org's) and diffusers' ChromaTransformer2DModel.
+ * - Chroma: BFL-style single files (lodestones' and Comfy-Org's) and diffusers' ChromaTransformer2DModel;
+ * - LTX-2 and LTX-2.3: Lightricks' single files (the transformer under `model.diffusion_model.` beside
+ *   its VAEs and vocoder) and diffusers' LTX2VideoTransformer3DModel.
  * Nothing here imports the library under test.
  */
 import type { FixtureDType, FixtureTensor } from './fixtures.js';
@@ -324,6 +326,102 @@ export function ltxDiffusersTensors(rand: Rand, dtype: FixtureDType, d: LtxDims 
     ...ltxBlocks(w, f32, d, ['norm_q', 'norm_k']),
     w('proj_out.weight', [d.latent, d.dim]), f32('scale_shift_table', [2, d.dim]),
   ];
+}
+
+// --- LTX-2 ----------------------------------------------------------------------------------------
+
+/**
+ * LTX-2 (19B) and LTX-2.3 with video width `dim` (4096: 32 heads of 128) and audio width `adim`
+ * (2048: 32 heads of 64), latent channels `latent` (128, video and audio), caption width `cap`
+ * (3840, also the text connectors' width), timestep frequencies `freq` (256), FFN 4·width, 2 blocks.
+ * LTX-2.3 (`v23`) adds per-head attention gates (`to_gate_logits`), prompt adaLN modules and
+ * 9-row modulation tables, and drops the caption projections (its text projection moved out).
+ */
+export interface Ltx2Dims { dim: number; adim: number; heads: number; latent: number; cap: number; freq: number; v23: boolean }
+export const LTX2: Ltx2Dims = { dim: 8, adim: 4, heads: 2, latent: 16, cap: 12, freq: 6, v23: false };
+
+/** The names that differ between the two namings, original first (diffusers' convert_ltx2_to_diffusers.py). */
+const LTX2_ADALN: readonly [string, string, 'video' | 'audio', number | 'mod'][] = [
+  ['adaln_single', 'time_embed', 'video', 'mod'], ['audio_adaln_single', 'audio_time_embed', 'audio', 'mod'],
+  ['av_ca_video_scale_shift_adaln_single', 'av_cross_attn_video_scale_shift', 'video', 4],
+  ['av_ca_audio_scale_shift_adaln_single', 'av_cross_attn_audio_scale_shift', 'audio', 4],
+  ['av_ca_a2v_gate_adaln_single', 'av_cross_attn_video_a2v_gate', 'video', 1],
+  ['av_ca_v2a_gate_adaln_single', 'av_cross_attn_audio_v2a_gate', 'audio', 1],
+];
+
+function ltx2Transformer(rand: Rand, dtype: FixtureDType, d: Ltx2Dims, prefix: string, naming: 'original' | 'diffusers'): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, prefix + name, shape, dtype);
+  const orig = naming === 'original';
+  const mod = d.v23 ? 9 : 6;
+  const width = (m: 'video' | 'audio') => (m === 'video' ? d.dim : d.adim);
+  const adaln = (name: string, n: number, k: number) => [
+    w(`${name}.emb.timestep_embedder.linear_1.weight`, [n, d.freq]), w(`${name}.emb.timestep_embedder.linear_2.weight`, [n, n]), w(`${name}.linear.weight`, [k * n, n]),
+  ];
+  const out: FixtureTensor[] = [
+    w(`${orig ? 'patchify_proj' : 'proj_in'}.weight`, [d.dim, d.latent]), w(`${orig ? 'audio_patchify_proj' : 'audio_proj_in'}.weight`, [d.adim, d.latent]),
+    ...LTX2_ADALN.flatMap(([o, df, m, k]) => adaln(orig ? o : df, width(m), k === 'mod' ? mod : k)),
+    w('scale_shift_table', [2, d.dim]), w('audio_scale_shift_table', [2, d.adim]),
+    w('proj_out.weight', [d.latent, d.dim]), w('audio_proj_out.weight', [d.latent, d.adim]),
+  ];
+  if (d.v23) out.push(...adaln(orig ? 'prompt_adaln_single' : 'prompt_adaln', d.dim, 2), ...adaln(orig ? 'audio_prompt_adaln_single' : 'audio_prompt_adaln', d.adim, 2));
+  else {
+    out.push(
+      w('caption_projection.linear_1.weight', [d.dim, d.cap]), w('caption_projection.linear_2.weight', [d.dim, d.dim]),
+      w('audio_caption_projection.linear_1.weight', [d.adim, d.cap]), w('audio_caption_projection.linear_2.weight', [d.adim, d.adim]),
+    );
+  }
+  const [qn, kn] = orig ? ['q_norm', 'k_norm'] : ['norm_q', 'norm_k'];
+  // (query width, key/value width, inner width): a2v's queries are video, its keys audio; v2a the other way.
+  const attns: [string, number, number, number][] = [
+    ['attn1', d.dim, d.dim, d.dim], ['attn2', d.dim, d.dim, d.dim], ['audio_attn1', d.adim, d.adim, d.adim], ['audio_attn2', d.adim, d.adim, d.adim],
+    ['audio_to_video_attn', d.dim, d.adim, d.adim], ['video_to_audio_attn', d.adim, d.dim, d.adim],
+  ];
+  for (let i = 0; i < 2; i++) {
+    const b = `transformer_blocks.${i}`;
+    for (const [a, q, kv, inner] of attns) {
+      out.push(
+        w(`${b}.${a}.to_q.weight`, [inner, q]), w(`${b}.${a}.to_k.weight`, [inner, kv]), w(`${b}.${a}.to_v.weight`, [inner, kv]), w(`${b}.${a}.to_out.0.weight`, [q, inner]),
+        w(`${b}.${a}.${qn}.weight`, [inner]), w(`${b}.${a}.${kn}.weight`, [inner]),
+      );
+      if (d.v23) out.push(w(`${b}.${a}.to_gate_logits.weight`, [d.heads, q]));
+    }
+    for (const [ff, n] of [['ff', d.dim], ['audio_ff', d.adim]] as const) out.push(w(`${b}.${ff}.net.0.proj.weight`, [4 * n, n]), w(`${b}.${ff}.net.2.weight`, [n, 4 * n]));
+    out.push(
+      w(`${b}.scale_shift_table`, [mod, d.dim]), w(`${b}.audio_scale_shift_table`, [mod, d.adim]),
+      w(`${b}.${orig ? 'scale_shift_table_a2v_ca_video' : 'video_a2v_cross_attn_scale_shift_table'}`, [5, d.dim]),
+      w(`${b}.${orig ? 'scale_shift_table_a2v_ca_audio' : 'audio_a2v_cross_attn_scale_shift_table'}`, [5, d.adim]),
+    );
+    if (d.v23) out.push(w(`${b}.prompt_scale_shift_table`, [2, d.dim]), w(`${b}.audio_prompt_scale_shift_table`, [2, d.adim]));
+  }
+  return out;
+}
+
+/**
+ * Lightricks' ltx-2-19b-dev.safetensors (ltx-2.3-22b-dev with `v23`; Comfy-Org's repackaged files
+ * hold the same `model.diffusion_model.` part): the transformer and its text connectors under
+ * `model.diffusion_model.`, the text projection, the video and audio VAEs and the vocoder beside it.
+ */
+export function ltx2OriginalTensors(rand: Rand, dtype: FixtureDType, d: Ltx2Dims = LTX2): FixtureTensor[] {
+  const dm = 'model.diffusion_model.';
+  const w = (name: string, shape: number[]) => tensor(rand, name, shape, dtype);
+  const connector = (c: string) => [
+    ...['to_q', 'to_k', 'to_v', 'to_out.0'].map((p) => w(`${dm}${c}.transformer_1d_blocks.0.attn1.${p}.weight`, [d.cap, d.cap])),
+    w(`${dm}${c}.transformer_1d_blocks.0.ff.net.0.proj.weight`, [4 * d.cap, d.cap]), w(`${dm}${c}.learnable_registers`, [4, d.cap]),
+  ];
+  return [
+    ...ltx2Transformer(rand, dtype, d, dm, 'original'),
+    ...connector('video_embeddings_connector'), ...connector('audio_embeddings_connector'),
+    ...(d.v23
+      ? [w('text_embedding_projection.video_aggregate_embed.weight', [d.dim, 3 * d.cap]), w('text_embedding_projection.audio_aggregate_embed.weight', [d.adim, 3 * d.cap])]
+      : [w('text_embedding_projection.aggregate_embed.weight', [d.cap, 3 * d.cap])]),
+    w('vae.decoder.conv_in.conv.weight', [8, d.latent, 3, 3, 3]), w('vae.per_channel_statistics.mean-of-means', [d.latent]),
+    w('audio_vae.decoder.conv_in.conv.weight', [8, 8, 3, 3]), w('vocoder.conv_pre.weight', [8, 8, 7]),
+  ];
+}
+
+/** Lightricks/LTX-2 transformer/ (diffusers' LTX2VideoTransformer3DModel). */
+export function ltx2DiffusersTensors(rand: Rand, dtype: FixtureDType, d: Ltx2Dims = LTX2): FixtureTensor[] {
+  return ltx2Transformer(rand, dtype, d, '', 'diffusers');
 }
 
 // --- HiDream-I1 -----------------------------------------------------------------------------------

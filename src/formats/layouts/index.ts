@@ -14,6 +14,7 @@ import { internvlOriginal } from './internvl-original.js';
 import { kohyaFlat } from './kohya-flat.js';
 import { lumina2 } from './lumina2.js';
 import { ltxVideo } from './ltx-video.js';
+import { ltx2 } from './ltx2.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
 import { flux2Bfl } from './flux2-bfl.js';
@@ -38,10 +39,11 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * layout finds the module), then names as the base spells them, then translations (the Hunyuan
  * DiTs' answers only on their bases, which the Flux layout leaves to it, though ComfyUI's Hunyuan
  * naming shares Flux's BFL names; Z-Image's, Lumina 2's and FLUX.2's only on their own bases, where FLUX.1's steps
- * aside from FLUX.2).
+ * aside from FLUX.2; LTX-2's and LTX-Video's each only on their own model, though LTX-2 keeps
+ * LTX-Video's names for its video half).
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltxVideo,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo,
 ];
 
 export type Location =

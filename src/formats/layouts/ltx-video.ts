@@ -8,7 +8,8 @@
  * norms (`q_norm` ↔ `norm_q`) are not translated and are refused.
  *
  * It answers only on an LTX-Video base (its input projection under either name beside
- * `caption_projection`), never on PixArt-style models that also say `adaln_single`.
+ * `caption_projection`), never on PixArt-style models that also say `adaln_single`, nor on LTX-2
+ * (an audio input projection beside it), which the `ltx2` layout renames.
  */
 import type { RenameRule } from './fused-renames.js';
 import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
@@ -28,6 +29,7 @@ const LTX_VIDEO = modelPrefix((key, base) => {
   const m = INPUT.exec(key);
   if (!m) return undefined;
   const p = prefixBefore(key, m);
+  if (base.index.has(`${p}audio_patchify_proj.weight`) || base.index.has(`${p}audio_proj_in.weight`)) return null;
   const embed = m[2] === 'patchify_proj' ? 'adaln_single' : 'time_embed';
   const found = base.index.has(`${p}caption_projection.linear_1.weight`) && base.index.has(`${p}${embed}.linear.weight`);
   return found ? p : undefined;

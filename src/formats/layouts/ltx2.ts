@@ -1,0 +1,54 @@
+/**
+ * Layout: LTX-2 (the audio-video DiT: LTX-2 19B, LTX-2.3) in its original naming (Lightricks'
+ * single files such as `ltx-2-19b-dev.safetensors`, keys under `model.diffusion_model.`; Comfy-Org's
+ * repackaged files; ComfyUI's model; LoRAs from Lightricks' trainer, ai-toolkit and DiffSynth-Studio)
+ * and in diffusers' (LTX2VideoTransformer3DModel), either way round, as diffusers renames them
+ * (scripts/convert_ltx2_to_diffusers.py, its single-file conversion and its LTX-2 LoRA converter):
+ * - the input projections: `patchify_proj` ↔ `proj_in`, `audio_patchify_proj` ↔ `audio_proj_in`;
+ * - the adaLN-single modules (each `emb.timestep_embedder.linear_1`, `linear_2` and `linear`):
+ *   `adaln_single` ↔ `time_embed`, `audio_adaln_single` ↔ `audio_time_embed`, the four
+ *   audio-video cross-attention ones (`av_ca_video_scale_shift_adaln_single` ↔
+ *   `av_cross_attn_video_scale_shift`, …) and LTX-2.3's `prompt_adaln_single` ↔ `prompt_adaln`,
+ *   `audio_prompt_adaln_single` ↔ `audio_prompt_adaln`; all row for row.
+ * The blocks (`transformer_blocks.N.attn1`, `audio_attn2`, `audio_to_video_attn`, `ff.net.0.proj`,
+ * LTX-2.3's `to_gate_logits`), the caption projections and the output projections have the same
+ * names in both and land by name. The q/k norms (`q_norm` ↔ `norm_q`) are not translated and are
+ * refused, as for LTX-Video. The text connectors (`video_embeddings_connector`, which diffusers
+ * moves to its own `connectors` component) are not translated either.
+ *
+ * It answers only on an LTX-2 base: its audio input projection beside the audio-to-video gate,
+ * under either naming. LTX-Video 0.9.x bases have neither.
+ */
+import type { RenameRule } from './fused-renames.js';
+import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
+
+const one = (original: string, diffusers: string): RenameRule => ({ fused: original, parts: [{ name: diffusers, units: 1 }] });
+
+/** An adaLN-single module's three linears, renamed with it. */
+const adaln = (original: string, diffusers: string): RenameRule[] =>
+  ['emb.timestep_embedder.linear_1', 'emb.timestep_embedder.linear_2', 'linear'].map((l) => one(`${original}.${l}`, `${diffusers}.${l}`));
+
+export const LTX2_RULES: readonly RenameRule[] = [
+  one('patchify_proj', 'proj_in'),
+  one('audio_patchify_proj', 'audio_proj_in'),
+  ...adaln('adaln_single', 'time_embed'),
+  ...adaln('audio_adaln_single', 'audio_time_embed'),
+  ...adaln('av_ca_video_scale_shift_adaln_single', 'av_cross_attn_video_scale_shift'),
+  ...adaln('av_ca_audio_scale_shift_adaln_single', 'av_cross_attn_audio_scale_shift'),
+  ...adaln('av_ca_a2v_gate_adaln_single', 'av_cross_attn_video_a2v_gate'),
+  ...adaln('av_ca_v2a_gate_adaln_single', 'av_cross_attn_audio_v2a_gate'),
+  ...adaln('prompt_adaln_single', 'prompt_adaln'),
+  ...adaln('audio_prompt_adaln_single', 'audio_prompt_adaln'),
+];
+
+/** The audio input projection under either name; the model's prefix is the key's. */
+const AUDIO_INPUT = /(^|\.)(audio_patchify_proj|audio_proj_in)\.weight$/;
+const LTX2 = modelPrefix((key, base) => {
+  const m = AUDIO_INPUT.exec(key);
+  if (!m) return undefined;
+  const p = prefixBefore(key, m);
+  const gate = m[2] === 'audio_patchify_proj' ? 'av_ca_a2v_gate_adaln_single' : 'av_cross_attn_video_a2v_gate';
+  return base.index.has(`${p}${gate}.linear.weight`) ? p : undefined;
+});
+
+export const ltx2 = modelLayout('ltx2', LTX2, LTX2_RULES);
