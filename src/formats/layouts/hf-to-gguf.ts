@@ -39,6 +39,16 @@ interface Rule {
   refuse?: string;
   /** A fused expert parameter: which, and how the model stores it. */
   fused?: { part: 'gate_up' | 'down'; form: FusedExperts };
+  /**
+   * The tensor's name where the converter writes the model's other variant (Granite's shared MLP
+   * is ffn_*_shexp beside experts, ffn_* without): tried when `tensor` is not in the base.
+   */
+  dense?: string;
+  /**
+   * The converter splits the module's output rows in halves (Granite's `input_linear`: gate, then
+   * up): the first half lands on `tensor` (or `dense`), the second on this (or its `dense`).
+   */
+  upperHalf?: { tensor: string; dense?: string };
 }
 
 const L = 'model\\.layers\\.(\\d+)';
@@ -154,11 +164,94 @@ const fusedExperts = (form: FusedExperts): readonly Rule[] => [
   }),
 ];
 
+/** A Mamba-2 mixer's projections (Mamba2Model.modify_tensors maps them as they are). */
+const mamba2 = (mixer: string): readonly Rule[] => [rule(`${mixer}\\.in_proj`, 'blk.$1.ssm_in'), rule(`${mixer}\\.out_proj`, 'blk.$1.ssm_out')];
+
+/**
+ * Granite's shared MLP (GraniteMoeModel.modify_tensors): `input_linear` is gate and up stacked,
+ * which the converter splits into ffn_gate_shexp and ffn_up_shexp beside experts (ffn_gate and
+ * ffn_up without); `output_linear` is ffn_down_shexp (ffn_down).
+ */
+const GRANITE_SHARED_MLP: readonly Rule[] = [
+  rule(`${L}\\.shared_mlp\\.input_linear`, 'blk.$1.ffn_gate_shexp', {
+    dense: 'blk.$1.ffn_gate', upperHalf: { tensor: 'blk.$1.ffn_up_shexp', dense: 'blk.$1.ffn_up' },
+  }),
+  rule(`${L}\\.shared_mlp\\.output_linear`, 'blk.$1.ffn_down_shexp', { dense: 'blk.$1.ffn_down' }),
+];
+/**
+ * GraniteMoe's experts (GraniteMoeParallelExperts) are one (E, out, in) parameter each, not a
+ * Linear, so PEFT reaches them only through target_parameters (`block_sparse_moe.input_linear.weight`);
+ * the converter splits input_linear's gate and up halves into ffn_gate_exps and ffn_up_exps. The
+ * router's `layer` is a Linear.
+ */
+const GRANITE_MOE: readonly Rule[] = [
+  rule(`${L}\\.block_sparse_moe\\.router\\.layer`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.block_sparse_moe\\.input_linear\\.weight`, 'blk.$1.ffn_gate_exps', { fused: { part: 'gate_up', form: CHUNKED_EXPERTS } }),
+  rule(`${L}\\.block_sparse_moe\\.output_linear\\.weight`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form: CHUNKED_EXPERTS } }),
+  rule(`${L}\\.block_sparse_moe\\.(input|output)_linear`, 'blk.$1.ffn_gate_exps', {
+    refuse: "GraniteMoe's experts are a 3-D parameter, not a Linear that LoRA can target as a module: train them with target_parameters (`block_sparse_moe.input_linear.weight`)",
+  }),
+];
+/** Bamba (also converted to granitehybrid): the MLP is `feed_forward.gate_proj`/`up_proj`/`down_proj`. */
+const BAMBA_MLP: readonly Rule[] = [
+  rule(`${L}\\.feed_forward\\.gate_proj`, 'blk.$1.ffn_gate'),
+  rule(`${L}\\.feed_forward\\.up_proj`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.feed_forward\\.down_proj`, 'blk.$1.ffn_down'),
+];
+
+/**
+ * Nemotron-H (NemotronHModel, a GraniteHybridModel): every block is one `mixer` under
+ * `backbone.layers` (PEFT may name it `model.layers`, which the converter renames): Mamba-2,
+ * attention (q and k permuted as LlamaModel does, GraniteHybridModel keeping undo_permute) or an
+ * MLP of up and down; the MoE variant's experts are stacked as rows and its router is not a Linear.
+ */
+const NH = '(?:backbone|model)\\.layers\\.(\\d+)\\.mixer';
+const NEMOTRON_H: readonly Rule[] = [
+  rule('(?:backbone|model)\\.embeddings', 'token_embd'),
+  rule('lm_head', 'output'),
+  rule(`${NH}\\.q_proj`, 'blk.$1.attn_q', { permute: 'q' }),
+  rule(`${NH}\\.k_proj`, 'blk.$1.attn_k', { permute: 'k' }),
+  rule(`${NH}\\.v_proj`, 'blk.$1.attn_v'),
+  rule(`${NH}\\.o_proj`, 'blk.$1.attn_output'),
+  rule(`${NH}\\.up_proj`, 'blk.$1.ffn_up'),
+  rule(`${NH}\\.down_proj`, 'blk.$1.ffn_down'),
+  ...mamba2(NH),
+  rule(`${NH}\\.experts\\.(\\d+)\\.up_proj`, 'blk.$1.ffn_up_exps', { expert: 2 }),
+  rule(`${NH}\\.experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_exps', { expert: 2 }),
+  rule(`${NH}\\.shared_experts\\.up_proj`, 'blk.$1.ffn_up_shexp'),
+  rule(`${NH}\\.shared_experts\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+];
+
+/**
+ * Falcon-H1 (FalconH1Model.modify_tensors) multiplies most weights by multipliers from the model's
+ * config, which the GGUF does not record; only the MLP's up projection is kept as it is.
+ */
+const falconScaled = (by: string) => `convert_hf_to_gguf (FalconH1Model) multiplies this weight by the config's ${by}, which the GGUF does not record, so ΔW cannot be scaled to match: merge into the safetensors model and convert that`;
+const FALCON_H1: readonly Rule[] = [
+  rule(`${L}\\.feed_forward\\.up_proj`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.feed_forward\\.gate_proj`, 'blk.$1.ffn_gate', { refuse: falconScaled('mlp_multipliers[0]') }),
+  rule(`${L}\\.feed_forward\\.down_proj`, 'blk.$1.ffn_down', { refuse: falconScaled('mlp_multipliers[1]') }),
+  rule(`${L}\\.self_attn\\.q_proj`, 'blk.$1.attn_q', { refuse: falconScaled('attention_in_multiplier') }),
+  rule(`${L}\\.self_attn\\.v_proj`, 'blk.$1.attn_v', { refuse: falconScaled('attention_in_multiplier') }),
+  rule(`${L}\\.self_attn\\.k_proj`, 'blk.$1.attn_k', { refuse: falconScaled('key_multiplier and attention_in_multiplier') }),
+  rule(`${L}\\.self_attn\\.o_proj`, 'blk.$1.attn_output', { refuse: falconScaled('attention_out_multiplier') }),
+  rule(`${L}\\.mamba\\.in_proj`, 'blk.$1.ssm_in', { refuse: falconScaled('ssm_in_multiplier and, per group of rows, ssm_multipliers') }),
+  rule(`${L}\\.mamba\\.out_proj`, 'blk.$1.ssm_out', { refuse: falconScaled('ssm_out_multiplier') }),
+  rule('model\\.embed_tokens', 'token_embd', { refuse: falconScaled('embedding_multiplier') }),
+  rule('lm_head', 'output', { refuse: falconScaled('lm_head_multiplier') }),
+];
+
 /** general.architecture → the rules of the models llama.cpp converts to it. */
 export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   llama: [...COMMON, ...QK_PERMUTED, ...MIXTRAL],
-  // Granite (GraniteModel) and SmolLM3 (SmolLM3Model): LlamaModel's subclasses, q and k permuted.
-  granite: [...COMMON, ...QK_PERMUTED],
+  // Granite (GraniteModel) and SmolLM3 (SmolLM3Model): LlamaModel's subclasses, q and k permuted;
+  // Granite 4.0's attention-only dense models (GraniteHybridModel, written as granite) add the shared MLP.
+  granite: [...COMMON, ...QK_PERMUTED, ...GRANITE_SHARED_MLP],
+  // Granite 3.x MoE (GraniteMoeModel, a GraniteModel): q and k permuted, experts split, shared MLP.
+  granitemoe: [...COMMON, ...QK_PERMUTED, ...GRANITE_SHARED_MLP, ...GRANITE_MOE],
+  // Granite 4.0 H and Bamba (GraniteHybridModel): Mamba-2 layers and attention layers (q and k
+  // permuted, undo_permute kept), Granite's shared MLP and experts, Bamba's feed_forward MLP.
+  granitehybrid: [...COMMON, ...QK_PERMUTED, ...GRANITE_SHARED_MLP, ...GRANITE_MOE, ...BAMBA_MLP, ...mamba2(`${L}\\.mamba`)],
   smollm3: [...COMMON, ...QK_PERMUTED],
   // Apertus (ApertusModel): a LlamaModel subclass that sets undo_permute = False.
   apertus: [...COMMON, ...QK],
@@ -222,6 +315,11 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   qwen3vlmoe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(QWEN3VL_EXPERTS)],
   // Qwen2VLModel: `language_model.` dropped, the vision tower left to the mmproj file; q/k as qwen2.
   qwen2vl: [...COMMON, ...QK],
+  // Nemotron-H / Nemotron Nano 2 and Nemotron 3's MoE (NemotronHModel).
+  nemotron_h: NEMOTRON_H,
+  nemotron_h_moe: NEMOTRON_H,
+  // Falcon-H1 (FalconH1Model): only the up projection is kept as it is; the rest are refused.
+  'falcon-h1': FALCON_H1,
 };
 
 /** Multimodal checkpoints nest the language model; PEFT paths keep the nesting. */
@@ -245,8 +343,10 @@ const MISS: LayoutResolution = { found: false, ambiguous: false, candidates: [] 
 
 /** Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`). */
 const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline)(\.|$)/;
-/** Hugging Face names of a language model's modules and parameters (after `normalise`). */
-const HF_NAME = /^(model\.|lm_head$|lm_head\.)/;
+/** Hugging Face names of a language model's modules and parameters (after `normalise`; Nemotron-H's tree is `backbone`). */
+const HF_NAME = /^(model\.|backbone\.|lm_head$|lm_head\.)/;
+/** Hugging Face module paths of a language model (after `normalise`). */
+const HF_TREE = /^(model\.|backbone\.|lm_head$)/;
 
 /** The architecture of a GGUF base, or undefined for other bases. */
 function ggufArchitecture(base: BaseView): string | undefined {
@@ -329,9 +429,38 @@ function resolveFusedExperts(fused: NonNullable<Rule['fused']>, block: string, a
   };
 }
 
+/** A per-layer metadata value (hybrid models write head counts as one per block), for `block`. */
+function perBlock(value: unknown, block: string): number | undefined {
+  return positiveInt(Array.isArray(value) ? value[Number(block)] : value);
+}
+
+/** Where a module whose rows the converter splits in halves (Granite's gate and up) lands. */
+function resolveHalves(r: Rule, block: string, base: BaseView): LayoutResolution {
+  const find = (name: string) => base.index.resolveDotted(`${name.replace('$1', block)}.weight`);
+  let lower = find(r.tensor);
+  let upperName = r.upperHalf!.tensor;
+  if (!lower.found && !lower.ambiguous && r.dense) {
+    lower = find(r.dense);
+    upperName = r.upperHalf!.dense ?? upperName;
+  }
+  if (!lower.found) return wholeTensor(lower);
+  const upper = find(upperName);
+  if (!upper.found) return wholeTensor(upper);
+  const half = base.shape(lower.key)?.[0];
+  if (half === undefined || base.shape(upper.key)?.[0] !== half) return MISS;
+  return {
+    found: true,
+    targets: [
+      { baseKey: lower.key, rows: [{ src: 0, dst: 0, count: half }] },
+      { baseKey: upper.key, rows: [{ src: half, dst: 0, count: half }] },
+    ],
+  };
+}
+
 function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
   if (r.refuse) return { found: false, ambiguous: false, candidates: [], why: r.refuse };
   if (r.fused) return resolveFusedExperts(r.fused, m[1], arch, base);
+  if (r.upperHalf) return resolveHalves(r, m[1], base);
   const name = r.tensor.replace('$1', m[1]);
   if (r.expert !== undefined) {
     const expert = Number(m[r.expert]);
@@ -346,10 +475,11 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
     const per = rows / experts;
     return { found: true, targets: [{ baseKey: merged.key, rows: [{ src: 0, dst: expert * per, count: per }] }] };
   }
-  const found = base.index.resolveDotted(`${name}.weight`);
+  let found = base.index.resolveDotted(`${name}.weight`);
+  if (!found.found && !found.ambiguous && r.dense) found = base.index.resolveDotted(`${r.dense.replace('$1', m[1])}.weight`);
   if (!found.found || !r.permute) return wholeTensor(found);
-  const heads = positiveInt(base.metadata?.(`${arch}.attention.head_count`));
-  const kvHeads = positiveInt(base.metadata?.(`${arch}.attention.head_count_kv`)) ?? heads;
+  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), m[1]);
+  const kvHeads = perBlock(base.metadata?.(`${arch}.attention.head_count_kv`), m[1]) ?? heads;
   const rows = base.shape(found.key)?.[0];
   const n = r.permute === 'q' ? heads : kvHeads;
   const segments = n && rows ? llamaRopePermutation(rows, n) : undefined;
@@ -367,12 +497,12 @@ export const hfToGguf: Layout = {
     }
     const rules = HF_TO_GGUF_RULES[arch];
     const path = normalise(address.path);
-    if (!rules) return /^(model\.|lm_head$)/.test(path) ? MISS : undefined;
+    if (!rules) return HF_TREE.test(path) ? MISS : undefined;
     for (const r of rules) {
       const m = r.pattern.exec(path);
       if (m) return resolveRule(r, m, arch, base);
     }
     // GGUF names (a GGUF adapter's `blk.0.attn_q`) are not this layout's.
-    return /^(model\.|lm_head$)/.test(path) ? MISS : undefined;
+    return HF_TREE.test(path) ? MISS : undefined;
   },
 };
