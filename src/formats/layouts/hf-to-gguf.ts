@@ -49,6 +49,8 @@ interface Rule {
    * up): the first half lands on `tensor` (or `dense`), the second on this (or its `dense`).
    */
   upperHalf?: { tensor: string; dense?: string };
+  /** InternLM2's grouped wqkv, which the converter splits into attn_q, attn_k, attn_v and permutes. */
+  groupedQkv?: true;
 }
 
 const L = 'model\\.layers\\.(\\d+)';
@@ -241,6 +243,21 @@ const FALCON_H1: readonly Rule[] = [
   rule('lm_head', 'output', { refuse: falconScaled('lm_head_multiplier') }),
 ];
 
+/**
+ * InternLM2 (InternLM2Model): attention is `attention.wqkv` (grouped, split by the converter) and
+ * `attention.wo`, the MLP `feed_forward.w1` (gate), `w3` (up), `w2` (down); the embedding is
+ * `model.tok_embeddings`, the head `output`.
+ */
+const INTERNLM2: readonly Rule[] = [
+  rule('model\\.tok_embeddings', 'token_embd'),
+  rule('(?:language_model\\.)?output', 'output'),
+  rule(`${L}\\.attention\\.wqkv`, 'blk.$1.attn_q', { groupedQkv: true }),
+  rule(`${L}\\.attention\\.wo`, 'blk.$1.attn_output'),
+  rule(`${L}\\.feed_forward\\.w1`, 'blk.$1.ffn_gate'),
+  rule(`${L}\\.feed_forward\\.w3`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.feed_forward\\.w2`, 'blk.$1.ffn_down'),
+];
+
 /** general.architecture → the rules of the models llama.cpp converts to it. */
 export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   llama: [...COMMON, ...QK_PERMUTED, ...MIXTRAL],
@@ -320,6 +337,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   nemotron_h_moe: NEMOTRON_H,
   // Falcon-H1 (FalconH1Model): only the up projection is kept as it is; the rest are refused.
   'falcon-h1': FALCON_H1,
+  // InternLM2 and InternVL's InternLM2 language model (InternLM2Model).
+  internlm2: INTERNLM2,
 };
 
 /** Multimodal checkpoints nest the language model; PEFT paths keep the nesting. */
@@ -457,10 +476,42 @@ function resolveHalves(r: Rule, block: string, base: BaseView): LayoutResolution
   };
 }
 
+/**
+ * InternLM2's wqkv on the tensors InternLM2Model.modify_tensors makes of it. Its rows are, per kv
+ * group g, q_per_kv q heads, then one k head, then one v head (head_dim rows each); the converter
+ * gathers the q heads (head h = g·q_per_kv + s) into attn_q and the k and v heads into attn_k and
+ * attn_v, then permutes attn_q and attn_k as LlamaModel.permute does (heads, kv heads).
+ */
+function resolveGroupedQkv(block: string, arch: string, base: BaseView): LayoutResolution {
+  const found = ['attn_q', 'attn_k', 'attn_v'].map((t) => base.index.resolveDotted(`blk.${block}.${t}.weight`));
+  for (const f of found) if (!f.found) return wholeTensor(f);
+  const [q, k, v] = found.map((f) => (f.found ? f.key : ''));
+  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), block);
+  const kvHeads = perBlock(base.metadata?.(`${arch}.attention.head_count_kv`), block) ?? heads;
+  const qRows = base.shape(q)?.[0];
+  if (!heads || !kvHeads || qRows === undefined || qRows % heads !== 0 || heads % kvHeads !== 0) return MISS;
+  const dim = qRows / heads;
+  const perKv = heads / kvHeads;
+  if (base.shape(k)?.[0] !== kvHeads * dim || base.shape(v)?.[0] !== kvHeads * dim) return MISS;
+  /** wqkv's row for group g, head slot s (q heads, then k, then v), row d of the head. */
+  const wqkvRow = (g: number, s: number, d: number) => (g * (perKv + 2) + s) * dim + d;
+  const qPermuted = llamaRopePermutation(qRows, heads);
+  const kPermuted = llamaRopePermutation(kvHeads * dim, kvHeads);
+  if (!qPermuted || !kPermuted) return MISS;
+  const qSegments = qPermuted.map(({ src, dst }) => {
+    const h = Math.floor(src / dim);
+    return { src: wqkvRow(Math.floor(h / perKv), h % perKv, src % dim), dst, count: 1 };
+  });
+  const kSegments = kPermuted.map(({ src, dst }) => ({ src: wqkvRow(Math.floor(src / dim), perKv, src % dim), dst, count: 1 }));
+  const vSegments = Array.from({ length: kvHeads }, (_, g) => ({ src: wqkvRow(g, perKv + 1, 0), dst: g * dim, count: dim }));
+  return { found: true, targets: [{ baseKey: q, rows: qSegments }, { baseKey: k, rows: kSegments }, { baseKey: v, rows: vSegments }] };
+}
+
 function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
   if (r.refuse) return { found: false, ambiguous: false, candidates: [], why: r.refuse };
   if (r.fused) return resolveFusedExperts(r.fused, m[1], arch, base);
   if (r.upperHalf) return resolveHalves(r, m[1], base);
+  if (r.groupedQkv) return resolveGroupedQkv(m[1], arch, base);
   const name = r.tensor.replace('$1', m[1]);
   if (r.expert !== undefined) {
     const expert = Number(m[r.expert]);
