@@ -16,7 +16,9 @@
  * - Nemotron-H (`nemotron_h`): `backbone.layers.N.mixer.*` of a Mamba-2, an attention (q and k
  *   permuted) and an MLP block;
  * - Falcon-H1 (`falcon-h1`): `feed_forward.up_proj`, the one weight its converter does not multiply
- *   by a config multiplier; LoRAs on the others are refused naming the multiplier.
+ *   by a config multiplier; LoRAs on the others are refused naming the multiplier;
+ * - InternLM2 (`internlm2`): the grouped `attention.wqkv` split into attn_q, attn_k (both
+ *   permuted) and attn_v as the converter splits it; `wo`, `feed_forward.w1`/`w3`, `output`.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -35,11 +37,42 @@ function gaussian(seed: number): () => number {
   return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
 }
 
+/** A GGUF tensor that holds rows of a module's ΔW: for each of its rows, the ΔW row it holds. */
+interface Landing { tensor: string; rows: number; from: (row: number) => number }
+
 /**
- * A trained module: its HF path, the GGUF tensor it lands on (or the two its rows are split
- * between, first half then second), (out, in), and whether its rows are permuted by `heads`.
+ * A trained module: its HF path, the GGUF tensor it lands on (or the tensors the converter splits
+ * its rows into), (out, in), and whether its rows are permuted by `heads`.
  */
-interface Target { module: string; tensor: string | [string, string]; out: number; in: number; permuteHeads?: number }
+interface Target { module: string; tensor: string | Landing[]; out: number; in: number; permuteHeads?: number }
+
+/** The converter's split of a module's rows in halves (Granite's input_linear: gate, then up). */
+const halves = (lower: string, upper: string, half: number): Landing[] => [
+  { tensor: lower, rows: half, from: (row) => row }, { tensor: upper, rows: half, from: (row) => half + row },
+];
+
+/**
+ * InternLM2's wqkv as InternLM2Model.modify_tensors splits it: reshaped (kv groups, q_per_kv + 2,
+ * head_dim, hidden), q = the first q_per_kv heads of each group, k the next, v the last; q and k
+ * then go through LlamaModel.permute (with the head and kv-head counts).
+ */
+function internlm2Wqkv(block: number): Landing[] {
+  const perKv = HEADS / KV_HEADS;
+  const qOrder: number[] = [], kOrder: number[] = [], vOrder: number[] = [];
+  for (let g = 0; g < KV_HEADS; g++) {
+    for (let slot = 0; slot < perKv + 2; slot++) {
+      for (let d = 0; d < HEAD_DIM; d++) {
+        const row = (g * (perKv + 2) + slot) * HEAD_DIM + d;
+        (slot < perKv ? qOrder : slot === perKv ? kOrder : vOrder).push(row);
+      }
+    }
+  }
+  return [
+    { tensor: `blk.${block}.attn_q.weight`, rows: Q, from: (row) => qOrder[hfRow(row, Q, HEADS)] },
+    { tensor: `blk.${block}.attn_k.weight`, rows: KV, from: (row) => kOrder[hfRow(row, KV, KV_HEADS)] },
+    { tensor: `blk.${block}.attn_v.weight`, rows: KV, from: (row) => vOrder[row] },
+  ];
+}
 
 interface Case {
   arch: string;
@@ -127,7 +160,7 @@ const CASES: Case[] = [
       { module: 'model.layers.1.self_attn.q_proj', tensor: 'blk.1.attn_q.weight', out: Q, in: HIDDEN, permuteHeads: HEADS },
       { module: 'model.layers.1.self_attn.k_proj', tensor: 'blk.1.attn_k.weight', out: KV, in: HIDDEN, permuteHeads: KV_HEADS },
       { module: 'model.layers.1.self_attn.o_proj', tensor: 'blk.1.attn_output.weight', out: HIDDEN, in: Q },
-      { module: 'model.layers.1.shared_mlp.input_linear', tensor: ['blk.1.ffn_gate_shexp.weight', 'blk.1.ffn_up_shexp.weight'], out: 2 * SHARED, in: HIDDEN },
+      { module: 'model.layers.1.shared_mlp.input_linear', tensor: halves('blk.1.ffn_gate_shexp.weight', 'blk.1.ffn_up_shexp.weight', SHARED), out: 2 * SHARED, in: HIDDEN },
       { module: 'model.layers.1.block_sparse_moe.router.layer', tensor: 'blk.1.ffn_gate_inp.weight', out: EXPERTS, in: HIDDEN },
     ],
   },
@@ -140,7 +173,7 @@ const CASES: Case[] = [
     targets: [
       { module: 'model.layers.0.self_attn.q_proj', tensor: 'blk.0.attn_q.weight', out: Q, in: HIDDEN, permuteHeads: HEADS },
       { module: 'model.layers.0.self_attn.k_proj', tensor: 'blk.0.attn_k.weight', out: KV, in: HIDDEN, permuteHeads: KV_HEADS },
-      { module: 'model.layers.0.shared_mlp.input_linear', tensor: ['blk.0.ffn_gate.weight', 'blk.0.ffn_up.weight'], out: 2 * FFN, in: HIDDEN },
+      { module: 'model.layers.0.shared_mlp.input_linear', tensor: halves('blk.0.ffn_gate.weight', 'blk.0.ffn_up.weight', FFN), out: 2 * FFN, in: HIDDEN },
       { module: 'model.layers.0.shared_mlp.output_linear', tensor: 'blk.0.ffn_down.weight', out: HIDDEN, in: FFN },
     ],
   },
@@ -190,6 +223,20 @@ const CASES: Case[] = [
     ],
     metadata: [['falcon-h1.attention.key_length', u32(HEAD_DIM)], ...ssmMetadata('falcon-h1', 1)],
     targets: [{ module: 'model.layers.0.feed_forward.up_proj', tensor: 'blk.0.ffn_up.weight', out: FFN, in: HIDDEN }],
+  },
+  {
+    // InternLM2: the grouped wqkv lands on attn_q, attn_k and attn_v as the converter splits and
+    // permutes it; wo, feed_forward.w1/w3/w2, tok_embeddings and output by name.
+    arch: 'internlm2', hfClass: 'internlm/internlm2_5-7b-chat', type: 'BF16', rank: 3, alpha: 5,
+    targetModules: ['wqkv', 'wo', 'w1', 'w2', 'w3'],
+    tensors: [...LLAMA_LIKE, ['output.weight', [HIDDEN, VOCAB]]],
+    targets: [
+      { module: 'model.layers.0.attention.wqkv', tensor: internlm2Wqkv(0), out: Q + 2 * KV, in: HIDDEN },
+      { module: 'model.layers.0.attention.wo', tensor: 'blk.0.attn_output.weight', out: HIDDEN, in: Q },
+      { module: 'model.layers.0.feed_forward.w1', tensor: 'blk.0.ffn_gate.weight', out: FFN, in: HIDDEN },
+      { module: 'model.layers.0.feed_forward.w3', tensor: 'blk.0.ffn_up.weight', out: FFN, in: HIDDEN },
+      { module: 'output', tensor: 'output.weight', out: VOCAB, in: HIDDEN },
+    ],
   },
   {
     arch: 'phi2', hfClass: 'microsoft/phi-2', type: 'F16', rank: 4, alpha: 8,
@@ -297,10 +344,10 @@ function peftAdapter(c: Case) {
   return { files, factors };
 }
 
-/** The tensors a module's ΔW lands on, each with the first ΔW row it takes and how many. */
-function landings(t: Target): { tensor: string; first: number; rows: number }[] {
-  if (typeof t.tensor === 'string') return [{ tensor: t.tensor, first: 0, rows: t.out }];
-  return [{ tensor: t.tensor[0], first: 0, rows: t.out / 2 }, { tensor: t.tensor[1], first: t.out / 2, rows: t.out / 2 }];
+/** The tensors a module's ΔW lands on, each with the ΔW row each of its rows holds. */
+function landings(t: Target): Landing[] {
+  if (typeof t.tensor !== 'string') return t.tensor;
+  return [{ tensor: t.tensor, rows: t.out, from: (row) => hfRow(row, t.out, t.permuteHeads) }];
 }
 
 /** The HF row a GGUF row holds: LlamaModel.permute with `heads` heads, or the same row. */
@@ -326,13 +373,13 @@ describe.each(CASES)('PEFT LoRA on a $arch GGUF', (c) => {
     const out = readGguf(bytes);
     const scale = WEIGHT * c.alpha / c.rank;
     for (const f of adapter.factors) {
-      for (const { tensor, first, rows } of landings(f)) {
+      for (const { tensor, rows, from } of landings(f)) {
         const w = base.values.get(tensor)!;
         const merged = tensorValues('F32', out.tensors.find((t) => t.name === tensor)!.data);
         expect(merged.length, tensor).toBe(rows * f.in);
         let worst = 0;
         for (let row = 0; row < rows; row++) {
-          const src = first + hfRow(row, rows, f.permuteHeads);
+          const src = from(row);
           for (let col = 0; col < f.in; col++) {
             let sum = 0;
             for (let k = 0; k < c.rank; k++) sum += f.b[src * c.rank + k] * f.a[k * f.in + col];

@@ -339,6 +339,36 @@ describe('HF module paths on GGUF tensors', () => {
     for (const [module, why] of refused) expect(where(base, module), module).toMatch(why);
   });
 
+  it('splits InternLM2\'s grouped wqkv into attn_q, attn_k and attn_v as the converter does, q and k permuted', () => {
+    // 4 heads, 2 kv heads, head_dim 4: wqkv is, per group, 2 q heads, 1 k head, 1 v head (16 rows a group).
+    const base = ggufBase('internlm2', {
+      'token_embd.weight': [32, 16], 'output.weight': [32, 16],
+      'blk.0.attn_q.weight': [16, 16], 'blk.0.attn_k.weight': [8, 16], 'blk.0.attn_v.weight': [8, 16], 'blk.0.attn_output.weight': [16, 16],
+      'blk.0.ffn_gate.weight': [24, 16], 'blk.0.ffn_up.weight': [24, 16], 'blk.0.ffn_down.weight': [16, 24],
+    }, { 'internlm2.attention.head_count': 4, 'internlm2.attention.head_count_kv': 2 });
+    const r = base.locate(moduleAddress('base_model.model.model.layers.0.attention.wqkv'));
+    if (!r.found) throw new Error(r.message);
+    const byDst = (i: number) => [...r.targets[i].rows!].sort((a, b) => a.dst - b.dst).flatMap((g) => Array.from({ length: g.count }, (_, j) => g.src + j));
+    expect(r.targets.map((t) => t.baseKey)).toEqual(['blk.0.attn_q.weight', 'blk.0.attn_k.weight', 'blk.0.attn_v.weight']);
+    // q heads 0, 1 are wqkv rows 0–7, heads 2, 3 rows 16–23; each head's rows interleaved (0, 2, 1, 3).
+    expect(byDst(0)).toEqual([0, 2, 1, 3, 4, 6, 5, 7, 16, 18, 17, 19, 20, 22, 21, 23]);
+    // k heads: rows 8–11 and 24–27, interleaved; v heads: rows 12–15 and 28–31 as they are.
+    expect(byDst(1)).toEqual([8, 10, 9, 11, 24, 26, 25, 27]);
+    expect(byDst(2)).toEqual([12, 13, 14, 15, 28, 29, 30, 31]);
+    expect(where(base, 'model.layers.0.attention.wo')).toEqual([{ key: 'blk.0.attn_output.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.feed_forward.w1')).toEqual([{ key: 'blk.0.ffn_gate.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.feed_forward.w3')).toEqual([{ key: 'blk.0.ffn_up.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.feed_forward.w2')).toEqual([{ key: 'blk.0.ffn_down.weight', rows: undefined }]);
+    expect(where(base, 'model.tok_embeddings')).toEqual([{ key: 'token_embd.weight', rows: undefined }]);
+    expect(where(base, 'output')).toEqual([{ key: 'output.weight', rows: undefined }]);
+    // InternVL's language model keeps the same names under language_model.
+    expect(where(base, 'language_model.model.layers.0.attention.wo')).toEqual([{ key: 'blk.0.attn_output.weight', rows: undefined }]);
+    // Without the kv-head count's fit (k not kv_heads·head_dim rows), nothing is placed.
+    const odd = ggufBase('internlm2', { 'blk.0.attn_q.weight': [16, 16], 'blk.0.attn_k.weight': [4, 16], 'blk.0.attn_v.weight': [4, 16] },
+      { 'internlm2.attention.head_count': 4, 'internlm2.attention.head_count_kv': 2 });
+    expect(where(odd, 'model.layers.0.attention.wqkv')).toMatch(/no matching tensor/);
+  });
+
   it('names what cannot be mapped: an unknown module, a missing tensor, an architecture it does not know', () => {
     const base = ggufBase('llama', { 'blk.0.attn_q.weight': [64, 64] }, { 'llama.attention.head_count': 8 });
     expect(where(base, 'model.layers.0.self_attn.rotary_emb')).toMatch(/no matching tensor/);
