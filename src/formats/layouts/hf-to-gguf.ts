@@ -3,7 +3,8 @@
  * (`blk.3.attn_q.weight`), per architecture as llama.cpp's converter names them
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
- * the Qwen, Gemma, Phi, OLMo, GLM, Granite, Cohere, ERNIE, EXAONE families and others):
+ * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
+ * InternLM2 families and others):
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
  *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections
  *   and w1/w3/w2), fused gate_up (phi3 →
@@ -12,9 +13,17 @@
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
  * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, Qwen3-VL-MoE, transformers 5's Qwen MoE) lands
  *   on the tensors the converter splits it into, each expert as the converter lays it out;
- * - for `llama`, `mistral3`, `granite`, `smollm3`, `arcee`, `minicpm` and `olmo`, the converter permutes the rows of q and k (reshape (heads, 2,
- *   d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same permutation, which
- *   convert_lora_to_gguf applies to B.
+ * - a module the converter splits by rows lands on each part: Granite's shared MLP `input_linear`
+ *   (gate, then up) on ffn_gate_shexp/ffn_up_shexp (ffn_gate/ffn_up without experts), InternLM2's
+ *   grouped `wqkv` on attn_q, attn_k and attn_v;
+ * - hybrid models' Mamba-2 mixers (`mamba.in_proj`/`out_proj`, Nemotron-H's `mixer.*`) on ssm_in
+ *   and ssm_out, and per-layer head counts (one per block, 0 for Mamba-2 blocks) read for the block;
+ * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
+ *   multipliers) is refused saying so;
+ * - for `llama`, `mistral3`, `granite`, `granitemoe`, `granitehybrid`, `nemotron_h`, `smollm3`,
+ *   `arcee`, `minicpm`, `olmo` and `internlm2`, the converter permutes the rows of q and k (reshape
+ *   (heads, 2, d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same
+ *   permutation, which convert_lora_to_gguf applies to B.
  * The base's GGUF metadata gives the architecture, head and expert counts. A module of a known
  * architecture that fits no rule is a miss (the plan names it); other bases are not this layout's.
  * A vision-language model's adapter may name its vision tower or projector, which the converter
