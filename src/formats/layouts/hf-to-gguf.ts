@@ -167,12 +167,30 @@ const CHUNKED_EXPERTS: FusedExperts = { storedInOut: false, gateUp: 'halves' };
  */
 const QWEN3VL_EXPERTS: FusedExperts = { storedInOut: true, gateUp: 'halves' };
 
-const fusedExperts = (form: FusedExperts): readonly Rule[] => [
-  rule(`${L}\\.mlp\\.experts\\.gate_up_proj`, 'blk.$1.ffn_gate_exps', { fused: { part: 'gate_up', form } }),
-  rule(`${L}\\.mlp\\.experts\\.down_proj`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form } }),
-  rule(`${L}\\.mlp\\.experts\\.(gate_up_proj|down_proj)_bias`, 'blk.$1.ffn_gate_exps', {
+/** The fused expert parameters of `${block}.experts` (the block being `mlp`, or Llama 4's `feed_forward`). */
+const fusedExperts = (form: FusedExperts, block = 'mlp'): readonly Rule[] => [
+  rule(`${L}\\.${block}\\.experts\\.gate_up_proj`, 'blk.$1.ffn_gate_exps', { fused: { part: 'gate_up', form } }),
+  rule(`${L}\\.${block}\\.experts\\.down_proj`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form } }),
+  rule(`${L}\\.${block}\\.experts\\.(gate_up_proj|down_proj)_bias`, 'blk.$1.ffn_gate_exps', {
     refuse: 'a LoRA on an expert bias is not one PEFT trains (target_parameters takes matrices)',
   }),
+];
+
+/**
+ * Llama 4's text model (Llama4Model, a LlamaModel with undo_permute off: q and k as they are): the
+ * MLP and MoE under `feed_forward`, the router a Linear, a shared expert, and the fused experts
+ * stored (E, in, out) with gate and up as halves, which the converter transposes per expert and
+ * splits (down_proj transposed).
+ */
+const LLAMA4: readonly Rule[] = [
+  rule(`${L}\\.feed_forward\\.gate_proj`, 'blk.$1.ffn_gate'),
+  rule(`${L}\\.feed_forward\\.up_proj`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.feed_forward\\.down_proj`, 'blk.$1.ffn_down'),
+  rule(`${L}\\.feed_forward\\.router`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.feed_forward\\.shared_expert\\.gate_proj`, 'blk.$1.ffn_gate_shexp'),
+  rule(`${L}\\.feed_forward\\.shared_expert\\.up_proj`, 'blk.$1.ffn_up_shexp'),
+  rule(`${L}\\.feed_forward\\.shared_expert\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+  ...fusedExperts(QWEN3VL_EXPERTS, 'feed_forward'),
 ];
 
 /** A Mamba-2 mixer's projections (Mamba2Model.modify_tensors maps them as they are). */
@@ -348,6 +366,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   'falcon-h1': FALCON_H1,
   // InternLM2 and InternVL's InternLM2 language model (InternLM2Model).
   internlm2: INTERNLM2,
+  // Llama 4 Scout/Maverick's language model (Llama4Model): q and k not permuted.
+  llama4: [...COMMON, ...QK, ...LLAMA4],
 };
 
 /** Multimodal checkpoints nest the language model; PEFT paths keep the nesting. */
