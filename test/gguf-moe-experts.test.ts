@@ -11,7 +11,8 @@
  * stacked as rows. GraniteMoe (Granite 3.x MoE, Granite 4.0 H) holds its experts as the `weight`
  * of two modules, `block_sparse_moe.input_linear` (E, 2·ffn, hidden: gate, then up) and
  * `output_linear` (E, hidden, ffn), which GraniteMoeModel.modify_tensors splits and stacks the same
- * way. Checked on the CPU and on WebGPU against float64 truth written here.
+ * way. Llama 4's `feed_forward.experts` are stored (E, in, out), halves, as Qwen3-VL-MoE's. Checked
+ * on the CPU and on WebGPU against float64 truth written here.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -31,7 +32,7 @@ function gaussian(seed: number): () => number {
 
 /**
  * One Qwen3-MoE (or Qwen3-VL-MoE language model, or Granite MoE) block as convert_hf_to_gguf names
- * it, BF16 as it writes it; Granite has no q/k norms.
+ * it, BF16 as it writes it; Granite and Llama 4 have no q/k norm weights.
  */
 function qwen3MoeBase(arch: string) {
   const all = [
@@ -51,7 +52,7 @@ function qwen3MoeBase(arch: string) {
     { name: 'output_norm.weight', ne: [HIDDEN], type: 'F32' },
     { name: 'output.weight', ne: [HIDDEN, VOCAB], type: 'BF16' },
   ];
-  const specs = arch.startsWith('granite') ? all.filter((t) => !/attn_[qk]_norm/.test(t.name)) : all;
+  const specs = arch.startsWith('granite') || arch === 'llama4' ? all.filter((t) => !/attn_[qk]_norm/.test(t.name)) : all;
   const { tensors, values } = randomTensors(specs, gaussian(5));
   const metadata: [string, MetaValue][] = [
     ['general.architecture', { type: 'string', value: arch }],
@@ -118,6 +119,12 @@ describe.each([
     gateUp: 'base_model.model.model.layers.0.block_sparse_moe.input_linear', down: 'base_model.model.model.layers.0.block_sparse_moe.output_linear',
     targetParameters: ['block_sparse_moe.input_linear.weight', 'block_sparse_moe.output_linear.weight'],
   }, 'ibm-granite/granite-3.1-3b-a800m-instruct'],
+  // Llama 4: feed_forward.experts, (E, in, out) with gate and up as halves, as Qwen3-VL-MoE.
+  ['llama4', {
+    gateUp: 'base_model.model.language_model.model.layers.0.feed_forward.experts.base_layer',
+    down: 'base_model.model.language_model.model.layers.0.feed_forward.experts',
+    targetParameters: ['feed_forward.experts.gate_up_proj', 'feed_forward.experts.down_proj'],
+  }, 'meta-llama/Llama-4-Scout-17B-16E-Instruct'],
   ['granitehybrid', {
     gateUp: 'base_model.model.model.layers.0.block_sparse_moe.input_linear', down: 'base_model.model.model.layers.0.block_sparse_moe.output_linear',
     targetParameters: ['block_sparse_moe.input_linear.weight', 'block_sparse_moe.output_linear.weight'],

@@ -18,7 +18,9 @@
  * - Falcon-H1 (`falcon-h1`): `feed_forward.up_proj`, the one weight its converter does not multiply
  *   by a config multiplier; LoRAs on the others are refused naming the multiplier;
  * - InternLM2 (`internlm2`): the grouped `attention.wqkv` split into attn_q, attn_k (both
- *   permuted) and attn_v as the converter splits it; `wo`, `feed_forward.w1`/`w3`, `output`.
+ *   permuted) and attn_v as the converter splits it; `wo`, `feed_forward.w1`/`w3`, `output`;
+ * - Llama 4 (`llama4`): `language_model.…` paths, q and k not permuted, the `feed_forward` MLP, the
+ *   router, the shared expert and the head.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -236,6 +238,38 @@ const CASES: Case[] = [
       { module: 'model.layers.0.feed_forward.w1', tensor: 'blk.0.ffn_gate.weight', out: FFN, in: HIDDEN },
       { module: 'model.layers.0.feed_forward.w3', tensor: 'blk.0.ffn_up.weight', out: FFN, in: HIDDEN },
       { module: 'output', tensor: 'output.weight', out: VOCAB, in: HIDDEN },
+    ],
+  },
+  {
+    // Llama 4 (Scout-like): block 0 dense feed_forward, block 1 MoE (router, shared expert, stacked
+    // experts); q and k as they are (Llama4Model turns undo_permute off). Multimodal paths.
+    arch: 'llama4', hfClass: 'meta-llama/Llama-4-Scout-17B-16E-Instruct', type: 'BF16', rank: 2, alpha: 4,
+    targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'router'],
+    tensors: [
+      ...LLAMA_LIKE.filter(([name]) => name !== 'output_norm.weight'),
+      ['blk.1.attn_norm.weight', [HIDDEN]],
+      ['blk.1.attn_q.weight', [HIDDEN, Q]], ['blk.1.attn_k.weight', [HIDDEN, KV]], ['blk.1.attn_v.weight', [HIDDEN, KV]],
+      ['blk.1.attn_output.weight', [Q, HIDDEN]], ['blk.1.ffn_norm.weight', [HIDDEN]],
+      ['blk.1.ffn_gate_inp.weight', [HIDDEN, EXPERTS], 'F32'],
+      ['blk.1.ffn_gate_exps.weight', [HIDDEN, EXPERT_FFN, EXPERTS]], ['blk.1.ffn_up_exps.weight', [HIDDEN, EXPERT_FFN, EXPERTS]],
+      ['blk.1.ffn_down_exps.weight', [EXPERT_FFN, HIDDEN, EXPERTS]],
+      ['blk.1.ffn_gate_shexp.weight', [HIDDEN, SHARED]], ['blk.1.ffn_up_shexp.weight', [HIDDEN, SHARED]], ['blk.1.ffn_down_shexp.weight', [SHARED, HIDDEN]],
+      ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]],
+    ],
+    metadata: [
+      ['llama4.block_count', u32(2)], ['llama4.expert_count', u32(EXPERTS)], ['llama4.expert_used_count', u32(1)],
+      ['llama4.expert_feed_forward_length', u32(EXPERT_FFN)], ['llama4.interleave_moe_layer_step', u32(2)],
+      ['llama4.rope.dimension_count', u32(HEAD_DIM)],
+    ],
+    targets: [
+      { module: 'language_model.model.layers.0.self_attn.q_proj', tensor: 'blk.0.attn_q.weight', out: Q, in: HIDDEN },
+      { module: 'language_model.model.layers.0.self_attn.k_proj', tensor: 'blk.0.attn_k.weight', out: KV, in: HIDDEN },
+      { module: 'language_model.model.layers.0.feed_forward.gate_proj', tensor: 'blk.0.ffn_gate.weight', out: FFN, in: HIDDEN },
+      { module: 'language_model.model.layers.0.feed_forward.down_proj', tensor: 'blk.0.ffn_down.weight', out: HIDDEN, in: FFN },
+      { module: 'language_model.model.layers.1.feed_forward.router', tensor: 'blk.1.ffn_gate_inp.weight', out: EXPERTS, in: HIDDEN },
+      { module: 'language_model.model.layers.1.feed_forward.shared_expert.up_proj', tensor: 'blk.1.ffn_up_shexp.weight', out: SHARED, in: HIDDEN },
+      { module: 'language_model.model.layers.1.feed_forward.shared_expert.down_proj', tensor: 'blk.1.ffn_down_shexp.weight', out: HIDDEN, in: SHARED },
+      { module: 'language_model.lm_head', tensor: 'output.weight', out: VOCAB, in: HIDDEN },
     ],
   },
   {

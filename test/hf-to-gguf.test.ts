@@ -369,6 +369,31 @@ describe('HF module paths on GGUF tensors', () => {
     expect(where(odd, 'model.layers.0.attention.wqkv')).toMatch(/no matching tensor/);
   });
 
+  it('maps Llama 4\'s language model without permuting q and k: feed_forward MLP, router, shared expert, fused experts transposed and split in halves', () => {
+    const base = ggufBase('llama4', {
+      'blk.0.attn_q.weight': [64, 32], 'blk.0.attn_k.weight': [16, 32], 'blk.0.ffn_gate.weight': [48, 32], 'blk.0.ffn_down.weight': [32, 48],
+      'blk.1.ffn_gate_inp.weight': [4, 32], 'blk.1.ffn_up_shexp.weight': [24, 32], 'blk.1.ffn_down_shexp.weight': [32, 24],
+      'blk.1.ffn_gate_exps.weight': [4 * 8, 32], 'blk.1.ffn_up_exps.weight': [4 * 8, 32], 'blk.1.ffn_down_exps.weight': [4 * 32, 8],
+    }, { 'llama4.attention.head_count': 8, 'llama4.attention.head_count_kv': 2, 'llama4.expert_count': 4 });
+    for (const prefix of ['language_model.model.layers', 'model.language_model.layers', 'model.layers']) {
+      expect(where(base, `${prefix}.0.self_attn.q_proj`), prefix).toEqual([{ key: 'blk.0.attn_q.weight', rows: undefined }]);
+      expect(where(base, `${prefix}.0.self_attn.k_proj`), prefix).toEqual([{ key: 'blk.0.attn_k.weight', rows: undefined }]);
+    }
+    expect(where(base, 'model.layers.0.feed_forward.gate_proj')).toEqual([{ key: 'blk.0.ffn_gate.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.feed_forward.down_proj')).toEqual([{ key: 'blk.0.ffn_down.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.1.feed_forward.router')).toEqual([{ key: 'blk.1.ffn_gate_inp.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.1.feed_forward.shared_expert.up_proj')).toEqual([{ key: 'blk.1.ffn_up_shexp.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.1.feed_forward.shared_expert.down_proj')).toEqual([{ key: 'blk.1.ffn_down_shexp.weight', rows: undefined }]);
+    const fused = base.locate(moduleAddress('base_model.model.language_model.model.layers.1.feed_forward.experts.gate_up_proj'));
+    expect(fused.found && fused.targets.map((t) => [t.baseKey, t.experts?.paramShape, t.experts?.transposed, t.experts?.rows?.join(',')])).toEqual([
+      ['blk.1.ffn_gate_exps.weight', [4, 32, 16], true, '0,1,2,3,4,5,6,7'], ['blk.1.ffn_up_exps.weight', [4, 32, 16], true, '8,9,10,11,12,13,14,15'],
+    ]);
+    const down = base.locate(moduleAddress('base_model.model.model.layers.1.feed_forward.experts.down_proj'));
+    expect(down.found && down.targets.map((t) => [t.baseKey, t.experts?.paramShape, t.experts?.transposed])).toEqual([['blk.1.ffn_down_exps.weight', [4, 8, 32], true]]);
+    expect(where(base, 'language_model.model.layers.1.feed_forward.experts.down_proj_bias')).toMatch(/expert bias/);
+    expect(where(base, 'vision_model.model.layers.0.self_attn.q_proj')).toMatch(/separate mmproj GGUF/);
+  });
+
   it('names what cannot be mapped: an unknown module, a missing tensor, an architecture it does not know', () => {
     const base = ggufBase('llama', { 'blk.0.attn_q.weight': [64, 64] }, { 'llama.attention.head_count': 8 });
     expect(where(base, 'model.layers.0.self_attn.rotary_emb')).toMatch(/no matching tensor/);
