@@ -12,8 +12,8 @@
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
  * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, Qwen3-VL-MoE, Llama 4, GraniteMoe,
- *   transformers 5's Qwen MoE) lands
- *   on the tensors the converter splits it into, each expert as the converter lays it out;
+ *   transformers 5's Qwen MoE) lands on the tensors the converter splits it into, each expert as
+ *   the converter lays it out;
  * - a module the converter splits by rows lands on each part: Granite's shared MLP `input_linear`
  *   (gate, then up) on ffn_gate_shexp/ffn_up_shexp (ffn_gate/ffn_up without experts), InternLM2's
  *   grouped `wqkv` on attn_q, attn_k and attn_v;
@@ -21,8 +21,8 @@
  *   and ssm_out, and per-layer head counts (one per block, 0 for Mamba-2 blocks) read for the block;
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
  *   multipliers) is refused saying so;
- * - for `llama`, `mistral3`, `granite`, `granitemoe`, `granitehybrid`, `nemotron_h`, `smollm3`,
- *   `arcee`, `minicpm`, `olmo` and `internlm2`, the converter permutes the rows of q and k (reshape
+ * - for `llama`, `mistral3`, `granite`, `granitemoe`, `granitehybrid`, `nemotron_h`(`_moe`),
+ *   `smollm3`, `arcee`, `minicpm`, `olmo` and `internlm2`, the converter permutes the rows of q and k (reshape
  *   (heads, 2, d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same
  *   permutation, which convert_lora_to_gguf applies to B.
  * The base's GGUF metadata gives the architecture, head and expert counts. A module of a known
