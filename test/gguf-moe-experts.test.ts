@@ -8,7 +8,11 @@
  * them (E, in, out) (gate_up (E, hidden, 2·ffn), still halves), and PEFT adds (B_e·A_e)ᵀ with the
  * same factor shapes: the same update of each expert as a map from inputs to outputs. The GGUF holds
  * each expert (out, in): gate in ffn_gate_exps, up in ffn_up_exps, down in ffn_down_exps, experts
- * stacked as rows. Checked on the CPU and on WebGPU against float64 truth written here.
+ * stacked as rows. GraniteMoe (Granite 3.x MoE, Granite 4.0 H) holds its experts as the `weight`
+ * of two modules, `block_sparse_moe.input_linear` (E, 2·ffn, hidden: gate, then up) and
+ * `output_linear` (E, hidden, ffn), which GraniteMoeModel.modify_tensors splits and stacks the same
+ * way. Llama 4's `feed_forward.experts` are stored (E, in, out), halves, as Qwen3-VL-MoE's. Checked
+ * on the CPU and on WebGPU against float64 truth written here.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -26,9 +30,12 @@ function gaussian(seed: number): () => number {
   return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
 }
 
-/** One Qwen3-MoE (or Qwen3-VL-MoE language model) block as convert_hf_to_gguf names it, BF16 as it writes it. */
+/**
+ * One Qwen3-MoE (or Qwen3-VL-MoE language model, or Granite MoE) block as convert_hf_to_gguf names
+ * it, BF16 as it writes it; Granite and Llama 4 have no q/k norm weights.
+ */
 function qwen3MoeBase(arch: string) {
-  const specs = [
+  const all = [
     { name: 'token_embd.weight', ne: [HIDDEN, VOCAB], type: 'BF16' },
     { name: 'blk.0.attn_norm.weight', ne: [HIDDEN], type: 'F32' },
     { name: 'blk.0.attn_q.weight', ne: [HIDDEN, HEADS * HEAD_DIM], type: 'BF16' },
@@ -45,10 +52,11 @@ function qwen3MoeBase(arch: string) {
     { name: 'output_norm.weight', ne: [HIDDEN], type: 'F32' },
     { name: 'output.weight', ne: [HIDDEN, VOCAB], type: 'BF16' },
   ];
+  const specs = arch.startsWith('granite') || arch === 'llama4' ? all.filter((t) => !/attn_[qk]_norm/.test(t.name)) : all;
   const { tensors, values } = randomTensors(specs, gaussian(5));
   const metadata: [string, MetaValue][] = [
     ['general.architecture', { type: 'string', value: arch }],
-    ['general.name', { type: 'string', value: 'Qwen3 MoE Tiny' }],
+    ['general.name', { type: 'string', value: `${arch} tiny` }],
     [`${arch}.block_count`, u32(1)], [`${arch}.context_length`, u32(4096)], [`${arch}.embedding_length`, u32(HIDDEN)],
     [`${arch}.feed_forward_length`, u32(4 * FFN)], [`${arch}.expert_feed_forward_length`, u32(FFN)],
     [`${arch}.attention.head_count`, u32(HEADS)], [`${arch}.attention.head_count_kv`, u32(KV_HEADS)],
@@ -60,8 +68,17 @@ function qwen3MoeBase(arch: string) {
   return { bytes: buildGguf({ metadata, tensors }), values };
 }
 
+/**
+ * Where PEFT saves the two parameters' factors: Qwen's are two parameters of one module (the inner
+ * wrapper holds the first registered, gate_up_proj); GraniteMoe's are the `weight` of two modules.
+ */
+interface ExpertNames { gateUp: string; down: string; targetParameters: readonly string[] }
+const qwenNames = (prefix: string): ExpertNames => ({
+  gateUp: `${prefix}.base_layer`, down: prefix, targetParameters: ['mlp.experts.gate_up_proj', 'mlp.experts.down_proj'],
+});
+
 /** gate_up_proj and down_proj LoRAs as PEFT saves them, and each expert's update (out, in) = s·B_e·A_e. */
-function expertLora(prefix: string, baseModel: string) {
+function expertLora(names: ExpertNames, baseModel: string) {
   const g = gaussian(17);
   const factor = (n: number) => Float64Array.from({ length: n }, () => Math.fround(0.05 * g()));
   const gateUpA = factor(R * EXPERTS * HIDDEN), gateUpB = factor(2 * FFN * R * EXPERTS);
@@ -69,14 +86,13 @@ function expertLora(prefix: string, baseModel: string) {
   const files = {
     'adapter_config.json': JSON.stringify({
       peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: baseModel, r: R, lora_alpha: ALPHA,
-      target_modules: [], target_parameters: ['mlp.experts.gate_up_proj', 'mlp.experts.down_proj'], peft_version: '0.19.1',
+      target_modules: [], target_parameters: names.targetParameters, peft_version: '0.19.1',
     }),
     'adapter_model.safetensors': buildSafetensors([
-      // The inner wrapper holds the first registered parameter (gate_up_proj).
-      { name: `${prefix}.base_layer.lora_A.weight`, dtype: 'F32', shape: [R * EXPERTS, HIDDEN], data: gateUpA },
-      { name: `${prefix}.base_layer.lora_B.weight`, dtype: 'F32', shape: [2 * FFN, R * EXPERTS], data: gateUpB },
-      { name: `${prefix}.lora_A.weight`, dtype: 'F32', shape: [R * EXPERTS, FFN], data: downA },
-      { name: `${prefix}.lora_B.weight`, dtype: 'F32', shape: [HIDDEN, R * EXPERTS], data: downB },
+      { name: `${names.gateUp}.lora_A.weight`, dtype: 'F32', shape: [R * EXPERTS, HIDDEN], data: gateUpA },
+      { name: `${names.gateUp}.lora_B.weight`, dtype: 'F32', shape: [2 * FFN, R * EXPERTS], data: gateUpB },
+      { name: `${names.down}.lora_A.weight`, dtype: 'F32', shape: [R * EXPERTS, FFN], data: downA },
+      { name: `${names.down}.lora_B.weight`, dtype: 'F32', shape: [HIDDEN, R * EXPERTS], data: downB },
     ]),
   };
   const delta = (a: Float64Array, b: Float64Array, inDim: number) => (e: number, o: number, i: number) => {
@@ -95,17 +111,33 @@ function plus(w: Float64Array, rows: number, cols: number, change: (e: number, j
 }
 
 describe.each([
-  ['qwen3moe', 'base_model.model.model.layers.0.mlp.experts', 'Qwen/Qwen3-30B-A3B'],
-  ['qwen3vlmoe', 'base_model.model.model.language_model.layers.0.mlp.experts', 'Qwen/Qwen3-VL-30B-A3B-Instruct'],
-])('PEFT target_parameters on a %s GGUF', (arch, prefix, baseModel) => {
+  ['qwen3moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'Qwen/Qwen3-30B-A3B'],
+  ['qwen3vlmoe', qwenNames('base_model.model.model.language_model.layers.0.mlp.experts'), 'Qwen/Qwen3-VL-30B-A3B-Instruct'],
+  // GraniteMoe's experts (GraniteMoeParallelExperts): input_linear.weight (E, 2·ffn, hidden), gate
+  // then up, output_linear.weight (E, hidden, ffn); GraniteMoeModel splits input_linear in halves.
+  ['granitemoe', {
+    gateUp: 'base_model.model.model.layers.0.block_sparse_moe.input_linear', down: 'base_model.model.model.layers.0.block_sparse_moe.output_linear',
+    targetParameters: ['block_sparse_moe.input_linear.weight', 'block_sparse_moe.output_linear.weight'],
+  }, 'ibm-granite/granite-3.1-3b-a800m-instruct'],
+  // Llama 4: feed_forward.experts, (E, in, out) with gate and up as halves, as Qwen3-VL-MoE.
+  ['llama4', {
+    gateUp: 'base_model.model.language_model.model.layers.0.feed_forward.experts.base_layer',
+    down: 'base_model.model.language_model.model.layers.0.feed_forward.experts',
+    targetParameters: ['feed_forward.experts.gate_up_proj', 'feed_forward.experts.down_proj'],
+  }, 'meta-llama/Llama-4-Scout-17B-16E-Instruct'],
+  ['granitehybrid', {
+    gateUp: 'base_model.model.model.layers.0.block_sparse_moe.input_linear', down: 'base_model.model.model.layers.0.block_sparse_moe.output_linear',
+    targetParameters: ['block_sparse_moe.input_linear.weight', 'block_sparse_moe.output_linear.weight'],
+  }, 'ibm-granite/granite-4.0-h-tiny'],
+] as const)('PEFT target_parameters on a %s GGUF', (arch, names, baseModel) => {
   const base = qwen3MoeBase(arch);
-  const lora = expertLora(prefix, baseModel);
+  const lora = expertLora(names, baseModel);
 
   it.for(['cpu', 'webgpu'])('lands gate_up_proj\'s first half on ffn_gate_exps, its second on ffn_up_exps, down_proj on ffn_down_exps, as float64 truth says, on %s', async (name, ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
     const { bytes } = await mergeFileInMemory({
-      backend, base: { 'Qwen3-MoE-tiny-BF16.gguf': base.bytes }, adapters: [{ files: lora.files, name: 'qwen3moe-expert-lora', weight: WEIGHT }],
+      backend, base: { [`${arch}-tiny-BF16.gguf`]: base.bytes }, adapters: [{ files: lora.files, name: `${arch}-expert-lora`, weight: WEIGHT }],
       outDtype: 'f32', dtypeMergedOnly: true, slabBytes: 4096,
     });
     const out = readGguf(bytes);

@@ -8,12 +8,25 @@
  * - EXAONE 3.5 (`exaone`): GPT-2-style paths (`transformer.h.0.attn.attention.q_proj`,
  *   `mlp.c_fc_0` the gate, `c_fc_1` the up projection), not permuted;
  * - LFM2 (`lfm2`): a short-convolution block's `conv.in_proj`/`out_proj` on `shortconv.*`, the MLP's
- *   `feed_forward.w1` (gate) and `w2` (down).
- * Each base is one block with the tensors, types and metadata keys the converter writes.
+ *   `feed_forward.w1` (gate) and `w2` (down);
+ * - Granite 4.0 H (`granitehybrid`): `mamba.in_proj`/`out_proj` on `ssm_in`/`ssm_out`, q and k
+ *   permuted with the block's entry of the per-layer `head_count_kv`, the shared MLP's
+ *   `input_linear` split into gate (first half) and up (second half) of the shared expert, the
+ *   router's `layer`; Granite 4.0 Micro (`granite`): the same split onto ffn_gate and ffn_up;
+ * - Nemotron-H (`nemotron_h`): `backbone.layers.N.mixer.*` of a Mamba-2, an attention (q and k
+ *   permuted) and an MLP block;
+ * - Falcon-H1 (`falcon-h1`): `feed_forward.up_proj`, the one weight its converter does not multiply
+ *   by a config multiplier; LoRAs on the others are refused naming the multiplier;
+ * - InternLM2 (`internlm2`): the grouped `attention.wqkv` split into attn_q, attn_k (both
+ *   permuted) and attn_v as the converter splits it; `wo`, `feed_forward.w1`/`w3`, `output`;
+ * - Llama 4 (`llama4`): `language_model.…` paths, q and k not permuted, the `feed_forward` MLP, the
+ *   router, the shared expert and the head.
+ * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
 
 const backends = mergeBackends({ cpu: 'default' });
@@ -26,15 +39,51 @@ function gaussian(seed: number): () => number {
   return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
 }
 
-/** A trained module: its HF path, the GGUF tensor it lands on, (out, in), and whether its rows are permuted by `heads`. */
-interface Target { module: string; tensor: string; out: number; in: number; permuteHeads?: number }
+/** A GGUF tensor that holds rows of a module's ΔW: for each of its rows, the ΔW row it holds. */
+interface Landing { tensor: string; rows: number; from: (row: number) => number }
+
+/**
+ * A trained module: its HF path, the GGUF tensor it lands on (or the tensors the converter splits
+ * its rows into), (out, in), and whether its rows are permuted by `heads`.
+ */
+interface Target { module: string; tensor: string | Landing[]; out: number; in: number; permuteHeads?: number }
+
+/** The converter's split of a module's rows in halves (Granite's input_linear: gate, then up). */
+const halves = (lower: string, upper: string, half: number): Landing[] => [
+  { tensor: lower, rows: half, from: (row) => row }, { tensor: upper, rows: half, from: (row) => half + row },
+];
+
+/**
+ * InternLM2's wqkv as InternLM2Model.modify_tensors splits it: reshaped (kv groups, q_per_kv + 2,
+ * head_dim, hidden), q = the first q_per_kv heads of each group, k the next, v the last; q and k
+ * then go through LlamaModel.permute (with the head and kv-head counts).
+ */
+function internlm2Wqkv(block: number): Landing[] {
+  const perKv = HEADS / KV_HEADS;
+  const qOrder: number[] = [], kOrder: number[] = [], vOrder: number[] = [];
+  for (let g = 0; g < KV_HEADS; g++) {
+    for (let slot = 0; slot < perKv + 2; slot++) {
+      for (let d = 0; d < HEAD_DIM; d++) {
+        const row = (g * (perKv + 2) + slot) * HEAD_DIM + d;
+        (slot < perKv ? qOrder : slot === perKv ? kOrder : vOrder).push(row);
+      }
+    }
+  }
+  return [
+    { tensor: `blk.${block}.attn_q.weight`, rows: Q, from: (row) => qOrder[hfRow(row, Q, HEADS)] },
+    { tensor: `blk.${block}.attn_k.weight`, rows: KV, from: (row) => kOrder[hfRow(row, KV, KV_HEADS)] },
+    { tensor: `blk.${block}.attn_v.weight`, rows: KV, from: (row) => vOrder[row] },
+  ];
+}
 
 interface Case {
   arch: string;
   hfClass: string;
   type: 'F16' | 'BF16';
-  /** GGUF tensors as [name, ne (columns first)]. */
-  tensors: [string, number[]][];
+  /** GGUF tensors as [name, ne (columns first), type where not the case's (1-D ones are F32)]. */
+  tensors: [string, number[], string?][];
+  /** Metadata keys of this architecture beside (or instead of) the common ones. */
+  metadata?: [string, MetaValue][];
   targets: Target[];
   rank: number;
   alpha: number;
@@ -44,7 +93,7 @@ interface Case {
 const Q = HEADS * HEAD_DIM, KV = KV_HEADS * HEAD_DIM;
 
 /** One block as LlamaModel-like converters write it (gate, up, down; no head of its own). */
-const LLAMA_LIKE: [string, number[]][] = [
+const LLAMA_LIKE: [string, number[], string?][] = [
   ['token_embd.weight', [HIDDEN, VOCAB]],
   ['blk.0.attn_norm.weight', [HIDDEN]],
   ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_k.weight', [HIDDEN, KV]], ['blk.0.attn_v.weight', [HIDDEN, KV]],
@@ -54,7 +103,175 @@ const LLAMA_LIKE: [string, number[]][] = [
   ['output_norm.weight', [HIDDEN]],
 ];
 
+/**
+ * A Mamba-2 mixer's tensors as Mamba2Model writes them: in_proj is z, xBC and dt stacked
+ * (2·d_inner + 2·groups·state + heads rows), the conv, A, D, dt bias and norm F32.
+ */
+const D_INNER = 2 * HIDDEN, SSM_STATE = 8, SSM_HEADS = 4, CONV = 4;
+const ssmInRows = (groups: number) => 2 * D_INNER + 2 * groups * SSM_STATE + SSM_HEADS;
+const mamba2 = (block: number, groups: number): [string, number[], string?][] => [
+  [`blk.${block}.ssm_in.weight`, [HIDDEN, ssmInRows(groups)]],
+  [`blk.${block}.ssm_conv1d.weight`, [CONV, D_INNER + 2 * groups * SSM_STATE], 'F32'], [`blk.${block}.ssm_conv1d.bias`, [D_INNER + 2 * groups * SSM_STATE]],
+  [`blk.${block}.ssm_dt.bias`, [SSM_HEADS]], [`blk.${block}.ssm_a`, [1, SSM_HEADS], 'F32'], [`blk.${block}.ssm_d`, [1, SSM_HEADS], 'F32'],
+  [`blk.${block}.ssm_norm.weight`, [D_INNER / groups, groups], 'F32'],
+  [`blk.${block}.ssm_out.weight`, [D_INNER, HIDDEN]],
+];
+const ssmMetadata = (a: string, groups: number): [string, MetaValue][] => [
+  [`${a}.ssm.conv_kernel`, u32(CONV)], [`${a}.ssm.state_size`, u32(SSM_STATE)], [`${a}.ssm.group_count`, u32(groups)],
+  [`${a}.ssm.inner_size`, u32(D_INNER)], [`${a}.ssm.time_step_rank`, u32(SSM_HEADS)],
+];
+const perLayer = (values: number[]): MetaValue => ({ type: 'array', itemType: 'u32', value: values });
+
+/** Granite's MoE feed-forward in every block: router, experts, shared expert (SHARED rows each of gate and up). */
+const EXPERTS = 4, EXPERT_FFN = 16, SHARED = 24;
+const graniteMoe = (block: number): [string, number[], string?][] => [
+  [`blk.${block}.ffn_norm.weight`, [HIDDEN]],
+  [`blk.${block}.ffn_gate_inp.weight`, [HIDDEN, EXPERTS], 'F32'],
+  [`blk.${block}.ffn_gate_exps.weight`, [HIDDEN, EXPERT_FFN, EXPERTS]], [`blk.${block}.ffn_up_exps.weight`, [HIDDEN, EXPERT_FFN, EXPERTS]],
+  [`blk.${block}.ffn_down_exps.weight`, [EXPERT_FFN, HIDDEN, EXPERTS]],
+  [`blk.${block}.ffn_gate_shexp.weight`, [HIDDEN, SHARED]], [`blk.${block}.ffn_up_shexp.weight`, [HIDDEN, SHARED]],
+  [`blk.${block}.ffn_down_shexp.weight`, [SHARED, HIDDEN]],
+];
+
 const CASES: Case[] = [
+  {
+    // Granite 4.0 H Tiny-like: block 0 Mamba-2, block 1 attention, both with experts and a shared
+    // expert; head_count_kv is per block (0 for Mamba-2), q and k permuted (undo_permute kept).
+    arch: 'granitehybrid', hfClass: 'ibm-granite/granite-4.0-h-tiny', type: 'BF16', rank: 4, alpha: 8,
+    targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'in_proj', 'out_proj', 'input_linear', 'output_linear', 'layer'],
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]],
+      ['blk.0.attn_norm.weight', [HIDDEN]], ...mamba2(0, 1), ...graniteMoe(0),
+      ['blk.1.attn_norm.weight', [HIDDEN]],
+      ['blk.1.attn_q.weight', [HIDDEN, Q]], ['blk.1.attn_k.weight', [HIDDEN, KV]], ['blk.1.attn_v.weight', [HIDDEN, KV]],
+      ['blk.1.attn_output.weight', [Q, HIDDEN]], ...graniteMoe(1),
+      ['output_norm.weight', [HIDDEN]],
+    ],
+    metadata: [
+      ['granitehybrid.block_count', u32(2)], ['granitehybrid.attention.head_count_kv', perLayer([0, KV_HEADS])],
+      ['granitehybrid.expert_count', u32(EXPERTS)], ['granitehybrid.expert_used_count', u32(2)],
+      ['granitehybrid.expert_feed_forward_length', u32(EXPERT_FFN)], ['granitehybrid.expert_shared_feed_forward_length', u32(SHARED)],
+      ['granitehybrid.attention.scale', { type: 'f32', value: 0.0078125 }], ['granitehybrid.embedding_scale', { type: 'f32', value: 12 }],
+      ['granitehybrid.residual_scale', { type: 'f32', value: 0.22 }], ['granitehybrid.logit_scale', { type: 'f32', value: 6 }],
+      ...ssmMetadata('granitehybrid', 1),
+    ],
+    targets: [
+      { module: 'model.layers.0.mamba.in_proj', tensor: 'blk.0.ssm_in.weight', out: ssmInRows(1), in: HIDDEN },
+      { module: 'model.layers.0.mamba.out_proj', tensor: 'blk.0.ssm_out.weight', out: HIDDEN, in: D_INNER },
+      { module: 'model.layers.0.shared_mlp.output_linear', tensor: 'blk.0.ffn_down_shexp.weight', out: HIDDEN, in: SHARED },
+      { module: 'model.layers.1.self_attn.q_proj', tensor: 'blk.1.attn_q.weight', out: Q, in: HIDDEN, permuteHeads: HEADS },
+      { module: 'model.layers.1.self_attn.k_proj', tensor: 'blk.1.attn_k.weight', out: KV, in: HIDDEN, permuteHeads: KV_HEADS },
+      { module: 'model.layers.1.self_attn.o_proj', tensor: 'blk.1.attn_output.weight', out: HIDDEN, in: Q },
+      { module: 'model.layers.1.shared_mlp.input_linear', tensor: halves('blk.1.ffn_gate_shexp.weight', 'blk.1.ffn_up_shexp.weight', SHARED), out: 2 * SHARED, in: HIDDEN },
+      { module: 'model.layers.1.block_sparse_moe.router.layer', tensor: 'blk.1.ffn_gate_inp.weight', out: EXPERTS, in: HIDDEN },
+    ],
+  },
+  {
+    // Granite 4.0 Micro: GraniteMoeHybrid with attention only and no experts, written as granite;
+    // the shared MLP's input_linear splits into ffn_gate and ffn_up.
+    arch: 'granite', hfClass: 'ibm-granite/granite-4.0-micro', type: 'BF16', rank: 3, alpha: 6,
+    targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'input_linear', 'output_linear'],
+    tensors: LLAMA_LIKE,
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', tensor: 'blk.0.attn_q.weight', out: Q, in: HIDDEN, permuteHeads: HEADS },
+      { module: 'model.layers.0.self_attn.k_proj', tensor: 'blk.0.attn_k.weight', out: KV, in: HIDDEN, permuteHeads: KV_HEADS },
+      { module: 'model.layers.0.shared_mlp.input_linear', tensor: halves('blk.0.ffn_gate.weight', 'blk.0.ffn_up.weight', FFN), out: 2 * FFN, in: HIDDEN },
+      { module: 'model.layers.0.shared_mlp.output_linear', tensor: 'blk.0.ffn_down.weight', out: HIDDEN, in: FFN },
+    ],
+  },
+  {
+    // Nemotron Nano 2-like pattern "M*-": a Mamba-2 mixer (2 groups), an attention mixer (q and k
+    // permuted), an MLP mixer; each block has one norm; PEFT paths under `backbone`.
+    arch: 'nemotron_h', hfClass: 'nvidia/NVIDIA-Nemotron-Nano-9B-v2', type: 'BF16', rank: 2, alpha: 2,
+    targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'in_proj', 'out_proj', 'up_proj', 'down_proj'],
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]],
+      ['blk.0.attn_norm.weight', [HIDDEN]], ...mamba2(0, 2),
+      ['blk.1.attn_norm.weight', [HIDDEN]],
+      ['blk.1.attn_q.weight', [HIDDEN, Q]], ['blk.1.attn_k.weight', [HIDDEN, KV]], ['blk.1.attn_v.weight', [HIDDEN, KV]],
+      ['blk.1.attn_output.weight', [Q, HIDDEN]],
+      ['blk.2.attn_norm.weight', [HIDDEN]], ['blk.2.ffn_up.weight', [HIDDEN, FFN]], ['blk.2.ffn_down.weight', [FFN, HIDDEN]],
+      ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]],
+    ],
+    metadata: [
+      ['nemotron_h.block_count', u32(3)], ['nemotron_h.attention.head_count_kv', perLayer([0, KV_HEADS, 0])],
+      ['nemotron_h.feed_forward_length', perLayer([0, 0, FFN])],
+      ['nemotron_h.attention.key_length', u32(HEAD_DIM)], ['nemotron_h.attention.value_length', u32(HEAD_DIM)],
+      ...ssmMetadata('nemotron_h', 2),
+    ],
+    targets: [
+      { module: 'backbone.layers.0.mixer.in_proj', tensor: 'blk.0.ssm_in.weight', out: ssmInRows(2), in: HIDDEN },
+      { module: 'backbone.layers.0.mixer.out_proj', tensor: 'blk.0.ssm_out.weight', out: HIDDEN, in: D_INNER },
+      { module: 'backbone.layers.1.mixer.q_proj', tensor: 'blk.1.attn_q.weight', out: Q, in: HIDDEN, permuteHeads: HEADS },
+      { module: 'backbone.layers.1.mixer.k_proj', tensor: 'blk.1.attn_k.weight', out: KV, in: HIDDEN, permuteHeads: KV_HEADS },
+      { module: 'backbone.layers.1.mixer.v_proj', tensor: 'blk.1.attn_v.weight', out: KV, in: HIDDEN },
+      { module: 'backbone.layers.2.mixer.up_proj', tensor: 'blk.2.ffn_up.weight', out: FFN, in: HIDDEN },
+      { module: 'backbone.layers.2.mixer.down_proj', tensor: 'blk.2.ffn_down.weight', out: HIDDEN, in: FFN },
+    ],
+  },
+  {
+    // Falcon-H1: attention and Mamba-2 side by side in every block; only up_proj is written as it
+    // is (a LoRA on the scaled weights is refused, below).
+    arch: 'falcon-h1', hfClass: 'tiiuae/Falcon-H1-0.5B-Instruct', type: 'BF16', rank: 2, alpha: 4,
+    targetModules: ['up_proj'],
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]],
+      ['blk.0.attn_norm.weight', [HIDDEN]],
+      ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_k.weight', [HIDDEN, KV]], ['blk.0.attn_v.weight', [HIDDEN, KV]],
+      ['blk.0.attn_output.weight', [Q, HIDDEN]], ...mamba2(0, 1),
+      ['blk.0.ffn_norm.weight', [HIDDEN]],
+      ['blk.0.ffn_gate.weight', [HIDDEN, FFN]], ['blk.0.ffn_up.weight', [HIDDEN, FFN]], ['blk.0.ffn_down.weight', [FFN, HIDDEN]],
+      ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]],
+    ],
+    metadata: [['falcon-h1.attention.key_length', u32(HEAD_DIM)], ...ssmMetadata('falcon-h1', 1)],
+    targets: [{ module: 'model.layers.0.feed_forward.up_proj', tensor: 'blk.0.ffn_up.weight', out: FFN, in: HIDDEN }],
+  },
+  {
+    // InternLM2: the grouped wqkv lands on attn_q, attn_k and attn_v as the converter splits and
+    // permutes it; wo, feed_forward.w1/w3/w2, tok_embeddings and output by name.
+    arch: 'internlm2', hfClass: 'internlm/internlm2_5-7b-chat', type: 'BF16', rank: 3, alpha: 5,
+    targetModules: ['wqkv', 'wo', 'w1', 'w2', 'w3'],
+    tensors: [...LLAMA_LIKE, ['output.weight', [HIDDEN, VOCAB]]],
+    targets: [
+      { module: 'model.layers.0.attention.wqkv', tensor: internlm2Wqkv(0), out: Q + 2 * KV, in: HIDDEN },
+      { module: 'model.layers.0.attention.wo', tensor: 'blk.0.attn_output.weight', out: HIDDEN, in: Q },
+      { module: 'model.layers.0.feed_forward.w1', tensor: 'blk.0.ffn_gate.weight', out: FFN, in: HIDDEN },
+      { module: 'model.layers.0.feed_forward.w3', tensor: 'blk.0.ffn_up.weight', out: FFN, in: HIDDEN },
+      { module: 'output', tensor: 'output.weight', out: VOCAB, in: HIDDEN },
+    ],
+  },
+  {
+    // Llama 4 (Scout-like): block 0 dense feed_forward, block 1 MoE (router, shared expert, stacked
+    // experts); q and k as they are (Llama4Model turns undo_permute off). Multimodal paths.
+    arch: 'llama4', hfClass: 'meta-llama/Llama-4-Scout-17B-16E-Instruct', type: 'BF16', rank: 2, alpha: 4,
+    targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'router'],
+    tensors: [
+      ...LLAMA_LIKE.filter(([name]) => name !== 'output_norm.weight'),
+      ['blk.1.attn_norm.weight', [HIDDEN]],
+      ['blk.1.attn_q.weight', [HIDDEN, Q]], ['blk.1.attn_k.weight', [HIDDEN, KV]], ['blk.1.attn_v.weight', [HIDDEN, KV]],
+      ['blk.1.attn_output.weight', [Q, HIDDEN]], ['blk.1.ffn_norm.weight', [HIDDEN]],
+      ['blk.1.ffn_gate_inp.weight', [HIDDEN, EXPERTS], 'F32'],
+      ['blk.1.ffn_gate_exps.weight', [HIDDEN, EXPERT_FFN, EXPERTS]], ['blk.1.ffn_up_exps.weight', [HIDDEN, EXPERT_FFN, EXPERTS]],
+      ['blk.1.ffn_down_exps.weight', [EXPERT_FFN, HIDDEN, EXPERTS]],
+      ['blk.1.ffn_gate_shexp.weight', [HIDDEN, SHARED]], ['blk.1.ffn_up_shexp.weight', [HIDDEN, SHARED]], ['blk.1.ffn_down_shexp.weight', [SHARED, HIDDEN]],
+      ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]],
+    ],
+    metadata: [
+      ['llama4.block_count', u32(2)], ['llama4.expert_count', u32(EXPERTS)], ['llama4.expert_used_count', u32(1)],
+      ['llama4.expert_feed_forward_length', u32(EXPERT_FFN)], ['llama4.interleave_moe_layer_step', u32(2)],
+      ['llama4.rope.dimension_count', u32(HEAD_DIM)],
+    ],
+    targets: [
+      { module: 'language_model.model.layers.0.self_attn.q_proj', tensor: 'blk.0.attn_q.weight', out: Q, in: HIDDEN },
+      { module: 'language_model.model.layers.0.self_attn.k_proj', tensor: 'blk.0.attn_k.weight', out: KV, in: HIDDEN },
+      { module: 'language_model.model.layers.0.feed_forward.gate_proj', tensor: 'blk.0.ffn_gate.weight', out: FFN, in: HIDDEN },
+      { module: 'language_model.model.layers.0.feed_forward.down_proj', tensor: 'blk.0.ffn_down.weight', out: HIDDEN, in: FFN },
+      { module: 'language_model.model.layers.1.feed_forward.router', tensor: 'blk.1.ffn_gate_inp.weight', out: EXPERTS, in: HIDDEN },
+      { module: 'language_model.model.layers.1.feed_forward.shared_expert.up_proj', tensor: 'blk.1.ffn_up_shexp.weight', out: SHARED, in: HIDDEN },
+      { module: 'language_model.model.layers.1.feed_forward.shared_expert.down_proj', tensor: 'blk.1.ffn_down_shexp.weight', out: HIDDEN, in: SHARED },
+      { module: 'language_model.lm_head', tensor: 'output.weight', out: VOCAB, in: HIDDEN },
+    ],
+  },
   {
     arch: 'phi2', hfClass: 'microsoft/phi-2', type: 'F16', rank: 4, alpha: 8,
     targetModules: ['q_proj', 'k_proj', 'v_proj', 'dense', 'fc1', 'fc2'],
@@ -125,7 +342,7 @@ const CASES: Case[] = [
 ];
 
 function baseGguf(c: Case) {
-  const specs = c.tensors.map(([name, ne]) => ({ name, ne, type: ne.length === 1 ? 'F32' : c.type }));
+  const specs = c.tensors.map(([name, ne, type]) => ({ name, ne, type: type ?? (ne.length === 1 ? 'F32' : c.type) }));
   const { tensors, values } = randomTensors(specs, gaussian(3));
   const a = c.arch;
   const metadata: [string, MetaValue][] = [
@@ -136,7 +353,9 @@ function baseGguf(c: Case) {
     [`${a}.attention.head_count_kv`, u32(a === 'phi2' ? HEADS : KV_HEADS)],
     ['general.file_type', u32(c.type === 'F16' ? 1 : 32)],
   ];
-  return { bytes: buildGguf({ metadata, tensors }), values };
+  const own = c.metadata ?? [];
+  const merged = [...metadata.filter(([key]) => !own.some(([k]) => k === key)), ...own];
+  return { bytes: buildGguf({ metadata: merged, tensors }), values };
 }
 
 function peftAdapter(c: Case) {
@@ -157,6 +376,12 @@ function peftAdapter(c: Case) {
     ])),
   };
   return { files, factors };
+}
+
+/** The tensors a module's ΔW lands on, each with the ΔW row each of its rows holds. */
+function landings(t: Target): Landing[] {
+  if (typeof t.tensor !== 'string') return t.tensor;
+  return [{ tensor: t.tensor, rows: t.out, from: (row) => hfRow(row, t.out, t.permuteHeads) }];
 }
 
 /** The HF row a GGUF row holds: LlamaModel.permute with `heads` heads, or the same row. */
@@ -182,24 +407,46 @@ describe.each(CASES)('PEFT LoRA on a $arch GGUF', (c) => {
     const out = readGguf(bytes);
     const scale = WEIGHT * c.alpha / c.rank;
     for (const f of adapter.factors) {
-      const w = base.values.get(f.tensor)!;
-      const merged = tensorValues('F32', out.tensors.find((t) => t.name === f.tensor)!.data);
-      expect(merged.length, f.tensor).toBe(f.out * f.in);
-      let worst = 0;
-      for (let row = 0; row < f.out; row++) {
-        const src = hfRow(row, f.out, f.permuteHeads);
-        for (let col = 0; col < f.in; col++) {
-          let sum = 0;
-          for (let k = 0; k < c.rank; k++) sum += f.b[src * c.rank + k] * f.a[k * f.in + col];
-          const want = w[row * f.in + col] + scale * sum;
-          worst = Math.max(worst, Math.abs(merged[row * f.in + col] - want) / (Math.abs(want) + 1e-3));
+      for (const { tensor, rows, from } of landings(f)) {
+        const w = base.values.get(tensor)!;
+        const merged = tensorValues('F32', out.tensors.find((t) => t.name === tensor)!.data);
+        expect(merged.length, tensor).toBe(rows * f.in);
+        let worst = 0;
+        for (let row = 0; row < rows; row++) {
+          const src = from(row);
+          for (let col = 0; col < f.in; col++) {
+            let sum = 0;
+            for (let k = 0; k < c.rank; k++) sum += f.b[src * c.rank + k] * f.a[k * f.in + col];
+            const want = w[row * f.in + col] + scale * sum;
+            worst = Math.max(worst, Math.abs(merged[row * f.in + col] - want) / (Math.abs(want) + 1e-3));
+          }
         }
+        expect(worst, tensor).toBeLessThan(1e-5);
       }
-      expect(worst, f.tensor).toBeLessThan(1e-5);
     }
-    const touched = new Set(adapter.factors.map((f) => f.tensor));
+    const touched = new Set(adapter.factors.flatMap((f) => landings(f).map((l) => l.tensor)));
     for (const t of readGguf(base.bytes).tensors.filter((x) => !touched.has(x.name))) {
       expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
     }
+  });
+});
+
+describe('PEFT LoRA on a falcon-h1 GGUF, on weights its converter scales', () => {
+  const falcon = CASES.find((c) => c.arch === 'falcon-h1')!;
+  const base = baseGguf(falcon);
+
+  it.for([
+    ['model.layers.0.self_attn.q_proj', 'blk.0.attn_q.weight', Q, HIDDEN, 'attention_in_multiplier'],
+    ['model.layers.0.feed_forward.gate_proj', 'blk.0.ffn_gate.weight', FFN, HIDDEN, 'mlp_multipliers[0]'],
+    ['model.layers.0.mamba.in_proj', 'blk.0.ssm_in.weight', ssmInRows(1), HIDDEN, 'ssm_in_multiplier and, per group of rows, ssm_multipliers'],
+  ] as const)('refuses %s, naming the multiplier the GGUF does not record', async ([module, tensor, out, inDim, multiplier]) => {
+    const c: Case = { ...falcon, targetModules: [module.split('.').at(-1)!], targets: [{ module, tensor, out, in: inDim }] };
+    const prepared = await prepareMerge(memoryInputFileSet({ 'falcon-h1-tiny-BF16.gguf': base.bytes }, 'base'),
+      [{ files: memoryInputFileSet(peftAdapter(c).files, 'falcon-lora') }]);
+    const messages = prepared.plan.problems.map((p) => p.message);
+    await prepared.close();
+    expect(messages).toHaveLength(1);
+    expect(messages[0]).toContain(`module "${module}"`);
+    expect(messages[0]).toContain(`multiplies this weight by the config's ${multiplier}`);
   });
 });

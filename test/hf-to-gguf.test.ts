@@ -233,6 +233,167 @@ describe('HF module paths on GGUF tensors', () => {
     expect(where(exaone, 'transformer.h.2.attn.attention.rotary')).toMatch(/no matching tensor/);
   });
 
+  it('maps Granite 4.0 H (granitehybrid): Mamba-2 in/out, q and k permuted with the block\'s kv heads, the shared MLP split in halves, experts, router', () => {
+    const rows = (locator: ModuleLocator, module: string) => {
+      const r = locator.locate(moduleAddress(`base_model.model.${module}`));
+      return r.found ? r.targets.map((t) => [t.baseKey, t.rows?.map((g) => `${g.src}>${g.dst}x${g.count}`).join(',')]) : r.message;
+    };
+    // Block 0 Mamba-2, block 1 attention: head_count_kv is one value per block (0 for Mamba-2).
+    const moe = ggufBase('granitehybrid', {
+      'blk.0.ssm_in.weight': [148, 32], 'blk.0.ssm_out.weight': [32, 64],
+      'blk.1.attn_q.weight': [32, 32], 'blk.1.attn_k.weight': [16, 32], 'blk.1.attn_v.weight': [16, 32], 'blk.1.attn_output.weight': [32, 32],
+      'blk.0.ffn_gate_shexp.weight': [24, 32], 'blk.0.ffn_up_shexp.weight': [24, 32], 'blk.0.ffn_down_shexp.weight': [32, 24],
+      'blk.1.ffn_gate_inp.weight': [4, 32], 'blk.1.ffn_gate_exps.weight': [4 * 8, 32], 'blk.1.ffn_up_exps.weight': [4 * 8, 32], 'blk.1.ffn_down_exps.weight': [4 * 32, 8],
+    }, { 'granitehybrid.attention.head_count': 4, 'granitehybrid.attention.head_count_kv': [0, 2], 'granitehybrid.expert_count': 4 });
+    expect(where(moe, 'model.layers.0.mamba.in_proj')).toEqual([{ key: 'blk.0.ssm_in.weight', rows: undefined }]);
+    expect(where(moe, 'model.layers.0.mamba.out_proj')).toEqual([{ key: 'blk.0.ssm_out.weight', rows: undefined }]);
+    // 4 heads of 8 rows for q, 2 kv heads of 8 rows for k.
+    const q = moe.locate(moduleAddress('base_model.model.model.layers.1.self_attn.q_proj'));
+    const k = moe.locate(moduleAddress('base_model.model.model.layers.1.self_attn.k_proj'));
+    if (!q.found || !k.found) throw new Error('q or k not found');
+    expect(q.targets[0].rows!.slice(0, 8).map((g) => g.src)).toEqual([0, 4, 1, 5, 2, 6, 3, 7]);
+    expect(k.targets[0].rows!.map((g) => g.src)).toEqual([0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15]);
+    expect(where(moe, 'model.layers.1.self_attn.o_proj')).toEqual([{ key: 'blk.1.attn_output.weight', rows: undefined }]);
+    // input_linear is gate then up (24 rows each); beside experts they are the shared expert's.
+    expect(rows(moe, 'model.layers.0.shared_mlp.input_linear')).toEqual([['blk.0.ffn_gate_shexp.weight', '0>0x24'], ['blk.0.ffn_up_shexp.weight', '24>0x24']]);
+    expect(where(moe, 'model.layers.0.shared_mlp.output_linear')).toEqual([{ key: 'blk.0.ffn_down_shexp.weight', rows: undefined }]);
+    expect(where(moe, 'model.layers.1.block_sparse_moe.router.layer')).toEqual([{ key: 'blk.1.ffn_gate_inp.weight', rows: undefined }]);
+    const fused = moe.locate(moduleAddress('base_model.model.model.layers.1.block_sparse_moe.input_linear.weight'));
+    expect(fused.found && fused.targets.map((t) => [t.baseKey, t.experts?.paramShape, t.experts?.rows?.join(',')])).toEqual([
+      ['blk.1.ffn_gate_exps.weight', [4, 16, 32], '0,1,2,3,4,5,6,7'], ['blk.1.ffn_up_exps.weight', [4, 16, 32], '8,9,10,11,12,13,14,15'],
+    ]);
+    const down = moe.locate(moduleAddress('base_model.model.model.layers.1.block_sparse_moe.output_linear.weight'));
+    expect(down.found && down.targets.map((t) => [t.baseKey, t.experts?.paramShape])).toEqual([['blk.1.ffn_down_exps.weight', [4, 32, 8]]]);
+    expect(where(moe, 'model.layers.1.block_sparse_moe.input_linear')).toMatch(/not a Linear.*target_parameters/);
+    // The dense hybrid (Granite 4.0 H Micro) and the attention-only dense model (written as granite): ffn_gate/ffn_up/ffn_down.
+    for (const arch of ['granitehybrid', 'granite']) {
+      const dense = ggufBase(arch, { 'blk.2.ffn_gate.weight': [24, 32], 'blk.2.ffn_up.weight': [24, 32], 'blk.2.ffn_down.weight': [32, 24] });
+      expect(rows(dense, 'model.layers.2.shared_mlp.input_linear'), arch).toEqual([['blk.2.ffn_gate.weight', '0>0x24'], ['blk.2.ffn_up.weight', '24>0x24']]);
+      expect(where(dense, 'model.layers.2.shared_mlp.output_linear'), arch).toEqual([{ key: 'blk.2.ffn_down.weight', rows: undefined }]);
+    }
+    // Gate and up of different heights cannot be the two halves of one input_linear.
+    const uneven = ggufBase('granitehybrid', { 'blk.0.ffn_gate_shexp.weight': [24, 32], 'blk.0.ffn_up_shexp.weight': [20, 32] });
+    expect(where(uneven, 'model.layers.0.shared_mlp.input_linear')).toMatch(/no matching tensor/);
+    // Bamba: feed_forward's plain names.
+    const bamba = ggufBase('granitehybrid', { 'blk.0.ffn_gate.weight': [24, 32], 'blk.0.ffn_down.weight': [32, 24] });
+    expect(where(bamba, 'model.layers.0.feed_forward.gate_proj')).toEqual([{ key: 'blk.0.ffn_gate.weight', rows: undefined }]);
+    expect(where(bamba, 'model.layers.0.feed_forward.down_proj')).toEqual([{ key: 'blk.0.ffn_down.weight', rows: undefined }]);
+    // Granite 3.x MoE: permuted q (scalar head counts), experts, shared MLP.
+    const g3 = ggufBase('granitemoe', { 'blk.0.attn_q.weight': [32, 32], 'blk.0.ffn_gate_inp.weight': [4, 32], 'blk.0.ffn_gate_shexp.weight': [24, 32], 'blk.0.ffn_up_shexp.weight': [24, 32] },
+      { 'granitemoe.attention.head_count': 4, 'granitemoe.attention.head_count_kv': 2 });
+    const g3q = g3.locate(moduleAddress('base_model.model.model.layers.0.self_attn.q_proj'));
+    expect(g3q.found && g3q.targets[0].rows!.slice(0, 8).map((g) => g.src)).toEqual([0, 4, 1, 5, 2, 6, 3, 7]);
+    expect(where(g3, 'model.layers.0.block_sparse_moe.router.layer')).toEqual([{ key: 'blk.0.ffn_gate_inp.weight', rows: undefined }]);
+    expect(rows(g3, 'model.layers.0.shared_mlp.input_linear')).toEqual([['blk.0.ffn_gate_shexp.weight', '0>0x24'], ['blk.0.ffn_up_shexp.weight', '24>0x24']]);
+  });
+
+  it('maps Nemotron-H\'s mixers (backbone or model naming): Mamba-2 in/out, q and k permuted, MLP up/down, MoE experts and shared experts', () => {
+    const base = ggufBase('nemotron_h', {
+      'token_embd.weight': [32, 64], 'output.weight': [32, 64],
+      'blk.0.ssm_in.weight': [148, 32], 'blk.0.ssm_out.weight': [32, 64],
+      'blk.1.attn_q.weight': [32, 32], 'blk.1.attn_k.weight': [16, 32], 'blk.1.attn_v.weight': [16, 32], 'blk.1.attn_output.weight': [32, 32],
+      'blk.2.ffn_up.weight': [48, 32], 'blk.2.ffn_down.weight': [32, 48],
+    }, { 'nemotron_h.attention.head_count': 4, 'nemotron_h.attention.head_count_kv': [0, 2, 0] });
+    for (const tree of ['backbone', 'model']) {
+      expect(where(base, `${tree}.layers.0.mixer.in_proj`)).toEqual([{ key: 'blk.0.ssm_in.weight', rows: undefined }]);
+      expect(where(base, `${tree}.layers.0.mixer.out_proj`)).toEqual([{ key: 'blk.0.ssm_out.weight', rows: undefined }]);
+      const k = base.locate(moduleAddress(`base_model.model.${tree}.layers.1.mixer.k_proj`));
+      expect(k.found && k.targets[0].rows!.map((g) => g.src)).toEqual([0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15]);
+      const q = base.locate(moduleAddress(`base_model.model.${tree}.layers.1.mixer.q_proj`));
+      expect(q.found && q.targets[0].rows!.slice(0, 8).map((g) => g.src)).toEqual([0, 4, 1, 5, 2, 6, 3, 7]);
+      expect(where(base, `${tree}.layers.1.mixer.v_proj`)).toEqual([{ key: 'blk.1.attn_v.weight', rows: undefined }]);
+      expect(where(base, `${tree}.layers.1.mixer.o_proj`)).toEqual([{ key: 'blk.1.attn_output.weight', rows: undefined }]);
+      expect(where(base, `${tree}.layers.2.mixer.up_proj`)).toEqual([{ key: 'blk.2.ffn_up.weight', rows: undefined }]);
+      expect(where(base, `${tree}.layers.2.mixer.down_proj`)).toEqual([{ key: 'blk.2.ffn_down.weight', rows: undefined }]);
+    }
+    expect(where(base, 'backbone.embeddings')).toEqual([{ key: 'token_embd.weight', rows: undefined }]);
+    expect(where(base, 'lm_head')).toEqual([{ key: 'output.weight', rows: undefined }]);
+    // A Mamba-2 block has no attention; a module of the tree with no tensor is a named miss.
+    expect(where(base, 'backbone.layers.0.mixer.q_proj')).toMatch(/no matching tensor/);
+    expect(where(base, 'backbone.layers.0.mixer.conv1d')).toMatch(/no matching tensor/);
+    const moe = ggufBase('nemotron_h_moe', {
+      'blk.1.ffn_up_exps.weight': [8 * 16, 32], 'blk.1.ffn_down_exps.weight': [8 * 32, 16], 'blk.1.ffn_up_shexp.weight': [24, 32], 'blk.1.ffn_down_shexp.weight': [32, 24],
+    }, { 'nemotron_h_moe.expert_count': 8 });
+    expect(moe.locate(moduleAddress('base_model.model.backbone.layers.1.mixer.experts.5.up_proj')))
+      .toMatchObject({ found: true, targets: [{ baseKey: 'blk.1.ffn_up_exps.weight', rows: [{ src: 0, dst: 80, count: 16 }] }] });
+    expect(moe.locate(moduleAddress('base_model.model.backbone.layers.1.mixer.experts.7.down_proj')))
+      .toMatchObject({ found: true, targets: [{ baseKey: 'blk.1.ffn_down_exps.weight', rows: [{ src: 0, dst: 224, count: 32 }] }] });
+    expect(where(moe, 'backbone.layers.1.mixer.shared_experts.up_proj')).toEqual([{ key: 'blk.1.ffn_up_shexp.weight', rows: undefined }]);
+    expect(where(moe, 'backbone.layers.1.mixer.shared_experts.down_proj')).toEqual([{ key: 'blk.1.ffn_down_shexp.weight', rows: undefined }]);
+  });
+
+  it('maps Falcon-H1\'s up projection and refuses the weights its converter multiplies by config multipliers', () => {
+    const base = ggufBase('falcon-h1', {
+      'token_embd.weight': [32, 64], 'output.weight': [32, 64], 'blk.0.ssm_in.weight': [148, 32], 'blk.0.ssm_out.weight': [32, 64],
+      'blk.0.attn_q.weight': [32, 32], 'blk.0.attn_k.weight': [16, 32], 'blk.0.attn_v.weight': [16, 32], 'blk.0.attn_output.weight': [32, 32],
+      'blk.0.ffn_gate.weight': [48, 32], 'blk.0.ffn_up.weight': [48, 32], 'blk.0.ffn_down.weight': [32, 48],
+    }, { 'falcon-h1.attention.head_count': 4, 'falcon-h1.attention.head_count_kv': 2 });
+    expect(where(base, 'model.layers.0.feed_forward.up_proj')).toEqual([{ key: 'blk.0.ffn_up.weight', rows: undefined }]);
+    const refused: [string, RegExp][] = [
+      ['model.layers.0.feed_forward.gate_proj', /mlp_multipliers\[0\]/], ['model.layers.0.feed_forward.down_proj', /mlp_multipliers\[1\]/],
+      ['model.layers.0.self_attn.q_proj', /attention_in_multiplier/], ['model.layers.0.self_attn.k_proj', /key_multiplier/],
+      ['model.layers.0.self_attn.v_proj', /attention_in_multiplier/], ['model.layers.0.self_attn.o_proj', /attention_out_multiplier/],
+      ['model.layers.0.mamba.in_proj', /ssm_multipliers/], ['model.layers.0.mamba.out_proj', /ssm_out_multiplier/],
+      ['model.embed_tokens', /embedding_multiplier/], ['lm_head', /lm_head_multiplier/],
+    ];
+    for (const [module, why] of refused) expect(where(base, module), module).toMatch(why);
+  });
+
+  it('splits InternLM2\'s grouped wqkv into attn_q, attn_k and attn_v as the converter does, q and k permuted', () => {
+    // 4 heads, 2 kv heads, head_dim 4: wqkv is, per group, 2 q heads, 1 k head, 1 v head (16 rows a group).
+    const base = ggufBase('internlm2', {
+      'token_embd.weight': [32, 16], 'output.weight': [32, 16],
+      'blk.0.attn_q.weight': [16, 16], 'blk.0.attn_k.weight': [8, 16], 'blk.0.attn_v.weight': [8, 16], 'blk.0.attn_output.weight': [16, 16],
+      'blk.0.ffn_gate.weight': [24, 16], 'blk.0.ffn_up.weight': [24, 16], 'blk.0.ffn_down.weight': [16, 24],
+    }, { 'internlm2.attention.head_count': 4, 'internlm2.attention.head_count_kv': 2 });
+    const r = base.locate(moduleAddress('base_model.model.model.layers.0.attention.wqkv'));
+    if (!r.found) throw new Error(r.message);
+    const byDst = (i: number) => [...r.targets[i].rows!].sort((a, b) => a.dst - b.dst).flatMap((g) => Array.from({ length: g.count }, (_, j) => g.src + j));
+    expect(r.targets.map((t) => t.baseKey)).toEqual(['blk.0.attn_q.weight', 'blk.0.attn_k.weight', 'blk.0.attn_v.weight']);
+    // q heads 0, 1 are wqkv rows 0–7, heads 2, 3 rows 16–23; each head's rows interleaved (0, 2, 1, 3).
+    expect(byDst(0)).toEqual([0, 2, 1, 3, 4, 6, 5, 7, 16, 18, 17, 19, 20, 22, 21, 23]);
+    // k heads: rows 8–11 and 24–27, interleaved; v heads: rows 12–15 and 28–31 as they are.
+    expect(byDst(1)).toEqual([8, 10, 9, 11, 24, 26, 25, 27]);
+    expect(byDst(2)).toEqual([12, 13, 14, 15, 28, 29, 30, 31]);
+    expect(where(base, 'model.layers.0.attention.wo')).toEqual([{ key: 'blk.0.attn_output.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.feed_forward.w1')).toEqual([{ key: 'blk.0.ffn_gate.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.feed_forward.w3')).toEqual([{ key: 'blk.0.ffn_up.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.feed_forward.w2')).toEqual([{ key: 'blk.0.ffn_down.weight', rows: undefined }]);
+    expect(where(base, 'model.tok_embeddings')).toEqual([{ key: 'token_embd.weight', rows: undefined }]);
+    expect(where(base, 'output')).toEqual([{ key: 'output.weight', rows: undefined }]);
+    // InternVL's language model keeps the same names under language_model.
+    expect(where(base, 'language_model.model.layers.0.attention.wo')).toEqual([{ key: 'blk.0.attn_output.weight', rows: undefined }]);
+    // Without the kv-head count's fit (k not kv_heads·head_dim rows), nothing is placed.
+    const odd = ggufBase('internlm2', { 'blk.0.attn_q.weight': [16, 16], 'blk.0.attn_k.weight': [4, 16], 'blk.0.attn_v.weight': [4, 16] },
+      { 'internlm2.attention.head_count': 4, 'internlm2.attention.head_count_kv': 2 });
+    expect(where(odd, 'model.layers.0.attention.wqkv')).toMatch(/no matching tensor/);
+  });
+
+  it('maps Llama 4\'s language model without permuting q and k: feed_forward MLP, router, shared expert, fused experts transposed and split in halves', () => {
+    const base = ggufBase('llama4', {
+      'blk.0.attn_q.weight': [64, 32], 'blk.0.attn_k.weight': [16, 32], 'blk.0.ffn_gate.weight': [48, 32], 'blk.0.ffn_down.weight': [32, 48],
+      'blk.1.ffn_gate_inp.weight': [4, 32], 'blk.1.ffn_up_shexp.weight': [24, 32], 'blk.1.ffn_down_shexp.weight': [32, 24],
+      'blk.1.ffn_gate_exps.weight': [4 * 8, 32], 'blk.1.ffn_up_exps.weight': [4 * 8, 32], 'blk.1.ffn_down_exps.weight': [4 * 32, 8],
+    }, { 'llama4.attention.head_count': 8, 'llama4.attention.head_count_kv': 2, 'llama4.expert_count': 4 });
+    for (const prefix of ['language_model.model.layers', 'model.language_model.layers', 'model.layers']) {
+      expect(where(base, `${prefix}.0.self_attn.q_proj`), prefix).toEqual([{ key: 'blk.0.attn_q.weight', rows: undefined }]);
+      expect(where(base, `${prefix}.0.self_attn.k_proj`), prefix).toEqual([{ key: 'blk.0.attn_k.weight', rows: undefined }]);
+    }
+    expect(where(base, 'model.layers.0.feed_forward.gate_proj')).toEqual([{ key: 'blk.0.ffn_gate.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.feed_forward.down_proj')).toEqual([{ key: 'blk.0.ffn_down.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.1.feed_forward.router')).toEqual([{ key: 'blk.1.ffn_gate_inp.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.1.feed_forward.shared_expert.up_proj')).toEqual([{ key: 'blk.1.ffn_up_shexp.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.1.feed_forward.shared_expert.down_proj')).toEqual([{ key: 'blk.1.ffn_down_shexp.weight', rows: undefined }]);
+    const fused = base.locate(moduleAddress('base_model.model.language_model.model.layers.1.feed_forward.experts.gate_up_proj'));
+    expect(fused.found && fused.targets.map((t) => [t.baseKey, t.experts?.paramShape, t.experts?.transposed, t.experts?.rows?.join(',')])).toEqual([
+      ['blk.1.ffn_gate_exps.weight', [4, 32, 16], true, '0,1,2,3,4,5,6,7'], ['blk.1.ffn_up_exps.weight', [4, 32, 16], true, '8,9,10,11,12,13,14,15'],
+    ]);
+    const down = base.locate(moduleAddress('base_model.model.model.layers.1.feed_forward.experts.down_proj'));
+    expect(down.found && down.targets.map((t) => [t.baseKey, t.experts?.paramShape, t.experts?.transposed])).toEqual([['blk.1.ffn_down_exps.weight', [4, 8, 32], true]]);
+    expect(where(base, 'language_model.model.layers.1.feed_forward.experts.down_proj_bias')).toMatch(/expert bias/);
+    expect(where(base, 'vision_model.model.layers.0.self_attn.q_proj')).toMatch(/separate mmproj GGUF/);
+  });
+
   it('names what cannot be mapped: an unknown module, a missing tensor, an architecture it does not know', () => {
     const base = ggufBase('llama', { 'blk.0.attn_q.weight': [64, 64] }, { 'llama.attention.head_count': 8 });
     expect(where(base, 'model.layers.0.self_attn.rotary_emb')).toMatch(/no matching tensor/);

@@ -3,18 +3,28 @@
  * (`blk.3.attn_q.weight`), per architecture as llama.cpp's converter names them
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
- * the Qwen, Gemma, Phi, OLMo, GLM, Granite, Cohere, ERNIE, EXAONE families and others):
+ * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
+ * InternLM2 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
  *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections
  *   and w1/w3/w2), fused gate_up (phi3 →
  *   ffn_up), the MoE router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
- * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, Qwen3-VL-MoE, transformers 5's Qwen MoE) lands
- *   on the tensors the converter splits it into, each expert as the converter lays it out;
- * - for `llama`, `mistral3`, `granite`, `smollm3`, `arcee`, `minicpm` and `olmo`, the converter permutes the rows of q and k (reshape (heads, 2,
- *   d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same permutation, which
- *   convert_lora_to_gguf applies to B.
+ * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, Qwen3-VL-MoE, Llama 4, GraniteMoe,
+ *   transformers 5's Qwen MoE) lands on the tensors the converter splits it into, each expert as
+ *   the converter lays it out;
+ * - a module the converter splits by rows lands on each part: Granite's shared MLP `input_linear`
+ *   (gate, then up) on ffn_gate_shexp/ffn_up_shexp (ffn_gate/ffn_up without experts), InternLM2's
+ *   grouped `wqkv` on attn_q, attn_k and attn_v;
+ * - hybrid models' Mamba-2 mixers (`mamba.in_proj`/`out_proj`, Nemotron-H's `mixer.*`) on ssm_in
+ *   and ssm_out, and per-layer head counts (one per block, 0 for Mamba-2 blocks) read for the block;
+ * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
+ *   multipliers) is refused saying so;
+ * - for `llama`, `mistral3`, `granite`, `granitemoe`, `granitehybrid`, `nemotron_h`(`_moe`),
+ *   `smollm3`, `arcee`, `minicpm`, `olmo` and `internlm2`, the converter permutes the rows of q and k (reshape
+ *   (heads, 2, d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same
+ *   permutation, which convert_lora_to_gguf applies to B.
  * The base's GGUF metadata gives the architecture, head and expert counts. A module of a known
  * architecture that fits no rule is a miss (the plan names it); other bases are not this layout's.
  * A vision-language model's adapter may name its vision tower or projector, which the converter
@@ -39,6 +49,18 @@ interface Rule {
   refuse?: string;
   /** A fused expert parameter: which, and how the model stores it. */
   fused?: { part: 'gate_up' | 'down'; form: FusedExperts };
+  /**
+   * The tensor's name where the converter writes the model's other variant (Granite's shared MLP
+   * is ffn_*_shexp beside experts, ffn_* without): tried when `tensor` is not in the base.
+   */
+  dense?: string;
+  /**
+   * The converter splits the module's output rows in halves (Granite's `input_linear`: gate, then
+   * up): the first half lands on `tensor` (or `dense`), the second on this (or its `dense`).
+   */
+  upperHalf?: { tensor: string; dense?: string };
+  /** InternLM2's grouped wqkv, which the converter splits into attn_q, attn_k, attn_v and permutes. */
+  groupedQkv?: true;
 }
 
 const L = 'model\\.layers\\.(\\d+)';
@@ -146,19 +168,135 @@ const CHUNKED_EXPERTS: FusedExperts = { storedInOut: false, gateUp: 'halves' };
  */
 const QWEN3VL_EXPERTS: FusedExperts = { storedInOut: true, gateUp: 'halves' };
 
-const fusedExperts = (form: FusedExperts): readonly Rule[] => [
-  rule(`${L}\\.mlp\\.experts\\.gate_up_proj`, 'blk.$1.ffn_gate_exps', { fused: { part: 'gate_up', form } }),
-  rule(`${L}\\.mlp\\.experts\\.down_proj`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form } }),
-  rule(`${L}\\.mlp\\.experts\\.(gate_up_proj|down_proj)_bias`, 'blk.$1.ffn_gate_exps', {
+/** The fused expert parameters of `${block}.experts` (the block being `mlp`, or Llama 4's `feed_forward`). */
+const fusedExperts = (form: FusedExperts, block = 'mlp'): readonly Rule[] => [
+  rule(`${L}\\.${block}\\.experts\\.gate_up_proj`, 'blk.$1.ffn_gate_exps', { fused: { part: 'gate_up', form } }),
+  rule(`${L}\\.${block}\\.experts\\.down_proj`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form } }),
+  rule(`${L}\\.${block}\\.experts\\.(gate_up_proj|down_proj)_bias`, 'blk.$1.ffn_gate_exps', {
     refuse: 'a LoRA on an expert bias is not one PEFT trains (target_parameters takes matrices)',
   }),
+];
+
+/**
+ * Llama 4's text model (Llama4Model, a LlamaModel with undo_permute off: q and k as they are): the
+ * MLP and MoE under `feed_forward`, the router a Linear, a shared expert, and the fused experts
+ * stored (E, in, out) with gate and up as halves, which the converter transposes per expert and
+ * splits (down_proj transposed).
+ */
+const LLAMA4: readonly Rule[] = [
+  rule(`${L}\\.feed_forward\\.gate_proj`, 'blk.$1.ffn_gate'),
+  rule(`${L}\\.feed_forward\\.up_proj`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.feed_forward\\.down_proj`, 'blk.$1.ffn_down'),
+  rule(`${L}\\.feed_forward\\.router`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.feed_forward\\.shared_expert\\.gate_proj`, 'blk.$1.ffn_gate_shexp'),
+  rule(`${L}\\.feed_forward\\.shared_expert\\.up_proj`, 'blk.$1.ffn_up_shexp'),
+  rule(`${L}\\.feed_forward\\.shared_expert\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+  ...fusedExperts(QWEN3VL_EXPERTS, 'feed_forward'),
+];
+
+/** A Mamba-2 mixer's projections (Mamba2Model.modify_tensors maps them as they are). */
+const mamba2 = (mixer: string): readonly Rule[] => [rule(`${mixer}\\.in_proj`, 'blk.$1.ssm_in'), rule(`${mixer}\\.out_proj`, 'blk.$1.ssm_out')];
+
+/**
+ * Granite's shared MLP (GraniteMoeModel.modify_tensors): `input_linear` is gate and up stacked,
+ * which the converter splits into ffn_gate_shexp and ffn_up_shexp beside experts (ffn_gate and
+ * ffn_up without); `output_linear` is ffn_down_shexp (ffn_down).
+ */
+const GRANITE_SHARED_MLP: readonly Rule[] = [
+  rule(`${L}\\.shared_mlp\\.input_linear`, 'blk.$1.ffn_gate_shexp', {
+    dense: 'blk.$1.ffn_gate', upperHalf: { tensor: 'blk.$1.ffn_up_shexp', dense: 'blk.$1.ffn_up' },
+  }),
+  rule(`${L}\\.shared_mlp\\.output_linear`, 'blk.$1.ffn_down_shexp', { dense: 'blk.$1.ffn_down' }),
+];
+/**
+ * GraniteMoe's experts (GraniteMoeParallelExperts) are one (E, out, in) parameter each, not a
+ * Linear, so PEFT reaches them only through target_parameters (`block_sparse_moe.input_linear.weight`);
+ * the converter splits input_linear's gate and up halves into ffn_gate_exps and ffn_up_exps. The
+ * router's `layer` is a Linear.
+ */
+const GRANITE_MOE: readonly Rule[] = [
+  rule(`${L}\\.block_sparse_moe\\.router\\.layer`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.block_sparse_moe\\.input_linear\\.weight`, 'blk.$1.ffn_gate_exps', { fused: { part: 'gate_up', form: CHUNKED_EXPERTS } }),
+  rule(`${L}\\.block_sparse_moe\\.output_linear\\.weight`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form: CHUNKED_EXPERTS } }),
+  rule(`${L}\\.block_sparse_moe\\.(input|output)_linear`, 'blk.$1.ffn_gate_exps', {
+    refuse: "GraniteMoe's experts are a 3-D parameter, not a Linear that LoRA can target as a module: train them with target_parameters (`block_sparse_moe.input_linear.weight`)",
+  }),
+];
+/** Bamba (also converted to granitehybrid): the MLP is `feed_forward.gate_proj`/`up_proj`/`down_proj`. */
+const BAMBA_MLP: readonly Rule[] = [
+  rule(`${L}\\.feed_forward\\.gate_proj`, 'blk.$1.ffn_gate'),
+  rule(`${L}\\.feed_forward\\.up_proj`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.feed_forward\\.down_proj`, 'blk.$1.ffn_down'),
+];
+
+/**
+ * Nemotron-H (NemotronHModel, a GraniteHybridModel): every block is one `mixer` under
+ * `backbone.layers` (PEFT may name it `model.layers`, which the converter renames): Mamba-2,
+ * attention (q and k permuted as LlamaModel does, GraniteHybridModel keeping undo_permute) or an
+ * MLP of up and down; the MoE variant's experts are stacked as rows and its router is not a Linear.
+ */
+const NH = '(?:backbone|model)\\.layers\\.(\\d+)\\.mixer';
+const NEMOTRON_H: readonly Rule[] = [
+  rule('(?:backbone|model)\\.embeddings', 'token_embd'),
+  rule('lm_head', 'output'),
+  rule(`${NH}\\.q_proj`, 'blk.$1.attn_q', { permute: 'q' }),
+  rule(`${NH}\\.k_proj`, 'blk.$1.attn_k', { permute: 'k' }),
+  rule(`${NH}\\.v_proj`, 'blk.$1.attn_v'),
+  rule(`${NH}\\.o_proj`, 'blk.$1.attn_output'),
+  rule(`${NH}\\.up_proj`, 'blk.$1.ffn_up'),
+  rule(`${NH}\\.down_proj`, 'blk.$1.ffn_down'),
+  ...mamba2(NH),
+  rule(`${NH}\\.experts\\.(\\d+)\\.up_proj`, 'blk.$1.ffn_up_exps', { expert: 2 }),
+  rule(`${NH}\\.experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_exps', { expert: 2 }),
+  rule(`${NH}\\.shared_experts\\.up_proj`, 'blk.$1.ffn_up_shexp'),
+  rule(`${NH}\\.shared_experts\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+];
+
+/**
+ * Falcon-H1 (FalconH1Model.modify_tensors) multiplies most weights by multipliers from the model's
+ * config, which the GGUF does not record; only the MLP's up projection is kept as it is.
+ */
+const falconScaled = (by: string) => `convert_hf_to_gguf (FalconH1Model) multiplies this weight by the config's ${by}, which the GGUF does not record, so ΔW cannot be scaled to match: merge into the safetensors model and convert that`;
+const FALCON_H1: readonly Rule[] = [
+  rule(`${L}\\.feed_forward\\.up_proj`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.feed_forward\\.gate_proj`, 'blk.$1.ffn_gate', { refuse: falconScaled('mlp_multipliers[0]') }),
+  rule(`${L}\\.feed_forward\\.down_proj`, 'blk.$1.ffn_down', { refuse: falconScaled('mlp_multipliers[1]') }),
+  rule(`${L}\\.self_attn\\.q_proj`, 'blk.$1.attn_q', { refuse: falconScaled('attention_in_multiplier') }),
+  rule(`${L}\\.self_attn\\.v_proj`, 'blk.$1.attn_v', { refuse: falconScaled('attention_in_multiplier') }),
+  rule(`${L}\\.self_attn\\.k_proj`, 'blk.$1.attn_k', { refuse: falconScaled('key_multiplier and attention_in_multiplier') }),
+  rule(`${L}\\.self_attn\\.o_proj`, 'blk.$1.attn_output', { refuse: falconScaled('attention_out_multiplier') }),
+  rule(`${L}\\.mamba\\.in_proj`, 'blk.$1.ssm_in', { refuse: falconScaled('ssm_in_multiplier and, per group of rows, ssm_multipliers') }),
+  rule(`${L}\\.mamba\\.out_proj`, 'blk.$1.ssm_out', { refuse: falconScaled('ssm_out_multiplier') }),
+  rule('model\\.embed_tokens', 'token_embd', { refuse: falconScaled('embedding_multiplier') }),
+  rule('lm_head', 'output', { refuse: falconScaled('lm_head_multiplier') }),
+];
+
+/**
+ * InternLM2 (InternLM2Model): attention is `attention.wqkv` (grouped, split by the converter) and
+ * `attention.wo`, the MLP `feed_forward.w1` (gate), `w3` (up), `w2` (down); the embedding is
+ * `model.tok_embeddings`, the head `output`.
+ */
+const INTERNLM2: readonly Rule[] = [
+  rule('model\\.tok_embeddings', 'token_embd'),
+  rule('(?:language_model\\.)?output', 'output'),
+  rule(`${L}\\.attention\\.wqkv`, 'blk.$1.attn_q', { groupedQkv: true }),
+  rule(`${L}\\.attention\\.wo`, 'blk.$1.attn_output'),
+  rule(`${L}\\.feed_forward\\.w1`, 'blk.$1.ffn_gate'),
+  rule(`${L}\\.feed_forward\\.w3`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.feed_forward\\.w2`, 'blk.$1.ffn_down'),
 ];
 
 /** general.architecture → the rules of the models llama.cpp converts to it. */
 export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   llama: [...COMMON, ...QK_PERMUTED, ...MIXTRAL],
-  // Granite (GraniteModel) and SmolLM3 (SmolLM3Model): LlamaModel's subclasses, q and k permuted.
-  granite: [...COMMON, ...QK_PERMUTED],
+  // Granite (GraniteModel) and SmolLM3 (SmolLM3Model): LlamaModel's subclasses, q and k permuted;
+  // Granite 4.0's attention-only dense models (GraniteHybridModel, written as granite) add the shared MLP.
+  granite: [...COMMON, ...QK_PERMUTED, ...GRANITE_SHARED_MLP],
+  // Granite 3.x MoE (GraniteMoeModel, a GraniteModel): q and k permuted, experts split, shared MLP.
+  granitemoe: [...COMMON, ...QK_PERMUTED, ...GRANITE_SHARED_MLP, ...GRANITE_MOE],
+  // Granite 4.0 H and Bamba (GraniteHybridModel): Mamba-2 layers and attention layers (q and k
+  // permuted, undo_permute kept), Granite's shared MLP and experts, Bamba's feed_forward MLP.
+  granitehybrid: [...COMMON, ...QK_PERMUTED, ...GRANITE_SHARED_MLP, ...GRANITE_MOE, ...BAMBA_MLP, ...mamba2(`${L}\\.mamba`)],
   smollm3: [...COMMON, ...QK_PERMUTED],
   // Apertus (ApertusModel): a LlamaModel subclass that sets undo_permute = False.
   apertus: [...COMMON, ...QK],
@@ -222,6 +360,15 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   qwen3vlmoe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(QWEN3VL_EXPERTS)],
   // Qwen2VLModel: `language_model.` dropped, the vision tower left to the mmproj file; q/k as qwen2.
   qwen2vl: [...COMMON, ...QK],
+  // Nemotron-H / Nemotron Nano 2 and Nemotron 3's MoE (NemotronHModel).
+  nemotron_h: NEMOTRON_H,
+  nemotron_h_moe: NEMOTRON_H,
+  // Falcon-H1 (FalconH1Model): only the up projection is kept as it is; the rest are refused.
+  'falcon-h1': FALCON_H1,
+  // InternLM2 and InternVL's InternLM2 language model (InternLM2Model).
+  internlm2: INTERNLM2,
+  // Llama 4 Scout/Maverick's language model (Llama4Model): q and k not permuted.
+  llama4: [...COMMON, ...QK, ...LLAMA4],
 };
 
 /** Multimodal checkpoints nest the language model; PEFT paths keep the nesting. */
@@ -245,8 +392,10 @@ const MISS: LayoutResolution = { found: false, ambiguous: false, candidates: [] 
 
 /** Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`). */
 const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline)(\.|$)/;
-/** Hugging Face names of a language model's modules and parameters (after `normalise`). */
-const HF_NAME = /^(model\.|lm_head$|lm_head\.)/;
+/** Hugging Face names of a language model's modules and parameters (after `normalise`; Nemotron-H's tree is `backbone`). */
+const HF_NAME = /^(model\.|backbone\.|lm_head$|lm_head\.)/;
+/** Hugging Face module paths of a language model (after `normalise`). */
+const HF_TREE = /^(model\.|backbone\.|lm_head$)/;
 
 /** The architecture of a GGUF base, or undefined for other bases. */
 function ggufArchitecture(base: BaseView): string | undefined {
@@ -329,9 +478,70 @@ function resolveFusedExperts(fused: NonNullable<Rule['fused']>, block: string, a
   };
 }
 
+/** A per-layer metadata value (hybrid models write head counts as one per block), for `block`. */
+function perBlock(value: unknown, block: string): number | undefined {
+  return positiveInt(Array.isArray(value) ? value[Number(block)] : value);
+}
+
+/** Where a module whose rows the converter splits in halves (Granite's gate and up) lands. */
+function resolveHalves(r: Rule, block: string, base: BaseView): LayoutResolution {
+  const find = (name: string) => base.index.resolveDotted(`${name.replace('$1', block)}.weight`);
+  let lower = find(r.tensor);
+  let upperName = r.upperHalf!.tensor;
+  if (!lower.found && !lower.ambiguous && r.dense) {
+    lower = find(r.dense);
+    upperName = r.upperHalf!.dense ?? upperName;
+  }
+  if (!lower.found) return wholeTensor(lower);
+  const upper = find(upperName);
+  if (!upper.found) return wholeTensor(upper);
+  const half = base.shape(lower.key)?.[0];
+  if (half === undefined || base.shape(upper.key)?.[0] !== half) return MISS;
+  return {
+    found: true,
+    targets: [
+      { baseKey: lower.key, rows: [{ src: 0, dst: 0, count: half }] },
+      { baseKey: upper.key, rows: [{ src: half, dst: 0, count: half }] },
+    ],
+  };
+}
+
+/**
+ * InternLM2's wqkv on the tensors InternLM2Model.modify_tensors makes of it. Its rows are, per kv
+ * group g, q_per_kv q heads, then one k head, then one v head (head_dim rows each); the converter
+ * gathers the q heads (head h = g·q_per_kv + s) into attn_q and the k and v heads into attn_k and
+ * attn_v, then permutes attn_q and attn_k as LlamaModel.permute does (heads, kv heads).
+ */
+function resolveGroupedQkv(block: string, arch: string, base: BaseView): LayoutResolution {
+  const found = ['attn_q', 'attn_k', 'attn_v'].map((t) => base.index.resolveDotted(`blk.${block}.${t}.weight`));
+  for (const f of found) if (!f.found) return wholeTensor(f);
+  const [q, k, v] = found.map((f) => (f.found ? f.key : ''));
+  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), block);
+  const kvHeads = perBlock(base.metadata?.(`${arch}.attention.head_count_kv`), block) ?? heads;
+  const qRows = base.shape(q)?.[0];
+  if (!heads || !kvHeads || qRows === undefined || qRows % heads !== 0 || heads % kvHeads !== 0) return MISS;
+  const dim = qRows / heads;
+  const perKv = heads / kvHeads;
+  if (base.shape(k)?.[0] !== kvHeads * dim || base.shape(v)?.[0] !== kvHeads * dim) return MISS;
+  /** wqkv's row for group g, head slot s (q heads, then k, then v), row d of the head. */
+  const wqkvRow = (g: number, s: number, d: number) => (g * (perKv + 2) + s) * dim + d;
+  const qPermuted = llamaRopePermutation(qRows, heads);
+  const kPermuted = llamaRopePermutation(kvHeads * dim, kvHeads);
+  if (!qPermuted || !kPermuted) return MISS;
+  const qSegments = qPermuted.map(({ src, dst }) => {
+    const h = Math.floor(src / dim);
+    return { src: wqkvRow(Math.floor(h / perKv), h % perKv, src % dim), dst, count: 1 };
+  });
+  const kSegments = kPermuted.map(({ src, dst }) => ({ src: wqkvRow(Math.floor(src / dim), perKv, src % dim), dst, count: 1 }));
+  const vSegments = Array.from({ length: kvHeads }, (_, g) => ({ src: wqkvRow(g, perKv + 1, 0), dst: g * dim, count: dim }));
+  return { found: true, targets: [{ baseKey: q, rows: qSegments }, { baseKey: k, rows: kSegments }, { baseKey: v, rows: vSegments }] };
+}
+
 function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
   if (r.refuse) return { found: false, ambiguous: false, candidates: [], why: r.refuse };
   if (r.fused) return resolveFusedExperts(r.fused, m[1], arch, base);
+  if (r.upperHalf) return resolveHalves(r, m[1], base);
+  if (r.groupedQkv) return resolveGroupedQkv(m[1], arch, base);
   const name = r.tensor.replace('$1', m[1]);
   if (r.expert !== undefined) {
     const expert = Number(m[r.expert]);
@@ -346,10 +556,11 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
     const per = rows / experts;
     return { found: true, targets: [{ baseKey: merged.key, rows: [{ src: 0, dst: expert * per, count: per }] }] };
   }
-  const found = base.index.resolveDotted(`${name}.weight`);
+  let found = base.index.resolveDotted(`${name}.weight`);
+  if (!found.found && !found.ambiguous && r.dense) found = base.index.resolveDotted(`${r.dense.replace('$1', m[1])}.weight`);
   if (!found.found || !r.permute) return wholeTensor(found);
-  const heads = positiveInt(base.metadata?.(`${arch}.attention.head_count`));
-  const kvHeads = positiveInt(base.metadata?.(`${arch}.attention.head_count_kv`)) ?? heads;
+  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), m[1]);
+  const kvHeads = perBlock(base.metadata?.(`${arch}.attention.head_count_kv`), m[1]) ?? heads;
   const rows = base.shape(found.key)?.[0];
   const n = r.permute === 'q' ? heads : kvHeads;
   const segments = n && rows ? llamaRopePermutation(rows, n) : undefined;
@@ -367,12 +578,12 @@ export const hfToGguf: Layout = {
     }
     const rules = HF_TO_GGUF_RULES[arch];
     const path = normalise(address.path);
-    if (!rules) return /^(model\.|lm_head$)/.test(path) ? MISS : undefined;
+    if (!rules) return HF_TREE.test(path) ? MISS : undefined;
     for (const r of rules) {
       const m = r.pattern.exec(path);
       if (m) return resolveRule(r, m, arch, base);
     }
     // GGUF names (a GGUF adapter's `blk.0.attn_q`) are not this layout's.
-    return /^(model\.|lm_head$)/.test(path) ? MISS : undefined;
+    return HF_TREE.test(path) ? MISS : undefined;
   },
 };
