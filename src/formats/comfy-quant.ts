@@ -93,10 +93,7 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
       weightKey, codeDtype: 'F8_E4M3', scaleKey, scaleDtype: scale.dtype as ScaledFp8Weight['scaleDtype'],
       rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(value),
     };
-    if (base.tensors.has(`${layer}.input_scale`)) {
-      entry.inputScaleKey = `${layer}.input_scale`;
-      quantizationOnly.push(entry.inputScaleKey);
-    }
+    if (base.tensors.has(`${layer}.input_scale`)) entry.inputScaleKey = `${layer}.input_scale`;
     weights.set(weightKey, entry);
   }
   return {
