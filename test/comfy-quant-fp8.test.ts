@@ -252,9 +252,21 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
       // Dequantizing the model would need every layer's format: refused, naming it.
       const dequantize = await refusal(base, 'bf16', onModulation);
       expect(dequantize).toHaveLength(1);
-      expect(dequantize[0]).toMatch(new RegExp(`${QKV}\\.weight.*cannot be dequantized.*"${format}"`));
+      expect(dequantize[0]).toMatch(new RegExp(`${QKV}\\.weight" cannot be dequantized: its comfy_quant format is "${format}"`));
     });
   }
+
+  it('a file whose every quantized layer is nvfp4: merged elsewhere, its codes and scales are copied byte for byte; --dtype bf16 and --dtype f8_e4m3 refused', async () => {
+    const layers = flux2BflTensors(seededRandom(1), 'BF16', DIMS, P).map((t) => t.name).filter((n) => QUANTIZED.test(n)).map((n) => n.slice(0, -'.weight'.length));
+    const base = fp8mixed({ otherFormats: Object.fromEntries(layers.map((m) => [m, 'nvfp4'])) });
+    const original = decodeSafetensors(base).tensors;
+    const merged = await merge(base, backends['cpu (wasm)']!, undefined, onModulation);
+    for (const [key, t] of original) if (!key.endsWith('double_stream_modulation_img.lin.weight')) expect(merged.tensors.get(key)!.bytes, key).toEqual(t.bytes);
+    for (const dtype of ['bf16', 'f8_e4m3']) {
+      const messages = await refusal(base, dtype, onModulation);
+      expect(messages).toEqual([expect.stringMatching(/: tensor "model\.diffusion_model\..*\.weight" cannot be (dequantized|converted): its comfy_quant format is "nvfp4" .*\(and \d+ more\); leave out --dtype$/)]);
+    }
+  });
 
   const withTensor = (key: string, replace: (t: DecodedTensor) => FixtureTensor | undefined) => {
     const decoded = decodeSafetensors(fp8mixed());

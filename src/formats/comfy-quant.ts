@@ -71,7 +71,7 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
     if (!weight) continue; // ComfyUI skips such a layer too ("Missing weight")
     if (format !== 'float8_e4m3fn') {
       unread.push(weightKey);
-      unreadWhy.set(weightKey, `its comfy_quant format is "${format}" (${from}), which loramerge does not re-quantize`);
+      unreadWhy.set(weightKey, `its comfy_quant format is "${format}" (${from}), which loramerge does not read`);
       continue;
     }
     const scaleKey = `${layer}.weight_scale`;

@@ -98,11 +98,20 @@ export function scaledFp8Output(
   prepared: PreparedMerge, requested: string | undefined, dtypeMergedOnly: boolean, updated: ReadonlySet<string>,
 ): ScaledFp8Output | undefined {
   const scaled = prepared.scaledFp8;
-  if (!scaled || scaled.weights.size === 0) return undefined;
+  if (!scaled) return undefined;
   const base = prepared.base;
   const kind = KIND_NAME[scaled.kind];
   // A scaled fp8 file kept in fp8 keeps its scales: the plan merged it in place (code + ΔW / scale).
   if (scaled.rule === 'keep' && (requested === undefined || requested === 'F8_E4M3' || requested === 'F8_E5M2')) return undefined;
+  // Codes of a format not read here would be converted as if they were the weights (and, where
+  // this base has no weight that is read, nothing below would stop them).
+  if (requested !== undefined && !dtypeMergedOnly && scaled.unread.length > 0) {
+    const first = scaled.unread[0];
+    const why = scaled.unreadWhy?.get(first) ?? 'it is stored quantized in a way not read here';
+    const more = scaled.unread.length > 1 ? ` (and ${scaled.unread.length - 1} more)` : '';
+    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${first}" cannot be ${requested === 'F8_E4M3' || requested === 'F8_E5M2' ? 'converted' : 'dequantized'}: ${why}${more}; leave out --dtype`);
+  }
+  if (scaled.weights.size === 0) return undefined;
   if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are e4m3 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
   const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
   if (scaled.rule === 'dequantize-only' && !dequantizeTo) {
@@ -112,11 +121,6 @@ export function scaledFp8Output(
   if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
   if (dequantizeTo) {
     if (dtypeMergedOnly) throw new MergeError('BAD_ARGUMENT', `${base.name}: --dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out --dtype`);
-    if (scaled.unread.length > 0) {
-      const first = scaled.unread[0];
-      const why = scaled.unreadWhy?.get(first) ?? 'it is stored quantized in a way not read here';
-      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${first}" cannot be dequantized: ${why}${scaled.unread.length > 1 ? ` (and ${scaled.unread.length - 1} more)` : ''}; leave out --dtype`);
-    }
   } else if (scaled.scaleFormat && scaled.scaleFormat !== 'float' && merged.length > 0) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: quantization_config.scale_fmt "${scaled.scaleFormat}" (scales of a special form) is not written here; merge with --dtype bf16 (or f16, f32) to write the merged weights dequantized`);
   }
