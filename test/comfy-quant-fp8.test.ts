@@ -14,13 +14,16 @@
  * input_scale and the header entry left out. Other comfy_quant formats and malformed configs are
  * refused. Both backends; slabs small enough that the merged weights stream in several.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { requantizeSlab } from '../src/pipeline/fp8-requantize.js';
 import type { ScaledFp8Weight } from '../src/formats/scaled-fp8.js';
 import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
 import { loraTensors, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
-import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { errorLines, runCli } from './helpers/cli.js';
+import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
 
@@ -301,6 +304,23 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
       expect(messages[0]).not.toContain('\n');
     });
   }
+
+  const temp = tempDirs();
+  afterAll(temp.removeAll);
+  it('the CLI: a LoRA on an nvfp4 layer and a comfy_quant that is not JSON are refused in one line each, nothing written', async () => {
+    const cases: [Uint8Array, RegExp][] = [
+      [fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } }), /qkv\.weight is stored quantized: its comfy_quant format is "nvfp4" \(.*qkv\.comfy_quant\)/],
+      [withTensor(`${QKV}.comfy_quant`, () => ({ name: `${QKV}.comfy_quant`, dtype: 'U8', shape: [6], data: text('{"form') })), /qkv\.comfy_quant" is not JSON/],
+    ];
+    for (const [base, message] of cases) {
+      const dir = temp.make({ [FILE]: base, 'qkv.safetensors': onQkv[0].files['qkv.safetensors'] });
+      const out = join(dir, 'merged.safetensors');
+      const run = await runCli(['merge', '--base', join(dir, FILE), '--adapter', join(dir, 'qkv.safetensors'), '--out', out, '--backend', 'cpu']);
+      expect(run.code).not.toBe(0);
+      expect(errorLines(run.stderr)).toEqual([expect.stringMatching(message)]);
+      expect(existsSync(out)).toBe(false);
+    }
+  });
 
   it('a malformed _quantization_metadata header entry: refused in one line', async () => {
     const decoded = decodeSafetensors(fp8mixed({ inHeader: true }));
