@@ -294,7 +294,7 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
     ['a negative weight_scale', withTensor(`${QKV}.weight_scale`, (t) => ({ name: `${QKV}.weight_scale`, dtype: 'F32', shape: t.shape, data: [-0.001] })),
       /qkv\.weight_scale is -0\.00100/],
     ['a bf16 weight marked float8_e4m3fn', withTensor(`${QKV}.weight`, (t) => ({ name: `${QKV}.weight`, dtype: 'BF16', shape: t.shape, data: t.values })),
-      /qkv\.weight \(comfy_quant format "float8_e4m3fn"\) is BF16/],
+      /qkv\.weight \(comfy_quant format "float8_e4m3fn"\) is BF16; ComfyUI stores float8_e4m3fn weights as F8_E4M3/],
   ];
   for (const [what, base, message] of cases) {
     it(`${what}: refused in one line naming the tensor`, async () => {

@@ -77,8 +77,13 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
     const scaleKey = `${layer}.weight_scale`;
     const scale = base.tensors.get(scaleKey);
     const where = `${base.name}: ${weightKey} (comfy_quant format "float8_e4m3fn")`;
-    if (weight.dtype !== 'F8_E4M3' || weight.shape.length !== 2) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${weight.dtype} (${weight.shape.join(', ')}); ComfyUI's float8_e4m3fn layers are 2-D F8_E4M3 weights`);
+    if (weight.dtype !== 'F8_E4M3') {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${weight.dtype}; ComfyUI stores float8_e4m3fn weights as F8_E4M3`);
+    }
+    if (weight.shape.length < 2) {
+      unread.push(weightKey);
+      unreadWhy.set(weightKey, `a float8_e4m3fn weight of shape [${weight.shape.join(', ')}] (${from}), which loramerge does not read`);
+      continue;
     }
     if (!scale || !SCALE_DTYPES.has(scale.dtype) || scale.shape.reduce((a, b) => a * b, 1) !== 1 || scale.shape.length > 1) {
       const what = scale ? `has shape [${scale.shape.join(', ')}] (${scale.dtype})` : 'is missing';
@@ -88,7 +93,9 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
     if (!Number.isFinite(value) || value < 0) {
       throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} is ${value}; a scale must be finite and not negative`);
     }
-    const [rows, cols] = weight.shape;
+    // A conv's kernel dimensions folded into the columns: one scale covers the whole tensor.
+    const rows = weight.shape[0];
+    const cols = weight.shape.slice(1).reduce((x, y) => x * y, 1);
     const entry: ScaledFp8Weight = {
       weightKey, codeDtype: 'F8_E4M3', scaleKey, scaleDtype: scale.dtype as ScaledFp8Weight['scaleDtype'],
       rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(value),
