@@ -55,8 +55,12 @@ const randomCode = () => {
 // --- the base -------------------------------------------------------------------------------------
 
 interface BaseOptions {
-  /** The per-layer configs in the header's `_quantization_metadata` instead of comfy_quant tensors. */
-  inHeader?: boolean;
+  /**
+   * The per-layer configs in the header's `_quantization_metadata` instead of comfy_quant tensors,
+   * the layers named by their keys or without `model.diffusion_model.` (as ComfyUI's loader of a
+   * lone diffusion model holds them).
+   */
+  inHeader?: 'keys' | 'bare';
   /** Layers stored in another comfy_quant format: layer key (without `.weight`) → format. */
   otherFormats?: Record<string, string>;
 }
@@ -90,7 +94,7 @@ function fp8mixed(options: BaseOptions = {}): Uint8Array {
     }
     const conf: Record<string, unknown> = { format: format ?? 'float8_e4m3fn' };
     if (m.endsWith('single_blocks.1.linear1')) conf.full_precision_matrix_mult = true;
-    layers[m] = conf;
+    layers[options.inHeader === 'bare' ? m.slice(P.length) : m] = conf;
     if (!options.inHeader) tensors.push({ name: `${m}.comfy_quant`, dtype: 'U8', shape: [configBytes(conf).length], data: configBytes(conf) });
   }
   const metadata = options.inHeader ? { _quantization_metadata: JSON.stringify({ format_version: '1.0', layers }) } : undefined;
@@ -180,8 +184,8 @@ async function refusal(base: Uint8Array, outDtype?: string, adapters = ADAPTERS)
 
 for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
   describe(`Comfy-Org fp8mixed FLUX.2 on ${backendName}`, () => {
-    for (const inHeader of [false, true]) {
-      const where = inHeader ? 'configs in the header\'s _quantization_metadata' : 'comfy_quant tensors';
+    for (const inHeader of [undefined, 'keys', 'bare'] as const) {
+      const where = inHeader ? `configs in the header's _quantization_metadata (${inHeader === 'bare' ? 'names without model.diffusion_model.' : 'the keys\' names'})` : 'comfy_quant tensors';
       const base = fp8mixed({ inHeader });
       const original = decodeSafetensors(base);
 
@@ -305,6 +309,14 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
     });
   }
 
+  it('a weight with a weight_scale but no comfy_quant (a config left out): a LoRA on it and --dtype are refused, naming it', async () => {
+    const base = withTensor(`${QKV}.comfy_quant`, () => undefined);
+    const onIt = await refusal(base, undefined, onQkv);
+    expect(onIt).toEqual([expect.stringMatching(/qkv\.weight is stored quantized: it has a weight_scale beside it but no comfy_quant config/)]);
+    const dequantize = await refusal(base, 'bf16', onModulation);
+    expect(dequantize).toEqual([expect.stringMatching(/tensor "model\.diffusion_model\.double_blocks\.0\.img_attn\.qkv\.weight" cannot be dequantized: it has a weight_scale beside it but no comfy_quant config/)]);
+  });
+
   const temp = tempDirs();
   afterAll(temp.removeAll);
   it('the CLI: a LoRA on an nvfp4 layer and a comfy_quant that is not JSON are refused in one line each, nothing written', async () => {
@@ -323,7 +335,7 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
   });
 
   it('a malformed _quantization_metadata header entry: refused in one line', async () => {
-    const decoded = decodeSafetensors(fp8mixed({ inHeader: true }));
+    const decoded = decodeSafetensors(fp8mixed({ inHeader: 'keys' }));
     const tensors = [...decoded.tensors].map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes }));
     const messages = await refusal(buildSafetensors(tensors, { _quantization_metadata: '{"layers": ["x"]}' }), undefined, onModulation);
     expect(messages).toEqual([expect.stringMatching(/_quantization_metadata header entry has no "layers" object/)]);

@@ -54,7 +54,8 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
         throw new MergeError('UNSUPPORTED_FORMAT', `${where} has no "layers" object; fix or remove it`);
       }
       for (const [layer, conf] of Object.entries(layers as Record<string, unknown>)) {
-        configs.set(shard.keyPrefix + layer, { format: formatOf(conf, `${where}, layer "${layer}"`), from: `${QUANTIZATION_METADATA} (${layer})` });
+        const format = formatOf(conf, `${where}, layer "${layer}"`);
+        configs.set(headerLayerKey(base, shard.keyPrefix, layer), { format, from: `${QUANTIZATION_METADATA} (${layer})` });
       }
     }
   }
@@ -103,11 +104,35 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
     if (base.tensors.has(`${layer}.input_scale`)) entry.inputScaleKey = `${layer}.input_scale`;
     weights.set(weightKey, entry);
   }
+  // A weight with a scale beside it but no config would be read as plain codes: never converted or merged.
+  for (const key of base.tensors.keys()) {
+    if (!key.endsWith('.weight_scale')) continue;
+    const weightKey = `${key.slice(0, -'.weight_scale'.length)}.weight`;
+    if (!base.tensors.has(weightKey) || weights.has(weightKey) || unreadWhy.has(weightKey)) continue;
+    unread.push(weightKey);
+    unreadWhy.set(weightKey, `it has a weight_scale beside it but no comfy_quant config, so its format is unknown`);
+  }
   return {
     kind: 'comfy-quant-fp8', rule: 'comfy', weights, unread, unreadWhy, quantizationOnly,
     ...(leftOutMetadata.length ? { metadataLeftOut: [QUANTIZATION_METADATA] } : {}),
   };
 }
+
+/**
+ * The base key of a layer the header names. ComfyUI matches the header's names to the keys as its
+ * loader holds them: with `model.diffusion_model.` when loading a checkpoint, without it when
+ * loading a diffusion model on its own (the prefix is removed first); a file is read either way.
+ */
+function headerLayerKey(base: BaseModel, keyPrefix: string, layer: string): string {
+  const key = keyPrefix + layer;
+  if (base.tensors.has(`${key}.weight`)) return key;
+  for (const prefix of DIFFUSION_MODEL_PREFIXES) {
+    if (base.tensors.has(`${keyPrefix}${prefix}${layer}.weight`)) return `${keyPrefix}${prefix}${layer}`;
+    if (layer.startsWith(prefix) && base.tensors.has(`${keyPrefix}${layer.slice(prefix.length)}.weight`)) return keyPrefix + layer.slice(prefix.length);
+  }
+  return key;
+}
+const DIFFUSION_MODEL_PREFIXES = ['model.diffusion_model.'];
 
 function decodeUtf8(bytes: Uint8Array): string {
   try {
