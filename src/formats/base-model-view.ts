@@ -31,6 +31,8 @@ export interface ViewTensor {
 export interface ViewShard {
   path: string;
   tensors: readonly (string | ViewTensor)[];
+  /** `__metadata__` entries the written shard leaves out (a dequantized file's quantization config). */
+  metadataLeftOut?: readonly string[];
 }
 
 /** Is this base a safetensors model whose tensor list a view can change? */
@@ -60,7 +62,8 @@ export function baseModelView(inner: SafetensorsBaseModel, shards: readonly View
       if (t.writeDtype) entry.writeType = t.writeDtype;
       return entry;
     });
-    const unchanged = stored.length === original.tensors.length && stored.every((t, i) => t === original.tensors[i]);
+    const unchanged = stored.length === original.tensors.length && stored.every((t, i) => t === original.tensors[i])
+      && !spec.metadataLeftOut?.some((k) => Object.hasOwn(original.file.metadata, k));
     return {
       path: original.path, sourceName: original.sourceName, keyPrefix: original.keyPrefix, file: original.file,
       mirrorIfUnchanged: original.mirrorIfUnchanged && unchanged, tensors: stored,
@@ -70,7 +73,11 @@ export function baseModelView(inner: SafetensorsBaseModel, shards: readonly View
   // Each index's weight map is made from the output's shards when it is written (safetensors-container.ts).
   const indexes = inner.indexes;
   const single = inner.index && inner.indexPath !== undefined ? indexes.find((i) => i.path === inner.indexPath) : undefined;
-  const format = safetensorsContainer(inner.shards.map((s) => s.file), indexes);
+  const metadata = inner.shards.map((s) => {
+    const leftOut = shards.find((spec) => spec.path === s.path)?.metadataLeftOut;
+    return leftOut ? Object.fromEntries(Object.entries(s.file.metadata).filter(([k]) => !leftOut.includes(k))) : undefined;
+  });
+  const format = safetensorsContainer(inner.shards.map((s) => s.file), indexes, metadata);
 
   const readPart = async (name: string, start: number, length: number): Promise<Uint8Array> => {
     const reader = readers.get(name);

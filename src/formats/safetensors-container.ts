@@ -39,8 +39,13 @@ export function indexFields(index: ShardIndex): BaseIndexFile['fields'] {
   return fields;
 }
 
-/** `files`: the input shards in order; `indexes`: the base's index files. */
-export function safetensorsContainer(files: readonly SafetensorsFile[], indexes: readonly BaseIndexFile[]): ContainerFormat {
+/**
+ * `files`: the input shards in order; `indexes`: the base's index files; `metadata`: a shard's
+ * `__metadata__` to write instead of its file's, where a view changes it.
+ */
+export function safetensorsContainer(
+  files: readonly SafetensorsFile[], indexes: readonly BaseIndexFile[], metadata: readonly (Readonly<Record<string, string>> | undefined)[] = [],
+): ContainerFormat {
   return {
     name: 'safetensors',
     outputChoices: SAFETENSORS_OUTPUT_TYPES,
@@ -70,7 +75,7 @@ export function safetensorsContainer(files: readonly SafetensorsFile[], indexes:
       if (mirror) return createVerbatimWriter(sink, files[shardIndex]);
       const declared = shards[shardIndex].tensors.map((t) => ({ name: t.name, dtype: t.type as DType, shape: t.shape }));
       // transformers refuses a safetensors file whose metadata lacks `format` (pt, tf, flax, mlx).
-      return createSafetensorsWriter(sink, declared, { format: 'pt', ...files[shardIndex].metadata, ...provenance });
+      return createSafetensorsWriter(sink, declared, { format: 'pt', ...(metadata[shardIndex] ?? files[shardIndex].metadata), ...provenance });
     },
     async writeSidecars(output, shards: readonly StoredShard[], { mirrored, copyInput }) {
       const written: string[] = [];

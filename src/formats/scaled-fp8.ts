@@ -11,6 +11,9 @@
  *   config.json's `quant_method: "modelopt"` config): `<m>.weight_scale` F32, one per tensor.
  * - Comfy-Org's scaled fp8 (Flux, SD3.5): a zero-size `scaled_fp8` marker and a scalar
  *   `<m>.scale_weight` per weight (read by the base model as its valueScales).
+ * - ComfyUI's per-layer quantization (Comfy-Org's "fp8mixed" files): `<m>.comfy_quant`
+ *   `{"format": "float8_e4m3fn"}` beside the weight and a scalar `<m>.weight_scale`
+ *   (comfy-quant.ts).
  * ModelOpt NVFP4 weights reach this shape through a view (modelopt-nvfp4.ts).
  * Each scale is one block of a grid over the weight (a channel: 1 × in; a tensor: out × in), so the
  * merge and the re-quantization need to know only the grid. What is read here is what the merge
@@ -20,6 +23,7 @@
 import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { BaseModel } from './base-model.js';
+import { findComfyQuant } from './comfy-quant.js';
 import { languageModelField, type ModelConfig } from './model-config.js';
 import type { ModelOptQuantization } from './modelopt-config.js';
 
@@ -35,9 +39,13 @@ import type { ModelOptQuantization } from './modelopt-config.js';
  *   dtype d (config.json `torch_dtype`), s = f32(amax / 448) stored as a 0-dim f32 tensor, and
  *   code = e4m3(W / s) computed as torch computes a d tensor over a 0-dim f32 one on the GPU:
  *   s cast to d, the quotient in f32 rounded to d, then cast to e4m3.
+ * - `comfy`: ComfyUI's LoRA patch on a comfy_quant fp8 layer (ops.py set_weight: the quantized
+ *   layout's quantize with scale="recalculate"): s = f32(amax) / 448 in f32, stored as the
+ *   `weight_scale`, and code = e4m3(clamp(W · f32(1 / s), ±448)) (a product by the reciprocal,
+ *   as comfy_kitchen's quantize_per_tensor_fp8 computes it).
  * - `dequantize-only`: weights written only dequantized (ModelOpt NVFP4).
  */
-export type ScaleRule = 'keep' | 'reciprocal' | 'divide' | 'modelopt' | 'dequantize-only';
+export type ScaleRule = 'keep' | 'reciprocal' | 'divide' | 'modelopt' | 'comfy' | 'dequantize-only';
 
 /** One weight stored as fp8 codes times a grid of scales. */
 export interface ScaledFp8Weight {
@@ -60,7 +68,7 @@ export interface ScaledFp8Weight {
 
 /** A base whose quantized weights are all read here. */
 export interface ScaledFp8Base {
-  kind: 'block-fp8' | 'compressed-tensors-fp8' | 'modelopt-fp8' | 'modelopt-nvfp4' | 'comfy-scaled-fp8';
+  kind: 'block-fp8' | 'compressed-tensors-fp8' | 'modelopt-fp8' | 'modelopt-nvfp4' | 'comfy-scaled-fp8' | 'comfy-quant-fp8';
   rule: ScaleRule;
   /** The dtype the quantizer reads W in (the `modelopt` rule): the model's torch_dtype. */
   quantizerDtype?: 'F32' | 'F16' | 'BF16';
@@ -70,6 +78,10 @@ export interface ScaledFp8Base {
   weights: ReadonlyMap<string, ScaledFp8Weight>;
   /** Weights with a scale sibling that are not read (another shape or dtype): left as they are, never merged or converted. */
   unread: readonly string[];
+  /** Why an unread weight is not read, where the checkpoint says (a comfy_quant format), for the messages refusing it. */
+  unreadWhy?: ReadonlyMap<string, string>;
+  /** `__metadata__` entries that describe the quantization alone: left out of a dequantized file. */
+  metadataLeftOut?: readonly string[];
   /** `quantization_config.scale_fmt` (DeepSeek-V3.1 "ue8m0": power-of-two scales), when set. */
   scaleFormat?: string;
   /**
@@ -96,6 +108,8 @@ const RUNTIME_SCALE = /\.(?:input_scale|k_scale|v_scale|q_scale|kv_scale|prob_sc
 /** The fp8 weights of `base` that this reads, or undefined when config.json names neither kind. Malformed ones throw, naming the tensor. */
 export async function findScaledFp8(base: BaseModel, config: ModelConfig | undefined, modelopt?: ModelOptQuantization): Promise<ScaledFp8Base | undefined> {
   if (base.valueScales) return comfyScaledFp8(base, base.valueScales);
+  const comfyQuant = await findComfyQuant(base);
+  if (comfyQuant) return comfyQuant;
   if (modelopt) {
     // FP8 per tensor only: the other ModelOpt formats stay refused by their scale tensors.
     if (modelopt.algo !== 'FP8') return undefined;

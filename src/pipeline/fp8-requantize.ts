@@ -103,6 +103,12 @@ export function requantizeSlab(
       if (a !== 0) scales[at] = storedScale(Math.fround(1 / q), w.scaleDtype);
       factors[i] = q;
       if (!Number.isFinite(q)) finite = false;
+    } else if (rule === 'comfy') {
+      // ComfyUI: s = f32(amax) / 448, codes = W · f32(1 / s); a block of zeros keeps its scale.
+      if (a !== 0) scales[at] = storedScale(Math.fround(a / E4M3_MAX), w.scaleDtype);
+      const q = a === 0 ? 0 : Math.fround(1 / scales[at]);
+      factors[i] = q;
+      if (!Number.isFinite(q)) finite = false;
     } else if (rule === 'modelopt') {
       // A block of zeros keeps its scale (ModelOpt would divide by zero); its codes are zeros.
       if (a !== 0) scales[at] = storedScale(Math.fround(a / E4M3_MAX), w.scaleDtype);
@@ -117,7 +123,7 @@ export function requantizeSlab(
   // The codes. A block so small that its q overflows gives NaN codes: TypeScript writes those
   // (WebAssembly does not fix a NaN's sign).
   const out = new Uint8Array(rowCount * cols);
-  const divide = rule !== 'reciprocal';
+  const divide = rule !== 'reciprocal' && rule !== 'comfy';
   const d = rule === 'modelopt' ? options.quantizerDtype ?? 'F32' : 'F32';
   if (d !== 'F32') {
     // Each quotient rounded to f32, then to d, then to e4m3 (torch: a d tensor over a d scalar, cast).

@@ -44,8 +44,9 @@ export interface PreparedMerge {
 }
 
 /** What the plan reads of the base: its tensors, components and metadata, and config.json's architectures. */
-function planIndex(base: BaseModel, architectures: readonly string[]): BaseTensorIndex {
+function planIndex(base: BaseModel, architectures: readonly string[], scaled: ScaledFp8Base | undefined): BaseTensorIndex {
   const index: BaseTensorIndex = { tensors: base.tensors, architectures };
+  if (scaled?.unreadWhy) index.quantizedAs = scaled.unreadWhy;
   if (base.valueScales) index.valueScales = base.valueScales;
   if (base.components) index.components = base.components;
   if (base.metadata) index.metadata = (key) => base.metadata!(key);
@@ -78,11 +79,11 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const nvfp4 = (modelopt?.algo === 'NVFP4' || modelopt?.algo === 'W4A16_NVFP4') && isSafetensorsModel(opened) ? await nvfp4BaseModel(opened, modelopt) : undefined;
     const tie = resolveTiedEmbeddings(dequantized?.base ?? nvfp4?.base ?? opened, config, adapters, architectures);
     const base = tie.base;
-    const plan = buildMergePlan(planIndex(base, architectures), tie.adapters);
+    const scaledFp8 = nvfp4?.scaled ?? await findScaledFp8(opened, config, modelopt);
+    const plan = buildMergePlan(planIndex(base, architectures, scaledFp8), tie.adapters);
     plan.warnings.unshift(...base.warnings);
     plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
-    const scaledFp8 = nvfp4?.scaled ?? await findScaledFp8(opened, config, modelopt);
     plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config, scaledFp8));
     const scaledNote = scaledFp8 && scaledFp8Note(scaledFp8);
     if (scaledNote) plan.notes.push(scaledNote);

@@ -35,7 +35,7 @@ import { lcm } from '../integers.js';
 
 export const KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string>> = {
   'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'modelopt-fp8': 'ModelOpt FP8',
-  'modelopt-nvfp4': 'ModelOpt NVFP4', 'comfy-scaled-fp8': 'scaled fp8',
+  'modelopt-nvfp4': 'ModelOpt NVFP4', 'comfy-scaled-fp8': 'scaled fp8', 'comfy-quant-fp8': 'ComfyUI fp8 (comfy_quant)',
 };
 
 /** The plan's note on such a base. */
@@ -46,11 +46,16 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
     ? `${n} block-wise fp8 weights (weight_scale_inv)`
     : scaled.kind === 'modelopt-fp8' ? `${n} ModelOpt FP8 weights (weight_scale per tensor)`
       : scaled.kind === 'modelopt-nvfp4' ? `${n} ModelOpt NVFP4 weights (weight_scale per 16 inputs, weight_scale_2)`
-        : `${n} compressed-tensors fp8 weights (weight_scale)`;
-  const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale'));
+        : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI float8_e4m3fn weights (comfy_quant, weight_scale per tensor)`
+          : `${n} compressed-tensors fp8 weights (weight_scale)`;
+  const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale') && !k.endsWith('.comfy_quant'));
   const kv = runtime.length === 0 ? '' : `; --dtype also leaves out its ${runtime.length} KV-cache scale tensors (such as ${runtime[0]}), which only a quantized runtime reads and whose calibration the merged weights outdate`;
   if (scaled.rule === 'dequantize-only') {
     return `the base holds ${what}: adapters are merged into their real values (code × block scale × weight_scale_2) and every weight is written dequantized, with --dtype bf16 (or f16, f32) only: re-quantizing to NVFP4 is not supported${kv}`;
+  }
+  if (scaled.kind === 'comfy-quant-fp8') {
+    const unread = scaled.unread.length ? `; ${scaled.unread.length} weights in other comfy_quant formats (such as ${scaled.unread[0]}) are copied as they are and cannot be merged` : '';
+    return `the base holds ${what}: adapters are merged into their real values (code × weight_scale); merged weights are written as fp8 again with weight_scale recalculated from their largest magnitude, as ComfyUI's LoRA patch does (rounded to nearest even), comfy_quant and input_scale kept; or dequantized with --dtype f32/f16/bf16${unread}`;
   }
   return `the base holds ${what}: adapters are merged into their real values (code × scale); they are written as fp8 again with each block's scale recomputed as the quantizer does, or dequantized with --dtype f32/f16/bf16${kv}`;
 }
@@ -93,11 +98,20 @@ export function scaledFp8Output(
   prepared: PreparedMerge, requested: string | undefined, dtypeMergedOnly: boolean, updated: ReadonlySet<string>,
 ): ScaledFp8Output | undefined {
   const scaled = prepared.scaledFp8;
-  if (!scaled || scaled.weights.size === 0) return undefined;
+  if (!scaled) return undefined;
   const base = prepared.base;
   const kind = KIND_NAME[scaled.kind];
   // A scaled fp8 file kept in fp8 keeps its scales: the plan merged it in place (code + ΔW / scale).
   if (scaled.rule === 'keep' && (requested === undefined || requested === 'F8_E4M3' || requested === 'F8_E5M2')) return undefined;
+  // Codes of a format not read here would be converted as if they were the weights (and, where
+  // this base has no weight that is read, nothing below would stop them).
+  if (requested !== undefined && !dtypeMergedOnly && scaled.unread.length > 0) {
+    const first = scaled.unread[0];
+    const why = scaled.unreadWhy?.get(first) ?? 'it is stored quantized in a way not read here';
+    const more = scaled.unread.length > 1 ? ` (and ${scaled.unread.length - 1} more)` : '';
+    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${first}" cannot be ${requested === 'F8_E4M3' || requested === 'F8_E5M2' ? 'converted' : 'dequantized'}: ${why}${more}; leave out --dtype`);
+  }
+  if (scaled.weights.size === 0) return undefined;
   if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are e4m3 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
   const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
   if (scaled.rule === 'dequantize-only' && !dequantizeTo) {
@@ -107,7 +121,6 @@ export function scaledFp8Output(
   if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
   if (dequantizeTo) {
     if (dtypeMergedOnly) throw new MergeError('BAD_ARGUMENT', `${base.name}: --dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out --dtype`);
-    if (scaled.unread.length > 0) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaled.unread[0]}" is stored quantized in a way not read here${scaled.unread.length > 1 ? ` (and ${scaled.unread.length - 1} more)` : ''}, so the model cannot be dequantized; leave out --dtype`);
   } else if (scaled.scaleFormat && scaled.scaleFormat !== 'float' && merged.length > 0) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: quantization_config.scale_fmt "${scaled.scaleFormat}" (scales of a special form) is not written here; merge with --dtype bf16 (or f16, f32) to write the merged weights dequantized`);
   }
@@ -134,7 +147,7 @@ export function scaledFp8Output(
       keys.push(key);
       if (w && rewritten.has(w.scaleKey) && here.has(w.scaleKey)) keys.push(w.scaleKey);
     }
-    return { path: shard.path, tensors: keys };
+    return { path: shard.path, tensors: keys, ...(dequantizeTo && scaled.metadataLeftOut ? { metadataLeftOut: scaled.metadataLeftOut } : {}) };
   }));
   // hf_quant_config.json describes the quantization alone: a dequantized model leaves it out.
   const leftOut = new Set(dequantizeTo ? scaled.quantizationFiles ?? [] : []);

@@ -53,6 +53,8 @@ export interface BaseTensorIndex {
   architectures?: readonly string[];
   /** The base file's typed metadata (GGUF), for layouts that need it. */
   metadata?(key: string): unknown;
+  /** Weights stored in a quantized format the merge does not read, and what the file says it is (a comfy_quant format). */
+  quantizedAs?: ReadonlyMap<string, string>;
 }
 
 export interface WeightedAdapter {
@@ -349,6 +351,11 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         const info = startOf(baseKey);
         // The base's stored tensor: how its container reshaped it (a note, runs of whole-block rows).
         const stored = base.tensors.get(baseKey);
+        const quantizedAs = base.quantizedAs?.get(baseKey);
+        if (quantizedAs) {
+          fail('UNSUPPORTED_FORMAT', `the base tensor ${baseKey} is stored quantized: ${quantizedAs}; merge into the unquantized model, or a float8_e4m3fn one`);
+          continue;
+        }
         if (!checkFloat(info.dtype, module, fail, `base tensor ${baseKey}`)) continue;
         let experts: ExpertSplit | undefined;
         let view: View | null;

@@ -6,7 +6,8 @@
  * would silently write a wrong model, so every changed tensor of that kind is a plan problem.
  *
  * Comfy-Org's scaled fp8 (`scale_weight` + `scaled_fp8` marker) is read by the base model itself
- * (valueScales) and is not a problem here; block-wise fp8, compressed-tensors FP8, ModelOpt FP8
+ * (valueScales) and is not a problem here; ComfyUI's comfy_quant float8_e4m3fn layers (other
+ * comfy_quant formats are refused by name), block-wise fp8, compressed-tensors FP8, ModelOpt FP8
  * (per tensor) and ModelOpt NVFP4 (through modelopt-nvfp4.ts's view) weights that
  * formats/scaled-fp8.ts reads are merged in real values, by additive updates only: maps of W
  * (DoRA, OFT, IA³, GLoRA's W·P·Q), replacements and row sets on them stay problems.
@@ -30,6 +31,8 @@ export function quantizedWeightProblems(
   const configMethod = method !== undefined && !READ_METHODS.has(method) && !scaled ? method : undefined;
   const why = (baseKey: string): string | undefined => {
     if (!baseKey.endsWith('.weight') || scaled?.weights.has(baseKey)) return undefined;
+    const format = scaled?.unreadWhy?.get(baseKey);
+    if (format) return `the base tensor ${baseKey} is stored quantized: ${format}; merge into the unquantized model, or a float8_e4m3fn one`;
     const stem = baseKey.slice(0, -'weight'.length);
     const sibling = SCALE_SIBLINGS.find((s) => tensors.has(stem + s));
     if (sibling) {
@@ -59,7 +62,9 @@ export function quantizedWeightProblems(
 /** What a merge into real values W = code × scale does not do: anything but adding to W. */
 function scaledFp8Problems(plan: MergePlan, scaled: ScaledFp8Base): PlanProblem[] {
   const problems: PlanProblem[] = [];
-  const kind = { 'block-fp8': 'block-wise fp8', 'modelopt-fp8': 'ModelOpt FP8', 'modelopt-nvfp4': 'ModelOpt NVFP4' }[scaled.kind as string] ?? 'compressed-tensors fp8';
+  const kind = {
+    'block-fp8': 'block-wise fp8', 'modelopt-fp8': 'ModelOpt FP8', 'modelopt-nvfp4': 'ModelOpt NVFP4', 'comfy-quant-fp8': 'ComfyUI fp8 (comfy_quant)',
+  }[scaled.kind as string] ?? 'compressed-tensors fp8';
   const refuse = (adapter: string, module: string, what: string) =>
     problems.push({ adapter, module, code: 'UNSUPPORTED_FORMAT', message: `${adapter}: module "${module}": ${what}; merge it into the unquantized model` });
   for (const u of plan.updates) {

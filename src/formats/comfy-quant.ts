@@ -1,0 +1,161 @@
+/**
+ * ComfyUI's per-layer quantization ("mixed precision": Comfy-Org's "fp8mixed" and newer
+ * "fp8_scaled" diffusion models): a quantized Linear `<m>` has `<m>.weight` in the format's
+ * storage type, `<m>.comfy_quant` (a U8 tensor holding UTF-8 JSON such as
+ * `{"format": "float8_e4m3fn"}`), the format's scales (`<m>.weight_scale`, and `weight_scale_2`
+ * for nvfp4) and sometimes `<m>.input_scale`; every other layer stays a float. The same per-layer
+ * configs may come instead (or as well) from the file's `_quantization_metadata` header entry
+ * (`{"layers": {"<m>": {...}}}`), which ComfyUI's convert_old_quants turns into comfy_quant
+ * tensors, replacing those of the same layers; it is read the same way here.
+ *
+ * ComfyUI's QUANT_ALGOS names the formats: float8_e4m3fn and float8_e5m2 (one scalar weight_scale:
+ * W = code × scale), nvfp4 (e2m1 pairs, swizzled e4m3 block scales and weight_scale_2), mxfp8
+ * (e8m0 scales per 32, swizzled), int8 ones and load-only packed 4-bit ones. Only float8_e4m3fn is
+ * read here, and merged as ComfyUI's LoRA patch does (dequantize, add, quantize again with the
+ * scale recalculated from the merged weight's amax: the `comfy` rule of scaled-fp8.ts). Every
+ * other format is left as it is and refused, naming the tensor and the format, wherever an adapter
+ * would change it or the model would be dequantized.
+ */
+import { decodeToF32, type FloatDType } from '../dtype.js';
+import { MergeError } from '../errors.js';
+import type { BaseModel } from './base-model.js';
+import { isSafetensorsModel } from './base-model-view.js';
+import type { ScaledFp8Base, ScaledFp8Weight } from './scaled-fp8.js';
+
+const COMFY_QUANT = '.comfy_quant';
+/** The safetensors `__metadata__` entry ComfyUI reads per-layer configs from. */
+export const QUANTIZATION_METADATA = '_quantization_metadata';
+const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
+/** A comfy_quant tensor is a few dozen bytes of JSON; anything past this is not one. */
+const MAX_CONFIG_BYTES = 4096;
+
+/** The base's ComfyUI-quantized layers, or undefined when it has none. Malformed configs and scales throw, naming the tensor. */
+export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | undefined> {
+  const configs = new Map<string, { format: string; from: string }>();
+  for (const [key, t] of base.tensors) {
+    if (!key.endsWith(COMFY_QUANT)) continue;
+    const where = `${base.name}: tensor "${key}"`;
+    if (t.storedType !== 'U8' || t.shape.length !== 1 || t.byteLength > MAX_CONFIG_BYTES) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${t.storedType} (${t.shape.join(', ')}), not ComfyUI's quantization config (U8 bytes of a JSON object); fix or remove it`);
+    }
+    const text = decodeUtf8(await base.read(key));
+    configs.set(key.slice(0, -COMFY_QUANT.length), { format: formatOf(text, where), from: key });
+  }
+  // The header's configs replace the tensors' for the same layers, as ComfyUI's loader has it.
+  const leftOutMetadata: string[] = [];
+  if (isSafetensorsModel(base)) {
+    for (const shard of base.shards) {
+      const text = shard.file.metadata[QUANTIZATION_METADATA];
+      if (text === undefined) continue;
+      leftOutMetadata.push(QUANTIZATION_METADATA);
+      const where = `${base.name}: ${shard.path}'s ${QUANTIZATION_METADATA} header entry`;
+      const layers = (parseJson(text, where) as { layers?: unknown }).layers;
+      if (typeof layers !== 'object' || layers === null || Array.isArray(layers)) {
+        throw new MergeError('UNSUPPORTED_FORMAT', `${where} has no "layers" object; fix or remove it`);
+      }
+      for (const [layer, conf] of Object.entries(layers as Record<string, unknown>)) {
+        const format = formatOf(conf, `${where}, layer "${layer}"`);
+        configs.set(headerLayerKey(base, shard.keyPrefix, layer), { format, from: `${QUANTIZATION_METADATA} (${layer})` });
+      }
+    }
+  }
+  if (configs.size === 0) return undefined;
+
+  const weights = new Map<string, ScaledFp8Weight>();
+  const unread: string[] = [];
+  const unreadWhy = new Map<string, string>();
+  const quantizationOnly: string[] = [];
+  for (const [layer, { format, from }] of configs) {
+    if (base.tensors.has(layer + COMFY_QUANT)) quantizationOnly.push(layer + COMFY_QUANT);
+    const weightKey = `${layer}.weight`;
+    const weight = base.tensors.get(weightKey);
+    if (!weight) continue; // ComfyUI skips such a layer too ("Missing weight")
+    if (format !== 'float8_e4m3fn') {
+      unread.push(weightKey);
+      unreadWhy.set(weightKey, `its comfy_quant format is "${format}" (${from}), which loramerge does not read`);
+      continue;
+    }
+    const scaleKey = `${layer}.weight_scale`;
+    const scale = base.tensors.get(scaleKey);
+    const where = `${base.name}: ${weightKey} (comfy_quant format "float8_e4m3fn")`;
+    if (weight.dtype !== 'F8_E4M3') {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${weight.dtype}; ComfyUI stores float8_e4m3fn weights as F8_E4M3`);
+    }
+    if (weight.shape.length < 2) {
+      unread.push(weightKey);
+      unreadWhy.set(weightKey, `a float8_e4m3fn weight of shape [${weight.shape.join(', ')}] (${from}), which loramerge does not read`);
+      continue;
+    }
+    if (!scale || !SCALE_DTYPES.has(scale.dtype) || scale.shape.reduce((a, b) => a * b, 1) !== 1 || scale.shape.length > 1) {
+      const what = scale ? `has shape [${scale.shape.join(', ')}] (${scale.dtype})` : 'is missing';
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} ${what}; float8_e4m3fn needs one F32 scale per weight (shape [] or [1])`);
+    }
+    const value = decodeToF32(await base.read(scaleKey), scale.dtype as FloatDType)[0];
+    if (!Number.isFinite(value) || value < 0) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} is ${value}; a scale must be finite and not negative`);
+    }
+    // A conv's kernel dimensions folded into the columns: one scale covers the whole tensor.
+    const rows = weight.shape[0];
+    const cols = weight.shape.slice(1).reduce((x, y) => x * y, 1);
+    const entry: ScaledFp8Weight = {
+      weightKey, codeDtype: 'F8_E4M3', scaleKey, scaleDtype: scale.dtype as ScaledFp8Weight['scaleDtype'],
+      rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(value),
+    };
+    if (base.tensors.has(`${layer}.input_scale`)) entry.inputScaleKey = `${layer}.input_scale`;
+    weights.set(weightKey, entry);
+  }
+  // A weight with a scale beside it but no config would be read as plain codes: never converted or merged.
+  for (const key of base.tensors.keys()) {
+    if (!key.endsWith('.weight_scale')) continue;
+    const weightKey = `${key.slice(0, -'.weight_scale'.length)}.weight`;
+    if (!base.tensors.has(weightKey) || weights.has(weightKey) || unreadWhy.has(weightKey)) continue;
+    unread.push(weightKey);
+    unreadWhy.set(weightKey, `it has a weight_scale beside it but no comfy_quant config, so its format is unknown`);
+  }
+  return {
+    kind: 'comfy-quant-fp8', rule: 'comfy', weights, unread, unreadWhy, quantizationOnly,
+    ...(leftOutMetadata.length ? { metadataLeftOut: [QUANTIZATION_METADATA] } : {}),
+  };
+}
+
+/**
+ * The base key of a layer the header names. ComfyUI matches the header's names to the keys as its
+ * loader holds them: with `model.diffusion_model.` when loading a checkpoint, without it when
+ * loading a diffusion model on its own (the prefix is removed first); a file is read either way.
+ */
+function headerLayerKey(base: BaseModel, keyPrefix: string, layer: string): string {
+  const key = keyPrefix + layer;
+  if (base.tensors.has(`${key}.weight`)) return key;
+  for (const prefix of DIFFUSION_MODEL_PREFIXES) {
+    if (base.tensors.has(`${keyPrefix}${prefix}${layer}.weight`)) return `${keyPrefix}${prefix}${layer}`;
+    if (layer.startsWith(prefix) && base.tensors.has(`${keyPrefix}${layer.slice(prefix.length)}.weight`)) return keyPrefix + layer.slice(prefix.length);
+  }
+  return key;
+}
+const DIFFUSION_MODEL_PREFIXES = ['model.diffusion_model.'];
+
+function decodeUtf8(bytes: Uint8Array): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    return '\uFFFD'; // not UTF-8: reported as not JSON
+  }
+}
+
+function parseJson(text: string, where: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${where} is not JSON (${JSON.stringify(text.slice(0, 60))}); fix or remove it`);
+  }
+}
+
+/** A layer config's `format`: a JSON object's string field, else one line saying what is wrong. */
+function formatOf(config: unknown, where: string): string {
+  const parsed = typeof config === 'string' ? parseJson(config, where) : config;
+  const format = typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as { format?: unknown }).format : undefined;
+  if (typeof format !== 'string' || format === '') {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${where} is not ComfyUI's quantization config (a JSON object with a "format" string, such as {"format": "float8_e4m3fn"}); fix or remove it`);
+  }
+  return format;
+}

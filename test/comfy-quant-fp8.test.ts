@@ -1,0 +1,373 @@
+/**
+ * LoRAs merged into ComfyUI's per-layer quantized checkpoints, as Comfy-Org ships FLUX.2 dev
+ * ("flux2_dev_fp8mixed.safetensors": the transformer under `model.diffusion_model.`): each block's
+ * Linear weight F8_E4M3 with `<m>.weight_scale` F32 () and `<m>.comfy_quant` U8 (the UTF-8 bytes of
+ * `{"format": "float8_e4m3fn"}` as Python's json.dumps writes them), some with `<m>.input_scale`
+ * F32 (); the embedders, modulations, final layer and norms stay bf16. The same configs may sit in
+ * the header's `_quantization_metadata` instead.
+ *
+ * Truth is float64 written here: W = e4m3(code) × weight_scale, W' = W + Σ weight · scale · B·A;
+ * the default output is W' quantized again as ComfyUI's LoRA patch does (ops.py set_weight:
+ * scale "recalculate"), rounded to nearest even (ComfyUI rounds stochastically):
+ *   w = f32(W'), s = f32(max |w| / 448), code = e4m3(clamp(f32(w · f32(1 / s)), ±448)).
+ * `--dtype bf16`: W' rounded once to bf16, every fp8 weight dequantized, weight_scale, comfy_quant,
+ * input_scale and the header entry left out. Other comfy_quant formats and malformed configs are
+ * refused. Both backends; slabs small enough that the merged weights stream in several.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { requantizeSlab } from '../src/pipeline/fp8-requantize.js';
+import type { ScaledFp8Weight } from '../src/formats/scaled-fp8.js';
+import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
+import { loraTensors, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { errorLines, runCli } from './helpers/cli.js';
+import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
+
+const rand = seededRandom(2718);
+const P = 'model.diffusion_model.';
+const DIMS: Flux2Dims = { ...FLUX2, h: 64, head: 16 };
+const { h } = DIMS;
+const FILE = 'flux2_dev_fp8mixed.safetensors';
+/** The Linear layers Comfy-Org's fp8mixed FLUX.2 stores in fp8: the blocks' projections and MLPs. */
+const QUANTIZED = /(double|single)_blocks\.\d+\.(img_attn\.qkv|txt_attn\.qkv|img_attn\.proj|txt_attn\.proj|img_mlp\.[02]|txt_mlp\.[02]|linear1|linear2)\.weight$/;
+/** json.dumps({"format": …}) as ComfyUI writes it (a space after each colon and comma). */
+const configBytes = (conf: Record<string, unknown>) => Array.from(new TextEncoder().encode(JSON.stringify(conf).replace(/":/g, '": ').replace(/,"/g, ', "')));
+
+// --- e4m3fn decoded by hand ------------------------------------------------------------------------
+
+function e4m3Value(byte: number): number {
+  const sign = byte & 0x80 ? -1 : 1;
+  const exp = (byte >> 3) & 0xf;
+  const mant = byte & 7;
+  if (exp === 15 && mant === 7) return NaN;
+  return sign * (exp === 0 ? (mant / 8) * 2 ** -6 : (1 + mant / 8) * 2 ** (exp - 7));
+}
+const randomCode = () => {
+  let b: number;
+  do b = Math.floor(rand() * 256); while ((b & 0x7f) === 0x7f);
+  return b;
+};
+
+// --- the base -------------------------------------------------------------------------------------
+
+interface BaseOptions {
+  /**
+   * The per-layer configs in the header's `_quantization_metadata` instead of comfy_quant tensors,
+   * the layers named by their keys or without `model.diffusion_model.` (as ComfyUI's loader of a
+   * lone diffusion model holds them).
+   */
+  inHeader?: 'keys' | 'bare';
+  /** Layers stored in another comfy_quant format: layer key (without `.weight`) → format. */
+  otherFormats?: Record<string, string>;
+}
+
+function fp8mixed(options: BaseOptions = {}): Uint8Array {
+  const tensors: FixtureTensor[] = [];
+  const layers: Record<string, Record<string, unknown>> = {};
+  for (const t of flux2BflTensors(rand, 'BF16', DIMS, P)) {
+    if (!QUANTIZED.test(t.name)) {
+      tensors.push(t);
+      continue;
+    }
+    const m = t.name.slice(0, -'.weight'.length);
+    const [rows, cols] = t.shape;
+    const format = options.otherFormats?.[m];
+    if (format === 'nvfp4') {
+      // Two e2m1 codes a byte, e4m3 block scales per 16 inputs, a global scale.
+      tensors.push({ name: t.name, dtype: 'U8', shape: [rows, cols / 2], data: Array.from({ length: rows * cols / 2 }, () => Math.floor(rand() * 256)) });
+      tensors.push({ name: `${m}.weight_scale`, dtype: 'F8_E4M3', shape: [rows, cols / 16], data: Array.from({ length: rows * cols / 16 }, () => 1) });
+      tensors.push({ name: `${m}.weight_scale_2`, dtype: 'F32', shape: [], data: [0.0007] });
+    } else if (format === 'mxfp8') {
+      tensors.push({ name: t.name, dtype: 'F8_E4M3', shape: [rows, cols], data: Array.from({ length: rows * cols }, () => e4m3Value(randomCode())) });
+      tensors.push({ name: `${m}.weight_scale`, dtype: 'U8', shape: [rows, cols / 32], data: Array.from({ length: rows * cols / 32 }, () => 120) });
+    } else {
+      const dtype = format === 'float8_e5m2' ? 'F8_E5M2' : 'F8_E4M3';
+      const codes = Array.from({ length: rows * cols }, (_, i) => (i % 53 === 0 ? 0 : e4m3Value(randomCode())));
+      tensors.push({ name: t.name, dtype, shape: [rows, cols], data: dtype === 'F8_E4M3' ? codes : codes.map((x) => roundF8Saturating(x, 'F8_E5M2')) });
+      tensors.push({ name: `${m}.weight_scale`, dtype: 'F32', shape: [], data: [Math.fround(0.0004 + rand() * 0.0004)] });
+      // Comfy-Org's files give some layers a static activation scale.
+      if (m.includes('single_blocks')) tensors.push({ name: `${m}.input_scale`, dtype: 'F32', shape: [], data: [Math.fround(0.03)] });
+    }
+    const conf: Record<string, unknown> = { format: format ?? 'float8_e4m3fn' };
+    if (m.endsWith('single_blocks.1.linear1')) conf.full_precision_matrix_mult = true;
+    layers[options.inHeader === 'bare' ? m.slice(P.length) : m] = conf;
+    if (!options.inHeader) tensors.push({ name: `${m}.comfy_quant`, dtype: 'U8', shape: [configBytes(conf).length], data: configBytes(conf) });
+  }
+  const metadata = options.inHeader ? { _quantization_metadata: JSON.stringify({ format_version: '1.0', layers }) } : undefined;
+  return buildSafetensors(tensors, metadata);
+}
+
+// --- the LoRAs: ai-toolkit's (diffusion_model. + BFL names, PEFT form, scale 1) and musubi-tuner's (kohya form, α/r) ---
+
+const peft = (m: string, r: number, out: number, inF: number): LoraSpec => ({
+  down: `diffusion_model.${m}.lora_A.weight`, up: `diffusion_model.${m}.lora_B.weight`, r, out, in: inF, lands: [{ key: `${P}${m}.weight` }], scale: 1,
+});
+const AI_TOOLKIT: LoraSpec[] = [
+  peft('double_blocks.0.img_attn.qkv', 4, 3 * h, h),
+  peft('single_blocks.1.linear1', 2, 9 * h, h),
+  peft('double_blocks.1.txt_mlp.2', 2, h, 3 * h),
+  peft('double_stream_modulation_img.lin', 2, 6 * h, h), // bf16 in fp8mixed files
+];
+const MUSUBI: LoraSpec[] = [{
+  down: 'lora_unet_single_blocks_0_linear2.lora_down.weight', up: 'lora_unet_single_blocks_0_linear2.lora_up.weight', r: 4, out: h, in: 4 * h,
+  lands: [{ key: `${P}single_blocks.0.linear2.weight` }], scale: 8 / 4, extra: [{ name: 'lora_unet_single_blocks_0_linear2.alpha', dtype: 'F32', shape: [], data: [8] }],
+}];
+const aiToolkit = buildSafetensors(loraTensors(rand, AI_TOOLKIT, 'BF16'));
+const musubi = buildSafetensors(loraTensors(rand, MUSUBI, 'BF16'), { ss_network_module: 'networks.lora_flux_2' });
+interface Adapter { files: Record<string, Uint8Array>; weight: number }
+const ADAPTERS: Adapter[] = [
+  { files: { 'flux2_style_ai_toolkit.safetensors': aiToolkit }, weight: 0.75 },
+  { files: { 'flux2_detail_musubi.safetensors': musubi }, weight: 1 },
+];
+const TERMS: TruthTerm[] = [
+  ...truthTerms(decodeSafetensors(aiToolkit).tensors, AI_TOOLKIT, 0.75),
+  ...truthTerms(decodeSafetensors(musubi).tensors, MUSUBI, 1),
+];
+const termsOf = (key: string) => TERMS.filter((t) => t.baseKey === key);
+const MERGED_FP8 = [...new Set(TERMS.map((t) => t.baseKey))].filter((k) => QUANTIZED.test(k));
+
+/** W' = e4m3(code) × weight_scale + ΔW, in float64. */
+function truth(base: Map<string, DecodedTensor>, key: string): Float64Array {
+  const w = base.get(key)!;
+  const s = base.get(key.replace(/\.weight$/, '.weight_scale'))!.values[0];
+  return trueMerge({ ...w, values: Float64Array.from(w.bytes, (b) => e4m3Value(b) * s) }, termsOf(key));
+}
+
+/** ComfyUI's re-quantization with its scale recalculated, rounded to nearest even instead of stochastically. */
+function comfyRequantize(real: Float64Array): { scale: number; codes: Float64Array } {
+  const w = real.map(Math.fround);
+  const amax = w.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+  const scale = Math.fround(amax / 448);
+  const inverse = Math.fround(1 / scale);
+  return { scale, codes: w.map((x) => roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3')) };
+}
+
+// --- merging --------------------------------------------------------------------------------------
+
+const backends = mergeBackends({ cpu: 'both' });
+
+async function merge(base: Uint8Array, backend: MergeBackend, outDtype?: string, adapters = ADAPTERS) {
+  const prepared = await prepareMerge(memoryInputFileSet({ [FILE]: base }, FILE),
+    adapters.map((a) => ({ files: memoryInputFileSet(a.files, Object.keys(a.files)[0]), weight: a.weight })));
+  try {
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend, slabBytes: 4096, ...(outDtype ? { outDtype } : {}) });
+    return { ...decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())), notes: prepared.plan.notes };
+  } finally {
+    await prepared.close();
+  }
+}
+
+async function refusal(base: Uint8Array, outDtype?: string, adapters = ADAPTERS): Promise<string[]> {
+  let prepared;
+  try {
+    prepared = await prepareMerge(memoryInputFileSet({ [FILE]: base }, FILE),
+      adapters.map((a) => ({ files: memoryInputFileSet(a.files, Object.keys(a.files)[0]), weight: a.weight })));
+  } catch (e) {
+    return [(e as Error).message];
+  }
+  try {
+    if (prepared.plan.problems.length) return prepared.plan.problems.map((p) => p.message);
+    await mergeModel({ prepared, output: createBlobOutputTarget(), backend: backends['cpu (js)']!, ...(outDtype ? { outDtype } : {}) });
+    return [];
+  } catch (e) {
+    return [(e as Error).message];
+  } finally {
+    await prepared.close();
+  }
+}
+
+for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
+  describe(`Comfy-Org fp8mixed FLUX.2 on ${backendName}`, () => {
+    for (const inHeader of [undefined, 'keys', 'bare'] as const) {
+      const where = inHeader ? `configs in the header's _quantization_metadata (${inHeader === 'bare' ? 'names without model.diffusion_model.' : 'the keys\' names'})` : 'comfy_quant tensors';
+      const base = fp8mixed({ inHeader });
+      const original = decodeSafetensors(base);
+
+      it(`${where}: merged fp8 weights quantized again with weight_scale recalculated as ComfyUI does; the rest byte for byte`, async () => {
+        const merged = await merge(base, backends[backendName]!);
+        expect(merged.notes.join('\n')).toMatch(/ComfyUI float8_e4m3fn weights .*recalculated/);
+        expect([...merged.tensors.keys()].sort()).toEqual([...original.tensors.keys()].sort());
+        expect(merged.metadata._quantization_metadata).toBe(original.metadata._quantization_metadata);
+        let clipped = 0;
+        for (const key of MERGED_FP8) {
+          const real = truth(original.tensors, key);
+          const want = comfyRequantize(real);
+          const w = merged.tensors.get(key)!;
+          const s = merged.tensors.get(key.replace(/\.weight$/, '.weight_scale'))!;
+          expect([w.dtype, w.shape, s.dtype, s.shape]).toEqual(['F8_E4M3', original.tensors.get(key)!.shape, 'F32', []]);
+          expect(s.values[0], `${key} weight_scale`).toBe(want.scale);
+          const wrong = Array.from(w.bytes).findIndex((b, i) => e4m3Value(b) !== want.codes[i]);
+          expect(wrong, `${key}[${wrong}]: ${e4m3Value(w.bytes[wrong])} × s vs ${want.codes[wrong]} × s`).toBe(-1);
+          const old = original.tensors.get(key.replace(/\.weight$/, '.weight_scale'))!.values[0];
+          clipped += real.filter((x) => Math.abs(x) > 448 * old).length;
+        }
+        // Under their old scales these merged weights would have clipped: the scale had to be recalculated.
+        expect(clipped).toBeGreaterThan(0);
+        // The bf16 modulation the LoRA changes: W' rounded once.
+        const mod = `${P}double_stream_modulation_img.lin.weight`;
+        const wantMod = trueMerge(original.tensors.get(mod)!, termsOf(mod)).map((x) => roundForDType(x, 'BF16'));
+        expect(merged.tensors.get(mod)!.values.findIndex((x, i) => x !== wantMod[i])).toBe(-1);
+        // Everything else, comfy_quant and input_scale included, is written as it was.
+        const changed = new Set([...MERGED_FP8, ...MERGED_FP8.map((k) => k.replace(/\.weight$/, '.weight_scale')), mod]);
+        for (const [key, t] of original.tensors) {
+          if (!changed.has(key)) expect(merged.tensors.get(key)!.bytes, key).toEqual(t.bytes);
+        }
+        if (!inHeader) expect(new TextDecoder().decode(merged.tensors.get(`${P}single_blocks.1.linear1.comfy_quant`)!.bytes)).toBe('{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}');
+      });
+
+      it(`${where}, --dtype bf16: every fp8 weight dequantized (code × weight_scale + ΔW, rounded once); weight_scale, comfy_quant, input_scale and the header entry left out`, async () => {
+        const merged = await merge(base, backends[backendName]!, 'bf16');
+        expect([...merged.tensors.keys()].filter((k) => /\.(weight_scale|comfy_quant|input_scale)$/.test(k))).toEqual([]);
+        expect(merged.metadata._quantization_metadata).toBeUndefined();
+        for (const [key, t] of merged.tensors) {
+          expect(t.dtype, key).toBe('BF16');
+          const o = original.tensors.get(key)!;
+          const want = QUANTIZED.test(key) ? truth(original.tensors, key) : trueMerge(o, termsOf(key));
+          const rounded = want.map((x) => roundForDType(x, 'BF16'));
+          const wrong = t.values.findIndex((x, i) => x !== rounded[i]);
+          expect(wrong, `${key}[${wrong}]: ${t.values[wrong]} vs ${rounded[wrong]}`).toBe(-1);
+        }
+      });
+    }
+  });
+}
+
+describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
+  const onQkv: Adapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft('double_blocks.0.img_attn.qkv', 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
+  const onModulation: Adapter[] = [{ files: { 'mod.safetensors': buildSafetensors(loraTensors(rand, [peft('double_stream_modulation_img.lin', 2, 6 * h, h)], 'BF16')) }, weight: 1 }];
+  const QKV = `${P}double_blocks.0.img_attn.qkv`;
+
+  for (const format of ['nvfp4', 'mxfp8', 'float8_e5m2', 'int8']) {
+    it(`a LoRA on a ${format} layer: refused naming the tensor and the format; merged elsewhere, its tensors are copied byte for byte`, async () => {
+      const base = fp8mixed({ otherFormats: { [QKV]: format } });
+      const messages = await refusal(base, undefined, onQkv);
+      expect(messages).toHaveLength(1);
+      expect(messages[0]).toContain(`${QKV}.weight`);
+      expect(messages[0]).toContain(`"${format}"`);
+      expect(messages[0]).not.toContain('\n');
+
+      const original = decodeSafetensors(base).tensors;
+      const merged = await merge(base, backends['cpu (wasm)']!, undefined, onModulation);
+      for (const key of [...original.keys()].filter((k) => k.startsWith(`${QKV}.`))) expect(merged.tensors.get(key)!.bytes, key).toEqual(original.get(key)!.bytes);
+
+      // Dequantizing the model would need every layer's format: refused, naming it.
+      const dequantize = await refusal(base, 'bf16', onModulation);
+      expect(dequantize).toHaveLength(1);
+      expect(dequantize[0]).toMatch(new RegExp(`${QKV}\\.weight" cannot be dequantized: its comfy_quant format is "${format}"`));
+    });
+  }
+
+  it('a file whose every quantized layer is nvfp4: merged elsewhere, its codes and scales are copied byte for byte; --dtype bf16 and --dtype f8_e4m3 refused', async () => {
+    const layers = flux2BflTensors(seededRandom(1), 'BF16', DIMS, P).map((t) => t.name).filter((n) => QUANTIZED.test(n)).map((n) => n.slice(0, -'.weight'.length));
+    const base = fp8mixed({ otherFormats: Object.fromEntries(layers.map((m) => [m, 'nvfp4'])) });
+    const original = decodeSafetensors(base).tensors;
+    const merged = await merge(base, backends['cpu (wasm)']!, undefined, onModulation);
+    for (const [key, t] of original) if (!key.endsWith('double_stream_modulation_img.lin.weight')) expect(merged.tensors.get(key)!.bytes, key).toEqual(t.bytes);
+    for (const dtype of ['bf16', 'f8_e4m3']) {
+      const messages = await refusal(base, dtype, onModulation);
+      expect(messages).toEqual([expect.stringMatching(/: tensor "model\.diffusion_model\..*\.weight" cannot be (dequantized|converted): its comfy_quant format is "nvfp4" .*\(and \d+ more\); leave out --dtype$/)]);
+    }
+  });
+
+  const withTensor = (key: string, replace: (t: DecodedTensor) => FixtureTensor | undefined) => {
+    const decoded = decodeSafetensors(fp8mixed());
+    const tensors: FixtureTensor[] = [];
+    for (const [name, t] of decoded.tensors) {
+      const out = name === key ? replace(t) : { name, dtype: t.dtype, shape: t.shape, data: t.bytes };
+      if (out) tensors.push(out);
+    }
+    return buildSafetensors(tensors);
+  };
+  const text = (s: string) => Array.from(new TextEncoder().encode(s));
+  const cases: [string, Uint8Array, RegExp][] = [
+    ['comfy_quant that is not JSON', withTensor(`${QKV}.comfy_quant`, () => ({ name: `${QKV}.comfy_quant`, dtype: 'U8', shape: [21], data: text('{"format": float8_e4m') })),
+      /tensor "model\.diffusion_model\.double_blocks\.0\.img_attn\.qkv\.comfy_quant" is not JSON/],
+    ['comfy_quant without a format', withTensor(`${QKV}.comfy_quant`, () => ({ name: `${QKV}.comfy_quant`, dtype: 'U8', shape: [15], data: text('{"fmt": "fp8"} ') })),
+      /qkv\.comfy_quant" is not ComfyUI's quantization config/],
+    ['comfy_quant stored as F32', withTensor(`${QKV}.comfy_quant`, () => ({ name: `${QKV}.comfy_quant`, dtype: 'F32', shape: [2], data: [1, 2] })),
+      /qkv\.comfy_quant" is F32 \(2\), not ComfyUI's quantization config/],
+    ['a weight_scale per row', withTensor(`${QKV}.weight_scale`, () => ({ name: `${QKV}.weight_scale`, dtype: 'F32', shape: [3 * h], data: Array.from({ length: 3 * h }, () => 0.001) })),
+      /qkv\.weight \(comfy_quant format "float8_e4m3fn"\): its scale .*qkv\.weight_scale has shape \[192\] \(F32\)/],
+    ['no weight_scale', withTensor(`${QKV}.weight_scale`, () => undefined), /qkv\.weight_scale is missing/],
+    ['a negative weight_scale', withTensor(`${QKV}.weight_scale`, (t) => ({ name: `${QKV}.weight_scale`, dtype: 'F32', shape: t.shape, data: [-0.001] })),
+      /qkv\.weight_scale is -0\.00100/],
+    ['a bf16 weight marked float8_e4m3fn', withTensor(`${QKV}.weight`, (t) => ({ name: `${QKV}.weight`, dtype: 'BF16', shape: t.shape, data: t.values })),
+      /qkv\.weight \(comfy_quant format "float8_e4m3fn"\) is BF16; ComfyUI stores float8_e4m3fn weights as F8_E4M3/],
+  ];
+  for (const [what, base, message] of cases) {
+    it(`${what}: refused in one line naming the tensor`, async () => {
+      const messages = await refusal(base, undefined, onModulation);
+      expect(messages).toHaveLength(1);
+      expect(messages[0]).toMatch(message);
+      expect(messages[0]).not.toContain('\n');
+    });
+  }
+
+  it('a weight with a weight_scale but no comfy_quant (a config left out): a LoRA on it and --dtype are refused, naming it', async () => {
+    const base = withTensor(`${QKV}.comfy_quant`, () => undefined);
+    const onIt = await refusal(base, undefined, onQkv);
+    expect(onIt).toEqual([expect.stringMatching(/qkv\.weight is stored quantized: it has a weight_scale beside it but no comfy_quant config/)]);
+    const dequantize = await refusal(base, 'bf16', onModulation);
+    expect(dequantize).toEqual([expect.stringMatching(/tensor "model\.diffusion_model\.double_blocks\.0\.img_attn\.qkv\.weight" cannot be dequantized: it has a weight_scale beside it but no comfy_quant config/)]);
+  });
+
+  const temp = tempDirs();
+  afterAll(temp.removeAll);
+  it('the CLI: a LoRA on an nvfp4 layer and a comfy_quant that is not JSON are refused in one line each, nothing written', async () => {
+    const cases: [Uint8Array, RegExp][] = [
+      [fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } }), /qkv\.weight is stored quantized: its comfy_quant format is "nvfp4" \(.*qkv\.comfy_quant\)/],
+      [withTensor(`${QKV}.comfy_quant`, () => ({ name: `${QKV}.comfy_quant`, dtype: 'U8', shape: [6], data: text('{"form') })), /qkv\.comfy_quant" is not JSON/],
+    ];
+    for (const [base, message] of cases) {
+      const dir = temp.make({ [FILE]: base, 'qkv.safetensors': onQkv[0].files['qkv.safetensors'] });
+      const out = join(dir, 'merged.safetensors');
+      const run = await runCli(['merge', '--base', join(dir, FILE), '--adapter', join(dir, 'qkv.safetensors'), '--out', out, '--backend', 'cpu']);
+      expect(run.code).not.toBe(0);
+      expect(errorLines(run.stderr)).toEqual([expect.stringMatching(message)]);
+      expect(existsSync(out)).toBe(false);
+    }
+  });
+
+  it('a malformed _quantization_metadata header entry: refused in one line', async () => {
+    const decoded = decodeSafetensors(fp8mixed({ inHeader: 'keys' }));
+    const tensors = [...decoded.tensors].map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes }));
+    const messages = await refusal(buildSafetensors(tensors, { _quantization_metadata: '{"layers": ["x"]}' }), undefined, onModulation);
+    expect(messages).toEqual([expect.stringMatching(/_quantization_metadata header entry has no "layers" object/)]);
+  });
+});
+
+describe('the comfy rule: codes are W times the scale\'s f32 reciprocal, as ComfyUI computes them', () => {
+  it('values where W · f32(1/s) and W / s round to different e4m3 codes get the product\'s', () => {
+    // Values a few f32 steps from m · s, m an e4m3 tie (halfway between two codes): there the
+    // quotient and the product by the rounded reciprocal can fall on different sides of the tie.
+    const amax = 0.37;
+    const s = Math.fround(amax / 448);
+    const inverse = Math.fround(1 / s);
+    const picked = [amax];
+    for (let e = -6; e <= 7; e++) for (let j = 0; j < 8; j++) for (let ulps = -4; ulps <= 4; ulps++) {
+      const near = Math.fround((1 + (2 * j + 1) / 16) * 2 ** e * s);
+      const x = Math.fround(near * (1 + ulps * 2 ** -23));
+      if (x >= amax) continue;
+      if (roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3') !== roundF8Saturating(Math.fround(x / s), 'F8_E4M3')) picked.push(x, -x);
+    }
+    expect(picked.length).toBeGreaterThan(4);
+    const values = Float32Array.from(picked);
+    const cols = values.length;
+    const w: ScaledFp8Weight = {
+      weightKey: 'w.weight', codeDtype: 'F8_E4M3', scaleKey: 'w.weight_scale', scaleDtype: 'F32', rows: 1, cols, blockRows: 1, blockCols: cols, scales: Float64Array.of(1),
+    };
+    for (const encoder of ['wasm', 'js'] as const) {
+      const scales = Float64Array.of(1);
+      const codes = requantizeSlab(w, 'comfy', values, 0, 1, scales, undefined, { encoder });
+      expect(scales[0]).toBe(s);
+      const want = Array.from(values, (x) => roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3'));
+      expect(Array.from(codes, e4m3Value)).toEqual(want);
+    }
+  });
+});
