@@ -317,6 +317,19 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
     expect(dequantize).toEqual([expect.stringMatching(/tensor "model\.diffusion_model\.double_blocks\.0\.img_attn\.qkv\.weight" cannot be dequantized: it has a weight_scale beside it but no comfy_quant config/)]);
   });
 
+  it('fp8 weights with weight_scale beside them and no config at all: --dtype is refused naming one, a merge elsewhere copies them', async () => {
+    const decoded = decodeSafetensors(fp8mixed());
+    const tensors: FixtureTensor[] = [];
+    for (const [name, t] of decoded.tensors) if (!name.endsWith('.comfy_quant')) tensors.push({ name, dtype: t.dtype, shape: t.shape, data: t.bytes });
+    const base = buildSafetensors(tensors);
+    for (const dtype of ['bf16', 'f32', 'f8_e4m3']) {
+      const messages = await refusal(base, dtype, onModulation);
+      expect(messages, dtype).toHaveLength(1);
+      expect(messages[0]).toMatch(/tensor "model\.diffusion_model\.[^"]+\.weight" is stored quantized, with its scale in model\.diffusion_model\.[^ ]+\.weight_scale, in a form not read here .*leave out --dtype/);
+    }
+    expect(await refusal(base, undefined, onModulation)).toEqual([]);
+  });
+
   const temp = tempDirs();
   afterAll(temp.removeAll);
   it('the CLI: a LoRA on an nvfp4 layer and a comfy_quant that is not JSON are refused in one line each, nothing written', async () => {

@@ -59,6 +59,22 @@ export function quantizedWeightProblems(
   return problems;
 }
 
+/**
+ * The first weight stored beside a scale tensor that no reader here takes (neither `scaled` reads
+ * it nor names its format): converting the model with --dtype would write its codes as if they
+ * were the weights. Undefined when there is none.
+ */
+export function unreadScaledWeight(tensors: ReadonlyMap<string, unknown>, scaled?: ScaledFp8Base): { key: string; scaleKey: string } | undefined {
+  const unread = new Set(scaled?.unread ?? []);
+  for (const key of tensors.keys()) {
+    if (!key.endsWith('.weight') || scaled?.weights.has(key) || unread.has(key)) continue;
+    const stem = key.slice(0, -'weight'.length);
+    const sibling = SCALE_SIBLINGS.find((s) => tensors.has(stem + s));
+    if (sibling) return { key, scaleKey: stem + sibling };
+  }
+  return undefined;
+}
+
 /** What a merge into real values W = code × scale does not do: anything but adding to W. */
 function scaledFp8Problems(plan: MergePlan, scaled: ScaledFp8Base): PlanProblem[] {
   const problems: PlanProblem[] = [];
