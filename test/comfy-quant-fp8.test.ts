@@ -26,6 +26,7 @@ import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
+import { e4m3Value } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(2718);
 const P = 'model.diffusion_model.';
@@ -37,15 +38,8 @@ const QUANTIZED = /(double|single)_blocks\.\d+\.(img_attn\.qkv|txt_attn\.qkv|img
 /** json.dumps({"format": …}) as ComfyUI writes it (a space after each colon and comma). */
 const configBytes = (conf: Record<string, unknown>) => Array.from(new TextEncoder().encode(JSON.stringify(conf).replace(/":/g, '": ').replace(/,"/g, ', "')));
 
-// --- e4m3fn decoded by hand ------------------------------------------------------------------------
+// --- random e4m3fn codes -------------------------------------------------------------------------
 
-function e4m3Value(byte: number): number {
-  const sign = byte & 0x80 ? -1 : 1;
-  const exp = (byte >> 3) & 0xf;
-  const mant = byte & 7;
-  if (exp === 15 && mant === 7) return NaN;
-  return sign * (exp === 0 ? (mant / 8) * 2 ** -6 : (1 + mant / 8) * 2 ** (exp - 7));
-}
 const randomCode = () => {
   let b: number;
   do b = Math.floor(rand() * 256); while ((b & 0x7f) === 0x7f);

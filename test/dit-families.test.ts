@@ -23,14 +23,13 @@ import { flux2Bfl } from '../src/formats/layouts/flux2-bfl.js';
 import { zImage } from '../src/formats/layouts/z-image.js';
 import { lumina2 } from '../src/formats/layouts/lumina2.js';
 import { ltxVideo } from '../src/formats/layouts/ltx-video.js';
-import { buildSafetensors, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import {
   CHROMA, FLUX2, HIDREAM, LTX, LUMINA2, hiDreamTensors, ltxDiffusersTensors, ltxOriginalTensors, QWEN_IMAGE, ZIMAGE, chromaBflTensors, chromaDiffusersTensors, flux2BflTensors, flux2DiffusersTensors,
   lumina2DiffusersTensors, lumina2OriginalTensors, qwenImageTensors, zImageComfyTensors, zImageDiffusersTensors,
 } from './helpers/dit-fixtures.js';
-import { mergeBackends } from './helpers/merge-backends.js';
-import { mergeAndCheckLoraCase } from './helpers/lora-case.js';
+import { loraCaseSuite, type LoraCase, type LoraCaseAdapterSpec } from './helpers/lora-case.js';
 
 const rand = seededRandom(20260112);
 
@@ -53,8 +52,8 @@ const diffusersMetadata = {
   lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
 };
 
-interface AdapterCase { file: string; specs: LoraSpec[]; weight: number; metadata?: Record<string, string> }
-interface Case { name: string; base: Record<string, Uint8Array | string>; baseName: string; adapters: AdapterCase[]; layout?: string }
+type AdapterCase = LoraCaseAdapterSpec;
+type Case = LoraCase;
 const file = (name: string, tensors: FixtureTensor[], metadata?: Record<string, string>) => ({ [name]: buildSafetensors(tensors, metadata) });
 const diffusersFolder = (className: string, tensors: FixtureTensor[]) => ({
   'diffusion_pytorch_model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify({ _class_name: className }),
@@ -409,29 +408,7 @@ const CASES: Case[] = [
   },
 ];
 
-const ADAPTER_DTYPE: FixtureDType = 'BF16';
-const ADAPTER_BYTES = new Map(CASES.flatMap((k) => k.adapters.map((a) => [a, buildSafetensors(loraTensors(rand, a.specs, ADAPTER_DTYPE), a.metadata)] as const)));
-
-function prepare(k: Case) {
-  return prepareMerge(memoryInputFileSet(k.base, k.baseName), k.adapters.map((a) => ({
-    files: memoryInputFileSet({ [a.file]: ADAPTER_BYTES.get(a)! }, a.file), weight: a.weight,
-  })));
-}
-
-const backends = mergeBackends({ cpu: 'default' });
-
-for (const k of CASES) {
-  describe(k.name, () => {
-    for (const kind of ['cpu', 'webgpu'] as const) {
-      it(`merges exactly on ${kind}`, async () => {
-        const prepared = await prepare(k);
-        expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-        expect(prepared.plan.leftOut).toEqual([]);
-        await mergeAndCheckLoraCase(prepared, backends[kind]!, k.base, k.adapters.map((a) => ({ bytes: ADAPTER_BYTES.get(a)!, specs: a.specs, weight: a.weight })));
-      });
-    }
-  });
-}
+const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
 
 describe('the translating layouts', () => {
   it('place the modules named the other way (and the FLUX.1 layout none on FLUX.2)', async () => {

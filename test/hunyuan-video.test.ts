@@ -23,8 +23,7 @@ import { fluxBflTensors, loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, t
 import {
   HUNYUAN, HUNYUAN_15, HUNYUAN_I2V, HUNYUAN_IMAGE, comfyHunyuanName, hiddenOf, hunyuanComfyTensors, hunyuanDiffusersConfig, hunyuanDiffusersTensors, hunyuanOriginalTensors,
 } from './helpers/hunyuan-fixtures.js';
-import { mergeBackends } from './helpers/merge-backends.js';
-import { mergeAndCheckLoraCase } from './helpers/lora-case.js';
+import { loraCaseSuite, type LoraCase, type LoraCaseAdapterSpec } from './helpers/lora-case.js';
 
 const rand = seededRandom(20241203);
 const h = hiddenOf(HUNYUAN);
@@ -51,12 +50,8 @@ const split = (keys: string[], units: number[] = keys.map(() => 1)): LoraSpec['l
   });
 };
 
-interface AdapterCase {
-  file: string; specs: LoraSpec[]; weight: number; metadata?: Record<string, string>;
-  /** A PEFT folder: its name and adapter_config.json. */
-  folder?: { name: string; config: string };
-}
-interface Case { name: string; base: Record<string, Uint8Array | string>; baseName: string; adapters: AdapterCase[] }
+type AdapterCase = LoraCaseAdapterSpec;
+type Case = LoraCase;
 
 // --- Tencent's naming on the base (Comfy-Org's and Kijai's single files) -----------------------------
 
@@ -333,31 +328,7 @@ const CASES: Case[] = [
   },
 ];
 
-const ADAPTER_BYTES = new Map(CASES.flatMap((c) => c.adapters.map((a) => [a, buildSafetensors(loraTensors(rand, a.specs, 'BF16'), a.metadata)] as const)));
-
-function prepare(c: Case) {
-  return prepareMerge(memoryInputFileSet(c.base, c.baseName), c.adapters.map((a) => ({
-    files: a.folder
-      ? memoryInputFileSet({ [a.file]: ADAPTER_BYTES.get(a)!, 'adapter_config.json': a.folder.config }, a.folder.name)
-      : memoryInputFileSet({ [a.file]: ADAPTER_BYTES.get(a)! }, a.file),
-    weight: a.weight,
-  })));
-}
-
-const backends = mergeBackends({ cpu: 'default' });
-
-for (const c of CASES) {
-  describe(c.name, () => {
-    for (const kind of ['cpu', 'webgpu'] as const) {
-      it(`merges exactly on ${kind}`, async () => {
-        const prepared = await prepare(c);
-        expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-        expect(prepared.plan.leftOut).toEqual([]);
-        await mergeAndCheckLoraCase(prepared, backends[kind]!, c.base, c.adapters.map((a) => ({ bytes: ADAPTER_BYTES.get(a)!, specs: a.specs, weight: a.weight })));
-      });
-    }
-  });
-}
+const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
 
 describe('the hunyuan-video layout', () => {
   it('places the translated modules (and only those need it)', async () => {

@@ -14,11 +14,10 @@ import { describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { LAYOUTS, type Layout } from '../src/formats/layouts/index.js';
 import { ltx2 } from '../src/formats/layouts/ltx2.js';
-import { buildSafetensors, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { loraTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { LTX2, ltx2DiffusersTensors, ltx2OriginalTensors, ltxOriginalTensors, type Ltx2Dims } from './helpers/dit-fixtures.js';
-import { mergeBackends } from './helpers/merge-backends.js';
-import { mergeAndCheckLoraCase } from './helpers/lora-case.js';
+import { loraCaseSuite, type LoraCase, type LoraCaseAdapterSpec } from './helpers/lora-case.js';
 
 const rand = seededRandom(20260301);
 
@@ -32,8 +31,8 @@ const diffusersMetadata = {
   lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
 };
 
-interface AdapterCase { file: string; specs: LoraSpec[]; weight: number; metadata?: Record<string, string> }
-interface Case { name: string; base: Record<string, Uint8Array | string>; baseName: string; adapters: AdapterCase[]; layout?: string }
+type AdapterCase = LoraCaseAdapterSpec;
+type Case = LoraCase;
 const file = (name: string, tensors: FixtureTensor[]) => ({ [name]: buildSafetensors(tensors) });
 const diffusersFolder = (tensors: FixtureTensor[]) => ({
   'diffusion_pytorch_model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify({ _class_name: 'LTX2VideoTransformer3DModel' }),
@@ -164,29 +163,7 @@ const CASES: Case[] = [
   },
 ];
 
-const ADAPTER_DTYPE: FixtureDType = 'BF16';
-const ADAPTER_BYTES = new Map(CASES.flatMap((k) => k.adapters.map((a) => [a, buildSafetensors(loraTensors(rand, a.specs, ADAPTER_DTYPE), a.metadata)] as const)));
-
-function prepare(k: Case) {
-  return prepareMerge(memoryInputFileSet(k.base, k.baseName), k.adapters.map((a) => ({
-    files: memoryInputFileSet({ [a.file]: ADAPTER_BYTES.get(a)! }, a.file), weight: a.weight,
-  })));
-}
-
-const backends = mergeBackends({ cpu: 'default' });
-
-for (const k of CASES) {
-  describe(k.name, () => {
-    for (const kind of ['cpu', 'webgpu'] as const) {
-      it(`merges exactly on ${kind}`, async () => {
-        const prepared = await prepare(k);
-        expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-        expect(prepared.plan.leftOut).toEqual([]);
-        await mergeAndCheckLoraCase(prepared, backends[kind]!, k.base, k.adapters.map((a) => ({ bytes: ADAPTER_BYTES.get(a)!, specs: a.specs, weight: a.weight })));
-      });
-    }
-  });
-}
+const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
 
 /** Removes `layout` from the registry while `run` runs. */
 async function without<T>(layout: Layout, run: () => Promise<T>): Promise<T> {

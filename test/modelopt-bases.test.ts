@@ -20,6 +20,7 @@ import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, t
 import { mergeFolders } from './helpers/cli.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { e4m3Value } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(4711);
 const L = 'model.layers.0';
@@ -31,14 +32,6 @@ const ALPHA = 16;
 
 // --- codes decoded by hand ---------------------------------------------------------------------
 
-/** torch.float8_e4m3fn: sign, 4 exponent bits (bias 7), 3 mantissa bits; 0x7F/0xFF are NaN. */
-function e4m3Value(byte: number): number {
-  const sign = byte & 0x80 ? -1 : 1;
-  const exp = (byte >> 3) & 0xf;
-  const mant = byte & 7;
-  if (exp === 15 && mant === 7) return NaN;
-  return sign * (exp === 0 ? (mant / 8) * 2 ** -6 : (1 + mant / 8) * 2 ** (exp - 7));
-}
 /** e2m1: a sign bit (8) and three bits indexing 0, 0.5, 1, 1.5, 2, 3, 4, 6. */
 function e2m1Value(nibble: number): number {
   const m = [0, 0.5, 1, 1.5, 2, 3, 4, 6][nibble & 7];

@@ -3,9 +3,11 @@
  * and every tensor of the output is compared with the float64 truth built from the adapters'
  * specs (what each module's rows are and where they land, written by hand in the test).
  */
-import { createBlobOutputTarget, mergeModel, type MergeBackend, type PreparedMerge } from '../../src/index.js';
-import { decodeSafetensors } from './fixtures.js';
-import { truthTerms, type LoraSpec } from './diffusion-fixtures.js';
+import { describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../../src/index.js';
+import { buildSafetensors, decodeSafetensors, type FixtureDType } from './fixtures.js';
+import { loraTensors, truthTerms, type LoraSpec } from './diffusion-fixtures.js';
+import { mergeBackends } from './merge-backends.js';
 import { expectMergedFile } from './merge-truth.js';
 
 export interface LoraCaseAdapter {
@@ -31,4 +33,52 @@ export async function mergeAndCheckLoraCase(
   const terms = adapters.flatMap((a) => truthTerms(decodeSafetensors(a.bytes).tensors, a.specs, a.weight));
   expectMergedFile(decodeSafetensors(baseBytes).tensors, merged.tensors, terms);
   return merged;
+}
+
+/** One adapter of a whole-file case: its file name, modules, user weight, metadata; a PEFT folder's name and config. */
+export interface LoraCaseAdapterSpec {
+  file: string;
+  specs: LoraSpec[];
+  weight: number;
+  metadata?: Record<string, string>;
+  /** A PEFT folder: its name and adapter_config.json. */
+  folder?: { name: string; config: string };
+}
+
+/** A whole-file case: a base (file or folder) and the adapters merged into it. */
+export interface LoraCase {
+  name: string;
+  base: Record<string, Uint8Array | string>;
+  baseName: string;
+  adapters: LoraCaseAdapterSpec[];
+  layout?: string;
+}
+
+/**
+ * The cases' adapter files (random factors in `dtype`) and a `prepare` for each case; registers,
+ * per case, "merges exactly on cpu / webgpu": no plan problems, nothing left out, every output
+ * tensor against the float64 truth.
+ */
+export function loraCaseSuite(cases: readonly LoraCase[], rand: () => number, dtype: FixtureDType) {
+  const bytes = new Map(cases.flatMap((c) => c.adapters.map((a) => [a, buildSafetensors(loraTensors(rand, a.specs, dtype), a.metadata)] as const)));
+  const prepare = (c: LoraCase) => prepareMerge(memoryInputFileSet(c.base, c.baseName), c.adapters.map((a) => ({
+    files: a.folder
+      ? memoryInputFileSet({ [a.file]: bytes.get(a)!, 'adapter_config.json': a.folder.config }, a.folder.name)
+      : memoryInputFileSet({ [a.file]: bytes.get(a)! }, a.file),
+    weight: a.weight,
+  })));
+  const backends = mergeBackends({ cpu: 'default' });
+  for (const c of cases) {
+    describe(c.name, () => {
+      for (const kind of ['cpu', 'webgpu'] as const) {
+        it(`merges exactly on ${kind}`, async () => {
+          const prepared = await prepare(c);
+          expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+          expect(prepared.plan.leftOut).toEqual([]);
+          await mergeAndCheckLoraCase(prepared, backends[kind]!, c.base, c.adapters.map((a) => ({ bytes: bytes.get(a)!, specs: a.specs, weight: a.weight })));
+        });
+      }
+    });
+  }
+  return { prepare, adapterBytes: (a: LoraCaseAdapterSpec) => bytes.get(a)! };
 }
