@@ -18,6 +18,7 @@ import type { ProgressListener } from '../pipeline/progress.js';
 import { kohyaMetadata, LORAMERGE_VERSION, type ModuleReport, type OpResult } from './op-common.js';
 import { kohyaPartFor, type ModuleShape, type OutputFormat } from './module-updates.js';
 import { decomposeDense, froKept, moduleFromSvd } from './reduce.js';
+import { product } from '../integers.js';
 
 export interface ExtractOptions {
   rank?: number;
@@ -199,7 +200,7 @@ async function difference(base: BaseModel, tuned: BaseModel, t: BaseTensor, sign
   const b = base.tensors.get(t.name)!;
   if (!sameShape(b, t)) throw new MergeError('SHAPE_MISMATCH', `tensor "${t.name}" is ${fmt(b.shape)} in ${base.name} but ${fmt(t.shape)} in ${tuned.name}`);
   if (!isFloatDType(t.dtype) || !isFloatDType(b.dtype)) throw new MergeError('UNSUPPORTED_FORMAT', `tensor "${t.name}" is ${t.dtype}/${b.dtype}; only f32, f16 and bf16 weights can be extracted`);
-  const n = t.shape.reduce((s, d) => s * d, 1);
+  const n = product(t.shape);
   const values = new Float32Array(n);
   const perRead = Math.max(1, Math.floor(SLAB_BYTES / Math.max(DTYPE_BYTES[t.dtype], DTYPE_BYTES[b.dtype])));
   let total2 = 0;

@@ -19,6 +19,7 @@ import type { ContainerFormat, StoredShard } from './container.js';
 import { indexFields, safetensorsContainer, type BaseIndexFile, type ShardIndex } from './safetensors-container.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
+import { product } from '../integers.js';
 
 export type { BaseIndexFile, ShardIndex };
 
@@ -384,7 +385,7 @@ async function readValueScales(model: BaseModel): Promise<Map<string, number>> {
   for (const [key, tensor] of model.tensors) {
     if (!key.endsWith(SCALE_WEIGHT)) continue;
     const weightKey = `${key.slice(0, -SCALE_WEIGHT.length)}.weight`;
-    const value = tensor.shape.reduce((n, d) => n * d, 1) === 1 && isFloatDType(tensor.dtype)
+    const value = product(tensor.shape) === 1 && isFloatDType(tensor.dtype)
       ? decodeToF32(await model.read(key), tensor.dtype)[0]
       : NaN;
     if (!(Number.isFinite(value) && value !== 0)) {

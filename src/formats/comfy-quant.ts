@@ -21,13 +21,14 @@ import { MergeError } from '../errors.js';
 import type { BaseModel } from './base-model.js';
 import { isSafetensorsModel } from './base-model-view.js';
 import type { ScaledFp8Base, ScaledFp8Weight } from './scaled-fp8.js';
+import { product } from '../integers.js';
 
 const COMFY_QUANT = '.comfy_quant';
 /** The safetensors `__metadata__` entry ComfyUI reads per-layer configs from. */
 export const QUANTIZATION_METADATA = '_quantization_metadata';
 const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
 /** A comfy_quant tensor is a few dozen bytes of JSON; anything past this is not one. */
-const MAX_CONFIG_BYTES = 4096;
+const MAX_LAYER_CONFIG_BYTES = 4096;
 
 /** The base's ComfyUI-quantized layers, or undefined when it has none. Malformed configs and scales throw, naming the tensor. */
 export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | undefined> {
@@ -35,7 +36,7 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
   for (const [key, t] of base.tensors) {
     if (!key.endsWith(COMFY_QUANT)) continue;
     const where = `${base.name}: tensor "${key}"`;
-    if (t.storedType !== 'U8' || t.shape.length !== 1 || t.byteLength > MAX_CONFIG_BYTES) {
+    if (t.storedType !== 'U8' || t.shape.length !== 1 || t.byteLength > MAX_LAYER_CONFIG_BYTES) {
       throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${t.storedType} (${t.shape.join(', ')}), not ComfyUI's quantization config (U8 bytes of a JSON object); fix or remove it`);
     }
     const text = decodeUtf8(await base.read(key));
@@ -86,7 +87,7 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
       unreadWhy.set(weightKey, `a float8_e4m3fn weight of shape [${weight.shape.join(', ')}] (${from}), which loramerge does not read`);
       continue;
     }
-    if (!scale || !SCALE_DTYPES.has(scale.dtype) || scale.shape.reduce((a, b) => a * b, 1) !== 1 || scale.shape.length > 1) {
+    if (!scale || !SCALE_DTYPES.has(scale.dtype) || product(scale.shape) !== 1 || scale.shape.length > 1) {
       const what = scale ? `has shape [${scale.shape.join(', ')}] (${scale.dtype})` : 'is missing';
       throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} ${what}; float8_e4m3fn needs one F32 scale per weight (shape [] or [1])`);
     }
@@ -96,7 +97,7 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
     }
     // A conv's kernel dimensions folded into the columns: one scale covers the whole tensor.
     const rows = weight.shape[0];
-    const cols = weight.shape.slice(1).reduce((x, y) => x * y, 1);
+    const cols = product(weight.shape.slice(1));
     const entry: ScaledFp8Weight = {
       weightKey, codeDtype: 'F8_E4M3', scaleKey, scaleDtype: scale.dtype as ScaledFp8Weight['scaleDtype'],
       rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(value),

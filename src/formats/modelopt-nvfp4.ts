@@ -19,6 +19,7 @@ import type { SafetensorsBaseModel } from './base-model.js';
 import { baseModelView, type ViewTensor } from './base-model-view.js';
 import type { ModelOptQuantization } from './modelopt-config.js';
 import { runtimeScales, type ScaledFp8Base, type ScaledFp8Weight } from './scaled-fp8.js';
+import { product } from '../integers.js';
 
 /** e2m1 magnitudes by the code's low three bits. */
 const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6] as const;
@@ -53,7 +54,7 @@ export async function nvfp4BaseModel(base: SafetensorsBaseModel, quantization: M
     if (!w || !s) throw bad(`${!w ? weightKey : scaleKey} is missing`);
     if (w.dtype !== 'U8' || w.shape.length !== 2) throw bad(`its dtype is ${w.dtype} [${w.shape.join(', ')}]; expected U8 codes (out, in/2)`);
     if (s.dtype !== 'F8_E4M3' || s.shape.length !== 2 || s.shape[0] !== w.shape[0]) throw bad(`${scaleKey} is ${s.dtype} [${s.shape.join(', ')}]; expected F8_E4M3 (${w.shape[0]}, in/16)`);
-    if (t.dtype !== 'F32' || t.shape.reduce((a, b) => a * b, 1) !== 1) throw bad(`${key} is ${t.dtype} [${t.shape.join(', ')}]; expected one F32 value`);
+    if (t.dtype !== 'F32' || product(t.shape) !== 1) throw bad(`${key} is ${t.dtype} [${t.shape.join(', ')}]; expected one F32 value`);
     const rows = w.shape[0];
     const cols = w.shape[1] * 2;
     const group = quantization.groupSize ?? 16;

@@ -26,6 +26,7 @@ import type { BaseModel } from './base-model.js';
 import { findComfyQuant } from './comfy-quant.js';
 import { languageModelField, type ModelConfig } from './model-config.js';
 import type { ModelOptQuantization } from './modelopt-config.js';
+import { product } from '../integers.js';
 
 /**
  * How a merged weight gets its scale back (see scaled-fp8-output.ts):
@@ -115,7 +116,7 @@ export async function findScaledFp8(base: BaseModel, config: ModelConfig | undef
     if (modelopt.algo !== 'FP8') return undefined;
     return {
       kind: 'modelopt-fp8', rule: 'modelopt', quantizerDtype: modelDtype(config),
-      ...(await readGrids(base, '.weight_scale', (rows, cols, scaleShape) => (scaleShape.length <= 1 && scaleShape.reduce((a, b) => a * b, 1) === 1 ? [rows, cols] : undefined))),
+      ...(await readGrids(base, '.weight_scale', (rows, cols, scaleShape) => (scaleShape.length <= 1 && product(scaleShape) === 1 ? [rows, cols] : undefined))),
       quantizationOnly: runtimeScales(base), ...(modelopt.file ? { quantizationFiles: [modelopt.file] } : {}),
     };
   }
@@ -138,7 +139,7 @@ export async function findScaledFp8(base: BaseModel, config: ModelConfig | undef
     return {
       kind: 'compressed-tensors-fp8', rule: 'divide',
       ...(await readGrids(base, '.weight_scale', (rows, cols, scaleShape) => {
-        const n = scaleShape.reduce((a, b) => a * b, 1);
+        const n = product(scaleShape);
         if (n === 1 && scaleShape.length <= 2) return [rows, cols] as const; // per tensor
         if (scaleShape.length === 2 && scaleShape[0] === rows && scaleShape[1] === 1) return [1, cols] as const; // per channel
         return blocks.find(([bm, bn]): boolean => scaleShape.length === 2 && scaleShape[0] === Math.ceil(rows / bm) && scaleShape[1] === Math.ceil(cols / bn));
@@ -211,7 +212,7 @@ async function readGrids(
     const [rows, cols] = weight.shape;
     const grid = gridOf(rows, cols, scale.shape);
     const expected = grid ? [Math.ceil(rows / grid[0]), Math.ceil(cols / grid[1])] : undefined;
-    const count = scale.shape.reduce((a, b) => a * b, 1);
+    const count = product(scale.shape);
     if (!grid || !expected || count !== expected[0] * expected[1]) {
       throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" has shape [${scale.shape.join(', ')}], which is no grid of scales over ${weightKey} [${rows}, ${cols}] that config.json's quantization_config describes`);
     }
@@ -240,7 +241,7 @@ function comfyScaledFp8(base: BaseModel, valueScales: ReadonlyMap<string, number
       continue;
     }
     const rows = weight.shape[0];
-    const cols = weight.shape.slice(1).reduce((a, b) => a * b, 1);
+    const cols = product(weight.shape.slice(1));
     weights.set(weightKey, {
       weightKey, codeDtype: weight.dtype, scaleKey, scaleDtype: scaleDtype as ScaledFp8Weight['scaleDtype'], rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(scale),
     });

@@ -16,6 +16,7 @@ import { splitTensorName, type Role } from './key-forms.js';
 import { DiffusersLoraMetadata, LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
+import { product } from '../integers.js';
 
 type Problem = { code: MergeErrorCode; message: string };
 
@@ -165,7 +166,7 @@ const INTEGER_BYTES: Readonly<Record<string, { bytes: number; read: (v: DataView
  * both accepted: diffusers' convert_state_dict_to_kohya writes α as torch.tensor(rank), an I64.
  */
 export async function readScalar(file: SafetensorsFile, entry: TensorEntry): Promise<number | null> {
-  if (entry.shape.reduce((n, d) => n * d, 1) !== 1) return null;
+  if (product(entry.shape) !== 1) return null;
   const bytes = await file.read(entry);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let value: number;

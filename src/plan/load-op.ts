@@ -14,6 +14,7 @@ import { expertTerms } from './fused-experts.js';
 import type { BiasUpdate, PlannedReplacement, PlannedTerm, TensorUpdate } from './merge-plan.js';
 import { readFloat } from './module-factors.js';
 import { assembleSteps, slabOp, slabSteps, type LoadedStep, type UpdatePiece } from './load-steps.js';
+import { product } from '../integers.js';
 
 export interface RowRange {
   rowStart: number;
@@ -146,7 +147,7 @@ export function convertReplacement(rep: PlannedReplacement, stored: Uint8Array, 
   const dtype = rep.tensor.dtype as FloatDType;
   const out = dtype === outDtype ? stored : encodeFromF32(decodeToF32(stored, dtype), outDtype);
   if (!rep.rows) return out;
-  const cols = rep.shape.slice(1).reduce((a, b) => a * b, 1);
+  const cols = product(rep.shape.slice(1));
   return moveRows(out, rep.rows, rowStart, stored.byteLength / (cols * DTYPE_BYTES[dtype]));
 }
 

@@ -7,6 +7,7 @@ import { encodeFromF32, type FloatDType } from '../dtype.js';
 import { sampleBaseTensors, sampleProjections } from './llama-tensors.js';
 import type { SampleOptions } from './sample-options.js';
 import { createRandom, uniformValues } from './seeded-random.js';
+import { product } from '../integers.js';
 
 /** One tensor ready for a safetensors writer: raw little-endian bytes of `dtype`. */
 export interface SampleTensor {
@@ -25,7 +26,7 @@ const ADAPTER_STREAM = 0x5bd1e995;
 export function sampleBaseTensorData(o: SampleOptions): SampleTensor[] {
   const random = createRandom(o.seed);
   return sampleBaseTensors(o).map((spec) => {
-    const n = spec.shape.reduce((a, b) => a * b, 1);
+    const n = product(spec.shape);
     const values = spec.role === 'norm'
       ? uniformValues(n, random, 0.1, 1)
       : uniformValues(n, random, WEIGHT_HALF_WIDTH);

@@ -12,7 +12,8 @@ import { lycorisBoftDeltas, lycorisButterflyGather } from '../../algorithms/math
 import type { Role } from '../key-forms.js';
 import type { TensorEntry } from '../safetensors-types.js';
 import { fmtShape, moduleBasics, type Algorithm, type ModuleContext, type ModulePiece } from './algorithm.js';
-import { f32Bytes, numel, readValues } from './factor-io.js';
+import { f32Bytes, readValues } from './factor-io.js';
+import { product } from '../../integers.js';
 
 export const boft: Algorithm = {
   name: 'boft',
@@ -26,7 +27,7 @@ export const boft: Algorithm = {
     const rescale = tensors.get('rescale');
     const [m, n, b, b2] = blocks.shape;
     const out = n * b;
-    if (b !== b2 || b < 2 || b % 2 !== 0 || (rescale && (rescale.shape[0] !== out || numel(rescale.shape) !== out))) {
+    if (b !== b2 || b < 2 || b % 2 !== 0 || (rescale && (rescale.shape[0] !== out || product(rescale.shape) !== out))) {
       context.report('SHAPE_MISMATCH', `BOFT oft_blocks ${fmtShape(blocks.shape)}${rescale ? ` and rescale ${fmtShape(rescale.shape)}` : ''} do not fit (expected (m, n, b, b) with b even and rescale (n·b, 1…))`);
       return null;
     }

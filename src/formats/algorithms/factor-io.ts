@@ -31,11 +31,6 @@ export function lowRankPiece(f: Factors): { kind: 'low-rank'; a: FloatTensorByte
 export { matrix };
 export type { Matrix };
 
-/** Product of dims (1 for a scalar). */
-export function numel(shape: readonly number[]): number {
-  return shape.reduce((n, d) => n * d, 1);
-}
-
 /** Rows of a stored tensor viewed as (first dim, rest), read on demand (F64 rounded to f32). */
 export function denseRows(file: SafetensorsFile, entry: TensorEntry): (rowStart: number, rowCount: number) => Promise<FloatTensorBytes> {
   const rows = entry.shape.length === 0 ? 1 : entry.shape[0];

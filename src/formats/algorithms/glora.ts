@@ -8,7 +8,8 @@
  */
 import { gloraProjection } from '../../algorithms/math/low-rank-forms.js';
 import { alphaScale, fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
-import { f32Bytes, lowRankPiece, numel, readMatrix } from './factor-io.js';
+import { f32Bytes, lowRankPiece, readMatrix } from './factor-io.js';
+import { product } from '../../integers.js';
 
 export const glora: Algorithm = {
   name: 'glora',
@@ -31,7 +32,7 @@ export const glora: Algorithm = {
       context.report('SHAPE_MISMATCH', `GLoRA a1 ${fmtShape(a1.shape)}, a2 ${fmtShape(a2.shape)}, b1 ${fmtShape(b1.shape)}, b2 ${fmtShape(b2.shape)} do not fit together (expected a1 (in, r), a2 (r, in), b1 (out, r), b2 (r, in…))`);
       return null;
     }
-    const kernel = numel(b2.shape.slice(2));
+    const kernel = product(b2.shape.slice(2));
     return {
       ...moduleBasics(context),
       algorithm: glora.name,
@@ -47,7 +48,7 @@ export const glora: Algorithm = {
 
   async load(file, module) {
     const { a1, a2, b1, b2 } = module.tensors;
-    const kernel = numel(b2.shape.slice(2));
+    const kernel = product(b2.shape.slice(2));
     const { p, q } = gloraProjection(await readMatrix(file, a1), await readMatrix(file, a2), kernel);
     // W·a1·a2 is taken from W before b1·b2 is added: both come from the same W.
     return [

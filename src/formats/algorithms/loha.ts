@@ -10,7 +10,8 @@
 import { hadamardFactors, tuckerFactors, type Factors } from '../../algorithms/math/low-rank-forms.js';
 import type { TensorEntry } from '../safetensors-types.js';
 import { alphaScale, fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
-import { lowRankPiece, numel, readMatrix, readValues } from './factor-io.js';
+import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
+import { product } from '../../integers.js';
 import { lycorisDora } from './lora.js';
 
 export const loha: Algorithm = {
@@ -71,7 +72,7 @@ export const loha: Algorithm = {
   async load(file, module) {
     const { w1a, w1b, w2a, w2b, t1, t2 } = module.tensors;
     const side = async (wa: TensorEntry, wb: TensorEntry, t: TensorEntry | undefined): Promise<Factors> => {
-      if (t) return tuckerFactors(await readValues(file, t), numel(t.shape.slice(2)), await readMatrix(file, wa), await readMatrix(file, wb));
+      if (t) return tuckerFactors(await readValues(file, t), product(t.shape.slice(2)), await readMatrix(file, wa), await readMatrix(file, wb));
       return { b: await readMatrix(file, wa), a: await readMatrix(file, wb) };
     };
     return [lowRankPiece(hadamardFactors(await side(w1a, w1b, t1), await side(w2a, w2b, t2)))];

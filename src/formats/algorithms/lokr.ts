@@ -12,7 +12,8 @@ import { lokrForm, lokrScale, type KronFactor } from '../../algorithms/math/lokr
 import type { AdapterModule } from '../adapter.js';
 import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
-import { f32Bytes, lowRankPiece, numel, readMatrix, readValues } from './factor-io.js';
+import { f32Bytes, lowRankPiece, readMatrix, readValues } from './factor-io.js';
+import { product } from '../../integers.js';
 import { lycorisDora } from './lora.js';
 
 export const lokr: Algorithm = {
@@ -62,12 +63,12 @@ export const lokr: Algorithm = {
       rest = w2b!.shape.slice(1);
     }
     const deltaShape = [a * b, c * rest[0], ...rest.slice(1)];
-    const out = deltaShape[0], inF = numel(deltaShape.slice(1));
+    const out = deltaShape[0], inF = product(deltaShape.slice(1));
     // LyCORIS takes the rank from w1's factors first (make_module_from_state_dict).
     const decomposedRank = r1 ?? r2;
     const scale = lokrScale(context.alpha, decomposedRank);
     const rankOf = (full: boolean, p: number, q: number, r: number | undefined) => (full ? Math.min(p, q) : r!);
-    const productRank = rankOf(first === 'full', a, c, r1) * rankOf(second === 'full', b, numel(rest), r2);
+    const productRank = rankOf(first === 'full', a, c, r1) * rankOf(second === 'full', b, product(rest), r2);
     const dense = first === 'full' && second === 'full' && productRank > Math.min(out, inF) / 4;
     const module: AdapterModule = {
       ...moduleBasics(context),
@@ -100,7 +101,7 @@ export const lokr: Algorithm = {
       const m1 = f1.full, m2 = f2.full;
       return [{ kind: 'dense', rows: async (r0: number, n: number) => f32Bytes(kronRows(m1, m2, r0, n)) }];
     }
-    const out = module.deltaShape[0], inF = numel(module.deltaShape.slice(1));
+    const out = module.deltaShape[0], inF = product(module.deltaShape.slice(1));
     const form = lokrForm(f1, f2, out, inF);
     if (form.kind !== 'low-rank') throw new Error(`LoKr module "${module.name}" (${w1?.name ?? ''} ${w2?.name ?? ''}): planned as a product`);
     return [lowRankPiece(form.factors)];
@@ -116,6 +117,6 @@ async function firstFactor(file: SafetensorsFile, module: AdapterModule): Promis
 async function secondFactor(file: SafetensorsFile, module: AdapterModule): Promise<KronFactor> {
   const { w2, w2a, w2b, t2 } = module.tensors;
   if (w2) return { full: await readMatrix(file, w2) };
-  if (t2) return { factors: tuckerFactors(await readValues(file, t2), numel(t2.shape.slice(2)), await readMatrix(file, w2a), await readMatrix(file, w2b)) };
+  if (t2) return { factors: tuckerFactors(await readValues(file, t2), product(t2.shape.slice(2)), await readMatrix(file, w2a), await readMatrix(file, w2b)) };
   return { factors: { b: await readMatrix(file, w2a), a: await readMatrix(file, w2b) } };
 }

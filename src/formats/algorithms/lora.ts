@@ -13,7 +13,8 @@ import type { AdapterModule, DoraFactor } from '../adapter.js';
 import { readFloat } from '../read-float.js';
 import type { TensorEntry } from '../safetensors-types.js';
 import { alphaScale, fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
-import { lowRankPiece, numel, readMatrix, readValues } from './factor-io.js';
+import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
+import { product } from '../../integers.js';
 
 /** torch.finfo(torch.float32).eps, which LyCORIS adds to each DoRA norm when merging in f32. */
 export const LYCORIS_DORA_EPSILON = 2 ** -23;
@@ -69,7 +70,7 @@ export const lora: Algorithm = {
     const { down, up, mid } = module.tensors;
     if (mid) {
       // rebuild_tucker(mid, upᵀ, down): up (out, r) is B as it is.
-      const f = tuckerFactors(await readValues(file, mid), numel(mid.shape.slice(2)), transpose(await readMatrix(file, up)), await readMatrix(file, down));
+      const f = tuckerFactors(await readValues(file, mid), product(mid.shape.slice(2)), transpose(await readMatrix(file, up)), await readMatrix(file, down));
       return [lowRankPiece(f)];
     }
     const [a, b] = await Promise.all([readFloat(file, down), readFloat(file, up)]);

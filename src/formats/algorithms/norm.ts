@@ -4,6 +4,7 @@
  */
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { denseRows } from './factor-io.js';
+import { product } from '../../integers.js';
 
 export const norm: Algorithm = {
   name: 'norm',
@@ -18,7 +19,7 @@ export const norm: Algorithm = {
       context.report('UNSUPPORTED_FORMAT', 'has b_norm but no w_norm');
       return null;
     }
-    const n = wNorm.shape.reduce((x, d) => x * d, 1);
+    const n = product(wNorm.shape);
     if (wNorm.shape.length !== 1 || (bNorm && (bNorm.shape.length !== 1 || bNorm.shape[0] !== n))) {
       context.report('SHAPE_MISMATCH', `w_norm ${fmtShape(wNorm.shape)} and b_norm ${bNorm ? fmtShape(bNorm.shape) : ''} should be vectors of one size`);
       return null;

@@ -10,7 +10,8 @@
 import { diagOftBlocks } from '../../algorithms/math/oft.js';
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { boft } from './boft.js';
-import { f32Bytes, numel, readValues } from './factor-io.js';
+import { f32Bytes, readValues } from './factor-io.js';
+import { product } from '../../integers.js';
 
 export const oft: Algorithm = {
   name: 'oft',
@@ -28,7 +29,7 @@ export const oft: Algorithm = {
     if (blocks.shape.length === 4) return boft.build(tensors, context);
     const [n, b, b2] = blocks.shape;
     const out = n * b;
-    if (blocks.shape.length !== 3 || b !== b2 || (rescale && (rescale.shape[0] !== out || numel(rescale.shape) !== out))) {
+    if (blocks.shape.length !== 3 || b !== b2 || (rescale && (rescale.shape[0] !== out || product(rescale.shape) !== out))) {
       context.report('SHAPE_MISMATCH', `oft_blocks ${fmtShape(blocks.shape)}${rescale ? ` and rescale ${fmtShape(rescale.shape)}` : ''} do not fit (expected (n, b, b) and (n·b, 1…))`);
       return null;
     }

@@ -9,7 +9,8 @@
 import { peftButterflyGather, peftHalfSkewDeltas } from '../../algorithms/math/boft.js';
 import { MergeError } from '../../errors.js';
 import { fmtShape, moduleBasics, type Algorithm, type ModulePiece } from './algorithm.js';
-import { f32Bytes, numel, readValues } from './factor-io.js';
+import { f32Bytes, readValues } from './factor-io.js';
+import { product } from '../../integers.js';
 
 export const peftBoft: Algorithm = {
   name: 'peft-boft',
@@ -38,7 +39,7 @@ export const peftBoft: Algorithm = {
       context.report('SHAPE_MISMATCH', `boft_R ${fmtShape(r.shape)}: ${factors} butterfly factors need an even block size and a block count divisible by ${2 ** (factors - 1)}, as PEFT requires`);
       return null;
     }
-    const out = numel(s.shape);
+    const out = product(s.shape);
     if (s.shape.length !== 2 || !s.shape.includes(1)) {
       context.report('SHAPE_MISMATCH', `boft_s ${fmtShape(s.shape)} is neither (out, 1) nor (1, out)`);
       return null;

@@ -7,7 +7,8 @@
  * (IA)³: a user weight s scales by 1 + s·(l − 1).
  */
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
-import { f32Bytes, numel, readValues } from './factor-io.js';
+import { f32Bytes, readValues } from './factor-io.js';
+import { product } from '../../integers.js';
 
 export const peftIa3: Algorithm = {
   name: 'peft-ia3',
@@ -22,7 +23,7 @@ export const peftIa3: Algorithm = {
       context.report('UNSUPPORTED_FORMAT', 'has PEFT (IA)³ tensors (ia3_l) outside a PEFT folder with its adapter_config.json');
       return null;
     }
-    const n = numel(l.shape);
+    const n = product(l.shape);
     const conv = l.shape.length > 2;
     // Linear: (1, in) feeds the inputs, (out, 1) the outputs; conv: (1, channels, 1…) either way.
     const fits = conv

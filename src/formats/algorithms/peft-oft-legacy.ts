@@ -14,7 +14,8 @@ import { peftHalfSkewDeltas } from '../../algorithms/math/boft.js';
 import { coftProject } from '../../algorithms/math/oft.js';
 import { MergeError } from '../../errors.js';
 import { fmtShape, moduleBasics, type Algorithm, type ModulePiece } from './algorithm.js';
-import { f32Bytes, numel, readValues } from './factor-io.js';
+import { f32Bytes, readValues } from './factor-io.js';
+import { product } from '../../integers.js';
 
 export const peftOftLegacy: Algorithm = {
   name: 'peft-oft-legacy',
@@ -62,7 +63,7 @@ export const peftOftLegacy: Algorithm = {
       kind: 'linear',
       // 0.14–0.15: outputs from oft_s, inputs from the blocks (any, with shared blocks);
       // 0.13: both from the base.
-      deltaShape: s ? [numel(s.shape), shared ? -1 : rows * n] : [-1, -1],
+      deltaShape: s ? [product(s.shape), shared ? -1 : rows * n] : [-1, -1],
       rank: 1,
       alpha: 1,
       scale: 1,

@@ -17,6 +17,7 @@ import { baseModelView, type ViewTensor } from '../base-model-view.js';
 import { languageModelField, type ModelConfig } from '../model-config.js';
 import { dequantizeFourBit, dequantizeInt8, dequantizeNestedAbsmax } from './bnb-dequantize.js';
 import { findQuantizedTensors, type FourBitTensor, type Int8Tensor, type QuantizedTensor } from './bnb-tensors.js';
+import { product } from '../../integers.js';
 
 const TORCH_FLOAT: Readonly<Record<string, FloatDType>> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 
@@ -57,7 +58,7 @@ export async function dequantizedBaseModel(base: SafetensorsBaseModel, config: M
 
 function viewTensor(base: BaseModel, t: QuantizedTensor, writeDtype: FloatDType): ViewTensor {
   const dtype: FloatDType = t.kind === '4bit' ? t.dtype : 'F32';
-  const elements = t.shape.reduce((a, b) => a * b, 1);
+  const elements = product(t.shape);
   const width = DTYPE_BYTES[dtype];
   const values = t.kind === '4bit' ? (start: number, count: number) => fourBitValues(base, t, start, count) : (start: number, count: number) => int8Values(base, t, start, count);
   return {

@@ -17,6 +17,7 @@ import { MAX_CONFIG_BYTES } from '../../limits.js';
 import type { BaseModel } from '../base-model.js';
 import { parseBoundedJson } from '../bounded-json.js';
 import { fourBitCode, type FourBitType } from './bnb-codes.js';
+import { product } from '../../integers.js';
 
 const BLOCKSIZES = new Set([32, 64, 128, 256, 512, 1024, 2048, 4096]);
 const TORCH_FLOAT: Readonly<Record<string, FloatDType>> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
@@ -98,7 +99,7 @@ async function readFourBit(base: BaseModel, name: string, type: FourBitType, sta
   if (!Array.isArray(shape) || shape.length === 0 || shape.some((d) => typeof d !== 'number' || !Number.isSafeInteger(d) || d <= 0)) {
     return fail(`shape ${JSON.stringify(shape)} is not a list of dimensions`);
   }
-  const n = (shape as number[]).reduce((a, b) => a * b, 1);
+  const n = product(shape as number[]);
   if (packed.byteLength !== Math.ceil(n / 2)) {
     return fail(`packed weight has ${packed.byteLength} bytes; ${n} values of 4 bits need ${Math.ceil(n / 2)}`);
   }
