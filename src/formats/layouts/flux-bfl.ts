@@ -10,12 +10,11 @@
  * approximator's `distilled_guidance_layer.layers.N.in_layer` / `out_layer` are diffusers'
  * `linear_1` / `linear_2`.
  */
-import { RenameTable, type RenameRule } from './fused-renames.js';
+import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
 import { isFlux2 } from './flux2-bfl.js';
 import { isHunyuanDit } from './hunyuan-video.js';
 import type { Layout } from './layout.js';
 
-const one = (fused: string, name: string, swapHalves?: 'always'): RenameRule => ({ fused, parts: [{ name, units: 1 }], swapHalves });
 const thirds = (fused: string, q: string, k: string, v: string): RenameRule => ({
   fused, parts: [{ name: q, units: 1 }, { name: k, units: 1 }, { name: v, units: 1 }],
 });
@@ -25,33 +24,33 @@ const S = 'single_transformer_blocks.{i}';
 export const FLUX_RULES: readonly RenameRule[] = [
   thirds('double_blocks.{i}.img_attn.qkv', `${D}.attn.to_q`, `${D}.attn.to_k`, `${D}.attn.to_v`),
   thirds('double_blocks.{i}.txt_attn.qkv', `${D}.attn.add_q_proj`, `${D}.attn.add_k_proj`, `${D}.attn.add_v_proj`),
-  one('double_blocks.{i}.img_attn.proj', `${D}.attn.to_out.0`),
-  one('double_blocks.{i}.txt_attn.proj', `${D}.attn.to_add_out`),
-  one('double_blocks.{i}.img_mlp.0', `${D}.ff.net.0.proj`),
-  one('double_blocks.{i}.img_mlp.2', `${D}.ff.net.2`),
-  one('double_blocks.{i}.txt_mlp.0', `${D}.ff_context.net.0.proj`),
-  one('double_blocks.{i}.txt_mlp.2', `${D}.ff_context.net.2`),
-  one('double_blocks.{i}.img_mod.lin', `${D}.norm1.linear`),
-  one('double_blocks.{i}.txt_mod.lin', `${D}.norm1_context.linear`),
+  oneToOne('double_blocks.{i}.img_attn.proj', `${D}.attn.to_out.0`),
+  oneToOne('double_blocks.{i}.txt_attn.proj', `${D}.attn.to_add_out`),
+  oneToOne('double_blocks.{i}.img_mlp.0', `${D}.ff.net.0.proj`),
+  oneToOne('double_blocks.{i}.img_mlp.2', `${D}.ff.net.2`),
+  oneToOne('double_blocks.{i}.txt_mlp.0', `${D}.ff_context.net.0.proj`),
+  oneToOne('double_blocks.{i}.txt_mlp.2', `${D}.ff_context.net.2`),
+  oneToOne('double_blocks.{i}.img_mod.lin', `${D}.norm1.linear`),
+  oneToOne('double_blocks.{i}.txt_mod.lin', `${D}.norm1_context.linear`),
   {
     fused: 'single_blocks.{i}.linear1',
     parts: [{ name: `${S}.attn.to_q`, units: 1 }, { name: `${S}.attn.to_k`, units: 1 }, { name: `${S}.attn.to_v`, units: 1 }, { name: `${S}.proj_mlp`, units: 4 }],
   },
-  one('single_blocks.{i}.linear2', `${S}.proj_out`),
-  one('single_blocks.{i}.modulation.lin', `${S}.norm.linear`),
-  one('img_in', 'x_embedder'),
-  one('txt_in', 'context_embedder'),
-  one('time_in.in_layer', 'time_text_embed.timestep_embedder.linear_1'),
-  one('time_in.out_layer', 'time_text_embed.timestep_embedder.linear_2'),
-  one('vector_in.in_layer', 'time_text_embed.text_embedder.linear_1'),
-  one('vector_in.out_layer', 'time_text_embed.text_embedder.linear_2'),
-  one('guidance_in.in_layer', 'time_text_embed.guidance_embedder.linear_1'),
-  one('guidance_in.out_layer', 'time_text_embed.guidance_embedder.linear_2'),
-  one('final_layer.linear', 'proj_out'),
-  one('final_layer.adaLN_modulation.1', 'norm_out.linear', 'always'),
+  oneToOne('single_blocks.{i}.linear2', `${S}.proj_out`),
+  oneToOne('single_blocks.{i}.modulation.lin', `${S}.norm.linear`),
+  oneToOne('img_in', 'x_embedder'),
+  oneToOne('txt_in', 'context_embedder'),
+  oneToOne('time_in.in_layer', 'time_text_embed.timestep_embedder.linear_1'),
+  oneToOne('time_in.out_layer', 'time_text_embed.timestep_embedder.linear_2'),
+  oneToOne('vector_in.in_layer', 'time_text_embed.text_embedder.linear_1'),
+  oneToOne('vector_in.out_layer', 'time_text_embed.text_embedder.linear_2'),
+  oneToOne('guidance_in.in_layer', 'time_text_embed.guidance_embedder.linear_1'),
+  oneToOne('guidance_in.out_layer', 'time_text_embed.guidance_embedder.linear_2'),
+  oneToOne('final_layer.linear', 'proj_out'),
+  oneToOne('final_layer.adaLN_modulation.1', 'norm_out.linear', 'always'),
   // Chroma: FLUX.1's blocks fed by an approximator (diffusers' convert_chroma_transformer_checkpoint_to_diffusers).
-  one('distilled_guidance_layer.layers.{i}.in_layer', 'distilled_guidance_layer.layers.{i}.linear_1'),
-  one('distilled_guidance_layer.layers.{i}.out_layer', 'distilled_guidance_layer.layers.{i}.linear_2'),
+  oneToOne('distilled_guidance_layer.layers.{i}.in_layer', 'distilled_guidance_layer.layers.{i}.linear_1'),
+  oneToOne('distilled_guidance_layer.layers.{i}.out_layer', 'distilled_guidance_layer.layers.{i}.linear_2'),
 ];
 
 const table = new RenameTable(FLUX_RULES, () => false);

@@ -18,11 +18,10 @@
  * aside: FLUX.1's single-block names (`attn.to_q`, `proj_mlp` as rows of a 3h + 4h linear1) and
  * per-block modulations do not exist in FLUX.2, and a FLUX.1 module is refused with that reason.
  */
-import { RenameTable, type RenameRule } from './fused-renames.js';
+import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
 import type { BaseView, Layout, LayoutResolution } from './layout.js';
 import { modelPrefix, prefixBefore } from './model-prefix.js';
 
-const one = (bfl: string, diffusers: string, swapHalves?: 'always'): RenameRule => ({ fused: bfl, parts: [{ name: diffusers, units: 1 }], swapHalves });
 const thirds = (fused: string, q: string, k: string, v: string): RenameRule => ({
   fused, parts: [{ name: q, units: 1 }, { name: k, units: 1 }, { name: v, units: 1 }],
 });
@@ -32,25 +31,25 @@ const S = 'single_transformer_blocks.{i}';
 export const FLUX2_RULES: readonly RenameRule[] = [
   thirds('double_blocks.{i}.img_attn.qkv', `${D}.attn.to_q`, `${D}.attn.to_k`, `${D}.attn.to_v`),
   thirds('double_blocks.{i}.txt_attn.qkv', `${D}.attn.add_q_proj`, `${D}.attn.add_k_proj`, `${D}.attn.add_v_proj`),
-  one('double_blocks.{i}.img_attn.proj', `${D}.attn.to_out.0`),
-  one('double_blocks.{i}.txt_attn.proj', `${D}.attn.to_add_out`),
-  one('double_blocks.{i}.img_mlp.0', `${D}.ff.linear_in`),
-  one('double_blocks.{i}.img_mlp.2', `${D}.ff.linear_out`),
-  one('double_blocks.{i}.txt_mlp.0', `${D}.ff_context.linear_in`),
-  one('double_blocks.{i}.txt_mlp.2', `${D}.ff_context.linear_out`),
-  one('single_blocks.{i}.linear1', `${S}.attn.to_qkv_mlp_proj`),
-  one('single_blocks.{i}.linear2', `${S}.attn.to_out`),
-  one('double_stream_modulation_img.lin', 'double_stream_modulation_img.linear'),
-  one('double_stream_modulation_txt.lin', 'double_stream_modulation_txt.linear'),
-  one('single_stream_modulation.lin', 'single_stream_modulation.linear'),
-  one('img_in', 'x_embedder'),
-  one('txt_in', 'context_embedder'),
-  one('time_in.in_layer', 'time_guidance_embed.timestep_embedder.linear_1'),
-  one('time_in.out_layer', 'time_guidance_embed.timestep_embedder.linear_2'),
-  one('guidance_in.in_layer', 'time_guidance_embed.guidance_embedder.linear_1'),
-  one('guidance_in.out_layer', 'time_guidance_embed.guidance_embedder.linear_2'),
-  one('final_layer.linear', 'proj_out'),
-  one('final_layer.adaLN_modulation.1', 'norm_out.linear', 'always'),
+  oneToOne('double_blocks.{i}.img_attn.proj', `${D}.attn.to_out.0`),
+  oneToOne('double_blocks.{i}.txt_attn.proj', `${D}.attn.to_add_out`),
+  oneToOne('double_blocks.{i}.img_mlp.0', `${D}.ff.linear_in`),
+  oneToOne('double_blocks.{i}.img_mlp.2', `${D}.ff.linear_out`),
+  oneToOne('double_blocks.{i}.txt_mlp.0', `${D}.ff_context.linear_in`),
+  oneToOne('double_blocks.{i}.txt_mlp.2', `${D}.ff_context.linear_out`),
+  oneToOne('single_blocks.{i}.linear1', `${S}.attn.to_qkv_mlp_proj`),
+  oneToOne('single_blocks.{i}.linear2', `${S}.attn.to_out`),
+  oneToOne('double_stream_modulation_img.lin', 'double_stream_modulation_img.linear'),
+  oneToOne('double_stream_modulation_txt.lin', 'double_stream_modulation_txt.linear'),
+  oneToOne('single_stream_modulation.lin', 'single_stream_modulation.linear'),
+  oneToOne('img_in', 'x_embedder'),
+  oneToOne('txt_in', 'context_embedder'),
+  oneToOne('time_in.in_layer', 'time_guidance_embed.timestep_embedder.linear_1'),
+  oneToOne('time_in.out_layer', 'time_guidance_embed.timestep_embedder.linear_2'),
+  oneToOne('guidance_in.in_layer', 'time_guidance_embed.guidance_embedder.linear_1'),
+  oneToOne('guidance_in.out_layer', 'time_guidance_embed.guidance_embedder.linear_2'),
+  oneToOne('final_layer.linear', 'proj_out'),
+  oneToOne('final_layer.adaLN_modulation.1', 'norm_out.linear', 'always'),
 ];
 
 /** FLUX.2's shared modulations, in either naming; FLUX.1 and Chroma have none. */

@@ -37,6 +37,11 @@ export interface RenameRule {
   swapHalves?: 'always' | 'last-block';
 }
 
+/** A module renamed whole, row for row (its two halves of rows swapped where `swapHalves` says). */
+export function oneToOne(fused: string, name: string, swapHalves?: RenameRule['swapHalves']): RenameRule {
+  return { fused, parts: [{ name, units: 1 }], ...(swapHalves ? { swapHalves } : {}) };
+}
+
 interface Compiled {
   rule: RenameRule;
   /** `rule.fused`, then its aliases. */

@@ -17,7 +17,7 @@
  * Prefixes (`language_model.model.` ↔ `model.language_model.`, `mlp1.1` ↔ the projector) are
  * checkpoint-key-maps.ts's.
  */
-import { RenameTable, type RenameRule } from './fused-renames.js';
+import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
 import type { BaseView, Layout, LayoutResolution } from './layout.js';
 
 const VIT = 'vision_model.encoder.layers.{i}';
@@ -34,16 +34,15 @@ const VISION_RULES: readonly RenameRule[] = [
 const vision = new RenameTable(VISION_RULES, () => false);
 
 const LM = 'language_model.model.layers.{i}';
-const rename = (from: string, to: string): RenameRule => ({ fused: from, parts: [{ name: to, units: 1 }] });
 
 /** InternLM2's names (fused side) and Llama's (parts) for the tensors the conversion only renames. */
 const INTERNLM2_RULES: readonly RenameRule[] = [
-  rename(`${LM}.attention.wo`, `${LM}.self_attn.o_proj`),
-  rename(`${LM}.feed_forward.w1`, `${LM}.mlp.gate_proj`),
-  rename(`${LM}.feed_forward.w3`, `${LM}.mlp.up_proj`),
-  rename(`${LM}.feed_forward.w2`, `${LM}.mlp.down_proj`),
-  rename('language_model.model.tok_embeddings', 'language_model.model.embed_tokens'),
-  rename('language_model.output', 'language_model.lm_head'),
+  oneToOne(`${LM}.attention.wo`, `${LM}.self_attn.o_proj`),
+  oneToOne(`${LM}.feed_forward.w1`, `${LM}.mlp.gate_proj`),
+  oneToOne(`${LM}.feed_forward.w3`, `${LM}.mlp.up_proj`),
+  oneToOne(`${LM}.feed_forward.w2`, `${LM}.mlp.down_proj`),
+  oneToOne('language_model.model.tok_embeddings', 'language_model.model.embed_tokens'),
+  oneToOne('language_model.output', 'language_model.lm_head'),
 ];
 const internlm2 = new RenameTable(INTERNLM2_RULES, () => false);
 

@@ -11,16 +11,15 @@
  * `caption_projection`), never on PixArt-style models that also say `adaln_single`, nor on LTX-2
  * (an audio input projection beside it), which the `ltx2` layout renames.
  */
-import type { RenameRule } from './fused-renames.js';
+import { oneToOne, type RenameRule } from './fused-renames.js';
 import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
 
-const one = (original: string, diffusers: string): RenameRule => ({ fused: original, parts: [{ name: diffusers, units: 1 }] });
 
 export const LTX_VIDEO_RULES: readonly RenameRule[] = [
-  one('patchify_proj', 'proj_in'),
-  one('adaln_single.emb.timestep_embedder.linear_1', 'time_embed.emb.timestep_embedder.linear_1'),
-  one('adaln_single.emb.timestep_embedder.linear_2', 'time_embed.emb.timestep_embedder.linear_2'),
-  one('adaln_single.linear', 'time_embed.linear'),
+  oneToOne('patchify_proj', 'proj_in'),
+  oneToOne('adaln_single.emb.timestep_embedder.linear_1', 'time_embed.emb.timestep_embedder.linear_1'),
+  oneToOne('adaln_single.emb.timestep_embedder.linear_2', 'time_embed.emb.timestep_embedder.linear_2'),
+  oneToOne('adaln_single.linear', 'time_embed.linear'),
 ];
 
 /** The original's `patchify_proj`, or diffusers' `proj_in` beside its `time_embed`. */

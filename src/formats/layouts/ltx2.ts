@@ -19,18 +19,17 @@
  * It answers only on an LTX-2 base: its audio input projection beside the audio-to-video gate,
  * under either naming. LTX-Video 0.9.x bases have neither.
  */
-import type { RenameRule } from './fused-renames.js';
+import { oneToOne, type RenameRule } from './fused-renames.js';
 import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
 
-const one = (original: string, diffusers: string): RenameRule => ({ fused: original, parts: [{ name: diffusers, units: 1 }] });
 
 /** An adaLN-single module's three linears, renamed with it. */
 const adaln = (original: string, diffusers: string): RenameRule[] =>
-  ['emb.timestep_embedder.linear_1', 'emb.timestep_embedder.linear_2', 'linear'].map((l) => one(`${original}.${l}`, `${diffusers}.${l}`));
+  ['emb.timestep_embedder.linear_1', 'emb.timestep_embedder.linear_2', 'linear'].map((l) => oneToOne(`${original}.${l}`, `${diffusers}.${l}`));
 
 export const LTX2_RULES: readonly RenameRule[] = [
-  one('patchify_proj', 'proj_in'),
-  one('audio_patchify_proj', 'audio_proj_in'),
+  oneToOne('patchify_proj', 'proj_in'),
+  oneToOne('audio_patchify_proj', 'audio_proj_in'),
   ...adaln('adaln_single', 'time_embed'),
   ...adaln('audio_adaln_single', 'audio_time_embed'),
   ...adaln('av_ca_video_scale_shift_adaln_single', 'av_cross_attn_video_scale_shift'),

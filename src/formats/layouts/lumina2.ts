@@ -16,30 +16,29 @@
  * It answers only on a Lumina 2 base: a refiner whose k projection is a third of q (diffusers) or
  * whose qkv is 5/3 as tall as it is wide (the original naming), which Z-Image's MHA is not.
  */
-import type { RenameRule } from './fused-renames.js';
+import { oneToOne, type RenameRule } from './fused-renames.js';
 import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
 
-const one = (original: string, diffusers: string): RenameRule => ({ fused: original, parts: [{ name: diffusers, units: 1 }] });
 
 function blockRules(blocks: string): RenameRule[] {
   const B = `${blocks}.{i}`;
   return [
     { fused: `${B}.attention.qkv`, parts: [{ name: `${B}.attn.to_q`, units: 3 }, { name: `${B}.attn.to_k`, units: 1 }, { name: `${B}.attn.to_v`, units: 1 }] },
-    one(`${B}.attention.out`, `${B}.attn.to_out.0`),
-    one(`${B}.feed_forward.w1`, `${B}.feed_forward.linear_1`),
-    one(`${B}.feed_forward.w2`, `${B}.feed_forward.linear_2`),
-    one(`${B}.feed_forward.w3`, `${B}.feed_forward.linear_3`),
-    one(`${B}.adaLN_modulation.1`, `${B}.norm1.linear`),
+    oneToOne(`${B}.attention.out`, `${B}.attn.to_out.0`),
+    oneToOne(`${B}.feed_forward.w1`, `${B}.feed_forward.linear_1`),
+    oneToOne(`${B}.feed_forward.w2`, `${B}.feed_forward.linear_2`),
+    oneToOne(`${B}.feed_forward.w3`, `${B}.feed_forward.linear_3`),
+    oneToOne(`${B}.adaLN_modulation.1`, `${B}.norm1.linear`),
   ];
 }
 
 export const LUMINA2_RULES: readonly RenameRule[] = [
   ...['layers', 'noise_refiner', 'context_refiner'].flatMap(blockRules),
-  one('cap_embedder.1', 'time_caption_embed.caption_embedder.1'),
-  one('t_embedder.mlp.0', 'time_caption_embed.timestep_embedder.linear_1'),
-  one('t_embedder.mlp.2', 'time_caption_embed.timestep_embedder.linear_2'),
-  one('final_layer.adaLN_modulation.1', 'norm_out.linear_1'),
-  one('final_layer.linear', 'norm_out.linear_2'),
+  oneToOne('cap_embedder.1', 'time_caption_embed.caption_embedder.1'),
+  oneToOne('t_embedder.mlp.0', 'time_caption_embed.timestep_embedder.linear_1'),
+  oneToOne('t_embedder.mlp.2', 'time_caption_embed.timestep_embedder.linear_2'),
+  oneToOne('final_layer.adaLN_modulation.1', 'norm_out.linear_1'),
+  oneToOne('final_layer.linear', 'norm_out.linear_2'),
 ];
 
 const REFINER = /(^|\.)noise_refiner\.\d+\.(attention\.qkv|attn\.to_k)\.weight$/;

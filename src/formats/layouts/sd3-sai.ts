@@ -7,10 +7,9 @@
  * x_block.attn2.qkv), and the last block's norm1_context and the final norm_out have their two
  * halves (shift, scale) swapped.
  */
-import { RenameTable, type RenameRule } from './fused-renames.js';
+import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
 import type { BaseView, Layout } from './layout.js';
 
-const one = (fused: string, name: string, swapHalves?: RenameRule['swapHalves']): RenameRule => ({ fused, parts: [{ name, units: 1 }], swapHalves });
 const thirds = (fused: string, q: string, k: string, v: string): RenameRule => ({
   fused, parts: [{ name: q, units: 1 }, { name: k, units: 1 }, { name: v, units: 1 }],
 });
@@ -21,23 +20,23 @@ export const SD3_RULES: readonly RenameRule[] = [
   thirds(`${J}.x_block.attn.qkv`, `${T}.attn.to_q`, `${T}.attn.to_k`, `${T}.attn.to_v`),
   thirds(`${J}.context_block.attn.qkv`, `${T}.attn.add_q_proj`, `${T}.attn.add_k_proj`, `${T}.attn.add_v_proj`),
   thirds(`${J}.x_block.attn2.qkv`, `${T}.attn2.to_q`, `${T}.attn2.to_k`, `${T}.attn2.to_v`),
-  one(`${J}.x_block.attn.proj`, `${T}.attn.to_out.0`),
-  one(`${J}.x_block.attn2.proj`, `${T}.attn2.to_out.0`),
-  one(`${J}.context_block.attn.proj`, `${T}.attn.to_add_out`),
-  one(`${J}.x_block.mlp.fc1`, `${T}.ff.net.0.proj`),
-  one(`${J}.x_block.mlp.fc2`, `${T}.ff.net.2`),
-  one(`${J}.context_block.mlp.fc1`, `${T}.ff_context.net.0.proj`),
-  one(`${J}.context_block.mlp.fc2`, `${T}.ff_context.net.2`),
-  one(`${J}.x_block.adaLN_modulation.1`, `${T}.norm1.linear`),
-  one(`${J}.context_block.adaLN_modulation.1`, `${T}.norm1_context.linear`, 'last-block'),
-  one('x_embedder.proj', 'pos_embed.proj'),
-  one('t_embedder.mlp.0', 'time_text_embed.timestep_embedder.linear_1'),
-  one('t_embedder.mlp.2', 'time_text_embed.timestep_embedder.linear_2'),
-  one('y_embedder.mlp.0', 'time_text_embed.text_embedder.linear_1'),
-  one('y_embedder.mlp.2', 'time_text_embed.text_embedder.linear_2'),
-  one('context_embedder', 'context_embedder'),
-  one('final_layer.linear', 'proj_out'),
-  one('final_layer.adaLN_modulation.1', 'norm_out.linear', 'always'),
+  oneToOne(`${J}.x_block.attn.proj`, `${T}.attn.to_out.0`),
+  oneToOne(`${J}.x_block.attn2.proj`, `${T}.attn2.to_out.0`),
+  oneToOne(`${J}.context_block.attn.proj`, `${T}.attn.to_add_out`),
+  oneToOne(`${J}.x_block.mlp.fc1`, `${T}.ff.net.0.proj`),
+  oneToOne(`${J}.x_block.mlp.fc2`, `${T}.ff.net.2`),
+  oneToOne(`${J}.context_block.mlp.fc1`, `${T}.ff_context.net.0.proj`),
+  oneToOne(`${J}.context_block.mlp.fc2`, `${T}.ff_context.net.2`),
+  oneToOne(`${J}.x_block.adaLN_modulation.1`, `${T}.norm1.linear`),
+  oneToOne(`${J}.context_block.adaLN_modulation.1`, `${T}.norm1_context.linear`, 'last-block'),
+  oneToOne('x_embedder.proj', 'pos_embed.proj'),
+  oneToOne('t_embedder.mlp.0', 'time_text_embed.timestep_embedder.linear_1'),
+  oneToOne('t_embedder.mlp.2', 'time_text_embed.timestep_embedder.linear_2'),
+  oneToOne('y_embedder.mlp.0', 'time_text_embed.text_embedder.linear_1'),
+  oneToOne('y_embedder.mlp.2', 'time_text_embed.text_embedder.linear_2'),
+  oneToOne('context_embedder', 'context_embedder'),
+  oneToOne('final_layer.linear', 'proj_out'),
+  oneToOne('final_layer.adaLN_modulation.1', 'norm_out.linear', 'always'),
 ];
 
 /** Block i is the last when the base has no block i + 1, in either naming. */

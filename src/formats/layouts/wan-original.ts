@@ -10,44 +10,43 @@
  * two namings; diffusers' own converter drops norm diffs. A norm module in the other naming finds
  * no rule here and is refused by name, never placed on the wrong norm.
  */
-import { RenameTable, type RenameRule } from './fused-renames.js';
+import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
 import type { Layout } from './layout.js';
 
-const one = (wan: string, diffusers: string): RenameRule => ({ fused: wan, parts: [{ name: diffusers, units: 1 }] });
 
 /** The renames inside one attention/FFN block, for the main blocks and VACE's. */
 function blockRules(blocks: string): RenameRule[] {
   const B = `${blocks}.{i}`;
   return [
-    one(`${B}.self_attn.q`, `${B}.attn1.to_q`),
-    one(`${B}.self_attn.k`, `${B}.attn1.to_k`),
-    one(`${B}.self_attn.v`, `${B}.attn1.to_v`),
-    one(`${B}.self_attn.o`, `${B}.attn1.to_out.0`),
-    one(`${B}.cross_attn.q`, `${B}.attn2.to_q`),
-    one(`${B}.cross_attn.k`, `${B}.attn2.to_k`),
-    one(`${B}.cross_attn.v`, `${B}.attn2.to_v`),
-    one(`${B}.cross_attn.o`, `${B}.attn2.to_out.0`),
+    oneToOne(`${B}.self_attn.q`, `${B}.attn1.to_q`),
+    oneToOne(`${B}.self_attn.k`, `${B}.attn1.to_k`),
+    oneToOne(`${B}.self_attn.v`, `${B}.attn1.to_v`),
+    oneToOne(`${B}.self_attn.o`, `${B}.attn1.to_out.0`),
+    oneToOne(`${B}.cross_attn.q`, `${B}.attn2.to_q`),
+    oneToOne(`${B}.cross_attn.k`, `${B}.attn2.to_k`),
+    oneToOne(`${B}.cross_attn.v`, `${B}.attn2.to_v`),
+    oneToOne(`${B}.cross_attn.o`, `${B}.attn2.to_out.0`),
     // Image-to-video models' extra cross-attention on the CLIP image tokens.
-    one(`${B}.cross_attn.k_img`, `${B}.attn2.add_k_proj`),
-    one(`${B}.cross_attn.v_img`, `${B}.attn2.add_v_proj`),
-    one(`${B}.ffn.0`, `${B}.ffn.net.0.proj`),
-    one(`${B}.ffn.2`, `${B}.ffn.net.2`),
+    oneToOne(`${B}.cross_attn.k_img`, `${B}.attn2.add_k_proj`),
+    oneToOne(`${B}.cross_attn.v_img`, `${B}.attn2.add_v_proj`),
+    oneToOne(`${B}.ffn.0`, `${B}.ffn.net.0.proj`),
+    oneToOne(`${B}.ffn.2`, `${B}.ffn.net.2`),
   ];
 }
 
 export const WAN_RULES: readonly RenameRule[] = [
   ...blockRules('blocks'),
   ...blockRules('vace_blocks'),
-  one('vace_blocks.{i}.before_proj', 'vace_blocks.{i}.proj_in'),
-  one('vace_blocks.{i}.after_proj', 'vace_blocks.{i}.proj_out'),
-  one('time_embedding.0', 'condition_embedder.time_embedder.linear_1'),
-  one('time_embedding.2', 'condition_embedder.time_embedder.linear_2'),
-  one('text_embedding.0', 'condition_embedder.text_embedder.linear_1'),
-  one('text_embedding.2', 'condition_embedder.text_embedder.linear_2'),
-  one('time_projection.1', 'condition_embedder.time_proj'),
-  one('img_emb.proj.1', 'condition_embedder.image_embedder.ff.net.0.proj'),
-  one('img_emb.proj.3', 'condition_embedder.image_embedder.ff.net.2'),
-  one('head.head', 'proj_out'),
+  oneToOne('vace_blocks.{i}.before_proj', 'vace_blocks.{i}.proj_in'),
+  oneToOne('vace_blocks.{i}.after_proj', 'vace_blocks.{i}.proj_out'),
+  oneToOne('time_embedding.0', 'condition_embedder.time_embedder.linear_1'),
+  oneToOne('time_embedding.2', 'condition_embedder.time_embedder.linear_2'),
+  oneToOne('text_embedding.0', 'condition_embedder.text_embedder.linear_1'),
+  oneToOne('text_embedding.2', 'condition_embedder.text_embedder.linear_2'),
+  oneToOne('time_projection.1', 'condition_embedder.time_proj'),
+  oneToOne('img_emb.proj.1', 'condition_embedder.image_embedder.ff.net.0.proj'),
+  oneToOne('img_emb.proj.3', 'condition_embedder.image_embedder.ff.net.2'),
+  oneToOne('head.head', 'proj_out'),
 ];
 
 const table = new RenameTable(WAN_RULES, () => false);

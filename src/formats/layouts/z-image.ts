@@ -18,24 +18,23 @@
  * as it is wide, or diffusers' `to_q`). Lumina 2, whose NextDiT ComfyUI names alike, has grouped
  * k and v heads (a qkv of dim + 2·kv rows), so thirds of its qkv would be wrong rows: it is left out.
  */
-import type { RenameRule } from './fused-renames.js';
+import { oneToOne, type RenameRule } from './fused-renames.js';
 import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
 
-const one = (comfy: string, diffusers: string): RenameRule => ({ fused: comfy, parts: [{ name: diffusers, units: 1 }] });
 
 function blockRules(blocks: string): RenameRule[] {
   const B = `${blocks}.{i}.attention`;
   return [
     { fused: `${B}.qkv`, parts: [{ name: `${B}.to_q`, units: 1 }, { name: `${B}.to_k`, units: 1 }, { name: `${B}.to_v`, units: 1 }] },
-    one(`${B}.out`, `${B}.to_out.0`),
+    oneToOne(`${B}.out`, `${B}.to_out.0`),
   ];
 }
 
 export const Z_IMAGE_RULES: readonly RenameRule[] = [
   ...['layers', 'noise_refiner', 'context_refiner', 'siglip_refiner'].flatMap(blockRules),
-  one('final_layer.linear', 'all_final_layer.2-1.linear'),
-  one('final_layer.adaLN_modulation.1', 'all_final_layer.2-1.adaLN_modulation.1'),
-  one('x_embedder', 'all_x_embedder.2-1'),
+  oneToOne('final_layer.linear', 'all_final_layer.2-1.linear'),
+  oneToOne('final_layer.adaLN_modulation.1', 'all_final_layer.2-1.adaLN_modulation.1'),
+  oneToOne('x_embedder', 'all_x_embedder.2-1'),
 ];
 
 /** A refiner block's attention, either naming: `noise_refiner.0.attention.qkv` / `.to_q`. */
