@@ -48,6 +48,12 @@ import { product } from '../integers.js';
  */
 export type ScaleRule = 'keep' | 'reciprocal' | 'divide' | 'modelopt' | 'comfy' | 'dequantize-only';
 
+/** How messages name each kind. */
+export const SCALED_FP8_KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string>> = {
+  'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'modelopt-fp8': 'ModelOpt FP8',
+  'modelopt-nvfp4': 'ModelOpt NVFP4', 'comfy-scaled-fp8': 'scaled fp8', 'comfy-quant-fp8': 'ComfyUI fp8 (comfy_quant)',
+};
+
 /** One weight stored as fp8 codes times a grid of scales. */
 export interface ScaledFp8Weight {
   weightKey: string;

@@ -18,7 +18,6 @@ import { convertReplacement, loadBiasUpdate, loadUpdateSteps } from '../plan/loa
 import { slabOp, slabSteps, type LoadedStep } from '../plan/load-steps.js';
 import { resolveStreamedNorms } from './column-norm-pass.js';
 import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorUpdate } from '../plan/merge-plan.js';
-import { unreadScaledWeight } from '../plan/quantized-weights.js';
 import { loadRowValues, setRows, type PlannedRowSet } from '../plan/row-sets.js';
 import { writeModelFiles } from './model-files.js';
 import type { PreparedMerge } from './prepare-merge.js';
@@ -105,12 +104,6 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
 
   const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
   const requested = options.outDtype === undefined ? undefined : options.prepared.base.format.parseOutputType(options.outDtype);
-  if (requested !== undefined && !options.dtypeMergedOnly) {
-    const unread = unreadScaledWeight(options.prepared.base.tensors, options.prepared.scaledFp8);
-    if (unread) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${options.prepared.base.name}: tensor "${unread.key}" is stored quantized, with its scale in ${unread.scaleKey}, in a form not read here (no quantization config that names it), so --dtype would write its codes as if they were the weights; leave out --dtype (unchanged tensors are copied as they are)`);
-    }
-  }
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   // fp8 codes × scales: merged in real values, their scale tensors rewritten or left out (scaled-fp8-output.ts).
   const scaled = scaledFp8Output(options.prepared, requested, options.dtypeMergedOnly ?? false, new Set(updates.keys()));

@@ -26,17 +26,13 @@ import type { MergeBackend } from '../engine/merge-op.js';
 import type { UpdateStep } from '../engine/update-steps.js';
 import { MergeError, throwIfAborted } from '../errors.js';
 import { baseModelView, isSafetensorsModel } from '../formats/base-model-view.js';
-import type { ScaledFp8Base, ScaledFp8Weight } from '../formats/scaled-fp8.js';
+import { SCALED_FP8_KIND_NAME, type ScaledFp8Base, type ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
+import { unreadScaledWeight } from '../plan/quantized-weights.js';
 import { requantizeSlab } from './fp8-requantize.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import { lcm } from '../integers.js';
-
-export const KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string>> = {
-  'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'modelopt-fp8': 'ModelOpt FP8',
-  'modelopt-nvfp4': 'ModelOpt NVFP4', 'comfy-scaled-fp8': 'scaled fp8', 'comfy-quant-fp8': 'ComfyUI fp8 (comfy_quant)',
-};
 
 /** The plan's note on such a base. */
 export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
@@ -98,9 +94,17 @@ export function scaledFp8Output(
   prepared: PreparedMerge, requested: string | undefined, dtypeMergedOnly: boolean, updated: ReadonlySet<string>,
 ): ScaledFp8Output | undefined {
   const scaled = prepared.scaledFp8;
-  if (!scaled) return undefined;
   const base = prepared.base;
-  const kind = KIND_NAME[scaled.kind];
+  // Codes beside a scale no reader here accounts for (no config names them) would be converted
+  // as if they were the weights.
+  if (requested !== undefined && !dtypeMergedOnly) {
+    const unaccounted = unreadScaledWeight(base.tensors, scaled);
+    if (unaccounted) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${unaccounted.key}" is stored quantized, with its scale in ${unaccounted.scaleKey}, in a form not read here (no quantization config that names it), so --dtype would write its codes as if they were the weights; leave out --dtype (unchanged tensors are copied as they are)`);
+    }
+  }
+  if (!scaled) return undefined;
+  const kind = SCALED_FP8_KIND_NAME[scaled.kind];
   // A scaled fp8 file kept in fp8 keeps its scales: the plan merged it in place (code + ΔW / scale).
   if (scaled.rule === 'keep' && (requested === undefined || requested === 'F8_E4M3' || requested === 'F8_E5M2')) return undefined;
   // Codes of a format not read here would be converted as if they were the weights (and, where

@@ -28,6 +28,7 @@ import { ModuleLocator, type KeyResolution, type Placement } from '../formats/la
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { fitExperts, storesExpertsInOut, type ExpertSplit } from './fused-experts.js';
 import { formatProblemList } from './problems.js';
+import { quantizedFormatRefusal } from './quantized-weights.js';
 import type { PlannedRowSet } from './row-sets.js';
 import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
 import { resolveReplacement, type ReplacementTarget } from './replacement-target.js';
@@ -353,7 +354,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         const stored = base.tensors.get(baseKey);
         const quantizedAs = base.quantizedAs?.get(baseKey);
         if (quantizedAs) {
-          fail('UNSUPPORTED_FORMAT', `the base tensor ${baseKey} is stored quantized: ${quantizedAs}; merge into the unquantized model, or a float8_e4m3fn one`);
+          fail('UNSUPPORTED_FORMAT', quantizedFormatRefusal(baseKey, quantizedAs));
           continue;
         }
         if (!checkFloat(info.dtype, module, fail, `base tensor ${baseKey}`)) continue;

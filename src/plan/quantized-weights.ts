@@ -14,7 +14,7 @@
  */
 import type { ModelConfig } from '../formats/model-config.js';
 import { quantizationMethod } from '../formats/model-config.js';
-import type { ScaledFp8Base } from '../formats/scaled-fp8.js';
+import { SCALED_FP8_KIND_NAME, type ScaledFp8Base } from '../formats/scaled-fp8.js';
 import type { MergePlan, PlanProblem } from './merge-plan.js';
 
 /** Parameters that sit beside a quantized `weight` in the formats people ship. */
@@ -22,6 +22,11 @@ const SCALE_SIBLINGS = ['weight_scale_inv', 'weight_scale', 'weight_scale_2', 'w
 
 /** Methods the merge reads itself: bitsandbytes bases are dequantized by formats/bnb. */
 const READ_METHODS = new Set(['bitsandbytes']);
+
+/** Why a weight the file stores in a quantized format not read here (`format`: what the file says) takes no update. */
+export function quantizedFormatRefusal(baseKey: string, format: string): string {
+  return `the base tensor ${baseKey} is stored quantized: ${format}; merge into the unquantized model, or a float8_e4m3fn one`;
+}
 
 /** A problem for every planned change to a weight stored as quantized codes. */
 export function quantizedWeightProblems(
@@ -32,7 +37,7 @@ export function quantizedWeightProblems(
   const why = (baseKey: string): string | undefined => {
     if (!baseKey.endsWith('.weight') || scaled?.weights.has(baseKey)) return undefined;
     const format = scaled?.unreadWhy?.get(baseKey);
-    if (format) return `the base tensor ${baseKey} is stored quantized: ${format}; merge into the unquantized model, or a float8_e4m3fn one`;
+    if (format) return quantizedFormatRefusal(baseKey, format);
     const stem = baseKey.slice(0, -'weight'.length);
     const sibling = SCALE_SIBLINGS.find((s) => tensors.has(stem + s));
     if (sibling) {
@@ -78,9 +83,7 @@ export function unreadScaledWeight(tensors: ReadonlyMap<string, unknown>, scaled
 /** What a merge into real values W = code × scale does not do: anything but adding to W. */
 function scaledFp8Problems(plan: MergePlan, scaled: ScaledFp8Base): PlanProblem[] {
   const problems: PlanProblem[] = [];
-  const kind = {
-    'block-fp8': 'block-wise fp8', 'modelopt-fp8': 'ModelOpt FP8', 'modelopt-nvfp4': 'ModelOpt NVFP4', 'comfy-quant-fp8': 'ComfyUI fp8 (comfy_quant)',
-  }[scaled.kind as string] ?? 'compressed-tensors fp8';
+  const kind = SCALED_FP8_KIND_NAME[scaled.kind];
   const refuse = (adapter: string, module: string, what: string) =>
     problems.push({ adapter, module, code: 'UNSUPPORTED_FORMAT', message: `${adapter}: module "${module}": ${what}; merge it into the unquantized model` });
   for (const u of plan.updates) {
