@@ -17,19 +17,17 @@
  * - Qwen-Image and HiDream: one naming everywhere, so every module lands by name.
  */
 import { describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge } from '../src/index.js';
-import { LAYOUTS, type Layout } from '../src/formats/layouts/index.js';
 import { flux2Bfl } from '../src/formats/layouts/flux2-bfl.js';
 import { zImage } from '../src/formats/layouts/z-image.js';
 import { lumina2 } from '../src/formats/layouts/lumina2.js';
 import { ltxVideo } from '../src/formats/layouts/ltx-video.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { rowsAt, rowsFrom, swappedHalves, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import {
   CHROMA, FLUX2, HIDREAM, LTX, LUMINA2, hiDreamTensors, ltxDiffusersTensors, ltxOriginalTensors, QWEN_IMAGE, ZIMAGE, chromaBflTensors, chromaDiffusersTensors, flux2BflTensors, flux2DiffusersTensors,
   lumina2DiffusersTensors, lumina2OriginalTensors, qwenImageTensors, zImageComfyTensors, zImageDiffusersTensors,
 } from './helpers/dit-fixtures.js';
-import { loraCaseSuite, type LoraCase, type LoraCaseAdapterSpec } from './helpers/lora-case.js';
+import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase, type LoraCaseAdapterSpec } from './helpers/lora-case.js';
 
 const rand = seededRandom(20260112);
 
@@ -423,30 +421,18 @@ describe('the translating layouts', () => {
 
   for (const layout of [flux2Bfl, zImage, lumina2, ltxVideo]) {
     it(`without ${layout.name} in the registry, every case it places is refused`, async () => {
-      const registry = LAYOUTS as Layout[];
-      const at = registry.indexOf(layout);
-      expect(at).toBeGreaterThanOrEqual(0);
-      registry.splice(at, 1);
-      try {
+      await withoutLayout(layout, async () => {
         for (const k of CASES.filter((x) => x.layout === layout.name)) {
           const prepared = await prepare(k);
           expect(prepared.plan.problems.length, k.name).toBeGreaterThan(0);
           await prepared.close();
         }
-      } finally {
-        registry.splice(at, 0, layout);
-      }
+      });
     });
   }
 });
 
-async function problemsOf(base: Record<string, Uint8Array>, baseName: string, specs: LoraSpec[]): Promise<string[]> {
-  const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
-  const prepared = await prepareMerge(memoryInputFileSet(base, baseName), [{ files: memoryInputFileSet({ 'lora.safetensors': lora }, 'lora.safetensors'), weight: 1 }]);
-  const problems = prepared.plan.problems.map((p) => p.message);
-  await prepared.close();
-  return problems;
-}
+const problemsOf = (base: Record<string, Uint8Array>, baseName: string, specs: LoraSpec[]) => planProblemsOf(base, baseName, specs, rand);
 
 describe('refused with the reason', () => {
   it('a FLUX.1 LoRA on a FLUX.2 base, module by module (its single blocks are q, k, v, proj_mlp of a 3h + 4h linear1)', async () => {

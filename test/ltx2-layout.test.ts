@@ -11,13 +11,11 @@
  * (video, audio and the audio↔video cross-attentions) have one naming.
  */
 import { describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge } from '../src/index.js';
-import { LAYOUTS, type Layout } from '../src/formats/layouts/index.js';
 import { ltx2 } from '../src/formats/layouts/ltx2.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { loraTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import type { LoraSpec } from './helpers/diffusion-fixtures.js';
 import { LTX2, ltx2DiffusersTensors, ltx2OriginalTensors, ltxOriginalTensors, type Ltx2Dims } from './helpers/dit-fixtures.js';
-import { loraCaseSuite, type LoraCase, type LoraCaseAdapterSpec } from './helpers/lora-case.js';
+import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase, type LoraCaseAdapterSpec } from './helpers/lora-case.js';
 
 const rand = seededRandom(20260301);
 
@@ -164,27 +162,7 @@ const CASES: Case[] = [
 ];
 
 const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
-
-/** Removes `layout` from the registry while `run` runs. */
-async function without<T>(layout: Layout, run: () => Promise<T>): Promise<T> {
-  const registry = LAYOUTS as Layout[];
-  const at = registry.indexOf(layout);
-  expect(at).toBeGreaterThanOrEqual(0);
-  registry.splice(at, 1);
-  try {
-    return await run();
-  } finally {
-    registry.splice(at, 0, layout);
-  }
-}
-
-async function problemsOf(base: Record<string, Uint8Array | string>, baseName: string, specs: LoraSpec[]): Promise<string[]> {
-  const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
-  const prepared = await prepareMerge(memoryInputFileSet(base, baseName), [{ files: memoryInputFileSet({ 'lora.safetensors': lora }, 'lora.safetensors'), weight: 1 }]);
-  const problems = prepared.plan.problems.map((p) => p.message);
-  await prepared.close();
-  return problems;
-}
+const problemsOf = (base: Record<string, Uint8Array | string>, baseName: string, specs: LoraSpec[]) => planProblemsOf(base, baseName, specs, rand);
 
 describe('the ltx2 layout', () => {
   it('places the modules named the other way, and only those', async () => {
@@ -198,7 +176,7 @@ describe('the ltx2 layout', () => {
   });
 
   it('without it in the registry, every renamed module is refused (LTX-Video\'s layout does not take LTX-2 bases)', async () => {
-    await without(ltx2, async () => {
+    await withoutLayout(ltx2, async () => {
       for (const k of CASES.filter((x) => x.layout === 'ltx2')) {
         const prepared = await prepare(k);
         expect(prepared.plan.problems.length, k.name).toBeGreaterThan(0);

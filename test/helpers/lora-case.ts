@@ -4,6 +4,7 @@
  * specs (what each module's rows are and where they land, written by hand in the test).
  */
 import { describe, expect, it } from 'vitest';
+import { LAYOUTS, type Layout } from '../../src/formats/layouts/index.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../../src/index.js';
 import { buildSafetensors, decodeSafetensors, type FixtureDType } from './fixtures.js';
 import { loraTensors, truthTerms, type LoraSpec } from './diffusion-fixtures.js';
@@ -81,4 +82,26 @@ export function loraCaseSuite(cases: readonly LoraCase[], rand: () => number, dt
     });
   }
   return { prepare, adapterBytes: (a: LoraCaseAdapterSpec) => bytes.get(a)! };
+}
+
+/** Runs `run` with `layout` taken out of the layout registry (put back afterwards, where it was). */
+export async function withoutLayout<T>(layout: Layout, run: () => Promise<T>): Promise<T> {
+  const registry = LAYOUTS as Layout[];
+  const at = registry.indexOf(layout);
+  expect(at).toBeGreaterThanOrEqual(0);
+  registry.splice(at, 1);
+  try {
+    return await run();
+  } finally {
+    registry.splice(at, 0, layout);
+  }
+}
+
+/** The plan's problems for one LoRA of `specs` (random factors in BF16) on `base`. */
+export async function planProblemsOf(base: Record<string, Uint8Array | string>, baseName: string, specs: LoraSpec[], rand: () => number): Promise<string[]> {
+  const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
+  const prepared = await prepareMerge(memoryInputFileSet(base, baseName), [{ files: memoryInputFileSet({ 'lora.safetensors': lora }, 'lora.safetensors'), weight: 1 }]);
+  const problems = prepared.plan.problems.map((p) => p.message);
+  await prepared.close();
+  return problems;
 }
