@@ -19,6 +19,7 @@ import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, 
 import { FLUX, WAN, fluxBflTensors, fluxDiffusersTensors, tensor, wanOriginalTensors } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 import { ulpOf } from './helpers/merge-truth.js';
+import { comfyRequantize } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(20251201);
 const f16 = (name: string, shape: number[]) => tensor(rand, name, shape, 'F16', 0.5);
@@ -135,7 +136,8 @@ function wanTruth(): Addition[] {
 /**
  * Comfy-Org's scaled fp8 Wan (wan2.1_t2v_14B_fp8_scaled.safetensors): each 2-D weight stored as
  * e4m3fn codes of W / scale_weight, norms, biases and the patch embedding as they were, a
- * zero-size `scaled_fp8` marker. The weight's code gains s·ΔW / scale_weight (rounded once);
+ * zero-size `scaled_fp8` marker. Current ComfyUI loads it as comfy_quant float8_e4m3fn layers, so
+ * a patched weight is W' = code × scale_weight + s·ΔW quantized again with its scale recalculated;
  * the bias, stored as it is, gains s·diff_b, not divided by its weight's scale.
  */
 const wanScaledBase: FixtureTensor[] = (() => {
@@ -154,11 +156,27 @@ const wanScaledBase: FixtureTensor[] = (() => {
 })();
 const SCALED_MODULES = ['blocks.0.self_attn.q', 'blocks.0.ffn.0', 'time_projection.1', 'blocks.0.norm3', 'patch_embedding'];
 const wanScaledLora = wanLora.filter((t) => SCALED_MODULES.some((m) => t.name.startsWith(`${D}${m}.`)));
-function wanScaledTruth(): Addition[] {
-  const scales = new Map(wanScaledBase.filter((t) => t.name.endsWith('.scale_weight')).map((t) => [t.name.replace(/\.scale_weight$/, '.weight'), (t.data as number[])[0]]));
-  return wanTruth()
-    .filter((a) => SCALED_MODULES.some((m) => a.key.startsWith(`${m}.`)))
-    .map((a) => ({ ...a, scale: a.scale / (scales.get(a.key) ?? 1) }));
+const wanScaledTruth = () => wanTruth().filter((a) => SCALED_MODULES.some((m) => a.key.startsWith(`${m}.`)));
+
+/** The scaled Wan merged: patched weights quantized again as ComfyUI does, everything else as expectMerged checks it. */
+function expectScaledMerged(merged: Map<string, DecodedTensor>): void {
+  const additions = wanScaledTruth();
+  const base = byName(wanScaledBase);
+  const requantized = new Set(additions.map((a) => a.key).filter((k) => k.endsWith('.weight') && base.has(k.replace(/\.weight$/, '.scale_weight'))));
+  expect(requantized.size).toBe(3);
+  const isPart = (name: string) => requantized.has(name) || requantized.has(name.replace(/\.scale_weight$/, '.weight'));
+  expectMerged(wanScaledBase.filter((t) => !isPart(t.name)), new Map([...merged].filter(([k]) => !isPart(k))), additions.filter((a) => !requantized.has(a.key)));
+  for (const key of requantized) {
+    const scaleKey = key.replace(/\.weight$/, '.scale_weight');
+    const real = base.get(key)!.map((code) => code * base.get(scaleKey)![0]);
+    for (const a of additions.filter((x) => x.key === key)) for (let i = 0; i < real.length; i++) real[i] += a.scale * a.delta[i];
+    const want = comfyRequantize(real);
+    expect(merged.get(scaleKey)!.values[0], scaleKey).toBe(want.scale);
+    const got = merged.get(key)!;
+    expect(got.dtype, key).toBe('F8_E4M3');
+    const wrong = got.values.findIndex((x, i) => x !== want.codes[i]);
+    expect(wrong, `${key}[${wrong}]: ${got.values[wrong]} × s vs ${want.codes[wrong]} × s`).toBe(-1);
+  }
 }
 
 // --- Flux: BFL's single file and diffusers' transformer ← a ComfyUI-extracted Flux LoRA ----------
@@ -218,7 +236,10 @@ function fluxTruth(onto: 'bfl' | 'diffusers'): Addition[] {
 
 const CASES = [
   { name: 'Wan 2.1 (Wan\'s naming) ← ComfyUI-extracted LoRA with diff_b, norm diffs, a lone diff_b, LoHa + diff_b', base: wanBase, baseFile: WAN_FILE, lora: wanLora, weight: WAN_WEIGHT, truth: wanTruth },
-  { name: 'Comfy-Org\'s scaled fp8 Wan ← the same LoRA: codes gain s·ΔW / scale_weight, biases s·diff_b', base: wanScaledBase, baseFile: 'wan2.1_t2v_14B_fp8_scaled.safetensors', lora: wanScaledLora, weight: WAN_WEIGHT, truth: wanScaledTruth },
+  {
+    name: 'Comfy-Org\'s scaled fp8 Wan ← the same LoRA: patched weights quantized again with scale_weight recalculated, biases s·diff_b',
+    base: wanScaledBase, baseFile: 'wan2.1_t2v_14B_fp8_scaled.safetensors', lora: wanScaledLora, weight: WAN_WEIGHT, truth: wanScaledTruth, check: expectScaledMerged,
+  },
   { name: 'Flux BFL single file ← ComfyUI-extracted LoRA with diff_b', base: fluxBfl, baseFile: 'flux1-dev.safetensors', lora: fluxLora, weight: FLUX_WEIGHT, truth: () => fluxTruth('bfl') },
   {
     name: 'diffusers Flux transformer ← the same file: fused qkv and linear1 biases split over q, k, v, proj_mlp',
@@ -238,7 +259,8 @@ for (const c of CASES) {
           base: { [c.baseFile]: buildSafetensors(c.base, { format: 'pt' }), ...c.config },
           adapters: [{ files: { 'ComfyUI_extracted_lora_00001_.safetensors': buildSafetensors(c.lora) }, weight: c.weight }],
         });
-        expectMerged(c.base, tensors, c.truth());
+        if ('check' in c && c.check) c.check(tensors);
+        else expectMerged(c.base, tensors, c.truth());
       });
     }
   });

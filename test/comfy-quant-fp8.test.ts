@@ -26,7 +26,7 @@ import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
-import { e4m3Value } from './helpers/e4m3-by-hand.js';
+import { comfyRequantize, e4m3Value } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(2718);
 const P = 'model.diffusion_model.';
@@ -129,15 +129,6 @@ function truth(base: Map<string, DecodedTensor>, key: string): Float64Array {
   const w = base.get(key)!;
   const s = base.get(key.replace(/\.weight$/, '.weight_scale'))!.values[0];
   return trueMerge({ ...w, values: Float64Array.from(w.bytes, (b) => e4m3Value(b) * s) }, termsOf(key));
-}
-
-/** ComfyUI's re-quantization with its scale recalculated, rounded to nearest even instead of stochastically. */
-function comfyRequantize(real: Float64Array): { scale: number; codes: Float64Array } {
-  const w = real.map(Math.fround);
-  const amax = w.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-  const scale = Math.fround(amax / 448);
-  const inverse = Math.fround(1 / scale);
-  return { scale, codes: w.map((x) => roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3')) };
 }
 
 // --- merging --------------------------------------------------------------------------------------

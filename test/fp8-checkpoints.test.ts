@@ -3,8 +3,10 @@
  * and Comfy-Org's "scaled fp8" files (a `scale_weight` per weight, the real weight being code ×
  * scale, and a zero-size `scaled_fp8` marker). LoRAs merge into them file to file on the CPU and
  * WebGPU against float64 truth; the output stays fp8 unless another dtype is asked for, which then
- * converts every float tensor, fp8 ones included; scaled files keep their scales and marker, or,
- * with another dtype, are dequantized (code × scale) and lose them.
+ * converts every float tensor, fp8 ones included. Scaled e4m3fn files are merged as current
+ * ComfyUI patches them (it loads them as comfy_quant layers): each merged weight quantized again
+ * with its scale recalculated (rounded to nearest even); e5m2 ones keep their scales, as ComfyUI
+ * patched them before; with another dtype they are dequantized (code × scale) and lose them.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type FloatDType, type MergeBackend } from '../src/index.js';
@@ -12,6 +14,7 @@ import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { FLUX, fluxBflTensors, loraTensors, rowsAt, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { expectMergedFile, trueMerge } from './helpers/merge-truth.js';
+import { comfyRequantize } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(808);
 const { h } = FLUX;
@@ -98,14 +101,40 @@ for (const kind of ['cpu', 'webgpu'] as const) {
       expectMergedFile(new Map([...asBf16].filter(([k]) => touched.has(k))), touched, terms());
     });
 
-    it('scaled fp8: merged in the real domain (code × scale_weight), scales and marker kept', async () => {
+    it('scaled fp8 (e4m3fn): merged in the real domain, each merged weight quantized again with its scale_weight recalculated as current ComfyUI does; the rest byte for byte', async () => {
       const base = fp8Flux('F8_E4M3', true);
       const original = decodeSafetensors(base).tensors;
       const merged = await merge(base, kind);
+      const touched = new Set(terms().map((t) => t.baseKey));
+      expect(touched.size).toBe(4);
+      for (const [key, t] of original) {
+        const got = merged.tensors.get(key)!;
+        expect([got.dtype, got.shape], key).toEqual([t.dtype, t.shape]);
+        const weightKey = key.replace(/\.scale_weight$/, '.weight');
+        if (touched.has(weightKey)) continue;
+        expect(Buffer.from(got.bytes).equals(Buffer.from(t.bytes)), `${key} copied byte for byte`).toBe(true);
+      }
+      for (const key of touched) {
+        const scaleKey = key.replace(/\.weight$/, '.scale_weight');
+        const w = original.get(key)!;
+        const real = trueMerge({ ...w, values: w.values.map((x) => x * original.get(scaleKey)!.values[0]) }, terms().filter((x) => x.baseKey === key));
+        const want = comfyRequantize(real);
+        expect(merged.tensors.get(scaleKey)!.values[0], scaleKey).toBe(want.scale);
+        expect(want.scale, `${scaleKey}: the recalculated scale differs from the old one`).not.toBe(original.get(scaleKey)!.values[0]);
+        const got = merged.tensors.get(key)!.values;
+        const wrong = got.findIndex((x, i) => x !== want.codes[i]);
+        expect(wrong, `${key}[${wrong}]: ${got[wrong]} × s vs ${want.codes[wrong]} × s`).toBe(-1);
+      }
+    });
+
+    it('scaled fp8 (e5m2): merged in place by the same scale (code + ΔW / scale_weight, rounded once), scales and marker kept', async () => {
+      const base = fp8Flux('F8_E5M2', true);
+      const original = decodeSafetensors(base).tensors;
+      const merged = await merge(base, kind);
       const scaleOf = (key: string) => original.get(key.replace(/\.weight$/, '.scale_weight'))!.values[0];
-      // W' / s = code + ΔW / s, rounded once to e4m3fn.
+      // W' / s = code + ΔW / s, rounded once to e5m2.
       expectMergedFile(original, merged.tensors, terms(scaleOf));
-      expect(merged.tensors.get('scaled_fp8')).toMatchObject({ dtype: 'F8_E4M3', shape: [0] });
+      expect(merged.tensors.get('scaled_fp8')).toMatchObject({ dtype: 'F8_E5M2', shape: [0] });
     });
 
     it('scaled fp8 with --dtype bf16: every weight dequantized (code × scale_weight + ΔW, rounded once), scales and marker left out', async () => {
@@ -124,3 +153,72 @@ for (const kind of ['cpu', 'webgpu'] as const) {
     });
   });
 }
+
+describe('scaled fp8: what is refused, and what the plan says', () => {
+  async function planOf(base: Uint8Array, adapter: Uint8Array) {
+    const prepared = await prepareMerge(memoryInputFileSet({ 'flux1-dev-fp8.safetensors': base }, 'flux1-dev-fp8.safetensors'), [
+      { files: memoryInputFileSet({ 'style.safetensors': adapter }, 'style.safetensors'), weight: 1 },
+    ]);
+    await prepared.close();
+    return prepared.plan;
+  }
+  const qkv = SPECS[0];
+  // LyCORIS DoRA: a norm per input column beside the LoRA factors.
+  const doraLora = buildSafetensors([
+    ...loraTensors(rand, [qkv], 'BF16'),
+    { name: 'lora_unet_double_blocks_0_img_attn_qkv.dora_scale', dtype: 'F32', shape: [1, h], data: Array.from({ length: h }, (_, i) => 1 + i / h) },
+  ]);
+
+  it('the note says each merged weight gets its scale_weight recalculated, as current ComfyUI does', async () => {
+    const plan = await planOf(fp8Flux('F8_E4M3', true), lora);
+    expect(plan.problems).toEqual([]);
+    expect(plan.notes.join('\n')).toMatch(/scaled fp8 weights \(float8_e4m3fn, scale_weight per tensor\).*scale_weight recalculated from their largest magnitude, as current ComfyUI's LoRA patch does/);
+  });
+
+  for (const dtype of ['F8_E4M3', 'F8_E5M2'] as const) {
+    it(`DoRA on a scaled ${dtype} weight: refused naming the module and the weight`, async () => {
+      const plan = await planOf(fp8Flux(dtype, true), doraLora);
+      expect(plan.problems.map((p) => p.message)).toEqual([expect.stringMatching(/style\.safetensors: module "lora_unet_double_blocks_0_img_attn_qkv": DoRA on the scaled fp8 weight double_blocks\.0\.img_attn\.qkv\.weight .*not supported/)]);
+    });
+  }
+
+  it('a scale_weight beside a bf16 weight that a LoRA changes: refused naming the tensor (ComfyUI would read it as e4m3fn codes)', async () => {
+    const base = decodeSafetensors(fp8Flux('F8_E4M3', true)).tensors;
+    const key = 'double_blocks.0.img_attn.qkv.weight';
+    const tensors = [...base].map(([name, t]): FixtureTensor => (name === key
+      ? { name, dtype: 'BF16', shape: t.shape, data: Array.from(t.values, (x) => roundForDType(x / 60, 'BF16')) }
+      : { name, dtype: t.dtype, shape: t.shape, data: Array.from(t.values) }));
+    const plan = await planOf(buildSafetensors(tensors), lora);
+    expect(plan.problems.map((p) => p.message)).toEqual([expect.stringMatching(/module "lora_unet_double_blocks_0_img_attn_qkv".*double_blocks\.0\.img_attn\.qkv\.weight is stored quantized: a scale_weight beside a BF16 weight of shape \[\d+, \d+\]/)]);
+  });
+});
+
+describe('scaled fp8 (e4m3fn): a full diff (LyCORIS `diff`) on a scaled weight', () => {
+  it('is added in real values and the weight quantized again with its scale recalculated, on both backends', async () => {
+    const key = 'double_blocks.1.txt_mlp.2.weight';
+    const diff = Array.from({ length: h * 4 * h }, (_, i) => roundForDType(Math.sin(i * 0.37) * 0.05, 'BF16'));
+    const adapter = buildSafetensors([{ name: 'lora_unet_double_blocks_1_txt_mlp_2.diff', dtype: 'BF16', shape: [h, 4 * h], data: diff }]);
+    const base = fp8Flux('F8_E4M3', true);
+    const original = decodeSafetensors(base).tensors;
+    const scaleKey = key.replace(/\.weight$/, '.scale_weight');
+    const real = original.get(key)!.values.map((code, i) => code * original.get(scaleKey)!.values[0] + 0.7 * diff[i]);
+    const want = comfyRequantize(real);
+    for (const kind of ['cpu', 'webgpu'] as const) {
+      const prepared = await prepareMerge(memoryInputFileSet({ 'flux1-dev-fp8.safetensors': base }, 'flux1-dev-fp8.safetensors'), [
+        { files: memoryInputFileSet({ 'full.safetensors': adapter }, 'full.safetensors'), weight: 0.7 },
+      ]);
+      expect(prepared.plan.problems).toEqual([]);
+      const output = createBlobOutputTarget();
+      try {
+        await mergeModel({ prepared, output, backend: backends[kind]! });
+      } finally {
+        await prepared.close();
+      }
+      const merged = decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())).tensors;
+      expect(merged.get(scaleKey)!.values[0], `${kind}: ${scaleKey}`).toBe(want.scale);
+      const got = merged.get(key)!.values;
+      const wrong = got.findIndex((x, i) => x !== want.codes[i]);
+      expect(wrong, `${kind}: ${key}[${wrong}]: ${got[wrong]} vs ${want.codes[wrong]}`).toBe(-1);
+    }
+  });
+});

@@ -10,7 +10,8 @@
  * - NVIDIA ModelOpt FP8 (nvidia/*-FP8: `quant_algo: "FP8"` in hf_quant_config.json or
  *   config.json's `quant_method: "modelopt"` config): `<m>.weight_scale` F32, one per tensor.
  * - Comfy-Org's scaled fp8 (Flux, SD3.5): a zero-size `scaled_fp8` marker and a scalar
- *   `<m>.scale_weight` per weight (read by the base model as its valueScales).
+ *   `<m>.scale_weight` per weight (read by the base model as its valueScales), the scale written
+ *   back as `scale_weight`.
  * - ComfyUI's per-layer quantization (Comfy-Org's "fp8mixed" files): `<m>.comfy_quant`
  *   `{"format": "float8_e4m3fn"}` beside the weight and a scalar `<m>.weight_scale`
  *   (comfy-quant.ts).
@@ -30,8 +31,9 @@ import { product } from '../integers.js';
 
 /**
  * How a merged weight gets its scale back (see scaled-fp8-output.ts):
- * - `keep`: ComfyUI's scaled fp8: the old scale stays and code' = round(code + ΔW / scale) (the
- *   plan divides the terms' scales by it);
+ * - `keep`: ComfyUI's scaled fp8 as it patched it before reading such files as comfy_quant layers,
+ *   now only for e5m2 codes: the old scale stays and code' = round(code + ΔW / scale) (the plan
+ *   divides the terms' scales by it);
  * - `reciprocal`: transformers' FineGrainedFP8 quantizer: q = 448 / amax, code = e4m3(W·q), and
  *   the stored `weight_scale_inv` is 1 / q;
  * - `divide`: compressed-tensors (llm-compressor): s = amax / 448 (at least float32 eps),
@@ -40,8 +42,9 @@ import { product } from '../integers.js';
  *   dtype d (config.json `torch_dtype`), s = f32(amax / 448) stored as a 0-dim f32 tensor, and
  *   code = e4m3(W / s) computed as torch computes a d tensor over a 0-dim f32 one on the GPU:
  *   s cast to d, the quotient in f32 rounded to d, then cast to e4m3.
- * - `comfy`: ComfyUI's LoRA patch on a comfy_quant fp8 layer (ops.py set_weight: the quantized
- *   layout's quantize with scale="recalculate"): s = f32(amax) / 448 in f32, stored as the
+ * - `comfy`: ComfyUI's LoRA patch on a comfy_quant fp8 layer, or on an e4m3fn scaled fp8 one,
+ *   which it loads as such (ops.py set_weight: the quantized layout's quantize with
+ *   scale="recalculate"): s = f32(amax) / 448 in f32, stored as the
  *   `weight_scale`, and code = e4m3(clamp(W · f32(1 / s), ±448)) (a product by the reciprocal,
  *   as comfy_kitchen's quantize_per_tensor_fp8 computes it).
  * - `dequantize-only`: weights written only dequantized (ModelOpt NVFP4).
@@ -234,7 +237,14 @@ async function readGrids(
   return { weights, unread };
 }
 
-/** Comfy-Org's scaled fp8: one scale per weight, the whole weight its one block. */
+/**
+ * Comfy-Org's scaled fp8: one scale per weight, the whole weight its one block. Current ComfyUI
+ * loads such a file as comfy_quant float8_e4m3fn layers (utils.py convert_old_quants:
+ * `scale_weight` becomes `weight_scale`), so a LoRA patch recalculates each merged layer's scale
+ * (the `comfy` rule). It reads every layer as e4m3fn whatever the marker says; a file with e5m2
+ * codes is merged by the rule ComfyUI applied before that change (`keep`: the scale stays), which
+ * reads its codes as what they are.
+ */
 function comfyScaledFp8(base: BaseModel, valueScales: ReadonlyMap<string, number>): ScaledFp8Base {
   const weights = new Map<string, ScaledFp8Weight>();
   const unread: string[] = [];
@@ -253,5 +263,11 @@ function comfyScaledFp8(base: BaseModel, valueScales: ReadonlyMap<string, number
     });
   }
   const quantizationOnly = [...base.tensors.keys()].filter((k) => k === 'scaled_fp8' || k.endsWith('.scale_input'));
-  return { kind: 'comfy-scaled-fp8', rule: 'keep', weights, unread, quantizationOnly };
+  if ([...weights.values()].some((w) => w.codeDtype === 'F8_E5M2')) return { kind: 'comfy-scaled-fp8', rule: 'keep', weights, unread, quantizationOnly };
+  // In place, such a weight took ΔW / scale; ComfyUI now reads it as e4m3fn codes, which it is not.
+  const unreadWhy = new Map(unread.map((key) => {
+    const t = base.tensors.get(key)!;
+    return [key, `a scale_weight beside a ${t.dtype} weight of shape [${t.shape.join(', ')}], where a scaled fp8 file holds fp8 codes of a matrix or kernel`];
+  }));
+  return { kind: 'comfy-scaled-fp8', rule: 'comfy', weights, unread, unreadWhy, quantizationOnly };
 }

@@ -47,7 +47,9 @@ export interface PreparedMerge {
 function planIndex(base: BaseModel, architectures: readonly string[], scaled: ScaledFp8Base | undefined): BaseTensorIndex {
   const index: BaseTensorIndex = { tensors: base.tensors, architectures };
   if (scaled?.unreadWhy) index.quantizedAs = scaled.unreadWhy;
-  if (base.valueScales) index.valueScales = base.valueScales;
+  // The plan merges in place (dividing ΔW by the scale) only under the `keep` rule; otherwise the
+  // scaled weights are merged in real values and quantized again (scaled-fp8-output.ts).
+  if (base.valueScales && scaled?.rule === 'keep') index.valueScales = base.valueScales;
   if (base.components) index.components = base.components;
   if (base.metadata) index.metadata = (key) => base.metadata!(key);
   return index;

@@ -36,13 +36,14 @@ import { lcm } from '../integers.js';
 
 /** The plan's note on such a base. */
 export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
-  if (scaled.kind === 'comfy-scaled-fp8') return undefined; // merged in place, as before (see ScaleRule)
+  if (scaled.rule === 'keep') return undefined; // merged in place, as before (see ScaleRule)
   const n = scaled.weights.size;
   const what = scaled.kind === 'block-fp8'
     ? `${n} block-wise fp8 weights (weight_scale_inv)`
     : scaled.kind === 'modelopt-fp8' ? `${n} ModelOpt FP8 weights (weight_scale per tensor)`
       : scaled.kind === 'modelopt-nvfp4' ? `${n} ModelOpt NVFP4 weights (weight_scale per 16 inputs, weight_scale_2)`
         : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI float8_e4m3fn weights (comfy_quant, weight_scale per tensor)`
+          : scaled.kind === 'comfy-scaled-fp8' ? `${n} scaled fp8 weights (float8_e4m3fn, scale_weight per tensor)`
           : `${n} compressed-tensors fp8 weights (weight_scale)`;
   const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale') && !k.endsWith('.comfy_quant'));
   const kv = runtime.length === 0 ? '' : `; --dtype also leaves out its ${runtime.length} KV-cache scale tensors (such as ${runtime[0]}), which only a quantized runtime reads and whose calibration the merged weights outdate`;
@@ -52,6 +53,9 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   if (scaled.kind === 'comfy-quant-fp8') {
     const unread = scaled.unread.length ? `; ${scaled.unread.length} weights in other comfy_quant formats (such as ${scaled.unread[0]}) are copied as they are and cannot be merged` : '';
     return `the base holds ${what}: adapters are merged into their real values (code × weight_scale); merged weights are written as fp8 again with weight_scale recalculated from their largest magnitude, as ComfyUI's LoRA patch does (rounded to nearest even), comfy_quant and input_scale kept; or dequantized with --dtype f32/f16/bf16${unread}`;
+  }
+  if (scaled.kind === 'comfy-scaled-fp8') {
+    return `the base holds ${what}: adapters are merged into their real values (code × scale_weight); merged weights are written as fp8 again with scale_weight recalculated from their largest magnitude, as current ComfyUI's LoRA patch does (rounded to nearest even), the marker and scale_input kept; or dequantized with --dtype f32/f16/bf16`;
   }
   return `the base holds ${what}: adapters are merged into their real values (code × scale); they are written as fp8 again with each block's scale recomputed as the quantizer does, or dequantized with --dtype f32/f16/bf16${kv}`;
 }

@@ -5,8 +5,8 @@
  * bitsandbytes (formats/bnb reads those). Merging ΔW into such codes as if they were the weights
  * would silently write a wrong model, so every changed tensor of that kind is a plan problem.
  *
- * Comfy-Org's scaled fp8 (`scale_weight` + `scaled_fp8` marker) is read by the base model itself
- * (valueScales) and is not a problem here; ComfyUI's comfy_quant float8_e4m3fn layers (other
+ * Comfy-Org's scaled fp8 (`scale_weight` + `scaled_fp8` marker; its e5m2 files are merged in
+ * place by the plan), ComfyUI's comfy_quant float8_e4m3fn layers (other
  * comfy_quant formats are refused by name), block-wise fp8, compressed-tensors FP8, ModelOpt FP8
  * (per tensor) and ModelOpt NVFP4 (through modelopt-nvfp4.ts's view) weights that
  * formats/scaled-fp8.ts reads are merged in real values, by additive updates only: maps of W
@@ -59,8 +59,8 @@ export function quantizedWeightProblems(
   for (const u of plan.updates) for (const t of u.terms) add(u.baseKey, t.adapter, t.moduleName);
   for (const r of plan.replacements) add(r.baseKey, r.adapter, r.baseKey);
   for (const s of plan.rowSets) for (const t of s.terms) add(s.baseKey, t.adapter, s.baseKey);
-  // Scaled fp8 files: the plan itself refuses what does not add to W (merge-plan.ts).
-  if (scaled && scaled.kind !== 'comfy-scaled-fp8') problems.push(...scaledFp8Problems(plan, scaled));
+  // Under the in-place `keep` rule the plan itself refuses what does not add to W (merge-plan.ts).
+  if (scaled && scaled.rule !== 'keep') problems.push(...scaledFp8Problems(plan, scaled));
   return problems;
 }
 
