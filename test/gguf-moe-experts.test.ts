@@ -11,8 +11,9 @@
  * stacked as rows. GraniteMoe (Granite 3.x MoE, Granite 4.0 H) holds its experts as the `weight`
  * of two modules, `block_sparse_moe.input_linear` (E, 2·ffn, hidden: gate, then up) and
  * `output_linear` (E, hidden, ffn), which GraniteMoeModel.modify_tensors splits and stacks the same
- * way. Llama 4's `feed_forward.experts` are stored (E, in, out), halves, as Qwen3-VL-MoE's. Checked
- * on the CPU and on WebGPU against float64 truth written here.
+ * way. Llama 4's `feed_forward.experts` are stored (E, in, out), halves, as Qwen3-VL-MoE's.
+ * transformers 5 fuses OLMoE's, ERNIE 4.5 MoE's, DeepSeek's and LFM2-MoE's (`feed_forward.experts`,
+ * w1 then w3) as Qwen's. Checked on the CPU and on WebGPU against float64 truth written here.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -30,9 +31,20 @@ function gaussian(seed: number): () => number {
   return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
 }
 
+/** DeepSeek's MLA attention tensors (DeepseekV2Model): 4 heads, q_lora_rank 24, kv_lora_rank 16, qk_nope 8, qk_rope 4, v 8. */
+const MLA_ATTENTION = [
+  { name: 'blk.0.attn_norm.weight', ne: [HIDDEN], type: 'F32' },
+  { name: 'blk.0.attn_q_a.weight', ne: [HIDDEN, 24], type: 'BF16' }, { name: 'blk.0.attn_q_a_norm.weight', ne: [24], type: 'F32' },
+  { name: 'blk.0.attn_q_b.weight', ne: [24, HEADS * 12], type: 'BF16' },
+  { name: 'blk.0.attn_kv_a_mqa.weight', ne: [HIDDEN, 16 + 4], type: 'BF16' }, { name: 'blk.0.attn_kv_a_norm.weight', ne: [16], type: 'F32' },
+  { name: 'blk.0.attn_k_b.weight', ne: [8, 16, HEADS], type: 'BF16' }, { name: 'blk.0.attn_v_b.weight', ne: [16, 8, HEADS], type: 'BF16' },
+  { name: 'blk.0.attn_output.weight', ne: [HEADS * 8, HIDDEN], type: 'BF16' },
+];
+
 /**
- * One Qwen3-MoE (or Qwen3-VL-MoE language model, or Granite MoE) block as convert_hf_to_gguf names
- * it, BF16 as it writes it; Granite and Llama 4 have no q/k norm weights.
+ * One Qwen3-MoE (or Qwen3-VL-MoE language model, Granite MoE, OLMoE, ERNIE 4.5 MoE, LFM2-MoE,
+ * DeepSeek) block as convert_hf_to_gguf names it, BF16 as it writes it; Granite, Llama 4 and ERNIE
+ * have no q/k norm weights, DeepSeek has MLA attention.
  */
 function qwen3MoeBase(arch: string) {
   const all = [
@@ -52,7 +64,8 @@ function qwen3MoeBase(arch: string) {
     { name: 'output_norm.weight', ne: [HIDDEN], type: 'F32' },
     { name: 'output.weight', ne: [HIDDEN, VOCAB], type: 'BF16' },
   ];
-  const specs = arch.startsWith('granite') || arch === 'llama4' ? all.filter((t) => !/attn_[qk]_norm/.test(t.name)) : all;
+  const specs = arch.startsWith('granite') || arch === 'llama4' || arch === 'ernie4_5-moe' ? all.filter((t) => !/attn_[qk]_norm/.test(t.name))
+    : arch === 'deepseek2' ? [...all.slice(0, 1), ...MLA_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name))] : all;
   const { tensors, values } = randomTensors(specs, gaussian(5));
   const metadata: [string, MetaValue][] = [
     ['general.architecture', { type: 'string', value: arch }],
@@ -125,6 +138,15 @@ describe.each([
     down: 'base_model.model.language_model.model.layers.0.feed_forward.experts',
     targetParameters: ['feed_forward.experts.gate_up_proj', 'feed_forward.experts.down_proj'],
   }, 'meta-llama/Llama-4-Scout-17B-16E-Instruct'],
+  // transformers 5 fuses these experts as Qwen's (conversion_mapping.py: MergeModulelist, then
+  // Concatenate gate and up; LFM2-MoE's w1 and w3).
+  ['olmoe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'allenai/OLMoE-1B-7B-0125-Instruct'],
+  ['ernie4_5-moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'baidu/ERNIE-4.5-21B-A3B-PT'],
+  ['deepseek2', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'deepseek-ai/DeepSeek-V3'],
+  ['lfm2moe', {
+    gateUp: 'base_model.model.model.layers.0.feed_forward.experts.base_layer', down: 'base_model.model.model.layers.0.feed_forward.experts',
+    targetParameters: ['feed_forward.experts.gate_up_proj', 'feed_forward.experts.down_proj'],
+  }, 'LiquidAI/LFM2-8B-A1B'],
   ['granitehybrid', {
     gateUp: 'base_model.model.model.layers.0.block_sparse_moe.input_linear', down: 'base_model.model.model.layers.0.block_sparse_moe.output_linear',
     targetParameters: ['block_sparse_moe.input_linear.weight', 'block_sparse_moe.output_linear.weight'],
