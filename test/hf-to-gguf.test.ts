@@ -475,6 +475,20 @@ describe('HF module paths on GGUF tensors', () => {
     expect(where(ernie, 'model.layers.1.mlp.shared_experts.down_proj')).toEqual([{ key: 'blk.1.ffn_down_shexp.weight', rows: undefined }]);
   });
 
+  it('maps Gemma 4\'s MoE: the router\'s proj, and the experts under the decoder layer on ffn_gate_up_exps written whole', () => {
+    const base = ggufBase('gemma4', {
+      'blk.0.ffn_gate.weight': [128, 32], 'blk.0.ffn_gate_inp.weight': [8, 32], 'blk.0.ffn_gate_up_exps.weight': [8 * 2 * 16, 32], 'blk.0.ffn_down_exps.weight': [8 * 32, 16],
+    }, { 'gemma4.expert_count': 8 });
+    expect(where(base, 'model.language_model.layers.0.mlp.gate_proj')).toEqual([{ key: 'blk.0.ffn_gate.weight', rows: undefined }]);
+    expect(where(base, 'model.language_model.layers.0.router.proj')).toEqual([{ key: 'blk.0.ffn_gate_inp.weight', rows: undefined }]);
+    const gateUp = base.locate(moduleAddress('base_model.model.model.language_model.layers.0.experts.gate_up_proj'));
+    expect(gateUp.found && gateUp.targets.map((t) => [t.baseKey, t.experts?.paramShape, t.experts?.rows, t.experts?.transposed])).toEqual([
+      ['blk.0.ffn_gate_up_exps.weight', [8, 32, 32], undefined, false],
+    ]);
+    const down = base.locate(moduleAddress('base_model.model.model.language_model.layers.0.experts.down_proj'));
+    expect(down.found && down.targets.map((t) => [t.baseKey, t.experts?.paramShape])).toEqual([['blk.0.ffn_down_exps.weight', [8, 32, 16]]]);
+  });
+
   it('names what cannot be mapped: an unknown module, a missing tensor, an architecture it does not know', () => {
     const base = ggufBase('llama', { 'blk.0.attn_q.weight': [64, 64] }, { 'llama.attention.head_count': 8 });
     expect(where(base, 'model.layers.0.self_attn.rotary_emb')).toMatch(/no matching tensor/);

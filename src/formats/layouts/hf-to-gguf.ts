@@ -199,13 +199,31 @@ const CHUNKED_EXPERTS: FusedExperts = { storedInOut: false, gateUp: 'halves' };
  */
 const QWEN3VL_EXPERTS: FusedExperts = { storedInOut: true, gateUp: 'halves' };
 
-/** The fused expert parameters of `${block}.experts` (the block being `mlp`, or Llama 4's `feed_forward`). */
-const fusedExperts = (form: FusedExperts, block = 'mlp'): readonly Rule[] => [
-  rule(`${L}\\.${block}\\.experts\\.gate_up_proj`, 'blk.$1.ffn_gate_exps', { fused: { part: 'gate_up', form } }),
-  rule(`${L}\\.${block}\\.experts\\.down_proj`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form } }),
-  rule(`${L}\\.${block}\\.experts\\.(gate_up_proj|down_proj)_bias`, 'blk.$1.ffn_gate_exps', {
-    refuse: 'a LoRA on an expert bias is not one PEFT trains (target_parameters takes matrices)',
-  }),
+/**
+ * The fused expert parameters of `${block}.experts` (the block being `mlp`, Llama 4's
+ * `feed_forward`, or none: Gemma 4's experts hang from the decoder layer itself).
+ */
+const fusedExperts = (form: FusedExperts, block = 'mlp'): readonly Rule[] => {
+  const at = block ? `${L}\\.${block}` : L;
+  return [
+    rule(`${at}\\.experts\\.gate_up_proj`, 'blk.$1.ffn_gate_exps', { fused: { part: 'gate_up', form } }),
+    rule(`${at}\\.experts\\.down_proj`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form } }),
+    rule(`${at}\\.experts\\.(gate_up_proj|down_proj)_bias`, 'blk.$1.ffn_gate_exps', {
+      refuse: 'a LoRA on an expert bias is not one PEFT trains (target_parameters takes matrices)',
+    }),
+  ];
+};
+
+/**
+ * Gemma 4's MoE blocks (26B-A4B), beside each block's MLP: the router's `proj`, and the experts,
+ * `experts.gate_up_proj` (E, 2·ffn, hidden: gate, then up) and `experts.down_proj` (E, hidden,
+ * ffn) under the decoder layer, which Gemma4Model writes as they are to ffn_gate_up_exps (split
+ * ffn_gate_exps/ffn_up_exps from per-expert checkpoints) and ffn_down_exps; the router's `scale`
+ * and `per_expert_scale` go to tensors of their own, so the weights are the model's.
+ */
+const GEMMA4_MOE: readonly Rule[] = [
+  rule(`${L}\\.router\\.proj`, 'blk.$1.ffn_gate_inp'),
+  ...fusedExperts(CHUNKED_EXPERTS, ''),
 ];
 
 /**
@@ -345,11 +363,11 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   gemma2: [...COMMON, ...QK],
   gemma3: [...COMMON, ...QK],
   // Gemma 3n (Gemma3NModel) and Gemma 4 (Gemma4Model), Gemma3Model's subclasses: the same plain
-  // names for attention and the MLP (their AltUp, Laurel and per-layer embeddings, and Gemma 4's
-  // experts, fit no rule and are misses; the converter pads the token embedding past the
-  // tokenizer's vocabulary, so an embed_tokens update does not fit it).
+  // names for attention and the MLP (their AltUp, Laurel and per-layer embeddings fit no rule and
+  // are misses; the converter pads the token embedding past the tokenizer's vocabulary, so an
+  // embed_tokens update does not fit it); Gemma 4's router and experts as GEMMA4_MOE.
   gemma3n: [...COMMON, ...QK],
-  gemma4: [...COMMON, ...QK],
+  gemma4: [...COMMON, ...QK, ...GEMMA4_MOE],
   phi3: [...COMMON, ...PHI3],
   // Phi-2 (Phi2Model): the plain name mapping; an old file with a fused attn_qkv has no attn_q to
   // land on, so such modules are misses.
