@@ -13,7 +13,7 @@
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
-import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { describePlan } from '../src/cli/plan-report.js';
@@ -218,7 +218,7 @@ function baseGguf(c: Case) {
 }
 
 /** The adapter's files (`config` and `tensors` added to PEFT's), and each module's factors. */
-function peftAdapter(c: Case, targets = c.targets, config: Record<string, unknown> = {}, tensors: Parameters<typeof buildSafetensors>[0] = []) {
+function peftAdapter(c: Case, targets = c.targets, config: Record<string, unknown> = {}, tensors: FixtureTensor[] = []) {
   const g = gaussian(29);
   const factors = targets.map((t) => ({
     ...t,
@@ -230,10 +230,10 @@ function peftAdapter(c: Case, targets = c.targets, config: Record<string, unknow
       peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: c.hfModel, r: c.rank, lora_alpha: c.alpha,
       target_modules: [...new Set(targets.map((t) => t.module.split('.').at(-1)))], peft_version: '0.17.1', ...config,
     }),
-    'adapter_model.safetensors': buildSafetensors(factors.flatMap((f) => [
+    'adapter_model.safetensors': buildSafetensors([...factors.flatMap((f): FixtureTensor[] => [
       { name: `base_model.model.${f.module}.lora_A.weight`, dtype: 'F32', shape: [c.rank, f.in], data: f.a },
       { name: `base_model.model.${f.module}.lora_B.weight`, dtype: 'F32', shape: [f.out, c.rank], data: f.b },
-    ]).concat(tensors)),
+    ]), ...tensors]),
   };
   return { files, factors };
 }
@@ -295,7 +295,7 @@ describe('PEFT on a deepseek2 GGUF: what cannot land on the split kv_b_proj', ()
   };
 
   it('refuses DoRA on kv_b_proj, which lands on two tensors', async () => {
-    const magnitude = { name: `base_model.model.${kvB0.module}.lora_magnitude_vector`, dtype: 'F32', shape: [kvB0.out], data: new Float64Array(kvB0.out).fill(1) };
+    const magnitude: FixtureTensor = { name: `base_model.model.${kvB0.module}.lora_magnitude_vector`, dtype: 'F32', shape: [kvB0.out], data: new Float64Array(kvB0.out).fill(1) };
     const messages = await problems(peftAdapter(v3, [kvB0], { use_dora: true }, [magnitude]).files);
     expect(messages).toHaveLength(1);
     expect(messages[0]).toContain(`module "${kvB0.module}"`);
