@@ -18,6 +18,7 @@ import { buildGguf, randomTensors, readGguf, tensorValues, type MetaValue } from
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { describePlan } from '../src/cli/plan-report.js';
 import { estimateUpdateMagnitudes } from '../src/plan/update-magnitudes.js';
+import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
 
 const backends = mergeBackends({ cpu: 'default' });
@@ -270,13 +271,7 @@ describe.each(CASES)('PEFT LoRA on a $name GGUF', (c) => {
         expected.set(tensor, want);
       }
     }
-    for (const [tensor, want] of expected) {
-      const merged = tensorValues('F32', out.tensors.find((t) => t.name === tensor)!.data);
-      expect(merged.length, tensor).toBe(want.length);
-      let worst = 0;
-      for (let i = 0; i < merged.length; i++) worst = Math.max(worst, Math.abs(merged[i] - want[i]) / (Math.abs(want[i]) + 1e-3));
-      expect(worst, tensor).toBeLessThan(1e-5);
-    }
+    for (const [tensor, want] of expected) expectMerged(tensorValues('F32', out.tensors.find((t) => t.name === tensor)!.data), want, 'F32', tensor);
     for (const t of readGguf(base.bytes).tensors.filter((x) => !expected.has(x.name))) {
       expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
     }
