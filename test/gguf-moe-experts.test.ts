@@ -11,8 +11,10 @@
  * stacked as rows. GraniteMoe (Granite 3.x MoE, Granite 4.0 H) holds its experts as the `weight`
  * of two modules, `block_sparse_moe.input_linear` (E, 2·ffn, hidden: gate, then up) and
  * `output_linear` (E, hidden, ffn), which GraniteMoeModel.modify_tensors splits and stacks the same
- * way. Llama 4's `feed_forward.experts` are stored (E, in, out), halves, as Qwen3-VL-MoE's. Checked
- * on the CPU and on WebGPU against float64 truth written here.
+ * way. Llama 4's `feed_forward.experts` are stored (E, in, out), halves, as Qwen3-VL-MoE's.
+ * transformers 5 fuses OLMoE's, ERNIE 4.5 MoE's, DeepSeek's and LFM2-MoE's (`feed_forward.experts`,
+ * w1 then w3) as Qwen's. Gemma 4 holds them so (E, out, in), halves, under the decoder layer, and
+ * its converter writes gate_up_proj whole to ffn_gate_up_exps. Checked on the CPU and on WebGPU against float64 truth written here.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -23,6 +25,8 @@ const backends = mergeBackends({ cpu: 'default' });
 
 const HIDDEN = 64, FFN = 24, EXPERTS = 6, HEADS = 4, KV_HEADS = 2, HEAD_DIM = 16, VOCAB = 32, R = 3, ALPHA = 6, WEIGHT = 0.8;
 const GATE = 'blk.0.ffn_gate_exps.weight', UP = 'blk.0.ffn_up_exps.weight', DOWN = 'blk.0.ffn_down_exps.weight';
+/** Gemma 4's gate_up_proj, written as it is: each expert's gate rows, then its up rows. */
+const GATE_UP = 'blk.0.ffn_gate_up_exps.weight';
 const u32 = (value: number): MetaValue => ({ type: 'u32', value });
 
 function gaussian(seed: number): () => number {
@@ -30,9 +34,31 @@ function gaussian(seed: number): () => number {
   return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
 }
 
+/** DeepSeek's MLA attention tensors (DeepseekV2Model): 4 heads, q_lora_rank 24, kv_lora_rank 16, qk_nope 8, qk_rope 4, v 8. */
+const MLA_ATTENTION = [
+  { name: 'blk.0.attn_norm.weight', ne: [HIDDEN], type: 'F32' },
+  { name: 'blk.0.attn_q_a.weight', ne: [HIDDEN, 24], type: 'BF16' }, { name: 'blk.0.attn_q_a_norm.weight', ne: [24], type: 'F32' },
+  { name: 'blk.0.attn_q_b.weight', ne: [24, HEADS * 12], type: 'BF16' },
+  { name: 'blk.0.attn_kv_a_mqa.weight', ne: [HIDDEN, 16 + 4], type: 'BF16' }, { name: 'blk.0.attn_kv_a_norm.weight', ne: [16], type: 'F32' },
+  { name: 'blk.0.attn_k_b.weight', ne: [8, 16, HEADS], type: 'BF16' }, { name: 'blk.0.attn_v_b.weight', ne: [16, 8, HEADS], type: 'BF16' },
+  { name: 'blk.0.attn_output.weight', ne: [HEADS * 8, HIDDEN], type: 'BF16' },
+];
+
 /**
- * One Qwen3-MoE (or Qwen3-VL-MoE language model, or Granite MoE) block as convert_hf_to_gguf names
- * it, BF16 as it writes it; Granite and Llama 4 have no q/k norm weights.
+ * Gemma 4's MoE beside the block's MLP (Gemma4Model): the router's input scale and per-expert
+ * scale as tensors of their own, gate_up_proj written whole.
+ */
+const GEMMA4_MOE = [
+  { name: 'blk.0.ffn_gate.weight', ne: [HIDDEN, 4 * FFN], type: 'BF16' }, { name: 'blk.0.ffn_up.weight', ne: [HIDDEN, 4 * FFN], type: 'BF16' },
+  { name: 'blk.0.ffn_down.weight', ne: [4 * FFN, HIDDEN], type: 'BF16' },
+  { name: 'blk.0.ffn_gate_inp.scale', ne: [HIDDEN], type: 'F32' }, { name: 'blk.0.ffn_down_exps.scale', ne: [EXPERTS], type: 'F32' },
+  { name: GATE_UP, ne: [HIDDEN, 2 * FFN, EXPERTS], type: 'BF16' },
+];
+
+/**
+ * One Qwen3-MoE (or Qwen3-VL-MoE language model, Granite MoE, OLMoE, ERNIE 4.5 MoE, LFM2-MoE,
+ * DeepSeek) block as convert_hf_to_gguf names it, BF16 as it writes it; Granite, Llama 4 and ERNIE
+ * have no q/k norm weights, DeepSeek has MLA attention.
  */
 function qwen3MoeBase(arch: string) {
   const all = [
@@ -52,7 +78,9 @@ function qwen3MoeBase(arch: string) {
     { name: 'output_norm.weight', ne: [HIDDEN], type: 'F32' },
     { name: 'output.weight', ne: [HIDDEN, VOCAB], type: 'BF16' },
   ];
-  const specs = arch.startsWith('granite') || arch === 'llama4' ? all.filter((t) => !/attn_[qk]_norm/.test(t.name)) : all;
+  const specs = arch.startsWith('granite') || arch === 'llama4' || arch === 'ernie4_5-moe' ? all.filter((t) => !/attn_[qk]_norm/.test(t.name))
+    : arch === 'deepseek2' ? [...all.slice(0, 1), ...MLA_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name))]
+    : arch === 'gemma4' ? [...all.filter((t) => t.name !== GATE && t.name !== UP), ...GEMMA4_MOE] : all;
   const { tensors, values } = randomTensors(specs, gaussian(5));
   const metadata: [string, MetaValue][] = [
     ['general.architecture', { type: 'string', value: arch }],
@@ -125,6 +153,20 @@ describe.each([
     down: 'base_model.model.language_model.model.layers.0.feed_forward.experts',
     targetParameters: ['feed_forward.experts.gate_up_proj', 'feed_forward.experts.down_proj'],
   }, 'meta-llama/Llama-4-Scout-17B-16E-Instruct'],
+  // transformers 5 fuses these experts as Qwen's (conversion_mapping.py: MergeModulelist, then
+  // Concatenate gate and up; LFM2-MoE's w1 and w3).
+  ['olmoe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'allenai/OLMoE-1B-7B-0125-Instruct'],
+  ['ernie4_5-moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'baidu/ERNIE-4.5-21B-A3B-PT'],
+  ['deepseek2', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'deepseek-ai/DeepSeek-V3'],
+  // Gemma 4 26B-A4B: `experts` under the decoder layer, written whole to ffn_gate_up_exps.
+  ['gemma4', {
+    gateUp: 'base_model.model.model.language_model.layers.0.experts.base_layer', down: 'base_model.model.model.language_model.layers.0.experts',
+    targetParameters: ['experts.gate_up_proj', 'experts.down_proj'],
+  }, 'google/gemma-4-26B-A4B-it'],
+  ['lfm2moe', {
+    gateUp: 'base_model.model.model.layers.0.feed_forward.experts.base_layer', down: 'base_model.model.model.layers.0.feed_forward.experts',
+    targetParameters: ['feed_forward.experts.gate_up_proj', 'feed_forward.experts.down_proj'],
+  }, 'LiquidAI/LFM2-8B-A1B'],
   ['granitehybrid', {
     gateUp: 'base_model.model.model.layers.0.block_sparse_moe.input_linear', down: 'base_model.model.model.layers.0.block_sparse_moe.output_linear',
     targetParameters: ['block_sparse_moe.input_linear.weight', 'block_sparse_moe.output_linear.weight'],
@@ -133,7 +175,7 @@ describe.each([
   const base = qwen3MoeBase(arch);
   const lora = expertLora(names, baseModel);
 
-  it.for(['cpu', 'webgpu'])('lands gate_up_proj\'s first half on ffn_gate_exps, its second on ffn_up_exps, down_proj on ffn_down_exps, as float64 truth says, on %s', async (name, ctx) => {
+  it.for(['cpu', 'webgpu'])('lands gate_up_proj\'s first half on ffn_gate_exps, its second on ffn_up_exps (or both on ffn_gate_up_exps), down_proj on ffn_down_exps, as float64 truth says, on %s', async (name, ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
     const { bytes } = await mergeFileInMemory({
@@ -141,11 +183,13 @@ describe.each([
       outDtype: 'f32', dtypeMergedOnly: true, slabBytes: 4096,
     });
     const out = readGguf(bytes);
-    const expected: [string, Float64Array][] = [
-      [GATE, plus(base.values.get(GATE)!, FFN, HIDDEN, (e, j, c) => lora.gateUp(e, j, c))],
-      [UP, plus(base.values.get(UP)!, FFN, HIDDEN, (e, j, c) => lora.gateUp(e, FFN + j, c))],
-      [DOWN, plus(base.values.get(DOWN)!, HIDDEN, FFN, (e, h, f) => lora.down(e, h, f))],
-    ];
+    const gateUp: [string, Float64Array][] = base.values.has(GATE_UP)
+      ? [[GATE_UP, plus(base.values.get(GATE_UP)!, 2 * FFN, HIDDEN, (e, j, c) => lora.gateUp(e, j, c))]]
+      : [
+        [GATE, plus(base.values.get(GATE)!, FFN, HIDDEN, (e, j, c) => lora.gateUp(e, j, c))],
+        [UP, plus(base.values.get(UP)!, FFN, HIDDEN, (e, j, c) => lora.gateUp(e, FFN + j, c))],
+      ];
+    const expected: [string, Float64Array][] = [...gateUp, [DOWN, plus(base.values.get(DOWN)!, HIDDEN, FFN, (e, h, f) => lora.down(e, h, f))]];
     for (const [tensor, want] of expected) {
       const merged = tensorValues('F32', out.tensors.find((t) => t.name === tensor)!.data);
       expect(merged.length, tensor).toBe(want.length);
@@ -154,7 +198,7 @@ describe.each([
       expect(worst, tensor).toBeLessThan(1e-5);
     }
     const input = readGguf(base.bytes);
-    for (const t of input.tensors.filter((x) => ![GATE, UP, DOWN].includes(x.name))) {
+    for (const t of input.tensors.filter((x) => !expected.some(([name]) => name === x.name))) {
       expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
     }
   });

@@ -97,6 +97,12 @@ describe('HF module paths on GGUF tensors', () => {
       .toMatchObject({ found: true, targets: [{ baseKey: 'blk.2.ffn_up_exps.weight', rows: [{ src: 0, dst: 63 * 16, count: 16 }] }] });
     expect(where(moe, 'model.layers.2.mlp.gate')).toEqual([{ key: 'blk.2.ffn_gate_inp.weight', rows: undefined }]);
     expect(where(moe, 'model.layers.2.mlp.experts.gate_up_proj')).toMatch(/no matching tensor/);
+    // transformers 5 fuses OLMoE's experts as Qwen's: gate_up_proj (E, 2·ffn, hidden) split in halves.
+    const fused = ggufBase('olmoe', { 'blk.2.ffn_gate_exps.weight': [64 * 16, 32], 'blk.2.ffn_up_exps.weight': [64 * 16, 32] }, { 'olmoe.expert_count': 64 });
+    const gateUp = fused.locate(moduleAddress('base_model.model.model.layers.2.mlp.experts.gate_up_proj'));
+    expect(gateUp.found && gateUp.targets.map((t) => [t.baseKey, t.experts?.paramShape, t.experts?.rows?.[0], t.experts?.transposed])).toEqual([
+      ['blk.2.ffn_gate_exps.weight', [64, 32, 32], 0, false], ['blk.2.ffn_up_exps.weight', [64, 32, 32], 16, false],
+    ]);
   });
 
   it('maps Mixtral experts onto their rows of the merged expert tensors, and the router', () => {
@@ -392,6 +398,95 @@ describe('HF module paths on GGUF tensors', () => {
     expect(down.found && down.targets.map((t) => [t.baseKey, t.experts?.paramShape, t.experts?.transposed])).toEqual([['blk.1.ffn_down_exps.weight', [4, 8, 32], true]]);
     expect(where(base, 'language_model.model.layers.1.feed_forward.experts.down_proj_bias')).toMatch(/expert bias/);
     expect(where(base, 'vision_model.model.layers.0.self_attn.q_proj')).toMatch(/separate mmproj GGUF/);
+  });
+
+  it('maps DeepSeek-V2/V3 (deepseek2): MLA projections by name, kv_b_proj split per head into attn_k_b (each head transposed) and attn_v_b, the dense MLP, router, experts and shared experts', () => {
+    // 4 heads, kv_lora_rank 8, qk_nope 6, v 5: kv_b_proj is (4·(6 + 5), 8), head h's key rows 11h…11h+5, value rows 11h+6…11h+10.
+    const HEADS = 4, RANK = 8, NOPE = 6, V = 5;
+    const mla = {
+      'blk.0.attn_q_a.weight': [12, 32], 'blk.0.attn_q_b.weight': [HEADS * (NOPE + 2), 12], 'blk.0.attn_kv_a_mqa.weight': [RANK + 2, 32],
+      'blk.0.attn_k_b.weight': [HEADS * RANK, NOPE], 'blk.0.attn_v_b.weight': [HEADS * V, RANK], 'blk.0.attn_output.weight': [32, HEADS * V],
+      'blk.0.ffn_gate.weight': [64, 32], 'blk.1.ffn_gate_inp.weight': [8, 32], 'blk.1.ffn_down_exps.weight': [8 * 32, 16],
+      'blk.1.ffn_gate_exps.weight': [8 * 16, 32], 'blk.1.ffn_up_exps.weight': [8 * 16, 32], 'blk.1.ffn_up_shexp.weight': [16, 32],
+    };
+    const meta = { 'deepseek2.attention.head_count': HEADS, 'deepseek2.attention.head_count_kv': 1, 'deepseek2.attention.kv_lora_rank': RANK, 'deepseek2.expert_count': 8 };
+    const base = ggufBase('deepseek2', mla, meta);
+    expect(where(base, 'model.layers.0.self_attn.q_a_proj')).toEqual([{ key: 'blk.0.attn_q_a.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.self_attn.q_b_proj')).toEqual([{ key: 'blk.0.attn_q_b.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.self_attn.kv_a_proj_with_mqa')).toEqual([{ key: 'blk.0.attn_kv_a_mqa.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.self_attn.o_proj')).toEqual([{ key: 'blk.0.attn_output.weight', rows: undefined }]);
+    const kvB = base.locate(moduleAddress('base_model.model.model.layers.0.self_attn.kv_b_proj'));
+    expect(kvB.found && kvB.targets).toEqual([
+      { baseKey: 'blk.0.attn_k_b.weight', transposedBlocks: { starts: [0, 11, 22, 33], rows: NOPE } },
+      { baseKey: 'blk.0.attn_v_b.weight', rows: [6, 17, 28, 39].map((src, h) => ({ src, dst: h * V, count: V })) },
+    ]);
+    // Kimi-VL / Kimi K2.5 nest the language model.
+    expect(base.locate(moduleAddress('base_model.model.language_model.model.layers.0.self_attn.kv_b_proj'))).toMatchObject({ found: true, targets: [{ baseKey: 'blk.0.attn_k_b.weight' }, { baseKey: 'blk.0.attn_v_b.weight' }] });
+    expect(where(base, 'model.layers.0.mlp.gate_proj')).toEqual([{ key: 'blk.0.ffn_gate.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.1.mlp.gate')).toEqual([{ key: 'blk.1.ffn_gate_inp.weight', rows: undefined }]);
+    expect(base.locate(moduleAddress('base_model.model.model.layers.1.mlp.experts.5.down_proj')))
+      .toMatchObject({ found: true, targets: [{ baseKey: 'blk.1.ffn_down_exps.weight', rows: [{ src: 0, dst: 160, count: 32 }] }] });
+    expect(where(base, 'model.layers.1.mlp.shared_experts.up_proj')).toEqual([{ key: 'blk.1.ffn_up_shexp.weight', rows: undefined }]);
+    const fused = base.locate(moduleAddress('base_model.model.model.layers.1.mlp.experts.gate_up_proj'));
+    expect(fused.found && fused.targets.map((t) => [t.baseKey, t.experts?.rows?.[0]])).toEqual([['blk.1.ffn_gate_exps.weight', 0], ['blk.1.ffn_up_exps.weight', 16]]);
+    // The head count decides the split: without it, or with another kv_lora_rank, nothing is placed.
+    expect(where(ggufBase('deepseek2', mla, { ...meta, 'deepseek2.attention.head_count': undefined }), 'model.layers.0.self_attn.kv_b_proj')).toMatch(/no matching tensor/);
+    expect(where(ggufBase('deepseek2', mla, { ...meta, 'deepseek2.attention.kv_lora_rank': 16 }), 'model.layers.0.self_attn.kv_b_proj')).toMatch(/no matching tensor/);
+    // V2-Lite's q_proj; a conversion from before the split holds attn_kv_b whole.
+    const lite = ggufBase('deepseek2', { 'blk.0.attn_q.weight': [HEADS * (NOPE + 2), 32], 'blk.0.attn_kv_b.weight': [HEADS * (NOPE + V), RANK] }, meta);
+    expect(where(lite, 'model.layers.0.self_attn.q_proj')).toEqual([{ key: 'blk.0.attn_q.weight', rows: undefined }]);
+    expect(where(lite, 'model.layers.0.self_attn.kv_b_proj')).toEqual([{ key: 'blk.0.attn_kv_b.weight', rows: undefined }]);
+    // One that keeps attn_kv_b beside the split gets ΔW on all three.
+    const both = ggufBase('deepseek2', { ...mla, 'blk.0.attn_kv_b.weight': [HEADS * (NOPE + V), RANK] }, meta);
+    const all = both.locate(moduleAddress('base_model.model.model.layers.0.self_attn.kv_b_proj'));
+    expect(all.found && all.targets.map((t) => [t.baseKey, t.copy])).toEqual([
+      ['blk.0.attn_k_b.weight', undefined], ['blk.0.attn_v_b.weight', undefined], ['blk.0.attn_kv_b.weight', true],
+    ]);
+    // attn_k_b without attn_v_b is not what the converter writes.
+    expect(where(ggufBase('deepseek2', { 'blk.0.attn_k_b.weight': [HEADS * RANK, NOPE] }, meta), 'model.layers.0.self_attn.kv_b_proj')).toMatch(/no matching tensor/);
+  });
+
+  it('maps LFM2-MoE (lfm2moe) and ERNIE 4.5 MoE (ernie4_5-moe): routers, experts on their rows, shared experts, fused experts', () => {
+    const lfm = ggufBase('lfm2moe', {
+      'blk.0.ffn_gate.weight': [64, 32], 'blk.1.shortconv.in_proj.weight': [96, 32], 'blk.2.attn_output.weight': [32, 32],
+      'blk.2.ffn_gate_inp.weight': [8, 32], 'blk.2.ffn_gate_exps.weight': [8 * 16, 32], 'blk.2.ffn_up_exps.weight': [8 * 16, 32], 'blk.2.ffn_down_exps.weight': [8 * 32, 16],
+    }, { 'lfm2moe.expert_count': 8 });
+    expect(where(lfm, 'model.layers.0.feed_forward.w1')).toEqual([{ key: 'blk.0.ffn_gate.weight', rows: undefined }]);
+    expect(where(lfm, 'model.layers.1.conv.in_proj')).toEqual([{ key: 'blk.1.shortconv.in_proj.weight', rows: undefined }]);
+    expect(where(lfm, 'model.layers.2.self_attn.out_proj')).toEqual([{ key: 'blk.2.attn_output.weight', rows: undefined }]);
+    expect(where(lfm, 'model.layers.2.feed_forward.gate')).toEqual([{ key: 'blk.2.ffn_gate_inp.weight', rows: undefined }]);
+    for (const [w, tensor, per] of [['w1', 'ffn_gate_exps', 16], ['w3', 'ffn_up_exps', 16], ['w2', 'ffn_down_exps', 32]] as const) {
+      expect(lfm.locate(moduleAddress(`base_model.model.model.layers.2.feed_forward.experts.7.${w}`)), w)
+        .toMatchObject({ found: true, targets: [{ baseKey: `blk.2.${tensor}.weight`, rows: [{ src: 0, dst: 7 * per, count: per }] }] });
+    }
+    const fused = lfm.locate(moduleAddress('base_model.model.model.layers.2.feed_forward.experts.gate_up_proj'));
+    expect(fused.found && fused.targets.map((t) => [t.baseKey, t.experts?.rows?.[0]])).toEqual([['blk.2.ffn_gate_exps.weight', 0], ['blk.2.ffn_up_exps.weight', 16]]);
+
+    const ernie = ggufBase('ernie4_5-moe', {
+      'blk.0.attn_q.weight': [64, 32], 'blk.0.attn_k.weight': [16, 32], 'blk.0.ffn_up.weight': [64, 32],
+      'blk.1.ffn_gate_inp.weight': [8, 32], 'blk.1.ffn_gate_exps.weight': [8 * 16, 32], 'blk.1.ffn_down_shexp.weight': [32, 16],
+    }, { 'ernie4_5-moe.expert_count': 8, 'ernie4_5-moe.attention.head_count': 8, 'ernie4_5-moe.attention.head_count_kv': 2 });
+    // q and k as they are (TextModel's plain mapping).
+    expect(where(ernie, 'model.layers.0.self_attn.k_proj')).toEqual([{ key: 'blk.0.attn_k.weight', rows: undefined }]);
+    expect(where(ernie, 'model.layers.0.mlp.up_proj')).toEqual([{ key: 'blk.0.ffn_up.weight', rows: undefined }]);
+    expect(where(ernie, 'model.layers.1.mlp.gate')).toEqual([{ key: 'blk.1.ffn_gate_inp.weight', rows: undefined }]);
+    expect(ernie.locate(moduleAddress('base_model.model.model.layers.1.mlp.experts.3.gate_proj')))
+      .toMatchObject({ found: true, targets: [{ baseKey: 'blk.1.ffn_gate_exps.weight', rows: [{ src: 0, dst: 48, count: 16 }] }] });
+    expect(where(ernie, 'model.layers.1.mlp.shared_experts.down_proj')).toEqual([{ key: 'blk.1.ffn_down_shexp.weight', rows: undefined }]);
+  });
+
+  it('maps Gemma 4\'s MoE: the router\'s proj, and the experts under the decoder layer on ffn_gate_up_exps written whole', () => {
+    const base = ggufBase('gemma4', {
+      'blk.0.ffn_gate.weight': [128, 32], 'blk.0.ffn_gate_inp.weight': [8, 32], 'blk.0.ffn_gate_up_exps.weight': [8 * 2 * 16, 32], 'blk.0.ffn_down_exps.weight': [8 * 32, 16],
+    }, { 'gemma4.expert_count': 8 });
+    expect(where(base, 'model.language_model.layers.0.mlp.gate_proj')).toEqual([{ key: 'blk.0.ffn_gate.weight', rows: undefined }]);
+    expect(where(base, 'model.language_model.layers.0.router.proj')).toEqual([{ key: 'blk.0.ffn_gate_inp.weight', rows: undefined }]);
+    const gateUp = base.locate(moduleAddress('base_model.model.model.language_model.layers.0.experts.gate_up_proj'));
+    expect(gateUp.found && gateUp.targets.map((t) => [t.baseKey, t.experts?.paramShape, t.experts?.rows, t.experts?.transposed])).toEqual([
+      ['blk.0.ffn_gate_up_exps.weight', [8, 32, 32], undefined, false],
+    ]);
+    const down = base.locate(moduleAddress('base_model.model.model.language_model.layers.0.experts.down_proj'));
+    expect(down.found && down.targets.map((t) => [t.baseKey, t.experts?.paramShape])).toEqual([['blk.0.ffn_down_exps.weight', [8, 32, 16]]]);
   });
 
   it('names what cannot be mapped: an unknown module, a missing tensor, an architecture it does not know', () => {

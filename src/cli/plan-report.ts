@@ -1,5 +1,4 @@
 /** The plan as text: what will change, at which scale, and what is wrong. */
-import type { RowPlacement } from '../engine/merge-op.js';
 import type { PreparedMerge } from '../pipeline/prepare-merge.js';
 import { formatBytes, formatScale } from '../format.js';
 import { algorithmNamed } from '../formats/algorithms/index.js';
@@ -25,7 +24,7 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   );
   if (detailed) {
     for (const u of plan.updates) {
-      const terms = u.terms.map((t) => `${t.moduleName} ${termText(t)}${placementText(t.placement)}`).join(', then ');
+      const terms = u.terms.map((t) => `${t.moduleName} ${termText(t)}${placementText(t)}`).join(', then ');
       const start = u.source ? ` (from ${u.source.adapter}:${u.source.tensor.name})` : '';
       lines.push(`  ${u.baseKey} [${u.shape.join('×')}] ${u.layout}${start} ← ${terms}`);
     }
@@ -52,7 +51,9 @@ function termText(t: PlannedTerm): string {
 }
 
 /** ` → rows 0–1279` when a term lands on part of its tensor. */
-function placementText(placement: RowPlacement | undefined): string {
+function placementText(t: PlannedTerm): string {
+  if (t.transposedBlocks) return ` → ${t.transposedBlocks.starts.length} blocks of ${t.transposedBlocks.rows} rows, each transposed`;
+  const placement = t.placement;
   if (!placement) return '';
   return ` → rows ${placement.segments.map((g) => (g.src === g.dst ? `${g.dst}–${g.dst + g.count - 1}` : `${g.dst}–${g.dst + g.count - 1} (from ${g.src}–${g.src + g.count - 1})`)).join(', ')}`;
 }

@@ -11,6 +11,7 @@ import type { UpdateStep } from '../engine/update-steps.js';
 import { MergeError } from '../errors.js';
 import { loadModuleUpdate } from '../formats/algorithms/index.js';
 import { expertTerms } from './fused-experts.js';
+import { transposedBlockTerms } from './transposed-blocks.js';
 import type { BiasUpdate, PlannedReplacement, PlannedTerm, TensorUpdate } from './merge-plan.js';
 import { readFloat } from './module-factors.js';
 import { assembleSteps, slabOp, slabSteps, type LoadedStep, type UpdatePiece } from './load-steps.js';
@@ -33,12 +34,23 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
   const s = t.scale;
   const out: UpdatePiece[] = [];
   const axisLength = (axis: 'out' | 'in') => (axis === 'out' ? update.outFeatures : update.inFeatures);
-  for (const p of await loadModuleUpdate(t.file, t.module, { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures })) {
+  // A tensor holding ΔW's rows transposed is not ΔW's shape: the module's own dims.
+  const dims = t.transposedBlocks
+    ? { out: t.module.deltaShape[0], in: t.module.deltaShape[1] }
+    : { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures };
+  for (const p of await loadModuleUpdate(t.file, t.module, dims)) {
+    if (t.transposedBlocks && p.kind !== 'low-rank') {
+      throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": only a low-rank update can land on ${update.baseKey}, which holds its rows transposed`);
+    }
     switch (p.kind) {
       case 'low-rank': {
         if (t.experts) {
           // A fused expert tensor: one term per expert, on its own rows (fused-experts.ts).
           for (const term of expertTerms(p.a, p.b, t.experts, s)) out.push({ kind: 'low-rank', term });
+          break;
+        }
+        if (t.transposedBlocks) {
+          for (const term of transposedBlockTerms(p.a, p.b, p.rank, t.transposedBlocks, s)) out.push({ kind: 'low-rank', term });
           break;
         }
         const term: LowRankTerm = { a: p.a, b: p.b, rank: p.rank, scale: s };

@@ -24,7 +24,7 @@ import { MergeError, type MergeErrorCode } from '../errors.js';
 import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.js';
 import type { AdapterFormat, AdapterModule, ParsedAdapter, TensorReplacement } from '../formats/adapter.js';
 import type { BaseComponent } from '../formats/base-components.js';
-import { ModuleLocator, type KeyResolution, type Placement } from '../formats/layouts/index.js';
+import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { fitExperts, storesExpertsInOut, type ExpertSplit } from './fused-experts.js';
 import { formatProblemList } from './problems.js';
@@ -80,6 +80,8 @@ export interface PlannedTerm {
   placement?: RowPlacement;
   /** A fused 3-D expert tensor: one term per expert, each on its own rows (fused-experts.ts). */
   experts?: ExpertSplit;
+  /** The tensor holds ΔW's rows in blocks, each transposed: one term per block (transposed-blocks.ts). */
+  transposedBlocks?: TransposedBlocks;
   /** DoRA: renormalise after this term (and the terms before it). */
   dora?: PlannedDora;
 }
@@ -324,7 +326,8 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       // A GGUF llama's q and k hold their rows in another order (permuted for llama.cpp's RoPE).
       const landing = location.targets.every((t) => t.rows && isReordering(t.rows, base.tensors.get(t.baseKey)?.shape[0]))
         ? 'whose rows the base stores in another order' : 'that lands on part of a tensor';
-      if (module.dora && (location.targets.length > 1 || location.targets[0].rows)) {
+      const inParts = location.targets.length > 1 || location.targets[0].rows || location.targets[0].transposedBlocks;
+      if (module.dora && inParts) {
         fail('UNSUPPORTED_FORMAT', `DoRA on a module ${landing} (${targets}) is not supported`);
         continue;
       }
@@ -337,7 +340,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         fail('LIMIT_EXCEEDED', overLimit);
         continue;
       }
-      if (module.update.kind !== 'low-rank' && (location.targets.length > 1 || location.targets[0].rows)) {
+      if (module.update.kind !== 'low-rank' && inParts) {
         fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a module ${landing} (${targets}) is not supported`);
         continue;
       }
@@ -371,6 +374,8 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           const rows = fit.split.count * fit.split.rowsPerExpert;
           const cols = info.shape[info.shape.length - 1];
           view = { rows, cols, layout: 'out-in', outFeatures: rows, inFeatures: cols };
+        } else if (target.transposedBlocks) {
+          view = transposedView(module, target.transposedBlocks, baseKey, info.shape, fail);
         } else {
           view = viewOf(module, target, info.shape, fail, stored?.shapeNote);
         }
@@ -412,6 +417,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         };
         if (view.placement) term.placement = view.placement;
         if (experts) term.experts = experts;
+        if (target.transposedBlocks) term.transposedBlocks = target.transposedBlocks;
         // Rows merged together: the stored tensor's runs of whole blocks, and those a transform mixes.
         let rowBlock = update?.rowBlock ?? stored?.rowBlock ?? 1;
         if (module.update.kind === 'transform' && module.update.rowBlock) {
@@ -493,6 +499,7 @@ type RowSpan = [number, number];
  * tensor's row count), for messages; a long list of rows is cut short.
  */
 function describeTarget(target: Placement, tensorRows: number | undefined): string {
+  if (target.transposedBlocks) return `${target.baseKey}, ΔW's rows in ${target.transposedBlocks.starts.length} blocks, each transposed`;
   if (!target.rows) return target.baseKey;
   if (isReordering(target.rows, tensorRows)) return `${target.baseKey}, its rows reordered`;
   const spans = target.rows.map((g) => `${g.dst}–${g.dst + g.count - 1}`);
@@ -591,6 +598,27 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
 }
 
 /**
+ * How ΔW lines up with a tensor that holds its rows in blocks, each transposed: ΔW (out, in), each
+ * block `rows` of its rows, against a base of blocks·in rows and `rows` columns.
+ */
+function transposedView(module: AdapterModule, blocks: TransposedBlocks, baseKey: string, shape: readonly number[], fail: Fail): View | null {
+  const [out, inFeatures] = module.deltaShape;
+  const mismatch = (why: string) => {
+    fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit base ${baseKey} ${fmt(shape)}: ${why}`);
+    return null;
+  };
+  if (module.kind !== 'linear' || module.fanInFanOut || module.deltaShape.length !== 2 || inFeatures < 1) {
+    return mismatch('only a linear module\'s ΔW can land on blocks of its rows stored transposed');
+  }
+  if (shape.length !== 2 || shape[0] !== blocks.starts.length * inFeatures || shape[1] !== blocks.rows) {
+    return mismatch(`it holds ${blocks.starts.length} blocks of ${blocks.rows} ΔW rows, each transposed, as (${blocks.starts.length * inFeatures}, ${blocks.rows})`);
+  }
+  const beyond = blocks.starts.find((start) => !(start >= 0 && start + blocks.rows <= out));
+  if (beyond !== undefined) return mismatch(`ΔW has ${out} rows, a block reads rows ${beyond}–${beyond + blocks.rows - 1}`);
+  return { rows: shape[0], cols: shape[1], layout: 'out-in', outFeatures: shape[0], inFeatures: shape[1] };
+}
+
+/**
  * ΔW's shape with the dims its algorithm leaves open (-1: IA3 and OFT know one side only) taken
  * from the base: a -1 at a position takes the base's dim there; a last -1 takes all the rest.
  */
@@ -606,13 +634,17 @@ function withBaseDims(delta: readonly number[], shape: readonly number[]): numbe
 }
 
 /**
- * A module placed by rows must have each of its ΔW rows land exactly once across its targets: a
- * LoRA whose up factor has more or fewer rows than the slices it names is the wrong shape, not a
- * partial update. Returns why not, or null.
+ * A module placed by rows must have each of its ΔW rows land exactly once across its targets (a
+ * target that is a copy of the others aside): a LoRA whose up factor has more or fewer rows than
+ * the slices it names is the wrong shape, not a partial update. Returns why not, or null.
  */
 function unplacedRows(targets: readonly Placement[], deltaRows: number): string | null {
-  if (targets.length === 1 && !targets[0].rows) return null;
-  const spans = targets.flatMap((t): RowSpan[] => (t.rows ?? [{ src: 0, count: deltaRows }]).map((g) => [g.src, g.src + g.count]));
+  if (targets.length === 1 && !targets[0].rows && !targets[0].transposedBlocks) return null;
+  // A copy of what the other targets hold gets ΔW again.
+  const spans = targets.filter((t) => !t.copy).flatMap((t): RowSpan[] => {
+    if (t.transposedBlocks) return t.transposedBlocks.starts.map((start) => [start, start + t.transposedBlocks!.rows]);
+    return (t.rows ?? [{ src: 0, count: deltaRows }]).map((g) => [g.src, g.src + g.count]);
+  });
   spans.sort((x, y) => x[0] - y[0]);
   let next = 0;
   for (const [from, to] of spans) {

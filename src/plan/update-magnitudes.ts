@@ -103,22 +103,27 @@ function startRows(update: TensorUpdate, readBaseRows: ReadBaseRows): ReadBaseRo
   return async (_key, rowStart, rowCount) => ({ dtype, data: await source.file.readPart(source.tensor, rowStart * rowBytes, rowCount * rowBytes) });
 }
 
-/** ‖scale·B·A‖_F via Σ_jk (BᵀB)_jk (AAᵀ)_jk in f64; O(r²·(in + out)). A fused expert tensor: over every expert's term. */
+/**
+ * ‖scale·B·A‖_F via Σ_jk (BᵀB)_jk (AAᵀ)_jk in f64; O(r²·(in + out)). A fused expert tensor: over
+ * every expert's term; blocks of rows stored transposed: over those rows (a transpose keeps the norm).
+ */
 export async function lowRankNorm(term: PlannedTerm): Promise<number> {
   const { a, b, rank } = await readModuleFactors(term.file, term.module);
-  if (!term.experts) return Math.abs(term.scale) * Math.sqrt(gramSquare(decodeToF32(a.data, a.dtype), decodeToF32(b.data, b.dtype), rank, term.placement));
+  const blocks = term.transposedBlocks;
+  const segments = blocks ? blocks.starts.map((src) => ({ src, count: blocks.rows })) : term.placement?.segments;
+  if (!term.experts) return Math.abs(term.scale) * Math.sqrt(gramSquare(decodeToF32(a.data, a.dtype), decodeToF32(b.data, b.dtype), rank, segments));
   let sum = 0;
-  for (const t of expertTerms(a, b, term.experts, term.scale)) sum += gramSquare(decodeToF32(t.a.data, t.a.dtype), decodeToF32(t.b.data, t.b.dtype), t.rank, t.placement);
+  for (const t of expertTerms(a, b, term.experts, term.scale)) sum += gramSquare(decodeToF32(t.a.data, t.a.dtype), decodeToF32(t.b.data, t.b.dtype), t.rank, t.placement?.segments);
   return Math.abs(term.scale) * Math.sqrt(sum);
 }
 
-/** ‖B·A‖²_F of the ΔW rows a placement reads (all rows without one). */
-function gramSquare(a: Float32Array, b: Float32Array, r: number, placement: PlannedTerm['placement']): number {
+/** ‖B·A‖²_F of the ΔW rows the segments read (all rows without them). */
+function gramSquare(a: Float32Array, b: Float32Array, r: number, segments: readonly { src: number; count: number }[] | undefined): number {
   const inF = a.length / r;
   const outF = b.length / r;
   // A term placed on part of a tensor contributes only the ΔW rows its placement reads.
-  const rows = placement
-    ? placement.segments.flatMap((g) => Array.from({ length: g.count }, (_, i) => g.src + i))
+  const rows = segments
+    ? segments.flatMap((g) => Array.from({ length: g.count }, (_, i) => g.src + i))
     : Array.from({ length: outF }, (_, i) => i);
   const gb = new Float64Array(r * r);
   for (const o of rows) {

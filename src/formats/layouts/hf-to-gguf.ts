@@ -4,7 +4,7 @@
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
- * InternLM2 families, Llama 4's language model and others):
+ * InternLM2, LFM2 and DeepSeek families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
  *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections
  *   and w1/w3/w2), fused gate_up (phi3 →
@@ -16,7 +16,8 @@
  *   the converter lays it out;
  * - a module the converter splits by rows lands on each part: Granite's shared MLP `input_linear`
  *   (gate, then up) on ffn_gate_shexp/ffn_up_shexp (ffn_gate/ffn_up without experts), InternLM2's
- *   grouped `wqkv` on attn_q, attn_k and attn_v;
+ *   grouped `wqkv` on attn_q, attn_k and attn_v, DeepSeek's MLA `kv_b_proj` on attn_k_b (each
+ *   head's key rows transposed) and attn_v_b;
  * - hybrid models' Mamba-2 mixers (`mamba.in_proj`/`out_proj`, Nemotron-H's `mixer.*`) on ssm_in
  *   and ssm_out, and per-layer head counts (one per block, 0 for Mamba-2 blocks) read for the block;
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
@@ -32,7 +33,7 @@
  * whole (modules_to_save, base_layer weights, trainable tokens) are refused on a GGUF base.
  */
 import type { RowSegment } from '../../engine/merge-op.js';
-import { wholeTensor, type BaseView, type Layout, type LayoutResolution } from './layout.js';
+import { wholeTensor, type BaseView, type Layout, type LayoutResolution, type Placement } from './layout.js';
 
 interface Rule {
   pattern: RegExp;
@@ -61,6 +62,8 @@ interface Rule {
   upperHalf?: { tensor: string; dense?: string };
   /** InternLM2's grouped wqkv, which the converter splits into attn_q, attn_k, attn_v and permutes. */
   groupedQkv?: true;
+  /** DeepSeek's MLA kv_b_proj, which the converter splits per head into attn_k_b (transposed) and attn_v_b. */
+  mlaKvB?: true;
 }
 
 const L = 'model\\.layers\\.(\\d+)';
@@ -102,6 +105,23 @@ const QWEN_MOE: readonly Rule[] = [
 ];
 /** GLM-4.5/4.6 (Glm4MoeModel): experts as Qwen's, the shared experts under a plural name; its router is not a Linear. */
 const GLM4_MOE: readonly Rule[] = expertsAndShared('shared_experts');
+/**
+ * DeepSeek's and ERNIE 4.5's MoE: the router `mlp.gate` (a Linear in DeepSeek-V2 and ERNIE, a bare
+ * parameter in DeepSeek-V3), experts as Qwen's, the shared experts under a plural name.
+ */
+const SHARED_EXPERTS_MOE: readonly Rule[] = [rule(`${L}\\.mlp\\.gate`, 'blk.$1.ffn_gate_inp'), ...GLM4_MOE];
+/**
+ * DeepSeek-V2/V3's multi-head latent attention (DeepseekV2Model): q_proj (V2-Lite) or q_a_proj and
+ * q_b_proj, kv_a_proj_with_mqa and o_proj by name, nothing permuted; kv_b_proj on the tensors the
+ * converter splits it into (resolveMlaKvB).
+ */
+const MLA: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.q_proj`, 'blk.$1.attn_q'),
+  rule(`${L}\\.self_attn\\.q_a_proj`, 'blk.$1.attn_q_a'),
+  rule(`${L}\\.self_attn\\.q_b_proj`, 'blk.$1.attn_q_b'),
+  rule(`${L}\\.self_attn\\.kv_a_proj_with_mqa`, 'blk.$1.attn_kv_a_mqa'),
+  rule(`${L}\\.self_attn\\.kv_b_proj`, 'blk.$1.attn_kv_b', { mlaKvB: true }),
+];
 const PHI3: readonly Rule[] = [
   rule(`${L}\\.self_attn\\.qkv_proj`, 'blk.$1.attn_qkv'),
   rule(`${L}\\.mlp\\.gate_up_proj`, 'blk.$1.ffn_up'),
@@ -128,6 +148,17 @@ const LFM2: readonly Rule[] = [
   rule(`${L}\\.feed_forward\\.w1`, 'blk.$1.ffn_gate'),
   rule(`${L}\\.feed_forward\\.w3`, 'blk.$1.ffn_up'),
   rule(`${L}\\.feed_forward\\.w2`, 'blk.$1.ffn_down'),
+];
+/**
+ * LFM2-MoE (LFM2MoeModel): the router `feed_forward.gate`, the experts `feed_forward.experts.N.w1`
+ * (gate), `w3` (up), `w2` (down) stacked as rows, or transformers 5's fused experts (w1 and w3
+ * concatenated, as Qwen's); its leading dense blocks and the rest as LFM2.
+ */
+const LFM2_MOE: readonly Rule[] = [
+  rule(`${L}\\.feed_forward\\.gate`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.feed_forward\\.experts\\.(\\d+)\\.w1`, 'blk.$1.ffn_gate_exps', { expert: 2 }),
+  rule(`${L}\\.feed_forward\\.experts\\.(\\d+)\\.w3`, 'blk.$1.ffn_up_exps', { expert: 2 }),
+  rule(`${L}\\.feed_forward\\.experts\\.(\\d+)\\.w2`, 'blk.$1.ffn_down_exps', { expert: 2 }),
 ];
 /** EXAONE 3/3.5 (ExaoneForCausalLM): GPT-2-style paths; `c_fc_0` is the gate, `c_fc_1` the up projection. */
 const H = 'transformer\\.h\\.(\\d+)';
@@ -168,13 +199,31 @@ const CHUNKED_EXPERTS: FusedExperts = { storedInOut: false, gateUp: 'halves' };
  */
 const QWEN3VL_EXPERTS: FusedExperts = { storedInOut: true, gateUp: 'halves' };
 
-/** The fused expert parameters of `${block}.experts` (the block being `mlp`, or Llama 4's `feed_forward`). */
-const fusedExperts = (form: FusedExperts, block = 'mlp'): readonly Rule[] => [
-  rule(`${L}\\.${block}\\.experts\\.gate_up_proj`, 'blk.$1.ffn_gate_exps', { fused: { part: 'gate_up', form } }),
-  rule(`${L}\\.${block}\\.experts\\.down_proj`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form } }),
-  rule(`${L}\\.${block}\\.experts\\.(gate_up_proj|down_proj)_bias`, 'blk.$1.ffn_gate_exps', {
-    refuse: 'a LoRA on an expert bias is not one PEFT trains (target_parameters takes matrices)',
-  }),
+/**
+ * The fused expert parameters of `${block}.experts` (the block being `mlp`, Llama 4's
+ * `feed_forward`, or none: Gemma 4's experts hang from the decoder layer itself).
+ */
+const fusedExperts = (form: FusedExperts, block = 'mlp'): readonly Rule[] => {
+  const at = block ? `${L}\\.${block}` : L;
+  return [
+    rule(`${at}\\.experts\\.gate_up_proj`, 'blk.$1.ffn_gate_exps', { fused: { part: 'gate_up', form } }),
+    rule(`${at}\\.experts\\.down_proj`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form } }),
+    rule(`${at}\\.experts\\.(gate_up_proj|down_proj)_bias`, 'blk.$1.ffn_gate_exps', {
+      refuse: 'a LoRA on an expert bias is not one PEFT trains (target_parameters takes matrices)',
+    }),
+  ];
+};
+
+/**
+ * Gemma 4's MoE blocks (26B-A4B), beside each block's MLP: the router's `proj`, and the experts,
+ * `experts.gate_up_proj` (E, 2·ffn, hidden: gate, then up) and `experts.down_proj` (E, hidden,
+ * ffn) under the decoder layer, which Gemma4Model writes as they are to ffn_gate_up_exps (split
+ * ffn_gate_exps/ffn_up_exps from per-expert checkpoints) and ffn_down_exps; the router's `scale`
+ * and `per_expert_scale` go to tensors of their own, so the weights are the model's.
+ */
+const GEMMA4_MOE: readonly Rule[] = [
+  rule(`${L}\\.router\\.proj`, 'blk.$1.ffn_gate_inp'),
+  ...fusedExperts(CHUNKED_EXPERTS, ''),
 ];
 
 /**
@@ -314,11 +363,11 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   gemma2: [...COMMON, ...QK],
   gemma3: [...COMMON, ...QK],
   // Gemma 3n (Gemma3NModel) and Gemma 4 (Gemma4Model), Gemma3Model's subclasses: the same plain
-  // names for attention and the MLP (their AltUp, Laurel and per-layer embeddings, and Gemma 4's
-  // experts, fit no rule and are misses; the converter pads the token embedding past the
-  // tokenizer's vocabulary, so an embed_tokens update does not fit it).
+  // names for attention and the MLP (their AltUp, Laurel and per-layer embeddings fit no rule and
+  // are misses; the converter pads the token embedding past the tokenizer's vocabulary, so an
+  // embed_tokens update does not fit it); Gemma 4's router and experts as GEMMA4_MOE.
   gemma3n: [...COMMON, ...QK],
-  gemma4: [...COMMON, ...QK],
+  gemma4: [...COMMON, ...QK, ...GEMMA4_MOE],
   phi3: [...COMMON, ...PHI3],
   // Phi-2 (Phi2Model): the plain name mapping; an old file with a fused attn_qkv has no attn_q to
   // land on, so such modules are misses.
@@ -332,21 +381,25 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   stablelm: [...COMMON, ...QK],
   nemotron: [...COMMON, ...QK],
   ernie4_5: [...COMMON, ...QK],
+  // ERNIE 4.5 MoE (Ernie4_5MoeModel): as ERNIE 4.5, with the router, experts and shared experts.
+  'ernie4_5-moe': [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   exaone4: [...COMMON, ...QK],
   starcoder2: [...COMMON, ...QK, ...STARCODER2],
   exaone: EXAONE,
-  // LFM2 (LFM2Model): the plain name mapping, q and k as they are (its depthwise conv kernel is
-  // not a Linear).
+  // LFM2 (LFM2Model) and LFM2-MoE (LFM2MoeModel): the plain name mapping, q and k as they are (the
+  // depthwise conv kernel is not a Linear).
   lfm2: [...COMMON, ...QK, ...LFM2],
+  lfm2moe: [...COMMON, ...QK, ...LFM2, ...LFM2_MOE, ...fusedExperts(CHUNKED_EXPERTS, 'feed_forward')],
   // Arcee (ArceeModel, a LlamaModel subclass) and MiniCPM (MiniCPMModel, which applies
   // LlamaModel.permute itself): q and k permuted.
   arcee: [...COMMON, ...QK_PERMUTED],
   minicpm: [...COMMON, ...QK_PERMUTED],
   // OLMo (OlmoModel) permutes q and k as LlamaModel does; OLMo 2/3 (Olmo2Model), OLMoE (OlmoeModel,
-  // experts stacked as Qwen's) and Seed-OSS (SeedOssModel) leave them as they are.
+  // experts stacked as Qwen's, fused in transformers 5 as Qwen's) and Seed-OSS (SeedOssModel) leave
+  // them as they are.
   olmo: [...COMMON, ...QK_PERMUTED],
   olmo2: [...COMMON, ...QK],
-  olmoe: [...COMMON, ...QK, ...QWEN_MOE],
+  olmoe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   seed_oss: [...COMMON, ...QK],
   // GLM-4 (Glm4Model): q and k as they are; the fused gate_up_proj is ffn_up, as for phi3.
   glm4: [...COMMON, ...QK, ...PHI3],
@@ -369,6 +422,10 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   internlm2: INTERNLM2,
   // Llama 4 Scout/Maverick's language model (Llama4Model): q and k not permuted.
   llama4: [...COMMON, ...QK, ...LLAMA4],
+  // DeepSeek-V2/V2-Lite/V3/R1, Kimi K2 and Kimi-VL's language model, GLM-4.7-Flash, Youtu-LLM
+  // (DeepseekV2Model and its subclasses): MLA attention, the leading dense blocks' MLP, the router,
+  // experts (fused in transformers 5, as Qwen's) and shared experts.
+  deepseek2: [...COMMON, ...MLA, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
 };
 
 /** Multimodal checkpoints nest the language model; PEFT paths keep the nesting. */
@@ -537,8 +594,38 @@ function resolveGroupedQkv(block: string, arch: string, base: BaseView): LayoutR
   return { found: true, targets: [{ baseKey: q, rows: qSegments }, { baseKey: k, rows: kSegments }, { baseKey: v, rows: vSegments }] };
 }
 
+/**
+ * DeepSeek's kv_b_proj (heads·(nope + v) rows, kv_lora_rank inputs: each head's nope key rows, then
+ * its v value rows) on what DeepseekV2Model.modify_tensors makes of it: attn_k_b, each head's key
+ * rows transposed ((heads, kv_lora_rank, nope), seen as heads·kv_lora_rank rows of nope), and
+ * attn_v_b, each head's value rows ((heads, v, kv_lora_rank)). The heads are the GGUF's head_count
+ * (its head_count_kv is 1: the converter writes MLA as MQA). A file converted before that split
+ * holds attn_kv_b whole; one that holds all three (ik_llama.cpp's converter keeps attn_kv_b)
+ * gets ΔW on each.
+ */
+function resolveMlaKvB(block: string, arch: string, base: BaseView): LayoutResolution {
+  const find = (t: string) => base.index.resolveDotted(`blk.${block}.${t}.weight`);
+  const [whole, kB, vB] = [find('attn_kv_b'), find('attn_k_b'), find('attn_v_b')];
+  if (!kB.found && !vB.found) return wholeTensor(whole);
+  if (!kB.found || !vB.found) return wholeTensor(kB.found ? vB : kB);
+  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), block);
+  const [kRows, nope] = base.shape(kB.key) ?? [];
+  const [vRows, rank] = base.shape(vB.key) ?? [];
+  const declaredRank = positiveInt(base.metadata?.(`${arch}.attention.kv_lora_rank`));
+  if (!heads || nope === undefined || rank === undefined || kRows !== heads * rank || vRows % heads !== 0 || (declaredRank ?? rank) !== rank) return MISS;
+  const v = vRows / heads;
+  const starts = Array.from({ length: heads }, (_, h) => h * (nope + v));
+  const targets: Placement[] = [
+    { baseKey: kB.key, transposedBlocks: { starts, rows: nope } },
+    { baseKey: vB.key, rows: starts.map((start, h) => ({ src: start + nope, dst: h * v, count: v })) },
+  ];
+  if (whole.found) targets.push({ baseKey: whole.key, copy: true });
+  return { found: true, targets };
+}
+
 function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
   if (r.refuse) return { found: false, ambiguous: false, candidates: [], why: r.refuse };
+  if (r.mlaKvB) return resolveMlaKvB(m[1], arch, base);
   if (r.fused) return resolveFusedExperts(r.fused, m[1], arch, base);
   if (r.upperHalf) return resolveHalves(r, m[1], base);
   if (r.groupedQkv) return resolveGroupedQkv(m[1], arch, base);

@@ -27,7 +27,7 @@ import { zImage } from './z-image.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
 import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
 
-export type { BaseView, Layout, LayoutResolution, Placement, RowSegment } from './layout.js';
+export type { BaseView, Layout, LayoutResolution, Placement, RowSegment, TransposedBlocks } from './layout.js';
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
 /**

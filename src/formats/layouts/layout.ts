@@ -18,6 +18,23 @@ export interface Placement {
   rows?: readonly RowSegment[];
   /** The module names a fused 3-D expert parameter, which this base holds laid out again. */
   experts?: ExpertLayout;
+  /** The base holds ΔW's rows in blocks, each block transposed (then `rows` is absent). */
+  transposedBlocks?: TransposedBlocks;
+  /**
+   * The tensor holds again what the module's other targets hold (a converter that writes a weight
+   * both whole and split): it gets ΔW as well, and does not count toward each ΔW row landing once.
+   */
+  copy?: true;
+}
+
+/**
+ * ΔW's rows in blocks of `rows`, block i starting at ΔW row `starts[i]`, each stored transposed
+ * (llama.cpp's MLA attn_k_b holds each head's key rows of kv_b_proj so): block i, (rows, in) in
+ * ΔW, is the base's rows [i·in, (i+1)·in), `in` being ΔW's inputs; the base has `rows` columns.
+ */
+export interface TransposedBlocks {
+  starts: readonly number[];
+  rows: number;
 }
 
 /**

@@ -1,0 +1,33 @@
+/**
+ * A low-rank ΔW = B·A (out × in) on a tensor that holds blocks of its rows each transposed
+ * (layouts' TransposedBlocks: llama.cpp's MLA attn_k_b holds each head's key rows of kv_b_proj as
+ * (kv_lora_rank, nope)). Block i, ΔW's rows [s_i, s_i + n), is stored as (B_i·A)ᵀ = Aᵀ·B_iᵀ on
+ * the tensor's rows [i·in, (i+1)·in): one rank-r term per block, Aᵀ (in × r) on the left and B_iᵀ
+ * (r × n) on the right. ΔW stays low rank, and the transpose is exact.
+ */
+import { decodeToF32 } from '../dtype.js';
+import type { FloatTensorBytes, LowRankTerm } from '../engine/merge-op.js';
+import type { TransposedBlocks } from '../formats/layouts/index.js';
+
+/** One term per block, each on its own `in` rows of the (blocks·in) × n tensor. */
+export function transposedBlockTerms(a: FloatTensorBytes, b: FloatTensorBytes, rank: number, blocks: TransposedBlocks, scale: number): LowRankTerm[] {
+  const A = decodeToF32(a.data, a.dtype);
+  const B = decodeToF32(b.data, b.dtype);
+  const r = rank;
+  const inF = A.length / r;
+  const n = blocks.rows;
+  const left = new Float32Array(inF * r); // Aᵀ, shared by every block
+  for (let k = 0; k < r; k++) for (let i = 0; i < inF; i++) left[i * r + k] = A[k * inF + i];
+  const leftBytes: FloatTensorBytes = { dtype: 'F32', data: new Uint8Array(left.buffer) };
+  return blocks.starts.map((start, block) => {
+    const right = new Float32Array(r * n); // B_iᵀ
+    for (let j = 0; j < n; j++) for (let k = 0; k < r; k++) right[k * n + j] = B[(start + j) * r + k];
+    return {
+      a: { dtype: 'F32', data: new Uint8Array(right.buffer) },
+      b: leftBytes,
+      rank: r,
+      scale,
+      placement: { deltaRows: inF, segments: [{ src: 0, dst: block * inF, count: inF }] },
+    };
+  });
+}

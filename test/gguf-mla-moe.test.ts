@@ -1,0 +1,338 @@
+/**
+ * PEFT LoRAs on GGUF bases of mixture-of-experts architectures, end to end, against float64 truth
+ * written here:
+ * - DeepSeek-V2/V3 (`deepseek2`, DeepseekV2Model): the MLA projections by name (q_a_proj, q_b_proj
+ *   or V2-Lite's q_proj, kv_a_proj_with_mqa, o_proj); kv_b_proj ((heads·(nope + v), kv_lora_rank),
+ *   each head's nope key rows, then its v value rows) split as the converter splits it: attn_k_b
+ *   holds each head's key rows transposed (numpy (heads, kv_lora_rank, nope)), attn_v_b each head's
+ *   value rows (heads, v, kv_lora_rank); a file that also keeps attn_kv_b whole gets ΔW there too.
+ *   The leading dense block's MLP, the router, experts stacked as rows, the shared experts.
+ * - LFM2-MoE (`lfm2moe`): the router `feed_forward.gate`, experts `feed_forward.experts.N.w1`
+ *   (gate), `w3` (up), `w2` (down), LFM2's conv and attention projections, the dense block's MLP.
+ * - ERNIE 4.5 MoE (`ernie4_5-moe`): q/k/v/o as they are, the router, experts, shared experts.
+ * Each base has the blocks, tensors, types and metadata keys the converter writes.
+ */
+import { describe, expect, it } from 'vitest';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { buildGguf, randomTensors, readGguf, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
+import { describePlan } from '../src/cli/plan-report.js';
+import { estimateUpdateMagnitudes } from '../src/plan/update-magnitudes.js';
+import { expectMerged } from './helpers/expect-merged.js';
+import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
+
+const backends = mergeBackends({ cpu: 'default' });
+
+const HIDDEN = 32, VOCAB = 16, FFN = 48, EXPERTS = 4, EXPERT_FFN = 16, SHARED = 32, WEIGHT = 0.7;
+/** DeepSeek's MLA: heads, q_lora_rank, kv_lora_rank, qk_nope, qk_rope, v head dims. */
+const HEADS = 4, Q_RANK = 12, KV_RANK = 8, NOPE = 6, ROPE = 2, V = 5;
+/** LFM2's and ERNIE's attention. */
+const ATT_HEADS = 4, KV_HEADS = 2, HEAD_DIM = 8, Q = ATT_HEADS * HEAD_DIM, KV = KV_HEADS * HEAD_DIM;
+const u32 = (value: number): MetaValue => ({ type: 'u32', value });
+
+function gaussian(seed: number): () => number {
+  const rand = seededRandom(seed);
+  return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
+}
+
+/** Which cell of ΔW (row, column) a GGUF tensor's (row, column) holds, or undefined for none. */
+type Cell = (row: number, col: number) => [number, number] | undefined;
+interface Landing { tensor: string; cell: Cell }
+/** A trained module: its HF path, ΔW (out, in), and where the converter put ΔW's cells. */
+interface Target { module: string; out: number; in: number; lands: Landing[] }
+
+const whole = (tensor: string): Landing[] => [{ tensor, cell: (row, col) => [row, col] }];
+/** Expert e's `per` rows of a stacked expert tensor (E, per, in), seen as E·per rows. */
+const expert = (tensor: string, e: number, per: number): Landing[] => [
+  { tensor, cell: (row, col) => (row >= e * per && row < (e + 1) * per ? [row - e * per, col] : undefined) },
+];
+/**
+ * DeepseekV2Model.modify_tensors on kv_b_proj: viewed (heads, nope + v, kv_lora_rank) and split;
+ * attn_k_b = the key rows transposed per head, (heads, kv_lora_rank, nope), attn_v_b = the value
+ * rows, (heads, v, kv_lora_rank); both seen as rows of their last dimension.
+ */
+const kvB = (block: number): Landing[] => [
+  { tensor: `blk.${block}.attn_k_b.weight`, cell: (row, col) => [Math.floor(row / KV_RANK) * (NOPE + V) + col, row % KV_RANK] },
+  { tensor: `blk.${block}.attn_v_b.weight`, cell: (row, col) => [Math.floor(row / V) * (NOPE + V) + NOPE + (row % V), col] },
+];
+
+interface Case {
+  name: string;
+  arch: string;
+  hfModel: string;
+  /** GGUF tensors as [name, ne (columns first), type where not BF16 (1-D ones are F32)]. */
+  tensors: [string, number[], string?][];
+  metadata: [string, MetaValue][];
+  targets: Target[];
+  rank: number;
+  alpha: number;
+}
+
+/** One MLA attention block as DeepseekV2Model writes it (q_lora_rank set: q_a/q_b; else attn_q). */
+const mla = (block: number, qLora: boolean): [string, number[], string?][] => [
+  [`blk.${block}.attn_norm.weight`, [HIDDEN]],
+  ...(qLora
+    ? [[`blk.${block}.attn_q_a.weight`, [HIDDEN, Q_RANK]], [`blk.${block}.attn_q_a_norm.weight`, [Q_RANK]], [`blk.${block}.attn_q_b.weight`, [Q_RANK, HEADS * (NOPE + ROPE)]]] as [string, number[]][]
+    : [[`blk.${block}.attn_q.weight`, [HIDDEN, HEADS * (NOPE + ROPE)]]] as [string, number[]][]),
+  [`blk.${block}.attn_kv_a_mqa.weight`, [HIDDEN, KV_RANK + ROPE]], [`blk.${block}.attn_kv_a_norm.weight`, [KV_RANK]],
+  [`blk.${block}.attn_k_b.weight`, [NOPE, KV_RANK, HEADS]], [`blk.${block}.attn_v_b.weight`, [KV_RANK, V, HEADS]],
+  [`blk.${block}.attn_output.weight`, [HEADS * V, HIDDEN]],
+];
+const denseMlp = (block: number): [string, number[], string?][] => [
+  [`blk.${block}.ffn_norm.weight`, [HIDDEN]],
+  [`blk.${block}.ffn_gate.weight`, [HIDDEN, FFN]], [`blk.${block}.ffn_up.weight`, [HIDDEN, FFN]], [`blk.${block}.ffn_down.weight`, [FFN, HIDDEN]],
+];
+/** Router, stacked experts and (for DeepSeek and ERNIE) the shared expert. */
+const moe = (block: number, shared: boolean): [string, number[], string?][] => [
+  [`blk.${block}.ffn_norm.weight`, [HIDDEN]],
+  [`blk.${block}.ffn_gate_inp.weight`, [HIDDEN, EXPERTS], 'F32'], [`blk.${block}.exp_probs_b.bias`, [EXPERTS]],
+  [`blk.${block}.ffn_gate_exps.weight`, [HIDDEN, EXPERT_FFN, EXPERTS]], [`blk.${block}.ffn_up_exps.weight`, [HIDDEN, EXPERT_FFN, EXPERTS]],
+  [`blk.${block}.ffn_down_exps.weight`, [EXPERT_FFN, HIDDEN, EXPERTS]],
+  ...(shared ? [
+    [`blk.${block}.ffn_gate_shexp.weight`, [HIDDEN, SHARED]], [`blk.${block}.ffn_up_shexp.weight`, [HIDDEN, SHARED]], [`blk.${block}.ffn_down_shexp.weight`, [SHARED, HIDDEN]],
+  ] as [string, number[]][] : []),
+];
+const head: [string, number[], string?][] = [['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]]];
+
+/** The keys DeepseekV2Model.set_gguf_parameters writes: MLA as MQA (head_count_kv 1), its dims, the MoE. */
+const deepseekMetadata = (qLora: boolean): [string, MetaValue][] => [
+  ['deepseek2.block_count', u32(2)], ['deepseek2.attention.head_count', u32(HEADS)], ['deepseek2.attention.head_count_kv', u32(1)],
+  ['deepseek2.leading_dense_block_count', u32(1)], ['deepseek2.vocab_size', u32(VOCAB)],
+  ...(qLora ? [['deepseek2.attention.q_lora_rank', u32(Q_RANK)]] as [string, MetaValue][] : []),
+  ['deepseek2.attention.kv_lora_rank', u32(KV_RANK)], ['deepseek2.attention.key_length', u32(KV_RANK + ROPE)],
+  ['deepseek2.attention.value_length', u32(KV_RANK)], ['deepseek2.attention.key_length_mla', u32(NOPE + ROPE)],
+  ['deepseek2.attention.value_length_mla', u32(V)], ['deepseek2.expert_feed_forward_length', u32(EXPERT_FFN)],
+  ['deepseek2.expert_count', u32(EXPERTS)], ['deepseek2.expert_used_count', u32(2)], ['deepseek2.expert_shared_count', u32(2)],
+  ['deepseek2.expert_weights_scale', { type: 'f32', value: 2.5 }], ['deepseek2.expert_weights_norm', { type: 'bool', value: true }],
+  ['deepseek2.rope.dimension_count', u32(ROPE)],
+];
+
+const CASES: Case[] = [
+  {
+    // DeepSeek-V3-like: q_lora_rank set, kv_b_proj split into attn_k_b and attn_v_b; its router
+    // is a bare parameter, which PEFT does not target as a module.
+    name: 'deepseek2 (V3, attn_k_b and attn_v_b)', arch: 'deepseek2', hfModel: 'deepseek-ai/DeepSeek-V3', rank: 3, alpha: 6,
+    tensors: [['token_embd.weight', [HIDDEN, VOCAB]], ...mla(0, true), ...denseMlp(0), ...mla(1, true), ...moe(1, true), ...head],
+    metadata: deepseekMetadata(true),
+    targets: [
+      { module: 'model.layers.0.self_attn.q_a_proj', out: Q_RANK, in: HIDDEN, lands: whole('blk.0.attn_q_a.weight') },
+      { module: 'model.layers.0.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.0.attn_q_b.weight') },
+      { module: 'model.layers.0.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.0.attn_kv_a_mqa.weight') },
+      { module: 'model.layers.0.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(0) },
+      { module: 'model.layers.0.mlp.gate_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
+      { module: 'model.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.layers.1.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(1) },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: HEADS * V, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.mlp.experts.2.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.experts.0.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 0, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.experts.3.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.experts.1.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 1, HIDDEN) },
+      { module: 'model.layers.1.mlp.shared_experts.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_up_shexp.weight') },
+      { module: 'model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+    ],
+  },
+  {
+    // DeepSeek-V2-Lite-like: q_proj, a Linear router, and a file that keeps attn_kv_b beside the
+    // split (as ik_llama.cpp's converter writes it): kv_b_proj lands on all three.
+    name: 'deepseek2 (V2-Lite, attn_kv_b kept beside the split)', arch: 'deepseek2', hfModel: 'deepseek-ai/DeepSeek-V2-Lite-Chat', rank: 2, alpha: 5,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...mla(0, false), ['blk.0.attn_kv_b.weight', [KV_RANK, HEADS * (NOPE + V)]], ...denseMlp(0),
+      ...mla(1, false), ['blk.1.attn_kv_b.weight', [KV_RANK, HEADS * (NOPE + V)]], ...moe(1, true), ...head,
+    ],
+    metadata: deepseekMetadata(false),
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: HEADS * (NOPE + ROPE), in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.1.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: [...kvB(1), ...whole('blk.1.attn_kv_b.weight')] },
+      { module: 'model.layers.1.mlp.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
+      { module: 'model.layers.1.mlp.experts.3.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 3, HIDDEN) },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // LFM2-8B-A1B-like: block 0 a short-conv block with the dense MLP, block 1 attention with MoE.
+    name: 'lfm2moe', arch: 'lfm2moe', hfModel: 'LiquidAI/LFM2-8B-A1B', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['token_embd_norm.weight', [HIDDEN]],
+      ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.shortconv.conv.weight', [3, HIDDEN]],
+      ['blk.0.shortconv.in_proj.weight', [HIDDEN, 3 * HIDDEN]], ['blk.0.shortconv.out_proj.weight', [HIDDEN, HIDDEN]], ...denseMlp(0),
+      ['blk.1.attn_norm.weight', [HIDDEN]], ['blk.1.attn_q.weight', [HIDDEN, Q]], ['blk.1.attn_q_norm.weight', [HEAD_DIM]],
+      ['blk.1.attn_k.weight', [HIDDEN, KV]], ['blk.1.attn_k_norm.weight', [HEAD_DIM]], ['blk.1.attn_v.weight', [HIDDEN, KV]],
+      ['blk.1.attn_output.weight', [Q, HIDDEN]], ...moe(1, false),
+    ],
+    metadata: [
+      ['lfm2moe.block_count', u32(2)], ['lfm2moe.attention.head_count', u32(ATT_HEADS)], ['lfm2moe.attention.head_count_kv', { type: 'array', itemType: 'u32', value: [0, KV_HEADS] }],
+      ['lfm2moe.expert_count', u32(EXPERTS)], ['lfm2moe.expert_used_count', u32(2)], ['lfm2moe.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['lfm2moe.leading_dense_block_count', u32(1)], ['lfm2moe.expert_gating_func', u32(2)], ['lfm2moe.vocab_size', u32(VOCAB)], ['lfm2moe.shortconv.l_cache', u32(3)],
+    ],
+    targets: [
+      { module: 'model.layers.0.conv.in_proj', out: 3 * HIDDEN, in: HIDDEN, lands: whole('blk.0.shortconv.in_proj.weight') },
+      { module: 'model.layers.0.feed_forward.w1', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
+      { module: 'model.layers.0.feed_forward.w2', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.layers.1.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.1.attn_q.weight') },
+      { module: 'model.layers.1.self_attn.out_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.feed_forward.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
+      { module: 'model.layers.1.feed_forward.experts.1.w1', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.1.feed_forward.experts.3.w3', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.1.feed_forward.experts.0.w2', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 0, HIDDEN) },
+    ],
+  },
+  {
+    // ERNIE-4.5-21B-A3B-like: block 0 dense, block 1 MoE with shared experts.
+    name: 'ernie4_5-moe', arch: 'ernie4_5-moe', hfModel: 'baidu/ERNIE-4.5-21B-A3B-PT', rank: 4, alpha: 8,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]],
+      ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_k.weight', [HIDDEN, KV]],
+      ['blk.0.attn_v.weight', [HIDDEN, KV]], ['blk.0.attn_output.weight', [Q, HIDDEN]], ...denseMlp(0),
+      ['blk.1.attn_norm.weight', [HIDDEN]], ['blk.1.attn_q.weight', [HIDDEN, Q]], ['blk.1.attn_k.weight', [HIDDEN, KV]],
+      ['blk.1.attn_v.weight', [HIDDEN, KV]], ['blk.1.attn_output.weight', [Q, HIDDEN]], ...moe(1, true), ...head,
+    ],
+    metadata: [
+      ['ernie4_5-moe.block_count', u32(2)], ['ernie4_5-moe.attention.head_count', u32(ATT_HEADS)], ['ernie4_5-moe.attention.head_count_kv', u32(KV_HEADS)],
+      ['ernie4_5-moe.expert_count', u32(EXPERTS)], ['ernie4_5-moe.expert_used_count', u32(2)], ['ernie4_5-moe.interleave_moe_layer_step', u32(1)],
+      ['ernie4_5-moe.leading_dense_block_count', u32(1)], ['ernie4_5-moe.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['ernie4_5-moe.expert_shared_count', u32(2)], ['ernie4_5-moe.expert_shared_feed_forward_length', u32(SHARED)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.1.self_attn.v_proj', out: KV, in: HIDDEN, lands: whole('blk.1.attn_v.weight') },
+      { module: 'model.layers.1.mlp.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
+      { module: 'model.layers.1.mlp.experts.2.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.experts.2.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.experts.1.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 1, HIDDEN) },
+      { module: 'model.layers.1.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_gate_shexp.weight') },
+    ],
+  },
+];
+
+function baseGguf(c: Case) {
+  const specs = c.tensors.map(([name, ne, type]) => ({ name, ne, type: type ?? (ne.length === 1 ? 'F32' : 'BF16') }));
+  const { tensors, values } = randomTensors(specs, gaussian(3));
+  const metadata: [string, MetaValue][] = [
+    ['general.architecture', { type: 'string', value: c.arch }], ['general.name', { type: 'string', value: `${c.arch} tiny` }],
+    [`${c.arch}.context_length`, u32(4096)], [`${c.arch}.embedding_length`, u32(HIDDEN)], [`${c.arch}.feed_forward_length`, u32(FFN)],
+    [`${c.arch}.rope.freq_base`, { type: 'f32', value: 1e4 }], [`${c.arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: 1e-6 }],
+    ...c.metadata, ['general.file_type', u32(32)], // LLAMA_FTYPE_MOSTLY_BF16
+  ];
+  return { bytes: buildGguf({ metadata, tensors }), values, shapes: new Map(specs.map((s) => [s.name, s.ne])) };
+}
+
+/** The adapter's files (`config` and `tensors` added to PEFT's), and each module's factors. */
+function peftAdapter(c: Case, targets = c.targets, config: Record<string, unknown> = {}, tensors: FixtureTensor[] = []) {
+  const g = gaussian(29);
+  const factors = targets.map((t) => ({
+    ...t,
+    a: Float64Array.from({ length: c.rank * t.in }, () => Math.fround(0.1 * g())),
+    b: Float64Array.from({ length: t.out * c.rank }, () => Math.fround(0.1 * g())),
+  }));
+  const files = {
+    'adapter_config.json': JSON.stringify({
+      peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: c.hfModel, r: c.rank, lora_alpha: c.alpha,
+      target_modules: [...new Set(targets.map((t) => t.module.split('.').at(-1)))], peft_version: '0.17.1', ...config,
+    }),
+    'adapter_model.safetensors': buildSafetensors([...factors.flatMap((f): FixtureTensor[] => [
+      { name: `base_model.model.${f.module}.lora_A.weight`, dtype: 'F32', shape: [c.rank, f.in], data: f.a },
+      { name: `base_model.model.${f.module}.lora_B.weight`, dtype: 'F32', shape: [f.out, c.rank], data: f.b },
+    ]), ...tensors]),
+  };
+  return { files, factors };
+}
+
+describe.each(CASES)('PEFT LoRA on a $name GGUF', (c) => {
+  const base = baseGguf(c);
+  const adapter = peftAdapter(c);
+
+  it.for(['cpu', 'webgpu'])('lands each module where the converter put its weight, as float64 truth says, on %s', async (name, ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const { bytes } = await mergeFileInMemory({
+      backend, base: { [`${c.arch}-tiny-BF16.gguf`]: base.bytes }, adapters: [{ files: adapter.files, name: `${c.arch}-lora`, weight: WEIGHT }],
+      outDtype: 'f32', dtypeMergedOnly: true, slabBytes: 1024,
+    });
+    const out = readGguf(bytes);
+    const scale = WEIGHT * c.alpha / c.rank;
+    // Every tensor a module lands on: the base plus each landing module's scaled ΔW cells.
+    const expected = new Map<string, Float64Array>();
+    for (const f of adapter.factors) {
+      for (const { tensor, cell } of f.lands) {
+        const ne = base.shapes.get(tensor)!;
+        const cols = ne[0], rows = ne.slice(1).reduce((x, y) => x * y, 1);
+        const want = expected.get(tensor) ?? base.values.get(tensor)!.slice();
+        for (let row = 0; row < rows; row++) {
+          for (let col = 0; col < cols; col++) {
+            const at = cell(row, col);
+            if (!at) continue;
+            let sum = 0;
+            for (let k = 0; k < c.rank; k++) sum += f.b[at[0] * c.rank + k] * f.a[k * f.in + at[1]];
+            want[row * cols + col] += scale * sum;
+          }
+        }
+        expected.set(tensor, want);
+      }
+    }
+    for (const [tensor, want] of expected) expectMerged(tensorValues('F32', out.tensors.find((t) => t.name === tensor)!.data), want, 'F32', tensor);
+    for (const t of readGguf(base.bytes).tensors.filter((x) => !expected.has(x.name))) {
+      expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
+    }
+  });
+});
+
+describe('PEFT on a deepseek2 GGUF: what cannot land on the split kv_b_proj', () => {
+  const v3 = CASES[0];
+  const base = baseGguf(v3);
+  const kvB0 = v3.targets.find((t) => t.module === 'model.layers.0.self_attn.kv_b_proj')!;
+  const problems = async (files: Record<string, Uint8Array | string>) => {
+    const prepared = await prepareMerge(memoryInputFileSet({ 'deepseek2-tiny-BF16.gguf': base.bytes }, 'base'), [{ files: memoryInputFileSet(files, 'lora') }]);
+    const messages = prepared.plan.problems.map((p) => p.message);
+    await prepared.close();
+    return messages;
+  };
+
+  it('refuses DoRA on kv_b_proj, which lands on two tensors', async () => {
+    const magnitude: FixtureTensor = { name: `base_model.model.${kvB0.module}.lora_magnitude_vector`, dtype: 'F32', shape: [kvB0.out], data: new Float64Array(kvB0.out).fill(1) };
+    const messages = await problems(peftAdapter(v3, [kvB0], { use_dora: true }, [magnitude]).files);
+    expect(messages).toHaveLength(1);
+    expect(messages[0]).toContain(`module "${kvB0.module}"`);
+    expect(messages[0]).toContain('DoRA on a module that lands on part of a tensor');
+  });
+
+  it('refuses a kv_b_proj LoRA of the wrong width, naming the tensor that holds its rows transposed', async () => {
+    const messages = await problems(peftAdapter(v3, [{ ...kvB0, in: KV_RANK + 1 }]).files);
+    expect(messages).toHaveLength(2);
+    expect(messages[0]).toContain('blk.0.attn_k_b.weight');
+    expect(messages[0]).toContain('each transposed');
+    expect(messages[1]).toContain('blk.0.attn_v_b.weight');
+  });
+});
+
+it('plans kv_b_proj on a deepseek2 GGUF as key rows transposed per head and value rows, and sizes each part for the chart', async () => {
+  const v3 = CASES[0];
+  const base = baseGguf(v3);
+  const kvB0 = v3.targets.find((t) => t.module === 'model.layers.0.self_attn.kv_b_proj')!;
+  const { files, factors: [f] } = peftAdapter(v3, [kvB0]);
+  const prepared = await prepareMerge(memoryInputFileSet({ 'deepseek2-tiny-BF16.gguf': base.bytes }, 'base'), [{ files: memoryInputFileSet(files, 'lora'), weight: WEIGHT }]);
+  expect(describePlan(prepared, true)).toContain(`blk.0.attn_k_b.weight [${HEADS * KV_RANK}×${NOPE}] out-in ← ${kvB0.module} LoRA r=3 scale=1.4 → ${HEADS} blocks of ${NOPE} rows, each transposed`);
+  const magnitudes = await estimateUpdateMagnitudes(prepared.plan, async (key, r0, n) => {
+    const cols = base.shapes.get(key)![0];
+    return { dtype: 'F32', data: new Uint8Array(Float32Array.from(base.values.get(key)!.subarray(r0 * cols, (r0 + n) * cols)).buffer) };
+  });
+  await prepared.close();
+  // ‖s·ΔW‖ over the ΔW rows each tensor holds: each head's first NOPE rows (keys), its last V (values).
+  const scale = WEIGHT * v3.alpha / v3.rank;
+  const normOfRows = (holds: (row: number) => boolean) => {
+    let ss = 0;
+    for (let o = 0; o < f.out; o++) {
+      if (!holds(o)) continue;
+      for (let i = 0; i < f.in; i++) {
+        let sum = 0;
+        for (let k = 0; k < v3.rank; k++) sum += f.b[o * v3.rank + k] * f.a[k * f.in + i];
+        ss += (scale * sum) ** 2;
+      }
+    }
+    return Math.sqrt(ss);
+  };
+  const byTensor = new Map(magnitudes.map((m) => [m.baseKey, m.updateNorm]));
+  expect(byTensor.get('blk.0.attn_k_b.weight')).toBeCloseTo(normOfRows((o) => o % (NOPE + V) < NOPE), 6);
+  expect(byTensor.get('blk.0.attn_v_b.weight')).toBeCloseTo(normOfRows((o) => o % (NOPE + V) >= NOPE), 6);
+});
