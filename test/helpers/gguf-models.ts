@@ -237,6 +237,40 @@ export function ggufLoraAdapter(
   return { bytes: buildGguf({ metadata, tensors: [...tensors, ...extra] }), factors };
 }
 
+/** A MoE LoRA's factors per expert e: A_e (r, in) and B_e (out, r). */
+export interface GgufExpertFactors { a: Float64Array[]; b: Float64Array[]; rank: number; in: number; out: number }
+
+/**
+ * A llama.cpp LoRA for a MoE model as convert_lora_to_gguf writes it from per-expert PEFT modules:
+ * per stacked tensor A ne [in, r, experts] and B ne [r, out, experts], of the given types.
+ */
+export function ggufMoeLoraAdapter(
+  targets: { tensor: string; in: number; out: number; rank: number; aType: string; bType: string }[], alpha: number, experts: number, seed = 9,
+): { bytes: Uint8Array; factors: Map<string, GgufExpertFactors> } {
+  const g = gaussian(seededRandom(seed));
+  const tensors: FixtureTensor[] = [];
+  const factors = new Map<string, GgufExpertFactors>();
+  for (const t of targets) {
+    const aData = tensorData(t.aType, Float64Array.from({ length: experts * t.rank * t.in }, () => 0.05 * g()));
+    const bData = tensorData(t.bType, Float64Array.from({ length: experts * t.out * t.rank }, () => 0.05 * g()));
+    const a = tensorValues(t.aType, aData);
+    const b = tensorValues(t.bType, bData);
+    factors.set(t.tensor, {
+      a: Array.from({ length: experts }, (_, e) => a.slice(e * t.rank * t.in, (e + 1) * t.rank * t.in)),
+      b: Array.from({ length: experts }, (_, e) => b.slice(e * t.out * t.rank, (e + 1) * t.out * t.rank)),
+      rank: t.rank, in: t.in, out: t.out,
+    });
+    tensors.push({ name: `${t.tensor}.lora_a`, type: t.aType, ne: [t.in, t.rank, experts], data: aData });
+    tensors.push({ name: `${t.tensor}.lora_b`, type: t.bType, ne: [t.rank, t.out, experts], data: bData });
+  }
+  const metadata: [string, MetaValue][] = [
+    ['general.architecture', { type: 'string', value: 'llama' }],
+    ['general.type', { type: 'string', value: 'adapter' }], ['adapter.type', { type: 'string', value: 'lora' }],
+    ['adapter.lora.alpha', { type: 'f32', value: alpha }],
+  ];
+  return { bytes: buildGguf({ metadata, tensors }), factors };
+}
+
 /** W + scale·B·A in float64 for a (rows, cols) tensor; for token_embd W is (vocab, dim) and ΔW = (B·A)ᵀ. */
 export function truthWithLora(w: Float64Array, rows: number, cols: number, f: { a: Float64Array; b: Float64Array; rank: number }, scale: number, transposed: boolean): Float64Array {
   const out = w.slice();
