@@ -36,8 +36,8 @@ export interface ExpertSplit {
   /** Rows of each expert's (transposed) ΔW the base tensor holds, in its order; absent: all. */
   rows?: readonly number[];
   /**
-   * Each expert's own factor on its term's scale, where the base stores each expert divided by a
-   * scale of its own (llama.cpp's per-expert `.scale`): 1 / that scale; absent: 1.
+   * Where the base stores each expert divided by a scale of its own (llama.cpp's per-expert
+   * `.scale`): those scales, each expert's term's scale divided by its own; absent: none.
    */
   scales?: readonly number[];
 }
@@ -143,7 +143,7 @@ export function expertTerms(a: FloatTensorBytes, b: FloatTensorBytes, split: Exp
       a: { dtype: 'F32', data: new Uint8Array(right.buffer) },
       b: { dtype: 'F32', data: new Uint8Array(left.buffer) },
       rank: r,
-      scale: scale * (split.scales?.[e] ?? 1),
+      scale: split.scales ? scale / split.scales[e] : scale,
       placement: { deltaRows: rows, segments: [{ src: 0, dst: e * rows, count: rows }] },
     });
   }

@@ -530,7 +530,7 @@ function storedScaleOn(
   const count = values.length;
   if (experts) {
     if (experts.count !== count) return { why: `the parameter's ${experts.count} experts do not match the ${count} scales of ${label}` };
-    return { divisor: 1, perExpert: values.map((v) => 1 / v) };
+    return { divisor: 1, perExpert: values };
   }
   if (view.layout !== 'out-in' || view.rows % count !== 0) return { why: `${label} has ${count} scales, which do not split its ${view.rows} rows into experts` };
   const perExpert = view.rows / count;
