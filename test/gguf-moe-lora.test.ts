@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { seededRandom } from './helpers/fixtures.js';
-import { buildGguf, randomTensors, readGguf, tensorData, tensorValues, type FixtureTensor, type MetaValue } from './helpers/gguf-builder.js';
+import { buildGguf, randomTensors, readGguf, tensorData, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
+import { ggufMoeLoraAdapter, type GgufExpertFactors } from './helpers/gguf-models.js';
 
 const EXPERTS = 4;
 const HIDDEN = 256;
@@ -48,35 +49,11 @@ function moeBase(type: string, expertCount = EXPERTS, gateOnly = false) {
   return { files: { 'tiny-moe.gguf': buildGguf({ metadata, tensors }) }, values, specs };
 }
 
-interface ExpertFactors { a: Float64Array[]; b: Float64Array[]; rank: number; in: number; out: number }
-
-/** A MoE LoRA as convert_lora_to_gguf writes it: per tensor, A ne [in, r, E] and B ne [r, out, E]. */
-function moeLora(targets: { tensor: string; in: number; out: number; rank: number; aType: string; bType: string }[], alpha: number, experts = EXPERTS) {
-  const g = gaussian(9);
-  const tensors: FixtureTensor[] = [];
-  const factors = new Map<string, ExpertFactors>();
-  for (const t of targets) {
-    const aData = tensorData(t.aType, Float64Array.from({ length: experts * t.rank * t.in }, () => 0.05 * g()));
-    const bData = tensorData(t.bType, Float64Array.from({ length: experts * t.out * t.rank }, () => 0.05 * g()));
-    const a = tensorValues(t.aType, aData);
-    const b = tensorValues(t.bType, bData);
-    factors.set(t.tensor, {
-      a: Array.from({ length: experts }, (_, e) => a.slice(e * t.rank * t.in, (e + 1) * t.rank * t.in)),
-      b: Array.from({ length: experts }, (_, e) => b.slice(e * t.out * t.rank, (e + 1) * t.out * t.rank)),
-      rank: t.rank, in: t.in, out: t.out,
-    });
-    tensors.push({ name: `${t.tensor}.lora_a`, type: t.aType, ne: [t.in, t.rank, experts], data: aData });
-    tensors.push({ name: `${t.tensor}.lora_b`, type: t.bType, ne: [t.rank, t.out, experts], data: bData });
-  }
-  const metadata = meta('llama', [
-    ['general.type', { type: 'string', value: 'adapter' }], ['adapter.type', { type: 'string', value: 'lora' }],
-    ['adapter.lora.alpha', { type: 'f32', value: alpha }],
-  ]);
-  return { bytes: buildGguf({ metadata, tensors }), factors };
-}
+/** A MoE LoRA as convert_lora_to_gguf writes it (gguf-models.ts), for this file's experts. */
+const moeLora = (targets: Parameters<typeof ggufMoeLoraAdapter>[0], alpha: number, experts = EXPERTS) => ggufMoeLoraAdapter(targets, alpha, experts);
 
 /** Expert e's rows of W (experts·out, in) plus scale·B_e·A_e, in float64. */
-function truth(w: Float64Array, f: ExpertFactors, scale: number): Float64Array {
+function truth(w: Float64Array, f: GgufExpertFactors, scale: number): Float64Array {
   const out = w.slice();
   for (let e = 0; e < f.a.length; e++) {
     for (let o = 0; o < f.out; o++) {

@@ -10,7 +10,7 @@ import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
 import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
 import { MAX_TENSORS } from '../limits.js';
-import type { MergePlan, PlanProblem } from '../plan/merge-plan.js';
+import type { MergePlan, PlanProblem, ValueScale } from '../plan/merge-plan.js';
 import type { ParsedAdapter } from './adapter.js';
 import { parseBoundedJson } from './bounded-json.js';
 import type { InputFileSet } from '../io/types.js';
@@ -86,6 +86,11 @@ export interface BaseModel {
    * ships Flux and SD3.5): weight key → the scale its stored values are multiplied by.
    */
   readonly valueScales?: ReadonlyMap<string, number>;
+  /**
+   * Weights whose stored values the model multiplies by a scale held in a tensor of its own, which
+   * a merge keeps as it is (llama.cpp's `<name>.scale`, gguf/kept-scales.ts): weight key → scale.
+   */
+  readonly keptScales?: ReadonlyMap<string, ValueScale>;
   /** How the file format reads, converts and writes tensors. */
   readonly format: ContainerFormat;
   /** A whole tensor's stored bytes. */

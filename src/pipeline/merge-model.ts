@@ -96,6 +96,16 @@ interface WorkUnit {
 
 /** Streams the prepared merge into `output` on `backend`, tensor by tensor in row slabs; on failure or cancellation the output is aborted and nothing is left. */
 export async function mergeModel(options: MergeModelOptions): Promise<MergeResult> {
+  try {
+    return await streamMerge(options);
+  } catch (e) {
+    // Refusals found before the first byte (output types, the plan) release the output too: its lock, its temporaries.
+    await options.output.abort().catch(() => {});
+    throw e;
+  }
+}
+
+async function streamMerge(options: MergeModelOptions): Promise<MergeResult> {
   const { output, backend, signal, onProgress } = options;
   const { plan } = options.prepared;
   const startedAt = performance.now();

@@ -49,7 +49,11 @@ function planIndex(base: BaseModel, architectures: readonly string[], scaled: Sc
   if (scaled?.unreadWhy) index.quantizedAs = scaled.unreadWhy;
   // The plan merges in place (dividing ΔW by the scale) only under the `keep` rule; otherwise the
   // scaled weights are merged in real values and quantized again (scaled-fp8-output.ts).
-  if (base.valueScales && scaled?.rule === 'keep') index.valueScales = base.valueScales;
+  if (base.valueScales && scaled?.rule === 'keep') {
+    index.valueScales = new Map([...base.valueScales].map(([key, s]) => [key, { values: [s], label: `the scaled fp8 weight ${key}` }]));
+  }
+  // Scales the file keeps beside its weights (llama.cpp's `.scale`): always merged in place.
+  if (base.keptScales) index.valueScales = base.keptScales;
   if (base.components) index.components = base.components;
   if (base.metadata) index.metadata = (key) => base.metadata!(key);
   return index;

@@ -35,6 +35,11 @@ export interface ExpertSplit {
   transposed?: boolean;
   /** Rows of each expert's (transposed) ΔW the base tensor holds, in its order; absent: all. */
   rows?: readonly number[];
+  /**
+   * Where the base stores each expert divided by a scale of its own (llama.cpp's per-expert
+   * `.scale`): those scales, each expert's term's scale divided by its own; absent: none.
+   */
+  scales?: readonly number[];
 }
 
 /** transformers' expert modules marked `is_transposed` (their tensors are (E, in, out)). */
@@ -138,7 +143,7 @@ export function expertTerms(a: FloatTensorBytes, b: FloatTensorBytes, split: Exp
       a: { dtype: 'F32', data: new Uint8Array(right.buffer) },
       b: { dtype: 'F32', data: new Uint8Array(left.buffer) },
       rank: r,
-      scale,
+      scale: split.scales ? scale / split.scales[e] : scale,
       placement: { deltaRows: rows, segments: [{ src: 0, dst: e * rows, count: rows }] },
     });
   }

@@ -44,10 +44,21 @@ export interface BaseTensorInfo {
   rowBlock?: number;
 }
 
+/**
+ * The scale a weight's stored values are multiplied by to give the model's, which the merge keeps
+ * as it is (a scaled fp8 checkpoint's scale_weight, llama.cpp's `<name>.scale`).
+ */
+export interface ValueScale {
+  /** One scale, or one per expert of a stacked expert tensor (its rows in as many equal runs). */
+  values: readonly number[];
+  /** The weight and its scale as messages name them ("the scaled fp8 weight x.weight"). */
+  label: string;
+}
+
 export interface BaseTensorIndex {
   tensors: ReadonlyMap<string, BaseTensorInfo>;
-  /** Tensors stored as value / scale (scaled fp8): their terms are divided by the scale. */
-  valueScales?: ReadonlyMap<string, number>;
+  /** Weights stored as value / scale: the additive terms on them are divided by the scale. */
+  valueScales?: ReadonlyMap<string, ValueScale>;
   /** The components the base's files name (a pipeline's folders); else found from the keys. */
   components?: readonly BaseComponent[];
   /** config.json `architectures` (vision-language key maps, fused expert layouts). */
@@ -242,8 +253,9 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         report(name, 'UNSUPPORTED_FORMAT', `replacement ${rep.tensor.dtype} for base ${resolved.key} ${info.dtype}: only float tensors can be replaced`);
         continue;
       }
-      if ((base.valueScales?.get(resolved.key) ?? 1) !== 1) {
-        report(name, 'UNSUPPORTED_FORMAT', `replacing the scaled fp8 weight ${resolved.key} is not supported`);
+      const replacedScale = scaledWeight(base, resolved.key);
+      if (replacedScale) {
+        report(name, 'UNSUPPORTED_FORMAT', `replacing ${replacedScale.label} is not supported`);
         continue;
       }
       const other = replacements.get(resolved.key);
@@ -290,8 +302,9 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         fail('UNSUPPORTED_FORMAT', `only float tensors can have rows set`);
         continue;
       }
-      if ((base.valueScales?.get(resolved.key) ?? 1) !== 1) {
-        fail('UNSUPPORTED_FORMAT', `setting rows of the scaled fp8 weight ${resolved.key} is not supported`);
+      const setScale = scaledWeight(base, resolved.key);
+      if (setScale) {
+        fail('UNSUPPORTED_FORMAT', `setting rows of ${setScale.label} is not supported`);
         continue;
       }
       let set = rowSets.get(resolved.key);
@@ -393,18 +406,28 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         }
         seen.set(baseKey, [...onTensor, { module: moduleName, rows }]);
 
-        // A scaled fp8 weight stores W / s: merging in the real domain and storing by the same
-        // scale is adding ΔW / s to the stored values.
-        const valueScale = base.valueScales?.get(baseKey) ?? 1;
-        if (valueScale !== 1 && module.dora) {
-          fail('UNSUPPORTED_FORMAT', `DoRA on the scaled fp8 weight ${baseKey} is not supported`);
+        // A weight stored as W / s (scaled fp8, llama.cpp's `.scale`): merging in the model's
+        // values and storing by the same scale is adding ΔW / s to the stored values.
+        const valueScale = scaledWeight(base, baseKey);
+        let divisor = 1;
+        if (valueScale && module.dora) {
+          fail('UNSUPPORTED_FORMAT', `DoRA on ${valueScale.label} is not supported`);
           continue;
         }
         // Maps of W (IA3, OFT, GLoRA's W·P·Q) act on the stored values themselves: dividing their
         // scale by the weight's would be wrong, and nothing here splits them yet.
-        if (valueScale !== 1 && module.update.kind === 'transform') {
-          fail('UNSUPPORTED_FORMAT', `${module.algorithm} on the scaled fp8 weight ${baseKey} is not supported`);
+        if (valueScale && module.update.kind === 'transform') {
+          fail('UNSUPPORTED_FORMAT', `${module.algorithm} on ${valueScale.label} is not supported`);
           continue;
+        }
+        if (valueScale) {
+          const on = storedScaleOn(valueScale, rows, view, experts);
+          if ('why' in on) {
+            fail('UNSUPPORTED_FORMAT', on.why);
+            continue;
+          }
+          divisor = on.divisor;
+          if (on.perExpert) experts = { ...experts!, scales: on.perExpert };
         }
         const own = ownBase.get(baseKey);
         let update = updates.get(baseKey);
@@ -413,7 +436,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           continue;
         }
         const term: PlannedTerm = {
-          adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale / valueScale, layout: location.layout,
+          adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale / divisor, layout: location.layout,
         };
         if (view.placement) term.placement = view.placement;
         if (experts) term.experts = experts;
@@ -493,6 +516,39 @@ export function assertPlanValid(plan: MergePlan): void {
 
 /** Half-open range of a tensor's output rows. */
 type RowSpan = [number, number];
+
+/** The scale a weight is stored divided by, unless it has none (or only 1s). */
+function scaledWeight(base: BaseTensorIndex, key: string): ValueScale | undefined {
+  const scale = base.valueScales?.get(key);
+  return scale && scale.values.some((v) => v !== 1) ? scale : undefined;
+}
+
+/**
+ * What a term landing on `rows` of a weight stored divided by `scale` has its scale divided by: the
+ * one scale, or with one per expert that of the expert it lands on; a fused expert term (one term
+ * per expert) takes each expert's own. Or why it cannot be divided.
+ */
+function storedScaleOn(
+  scale: ValueScale, rows: readonly RowSpan[], view: View, experts: ExpertSplit | undefined,
+): { divisor: number; perExpert?: readonly number[] } | { why: string } {
+  const { values, label } = scale;
+  if (values.length === 1) return { divisor: values[0] };
+  const count = values.length;
+  if (experts) {
+    if (experts.count !== count) return { why: `the parameter's ${experts.count} experts do not match the ${count} scales of ${label}` };
+    return { divisor: 1, perExpert: values };
+  }
+  if (view.layout !== 'out-in' || view.rows % count !== 0) return { why: `${label} has ${count} scales, which do not split its ${view.rows} rows into experts` };
+  const perExpert = view.rows / count;
+  const touched = new Set<number>();
+  for (const [from, to] of rows) for (let e = Math.floor(from / perExpert); e * perExpert < to; e++) touched.add(e);
+  const landed = [...touched].sort((x, y) => x - y);
+  const divisor = values[landed[0]];
+  if (landed.some((e) => values[e] !== divisor)) {
+    return { why: `lands on experts ${landed[0]}–${landed[landed.length - 1]} of ${label}, whose scales differ (${landed.slice(0, 4).map((e) => values[e]).join(', ')}${landed.length > 4 ? ', …' : ''})` };
+  }
+  return { divisor };
+}
 
 /**
  * `base.key`, `rows 0–1279 of base.key`, or `base.key, its rows reordered` (`tensorRows`: the base

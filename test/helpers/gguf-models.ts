@@ -237,6 +237,40 @@ export function ggufLoraAdapter(
   return { bytes: buildGguf({ metadata, tensors: [...tensors, ...extra] }), factors };
 }
 
+/** A MoE LoRA's factors per expert e: A_e (r, in) and B_e (out, r). */
+export interface GgufExpertFactors { a: Float64Array[]; b: Float64Array[]; rank: number; in: number; out: number }
+
+/**
+ * A llama.cpp LoRA for a MoE model as convert_lora_to_gguf writes it from per-expert PEFT modules:
+ * per stacked tensor A ne [in, r, experts] and B ne [r, out, experts], of the given types.
+ */
+export function ggufMoeLoraAdapter(
+  targets: { tensor: string; in: number; out: number; rank: number; aType: string; bType: string }[], alpha: number, experts: number, seed = 9,
+): { bytes: Uint8Array; factors: Map<string, GgufExpertFactors> } {
+  const g = gaussian(seededRandom(seed));
+  const tensors: FixtureTensor[] = [];
+  const factors = new Map<string, GgufExpertFactors>();
+  for (const t of targets) {
+    const aData = tensorData(t.aType, Float64Array.from({ length: experts * t.rank * t.in }, () => 0.05 * g()));
+    const bData = tensorData(t.bType, Float64Array.from({ length: experts * t.out * t.rank }, () => 0.05 * g()));
+    const a = tensorValues(t.aType, aData);
+    const b = tensorValues(t.bType, bData);
+    factors.set(t.tensor, {
+      a: Array.from({ length: experts }, (_, e) => a.slice(e * t.rank * t.in, (e + 1) * t.rank * t.in)),
+      b: Array.from({ length: experts }, (_, e) => b.slice(e * t.out * t.rank, (e + 1) * t.out * t.rank)),
+      rank: t.rank, in: t.in, out: t.out,
+    });
+    tensors.push({ name: `${t.tensor}.lora_a`, type: t.aType, ne: [t.in, t.rank, experts], data: aData });
+    tensors.push({ name: `${t.tensor}.lora_b`, type: t.bType, ne: [t.rank, t.out, experts], data: bData });
+  }
+  const metadata: [string, MetaValue][] = [
+    ['general.architecture', { type: 'string', value: 'llama' }],
+    ['general.type', { type: 'string', value: 'adapter' }], ['adapter.type', { type: 'string', value: 'lora' }],
+    ['adapter.lora.alpha', { type: 'f32', value: alpha }],
+  ];
+  return { bytes: buildGguf({ metadata, tensors }), factors };
+}
+
 /** W + scale·B·A in float64 for a (rows, cols) tensor; for token_embd W is (vocab, dim) and ΔW = (B·A)ᵀ. */
 export function truthWithLora(w: Float64Array, rows: number, cols: number, f: { a: Float64Array; b: Float64Array; rank: number }, scale: number, transposed: boolean): Float64Array {
   const out = w.slice();
@@ -249,4 +283,100 @@ export function truthWithLora(w: Float64Array, rows: number, cols: number, f: { 
     }
   }
   return out;
+}
+
+// --- an NVIDIA ModelOpt NVFP4 checkpoint as convert_hf_to_gguf writes it --------------------------
+
+/**
+ * convert_hf_to_gguf.py's `_nvfp4_pack`: a ModelOpt NVFP4 weight (rows of nibble-packed E2M1
+ * codes, value 2k in the low nibble of byte k and 2k + 1 in the high) and its E4M3 scales, one per
+ * 16 values, into ggml's NVFP4 blocks of 64 values: the four scales with their sign bit cleared,
+ * then per 16 values 8 bytes, value j in the low nibble of byte j and value j + 8 in the high.
+ */
+export function packModelOptNvfp4(codes: Uint8Array, scales: Uint8Array, rows: number, cols: number): Uint8Array {
+  const subBlocks = cols / 16;
+  const out = new Uint8Array(rows * (cols / 64) * 36);
+  let at = 0;
+  for (let r = 0; r < rows; r++) {
+    const code = (b: number, j: number) => {
+      const byte = codes[r * (cols / 2) + b * 8 + (j >> 1)];
+      return j & 1 ? byte >> 4 : byte & 0x0f;
+    };
+    for (let s = 0; s < subBlocks / 4; s++, at += 36) {
+      for (let k = 0; k < 4; k++) {
+        const b = s * 4 + k;
+        out[at + k] = scales[r * subBlocks + b] & 0x7f;
+        for (let j = 0; j < 8; j++) out[at + 4 + k * 8 + j] = code(b, j) | (code(b, j + 8) << 4);
+      }
+    }
+  }
+  return out;
+}
+
+export interface Nvfp4LlamaFixture extends GgufModelFixture {
+  /** Weight → its `.scale` values (ModelOpt's weight_scale_2; one per expert of a stacked tensor). */
+  scales: Map<string, number[]>;
+}
+
+/**
+ * A small llama quantized by ModelOpt to NVFP4 and converted as convert_hf_to_gguf writes it
+ * (`_generate_nvfp4_tensors`): every attention and MLP weight NVFP4 of random codes and E4M3 block
+ * scales, each followed by its `.scale` and `.input_scale` (F32 (1), or one per expert beside
+ * stacked experts), written before the other tensors; embeddings BF16 and norms F32. `experts`:
+ * a Mixtral-like block whose experts are stacked (`ffn_*_exps`, ne [in, out, experts]) beside a
+ * router; `scaledHead`: the head quantized too (`output.scale`), else BF16.
+ */
+export function modelOptNvfp4Llama(options: { experts?: number; scaledHead?: boolean; seed?: number; arch?: string } = {}): Nvfp4LlamaFixture {
+  const { experts = 0, scaledHead = false, seed = 41, arch = 'llama' } = options;
+  const rand = seededRandom(seed);
+  const { hidden: h, heads, kvHeads, ffn, vocab } = LLAMA;
+  const kv = (h / heads) * kvHeads;
+  const quantized: { name: string; ne: number[] }[] = [
+    { name: 'blk.0.attn_q.weight', ne: [h, h] }, { name: 'blk.0.attn_k.weight', ne: [h, kv] },
+    { name: 'blk.0.attn_v.weight', ne: [h, kv] }, { name: 'blk.0.attn_output.weight', ne: [h, h] },
+    ...(experts > 0
+      ? [{ name: 'blk.0.ffn_gate_exps.weight', ne: [h, ffn, experts] }, { name: 'blk.0.ffn_down_exps.weight', ne: [ffn, h, experts] }, { name: 'blk.0.ffn_up_exps.weight', ne: [h, ffn, experts] }]
+      : [{ name: 'blk.0.ffn_gate.weight', ne: [h, ffn] }, { name: 'blk.0.ffn_down.weight', ne: [ffn, h] }, { name: 'blk.0.ffn_up.weight', ne: [h, ffn] }]),
+    ...(scaledHead ? [{ name: 'output.weight', ne: [h, vocab] }] : []),
+  ];
+  const tensors: GgufModelFixture['tensors'] = new Map();
+  const scales = new Map<string, number[]>();
+  const fixtures: FixtureTensor[] = [];
+  const f32 = (name: string, values: number[]) => {
+    const data = tensorData('F32', values);
+    tensors.set(name, { type: 'F32', shape: [values.length], values: tensorValues('F32', data), data });
+    fixtures.push({ name, type: 'F32', ne: [values.length], data });
+  };
+  for (const { name, ne } of quantized) {
+    const [cols, rows, count = 1] = ne;
+    const codes = Uint8Array.from({ length: count * rows * cols / 2 }, () => Math.floor(rand() * 256));
+    // E4M3 block scales from 0.25 (0x28) to 448 (0x7e), as ModelOpt's amax / 6 / weight_scale_2 gives them.
+    const blockScales = Uint8Array.from({ length: count * rows * cols / 16 }, () => 0x28 + Math.floor(rand() * (0x7e - 0x28 + 1)));
+    const data = packModelOptNvfp4(codes, blockScales, count * rows, cols);
+    tensors.set(name, { type: 'NVFP4', shape: count > 1 ? [count, rows, cols] : [rows, cols], values: tensorValues('NVFP4', data), data });
+    fixtures.push({ name, type: 'NVFP4', ne, data });
+    const scale = Array.from({ length: count }, () => Math.fround((0.5 + rand()) * 2 ** -9));
+    scales.set(name, scale);
+    f32(name.replace('.weight', '.scale'), scale);
+    f32(name.replace('.weight', '.input_scale'), Array.from({ length: count }, () => Math.fround((0.5 + rand()) * 2 ** -6)));
+  }
+  const g = gaussian(rand);
+  const rest: { name: string; ne: number[]; type: string }[] = [
+    { name: 'token_embd.weight', ne: [h, vocab], type: 'BF16' },
+    { name: 'blk.0.attn_norm.weight', ne: [h], type: 'F32' },
+    { name: 'blk.0.ffn_norm.weight', ne: [h], type: 'F32' },
+    ...(experts > 0 ? [{ name: 'blk.0.ffn_gate_inp.weight', ne: [h, experts], type: 'F32' }] : []),
+    { name: 'output_norm.weight', ne: [h], type: 'F32' },
+    ...(scaledHead ? [] : [{ name: 'output.weight', ne: [h, vocab], type: 'BF16' }]),
+  ];
+  for (const { name, ne, type } of rest) {
+    const data = tensorData(type, Float64Array.from({ length: ne.reduce((a, b) => a * b, 1) }, () => (ne.length === 1 ? 1 + 0.1 * g() : 0.02 * g())));
+    tensors.set(name, { type, shape: [...ne].reverse(), values: tensorValues(type, data), data });
+    fixtures.push({ name, type, ne, data });
+  }
+  const metadata: [string, MetaValue][] = [
+    ...llamaMetadata(39), // LLAMA_FTYPE_MOSTLY_NVFP4, as the converter labels an NVFP4 checkpoint
+    ...(experts > 0 ? [['llama.expert_count', { type: 'u32', value: experts }], ['llama.expert_used_count', { type: 'u32', value: 2 }]] as [string, MetaValue][] : []),
+  ].map(([key, value]): [string, MetaValue] => key === 'general.architecture' ? [key, { type: 'string', value: arch }] : [key.replace(/^llama\./, `${arch}.`), value]);
+  return { files: { 'tiny-llama-NVFP4.gguf': buildGguf({ metadata, tensors: fixtures }) }, tensors, metadata, scales };
 }

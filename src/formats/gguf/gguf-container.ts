@@ -23,6 +23,7 @@ import { mergedFileType } from './file-type.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 import { createGgufWriter } from './gguf-writer.js';
+import { keptScaleTypeProblem } from './kept-scales.js';
 import { lcm } from '../../integers.js';
 
 /** What the container needs to know of each input file. */
@@ -42,6 +43,7 @@ function typeOf(name: string): GgmlType {
 export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonly StoredShard[]): ContainerFormat {
   const metadata = new Map(inputs[0]?.metadata.map((kv) => [kv.key, kv.value]));
   const mixes: MixContext = mixContext((key) => metadata.get(key), input.flatMap((s) => s.tensors));
+  const tensorNames = new Set(input.flatMap((s) => s.tensors.map((t) => t.name)));
   let labelled: { shards: readonly StoredShard[]; requested: string | undefined; mix: TypeMix | undefined } | undefined;
   /** The type `requested` (a GGML type or a mix) asks for this tensor, before the fallback. */
   const askedType = (requested: string, tensor: { name: string; shape: readonly number[] }) =>
@@ -100,7 +102,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       if (ne0 % type.blockSize !== 0) {
         return `rows of ${ne0} values are not whole ${type.name} blocks of ${type.blockSize}; choose another --dtype`;
       }
-      return undefined;
+      return keptScaleTypeProblem(tensorNames, tensor, type.name);
     },
     byteLength: (name, elements) => ggmlRowBytes(typeOf(name), elements),
     // Whole blocks of both types (a conversion re-blocks them), and whole 4-byte words.

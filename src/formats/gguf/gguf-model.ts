@@ -8,7 +8,7 @@ import type { FloatTensorBytes } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import { MAX_MIXED_ROWS_BYTES } from '../../limits.js';
 import type { InputFileSet } from '../../io/types.js';
-import type { MergePlan, PlanProblem } from '../../plan/merge-plan.js';
+import type { MergePlan, PlanProblem, ValueScale } from '../../plan/merge-plan.js';
 import type { ParsedAdapter } from '../adapter.js';
 import type { BaseModel, BaseShard, BaseTensor } from '../base-model.js';
 import type { ContainerFormat } from '../container.js';
@@ -16,6 +16,7 @@ import { blockCodec, blockDecoder, DECODER_TYPE_NAMES } from './codecs/registry.
 import { ggufContainer } from './gguf-container.js';
 import { ggmlRowBytes } from './ggml-types.js';
 import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
+import { readKeptScales } from './kept-scales.js';
 import { gcd, product } from '../../integers.js';
 
 const GGUF = /\.gguf$/i;
@@ -37,7 +38,9 @@ export async function openGgufModel(files: InputFileSet): Promise<BaseModel> {
     }
     checkParts(files.name, parts);
     const otherFiles = list.filter((p) => !GGUF.test(p));
-    return new GgufModel(files.name, parts, otherFiles);
+    const model = new GgufModel(files.name, parts, otherFiles);
+    await model.readScales();
+    return model;
   } catch (e) {
     await Promise.all(parts.map((p) => p.file.source.close()));
     throw e;
@@ -152,7 +155,10 @@ class GgufModel implements BaseModel {
   readonly shards: readonly BaseShard[];
   readonly format: ContainerFormat;
   readonly warnings: readonly string[] = [];
+  keptScales?: ReadonlyMap<string, ValueScale>;
   private readonly located = new Map<string, { file: GgufFile; tensor: GgufTensor }>();
+  /** Weights beside a `.scale` that cannot divide an update, and why (kept-scales.ts). */
+  private unusableScales: ReadonlyMap<string, string> = new Map();
 
   constructor(readonly name: string, private readonly parts: { path: string; file: GgufFile }[], readonly otherFiles: readonly string[]) {
     const tensors = new Map<string, BaseTensor>();
@@ -179,6 +185,14 @@ class GgufModel implements BaseModel {
       tensors: file.tensors.map((t) => ({ name: t.name, type: t.type.name, shape: t.shape, byteLength: t.byteLength })),
     }));
     this.format = ggufContainer(parts.map((p) => ({ metadata: p.file.metadata, alignment: p.file.alignment })), this.shards);
+  }
+
+  /** Reads the `.scale` beside each weight (kept-scales.ts); once, when the model is opened. */
+  async readScales(): Promise<void> {
+    const stored = new Map([...this.located].map(([name, { tensor }]) => [name, { type: tensor.type.name, shape: tensor.shape }]));
+    const { scales, unusable } = await readKeptScales(stored, async (name) => this.format.decodeRows(this.locate(name).tensor.type.name, await this.read(name)));
+    if (scales.size > 0) this.keptScales = scales;
+    this.unusableScales = unusable;
   }
 
   /** A value of the first part's metadata (where llama.cpp reads the model's hyperparameters). */
@@ -235,6 +249,14 @@ class GgufModel implements BaseModel {
     for (const u of plan.updates) check(u.baseKey, u.terms[0].adapter, u.terms[0].moduleName);
     for (const b of plan.biasUpdates) check(b.baseKey, b.terms[0].adapter, b.terms[0].moduleName);
     for (const r of plan.replacements) check(r.baseKey, r.adapter, r.baseKey);
+    // A weight whose `.scale` cannot divide its update (kept-scales.ts).
+    const scaled = (baseKey: string, adapter: string, module: string) => {
+      const why = this.unusableScales.get(baseKey);
+      if (why) problems.push({ adapter, module, code: 'UNSUPPORTED_FORMAT', message: `${adapter}: module "${module}": ${why}` });
+    };
+    for (const u of plan.updates) scaled(u.baseKey, u.terms[0].adapter, u.terms[0].moduleName);
+    for (const r of plan.replacements) scaled(r.baseKey, r.adapter, r.baseKey);
+    for (const r of plan.rowSets) scaled(r.baseKey, r.terms[0].adapter, r.baseKey);
     return problems;
   }
 
@@ -252,6 +274,7 @@ class GgufModel implements BaseModel {
     if (quantized.size > 0) {
       warnings.push(`${this.name}: unless --dtype chooses another type, the merged tensors (${list(quantized)}) are re-quantized to their own types by llama.cpp's reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`);
     }
+    warnings.push(...llamaCppAdapterScaleWarnings(plan, this.keptScales));
     if (readOnly.size > 0) {
       warnings.push(`${this.name}: the merged tensors ${list(readOnly)} are of types loramerge reads but does not write: the merge needs --dtype (q4_k, q5_k, q6_k, q8_0, f16, …), which also converts the model's other matrices, as llama-quantize does`);
     }
@@ -267,6 +290,29 @@ class GgufModel implements BaseModel {
     if (!found) throw new MergeError('NOT_FOUND', `${this.name}: no tensor "${name}"`);
     return found;
   }
+}
+
+/**
+ * A llama.cpp LoRA on weights with a `.scale` is merged as ΔW / scale, in the model's values: as
+ * convert_lora_to_gguf's PEFT adapter was trained, and as llama.cpp applies it since it adds LoRA
+ * products after multiplying by the scale (ggml-org/llama.cpp#24331). export-lora, which does not
+ * read `.scale`, adds ΔW to the stored values (ΔW × scale in the model's values), as earlier
+ * llama.cpp builds applied it. The tools disagree, so each such adapter is named.
+ */
+function llamaCppAdapterScaleWarnings(plan: MergePlan, scales: ReadonlyMap<string, ValueScale> | undefined): string[] {
+  if (!scales) return [];
+  const scaled = new Map<string, string[]>();
+  for (const u of plan.updates) {
+    if (!scales.has(u.baseKey)) continue;
+    for (const t of u.terms) {
+      if (plan.adapters[t.adapterIndex]?.format !== 'gguf') continue;
+      const keys = scaled.get(t.adapter) ?? [];
+      if (!keys.includes(u.baseKey)) keys.push(u.baseKey);
+      scaled.set(t.adapter, keys);
+    }
+  }
+  return [...scaled].map(([adapter, keys]) =>
+    `${adapter}: ${keys.length === 1 ? 'one weight' : `${keys.length} weights`} it changes (${keys.slice(0, 2).join(', ')}${keys.length > 2 ? ', …' : ''}) carr${keys.length === 1 ? 'ies' : 'y'} a llama.cpp scale (.scale): its update is divided by that scale before it is added to the stored values, so that the model's weight changes by ΔW, as current llama.cpp applies a LoRA (after the scale) and as the adapter was trained; export-lora, which does not read .scale, would add ΔW to the stored values (ΔW × scale)`);
 }
 
 /**
