@@ -20,6 +20,7 @@ import {
   ggufLoraAdapter, ggufMoeLoraAdapter, LLAMA, modelOptNvfp4Llama, peftLlamaAdapter, truthWithLora, truthWithPeft, type Nvfp4LlamaFixture, type PeftFactors,
 } from './helpers/gguf-models.js';
 import { mergeBackends, mergeFileInMemory, type InMemoryAdapter } from './helpers/merge-backends.js';
+import { readKeptScales } from '../src/formats/gguf/kept-scales.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 const temp = tempDirs();
@@ -367,5 +368,24 @@ describe('what cannot be divided by a scale', () => {
     } finally {
       await prepared.close();
     }
+  });
+});
+
+describe('a `.scale` that is the model\'s own parameter', () => {
+  const per = (name: string) => ({ dtype: 'F32' as const, data: new Uint8Array(Float32Array.of(0.5, 2, 4, 8).buffer), name });
+  const stored = (downType: string) => new Map([
+    ['blk.0.ffn_down_exps.weight', { type: downType, shape: [4, 32, 16] }],
+    ['blk.0.ffn_down_exps.scale', { type: 'F32', shape: [4] }],
+  ]);
+  it('Gemma 4\'s per-expert output scale (ffn_down_exps.scale) divides nothing; for another architecture the same tensor is a stored scale', async () => {
+    const gemma = await readKeptScales(stored('Q8_0'), async (n) => per(n), 'gemma4');
+    expect([...gemma.scales.keys(), ...gemma.unusable.keys()]).toEqual([]);
+    const qwen = await readKeptScales(stored('Q8_0'), async (n) => per(n), 'qwen3moe');
+    expect(qwen.scales.get('blk.0.ffn_down_exps.weight')?.values).toEqual([0.5, 2, 4, 8]);
+  });
+  it('beside NVFP4 experts in a Gemma 4 file, where an NVFP4 conversion\'s scale goes by the same name, a merge is refused naming it', async () => {
+    const gemma = await readKeptScales(stored('NVFP4'), async (n) => per(n), 'gemma4');
+    expect(gemma.scales.size).toBe(0);
+    expect(gemma.unusable.get('blk.0.ffn_down_exps.weight')).toMatch(/blk\.0\.ffn_down_exps\.scale names both gemma4's own per-expert output scale and an NVFP4 conversion's/);
   });
 });

@@ -190,7 +190,8 @@ class GgufModel implements BaseModel {
   /** Reads the `.scale` beside each weight (kept-scales.ts); once, when the model is opened. */
   async readScales(): Promise<void> {
     const stored = new Map([...this.located].map(([name, { tensor }]) => [name, { type: tensor.type.name, shape: tensor.shape }]));
-    const { scales, unusable } = await readKeptScales(stored, async (name) => this.format.decodeRows(this.locate(name).tensor.type.name, await this.read(name)));
+    const arch = this.metadata('general.architecture');
+    const { scales, unusable } = await readKeptScales(stored, async (name) => this.format.decodeRows(this.locate(name).tensor.type.name, await this.read(name)), typeof arch === 'string' ? arch : undefined);
     if (scales.size > 0) this.keptScales = scales;
     this.unusableScales = unusable;
   }

@@ -35,9 +35,19 @@ interface Stored {
   shape: readonly number[];
 }
 
-/** The `.scale` of every weight beside one, read and checked. */
+/**
+ * `.scale` tensors that are a model's own parameters under the name llama.cpp gives them, by
+ * architecture: Gemma 4's router `per_expert_scale`, written as `ffn_down_exps.scale` and applied
+ * to each expert's output as transformers applies it, so a LoRA on the experts changes the weights
+ * the scale multiplies in both, and nothing is divided.
+ */
+const MODEL_SCALES: Readonly<Record<string, RegExp>> = {
+  gemma4: /^blk\.\d+\.ffn_down_exps\.scale$/,
+};
+
+/** The `.scale` of every weight beside one, read and checked (`architecture`: general.architecture). */
 export async function readKeptScales(
-  tensors: ReadonlyMap<string, Stored>, readAll: (name: string) => Promise<FloatTensorBytes>,
+  tensors: ReadonlyMap<string, Stored>, readAll: (name: string) => Promise<FloatTensorBytes>, architecture?: string,
 ): Promise<KeptScales> {
   const scales = new Map<string, ValueScale>();
   const unusable = new Map<string, string>();
@@ -46,6 +56,12 @@ export async function readKeptScales(
     const weightKey = `${scaleKey.slice(0, -SCALE.length)}.weight`;
     const weight = tensors.get(weightKey);
     if (!weight || weight.shape.length < 2) continue;
+    const modelScale = architecture !== undefined ? MODEL_SCALES[architecture] : undefined;
+    if (modelScale?.test(scaleKey)) {
+      // An NVFP4 conversion's scale2 would go by the same name: which one the file holds is unknown.
+      if (weight.type === 'NVFP4') unusable.set(weightKey, `${scaleKey} names both ${architecture}'s own per-expert output scale and an NVFP4 conversion's per-tensor scale, so what ${weightKey}'s stored values mean is not known here`);
+      continue;
+    }
     const experts = weight.shape.length === 3 ? weight.shape[0] : 1;
     const count = product(scale.shape);
     // One value per input scales the inputs: the model's own parameter, applied as it is.
