@@ -458,6 +458,17 @@ describe('what stays refused, by name', () => {
     expect(existsSync(out)).toBe(false);
   });
 
+  it('a weight_scale_inv holding the grid\'s count in another shape (transposed, flat): one line naming it, nothing written', async () => {
+    // q_proj's grid is [3, 2]; its six scales as [2, 3] or [6] would be read into the wrong blocks.
+    for (const shape of [[2, 3], [6]]) {
+      const tensors = baseTensors('block').map((t) => (t.name === `${Q}.weight_scale_inv` ? { ...t, shape } : t));
+      const { run, out, lines } = await cli({ ...baseFolder('block'), 'model.safetensors': buildSafetensors(tensors) }, adapterFolder(), ['--dtype', 'bf16']);
+      expect(run.code, shape.join()).not.toBe(0);
+      expect(lines).toEqual([expect.stringMatching(new RegExp(`tensor "${Q}\\.weight_scale_inv" has shape \\[${shape.join(', ')}\\], which is no grid of scales over ${Q}\\.weight \\[300, 200\\]`))]);
+      expect(existsSync(out)).toBe(false);
+    }
+  });
+
   it('--dtype f8_e5m2 and --dtype-merged-only: one line each, nothing written', async () => {
     for (const extra of [['--dtype', 'f8_e5m2'], ['--dtype', 'bf16', '--dtype-merged-only']]) {
       const { run, out, lines } = await cli(baseFolder('channel'), adapterFolder(), extra);
