@@ -332,11 +332,13 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
     }
   });
 
-  it('a malformed _quantization_metadata header entry: refused in one line', async () => {
+  it('a malformed _quantization_metadata header entry (JSON null, a number, a string, an array included): refused in one line', async () => {
     const decoded = decodeSafetensors(fp8mixed({ inHeader: 'keys' }));
     const tensors = [...decoded.tensors].map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes }));
-    const messages = await refusal(buildSafetensors(tensors, { _quantization_metadata: '{"layers": ["x"]}' }), undefined, onModulation);
-    expect(messages).toEqual([expect.stringMatching(/_quantization_metadata header entry has no "layers" object/)]);
+    for (const text of ['{"layers": ["x"]}', 'null', '5', '"layers"', '[]']) {
+      const messages = await refusal(buildSafetensors(tensors, { _quantization_metadata: text }), undefined, onModulation);
+      expect(messages, text).toEqual([expect.stringMatching(/_quantization_metadata header entry has no "layers" object/)]);
+    }
   });
 });
 

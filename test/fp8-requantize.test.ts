@@ -124,20 +124,28 @@ describe.each(ENCODERS)('fp8 re-quantization, $name', ({ options }) => {
 });
 
 describe('fp8 re-quantization, WebAssembly and TypeScript alike', () => {
-  it('a block so small that q overflows f32 (NaN and ±Inf products): the same bytes from both', () => {
+  it('a block so small that q overflows f32, or a scale its dtype cannot hold: refused naming the weight and the block, by both', () => {
+    // q = f32(448 / amax) overflows for amax = 2^-140: its codes would be NaN and its scale 0.
     const w = weight(8, 16, 4, 8);
-    const v = values(8, 16, 11);
-    for (let r = 0; r < 4; r++) for (let c = 0; c < 8; c++) v[r * 16 + c] = (c % 3 - 1) * 2 ** -140;
-    const run = (encoder: 'wasm' | 'js') => {
-      const scales = Float64Array.from(w.scales);
-      return { codes: requantizeSlab(w, 'reciprocal', v, 0, 8, scales, undefined, { encoder }), scales };
-    };
-    const a = run('wasm'), b = run('js');
-    expect(firstDifference(a.codes, b.codes)).toBe('none');
-    expect(firstDifference(a.scales, b.scales)).toBe('none');
-    const want = reference(w, 'reciprocal', v, 0, 8);
-    // The other blocks as the rule says.
-    for (let r = 0; r < 8; r++) for (let c = 0; c < 16; c++) if (r >= 4 || c >= 8) expect(a.codes[r * 16 + c], `${r}, ${c}`).toBe(want.codes[r * 16 + c]);
+    const tiny = values(8, 16, 11);
+    for (let r = 0; r < 4; r++) for (let c = 0; c < 8; c++) tiny[r * 16 + c] = (c % 3 - 1) * 2 ** -140;
+    // An F16 weight_scale_inv: amax / 448 past 65504 would be stored as Inf.
+    const f16 = weight(8, 16, 4, 8, 'F16');
+    const big = values(8, 16, 12);
+    big[5 * 16 + 9] = 4e7;
+    for (const { options } of ENCODERS) {
+      expect(() => requantizeSlab(w, 'reciprocal', tiny, 0, 8, Float64Array.from(w.scales), undefined, options))
+        .toThrow(/^tensor "model\.layers\.0\.mlp\.down_proj\.weight": its merged block at row 0, column 0 \(largest magnitude .*\) needs a scale that model\.layers\.0\.mlp\.down_proj\.weight_scale_inv \(F32\) cannot hold .*--dtype bf16/);
+      expect(() => requantizeSlab(f16, 'reciprocal', big, 0, 8, Float64Array.from(f16.scales), undefined, options))
+        .toThrow(/its merged block at row 4, column 8 \(largest magnitude 4\d+\) needs a scale that .*weight_scale_inv \(F16\) cannot hold \(it would be Infinity/);
+      // ComfyUI's rule on a per-tensor F16 scale: f16(amax / 448) is 0 for amax = 2^-20, its reciprocal Inf.
+      const comfy = { ...weight(8, 16, 8, 16, 'F16'), scaleKey: 'double_blocks.0.img_attn.qkv.weight_scale' };
+      const small = values(8, 16, 13).map((x) => x * 2 ** -20);
+      expect(() => requantizeSlab(comfy, 'comfy', small, 0, 8, Float64Array.from(comfy.scales), undefined, options))
+        .toThrow(/block at row 0, column 0 .* double_blocks\.0\.img_attn\.qkv\.weight_scale \(F16\) cannot hold \(it would be 0, its factor Infinity/);
+      // The same values with an F32 scale are quantized as the rule says.
+      expect(() => requantizeSlab({ ...comfy, scaleDtype: 'F32' }, 'comfy', small, 0, 8, Float64Array.from(comfy.scales), undefined, options)).not.toThrow();
+    }
   });
 
   it('random slabs of many shapes: byte for byte', () => {

@@ -1,11 +1,12 @@
 /**
  * The fuzzer on the input surfaces beyond plain safetensors + LoRA (fuzz-surfaces.ts): GGUF bases
  * and llama.cpp LoRA adapters, the LyCORIS algorithms, PEFT method folders, sharded and diffusers
- * model folders and bitsandbytes bases, mutated, run through the CLI's front end. For every case:
+ * model folders, bitsandbytes bases, and fp8 bases (ComfyUI comfy_quant, block-wise fp8) also with
+ * --dtype bf16, mutated, run through the CLI's front end. For every case:
  *   - exit 0, the output equal to the float64 truth (merged tensors within the rounding of their
  *     dtype, every other tensor bit for bit), and --out holding only the output; or
  *   - exactly one clear `error:` line, no stack trace or internal error, a documented exit code,
- *     and nothing at --out;
+ *     and nothing at --out (for the fp8 worlds, only where their truth does not expect the merge);
  * the inputs unchanged, and bounded time and memory. Most cases run in a worker thread, a few the
  * real `loramerge` process with its peak RSS measured (cli-fuzz.ts). Seeded; `npm test` runs a bounded number of cases, `npm run fuzz` many more
  * (FUZZ_SURFACE_RUNS, FUZZ_SURFACE_CLI_RUNS, FUZZ_SEED).
@@ -19,9 +20,10 @@ import { decodeFiles, surfaceCase, surfaceTruth, writeSurfaceCase, type SurfaceC
 
 function prepare(c: SurfaceCase): CliCase {
   const { world, command } = c;
+  const dtype = command.dtype ? ['--dtype', command.dtype] : [];
   return {
-    label: `${world.name}: ${command.command}`,
-    group: world.name,
+    label: `${world.name}: ${command.command}${dtype.length ? ` ${dtype.join(' ')}` : ''}`,
+    group: `${world.name}${dtype.length ? `, ${dtype.join(' ')}` : ''}`,
     inputs: writeSurfaceCase(c),
     // An adapter folder whose files were all dropped still exists.
     folders: world.adapter.endsWith('.safetensors') || world.adapter.endsWith('.gguf') ? [] : [world.adapter],
@@ -33,7 +35,7 @@ function prepare(c: SurfaceCase): CliCase {
         case 'inspect-base': return ['inspect', base];
         case 'inspect-adapter': return ['inspect', adapter];
         case 'dry-run': return ['merge', '--base', base, '--adapter', adapter, '--weight', String(command.weight), '--dry-run', '--backend', 'cpu'];
-        default: return ['merge', '--base', base, '--adapter', adapter, '--weight', String(command.weight), '--out', join(outDir, world.out), '--backend', 'cpu'];
+        default: return ['merge', '--base', base, '--adapter', adapter, '--weight', String(command.weight), '--out', join(outDir, world.out), '--backend', 'cpu', ...dtype];
       }
     },
   };
@@ -47,7 +49,14 @@ function tolerance(exact: number, magnitude: number, dtype: string): number {
   return 2 ** (e - mant) + 2 ** -20 * magnitude + 2 ** -126;
 }
 
-/** The output against the float64 truth: merged tensors within rounding, every other one bit for bit. */
+/** The same value, NaN included (and either zero). */
+const same = (a: number, b: number) => a === b || (Number.isNaN(a) && Number.isNaN(b));
+
+/**
+ * The output against the float64 truth: merged tensors within rounding (or exactly, where the truth
+ * says so), every other one bit for bit, the tensors the truth leaves out absent, and the header
+ * entries it names as it says.
+ */
 function checkOutput(c: SurfaceCase, { inputs: written }: CliCase, outPath: string, _result: unknown, context: string): string {
   const truth = surfaceTruth(c, written);
   if (truth.kind === 'unknown') return truth.kind;
@@ -61,20 +70,35 @@ function checkOutput(c: SurfaceCase, { inputs: written }: CliCase, outPath: stri
   expect(output, `the output does not decode\n${context}`).not.toBeNull();
   const baseFiles = new Map([...written].filter(([p]) => p === c.world.base || p.startsWith(`${c.world.base}/`)));
   const base = decodeFiles(baseFiles)!;
-  expect([...output!.tensors.keys()].sort(), context).toEqual([...base.tensors.keys()].sort());
+  const leftOut = new Set(truth.leftOut);
+  expect([...output!.tensors.keys()].sort(), context).toEqual([...base.tensors.keys()].filter((k) => !leftOut.has(k)).sort());
   for (const [key, stored] of base.tensors) {
+    if (leftOut.has(key)) continue;
     const got = output!.tensors.get(key)!;
-    expect([got.dtype, got.shape], `${key}\n${context}`).toEqual([stored.dtype, stored.shape]);
     const want = truth.merged.get(key);
+    const dtype = want?.dtype ?? stored.dtype;
+    expect([got.dtype, got.shape], `${key}\n${context}`).toEqual([dtype, stored.shape]);
     if (!want) {
       expect(Buffer.from(got.bytes).equals(Buffer.from(stored.bytes)), `${key} copied bit for bit\n${context}`).toBe(true);
       continue;
     }
     for (let i = 0; i < want.values.length; i++) {
       const exact = want.values[i];
+      if (want.exact) {
+        expect(same(got.values[i], exact), `${key}[${i}]: ${got.values[i]}, want exactly ${exact}\n${context}`).toBe(true);
+        continue;
+      }
       expect(Number.isFinite(got.values[i]), `${key}[${i}] = ${got.values[i]}\n${context}`).toBe(true);
-      expect(Math.abs(got.values[i] - exact), `${key}[${i}]: ${got.values[i]} vs exact ${exact}\n${context}`).toBeLessThanOrEqual(tolerance(exact, want.magnitude, stored.dtype));
+      expect(Math.abs(got.values[i] - exact), `${key}[${i}]: ${got.values[i]} vs exact ${exact}\n${context}`).toBeLessThanOrEqual(tolerance(exact, want.magnitude, dtype));
     }
+  }
+  const header = output!.headers.get(c.world.out);
+  for (const [entry, text] of Object.entries(truth.header ?? {})) expect(header?.[entry] ?? null, `header entry ${entry}\n${context}`).toBe(text);
+  for (const [path, { equals, except = [] }] of Object.entries(truth.json ?? {})) {
+    const text = output!.json.get(path);
+    expect(text, `${path} written\n${context}`).toBeDefined();
+    const without = (doc: Record<string, unknown>) => Object.fromEntries(Object.entries(doc).filter(([k]) => !except.includes(k)));
+    expect(without(JSON.parse(text!) as Record<string, unknown>), `${path}\n${context}`).toEqual(without(equals));
   }
   return truth.kind;
 }
@@ -84,6 +108,13 @@ describeCliFuzz('fuzzing GGUF, LyCORIS, PEFT methods and model folders', {
   cases: surfaceCase,
   prepare,
   checkOutput,
+  checkRefusal(c, { inputs }, context) {
+    // Where the truth decides refusals too, a merge it expects must not be refused.
+    if (!c.world.refusalsChecked || c.command.command !== 'merge') return undefined;
+    const truth = surfaceTruth(c, inputs);
+    expect(truth.kind, `refused a merge the truth expects\n${context}`).not.toBe('expected');
+    return truth.kind;
+  },
   mergeDetail: (stats) => `${stats.outcomes.get('merged, expected') ?? 0} against the truth`,
   expectReach(stats, runs) {
     // Merges checked against the truth, not only merges.

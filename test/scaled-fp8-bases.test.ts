@@ -11,7 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { pathToFileURL } from 'node:url';
@@ -458,14 +458,38 @@ describe('what stays refused, by name', () => {
     expect(existsSync(out)).toBe(false);
   });
 
-  it('--dtype f8_e5m2 and --dtype-merged-only: one line each, nothing written', async () => {
+  it('a weight_scale_inv holding the grid\'s count in another shape (transposed, flat): one line naming it, nothing written', async () => {
+    // q_proj's grid is [3, 2]; its six scales as [2, 3] or [6] would be read into the wrong blocks.
+    for (const shape of [[2, 3], [6]]) {
+      const tensors = baseTensors('block').map((t) => (t.name === `${Q}.weight_scale_inv` ? { ...t, shape } : t));
+      const { run, out, lines } = await cli({ ...baseFolder('block'), 'model.safetensors': buildSafetensors(tensors) }, adapterFolder(), ['--dtype', 'bf16']);
+      expect(run.code, shape.join()).not.toBe(0);
+      expect(lines).toEqual([expect.stringMatching(new RegExp(`tensor "${Q}\\.weight_scale_inv" has shape \\[${shape.join(', ')}\\], which is no grid of scales over ${Q}\\.weight \\[300, 200\\]`))]);
+      expect(existsSync(out)).toBe(false);
+    }
+  });
+
+  it('--dtype f8_e5m2 and --dtype-merged-only: one line each, nothing written (no lock file beside --out either)', async () => {
     for (const extra of [['--dtype', 'f8_e5m2'], ['--dtype', 'bf16', '--dtype-merged-only']]) {
       const { run, out, lines } = await cli(baseFolder('channel'), adapterFolder(), extra);
       expect(run.code, extra.join(' ')).not.toBe(0);
       expect(lines, extra.join(' ')).toHaveLength(1);
       expect(lines[0]).toMatch(extra.includes('f8_e5m2') ? /f8_e5m2 is not supported/ : /--dtype-merged-only would leave its compressed-tensors fp8 weights half dequantized/);
-      expect(existsSync(out)).toBe(false);
+      expect(readdirSync(dirname(out)).sort(), extra.join(' ')).toEqual(['adapter', 'base']);
     }
+  });
+
+  it('scale_fmt "ue8m0" (DeepSeek-V3.1): refused without --dtype in one line, nothing left beside --out; merged with --dtype bf16', async () => {
+    const cfg = config('block') as { quantization_config: Record<string, unknown> };
+    cfg.quantization_config.scale_fmt = 'ue8m0';
+    const base = { ...baseFolder('block'), 'config.json': JSON.stringify(cfg) };
+    const refused = await cli(base, adapterFolder());
+    expect(refused.run.code).not.toBe(0);
+    expect(refused.lines).toEqual([expect.stringMatching(/quantization_config\.scale_fmt "ue8m0" .*is not written here; merge with --dtype bf16/)]);
+    expect(readdirSync(dirname(refused.out)).sort()).toEqual(['adapter', 'base']);
+    const dequantized = await cli(base, adapterFolder(), ['--dtype', 'bf16']);
+    expect(dequantized.run.code, dequantized.run.stderr).toBe(0);
+    expect(readdirSync(dequantized.out).sort()).toEqual(['config.json', 'model.safetensors']);
   });
 
   it('compressed-tensors int8 (W8A8) stays refused: its weights are not fp8', async () => {

@@ -50,7 +50,9 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
       if (text === undefined) continue;
       leftOutMetadata.push(QUANTIZATION_METADATA);
       const where = `${base.name}: ${shard.path}'s ${QUANTIZATION_METADATA} header entry`;
-      const layers = (parseJson(text, where) as { layers?: unknown }).layers;
+      const parsed = parseJson(text, where);
+      // JSON null, a number or a string has no fields to read (null's would throw).
+      const layers = typeof parsed === 'object' && parsed !== null ? (parsed as { layers?: unknown }).layers : undefined;
       if (typeof layers !== 'object' || layers === null || Array.isArray(layers)) {
         throw new MergeError('UNSUPPORTED_FORMAT', `${where} has no "layers" object; fix or remove it`);
       }

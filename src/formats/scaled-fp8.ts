@@ -139,7 +139,10 @@ export async function findScaledFp8(base: BaseModel, config: ModelConfig | undef
     const scaleFormat = typeof qc.scale_fmt === 'string' ? qc.scale_fmt : undefined;
     return {
       kind: 'block-fp8', rule: 'reciprocal', ...(scaleFormat ? { scaleFormat } : {}),
-      ...(await readGrids(base, '.weight_scale_inv', () => block)), quantizationOnly: runtimeScales(base),
+      // Stored as the grid itself, (⌈out/bm⌉, ⌈in/bn⌉): the same count in another shape (transposed, flat) is not read as one.
+      ...(await readGrids(base, '.weight_scale_inv', (rows, cols, scaleShape) => (
+        scaleShape.length === 2 && scaleShape[0] === Math.ceil(rows / block[0]) && scaleShape[1] === Math.ceil(cols / block[1]) ? block : undefined))),
+      quantizationOnly: runtimeScales(base),
     };
   }
   if (qc.quant_method === 'compressed-tensors') {

@@ -13,6 +13,7 @@ import { decodeToF32, encodeFromF32, f32BitsToF8Bits } from '../dtype.js';
 import type { ScaledFp8Base, ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { fp8RequantizeWasmBase64 } from './fp8-requantize.generated.js';
 import { instantiateEmbeddedWasm } from '../embedded-wasm.js';
+import { MergeError } from '../errors.js';
 
 /** e4m3fn's largest finite magnitude. */
 const E4M3_MAX = 448;
@@ -94,7 +95,6 @@ export function requantizeSlab(
 
   // Each block's factor (q to multiply by, or s to divide by) and its stored scale.
   const factors = new Float32Array(bands * colBlocks);
-  let finite = true;
   for (let i = 0; i < factors.length; i++) {
     const a = amax[i];
     const at = (band0 + Math.floor(i / colBlocks)) * colBlocks + (i % colBlocks);
@@ -102,13 +102,11 @@ export function requantizeSlab(
       const q = a === 0 ? 0 : Math.fround(E4M3_MAX / a);
       if (a !== 0) scales[at] = storedScale(Math.fround(1 / q), w.scaleDtype);
       factors[i] = q;
-      if (!Number.isFinite(q)) finite = false;
     } else if (rule === 'comfy') {
       // ComfyUI: s = f32(amax) / 448, codes = W · f32(1 / s); a block of zeros keeps its scale.
       if (a !== 0) scales[at] = storedScale(Math.fround(a / E4M3_MAX), w.scaleDtype);
       const q = a === 0 ? 0 : Math.fround(1 / scales[at]);
       factors[i] = q;
-      if (!Number.isFinite(q)) finite = false;
     } else if (rule === 'modelopt') {
       // A block of zeros keeps its scale (ModelOpt would divide by zero); its codes are zeros.
       if (a !== 0) scales[at] = storedScale(Math.fround(a / E4M3_MAX), w.scaleDtype);
@@ -118,10 +116,15 @@ export function requantizeSlab(
       scales[at] = s;
       factors[i] = s;
     }
+    // A scale its dtype cannot hold (Inf), or a factor that overflows (codes NaN or all ±448, the
+    // scale 0): the written block would be Inf or NaN, not W'.
+    if (a !== 0 && !(Number.isFinite(scales[at]) && Number.isFinite(factors[i]) && factors[i] > 0)) {
+      const r0 = (band0 + Math.floor(i / colBlocks)) * blockRows, c0 = (i % colBlocks) * blockCols;
+      throw new MergeError('NON_FINITE', `tensor "${w.weightKey}": its merged block at row ${r0}, column ${c0} (largest magnitude ${a}) needs a scale that ${w.scaleKey} (${w.scaleDtype}) cannot hold (it would be ${scales[at]}, its factor ${factors[i]}); merge with --dtype bf16 (or f16, f32) to write the weights dequantized`);
+    }
   }
 
-  // The codes. A block so small that its q overflows gives NaN codes: TypeScript writes those
-  // (WebAssembly does not fix a NaN's sign).
+  // The codes.
   const out = new Uint8Array(rowCount * cols);
   const divide = rule !== 'reciprocal' && rule !== 'comfy';
   const d = rule === 'modelopt' ? options.quantizerDtype ?? 'F32' : 'F32';
@@ -136,7 +139,7 @@ export function requantizeSlab(
     for (let i = 0; i < rounded.length; i++) out[i] = e4m3(rounded[i]);
     return out;
   }
-  if (e && finite) {
+  if (e) {
     const { valuesAt, outAt, factorsAt } = place(e, rowsPerPiece, cols, bands * colBlocks);
     new Float32Array(e.memory.buffer, factorsAt, factors.length).set(factors);
     for (let p0 = 0; p0 < rowCount; p0 += rowsPerPiece) {

@@ -97,15 +97,15 @@ interface WorkUnit {
 /** Streams the prepared merge into `output` on `backend`, tensor by tensor in row slabs; on failure or cancellation the output is aborted and nothing is left. */
 export async function mergeModel(options: MergeModelOptions): Promise<MergeResult> {
   try {
-    return await streamMerge(options);
+    return await mergeInto(options);
   } catch (e) {
-    // Refusals found before the first byte (output types, the plan) release the output too: its lock, its temporaries.
+    // Whatever failed, a refusal before the first byte included: the output (and its lock) goes.
     await options.output.abort().catch(() => {});
     throw e;
   }
 }
 
-async function streamMerge(options: MergeModelOptions): Promise<MergeResult> {
+async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
   const { output, backend, signal, onProgress } = options;
   const { plan } = options.prepared;
   const startedAt = performance.now();
@@ -241,54 +241,49 @@ async function streamMerge(options: MergeModelOptions): Promise<MergeResult> {
   // backends that can reuse their outputs get them back the same way (MergeBackend.recycle).
   const inputs = new BufferPool(backend.slabMemory?.bind(backend));
   const inputOf = new Map<WorkUnit, Uint8Array>();
-  try {
-    typeWarnings.forEach((w) => options.onWarning?.(w));
-    emit('merge');
-    await runPipelined<WorkUnit, Uint8Array, Uint8Array>(
-      workUnits(),
-      {
-        read: async (unit) => {
-          const input = await readUnit(prepared, unit, (bytes) => inputs.take(bytes));
-          inputOf.set(unit, input);
-          return input;
-        },
-        compute: (unit, input) => computeUnit(prepared, unit, input, backend, copiedNonFinite, signal, scaled),
-        write: async (unit, bytes) => {
-          await advanceTo(unit.shardIndex);
-          await writers[unit.shardIndex].writeChunk(unit.storedName, bytes);
-          bytesDone += bytes.byteLength;
-          // Written (a sink is done with a chunk once write resolves), and the input is no longer read.
-          backend.recycle?.(bytes);
-          const input = inputOf.get(unit);
-          inputOf.delete(unit);
-          if (input) inputs.recycle(input);
-          if (isLastUnitOfTensor(unit)) {
-            tensorsDone++;
-            if (unit.action.kind === 'update' || unit.action.kind === 'rows') unit.action.release();
-          }
-          emit('merge', unit.tensor.name);
-        },
+  typeWarnings.forEach((w) => options.onWarning?.(w));
+  emit('merge');
+  await runPipelined<WorkUnit, Uint8Array, Uint8Array>(
+    workUnits(),
+    {
+      read: async (unit) => {
+        const input = await readUnit(prepared, unit, (bytes) => inputs.take(bytes));
+        inputOf.set(unit, input);
+        return input;
       },
-      signal,
-    );
-    warnings = copiedNonFinite.warnings();
-    warnings.forEach((w) => options.onWarning?.(w));
-    warnings.unshift(...typeWarnings);
-    await advanceTo(base.shards.length - 1);
-    await writers[writers.length - 1]?.finish();
-    throwIfAborted(signal);
-    files.push(...(await format.writeSidecars(output, outShards, {
-      mirrored,
-      copyInput: (path) => copyInputFile(prepared.baseFiles, path, output),
-    })));
-    const dtype = scaled ? scaled.configDtype(writtenDtype(outShards)) : writtenDtype(outShards);
-    files.push(...(await writeModelFiles(prepared, output, dtype, signal)));
-    throwIfAborted(signal);
-    await output.commit();
-  } catch (e) {
-    await output.abort().catch(() => {});
-    throw e;
-  }
+      compute: (unit, input) => computeUnit(prepared, unit, input, backend, copiedNonFinite, signal, scaled),
+      write: async (unit, bytes) => {
+        await advanceTo(unit.shardIndex);
+        await writers[unit.shardIndex].writeChunk(unit.storedName, bytes);
+        bytesDone += bytes.byteLength;
+        // Written (a sink is done with a chunk once write resolves), and the input is no longer read.
+        backend.recycle?.(bytes);
+        const input = inputOf.get(unit);
+        inputOf.delete(unit);
+        if (input) inputs.recycle(input);
+        if (isLastUnitOfTensor(unit)) {
+          tensorsDone++;
+          if (unit.action.kind === 'update' || unit.action.kind === 'rows') unit.action.release();
+        }
+        emit('merge', unit.tensor.name);
+      },
+    },
+    signal,
+  );
+  warnings = copiedNonFinite.warnings();
+  warnings.forEach((w) => options.onWarning?.(w));
+  warnings.unshift(...typeWarnings);
+  await advanceTo(base.shards.length - 1);
+  await writers[writers.length - 1]?.finish();
+  throwIfAborted(signal);
+  files.push(...(await format.writeSidecars(output, outShards, {
+    mirrored,
+    copyInput: (path) => copyInputFile(prepared.baseFiles, path, output),
+  })));
+  const dtype = scaled ? scaled.configDtype(writtenDtype(outShards)) : writtenDtype(outShards);
+  files.push(...(await writeModelFiles(prepared, output, dtype, signal)));
+  throwIfAborted(signal);
+  await output.commit();
   emit('done');
   return {
     warnings,

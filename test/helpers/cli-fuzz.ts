@@ -65,7 +65,7 @@ export interface FuzzStats {
   merged: number;
   refused: number;
   byCode: Map<number, number>;
-  /** Outcomes: `refused`, `ok` (succeeded, wrote nothing), `merged, <what checkOutput said>`. */
+  /** Outcomes: `refused` (`refused, <what checkRefusal said>`), `ok` (succeeded, wrote nothing), `merged, <what checkOutput said>`. */
   outcomes: Map<string, number>;
   byGroup: Map<string, Record<string, number>>;
 }
@@ -77,6 +77,8 @@ export interface CliFuzzTarget<C, P extends CliCase> {
   prepare(c: C): P;
   /** Checks what a successful writing run left at `outPath`; says how it was checked (counted as `merged, <that>`). */
   checkOutput(c: C, p: P, outPath: string, result: CliResult, context: string): string;
+  /** Checks a refusal where the target can (says how, counted as `refused, <that>`); undefined where it cannot. */
+  checkRefusal?(c: C, p: P, context: string): string | undefined;
   /** The summary's words on the merges, in brackets after their count. */
   mergeDetail(stats: FuzzStats): string;
   /** The outcomes the mutations must reach, or the property proves little. */
@@ -181,10 +183,11 @@ export function describeCliFuzz<C, P extends CliCase>(title: string, target: Cli
     const left = readdirSync(outDir);
     if (result.code !== 0) {
       stats.refused++;
-      count(p, 'refused');
       expect([1, 2, 3], context).toContain(result.code);
       expect(errorLines(result.stderr), context).toHaveLength(1);
       expect(left, context).toEqual([]);
+      const how = target.checkRefusal?.(c, p, context);
+      count(p, how === undefined ? 'refused' : `refused, ${how}`);
       return;
     }
     expect(errorLines(result.stderr), context).toEqual([]);

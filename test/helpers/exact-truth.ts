@@ -86,10 +86,14 @@ function bitsOf(n: bigint, dtype: FloatDType): number {
  * W + Σ low-rank terms, optionally followed by steps: [{kind: 'scale'}] only.
  */
 export function exactMergeNumerators(op: MergeOp): bigint[] {
+  return numerators(op, decodeValues(op.base.data, op.base.dtype));
+}
+
+/** exactMergeNumerators with W's rows given as doubles. */
+function numerators(op: Omit<MergeOp, 'base'>, w: ArrayLike<number>): bigint[] {
   const rowStart = op.rowStart ?? 0;
   const rowCount = op.rowCount ?? op.rows - rowStart;
   const inF = op.layout === 'out-in' ? op.cols : op.rows;
-  const w = decodeValues(op.base.data, op.base.dtype);
   const terms = op.terms.map((t) => ({
     a: Array.from(decodeValues(t.a.data, t.a.dtype), exact),
     b: Array.from(decodeValues(t.b.data, t.b.dtype), exact),
@@ -139,4 +143,12 @@ export function exactMergeNumerators(op: MergeOp): bigint[] {
 export function exactMergeBits(op: MergeOp): Uint32Array {
   const nums = exactMergeNumerators(op);
   return Uint32Array.from(nums, (n) => bitsOf(n, op.outDtype));
+}
+
+/**
+ * exactMergeBits for a W that no float dtype stores (fp8 codes times their scales): W's rows as
+ * finite doubles.
+ */
+export function exactMergeBitsOf(op: Omit<MergeOp, 'base'>, w: ArrayLike<number>): Uint32Array {
+  return Uint32Array.from(numerators(op, w), (n) => bitsOf(n, op.outDtype));
 }

@@ -8,19 +8,32 @@
  *   - PEFT method folders (LOHA, LOKR, VERA, OFT, BOFT, IA3 adapter_config.json),
  *   - model folders (sharded transformers checkpoints with model.safetensors.index.json and
  *     config.json, diffusers pipeline folders with model_index.json, bitsandbytes 8-bit bases),
+ *   - fp8 bases whose weights are re-quantized after the merge: ComfyUI's per-layer quantization
+ *     (`comfy_quant` tensors and/or the `_quantization_metadata` header, FLUX.2 and Qwen-Image
+ *     names, kohya and `diffusion_model.` LoRAs) and block-wise fp8 folders (`weight_scale_inv`,
+ *     config.json `weight_block_size`, a PEFT LoRA), each also merged with `--dtype bf16`, and
+ *     each sometimes written with one part of its quantization wrong (a config that is not JSON
+ *     or names another format, a scale of the wrong shape, dtype or sign, a grid that does not
+ *     fit, a weight that is not F8_E4M3, a config left out),
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
  * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
  * `comfy.gguf.orig_shape` entry for the merged tensor), tensor shape and
  * value edits (inconsistent algorithm shapes, absurd ranks and block sizes, NaN/Inf/huge values),
- * JSON edits (type changes, huge numbers, deep nesting) and dropped files.
+ * JSON edits (type changes, huge numbers, deep nesting; in JSON files, in safetensors `__metadata__`
+ * entries and in U8 tensors holding JSON) and dropped files.
  *
  * The truth of each world is float64 math written out below from each format's documented rule,
- * applied to the values decoded from the (mutated) files by the plain test readers. When a mutation
- * changes a file's structure (names, shapes, types, JSON), the truth says `unknown` and only the
- * outcome properties are checked (one clear error line or a clean exit, nothing left behind).
+ * applied to the values decoded from the (mutated) files by the plain test readers (an fp8 weight's
+ * W' is summed exactly and rounded once to f32, as re-quantizing needs). When a mutation changes a
+ * file's structure (names, shapes, types, JSON the truth does not read), the truth says `unknown`
+ * and only the outcome properties are checked (one clear error line or a clean exit, nothing left
+ * behind). The fp8 worlds' truths also decide refusals: a merge they expect must not be refused.
  */
 import fc from 'fast-check';
-import { buildSafetensors, decodeSafetensors, FIXTURE_DTYPE_BYTES, type FixtureDType, type FixtureTensor } from './fixtures.js';
+import { buildSafetensors, decodeSafetensors, FIXTURE_DTYPE_BYTES, roundF8Saturating, roundForDType, type FixtureDType, type FixtureTensor } from './fixtures.js';
+import { e4m3Value } from './e4m3-by-hand.js';
+import { exactMergeBitsOf } from './exact-truth.js';
+import type { FloatDType } from '../../src/dtype.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
 import { mm } from './dense-f64.js';
 
@@ -41,8 +54,14 @@ export interface SurfaceWorld {
   /** The output's name inside the case's out/ folder (a folder when the base is one). */
   out: string;
   /** Float64 truth of the merged tensors, from the decoded files (structure already checked). */
-  truth: (d: Decoded, weight: number) => Truth;
+  truth: (d: Decoded, weight: number, outDtype?: OutDtype) => Truth;
+  /** The `--dtype` values the truth follows (the command takes no other). */
+  outDtypes?: OutDtype[];
+  /** A merge the CLI refuses is checked too: the truth must not expect it. */
+  refusalsChecked?: boolean;
 }
+
+export type OutDtype = 'bf16';
 
 /** Decoded inputs: tensors by `component/name` (component: the file's folder), JSON by path. */
 export interface Decoded {
@@ -51,16 +70,30 @@ export interface Decoded {
   json: Map<string, string>;
   /** GGUF files' metadata by path. */
   gguf: Map<string, Map<string, { type: number; value: unknown }>>;
+  /** safetensors files' `__metadata__` by path. */
+  headers: Map<string, Record<string, string>>;
 }
 
 export interface ExpectedMerge {
   values: Float64Array;
   /** max |W| + max |ΔW terms| of the tensor, for the f32 accumulation's tolerance. */
   magnitude: number;
+  /** The output's dtype where it is not the stored one. */
+  dtype?: FixtureDType;
+  /** Values the output holds exactly (fp8 codes and scales quantized anew), not within rounding. */
+  exact?: boolean;
 }
 
 export type Truth =
-  | { kind: 'expected'; merged: Map<string, ExpectedMerge> }
+  | {
+    kind: 'expected'; merged: Map<string, ExpectedMerge>;
+    /** Tensors of the base the output leaves out. */
+    leftOut?: string[];
+    /** `__metadata__` entries of a single-file output: the text, or null for none. */
+    header?: Record<string, string | null>;
+    /** JSON files of the output by path: equal to `equals` but for the top-level fields `except`. */
+    json?: Record<string, { equals: Record<string, unknown>; except?: string[] }>;
+  }
   | { kind: 'invalid'; why: string }
   | { kind: 'unknown'; why: string };
 
@@ -71,6 +104,9 @@ const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, x) => Math.max
 function added(w: Float64Array, delta: Float64Array, scale: number): ExpectedMerge {
   return { values: w.map((x, i) => x + scale * delta[i]), magnitude: maxAbs(w) + Math.abs(scale) * maxAbs(delta) };
 }
+
+/** kohya's α/r, where α = 0 means unset (sd-scripts' LoRAModule then takes α = r: scale 1). */
+const kohyaScale = (alpha: number, r: number) => (alpha === 0 ? 1 : alpha / r);
 
 // --- building blocks --------------------------------------------------------------------------------
 
@@ -249,7 +285,7 @@ const lycorisWorld: fc.Arbitrary<SurfaceWorld> = fc
           case 'loha': {
             // ΔW = (w1a·w1b) ⊙ (w2a·w2b) · α/r, r = rows of hada_w1_b.
             const x = mm(t('hada_w1_a'), t('hada_w1_b'), OUT, r, IN), y = mm(t('hada_w2_a'), t('hada_w2_b'), OUT, r, IN);
-            result = added(w, x.map((p, i) => p * y[i]), (s * a()) / r);
+            result = added(w, x.map((p, i) => p * y[i]), s * kohyaScale(a(), r));
             break;
           }
           case 'lokr':
@@ -259,11 +295,11 @@ const lycorisWorld: fc.Arbitrary<SurfaceWorld> = fc
             const kron = new Float64Array(OUT * IN);
             for (let i = 0; i < 2; i++) for (let j = 0; j < 2; j++) for (let k = 0; k < 3; k++) for (let l = 0; l < 4; l++) kron[(i * 3 + k) * IN + j * 4 + l] = w1[i * 2 + j] * w2[k * 4 + l];
             // Scale exactly 1 when neither factor is decomposed (the stored α is meaningless then).
-            result = added(w, kron, algo === 'lokr' ? s : (s * a()) / r);
+            result = added(w, kron, algo === 'lokr' ? s : s * kohyaScale(a(), r));
             break;
           }
           case 'dora': {
-            const merged = added(w, mm(t('lora_up.weight'), t('lora_down.weight'), OUT, r, IN), (s * a()) / r);
+            const merged = added(w, mm(t('lora_up.weight'), t('lora_down.weight'), OUT, r, IN), s * kohyaScale(a(), r));
             const m = t('dora_scale');
             const vals = merged.values;
             let minNorm = Infinity;
@@ -282,7 +318,7 @@ const lycorisWorld: fc.Arbitrary<SurfaceWorld> = fc
           case 'glora': {
             const wa = mm(mm(w, t('a1.weight'), OUT, IN, r), t('a2.weight'), OUT, r, IN);
             const bb = mm(t('b1.weight'), t('b2.weight'), OUT, r, IN);
-            result = added(w, wa.map((x, i) => x + bb[i]), (s * a()) / r);
+            result = added(w, wa.map((x, i) => x + bb[i]), s * kohyaScale(a(), r));
             break;
           }
           case 'ia3-out': { const l = t('weight'); result = { values: w.map((x, i) => x * (1 + s * l[Math.floor(i / IN)])), magnitude: maxAbs(w) * (1 + Math.abs(s) * maxAbs(l)) }; break; }
@@ -436,8 +472,8 @@ const pipelineWorld: fc.Arbitrary<SurfaceWorld> = fc
         return {
           kind: 'expected',
           merged: new Map([
-            [unet, added(d.tensors.get(unet)!.values, mm(t(`${KOHYA}.lora_up.weight`), t(`${KOHYA}.lora_down.weight`), OUT, r, IN), (s * t(`${KOHYA}.alpha`)[0]) / r)],
-            [text, added(d.tensors.get(text)!.values, mm(t(`${kte}.lora_up.weight`), t(`${kte}.lora_down.weight`), IN, r, IN), (s * t(`${kte}.alpha`)[0]) / r)],
+            [unet, added(d.tensors.get(unet)!.values, mm(t(`${KOHYA}.lora_up.weight`), t(`${KOHYA}.lora_down.weight`), OUT, r, IN), s * kohyaScale(t(`${KOHYA}.alpha`)[0], r))],
+            [text, added(d.tensors.get(text)!.values, mm(t(`${kte}.lora_up.weight`), t(`${kte}.lora_down.weight`), IN, r, IN), s * kohyaScale(t(`${kte}.alpha`)[0], r))],
           ]),
         };
       },
@@ -472,6 +508,492 @@ const bnbWorld: fc.Arbitrary<SurfaceWorld> = fc
     };
   });
 
+// --- fp8 bases: W' rounded once to f32 before quantizing ------------------------------------------------
+
+type DecodedTensor = Decoded['tensors'] extends Map<string, infer T> ? T : never;
+
+/** A LoRA module on an OUT × IN layer: its factors as stored, rank and whole scale (weight · α/r). */
+interface LoraTarget {
+  layer: string;
+  a: DecodedTensor;
+  b: DecodedTensor;
+  rank: number;
+  scale: number;
+}
+
+const loraDelta = (t: LoraTarget) => mm(t.b.values, t.a.values, OUT, t.rank, IN);
+
+/**
+ * W' = W + s·B·A of an OUT × IN layer, W given as doubles (fp8 codes times their scales), rounded
+ * once to f32 from the exact sum (exact-truth.ts): re-quantizing reads it, and an f32 off by one
+ * ulp moves a block's maximum, its scale, and codes on ties. Null where an input or W' is not finite.
+ */
+function mergedF32(w: Float64Array, t: LoraTarget): Float64Array | null {
+  if (![w, t.a.values, t.b.values].every((v) => v.every(Number.isFinite)) || !Number.isFinite(t.scale)) return null;
+  const bits = exactMergeBitsOf({
+    name: t.layer, rows: OUT, cols: IN, layout: 'out-in', outDtype: 'F32',
+    terms: [{ a: { dtype: t.a.dtype as FloatDType, data: t.a.bytes }, b: { dtype: t.b.dtype as FloatDType, data: t.b.bytes }, rank: t.rank, scale: t.scale }],
+  }, w);
+  const values = Float64Array.from(new Float32Array(bits.buffer));
+  return values.every(Number.isFinite) ? values : null;
+}
+
+// --- ComfyUI per-layer quantization (comfy_quant) -------------------------------------------------------
+
+/**
+ * Two namings Comfy-Org's fp8mixed files come in: FLUX.2 dev as a checkpoint (the transformer under
+ * `model.diffusion_model.`) and Qwen-Image as a diffusion model alone (bare names, biased
+ * projections). `quant`: the fp8 layer the adapter changes; `quant2`: an fp8 layer it leaves alone;
+ * `plain`: a layer these files keep in bf16 (a modulation).
+ */
+const COMFY_MODELS = {
+  'FLUX.2': { prefix: 'model.diffusion_model.', quant: 'double_blocks.0.img_attn.qkv', quant2: 'double_blocks.0.img_mlp.0', plain: 'double_stream_modulation_img.lin', bias: false },
+  'Qwen-Image': { prefix: '', quant: 'transformer_blocks.0.attn.to_q', quant2: 'transformer_blocks.0.img_mlp.net.0.proj', plain: 'transformer_blocks.0.img_mod.1', bias: true },
+} as const;
+/** ComfyUI's checkpoint loader holds the keys under this; its loader of a lone diffusion model without. */
+const DIFFUSION_MODEL = 'model.diffusion_model.';
+const E4M3FN = '{"format": "float8_e4m3fn"}';
+
+/** What makes a world's fp8 layer hostile: one part of its quantization written wrong. */
+type ComfyHostile =
+  | { part: 'config bytes'; text: string | number[] }
+  | { part: 'config dtype'; dtype: 'I8' | 'F32' | 'U8 2-D' }
+  | { part: 'header'; text: string }
+  | { part: 'header layer'; value: unknown }
+  | { part: 'scale dtype'; dtype: 'BF16' | 'F16' | 'F64' | 'F8_E4M3' }
+  | { part: 'scale shape'; shape: number[] }
+  | { part: 'scale value'; value: number }
+  | { part: 'no scale' }
+  | { part: 'weight dtype'; dtype: 'BF16' | 'F8_E5M2' | 'U8' }
+  | { part: 'no config' }
+  | { part: 'no configs' };
+
+const comfyHostile: fc.Arbitrary<ComfyHostile> = fc.oneof(
+  fc.record({ part: fc.constant('config bytes' as const), text: fc.constantFrom<string | number[]>(
+    '{"format": "nvfp4"}', '{"format": "mxfp8"}', '{"format": "float8_e5m2"}', '{"format": "int8_tensorwise"}', '{"format": ""}', '{"format": 8}',
+    '{"fmt": "fp8"}', '{"format": float8_e4m3fn}', '"float8_e4m3fn"', '[]', 'null', '', `${E4M3FN} `, '{"format": "float8_e4m3fn", "format": "nvfp4"}',
+    '{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}', [0xff, 0xfe, 0x7b, 0x7d], '{"format": "float8_e4m3fn"}\u0000',
+  ) }),
+  fc.record({ part: fc.constant('config dtype' as const), dtype: fc.constantFrom<'I8' | 'F32' | 'U8 2-D'>('I8', 'F32', 'U8 2-D') }),
+  fc.record({ part: fc.constant('header' as const), text: fc.constantFrom('not json', '{"layers": ["x"]}', '{"layers": null}', '{}', 'null', '[]', '5', '{"layers": {}}', '{"format_version": "1.0", "layers": {"LAYER": {"format": "nvfp4"}}}', '{"layers": {"LAYER": {"format": "float8_e4m3fn"}, "LAYER": {"format": "mxfp8"}}}') }),
+  fc.record({ part: fc.constant('header layer' as const), value: fc.constantFrom<unknown>(E4M3FN, 'float8_e4m3fn', null, 8, [], {}, { format: 'nvfp4' }, { format: null }, { format: 'float8_e4m3fn', full_precision_matrix_mult: true }) }),
+  fc.record({ part: fc.constant('scale dtype' as const), dtype: fc.constantFrom<'BF16' | 'F16' | 'F64' | 'F8_E4M3'>('BF16', 'F16', 'F64', 'F8_E4M3') }),
+  fc.record({ part: fc.constant('scale shape' as const), shape: fc.constantFrom<number[]>([1], [2], [OUT], [1, 1], [0]) }),
+  fc.record({ part: fc.constant('scale value' as const), value: fc.constantFrom(0, -0, -0.001, NaN, Infinity, 1e-40, 3e38) }),
+  fc.constant<ComfyHostile>({ part: 'no scale' }),
+  fc.record({ part: fc.constant('weight dtype' as const), dtype: fc.constantFrom<'BF16' | 'F8_E5M2' | 'U8'>('BF16', 'F8_E5M2', 'U8') }),
+  fc.constant<ComfyHostile>({ part: 'no config' }),
+  fc.constant<ComfyHostile>({ part: 'no configs' }),
+);
+
+const isJsonObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** A JSON value for a message: a string or number itself, anything else its kind (it may be nested too deep to print). */
+const jsonKind = (x: unknown) => (typeof x === 'string' ? JSON.stringify(x) : typeof x === 'number' ? String(x) : Array.isArray(x) ? 'an array' : x === null ? 'null' : typeof x);
+
+/** How deep a JSON text nests (brackets outside strings). */
+function nestingDepth(text: string): number {
+  let depth = 0, deepest = 0, inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (inString) {
+      if (ch === '\\') i++;
+      else if (ch === '"') inString = false;
+    } else if (ch === '"') inString = true;
+    else if (ch === '[' || ch === '{') deepest = Math.max(deepest, ++depth);
+    else if (ch === ']' || ch === '}') depth--;
+  }
+  return deepest;
+}
+
+/** A layer config's format as ComfyUI reads it: a JSON object's non-empty "format" string, or why it is none. */
+function layerFormat(config: unknown): string | { why: string } {
+  if (!isJsonObject(config)) return { why: `the config is ${jsonKind(config)}, not an object` };
+  const { format } = config;
+  return typeof format === 'string' && format !== '' ? format : { why: `the config's format is ${jsonKind(format)}` };
+}
+
+/**
+ * The truth of a ComfyUI per-layer quantized base (README, "ComfyUI's per-layer quantization"),
+ * read from the decoded files: the layers' configs from `<m>.comfy_quant` tensors and the header's
+ * `_quantization_metadata` (which replaces them layer by layer, its names matched with or without
+ * `model.diffusion_model.`); a float8_e4m3fn weight is W = e4m3(code) × weight_scale. Merged into:
+ * W' = W + ΔW rounded once to f32, s = f32(max |W'| / 448) in the scale's dtype, codes =
+ * e4m3(clamp(f32(W' · f32(1 / s)), ±448)), a weight of zeros keeping its scale, everything else
+ * byte for byte and the header kept; with `--dtype bf16` every float8_e4m3fn weight dequantized,
+ * its weight_scale, comfy_quant and input_scale and the header entry left out.
+ */
+function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDtype: OutDtype | undefined): Truth {
+  const tensor = (name: string) => d.tensors.get(`/${name}`);
+  const names = [...d.tensors.keys()].map((k) => k.slice(1)).filter((k) => !k.startsWith('lora_unet_') && !k.startsWith('diffusion_model.'));
+  const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+  let undecided: string | undefined;
+
+  const configs = new Map<string, string>();
+  for (const name of names.filter((n) => n.endsWith('.comfy_quant'))) {
+    const t = tensor(name)!;
+    if (t.dtype !== 'U8' || t.shape.length !== 1 || t.bytes.length > 4096) return invalid(`${name} is ${t.dtype} [${t.shape.join(', ')}], not the U8 bytes of a JSON object`);
+    let text: string;
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(t.bytes);
+    } catch {
+      return invalid(`${name} is not UTF-8`);
+    }
+    const format = layerFormat(parsedJson(text));
+    if (typeof format !== 'string') return invalid(`${name}: ${format.why}`);
+    configs.set(name.slice(0, -'.comfy_quant'.length), format);
+  }
+  const headerText = d.headers.get(base)?._quantization_metadata;
+  if (headerText !== undefined) {
+    const header = parsedJson(headerText);
+    if (!isJsonObject(header) || !isJsonObject(header.layers)) return invalid(`_quantization_metadata ${headerText.slice(0, 40)} has no "layers" object`);
+    for (const [layer, config] of Object.entries(header.layers)) {
+      // A config given as a string: loramerge reads it as JSON, ComfyUI's converter would keep the string itself.
+      if (typeof config === 'string') undecided = `_quantization_metadata's layer ${layer} is the string ${config}`;
+      const format = layerFormat(typeof config === 'string' ? parsedJson(config) : config);
+      if (typeof format !== 'string') return invalid(`_quantization_metadata's layer ${layer}: ${format.why}`);
+      const named = [layer, DIFFUSION_MODEL + layer, layer.startsWith(DIFFUSION_MODEL) ? layer.slice(DIFFUSION_MODEL.length) : layer];
+      configs.set(named.find((m) => tensor(`${m}.weight`)) ?? layer, format);
+    }
+  }
+
+  // The float8_e4m3fn weights (layer → scale), and the weights stored in a form not read.
+  const e4m3 = new Map<string, { scale: number; dtype: 'F32' | 'F16' | 'BF16' }>();
+  const unread = new Set<string>();
+  for (const [layer, format] of configs) {
+    const w = tensor(`${layer}.weight`);
+    if (!w) continue; // ComfyUI skips a config without its weight
+    if (format !== 'float8_e4m3fn') {
+      unread.add(layer);
+      continue;
+    }
+    if (w.dtype !== 'F8_E4M3') return invalid(`${layer}.weight is ${w.dtype}, its config float8_e4m3fn`);
+    if (w.shape.length < 2) {
+      unread.add(layer);
+      continue;
+    }
+    const s = tensor(`${layer}.weight_scale`);
+    if (!s) return invalid(`${layer}.weight_scale is missing`);
+    if (!['F32', 'BF16', 'F16'].includes(s.dtype)) return invalid(`${layer}.weight_scale is ${s.dtype}, not a float of 32 or 16 bits`);
+    if (s.values.length !== 1) return invalid(`${layer}.weight_scale holds ${s.values.length} values, not one`);
+    // One value in more dimensions: ComfyUI would broadcast it; loramerge names [] and [1].
+    if (s.shape.length > 1) undecided = `${layer}.weight_scale of shape [${s.shape.join(', ')}]`;
+    if (!(Number.isFinite(s.values[0]) && s.values[0] >= 0)) return invalid(`${layer}.weight_scale is ${s.values[0]}`);
+    e4m3.set(layer, { scale: s.values[0], dtype: s.dtype as 'F32' | 'F16' | 'BF16' });
+  }
+  // A weight with a weight_scale beside it and no config: its codes would be read as weights.
+  for (const name of names.filter((n) => n.endsWith('.weight_scale'))) {
+    const layer = name.slice(0, -'.weight_scale'.length);
+    if (tensor(`${layer}.weight`) && !e4m3.has(layer)) unread.add(layer);
+  }
+  for (const { layer } of targets) if (unread.has(layer)) return invalid(`an adapter changes ${layer}.weight, stored in a form not read`);
+  if (outDtype && unread.size) return invalid(`--dtype ${outDtype} on a base holding ${[...unread][0]}.weight in a form not read`);
+  if (undecided) return { kind: 'unknown', why: undecided };
+
+  const merged = new Map<string, ExpectedMerge>();
+  const leftOut: string[] = [];
+  const real = (layer: string) => Float64Array.from(tensor(`${layer}.weight`)!.bytes, (b) => e4m3Value(b) * e4m3.get(layer)!.scale);
+  for (const target of targets) {
+    const { layer } = target;
+    const key = `/${layer}.weight`;
+    const q = e4m3.get(layer);
+    if (!q || outDtype) {
+      merged.set(key, { ...added(q ? real(layer) : tensor(`${layer}.weight`)!.values, loraDelta(target), target.scale), ...(outDtype ? { dtype: 'BF16' as const } : {}) });
+      continue;
+    }
+    const w = mergedF32(real(layer), target);
+    if (!w) return invalid(`${layer}.weight: a merged value beyond float32, or an input not finite`);
+    const amax = maxAbs(w);
+    if (amax === 0) {
+      // A weight of zeros keeps its scale (copied), its codes zeros.
+      merged.set(key, { values: w, magnitude: 0, exact: true });
+      continue;
+    }
+    const s = roundForDType(Math.fround(amax / 448), q.dtype);
+    const inverse = Math.fround(1 / s);
+    // Codes or scale NaN or Inf: refused (only finite results are written).
+    if (!Number.isFinite(s) || !Number.isFinite(inverse)) return invalid(`${layer}: the new scale ${s} (${q.dtype}) or its float32 reciprocal is not finite`);
+    merged.set(key, { values: w.map((x) => roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3')), magnitude: 0, exact: true });
+    merged.set(`/${layer}.weight_scale`, { values: Float64Array.of(s), magnitude: 0, exact: true });
+  }
+  if (outDtype) {
+    for (const layer of e4m3.keys()) {
+      if (!merged.has(`/${layer}.weight`)) {
+        const values = real(layer);
+        merged.set(`/${layer}.weight`, { values, magnitude: maxAbs(values), dtype: 'BF16' });
+      }
+      leftOut.push(...['weight_scale', 'comfy_quant', 'input_scale'].map((s) => `/${layer}.${s}`).filter((k) => d.tensors.has(k)));
+    }
+    const converted = names.find((n) => !merged.has(`/${n}`) && !leftOut.includes(`/${n}`) && tensor(n)!.dtype !== 'BF16');
+    if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
+  }
+  return { kind: 'expected', merged, leftOut, header: { _quantization_metadata: outDtype ? null : headerText ?? null } };
+}
+
+const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({
+    model: fc.constantFrom<keyof typeof COMFY_MODELS>('FLUX.2', 'Qwen-Image'),
+    form: fc.constantFrom<'kohya' | 'peft'>('kohya', 'peft'),
+    configs: fc.constantFrom<'tensors' | 'header' | 'both'>('tensors', 'tensors', 'header', 'both'),
+    headerNames: fc.constantFrom<'keys' | 'other'>('keys', 'other'),
+    codes: fc.uint8Array({ minLength: 2 * OUT * IN, maxLength: 2 * OUT * IN }).map((b) => b.map((x) => ((x & 0x7f) === 0x7f ? x ^ 1 : x))),
+    scale: fc.constantFrom(0.0004, 0.002, 1 / 448, 0.01),
+    zeros: fc.constantFrom(false, false, false, true),
+    inputScale: fc.boolean(),
+    onPlain: fc.boolean(),
+    fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 4, 16), seed: values(48),
+    hostile: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: comfyHostile }),
+  })
+  .map(({ model, form, configs, headerNames, codes, scale, zeros, inputScale, onPlain, fDtype, r, alpha, seed, hostile }) => {
+    const v = from(seed);
+    const names = COMFY_MODELS[model];
+    const P = names.prefix;
+    const tensors: FixtureTensor[] = [];
+    const layers: Record<string, unknown> = {};
+    const headerName = (m: string) => (headerNames === 'keys' ? P + m : P ? m : DIFFUSION_MODEL + m);
+    const fp8Layer = (m: string, shape: number[], stored: Uint8Array, s: number, hostileHere: ComfyHostile | null) => {
+      const h = hostileHere?.part;
+      const key = P + m;
+      if (hostileHere?.part === 'weight dtype') {
+        tensors.push(hostileHere.dtype === 'BF16' ? st(`${key}.weight`, 'BF16', shape, Array.from(stored, e4m3Value)) : { name: `${key}.weight`, dtype: hostileHere.dtype, shape, data: stored });
+      } else tensors.push({ name: `${key}.weight`, dtype: 'F8_E4M3', shape, data: stored });
+      if (hostileHere?.part === 'scale shape') {
+        tensors.push(st(`${key}.weight_scale`, 'F32', hostileHere.shape, Array(hostileHere.shape.reduce((a, b) => a * b, 1)).fill(s)));
+      } else if (h !== 'no scale') {
+        tensors.push(st(`${key}.weight_scale`, hostileHere?.part === 'scale dtype' ? hostileHere.dtype : 'F32', [], [hostileHere?.part === 'scale value' ? hostileHere.value : s]));
+      }
+      const conf = m === names.quant2 ? '{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}' : E4M3FN;
+      const bytes = hostileHere?.part === 'config bytes' ? (typeof hostileHere.text === 'string' ? textBytes(hostileHere.text) : Uint8Array.from(hostileHere.text)) : textBytes(conf);
+      if ((configs !== 'header' || h === 'config bytes' || h === 'config dtype') && h !== 'no config') {
+        if (hostileHere?.part === 'config dtype') {
+          tensors.push(hostileHere.dtype === 'F32' ? st(`${key}.comfy_quant`, 'F32', [2], [1, 2]) : { name: `${key}.comfy_quant`, dtype: hostileHere.dtype === 'I8' ? 'I8' : 'U8', shape: hostileHere.dtype === 'I8' ? [bytes.length] : [1, bytes.length], data: bytes });
+        } else tensors.push({ name: `${key}.comfy_quant`, dtype: 'U8', shape: [bytes.length], data: bytes });
+      }
+      if ((configs !== 'tensors' || h === 'header layer') && h !== 'no config') layers[headerName(m)] = hostileHere?.part === 'header layer' ? hostileHere.value : JSON.parse(conf);
+      if (inputScale) tensors.push(st(`${key}.input_scale`, 'F32', [], [0.03]));
+    };
+    const quantCodes = zeros ? new Uint8Array(OUT * IN) : codes.subarray(0, OUT * IN);
+    const hostileAll = hostile?.part === 'no configs' ? { part: 'no config' as const } : null;
+    fp8Layer(names.quant, [OUT, IN], quantCodes, Math.fround(scale), hostile?.part === 'no configs' ? hostileAll : hostile);
+    fp8Layer(names.quant2, [IN, OUT], codes.subarray(OUT * IN), Math.fround(scale * 1.5), hostileAll);
+    tensors.push(st(`${P}${names.plain}.weight`, 'BF16', [OUT, IN], v(OUT * IN, 1)));
+    if (names.bias) tensors.push(st(`${P}${names.quant}.bias`, 'BF16', [OUT], v(OUT, 2)));
+    let header: string | undefined = Object.keys(layers).length ? JSON.stringify({ format_version: '1.0', layers }) : undefined;
+    if (hostile?.part === 'header') header = hostile.text.replace(/LAYER/g, headerName(names.quant));
+
+    // The adapter: sd-scripts' kohya form (α/r), or ai-toolkit's `diffusion_model.` + PEFT names (scale 1).
+    const targets = onPlain ? [names.quant, names.plain] : [names.quant];
+    const adapter: FixtureTensor[] = targets.flatMap((m, i) => {
+      const up = zeros ? Array(OUT * r).fill(0) : v(OUT * r, 4 + 2 * i);
+      if (form === 'peft') return [st(`diffusion_model.${m}.lora_A.weight`, fDtype, [r, IN], v(r * IN, 3 + 2 * i)), st(`diffusion_model.${m}.lora_B.weight`, fDtype, [OUT, r], up)];
+      const k = `lora_unet_${m.replace(/\./g, '_')}`;
+      return [st(`${k}.lora_down.weight`, fDtype, [r, IN], v(r * IN, 3 + 2 * i)), st(`${k}.lora_up.weight`, fDtype, [OUT, r], up), st(`${k}.alpha`, 'F32', [], [alpha])];
+    });
+    const file = model === 'FLUX.2' ? 'flux2_dev_fp8mixed.safetensors' : 'qwen_image_fp8mixed.safetensors';
+    return {
+      name: `ComfyUI comfy_quant fp8 (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA`,
+      files: {
+        [file]: { kind: 'safetensors', tensors, ...(header !== undefined ? { metadata: { _quantization_metadata: header } } : {}) },
+        'lora.safetensors': { kind: 'safetensors', tensors: adapter },
+      },
+      base: file, adapter: 'lora.safetensors', out: 'merged.safetensors',
+      outDtypes: ['bf16'], refusalsChecked: true,
+      truth: (d, weight, outDtype) => {
+        const t = (name: string) => d.tensors.get(`/${name}`)!;
+        return comfyQuantTruth(d, file, targets.map((m) => {
+          const k = `lora_unet_${m.replace(/\./g, '_')}`;
+          const [down, up] = form === 'peft' ? [`diffusion_model.${m}.lora_A.weight`, `diffusion_model.${m}.lora_B.weight`] : [`${k}.lora_down.weight`, `${k}.lora_up.weight`];
+          return { layer: P + m, a: t(down), b: t(up), rank: r, scale: form === 'peft' ? weight : weight * kohyaScale(t(`${k}.alpha`).values[0], r) };
+        }), outDtype);
+      },
+    };
+  });
+
+// --- block-wise fp8 LLM checkpoints (weight_scale_inv) ---------------------------------------------------
+
+/** What makes a block-wise fp8 world hostile: one part of its quantization written wrong. */
+type BlockHostile =
+  | { part: 'config'; edit: Record<string, unknown> | null }
+  | { part: 'grid'; transposed: boolean }
+  | { part: 'scale dtype'; dtype: 'BF16' | 'F16' | 'F64' }
+  | { part: 'weight dtype'; dtype: 'BF16' | 'F8_E5M2' };
+
+const blockHostile: fc.Arbitrary<BlockHostile> = fc.oneof(
+  fc.record({ part: fc.constant('config' as const), edit: fc.constantFrom<Record<string, unknown> | null>(
+    null, { fmt: 'e5m2' }, { fmt: null }, { weight_block_size: '2x4' }, { weight_block_size: [0, 4] }, { weight_block_size: [2] }, { weight_block_size: [2.5, 4] },
+    { weight_block_size: [4, 2] }, { scale_fmt: 'ue8m0' }, { scale_fmt: 'float' }, { quant_method: 'fbgemm_fp8' }, { activation_scheme: 'static' },
+  ) }),
+  fc.record({ part: fc.constant('grid' as const), transposed: fc.boolean() }),
+  fc.record({ part: fc.constant('scale dtype' as const), dtype: fc.constantFrom<'BF16' | 'F16' | 'F64'>('BF16', 'F16', 'F64') }),
+  fc.record({ part: fc.constant('weight dtype' as const), dtype: fc.constantFrom<'BF16' | 'F8_E5M2'>('BF16', 'F8_E5M2') }),
+);
+
+/**
+ * The truth of a block-wise fp8 model folder (README, "fp8 LLM checkpoints with scale tensors"),
+ * read from the decoded files: config.json's quantization_config (quant_method "fp8", fmt "e4m3" if
+ * given, weight_block_size [bm, bn], [128, 128] when left out); each F8_E4M3 `<m>.weight` with
+ * `<m>.weight_scale_inv` of shape (⌈out/bm⌉, ⌈in/bn⌉) is W = e4m3(code) × its block's scale.
+ * Merged into: W' = W + ΔW rounded once to f32; each block quantized anew as transformers'
+ * FineGrainedFP8 does: q = f32(448 / amax), codes e4m3(clamp(f32(W' · q), ±448)),
+ * weight_scale_inv = 1 / q in its dtype; a block of zeros keeps its scale; the rest byte for byte,
+ * config.json as it was. `--dtype bf16`: every such weight dequantized, the scale and input_scale
+ * tensors left out, quantization_config dropped from config.json.
+ */
+function blockFp8Truth(d: Decoded, folder: string, target: LoraTarget, outDtype: OutDtype | undefined): Truth {
+  const tensor = (name: string) => d.tensors.get(`${folder}/${name}`);
+  const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+  const configText = d.json.get(`${folder}/config.json`) ?? '';
+  // Compared with the output's as values: too deep a nesting would overflow the comparison.
+  if (nestingDepth(configText) > 64) return { kind: 'unknown', why: 'config.json nests too deep to compare' };
+  const config = parsedJson(configText);
+  if (!isJsonObject(config)) return { kind: 'unknown', why: 'config.json is no object' };
+  const qc = config.quantization_config;
+  const read = isJsonObject(qc) && qc.quant_method === 'fp8';
+  let block: [number, number] = [128, 128];
+  let specialScales = false;
+  if (read) {
+    if ('fmt' in qc && qc.fmt !== 'e4m3') return invalid(`fp8 format ${jsonKind(qc.fmt)}`);
+    const size = qc.weight_block_size;
+    if (typeof size === 'string') return { kind: 'unknown', why: `weight_block_size "${size}"` };
+    if (size !== undefined && size !== null) {
+      if (!Array.isArray(size) || size.length !== 2 || !size.every((n) => Number.isSafeInteger(n) && n > 0)) return invalid('weight_block_size is not two positive sizes');
+      block = size as [number, number];
+    }
+    if ('scale_fmt' in qc && qc.scale_fmt !== 'float') {
+      if (qc.scale_fmt !== 'ue8m0') return { kind: 'unknown', why: `scale_fmt ${jsonKind(qc.scale_fmt)}` };
+      specialScales = true; // DeepSeek-V3.1's power-of-two scales: written back only dequantized
+    }
+  }
+  const names = [...d.tensors.keys()].filter((k) => k.startsWith(`${folder}/`)).map((k) => k.slice(folder.length + 1));
+  const fp8 = new Map<string, { scales: Float64Array; dtype: 'F32' | 'F16' | 'BF16'; grid: number[] }>();
+  const unread = new Set<string>();
+  for (const name of names.filter((n) => n.endsWith('.weight_scale_inv'))) {
+    const layer = name.slice(0, -'.weight_scale_inv'.length);
+    const w = tensor(`${layer}.weight`);
+    const s = tensor(name)!;
+    if (!w) continue;
+    if (!read || w.dtype !== 'F8_E4M3' || w.shape.length !== 2 || !['F32', 'BF16', 'F16'].includes(s.dtype)) {
+      unread.add(layer);
+      continue;
+    }
+    const grid = [Math.ceil(w.shape[0] / block[0]), Math.ceil(w.shape[1] / block[1])];
+    if (s.shape.join() !== grid.join()) return invalid(`${name} of shape [${s.shape.join(', ')}], the grid [${grid.join(', ')}]`);
+    if (s.values.some((x) => !(Number.isFinite(x) && x >= 0))) return invalid(`${name} holds a scale that is negative or not finite`);
+    fp8.set(layer, { scales: s.values, dtype: s.dtype as 'F32' | 'F16' | 'BF16', grid });
+  }
+  if (unread.has(target.layer)) return invalid(`an adapter changes ${target.layer}.weight, stored in a form not read`);
+  if (isJsonObject(qc) && !read) return invalid(`config.json names the quantization method ${jsonKind(qc.quant_method)}`);
+  if (outDtype && unread.size) return invalid(`--dtype ${outDtype} on a base holding ${[...unread][0]}.weight in a form not read`);
+
+  const real = (layer: string) => {
+    const { scales, grid } = fp8.get(layer)!;
+    const w = tensor(`${layer}.weight`)!;
+    const cols = w.shape[1];
+    return Float64Array.from(w.bytes, (b, i) => e4m3Value(b) * scales[Math.floor(Math.floor(i / cols) / block[0]) * grid[1] + Math.floor((i % cols) / block[1])]);
+  };
+  const merged = new Map<string, ExpectedMerge>();
+  const key = (name: string) => `${folder}/${name}`;
+  const configOut = { ...config };
+  if (outDtype) {
+    for (const layer of fp8.keys()) {
+      const values = real(layer);
+      merged.set(key(`${layer}.weight`), { ...(layer === target.layer ? added(values, loraDelta(target), target.scale) : { values, magnitude: maxAbs(values) }), dtype: 'BF16' });
+    }
+    delete configOut.quantization_config;
+    const leftOut = names.filter((n) => (n.endsWith('.weight_scale_inv') || n.endsWith('.input_scale')) && fp8.has(n.slice(0, n.lastIndexOf('.')))).map(key);
+    const converted = names.find((n) => !merged.has(key(n)) && !leftOut.includes(key(n)) && tensor(n)!.dtype !== 'BF16');
+    if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
+    // The written dtype is named in config.json (dtype, torch_dtype): not compared.
+    return { kind: 'expected', merged, leftOut, json: { [`${folder}/config.json`]: { equals: configOut, except: ['dtype', 'torch_dtype'] } } };
+  }
+  const q = fp8.get(target.layer);
+  if (!q) {
+    const w = tensor(`${target.layer}.weight`)!;
+    merged.set(key(`${target.layer}.weight`), added(w.values, loraDelta(target), target.scale));
+    return { kind: 'expected', merged, json: { [`${folder}/config.json`]: { equals: config } } };
+  }
+  if (specialScales) return invalid('scale_fmt ue8m0 written back without --dtype');
+  const w = mergedF32(real(target.layer), target);
+  if (!w) return invalid(`${target.layer}.weight: a merged value beyond float32, or an input not finite`);
+  const [rows, cols] = tensor(`${target.layer}.weight`)!.shape;
+  const codes = new Float64Array(w.length);
+  const scales = Float64Array.from(q.scales);
+  for (let br = 0; br < q.grid[0]; br++) for (let bc = 0; bc < q.grid[1]; bc++) {
+    const cells: number[] = [];
+    for (let r = br * block[0]; r < Math.min(rows, (br + 1) * block[0]); r++) for (let c = bc * block[1]; c < Math.min(cols, (bc + 1) * block[1]); c++) cells.push(r * cols + c);
+    const amax = maxAbs(cells.map((i) => w[i]));
+    if (amax === 0) continue; // a block of zeros keeps its scale; its codes are zeros
+    const factor = Math.fround(448 / amax);
+    const scale = roundForDType(Math.fround(1 / factor), q.dtype);
+    // Codes or scale NaN or Inf: refused (only finite results are written).
+    if (!Number.isFinite(factor) || !Number.isFinite(scale)) return invalid(`${target.layer}: a block's amax ${amax} gives the factor ${factor}, the scale ${scale} (${q.dtype})`);
+    scales[br * q.grid[1] + bc] = scale;
+    for (const i of cells) codes[i] = roundF8Saturating(Math.fround(w[i] * factor), 'F8_E4M3');
+  }
+  merged.set(key(`${target.layer}.weight`), { values: codes, magnitude: 0, exact: true });
+  merged.set(key(`${target.layer}.weight_scale_inv`), { values: scales, magnitude: 0, exact: true });
+  return { kind: 'expected', merged, json: { [`${folder}/config.json`]: { equals: config } } };
+}
+
+/** A Qwen3-FP8-style folder (config.json quantization_config fp8 with weight_block_size, weight_scale_inv) with a PEFT LoRA on q_proj. */
+const blockFp8World: fc.Arbitrary<SurfaceWorld> = fc
+  .record({
+    block: fc.constantFrom<[number, number] | null>([2, 4], [4, 4], [3, 8], [4, 3], [128, 128], null),
+    codes: fc.uint8Array({ minLength: 2 * OUT * IN, maxLength: 2 * OUT * IN }).map((b) => b.map((x) => ((x & 0x7f) === 0x7f ? x ^ 1 : x))),
+    scales: fc.array(fc.constantFrom(0.0004, 0.002, 1 / 448, 0.01, 0.03), { minLength: 8, maxLength: 8 }),
+    zeros: fc.constantFrom<'none' | 'all' | 'first rows'>('none', 'none', 'none', 'all', 'first rows'),
+    inputScale: fc.boolean(),
+    fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 4, 16), rslora: fc.boolean(), seed: values(48),
+    hostile: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: blockHostile }),
+  })
+  .map(({ block, codes, scales, zeros, inputScale, fDtype, r, alpha, rslora, seed, hostile }) => {
+    const v = from(seed);
+    const grid = (rows: number, cols: number, size = block ?? [128, 128]) => [Math.ceil(rows / size[0]), Math.ceil(cols / size[1])];
+    const h = hostile?.part;
+    const zeroRows = zeros === 'all' ? OUT : zeros === 'first rows' ? (block ?? [128])[0] : 0;
+    const fp8Weight = (m: string, shape: [number, number], stored: Uint8Array, salt: number, hostileHere: boolean): FixtureTensor[] => {
+      const g = grid(...shape);
+      const gridShape = hostileHere && hostile?.part === 'grid' ? (hostile.transposed ? [g[1], g[0]] : [g[0] * g[1] + 1]) : g;
+      const n = gridShape.reduce((a, b) => a * b, 1);
+      const weightDtype = hostileHere && hostile?.part === 'weight dtype' ? hostile.dtype : 'F8_E4M3';
+      return [
+        weightDtype === 'BF16' ? st(`${m}.weight`, 'BF16', shape, Array.from(stored, e4m3Value)) : { name: `${m}.weight`, dtype: weightDtype, shape, data: stored },
+        st(`${m}.weight_scale_inv`, hostileHere && hostile?.part === 'scale dtype' ? hostile.dtype : 'F32', gridShape, Array.from({ length: n }, (_, i) => Math.fround(scales[(i + salt) % scales.length]))),
+        ...(inputScale ? [st(`${m}.input_scale`, 'F32', [1], [0.02])] : []),
+      ];
+    };
+    const q = `${L}.self_attn.q_proj`;
+    const qCodes = codes.slice(0, OUT * IN).map((x, i) => (Math.floor(i / IN) < zeroRows ? 0 : x));
+    const quantization: Record<string, unknown> = { activation_scheme: 'dynamic', fmt: 'e4m3', quant_method: 'fp8', ...(block ? { weight_block_size: block } : {}) };
+    if (hostile?.part === 'config') Object.assign(quantization, hostile.edit ?? { weight_block_size: null });
+    const m = `base_model.model.${q}`;
+    const up = v(OUT * r, 4).map((x, i) => (Math.floor(i / r) < zeroRows ? 0 : x));
+    return {
+      name: 'block-wise fp8 folder + PEFT LoRA',
+      files: {
+        'model/config.json': { kind: 'json', value: { architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', torch_dtype: 'bfloat16', hidden_size: IN, num_hidden_layers: 1, vocab_size: 4, quantization_config: quantization } },
+        'model/model.safetensors': {
+          kind: 'safetensors', metadata: { format: 'pt' },
+          tensors: [
+            st('model.embed_tokens.weight', 'BF16', [4, IN], v(4 * IN, 1)),
+            ...fp8Weight(q, [OUT, IN], qCodes, 0, h !== undefined),
+            ...fp8Weight(`${L}.mlp.down_proj`, [IN, OUT], codes.slice(OUT * IN), 3, false),
+            st('model.norm.weight', 'BF16', [IN], v(IN, 2)),
+          ],
+        },
+        'peft/adapter_model.safetensors': { kind: 'safetensors', tensors: [st(`${m}.lora_A.weight`, fDtype, [r, IN], v(r * IN, 3)), st(`${m}.lora_B.weight`, fDtype, [OUT, r], up)] },
+        'peft/adapter_config.json': { kind: 'json', value: { peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'Qwen/Qwen3-0.6B-FP8', r, lora_alpha: alpha, use_rslora: rslora, target_modules: ['q_proj'] } },
+      },
+      base: 'model', adapter: 'peft', out: 'merged',
+      outDtypes: ['bf16'], refusalsChecked: true,
+      truth: (d, weight, outDtype) => {
+        const scale = configScale(d, 'peft/adapter_config.json', 'lora_alpha', r, true);
+        if (typeof scale !== 'number') return scale;
+        return blockFp8Truth(d, 'model', { layer: q, a: d.tensors.get(`peft/${m}.lora_A.weight`)!, b: d.tensors.get(`peft/${m}.lora_B.weight`)!, rank: r, scale: weight * scale }, outDtype);
+      },
+    };
+  });
+
 export const surfaceWorld: fc.Arbitrary<SurfaceWorld> = fc
   .oneof(
     { weight: 2, arbitrary: ggufLoraWorld },
@@ -481,6 +1003,8 @@ export const surfaceWorld: fc.Arbitrary<SurfaceWorld> = fc
     { weight: 1, arbitrary: shardedWorld },
     { weight: 1, arbitrary: pipelineWorld },
     { weight: 1, arbitrary: bnbWorld },
+    { weight: 2, arbitrary: comfyQuantWorld },
+    { weight: 1, arbitrary: blockFp8World },
   )
   // A failing case prints as its world's name and files (the seed and path reproduce it).
   .map((w) => Object.assign(w, { [fc.toStringMethod]: () => `${w.name} (${Object.keys(w.files).join(', ')})` }));
@@ -551,18 +1075,30 @@ export const surfaceMutation: fc.Arbitrary<SurfaceMutation> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ op: fc.constant('json' as const), file, pick: fc.array(fc.nat(), { minLength: 1, maxLength: 3 }), value: weird }) },
 );
 
+export interface SurfaceCommand {
+  command: 'merge' | 'dry-run' | 'inspect-base' | 'inspect-adapter';
+  weight: number;
+  /** `--dtype` of a merge, for the worlds whose truth follows it. */
+  dtype?: OutDtype;
+}
+
 export const surfaceCommand = fc.record({
-  command: fc.constantFrom<'merge' | 'dry-run' | 'inspect-base' | 'inspect-adapter'>('merge', 'merge', 'merge', 'merge', 'dry-run', 'inspect-base', 'inspect-adapter'),
+  command: fc.constantFrom<SurfaceCommand['command']>('merge', 'merge', 'merge', 'merge', 'dry-run', 'inspect-base', 'inspect-adapter'),
   weight: fc.constantFrom(1, 1, 0.5, -1, 2.5, 1e30, 40000),
+  dtype: fc.constantFrom<OutDtype | undefined>(undefined, undefined, 'bf16'),
 });
 
 export interface SurfaceCase {
   world: SurfaceWorld;
   mutations: SurfaceMutation[];
-  command: { command: 'merge' | 'dry-run' | 'inspect-base' | 'inspect-adapter'; weight: number };
+  command: SurfaceCommand;
 }
 
-export const surfaceCase: fc.Arbitrary<SurfaceCase> = fc.record({ world: surfaceWorld, mutations: fc.array(surfaceMutation, { maxLength: 3 }), command: surfaceCommand });
+export const surfaceCase: fc.Arbitrary<SurfaceCase> = fc
+  .record({ world: surfaceWorld, mutations: fc.array(surfaceMutation, { maxLength: 3 }), command: surfaceCommand })
+  .map(({ world, mutations, command: { dtype, ...command } }) => ({
+    world, mutations, command: dtype && command.command === 'merge' && world.outDtypes?.includes(dtype) ? { ...command, dtype } : command,
+  }));
 
 // --- writing a case's files ----------------------------------------------------------------------------
 
@@ -594,6 +1130,57 @@ function setJson(doc: unknown, pick: number[], value: unknown): unknown {
   return doc;
 }
 
+/** JSON text as a U8 tensor holds it. */
+const textBytes = (text: string) => new TextEncoder().encode(text);
+
+/** A document's JSON, or undefined when the text is none. */
+function parsedJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The JSON documents inside a safetensors file that JSON edits reach: `__metadata__` entries and U8
+ * tensors (TEXT_TENSOR) holding a JSON object. Edited as values and written once at the end (as
+ * JSON files are), so that a deep nesting an edit wrote is never parsed again.
+ */
+class EmbeddedJson {
+  private readonly targets: { entry?: string; tensor?: FixtureTensor; doc: unknown }[] = [];
+
+  constructor(private readonly spec: Extract<SpecFile, { kind: 'safetensors' }>) {
+    const isObject = (v: unknown) => typeof v === 'object' && v !== null;
+    for (const [entry, text] of Object.entries(spec.metadata ?? {})) {
+      const doc = parsedJson(text);
+      if (isObject(doc)) this.targets.push({ entry, doc });
+    }
+    for (const tensor of spec.tensors) {
+      if (!TEXT_TENSOR.test(tensor.name) || tensor.dtype !== 'U8') continue;
+      const doc = parsedJson(new TextDecoder().decode(Uint8Array.from(tensor.data)));
+      if (isObject(doc)) this.targets.push({ tensor, doc });
+    }
+  }
+
+  /** The first pick chooses the document; with no pick left, the whole document is replaced. */
+  edit(pick: number[], value: unknown): void {
+    if (!this.targets.length) return;
+    const target = this.targets[pick[0] % this.targets.length];
+    target.doc = pick.length > 1 ? setJson(target.doc, pick.slice(1), value) : value;
+  }
+
+  write(): void {
+    for (const { entry, tensor, doc } of this.targets) {
+      if (entry !== undefined) this.spec.metadata![entry] = jsonText(doc);
+      if (tensor) {
+        tensor.data = textBytes(jsonText(doc));
+        tensor.shape = [tensor.data.length];
+      }
+    }
+  }
+}
+
 const GGUF_VALUES_PER_BYTE: Record<string, number> = { F32: 0.25, F16: 0.5, BF16: 0.5 };
 
 /** Every file of a case (path → bytes), mutations applied; a dropped file is absent. */
@@ -601,6 +1188,7 @@ export function writeSurfaceCase(c: SurfaceCase): Map<string, Uint8Array> {
   const specs = Object.entries(c.world.files).map(([path, spec]) => [path, clone(spec)] as [string, SpecFile]);
   const dropped = new Set<number>();
   const patches: { index: number; apply: (b: Uint8Array) => Uint8Array }[] = [];
+  const embedded = new Map<number, EmbeddedJson>();
   for (const m of c.mutations) {
     const index = m.file % specs.length;
     const spec = specs[index][1];
@@ -681,9 +1269,14 @@ export function writeSurfaceCase(c: SurfaceCase): Map<string, Uint8Array> {
         break;
       case 'json':
         if (spec.kind === 'json') spec.value = setJson(spec.value, m.pick, m.value);
+        else if (spec.kind === 'safetensors') {
+          if (!embedded.has(index)) embedded.set(index, new EmbeddedJson(spec));
+          embedded.get(index)!.edit(m.pick, m.value);
+        }
         break;
     }
   }
+  for (const docs of embedded.values()) docs.write();
   const files = new Map<string, Uint8Array>();
   specs.forEach(([path, spec], index) => {
     if (dropped.has(index)) return;
@@ -710,6 +1303,7 @@ export function decodeFiles(files: Map<string, Uint8Array>): Decoded | null {
   const tensors: Decoded['tensors'] = new Map();
   const json = new Map<string, string>();
   const gguf: Decoded['gguf'] = new Map();
+  const headers: Decoded['headers'] = new Map();
   for (const [path, bytes] of files) {
     const component = componentOf(path);
     try {
@@ -719,6 +1313,7 @@ export function decodeFiles(files: Map<string, Uint8Array>): Decoded | null {
       } else if (path.endsWith('.safetensors')) {
         const file = decodeSafetensors(bytes);
         if (file.dataEnd !== bytes.byteLength) return null;
+        headers.set(path, file.metadata);
         for (const [name, t] of file.tensors) {
           if (t.bytes.byteLength !== t.shape.reduce((a, b) => a * b, 1) * (FIXTURE_DTYPE_BYTES[t.dtype] ?? NaN)) return null;
           tensors.set(`${component}/${name}`, t);
@@ -739,7 +1334,7 @@ export function decodeFiles(files: Map<string, Uint8Array>): Decoded | null {
       return null;
     }
   }
-  return { tensors, json, gguf };
+  return { tensors, json, gguf, headers };
 }
 
 /**
@@ -818,7 +1413,13 @@ function metadataText(meta: Map<string, { type: number; value: unknown }>, excep
 const READ_BY_TRUTH = ['adapter.lora.alpha', 'general.alignment', 'general.architecture', 'comfy.gguf.orig_shape.blk.0.ffn_up.weight'];
 
 /** Top-level config fields that the truth of a world reads from the file (so edits to them are followed). */
-const CONFIG_READ_BY_TRUTH = ['r', 'alpha', 'lora_alpha', 'use_rslora'];
+const CONFIG_READ_BY_TRUTH = ['r', 'alpha', 'lora_alpha', 'use_rslora', 'quantization_config'];
+
+/** safetensors `__metadata__` entries that the truth of a world reads (so edits to them are followed). */
+const HEADER_READ_BY_TRUTH = ['_quantization_metadata'];
+
+/** Tensors holding JSON text that the truth of a world reads: their length follows the text. */
+const TEXT_TENSOR = /\.comfy_quant$/;
 
 /** A JSON file's text without the fields the truth reads (the text itself when it is not an object). */
 function jsonStructure(text: string): string {
@@ -832,10 +1433,13 @@ function jsonStructure(text: string): string {
   }
 }
 
-/** Structure of decoded files: names, dtypes, shapes and JSON, for comparing with the unmutated world. */
+/** Structure of decoded files: names, dtypes, shapes, JSON and headers, for comparing with the unmutated world. */
 function structure(d: Decoded): string {
-  const json = [...d.json].map(([path, text]) => [path, jsonStructure(text)]);
-  return JSON.stringify([[...d.tensors].map(([k, t]) => [k, t.dtype, t.shape]).sort(), json.sort(([a], [b]) => (a < b ? -1 : 1))]);
+  const byPath = ([a]: [string, unknown], [b]: [string, unknown]) => (a < b ? -1 : 1);
+  const json = [...d.json].map(([path, text]): [string, string] => [path, jsonStructure(text)]);
+  const headers = [...d.headers].map(([path, h]): [string, string] => [path, JSON.stringify(Object.entries(h).filter(([k]) => !HEADER_READ_BY_TRUTH.includes(k)).sort())]);
+  const tensors = [...d.tensors].map(([k, t]) => [k, t.dtype, TEXT_TENSOR.test(k) ? t.shape.length : t.shape]).sort();
+  return JSON.stringify([tensors, json.sort(byPath), headers.sort(byPath)]);
 }
 
 /**
@@ -885,10 +1489,10 @@ export function surfaceTruth(c: SurfaceCase, files: Map<string, Uint8Array>): Tr
   for (const [path, meta] of d.gguf) {
     if (metadataText(meta, READ_BY_TRUTH) !== metadataText(original.gguf.get(path)!, READ_BY_TRUTH)) return { kind: 'unknown', why: `${path}: metadata changed` };
   }
-  const truth = c.world.truth(d, c.command.weight);
+  const truth = c.world.truth(d, c.command.weight, c.command.dtype);
   if (truth.kind !== 'expected') return truth;
   for (const [key, e] of truth.merged) {
-    const dtype = d.tensors.get(key)!.dtype;
+    const dtype = e.dtype ?? d.tensors.get(key)!.dtype;
     const max = dtype === 'F16' ? 65504 : 3.4028234663852886e38;
     if (e.values.some((x) => !Number.isFinite(x) || Math.abs(x) > max)) return { kind: 'invalid', why: `${key}: a non-finite or overflowing merged value` };
     if (!Number.isFinite(e.magnitude)) return { kind: 'invalid', why: `${key}: non-finite terms` };
