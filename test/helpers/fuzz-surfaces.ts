@@ -11,10 +11,12 @@
  *   - fp8 bases whose weights are re-quantized after the merge: ComfyUI's per-layer quantization
  *     (`comfy_quant` tensors and/or the `_quantization_metadata` header, FLUX.2 and Qwen-Image
  *     names, kohya and `diffusion_model.` LoRAs) and block-wise fp8 folders (`weight_scale_inv`,
- *     config.json `weight_block_size`, a PEFT LoRA), each also merged with `--dtype bf16`, and
+ *     config.json `weight_block_size`, a PEFT LoRA) and Comfy-Org's scaled fp8 single files
+ *     (`scale_weight` + `scaled_fp8` marker, FLUX.1 and Wan 2.1 names, e4m3fn or e5m2 codes, a
+ *     kohya LoRA with a `diff_b`), each also merged with `--dtype bf16`, and
  *     each sometimes written with one part of its quantization wrong (a config that is not JSON
  *     or names another format, a scale of the wrong shape, dtype or sign, a grid that does not
- *     fit, a weight that is not F8_E4M3, a config left out),
+ *     fit, a weight that is not F8_E4M3, a config left out, a marker of another dtype or none),
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
  * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
  * `comfy.gguf.orig_shape` entry for the merged tensor), tensor shape and
@@ -30,7 +32,7 @@
  * behind). The fp8 worlds' truths also decide refusals: a merge they expect must not be refused.
  */
 import fc from 'fast-check';
-import { buildSafetensors, decodeSafetensors, FIXTURE_DTYPE_BYTES, roundF8Saturating, roundForDType, type FixtureDType, type FixtureTensor } from './fixtures.js';
+import { buildSafetensors, decodeSafetensors, decodeValues, FIXTURE_DTYPE_BYTES, roundF8Saturating, roundForDType, type FixtureDType, type FixtureTensor } from './fixtures.js';
 import { e4m3Value } from './e4m3-by-hand.js';
 import { exactMergeBitsOf } from './exact-truth.js';
 import type { FloatDType } from '../../src/dtype.js';
@@ -703,18 +705,10 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
     }
     const w = mergedF32(real(layer), target);
     if (!w) return invalid(`${layer}.weight: a merged value beyond float32, or an input not finite`);
-    const amax = maxAbs(w);
-    if (amax === 0) {
-      // A weight of zeros keeps its scale (copied), its codes zeros.
-      merged.set(key, { values: w, magnitude: 0, exact: true });
-      continue;
-    }
-    const s = roundForDType(Math.fround(amax / 448), q.dtype);
-    const inverse = Math.fround(1 / s);
-    // Codes or scale NaN or Inf: refused (only finite results are written).
-    if (!Number.isFinite(s) || !Number.isFinite(inverse)) return invalid(`${layer}: the new scale ${s} (${q.dtype}) or its float32 reciprocal is not finite`);
-    merged.set(key, { values: w.map((x) => roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3')), magnitude: 0, exact: true });
-    merged.set(`/${layer}.weight_scale`, { values: Float64Array.of(s), magnitude: 0, exact: true });
+    const again = comfyRecalculated(w, q.dtype);
+    if ('why' in again) return invalid(`${layer}: ${again.why}`);
+    merged.set(key, { values: again.codes, magnitude: 0, exact: true });
+    if (again.scale !== undefined) merged.set(`/${layer}.weight_scale`, { values: Float64Array.of(again.scale), magnitude: 0, exact: true });
   }
   if (outDtype) {
     for (const layer of e4m3.keys()) {
@@ -728,6 +722,22 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
     if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
   }
   return { kind: 'expected', merged, leftOut, header: { _quantization_metadata: outDtype ? null : headerText ?? null } };
+}
+
+/**
+ * ComfyUI's LoRA patch on an fp8 layer, quantized again with its scale recalculated (README): W'
+ * (already rounded to f32), s = f32(max |W'| / 448) stored in `dtype`, codes =
+ * e4m3(clamp(f32(W' · f32(1 / s)), ±448)); a weight of zeros keeps its scale (scale undefined) and
+ * its codes are zeros. Or why it cannot be written (a scale or reciprocal not finite).
+ */
+function comfyRecalculated(w: Float64Array, dtype: 'F32' | 'F16' | 'BF16'): { codes: Float64Array; scale?: number } | { why: string } {
+  const amax = maxAbs(w);
+  if (amax === 0) return { codes: w };
+  const s = roundForDType(Math.fround(amax / 448), dtype);
+  const inverse = Math.fround(1 / s);
+  // Codes or scale NaN or Inf: refused (only finite results are written).
+  if (!Number.isFinite(s) || !Number.isFinite(inverse)) return { why: `the new scale ${s} (${dtype}) or its float32 reciprocal is not finite` };
+  return { codes: w.map((x) => roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3')), scale: s };
 }
 
 const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
@@ -994,6 +1004,208 @@ const blockFp8World: fc.Arbitrary<SurfaceWorld> = fc
     };
   });
 
+// --- Comfy-Org's scaled fp8 (scale_weight + scaled_fp8 marker) ----------------------------------------
+
+/**
+ * Two models Comfy-Org ships as scaled fp8 single files, with their own names: FLUX.1 (BFL names)
+ * and Wan 2.1. `quant`: the fp8 weight the LoRA changes (biased); `second`: one it may change too;
+ * `untouched`: one it leaves alone; `norm`: a bf16 tensor these files keep unscaled.
+ */
+const SCALED_MODELS = {
+  'FLUX.1': { file: 'flux1-dev-fp8-scaled.safetensors', quant: 'double_blocks.0.img_attn.qkv', second: 'double_blocks.0.txt_attn.qkv', untouched: 'double_blocks.0.img_attn.proj', norm: 'double_blocks.0.img_attn.norm.query_norm.scale', orphan: 'double_blocks.0.txt_mlp.0' },
+  'Wan 2.1': { file: 'wan2.1_t2v_1.3B_fp8_scaled.safetensors', quant: 'blocks.0.self_attn.q', second: 'blocks.0.self_attn.k', untouched: 'blocks.0.ffn.2', norm: 'blocks.0.norm3.weight', orphan: 'blocks.0.cross_attn.o' },
+} as const;
+
+/** What makes a scaled fp8 world hostile: one part of it written wrong. */
+type ScaledHostile =
+  | { part: 'scale value'; value: number }
+  | { part: 'scale shape'; shape: number[] }
+  | { part: 'scale dtype'; dtype: 'BF16' | 'F16' | 'F64' | 'F8_E4M3' | 'I32' }
+  | { part: 'marker'; dtype: 'F32' | 'BF16' | 'U8' | 'other fp8'; shape: number[] }
+  | { part: 'no marker' }
+  | { part: 'no scale' }
+  | { part: 'bf16 weight' }
+  | { part: 'vector scale' }
+  | { part: 'orphan scale'; value: number };
+
+const scaledHostile: fc.Arbitrary<ScaledHostile> = fc.oneof(
+  fc.record({ part: fc.constant('scale value' as const), value: fc.constantFrom(0, -0, -0.001, -0.01, NaN, Infinity, -Infinity, 1e-40, 3e38) }),
+  fc.record({ part: fc.constant('scale shape' as const), shape: fc.constantFrom<number[]>([2], [1, 1], [0], [OUT], [1, 2]) }),
+  fc.record({ part: fc.constant('scale dtype' as const), dtype: fc.constantFrom<'BF16' | 'F16' | 'F64' | 'F8_E4M3' | 'I32'>('BF16', 'F16', 'F64', 'F8_E4M3', 'I32') }),
+  fc.record({ part: fc.constant('marker' as const), dtype: fc.constantFrom<'F32' | 'BF16' | 'U8' | 'other fp8'>('F32', 'BF16', 'U8', 'other fp8'), shape: fc.constantFrom<number[]>([0], [2], [1]) }),
+  fc.constant<ScaledHostile>({ part: 'no marker' }),
+  fc.constant<ScaledHostile>({ part: 'no scale' }),
+  fc.constant<ScaledHostile>({ part: 'bf16 weight' }),
+  fc.constant<ScaledHostile>({ part: 'vector scale' }),
+  fc.record({ part: fc.constant('orphan scale' as const), value: fc.constantFrom(0.01, 0, NaN) }),
+);
+
+const FP8_DTYPES = ['F8_E4M3', 'F8_E5M2'];
+
+/**
+ * The truth of a Comfy-Org scaled fp8 file (README, "fp8"), read from the decoded files. Every
+ * `<m>.scale_weight` must be one finite, non-zero float (even without its weight); one beside fp8
+ * codes of a matrix, in F32, BF16 or F16, makes W = code × scale. A file of e4m3fn codes: a merged
+ * W' = W + ΔW rounded once to f32 is quantized again with its scale recalculated (comfyRecalculated,
+ * the new scale written as `scale_weight`, dtype and shape kept), and a LoRA on a weight whose
+ * scale_weight is not read (a bf16 weight, a vector) is refused. A file with e5m2 codes: the older
+ * in-place rule, code' = e5m2(code + ΔW / scale) rounded once and saturating, the scale kept (any
+ * weight with a scale_weight, so a bf16 one too: stored' = bf16(stored + ΔW / scale)). The marker,
+ * scale_input and untouched tensors byte for byte. `--dtype bf16`: every read weight dequantized
+ * (merged or not), its scale_weight, every scale_input and the marker left out; refused while a
+ * scale_weight is not read. `bias`: a diff_b, added to its bias as it is.
+ */
+function scaledFp8Truth(d: Decoded, targets: LoraTarget[], bias: { key: string; diff: DecodedTensor; scale: number } | undefined, outDtype: OutDtype | undefined): Truth {
+  const tensor = (name: string) => d.tensors.get(`/${name}`);
+  const names = [...d.tensors.keys()].map((k) => k.slice(1)).filter((k) => !k.startsWith('lora_unet_'));
+  const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+  // Without the marker, ComfyUI reads the codes as plain fp8 weights and ignores scale_weight.
+  if (!tensor(SCALED_FP8)) return { kind: 'unknown', why: 'no scaled_fp8 marker: plain fp8 weights beside stray scale_weight tensors' };
+  let undecided: string | undefined;
+  const read = new Map<string, { scale: number; dtype: 'F32' | 'F16' | 'BF16'; codeDtype: string }>();
+  const scaleOf = new Map<string, number>();
+  const unread = new Set<string>();
+  for (const name of names.filter((n) => n.endsWith('.scale_weight'))) {
+    const s = tensor(name)!;
+    if (![...FP8_DTYPES, 'F32', 'F16', 'BF16'].includes(s.dtype) || s.values.length !== 1 || !Number.isFinite(s.values[0]) || s.values[0] === 0) {
+      return invalid(`${name} (${s.dtype} [${s.shape.join(', ')}]) is not one finite, non-zero scale`);
+    }
+    // One value in more dimensions: read as the scale here; ComfyUI would broadcast it.
+    if (s.shape.length > 1) undecided = `${name} of shape [${s.shape.join(', ')}]`;
+    const m = name.slice(0, -'.scale_weight'.length);
+    const w = tensor(`${m}.weight`);
+    if (!w) continue; // a scale without its weight is copied
+    scaleOf.set(m, s.values[0]);
+    if (FP8_DTYPES.includes(w.dtype) && w.shape.length >= 2 && ['F32', 'F16', 'BF16'].includes(s.dtype)) read.set(m, { scale: s.values[0], dtype: s.dtype as 'F32' | 'F16' | 'BF16', codeDtype: w.dtype });
+    else unread.add(m);
+  }
+  const inPlace = [...read.values()].some((q) => q.codeDtype === 'F8_E5M2');
+  if (!inPlace) for (const { layer } of targets) if (unread.has(layer)) return invalid(`an adapter changes ${layer}.weight, whose scale_weight is not read in an e4m3fn file`);
+  if (outDtype && unread.size) return invalid(`--dtype ${outDtype} on a base holding ${[...unread][0]}.weight beside a scale_weight not read`);
+  for (const { layer } of targets) if (!scaleOf.has(layer)) return { kind: 'unknown', why: `${layer}.weight has no scale_weight: a plain fp8 weight (not followed here)` };
+  if (undecided) return { kind: 'unknown', why: undecided };
+
+  const merged = new Map<string, ExpectedMerge>();
+  const real = (m: string) => {
+    const w = tensor(`${m}.weight`)!;
+    const s = read.get(m)!.scale;
+    return w.dtype === 'F8_E4M3' ? Float64Array.from(w.bytes, (b) => e4m3Value(b) * s) : w.values.map((c) => c * s);
+  };
+  if (bias) merged.set(`/${bias.key}`, added(tensor(bias.key)!.values, bias.diff.values, bias.scale));
+  if (outDtype) {
+    const leftOut: string[] = [SCALED_FP8, ...names.filter((n) => n.endsWith('.scale_input'))];
+    for (const m of read.keys()) {
+      const target = targets.find((t) => t.layer === m);
+      const values = real(m);
+      merged.set(`/${m}.weight`, { ...(target ? added(values, loraDelta(target), target.scale) : { values, magnitude: maxAbs(values) }), dtype: 'BF16' });
+      leftOut.push(`${m}.scale_weight`);
+    }
+    const converted = names.find((n) => !merged.has(`/${n}`) && !leftOut.includes(n) && tensor(n)!.dtype !== 'BF16');
+    if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
+    return { kind: 'expected', merged, leftOut: leftOut.map((n) => `/${n}`) };
+  }
+  for (const target of targets) {
+    const { layer } = target;
+    const stored = tensor(`${layer}.weight`)!;
+    if (inPlace) {
+      const divided = target.scale / scaleOf.get(layer)!;
+      if (!FP8_DTYPES.includes(stored.dtype)) {
+        merged.set(`/${layer}.weight`, added(stored.values, loraDelta(target), divided));
+        continue;
+      }
+      if (![stored.values, target.a.values, target.b.values].every((v) => v.every(Number.isFinite)) || !Number.isFinite(divided)) return invalid(`${layer}: an input not finite`);
+      const bits = exactMergeBitsOf({
+        name: layer, rows: OUT, cols: IN, layout: 'out-in', outDtype: stored.dtype as FloatDType,
+        terms: [{ a: { dtype: target.a.dtype as FloatDType, data: target.a.bytes }, b: { dtype: target.b.dtype as FloatDType, data: target.b.bytes }, rank: target.rank, scale: divided }],
+      }, stored.values);
+      merged.set(`/${layer}.weight`, { values: decodeValues(Uint8Array.from(bits), stored.dtype as FixtureDType), magnitude: 0, exact: true });
+      continue;
+    }
+    const q = read.get(layer)!;
+    const w = mergedF32(real(layer), target);
+    if (!w) return invalid(`${layer}.weight: a merged value beyond float32, or an input not finite`);
+    const again = comfyRecalculated(w, q.dtype);
+    if ('why' in again) return invalid(`${layer}: ${again.why}`);
+    merged.set(`/${layer}.weight`, { values: again.codes, magnitude: 0, exact: true });
+    if (again.scale !== undefined) merged.set(`/${layer}.scale_weight`, { values: Float64Array.of(again.scale), magnitude: 0, exact: true });
+  }
+  return { kind: 'expected', merged };
+}
+
+const SCALED_FP8 = 'scaled_fp8';
+
+/** A Comfy-Org scaled fp8 single file (FLUX.1 or Wan 2.1, e4m3fn or e5m2 codes) with a kohya LoRA on one or two of its fp8 weights. */
+const scaledFp8World: fc.Arbitrary<SurfaceWorld> = fc
+  .record({
+    model: fc.constantFrom<keyof typeof SCALED_MODELS>('FLUX.1', 'Wan 2.1'),
+    codeDtype: fc.constantFrom<'F8_E4M3' | 'F8_E5M2'>('F8_E4M3', 'F8_E4M3', 'F8_E4M3', 'F8_E5M2'),
+    codes: fc.uint8Array({ minLength: 3 * OUT * IN, maxLength: 3 * OUT * IN }),
+    scale: fc.constantFrom(0.0004, 0.002, 1 / 448, 0.01, 0.3),
+    scaleShape: fc.constantFrom<number[]>([], [1]),
+    zeros: fc.constantFrom(false, false, false, true),
+    scaleInput: fc.boolean(),
+    second: fc.boolean(),
+    diffB: fc.boolean(),
+    fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(0, 1, 2, 4, 16), seed: values(48),
+    hostile: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: scaledHostile }),
+  })
+  .map(({ model, codeDtype, codes, scale, scaleShape, zeros, scaleInput, second, diffB, fDtype, r, alpha, seed, hostile }) => {
+    const v = from(seed);
+    const names = SCALED_MODELS[model];
+    // No NaN codes (e4m3fn 0x7F/0xFF; e5m2's top exponent, NaN and Inf).
+    const clean = codes.map((x) => (codeDtype === 'F8_E4M3' ? ((x & 0x7f) === 0x7f ? x ^ 1 : x) : (x & 0x7c) === 0x7c ? x & ~0x40 : x));
+    const h = hostile?.part;
+    const tensors: FixtureTensor[] = [];
+    const fp8Weight = (m: string, shape: number[], stored: Uint8Array, s: number, hostileHere: boolean) => {
+      if (hostileHere && h === 'bf16 weight') tensors.push(st(`${m}.weight`, 'BF16', shape, Array.from(decodeValues(stored, codeDtype))));
+      else tensors.push({ name: `${m}.weight`, dtype: codeDtype, shape, data: stored });
+      tensors.push(st(`${m}.bias`, 'BF16', [shape[0]], v(shape[0], shape[1])));
+      if (!(hostileHere && h === 'no scale')) {
+        const scaleShapeHere = hostileHere && hostile?.part === 'scale shape' ? hostile.shape : scaleShape;
+        const n = scaleShapeHere.reduce((a, b) => a * b, 1);
+        const value = hostileHere && hostile?.part === 'scale value' ? hostile.value : s;
+        tensors.push(st(`${m}.scale_weight`, hostileHere && hostile?.part === 'scale dtype' ? hostile.dtype : 'F32', scaleShapeHere, Array(n).fill(value)));
+      }
+      if (scaleInput) tensors.push(st(`${m}.scale_input`, 'F32', scaleShape, [0.03]));
+    };
+    const quantCodes = zeros ? new Uint8Array(OUT * IN) : clean.subarray(0, OUT * IN);
+    fp8Weight(names.quant, [OUT, IN], quantCodes, Math.fround(scale), h !== undefined);
+    fp8Weight(names.second, [OUT, IN], clean.subarray(OUT * IN, 2 * OUT * IN), Math.fround(scale * 1.5), false);
+    fp8Weight(names.untouched, [IN, OUT], clean.subarray(2 * OUT * IN), Math.fround(scale / 3), false);
+    tensors.push(st(names.norm, 'BF16', [IN], v(IN, 2)));
+    if (h === 'vector scale') tensors.push(st(`${names.norm.slice(0, names.norm.lastIndexOf('.'))}.scale_weight`, 'F32', [], [0.5]));
+    if (hostile?.part === 'orphan scale') tensors.push(st(`${names.orphan}.scale_weight`, 'F32', [], [hostile.value]));
+    if (hostile?.part === 'marker') {
+      const dtype = hostile.dtype === 'other fp8' ? (codeDtype === 'F8_E4M3' ? 'F8_E5M2' : 'F8_E4M3') : hostile.dtype;
+      const n = hostile.shape.reduce((a, b) => a * b, 1);
+      tensors.push({ name: SCALED_FP8, dtype, shape: hostile.shape, data: new Uint8Array(n * FIXTURE_DTYPE_BYTES[dtype]) });
+    } else if (h !== 'no marker') tensors.push({ name: SCALED_FP8, dtype: codeDtype, shape: [0], data: new Uint8Array(0) });
+
+    // sd-scripts' kohya LoRA (α/r; α 0: unset), maybe with ComfyUI's diff_b on the first module's bias.
+    const targets = second ? [names.quant, names.second] : [names.quant];
+    const kohya = (m: string) => `lora_unet_${m.replace(/\./g, '_')}`;
+    const adapter: FixtureTensor[] = targets.flatMap((m, i) => {
+      const up = zeros ? Array(OUT * r).fill(0) : v(OUT * r, 4 + 2 * i);
+      return [st(`${kohya(m)}.lora_down.weight`, fDtype, [r, IN], v(r * IN, 3 + 2 * i)), st(`${kohya(m)}.lora_up.weight`, fDtype, [OUT, r], up), st(`${kohya(m)}.alpha`, 'F32', [], [alpha])];
+    });
+    if (diffB) adapter.push(st(`${kohya(names.quant)}.diff_b`, fDtype, [OUT], v(OUT, 9, 0.1)));
+    return {
+      name: `scaled fp8 ${codeDtype === 'F8_E4M3' ? 'e4m3fn' : 'e5m2'} (${model}) + kohya LoRA`,
+      files: {
+        [names.file]: { kind: 'safetensors', tensors },
+        'lora.safetensors': { kind: 'safetensors', tensors: adapter },
+      },
+      base: names.file, adapter: 'lora.safetensors', out: 'merged.safetensors',
+      outDtypes: ['bf16'], refusalsChecked: true,
+      truth: (d, weight, outDtype) => {
+        const t = (name: string) => d.tensors.get(`/${name}`)!;
+        const loras = targets.map((m) => ({ layer: m, a: t(`${kohya(m)}.lora_down.weight`), b: t(`${kohya(m)}.lora_up.weight`), rank: r, scale: weight * kohyaScale(t(`${kohya(m)}.alpha`).values[0], r) }));
+        const bias = diffB ? { key: `${names.quant}.bias`, diff: t(`${kohya(names.quant)}.diff_b`), scale: weight } : undefined;
+        return scaledFp8Truth(d, loras, bias, outDtype);
+      },
+    };
+  });
+
 export const surfaceWorld: fc.Arbitrary<SurfaceWorld> = fc
   .oneof(
     { weight: 2, arbitrary: ggufLoraWorld },
@@ -1005,6 +1217,7 @@ export const surfaceWorld: fc.Arbitrary<SurfaceWorld> = fc
     { weight: 1, arbitrary: bnbWorld },
     { weight: 2, arbitrary: comfyQuantWorld },
     { weight: 1, arbitrary: blockFp8World },
+    { weight: 1, arbitrary: scaledFp8World },
   )
   // A failing case prints as its world's name and files (the seed and path reproduce it).
   .map((w) => Object.assign(w, { [fc.toStringMethod]: () => `${w.name} (${Object.keys(w.files).join(', ')})` }));
