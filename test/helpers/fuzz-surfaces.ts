@@ -33,7 +33,7 @@
  */
 import fc from 'fast-check';
 import { buildSafetensors, decodeSafetensors, decodeValues, FIXTURE_DTYPE_BYTES, roundF8Saturating, roundForDType, type FixtureDType, type FixtureTensor } from './fixtures.js';
-import { e4m3Value } from './e4m3-by-hand.js';
+import { comfyRequantize, e4m3Value } from './e4m3-by-hand.js';
 import { exactMergeBitsOf } from './exact-truth.js';
 import type { FloatDType } from '../../src/dtype.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
@@ -731,13 +731,11 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
  * its codes are zeros. Or why it cannot be written (a scale or reciprocal not finite).
  */
 function comfyRecalculated(w: Float64Array, dtype: 'F32' | 'F16' | 'BF16'): { codes: Float64Array; scale?: number } | { why: string } {
-  const amax = maxAbs(w);
-  if (amax === 0) return { codes: w };
-  const s = roundForDType(Math.fround(amax / 448), dtype);
-  const inverse = Math.fround(1 / s);
+  if (maxAbs(w) === 0) return { codes: w };
+  const { scale: s, codes } = comfyRequantize(w, dtype);
   // Codes or scale NaN or Inf: refused (only finite results are written).
-  if (!Number.isFinite(s) || !Number.isFinite(inverse)) return { why: `the new scale ${s} (${dtype}) or its float32 reciprocal is not finite` };
-  return { codes: w.map((x) => roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3')), scale: s };
+  if (!Number.isFinite(s) || !Number.isFinite(Math.fround(1 / s))) return { why: `the new scale ${s} (${dtype}) or its float32 reciprocal is not finite` };
+  return { codes, scale: s };
 }
 
 const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc

@@ -51,12 +51,12 @@ export async function readKeptScales(
 ): Promise<KeptScales> {
   const scales = new Map<string, ValueScale>();
   const unusable = new Map<string, string>();
+  const modelScale = architecture !== undefined ? MODEL_SCALES[architecture] : undefined;
   for (const [scaleKey, scale] of tensors) {
     if (!scaleKey.endsWith(SCALE)) continue;
     const weightKey = `${scaleKey.slice(0, -SCALE.length)}.weight`;
     const weight = tensors.get(weightKey);
     if (!weight || weight.shape.length < 2) continue;
-    const modelScale = architecture !== undefined ? MODEL_SCALES[architecture] : undefined;
     if (modelScale?.test(scaleKey)) {
       // An NVFP4 conversion's scale2 would go by the same name: which one the file holds is unknown.
       if (weight.type === 'NVFP4') unusable.set(weightKey, `${scaleKey} names both ${architecture}'s own per-expert output scale and an NVFP4 conversion's per-tensor scale, so what ${weightKey}'s stored values mean is not known here`);
