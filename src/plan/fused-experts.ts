@@ -21,6 +21,7 @@ import { decodeToF32 } from '../dtype.js';
 import type { FloatTensorBytes, LowRankTerm } from '../engine/merge-op.js';
 import type { AdapterModule } from '../formats/adapter.js';
 import type { ExpertLayout } from '../formats/layouts/layout.js';
+import { mat, transpose } from '../algebra/matrix.js';
 
 export type ExpertForm = 'e-o-i' | 'e-i-o';
 
@@ -129,10 +130,8 @@ export function expertTerms(a: FloatTensorBytes, b: FloatTensorBytes, split: Exp
       left = bE; // bRows × r
       right = aE.slice(); // r × aCols
     } else {
-      left = new Float32Array(aCols * r); // Aᵀ_e: aCols × r
-      for (let k = 0; k < r; k++) for (let i = 0; i < aCols; i++) left[i * r + k] = aE[k * aCols + i];
-      right = new Float32Array(r * bRows); // Bᵀ_e: r × bRows
-      for (let o = 0; o < bRows; o++) for (let k = 0; k < r; k++) right[k * bRows + o] = bE[o * r + k];
+      left = transpose(mat(r, aCols, aE)).data; // Aᵀ_e: aCols × r
+      right = transpose(mat(bRows, r, bE)).data; // Bᵀ_e: r × bRows
     }
     if (split.rows) {
       const picked = new Float32Array(split.rows.length * r);

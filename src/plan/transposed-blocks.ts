@@ -8,6 +8,7 @@
 import { decodeToF32 } from '../dtype.js';
 import type { FloatTensorBytes, LowRankTerm } from '../engine/merge-op.js';
 import type { TransposedBlocks } from '../formats/layouts/index.js';
+import { mat, transpose } from '../algebra/matrix.js';
 
 /** One term per block, each on its own `in` rows of the (blocks·in) × n tensor. */
 export function transposedBlockTerms(a: FloatTensorBytes, b: FloatTensorBytes, rank: number, blocks: TransposedBlocks, scale: number): LowRankTerm[] {
@@ -16,12 +17,10 @@ export function transposedBlockTerms(a: FloatTensorBytes, b: FloatTensorBytes, r
   const r = rank;
   const inF = A.length / r;
   const n = blocks.rows;
-  const left = new Float32Array(inF * r); // Aᵀ, shared by every block
-  for (let k = 0; k < r; k++) for (let i = 0; i < inF; i++) left[i * r + k] = A[k * inF + i];
+  const left = transpose(mat(r, inF, A)).data; // Aᵀ, shared by every block
   const leftBytes: FloatTensorBytes = { dtype: 'F32', data: new Uint8Array(left.buffer) };
   return blocks.starts.map((start, block) => {
-    const right = new Float32Array(r * n); // B_iᵀ
-    for (let j = 0; j < n; j++) for (let k = 0; k < r; k++) right[k * n + j] = B[(start + j) * r + k];
+    const right = transpose(mat(n, r, B.subarray(start * r, (start + n) * r))).data; // B_iᵀ
     return {
       a: { dtype: 'F32', data: new Uint8Array(right.buffer) },
       b: leftBytes,
