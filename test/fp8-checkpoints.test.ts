@@ -56,11 +56,13 @@ beforeAll(async () => {
 });
 afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 
-async function merge(base: Uint8Array, kind: 'cpu' | 'webgpu', outDtype?: FloatDType) {
-  const prepared = await prepareMerge(memoryInputFileSet({ 'flux1-dev-fp8.safetensors': base }, 'flux1-dev-fp8.safetensors'), [
-    { files: memoryInputFileSet({ 'style.safetensors': lora }, 'style.safetensors'), weight: 0.9 },
-    { files: memoryInputFileSet({ 'detail.safetensors': loraDiffusers }, 'detail.safetensors'), weight: 1 },
-  ]);
+const STYLE_AND_DETAIL = [
+  { files: memoryInputFileSet({ 'style.safetensors': lora }, 'style.safetensors'), weight: 0.9 },
+  { files: memoryInputFileSet({ 'detail.safetensors': loraDiffusers }, 'detail.safetensors'), weight: 1 },
+];
+
+async function merge(base: Uint8Array, kind: 'cpu' | 'webgpu', outDtype?: FloatDType, adapters = STYLE_AND_DETAIL) {
+  const prepared = await prepareMerge(memoryInputFileSet({ 'flux1-dev-fp8.safetensors': base }, 'flux1-dev-fp8.safetensors'), adapters);
   expect(prepared.plan.problems).toEqual([]);
   const output = createBlobOutputTarget();
   try {
@@ -204,17 +206,7 @@ describe('scaled fp8 (e4m3fn): a full diff (LyCORIS `diff`) on a scaled weight',
     const real = original.get(key)!.values.map((code, i) => code * original.get(scaleKey)!.values[0] + 0.7 * diff[i]);
     const want = comfyRequantize(real);
     for (const kind of ['cpu', 'webgpu'] as const) {
-      const prepared = await prepareMerge(memoryInputFileSet({ 'flux1-dev-fp8.safetensors': base }, 'flux1-dev-fp8.safetensors'), [
-        { files: memoryInputFileSet({ 'full.safetensors': adapter }, 'full.safetensors'), weight: 0.7 },
-      ]);
-      expect(prepared.plan.problems).toEqual([]);
-      const output = createBlobOutputTarget();
-      try {
-        await mergeModel({ prepared, output, backend: backends[kind]! });
-      } finally {
-        await prepared.close();
-      }
-      const merged = decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())).tensors;
+      const merged = (await merge(base, kind, undefined, [{ files: memoryInputFileSet({ 'full.safetensors': adapter }, 'full.safetensors'), weight: 0.7 }])).tensors;
       expect(merged.get(scaleKey)!.values[0], `${kind}: ${scaleKey}`).toBe(want.scale);
       const got = merged.get(key)!.values;
       const wrong = got.findIndex((x, i) => x !== want.codes[i]);
