@@ -122,6 +122,33 @@ const MLA: readonly Rule[] = [
   rule(`${L}\\.self_attn\\.kv_a_proj_with_mqa`, 'blk.$1.attn_kv_a_mqa'),
   rule(`${L}\\.self_attn\\.kv_b_proj`, 'blk.$1.attn_kv_b', { mlaKvB: true }),
 ];
+/**
+ * DeepSeek sparse attention's lightning indexer (DeepseekV32Model, GlmMoeDsaModel): `wq_b`, `wk`
+ * and `weights_proj` under `self_attn.indexer`, which the converter maps by name (DeepseekV2Model's
+ * modify_tensors passes them through) to indexer.attn_q_b, indexer.attn_k and indexer.proj
+ * (forced to F32); its `k_norm` is a LayerNorm, not a Linear.
+ */
+const DSA_INDEXER: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.indexer\\.wq_b`, 'blk.$1.indexer.attn_q_b'),
+  rule(`${L}\\.self_attn\\.indexer\\.wk`, 'blk.$1.indexer.attn_k'),
+  rule(`${L}\\.self_attn\\.indexer\\.weights_proj`, 'blk.$1.indexer.proj'),
+];
+/**
+ * A checkpoint's multi-token-prediction (nextn) layers, `model.layers.N` for N ≥ num_hidden_layers:
+ * where the converter keeps them (block_count raised by nextn_predict_layers) their attention and
+ * MLP are blocks like any other, and their own Linears and embedding go under `nextn.`
+ * (tensor_mapping.py's NEXTN_*: eh_proj, shared_head.head, embed_tokens).
+ */
+const NEXTN: readonly Rule[] = [
+  rule(`${L}\\.eh_proj`, 'blk.$1.nextn.eh_proj'),
+  rule(`${L}\\.shared_head\\.head`, 'blk.$1.nextn.shared_head_head'),
+  rule(`${L}\\.embed_tokens`, 'blk.$1.nextn.embed_tokens'),
+];
+/** DeepseekV2Model (skip_mtp) drops the nextn layers: a deepseek2 file has no tensor for them. */
+const NEXTN_DROPPED: readonly Rule[] = NEXTN.map((r) => ({
+  ...r,
+  refuse: "names a multi-token-prediction (nextn) layer's module, which convert_hf_to_gguf (DeepseekV2Model, skip_mtp) leaves out of a deepseek2 GGUF",
+}));
 const PHI3: readonly Rule[] = [
   rule(`${L}\\.self_attn\\.qkv_proj`, 'blk.$1.attn_qkv'),
   rule(`${L}\\.mlp\\.gate_up_proj`, 'blk.$1.ffn_up'),
@@ -224,6 +251,18 @@ const fusedExperts = (form: FusedExperts, block = 'mlp'): readonly Rule[] => {
 const GEMMA4_MOE: readonly Rule[] = [
   rule(`${L}\\.router\\.proj`, 'blk.$1.ffn_gate_inp'),
   ...fusedExperts(CHUNKED_EXPERTS, ''),
+];
+
+/**
+ * Gemma 3n's and Gemma 4's (E2B, E4B) per-layer inputs: each block's `per_layer_input_gate` and
+ * `per_layer_projection` (blk.N.inp_gate, blk.N.proj) and the model's `per_layer_model_projection`
+ * (per_layer_model_proj), which Gemma3Model.modify_tensors writes as they are (no norm shift, no
+ * padding: only embeddings are padded or cut).
+ */
+const GEMMA_PER_LAYER: readonly Rule[] = [
+  rule(`${L}\\.per_layer_input_gate`, 'blk.$1.inp_gate'),
+  rule(`${L}\\.per_layer_projection`, 'blk.$1.proj'),
+  rule('model\\.per_layer_model_projection', 'per_layer_model_proj'),
 ];
 
 /**
@@ -366,8 +405,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // names for attention and the MLP (their AltUp, Laurel and per-layer embeddings fit no rule and
   // are misses; the converter pads the token embedding past the tokenizer's vocabulary, so an
   // embed_tokens update does not fit it); Gemma 4's router and experts as GEMMA4_MOE.
-  gemma3n: [...COMMON, ...QK],
-  gemma4: [...COMMON, ...QK, ...GEMMA4_MOE],
+  gemma3n: [...COMMON, ...QK, ...GEMMA_PER_LAYER],
+  gemma4: [...COMMON, ...QK, ...GEMMA_PER_LAYER, ...GEMMA4_MOE],
   phi3: [...COMMON, ...PHI3],
   // Phi-2 (Phi2Model): the plain name mapping; an old file with a fused attn_qkv has no attn_q to
   // land on, so such modules are misses.
@@ -404,7 +443,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // GLM-4 (Glm4Model): q and k as they are; the fused gate_up_proj is ffn_up, as for phi3.
   glm4: [...COMMON, ...QK, ...PHI3],
   // GLM-4.5/4.6 (Glm4MoeModel): q and k as they are; the leading dense layers use COMMON's MLP names.
-  glm4moe: [...COMMON, ...QK, ...GLM4_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // The nextn layer (num_nextn_predict_layers) is kept as the last block.
+  glm4moe: [...COMMON, ...QK, ...GLM4_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
   // gpt-oss (GptOssModel): q and k not permuted (the class leaves them to the plain name mapping);
   // its router is not a Linear, so LoRA has no module there.
   'gpt-oss': [...COMMON, ...QK, ...fusedExperts(GPT_OSS_EXPERTS)],
@@ -425,7 +465,15 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // DeepSeek-V2/V2-Lite/V3/R1, Kimi K2 and Kimi-VL's language model, GLM-4.7-Flash, Youtu-LLM
   // (DeepseekV2Model and its subclasses): MLA attention, the leading dense blocks' MLP, the router,
   // experts (fused in transformers 5, as Qwen's) and shared experts.
-  deepseek2: [...COMMON, ...MLA, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  deepseek2: [...COMMON, ...MLA, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN_DROPPED],
+  // DeepSeek-V3.2 (DeepseekV32Model) and GLM-5 (GlmMoeDsaModel): DeepseekV2Model's MLA and MoE, the
+  // sparse attention's indexer, and the nextn layers kept (skip_mtp off) as the last blocks.
+  deepseek32: [...COMMON, ...MLA, ...DSA_INDEXER, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
+  'glm-dsa': [...COMMON, ...MLA, ...DSA_INDEXER, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
+  // DeepSeek-OCR's language model (DeepseekV2Model as deepseek2-ocr): DeepSeek-V2's MoE with plain
+  // multi-head attention (no MLA: q_proj, k_proj, v_proj, o_proj as they are); its SAM and CLIP
+  // encoders and projector go to the mmproj file.
+  'deepseek2-ocr': [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN_DROPPED],
 };
 
 /** Multimodal checkpoints nest the language model; PEFT paths keep the nesting. */
@@ -447,8 +495,11 @@ function positiveInt(value: unknown): number | undefined {
 
 const MISS: LayoutResolution = { found: false, ambiguous: false, candidates: [] };
 
-/** Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`). */
-const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline)(\.|$)/;
+/**
+ * Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`);
+ * DeepSeek-OCR's are `sam_model`, `vision_model`, `projector` (and its `view_seperator`).
+ */
+const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline|sam_model|projector|view_seperator)(\.|$)/;
 /** Hugging Face names of a language model's modules and parameters (after `normalise`; Nemotron-H's tree is `backbone`). */
 const HF_NAME = /^(model\.|backbone\.|lm_head$|lm_head\.)/;
 /** Hugging Face module paths of a language model (after `normalise`). */
