@@ -13,6 +13,8 @@
  *   and indexer.proj (F32), and the nextn layer the converter keeps as the last block: its
  *   attention, experts and indexer as any block's, `eh_proj`, `shared_head.head` and the
  *   `embed_tokens` embedding under blk.N.nextn.
+ * - DeepSeek-OCR's language model (`deepseek2-ocr`): DeepSeek-V2's MoE with plain multi-head
+ *   attention (q_proj, k_proj, v_proj, o_proj as they are, no MLA split).
  * - LFM2-MoE (`lfm2moe`): the router `feed_forward.gate`, experts `feed_forward.experts.N.w1`
  *   (gate), `w3` (up), `w2` (down), LFM2's conv and attention projections, the dense block's MLP.
  * - ERNIE 4.5 MoE (`ernie4_5-moe`): q/k/v/o as they are, the router, experts, shared experts.
@@ -100,6 +102,11 @@ const nextn = (block: number): [string, number[], string?][] => [
   [`blk.${block}.nextn.eh_proj.weight`, [2 * HIDDEN, HIDDEN]], [`blk.${block}.nextn.enorm.weight`, [HIDDEN]],
   [`blk.${block}.nextn.hnorm.weight`, [HIDDEN]], [`blk.${block}.nextn.embed_tokens.weight`, [HIDDEN, VOCAB]],
   [`blk.${block}.nextn.shared_head_head.weight`, [HIDDEN, VOCAB]], [`blk.${block}.nextn.shared_head_norm.weight`, [HIDDEN]],
+];
+/** Multi-head attention as deepseek2-ocr's loader reads it: q, k, v and o, each n_embd square. */
+const mha = (block: number): [string, number[], string?][] => [
+  [`blk.${block}.attn_norm.weight`, [HIDDEN]], [`blk.${block}.attn_q.weight`, [HIDDEN, HIDDEN]], [`blk.${block}.attn_k.weight`, [HIDDEN, HIDDEN]],
+  [`blk.${block}.attn_v.weight`, [HIDDEN, HIDDEN]], [`blk.${block}.attn_output.weight`, [HIDDEN, HIDDEN]],
 ];
 const denseMlp = (block: number): [string, number[], string?][] => [
   [`blk.${block}.ffn_norm.weight`, [HIDDEN]],
@@ -213,6 +220,27 @@ const CASES: Case[] = [
     // GLM-5-like (GlmMoeDsaModel, a DeepseekV2Model).
     name: 'glm-dsa (GLM-5: indexer, nextn layer)', arch: 'glm-dsa', hfModel: 'zai-org/GLM-5', rank: 2, alpha: 7,
     tensors: dsaTensors, metadata: dsaMetadata('glm-dsa'), targets: dsaTargets,
+  },
+  {
+    // DeepSeek-OCR's language model (DeepseekV2Model as deepseek2-ocr): no MLA, q/k/v/o as they are.
+    name: 'deepseek2-ocr', arch: 'deepseek2-ocr', hfModel: 'deepseek-ai/DeepSeek-OCR', rank: 2, alpha: 3,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...mha(0), ...denseMlp(0), ...mha(1), ...moe(1, true), ...head,
+    ],
+    metadata: [
+      ['deepseek2-ocr.block_count', u32(2)], ['deepseek2-ocr.attention.head_count', u32(ATT_HEADS)], ['deepseek2-ocr.attention.head_count_kv', u32(ATT_HEADS)],
+      ['deepseek2-ocr.leading_dense_block_count', u32(1)], ['deepseek2-ocr.vocab_size', u32(VOCAB)], ['deepseek2-ocr.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['deepseek2-ocr.expert_count', u32(EXPERTS)], ['deepseek2-ocr.expert_used_count', u32(2)], ['deepseek2-ocr.expert_shared_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: HIDDEN, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: HIDDEN, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.1.self_attn.v_proj', out: HIDDEN, in: HIDDEN, lands: whole('blk.1.attn_v.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: HIDDEN, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.1.mlp.experts.3.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+    ],
   },
   {
     // LFM2-8B-A1B-like: block 0 a short-conv block with the dense MLP, block 1 attention with MoE.

@@ -528,11 +528,15 @@ describe('HF module paths on GGUF tensors', () => {
     expect(where(ggufBase(arch, { 'blk.0.attn_q_a.weight': [Q_RANK, 32] }), 'model.layers.0.self_attn.indexer.wk')).toMatch(/no matching tensor/);
   });
 
-  it('maps GLM-4.5\'s kept nextn layer (glm4moe), and refuses nextn modules on deepseek2, whose converter drops them', () => {
+  it('maps the kept nextn layer of GLM-4.5 (glm4moe) and GLM-OCR (glm4), and refuses nextn modules on deepseek2, whose converter drops them', () => {
     const glm = ggufBase('glm4moe', { 'blk.1.attn_q.weight': [64, 32], 'blk.1.nextn.eh_proj.weight': [32, 64], 'blk.1.nextn.shared_head_head.weight': [100, 32] }, { 'glm4moe.block_count': 2, 'glm4moe.nextn_predict_layers': 1 });
     expect(where(glm, 'model.layers.1.self_attn.q_proj')).toEqual([{ key: 'blk.1.attn_q.weight', rows: undefined }]);
     expect(where(glm, 'model.layers.1.eh_proj')).toEqual([{ key: 'blk.1.nextn.eh_proj.weight', rows: undefined }]);
     expect(where(glm, 'model.layers.1.shared_head.head')).toEqual([{ key: 'blk.1.nextn.shared_head_head.weight', rows: undefined }]);
+    // GLM-OCR (written as glm4) keeps its nextn layer too; its language model is nested.
+    const ocr = ggufBase('glm4', { 'blk.16.attn_q.weight': [64, 32], 'blk.16.nextn.eh_proj.weight': [32, 64] }, { 'glm4.block_count': 17, 'glm4.nextn_predict_layers': 1 });
+    expect(where(ocr, 'model.language_model.layers.16.eh_proj')).toEqual([{ key: 'blk.16.nextn.eh_proj.weight', rows: undefined }]);
+    expect(where(ocr, 'model.language_model.layers.16.self_attn.q_proj')).toEqual([{ key: 'blk.16.attn_q.weight', rows: undefined }]);
     const ds = ggufBase('deepseek2', { 'blk.0.attn_q_a.weight': [12, 32] }, { 'deepseek2.block_count': 1 });
     expect(where(ds, 'model.layers.1.eh_proj')).toMatch(/multi-token-prediction \(nextn\) layer.*DeepseekV2Model, skip_mtp/);
     expect(where(ds, 'model.layers.1.self_attn.q_a_proj')).toMatch(/no matching tensor/);

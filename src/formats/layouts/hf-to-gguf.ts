@@ -440,8 +440,9 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   olmo2: [...COMMON, ...QK],
   olmoe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   seed_oss: [...COMMON, ...QK],
-  // GLM-4 (Glm4Model): q and k as they are; the fused gate_up_proj is ffn_up, as for phi3.
-  glm4: [...COMMON, ...QK, ...PHI3],
+  // GLM-4 (Glm4Model): q and k as they are; the fused gate_up_proj is ffn_up, as for phi3. GLM-OCR
+  // (GlmOCRModel, written as glm4) keeps its nextn layer as the last block.
+  glm4: [...COMMON, ...QK, ...PHI3, ...NEXTN],
   // GLM-4.5/4.6 (Glm4MoeModel): q and k as they are; the leading dense layers use COMMON's MLP names.
   // The nextn layer (num_nextn_predict_layers) is kept as the last block.
   glm4moe: [...COMMON, ...QK, ...GLM4_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
