@@ -392,6 +392,19 @@ describe('PEFT on a deepseek2 GGUF: what cannot land on the split kv_b_proj', ()
     expect(messages[0]).toContain('DoRA on a module that lands on part of a tensor');
   });
 
+  it('refuses modules of the nextn (MTP) layer, which DeepseekV2Model leaves out of a deepseek2 file, naming each', async () => {
+    const mtp: Target[] = [
+      { module: 'model.layers.2.eh_proj', out: HIDDEN, in: 2 * HIDDEN, lands: [] },
+      { module: 'model.layers.2.self_attn.q_a_proj', out: Q_RANK, in: HIDDEN, lands: [] },
+    ];
+    const messages = await problems(peftAdapter(v3, mtp).files);
+    expect(messages).toHaveLength(2);
+    expect(messages[0]).toContain('module "model.layers.2.eh_proj"');
+    expect(messages[0]).toContain('multi-token-prediction (nextn) layer');
+    expect(messages[0]).toContain('skip_mtp');
+    expect(messages[1]).toContain('module "model.layers.2.self_attn.q_a_proj": names block 2, but the base has 2 (deepseek2.block_count)');
+  });
+
   it('refuses a kv_b_proj LoRA of the wrong width, naming the tensor that holds its rows transposed', async () => {
     const messages = await problems(peftAdapter(v3, [{ ...kvB0, in: KV_RANK + 1 }]).files);
     expect(messages).toHaveLength(2);

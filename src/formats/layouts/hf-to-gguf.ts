@@ -707,6 +707,17 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
   return { found: true, targets: [{ baseKey: found.key, rows: segments }] };
 }
 
+/**
+ * A miss on a block the file does not have (a checkpoint's nextn layer, which DeepseekV2Model and
+ * most converters leave out) says so, with the file's block count.
+ */
+function pastLastBlock(r: LayoutResolution, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
+  if (r.found || r.ambiguous || r.why || m[1] === undefined || !/^\d+$/.test(m[1])) return r;
+  const blocks = positiveInt(base.metadata?.(`${arch}.block_count`));
+  if (blocks === undefined || Number(m[1]) < blocks) return r;
+  return { ...r, why: `names block ${m[1]}, but the base has ${blocks} (${arch}.block_count): an adapter for a deeper model, or a multi-token-prediction (nextn) layer that convert_hf_to_gguf leaves out of ${arch} files` };
+}
+
 export const hfToGguf: Layout = {
   name: 'hf-to-gguf',
   resolve(address, base) {
@@ -720,7 +731,7 @@ export const hfToGguf: Layout = {
     if (!rules) return HF_TREE.test(path) ? MISS : undefined;
     for (const r of rules) {
       const m = r.pattern.exec(path);
-      if (m) return resolveRule(r, m, arch, base);
+      if (m) return pastLastBlock(resolveRule(r, m, arch, base), m, arch, base);
     }
     // GGUF names (a GGUF adapter's `blk.0.attn_q`) are not this layout's.
     return HF_TREE.test(path) ? MISS : undefined;
