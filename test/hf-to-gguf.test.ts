@@ -570,6 +570,12 @@ describe('HF module paths on GGUF tensors', () => {
     }
   });
 
+  it('maps Gemma 4\'s per-layer token embedding, which its converter writes as it is, and refuses Gemma 3n\'s, which its converter pads', () => {
+    const shapes = { 'per_layer_token_embd.weight': [262144, 4 * 8] };
+    expect(where(ggufBase('gemma4', shapes), 'model.language_model.embed_tokens_per_layer')).toEqual([{ key: 'per_layer_token_embd.weight', rows: undefined }]);
+    expect(where(ggufBase('gemma3n', shapes), 'model.language_model.embed_tokens_per_layer')).toMatch(/Gemma3NModel\) pads the per-layer token embedding/);
+  });
+
   it('names what cannot be mapped: an unknown module, a missing tensor, an architecture it does not know', () => {
     const base = ggufBase('llama', { 'blk.0.attn_q.weight': [64, 64] }, { 'llama.attention.head_count': 8 });
     expect(where(base, 'model.layers.0.self_attn.rotary_emb')).toMatch(/no matching tensor/);

@@ -17,7 +17,10 @@
  * - a module the converter splits by rows lands on each part: Granite's shared MLP `input_linear`
  *   (gate, then up) on ffn_gate_shexp/ffn_up_shexp (ffn_gate/ffn_up without experts), InternLM2's
  *   grouped `wqkv` on attn_q, attn_k and attn_v, DeepSeek's MLA `kv_b_proj` on attn_k_b (each
- *   head's key rows transposed) and attn_v_b;
+ *   head's key rows transposed) and attn_v_b (also for DeepSeek-V3.2 and GLM-5, with their
+ *   sparse attention's indexer by name);
+ * - multi-token-prediction (nextn) layers where the converter keeps them, as the last blocks, their
+ *   own projections under `nextn.`; where it drops them, a module on them is refused saying so;
  * - hybrid models' Mamba-2 mixers (`mamba.in_proj`/`out_proj`, Nemotron-H's `mixer.*`) on ssm_in
  *   and ssm_out, and per-layer head counts (one per block, 0 for Mamba-2 blocks) read for the block;
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
@@ -264,6 +267,12 @@ const GEMMA_PER_LAYER: readonly Rule[] = [
   rule(`${L}\\.per_layer_projection`, 'blk.$1.proj'),
   rule('model\\.per_layer_model_projection', 'per_layer_model_proj'),
 ];
+/** Gemma 4 writes the per-layer token embedding as it is (Gemma3Model cuts only `embed_tokens`). */
+const GEMMA4_PER_LAYER_EMBEDDING = rule('model\\.embed_tokens_per_layer', 'per_layer_token_embd');
+/** Gemma3NModel pads it with zero rows up to vocab_size, so the adapter's rows do not fit the tensor. */
+const GEMMA3N_PER_LAYER_EMBEDDING = rule('model\\.embed_tokens_per_layer', 'per_layer_token_embd', {
+  refuse: 'convert_hf_to_gguf (Gemma3NModel) pads the per-layer token embedding with zero rows past vocab_size_per_layer_input, so its rows are not the adapter\'s: merge into the safetensors model and convert that',
+});
 
 /**
  * Llama 4's text model (Llama4Model, a LlamaModel with undo_permute off: q and k as they are): the
@@ -405,8 +414,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // names for attention and the MLP (their AltUp, Laurel and per-layer embeddings fit no rule and
   // are misses; the converter pads the token embedding past the tokenizer's vocabulary, so an
   // embed_tokens update does not fit it); Gemma 4's router and experts as GEMMA4_MOE.
-  gemma3n: [...COMMON, ...QK, ...GEMMA_PER_LAYER],
-  gemma4: [...COMMON, ...QK, ...GEMMA_PER_LAYER, ...GEMMA4_MOE],
+  gemma3n: [...COMMON, ...QK, ...GEMMA_PER_LAYER, GEMMA3N_PER_LAYER_EMBEDDING],
+  gemma4: [...COMMON, ...QK, ...GEMMA_PER_LAYER, GEMMA4_PER_LAYER_EMBEDDING, ...GEMMA4_MOE],
   phi3: [...COMMON, ...PHI3],
   // Phi-2 (Phi2Model): the plain name mapping; an old file with a fused attn_qkv has no attn_q to
   // land on, so such modules are misses.
