@@ -570,6 +570,23 @@ describe('HF module paths on GGUF tensors', () => {
     }
   });
 
+  it('maps Gemma 3n\'s AltUp and LAuReL: per-block router, coefficients and LAuReL by name, the stacked altup projections on their rows', () => {
+    const HIDDEN = 32;
+    const base = ggufBase('gemma3n', {
+      'blk.0.altup_router.weight': [4, HIDDEN], 'blk.0.altup_predict_coef.weight': [16, 4], 'blk.0.altup_correct_coef.weight': [4, 4],
+      'blk.0.laurel_l.weight': [8, HIDDEN], 'blk.0.laurel_r.weight': [HIDDEN, 8],
+      'altup_proj.weight': [3 * HIDDEN, HIDDEN], 'altup_unembd_proj.weight': [3 * HIDDEN, HIDDEN],
+    }, { 'gemma3n.block_count': 1, 'gemma3n.altup.num_inputs': 4 });
+    for (const [m, t] of [['altup.modality_router', 'altup_router'], ['altup.prediction_coefs', 'altup_predict_coef'], ['altup.correction_coefs', 'altup_correct_coef'], ['laurel.linear_left', 'laurel_l'], ['laurel.linear_right', 'laurel_r']]) {
+      expect(where(base, `model.language_model.layers.0.${m}`), m).toEqual([{ key: `blk.0.${t}.weight`, rows: undefined }]);
+    }
+    for (const [m, t] of [['altup_projections', 'altup_proj'], ['altup_unembed_projections', 'altup_unembd_proj']]) {
+      expect(base.locate(moduleAddress(`base_model.model.model.language_model.${m}.2`)), m)
+        .toMatchObject({ found: true, targets: [{ baseKey: `${t}.weight`, rows: [{ src: 0, dst: 2 * HIDDEN, count: HIDDEN }] }] });
+      expect(where(base, `model.language_model.${m}.3`), m).toMatch(/no matching tensor/);
+    }
+  });
+
   it('maps Gemma 4\'s per-layer token embedding, which its converter writes as it is, and refuses Gemma 3n\'s, which its converter pads', () => {
     const shapes = { 'per_layer_token_embd.weight': [262144, 4 * 8] };
     expect(where(ggufBase('gemma4', shapes), 'model.language_model.embed_tokens_per_layer')).toEqual([{ key: 'per_layer_token_embd.weight', rows: undefined }]);

@@ -67,6 +67,11 @@ interface Rule {
   groupedQkv?: true;
   /** DeepSeek's MLA kv_b_proj, which the converter splits per head into attn_k_b (transposed) and attn_v_b. */
   mlaKvB?: true;
+  /**
+   * Capture group holding the index of one of several square matrices the converter stacks in
+   * order into `tensor` (Gemma 3n's altup_projections.N): matrix i is rows i·n…(i+1)·n.
+   */
+  stackedSquare?: number;
 }
 
 const L = 'model\\.layers\\.(\\d+)';
@@ -267,6 +272,21 @@ const GEMMA_PER_LAYER: readonly Rule[] = [
   rule(`${L}\\.per_layer_projection`, 'blk.$1.proj'),
   rule('model\\.per_layer_model_projection', 'per_layer_model_proj'),
 ];
+/**
+ * Gemma 3n's AltUp and LAuReL (Gemma3NModel.modify_tensors): each block's `altup.modality_router`,
+ * `altup.prediction_coefs`, `altup.correction_coefs` and `laurel.linear_left`/`linear_right` as
+ * they are; the model's `altup_projections.N` and `altup_unembed_projections.N` (hidden × hidden
+ * each) stacked in index order into altup_proj and altup_unembd_proj.
+ */
+const GEMMA3N_ALTUP_LAUREL: readonly Rule[] = [
+  rule(`${L}\\.altup\\.modality_router`, 'blk.$1.altup_router'),
+  rule(`${L}\\.altup\\.prediction_coefs`, 'blk.$1.altup_predict_coef'),
+  rule(`${L}\\.altup\\.correction_coefs`, 'blk.$1.altup_correct_coef'),
+  rule(`${L}\\.laurel\\.linear_left`, 'blk.$1.laurel_l'),
+  rule(`${L}\\.laurel\\.linear_right`, 'blk.$1.laurel_r'),
+  rule('model\\.altup_projections\\.(\\d+)', 'altup_proj', { stackedSquare: 1 }),
+  rule('model\\.altup_unembed_projections\\.(\\d+)', 'altup_unembd_proj', { stackedSquare: 1 }),
+];
 /** Gemma 4 writes the per-layer token embedding as it is (Gemma3Model cuts only `embed_tokens`). */
 const GEMMA4_PER_LAYER_EMBEDDING = rule('model\\.embed_tokens_per_layer', 'per_layer_token_embd');
 /** Gemma3NModel pads it with zero rows up to vocab_size, so the adapter's rows do not fit the tensor. */
@@ -414,7 +434,7 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // names for attention and the MLP (their AltUp, Laurel and per-layer embeddings fit no rule and
   // are misses; the converter pads the token embedding past the tokenizer's vocabulary, so an
   // embed_tokens update does not fit it); Gemma 4's router and experts as GEMMA4_MOE.
-  gemma3n: [...COMMON, ...QK, ...GEMMA_PER_LAYER, GEMMA3N_PER_LAYER_EMBEDDING],
+  gemma3n: [...COMMON, ...QK, ...GEMMA_PER_LAYER, GEMMA3N_PER_LAYER_EMBEDDING, ...GEMMA3N_ALTUP_LAUREL],
   gemma4: [...COMMON, ...QK, ...GEMMA_PER_LAYER, GEMMA4_PER_LAYER_EMBEDDING, ...GEMMA4_MOE],
   phi3: [...COMMON, ...PHI3],
   // Phi-2 (Phi2Model): the plain name mapping; an old file with a fused attn_qkv has no attn_q to
@@ -684,8 +704,18 @@ function resolveMlaKvB(block: string, arch: string, base: BaseView): LayoutResol
   return { found: true, targets };
 }
 
+/** Matrix `index` of the square matrices stacked in `tensor` (n × n each: n rows per matrix). */
+function resolveStackedSquare(tensor: string, index: number, base: BaseView): LayoutResolution {
+  const found = base.index.resolveDotted(`${tensor}.weight`);
+  if (!found.found) return wholeTensor(found);
+  const [rows, cols] = base.shape(found.key) ?? [];
+  if (rows === undefined || cols === undefined || rows % cols !== 0 || index >= rows / cols) return MISS;
+  return { found: true, targets: [{ baseKey: found.key, rows: [{ src: 0, dst: index * cols, count: cols }] }] };
+}
+
 function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
   if (r.refuse) return { found: false, ambiguous: false, candidates: [], why: r.refuse };
+  if (r.stackedSquare !== undefined) return resolveStackedSquare(r.tensor, Number(m[r.stackedSquare]), base);
   if (r.mlaKvB) return resolveMlaKvB(m[1], arch, base);
   if (r.fused) return resolveFusedExperts(r.fused, m[1], arch, base);
   if (r.upperHalf) return resolveHalves(r, m[1], base);
@@ -720,8 +750,9 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
  * A miss on a block the file does not have (a checkpoint's nextn layer, which DeepseekV2Model and
  * most converters leave out) says so, with the file's block count.
  */
-function pastLastBlock(r: LayoutResolution, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
-  if (r.found || r.ambiguous || r.why || m[1] === undefined || !/^\d+$/.test(m[1])) return r;
+function pastLastBlock(rule: Rule, r: LayoutResolution, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
+  // Only a rule whose tensor is a block's has the block number in its first group.
+  if (r.found || r.ambiguous || r.why || !rule.tensor.startsWith('blk.$1.')) return r;
   const blocks = positiveInt(base.metadata?.(`${arch}.block_count`));
   if (blocks === undefined || Number(m[1]) < blocks) return r;
   return { ...r, why: `names block ${m[1]}, but the base has ${blocks} (${arch}.block_count): an adapter for a deeper model, or a multi-token-prediction (nextn) layer that convert_hf_to_gguf leaves out of ${arch} files` };
@@ -740,7 +771,7 @@ export const hfToGguf: Layout = {
     if (!rules) return HF_TREE.test(path) ? MISS : undefined;
     for (const r of rules) {
       const m = r.pattern.exec(path);
-      if (m) return pastLastBlock(resolveRule(r, m, arch, base), m, arch, base);
+      if (m) return pastLastBlock(r, resolveRule(r, m, arch, base), m, arch, base);
     }
     // GGUF names (a GGUF adapter's `blk.0.attn_q`) are not this layout's.
     return HF_TREE.test(path) ? MISS : undefined;
