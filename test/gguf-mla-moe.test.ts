@@ -7,6 +7,14 @@
  *   holds each head's key rows transposed (numpy (heads, kv_lora_rank, nope)), attn_v_b each head's
  *   value rows (heads, v, kv_lora_rank); a file that also keeps attn_kv_b whole gets ΔW there too.
  *   The leading dense block's MLP, the router, experts stacked as rows, the shared experts.
+ * - DeepSeek-V3.2 (`deepseek32`, DeepseekV32Model) and GLM-5 (`glm-dsa`, GlmMoeDsaModel),
+ *   DeepseekV2Model's subclasses: MLA and MoE as above, the sparse attention's lightning indexer
+ *   (`self_attn.indexer.wq_b`, `wk`, `weights_proj`) by name on indexer.attn_q_b, indexer.attn_k
+ *   and indexer.proj (F32), and the nextn layer the converter keeps as the last block: its
+ *   attention, experts and indexer as any block's, `eh_proj`, `shared_head.head` and the
+ *   `embed_tokens` embedding under blk.N.nextn.
+ * - DeepSeek-OCR's language model (`deepseek2-ocr`): DeepSeek-V2's MoE with plain multi-head
+ *   attention (q_proj, k_proj, v_proj, o_proj as they are, no MLA split).
  * - LFM2-MoE (`lfm2moe`): the router `feed_forward.gate`, experts `feed_forward.experts.N.w1`
  *   (gate), `w3` (up), `w2` (down), LFM2's conv and attention projections, the dense block's MLP.
  * - ERNIE 4.5 MoE (`ernie4_5-moe`): q/k/v/o as they are, the router, experts, shared experts.
@@ -26,6 +34,8 @@ const backends = mergeBackends({ cpu: 'default' });
 const HIDDEN = 32, VOCAB = 16, FFN = 48, EXPERTS = 4, EXPERT_FFN = 16, SHARED = 32, WEIGHT = 0.7;
 /** DeepSeek's MLA: heads, q_lora_rank, kv_lora_rank, qk_nope, qk_rope, v head dims. */
 const HEADS = 4, Q_RANK = 12, KV_RANK = 8, NOPE = 6, ROPE = 2, V = 5;
+/** The lightning indexer's heads and head size (index_n_heads, index_head_dim). */
+const IDX_HEADS = 2, IDX_DIM = 8;
 /** LFM2's and ERNIE's attention. */
 const ATT_HEADS = 4, KV_HEADS = 2, HEAD_DIM = 8, Q = ATT_HEADS * HEAD_DIM, KV = KV_HEADS * HEAD_DIM;
 const u32 = (value: number): MetaValue => ({ type: 'u32', value });
@@ -39,7 +49,7 @@ function gaussian(seed: number): () => number {
 type Cell = (row: number, col: number) => [number, number] | undefined;
 interface Landing { tensor: string; cell: Cell }
 /** A trained module: its HF path, ΔW (out, in), and where the converter put ΔW's cells. */
-interface Target { module: string; out: number; in: number; lands: Landing[] }
+interface Target { module: string; out: number; in: number; lands: Landing[]; embedding?: true }
 
 const whole = (tensor: string): Landing[] => [{ tensor, cell: (row, col) => [row, col] }];
 /** Expert e's `per` rows of a stacked expert tensor (E, per, in), seen as E·per rows. */
@@ -55,6 +65,9 @@ const kvB = (block: number): Landing[] => [
   { tensor: `blk.${block}.attn_k_b.weight`, cell: (row, col) => [Math.floor(row / KV_RANK) * (NOPE + V) + col, row % KV_RANK] },
   { tensor: `blk.${block}.attn_v_b.weight`, cell: (row, col) => [Math.floor(row / V) * (NOPE + V) + NOPE + (row % V), col] },
 ];
+
+/** An embedding's LoRA: ΔW = B·A is (embedding dim, vocabulary), added to the (vocabulary, dim) weight transposed. */
+const transposedWhole = (tensor: string): Landing[] => [{ tensor, cell: (row, col) => [col, row] }];
 
 interface Case {
   name: string;
@@ -78,6 +91,23 @@ const mla = (block: number, qLora: boolean): [string, number[], string?][] => [
   [`blk.${block}.attn_k_b.weight`, [NOPE, KV_RANK, HEADS]], [`blk.${block}.attn_v_b.weight`, [KV_RANK, V, HEADS]],
   [`blk.${block}.attn_output.weight`, [HEADS * V, HIDDEN]],
 ];
+/** The indexer's tensors as the converter writes them (weights_proj forced to F32). */
+const indexer = (block: number): [string, number[], string?][] => [
+  [`blk.${block}.indexer.k_norm.weight`, [IDX_DIM]], [`blk.${block}.indexer.k_norm.bias`, [IDX_DIM]],
+  [`blk.${block}.indexer.proj.weight`, [HIDDEN, IDX_HEADS], 'F32'], [`blk.${block}.indexer.attn_k.weight`, [HIDDEN, IDX_DIM]],
+  [`blk.${block}.indexer.attn_q_b.weight`, [Q_RANK, IDX_HEADS * IDX_DIM]],
+];
+/** A nextn (MTP) layer's own tensors (tensor_mapping.py's NEXTN_*). */
+const nextn = (block: number): [string, number[], string?][] => [
+  [`blk.${block}.nextn.eh_proj.weight`, [2 * HIDDEN, HIDDEN]], [`blk.${block}.nextn.enorm.weight`, [HIDDEN]],
+  [`blk.${block}.nextn.hnorm.weight`, [HIDDEN]], [`blk.${block}.nextn.embed_tokens.weight`, [HIDDEN, VOCAB]],
+  [`blk.${block}.nextn.shared_head_head.weight`, [HIDDEN, VOCAB]], [`blk.${block}.nextn.shared_head_norm.weight`, [HIDDEN]],
+];
+/** Multi-head attention as deepseek2-ocr's loader reads it: q, k, v and o, each n_embd square. */
+const mha = (block: number): [string, number[], string?][] => [
+  [`blk.${block}.attn_norm.weight`, [HIDDEN]], [`blk.${block}.attn_q.weight`, [HIDDEN, HIDDEN]], [`blk.${block}.attn_k.weight`, [HIDDEN, HIDDEN]],
+  [`blk.${block}.attn_v.weight`, [HIDDEN, HIDDEN]], [`blk.${block}.attn_output.weight`, [HIDDEN, HIDDEN]],
+];
 const denseMlp = (block: number): [string, number[], string?][] => [
   [`blk.${block}.ffn_norm.weight`, [HIDDEN]],
   [`blk.${block}.ffn_gate.weight`, [HIDDEN, FFN]], [`blk.${block}.ffn_up.weight`, [HIDDEN, FFN]], [`blk.${block}.ffn_down.weight`, [FFN, HIDDEN]],
@@ -95,16 +125,49 @@ const moe = (block: number, shared: boolean): [string, number[], string?][] => [
 const head: [string, number[], string?][] = [['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]]];
 
 /** The keys DeepseekV2Model.set_gguf_parameters writes: MLA as MQA (head_count_kv 1), its dims, the MoE. */
-const deepseekMetadata = (qLora: boolean): [string, MetaValue][] => [
-  ['deepseek2.block_count', u32(2)], ['deepseek2.attention.head_count', u32(HEADS)], ['deepseek2.attention.head_count_kv', u32(1)],
-  ['deepseek2.leading_dense_block_count', u32(1)], ['deepseek2.vocab_size', u32(VOCAB)],
-  ...(qLora ? [['deepseek2.attention.q_lora_rank', u32(Q_RANK)]] as [string, MetaValue][] : []),
-  ['deepseek2.attention.kv_lora_rank', u32(KV_RANK)], ['deepseek2.attention.key_length', u32(KV_RANK + ROPE)],
-  ['deepseek2.attention.value_length', u32(KV_RANK)], ['deepseek2.attention.key_length_mla', u32(NOPE + ROPE)],
-  ['deepseek2.attention.value_length_mla', u32(V)], ['deepseek2.expert_feed_forward_length', u32(EXPERT_FFN)],
-  ['deepseek2.expert_count', u32(EXPERTS)], ['deepseek2.expert_used_count', u32(2)], ['deepseek2.expert_shared_count', u32(2)],
-  ['deepseek2.expert_weights_scale', { type: 'f32', value: 2.5 }], ['deepseek2.expert_weights_norm', { type: 'bool', value: true }],
-  ['deepseek2.rope.dimension_count', u32(ROPE)],
+const deepseekMetadata = (qLora: boolean, arch = 'deepseek2'): [string, MetaValue][] => [
+  [`${arch}.block_count`, u32(2)], [`${arch}.attention.head_count`, u32(HEADS)], [`${arch}.attention.head_count_kv`, u32(1)],
+  [`${arch}.leading_dense_block_count`, u32(1)], [`${arch}.vocab_size`, u32(VOCAB)],
+  ...(qLora ? [[`${arch}.attention.q_lora_rank`, u32(Q_RANK)]] as [string, MetaValue][] : []),
+  [`${arch}.attention.kv_lora_rank`, u32(KV_RANK)], [`${arch}.attention.key_length`, u32(KV_RANK + ROPE)],
+  [`${arch}.attention.value_length`, u32(KV_RANK)], [`${arch}.attention.key_length_mla`, u32(NOPE + ROPE)],
+  [`${arch}.attention.value_length_mla`, u32(V)], [`${arch}.expert_feed_forward_length`, u32(EXPERT_FFN)],
+  [`${arch}.expert_count`, u32(EXPERTS)], [`${arch}.expert_used_count`, u32(2)], [`${arch}.expert_shared_count`, u32(2)],
+  [`${arch}.expert_weights_scale`, { type: 'f32', value: 2.5 }], [`${arch}.expert_weights_norm`, { type: 'bool', value: true }],
+  [`${arch}.rope.dimension_count`, u32(ROPE)],
+];
+/**
+ * DeepseekV32Model's and GlmMoeDsaModel's keys: deepseek2's, two main blocks and the nextn layer
+ * (block_count 3, nextn_predict_layers 1), the indexer's head count, key length and top-k.
+ */
+const dsaMetadata = (arch: string): [string, MetaValue][] => [
+  ...deepseekMetadata(true, arch).filter(([key]) => key !== `${arch}.block_count`),
+  [`${arch}.block_count`, u32(3)], [`${arch}.nextn_predict_layers`, u32(1)], [`${arch}.attention.indexer.head_count`, u32(IDX_HEADS)],
+  [`${arch}.attention.indexer.key_length`, u32(IDX_DIM)], [`${arch}.attention.indexer.top_k`, u32(4)],
+];
+/**
+ * A DSA model's blocks: block 0 dense, block 1 MoE, block 2 the nextn layer (MoE, with its own
+ * tensors), each with MLA and an indexer.
+ */
+const dsaTensors: [string, number[], string?][] = [
+  ['token_embd.weight', [HIDDEN, VOCAB]], ...mla(0, true), ...indexer(0), ...denseMlp(0), ...mla(1, true), ...indexer(1), ...moe(1, true),
+  ...mla(2, true), ...indexer(2), ...moe(2, true), ...nextn(2), ...head,
+];
+/** What a LoRA on a DSA model's indexer, MLA, experts and nextn layer touches. */
+const dsaTargets: Target[] = [
+  { module: 'model.layers.0.self_attn.indexer.wq_b', out: IDX_HEADS * IDX_DIM, in: Q_RANK, lands: whole('blk.0.indexer.attn_q_b.weight') },
+  { module: 'model.layers.0.self_attn.indexer.wk', out: IDX_DIM, in: HIDDEN, lands: whole('blk.0.indexer.attn_k.weight') },
+  { module: 'model.layers.1.self_attn.indexer.weights_proj', out: IDX_HEADS, in: HIDDEN, lands: whole('blk.1.indexer.proj.weight') },
+  { module: 'model.layers.1.self_attn.q_a_proj', out: Q_RANK, in: HIDDEN, lands: whole('blk.1.attn_q_a.weight') },
+  { module: 'model.layers.1.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(1) },
+  { module: 'model.layers.1.mlp.experts.2.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 2, EXPERT_FFN) },
+  { module: 'model.layers.2.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(2) },
+  { module: 'model.layers.2.self_attn.indexer.wq_b', out: IDX_HEADS * IDX_DIM, in: Q_RANK, lands: whole('blk.2.indexer.attn_q_b.weight') },
+  { module: 'model.layers.2.mlp.experts.1.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.2.ffn_down_exps.weight', 1, HIDDEN) },
+  { module: 'model.layers.2.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.2.ffn_gate_shexp.weight') },
+  { module: 'model.layers.2.eh_proj', out: HIDDEN, in: 2 * HIDDEN, lands: whole('blk.2.nextn.eh_proj.weight') },
+  { module: 'model.layers.2.shared_head.head', out: VOCAB, in: HIDDEN, lands: whole('blk.2.nextn.shared_head_head.weight') },
+  { module: 'model.layers.2.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('blk.2.nextn.embed_tokens.weight'), embedding: true },
 ];
 
 const CASES: Case[] = [
@@ -146,6 +209,37 @@ const CASES: Case[] = [
       { module: 'model.layers.1.mlp.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
       { module: 'model.layers.1.mlp.experts.3.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 3, HIDDEN) },
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // DeepSeek-V3.2-like (DeepseekV32Model, skip_mtp off).
+    name: 'deepseek32 (V3.2: indexer, nextn layer)', arch: 'deepseek32', hfModel: 'deepseek-ai/DeepSeek-V3.2', rank: 3, alpha: 5,
+    tensors: dsaTensors, metadata: dsaMetadata('deepseek32'), targets: dsaTargets,
+  },
+  {
+    // GLM-5-like (GlmMoeDsaModel, a DeepseekV2Model).
+    name: 'glm-dsa (GLM-5: indexer, nextn layer)', arch: 'glm-dsa', hfModel: 'zai-org/GLM-5', rank: 2, alpha: 7,
+    tensors: dsaTensors, metadata: dsaMetadata('glm-dsa'), targets: dsaTargets,
+  },
+  {
+    // DeepSeek-OCR's language model (DeepseekV2Model as deepseek2-ocr): no MLA, q/k/v/o as they are.
+    name: 'deepseek2-ocr', arch: 'deepseek2-ocr', hfModel: 'deepseek-ai/DeepSeek-OCR', rank: 2, alpha: 3,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...mha(0), ...denseMlp(0), ...mha(1), ...moe(1, true), ...head,
+    ],
+    metadata: [
+      ['deepseek2-ocr.block_count', u32(2)], ['deepseek2-ocr.attention.head_count', u32(ATT_HEADS)], ['deepseek2-ocr.attention.head_count_kv', u32(ATT_HEADS)],
+      ['deepseek2-ocr.leading_dense_block_count', u32(1)], ['deepseek2-ocr.vocab_size', u32(VOCAB)], ['deepseek2-ocr.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['deepseek2-ocr.expert_count', u32(EXPERTS)], ['deepseek2-ocr.expert_used_count', u32(2)], ['deepseek2-ocr.expert_shared_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: HIDDEN, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: HIDDEN, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.1.self_attn.v_proj', out: HIDDEN, in: HIDDEN, lands: whole('blk.1.attn_v.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: HIDDEN, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.1.mlp.experts.3.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
     ],
   },
   {
@@ -231,9 +325,10 @@ function peftAdapter(c: Case, targets = c.targets, config: Record<string, unknow
       peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: c.hfModel, r: c.rank, lora_alpha: c.alpha,
       target_modules: [...new Set(targets.map((t) => t.module.split('.').at(-1)))], peft_version: '0.17.1', ...config,
     }),
+    // PEFT names an Embedding's factors lora_embedding_A (r, vocabulary) and lora_embedding_B (dim, r).
     'adapter_model.safetensors': buildSafetensors([...factors.flatMap((f): FixtureTensor[] => [
-      { name: `base_model.model.${f.module}.lora_A.weight`, dtype: 'F32', shape: [c.rank, f.in], data: f.a },
-      { name: `base_model.model.${f.module}.lora_B.weight`, dtype: 'F32', shape: [f.out, c.rank], data: f.b },
+      { name: `base_model.model.${f.module}.${f.embedding ? 'lora_embedding_A' : 'lora_A.weight'}`, dtype: 'F32', shape: [c.rank, f.in], data: f.a },
+      { name: `base_model.model.${f.module}.${f.embedding ? 'lora_embedding_B' : 'lora_B.weight'}`, dtype: 'F32', shape: [f.out, c.rank], data: f.b },
     ]), ...tensors]),
   };
   return { files, factors };
@@ -295,6 +390,19 @@ describe('PEFT on a deepseek2 GGUF: what cannot land on the split kv_b_proj', ()
     expect(messages).toHaveLength(1);
     expect(messages[0]).toContain(`module "${kvB0.module}"`);
     expect(messages[0]).toContain('DoRA on a module that lands on part of a tensor');
+  });
+
+  it('refuses modules of the nextn (MTP) layer, which DeepseekV2Model leaves out of a deepseek2 file, naming each', async () => {
+    const mtp: Target[] = [
+      { module: 'model.layers.2.eh_proj', out: HIDDEN, in: 2 * HIDDEN, lands: [] },
+      { module: 'model.layers.2.self_attn.q_a_proj', out: Q_RANK, in: HIDDEN, lands: [] },
+    ];
+    const messages = await problems(peftAdapter(v3, mtp).files);
+    expect(messages).toHaveLength(2);
+    expect(messages[0]).toContain('module "model.layers.2.eh_proj"');
+    expect(messages[0]).toContain('multi-token-prediction (nextn) layer');
+    expect(messages[0]).toContain('skip_mtp');
+    expect(messages[1]).toContain('module "model.layers.2.self_attn.q_a_proj": names block 2, but the base has 2 (deepseek2.block_count)');
   });
 
   it('refuses a kv_b_proj LoRA of the wrong width, naming the tensor that holds its rows transposed', async () => {

@@ -20,12 +20,19 @@
  * - InternLM2 (`internlm2`): the grouped `attention.wqkv` split into attn_q, attn_k (both
  *   permuted) and attn_v as the converter splits it; `wo`, `feed_forward.w1`/`w3`, `output`;
  * - Llama 4 (`llama4`): `language_model.…` paths, q and k not permuted, the `feed_forward` MLP, the
- *   router, the shared expert and the head.
+ *   router, the shared expert and the head;
+ * - Gemma 3n (`gemma3n`): AltUp's `modality_router` and `correction_coefs`, LAuReL's
+ *   `linear_left`/`linear_right`, `per_layer_input_gate`, and `altup_projections.N` /
+ *   `altup_unembed_projections.N` on their rows of the tensors the converter stacks them into;
+ * - Gemma 4 E2B/E4B (`gemma4`): `model.language_model.…` paths, the per-layer input path's
+ *   `per_layer_input_gate` (inp_gate), `per_layer_projection` (proj) and the model's
+ *   `per_layer_model_projection` (per_layer_model_proj), written as they are, beside attention and MLP.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
-import { buildGguf, randomTensors, readGguf, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
+import { buildGguf, GGML_TYPE_ID, randomTensors, readGguf, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
+import { expectMerged } from './helpers/expect-merged.js';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
 
@@ -39,8 +46,8 @@ function gaussian(seed: number): () => number {
   return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
 }
 
-/** A GGUF tensor that holds rows of a module's ΔW: for each of its rows, the ΔW row it holds. */
-interface Landing { tensor: string; rows: number; from: (row: number) => number }
+/** A GGUF tensor that holds rows of a module's ΔW: for each of its rows, the ΔW row it holds (none: the base's row). */
+interface Landing { tensor: string; rows: number; from: (row: number) => number | undefined }
 
 /**
  * A trained module: its HF path, the GGUF tensor it lands on (or the tensors the converter splits
@@ -133,7 +140,75 @@ const graniteMoe = (block: number): [string, number[], string?][] => [
   [`blk.${block}.ffn_down_shexp.weight`, [SHARED, HIDDEN]],
 ];
 
+/** Gemma 4 E2B/E4B's per-layer input size (hidden_size_per_layer_input). */
+const PER_LAYER = 8;
+/** Gemma 3n's AltUp streams (altup_num_inputs) and LAuReL rank. */
+const ALTUP = 4, LAUREL = 4;
+/** Matrix `index` of square HIDDEN × HIDDEN matrices the converter stacks in order (Gemma 3n's altup_proj). */
+const stackedSquare = (tensor: string, index: number): Landing[] => [
+  { tensor, rows: (ALTUP - 1) * HIDDEN, from: (row) => (row >= index * HIDDEN && row < (index + 1) * HIDDEN ? row - index * HIDDEN : undefined) },
+];
+
 const CASES: Case[] = [
+  {
+    // Gemma 3n E2B-like (Gemma3NModel): AltUp's router and coefficients, LAuReL, the per-layer
+    // input path, and the three altup projections stacked into altup_proj.
+    arch: 'gemma3n', hfClass: 'google/gemma-3n-E2B-it', type: 'BF16', rank: 2, alpha: 3,
+    targetModules: ['k_proj', 'modality_router', 'correction_coefs', 'linear_left', 'linear_right', 'per_layer_input_gate', 'altup_projections.1', 'altup_unembed_projections.2'],
+    tensors: [
+      ...LLAMA_LIKE, ['blk.0.attn_q_norm.weight', [HEAD_DIM]], ['blk.0.attn_k_norm.weight', [HEAD_DIM]],
+      ['blk.0.post_attention_norm.weight', [HIDDEN]], ['blk.0.post_ffw_norm.weight', [HIDDEN]],
+      ['blk.0.altup_router.weight', [HIDDEN, ALTUP]], ['blk.0.altup_router_norm.weight', [HIDDEN]],
+      ['blk.0.altup_predict_coef.weight', [ALTUP, ALTUP * ALTUP]], ['blk.0.altup_correct_coef.weight', [ALTUP, ALTUP]], ['blk.0.altup_correct_scale.weight', [HIDDEN]],
+      ['blk.0.laurel_l.weight', [HIDDEN, LAUREL]], ['blk.0.laurel_r.weight', [LAUREL, HIDDEN]], ['blk.0.laurel_post_norm.weight', [HIDDEN]],
+      ['blk.0.inp_gate.weight', [HIDDEN, PER_LAYER]], ['blk.0.proj.weight', [PER_LAYER, HIDDEN]], ['blk.0.post_norm.weight', [HIDDEN]],
+      ['per_layer_token_embd.weight', [PER_LAYER, VOCAB]], ['per_layer_model_proj.weight', [HIDDEN, PER_LAYER]], ['per_layer_proj_norm.weight', [PER_LAYER]],
+      ['altup_proj.weight', [HIDDEN, HIDDEN, ALTUP - 1]], ['altup_unembd_proj.weight', [HIDDEN, HIDDEN, ALTUP - 1]],
+    ],
+    metadata: [
+      ['gemma3n.altup.active_idx', u32(0)], ['gemma3n.altup.num_inputs', u32(ALTUP)], ['gemma3n.embedding_length_per_layer_input', u32(PER_LAYER)],
+      ['gemma3n.attention.shared_kv_layers', u32(0)], ['gemma3n.activation_sparsity_scale', { type: 'array', itemType: 'f32', value: [0] }],
+      ['gemma3n.attention.sliding_window_pattern', { type: 'array', itemType: 'bool', value: [true] }],
+    ],
+    targets: [
+      { module: 'model.language_model.layers.0.self_attn.k_proj', tensor: 'blk.0.attn_k.weight', out: KV, in: HIDDEN },
+      { module: 'model.language_model.layers.0.altup.modality_router', tensor: 'blk.0.altup_router.weight', out: ALTUP, in: HIDDEN },
+      { module: 'model.language_model.layers.0.altup.correction_coefs', tensor: 'blk.0.altup_correct_coef.weight', out: ALTUP, in: ALTUP },
+      { module: 'model.language_model.layers.0.laurel.linear_left', tensor: 'blk.0.laurel_l.weight', out: LAUREL, in: HIDDEN },
+      { module: 'model.language_model.layers.0.laurel.linear_right', tensor: 'blk.0.laurel_r.weight', out: HIDDEN, in: LAUREL },
+      { module: 'model.language_model.layers.0.per_layer_input_gate', tensor: 'blk.0.inp_gate.weight', out: PER_LAYER, in: HIDDEN },
+      { module: 'model.language_model.altup_projections.1', tensor: stackedSquare('altup_proj.weight', 1), out: HIDDEN, in: HIDDEN },
+      { module: 'model.language_model.altup_unembed_projections.2', tensor: stackedSquare('altup_unembd_proj.weight', 2), out: HIDDEN, in: HIDDEN },
+    ],
+  },
+  {
+    // Gemma 4 E2B-like (Gemma4Model): one block with q/k norms, the per-layer input gate and
+    // projection and their norm; the model's per-layer token embedding, projection and its norm.
+    arch: 'gemma4', hfClass: 'google/gemma-4-E2B-it', type: 'BF16', rank: 4, alpha: 4,
+    targetModules: ['q_proj', 'o_proj', 'up_proj', 'per_layer_input_gate', 'per_layer_projection', 'per_layer_model_projection'],
+    tensors: [
+      ...LLAMA_LIKE, ['rope_freqs.weight', [HEAD_DIM / 2]],
+      ['blk.0.attn_q_norm.weight', [HEAD_DIM]], ['blk.0.attn_k_norm.weight', [HEAD_DIM]], ['blk.0.post_attention_norm.weight', [HIDDEN]],
+      ['blk.0.post_ffw_norm.weight', [HIDDEN]], ['blk.0.inp_gate.weight', [HIDDEN, PER_LAYER]], ['blk.0.proj.weight', [PER_LAYER, HIDDEN]],
+      ['blk.0.post_norm.weight', [HIDDEN]], ['blk.0.layer_output_scale.weight', [1]],
+      ['per_layer_token_embd.weight', [PER_LAYER, VOCAB]], ['per_layer_model_proj.weight', [HIDDEN, PER_LAYER]], ['per_layer_proj_norm.weight', [PER_LAYER]],
+    ],
+    metadata: [
+      ['gemma4.embedding_length_per_layer_input', u32(PER_LAYER)], ['gemma4.attention.shared_kv_layers', u32(0)],
+      ['gemma4.attention.sliding_window_pattern', { type: 'array', itemType: 'bool', value: [true] }], ['gemma4.attention.sliding_window', u32(512)],
+      ['gemma4.attention.key_length', u32(HEAD_DIM)], ['gemma4.attention.value_length', u32(HEAD_DIM)],
+      ['gemma4.attention.key_length_swa', u32(HEAD_DIM)], ['gemma4.attention.value_length_swa', u32(HEAD_DIM)],
+      ['gemma4.rope.dimension_count', u32(HEAD_DIM)], ['gemma4.rope.dimension_count_swa', u32(HEAD_DIM)],
+    ],
+    targets: [
+      { module: 'model.language_model.layers.0.self_attn.q_proj', tensor: 'blk.0.attn_q.weight', out: Q, in: HIDDEN },
+      { module: 'model.language_model.layers.0.self_attn.o_proj', tensor: 'blk.0.attn_output.weight', out: HIDDEN, in: Q },
+      { module: 'model.language_model.layers.0.mlp.up_proj', tensor: 'blk.0.ffn_up.weight', out: FFN, in: HIDDEN },
+      { module: 'model.language_model.layers.0.per_layer_input_gate', tensor: 'blk.0.inp_gate.weight', out: PER_LAYER, in: HIDDEN },
+      { module: 'model.language_model.layers.0.per_layer_projection', tensor: 'blk.0.proj.weight', out: HIDDEN, in: PER_LAYER },
+      { module: 'model.language_model.per_layer_model_projection', tensor: 'per_layer_model_proj.weight', out: PER_LAYER, in: HIDDEN },
+    ],
+  },
   {
     // Granite 4.0 H Tiny-like: block 0 Mamba-2, block 1 attention, both with experts and a shared
     // expert; head_count_kv is per block (0 for Mamba-2), q and k permuted (undo_permute kept).
@@ -409,19 +484,21 @@ describe.each(CASES)('PEFT LoRA on a $arch GGUF', (c) => {
     for (const f of adapter.factors) {
       for (const { tensor, rows, from } of landings(f)) {
         const w = base.values.get(tensor)!;
-        const merged = tensorValues('F32', out.tensors.find((t) => t.name === tensor)!.data);
-        expect(merged.length, tensor).toBe(rows * f.in);
-        let worst = 0;
+        // --dtype f32 converts what llama-quantize would quantize; the rest (Gemma's
+        // per_layer_model_proj) keeps its type.
+        const written = out.tensors.find((t) => t.name === tensor)!;
+        const dtype = written.typeId === GGML_TYPE_ID.F32 ? 'F32' : c.type;
+        const merged = tensorValues(dtype, written.data);
+        const truth = new Float64Array(rows * f.in);
         for (let row = 0; row < rows; row++) {
           const src = from(row);
           for (let col = 0; col < f.in; col++) {
             let sum = 0;
-            for (let k = 0; k < c.rank; k++) sum += f.b[src * c.rank + k] * f.a[k * f.in + col];
-            const want = w[row * f.in + col] + scale * sum;
-            worst = Math.max(worst, Math.abs(merged[row * f.in + col] - want) / (Math.abs(want) + 1e-3));
+            if (src !== undefined) for (let k = 0; k < c.rank; k++) sum += f.b[src * c.rank + k] * f.a[k * f.in + col];
+            truth[row * f.in + col] = w[row * f.in + col] + scale * sum;
           }
         }
-        expect(worst, tensor).toBeLessThan(1e-5);
+        expectMerged(merged, truth, dtype, tensor);
       }
     }
     const touched = new Set(adapter.factors.flatMap((f) => landings(f).map((l) => l.tensor)));

@@ -489,6 +489,110 @@ describe('HF module paths on GGUF tensors', () => {
     expect(down.found && down.targets.map((t) => [t.baseKey, t.experts?.paramShape])).toEqual([['blk.0.ffn_down_exps.weight', [8, 32, 16]]]);
   });
 
+  it.for(['deepseek32', 'glm-dsa'])('maps %s (DeepSeek-V3.2, GLM-5): MLA as deepseek2, the lightning indexer by name, and the kept nextn layer', (arch) => {
+    // 2 blocks and 1 nextn layer (block 2), 4 heads, kv_lora_rank 8, qk_nope 6, v 5; indexer 2 heads of 16.
+    const HEADS = 4, RANK = 8, NOPE = 6, V = 5, Q_RANK = 12, IDX_HEADS = 2, IDX_DIM = 16;
+    const block = (b: number) => ({
+      [`blk.${b}.attn_q_a.weight`]: [Q_RANK, 32], [`blk.${b}.attn_q_b.weight`]: [HEADS * (NOPE + 2), Q_RANK],
+      [`blk.${b}.attn_k_b.weight`]: [HEADS * RANK, NOPE], [`blk.${b}.attn_v_b.weight`]: [HEADS * V, RANK],
+      [`blk.${b}.indexer.attn_q_b.weight`]: [IDX_HEADS * IDX_DIM, Q_RANK], [`blk.${b}.indexer.attn_k.weight`]: [IDX_DIM, 32],
+      [`blk.${b}.indexer.proj.weight`]: [IDX_HEADS, 32], [`blk.${b}.indexer.k_norm.weight`]: [IDX_DIM],
+      [`blk.${b}.ffn_gate_exps.weight`]: [8 * 16, 32],
+    });
+    const shapes = {
+      ...block(0), ...block(1), ...block(2),
+      'blk.2.nextn.eh_proj.weight': [32, 64], 'blk.2.nextn.shared_head_head.weight': [100, 32], 'blk.2.nextn.embed_tokens.weight': [100, 32],
+    };
+    const base = ggufBase(arch, shapes, {
+      [`${arch}.block_count`]: 3, [`${arch}.nextn_predict_layers`]: 1, [`${arch}.attention.head_count`]: HEADS, [`${arch}.attention.head_count_kv`]: 1,
+      [`${arch}.attention.kv_lora_rank`]: RANK, [`${arch}.expert_count`]: 8, [`${arch}.attention.indexer.head_count`]: IDX_HEADS,
+    });
+    expect(where(base, 'model.layers.1.self_attn.indexer.wq_b')).toEqual([{ key: 'blk.1.indexer.attn_q_b.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.1.self_attn.indexer.wk')).toEqual([{ key: 'blk.1.indexer.attn_k.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.self_attn.indexer.weights_proj')).toEqual([{ key: 'blk.0.indexer.proj.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.0.self_attn.q_b_proj')).toEqual([{ key: 'blk.0.attn_q_b.weight', rows: undefined }]);
+    const kvB = base.locate(moduleAddress('base_model.model.model.layers.1.self_attn.kv_b_proj'));
+    expect(kvB.found && kvB.targets).toEqual([
+      { baseKey: 'blk.1.attn_k_b.weight', transposedBlocks: { starts: [0, 11, 22, 33], rows: NOPE } },
+      { baseKey: 'blk.1.attn_v_b.weight', rows: [6, 17, 28, 39].map((src, h) => ({ src, dst: h * V, count: V })) },
+    ]);
+    expect(base.locate(moduleAddress('base_model.model.model.layers.1.mlp.experts.3.gate_proj')))
+      .toMatchObject({ found: true, targets: [{ baseKey: 'blk.1.ffn_gate_exps.weight', rows: [{ src: 0, dst: 48, count: 16 }] }] });
+    // The nextn layer: a block like the others, and its own projections under nextn.
+    expect(where(base, 'model.layers.2.self_attn.indexer.wk')).toEqual([{ key: 'blk.2.indexer.attn_k.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.2.eh_proj')).toEqual([{ key: 'blk.2.nextn.eh_proj.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.2.shared_head.head')).toEqual([{ key: 'blk.2.nextn.shared_head_head.weight', rows: undefined }]);
+    expect(where(base, 'model.layers.2.embed_tokens')).toEqual([{ key: 'blk.2.nextn.embed_tokens.weight', rows: undefined }]);
+    // The indexer's k_norm is a LayerNorm; a layer without an indexer has no tensor for it.
+    expect(where(base, 'model.layers.0.self_attn.indexer.k_norm')).toMatch(/no matching tensor/);
+    expect(where(ggufBase(arch, { 'blk.0.attn_q_a.weight': [Q_RANK, 32] }), 'model.layers.0.self_attn.indexer.wk')).toMatch(/no matching tensor/);
+  });
+
+  it('maps the kept nextn layer of GLM-4.5 (glm4moe) and GLM-OCR (glm4), and refuses nextn modules on deepseek2, whose converter drops them', () => {
+    const glm = ggufBase('glm4moe', { 'blk.1.attn_q.weight': [64, 32], 'blk.1.nextn.eh_proj.weight': [32, 64], 'blk.1.nextn.shared_head_head.weight': [100, 32] }, { 'glm4moe.block_count': 2, 'glm4moe.nextn_predict_layers': 1 });
+    expect(where(glm, 'model.layers.1.self_attn.q_proj')).toEqual([{ key: 'blk.1.attn_q.weight', rows: undefined }]);
+    expect(where(glm, 'model.layers.1.eh_proj')).toEqual([{ key: 'blk.1.nextn.eh_proj.weight', rows: undefined }]);
+    expect(where(glm, 'model.layers.1.shared_head.head')).toEqual([{ key: 'blk.1.nextn.shared_head_head.weight', rows: undefined }]);
+    // GLM-OCR (written as glm4) keeps its nextn layer too; its language model is nested.
+    const ocr = ggufBase('glm4', { 'blk.16.attn_q.weight': [64, 32], 'blk.16.nextn.eh_proj.weight': [32, 64] }, { 'glm4.block_count': 17, 'glm4.nextn_predict_layers': 1 });
+    expect(where(ocr, 'model.language_model.layers.16.eh_proj')).toEqual([{ key: 'blk.16.nextn.eh_proj.weight', rows: undefined }]);
+    expect(where(ocr, 'model.language_model.layers.16.self_attn.q_proj')).toEqual([{ key: 'blk.16.attn_q.weight', rows: undefined }]);
+    const ds = ggufBase('deepseek2', { 'blk.0.attn_q_a.weight': [12, 32] }, { 'deepseek2.block_count': 1 });
+    expect(where(ds, 'model.layers.1.eh_proj')).toMatch(/multi-token-prediction \(nextn\) layer.*DeepseekV2Model, skip_mtp/);
+    expect(where(ds, 'model.layers.1.self_attn.q_a_proj')).toMatch(/names block 1, but the base has 1 \(deepseek2.block_count\)/);
+    // Within the file's blocks a missing tensor is a plain miss.
+    expect(where(ds, 'model.layers.0.self_attn.q_b_proj')).toMatch(/no matching tensor/);
+  });
+
+  it('maps DeepSeek-OCR\'s language model (deepseek2-ocr): q, k, v as they are, MoE as deepseek2; refuses its SAM, CLIP and projector', () => {
+    const base = ggufBase('deepseek2-ocr', {
+      'blk.0.attn_q.weight': [64, 32], 'blk.0.attn_k.weight': [64, 32], 'blk.0.attn_v.weight': [64, 32], 'blk.0.attn_output.weight': [32, 64],
+      'blk.1.ffn_gate_inp.weight': [8, 32], 'blk.1.ffn_down_exps.weight': [8 * 32, 16], 'blk.1.ffn_up_shexp.weight': [16, 32],
+    }, { 'deepseek2-ocr.attention.head_count': 8, 'deepseek2-ocr.attention.head_count_kv': 8, 'deepseek2-ocr.expert_count': 8 });
+    for (const [m, t] of [['q_proj', 'attn_q'], ['k_proj', 'attn_k'], ['v_proj', 'attn_v'], ['o_proj', 'attn_output']]) {
+      expect(where(base, `model.layers.0.self_attn.${m}`)).toEqual([{ key: `blk.0.${t}.weight`, rows: undefined }]);
+    }
+    expect(where(base, 'model.layers.1.mlp.gate')).toEqual([{ key: 'blk.1.ffn_gate_inp.weight', rows: undefined }]);
+    expect(base.locate(moduleAddress('base_model.model.model.layers.1.mlp.experts.2.down_proj')))
+      .toMatchObject({ found: true, targets: [{ baseKey: 'blk.1.ffn_down_exps.weight', rows: [{ src: 0, dst: 64, count: 32 }] }] });
+    expect(where(base, 'model.layers.1.mlp.shared_experts.up_proj')).toEqual([{ key: 'blk.1.ffn_up_shexp.weight', rows: undefined }]);
+    for (const m of ['model.sam_model.blocks.0.attn.qkv', 'model.vision_model.transformer.layers.0.self_attn.qkv_proj', 'model.projector.layers']) {
+      expect(where(base, m), m).toMatch(/separate mmproj GGUF/);
+    }
+  });
+
+  it.for(['gemma3n', 'gemma4'])('maps %s\'s per-layer inputs: each block\'s per_layer_input_gate and per_layer_projection, the model\'s per_layer_model_projection', (arch) => {
+    const base = ggufBase(arch, { 'blk.3.inp_gate.weight': [8, 32], 'blk.3.proj.weight': [32, 8], 'per_layer_model_proj.weight': [4 * 8, 32] });
+    for (const prefix of ['model.language_model.', 'model.']) {
+      expect(where(base, `${prefix}layers.3.per_layer_input_gate`)).toEqual([{ key: 'blk.3.inp_gate.weight', rows: undefined }]);
+      expect(where(base, `${prefix}layers.3.per_layer_projection`)).toEqual([{ key: 'blk.3.proj.weight', rows: undefined }]);
+      expect(where(base, `${prefix}per_layer_model_projection`)).toEqual([{ key: 'per_layer_model_proj.weight', rows: undefined }]);
+    }
+  });
+
+  it('maps Gemma 3n\'s AltUp and LAuReL: per-block router, coefficients and LAuReL by name, the stacked altup projections on their rows', () => {
+    const HIDDEN = 32;
+    const base = ggufBase('gemma3n', {
+      'blk.0.altup_router.weight': [4, HIDDEN], 'blk.0.altup_predict_coef.weight': [16, 4], 'blk.0.altup_correct_coef.weight': [4, 4],
+      'blk.0.laurel_l.weight': [8, HIDDEN], 'blk.0.laurel_r.weight': [HIDDEN, 8],
+      'altup_proj.weight': [3 * HIDDEN, HIDDEN], 'altup_unembd_proj.weight': [3 * HIDDEN, HIDDEN],
+    }, { 'gemma3n.block_count': 1, 'gemma3n.altup.num_inputs': 4 });
+    for (const [m, t] of [['altup.modality_router', 'altup_router'], ['altup.prediction_coefs', 'altup_predict_coef'], ['altup.correction_coefs', 'altup_correct_coef'], ['laurel.linear_left', 'laurel_l'], ['laurel.linear_right', 'laurel_r']]) {
+      expect(where(base, `model.language_model.layers.0.${m}`), m).toEqual([{ key: `blk.0.${t}.weight`, rows: undefined }]);
+    }
+    for (const [m, t] of [['altup_projections', 'altup_proj'], ['altup_unembed_projections', 'altup_unembd_proj']]) {
+      expect(base.locate(moduleAddress(`base_model.model.model.language_model.${m}.2`)), m)
+        .toMatchObject({ found: true, targets: [{ baseKey: `${t}.weight`, rows: [{ src: 0, dst: 2 * HIDDEN, count: HIDDEN }] }] });
+      expect(where(base, `model.language_model.${m}.3`), m).toMatch(/no matching tensor/);
+    }
+  });
+
+  it('maps Gemma 4\'s per-layer token embedding, which its converter writes as it is, and refuses Gemma 3n\'s, which its converter pads', () => {
+    const shapes = { 'per_layer_token_embd.weight': [262144, 4 * 8] };
+    expect(where(ggufBase('gemma4', shapes), 'model.language_model.embed_tokens_per_layer')).toEqual([{ key: 'per_layer_token_embd.weight', rows: undefined }]);
+    expect(where(ggufBase('gemma3n', shapes), 'model.language_model.embed_tokens_per_layer')).toMatch(/Gemma3NModel\) pads the per-layer token embedding/);
+  });
+
   it('names what cannot be mapped: an unknown module, a missing tensor, an architecture it does not know', () => {
     const base = ggufBase('llama', { 'blk.0.attn_q.weight': [64, 64] }, { 'llama.attention.head_count': 8 });
     expect(where(base, 'model.layers.0.self_attn.rotary_emb')).toMatch(/no matching tensor/);

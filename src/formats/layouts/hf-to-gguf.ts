@@ -17,7 +17,10 @@
  * - a module the converter splits by rows lands on each part: Granite's shared MLP `input_linear`
  *   (gate, then up) on ffn_gate_shexp/ffn_up_shexp (ffn_gate/ffn_up without experts), InternLM2's
  *   grouped `wqkv` on attn_q, attn_k and attn_v, DeepSeek's MLA `kv_b_proj` on attn_k_b (each
- *   head's key rows transposed) and attn_v_b;
+ *   head's key rows transposed) and attn_v_b (also for DeepSeek-V3.2 and GLM-5, with their
+ *   sparse attention's indexer by name);
+ * - multi-token-prediction (nextn) layers where the converter keeps them, as the last blocks, their
+ *   own projections under `nextn.`; where it drops them, a module on them is refused saying so;
  * - hybrid models' Mamba-2 mixers (`mamba.in_proj`/`out_proj`, Nemotron-H's `mixer.*`) on ssm_in
  *   and ssm_out, and per-layer head counts (one per block, 0 for Mamba-2 blocks) read for the block;
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
@@ -64,6 +67,11 @@ interface Rule {
   groupedQkv?: true;
   /** DeepSeek's MLA kv_b_proj, which the converter splits per head into attn_k_b (transposed) and attn_v_b. */
   mlaKvB?: true;
+  /**
+   * Capture group holding the index of one of several square matrices the converter stacks in
+   * order into `tensor` (Gemma 3n's altup_projections.N): matrix i is rows i·n…(i+1)·n.
+   */
+  stackedSquare?: number;
 }
 
 const L = 'model\\.layers\\.(\\d+)';
@@ -122,6 +130,33 @@ const MLA: readonly Rule[] = [
   rule(`${L}\\.self_attn\\.kv_a_proj_with_mqa`, 'blk.$1.attn_kv_a_mqa'),
   rule(`${L}\\.self_attn\\.kv_b_proj`, 'blk.$1.attn_kv_b', { mlaKvB: true }),
 ];
+/**
+ * DeepSeek sparse attention's lightning indexer (DeepseekV32Model, GlmMoeDsaModel): `wq_b`, `wk`
+ * and `weights_proj` under `self_attn.indexer`, which the converter maps by name (DeepseekV2Model's
+ * modify_tensors passes them through) to indexer.attn_q_b, indexer.attn_k and indexer.proj
+ * (forced to F32); its `k_norm` is a LayerNorm, not a Linear.
+ */
+const DSA_INDEXER: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.indexer\\.wq_b`, 'blk.$1.indexer.attn_q_b'),
+  rule(`${L}\\.self_attn\\.indexer\\.wk`, 'blk.$1.indexer.attn_k'),
+  rule(`${L}\\.self_attn\\.indexer\\.weights_proj`, 'blk.$1.indexer.proj'),
+];
+/**
+ * A checkpoint's multi-token-prediction (nextn) layers, `model.layers.N` for N ≥ num_hidden_layers:
+ * where the converter keeps them (block_count raised by nextn_predict_layers) their attention and
+ * MLP are blocks like any other, and their own Linears and embedding go under `nextn.`
+ * (tensor_mapping.py's NEXTN_*: eh_proj, shared_head.head, embed_tokens).
+ */
+const NEXTN: readonly Rule[] = [
+  rule(`${L}\\.eh_proj`, 'blk.$1.nextn.eh_proj'),
+  rule(`${L}\\.shared_head\\.head`, 'blk.$1.nextn.shared_head_head'),
+  rule(`${L}\\.embed_tokens`, 'blk.$1.nextn.embed_tokens'),
+];
+/** DeepseekV2Model (skip_mtp) drops the nextn layers: a deepseek2 file has no tensor for them. */
+const NEXTN_DROPPED: readonly Rule[] = NEXTN.map((r) => ({
+  ...r,
+  refuse: "names a multi-token-prediction (nextn) layer's module, which convert_hf_to_gguf (DeepseekV2Model, skip_mtp) leaves out of a deepseek2 GGUF",
+}));
 const PHI3: readonly Rule[] = [
   rule(`${L}\\.self_attn\\.qkv_proj`, 'blk.$1.attn_qkv'),
   rule(`${L}\\.mlp\\.gate_up_proj`, 'blk.$1.ffn_up'),
@@ -225,6 +260,39 @@ const GEMMA4_MOE: readonly Rule[] = [
   rule(`${L}\\.router\\.proj`, 'blk.$1.ffn_gate_inp'),
   ...fusedExperts(CHUNKED_EXPERTS, ''),
 ];
+
+/**
+ * Gemma 3n's and Gemma 4's (E2B, E4B) per-layer inputs: each block's `per_layer_input_gate` and
+ * `per_layer_projection` (blk.N.inp_gate, blk.N.proj) and the model's `per_layer_model_projection`
+ * (per_layer_model_proj), which Gemma3Model.modify_tensors writes as they are (no norm shift, no
+ * padding: only embeddings are padded or cut).
+ */
+const GEMMA_PER_LAYER: readonly Rule[] = [
+  rule(`${L}\\.per_layer_input_gate`, 'blk.$1.inp_gate'),
+  rule(`${L}\\.per_layer_projection`, 'blk.$1.proj'),
+  rule('model\\.per_layer_model_projection', 'per_layer_model_proj'),
+];
+/**
+ * Gemma 3n's AltUp and LAuReL (Gemma3NModel.modify_tensors): each block's `altup.modality_router`,
+ * `altup.prediction_coefs`, `altup.correction_coefs` and `laurel.linear_left`/`linear_right` as
+ * they are; the model's `altup_projections.N` and `altup_unembed_projections.N` (hidden × hidden
+ * each) stacked in index order into altup_proj and altup_unembd_proj.
+ */
+const GEMMA3N_ALTUP_LAUREL: readonly Rule[] = [
+  rule(`${L}\\.altup\\.modality_router`, 'blk.$1.altup_router'),
+  rule(`${L}\\.altup\\.prediction_coefs`, 'blk.$1.altup_predict_coef'),
+  rule(`${L}\\.altup\\.correction_coefs`, 'blk.$1.altup_correct_coef'),
+  rule(`${L}\\.laurel\\.linear_left`, 'blk.$1.laurel_l'),
+  rule(`${L}\\.laurel\\.linear_right`, 'blk.$1.laurel_r'),
+  rule('model\\.altup_projections\\.(\\d+)', 'altup_proj', { stackedSquare: 1 }),
+  rule('model\\.altup_unembed_projections\\.(\\d+)', 'altup_unembd_proj', { stackedSquare: 1 }),
+];
+/** Gemma 4 writes the per-layer token embedding as it is (Gemma3Model cuts only `embed_tokens`). */
+const GEMMA4_PER_LAYER_EMBEDDING = rule('model\\.embed_tokens_per_layer', 'per_layer_token_embd');
+/** Gemma3NModel pads it with zero rows up to vocab_size, so the adapter's rows do not fit the tensor. */
+const GEMMA3N_PER_LAYER_EMBEDDING = rule('model\\.embed_tokens_per_layer', 'per_layer_token_embd', {
+  refuse: 'convert_hf_to_gguf (Gemma3NModel) pads the per-layer token embedding with zero rows past vocab_size_per_layer_input, so its rows are not the adapter\'s: merge into the safetensors model and convert that',
+});
 
 /**
  * Llama 4's text model (Llama4Model, a LlamaModel with undo_permute off: q and k as they are): the
@@ -366,8 +434,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // names for attention and the MLP (their AltUp, Laurel and per-layer embeddings fit no rule and
   // are misses; the converter pads the token embedding past the tokenizer's vocabulary, so an
   // embed_tokens update does not fit it); Gemma 4's router and experts as GEMMA4_MOE.
-  gemma3n: [...COMMON, ...QK],
-  gemma4: [...COMMON, ...QK, ...GEMMA4_MOE],
+  gemma3n: [...COMMON, ...QK, ...GEMMA_PER_LAYER, GEMMA3N_PER_LAYER_EMBEDDING, ...GEMMA3N_ALTUP_LAUREL],
+  gemma4: [...COMMON, ...QK, ...GEMMA_PER_LAYER, GEMMA4_PER_LAYER_EMBEDDING, ...GEMMA4_MOE],
   phi3: [...COMMON, ...PHI3],
   // Phi-2 (Phi2Model): the plain name mapping; an old file with a fused attn_qkv has no attn_q to
   // land on, so such modules are misses.
@@ -401,10 +469,12 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   olmo2: [...COMMON, ...QK],
   olmoe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   seed_oss: [...COMMON, ...QK],
-  // GLM-4 (Glm4Model): q and k as they are; the fused gate_up_proj is ffn_up, as for phi3.
-  glm4: [...COMMON, ...QK, ...PHI3],
+  // GLM-4 (Glm4Model): q and k as they are; the fused gate_up_proj is ffn_up, as for phi3. GLM-OCR
+  // (GlmOCRModel, written as glm4) keeps its nextn layer as the last block.
+  glm4: [...COMMON, ...QK, ...PHI3, ...NEXTN],
   // GLM-4.5/4.6 (Glm4MoeModel): q and k as they are; the leading dense layers use COMMON's MLP names.
-  glm4moe: [...COMMON, ...QK, ...GLM4_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // The nextn layer (num_nextn_predict_layers) is kept as the last block.
+  glm4moe: [...COMMON, ...QK, ...GLM4_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
   // gpt-oss (GptOssModel): q and k not permuted (the class leaves them to the plain name mapping);
   // its router is not a Linear, so LoRA has no module there.
   'gpt-oss': [...COMMON, ...QK, ...fusedExperts(GPT_OSS_EXPERTS)],
@@ -425,7 +495,15 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // DeepSeek-V2/V2-Lite/V3/R1, Kimi K2 and Kimi-VL's language model, GLM-4.7-Flash, Youtu-LLM
   // (DeepseekV2Model and its subclasses): MLA attention, the leading dense blocks' MLP, the router,
   // experts (fused in transformers 5, as Qwen's) and shared experts.
-  deepseek2: [...COMMON, ...MLA, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  deepseek2: [...COMMON, ...MLA, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN_DROPPED],
+  // DeepSeek-V3.2 (DeepseekV32Model) and GLM-5 (GlmMoeDsaModel): DeepseekV2Model's MLA and MoE, the
+  // sparse attention's indexer, and the nextn layers kept (skip_mtp off) as the last blocks.
+  deepseek32: [...COMMON, ...MLA, ...DSA_INDEXER, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
+  'glm-dsa': [...COMMON, ...MLA, ...DSA_INDEXER, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
+  // DeepSeek-OCR's language model (DeepseekV2Model as deepseek2-ocr): DeepSeek-V2's MoE with plain
+  // multi-head attention (no MLA: q_proj, k_proj, v_proj, o_proj as they are); its SAM and CLIP
+  // encoders and projector go to the mmproj file.
+  'deepseek2-ocr': [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN_DROPPED],
 };
 
 /** Multimodal checkpoints nest the language model; PEFT paths keep the nesting. */
@@ -447,8 +525,11 @@ function positiveInt(value: unknown): number | undefined {
 
 const MISS: LayoutResolution = { found: false, ambiguous: false, candidates: [] };
 
-/** Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`). */
-const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline)(\.|$)/;
+/**
+ * Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`);
+ * DeepSeek-OCR's are `sam_model`, `vision_model`, `projector` (and its `view_seperator`).
+ */
+const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline|sam_model|projector|view_seperator)(\.|$)/;
 /** Hugging Face names of a language model's modules and parameters (after `normalise`; Nemotron-H's tree is `backbone`). */
 const HF_NAME = /^(model\.|backbone\.|lm_head$|lm_head\.)/;
 /** Hugging Face module paths of a language model (after `normalise`). */
@@ -623,8 +704,18 @@ function resolveMlaKvB(block: string, arch: string, base: BaseView): LayoutResol
   return { found: true, targets };
 }
 
+/** Matrix `index` of the square matrices stacked in `tensor` (n × n each: n rows per matrix). */
+function resolveStackedSquare(tensor: string, index: number, base: BaseView): LayoutResolution {
+  const found = base.index.resolveDotted(`${tensor}.weight`);
+  if (!found.found) return wholeTensor(found);
+  const [rows, cols] = base.shape(found.key) ?? [];
+  if (rows === undefined || cols === undefined || rows % cols !== 0 || index >= rows / cols) return MISS;
+  return { found: true, targets: [{ baseKey: found.key, rows: [{ src: 0, dst: index * cols, count: cols }] }] };
+}
+
 function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
   if (r.refuse) return { found: false, ambiguous: false, candidates: [], why: r.refuse };
+  if (r.stackedSquare !== undefined) return resolveStackedSquare(r.tensor, Number(m[r.stackedSquare]), base);
   if (r.mlaKvB) return resolveMlaKvB(m[1], arch, base);
   if (r.fused) return resolveFusedExperts(r.fused, m[1], arch, base);
   if (r.upperHalf) return resolveHalves(r, m[1], base);
@@ -655,6 +746,18 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
   return { found: true, targets: [{ baseKey: found.key, rows: segments }] };
 }
 
+/**
+ * A miss on a block the file does not have (a checkpoint's nextn layer, which DeepseekV2Model and
+ * most converters leave out) says so, with the file's block count.
+ */
+function pastLastBlock(rule: Rule, r: LayoutResolution, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
+  // Only a rule whose tensor is a block's has the block number in its first group.
+  if (r.found || r.ambiguous || r.why || !rule.tensor.startsWith('blk.$1.')) return r;
+  const blocks = positiveInt(base.metadata?.(`${arch}.block_count`));
+  if (blocks === undefined || Number(m[1]) < blocks) return r;
+  return { ...r, why: `names block ${m[1]}, but the base has ${blocks} (${arch}.block_count): an adapter for a deeper model, or a multi-token-prediction (nextn) layer that convert_hf_to_gguf leaves out of ${arch} files` };
+}
+
 export const hfToGguf: Layout = {
   name: 'hf-to-gguf',
   resolve(address, base) {
@@ -668,7 +771,7 @@ export const hfToGguf: Layout = {
     if (!rules) return HF_TREE.test(path) ? MISS : undefined;
     for (const r of rules) {
       const m = r.pattern.exec(path);
-      if (m) return resolveRule(r, m, arch, base);
+      if (m) return pastLastBlock(r, resolveRule(r, m, arch, base), m, arch, base);
     }
     // GGUF names (a GGUF adapter's `blk.0.attn_q`) are not this layout's.
     return HF_TREE.test(path) ? MISS : undefined;
