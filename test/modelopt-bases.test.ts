@@ -207,6 +207,19 @@ describe('ModelOpt FP8 (nvidia/Llama-3.1-8B-Instruct-FP8)', () => {
     expect(existsSync(out)).toBe(false);
   });
 
+  it('an F8_E4M3 weight without its weight_scale: refused in one line naming it, with --dtype too, nothing written', async () => {
+    const files = baseFolder(VARIANTS[0]);
+    const tensors = [...decodeSafetensors(files['model.safetensors'] as Uint8Array).tensors]
+      .filter(([name]) => name !== `${Q}.weight_scale`)
+      .map(([name, t]): FixtureTensor => (t.dtype === 'F8_E4M3' ? { name, dtype: t.dtype, shape: t.shape, data: t.bytes } : { name, dtype: t.dtype, shape: t.shape, data: Array.from(t.values) }));
+    for (const extra of [[], ['--dtype', 'bf16']]) {
+      const { run, out, lines } = await cli({ ...files, 'model.safetensors': buildSafetensors(tensors) }, adapterFolder(ROWS, COLS), extra);
+      expect(run.code, extra.join(' ')).not.toBe(0);
+      expect(lines).toEqual([expect.stringMatching(/q_proj\.weight.* F8_E4M3 codes with no model\.layers\.0\.self_attn\.q_proj\.weight_scale beside them/)]);
+      expect(existsSync(out)).toBe(false);
+    }
+  });
+
   it('ModelOpt FP8 with per-channel scales (FP8_PER_CHANNEL_PER_TOKEN) stays refused by its scale tensor', async () => {
     const files = baseFolder(VARIANTS[0]);
     const rowsOf = (name: string) => ROWS[name.slice(0, -'.weight_scale'.length)];

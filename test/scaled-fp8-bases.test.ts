@@ -460,6 +460,18 @@ describe('what stays refused, by name', () => {
     expect(existsSync(out)).toBe(false);
   });
 
+  it('an F8_E4M3 weight without its scale tensor: its codes are no weights, so merging it or --dtype is refused in one line naming it', async () => {
+    for (const kind of ['block', 'channel'] as const) {
+      const tensors = baseTensors(kind).filter((t) => t.name !== `${Q}.${SCALE_NAME[kind]}`);
+      for (const extra of [[], ['--dtype', 'bf16']]) {
+        const { run, out, lines } = await cli({ ...baseFolder(kind), 'model.safetensors': buildSafetensors(tensors) }, adapterFolder(), extra);
+        expect(run.code, `${kind} ${extra.join(' ')}`).not.toBe(0);
+        expect(lines).toEqual([expect.stringMatching(new RegExp(`${Q}\\.weight.* F8_E4M3 codes with no ${Q}\\.${SCALE_NAME[kind]} beside them`))]);
+        expect(existsSync(out)).toBe(false);
+      }
+    }
+  });
+
   it('a weight_scale_inv holding the grid\'s count in another shape (transposed, flat): one line naming it, nothing written', async () => {
     // q_proj's grid is [3, 2]; its six scales as [2, 3] or [6] would be read into the wrong blocks.
     for (const shape of [[2, 3], [6]]) {
