@@ -1231,7 +1231,7 @@ type LlmQuant = 'compressed-tensors' | 'modelopt-fp8' | 'modelopt-nvfp4';
 /** NVFP4's inputs: two groups of 16 per row. */
 const NV_IN = 32;
 const HF_QUANT_CONFIG = 'model/hf_quant_config.json';
-const TORCH_FLOAT: Record<string, 'F32' | 'F16' | 'BF16'> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
+const TORCH_FLOAT: Partial<Record<string, 'F32' | 'F16' | 'BF16'>> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 /** The activation and KV-cache scales a quantized runtime alone reads (README, "--dtype f32/f16/bf16"). */
 const RUNTIME_SCALE = /\.(?:input_scale|k_scale|v_scale|q_scale|kv_scale|prob_scale|prob_output_scale|[qkv]_proj\.output_scale)$/;
 
@@ -1248,7 +1248,8 @@ type LlmHostile =
   | { part: 'hf producer'; name: string }
   | { part: 'global scale'; value: number; shape: number[]; dtype: 'F32' | 'BF16' }
   | { part: 'no global scale' }
-  | { part: 'nan block scale' };
+  | { part: 'nan block scale' }
+  | { part: 'negative block scale' };
 
 const llmHostile = (quant: LlmQuant): fc.Arbitrary<LlmHostile> => {
   const common = [
@@ -1259,14 +1260,15 @@ const llmHostile = (quant: LlmQuant): fc.Arbitrary<LlmHostile> => {
     fc.constant<LlmHostile>({ part: 'early scale' }),
   ];
   const modelOptEdits = fc.constantFrom<Record<string, unknown>>(
-    { quant_algo: 'fp8' }, { quant_algo: 'FP8_PER_CHANNEL_PER_TOKEN' }, { quant_algo: 'NVFP4' }, { quant_algo: 'FP8' }, { quant_algo: 'W4A16_AWQ' }, { quant_algo: null }, { quant_algo: 8 },
+    { quant_algo: 'fp8' }, { quant_algo: 'FP8_PER_CHANNEL_PER_TOKEN' }, { quant_algo: 'NVFP4' }, { quant_algo: 'nvfp4' }, { quant_algo: 'W4A16_NVFP4' }, { quant_algo: 'FP8' }, { quant_algo: 'W4A16_AWQ' }, { quant_algo: null }, { quant_algo: 8 },
     { exclude_modules: ['lm_head', 'model.layers.7.mlp.down_proj', 'vision_tower*'] }, { exclude_modules: ['model.layers.0.self_attn.q_proj'] }, { exclude_modules: 'lm_head' },
     { kv_cache_quant_algo: null }, { kv_cache_quant_algo: 'NVFP4' }, { group_size: 32 }, { group_size: 8 }, { group_size: '16' }, { group_size: 0 }, { group_size: -16 },
   );
   if (quant === 'compressed-tensors') {
     return fc.oneof(
       ...common,
-      fc.record({ part: fc.constant('scale shape' as const), shape: fc.constantFrom<number[]>([OUT], [1, OUT], [IN, 1], [0], [2, 2], [OUT, 2]) }),
+      // [] and [1, 1]: one scale per tensor too; the others no grid.
+      fc.record({ part: fc.constant('scale shape' as const), shape: fc.constantFrom<number[]>([], [1, 1], [OUT], [1, OUT], [IN, 1], [0], [2, 2], [OUT, 2]) }),
       fc.record({ part: fc.constant('config' as const), edit: fc.constantFrom<Record<string, unknown>>(
         { ignore: ['lm_head', 're:.*mlp.gate$', 'model.layers.9.self_attn.q_proj'] }, { ignore: ['model.layers.0.self_attn.q_proj'] }, { ignore: 'lm_head' }, { ignore: null },
         { quant_method: 'compressed_tensors' }, { quant_method: 'fp8' }, { format: 'pack-quantized' }, { format: 'naive-quantized' }, { sparsity_config: { format: 'sparse-24-bitmask' } },
@@ -1291,6 +1293,7 @@ const llmHostile = (quant: LlmQuant): fc.Arbitrary<LlmHostile> => {
     fc.record({ part: fc.constant('global scale' as const), value: fc.constantFrom(0, -0, -1, NaN, Infinity, 1e-40, 3e38, 0.002), shape: fc.constantFrom<number[]>([], [], [1], [2], [1, 1]), dtype: fc.constantFrom<'F32' | 'BF16'>('F32', 'F32', 'BF16') }),
     fc.constant<LlmHostile>({ part: 'no global scale' }),
     fc.constant<LlmHostile>({ part: 'nan block scale' }),
+    fc.constant<LlmHostile>({ part: 'negative block scale' }),
     fc.record({ part: fc.constant('scale shape' as const), shape: fc.constantFrom<number[]>([OUT, 1], [OUT, 4], [1, 2], [OUT, 2, 1], [OUT + 1, 2]) }),
     fc.record({ part: fc.constant('scale dtype' as const), dtype: fc.constantFrom<'F16' | 'F64' | 'F8_E4M3' | 'I32'>('F16', 'I32') }),
     fc.constant<LlmHostile>({ part: 'no scale' }),
@@ -1400,9 +1403,11 @@ function fp8LlmTruth(d: Decoded, targets: LoraTarget[], shardOf: (name: string) 
     if (read) [rule, blocks] = ['divide', read];
   }
   // Neither reads the fp8 weights: their codes beside weight_scale are refused where an adapter changes them.
+  if (!rule && targets.some((t) => !tensor(`${t.layer}.weight_scale`))) return { kind: 'unknown', why: 'no config read, and a plain fp8 weight (not followed here)' };
   if (!rule) return invalid(`the config reads no fp8 weights (${modelopt ? `quant_algo ${jsonKind(modelopt.quant_algo)}` : `quantization_config ${jsonKind(isJsonObject(qc) ? qc.quant_method : qc)}`})`);
-  const named = typeof config.torch_dtype === 'string' ? config.torch_dtype : typeof config.dtype === 'string' ? config.dtype : undefined;
-  const modelDtype = (named !== undefined ? TORCH_FLOAT[named] : undefined) ?? 'BF16';
+  // torch_dtype, else dtype (null is none), as the model's dtype; bf16 where neither names a float.
+  const named = config.torch_dtype ?? config.dtype;
+  const modelDtype = (typeof named === 'string' ? TORCH_FLOAT[named] : undefined) ?? 'BF16';
 
   const names = llmTensorNames(d);
   const fp8 = new Map<string, { scales: Float64Array; dtype: 'F32' | 'F16' | 'BF16'; block: [number, number] }>();
@@ -1559,7 +1564,8 @@ const llmQuantWorld = (quant: LlmQuant): fc.Arbitrary<SurfaceWorld> => fc
     ctScaleDtype: fc.constantFrom<'F32' | 'BF16' | 'F16'>('BF16', 'BF16', 'F32', 'F16'),
     staticInput: fc.boolean(),
     inConfig: fc.boolean(),
-    torchDtype: fc.constantFrom<string | null>('bfloat16', 'bfloat16', 'float16', null),
+    // transformers 4.56+ writes `dtype`; older exports `torch_dtype`.
+    torchDtype: fc.constantFrom<{ torch_dtype?: unknown; dtype?: unknown }>({ torch_dtype: 'bfloat16' }, { torch_dtype: 'bfloat16' }, { torch_dtype: 'float16' }, { dtype: 'float16' }, { torch_dtype: 'float32' }, {}, { torch_dtype: 'float8_e4m3fn' }, { torch_dtype: null, dtype: 'float16' }),
     codes: fc.uint8Array({ minLength: 4 * OUT * NV_IN, maxLength: 4 * OUT * NV_IN }),
     scale: fc.constantFrom(0.0004, 0.002, 1 / 448, 0.01, 0.3),
     zeros: fc.constantFrom(false, false, false, true),
@@ -1590,6 +1596,8 @@ const llmQuantWorld = (quant: LlmQuant): fc.Arbitrary<SurfaceWorld> => fc
         // Block scales as ModelOpt writes them: e4m3 of amax / (6 · weight_scale_2), here around 1..448.
         const blocks = Uint8Array.from({ length: OUT * (cols / 16) }, (_, i) => 0x30 + ((stored[i] ^ salt) % 0x40));
         if (hs?.part === 'nan block scale') blocks[1] = 0x7f;
+        // A sign bit on a block scale: ModelOpt writes none, vLLM multiplies by it as it is.
+        if (hs?.part === 'negative block scale') blocks[2] |= 0x80;
         if (hs?.part !== 'no scale') {
           if (hs?.part === 'scale shape') scaleInto.push({ name: `${m}.weight_scale`, dtype: 'F8_E4M3', shape: hs.shape, data: new Uint8Array(hs.shape.reduce((a, b) => a * b, 1)).fill(0x38) });
           else if (hs?.part === 'scale dtype') scaleInto.push(hs.dtype === 'F16' ? st(`${m}.weight_scale`, 'F16', [OUT, cols / 16], Array.from(blocks, e4m3Value)) : { name: `${m}.weight_scale`, dtype: 'I32', shape: [OUT, cols / 16], data: new Uint8Array(blocks.length * 4) });
@@ -1630,7 +1638,7 @@ const llmQuantWorld = (quant: LlmQuant): fc.Arbitrary<SurfaceWorld> => fc
     shard2.push(st('model.norm.weight', 'BF16', [cols], v(cols, 2)), st('lm_head.weight', 'BF16', [4, cols], v(4 * cols, 3)));
 
     // The configs.
-    const configJson: Record<string, unknown> = { architectures: family.architectures, model_type: family.model_type, hidden_size: cols, num_hidden_layers: 1, vocab_size: 4, ...(torchDtype ? { torch_dtype: torchDtype } : {}) };
+    const configJson: Record<string, unknown> = { architectures: family.architectures, model_type: family.model_type, hidden_size: cols, num_hidden_layers: 1, vocab_size: 4, ...torchDtype };
     const files: Record<string, SpecFile> = {};
     const ctGroup: Record<string, unknown> = { num_bits: 8, type: 'float', strategy, symmetric: true, dynamic: false, observer: 'minmax', ...(strategy === 'block' ? { block_structure: block } : {}) };
     if (hostile?.part === 'group config') Object.assign(ctGroup, hostile.edit);
