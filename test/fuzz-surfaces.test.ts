@@ -2,21 +2,22 @@
  * The fuzzer on the input surfaces beyond plain safetensors + LoRA (fuzz-surfaces.ts): GGUF bases
  * and llama.cpp LoRA adapters, the LyCORIS algorithms, PEFT method folders, sharded and diffusers
  * model folders, bitsandbytes bases, and fp8 bases (ComfyUI comfy_quant, block-wise fp8, Comfy-Org
- * scaled fp8) also with --dtype bf16, mutated, run through the CLI's front end. For every case:
+ * scaled fp8, compressed-tensors FP8, ModelOpt FP8) and ModelOpt NVFP4 folders, also with --dtype
+ * bf16, mutated, run through the CLI's front end. For every case:
  *   - exit 0, the output equal to the float64 truth (merged tensors within the rounding of their
  *     dtype, every other tensor bit for bit), and --out holding only the output; or
  *   - exactly one clear `error:` line, no stack trace or internal error, a documented exit code,
  *     and nothing at --out (for the fp8 worlds, only where their truth does not expect the merge);
  * the inputs unchanged, and bounded time and memory. Most cases run in a worker thread, a few the
  * real `loramerge` process with its peak RSS measured (cli-fuzz.ts). Seeded; `npm test` runs a bounded number of cases, `npm run fuzz` many more
- * (FUZZ_SURFACE_RUNS, FUZZ_SURFACE_CLI_RUNS, FUZZ_SEED).
+ * (FUZZ_SURFACE_RUNS, FUZZ_SURFACE_CLI_RUNS, FUZZ_SEED); FUZZ_SURFACE_WORLDS picks worlds by name.
  * Run `npm run build:lib` first when calling vitest directly: the cases run the built CLI.
  */
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { describeCliFuzz, filesUnder, fuzzSettings, type CliCase } from './helpers/cli-fuzz.js';
-import { decodeFiles, surfaceCase, surfaceTruth, writeSurfaceCase, type SurfaceCase } from './helpers/fuzz-surfaces.js';
+import { decodeFiles, surfaceCases, surfaceTruth, writeSurfaceCase, type SurfaceCase } from './helpers/fuzz-surfaces.js';
 
 function prepare(c: SurfaceCase): CliCase {
   const { world, command } = c;
@@ -77,7 +78,7 @@ function checkOutput(c: SurfaceCase, { inputs: written }: CliCase, outPath: stri
     const got = output!.tensors.get(key)!;
     const want = truth.merged.get(key);
     const dtype = want?.dtype ?? stored.dtype;
-    expect([got.dtype, got.shape], `${key}\n${context}`).toEqual([dtype, stored.shape]);
+    expect([got.dtype, got.shape], `${key}\n${context}`).toEqual([dtype, want?.shape ?? stored.shape]);
     if (!want) {
       expect(Buffer.from(got.bytes).equals(Buffer.from(stored.bytes)), `${key} copied bit for bit\n${context}`).toBe(true);
       continue;
@@ -94,6 +95,7 @@ function checkOutput(c: SurfaceCase, { inputs: written }: CliCase, outPath: stri
   }
   const header = output!.headers.get(c.world.out);
   for (const [entry, text] of Object.entries(truth.header ?? {})) expect(header?.[entry] ?? null, `header entry ${entry}\n${context}`).toBe(text);
+  for (const path of truth.absent ?? []) expect(output!.json.has(path), `${path} left out\n${context}`).toBe(false);
   for (const [path, { equals, except = [] }] of Object.entries(truth.json ?? {})) {
     const text = output!.json.get(path);
     expect(text, `${path} written\n${context}`).toBeDefined();
@@ -105,7 +107,8 @@ function checkOutput(c: SurfaceCase, { inputs: written }: CliCase, outPath: stri
 
 describeCliFuzz('fuzzing GGUF, LyCORIS, PEFT methods and model folders', {
   name: 'fuzz surfaces',
-  cases: surfaceCase,
+  // FUZZ_SURFACE_WORLDS=<key>,<key>: only those worlds (SURFACE_WORLDS names them).
+  cases: surfaceCases(process.env.FUZZ_SURFACE_WORLDS),
   prepare,
   checkOutput,
   checkRefusal(c, { inputs }, context) {

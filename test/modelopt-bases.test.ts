@@ -20,7 +20,7 @@ import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, t
 import { mergeFolders } from './helpers/cli.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { e4m3Value } from './helpers/e4m3-by-hand.js';
+import { e2m1Value, e4m3Value, modelOptRequantize } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(4711);
 const L = 'model.layers.0';
@@ -32,11 +32,6 @@ const ALPHA = 16;
 
 // --- codes decoded by hand ---------------------------------------------------------------------
 
-/** e2m1: a sign bit (8) and three bits indexing 0, 0.5, 1, 1.5, 2, 3, 4, 6. */
-function e2m1Value(nibble: number): number {
-  const m = [0, 0.5, 1, 1.5, 2, 3, 4, 6][nibble & 7];
-  return nibble & 8 ? -m : m;
-}
 /** A random e4m3 byte that is not NaN, as its value. */
 const randomE4m3 = (lo = 0, hi = 0xfe) => {
   let b: number;
@@ -140,20 +135,6 @@ describe('ModelOpt FP8 (nvidia/Llama-3.1-8B-Instruct-FP8)', () => {
     return addLora(w, ROWS[m], COLS, lora, m);
   };
 
-  /**
-   * ModelOpt's FP8 export of a weight W' held in the model's dtype d (unified_export_hf.py,
-   * quant_utils.py): amax = max |W'_d|, weight_scale = f32(amax / 448) (a 0-dim f32 tensor), and
-   * codes = (W'_d / weight_scale).to(float8_e4m3fn), which torch computes on the GPU with the
-   * 0-dim scale cast to d, each quotient in f32 rounded to d, then cast to e4m3 (nearest even).
-   */
-  const modelOptQuantize = (real: Float64Array, d: 'BF16' | 'F16') => {
-    const wd = real.map((x) => roundForDType(x, d));
-    const amax = wd.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-    const scale = Math.fround(amax / 448);
-    const divisor = roundForDType(scale, d);
-    const codes = wd.map((x) => roundForDType(Math.min(448, Math.max(-448, roundForDType(Math.fround(x / divisor), d))), 'F8_E4M3'));
-    return { scale, codes };
-  };
 
   for (const variant of VARIANTS) {
     const base = baseFolder(variant);
@@ -180,7 +161,7 @@ describe('ModelOpt FP8 (nvidia/Llama-3.1-8B-Instruct-FP8)', () => {
               continue;
             }
             const real = truth(original, lora, m);
-            const expected = modelOptQuantize(real, d);
+            const expected = modelOptRequantize(real, d); // ModelOpt's exporter, written out in e4m3-by-hand.ts
             expect(s.values[0], `${m} weight_scale`).toBe(expected.scale);
             const wrong = Array.from(w.bytes).findIndex((b, i) => e4m3Value(b) !== expected.codes[i]);
             expect(wrong, `${m}: element ${wrong}`).toBe(-1);
@@ -224,6 +205,19 @@ describe('ModelOpt FP8 (nvidia/Llama-3.1-8B-Instruct-FP8)', () => {
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/DoRA on the ModelOpt FP8 weight model\.layers\.0\.self_attn\.(q|v)_proj\.weight .*not supported/);
     expect(existsSync(out)).toBe(false);
+  });
+
+  it('an F8_E4M3 weight without its weight_scale: refused in one line naming it, with --dtype too, nothing written', async () => {
+    const files = baseFolder(VARIANTS[0]);
+    const tensors = [...decodeSafetensors(files['model.safetensors'] as Uint8Array).tensors]
+      .filter(([name]) => name !== `${Q}.weight_scale`)
+      .map(([name, t]): FixtureTensor => (t.dtype === 'F8_E4M3' ? { name, dtype: t.dtype, shape: t.shape, data: t.bytes } : { name, dtype: t.dtype, shape: t.shape, data: Array.from(t.values) }));
+    for (const extra of [[], ['--dtype', 'bf16']]) {
+      const { run, out, lines } = await cli({ ...files, 'model.safetensors': buildSafetensors(tensors) }, adapterFolder(ROWS, COLS), extra);
+      expect(run.code, extra.join(' ')).not.toBe(0);
+      expect(lines).toEqual([expect.stringMatching(/q_proj\.weight.* F8_E4M3 codes with no model\.layers\.0\.self_attn\.q_proj\.weight_scale beside them/)]);
+      expect(existsSync(out)).toBe(false);
+    }
   });
 
   it('ModelOpt FP8 with per-channel scales (FP8_PER_CHANNEL_PER_TOKEN) stays refused by its scale tensor', async () => {

@@ -18,6 +18,7 @@ import { pathToFileURL } from 'node:url';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { mergeFolders, REPO_ROOT } from './helpers/cli.js';
+import { compressedTensorsRequantize } from './helpers/e4m3-by-hand.js';
 import { hfModelFolder, readMergedFolder } from './helpers/hf-folder.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -151,7 +152,8 @@ function truth(base: Map<string, DecodedTensor>, adapter: Map<string, DecodedTen
 /**
  * The quantizers' rules on float32 values, block by block (amax = the block's largest magnitude):
  * - block fp8 (transformers FineGrainedFP8): q = f32(448 / amax); code = e4m3(clamp(f32(w·q), ±448)); scale_inv = f32(1 / q);
- * - compressed-tensors: s = max(f32(amax / 448), 2^-23), stored in the scale's dtype; code = e4m3(clamp(f32(w / s), ±448)).
+ * - compressed-tensors: s = max(f32(amax / 448), 2^-23), stored in the scale's dtype; code = e4m3(clamp(f32(w / s), ±448))
+ *   (compressedTensorsRequantize, e4m3-by-hand.ts).
  * A block of zeros keeps its scale.
  */
 function requantize(values: Float64Array, rows: number, cols: number, grid: Grid, kind: Kind, oldScales: Float64Array, scaleDtype: 'F32' | 'BF16') {
@@ -173,9 +175,9 @@ function requantize(values: Float64Array, rows: number, cols: number, grid: Grid
       scales[rb * nCB + cb] = Math.fround(1 / q);
       for (const c of cells) codesOut[c] = e4m3(Math.fround(w32[c] * q));
     } else {
-      const s = roundForDType(Math.max(Math.fround(amax / 448), 2 ** -23), scaleDtype);
-      scales[rb * nCB + cb] = s;
-      for (const c of cells) codesOut[c] = e4m3(Math.fround(w32[c] / s));
+      const again = compressedTensorsRequantize(cells.map((c) => w32[c]), scaleDtype);
+      scales[rb * nCB + cb] = again.scale;
+      cells.forEach((c, k) => (codesOut[c] = again.codes[k]));
     }
   }
   return { codes: codesOut, scales };
@@ -456,6 +458,18 @@ describe('what stays refused, by name', () => {
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/DoRA on the block-wise fp8 weight model\.layers\.0\.self_attn\.(q|v)_proj\.weight .*not supported/);
     expect(existsSync(out)).toBe(false);
+  });
+
+  it('an F8_E4M3 weight without its scale tensor: its codes are no weights, so merging it or --dtype is refused in one line naming it', async () => {
+    for (const kind of ['block', 'channel'] as const) {
+      const tensors = baseTensors(kind).filter((t) => t.name !== `${Q}.${SCALE_NAME[kind]}`);
+      for (const extra of [[], ['--dtype', 'bf16']]) {
+        const { run, out, lines } = await cli({ ...baseFolder(kind), 'model.safetensors': buildSafetensors(tensors) }, adapterFolder(), extra);
+        expect(run.code, `${kind} ${extra.join(' ')}`).not.toBe(0);
+        expect(lines).toEqual([expect.stringMatching(new RegExp(`${Q}\\.weight.* F8_E4M3 codes with no ${Q}\\.${SCALE_NAME[kind]} beside them`))]);
+        expect(existsSync(out)).toBe(false);
+      }
+    }
   });
 
   it('a weight_scale_inv holding the grid\'s count in another shape (transposed, flat): one line naming it, nothing written', async () => {

@@ -206,10 +206,14 @@ function blockShape(value: unknown, where: string): [number, number] {
   return [parsed[0], parsed[1]];
 }
 
-/** Every `<m>.weight` with a `<m><suffix>` sibling, its grid checked against the scale's shape. */
+/**
+ * Every `<m>.weight` with a `<m><suffix>` sibling, its grid checked against the scale's shape; and,
+ * not read, every F8_E4M3 `<m>.weight` without one: these checkpoints give each fp8 weight its
+ * scale (vLLM and transformers fail to load one without), so its codes are no weights either.
+ */
 async function readGrids(
   base: BaseModel, suffix: string, gridOf: (rows: number, cols: number, scaleShape: readonly number[]) => readonly number[] | undefined,
-): Promise<Pick<ScaledFp8Base, 'weights' | 'unread'>> {
+): Promise<Pick<ScaledFp8Base, 'weights' | 'unread' | 'unreadWhy'>> {
   const weights = new Map<string, ScaledFp8Weight>();
   const unread: string[] = [];
   for (const [scaleKey, scale] of base.tensors) {
@@ -237,7 +241,13 @@ async function readGrids(
     if (base.tensors.has(`${stem}.input_scale`)) entry.inputScaleKey = `${stem}.input_scale`;
     weights.set(weightKey, entry);
   }
-  return { weights, unread };
+  const unreadWhy = new Map<string, string>();
+  for (const [key, t] of base.tensors) {
+    if (!key.endsWith('.weight') || t.dtype !== 'F8_E4M3' || base.tensors.has(`${key.slice(0, -'.weight'.length)}${suffix}`)) continue;
+    unread.push(key);
+    unreadWhy.set(key, `F8_E4M3 codes with no ${key.slice(0, -'weight'.length)}${suffix.slice(1)} beside them, which the checkpoint's quantization config gives every fp8 weight`);
+  }
+  return { weights, unread, unreadWhy };
 }
 
 /**

@@ -17,6 +17,14 @@
  *     each sometimes written with one part of its quantization wrong (a config that is not JSON
  *     or names another format, a scale of the wrong shape, dtype or sign, a grid that does not
  *     fit, a weight that is not F8_E4M3, a config left out, a marker of another dtype or none),
+ *   - quantized Llama and Qwen3 folders (one file, or two shards and their index) with a PEFT LoRA
+ *     or rsLoRA on q_proj and maybe v_proj: compressed-tensors FP8 (per channel, per tensor or per
+ *     block, static input_scale and kv_cache_scheme scales), ModelOpt FP8 and ModelOpt NVFP4
+ *     (hf_quant_config.json or config.json's quantization_config), FP8 also re-quantized, NVFP4
+ *     only with `--dtype bf16`; and hostile: scales NaN, Inf, negative, subnormal or huge, of
+ *     another shape or dtype, missing, in an earlier shard; weights of another dtype; configs of
+ *     another format, strategy, block structure, quant_algo, group_size or producer, ignore and
+ *     exclude_modules lists naming modules that are absent or quantized,
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
  * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
  * `comfy.gguf.orig_shape` entry for the merged tensor), tensor shape and
@@ -33,7 +41,7 @@
  */
 import fc from 'fast-check';
 import { buildSafetensors, decodeSafetensors, decodeValues, FIXTURE_DTYPE_BYTES, roundF8Saturating, roundForDType, type FixtureDType, type FixtureTensor } from './fixtures.js';
-import { comfyRequantize, e4m3Value } from './e4m3-by-hand.js';
+import { comfyRequantize, compressedTensorsRequantize, e2m1Value, e4m3Value, modelOptRequantize } from './e4m3-by-hand.js';
 import { exactMergeBitsOf } from './exact-truth.js';
 import type { FloatDType } from '../../src/dtype.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
@@ -84,6 +92,8 @@ export interface ExpectedMerge {
   dtype?: FixtureDType;
   /** Values the output holds exactly (fp8 codes and scales quantized anew), not within rounding. */
   exact?: boolean;
+  /** The output's shape where it is not the stored one (NVFP4's packed codes dequantized). */
+  shape?: number[];
 }
 
 export type Truth =
@@ -95,6 +105,8 @@ export type Truth =
     header?: Record<string, string | null>;
     /** JSON files of the output by path: equal to `equals` but for the top-level fields `except`. */
     json?: Record<string, { equals: Record<string, unknown>; except?: string[] }>;
+    /** Files of the base folder the output leaves out, by path. */
+    absent?: string[];
   }
   | { kind: 'invalid'; why: string }
   | { kind: 'unknown'; why: string };
@@ -514,29 +526,32 @@ const bnbWorld: fc.Arbitrary<SurfaceWorld> = fc
 
 type DecodedTensor = Decoded['tensors'] extends Map<string, infer T> ? T : never;
 
-/** A LoRA module on an OUT × IN layer: its factors as stored, rank and whole scale (weight · α/r). */
+/** A LoRA module on a layer (OUT × IN unless given): its factors as stored, rank and whole scale (weight · α/r). */
 interface LoraTarget {
   layer: string;
   a: DecodedTensor;
   b: DecodedTensor;
   rank: number;
   scale: number;
+  rows?: number;
+  cols?: number;
 }
 
-const loraDelta = (t: LoraTarget) => mm(t.b.values, t.a.values, OUT, t.rank, IN);
+const loraDelta = (t: LoraTarget) => mm(t.b.values, t.a.values, t.rows ?? OUT, t.rank, t.cols ?? IN);
 
 /**
- * W' = W + s·B·A of an OUT × IN layer, W given as doubles (fp8 codes times their scales), rounded
- * once to f32 from the exact sum (exact-truth.ts): re-quantizing reads it, and an f32 off by one
- * ulp moves a block's maximum, its scale, and codes on ties. Null where an input or W' is not finite.
+ * W' = W + s·B·A, W given as doubles (fp8 codes times their scales), rounded once to `dtype` (f32
+ * unless given) from the exact sum (exact-truth.ts): re-quantizing reads it, and an f32 off by one
+ * ulp moves a block's maximum, its scale, and codes on ties. W alone where `t` is undefined. Null
+ * where an input or W' is not finite.
  */
-function mergedF32(w: Float64Array, t: LoraTarget): Float64Array | null {
-  if (![w, t.a.values, t.b.values].every((v) => v.every(Number.isFinite)) || !Number.isFinite(t.scale)) return null;
+function mergedF32(w: Float64Array, t: LoraTarget | undefined, dtype: 'F32' | 'F16' | 'BF16' = 'F32', rows = t?.rows ?? OUT, cols = t?.cols ?? IN): Float64Array | null {
+  if (![w, ...(t ? [t.a.values, t.b.values] : [])].every((v) => v.every(Number.isFinite)) || (t && !Number.isFinite(t.scale))) return null;
   const bits = exactMergeBitsOf({
-    name: t.layer, rows: OUT, cols: IN, layout: 'out-in', outDtype: 'F32',
-    terms: [{ a: { dtype: t.a.dtype as FloatDType, data: t.a.bytes }, b: { dtype: t.b.dtype as FloatDType, data: t.b.bytes }, rank: t.rank, scale: t.scale }],
+    name: t?.layer ?? 'W', rows, cols, layout: 'out-in', outDtype: dtype,
+    terms: t ? [{ a: { dtype: t.a.dtype as FloatDType, data: t.a.bytes }, b: { dtype: t.b.dtype as FloatDType, data: t.b.bytes }, rank: t.rank, scale: t.scale }] : [],
   }, w);
-  const values = Float64Array.from(new Float32Array(bits.buffer));
+  const values = dtype === 'F32' ? Float64Array.from(new Float32Array(bits.buffer)) : decodeValues(new Uint8Array(Uint16Array.from(bits).buffer), dtype);
   return values.every(Number.isFinite) ? values : null;
 }
 
@@ -1204,21 +1219,506 @@ const scaledFp8World: fc.Arbitrary<SurfaceWorld> = fc
     };
   });
 
-export const surfaceWorld: fc.Arbitrary<SurfaceWorld> = fc
-  .oneof(
-    { weight: 2, arbitrary: ggufLoraWorld },
-    { weight: 2, arbitrary: ggufPeftWorld },
-    { weight: 3, arbitrary: lycorisWorld },
-    { weight: 2, arbitrary: peftMethodWorld },
-    { weight: 1, arbitrary: shardedWorld },
-    { weight: 1, arbitrary: pipelineWorld },
-    { weight: 1, arbitrary: bnbWorld },
-    { weight: 2, arbitrary: comfyQuantWorld },
-    { weight: 1, arbitrary: blockFp8World },
-    { weight: 1, arbitrary: scaledFp8World },
-  )
-  // A failing case prints as its world's name and files (the seed and path reproduce it).
-  .map((w) => Object.assign(w, { [fc.toStringMethod]: () => `${w.name} (${Object.keys(w.files).join(', ')})` }));
+// --- compressed-tensors FP8 and NVIDIA ModelOpt FP8 / NVFP4 LLM folders ----------------------------------
+
+/** The two LLM families quantized checkpoints of these kinds come as: names, config, and Qwen3's q/k norms. */
+const LLM_MODELS = {
+  Llama: { architectures: ['LlamaForCausalLM'], model_type: 'llama', repo: 'meta-llama/Llama-3.1-8B-Instruct', norms: [] as string[] },
+  Qwen3: { architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', repo: 'Qwen/Qwen3-8B', norms: ['self_attn.q_norm.weight', 'self_attn.k_norm.weight'] },
+} as const;
+
+type LlmQuant = 'compressed-tensors' | 'modelopt-fp8' | 'modelopt-nvfp4';
+/** NVFP4's inputs: two groups of 16 per row. */
+const NV_IN = 32;
+const HF_QUANT_CONFIG = 'model/hf_quant_config.json';
+const TORCH_FLOAT: Partial<Record<string, 'F32' | 'F16' | 'BF16'>> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
+/** The activation and KV-cache scales a quantized runtime alone reads (README, "--dtype f32/f16/bf16"). */
+const RUNTIME_SCALE = /\.(?:input_scale|k_scale|v_scale|q_scale|kv_scale|prob_scale|prob_output_scale|[qkv]_proj\.output_scale)$/;
+
+/** What makes such a folder hostile: one part of its quantization written wrong, or its config saying something else. */
+type LlmHostile =
+  | { part: 'scale value'; value: number }
+  | { part: 'scale shape'; shape: number[] }
+  | { part: 'scale dtype'; dtype: 'F16' | 'F64' | 'F8_E4M3' | 'I32' }
+  | { part: 'no scale' }
+  | { part: 'weight dtype'; dtype: 'BF16' | 'F8_E5M2' | 'I8' }
+  | { part: 'early scale' }
+  | { part: 'config'; edit: Record<string, unknown> }
+  | { part: 'group config'; edit: Record<string, unknown> }
+  | { part: 'hf producer'; name: string }
+  | { part: 'global scale'; value: number; shape: number[]; dtype: 'F32' | 'BF16' }
+  | { part: 'no global scale' }
+  | { part: 'nan block scale' }
+  | { part: 'negative block scale' };
+
+const llmHostile = (quant: LlmQuant): fc.Arbitrary<LlmHostile> => {
+  const common = [
+    fc.record({ part: fc.constant('scale value' as const), value: fc.constantFrom(0, -0, -0.001, NaN, Infinity, -Infinity, 1e-40, 3e38) }),
+    fc.record({ part: fc.constant('scale dtype' as const), dtype: fc.constantFrom<'F16' | 'F64' | 'F8_E4M3' | 'I32'>('F16', 'F64', 'F8_E4M3', 'I32') }),
+    fc.constant<LlmHostile>({ part: 'no scale' }),
+    fc.record({ part: fc.constant('weight dtype' as const), dtype: fc.constantFrom<'BF16' | 'F8_E5M2' | 'I8'>('BF16', 'F8_E5M2', 'I8') }),
+    fc.constant<LlmHostile>({ part: 'early scale' }),
+  ];
+  const modelOptEdits = fc.constantFrom<Record<string, unknown>>(
+    { quant_algo: 'fp8' }, { quant_algo: 'FP8_PER_CHANNEL_PER_TOKEN' }, { quant_algo: 'NVFP4' }, { quant_algo: 'nvfp4' }, { quant_algo: 'W4A16_NVFP4' }, { quant_algo: 'FP8' }, { quant_algo: 'W4A16_AWQ' }, { quant_algo: null }, { quant_algo: 8 },
+    { exclude_modules: ['lm_head', 'model.layers.7.mlp.down_proj', 'vision_tower*'] }, { exclude_modules: ['model.layers.0.self_attn.q_proj'] }, { exclude_modules: 'lm_head' },
+    { kv_cache_quant_algo: null }, { kv_cache_quant_algo: 'NVFP4' }, { group_size: 32 }, { group_size: 8 }, { group_size: '16' }, { group_size: 0 }, { group_size: -16 },
+  );
+  if (quant === 'compressed-tensors') {
+    return fc.oneof(
+      ...common,
+      // [] and [1, 1]: one scale per tensor too; the others no grid.
+      fc.record({ part: fc.constant('scale shape' as const), shape: fc.constantFrom<number[]>([], [1, 1], [OUT], [1, OUT], [IN, 1], [0], [2, 2], [OUT, 2]) }),
+      fc.record({ part: fc.constant('config' as const), edit: fc.constantFrom<Record<string, unknown>>(
+        { ignore: ['lm_head', 're:.*mlp.gate$', 'model.layers.9.self_attn.q_proj'] }, { ignore: ['model.layers.0.self_attn.q_proj'] }, { ignore: 'lm_head' }, { ignore: null },
+        { quant_method: 'compressed_tensors' }, { quant_method: 'fp8' }, { format: 'pack-quantized' }, { format: 'naive-quantized' }, { sparsity_config: { format: 'sparse-24-bitmask' } },
+        { sparsity_config: { format: 'dense' } }, { kv_cache_scheme: null }, { config_groups: {} }, { config_groups: null }, { quantization_status: 'frozen' },
+      ) }),
+      fc.record({ part: fc.constant('group config' as const), edit: fc.constantFrom<Record<string, unknown>>(
+        { num_bits: 4 }, { type: 'int' }, { symmetric: false }, { dynamic: true }, { strategy: 'group' }, { strategy: 'tensor' }, { strategy: 'channel' },
+        { strategy: 'block', block_structure: [2, 4] }, { strategy: 'block', block_structure: '2x4' }, { strategy: 'block', block_structure: [0, 4] }, { strategy: 'block', block_structure: [3] },
+        { strategy: 'block', block_structure: [128, 128] }, { observer: 'mse' },
+      ) }),
+    );
+  }
+  if (quant === 'modelopt-fp8') {
+    return fc.oneof(
+      ...common,
+      fc.record({ part: fc.constant('scale shape' as const), shape: fc.constantFrom<number[]>([OUT], [1, 1], [0], [OUT, 1]) }),
+      fc.record({ part: fc.constant('config' as const), edit: modelOptEdits }),
+      fc.record({ part: fc.constant('hf producer' as const), name: fc.constantFrom('llm-compressor', 'ModelOpt', '') }),
+    );
+  }
+  return fc.oneof(
+    fc.record({ part: fc.constant('global scale' as const), value: fc.constantFrom(0, -0, -1, NaN, Infinity, 1e-40, 3e38, 0.002), shape: fc.constantFrom<number[]>([], [], [1], [2], [1, 1]), dtype: fc.constantFrom<'F32' | 'BF16'>('F32', 'F32', 'BF16') }),
+    fc.constant<LlmHostile>({ part: 'no global scale' }),
+    fc.constant<LlmHostile>({ part: 'nan block scale' }),
+    fc.constant<LlmHostile>({ part: 'negative block scale' }),
+    fc.record({ part: fc.constant('scale shape' as const), shape: fc.constantFrom<number[]>([OUT, 1], [OUT, 4], [1, 2], [OUT, 2, 1], [OUT + 1, 2]) }),
+    fc.record({ part: fc.constant('scale dtype' as const), dtype: fc.constantFrom<'F16' | 'F64' | 'F8_E4M3' | 'I32'>('F16', 'I32') }),
+    fc.constant<LlmHostile>({ part: 'no scale' }),
+    fc.record({ part: fc.constant('weight dtype' as const), dtype: fc.constantFrom<'BF16' | 'F8_E5M2' | 'I8'>('I8', 'BF16') }),
+    fc.record({ part: fc.constant('config' as const), edit: modelOptEdits }),
+    fc.record({ part: fc.constant('hf producer' as const), name: fc.constantFrom('llm-compressor', '') }),
+  );
+};
+
+/** The ModelOpt config the folder holds, as vLLM finds it: config.json's `quant_method: "modelopt"` fields, else hf_quant_config.json's from producer "modelopt"; undefined for none, `unknown` where the file is not one the truth follows. */
+function modelOptConfig(d: Decoded, config: Record<string, unknown>): Record<string, unknown> | undefined | 'unknown' {
+  const qc = config.quantization_config;
+  if (isJsonObject(qc) && typeof qc.quant_method === 'string' && qc.quant_method.toLowerCase().startsWith('modelopt')) return isJsonObject(qc.quantization) ? qc.quantization : qc;
+  const text = d.json.get(HF_QUANT_CONFIG);
+  if (text === undefined) return undefined;
+  if (nestingDepth(text) > 64) return 'unknown';
+  const hf = parsedJson(text);
+  if (hf === undefined) return 'unknown';
+  return isJsonObject(hf) && isJsonObject(hf.producer) && hf.producer.name === 'modelopt' && isJsonObject(hf.quantization) ? hf.quantization : undefined;
+}
+
+const LLM_FOLDER = 'model';
+const llmTensorNames = (d: Decoded) => [...d.tensors.keys()].filter((k) => k.startsWith(`${LLM_FOLDER}/`)).map((k) => k.slice(LLM_FOLDER.length + 1));
+
+/** config.json of an LLM folder and its ModelOpt config (modelOptConfig), or the Truth where the truth cannot follow them. */
+function llmConfigs(d: Decoded): { config: Record<string, unknown>; modelopt: Record<string, unknown> | undefined } | Truth {
+  const configText = d.json.get(`${LLM_FOLDER}/config.json`) ?? '';
+  if (nestingDepth(configText) > 64) return { kind: 'unknown', why: 'config.json nests too deep to compare' };
+  const config = parsedJson(configText);
+  if (!isJsonObject(config)) return { kind: 'unknown', why: 'config.json is no object' };
+  const modelopt = modelOptConfig(d, config);
+  if (modelopt === 'unknown') return { kind: 'unknown', why: 'hf_quant_config.json is not JSON the truth follows' };
+  return { config, modelopt };
+}
+
+/**
+ * The `--dtype bf16` output of an LLM folder whose quantized weights are `merged` (dequantized):
+ * their scale tensors (`isScale`), every activation and KV-cache scale, hf_quant_config.json and
+ * config.json's quantization_config left out; the written dtype config.json names not compared.
+ */
+function dequantizedLlm(d: Decoded, config: Record<string, unknown>, names: string[], merged: Map<string, ExpectedMerge>, isScale: (name: string) => boolean): Truth {
+  const key = (name: string) => `${LLM_FOLDER}/${name}`;
+  const leftOut = names.filter((n) => RUNTIME_SCALE.test(n) || isScale(n)).map(key);
+  const converted = names.find((n) => !merged.has(key(n)) && !leftOut.includes(key(n)) && d.tensors.get(key(n))!.dtype !== 'BF16');
+  if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
+  const { quantization_config: _, ...configOut } = config;
+  return { kind: 'expected', merged, leftOut, json: { [key('config.json')]: { equals: configOut, except: ['dtype', 'torch_dtype'] } }, ...(d.json.has(HF_QUANT_CONFIG) ? { absent: [HF_QUANT_CONFIG] } : {}) };
+}
+
+/** quant_algo as vLLM compares it (upper-cased); NONE for a KV-cache-only config. */
+const modelOptAlgo = (q: Record<string, unknown>) => (typeof q.quant_algo === 'string' ? q.quant_algo.toUpperCase() : q.quant_algo === undefined || q.quant_algo === null ? 'NONE' : 'unknown');
+
+/**
+ * The block shapes a compressed-tensors quantization_config allows (README, "fp8 LLM checkpoints"):
+ * every config group's weights 8-bit float, symmetric, not dynamic, in the `float-quantized`
+ * format (the group's or the config's), strategy `channel`, `tensor` or `block` (block_structure
+ * two positive sizes, or "AxB"), no sparsity but `dense`; `undefined` where it is not read, a
+ * Truth where a block structure is malformed.
+ */
+function compressedTensorsBlocks(qc: Record<string, unknown>): [number, number][] | undefined | Truth {
+  if (!isJsonObject(qc.config_groups)) return undefined;
+  if (isJsonObject(qc.sparsity_config) && qc.sparsity_config.format !== undefined && qc.sparsity_config.format !== 'dense') return undefined;
+  const blocks: [number, number][] = [];
+  for (const group of Object.values(qc.config_groups)) {
+    if (!isJsonObject(group)) return undefined;
+    const w = group.weights;
+    if ((group.format ?? qc.format) !== 'float-quantized' || !isJsonObject(w) || w.num_bits !== 8 || w.type !== 'float' || w.symmetric === false || w.dynamic === true) return undefined;
+    if (w.strategy === 'block') {
+      const parsed = typeof w.block_structure === 'string' ? w.block_structure.split('x').map(Number) : w.block_structure;
+      if (!Array.isArray(parsed) || parsed.length !== 2 || !parsed.every((n) => Number.isSafeInteger(n) && n > 0)) return { kind: 'invalid', why: `block_structure ${jsonKind(w.block_structure)}` };
+      blocks.push(parsed as [number, number]);
+    } else if (w.strategy !== 'channel' && w.strategy !== 'tensor') return undefined;
+  }
+  return blocks;
+}
+
+/**
+ * The truth of a compressed-tensors FP8 or ModelOpt FP8 folder (README, "fp8 LLM checkpoints with
+ * scale tensors" and "NVIDIA ModelOpt FP8 and NVFP4"), read from the decoded files. Each F8_E4M3
+ * `<m>.weight` with a `<m>.weight_scale` in F32, BF16 or F16 is W = e4m3(code) × the scale of its
+ * block: compressed-tensors per tensor (one value in at most two dimensions), per channel (out, 1)
+ * or per block of the config's block_structure; ModelOpt per tensor only ([] or [1]); every scale
+ * finite and not negative, else refused. Merged, by default: compressed-tensors W' rounded once to
+ * f32 and each block quantized anew by llm-compressor's rule; ModelOpt W' rounded once to the
+ * model's torch_dtype (bf16 when it names none) and quantized by ModelOpt's exporter's rule; the
+ * new scales written in the scale's dtype and shape, config.json (and hf_quant_config.json) as they
+ * were; a scale stored in an earlier shard than its merged weight refused. `--dtype bf16`: every
+ * read weight dequantized (W' rounded once to bf16), its scale, every activation and KV-cache
+ * scale, hf_quant_config.json and quantization_config left out. A config that reads none of them,
+ * a weight whose scale is not read, an F8_E4M3 weight with no weight_scale: refused where merged
+ * or converted.
+ */
+function fp8LlmTruth(d: Decoded, targets: LoraTarget[], shardOf: (name: string) => number, outDtype: OutDtype | undefined): Truth {
+  const configs = llmConfigs(d);
+  if ('kind' in configs) return configs;
+  const { config, modelopt } = configs;
+  const tensor = (name: string) => d.tensors.get(`${LLM_FOLDER}/${name}`);
+  const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+  const qc = config.quantization_config;
+  let rule: 'divide' | 'modelopt' | undefined;
+  let blocks: [number, number][] = [];
+  if (modelopt) {
+    if (modelOptAlgo(modelopt) === 'FP8') rule = 'modelopt';
+  } else if (isJsonObject(qc) && qc.quant_method === 'compressed-tensors') {
+    const read = compressedTensorsBlocks(qc);
+    if (read && !Array.isArray(read)) return read;
+    if (read) [rule, blocks] = ['divide', read];
+  }
+  // Neither reads the fp8 weights: their codes beside weight_scale are refused where an adapter changes them.
+  if (!rule && targets.some((t) => !tensor(`${t.layer}.weight_scale`))) return { kind: 'unknown', why: 'no config read, and a plain fp8 weight (not followed here)' };
+  if (!rule) return invalid(`the config reads no fp8 weights (${modelopt ? `quant_algo ${jsonKind(modelopt.quant_algo)}` : `quantization_config ${jsonKind(isJsonObject(qc) ? qc.quant_method : qc)}`})`);
+  // torch_dtype, else dtype (null is none), as the model's dtype; bf16 where neither names a float.
+  const named = config.torch_dtype ?? config.dtype;
+  const modelDtype = (typeof named === 'string' ? TORCH_FLOAT[named] : undefined) ?? 'BF16';
+
+  const names = llmTensorNames(d);
+  const fp8 = new Map<string, { scales: Float64Array; dtype: 'F32' | 'F16' | 'BF16'; block: [number, number] }>();
+  const unread = new Set<string>();
+  for (const name of names.filter((n) => n.endsWith('.weight_scale'))) {
+    const layer = name.slice(0, -'.weight_scale'.length);
+    const w = tensor(`${layer}.weight`);
+    const s = tensor(name)!;
+    if (!w) continue;
+    if (w.dtype !== 'F8_E4M3' || w.shape.length !== 2 || !['F32', 'BF16', 'F16'].includes(s.dtype)) {
+      unread.add(layer);
+      continue;
+    }
+    const [rows, cols] = w.shape;
+    const n = s.values.length;
+    let block: [number, number] | undefined;
+    if (rule === 'modelopt') block = s.shape.length <= 1 && n === 1 ? [rows, cols] : undefined;
+    else if (n === 1 && s.shape.length <= 2) block = [rows, cols];
+    else if (s.shape.length === 2 && s.shape[0] === rows && s.shape[1] === 1) block = [1, cols];
+    else block = blocks.find(([bm, bn]) => s.shape.length === 2 && s.shape[0] === Math.ceil(rows / bm) && s.shape[1] === Math.ceil(cols / bn));
+    if (!block) return invalid(`${name} of shape [${s.shape.join(', ')}] is no grid over ${layer}.weight [${rows}, ${cols}]`);
+    if (s.values.some((x) => !(Number.isFinite(x) && x >= 0))) return invalid(`${name} holds a scale that is negative or not finite`);
+    fp8.set(layer, { scales: s.values, dtype: s.dtype as 'F32' | 'F16' | 'BF16', block });
+  }
+  // An F8_E4M3 weight without its weight_scale: the config gives every fp8 weight one.
+  const scaleless = names.filter((n) => n.endsWith('.weight') && tensor(n)!.dtype === 'F8_E4M3' && !tensor(`${n}_scale`)).map((n) => n.slice(0, -'.weight'.length));
+  for (const { layer } of targets) if (unread.has(layer) || scaleless.includes(layer)) return invalid(`an adapter changes ${layer}.weight, stored in a form not read`);
+  if (outDtype && (unread.size || scaleless.length)) return invalid(`--dtype ${outDtype} on a base holding ${[...unread, ...scaleless][0]}.weight in a form not read`);
+
+  const real = (layer: string) => {
+    const { scales, block } = fp8.get(layer)!;
+    const w = tensor(`${layer}.weight`)!;
+    const cols = w.shape[1];
+    const gridCols = Math.ceil(cols / block[1]);
+    return Float64Array.from(w.bytes, (b, i) => e4m3Value(b) * scales[Math.floor(Math.floor(i / cols) / block[0]) * gridCols + Math.floor((i % cols) / block[1])]);
+  };
+  const key = (name: string) => `${LLM_FOLDER}/${name}`;
+  const merged = new Map<string, ExpectedMerge>();
+  const hfText = d.json.get(HF_QUANT_CONFIG);
+  if (outDtype) {
+    for (const layer of fp8.keys()) {
+      const w = mergedF32(real(layer), targets.find((t) => t.layer === layer), 'BF16');
+      if (!w) return invalid(`${layer}.weight: W' not finite in bf16`);
+      merged.set(key(`${layer}.weight`), { values: w, magnitude: 0, dtype: 'BF16', exact: true });
+    }
+    return dequantizedLlm(d, config, names, merged, (n) => n.endsWith('.weight_scale') && fp8.has(n.slice(0, -'.weight_scale'.length)));
+  }
+  for (const target of targets) {
+    const { layer } = target;
+    const q = fp8.get(layer)!;
+    const w = tensor(`${layer}.weight`)!;
+    if (shardOf(`${layer}.weight_scale`) < shardOf(`${layer}.weight`)) return invalid(`${layer}.weight_scale is stored in an earlier shard than its weight`);
+    const [rows, cols] = w.shape;
+    const wq = mergedF32(real(layer), target, rule === 'modelopt' ? modelDtype : 'F32');
+    if (!wq) return invalid(`${layer}.weight: W' not finite`);
+    const codes = new Float64Array(rows * cols);
+    const scales = Float64Array.from(q.scales);
+    const gridCols = Math.ceil(cols / q.block[1]);
+    for (let br = 0; br * q.block[0] < rows; br++) for (let bc = 0; bc * q.block[1] < cols; bc++) {
+      const cells: number[] = [];
+      for (let r = br * q.block[0]; r < Math.min(rows, (br + 1) * q.block[0]); r++) for (let c = bc * q.block[1]; c < Math.min(cols, (bc + 1) * q.block[1]); c++) cells.push(r * cols + c);
+      const values = cells.map((i) => wq[i]);
+      let again: { scale: number; codes: Float64Array };
+      if (rule === 'divide') {
+        again = compressedTensorsRequantize(values, q.dtype);
+        if (!Number.isFinite(again.scale)) return invalid(`${layer}: a block's new scale ${again.scale} (${q.dtype})`);
+      } else {
+        if (maxAbs(values) === 0) continue; // a weight of zeros keeps its scale; its codes are zeros
+        const m = modelOptRequantize(values, modelDtype, q.dtype);
+        if (!Number.isFinite(m.scale) || !(Number.isFinite(m.divisor) && m.divisor > 0)) return invalid(`${layer}: the new scale ${m.scale} (${q.dtype}) is ${m.divisor} in ${modelDtype}`);
+        again = m;
+      }
+      scales[br * gridCols + bc] = again.scale;
+      cells.forEach((i, k) => (codes[i] = again.codes[k]));
+    }
+    merged.set(key(`${layer}.weight`), { values: codes, magnitude: 0, exact: true });
+    merged.set(key(`${layer}.weight_scale`), { values: scales, magnitude: 0, exact: true });
+  }
+  return { kind: 'expected', merged, json: { [key('config.json')]: { equals: config }, ...(hfText !== undefined ? { [HF_QUANT_CONFIG]: { equals: parsedJson(hfText) as Record<string, unknown> } } : {}) } };
+}
+
+const E2M1_NIBBLE = (byte: number, odd: boolean) => (odd ? byte >> 4 : byte & 0x0f);
+
+/**
+ * The truth of a ModelOpt NVFP4 folder (README, "NVIDIA ModelOpt FP8 and NVFP4"): quant_algo
+ * NVFP4 or W4A16_NVFP4; each `<m>.weight_scale_2` (one F32) with its U8 `<m>.weight` (out, in/2) and
+ * F8_E4M3 `<m>.weight_scale` (out, in/group_size, 16 unless the config gives a number) is W =
+ * e2m1(nibble) × e4m3(block scale) × weight_scale_2 (element 2k the low nibble), the global scale
+ * finite and not negative, no block scale NaN; anything else refused. Written only with `--dtype`:
+ * every such weight dequantized (W' rounded once to bf16), its three scales, every activation and
+ * KV-cache scale, hf_quant_config.json and quantization_config left out.
+ */
+function nvfp4Truth(d: Decoded, targets: LoraTarget[], outDtype: OutDtype | undefined): Truth {
+  const configs = llmConfigs(d);
+  if ('kind' in configs) return configs;
+  const { config, modelopt } = configs;
+  const tensor = (name: string) => d.tensors.get(`${LLM_FOLDER}/${name}`);
+  const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+  const algo = modelopt ? modelOptAlgo(modelopt) : undefined;
+  if (algo !== 'NVFP4' && algo !== 'W4A16_NVFP4') return invalid(`quant_algo ${String(algo)}: the U8 weights beside weight_scale are not read`);
+  const group = typeof modelopt!.group_size === 'number' ? modelopt!.group_size : 16;
+  const names = llmTensorNames(d);
+  const nvfp4 = new Map<string, (i: number) => number>();
+  for (const name of names.filter((n) => n.endsWith('.weight_scale_2'))) {
+    const layer = name.slice(0, -'.weight_scale_2'.length);
+    const w = tensor(`${layer}.weight`), s = tensor(`${layer}.weight_scale`), g = tensor(name)!;
+    if (!w || !s) return invalid(`${layer}: weight or weight_scale missing`);
+    if (w.dtype !== 'U8' || w.shape.length !== 2) return invalid(`${layer}.weight is ${w.dtype} [${w.shape.join(', ')}]`);
+    if (s.dtype !== 'F8_E4M3' || s.shape.length !== 2 || s.shape[0] !== w.shape[0]) return invalid(`${layer}.weight_scale is ${s.dtype} [${s.shape.join(', ')}]`);
+    if (g.dtype !== 'F32' || g.values.length !== 1) return invalid(`${name} is ${g.dtype} [${g.shape.join(', ')}]`);
+    const cols = w.shape[1] * 2;
+    if (cols % group !== 0 || s.shape[1] !== cols / group) return invalid(`${layer}.weight_scale has ${s.shape[1]} scales per row for ${cols} inputs in groups of ${group}`);
+    const global = g.values[0];
+    if (!(Number.isFinite(global) && global >= 0)) return invalid(`${name} is ${global}`);
+    if (outDtype && s.bytes.some((b) => (b & 0x7f) === 0x7f)) return invalid(`${layer}.weight_scale holds NaN`);
+    const groups = cols / group;
+    nvfp4.set(layer, (i) => e2m1Value(E2M1_NIBBLE(w.bytes[i >> 1], (i & 1) === 1)) * e4m3Value(s.bytes[Math.floor(i / cols) * groups + Math.floor((i % cols) / group)]) * global);
+  }
+  // A weight beside a scale tensor that is not an NVFP4 one: not read.
+  const unread = names.filter((n) => n.endsWith('.weight') && !nvfp4.has(n.slice(0, -'.weight'.length)) && (tensor(`${n}_scale`) || tensor(`${n}_scale_2`))).map((n) => n.slice(0, -'.weight'.length));
+  for (const { layer } of targets) if (!nvfp4.has(layer)) return invalid(`an adapter changes ${layer}.weight, not read as NVFP4`);
+  if (!outDtype) return invalid('NVFP4 weights are written only dequantized');
+  if (unread.length) return invalid(`--dtype ${outDtype} on a base holding ${unread[0]}.weight in a form not read`);
+  const merged = new Map<string, ExpectedMerge>();
+  const key = (name: string) => `${LLM_FOLDER}/${name}`;
+  for (const [layer, value] of nvfp4) {
+    const w = tensor(`${layer}.weight`)!;
+    const [rows, cols] = [w.shape[0], w.shape[1] * 2];
+    const values = mergedF32(Float64Array.from({ length: rows * cols }, (_, i) => value(i)), targets.find((t) => t.layer === layer), 'BF16', rows, cols);
+    if (!values) return invalid(`${layer}.weight: W' not finite in bf16`);
+    merged.set(key(`${layer}.weight`), { values, magnitude: 0, dtype: 'BF16', exact: true, shape: [rows, cols] });
+  }
+  return dequantizedLlm(d, config, names, merged, (n) => (n.endsWith('.weight_scale') || n.endsWith('.weight_scale_2')) && nvfp4.has(n.slice(0, n.lastIndexOf('.'))));
+}
+
+/**
+ * A quantized Llama or Qwen3 folder as the Hub ships it, one file or two shards with their index,
+ * and a PEFT LoRA (or rsLoRA) on q_proj and maybe v_proj:
+ * - compressed-tensors FP8 (RedHat's "-FP8-dynamic" and "-FP8"): `weight_scale` per channel (out, 1)
+ *   in BF16, per tensor (1,) in F32, or per block of the config's block_structure; sometimes a
+ *   static `input_scale` and kv_cache_scheme's `self_attn.k_scale` / `v_scale`; lm_head ignored;
+ * - ModelOpt FP8 (nvidia/*-FP8): `weight_scale` and `input_scale` F32 (), `k_proj.k_scale` /
+ *   `v_proj.v_scale`, the config in hf_quant_config.json or config.json's quantization_config,
+ *   torch_dtype bfloat16, float16 or none;
+ * - ModelOpt NVFP4 (nvidia/*-FP4): packed U8 `weight` (out, in/2), F8_E4M3 `weight_scale`
+ *   (out, in/16), F32 `weight_scale_2` and `input_scale`;
+ * the projections the adapter leaves alone quantized too, embeddings, norms and lm_head in bf16.
+ */
+const llmQuantWorld = (quant: LlmQuant): fc.Arbitrary<SurfaceWorld> => fc
+  .record({
+    model: fc.constantFrom<keyof typeof LLM_MODELS>('Llama', 'Qwen3'),
+    sharded: fc.boolean(),
+    strategy: fc.constantFrom<'channel' | 'tensor' | 'block'>('channel', 'channel', 'tensor', 'block'),
+    ctScaleDtype: fc.constantFrom<'F32' | 'BF16' | 'F16'>('BF16', 'BF16', 'F32', 'F16'),
+    staticInput: fc.boolean(),
+    inConfig: fc.boolean(),
+    // transformers 4.56+ writes `dtype`; older exports `torch_dtype`.
+    torchDtype: fc.constantFrom<{ torch_dtype?: unknown; dtype?: unknown }>({ torch_dtype: 'bfloat16' }, { torch_dtype: 'bfloat16' }, { torch_dtype: 'float16' }, { dtype: 'float16' }, { torch_dtype: 'float32' }, {}, { torch_dtype: 'float8_e4m3fn' }, { torch_dtype: null, dtype: 'float16' }),
+    codes: fc.uint8Array({ minLength: 4 * OUT * NV_IN, maxLength: 4 * OUT * NV_IN }),
+    scale: fc.constantFrom(0.0004, 0.002, 1 / 448, 0.01, 0.3),
+    zeros: fc.constantFrom(false, false, false, true),
+    onV: fc.boolean(),
+    fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 4, 16), rslora: fc.boolean(), seed: values(48),
+    hostile: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: llmHostile(quant) }),
+  })
+  .map(({ model, sharded, strategy, ctScaleDtype, staticInput, inConfig, torchDtype, codes, scale, zeros, onV, fDtype, r, alpha, rslora, seed, hostile }) => {
+    const v = from(seed);
+    const family = LLM_MODELS[model];
+    const cols = quant === 'modelopt-nvfp4' ? NV_IN : IN;
+    const h = hostile?.part;
+    const block: [number, number] = [4, 4];
+    // No NaN codes: e4m3fn 0x7F / 0xFF.
+    const clean = codes.map((x) => ((x & 0x7f) === 0x7f ? x ^ 1 : x));
+    const [q, k, vp, o] = ['q_proj', 'k_proj', 'v_proj', 'o_proj'].map((p) => `${L}.self_attn.${p}`);
+    const shard1: FixtureTensor[] = [st('model.embed_tokens.weight', 'BF16', [4, cols], v(4 * cols, 1))];
+    const shard2: FixtureTensor[] = [];
+    /** One quantized projection's tensors; `hostileHere` on q_proj alone. */
+    const projection = (m: string, salt: number, into: FixtureTensor[], hostileHere: boolean) => {
+      const stored = zeros && m === q ? new Uint8Array(OUT * cols) : clean.subarray(salt * OUT * cols, (salt + 1) * OUT * cols);
+      const hs = hostileHere ? hostile : null;
+      const s = Math.fround(scale * (1 + salt / 3));
+      const scaleInto = hostile?.part === 'early scale' && m === vp ? shard1 : into;
+      if (quant === 'modelopt-nvfp4') {
+        const packed = stored.subarray(0, (OUT * cols) / 2);
+        into.push(hs?.part === 'weight dtype' ? (hs.dtype === 'BF16' ? st(`${m}.weight`, 'BF16', [OUT, cols / 2], Array.from(packed, (b) => b / 64)) : { name: `${m}.weight`, dtype: 'I8', shape: [OUT, cols / 2], data: packed }) : { name: `${m}.weight`, dtype: 'U8', shape: [OUT, cols / 2], data: packed });
+        // Block scales as ModelOpt writes them: e4m3 of amax / (6 · weight_scale_2), here around 1..448.
+        const blocks = Uint8Array.from({ length: OUT * (cols / 16) }, (_, i) => 0x30 + ((stored[i] ^ salt) % 0x40));
+        if (hs?.part === 'nan block scale') blocks[1] = 0x7f;
+        // A sign bit on a block scale: ModelOpt writes none, vLLM multiplies by it as it is.
+        if (hs?.part === 'negative block scale') blocks[2] |= 0x80;
+        if (hs?.part !== 'no scale') {
+          if (hs?.part === 'scale shape') scaleInto.push({ name: `${m}.weight_scale`, dtype: 'F8_E4M3', shape: hs.shape, data: new Uint8Array(hs.shape.reduce((a, b) => a * b, 1)).fill(0x38) });
+          else if (hs?.part === 'scale dtype') scaleInto.push(hs.dtype === 'F16' ? st(`${m}.weight_scale`, 'F16', [OUT, cols / 16], Array.from(blocks, e4m3Value)) : { name: `${m}.weight_scale`, dtype: 'I32', shape: [OUT, cols / 16], data: new Uint8Array(blocks.length * 4) });
+          else scaleInto.push({ name: `${m}.weight_scale`, dtype: 'F8_E4M3', shape: [OUT, cols / 16], data: blocks });
+        }
+        if (hs?.part === 'global scale') scaleInto.push(st(`${m}.weight_scale_2`, hs.dtype, hs.shape, Array(hs.shape.reduce((a, b) => a * b, 1)).fill(hs.value)));
+        else if (hs?.part !== 'no global scale') scaleInto.push(st(`${m}.weight_scale_2`, 'F32', [], [s / 100]));
+        into.push(st(`${m}.input_scale`, 'F32', [], [0.0017]));
+        return;
+      }
+      if (hs?.part === 'weight dtype') into.push(hs.dtype === 'BF16' ? st(`${m}.weight`, 'BF16', [OUT, cols], Array.from(stored, e4m3Value)) : { name: `${m}.weight`, dtype: hs.dtype, shape: [OUT, cols], data: stored });
+      else into.push({ name: `${m}.weight`, dtype: 'F8_E4M3', shape: [OUT, cols], data: stored });
+      if (hs?.part !== 'no scale') {
+        let shape: number[], dtype: FixtureDType;
+        if (quant === 'modelopt-fp8') [shape, dtype] = [[], 'F32'];
+        else if (strategy === 'channel') [shape, dtype] = [[OUT, 1], ctScaleDtype];
+        else if (strategy === 'tensor') [shape, dtype] = [[1], ctScaleDtype === 'BF16' ? 'F32' : ctScaleDtype];
+        else [shape, dtype] = [[Math.ceil(OUT / block[0]), Math.ceil(cols / block[1])], ctScaleDtype === 'BF16' ? 'F32' : ctScaleDtype];
+        if (hs?.part === 'scale shape') shape = hs.shape;
+        if (hs?.part === 'scale dtype') dtype = hs.dtype;
+        const n = shape.reduce((a, b) => a * b, 1);
+        const data = hs?.part === 'scale value' ? Array(n).fill(hs.value) : Array.from({ length: n }, (_, i) => s * (1 + (i % 3) / 4));
+        scaleInto.push(dtype === 'F8_E4M3' ? { name: `${m}.weight_scale`, dtype, shape, data: Uint8Array.from(data, () => 0x20) } : st(`${m}.weight_scale`, dtype, shape, data));
+      }
+      if (quant === 'modelopt-fp8' || staticInput) into.push(st(`${m}.input_scale`, 'F32', quant === 'modelopt-fp8' ? [] : [1], [0.0213]));
+    };
+    projection(q, 0, shard1, true);
+    projection(k, 1, shard1, false);
+    for (const norm of family.norms) shard1.push(st(`${L}.${norm}`, 'BF16', [cols], v(cols, 5)));
+    projection(vp, 2, shard2, false);
+    projection(o, 3, shard2, false);
+    // KV-cache scales: compressed-tensors' kv_cache_scheme on self_attn, ModelOpt's on k_proj / v_proj.
+    const kvCache = quant !== 'compressed-tensors' || staticInput;
+    if (kvCache) {
+      if (quant === 'compressed-tensors') shard2.push(st(`${L}.self_attn.k_scale`, 'F32', [], [0.0371]), st(`${L}.self_attn.v_scale`, 'F32', [], [0.0123]));
+      else shard2.push(st(`${k}.k_scale`, 'F32', [], [1]), st(`${vp}.v_scale`, 'F32', [], [1]));
+    }
+    shard2.push(st('model.norm.weight', 'BF16', [cols], v(cols, 2)), st('lm_head.weight', 'BF16', [4, cols], v(4 * cols, 3)));
+
+    // The configs.
+    const configJson: Record<string, unknown> = { architectures: family.architectures, model_type: family.model_type, hidden_size: cols, num_hidden_layers: 1, vocab_size: 4, ...torchDtype };
+    const files: Record<string, SpecFile> = {};
+    const ctGroup: Record<string, unknown> = { num_bits: 8, type: 'float', strategy, symmetric: true, dynamic: false, observer: 'minmax', ...(strategy === 'block' ? { block_structure: block } : {}) };
+    if (hostile?.part === 'group config') Object.assign(ctGroup, hostile.edit);
+    const algo = quant === 'modelopt-fp8' ? 'FP8' : 'NVFP4';
+    const modelOptFields: Record<string, unknown> = { quant_algo: algo, kv_cache_quant_algo: 'FP8', exclude_modules: ['lm_head'], ...(quant === 'modelopt-nvfp4' ? { group_size: 16 } : {}) };
+    if (hostile?.part === 'config' && quant !== 'compressed-tensors') Object.assign(modelOptFields, hostile.edit);
+    if (quant === 'compressed-tensors') {
+      const qc: Record<string, unknown> = {
+        quant_method: 'compressed-tensors', format: 'float-quantized', quantization_status: 'compressed', ignore: ['lm_head'], version: '0.9.2',
+        config_groups: { group_0: { targets: ['Linear'], weights: ctGroup, input_activations: staticInput ? { num_bits: 8, type: 'float', strategy: 'tensor', symmetric: true, dynamic: false } : { num_bits: 8, type: 'float', strategy: 'token', symmetric: true, dynamic: true } } },
+        ...(kvCache ? { kv_cache_scheme: { num_bits: 8, type: 'float', strategy: 'tensor', dynamic: false, symmetric: true } } : {}),
+      };
+      if (hostile?.part === 'config') Object.assign(qc, hostile.edit);
+      configJson.quantization_config = qc;
+    } else if (inConfig) {
+      const { exclude_modules: ignore, kv_cache_quant_algo: kv, ...rest } = modelOptFields;
+      configJson.quantization_config = { quant_method: 'modelopt', ...rest, ignore, kv_cache_scheme: kv === 'FP8' ? { num_bits: 8, type: 'float', dynamic: false } : kv };
+    } else {
+      files[HF_QUANT_CONFIG] = { kind: 'json', value: { producer: { name: hostile?.part === 'hf producer' ? hostile.name : 'modelopt', version: '0.29.0' }, quantization: modelOptFields } };
+    }
+    files['model/config.json'] = { kind: 'json', value: configJson };
+    const shardName = (i: number) => `model-0000${i}-of-00002.safetensors`;
+    if (sharded) {
+      files[`model/${shardName(1)}`] = { kind: 'safetensors', tensors: shard1, metadata: { format: 'pt' } };
+      files[`model/${shardName(2)}`] = { kind: 'safetensors', tensors: shard2, metadata: { format: 'pt' } };
+      const weightMap = Object.fromEntries([...shard1.map((t) => [t.name, shardName(1)]), ...shard2.map((t) => [t.name, shardName(2)])]);
+      const bytes = (t: FixtureTensor) => t.shape.reduce((a, b) => a * b, 1) * FIXTURE_DTYPE_BYTES[t.dtype];
+      files['model/model.safetensors.index.json'] = { kind: 'json', value: { metadata: { total_size: [...shard1, ...shard2].reduce((n, t) => n + bytes(t), 0) }, weight_map: weightMap } };
+    } else files['model/model.safetensors'] = { kind: 'safetensors', tensors: [...shard1, ...shard2], metadata: { format: 'pt' } };
+    const shardOf = (name: string) => (!sharded ? 0 : shard1.some((t) => t.name === name) ? 1 : 2);
+
+    // The adapter: PEFT LoRA (or rsLoRA) on q_proj, maybe v_proj.
+    const targets = onV ? [q, vp] : [q];
+    const peft = (m: string) => `base_model.model.${m}`;
+    files['peft/adapter_model.safetensors'] = {
+      kind: 'safetensors',
+      tensors: targets.flatMap((m, i) => [st(`${peft(m)}.lora_A.weight`, fDtype, [r, cols], v(r * cols, 3 + 2 * i)), st(`${peft(m)}.lora_B.weight`, fDtype, [OUT, r], zeros && m === q ? Array(OUT * r).fill(0) : v(OUT * r, 4 + 2 * i))]),
+    };
+    files['peft/adapter_config.json'] = { kind: 'json', value: { peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: family.repo, r, lora_alpha: alpha, use_rslora: rslora, target_modules: onV ? ['q_proj', 'v_proj'] : ['q_proj'] } };
+    const kindName = quant === 'compressed-tensors' ? `compressed-tensors FP8 (${strategy})` : quant === 'modelopt-fp8' ? `ModelOpt FP8 (${inConfig ? 'config.json' : 'hf_quant_config.json'})` : 'ModelOpt NVFP4';
+    return {
+      name: `${kindName} folder + PEFT LoRA`,
+      files, base: 'model', adapter: 'peft', out: 'merged',
+      outDtypes: ['bf16'], refusalsChecked: true,
+      truth: (d, weight, outDtype) => {
+        const s = configScale(d, 'peft/adapter_config.json', 'lora_alpha', r, true);
+        if (typeof s !== 'number') return s;
+        const loras = targets.map((m) => ({ layer: m, a: d.tensors.get(`peft/${peft(m)}.lora_A.weight`)!, b: d.tensors.get(`peft/${peft(m)}.lora_B.weight`)!, rank: r, scale: weight * s, rows: OUT, cols }));
+        return quant === 'modelopt-nvfp4' ? nvfp4Truth(d, loras, outDtype) : fp8LlmTruth(d, loras, shardOf, outDtype);
+      },
+    };
+  });
+
+/** The worlds by the name FUZZ_SURFACE_WORLDS selects them by, with how often each is drawn. */
+export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbitrary<SurfaceWorld> }> = {
+  'gguf-lora': { weight: 2, arbitrary: ggufLoraWorld },
+  'gguf-peft': { weight: 2, arbitrary: ggufPeftWorld },
+  lycoris: { weight: 3, arbitrary: lycorisWorld },
+  'peft-methods': { weight: 2, arbitrary: peftMethodWorld },
+  sharded: { weight: 1, arbitrary: shardedWorld },
+  pipeline: { weight: 1, arbitrary: pipelineWorld },
+  bnb: { weight: 1, arbitrary: bnbWorld },
+  'comfy-quant': { weight: 2, arbitrary: comfyQuantWorld },
+  'block-fp8': { weight: 1, arbitrary: blockFp8World },
+  'scaled-fp8': { weight: 1, arbitrary: scaledFp8World },
+  'compressed-tensors': { weight: 1, arbitrary: llmQuantWorld('compressed-tensors') },
+  'modelopt-fp8': { weight: 1, arbitrary: llmQuantWorld('modelopt-fp8') },
+  'modelopt-nvfp4': { weight: 1, arbitrary: llmQuantWorld('modelopt-nvfp4') },
+};
+
+/** The worlds drawn from: all, or those named in `only` (comma-separated keys of SURFACE_WORLDS). */
+export function surfaceWorlds(only?: string): fc.Arbitrary<SurfaceWorld> {
+  const keys = only ? only.split(',').map((k) => k.trim()) : Object.keys(SURFACE_WORLDS);
+  const unknown = keys.filter((k) => !SURFACE_WORLDS[k]);
+  if (unknown.length) throw new Error(`no fuzz world ${unknown.join(', ')}; the worlds are ${Object.keys(SURFACE_WORLDS).join(', ')}`);
+  return fc
+    .oneof(...keys.map((k) => SURFACE_WORLDS[k]))
+    // A failing case prints as its world's name and files (the seed and path reproduce it).
+    .map((w) => Object.assign(w, { [fc.toStringMethod]: () => `${w.name} (${Object.keys(w.files).join(', ')})` }));
+}
 
 // --- mutations ---------------------------------------------------------------------------------------
 
@@ -1305,8 +1805,9 @@ export interface SurfaceCase {
   command: SurfaceCommand;
 }
 
-export const surfaceCase: fc.Arbitrary<SurfaceCase> = fc
-  .record({ world: surfaceWorld, mutations: fc.array(surfaceMutation, { maxLength: 3 }), command: surfaceCommand })
+/** Cases of the worlds `only` names (all where undefined; see surfaceWorlds). */
+export const surfaceCases = (only?: string): fc.Arbitrary<SurfaceCase> => fc
+  .record({ world: surfaceWorlds(only), mutations: fc.array(surfaceMutation, { maxLength: 3 }), command: surfaceCommand })
   .map(({ world, mutations, command: { dtype, ...command } }) => ({
     world, mutations, command: dtype && command.command === 'merge' && world.outDtypes?.includes(dtype) ? { ...command, dtype } : command,
   }));
@@ -1624,7 +2125,7 @@ function metadataText(meta: Map<string, { type: number; value: unknown }>, excep
 const READ_BY_TRUTH = ['adapter.lora.alpha', 'general.alignment', 'general.architecture', 'comfy.gguf.orig_shape.blk.0.ffn_up.weight'];
 
 /** Top-level config fields that the truth of a world reads from the file (so edits to them are followed). */
-const CONFIG_READ_BY_TRUTH = ['r', 'alpha', 'lora_alpha', 'use_rslora', 'quantization_config'];
+const CONFIG_READ_BY_TRUTH = ['r', 'alpha', 'lora_alpha', 'use_rslora', 'quantization_config', 'quantization'];
 
 /** safetensors `__metadata__` entries that the truth of a world reads (so edits to them are followed). */
 const HEADER_READ_BY_TRUTH = ['_quantization_metadata'];
