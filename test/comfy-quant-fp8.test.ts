@@ -26,7 +26,7 @@ import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
-import { comfyRequantize, e4m3Value } from './helpers/e4m3-by-hand.js';
+import { comfyRequantize, e4m3Value, e5m2Value } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(2718);
 const P = 'model.diffusion_model.';
@@ -124,11 +124,12 @@ const TERMS: TruthTerm[] = [
 const termsOf = (key: string) => TERMS.filter((t) => t.baseKey === key);
 const MERGED_FP8 = [...new Set(TERMS.map((t) => t.baseKey))].filter((k) => QUANTIZED.test(k));
 
-/** W' = e4m3(code) × weight_scale + ΔW, in float64. */
-function truth(base: Map<string, DecodedTensor>, key: string): Float64Array {
+/** W' = fp8(code) × weight_scale + ΔW, in float64 (the codes e4m3fn or e5m2, as the weight's dtype says). */
+function truth(base: Map<string, DecodedTensor>, key: string, terms = termsOf(key)): Float64Array {
   const w = base.get(key)!;
   const s = base.get(key.replace(/\.weight$/, '.weight_scale'))!.values[0];
-  return trueMerge({ ...w, values: Float64Array.from(w.bytes, (b) => e4m3Value(b) * s) }, termsOf(key));
+  const decode = w.dtype === 'F8_E5M2' ? e5m2Value : e4m3Value;
+  return trueMerge({ ...w, values: Float64Array.from(w.bytes, (b) => decode(b) * s) }, terms);
 }
 
 // --- merging --------------------------------------------------------------------------------------
@@ -223,12 +224,124 @@ for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
   });
 }
 
+// --- float8_e5m2 layers: the same per-tensor layout with e5m2 codes (TensorCoreFP8E5M2Layout) -------
+
+/** Layers a mixed file stores as float8_e5m2 (F8_E5M2 codes, one F32 weight_scale); the other fp8 layers stay e4m3fn. */
+const E5M2_LAYERS = ['double_blocks.0.img_attn.qkv', 'single_blocks.0.linear2', 'single_blocks.1.linear2', 'double_blocks.1.txt_attn.proj'].map((m) => P + m);
+/** diffusers' train_dreambooth_lora_flux2.py: `transformer.` + diffusers names, r 4, α 8 in `lora_adapter_metadata`. */
+const DIFFUSERS: LoraSpec[] = [
+  { down: 'transformer.single_transformer_blocks.1.attn.to_out.lora_A.weight', up: 'transformer.single_transformer_blocks.1.attn.to_out.lora_B.weight', r: 4, out: h, in: 4 * h, lands: [{ key: `${P}single_blocks.1.linear2.weight` }], scale: 2 },
+  { down: 'transformer.transformer_blocks.1.attn.to_add_out.lora_A.weight', up: 'transformer.transformer_blocks.1.attn.to_add_out.lora_B.weight', r: 4, out: h, in: h, lands: [{ key: `${P}double_blocks.1.txt_attn.proj.weight` }], scale: 2 },
+];
+const diffusers = buildSafetensors(loraTensors(rand, DIFFUSERS, 'BF16'), {
+  format: 'pt', lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
+});
+const WITH_DIFFUSERS: Adapter[] = [...ADAPTERS, { files: { 'flux2_diffusers_lora.safetensors': diffusers }, weight: 0.5 }];
+const E5M2_TERMS: TruthTerm[] = [...TERMS, ...truthTerms(decodeSafetensors(diffusers).tensors, DIFFUSERS, 0.5)];
+const e5m2TermsOf = (key: string) => E5M2_TERMS.filter((t) => t.baseKey === key);
+
+for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
+  describe(`Comfy-Org FLUX.2 with float8_e5m2 layers on ${backendName}`, () => {
+    for (const inHeader of [undefined, 'keys'] as const) {
+      const where = inHeader ? 'configs in _quantization_metadata' : 'comfy_quant tensors';
+      const base = fp8mixed({ inHeader, otherFormats: Object.fromEntries(E5M2_LAYERS.map((m) => [m, 'float8_e5m2'])) });
+      const original = decodeSafetensors(base);
+
+      it(`${where}: merged e5m2 weights quantized again as e5m2 with weight_scale = f32(amax / 57344), beside e4m3fn ones; the rest byte for byte`, async () => {
+        const merged = await merge(base, backends[backendName]!, undefined, WITH_DIFFUSERS);
+        expect(merged.notes.join('\n')).toMatch(/ComfyUI float8_e4m3fn and float8_e5m2 weights .*recalculated/);
+        const changed = [...new Set(E5M2_TERMS.map((t) => t.baseKey))].filter((k) => QUANTIZED.test(k));
+        expect(changed.filter((k) => E5M2_LAYERS.includes(k.slice(0, -'.weight'.length)))).toHaveLength(4);
+        for (const key of changed) {
+          const codes = original.tensors.get(key)!.dtype as 'F8_E4M3' | 'F8_E5M2';
+          const want = comfyRequantize(truth(original.tensors, key, e5m2TermsOf(key)), 'F32', codes);
+          const w = merged.tensors.get(key)!;
+          const s = merged.tensors.get(key.replace(/\.weight$/, '.weight_scale'))!;
+          expect([w.dtype, w.shape, s.dtype, s.shape], key).toEqual([codes, original.tensors.get(key)!.shape, 'F32', []]);
+          expect(s.values[0], `${key} weight_scale`).toBe(want.scale);
+          const decode = codes === 'F8_E5M2' ? e5m2Value : e4m3Value;
+          const wrong = Array.from(w.bytes).findIndex((b, i) => decode(b) !== want.codes[i]);
+          expect(wrong, `${key}[${wrong}]: ${decode(w.bytes[wrong])} × s vs ${want.codes[wrong]} × s`).toBe(-1);
+        }
+        const rewritten = new Set([...changed, ...changed.map((k) => k.replace(/\.weight$/, '.weight_scale')), `${P}double_stream_modulation_img.lin.weight`]);
+        for (const [key, t] of original.tensors) if (!rewritten.has(key)) expect(merged.tensors.get(key)!.bytes, key).toEqual(t.bytes);
+        expect(merged.metadata._quantization_metadata).toBe(original.metadata._quantization_metadata);
+      });
+
+      it(`${where}, --dtype bf16: e5m2 and e4m3fn weights dequantized (code × weight_scale + ΔW, rounded once), their quantization tensors left out`, async () => {
+        const merged = await merge(base, backends[backendName]!, 'bf16', WITH_DIFFUSERS);
+        expect([...merged.tensors.keys()].filter((k) => /\.(weight_scale|comfy_quant|input_scale)$/.test(k))).toEqual([]);
+        expect(merged.metadata._quantization_metadata).toBeUndefined();
+        for (const [key, t] of merged.tensors) {
+          expect(t.dtype, key).toBe('BF16');
+          const want = QUANTIZED.test(key) ? truth(original.tensors, key, e5m2TermsOf(key)) : trueMerge(original.tensors.get(key)!, e5m2TermsOf(key));
+          const rounded = want.map((x) => roundForDType(x, 'BF16'));
+          const wrong = t.values.findIndex((x, i) => x !== rounded[i]);
+          expect(wrong, `${key}[${wrong}]: ${t.values[wrong]} vs ${rounded[wrong]}`).toBe(-1);
+        }
+      });
+    }
+  });
+}
+
+describe('ComfyUI float8_e5m2 (comfy_quant): what is refused', () => {
+  const QKV = `${P}double_blocks.0.img_attn.qkv`;
+  const e5m2Base = () => decodeSafetensors(fp8mixed({ otherFormats: { [QKV]: 'float8_e5m2' } })).tensors;
+  const rebuilt = (tensors: Map<string, DecodedTensor>, key: string, replace: (t: DecodedTensor) => FixtureTensor | undefined) => buildSafetensors([...tensors].flatMap(([name, t]) => {
+    const out = name === key ? replace(t) : { name, dtype: t.dtype, shape: t.shape, data: t.bytes };
+    return out ? [out] : [];
+  }));
+  const onQkv: Adapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft('double_blocks.0.img_attn.qkv', 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
+  const dora: Adapter[] = [{
+    files: {
+      'qkv_dora.safetensors': buildSafetensors([
+        ...loraTensors(rand, [{ down: 'lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight', up: 'lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight', r: 2, out: 3 * h, in: h, lands: [], scale: 1 }], 'BF16'),
+        { name: 'lora_unet_double_blocks_0_img_attn_qkv.dora_scale', dtype: 'F32', shape: [1, h], data: Array.from({ length: h }, (_, i) => 1 + i / h) },
+      ]),
+    },
+    weight: 1,
+  }];
+  const cases: [string, () => Uint8Array, Adapter[], RegExp][] = [
+    ['e4m3fn codes marked float8_e5m2', () => rebuilt(e5m2Base(), `${QKV}.weight`, (t) => ({ name: `${QKV}.weight`, dtype: 'F8_E4M3', shape: t.shape, data: t.bytes })), onQkv,
+      /qkv\.weight \(comfy_quant format "float8_e5m2"\) is F8_E4M3; ComfyUI stores float8_e5m2 weights as F8_E5M2/],
+    ['a weight_scale per row', () => rebuilt(e5m2Base(), `${QKV}.weight_scale`, () => ({ name: `${QKV}.weight_scale`, dtype: 'F32', shape: [3 * h], data: Array.from({ length: 3 * h }, () => 0.001) })), onQkv,
+      /qkv\.weight \(comfy_quant format "float8_e5m2"\): its scale .*qkv\.weight_scale has shape \[192\] \(F32\); float8_e5m2 needs one F32 scale per weight/],
+    ['no weight_scale', () => rebuilt(e5m2Base(), `${QKV}.weight_scale`, () => undefined), onQkv, /"float8_e5m2"\): its scale .*qkv\.weight_scale is missing/],
+    ['an infinite weight_scale', () => rebuilt(e5m2Base(), `${QKV}.weight_scale`, () => ({ name: `${QKV}.weight_scale`, dtype: 'F32', shape: [], data: [Infinity] })), onQkv,
+      /"float8_e5m2"\): its scale .*qkv\.weight_scale is Infinity; a scale must be finite/],
+    ['DoRA on a float8_e5m2 weight', () => buildSafetensors([...e5m2Base()].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes }))), dora,
+      /qkv_dora\.safetensors: module "lora_unet_double_blocks_0_img_attn_qkv": DoRA on the ComfyUI fp8 \(comfy_quant\) weight .*qkv\.weight .*not supported/],
+  ];
+  for (const [what, base, adapters, message] of cases) {
+    it(`${what}: refused in one line naming the tensor`, async () => {
+      const messages = await refusal(base(), undefined, adapters);
+      expect(messages).toHaveLength(1);
+      expect(messages[0]).toMatch(message);
+      expect(messages[0]).not.toContain('\n');
+    });
+  }
+
+  const temp = tempDirs();
+  afterAll(temp.removeAll);
+  it('the CLI: e4m3fn codes marked float8_e5m2 and DoRA on a float8_e5m2 layer are refused in one line each, nothing written', async () => {
+    for (const [, base, adapters, message] of [cases[0], cases[4]]) {
+      const [adapterName, adapterBytes] = Object.entries(adapters[0].files)[0];
+      const dir = temp.make({ [FILE]: base(), [adapterName]: adapterBytes });
+      const out = join(dir, 'merged.safetensors');
+      const run = await runCli(['merge', '--base', join(dir, FILE), '--adapter', join(dir, adapterName), '--out', out, '--backend', 'cpu']);
+      expect(run.code).not.toBe(0);
+      expect(errorLines(run.stderr)).toEqual([expect.stringMatching(message)]);
+      expect(existsSync(out)).toBe(false);
+    }
+  });
+});
+
 describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
   const onQkv: Adapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft('double_blocks.0.img_attn.qkv', 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
   const onModulation: Adapter[] = [{ files: { 'mod.safetensors': buildSafetensors(loraTensors(rand, [peft('double_stream_modulation_img.lin', 2, 6 * h, h)], 'BF16')) }, weight: 1 }];
   const QKV = `${P}double_blocks.0.img_attn.qkv`;
 
-  for (const format of ['nvfp4', 'mxfp8', 'float8_e5m2', 'int8']) {
+  for (const format of ['nvfp4', 'mxfp8', 'int8']) {
     it(`a LoRA on a ${format} layer: refused naming the tensor and the format; merged elsewhere, its tensors are copied byte for byte`, async () => {
       const base = fp8mixed({ otherFormats: { [QKV]: format } });
       const messages = await refusal(base, undefined, onQkv);
@@ -343,31 +456,38 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
 });
 
 describe('the comfy rule: codes are W times the scale\'s f32 reciprocal, as ComfyUI computes them', () => {
-  it('values where W · f32(1/s) and W / s round to different e4m3 codes get the product\'s', () => {
-    // Values a few f32 steps from m · s, m an e4m3 tie (halfway between two codes): there the
-    // quotient and the product by the rounded reciprocal can fall on different sides of the tie.
-    const amax = 0.37;
-    const s = Math.fround(amax / 448);
-    const inverse = Math.fround(1 / s);
-    const picked = [amax];
-    for (let e = -6; e <= 7; e++) for (let j = 0; j < 8; j++) for (let ulps = -4; ulps <= 4; ulps++) {
-      const near = Math.fround((1 + (2 * j + 1) / 16) * 2 ** e * s);
-      const x = Math.fround(near * (1 + ulps * 2 ** -23));
-      if (x >= amax) continue;
-      if (roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3') !== roundF8Saturating(Math.fround(x / s), 'F8_E4M3')) picked.push(x, -x);
-    }
-    expect(picked.length).toBeGreaterThan(4);
-    const values = Float32Array.from(picked);
-    const cols = values.length;
-    const w: ScaledFp8Weight = {
-      weightKey: 'w.weight', codeDtype: 'F8_E4M3', scaleKey: 'w.weight_scale', scaleDtype: 'F32', rows: 1, cols, blockRows: 1, blockCols: cols, scales: Float64Array.of(1),
-    };
-    for (const encoder of ['wasm', 'js'] as const) {
-      const scales = Float64Array.of(1);
-      const codes = requantizeSlab(w, 'comfy', values, 0, 1, scales, undefined, { encoder });
-      expect(scales[0]).toBe(s);
-      const want = Array.from(values, (x) => roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3'));
-      expect(Array.from(codes, e4m3Value)).toEqual(want);
-    }
-  });
+  // e4m3fn: 3 mantissa bits, normal exponents -6…8, largest 448; e5m2: 2 bits, -14…15, largest 57344.
+  const formats = [
+    { dtype: 'F8_E4M3', max: 448, mantBits: 3, exps: [-6, 7], decode: e4m3Value },
+    { dtype: 'F8_E5M2', max: 57344, mantBits: 2, exps: [-14, 15], decode: e5m2Value },
+  ] as const;
+  for (const { dtype, max, mantBits, exps, decode } of formats) {
+    it(`${dtype}: values where W · f32(1/s) and W / s round to different codes get the product's; s = f32(amax / ${max})`, () => {
+      // Values a few f32 steps from m · s, m a tie (halfway between two codes): there the
+      // quotient and the product by the rounded reciprocal can fall on different sides of the tie.
+      const amax = 0.37;
+      const s = Math.fround(amax / max);
+      const inverse = Math.fround(1 / s);
+      const picked = [amax];
+      for (let e = exps[0]; e <= exps[1]; e++) for (let j = 0; j < 2 ** mantBits; j++) for (let ulps = -4; ulps <= 4; ulps++) {
+        const near = Math.fround((1 + (2 * j + 1) / 2 ** (mantBits + 1)) * 2 ** e * s);
+        const x = Math.fround(near * (1 + ulps * 2 ** -23));
+        if (x >= amax) continue;
+        if (roundF8Saturating(Math.fround(x * inverse), dtype) !== roundF8Saturating(Math.fround(x / s), dtype)) picked.push(x, -x);
+      }
+      expect(picked.length).toBeGreaterThan(4);
+      const values = Float32Array.from(picked);
+      const cols = values.length;
+      const w: ScaledFp8Weight = {
+        weightKey: 'w.weight', codeDtype: dtype, scaleKey: 'w.weight_scale', scaleDtype: 'F32', rows: 1, cols, blockRows: 1, blockCols: cols, scales: Float64Array.of(1),
+      };
+      for (const encoder of ['wasm', 'js'] as const) {
+        const scales = Float64Array.of(1);
+        const codes = requantizeSlab(w, 'comfy', values, 0, 1, scales, undefined, { encoder });
+        expect(scales[0]).toBe(s);
+        const want = Array.from(values, (x) => roundF8Saturating(Math.fround(x * inverse), dtype));
+        expect(Array.from(codes, decode)).toEqual(want);
+      }
+    });
+  }
 });

@@ -42,7 +42,7 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
     ? `${n} block-wise fp8 weights (weight_scale_inv)`
     : scaled.kind === 'modelopt-fp8' ? `${n} ModelOpt FP8 weights (weight_scale per tensor)`
       : scaled.kind === 'modelopt-nvfp4' ? `${n} ModelOpt NVFP4 weights (weight_scale per 16 inputs, weight_scale_2)`
-        : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI float8_e4m3fn weights (comfy_quant, weight_scale per tensor)`
+        : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI ${comfyFormats(scaled)} weights (comfy_quant, weight_scale per tensor)`
           : scaled.kind === 'comfy-scaled-fp8' ? `${n} scaled fp8 weights (float8_e4m3fn, scale_weight per tensor)`
           : `${n} compressed-tensors fp8 weights (weight_scale)`;
   const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale') && !k.endsWith('.comfy_quant'));
@@ -58,6 +58,12 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
     return `the base holds ${what}: adapters are merged into their real values (code × scale_weight); merged weights are written as fp8 again with scale_weight recalculated from their largest magnitude, as current ComfyUI's LoRA patch does (rounded to nearest even), the marker and scale_input kept; or dequantized with --dtype f32/f16/bf16`;
   }
   return `the base holds ${what}: adapters are merged into their real values (code × scale); they are written as fp8 again with each block's scale recomputed as the quantizer does, or dequantized with --dtype f32/f16/bf16${kv}`;
+}
+
+/** The comfy_quant formats of a base's read weights, as its configs name them. */
+function comfyFormats(scaled: ScaledFp8Base): string {
+  const codes = new Set([...scaled.weights.values()].map((w) => w.codeDtype));
+  return [...(codes.has('F8_E4M3') ? ['float8_e4m3fn'] : []), ...(codes.has('F8_E5M2') ? ['float8_e5m2'] : [])].join(' and ') || 'fp8';
 }
 
 /** What mergeModel needs to merge into and write a base with scaled fp8 weights. */
@@ -120,7 +126,7 @@ export function scaledFp8Output(
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${first}" cannot be ${requested === 'F8_E4M3' || requested === 'F8_E5M2' ? 'converted' : 'dequantized'}: ${why}${more}; leave out --dtype`);
   }
   if (scaled.weights.size === 0) return undefined;
-  if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are e4m3 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
+  if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are fp8 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
   const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
   if (scaled.rule === 'dequantize-only' && !dequantizeTo) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: its ${kind} weights are written only dequantized (re-quantizing them to NVFP4 as ModelOpt does is not supported); merge with --dtype bf16 (or f16, f32)`);
