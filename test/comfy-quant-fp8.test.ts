@@ -26,7 +26,7 @@ import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
-import { comfyRequantize, e4m3Value, e5m2Value } from './helpers/e4m3-by-hand.js';
+import { blockedOrder, comfyMxfp8Requantize, comfyRequantize, e4m3Value, e5m2Value, e8m0Value } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(2718);
 const P = 'model.diffusion_model.';
@@ -76,8 +76,11 @@ function fp8mixed(options: BaseOptions = {}): Uint8Array {
       tensors.push({ name: `${m}.weight_scale`, dtype: 'F8_E4M3', shape: [rows, cols / 16], data: Array.from({ length: rows * cols / 16 }, () => 1) });
       tensors.push({ name: `${m}.weight_scale_2`, dtype: 'F32', shape: [], data: [0.0007] });
     } else if (format === 'mxfp8') {
-      tensors.push({ name: t.name, dtype: 'F8_E4M3', shape: [rows, cols], data: Array.from({ length: rows * cols }, () => e4m3Value(randomCode())) });
-      tensors.push({ name: `${m}.weight_scale`, dtype: 'U8', shape: [rows, cols / 32], data: Array.from({ length: rows * cols / 32 }, () => 120) });
+      // e8m0 exponents per 32 inputs (every 7th block all zeros, exponent 0), stored in cuBLAS' swizzled layout.
+      const exponents = Array.from({ length: rows * cols / 32 }, (_, b) => (b % 7 === 3 ? 0 : 116 + Math.floor(rand() * 8)));
+      tensors.push({ name: t.name, dtype: 'F8_E4M3', shape: [rows, cols], data: Array.from({ length: rows * cols }, (_, i) => (exponents[Math.floor(i / 32)] === 0 ? 0 : e4m3Value(randomCode()))) });
+      const { order, shape } = blockedOrder(rows, cols / 32);
+      tensors.push({ name: `${m}.weight_scale`, dtype: 'U8', shape, data: Array.from(order, (at) => (at < 0 ? 0 : exponents[at])) });
     } else {
       const dtype = format === 'float8_e5m2' ? 'F8_E5M2' : 'F8_E4M3';
       const codes = Array.from({ length: rows * cols }, (_, i) => (i % 53 === 0 ? 0 : e4m3Value(randomCode())));
@@ -124,12 +127,27 @@ const TERMS: TruthTerm[] = [
 const termsOf = (key: string) => TERMS.filter((t) => t.baseKey === key);
 const MERGED_FP8 = [...new Set(TERMS.map((t) => t.baseKey))].filter((k) => QUANTIZED.test(k));
 
-/** W' = fp8(code) × weight_scale + ΔW, in float64 (the codes e4m3fn or e5m2, as the weight's dtype says). */
+/** The row-major e8m0 exponents of an mxfp8 weight_scale, undoing the swizzle. */
+function mxfp8Exponents(scale: DecodedTensor, rows: number, cols: number): Uint8Array {
+  const grid = new Uint8Array(rows * cols / 32);
+  blockedOrder(rows, cols / 32).order.forEach((at, k) => { if (at >= 0) grid[at] = scale.bytes[k]; });
+  return grid;
+}
+
+/**
+ * W' = fp8(code) × weight_scale + ΔW, in float64 (the codes e4m3fn or e5m2, as the weight's dtype
+ * says; an mxfp8 weight, its weight_scale U8, × 2^(e − 127) of its block).
+ */
 function truth(base: Map<string, DecodedTensor>, key: string, terms = termsOf(key)): Float64Array {
   const w = base.get(key)!;
-  const s = base.get(key.replace(/\.weight$/, '.weight_scale'))!.values[0];
+  const scale = base.get(key.replace(/\.weight$/, '.weight_scale'))!;
+  if (scale.dtype === 'U8') {
+    const [rows, cols] = w.shape;
+    const grid = mxfp8Exponents(scale, rows, cols);
+    return trueMerge({ ...w, values: Float64Array.from(w.bytes, (b, i) => e4m3Value(b) * e8m0Value(grid[Math.floor(i / 32)])) }, terms);
+  }
   const decode = w.dtype === 'F8_E5M2' ? e5m2Value : e4m3Value;
-  return trueMerge({ ...w, values: Float64Array.from(w.bytes, (b) => decode(b) * s) }, terms);
+  return trueMerge({ ...w, values: Float64Array.from(w.bytes, (b) => decode(b) * scale.values[0]) }, terms);
 }
 
 // --- merging --------------------------------------------------------------------------------------
@@ -224,10 +242,14 @@ for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
   });
 }
 
-// --- float8_e5m2 layers: the same per-tensor layout with e5m2 codes (TensorCoreFP8E5M2Layout) -------
+// --- float8_e5m2 layers (TensorCoreFP8E5M2Layout: e5m2 codes, one weight_scale) and mxfp8 ones
+// (TensorCoreMXFP8Layout: e4m3fn codes, U8 e8m0 scales per 32 inputs, swizzled) beside e4m3fn ones --
 
-/** Layers a mixed file stores as float8_e5m2 (F8_E5M2 codes, one F32 weight_scale); the other fp8 layers stay e4m3fn. */
-const E5M2_LAYERS = ['double_blocks.0.img_attn.qkv', 'single_blocks.0.linear2', 'single_blocks.1.linear2', 'double_blocks.1.txt_attn.proj'].map((m) => P + m);
+/** The layers a mixed file stores in the other formats; the remaining fp8 layers stay float8_e4m3fn. */
+const MIXED: Record<string, string> = {
+  [`${P}double_blocks.0.img_attn.qkv`]: 'mxfp8', [`${P}single_blocks.0.linear2`]: 'float8_e5m2',
+  [`${P}single_blocks.1.linear2`]: 'mxfp8', [`${P}double_blocks.1.txt_attn.proj`]: 'float8_e5m2',
+};
 /** diffusers' train_dreambooth_lora_flux2.py: `transformer.` + diffusers names, r 4, α 8 in `lora_adapter_metadata`. */
 const DIFFUSERS: LoraSpec[] = [
   { down: 'transformer.single_transformer_blocks.1.attn.to_out.lora_A.weight', up: 'transformer.single_transformer_blocks.1.attn.to_out.lora_B.weight', r: 4, out: h, in: 4 * h, lands: [{ key: `${P}single_blocks.1.linear2.weight` }], scale: 2 },
@@ -241,18 +263,32 @@ const E5M2_TERMS: TruthTerm[] = [...TERMS, ...truthTerms(decodeSafetensors(diffu
 const e5m2TermsOf = (key: string) => E5M2_TERMS.filter((t) => t.baseKey === key);
 
 for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
-  describe(`Comfy-Org FLUX.2 with float8_e5m2 layers on ${backendName}`, () => {
+  describe(`Comfy-Org FLUX.2 with float8_e5m2 and mxfp8 layers on ${backendName}`, () => {
     for (const inHeader of [undefined, 'keys'] as const) {
       const where = inHeader ? 'configs in _quantization_metadata' : 'comfy_quant tensors';
-      const base = fp8mixed({ inHeader, otherFormats: Object.fromEntries(E5M2_LAYERS.map((m) => [m, 'float8_e5m2'])) });
+      const base = fp8mixed({ inHeader, otherFormats: MIXED });
       const original = decodeSafetensors(base);
 
-      it(`${where}: merged e5m2 weights quantized again as e5m2 with weight_scale = f32(amax / 57344), beside e4m3fn ones; the rest byte for byte`, async () => {
+      it(`${where}: merged e5m2 weights quantized again as e5m2 with weight_scale = f32(amax / 57344), mxfp8 ones with new e8m0 block scales, beside e4m3fn ones; the rest byte for byte`, async () => {
         const merged = await merge(base, backends[backendName]!, undefined, WITH_DIFFUSERS);
-        expect(merged.notes.join('\n')).toMatch(/ComfyUI float8_e4m3fn and float8_e5m2 weights .*recalculated/);
+        expect(merged.notes.join('\n')).toMatch(/ComfyUI float8_e4m3fn and float8_e5m2 and mxfp8 weights .*recalculated/);
         const changed = [...new Set(E5M2_TERMS.map((t) => t.baseKey))].filter((k) => QUANTIZED.test(k));
-        expect(changed.filter((k) => E5M2_LAYERS.includes(k.slice(0, -'.weight'.length)))).toHaveLength(4);
+        expect(changed.filter((k) => MIXED[k.slice(0, -'.weight'.length)])).toHaveLength(4);
         for (const key of changed) {
+          if (MIXED[key.slice(0, -'.weight'.length)] === 'mxfp8') {
+            const [rows, cols] = original.tensors.get(key)!.shape;
+            const want = comfyMxfp8Requantize(truth(original.tensors, key, e5m2TermsOf(key)), rows, cols);
+            const w = merged.tensors.get(key)!;
+            const s = merged.tensors.get(key.replace(/\.weight$/, '.weight_scale'))!;
+            const { order, shape } = blockedOrder(rows, cols / 32);
+            expect([w.dtype, w.shape, s.dtype, s.shape], key).toEqual(['F8_E4M3', [rows, cols], 'U8', shape]);
+            expect(Array.from(s.bytes), `${key} weight_scale`).toEqual(Array.from(order, (at) => (at < 0 ? 0 : want.exponents[at])));
+            const wrong = Array.from(w.bytes).findIndex((b, i) => e4m3Value(b) !== want.codes[i]);
+            expect(wrong, `${key}[${wrong}]: ${e4m3Value(w.bytes[wrong])} vs ${want.codes[wrong]}`).toBe(-1);
+            // The merge moved some blocks' exponents: their scales were recalculated, not kept.
+            expect(Array.from(mxfp8Exponents(s, rows, cols)).some((e, b) => e !== mxfp8Exponents(original.tensors.get(key.replace(/\.weight$/, '.weight_scale'))!, rows, cols)[b])).toBe(true);
+            continue;
+          }
           const codes = original.tensors.get(key)!.dtype as 'F8_E4M3' | 'F8_E5M2';
           const want = comfyRequantize(truth(original.tensors, key, e5m2TermsOf(key)), 'F32', codes);
           const w = merged.tensors.get(key)!;
@@ -268,7 +304,7 @@ for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
         expect(merged.metadata._quantization_metadata).toBe(original.metadata._quantization_metadata);
       });
 
-      it(`${where}, --dtype bf16: e5m2 and e4m3fn weights dequantized (code × weight_scale + ΔW, rounded once), their quantization tensors left out`, async () => {
+      it(`${where}, --dtype bf16: e5m2, mxfp8 and e4m3fn weights dequantized (code × scale + ΔW, rounded once), their quantization tensors left out`, async () => {
         const merged = await merge(base, backends[backendName]!, 'bf16', WITH_DIFFUSERS);
         expect([...merged.tensors.keys()].filter((k) => /\.(weight_scale|comfy_quant|input_scale)$/.test(k))).toEqual([]);
         expect(merged.metadata._quantization_metadata).toBeUndefined();
@@ -284,9 +320,11 @@ for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
   });
 }
 
-describe('ComfyUI float8_e5m2 (comfy_quant): what is refused', () => {
+describe('ComfyUI float8_e5m2 and mxfp8 (comfy_quant): what is refused', () => {
   const QKV = `${P}double_blocks.0.img_attn.qkv`;
   const e5m2Base = () => decodeSafetensors(fp8mixed({ otherFormats: { [QKV]: 'float8_e5m2' } })).tensors;
+  const mxfp8Base = () => decodeSafetensors(fp8mixed({ otherFormats: { [QKV]: 'mxfp8' } })).tensors;
+  const nanScale = (t: DecodedTensor): FixtureTensor => ({ name: `${QKV}.weight_scale`, dtype: 'U8', shape: t.shape, data: Array.from(t.bytes, (b, i) => (i === 17 ? 255 : b)) });
   const rebuilt = (tensors: Map<string, DecodedTensor>, key: string, replace: (t: DecodedTensor) => FixtureTensor | undefined) => buildSafetensors([...tensors].flatMap(([name, t]) => {
     const out = name === key ? replace(t) : { name, dtype: t.dtype, shape: t.shape, data: t.bytes };
     return out ? [out] : [];
@@ -311,6 +349,16 @@ describe('ComfyUI float8_e5m2 (comfy_quant): what is refused', () => {
       /"float8_e5m2"\): its scale .*qkv\.weight_scale is Infinity; a scale must be finite/],
     ['DoRA on a float8_e5m2 weight', () => buildSafetensors([...e5m2Base()].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes }))), dora,
       /qkv_dora\.safetensors: module "lora_unet_double_blocks_0_img_attn_qkv": DoRA on the ComfyUI fp8 \(comfy_quant\) weight .*qkv\.weight .*not supported/],
+    ['an mxfp8 weight_scale stored unswizzled, one row per weight row', () => rebuilt(mxfp8Base(), `${QKV}.weight_scale`, () => ({ name: `${QKV}.weight_scale`, dtype: 'U8', shape: [3 * h, h / 32], data: Array.from({ length: 3 * h * h / 32 }, () => 120) })), onQkv,
+      /qkv\.weight \(comfy_quant format "mxfp8", .*\): its scale .*qkv\.weight_scale is U8 \[192, 2\]; mxfp8 needs U8 e8m0 block scales of shape \[256, 4\]/],
+    ['an mxfp8 weight_scale stored as F32', () => rebuilt(mxfp8Base(), `${QKV}.weight_scale`, (t) => ({ name: `${QKV}.weight_scale`, dtype: 'F32', shape: t.shape, data: Array.from(t.bytes, () => 1) })), onQkv,
+      /qkv\.weight_scale is F32 \[256, 4\]; mxfp8 needs U8/],
+    ['an mxfp8 weight that is not F8_E4M3', () => rebuilt(mxfp8Base(), `${QKV}.weight`, (t) => ({ name: `${QKV}.weight`, dtype: 'F8_E5M2', shape: t.shape, data: t.bytes })), onQkv,
+      /qkv\.weight \(comfy_quant format "mxfp8", .*\) is F8_E5M2 \[192, 64\]; ComfyUI stores mxfp8 weights as F8_E4M3/],
+    ['an e8m0 scale of 255 (NaN) in an mxfp8 layer a LoRA changes', () => rebuilt(mxfp8Base(), `${QKV}.weight_scale`, nanScale), onQkv,
+      /tensor "model\.diffusion_model\.double_blocks\.0\.img_attn\.qkv\.weight_scale" holds the e8m0 scale 255 \(NaN\) for row \d+/],
+    ['DoRA on an mxfp8 weight', () => buildSafetensors([...mxfp8Base()].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes }))), dora,
+      /module "lora_unet_double_blocks_0_img_attn_qkv": DoRA on the ComfyUI fp8 \(comfy_quant\) weight .*qkv\.weight .*not supported/],
   ];
   for (const [what, base, adapters, message] of cases) {
     it(`${what}: refused in one line naming the tensor`, async () => {
@@ -323,8 +371,8 @@ describe('ComfyUI float8_e5m2 (comfy_quant): what is refused', () => {
 
   const temp = tempDirs();
   afterAll(temp.removeAll);
-  it('the CLI: e4m3fn codes marked float8_e5m2 and DoRA on a float8_e5m2 layer are refused in one line each, nothing written', async () => {
-    for (const [, base, adapters, message] of [cases[0], cases[4]]) {
+  it('the CLI: e4m3fn codes marked float8_e5m2, DoRA on a float8_e5m2 layer, an unswizzled mxfp8 scale and a NaN e8m0 scale are refused in one line each, nothing written', async () => {
+    for (const [, base, adapters, message] of [cases[0], cases[4], cases[5], cases[8]]) {
       const [adapterName, adapterBytes] = Object.entries(adapters[0].files)[0];
       const dir = temp.make({ [FILE]: base(), [adapterName]: adapterBytes });
       const out = join(dir, 'merged.safetensors');
@@ -341,7 +389,7 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
   const onModulation: Adapter[] = [{ files: { 'mod.safetensors': buildSafetensors(loraTensors(rand, [peft('double_stream_modulation_img.lin', 2, 6 * h, h)], 'BF16')) }, weight: 1 }];
   const QKV = `${P}double_blocks.0.img_attn.qkv`;
 
-  for (const format of ['nvfp4', 'mxfp8', 'int8']) {
+  for (const format of ['nvfp4', 'int8']) {
     it(`a LoRA on a ${format} layer: refused naming the tensor and the format; merged elsewhere, its tensors are copied byte for byte`, async () => {
       const base = fp8mixed({ otherFormats: { [QKV]: format } });
       const messages = await refusal(base, undefined, onQkv);

@@ -11,7 +11,7 @@
  * ComfyUI's QUANT_ALGOS names the formats: float8_e4m3fn and float8_e5m2 (one scalar weight_scale:
  * W = code × scale), nvfp4 (e2m1 pairs, swizzled e4m3 block scales and weight_scale_2), mxfp8
  * (e8m0 scales per 32, swizzled), int8 ones and load-only packed 4-bit ones. The two per-tensor fp8
- * formats (PER_TENSOR_FP8) are read here, and merged as ComfyUI's LoRA patch does (dequantize, add,
+ * formats (PER_TENSOR_FP8) and mxfp8 (BLOCK_SCALED, comfy-mxfp8.ts) are read here, and merged as ComfyUI's LoRA patch does (dequantize, add,
  * quantize again with the scale recalculated from the merged weight's amax over the format's largest
  * finite value: the `comfy` rule of scaled-fp8.ts). Every other format is left as it is and refused,
  * naming the tensor and the format, wherever an adapter would change it or the model would be
@@ -21,6 +21,7 @@ import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { BaseModel } from './base-model.js';
 import { isSafetensorsModel } from './base-model-view.js';
+import { readComfyMxfp8 } from './comfy-mxfp8.js';
 import type { ScaledFp8Base, ScaledFp8Weight } from './scaled-fp8.js';
 import { product } from '../integers.js';
 
@@ -33,6 +34,8 @@ const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
  * TensorCoreFP8E4M3Layout and TensorCoreFP8E5M2Layout), and their codes' dtype.
  */
 const PER_TENSOR_FP8: Readonly<Record<string, 'F8_E4M3' | 'F8_E5M2'>> = { float8_e4m3fn: 'F8_E4M3', float8_e5m2: 'F8_E5M2' };
+/** The formats with block scales read here, each by its own file. */
+const BLOCK_SCALED: Readonly<Record<string, (base: BaseModel, layer: string, from: string) => Promise<ScaledFp8Weight>>> = { mxfp8: readComfyMxfp8 };
 /** A comfy_quant tensor is a few dozen bytes of JSON; anything past this is not one. */
 const MAX_LAYER_CONFIG_BYTES = 4096;
 
@@ -79,6 +82,10 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
     const weightKey = `${layer}.weight`;
     const weight = base.tensors.get(weightKey);
     if (!weight) continue; // ComfyUI skips such a layer too ("Missing weight")
+    if (Object.hasOwn(BLOCK_SCALED, format)) {
+      weights.set(weightKey, await BLOCK_SCALED[format](base, layer, from));
+      continue;
+    }
     const codeDtype = Object.hasOwn(PER_TENSOR_FP8, format) ? PER_TENSOR_FP8[format] : undefined;
     if (!codeDtype) {
       unread.push(weightKey);

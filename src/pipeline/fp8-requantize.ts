@@ -14,6 +14,7 @@ import type { ScaledFp8Base, ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { fp8RequantizeWasmBase64 } from './fp8-requantize.generated.js';
 import { instantiateEmbeddedWasm } from '../embedded-wasm.js';
 import { MergeError } from '../errors.js';
+import { mxfp8Exponent } from '../formats/comfy-mxfp8.js';
 
 /** e4m3fn's largest finite magnitude. */
 const E4M3_MAX = 448;
@@ -106,6 +107,15 @@ export function requantizeSlab(
       const q = a === 0 ? 0 : Math.fround(E4M3_MAX / a);
       if (a !== 0) scales[at] = storedScale(Math.fround(1 / q), w.scaleDtype);
       factors[i] = q;
+    } else if (rule === 'comfy' && w.scaleLayout === 'mxfp8') {
+      // ComfyUI's mxfp8: a power-of-two scale per block, codes = W / scale; a block of zeros gets e8m0 0.
+      const e = a === 0 ? 0 : mxfp8Exponent(a);
+      if (a !== 0 && e === 0) {
+        const r0 = band0 + Math.floor(i / colBlocks), c0 = (i % colBlocks) * blockCols;
+        throw new MergeError('NON_FINITE', `tensor "${w.weightKey}": its merged block at row ${r0}, columns ${c0}–${c0 + blockCols - 1} (largest magnitude ${a}) is too small for an e8m0 scale ComfyUI can divide by; merge with --dtype bf16 (or f16, f32) to write the weights dequantized`);
+      }
+      scales[at] = a === 0 ? 0 : 2 ** (e - 127);
+      factors[i] = a === 0 ? 1 : scales[at];
     } else if (rule === 'comfy') {
       // ComfyUI: s = f32(amax) / the codes' largest finite value (448 or 57344), codes = W · f32(1 / s); a block of zeros keeps its scale.
       if (a !== 0) scales[at] = storedScale(Math.fround(a / (codeDtype === 'F8_E5M2' ? E5M2_MAX : E4M3_MAX)), w.scaleDtype);
@@ -130,7 +140,7 @@ export function requantizeSlab(
 
   // The codes.
   const out = new Uint8Array(rowCount * cols);
-  const divide = rule !== 'reciprocal' && rule !== 'comfy';
+  const divide = (rule !== 'reciprocal' && rule !== 'comfy') || w.scaleLayout === 'mxfp8';
   const d = rule === 'modelopt' ? options.quantizerDtype ?? 'F32' : 'F32';
   if (d !== 'F32') {
     // Each quotient rounded to f32, then to d, then to e4m3 (torch: a d tensor over a d scalar, cast).
