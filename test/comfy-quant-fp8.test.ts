@@ -539,3 +539,28 @@ describe('the comfy rule: codes are W times the scale\'s f32 reciprocal, as Comf
     });
   }
 });
+
+describe('the mxfp8 rule: e8m0 exponents as ComfyUI picks them', () => {
+  const block = (amax: number) => Float32Array.from({ length: 32 }, (_, i) => (i === 5 ? amax : i === 9 ? -amax / 3 : amax / (i + 7)));
+  const weight = (cols: number): ScaledFp8Weight => ({
+    weightKey: 'w.weight', codeDtype: 'F8_E4M3', scaleKey: 'w.weight_scale', scaleDtype: 'F32', rows: 1, cols, blockRows: 1, blockCols: 32,
+    scales: new Float64Array(cols / 32), scaleLayout: 'mxfp8',
+  });
+  it('a block of zeros gets exponent 0 (scale 0) whatever it had; 448·2^-10 gets 2^-10; a maximum whose f32 log2 rounds down to an integer keeps that exponent, its largest code clamped to 448', () => {
+    // log2(1 + 2^-20) · 2^20 ≈ 1.44 float32 steps above -10 (rounds up: exponent -9); log2(1 + 2^-22) is 0.36 of a step (rounds to -10).
+    const maxima = [0, 448 * 2 ** -10, Math.fround(448 * 2 ** -10 * (1 + 2 ** -20)), Math.fround(448 * 2 ** -10 * (1 + 2 ** -22))];
+    const values = new Float32Array(32 * maxima.length);
+    maxima.forEach((m, b) => { if (m !== 0) values.set(block(m), b * 32); });
+    for (const encoder of ['wasm', 'js'] as const) {
+      const scales = Float64Array.of(2 ** -5, 2 ** -5, 2 ** -5, 2 ** -5);
+      const codes = requantizeSlab(weight(values.length), 'comfy', values, 0, 1, scales, undefined, { encoder });
+      expect(Array.from(scales)).toEqual([0, 2 ** -10, 2 ** -9, 2 ** -10]);
+      expect(Array.from(codes.subarray(0, 32))).toEqual(new Array(32).fill(0));
+      expect([e4m3Value(codes[32 + 5]), e4m3Value(codes[64 + 5]), e4m3Value(codes[96 + 5])]).toEqual([448, 224, 448]);
+      expect(Array.from(codes, e4m3Value)).toEqual(Array.from(comfyMxfp8Requantize(Float64Array.from(values), 1, values.length).codes));
+    }
+  });
+  it('a non-zero block too small for an e8m0 scale ComfyUI can divide by (exponent 0): refused, naming the tensor and the block', () => {
+    expect(() => requantizeSlab(weight(32), 'comfy', block(1e-40), 0, 1, new Float64Array(1))).toThrow(/tensor "w\.weight": its merged block at row 0, columns 0–31 .* too small for an e8m0 scale/);
+  });
+});
