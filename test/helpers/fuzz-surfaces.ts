@@ -665,6 +665,16 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
   for (const [layer, format] of configs) {
     const w = tensor(`${layer}.weight`);
     if (!w) continue; // ComfyUI skips a config without its weight
+    if (format === 'mxfp8') {
+      // This world builds no mxfp8 layer: one named so is malformed (codes F8_E4M3 with both sides multiples of 32, U8 scales swizzled into ⌈rows/128⌉·128 × ⌈cols/128⌉·4).
+      const s = tensor(`${layer}.weight_scale`);
+      const [rows, cols] = w.shape;
+      const fits = w.dtype === 'F8_E4M3' && w.shape.length === 2 && rows % 32 === 0 && cols % 32 === 0 && s?.dtype === 'U8'
+        && s.shape.length === 2 && s.shape[0] === Math.ceil(rows / 128) * 128 && s.shape[1] === Math.ceil(cols / 128) * 4;
+      if (!fits) return invalid(`${layer} is configured mxfp8 but its weight or weight_scale is not laid out as mxfp8`);
+      undecided = `${layer}: an mxfp8 layer`;
+      continue;
+    }
     const codes = format === 'float8_e4m3fn' ? 'F8_E4M3' : format === 'float8_e5m2' ? 'F8_E5M2' : undefined;
     if (!codes) {
       unread.add(layer);
