@@ -11,8 +11,12 @@
  * scale "recalculate"), rounded to nearest even (ComfyUI rounds stochastically):
  *   w = f32(W'), s = f32(max |w| / 448), code = e4m3(clamp(f32(w · f32(1 / s)), ±448)).
  * `--dtype bf16`: W' rounded once to bf16, every fp8 weight dequantized, weight_scale, comfy_quant,
- * input_scale and the header entry left out. Other comfy_quant formats and malformed configs are
- * refused. Both backends; slabs small enough that the merged weights stream in several.
+ * input_scale and the header entry left out. A mixed file adds float8_e5m2 layers (F8_E5M2 codes,
+ * s = f32(max |w| / 57344)) and mxfp8 ones (F8_E4M3 codes, U8 e8m0 exponents per 32 inputs in
+ * cuBLAS' swizzled layout; per block e = clamp(ceil(f32(log2(max(f32(amax / 448), 2^-127)))) + 127,
+ * 0, 254), codes e4m3(w / 2^(e − 127)), a zero block e = 0), merged by a diffusers-form LoRA too.
+ * nvfp4, int8 and malformed configs are refused. Both backends; slabs small enough that the merged
+ * weights stream in several.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
