@@ -11,8 +11,12 @@
  * scale "recalculate"), rounded to nearest even (ComfyUI rounds stochastically):
  *   w = f32(W'), s = f32(max |w| / 448), code = e4m3(clamp(f32(w · f32(1 / s)), ±448)).
  * `--dtype bf16`: W' rounded once to bf16, every fp8 weight dequantized, weight_scale, comfy_quant,
- * input_scale and the header entry left out. Other comfy_quant formats and malformed configs are
- * refused. Both backends; slabs small enough that the merged weights stream in several.
+ * input_scale and the header entry left out. A mixed file adds float8_e5m2 layers (F8_E5M2 codes,
+ * s = f32(max |w| / 57344)) and mxfp8 ones (F8_E4M3 codes, U8 e8m0 exponents per 32 inputs in
+ * cuBLAS' swizzled layout; per block e = clamp(ceil(f32(log2(max(f32(amax / 448), 2^-127)))) + 127,
+ * 0, 254), codes e4m3(w / 2^(e − 127)), a zero block e = 0), merged by a diffusers-form LoRA too.
+ * nvfp4, int8 and malformed configs are refused. Both backends; slabs small enough that the merged
+ * weights stream in several.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
@@ -26,7 +30,7 @@ import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
-import { comfyRequantize, e4m3Value } from './helpers/e4m3-by-hand.js';
+import { blockedOrder, comfyMxfp8Requantize, comfyRequantize, e4m3Value, e5m2Value, e8m0Value } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(2718);
 const P = 'model.diffusion_model.';
@@ -76,8 +80,11 @@ function fp8mixed(options: BaseOptions = {}): Uint8Array {
       tensors.push({ name: `${m}.weight_scale`, dtype: 'F8_E4M3', shape: [rows, cols / 16], data: Array.from({ length: rows * cols / 16 }, () => 1) });
       tensors.push({ name: `${m}.weight_scale_2`, dtype: 'F32', shape: [], data: [0.0007] });
     } else if (format === 'mxfp8') {
-      tensors.push({ name: t.name, dtype: 'F8_E4M3', shape: [rows, cols], data: Array.from({ length: rows * cols }, () => e4m3Value(randomCode())) });
-      tensors.push({ name: `${m}.weight_scale`, dtype: 'U8', shape: [rows, cols / 32], data: Array.from({ length: rows * cols / 32 }, () => 120) });
+      // e8m0 exponents per 32 inputs (every 7th block all zeros, exponent 0), stored in cuBLAS' swizzled layout.
+      const exponents = Array.from({ length: rows * cols / 32 }, (_, b) => (b % 7 === 3 ? 0 : 116 + Math.floor(rand() * 8)));
+      tensors.push({ name: t.name, dtype: 'F8_E4M3', shape: [rows, cols], data: Array.from({ length: rows * cols }, (_, i) => (exponents[Math.floor(i / 32)] === 0 ? 0 : e4m3Value(randomCode()))) });
+      const { order, shape } = blockedOrder(rows, cols / 32);
+      tensors.push({ name: `${m}.weight_scale`, dtype: 'U8', shape, data: Array.from(order, (at) => (at < 0 ? 0 : exponents[at])) });
     } else {
       const dtype = format === 'float8_e5m2' ? 'F8_E5M2' : 'F8_E4M3';
       const codes = Array.from({ length: rows * cols }, (_, i) => (i % 53 === 0 ? 0 : e4m3Value(randomCode())));
@@ -124,11 +131,27 @@ const TERMS: TruthTerm[] = [
 const termsOf = (key: string) => TERMS.filter((t) => t.baseKey === key);
 const MERGED_FP8 = [...new Set(TERMS.map((t) => t.baseKey))].filter((k) => QUANTIZED.test(k));
 
-/** W' = e4m3(code) × weight_scale + ΔW, in float64. */
-function truth(base: Map<string, DecodedTensor>, key: string): Float64Array {
+/** The row-major e8m0 exponents of an mxfp8 weight_scale, undoing the swizzle. */
+function mxfp8Exponents(scale: DecodedTensor, rows: number, cols: number): Uint8Array {
+  const grid = new Uint8Array(rows * cols / 32);
+  blockedOrder(rows, cols / 32).order.forEach((at, k) => { if (at >= 0) grid[at] = scale.bytes[k]; });
+  return grid;
+}
+
+/**
+ * W' = fp8(code) × weight_scale + ΔW, in float64 (the codes e4m3fn or e5m2, as the weight's dtype
+ * says; an mxfp8 weight, its weight_scale U8, × 2^(e − 127) of its block).
+ */
+function truth(base: Map<string, DecodedTensor>, key: string, terms = termsOf(key)): Float64Array {
   const w = base.get(key)!;
-  const s = base.get(key.replace(/\.weight$/, '.weight_scale'))!.values[0];
-  return trueMerge({ ...w, values: Float64Array.from(w.bytes, (b) => e4m3Value(b) * s) }, termsOf(key));
+  const scale = base.get(key.replace(/\.weight$/, '.weight_scale'))!;
+  if (scale.dtype === 'U8') {
+    const [rows, cols] = w.shape;
+    const grid = mxfp8Exponents(scale, rows, cols);
+    return trueMerge({ ...w, values: Float64Array.from(w.bytes, (b, i) => e4m3Value(b) * e8m0Value(grid[Math.floor(i / 32)])) }, terms);
+  }
+  const decode = w.dtype === 'F8_E5M2' ? e5m2Value : e4m3Value;
+  return trueMerge({ ...w, values: Float64Array.from(w.bytes, (b) => decode(b) * scale.values[0]) }, terms);
 }
 
 // --- merging --------------------------------------------------------------------------------------
@@ -223,12 +246,154 @@ for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
   });
 }
 
+// --- float8_e5m2 layers (TensorCoreFP8E5M2Layout: e5m2 codes, one weight_scale) and mxfp8 ones
+// (TensorCoreMXFP8Layout: e4m3fn codes, U8 e8m0 scales per 32 inputs, swizzled) beside e4m3fn ones --
+
+/** The layers a mixed file stores in the other formats; the remaining fp8 layers stay float8_e4m3fn. */
+const MIXED: Record<string, string> = {
+  [`${P}double_blocks.0.img_attn.qkv`]: 'mxfp8', [`${P}single_blocks.0.linear2`]: 'float8_e5m2',
+  [`${P}single_blocks.1.linear2`]: 'mxfp8', [`${P}double_blocks.1.txt_attn.proj`]: 'float8_e5m2',
+};
+/** diffusers' train_dreambooth_lora_flux2.py: `transformer.` + diffusers names, r 4, α 8 in `lora_adapter_metadata`. */
+const DIFFUSERS: LoraSpec[] = [
+  { down: 'transformer.single_transformer_blocks.1.attn.to_out.lora_A.weight', up: 'transformer.single_transformer_blocks.1.attn.to_out.lora_B.weight', r: 4, out: h, in: 4 * h, lands: [{ key: `${P}single_blocks.1.linear2.weight` }], scale: 2 },
+  { down: 'transformer.transformer_blocks.1.attn.to_add_out.lora_A.weight', up: 'transformer.transformer_blocks.1.attn.to_add_out.lora_B.weight', r: 4, out: h, in: h, lands: [{ key: `${P}double_blocks.1.txt_attn.proj.weight` }], scale: 2 },
+];
+const diffusers = buildSafetensors(loraTensors(rand, DIFFUSERS, 'BF16'), {
+  format: 'pt', lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
+});
+const WITH_DIFFUSERS: Adapter[] = [...ADAPTERS, { files: { 'flux2_diffusers_lora.safetensors': diffusers }, weight: 0.5 }];
+const E5M2_TERMS: TruthTerm[] = [...TERMS, ...truthTerms(decodeSafetensors(diffusers).tensors, DIFFUSERS, 0.5)];
+const e5m2TermsOf = (key: string) => E5M2_TERMS.filter((t) => t.baseKey === key);
+
+for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
+  describe(`Comfy-Org FLUX.2 with float8_e5m2 and mxfp8 layers on ${backendName}`, () => {
+    for (const inHeader of [undefined, 'keys'] as const) {
+      const where = inHeader ? 'configs in _quantization_metadata' : 'comfy_quant tensors';
+      const base = fp8mixed({ inHeader, otherFormats: MIXED });
+      const original = decodeSafetensors(base);
+
+      it(`${where}: merged e5m2 weights quantized again as e5m2 with weight_scale = f32(amax / 57344), mxfp8 ones with new e8m0 block scales, beside e4m3fn ones; the rest byte for byte`, async () => {
+        const merged = await merge(base, backends[backendName]!, undefined, WITH_DIFFUSERS);
+        expect(merged.notes.join('\n')).toMatch(/ComfyUI float8_e4m3fn and float8_e5m2 and mxfp8 weights .*recalculated/);
+        const changed = [...new Set(E5M2_TERMS.map((t) => t.baseKey))].filter((k) => QUANTIZED.test(k));
+        expect(changed.filter((k) => MIXED[k.slice(0, -'.weight'.length)])).toHaveLength(4);
+        for (const key of changed) {
+          if (MIXED[key.slice(0, -'.weight'.length)] === 'mxfp8') {
+            const [rows, cols] = original.tensors.get(key)!.shape;
+            const want = comfyMxfp8Requantize(truth(original.tensors, key, e5m2TermsOf(key)), rows, cols);
+            const w = merged.tensors.get(key)!;
+            const s = merged.tensors.get(key.replace(/\.weight$/, '.weight_scale'))!;
+            const { order, shape } = blockedOrder(rows, cols / 32);
+            expect([w.dtype, w.shape, s.dtype, s.shape], key).toEqual(['F8_E4M3', [rows, cols], 'U8', shape]);
+            expect(Array.from(s.bytes), `${key} weight_scale`).toEqual(Array.from(order, (at) => (at < 0 ? 0 : want.exponents[at])));
+            const wrong = Array.from(w.bytes).findIndex((b, i) => e4m3Value(b) !== want.codes[i]);
+            expect(wrong, `${key}[${wrong}]: ${e4m3Value(w.bytes[wrong])} vs ${want.codes[wrong]}`).toBe(-1);
+            // The merge moved some blocks' exponents: their scales were recalculated, not kept.
+            expect(Array.from(mxfp8Exponents(s, rows, cols)).some((e, b) => e !== mxfp8Exponents(original.tensors.get(key.replace(/\.weight$/, '.weight_scale'))!, rows, cols)[b])).toBe(true);
+            continue;
+          }
+          const codes = original.tensors.get(key)!.dtype as 'F8_E4M3' | 'F8_E5M2';
+          const want = comfyRequantize(truth(original.tensors, key, e5m2TermsOf(key)), 'F32', codes);
+          const w = merged.tensors.get(key)!;
+          const s = merged.tensors.get(key.replace(/\.weight$/, '.weight_scale'))!;
+          expect([w.dtype, w.shape, s.dtype, s.shape], key).toEqual([codes, original.tensors.get(key)!.shape, 'F32', []]);
+          expect(s.values[0], `${key} weight_scale`).toBe(want.scale);
+          const decode = codes === 'F8_E5M2' ? e5m2Value : e4m3Value;
+          const wrong = Array.from(w.bytes).findIndex((b, i) => decode(b) !== want.codes[i]);
+          expect(wrong, `${key}[${wrong}]: ${decode(w.bytes[wrong])} × s vs ${want.codes[wrong]} × s`).toBe(-1);
+        }
+        const rewritten = new Set([...changed, ...changed.map((k) => k.replace(/\.weight$/, '.weight_scale')), `${P}double_stream_modulation_img.lin.weight`]);
+        for (const [key, t] of original.tensors) if (!rewritten.has(key)) expect(merged.tensors.get(key)!.bytes, key).toEqual(t.bytes);
+        expect(merged.metadata._quantization_metadata).toBe(original.metadata._quantization_metadata);
+      });
+
+      it(`${where}, --dtype bf16: e5m2, mxfp8 and e4m3fn weights dequantized (code × scale + ΔW, rounded once), their quantization tensors left out`, async () => {
+        const merged = await merge(base, backends[backendName]!, 'bf16', WITH_DIFFUSERS);
+        expect([...merged.tensors.keys()].filter((k) => /\.(weight_scale|comfy_quant|input_scale)$/.test(k))).toEqual([]);
+        expect(merged.metadata._quantization_metadata).toBeUndefined();
+        for (const [key, t] of merged.tensors) {
+          expect(t.dtype, key).toBe('BF16');
+          const want = QUANTIZED.test(key) ? truth(original.tensors, key, e5m2TermsOf(key)) : trueMerge(original.tensors.get(key)!, e5m2TermsOf(key));
+          const rounded = want.map((x) => roundForDType(x, 'BF16'));
+          const wrong = t.values.findIndex((x, i) => x !== rounded[i]);
+          expect(wrong, `${key}[${wrong}]: ${t.values[wrong]} vs ${rounded[wrong]}`).toBe(-1);
+        }
+      });
+    }
+  });
+}
+
+describe('ComfyUI float8_e5m2 and mxfp8 (comfy_quant): what is refused', () => {
+  const QKV = `${P}double_blocks.0.img_attn.qkv`;
+  const e5m2Base = () => decodeSafetensors(fp8mixed({ otherFormats: { [QKV]: 'float8_e5m2' } })).tensors;
+  const mxfp8Base = () => decodeSafetensors(fp8mixed({ otherFormats: { [QKV]: 'mxfp8' } })).tensors;
+  const nanScale = (t: DecodedTensor): FixtureTensor => ({ name: `${QKV}.weight_scale`, dtype: 'U8', shape: t.shape, data: Array.from(t.bytes, (b, i) => (i === 17 ? 255 : b)) });
+  const rebuilt = (tensors: Map<string, DecodedTensor>, key: string, replace: (t: DecodedTensor) => FixtureTensor | undefined) => buildSafetensors([...tensors].flatMap(([name, t]) => {
+    const out = name === key ? replace(t) : { name, dtype: t.dtype, shape: t.shape, data: t.bytes };
+    return out ? [out] : [];
+  }));
+  const onQkv: Adapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft('double_blocks.0.img_attn.qkv', 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
+  const dora: Adapter[] = [{
+    files: {
+      'qkv_dora.safetensors': buildSafetensors([
+        ...loraTensors(rand, [{ down: 'lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight', up: 'lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight', r: 2, out: 3 * h, in: h, lands: [], scale: 1 }], 'BF16'),
+        { name: 'lora_unet_double_blocks_0_img_attn_qkv.dora_scale', dtype: 'F32', shape: [1, h], data: Array.from({ length: h }, (_, i) => 1 + i / h) },
+      ]),
+    },
+    weight: 1,
+  }];
+  const cases: [string, () => Uint8Array, Adapter[], RegExp][] = [
+    ['e4m3fn codes marked float8_e5m2', () => rebuilt(e5m2Base(), `${QKV}.weight`, (t) => ({ name: `${QKV}.weight`, dtype: 'F8_E4M3', shape: t.shape, data: t.bytes })), onQkv,
+      /qkv\.weight \(comfy_quant format "float8_e5m2"\) is F8_E4M3; ComfyUI stores float8_e5m2 weights as F8_E5M2/],
+    ['a weight_scale per row', () => rebuilt(e5m2Base(), `${QKV}.weight_scale`, () => ({ name: `${QKV}.weight_scale`, dtype: 'F32', shape: [3 * h], data: Array.from({ length: 3 * h }, () => 0.001) })), onQkv,
+      /qkv\.weight \(comfy_quant format "float8_e5m2"\): its scale .*qkv\.weight_scale has shape \[192\] \(F32\); float8_e5m2 needs one F32 scale per weight/],
+    ['no weight_scale', () => rebuilt(e5m2Base(), `${QKV}.weight_scale`, () => undefined), onQkv, /"float8_e5m2"\): its scale .*qkv\.weight_scale is missing/],
+    ['an infinite weight_scale', () => rebuilt(e5m2Base(), `${QKV}.weight_scale`, () => ({ name: `${QKV}.weight_scale`, dtype: 'F32', shape: [], data: [Infinity] })), onQkv,
+      /"float8_e5m2"\): its scale .*qkv\.weight_scale is Infinity; a scale must be finite/],
+    ['DoRA on a float8_e5m2 weight', () => buildSafetensors([...e5m2Base()].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes }))), dora,
+      /qkv_dora\.safetensors: module "lora_unet_double_blocks_0_img_attn_qkv": DoRA on the ComfyUI fp8 \(comfy_quant\) weight .*qkv\.weight .*not supported/],
+    ['an mxfp8 weight_scale stored unswizzled, one row per weight row', () => rebuilt(mxfp8Base(), `${QKV}.weight_scale`, () => ({ name: `${QKV}.weight_scale`, dtype: 'U8', shape: [3 * h, h / 32], data: Array.from({ length: 3 * h * h / 32 }, () => 120) })), onQkv,
+      /qkv\.weight \(comfy_quant format "mxfp8", .*\): its scale .*qkv\.weight_scale is U8 \[192, 2\]; mxfp8 needs U8 e8m0 block scales of shape \[256, 4\]/],
+    ['an mxfp8 weight_scale stored as F32', () => rebuilt(mxfp8Base(), `${QKV}.weight_scale`, (t) => ({ name: `${QKV}.weight_scale`, dtype: 'F32', shape: t.shape, data: Array.from(t.bytes, () => 1) })), onQkv,
+      /qkv\.weight_scale is F32 \[256, 4\]; mxfp8 needs U8/],
+    ['an mxfp8 weight that is not F8_E4M3', () => rebuilt(mxfp8Base(), `${QKV}.weight`, (t) => ({ name: `${QKV}.weight`, dtype: 'F8_E5M2', shape: t.shape, data: t.bytes })), onQkv,
+      /qkv\.weight \(comfy_quant format "mxfp8", .*\) is F8_E5M2 \[192, 64\]; ComfyUI stores mxfp8 weights as F8_E4M3/],
+    ['an e8m0 scale of 255 (NaN) in an mxfp8 layer a LoRA changes', () => rebuilt(mxfp8Base(), `${QKV}.weight_scale`, nanScale), onQkv,
+      /tensor "model\.diffusion_model\.double_blocks\.0\.img_attn\.qkv\.weight_scale" holds the e8m0 scale 255 \(NaN\) for row \d+/],
+    ['DoRA on an mxfp8 weight', () => buildSafetensors([...mxfp8Base()].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes }))), dora,
+      /module "lora_unet_double_blocks_0_img_attn_qkv": DoRA on the ComfyUI fp8 \(comfy_quant\) weight .*qkv\.weight .*not supported/],
+  ];
+  for (const [what, base, adapters, message] of cases) {
+    it(`${what}: refused in one line naming the tensor`, async () => {
+      const messages = await refusal(base(), undefined, adapters);
+      expect(messages).toHaveLength(1);
+      expect(messages[0]).toMatch(message);
+      expect(messages[0]).not.toContain('\n');
+    });
+  }
+
+  const temp = tempDirs();
+  afterAll(temp.removeAll);
+  it('the CLI: e4m3fn codes marked float8_e5m2, DoRA on a float8_e5m2 layer, an unswizzled mxfp8 scale and a NaN e8m0 scale are refused in one line each, nothing written', async () => {
+    for (const [, base, adapters, message] of [cases[0], cases[4], cases[5], cases[8]]) {
+      const [adapterName, adapterBytes] = Object.entries(adapters[0].files)[0];
+      const dir = temp.make({ [FILE]: base(), [adapterName]: adapterBytes });
+      const out = join(dir, 'merged.safetensors');
+      const run = await runCli(['merge', '--base', join(dir, FILE), '--adapter', join(dir, adapterName), '--out', out, '--backend', 'cpu']);
+      expect(run.code).not.toBe(0);
+      expect(errorLines(run.stderr)).toEqual([expect.stringMatching(message)]);
+      expect(existsSync(out)).toBe(false);
+    }
+  });
+});
+
 describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
   const onQkv: Adapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft('double_blocks.0.img_attn.qkv', 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
   const onModulation: Adapter[] = [{ files: { 'mod.safetensors': buildSafetensors(loraTensors(rand, [peft('double_stream_modulation_img.lin', 2, 6 * h, h)], 'BF16')) }, weight: 1 }];
   const QKV = `${P}double_blocks.0.img_attn.qkv`;
 
-  for (const format of ['nvfp4', 'mxfp8', 'float8_e5m2', 'int8']) {
+  for (const format of ['nvfp4', 'int8']) {
     it(`a LoRA on a ${format} layer: refused naming the tensor and the format; merged elsewhere, its tensors are copied byte for byte`, async () => {
       const base = fp8mixed({ otherFormats: { [QKV]: format } });
       const messages = await refusal(base, undefined, onQkv);
@@ -343,31 +508,63 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
 });
 
 describe('the comfy rule: codes are W times the scale\'s f32 reciprocal, as ComfyUI computes them', () => {
-  it('values where W · f32(1/s) and W / s round to different e4m3 codes get the product\'s', () => {
-    // Values a few f32 steps from m · s, m an e4m3 tie (halfway between two codes): there the
-    // quotient and the product by the rounded reciprocal can fall on different sides of the tie.
-    const amax = 0.37;
-    const s = Math.fround(amax / 448);
-    const inverse = Math.fround(1 / s);
-    const picked = [amax];
-    for (let e = -6; e <= 7; e++) for (let j = 0; j < 8; j++) for (let ulps = -4; ulps <= 4; ulps++) {
-      const near = Math.fround((1 + (2 * j + 1) / 16) * 2 ** e * s);
-      const x = Math.fround(near * (1 + ulps * 2 ** -23));
-      if (x >= amax) continue;
-      if (roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3') !== roundF8Saturating(Math.fround(x / s), 'F8_E4M3')) picked.push(x, -x);
-    }
-    expect(picked.length).toBeGreaterThan(4);
-    const values = Float32Array.from(picked);
-    const cols = values.length;
-    const w: ScaledFp8Weight = {
-      weightKey: 'w.weight', codeDtype: 'F8_E4M3', scaleKey: 'w.weight_scale', scaleDtype: 'F32', rows: 1, cols, blockRows: 1, blockCols: cols, scales: Float64Array.of(1),
-    };
+  // e4m3fn: 3 mantissa bits, normal exponents -6…8, largest 448; e5m2: 2 bits, -14…15, largest 57344.
+  const formats = [
+    { dtype: 'F8_E4M3', max: 448, mantBits: 3, exps: [-6, 7], decode: e4m3Value },
+    { dtype: 'F8_E5M2', max: 57344, mantBits: 2, exps: [-14, 15], decode: e5m2Value },
+  ] as const;
+  for (const { dtype, max, mantBits, exps, decode } of formats) {
+    it(`${dtype}: values where W · f32(1/s) and W / s round to different codes get the product's; s = f32(amax / ${max})`, () => {
+      // Values a few f32 steps from m · s, m a tie (halfway between two codes): there the
+      // quotient and the product by the rounded reciprocal can fall on different sides of the tie.
+      const amax = 0.37;
+      const s = Math.fround(amax / max);
+      const inverse = Math.fround(1 / s);
+      const picked = [amax];
+      for (let e = exps[0]; e <= exps[1]; e++) for (let j = 0; j < 2 ** mantBits; j++) for (let ulps = -4; ulps <= 4; ulps++) {
+        const near = Math.fround((1 + (2 * j + 1) / 2 ** (mantBits + 1)) * 2 ** e * s);
+        const x = Math.fround(near * (1 + ulps * 2 ** -23));
+        if (x >= amax) continue;
+        if (roundF8Saturating(Math.fround(x * inverse), dtype) !== roundF8Saturating(Math.fround(x / s), dtype)) picked.push(x, -x);
+      }
+      expect(picked.length).toBeGreaterThan(4);
+      const values = Float32Array.from(picked);
+      const cols = values.length;
+      const w: ScaledFp8Weight = {
+        weightKey: 'w.weight', codeDtype: dtype, scaleKey: 'w.weight_scale', scaleDtype: 'F32', rows: 1, cols, blockRows: 1, blockCols: cols, scales: Float64Array.of(1),
+      };
+      for (const encoder of ['wasm', 'js'] as const) {
+        const scales = Float64Array.of(1);
+        const codes = requantizeSlab(w, 'comfy', values, 0, 1, scales, undefined, { encoder });
+        expect(scales[0]).toBe(s);
+        const want = Array.from(values, (x) => roundF8Saturating(Math.fround(x * inverse), dtype));
+        expect(Array.from(codes, decode)).toEqual(want);
+      }
+    });
+  }
+});
+
+describe('the mxfp8 rule: e8m0 exponents as ComfyUI picks them', () => {
+  const block = (amax: number) => Float32Array.from({ length: 32 }, (_, i) => (i === 5 ? amax : i === 9 ? -amax / 3 : amax / (i + 7)));
+  const weight = (cols: number): ScaledFp8Weight => ({
+    weightKey: 'w.weight', codeDtype: 'F8_E4M3', scaleKey: 'w.weight_scale', scaleDtype: 'F32', rows: 1, cols, blockRows: 1, blockCols: 32,
+    scales: new Float64Array(cols / 32), scaleLayout: 'mxfp8',
+  });
+  it('a block of zeros gets exponent 0 (scale 0) whatever it had; 448·2^-10 gets 2^-10; a maximum whose f32 log2 rounds down to an integer keeps that exponent, its largest code clamped to 448', () => {
+    // log2(1 + 2^-20) · 2^20 ≈ 1.44 float32 steps above -10 (rounds up: exponent -9); log2(1 + 2^-22) is 0.36 of a step (rounds to -10).
+    const maxima = [0, 448 * 2 ** -10, Math.fround(448 * 2 ** -10 * (1 + 2 ** -20)), Math.fround(448 * 2 ** -10 * (1 + 2 ** -22))];
+    const values = new Float32Array(32 * maxima.length);
+    maxima.forEach((m, b) => { if (m !== 0) values.set(block(m), b * 32); });
     for (const encoder of ['wasm', 'js'] as const) {
-      const scales = Float64Array.of(1);
-      const codes = requantizeSlab(w, 'comfy', values, 0, 1, scales, undefined, { encoder });
-      expect(scales[0]).toBe(s);
-      const want = Array.from(values, (x) => roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3'));
-      expect(Array.from(codes, e4m3Value)).toEqual(want);
+      const scales = Float64Array.of(2 ** -5, 2 ** -5, 2 ** -5, 2 ** -5);
+      const codes = requantizeSlab(weight(values.length), 'comfy', values, 0, 1, scales, undefined, { encoder });
+      expect(Array.from(scales)).toEqual([0, 2 ** -10, 2 ** -9, 2 ** -10]);
+      expect(Array.from(codes.subarray(0, 32))).toEqual(new Array(32).fill(0));
+      expect([e4m3Value(codes[32 + 5]), e4m3Value(codes[64 + 5]), e4m3Value(codes[96 + 5])]).toEqual([448, 224, 448]);
+      expect(Array.from(codes, e4m3Value)).toEqual(Array.from(comfyMxfp8Requantize(Float64Array.from(values), 1, values.length).codes));
     }
+  });
+  it('a non-zero block too small for an e8m0 scale ComfyUI can divide by (exponent 0): refused, naming the tensor and the block', () => {
+    expect(() => requantizeSlab(weight(32), 'comfy', block(1e-40), 0, 1, new Float64Array(1))).toThrow(/tensor "w\.weight": its merged block at row 0, columns 0–31 .* too small for an e8m0 scale/);
   });
 });

@@ -10,16 +10,18 @@
  *
  * ComfyUI's QUANT_ALGOS names the formats: float8_e4m3fn and float8_e5m2 (one scalar weight_scale:
  * W = code × scale), nvfp4 (e2m1 pairs, swizzled e4m3 block scales and weight_scale_2), mxfp8
- * (e8m0 scales per 32, swizzled), int8 ones and load-only packed 4-bit ones. Only float8_e4m3fn is
- * read here, and merged as ComfyUI's LoRA patch does (dequantize, add, quantize again with the
- * scale recalculated from the merged weight's amax: the `comfy` rule of scaled-fp8.ts). Every
- * other format is left as it is and refused, naming the tensor and the format, wherever an adapter
- * would change it or the model would be dequantized.
+ * (e8m0 scales per 32, swizzled), int8 ones and load-only packed 4-bit ones. The two per-tensor fp8
+ * formats (PER_TENSOR_FP8) and mxfp8 (BLOCK_SCALED, comfy-mxfp8.ts) are read here, and merged as ComfyUI's LoRA patch does (dequantize, add,
+ * quantize again with the scale recalculated from the merged weight's amax over the format's largest
+ * finite value: the `comfy` rule of scaled-fp8.ts). Every other format is left as it is and refused,
+ * naming the tensor and the format, wherever an adapter would change it or the model would be
+ * dequantized.
  */
 import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { BaseModel } from './base-model.js';
 import { isSafetensorsModel } from './base-model-view.js';
+import { readComfyMxfp8 } from './comfy-mxfp8.js';
 import type { ScaledFp8Base, ScaledFp8Weight } from './scaled-fp8.js';
 import { product } from '../integers.js';
 
@@ -27,6 +29,13 @@ const COMFY_QUANT = '.comfy_quant';
 /** The safetensors `__metadata__` entry ComfyUI reads per-layer configs from. */
 export const QUANTIZATION_METADATA = '_quantization_metadata';
 const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
+/**
+ * The formats ComfyUI stores as fp8 codes times one weight_scale (quant_ops.py's
+ * TensorCoreFP8E4M3Layout and TensorCoreFP8E5M2Layout), and their codes' dtype.
+ */
+const PER_TENSOR_FP8: Readonly<Record<string, 'F8_E4M3' | 'F8_E5M2'>> = { float8_e4m3fn: 'F8_E4M3', float8_e5m2: 'F8_E5M2' };
+/** The formats with block scales read here, each by its own file. */
+const BLOCK_SCALED: Readonly<Record<string, (base: BaseModel, layer: string, from: string) => Promise<ScaledFp8Weight>>> = { mxfp8: readComfyMxfp8 };
 /** A comfy_quant tensor is a few dozen bytes of JSON; anything past this is not one. */
 const MAX_LAYER_CONFIG_BYTES = 4096;
 
@@ -73,25 +82,30 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
     const weightKey = `${layer}.weight`;
     const weight = base.tensors.get(weightKey);
     if (!weight) continue; // ComfyUI skips such a layer too ("Missing weight")
-    if (format !== 'float8_e4m3fn') {
+    if (Object.hasOwn(BLOCK_SCALED, format)) {
+      weights.set(weightKey, await BLOCK_SCALED[format](base, layer, from));
+      continue;
+    }
+    const codeDtype = Object.hasOwn(PER_TENSOR_FP8, format) ? PER_TENSOR_FP8[format] : undefined;
+    if (!codeDtype) {
       unread.push(weightKey);
       unreadWhy.set(weightKey, `its comfy_quant format is "${format}" (${from}), which loramerge does not read`);
       continue;
     }
     const scaleKey = `${layer}.weight_scale`;
     const scale = base.tensors.get(scaleKey);
-    const where = `${base.name}: ${weightKey} (comfy_quant format "float8_e4m3fn")`;
-    if (weight.dtype !== 'F8_E4M3') {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${weight.dtype}; ComfyUI stores float8_e4m3fn weights as F8_E4M3`);
+    const where = `${base.name}: ${weightKey} (comfy_quant format "${format}")`;
+    if (weight.dtype !== codeDtype) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${weight.dtype}; ComfyUI stores ${format} weights as ${codeDtype}`);
     }
     if (weight.shape.length < 2) {
       unread.push(weightKey);
-      unreadWhy.set(weightKey, `a float8_e4m3fn weight of shape [${weight.shape.join(', ')}] (${from}), which loramerge does not read`);
+      unreadWhy.set(weightKey, `a ${format} weight of shape [${weight.shape.join(', ')}] (${from}), which loramerge does not read`);
       continue;
     }
     if (!scale || !SCALE_DTYPES.has(scale.dtype) || product(scale.shape) !== 1 || scale.shape.length > 1) {
       const what = scale ? `has shape [${scale.shape.join(', ')}] (${scale.dtype})` : 'is missing';
-      throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} ${what}; float8_e4m3fn needs one F32 scale per weight (shape [] or [1])`);
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} ${what}; ${format} needs one F32 scale per weight (shape [] or [1])`);
     }
     const value = decodeToF32(await base.read(scaleKey), scale.dtype as FloatDType)[0];
     if (!Number.isFinite(value) || value < 0) {
@@ -101,7 +115,7 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
     const rows = weight.shape[0];
     const cols = product(weight.shape.slice(1));
     const entry: ScaledFp8Weight = {
-      weightKey, codeDtype: 'F8_E4M3', scaleKey, scaleDtype: scale.dtype as ScaledFp8Weight['scaleDtype'],
+      weightKey, codeDtype, scaleKey, scaleDtype: scale.dtype as ScaledFp8Weight['scaleDtype'],
       rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(value),
     };
     if (base.tensors.has(`${layer}.input_scale`)) entry.inputScaleKey = `${layer}.input_scale`;

@@ -74,6 +74,12 @@ export interface ScaledFp8Weight {
   scales: Float64Array;
   /** The activation scale beside it (static schemes), left as it is. */
   inputScaleKey?: string;
+  /**
+   * `mxfp8`: ComfyUI's mxfp8 layer (comfy-mxfp8.ts): its scales are e8m0 exponents in a swizzled
+   * U8 tensor, re-quantized by that layer's rule; `scales` is then empty and `loadScales` reads them.
+   */
+  scaleLayout?: 'mxfp8';
+  loadScales?: () => Promise<Float64Array>;
 }
 
 /** A base whose quantized weights are all read here. */

@@ -1,5 +1,5 @@
 /**
- * Merged weights back to e4m3fn codes with each block's scale recomputed as the checkpoint's own
+ * Merged weights back to e4m3fn codes (e5m2 for ComfyUI's float8_e5m2 layers) with each block's scale recomputed as the checkpoint's own
  * quantizer computes it (see scaled-fp8-output.ts for the two rules), from W' rounded once to f32.
  * The two passes over the values (each block's largest magnitude, then the codes) run in
  * WebAssembly SIMD (wasm/fp8-requantize.ts), in pieces of at most PIECE_VALUES values so that its
@@ -14,9 +14,12 @@ import type { ScaledFp8Base, ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { fp8RequantizeWasmBase64 } from './fp8-requantize.generated.js';
 import { instantiateEmbeddedWasm } from '../embedded-wasm.js';
 import { MergeError } from '../errors.js';
+import { mxfp8Exponent } from '../formats/comfy-mxfp8.js';
 
 /** e4m3fn's largest finite magnitude. */
 const E4M3_MAX = 448;
+/** e5m2's largest finite magnitude: the `comfy` rule's divisor for ComfyUI's float8_e5m2 layers. */
+const E5M2_MAX = 57344;
 /** torch.finfo(torch.float32).eps: compressed-tensors' smallest scale. */
 const F32_EPS = 2 ** -23;
 /** Values per call into WebAssembly: 4 MiB of f32 in, 1 MiB of codes out. */
@@ -62,7 +65,9 @@ export function requantizeSlab(
   const band0 = Math.floor(rowStart / blockRows);
   const bands = Math.floor((rowStart + rowCount - 1) / blockRows) - band0 + 1;
   if (rowStart % blockRows !== 0 && bands > 1) throw new Error(`${w.weightKey}: a slab at row ${rowStart} does not start on a block row`);
-  const e = options.encoder === 'js' ? null : wasm();
+  // The WebAssembly encoder writes e4m3fn codes only; e5m2 codes (ComfyUI's float8_e5m2 layers) are encoded here.
+  const codeDtype = w.codeDtype === 'F8_E5M2' ? 'F8_E5M2' : 'F8_E4M3';
+  const e = options.encoder === 'js' || codeDtype !== 'F8_E4M3' ? null : wasm();
   const rowsPerPiece = Math.max(1, Math.floor((options.pieceValues ?? PIECE_VALUES) / cols));
 
   // Each block's largest magnitude over the slab's rows.
@@ -102,9 +107,18 @@ export function requantizeSlab(
       const q = a === 0 ? 0 : Math.fround(E4M3_MAX / a);
       if (a !== 0) scales[at] = storedScale(Math.fround(1 / q), w.scaleDtype);
       factors[i] = q;
+    } else if (rule === 'comfy' && w.scaleLayout === 'mxfp8') {
+      // ComfyUI's mxfp8: a power-of-two scale per block, codes = W / scale; a block of zeros gets e8m0 0.
+      const e = a === 0 ? 0 : mxfp8Exponent(a);
+      if (a !== 0 && e === 0) {
+        const r0 = band0 + Math.floor(i / colBlocks), c0 = (i % colBlocks) * blockCols;
+        throw new MergeError('NON_FINITE', `tensor "${w.weightKey}": its merged block at row ${r0}, columns ${c0}–${c0 + blockCols - 1} (largest magnitude ${a}) is too small for an e8m0 scale ComfyUI can divide by; merge with --dtype bf16 (or f16, f32) to write the weights dequantized`);
+      }
+      scales[at] = a === 0 ? 0 : 2 ** (e - 127);
+      factors[i] = a === 0 ? 1 : scales[at];
     } else if (rule === 'comfy') {
-      // ComfyUI: s = f32(amax) / 448, codes = W · f32(1 / s); a block of zeros keeps its scale.
-      if (a !== 0) scales[at] = storedScale(Math.fround(a / E4M3_MAX), w.scaleDtype);
+      // ComfyUI: s = f32(amax) / the codes' largest finite value (448 or 57344), codes = W · f32(1 / s); a block of zeros keeps its scale.
+      if (a !== 0) scales[at] = storedScale(Math.fround(a / (codeDtype === 'F8_E5M2' ? E5M2_MAX : E4M3_MAX)), w.scaleDtype);
       const q = a === 0 ? 0 : Math.fround(1 / scales[at]);
       factors[i] = q;
     } else if (rule === 'modelopt') {
@@ -126,7 +140,7 @@ export function requantizeSlab(
 
   // The codes.
   const out = new Uint8Array(rowCount * cols);
-  const divide = rule !== 'reciprocal' && rule !== 'comfy';
+  const divide = (rule !== 'reciprocal' && rule !== 'comfy') || w.scaleLayout === 'mxfp8';
   const d = rule === 'modelopt' ? options.quantizerDtype ?? 'F32' : 'F32';
   if (d !== 'F32') {
     // Each quotient rounded to f32, then to d, then to e4m3 (torch: a d tensor over a d scalar, cast).
@@ -136,7 +150,7 @@ export function requantizeSlab(
       for (let c = 0; c < cols; c++) quotients[r * cols + c] = values[r * cols + c] / factors[band * colBlocks + Math.floor(c / blockCols)];
     }
     const rounded = decodeToF32(encodeFromF32(quotients, d), d);
-    for (let i = 0; i < rounded.length; i++) out[i] = e4m3(rounded[i]);
+    for (let i = 0; i < rounded.length; i++) out[i] = fp8(rounded[i], 'F8_E4M3');
     return out;
   }
   if (e) {
@@ -156,7 +170,7 @@ export function requantizeSlab(
     for (let c = 0; c < cols; c++) {
       const f = factors[band * colBlocks + Math.floor(c / blockCols)];
       const x = values[r * cols + c];
-      out[r * cols + c] = e4m3(divide ? x / f : x * f);
+      out[r * cols + c] = fp8(divide ? x / f : x * f, codeDtype);
     }
   }
   return out;
@@ -175,10 +189,10 @@ function place(e: Exports, rowsPerPiece: number, cols: number, blocks: number): 
 
 const f32 = new Float32Array(1);
 const f32Bits = new Uint32Array(f32.buffer);
-/** e4m3fn code of a value rounded to float32, to nearest even, saturated at ±448 (torch's clamp, then cast). */
-function e4m3(x: number): number {
+/** fp8 code of a value rounded to float32, to nearest even, saturated at ±448 or ±57344 (torch's clamp, then cast). */
+function fp8(x: number, dtype: 'F8_E4M3' | 'F8_E5M2'): number {
   f32[0] = x;
-  return f32BitsToF8Bits(f32Bits[0], 'F8_E4M3');
+  return f32BitsToF8Bits(f32Bits[0], dtype);
 }
 
 /** A scale as `dtype` stores it (to nearest even): its tensor's dtype, or the `modelopt` rule's d. */

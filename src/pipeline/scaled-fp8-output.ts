@@ -31,6 +31,7 @@ import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
 import { unreadScaledWeight } from '../plan/quantized-weights.js';
 import { requantizeSlab } from './fp8-requantize.js';
+import { swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import { lcm } from '../integers.js';
 
@@ -42,7 +43,7 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
     ? `${n} block-wise fp8 weights (weight_scale_inv)`
     : scaled.kind === 'modelopt-fp8' ? `${n} ModelOpt FP8 weights (weight_scale per tensor)`
       : scaled.kind === 'modelopt-nvfp4' ? `${n} ModelOpt NVFP4 weights (weight_scale per 16 inputs, weight_scale_2)`
-        : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI float8_e4m3fn weights (comfy_quant, weight_scale per tensor)`
+        : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI ${comfyFormats(scaled)} weights (comfy_quant, weight_scale per tensor${[...scaled.weights.values()].some((w) => w.scaleLayout === 'mxfp8') ? ' or per 32 inputs' : ''})`
           : scaled.kind === 'comfy-scaled-fp8' ? `${n} scaled fp8 weights (float8_e4m3fn, scale_weight per tensor)`
           : `${n} compressed-tensors fp8 weights (weight_scale)`;
   const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale') && !k.endsWith('.comfy_quant'));
@@ -58,6 +59,12 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
     return `the base holds ${what}: adapters are merged into their real values (code × scale_weight); merged weights are written as fp8 again with scale_weight recalculated from their largest magnitude, as current ComfyUI's LoRA patch does (rounded to nearest even), the marker and scale_input kept; or dequantized with --dtype f32/f16/bf16`;
   }
   return `the base holds ${what}: adapters are merged into their real values (code × scale); they are written as fp8 again with each block's scale recomputed as the quantizer does, or dequantized with --dtype f32/f16/bf16${kv}`;
+}
+
+/** The comfy_quant formats of a base's read weights, as its configs name them. */
+function comfyFormats(scaled: ScaledFp8Base): string {
+  const formats = new Set<string>([...scaled.weights.values()].map((w) => (w.scaleLayout ?? (w.codeDtype === 'F8_E5M2' ? 'float8_e5m2' : 'float8_e4m3fn'))));
+  return ['float8_e4m3fn', 'float8_e5m2', 'mxfp8'].filter((f) => formats.has(f)).join(' and ') || 'fp8';
 }
 
 /** What mergeModel needs to merge into and write a base with scaled fp8 weights. */
@@ -120,7 +127,7 @@ export function scaledFp8Output(
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${first}" cannot be ${requested === 'F8_E4M3' || requested === 'F8_E5M2' ? 'converted' : 'dequantized'}: ${why}${more}; leave out --dtype`);
   }
   if (scaled.weights.size === 0) return undefined;
-  if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are e4m3 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
+  if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are fp8 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
   const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
   if (scaled.rule === 'dequantize-only' && !dequantizeTo) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: its ${kind} weights are written only dequantized (re-quantizing them to NVFP4 as ModelOpt does is not supported); merge with --dtype bf16 (or f16, f32)`);
@@ -170,8 +177,18 @@ export function scaledFp8Output(
     }))
     : [];
 
-  const newScales = new Map<string, { values: Float64Array; rowsDone: number }>();
+  const newScales = new Map<string, { values: Float64Array; rowsDone: number; encoded?: Uint8Array }>();
   const tensorMaxima = new Map<string, Promise<number>>();
+  // Scales read when their weight is (mxfp8: one per 32 weights), until its last slab.
+  const loaded = new Map<string, { scales: Promise<Float64Array>; rowsDone: number }>();
+  const gridOf = async (w: ScaledFp8Weight, rowCount: number): Promise<Float64Array> => {
+    if (!w.loadScales) return w.scales;
+    let entry = loaded.get(w.weightKey);
+    if (!entry) loaded.set(w.weightKey, (entry = { scales: w.loadScales(), rowsDone: 0 }));
+    entry.rowsDone += rowCount;
+    if (entry.rowsDone >= w.rows) loaded.delete(w.weightKey);
+    return entry.scales;
+  };
   const reader = { ...prepared, base: view };
   return {
     prepared: { ...reader, modelFolder: folder },
@@ -185,7 +202,8 @@ export function scaledFp8Output(
       const w = scaled.weights.get(slab.update.baseKey)!;
       // ModelOpt's quantizer reads W' in the model's dtype: rounded once to it, here.
       const quantizerDtype = scaled.rule === 'modelopt' ? scaled.quantizerDtype ?? 'BF16' : 'F32';
-      const values = await realRows(w, scaled.rule, slab, slab.rowStart, slab.rowCount, slab.codes, dequantizeTo ?? quantizerDtype, backend, signal);
+      const grid = await gridOf(w, slab.rowCount);
+      const values = await realRows(w, grid, scaled.rule, slab, slab.rowStart, slab.rowCount, slab.codes, dequantizeTo ?? quantizerDtype, backend, signal);
       if (dequantizeTo) return values;
       // One maximum for the whole tensor: a first pass over its slabs, once.
       let tensorMax: number | undefined;
@@ -196,7 +214,7 @@ export function scaledFp8Output(
         tensorMax = await pass;
       }
       let state = newScales.get(w.weightKey);
-      if (!state) newScales.set(w.weightKey, (state = { values: Float64Array.from(w.scales), rowsDone: 0 }));
+      if (!state) newScales.set(w.weightKey, (state = { values: Float64Array.from(grid), rowsDone: 0 }));
       const real = quantizerDtype === 'F32' ? new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4) : decodeToF32(values, quantizerDtype);
       const codes = requantizeSlab(w, scaled.rule, real, slab.rowStart, slab.rowCount, state.values, tensorMax, { quantizerDtype });
       state.rowsDone += slab.rowCount;
@@ -208,6 +226,12 @@ export function scaledFp8Output(
       const w = rewritten.get(key)!;
       const state = newScales.get(w.weightKey);
       if (!state || state.rowsDone !== w.rows) throw new Error(`${key} is written before all of ${w.weightKey} was merged`);
+      if (w.scaleLayout === 'mxfp8') {
+        state.encoded ??= swizzleMxfp8Scales(state.values, w.rows, w.cols);
+        const chunk = state.encoded.subarray(start, start + length);
+        if (start + length >= state.encoded.byteLength) newScales.delete(w.weightKey); // its last bytes: held no longer
+        return chunk;
+      }
       return encodeFromF32(Float32Array.from(state.values), w.scaleDtype).subarray(start, start + length);
     },
     configDtype: (written) => (dequantizeTo ? written : undefined),
@@ -224,7 +248,7 @@ function isRowGrid(w: ScaledFp8Weight): boolean {
  * `keep` rule's terms come from the plan divided by the scale: (code + ΔW / scale) × scale.
  */
 async function realRows(
-  w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
+  w: ScaledFp8Weight, scales: Float64Array, rule: ScaledFp8Base['rule'], slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
   backend: MergeBackend, signal?: AbortSignal,
 ): Promise<Uint8Array> {
   const { update } = slab;
@@ -242,7 +266,7 @@ async function realRows(
   };
   if (isRowGrid(w)) {
     const factors = new Float64Array(w.rows);
-    for (let r = 0; r < w.rows; r++) factors[r] = w.scales[Math.floor(r / w.blockRows)];
+    for (let r = 0; r < w.rows; r++) factors[r] = scales[Math.floor(r / w.blockRows)];
     return op(rowStart, rowCount, rowAxis, factors);
   }
   // Blocks across the columns: one op per row block, its scales one factor per column.
@@ -251,7 +275,7 @@ async function realRows(
     const rb = Math.floor(r0 / w.blockRows);
     r1 = Math.min(rowStart + rowCount, (rb + 1) * w.blockRows);
     const factors = new Float64Array(w.cols);
-    for (let c = 0; c < w.cols; c++) factors[c] = w.scales[rb * nColBlocks + Math.floor(c / w.blockCols)];
+    for (let c = 0; c < w.cols; c++) factors[c] = scales[rb * nColBlocks + Math.floor(c / w.blockCols)];
     parts.push(await op(r0, r1 - r0, colAxis, factors));
   }
   const whole = concat(parts);
@@ -271,7 +295,7 @@ async function maxOverTensor(
   for (let r0 = 0; r0 < w.rows; r0 += step) {
     const n = Math.min(step, w.rows - r0);
     const codes = await readPart(w.weightKey, r0 * w.cols * codeBytes, n * w.cols * codeBytes);
-    const bytes = await realRows(w, rule, slab, r0, n, codes, dtype, backend, signal);
+    const bytes = await realRows(w, w.scales, rule, slab, r0, n, codes, dtype, backend, signal);
     const v = dtype === 'F32' ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) : decodeToF32(bytes, dtype);
     for (let i = 0; i < v.length; i++) max = Math.max(max, Math.abs(v[i]));
     backend.recycle?.(bytes);

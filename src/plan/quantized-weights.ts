@@ -6,7 +6,7 @@
  * would silently write a wrong model, so every changed tensor of that kind is a plan problem.
  *
  * Comfy-Org's scaled fp8 (`scale_weight` + `scaled_fp8` marker; its e5m2 files are merged in
- * place by the plan), ComfyUI's comfy_quant float8_e4m3fn layers (other
+ * place by the plan), ComfyUI's comfy_quant float8_e4m3fn and float8_e5m2 layers (other
  * comfy_quant formats are refused by name), block-wise fp8, compressed-tensors FP8, ModelOpt FP8
  * (per tensor) and ModelOpt NVFP4 (through modelopt-nvfp4.ts's view) weights that
  * formats/scaled-fp8.ts reads are merged in real values, by additive updates only: maps of W

@@ -9,17 +9,87 @@ export function e4m3Value(byte: number): number {
   return sign * (exp === 0 ? (mant / 8) * 2 ** -6 : (1 + mant / 8) * 2 ** (exp - 7));
 }
 
+/** torch.float8_e5m2 decoded by hand: sign, 5 exponent bits (bias 15), 2 mantissa bits; exponent 31 is ±Inf (mantissa 0) or NaN. */
+export function e5m2Value(byte: number): number {
+  const sign = byte & 0x80 ? -1 : 1;
+  const exp = (byte >> 2) & 0x1f;
+  const mant = byte & 3;
+  if (exp === 31) return mant === 0 ? sign * Infinity : NaN;
+  return sign * (exp === 0 ? (mant / 4) * 2 ** -14 : (1 + mant / 4) * 2 ** (exp - 15));
+}
+
+/** The largest finite value of each fp8 type (torch.finfo(...).max): ComfyUI's divisor for a recalculated scale. */
+const FP8_MAX = { F8_E4M3: 448, F8_E5M2: 57344 } as const;
+
 /**
- * ComfyUI's re-quantization of a patched fp8 layer with its scale recalculated (comfy_kitchen's
- * per-tensor fp8 quantize), rounded to nearest even instead of stochastically:
- * w = f32(W'), s = f32(max |w| / 448) stored in `scaleDtype`, code = e4m3(clamp(f32(w · f32(1 / s)), ±448)).
+ * ComfyUI's re-quantization of a patched per-tensor fp8 layer with its scale recalculated
+ * (comfy_kitchen's per-tensor fp8 quantize), rounded to nearest even instead of stochastically:
+ * w = f32(W'), s = f32(max |w| / max) stored in `scaleDtype`, code = fp8(clamp(f32(w · f32(1 / s)), ±max)),
+ * max = 448 for float8_e4m3fn codes, 57344 for float8_e5m2 ones.
  */
-export function comfyRequantize(real: Float64Array, scaleDtype: 'F32' | 'F16' | 'BF16' = 'F32'): { scale: number; codes: Float64Array } {
+export function comfyRequantize(
+  real: Float64Array, scaleDtype: 'F32' | 'F16' | 'BF16' = 'F32', codes: 'F8_E4M3' | 'F8_E5M2' = 'F8_E4M3',
+): { scale: number; codes: Float64Array } {
   const w = real.map(Math.fround);
   const amax = w.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-  const scale = roundForDType(Math.fround(amax / 448), scaleDtype);
+  const scale = roundForDType(Math.fround(amax / FP8_MAX[codes]), scaleDtype);
   const inverse = Math.fround(1 / scale);
-  return { scale, codes: w.map((x) => roundF8Saturating(Math.fround(x * inverse), 'F8_E4M3')) };
+  return { scale, codes: w.map((x) => roundF8Saturating(Math.fround(x * inverse), codes)) };
+}
+
+/**
+ * cuBLAS' block-scale layout as comfy_kitchen's to_blocked writes it, step by step: the (rows, cols)
+ * grid padded with zeros to (⌈rows/128⌉·128, ⌈cols/4⌉·4), viewed (row tiles, 128, col tiles, 4),
+ * permuted to (row tiles, col tiles, 128, 4), the 128 split (4, 32) and those two swapped. Entry k of
+ * the result is the grid's index it holds (-1 for padding).
+ */
+export function blockedOrder(rows: number, cols: number): { order: Int32Array; shape: [number, number] } {
+  const rowTiles = Math.ceil(rows / 128), colTiles = Math.ceil(cols / 4);
+  const order = new Int32Array(rowTiles * 128 * colTiles * 4);
+  let k = 0;
+  for (let rt = 0; rt < rowTiles; rt++) {
+    for (let ct = 0; ct < colTiles; ct++) {
+      for (let inner = 0; inner < 32; inner++) {
+        for (let outer = 0; outer < 4; outer++) {
+          for (let c = 0; c < 4; c++) {
+            const r = rt * 128 + outer * 32 + inner, col = ct * 4 + c;
+            order[k++] = r < rows && col < cols ? r * cols + col : -1;
+          }
+        }
+      }
+    }
+  }
+  return { order, shape: [rowTiles * 128, colTiles * 4] };
+}
+
+/** comfy_kitchen's e8m0_to_f32: 2^(e − 127), with e = 0 read as 0. */
+export const e8m0Value = (e: number) => (e === 0 ? 0 : 2 ** (e - 127));
+
+/**
+ * ComfyUI's re-quantization of a patched mxfp8 layer (comfy/float.py's
+ * stochastic_round_quantize_mxfp8_by_block), rounded to nearest even instead of stochastically:
+ * per 32 inputs of a row, w = f32(W'), s = max(f32(max |w| / 448), 2^-127),
+ * e = clamp(ceil(f32(log2 s)) + 127, 0, 254), code = e4m3(clamp(f32(w / 2^(e − 127)), ±448));
+ * a block of zeros gets e = 0. The exponents come back row-major, one per block.
+ */
+export function comfyMxfp8Requantize(real: Float64Array, rows: number, cols: number): { exponents: Uint8Array; codes: Float64Array } {
+  const w = real.map(Math.fround);
+  const blocks = cols / 32;
+  const exponents = new Uint8Array(rows * blocks);
+  const codes = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < blocks; j++) {
+      const at = r * cols + j * 32;
+      let amax = 0;
+      for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(w[at + i]));
+      if (amax === 0) continue;
+      const s = Math.max(Math.fround(amax / 448), 2 ** -127);
+      const e = Math.min(254, Math.max(0, Math.ceil(Math.fround(Math.log2(s))) + 127));
+      exponents[r * blocks + j] = e;
+      for (let i = 0; i < 32; i++) codes[at + i] = roundF8Saturating(Math.fround(w[at + i] / 2 ** (e - 127)), 'F8_E4M3');
+    }
+  }
+  return { exponents, codes };
 }
 
 /** e2m1 (NVFP4's codes) decoded by hand: a sign bit (8) and three bits indexing 0, 0.5, 1, 1.5, 2, 3, 4, 6. */

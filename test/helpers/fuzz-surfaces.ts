@@ -41,7 +41,7 @@
  */
 import fc from 'fast-check';
 import { buildSafetensors, decodeSafetensors, decodeValues, FIXTURE_DTYPE_BYTES, roundF8Saturating, roundForDType, type FixtureDType, type FixtureTensor } from './fixtures.js';
-import { comfyRequantize, compressedTensorsRequantize, e2m1Value, e4m3Value, modelOptRequantize } from './e4m3-by-hand.js';
+import { comfyRequantize, compressedTensorsRequantize, e2m1Value, e4m3Value, e5m2Value, modelOptRequantize } from './e4m3-by-hand.js';
 import { exactMergeBitsOf } from './exact-truth.js';
 import type { FloatDType } from '../../src/dtype.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
@@ -674,17 +674,28 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
     }
   }
 
-  // The float8_e4m3fn weights (layer → scale), and the weights stored in a form not read.
-  const e4m3 = new Map<string, { scale: number; dtype: 'F32' | 'F16' | 'BF16' }>();
+  // The per-tensor fp8 weights, float8_e4m3fn or float8_e5m2 (layer → codes and scale), and the weights stored in a form not read.
+  const e4m3 = new Map<string, { scale: number; dtype: 'F32' | 'F16' | 'BF16'; codes: 'F8_E4M3' | 'F8_E5M2' }>();
   const unread = new Set<string>();
   for (const [layer, format] of configs) {
     const w = tensor(`${layer}.weight`);
     if (!w) continue; // ComfyUI skips a config without its weight
-    if (format !== 'float8_e4m3fn') {
+    if (format === 'mxfp8') {
+      // This world builds no mxfp8 layer: one named so is malformed (codes F8_E4M3 with both sides multiples of 32, U8 scales swizzled into ⌈rows/128⌉·128 × ⌈cols/128⌉·4).
+      const s = tensor(`${layer}.weight_scale`);
+      const [rows, cols] = w.shape;
+      const fits = w.dtype === 'F8_E4M3' && w.shape.length === 2 && rows % 32 === 0 && cols % 32 === 0 && s?.dtype === 'U8'
+        && s.shape.length === 2 && s.shape[0] === Math.ceil(rows / 128) * 128 && s.shape[1] === Math.ceil(cols / 128) * 4;
+      if (!fits) return invalid(`${layer} is configured mxfp8 but its weight or weight_scale is not laid out as mxfp8`);
+      undecided = `${layer}: an mxfp8 layer`;
+      continue;
+    }
+    const codes = format === 'float8_e4m3fn' ? 'F8_E4M3' : format === 'float8_e5m2' ? 'F8_E5M2' : undefined;
+    if (!codes) {
       unread.add(layer);
       continue;
     }
-    if (w.dtype !== 'F8_E4M3') return invalid(`${layer}.weight is ${w.dtype}, its config float8_e4m3fn`);
+    if (w.dtype !== codes) return invalid(`${layer}.weight is ${w.dtype}, its config ${format}`);
     if (w.shape.length < 2) {
       unread.add(layer);
       continue;
@@ -696,7 +707,7 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
     // One value in more dimensions: ComfyUI would broadcast it; loramerge names [] and [1].
     if (s.shape.length > 1) undecided = `${layer}.weight_scale of shape [${s.shape.join(', ')}]`;
     if (!(Number.isFinite(s.values[0]) && s.values[0] >= 0)) return invalid(`${layer}.weight_scale is ${s.values[0]}`);
-    e4m3.set(layer, { scale: s.values[0], dtype: s.dtype as 'F32' | 'F16' | 'BF16' });
+    e4m3.set(layer, { scale: s.values[0], dtype: s.dtype as 'F32' | 'F16' | 'BF16', codes });
   }
   // A weight with a weight_scale beside it and no config: its codes would be read as weights.
   for (const name of names.filter((n) => n.endsWith('.weight_scale'))) {
@@ -709,7 +720,10 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
 
   const merged = new Map<string, ExpectedMerge>();
   const leftOut: string[] = [];
-  const real = (layer: string) => Float64Array.from(tensor(`${layer}.weight`)!.bytes, (b) => e4m3Value(b) * e4m3.get(layer)!.scale);
+  const real = (layer: string) => {
+    const q = e4m3.get(layer)!;
+    return Float64Array.from(tensor(`${layer}.weight`)!.bytes, (b) => (q.codes === 'F8_E5M2' ? e5m2Value(b) : e4m3Value(b)) * q.scale);
+  };
   for (const target of targets) {
     const { layer } = target;
     const key = `/${layer}.weight`;
@@ -720,7 +734,7 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
     }
     const w = mergedF32(real(layer), target);
     if (!w) return invalid(`${layer}.weight: a merged value beyond float32, or an input not finite`);
-    const again = comfyRecalculated(w, q.dtype);
+    const again = comfyRecalculated(w, q.dtype, q.codes);
     if ('why' in again) return invalid(`${layer}: ${again.why}`);
     merged.set(key, { values: again.codes, magnitude: 0, exact: true });
     if (again.scale !== undefined) merged.set(`/${layer}.weight_scale`, { values: Float64Array.of(again.scale), magnitude: 0, exact: true });
@@ -745,9 +759,9 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
  * e4m3(clamp(f32(W' · f32(1 / s)), ±448)); a weight of zeros keeps its scale (scale undefined) and
  * its codes are zeros. Or why it cannot be written (a scale or reciprocal not finite).
  */
-function comfyRecalculated(w: Float64Array, dtype: 'F32' | 'F16' | 'BF16'): { codes: Float64Array; scale?: number } | { why: string } {
+function comfyRecalculated(w: Float64Array, dtype: 'F32' | 'F16' | 'BF16', codeDtype: 'F8_E4M3' | 'F8_E5M2' = 'F8_E4M3'): { codes: Float64Array; scale?: number } | { why: string } {
   if (maxAbs(w) === 0) return { codes: w };
-  const { scale: s, codes } = comfyRequantize(w, dtype);
+  const { scale: s, codes } = comfyRequantize(w, dtype, codeDtype);
   // Codes or scale NaN or Inf: refused (only finite results are written).
   if (!Number.isFinite(s) || !Number.isFinite(Math.fround(1 / s))) return { why: `the new scale ${s} (${dtype}) or its float32 reciprocal is not finite` };
   return { codes, scale: s };
