@@ -196,9 +196,15 @@ function gptq(s: GptqScheme): IntCase {
     bits: s.bits, checkpoint_format: s.format, damp_percent: 0.1, desc_act: s.descAct, group_size: s.group, model_file_base_name: null,
     model_name_or_path: null, quant_method: 'gptq', static_groups: false, sym: s.sym, true_sequential: true,
   };
+  // AutoGPTQ's own copy of the config, which a dequantized model must not keep.
+  const { quant_method: _, ...quantizeConfig } = quantization;
   return {
     name: `GPTQ ${s.bits}-bit group ${s.group}${s.descAct ? ' desc_act' : ''} ${s.sym ? 'sym' : 'asym'} ${s.format}`,
-    files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(cols, quantization, 'float16') }, rows, cols, real,
+    files: {
+      'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(cols, quantization, 'float16'),
+      'quantize_config.json': JSON.stringify({ ...quantizeConfig, model_file_base_name: 'model' }),
+    },
+    rows, cols, real,
     note: /3 GPTQ weights/,
   };
 }
@@ -265,6 +271,7 @@ async function merge(base: Files, adapter: Files, backend: MergeBackend, outDtyp
   }
   const files = new Map(await Promise.all(output.files().map(async (f) => [f.path, new Uint8Array(await f.blob.arrayBuffer())] as const)));
   return {
+    paths: [...files.keys()].sort(),
     weights: decodeSafetensors(files.get('model.safetensors')!).tensors,
     config: JSON.parse(new TextDecoder().decode(files.get('config.json')!)) as Record<string, unknown>,
   };
@@ -298,8 +305,9 @@ describe.each(CASES)('$name', (c) => {
   for (const backendName of ['cpu', 'webgpu']) {
     it(`on ${backendName}: --dtype bf16 and f32 write W + ΔW rounded once, every quantized weight dequantized, the quantization tensors and config gone`, async () => {
       for (const dtype of ['BF16', 'F32'] as const) {
-        const { weights, config } = await merge(c.files, adapter, backends[backendName]!, dtype.toLowerCase());
+        const { weights, config, paths } = await merge(c.files, adapter, backends[backendName]!, dtype.toLowerCase());
         expect(config.quantization_config).toBeUndefined();
+        expect(paths).toEqual(['config.json', 'model.safetensors']);
         expect([...weights.keys()].sort()).toEqual(['lm_head.weight', 'model.embed_tokens.weight', ...MODULES.map((m) => `${m}.weight`)].sort());
         for (const m of MODULES) {
           const w = weights.get(`${m}.weight`)!;
@@ -352,6 +360,19 @@ describe('what is not read is refused in one line, naming what, and nothing is w
       expect(existsSync(out)).toBe(false);
     });
   }
+
+  it('DoRA on a GPTQ weight: refused in one line naming the module', async () => {
+    const a = decodeSafetensors(adapter['adapter_model.safetensors'] as Uint8Array).tensors;
+    const tensors: FixtureTensor[] = [...a].map(([name, t]) => ({ name, dtype: 'F32', shape: t.shape, data: Array.from(t.values) }));
+    for (const m of [Q, V]) tensors.push({ name: `base_model.model.${m}.lora_magnitude_vector`, dtype: 'F32', shape: [base.rows[m]], data: Array.from({ length: base.rows[m] }, () => 1) });
+    const config = { ...JSON.parse(adapter['adapter_config.json'] as string), use_dora: true };
+    const dora = { 'adapter_config.json': JSON.stringify(config), 'adapter_model.safetensors': buildSafetensors(tensors) };
+    const { run, out, lines } = await mergeFolders(temp.make, base.files, dora, ['--dtype', 'bf16']);
+    expect(run.code).not.toBe(0);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/DoRA on the GPTQ weight model\.layers\.0\.self_attn\.(q|v)_proj\.weight .*not supported/);
+    expect(existsSync(out)).toBe(false);
+  });
 
   it('a GPTQ v1 zero point of 0 (stored as 2^bits − 1, which that format cannot hold) is refused naming the tensor', async () => {
     const tensors = decodeSafetensors(base.files['model.safetensors'] as Uint8Array).tensors;

@@ -32,7 +32,7 @@ export async function awqWeights(base: SafetensorsBaseModel, config: ModelConfig
   for (const key of base.tensors.keys()) {
     if (key.endsWith('.qweight')) weights.push(awqWeight(base, key.slice(0, -'.qweight'.length), groupSize, whole));
   }
-  return { kind: 'awq', weights };
+  return { kind: 'awq', weights, quantizationFiles: ['quant_config.json'] };
 }
 
 function awqWeight(base: SafetensorsBaseModel, stem: string, groupSize: number, whole: (key: string) => Promise<Uint8Array>): IntWeight {

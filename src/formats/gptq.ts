@@ -33,7 +33,7 @@ export async function gptqWeights(base: SafetensorsBaseModel, config: ModelConfi
   for (const key of base.tensors.keys()) {
     if (key.endsWith('.qweight')) weights.push(await gptqWeight(base, key.slice(0, -'.qweight'.length), bits, groupSize, v1, whole));
   }
-  return { kind: 'gptq', weights };
+  return { kind: 'gptq', weights, quantizationFiles: ['quantize_config.json'] };
 }
 
 async function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, groupSize: number, v1: boolean, whole: (key: string) => Promise<Uint8Array>): Promise<IntWeight> {

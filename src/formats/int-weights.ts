@@ -32,6 +32,8 @@ export interface IntWeight {
 export interface IntWeights {
   kind: Extract<ScaledFp8Base['kind'], 'compressed-tensors-int' | 'gptq' | 'awq'>;
   weights: readonly IntWeight[];
+  /** Files of the folder that describe the quantization alone (AutoGPTQ's quantize_config.json): left out of the dequantized model. */
+  quantizationFiles?: readonly string[];
 }
 
 /** config.json's `quantization_config` as an object, or undefined. */
@@ -72,7 +74,11 @@ export function intWeightView(base: SafetensorsBaseModel, found: IntWeights): { 
     }
     return { path: shard.path, tensors };
   }));
-  return { base: view, scaled: { kind: found.kind, rule: 'dequantize-only', weights, unread: [], quantizationOnly: runtimeScales(base) } };
+  const files = (found.quantizationFiles ?? []).filter((f) => base.otherFiles.includes(f));
+  return {
+    base: view,
+    scaled: { kind: found.kind, rule: 'dequantize-only', weights, unread: [], quantizationOnly: runtimeScales(base), ...(files.length ? { quantizationFiles: files } : {}) },
+  };
 }
 
 function viewTensor(w: IntWeight): ViewTensor {
