@@ -49,7 +49,9 @@ export function scaleDtype(baseName: string, key: string, dtype: string): 'F16' 
 }
 
 /** The view of `base` with every weight of `found` dequantized, as a scaled base written only dequantized. */
-export function intWeightView(base: SafetensorsBaseModel, found: IntWeights): { base: SafetensorsBaseModel; scaled: ScaledFp8Base } {
+export function intWeightView(base: SafetensorsBaseModel, found: IntWeights): { base: SafetensorsBaseModel; scaled: ScaledFp8Base } | undefined {
+  // A config that names the format over weights stored otherwise: left to the guard (plan/quantized-weights.ts), which names both.
+  if (found.weights.length === 0) return undefined;
   const byKey = new Map(found.weights.map((w) => [w.key, w]));
   const hidden = new Set(found.weights.flatMap((w) => w.parts));
   const weights = new Map<string, ScaledFp8Weight>();
