@@ -146,19 +146,22 @@ function compressedTensorsInt8(): IntCase {
     real.set(m, Float64Array.from(q, (x, i) => x * scale[Math.floor(i / cols)]));
     tensors.push({ name: `${m}.weight`, dtype: 'I8', shape: [n, cols], data: q });
     tensors.push({ name: `${m}.weight_scale`, dtype: 'BF16', shape: [n, 1], data: scale });
+    // Static asymmetric activations: a scale and a zero point per tensor, for the runtime only.
+    tensors.push({ name: `${m}.input_scale`, dtype: 'BF16', shape: [1], data: [roundForDType(0.0213, 'BF16')] });
+    tensors.push({ name: `${m}.input_zero_point`, dtype: 'I8', shape: [1], data: [-3] });
   }
   const int8 = { num_bits: 8, observer: 'minmax', observer_kwargs: {}, symmetric: true, type: 'int', dynamic: false, group_size: null, block_structure: null, actorder: null };
   const quantization = {
     config_groups: {
       group_0: {
-        input_activations: { ...int8, strategy: 'token', dynamic: true, observer: null }, output_activations: null, targets: ['Linear'],
+        input_activations: { ...int8, strategy: 'tensor', symmetric: false }, output_activations: null, targets: ['Linear'],
         weights: { ...int8, strategy: 'channel' },
       },
     },
     format: 'int-quantized', global_compression_ratio: 1.46, ignore: ['lm_head'], kv_cache_scheme: null, quant_method: 'compressed-tensors', quantization_status: 'compressed',
   };
   return {
-    name: 'compressed-tensors int-quantized W8A8 channel', files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(cols, quantization) },
+    name: 'compressed-tensors int-quantized W8A8 channel, static activations', files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(cols, quantization) },
     rows, cols, real, note: /3 compressed-tensors int weights/,
   };
 }
@@ -295,6 +298,7 @@ describe.each(CASES)('$name', (c) => {
         const { weights, config, paths } = await merge(c.files, adapter, backends[backendName]!, dtype.toLowerCase());
         expect(config.quantization_config).toBeUndefined();
         expect(paths).toEqual(['config.json', 'model.safetensors']);
+        expect(config.torch_dtype).toBe(dtype === 'BF16' ? 'bfloat16' : 'float32');
         expect([...weights.keys()].sort()).toEqual(['lm_head.weight', 'model.embed_tokens.weight', ...MODULES.map((m) => `${m}.weight`)].sort());
         for (const m of MODULES) {
           const w = weights.get(`${m}.weight`)!;

@@ -53,7 +53,10 @@ export function intWeightView(base: SafetensorsBaseModel, found: IntWeights): { 
   // A config that names the format over weights stored otherwise: left to the guard (plan/quantized-weights.ts), which names both.
   if (found.weights.length === 0) return undefined;
   const byKey = new Map(found.weights.map((w) => [w.key, w]));
-  const hidden = new Set(found.weights.flatMap((w) => w.parts));
+  const byFirstPart = new Map(found.weights.map((w) => [w.parts[0], w]));
+  // A static activation scheme's zero point (W8A8 static) means nothing to a float model; its
+  // `input_scale` goes with the runtime scales.
+  const hidden = new Set(found.weights.flatMap((w) => [...w.parts, `${w.key.slice(0, -'weight'.length)}input_zero_point`]));
   const weights = new Map<string, ScaledFp8Weight>();
   for (const w of found.weights) {
     weights.set(w.key, {
@@ -67,7 +70,7 @@ export function intWeightView(base: SafetensorsBaseModel, found: IntWeights): { 
       const key = shard.keyPrefix + entry.name;
       if (hidden.has(key)) {
         // The float weight takes the place of its first stored part in this shard.
-        const w = found.weights.find((x) => x.parts[0] === key);
+        const w = byFirstPart.get(key);
         if (w) tensors.push(viewTensor(w));
         continue;
       }
