@@ -17,11 +17,12 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { mergeFolders } from './helpers/cli.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { mergeSingleFile } from './helpers/single-file-merge.js';
 import { peftUpdates } from './helpers/lora-truth.js';
+import { hfModelFolder, readMergedFolder } from './helpers/hf-folder.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
 const rand = seededRandom(20261202);
@@ -324,6 +325,38 @@ describe.each(CASES)('$name', (c) => {
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/weights are written only dequantized .*merge with --dtype bf16 \(or f16, f32\)/);
     expect(existsSync(out)).toBe(false);
+  });
+});
+
+describe('a sharded GPTQ base (a weight\'s qweight and g_idx in different shards)', () => {
+  const c = gptq({ bits: 4, group: 32, descAct: true, sym: false, format: 'gptq' });
+  const stored = decodeSafetensors(c.files['model.safetensors'] as Uint8Array).tensors;
+  const tensors = [...stored].map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: Array.from(t.values) }));
+  const files = hfModelFolder(tensors, JSON.parse(c.files['config.json'] as string) as object, { shards: 3 });
+  const adapter = peftLora(c.rows, c.cols);
+  const updates = peftUpdates(adapter['adapter_config.json'] as string, adapter['adapter_model.safetensors'] as Uint8Array);
+
+  it('is merged to the same values, the index mapping only the float weights', async () => {
+    const input = (JSON.parse(files['model.safetensors.index.json'] as string) as { weight_map: Record<string, string> }).weight_map;
+    expect(MODULES.some((m) => input[`${m}.qweight`] !== input[`${m}.g_idx`])).toBe(true);
+    const prepared = await prepareMerge(memoryInputFileSet(files, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+    const output = createBlobOutputTarget();
+    try {
+      expect(prepared.plan.problems).toEqual([]);
+      await mergeModel({ prepared, output, backend: backends.cpu!, outDtype: 'bf16', slabBytes: 4096 });
+    } finally {
+      await prepared.close();
+    }
+    const merged = readMergedFolder(new Map(await Promise.all(output.files().map(async (f) => [f.path, new Uint8Array(await f.blob.arrayBuffer())] as const))));
+    const index = merged.json('model.safetensors.index.json') as { weight_map: Record<string, string> };
+    expect(Object.keys(index.weight_map).sort()).toEqual(['lm_head.weight', 'model.embed_tokens.weight', ...MODULES.map((m) => `${m}.weight`)].sort());
+    for (const m of MODULES) {
+      const w = Float64Array.from(c.real.get(m)!);
+      const d = updates.get(m);
+      if (d) for (let i = 0; i < w.length; i++) w[i] += WEIGHT * d.data[i];
+      const got = merged.tensors.get(`${m}.weight`)!.values;
+      expect(w.findIndex((x, i) => roundForDType(x, 'BF16') !== got[i]), m).toBe(-1);
+    }
   });
 });
 
