@@ -401,8 +401,11 @@ describe('what is not read is refused in one line, naming what, and nothing is w
   it('a GPTQ v1 zero point of 0 (stored as 2^bits − 1, which that format cannot hold) is refused naming the tensor', async () => {
     const tensors = decodeSafetensors(base.files['model.safetensors'] as Uint8Array).tensors;
     const rebuilt = [...tensors].map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: name === `${K}.qzeros` ? Array.from(t.values, (x, i) => (i === 0 ? x | 0xf : x)) : Array.from(t.values) }));
-    await expect(prepareMerge(memoryInputFileSet({ ...base.files, 'model.safetensors': buildSafetensors(rebuilt) }, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]))
-      .rejects.toThrow(/k_proj\.weight is not a GPTQ weight as it writes them \(.*k_proj\.qzeros stores 15 for group 0 of output 0: a zero point of 0/);
+    const { run, out, lines } = await mergeFolders(temp.make, { ...base.files, 'model.safetensors': buildSafetensors(rebuilt) }, adapter, ['--dtype', 'bf16']);
+    expect(run.code).not.toBe(0);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/k_proj\.weight is not a GPTQ weight as it writes them \(.*k_proj\.qzeros stores 15 for group 0 of output 0: a zero point of 0/);
+    expect(existsSync(out)).toBe(false);
   });
 
   it('F32 scales (whose products with the codes may not be exact in f32) are refused naming the tensor', async () => {

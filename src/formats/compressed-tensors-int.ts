@@ -76,20 +76,25 @@ function readScheme(baseName: string, qc: Record<string, unknown> | undefined): 
 }
 
 /** Which group of scales each input column uses: from g_idx, or by group size (the whole row for one scale per row). */
-async function columnGroups(base: SafetensorsBaseModel, stem: string, cols: number, groups: number, scheme: Scheme, why: (s: string) => Error): Promise<(c: number) => number> {
+function columnGroups(base: SafetensorsBaseModel, stem: string, cols: number, groups: number, scheme: Scheme, why: (s: string) => Error): () => Promise<Int32Array> {
   const gIdxKey = `${stem}.weight_g_idx`;
   const g = base.tensors.get(gIdxKey);
   if (g) {
     if (g.dtype !== 'I32' || g.shape.length !== 1 || g.shape[0] !== cols) throw why(`${gIdxKey} is ${g.dtype} [${g.shape.join(', ')}]; expected I32 (${cols})`);
-    const idx = int32s(await base.read(gIdxKey));
-    const bad = idx.findIndex((x) => x < 0 || x >= groups);
-    if (bad >= 0) throw why(`${gIdxKey}[${bad}] is ${idx[bad]}, outside its ${groups} groups`);
-    return (c) => idx[c];
+    // Read as the merge reaches the weight, once (a model's group indices together are large).
+    let idx: Promise<Int32Array> | undefined;
+    return () => (idx ??= base.read(gIdxKey).then((bytes) => {
+      const read = int32s(bytes);
+      const bad = read.findIndex((x) => x < 0 || x >= groups);
+      if (bad >= 0) throw why(`${gIdxKey}[${bad}] is ${read[bad]}, outside its ${groups} groups`);
+      return read;
+    }));
   }
-  if (groups === 1) return () => 0;
+  if (groups === 1) return async () => new Int32Array(cols);
   const size = [...scheme.groupSizes].find((s) => Math.ceil(cols / s) === groups);
   if (size === undefined) throw why(`${stem}.weight_scale has ${groups} scales per row for ${cols} inputs; config.json's group_size is ${[...scheme.groupSizes].join(' or ') || 'none'}`);
-  return (c) => Math.floor(c / size);
+  const plain = Int32Array.from({ length: cols }, (_, c) => Math.floor(c / size));
+  return async () => plain;
 }
 
 /** The scale table: (out, groups), or one scale for the tensor ((1,), () or (1, 1)) spread over its rows. */
@@ -133,7 +138,7 @@ async function packedWeight(base: SafetensorsBaseModel, stem: string, scheme: Sc
     throw why(`${packedKey} is ${packed.dtype} [${packed.shape.join(', ')}]; for ${shapeKey} (${rows}, ${cols}) and num_bits ${bits} expected I32 (${rows}, ${words})`);
   }
   const scales = scaleTable(base, `${stem}.weight_scale`, rows, why);
-  const groupOf = await columnGroups(base, stem, cols, scales.groups, scheme, why);
+  const groupIndex = columnGroups(base, stem, cols, scales.groups, scheme, why);
   const zeros = zeroPoints(base, zeroKey, rows, scales.groups, bits, true, why);
   const mask = 2 ** bits - 1;
   const offset = 2 ** (bits - 1);
@@ -144,10 +149,11 @@ async function packedWeight(base: SafetensorsBaseModel, stem: string, scheme: Sc
       const q = int32s(await base.readPart(packedKey, r0 * words * 4, (r1 - r0) * words * 4));
       const s = await scales.rows(r0, r1);
       const z = zeros ? await zeros(r0, r1) : undefined;
+      const groupOf = await groupIndex();
       const out = new Float32Array((r1 - r0) * cols);
       for (let r = 0; r < r1 - r0; r++) for (let c = 0; c < cols; c++) {
         const code = ((q[r * words + Math.floor(c / perWord)] >>> (bits * (c % perWord))) & mask) - offset;
-        const g = groupOf(c);
+        const g = groupOf[c];
         out[r * cols + c] = (code - (z ? z[r * scales.groups + g] : 0)) * s[r * scales.groups + g];
       }
       return out;

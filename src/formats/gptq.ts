@@ -9,7 +9,7 @@
  * W[o, i] = (q[i, o] − z[g(i), o]) × scale[g(i), o]. AutoGPTQ's format (`checkpoint_format`
  * "gptq", the default) stores each zero point minus one, so z = stored + 1; GPTQModel's
  * "gptq_v2" stores z itself. A v1 stored value of 2^bits − 1 stands for a zero point of 0, which v1
- * cannot store without overflowing into its neighbour, and is refused. 3-bit packing (which
+ * cannot store without overflowing into its neighbour, is refused when the merge reaches it. 3-bit packing (which
  * straddles words) and repacked layouts (marlin, bitblas, …) are refused by name.
  */
 import { decodeToF32 } from '../dtype.js';
@@ -31,12 +31,12 @@ export async function gptqWeights(base: SafetensorsBaseModel, config: ModelConfi
   const whole = wholeTensorCache(base);
   const weights: IntWeight[] = [];
   for (const key of base.tensors.keys()) {
-    if (key.endsWith('.qweight')) weights.push(await gptqWeight(base, key.slice(0, -'.qweight'.length), bits, groupSize, v1, whole));
+    if (key.endsWith('.qweight')) weights.push(gptqWeight(base, key.slice(0, -'.qweight'.length), bits, groupSize, v1, whole));
   }
   return { kind: 'gptq', weights, quantizationFiles: ['quantize_config.json'] };
 }
 
-async function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, groupSize: number, v1: boolean, whole: (key: string) => Promise<Uint8Array>): Promise<IntWeight> {
+function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, groupSize: number, v1: boolean, whole: (key: string) => Promise<Uint8Array>): IntWeight {
   const key = `${stem}.weight`;
   const [qweightKey, qzerosKey, scalesKey, gIdxKey] = ['qweight', 'qzeros', 'scales', 'g_idx'].map((s) => `${stem}.${s}`);
   const why = (s: string) => notAsWritten(base.name, key, 'GPTQ', s);
@@ -55,38 +55,46 @@ async function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number
   if (qzeros.dtype !== 'I32' || qzeros.shape.length !== 2 || qzeros.shape[0] !== groups || qzeros.shape[1] !== zeroWords) {
     throw why(`${qzerosKey} is ${qzeros.dtype} [${qzeros.shape.join(', ')}]; expected I32 (${groups}, ${zeroWords})`);
   }
-  let groupOf: Int32Array;
   const g = base.tensors.get(gIdxKey);
+  const size = groupSize === -1 ? cols : groupSize;
   if (g) {
     if (g.dtype !== 'I32' || g.shape.length !== 1 || g.shape[0] !== cols) throw why(`${gIdxKey} is ${g.dtype} [${g.shape.join(', ')}]; expected I32 (${cols})`);
-    groupOf = int32s(await base.read(gIdxKey));
-    const bad = groupOf.findIndex((x) => x < 0 || x >= groups);
-    if (bad >= 0) throw why(`${gIdxKey}[${bad}] is ${groupOf[bad]}, outside its ${groups} groups`);
-  } else {
-    const size = groupSize === -1 ? cols : groupSize;
-    if (Math.ceil(cols / size) !== groups) throw why(`${scalesKey} has ${groups} groups for ${cols} inputs in groups of ${size}`);
-    groupOf = Int32Array.from({ length: cols }, (_, i) => Math.floor(i / size));
+  } else if (Math.ceil(cols / size) !== groups) {
+    throw why(`${scalesKey} has ${groups} groups for ${cols} inputs in groups of ${size}`);
   }
   const mask = 2 ** bits - 1;
-  // The zero points, unpacked (groups × out): small, read once.
-  const packedZeros = int32s(await base.read(qzerosKey));
-  const zeros = new Int32Array(groups * rows);
-  for (let gi = 0; gi < groups; gi++) for (let o = 0; o < rows; o++) {
-    const stored = (packedZeros[gi * zeroWords + Math.floor(o / perWord)] >>> (bits * (o % perWord))) & mask;
-    if (v1 && stored === mask) throw why(`${qzerosKey} stores ${mask} for group ${gi} of output ${o}: a zero point of 0, which AutoGPTQ's format ("zero point minus one") cannot hold`);
-    zeros[gi * rows + o] = v1 ? stored + 1 : stored;
-  }
+  // Read as the merge reaches the weight (a model's zero points and group indices together are large).
+  const groupIndex = async (): Promise<Int32Array> => {
+    if (!g) return Int32Array.from({ length: cols }, (_, i) => Math.floor(i / size));
+    const idx = int32s(await whole(gIdxKey));
+    const bad = idx.findIndex((x) => x < 0 || x >= groups);
+    if (bad >= 0) throw why(`${gIdxKey}[${bad}] is ${idx[bad]}, outside its ${groups} groups`);
+    return idx;
+  };
+  /** The zero points of outputs [r0, r1), (r1 − r0) × groups. */
+  const zerosOf = async (r0: number, r1: number): Promise<Int32Array> => {
+    const packed = int32s(await whole(qzerosKey));
+    const zeros = new Int32Array((r1 - r0) * groups);
+    for (let o = r0; o < r1; o++) for (let gi = 0; gi < groups; gi++) {
+      const stored = (packed[gi * zeroWords + Math.floor(o / perWord)] >>> (bits * (o % perWord))) & mask;
+      if (v1 && stored === mask) throw why(`${qzerosKey} stores ${mask} for group ${gi} of output ${o}: a zero point of 0, which AutoGPTQ's format ("zero point minus one") cannot hold`);
+      zeros[(o - r0) * groups + gi] = v1 ? stored + 1 : stored;
+    }
+    return zeros;
+  };
   return {
     key, rows, cols, scaleKey: scalesKey,
     parts: [qweightKey, qzerosKey, scalesKey, ...(g ? [gIdxKey] : [])],
     async decodeRows(r0, r1) {
       const q = int32s(await whole(qweightKey));
       const s = checkedScales(base.name, scalesKey, decodeToF32(await whole(scalesKey), dtype), 0);
+      const groupOf = await groupIndex();
+      const zeros = await zerosOf(r0, r1);
       const out = new Float32Array((r1 - r0) * cols);
       for (let o = r0; o < r1; o++) for (let i = 0; i < cols; i++) {
         const code = (q[Math.floor(i / perWord) * rows + o] >>> (bits * (i % perWord))) & mask;
         const gi = groupOf[i];
-        out[(o - r0) * cols + i] = (code - zeros[gi * rows + o]) * s[gi * rows + o];
+        out[(o - r0) * cols + i] = (code - zeros[(o - r0) * groups + gi]) * s[gi * rows + o];
       }
       return out;
     },
