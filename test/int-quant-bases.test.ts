@@ -135,7 +135,8 @@ function compressedTensorsPacked(s: PackedScheme): IntCase {
   };
 }
 
-function compressedTensorsInt8(): IntCase {
+/** W8A8: per output channel and symmetric, or (`tensor`) one scale and one zero point per tensor. */
+function compressedTensorsInt8(strategy: 'channel' | 'tensor' = 'channel'): IntCase {
   const cols = 203;
   const rows: Record<string, number> = { [Q]: 37, [K]: 21, [V]: 21 };
   const tensors = plainTensors(cols);
@@ -143,10 +144,12 @@ function compressedTensorsInt8(): IntCase {
   for (const m of MODULES) {
     const n = rows[m];
     const q = Array.from({ length: n * cols }, () => randomInt(-128, 127));
-    const scale = Array.from({ length: n }, () => randomScale('BF16'));
-    real.set(m, Float64Array.from(q, (x, i) => x * scale[Math.floor(i / cols)]));
+    const scale = Array.from({ length: strategy === 'channel' ? n : 1 }, () => randomScale('BF16'));
+    const zero = strategy === 'tensor' ? randomInt(-20, 20) : 0;
+    real.set(m, Float64Array.from(q, (x, i) => (x - zero) * scale[strategy === 'channel' ? Math.floor(i / cols) : 0]));
     tensors.push({ name: `${m}.weight`, dtype: 'I8', shape: [n, cols], data: q });
-    tensors.push({ name: `${m}.weight_scale`, dtype: 'BF16', shape: [n, 1], data: scale });
+    tensors.push({ name: `${m}.weight_scale`, dtype: 'BF16', shape: strategy === 'channel' ? [n, 1] : [1], data: scale });
+    if (strategy === 'tensor') tensors.push({ name: `${m}.weight_zero_point`, dtype: 'I8', shape: [1], data: [zero] });
     // Static asymmetric activations: a scale and a zero point per tensor, for the runtime only.
     tensors.push({ name: `${m}.input_scale`, dtype: 'BF16', shape: [1], data: [roundForDType(0.0213, 'BF16')] });
     tensors.push({ name: `${m}.input_zero_point`, dtype: 'I8', shape: [1], data: [-3] });
@@ -156,13 +159,13 @@ function compressedTensorsInt8(): IntCase {
     config_groups: {
       group_0: {
         input_activations: { ...int8, strategy: 'tensor', symmetric: false }, output_activations: null, targets: ['Linear'],
-        weights: { ...int8, strategy: 'channel' },
+        weights: { ...int8, strategy, symmetric: strategy === 'channel' },
       },
     },
     format: 'int-quantized', global_compression_ratio: 1.46, ignore: ['lm_head'], kv_cache_scheme: null, quant_method: 'compressed-tensors', quantization_status: 'compressed',
   };
   return {
-    name: 'compressed-tensors int-quantized W8A8 channel, static activations', files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(cols, quantization) },
+    name: `compressed-tensors int-quantized W8A8 ${strategy === 'channel' ? 'channel symmetric' : 'tensor asymmetric'}, static activations`, files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(cols, quantization) },
     rows, cols, real, note: /3 compressed-tensors int weights/,
   };
 }
@@ -277,6 +280,7 @@ const CASES: IntCase[] = [
   compressedTensorsPacked({ bits: 4, strategy: 'group', group: 32, symmetric: true, actorder: 'group' }),
   compressedTensorsPacked({ bits: 8, strategy: 'channel', symmetric: false }),
   compressedTensorsInt8(),
+  compressedTensorsInt8('tensor'),
   gptq({ bits: 4, group: 32, descAct: false, sym: true, format: 'gptq' }),
   gptq({ bits: 4, group: 64, descAct: true, sym: false, format: 'gptq' }),
   gptq({ bits: 8, group: 32, descAct: true, sym: false, format: 'gptq_v2' }),

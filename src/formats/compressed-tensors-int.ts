@@ -200,6 +200,13 @@ function zeroPoints(base: SafetensorsBaseModel, key: string, rows: number, group
   const z = base.tensors.get(key);
   if (!z) return undefined;
   const perWord = Math.floor(32 / bits);
+  if (z.dtype === 'I8' && product(z.shape) === 1 && groups === 1) {
+    // A tensor scheme's one zero point, spread over the rows.
+    return async (r0: number, r1: number): Promise<Int32Array> => {
+      const bytes = await base.read(key);
+      return new Int32Array(r1 - r0).fill(new Int8Array(bytes.buffer, bytes.byteOffset, 1)[0]);
+    };
+  }
   if (z.dtype === 'I8' && (product(z.shape) === rows * groups) && (z.shape.length === 2 ? z.shape[0] === rows : groups === 1)) {
     return async (r0: number, r1: number): Promise<Int32Array> => {
       const bytes = await base.readPart(key, r0 * groups, (r1 - r0) * groups);
