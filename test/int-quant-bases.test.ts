@@ -318,17 +318,19 @@ describe.each(CASES)('$name', (c) => {
     });
   }
 
-  it('the plan says how it is merged; without --dtype the CLI refuses in one line and writes nothing', async () => {
+  it('the plan says how it is merged; without --dtype (or with an fp8 one) the CLI refuses in one line and writes nothing', async () => {
     const prepared = await prepareMerge(memoryInputFileSet(c.files, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
     await prepared.close();
     expect(prepared.plan.problems).toEqual([]);
     expect(prepared.plan.notes.join('\n')).toMatch(c.note);
     expect(prepared.plan.notes.join('\n')).toMatch(/written dequantized, with --dtype bf16 \(or f16, f32\) only/);
-    const { run, out, lines } = await mergeFolders(temp.make, c.files, adapter);
-    expect(run.code).not.toBe(0);
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/weights are written only dequantized .*merge with --dtype bf16 \(or f16, f32\)/);
-    expect(existsSync(out)).toBe(false);
+    for (const extra of [[], ['--dtype', 'f8_e5m2']]) {
+      const { run, out, lines } = await mergeFolders(temp.make, c.files, adapter, extra);
+      expect(run.code, extra.join(' ')).not.toBe(0);
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/weights are written only dequantized .*merge with --dtype bf16 \(or f16, f32\)/);
+      expect(existsSync(out)).toBe(false);
+    }
   });
 });
 
