@@ -172,7 +172,7 @@ function compressedTensorsInt8(strategy: 'channel' | 'tensor' = 'channel'): IntC
 
 // --- GPTQ ----------------------------------------------------------------------------------------
 
-interface GptqScheme { bits: 4 | 8; group: number; descAct: boolean; sym: boolean; format: 'gptq' | 'gptq_v2' }
+interface GptqScheme { bits: 2 | 4 | 8; group: number; descAct: boolean; sym: boolean; format: 'gptq' | 'gptq_v2' }
 
 function gptq(s: GptqScheme): IntCase {
   const cols = 224; // inputs: 7 groups of 32, or 4 of 64 with a ragged last one
@@ -284,6 +284,7 @@ const CASES: IntCase[] = [
   gptq({ bits: 4, group: 32, descAct: false, sym: true, format: 'gptq' }),
   gptq({ bits: 4, group: 64, descAct: true, sym: false, format: 'gptq' }),
   gptq({ bits: 8, group: 32, descAct: true, sym: false, format: 'gptq_v2' }),
+  gptq({ bits: 2, group: 64, descAct: false, sym: false, format: 'gptq_v2' }),
   awq(32),
 ];
 
