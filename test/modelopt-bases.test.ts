@@ -16,9 +16,10 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { mergeFolders } from './helpers/cli.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { mergeSingleFile } from './helpers/single-file-merge.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { e2m1Value, e4m3Value, modelOptRequantize } from './helpers/e4m3-by-hand.js';
 
@@ -70,22 +71,8 @@ function addLora(w: Float64Array, rows: number, cols: number, lora: Map<string, 
 
 const backends = mergeBackends({ cpu: 'default' });
 
-async function merge(base: Record<string, Uint8Array | string>, adapter: Record<string, Uint8Array | string>, backend: MergeBackend, outDtype?: string) {
-  const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
-  const output = createBlobOutputTarget();
-  try {
-    expect(prepared.plan.problems).toEqual([]);
-    await mergeModel({ prepared, output, backend, outDtype, slabBytes: 4096 });
-  } finally {
-    await prepared.close();
-  }
-  const files = new Map(await Promise.all(output.files().map(async (f) => [f.path, new Uint8Array(await f.blob.arrayBuffer())] as const)));
-  return {
-    paths: [...files.keys()].sort(),
-    weights: decodeSafetensors(files.get('model.safetensors')!).tensors,
-    config: JSON.parse(new TextDecoder().decode(files.get('config.json')!)) as Record<string, unknown>,
-  };
-}
+const merge = (base: Record<string, Uint8Array | string>, adapter: Record<string, Uint8Array | string>, backend: MergeBackend, outDtype?: string) =>
+  mergeSingleFile(base, adapter, backend, WEIGHT, outDtype);
 
 const temp = tempDirs();
 afterAll(temp.removeAll);

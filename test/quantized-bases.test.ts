@@ -1,9 +1,9 @@
 /**
  * Bases whose weights are quantized codes beside scale tensors that the merge does not read, as the
  * Hub ships them: ModelOpt FP8 per block, weight-only (`quant_algo: "FP8_PB_WO"`: `weight_scale`
- * per 128 × 128 block), compressed-tensors int8 W8A8 (RedHat: I8 codes, `weight_scale` per output
- * channel). Block-wise fp8, compressed-tensors FP8 (scaled-fp8-bases.test.ts), ModelOpt FP8 per
- * tensor and ModelOpt NVFP4 (modelopt-bases.test.ts) are merged. Adding ΔW to the codes as if they were weights would write a wrong model
+ * per 128 × 128 block). Block-wise fp8, compressed-tensors FP8 (scaled-fp8-bases.test.ts), ModelOpt
+ * FP8 per tensor and ModelOpt NVFP4 (modelopt-bases.test.ts), compressed-tensors int, GPTQ and AWQ
+ * (int-quant-bases.test.ts) are merged. Adding ΔW to the codes as if they were weights would write a wrong model
  * without a word, so each is refused by name until it is read as what it is; the CLI leaves nothing
  * at the output path.
  */
@@ -44,16 +44,6 @@ const CASES: QuantizedCase[] = [
     ],
     quantization: { quant_method: 'modelopt', quant_algo: 'FP8_PB_WO', kv_cache_quant_algo: null },
     scale: `${q}.weight_scale`, method: 'modelopt',
-  },
-  {
-    name: 'compressed-tensors int8 W8A8 (RedHat Llama-3.1-8B-Instruct-quantized.w8a8)',
-    tensors: [
-      { name: `${q}.weight`, dtype: 'I8', shape: [d, d], data: Array.from({ length: d * d }, (_, i) => (i % 255) - 127) },
-      { name: `${q}.weight_scale`, dtype: 'BF16', shape: [d, 1], data: randomValues(d, rand, 0.01) },
-      norm,
-    ],
-    quantization: { quant_method: 'compressed-tensors', format: 'int-quantized', config_groups: { group_0: { targets: ['Linear'], weights: { num_bits: 8, type: 'int', strategy: 'channel', symmetric: true } } } },
-    scale: `${q}.weight_scale`, method: 'compressed-tensors',
   },
 ];
 

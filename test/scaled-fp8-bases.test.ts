@@ -506,7 +506,7 @@ describe('what stays refused, by name', () => {
     expect(readdirSync(dequantized.out).sort()).toEqual(['config.json', 'model.safetensors']);
   });
 
-  it('compressed-tensors int8 (W8A8) stays refused: its weights are not fp8', async () => {
+  it('a compressed-tensors int (W8A8) config over fp8 codes stays refused, naming the scale and the method', async () => {
     const base = baseFolder('channel');
     const cfg = config('channel') as { quantization_config: { config_groups: { group_0: { weights: Record<string, unknown> } }; format: string } };
     cfg.quantization_config.format = 'int-quantized';

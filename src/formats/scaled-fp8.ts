@@ -15,7 +15,8 @@
  * - ComfyUI's per-layer quantization (Comfy-Org's "fp8mixed" files): `<m>.comfy_quant`
  *   `{"format": "float8_e4m3fn"}` beside the weight and a scalar `<m>.weight_scale`
  *   (comfy-quant.ts).
- * ModelOpt NVFP4 weights reach this shape through a view (modelopt-nvfp4.ts).
+ * ModelOpt NVFP4 weights reach this shape through a view (modelopt-nvfp4.ts), and so do integer
+ * weights (GPTQ, AWQ, compressed-tensors int: int-weights.ts) with one scale of 1 per tensor.
  * Each scale is one block of a grid over the weight (a channel: 1 × in; a tensor: out × in), so the
  * merge and the re-quantization need to know only the grid. What is read here is what the merge
  * can write back (scaled-fp8-output.ts); a weight with a scale sibling not read here stays refused
@@ -47,7 +48,7 @@ import { product } from '../integers.js';
  *   scale="recalculate"): s = f32(amax) / 448 in f32, stored as the
  *   `weight_scale`, and code = e4m3(clamp(W · f32(1 / s), ±448)) (a product by the reciprocal,
  *   as comfy_kitchen's quantize_per_tensor_fp8 computes it).
- * - `dequantize-only`: weights written only dequantized (ModelOpt NVFP4).
+ * - `dequantize-only`: weights written only dequantized (ModelOpt NVFP4, integer weights).
  */
 export type ScaleRule = 'keep' | 'reciprocal' | 'divide' | 'modelopt' | 'comfy' | 'dequantize-only';
 
@@ -55,13 +56,14 @@ export type ScaleRule = 'keep' | 'reciprocal' | 'divide' | 'modelopt' | 'comfy' 
 export const SCALED_FP8_KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string>> = {
   'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'modelopt-fp8': 'ModelOpt FP8',
   'modelopt-nvfp4': 'ModelOpt NVFP4', 'comfy-scaled-fp8': 'scaled fp8', 'comfy-quant-fp8': 'ComfyUI fp8 (comfy_quant)',
+  'compressed-tensors-int': 'compressed-tensors int', gptq: 'GPTQ', awq: 'AWQ',
 };
 
 /** One weight stored as fp8 codes times a grid of scales. */
 export interface ScaledFp8Weight {
   weightKey: string;
-  /** The codes' dtype (e4m3fn, or e5m2 in a scaled fp8 file; bf16 for NVFP4 codes times their block scales). */
-  codeDtype: 'F8_E4M3' | 'F8_E5M2' | 'BF16';
+  /** The codes' dtype (e4m3fn, or e5m2 in a scaled fp8 file; bf16 for NVFP4 codes times their block scales; f32 for integer weights' (q − zero) × scale). */
+  codeDtype: 'F8_E4M3' | 'F8_E5M2' | 'BF16' | 'F32';
   scaleKey: string;
   scaleDtype: Extract<FloatDType, 'F32' | 'BF16' | 'F16'>;
   /** The weight as rows × cols (a conv's kernel dims folded into cols). */
@@ -84,7 +86,8 @@ export interface ScaledFp8Weight {
 
 /** A base whose quantized weights are all read here. */
 export interface ScaledFp8Base {
-  kind: 'block-fp8' | 'compressed-tensors-fp8' | 'modelopt-fp8' | 'modelopt-nvfp4' | 'comfy-scaled-fp8' | 'comfy-quant-fp8';
+  kind: 'block-fp8' | 'compressed-tensors-fp8' | 'modelopt-fp8' | 'modelopt-nvfp4' | 'comfy-scaled-fp8' | 'comfy-quant-fp8'
+    | 'compressed-tensors-int' | 'gptq' | 'awq';
   rule: ScaleRule;
   /** The dtype the quantizer reads W in (the `modelopt` rule): the model's torch_dtype. */
   quantizerDtype?: 'F32' | 'F16' | 'BF16';

@@ -18,7 +18,7 @@ import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 import { quantizedWeightProblems } from '../plan/quantized-weights.js';
 import { findScaledFp8, type ScaledFp8Base } from '../formats/scaled-fp8.js';
 import { readModelOptQuantization } from '../formats/modelopt-config.js';
-import { nvfp4BaseModel } from '../formats/modelopt-nvfp4.js';
+import { quantizedBaseView } from '../formats/quantized-views.js';
 import { scaledFp8Note } from './scaled-fp8-output.js';
 
 /** One adapter for {@link prepareMerge}: its files and the weight it is merged at. */
@@ -80,12 +80,13 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     }
     // A bitsandbytes base is merged as the float model it stands for (formats/bnb/).
     const dequantized: DequantizedBase | undefined = isSafetensorsModel(opened) ? await dequantizedBaseModel(opened, config) : undefined;
-    // ModelOpt (hf_quant_config.json or quant_method "modelopt"); NVFP4 weights are seen as code × block scale (formats/modelopt-nvfp4.ts).
+    // ModelOpt (hf_quant_config.json or quant_method "modelopt").
     const modelopt = isSafetensorsModel(opened) ? await readModelOptQuantization(baseFiles, config) : undefined;
-    const nvfp4 = (modelopt?.algo === 'NVFP4' || modelopt?.algo === 'W4A16_NVFP4') && isSafetensorsModel(opened) ? await nvfp4BaseModel(opened, modelopt) : undefined;
-    const tie = resolveTiedEmbeddings(dequantized?.base ?? nvfp4?.base ?? opened, config, adapters, architectures);
+    // Formats written only dequantized (ModelOpt NVFP4, integer GPTQ / AWQ / compressed-tensors) are seen through a view of real values (formats/quantized-views.ts).
+    const viewed = isSafetensorsModel(opened) ? await quantizedBaseView(opened, config, modelopt) : undefined;
+    const tie = resolveTiedEmbeddings(dequantized?.base ?? viewed?.base ?? opened, config, adapters, architectures);
     const base = tie.base;
-    const scaledFp8 = nvfp4?.scaled ?? await findScaledFp8(opened, config, modelopt);
+    const scaledFp8 = viewed?.scaled ?? await findScaledFp8(opened, config, modelopt);
     const plan = buildMergePlan(planIndex(base, architectures, scaledFp8), tie.adapters);
     plan.warnings.unshift(...base.warnings);
     plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));

@@ -35,6 +35,14 @@ import { swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import { lcm } from '../integers.js';
 
+/** Kinds written only dequantized: what the note calls them, their real value, the format not written again. */
+const DEQUANTIZED_ONLY: Partial<Record<ScaledFp8Base['kind'], { what: string; real: string; format: string }>> = {
+  'modelopt-nvfp4': { what: 'ModelOpt NVFP4 weights (weight_scale per 16 inputs, weight_scale_2)', real: 'code × block scale × weight_scale_2', format: 'NVFP4 as ModelOpt does' },
+  'compressed-tensors-int': { what: 'compressed-tensors int weights (weight_packed or int8 weight, weight_scale, weight_zero_point)', real: '(q − zero point) × weight_scale', format: 'compressed-tensors int' },
+  gptq: { what: 'GPTQ weights (qweight, qzeros, scales, g_idx)', real: '(q − zero point) × scale of the input\'s group', format: 'GPTQ' },
+  awq: { what: 'AWQ GEMM weights (qweight, qzeros, scales)', real: '(q − zero point) × scale of the input\'s group', format: 'AWQ' },
+};
+
 /** The plan's note on such a base. */
 export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   if (scaled.rule === 'keep') return undefined; // merged in place, as before (see ScaleRule)
@@ -42,14 +50,15 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   const what = scaled.kind === 'block-fp8'
     ? `${n} block-wise fp8 weights (weight_scale_inv)`
     : scaled.kind === 'modelopt-fp8' ? `${n} ModelOpt FP8 weights (weight_scale per tensor)`
-      : scaled.kind === 'modelopt-nvfp4' ? `${n} ModelOpt NVFP4 weights (weight_scale per 16 inputs, weight_scale_2)`
+      : DEQUANTIZED_ONLY[scaled.kind] ? `${n} ${DEQUANTIZED_ONLY[scaled.kind]!.what}`
         : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI ${comfyFormats(scaled)} weights (comfy_quant, weight_scale per tensor${[...scaled.weights.values()].some((w) => w.scaleLayout === 'mxfp8') ? ' or per 32 inputs' : ''})`
           : scaled.kind === 'comfy-scaled-fp8' ? `${n} scaled fp8 weights (float8_e4m3fn, scale_weight per tensor)`
           : `${n} compressed-tensors fp8 weights (weight_scale)`;
   const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale') && !k.endsWith('.comfy_quant'));
   const kv = runtime.length === 0 ? '' : `; --dtype also leaves out its ${runtime.length} KV-cache scale tensors (such as ${runtime[0]}), which only a quantized runtime reads and whose calibration the merged weights outdate`;
   if (scaled.rule === 'dequantize-only') {
-    return `the base holds ${what}: adapters are merged into their real values (code × block scale × weight_scale_2) and every weight is written dequantized, with --dtype bf16 (or f16, f32) only: re-quantizing to NVFP4 is not supported${kv}`;
+    const d = DEQUANTIZED_ONLY[scaled.kind]!;
+    return `the base holds ${what}: adapters are merged into their real values (${d.real}) and every weight is written dequantized, with --dtype bf16 (or f16, f32) only: re-quantizing to ${d.format} is not supported; config.json drops quantization_config${kv}`;
   }
   if (scaled.kind === 'comfy-quant-fp8') {
     const unread = scaled.unread.length ? `; ${scaled.unread.length} weights in other comfy_quant formats (such as ${scaled.unread[0]}) are copied as they are and cannot be merged` : '';
@@ -127,11 +136,11 @@ export function scaledFp8Output(
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${first}" cannot be ${requested === 'F8_E4M3' || requested === 'F8_E5M2' ? 'converted' : 'dequantized'}: ${why}${more}; leave out --dtype`);
   }
   if (scaled.weights.size === 0) return undefined;
+  if (scaled.rule === 'dequantize-only' && (requested === undefined || requested === 'F8_E4M3' || requested === 'F8_E5M2')) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: its ${kind} weights are written only dequantized (re-quantizing them to ${DEQUANTIZED_ONLY[scaled.kind]?.format ?? kind} is not supported); merge with --dtype bf16 (or f16, f32)`);
+  }
   if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are fp8 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
   const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
-  if (scaled.rule === 'dequantize-only' && !dequantizeTo) {
-    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: its ${kind} weights are written only dequantized (re-quantizing them to NVFP4 as ModelOpt does is not supported); merge with --dtype bf16 (or f16, f32)`);
-  }
   const merged = [...scaled.weights.values()].filter((w) => updated.has(w.weightKey));
   if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
   if (dequantizeTo) {

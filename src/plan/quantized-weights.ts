@@ -8,7 +8,8 @@
  * Comfy-Org's scaled fp8 (`scale_weight` + `scaled_fp8` marker; its e5m2 files are merged in
  * place by the plan), ComfyUI's comfy_quant float8_e4m3fn and float8_e5m2 layers (other
  * comfy_quant formats are refused by name), block-wise fp8, compressed-tensors FP8, ModelOpt FP8
- * (per tensor) and ModelOpt NVFP4 (through modelopt-nvfp4.ts's view) weights that
+ * (per tensor), ModelOpt NVFP4 and integer GPTQ / AWQ / compressed-tensors (through the views
+ * of formats/quantized-views.ts) weights that
  * formats/scaled-fp8.ts reads are merged in real values, by additive updates only: maps of W
  * (DoRA, OFT, IA³, GLoRA's W·P·Q), replacements and row sets on them stay problems.
  */

@@ -1,0 +1,141 @@
+/**
+ * Integer weight-only quantized LLM checkpoints (compressed-tensors int, GPTQ, AWQ), seen as the
+ * float model they stand for: each quantized linear weight is one F32 tensor (out, in) of
+ * (q − zero) × scale. With |q − zero| < 2⁸ and an f16 or bf16 scale (at most 11 significant bits)
+ * the product has at most 19 significant bits, so it is exact in f32; the merge then sees a weight
+ * with one scale of 1 (the `dequantize-only` rule of formats/scaled-fp8.ts), adds ΔW in real values
+ * and rounds once to the --dtype asked for. The stored codes, scales, zero points, group indices
+ * and shapes are no longer tensors of the view. Each format reads its own tensors into
+ * {@link IntWeight}s (compressed-tensors-int.ts, gptq.ts, awq.ts).
+ */
+import { MergeError } from '../errors.js';
+import type { SafetensorsBaseModel } from './base-model.js';
+import { baseModelView, type ViewTensor } from './base-model-view.js';
+import type { ModelConfig } from './model-config.js';
+import { runtimeScales, type ScaledFp8Base, type ScaledFp8Weight } from './scaled-fp8.js';
+
+/** One quantized weight as the format reads it. */
+export interface IntWeight {
+  /** `<m>.weight`: the float tensor it stands for. */
+  key: string;
+  rows: number;
+  cols: number;
+  /** The stored tensor that holds its scales (named in messages). */
+  scaleKey: string;
+  /** Stored tensors it replaces: left out of the view. */
+  parts: readonly string[];
+  /** (q − zero) × scale for rows [r0, r1), row-major, each exact in f32. */
+  decodeRows(r0: number, r1: number): Promise<Float32Array>;
+}
+
+/** What a format's reader returns: its weights, and the files and tensors meaningful only while quantized. */
+export interface IntWeights {
+  kind: Extract<ScaledFp8Base['kind'], 'compressed-tensors-int' | 'gptq' | 'awq'>;
+  weights: readonly IntWeight[];
+  /** Files of the folder that describe the quantization alone (AutoGPTQ's quantize_config.json): left out of the dequantized model. */
+  quantizationFiles?: readonly string[];
+}
+
+/** config.json's `quantization_config` as an object, or undefined. */
+export function quantizationRecord(config: ModelConfig | undefined): Record<string, unknown> | undefined {
+  const q = config?.raw.quantization_config;
+  return typeof q === 'object' && q !== null && !Array.isArray(q) ? (q as Record<string, unknown>) : undefined;
+}
+
+/** A scale tensor's dtype, which must be f16 or bf16 for (q − zero) × scale to be exact in f32. */
+export function scaleDtype(baseName: string, key: string, dtype: string): 'F16' | 'BF16' {
+  if (dtype === 'F16' || dtype === 'BF16') return dtype;
+  throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: tensor "${key}" holds ${dtype} scales; only F16 and BF16 scales (as the quantizers write them) are read, whose products with the integer codes are exact`);
+}
+
+/** The view of `base` with every weight of `found` dequantized, as a scaled base written only dequantized. */
+export function intWeightView(base: SafetensorsBaseModel, found: IntWeights): { base: SafetensorsBaseModel; scaled: ScaledFp8Base } | undefined {
+  // A config that names the format over weights stored otherwise: left to the guard (plan/quantized-weights.ts), which names both.
+  if (found.weights.length === 0) return undefined;
+  const byKey = new Map(found.weights.map((w) => [w.key, w]));
+  const byFirstPart = new Map(found.weights.map((w) => [w.parts[0], w]));
+  // A static activation scheme's zero point (W8A8 static) means nothing to a float model; its
+  // `input_scale` goes with the runtime scales.
+  const hidden = new Set(found.weights.flatMap((w) => [...w.parts, `${w.key.slice(0, -'weight'.length)}input_zero_point`]));
+  const weights = new Map<string, ScaledFp8Weight>();
+  for (const w of found.weights) {
+    weights.set(w.key, {
+      weightKey: w.key, codeDtype: 'F32', scaleKey: w.scaleKey, scaleDtype: 'F32', rows: w.rows, cols: w.cols,
+      blockRows: w.rows, blockCols: w.cols, scales: Float64Array.of(1),
+    });
+  }
+  const view = baseModelView(base, base.shards.map((shard) => {
+    const tensors: (string | ViewTensor)[] = [];
+    for (const entry of shard.tensors) {
+      const key = shard.keyPrefix + entry.name;
+      if (hidden.has(key)) {
+        // The float weight takes the place of its first stored part in this shard.
+        const w = byFirstPart.get(key);
+        if (w) tensors.push(viewTensor(w));
+        continue;
+      }
+      if (byKey.has(key)) continue; // an int8 `weight` is one of its own parts
+      tensors.push(key);
+    }
+    return { path: shard.path, tensors };
+  }));
+  const files = (found.quantizationFiles ?? []).filter((f) => base.otherFiles.includes(f));
+  return {
+    base: view,
+    scaled: { kind: found.kind, rule: 'dequantize-only', weights, unread: [], quantizationOnly: runtimeScales(base), ...(files.length ? { quantizationFiles: files } : {}) },
+  };
+}
+
+function viewTensor(w: IntWeight): ViewTensor {
+  const rowBytes = w.cols * 4;
+  return {
+    name: w.key, dtype: 'F32', shape: [w.rows, w.cols], byteLength: w.rows * rowBytes,
+    async readPart(start, length) {
+      const r0 = Math.floor(start / rowBytes);
+      const r1 = Math.ceil((start + length) / rowBytes);
+      const values = await w.decodeRows(r0, r1);
+      const offset = start - r0 * rowBytes;
+      return new Uint8Array(values.buffer, values.byteOffset + offset, length);
+    },
+  };
+}
+
+/** Little-endian int32s of `bytes`. */
+export function int32s(bytes: Uint8Array): Int32Array {
+  return new Int32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+}
+
+/** A scale table's values, checked finite and not negative; `first` is its first element's index in the tensor. */
+export function checkedScales(baseName: string, key: string, values: Float32Array, first: number): Float32Array {
+  const bad = values.findIndex((s) => !Number.isFinite(s) || s < 0);
+  if (bad >= 0) throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: tensor "${key}" holds the scale ${values[bad]} (element ${first + bad}); scales must be finite and not negative`);
+  return values;
+}
+
+/** The refusal of a weight whose tensors are not what the format writes. */
+export function notAsWritten(baseName: string, key: string, format: string, why: string): MergeError {
+  return new MergeError('UNSUPPORTED_FORMAT', `${baseName}: ${key} is not a ${format} weight as it writes them (${why})`);
+}
+
+/** The refusal of a config the reader does not match exactly. */
+export function configRefusal(baseName: string, format: string, why: string): MergeError {
+  return new MergeError('UNSUPPORTED_FORMAT', `${baseName}: config.json quantization_config (${format}): ${why}; merging into such a base is not supported: use the unquantized model`);
+}
+
+/**
+ * The whole stored bytes of a few tensors, kept for the last weights read: GPTQ and AWQ store a
+ * weight transposed, so a slab of output rows needs every stored row, and the merge reads one
+ * weight's slabs in turn.
+ */
+export function wholeTensorCache(base: SafetensorsBaseModel, keep = 8): (key: string) => Promise<Uint8Array> {
+  const cache = new Map<string, Promise<Uint8Array>>();
+  return (key) => {
+    let bytes = cache.get(key);
+    if (!bytes) {
+      bytes = base.read(key);
+      cache.set(key, bytes);
+      if (cache.size > keep) cache.delete(cache.keys().next().value!);
+    }
+    return bytes;
+  };
+}

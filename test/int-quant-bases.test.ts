@@ -1,0 +1,424 @@
+/**
+ * LoRAs merged into integer weight-only quantized LLM checkpoints, with the tensors, dtypes and
+ * config.json `quantization_config` blocks their tools write:
+ * - compressed-tensors `pack-quantized` (RedHatAI/Meta-Llama-3.1-8B-Instruct-quantized.w4a16):
+ *   `<m>.weight_packed` I32 (out, ⌈in/p⌉), `<m>.weight_scale` BF16 (out, groups), `<m>.weight_shape`
+ *   I64 (2,), asymmetric schemes `<m>.weight_zero_point` I32 packed along the outputs, act-order
+ *   `<m>.weight_g_idx` I32 (in); `int-quantized` (…-quantized.w8a8): `<m>.weight` I8 and
+ *   `<m>.weight_scale` (out, 1);
+ * - GPTQ (hugging-quants/Meta-Llama-3.1-8B-Instruct-GPTQ-INT4): `<m>.qweight` I32 (in/p, out),
+ *   `<m>.qzeros` I32 (groups, out/p), `<m>.scales` F16 (groups, out), `<m>.g_idx` I32 (in);
+ * - AWQ GEMM (hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4): `<m>.qweight` I32 (in, out/8) in
+ *   AWQ's nibble order, `<m>.qzeros` I32 (groups, out/8), `<m>.scales` F16 (groups, out).
+ * The fixtures are made from integer codes drawn here and packed as each format defines; the truth
+ * is W = (q − zero) × scale of the input's group from those codes, in float64, plus weight · α/r ·
+ * B·A, rounded once. Written only dequantized (--dtype); both backends; odd sizes, ragged last
+ * groups, act-order permutations; slabs small enough that every weight streams in several.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { mergeFolders } from './helpers/cli.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { mergeSingleFile } from './helpers/single-file-merge.js';
+import { peftUpdates } from './helpers/lora-truth.js';
+import { hfModelFolder, readMergedFolder } from './helpers/hf-folder.js';
+import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+
+const rand = seededRandom(20261202);
+const L = 'model.layers.0';
+const Q = `${L}.self_attn.q_proj`;
+const K = `${L}.self_attn.k_proj`;
+const V = `${L}.self_attn.v_proj`;
+const MODULES = [Q, K, V];
+const WEIGHT = 0.8;
+
+type Files = Record<string, Uint8Array | string>;
+
+/** A base made here: its files and, per module, its real weight (out × in, float64). */
+interface IntCase {
+  name: string;
+  files: Files;
+  rows: Record<string, number>;
+  cols: number;
+  real: Map<string, Float64Array>;
+  /** What the plan's note calls its weights. */
+  note: RegExp;
+}
+
+const randomInt = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
+const randomScale = (dtype: 'F16' | 'BF16') => roundForDType(0.0005 + rand() * 0.02, dtype);
+/** A random permutation of 0…n−1. */
+function permutation(n: number): number[] {
+  const p = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
+/**
+ * Unsigned `bits`-bit values (row-major rows × cols) packed into int32 words along one axis, p =
+ * ⌊32/bits⌋ to a word, zero-padded: the value at index j of that axis goes to word ⌊j/p⌋ at bit
+ * bits · slot, where slot = j mod p, or `order`'s position of it (AWQ).
+ */
+function pack(values: readonly number[], rows: number, cols: number, bits: number, axis: 'rows' | 'cols', order?: readonly number[]): { shape: number[]; data: number[] } {
+  const p = Math.floor(32 / bits);
+  const shape = axis === 'cols' ? [rows, Math.ceil(cols / p)] : [Math.ceil(rows / p), cols];
+  const words = new Array<number>(shape[0] * shape[1]).fill(0);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) {
+    const j = axis === 'cols' ? c : r;
+    const slot = order ? order.indexOf(j % p) : j % p;
+    const at = axis === 'cols' ? r * shape[1] + Math.floor(c / p) : Math.floor(r / p) * cols + c;
+    words[at] = (words[at] + values[r * cols + c] * 2 ** (bits * slot)) % 2 ** 32;
+  }
+  return { shape, data: words.map((w) => (w >= 2 ** 31 ? w - 2 ** 32 : w)) };
+}
+
+const plainTensors = (cols: number): FixtureTensor[] => [
+  { name: 'model.embed_tokens.weight', dtype: 'BF16', shape: [48, cols], data: Array.from(randomValues(48 * cols, rand), (x) => roundForDType(x, 'BF16')) },
+  { name: 'lm_head.weight', dtype: 'BF16', shape: [48, cols], data: Array.from(randomValues(48 * cols, rand), (x) => roundForDType(x, 'BF16')) },
+];
+const llamaConfig = (cols: number, quantization: Record<string, unknown>, torchDtype = 'bfloat16') => JSON.stringify({
+  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: cols, torch_dtype: torchDtype, quantization_config: quantization,
+});
+
+// --- compressed-tensors --------------------------------------------------------------------------
+
+interface PackedScheme { bits: number; strategy: 'group' | 'channel'; group?: number; symmetric: boolean; actorder?: 'group' }
+
+function compressedTensorsPacked(s: PackedScheme): IntCase {
+  const cols = 212; // 7 groups of 32, the last one 20 inputs; 27 words of 8 nibbles, 4 of them padding
+  const rows: Record<string, number> = { [Q]: 37, [K]: 21, [V]: 21 };
+  const tensors = plainTensors(cols);
+  const real = new Map<string, Float64Array>();
+  const half = 2 ** (s.bits - 1);
+  for (const m of MODULES) {
+    const n = rows[m];
+    const groups = s.strategy === 'group' ? Math.ceil(cols / s.group!) : 1;
+    const q = Array.from({ length: n * cols }, () => randomInt(-half, half - 1));
+    const z = s.symmetric ? undefined : Array.from({ length: n * groups }, () => randomInt(-half, half - 1));
+    const scale = Array.from({ length: n * groups }, () => randomScale('BF16'));
+    const perm = s.actorder ? permutation(cols) : undefined;
+    const groupOf = (c: number) => (s.strategy === 'channel' ? 0 : Math.floor((perm ? perm[c] : c) / s.group!));
+    const w = new Float64Array(n * cols);
+    for (let r = 0; r < n; r++) for (let c = 0; c < cols; c++) {
+      const g = groupOf(c);
+      w[r * cols + c] = (q[r * cols + c] - (z ? z[r * groups + g] : 0)) * scale[r * groups + g];
+    }
+    real.set(m, w);
+    // Stored unsigned: q + 2^(bits−1), the zero point likewise.
+    const packed = pack(q.map((x) => x + half), n, cols, s.bits, 'cols');
+    tensors.push({ name: `${m}.weight_packed`, dtype: 'I32', ...packed });
+    tensors.push({ name: `${m}.weight_scale`, dtype: 'BF16', shape: [n, groups], data: scale });
+    tensors.push({ name: `${m}.weight_shape`, dtype: 'I64', shape: [2], data: [n, cols] });
+    if (z) tensors.push({ name: `${m}.weight_zero_point`, dtype: 'I32', ...pack(z.map((x) => x + half), n, groups, s.bits, 'rows') });
+    if (perm) tensors.push({ name: `${m}.weight_g_idx`, dtype: 'I32', shape: [cols], data: Array.from({ length: cols }, (_, c) => groupOf(c)) });
+  }
+  const quantization = {
+    config_groups: {
+      group_0: {
+        input_activations: null, output_activations: null, targets: ['Linear'],
+        weights: {
+          actorder: s.actorder ?? null, block_structure: null, dynamic: false, group_size: s.group ?? null, num_bits: s.bits, observer: 'minmax',
+          observer_kwargs: {}, strategy: s.strategy, symmetric: s.symmetric, type: 'int',
+        },
+      },
+    },
+    format: 'pack-quantized', global_compression_ratio: 1.89, ignore: ['lm_head'], kv_cache_scheme: null, quant_method: 'compressed-tensors', quantization_status: 'compressed',
+  };
+  return {
+    name: `compressed-tensors pack-quantized W${s.bits}A16 ${s.strategy}${s.group ? ` ${s.group}` : ''} ${s.symmetric ? 'symmetric' : 'asymmetric'}${s.actorder ? ' act-order' : ''}`,
+    files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(cols, quantization) }, rows, cols, real,
+    note: /3 compressed-tensors int weights/,
+  };
+}
+
+/** W8A8: per output channel and symmetric, or (`tensor`) one scale and one zero point per tensor. */
+function compressedTensorsInt8(strategy: 'channel' | 'tensor' = 'channel'): IntCase {
+  const cols = 203;
+  const rows: Record<string, number> = { [Q]: 37, [K]: 21, [V]: 21 };
+  const tensors = plainTensors(cols);
+  const real = new Map<string, Float64Array>();
+  for (const m of MODULES) {
+    const n = rows[m];
+    const q = Array.from({ length: n * cols }, () => randomInt(-128, 127));
+    const scale = Array.from({ length: strategy === 'channel' ? n : 1 }, () => randomScale('BF16'));
+    const zero = strategy === 'tensor' ? randomInt(-20, 20) : 0;
+    real.set(m, Float64Array.from(q, (x, i) => (x - zero) * scale[strategy === 'channel' ? Math.floor(i / cols) : 0]));
+    tensors.push({ name: `${m}.weight`, dtype: 'I8', shape: [n, cols], data: q });
+    tensors.push({ name: `${m}.weight_scale`, dtype: 'BF16', shape: strategy === 'channel' ? [n, 1] : [1], data: scale });
+    if (strategy === 'tensor') tensors.push({ name: `${m}.weight_zero_point`, dtype: 'I8', shape: [1], data: [zero] });
+    // Static asymmetric activations: a scale and a zero point per tensor, for the runtime only.
+    tensors.push({ name: `${m}.input_scale`, dtype: 'BF16', shape: [1], data: [roundForDType(0.0213, 'BF16')] });
+    tensors.push({ name: `${m}.input_zero_point`, dtype: 'I8', shape: [1], data: [-3] });
+  }
+  const int8 = { num_bits: 8, observer: 'minmax', observer_kwargs: {}, symmetric: true, type: 'int', dynamic: false, group_size: null, block_structure: null, actorder: null };
+  const quantization = {
+    config_groups: {
+      group_0: {
+        input_activations: { ...int8, strategy: 'tensor', symmetric: false }, output_activations: null, targets: ['Linear'],
+        weights: { ...int8, strategy, symmetric: strategy === 'channel' },
+      },
+    },
+    format: 'int-quantized', global_compression_ratio: 1.46, ignore: ['lm_head'], kv_cache_scheme: null, quant_method: 'compressed-tensors', quantization_status: 'compressed',
+  };
+  return {
+    name: `compressed-tensors int-quantized W8A8 ${strategy === 'channel' ? 'channel symmetric' : 'tensor asymmetric'}, static activations`, files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(cols, quantization) },
+    rows, cols, real, note: /3 compressed-tensors int weights/,
+  };
+}
+
+// --- GPTQ ----------------------------------------------------------------------------------------
+
+interface GptqScheme { bits: 2 | 4 | 8; group: number; descAct: boolean; sym: boolean; format: 'gptq' | 'gptq_v2' }
+
+function gptq(s: GptqScheme): IntCase {
+  const cols = 224; // inputs: 7 groups of 32, or 4 of 64 with a ragged last one
+  const rows: Record<string, number> = { [Q]: 40, [K]: 24, [V]: 24 };
+  const tensors = plainTensors(cols);
+  const real = new Map<string, Float64Array>();
+  const max = 2 ** s.bits - 1;
+  const groups = Math.ceil(cols / s.group);
+  for (const m of MODULES) {
+    const n = rows[m];
+    const perm = s.descAct ? permutation(cols) : undefined;
+    const gIdx = Array.from({ length: cols }, (_, i) => Math.floor((perm ? perm[i] : i) / s.group));
+    const q = Array.from({ length: cols * n }, () => randomInt(0, max)); // (in, out)
+    // v1 stores zero − 1, so its zero points are 1…2^bits − 1; symmetric: 2^(bits−1).
+    const z = Array.from({ length: groups * n }, () => (s.sym ? 2 ** (s.bits - 1) : randomInt(s.format === 'gptq' ? 1 : 0, max)));
+    const scale = Array.from({ length: groups * n }, () => randomScale('F16'));
+    const w = new Float64Array(n * cols);
+    for (let o = 0; o < n; o++) for (let i = 0; i < cols; i++) {
+      const g = gIdx[i];
+      w[o * cols + i] = (q[i * n + o] - z[g * n + o]) * scale[g * n + o];
+    }
+    real.set(m, w);
+    tensors.push({ name: `${m}.qweight`, dtype: 'I32', ...pack(q, cols, n, s.bits, 'rows') });
+    tensors.push({ name: `${m}.qzeros`, dtype: 'I32', ...pack(z.map((x) => (s.format === 'gptq' ? x - 1 : x)), groups, n, s.bits, 'cols') });
+    tensors.push({ name: `${m}.scales`, dtype: 'F16', shape: [groups, n], data: scale });
+    tensors.push({ name: `${m}.g_idx`, dtype: 'I32', shape: [cols], data: gIdx });
+  }
+  const quantization = {
+    bits: s.bits, checkpoint_format: s.format, damp_percent: 0.1, desc_act: s.descAct, group_size: s.group, model_file_base_name: null,
+    model_name_or_path: null, quant_method: 'gptq', static_groups: false, sym: s.sym, true_sequential: true,
+  };
+  // AutoGPTQ's own copy of the config, which a dequantized model must not keep.
+  const { quant_method: _, ...quantizeConfig } = quantization;
+  return {
+    name: `GPTQ ${s.bits}-bit group ${s.group}${s.descAct ? ' desc_act' : ''} ${s.sym ? 'sym' : 'asym'} ${s.format}`,
+    files: {
+      'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(cols, quantization, 'float16'),
+      'quantize_config.json': JSON.stringify({ ...quantizeConfig, model_file_base_name: 'model' }),
+    },
+    rows, cols, real,
+    note: /3 GPTQ weights/,
+  };
+}
+
+// --- AWQ -----------------------------------------------------------------------------------------
+
+/** AutoAWQ's GEMM packing order: nibble k of a word holds output 8·word + AWQ_ORDER[k]. */
+const AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7];
+
+function awq(group: number): IntCase {
+  const cols = 224;
+  const rows: Record<string, number> = { [Q]: 40, [K]: 24, [V]: 24 };
+  const tensors = plainTensors(cols);
+  const real = new Map<string, Float64Array>();
+  const groups = cols / group;
+  for (const m of MODULES) {
+    const n = rows[m];
+    const q = Array.from({ length: cols * n }, () => randomInt(0, 15)); // (in, out)
+    const z = Array.from({ length: groups * n }, () => randomInt(0, 15));
+    const scale = Array.from({ length: groups * n }, () => randomScale('F16'));
+    const w = new Float64Array(n * cols);
+    for (let o = 0; o < n; o++) for (let i = 0; i < cols; i++) {
+      const g = Math.floor(i / group);
+      w[o * cols + i] = (q[i * n + o] - z[g * n + o]) * scale[g * n + o];
+    }
+    real.set(m, w);
+    tensors.push({ name: `${m}.qweight`, dtype: 'I32', ...pack(q, cols, n, 4, 'cols', AWQ_ORDER) });
+    tensors.push({ name: `${m}.qzeros`, dtype: 'I32', ...pack(z, groups, n, 4, 'cols', AWQ_ORDER) });
+    tensors.push({ name: `${m}.scales`, dtype: 'F16', shape: [groups, n], data: scale });
+  }
+  const quantization = { bits: 4, group_size: group, modules_to_not_convert: null, quant_method: 'awq', version: 'gemm', zero_point: true };
+  return {
+    name: `AWQ GEMM 4-bit group ${group}`, files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(cols, quantization, 'float16') },
+    rows, cols, real, note: /3 AWQ GEMM weights/,
+  };
+}
+
+// --- the adapter: PEFT LoRA, r = 16 on q_proj, r = 1 on v_proj ------------------------------------
+
+function peftLora(rows: Record<string, number>, cols: number): Files {
+  const tensors: FixtureTensor[] = [Q, V].flatMap((m): FixtureTensor[] => {
+    const r = m === Q ? 16 : 1;
+    return [
+      { name: `base_model.model.${m}.lora_A.weight`, dtype: 'F32', shape: [r, cols], data: Array.from(randomValues(r * cols, rand, 0.3), Math.fround) },
+      { name: `base_model.model.${m}.lora_B.weight`, dtype: 'F32', shape: [rows[m], r], data: Array.from(randomValues(rows[m] * r, rand, 0.3), Math.fround) },
+    ];
+  });
+  return {
+    'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 16, lora_alpha: 16, rank_pattern: { 'model.layers.0.self_attn.v_proj': 1 }, target_modules: ['q_proj', 'v_proj'] }),
+    'adapter_model.safetensors': buildSafetensors(tensors),
+  };
+}
+
+const backends = mergeBackends({ cpu: 'default' });
+
+const merge = (base: Record<string, Uint8Array | string>, adapter: Record<string, Uint8Array | string>, backend: MergeBackend, outDtype?: string) =>
+  mergeSingleFile(base, adapter, backend, WEIGHT, outDtype);
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+const CASES: IntCase[] = [
+  compressedTensorsPacked({ bits: 4, strategy: 'group', group: 32, symmetric: true }),
+  compressedTensorsPacked({ bits: 4, strategy: 'group', group: 32, symmetric: false }),
+  compressedTensorsPacked({ bits: 4, strategy: 'group', group: 32, symmetric: true, actorder: 'group' }),
+  compressedTensorsPacked({ bits: 8, strategy: 'channel', symmetric: false }),
+  compressedTensorsInt8(),
+  compressedTensorsInt8('tensor'),
+  gptq({ bits: 4, group: 32, descAct: false, sym: true, format: 'gptq' }),
+  gptq({ bits: 4, group: 64, descAct: true, sym: false, format: 'gptq' }),
+  gptq({ bits: 8, group: 32, descAct: true, sym: false, format: 'gptq_v2' }),
+  gptq({ bits: 2, group: 64, descAct: false, sym: false, format: 'gptq_v2' }),
+  awq(32),
+];
+
+describe.each(CASES)('$name', (c) => {
+  const adapter = peftLora(c.rows, c.cols);
+  const updates = peftUpdates(adapter['adapter_config.json'] as string, adapter['adapter_model.safetensors'] as Uint8Array);
+  const truth = (m: string) => {
+    const w = Float64Array.from(c.real.get(m)!);
+    const d = updates.get(m);
+    if (d) for (let i = 0; i < w.length; i++) w[i] += WEIGHT * d.data[i];
+    return w;
+  };
+
+  for (const backendName of ['cpu', 'webgpu']) {
+    it(`on ${backendName}: --dtype bf16 and f32 write W + ΔW rounded once, every quantized weight dequantized, the quantization tensors and config gone`, async () => {
+      for (const dtype of ['BF16', 'F32'] as const) {
+        const { weights, config, paths } = await merge(c.files, adapter, backends[backendName]!, dtype.toLowerCase());
+        expect(config.quantization_config).toBeUndefined();
+        expect(paths).toEqual(['config.json', 'model.safetensors']);
+        expect(config.torch_dtype).toBe(dtype === 'BF16' ? 'bfloat16' : 'float32');
+        expect([...weights.keys()].sort()).toEqual(['lm_head.weight', 'model.embed_tokens.weight', ...MODULES.map((m) => `${m}.weight`)].sort());
+        for (const m of MODULES) {
+          const w = weights.get(`${m}.weight`)!;
+          expect([w.dtype, w.shape], m).toEqual([dtype, [c.rows[m], c.cols]]);
+          // f32: where the float64 truth (off by a few 2^-53 of itself) straddles a rounding boundary, either neighbour.
+          const near = (x: number, got: number) => (dtype === 'BF16' ? [x] : [x, x * (1 + 2 ** -50), x * (1 - 2 ** -50)]).some((t) => roundForDType(t, dtype) === got);
+          const real = truth(m);
+          const wrong = real.findIndex((x, i) => !near(x, w.values[i]));
+          expect(wrong, `${m} in ${dtype}: element ${wrong} is ${w.values[wrong]}, expected ${real[wrong]}`).toBe(-1);
+        }
+      }
+    });
+  }
+
+  it('the plan says how it is merged; without --dtype (or with an fp8 one) the CLI refuses in one line and writes nothing', async () => {
+    const prepared = await prepareMerge(memoryInputFileSet(c.files, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+    await prepared.close();
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.notes.join('\n')).toMatch(c.note);
+    expect(prepared.plan.notes.join('\n')).toMatch(/written dequantized, with --dtype bf16 \(or f16, f32\) only/);
+    for (const extra of [[], ['--dtype', 'f8_e5m2']]) {
+      const { run, out, lines } = await mergeFolders(temp.make, c.files, adapter, extra);
+      expect(run.code, extra.join(' ')).not.toBe(0);
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(/weights are written only dequantized .*merge with --dtype bf16 \(or f16, f32\)/);
+      expect(existsSync(out)).toBe(false);
+    }
+  });
+});
+
+describe('a sharded GPTQ base (a weight\'s qweight and g_idx in different shards)', () => {
+  const c = gptq({ bits: 4, group: 32, descAct: true, sym: false, format: 'gptq' });
+  const stored = decodeSafetensors(c.files['model.safetensors'] as Uint8Array).tensors;
+  const tensors = [...stored].map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: Array.from(t.values) }));
+  const files = hfModelFolder(tensors, JSON.parse(c.files['config.json'] as string) as object, { shards: 3 });
+  const adapter = peftLora(c.rows, c.cols);
+  const updates = peftUpdates(adapter['adapter_config.json'] as string, adapter['adapter_model.safetensors'] as Uint8Array);
+
+  it('is merged to the same values, the index mapping only the float weights', async () => {
+    const input = (JSON.parse(files['model.safetensors.index.json'] as string) as { weight_map: Record<string, string> }).weight_map;
+    expect(MODULES.some((m) => input[`${m}.qweight`] !== input[`${m}.g_idx`])).toBe(true);
+    const prepared = await prepareMerge(memoryInputFileSet(files, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+    const output = createBlobOutputTarget();
+    try {
+      expect(prepared.plan.problems).toEqual([]);
+      await mergeModel({ prepared, output, backend: backends.cpu!, outDtype: 'bf16', slabBytes: 4096 });
+    } finally {
+      await prepared.close();
+    }
+    const merged = readMergedFolder(new Map(await Promise.all(output.files().map(async (f) => [f.path, new Uint8Array(await f.blob.arrayBuffer())] as const))));
+    const index = merged.json('model.safetensors.index.json') as { weight_map: Record<string, string> };
+    expect(Object.keys(index.weight_map).sort()).toEqual(['lm_head.weight', 'model.embed_tokens.weight', ...MODULES.map((m) => `${m}.weight`)].sort());
+    for (const m of MODULES) {
+      const w = Float64Array.from(c.real.get(m)!);
+      const d = updates.get(m);
+      if (d) for (let i = 0; i < w.length; i++) w[i] += WEIGHT * d.data[i];
+      const got = merged.tensors.get(`${m}.weight`)!.values;
+      expect(w.findIndex((x, i) => roundForDType(x, 'BF16') !== got[i]), m).toBe(-1);
+    }
+  });
+});
+
+describe('what is not read is refused in one line, naming what, and nothing is written', () => {
+  const base = gptq({ bits: 4, group: 32, descAct: false, sym: false, format: 'gptq' });
+  const adapter = peftLora(base.rows, base.cols);
+  const withConfig = (c: IntCase, edit: (q: Record<string, unknown>) => void): Files => {
+    const config = JSON.parse(c.files['config.json'] as string) as { quantization_config: Record<string, unknown> };
+    edit(config.quantization_config);
+    return { ...c.files, 'config.json': JSON.stringify(config) };
+  };
+  const awqBase = awq(32);
+  const cases: [string, Files, RegExp][] = [
+    ['GPTQ repacked for Marlin', withConfig(base, (q) => { q.checkpoint_format = 'marlin'; }), /quantization_config \(gptq\): checkpoint_format "marlin" .*is not read/],
+    ['GPTQ 3-bit', withConfig(base, (q) => { q.bits = 3; }), /quantization_config \(gptq\): bits 3 is not read/],
+    ['AWQ GEMV', withConfig(awqBase, (q) => { q.version = 'gemv'; }), /quantization_config \(awq\): version "gemv" is not read; only the GEMM layout/],
+    ['compressed-tensors with a sparse format', withConfig(compressedTensorsInt8(), (q) => { q.sparsity_config = { format: 'sparse-24-bitmask' }; }), /sparsity format "sparse-24-bitmask" is not read/],
+  ];
+  for (const [name, files, message] of cases) {
+    it(name, async () => {
+      const { run, out, lines } = await mergeFolders(temp.make, files, adapter, ['--dtype', 'bf16']);
+      expect(run.code).not.toBe(0);
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(message);
+      expect(existsSync(out)).toBe(false);
+    });
+  }
+
+  it('DoRA on a GPTQ weight: refused in one line naming the module', async () => {
+    const a = decodeSafetensors(adapter['adapter_model.safetensors'] as Uint8Array).tensors;
+    const tensors: FixtureTensor[] = [...a].map(([name, t]) => ({ name, dtype: 'F32', shape: t.shape, data: Array.from(t.values) }));
+    for (const m of [Q, V]) tensors.push({ name: `base_model.model.${m}.lora_magnitude_vector`, dtype: 'F32', shape: [base.rows[m]], data: Array.from({ length: base.rows[m] }, () => 1) });
+    const config = { ...JSON.parse(adapter['adapter_config.json'] as string), use_dora: true };
+    const dora = { 'adapter_config.json': JSON.stringify(config), 'adapter_model.safetensors': buildSafetensors(tensors) };
+    const { run, out, lines } = await mergeFolders(temp.make, base.files, dora, ['--dtype', 'bf16']);
+    expect(run.code).not.toBe(0);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/DoRA on the GPTQ weight model\.layers\.0\.self_attn\.(q|v)_proj\.weight .*not supported/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('a GPTQ v1 zero point of 0 (stored as 2^bits − 1, which that format cannot hold) is refused naming the tensor', async () => {
+    const tensors = decodeSafetensors(base.files['model.safetensors'] as Uint8Array).tensors;
+    const rebuilt = [...tensors].map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: name === `${K}.qzeros` ? Array.from(t.values, (x, i) => (i === 0 ? x | 0xf : x)) : Array.from(t.values) }));
+    const { run, out, lines } = await mergeFolders(temp.make, { ...base.files, 'model.safetensors': buildSafetensors(rebuilt) }, adapter, ['--dtype', 'bf16']);
+    expect(run.code).not.toBe(0);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/k_proj\.weight is not a GPTQ weight as it writes them \(.*k_proj\.qzeros stores 15 for group 0 of output 0: a zero point of 0/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('F32 scales (whose products with the codes may not be exact in f32) are refused naming the tensor', async () => {
+    const tensors = decodeSafetensors(awqBase.files['model.safetensors'] as Uint8Array).tensors;
+    const rebuilt = [...tensors].map(([name, t]): FixtureTensor => ({ name, dtype: name === `${Q}.scales` ? 'F32' : t.dtype, shape: t.shape, data: Array.from(t.values) }));
+    await expect(prepareMerge(memoryInputFileSet({ ...awqBase.files, 'model.safetensors': buildSafetensors(rebuilt) }, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]))
+      .rejects.toThrow(/tensor "model\.layers\.0\.self_attn\.q_proj\.scales" holds F32 scales; only F16 and BF16/);
+  });
+});
