@@ -361,6 +361,16 @@ describe('ComfyUI float8_e5m2 and mxfp8 (comfy_quant): what is refused', () => {
       /qkv\.weight \(comfy_quant format "mxfp8", .*\) is F8_E5M2 \[192, 64\]; ComfyUI stores mxfp8 weights as F8_E4M3/],
     ['an e8m0 scale of 255 (NaN) in an mxfp8 layer a LoRA changes', () => rebuilt(mxfp8Base(), `${QKV}.weight_scale`, nanScale), onQkv,
       /tensor "model\.diffusion_model\.double_blocks\.0\.img_attn\.qkv\.weight_scale" holds the e8m0 scale 255 \(NaN\) for row \d+/],
+    // 448 × 2^(254 − 127) is past float32's largest value: no weight ComfyUI could hold.
+    ['an e8m0 scale of 254 above a code of 448 in an mxfp8 layer a LoRA changes', () => {
+      const tensors = mxfp8Base();
+      const weight = tensors.get(`${QKV}.weight`)!;
+      const { order } = blockedOrder(3 * h, h / 32);
+      const codes = Uint8Array.from(weight.bytes, (b, i) => (i === 0 ? 0x7e : b)); // 448
+      const withCode = new Map(tensors).set(`${QKV}.weight`, { ...weight, bytes: codes });
+      return rebuilt(withCode, `${QKV}.weight_scale`, (t) => ({ name: `${QKV}.weight_scale`, dtype: 'U8', shape: t.shape, data: Array.from(t.bytes, (b, i) => (order[i] === 0 ? 254 : b)) }));
+    }, onQkv,
+      /tensor "model\.diffusion_model\.double_blocks\.0\.img_attn\.qkv\.weight": row 0, input 0: its code times its block scale \(448 × 1\.7\d*e\+38\) is beyond float32/],
     ['DoRA on an mxfp8 weight', () => buildSafetensors([...mxfp8Base()].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes }))), dora,
       /module "lora_unet_double_blocks_0_img_attn_qkv": DoRA on the ComfyUI fp8 \(comfy_quant\) weight .*qkv\.weight .*not supported/],
   ];

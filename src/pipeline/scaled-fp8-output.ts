@@ -21,7 +21,7 @@
  * A rewritten scale tensor is written after its weight (the base is seen through a view that
  * orders it so), when all its blocks are known.
  */
-import { decodeToF32, DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES, encodeFromF32, f8DecodeTable, type F8DType, type FloatDType } from '../dtype.js';
 import type { MergeBackend } from '../engine/merge-op.js';
 import type { UpdateStep } from '../engine/update-steps.js';
 import { MergeError, throwIfAborted } from '../errors.js';
@@ -273,6 +273,7 @@ async function realRows(
     const base = { dtype: w.codeDtype, data: codes.subarray((r0 - rowStart) * w.cols * b, (r0 - rowStart + n) * w.cols * b) };
     return backend.merge(slabOp({ name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, outDtype, rowStart: r0, rowCount: n }, steps), signal);
   };
+  if (w.scaleLayout === 'mxfp8') return powerOfTwoGridRows(w, scales, slab, rowStart, rowCount, codes, outDtype, backend, signal);
   if (isRowGrid(w)) {
     const factors = new Float64Array(w.rows);
     for (let r = 0; r < w.rows; r++) factors[r] = scales[Math.floor(r / w.blockRows)];
@@ -289,6 +290,48 @@ async function realRows(
   }
   const whole = concat(parts);
   // The backend's outputs, copied out: it may reuse them.
+  if (parts.length > 1) for (const p of parts) backend.recycle?.(p);
+  return whole;
+}
+
+/** The most values an mxfp8 weight dequantizes for one op (4 MiB of f32). */
+const POWER_OF_TWO_OP_VALUES = 1 << 20;
+
+/**
+ * W' for mxfp8 rows: a scale per 32 inputs of each row, so a factor step (one per row or one per
+ * column) could carry one row's scales per op, and a layer became thousands of ops. Its scales are
+ * powers of two, so code × 2^(e − 127) is exact in f32: the rows are dequantized here and merged as
+ * f32 weights in ops of up to POWER_OF_TWO_OP_VALUES, the same W' rounded once.
+ */
+async function powerOfTwoGridRows(
+  w: ScaledFp8Weight, scales: Float64Array, slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
+  backend: MergeBackend, signal?: AbortSignal,
+): Promise<Uint8Array> {
+  const table = f8DecodeTable(w.codeDtype as F8DType);
+  const { cols } = w;
+  const nColBlocks = Math.ceil(cols / w.blockCols);
+  const rowsPerOp = Math.max(1, Math.floor(POWER_OF_TWO_OP_VALUES / cols));
+  const parts: Uint8Array[] = [];
+  for (let r0 = rowStart; r0 < rowStart + rowCount; r0 += rowsPerOp) {
+    throwIfAborted(signal);
+    const n = Math.min(rowsPerOp, rowStart + rowCount - r0);
+    const real = new Float32Array(n * cols);
+    for (let i = 0; i < n; i++) {
+      const at = (r0 - rowStart + i) * cols, scaleRow = (r0 + i) * nColBlocks;
+      for (let c = 0; c < cols; c++) {
+        const code = table[codes[at + c]], scale = scales[scaleRow + Math.floor(c / w.blockCols)];
+        const exact = code * scale;
+        real[i * cols + c] = exact;
+        // NaN codes stay NaN (the merge reports them); a product past f32 is no weight ComfyUI could hold.
+        if (real[i * cols + c] !== exact && !Number.isNaN(exact)) {
+          throw new MergeError('UNSUPPORTED_FORMAT', `tensor "${w.weightKey}": row ${r0 + i}, input ${c}: its code times its block scale (${code} × ${scale}) is beyond float32; its scale "${w.scaleKey}" holds no usable mxfp8 exponent there`);
+        }
+      }
+    }
+    const base = { dtype: 'F32' as const, data: new Uint8Array(real.buffer) };
+    parts.push(await backend.merge(slabOp({ name: w.weightKey, rows: w.rows, cols, layout: slab.update.layout, base, outDtype, rowStart: r0, rowCount: n }, await slab.steps(r0, n)), signal));
+  }
+  const whole = concat(parts);
   if (parts.length > 1) for (const p of parts) backend.recycle?.(p);
   return whole;
 }
