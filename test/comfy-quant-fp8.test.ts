@@ -15,7 +15,9 @@
  * s = f32(max |w| / 57344)) and mxfp8 ones (F8_E4M3 codes, U8 e8m0 exponents per 32 inputs in
  * cuBLAS' swizzled layout; per block e = clamp(ceil(f32(log2(max(f32(amax / 448), 2^-127)))) + 127,
  * 0, 254), codes e4m3(w / 2^(e − 127)), a zero block e = 0), merged by a diffusers-form LoRA too.
- * nvfp4, int8 and malformed configs are refused. Both backends; slabs small enough that the merged
+ * nvfp4 layers (U8 e2m1 pairs, element 2k in the high nibble; F8_E4M3 block scales per 16 inputs,
+ * swizzled; weight_scale_2 F32 ()) merge only with --dtype: W = e2m1 × block scale × weight_scale_2,
+ * + ΔW, rounded once. int8 and malformed configs are refused. Both backends; slabs small enough that the merged
  * weights stream in several.
  */
 import { afterAll, describe, expect, it } from 'vitest';
@@ -478,6 +480,8 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
       /qkv\.weight_scale_2 is F32 \[192\]; nvfp4 needs one F32 scale per weight/],
     ['an infinite weight_scale_2', () => replaced(`${QKV}.weight_scale_2`, () => ({ name: `${QKV}.weight_scale_2`, dtype: 'F32', shape: [], data: [Infinity] })),
       /tensor ".*qkv\.weight_scale_2" holds the scale Infinity/],
+    ['a NaN block scale (e4m3 0x7f) for row 0, inputs 0–15', () => replaced(`${QKV}.weight_scale`, (t) => ({ name: `${QKV}.weight_scale`, dtype: 'F8_E4M3', shape: t.shape, data: Uint8Array.from(t.bytes, (b, i) => (i === 0 ? 0x7f : b)) })),
+      /tensor ".*qkv\.weight_scale" holds NaN for row 0, inputs 0–15/],
     ['an nvfp4 weight stored as F8_E4M3 (rows, cols)', () => replaced(`${QKV}.weight`, () => ({ name: `${QKV}.weight`, dtype: 'F8_E4M3', shape: [3 * h, h], data: new Array(3 * h * h).fill(0) })),
       /qkv\.weight \(comfy_quant format "nvfp4", .*\) is F8_E4M3 \[192, 64\]; ComfyUI stores nvfp4 weights as U8/],
   ];
