@@ -15,7 +15,9 @@
  * s = f32(max |w| / 57344)) and mxfp8 ones (F8_E4M3 codes, U8 e8m0 exponents per 32 inputs in
  * cuBLAS' swizzled layout; per block e = clamp(ceil(f32(log2(max(f32(amax / 448), 2^-127)))) + 127,
  * 0, 254), codes e4m3(w / 2^(e − 127)), a zero block e = 0), merged by a diffusers-form LoRA too.
- * nvfp4, int8 and malformed configs are refused. Both backends; slabs small enough that the merged
+ * nvfp4 layers (U8 e2m1 pairs, element 2k in the high nibble; F8_E4M3 block scales per 16 inputs,
+ * swizzled; weight_scale_2 F32 ()) merge only with --dtype: W = e2m1 × block scale × weight_scale_2,
+ * + ΔW, rounded once. int8 and malformed configs are refused. Both backends; slabs small enough that the merged
  * weights stream in several.
  */
 import { afterAll, describe, expect, it } from 'vitest';
@@ -30,7 +32,7 @@ import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
-import { blockedOrder, comfyMxfp8Requantize, comfyRequantize, e4m3Value, e5m2Value, e8m0Value } from './helpers/e4m3-by-hand.js';
+import { blockedOrder, comfyMxfp8Requantize, comfyRequantize, e2m1Value, e4m3Value, e5m2Value, e8m0Value } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(2718);
 const P = 'model.diffusion_model.';
@@ -75,10 +77,13 @@ function fp8mixed(options: BaseOptions = {}): Uint8Array {
     const [rows, cols] = t.shape;
     const format = options.otherFormats?.[m];
     if (format === 'nvfp4') {
-      // Two e2m1 codes a byte, e4m3 block scales per 16 inputs, a global scale.
+      // Two e2m1 codes a byte (element 2k in the high nibble), positive e4m3 block scales per 16
+      // inputs in cuBLAS' swizzled layout (zeros in the padding), weight_scale_2 F32 ().
       tensors.push({ name: t.name, dtype: 'U8', shape: [rows, cols / 2], data: Array.from({ length: rows * cols / 2 }, () => Math.floor(rand() * 256)) });
-      tensors.push({ name: `${m}.weight_scale`, dtype: 'F8_E4M3', shape: [rows, cols / 16], data: Array.from({ length: rows * cols / 16 }, () => 1) });
-      tensors.push({ name: `${m}.weight_scale_2`, dtype: 'F32', shape: [], data: [0.0007] });
+      const blockScales = Array.from({ length: rows * cols / 16 }, () => e4m3Value(0x20 + Math.floor(rand() * 0x50)));
+      const { order, shape } = blockedOrder(rows, cols / 16);
+      tensors.push({ name: `${m}.weight_scale`, dtype: 'F8_E4M3', shape, data: Array.from(order, (at) => (at < 0 ? 0 : blockScales[at])) });
+      tensors.push({ name: `${m}.weight_scale_2`, dtype: 'F32', shape: [], data: [Math.fround(0.0007 + rand() * 0.0001)] });
     } else if (format === 'mxfp8') {
       // e8m0 exponents per 32 inputs (every 7th block all zeros, exponent 0), stored in cuBLAS' swizzled layout.
       const exponents = Array.from({ length: rows * cols / 32 }, (_, b) => (b % 7 === 3 ? 0 : 116 + Math.floor(rand() * 8)));
@@ -145,6 +150,7 @@ function mxfp8Exponents(scale: DecodedTensor, rows: number, cols: number): Uint8
 function truth(base: Map<string, DecodedTensor>, key: string, terms = termsOf(key)): Float64Array {
   const w = base.get(key)!;
   const scale = base.get(key.replace(/\.weight$/, '.weight_scale'))!;
+  if (w.dtype === 'U8') return trueMerge({ ...w, shape: [w.shape[0], w.shape[1] * 2], values: nvfp4Values(base, key) }, terms);
   if (scale.dtype === 'U8') {
     const [rows, cols] = w.shape;
     const grid = mxfp8Exponents(scale, rows, cols);
@@ -152,6 +158,23 @@ function truth(base: Map<string, DecodedTensor>, key: string, terms = termsOf(ke
   }
   const decode = w.dtype === 'F8_E5M2' ? e5m2Value : e4m3Value;
   return trueMerge({ ...w, values: Float64Array.from(w.bytes, (b) => decode(b) * scale.values[0]) }, terms);
+}
+
+/**
+ * An nvfp4 weight's real values in float64: W[r][c] = e2m1(code) × e4m3(block scale) × weight_scale_2,
+ * code c of a row in byte ⌊c/2⌋'s high nibble when c is even, the scales unswizzled by cuBLAS' order.
+ */
+function nvfp4Values(base: Map<string, DecodedTensor>, key: string): Float64Array {
+  const w = base.get(key)!;
+  const rows = w.shape[0], cols = w.shape[1] * 2;
+  const blocks = new Float64Array(rows * cols / 16);
+  const scale = base.get(key.replace(/\.weight$/, '.weight_scale'))!;
+  blockedOrder(rows, cols / 16).order.forEach((at, k) => { if (at >= 0) blocks[at] = e4m3Value(scale.bytes[k]); });
+  const global = base.get(key.replace(/\.weight$/, '.weight_scale_2'))!.values[0];
+  return Float64Array.from({ length: rows * cols }, (_, i) => {
+    const byte = w.bytes[i >> 1];
+    return e2m1Value(i % 2 === 0 ? byte >> 4 : byte & 0x0f) * blocks[Math.floor(i / 16)] * global;
+  });
 }
 
 // --- merging --------------------------------------------------------------------------------------
@@ -324,6 +347,34 @@ for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
   });
 }
 
+// ComfyUI nvfp4 layers: two merged (qkv by ai-toolkit's LoRA, linear2 by musubi's) and one not (proj).
+const NVFP4_LAYERS = ['double_blocks.0.img_attn.qkv', 'single_blocks.0.linear2', 'double_blocks.0.img_attn.proj'].map((m) => P + m);
+const nvfp4Base = fp8mixed({ otherFormats: Object.fromEntries(NVFP4_LAYERS.map((m) => [m, 'nvfp4'])) });
+for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
+  describe(`ComfyUI nvfp4 (comfy_quant) on ${backendName}`, () => {
+    const original = decodeSafetensors(nvfp4Base);
+    it('--dtype bf16: nvfp4 weights (merged or not) are code × block scale × weight_scale_2 + ΔW rounded once; their quantization tensors left out', async () => {
+      const merged = await merge(nvfp4Base, backends[backendName]!, 'bf16');
+      expect(merged.notes.join('\n')).toMatch(/nvfp4 weights .* merge only with --dtype bf16/);
+      expect([...merged.tensors.keys()].filter((k) => /\.(weight_scale|weight_scale_2|comfy_quant|input_scale)$/.test(k))).toEqual([]);
+      expect(merged.metadata._quantization_metadata).toBeUndefined();
+      for (const m of NVFP4_LAYERS) {
+        const key = `${m}.weight`;
+        const t = merged.tensors.get(key)!;
+        expect([t.dtype, t.shape], key).toEqual(['BF16', [original.tensors.get(key)!.shape[0], original.tensors.get(key)!.shape[1] * 2]]);
+      }
+      expect(NVFP4_LAYERS.filter((m) => termsOf(`${m}.weight`).length > 0)).toHaveLength(2);
+      for (const [key, t] of merged.tensors) {
+        expect(t.dtype, key).toBe('BF16');
+        const want = QUANTIZED.test(key) ? truth(original.tensors, key) : trueMerge(original.tensors.get(key)!, termsOf(key));
+        const rounded = want.map((x) => roundForDType(x, 'BF16'));
+        const wrong = t.values.findIndex((x, i) => x !== rounded[i]);
+        expect(wrong, `${key}[${wrong}]: ${t.values[wrong]} vs ${rounded[wrong]}`).toBe(-1);
+      }
+    });
+  });
+}
+
 describe('ComfyUI float8_e5m2 and mxfp8 (comfy_quant): what is refused', () => {
   const QKV = `${P}double_blocks.0.img_attn.qkv`;
   const e5m2Base = () => decodeSafetensors(fp8mixed({ otherFormats: { [QKV]: 'float8_e5m2' } })).tensors;
@@ -403,7 +454,46 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
   const onModulation: Adapter[] = [{ files: { 'mod.safetensors': buildSafetensors(loraTensors(rand, [peft('double_stream_modulation_img.lin', 2, 6 * h, h)], 'BF16')) }, weight: 1 }];
   const QKV = `${P}double_blocks.0.img_attn.qkv`;
 
-  for (const format of ['nvfp4', 'int8']) {
+  it('a LoRA on an nvfp4 layer without --dtype: refused in one line saying re-quantizing to nvfp4 is not written; merged elsewhere, its tensors are copied byte for byte', async () => {
+    const base = fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } });
+    expect(await refusal(base, undefined, onQkv)).toEqual([`${FILE}: tensor "${QKV}.weight" is stored as comfy_quant format "nvfp4": re-quantizing it to nvfp4 is not written; add --dtype bf16 (or f16, f32) to write the model dequantized`]);
+    const original = decodeSafetensors(base).tensors;
+    const merged = await merge(base, backends['cpu (wasm)']!, undefined, onModulation);
+    const nvfp4Keys = [...original.keys()].filter((k) => k.startsWith(`${QKV}.`));
+    expect(nvfp4Keys.sort()).toEqual(['comfy_quant', 'weight', 'weight_scale', 'weight_scale_2'].map((s) => `${QKV}.${s}`));
+    for (const key of nvfp4Keys) expect(merged.tensors.get(key)!.bytes, key).toEqual(original.get(key)!.bytes);
+    expect(await refusal(base, 'f8_e4m3', onModulation)).toEqual([expect.stringMatching(/qkv\.weight" \(comfy_quant format "nvfp4"\) cannot be converted to f8_e4m3: re-quantizing to nvfp4 is not written; merge with --dtype bf16/)]);
+  });
+
+  const nvfp4Tensors = () => decodeSafetensors(fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } })).tensors;
+  const replaced = (key: string, replace: (t: DecodedTensor) => FixtureTensor | undefined) => buildSafetensors([...nvfp4Tensors()].flatMap(([name, t]) => {
+    const out = name === key ? replace(t) : { name, dtype: t.dtype, shape: t.shape, data: t.bytes };
+    return out ? [out] : [];
+  }));
+  const malformedNvfp4: [string, () => Uint8Array, RegExp][] = [
+    ['a weight_scale stored unswizzled, one row per weight row', () => replaced(`${QKV}.weight_scale`, () => ({ name: `${QKV}.weight_scale`, dtype: 'F8_E4M3', shape: [3 * h, h / 16], data: Array.from({ length: 3 * h * h / 16 }, () => 1) })),
+      /qkv\.weight \(comfy_quant format "nvfp4", .*\): its scale .*qkv\.weight_scale is F8_E4M3 \[192, 4\]; nvfp4 needs F8_E4M3 block scales of shape \[256, 4\]/],
+    ['a weight_scale stored as U8', () => replaced(`${QKV}.weight_scale`, (t) => ({ name: `${QKV}.weight_scale`, dtype: 'U8', shape: t.shape, data: t.bytes })),
+      /qkv\.weight_scale is U8 \[256, 4\]; nvfp4 needs F8_E4M3/],
+    ['no weight_scale_2', () => replaced(`${QKV}.weight_scale_2`, () => undefined), /"nvfp4", .*\): its scale .*qkv\.weight_scale_2 is missing/],
+    ['a weight_scale_2 per row', () => replaced(`${QKV}.weight_scale_2`, () => ({ name: `${QKV}.weight_scale_2`, dtype: 'F32', shape: [3 * h], data: Array.from({ length: 3 * h }, () => 0.001) })),
+      /qkv\.weight_scale_2 is F32 \[192\]; nvfp4 needs one F32 scale per weight/],
+    ['an infinite weight_scale_2', () => replaced(`${QKV}.weight_scale_2`, () => ({ name: `${QKV}.weight_scale_2`, dtype: 'F32', shape: [], data: [Infinity] })),
+      /tensor ".*qkv\.weight_scale_2" holds the scale Infinity/],
+    ['a NaN block scale (e4m3 0x7f) for row 0, inputs 0–15', () => replaced(`${QKV}.weight_scale`, (t) => ({ name: `${QKV}.weight_scale`, dtype: 'F8_E4M3', shape: t.shape, data: Uint8Array.from(t.bytes, (b, i) => (i === 0 ? 0x7f : b)) })),
+      /tensor ".*qkv\.weight_scale" holds NaN for row 0, inputs 0–15/],
+    ['an nvfp4 weight stored as F8_E4M3 (rows, cols)', () => replaced(`${QKV}.weight`, () => ({ name: `${QKV}.weight`, dtype: 'F8_E4M3', shape: [3 * h, h], data: new Array(3 * h * h).fill(0) })),
+      /qkv\.weight \(comfy_quant format "nvfp4", .*\) is F8_E4M3 \[192, 64\]; ComfyUI stores nvfp4 weights as U8/],
+  ];
+  for (const [what, base, message] of malformedNvfp4) {
+    it(`nvfp4, ${what}: refused in one line naming the tensor`, async () => {
+      const messages = await refusal(base(), 'bf16', onModulation);
+      expect(messages).toEqual([expect.stringMatching(message)]);
+      expect(messages[0]).not.toContain('\n');
+    });
+  }
+
+  for (const format of ['int8']) {
     it(`a LoRA on a ${format} layer: refused naming the tensor and the format; merged elsewhere, its tensors are copied byte for byte`, async () => {
       const base = fp8mixed({ otherFormats: { [QKV]: format } });
       const messages = await refusal(base, undefined, onQkv);
@@ -423,16 +513,14 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
     });
   }
 
-  it('a file whose every quantized layer is nvfp4: merged elsewhere, its codes and scales are copied byte for byte; --dtype bf16 and --dtype f8_e4m3 refused', async () => {
+  it('a file whose every quantized layer is nvfp4: merged elsewhere, its codes and scales are copied byte for byte; --dtype f8_e4m3 refused', async () => {
     const layers = flux2BflTensors(seededRandom(1), 'BF16', DIMS, P).map((t) => t.name).filter((n) => QUANTIZED.test(n)).map((n) => n.slice(0, -'.weight'.length));
     const base = fp8mixed({ otherFormats: Object.fromEntries(layers.map((m) => [m, 'nvfp4'])) });
     const original = decodeSafetensors(base).tensors;
     const merged = await merge(base, backends['cpu (wasm)']!, undefined, onModulation);
     for (const [key, t] of original) if (!key.endsWith('double_stream_modulation_img.lin.weight')) expect(merged.tensors.get(key)!.bytes, key).toEqual(t.bytes);
-    for (const dtype of ['bf16', 'f8_e4m3']) {
-      const messages = await refusal(base, dtype, onModulation);
-      expect(messages).toEqual([expect.stringMatching(/: tensor "model\.diffusion_model\..*\.weight" cannot be (dequantized|converted): its comfy_quant format is "nvfp4" .*\(and \d+ more\); leave out --dtype$/)]);
-    }
+    const messages = await refusal(base, 'f8_e4m3', onModulation);
+    expect(messages).toEqual([expect.stringMatching(/: tensor "model\.diffusion_model\..*\.weight" \(comfy_quant format "nvfp4"\) cannot be converted to f8_e4m3: re-quantizing to nvfp4 is not written/)]);
   });
 
   const withTensor = (key: string, replace: (t: DecodedTensor) => FixtureTensor | undefined) => {
@@ -492,9 +580,9 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
 
   const temp = tempDirs();
   afterAll(temp.removeAll);
-  it('the CLI: a LoRA on an nvfp4 layer and a comfy_quant that is not JSON are refused in one line each, nothing written', async () => {
+  it('the CLI: a LoRA on an nvfp4 layer without --dtype and a comfy_quant that is not JSON are refused in one line each, nothing written', async () => {
     const cases: [Uint8Array, RegExp][] = [
-      [fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } }), /qkv\.weight is stored quantized: its comfy_quant format is "nvfp4" \(.*qkv\.comfy_quant\)/],
+      [fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } }), /qkv\.weight" is stored as comfy_quant format "nvfp4": re-quantizing it to nvfp4 is not written; add --dtype bf16/],
       [withTensor(`${QKV}.comfy_quant`, () => ({ name: `${QKV}.comfy_quant`, dtype: 'U8', shape: [6], data: text('{"form') })), /qkv\.comfy_quant" is not JSON/],
     ];
     for (const [base, message] of cases) {

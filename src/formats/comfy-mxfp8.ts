@@ -21,11 +21,16 @@ export const MXFP8_BLOCK = 32;
 
 /** The shape of the swizzled scale tensor for a rows × cols weight. */
 export function mxfp8ScaleShape(rows: number, cols: number): [number, number] {
-  return [Math.ceil(rows / 128) * 128, Math.ceil(cols / MXFP8_BLOCK / 4) * 4];
+  return blockedScaleShape(rows, cols / MXFP8_BLOCK);
 }
 
-/** Where the scale of row r, block column j sits in the swizzled tensor (`to_blocked`'s order). */
-function swizzledOffset(r: number, j: number, scaleCols: number): number {
+/** cuBLAS' swizzled block-scale tensor (`to_blocked`) for a rows × blocks grid: padded to 128 rows and 4 scale columns. */
+export function blockedScaleShape(rows: number, blocks: number): [number, number] {
+  return [Math.ceil(rows / 128) * 128, Math.ceil(blocks / 4) * 4];
+}
+
+/** Where the scale of row r, block column j sits in the swizzled tensor of `scaleCols` columns (`to_blocked`'s order). */
+export function swizzledOffset(r: number, j: number, scaleCols: number): number {
   return (Math.floor(r / 128) * (scaleCols / 4) + Math.floor(j / 4)) * 512 + (r % 32) * 16 + Math.floor((r % 128) / 32) * 4 + (j % 4);
 }
 

@@ -13,7 +13,8 @@
  * (e8m0 scales per 32, swizzled), int8 ones and load-only packed 4-bit ones. The two per-tensor fp8
  * formats (PER_TENSOR_FP8) and mxfp8 (BLOCK_SCALED, comfy-mxfp8.ts) are read here, and merged as ComfyUI's LoRA patch does (dequantize, add,
  * quantize again with the scale recalculated from the merged weight's amax over the format's largest
- * finite value: the `comfy` rule of scaled-fp8.ts). Every other format is left as it is and refused,
+ * finite value: the `comfy` rule of scaled-fp8.ts). nvfp4 (comfy-nvfp4.ts) is read too, and written
+ * only dequantized (re-quantizing to nvfp4 is not written). Every other format is left as it is and refused,
  * naming the tensor and the format, wherever an adapter would change it or the model would be
  * dequantized.
  */
@@ -22,6 +23,7 @@ import { MergeError } from '../errors.js';
 import type { BaseModel } from './base-model.js';
 import { isSafetensorsModel } from './base-model-view.js';
 import { readComfyMxfp8 } from './comfy-mxfp8.js';
+import { readComfyNvfp4 } from './comfy-nvfp4.js';
 import type { ScaledFp8Base, ScaledFp8Weight } from './scaled-fp8.js';
 import { product } from '../integers.js';
 
@@ -35,7 +37,7 @@ const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
  */
 const PER_TENSOR_FP8: Readonly<Record<string, 'F8_E4M3' | 'F8_E5M2'>> = { float8_e4m3fn: 'F8_E4M3', float8_e5m2: 'F8_E5M2' };
 /** The formats with block scales read here, each by its own file. */
-const BLOCK_SCALED: Readonly<Record<string, (base: BaseModel, layer: string, from: string) => Promise<ScaledFp8Weight>>> = { mxfp8: readComfyMxfp8 };
+const BLOCK_SCALED: Readonly<Record<string, (base: BaseModel, layer: string, from: string) => Promise<ScaledFp8Weight>>> = { mxfp8: readComfyMxfp8, nvfp4: readComfyNvfp4 };
 /** A comfy_quant tensor is a few dozen bytes of JSON; anything past this is not one. */
 const MAX_LAYER_CONFIG_BYTES = 4096;
 

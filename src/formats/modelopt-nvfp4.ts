@@ -22,7 +22,7 @@ import { runtimeScales, type ScaledFp8Base, type ScaledFp8Weight } from './scale
 import { product } from '../integers.js';
 
 /** e2m1 magnitudes by the code's low three bits. */
-const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6] as const;
+export const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6] as const;
 
 export interface Nvfp4Base {
   /** The base with every NVFP4 weight a bf16 tensor of code × block scale. */

@@ -25,6 +25,7 @@
 import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { BaseModel } from './base-model.js';
+import type { ViewTensor } from './base-model-view.js';
 import { findComfyQuant } from './comfy-quant.js';
 import { languageModelField, type ModelConfig } from './model-config.js';
 import type { ModelOptQuantization } from './modelopt-config.js';
@@ -80,8 +81,15 @@ export interface ScaledFp8Weight {
    * `mxfp8`: ComfyUI's mxfp8 layer (comfy-mxfp8.ts): its scales are e8m0 exponents in a swizzled
    * U8 tensor, re-quantized by that layer's rule; `scales` is then empty and `loadScales` reads them.
    */
-  scaleLayout?: 'mxfp8';
+  scaleLayout?: 'mxfp8' | 'nvfp4';
   loadScales?: () => Promise<Float64Array>;
+  /**
+   * `nvfp4`: ComfyUI's nvfp4 layer (comfy-nvfp4.ts), written only dequantized: `view` is the weight
+   * as bf16 code × block scale (rows, cols), `scaleKey` its weight_scale_2 and `blockScaleKey` the
+   * block scales, left out with it.
+   */
+  blockScaleKey?: string;
+  view?: ViewTensor;
 }
 
 /** A base whose quantized weights are all read here. */

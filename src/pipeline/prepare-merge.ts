@@ -45,7 +45,7 @@ export interface PreparedMerge {
 
 /** What the plan reads of the base: its tensors, components and metadata, and config.json's architectures. */
 function planIndex(base: BaseModel, architectures: readonly string[], scaled: ScaledFp8Base | undefined): BaseTensorIndex {
-  const index: BaseTensorIndex = { tensors: base.tensors, architectures };
+  const index: BaseTensorIndex = { tensors: viewedTensors(base.tensors, scaled), architectures };
   if (scaled?.unreadWhy) index.quantizedAs = scaled.unreadWhy;
   // The plan merges in place (dividing ΔW by the scale) only under the `keep` rule; otherwise the
   // scaled weights are merged in real values and quantized again (scaled-fp8-output.ts).
@@ -57,6 +57,15 @@ function planIndex(base: BaseModel, architectures: readonly string[], scaled: Sc
   if (base.components) index.components = base.components;
   if (base.metadata) index.metadata = (key) => base.metadata!(key);
   return index;
+}
+
+/** The base's tensors as the plan sees them: a weight read through a view (ComfyUI's nvfp4) in the view's dtype and shape. */
+function viewedTensors(tensors: BaseModel['tensors'], scaled: ScaledFp8Base | undefined): BaseModel['tensors'] {
+  const views = [...scaled?.weights.values() ?? []].filter((w) => w.view);
+  if (views.length === 0) return tensors;
+  const seen = new Map(tensors);
+  for (const { weightKey, view } of views) seen.set(weightKey, { ...tensors.get(weightKey)!, dtype: view!.dtype, shape: view!.shape.slice() });
+  return seen;
 }
 
 /** Opens the base and the adapters (headers and configs only) and plans the merge: every problem is in `plan.problems`, nothing heavy is read. Close the result when done. */

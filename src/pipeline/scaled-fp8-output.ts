@@ -25,7 +25,7 @@ import { decodeToF32, DTYPE_BYTES, encodeFromF32, f8DecodeTable, type F8DType, t
 import type { MergeBackend } from '../engine/merge-op.js';
 import type { UpdateStep } from '../engine/update-steps.js';
 import { MergeError, throwIfAborted } from '../errors.js';
-import { baseModelView, isSafetensorsModel } from '../formats/base-model-view.js';
+import { baseModelView, isSafetensorsModel, type ViewTensor } from '../formats/base-model-view.js';
 import { SCALED_FP8_KIND_NAME, type ScaledFp8Base, type ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
@@ -51,7 +51,7 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
     ? `${n} block-wise fp8 weights (weight_scale_inv)`
     : scaled.kind === 'modelopt-fp8' ? `${n} ModelOpt FP8 weights (weight_scale per tensor)`
       : DEQUANTIZED_ONLY[scaled.kind] ? `${n} ${DEQUANTIZED_ONLY[scaled.kind]!.what}`
-        : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI ${comfyFormats(scaled)} weights (comfy_quant, weight_scale per tensor${[...scaled.weights.values()].some((w) => w.scaleLayout === 'mxfp8') ? ' or per 32 inputs' : ''})`
+        : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI ${comfyFormats(scaled)} weights (comfy_quant, weight_scale per tensor${[...scaled.weights.values()].some((w) => w.scaleLayout === 'mxfp8') ? ' or per 32 inputs' : ''}${[...scaled.weights.values()].some((w) => w.view) ? ', nvfp4 weight_scale per 16 inputs and weight_scale_2' : ''})`
           : scaled.kind === 'comfy-scaled-fp8' ? `${n} scaled fp8 weights (float8_e4m3fn, scale_weight per tensor)`
           : `${n} compressed-tensors fp8 weights (weight_scale)`;
   const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale') && !k.endsWith('.comfy_quant'));
@@ -62,7 +62,8 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   }
   if (scaled.kind === 'comfy-quant-fp8') {
     const unread = scaled.unread.length ? `; ${scaled.unread.length} weights in other comfy_quant formats (such as ${scaled.unread[0]}) are copied as they are and cannot be merged` : '';
-    return `the base holds ${what}: adapters are merged into their real values (code × weight_scale); merged weights are written as fp8 again with weight_scale recalculated from their largest magnitude, as ComfyUI's LoRA patch does (rounded to nearest even), comfy_quant and input_scale kept; or dequantized with --dtype f32/f16/bf16${unread}`;
+    const nvfp4 = [...scaled.weights.values()].some((w) => w.view) ? '; nvfp4 weights (code × block scale × weight_scale_2) merge only with --dtype bf16 (or f16, f32): re-quantizing to nvfp4 is not written' : '';
+    return `the base holds ${what}: adapters are merged into their real values (code × weight_scale); merged weights are written as fp8 again with weight_scale recalculated from their largest magnitude, as ComfyUI's LoRA patch does (rounded to nearest even), comfy_quant and input_scale kept; or dequantized with --dtype f32/f16/bf16${nvfp4}${unread}`;
   }
   if (scaled.kind === 'comfy-scaled-fp8') {
     return `the base holds ${what}: adapters are merged into their real values (code × scale_weight); merged weights are written as fp8 again with scale_weight recalculated from their largest magnitude, as current ComfyUI's LoRA patch does (rounded to nearest even), the marker and scale_input kept; or dequantized with --dtype f32/f16/bf16`;
@@ -73,7 +74,7 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
 /** The comfy_quant formats of a base's read weights, as its configs name them. */
 function comfyFormats(scaled: ScaledFp8Base): string {
   const formats = new Set<string>([...scaled.weights.values()].map((w) => (w.scaleLayout ?? (w.codeDtype === 'F8_E5M2' ? 'float8_e5m2' : 'float8_e4m3fn'))));
-  return ['float8_e4m3fn', 'float8_e5m2', 'mxfp8'].filter((f) => formats.has(f)).join(' and ') || 'fp8';
+  return ['float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'nvfp4'].filter((f) => formats.has(f)).join(' and ') || 'fp8';
 }
 
 /** What mergeModel needs to merge into and write a base with scaled fp8 weights. */
@@ -139,9 +140,22 @@ export function scaledFp8Output(
   if (scaled.rule === 'dequantize-only' && (requested === undefined || requested === 'F8_E4M3' || requested === 'F8_E5M2')) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: its ${kind} weights are written only dequantized (re-quantizing them to ${DEQUANTIZED_ONLY[scaled.kind]?.format ?? kind} is not supported); merge with --dtype bf16 (or f16, f32)`);
   }
+  // ComfyUI's nvfp4 layers: re-quantizing to nvfp4 is not written, so they merge only dequantized.
+  const viewed = [...scaled.weights.values()].filter((w) => w.view);
+  const dequantizing = requested !== undefined && requested !== 'F8_E4M3' && requested !== 'F8_E5M2';
+  if (viewed.length > 0 && !dequantizing) {
+    const changed = viewed.find((w) => updated.has(w.weightKey));
+    if (requested !== undefined) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${viewed[0].weightKey}" (comfy_quant format "nvfp4") cannot be converted to ${requested.toLowerCase()}: re-quantizing to nvfp4 is not written; merge with --dtype bf16 (or f16, f32) to write it dequantized, or leave out --dtype`);
+    }
+    if (changed) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${changed.weightKey}" is stored as comfy_quant format "nvfp4": re-quantizing it to nvfp4 is not written; add --dtype bf16 (or f16, f32) to write the model dequantized`);
+    }
+  }
   if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are fp8 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
   const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
   const merged = [...scaled.weights.values()].filter((w) => updated.has(w.weightKey));
+  const copiedAsStored = new Set(dequantizeTo ? [] : viewed.map((w) => w.weightKey));
   if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
   if (dequantizeTo) {
     if (dtypeMergedOnly) throw new MergeError('BAD_ARGUMENT', `${base.name}: --dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out --dtype`);
@@ -153,7 +167,7 @@ export function scaledFp8Output(
   // The view: rewritten scales right after their weights (keep), or no scale tensors (dequantize).
   const rewritten = new Map<string, ScaledFp8Weight>(dequantizeTo ? [] : merged.map((w) => [w.scaleKey, w]));
   const dropped = new Set<string>(dequantizeTo
-    ? [...scaled.weights.values()].flatMap((w) => [w.scaleKey, ...(w.inputScaleKey ? [w.inputScaleKey] : [])]).concat(scaled.quantizationOnly ?? [])
+    ? [...scaled.weights.values()].flatMap((w) => [w.scaleKey, ...(w.blockScaleKey ? [w.blockScaleKey] : []), ...(w.inputScaleKey ? [w.inputScaleKey] : [])]).concat(scaled.quantizationOnly ?? [])
     : []);
   const shardOf = (key: string) => base.shards.findIndex((s) => s.path === base.tensors.get(key)?.shard);
   for (const w of rewritten.values()) {
@@ -162,13 +176,14 @@ export function scaledFp8Output(
     }
   }
   const shardView = baseModelView(base, base.shards.map((shard) => {
-    const keys: string[] = [];
+    const keys: (string | ViewTensor)[] = [];
     const here = new Set(shard.tensors.map((t) => shard.keyPrefix + t.name));
     for (const t of shard.tensors) {
       const key = shard.keyPrefix + t.name;
       const w = scaled.weights.get(key);
       if (dropped.has(key) || (rewritten.has(key) && here.has(rewritten.get(key)!.weightKey))) continue;
-      keys.push(key);
+      // A weight read through a view (nvfp4) is merged from its view's values when dequantized.
+      keys.push(w?.view && !copiedAsStored.has(key) ? w.view : key);
       if (w && rewritten.has(w.scaleKey) && here.has(w.scaleKey)) keys.push(w.scaleKey);
     }
     return { path: shard.path, tensors: keys, ...(dequantizeTo && scaled.metadataLeftOut ? { metadataLeftOut: scaled.metadataLeftOut } : {}) };
@@ -181,7 +196,7 @@ export function scaledFp8Output(
     : prepared.modelFolder;
   const extraUpdates: TensorUpdate[] = dequantizeTo
     ? [...scaled.weights.values()].filter((w) => !updated.has(w.weightKey)).map((w) => ({
-      baseKey: w.weightKey, dtype: w.codeDtype, shape: base.tensors.get(w.weightKey)!.shape.slice(), rows: w.rows, cols: w.cols, layout: 'out-in',
+      baseKey: w.weightKey, dtype: w.codeDtype, shape: (w.view?.shape ?? base.tensors.get(w.weightKey)!.shape).slice(), rows: w.rows, cols: w.cols, layout: 'out-in',
       outFeatures: w.rows, inFeatures: w.cols, terms: [], rowBlock: 1,
     }))
     : [];

@@ -1,0 +1,98 @@
+/**
+ * ComfyUI's `nvfp4` comfy_quant layers (quant_ops.py's TensorCoreNVFP4Layout, comfy_kitchen's
+ * NVFP4): `<m>.weight` U8 (rows, cols/2), two e2m1 codes per byte with element 2k in the HIGH
+ * nibble and 2k+1 in the low one (comfy_kitchen packs `hi_first`, the opposite of ModelOpt's);
+ * `<m>.weight_scale` F8_E4M3, one scale per 16 inputs of a row, the (rows, cols/16) grid in cuBLAS'
+ * swizzled block-scale layout (`to_blocked`, as mxfp8's: padded to ⌈rows/128⌉·128 rows and
+ * ⌈cols/64⌉·4 scale columns); `<m>.weight_scale_2` F32 (): the tensor's scale. The quantizer pads the
+ * weight to a multiple of 16 in both directions and ComfyUI loads the stored tensor as the layer's
+ * codes, so the stored shape is read as the weight's. W = e2m1(code) × e4m3(block scale) × weight_scale_2.
+ *
+ * Read as ModelOpt NVFP4's view does (modelopt-nvfp4.ts): a code times its block scale has at most
+ * 6 significant bits, exact in bf16, so the weight is seen as bf16 products with weight_scale_2 the
+ * one scale per tensor, their product exact in float64 and rounded once. comfy_kitchen's own
+ * dequantization multiplies weight_scale_2 by the block scale in float32 first, which may round
+ * before the product is rounded to the model's dtype; the exact product is kept here. Re-quantizing
+ * to nvfp4 is not written: such a layer is merged only written dequantized.
+ */
+import { decodeToF32, encodeFromF32 } from '../dtype.js';
+import { MergeError } from '../errors.js';
+import { product } from '../integers.js';
+import type { BaseModel } from './base-model.js';
+import type { ViewTensor } from './base-model-view.js';
+import { blockedScaleShape, swizzledOffset } from './comfy-mxfp8.js';
+import { E2M1 } from './modelopt-nvfp4.js';
+import type { ScaledFp8Weight } from './scaled-fp8.js';
+
+export const NVFP4_BLOCK = 16;
+
+/** Reads one nvfp4 layer's weight and scales; malformed ones throw, naming them. */
+export async function readComfyNvfp4(base: BaseModel, layer: string, from: string): Promise<ScaledFp8Weight> {
+  const weightKey = `${layer}.weight`;
+  const scaleKey = `${layer}.weight_scale`;
+  const globalKey = `${layer}.weight_scale_2`;
+  const weight = base.tensors.get(weightKey)!;
+  const scale = base.tensors.get(scaleKey);
+  const global = base.tensors.get(globalKey);
+  const where = `${base.name}: ${weightKey} (comfy_quant format "nvfp4", ${from})`;
+  if (weight.dtype !== 'U8' || weight.shape.length !== 2 || weight.shape[0] % NVFP4_BLOCK !== 0 || (weight.shape[1] * 2) % NVFP4_BLOCK !== 0) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${weight.dtype} [${weight.shape.join(', ')}]; ComfyUI stores nvfp4 weights as U8 (rows, cols/2), rows and cols multiples of 16`);
+  }
+  const rows = weight.shape[0];
+  const cols = weight.shape[1] * 2;
+  const want = blockedScaleShape(rows, cols / NVFP4_BLOCK);
+  if (!scale || scale.dtype !== 'F8_E4M3' || scale.shape.length !== 2 || scale.shape[0] !== want[0] || scale.shape[1] !== want[1]) {
+    const what = scale ? `is ${scale.dtype} [${scale.shape.join(', ')}]` : 'is missing';
+    throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} ${what}; nvfp4 needs F8_E4M3 block scales of shape [${want.join(', ')}] (one per 16 inputs, in cuBLAS' swizzled layout)`);
+  }
+  if (!global || global.dtype !== 'F32' || product(global.shape) !== 1 || global.shape.length > 1) {
+    const what = global ? `is ${global.dtype} [${global.shape.join(', ')}]` : 'is missing';
+    throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${globalKey} ${what}; nvfp4 needs one F32 scale per weight (shape [] or [1])`);
+  }
+  const value = decodeToF32(await base.read(globalKey), 'F32')[0];
+  if (!Number.isFinite(value) || value < 0) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${globalKey}" holds the scale ${value}; a scale must be finite and not negative`);
+  }
+  const entry: ScaledFp8Weight = {
+    weightKey, codeDtype: 'BF16', scaleKey: globalKey, scaleDtype: 'F32', rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(value),
+    scaleLayout: 'nvfp4', blockScaleKey: scaleKey, view: nvfp4View(base, weightKey, scaleKey, rows, cols),
+  };
+  if (base.tensors.has(`${layer}.input_scale`)) entry.inputScaleKey = `${layer}.input_scale`;
+  return entry;
+}
+
+/** The weight as bf16 code × block scale (rows, cols), decoded a row range at a time. */
+function nvfp4View(base: BaseModel, key: string, scaleKey: string, rows: number, cols: number): ViewTensor {
+  const rowBytes = cols * 2;
+  const blocks = cols / NVFP4_BLOCK;
+  const scaleCols = blockedScaleShape(rows, blocks)[1];
+  const tileBytes = 128 * scaleCols; // a 128-row tile of the swizzled scales is contiguous
+  return {
+    name: key, dtype: 'BF16', shape: [rows, cols], byteLength: rows * rowBytes,
+    async readPart(start, length) {
+      if (start % 2 !== 0 || length % 2 !== 0) throw new RangeError(`${key}: bytes ${start}+${length} are not whole bf16 values`);
+      const r0 = Math.floor(start / rowBytes);
+      const r1 = Math.ceil((start + length) / rowBytes);
+      const packed = await base.readPart(key, r0 * (cols / 2), (r1 - r0) * (cols / 2));
+      const t0 = Math.floor(r0 / 128);
+      const t1 = Math.ceil(r1 / 128);
+      const tiles = decodeToF32(await base.readPart(scaleKey, t0 * tileBytes, (t1 - t0) * tileBytes), 'F8_E4M3');
+      const values = new Float32Array((r1 - r0) * cols);
+      for (let r = r0; r < r1; r++) {
+        for (let j = 0; j < blocks; j++) {
+          const s = tiles[swizzledOffset(r, j, scaleCols) - t0 * tileBytes];
+          if (Number.isNaN(s)) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" holds NaN for row ${r}, inputs ${j * NVFP4_BLOCK}–${j * NVFP4_BLOCK + NVFP4_BLOCK - 1}`);
+          for (let c = j * NVFP4_BLOCK; c < (j + 1) * NVFP4_BLOCK; c++) {
+            const i = (r - r0) * cols + c;
+            const byte = packed[i >> 1];
+            const code = i & 1 ? byte & 0x0f : byte >> 4; // element 2k in the high nibble
+            const magnitude = E2M1[code & 7] * s;
+            values[i] = code & 8 ? -magnitude : magnitude;
+          }
+        }
+      }
+      const offset = start - r0 * rowBytes;
+      return encodeFromF32(values, 'BF16').subarray(offset, offset + length);
+    },
+  };
+}
