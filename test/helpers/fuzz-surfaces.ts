@@ -2037,6 +2037,9 @@ export function decodeFiles(files: Map<string, Uint8Array>): Decoded | null {
         // Compared as text: the structure check needs no more.
         json.set(path, new TextDecoder().decode(bytes));
       } else if (path.endsWith('.safetensors')) {
+        // The format's header is UTF-8 JSON (safetensors' serde_json refuses other bytes); the plain
+        // reader's decoder would replace them and read on.
+        if (bytes.byteLength >= 8) new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true))));
         const file = decodeSafetensors(bytes);
         if (file.dataEnd !== bytes.byteLength) return null;
         headers.set(path, file.metadata);
