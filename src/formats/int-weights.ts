@@ -100,8 +100,12 @@ function viewTensor(w: IntWeight): ViewTensor {
   };
 }
 
-/** Little-endian int32s of `bytes`. */
+/**
+ * Little-endian int32s of `bytes`, read only: a view where the bytes are 4-aligned (a weight's
+ * cached qweight is read once per slab; copying it each time cost a copy of the tensor per slab).
+ */
 export function int32s(bytes: Uint8Array): Int32Array {
+  if (bytes.byteOffset % 4 === 0) return new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 2);
   return new Int32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
 }
 
