@@ -9,12 +9,14 @@
  * plan's data, so the page needs no list of formats.
  */
 import {
-  ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, prepareMerge, type InputFileSet, type MergePlan, type ParsedAdapter,
+  ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, prepareMerge, type FloatTensorBytes, type InputFileSet, type MergePlan, type ParsedAdapter,
   type PlannedTerm, type PreparedMerge,
 } from '../src/index.js';
 import { algorithmNamed, moduleTitle } from '../src/formats/algorithms/index.js';
 import { familyMismatch } from '../src/plan/model-family.js';
 import { tiedPair } from '../src/plan/tied-embeddings.js';
+import { SCALED_FP8_KIND_NAME } from '../src/formats/scaled-fp8.js';
+import { decodeToF32, type FloatDType } from '../src/dtype.js';
 import { chartGrouper } from './chart-groups.js';
 import type { AdapterSummary, OutputFilePlan, PlanCheck, PlannedModule, PlanSummary, Problem } from './worker-protocol.js';
 
@@ -147,6 +149,51 @@ function refusedTypes(model: PreparedMerge['base'], touched: ReadonlySet<string>
   return refused;
 }
 
+/**
+ * Rows of the base in real values, for the magnitudes: a quantized weight's codes times its scales
+ * (ComfyUI nvfp4 through its view), so that a ratio is ‖ΔW‖ / ‖W‖ and not over the codes. Under the
+ * `keep` rule the plan's terms are ΔW / scale, measured against the codes as they are.
+ */
+function realRowReader(prepared: PreparedMerge): (key: string, rowStart: number, rowCount: number) => Promise<FloatTensorBytes> {
+  const { base, scaledFp8: scaled } = prepared;
+  const grids = new Map<string, Promise<Float64Array>>();
+  return async (key, rowStart, rowCount) => {
+    const w = scaled?.weights.get(key);
+    if (!scaled || !w || scaled.rule === 'keep') return base.readRows(key, rowStart, rowCount);
+    const stored = w.view
+      ? { dtype: w.view.dtype as FloatDType, data: await w.view.readPart(rowStart * w.cols * 2, rowCount * w.cols * 2) }
+      : await base.readRows(key, rowStart, rowCount);
+    let grid = grids.get(key);
+    if (!grid) grids.set(key, (grid = w.scales.length > 0 || !w.loadScales ? Promise.resolve(w.scales) : w.loadScales()));
+    const scales = await grid;
+    const values = decodeToF32(stored.data, stored.dtype);
+    const colBlocks = Math.ceil(w.cols / w.blockCols);
+    for (let r = 0; r < rowCount; r++) {
+      const row = Math.floor((rowStart + r) / w.blockRows) * colBlocks;
+      for (let c = 0; c < w.cols; c++) values[r * w.cols + c] *= scales[row + Math.floor(c / w.blockCols)];
+    }
+    return { dtype: 'F32', data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
+  };
+}
+
+/**
+ * Output types a base whose quantized weights are written only dequantized cannot take (GPTQ, AWQ,
+ * compressed-tensors int, ModelOpt NVFP4; ComfyUI nvfp4 layers once one is changed): the merge
+ * refuses them (scaled-fp8-output.ts), so the page says so before the click.
+ */
+function dequantizeOnlyTypes(scaled: PreparedMerge['scaledFp8'], touched: ReadonlySet<string>): Record<string, string> {
+  if (!scaled || scaled.weights.size === 0) return {};
+  const viewed = [...scaled.weights.values()].filter((w) => w.view);
+  const why = (what: string) => `${what} are written only dequantized: choose bf16, f16 or f32`;
+  if (scaled.rule === 'dequantize-only') {
+    const reason = why(`its ${SCALED_FP8_KIND_NAME[scaled.kind]} weights`);
+    return { same: reason, f8_e4m3: reason, f8_e5m2: reason };
+  }
+  if (viewed.length === 0) return {};
+  const reason = why(`its comfy_quant nvfp4 weights (such as ${viewed[0].weightKey})`);
+  return { ...(viewed.some((w) => touched.has(w.weightKey)) ? { same: reason } : {}), f8_e4m3: reason, f8_e5m2: reason };
+}
+
 /** Errors first (an adapter for another kind of model named as such), then warnings, as the CLI prints them. */
 function checkOf(prepared: PreparedMerge): PlanCheck {
   const { plan, base } = prepared;
@@ -186,8 +233,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
     const { plan } = prepared;
     const model = prepared.base;
     const unit = atOne.plan;
-    const unitModel = atOne.base;
-    const measured = await estimateUpdateMagnitudes(unit, (key, rowStart, rowCount) => unitModel.readRows(key, rowStart, rowCount));
+    const measured = await estimateUpdateMagnitudes(unit, realRowReader(atOne));
     const allTensors = [...model.tensors.values()];
     const placeOf = chartGrouper(model.tensors.keys());
     const touched = touchedKeys(plan);
@@ -203,7 +249,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
         kind: model.kind,
         container: model.format.name,
       },
-      output: { ...model.format.outputChoices, refused: refusedTypes(model, touched) },
+      output: { ...model.format.outputChoices, refused: { ...refusedTypes(model, touched), ...dequantizeOnlyTypes(prepared.scaledFp8, touched) } },
       adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),
       modules: [...unit.updates.flatMap((u) => u.terms.map((t) => moduleOf(t, u.baseKey, u.shape))), ...biasOnlyModules(unit)],
       leftOut: plan.leftOut.map((m) => ({ adapter: m.adapterIndex, module: m.module, reason: m.reason })),

@@ -25,6 +25,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { requantizeSlab } from '../src/pipeline/fp8-requantize.js';
+import { summarizePlan } from '../demo/plan-summary.js';
 import type { ScaledFp8Weight } from '../src/formats/scaled-fp8.js';
 import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
 import { loraTensors, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
@@ -463,6 +464,37 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
     expect(nvfp4Keys.sort()).toEqual(['comfy_quant', 'weight', 'weight_scale', 'weight_scale_2'].map((s) => `${QKV}.${s}`));
     for (const key of nvfp4Keys) expect(merged.tensors.get(key)!.bytes, key).toEqual(original.get(key)!.bytes);
     expect(await refusal(base, 'f8_e4m3', onModulation)).toEqual([expect.stringMatching(/qkv\.weight" \(comfy_quant format "nvfp4"\) cannot be converted to f8_e4m3: re-quantizing to nvfp4 is not written; merge with --dtype bf16/)]);
+  });
+
+  it("the page's plan refuses before the click what the merge refuses: keeping the dtypes once a LoRA changes an nvfp4 layer, an fp8 output always", async () => {
+    const base = fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } });
+    const refusedOn = async (adapters: Adapter[]) => (await summarizePlan(memoryInputFileSet({ [FILE]: base }, FILE),
+      adapters.map((a) => ({ files: memoryInputFileSet(a.files, Object.keys(a.files)[0]), weight: a.weight })))).output.refused;
+    const reason = `its comfy_quant nvfp4 weights (such as ${QKV}.weight) are written only dequantized: choose bf16, f16 or f32`;
+    expect(await refusedOn(onQkv)).toEqual({ same: reason, f8_e4m3: reason, f8_e5m2: reason });
+    expect(await refusedOn(onModulation)).toEqual({ f8_e4m3: reason, f8_e5m2: reason });
+  });
+
+  it("the page's plan measures ‖ΔW‖ / ‖W‖ against the real weight, not its codes: an e4m3fn layer (code × weight_scale) and an nvfp4 one (through its view)", async () => {
+    const [[adapterName, adapterBytes]] = Object.entries(onQkv[0].files);
+    const [term] = truthTerms(decodeSafetensors(adapterBytes).tensors, [peft('double_blocks.0.img_attn.qkv', 2, 3 * h, h)], 1);
+    // ‖s·B·A‖_F in float64.
+    let updateSquares = 0;
+    for (let o = 0; o < 3 * h; o++) for (let i = 0; i < h; i++) {
+      let sum = 0;
+      for (let k = 0; k < 2; k++) sum += term.b.values[o * 2 + k] * term.a.values[k * h + i];
+      updateSquares += (term.scale * sum) ** 2;
+    }
+    const norm = (values: ArrayLike<number>) => Math.sqrt(Array.from(values).reduce((a, v) => a + v * v, 0));
+    for (const format of ['float8_e4m3fn', 'nvfp4']) {
+      const base = fp8mixed({ otherFormats: { [QKV]: format } });
+      const tensors = decodeSafetensors(base).tensors;
+      const w = tensors.get(`${QKV}.weight`)!;
+      const real = format === 'nvfp4' ? nvfp4Values(tensors, `${QKV}.weight`) : Float64Array.from(w.bytes, (b) => e4m3Value(b) * tensors.get(`${QKV}.weight_scale`)!.values[0]);
+      const summary = await summarizePlan(memoryInputFileSet({ [FILE]: base }, FILE), [{ files: memoryInputFileSet({ [adapterName]: adapterBytes }, adapterName), weight: 1 }]);
+      const measured = summary.magnitudes.find((m) => m.target === `${QKV}.weight`)!;
+      expect(measured.ratio / (Math.sqrt(updateSquares) / norm(real)), format).toBeCloseTo(1, 5);
+    }
   });
 
   const nvfp4Tensors = () => decodeSafetensors(fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } })).tensors;

@@ -141,6 +141,27 @@ describe('the page\'s plan of LLM checkpoints', () => {
       'model.safetensors: merged: 1 of 4 tensors change; lm_head.weight is written as a tensor of its own (untied from the embedding)',
     ]);
   });
+  it('refuses, before the click, the output types a GPTQ base cannot be written in (it is written only dequantized)', async () => {
+    const L = 'model.layers.0.self_attn.q_proj';
+    // 4-bit GPTQ, 16 inputs × 8 outputs in one group of 16: qweight (in/8, out), qzeros (groups, out/8), scales (groups, out).
+    const base = hfModelFolder([
+      { name: `${L}.qweight`, dtype: 'I32', shape: [2, 8], data: Array.from({ length: 16 }, () => Math.floor(rand() * 2 ** 31)) },
+      { name: `${L}.qzeros`, dtype: 'I32', shape: [1, 1], data: [0x77777777] },
+      { name: `${L}.scales`, dtype: 'F16', shape: [1, 8], data: Array.from({ length: 8 }, () => 0.01) },
+      { name: `${L}.g_idx`, dtype: 'I32', shape: [16], data: Array.from({ length: 16 }, () => 0) },
+      randomTensor('model.norm.weight', [16], 'F16', rand),
+    ], {
+      architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'float16',
+      quantization_config: { quant_method: 'gptq', bits: 4, group_size: 16, desc_act: false, sym: true, checkpoint_format: 'gptq' },
+    });
+    const A = randomTensor(`base_model.model.${L}.lora_A.weight`, [2, 16], 'F32', rand, 0.5);
+    const B = randomTensor(`base_model.model.${L}.lora_B.weight`, [8, 2], 'F32', rand, 0.5);
+    const summary = await summarizePlan(memoryInputFileSet(base, 'gptq'), [{ files: memoryInputFileSet(peftFolder({ r: 2, lora_alpha: 2 }, [A, B]), 'lora'), weight: 1 }]);
+    expect(summary.problems.filter((p) => p.severity === 'error')).toEqual([]);
+    const reason = 'its GPTQ weights are written only dequantized: choose bf16, f16 or f32';
+    expect(summary.output.refused).toEqual({ same: reason, f8_e4m3: reason, f8_e5m2: reason });
+  });
+
   it('says which files of a bitsandbytes base are dequantized and written as floats, and measures against the dequantized weight', async () => {
     const L = 'model.layers.0.self_attn';
     const q = int8Weight(`${L}.q_proj`, [24, 16]);
