@@ -161,7 +161,7 @@ function realRowReader(prepared: PreparedMerge): (key: string, rowStart: number,
     const w = scaled?.weights.get(key);
     if (!scaled || !w || scaled.rule === 'keep') return base.readRows(key, rowStart, rowCount);
     const stored = w.view
-      ? { dtype: w.view.dtype as FloatDType, data: await w.view.readPart(rowStart * w.cols * 2, rowCount * w.cols * 2) }
+      ? { dtype: w.view.dtype as FloatDType, data: await w.view.readPart(rowStart * (w.view.byteLength / w.rows), rowCount * (w.view.byteLength / w.rows)) }
       : await base.readRows(key, rowStart, rowCount);
     let grid = grids.get(key);
     if (!grid) grids.set(key, (grid = w.scales.length > 0 || !w.loadScales ? Promise.resolve(w.scales) : w.loadScales()));

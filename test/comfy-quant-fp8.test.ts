@@ -137,12 +137,15 @@ const TERMS: TruthTerm[] = [
 const termsOf = (key: string) => TERMS.filter((t) => t.baseKey === key);
 const MERGED_FP8 = [...new Set(TERMS.map((t) => t.baseKey))].filter((k) => QUANTIZED.test(k));
 
-/** The row-major e8m0 exponents of an mxfp8 weight_scale, undoing the swizzle. */
-function mxfp8Exponents(scale: DecodedTensor, rows: number, cols: number): Uint8Array {
-  const grid = new Uint8Array(rows * cols / 32);
-  blockedOrder(rows, cols / 32).order.forEach((at, k) => { if (at >= 0) grid[at] = scale.bytes[k]; });
+/** A swizzled block-scale tensor's bytes, row-major (rows × blocksPerRow), undoing cuBLAS' order. */
+function unswizzled(scale: DecodedTensor, rows: number, blocksPerRow: number): Uint8Array {
+  const grid = new Uint8Array(rows * blocksPerRow);
+  blockedOrder(rows, blocksPerRow).order.forEach((at, k) => { if (at >= 0) grid[at] = scale.bytes[k]; });
   return grid;
 }
+
+/** The row-major e8m0 exponents of an mxfp8 weight_scale. */
+const mxfp8Exponents = (scale: DecodedTensor, rows: number, cols: number) => unswizzled(scale, rows, cols / 32);
 
 /**
  * W' = fp8(code) × weight_scale + ΔW, in float64 (the codes e4m3fn or e5m2, as the weight's dtype
@@ -168,9 +171,7 @@ function truth(base: Map<string, DecodedTensor>, key: string, terms = termsOf(ke
 function nvfp4Values(base: Map<string, DecodedTensor>, key: string): Float64Array {
   const w = base.get(key)!;
   const rows = w.shape[0], cols = w.shape[1] * 2;
-  const blocks = new Float64Array(rows * cols / 16);
-  const scale = base.get(key.replace(/\.weight$/, '.weight_scale'))!;
-  blockedOrder(rows, cols / 16).order.forEach((at, k) => { if (at >= 0) blocks[at] = e4m3Value(scale.bytes[k]); });
+  const blocks = Float64Array.from(unswizzled(base.get(key.replace(/\.weight$/, '.weight_scale'))!, rows, cols / 16), e4m3Value);
   const global = base.get(key.replace(/\.weight$/, '.weight_scale_2'))!.values[0];
   return Float64Array.from({ length: rows * cols }, (_, i) => {
     const byte = w.bytes[i >> 1];
