@@ -178,20 +178,19 @@ function realRowReader(prepared: PreparedMerge): (key: string, rowStart: number,
 
 /**
  * Output types a base whose quantized weights are written only dequantized cannot take (GPTQ, AWQ,
- * compressed-tensors int, ModelOpt NVFP4; ComfyUI nvfp4 layers once one is changed): the merge
- * refuses them (scaled-fp8-output.ts), so the page says so before the click.
+ * compressed-tensors int, ModelOpt NVFP4), nor fp8 ones for ComfyUI nvfp4 layers (they stay nvfp4
+ * or are dequantized): the merge refuses them (scaled-fp8-output.ts), so the page says so before the click.
  */
-function dequantizeOnlyTypes(scaled: PreparedMerge['scaledFp8'], touched: ReadonlySet<string>): Record<string, string> {
+function dequantizeOnlyTypes(scaled: PreparedMerge['scaledFp8']): Record<string, string> {
   if (!scaled || scaled.weights.size === 0) return {};
   const viewed = [...scaled.weights.values()].filter((w) => w.view);
-  const why = (what: string) => `${what} are written only dequantized: choose bf16, f16 or f32`;
   if (scaled.rule === 'dequantize-only') {
-    const reason = why(`its ${SCALED_FP8_KIND_NAME[scaled.kind]} weights`);
+    const reason = `its ${SCALED_FP8_KIND_NAME[scaled.kind]} weights are written only dequantized: choose bf16, f16 or f32`;
     return { same: reason, f8_e4m3: reason, f8_e5m2: reason };
   }
   if (viewed.length === 0) return {};
-  const reason = why(`its comfy_quant nvfp4 weights (such as ${viewed[0].weightKey})`);
-  return { ...(viewed.some((w) => touched.has(w.weightKey)) ? { same: reason } : {}), f8_e4m3: reason, f8_e5m2: reason };
+  const reason = `its comfy_quant nvfp4 weights (such as ${viewed[0].weightKey}) stay nvfp4 or are written dequantized: keep the dtypes or choose bf16, f16 or f32`;
+  return { f8_e4m3: reason, f8_e5m2: reason };
 }
 
 /** Errors first (an adapter for another kind of model named as such), then warnings, as the CLI prints them. */
@@ -249,7 +248,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
         kind: model.kind,
         container: model.format.name,
       },
-      output: { ...model.format.outputChoices, refused: { ...refusedTypes(model, touched), ...dequantizeOnlyTypes(prepared.scaledFp8, touched) } },
+      output: { ...model.format.outputChoices, refused: { ...refusedTypes(model, touched), ...dequantizeOnlyTypes(prepared.scaledFp8) } },
       adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),
       modules: [...unit.updates.flatMap((u) => u.terms.map((t) => moduleOf(t, u.baseKey, u.shape))), ...biasOnlyModules(unit)],
       leftOut: plan.leftOut.map((m) => ({ adapter: m.adapterIndex, module: m.module, reason: m.reason })),

@@ -16,8 +16,8 @@
  * cuBLAS' swizzled layout; per block e = clamp(ceil(f32(log2(max(f32(amax / 448), 2^-127)))) + 127,
  * 0, 254), codes e4m3(w / 2^(e − 127)), a zero block e = 0), merged by a diffusers-form LoRA too.
  * nvfp4 layers (U8 e2m1 pairs, element 2k in the high nibble; F8_E4M3 block scales per 16 inputs,
- * swizzled; weight_scale_2 F32 ()) merge only with --dtype: W = e2m1 × block scale × weight_scale_2,
- * + ΔW, rounded once. int8 and malformed configs are refused. Both backends; slabs small enough that the merged
+ * swizzled; weight_scale_2 F32 ()) dequantized with --dtype: W = e2m1 × block scale × weight_scale_2,
+ * + ΔW, rounded once (written as nvfp4 again without it: test/comfy-quant-nvfp4.test.ts). int8 and malformed configs are refused. Both backends; slabs small enough that the merged
  * weights stream in several.
  */
 import { afterAll, describe, expect, it } from 'vitest';
@@ -357,7 +357,7 @@ for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
     const original = decodeSafetensors(nvfp4Base);
     it('--dtype bf16: nvfp4 weights (merged or not) are code × block scale × weight_scale_2 + ΔW rounded once; their quantization tensors left out', async () => {
       const merged = await merge(nvfp4Base, backends[backendName]!, 'bf16');
-      expect(merged.notes.join('\n')).toMatch(/nvfp4 weights .* merge only with --dtype bf16/);
+      expect(merged.notes.join('\n')).toMatch(/merged nvfp4 weights .* written as nvfp4 again/);
       expect([...merged.tensors.keys()].filter((k) => /\.(weight_scale|weight_scale_2|comfy_quant|input_scale)$/.test(k))).toEqual([]);
       expect(merged.metadata._quantization_metadata).toBeUndefined();
       for (const m of NVFP4_LAYERS) {
@@ -456,23 +456,23 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
   const onModulation: Adapter[] = [{ files: { 'mod.safetensors': buildSafetensors(loraTensors(rand, [peft('double_stream_modulation_img.lin', 2, 6 * h, h)], 'BF16')) }, weight: 1 }];
   const QKV = `${P}double_blocks.0.img_attn.qkv`;
 
-  it('a LoRA on an nvfp4 layer without --dtype: refused in one line saying re-quantizing to nvfp4 is not written; merged elsewhere, its tensors are copied byte for byte', async () => {
+  it('a LoRA on an nvfp4 layer without --dtype merges (written as nvfp4 again); merged elsewhere, its tensors are copied byte for byte; --dtype f8_e4m3 refused', async () => {
     const base = fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } });
-    expect(await refusal(base, undefined, onQkv)).toEqual([`${FILE}: tensor "${QKV}.weight" is stored as comfy_quant format "nvfp4": re-quantizing it to nvfp4 is not written; add --dtype bf16 (or f16, f32) to write the model dequantized`]);
+    expect(await refusal(base, undefined, onQkv)).toEqual([]);
     const original = decodeSafetensors(base).tensors;
     const merged = await merge(base, backends['cpu (wasm)']!, undefined, onModulation);
     const nvfp4Keys = [...original.keys()].filter((k) => k.startsWith(`${QKV}.`));
     expect(nvfp4Keys.sort()).toEqual(['comfy_quant', 'weight', 'weight_scale', 'weight_scale_2'].map((s) => `${QKV}.${s}`));
     for (const key of nvfp4Keys) expect(merged.tensors.get(key)!.bytes, key).toEqual(original.get(key)!.bytes);
-    expect(await refusal(base, 'f8_e4m3', onModulation)).toEqual([expect.stringMatching(/qkv\.weight" \(comfy_quant format "nvfp4"\) cannot be converted to f8_e4m3: re-quantizing to nvfp4 is not written; merge with --dtype bf16/)]);
+    expect(await refusal(base, 'f8_e4m3', onModulation)).toEqual([expect.stringMatching(/qkv\.weight" \(comfy_quant format "nvfp4"\) cannot be converted to f8_e4m3: nvfp4 layers stay nvfp4 \(leave out --dtype\) or are written dequantized/)]);
   });
 
-  it("the page's plan refuses before the click what the merge refuses: keeping the dtypes once a LoRA changes an nvfp4 layer, an fp8 output always", async () => {
+  it("the page's plan refuses before the click what the merge refuses: an fp8 output for a file with nvfp4 layers, whether or not a LoRA changes one", async () => {
     const base = fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } });
     const refusedOn = async (adapters: Adapter[]) => (await summarizePlan(memoryInputFileSet({ [FILE]: base }, FILE),
       adapters.map((a) => ({ files: memoryInputFileSet(a.files, Object.keys(a.files)[0]), weight: a.weight })))).output.refused;
-    const reason = `its comfy_quant nvfp4 weights (such as ${QKV}.weight) are written only dequantized: choose bf16, f16 or f32`;
-    expect(await refusedOn(onQkv)).toEqual({ same: reason, f8_e4m3: reason, f8_e5m2: reason });
+    const reason = `its comfy_quant nvfp4 weights (such as ${QKV}.weight) stay nvfp4 or are written dequantized: keep the dtypes or choose bf16, f16 or f32`;
+    expect(await refusedOn(onQkv)).toEqual({ f8_e4m3: reason, f8_e5m2: reason });
     expect(await refusedOn(onModulation)).toEqual({ f8_e4m3: reason, f8_e5m2: reason });
   });
 
@@ -553,7 +553,7 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
     const merged = await merge(base, backends['cpu (wasm)']!, undefined, onModulation);
     for (const [key, t] of original) if (!key.endsWith('double_stream_modulation_img.lin.weight')) expect(merged.tensors.get(key)!.bytes, key).toEqual(t.bytes);
     const messages = await refusal(base, 'f8_e4m3', onModulation);
-    expect(messages).toEqual([expect.stringMatching(/: tensor "model\.diffusion_model\..*\.weight" \(comfy_quant format "nvfp4"\) cannot be converted to f8_e4m3: re-quantizing to nvfp4 is not written/)]);
+    expect(messages).toEqual([expect.stringMatching(/: tensor "model\.diffusion_model\..*\.weight" \(comfy_quant format "nvfp4"\) cannot be converted to f8_e4m3: nvfp4 layers stay nvfp4/)]);
   });
 
   const withTensor = (key: string, replace: (t: DecodedTensor) => FixtureTensor | undefined) => {
@@ -613,9 +613,8 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
 
   const temp = tempDirs();
   afterAll(temp.removeAll);
-  it('the CLI: a LoRA on an nvfp4 layer without --dtype and a comfy_quant that is not JSON are refused in one line each, nothing written', async () => {
+  it('the CLI: a comfy_quant that is not JSON is refused in one line, nothing written', async () => {
     const cases: [Uint8Array, RegExp][] = [
-      [fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } }), /qkv\.weight" is stored as comfy_quant format "nvfp4": re-quantizing it to nvfp4 is not written; add --dtype bf16/],
       [withTensor(`${QKV}.comfy_quant`, () => ({ name: `${QKV}.comfy_quant`, dtype: 'U8', shape: [6], data: text('{"form') })), /qkv\.comfy_quant" is not JSON/],
     ];
     for (const [base, message] of cases) {

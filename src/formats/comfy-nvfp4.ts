@@ -12,10 +12,17 @@
  * 6 significant bits, exact in bf16, so the weight is seen as bf16 products with weight_scale_2 the
  * one scale per tensor, their product exact in float64 and rounded once. comfy_kitchen's own
  * dequantization multiplies weight_scale_2 by the block scale in float32 first, which may round
- * before the product is rounded to the model's dtype; the exact product is kept here. Re-quantizing
- * to nvfp4 is not written: such a layer is merged only written dequantized.
+ * before the product is rounded to the model's dtype; the exact product is kept here.
+ *
+ * A merged layer is quantized again as ComfyUI's LoRA patch does (the layout's quantize with scale
+ * "recalculate"), by comfy_kitchen's quantize_nvfp4 (its eager reference), all in float32 on W'
+ * rounded once to f32: weight_scale_2 = f32(amax / (448·6)); per 16 inputs of a row, block scale =
+ * e4m3(min(f32(f32(block amax / 6) / weight_scale_2), 448)) to nearest even; codes =
+ * e2m1(clamp(f32(W' / f32(weight_scale_2 × block scale)), ±6)) to nearest even, the sign kept
+ * (a negative value that rounds to 0 is code 8); a block whose scale is 0 gets codes 0. ComfyUI
+ * rounds the codes stochastically (comfy/float.py); here they round to nearest even.
  */
-import { decodeToF32, encodeFromF32 } from '../dtype.js';
+import { decodeToF32, encodeFromF32, f32BitsToF8Bits, f8DecodeTable } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import { product } from '../integers.js';
 import type { BaseModel } from './base-model.js';
@@ -95,4 +102,51 @@ function nvfp4View(base: BaseModel, key: string, scaleKey: string, rows: number,
       return encodeFromF32(values, 'BF16').subarray(offset, offset + length);
     },
   };
+}
+
+/** e4m3fn's largest finite magnitude times e2m1's: ComfyUI's divisor for a recalculated weight_scale_2. */
+const NVFP4_RANGE = 448 * 6;
+
+/** weight_scale_2 as ComfyUI recalculates it from the merged weight's largest magnitude: f32(amax / (448·6)). */
+export function nvfp4TensorScale(amax: number): number {
+  return Math.fround(Math.fround(amax) / NVFP4_RANGE);
+}
+
+const f32 = new Float32Array(1);
+const f32Bits = new Uint32Array(f32.buffer);
+
+/**
+ * Rows [rowStart, rowStart + rowCount) of W' (f32, rowCount × cols) as nvfp4 codes, two a byte
+ * with element 2k in the high nibble; each block's e4m3 scale byte is written into `blockScales`,
+ * the weight's whole scale tensor in cuBLAS' swizzled layout (its padding left as it is: zeros).
+ */
+export function quantizeNvfp4Rows(values: Float32Array, rowStart: number, rowCount: number, cols: number, tensorScale: number, blockScales: Uint8Array): Uint8Array {
+  const blocks = cols / NVFP4_BLOCK;
+  const scaleCols = blockedScaleShape(rowStart + rowCount, blocks)[1];
+  const e4m3 = f8DecodeTable('F8_E4M3');
+  const out = new Uint8Array(rowCount * cols / 2);
+  for (let r = 0; r < rowCount; r++) {
+    for (let j = 0; j < blocks; j++) {
+      const at = r * cols + j * NVFP4_BLOCK;
+      let amax = 0;
+      for (let i = 0; i < NVFP4_BLOCK; i++) amax = Math.max(amax, Math.abs(values[at + i]));
+      f32[0] = Math.min(Math.fround(Math.fround(amax / 6) / tensorScale), 448);
+      const scaleByte = f32BitsToF8Bits(f32Bits[0], 'F8_E4M3');
+      blockScales[swizzledOffset(rowStart + r, j, scaleCols)] = scaleByte;
+      const total = Math.fround(tensorScale * e4m3[scaleByte]);
+      for (let i = 0; i < NVFP4_BLOCK; i += 2) {
+        const hi = total === 0 ? 0 : e2m1Code(Math.fround(values[at + i] / total));
+        const lo = total === 0 ? 0 : e2m1Code(Math.fround(values[at + i + 1] / total));
+        out[(at + i) >> 1] = (hi << 4) | lo;
+      }
+    }
+  }
+  return out;
+}
+
+/** The e2m1 code of q to nearest even (ties to the even code), saturated at ±6, its sign bit kept (−0 is 8). */
+function e2m1Code(q: number): number {
+  const a = Math.abs(q);
+  const magnitude = a <= 0.25 ? 0 : a < 0.75 ? 1 : a <= 1.25 ? 2 : a < 1.75 ? 3 : a <= 2.5 ? 4 : a < 3.5 ? 5 : a <= 5 ? 6 : 7;
+  return q < 0 || Object.is(q, -0) ? magnitude | 8 : magnitude;
 }

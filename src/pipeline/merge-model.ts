@@ -129,10 +129,14 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
   // A tensor an adapter saved in another shape (a resized embedding) is written in that shape.
   const outShapeOf = (shard: BaseShard, stored: StoredTensor): number[] => {
     const key = keyOf(shard, stored);
+    const storedAs = scaled?.storedAs(key);
+    if (storedAs) return storedAs.shape;
     const planned = updates.get(key)?.shape ?? replacements.get(key)?.shape ?? rowSets.get(key)?.shape;
     return planned && !sameShape(planned, base.tensors.get(key)!.shape) ? planned : stored.shape;
   };
   const outTypeOf = (shard: BaseShard, stored: StoredTensor) => {
+    const storedAs = scaled?.storedAs(keyOf(shard, stored));
+    if (storedAs) return storedAs.type;
     const touched = changed(keyOf(shard, stored));
     return format.outputType(stored, touched, options.dtypeMergedOnly && !touched ? undefined : requested);
   };
@@ -181,7 +185,9 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
         // Dropped once the tensor is written: kept, every tensor's factors would stay until the end.
         const release = () => (steps = undefined);
         for (const [rowStart, rowCount] of pieces(update.rows, rowsPerSlab)) {
-          yield workUnit({ kind: 'update', update, rowStart, rowCount, steps: loadOnce, release }, format.byteLength(outType, rowCount * update.cols));
+          const storedAs = scaled?.storedAs(key);
+          const outBytes = storedAs ? rowCount * storedAs.rowBytes : format.byteLength(outType, rowCount * update.cols);
+          yield workUnit({ kind: 'update', update, rowStart, rowCount, steps: loadOnce, release }, outBytes);
         }
       } else if (bias) {
         yield workUnit({ kind: 'bias', bias }, format.byteLength(outType, bias.length));

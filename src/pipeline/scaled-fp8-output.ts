@@ -31,7 +31,8 @@ import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
 import { unreadScaledWeight } from '../plan/quantized-weights.js';
 import { requantizeSlab } from './fp8-requantize.js';
-import { swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
+import { blockedScaleShape, swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
+import { NVFP4_BLOCK, nvfp4TensorScale, quantizeNvfp4Rows } from '../formats/comfy-nvfp4.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import { lcm } from '../integers.js';
 
@@ -62,7 +63,7 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   }
   if (scaled.kind === 'comfy-quant-fp8') {
     const unread = scaled.unread.length ? `; ${scaled.unread.length} weights in other comfy_quant formats (such as ${scaled.unread[0]}) are copied as they are and cannot be merged` : '';
-    const nvfp4 = [...scaled.weights.values()].some((w) => w.view) ? '; nvfp4 weights (code × block scale × weight_scale_2) merge only with --dtype bf16 (or f16, f32): re-quantizing to nvfp4 is not written' : '';
+    const nvfp4 = [...scaled.weights.values()].some((w) => w.view) ? '; merged nvfp4 weights (code × block scale × weight_scale_2) are written as nvfp4 again with weight_scale_2 = max |W\'| / (448 × 6) and their block scales recalculated, as ComfyUI\'s LoRA patch does (rounded to nearest even)' : '';
     return `the base holds ${what}: adapters are merged into their real values (code × weight_scale); merged weights are written as fp8 again with weight_scale recalculated from their largest magnitude, as ComfyUI's LoRA patch does (rounded to nearest even), comfy_quant and input_scale kept; or dequantized with --dtype f32/f16/bf16${nvfp4}${unread}`;
   }
   if (scaled.kind === 'comfy-scaled-fp8') {
@@ -87,6 +88,8 @@ export interface ScaledFp8Output {
   handles(key: string): boolean;
   /** The row multiple its slabs start on. */
   rowBlock(key: string, planned: number): number;
+  /** How a weight written in another form than the one it is merged in is stored (a merged nvfp4 weight: U8 pairs of codes), else undefined. */
+  storedAs(key: string): { type: string; shape: number[]; rowBytes: number } | undefined;
   /** W' for the slab's rows: fp8 codes (scales kept for {@link scaleChunk}) or the dequantized dtype. */
   mergeSlab(slab: ScaledSlab, backend: MergeBackend, signal?: AbortSignal): Promise<Uint8Array>;
   /** Is this a scale tensor written anew? */
@@ -140,22 +143,17 @@ export function scaledFp8Output(
   if (scaled.rule === 'dequantize-only' && (requested === undefined || requested === 'F8_E4M3' || requested === 'F8_E5M2')) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: its ${kind} weights are written only dequantized (re-quantizing them to ${DEQUANTIZED_ONLY[scaled.kind]?.format ?? kind} is not supported); merge with --dtype bf16 (or f16, f32)`);
   }
-  // ComfyUI's nvfp4 layers: re-quantizing to nvfp4 is not written, so they merge only dequantized.
+  // ComfyUI's nvfp4 layers stay nvfp4 (merged ones quantized again) or are all dequantized; fp8 they never become.
   const viewed = [...scaled.weights.values()].filter((w) => w.view);
   const dequantizing = requested !== undefined && requested !== 'F8_E4M3' && requested !== 'F8_E5M2';
-  if (viewed.length > 0 && !dequantizing) {
-    const changed = viewed.find((w) => updated.has(w.weightKey));
-    if (requested !== undefined) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${viewed[0].weightKey}" (comfy_quant format "nvfp4") cannot be converted to ${requested.toLowerCase()}: re-quantizing to nvfp4 is not written; merge with --dtype bf16 (or f16, f32) to write it dequantized, or leave out --dtype`);
-    }
-    if (changed) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${changed.weightKey}" is stored as comfy_quant format "nvfp4": re-quantizing it to nvfp4 is not written; add --dtype bf16 (or f16, f32) to write the model dequantized`);
-    }
+  if (viewed.length > 0 && requested !== undefined && !dequantizing) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${viewed[0].weightKey}" (comfy_quant format "nvfp4") cannot be converted to ${requested.toLowerCase()}: nvfp4 layers stay nvfp4 (leave out --dtype) or are written dequantized (--dtype bf16, f16 or f32)`);
   }
   if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are fp8 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
   const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
   const merged = [...scaled.weights.values()].filter((w) => updated.has(w.weightKey));
-  const copiedAsStored = new Set(dequantizeTo ? [] : viewed.map((w) => w.weightKey));
+  // nvfp4 weights no adapter changes are copied as stored; merged ones are read through their view.
+  const copiedAsStored = new Set(dequantizeTo ? [] : viewed.filter((w) => !updated.has(w.weightKey)).map((w) => w.weightKey));
   if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
   if (dequantizeTo) {
     if (dtypeMergedOnly) throw new MergeError('BAD_ARGUMENT', `${base.name}: --dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out --dtype`);
@@ -165,14 +163,14 @@ export function scaledFp8Output(
   if (!isSafetensorsModel(base)) throw new Error(`${base.name}: scaled fp8 weights outside a safetensors model`);
 
   // The view: rewritten scales right after their weights (keep), or no scale tensors (dequantize).
-  const rewritten = new Map<string, ScaledFp8Weight>(dequantizeTo ? [] : merged.map((w) => [w.scaleKey, w]));
+  const rewritten = new Map<string, ScaledFp8Weight>(dequantizeTo ? [] : merged.flatMap((w) => [[w.scaleKey, w], ...(w.blockScaleKey ? [[w.blockScaleKey, w] as const] : [])]));
   const dropped = new Set<string>(dequantizeTo
     ? [...scaled.weights.values()].flatMap((w) => [w.scaleKey, ...(w.blockScaleKey ? [w.blockScaleKey] : []), ...(w.inputScaleKey ? [w.inputScaleKey] : [])]).concat(scaled.quantizationOnly ?? [])
     : []);
   const shardOf = (key: string) => base.shards.findIndex((s) => s.path === base.tensors.get(key)?.shard);
-  for (const w of rewritten.values()) {
-    if (shardOf(w.scaleKey) < shardOf(w.weightKey)) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: ${w.scaleKey} is stored in an earlier shard than ${w.weightKey}, so it cannot be rewritten after the merge; merge with --dtype bf16 (or f16, f32)`);
+  for (const [scaleKey, w] of rewritten) {
+    if (shardOf(scaleKey) < shardOf(w.weightKey)) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: ${scaleKey} is stored in an earlier shard than ${w.weightKey}, so it cannot be rewritten after the merge; merge with --dtype bf16 (or f16, f32)`);
     }
   }
   const shardView = baseModelView(base, base.shards.map((shard) => {
@@ -184,7 +182,7 @@ export function scaledFp8Output(
       if (dropped.has(key) || (rewritten.has(key) && here.has(rewritten.get(key)!.weightKey))) continue;
       // A weight read through a view (nvfp4) is merged from its view's values when dequantized.
       keys.push(w?.view && !copiedAsStored.has(key) ? w.view : key);
-      if (w && rewritten.has(w.scaleKey) && here.has(w.scaleKey)) keys.push(w.scaleKey);
+      for (const scaleKey of w ? [w.blockScaleKey, w.scaleKey] : []) if (scaleKey && rewritten.has(scaleKey) && here.has(scaleKey)) keys.push(scaleKey);
     }
     return { path: shard.path, tensors: keys, ...(dequantizeTo && scaled.metadataLeftOut ? { metadataLeftOut: scaled.metadataLeftOut } : {}) };
   }));
@@ -202,6 +200,8 @@ export function scaledFp8Output(
     : [];
 
   const newScales = new Map<string, { values: Float64Array; rowsDone: number; encoded?: Uint8Array }>();
+  // A merged nvfp4 weight's new weight_scale_2 and swizzled block scales, until both are written.
+  const nvfp4Scales = new Map<string, { tensorScale: number; blockScales: Uint8Array; rowsDone: number; written: Set<string> }>();
   const tensorMaxima = new Map<string, Promise<number>>();
   // Scales read when their weight is (mxfp8: one per 32 weights), until its last slab.
   const loaded = new Map<string, { scales: Promise<Float64Array>; rowsDone: number }>();
@@ -222,6 +222,10 @@ export function scaledFp8Output(
       const w = scaled.weights.get(key);
       return w && !isRowGrid(w) ? lcm(planned, w.blockRows) : planned;
     },
+    storedAs: (key) => {
+      const w = scaled.weights.get(key);
+      return w?.view && !dequantizeTo && updated.has(key) ? { type: 'U8', shape: [w.rows, w.cols / 2], rowBytes: w.cols / 2 } : undefined;
+    },
     async mergeSlab(slab, backend, signal) {
       const w = scaled.weights.get(slab.update.baseKey)!;
       // ModelOpt's quantizer reads W' in the model's dtype: rounded once to it, here.
@@ -237,9 +241,14 @@ export function scaledFp8Output(
         if (!pass) tensorMaxima.set(w.weightKey, (pass = maxOverTensor(w, scaled.rule, slab, reader.base.readPart.bind(reader.base), quantizerDtype, backend, signal)));
         tensorMax = await pass;
       }
+      const real = quantizerDtype === 'F32' ? new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4) : decodeToF32(values, quantizerDtype);
+      if (w.view) {
+        const codes = nvfp4Codes(w, real, slab, tensorMax, nvfp4Scales);
+        backend.recycle?.(values);
+        return codes;
+      }
       let state = newScales.get(w.weightKey);
       if (!state) newScales.set(w.weightKey, (state = { values: Float64Array.from(grid), rowsDone: 0 }));
-      const real = quantizerDtype === 'F32' ? new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4) : decodeToF32(values, quantizerDtype);
       const codes = requantizeSlab(w, scaled.rule, real, slab.rowStart, slab.rowCount, state.values, tensorMax, { quantizerDtype });
       state.rowsDone += slab.rowCount;
       backend.recycle?.(values); // read no more (codes are a buffer of their own)
@@ -248,6 +257,14 @@ export function scaledFp8Output(
     rewritesScale: (key) => rewritten.has(key),
     scaleChunk(key, start, length) {
       const w = rewritten.get(key)!;
+      if (w.view) {
+        const state = nvfp4Scales.get(w.weightKey);
+        if (!state || state.rowsDone !== w.rows) throw new Error(`${key} is written before all of ${w.weightKey} was merged`);
+        const bytes = key === w.blockScaleKey ? state.blockScales : encodeFromF32(Float32Array.of(state.tensorScale), 'F32');
+        if (start + length >= bytes.byteLength) state.written.add(key);
+        if (state.written.size === 2) nvfp4Scales.delete(w.weightKey); // both written: held no longer
+        return bytes.subarray(start, start + length);
+      }
       const state = newScales.get(w.weightKey);
       if (!state || state.rowsDone !== w.rows) throw new Error(`${key} is written before all of ${w.weightKey} was merged`);
       if (w.scaleLayout === 'mxfp8') {
@@ -260,6 +277,32 @@ export function scaledFp8Output(
     },
     configDtype: (written) => (dequantizeTo ? written : undefined),
   };
+}
+
+/**
+ * A slab of a merged nvfp4 weight quantized again as ComfyUI does (comfy-nvfp4.ts): weight_scale_2
+ * from the whole tensor's maximum (`tensorMax`, or the slab's own when it is the whole tensor),
+ * the block scales written into the weight's swizzled scale tensor as its rows come.
+ */
+function nvfp4Codes(
+  w: ScaledFp8Weight, real: Float32Array, slab: ScaledSlab, tensorMax: number | undefined,
+  states: Map<string, { tensorScale: number; blockScales: Uint8Array; rowsDone: number; written: Set<string> }>,
+): Uint8Array {
+  let state = states.get(w.weightKey);
+  if (!state) {
+    let amax = tensorMax ?? 0;
+    if (tensorMax === undefined) for (let i = 0; i < real.length; i++) amax = Math.max(amax, Math.abs(real[i]));
+    const tensorScale = nvfp4TensorScale(amax);
+    // All zeros (or so small that amax / 2688 is 0 in f32): ComfyUI would divide 0 by 0 into NaN scales.
+    if (!(tensorScale > 0 && Number.isFinite(tensorScale))) {
+      throw new MergeError('NON_FINITE', `tensor "${w.weightKey}": its merged weight's largest magnitude is ${amax}, which gives the nvfp4 weight_scale_2 ${tensorScale} (max |W'| / (448 × 6) in float32), with which ComfyUI's quantizer writes NaN or Inf; merge with --dtype bf16 (or f16, f32) to write the weights dequantized`);
+    }
+    const [scaleRows, scaleCols] = blockedScaleShape(w.rows, w.cols / NVFP4_BLOCK);
+    states.set(w.weightKey, (state = { tensorScale, blockScales: new Uint8Array(scaleRows * scaleCols), rowsDone: 0, written: new Set() }));
+  }
+  const codes = quantizeNvfp4Rows(real, slab.rowStart, slab.rowCount, w.cols, state.tensorScale, state.blockScales);
+  state.rowsDone += slab.rowCount;
+  return codes;
 }
 
 /** A grid whose blocks span all columns (per channel, per tensor): its scales are one factor per row. */

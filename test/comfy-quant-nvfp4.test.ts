@@ -1,0 +1,313 @@
+/**
+ * LoRAs merged into ComfyUI `comfy_quant` nvfp4 layers and written back as nvfp4, as Comfy-Org
+ * ships FLUX.2 nvfp4 checkpoints (the transformer under `model.diffusion_model.`): `<m>.weight` U8
+ * (rows, cols/2), two e2m1 codes a byte, element 2k in the high nibble; `<m>.weight_scale`
+ * F8_E4M3, one scale per 16 inputs of a row in cuBLAS' swizzled layout (zeros in the padding);
+ * `<m>.weight_scale_2` F32 (); `<m>.comfy_quant` `{"format": "nvfp4"}`; some `<m>.input_scale`.
+ *
+ * Truth is float64 written here: W = e2m1(code) × e4m3(block scale) × weight_scale_2, W' = W +
+ * Σ weight · scale · B·A, then quantized again as ComfyUI's LoRA patch does (scale "recalculate",
+ * comfy_kitchen's quantize_nvfp4, rounded to nearest even where ComfyUI rounds stochastically),
+ * in float32 on w = f32(W'): s2 = f32(max |w| / 2688); per block of 16, b = e4m3(min(f32(f32(amax
+ * / 6) / s2), 448)); t = f32(s2 · b); code = the e2m1 value nearest f32(w / t) clamped to ±6 (ties
+ * to the even code), its sign kept; t = 0 gives codes 0. The layers are chosen so that the scale
+ * tensor needs padding both ways (144 rows, 3 blocks a row), and one row gets no ΔW so that a
+ * block of zeros and a block whose new scale rounds to 0 stay in it.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { quantizeNvfp4Rows } from '../src/formats/comfy-nvfp4.js';
+import { summarizePlan } from '../demo/plan-summary.js';
+import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
+import { loraTensors, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { errorLines, runCli } from './helpers/cli.js';
+import { buildSafetensors, decodeSafetensors, roundF8Saturating, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
+import { blockedOrder, e2m1Value, e4m3Value } from './helpers/e4m3-by-hand.js';
+
+const rand = seededRandom(4242);
+const P = 'model.diffusion_model.';
+// h = 48: qkv is 144 × 48 (rows not a multiple of 128, 3 blocks a row: the scales padded both ways).
+const DIMS: Flux2Dims = { ...FLUX2, h: 48, head: 16 };
+const { h } = DIMS;
+const FILE = 'flux2_dev_nvfp4mixed.safetensors';
+const QKV = `${P}double_blocks.0.img_attn.qkv`;
+const NVFP4_LAYERS = [QKV, `${P}single_blocks.0.linear2`, `${P}double_blocks.0.img_mlp.0`, `${P}double_blocks.0.img_attn.proj`];
+/** json.dumps as ComfyUI writes it. */
+const NVFP4_CONFIG = Array.from(new TextEncoder().encode('{"format": "nvfp4"}'));
+/** Row of qkv that no LoRA changes (its lora_B row is zeros): block 1 all zeros, block 2 tiny. */
+const QUIET_ROW = 5;
+
+// --- the base: FLUX.2 with four nvfp4 layers, the rest bf16 --------------------------------------
+
+/** `zeroLayer`: a layer whose codes are all 0 (its weight zeros). */
+function nvfp4Base(zeroLayer?: string): Uint8Array {
+  const tensors: FixtureTensor[] = [];
+  for (const t of flux2BflTensors(rand, 'BF16', DIMS, P)) {
+    const m = t.name.slice(0, -'.weight'.length);
+    if (!NVFP4_LAYERS.includes(m)) {
+      tensors.push(t);
+      continue;
+    }
+    const [rows, cols] = t.shape;
+    const blocks = cols / 16;
+    const codes = Array.from({ length: rows * cols }, () => (m === zeroLayer ? 0 : Math.floor(rand() * 16)));
+    const scaleBytes = Array.from({ length: rows * blocks }, () => 0x28 + Math.floor(rand() * 0x30));
+    if (m === QKV) {
+      // A block of zeros, and one whose values are so small that its new scale rounds to 0.
+      for (let c = 16; c < 32; c++) codes[QUIET_ROW * cols + c] = c % 2 ? 8 : 0;
+      for (let c = 32; c < 48; c++) codes[QUIET_ROW * cols + c] = c % 2 ? 9 : 1;
+      scaleBytes[QUIET_ROW * blocks + 2] = 0x01;
+    }
+    tensors.push({ name: t.name, dtype: 'U8', shape: [rows, cols / 2], data: Array.from({ length: rows * cols / 2 }, (_, k) => (codes[2 * k] << 4) | codes[2 * k + 1]) });
+    const { order, shape } = blockedOrder(rows, blocks);
+    tensors.push({ name: `${m}.weight_scale`, dtype: 'U8', shape, data: Array.from(order, (at) => (at < 0 ? 0 : scaleBytes[at])) });
+    tensors.push({ name: `${m}.weight_scale_2`, dtype: 'F32', shape: [], data: [Math.fround(0.0005 + rand() * 0.0002)] });
+    if (m.includes('single_blocks')) tensors.push({ name: `${m}.input_scale`, dtype: 'F32', shape: [], data: [Math.fround(0.03)] });
+    tensors.push({ name: `${m}.comfy_quant`, dtype: 'U8', shape: [NVFP4_CONFIG.length], data: NVFP4_CONFIG });
+  }
+  // The block scales are e4m3 bytes: stored as F8_E4M3 (written as U8 above to keep the bytes exact).
+  return buildSafetensors(tensors.map((t) => (t.name.endsWith('.weight_scale') ? { ...t, dtype: 'F8_E4M3', data: Uint8Array.from(t.data as number[]) } : t)));
+}
+const BASE = nvfp4Base();
+
+// --- the LoRAs: ai-toolkit's (PEFT form, scale 1) and musubi-tuner's (kohya form, α/r) ------------
+
+const peft = (m: string, r: number, out: number, inF: number): LoraSpec => ({
+  down: `diffusion_model.${m}.lora_A.weight`, up: `diffusion_model.${m}.lora_B.weight`, r, out, in: inF, lands: [{ key: `${P}${m}.weight` }], scale: 1,
+});
+const AI_TOOLKIT: LoraSpec[] = [peft('double_blocks.0.img_attn.qkv', 4, 3 * h, h), peft('double_blocks.0.img_mlp.0', 2, 6 * h, h), peft('double_stream_modulation_img.lin', 2, 6 * h, h)];
+const MUSUBI: LoraSpec[] = [{
+  down: 'lora_unet_single_blocks_0_linear2.lora_down.weight', up: 'lora_unet_single_blocks_0_linear2.lora_up.weight', r: 4, out: h, in: 4 * h,
+  lands: [{ key: `${P}single_blocks.0.linear2.weight` }], scale: 8 / 4, extra: [{ name: 'lora_unet_single_blocks_0_linear2.alpha', dtype: 'F32', shape: [], data: [8] }],
+}];
+const aiToolkitTensors = loraTensors(rand, AI_TOOLKIT, 'BF16').map((t) => {
+  if (t.name !== AI_TOOLKIT[0].up) return t;
+  const data = Array.from(t.data as ArrayLike<number>);
+  data.fill(0, QUIET_ROW * 4, QUIET_ROW * 4 + 4); // lora_B row QUIET_ROW: no ΔW there
+  return { ...t, data };
+});
+const aiToolkit = buildSafetensors(aiToolkitTensors);
+const musubi = buildSafetensors(loraTensors(rand, MUSUBI, 'BF16'), { ss_network_module: 'networks.lora_flux_2' });
+interface Adapter { files: Record<string, Uint8Array>; weight: number }
+const ADAPTERS: Adapter[] = [
+  { files: { 'flux2_style_ai_toolkit.safetensors': aiToolkit }, weight: 0.75 },
+  { files: { 'flux2_detail_musubi.safetensors': musubi }, weight: 1 },
+];
+const TERMS: TruthTerm[] = [...truthTerms(decodeSafetensors(aiToolkit).tensors, AI_TOOLKIT, 0.75), ...truthTerms(decodeSafetensors(musubi).tensors, MUSUBI, 1)];
+const termsOf = (key: string) => TERMS.filter((t) => t.baseKey === key);
+
+// --- the truth ------------------------------------------------------------------------------------
+
+/** A swizzled block-scale tensor's bytes, row-major (rows × blocksPerRow). */
+function unswizzled(bytes: Uint8Array, rows: number, blocksPerRow: number): Uint8Array {
+  const grid = new Uint8Array(rows * blocksPerRow);
+  blockedOrder(rows, blocksPerRow).order.forEach((at, k) => { if (at >= 0) grid[at] = bytes[k]; });
+  return grid;
+}
+
+/** W = e2m1(code) × e4m3(block scale) × weight_scale_2 in float64, code c of a row in byte ⌊c/2⌋'s high nibble when c is even. */
+function nvfp4Values(base: Map<string, DecodedTensor>, m: string): { values: Float64Array; rows: number; cols: number } {
+  const w = base.get(`${m}.weight`)!;
+  const rows = w.shape[0], cols = w.shape[1] * 2;
+  const blocks = unswizzled(base.get(`${m}.weight_scale`)!.bytes, rows, cols / 16);
+  const s2 = base.get(`${m}.weight_scale_2`)!.values[0];
+  const values = Float64Array.from({ length: rows * cols }, (_, i) => {
+    const byte = w.bytes[i >> 1];
+    return e2m1Value(i % 2 === 0 ? byte >> 4 : byte & 0x0f) * e4m3Value(blocks[r(i, cols) * (cols / 16) + Math.floor((i % cols) / 16)]) * s2;
+  });
+  return { values, rows, cols };
+}
+const r = (i: number, cols: number) => Math.floor(i / cols);
+
+const E2M1_GRID = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
+/** The e4m3fn byte of a non-negative e4m3 value. */
+const e4m3Byte = (v: number) => { let b = 0; while (e4m3Value(b) !== v) b++; return b; };
+
+interface Nvfp4Truth { packed: Uint8Array; scales: Uint8Array; s2: number; saturated: number; negativeZeros: number; zeroScaleBlocks: number }
+
+/** ComfyUI's nvfp4 quantize of W' (nearest even), by hand; the block scales come back swizzled. */
+function comfyNvfp4(real: Float64Array, rows: number, cols: number): Nvfp4Truth {
+  const w = real.map(Math.fround);
+  const s2 = Math.fround(w.reduce((m, x) => Math.max(m, Math.abs(x)), 0) / (448 * 6));
+  const blocks = cols / 16;
+  const grid = new Uint8Array(rows * blocks);
+  const codes = new Uint8Array(rows * cols);
+  let saturated = 0, negativeZeros = 0, zeroScaleBlocks = 0;
+  for (let b = 0; b < rows * blocks; b++) {
+    const at = r(b, blocks) * cols + (b % blocks) * 16;
+    const block = w.subarray(at, at + 16);
+    const amax = block.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    const scale = roundF8Saturating(Math.min(Math.fround(Math.fround(amax / 6) / s2), 448), 'F8_E4M3');
+    grid[b] = e4m3Byte(scale);
+    const total = Math.fround(s2 * scale);
+    if (total === 0) zeroScaleBlocks++;
+    block.forEach((x, i) => {
+      if (total === 0) return;
+      const q = Math.fround(x / total);
+      if (Math.abs(q) > 6) saturated++;
+      const a = Math.min(Math.abs(q), 6);
+      // The nearest grid value; of two equally near, the even code.
+      let best = 0;
+      for (let k = 1; k < 8; k++) {
+        const d = Math.abs(a - E2M1_GRID[k]) - Math.abs(a - E2M1_GRID[best]);
+        if (d < 0 || (d === 0 && k % 2 === 0)) best = k;
+      }
+      const negative = q < 0 || Object.is(q, -0);
+      if (negative && best === 0) negativeZeros++;
+      codes[at + i] = negative ? best + 8 : best;
+    });
+  }
+  const packed = Uint8Array.from({ length: rows * cols / 2 }, (_, k) => codes[2 * k] * 16 + codes[2 * k + 1]);
+  const scales = Uint8Array.from(blockedOrder(rows, blocks).order, (at) => (at < 0 ? 0 : grid[at]));
+  return { packed, scales, s2, saturated, negativeZeros, zeroScaleBlocks };
+}
+
+// --- merging --------------------------------------------------------------------------------------
+
+const backends = mergeBackends({ cpu: 'both' });
+const inputs = (base: Uint8Array, adapters: Adapter[]) => [memoryInputFileSet({ [FILE]: base }, FILE),
+  adapters.map((a) => ({ files: memoryInputFileSet(a.files, Object.keys(a.files)[0]), weight: a.weight }))] as const;
+
+async function merge(base: Uint8Array, backend: MergeBackend, outDtype?: string, adapters = ADAPTERS) {
+  const prepared = await prepareMerge(...inputs(base, adapters));
+  try {
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend, slabBytes: 4096, ...(outDtype ? { outDtype } : {}) });
+    return { ...decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())), notes: prepared.plan.notes };
+  } finally {
+    await prepared.close();
+  }
+}
+
+async function refusal(base: Uint8Array, outDtype: string | undefined, adapters = ADAPTERS): Promise<string[]> {
+  const prepared = await prepareMerge(...inputs(base, adapters));
+  try {
+    if (prepared.plan.problems.length) return prepared.plan.problems.map((p) => p.message);
+    await mergeModel({ prepared, output: createBlobOutputTarget(), backend: backends['cpu (js)']!, ...(outDtype ? { outDtype } : {}) });
+    return [];
+  } catch (e) {
+    return [(e as Error).message];
+  } finally {
+    await prepared.close();
+  }
+}
+
+const original = decodeSafetensors(BASE);
+const MERGED = NVFP4_LAYERS.filter((m) => termsOf(`${m}.weight`).length > 0);
+const truths = new Map(MERGED.map((m) => {
+  const { values, rows, cols } = nvfp4Values(original.tensors, m);
+  return [m, comfyNvfp4(trueMerge({ ...original.tensors.get(`${m}.weight`)!, shape: [rows, cols], values }, termsOf(`${m}.weight`)), rows, cols)];
+}));
+
+describe('the truth exercises what it should', () => {
+  it('three nvfp4 layers merged, one not; codes saturated at ±6 (block scales rounded down), negative values rounded to −0, blocks whose scale is 0', () => {
+    expect(MERGED).toEqual([QKV, `${P}single_blocks.0.linear2`, `${P}double_blocks.0.img_mlp.0`]);
+    const all = [...truths.values()];
+    expect(all.reduce((n, t) => n + t.saturated, 0)).toBeGreaterThan(0);
+    expect(all.reduce((n, t) => n + t.negativeZeros, 0)).toBeGreaterThan(0);
+    expect(truths.get(QKV)!.zeroScaleBlocks).toBe(2); // the block of zeros and the tiny one
+    expect(original.tensors.get(`${QKV}.weight_scale`)!.shape).toEqual([256, 4]);
+  });
+});
+
+for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
+  describe(`ComfyUI nvfp4 (comfy_quant) FLUX.2 written as nvfp4 on ${backendName}`, () => {
+    it('merged nvfp4 weights quantized again as ComfyUI does (packed codes, swizzled block scales, weight_scale_2); comfy_quant and input_scale kept; the rest byte for byte', async () => {
+      const merged = await merge(BASE, backends[backendName]!);
+      expect(merged.notes.join('\n')).toMatch(/merged nvfp4 weights .* written as nvfp4 again with weight_scale_2 = max \|W'\| \/ \(448 × 6\)/);
+      expect([...merged.tensors.keys()].sort()).toEqual([...original.tensors.keys()].sort());
+      for (const m of MERGED) {
+        const want = truths.get(m)!;
+        const weight = merged.tensors.get(`${m}.weight`)!;
+        const scale = merged.tensors.get(`${m}.weight_scale`)!;
+        const s2 = merged.tensors.get(`${m}.weight_scale_2`)!;
+        expect([weight.dtype, weight.shape], m).toEqual(['U8', original.tensors.get(`${m}.weight`)!.shape]);
+        expect([scale.dtype, scale.shape], m).toEqual(['F8_E4M3', original.tensors.get(`${m}.weight_scale`)!.shape]);
+        expect([s2.dtype, s2.shape, s2.values[0]], m).toEqual(['F32', [], want.s2]);
+        const wrong = weight.bytes.findIndex((b, i) => b !== want.packed[i]);
+        expect(wrong, `${m}.weight byte ${wrong}: ${weight.bytes[wrong]?.toString(16)} vs ${want.packed[wrong]?.toString(16)}`).toBe(-1);
+        const wrongScale = scale.bytes.findIndex((b, i) => b !== want.scales[i]);
+        expect(wrongScale, `${m}.weight_scale byte ${wrongScale}: ${scale.bytes[wrongScale]} vs ${want.scales[wrongScale]}`).toBe(-1);
+      }
+      for (const [key, t] of original.tensors) {
+        if (MERGED.some((m) => key === `${m}.weight` || key === `${m}.weight_scale` || key === `${m}.weight_scale_2`)) continue;
+        if (termsOf(key).length > 0) continue; // the bf16 modulation the LoRA changes
+        expect(merged.tensors.get(key)!.bytes, key).toEqual(t.bytes);
+      }
+    });
+  });
+}
+
+describe('ComfyUI nvfp4: rounding, saturation and what is refused', () => {
+  it('e2m1 codes round to nearest even (ties to the even code), saturate at 6, keep their sign (−0 is code 8); element 2k in the high nibble', () => {
+    // weight_scale_2 1 and a block maximum of 6: the block scale is 1, so each code is its value's.
+    const values = Float32Array.of(6, 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5, -0.25, -0.1, 0, -0, 5.5, 4.9, 0.5, -1);
+    const scales = new Uint8Array(128 * 4);
+    const packed = quantizeNvfp4Rows(values, 0, 1, 16, 1, scales);
+    const codes = Array.from(packed).flatMap((b) => [b >> 4, b & 15]);
+    expect(codes).toEqual([7, 0, 2, 2, 4, 4, 6, 6, 8, 8, 0, 8, 7, 6, 1, 10]);
+    expect(scales[0]).toBe(e4m3Byte(1));
+    // A block past 6 · 448 · weight_scale_2 (not reachable from the whole tensor's maximum, but the
+    // scale saturates at 448 and the codes at ±6): codes ±6, the block scale 448.
+    const big = new Float32Array(16).fill(-4000);
+    big[1] = 4000;
+    const bigCodes = quantizeNvfp4Rows(big, 0, 1, 16, 1, scales);
+    expect(Array.from(bigCodes)).toEqual([0xf7, ...new Array(7).fill(0xff)]);
+    expect(e4m3Value(scales[0])).toBe(448);
+  });
+
+  it('--dtype bf16 still writes every nvfp4 weight dequantized (code × block scale × weight_scale_2 + ΔW, rounded once)', async () => {
+    const merged = await merge(BASE, backends['cpu (wasm)']!, 'bf16');
+    expect([...merged.tensors.keys()].filter((k) => /\.(weight_scale|weight_scale_2|comfy_quant|input_scale)$/.test(k))).toEqual([]);
+    for (const m of NVFP4_LAYERS) expect(merged.tensors.get(`${m}.weight`)!.dtype, m).toBe('BF16');
+  });
+
+  it('--dtype f8_e4m3 and f8_e5m2 on a file with nvfp4 layers: refused in one line naming the tensor', async () => {
+    for (const dtype of ['f8_e4m3', 'f8_e5m2']) {
+      const messages = await refusal(BASE, dtype);
+      expect(messages, dtype).toEqual([`${FILE}: tensor "${NVFP4_LAYERS[0]}.weight" (comfy_quant format "nvfp4") cannot be converted to ${dtype}: nvfp4 layers stay nvfp4 (leave out --dtype) or are written dequantized (--dtype bf16, f16 or f32)`]);
+    }
+  });
+
+  it('a merged nvfp4 weight that is all zeros (ComfyUI would write NaN scales): refused in one line naming it', async () => {
+    // A weight of zero codes and a LoRA whose lora_B is zeros: W' is all zeros.
+    const spec = peft('double_blocks.0.img_attn.proj', 2, h, h);
+    const lora = buildSafetensors(loraTensors(seededRandom(7), [spec], 'BF16').map((t) => (t.name === spec.up ? { ...t, data: new Array(h * 2).fill(0) } : t)));
+    const messages = await refusal(nvfp4Base(`${P}double_blocks.0.img_attn.proj`), undefined, [{ files: { 'zero.safetensors': lora }, weight: 1 }]);
+    expect(messages).toEqual([expect.stringMatching(/tensor "model\.diffusion_model\.double_blocks\.0\.img_attn\.proj\.weight": its merged weight's largest magnitude is 0, .*merge with --dtype bf16/)]);
+  });
+
+  it("the page's plan: keeping the dtypes is allowed once a LoRA changes an nvfp4 layer; fp8 outputs are refused before the click", async () => {
+    const summary = await summarizePlan(...inputs(BASE, ADAPTERS));
+    const reason = `its comfy_quant nvfp4 weights (such as ${NVFP4_LAYERS[0]}.weight) stay nvfp4 or are written dequantized: keep the dtypes or choose bf16, f16 or f32`;
+    expect(summary.output.refused).toEqual({ f8_e4m3: reason, f8_e5m2: reason });
+  });
+
+  const temp = tempDirs();
+  afterAll(temp.removeAll);
+  it('the CLI: a LoRA on nvfp4 layers without --dtype writes them as nvfp4 (bytes as the truth); --dtype f8_e4m3 is refused in one line, nothing written', async () => {
+    const dir = temp.make({ [FILE]: BASE, 'flux2_style_ai_toolkit.safetensors': aiToolkit });
+    const out = join(dir, 'merged.safetensors');
+    const run = await runCli(['merge', '--base', join(dir, FILE), '--adapter', join(dir, 'flux2_style_ai_toolkit.safetensors'), '--weight', '0.75', '--out', out, '--backend', 'cpu']);
+    expect(errorLines(run.stderr)).toEqual([]);
+    expect(run.code).toBe(0);
+    const written = decodeSafetensors(new Uint8Array(readFileSync(out))).tensors;
+    const onlyAiToolkit = TERMS.filter((t) => t.baseKey === `${QKV}.weight` && t.scale === 0.75);
+    const { values, rows, cols } = nvfp4Values(original.tensors, QKV);
+    const want = comfyNvfp4(trueMerge({ ...original.tensors.get(`${QKV}.weight`)!, shape: [rows, cols], values }, onlyAiToolkit), rows, cols);
+    expect(written.get(`${QKV}.weight`)!.bytes).toEqual(want.packed);
+    expect(written.get(`${QKV}.weight_scale`)!.bytes).toEqual(want.scales);
+    expect(written.get(`${QKV}.weight_scale_2`)!.values[0]).toBe(want.s2);
+
+    const refusedOut = join(dir, 'refused.safetensors');
+    const refused = await runCli(['merge', '--base', join(dir, FILE), '--adapter', join(dir, 'flux2_style_ai_toolkit.safetensors'), '--out', refusedOut, '--dtype', 'f8_e4m3', '--backend', 'cpu']);
+    expect(refused.code).not.toBe(0);
+    expect(errorLines(refused.stderr)).toEqual([expect.stringMatching(/qkv\.weight" \(comfy_quant format "nvfp4"\) cannot be converted to f8_e4m3: nvfp4 layers stay nvfp4/)]);
+    expect(existsSync(refusedOut)).toBe(false);
+  });
+});
