@@ -17,14 +17,14 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { memoryInputFileSet, type MergeBackend } from '../src/index.js';
 import { quantizeNvfp4Rows } from '../src/formats/comfy-nvfp4.js';
 import { summarizePlan } from '../demo/plan-summary.js';
 import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
 import { loraTensors, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { mergeBackends } from './helpers/merge-backends.js';
+import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
 import { blockedOrder, e2m1Value, e4m3Value } from './helpers/e4m3-by-hand.js';
 
@@ -169,31 +169,21 @@ function comfyNvfp4(real: Float64Array, rows: number, cols: number): Nvfp4Truth 
 // --- merging --------------------------------------------------------------------------------------
 
 const backends = mergeBackends({ cpu: 'both' });
-const inputs = (base: Uint8Array, adapters: Adapter[]) => [memoryInputFileSet({ [FILE]: base }, FILE),
-  adapters.map((a) => ({ files: memoryInputFileSet(a.files, Object.keys(a.files)[0]), weight: a.weight }))] as const;
 
+/** The merged file's tensors and metadata, and the plan's notes. */
 async function merge(base: Uint8Array, backend: MergeBackend, outDtype?: string, adapters = ADAPTERS) {
-  const prepared = await prepareMerge(...inputs(base, adapters));
-  try {
-    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-    const output = createBlobOutputTarget();
-    await mergeModel({ prepared, output, backend, slabBytes: 4096, ...(outDtype ? { outDtype } : {}) });
-    return { ...decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())), notes: prepared.plan.notes };
-  } finally {
-    await prepared.close();
-  }
+  let notes: string[] = [];
+  const { bytes } = await mergeFileInMemory({ backend, base: { [FILE]: base }, adapters, ...(outDtype ? { outDtype } : {}), inspect: (p) => { notes = p.plan.notes; } });
+  return { ...decodeSafetensors(bytes), notes };
 }
 
+/** The one line a merge is refused with (none: merged). */
 async function refusal(base: Uint8Array, outDtype: string | undefined, adapters = ADAPTERS): Promise<string[]> {
-  const prepared = await prepareMerge(...inputs(base, adapters));
   try {
-    if (prepared.plan.problems.length) return prepared.plan.problems.map((p) => p.message);
-    await mergeModel({ prepared, output: createBlobOutputTarget(), backend: backends['cpu (js)']!, ...(outDtype ? { outDtype } : {}) });
+    await mergeFileInMemory({ backend: backends['cpu (js)']!, base: { [FILE]: base }, adapters, ...(outDtype ? { outDtype } : {}) });
     return [];
   } catch (e) {
     return [(e as Error).message];
-  } finally {
-    await prepared.close();
   }
 }
 
@@ -261,6 +251,36 @@ describe('ComfyUI nvfp4: rounding, saturation and what is refused', () => {
     expect(e4m3Value(scales[0])).toBe(448);
   });
 
+  it('the block scale is f32(f32(amax / 6) / weight_scale_2), two float32 divisions; the codes are quotients by f32(weight_scale_2 × block scale)', () => {
+    const scales = new Uint8Array(128 * 4);
+    // f32(f32(m / 6) / s2) is 4.25 exactly, the tie between e4m3's 4 and 4.5: 4 (even). One
+    // division, m / (6 · s2), would round to 4.2500005 and take 4.5.
+    const s2 = Math.fround(1.1979761123657227), m = Math.fround(30.54839324951172);
+    expect(Math.fround(Math.fround(m / 6) / s2)).toBe(4.25);
+    expect(Math.fround(m / (6 * s2))).toBeGreaterThan(4.25);
+    quantizeNvfp4Rows(Float32Array.of(m, ...new Array(15).fill(0)), 0, 1, 16, s2, scales);
+    expect(e4m3Value(scales[0])).toBe(4);
+    // Block scale 1.625 (its maximum 6 · 1.625 · t2); x / f32(t2 × 1.625) is 1.25 exactly, the tie
+    // between e2m1's 1 and 1.5: code 2 (1, even). Divided by the exact product it would be
+    // 1.2500001: code 3.
+    const t2 = Math.fround(1.7799913883209229), x = Math.fround(3.615607738494873);
+    const total = Math.fround(t2 * 1.625);
+    expect(Math.fround(x / total)).toBe(1.25);
+    expect(Math.fround(x / (t2 * 1.625))).toBeGreaterThan(1.25);
+    const block = Float32Array.of(Math.fround(6 * total), x, ...new Array(14).fill(0));
+    const codes = quantizeNvfp4Rows(block, 0, 1, 16, t2, scales);
+    expect(e4m3Value(scales[0])).toBe(1.625);
+    expect(codes[0]).toBe(0x72);
+    // A quotient, not a product by the reciprocal: y / f32(u2 × 1.625) is 1.25 exactly (code 2);
+    // y × f32(1 / that) would be 1.2500001 (code 3).
+    const u2 = Math.fround(1.4204087257385254), y = Math.fround(2.8852052688598633);
+    const divisor = Math.fround(u2 * 1.625);
+    expect(Math.fround(y / divisor)).toBe(1.25);
+    expect(Math.fround(y * Math.fround(1 / divisor))).toBeGreaterThan(1.25);
+    expect(quantizeNvfp4Rows(Float32Array.of(Math.fround(6 * divisor), y, ...new Array(14).fill(0)), 0, 1, 16, u2, scales)[0]).toBe(0x72);
+    expect(e4m3Value(scales[0])).toBe(1.625);
+  });
+
   it('--dtype bf16 still writes every nvfp4 weight dequantized (code × block scale × weight_scale_2 + ΔW, rounded once)', async () => {
     const merged = await merge(BASE, backends['cpu (wasm)']!, 'bf16');
     expect([...merged.tensors.keys()].filter((k) => /\.(weight_scale|weight_scale_2|comfy_quant|input_scale)$/.test(k))).toEqual([]);
@@ -270,7 +290,7 @@ describe('ComfyUI nvfp4: rounding, saturation and what is refused', () => {
   it('--dtype f8_e4m3 and f8_e5m2 on a file with nvfp4 layers: refused in one line naming the tensor', async () => {
     for (const dtype of ['f8_e4m3', 'f8_e5m2']) {
       const messages = await refusal(BASE, dtype);
-      expect(messages, dtype).toEqual([`${FILE}: tensor "${NVFP4_LAYERS[0]}.weight" (comfy_quant format "nvfp4") cannot be converted to ${dtype}: nvfp4 layers stay nvfp4 (leave out --dtype) or are written dequantized (--dtype bf16, f16 or f32)`]);
+      expect(messages, dtype).toEqual([`base: tensor "${NVFP4_LAYERS[0]}.weight" (comfy_quant format "nvfp4") cannot be converted to ${dtype}: nvfp4 layers stay nvfp4 (leave out --dtype) or are written dequantized (--dtype bf16, f16 or f32)`]);
     }
   });
 
@@ -283,7 +303,8 @@ describe('ComfyUI nvfp4: rounding, saturation and what is refused', () => {
   });
 
   it("the page's plan: keeping the dtypes is allowed once a LoRA changes an nvfp4 layer; fp8 outputs are refused before the click", async () => {
-    const summary = await summarizePlan(...inputs(BASE, ADAPTERS));
+    const summary = await summarizePlan(memoryInputFileSet({ [FILE]: BASE }, FILE),
+      ADAPTERS.map((a) => ({ files: memoryInputFileSet(a.files, Object.keys(a.files)[0]), weight: a.weight })));
     const reason = `its comfy_quant nvfp4 weights (such as ${NVFP4_LAYERS[0]}.weight) stay nvfp4 or are written dequantized: keep the dtypes or choose bf16, f16 or f32`;
     expect(summary.output.refused).toEqual({ f8_e4m3: reason, f8_e5m2: reason });
   });

@@ -13,8 +13,8 @@
  * (e8m0 scales per 32, swizzled), int8 ones and load-only packed 4-bit ones. The two per-tensor fp8
  * formats (PER_TENSOR_FP8) and mxfp8 (BLOCK_SCALED, comfy-mxfp8.ts) are read here, and merged as ComfyUI's LoRA patch does (dequantize, add,
  * quantize again with the scale recalculated from the merged weight's amax over the format's largest
- * finite value: the `comfy` rule of scaled-fp8.ts). nvfp4 (comfy-nvfp4.ts) is read too, and written
- * only dequantized (re-quantizing to nvfp4 is not written). Every other format is left as it is and refused,
+ * finite value: the `comfy` rule of scaled-fp8.ts). nvfp4 (comfy-nvfp4.ts) is read too, and a merged
+ * nvfp4 layer is written as nvfp4 again by that file's rule. Every other format is left as it is and refused,
  * naming the tensor and the format, wherever an adapter would change it or the model would be
  * dequantized.
  */

@@ -84,9 +84,9 @@ export interface ScaledFp8Weight {
   scaleLayout?: 'mxfp8' | 'nvfp4';
   loadScales?: () => Promise<Float64Array>;
   /**
-   * `nvfp4`: ComfyUI's nvfp4 layer (comfy-nvfp4.ts), written only dequantized: `view` is the weight
-   * as bf16 code × block scale (rows, cols), `scaleKey` its weight_scale_2 and `blockScaleKey` the
-   * block scales, left out with it.
+   * `nvfp4`: ComfyUI's nvfp4 layer (comfy-nvfp4.ts): `view` is the weight as bf16 code × block
+   * scale (rows, cols), `scaleKey` its weight_scale_2 and `blockScaleKey` the block scales; both
+   * rewritten when it is merged and quantized again, left out when it is dequantized.
    */
   blockScaleKey?: string;
   view?: ViewTensor;

@@ -11,6 +11,8 @@
  *   1 / q; compressed-tensors: s = amax / 448, code = e4m3(W' / s)), all in float32. A block ΔW
  *   grows past its old maximum would saturate at ±448 under the old scale; a recomputed one never
  *   does. The scale tensors are rewritten to match; `input_scale` and config.json stay as they are.
+ *   ComfyUI's nvfp4 layers go back to nvfp4 (comfy-nvfp4.ts): packed codes, written in a shape and
+ *   type of their own (storedAs), and both scale tensors rewritten after them.
  * - `--dtype f32/f16/bf16`: W' itself (correctly rounded), every fp8 weight dequantized the same
  *   way, the scale, input_scale and KV-cache scale tensors left out and `quantization_config`
  *   dropped (nothing reads them then: vLLM loads KV-cache scales only through a quantization
