@@ -33,7 +33,7 @@ import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
-import { blockedOrder, comfyMxfp8Requantize, comfyRequantize, e2m1Value, e4m3Value, e5m2Value, e8m0Value } from './helpers/e4m3-by-hand.js';
+import { blockedOrder, comfyMxfp8Requantize, comfyRequantize, e2m1Value, e4m3Value, e5m2Value, e8m0Value, unswizzled } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(2718);
 const P = 'model.diffusion_model.';
@@ -136,13 +136,6 @@ const TERMS: TruthTerm[] = [
 ];
 const termsOf = (key: string) => TERMS.filter((t) => t.baseKey === key);
 const MERGED_FP8 = [...new Set(TERMS.map((t) => t.baseKey))].filter((k) => QUANTIZED.test(k));
-
-/** A swizzled block-scale tensor's bytes, row-major (rows × blocksPerRow), undoing cuBLAS' order. */
-function unswizzled(scale: DecodedTensor, rows: number, blocksPerRow: number): Uint8Array {
-  const grid = new Uint8Array(rows * blocksPerRow);
-  blockedOrder(rows, blocksPerRow).order.forEach((at, k) => { if (at >= 0) grid[at] = scale.bytes[k]; });
-  return grid;
-}
 
 /** The row-major e8m0 exponents of an mxfp8 weight_scale. */
 const mxfp8Exponents = (scale: DecodedTensor, rows: number, cols: number) => unswizzled(scale, rows, cols / 32);

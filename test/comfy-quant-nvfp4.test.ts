@@ -26,7 +26,7 @@ import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
-import { blockedOrder, e2m1Value, e4m3Value } from './helpers/e4m3-by-hand.js';
+import { blockedOrder, e2m1Value, e4m3Value, unswizzled } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(4242);
 const P = 'model.diffusion_model.';
@@ -102,18 +102,11 @@ const termsOf = (key: string) => TERMS.filter((t) => t.baseKey === key);
 
 // --- the truth ------------------------------------------------------------------------------------
 
-/** A swizzled block-scale tensor's bytes, row-major (rows × blocksPerRow). */
-function unswizzled(bytes: Uint8Array, rows: number, blocksPerRow: number): Uint8Array {
-  const grid = new Uint8Array(rows * blocksPerRow);
-  blockedOrder(rows, blocksPerRow).order.forEach((at, k) => { if (at >= 0) grid[at] = bytes[k]; });
-  return grid;
-}
-
 /** W = e2m1(code) × e4m3(block scale) × weight_scale_2 in float64, code c of a row in byte ⌊c/2⌋'s high nibble when c is even. */
 function nvfp4Values(base: Map<string, DecodedTensor>, m: string): { values: Float64Array; rows: number; cols: number } {
   const w = base.get(`${m}.weight`)!;
   const rows = w.shape[0], cols = w.shape[1] * 2;
-  const blocks = unswizzled(base.get(`${m}.weight_scale`)!.bytes, rows, cols / 16);
+  const blocks = unswizzled(base.get(`${m}.weight_scale`)!, rows, cols / 16);
   const s2 = base.get(`${m}.weight_scale_2`)!.values[0];
   const values = Float64Array.from({ length: rows * cols }, (_, i) => {
     const byte = w.bytes[i >> 1];

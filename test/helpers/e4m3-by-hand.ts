@@ -62,6 +62,13 @@ export function blockedOrder(rows: number, cols: number): { order: Int32Array; s
   return { order, shape: [rowTiles * 128, colTiles * 4] };
 }
 
+/** A swizzled block-scale tensor's bytes back in row-major order (rows × blocksPerRow), undoing {@link blockedOrder}. */
+export function unswizzled(scale: { bytes: Uint8Array }, rows: number, blocksPerRow: number): Uint8Array {
+  const grid = new Uint8Array(rows * blocksPerRow);
+  blockedOrder(rows, blocksPerRow).order.forEach((at, k) => { if (at >= 0) grid[at] = scale.bytes[k]; });
+  return grid;
+}
+
 /** comfy_kitchen's e8m0_to_f32: 2^(e − 127), with e = 0 read as 0. */
 export const e8m0Value = (e: number) => (e === 0 ? 0 : 2 ** (e - 127));
 
