@@ -357,15 +357,22 @@ describe('what is not read is refused in one line, naming what, and nothing is w
     return { ...c.files, 'config.json': JSON.stringify(config) };
   };
   const awqBase = awq(32);
-  const cases: [string, Files, RegExp][] = [
+  const w8a8 = compressedTensorsInt8();
+  const w8a16 = compressedTensorsPacked({ bits: 8, strategy: 'channel', symmetric: false });
+  const cases: [string, Files, RegExp, Files?][] = [
     ['GPTQ repacked for Marlin', withConfig(base, (q) => { q.checkpoint_format = 'marlin'; }), /quantization_config \(gptq\): checkpoint_format "marlin" .*is not read/],
     ['GPTQ 3-bit', withConfig(base, (q) => { q.bits = 3; }), /quantization_config \(gptq\): bits 3 is not read/],
     ['AWQ GEMV', withConfig(awqBase, (q) => { q.version = 'gemv'; }), /quantization_config \(awq\): version "gemv" is not read; only the GEMM layout/],
     ['compressed-tensors with a sparse format', withConfig(compressedTensorsInt8(), (q) => { q.sparsity_config = { format: 'sparse-24-bitmask' }; }), /sparsity format "sparse-24-bitmask" is not read/],
+    // compressed-tensors' decompressor for the config's format reads only that format's tensors.
+    ['compressed-tensors int8 weights under format pack-quantized', withConfig(w8a8, (q) => { q.format = 'pack-quantized'; }),
+      /tensor "model\.layers\.0\.self_attn\.q_proj\.weight" is stored int-quantized, but config\.json quantization_config says format "pack-quantized"/, peftLora(w8a8.rows, w8a8.cols)],
+    ['compressed-tensors packed 8-bit weights under format int-quantized', withConfig(w8a16, (q) => { q.format = 'int-quantized'; }),
+      /tensor "model\.layers\.0\.self_attn\.q_proj\.weight_packed" is stored pack-quantized, but config\.json quantization_config says format "int-quantized"/, peftLora(w8a16.rows, w8a16.cols)],
   ];
-  for (const [name, files, message] of cases) {
+  for (const [name, files, message, own] of cases) {
     it(name, async () => {
-      const { run, out, lines } = await mergeFolders(temp.make, files, adapter, ['--dtype', 'bf16']);
+      const { run, out, lines } = await mergeFolders(temp.make, files, own ?? adapter, ['--dtype', 'bf16']);
       expect(run.code).not.toBe(0);
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatch(message);

@@ -1752,7 +1752,8 @@ const intHostile = (quant: IntQuant): fc.Arbitrary<IntHostile> => {
       { group_size: 16 }, { group_size: 64 }, { group_size: 0 }, { group_size: undefined, q_group_size: 8 }, { modules_to_not_convert: ['q_proj'] }, { quant_method: 'gptq' },
     ],
     'compressed-tensors-int': [
-      { format: 'int-quantized' }, { format: 'pack-quantized' }, { format: 'marlin-24' }, { format: 'nvfp4-pack-quantized' }, { format: undefined },
+      // The other int format's name over these tensors, oftener: a config that disagrees with its tensors.
+      { format: 'int-quantized' }, { format: 'int-quantized' }, { format: 'int-quantized' }, { format: 'pack-quantized' }, { format: 'pack-quantized' }, { format: 'pack-quantized' }, { format: 'marlin-24' }, { format: 'nvfp4-pack-quantized' }, { format: undefined },
       { sparsity_config: { format: 'sparse-24-bitmask' } }, { sparsity_config: { format: 'dense' } }, { ignore: ['model.layers.0.self_attn.q_proj'] }, { config_groups: {} },
     ],
   };
