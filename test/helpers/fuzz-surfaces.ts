@@ -1734,7 +1734,7 @@ type IntHostile =
   | { part: 'dtype'; role: IntRole; dtype: 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U32' }
   | { part: 'shape'; role: IntRole; shape: 'transposed' | 'one more row' | 'flat' }
   | { part: 'missing'; role: IntRole }
-  | { part: 'g_idx value'; value: number; at: number }
+  | { part: 'g_idx value'; value: number | 'groups' | 'last'; at: number }
   | { part: 'max zero' }
   | { part: 'config'; edit: Record<string, unknown> }
   | { part: 'group config'; edit: Record<string, unknown> };
@@ -1762,7 +1762,7 @@ const intHostile = (quant: IntQuant): fc.Arbitrary<IntHostile> => {
     fc.record({ part: fc.constant('dtype' as const), role: roles, dtype: fc.constantFrom('F32', 'F16', 'BF16', 'F64', 'I64', 'I32', 'I16', 'I8', 'U32') }),
     fc.record({ part: fc.constant('shape' as const), role: roles, shape: fc.constantFrom<'transposed' | 'one more row' | 'flat'>('transposed', 'one more row', 'flat') }),
     fc.record({ part: fc.constant('missing' as const), role: roles }),
-    ...(quant === 'awq' ? [] : [fc.record({ part: fc.constant('g_idx value' as const), value: fc.constantFrom(-1, 1, 3, 4, 2 ** 31 - 1), at: fc.nat(INT_COLS - 1) })]),
+    ...(quant === 'awq' ? [] : [fc.record({ part: fc.constant('g_idx value' as const), value: fc.constantFrom<number | 'groups' | 'last'>('groups', 'groups', 'last', -1, 2 ** 31 - 1), at: fc.nat(INT_COLS - 1) })]),
     fc.constant<IntHostile>({ part: 'max zero' }),
     fc.record({ part: fc.constant('config' as const), edit: fc.constantFrom(...configEdits[quant]) }),
     ...(quant === 'compressed-tensors-int' ? [fc.record({ part: fc.constant('group config' as const), edit: fc.constantFrom<Record<string, unknown>>(
@@ -2055,14 +2055,16 @@ const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
   .map(({ mergeDtype, model, sharded, bits: drawnBits, grouped, actOrder, v2, withFormat, sym, configFile, awqGroup, ctInt8, ctStrategy, ctZeros, ctShapeDtype, scaleDtype, codes, onV, fDtype, r, alpha, rslora, seed, hostile }) => {
     const v = from(seed);
     const family = LLM_MODELS[model];
-    const int8 = quant === 'compressed-tensors-int' && ctInt8;
+    // A g_idx written wrong needs one: compressed-tensors writes it for its group strategy alone.
+    const gIdxHostile = hostile?.part === 'g_idx value';
+    const int8 = quant === 'compressed-tensors-int' && ctInt8 && !gIdxHostile;
     const bits = quant === 'awq' ? 4 : int8 ? 8 : quant === 'compressed-tensors-int' && drawnBits === 2 ? 4 : drawnBits;
     const rows = INT_ROWS;
     const cols = quant === 'compressed-tensors-int' && !int8 ? CT_COLS : INT_COLS;
-    const strategy = int8 ? (ctStrategy === 'tensor' ? 'tensor' : 'channel') : ctStrategy;
+    const strategy = int8 ? (ctStrategy === 'tensor' ? 'tensor' : 'channel') : gIdxHostile ? 'group' : ctStrategy;
     const groupSize = quant === 'gptq' ? (grouped ? INT_GROUP : -1) : quant === 'awq' ? awqGroup : strategy === 'group' ? INT_GROUP : 1;
     const groups = quant === 'compressed-tensors-int' && strategy !== 'group' ? 1 : groupSize === -1 ? 1 : Math.ceil(cols / groupSize);
-    const withGIdx = quant === 'gptq' ? actOrder || grouped : quant === 'compressed-tensors-int' && strategy === 'group' && actOrder;
+    const withGIdx = quant === 'gptq' ? actOrder || grouped : quant === 'compressed-tensors-int' && strategy === 'group' && (actOrder || gIdxHostile);
     const mask = 2 ** bits - 1;
     const half = 2 ** (bits - 1);
     const parts = INT_PARTS[int8 ? 'int8' : quant];
@@ -2086,7 +2088,8 @@ const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
       const ss = v(groups * rows, salt + 11, 0.01).map((x) => Math.abs(x) + 1e-4);
       if (hs?.part === 'scale value') ss[hs.at % ss.length] = hs.value;
       const gIdx = Array.from({ length: cols }, (_, i) => (actOrder ? Math.floor(((i * 7 + salt) % cols) / groupSize) : Math.floor(i / groupSize)));
-      if (hs?.part === 'g_idx value') gIdx[hs.at % cols] = hs.value;
+      // One group past the last, the last (valid), or far outside.
+      if (hs?.part === 'g_idx value') gIdx[hs.at % cols] = hs.value === 'groups' ? groups : hs.value === 'last' ? groups - 1 : hs.value;
       const at = (t: number[], c: number) => Array.from({ length: t.length }, (_, i) => t[(i % c) * (t.length / c) + Math.floor(i / c)]);
       let tensors: Partial<Record<IntRole, FixtureTensor>>;
       if (quant === 'gptq') {
