@@ -2,8 +2,8 @@
  * The fuzzer on the input surfaces beyond plain safetensors + LoRA (fuzz-surfaces.ts): GGUF bases
  * and llama.cpp LoRA adapters, the LyCORIS algorithms, PEFT method folders, sharded and diffusers
  * model folders, bitsandbytes bases, and fp8 bases (ComfyUI comfy_quant, block-wise fp8, Comfy-Org
- * scaled fp8, compressed-tensors FP8, ModelOpt FP8) and ModelOpt NVFP4 folders, also with --dtype
- * bf16, mutated, run through the CLI's front end. For every case:
+ * scaled fp8, compressed-tensors FP8, ModelOpt FP8), ModelOpt NVFP4 folders and integer GPTQ, AWQ
+ * and compressed-tensors int folders, also with --dtype bf16, mutated, run through the CLI's front end. For every case:
  *   - exit 0, the output equal to the float64 truth (merged tensors within the rounding of their
  *     dtype, every other tensor bit for bit), and --out holding only the output; or
  *   - exactly one clear `error:` line, no stack trace or internal error, a documented exit code,

@@ -25,6 +25,10 @@
  *     another shape or dtype, missing, in an earlier shard; weights of another dtype; configs of
  *     another format, strategy, block structure, quant_algo, group_size or producer, ignore and
  *     exclude_modules lists naming modules that are absent or quantized,
+ *   - integer weight-only Llama and Qwen3 folders (GPTQ v1 / v2, AWQ GEMM, compressed-tensors
+ *     pack-quantized and int-quantized) written only dequantized, hostile: codes, zero points,
+ *     scales and group indices of another dtype or shape, missing or out of range, scales NaN,
+ *     Inf, negative or subnormal, a GPTQ v1 zero point of 0, configs disagreeing with the tensors,
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
  * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
  * `comfy.gguf.orig_shape` entry for the merged tensor), tensor shape and
