@@ -10,7 +10,7 @@
  *     config.json, diffusers pipeline folders with model_index.json, bitsandbytes 8-bit bases),
  *   - fp8 bases whose weights are re-quantized after the merge: ComfyUI's per-layer quantization
  *     (`comfy_quant` tensors and/or the `_quantization_metadata` header, FLUX.2 and Qwen-Image
- *     names, kohya and `diffusion_model.` LoRAs) and block-wise fp8 folders (`weight_scale_inv`,
+ *     names, float8_e4m3fn and float8_e5m2 layers, kohya and `diffusion_model.` LoRAs) and block-wise fp8 folders (`weight_scale_inv`,
  *     config.json `weight_block_size`, a PEFT LoRA) and Comfy-Org's scaled fp8 single files
  *     (`scale_weight` + `scaled_fp8` marker, FLUX.1 and Wan 2.1 names, e4m3fn or e5m2 codes, a
  *     kohya LoRA with a `diff_b`), each also merged with `--dtype bf16`, and
@@ -787,26 +787,30 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     onPlain: fc.boolean(),
     fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 4, 16), seed: values(48),
     hostile: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: comfyHostile }),
+    // The layer the adapter changes in float8_e5m2 (ComfyUI's TensorCoreFP8E5M2Layout), beside an e4m3fn one.
+    e5m2: fc.constantFrom(false, false, true),
   })
-  .map(({ model, form, configs, headerNames, codes, scale, zeros, inputScale, onPlain, fDtype, r, alpha, seed, hostile }) => {
+  .map(({ model, form, configs, headerNames, codes, scale, zeros, inputScale, onPlain, fDtype, r, alpha, seed, hostile, e5m2 }) => {
     const v = from(seed);
     const names = COMFY_MODELS[model];
     const P = names.prefix;
     const tensors: FixtureTensor[] = [];
     const layers: Record<string, unknown> = {};
     const headerName = (m: string) => (headerNames === 'keys' ? P + m : P ? m : DIFFUSION_MODEL + m);
-    const fp8Layer = (m: string, shape: number[], stored: Uint8Array, s: number, hostileHere: ComfyHostile | null) => {
+    const fp8Layer = (m: string, shape: number[], stored: Uint8Array, s: number, hostileHere: ComfyHostile | null, codeDtype: 'F8_E4M3' | 'F8_E5M2' = 'F8_E4M3') => {
       const h = hostileHere?.part;
       const key = P + m;
       if (hostileHere?.part === 'weight dtype') {
-        tensors.push(hostileHere.dtype === 'BF16' ? st(`${key}.weight`, 'BF16', shape, Array.from(stored, e4m3Value)) : { name: `${key}.weight`, dtype: hostileHere.dtype, shape, data: stored });
-      } else tensors.push({ name: `${key}.weight`, dtype: 'F8_E4M3', shape, data: stored });
+        // The other fp8 type than the config's.
+        const dtype = hostileHere.dtype === 'F8_E5M2' && codeDtype === 'F8_E5M2' ? 'F8_E4M3' : hostileHere.dtype;
+        tensors.push(dtype === 'BF16' ? st(`${key}.weight`, 'BF16', shape, Array.from(stored, e4m3Value)) : { name: `${key}.weight`, dtype, shape, data: stored });
+      } else tensors.push({ name: `${key}.weight`, dtype: codeDtype, shape, data: stored });
       if (hostileHere?.part === 'scale shape') {
         tensors.push(st(`${key}.weight_scale`, 'F32', hostileHere.shape, Array(hostileHere.shape.reduce((a, b) => a * b, 1)).fill(s)));
       } else if (h !== 'no scale') {
         tensors.push(st(`${key}.weight_scale`, hostileHere?.part === 'scale dtype' ? hostileHere.dtype : 'F32', [], [hostileHere?.part === 'scale value' ? hostileHere.value : s]));
       }
-      const conf = m === names.quant2 ? '{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}' : E4M3FN;
+      const conf = m === names.quant2 ? '{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}' : codeDtype === 'F8_E5M2' ? '{"format": "float8_e5m2"}' : E4M3FN;
       const bytes = hostileHere?.part === 'config bytes' ? (typeof hostileHere.text === 'string' ? textBytes(hostileHere.text) : Uint8Array.from(hostileHere.text)) : textBytes(conf);
       if ((configs !== 'header' || h === 'config bytes' || h === 'config dtype') && h !== 'no config') {
         if (hostileHere?.part === 'config dtype') {
@@ -816,9 +820,10 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
       if ((configs !== 'tensors' || h === 'header layer') && h !== 'no config') layers[headerName(m)] = hostileHere?.part === 'header layer' ? hostileHere.value : JSON.parse(conf);
       if (inputScale) tensors.push(st(`${key}.input_scale`, 'F32', [], [0.03]));
     };
-    const quantCodes = zeros ? new Uint8Array(OUT * IN) : codes.subarray(0, OUT * IN);
+    // No Inf or NaN e5m2 codes (exponent all ones).
+    const quantCodes = zeros ? new Uint8Array(OUT * IN) : e5m2 ? codes.subarray(0, OUT * IN).map((x) => ((x & 0x7c) === 0x7c ? x & ~0x40 : x)) : codes.subarray(0, OUT * IN);
     const hostileAll = hostile?.part === 'no configs' ? { part: 'no config' as const } : null;
-    fp8Layer(names.quant, [OUT, IN], quantCodes, Math.fround(scale), hostile?.part === 'no configs' ? hostileAll : hostile);
+    fp8Layer(names.quant, [OUT, IN], quantCodes, Math.fround(scale), hostile?.part === 'no configs' ? hostileAll : hostile, e5m2 ? 'F8_E5M2' : 'F8_E4M3');
     fp8Layer(names.quant2, [IN, OUT], codes.subarray(OUT * IN), Math.fround(scale * 1.5), hostileAll);
     tensors.push(st(`${P}${names.plain}.weight`, 'BF16', [OUT, IN], v(OUT * IN, 1)));
     if (names.bias) tensors.push(st(`${P}${names.quant}.bias`, 'BF16', [OUT], v(OUT, 2)));
@@ -835,7 +840,7 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     });
     const file = model === 'FLUX.2' ? 'flux2_dev_fp8mixed.safetensors' : 'qwen_image_fp8mixed.safetensors';
     return {
-      name: `ComfyUI comfy_quant fp8 (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA`,
+      name: `ComfyUI comfy_quant fp8${e5m2 ? ' (e5m2 beside e4m3fn)' : ''} (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA`,
       files: {
         [file]: { kind: 'safetensors', tensors, ...(header !== undefined ? { metadata: { _quantization_metadata: header } } : {}) },
         'lora.safetensors': { kind: 'safetensors', tensors: adapter },
