@@ -1571,6 +1571,19 @@ function nvfp4Truth(d: Decoded, targets: LoraTarget[], outDtype: OutDtype | unde
   return dequantizedLlm(d, config, names, merged, (n) => (n.endsWith('.weight_scale') || n.endsWith('.weight_scale_2')) && nvfp4.has(n.slice(0, n.lastIndexOf('.'))));
 }
 
+/** An LLM folder's safetensors under model/: one file, or two shards with their index. */
+function addModelFiles(files: Record<string, SpecFile>, shards: FixtureTensor[][]): void {
+  if (shards.length === 1) {
+    files['model/model.safetensors'] = { kind: 'safetensors', tensors: shards[0], metadata: { format: 'pt' } };
+    return;
+  }
+  const shardName = (i: number) => `model-0000${i + 1}-of-0000${shards.length}.safetensors`;
+  shards.forEach((tensors, i) => (files[`model/${shardName(i)}`] = { kind: 'safetensors', tensors, metadata: { format: 'pt' } }));
+  const weightMap = Object.fromEntries(shards.flatMap((tensors, i) => tensors.map((t) => [t.name, shardName(i)])));
+  const bytes = (t: FixtureTensor) => t.shape.reduce((a, b) => a * b, 1) * FIXTURE_DTYPE_BYTES[t.dtype];
+  files['model/model.safetensors.index.json'] = { kind: 'json', value: { metadata: { total_size: shards.flat().reduce((n, t) => n + bytes(t), 0) }, weight_map: weightMap } };
+}
+
 /**
  * A quantized Llama or Qwen3 folder as the Hub ships it, one file or two shards with their index,
  * and a PEFT LoRA (or rsLoRA) on q_proj and maybe v_proj:
@@ -1688,14 +1701,7 @@ const llmQuantWorld = (quant: LlmQuant): fc.Arbitrary<SurfaceWorld> => fc
       files[HF_QUANT_CONFIG] = { kind: 'json', value: { producer: { name: hostile?.part === 'hf producer' ? hostile.name : 'modelopt', version: '0.29.0' }, quantization: modelOptFields } };
     }
     files['model/config.json'] = { kind: 'json', value: configJson };
-    const shardName = (i: number) => `model-0000${i}-of-00002.safetensors`;
-    if (sharded) {
-      files[`model/${shardName(1)}`] = { kind: 'safetensors', tensors: shard1, metadata: { format: 'pt' } };
-      files[`model/${shardName(2)}`] = { kind: 'safetensors', tensors: shard2, metadata: { format: 'pt' } };
-      const weightMap = Object.fromEntries([...shard1.map((t) => [t.name, shardName(1)]), ...shard2.map((t) => [t.name, shardName(2)])]);
-      const bytes = (t: FixtureTensor) => t.shape.reduce((a, b) => a * b, 1) * FIXTURE_DTYPE_BYTES[t.dtype];
-      files['model/model.safetensors.index.json'] = { kind: 'json', value: { metadata: { total_size: [...shard1, ...shard2].reduce((n, t) => n + bytes(t), 0) }, weight_map: weightMap } };
-    } else files['model/model.safetensors'] = { kind: 'safetensors', tensors: [...shard1, ...shard2], metadata: { format: 'pt' } };
+    addModelFiles(files, sharded ? [shard1, shard2] : [[...shard1, ...shard2]]);
     const shardOf = (name: string) => (!sharded ? 0 : shard1.some((t) => t.name === name) ? 1 : 2);
 
     // The adapter: PEFT LoRA (or rsLoRA) on q_proj, maybe v_proj.
@@ -2171,14 +2177,7 @@ const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
     if (hostile?.part === 'config') edited(qc, hostile.edit);
     configJson.quantization_config = qc;
     files['model/config.json'] = { kind: 'json', value: configJson };
-    const shardName = (i: number) => `model-0000${i}-of-00002.safetensors`;
-    if (sharded) {
-      files[`model/${shardName(1)}`] = { kind: 'safetensors', tensors: shard1, metadata: { format: 'pt' } };
-      files[`model/${shardName(2)}`] = { kind: 'safetensors', tensors: shard2, metadata: { format: 'pt' } };
-      const weightMap = Object.fromEntries([...shard1.map((t) => [t.name, shardName(1)]), ...shard2.map((t) => [t.name, shardName(2)])]);
-      const bytes = (t: FixtureTensor) => t.shape.reduce((a, b) => a * b, 1) * FIXTURE_DTYPE_BYTES[t.dtype];
-      files['model/model.safetensors.index.json'] = { kind: 'json', value: { metadata: { total_size: [...shard1, ...shard2].reduce((n, t) => n + bytes(t), 0) }, weight_map: weightMap } };
-    } else files['model/model.safetensors'] = { kind: 'safetensors', tensors: [...shard1, ...shard2], metadata: { format: 'pt' } };
+    addModelFiles(files, sharded ? [shard1, shard2] : [[...shard1, ...shard2]]);
 
     const targets = onV ? [q, vp] : [q];
     const peft = (m: string) => `base_model.model.${m}`;
