@@ -2,8 +2,8 @@
  * The fuzzer on the input surfaces beyond plain safetensors + LoRA (fuzz-surfaces.ts): GGUF bases
  * and llama.cpp LoRA adapters, the LyCORIS algorithms, PEFT method folders, sharded and diffusers
  * model folders, bitsandbytes bases, and fp8 bases (ComfyUI comfy_quant, block-wise fp8, Comfy-Org
- * scaled fp8, compressed-tensors FP8, ModelOpt FP8) and ModelOpt NVFP4 folders, also with --dtype
- * bf16, mutated, run through the CLI's front end. For every case:
+ * scaled fp8, compressed-tensors FP8, ModelOpt FP8), ModelOpt NVFP4 folders and integer GPTQ, AWQ
+ * and compressed-tensors int folders, also with --dtype bf16, mutated, run through the CLI's front end. For every case:
  *   - exit 0, the output equal to the float64 truth (merged tensors within the rounding of their
  *     dtype, every other tensor bit for bit), and --out holding only the output; or
  *   - exactly one clear `error:` line, no stack trace or internal error, a documented exit code,
@@ -72,15 +72,17 @@ function checkOutput(c: SurfaceCase, { inputs: written }: CliCase, outPath: stri
   const baseFiles = new Map([...written].filter(([p]) => p === c.world.base || p.startsWith(`${c.world.base}/`)));
   const base = decodeFiles(baseFiles)!;
   const leftOut = new Set(truth.leftOut);
-  expect([...output!.tensors.keys()].sort(), context).toEqual([...base.tensors.keys()].filter((k) => !leftOut.has(k)).sort());
-  for (const [key, stored] of base.tensors) {
-    if (leftOut.has(key)) continue;
+  // A dequantized weight may stand where its stored parts were (GPTQ's `weight` for its `qweight`).
+  const keys = [...new Set([...[...base.tensors.keys()].filter((k) => !leftOut.has(k)), ...truth.merged.keys()])].sort();
+  expect([...output!.tensors.keys()].sort(), context).toEqual(keys);
+  for (const key of keys) {
+    const stored = base.tensors.get(key);
     const got = output!.tensors.get(key)!;
     const want = truth.merged.get(key);
-    const dtype = want?.dtype ?? stored.dtype;
-    expect([got.dtype, got.shape], `${key}\n${context}`).toEqual([dtype, want?.shape ?? stored.shape]);
+    const dtype = want?.dtype ?? stored!.dtype;
+    expect([got.dtype, got.shape], `${key}\n${context}`).toEqual([dtype, want?.shape ?? stored!.shape]);
     if (!want) {
-      expect(Buffer.from(got.bytes).equals(Buffer.from(stored.bytes)), `${key} copied bit for bit\n${context}`).toBe(true);
+      expect(Buffer.from(got.bytes).equals(Buffer.from(stored!.bytes)), `${key} copied bit for bit\n${context}`).toBe(true);
       continue;
     }
     for (let i = 0; i < want.values.length; i++) {

@@ -23,6 +23,7 @@ import { mergeBackends } from './helpers/merge-backends.js';
 import { mergeSingleFile } from './helpers/single-file-merge.js';
 import { peftUpdates } from './helpers/lora-truth.js';
 import { hfModelFolder, readMergedFolder } from './helpers/hf-folder.js';
+import { AWQ_ORDER, pack } from './helpers/int-packing.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
 const rand = seededRandom(20261202);
@@ -56,24 +57,6 @@ function permutation(n: number): number[] {
     [p[i], p[j]] = [p[j], p[i]];
   }
   return p;
-}
-
-/**
- * Unsigned `bits`-bit values (row-major rows × cols) packed into int32 words along one axis, p =
- * ⌊32/bits⌋ to a word, zero-padded: the value at index j of that axis goes to word ⌊j/p⌋ at bit
- * bits · slot, where slot = j mod p, or `order`'s position of it (AWQ).
- */
-function pack(values: readonly number[], rows: number, cols: number, bits: number, axis: 'rows' | 'cols', order?: readonly number[]): { shape: number[]; data: number[] } {
-  const p = Math.floor(32 / bits);
-  const shape = axis === 'cols' ? [rows, Math.ceil(cols / p)] : [Math.ceil(rows / p), cols];
-  const words = new Array<number>(shape[0] * shape[1]).fill(0);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) {
-    const j = axis === 'cols' ? c : r;
-    const slot = order ? order.indexOf(j % p) : j % p;
-    const at = axis === 'cols' ? r * shape[1] + Math.floor(c / p) : Math.floor(r / p) * cols + c;
-    words[at] = (words[at] + values[r * cols + c] * 2 ** (bits * slot)) % 2 ** 32;
-  }
-  return { shape, data: words.map((w) => (w >= 2 ** 31 ? w - 2 ** 32 : w)) };
 }
 
 const plainTensors = (cols: number): FixtureTensor[] => [
@@ -219,8 +202,6 @@ function gptq(s: GptqScheme): IntCase {
 
 // --- AWQ -----------------------------------------------------------------------------------------
 
-/** AutoAWQ's GEMM packing order: nibble k of a word holds output 8·word + AWQ_ORDER[k]. */
-const AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7];
 
 function awq(group: number): IntCase {
   const cols = 224;
@@ -376,15 +357,22 @@ describe('what is not read is refused in one line, naming what, and nothing is w
     return { ...c.files, 'config.json': JSON.stringify(config) };
   };
   const awqBase = awq(32);
-  const cases: [string, Files, RegExp][] = [
+  const w8a8 = compressedTensorsInt8();
+  const w8a16 = compressedTensorsPacked({ bits: 8, strategy: 'channel', symmetric: false });
+  const cases: [string, Files, RegExp, Files?][] = [
     ['GPTQ repacked for Marlin', withConfig(base, (q) => { q.checkpoint_format = 'marlin'; }), /quantization_config \(gptq\): checkpoint_format "marlin" .*is not read/],
     ['GPTQ 3-bit', withConfig(base, (q) => { q.bits = 3; }), /quantization_config \(gptq\): bits 3 is not read/],
     ['AWQ GEMV', withConfig(awqBase, (q) => { q.version = 'gemv'; }), /quantization_config \(awq\): version "gemv" is not read; only the GEMM layout/],
     ['compressed-tensors with a sparse format', withConfig(compressedTensorsInt8(), (q) => { q.sparsity_config = { format: 'sparse-24-bitmask' }; }), /sparsity format "sparse-24-bitmask" is not read/],
+    // compressed-tensors' decompressor for the config's format reads only that format's tensors.
+    ['compressed-tensors int8 weights under format pack-quantized', withConfig(w8a8, (q) => { q.format = 'pack-quantized'; }),
+      /tensor "model\.layers\.0\.self_attn\.q_proj\.weight" is stored int-quantized, but config\.json quantization_config says format "pack-quantized"/, peftLora(w8a8.rows, w8a8.cols)],
+    ['compressed-tensors packed 8-bit weights under format int-quantized', withConfig(w8a16, (q) => { q.format = 'int-quantized'; }),
+      /tensor "model\.layers\.0\.self_attn\.q_proj\.weight_packed" is stored pack-quantized, but config\.json quantization_config says format "int-quantized"/, peftLora(w8a16.rows, w8a16.cols)],
   ];
-  for (const [name, files, message] of cases) {
+  for (const [name, files, message, own] of cases) {
     it(name, async () => {
-      const { run, out, lines } = await mergeFolders(temp.make, files, adapter, ['--dtype', 'bf16']);
+      const { run, out, lines } = await mergeFolders(temp.make, files, own ?? adapter, ['--dtype', 'bf16']);
       expect(run.code).not.toBe(0);
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatch(message);

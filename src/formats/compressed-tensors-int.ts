@@ -13,6 +13,7 @@
  * tensor scheme: one group), or `<m>.weight_g_idx[c]` under act-order (`actorder: "group"`).
  */
 import { decodeToF32 } from '../dtype.js';
+import { MergeError } from '../errors.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import { product } from '../integers.js';
 import type { ModelConfig } from './model-config.js';
@@ -33,8 +34,14 @@ export async function compressedTensorsIntWeights(base: SafetensorsBaseModel, co
   if (!scheme) return undefined;
   const weights: IntWeight[] = [];
   for (const [key, t] of base.tensors) {
-    if (key.endsWith('.weight_packed')) weights.push(await packedWeight(base, key.slice(0, -'.weight_packed'.length), scheme));
-    else if (key.endsWith('.weight') && t.dtype === 'I8' && base.tensors.has(`${key}_scale`)) weights.push(await int8Weight(base, key.slice(0, -'.weight'.length)));
+    const packed = key.endsWith('.weight_packed');
+    const int8 = key.endsWith('.weight') && t.dtype === 'I8' && base.tensors.has(`${key}_scale`);
+    if (!packed && !int8) continue;
+    // The format picks compressed-tensors' decompressor, which reads only its own tensors: the
+    // other format's codes would be left as they are stored.
+    const stored = packed ? 'pack-quantized' : 'int-quantized';
+    if (stored !== scheme.format) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${key}" is stored ${stored}, but config.json quantization_config says format "${scheme.format}"; a weight stored other than its config says is not read`);
+    weights.push(await (packed ? packedWeight(base, key.slice(0, -'.weight_packed'.length), scheme) : int8Weight(base, key.slice(0, -'.weight'.length))));
   }
   return { kind: 'compressed-tensors-int', weights };
 }

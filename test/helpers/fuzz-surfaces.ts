@@ -10,7 +10,7 @@
  *     config.json, diffusers pipeline folders with model_index.json, bitsandbytes 8-bit bases),
  *   - fp8 bases whose weights are re-quantized after the merge: ComfyUI's per-layer quantization
  *     (`comfy_quant` tensors and/or the `_quantization_metadata` header, FLUX.2 and Qwen-Image
- *     names, kohya and `diffusion_model.` LoRAs) and block-wise fp8 folders (`weight_scale_inv`,
+ *     names, float8_e4m3fn and float8_e5m2 layers, kohya and `diffusion_model.` LoRAs) and block-wise fp8 folders (`weight_scale_inv`,
  *     config.json `weight_block_size`, a PEFT LoRA) and Comfy-Org's scaled fp8 single files
  *     (`scale_weight` + `scaled_fp8` marker, FLUX.1 and Wan 2.1 names, e4m3fn or e5m2 codes, a
  *     kohya LoRA with a `diff_b`), each also merged with `--dtype bf16`, and
@@ -25,6 +25,10 @@
  *     another shape or dtype, missing, in an earlier shard; weights of another dtype; configs of
  *     another format, strategy, block structure, quant_algo, group_size or producer, ignore and
  *     exclude_modules lists naming modules that are absent or quantized,
+ *   - integer weight-only Llama and Qwen3 folders (GPTQ v1 / v2, AWQ GEMM, compressed-tensors
+ *     pack-quantized and int-quantized) written only dequantized, hostile: codes, zero points,
+ *     scales and group indices of another dtype or shape, missing or out of range, scales NaN,
+ *     Inf, negative or subnormal, a GPTQ v1 zero point of 0, configs disagreeing with the tensors,
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
  * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
  * `comfy.gguf.orig_shape` entry for the merged tensor), tensor shape and
@@ -46,6 +50,7 @@ import { exactMergeBitsOf } from './exact-truth.js';
 import type { FloatDType } from '../../src/dtype.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
 import { mm } from './dense-f64.js';
+import { AWQ_ORDER, pack } from './int-packing.js';
 
 /** The deepest JSON nesting a case writes. */
 const MAX_NESTING = 200_000;
@@ -69,6 +74,8 @@ export interface SurfaceWorld {
   outDtypes?: OutDtype[];
   /** A merge the CLI refuses is checked too: the truth must not expect it. */
   refusalsChecked?: boolean;
+  /** The `--dtype` of this world's merges drawn without one (a base written only dequantized merges mostly so). */
+  mergeDtype?: OutDtype;
 }
 
 export type OutDtype = 'bf16';
@@ -780,26 +787,30 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     onPlain: fc.boolean(),
     fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 4, 16), seed: values(48),
     hostile: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: comfyHostile }),
+    // The layer the adapter changes in float8_e5m2 (ComfyUI's TensorCoreFP8E5M2Layout), beside an e4m3fn one.
+    e5m2: fc.constantFrom(false, false, true),
   })
-  .map(({ model, form, configs, headerNames, codes, scale, zeros, inputScale, onPlain, fDtype, r, alpha, seed, hostile }) => {
+  .map(({ model, form, configs, headerNames, codes, scale, zeros, inputScale, onPlain, fDtype, r, alpha, seed, hostile, e5m2 }) => {
     const v = from(seed);
     const names = COMFY_MODELS[model];
     const P = names.prefix;
     const tensors: FixtureTensor[] = [];
     const layers: Record<string, unknown> = {};
     const headerName = (m: string) => (headerNames === 'keys' ? P + m : P ? m : DIFFUSION_MODEL + m);
-    const fp8Layer = (m: string, shape: number[], stored: Uint8Array, s: number, hostileHere: ComfyHostile | null) => {
+    const fp8Layer = (m: string, shape: number[], stored: Uint8Array, s: number, hostileHere: ComfyHostile | null, codeDtype: 'F8_E4M3' | 'F8_E5M2' = 'F8_E4M3') => {
       const h = hostileHere?.part;
       const key = P + m;
       if (hostileHere?.part === 'weight dtype') {
-        tensors.push(hostileHere.dtype === 'BF16' ? st(`${key}.weight`, 'BF16', shape, Array.from(stored, e4m3Value)) : { name: `${key}.weight`, dtype: hostileHere.dtype, shape, data: stored });
-      } else tensors.push({ name: `${key}.weight`, dtype: 'F8_E4M3', shape, data: stored });
+        // The other fp8 type than the config's.
+        const dtype = hostileHere.dtype === 'F8_E5M2' && codeDtype === 'F8_E5M2' ? 'F8_E4M3' : hostileHere.dtype;
+        tensors.push(dtype === 'BF16' ? st(`${key}.weight`, 'BF16', shape, Array.from(stored, e4m3Value)) : { name: `${key}.weight`, dtype, shape, data: stored });
+      } else tensors.push({ name: `${key}.weight`, dtype: codeDtype, shape, data: stored });
       if (hostileHere?.part === 'scale shape') {
         tensors.push(st(`${key}.weight_scale`, 'F32', hostileHere.shape, Array(hostileHere.shape.reduce((a, b) => a * b, 1)).fill(s)));
       } else if (h !== 'no scale') {
         tensors.push(st(`${key}.weight_scale`, hostileHere?.part === 'scale dtype' ? hostileHere.dtype : 'F32', [], [hostileHere?.part === 'scale value' ? hostileHere.value : s]));
       }
-      const conf = m === names.quant2 ? '{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}' : E4M3FN;
+      const conf = m === names.quant2 ? '{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}' : codeDtype === 'F8_E5M2' ? '{"format": "float8_e5m2"}' : E4M3FN;
       const bytes = hostileHere?.part === 'config bytes' ? (typeof hostileHere.text === 'string' ? textBytes(hostileHere.text) : Uint8Array.from(hostileHere.text)) : textBytes(conf);
       if ((configs !== 'header' || h === 'config bytes' || h === 'config dtype') && h !== 'no config') {
         if (hostileHere?.part === 'config dtype') {
@@ -809,9 +820,10 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
       if ((configs !== 'tensors' || h === 'header layer') && h !== 'no config') layers[headerName(m)] = hostileHere?.part === 'header layer' ? hostileHere.value : JSON.parse(conf);
       if (inputScale) tensors.push(st(`${key}.input_scale`, 'F32', [], [0.03]));
     };
-    const quantCodes = zeros ? new Uint8Array(OUT * IN) : codes.subarray(0, OUT * IN);
+    // No Inf or NaN e5m2 codes (exponent all ones).
+    const quantCodes = zeros ? new Uint8Array(OUT * IN) : e5m2 ? codes.subarray(0, OUT * IN).map((x) => ((x & 0x7c) === 0x7c ? x & ~0x40 : x)) : codes.subarray(0, OUT * IN);
     const hostileAll = hostile?.part === 'no configs' ? { part: 'no config' as const } : null;
-    fp8Layer(names.quant, [OUT, IN], quantCodes, Math.fround(scale), hostile?.part === 'no configs' ? hostileAll : hostile);
+    fp8Layer(names.quant, [OUT, IN], quantCodes, Math.fround(scale), hostile?.part === 'no configs' ? hostileAll : hostile, e5m2 ? 'F8_E5M2' : 'F8_E4M3');
     fp8Layer(names.quant2, [IN, OUT], codes.subarray(OUT * IN), Math.fround(scale * 1.5), hostileAll);
     tensors.push(st(`${P}${names.plain}.weight`, 'BF16', [OUT, IN], v(OUT * IN, 1)));
     if (names.bias) tensors.push(st(`${P}${names.quant}.bias`, 'BF16', [OUT], v(OUT, 2)));
@@ -828,7 +840,7 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     });
     const file = model === 'FLUX.2' ? 'flux2_dev_fp8mixed.safetensors' : 'qwen_image_fp8mixed.safetensors';
     return {
-      name: `ComfyUI comfy_quant fp8 (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA`,
+      name: `ComfyUI comfy_quant fp8${e5m2 ? ' (e5m2 beside e4m3fn)' : ''} (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA`,
       files: {
         [file]: { kind: 'safetensors', tensors, ...(header !== undefined ? { metadata: { _quantization_metadata: header } } : {}) },
         'lora.safetensors': { kind: 'safetensors', tensors: adapter },
@@ -1345,16 +1357,18 @@ function llmConfigs(d: Decoded): { config: Record<string, unknown>; modelopt: Re
 
 /**
  * The `--dtype bf16` output of an LLM folder whose quantized weights are `merged` (dequantized):
- * their scale tensors (`isScale`), every activation and KV-cache scale, hf_quant_config.json and
+ * their scale tensors (`isScale`), every activation and KV-cache scale, hf_quant_config.json (and
+ * the format's own `quantizationFiles`) and
  * config.json's quantization_config left out; the written dtype config.json names not compared.
  */
-function dequantizedLlm(d: Decoded, config: Record<string, unknown>, names: string[], merged: Map<string, ExpectedMerge>, isScale: (name: string) => boolean): Truth {
+function dequantizedLlm(d: Decoded, config: Record<string, unknown>, names: string[], merged: Map<string, ExpectedMerge>, isScale: (name: string) => boolean, quantizationFiles: string[] = []): Truth {
   const key = (name: string) => `${LLM_FOLDER}/${name}`;
   const leftOut = names.filter((n) => RUNTIME_SCALE.test(n) || isScale(n)).map(key);
   const converted = names.find((n) => !merged.has(key(n)) && !leftOut.includes(key(n)) && d.tensors.get(key(n))!.dtype !== 'BF16');
   if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
   const { quantization_config: _, ...configOut } = config;
-  return { kind: 'expected', merged, leftOut, json: { [key('config.json')]: { equals: configOut, except: ['dtype', 'torch_dtype'] } }, ...(d.json.has(HF_QUANT_CONFIG) ? { absent: [HF_QUANT_CONFIG] } : {}) };
+  const absent = [...(d.json.has(HF_QUANT_CONFIG) ? [HF_QUANT_CONFIG] : []), ...quantizationFiles];
+  return { kind: 'expected', merged, leftOut, json: { [key('config.json')]: { equals: configOut, except: ['dtype', 'torch_dtype'] } }, ...(absent.length ? { absent } : {}) };
 }
 
 /** quant_algo as vLLM compares it (upper-cased); NONE for a KV-cache-only config. */
@@ -1557,6 +1571,19 @@ function nvfp4Truth(d: Decoded, targets: LoraTarget[], outDtype: OutDtype | unde
   return dequantizedLlm(d, config, names, merged, (n) => (n.endsWith('.weight_scale') || n.endsWith('.weight_scale_2')) && nvfp4.has(n.slice(0, n.lastIndexOf('.'))));
 }
 
+/** An LLM folder's safetensors under model/: one file, or two shards with their index. */
+function addModelFiles(files: Record<string, SpecFile>, shards: FixtureTensor[][]): void {
+  if (shards.length === 1) {
+    files['model/model.safetensors'] = { kind: 'safetensors', tensors: shards[0], metadata: { format: 'pt' } };
+    return;
+  }
+  const shardName = (i: number) => `model-0000${i + 1}-of-0000${shards.length}.safetensors`;
+  shards.forEach((tensors, i) => (files[`model/${shardName(i)}`] = { kind: 'safetensors', tensors, metadata: { format: 'pt' } }));
+  const weightMap = Object.fromEntries(shards.flatMap((tensors, i) => tensors.map((t) => [t.name, shardName(i)])));
+  const bytes = (t: FixtureTensor) => t.shape.reduce((a, b) => a * b, 1) * FIXTURE_DTYPE_BYTES[t.dtype];
+  files['model/model.safetensors.index.json'] = { kind: 'json', value: { metadata: { total_size: shards.flat().reduce((n, t) => n + bytes(t), 0) }, weight_map: weightMap } };
+}
+
 /**
  * A quantized Llama or Qwen3 folder as the Hub ships it, one file or two shards with their index,
  * and a PEFT LoRA (or rsLoRA) on q_proj and maybe v_proj:
@@ -1674,14 +1701,7 @@ const llmQuantWorld = (quant: LlmQuant): fc.Arbitrary<SurfaceWorld> => fc
       files[HF_QUANT_CONFIG] = { kind: 'json', value: { producer: { name: hostile?.part === 'hf producer' ? hostile.name : 'modelopt', version: '0.29.0' }, quantization: modelOptFields } };
     }
     files['model/config.json'] = { kind: 'json', value: configJson };
-    const shardName = (i: number) => `model-0000${i}-of-00002.safetensors`;
-    if (sharded) {
-      files[`model/${shardName(1)}`] = { kind: 'safetensors', tensors: shard1, metadata: { format: 'pt' } };
-      files[`model/${shardName(2)}`] = { kind: 'safetensors', tensors: shard2, metadata: { format: 'pt' } };
-      const weightMap = Object.fromEntries([...shard1.map((t) => [t.name, shardName(1)]), ...shard2.map((t) => [t.name, shardName(2)])]);
-      const bytes = (t: FixtureTensor) => t.shape.reduce((a, b) => a * b, 1) * FIXTURE_DTYPE_BYTES[t.dtype];
-      files['model/model.safetensors.index.json'] = { kind: 'json', value: { metadata: { total_size: [...shard1, ...shard2].reduce((n, t) => n + bytes(t), 0) }, weight_map: weightMap } };
-    } else files['model/model.safetensors'] = { kind: 'safetensors', tensors: [...shard1, ...shard2], metadata: { format: 'pt' } };
+    addModelFiles(files, sharded ? [shard1, shard2] : [[...shard1, ...shard2]]);
     const shardOf = (name: string) => (!sharded ? 0 : shard1.some((t) => t.name === name) ? 1 : 2);
 
     // The adapter: PEFT LoRA (or rsLoRA) on q_proj, maybe v_proj.
@@ -1706,6 +1726,480 @@ const llmQuantWorld = (quant: LlmQuant): fc.Arbitrary<SurfaceWorld> => fc
     };
   });
 
+// --- integer weight-only LLM bases: GPTQ, AWQ GEMM, compressed-tensors int -----------------------
+
+type IntQuant = 'gptq' | 'awq' | 'compressed-tensors-int';
+const INT_ROWS = 16;
+const INT_COLS = 32;
+/** compressed-tensors pack-quantized inputs: groups of 8, the last one ragged (6). */
+const CT_COLS = 30;
+const INT_GROUP = 8;
+/** The stored tensors of one quantized weight, by role, as each format names them. */
+const INT_PARTS: Record<IntQuant | 'int8', Partial<Record<'codes' | 'zeros' | 'scales' | 'gIdx' | 'shape', string>>> = {
+  gptq: { codes: 'qweight', zeros: 'qzeros', scales: 'scales', gIdx: 'g_idx' },
+  awq: { codes: 'qweight', zeros: 'qzeros', scales: 'scales' },
+  'compressed-tensors-int': { codes: 'weight_packed', zeros: 'weight_zero_point', scales: 'weight_scale', gIdx: 'weight_g_idx', shape: 'weight_shape' },
+  int8: { codes: 'weight', zeros: 'weight_zero_point', scales: 'weight_scale' },
+};
+type IntRole = keyof (typeof INT_PARTS)['gptq'] | 'shape';
+
+/** What makes such a folder hostile: one stored part of q_proj written wrong, or its config saying something else. */
+type IntHostile =
+  | { part: 'scale value'; value: number; at: number }
+  | { part: 'dtype'; role: IntRole; dtype: 'F32' | 'F16' | 'BF16' | 'F64' | 'I64' | 'I32' | 'I16' | 'I8' | 'U32' }
+  | { part: 'shape'; role: IntRole; shape: 'transposed' | 'one more row' | 'flat' }
+  | { part: 'missing'; role: IntRole }
+  | { part: 'g_idx value'; value: number | 'groups' | 'last'; at: number }
+  | { part: 'max zero' }
+  | { part: 'config'; edit: Record<string, unknown> }
+  | { part: 'group config'; edit: Record<string, unknown> };
+
+const intHostile = (quant: IntQuant): fc.Arbitrary<IntHostile> => {
+  const roles = fc.constantFrom<IntRole>(...(Object.keys(INT_PARTS[quant]) as IntRole[]));
+  const configEdits: Record<IntQuant, Record<string, unknown>[]> = {
+    gptq: [
+      { bits: 8 }, { bits: 4 }, { bits: 2 }, { bits: 3 }, { bits: '4' }, { group_size: 16 }, { group_size: -1 }, { group_size: 0 }, { group_size: 7.5 },
+      { checkpoint_format: 'gptq_v2' }, { checkpoint_format: 'gptq' }, { checkpoint_format: 'marlin' }, { checkpoint_format: undefined, format: 'gptq_v2' },
+      { desc_act: true }, { desc_act: false }, { sym: false }, { quant_method: 'awq' }, { quant_method: 'GPTQ' },
+    ],
+    awq: [
+      { version: 'GEMV' }, { version: 'GEMM' }, { version: 'exllama' }, { version: 7 }, { bits: 8 }, { bits: undefined, w_bit: 4 }, { bits: undefined }, { zero_point: false },
+      { group_size: 16 }, { group_size: 64 }, { group_size: 0 }, { group_size: undefined, q_group_size: 8 }, { modules_to_not_convert: ['q_proj'] }, { quant_method: 'gptq' },
+    ],
+    'compressed-tensors-int': [
+      // The other int format's name over these tensors, oftener: a config that disagrees with its tensors.
+      { format: 'int-quantized' }, { format: 'int-quantized' }, { format: 'int-quantized' }, { format: 'pack-quantized' }, { format: 'pack-quantized' }, { format: 'pack-quantized' }, { format: 'marlin-24' }, { format: 'nvfp4-pack-quantized' }, { format: undefined },
+      { sparsity_config: { format: 'sparse-24-bitmask' } }, { sparsity_config: { format: 'dense' } }, { ignore: ['model.layers.0.self_attn.q_proj'] }, { config_groups: {} },
+    ],
+  };
+  return fc.oneof(
+    fc.record({ part: fc.constant('scale value' as const), value: fc.constantFrom(NaN, Infinity, -Infinity, -0.01, 0, -0, 6e-8, 65504, 1e-40), at: fc.nat(3) }),
+    fc.record({ part: fc.constant('dtype' as const), role: roles, dtype: fc.constantFrom('F32', 'F16', 'BF16', 'F64', 'I64', 'I32', 'I16', 'I8', 'U32') }),
+    fc.record({ part: fc.constant('shape' as const), role: roles, shape: fc.constantFrom<'transposed' | 'one more row' | 'flat'>('transposed', 'one more row', 'flat') }),
+    fc.record({ part: fc.constant('missing' as const), role: roles }),
+    ...(quant === 'awq' ? [] : [fc.record({ part: fc.constant('g_idx value' as const), value: fc.constantFrom<number | 'groups' | 'last'>('groups', 'groups', 'last', -1, 2 ** 31 - 1), at: fc.nat(INT_COLS - 1) })]),
+    fc.constant<IntHostile>({ part: 'max zero' }),
+    fc.record({ part: fc.constant('config' as const), edit: fc.constantFrom(...configEdits[quant]) }),
+    ...(quant === 'compressed-tensors-int' ? [fc.record({ part: fc.constant('group config' as const), edit: fc.constantFrom<Record<string, unknown>>(
+      { num_bits: 8 }, { num_bits: 4 }, { num_bits: 2 }, { num_bits: 9 }, { strategy: 'group', group_size: 8 }, { strategy: 'group', group_size: 16 }, { strategy: 'group', group_size: 0 },
+      { strategy: 'channel' }, { strategy: 'tensor' }, { strategy: 'block' }, { dynamic: true }, { symmetric: false }, { actorder: 'weight' }, { type: 'float' },
+    ) })] : []),
+  );
+};
+
+/** Assigns `edit` to `target`, an undefined value deleting the field. */
+function edited(target: Record<string, unknown>, edit: Record<string, unknown>): void {
+  for (const [k, v] of Object.entries(edit)) {
+    if (v === undefined) delete target[k];
+    else target[k] = v;
+  }
+}
+
+/** One read integer weight: its real values (out × in), and the stored tensors it stands for. */
+interface IntReal { rows: number; cols: number; values: Float64Array; parts: string[] }
+type IntRead = Map<string, IntReal>;
+
+/** Unsigned `bits`-bit value number `slot` of an int32 word (low bits first). */
+const field = (word: number, bits: number, slot: number) => Math.floor((word < 0 ? word + 2 ** 32 : word) / 2 ** (bits * slot)) % 2 ** bits;
+const safeSize = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x);
+const is2d = (t: DecodedTensor | undefined, dtype: string | string[], rows?: number, cols?: number) =>
+  !!t && (Array.isArray(dtype) ? dtype.includes(t.dtype) : t.dtype === dtype) && t.shape.length === 2 && (rows === undefined || t.shape[0] === rows) && (cols === undefined || t.shape[1] === cols);
+/** The first scale that is NaN, infinite or negative, as README's rule for these formats refuses it. */
+const badScale = (v: ArrayLike<number>) => Array.from(v).find((s) => !(Number.isFinite(s) && s >= 0));
+const SCALE_DTYPES = ['F16', 'BF16'];
+
+/**
+ * GPTQ as README.md's "Integer weight-only checkpoints" states it: checkpoint_format (or format)
+ * gptq (default) or gptq_v2, bits 2, 4 or 8, group_size a positive integer or −1; per `<m>.qweight`
+ * I32 (in/p, out), `qzeros` I32 (groups, ⌈out/p⌉), `scales` F16/BF16 (groups, out), `g_idx` I32
+ * (in) within the groups, else ⌊i / group_size⌋ filling them; z = stored + 1 in v1 (a stored
+ * 2^bits − 1 refused), stored in v2; W[o, i] = (q − z) × scale.
+ */
+function gptqReal(d: Decoded, qc: Record<string, unknown>): IntRead | Truth {
+  const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+  const tensor = (name: string) => d.tensors.get(`${LLM_FOLDER}/${name}`);
+  const format = qc.checkpoint_format ?? qc.format ?? 'gptq';
+  if (format !== 'gptq' && format !== 'gptq_v2') return invalid(`checkpoint_format ${jsonKind(format)}`);
+  const bits = qc.bits;
+  if (bits !== 2 && bits !== 4 && bits !== 8) return invalid(`bits ${jsonKind(bits)}`);
+  const groupSize = qc.group_size;
+  if (!safeSize(groupSize) || (groupSize < 1 && groupSize !== -1)) return invalid(`group_size ${jsonKind(groupSize)}`);
+  const p = 32 / bits;
+  const read: IntRead = new Map();
+  for (const name of llmTensorNames(d).filter((n) => n.endsWith('.qweight'))) {
+    const stem = name.slice(0, -'.qweight'.length);
+    const [qw, qz, sc, gi] = ['qweight', 'qzeros', 'scales', 'g_idx'].map((s) => tensor(`${stem}.${s}`));
+    if (!qz || !sc) return invalid(`${stem}: qzeros or scales missing`);
+    if (!is2d(qw, 'I32') || !is2d(sc, SCALE_DTYPES)) return invalid(`${stem}: qweight ${qw!.dtype} or scales ${sc.dtype}`);
+    const [cols, rows] = [qw!.shape[0] * p, qw!.shape[1]];
+    const groups = sc.shape[0];
+    if (sc.shape[1] !== rows || !is2d(qz, 'I32', groups, Math.ceil(rows / p))) return invalid(`${stem}: scales or qzeros of another shape`);
+    const size = groupSize === -1 ? cols : groupSize;
+    if (gi && !(gi.dtype === 'I32' && gi.shape.length === 1 && gi.shape[0] === cols)) return invalid(`${stem}.g_idx is ${gi.dtype} [${gi.shape.join(', ')}]`);
+    if (gi && gi.values.some((g) => g < 0 || g >= groups)) return invalid(`${stem}.g_idx outside its ${groups} groups`);
+    if (!gi && Math.ceil(cols / size) !== groups) return invalid(`${stem}: ${groups} groups for ${cols} inputs in groups of ${size}`);
+    if (badScale(sc.values) !== undefined) return invalid(`${stem}.scales holds ${badScale(sc.values)}`);
+    const group = (i: number) => (gi ? gi.values[i] : Math.floor(i / size));
+    const zero = (g: number, o: number) => field(qz.values[g * qz.shape[1] + Math.floor(o / p)], bits, o % p);
+    const values = new Float64Array(rows * cols);
+    for (let o = 0; o < rows; o++) for (let i = 0; i < cols; i++) {
+      const stored = zero(group(i), o);
+      if (format === 'gptq' && stored === 2 ** bits - 1) return invalid(`${stem}.qzeros stores ${stored}: a v1 zero point of 0`);
+      const q = field(qw!.values[Math.floor(i / p) * rows + o], bits, i % p);
+      values[o * cols + i] = (q - (format === 'gptq' ? stored + 1 : stored)) * sc.values[group(i) * rows + o];
+    }
+    // Every group's zero points are read, used or not.
+    for (let g = 0; g < groups; g++) for (let o = 0; o < rows; o++) if (format === 'gptq' && zero(g, o) === 2 ** bits - 1) return invalid(`${stem}.qzeros stores a v1 zero point of 0`);
+    read.set(stem, { rows, cols, values, parts: [`${stem}.qweight`, `${stem}.qzeros`, `${stem}.scales`, ...(gi ? [`${stem}.g_idx`] : [])] });
+  }
+  return read;
+}
+
+/**
+ * AWQ GEMM as README.md states it: version "gemm" (any case), bits (or w_bit) 4, zero_point not
+ * false, group_size (or q_group_size) a positive integer; per `<m>.qweight` I32 (in, out/8) with
+ * outputs 8k + 0, 2, 4, 6, 1, 3, 5, 7 in nibbles 0…7 of word k, `qzeros` I32 (⌈in/group_size⌉,
+ * out/8) likewise, `scales` F16/BF16 (groups, out); W[o, i] = (q − z) × scale of ⌊i / group_size⌋.
+ */
+function awqReal(d: Decoded, qc: Record<string, unknown>): IntRead | Truth {
+  const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+  const tensor = (name: string) => d.tensors.get(`${LLM_FOLDER}/${name}`);
+  if ((typeof qc.version === 'string' ? qc.version.toLowerCase() : qc.version) !== 'gemm') return invalid(`version ${jsonKind(qc.version)}`);
+  if ((qc.bits ?? qc.w_bit) !== 4) return invalid(`bits ${jsonKind(qc.bits ?? qc.w_bit)}`);
+  if (qc.zero_point === false) return invalid('zero_point false');
+  const groupSize = qc.group_size ?? qc.q_group_size;
+  if (!safeSize(groupSize) || groupSize < 1) return invalid(`group_size ${jsonKind(groupSize)}`);
+  const read: IntRead = new Map();
+  for (const name of llmTensorNames(d).filter((n) => n.endsWith('.qweight'))) {
+    const stem = name.slice(0, -'.qweight'.length);
+    const [qw, qz, sc] = ['qweight', 'qzeros', 'scales'].map((s) => tensor(`${stem}.${s}`));
+    if (!qz || !sc) return invalid(`${stem}: qzeros or scales missing`);
+    if (!is2d(qw, 'I32')) return invalid(`${stem}.qweight is ${qw!.dtype} [${qw!.shape.join(', ')}]`);
+    const [cols, words] = qw!.shape;
+    const rows = words * 8;
+    const groups = Math.ceil(cols / groupSize);
+    if (!is2d(sc, SCALE_DTYPES, groups, rows) || !is2d(qz, 'I32', groups, words)) return invalid(`${stem}: scales or qzeros not (${groups}, ${rows}) / (${groups}, ${words})`);
+    if (badScale(sc.values) !== undefined) return invalid(`${stem}.scales holds ${badScale(sc.values)}`);
+    const nibble = (word: number, o: number) => field(word, 4, AWQ_ORDER.indexOf(o % 8));
+    const values = new Float64Array(rows * cols);
+    for (let o = 0; o < rows; o++) for (let i = 0; i < cols; i++) {
+      const g = Math.floor(i / groupSize);
+      values[o * cols + i] = (nibble(qw!.values[i * words + Math.floor(o / 8)], o) - nibble(qz.values[g * words + Math.floor(o / 8)], o)) * sc.values[g * rows + o];
+    }
+    read.set(stem, { rows, cols, values, parts: [`${stem}.qweight`, `${stem}.qzeros`, `${stem}.scales`] });
+  }
+  return read;
+}
+
+/**
+ * compressed-tensors int as README.md states it: every config group's weights `type: "int"`, one
+ * format (the group's or the config's), pack-quantized or int-quantized (num_bits 8), one num_bits
+ * in 1…8, strategies group (a positive group_size), channel or tensor, no dynamic weights, no
+ * sparsity but dense. pack-quantized reads `<m>.weight_packed` I32 (out, ⌈in/p⌉) of q + 2^(bits−1)
+ * with `weight_shape` (2,) I32/I64; int-quantized the I8 `<m>.weight` beside a `weight_scale`; a
+ * weight stored as the other format's is not what the config says and is refused. Scales F16/BF16
+ * (out, groups) or one per tensor; zero points I8 (out, groups) or (pack-quantized) I32 packed
+ * along the outputs with the offset; `weight_g_idx` I32 (in) within the groups, else the config's
+ * group size filling them; W = (q − zero) × scale.
+ */
+function compressedTensorsIntReal(d: Decoded, qc: Record<string, unknown>): IntRead | Truth {
+  const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+  const tensor = (name: string) => d.tensors.get(`${LLM_FOLDER}/${name}`);
+  if (!isJsonObject(qc.config_groups)) return { kind: 'unknown', why: 'config_groups not an object (the fp8 and guard paths not followed here)' };
+  const groupList = Object.values(qc.config_groups).map((g) => (isJsonObject(g) ? g : {}));
+  const weightsOf = (g: Record<string, unknown>) => (isJsonObject(g.weights) ? g.weights : undefined);
+  if (!groupList.length || !groupList.every((g) => weightsOf(g)?.type === 'int')) return { kind: 'unknown', why: 'not every config group int (not followed here)' };
+  if (isJsonObject(qc.sparsity_config) && qc.sparsity_config.format !== undefined && qc.sparsity_config.format !== 'dense') return invalid(`sparsity ${jsonKind(qc.sparsity_config.format)}`);
+  const formats = new Set(groupList.map((g) => g.format ?? qc.format));
+  const format = [...formats][0];
+  if (formats.size !== 1 || (format !== 'pack-quantized' && format !== 'int-quantized')) return invalid(`format ${jsonKind(format)}`);
+  const allBits = new Set(groupList.map((g) => weightsOf(g)!.num_bits));
+  const bits = [...allBits][0];
+  if (allBits.size !== 1 || !safeSize(bits) || bits < 1 || bits > 8 || (format === 'int-quantized' && bits !== 8)) return invalid(`num_bits ${jsonKind(bits)} in ${format}`);
+  const sizes: number[] = [];
+  for (const g of groupList) {
+    const w = weightsOf(g)!;
+    if (w.strategy === 'group') {
+      if (!safeSize(w.group_size) || w.group_size < 1) return invalid(`group_size ${jsonKind(w.group_size)}`);
+      sizes.push(w.group_size);
+    } else if (w.strategy !== 'channel' && w.strategy !== 'tensor') return invalid(`strategy ${jsonKind(w.strategy)}`);
+    if (w.dynamic === true) return invalid('dynamic weights');
+  }
+  const p = Math.floor(32 / bits);
+  const offset = 2 ** (bits - 1);
+  const read: IntRead = new Map();
+  const names = llmTensorNames(d);
+  for (const name of names) {
+    const int8 = name.endsWith('.weight') && tensor(name)!.dtype === 'I8' && !!tensor(`${name}_scale`);
+    if (!int8 && !name.endsWith('.weight_packed')) continue;
+    const stem = name.slice(0, name.lastIndexOf('.'));
+    if (int8 !== (format === 'int-quantized')) return invalid(`${name} under format ${format}`);
+    const sc = tensor(`${stem}.weight_scale`);
+    const z = tensor(`${stem}.weight_zero_point`);
+    const gi = tensor(`${stem}.weight_g_idx`);
+    let rows: number, cols: number;
+    const parts = [`${stem}.weight_scale`, ...(z ? [`${stem}.weight_zero_point`] : [])];
+    if (int8) {
+      const w = tensor(name)!;
+      if (w.shape.length !== 2) return invalid(`${name} of shape [${w.shape.join(', ')}]`);
+      [rows, cols] = w.shape;
+    } else {
+      const shape = tensor(`${stem}.weight_shape`);
+      if (!shape || !['I32', 'I64'].includes(shape.dtype) || shape.shape.length !== 1 || shape.shape[0] !== 2) return invalid(`${stem}.weight_shape missing or not two integers`);
+      [rows, cols] = shape.values;
+      if (!is2d(tensor(name), 'I32', rows, Math.ceil(cols / p))) return invalid(`${name} does not hold (${rows}, ${cols}) in ${bits}-bit words`);
+      parts.unshift(name, `${stem}.weight_shape`);
+      if (gi) parts.push(`${stem}.weight_g_idx`);
+    }
+    if (!sc || !SCALE_DTYPES.includes(sc.dtype)) return invalid(`${stem}.weight_scale missing or ${sc?.dtype}`);
+    const perTensor = sc.shape.every((n) => n === 1);
+    if (!perTensor && !is2d(sc, sc.dtype, rows)) return invalid(`${stem}.weight_scale of shape [${sc.shape.join(', ')}]`);
+    const groups = perTensor ? 1 : sc.shape[1];
+    const scale = (r: number, g: number) => (perTensor ? sc.values[0] : sc.values[r * groups + g]);
+    if (badScale(perTensor ? [sc.values[0]] : sc.values) !== undefined) return invalid(`${stem}.weight_scale holds a scale NaN, infinite or negative`);
+    let group: (c: number) => number;
+    if (int8) {
+      if (cols % groups !== 0) return invalid(`${groups} scales per row for ${cols} inputs`);
+      if (gi) return invalid(`${stem}.weight_g_idx beside int8 codes`);
+      group = (c) => Math.floor(c / (cols / groups));
+    } else if (gi) {
+      if (gi.dtype !== 'I32' || gi.shape.length !== 1 || gi.shape[0] !== cols) return invalid(`${stem}.weight_g_idx is ${gi.dtype} [${gi.shape.join(', ')}]`);
+      if (gi.values.some((g) => g < 0 || g >= groups)) return invalid(`${stem}.weight_g_idx outside its ${groups} groups`);
+      group = (c) => gi.values[c];
+    } else if (groups === 1) group = () => 0;
+    else {
+      const size = sizes.find((s) => Math.ceil(cols / s) === groups);
+      if (size === undefined) return invalid(`${groups} scales per row for ${cols} inputs, group_size ${sizes.join(', ')}`);
+      group = (c) => Math.floor(c / size);
+    }
+    let zero = (_r: number, _g: number) => 0;
+    if (z) {
+      const n = z.shape.reduce((a, b) => a * b, 1);
+      if (z.dtype === 'I8' && n === 1 && groups === 1) zero = () => z.values[0];
+      else if (z.dtype === 'I8' && n === rows * groups && (z.shape.length === 2 ? z.shape[0] === rows : groups === 1)) zero = (r, g) => z.values[r * groups + g];
+      else if (!int8 && is2d(z, 'I32', Math.ceil(rows / p), groups)) zero = (r, g) => field(z.values[Math.floor(r / p) * groups + g], bits, r % p) - offset;
+      else return invalid(`${stem}.weight_zero_point is ${z.dtype} [${z.shape.join(', ')}]`);
+    }
+    const codes = tensor(name)!;
+    const words = Math.ceil(cols / p);
+    const q = (r: number, c: number) => (int8 ? codes.values[r * cols + c] : field(codes.values[r * words + Math.floor(c / p)], bits, c % p) - offset);
+    const values = new Float64Array(rows * cols);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) values[r * cols + c] = (q(r, c) - zero(r, group(c))) * scale(r, group(c));
+    read.set(stem, { rows, cols, values, parts });
+  }
+  return read;
+}
+
+/** The files of each format's folder that describe its quantization alone (left out when written dequantized). */
+const INT_QUANT_FILES: Record<IntQuant, string | undefined> = { gptq: 'model/quantize_config.json', awq: 'model/quant_config.json', 'compressed-tensors-int': undefined };
+
+/**
+ * The truth of an integer weight-only folder (README, "Integer weight-only checkpoints"): config.json
+ * `quantization_config` naming the format, every quantized weight read by the format's rule
+ * (anything else refused), each target's weight read and of the adapter's shape; written only with
+ * `--dtype`: every read weight W' = (q − z) × scale + ΔW rounded once to bf16, its stored parts,
+ * every activation scale, quantization_config and the format's own config file left out.
+ */
+function intQuantTruth(quant: IntQuant, d: Decoded, targets: LoraTarget[], outDtype: OutDtype | undefined): Truth {
+  const configs = llmConfigs(d);
+  if ('kind' in configs) return configs;
+  const { config, modelopt } = configs;
+  if (modelopt) return { kind: 'unknown', why: 'a ModelOpt config (not followed here)' };
+  const qc = config.quantization_config;
+  const method = { gptq: 'gptq', awq: 'awq', 'compressed-tensors-int': 'compressed-tensors' }[quant];
+  if (!isJsonObject(qc) || qc.quant_method !== method) {
+    // Another reader's format over these tensors is not followed; no format reads none of them.
+    if (isJsonObject(qc) && ['gptq', 'awq', 'compressed-tensors', 'fp8', 'bitsandbytes', 'modelopt'].includes(qc.quant_method as string)) return { kind: 'unknown', why: `quant_method ${jsonKind(qc.quant_method)}` };
+    return { kind: 'invalid', why: `quantization_config ${jsonKind(isJsonObject(qc) ? qc.quant_method : qc)} reads none of the quantized weights` };
+  }
+  const read = quant === 'gptq' ? gptqReal(d, qc) : quant === 'awq' ? awqReal(d, qc) : compressedTensorsIntReal(d, qc);
+  if (!(read instanceof Map)) return read;
+  for (const t of targets) {
+    const w = read.get(t.layer);
+    if (!w) return { kind: 'invalid', why: `${t.layer}.weight not read` };
+    if (w.rows !== t.rows || w.cols !== t.cols) return { kind: 'invalid', why: `${t.layer}: (${w.rows}, ${w.cols}) read, the adapter is (${t.rows}, ${t.cols})` };
+  }
+  if (!outDtype) return { kind: 'invalid', why: 'integer quantized weights are written only dequantized' };
+  const merged = new Map<string, ExpectedMerge>();
+  for (const [stem, w] of read) {
+    const values = mergedF32(w.values, targets.find((t) => t.layer === stem), 'BF16', w.rows, w.cols);
+    if (!values) return { kind: 'invalid', why: `${stem}.weight: W' not finite in bf16` };
+    merged.set(`${LLM_FOLDER}/${stem}.weight`, { values, magnitude: 0, dtype: 'BF16', exact: true, shape: [w.rows, w.cols] });
+  }
+  const parts = new Set([...read.values()].flatMap((w) => w.parts));
+  const file = INT_QUANT_FILES[quant];
+  return dequantizedLlm(d, config, llmTensorNames(d), merged, (n) => parts.has(n) && !merged.has(`${LLM_FOLDER}/${n}`), file && d.json.has(file) ? [file] : []);
+}
+
+/**
+ * An integer weight-only quantized Llama or Qwen3 folder as the Hub ships it, one file or two
+ * shards (q_proj's codes in the first, its other parts in the second) with their index, and a PEFT
+ * LoRA (or rsLoRA) on q_proj and maybe v_proj; every projection quantized, embeddings, norms and
+ * lm_head in bf16:
+ * - GPTQ (hugging-quants *-GPTQ-INT4, TheBloke *-GPTQ): bits 4 or 8 (sometimes 2), group_size 8 or
+ *   −1, act-order g_idx or plain, checkpoint_format gptq (zero − 1 stored) or gptq_v2, symmetric or
+ *   not, sometimes AutoGPTQ's quantize_config.json;
+ * - AWQ GEMM (hugging-quants *-AWQ-INT4): group_size 8, 16 or 32, sometimes AutoAWQ's quant_config.json;
+ * - compressed-tensors int: pack-quantized (w4a16 / w8a16; group of 8 over 30 inputs, a ragged
+ *   last group, channel or tensor; act-order weight_g_idx; zero points packed or I8) or
+ *   int-quantized (w8a8; channel or tensor, sometimes an I8 zero point).
+ */
+const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
+  .record({
+    model: fc.constantFrom<keyof typeof LLM_MODELS>('Llama', 'Qwen3'),
+    sharded: fc.boolean(),
+    bits: fc.constantFrom(4, 4, 8, 2),
+    grouped: fc.constantFrom(true, true, false),
+    actOrder: fc.boolean(),
+    v2: fc.boolean(),
+    withFormat: fc.boolean(),
+    sym: fc.boolean(),
+    configFile: fc.boolean(),
+    awqGroup: fc.constantFrom(8, 16, 32),
+    ctInt8: fc.constantFrom(false, false, true),
+    ctStrategy: fc.constantFrom<'group' | 'channel' | 'tensor'>('group', 'group', 'channel', 'tensor'),
+    ctZeros: fc.constantFrom<'none' | 'packed' | 'I8'>('none', 'none', 'packed', 'I8'),
+    ctShapeDtype: fc.constantFrom<'I64' | 'I32'>('I64', 'I32'),
+    scaleDtype: fc.constantFrom<'F16' | 'BF16'>(...(quant === 'compressed-tensors-int' ? ['BF16', 'BF16', 'F16'] as const : ['F16', 'F16', 'BF16'] as const)),
+    codes: fc.uint8Array({ minLength: 4 * INT_ROWS * INT_COLS, maxLength: 4 * INT_ROWS * INT_COLS }),
+    onV: fc.boolean(),
+    fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 4, 16), rslora: fc.boolean(), seed: values(48),
+    hostile: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: intHostile(quant) }),
+    mergeDtype: fc.constantFrom<OutDtype | undefined>('bf16', 'bf16', 'bf16', undefined),
+  })
+  .map(({ mergeDtype, model, sharded, bits: drawnBits, grouped, actOrder, v2, withFormat, sym, configFile, awqGroup, ctInt8, ctStrategy, ctZeros, ctShapeDtype, scaleDtype, codes, onV, fDtype, r, alpha, rslora, seed, hostile }) => {
+    const v = from(seed);
+    const family = LLM_MODELS[model];
+    // A g_idx written wrong needs one: compressed-tensors writes it for its group strategy alone.
+    const gIdxHostile = hostile?.part === 'g_idx value';
+    const int8 = quant === 'compressed-tensors-int' && ctInt8 && !gIdxHostile;
+    const bits = quant === 'awq' ? 4 : int8 ? 8 : quant === 'compressed-tensors-int' && drawnBits === 2 ? 4 : drawnBits;
+    const rows = INT_ROWS;
+    const cols = quant === 'compressed-tensors-int' && !int8 ? CT_COLS : INT_COLS;
+    const strategy = int8 ? (ctStrategy === 'tensor' ? 'tensor' : 'channel') : gIdxHostile ? 'group' : ctStrategy;
+    const groupSize = quant === 'gptq' ? (grouped ? INT_GROUP : -1) : quant === 'awq' ? awqGroup : strategy === 'group' ? INT_GROUP : 1;
+    const groups = quant === 'compressed-tensors-int' && strategy !== 'group' ? 1 : groupSize === -1 ? 1 : Math.ceil(cols / groupSize);
+    const withGIdx = quant === 'gptq' ? actOrder || grouped : quant === 'compressed-tensors-int' && strategy === 'group' && (actOrder || gIdxHostile);
+    const mask = 2 ** bits - 1;
+    const half = 2 ** (bits - 1);
+    const parts = INT_PARTS[int8 ? 'int8' : quant];
+    const [q, k, vp, o] = ['q_proj', 'k_proj', 'v_proj', 'o_proj'].map((p) => `${L}.self_attn.${p}`);
+    const hidden = INT_COLS;
+    const shard1: FixtureTensor[] = [st('model.embed_tokens.weight', 'BF16', [4, hidden], v(4 * hidden, 1))];
+    const shard2: FixtureTensor[] = [];
+    /** One quantized projection's tensors; the hostile part on q_proj alone; q_proj's codes in shard 1 and its other parts in shard 2 when sharded. */
+    const projection = (m: string, salt: number, codesInto: FixtureTensor[], restInto: FixtureTensor[]) => {
+      const hs = m === q ? hostile : null;
+      const byte = (i: number) => codes[(salt * rows * cols + i) % codes.length];
+      // Codes q (unsigned for GPTQ / AWQ, signed for compressed-tensors) as (out, in), zero points as (groups, out), scales as (groups, out).
+      const qs = Array.from({ length: rows * cols }, (_, i) => (int8 ? byte(i) - 128 : quant === 'compressed-tensors-int' ? (byte(i) & mask) - half : byte(i) & mask));
+      const asym = quant === 'compressed-tensors-int' ? ctZeros !== 'none' : !sym;
+      const zs = Array.from({ length: groups * rows }, (_, i) => {
+        if (quant === 'compressed-tensors-int') return asym ? ((byte(i + 7) >> 2) & mask) - half : 0;
+        // v1 stores z − 1, so its zero points lie in 1…2^bits − 1; symmetric ones at 2^(bits−1).
+        return asym ? 1 + (byte(i + 7) % mask) : half;
+      });
+      if (hs?.part === 'max zero') zs[1] = quant === 'gptq' && !v2 ? mask + 1 : quant === 'compressed-tensors-int' ? mask - half : mask;
+      const ss = v(groups * rows, salt + 11, 0.01).map((x) => Math.abs(x) + 1e-4);
+      if (hs?.part === 'scale value') ss[hs.at % ss.length] = hs.value;
+      const gIdx = Array.from({ length: cols }, (_, i) => (actOrder ? Math.floor(((i * 7 + salt) % cols) / groupSize) : Math.floor(i / groupSize)));
+      // One group past the last, the last (valid), or far outside.
+      if (hs?.part === 'g_idx value') gIdx[hs.at % cols] = hs.value === 'groups' ? groups : hs.value === 'last' ? groups - 1 : hs.value;
+      const at = (t: number[], c: number) => Array.from({ length: t.length }, (_, i) => t[(i % c) * (t.length / c) + Math.floor(i / c)]);
+      let tensors: Partial<Record<IntRole, FixtureTensor>>;
+      if (quant === 'gptq') {
+        const inOut = at(qs, rows); // (in, out)
+        tensors = {
+          codes: { name: '', dtype: 'I32', ...pack(inOut, cols, rows, bits, 'rows') },
+          zeros: { name: '', dtype: 'I32', ...pack(zs.map((z) => (v2 ? z : z - 1)), groups, rows, bits, 'cols') },
+          scales: { name: '', dtype: scaleDtype, shape: [groups, rows], data: ss },
+          ...(withGIdx ? { gIdx: { name: '', dtype: 'I32', shape: [cols], data: gIdx } } : {}),
+        };
+      } else if (quant === 'awq') {
+        tensors = {
+          codes: { name: '', dtype: 'I32', ...pack(at(qs, rows), cols, rows, 4, 'cols', AWQ_ORDER) },
+          zeros: { name: '', dtype: 'I32', ...pack(zs, groups, rows, 4, 'cols', AWQ_ORDER) },
+          scales: { name: '', dtype: scaleDtype, shape: [groups, rows], data: ss },
+        };
+      } else {
+        // compressed-tensors keeps (out, groups).
+        const outGroups = (t: number[]) => at(t, groups);
+        const perTensor = strategy === 'tensor';
+        tensors = {
+          codes: int8 ? { name: '', dtype: 'I8', shape: [rows, cols], data: qs } : { name: '', dtype: 'I32', ...pack(qs.map((x) => x + half), rows, cols, bits, 'cols') },
+          scales: { name: '', dtype: scaleDtype, shape: perTensor ? [1] : [rows, groups], data: perTensor ? [ss[0]] : outGroups(ss) },
+          ...(int8 ? {} : { shape: { name: '', dtype: ctShapeDtype, shape: [2], data: [rows, cols] } }),
+          ...(ctZeros === 'none' ? {} : {
+            zeros: perTensor ? { name: '', dtype: 'I8', shape: [1], data: [zs[0]] } : ctZeros === 'I8' || int8 ? { name: '', dtype: 'I8', shape: [rows, groups], data: outGroups(zs) } : { name: '', dtype: 'I32', ...pack(outGroups(zs).map((z) => z + half), rows, groups, bits, 'rows') },
+          }),
+          ...(withGIdx ? { gIdx: { name: '', dtype: 'I32', shape: [cols], data: gIdx } } : {}),
+        };
+      }
+      for (const [role, t] of Object.entries(tensors) as [IntRole, FixtureTensor][]) {
+        t.name = `${m}.${parts[role]}`;
+        if (hs?.part === 'missing' && hs.role === role) continue;
+        if (hs?.part === 'dtype' && hs.role === role) {
+          t.dtype = hs.dtype;
+          if (t.data instanceof Uint8Array) t.data = Array.from(t.data);
+        }
+        if (hs?.part === 'shape' && hs.role === role) t.shape = hs.shape === 'transposed' ? t.shape.slice().reverse() : hs.shape === 'flat' ? [t.shape.reduce((a, b) => a * b, 1)] : [t.shape[0] + 1, ...t.shape.slice(1)];
+        if (hs?.part === 'shape' && hs.role === role && hs.shape === 'one more row') t.data = [...Array.from(t.data), ...Array(t.shape.slice(1).reduce((a, b) => a * b, 1)).fill(1)];
+        (role === 'codes' ? codesInto : restInto).push(t);
+      }
+    };
+    projection(q, 0, shard1, sharded ? shard2 : shard1);
+    projection(k, 1, shard1, shard1);
+    for (const norm of family.norms) shard1.push(st(`${L}.${norm}`, 'BF16', [hidden], v(hidden, 5)));
+    projection(vp, 2, shard2, shard2);
+    projection(o, 3, shard2, shard2);
+    shard2.push(st('model.norm.weight', 'BF16', [hidden], v(hidden, 2)), st('lm_head.weight', 'BF16', [4, hidden], v(4 * hidden, 3)));
+
+    const configJson: Record<string, unknown> = { architectures: family.architectures, model_type: family.model_type, hidden_size: hidden, num_hidden_layers: 1, vocab_size: 4, torch_dtype: 'float16' };
+    const files: Record<string, SpecFile> = {};
+    let qc: Record<string, unknown>;
+    if (quant === 'gptq') {
+      qc = { bits, group_size: groupSize, damp_percent: 0.01, desc_act: actOrder, static_groups: false, sym, true_sequential: true, model_name_or_path: null, model_file_base_name: 'model', quant_method: 'gptq', ...(v2 || withFormat ? { checkpoint_format: v2 ? 'gptq_v2' : 'gptq' } : {}) };
+      if (configFile) {
+        const { quant_method: _, ...quantizeConfig } = qc;
+        files[INT_QUANT_FILES.gptq!] = { kind: 'json', value: quantizeConfig };
+      }
+    } else if (quant === 'awq') {
+      qc = { quant_method: 'awq', bits: 4, group_size: groupSize, version: 'gemm', zero_point: true, modules_to_not_convert: null };
+      if (configFile) files[INT_QUANT_FILES.awq!] = { kind: 'json', value: { zero_point: true, q_group_size: groupSize, w_bit: 4, version: 'GEMM' } };
+    } else {
+      const weights: Record<string, unknown> = { num_bits: bits, type: 'int', strategy, group_size: strategy === 'group' ? groupSize : null, symmetric: ctZeros === 'none', dynamic: false, actorder: withGIdx ? 'group' : null, observer: 'minmax', block_structure: null };
+      if (hostile?.part === 'group config') edited(weights, hostile.edit);
+      qc = {
+        quant_method: 'compressed-tensors', format: int8 ? 'int-quantized' : 'pack-quantized', quantization_status: 'compressed', ignore: ['lm_head'], kv_cache_scheme: null, version: '0.9.2',
+        config_groups: { group_0: { targets: ['Linear'], weights, input_activations: int8 ? { num_bits: 8, type: 'int', strategy: 'token', symmetric: true, dynamic: true } : null, output_activations: null } },
+      };
+    }
+    if (hostile?.part === 'config') edited(qc, hostile.edit);
+    configJson.quantization_config = qc;
+    files['model/config.json'] = { kind: 'json', value: configJson };
+    addModelFiles(files, sharded ? [shard1, shard2] : [[...shard1, ...shard2]]);
+
+    const targets = onV ? [q, vp] : [q];
+    const peft = (m: string) => `base_model.model.${m}`;
+    files['peft/adapter_model.safetensors'] = {
+      kind: 'safetensors',
+      tensors: targets.flatMap((m, i) => [st(`${peft(m)}.lora_A.weight`, fDtype, [r, cols], v(r * cols, 3 + 2 * i)), st(`${peft(m)}.lora_B.weight`, fDtype, [rows, r], v(rows * r, 4 + 2 * i))]),
+    };
+    files['peft/adapter_config.json'] = { kind: 'json', value: { peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: family.repo, r, lora_alpha: alpha, use_rslora: rslora, target_modules: onV ? ['q_proj', 'v_proj'] : ['q_proj'] } };
+    const kindName = quant === 'gptq' ? `GPTQ ${bits}-bit ${v2 ? 'gptq_v2' : 'gptq'}${actOrder ? ' act-order' : ''}` : quant === 'awq' ? `AWQ GEMM group ${groupSize}` : int8 ? `compressed-tensors int-quantized (${strategy})` : `compressed-tensors pack-quantized ${bits}-bit (${strategy}${withGIdx ? ', act-order' : ''})`;
+    return {
+      name: `${kindName} folder + PEFT LoRA${hostile ? ` (${hostile.part})` : ''}`,
+      files, base: 'model', adapter: 'peft', out: 'merged',
+      outDtypes: ['bf16'], refusalsChecked: true, ...(mergeDtype ? { mergeDtype } : {}),
+      truth: (d, weight, outDtype) => {
+        const s = configScale(d, 'peft/adapter_config.json', 'lora_alpha', r, true);
+        if (typeof s !== 'number') return s;
+        const loras = targets.map((m) => ({ layer: m, a: d.tensors.get(`peft/${peft(m)}.lora_A.weight`)!, b: d.tensors.get(`peft/${peft(m)}.lora_B.weight`)!, rank: r, scale: weight * s, rows, cols }));
+        return intQuantTruth(quant, d, loras, outDtype);
+      },
+    };
+  });
+
 /** The worlds by the name FUZZ_SURFACE_WORLDS selects them by, with how often each is drawn. */
 export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbitrary<SurfaceWorld> }> = {
   'gguf-lora': { weight: 2, arbitrary: ggufLoraWorld },
@@ -1721,6 +2215,9 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   'compressed-tensors': { weight: 1, arbitrary: llmQuantWorld('compressed-tensors') },
   'modelopt-fp8': { weight: 1, arbitrary: llmQuantWorld('modelopt-fp8') },
   'modelopt-nvfp4': { weight: 1, arbitrary: llmQuantWorld('modelopt-nvfp4') },
+  gptq: { weight: 1, arbitrary: intQuantWorld('gptq') },
+  awq: { weight: 1, arbitrary: intQuantWorld('awq') },
+  'compressed-tensors-int': { weight: 1, arbitrary: intQuantWorld('compressed-tensors-int') },
 };
 
 /** The worlds drawn from: all, or those named in `only` (comma-separated keys of SURFACE_WORLDS). */
@@ -1823,7 +2320,7 @@ export interface SurfaceCase {
 export const surfaceCases = (only?: string): fc.Arbitrary<SurfaceCase> => fc
   .record({ world: surfaceWorlds(only), mutations: fc.array(surfaceMutation, { maxLength: 3 }), command: surfaceCommand })
   .map(({ world, mutations, command: { dtype, ...command } }) => ({
-    world, mutations, command: dtype && command.command === 'merge' && world.outDtypes?.includes(dtype) ? { ...command, dtype } : command,
+    world, mutations, command: (dtype ??= world.mergeDtype) && command.command === 'merge' && world.outDtypes?.includes(dtype) ? { ...command, dtype } : command,
   }));
 
 // --- writing a case's files ----------------------------------------------------------------------------
