@@ -183,7 +183,7 @@ function realRowReader(prepared: PreparedMerge): (key: string, rowStart: number,
  */
 function dequantizeOnlyTypes(scaled: PreparedMerge['scaledFp8'], touched: ReadonlySet<string>): Record<string, string> {
   if (!scaled || scaled.weights.size === 0) return {};
-  const viewed = [...scaled.weights.values()].filter((w) => w.view);
+  const viewed = [...scaled.weights.values()].filter((w) => w.scaleLayout === 'nvfp4');
   const why = (what: string) => `${what} are written only dequantized: choose bf16, f16 or f32`;
   if (scaled.rule === 'dequantize-only') {
     const reason = why(`its ${SCALED_FP8_KIND_NAME[scaled.kind]} weights`);
