@@ -249,7 +249,7 @@ describe('ComfyUI int8_tensorwise (comfy_quant): the page', () => {
   const QKV = 'double_blocks.0.img_attn.qkv';
   const onQkv: Adapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft(QKV, 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
 
-  it("measures ‖ΔW‖ / ‖W‖ against the real weight (q × weight_scale), not its codes, and refuses no output type", async () => {
+  it("measures ‖ΔW‖ / ‖W‖ against the real weight (q × weight_scale), not its codes; refuses before the click the f8_e4m3 output the merge refuses", async () => {
     const [[adapterName, adapterBytes]] = Object.entries(onQkv[0].files);
     const [term] = truthTerms(decodeSafetensors(adapterBytes).tensors, [peft(QKV, 2, 3 * h, h)], 1);
     const norm = (values: ArrayLike<number>) => Math.sqrt(Array.from(values).reduce((n, v) => n + v * v, 0));
@@ -260,7 +260,8 @@ describe('ComfyUI int8_tensorwise (comfy_quant): the page', () => {
     const measured = summary.magnitudes.find((m) => m.target === `${QKV}.weight`)!;
     expect(measured.ratio / (update / norm(real))).toBeCloseTo(1, 5);
     expect(summary.mergeable).toBe(true);
-    expect(summary.output.refused).toEqual({});
+    const reason = `its comfy_quant int8_tensorwise weights (such as ${QKV}.weight) are written as int8 again or dequantized: leave the types as they are, or choose bf16, f16 or f32`;
+    expect(summary.output.refused).toEqual({ f8_e4m3: reason, f8_e5m2: reason });
   });
 });
 
@@ -320,6 +321,11 @@ describe('ComfyUI int8_tensorwise (comfy_quant): what is refused', () => {
       for (const key of [...before.keys()].filter((k) => k.startsWith(`${QKV}.`))) expect(merged.tensors.get(key)!.bytes, key).toEqual(before.get(key)!.bytes);
     });
   }
+
+  it('--dtype f8_e4m3 (which would convert the F32 weight_scale tensors too) and f8_e5m2: refused in one line', async () => {
+    expect(await refusal(base, 'f8_e4m3')).toEqual([`${FILE}: tensor "${QKV}.weight" (comfy_quant format "int8_tensorwise") cannot be converted to f8_e4m3; leave out --dtype (merged int8 layers are written as int8 again), or choose bf16 (or f16, f32) to write it dequantized`]);
+    expect(await refusal(base, 'f8_e5m2')).toEqual([expect.stringMatching(/--dtype f8_e5m2 is not supported \(leave out --dtype, or choose f32, f16 or bf16\)/)]);
+  });
 
   const temp = tempDirs();
   afterAll(temp.removeAll);

@@ -153,6 +153,11 @@ export function scaledFp8Output(
       throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${changed.weightKey}" is stored as comfy_quant format "nvfp4": re-quantizing it to nvfp4 is not written; add --dtype bf16 (or f16, f32) to write the model dequantized`);
     }
   }
+  // --dtype f8_e4m3 would convert their F32 weight_scale tensors too.
+  const int8 = [...scaled.weights.values()].find((w) => w.scaleLayout === 'int8_tensorwise');
+  if (int8 && requested === 'F8_E4M3') {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${int8.weightKey}" (comfy_quant format "int8_tensorwise") cannot be converted to f8_e4m3; leave out --dtype (merged int8 layers are written as int8 again), or choose bf16 (or f16, f32) to write it dequantized`);
+  }
   if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are fp8 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
   const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
   const merged = [...scaled.weights.values()].filter((w) => updated.has(w.weightKey));
