@@ -28,7 +28,7 @@ import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.j
 import { loraTensors, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+import { mergeBackends, mergeFileInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
 
 const rand = seededRandom(1127);
@@ -149,8 +149,8 @@ const backends = mergeBackends({ cpu: 'both' });
 /** The merge in slabs small enough that each weight streams in several: its tensors and the plan's notes. */
 async function merge(base: Uint8Array, backend: MergeBackend, outDtype?: string, adapters = ADAPTERS) {
   let notes: string[] = [];
-  const { tensors } = await mergeInMemory({ backend, base: { [FILE]: base }, adapters, ...(outDtype ? { outDtype } : {}), inspect: (p) => { notes = p.plan.notes.slice(); } });
-  return { tensors, notes };
+  const { bytes } = await mergeFileInMemory({ backend, base: { [FILE]: base }, adapters, ...(outDtype ? { outDtype } : {}), inspect: (p) => { notes = p.plan.notes.slice(); } });
+  return { ...decodeSafetensors(bytes), notes };
 }
 
 const refusal = (base: Uint8Array, outDtype?: string, adapters = ADAPTERS) =>
@@ -208,6 +208,19 @@ for (const backendName of ['cpu (js)', 'cpu (wasm)', 'webgpu']) {
   });
 }
 
+describe("ComfyUI int8_tensorwise configs in the header's _quantization_metadata", () => {
+  it('read as the tensors are: the same merged bytes, the header entry kept', async () => {
+    const fromTensors = await merge(base, backends['cpu (wasm)']!);
+    // The same tensors, each comfy_quant moved into the header as ComfyUI's converter reads it.
+    const configs = [...original.tensors.keys()].filter((k) => k.endsWith('.comfy_quant'));
+    const headerBase = buildSafetensors([...original.tensors].filter(([k]) => !k.endsWith('.comfy_quant')).map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.bytes })),
+      { _quantization_metadata: JSON.stringify({ format_version: '1.0', layers: Object.fromEntries(configs.map((k) => [k.slice(0, -'.comfy_quant'.length), { format: 'int8_tensorwise' }])) }) });
+    const merged = await merge(headerBase, backends['cpu (wasm)']!);
+    expect(merged.metadata._quantization_metadata).toBe(decodeSafetensors(headerBase).metadata._quantization_metadata);
+    for (const key of MERGED_INT8.flatMap((k) => [k, k.replace(/\.weight$/, '.weight_scale')])) expect(merged.tensors.get(key)!.bytes, key).toEqual(fromTensors.tensors.get(key)!.bytes);
+  });
+});
+
 describe('the int8 rule: scales and codes as comfy_kitchen computes them', () => {
   const weight = (rows: number, cols: number, perRow: boolean): ScaledFp8Weight => ({
     weightKey: 'double_blocks.0.img_attn.qkv.weight', codeDtype: 'BF16', scaleKey: 'double_blocks.0.img_attn.qkv.weight_scale', scaleDtype: 'F32',
@@ -259,6 +272,12 @@ describe('ComfyUI int8_tensorwise (comfy_quant): the page', () => {
     const summary = await summarizePlan(memoryInputFileSet({ [FILE]: base }, FILE), [{ files: memoryInputFileSet({ [adapterName]: adapterBytes }, adapterName), weight: 1 }]);
     const measured = summary.magnitudes.find((m) => m.target === `${QKV}.weight`)!;
     expect(measured.ratio / (update / norm(real))).toBeCloseTo(1, 5);
+    // A layer with a scale per row, through the whole merge's adapters.
+    const linear2 = 'single_blocks.0.linear2.weight';
+    const w2 = original.tensors.get(linear2)!;
+    const full = await summarizePlan(memoryInputFileSet({ [FILE]: base }, FILE), ADAPTERS.map((a) => ({ files: memoryInputFileSet(a.files, Object.keys(a.files)[0]), weight: a.weight })));
+    const ratio = full.magnitudes.find((m) => m.target === linear2)!.ratio;
+    expect(ratio / (norm(trueMerge({ ...w2, values: new Float64Array(w2.values.length) }, termsOf(linear2))) / norm(int8Values(original.tensors, linear2)))).toBeCloseTo(1, 5);
     expect(summary.mergeable).toBe(true);
     const reason = `its comfy_quant int8_tensorwise weights (such as ${QKV}.weight) are written as int8 again or dequantized: leave the types as they are, or choose bf16, f16 or f32`;
     expect(summary.output.refused).toEqual({ f8_e4m3: reason, f8_e5m2: reason });
