@@ -146,15 +146,18 @@ function comfyInt8Requantize(real: ArrayLike<number>, rows: number, perRow: bool
 
 const backends = mergeBackends({ cpu: 'both' });
 
+/** Each adapter named by its file, as messages name it. */
+const named = (adapters: Adapter[]) => adapters.map((a) => ({ ...a, name: Object.keys(a.files)[0] }));
+
 /** The merge in slabs small enough that each weight streams in several: its tensors and the plan's notes. */
 async function merge(base: Uint8Array, backend: MergeBackend, outDtype?: string, adapters = ADAPTERS) {
   let notes: string[] = [];
-  const { bytes } = await mergeFileInMemory({ backend, base: { [FILE]: base }, adapters, ...(outDtype ? { outDtype } : {}), inspect: (p) => { notes = p.plan.notes.slice(); } });
+  const { bytes } = await mergeFileInMemory({ backend, base: { [FILE]: base }, baseName: FILE, adapters: named(adapters), ...(outDtype ? { outDtype } : {}), inspect: (p) => { notes = p.plan.notes.slice(); } });
   return { ...decodeSafetensors(bytes), notes };
 }
 
 const refusal = (base: Uint8Array, outDtype?: string, adapters = ADAPTERS) =>
-  refusalsInMemory({ backend: backends['cpu (js)']!, base: { [FILE]: base }, baseName: FILE, adapters, ...(outDtype ? { outDtype } : {}) });
+  refusalsInMemory({ backend: backends['cpu (js)']!, base: { [FILE]: base }, baseName: FILE, adapters: named(adapters), ...(outDtype ? { outDtype } : {}) });
 
 const base = int8Model();
 const original = decodeSafetensors(base);
@@ -344,6 +347,19 @@ describe('ComfyUI int8_tensorwise (comfy_quant): what is refused', () => {
   it('--dtype f8_e4m3 (which would convert the F32 weight_scale tensors too) and f8_e5m2: refused in one line', async () => {
     expect(await refusal(base, 'f8_e4m3')).toEqual([`${FILE}: tensor "${QKV}.weight" (comfy_quant format "int8_tensorwise") cannot be converted to f8_e4m3; leave out --dtype (merged int8 layers are written as int8 again), or choose bf16 (or f16, f32) to write it dequantized`]);
     expect(await refusal(base, 'f8_e5m2')).toEqual([expect.stringMatching(/--dtype f8_e5m2 is not supported \(leave out --dtype, or choose f32, f16 or bf16\)/)]);
+  });
+
+  it('DoRA on an int8_tensorwise weight (its norms would be taken over the codes): refused in one line naming the module and the weight', async () => {
+    const dora: Adapter[] = [{
+      files: {
+        'qkv_dora.safetensors': buildSafetensors([
+          ...loraTensors(rand, [{ down: 'lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight', up: 'lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight', r: 2, out: 3 * h, in: h, lands: [], scale: 1 }], 'BF16'),
+          { name: 'lora_unet_double_blocks_0_img_attn_qkv.dora_scale', dtype: 'F32', shape: [1, h], data: Array.from({ length: h }, (_, i) => 1 + i / h) },
+        ]),
+      },
+      weight: 1,
+    }];
+    expect(await refusal(base, undefined, dora)).toEqual([`qkv_dora.safetensors: module "lora_unet_double_blocks_0_img_attn_qkv": DoRA on the ComfyUI int8_tensorwise (comfy_quant) weight ${QKV}.weight (its norms would be taken over the codes) is not supported; merge it into the unquantized model`]);
   });
 
   const temp = tempDirs();
