@@ -40,7 +40,7 @@ const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
 const PER_TENSOR_FP8: Readonly<Record<string, 'F8_E4M3' | 'F8_E5M2'>> = { float8_e4m3fn: 'F8_E4M3', float8_e5m2: 'F8_E5M2' };
 /** The formats read by their own file: the weight, or why a form of it is not read. */
 type LayerReader = (base: BaseModel, layer: string, from: string, config: Readonly<Record<string, unknown>>) => Promise<ScaledFp8Weight | string>;
-const BLOCK_SCALED: Readonly<Record<string, LayerReader>> = { mxfp8: readComfyMxfp8, nvfp4: readComfyNvfp4, int8_tensorwise: readComfyInt8 };
+const LAYER_READERS: Readonly<Record<string, LayerReader>> = { mxfp8: readComfyMxfp8, nvfp4: readComfyNvfp4, int8_tensorwise: readComfyInt8 };
 /** A comfy_quant tensor is a few dozen bytes of JSON; anything past this is not one. */
 const MAX_LAYER_CONFIG_BYTES = 4096;
 
@@ -86,8 +86,8 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
     const weightKey = `${layer}.weight`;
     const weight = base.tensors.get(weightKey);
     if (!weight) continue; // ComfyUI skips such a layer too ("Missing weight")
-    if (Object.hasOwn(BLOCK_SCALED, format)) {
-      const read = await BLOCK_SCALED[format](base, layer, from, config);
+    if (Object.hasOwn(LAYER_READERS, format)) {
+      const read = await LAYER_READERS[format](base, layer, from, config);
       if (typeof read !== 'string') weights.set(weightKey, read);
       else {
         unread.push(weightKey);
