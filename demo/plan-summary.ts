@@ -178,17 +178,21 @@ function realRowReader(prepared: PreparedMerge): (key: string, rowStart: number,
 
 /**
  * Output types a base whose quantized weights are written only dequantized cannot take (GPTQ, AWQ,
- * compressed-tensors int, ModelOpt NVFP4), nor fp8 ones for ComfyUI nvfp4 layers (they stay nvfp4
- * or are dequantized): the merge refuses them (scaled-fp8-output.ts), so the page says so before the click.
+ * compressed-tensors int, ModelOpt NVFP4), nor fp8 ones for ComfyUI nvfp4 and int8 layers (they
+ * stay in their format or are dequantized): the merge refuses them (scaled-fp8-output.ts), so the
+ * page says so before the click.
  */
 function dequantizeOnlyTypes(scaled: PreparedMerge['scaledFp8']): Record<string, string> {
   if (!scaled || scaled.weights.size === 0) return {};
-  const viewed = [...scaled.weights.values()].filter((w) => w.view);
+  const viewed = [...scaled.weights.values()].filter((w) => w.scaleLayout === 'nvfp4');
   if (scaled.rule === 'dequantize-only') {
     const reason = `its ${SCALED_FP8_KIND_NAME[scaled.kind]} weights are written only dequantized: choose bf16, f16 or f32`;
     return { same: reason, f8_e4m3: reason, f8_e5m2: reason };
   }
-  if (viewed.length === 0) return {};
+  const int8 = [...scaled.weights.values()].find((w) => w.scaleLayout === 'int8_tensorwise');
+  const int8Why = int8 && `its comfy_quant int8_tensorwise weights (such as ${int8.weightKey}) are written as int8 again or dequantized: leave the types as they are, or choose bf16, f16 or f32`;
+  const int8Reason: Record<string, string> = int8Why ? { f8_e4m3: int8Why, f8_e5m2: int8Why } : {};
+  if (viewed.length === 0) return int8Reason;
   const reason = `its comfy_quant nvfp4 weights (such as ${viewed[0].weightKey}) stay nvfp4 or are written dequantized: keep the dtypes or choose bf16, f16 or f32`;
   return { f8_e4m3: reason, f8_e5m2: reason };
 }

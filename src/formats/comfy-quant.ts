@@ -10,11 +10,12 @@
  *
  * ComfyUI's QUANT_ALGOS names the formats: float8_e4m3fn and float8_e5m2 (one scalar weight_scale:
  * W = code × scale), nvfp4 (e2m1 pairs, swizzled e4m3 block scales and weight_scale_2), mxfp8
- * (e8m0 scales per 32, swizzled), int8 ones and load-only packed 4-bit ones. The two per-tensor fp8
- * formats (PER_TENSOR_FP8) and mxfp8 (BLOCK_SCALED, comfy-mxfp8.ts) are read here, and merged as ComfyUI's LoRA patch does (dequantize, add,
- * quantize again with the scale recalculated from the merged weight's amax over the format's largest
- * finite value: the `comfy` rule of scaled-fp8.ts). nvfp4 (comfy-nvfp4.ts) is read too, and a merged
- * nvfp4 layer is written as nvfp4 again by that file's rule. Every other format is left as it is and refused,
+ * (e8m0 scales per 32, swizzled), int8_tensorwise (int8 codes, a scale per tensor or per row), and
+ * packed 4-bit ones. The two per-tensor fp8 formats (PER_TENSOR_FP8), mxfp8 (comfy-mxfp8.ts) and
+ * int8_tensorwise (comfy-int8.ts) are read here, and merged as ComfyUI's LoRA patch does (dequantize,
+ * add, quantize again with the scale recalculated from the merged weight's amax over the format's
+ * largest value: the `comfy` rule of scaled-fp8.ts). nvfp4 (comfy-nvfp4.ts) is read too, and a
+ * merged nvfp4 layer is written as nvfp4 again by that file's rule. Every other format is left as it is and refused,
  * naming the tensor and the format, wherever an adapter would change it or the model would be
  * dequantized.
  */
@@ -22,6 +23,7 @@ import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { BaseModel } from './base-model.js';
 import { isSafetensorsModel } from './base-model-view.js';
+import { readComfyInt8 } from './comfy-int8.js';
 import { readComfyMxfp8 } from './comfy-mxfp8.js';
 import { readComfyNvfp4 } from './comfy-nvfp4.js';
 import type { ScaledFp8Base, ScaledFp8Weight } from './scaled-fp8.js';
@@ -36,14 +38,15 @@ const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
  * TensorCoreFP8E4M3Layout and TensorCoreFP8E5M2Layout), and their codes' dtype.
  */
 const PER_TENSOR_FP8: Readonly<Record<string, 'F8_E4M3' | 'F8_E5M2'>> = { float8_e4m3fn: 'F8_E4M3', float8_e5m2: 'F8_E5M2' };
-/** The formats with block scales read here, each by its own file. */
-const BLOCK_SCALED: Readonly<Record<string, (base: BaseModel, layer: string, from: string) => Promise<ScaledFp8Weight>>> = { mxfp8: readComfyMxfp8, nvfp4: readComfyNvfp4 };
+/** The formats read by their own file: the weight, or why a form of it is not read. */
+type LayerReader = (base: BaseModel, layer: string, from: string, config: Readonly<Record<string, unknown>>) => Promise<ScaledFp8Weight | string>;
+const LAYER_READERS: Readonly<Record<string, LayerReader>> = { mxfp8: readComfyMxfp8, nvfp4: readComfyNvfp4, int8_tensorwise: readComfyInt8 };
 /** A comfy_quant tensor is a few dozen bytes of JSON; anything past this is not one. */
 const MAX_LAYER_CONFIG_BYTES = 4096;
 
 /** The base's ComfyUI-quantized layers, or undefined when it has none. Malformed configs and scales throw, naming the tensor. */
 export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | undefined> {
-  const configs = new Map<string, { format: string; from: string }>();
+  const configs = new Map<string, { format: string; from: string; config: Record<string, unknown> }>();
   for (const [key, t] of base.tensors) {
     if (!key.endsWith(COMFY_QUANT)) continue;
     const where = `${base.name}: tensor "${key}"`;
@@ -51,7 +54,7 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
       throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${t.storedType} (${t.shape.join(', ')}), not ComfyUI's quantization config (U8 bytes of a JSON object); fix or remove it`);
     }
     const text = decodeUtf8(await base.read(key));
-    configs.set(key.slice(0, -COMFY_QUANT.length), { format: formatOf(text, where), from: key });
+    configs.set(key.slice(0, -COMFY_QUANT.length), { ...formatOf(text, where), from: key });
   }
   // The header's configs replace the tensors' for the same layers, as ComfyUI's loader has it.
   const leftOutMetadata: string[] = [];
@@ -68,8 +71,7 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
         throw new MergeError('UNSUPPORTED_FORMAT', `${where} has no "layers" object; fix or remove it`);
       }
       for (const [layer, conf] of Object.entries(layers as Record<string, unknown>)) {
-        const format = formatOf(conf, `${where}, layer "${layer}"`);
-        configs.set(headerLayerKey(base, shard.keyPrefix, layer), { format, from: `${QUANTIZATION_METADATA} (${layer})` });
+        configs.set(headerLayerKey(base, shard.keyPrefix, layer), { ...formatOf(conf, `${where}, layer "${layer}"`), from: `${QUANTIZATION_METADATA} (${layer})` });
       }
     }
   }
@@ -79,13 +81,18 @@ export async function findComfyQuant(base: BaseModel): Promise<ScaledFp8Base | u
   const unread: string[] = [];
   const unreadWhy = new Map<string, string>();
   const quantizationOnly: string[] = [];
-  for (const [layer, { format, from }] of configs) {
+  for (const [layer, { format, from, config }] of configs) {
     if (base.tensors.has(layer + COMFY_QUANT)) quantizationOnly.push(layer + COMFY_QUANT);
     const weightKey = `${layer}.weight`;
     const weight = base.tensors.get(weightKey);
     if (!weight) continue; // ComfyUI skips such a layer too ("Missing weight")
-    if (Object.hasOwn(BLOCK_SCALED, format)) {
-      weights.set(weightKey, await BLOCK_SCALED[format](base, layer, from));
+    if (Object.hasOwn(LAYER_READERS, format)) {
+      const read = await LAYER_READERS[format](base, layer, from, config);
+      if (typeof read !== 'string') weights.set(weightKey, read);
+      else {
+        unread.push(weightKey);
+        unreadWhy.set(weightKey, read);
+      }
       continue;
     }
     const codeDtype = Object.hasOwn(PER_TENSOR_FP8, format) ? PER_TENSOR_FP8[format] : undefined;
@@ -169,12 +176,12 @@ function parseJson(text: string, where: string): unknown {
   }
 }
 
-/** A layer config's `format`: a JSON object's string field, else one line saying what is wrong. */
-function formatOf(config: unknown, where: string): string {
+/** A layer config and its `format`: a JSON object's string field, else one line saying what is wrong. */
+function formatOf(config: unknown, where: string): { format: string; config: Record<string, unknown> } {
   const parsed = typeof config === 'string' ? parseJson(config, where) : config;
   const format = typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as { format?: unknown }).format : undefined;
   if (typeof format !== 'string' || format === '') {
     throw new MergeError('UNSUPPORTED_FORMAT', `${where} is not ComfyUI's quantization config (a JSON object with a "format" string, such as {"format": "float8_e4m3fn"}); fix or remove it`);
   }
-  return format;
+  return { format, config: parsed as Record<string, unknown> };
 }

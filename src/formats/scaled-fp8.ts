@@ -48,7 +48,8 @@ import { product } from '../integers.js';
  *   which it loads as such (ops.py set_weight: the quantized layout's quantize with
  *   scale="recalculate"): s = f32(amax) / 448 in f32, stored as the
  *   `weight_scale`, and code = e4m3(clamp(W · f32(1 / s), ±448)) (a product by the reciprocal,
- *   as comfy_kitchen's quantize_per_tensor_fp8 computes it).
+ *   as comfy_kitchen's quantize_per_tensor_fp8 computes it); int8_tensorwise layers by their own
+ *   rule (comfy-int8.ts).
  * - `dequantize-only`: weights written only dequantized (ModelOpt NVFP4, integer weights).
  */
 export type ScaleRule = 'keep' | 'reciprocal' | 'divide' | 'modelopt' | 'comfy' | 'dequantize-only';
@@ -81,12 +82,14 @@ export interface ScaledFp8Weight {
    * `mxfp8`: ComfyUI's mxfp8 layer (comfy-mxfp8.ts): its scales are e8m0 exponents in a swizzled
    * U8 tensor, re-quantized by that layer's rule; `scales` is then empty and `loadScales` reads them.
    */
-  scaleLayout?: 'mxfp8' | 'nvfp4';
+  scaleLayout?: 'mxfp8' | 'nvfp4' | 'int8_tensorwise';
   loadScales?: () => Promise<Float64Array>;
   /**
    * `nvfp4`: ComfyUI's nvfp4 layer (comfy-nvfp4.ts): `view` is the weight as bf16 code × block
    * scale (rows, cols), `scaleKey` its weight_scale_2 and `blockScaleKey` the block scales; both
    * rewritten when it is merged and quantized again, left out when it is dequantized.
+   * `int8_tensorwise`: ComfyUI's int8 layer (comfy-int8.ts): `view` is its codes as bf16, its
+   * scales one per tensor or per row; written back as int8 codes.
    */
   blockScaleKey?: string;
   view?: ViewTensor;

@@ -15,6 +15,7 @@ import { fp8RequantizeWasmBase64 } from './fp8-requantize.generated.js';
 import { instantiateEmbeddedWasm } from '../embedded-wasm.js';
 import { MergeError } from '../errors.js';
 import { mxfp8Exponent } from '../formats/comfy-mxfp8.js';
+import { requantizeInt8Slab } from '../formats/comfy-int8.js';
 
 /** e4m3fn's largest finite magnitude. */
 const E4M3_MAX = 448;
@@ -60,6 +61,8 @@ export function requantizeSlab(
   w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], values: Float32Array, rowStart: number, rowCount: number, scales: Float64Array,
   tensorMax?: number, options: RequantizeOptions = {},
 ): Uint8Array {
+  // ComfyUI's int8_tensorwise layers: int8 codes, by their own rule.
+  if (w.scaleLayout === 'int8_tensorwise') return requantizeInt8Slab(w, values, rowStart, rowCount, scales, tensorMax);
   const { cols, blockRows, blockCols } = w;
   const colBlocks = Math.ceil(cols / blockCols);
   const band0 = Math.floor(rowStart / blockRows);

@@ -35,6 +35,7 @@ import { unreadScaledWeight } from '../plan/quantized-weights.js';
 import { requantizeSlab } from './fp8-requantize.js';
 import { blockedScaleShape, swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
 import { NVFP4_BLOCK, nvfp4TensorScale, quantizeNvfp4Rows } from '../formats/comfy-nvfp4.js';
+import { int8AsBf16 } from '../formats/comfy-int8.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import { lcm } from '../integers.js';
 
@@ -54,7 +55,7 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
     ? `${n} block-wise fp8 weights (weight_scale_inv)`
     : scaled.kind === 'modelopt-fp8' ? `${n} ModelOpt FP8 weights (weight_scale per tensor)`
       : DEQUANTIZED_ONLY[scaled.kind] ? `${n} ${DEQUANTIZED_ONLY[scaled.kind]!.what}`
-        : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI ${comfyFormats(scaled)} weights (comfy_quant, weight_scale per tensor${[...scaled.weights.values()].some((w) => w.scaleLayout === 'mxfp8') ? ' or per 32 inputs' : ''}${[...scaled.weights.values()].some((w) => w.view) ? ', nvfp4 weight_scale per 16 inputs and weight_scale_2' : ''})`
+        : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI ${comfyFormats(scaled)} weights (comfy_quant, weight_scale per tensor${[...scaled.weights.values()].some((w) => w.scaleLayout === 'int8_tensorwise' && w.blockRows < w.rows) ? ' or per row' : ''}${[...scaled.weights.values()].some((w) => w.scaleLayout === 'mxfp8') ? ' or per 32 inputs' : ''}${[...scaled.weights.values()].some((w) => w.scaleLayout === 'nvfp4') ? ', nvfp4 weight_scale per 16 inputs and weight_scale_2' : ''})`
           : scaled.kind === 'comfy-scaled-fp8' ? `${n} scaled fp8 weights (float8_e4m3fn, scale_weight per tensor)`
           : `${n} compressed-tensors fp8 weights (weight_scale)`;
   const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale') && !k.endsWith('.comfy_quant'));
@@ -65,8 +66,8 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   }
   if (scaled.kind === 'comfy-quant-fp8') {
     const unread = scaled.unread.length ? `; ${scaled.unread.length} weights in other comfy_quant formats (such as ${scaled.unread[0]}) are copied as they are and cannot be merged` : '';
-    const nvfp4 = [...scaled.weights.values()].some((w) => w.view) ? '; merged nvfp4 weights (code × block scale × weight_scale_2) are written as nvfp4 again with weight_scale_2 = max |W\'| / (448 × 6) and their block scales recalculated, as ComfyUI\'s LoRA patch does (rounded to nearest even)' : '';
-    return `the base holds ${what}: adapters are merged into their real values (code × weight_scale); merged weights are written as fp8 again with weight_scale recalculated from their largest magnitude, as ComfyUI's LoRA patch does (rounded to nearest even), comfy_quant and input_scale kept; or dequantized with --dtype f32/f16/bf16${nvfp4}${unread}`;
+    const nvfp4 = [...scaled.weights.values()].some((w) => w.scaleLayout === 'nvfp4') ? '; merged nvfp4 weights (code × block scale × weight_scale_2) are written as nvfp4 again with weight_scale_2 = max |W\'| / (448 × 6) and their block scales recalculated, as ComfyUI\'s LoRA patch does (rounded to nearest even)' : '';
+    return `the base holds ${what}: adapters are merged into their real values (code × weight_scale); merged weights are written in their format again with weight_scale recalculated from their largest magnitude, as ComfyUI's LoRA patch does (rounded to nearest even), comfy_quant and input_scale kept; or dequantized with --dtype f32/f16/bf16${nvfp4}${unread}`;
   }
   if (scaled.kind === 'comfy-scaled-fp8') {
     return `the base holds ${what}: adapters are merged into their real values (code × scale_weight); merged weights are written as fp8 again with scale_weight recalculated from their largest magnitude, as current ComfyUI's LoRA patch does (rounded to nearest even), the marker and scale_input kept; or dequantized with --dtype f32/f16/bf16`;
@@ -77,7 +78,7 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
 /** The comfy_quant formats of a base's read weights, as its configs name them. */
 function comfyFormats(scaled: ScaledFp8Base): string {
   const formats = new Set<string>([...scaled.weights.values()].map((w) => (w.scaleLayout ?? (w.codeDtype === 'F8_E5M2' ? 'float8_e5m2' : 'float8_e4m3fn'))));
-  return ['float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'nvfp4'].filter((f) => formats.has(f)).join(' and ') || 'fp8';
+  return ['float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'nvfp4', 'int8_tensorwise'].filter((f) => formats.has(f)).join(' and ') || 'fp8';
 }
 
 /** What mergeModel needs to merge into and write a base with scaled fp8 weights. */
@@ -146,16 +147,22 @@ export function scaledFp8Output(
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: its ${kind} weights are written only dequantized (re-quantizing them to ${DEQUANTIZED_ONLY[scaled.kind]?.format ?? kind} is not supported); merge with --dtype bf16 (or f16, f32)`);
   }
   // ComfyUI's nvfp4 layers stay nvfp4 (merged ones quantized again) or are all dequantized; fp8 they never become.
-  const viewed = [...scaled.weights.values()].filter((w) => w.view);
+  const viewed = [...scaled.weights.values()].filter((w) => w.scaleLayout === 'nvfp4');
   const dequantizing = requested !== undefined && requested !== 'F8_E4M3' && requested !== 'F8_E5M2';
   if (viewed.length > 0 && requested !== undefined && !dequantizing) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${viewed[0].weightKey}" (comfy_quant format "nvfp4") cannot be converted to ${requested.toLowerCase()}: nvfp4 layers stay nvfp4 (leave out --dtype) or are written dequantized (--dtype bf16, f16 or f32)`);
   }
+  // --dtype f8_e4m3 would convert their F32 weight_scale tensors too.
+  const int8 = [...scaled.weights.values()].find((w) => w.scaleLayout === 'int8_tensorwise');
+  if (int8 && requested === 'F8_E4M3') {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${int8.weightKey}" (comfy_quant format "int8_tensorwise") cannot be converted to f8_e4m3; leave out --dtype (merged int8 layers are written as int8 again), or choose bf16 (or f16, f32) to write it dequantized`);
+  }
   if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are fp8 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
   const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
   const merged = [...scaled.weights.values()].filter((w) => updated.has(w.weightKey));
-  // nvfp4 weights no adapter changes are copied as stored; merged ones are read through their view.
-  const copiedAsStored = new Set(dequantizeTo ? [] : viewed.filter((w) => !updated.has(w.weightKey)).map((w) => w.weightKey));
+  // Kept quantized, a weight read through a view is read and written as stored (int8 always, nvfp4
+  // unless merged: a merged nvfp4 weight is read through its view and quantized again).
+  const copiedAsStored = new Set(dequantizeTo ? [] : [...scaled.weights.values()].filter((w) => w.view && !(w.scaleLayout === 'nvfp4' && updated.has(w.weightKey))).map((w) => w.weightKey));
   if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
   if (dequantizeTo) {
     if (dtypeMergedOnly) throw new MergeError('BAD_ARGUMENT', `${base.name}: --dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out --dtype`);
@@ -226,14 +233,16 @@ export function scaledFp8Output(
     },
     storedAs: (key) => {
       const w = scaled.weights.get(key);
-      return w?.view && !dequantizeTo && updated.has(key) ? { type: 'U8', shape: [w.rows, w.cols / 2], rowBytes: w.cols / 2 } : undefined;
+      return w?.scaleLayout === 'nvfp4' && !dequantizeTo && updated.has(key) ? { type: 'U8', shape: [w.rows, w.cols / 2], rowBytes: w.cols / 2 } : undefined;
     },
     async mergeSlab(slab, backend, signal) {
       const w = scaled.weights.get(slab.update.baseKey)!;
       // ModelOpt's quantizer reads W' in the model's dtype: rounded once to it, here.
       const quantizerDtype = scaled.rule === 'modelopt' ? scaled.quantizerDtype ?? 'BF16' : 'F32';
       const grid = await gridOf(w, slab.rowCount);
-      const values = await realRows(w, grid, scaled.rule, slab, slab.rowStart, slab.rowCount, slab.codes, dequantizeTo ?? quantizerDtype, backend, signal);
+      // An int8 weight kept int8 is read as stored: its codes as the view's bf16.
+      const stored = w.scaleLayout === 'int8_tensorwise' && !dequantizeTo ? int8AsBf16(slab.codes) : slab.codes;
+      const values = await realRows(w, grid, scaled.rule, slab, slab.rowStart, slab.rowCount, stored, dequantizeTo ?? quantizerDtype, backend, signal);
       if (dequantizeTo) return values;
       // One maximum for the whole tensor: a first pass over its slabs, once.
       let tensorMax: number | undefined;
@@ -244,7 +253,7 @@ export function scaledFp8Output(
         tensorMax = await pass;
       }
       const real = quantizerDtype === 'F32' ? new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4) : decodeToF32(values, quantizerDtype);
-      if (w.view) {
+      if (w.scaleLayout === 'nvfp4') {
         const codes = nvfp4Codes(w, real, slab, tensorMax, nvfp4Scales);
         backend.recycle?.(values);
         return codes;
@@ -259,7 +268,7 @@ export function scaledFp8Output(
     rewritesScale: (key) => rewritten.has(key),
     scaleChunk(key, start, length) {
       const w = rewritten.get(key)!;
-      if (w.view) {
+      if (w.scaleLayout === 'nvfp4') {
         const state = nvfp4Scales.get(w.weightKey);
         if (!state || state.rowsDone !== w.rows) throw new Error(`${key} is written before all of ${w.weightKey} was merged`);
         const bytes = key === w.blockScaleKey ? state.blockScales : encodeFromF32(Float32Array.of(state.tensorScale), 'F32');
@@ -403,10 +412,13 @@ async function maxOverTensor(
 ): Promise<number> {
   let max = 0;
   const step = Math.max(slab.rowCount, 1);
-  const codeBytes = DTYPE_BYTES[w.codeDtype];
+  // An int8 weight is read as stored (one byte a code), its codes as the view's bf16.
+  const int8 = w.scaleLayout === 'int8_tensorwise';
+  const codeBytes = int8 ? 1 : DTYPE_BYTES[w.codeDtype];
   for (let r0 = 0; r0 < w.rows; r0 += step) {
     const n = Math.min(step, w.rows - r0);
-    const codes = await readPart(w.weightKey, r0 * w.cols * codeBytes, n * w.cols * codeBytes);
+    const stored = await readPart(w.weightKey, r0 * w.cols * codeBytes, n * w.cols * codeBytes);
+    const codes = int8 ? int8AsBf16(stored) : stored;
     const bytes = await realRows(w, w.scales, rule, slab, r0, n, codes, dtype, backend, signal);
     const v = dtype === 'F32' ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) : decodeToF32(bytes, dtype);
     for (let i = 0; i < v.length; i++) max = Math.max(max, Math.abs(v[i]));

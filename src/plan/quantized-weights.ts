@@ -84,23 +84,24 @@ export function unreadScaledWeight(tensors: ReadonlyMap<string, unknown>, scaled
 /** What a merge into real values W = code × scale does not do: anything but adding to W. */
 function scaledFp8Problems(plan: MergePlan, scaled: ScaledFp8Base): PlanProblem[] {
   const problems: PlanProblem[] = [];
-  const kind = SCALED_FP8_KIND_NAME[scaled.kind];
+  // A ComfyUI file may mix fp8 and int8 layers: each weight is named by its own.
+  const kindOf = (key: string) => (scaled.weights.get(key)?.scaleLayout === 'int8_tensorwise' ? 'ComfyUI int8_tensorwise (comfy_quant)' : SCALED_FP8_KIND_NAME[scaled.kind]);
   const refuse = (adapter: string, module: string, what: string) =>
     problems.push({ adapter, module, code: 'UNSUPPORTED_FORMAT', message: `${adapter}: module "${module}": ${what}; merge it into the unquantized model` });
   for (const u of plan.updates) {
     const w = scaled.weights.get(u.baseKey);
     if (!w) continue;
     for (const t of u.terms) {
-      if (t.module.dora) refuse(t.adapter, t.moduleName, `DoRA on the ${kind} weight ${u.baseKey} (its norms would be taken over the codes) is not supported`);
-      else if (t.module.update.kind === 'transform') refuse(t.adapter, t.moduleName, `${t.module.algorithm} maps the weight itself; on the ${kind} weight ${u.baseKey} it is not supported`);
+      if (t.module.dora) refuse(t.adapter, t.moduleName, `DoRA on the ${kindOf(u.baseKey)} weight ${u.baseKey} (its norms would be taken over the codes) is not supported`);
+      else if (t.module.update.kind === 'transform') refuse(t.adapter, t.moduleName, `${t.module.algorithm} maps the weight itself; on the ${kindOf(u.baseKey)} weight ${u.baseKey} it is not supported`);
     }
-    if (u.source) refuse(u.terms[0].adapter, u.terms[0].moduleName, `the adapter saves its own ${u.baseKey}, which is a ${kind} weight here; this is not supported`);
+    if (u.source) refuse(u.terms[0].adapter, u.terms[0].moduleName, `the adapter saves its own ${u.baseKey}, which is a ${kindOf(u.baseKey)} weight here; this is not supported`);
   }
   for (const r of plan.replacements) {
-    if (scaled.weights.has(r.baseKey)) refuse(r.adapter, r.baseKey, `replacing the ${kind} weight ${r.baseKey} (and its ${scaled.weights.get(r.baseKey)!.scaleKey}) is not supported`);
+    if (scaled.weights.has(r.baseKey)) refuse(r.adapter, r.baseKey, `replacing the ${kindOf(r.baseKey)} weight ${r.baseKey} (and its ${scaled.weights.get(r.baseKey)!.scaleKey}) is not supported`);
   }
   for (const s of plan.rowSets) {
-    if (scaled.weights.has(s.baseKey)) for (const t of s.terms) refuse(t.adapter, s.baseKey, `setting rows of the ${kind} weight ${s.baseKey} is not supported`);
+    if (scaled.weights.has(s.baseKey)) for (const t of s.terms) refuse(t.adapter, s.baseKey, `setting rows of the ${kindOf(s.baseKey)} weight ${s.baseKey} is not supported`);
   }
   return problems;
 }

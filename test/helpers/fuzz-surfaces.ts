@@ -697,6 +697,12 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
       undecided = `${layer}: an mxfp8 layer`;
       continue;
     }
+    if (format === 'int8_tensorwise') {
+      // This world builds no int8 layer: one named so over codes that are not I8 is malformed.
+      if (w.dtype !== 'I8') return invalid(`${layer} is configured int8_tensorwise but its weight is ${w.dtype}`);
+      undecided = `${layer}: an int8_tensorwise layer`;
+      continue;
+    }
     const codes = format === 'float8_e4m3fn' ? 'F8_E4M3' : format === 'float8_e5m2' ? 'F8_E5M2' : undefined;
     if (!codes) {
       unread.add(layer);

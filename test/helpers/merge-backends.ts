@@ -53,6 +53,8 @@ export interface InMemoryAdapter {
 export interface InMemoryMerge {
   backend: MergeBackend;
   base: Record<string, Uint8Array | string>;
+  /** The base input's name, which messages give; `base` by default. */
+  baseName?: string;
   adapters: InMemoryAdapter[];
   outDtype?: string;
   /** Convert only the merged tensors to outDtype. */
@@ -68,8 +70,7 @@ export interface InMemoryMerge {
  * output file's bytes and the plan's warnings.
  */
 export async function mergeFileInMemory(m: InMemoryMerge): Promise<{ bytes: Uint8Array; warnings: string[] }> {
-  const prepared = await prepareMerge(memoryInputFileSet(m.base, 'base'),
-    m.adapters.map((a, i) => ({ files: memoryInputFileSet(a.files, a.name ?? `adapter${i}`), weight: a.weight ?? 1 })));
+  const prepared = await prepareInMemory(m);
   try {
     expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
     const output = createBlobOutputTarget();
@@ -79,6 +80,33 @@ export async function mergeFileInMemory(m: InMemoryMerge): Promise<{ bytes: Uint
     });
     await m.inspect?.(prepared);
     return { bytes: new Uint8Array(await output.files()[0].blob.arrayBuffer()), warnings: prepared.plan.warnings };
+  } finally {
+    await prepared.close();
+  }
+}
+
+function prepareInMemory(m: Pick<InMemoryMerge, 'base' | 'baseName' | 'adapters'>): Promise<PreparedMerge> {
+  return prepareMerge(memoryInputFileSet(m.base, m.baseName ?? 'base'),
+    m.adapters.map((a, i) => ({ files: memoryInputFileSet(a.files, a.name ?? `adapter${i}`), weight: a.weight ?? 1 })));
+}
+
+/**
+ * Why a merge in memory is refused: the error reading the base, the plan's problems, or the merge's
+ * error, each message one entry; [] when it merges.
+ */
+export async function refusalsInMemory(m: Omit<InMemoryMerge, 'inspect' | 'slabBytes'>): Promise<string[]> {
+  let prepared: PreparedMerge;
+  try {
+    prepared = await prepareInMemory(m);
+  } catch (e) {
+    return [(e as Error).message];
+  }
+  try {
+    if (prepared.plan.problems.length) return prepared.plan.problems.map((p) => p.message);
+    await mergeModel({ prepared, output: createBlobOutputTarget(), backend: m.backend, ...(m.outDtype ? { outDtype: m.outDtype } : {}) });
+    return [];
+  } catch (e) {
+    return [(e as Error).message];
   } finally {
     await prepared.close();
   }

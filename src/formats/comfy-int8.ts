@@ -1,0 +1,123 @@
+/**
+ * ComfyUI's `int8_tensorwise` comfy_quant layers (quant_ops.py's TensorWiseINT8Layout, from
+ * comfy_kitchen): `<m>.weight` I8 (rows, cols), `<m>.weight_scale` F32, either one scale (shape
+ * `[]`) or one per row (shape `[rows, 1]`, as comfy_kitchen's `quantize_int8_rowwise` writes it);
+ * W = q × scale (comfy_kitchen dequantizes `q.float() * scale`). An int8 value is exact in bf16, so
+ * the weight is seen through a view of bf16 codes, the scales one factor per tensor or per row.
+ *
+ * ComfyUI re-quantizes a patched layer with the layout's quantize (`requantize_from_float`,
+ * scale "recalculate"); the layout picks per-row scales whenever the stored scale has a dimension
+ * (`requantize_kwargs`: `per_channel = scale.dim() > 0`), else one scale for the tensor. Either way
+ * (comfy_kitchen's `quantize_int8_tensorwise` / `quantize_int8_rowwise`): s = max(f32(amax / 127),
+ * f32(1e-30)) over the tensor or the row, q = clamp(round(f32(W' / s)), −128, 127), rounded half to
+ * even (stochastically in ComfyUI's patch: here to nearest even). A quotient never passes ±127.5, so
+ * the code −128 is never written; one in a base is read as −128 × scale, as ComfyUI reads it.
+ *
+ * Not read (refused where an adapter changes them or the model is dequantized): `convrot` layers
+ * (Hadamard-rotated weights), a scale of shape `[1]` or `[rows]` (ComfyUI's patch turns it into
+ * per-row scales of another shape), a scale that is not F32, a weight that is not a matrix.
+ */
+import { decodeToF32, encodeFromF32 } from '../dtype.js';
+import { MergeError } from '../errors.js';
+import { product } from '../integers.js';
+import type { BaseModel } from './base-model.js';
+import type { ViewTensor } from './base-model-view.js';
+import type { ScaledFp8Weight } from './scaled-fp8.js';
+
+/** The largest code ComfyUI's scale maps the largest magnitude to. */
+const INT8_MAX = 127;
+/** comfy_kitchen's smallest recalculated scale: `clamp(min=1e-30)` on a float32 tensor. */
+const INT8_MIN_SCALE = Math.fround(1e-30);
+
+/** Reads one int8_tensorwise layer; malformed tensors throw, naming them; a form not read here is returned as the reason. */
+export async function readComfyInt8(base: BaseModel, layer: string, from: string, config: Readonly<Record<string, unknown>>): Promise<ScaledFp8Weight | string> {
+  const weightKey = `${layer}.weight`;
+  const scaleKey = `${layer}.weight_scale`;
+  const weight = base.tensors.get(weightKey)!;
+  const scale = base.tensors.get(scaleKey);
+  const where = `${base.name}: ${weightKey} (comfy_quant format "int8_tensorwise", ${from})`;
+  if (weight.dtype !== 'I8') throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${weight.dtype}; ComfyUI stores int8_tensorwise weights as I8`);
+  const params = typeof config.params === 'object' && config.params !== null ? config.params as Record<string, unknown> : {};
+  if (config.convrot ?? params.convrot) return `its comfy_quant config (${from}) marks it convrot: Hadamard-rotated int8 codes, which loramerge does not read`;
+  if (weight.shape.length !== 2) return `an int8_tensorwise weight of shape [${weight.shape.join(', ')}] (${from}), which loramerge does not read`;
+  const [rows, cols] = weight.shape;
+  if (!scale) throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} is missing`);
+  const perRow = scale.shape.length === 2 && scale.shape[0] === rows && scale.shape[1] === 1;
+  if (!(scale.shape.length === 0 || perRow)) {
+    // One value in another shape ([1], [1, 1]) or a row vector: ComfyUI reads it, but patches it into [rows, 1].
+    if (product(scale.shape) === 1 || (scale.shape.length === 1 && scale.shape[0] === rows)) {
+      return `its scale ${scaleKey} has shape [${scale.shape.join(', ')}]: ComfyUI re-quantizes such a layer with per-row scales of shape [${rows}, 1], which loramerge does not write in place of it`;
+    }
+    throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} has shape [${scale.shape.join(', ')}]; int8_tensorwise needs one F32 scale (shape []) or one per row (shape [${rows}, 1])`);
+  }
+  if (scale.dtype !== 'F32') return `its scale ${scaleKey} is ${scale.dtype}, where ComfyUI's int8 quantizer writes F32`;
+  const scales = Float64Array.from(decodeToF32(await base.read(scaleKey), 'F32'));
+  const bad = scales.findIndex((s) => !Number.isFinite(s) || s < 0);
+  if (bad >= 0) throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} holds ${scales[bad]}${perRow ? ` for row ${bad}` : ''}; a scale must be finite and not negative`);
+  return {
+    weightKey, codeDtype: 'BF16', scaleKey, scaleDtype: 'F32', rows, cols, blockRows: perRow ? 1 : rows, blockCols: cols, scales,
+    scaleLayout: 'int8_tensorwise', view: int8View(base, weightKey, rows, cols),
+  };
+}
+
+/** The weight's codes as bf16 (exact), rows × cols, read a range at a time. */
+function int8View(base: BaseModel, key: string, rows: number, cols: number): ViewTensor {
+  return {
+    name: key, dtype: 'BF16', shape: [rows, cols], byteLength: rows * cols * 2,
+    async readPart(start, length) {
+      if (start % 2 !== 0 || length % 2 !== 0) throw new RangeError(`${key}: bytes ${start}+${length} are not whole bf16 values`);
+      return int8AsBf16(await base.readPart(key, start / 2, length / 2));
+    },
+  };
+}
+
+/** I8 bytes → the same integers as bf16 bytes (every int8 value is exact in bf16). */
+export function int8AsBf16(codes: Uint8Array): Uint8Array {
+  return encodeFromF32(Float32Array.from(new Int8Array(codes.buffer, codes.byteOffset, codes.byteLength)), 'BF16');
+}
+
+/** ComfyUI's recalculated scale for a tensor's or a row's largest magnitude (f32). */
+export function int8Scale(amax: number): number {
+  return Math.max(Math.fround(amax / INT8_MAX), INT8_MIN_SCALE);
+}
+
+/**
+ * int8 codes (as bytes) for a slab's f32 values, rows [rowStart, rowStart + rowCount) of `w`, each
+ * scale recalculated into `scales` (one per tensor, or per row). `tensorMax`: the whole tensor's
+ * largest magnitude for a per-tensor scale.
+ */
+export function requantizeInt8Slab(w: ScaledFp8Weight, values: Float32Array, rowStart: number, rowCount: number, scales: Float64Array, tensorMax?: number): Uint8Array {
+  const { cols } = w;
+  const perRow = w.blockRows === 1 && w.rows > 1;
+  const out = new Uint8Array(rowCount * cols);
+  let s = 0;
+  if (!perRow) {
+    let amax = tensorMax ?? 0;
+    if (tensorMax === undefined) for (let i = 0; i < values.length; i++) amax = Math.max(amax, Math.abs(values[i]));
+    s = scales[0] = int8Scale(amax);
+  }
+  for (let r = 0; r < rowCount; r++) {
+    const row = values.subarray(r * cols, (r + 1) * cols);
+    if (perRow) {
+      let amax = 0;
+      for (let c = 0; c < cols; c++) amax = Math.max(amax, Math.abs(row[c]));
+      s = scales[rowStart + r] = int8Scale(amax);
+    }
+    if (!Number.isFinite(s)) {
+      throw new MergeError('NON_FINITE', `tensor "${w.weightKey}": its merged ${perRow ? `row ${rowStart + r}` : 'weight'} has the largest magnitude ${s * INT8_MAX}, which no int8 scale holds; merge with --dtype bf16 (or f16, f32) to write the weights dequantized`);
+    }
+    for (let c = 0; c < cols; c++) {
+      const q = Math.fround(row[c] / s);
+      if (Number.isNaN(q)) throw new MergeError('NON_FINITE', `tensor "${w.weightKey}": its merged value at row ${rowStart + r}, column ${c} is NaN`);
+      out[r * cols + c] = Math.min(127, Math.max(-128, roundHalfEven(q))) & 0xff;
+    }
+  }
+  return out;
+}
+
+/** torch.round: to the nearest integer, halves to even. */
+function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  return d > 0.5 || (d === 0.5 && f % 2 !== 0) ? f + 1 : f;
+}
