@@ -337,6 +337,15 @@ describe('PEFT on Qwen3-Next and Qwen3.5 GGUFs: what is refused, by name', () =>
     expect(messages).toEqual([expect.stringContaining('DoRA on a module whose columns the base stores in another order (blk.0.ssm_out.weight, its columns reordered)')]);
   });
 
+  it('plans out_proj with its columns reordered, naming it so', async () => {
+    const out = moe.targets.find((t) => t.module.endsWith('linear_attn.out_proj'))!;
+    const prepared = await prepareMerge(memoryInputFileSet({ 'qwen35moe-tiny-BF16.gguf': baseGguf(moe).bytes }, 'base'),
+      [{ files: memoryInputFileSet(peftAdapter(moe, [out]).files, 'lora') }]);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(describePlan(prepared, true)).toMatch(/blk\.0\.ssm_out\.weight \[32×20\] out-in ← model\.language_model\.layers\.0\.linear_attn\.out_proj LoRA r=2 scale=3 → its columns reordered$/m);
+    await prepared.close();
+  });
+
   it('lands in_proj_qkvz on an older qwen3next file that holds it whole as ssm_in, in its own order', async () => {
     const legacy: Case = {
       ...next,
