@@ -15,12 +15,14 @@
  * Each base has the tensors, shapes and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
-import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { buildGguf, randomTensors, readGguf, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
+import type { FixtureTensor } from './helpers/fixtures.js';
+import type { MetaValue } from './helpers/gguf-builder.js';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { describePlan } from '../src/cli/plan-report.js';
-import { expectMerged } from './helpers/expect-merged.js';
-import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
+import {
+  cellBaseGguf, cellPeftAdapter, describeCellCases, expert, transposedWhole, whole, type CellCase, type Landing, type Target,
+} from './helpers/gguf-cell-truth.js';
+import { mergeBackends } from './helpers/merge-backends.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -29,25 +31,8 @@ const HIDDEN = 32, VOCAB = 16, FFN = 48, EXPERTS = 4, EXPERT_FFN = 16, SHARED = 
 const HEADS = 4, KV_HEADS = 2, HEAD_DIM = 8;
 const u32 = (value: number): MetaValue => ({ type: 'u32', value });
 
-function gaussian(seed: number): () => number {
-  const rand = seededRandom(seed);
-  return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
-}
-
 /** The gated DeltaNet: key heads nk of dk, value heads nv of dv (linear_num_key_heads, …). */
 interface Linear { nk: number; dk: number; nv: number; dv: number }
-
-/** Which cell of ΔW (row, column) a GGUF tensor's (row, column) holds, or undefined for none. */
-type Cell = (row: number, col: number) => [number, number] | undefined;
-interface Landing { tensor: string; cell: Cell }
-/** A trained module: its HF path, ΔW (out, in), and where the converter put ΔW's cells. */
-interface Target { module: string; out: number; in: number; lands: Landing[]; embedding?: true }
-
-const whole = (tensor: string): Landing[] => [{ tensor, cell: (row, col) => [row, col] }];
-const transposedWhole = (tensor: string): Landing[] => [{ tensor, cell: (row, col) => [col, row] }];
-const expert = (tensor: string, e: number, per: number): Landing[] => [
-  { tensor, cell: (row, col) => (row >= e * per && row < (e + 1) * per ? [row - e * per, col] : undefined) },
-];
 
 /**
  * Qwen3NextModel.modify_tensors on in_proj_qkvz, step by step: W (out, hidden) transposed is
@@ -143,7 +128,7 @@ const moeMetadata = (arch: string): [string, MetaValue][] => [
   [`${arch}.expert_shared_feed_forward_length`, u32(SHARED)],
 ];
 
-interface Case { name: string; arch: string; hfModel: string; h: Linear; tensors: Tensors; metadata: [string, MetaValue][]; targets: Target[]; rank: number; alpha: number }
+interface Case extends CellCase { name: string; h: Linear }
 
 /** Qwen3-Next-80B-A3B's shape of linear attention (16 key heads, 32 value heads), scaled down: r = 3. */
 const NEXT: Linear = { nk: 2, dk: 4, nv: 6, dv: 3 };
@@ -225,76 +210,12 @@ const CASES: Case[] = [
   },
 ];
 
-function baseGguf(c: Case) {
-  const specs = c.tensors.map(([name, ne, type]) => ({ name, ne, type: type ?? (ne.length === 1 ? 'F32' : 'BF16') }));
-  const { tensors, values } = randomTensors(specs, gaussian(3));
-  const meta: [string, MetaValue][] = [
-    ['general.architecture', { type: 'string', value: c.arch }], ['general.name', { type: 'string', value: `${c.arch} tiny` }],
-    [`${c.arch}.context_length`, u32(4096)], [`${c.arch}.embedding_length`, u32(HIDDEN)],
-    [`${c.arch}.rope.freq_base`, { type: 'f32', value: 1e7 }], [`${c.arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: 1e-6 }],
-    ...c.metadata, ['general.file_type', u32(32)], // LLAMA_FTYPE_MOSTLY_BF16
-  ];
-  return { bytes: buildGguf({ metadata: meta, tensors }), values, shapes: new Map(specs.map((s) => [s.name, s.ne])) };
-}
+const baseGguf = (c: Case) => cellBaseGguf(c, [
+  [`${c.arch}.context_length`, u32(4096)], [`${c.arch}.embedding_length`, u32(HIDDEN)],
+  [`${c.arch}.rope.freq_base`, { type: 'f32', value: 1e7 }], [`${c.arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: 1e-6 }],
+]);
 
-/** The adapter's files (`config` and `tensors` added to PEFT's), and each module's factors. */
-function peftAdapter(c: Case, targets = c.targets, config: Record<string, unknown> = {}, tensors: FixtureTensor[] = []) {
-  const g = gaussian(29);
-  const factors = targets.map((t) => ({
-    ...t,
-    a: Float64Array.from({ length: c.rank * t.in }, () => Math.fround(0.1 * g())),
-    b: Float64Array.from({ length: t.out * c.rank }, () => Math.fround(0.1 * g())),
-  }));
-  const files = {
-    'adapter_config.json': JSON.stringify({
-      peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: c.hfModel, r: c.rank, lora_alpha: c.alpha,
-      target_modules: [...new Set(targets.map((t) => t.module.split('.').at(-1)))], peft_version: '0.17.1', ...config,
-    }),
-    'adapter_model.safetensors': buildSafetensors([...factors.flatMap((f): FixtureTensor[] => [
-      { name: `base_model.model.${f.module}.${f.embedding ? 'lora_embedding_A' : 'lora_A.weight'}`, dtype: 'F32', shape: [c.rank, f.in], data: f.a },
-      { name: `base_model.model.${f.module}.${f.embedding ? 'lora_embedding_B' : 'lora_B.weight'}`, dtype: 'F32', shape: [f.out, c.rank], data: f.b },
-    ]), ...tensors]),
-  };
-  return { files, factors };
-}
-
-describe.each(CASES)('PEFT LoRA on a $name GGUF', (c) => {
-  const base = baseGguf(c);
-  const adapter = peftAdapter(c);
-
-  it.for(['cpu', 'webgpu'])('lands each module where the converter put its weight, as float64 truth says, on %s', async (name, ctx) => {
-    const backend = backends[name];
-    if (!backend) return ctx.skip();
-    const { bytes } = await mergeFileInMemory({
-      backend, base: { [`${c.arch}-tiny-BF16.gguf`]: base.bytes }, adapters: [{ files: adapter.files, name: `${c.arch}-lora`, weight: WEIGHT }],
-      outDtype: 'f32', dtypeMergedOnly: true, slabBytes: 1024,
-    });
-    const out = readGguf(bytes);
-    const scale = WEIGHT * c.alpha / c.rank;
-    const expected = new Map<string, Float64Array>();
-    for (const f of adapter.factors) {
-      for (const { tensor, cell } of f.lands) {
-        const ne = base.shapes.get(tensor)!;
-        const cols = ne[0], rows = ne.slice(1).reduce((x, y) => x * y, 1);
-        const want = expected.get(tensor) ?? base.values.get(tensor)!.slice();
-        for (let row = 0; row < rows; row++) {
-          for (let col = 0; col < cols; col++) {
-            const at = cell(row, col);
-            if (!at) continue;
-            let sum = 0;
-            for (let k = 0; k < c.rank; k++) sum += f.b[at[0] * c.rank + k] * f.a[k * f.in + at[1]];
-            want[row * cols + col] += scale * sum;
-          }
-        }
-        expected.set(tensor, want);
-      }
-    }
-    for (const [tensor, want] of expected) expectMerged(tensorValues('F32', out.tensors.find((t) => t.name === tensor)!.data), want, 'F32', tensor);
-    for (const t of readGguf(base.bytes).tensors.filter((x) => !expected.has(x.name))) {
-      expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
-    }
-  });
-});
+describeCellCases(CASES, baseGguf, WEIGHT, backends);
 
 describe('PEFT on Qwen3-Next and Qwen3.5 GGUFs: what is refused, by name', () => {
   const problems = async (c: Case, files: Record<string, Uint8Array | string>, base = baseGguf(c)) => {
@@ -306,7 +227,7 @@ describe('PEFT on Qwen3-Next and Qwen3.5 GGUFs: what is refused, by name', () =>
   const [next, moe, dense] = CASES;
 
   it('refuses the MTP layers on a qwen3next file, which Qwen3NextModel leaves out', async () => {
-    const messages = await problems(next, peftAdapter(next, [
+    const messages = await problems(next, cellPeftAdapter(next, [
       { module: 'mtp.layers.0.self_attn.q_proj', out: HEADS * HEAD_DIM * 2, in: HIDDEN, lands: [] },
       { module: 'mtp.fc', out: HIDDEN, in: 2 * HIDDEN, lands: [] },
     ]).files);
@@ -318,29 +239,29 @@ describe('PEFT on Qwen3-Next and Qwen3.5 GGUFs: what is refused, by name', () =>
   });
 
   it('refuses the MTP layers on a Qwen3.5 file written without them, and an MTP layer past the ones it has', async () => {
-    expect(await problems(dense, peftAdapter(dense, [{ module: 'mtp.fc', out: HIDDEN, in: 2 * HIDDEN, lands: [] }]).files))
+    expect(await problems(dense, cellPeftAdapter(dense, [{ module: 'mtp.fc', out: HIDDEN, in: 2 * HIDDEN, lands: [] }]).files))
       .toEqual([expect.stringContaining('no qwen35.nextn_predict_layers')]);
-    expect(await problems(moe, peftAdapter(moe, [{ module: 'mtp.layers.1.self_attn.k_proj', out: KV_HEADS * HEAD_DIM, in: HIDDEN, lands: [] }]).files))
+    expect(await problems(moe, cellPeftAdapter(moe, [{ module: 'mtp.layers.1.self_attn.k_proj', out: KV_HEADS * HEAD_DIM, in: HIDDEN, lands: [] }]).files))
       .toEqual([expect.stringContaining('names MTP layer 1, but the base has 1 (qwen35moe.nextn_predict_layers)')]);
   });
 
   it.for([next, moe])('refuses a LoRA on the depthwise conv1d of $arch, saying why', async (c) => {
     const conv = 2 * c.h.nk * c.h.dk + c.h.nv * c.h.dv;
-    const messages = await problems(c, peftAdapter(c, [{ module: 'model.layers.0.linear_attn.conv1d', out: conv, in: 4, lands: [] }]).files);
+    const messages = await problems(c, cellPeftAdapter(c, [{ module: 'model.layers.0.linear_attn.conv1d', out: conv, in: 4, lands: [] }]).files);
     expect(messages).toEqual([expect.stringContaining('module "model.layers.0.linear_attn.conv1d": is the linear attention\'s depthwise causal Conv1d')]);
   });
 
   it('refuses DoRA on out_proj, whose columns the base holds in another order', async () => {
     const out = moe.targets.find((t) => t.module.endsWith('linear_attn.out_proj'))!;
     const magnitude: FixtureTensor = { name: `base_model.model.${out.module}.lora_magnitude_vector`, dtype: 'F32', shape: [out.out], data: new Float64Array(out.out).fill(1) };
-    const messages = await problems(moe, peftAdapter(moe, [out], { use_dora: true }, [magnitude]).files);
+    const messages = await problems(moe, cellPeftAdapter(moe, [out], { use_dora: true }, [magnitude]).files);
     expect(messages).toEqual([expect.stringContaining('DoRA on a module whose columns the base stores in another order (blk.0.ssm_out.weight, its columns reordered)')]);
   });
 
   it('plans out_proj with its columns reordered, naming it so', async () => {
     const out = moe.targets.find((t) => t.module.endsWith('linear_attn.out_proj'))!;
     const prepared = await prepareMerge(memoryInputFileSet({ 'qwen35moe-tiny-BF16.gguf': baseGguf(moe).bytes }, 'base'),
-      [{ files: memoryInputFileSet(peftAdapter(moe, [out]).files, 'lora') }]);
+      [{ files: memoryInputFileSet(cellPeftAdapter(moe, [out]).files, 'lora') }]);
     expect(prepared.plan.problems).toEqual([]);
     expect(describePlan(prepared, true)).toMatch(/blk\.0\.ssm_out\.weight \[32×20\] out-in ← model\.language_model\.layers\.0\.linear_attn\.out_proj LoRA r=2 scale=3 → its columns reordered$/m);
     await prepared.close();
@@ -353,7 +274,7 @@ describe('PEFT on Qwen3-Next and Qwen3.5 GGUFs: what is refused, by name', () =>
     };
     const qkvzTarget = next.targets[0];
     const prepared = await prepareMerge(memoryInputFileSet({ 'qwen3next-tiny-BF16.gguf': baseGguf(legacy).bytes }, 'base'),
-      [{ files: memoryInputFileSet(peftAdapter(legacy, [qkvzTarget]).files, 'lora') }]);
+      [{ files: memoryInputFileSet(cellPeftAdapter(legacy, [qkvzTarget]).files, 'lora') }]);
     expect(prepared.plan.problems).toEqual([]);
     expect(describePlan(prepared, true)).toMatch(/blk\.0\.ssm_in\.weight \[52×32\] out-in ← model\.layers\.0\.linear_attn\.in_proj_qkvz LoRA r=3 scale=[\d.]+$/m);
     await prepared.close();
