@@ -134,6 +134,8 @@ interface Case extends CellCase { name: string; h: Linear }
 const NEXT: Linear = { nk: 2, dk: 4, nv: 6, dv: 3 };
 /** Qwen3.5-35B-A3B-like (16 key heads, 32 value heads): r = 2. */
 const QWEN35_MOE: Linear = { nk: 2, dk: 4, nv: 4, dv: 5 };
+/** Qwen3.5-9B-like (16 key heads, 32 value heads, both 128 wide), scaled down: r = 2. */
+const QWEN35_DENSE: Linear = { nk: 2, dk: 8, nv: 4, dv: 8 };
 /** A Qwen3.5 dense model with as many value heads as key heads: the reorder is the identity. */
 const QWEN35_EVEN: Linear = { nk: 4, dk: 4, nv: 4, dv: 4 };
 
@@ -197,6 +199,18 @@ const CASES: Case[] = [
     ],
   },
   {
+    // Qwen3_5ForConditionalGeneration as llama-quantize leaves it at Q8_0: the reordered
+    // projections are quantized, merged in their dequantized values and written back.
+    name: 'qwen35 (Qwen3.5 dense, Q8_0 linear attention)', arch: 'qwen35', hfModel: 'Qwen/Qwen3.5-9B', h: QWEN35_DENSE, rank: 3, alpha: 3,
+    tensors: [...ends, ...linearBlock(0, QWEN35_DENSE, true), ...denseMlp(0), ...attentionBlock(1), ...denseMlp(1)]
+      .map(([name, ne, type]): Tensors[number] => [name, ne, /attn_qkv|attn_gate|ssm_out|ssm_alpha|ssm_beta/.test(name) ? 'Q8_0' : type]),
+    metadata: metadata('qwen35', QWEN35_DENSE, 2, [['qwen35.feed_forward_length', u32(FFN)]]),
+    targets: [
+      ...qwen35Linear(0, QWEN35_DENSE, 'model.language_model.layers'),
+      { module: 'model.language_model.layers.1.self_attn.q_proj', out: HEADS * HEAD_DIM * 2, in: HIDDEN, lands: whole('blk.1.attn_q.weight') },
+    ],
+  },
+  {
     // Qwen3_5ForCausalLM with equal key and value head counts (the reorder is the identity), a dense MLP.
     name: 'qwen35 (Qwen3.5 dense, as many value heads as key heads)', arch: 'qwen35', hfModel: 'Qwen/Qwen3.5-4B', h: QWEN35_EVEN, rank: 4, alpha: 4,
     tensors: [...ends, ...linearBlock(0, QWEN35_EVEN, true), ...denseMlp(0), ...attentionBlock(1), ...denseMlp(1)],
@@ -224,7 +238,7 @@ describe('PEFT on Qwen3-Next and Qwen3.5 GGUFs: what is refused, by name', () =>
     await prepared.close();
     return messages;
   };
-  const [next, moe, dense] = CASES;
+  const [next, moe, , dense] = CASES;
 
   it('refuses the MTP layers on a qwen3next file, which Qwen3NextModel leaves out', async () => {
     const messages = await problems(next, cellPeftAdapter(next, [
