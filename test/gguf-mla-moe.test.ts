@@ -21,13 +21,15 @@
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
-import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { buildGguf, randomTensors, readGguf, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
+import type { FixtureTensor } from './helpers/fixtures.js';
+import type { MetaValue } from './helpers/gguf-builder.js';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { describePlan } from '../src/cli/plan-report.js';
 import { estimateUpdateMagnitudes } from '../src/plan/update-magnitudes.js';
-import { expectMerged } from './helpers/expect-merged.js';
-import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
+import {
+  cellBaseGguf, cellPeftAdapter, describeCellCases, expert, transposedWhole, whole, type CellCase, type Landing, type Target,
+} from './helpers/gguf-cell-truth.js';
+import { mergeBackends } from './helpers/merge-backends.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -40,22 +42,6 @@ const IDX_HEADS = 2, IDX_DIM = 8;
 const ATT_HEADS = 4, KV_HEADS = 2, HEAD_DIM = 8, Q = ATT_HEADS * HEAD_DIM, KV = KV_HEADS * HEAD_DIM;
 const u32 = (value: number): MetaValue => ({ type: 'u32', value });
 
-function gaussian(seed: number): () => number {
-  const rand = seededRandom(seed);
-  return () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
-}
-
-/** Which cell of ΔW (row, column) a GGUF tensor's (row, column) holds, or undefined for none. */
-type Cell = (row: number, col: number) => [number, number] | undefined;
-interface Landing { tensor: string; cell: Cell }
-/** A trained module: its HF path, ΔW (out, in), and where the converter put ΔW's cells. */
-interface Target { module: string; out: number; in: number; lands: Landing[]; embedding?: true }
-
-const whole = (tensor: string): Landing[] => [{ tensor, cell: (row, col) => [row, col] }];
-/** Expert e's `per` rows of a stacked expert tensor (E, per, in), seen as E·per rows. */
-const expert = (tensor: string, e: number, per: number): Landing[] => [
-  { tensor, cell: (row, col) => (row >= e * per && row < (e + 1) * per ? [row - e * per, col] : undefined) },
-];
 /**
  * DeepseekV2Model.modify_tensors on kv_b_proj: viewed (heads, nope + v, kv_lora_rank) and split;
  * attn_k_b = the key rows transposed per head, (heads, kv_lora_rank, nope), attn_v_b = the value
@@ -66,20 +52,7 @@ const kvB = (block: number): Landing[] => [
   { tensor: `blk.${block}.attn_v_b.weight`, cell: (row, col) => [Math.floor(row / V) * (NOPE + V) + NOPE + (row % V), col] },
 ];
 
-/** An embedding's LoRA: ΔW = B·A is (embedding dim, vocabulary), added to the (vocabulary, dim) weight transposed. */
-const transposedWhole = (tensor: string): Landing[] => [{ tensor, cell: (row, col) => [col, row] }];
-
-interface Case {
-  name: string;
-  arch: string;
-  hfModel: string;
-  /** GGUF tensors as [name, ne (columns first), type where not BF16 (1-D ones are F32)]. */
-  tensors: [string, number[], string?][];
-  metadata: [string, MetaValue][];
-  targets: Target[];
-  rank: number;
-  alpha: number;
-}
+interface Case extends CellCase { name: string }
 
 /** One MLA attention block as DeepseekV2Model writes it (q_lora_rank set: q_a/q_b; else attn_q). */
 const mla = (block: number, qLora: boolean): [string, number[], string?][] => [
@@ -300,78 +273,11 @@ const CASES: Case[] = [
   },
 ];
 
-function baseGguf(c: Case) {
-  const specs = c.tensors.map(([name, ne, type]) => ({ name, ne, type: type ?? (ne.length === 1 ? 'F32' : 'BF16') }));
-  const { tensors, values } = randomTensors(specs, gaussian(3));
-  const metadata: [string, MetaValue][] = [
-    ['general.architecture', { type: 'string', value: c.arch }], ['general.name', { type: 'string', value: `${c.arch} tiny` }],
-    [`${c.arch}.context_length`, u32(4096)], [`${c.arch}.embedding_length`, u32(HIDDEN)], [`${c.arch}.feed_forward_length`, u32(FFN)],
-    [`${c.arch}.rope.freq_base`, { type: 'f32', value: 1e4 }], [`${c.arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: 1e-6 }],
-    ...c.metadata, ['general.file_type', u32(32)], // LLAMA_FTYPE_MOSTLY_BF16
-  ];
-  return { bytes: buildGguf({ metadata, tensors }), values, shapes: new Map(specs.map((s) => [s.name, s.ne])) };
-}
-
-/** The adapter's files (`config` and `tensors` added to PEFT's), and each module's factors. */
-function peftAdapter(c: Case, targets = c.targets, config: Record<string, unknown> = {}, tensors: FixtureTensor[] = []) {
-  const g = gaussian(29);
-  const factors = targets.map((t) => ({
-    ...t,
-    a: Float64Array.from({ length: c.rank * t.in }, () => Math.fround(0.1 * g())),
-    b: Float64Array.from({ length: t.out * c.rank }, () => Math.fround(0.1 * g())),
-  }));
-  const files = {
-    'adapter_config.json': JSON.stringify({
-      peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: c.hfModel, r: c.rank, lora_alpha: c.alpha,
-      target_modules: [...new Set(targets.map((t) => t.module.split('.').at(-1)))], peft_version: '0.17.1', ...config,
-    }),
-    // PEFT names an Embedding's factors lora_embedding_A (r, vocabulary) and lora_embedding_B (dim, r).
-    'adapter_model.safetensors': buildSafetensors([...factors.flatMap((f): FixtureTensor[] => [
-      { name: `base_model.model.${f.module}.${f.embedding ? 'lora_embedding_A' : 'lora_A.weight'}`, dtype: 'F32', shape: [c.rank, f.in], data: f.a },
-      { name: `base_model.model.${f.module}.${f.embedding ? 'lora_embedding_B' : 'lora_B.weight'}`, dtype: 'F32', shape: [f.out, c.rank], data: f.b },
-    ]), ...tensors]),
-  };
-  return { files, factors };
-}
-
-describe.each(CASES)('PEFT LoRA on a $name GGUF', (c) => {
-  const base = baseGguf(c);
-  const adapter = peftAdapter(c);
-
-  it.for(['cpu', 'webgpu'])('lands each module where the converter put its weight, as float64 truth says, on %s', async (name, ctx) => {
-    const backend = backends[name];
-    if (!backend) return ctx.skip();
-    const { bytes } = await mergeFileInMemory({
-      backend, base: { [`${c.arch}-tiny-BF16.gguf`]: base.bytes }, adapters: [{ files: adapter.files, name: `${c.arch}-lora`, weight: WEIGHT }],
-      outDtype: 'f32', dtypeMergedOnly: true, slabBytes: 1024,
-    });
-    const out = readGguf(bytes);
-    const scale = WEIGHT * c.alpha / c.rank;
-    // Every tensor a module lands on: the base plus each landing module's scaled ΔW cells.
-    const expected = new Map<string, Float64Array>();
-    for (const f of adapter.factors) {
-      for (const { tensor, cell } of f.lands) {
-        const ne = base.shapes.get(tensor)!;
-        const cols = ne[0], rows = ne.slice(1).reduce((x, y) => x * y, 1);
-        const want = expected.get(tensor) ?? base.values.get(tensor)!.slice();
-        for (let row = 0; row < rows; row++) {
-          for (let col = 0; col < cols; col++) {
-            const at = cell(row, col);
-            if (!at) continue;
-            let sum = 0;
-            for (let k = 0; k < c.rank; k++) sum += f.b[at[0] * c.rank + k] * f.a[k * f.in + at[1]];
-            want[row * cols + col] += scale * sum;
-          }
-        }
-        expected.set(tensor, want);
-      }
-    }
-    for (const [tensor, want] of expected) expectMerged(tensorValues('F32', out.tensors.find((t) => t.name === tensor)!.data), want, 'F32', tensor);
-    for (const t of readGguf(base.bytes).tensors.filter((x) => !expected.has(x.name))) {
-      expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
-    }
-  });
-});
+const baseGguf = (c: Case) => cellBaseGguf(c, [
+  [`${c.arch}.context_length`, u32(4096)], [`${c.arch}.embedding_length`, u32(HIDDEN)], [`${c.arch}.feed_forward_length`, u32(FFN)],
+  [`${c.arch}.rope.freq_base`, { type: 'f32', value: 1e4 }], [`${c.arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: 1e-6 }],
+]);
+describeCellCases(CASES, baseGguf, WEIGHT, backends);
 
 describe('PEFT on a deepseek2 GGUF: what cannot land on the split kv_b_proj', () => {
   const v3 = CASES[0];
@@ -386,7 +292,7 @@ describe('PEFT on a deepseek2 GGUF: what cannot land on the split kv_b_proj', ()
 
   it('refuses DoRA on kv_b_proj, which lands on two tensors', async () => {
     const magnitude: FixtureTensor = { name: `base_model.model.${kvB0.module}.lora_magnitude_vector`, dtype: 'F32', shape: [kvB0.out], data: new Float64Array(kvB0.out).fill(1) };
-    const messages = await problems(peftAdapter(v3, [kvB0], { use_dora: true }, [magnitude]).files);
+    const messages = await problems(cellPeftAdapter(v3, [kvB0], { use_dora: true }, [magnitude]).files);
     expect(messages).toHaveLength(1);
     expect(messages[0]).toContain(`module "${kvB0.module}"`);
     expect(messages[0]).toContain('DoRA on a module that lands on part of a tensor');
@@ -397,7 +303,7 @@ describe('PEFT on a deepseek2 GGUF: what cannot land on the split kv_b_proj', ()
       { module: 'model.layers.2.eh_proj', out: HIDDEN, in: 2 * HIDDEN, lands: [] },
       { module: 'model.layers.2.self_attn.q_a_proj', out: Q_RANK, in: HIDDEN, lands: [] },
     ];
-    const messages = await problems(peftAdapter(v3, mtp).files);
+    const messages = await problems(cellPeftAdapter(v3, mtp).files);
     expect(messages).toHaveLength(2);
     expect(messages[0]).toContain('module "model.layers.2.eh_proj"');
     expect(messages[0]).toContain('multi-token-prediction (nextn) layer');
@@ -406,7 +312,7 @@ describe('PEFT on a deepseek2 GGUF: what cannot land on the split kv_b_proj', ()
   });
 
   it('refuses a kv_b_proj LoRA of the wrong width, naming the tensor that holds its rows transposed', async () => {
-    const messages = await problems(peftAdapter(v3, [{ ...kvB0, in: KV_RANK + 1 }]).files);
+    const messages = await problems(cellPeftAdapter(v3, [{ ...kvB0, in: KV_RANK + 1 }]).files);
     expect(messages).toHaveLength(2);
     expect(messages[0]).toContain('blk.0.attn_k_b.weight');
     expect(messages[0]).toContain('each transposed');
@@ -418,7 +324,7 @@ it('plans kv_b_proj on a deepseek2 GGUF as key rows transposed per head and valu
   const v3 = CASES[0];
   const base = baseGguf(v3);
   const kvB0 = v3.targets.find((t) => t.module === 'model.layers.0.self_attn.kv_b_proj')!;
-  const { files, factors: [f] } = peftAdapter(v3, [kvB0]);
+  const { files, factors: [f] } = cellPeftAdapter(v3, [kvB0]);
   const prepared = await prepareMerge(memoryInputFileSet({ 'deepseek2-tiny-BF16.gguf': base.bytes }, 'base'), [{ files: memoryInputFileSet(files, 'lora'), weight: WEIGHT }]);
   expect(describePlan(prepared, true)).toContain(`blk.0.attn_k_b.weight [${HEADS * KV_RANK}×${NOPE}] out-in ← ${kvB0.module} LoRA r=3 scale=1.4 → ${HEADS} blocks of ${NOPE} rows, each transposed`);
   const magnitudes = await estimateUpdateMagnitudes(prepared.plan, async (key, r0, n) => {

@@ -12,7 +12,7 @@
  * of two modules, `block_sparse_moe.input_linear` (E, 2·ffn, hidden: gate, then up) and
  * `output_linear` (E, hidden, ffn), which GraniteMoeModel.modify_tensors splits and stacks the same
  * way. Llama 4's `feed_forward.experts` are stored (E, in, out), halves, as Qwen3-VL-MoE's.
- * transformers 5 fuses OLMoE's, ERNIE 4.5 MoE's, DeepSeek's and LFM2-MoE's (`feed_forward.experts`,
+ * transformers 5 fuses OLMoE's, ERNIE 4.5 MoE's, DeepSeek's, Qwen3-Next's, Qwen3.5 MoE's and LFM2-MoE's (`feed_forward.experts`,
  * w1 then w3) as Qwen's. Gemma 4 holds them so (E, out, in), halves, under the decoder layer, and
  * its converter writes gate_up_proj whole to ffn_gate_up_exps. Checked on the CPU and on WebGPU against float64 truth written here.
  */
@@ -80,7 +80,9 @@ function qwen3MoeBase(arch: string) {
   ];
   const specs = arch.startsWith('granite') || arch === 'llama4' || arch === 'ernie4_5-moe' ? all.filter((t) => !/attn_[qk]_norm/.test(t.name))
     : arch === 'deepseek2' ? [...all.slice(0, 1), ...MLA_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name))]
-    : arch === 'gemma4' ? [...all.filter((t) => t.name !== GATE && t.name !== UP), ...GEMMA4_MOE] : all;
+    : arch === 'gemma4' ? [...all.filter((t) => t.name !== GATE && t.name !== UP), ...GEMMA4_MOE]
+    // Qwen3-Next's and Qwen3.5's full-attention q holds each head's query and output gate.
+    : arch === 'qwen3next' || arch === 'qwen35moe' ? all.map((t) => (t.name === 'blk.0.attn_q.weight' ? { ...t, ne: [HIDDEN, 2 * HEADS * HEAD_DIM] } : t)) : all;
   const { tensors, values } = randomTensors(specs, gaussian(5));
   const metadata: [string, MetaValue][] = [
     ['general.architecture', { type: 'string', value: arch }],
@@ -158,6 +160,9 @@ describe.each([
   ['olmoe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'allenai/OLMoE-1B-7B-0125-Instruct'],
   ['ernie4_5-moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'baidu/ERNIE-4.5-21B-A3B-PT'],
   ['deepseek2', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'deepseek-ai/DeepSeek-V3'],
+  // Qwen3-Next and Qwen3.5's MoE (a block of full attention here): experts fused as Qwen3-MoE's.
+  ['qwen3next', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'Qwen/Qwen3-Next-80B-A3B-Instruct'],
+  ['qwen35moe', qwenNames('base_model.model.model.language_model.layers.0.mlp.experts'), 'Qwen/Qwen3.5-35B-A3B'],
   // Gemma 4 26B-A4B: `experts` under the decoder layer, written whole to ffn_gate_up_exps.
   ['gemma4', {
     gateUp: 'base_model.model.model.language_model.layers.0.experts.base_layer', down: 'base_model.model.model.language_model.layers.0.experts',

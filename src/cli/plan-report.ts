@@ -53,6 +53,7 @@ function termText(t: PlannedTerm): string {
 /** ` → rows 0–1279` when a term lands on part of its tensor. */
 function placementText(t: PlannedTerm): string {
   if (t.transposedBlocks) return ` → ${t.transposedBlocks.starts.length} blocks of ${t.transposedBlocks.rows} rows, each transposed`;
+  if (t.columns) return ' → its columns reordered';
   const placement = t.placement;
   if (!placement) return '';
   return ` → rows ${placement.segments.map((g) => (g.src === g.dst ? `${g.dst}–${g.dst + g.count - 1}` : `${g.dst}–${g.dst + g.count - 1} (from ${g.src}–${g.src + g.count - 1})`)).join(', ')}`;

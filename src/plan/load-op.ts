@@ -42,6 +42,9 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
     if (t.transposedBlocks && p.kind !== 'low-rank') {
       throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": only a low-rank update can land on ${update.baseKey}, which holds its rows transposed`);
     }
+    if (t.columns && p.kind !== 'low-rank') {
+      throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": only a low-rank update can land on ${update.baseKey}, which holds its columns in another order`);
+    }
     switch (p.kind) {
       case 'low-rank': {
         if (t.experts) {
@@ -53,7 +56,8 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
           for (const term of transposedBlockTerms(p.a, p.b, p.rank, t.transposedBlocks, s)) out.push({ kind: 'low-rank', term });
           break;
         }
-        const term: LowRankTerm = { a: p.a, b: p.b, rank: p.rank, scale: s };
+        const a = t.columns ? reorderColumns(p.a, p.rank, t.columns, t.moduleName) : p.a;
+        const term: LowRankTerm = { a, b: p.b, rank: p.rank, scale: s };
         if (t.placement) term.placement = t.placement;
         out.push({ kind: 'low-rank', term });
         break;
@@ -93,6 +97,16 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
 }
 
 const f32 = (t: FloatTensorBytes): Float32Array => Float32Array.from(decodeToF32(t.data, t.dtype));
+
+/** A (r × in) with column c taken from column `columns[c]`: B·A's columns in the base's order. */
+function reorderColumns(a: FloatTensorBytes, rank: number, columns: readonly number[], moduleName: string): FloatTensorBytes {
+  const values = decodeToF32(a.data, a.dtype);
+  const n = columns.length;
+  if (values.length !== rank * n) throw new MergeError('SHAPE_MISMATCH', `module "${moduleName}": its down factor has ${values.length / rank} columns, the base's reordered tensor ${n}`);
+  const out = new Float32Array(rank * n);
+  for (let k = 0; k < rank; k++) for (let c = 0; c < n; c++) out[k * n + c] = values[k * n + columns[c]];
+  return { dtype: 'F32', data: new Uint8Array(out.buffer) };
+}
 
 /** One value per channel repeated over a conv's kernel positions (channel-major, as W is flattened). */
 function perChannel(values: Float32Array, length: number, t: PlannedTerm): Float32Array {

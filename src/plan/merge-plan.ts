@@ -93,6 +93,8 @@ export interface PlannedTerm {
   experts?: ExpertSplit;
   /** The tensor holds ΔW's rows in blocks, each transposed: one term per block (transposed-blocks.ts). */
   transposedBlocks?: TransposedBlocks;
+  /** The base's column c holds ΔW's column columns[c] (only a low-rank term lands so). */
+  columns?: readonly number[];
   /** DoRA: renormalise after this term (and the terms before it). */
   dora?: PlannedDora;
 }
@@ -337,9 +339,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       const describe = (target: Placement) => describeTarget(target, base.tensors.get(target.baseKey)?.shape[0]);
       const targets = location.targets.map(describe).join(', ');
       // A GGUF llama's q and k hold their rows in another order (permuted for llama.cpp's RoPE).
-      const landing = location.targets.every((t) => t.rows && isReordering(t.rows, base.tensors.get(t.baseKey)?.shape[0]))
-        ? 'whose rows the base stores in another order' : 'that lands on part of a tensor';
-      const inParts = location.targets.length > 1 || location.targets[0].rows || location.targets[0].transposedBlocks;
+      const landing = location.targets.every((t) => t.columns && !t.rows) ? 'whose columns the base stores in another order'
+        : location.targets.every((t) => t.rows && isReordering(t.rows, base.tensors.get(t.baseKey)?.shape[0]))
+          ? 'whose rows the base stores in another order' : 'that lands on part of a tensor';
+      const inParts = location.targets.length > 1 || location.targets[0].rows || location.targets[0].transposedBlocks || location.targets[0].columns;
       if (module.dora && inParts) {
         fail('UNSUPPORTED_FORMAT', `DoRA on a module ${landing} (${targets}) is not supported`);
         continue;
@@ -441,6 +444,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         if (view.placement) term.placement = view.placement;
         if (experts) term.experts = experts;
         if (target.transposedBlocks) term.transposedBlocks = target.transposedBlocks;
+        if (target.columns) term.columns = target.columns;
         // Rows merged together: the stored tensor's runs of whole blocks, and those a transform mixes.
         let rowBlock = update?.rowBlock ?? stored?.rowBlock ?? 1;
         if (module.update.kind === 'transform' && module.update.rowBlock) {
@@ -556,6 +560,7 @@ function storedScaleOn(
  */
 function describeTarget(target: Placement, tensorRows: number | undefined): string {
   if (target.transposedBlocks) return `${target.baseKey}, ΔW's rows in ${target.transposedBlocks.starts.length} blocks, each transposed`;
+  if (target.columns && !target.rows) return `${target.baseKey}, its columns reordered`;
   if (!target.rows) return target.baseKey;
   if (isReordering(target.rows, tensorRows)) return `${target.baseKey}, its rows reordered`;
   const spans = target.rows.map((g) => `${g.dst}–${g.dst + g.count - 1}`);
@@ -628,6 +633,11 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
     // A vector (a norm layer's weight): one row per element.
     if (shape[0] !== out) return mismatch(`ΔW has ${out} values, the base ${shape[0]}`);
     return { rows: out, cols: 1, layout: 'out-in', outFeatures: out, inFeatures: 1 };
+  }
+  if (shape.length === 1 && out === 1 && deltaIn.length === 1 && !target.rows) {
+    // A Linear with one output that the base stores as a vector (llama.cpp's ffn_gate_inp_shexp, {n_embd}): one row.
+    if (shape[0] !== inFeatures) return mismatch(`ΔW has ${inFeatures} inputs, the base ${shape[0]}`);
+    return { rows: 1, cols: inFeatures, layout: 'out-in', outFeatures: 1, inFeatures };
   }
   if (shape.length < 2) return mismatch('the base is not a matrix');
   let placement: RowPlacement | undefined;

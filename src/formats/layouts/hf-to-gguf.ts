@@ -4,7 +4,7 @@
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
- * InternLM2, LFM2 and DeepSeek families, Llama 4's language model and others):
+ * InternLM2, LFM2, DeepSeek, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
  *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections
  *   and w1/w3/w2), fused gate_up (phi3 →
@@ -21,6 +21,10 @@
  *   sparse attention's indexer by name);
  * - multi-token-prediction (nextn) layers where the converter keeps them, as the last blocks, their
  *   own projections under `nextn.`; where it drops them, a module on them is refused saying so;
+ * - Qwen3-Next's and Qwen3.5's gated DeltaNet (linear attention) projections on the tensors the
+ *   converter regroups them into, row by row (Qwen3-Next's in_proj_qkvz on attn_qkv and
+ *   attn_gate; Qwen3.5's value heads moved from grouped to tiled, out_proj by its columns), and
+ *   Qwen3.5's MTP layers (`mtp.layers.K`, `mtp.fc`) on the blocks after the main ones;
  * - hybrid models' Mamba-2 mixers (`mamba.in_proj`/`out_proj`, Nemotron-H's `mixer.*`) on ssm_in
  *   and ssm_out, and per-layer head counts (one per block, 0 for Mamba-2 blocks) read for the block;
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
@@ -72,6 +76,11 @@ interface Rule {
    * order into `tensor` (Gemma 3n's altup_projections.N): matrix i is rows i·n…(i+1)·n.
    */
   stackedSquare?: number;
+  /**
+   * A gated DeltaNet projection (Qwen3-Next, Qwen3.5) whose rows the converter regroups by the
+   * linear attention's head counts (resolveLinearAttention).
+   */
+  linear?: LinearProjection;
 }
 
 const L = 'model\\.layers\\.(\\d+)';
@@ -403,6 +412,43 @@ const INTERNLM2: readonly Rule[] = [
   rule(`${L}\\.feed_forward\\.w2`, 'blk.$1.ffn_down'),
 ];
 
+/**
+ * The gated DeltaNet (linear attention) projections:
+ * - `qkvz`: Qwen3-Next's in_proj_qkvz, per key head g [q (dk), k (dk), v (r·dv), z (r·dv)] (r =
+ *   value heads per key head); Qwen3NextModel.modify_tensors gathers all heads' q, then k, then v
+ *   into attn_qkv and the z rows into attn_gate (an older file holds it whole as ssm_in);
+ * - Qwen3.5's separate projections, whose value-head rows _LinearAttentionVReorderBase moves from
+ *   grouped by key head (g·r + j) to tiled (j·nk + g): `qkv` (only its v rows), `z`, `ab` (one
+ *   row per value head: in_proj_a, in_proj_b) and `out` (out_proj, whose columns it moves so).
+ */
+type LinearProjection = 'qkvz' | 'qkv' | 'z' | 'ab' | 'out';
+
+/**
+ * Qwen3-Next (Qwen3NextModel): linear-attention blocks (in_proj_qkvz split, in_proj_ba and
+ * out_proj as they are) and full-attention blocks whose q_proj holds each head's query and its
+ * output gate (llama.cpp splits them at run time: attn_q whole, not permuted); its MoE as Qwen's.
+ */
+const LINEAR_ATTENTION_CONV = rule(`${L}\\.linear_attn\\.conv1d`, 'blk.$1.ssm_conv1d', {
+  refuse: "is the linear attention's depthwise causal Conv1d (groups = channels), whose kernel the converter squeezes to (channels, kernel): a LoRA on it is not merged into a GGUF here; merge into the safetensors model and convert that",
+});
+const QWEN3NEXT_LINEAR: readonly Rule[] = [
+  rule(`${L}\\.linear_attn\\.in_proj_qkvz`, 'blk.$1.attn_qkv', { linear: 'qkvz' }),
+  rule(`${L}\\.linear_attn\\.in_proj_ba`, 'blk.$1.ssm_beta_alpha'),
+  rule(`${L}\\.linear_attn\\.out_proj`, 'blk.$1.ssm_out'),
+  LINEAR_ATTENTION_CONV,
+];
+/** Qwen3.5 (Qwen3_5TextModel, Qwen3_5MoeTextModel): the projections separate, value heads reordered. */
+const QWEN35_LINEAR: readonly Rule[] = [
+  rule(`${L}\\.linear_attn\\.in_proj_qkv`, 'blk.$1.attn_qkv', { linear: 'qkv' }),
+  rule(`${L}\\.linear_attn\\.in_proj_z`, 'blk.$1.attn_gate', { linear: 'z' }),
+  rule(`${L}\\.linear_attn\\.in_proj_a`, 'blk.$1.ssm_alpha', { linear: 'ab' }),
+  rule(`${L}\\.linear_attn\\.in_proj_b`, 'blk.$1.ssm_beta', { linear: 'ab' }),
+  rule(`${L}\\.linear_attn\\.out_proj`, 'blk.$1.ssm_out', { linear: 'out' }),
+  LINEAR_ATTENTION_CONV,
+];
+/** Architectures whose checkpoints hold their MTP layers under `mtp.` (resolveMtp). */
+const MTP_UNDER_OWN_TREE = new Set(['qwen3next', 'qwen35', 'qwen35moe']);
+
 /** general.architecture → the rules of the models llama.cpp converts to it. */
 export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   llama: [...COMMON, ...QK_PERMUTED, ...MIXTRAL],
@@ -504,6 +550,14 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // multi-head attention (no MLA: q_proj, k_proj, v_proj, o_proj as they are); its SAM and CLIP
   // encoders and projector go to the mmproj file.
   'deepseek2-ocr': [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN_DROPPED],
+  // Qwen3-Next (Qwen3NextModel, a Qwen2MoeModel): linear-attention and gated full-attention blocks,
+  // q and k as they are, Qwen's MoE with its shared expert and shared-expert gate.
+  qwen3next: [...COMMON, ...QK, ...QWEN3NEXT_LINEAR, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // Qwen3.5 dense and MoE (Qwen3_5TextModel, Qwen3_5MoeTextModel, _LinearAttentionVReorderBase): as
+  // Qwen3-Next with the separate linear-attention projections; the MTP layers kept as the last
+  // blocks, `mtp.fc` on their nextn.eh_proj.
+  qwen35: [...COMMON, ...QK, ...QWEN35_LINEAR, ...NEXTN],
+  qwen35moe: [...COMMON, ...QK, ...QWEN35_LINEAR, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
 };
 
 /** Multimodal checkpoints nest the language model; PEFT paths keep the nesting. */
@@ -524,6 +578,7 @@ function positiveInt(value: unknown): number | undefined {
 }
 
 const MISS: LayoutResolution = { found: false, ambiguous: false, candidates: [] };
+const refused = (why: string): LayoutResolution => ({ found: false, ambiguous: false, candidates: [], why });
 
 /**
  * Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`);
@@ -713,8 +768,116 @@ function resolveStackedSquare(tensor: string, index: number, base: BaseView): La
   return { found: true, targets: [{ baseKey: found.key, rows: [{ src: 0, dst: index * cols, count: cols }] }] };
 }
 
+/**
+ * The gated DeltaNet's head counts and sizes as the converter records them: ssm.group_count key
+ * heads of ssm.state_size, ssm.time_step_rank value heads sharing ssm.inner_size.
+ */
+function linearAttentionHeads(arch: string, base: BaseView) {
+  const meta = (key: string) => positiveInt(base.metadata?.(`${arch}.ssm.${key}`));
+  const [nk, dk, nv, inner] = [meta('group_count'), meta('state_size'), meta('time_step_rank'), meta('inner_size')];
+  if (!nk || !dk || !nv || !inner || nv % nk !== 0 || inner % nv !== 0) return undefined;
+  return { nk, dk, nv, dv: inner / nv, r: nv / nk };
+}
+
+/**
+ * Qwen3.5's value-head reorder on rows of `size` each (from `offset`): tiled row block j·nk + g
+ * holds grouped block g·r + j.
+ */
+function tiledValueHeads(h: { nk: number; nv: number; r: number }, size: number, offset = 0): RowSegment[] {
+  return Array.from({ length: h.nv }, (_, t) => {
+    const j = Math.floor(t / h.nk), g = t % h.nk;
+    return { src: offset + (g * h.r + j) * size, dst: offset + t * size, count: size };
+  });
+}
+
+/** A gated DeltaNet projection on the tensors the converter made of it (see LinearProjection). */
+function resolveLinearAttention(kind: LinearProjection, r: Rule, block: string, arch: string, base: BaseView): LayoutResolution {
+  const find = (t: string) => base.index.resolveDotted(`${t.replace('$1', block)}.weight`);
+  const h = linearAttentionHeads(arch, base);
+  const shapeIs = (key: string, rows: number) => base.shape(key)?.[0] === rows;
+  if (kind === 'qkvz') {
+    const [qkv, gate, legacy] = [find('blk.$1.attn_qkv'), find('blk.$1.attn_gate'), find('blk.$1.ssm_in')];
+    // Older conversions wrote in_proj_qkvz whole, in its own order, and llama.cpp splits it at run time.
+    if (!qkv.found && !gate.found && legacy.found) return wholeTensor(legacy);
+    if (!qkv.found || !gate.found) return wholeTensor(qkv.found ? gate : qkv);
+    if (!h) return MISS;
+    const { nk, dk, dv, r: perK } = h;
+    const v = perK * dv, group = 2 * dk + 2 * v;
+    if (!shapeIs(qkv.key, nk * (2 * dk + v)) || !shapeIs(gate.key, nk * v)) return MISS;
+    const heads = Array.from({ length: nk }, (_, g) => g);
+    return {
+      found: true,
+      targets: [
+        {
+          baseKey: qkv.key,
+          rows: [
+            ...heads.map((g) => ({ src: g * group, dst: g * dk, count: dk })),
+            ...heads.map((g) => ({ src: g * group + dk, dst: nk * dk + g * dk, count: dk })),
+            ...heads.map((g) => ({ src: g * group + 2 * dk, dst: 2 * nk * dk + g * v, count: v })),
+          ],
+        },
+        { baseKey: gate.key, rows: heads.map((g) => ({ src: g * group + 2 * dk + v, dst: g * v, count: v })) },
+      ],
+    };
+  }
+  const found = find(r.tensor);
+  if (!found.found) return wholeTensor(found);
+  if (!h) return MISS;
+  // The converter reorders only when there are more value heads than key heads (else it is the identity).
+  if (h.r === 1) return wholeTensor(found);
+  if (kind === 'out') {
+    if (base.shape(found.key)?.[1] !== h.nv * h.dv) return MISS;
+    const columns = tiledValueHeads(h, h.dv).flatMap(({ src, count }) => Array.from({ length: count }, (_, i) => src + i));
+    return { found: true, targets: [{ baseKey: found.key, columns }] };
+  }
+  const qk = kind === 'qkv' ? 2 * h.nk * h.dk : 0;
+  const size = kind === 'ab' ? 1 : h.dv;
+  if (!shapeIs(found.key, qk + h.nv * size)) return MISS;
+  const rows = tiledValueHeads(h, size, qk);
+  if (qk) rows.unshift({ src: 0, dst: 0, count: qk });
+  return { found: true, targets: [{ baseKey: found.key, rows }] };
+}
+
+/**
+ * A module of a checkpoint's MTP layers (`mtp.layers.K.…`, `mtp.fc`), which Qwen3.5's converter
+ * (_Qwen35MtpMixin) writes as blocks n…n+m−1 after the n main blocks (`mtp.fc` on each one's
+ * nextn.eh_proj); a file without nextn_predict_layers has none of them.
+ */
+function resolveMtp(path: string, arch: string, base: BaseView, rules: readonly Rule[]): LayoutResolution {
+  const blocks = positiveInt(base.metadata?.(`${arch}.block_count`));
+  const mtp = positiveInt(base.metadata?.(`${arch}.nextn_predict_layers`));
+  if (!blocks || !mtp || mtp >= blocks) {
+    return refused(`names a multi-token-prediction (mtp) layer's module, which this ${arch} GGUF does not hold (no ${arch}.nextn_predict_layers): convert_hf_to_gguf leaves them out of Qwen3-Next files (Qwen3NextModel) and of Qwen3.5 files converted without them`);
+  }
+  const first = blocks - mtp;
+  const layer = /^mtp\.layers\.(\d+)\.(.+)$/.exec(path);
+  if (layer) {
+    const k = Number(layer[1]);
+    if (k >= mtp) return refused(`names MTP layer ${k}, but the base has ${mtp} (${arch}.nextn_predict_layers)`);
+    return resolveByRules(`model.layers.${first + k}.${layer[2]}`, arch, base, rules) ?? MISS;
+  }
+  if (path !== 'mtp.fc') return MISS;
+  const targets: Placement[] = [];
+  for (let b = first; b < blocks; b++) {
+    const found = base.index.resolveDotted(`blk.${b}.nextn.eh_proj.weight`);
+    if (!found.found) return wholeTensor(found);
+    // The converter writes the one fc weight to every MTP block.
+    targets.push(targets.length ? { baseKey: found.key, copy: true } : { baseKey: found.key });
+  }
+  return { found: true, targets };
+}
+
+function resolveByRules(path: string, arch: string, base: BaseView, rules: readonly Rule[]): LayoutResolution | undefined {
+  for (const r of rules) {
+    const m = r.pattern.exec(path);
+    if (m) return pastLastBlock(r, resolveRule(r, m, arch, base), m, arch, base);
+  }
+  return undefined;
+}
+
 function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView): LayoutResolution {
   if (r.refuse) return { found: false, ambiguous: false, candidates: [], why: r.refuse };
+  if (r.linear) return resolveLinearAttention(r.linear, r, m[1], arch, base);
   if (r.stackedSquare !== undefined) return resolveStackedSquare(r.tensor, Number(m[r.stackedSquare]), base);
   if (r.mlaKvB) return resolveMlaKvB(m[1], arch, base);
   if (r.fused) return resolveFusedExperts(r.fused, m[1], arch, base);
@@ -769,10 +932,9 @@ export const hfToGguf: Layout = {
     const rules = HF_TO_GGUF_RULES[arch];
     const path = normalise(address.path);
     if (!rules) return HF_TREE.test(path) ? MISS : undefined;
-    for (const r of rules) {
-      const m = r.pattern.exec(path);
-      if (m) return pastLastBlock(r, resolveRule(r, m, arch, base), m, arch, base);
-    }
+    if (MTP_UNDER_OWN_TREE.has(arch) && /^mtp\./.test(path)) return resolveMtp(path, arch, base, rules);
+    const resolved = resolveByRules(path, arch, base, rules);
+    if (resolved) return resolved;
     // GGUF names (a GGUF adapter's `blk.0.attn_q`) are not this layout's.
     return HF_TREE.test(path) ? MISS : undefined;
   },

@@ -21,6 +21,11 @@ export interface Placement {
   /** The base holds ΔW's rows in blocks, each block transposed (then `rows` is absent). */
   transposedBlocks?: TransposedBlocks;
   /**
+   * The base's column c holds ΔW's column `columns[c]` (a converter that reorders a weight's inputs,
+   * as Qwen3.5's out_proj): a low-rank update lands so by reordering its down factor's columns.
+   */
+  columns?: readonly number[];
+  /**
    * The tensor holds again what the module's other targets hold (a converter that writes a weight
    * both whole and split): it gets ΔW as well, and does not count toward each ΔW row landing once.
    */
