@@ -192,7 +192,9 @@ function dequantizeOnlyTypes(scaled: PreparedMerge['scaledFp8']): Record<string,
   const int8 = [...scaled.weights.values()].find((w) => w.scaleLayout === 'int8_tensorwise');
   const int8Why = int8 && `its comfy_quant int8_tensorwise weights (such as ${int8.weightKey}) are written as int8 again or dequantized: leave the types as they are, or choose bf16, f16 or f32`;
   const int8Reason: Record<string, string> = int8Why ? { f8_e4m3: int8Why, f8_e5m2: int8Why } : {};
-  if (viewed.length === 0) return int8Reason;
+  // Every comfy_quant file: --dtype f8_e4m3 would convert its scale tensors as if they were weights.
+  const comfyWhy = scaled.kind === 'comfy-quant-fp8' && `its comfy_quant layers (such as ${[...scaled.weights.keys()][0]}) keep their format or are written dequantized: leave the types as they are, or choose bf16, f16 or f32`;
+  if (viewed.length === 0) return comfyWhy ? { f8_e4m3: comfyWhy, f8_e5m2: comfyWhy, ...int8Reason } : int8Reason;
   const reason = `its comfy_quant nvfp4 weights (such as ${viewed[0].weightKey}) stay nvfp4 or are written dequantized: keep the dtypes or choose bf16, f16 or f32`;
   return { f8_e4m3: reason, f8_e5m2: reason };
 }

@@ -604,6 +604,17 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
     expect(await refusal(base, undefined, onModulation)).toEqual([]);
   });
 
+  it('--dtype f8_e4m3 on a comfy_quant fp8 file is refused in one line, whether a LoRA changes an fp8 layer or not (it would convert the F32 weight_scale tensors too)', async () => {
+    for (const adapters of [ADAPTERS, onModulation]) {
+      expect(await refusal(fp8mixed(), 'f8_e4m3', adapters)).toEqual([expect.stringMatching(/: tensor "model\.diffusion_model\.[^"]+\.weight" \(comfy_quant format "float8_e4m3fn"\) cannot be converted to f8_e4m3: its scale tensors would be converted too; leave out --dtype \(merged layers are written in their format again\)/)]);
+      // The page refuses the same output types before the click.
+      const refused = (await summarizePlan(memoryInputFileSet({ [FILE]: fp8mixed() }, FILE),
+        adapters.map((x) => ({ files: memoryInputFileSet(x.files, Object.keys(x.files)[0]), weight: x.weight })))).output.refused;
+      expect(Object.keys(refused).sort()).toEqual(['f8_e4m3', 'f8_e5m2']);
+      expect(refused.f8_e4m3).toMatch(/its comfy_quant layers \(such as model\.diffusion_model\.[^)]+\.weight\) keep their format or are written dequantized/);
+    }
+  });
+
   const temp = tempDirs();
   afterAll(temp.removeAll);
   it('the CLI: a comfy_quant that is not JSON is refused in one line, nothing written', async () => {

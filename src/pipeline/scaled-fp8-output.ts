@@ -157,6 +157,12 @@ export function scaledFp8Output(
   if (int8 && requested === 'F8_E4M3') {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${int8.weightKey}" (comfy_quant format "int8_tensorwise") cannot be converted to f8_e4m3; leave out --dtype (merged int8 layers are written as int8 again), or choose bf16 (or f16, f32) to write it dequantized`);
   }
+  // The same for every comfy_quant format: its scale tensors are floats --dtype would convert like weights.
+  const comfyLayer = scaled.kind === 'comfy-quant-fp8' ? [...scaled.weights.values()][0] : undefined;
+  if (comfyLayer && requested === 'F8_E4M3') {
+    const format = comfyLayer.scaleLayout ?? (comfyLayer.codeDtype === 'F8_E5M2' ? 'float8_e5m2' : 'float8_e4m3fn');
+    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${comfyLayer.weightKey}" (comfy_quant format "${format}") cannot be converted to f8_e4m3: its scale tensors would be converted too; leave out --dtype (merged layers are written in their format again), or choose bf16 (or f16, f32) to write the model dequantized`);
+  }
   if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are fp8 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
   const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
   const merged = [...scaled.weights.values()].filter((w) => updated.has(w.weightKey));
