@@ -28,7 +28,7 @@ import { requantizeSlab } from '../src/pipeline/fp8-requantize.js';
 import { summarizePlan } from '../demo/plan-summary.js';
 import type { ScaledFp8Weight } from '../src/formats/scaled-fp8.js';
 import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
-import { loraTensors, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { flux2StyleAndDetail, loraTensors, truthTerms, type LoraSpec, type WeightedAdapter } from './helpers/diffusion-fixtures.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
@@ -125,16 +125,7 @@ const MUSUBI: LoraSpec[] = [{
 }];
 const aiToolkit = buildSafetensors(loraTensors(rand, AI_TOOLKIT, 'BF16'));
 const musubi = buildSafetensors(loraTensors(rand, MUSUBI, 'BF16'), { ss_network_module: 'networks.lora_flux_2' });
-interface Adapter { files: Record<string, Uint8Array>; weight: number }
-const ADAPTERS: Adapter[] = [
-  { files: { 'flux2_style_ai_toolkit.safetensors': aiToolkit }, weight: 0.75 },
-  { files: { 'flux2_detail_musubi.safetensors': musubi }, weight: 1 },
-];
-const TERMS: TruthTerm[] = [
-  ...truthTerms(decodeSafetensors(aiToolkit).tensors, AI_TOOLKIT, 0.75),
-  ...truthTerms(decodeSafetensors(musubi).tensors, MUSUBI, 1),
-];
-const termsOf = (key: string) => TERMS.filter((t) => t.baseKey === key);
+const { adapters: ADAPTERS, terms: TERMS, termsOf } = flux2StyleAndDetail(aiToolkit, AI_TOOLKIT, musubi, MUSUBI);
 const MERGED_FP8 = [...new Set(TERMS.map((t) => t.baseKey))].filter((k) => QUANTIZED.test(k));
 
 /** The row-major e8m0 exponents of an mxfp8 weight_scale. */
@@ -280,7 +271,7 @@ const DIFFUSERS: LoraSpec[] = [
 const diffusers = buildSafetensors(loraTensors(rand, DIFFUSERS, 'BF16'), {
   format: 'pt', lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
 });
-const WITH_DIFFUSERS: Adapter[] = [...ADAPTERS, { files: { 'flux2_diffusers_lora.safetensors': diffusers }, weight: 0.5 }];
+const WITH_DIFFUSERS: WeightedAdapter[] = [...ADAPTERS, { files: { 'flux2_diffusers_lora.safetensors': diffusers }, weight: 0.5 }];
 const E5M2_TERMS: TruthTerm[] = [...TERMS, ...truthTerms(decodeSafetensors(diffusers).tensors, DIFFUSERS, 0.5)];
 const e5m2TermsOf = (key: string) => E5M2_TERMS.filter((t) => t.baseKey === key);
 
@@ -379,8 +370,8 @@ describe('ComfyUI float8_e5m2 and mxfp8 (comfy_quant): what is refused', () => {
     const out = name === key ? replace(t) : { name, dtype: t.dtype, shape: t.shape, data: t.bytes };
     return out ? [out] : [];
   }));
-  const onQkv: Adapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft('double_blocks.0.img_attn.qkv', 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
-  const dora: Adapter[] = [{
+  const onQkv: WeightedAdapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft('double_blocks.0.img_attn.qkv', 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
+  const dora: WeightedAdapter[] = [{
     files: {
       'qkv_dora.safetensors': buildSafetensors([
         ...loraTensors(rand, [{ down: 'lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight', up: 'lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight', r: 2, out: 3 * h, in: h, lands: [], scale: 1 }], 'BF16'),
@@ -389,7 +380,7 @@ describe('ComfyUI float8_e5m2 and mxfp8 (comfy_quant): what is refused', () => {
     },
     weight: 1,
   }];
-  const cases: [string, () => Uint8Array, Adapter[], RegExp][] = [
+  const cases: [string, () => Uint8Array, WeightedAdapter[], RegExp][] = [
     ['e4m3fn codes marked float8_e5m2', () => rebuilt(e5m2Base(), `${QKV}.weight`, (t) => ({ name: `${QKV}.weight`, dtype: 'F8_E4M3', shape: t.shape, data: t.bytes })), onQkv,
       /qkv\.weight \(comfy_quant format "float8_e5m2"\) is F8_E4M3; ComfyUI stores float8_e5m2 weights as F8_E5M2/],
     ['a weight_scale per row', () => rebuilt(e5m2Base(), `${QKV}.weight_scale`, () => ({ name: `${QKV}.weight_scale`, dtype: 'F32', shape: [3 * h], data: Array.from({ length: 3 * h }, () => 0.001) })), onQkv,
@@ -445,8 +436,8 @@ describe('ComfyUI float8_e5m2 and mxfp8 (comfy_quant): what is refused', () => {
 });
 
 describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
-  const onQkv: Adapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft('double_blocks.0.img_attn.qkv', 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
-  const onModulation: Adapter[] = [{ files: { 'mod.safetensors': buildSafetensors(loraTensors(rand, [peft('double_stream_modulation_img.lin', 2, 6 * h, h)], 'BF16')) }, weight: 1 }];
+  const onQkv: WeightedAdapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft('double_blocks.0.img_attn.qkv', 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
+  const onModulation: WeightedAdapter[] = [{ files: { 'mod.safetensors': buildSafetensors(loraTensors(rand, [peft('double_stream_modulation_img.lin', 2, 6 * h, h)], 'BF16')) }, weight: 1 }];
   const QKV = `${P}double_blocks.0.img_attn.qkv`;
 
   it('a LoRA on an nvfp4 layer without --dtype merges (written as nvfp4 again); merged elsewhere, its tensors are copied byte for byte; --dtype f8_e4m3 refused', async () => {
@@ -462,7 +453,7 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
 
   it("the page's plan refuses before the click what the merge refuses: an fp8 output for a file with nvfp4 layers, whether or not a LoRA changes one", async () => {
     const base = fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } });
-    const refusedOn = async (adapters: Adapter[]) => (await summarizePlan(memoryInputFileSet({ [FILE]: base }, FILE),
+    const refusedOn = async (adapters: WeightedAdapter[]) => (await summarizePlan(memoryInputFileSet({ [FILE]: base }, FILE),
       adapters.map((a) => ({ files: memoryInputFileSet(a.files, Object.keys(a.files)[0]), weight: a.weight })))).output.refused;
     const reason = `its comfy_quant nvfp4 weights (such as ${QKV}.weight) stay nvfp4 or are written dequantized: keep the dtypes or choose bf16, f16 or f32`;
     expect(await refusedOn(onQkv)).toEqual({ f8_e4m3: reason, f8_e5m2: reason });

@@ -25,7 +25,7 @@ import { requantizeSlab } from '../src/pipeline/fp8-requantize.js';
 import { summarizePlan } from '../demo/plan-summary.js';
 import type { ScaledFp8Weight } from '../src/formats/scaled-fp8.js';
 import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
-import { loraTensors, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { flux2StyleAndDetail, loraTensors, truthTerms, type LoraSpec, type WeightedAdapter } from './helpers/diffusion-fixtures.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeFileInMemory, refusalsInMemory } from './helpers/merge-backends.js';
@@ -91,16 +91,7 @@ const AI_TOOLKIT: LoraSpec[] = [
 const MUSUBI: LoraSpec[] = [kohya('single_blocks.0.linear2', 4, 8, h, 4 * h)];
 const aiToolkit = buildSafetensors(loraTensors(rand, AI_TOOLKIT, 'BF16'));
 const musubi = buildSafetensors(loraTensors(rand, MUSUBI, 'BF16'), { ss_network_module: 'networks.lora_flux_2' });
-interface Adapter { files: Record<string, Uint8Array>; weight: number }
-const ADAPTERS: Adapter[] = [
-  { files: { 'flux2_style_ai_toolkit.safetensors': aiToolkit }, weight: 0.75 },
-  { files: { 'flux2_detail_musubi.safetensors': musubi }, weight: 1 },
-];
-const TERMS: TruthTerm[] = [
-  ...truthTerms(decodeSafetensors(aiToolkit).tensors, AI_TOOLKIT, 0.75),
-  ...truthTerms(decodeSafetensors(musubi).tensors, MUSUBI, 1),
-];
-const termsOf = (key: string) => TERMS.filter((t) => t.baseKey === key);
+const { adapters: ADAPTERS, terms: TERMS, termsOf } = flux2StyleAndDetail(aiToolkit, AI_TOOLKIT, musubi, MUSUBI);
 const MERGED_INT8 = [...new Set(TERMS.map((t) => t.baseKey))].filter((k) => QUANTIZED.test(k));
 
 // --- the truth ------------------------------------------------------------------------------------
@@ -147,7 +138,7 @@ function comfyInt8Requantize(real: ArrayLike<number>, rows: number, perRow: bool
 const backends = mergeBackends({ cpu: 'both' });
 
 /** Each adapter named by its file, as messages name it. */
-const named = (adapters: Adapter[]) => adapters.map((a) => ({ ...a, name: Object.keys(a.files)[0] }));
+const named = (adapters: WeightedAdapter[]) => adapters.map((a) => ({ ...a, name: Object.keys(a.files)[0] }));
 
 /** The merge in slabs small enough that each weight streams in several: its tensors and the plan's notes. */
 async function merge(base: Uint8Array, backend: MergeBackend, outDtype?: string, adapters = ADAPTERS) {
@@ -263,7 +254,7 @@ describe('the int8 rule: scales and codes as comfy_kitchen computes them', () =>
 
 describe('ComfyUI int8_tensorwise (comfy_quant): the page', () => {
   const QKV = 'double_blocks.0.img_attn.qkv';
-  const onQkv: Adapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft(QKV, 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
+  const onQkv: WeightedAdapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft(QKV, 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
 
   it("measures ‖ΔW‖ / ‖W‖ against the real weight (q × weight_scale), not its codes; refuses before the click the f8_e4m3 output the merge refuses", async () => {
     const [[adapterName, adapterBytes]] = Object.entries(onQkv[0].files);
@@ -289,8 +280,8 @@ describe('ComfyUI int8_tensorwise (comfy_quant): the page', () => {
 
 describe('ComfyUI int8_tensorwise (comfy_quant): what is refused', () => {
   const QKV = 'double_blocks.0.img_attn.qkv';
-  const onQkv: Adapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft(QKV, 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
-  const onModulation: Adapter[] = [{ files: { 'mod.safetensors': buildSafetensors(loraTensors(rand, [peft('double_stream_modulation_img.lin', 2, 6 * h, h)], 'BF16')) }, weight: 1 }];
+  const onQkv: WeightedAdapter[] = [{ files: { 'qkv.safetensors': buildSafetensors(loraTensors(rand, [peft(QKV, 2, 3 * h, h)], 'BF16')) }, weight: 1 }];
+  const onModulation: WeightedAdapter[] = [{ files: { 'mod.safetensors': buildSafetensors(loraTensors(rand, [peft('double_stream_modulation_img.lin', 2, 6 * h, h)], 'BF16')) }, weight: 1 }];
   const conf = (m: string, c: Record<string, unknown>): FixtureTensor => ({ name: `${m}.comfy_quant`, dtype: 'U8', shape: [configBytes(c).length], data: configBytes(c) });
   const codes = (m: string, rows: number, cols: number, dtype: 'I8' | 'F8_E4M3' = 'I8'): FixtureTensor => ({ name: `${m}.weight`, dtype, shape: [rows, cols], data: new Array(rows * cols).fill(1) });
   const scale = (m: string, shape: number[], data: number[], dtype: 'F32' | 'BF16' = 'F32'): FixtureTensor => ({ name: `${m}.weight_scale`, dtype, shape, data });
@@ -350,7 +341,7 @@ describe('ComfyUI int8_tensorwise (comfy_quant): what is refused', () => {
   });
 
   it('DoRA on an int8_tensorwise weight (its norms would be taken over the codes): refused in one line naming the module and the weight', async () => {
-    const dora: Adapter[] = [{
+    const dora: WeightedAdapter[] = [{
       files: {
         'qkv_dora.safetensors': buildSafetensors([
           ...loraTensors(rand, [{ down: 'lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight', up: 'lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight', r: 2, out: 3 * h, in: h, lands: [], scale: 1 }], 'BF16'),

@@ -21,7 +21,7 @@ import { memoryInputFileSet, type MergeBackend } from '../src/index.js';
 import { quantizeNvfp4Rows } from '../src/formats/comfy-nvfp4.js';
 import { summarizePlan } from '../demo/plan-summary.js';
 import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
-import { loraTensors, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { flux2StyleAndDetail, loraTensors, truthTerms, type LoraSpec, type WeightedAdapter } from './helpers/diffusion-fixtures.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
@@ -92,13 +92,7 @@ const aiToolkitTensors = loraTensors(rand, AI_TOOLKIT, 'BF16').map((t) => {
 });
 const aiToolkit = buildSafetensors(aiToolkitTensors);
 const musubi = buildSafetensors(loraTensors(rand, MUSUBI, 'BF16'), { ss_network_module: 'networks.lora_flux_2' });
-interface Adapter { files: Record<string, Uint8Array>; weight: number }
-const ADAPTERS: Adapter[] = [
-  { files: { 'flux2_style_ai_toolkit.safetensors': aiToolkit }, weight: 0.75 },
-  { files: { 'flux2_detail_musubi.safetensors': musubi }, weight: 1 },
-];
-const TERMS: TruthTerm[] = [...truthTerms(decodeSafetensors(aiToolkit).tensors, AI_TOOLKIT, 0.75), ...truthTerms(decodeSafetensors(musubi).tensors, MUSUBI, 1)];
-const termsOf = (key: string) => TERMS.filter((t) => t.baseKey === key);
+const { adapters: ADAPTERS, terms: TERMS, termsOf } = flux2StyleAndDetail(aiToolkit, AI_TOOLKIT, musubi, MUSUBI);
 
 // --- the truth ------------------------------------------------------------------------------------
 

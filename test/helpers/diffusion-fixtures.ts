@@ -7,7 +7,7 @@
  * Every LoRA module records where its ΔW rows land, written out here by hand from the layouts'
  * sources (not from the code under test), so the tests' float64 truth is independent.
  */
-import { randomValues, roundForDType, type DecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
+import { decodeSafetensors, randomValues, roundForDType, type DecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
 import type { TruthTerm } from './merge-truth.js';
 
 export type Rand = () => number;
@@ -170,6 +170,25 @@ export function truthTerms(adapter: Map<string, DecodedTensor>, specs: LoraSpec[
   return specs.flatMap((s) => s.lands.map((l) => ({
     baseKey: l.key, a: adapter.get(s.down)!, b: adapter.get(s.up)!, scale: weight * s.scale, rows: l.rows,
   })));
+}
+
+/** An adapter as it is loaded: its files by name and the user's weight. */
+export interface WeightedAdapter { files: Record<string, Uint8Array>; weight: number }
+
+/**
+ * Two FLUX.2 LoRAs stacked as people load them, ai-toolkit's style LoRA at 0.75 and musubi-tuner's
+ * detail LoRA at 1, with the float64 truth's terms of both.
+ */
+export function flux2StyleAndDetail(aiToolkit: Uint8Array, aiToolkitSpecs: LoraSpec[], musubi: Uint8Array, musubiSpecs: LoraSpec[]) {
+  const adapters: WeightedAdapter[] = [
+    { files: { 'flux2_style_ai_toolkit.safetensors': aiToolkit }, weight: 0.75 },
+    { files: { 'flux2_detail_musubi.safetensors': musubi }, weight: 1 },
+  ];
+  const terms: TruthTerm[] = [
+    ...truthTerms(decodeSafetensors(aiToolkit).tensors, aiToolkitSpecs, 0.75),
+    ...truthTerms(decodeSafetensors(musubi).tensors, musubiSpecs, 1),
+  ];
+  return { adapters, terms, termsOf: (key: string) => terms.filter((t) => t.baseKey === key) };
 }
 
 /** ΔW rows [0, n) onto base rows [at, at + n). */
