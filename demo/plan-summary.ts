@@ -15,7 +15,7 @@ import {
 import { algorithmNamed, moduleTitle } from '../src/formats/algorithms/index.js';
 import { familyMismatch } from '../src/plan/model-family.js';
 import { tiedPair } from '../src/plan/tied-embeddings.js';
-import { SCALED_FP8_KIND_NAME } from '../src/formats/scaled-fp8.js';
+import { fp8OutputBlocker, SCALED_FP8_KIND_NAME } from '../src/formats/scaled-fp8.js';
 import { decodeToF32, type FloatDType } from '../src/dtype.js';
 import { chartGrouper } from './chart-groups.js';
 import type { AdapterSummary, OutputFilePlan, PlanCheck, PlannedModule, PlanSummary, Problem } from './worker-protocol.js';
@@ -177,25 +177,19 @@ function realRowReader(prepared: PreparedMerge): (key: string, rowStart: number,
 }
 
 /**
- * Output types a base whose quantized weights are written only dequantized cannot take (GPTQ, AWQ,
- * compressed-tensors int, ModelOpt NVFP4), nor fp8 ones for ComfyUI nvfp4 and int8 layers (they
- * stay in their format or are dequantized): the merge refuses them (scaled-fp8-output.ts), so the
- * page says so before the click.
+ * Output types a base with quantized weights cannot take, as the merge refuses them
+ * (scaled-fp8-output.ts), so the page says so before the click: no fp8 type on any of them (their
+ * scale tensors would be converted as if they were weights), and only f32, f16 or bf16 where the
+ * weights are written only dequantized (GPTQ, AWQ, compressed-tensors int, ModelOpt NVFP4).
  */
-function dequantizeOnlyTypes(scaled: PreparedMerge['scaledFp8']): Record<string, string> {
-  if (!scaled || scaled.weights.size === 0) return {};
-  const viewed = [...scaled.weights.values()].filter((w) => w.scaleLayout === 'nvfp4');
+function quantizedBaseTypes(scaled: PreparedMerge['scaledFp8']): Record<string, string> {
+  const blocker = fp8OutputBlocker(scaled);
+  if (!scaled || !blocker) return {};
   if (scaled.rule === 'dequantize-only') {
     const reason = `its ${SCALED_FP8_KIND_NAME[scaled.kind]} weights are written only dequantized: choose bf16, f16 or f32`;
     return { same: reason, f8_e4m3: reason, f8_e5m2: reason };
   }
-  const int8 = [...scaled.weights.values()].find((w) => w.scaleLayout === 'int8_tensorwise');
-  const int8Why = int8 && `its comfy_quant int8_tensorwise weights (such as ${int8.weightKey}) are written as int8 again or dequantized: leave the types as they are, or choose bf16, f16 or f32`;
-  const int8Reason: Record<string, string> = int8Why ? { f8_e4m3: int8Why, f8_e5m2: int8Why } : {};
-  // Every comfy_quant file: --dtype f8_e4m3 would convert its scale tensors as if they were weights.
-  const comfyWhy = scaled.kind === 'comfy-quant-fp8' && `its comfy_quant layers (such as ${[...scaled.weights.keys()][0]}) keep their format or are written dequantized: leave the types as they are, or choose bf16, f16 or f32`;
-  if (viewed.length === 0) return comfyWhy ? { f8_e4m3: comfyWhy, f8_e5m2: comfyWhy, ...int8Reason } : int8Reason;
-  const reason = `its comfy_quant nvfp4 weights (such as ${viewed[0].weightKey}) stay nvfp4 or are written dequantized: keep the dtypes or choose bf16, f16 or f32`;
+  const reason = `its ${blocker.format} weights (such as ${blocker.weight.weightKey}) keep their codes and scales or are written dequantized: leave the types as they are, or choose bf16, f16 or f32`;
   return { f8_e4m3: reason, f8_e5m2: reason };
 }
 
@@ -254,7 +248,8 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
         kind: model.kind,
         container: model.format.name,
       },
-      output: { ...model.format.outputChoices, refused: { ...refusedTypes(model, touched), ...dequantizeOnlyTypes(prepared.scaledFp8) } },
+      // A tensor's own reason (a scaled fp8 file keeps its fp8 type) wins over the base's.
+      output: { ...model.format.outputChoices, refused: { ...quantizedBaseTypes(prepared.scaledFp8), ...refusedTypes(model, touched) } },
       adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),
       modules: [...unit.updates.flatMap((u) => u.terms.map((t) => moduleOf(t, u.baseKey, u.shape))), ...biasOnlyModules(unit)],
       leftOut: plan.leftOut.map((m) => ({ adapter: m.adapterIndex, module: m.module, reason: m.reason })),

@@ -448,14 +448,14 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
     const nvfp4Keys = [...original.keys()].filter((k) => k.startsWith(`${QKV}.`));
     expect(nvfp4Keys.sort()).toEqual(['comfy_quant', 'weight', 'weight_scale', 'weight_scale_2'].map((s) => `${QKV}.${s}`));
     for (const key of nvfp4Keys) expect(merged.tensors.get(key)!.bytes, key).toEqual(original.get(key)!.bytes);
-    expect(await refusal(base, 'f8_e4m3', onModulation)).toEqual([expect.stringMatching(/qkv\.weight" \(comfy_quant format "nvfp4"\) cannot be converted to f8_e4m3: nvfp4 layers stay nvfp4 \(leave out --dtype\) or are written dequantized/)]);
+    expect(await refusal(base, 'f8_e4m3', onModulation)).toEqual([expect.stringMatching(/qkv\.weight" \(comfy_quant format "nvfp4"\) keeps its codes and scales or is written dequantized: --dtype f8_e4m3 would convert its scale tensors \(such as "[^"]+qkv\.weight_scale_2"\) as if they were weights/)]);
   });
 
   it("the page's plan refuses before the click what the merge refuses: an fp8 output for a file with nvfp4 layers, whether or not a LoRA changes one", async () => {
     const base = fp8mixed({ otherFormats: { [QKV]: 'nvfp4' } });
     const refusedOn = async (adapters: WeightedAdapter[]) => (await summarizePlan(memoryInputFileSet({ [FILE]: base }, FILE),
       adapters.map((a) => ({ files: memoryInputFileSet(a.files, Object.keys(a.files)[0]), weight: a.weight })))).output.refused;
-    const reason = `its comfy_quant nvfp4 weights (such as ${QKV}.weight) stay nvfp4 or are written dequantized: keep the dtypes or choose bf16, f16 or f32`;
+    const reason = `its comfy_quant format "nvfp4" weights (such as ${QKV}.weight) keep their codes and scales or are written dequantized: leave the types as they are, or choose bf16, f16 or f32`;
     expect(await refusedOn(onQkv)).toEqual({ f8_e4m3: reason, f8_e5m2: reason });
     expect(await refusedOn(onModulation)).toEqual({ f8_e4m3: reason, f8_e5m2: reason });
   });
@@ -537,7 +537,7 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
     const merged = await merge(base, backends['cpu (wasm)']!, undefined, onModulation);
     for (const [key, t] of original) if (!key.endsWith('double_stream_modulation_img.lin.weight')) expect(merged.tensors.get(key)!.bytes, key).toEqual(t.bytes);
     const messages = await refusal(base, 'f8_e4m3', onModulation);
-    expect(messages).toEqual([expect.stringMatching(/: tensor "model\.diffusion_model\..*\.weight" \(comfy_quant format "nvfp4"\) cannot be converted to f8_e4m3: nvfp4 layers stay nvfp4/)]);
+    expect(messages).toEqual([expect.stringMatching(/: tensor "model\.diffusion_model\..*\.weight" \(comfy_quant format "nvfp4"\) keeps its codes and scales or is written dequantized: --dtype f8_e4m3 would convert its scale tensors/)]);
   });
 
   const withTensor = (key: string, replace: (t: DecodedTensor) => FixtureTensor | undefined) => {
@@ -597,12 +597,12 @@ describe('ComfyUI fp8 (comfy_quant): what is refused', () => {
 
   it('--dtype f8_e4m3 on a comfy_quant fp8 file is refused in one line, whether a LoRA changes an fp8 layer or not (it would convert the F32 weight_scale tensors too)', async () => {
     for (const adapters of [ADAPTERS, onModulation]) {
-      expect(await refusal(fp8mixed(), 'f8_e4m3', adapters)).toEqual([expect.stringMatching(/: tensor "model\.diffusion_model\.[^"]+\.weight" \(comfy_quant format "float8_e4m3fn"\) cannot be converted to f8_e4m3: its scale tensors would be converted too; leave out --dtype \(merged layers are written in their format again\)/)]);
+      expect(await refusal(fp8mixed(), 'f8_e4m3', adapters)).toEqual([expect.stringMatching(/: tensor "model\.diffusion_model\.[^"]+\.weight" \(comfy_quant format "float8_e4m3fn"\) keeps its codes and scales or is written dequantized: --dtype f8_e4m3 would convert its scale tensors \(such as "[^"]+\.weight_scale"\) as if they were weights, with or without --dtype-merged-only; leave out --dtype \(merged weights are written in their format again\)/)]);
       // The page refuses the same output types before the click.
       const refused = (await summarizePlan(memoryInputFileSet({ [FILE]: fp8mixed() }, FILE),
         adapters.map((x) => ({ files: memoryInputFileSet(x.files, Object.keys(x.files)[0]), weight: x.weight })))).output.refused;
       expect(Object.keys(refused).sort()).toEqual(['f8_e4m3', 'f8_e5m2']);
-      expect(refused.f8_e4m3).toMatch(/its comfy_quant layers \(such as model\.diffusion_model\.[^)]+\.weight\) keep their format or are written dequantized/);
+      expect(refused.f8_e4m3).toMatch(/its comfy_quant format "float8_e4m3fn" weights \(such as model\.diffusion_model\.[^)]+\.weight\) keep their codes and scales or are written dequantized/);
     }
   });
 

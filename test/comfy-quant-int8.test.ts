@@ -273,7 +273,7 @@ describe('ComfyUI int8_tensorwise (comfy_quant): the page', () => {
     const ratio = full.magnitudes.find((m) => m.target === linear2)!.ratio;
     expect(ratio / (norm(trueMerge({ ...w2, values: new Float64Array(w2.values.length) }, termsOf(linear2))) / norm(int8Values(original.tensors, linear2)))).toBeCloseTo(1, 5);
     expect(summary.mergeable).toBe(true);
-    const reason = `its comfy_quant int8_tensorwise weights (such as ${QKV}.weight) are written as int8 again or dequantized: leave the types as they are, or choose bf16, f16 or f32`;
+    const reason = `its comfy_quant format "int8_tensorwise" weights (such as ${QKV}.weight) keep their codes and scales or are written dequantized: leave the types as they are, or choose bf16, f16 or f32`;
     expect(summary.output.refused).toEqual({ f8_e4m3: reason, f8_e5m2: reason });
   });
 });
@@ -336,8 +336,9 @@ describe('ComfyUI int8_tensorwise (comfy_quant): what is refused', () => {
   }
 
   it('--dtype f8_e4m3 (which would convert the F32 weight_scale tensors too) and f8_e5m2: refused in one line', async () => {
-    expect(await refusal(base, 'f8_e4m3')).toEqual([`${FILE}: tensor "${QKV}.weight" (comfy_quant format "int8_tensorwise") cannot be converted to f8_e4m3; leave out --dtype (merged int8 layers are written as int8 again), or choose bf16 (or f16, f32) to write it dequantized`]);
-    expect(await refusal(base, 'f8_e5m2')).toEqual([expect.stringMatching(/--dtype f8_e5m2 is not supported \(leave out --dtype, or choose f32, f16 or bf16\)/)]);
+    for (const dtype of ['f8_e4m3', 'f8_e5m2']) {
+      expect(await refusal(base, dtype)).toEqual([`${FILE}: tensor "${QKV}.weight" (comfy_quant format "int8_tensorwise") keeps its codes and scales or is written dequantized: --dtype ${dtype} would convert its scale tensors (such as "${QKV}.weight_scale") as if they were weights, with or without --dtype-merged-only; leave out --dtype (merged weights are written in their format again), or choose bf16 (or f16, f32) to write the model dequantized`]);
+    }
   });
 
   it('DoRA on an int8_tensorwise weight (its norms would be taken over the codes): refused in one line naming the module and the weight', async () => {

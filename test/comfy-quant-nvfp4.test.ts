@@ -277,7 +277,7 @@ describe('ComfyUI nvfp4: rounding, saturation and what is refused', () => {
   it('--dtype f8_e4m3 and f8_e5m2 on a file with nvfp4 layers: refused in one line naming the tensor', async () => {
     for (const dtype of ['f8_e4m3', 'f8_e5m2']) {
       const messages = await refusal(BASE, dtype);
-      expect(messages, dtype).toEqual([`base: tensor "${NVFP4_LAYERS[0]}.weight" (comfy_quant format "nvfp4") cannot be converted to ${dtype}: nvfp4 layers stay nvfp4 (leave out --dtype) or are written dequantized (--dtype bf16, f16 or f32)`]);
+      expect(messages, dtype).toEqual([`base: tensor "${NVFP4_LAYERS[0]}.weight" (comfy_quant format "nvfp4") keeps its codes and scales or is written dequantized: --dtype ${dtype} would convert its scale tensors (such as "${NVFP4_LAYERS[0]}.weight_scale_2") as if they were weights, with or without --dtype-merged-only; leave out --dtype (merged weights are written in their format again), or choose bf16 (or f16, f32) to write the model dequantized`]);
     }
   });
 
@@ -292,7 +292,7 @@ describe('ComfyUI nvfp4: rounding, saturation and what is refused', () => {
   it("the page's plan: keeping the dtypes is allowed once a LoRA changes an nvfp4 layer; fp8 outputs are refused before the click", async () => {
     const summary = await summarizePlan(memoryInputFileSet({ [FILE]: BASE }, FILE),
       ADAPTERS.map((a) => ({ files: memoryInputFileSet(a.files, Object.keys(a.files)[0]), weight: a.weight })));
-    const reason = `its comfy_quant nvfp4 weights (such as ${NVFP4_LAYERS[0]}.weight) stay nvfp4 or are written dequantized: keep the dtypes or choose bf16, f16 or f32`;
+    const reason = `its comfy_quant format "nvfp4" weights (such as ${NVFP4_LAYERS[0]}.weight) keep their codes and scales or are written dequantized: leave the types as they are, or choose bf16, f16 or f32`;
     expect(summary.output.refused).toEqual({ f8_e4m3: reason, f8_e5m2: reason });
   });
 
@@ -315,7 +315,7 @@ describe('ComfyUI nvfp4: rounding, saturation and what is refused', () => {
     const refusedOut = join(dir, 'refused.safetensors');
     const refused = await runCli(['merge', '--base', join(dir, FILE), '--adapter', join(dir, 'flux2_style_ai_toolkit.safetensors'), '--out', refusedOut, '--dtype', 'f8_e4m3', '--backend', 'cpu']);
     expect(refused.code).not.toBe(0);
-    expect(errorLines(refused.stderr)).toEqual([expect.stringMatching(/qkv\.weight" \(comfy_quant format "nvfp4"\) cannot be converted to f8_e4m3: nvfp4 layers stay nvfp4/)]);
+    expect(errorLines(refused.stderr)).toEqual([expect.stringMatching(/qkv\.weight" \(comfy_quant format "nvfp4"\) keeps its codes and scales or is written dequantized: --dtype f8_e4m3 would convert its scale tensors/)]);
     expect(existsSync(refusedOut)).toBe(false);
   });
 });

@@ -195,6 +195,26 @@ describe('scaled fp8: what is refused, and what the plan says', () => {
   });
 });
 
+describe('scaled fp8: fp8 output types', () => {
+  // The e5m2 file with --dtype f8_e5m2 wrote every F32 scale_weight as an e5m2 code, exit 0; the
+  // e4m3fn file with --dtype f8_e4m3 failed inside the writer.
+  for (const dtype of ['F8_E4M3', 'F8_E5M2'] as const) {
+    it(`a scaled ${dtype} file: f8_e4m3 and f8_e5m2 refused in one line naming a weight and its scale_weight, with or without --dtype-merged-only`, async () => {
+      const base = fp8Flux(dtype, true);
+      for (const outDtype of ['f8_e4m3', 'f8_e5m2']) {
+        for (const dtypeMergedOnly of [false, true]) {
+          const prepared = await prepareMerge(memoryInputFileSet({ 'flux1-dev-fp8.safetensors': base }, 'flux1-dev-fp8.safetensors'), STYLE_AND_DETAIL);
+          const refused = await mergeModel({ prepared, output: createBlobOutputTarget(), backend: backends.cpu!, outDtype, dtypeMergedOnly }).then(() => 'merged', (e: Error) => e.message);
+          await prepared.close();
+          expect(refused, `${outDtype}${dtypeMergedOnly ? ' merged-only' : ''}`).toBe(
+            `flux1-dev-fp8.safetensors: tensor "img_in.weight" (scaled fp8) keeps its codes and scales or is written dequantized: --dtype ${outDtype} would convert its scale tensors (such as "img_in.scale_weight") as if they were weights, with or without --dtype-merged-only; leave out --dtype (merged weights are written in their format again), or choose bf16 (or f16, f32) to write the model dequantized`,
+          );
+        }
+      }
+    });
+  }
+});
+
 describe('scaled fp8 (e4m3fn): a full diff (LyCORIS `diff`) on a scaled weight', () => {
   it('is added in real values and the weight quantized again with its scale recalculated, on both backends', async () => {
     const key = 'double_blocks.1.txt_mlp.2.weight';

@@ -18,6 +18,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { mergeFolders } from './helpers/cli.js';
+import { peftLoraOn } from './helpers/adapter-fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { mergeSingleFile } from './helpers/single-file-merge.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
@@ -224,6 +225,23 @@ describe('ModelOpt FP8 (nvidia/Llama-3.1-8B-Instruct-FP8)', () => {
     expect(messages).toHaveLength(2);
     expect(messages[0]).toMatch(/q_proj\.weight is stored quantized, with its scale in .*q_proj\.weight_scale/);
   });
+
+  it('--dtype f8_e4m3 or f8_e5m2, with or without --dtype-merged-only, a LoRA on an FP8 layer or on lm_head: one line naming the weight and its weight_scale, nothing written', async () => {
+    // On lm_head alone no FP8 weight is merged, and the F32 weight_scale, input_scale, k_scale and
+    // v_scale tensors were written as fp8 codes, as if they were weights.
+    const onHead = peftLoraOn('lm_head', 64, COLS, seededRandom(11));
+    for (const [where, adapter] of [['q_proj', adapterFolder(ROWS, COLS)], ['lm_head', onHead]] as const) {
+      for (const extra of [['--dtype', 'f8_e4m3'], ['--dtype', 'f8_e5m2'], ['--dtype', 'f8_e4m3', '--dtype-merged-only']]) {
+        const { run, out, lines } = await cli(baseFolder(VARIANTS[0]), adapter, extra);
+        expect(run.code, `${where} ${extra.join(' ')}`).not.toBe(0);
+        expect(lines, `${where} ${extra.join(' ')}`).toHaveLength(1);
+        expect(lines[0].slice(lines[0].indexOf(': tensor "') + 2), `${where} ${extra.join(' ')}`).toEqual(
+          `tensor "${Q}.weight" (ModelOpt FP8) keeps its codes and scales or is written dequantized: --dtype ${extra[1]} would convert its scale tensors (such as "${Q}.weight_scale") as if they were weights, with or without --dtype-merged-only; leave out --dtype (merged weights are written in their format again), or choose bf16 (or f16, f32) to write the model dequantized`,
+        );
+        expect(existsSync(out)).toBe(false);
+      }
+    }
+  });
 });
 
 // --- ModelOpt NVFP4 -----------------------------------------------------------------------------
@@ -381,6 +399,25 @@ describe('ModelOpt config that quantizes only the KV cache (quant_algo null, kv_
       });
     }
   }
+
+  it('with --dtype f16, bf16 or f8_e4m3 the weights take that type (W\' rounded once) and the KV-cache scales keep their F32 bytes, as the kept config\'s runtime reads them', async () => {
+    const base = VARIANTS['config.json quantization_config'];
+    const original = decodeSafetensors(base['model.safetensors'] as Uint8Array).tensors;
+    for (const dtype of ['F16', 'BF16', 'F8_E4M3'] as const) {
+      const { weights, config } = await merge(base, adapter, backends.cpu!, dtype.toLowerCase());
+      expect(config.quantization_config, dtype).toEqual(JSON.parse(base['config.json'] as string).quantization_config);
+      for (const key of [`${K}.k_scale`, `${V}.v_scale`]) {
+        expect([weights.get(key)!.dtype, weights.get(key)!.bytes], `${key} with ${dtype}`).toEqual(['F32', original.get(key)!.bytes]);
+      }
+      for (const m of [Q, K, V]) {
+        const want = addLora(Float64Array.from(original.get(`${m}.weight`)!.values), ROWS[m], COLS, lora, m).map((x) => roundForDType(x, dtype));
+        const got = weights.get(`${m}.weight`)!;
+        expect(got.dtype).toBe(dtype);
+        const wrong = Array.from(got.values).findIndex((x, i) => x !== want[i]);
+        expect(wrong, `${m} in ${dtype}: element ${wrong}`).toBe(-1);
+      }
+    }
+  });
 
   it('a weight with a weight_scale beside it is still refused, whatever the config says', async () => {
     const withScale = [...tensors, { name: `${Q}.weight_scale`, dtype: 'F32' as const, shape: [], data: [0.01] }];

@@ -14,6 +14,8 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
+import { summarizePlan } from '../demo/plan-summary.js';
+import { peftLoraOn } from './helpers/adapter-fixtures.js';
 import { pathToFileURL } from 'node:url';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
@@ -483,12 +485,14 @@ describe('what stays refused, by name', () => {
     }
   });
 
-  it('--dtype f8_e5m2 and --dtype-merged-only: one line each, nothing written (no lock file beside --out either)', async () => {
-    for (const extra of [['--dtype', 'f8_e5m2'], ['--dtype', 'bf16', '--dtype-merged-only']]) {
+  it('--dtype f8_e4m3, f8_e5m2 and --dtype-merged-only: one line each, nothing written (no lock file beside --out either)', async () => {
+    for (const extra of [['--dtype', 'f8_e4m3'], ['--dtype', 'f8_e5m2', '--dtype-merged-only'], ['--dtype', 'bf16', '--dtype-merged-only']]) {
       const { run, out, lines } = await cli(baseFolder('channel'), adapterFolder(), extra);
       expect(run.code, extra.join(' ')).not.toBe(0);
       expect(lines, extra.join(' ')).toHaveLength(1);
-      expect(lines[0]).toMatch(extra.includes('f8_e5m2') ? /f8_e5m2 is not supported/ : /--dtype-merged-only would leave its compressed-tensors fp8 weights half dequantized/);
+      expect(lines[0]).toMatch(extra[1].startsWith('f8')
+        ? new RegExp(`\\(compressed-tensors fp8\\) keeps its codes and scales or is written dequantized: --dtype ${extra[1]} would convert its scale tensors`)
+        : /--dtype-merged-only would leave its compressed-tensors fp8 weights half dequantized/);
       expect(readdirSync(dirname(out)).sort(), extra.join(' ')).toEqual(['adapter', 'base']);
     }
   });
@@ -529,4 +533,41 @@ describe('what stays refused, by name', () => {
       expect(s.shape).toEqual(w.shape.map((n, i) => Math.ceil(n / cfg.quantization_config.weight_block_size[i])));
     }
   });
+});
+
+describe('fp8 output types on fp8 checkpoints with scale tensors', () => {
+  // A LoRA on the bf16 lm_head (in the config's ignore list): no fp8 weight is merged, yet an
+  // fp8 --dtype converted every F32 / BF16 scale tensor (weight_scale_inv, weight_scale,
+  // input_scale, k_scale, v_scale) to fp8 codes as if it were a weight, and wrote it with exit 0.
+  const onHead = peftLoraOn('lm_head', 64, COLS, seededRandom(7));
+  const refusal = async (base: Record<string, Uint8Array | string>, adapter: Record<string, Uint8Array | string>, outDtype: string, dtypeMergedOnly: boolean) => {
+    const prepared = await prepareMerge(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+    try {
+      await mergeModel({ prepared, output: createBlobOutputTarget(), backend: backends.cpu!, outDtype, dtypeMergedOnly });
+      return undefined;
+    } catch (e) {
+      return (e as Error).message;
+    } finally {
+      await prepared.close();
+    }
+  };
+
+  for (const kind of KINDS) {
+    it(`${LABEL[kind]}: f8_e4m3 and f8_e5m2 refused in one line naming the weight and its scale, with or without --dtype-merged-only, a LoRA on an fp8 layer or elsewhere; the page refuses them too`, async () => {
+      const base = baseFolder(kind);
+      const format = kind === 'block' ? 'block-wise fp8' : 'compressed-tensors fp8';
+      for (const [where, adapter] of [['q_proj', adapterFolder()], ['lm_head', onHead]] as const) {
+        for (const dtype of ['f8_e4m3', 'f8_e5m2']) {
+          for (const mergedOnly of [false, true]) {
+            expect(await refusal(base, adapter, dtype, mergedOnly), `${where} ${dtype}${mergedOnly ? ' merged-only' : ''}`).toBe(
+              `model: tensor "${Q}.weight" (${format}) keeps its codes and scales or is written dequantized: --dtype ${dtype} would convert its scale tensors (such as "${Q}.${SCALE_NAME[kind]}") as if they were weights, with or without --dtype-merged-only; leave out --dtype (merged weights are written in their format again), or choose bf16 (or f16, f32) to write the model dequantized`,
+            );
+          }
+        }
+        const summary = await summarizePlan(memoryInputFileSet(base, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: WEIGHT }]);
+        const reason = `its ${format} weights (such as ${Q}.weight) keep their codes and scales or are written dequantized: leave the types as they are, or choose bf16, f16 or f32`;
+        expect(summary.output.refused, where).toEqual({ f8_e4m3: reason, f8_e5m2: reason });
+      }
+    });
+  }
 });

@@ -61,6 +61,27 @@ export const SCALED_FP8_KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string
   'compressed-tensors-int': 'compressed-tensors int', gptq: 'GPTQ', awq: 'AWQ',
 };
 
+/**
+ * The weight (and its format, as messages name it) that keeps a base with quantized weights from
+ * any fp8 output type, or undefined when it has none: an output type converts every float tensor,
+ * so the scale tensors beside the codes (and the input and KV-cache scales) would be converted as
+ * if they were weights, and the plain float tensors would become fp8 without scales beside scaled
+ * ones, which no reader of these formats takes. Such a base keeps its format (no output type:
+ * merged weights are quantized again) or is written dequantized (f32, f16, bf16), whatever kind it
+ * is (scaled-fp8-output.ts).
+ */
+export function fp8OutputBlocker(scaled: ScaledFp8Base | undefined): { weight: ScaledFp8Weight; format: string } | undefined {
+  const weight = scaled ? [...scaled.weights.values()][0] : undefined;
+  if (!scaled || !weight) return undefined;
+  const format = scaled.kind === 'comfy-quant-fp8' ? `comfy_quant format "${comfyQuantFormat(weight)}"` : SCALED_FP8_KIND_NAME[scaled.kind];
+  return { weight, format };
+}
+
+/** A comfy_quant layer's format as its config names it. */
+export function comfyQuantFormat(w: ScaledFp8Weight): string {
+  return w.scaleLayout ?? (w.codeDtype === 'F8_E5M2' ? 'float8_e5m2' : 'float8_e4m3fn');
+}
+
 /** One weight stored as fp8 codes times a grid of scales. */
 export interface ScaledFp8Weight {
   weightKey: string;

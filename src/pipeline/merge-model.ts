@@ -135,9 +135,12 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
     return planned && !sameShape(planned, base.tensors.get(key)!.shape) ? planned : stored.shape;
   };
   const outTypeOf = (shard: BaseShard, stored: StoredTensor) => {
-    const storedAs = scaled?.storedAs(keyOf(shard, stored));
+    const key = keyOf(shard, stored);
+    const storedAs = scaled?.storedAs(key);
     if (storedAs) return storedAs.type;
-    const touched = changed(keyOf(shard, stored));
+    // A kept quantization config's activation and KV-cache scales are read as stored: no output type converts them.
+    if (prepared.runtimeScales?.has(key)) return stored.writeType ?? stored.type;
+    const touched = changed(key);
     return format.outputType(stored, touched, options.dtypeMergedOnly && !touched ? undefined : requested);
   };
   // A scaled fp8 file written dequantized is not held to its fp8 dtype (scaled-fp8-output.ts).

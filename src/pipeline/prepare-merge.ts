@@ -16,7 +16,7 @@ import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
 import { MergeError } from '../errors.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 import { quantizedWeightProblems } from '../plan/quantized-weights.js';
-import { findScaledFp8, type ScaledFp8Base } from '../formats/scaled-fp8.js';
+import { findScaledFp8, runtimeScales, type ScaledFp8Base } from '../formats/scaled-fp8.js';
 import { readModelOptQuantization } from '../formats/modelopt-config.js';
 import { quantizedBaseView } from '../formats/quantized-views.js';
 import { scaledFp8Note } from './scaled-fp8-output.js';
@@ -39,6 +39,12 @@ export interface PreparedMerge {
   modelFolder: ModelFolderPlan;
   /** fp8 weights stored as codes × scales (block-wise fp8, compressed-tensors FP8), merged in real values. */
   scaledFp8?: ScaledFp8Base;
+  /**
+   * The activation and KV-cache scales of a base whose quantization config is written with it (a
+   * ModelOpt or compressed-tensors config that quantizes only the KV cache): the runtime reads them
+   * as stored, so they keep their type whatever output type the weights take.
+   */
+  runtimeScales?: ReadonlySet<string>;
   /** Releases the open files. */
   close(): Promise<void>;
 }
@@ -121,7 +127,11 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       { tensors: base.tensors }, config, adapters.map(({ adapter, files }) => ({ name: adapter.name, files })), plan,
       { untied: tie.decision === 'untied', dequantized: dequantized !== undefined, folder },
     );
-    return { baseFiles, base, adapters, plan, modelFolder, ...(scaledFp8 ? { scaledFp8 } : {}), close };
+    // A dequantized base (bitsandbytes, or scaled weights written dequantized) leaves them out with its config.
+    const kept = !dequantized && (modelopt !== undefined || config?.raw.quantization_config !== undefined) ? runtimeScales(opened) : [];
+    return {
+      baseFiles, base, adapters, plan, modelFolder, ...(scaledFp8 ? { scaledFp8 } : {}), ...(kept.length > 0 ? { runtimeScales: new Set(kept) } : {}), close,
+    };
   } catch (e) {
     await close();
     throw e;

@@ -17,6 +17,8 @@
  *   way, the scale, input_scale and KV-cache scale tensors left out and `quantization_config`
  *   dropped (nothing reads them then: vLLM loads KV-cache scales only through a quantization
  *   config's KV-cache method, and they calibrate activations the merge has changed).
+ * - `--dtype f8_e4m3/f8_e5m2`: refused for every kind, with or without --dtype-merged-only
+ *   (fp8OutputBlocker): the output type would convert the scale tensors as if they were weights.
  *
  * Streaming: a weight goes in row slabs that start on its blocks' rows, so every slab holds whole
  * blocks; a per-tensor scale takes one extra pass over the tensor's slabs for its maximum first.
@@ -28,7 +30,7 @@ import type { MergeBackend } from '../engine/merge-op.js';
 import type { UpdateStep } from '../engine/update-steps.js';
 import { MergeError, throwIfAborted } from '../errors.js';
 import { baseModelView, isSafetensorsModel, type ViewTensor } from '../formats/base-model-view.js';
-import { SCALED_FP8_KIND_NAME, type ScaledFp8Base, type ScaledFp8Weight } from '../formats/scaled-fp8.js';
+import { comfyQuantFormat, fp8OutputBlocker, SCALED_FP8_KIND_NAME, type ScaledFp8Base, type ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
 import { unreadScaledWeight } from '../plan/quantized-weights.js';
@@ -77,7 +79,7 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
 
 /** The comfy_quant formats of a base's read weights, as its configs name them. */
 function comfyFormats(scaled: ScaledFp8Base): string {
-  const formats = new Set<string>([...scaled.weights.values()].map((w) => (w.scaleLayout ?? (w.codeDtype === 'F8_E5M2' ? 'float8_e5m2' : 'float8_e4m3fn'))));
+  const formats = new Set<string>([...scaled.weights.values()].map(comfyQuantFormat));
   return ['float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'nvfp4', 'int8_tensorwise'].filter((f) => formats.has(f)).join(' and ') || 'fp8';
 }
 
@@ -132,8 +134,6 @@ export function scaledFp8Output(
   }
   if (!scaled) return undefined;
   const kind = SCALED_FP8_KIND_NAME[scaled.kind];
-  // A scaled fp8 file kept in fp8 keeps its scales: the plan merged it in place (code + ΔW / scale).
-  if (scaled.rule === 'keep' && (requested === undefined || requested === 'F8_E4M3' || requested === 'F8_E5M2')) return undefined;
   // Codes of a format not read here would be converted as if they were the weights (and, where
   // this base has no weight that is read, nothing below would stop them).
   if (requested !== undefined && !dtypeMergedOnly && scaled.unread.length > 0) {
@@ -146,25 +146,13 @@ export function scaledFp8Output(
   if (scaled.rule === 'dequantize-only' && (requested === undefined || requested === 'F8_E4M3' || requested === 'F8_E5M2')) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: its ${kind} weights are written only dequantized (re-quantizing them to ${DEQUANTIZED_ONLY[scaled.kind]?.format ?? kind} is not supported); merge with --dtype bf16 (or f16, f32)`);
   }
-  // ComfyUI's nvfp4 layers stay nvfp4 (merged ones quantized again) or are all dequantized; fp8 they never become.
-  const viewed = [...scaled.weights.values()].filter((w) => w.scaleLayout === 'nvfp4');
-  const dequantizing = requested !== undefined && requested !== 'F8_E4M3' && requested !== 'F8_E5M2';
-  if (viewed.length > 0 && requested !== undefined && !dequantizing) {
-    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${viewed[0].weightKey}" (comfy_quant format "nvfp4") cannot be converted to ${requested.toLowerCase()}: nvfp4 layers stay nvfp4 (leave out --dtype) or are written dequantized (--dtype bf16, f16 or f32)`);
+  const blocker = fp8OutputBlocker(scaled);
+  if (blocker && (requested === 'F8_E4M3' || requested === 'F8_E5M2')) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${blocker.weight.weightKey}" (${blocker.format}) keeps its codes and scales or is written dequantized: --dtype ${requested.toLowerCase()} would convert its scale tensors (such as "${blocker.weight.scaleKey}") as if they were weights, with or without --dtype-merged-only; leave out --dtype (merged weights are written in their format again), or choose bf16 (or f16, f32) to write the model dequantized`);
   }
-  // --dtype f8_e4m3 would convert their F32 weight_scale tensors too.
-  const int8 = [...scaled.weights.values()].find((w) => w.scaleLayout === 'int8_tensorwise');
-  if (int8 && requested === 'F8_E4M3') {
-    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${int8.weightKey}" (comfy_quant format "int8_tensorwise") cannot be converted to f8_e4m3; leave out --dtype (merged int8 layers are written as int8 again), or choose bf16 (or f16, f32) to write it dequantized`);
-  }
-  // The same for every comfy_quant format: its scale tensors are floats --dtype would convert like weights.
-  const comfyLayer = scaled.kind === 'comfy-quant-fp8' ? [...scaled.weights.values()][0] : undefined;
-  if (comfyLayer && requested === 'F8_E4M3') {
-    const format = comfyLayer.scaleLayout ?? (comfyLayer.codeDtype === 'F8_E5M2' ? 'float8_e5m2' : 'float8_e4m3fn');
-    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${comfyLayer.weightKey}" (comfy_quant format "${format}") cannot be converted to f8_e4m3: its scale tensors would be converted too; leave out --dtype (merged layers are written in their format again), or choose bf16 (or f16, f32) to write the model dequantized`);
-  }
-  if (requested === 'F8_E5M2') throw new MergeError('BAD_ARGUMENT', `${base.name}: its ${kind} weights are fp8 codes with scales; --dtype f8_e5m2 is not supported (leave out --dtype, or choose f32, f16 or bf16)`);
-  const dequantizeTo = requested === undefined || requested === 'F8_E4M3' ? undefined : (requested as FloatDType);
+  // A scaled fp8 file kept in fp8 keeps its scales: the plan merged it in place (code + ΔW / scale).
+  if (scaled.rule === 'keep' && requested === undefined) return undefined;
+  const dequantizeTo = requested as FloatDType | undefined;
   const merged = [...scaled.weights.values()].filter((w) => updated.has(w.weightKey));
   // Kept quantized, a weight read through a view is read and written as stored (int8 always, nvfp4
   // unless merged: a merged nvfp4 weight is read through its view and quantized again).

@@ -1,5 +1,5 @@
 /** Small PEFT folders and kohya files on disk, with the real key names and configs of those formats. */
-import { buildSafetensors, type FixtureTensor } from './fixtures.js';
+import { buildSafetensors, randomValues, type FixtureTensor } from './fixtures.js';
 import type { Dense } from './svd-reference.js';
 
 export interface FixtureModule {
@@ -27,6 +27,12 @@ export function peftFiles(modules: FixtureModule[], config: Record<string, unkno
     }),
     'adapter_model.safetensors': buildSafetensors(tensors, { format: 'pt' }),
   };
+}
+
+/** A PEFT LoRA of rank `r` on one module (such as `lm_head`), its factors drawn from `rand` and rounded to f32. */
+export function peftLoraOn(module: string, rows: number, cols: number, rand: () => number, r = 2): Record<string, Uint8Array | string> {
+  const dense = (m: number, n: number): Dense => ({ rows: m, cols: n, data: randomValues(m * n, rand, 0.3).map(Math.fround) });
+  return peftFiles([{ name: module, b: dense(rows, r), a: dense(r, cols) }], { target_modules: [module.slice(module.lastIndexOf('.') + 1)] });
 }
 
 /** One kohya file: `<key>.lora_down.weight`, `.lora_up.weight`, scalar `.alpha`, ss_* metadata. */
