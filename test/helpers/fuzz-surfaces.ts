@@ -616,33 +616,42 @@ type ComfyHostile =
   | { part: 'no config' }
   | { part: 'no configs' };
 
-const comfyHostile: fc.Arbitrary<ComfyHostile> = fc.oneof(
-  fc.record({ part: fc.constant('config bytes' as const), text: fc.constantFrom<string | number[]>(
-    '{"format": "nvfp4"}', '{"format": "mxfp8"}', '{"format": "float8_e5m2"}', '{"format": "int8_tensorwise"}', '{"format": ""}', '{"format": 8}',
-    '{"fmt": "fp8"}', '{"format": float8_e4m3fn}', '"float8_e4m3fn"', '[]', 'null', '', `${E4M3FN} `, '{"format": "float8_e4m3fn", "format": "nvfp4"}',
-    '{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}', [0xff, 0xfe, 0x7b, 0x7d], '{"format": "float8_e4m3fn"}\u0000',
-  ) }),
-  fc.record({ part: fc.constant('config dtype' as const), dtype: fc.constantFrom<'I8' | 'F32' | 'U8 2-D'>('I8', 'F32', 'U8 2-D') }),
-  fc.record({ part: fc.constant('header' as const), text: fc.constantFrom('not json', '{"layers": ["x"]}', '{"layers": null}', '{}', 'null', '[]', '5', '{"layers": {}}', '{"format_version": "1.0", "layers": {"LAYER": {"format": "nvfp4"}}}', '{"layers": {"LAYER": {"format": "float8_e4m3fn"}, "LAYER": {"format": "mxfp8"}}}') }),
-  fc.record({ part: fc.constant('header layer' as const), value: fc.constantFrom<unknown>(E4M3FN, 'float8_e4m3fn', null, 8, [], {}, { format: 'nvfp4' }, { format: null }, { format: 'float8_e4m3fn', full_precision_matrix_mult: true }, { format: 'int8_tensorwise', params: { convrot: true } }) }),
-  // The config (tensor and header) names another format than the tensors are stored in, or one not read.
-  { weight: 2, arbitrary: fc.record({ part: fc.constant('format' as const), format: fc.constantFrom('float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'nvfp4', 'int8_tensorwise', ...UNREAD_FORMATS) }) },
-  fc.record({ part: fc.constant('convrot' as const), where: fc.constantFrom<'top' | 'params'>('top', 'params') }),
-  fc.record({ part: fc.constant('scale dtype' as const), dtype: fc.constantFrom<'BF16' | 'F16' | 'F64' | 'F8_E4M3'>('BF16', 'F16', 'F64', 'F8_E4M3') }),
-  fc.record({ part: fc.constant('scale shape' as const), shape: fc.constantFrom<number[]>([1], [2], [OUT], [1, 1], [0], [1, OUT], [OUT, 2]) }),
-  fc.record({ part: fc.constant('scale value' as const), value: fc.constantFrom(0, -0, -0.001, NaN, Infinity, 1e-40, 3e38), at: fc.nat(OUT - 1) }),
-  fc.constant<ComfyHostile>({ part: 'no scale' }),
-  fc.record({ part: fc.constant('block dtype' as const), dtype: fc.constantFrom<'U8' | 'F8_E4M3' | 'F32' | 'I8'>('U8', 'F8_E4M3', 'F32', 'I8') }),
-  fc.constant<ComfyHostile>({ part: 'unswizzled' }),
-  // An mxfp8 exponent 0 (scale 0), 1, 255 (NaN), 254 (past float32 with large codes); an nvfp4 scale NaN, −0, negative, 448.
-  { weight: 2, arbitrary: fc.record({ part: fc.constant('block byte' as const), byte: fc.constantFrom(0, 1, 255, 254, 160, 0x7f, 0x80, 0xb8, 0x7e), at: fc.nat(200) }) },
-  fc.record({ part: fc.constant('padding' as const), byte: fc.constantFrom(1, 127, 255, 0x7f), at: fc.nat(400) }),
-  fc.constant<ComfyHostile>({ part: 'no block scale' }),
-  fc.record({ part: fc.constant('weight dtype' as const), dtype: fc.constantFrom<'BF16' | 'F8_E5M2' | 'U8' | 'I8' | 'F8_E4M3'>('BF16', 'F8_E5M2', 'U8', 'I8', 'F8_E4M3') }),
-  fc.constant<ComfyHostile>({ part: 'weight shape' }),
-  fc.constant<ComfyHostile>({ part: 'no config' }),
-  fc.constant<ComfyHostile>({ part: 'no configs' }),
-);
+/** The hostile parts that fall on a layer of `format` (scale parts: nvfp4's weight_scale_2; block parts: mxfp8's and nvfp4's swizzled scales). */
+const comfyHostile = (format: ComfyFormat): fc.Arbitrary<ComfyHostile> => {
+  const blocks = format === 'mxfp8' || format === 'nvfp4';
+  const scalar = format !== 'mxfp8';
+  return fc.oneof(
+    fc.record({ part: fc.constant('config bytes' as const), text: fc.constantFrom<string | number[]>(
+      '{"format": "nvfp4"}', '{"format": "mxfp8"}', '{"format": "float8_e5m2"}', '{"format": "int8_tensorwise"}', '{"format": ""}', '{"format": 8}',
+      '{"fmt": "fp8"}', '{"format": float8_e4m3fn}', '"float8_e4m3fn"', '[]', 'null', '', `${E4M3FN} `, '{"format": "float8_e4m3fn", "format": "nvfp4"}',
+      '{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}', [0xff, 0xfe, 0x7b, 0x7d], '{"format": "float8_e4m3fn"}\u0000',
+    ) }),
+    fc.record({ part: fc.constant('config dtype' as const), dtype: fc.constantFrom<'I8' | 'F32' | 'U8 2-D'>('I8', 'F32', 'U8 2-D') }),
+    fc.record({ part: fc.constant('header' as const), text: fc.constantFrom('not json', '{"layers": ["x"]}', '{"layers": null}', '{}', 'null', '[]', '5', '{"layers": {}}', '{"format_version": "1.0", "layers": {"LAYER": {"format": "nvfp4"}}}', '{"layers": {"LAYER": {"format": "float8_e4m3fn"}, "LAYER": {"format": "mxfp8"}}}') }),
+    fc.record({ part: fc.constant('header layer' as const), value: fc.constantFrom<unknown>(E4M3FN, 'float8_e4m3fn', null, 8, [], {}, { format: 'nvfp4' }, { format: null }, { format: 'float8_e4m3fn', full_precision_matrix_mult: true }, { format: 'int8_tensorwise', params: { convrot: true } }) }),
+    // The config (tensor and header) names another format than the tensors are stored in, or one not read.
+    { weight: 2, arbitrary: fc.record({ part: fc.constant('format' as const), format: fc.constantFrom('float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'nvfp4', 'int8_tensorwise', ...UNREAD_FORMATS) }) },
+    ...(format === 'int8_tensorwise' ? [fc.record({ part: fc.constant('convrot' as const), where: fc.constantFrom<'top' | 'params'>('top', 'params') })] : []),
+    ...(scalar ? [
+      fc.record({ part: fc.constant('scale dtype' as const), dtype: fc.constantFrom<'BF16' | 'F16' | 'F64' | 'F8_E4M3'>('BF16', 'F16', 'F64', 'F8_E4M3') }),
+      { weight: 2, arbitrary: fc.record({ part: fc.constant('scale shape' as const), shape: fc.constantFrom<number[]>([1], [2], [OUT], [1, 1], [0], [1, OUT], [OUT, 2]) }) },
+      { weight: 2, arbitrary: fc.record({ part: fc.constant('scale value' as const), value: fc.constantFrom(0, -0, -0.001, NaN, Infinity, 1e-40, 3e38), at: fc.nat(OUT - 1) }) },
+      fc.constant<ComfyHostile>({ part: 'no scale' }),
+    ] : []),
+    ...(blocks ? [
+      fc.record({ part: fc.constant('block dtype' as const), dtype: fc.constantFrom<'U8' | 'F8_E4M3' | 'F32' | 'I8'>('U8', 'F8_E4M3', 'F32', 'I8') }),
+      fc.constant<ComfyHostile>({ part: 'unswizzled' }),
+      // An mxfp8 exponent 0 (scale 0), 1, 255 (NaN), 254 (past float32 with large codes); an nvfp4 scale NaN, −0, negative, 448.
+      { weight: 3, arbitrary: fc.record({ part: fc.constant('block byte' as const), byte: fc.constantFrom(...(format === 'mxfp8' ? [0, 1, 255, 254, 160] : [0x7f, 0xff, 0x80, 0xb8, 0x7e, 0])), at: fc.nat(200) }) },
+      fc.record({ part: fc.constant('padding' as const), byte: fc.constantFrom(1, 127, 255, 0x7f), at: fc.nat(400) }),
+      fc.constant<ComfyHostile>({ part: 'no block scale' }),
+    ] : []),
+    fc.record({ part: fc.constant('weight dtype' as const), dtype: fc.constantFrom<'BF16' | 'F8_E5M2' | 'U8' | 'I8' | 'F8_E4M3'>('BF16', 'F8_E5M2', 'U8', 'I8', 'F8_E4M3') }),
+    fc.constant<ComfyHostile>({ part: 'weight shape' }),
+    fc.constant<ComfyHostile>({ part: 'no config' }),
+    fc.constant<ComfyHostile>({ part: 'no configs' }),
+  );
+};
 
 const isJsonObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -958,7 +967,11 @@ const spread = (noise: Uint8Array) => (n: number, salt: number) => Uint8Array.fr
 const finiteCodes = (codes: Uint8Array, dtype: 'F8_E4M3' | 'F8_E5M2') => codes.map((x) => (dtype === 'F8_E4M3' ? ((x & 0x7f) === 0x7f ? x ^ 1 : x) : (x & 0x7c) === 0x7c ? x & ~0x40 : x));
 
 const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
-  .record({
+  // The changed layer's format (float8_e5m2 is ComfyUI's TensorCoreFP8E5M2Layout), and what is written wrong in it.
+  .constantFrom<ComfyFormat>('float8_e4m3fn', 'float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'mxfp8', 'nvfp4', 'nvfp4', 'int8_tensorwise', 'int8_tensorwise')
+  .chain((format) => fc.record({
+    format: fc.constant(format),
+    hostile: fc.option(comfyHostile(format), { nil: null, freq: 2 }),
     model: fc.constantFrom<keyof typeof COMFY_MODELS>('FLUX.2', 'Qwen-Image'),
     form: fc.constantFrom<'kohya' | 'peft'>('kohya', 'peft'),
     configs: fc.constantFrom<'tensors' | 'header' | 'both'>('tensors', 'tensors', 'header', 'both'),
@@ -969,14 +982,12 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     inputScale: fc.boolean(),
     onPlain: fc.boolean(),
     fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 4, 16), seed: values(48),
-    hostile: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: comfyHostile }),
-    // The changed layer's format (float8_e5m2 is ComfyUI's TensorCoreFP8E5M2Layout) and the untouched one's.
-    format: fc.constantFrom<ComfyFormat>('float8_e4m3fn', 'float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'mxfp8', 'nvfp4', 'nvfp4', 'int8_tensorwise', 'int8_tensorwise'),
+    // The untouched layer's format.
     format2: fc.constantFrom<ComfyFormat | 'convrot_w4a4'>('float8_e4m3fn', 'float8_e4m3fn', 'float8_e4m3fn', 'mxfp8', 'nvfp4', 'int8_tensorwise', 'convrot_w4a4'),
     shape: fc.nat(1),
     // int8_tensorwise: one weight_scale per row ([rows, 1]) or for the tensor ([]).
     perRow: fc.boolean(),
-  })
+  }))
   .map(({ model, form, configs, headerNames, noise, scale, zeros, inputScale, onPlain, fDtype, r, alpha, seed, hostile, format, format2, shape, perRow }) => {
     const v = from(seed);
     const bytes = spread(noise);
