@@ -613,6 +613,7 @@ type ComfyHostile =
   | { part: 'no block scale' }
   | { part: 'weight dtype'; dtype: 'BF16' | 'F8_E5M2' | 'U8' | 'I8' | 'F8_E4M3' }
   | { part: 'weight shape' }
+  | { part: 'input scale'; value: number }
   | { part: 'no config' }
   | { part: 'no configs' };
 
@@ -648,6 +649,8 @@ const comfyHostile = (format: ComfyFormat): fc.Arbitrary<ComfyHostile> => {
     ] : []),
     fc.record({ part: fc.constant('weight dtype' as const), dtype: fc.constantFrom<'BF16' | 'F8_E5M2' | 'U8' | 'I8' | 'F8_E4M3'>('BF16', 'F8_E5M2', 'U8', 'I8', 'F8_E4M3') }),
     fc.constant<ComfyHostile>({ part: 'weight shape' }),
+    // The calibrated activation range, kept as it is (left out dequantized) whatever it holds.
+    fc.record({ part: fc.constant('input scale' as const), value: fc.constantFrom(NaN, -1, 0, Infinity) }),
     fc.constant<ComfyHostile>({ part: 'no config' }),
     fc.constant<ComfyHostile>({ part: 'no configs' }),
   );
@@ -848,10 +851,6 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
   const names = [...d.tensors.keys()].map((k) => k.slice(1)).filter((k) => !k.startsWith('lora_unet_') && !k.startsWith('diffusion_model.'));
   const invalid = (why: string): Truth => ({ kind: 'invalid', why });
   let undecided: string | undefined;
-  // A module scale (--weight × α/r) past float32 times factors whose product is 0 or tiny: W' is
-  // finite, but the 16-bit outputs' f32 kernels make NaN and refuse it (seed 3, path 87; not followed here).
-  const hugeScale = targets.find((t) => Math.abs(t.scale) > F32_MAX);
-  if (hugeScale) undecided = `${hugeScale.layer}: scale ${hugeScale.scale} beyond float32`;
 
   const configs = new Map<string, { format: string; config: Record<string, unknown> }>();
   for (const name of names.filter((n) => n.endsWith('.comfy_quant'))) {
@@ -981,14 +980,16 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     zeros: fc.constantFrom(false, false, false, true),
     inputScale: fc.boolean(),
     onPlain: fc.boolean(),
+    // The adapter changes the second quantized layer too (another format, or one not read).
+    onQuant2: fc.constantFrom(false, false, true),
     fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 4, 16), seed: values(48),
-    // The untouched layer's format.
+    // The second quantized layer's format.
     format2: fc.constantFrom<ComfyFormat | 'convrot_w4a4'>('float8_e4m3fn', 'float8_e4m3fn', 'float8_e4m3fn', 'mxfp8', 'nvfp4', 'int8_tensorwise', 'convrot_w4a4'),
     shape: fc.nat(1),
     // int8_tensorwise: one weight_scale per row ([rows, 1]) or for the tensor ([]).
     perRow: fc.boolean(),
   }))
-  .map(({ model, form, configs, headerNames, noise, scale, zeros, inputScale, onPlain, fDtype, r, alpha, seed, hostile, format, format2, shape, perRow }) => {
+  .map(({ model, form, configs, headerNames, noise, scale, zeros, inputScale, onPlain, onQuant2, fDtype, r, alpha, seed, hostile, format, format2, shape, perRow }) => {
     const v = from(seed);
     const bytes = spread(noise);
     const names = COMFY_MODELS[model];
@@ -1073,7 +1074,7 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
         } else tensors.push({ name: `${key}.comfy_quant`, dtype: 'U8', shape: [configBytes.length], data: configBytes });
       }
       if ((configs !== 'tensors' || part === 'header layer') && part !== 'no config') layers[headerName(m)] = part === 'header layer' ? h.value : conf;
-      if (inputScale && fmt !== 'int8_tensorwise') tensors.push(st(`${key}.input_scale`, 'F32', [], [0.03]));
+      if (inputScale && fmt !== 'int8_tensorwise') tensors.push(st(`${key}.input_scale`, 'F32', [], [part === 'input scale' ? h.value : 0.03]));
     };
     const [rows, cols] = COMFY_SHAPES[format][shape % COMFY_SHAPES[format].length];
     const shape2 = format2 === 'convrot_w4a4' ? [IN, OUT] as [number, number] : COMFY_SHAPES[format2][0].slice().reverse() as [number, number];
@@ -1086,7 +1087,7 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     if (hostile?.part === 'header') header = hostile.text.replace(/LAYER/g, headerName(names.quant));
 
     // The adapter: sd-scripts' kohya form (α/r), or ai-toolkit's `diffusion_model.` + PEFT names (scale 1).
-    const targets: [string, number, number][] = onPlain ? [[names.quant, rows, cols], [names.plain, OUT, IN]] : [[names.quant, rows, cols]];
+    const targets: [string, number, number][] = [[names.quant, rows, cols], ...(onPlain ? [[names.plain, OUT, IN] as [string, number, number]] : []), ...(onQuant2 ? [[names.quant2, ...shape2] as [string, number, number]] : [])];
     const adapter: FixtureTensor[] = targets.flatMap(([m, out, inF], i) => {
       const up = zeros ? Array(out * r).fill(0) : v(out * r, 4 + 2 * i);
       if (form === 'peft') return [st(`diffusion_model.${m}.lora_A.weight`, fDtype, [r, inF], v(r * inF, 3 + 2 * i)), st(`diffusion_model.${m}.lora_B.weight`, fDtype, [out, r], up)];
