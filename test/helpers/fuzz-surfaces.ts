@@ -10,13 +10,15 @@
  *     config.json, diffusers pipeline folders with model_index.json, bitsandbytes 8-bit bases),
  *   - fp8 bases whose weights are re-quantized after the merge: ComfyUI's per-layer quantization
  *     (`comfy_quant` tensors and/or the `_quantization_metadata` header, FLUX.2 and Qwen-Image
- *     names, float8_e4m3fn and float8_e5m2 layers, kohya and `diffusion_model.` LoRAs) and block-wise fp8 folders (`weight_scale_inv`,
+ *     names, float8_e4m3fn, float8_e5m2, mxfp8, nvfp4 and int8_tensorwise layers beside another
+ *     of those or a convrot_w4a4 one, kohya and `diffusion_model.` LoRAs) and block-wise fp8 folders (`weight_scale_inv`,
  *     config.json `weight_block_size`, a PEFT LoRA) and Comfy-Org's scaled fp8 single files
  *     (`scale_weight` + `scaled_fp8` marker, FLUX.1 and Wan 2.1 names, e4m3fn or e5m2 codes, a
  *     kohya LoRA with a `diff_b`), each also merged with `--dtype bf16`, and
  *     each sometimes written with one part of its quantization wrong (a config that is not JSON
  *     or names another format, a scale of the wrong shape, dtype or sign, a grid that does not
- *     fit, a weight that is not F8_E4M3, a config left out, a marker of another dtype or none),
+ *     fit, block scales unswizzled, NaN or with padding that is not zero, a weight of another
+ *     dtype or shape, a config left out, a marker of another dtype or none),
  *   - quantized Llama and Qwen3 folders (one file, or two shards and their index) with a PEFT LoRA
  *     or rsLoRA on q_proj and maybe v_proj: compressed-tensors FP8 (per channel, per tensor or per
  *     block, static input_scale and kv_cache_scheme scales), ModelOpt FP8 and ModelOpt NVFP4
@@ -26,7 +28,7 @@
  *     another format, strategy, block structure, quant_algo, group_size or producer, ignore and
  *     exclude_modules lists naming modules that are absent or quantized,
  *   - integer weight-only Llama and Qwen3 folders (GPTQ v1 / v2, AWQ GEMM, compressed-tensors
- *     pack-quantized and int-quantized) written only dequantized, hostile: codes, zero points,
+ *     pack-quantized and int-quantized, W8A8 with static activation scales) written only dequantized, hostile: codes, zero points,
  *     scales and group indices of another dtype or shape, missing or out of range, scales NaN,
  *     Inf, negative or subnormal, a GPTQ v1 zero point of 0, configs disagreeing with the tensors,
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
@@ -2301,7 +2303,8 @@ function intQuantTruth(quant: IntQuant, d: Decoded, targets: LoraTarget[], outDt
  * - AWQ GEMM (hugging-quants *-AWQ-INT4): group_size 8, 16 or 32, sometimes AutoAWQ's quant_config.json;
  * - compressed-tensors int: pack-quantized (w4a16 / w8a16; group of 8 over 30 inputs, a ragged
  *   last group, channel or tensor; act-order weight_g_idx; zero points packed or I8) or
- *   int-quantized (w8a8; channel or tensor, sometimes an I8 zero point).
+ *   int-quantized (w8a8; channel or tensor, sometimes an I8 zero point; activations dynamic or
+ *   static with input_scale and maybe input_zero_point).
  */
 const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
   .record({
