@@ -30,6 +30,7 @@ import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeFileInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
+import { comfyInt8Requantize } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(1127);
 const DIMS: Flux2Dims = { ...FLUX2, h: 64, head: 16 };
@@ -105,33 +106,6 @@ function int8Values(base: Map<string, DecodedTensor>, key: string): Float64Array
 }
 
 const truth = (base: Map<string, DecodedTensor>, key: string) => trueMerge({ ...base.get(key)!, values: int8Values(base, key) }, termsOf(key));
-
-/** torch.round: to the nearest integer, a tie to the even one. */
-function roundHalfEven(x: number): number {
-  return Math.abs(x - Math.trunc(x)) === 0.5 ? 2 * Math.round(x / 2) : Math.round(x);
-}
-
-/**
- * comfy_kitchen's quantize_int8_tensorwise / quantize_int8_rowwise on f32(W'): each group (the
- * tensor, or a row) gets s = max(f32(amax / 127), f32(1e-30)) and codes clamp(round(f32(w / s)), −128, 127).
- */
-function comfyInt8Requantize(real: ArrayLike<number>, rows: number, perRow: boolean): { scales: number[]; codes: number[] } {
-  const w = Array.from(real, (x) => Math.fround(x));
-  const cols = w.length / rows;
-  const groups = perRow ? rows : 1;
-  const span = w.length / groups;
-  const scales: number[] = [];
-  const codes: number[] = [];
-  for (let g = 0; g < groups; g++) {
-    const part = w.slice(g * span, (g + 1) * span);
-    const amax = part.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-    const s = Math.max(Math.fround(amax / 127), Math.fround(1e-30));
-    scales.push(s);
-    for (const x of part) codes.push(Math.min(127, Math.max(-128, roundHalfEven(Math.fround(x / s)))) + 0); // + 0: an int8 has no −0
-  }
-  expect(codes.length).toBe(rows * cols);
-  return { scales, codes };
-}
 
 // --- merging --------------------------------------------------------------------------------------
 

@@ -23,10 +23,10 @@ import { summarizePlan } from '../demo/plan-summary.js';
 import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
 import { flux2StyleAndDetail, loraTensors, truthTerms, type LoraSpec, type WeightedAdapter } from './helpers/diffusion-fixtures.js';
 import { errorLines, runCli } from './helpers/cli.js';
-import { buildSafetensors, decodeSafetensors, roundF8Saturating, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
-import { blockedOrder, e2m1Value, e4m3Value, unswizzled } from './helpers/e4m3-by-hand.js';
+import { blockedOrder, comfyNvfp4Requantize, e2m1Value, e4m3Byte, e4m3Value, unswizzled } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(4242);
 const P = 'model.diffusion_model.';
@@ -110,49 +110,6 @@ function nvfp4Values(base: Map<string, DecodedTensor>, m: string): { values: Flo
 }
 const r = (i: number, cols: number) => Math.floor(i / cols);
 
-const E2M1_GRID = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
-/** The e4m3fn byte of a non-negative e4m3 value. */
-const e4m3Byte = (v: number) => { let b = 0; while (e4m3Value(b) !== v) b++; return b; };
-
-interface Nvfp4Truth { packed: Uint8Array; scales: Uint8Array; s2: number; saturated: number; negativeZeros: number; zeroScaleBlocks: number }
-
-/** ComfyUI's nvfp4 quantize of W' (nearest even), by hand; the block scales come back swizzled. */
-function comfyNvfp4(real: Float64Array, rows: number, cols: number): Nvfp4Truth {
-  const w = real.map(Math.fround);
-  const s2 = Math.fround(w.reduce((m, x) => Math.max(m, Math.abs(x)), 0) / (448 * 6));
-  const blocks = cols / 16;
-  const grid = new Uint8Array(rows * blocks);
-  const codes = new Uint8Array(rows * cols);
-  let saturated = 0, negativeZeros = 0, zeroScaleBlocks = 0;
-  for (let b = 0; b < rows * blocks; b++) {
-    const at = r(b, blocks) * cols + (b % blocks) * 16;
-    const block = w.subarray(at, at + 16);
-    const amax = block.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-    const scale = roundF8Saturating(Math.min(Math.fround(Math.fround(amax / 6) / s2), 448), 'F8_E4M3');
-    grid[b] = e4m3Byte(scale);
-    const total = Math.fround(s2 * scale);
-    if (total === 0) zeroScaleBlocks++;
-    block.forEach((x, i) => {
-      if (total === 0) return;
-      const q = Math.fround(x / total);
-      if (Math.abs(q) > 6) saturated++;
-      const a = Math.min(Math.abs(q), 6);
-      // The nearest grid value; of two equally near, the even code.
-      let best = 0;
-      for (let k = 1; k < 8; k++) {
-        const d = Math.abs(a - E2M1_GRID[k]) - Math.abs(a - E2M1_GRID[best]);
-        if (d < 0 || (d === 0 && k % 2 === 0)) best = k;
-      }
-      const negative = q < 0 || Object.is(q, -0);
-      if (negative && best === 0) negativeZeros++;
-      codes[at + i] = negative ? best + 8 : best;
-    });
-  }
-  const packed = Uint8Array.from({ length: rows * cols / 2 }, (_, k) => codes[2 * k] * 16 + codes[2 * k + 1]);
-  const scales = Uint8Array.from(blockedOrder(rows, blocks).order, (at) => (at < 0 ? 0 : grid[at]));
-  return { packed, scales, s2, saturated, negativeZeros, zeroScaleBlocks };
-}
-
 // --- merging --------------------------------------------------------------------------------------
 
 const backends = mergeBackends({ cpu: 'both' });
@@ -178,7 +135,7 @@ const original = decodeSafetensors(BASE);
 const MERGED = NVFP4_LAYERS.filter((m) => termsOf(`${m}.weight`).length > 0);
 const truths = new Map(MERGED.map((m) => {
   const { values, rows, cols } = nvfp4Values(original.tensors, m);
-  return [m, comfyNvfp4(trueMerge({ ...original.tensors.get(`${m}.weight`)!, shape: [rows, cols], values }, termsOf(`${m}.weight`)), rows, cols)];
+  return [m, comfyNvfp4Requantize(trueMerge({ ...original.tensors.get(`${m}.weight`)!, shape: [rows, cols], values }, termsOf(`${m}.weight`)), rows, cols)];
 }));
 
 describe('the truth exercises what it should', () => {
@@ -307,7 +264,7 @@ describe('ComfyUI nvfp4: rounding, saturation and what is refused', () => {
     const written = decodeSafetensors(new Uint8Array(readFileSync(out))).tensors;
     const onlyAiToolkit = TERMS.filter((t) => t.baseKey === `${QKV}.weight` && t.scale === 0.75);
     const { values, rows, cols } = nvfp4Values(original.tensors, QKV);
-    const want = comfyNvfp4(trueMerge({ ...original.tensors.get(`${QKV}.weight`)!, shape: [rows, cols], values }, onlyAiToolkit), rows, cols);
+    const want = comfyNvfp4Requantize(trueMerge({ ...original.tensors.get(`${QKV}.weight`)!, shape: [rows, cols], values }, onlyAiToolkit), rows, cols);
     expect(written.get(`${QKV}.weight`)!.bytes).toEqual(want.packed);
     expect(written.get(`${QKV}.weight_scale`)!.bytes).toEqual(want.scales);
     expect(written.get(`${QKV}.weight_scale_2`)!.values[0]).toBe(want.s2);

@@ -7,11 +7,19 @@
  * WebAssembly and WebGPU executors wrote NaN with exit 0 where plain JavaScript refused. Also a
  * GLoRA factor holding Inf next to a zero: the float64 pass skips products with a zero factor, so
  * V looked finite, and the exact recomputation met the Inf and failed with an internal error.
+ * And a module scale past float32 (--weight 2.5 times a kohya α of 3.4e38) on factors whose
+ * products are all zero: W' = W, but the f32 kernel folds the scale into its f32 left factor (Inf)
+ * and Inf · 0 is NaN; it was refused as "merged values up to 1.5 overflow BF16" (found by the
+ * surfaces fuzzer, comfy-quant world, seed 3). Such elements are recomputed exactly now.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
-import { mergeBackends } from './helpers/merge-backends.js';
+import { mergeBackends, mergeFileInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+import { decodeSafetensors, tempDirs } from './helpers/fixtures.js';
+import { errorLines, runCli } from './helpers/cli.js';
 
 const backends = mergeBackends({ cpu: 'both' });
 const rand = seededRandom(60531881);
@@ -117,6 +125,28 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     expect(await mergeError(backend, c.base, c.adapter, 'peft-dora')).toMatch(/lora_magnitude_vector holds NaN or Inf; the adapter file is broken/);
   });
 
+  it('merges a module whose scale is past float32 but whose products are all zero (W\' = W), and refuses it when they are not', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const key = 'double_stream_modulation_img.lin';
+    const stem = `lora_unet_${key.replaceAll('.', '_')}`;
+    const w = vals(6 * 64, 'BF16');
+    const base = { 'flux2.safetensors': buildSafetensors([{ name: `${key}.weight`, dtype: 'BF16', shape: [6, 64], data: w }]) };
+    const lora = (down: number[]) => ({ files: { 'lora.safetensors': buildSafetensors([
+      { name: `${stem}.lora_down.weight`, dtype: 'F16', shape: [1, 64], data: down },
+      { name: `${stem}.lora_up.weight`, dtype: 'F16', shape: [6, 1], data: [0, 0, 0, -1, 0, 0.5] },
+      { name: `${stem}.alpha`, dtype: 'F32', shape: [], data: [3.4e38] },
+    ]) }, weight: 2.5 });
+    for (const outDtype of [undefined, 'f16', 'f32']) {
+      const { bytes } = await mergeFileInMemory({ backend, base, adapters: [lora(Array(64).fill(0))], ...(outDtype ? { outDtype } : {}) });
+      const merged = decodeSafetensors(bytes).tensors.get(`${key}.weight`)!;
+      expect(Array.from(merged.values), outDtype).toEqual(Array.from(w));
+    }
+    const down = Array(64).fill(0);
+    down[5] = 1; // ΔW rows of 8.5e38: past every float dtype
+    expect(await refusalsInMemory({ backend, base, adapters: [lora(down)] })).toEqual([expect.stringMatching(/overflow BF16|too large/)]);
+  });
+
   it('refuses finite magnitudes whose result overflows f16, and merges the same file when it fits', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
@@ -132,5 +162,32 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     // The same files with magnitudes that fit are merged (the refusals above are about the values).
     const fits = lycorisDora(ones(inF), 'F16', 'F32');
     expect(await mergeError(backend, fits.base, fits.adapter, 'dora.safetensors')).toBeUndefined();
+  });
+});
+
+describe('the CLI, where a layer this large is merged on its worker threads', () => {
+  const dirs = tempDirs();
+  afterAll(() => dirs.removeAll());
+
+  it('merges a module whose scale is past float32 on zero products into W\' = W', async () => {
+    const key = 'transformer_blocks.0.img_mod.1';
+    const stem = `lora_unet_${key.replaceAll('.', '_')}`;
+    const rows = 256, cols = 512; // past the worker pool's smallest op
+    const w = vals(rows * cols, 'BF16');
+    const base = buildSafetensors([{ name: `${key}.weight`, dtype: 'BF16', shape: [rows, cols], data: w }]);
+    const up = Array(rows).fill(0);
+    up[7] = -1;
+    const lora = buildSafetensors([
+      { name: `${stem}.lora_down.weight`, dtype: 'F16', shape: [1, cols], data: Array(cols).fill(0) },
+      { name: `${stem}.lora_up.weight`, dtype: 'F16', shape: [rows, 1], data: up },
+      { name: `${stem}.alpha`, dtype: 'F32', shape: [], data: [3.4e38] },
+    ]);
+    const dir = dirs.make({ 'qwen_image.safetensors': base, 'lora.safetensors': lora });
+    const outPath = join(dir, 'merged.safetensors');
+    const r = await runCli(['merge', '--base', join(dir, 'qwen_image.safetensors'), '--adapter', join(dir, 'lora.safetensors'), '--weight', '2.5', '--out', outPath, '--backend', 'cpu']);
+    expect(errorLines(r.stderr), r.stderr).toEqual([]);
+    expect(r.code).toBe(0);
+    const merged = decodeSafetensors(new Uint8Array(readFileSync(outPath))).tensors.get(`${key}.weight`)!;
+    expect(merged.values.findIndex((x, i) => x !== w[i])).toBe(-1);
   });
 });

@@ -131,3 +131,79 @@ export function compressedTensorsRequantize(block: ArrayLike<number>, scaleDtype
   const scale = roundForDType(Math.max(Math.fround(amax / 448), 2 ** -23), scaleDtype);
   return { scale, codes: w.map((x) => roundF8Saturating(Math.fround(x / scale), 'F8_E4M3')) };
 }
+
+const E2M1_GRID = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
+
+/** The e4m3fn byte of a non-negative e4m3 value. */
+export function e4m3Byte(v: number): number {
+  for (let b = 0; b < 0x80; b++) if (e4m3Value(b) === v) return b;
+  throw new RangeError(`${v} is no e4m3fn value`);
+}
+
+/**
+ * ComfyUI's nvfp4 quantize of W' (comfy_kitchen's quantize_nvfp4, nearest even), by hand, all in
+ * float32 on w = f32(W'): s2 = f32(max |w| / 2688); per 16 inputs of a row, block scale b =
+ * e4m3(min(f32(f32(amax / 6) / s2), 448)); t = f32(s2 · b); code = the e2m1 value nearest
+ * f32(w / t) clamped to ±6 (ties to the even code), its sign kept; t = 0 gives codes 0. The codes
+ * come back packed (element 2k in the high nibble), the block scales swizzled (zeros in the padding).
+ */
+export function comfyNvfp4Requantize(real: Float64Array, rows: number, cols: number): { packed: Uint8Array; scales: Uint8Array; s2: number; saturated: number; negativeZeros: number; zeroScaleBlocks: number } {
+  const w = real.map(Math.fround);
+  const s2 = Math.fround(w.reduce((m, x) => Math.max(m, Math.abs(x)), 0) / (448 * 6));
+  const blocks = cols / 16;
+  const grid = new Uint8Array(rows * blocks);
+  const codes = new Uint8Array(rows * cols);
+  let saturated = 0, negativeZeros = 0, zeroScaleBlocks = 0;
+  for (let b = 0; b < rows * blocks; b++) {
+    const at = Math.floor(b / blocks) * cols + (b % blocks) * 16;
+    const block = w.subarray(at, at + 16);
+    const amax = block.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    const scale = roundF8Saturating(Math.min(Math.fround(Math.fround(amax / 6) / s2), 448), 'F8_E4M3');
+    grid[b] = e4m3Byte(scale);
+    const total = Math.fround(s2 * scale);
+    if (total === 0) zeroScaleBlocks++;
+    block.forEach((x, i) => {
+      if (total === 0) return;
+      const q = Math.fround(x / total);
+      if (Math.abs(q) > 6) saturated++;
+      const a = Math.min(Math.abs(q), 6);
+      // The nearest grid value; of two equally near, the even code.
+      let best = 0;
+      for (let k = 1; k < 8; k++) {
+        const d = Math.abs(a - E2M1_GRID[k]) - Math.abs(a - E2M1_GRID[best]);
+        if (d < 0 || (d === 0 && k % 2 === 0)) best = k;
+      }
+      const negative = q < 0 || Object.is(q, -0);
+      if (negative && best === 0) negativeZeros++;
+      codes[at + i] = negative ? best + 8 : best;
+    });
+  }
+  const packed = Uint8Array.from({ length: rows * cols / 2 }, (_, k) => codes[2 * k] * 16 + codes[2 * k + 1]);
+  const scales = Uint8Array.from(blockedOrder(rows, blocks).order, (at) => (at < 0 ? 0 : grid[at]));
+  return { packed, scales, s2, saturated, negativeZeros, zeroScaleBlocks };
+}
+
+/** torch.round: to the nearest integer, a tie to the even one. */
+function roundHalfEven(x: number): number {
+  return Math.abs(x - Math.trunc(x)) === 0.5 ? 2 * Math.round(x / 2) : Math.round(x);
+}
+
+/**
+ * comfy_kitchen's quantize_int8_tensorwise / quantize_int8_rowwise on f32(W'): each group (the
+ * tensor, or a row) gets s = max(f32(amax / 127), f32(1e-30)) and codes clamp(round(f32(w / s)), −128, 127).
+ */
+export function comfyInt8Requantize(real: ArrayLike<number>, rows: number, perRow: boolean): { scales: number[]; codes: number[] } {
+  const w = Array.from(real, (x) => Math.fround(x));
+  const groups = perRow ? rows : 1;
+  const span = w.length / groups;
+  const scales: number[] = [];
+  const codes: number[] = [];
+  for (let g = 0; g < groups; g++) {
+    const part = w.slice(g * span, (g + 1) * span);
+    const amax = part.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    const s = Math.max(Math.fround(amax / 127), Math.fround(1e-30));
+    scales.push(s);
+    for (const x of part) codes.push(Math.min(127, Math.max(-128, roundHalfEven(Math.fround(x / s)))) + 0); // + 0: an int8 has no −0
+  }
+  return { scales, codes };
+}

@@ -10,13 +10,15 @@
  *     config.json, diffusers pipeline folders with model_index.json, bitsandbytes 8-bit bases),
  *   - fp8 bases whose weights are re-quantized after the merge: ComfyUI's per-layer quantization
  *     (`comfy_quant` tensors and/or the `_quantization_metadata` header, FLUX.2 and Qwen-Image
- *     names, float8_e4m3fn and float8_e5m2 layers, kohya and `diffusion_model.` LoRAs) and block-wise fp8 folders (`weight_scale_inv`,
+ *     names, float8_e4m3fn, float8_e5m2, mxfp8, nvfp4 and int8_tensorwise layers beside another
+ *     of those or a convrot_w4a4 one, kohya and `diffusion_model.` LoRAs) and block-wise fp8 folders (`weight_scale_inv`,
  *     config.json `weight_block_size`, a PEFT LoRA) and Comfy-Org's scaled fp8 single files
  *     (`scale_weight` + `scaled_fp8` marker, FLUX.1 and Wan 2.1 names, e4m3fn or e5m2 codes, a
  *     kohya LoRA with a `diff_b`), each also merged with `--dtype bf16`, and
  *     each sometimes written with one part of its quantization wrong (a config that is not JSON
  *     or names another format, a scale of the wrong shape, dtype or sign, a grid that does not
- *     fit, a weight that is not F8_E4M3, a config left out, a marker of another dtype or none),
+ *     fit, block scales unswizzled, NaN or with padding that is not zero, a weight of another
+ *     dtype or shape, a config left out, a marker of another dtype or none),
  *   - quantized Llama and Qwen3 folders (one file, or two shards and their index) with a PEFT LoRA
  *     or rsLoRA on q_proj and maybe v_proj: compressed-tensors FP8 (per channel, per tensor or per
  *     block, static input_scale and kv_cache_scheme scales), ModelOpt FP8 and ModelOpt NVFP4
@@ -26,7 +28,7 @@
  *     another format, strategy, block structure, quant_algo, group_size or producer, ignore and
  *     exclude_modules lists naming modules that are absent or quantized,
  *   - integer weight-only Llama and Qwen3 folders (GPTQ v1 / v2, AWQ GEMM, compressed-tensors
- *     pack-quantized and int-quantized) written only dequantized, hostile: codes, zero points,
+ *     pack-quantized and int-quantized, W8A8 with static activation scales) written only dequantized, hostile: codes, zero points,
  *     scales and group indices of another dtype or shape, missing or out of range, scales NaN,
  *     Inf, negative or subnormal, a GPTQ v1 zero point of 0, configs disagreeing with the tensors,
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
@@ -45,7 +47,10 @@
  */
 import fc from 'fast-check';
 import { buildSafetensors, decodeSafetensors, decodeValues, FIXTURE_DTYPE_BYTES, roundF8Saturating, roundForDType, type FixtureDType, type FixtureTensor } from './fixtures.js';
-import { comfyRequantize, compressedTensorsRequantize, e2m1Value, e4m3Value, e5m2Value, modelOptRequantize } from './e4m3-by-hand.js';
+import {
+  blockedOrder, comfyInt8Requantize, comfyMxfp8Requantize, comfyNvfp4Requantize, comfyRequantize, compressedTensorsRequantize, e2m1Value, e4m3Value, e5m2Value, e8m0Value,
+  modelOptRequantize, unswizzled,
+} from './e4m3-by-hand.js';
 import { exactMergeBitsOf } from './exact-truth.js';
 import type { FloatDType } from '../../src/dtype.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
@@ -565,50 +570,93 @@ function mergedF32(w: Float64Array, t: LoraTarget | undefined, dtype: 'F32' | 'F
 // --- ComfyUI per-layer quantization (comfy_quant) -------------------------------------------------------
 
 /**
- * Two namings Comfy-Org's fp8mixed files come in: FLUX.2 dev as a checkpoint (the transformer under
- * `model.diffusion_model.`) and Qwen-Image as a diffusion model alone (bare names, biased
- * projections). `quant`: the fp8 layer the adapter changes; `quant2`: an fp8 layer it leaves alone;
- * `plain`: a layer these files keep in bf16 (a modulation).
+ * Two namings Comfy-Org's per-layer quantized files come in: FLUX.2 dev as a checkpoint (the
+ * transformer under `model.diffusion_model.`) and Qwen-Image as a diffusion model alone (bare
+ * names, biased projections). `quant`: the quantized layer the adapter changes; `quant2`: a
+ * quantized layer it leaves alone; `plain`: a layer these files keep in bf16 (a modulation).
  */
 const COMFY_MODELS = {
-  'FLUX.2': { prefix: 'model.diffusion_model.', quant: 'double_blocks.0.img_attn.qkv', quant2: 'double_blocks.0.img_mlp.0', plain: 'double_stream_modulation_img.lin', bias: false },
-  'Qwen-Image': { prefix: '', quant: 'transformer_blocks.0.attn.to_q', quant2: 'transformer_blocks.0.img_mlp.net.0.proj', plain: 'transformer_blocks.0.img_mod.1', bias: true },
+  'FLUX.2': { prefix: 'model.diffusion_model.', quant: 'double_blocks.0.img_attn.qkv', quant2: 'double_blocks.0.img_mlp.0', plain: 'double_stream_modulation_img.lin', bias: false, file: 'flux2_dev' },
+  'Qwen-Image': { prefix: '', quant: 'transformer_blocks.0.attn.to_q', quant2: 'transformer_blocks.0.img_mlp.net.0.proj', plain: 'transformer_blocks.0.img_mod.1', bias: true, file: 'qwen_image' },
 } as const;
 /** ComfyUI's checkpoint loader holds the keys under this; its loader of a lone diffusion model without. */
 const DIFFUSION_MODEL = 'model.diffusion_model.';
 const E4M3FN = '{"format": "float8_e4m3fn"}';
 
-/** What makes a world's fp8 layer hostile: one part of its quantization written wrong. */
+/** The comfy_quant formats these worlds write layers in (README, "ComfyUI's per-layer quantization"). */
+type ComfyFormat = 'float8_e4m3fn' | 'float8_e5m2' | 'mxfp8' | 'nvfp4' | 'int8_tensorwise';
+/** Formats loramerge does not read, named in configs (convrot_w4a4 also written as a layer of its own). */
+const UNREAD_FORMATS = ['convrot_w4a4', 'asym_w4a8_int8', 'awq_w4a16'];
+/**
+ * Each format's real weight shapes here (rows, cols): the per-tensor ones small; mxfp8 (32 inputs a
+ * block) and nvfp4 (16) with one or two column tiles of swizzled scales, padded to 128 rows.
+ */
+const COMFY_SHAPES: Record<ComfyFormat, [number, number][]> = {
+  float8_e4m3fn: [[OUT, IN]], float8_e5m2: [[OUT, IN]], int8_tensorwise: [[OUT, IN]],
+  mxfp8: [[32, 64], [32, 160]], nvfp4: [[16, 32], [32, 80]],
+};
+
+/** What makes a world's changed layer hostile: one part of its quantization written wrong. */
 type ComfyHostile =
   | { part: 'config bytes'; text: string | number[] }
   | { part: 'config dtype'; dtype: 'I8' | 'F32' | 'U8 2-D' }
   | { part: 'header'; text: string }
   | { part: 'header layer'; value: unknown }
+  | { part: 'format'; format: string }
+  | { part: 'convrot'; where: 'top' | 'params' }
   | { part: 'scale dtype'; dtype: 'BF16' | 'F16' | 'F64' | 'F8_E4M3' }
   | { part: 'scale shape'; shape: number[] }
-  | { part: 'scale value'; value: number }
+  | { part: 'scale value'; value: number; at: number }
   | { part: 'no scale' }
-  | { part: 'weight dtype'; dtype: 'BF16' | 'F8_E5M2' | 'U8' }
+  | { part: 'block dtype'; dtype: 'U8' | 'F8_E4M3' | 'F32' | 'I8' }
+  | { part: 'unswizzled' }
+  | { part: 'block byte'; byte: number; at: number }
+  | { part: 'padding'; byte: number; at: number }
+  | { part: 'no block scale' }
+  | { part: 'weight dtype'; dtype: 'BF16' | 'F8_E5M2' | 'U8' | 'I8' | 'F8_E4M3' }
+  | { part: 'weight shape' }
+  | { part: 'input scale'; value: number }
   | { part: 'no config' }
   | { part: 'no configs' };
 
-const comfyHostile: fc.Arbitrary<ComfyHostile> = fc.oneof(
-  fc.record({ part: fc.constant('config bytes' as const), text: fc.constantFrom<string | number[]>(
-    '{"format": "nvfp4"}', '{"format": "mxfp8"}', '{"format": "float8_e5m2"}', '{"format": "int8_tensorwise"}', '{"format": ""}', '{"format": 8}',
-    '{"fmt": "fp8"}', '{"format": float8_e4m3fn}', '"float8_e4m3fn"', '[]', 'null', '', `${E4M3FN} `, '{"format": "float8_e4m3fn", "format": "nvfp4"}',
-    '{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}', [0xff, 0xfe, 0x7b, 0x7d], '{"format": "float8_e4m3fn"}\u0000',
-  ) }),
-  fc.record({ part: fc.constant('config dtype' as const), dtype: fc.constantFrom<'I8' | 'F32' | 'U8 2-D'>('I8', 'F32', 'U8 2-D') }),
-  fc.record({ part: fc.constant('header' as const), text: fc.constantFrom('not json', '{"layers": ["x"]}', '{"layers": null}', '{}', 'null', '[]', '5', '{"layers": {}}', '{"format_version": "1.0", "layers": {"LAYER": {"format": "nvfp4"}}}', '{"layers": {"LAYER": {"format": "float8_e4m3fn"}, "LAYER": {"format": "mxfp8"}}}') }),
-  fc.record({ part: fc.constant('header layer' as const), value: fc.constantFrom<unknown>(E4M3FN, 'float8_e4m3fn', null, 8, [], {}, { format: 'nvfp4' }, { format: null }, { format: 'float8_e4m3fn', full_precision_matrix_mult: true }) }),
-  fc.record({ part: fc.constant('scale dtype' as const), dtype: fc.constantFrom<'BF16' | 'F16' | 'F64' | 'F8_E4M3'>('BF16', 'F16', 'F64', 'F8_E4M3') }),
-  fc.record({ part: fc.constant('scale shape' as const), shape: fc.constantFrom<number[]>([1], [2], [OUT], [1, 1], [0]) }),
-  fc.record({ part: fc.constant('scale value' as const), value: fc.constantFrom(0, -0, -0.001, NaN, Infinity, 1e-40, 3e38) }),
-  fc.constant<ComfyHostile>({ part: 'no scale' }),
-  fc.record({ part: fc.constant('weight dtype' as const), dtype: fc.constantFrom<'BF16' | 'F8_E5M2' | 'U8'>('BF16', 'F8_E5M2', 'U8') }),
-  fc.constant<ComfyHostile>({ part: 'no config' }),
-  fc.constant<ComfyHostile>({ part: 'no configs' }),
-);
+/** The hostile parts that fall on a layer of `format` (scale parts: nvfp4's weight_scale_2; block parts: mxfp8's and nvfp4's swizzled scales). */
+const comfyHostile = (format: ComfyFormat): fc.Arbitrary<ComfyHostile> => {
+  const blocks = format === 'mxfp8' || format === 'nvfp4';
+  const scalar = format !== 'mxfp8';
+  return fc.oneof(
+    fc.record({ part: fc.constant('config bytes' as const), text: fc.constantFrom<string | number[]>(
+      '{"format": "nvfp4"}', '{"format": "mxfp8"}', '{"format": "float8_e5m2"}', '{"format": "int8_tensorwise"}', '{"format": ""}', '{"format": 8}',
+      '{"fmt": "fp8"}', '{"format": float8_e4m3fn}', '"float8_e4m3fn"', '[]', 'null', '', `${E4M3FN} `, '{"format": "float8_e4m3fn", "format": "nvfp4"}',
+      '{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}', [0xff, 0xfe, 0x7b, 0x7d], '{"format": "float8_e4m3fn"}\u0000',
+    ) }),
+    fc.record({ part: fc.constant('config dtype' as const), dtype: fc.constantFrom<'I8' | 'F32' | 'U8 2-D'>('I8', 'F32', 'U8 2-D') }),
+    fc.record({ part: fc.constant('header' as const), text: fc.constantFrom('not json', '{"layers": ["x"]}', '{"layers": null}', '{}', 'null', '[]', '5', '{"layers": {}}', '{"format_version": "1.0", "layers": {"LAYER": {"format": "nvfp4"}}}', '{"layers": {"LAYER": {"format": "float8_e4m3fn"}, "LAYER": {"format": "mxfp8"}}}') }),
+    fc.record({ part: fc.constant('header layer' as const), value: fc.constantFrom<unknown>(E4M3FN, 'float8_e4m3fn', null, 8, [], {}, { format: 'nvfp4' }, { format: null }, { format: 'float8_e4m3fn', full_precision_matrix_mult: true }, { format: 'int8_tensorwise', params: { convrot: true } }) }),
+    // The config (tensor and header) names another format than the tensors are stored in, or one not read.
+    { weight: 2, arbitrary: fc.record({ part: fc.constant('format' as const), format: fc.constantFrom('float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'nvfp4', 'int8_tensorwise', ...UNREAD_FORMATS) }) },
+    ...(format === 'int8_tensorwise' ? [fc.record({ part: fc.constant('convrot' as const), where: fc.constantFrom<'top' | 'params'>('top', 'params') })] : []),
+    ...(scalar ? [
+      fc.record({ part: fc.constant('scale dtype' as const), dtype: fc.constantFrom<'BF16' | 'F16' | 'F64' | 'F8_E4M3'>('BF16', 'F16', 'F64', 'F8_E4M3') }),
+      { weight: 2, arbitrary: fc.record({ part: fc.constant('scale shape' as const), shape: fc.constantFrom<number[]>([1], [2], [OUT], [1, 1], [0], [1, OUT], [OUT, 2]) }) },
+      { weight: 2, arbitrary: fc.record({ part: fc.constant('scale value' as const), value: fc.constantFrom(0, -0, -0.001, NaN, Infinity, 1e-40, 3e38), at: fc.nat(OUT - 1) }) },
+      fc.constant<ComfyHostile>({ part: 'no scale' }),
+    ] : []),
+    ...(blocks ? [
+      fc.record({ part: fc.constant('block dtype' as const), dtype: fc.constantFrom<'U8' | 'F8_E4M3' | 'F32' | 'I8'>('U8', 'F8_E4M3', 'F32', 'I8') }),
+      fc.constant<ComfyHostile>({ part: 'unswizzled' }),
+      // An mxfp8 exponent 0 (scale 0), 1, 255 (NaN), 254 (past float32 with large codes); an nvfp4 scale NaN, −0, negative, 448.
+      { weight: 3, arbitrary: fc.record({ part: fc.constant('block byte' as const), byte: fc.constantFrom(...(format === 'mxfp8' ? [0, 1, 255, 254, 160] : [0x7f, 0xff, 0x80, 0xb8, 0x7e, 0])), at: fc.nat(200) }) },
+      fc.record({ part: fc.constant('padding' as const), byte: fc.constantFrom(1, 127, 255, 0x7f), at: fc.nat(400) }),
+      fc.constant<ComfyHostile>({ part: 'no block scale' }),
+    ] : []),
+    fc.record({ part: fc.constant('weight dtype' as const), dtype: fc.constantFrom<'BF16' | 'F8_E5M2' | 'U8' | 'I8' | 'F8_E4M3'>('BF16', 'F8_E5M2', 'U8', 'I8', 'F8_E4M3') }),
+    fc.constant<ComfyHostile>({ part: 'weight shape' }),
+    // The calibrated activation range, kept as it is (left out dequantized) whatever it holds.
+    fc.record({ part: fc.constant('input scale' as const), value: fc.constantFrom(NaN, -1, 0, Infinity) }),
+    fc.constant<ComfyHostile>({ part: 'no config' }),
+    fc.constant<ComfyHostile>({ part: 'no configs' }),
+  );
+};
 
 const isJsonObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -637,15 +685,168 @@ function layerFormat(config: unknown): string | { why: string } {
   return typeof format === 'string' && format !== '' ? format : { why: `the config's format is ${jsonKind(format)}` };
 }
 
+/** f32's largest finite value. */
+const F32_MAX = 3.4028234663852886e38;
+
+/** One quantized layer as the truth reads it (README, each format's rules). */
+interface ComfyLayer {
+  rows: number;
+  cols: number;
+  /** W in float64, or why the merge is refused where the layer is read (merged or dequantized). */
+  real: () => Float64Array | string;
+  /** The default output of the merged layer from W' (rounded to f32): its tensors quantized again, or why it is refused. */
+  requantize: (w: Float64Array) => [string, ExpectedMerge][] | string;
+  /** Outside what this reference decides. */
+  undecided?: string;
+}
+/** A layer's reading: the layer, a form not read (refused where changed or dequantized), or a refusal of the file. */
+type ComfyReading = ComfyLayer | { unread: string } | { invalid: string } | { unknown: string };
+type ComfyReader = (tensor: (name: string) => DecodedTensor | undefined, layer: string, config: Record<string, unknown>) => ComfyReading;
+
+const exactly = (values: ArrayLike<number>): ExpectedMerge => ({ values: Float64Array.from(values), magnitude: 0, exact: true });
+
+/** float8_e4m3fn / float8_e5m2: fp8 codes of a matrix (or folded kernel) times one weight_scale of shape [] or [1]. */
+const perTensorFp8 = (codes: 'F8_E4M3' | 'F8_E5M2'): ComfyReader => (tensor, layer) => {
+  const w = tensor(`${layer}.weight`)!;
+  if (w.dtype !== codes) return { invalid: `${layer}.weight is ${w.dtype}, its config ${codes}` };
+  if (w.shape.length < 2) return { unread: `${layer}.weight of shape [${w.shape.join(', ')}]` };
+  const s = tensor(`${layer}.weight_scale`);
+  if (!s) return { invalid: `${layer}.weight_scale is missing` };
+  if (!['F32', 'BF16', 'F16'].includes(s.dtype)) return { invalid: `${layer}.weight_scale is ${s.dtype}, not a float of 32 or 16 bits` };
+  if (s.values.length !== 1) return { invalid: `${layer}.weight_scale holds ${s.values.length} values, not one` };
+  const scale = s.values[0];
+  if (!(Number.isFinite(scale) && scale >= 0)) return { invalid: `${layer}.weight_scale is ${scale}` };
+  const decode = codes === 'F8_E5M2' ? e5m2Value : e4m3Value;
+  return {
+    rows: w.shape[0], cols: w.shape.slice(1).reduce((a, b) => a * b, 1),
+    // One value in more dimensions: ComfyUI would broadcast it; loramerge names [] and [1].
+    ...(s.shape.length > 1 ? { undecided: `${layer}.weight_scale of shape [${s.shape.join(', ')}]` } : {}),
+    real: () => Float64Array.from(w.bytes, (b) => decode(b) * scale),
+    requantize: (merged) => {
+      const again = comfyRecalculated(merged, s.dtype as 'F32' | 'F16' | 'BF16', codes);
+      if ('why' in again) return again.why;
+      return [[`/${layer}.weight`, exactly(again.codes)], ...(again.scale !== undefined ? [[`/${layer}.weight_scale`, exactly([again.scale])] as [string, ExpectedMerge]] : [])];
+    },
+  };
+};
+
+/** The swizzled block-scale tensor of a rows × blocks grid, `grid` row-major (cuBLAS' layout: blockedOrder), `pad` in the padding. */
+const swizzled = (grid: ArrayLike<number>, rows: number, blocks: number, pad = 0) => Uint8Array.from(blockedOrder(rows, blocks).order, (at) => (at < 0 ? pad : grid[at]));
+
+/**
+ * mxfp8: F8_E4M3 codes (rows, cols), both multiples of 32; U8 e8m0 exponents per 32 inputs of a
+ * row, swizzled; W = code × 2^(e − 127) (e = 0: 0, 255: NaN, refused where read; a product past
+ * float32 refused). Merged: comfyMxfp8Requantize, a non-zero block whose exponent is 0 refused.
+ */
+const mxfp8Reader: ComfyReader = (tensor, layer) => {
+  const w = tensor(`${layer}.weight`)!;
+  const [rows, cols] = w.shape;
+  if (w.dtype !== 'F8_E4M3' || w.shape.length !== 2 || rows % 32 !== 0 || cols % 32 !== 0) return { invalid: `${layer}.weight is ${w.dtype} [${w.shape.join(', ')}], not mxfp8 codes` };
+  const s = tensor(`${layer}.weight_scale`);
+  const want = blockedOrder(rows, cols / 32).shape;
+  if (!s || s.dtype !== 'U8' || s.shape.join() !== want.join()) return { invalid: `${layer}.weight_scale is ${s ? `${s.dtype} [${s.shape.join(', ')}]` : 'missing'}, not U8 [${want.join(', ')}]` };
+  const grid = unswizzled(s, rows, cols / 32);
+  return {
+    rows, cols,
+    real: () => {
+      const nan = grid.indexOf(255);
+      if (nan >= 0) return `${layer}.weight_scale holds the e8m0 255 (NaN) for row ${Math.floor(nan / (cols / 32))}`;
+      const values = Float64Array.from(w.bytes, (b, i) => e4m3Value(b) * e8m0Value(grid[Math.floor(i / cols) * (cols / 32) + Math.floor((i % cols) / 32)]));
+      const past = values.findIndex((x) => Math.abs(x) > F32_MAX);
+      return past >= 0 ? `${layer}.weight[${past}] = ${values[past]}, beyond float32` : values;
+    },
+    requantize: (merged) => {
+      const { exponents, codes } = comfyMxfp8Requantize(merged, rows, cols);
+      const f32 = merged.map(Math.fround);
+      for (let b = 0; b < exponents.length; b++) {
+        const at = Math.floor(b / (cols / 32)) * cols + (b % (cols / 32)) * 32;
+        if (exponents[b] === 0 && f32.subarray(at, at + 32).some((x) => x !== 0)) return `${layer}: a merged block too small for an e8m0 scale`;
+      }
+      return [[`/${layer}.weight`, exactly(codes)], [`/${layer}.weight_scale`, exactly(swizzled(exponents, rows, cols / 32))]];
+    },
+  };
+};
+
+/**
+ * nvfp4: U8 (rows, cols/2), element 2k in the high nibble, rows and cols multiples of 16; F8_E4M3
+ * block scales per 16 inputs, swizzled (NaN refused where read, negative ones read as they are);
+ * weight_scale_2 one F32, finite and not negative. W = e2m1 × block scale × weight_scale_2.
+ * Merged: comfyNvfp4Requantize, a weight_scale_2 of 0 refused.
+ */
+const nvfp4Reader: ComfyReader = (tensor, layer) => {
+  const w = tensor(`${layer}.weight`)!;
+  if (w.dtype !== 'U8' || w.shape.length !== 2 || w.shape[0] % 16 !== 0 || w.shape[1] % 8 !== 0) return { invalid: `${layer}.weight is ${w.dtype} [${w.shape.join(', ')}], not nvfp4 codes` };
+  const rows = w.shape[0], cols = w.shape[1] * 2, blocks = cols / 16;
+  const s = tensor(`${layer}.weight_scale`);
+  const want = blockedOrder(rows, blocks).shape;
+  if (!s || s.dtype !== 'F8_E4M3' || s.shape.join() !== want.join()) return { invalid: `${layer}.weight_scale is ${s ? `${s.dtype} [${s.shape.join(', ')}]` : 'missing'}, not F8_E4M3 [${want.join(', ')}]` };
+  const g = tensor(`${layer}.weight_scale_2`);
+  if (!g || g.dtype !== 'F32' || g.values.length !== 1 || g.shape.length > 1) return { invalid: `${layer}.weight_scale_2 is ${g ? `${g.dtype} [${g.shape.join(', ')}]` : 'missing'}` };
+  const global = g.values[0];
+  if (!(Number.isFinite(global) && global >= 0)) return { invalid: `${layer}.weight_scale_2 is ${global}` };
+  const grid = unswizzled(s, rows, blocks);
+  return {
+    rows, cols,
+    real: () => {
+      const nan = grid.findIndex((b) => (b & 0x7f) === 0x7f);
+      if (nan >= 0) return `${layer}.weight_scale holds NaN for row ${Math.floor(nan / blocks)}`;
+      return Float64Array.from({ length: rows * cols }, (_, i) => e2m1Value(i % 2 === 0 ? w.bytes[i >> 1] >> 4 : w.bytes[i >> 1] & 0x0f) * e4m3Value(grid[Math.floor(i / cols) * blocks + Math.floor((i % cols) / 16)]) * global);
+    },
+    requantize: (merged) => {
+      const s2 = Math.fround(maxAbs(merged.map(Math.fround)) / (448 * 6));
+      if (!(s2 > 0)) return `${layer}: the merged weight's weight_scale_2 is ${s2}`;
+      const again = comfyNvfp4Requantize(merged, rows, cols);
+      return [[`/${layer}.weight`, exactly(again.packed)], [`/${layer}.weight_scale`, exactly(Array.from(again.scales, e4m3Value))], [`/${layer}.weight_scale_2`, exactly([again.s2])]];
+    },
+  };
+};
+
+/**
+ * int8_tensorwise: I8 codes (rows, cols), weight_scale F32 of shape [] or [rows, 1], finite and not
+ * negative; W = q × scale. Not read: convrot configs, a weight not a matrix, one value in another
+ * shape or a row vector [rows], a scale not F32. Merged: comfyInt8Requantize, per row where the
+ * scale has a dimension.
+ */
+const int8Reader: ComfyReader = (tensor, layer, config) => {
+  const w = tensor(`${layer}.weight`)!;
+  if (w.dtype !== 'I8') return { invalid: `${layer}.weight is ${w.dtype}, not I8` };
+  const convrot = config.convrot ?? (isJsonObject(config.params) ? config.params.convrot : undefined);
+  if (convrot !== undefined && convrot !== null && typeof convrot !== 'boolean') return { unknown: `${layer}: convrot is ${jsonKind(convrot)}` };
+  if (convrot) return { unread: `${layer}: a convrot layer` };
+  if (w.shape.length !== 2) return { unread: `${layer}.weight of shape [${w.shape.join(', ')}]` };
+  const [rows, cols] = w.shape;
+  const s = tensor(`${layer}.weight_scale`);
+  if (!s) return { invalid: `${layer}.weight_scale is missing` };
+  const perRow = s.shape.length === 2 && s.shape[0] === rows && s.shape[1] === 1;
+  if (s.shape.length !== 0 && !perRow) {
+    if (s.values.length === 1 || (s.shape.length === 1 && s.shape[0] === rows)) return { unread: `${layer}.weight_scale of shape [${s.shape.join(', ')}], patched by ComfyUI into [${rows}, 1]` };
+    return { invalid: `${layer}.weight_scale of shape [${s.shape.join(', ')}]` };
+  }
+  if (s.dtype !== 'F32') return { unread: `${layer}.weight_scale is ${s.dtype}` };
+  if (s.values.some((x) => !(Number.isFinite(x) && x >= 0))) return { invalid: `${layer}.weight_scale holds a scale NaN, infinite or negative` };
+  return {
+    rows, cols,
+    real: () => Float64Array.from(w.values, (q, i) => q * s.values[perRow ? Math.floor(i / cols) : 0]),
+    requantize: (merged) => {
+      const again = comfyInt8Requantize(merged, rows, perRow);
+      return [[`/${layer}.weight`, exactly(again.codes)], [`/${layer}.weight_scale`, exactly(again.scales)]];
+    },
+  };
+};
+
+const COMFY_READERS: Record<string, ComfyReader> = {
+  float8_e4m3fn: perTensorFp8('F8_E4M3'), float8_e5m2: perTensorFp8('F8_E5M2'), mxfp8: mxfp8Reader, nvfp4: nvfp4Reader, int8_tensorwise: int8Reader,
+};
+
 /**
  * The truth of a ComfyUI per-layer quantized base (README, "ComfyUI's per-layer quantization"),
  * read from the decoded files: the layers' configs from `<m>.comfy_quant` tensors and the header's
  * `_quantization_metadata` (which replaces them layer by layer, its names matched with or without
- * `model.diffusion_model.`); a float8_e4m3fn weight is W = e4m3(code) × weight_scale. Merged into:
- * W' = W + ΔW rounded once to f32, s = f32(max |W'| / 448) in the scale's dtype, codes =
- * e4m3(clamp(f32(W' · f32(1 / s)), ±448)), a weight of zeros keeping its scale, everything else
- * byte for byte and the header kept; with `--dtype bf16` every float8_e4m3fn weight dequantized,
- * its weight_scale, comfy_quant and input_scale and the header entry left out.
+ * `model.diffusion_model.`); each layer read by its format's rule (COMFY_READERS), anything else
+ * not read. Merged into: W' = W + ΔW rounded once to f32 and quantized again by the format's rule,
+ * everything else byte for byte and the header kept; with `--dtype bf16` every read weight
+ * dequantized (W' or W rounded once to bf16), its weight_scale, weight_scale_2, comfy_quant and
+ * input_scale and the header entry left out.
  */
 function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDtype: OutDtype | undefined): Truth {
   const tensor = (name: string) => d.tensors.get(`/${name}`);
@@ -653,7 +854,7 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
   const invalid = (why: string): Truth => ({ kind: 'invalid', why });
   let undecided: string | undefined;
 
-  const configs = new Map<string, string>();
+  const configs = new Map<string, { format: string; config: Record<string, unknown> }>();
   for (const name of names.filter((n) => n.endsWith('.comfy_quant'))) {
     const t = tensor(name)!;
     if (t.dtype !== 'U8' || t.shape.length !== 1 || t.bytes.length > 4096) return invalid(`${name} is ${t.dtype} [${t.shape.join(', ')}], not the U8 bytes of a JSON object`);
@@ -663,69 +864,45 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
     } catch {
       return invalid(`${name} is not UTF-8`);
     }
-    const format = layerFormat(parsedJson(text));
+    const config = parsedJson(text);
+    const format = layerFormat(config);
     if (typeof format !== 'string') return invalid(`${name}: ${format.why}`);
-    configs.set(name.slice(0, -'.comfy_quant'.length), format);
+    configs.set(name.slice(0, -'.comfy_quant'.length), { format, config: config as Record<string, unknown> });
   }
   const headerText = d.headers.get(base)?._quantization_metadata;
   if (headerText !== undefined) {
     const header = parsedJson(headerText);
     if (!isJsonObject(header) || !isJsonObject(header.layers)) return invalid(`_quantization_metadata ${headerText.slice(0, 40)} has no "layers" object`);
-    for (const [layer, config] of Object.entries(header.layers)) {
+    for (const [layer, value] of Object.entries(header.layers)) {
       // A config given as a string: loramerge reads it as JSON, ComfyUI's converter would keep the string itself.
-      if (typeof config === 'string') undecided = `_quantization_metadata's layer ${layer} is the string ${config}`;
-      const format = layerFormat(typeof config === 'string' ? parsedJson(config) : config);
+      if (typeof value === 'string') undecided = `_quantization_metadata's layer ${layer} is the string ${value}`;
+      const config = typeof value === 'string' ? parsedJson(value) : value;
+      const format = layerFormat(config);
       if (typeof format !== 'string') return invalid(`_quantization_metadata's layer ${layer}: ${format.why}`);
       const named = [layer, DIFFUSION_MODEL + layer, layer.startsWith(DIFFUSION_MODEL) ? layer.slice(DIFFUSION_MODEL.length) : layer];
-      configs.set(named.find((m) => tensor(`${m}.weight`)) ?? layer, format);
+      configs.set(named.find((m) => tensor(`${m}.weight`)) ?? layer, { format, config: config as Record<string, unknown> });
     }
   }
 
-  // The per-tensor fp8 weights, float8_e4m3fn or float8_e5m2 (layer → codes and scale), and the weights stored in a form not read.
-  const e4m3 = new Map<string, { scale: number; dtype: 'F32' | 'F16' | 'BF16'; codes: 'F8_E4M3' | 'F8_E5M2' }>();
+  // The layers read (layer → its reading), and the weights stored in a form not read.
+  const read = new Map<string, ComfyLayer>();
   const unread = new Set<string>();
-  for (const [layer, format] of configs) {
-    const w = tensor(`${layer}.weight`);
-    if (!w) continue; // ComfyUI skips a config without its weight
-    if (format === 'mxfp8') {
-      // This world builds no mxfp8 layer: one named so is malformed (codes F8_E4M3 with both sides multiples of 32, U8 scales swizzled into ⌈rows/128⌉·128 × ⌈cols/128⌉·4).
-      const s = tensor(`${layer}.weight_scale`);
-      const [rows, cols] = w.shape;
-      const fits = w.dtype === 'F8_E4M3' && w.shape.length === 2 && rows % 32 === 0 && cols % 32 === 0 && s?.dtype === 'U8'
-        && s.shape.length === 2 && s.shape[0] === Math.ceil(rows / 128) * 128 && s.shape[1] === Math.ceil(cols / 128) * 4;
-      if (!fits) return invalid(`${layer} is configured mxfp8 but its weight or weight_scale is not laid out as mxfp8`);
-      undecided = `${layer}: an mxfp8 layer`;
-      continue;
+  for (const [layer, { format, config }] of configs) {
+    if (!tensor(`${layer}.weight`)) continue; // ComfyUI skips a config without its weight
+    const reader = Object.hasOwn(COMFY_READERS, format) ? COMFY_READERS[format] : undefined;
+    const reading: ComfyReading = reader ? reader(tensor, layer, config) : { unread: `${layer}: format ${format}` };
+    if ('invalid' in reading) return invalid(reading.invalid);
+    if ('unknown' in reading) undecided = reading.unknown;
+    else if ('unread' in reading) unread.add(layer);
+    else {
+      read.set(layer, reading);
+      if (reading.undecided) undecided = reading.undecided;
     }
-    if (format === 'int8_tensorwise') {
-      // This world builds no int8 layer: one named so over codes that are not I8 is malformed.
-      if (w.dtype !== 'I8') return invalid(`${layer} is configured int8_tensorwise but its weight is ${w.dtype}`);
-      undecided = `${layer}: an int8_tensorwise layer`;
-      continue;
-    }
-    const codes = format === 'float8_e4m3fn' ? 'F8_E4M3' : format === 'float8_e5m2' ? 'F8_E5M2' : undefined;
-    if (!codes) {
-      unread.add(layer);
-      continue;
-    }
-    if (w.dtype !== codes) return invalid(`${layer}.weight is ${w.dtype}, its config ${format}`);
-    if (w.shape.length < 2) {
-      unread.add(layer);
-      continue;
-    }
-    const s = tensor(`${layer}.weight_scale`);
-    if (!s) return invalid(`${layer}.weight_scale is missing`);
-    if (!['F32', 'BF16', 'F16'].includes(s.dtype)) return invalid(`${layer}.weight_scale is ${s.dtype}, not a float of 32 or 16 bits`);
-    if (s.values.length !== 1) return invalid(`${layer}.weight_scale holds ${s.values.length} values, not one`);
-    // One value in more dimensions: ComfyUI would broadcast it; loramerge names [] and [1].
-    if (s.shape.length > 1) undecided = `${layer}.weight_scale of shape [${s.shape.join(', ')}]`;
-    if (!(Number.isFinite(s.values[0]) && s.values[0] >= 0)) return invalid(`${layer}.weight_scale is ${s.values[0]}`);
-    e4m3.set(layer, { scale: s.values[0], dtype: s.dtype as 'F32' | 'F16' | 'BF16', codes });
   }
   // A weight with a weight_scale beside it and no config: its codes would be read as weights.
   for (const name of names.filter((n) => n.endsWith('.weight_scale'))) {
     const layer = name.slice(0, -'.weight_scale'.length);
-    if (tensor(`${layer}.weight`) && !e4m3.has(layer)) unread.add(layer);
+    if (tensor(`${layer}.weight`) && !read.has(layer)) unread.add(layer);
   }
   for (const { layer } of targets) if (unread.has(layer)) return invalid(`an adapter changes ${layer}.weight, stored in a form not read`);
   if (outDtype && unread.size) return invalid(`--dtype ${outDtype} on a base holding ${[...unread][0]}.weight in a form not read`);
@@ -733,32 +910,36 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
 
   const merged = new Map<string, ExpectedMerge>();
   const leftOut: string[] = [];
-  const real = (layer: string) => {
-    const q = e4m3.get(layer)!;
-    return Float64Array.from(tensor(`${layer}.weight`)!.bytes, (b) => (q.codes === 'F8_E5M2' ? e5m2Value(b) : e4m3Value(b)) * q.scale);
-  };
   for (const target of targets) {
     const { layer } = target;
-    const key = `/${layer}.weight`;
-    const q = e4m3.get(layer);
-    if (!q || outDtype) {
-      merged.set(key, { ...added(q ? real(layer) : tensor(`${layer}.weight`)!.values, loraDelta(target), target.scale), ...(outDtype ? { dtype: 'BF16' as const } : {}) });
+    const q = read.get(layer);
+    if (!q) {
+      merged.set(`/${layer}.weight`, { ...added(tensor(`${layer}.weight`)!.values, loraDelta(target), target.scale), ...(outDtype ? { dtype: 'BF16' as const } : {}) });
       continue;
     }
-    const w = mergedF32(real(layer), target);
-    if (!w) return invalid(`${layer}.weight: a merged value beyond float32, or an input not finite`);
-    const again = comfyRecalculated(w, q.dtype, q.codes);
-    if ('why' in again) return invalid(`${layer}: ${again.why}`);
-    merged.set(key, { values: again.codes, magnitude: 0, exact: true });
-    if (again.scale !== undefined) merged.set(`/${layer}.weight_scale`, { values: Float64Array.of(again.scale), magnitude: 0, exact: true });
+    if (q.rows !== (target.rows ?? OUT) || q.cols !== (target.cols ?? IN)) return invalid(`${layer}: (${q.rows}, ${q.cols}) read, the adapter is (${target.rows}, ${target.cols})`);
+    const real = q.real();
+    if (typeof real === 'string') return invalid(real);
+    const w = mergedF32(real, target, outDtype ? 'BF16' : 'F32');
+    if (!w) return invalid(`${layer}.weight: a merged value beyond ${outDtype ? 'bf16' : 'float32'}, or an input not finite`);
+    if (outDtype) {
+      merged.set(`/${layer}.weight`, { values: w, magnitude: 0, dtype: 'BF16', exact: true, shape: [q.rows, q.cols] });
+      continue;
+    }
+    const again = q.requantize(w);
+    if (typeof again === 'string') return invalid(again);
+    for (const [key, e] of again) merged.set(key, e);
   }
   if (outDtype) {
-    for (const layer of e4m3.keys()) {
+    for (const [layer, q] of read) {
       if (!merged.has(`/${layer}.weight`)) {
-        const values = real(layer);
-        merged.set(`/${layer}.weight`, { values, magnitude: maxAbs(values), dtype: 'BF16' });
+        const real = q.real();
+        if (typeof real === 'string') return invalid(real);
+        const values = mergedF32(real, undefined, 'BF16', q.rows, q.cols);
+        if (!values) return invalid(`${layer}.weight: a value not finite in bf16`);
+        merged.set(`/${layer}.weight`, { values, magnitude: 0, dtype: 'BF16', exact: true, shape: [q.rows, q.cols] });
       }
-      leftOut.push(...['weight_scale', 'comfy_quant', 'input_scale'].map((s) => `/${layer}.${s}`).filter((k) => d.tensors.has(k)));
+      leftOut.push(...['weight_scale', 'weight_scale_2', 'comfy_quant', 'input_scale'].map((s) => `/${layer}.${s}`).filter((k) => d.tensors.has(k)));
     }
     const converted = names.find((n) => !merged.has(`/${n}`) && !leftOut.includes(`/${n}`) && tensor(n)!.dtype !== 'BF16');
     if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
@@ -780,73 +961,146 @@ function comfyRecalculated(w: Float64Array, dtype: 'F32' | 'F16' | 'BF16', codeD
   return { codes, scale: s };
 }
 
+/** Bytes spread from a drawn few: `n` of them, different for each salt. */
+const spread = (noise: Uint8Array) => (n: number, salt: number) => Uint8Array.from({ length: n }, (_, i) => noise[(i * 7 + salt) % noise.length] ^ ((i * 29 + salt * 13) & 0xff));
+
+/** No NaN codes: e4m3fn's 0x7F/0xFF, e5m2's exponent of all ones (Inf, NaN). */
+const finiteCodes = (codes: Uint8Array, dtype: 'F8_E4M3' | 'F8_E5M2') => codes.map((x) => (dtype === 'F8_E4M3' ? ((x & 0x7f) === 0x7f ? x ^ 1 : x) : (x & 0x7c) === 0x7c ? x & ~0x40 : x));
+
 const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
-  .record({
+  // The changed layer's format (float8_e5m2 is ComfyUI's TensorCoreFP8E5M2Layout), and what is written wrong in it.
+  .constantFrom<ComfyFormat>('float8_e4m3fn', 'float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'mxfp8', 'nvfp4', 'nvfp4', 'int8_tensorwise', 'int8_tensorwise')
+  .chain((format) => fc.record({
+    format: fc.constant(format),
+    hostile: fc.option(comfyHostile(format), { nil: null, freq: 2 }),
     model: fc.constantFrom<keyof typeof COMFY_MODELS>('FLUX.2', 'Qwen-Image'),
     form: fc.constantFrom<'kohya' | 'peft'>('kohya', 'peft'),
     configs: fc.constantFrom<'tensors' | 'header' | 'both'>('tensors', 'tensors', 'header', 'both'),
     headerNames: fc.constantFrom<'keys' | 'other'>('keys', 'other'),
-    codes: fc.uint8Array({ minLength: 2 * OUT * IN, maxLength: 2 * OUT * IN }).map((b) => b.map((x) => ((x & 0x7f) === 0x7f ? x ^ 1 : x))),
+    noise: fc.uint8Array({ minLength: 61, maxLength: 61 }),
     scale: fc.constantFrom(0.0004, 0.002, 1 / 448, 0.01),
     zeros: fc.constantFrom(false, false, false, true),
     inputScale: fc.boolean(),
     onPlain: fc.boolean(),
+    // The adapter changes the second quantized layer too (another format, or one not read).
+    onQuant2: fc.constantFrom(false, false, true),
     fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 4, 16), seed: values(48),
-    hostile: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: comfyHostile }),
-    // The layer the adapter changes in float8_e5m2 (ComfyUI's TensorCoreFP8E5M2Layout), beside an e4m3fn one.
-    e5m2: fc.constantFrom(false, false, true),
-  })
-  .map(({ model, form, configs, headerNames, codes, scale, zeros, inputScale, onPlain, fDtype, r, alpha, seed, hostile, e5m2 }) => {
+    // The second quantized layer's format.
+    format2: fc.constantFrom<ComfyFormat | 'convrot_w4a4'>('float8_e4m3fn', 'float8_e4m3fn', 'float8_e4m3fn', 'mxfp8', 'nvfp4', 'int8_tensorwise', 'convrot_w4a4'),
+    shape: fc.nat(1),
+    // int8_tensorwise: one weight_scale per row ([rows, 1]) or for the tensor ([]).
+    perRow: fc.boolean(),
+  }))
+  .map(({ model, form, configs, headerNames, noise, scale, zeros, inputScale, onPlain, onQuant2, fDtype, r, alpha, seed, hostile, format, format2, shape, perRow }) => {
     const v = from(seed);
+    const bytes = spread(noise);
     const names = COMFY_MODELS[model];
     const P = names.prefix;
     const tensors: FixtureTensor[] = [];
     const layers: Record<string, unknown> = {};
     const headerName = (m: string) => (headerNames === 'keys' ? P + m : P ? m : DIFFUSION_MODEL + m);
-    const fp8Layer = (m: string, shape: number[], stored: Uint8Array, s: number, hostileHere: ComfyHostile | null, codeDtype: 'F8_E4M3' | 'F8_E5M2' = 'F8_E4M3') => {
-      const h = hostileHere?.part;
+    /** One quantized layer's tensors (`rows` × `cols` real values) and config, `h` written wrong. */
+    const quantLayer = (m: string, fmt: ComfyFormat | 'convrot_w4a4', [rows, cols]: [number, number], salt: number, s: number, h: ComfyHostile | null, zeroCodes = false) => {
       const key = P + m;
-      if (hostileHere?.part === 'weight dtype') {
-        // The other fp8 type than the config's.
-        const dtype = hostileHere.dtype === 'F8_E5M2' && codeDtype === 'F8_E5M2' ? 'F8_E4M3' : hostileHere.dtype;
-        tensors.push(dtype === 'BF16' ? st(`${key}.weight`, 'BF16', shape, Array.from(stored, e4m3Value)) : { name: `${key}.weight`, dtype, shape, data: stored });
-      } else tensors.push({ name: `${key}.weight`, dtype: codeDtype, shape, data: stored });
-      if (hostileHere?.part === 'scale shape') {
-        tensors.push(st(`${key}.weight_scale`, 'F32', hostileHere.shape, Array(hostileHere.shape.reduce((a, b) => a * b, 1)).fill(s)));
-      } else if (h !== 'no scale') {
-        tensors.push(st(`${key}.weight_scale`, hostileHere?.part === 'scale dtype' ? hostileHere.dtype : 'F32', [], [hostileHere?.part === 'scale value' ? hostileHere.value : s]));
+      const part = h?.part;
+      const hostileScale = (x: number) => (h?.part === 'scale value' ? h.value : x);
+      // The weight as stored, then its scale tensors.
+      let weight: FixtureTensor;
+      let scaleT: FixtureTensor | undefined;
+      let blockT: FixtureTensor | undefined;
+      let scale2: FixtureTensor | undefined;
+      const blockScales = (blocks: number, dtype: 'U8' | 'F8_E4M3', grid: Uint8Array) => {
+        if (part === 'block byte' && grid.length) grid[h!.at % grid.length] = h!.byte;
+        if (part === 'unswizzled') return { name: `${key}.weight_scale`, dtype, shape: [rows, blocks], data: grid };
+        const data = swizzled(grid, rows, blocks);
+        const padding = Array.from(blockedOrder(rows, blocks).order.keys()).filter((k) => blockedOrder(rows, blocks).order[k] < 0);
+        if (part === 'padding' && padding.length) data[padding[h!.at % padding.length]] = h!.byte;
+        const stored = part === 'block dtype' ? h!.dtype : dtype;
+        return stored === 'F32' ? st(`${key}.weight_scale`, 'F32', blockedOrder(rows, blocks).shape, Array.from(data)) : { name: `${key}.weight_scale`, dtype: stored, shape: blockedOrder(rows, blocks).shape, data };
+      };
+      if (fmt === 'float8_e4m3fn' || fmt === 'float8_e5m2') {
+        const dtype = fmt === 'float8_e5m2' ? 'F8_E5M2' : 'F8_E4M3';
+        weight = { name: `${key}.weight`, dtype, shape: [rows, cols], data: zeroCodes ? new Uint8Array(rows * cols) : finiteCodes(bytes(rows * cols, salt), dtype) };
+        scaleT = st(`${key}.weight_scale`, 'F32', [], [hostileScale(s)]);
+      } else if (fmt === 'mxfp8') {
+        weight = { name: `${key}.weight`, dtype: 'F8_E4M3', shape: [rows, cols], data: zeroCodes ? new Uint8Array(rows * cols) : finiteCodes(bytes(rows * cols, salt), 'F8_E4M3') };
+        // Exponents 2^-10 … 2^0 around ComfyUI's for weights of this size.
+        blockT = blockScales(cols / 32, 'U8', bytes(rows * cols / 32, salt + 1).map((b) => 117 + (b % 11)));
+      } else if (fmt === 'nvfp4') {
+        weight = { name: `${key}.weight`, dtype: 'U8', shape: [rows, cols / 2], data: zeroCodes ? new Uint8Array(rows * cols / 2) : bytes(rows * cols / 2, salt) };
+        // Block scales 0.0625 … 7.5 (e4m3 0x28 … 0x57), weight_scale_2 near max |W| / 2688.
+        blockT = blockScales(cols / 16, 'F8_E4M3', bytes(rows * cols / 16, salt + 1).map((b) => 0x28 + (b % 0x30)));
+        scale2 = st(`${key}.weight_scale_2`, 'F32', [], [hostileScale(Math.fround(s / 2))]);
+      } else if (fmt === 'int8_tensorwise') {
+        weight = { name: `${key}.weight`, dtype: 'I8', shape: [rows, cols], data: zeroCodes ? new Uint8Array(rows * cols) : bytes(rows * cols, salt) };
+        const ss = Array.from({ length: perRow ? rows : 1 }, (_, i) => Math.fround(s * (1 + (i % 3) / 4)));
+        if (part === 'scale value') ss[h.at % ss.length] = h.value;
+        scaleT = st(`${key}.weight_scale`, 'F32', perRow ? [rows, 1] : [], ss);
+      } else {
+        // convrot_w4a4: packed 4-bit codes in I8 with per-row scales (not read).
+        weight = { name: `${key}.weight`, dtype: 'I8', shape: [rows, cols / 2], data: bytes(rows * cols / 2, salt) };
+        scaleT = st(`${key}.weight_scale`, 'F32', [rows, 1], Array(rows).fill(Math.fround(s)));
       }
-      const conf = m === names.quant2 ? '{"format": "float8_e4m3fn", "full_precision_matrix_mult": true}' : codeDtype === 'F8_E5M2' ? '{"format": "float8_e5m2"}' : E4M3FN;
-      const bytes = hostileHere?.part === 'config bytes' ? (typeof hostileHere.text === 'string' ? textBytes(hostileHere.text) : Uint8Array.from(hostileHere.text)) : textBytes(conf);
-      if ((configs !== 'header' || h === 'config bytes' || h === 'config dtype') && h !== 'no config') {
-        if (hostileHere?.part === 'config dtype') {
-          tensors.push(hostileHere.dtype === 'F32' ? st(`${key}.comfy_quant`, 'F32', [2], [1, 2]) : { name: `${key}.comfy_quant`, dtype: hostileHere.dtype === 'I8' ? 'I8' : 'U8', shape: hostileHere.dtype === 'I8' ? [bytes.length] : [1, bytes.length], data: bytes });
-        } else tensors.push({ name: `${key}.comfy_quant`, dtype: 'U8', shape: [bytes.length], data: bytes });
+      if (part === 'weight dtype' && h.dtype !== weight.dtype) {
+        const data = Array.from(weight.data as Uint8Array);
+        weight = h.dtype === 'BF16' ? st(weight.name, 'BF16', weight.shape, data.map(e4m3Value)) : { ...weight, dtype: h.dtype, data: Uint8Array.from(data) };
       }
-      if ((configs !== 'tensors' || h === 'header layer') && h !== 'no config') layers[headerName(m)] = hostileHere?.part === 'header layer' ? hostileHere.value : JSON.parse(conf);
-      if (inputScale) tensors.push(st(`${key}.input_scale`, 'F32', [], [0.03]));
+      if (part === 'weight shape') {
+        // Flattened where one scale covers it; block formats one block short of each row.
+        const [wr, wc] = weight.shape;
+        const cut = fmt === 'mxfp8' ? 16 : fmt === 'nvfp4' ? 4 : 0;
+        const data = weight.data as Uint8Array;
+        weight = cut ? { ...weight, shape: [wr, wc - cut], data: Uint8Array.from({ length: wr * (wc - cut) }, (_, i) => data[Math.floor(i / (wc - cut)) * wc + (i % (wc - cut))]) } : { ...weight, shape: [wr * wc] };
+      }
+      // The hostile scale parts fall on weight_scale, or nvfp4's weight_scale_2.
+      const perTensor = scale2 ?? scaleT;
+      const rewritten = (t: FixtureTensor | undefined): FixtureTensor | undefined => {
+        if (!t || t !== perTensor) return t;
+        if (part === 'no scale') return undefined;
+        if (part === 'scale dtype') return { ...t, dtype: h.dtype, data: Array.from(t.data as number[]) };
+        if (part === 'scale shape') return st(t.name, 'F32', h.shape, Array(h.shape.reduce((a, b) => a * b, 1)).fill((t.data as number[])[0]));
+        return t;
+      };
+      tensors.push(weight);
+      for (const t of [rewritten(scaleT), part === 'no block scale' ? undefined : blockT, rewritten(scale2)]) if (t) tensors.push(t);
+      const named = part === 'format' ? h.format : fmt;
+      const conf: Record<string, unknown> = { format: named };
+      if (m === names.quant2 && named === 'float8_e4m3fn') conf.full_precision_matrix_mult = true;
+      if (part === 'convrot') Object.assign(conf, h.where === 'top' ? { convrot: true } : { params: { convrot: true } });
+      // json.dumps' spacing, as ComfyUI writes the config.
+      const confText = JSON.stringify(conf).replace(/":/g, '": ').replace(/,"/g, ', "');
+      const configBytes = part === 'config bytes' ? (typeof h.text === 'string' ? textBytes(h.text) : Uint8Array.from(h.text)) : textBytes(confText);
+      if ((configs !== 'header' || part === 'config bytes' || part === 'config dtype') && part !== 'no config') {
+        if (part === 'config dtype') {
+          tensors.push(h.dtype === 'F32' ? st(`${key}.comfy_quant`, 'F32', [2], [1, 2]) : { name: `${key}.comfy_quant`, dtype: h.dtype === 'I8' ? 'I8' : 'U8', shape: h.dtype === 'I8' ? [configBytes.length] : [1, configBytes.length], data: configBytes });
+        } else tensors.push({ name: `${key}.comfy_quant`, dtype: 'U8', shape: [configBytes.length], data: configBytes });
+      }
+      if ((configs !== 'tensors' || part === 'header layer') && part !== 'no config') layers[headerName(m)] = part === 'header layer' ? h.value : conf;
+      if (inputScale && fmt !== 'int8_tensorwise') tensors.push(st(`${key}.input_scale`, 'F32', [], [part === 'input scale' ? h.value : 0.03]));
     };
-    // No Inf or NaN e5m2 codes (exponent all ones).
-    const quantCodes = zeros ? new Uint8Array(OUT * IN) : e5m2 ? codes.subarray(0, OUT * IN).map((x) => ((x & 0x7c) === 0x7c ? x & ~0x40 : x)) : codes.subarray(0, OUT * IN);
+    const [rows, cols] = COMFY_SHAPES[format][shape % COMFY_SHAPES[format].length];
+    const shape2 = format2 === 'convrot_w4a4' ? [IN, OUT] as [number, number] : COMFY_SHAPES[format2][0].slice().reverse() as [number, number];
     const hostileAll = hostile?.part === 'no configs' ? { part: 'no config' as const } : null;
-    fp8Layer(names.quant, [OUT, IN], quantCodes, Math.fround(scale), hostile?.part === 'no configs' ? hostileAll : hostile, e5m2 ? 'F8_E5M2' : 'F8_E4M3');
-    fp8Layer(names.quant2, [IN, OUT], codes.subarray(OUT * IN), Math.fround(scale * 1.5), hostileAll);
+    quantLayer(names.quant, format, [rows, cols], 0, Math.fround(scale), hostile?.part === 'no configs' ? hostileAll : hostile, zeros);
+    quantLayer(names.quant2, format2, shape2, 3, Math.fround(scale * 1.5), hostileAll);
     tensors.push(st(`${P}${names.plain}.weight`, 'BF16', [OUT, IN], v(OUT * IN, 1)));
-    if (names.bias) tensors.push(st(`${P}${names.quant}.bias`, 'BF16', [OUT], v(OUT, 2)));
+    if (names.bias) tensors.push(st(`${P}${names.quant}.bias`, 'BF16', [rows], v(rows, 2)));
     let header: string | undefined = Object.keys(layers).length ? JSON.stringify({ format_version: '1.0', layers }) : undefined;
     if (hostile?.part === 'header') header = hostile.text.replace(/LAYER/g, headerName(names.quant));
 
     // The adapter: sd-scripts' kohya form (α/r), or ai-toolkit's `diffusion_model.` + PEFT names (scale 1).
-    const targets = onPlain ? [names.quant, names.plain] : [names.quant];
-    const adapter: FixtureTensor[] = targets.flatMap((m, i) => {
-      const up = zeros ? Array(OUT * r).fill(0) : v(OUT * r, 4 + 2 * i);
-      if (form === 'peft') return [st(`diffusion_model.${m}.lora_A.weight`, fDtype, [r, IN], v(r * IN, 3 + 2 * i)), st(`diffusion_model.${m}.lora_B.weight`, fDtype, [OUT, r], up)];
+    const targets: [string, number, number][] = [[names.quant, rows, cols], ...(onPlain ? [[names.plain, OUT, IN] as [string, number, number]] : []), ...(onQuant2 ? [[names.quant2, ...shape2] as [string, number, number]] : [])];
+    const adapter: FixtureTensor[] = targets.flatMap(([m, out, inF], i) => {
+      const up = zeros ? Array(out * r).fill(0) : v(out * r, 4 + 2 * i);
+      if (form === 'peft') return [st(`diffusion_model.${m}.lora_A.weight`, fDtype, [r, inF], v(r * inF, 3 + 2 * i)), st(`diffusion_model.${m}.lora_B.weight`, fDtype, [out, r], up)];
       const k = `lora_unet_${m.replace(/\./g, '_')}`;
-      return [st(`${k}.lora_down.weight`, fDtype, [r, IN], v(r * IN, 3 + 2 * i)), st(`${k}.lora_up.weight`, fDtype, [OUT, r], up), st(`${k}.alpha`, 'F32', [], [alpha])];
+      return [st(`${k}.lora_down.weight`, fDtype, [r, inF], v(r * inF, 3 + 2 * i)), st(`${k}.lora_up.weight`, fDtype, [out, r], up), st(`${k}.alpha`, 'F32', [], [alpha])];
     });
-    const file = model === 'FLUX.2' ? 'flux2_dev_fp8mixed.safetensors' : 'qwen_image_fp8mixed.safetensors';
+    const tag = { float8_e4m3fn: 'fp8mixed', float8_e5m2: 'fp8mixed', mxfp8: 'mxfp8mixed', nvfp4: 'nvfp4mixed', int8_tensorwise: 'int8mixed' }[format];
+    const file = `${names.file}_${tag}.safetensors`;
+    const layerName = (f: string) => `${f}${f === 'int8_tensorwise' ? (perRow ? ' per row' : ' per tensor') : ''}`;
     return {
-      name: `ComfyUI comfy_quant fp8${e5m2 ? ' (e5m2 beside e4m3fn)' : ''} (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA`,
+      name: `ComfyUI comfy_quant ${layerName(format)} beside ${format2} (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA${hostile ? ` (${hostile.part})` : ''}`,
       files: {
         [file]: { kind: 'safetensors', tensors, ...(header !== undefined ? { metadata: { _quantization_metadata: header } } : {}) },
         'lora.safetensors': { kind: 'safetensors', tensors: adapter },
@@ -855,10 +1109,10 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
       outDtypes: ['bf16'], refusalsChecked: true,
       truth: (d, weight, outDtype) => {
         const t = (name: string) => d.tensors.get(`/${name}`)!;
-        return comfyQuantTruth(d, file, targets.map((m) => {
+        return comfyQuantTruth(d, file, targets.map(([m, out, inF]) => {
           const k = `lora_unet_${m.replace(/\./g, '_')}`;
           const [down, up] = form === 'peft' ? [`diffusion_model.${m}.lora_A.weight`, `diffusion_model.${m}.lora_B.weight`] : [`${k}.lora_down.weight`, `${k}.lora_up.weight`];
-          return { layer: P + m, a: t(down), b: t(up), rank: r, scale: form === 'peft' ? weight : weight * kohyaScale(t(`${k}.alpha`).values[0], r) };
+          return { layer: P + m, a: t(down), b: t(up), rank: r, scale: form === 'peft' ? weight : weight * kohyaScale(t(`${k}.alpha`).values[0], r), rows: out, cols: inF };
         }), outDtype);
       },
     };
@@ -1944,7 +2198,8 @@ function compressedTensorsIntReal(d: Decoded, qc: Record<string, unknown>): IntR
     const z = tensor(`${stem}.weight_zero_point`);
     const gi = tensor(`${stem}.weight_g_idx`);
     let rows: number, cols: number;
-    const parts = [`${stem}.weight_scale`, ...(z ? [`${stem}.weight_zero_point`] : [])];
+    // A W8A8 static scheme's activation zero point goes with its weight (its input_scale with the runtime scales).
+    const parts = [`${stem}.weight_scale`, ...(z ? [`${stem}.weight_zero_point`] : []), ...(int8 && tensor(`${stem}.input_zero_point`) ? [`${stem}.input_zero_point`] : [])];
     if (int8) {
       const w = tensor(name)!;
       if (w.shape.length !== 2) return invalid(`${name} of shape [${w.shape.join(', ')}]`);
@@ -2048,7 +2303,8 @@ function intQuantTruth(quant: IntQuant, d: Decoded, targets: LoraTarget[], outDt
  * - AWQ GEMM (hugging-quants *-AWQ-INT4): group_size 8, 16 or 32, sometimes AutoAWQ's quant_config.json;
  * - compressed-tensors int: pack-quantized (w4a16 / w8a16; group of 8 over 30 inputs, a ragged
  *   last group, channel or tensor; act-order weight_g_idx; zero points packed or I8) or
- *   int-quantized (w8a8; channel or tensor, sometimes an I8 zero point).
+ *   int-quantized (w8a8; channel or tensor, sometimes an I8 zero point; activations dynamic or
+ *   static with input_scale and maybe input_zero_point).
  */
 const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
   .record({
@@ -2063,6 +2319,9 @@ const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
     configFile: fc.boolean(),
     awqGroup: fc.constantFrom(8, 16, 32),
     ctInt8: fc.constantFrom(false, false, true),
+    // W8A8 with static activation scales: input_scale, and input_zero_point where asymmetric.
+    ctStatic: fc.constantFrom<'dynamic' | 'symmetric' | 'asymmetric'>('dynamic', 'symmetric', 'asymmetric'),
+    inputScale: fc.constantFrom(0.02, 0.02, NaN, -1, 0, 65504),
     ctStrategy: fc.constantFrom<'group' | 'channel' | 'tensor'>('group', 'group', 'channel', 'tensor'),
     ctZeros: fc.constantFrom<'none' | 'packed' | 'I8'>('none', 'none', 'packed', 'I8'),
     ctShapeDtype: fc.constantFrom<'I64' | 'I32'>('I64', 'I32'),
@@ -2073,7 +2332,7 @@ const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
     hostile: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: intHostile(quant) }),
     mergeDtype: fc.constantFrom<OutDtype | undefined>('bf16', 'bf16', 'bf16', undefined),
   })
-  .map(({ mergeDtype, model, sharded, bits: drawnBits, grouped, actOrder, v2, withFormat, sym, configFile, awqGroup, ctInt8, ctStrategy, ctZeros, ctShapeDtype, scaleDtype, codes, onV, fDtype, r, alpha, rslora, seed, hostile }) => {
+  .map(({ mergeDtype, model, sharded, bits: drawnBits, grouped, actOrder, v2, withFormat, sym, configFile, awqGroup, ctInt8, ctStatic, inputScale, ctStrategy, ctZeros, ctShapeDtype, scaleDtype, codes, onV, fDtype, r, alpha, rslora, seed, hostile }) => {
     const v = from(seed);
     const family = LLM_MODELS[model];
     // A g_idx written wrong needs one: compressed-tensors writes it for its group strategy alone.
@@ -2152,6 +2411,11 @@ const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
         if (hs?.part === 'shape' && hs.role === role && hs.shape === 'one more row') t.data = [...Array.from(t.data), ...Array(t.shape.slice(1).reduce((a, b) => a * b, 1)).fill(1)];
         (role === 'codes' ? codesInto : restInto).push(t);
       }
+      // A static activation scheme's calibrated scale (any value: the runtime's, left out) and zero point.
+      if (int8 && ctStatic !== 'dynamic') {
+        restInto.push(st(`${m}.input_scale`, 'BF16', [1], [m === q ? inputScale : 0.02]));
+        if (ctStatic === 'asymmetric') restInto.push({ name: `${m}.input_zero_point`, dtype: 'I8', shape: [1], data: [-3] });
+      }
     };
     projection(q, 0, shard1, sharded ? shard2 : shard1);
     projection(k, 1, shard1, shard1);
@@ -2177,7 +2441,7 @@ const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
       if (hostile?.part === 'group config') edited(weights, hostile.edit);
       qc = {
         quant_method: 'compressed-tensors', format: int8 ? 'int-quantized' : 'pack-quantized', quantization_status: 'compressed', ignore: ['lm_head'], kv_cache_scheme: null, version: '0.9.2',
-        config_groups: { group_0: { targets: ['Linear'], weights, input_activations: int8 ? { num_bits: 8, type: 'int', strategy: 'token', symmetric: true, dynamic: true } : null, output_activations: null } },
+        config_groups: { group_0: { targets: ['Linear'], weights, input_activations: !int8 ? null : ctStatic === 'dynamic' ? { num_bits: 8, type: 'int', strategy: 'token', symmetric: true, dynamic: true } : { num_bits: 8, type: 'int', strategy: 'tensor', symmetric: ctStatic === 'symmetric', dynamic: false, observer: 'minmax' }, output_activations: null } },
       };
     }
     if (hostile?.part === 'config') edited(qc, hostile.edit);
@@ -2192,7 +2456,7 @@ const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
       tensors: targets.flatMap((m, i) => [st(`${peft(m)}.lora_A.weight`, fDtype, [r, cols], v(r * cols, 3 + 2 * i)), st(`${peft(m)}.lora_B.weight`, fDtype, [rows, r], v(rows * r, 4 + 2 * i))]),
     };
     files['peft/adapter_config.json'] = { kind: 'json', value: { peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: family.repo, r, lora_alpha: alpha, use_rslora: rslora, target_modules: onV ? ['q_proj', 'v_proj'] : ['q_proj'] } };
-    const kindName = quant === 'gptq' ? `GPTQ ${bits}-bit ${v2 ? 'gptq_v2' : 'gptq'}${actOrder ? ' act-order' : ''}` : quant === 'awq' ? `AWQ GEMM group ${groupSize}` : int8 ? `compressed-tensors int-quantized (${strategy})` : `compressed-tensors pack-quantized ${bits}-bit (${strategy}${withGIdx ? ', act-order' : ''})`;
+    const kindName = quant === 'gptq' ? `GPTQ ${bits}-bit ${v2 ? 'gptq_v2' : 'gptq'}${actOrder ? ' act-order' : ''}` : quant === 'awq' ? `AWQ GEMM group ${groupSize}` : int8 ? `compressed-tensors int-quantized (${strategy}${ctStatic === 'dynamic' ? '' : `, static ${ctStatic} activations`})` : `compressed-tensors pack-quantized ${bits}-bit (${strategy}${withGIdx ? ', act-order' : ''})`;
     return {
       name: `${kindName} folder + PEFT LoRA${hostile ? ` (${hostile.part})` : ''}`,
       files, base: 'model', adapter: 'peft', out: 'merged',

@@ -225,8 +225,37 @@ export function mergePlainOnWasm(plan: PlainPlan, kernel: WasmKernel, stats: Cer
     const result = kernel.run(job, kOut);
     if (!finishJob(plan, r0, n, result.listed, kOut, target, stats) || !result.finite) finite = false;
   }
-  if (!finite && holdsNonFinite(out, op.outDtype)) throw nonFiniteError(op.name, op.outDtype);
+  if (!finite && !settleNonFinite(plan, out, stats)) throw nonFiniteError(op.name, op.outDtype);
   return out;
+}
+
+/**
+ * Recomputes exactly every element the kernel left Inf or NaN, and says whether all are finite
+ * now. The f32 kernel folds each term's scale into its f32 left factor: a scale past float32 (a
+ * huge --weight times α/r) is Inf there, and Inf times a zero product is NaN, where the exact
+ * W + s·B·A is W. Only runs when the kernel reported a non-finite result.
+ */
+export function settleNonFinite(plan: { p: PlainOp; tf: TensorFactors }, out: Uint8Array, stats: CertificationStats): boolean {
+  const { p, tf } = plan;
+  const dtype = p.op.outDtype;
+  const cols = p.op.cols;
+  const n = out.byteLength / DTYPE_BYTES[dtype];
+  let finite = true;
+  for (let index = 0; index < n; index++) {
+    if (!isSpecialBits(elementBits(out, dtype, index), dtype)) continue;
+    const r = Math.floor(index / cols);
+    const bits = exactElementBits(p, tf, r, index - r * cols, stats);
+    if (isSpecialBits(bits, dtype)) finite = false;
+    storeBits(out, dtype, index, bits);
+  }
+  return finite;
+}
+
+/** The stored bits of element `index` of `out` (little-endian, as storeBits writes them). */
+function elementBits(out: Uint8Array, dtype: FloatDType, index: number): number {
+  const b = DTYPE_BYTES[dtype];
+  const at = index * b;
+  return b === 4 ? (out[at] | (out[at + 1] << 8) | (out[at + 2] << 16) | (out[at + 3] << 24)) >>> 0 : b === 2 ? out[at] | (out[at + 1] << 8) : out[at];
 }
 
 /**

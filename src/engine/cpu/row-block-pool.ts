@@ -22,7 +22,7 @@ import type { CpuMergePool } from './cpu-backend.js';
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import type { PoolJob, WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
 import {
-  finishJob, freshOutput, holdsNonFinite, nonFiniteError, planJob, rightKeyOf, rowsPerBlock, type JobArrays, type PlainPlan, type TakeOutput,
+  finishJob, freshOutput, nonFiniteError, planJob, settleNonFinite, rightKeyOf, rowsPerBlock, type JobArrays, type PlainPlan, type TakeOutput,
 } from './plain-merge.js';
 import { align16, createWasmKernel, type WasmKernel } from './wasm-kernel.js';
 
@@ -248,7 +248,7 @@ export class RowBlockPool implements CpuMergePool {
       await Promise.all([...this.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
       if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled');
       if (plan.mode !== 'f64-values' && !outInPlace) out.set(kernelOut(0, rows));
-      if (!finite && holdsNonFinite(out, op.outDtype)) throw nonFiniteError(op.name, op.outDtype);
+      if (!finite && !settleNonFinite(plan, out, stats)) throw nonFiniteError(op.name, op.outDtype);
       return out;
     } finally {
       lent?.release();

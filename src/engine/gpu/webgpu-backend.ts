@@ -19,7 +19,7 @@ import { hasColumnNorms, resolveWholeOp } from '../column-norms.js';
 import { f32KernelBound, U_WGSL } from '../exact/error-bounds.js';
 import { asPlainOp, scaledBase, slabFactors32, tensorFactors, type PlainOp, type SlabFactors32, type TensorFactors } from '../exact/plain-op.js';
 import { fixListed, newStats, type CertificationStats } from '../exact/recompute.js';
-import { holdsNonFinite, nonFiniteError } from '../cpu/plain-merge.js';
+import { nonFiniteError, settleNonFinite } from '../cpu/plain-merge.js';
 import { CpuBackend } from '../cpu/cpu-backend.js';
 import type { MergeDevice } from './gpu-device.js';
 import { ReusableBuffer } from './reusable-buffer.js';
@@ -245,7 +245,7 @@ export class WebGpuBackend implements MergeBackend {
       if (flagged) nonFinite = true;
       this.learnSpeed(work, readable - submitted);
     }
-    if (nonFinite && holdsNonFinite(result, op.outDtype)) throw nonFiniteError(op.name, op.outDtype);
+    if (nonFinite && !settleNonFinite(plan, result, this.certification)) throw nonFiniteError(op.name, op.outDtype);
     this.certification.elements += shape.rowCount * op.cols;
     return result;
   }
