@@ -368,15 +368,3 @@ for (const c of CASES) {
     }
   });
 }
-
-describe('Wan block norms, whose names swap meaning between the two namings', () => {
-  it('a diffusers-named norm diff on Wan\'s own file is refused by name, not placed on another norm', async () => {
-    const diff = tensor(rand, 'diffusion_model.blocks.0.norm2.diff', [WAN.dim], 'F32');
-    const lora = buildSafetensors([diff]);
-    const prepared = await prepareMerge(memoryInputFileSet({ [WAN_FILE]: wanOriginal }, WAN_FILE), [
-      { files: memoryInputFileSet({ 'norm-diff.safetensors': lora }, 'norm-diff.safetensors'), weight: 1 },
-    ]);
-    expect(prepared.plan.problems.map((p) => p.message)).toEqual([expect.stringMatching(/module "diffusion_model\.blocks\.0\.norm2": no matching tensor/)]);
-    await prepared.close();
-  });
-});

@@ -430,24 +430,6 @@ describe('what the hunyuan-video layout refuses', () => {
     return messages;
   };
 
-  it('a q/k norm onto ComfyUI\'s naming, which stores it as `norm.query_norm.scale`, is refused by name', async () => {
-    const diff = tensor(rand, 'diffusion_model.double_blocks.0.img_attn_q_norm.diff', [HUNYUAN.headDim], 'F32');
-    expect(await refusals({ [COMFY_FILE]: comfyBase }, COMFY_FILE, [diff]))
-      .toEqual([expect.stringMatching(/module "diffusion_model\.double_blocks\.0\.img_attn_q_norm": no matching tensor/)]);
-  });
-
-  it('a q/k norm in ComfyUI\'s naming is refused with a line that says why', async () => {
-    const diffs = [
-      tensor(rand, 'diffusion_model.double_blocks.1.txt_attn.norm.key_norm.diff', [HUNYUAN.headDim], 'F32'),
-      tensor(rand, 'diffusion_model.single_blocks.0.norm.query_norm.diff', [HUNYUAN.headDim], 'F32'),
-    ];
-    const base = { 'diffusion_pytorch_model.safetensors': diffusersBase, 'config.json': hunyuanDiffusersConfig(HUNYUAN_I2V) };
-    expect(await refusals(base, 'transformer', diffs)).toEqual([
-      expect.stringMatching(/module "diffusion_model\.double_blocks\.1\.txt_attn\.norm\.key_norm": is a q\/k norm in ComfyUI's naming, whose `\.scale` is stored as .*; loramerge does not translate it/),
-      expect.stringMatching(/module "diffusion_model\.single_blocks\.0\.norm\.query_norm": is a q\/k norm in ComfyUI's naming/),
-    ]);
-  });
-
   it('HunyuanVideo\'s names are not translated onto a Flux file, whose blocks share ComfyUI\'s names', async () => {
     const flux = buildSafetensors(fluxBflTensors(rand, 'BF16'));
     const lora = loraTensors(rand, [kohya('lora_unet_double_blocks_0_img_mlp_fc1', 2, 32, 8, [], 2)], 'BF16');

@@ -84,6 +84,10 @@ export function fluxDiffusersTensors(rand: Rand, dtype: FixtureDType, d: FluxDim
     out.push(w(`${b}.proj_mlp.weight`, [4 * h, h]), w(`${b}.proj_out.weight`, [h, 5 * h]));
   }
   out.push(w('norm_out.linear.weight', [2 * h, h]), w('proj_out.weight', [d.inChannels, h]));
+  // The q/k RMSNorms (BFL's `norm.query_norm.scale`), one weight of the head size (h/2 here) each.
+  const norm = (name: string) => tensor(rand, name, [h / 2], 'BF16');
+  for (let i = 0; i < 2; i++) for (const n of ['norm_q', 'norm_k', 'norm_added_q', 'norm_added_k']) out.push(norm(`transformer_blocks.${i}.attn.${n}.weight`));
+  for (let i = 0; i < 2; i++) for (const n of ['norm_q', 'norm_k']) out.push(norm(`single_transformer_blocks.${i}.attn.${n}.weight`));
   return out;
 }
 
@@ -144,6 +148,8 @@ export function wanDiffusersTensors(rand: Rand, dtype: FixtureDType, d: WanDims 
     out.push(w(`${b}.ffn.net.0.proj.weight`, [d.ffn, d.dim]), w(`${b}.ffn.net.2.weight`, [d.dim, d.ffn]));
   }
   out.push(w('proj_out.weight', [d.patchOut, d.dim]), f32('scale_shift_table', [1, 2, d.dim]));
+  // The cross-attention LayerNorm's bias (Wan's norm3.bias).
+  for (let i = 0; i < 2; i++) out.push(f32(`blocks.${i}.norm2.bias`, [d.dim]));
   return out;
 }
 

@@ -5,13 +5,17 @@
  * (_convert_kohya_flux_lora_to_diffusers) map them:
  * - q, k, v are the thirds of img_attn.qkv (add_q/k/v_proj of txt_attn.qkv);
  * - single_blocks.N.linear1 is q, k, v (h rows each) and proj_mlp (4h rows);
- * - final_layer.adaLN_modulation.1 is norm_out.linear with its two halves (shift, scale) swapped.
+ * - final_layer.adaLN_modulation.1 is norm_out.linear with its two halves (shift, scale) swapped;
+ * - the q/k RMSNorms, whose one parameter BFL calls `scale` and diffusers `weight` (the same head-size
+ *   vector, convert_flux_transformer_checkpoint_to_diffusers): `img_attn.norm.query_norm.scale` is
+ *   `attn.norm_q.weight`, `txt_attn.norm.query_norm.scale` `attn.norm_added_q.weight`, a single
+ *   block's `norm.query_norm.scale` `attn.norm_q.weight` (and the key norms likewise).
  * Chroma has FLUX.1's blocks without their modulations: the same rules place its modules, and its
  * approximator's `distilled_guidance_layer.layers.N.in_layer` / `out_layer` are diffusers'
- * `linear_1` / `linear_2`.
+ * `linear_1` / `linear_2`, its `norms.N.scale` diffusers' `norms.N.weight`.
  */
 import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
-import { isFlux2 } from './flux2-bfl.js';
+import { isFlux2, qkNormRules } from './flux2-bfl.js';
 import { isHunyuanDit } from './hunyuan-video.js';
 import type { Layout } from './layout.js';
 
@@ -51,6 +55,8 @@ export const FLUX_RULES: readonly RenameRule[] = [
   // Chroma: FLUX.1's blocks fed by an approximator (diffusers' convert_chroma_transformer_checkpoint_to_diffusers).
   oneToOne('distilled_guidance_layer.layers.{i}.in_layer', 'distilled_guidance_layer.layers.{i}.linear_1'),
   oneToOne('distilled_guidance_layer.layers.{i}.out_layer', 'distilled_guidance_layer.layers.{i}.linear_2'),
+  oneToOne('distilled_guidance_layer.norms.{i}:scale', 'distilled_guidance_layer.norms.{i}'),
+  ...qkNormRules(),
 ];
 
 const table = new RenameTable(FLUX_RULES, () => false);

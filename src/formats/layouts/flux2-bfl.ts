@@ -9,6 +9,8 @@
  * - single_blocks.N.linear1 (q, k, v, then the MLP's gate and up: 3h + 6h rows) stays one tensor,
  *   `attn.to_qkv_mlp_proj`, and linear2 is `attn.to_out`;
  * - the modulations are shared by all blocks (`double_stream_modulation_img.lin` → `.linear`);
+ * - the q/k RMSNorms: BFL's `img_attn.norm.query_norm.scale` is diffusers' `attn.norm_q.weight`
+ *   (`norm_added_q` for txt; a single block's `norm.query_norm.scale` `attn.norm_q.weight`), as for FLUX.1;
  * - final_layer.adaLN_modulation.1 is norm_out.linear with its two halves (shift, scale) swapped,
  *   as the model conversion swaps them. diffusers' LoRA converter
  *   (_convert_non_diffusers_flux2_lora_to_diffusers) renames it without the swap; we follow the
@@ -28,6 +30,18 @@ const thirds = (fused: string, q: string, k: string, v: string): RenameRule => (
 
 const D = 'transformer_blocks.{i}';
 const S = 'single_transformer_blocks.{i}';
+/** The q/k RMSNorms of FLUX.1 and FLUX.2 alike: BFL's `scale` parameter, diffusers' `weight`. */
+export function qkNormRules(): RenameRule[] {
+  return [
+    oneToOne(`double_blocks.{i}.img_attn.norm.query_norm:scale`, `${D}.attn.norm_q`),
+    oneToOne(`double_blocks.{i}.img_attn.norm.key_norm:scale`, `${D}.attn.norm_k`),
+    oneToOne(`double_blocks.{i}.txt_attn.norm.query_norm:scale`, `${D}.attn.norm_added_q`),
+    oneToOne(`double_blocks.{i}.txt_attn.norm.key_norm:scale`, `${D}.attn.norm_added_k`),
+    oneToOne(`single_blocks.{i}.norm.query_norm:scale`, `${S}.attn.norm_q`),
+    oneToOne(`single_blocks.{i}.norm.key_norm:scale`, `${S}.attn.norm_k`),
+  ];
+}
+
 export const FLUX2_RULES: readonly RenameRule[] = [
   thirds('double_blocks.{i}.img_attn.qkv', `${D}.attn.to_q`, `${D}.attn.to_k`, `${D}.attn.to_v`),
   thirds('double_blocks.{i}.txt_attn.qkv', `${D}.attn.add_q_proj`, `${D}.attn.add_k_proj`, `${D}.attn.add_v_proj`),
@@ -50,6 +64,7 @@ export const FLUX2_RULES: readonly RenameRule[] = [
   oneToOne('guidance_in.out_layer', 'time_guidance_embed.guidance_embedder.linear_2'),
   oneToOne('final_layer.linear', 'proj_out'),
   oneToOne('final_layer.adaLN_modulation.1', 'norm_out.linear', 'always'),
+  ...qkNormRules(),
 ];
 
 /** FLUX.2's shared modulations, in either naming; FLUX.1 and Chroma have none. */

@@ -10,6 +10,12 @@
  * single-file tensor (when the base stores that one) or on the diffusers tensors it covers. Names
  * may be dotted or flattened with `_` (kohya, OneTrainer). A single-file tensor may have other
  * spellings (aliases); a table may look names up in the base its own way (exactly, say).
+ *
+ * A name is a module path whose values the base stores in `<path>.weight`, or `<path>:<param>` where
+ * the model calls that parameter otherwise (BFL's and ComfyUI's RMSNorm `scale`:
+ * `double_blocks.{i}.img_attn.norm.query_norm:scale`). Such a module is read under its path alone
+ * or with the parameter after it (`…query_norm.scale`: ComfyUI's key map names every parameter that
+ * is not a `weight` by its full name, so its files say `…query_norm.scale.diff`).
  */
 import type { KeyResolution } from './base-key-index.js';
 import type { BaseView, LayoutResolution, Placement, RowSegment } from './layout.js';
@@ -60,13 +66,25 @@ interface Claim {
   slice?: boolean;
 }
 
-/** `double_blocks.{i}.img_attn.qkv` → a regex matching it dotted or flattened, capturing i. */
-function template(t: string): RegExp {
-  const escaped = t.split('{i}').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replaceAll('\\.', '[._]'));
-  return new RegExp(`^${escaped.join('(\\d+)')}$`);
+/** A name's module path and the parameter that holds its values (`weight` unless the name says `:<param>`). */
+function pathAndParam(name: string): { path: string; param: string } {
+  const at = name.lastIndexOf(':');
+  return at < 0 ? { path: name, param: 'weight' } : { path: name.slice(0, at), param: name.slice(at + 1) };
 }
 
-const fill = (t: string, block: string | undefined) => (block === undefined ? t : t.replaceAll('{i}', block));
+/** `double_blocks.{i}.img_attn.qkv` → a regex matching it dotted or flattened, capturing i. */
+function template(t: string): RegExp {
+  const { path, param } = pathAndParam(t);
+  const escaped = path.split('{i}').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replaceAll('\\.', '[._]'));
+  const named = param === 'weight' ? '' : `(?:[._]${param})?`;
+  return new RegExp(`^${escaped.join('(\\d+)')}${named}$`);
+}
+
+/** The base tensor a name means in block `block`: its path filled in, then its parameter. */
+function tensorName(t: string, block: string | undefined): string {
+  const { path, param } = pathAndParam(t);
+  return `${block === undefined ? path : path.replaceAll('{i}', block)}.${param}`;
+}
 
 /** How a table finds a tensor name in the base: by default the key, or the one key ending with it. */
 export type KeyLookup = (base: BaseView, name: string) => KeyResolution;
@@ -112,7 +130,9 @@ export class RenameTable {
       if (rows % total !== 0) return { found: false, ambiguous: false, candidates: [] };
       const unit = rows / total;
       const segment: RowSegment = { src: 0, dst: claim.from * unit, count: (claim.to - claim.from) * unit };
-      const rowsOf = claim.naming === 'fused' ? undefined : swap ? swapped(segment) : [segment];
+      // A module that is the whole tensor in the other naming lands whole (a vector cannot take rows).
+      const whole = claim.naming === 'fused' || (!swap && !claim.slice && claim.from === 0 && claim.to === total);
+      const rowsOf = whole ? undefined : swap ? swapped(segment) : [segment];
       return { found: true, targets: [rowsOf ? { baseKey: fused.key, rows: rowsOf } : { baseKey: fused.key }] };
     }
     if (fused.ambiguous) return fused;
@@ -125,7 +145,7 @@ export class RenameTable {
       const start = offset;
       offset += part.units;
       if (offset <= claim.from || start >= claim.to) continue;
-      const r = this.lookup(base, `${fill(part.name, block)}.weight`);
+      const r = this.lookup(base, tensorName(part.name, block));
       if (!r.found) return r;
       const rows = base.shape(r.key)?.[0] ?? 0;
       if (rows % part.units !== 0) return { found: false, ambiguous: false, candidates: [] };
@@ -133,7 +153,7 @@ export class RenameTable {
       const from = Math.max(start, claim.from);
       const to = Math.min(offset, claim.to);
       const segment: RowSegment = { src: (from - claim.from) * unit, dst: (from - start) * unit, count: (to - from) * unit };
-      const whole = claim.naming === 'split' && !claim.slice;
+      const whole = !claim.slice && (claim.naming === 'split' || (!swap && rule.parts.length === 1));
       targets.push(whole ? { baseKey: r.key } : { baseKey: r.key, rows: swap ? swapped(segment) : [segment] });
     }
     return { found: true, targets };
@@ -143,7 +163,7 @@ export class RenameTable {
   private fusedInBase(rule: RenameRule, block: string | undefined, base: BaseView): KeyResolution {
     let miss: KeyResolution = { found: false, ambiguous: false, candidates: [] };
     for (const name of [rule.fused, ...(rule.aliases ?? [])]) {
-      const r = this.lookup(base, `${fill(name, block)}.weight`);
+      const r = this.lookup(base, tensorName(name, block));
       if (r.found || r.ambiguous) return r;
       miss = r;
     }

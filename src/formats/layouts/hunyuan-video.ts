@@ -14,13 +14,14 @@
  * - single_blocks.N.linear1 is q, k, v (h rows each) and proj_mlp (4h rows);
  * - final_layer.adaLN_modulation.1 is (shift, scale) and diffusers' norm_out.linear (scale, shift):
  *   its two halves are swapped. Every other modulation keeps its order (img_mod/norm1 both
- *   shift, scale, gate ×2; modulation/norm shift, scale, gate; the refiner's adaLN gate_msa, gate_mlp).
+ *   shift, scale, gate ×2; modulation/norm shift, scale, gate; the refiner's adaLN gate_msa, gate_mlp);
+ * - the q/k RMSNorms: Tencent's `img_attn_q_norm.weight` (`single_blocks.N.q_norm.weight`) is
+ *   ComfyUI's `img_attn.norm.query_norm.scale` (`single_blocks.N.norm.query_norm.scale`: its
+ *   state-dict conversion renames `.weight` to `.scale`, the values as they are) and diffusers'
+ *   `attn.norm_q.weight` (`norm_added_q` for txt), one weight of the head size in all three.
  * The blocks are named alike in the three models; their timestep embedders are not (diffusers'
  * `time_text_embed`, `time_guidance_embed`, `time_embed`), so each model's are a table of their own,
  * tried in turn: only the one whose tensors the base holds can place a module.
- *
- * Left out, and refused with a line that says so: ComfyUI's q/k norms (`img_attn.norm.query_norm.scale`),
- * stored as `.scale` where the other namings say `.weight`.
  *
  * It answers only on a base with these models' text token refiner, and there alone: the Flux
  * layout, whose BFL names ComfyUI's naming shares, leaves such bases to it (its suffix matches
@@ -63,16 +64,16 @@ const SHARED_RULES: readonly RenameRule[] = [
   rule(`${O}.txt_mlp.fc2`, `${O}.txt_mlp.2`, [[`${D}.ff_context.net.2`, 1]]),
   rule(`${O}.img_mod.linear`, `${O}.img_mod.lin`, [[`${D}.norm1.linear`, 1]]),
   rule(`${O}.txt_mod.linear`, `${O}.txt_mod.lin`, [[`${D}.norm1_context.linear`, 1]]),
-  rule(`${O}.img_attn_q_norm`, null, [[`${D}.attn.norm_q`, 1]]),
-  rule(`${O}.img_attn_k_norm`, null, [[`${D}.attn.norm_k`, 1]]),
-  rule(`${O}.txt_attn_q_norm`, null, [[`${D}.attn.norm_added_q`, 1]]),
-  rule(`${O}.txt_attn_k_norm`, null, [[`${D}.attn.norm_added_k`, 1]]),
+  rule(`${O}.img_attn_q_norm`, `${O}.img_attn.norm.query_norm:scale`, [[`${D}.attn.norm_q`, 1]]),
+  rule(`${O}.img_attn_k_norm`, `${O}.img_attn.norm.key_norm:scale`, [[`${D}.attn.norm_k`, 1]]),
+  rule(`${O}.txt_attn_q_norm`, `${O}.txt_attn.norm.query_norm:scale`, [[`${D}.attn.norm_added_q`, 1]]),
+  rule(`${O}.txt_attn_k_norm`, `${O}.txt_attn.norm.key_norm:scale`, [[`${D}.attn.norm_added_k`, 1]]),
   // Single-stream blocks: linear1 is q, k, v and the MLP's input, stacked by rows.
   rule(`${OS}.linear1`, null, [...qkv(`${S}.attn`, 'to_q', 'to_k', 'to_v'), [`${S}.proj_mlp`, 4]]),
   rule(`${OS}.linear2`, null, [[`${S}.proj_out`, 1]]),
   rule(`${OS}.modulation.linear`, `${OS}.modulation.lin`, [[`${S}.norm.linear`, 1]]),
-  rule(`${OS}.q_norm`, null, [[`${S}.attn.norm_q`, 1]]),
-  rule(`${OS}.k_norm`, null, [[`${S}.attn.norm_k`, 1]]),
+  rule(`${OS}.q_norm`, `${OS}.norm.query_norm:scale`, [[`${S}.attn.norm_q`, 1]]),
+  rule(`${OS}.k_norm`, `${OS}.norm.key_norm:scale`, [[`${S}.attn.norm_k`, 1]]),
   // The text token refiner (txt_in).
   rule('txt_in.input_embedder', null, [['context_embedder.proj_in', 1]]),
   ...timestep('txt_in.t_embedder', 'context_embedder.time_text_embed.timestep_embedder'),
@@ -162,20 +163,12 @@ const TABLES = [HUNYUAN_VIDEO_RULES, HUNYUAN_IMAGE_RULES, HUNYUAN_VIDEO_15_RULES
  */
 const SAVED_PREFIX = /^(transformer|diffusion_model)\./;
 
-/** ComfyUI's q/k RMSNorms: `double_blocks.N.img_attn.norm.query_norm`, `single_blocks.N.norm.key_norm`. */
-const COMFY_QK_NORM = /^(double_blocks[._]\d+[._](img|txt)_attn|single_blocks[._]\d+)[._]norm[._](query|key)_norm([._]scale)?$/;
-const COMFY_QK_NORM_MISS: LayoutResolution = {
-  found: false, ambiguous: false, candidates: [],
-  why: 'is a q/k norm in ComfyUI\'s naming, whose `.scale` is stored as `…_q_norm.weight` / `attn.norm_q.weight` elsewhere; loramerge does not translate it',
-};
-
 export const hunyuanVideo: Layout = {
   name: 'hunyuan-video',
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     if (!isHunyuanDit(base)) return undefined;
     const path = address.part === undefined ? address.path.replace(SAVED_PREFIX, '') : address.path;
-    if (COMFY_QK_NORM.test(path)) return COMFY_QK_NORM_MISS;
     // The first table that places the module decides; else the first that knew its name says it missed.
     let miss: LayoutResolution | undefined;
     for (const table of TABLES) {

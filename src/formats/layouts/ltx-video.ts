@@ -4,8 +4,9 @@
  * (LTXVideoTransformer3DModel: `proj_in`, `time_embed`), either way round, as diffusers' single-file
  * conversion (convert_ltx_transformer_checkpoint_to_diffusers) renames them. The blocks
  * (`transformer_blocks.N.attn1.to_q`, `ff.net.0.proj`) have the same names in both and land by
- * name; only the input projection and the timestep embedding are renamed, row for row. The q/k
- * norms (`q_norm` ↔ `norm_q`) are not translated and are refused.
+ * name; only the input projection, the timestep embedding and the attentions' q/k RMSNorms
+ * (`attn1.q_norm` ↔ `attn1.norm_q`, `k_norm` ↔ `norm_k`: one weight of the attention's inner width
+ * in both, the script's "q_norm" → "norm_q") are renamed, row for row.
  *
  * It answers only on an LTX-Video base (its input projection under either name beside
  * `caption_projection`), never on PixArt-style models that also say `adaln_single`, nor on LTX-2
@@ -20,6 +21,10 @@ export const LTX_VIDEO_RULES: readonly RenameRule[] = [
   oneToOne('adaln_single.emb.timestep_embedder.linear_1', 'time_embed.emb.timestep_embedder.linear_1'),
   oneToOne('adaln_single.emb.timestep_embedder.linear_2', 'time_embed.emb.timestep_embedder.linear_2'),
   oneToOne('adaln_single.linear', 'time_embed.linear'),
+  ...['attn1', 'attn2'].flatMap((a) => [
+    oneToOne(`transformer_blocks.{i}.${a}.q_norm`, `transformer_blocks.{i}.${a}.norm_q`),
+    oneToOne(`transformer_blocks.{i}.${a}.k_norm`, `transformer_blocks.{i}.${a}.norm_k`),
+  ]),
 ];
 
 /** The original's `patchify_proj`, or diffusers' `proj_in` beside its `time_embed`. */

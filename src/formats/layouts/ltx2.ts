@@ -9,17 +9,24 @@
  *   `adaln_single` ↔ `time_embed`, `audio_adaln_single` ↔ `audio_time_embed`, the four
  *   audio-video cross-attention ones (`av_ca_video_scale_shift_adaln_single` ↔
  *   `av_cross_attn_video_scale_shift`, …) and LTX-2.3's `prompt_adaln_single` ↔ `prompt_adaln`,
- *   `audio_prompt_adaln_single` ↔ `audio_prompt_adaln`; all row for row.
+ *   `audio_prompt_adaln_single` ↔ `audio_prompt_adaln`; all row for row;
+ * - the q/k RMSNorms of the six attentions (`attn1`, `attn2`, `audio_attn1`, `audio_attn2`,
+ *   `audio_to_video_attn`, `video_to_audio_attn`): `q_norm` ↔ `norm_q`, `k_norm` ↔ `norm_k`, one
+ *   weight of the attention's inner width in both.
  * The blocks (`transformer_blocks.N.attn1`, `audio_attn2`, `audio_to_video_attn`, `ff.net.0.proj`,
  * LTX-2.3's `to_gate_logits`), the caption projections and the output projections have the same
- * names in both and land by name. The q/k norms (`q_norm` ↔ `norm_q`) are not translated and are
- * refused, as for LTX-Video. The text connectors (`video_embeddings_connector`, which diffusers
- * moves to its own `connectors` component) are not translated either.
+ * names in both and land by name.
+ *
+ * Refused with the reason: the text connectors (`video_embeddings_connector`,
+ * `audio_embeddings_connector`) on a diffusers transformer. The conversion renames them
+ * (`video_connector`, `transformer_1d_blocks` → `transformer_blocks`) but moves them out of the
+ * transformer into diffusers' separate `connectors` model, which a transformer base does not hold.
  *
  * It answers only on an LTX-2 base: its audio input projection beside the audio-to-video gate,
  * under either naming. LTX-Video 0.9.x bases have neither.
  */
 import { oneToOne, type RenameRule } from './fused-renames.js';
+import type { Layout, LayoutResolution } from './layout.js';
 import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
 
 
@@ -38,6 +45,10 @@ export const LTX2_RULES: readonly RenameRule[] = [
   ...adaln('av_ca_v2a_gate_adaln_single', 'av_cross_attn_audio_v2a_gate'),
   ...adaln('prompt_adaln_single', 'prompt_adaln'),
   ...adaln('audio_prompt_adaln_single', 'audio_prompt_adaln'),
+  ...['attn1', 'attn2', 'audio_attn1', 'audio_attn2', 'audio_to_video_attn', 'video_to_audio_attn'].flatMap((a) => [
+    oneToOne(`transformer_blocks.{i}.${a}.q_norm`, `transformer_blocks.{i}.${a}.norm_q`),
+    oneToOne(`transformer_blocks.{i}.${a}.k_norm`, `transformer_blocks.{i}.${a}.norm_k`),
+  ]),
 ];
 
 /** The audio input projection under either name; the model's prefix is the key's. */
@@ -50,4 +61,21 @@ const LTX2 = modelPrefix((key, base) => {
   return base.index.has(`${p}${gate}.linear.weight`) ? p : undefined;
 });
 
-export const ltx2 = modelLayout('ltx2', LTX2, LTX2_RULES);
+const renamed = modelLayout('ltx2', LTX2, LTX2_RULES);
+
+const CONNECTOR = /^(video|audio)_embeddings_connector[._]/;
+const CONNECTOR_MISS: LayoutResolution = {
+  found: false, ambiguous: false, candidates: [],
+  why: 'is in a text connector, which diffusers\' conversion moves out of the transformer into its separate `connectors` model (as `video_connector` / `audio_connector`); the base is the transformer alone and does not hold it',
+};
+
+export const ltx2: Layout = {
+  name: 'ltx2',
+  resolve(address, base) {
+    const r = renamed.resolve(address, base);
+    if (r || (address.part !== undefined && address.part !== 'unet') || !CONNECTOR.test(address.path)) return r;
+    const prefix = LTX2.of(base);
+    // Only diffusers' transformer lacks the connectors; an original file holds them by name.
+    return prefix !== null && base.index.has(`${prefix}audio_proj_in.weight`) ? CONNECTOR_MISS : undefined;
+  },
+};

@@ -11,7 +11,12 @@
  * - `w1`, `w2`, `w3` are `linear_1`, `linear_2`, `linear_3`; `adaLN_modulation.1` is `norm1.linear`
  *   (the same four chunks, scale and gate twice, in the same order);
  * - the final layer's `adaLN_modulation.1` and `linear` are `norm_out.linear_1` and `linear_2`;
- *   `cap_embedder` and `t_embedder.mlp` are under `time_caption_embed`.
+ *   `cap_embedder` (its RMSNorm `.0` and linear `.1`) and `t_embedder.mlp` are under `time_caption_embed`;
+ * - the norms: `attention.q_norm`, `k_norm` are `attn.norm_q`, `norm_k`; `attention_norm1` is the
+ *   RMSNorm inside `norm1` (`norm1.norm`) in the layers and the noise refiner, whose norm1 is
+ *   modulated, and `norm1` itself in the context refiner, whose is not; `attention_norm2` is
+ *   `norm2`; `ffn_norm1`, `ffn_norm2` keep their names. The original's unused `norm_final` is
+ *   dropped by the conversion and has no counterpart.
  *
  * It answers only on a Lumina 2 base: a refiner whose k projection is a third of q (diffusers) or
  * whose qkv is 5/3 as tall as it is wide (the original naming), which Z-Image's MHA is not.
@@ -29,11 +34,16 @@ function blockRules(blocks: string): RenameRule[] {
     oneToOne(`${B}.feed_forward.w2`, `${B}.feed_forward.linear_2`),
     oneToOne(`${B}.feed_forward.w3`, `${B}.feed_forward.linear_3`),
     oneToOne(`${B}.adaLN_modulation.1`, `${B}.norm1.linear`),
+    oneToOne(`${B}.attention.q_norm`, `${B}.attn.norm_q`),
+    oneToOne(`${B}.attention.k_norm`, `${B}.attn.norm_k`),
+    oneToOne(`${B}.attention_norm1`, blocks === 'context_refiner' ? `${B}.norm1` : `${B}.norm1.norm`),
+    oneToOne(`${B}.attention_norm2`, `${B}.norm2`),
   ];
 }
 
 export const LUMINA2_RULES: readonly RenameRule[] = [
   ...['layers', 'noise_refiner', 'context_refiner'].flatMap(blockRules),
+  oneToOne('cap_embedder.0', 'time_caption_embed.caption_embedder.0'),
   oneToOne('cap_embedder.1', 'time_caption_embed.caption_embedder.1'),
   oneToOne('t_embedder.mlp.0', 'time_caption_embed.timestep_embedder.linear_1'),
   oneToOne('t_embedder.mlp.2', 'time_caption_embed.timestep_embedder.linear_2'),

@@ -4,8 +4,10 @@
  * as ComfyUI (comfy/utils.py mmdit_to_diffusers) and diffusers
  * (single_file_utils.convert_sd3_transformer_checkpoint_to_diffusers) map them: q, k, v are the
  * thirds of x_block.attn.qkv (add_q/k/v_proj of context_block.attn.qkv; SD3.5's attn2 of
- * x_block.attn2.qkv), and the last block's norm1_context and the final norm_out have their two
- * halves (shift, scale) swapped.
+ * x_block.attn2.qkv), the last block's norm1_context and the final norm_out have their two
+ * halves (shift, scale) swapped, and the q/k RMSNorms of SD3.5 are renamed whole
+ * (`x_block.attn.ln_q` → `attn.norm_q`, `context_block.attn.ln_q` → `attn.norm_added_q`,
+ * `x_block.attn2.ln_q` → `attn2.norm_q`, the key norms likewise).
  */
 import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
 import type { BaseView, Layout } from './layout.js';
@@ -37,6 +39,12 @@ export const SD3_RULES: readonly RenameRule[] = [
   oneToOne('context_embedder', 'context_embedder'),
   oneToOne('final_layer.linear', 'proj_out'),
   oneToOne('final_layer.adaLN_modulation.1', 'norm_out.linear', 'always'),
+  oneToOne(`${J}.x_block.attn.ln_q`, `${T}.attn.norm_q`),
+  oneToOne(`${J}.x_block.attn.ln_k`, `${T}.attn.norm_k`),
+  oneToOne(`${J}.context_block.attn.ln_q`, `${T}.attn.norm_added_q`),
+  oneToOne(`${J}.context_block.attn.ln_k`, `${T}.attn.norm_added_k`),
+  oneToOne(`${J}.x_block.attn2.ln_q`, `${T}.attn2.norm_q`),
+  oneToOne(`${J}.x_block.attn2.ln_k`, `${T}.attn2.norm_k`),
 ];
 
 /** Block i is the last when the base has no block i + 1, in either naming. */

@@ -5,10 +5,14 @@
  * (scripts/convert_wan_to_diffusers.py, loaders/lora_conversion_utils.py
  * _convert_non_diffusers_wan_lora_to_diffusers). Every tensor is one to one; nothing is fused.
  *
- * Left out on purpose: the block norms. Wan's cross-attention norm is `norm3` and diffusers' is
- * `norm2` (and Wan's `norm2` is diffusers' `norm3`), so the same name means different tensors in the
- * two namings; diffusers' own converter drops norm diffs. A norm module in the other naming finds
- * no rule here and is refused by name, never placed on the wrong norm.
+ * The norms as that script renames them (its TRANSFORMER_KEYS_RENAME_DICT): the block's
+ * cross-attention LayerNorm, the only one of its three with weight and bias, is Wan's `norm3` and
+ * diffusers' `norm2` (the script swaps norm2 and norm3: Wan calls them in the order norm1, norm3,
+ * norm2); the q/k RMSNorms (`self_attn.norm_q` → `attn1.norm_q`, `cross_attn.norm_k_img` →
+ * `attn2.norm_added_k`, one weight of `dim` across the heads in both); the image embedder's
+ * LayerNorms (`img_emb.proj.0`, `.4` → `image_embedder.norm1`, `norm2`). The values are the same
+ * tensors under other names. A module named `norm2` can only mean diffusers' norm: Wan's norm2 (and
+ * diffusers' norm3) has no parameters, so no file holds a change of it.
  */
 import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
 import type { Layout } from './layout.js';
@@ -31,6 +35,13 @@ function blockRules(blocks: string): RenameRule[] {
     oneToOne(`${B}.cross_attn.v_img`, `${B}.attn2.add_v_proj`),
     oneToOne(`${B}.ffn.0`, `${B}.ffn.net.0.proj`),
     oneToOne(`${B}.ffn.2`, `${B}.ffn.net.2`),
+    oneToOne(`${B}.self_attn.norm_q`, `${B}.attn1.norm_q`),
+    oneToOne(`${B}.self_attn.norm_k`, `${B}.attn1.norm_k`),
+    oneToOne(`${B}.cross_attn.norm_q`, `${B}.attn2.norm_q`),
+    oneToOne(`${B}.cross_attn.norm_k`, `${B}.attn2.norm_k`),
+    oneToOne(`${B}.cross_attn.norm_k_img`, `${B}.attn2.norm_added_k`),
+    // The cross-attention norm: Wan's norm3 is diffusers' norm2.
+    oneToOne(`${B}.norm3`, `${B}.norm2`),
   ];
 }
 
@@ -44,8 +55,10 @@ export const WAN_RULES: readonly RenameRule[] = [
   oneToOne('text_embedding.0', 'condition_embedder.text_embedder.linear_1'),
   oneToOne('text_embedding.2', 'condition_embedder.text_embedder.linear_2'),
   oneToOne('time_projection.1', 'condition_embedder.time_proj'),
+  oneToOne('img_emb.proj.0', 'condition_embedder.image_embedder.norm1'),
   oneToOne('img_emb.proj.1', 'condition_embedder.image_embedder.ff.net.0.proj'),
   oneToOne('img_emb.proj.3', 'condition_embedder.image_embedder.ff.net.2'),
+  oneToOne('img_emb.proj.4', 'condition_embedder.image_embedder.norm2'),
   oneToOne('head.head', 'proj_out'),
 ];
 

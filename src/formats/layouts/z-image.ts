@@ -9,6 +9,8 @@
  * - q, k, v are the thirds of `attention.qkv` (ComfyUI: rows 0, dim, 2·dim, dim each), in the main
  *   layers, the noise and context refiners and Z-Image-Omni's siglip refiner alike;
  * - `attention.out` is `attention.to_out.0` (diffusers' LoRA converter reads that name too);
+ * - the q/k RMSNorms `attention.q_norm`, `k_norm` are `attention.norm_q`, `norm_k` (one weight of
+ *   the head size in both);
  * - `final_layer.*` is `all_final_layer.2-1.*` and `x_embedder` is `all_x_embedder.2-1`, row for
  *   row: the final adaLN is a scale alone, nothing is swapped;
  * - the SwiGLU FFN (`feed_forward.w1`, `w3` gate and up, `w2` down), `adaLN_modulation.0`,
@@ -27,6 +29,8 @@ function blockRules(blocks: string): RenameRule[] {
   return [
     { fused: `${B}.qkv`, parts: [{ name: `${B}.to_q`, units: 1 }, { name: `${B}.to_k`, units: 1 }, { name: `${B}.to_v`, units: 1 }] },
     oneToOne(`${B}.out`, `${B}.to_out.0`),
+    oneToOne(`${B}.q_norm`, `${B}.norm_q`),
+    oneToOne(`${B}.k_norm`, `${B}.norm_k`),
   ];
 }
 
