@@ -12,7 +12,7 @@
  * of two modules, `block_sparse_moe.input_linear` (E, 2·ffn, hidden: gate, then up) and
  * `output_linear` (E, hidden, ffn), which GraniteMoeModel.modify_tensors splits and stacks the same
  * way. Llama 4's `feed_forward.experts` are stored (E, in, out), halves, as Qwen3-VL-MoE's.
- * transformers 5 fuses OLMoE's, ERNIE 4.5 MoE's, DeepSeek's, Qwen3-Next's, Qwen3.5 MoE's and LFM2-MoE's (`feed_forward.experts`,
+ * transformers 5 fuses OLMoE's, ERNIE 4.5 MoE's, DeepSeek's (V2/V3 and V4), Qwen3-Next's, Qwen3.5 MoE's and LFM2-MoE's (`feed_forward.experts`,
  * w1 then w3) as Qwen's. Gemma 4 holds them so (E, out, in), halves, under the decoder layer, and
  * its converter writes gate_up_proj whole to ffn_gate_up_exps. Checked on the CPU and on WebGPU against float64 truth written here.
  */
@@ -42,6 +42,20 @@ const MLA_ATTENTION = [
   { name: 'blk.0.attn_kv_a_mqa.weight', ne: [HIDDEN, 16 + 4], type: 'BF16' }, { name: 'blk.0.attn_kv_a_norm.weight', ne: [16], type: 'F32' },
   { name: 'blk.0.attn_k_b.weight', ne: [8, 16, HEADS], type: 'BF16' }, { name: 'blk.0.attn_v_b.weight', ne: [16, 8, HEADS], type: 'BF16' },
   { name: 'blk.0.attn_output.weight', ne: [HEADS * 8, HIDDEN], type: 'BF16' },
+];
+
+/**
+ * DeepSeek-V4's attention tensors (DeepseekV4Model): 4 heads of 16 (one KV head), q_lora_rank 24,
+ * 2 output groups of o_lora_rank 8, two hyper-connection streams; its gate and up experts are Q8_0
+ * (the converter requires a compact type for the experts).
+ */
+const DEEPSEEK4_ATTENTION = [
+  { name: 'blk.0.hc_attn_fn.weight', ne: [2 * HIDDEN, 8], type: 'F32' }, { name: 'blk.0.attn_norm.weight', ne: [HIDDEN], type: 'F32' },
+  { name: 'blk.0.attn_q_a.weight', ne: [HIDDEN, 24], type: 'BF16' }, { name: 'blk.0.attn_q_a_norm.weight', ne: [24], type: 'F32' },
+  { name: 'blk.0.attn_q_b.weight', ne: [24, HEADS * 16], type: 'BF16' },
+  { name: 'blk.0.attn_kv.weight', ne: [HIDDEN, 16], type: 'BF16' }, { name: 'blk.0.attn_kv_a_norm.weight', ne: [16], type: 'F32' },
+  { name: 'blk.0.attn_sinks.weight', ne: [HEADS], type: 'F32' },
+  { name: 'blk.0.attn_output_a.weight', ne: [HEADS * 16 / 2, 2 * 8], type: 'BF16' }, { name: 'blk.0.attn_output_b.weight', ne: [2 * 8, HIDDEN], type: 'BF16' },
 ];
 
 /**
@@ -80,6 +94,9 @@ function qwen3MoeBase(arch: string) {
   ];
   const specs = arch.startsWith('granite') || arch === 'llama4' || arch === 'ernie4_5-moe' ? all.filter((t) => !/attn_[qk]_norm/.test(t.name))
     : arch === 'deepseek2' ? [...all.slice(0, 1), ...MLA_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name))]
+    : arch === 'deepseek4' ? [...all.slice(0, 1), ...DEEPSEEK4_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name))
+      // ffn_down_exps stays BF16 here: its rows (FFN values) do not fill Q8_0 blocks.
+      .map((t) => (/ffn_(gate|up)_exps\./.test(t.name) ? { ...t, type: 'Q8_0' } : t))]
     : arch === 'gemma4' ? [...all.filter((t) => t.name !== GATE && t.name !== UP), ...GEMMA4_MOE]
     // Qwen3-Next's and Qwen3.5's full-attention q holds each head's query and output gate.
     : arch === 'qwen3next' || arch === 'qwen35moe' ? all.map((t) => (t.name === 'blk.0.attn_q.weight' ? { ...t, ne: [HIDDEN, 2 * HEADS * HEAD_DIM] } : t)) : all;
@@ -160,6 +177,8 @@ describe.each([
   ['olmoe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'allenai/OLMoE-1B-7B-0125-Instruct'],
   ['ernie4_5-moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'baidu/ERNIE-4.5-21B-A3B-PT'],
   ['deepseek2', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'deepseek-ai/DeepSeek-V3'],
+  // DeepSeek-V4: transformers' conversion merges each layer's ffn.experts.N.w1 and w3 so.
+  ['deepseek4', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'deepseek-ai/DeepSeek-V4-Flash'],
   // Qwen3-Next and Qwen3.5's MoE (a block of full attention here): experts fused as Qwen3-MoE's.
   ['qwen3next', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'Qwen/Qwen3-Next-80B-A3B-Instruct'],
   ['qwen35moe', qwenNames('base_model.model.model.language_model.layers.0.mlp.experts'), 'Qwen/Qwen3.5-35B-A3B'],

@@ -4,7 +4,7 @@
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
- * InternLM2, LFM2, DeepSeek, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * InternLM2, LFM2, DeepSeek (V2 to V4), Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
  *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections
  *   and w1/w3/w2), fused gate_up (phi3 →
@@ -446,6 +446,38 @@ const QWEN35_LINEAR: readonly Rule[] = [
   rule(`${L}\\.linear_attn\\.out_proj`, 'blk.$1.ssm_out', { linear: 'out' }),
   LINEAR_ATTENTION_CONV,
 ];
+/**
+ * DeepSeek-V4 (DeepseekV4Model, written as deepseek4) from transformers' names, which its
+ * checkpoint conversion (conversion_mapping.py) gives DeepSeek's own by renaming alone (`attn.wq_a`
+ * → `self_attn.q_a_proj`, `attn.indexer.*` → `self_attn.compressor.indexer.*`, experts fused as
+ * Qwen's); the converter writes each weight as it is (FP8 and FP4 dequantized, experts stacked as
+ * rows), RoPE rows in the checkpoint's interleaved order, which is llama.cpp's. `o_a_proj` is a
+ * Linear whose rows are the output groups' (o_groups · o_lora_rank): the GGUF keeps that order. The
+ * routers are parameters, not Linears; the hyper-connections' `fn` too.
+ */
+const DEEPSEEK4_MTP_DROPPED = "names a multi-token-prediction (mtp) module, which convert_hf_to_gguf (DeepseekV4Model) leaves out of a deepseek4 GGUF";
+const DEEPSEEK4: readonly Rule[] = [
+  rule('model\\.embed_tokens', 'token_embd'),
+  rule('lm_head', 'output'),
+  rule(`${L}\\.self_attn\\.q_a_proj`, 'blk.$1.attn_q_a'),
+  rule(`${L}\\.self_attn\\.q_b_proj`, 'blk.$1.attn_q_b'),
+  rule(`${L}\\.self_attn\\.kv_proj`, 'blk.$1.attn_kv'),
+  rule(`${L}\\.self_attn\\.o_a_proj`, 'blk.$1.attn_output_a'),
+  rule(`${L}\\.self_attn\\.o_b_proj`, 'blk.$1.attn_output_b'),
+  rule(`${L}\\.self_attn\\.compressor\\.kv_proj`, 'blk.$1.attn_compressor_kv'),
+  rule(`${L}\\.self_attn\\.compressor\\.gate_proj`, 'blk.$1.attn_compressor_gate'),
+  rule(`${L}\\.self_attn\\.compressor\\.indexer\\.q_b_proj`, 'blk.$1.indexer.attn_q_b'),
+  // transformers 5.14 holds weights_proj on the indexer, later versions under its `scorer`.
+  rule(`${L}\\.self_attn\\.compressor\\.indexer\\.(?:scorer\\.)?weights_proj`, 'blk.$1.indexer.proj'),
+  rule(`${L}\\.self_attn\\.compressor\\.indexer\\.kv_proj`, 'blk.$1.indexer_compressor_kv'),
+  rule(`${L}\\.self_attn\\.compressor\\.indexer\\.gate_proj`, 'blk.$1.indexer_compressor_gate'),
+  rule(`${L}\\.mlp\\.shared_experts\\.gate_proj`, 'blk.$1.ffn_gate_shexp'),
+  rule(`${L}\\.mlp\\.shared_experts\\.up_proj`, 'blk.$1.ffn_up_shexp'),
+  rule(`${L}\\.mlp\\.shared_experts\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+  ...fusedExperts(CHUNKED_EXPERTS),
+  rule('(?:model\\.)?mtp\\..+', 'output', { refuse: DEEPSEEK4_MTP_DROPPED }),
+];
+
 /** Architectures whose checkpoints hold their MTP layers under `mtp.` (resolveMtp). */
 const MTP_UNDER_OWN_TREE = new Set(['qwen3next', 'qwen35', 'qwen35moe']);
 
@@ -540,12 +572,16 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   llama4: [...COMMON, ...QK, ...LLAMA4],
   // DeepSeek-V2/V2-Lite/V3/R1, Kimi K2 and Kimi-VL's language model, GLM-4.7-Flash, Youtu-LLM
   // (DeepseekV2Model and its subclasses): MLA attention, the leading dense blocks' MLP, the router,
-  // experts (fused in transformers 5, as Qwen's) and shared experts.
+  // experts (fused in transformers 5, as Qwen's) and shared experts. Mistral Large 3 converted
+  // from Mistral's format (MistralMoeModel) is written so too, nothing permuted, as transformers'
+  // conversion of it leaves q/k's interleaved RoPE rows as they are: its adapters land by these rules.
   deepseek2: [...COMMON, ...MLA, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN_DROPPED],
   // DeepSeek-V3.2 (DeepseekV32Model) and GLM-5 (GlmMoeDsaModel): DeepseekV2Model's MLA and MoE, the
   // sparse attention's indexer, and the nextn layers kept (skip_mtp off) as the last blocks.
   deepseek32: [...COMMON, ...MLA, ...DSA_INDEXER, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
   'glm-dsa': [...COMMON, ...MLA, ...DSA_INDEXER, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
+  // DeepSeek-V4 Flash/Pro (DeepseekV4Model): see DEEPSEEK4.
+  deepseek4: DEEPSEEK4,
   // DeepSeek-OCR's language model (DeepseekV2Model as deepseek2-ocr): DeepSeek-V2's MoE with plain
   // multi-head attention (no MLA: q_proj, k_proj, v_proj, o_proj as they are); its SAM and CLIP
   // encoders and projector go to the mmproj file.
