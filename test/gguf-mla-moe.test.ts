@@ -7,6 +7,9 @@
  *   holds each head's key rows transposed (numpy (heads, kv_lora_rank, nope)), attn_v_b each head's
  *   value rows (heads, v, kv_lora_rank); a file that also keeps attn_kv_b whole gets ΔW there too.
  *   The leading dense block's MLP, the router, experts stacked as rows, the shared experts.
+ * - Mistral Large 3 converted from Mistral's own format (MistralMoeModel: `deepseek2`, nothing
+ *   permuted) with an adapter named as transformers' Mistral3ForConditionalGeneration, whose
+ *   conversion does not permute q/k either: the same rows, by name, kv_b_proj split as above.
  * - DeepSeek-V3.2 (`deepseek32`, DeepseekV32Model) and GLM-5 (`glm-dsa`, GlmMoeDsaModel),
  *   DeepseekV2Model's subclasses: MLA and MoE as above, the sparse attention's lightning indexer
  *   (`self_attn.indexer.wq_b`, `wk`, `weights_proj`) by name on indexer.attn_q_b, indexer.attn_k
@@ -181,6 +184,40 @@ const CASES: Case[] = [
       { module: 'model.layers.1.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: [...kvB(1), ...whole('blk.1.attn_kv_b.weight')] },
       { module: 'model.layers.1.mlp.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
       { module: 'model.layers.1.mlp.experts.3.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 3, HIDDEN) },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // Mistral Large 3 converted from Mistral's own format (MistralMoeModel, a DeepseekV2Model:
+    // written as deepseek2, its attention.wq_a/wq_b/wkv_a_with_mqa/wkv_b/wo, feed_forward.w1-3,
+    // shared_experts.w1-3 mapped by name, wkv_b split as kv_b_proj, nothing permuted) and an
+    // adapter trained on transformers' Mistral3ForConditionalGeneration, whose conversion
+    // (convert_mistral4_weight_to_hf.py) renames the text weights without permuting q/k
+    // (rope_interleave reads Mistral's interleaved RoPE rows as they are): the rows are the same on
+    // both sides. Its router is a bare parameter, the routed experts fused (target_parameters).
+    name: 'deepseek2 (Mistral Large 3 from Mistral\'s format)', arch: 'deepseek2', hfModel: 'mistralai/Mistral-Large-3-675B-Instruct-2512', rank: 3, alpha: 3,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...mla(0, true), ...denseMlp(0), ...mla(1, true),
+      ...moe(1, true).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ...deepseekMetadata(true).filter(([key]) => key !== 'deepseek2.expert_shared_count'), ['deepseek2.expert_shared_count', u32(1)],
+      ['deepseek2.rope.scaling.type', { type: 'string', value: 'yarn' }], ['deepseek2.rope.scaling.factor', { type: 'f32', value: 36 }],
+      ['deepseek2.rope.scaling.yarn_log_multiplier', { type: 'f32', value: 0.1 }], ['deepseek2.rope.scaling.original_context_length', u32(8192)],
+      ['deepseek2.attention.temperature_length', u32(8192)], ['deepseek2.attention.temperature_scale', { type: 'f32', value: 0.1 }],
+    ],
+    targets: [
+      { module: 'model.language_model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.language_model.layers.0.self_attn.q_a_proj', out: Q_RANK, in: HIDDEN, lands: whole('blk.0.attn_q_a.weight') },
+      { module: 'model.language_model.layers.0.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.0.attn_q_b.weight') },
+      { module: 'model.language_model.layers.0.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.0.attn_kv_a_mqa.weight') },
+      { module: 'model.language_model.layers.0.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(0) },
+      { module: 'model.language_model.layers.0.self_attn.o_proj', out: HIDDEN, in: HEADS * V, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.language_model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.language_model.layers.1.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.1.attn_q_b.weight') },
+      { module: 'model.language_model.layers.1.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.1.attn_kv_a_mqa.weight') },
+      { module: 'model.language_model.layers.1.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_gate_shexp.weight') },
+      { module: 'model.language_model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
   },
