@@ -84,6 +84,8 @@ export const KEY_FORMS = [
   { suffix: '.boft_s', role: 'boft_s' },
   // PEFT (IA)³: one learned vector per module.
   { suffix: '.ia3_l', role: 'ia3_l' },
+  // PEFT AdaLoRA: the singular values between lora_B and lora_A.
+  { suffix: '.lora_E', role: 'lora_E' },
   // PEFT VeRA: per-module scaling vectors, and the projections shared by every module.
   { suffix: '.vera_lambda_b', role: 'vera_lambda_b' },
   { suffix: '.vera_lambda_d', role: 'vera_lambda_d' },

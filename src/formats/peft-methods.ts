@@ -14,6 +14,7 @@ import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ParsedAdapter, TensorReplacement } from './adapter.js';
 import { algorithmNamed } from './algorithms/index.js';
+import { adaloraRankPattern } from './algorithms/peft-adalora.js';
 import { parseBoundedJson } from './bounded-json.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import type { MatchBudget } from './module-pattern.js';
@@ -27,9 +28,11 @@ interface MethodConfig {
   /** The algorithms a module may be, told apart by the roles it has. */
   algorithms: readonly string[];
   roles: readonly Role[];
-  /** Default r and α of PEFT's config class. */
+  /** Default r and α of PEFT's config class, and the config fields they are read from when not `r` and `alpha`. */
   r: number;
   alpha: number;
+  rKey?: string;
+  alphaKey?: string;
 }
 
 const METHODS: Readonly<Record<string, MethodConfig>> = {
@@ -39,7 +42,29 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   OFT: { algorithms: ['peft-oft', 'peft-oft-legacy'], roles: ['oft_R', 'oft_embedding_R', 'oft_r', 'oft_s'], r: 8, alpha: 1 },
   BOFT: { algorithms: ['peft-boft'], roles: ['boft_R', 'boft_s'], r: 0, alpha: 1 },
   IA3: { algorithms: ['peft-ia3'], roles: ['ia3_l'], r: 0, alpha: 1 },
+  // AdaLoRA's r is init_r (its `r` field is ignored by PEFT); its rank_pattern holds boolean masks.
+  ADALORA: { algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
 };
+
+/**
+ * AdaLoRA's per-module settings as PEFT sets them at load: every module is built at init_r
+ * (ranknum = init_r, scaling = lora_alpha, or the rank when lora_alpha ≤ 0); a module in
+ * rank_pattern is resized to its kept count with ranknum copied back, its scaling recomputed.
+ */
+function adaloraSettings(raw: Record<string, unknown>, configFile: string, initR: number): (path: string) => Record<string, number> {
+  if (!Number.isInteger(initR) || initR < 0) throw new MergeError('BAD_CONFIG', `${configFile}: "init_r" must be an integer ≥ 0, got ${initR}`);
+  // ranknum is cast to the base layer's dtype while the model is built: an init_r that bf16 cannot
+  // hold would be rounded there, to a value the file does not say.
+  let odd = initR;
+  while (odd > 0 && odd % 2 === 0) odd /= 2;
+  if (odd >= 256 || initR > 65504) throw new MergeError('UNSUPPORTED_FORMAT', `${configFile}: AdaLoRA init_r ${initR} is not exact in bf16 or f16, so the ranknum PEFT divides by depends on the dtype the base model was loaded in`);
+  const alpha = raw.lora_alpha === undefined || raw.lora_alpha === null ? 8 : (raw.lora_alpha as number);
+  const kept = adaloraRankPattern(raw, configFile, initR);
+  return (path) => {
+    const k = kept.get(path);
+    return { init_r: initR, scaling: alpha > 0 ? alpha : (k ?? initR), ...(k === undefined ? {} : { kept: k }) };
+  };
+}
 
 /** The config's `peft_type` when it is one this file parses, else undefined (the LoRA parser reports a broken config). */
 export function peftMethodOf(configText: string): string | undefined {
@@ -73,10 +98,12 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     return v;
   };
   const budget: MatchBudget = { file: configFile, used: 0 };
-  const r = number('r', method.r);
-  const alpha = number('alpha', method.alpha);
-  const rankPattern = patterns(raw, 'rank_pattern', configFile, true, budget);
-  const alphaPattern = patterns(raw, 'alpha_pattern', configFile, false, budget);
+  const r = number(method.rKey ?? 'r', method.r);
+  const alpha = number(method.alphaKey ?? 'alpha', method.alpha);
+  const adalora = type === 'ADALORA' ? adaloraSettings(raw, configFile, r) : undefined;
+  // AdaLoRA's rank_pattern is its own (boolean masks), and PEFT does not read alpha_pattern for it.
+  const rankPattern = adalora ? [] : patterns(raw, 'rank_pattern', configFile, true, budget);
+  const alphaPattern = adalora ? [] : patterns(raw, 'alpha_pattern', configFile, false, budget);
   const fanInFanOut = flag('fan_in_fan_out') === true;
   const modulesToSave = stringList(raw, 'modules_to_save', configFile);
   const warnings: string[] = [];
@@ -133,6 +160,10 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   for (const [path, roles] of groups) {
     const report = (code: MergeErrorCode, message: string) => problems.push({ code, message: `${name}: module "${path}"${/^(is|has|needs) /.test(message) ? ' ' : ': '}${message}` });
     const candidates = method.algorithms.map(algorithmNamed).filter((a) => a.defines.some((role) => roles.has(role)));
+    if (candidates.length === 0) {
+      report('UNSUPPORTED_FORMAT', `has ${[...roles.values()].map((t) => `"${t.name}"`).join(', ')} without the ${method.algorithms.map(algorithmNamed).flatMap((a) => a.defines).join(' or ')} tensor ${type} needs`);
+      continue;
+    }
     if (candidates.length !== 1) {
       report('UNSUPPORTED_FORMAT', `mixes tensors of ${candidates.map((a) => a.title).join(' and ')}`);
       continue;
@@ -147,6 +178,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     const moduleRank = lookupPattern(rankPattern, path, r);
     for (const [role, t] of shared) roles.set(role, t);
     let moduleOptions: Record<string, number | boolean> = { ...options, r: moduleRank };
+    if (adalora) moduleOptions = { ...moduleOptions, ...adalora(path) };
     if (feedforward) {
       const ff = feedforward(path, roles.get('ia3_l')!);
       if (typeof ff === 'string') {
@@ -167,7 +199,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
       }
       Object.assign(module, { rank: moduleRank, alpha: moduleAlpha, scale: moduleAlpha / moduleRank });
     }
-    modules.push({ ...module, name: path, fanInFanOut: (algorithm.name === 'vera' && fanInFanOut) || module.fanInFanOut });
+    modules.push({ ...module, name: path, fanInFanOut: ((algorithm.name === 'vera' || algorithm.name === 'peft-adalora') && fanInFanOut) || module.fanInFanOut });
   }
   throwIfProblems(name, problems);
   if (modules.length === 0 && replacements.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no ${type} tensors found`);
