@@ -33,6 +33,12 @@ interface MethodConfig {
   alpha: number;
   rKey?: string;
   alphaKey?: string;
+  /**
+   * Where the method saves a trained copy of a whole layer (`<module>.<wrapper>.<param>`, the
+   * adapter name removed): each tensor replaces the base's `<module>.<param>`, as PEFT's merge swaps
+   * the copy in for the layer.
+   */
+  layerCopy?: string;
 }
 
 const METHODS: Readonly<Record<string, MethodConfig>> = {
@@ -43,6 +49,8 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   BOFT: { algorithms: ['peft-boft'], roles: ['boft_R', 'boft_s'], r: 0, alpha: 1 },
   IA3: { algorithms: ['peft-ia3'], roles: ['ia3_l'], r: 0, alpha: 1 },
   // AdaLoRA's r is init_r (its `r` field is ignored by PEFT); its rank_pattern holds boolean masks.
+  // LN tuning trains a deep copy of each target layer (PEFT tuners/ln_tuning) and merges by swapping it in.
+  LN_TUNING: { algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
   ADALORA: { algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
 };
 
@@ -133,6 +141,13 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   for (const entry of file.tensors) {
     if (type === 'VERA' && (entry.name === 'base_model.vera_A' || entry.name === 'base_model.vera_B')) {
       shared.set(entry.name === 'base_model.vera_A' ? 'vera_A' : 'vera_B', entry);
+      continue;
+    }
+    const copied = method.layerCopy === undefined ? -1 : entry.name.indexOf(`.${method.layerCopy}.`);
+    if (copied > 0) {
+      const layer = entry.name.slice(0, copied), param = entry.name.slice(copied + method.layerCopy!.length + 2);
+      const path = `${layer.startsWith(PEFT_PREFIX) ? layer.slice(PEFT_PREFIX.length) : layer}.${param}`;
+      replacements.push({ adapter: name, key: entry.name, tensor: entry, path, origin: 'saved' });
       continue;
     }
     const split = splitTensorName(entry.name);
