@@ -86,6 +86,8 @@ export const KEY_FORMS = [
   { suffix: '.ia3_l', role: 'ia3_l' },
   // PEFT AdaLoRA: the singular values between lora_B and lora_A.
   { suffix: '.lora_E', role: 'lora_E' },
+  // PEFT HRA: each module's Householder vectors, one per column.
+  { suffix: '.hra_u', role: 'hra_u' },
   // PEFT VeRA: per-module scaling vectors, and the projections shared by every module.
   { suffix: '.vera_lambda_b', role: 'vera_lambda_b' },
   { suffix: '.vera_lambda_d', role: 'vera_lambda_d' },

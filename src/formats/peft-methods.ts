@@ -51,6 +51,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   // AdaLoRA's r is init_r (its `r` field is ignored by PEFT); its rank_pattern holds boolean masks.
   // LN tuning trains a deep copy of each target layer (PEFT tuners/ln_tuning) and merges by swapping it in.
   LN_TUNING: { algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
+  HRA: { algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
   ADALORA: { algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
 };
 
@@ -118,7 +119,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
 
   // Settings the algorithms read (context.options), checked here.
   const options: Record<string, number | boolean> = {};
-  for (const key of ['coft', 'block_share', 'use_cayley_neumann'] as const) {
+  for (const key of ['coft', 'block_share', 'use_cayley_neumann', 'apply_GS'] as const) {
     const v = flag(key);
     if (v !== undefined) options[key] = v;
   }
