@@ -88,6 +88,9 @@ export const KEY_FORMS = [
   { suffix: '.lora_E', role: 'lora_E' },
   // PEFT HRA: each module's Householder vectors, one per column.
   { suffix: '.hra_u', role: 'hra_u' },
+  // PEFT MiSS and Bone (its earlier name): one block per module.
+  { suffix: '.miss_block', role: 'miss_block' },
+  { suffix: '.bone_block', role: 'bone_block' },
   // PEFT VeRA: per-module scaling vectors, and the projections shared by every module.
   { suffix: '.vera_lambda_b', role: 'vera_lambda_b' },
   { suffix: '.vera_lambda_d', role: 'vera_lambda_d' },

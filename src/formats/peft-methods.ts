@@ -52,6 +52,8 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   // LN tuning trains a deep copy of each target layer (PEFT tuners/ln_tuning) and merges by swapping it in.
   LN_TUNING: { algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
   HRA: { algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
+  MISS: { algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
+  BONE: { algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
   ADALORA: { algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
 };
 
@@ -130,6 +132,12 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   }
   if (type === 'OFT' && options.use_cayley_neumann !== false && olderThan(raw.peft_version, 0, 18)) {
     options.older_neumann_series = true;
+  }
+  if (type === 'MISS' || type === 'BONE') {
+    // init_weights picks the block's form: "bat", MiSS's "mini", else (true, false, any other value) the default.
+    if (raw.init_weights === 'bat') options.miss_bat = true;
+    if (type === 'MISS' && raw.init_weights === 'mini') options.miss_mini = true;
+    options.mini_r = number('mini_r', 1);
   }
   const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
   if (type === 'IA3') options.fan_in_fan_out = fanInFanOut;
