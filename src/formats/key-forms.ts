@@ -91,6 +91,9 @@ export const KEY_FORMS = [
   // PEFT MiSS and Bone (its earlier name): one block per module.
   { suffix: '.miss_block', role: 'miss_block' },
   { suffix: '.bone_block', role: 'bone_block' },
+  // PEFT SHiRA: a sparse update's values and their (out, in) positions.
+  { suffix: '.shira_weight', role: 'shira_weight' },
+  { suffix: '.shira_indices', role: 'shira_indices' },
   // PEFT VeRA: per-module scaling vectors, and the projections shared by every module.
   { suffix: '.vera_lambda_b', role: 'vera_lambda_b' },
   { suffix: '.vera_lambda_d', role: 'vera_lambda_d' },

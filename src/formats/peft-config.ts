@@ -82,7 +82,7 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
   if (peftType !== undefined && peftType !== 'LORA') {
     const name = String(peftType);
     const what = KNOWN_UNSUPPORTED_TYPES.has(name.toUpperCase()) ? `PEFT method ${name}` : `unknown peft_type "${name}"`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, MISS and BONE adapters can be merged)`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, MISS, BONE and SHIRA adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
   refuseUnmergedVariants(obj, file);

@@ -54,6 +54,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   HRA: { algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
   MISS: { algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
   BONE: { algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
+  SHIRA: { algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
   ADALORA: { algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
 };
 
@@ -140,7 +141,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     options.mini_r = number('mini_r', 1);
   }
   const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
-  if (type === 'IA3') options.fan_in_fan_out = fanInFanOut;
+  if (type === 'IA3' || type === 'SHIRA') options.fan_in_fan_out = fanInFanOut;
 
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
