@@ -83,3 +83,16 @@ it('refuses positions outside the layer or listed twice, a missing half, and fan
   await expect(open(config({}), sparse([0, 1, 2, 3]).slice(0, 1))).rejects.toThrow(/q_proj" needs shira_weight and shira_indices; shira_indices is missing/);
   await expect(open(config({ fan_in_fan_out: true }), sparse([0, 1, 2, 3]))).rejects.toThrow(/is SHiRA with fan_in_fan_out/);
 });
+
+it('refuses PEFT methods whose files do not fix a merged weight, saying why, and another method\'s tensors in a LoRA folder', async () => {
+  const open = (cfg: object, tensors: FixtureTensor[]) => prepareMerge(
+    memoryInputFileSet({ 'model.safetensors': buildSafetensors([t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))]) }, 'base'),
+    [{ files: memoryInputFileSet({ 'adapter_config.json': JSON.stringify(cfg), 'adapter_model.safetensors': buildSafetensors(tensors) }, 'adapter') }],
+  );
+  await expect(open({ peft_type: 'FOURIERFT', n_frequency: 4, random_loc_seed: 777 }, [t(`base_model.model.${q}.fourierft_spectrum`, 'F32', [4], vals(4, 'F32'))]))
+    .rejects.toThrow(/PEFT method FOURIERFT is not supported: the positions of its spectral coefficients are drawn from random_loc_seed .* not in the file/);
+  await expect(open({ peft_type: 'PREFIX_TUNING', num_virtual_tokens: 4 }, [t('prompt_embeddings', 'F32', [4, 5], vals(20, 'F32'))]))
+    .rejects.toThrow(/PEFT method PREFIX_TUNING is not supported: it learns attention key\/value prefixes/);
+  await expect(open({ peft_type: 'LORA', r: 2 }, [t(`base_model.model.${q}.hra_u`, 'F32', [5, 2], vals(10, 'F32'))]))
+    .rejects.toThrow(/tensor "base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.hra_u" belongs to an adapter method other than LoRA/);
+});
