@@ -1,13 +1,16 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3): the same tensors as LyCORIS's (`<module>.hada_w1_a`, `<module>.lokr_w1` …)
- * under PEFT's module paths, VeRA's per-module vera_lambda_b/d with the shared
- * `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or, before PEFT 0.16,
- * `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`; plus `modules_to_save` layers and
- * other saved tensors, which replace their base tensors as in LoRA folders (peft-saved-modules.ts).
- * The modules are built by the algorithm registry; the scale is PEFT's: α/r from the config
- * (rank_pattern and alpha_pattern included) for LoHa and LoKr, whatever the factors' form, and
- * 1 for the others.
+ * OFT, BOFT, IA3, ADALORA, HRA, MISS, BONE, SHIRA, LN_TUNING): the same tensors as LyCORIS's
+ * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
+ * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
+ * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
+ * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
+ * `shira_weight`/`shira_indices`; LN tuning's trained layer copies
+ * (`<module>.ln_tuning_layers.<param>`) replace the base's parameters; plus `modules_to_save`
+ * layers and other saved tensors, which replace their base tensors as in LoRA folders
+ * (peft-saved-modules.ts). The modules are built by the algorithm registry; the scale is PEFT's:
+ * α/r from the config (rank_pattern and alpha_pattern included) for LoHa and LoKr, whatever the
+ * factors' form, AdaLoRA's lora_alpha/(init_r + 1e-5), and 1 for the others.
  */
 import { RE2JS } from 're2js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
