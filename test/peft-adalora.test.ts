@@ -5,17 +5,17 @@
  * ranknum = init_r, the 1e-5 added in f32, A ⊙ E rounded to f32. Both backends, float64 truth.
  */
 import { describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { isMergeError } from '../src/errors.js';
-import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
-import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
 const rand = seededRandom(31);
-const vals = (n: number, dtype: FixtureDType, scale = 1) => randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
-const t = (name: string, dtype: FixtureDType, shape: number[], data: Float64Array): FixtureTensor => ({ name, dtype, shape, data });
+const vals = gridValues(rand);
+const t = fixtureTensor;
 
 /** The fields PEFT 0.17 writes to an AdaLoRA adapter_config.json. */
 const config = (fields: object) => ({
@@ -25,10 +25,7 @@ const config = (fields: object) => ({
   bias: 'none', modules_to_save: null, rank_pattern: null, ...fields,
 });
 
-async function run(backend: MergeBackend, base: FixtureTensor[], cfg: object, tensors: FixtureTensor[], weight = 1) {
-  const adapter = { name: 'adapter', files: { 'adapter_config.json': JSON.stringify(cfg), 'adapter_model.safetensors': buildSafetensors(tensors) }, weight };
-  return (await mergeInMemory({ backend, base: { 'model.safetensors': buildSafetensors(base) }, adapters: [adapter] })).tensors;
-}
+const run = async (...args: Parameters<typeof mergePeftFolder>) => (await mergePeftFolder(...args)).tensors;
 
 interface Svd { a: Float64Array; e: Float64Array; b: Float64Array; r: number }
 const svd = (out: number, inF: number, r: number): Svd => ({ a: vals(r * inF, 'F32'), e: vals(r, 'F32'), b: vals(out * r, 'F32'), r });
@@ -102,10 +99,7 @@ describe.each(['cpu', 'webgpu'])('AdaLoRA (PEFT), %s', (name) => {
 });
 
 it('refuses AdaLoRA files whose rows disagree with init_r or rank_pattern, a missing factor, and an init_r bf16 cannot hold', async () => {
-  const open = (cfg: object, tensors: FixtureTensor[]) => prepareMerge(
-    memoryInputFileSet({ 'model.safetensors': buildSafetensors([t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))]) }, 'base'),
-    [{ files: memoryInputFileSet({ 'adapter_config.json': JSON.stringify(cfg), 'adapter_model.safetensors': buildSafetensors(tensors) }, 'adapter') }],
-  );
+  const open = (cfg: object, tensors: FixtureTensor[]) => preparePeftFolder([t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))], cfg, tensors);
   const failure = async (p: Promise<unknown>) => p.then(() => expect.fail('should throw'), (e: unknown) => {
     expect(isMergeError(e)).toBe(true);
     return (e as Error).message;

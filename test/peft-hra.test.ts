@@ -5,17 +5,17 @@
  * dense float64 matrix, one reflection at a time.
  */
 import { describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
-import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
-import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
 import { mm } from './helpers/dense-f64.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
 const rand = seededRandom(53);
-const vals = (n: number, dtype: FixtureDType, scale = 1) => randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
-const t = (name: string, dtype: FixtureDType, shape: number[], data: Float64Array): FixtureTensor => ({ name, dtype, shape, data });
+const vals = gridValues(rand);
+const t = fixtureTensor;
 
 /** The fields PEFT 0.17 writes to an HRA adapter_config.json. */
 const config = (fields: object) => ({
@@ -24,10 +24,7 @@ const config = (fields: object) => ({
   layers_pattern: null, bias: 'none', modules_to_save: null, inference_mode: true, ...fields,
 });
 
-async function run(backend: MergeBackend, base: FixtureTensor[], cfg: object, tensors: FixtureTensor[], weight = 1) {
-  const adapter = { name: 'adapter', files: { 'adapter_config.json': JSON.stringify(cfg), 'adapter_model.safetensors': buildSafetensors(tensors) }, weight };
-  return (await mergeInMemory({ backend, base: { 'model.safetensors': buildSafetensors(base) }, adapters: [adapter] })).tensors;
-}
+const run = async (...args: Parameters<typeof mergePeftFolder>) => (await mergePeftFolder(...args)).tensors;
 
 /** Column i of u (n × r) scaled to unit length. */
 const unit = (c: number[]) => {
@@ -110,10 +107,7 @@ describe.each(['cpu', 'webgpu'])('HRA (PEFT), %s', (name) => {
 });
 
 it('refuses an hra_u whose columns disagree with r, and a zero column PEFT would divide by', async () => {
-  const open = (cfg: object, tensors: FixtureTensor[]) => prepareMerge(
-    memoryInputFileSet({ 'model.safetensors': buildSafetensors([t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))]) }, 'base'),
-    [{ files: memoryInputFileSet({ 'adapter_config.json': JSON.stringify(cfg), 'adapter_model.safetensors': buildSafetensors(tensors) }, 'adapter') }],
-  );
+  const open = (cfg: object, tensors: FixtureTensor[]) => preparePeftFolder([t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))], cfg, tensors);
   await expect(open(config({ r: 3 }), [t(`base_model.model.${q}.hra_u`, 'F32', [5, 2], vals(10, 'F32'))])).rejects.toThrow(/module "model\.layers\.0\.self_attn\.q_proj": hra_u \(5, 2\) is not \(inputs, r\) for the config's r = 3/);
   // A zero second column: PEFT's division by its norm gives NaN.
   const u = vals(10, 'F32');

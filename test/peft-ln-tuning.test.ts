@@ -4,15 +4,15 @@
  * tensor replaces the base's `<module>.<param>` and nothing else changes.
  */
 import { describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
-import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
-import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
 const rand = seededRandom(47);
-const vals = (n: number, dtype: FixtureDType, scale = 1) => randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
-const t = (name: string, dtype: FixtureDType, shape: number[], data: Float64Array): FixtureTensor => ({ name, dtype, shape, data });
+const vals = gridValues(rand);
+const t = fixtureTensor;
 
 /** The fields PEFT 0.17 writes to an LN tuning adapter_config.json. */
 const config = (fields: object) => ({
@@ -20,10 +20,7 @@ const config = (fields: object) => ({
   target_modules: ['input_layernorm', 'post_attention_layernorm', 'norm'], exclude_modules: null, modules_to_save: null, inference_mode: true, ...fields,
 });
 
-async function run(backend: MergeBackend, base: FixtureTensor[], cfg: object, tensors: FixtureTensor[], weight = 1) {
-  const adapter = { name: 'adapter', files: { 'adapter_config.json': JSON.stringify(cfg), 'adapter_model.safetensors': buildSafetensors(tensors) }, weight };
-  return mergeInMemory({ backend, base: { 'model.safetensors': buildSafetensors(base) }, adapters: [adapter] });
-}
+const run = mergePeftFolder;
 
 describe.each(['cpu', 'webgpu'])('LN tuning (PEFT), %s', (name) => {
   it('RMSNorm weights of a Qwen2-style model replaced by the trained copies, rounded to the base dtype', async (ctx) => {
@@ -55,10 +52,7 @@ describe.each(['cpu', 'webgpu'])('LN tuning (PEFT), %s', (name) => {
 });
 
 it('refuses a saved copy of a parameter the base layer lacks, a copy of another shape, and a tensor of another method', async () => {
-  const open = (tensors: FixtureTensor[]) => prepareMerge(
-    memoryInputFileSet({ 'model.safetensors': buildSafetensors([t('model.norm.weight', 'F32', [8], vals(8, 'F32'))]) }, 'base'),
-    [{ files: memoryInputFileSet({ 'adapter_config.json': JSON.stringify(config({})), 'adapter_model.safetensors': buildSafetensors(tensors) }, 'adapter') }],
-  );
+  const open = (tensors: FixtureTensor[]) => preparePeftFolder([t('model.norm.weight', 'F32', [8], vals(8, 'F32'))], config({}), tensors);
   // Both are plan problems, each naming the module, the saved tensor and what is wrong.
   const problems = async (tensors: FixtureTensor[]) => (await open(tensors)).plan.problems.map((p) => p.message).join('\n');
   expect(await problems([t('base_model.model.model.norm.ln_tuning_layers.bias', 'F32', [8], vals(8, 'F32'))]))

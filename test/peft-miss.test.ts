@@ -5,16 +5,16 @@
  * along the outputs first. The `bat` form, a map of W, is refused.
  */
 import { describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
-import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
-import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
 const rand = seededRandom(61);
-const vals = (n: number, dtype: FixtureDType, scale = 1) => randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
-const t = (name: string, dtype: FixtureDType, shape: number[], data: Float64Array): FixtureTensor => ({ name, dtype, shape, data });
+const vals = gridValues(rand);
+const t = fixtureTensor;
 
 /** The fields PEFT 0.17 writes to a MiSS adapter_config.json (Bone's lack mini_r). */
 const config = (fields: object) => ({
@@ -23,10 +23,7 @@ const config = (fields: object) => ({
   layers_pattern: null, bias: 'none', modules_to_save: null, inference_mode: true, ...fields,
 });
 
-async function run(backend: MergeBackend, base: FixtureTensor[], cfg: object, tensors: FixtureTensor[], weight = 1) {
-  const adapter = { name: 'adapter', files: { 'adapter_config.json': JSON.stringify(cfg), 'adapter_model.safetensors': buildSafetensors(tensors) }, weight };
-  return (await mergeInMemory({ backend, base: { 'model.safetensors': buildSafetensors(base) }, adapters: [adapter] })).tensors;
-}
+const run = async (...args: Parameters<typeof mergePeftFolder>) => (await mergePeftFolder(...args)).tensors;
 
 /** W[o, i] + s·block[i mod r, o mod cols] for a block (r, cols). */
 const truth = (w: Float64Array, block: Float64Array, out: number, inF: number, r: number, cols: number, s = 1) =>
@@ -70,10 +67,7 @@ describe.each(['cpu', 'webgpu'])('MiSS and Bone (PEFT), %s', (name) => {
 });
 
 it('refuses the bat form, blocks that disagree with r or mini_r, and a mini_r that does not divide the outputs', async () => {
-  const open = (cfg: object, tensors: FixtureTensor[]) => prepareMerge(
-    memoryInputFileSet({ 'model.safetensors': buildSafetensors([t(`${q}.weight`, 'F32', [6, 6], vals(36, 'F32'))]) }, 'base'),
-    [{ files: memoryInputFileSet({ 'adapter_config.json': JSON.stringify(cfg), 'adapter_model.safetensors': buildSafetensors(tensors) }, 'adapter') }],
-  );
+  const open = (cfg: object, tensors: FixtureTensor[]) => preparePeftFolder([t(`${q}.weight`, 'F32', [6, 6], vals(36, 'F32'))], cfg, tensors);
   await expect(open(config({ r: 3, init_weights: 'bat' }), [t(`base_model.model.${q}.miss_block`, 'F32', [2, 3, 3], vals(18, 'F32'))]))
     .rejects.toThrow(/q_proj" is MiSS\/Bone with init_weights "bat" \(block \(2, 3, 3\)\): its merge maps W itself.*not supported yet/);
   // The config's init_weights says bat even where the block has the default form's shape.

@@ -4,16 +4,16 @@
  * W += sparse(indices, values) at scaling 1. The truth adds each value at its position.
  */
 import { describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
-import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
-import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
 const rand = seededRandom(67);
-const vals = (n: number, dtype: FixtureDType, scale = 1) => randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
-const t = (name: string, dtype: FixtureDType, shape: number[], data: Float64Array): FixtureTensor => ({ name, dtype, shape, data });
+const vals = gridValues(rand);
+const t = fixtureTensor;
 
 /** The fields PEFT 0.17 writes to a SHiRA adapter_config.json. */
 const config = (fields: object) => ({
@@ -22,10 +22,7 @@ const config = (fields: object) => ({
   modules_to_save: null, inference_mode: true, ...fields,
 });
 
-async function run(backend: MergeBackend, base: FixtureTensor[], cfg: object, tensors: FixtureTensor[], weight = 1) {
-  const adapter = { name: 'adapter', files: { 'adapter_config.json': JSON.stringify(cfg), 'adapter_model.safetensors': buildSafetensors(tensors) }, weight };
-  return (await mergeInMemory({ backend, base: { 'model.safetensors': buildSafetensors(base) }, adapters: [adapter] })).tensors;
-}
+const run = async (...args: Parameters<typeof mergePeftFolder>) => (await mergePeftFolder(...args)).tensors;
 
 /** n distinct (out, in) positions, in no particular order, as PEFT's (2, n) layout: outs, then ins. */
 function positions(n: number, out: number, inF: number): Float64Array {
@@ -75,8 +72,7 @@ describe.each(['cpu', 'webgpu'])('SHiRA (PEFT), %s', (name) => {
 
 it('refuses positions outside the layer or listed twice, a missing half, and fan_in_fan_out', async () => {
   const base = [t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))];
-  const files = (cfg: object, tensors: FixtureTensor[]) => memoryInputFileSet({ 'adapter_config.json': JSON.stringify(cfg), 'adapter_model.safetensors': buildSafetensors(tensors) }, 'adapter');
-  const open = (cfg: object, tensors: FixtureTensor[]) => prepareMerge(memoryInputFileSet({ 'model.safetensors': buildSafetensors(base) }, 'base'), [{ files: files(cfg, tensors) }]);
+  const open = (cfg: object, tensors: FixtureTensor[]) => preparePeftFolder(base, cfg, tensors);
   const sparse = (at: number[]) => [t(`base_model.model.${q}.shira_weight`, 'F32', [at.length / 2], vals(at.length / 2, 'F32')), t(`base_model.model.${q}.shira_indices`, 'I32', [2, at.length / 2], Float64Array.from(at))];
   await expect(run(backends.cpu!, base, config({}), sparse([0, 3, 1, 4, 0, 5]))).rejects.toThrow(/SHiRA module "model\.layers\.0\.self_attn\.q_proj": shira_indices entry 2 \(1, 5\) is outside the layer's \(4, 5\)/);
   await expect(run(backends.cpu!, base, config({}), sparse([1, 2, 1, 4, 0, 4]))).rejects.toThrow(/shira_indices lists \(1, 4\) twice/);
@@ -85,10 +81,7 @@ it('refuses positions outside the layer or listed twice, a missing half, and fan
 });
 
 it('refuses PEFT methods whose files do not fix a merged weight, saying why, and another method\'s tensors in a LoRA folder', async () => {
-  const open = (cfg: object, tensors: FixtureTensor[]) => prepareMerge(
-    memoryInputFileSet({ 'model.safetensors': buildSafetensors([t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))]) }, 'base'),
-    [{ files: memoryInputFileSet({ 'adapter_config.json': JSON.stringify(cfg), 'adapter_model.safetensors': buildSafetensors(tensors) }, 'adapter') }],
-  );
+  const open = (cfg: object, tensors: FixtureTensor[]) => preparePeftFolder([t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))], cfg, tensors);
   await expect(open({ peft_type: 'FOURIERFT', n_frequency: 4, random_loc_seed: 777 }, [t(`base_model.model.${q}.fourierft_spectrum`, 'F32', [4], vals(4, 'F32'))]))
     .rejects.toThrow(/PEFT method FOURIERFT is not supported: the positions of its spectral coefficients are drawn from random_loc_seed .* not in the file/);
   await expect(open({ peft_type: 'PREFIX_TUNING', num_virtual_tokens: 4 }, [t('prompt_embeddings', 'F32', [4, 5], vals(20, 'F32'))]))
