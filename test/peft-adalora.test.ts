@@ -86,6 +86,20 @@ describe.each(['cpu', 'webgpu'])('AdaLoRA (PEFT), %s', (name) => {
     expectMerged(merged2.get(`${v}.weight`)!.values, truth(wv, x2, out, inF, 2 / divisor(4)), 'F32', v);
   });
 
+  it('a module whose mask kept nothing (tensors of 0 rows) leaves its weight as it is, saying so', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 6, inF = 5;
+    const wq = vals(out * inF, 'F32'), wv = vals(out * inF, 'F32');
+    const xv = svd(out, inF, 1);
+    const { tensors, warnings } = await mergePeftFolder(backend, [t(`${q}.weight`, 'F32', [out, inF], wq), t(`${v}.weight`, 'F32', [out, inF], wv)],
+      config({ init_r: 2, rank_pattern: { [`${q}.lora_E`]: [false, false], [`${v}.lora_E`]: [false, true] } }),
+      [...svdTensors(q, { a: new Float64Array(0), e: new Float64Array(0), b: new Float64Array(0), r: 0 }, out, inF), ...svdTensors(v, xv, out, inF)]);
+    expect(Array.from(tensors.get(`${q}.weight`)!.values)).toEqual(Array.from(wq));
+    expectMerged(tensors.get(`${v}.weight`)!.values, truth(wv, xv, out, inF, 32 / divisor(2)), 'F32', v);
+    expect(warnings.join('\n')).toMatch(/module "model\.layers\.0\.self_attn\.q_proj" has no update left \(AdaLoRA pruned every singular value\)/);
+  });
+
   it('GPT-2 Conv1D weights stored (in, out) under fan_in_fan_out', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();

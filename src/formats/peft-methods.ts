@@ -215,8 +215,12 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
       }
       moduleOptions = { ...moduleOptions, feedforward: ff };
     }
+    const reported = problems.length;
     const module = algorithm.build(roles, { adapter: name, key: `${PEFT_PREFIX}${path}`, address: { path, flat: false }, alpha: moduleAlpha, report, options: moduleOptions });
-    if (!module) continue;
+    if (!module) {
+      if (problems.length === reported) warnings.push(`${name}: module "${path}" has no update left (AdaLoRA pruned every singular value), so its weight stays as it is, as in PEFT`);
+      continue;
+    }
     if (algorithm.name === 'peft-oft' && options.older_neumann_series) olderSeriesUsed = true;
     if (algorithm.name === 'loha' || algorithm.name === 'lokr') {
       // PEFT: α/r from the config; the stored factors must have that rank where they have one.

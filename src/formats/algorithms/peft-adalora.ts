@@ -68,6 +68,8 @@ export const peftAdalora: Algorithm = {
       context.report('BAD_CONFIG', `has ${r} singular values but the config (${typeof o.kept === 'number' ? 'rank_pattern' : 'init_r'}) says ${kept}`);
       return null;
     }
+    // Every singular value pruned: PEFT's product is a zero matrix, the weight stays as it is.
+    if (r === 0) return null;
     const scale = o.scaling / adaloraDivisor(o.init_r);
     return {
       ...moduleBasics(context),
@@ -78,15 +80,13 @@ export const peftAdalora: Algorithm = {
       alpha: o.scaling,
       scale,
       tensors: { a, b, e },
-      // All rows pruned: PEFT's product is a zero matrix.
-      update: r === 0 ? { kind: 'none' } : { kind: 'low-rank', rank: r },
+      update: { kind: 'low-rank', rank: r },
       fanInFanOut: false,
     };
   },
 
   async load(file, module) {
     const { a, b, e } = module.tensors;
-    if (module.rank === 0) return [];
     const [av, ev] = await Promise.all([readValues(file, a), readValues(file, e)]);
     const inF = a.shape[1];
     const ae = new Float32Array(av.length);
