@@ -100,6 +100,17 @@ describe.each(['cpu', 'webgpu'])('AdaLoRA (PEFT), %s', (name) => {
     expect(warnings.join('\n')).toMatch(/module "model\.layers\.0\.self_attn\.q_proj" has no update left \(AdaLoRA pruned every singular value\)/);
   });
 
+  it('a 3×3 conv: lora_A over in·kh·kw, ΔW reshaped to the weight as SVDConv2d does', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const conv = 'unet.down_blocks.0.resnets.0.conv1', out = 6, n = 3 * 9;
+    const w = vals(out * n, 'BF16');
+    const x = svd(out, n, 2);
+    const { tensors } = await mergePeftFolder(backend, [t(`${conv}.weight`, 'BF16', [out, 3, 3, 3], w)],
+      config({ init_r: 2, lora_alpha: 4, target_modules: ['conv1'], task_type: null }), svdTensors(conv, x, out, n));
+    expectMerged(tensors.get(`${conv}.weight`)!.values, truth(w, x, out, n, 4 / divisor(2)), 'BF16', conv);
+  });
+
   it('GPT-2 Conv1D weights stored (in, out) under fan_in_fan_out', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();

@@ -1,6 +1,6 @@
 /**
- * PEFT AdaLoRA (tuners/adalora): an SVD-shaped update per module, `lora_A` (r, in), `lora_E`
- * (r, 1) and `lora_B` (out, r), merged as PEFT's get_delta_weight does:
+ * PEFT AdaLoRA (tuners/adalora): an SVD-shaped update per module, `lora_A` (r, in; a conv's
+ * in·kh·kw), `lora_E` (r, 1) and `lora_B` (out, r), merged as PEFT's get_delta_weight does:
  * ΔW = B·(A ⊙ E)·scaling / (ranknum + 1e-5). A ⊙ E is formed in f32 as PEFT forms it (each row of
  * A times its singular value, rounded to f32); B times it is the engine's low-rank product.
  *
