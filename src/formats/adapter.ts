@@ -84,6 +84,8 @@ export interface AdapterModule {
   experts?: { count: number; peftVersion: string | null };
   /** Settings of the training method that the update depends on (PEFT OFT's Cayley form, …). */
   options?: Readonly<Record<string, number | boolean>>;
+  /** Integer tensors the update reads besides its float ones (SHiRA's element positions); the float checks skip them. */
+  positions?: TensorEntry;
 }
 
 /**

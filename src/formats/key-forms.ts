@@ -84,6 +84,16 @@ export const KEY_FORMS = [
   { suffix: '.boft_s', role: 'boft_s' },
   // PEFT (IA)³: one learned vector per module.
   { suffix: '.ia3_l', role: 'ia3_l' },
+  // PEFT AdaLoRA: the singular values between lora_B and lora_A.
+  { suffix: '.lora_E', role: 'lora_E' },
+  // PEFT HRA: each module's Householder vectors, one per column.
+  { suffix: '.hra_u', role: 'hra_u' },
+  // PEFT MiSS and Bone (its earlier name): one block per module.
+  { suffix: '.miss_block', role: 'miss_block' },
+  { suffix: '.bone_block', role: 'bone_block' },
+  // PEFT SHiRA: a sparse update's values and their (out, in) positions.
+  { suffix: '.shira_weight', role: 'shira_weight' },
+  { suffix: '.shira_indices', role: 'shira_indices' },
   // PEFT VeRA: per-module scaling vectors, and the projections shared by every module.
   { suffix: '.vera_lambda_b', role: 'vera_lambda_b' },
   { suffix: '.vera_lambda_d', role: 'vera_lambda_d' },

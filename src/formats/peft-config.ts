@@ -41,12 +41,22 @@ export interface PeftLoraConfig {
 const PEFT_DEFAULT_R = 8;
 const PEFT_DEFAULT_ALPHA = 8;
 
-/** PEFT methods with their own (non-LoRA) files; named so the error can say which one it is. */
-const KNOWN_UNSUPPORTED_TYPES = new Set([
-  'LOHA', 'LOKR', 'VERA', 'IA3', 'ADALORA', 'OFT', 'BOFT', 'PROMPT_TUNING', 'PREFIX_TUNING',
-  'P_TUNING', 'LN_TUNING', 'POLY', 'FOURIERFT', 'HRA', 'VBLORA', 'BONE', 'XLORA',
+/**
+ * PEFT methods this tool does not merge, named so the error can say which one it is, with why where
+ * the file cannot determine a merged weight (the others are not read yet).
+ */
+const KNOWN_UNSUPPORTED_TYPES = new Map<string, string>([
+  ['PROMPT_TUNING', 'it learns virtual prompt tokens, not a change of the weights, so there is nothing to merge'],
+  ['MULTITASK_PROMPT_TUNING', 'it learns virtual prompt tokens, not a change of the weights, so there is nothing to merge'],
+  ['P_TUNING', 'it learns virtual prompt tokens, not a change of the weights, so there is nothing to merge'],
+  ['PREFIX_TUNING', 'it learns attention key/value prefixes, not a change of the weights, so there is nothing to merge'],
+  ['ADAPTION_PROMPT', 'it adds gated prompt tokens to attention, not a change of the weights, so there is nothing to merge'],
+  ['CPT', 'it learns context tokens, not a change of the weights, so there is nothing to merge'],
+  ['POLY', 'its router mixes LoRA skills per task id at inference, so no single merged weight exists'],
+  ['XLORA', 'its classifier mixes LoRA adapters per token at inference, so no single merged weight exists'],
+  ['FOURIERFT', 'the positions of its spectral coefficients are drawn from random_loc_seed with torch.randperm when the model is built and are not in the file'],
+  ['VBLORA', ''], ['RANDLORA', ''], ['C3A', ''], ['ROAD', ''], ['DELORA', ''], ['GRALORA', ''], ['WAVEFT', ''], ['HIRA', ''], ['LILY', ''],
 ]);
-
 /**
  * LoraConfig fields that make an adapter something other than W + s·B·A on the base as it is:
  * merging such a file like a plain LoRA would write a wrong model, so each is refused by name
@@ -81,8 +91,9 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
   if (peftType === 'TRAINABLE_TOKENS') return trainableTokensConfig(obj, file);
   if (peftType !== undefined && peftType !== 'LORA') {
     const name = String(peftType);
-    const what = KNOWN_UNSUPPORTED_TYPES.has(name.toUpperCase()) ? `PEFT method ${name}` : `unknown peft_type "${name}"`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported (LORA, LOHA, LOKR, VERA, OFT, BOFT and IA3 adapters can be merged)`);
+    const why = KNOWN_UNSUPPORTED_TYPES.get(name.toUpperCase());
+    const what = why === undefined ? `unknown peft_type "${name}"` : `PEFT method ${name}`;
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, MISS, BONE and SHIRA adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
   refuseUnmergedVariants(obj, file);

@@ -1,19 +1,23 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3): the same tensors as LyCORIS's (`<module>.hada_w1_a`, `<module>.lokr_w1` …)
- * under PEFT's module paths, VeRA's per-module vera_lambda_b/d with the shared
- * `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or, before PEFT 0.16,
- * `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`; plus `modules_to_save` layers and
- * other saved tensors, which replace their base tensors as in LoRA folders (peft-saved-modules.ts).
- * The modules are built by the algorithm registry; the scale is PEFT's: α/r from the config
- * (rank_pattern and alpha_pattern included) for LoHa and LoKr, whatever the factors' form, and
- * 1 for the others.
+ * OFT, BOFT, IA3, ADALORA, HRA, MISS, BONE, SHIRA, LN_TUNING): the same tensors as LyCORIS's
+ * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
+ * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
+ * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
+ * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
+ * `shira_weight`/`shira_indices`; LN tuning's trained layer copies
+ * (`<module>.ln_tuning_layers.<param>`) replace the base's parameters; plus `modules_to_save`
+ * layers and other saved tensors, which replace their base tensors as in LoRA folders
+ * (peft-saved-modules.ts). The modules are built by the algorithm registry; the scale is PEFT's:
+ * α/r from the config (rank_pattern and alpha_pattern included) for LoHa and LoKr, whatever the
+ * factors' form, AdaLoRA's lora_alpha/(init_r + 1e-5), and 1 for the others.
  */
 import { RE2JS } from 're2js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ParsedAdapter, TensorReplacement } from './adapter.js';
 import { algorithmNamed } from './algorithms/index.js';
+import { adaloraRankPattern } from './algorithms/peft-adalora.js';
 import { parseBoundedJson } from './bounded-json.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import type { MatchBudget } from './module-pattern.js';
@@ -27,9 +31,17 @@ interface MethodConfig {
   /** The algorithms a module may be, told apart by the roles it has. */
   algorithms: readonly string[];
   roles: readonly Role[];
-  /** Default r and α of PEFT's config class. */
+  /** Default r and α of PEFT's config class, and the config fields they are read from when not `r` and `alpha`. */
   r: number;
   alpha: number;
+  rKey?: string;
+  alphaKey?: string;
+  /**
+   * Where the method saves a trained copy of a whole layer (`<module>.<wrapper>.<param>`, the
+   * adapter name removed): each tensor replaces the base's `<module>.<param>`, as PEFT's merge swaps
+   * the copy in for the layer.
+   */
+  layerCopy?: string;
 }
 
 const METHODS: Readonly<Record<string, MethodConfig>> = {
@@ -39,7 +51,35 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   OFT: { algorithms: ['peft-oft', 'peft-oft-legacy'], roles: ['oft_R', 'oft_embedding_R', 'oft_r', 'oft_s'], r: 8, alpha: 1 },
   BOFT: { algorithms: ['peft-boft'], roles: ['boft_R', 'boft_s'], r: 0, alpha: 1 },
   IA3: { algorithms: ['peft-ia3'], roles: ['ia3_l'], r: 0, alpha: 1 },
+  // AdaLoRA's r is init_r (its `r` field is ignored by PEFT); its rank_pattern holds boolean masks.
+  // LN tuning trains a deep copy of each target layer (PEFT tuners/ln_tuning) and merges by swapping it in.
+  LN_TUNING: { algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
+  HRA: { algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
+  MISS: { algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
+  BONE: { algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
+  SHIRA: { algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
+  ADALORA: { algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
 };
+
+/**
+ * AdaLoRA's per-module settings as PEFT sets them at load: every module is built at init_r
+ * (ranknum = init_r, scaling = lora_alpha, or the rank when lora_alpha ≤ 0); a module in
+ * rank_pattern is resized to its kept count with ranknum copied back, its scaling recomputed.
+ */
+function adaloraSettings(raw: Record<string, unknown>, configFile: string, initR: number): (path: string) => Record<string, number> {
+  if (!Number.isInteger(initR) || initR < 0) throw new MergeError('BAD_CONFIG', `${configFile}: "init_r" must be an integer ≥ 0, got ${initR}`);
+  // ranknum is cast to the base layer's dtype while the model is built: an init_r that bf16 cannot
+  // hold would be rounded there, to a value the file does not say.
+  let odd = initR;
+  while (odd > 0 && odd % 2 === 0) odd /= 2;
+  if (odd >= 256 || initR > 65504) throw new MergeError('UNSUPPORTED_FORMAT', `${configFile}: AdaLoRA init_r ${initR} is not exact in bf16 or f16, so the ranknum PEFT divides by depends on the dtype the base model was loaded in`);
+  const alpha = raw.lora_alpha === undefined || raw.lora_alpha === null ? 8 : (raw.lora_alpha as number);
+  const kept = adaloraRankPattern(raw, configFile, initR);
+  return (path) => {
+    const k = kept.get(path);
+    return { init_r: initR, scaling: alpha > 0 ? alpha : (k ?? initR), ...(k === undefined ? {} : { kept: k }) };
+  };
+}
 
 /** The config's `peft_type` when it is one this file parses, else undefined (the LoRA parser reports a broken config). */
 export function peftMethodOf(configText: string): string | undefined {
@@ -73,17 +113,19 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     return v;
   };
   const budget: MatchBudget = { file: configFile, used: 0 };
-  const r = number('r', method.r);
-  const alpha = number('alpha', method.alpha);
-  const rankPattern = patterns(raw, 'rank_pattern', configFile, true, budget);
-  const alphaPattern = patterns(raw, 'alpha_pattern', configFile, false, budget);
+  const r = number(method.rKey ?? 'r', method.r);
+  const alpha = number(method.alphaKey ?? 'alpha', method.alpha);
+  const adalora = type === 'ADALORA' ? adaloraSettings(raw, configFile, r) : undefined;
+  // AdaLoRA's rank_pattern is its own (boolean masks), and PEFT does not read alpha_pattern for it.
+  const rankPattern = adalora ? [] : patterns(raw, 'rank_pattern', configFile, true, budget);
+  const alphaPattern = adalora ? [] : patterns(raw, 'alpha_pattern', configFile, false, budget);
   const fanInFanOut = flag('fan_in_fan_out') === true;
   const modulesToSave = stringList(raw, 'modules_to_save', configFile);
   const warnings: string[] = [];
 
   // Settings the algorithms read (context.options), checked here.
   const options: Record<string, number | boolean> = {};
-  for (const key of ['coft', 'block_share', 'use_cayley_neumann'] as const) {
+  for (const key of ['coft', 'block_share', 'use_cayley_neumann', 'apply_GS'] as const) {
     const v = flag(key);
     if (v !== undefined) options[key] = v;
   }
@@ -95,8 +137,14 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   if (type === 'OFT' && options.use_cayley_neumann !== false && olderThan(raw.peft_version, 0, 18)) {
     options.older_neumann_series = true;
   }
+  if (type === 'MISS' || type === 'BONE') {
+    // init_weights picks the block's form: "bat", MiSS's "mini", else (true, false, any other value) the default.
+    if (raw.init_weights === 'bat') options.miss_bat = true;
+    if (type === 'MISS' && raw.init_weights === 'mini') options.miss_mini = true;
+    options.mini_r = number('mini_r', 1);
+  }
   const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
-  if (type === 'IA3') options.fan_in_fan_out = fanInFanOut;
+  if (type === 'IA3' || type === 'SHIRA') options.fan_in_fan_out = fanInFanOut;
 
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
@@ -106,6 +154,13 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   for (const entry of file.tensors) {
     if (type === 'VERA' && (entry.name === 'base_model.vera_A' || entry.name === 'base_model.vera_B')) {
       shared.set(entry.name === 'base_model.vera_A' ? 'vera_A' : 'vera_B', entry);
+      continue;
+    }
+    const copied = method.layerCopy === undefined ? -1 : entry.name.indexOf(`.${method.layerCopy}.`);
+    if (copied > 0) {
+      const layer = entry.name.slice(0, copied), param = entry.name.slice(copied + method.layerCopy!.length + 2);
+      const path = `${layer.startsWith(PEFT_PREFIX) ? layer.slice(PEFT_PREFIX.length) : layer}.${param}`;
+      replacements.push({ adapter: name, key: entry.name, tensor: entry, path, origin: 'saved' });
       continue;
     }
     const split = splitTensorName(entry.name);
@@ -133,6 +188,10 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   for (const [path, roles] of groups) {
     const report = (code: MergeErrorCode, message: string) => problems.push({ code, message: `${name}: module "${path}"${/^(is|has|needs) /.test(message) ? ' ' : ': '}${message}` });
     const candidates = method.algorithms.map(algorithmNamed).filter((a) => a.defines.some((role) => roles.has(role)));
+    if (candidates.length === 0) {
+      report('UNSUPPORTED_FORMAT', `has ${[...roles.values()].map((t) => `"${t.name}"`).join(', ')} without the ${method.algorithms.map(algorithmNamed).flatMap((a) => a.defines).join(' or ')} tensor ${type} needs`);
+      continue;
+    }
     if (candidates.length !== 1) {
       report('UNSUPPORTED_FORMAT', `mixes tensors of ${candidates.map((a) => a.title).join(' and ')}`);
       continue;
@@ -147,6 +206,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     const moduleRank = lookupPattern(rankPattern, path, r);
     for (const [role, t] of shared) roles.set(role, t);
     let moduleOptions: Record<string, number | boolean> = { ...options, r: moduleRank };
+    if (adalora) moduleOptions = { ...moduleOptions, ...adalora(path) };
     if (feedforward) {
       const ff = feedforward(path, roles.get('ia3_l')!);
       if (typeof ff === 'string') {
@@ -155,8 +215,12 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
       }
       moduleOptions = { ...moduleOptions, feedforward: ff };
     }
+    const reported = problems.length;
     const module = algorithm.build(roles, { adapter: name, key: `${PEFT_PREFIX}${path}`, address: { path, flat: false }, alpha: moduleAlpha, report, options: moduleOptions });
-    if (!module) continue;
+    if (!module) {
+      if (problems.length === reported) warnings.push(`${name}: module "${path}" has no update left (AdaLoRA pruned every singular value), so its weight stays as it is, as in PEFT`);
+      continue;
+    }
     if (algorithm.name === 'peft-oft' && options.older_neumann_series) olderSeriesUsed = true;
     if (algorithm.name === 'loha' || algorithm.name === 'lokr') {
       // PEFT: α/r from the config; the stored factors must have that rank where they have one.
@@ -167,7 +231,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
       }
       Object.assign(module, { rank: moduleRank, alpha: moduleAlpha, scale: moduleAlpha / moduleRank });
     }
-    modules.push({ ...module, name: path, fanInFanOut: (algorithm.name === 'vera' && fanInFanOut) || module.fanInFanOut });
+    modules.push({ ...module, name: path, fanInFanOut: ((algorithm.name === 'vera' || algorithm.name === 'peft-adalora') && fanInFanOut) || module.fanInFanOut });
   }
   throwIfProblems(name, problems);
   if (modules.length === 0 && replacements.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no ${type} tensors found`);

@@ -25,7 +25,7 @@ const ORIGINAL_MODULE_KEY = /\.original_module\./;
 /** A model parameter saved as it is (PEFT loads any such key into the model). */
 const PLAIN_PARAMETER_KEY = /^base_model\.model\..+\.(weight|bias)$/;
 /** Tensor names of adapter types we recognise but do not merge. */
-const OTHER_METHOD_KEY = /\.(hada_|lokr_|vera_|ia3_|oft_|boft_|lora_E|ranknum)/;
+const OTHER_METHOD_KEY = /\.(hada_|lokr_|vera_|ia3_|oft_|boft_|lora_E|ranknum|hra_u|miss_block|bone_block|shira_|ln_tuning_layers\.)/;
 
 interface FactorSet {
   a?: TensorEntry;
