@@ -21,6 +21,8 @@ import { product } from './helpers/merge-truth.js';
 import { buildSafetensors, decodeSafetensors } from './helpers/fixtures.js';
 import { fluxBflTensors, tensor, wanOriginalTensors } from './helpers/diffusion-fixtures.js';
 import { zImageComfyTensors } from './helpers/dit-fixtures.js';
+import { HEAD_DIM, HIDDEN, IDX_DIM, IDX_HEADS, METADATA, Q_RANK, TENSORS, VOCAB, EXPERT_FFN, attention, deepseek4BaseGguf } from './helpers/deepseek4-gguf.js';
+import { cellPeftAdapter, transposedWhole, whole, type CellCase } from './helpers/gguf-cell-truth.js';
 
 const rand = seededRandom(4411);
 
@@ -200,6 +202,50 @@ describe('the page\'s plan of LLM checkpoints', () => {
     expect(summary.magnitudes.map((m) => m.target)).toEqual([`${L}.q_proj.weight`]);
     expect(summary.magnitudes[0].ratio).toBeCloseTo(ratio(w, d.get(A.name)!, d.get(B.name)!, 2), 6);
   });
+  it('lists a PEFT LoRA on a DeepSeek-V4 GGUF by the tensors the converter writes, measured, each in its layer', async () => {
+    const flash: CellCase = {
+      arch: 'deepseek4', hfModel: 'deepseek-ai/DeepSeek-V4-Flash', rank: 2, alpha: 6, tensors: TENSORS, metadata: METADATA,
+      targets: [
+        ...attention(0).slice(0, 2),
+        { module: 'model.layers.0.mlp.shared_experts.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: whole('blk.0.ffn_down_shexp.weight') },
+        { module: 'model.layers.1.self_attn.compressor.kv_proj', out: 2 * HEAD_DIM, in: HIDDEN, lands: whole('blk.1.attn_compressor_kv.weight') },
+        { module: 'model.layers.1.self_attn.compressor.indexer.q_b_proj', out: IDX_HEADS * IDX_DIM, in: Q_RANK, lands: whole('blk.1.indexer.attn_q_b.weight') },
+        { module: 'model.layers.2.self_attn.compressor.gate_proj', out: HEAD_DIM, in: HIDDEN, lands: whole('blk.2.attn_compressor_gate.weight') },
+        { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+        { module: 'model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      ],
+    };
+    const base = deepseek4BaseGguf(flash);
+    const { files, factors } = cellPeftAdapter(flash);
+    const summary = await summarizePlan(memoryInputFileSet({ 'DeepSeek-V4-Flash-tiny-Q8_0.gguf': base.bytes }, 'DeepSeek-V4-Flash-tiny-Q8_0.gguf'), [
+      { files: memoryInputFileSet(files, 'lora'), weight: 0.5 },
+    ]);
+    // Only the warning that the merged Q8_0 tensors are requantized.
+    expect(summary.problems.map((p) => p.severity)).toEqual(['warning']);
+    expect(summary.mergeable).toBe(true);
+    // Module → the tensor it lands on, in the file's order; every scale α/r at weight 1.
+    const landed = [
+      ['model.embed_tokens', 'token_embd.weight', 'token_embd'],
+      ['model.layers.0.self_attn.q_a_proj', 'blk.0.attn_q_a.weight', 'layer 0 | attn_q_a'],
+      ['model.layers.0.self_attn.q_b_proj', 'blk.0.attn_q_b.weight', 'layer 0 | attn_q_b'],
+      ['model.layers.0.mlp.shared_experts.down_proj', 'blk.0.ffn_down_shexp.weight', 'layer 0 | ffn_down_shexp'],
+      ['model.layers.1.self_attn.compressor.kv_proj', 'blk.1.attn_compressor_kv.weight', 'layer 1 | attn_compressor_kv'],
+      ['model.layers.1.self_attn.compressor.indexer.q_b_proj', 'blk.1.indexer.attn_q_b.weight', 'layer 1 | indexer.attn_q_b'],
+      ['model.layers.2.self_attn.compressor.gate_proj', 'blk.2.attn_compressor_gate.weight', 'layer 2 | attn_compressor_gate'],
+      ['lm_head', 'output.weight', 'output'],
+    ];
+    expect(summary.modules.map((m) => [m.module, m.target, m.rank, m.scale])).toEqual(landed.map(([module, target]) => [module, target, 2, 3]));
+    expect(summary.magnitudes.map((m) => `${m.place.group.label} | ${m.place.kind}`)).toEqual(
+      landed.map(([, , place]) => (place.startsWith('layer') ? place : `other | ${place}`)));
+    // 3·‖B·A‖ / ‖W‖ in float64 over the Q8_0 base's values (an embedding's ΔW is transposed: the same norm).
+    for (const m of summary.magnitudes) {
+      const f = factors.find((x) => x.module === m.module)!;
+      const ba = product({ values: f.b, shape: [f.out, 2] } as DecodedTensor, { values: f.a, shape: [2, f.in] } as DecodedTensor);
+      const want = (3 * norm(ba)) / norm(base.values.get(m.target)!);
+      expect(Math.abs(m.ratio / want - 1), m.target).toBeLessThan(1e-6);
+    }
+  });
+
   it('says a GGUF output type converts every matrix llama-quantize quantizes, merged or not', async () => {
     const gguf = q4kmLlama();
     const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_output.weight', rank: 4, in: LLAMA.hidden, out: LLAMA.hidden, aType: 'F16', bType: 'F16' }], 8);
