@@ -2,7 +2,8 @@
  * Where a base tensor sits in its model, for the chart: the x axis is the model's real blocks
  * (a transformer's layers; a UNet's down/mid/up or input/middle/output blocks; Flux's double and
  * single blocks; SD3's joint blocks; each text encoder; a VLM's vision tower, projector and
- * language model, and Video-LLaVA's video tower; HunyuanVideo's token refiner), and the bar
+ * language model, and Video-LLaVA's video tower; HunyuanVideo's token refiner, Lumina 2's and
+ * Z-Image's noise and context refiners, Chroma's approximator, LTX-2's text connectors), and the bar
  * series are module kinds (`self_attn.q_proj`, `img_attn.qkv`, `experts.w1`: MoE experts apart
  * from shared experts and dense MLPs). Names come from the single-file, diffusers and pipeline
  * layouts alike (a pipeline's keys start with `unet.`, `text_encoder_2.`…). Rules are data: a new
@@ -66,6 +67,12 @@ const RULES: readonly Rule[] = [
   { pattern: VISION, section: () => 'vision tower', label: (_, i) => `vision ${i}` },
   // HunyuanVideo's text token refiner (Tencent's and diffusers' names): blocks apart from the DiT's.
   { pattern: /(?:^|\.)(?:individual_token_refiner\.blocks|token_refiner\.refiner_blocks)\.(\d+)\./, section: () => 'token refiner', label: (_, i) => `refiner ${i}` },
+  // Lumina 2's and Z-Image's refiner blocks (before their main `layers`), Chroma's distilled
+  // guidance approximator (`norms.N`, the kind `norms`, is the RMSNorm before `layers.N`), LTX-2's
+  // text connectors.
+  { pattern: /(?:^|\.)(noise_refiner|context_refiner)\.(\d+)\./, section: (m) => m[1].replace('_', ' ') },
+  { pattern: /(?:^|\.)distilled_guidance_layer\.(?:layers\.(\d+)\.|(?=norms\.(\d+)\.))/, section: () => 'approximator' },
+  { pattern: /(?:^|\.)(video|audio)_embeddings_connector\.transformer_1d_blocks\.(\d+)\./, section: (m) => `${m[1]} connector` },
   { pattern: /(?:^|\.)(down_blocks|up_blocks|input_blocks|output_blocks)\.(\d+)\./, section: (m) => ({ down_blocks: 'down', input_blocks: 'input', up_blocks: 'up', output_blocks: 'output' })[m[1]] },
   { pattern: /(?:^|\.)(mid_block|middle_block)\./, section: () => 'mid', noIndex: true },
   { pattern: /(?:^|\.)double_blocks\.(\d+)\./, section: () => 'double block' },
@@ -84,7 +91,10 @@ const RULES: readonly Rule[] = [
 
 /** Kinds made of two names where the last alone says too little (`img_attn.qkv`, `self_attn.q_proj`). */
 function kindAfter(rest: string): string {
-  const parts = rest.replace(/\.(weight|bias)$/, '').split('.').filter((p) => p !== '' && !/^\d+$/.test(p));
+  // A parameter's name is no kind (BFL's RMSNorms keep theirs in `scale`); a QKNorm's `norm` holds
+  // query_norm and key_norm, so the attention it sits in (`img_attn`, `txt_attn`) names them.
+  const named = rest.replace(/\.(weight|bias|scale)$/, '').split('.').filter((p) => p !== '' && !/^\d+$/.test(p));
+  const parts = named.filter((p, i) => !(p === 'norm' && /^(query|key)_norm$/.test(named[i + 1] ?? '')));
   // SD3's joint blocks hold an image stream and a text stream with the same module names.
   const stream = parts.includes('context_block') ? 'context ' : parts.includes('x_block') ? 'x ' : '';
   const kept = parts.filter((p) => p !== 'x_block' && p !== 'context_block');

@@ -102,6 +102,53 @@ describe('chart groups', () => {
     ])).toEqual(['refiner 0 | attn.to_q', 'double block 2 | attn.add_q_proj', 'single block 5 | attn.to_k']);
   });
 
+  it('norm tensors sit in their block, named by the module they belong to (BFL\'s `scale`, HunyuanVideo\'s QKNorm), both namings alike', () => {
+    // FLUX.1/FLUX.2/Chroma in BFL naming and HunyuanVideo as ComfyUI saves it: a QKNorm's query_norm and key_norm keep their values in `scale`.
+    expect(place([
+      'double_blocks.0.img_attn.qkv.weight', 'double_blocks.0.img_attn.norm.query_norm.scale', 'double_blocks.1.txt_attn.norm.key_norm.scale',
+      'single_blocks.1.norm.key_norm.scale', 'model.model.double_blocks.0.txt_attn.norm.key_norm.scale',
+    ])).toEqual([
+      'double block 0 | img_attn.qkv', 'double block 0 | img_attn.query_norm', 'double block 1 | txt_attn.key_norm',
+      'single block 1 | key_norm', 'double block 0 | txt_attn.key_norm',
+    ]);
+    // The same norms in diffusers naming, and Tencent's HunyuanVideo names.
+    expect(place([
+      'transformer_blocks.0.attn.norm_q.weight', 'transformer_blocks.1.attn.norm_added_k.weight', 'single_transformer_blocks.1.attn.norm_k.weight',
+    ])).toEqual(['double block 0 | attn.norm_q', 'double block 1 | attn.norm_added_k', 'single block 1 | attn.norm_k']);
+    expect(place(['double_blocks.0.img_attn_k_norm.weight', 'single_blocks.1.q_norm.weight'])).toEqual(['double block 0 | img_attn_k_norm', 'single block 1 | q_norm']);
+    // SD3.5: the x and context streams' ln_q / ln_k; Wan's norm3 (diffusers' norm2) and its q/k norms; LTX-2's audio attention.
+    expect(place([
+      'model.diffusion_model.joint_blocks.1.context_block.attn.ln_k.weight', 'model.diffusion_model.joint_blocks.0.x_block.attn2.ln_q.weight',
+    ])).toEqual(['joint block 1 | context attn.ln_k', 'joint block 0 | x attn2.ln_q']);
+    expect(place(['blocks.0.norm3.weight', 'blocks.0.norm3.bias', 'blocks.1.cross_attn.norm_k_img.weight', 'img_emb.proj.0.weight']))
+      .toEqual(['layer 0 | norm3', 'layer 0 | norm3', 'layer 1 | cross_attn.norm_k_img', 'other | proj']);
+    expect(place(['model.diffusion_model.transformer_blocks.1.audio_attn2.k_norm.weight'])).toEqual(['block 1 | audio_attn2.k_norm']);
+  });
+
+  it('Lumina 2 and Z-Image: noise and context refiner blocks apart from the main layers; Chroma\'s approximator; LTX-2\'s text connectors', () => {
+    expect(place([
+      'layers.1.attention.q_norm.weight', 'noise_refiner.0.attention.qkv.weight', 'noise_refiner.0.attention_norm2.weight',
+      'context_refiner.0.attention.k_norm.weight', 'cap_embedder.0.weight',
+    ])).toEqual([
+      'layer 1 | attention.q_norm', 'noise refiner 0 | attention.qkv', 'noise refiner 0 | attention_norm2',
+      'context refiner 0 | attention.k_norm', 'other | cap_embedder',
+    ]);
+    expect(place(['noise_refiner.0.attn.norm_k.weight', 'context_refiner.0.norm1.weight', 'layers.0.norm1.norm.weight']))
+      .toEqual(['noise refiner 0 | attn.norm_k', 'context refiner 0 | norm1', 'layer 0 | norm1.norm']);
+    // Chroma's approximator: norms.N is the RMSNorm before layers.N (BFL `scale`, diffusers `weight`).
+    expect(place([
+      'distilled_guidance_layer.layers.1.in_layer.weight', 'distilled_guidance_layer.norms.1.scale', 'distilled_guidance_layer.norms.0.weight',
+      'distilled_guidance_layer.in_proj.weight', 'double_blocks.0.img_attn.qkv.weight',
+    ])).toEqual([
+      'approximator 1 | in_layer', 'approximator 1 | norms', 'approximator 0 | norms', 'other | in_proj', 'double block 0 | img_attn.qkv',
+    ]);
+    expect(place([
+      'model.diffusion_model.video_embeddings_connector.transformer_1d_blocks.0.attn1.q_norm.weight',
+      'model.diffusion_model.audio_embeddings_connector.transformer_1d_blocks.0.attn1.to_q.weight',
+      'model.diffusion_model.transformer_blocks.0.attn1.to_q.weight',
+    ])).toEqual(['video connector 0 | attn1.q_norm', 'audio connector 0 | attn1.to_q', 'block 0 | attn1.to_q']);
+  });
+
   it('MoE: experts, shared experts and routers are series of their own', () => {
     expect(place([
       'model.layers.1.block_sparse_moe.experts.7.w1.weight', 'model.layers.1.block_sparse_moe.gate.weight',

@@ -191,6 +191,10 @@ describe('the page offers what the CLI does', PAGE_RETRY, () => {
     await upload(page, 'adapter-input', join(dir, 'flux-lora.safetensors'));
     await planReady(page);
     await mergeEnabled(page);
+    // The menu says which types this model cannot take before one is chosen: no fp8 type on a base with scale tensors.
+    expect(await page.$$eval('[data-testid="out-dtype"] option', (options) => options.map((o) => o.textContent))).toEqual([
+      'keep each tensor’s type', 'f32', 'f16', 'bf16', 'f8_e4m3 (not for this model)', 'f8_e5m2 (not for this model)',
+    ]);
     // bf16 dequantizes it; another fp8 type cannot hold its codes.
     await page.select('[data-testid="out-dtype"]', 'f8_e5m2');
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/^Not for this model: tensor ".*\.weight": a scaled fp8 checkpoint \(a scale_weight per tensor\) keeps its weights in F8_E4M3/);

@@ -5,7 +5,10 @@
  * head (a PEFT ensure_weight_tying adapter whose head factors mirror the embedding's); a
  * bitsandbytes base's files say their quantized weights are written as floats, and a GGUF's that
  * an output type converts every quantizable matrix. Magnitudes are
- * checked against ‖s·B·A‖_F / ‖W‖_F computed in float64 here.
+ * checked against ‖s·B·A‖_F / ‖W‖_F computed in float64 here. Diffusion norm changes
+ * (ComfyUI's `.diff` / `.diff_b`, LyCORIS's `w_norm` / `b_norm`) named in the other naming are
+ * listed by the tensor the converter renames them to, measured as ‖diff‖ / ‖W‖ and placed in
+ * their block.
  */
 import { describe, expect, it } from 'vitest';
 import { fileFate } from '../demo/panels/plan-panel.js';
@@ -15,6 +18,11 @@ import { seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/
 import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 import { decoded, hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
 import { product } from './helpers/merge-truth.js';
+import { buildSafetensors, decodeSafetensors } from './helpers/fixtures.js';
+import { fluxBflTensors, tensor, wanOriginalTensors } from './helpers/diffusion-fixtures.js';
+import { zImageComfyTensors } from './helpers/dit-fixtures.js';
+import { HEAD_DIM, HIDDEN, IDX_DIM, IDX_HEADS, METADATA, Q_RANK, TENSORS, VOCAB, EXPERT_FFN, attention, deepseek4BaseGguf } from './helpers/deepseek4-gguf.js';
+import { cellPeftAdapter, transposedWhole, whole, type CellCase } from './helpers/gguf-cell-truth.js';
 
 const rand = seededRandom(4411);
 
@@ -194,6 +202,50 @@ describe('the page\'s plan of LLM checkpoints', () => {
     expect(summary.magnitudes.map((m) => m.target)).toEqual([`${L}.q_proj.weight`]);
     expect(summary.magnitudes[0].ratio).toBeCloseTo(ratio(w, d.get(A.name)!, d.get(B.name)!, 2), 6);
   });
+  it('lists a PEFT LoRA on a DeepSeek-V4 GGUF by the tensors the converter writes, measured, each in its layer', async () => {
+    const flash: CellCase = {
+      arch: 'deepseek4', hfModel: 'deepseek-ai/DeepSeek-V4-Flash', rank: 2, alpha: 6, tensors: TENSORS, metadata: METADATA,
+      targets: [
+        ...attention(0).slice(0, 2),
+        { module: 'model.layers.0.mlp.shared_experts.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: whole('blk.0.ffn_down_shexp.weight') },
+        { module: 'model.layers.1.self_attn.compressor.kv_proj', out: 2 * HEAD_DIM, in: HIDDEN, lands: whole('blk.1.attn_compressor_kv.weight') },
+        { module: 'model.layers.1.self_attn.compressor.indexer.q_b_proj', out: IDX_HEADS * IDX_DIM, in: Q_RANK, lands: whole('blk.1.indexer.attn_q_b.weight') },
+        { module: 'model.layers.2.self_attn.compressor.gate_proj', out: HEAD_DIM, in: HIDDEN, lands: whole('blk.2.attn_compressor_gate.weight') },
+        { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+        { module: 'model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      ],
+    };
+    const base = deepseek4BaseGguf(flash);
+    const { files, factors } = cellPeftAdapter(flash);
+    const summary = await summarizePlan(memoryInputFileSet({ 'DeepSeek-V4-Flash-tiny-Q8_0.gguf': base.bytes }, 'DeepSeek-V4-Flash-tiny-Q8_0.gguf'), [
+      { files: memoryInputFileSet(files, 'lora'), weight: 0.5 },
+    ]);
+    // Only the warning that the merged Q8_0 tensors are requantized.
+    expect(summary.problems.map((p) => p.severity)).toEqual(['warning']);
+    expect(summary.mergeable).toBe(true);
+    // Module → the tensor it lands on, in the file's order; every scale α/r at weight 1.
+    const landed = [
+      ['model.embed_tokens', 'token_embd.weight', 'token_embd'],
+      ['model.layers.0.self_attn.q_a_proj', 'blk.0.attn_q_a.weight', 'layer 0 | attn_q_a'],
+      ['model.layers.0.self_attn.q_b_proj', 'blk.0.attn_q_b.weight', 'layer 0 | attn_q_b'],
+      ['model.layers.0.mlp.shared_experts.down_proj', 'blk.0.ffn_down_shexp.weight', 'layer 0 | ffn_down_shexp'],
+      ['model.layers.1.self_attn.compressor.kv_proj', 'blk.1.attn_compressor_kv.weight', 'layer 1 | attn_compressor_kv'],
+      ['model.layers.1.self_attn.compressor.indexer.q_b_proj', 'blk.1.indexer.attn_q_b.weight', 'layer 1 | indexer.attn_q_b'],
+      ['model.layers.2.self_attn.compressor.gate_proj', 'blk.2.attn_compressor_gate.weight', 'layer 2 | attn_compressor_gate'],
+      ['lm_head', 'output.weight', 'output'],
+    ];
+    expect(summary.modules.map((m) => [m.module, m.target, m.rank, m.scale])).toEqual(landed.map(([module, target]) => [module, target, 2, 3]));
+    expect(summary.magnitudes.map((m) => `${m.place.group.label} | ${m.place.kind}`)).toEqual(
+      landed.map(([, , place]) => (place.startsWith('layer') ? place : `other | ${place}`)));
+    // 3·‖B·A‖ / ‖W‖ in float64 over the Q8_0 base's values (an embedding's ΔW is transposed: the same norm).
+    for (const m of summary.magnitudes) {
+      const f = factors.find((x) => x.module === m.module)!;
+      const ba = product({ values: f.b, shape: [f.out, 2] } as DecodedTensor, { values: f.a, shape: [2, f.in] } as DecodedTensor);
+      const want = (3 * norm(ba)) / norm(base.values.get(m.target)!);
+      expect(Math.abs(m.ratio / want - 1), m.target).toBeLessThan(1e-6);
+    }
+  });
+
   it('says a GGUF output type converts every matrix llama-quantize quantizes, merged or not', async () => {
     const gguf = q4kmLlama();
     const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_output.weight', rank: 4, in: LLAMA.hidden, out: LLAMA.hidden, aType: 'F16', bType: 'F16' }], 8);
@@ -207,6 +259,84 @@ describe('the page\'s plan of LLM checkpoints', () => {
     expect(fileFate(file, summary, 'q8_0')).toBe(`merged: 1 of ${file.tensors} tensors change, every matrix llama-quantize quantizes written as Q8_0`);
     expect(fileFate({ ...file, changed: 0 }, summary, 'f16')).toBe('nothing in it changes; every matrix llama-quantize quantizes converted to F16');
   });
+});
+
+describe('the page\'s plan of diffusion norm changes named in the other naming', () => {
+  /** `<module>.<role>` → the base tensor it lands on, written from the converters by hand. */
+  type Change = [string, string];
+  const CASES: { name: string; base: FixtureTensor[]; file: string; weight: number; changes: Change[]; listed: [string, string, string, number[]][]; placed: string[] }[] = [
+    {
+      name: 'FLUX.1 BFL file: diffusers\' norm_q / norm_added_q / norm_k and ComfyUI\'s `query_norm.scale.diff`', base: fluxBflTensors(rand, 'BF16'), file: 'flux1-dev.safetensors', weight: 0.8,
+      changes: [
+        ['transformer.transformer_blocks.0.attn.norm_q.diff', 'double_blocks.0.img_attn.norm.query_norm.scale'],
+        ['transformer.transformer_blocks.1.attn.norm_added_q.diff', 'double_blocks.1.txt_attn.norm.query_norm.scale'],
+        ['transformer.single_transformer_blocks.1.attn.norm_k.diff', 'single_blocks.1.norm.key_norm.scale'],
+        ['diffusion_model.single_blocks.0.norm.key_norm.scale.diff', 'single_blocks.0.norm.key_norm.scale'],
+      ],
+      // In the base's order: module, target, algorithm, shape.
+      listed: [
+        ['transformer.transformer_blocks.0.attn.norm_q', 'double_blocks.0.img_attn.norm.query_norm.scale', 'full diff', [4]],
+        ['transformer.transformer_blocks.1.attn.norm_added_q', 'double_blocks.1.txt_attn.norm.query_norm.scale', 'full diff', [4]],
+        ['diffusion_model.single_blocks.0.norm.key_norm.scale', 'single_blocks.0.norm.key_norm.scale', 'full diff', [4]],
+        ['transformer.single_transformer_blocks.1.attn.norm_k', 'single_blocks.1.norm.key_norm.scale', 'full diff', [4]],
+      ],
+      placed: ['double block 0 | img_attn.query_norm', 'double block 1 | txt_attn.query_norm', 'single block 0 | key_norm', 'single block 1 | key_norm'],
+    },
+    {
+      name: 'Wan\'s own file: diffusers\' norm2 is Wan\'s norm3 (weight and bias), LyCORIS norm tuning, the image embedder\'s LayerNorm', base: wanOriginalTensors(rand, 'BF16'), file: 'wan2.1_t2v_14B_bf16.safetensors', weight: -0.6,
+      changes: [
+        ['diffusion_model.blocks.0.norm2.diff', 'blocks.0.norm3.weight'], ['diffusion_model.blocks.0.norm2.diff_b', 'blocks.0.norm3.bias'],
+        ['lycoris_blocks_1_norm2.w_norm', 'blocks.1.norm3.weight'], ['lycoris_blocks_1_norm2.b_norm', 'blocks.1.norm3.bias'],
+        ['diffusion_model.blocks.1.attn1.norm_q.diff', 'blocks.1.self_attn.norm_q.weight'],
+        ['diffusion_model.condition_embedder.image_embedder.norm1.diff', 'img_emb.proj.0.weight'],
+      ],
+      listed: [
+        ['diffusion_model.condition_embedder.image_embedder.norm1', 'img_emb.proj.0.weight', 'full diff', [10]],
+        ['diffusion_model.blocks.0.norm2', 'blocks.0.norm3.weight', 'full diff + bias', [8]],
+        ['diffusion_model.blocks.1.attn1.norm_q', 'blocks.1.self_attn.norm_q.weight', 'full diff', [8]],
+        ['lycoris_blocks_1_norm2', 'blocks.1.norm3.weight', 'norm diff + bias', [8]],
+      ],
+      // The image embedder is in no block; a bias change is no bar (the chart measures weights).
+      placed: ['other | proj', 'layer 0 | norm3', 'layer 1 | self_attn.norm_q', 'layer 1 | norm3'],
+    },
+    {
+      name: 'Z-Image ComfyUI file: diffusers\' norm_q / norm_k, in a main layer and in the context refiner', base: zImageComfyTensors(rand, 'BF16'), file: 'z_image_turbo_bf16.safetensors', weight: 1,
+      changes: [
+        ['transformer.layers.1.attention.norm_q.diff', 'layers.1.attention.q_norm.weight'],
+        ['transformer.context_refiner.0.attention.norm_k.diff', 'context_refiner.0.attention.k_norm.weight'],
+      ],
+      listed: [
+        ['transformer.layers.1.attention.norm_q', 'layers.1.attention.q_norm.weight', 'full diff', [4]],
+        ['transformer.context_refiner.0.attention.norm_k', 'context_refiner.0.attention.k_norm.weight', 'full diff', [4]],
+      ],
+      placed: ['layer 1 | attention.q_norm', 'context refiner 0 | attention.k_norm'],
+    },
+  ];
+
+  for (const c of CASES) {
+    it(`${c.name}: listed by the tensor each lands on, measured as ‖diff‖ / ‖W‖, in its block`, async () => {
+      const shapes = new Map(c.base.map((t) => [t.name, t.shape]));
+      const changes = c.changes.map(([name, lands]) => tensor(rand, name, shapes.get(lands)!, 'F32', 0.5));
+      const baseBytes = buildSafetensors(c.base, { format: 'pt' });
+      const summary = await summarizePlan(memoryInputFileSet({ [c.file]: baseBytes }, c.file), [
+        { files: memoryInputFileSet({ 'norms.safetensors': buildSafetensors(changes) }, 'norms.safetensors'), weight: c.weight },
+      ]);
+      expect(summary.problems).toEqual([]);
+      expect(summary.leftOut).toEqual([]);
+      // Scales at weight 1: the page multiplies them by the slider.
+      expect(summary.modules.map((m) => [m.module, m.target, m.algorithm, m.shape, m.scale])).toEqual(c.listed.map((l) => [...l, 1]));
+      // ‖ΔW‖ / ‖W‖ of each weight change, in float64: the diff's own norm over the base tensor's.
+      const w = decodeSafetensors(baseBytes).tensors;
+      const weightChanges = c.changes.flatMap(([name, lands], i) => (/\.(diff|w_norm)$/.test(name) ? [{ lands, values: changes[i].data as ArrayLike<number> }] : []));
+      const byTarget = new Map(weightChanges.map((x) => [x.lands, norm(x.values) / norm(w.get(x.lands)!.values)]));
+      expect(summary.magnitudes.map((m) => `${m.place.group.label} | ${m.place.kind}`)).toEqual(c.placed);
+      expect(summary.magnitudes).toHaveLength(weightChanges.length);
+      for (const m of summary.magnitudes) {
+        const want = byTarget.get(m.target)!;
+        expect(Math.abs(m.ratio / want - 1), m.target).toBeLessThan(1e-6);
+      }
+    });
+  }
 });
 
 /** A Linear8bitLt weight as bitsandbytes saves it, and its values as int8_vectorwise_dequant returns them (float32 products). */

@@ -135,10 +135,12 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       if (plan && plan.output !== shownChoices) {
         shownChoices = plan.output;
         // One type throughout first, then the mixes under their heading (llama-quantize's file types).
-        const option = (t: { name: string }) => el('option', { value: t.name, textContent: t.name });
+        // A type this model cannot take says so in the menu; chosen, the hint below says why.
+        const label = (name: string, text: string) => (plan.output.refused[name] ? `${text} (not for this model)` : text);
+        const option = (t: { name: string }) => el('option', { value: t.name, textContent: label(t.name, t.name) });
         const groups = [...new Set(plan.output.types.flatMap((t) => (t.group ? [t.group] : [])))];
         dtype.replaceChildren(
-          el('option', { value: 'same', textContent: 'keep each tensor’s type' }),
+          el('option', { value: 'same', textContent: label('same', 'keep each tensor’s type') }),
           ...plan.output.types.filter((t) => !t.group).map(option),
           ...groups.map((label) => el('optgroup', { label }, ...plan.output.types.filter((t) => t.group === label).map(option))),
         );
