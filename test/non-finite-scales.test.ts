@@ -83,7 +83,7 @@ function peftDora(magnitude: number[], wDtype: FixtureDType, w = vals(out * inF,
 const ones = (n: number) => Array.from({ length: n }, () => 1);
 
 // LyCORIS GLoRA: W + W·a1·a2 + b1·b2 (scaled by α/r), the second term's b2 holding Inf.
-function glora(b1: ArrayLike<number>, b2: ArrayLike<number>, a1 = vals(inF, 'BF16', 0.2), a2 = vals(inF, 'BF16', 0.2)) {
+function glora(b1: ArrayLike<number>, b2: ArrayLike<number>, a1: ArrayLike<number> = vals(inF, 'BF16', 0.2), a2: ArrayLike<number> = vals(inF, 'BF16', 0.2)) {
   const rank = 1;
   return {
     base: [{ name: `${unetKey}.weight`, dtype: 'F16', shape: [out, inF], data: vals(out * inF, 'F16') }] as FixtureTensor[],

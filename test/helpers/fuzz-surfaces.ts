@@ -81,9 +81,14 @@ export interface SurfaceWorld {
   refusalsChecked?: boolean;
   /** The `--dtype` of this world's merges drawn without one (a base written only dequantized merges mostly so). */
   mergeDtype?: OutDtype;
+  /** Bytes per row slab of the in-process merges (small: its tall layers stream in several slabs). */
+  slabBytes?: number;
 }
 
-export type OutDtype = 'bf16';
+export type OutDtype = 'bf16' | 'f16' | 'f32';
+
+/** The stored dtype of each `--dtype`. */
+const OUT_DTYPE: Record<OutDtype, 'BF16' | 'F16' | 'F32'> = { bf16: 'BF16', f16: 'F16', f32: 'F32' };
 
 /** Decoded inputs: tensors by `component/name` (component: the file's folder), JSON by path. */
 export interface Decoded {
@@ -589,12 +594,17 @@ type ComfyFormat = 'float8_e4m3fn' | 'float8_e5m2' | 'mxfp8' | 'nvfp4' | 'int8_t
 const UNREAD_FORMATS = ['convrot_w4a4', 'asym_w4a8_int8', 'awq_w4a16'];
 /**
  * Each format's real weight shapes here (rows, cols): the per-tensor ones small; mxfp8 (32 inputs a
- * block) and nvfp4 (16) with one or two column tiles of swizzled scales, padded to 128 rows.
+ * block) and nvfp4 (16) with one or two column tiles of swizzled scales, padded to 128 rows. The
+ * tall ones span two row slabs of COMFY_SLAB_BYTES (512 fp8 rows of 8, 256 nvfp4 rows of 16
+ * bytes): a per-tensor fp8 or nvfp4 layer merged there takes the two passes, one over its slabs
+ * for the tensor's maximum, one for the codes.
  */
 const COMFY_SHAPES: Record<ComfyFormat, [number, number][]> = {
-  float8_e4m3fn: [[OUT, IN]], float8_e5m2: [[OUT, IN]], int8_tensorwise: [[OUT, IN]],
-  mxfp8: [[32, 64], [32, 160]], nvfp4: [[16, 32], [32, 80]],
+  float8_e4m3fn: [[OUT, IN], [1024, 8]], float8_e5m2: [[OUT, IN], [1024, 8]], int8_tensorwise: [[OUT, IN]],
+  mxfp8: [[32, 64], [32, 160]], nvfp4: [[16, 32], [32, 80], [384, 32]],
 };
+/** The smallest row slab a merge takes (the comfy_quant worlds' in-process merges run with it). */
+const COMFY_SLAB_BYTES = 4096;
 
 /** What makes a world's changed layer hostile: one part of its quantization written wrong. */
 type ComfyHostile =
@@ -852,6 +862,7 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
   const tensor = (name: string) => d.tensors.get(`/${name}`);
   const names = [...d.tensors.keys()].map((k) => k.slice(1)).filter((k) => !k.startsWith('lora_unet_') && !k.startsWith('diffusion_model.'));
   const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+  const D = outDtype && OUT_DTYPE[outDtype];
   let undecided: string | undefined;
 
   const configs = new Map<string, { format: string; config: Record<string, unknown> }>();
@@ -914,16 +925,16 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
     const { layer } = target;
     const q = read.get(layer);
     if (!q) {
-      merged.set(`/${layer}.weight`, { ...added(tensor(`${layer}.weight`)!.values, loraDelta(target), target.scale), ...(outDtype ? { dtype: 'BF16' as const } : {}) });
+      merged.set(`/${layer}.weight`, { ...added(tensor(`${layer}.weight`)!.values, loraDelta(target), target.scale), ...(D ? { dtype: D } : {}) });
       continue;
     }
     if (q.rows !== (target.rows ?? OUT) || q.cols !== (target.cols ?? IN)) return invalid(`${layer}: (${q.rows}, ${q.cols}) read, the adapter is (${target.rows}, ${target.cols})`);
     const real = q.real();
     if (typeof real === 'string') return invalid(real);
-    const w = mergedF32(real, target, outDtype ? 'BF16' : 'F32');
-    if (!w) return invalid(`${layer}.weight: a merged value beyond ${outDtype ? 'bf16' : 'float32'}, or an input not finite`);
-    if (outDtype) {
-      merged.set(`/${layer}.weight`, { values: w, magnitude: 0, dtype: 'BF16', exact: true, shape: [q.rows, q.cols] });
+    const w = mergedF32(real, target, D ?? 'F32');
+    if (!w) return invalid(`${layer}.weight: a merged value beyond ${outDtype ?? 'float32'}, or an input not finite`);
+    if (D) {
+      merged.set(`/${layer}.weight`, { values: w, magnitude: 0, dtype: D, exact: true, shape: [q.rows, q.cols] });
       continue;
     }
     const again = q.requantize(w);
@@ -935,14 +946,21 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
       if (!merged.has(`/${layer}.weight`)) {
         const real = q.real();
         if (typeof real === 'string') return invalid(real);
-        const values = mergedF32(real, undefined, 'BF16', q.rows, q.cols);
-        if (!values) return invalid(`${layer}.weight: a value not finite in bf16`);
-        merged.set(`/${layer}.weight`, { values, magnitude: 0, dtype: 'BF16', exact: true, shape: [q.rows, q.cols] });
+        const values = mergedF32(real, undefined, D!, q.rows, q.cols);
+        if (!values) return invalid(`${layer}.weight: a value not finite in ${outDtype}`);
+        merged.set(`/${layer}.weight`, { values, magnitude: 0, dtype: D!, exact: true, shape: [q.rows, q.cols] });
       }
       leftOut.push(...['weight_scale', 'weight_scale_2', 'comfy_quant', 'input_scale'].map((s) => `/${layer}.${s}`).filter((k) => d.tensors.has(k)));
     }
-    const converted = names.find((n) => !merged.has(`/${n}`) && !leftOut.includes(`/${n}`) && tensor(n)!.dtype !== 'BF16');
-    if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
+    // Every other float tensor (the bf16 modulations, biases) rounded once to the dtype.
+    for (const n of names) {
+      const t = tensor(n)!;
+      if (merged.has(`/${n}`) || leftOut.includes(`/${n}`) || t.dtype === D) continue;
+      if (!['F32', 'F16', 'BF16'].includes(t.dtype)) return { kind: 'unknown', why: `${n} (${t.dtype}) converted to ${outDtype} (not followed here)` };
+      const values = t.values.map((x) => roundForDType(x, D!));
+      if (values.some((x, k) => !Number.isFinite(x) && Number.isFinite(t.values[k]))) return invalid(`${n}: a value overflows ${outDtype} when converted`);
+      merged.set(`/${n}`, { values, magnitude: 0, dtype: D!, exact: true, shape: t.shape });
+    }
   }
   return { kind: 'expected', merged, leftOut, header: { _quantization_metadata: outDtype ? null : headerText ?? null } };
 }
@@ -987,7 +1005,7 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 4, 16), seed: values(48),
     // The second quantized layer's format.
     format2: fc.constantFrom<ComfyFormat | 'convrot_w4a4'>('float8_e4m3fn', 'float8_e4m3fn', 'float8_e4m3fn', 'mxfp8', 'nvfp4', 'int8_tensorwise', 'convrot_w4a4'),
-    shape: fc.nat(1),
+    shape: fc.nat(2),
     // int8_tensorwise: one weight_scale per row ([rows, 1]) or for the tensor ([]).
     perRow: fc.boolean(),
   }))
@@ -1100,13 +1118,13 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     const file = `${names.file}_${tag}.safetensors`;
     const layerName = (f: string) => `${f}${f === 'int8_tensorwise' ? (perRow ? ' per row' : ' per tensor') : ''}`;
     return {
-      name: `ComfyUI comfy_quant ${layerName(format)} beside ${format2} (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA${hostile ? ` (${hostile.part})` : ''}`,
+      name: `ComfyUI comfy_quant ${layerName(format)}${rows * Math.ceil(cols / (format === 'nvfp4' ? 2 : 1)) > COMFY_SLAB_BYTES ? ' in two row slabs' : ''} beside ${format2} (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA${hostile ? ` (${hostile.part})` : ''}`,
       files: {
         [file]: { kind: 'safetensors', tensors, ...(header !== undefined ? { metadata: { _quantization_metadata: header } } : {}) },
         'lora.safetensors': { kind: 'safetensors', tensors: adapter },
       },
       base: file, adapter: 'lora.safetensors', out: 'merged.safetensors',
-      outDtypes: ['bf16'], refusalsChecked: true,
+      outDtypes: ['bf16', 'f16', 'f32'], refusalsChecked: true, slabBytes: COMFY_SLAB_BYTES,
       truth: (d, weight, outDtype) => {
         const t = (name: string) => d.tensors.get(`/${name}`)!;
         return comfyQuantTruth(d, file, targets.map(([m, out, inF]) => {
@@ -2577,7 +2595,8 @@ export interface SurfaceCommand {
 export const surfaceCommand = fc.record({
   command: fc.constantFrom<SurfaceCommand['command']>('merge', 'merge', 'merge', 'merge', 'dry-run', 'inspect-base', 'inspect-adapter'),
   weight: fc.constantFrom(1, 1, 0.5, -1, 2.5, 1e30, 40000),
-  dtype: fc.constantFrom<OutDtype | undefined>(undefined, undefined, 'bf16'),
+  // A world whose truth follows bf16 only merges without --dtype where f16 or f32 is drawn.
+  dtype: fc.constantFrom<OutDtype | undefined>(undefined, undefined, 'bf16', 'bf16', 'f16', 'f32'),
 });
 
 export interface SurfaceCase {
