@@ -136,6 +136,32 @@ function added(w: Float64Array, delta: Float64Array, scale: number): ExpectedMer
   return { values: w.map((x, i) => x + scale * delta[i]), magnitude: maxAbs(w) + Math.abs(scale) * maxAbs(delta) };
 }
 
+/**
+ * A `--dtype` output's other tensors: every float tensor of `names` (stored under `keyOf(name)`)
+ * not already expected nor `skipped`, rounded once to `dtype` into `merged`; undefined when all are
+ * followed, else why not (a value the dtype cannot hold: the merge is refused; a non-float tensor).
+ */
+function convertRest(d: Decoded, names: string[], keyOf: (name: string) => string, skipped: (name: string) => boolean,
+  merged: Map<string, ExpectedMerge>, outDtype: OutDtype): Truth | undefined {
+  const dtype = OUT_DTYPE[outDtype];
+  for (const n of names) {
+    const t = d.tensors.get(keyOf(n))!;
+    if (merged.has(keyOf(n)) || skipped(n) || t.dtype === dtype) continue;
+    if (!['F32', 'F16', 'BF16'].includes(t.dtype)) return { kind: 'unknown', why: `${n} (${t.dtype}) converted to ${outDtype} (not followed here)` };
+    const values = t.values.map((x) => roundForDType(x, dtype));
+    if (values.some((x, k) => !Number.isFinite(x) && Number.isFinite(t.values[k]))) return { kind: 'invalid', why: `${n}: a value overflows ${outDtype} when converted` };
+    merged.set(keyOf(n), { values, magnitude: 0, dtype, exact: true, shape: t.shape });
+  }
+  return undefined;
+}
+
+/** Why expected values rounded once to `outDtype` are refused (one is past it), or undefined. */
+function pastDtype(merged: Map<string, ExpectedMerge>, outDtype: OutDtype): Truth | undefined {
+  const dtype = OUT_DTYPE[outDtype];
+  for (const [key, e] of merged) if (e.values.some((x) => Number.isFinite(x) && !Number.isFinite(roundForDType(x, dtype)))) return { kind: 'invalid', why: `${key}: a merged value past ${outDtype}` };
+  return undefined;
+}
+
 /** kohya's α/r, where α = 0 means unset (sd-scripts' LoRAModule then takes α = r: scale 1). */
 const kohyaScale = (alpha: number, r: number) => (alpha === 0 ? 1 : alpha / r);
 
@@ -952,15 +978,11 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
       }
       leftOut.push(...['weight_scale', 'weight_scale_2', 'comfy_quant', 'input_scale'].map((s) => `/${layer}.${s}`).filter((k) => d.tensors.has(k)));
     }
+    const past = pastDtype(merged, outDtype);
+    if (past) return past;
     // Every other float tensor (the bf16 modulations, biases) rounded once to the dtype.
-    for (const n of names) {
-      const t = tensor(n)!;
-      if (merged.has(`/${n}`) || leftOut.includes(`/${n}`) || t.dtype === D) continue;
-      if (!['F32', 'F16', 'BF16'].includes(t.dtype)) return { kind: 'unknown', why: `${n} (${t.dtype}) converted to ${outDtype} (not followed here)` };
-      const values = t.values.map((x) => roundForDType(x, D!));
-      if (values.some((x, k) => !Number.isFinite(x) && Number.isFinite(t.values[k]))) return invalid(`${n}: a value overflows ${outDtype} when converted`);
-      merged.set(`/${n}`, { values, magnitude: 0, dtype: D!, exact: true, shape: t.shape });
-    }
+    const rest = convertRest(d, names, (n) => `/${n}`, (n) => leftOut.includes(`/${n}`), merged, outDtype);
+    if (rest) return rest;
   }
   return { kind: 'expected', merged, leftOut, header: { _quantization_metadata: outDtype ? null : headerText ?? null } };
 }
@@ -1224,12 +1246,14 @@ function blockFp8Truth(d: Decoded, folder: string, target: LoraTarget, outDtype:
   if (outDtype) {
     for (const layer of fp8.keys()) {
       const values = real(layer);
-      merged.set(key(`${layer}.weight`), { ...(layer === target.layer ? added(values, loraDelta(target), target.scale) : { values, magnitude: maxAbs(values) }), dtype: 'BF16' });
+      merged.set(key(`${layer}.weight`), { ...(layer === target.layer ? added(values, loraDelta(target), target.scale) : { values, magnitude: maxAbs(values) }), dtype: OUT_DTYPE[outDtype] });
     }
+    const past = pastDtype(merged, outDtype);
+    if (past) return past;
     delete configOut.quantization_config;
     const leftOut = names.filter((n) => (n.endsWith('.weight_scale_inv') || n.endsWith('.input_scale')) && fp8.has(n.slice(0, n.lastIndexOf('.')))).map(key);
-    const converted = names.find((n) => !merged.has(key(n)) && !leftOut.includes(key(n)) && tensor(n)!.dtype !== 'BF16');
-    if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
+    const rest = convertRest(d, names, key, (n) => leftOut.includes(key(n)), merged, outDtype);
+    if (rest) return rest;
     // The written dtype is named in config.json (dtype, torch_dtype): not compared.
     return { kind: 'expected', merged, leftOut, json: { [`${folder}/config.json`]: { equals: configOut, except: ['dtype', 'torch_dtype'] } } };
   }
@@ -1312,7 +1336,7 @@ const blockFp8World: fc.Arbitrary<SurfaceWorld> = fc
         'peft/adapter_config.json': { kind: 'json', value: { peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'Qwen/Qwen3-0.6B-FP8', r, lora_alpha: alpha, use_rslora: rslora, target_modules: ['q_proj'] } },
       },
       base: 'model', adapter: 'peft', out: 'merged',
-      outDtypes: ['bf16'], refusalsChecked: true,
+      outDtypes: ['bf16', 'f16', 'f32'], refusalsChecked: true,
       truth: (d, weight, outDtype) => {
         const scale = configScale(d, 'peft/adapter_config.json', 'lora_alpha', r, true);
         if (typeof scale !== 'number') return scale;
@@ -1414,11 +1438,14 @@ function scaledFp8Truth(d: Decoded, targets: LoraTarget[], bias: { key: string; 
     for (const m of read.keys()) {
       const target = targets.find((t) => t.layer === m);
       const values = real(m);
-      merged.set(`/${m}.weight`, { ...(target ? added(values, loraDelta(target), target.scale) : { values, magnitude: maxAbs(values) }), dtype: 'BF16' });
+      merged.set(`/${m}.weight`, { ...(target ? added(values, loraDelta(target), target.scale) : { values, magnitude: maxAbs(values) }), dtype: OUT_DTYPE[outDtype] });
       leftOut.push(`${m}.scale_weight`);
     }
-    const converted = names.find((n) => !merged.has(`/${n}`) && !leftOut.includes(n) && tensor(n)!.dtype !== 'BF16');
-    if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
+    for (const e of merged.values()) e.dtype ??= OUT_DTYPE[outDtype]; // the bias too
+    const past = pastDtype(merged, outDtype);
+    if (past) return past;
+    const rest = convertRest(d, names, (n) => `/${n}`, (n) => leftOut.includes(n), merged, outDtype);
+    if (rest) return rest;
     return { kind: 'expected', merged, leftOut: leftOut.map((n) => `/${n}`) };
   }
   for (const target of targets) {
@@ -1513,7 +1540,7 @@ const scaledFp8World: fc.Arbitrary<SurfaceWorld> = fc
         'lora.safetensors': { kind: 'safetensors', tensors: adapter },
       },
       base: names.file, adapter: 'lora.safetensors', out: 'merged.safetensors',
-      outDtypes: ['bf16'], refusalsChecked: true,
+      outDtypes: ['bf16', 'f16', 'f32'], refusalsChecked: true,
       truth: (d, weight, outDtype) => {
         const t = (name: string) => d.tensors.get(`/${name}`)!;
         const loras = targets.map((m) => ({ layer: m, a: t(`${kohya(m)}.lora_down.weight`), b: t(`${kohya(m)}.lora_up.weight`), rank: r, scale: weight * kohyaScale(t(`${kohya(m)}.alpha`).values[0], r) }));
