@@ -25,6 +25,7 @@ export type MergeErrorCode =
   | 'PLAN_INVALID'
   // running
   | 'NON_FINITE'
+  | 'DORA_NORM'
   | 'GPU_UNAVAILABLE'
   | 'GPU_FAILURE'
   | 'OUTPUT_IS_INPUT'

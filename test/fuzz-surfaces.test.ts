@@ -29,6 +29,7 @@ function prepare(c: SurfaceCase): CliCase {
     // An adapter folder whose files were all dropped still exists.
     folders: world.adapter.endsWith('.safetensors') || world.adapter.endsWith('.gguf') ? [] : [world.adapter],
     output: command.command === 'merge' ? world.out : null,
+    ...(world.slabBytes ? { slabBytes: world.slabBytes } : {}),
     argv(inDir, outDir) {
       const base = join(inDir, world.base);
       const adapter = join(inDir, world.adapter);

@@ -19,6 +19,8 @@ import { createProgressDisplay } from './progress-bar.js';
 export interface MergeOutput {
   out(line: string): void;
   err(line: string): void;
+  /** Bytes of the base per row slab; the library's default where absent (tests make it small, so layers stream in several slabs). */
+  slabBytes?: number;
 }
 
 const stdio: MergeOutput = {
@@ -84,6 +86,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
           backend,
           outDtype: cmd.dtype,
           dtypeMergedOnly: cmd.dtypeMergedOnly,
+          ...(io.slabBytes ? { slabBytes: io.slabBytes } : {}),
           signal: controller.signal,
           onProgress: (e) => progress.update(e),
           onWarning: (message) => {

@@ -18,6 +18,8 @@ export interface CliOutput {
   err(line: string): void;
   /** Print stack traces of failures (LORAMERGE_DEBUG). */
   debug?: boolean;
+  /** Bytes of the base per row slab of a merge (see MergeOutput). */
+  slabBytes?: number;
 }
 
 export const processOutput: CliOutput = {

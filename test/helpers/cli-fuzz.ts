@@ -58,6 +58,8 @@ export interface CliCase {
   argv(inDir: string, outDir: string): string[];
   /** What a successful run leaves in the output folder; null for a command that writes nothing. */
   output: string | null;
+  /** Bytes per row slab of the in-process merge (the real process keeps its default). */
+  slabBytes?: number;
 }
 
 export interface FuzzStats {
@@ -104,7 +106,7 @@ class WorkerRunner {
   private worker: Worker | undefined;
   private nextId = 0;
 
-  run(argv: string[]): Promise<CliResult | { hung: true } | { crashed: string }> {
+  run(argv: string[], slabBytes?: number): Promise<CliResult | { hung: true } | { crashed: string }> {
     this.worker ??= new Worker(new URL('./fuzz-worker.mjs', import.meta.url), { resourceLimits: { maxOldGenerationSizeMb: 1024 } });
     const w = this.worker;
     const id = ++this.nextId;
@@ -127,7 +129,7 @@ class WorkerRunner {
       }, CASE_TIMEOUT_MS);
       w.on('message', onMessage);
       w.on('error', onError);
-      w.postMessage({ id, argv });
+      w.postMessage({ id, argv, slabBytes });
     });
   }
 
@@ -214,7 +216,7 @@ export function describeCliFuzz<C, P extends CliCase>(title: string, target: Cli
           const { inDir, outDir } = materialise(p, dir);
           const peakBefore = process.resourceUsage().maxRSS;
           try {
-            const result = await runner.run(p.argv(inDir, outDir));
+            const result = await runner.run(p.argv(inDir, outDir), p.slabBytes);
             const raisedMiB = (process.resourceUsage().maxRSS - peakBefore) / 1024;
             if (raisedMiB >= 16) peakRaisers.push({ label: `case ${n - 1}: ${p.label}: ${p.argv('in', 'out').join(' ')}: ${fc.stringify(c).slice(0, 400)}`, mib: raisedMiB });
             if ('hung' in result) throw new Error(`${p.label}: hung for ${CASE_TIMEOUT_MS} ms`);

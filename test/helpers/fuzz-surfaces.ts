@@ -81,9 +81,14 @@ export interface SurfaceWorld {
   refusalsChecked?: boolean;
   /** The `--dtype` of this world's merges drawn without one (a base written only dequantized merges mostly so). */
   mergeDtype?: OutDtype;
+  /** Bytes per row slab of the in-process merges (small: its tall layers stream in several slabs). */
+  slabBytes?: number;
 }
 
-export type OutDtype = 'bf16';
+export type OutDtype = 'bf16' | 'f16' | 'f32';
+
+/** The stored dtype of each `--dtype`. */
+const OUT_DTYPE: Record<OutDtype, 'BF16' | 'F16' | 'F32'> = { bf16: 'BF16', f16: 'F16', f32: 'F32' };
 
 /** Decoded inputs: tensors by `component/name` (component: the file's folder), JSON by path. */
 export interface Decoded {
@@ -129,6 +134,32 @@ const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, x) => Math.max
 
 function added(w: Float64Array, delta: Float64Array, scale: number): ExpectedMerge {
   return { values: w.map((x, i) => x + scale * delta[i]), magnitude: maxAbs(w) + Math.abs(scale) * maxAbs(delta) };
+}
+
+/**
+ * A `--dtype` output's other tensors: every float tensor of `names` (stored under `keyOf(name)`)
+ * not already expected nor `skipped`, rounded once to `dtype` into `merged`; undefined when all are
+ * followed, else why not (a value the dtype cannot hold: the merge is refused; a non-float tensor).
+ */
+function convertRest(d: Decoded, names: string[], keyOf: (name: string) => string, skipped: (name: string) => boolean,
+  merged: Map<string, ExpectedMerge>, outDtype: OutDtype): Truth | undefined {
+  const dtype = OUT_DTYPE[outDtype];
+  for (const n of names) {
+    const t = d.tensors.get(keyOf(n))!;
+    if (merged.has(keyOf(n)) || skipped(n) || t.dtype === dtype) continue;
+    if (!['F32', 'F16', 'BF16'].includes(t.dtype)) return { kind: 'unknown', why: `${n} (${t.dtype}) converted to ${outDtype} (not followed here)` };
+    const values = t.values.map((x) => roundForDType(x, dtype));
+    if (values.some((x, k) => !Number.isFinite(x) && Number.isFinite(t.values[k]))) return { kind: 'invalid', why: `${n}: a value overflows ${outDtype} when converted` };
+    merged.set(keyOf(n), { values, magnitude: 0, dtype, exact: true, shape: t.shape });
+  }
+  return undefined;
+}
+
+/** Why expected values rounded once to `outDtype` are refused (one is past it), or undefined. */
+function pastDtype(merged: Map<string, ExpectedMerge>, outDtype: OutDtype): Truth | undefined {
+  const dtype = OUT_DTYPE[outDtype];
+  for (const [key, e] of merged) if (e.values.some((x) => Number.isFinite(x) && !Number.isFinite(roundForDType(x, dtype)))) return { kind: 'invalid', why: `${key}: a merged value past ${outDtype}` };
+  return undefined;
 }
 
 /** kohya's α/r, where α = 0 means unset (sd-scripts' LoRAModule then takes α = r: scale 1). */
@@ -589,12 +620,17 @@ type ComfyFormat = 'float8_e4m3fn' | 'float8_e5m2' | 'mxfp8' | 'nvfp4' | 'int8_t
 const UNREAD_FORMATS = ['convrot_w4a4', 'asym_w4a8_int8', 'awq_w4a16'];
 /**
  * Each format's real weight shapes here (rows, cols): the per-tensor ones small; mxfp8 (32 inputs a
- * block) and nvfp4 (16) with one or two column tiles of swizzled scales, padded to 128 rows.
+ * block) and nvfp4 (16) with one or two column tiles of swizzled scales, padded to 128 rows. The
+ * tall ones span two row slabs of COMFY_SLAB_BYTES (512 fp8 rows of 8, 256 nvfp4 rows of 16
+ * bytes): a per-tensor fp8 or nvfp4 layer merged there takes the two passes, one over its slabs
+ * for the tensor's maximum, one for the codes.
  */
 const COMFY_SHAPES: Record<ComfyFormat, [number, number][]> = {
-  float8_e4m3fn: [[OUT, IN]], float8_e5m2: [[OUT, IN]], int8_tensorwise: [[OUT, IN]],
-  mxfp8: [[32, 64], [32, 160]], nvfp4: [[16, 32], [32, 80]],
+  float8_e4m3fn: [[OUT, IN], [1024, 8]], float8_e5m2: [[OUT, IN], [1024, 8]], int8_tensorwise: [[OUT, IN]],
+  mxfp8: [[32, 64], [32, 160]], nvfp4: [[16, 32], [32, 80], [384, 32]],
 };
+/** The smallest row slab a merge takes (the comfy_quant worlds' in-process merges run with it). */
+const COMFY_SLAB_BYTES = 4096;
 
 /** What makes a world's changed layer hostile: one part of its quantization written wrong. */
 type ComfyHostile =
@@ -852,6 +888,7 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
   const tensor = (name: string) => d.tensors.get(`/${name}`);
   const names = [...d.tensors.keys()].map((k) => k.slice(1)).filter((k) => !k.startsWith('lora_unet_') && !k.startsWith('diffusion_model.'));
   const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+  const D = outDtype && OUT_DTYPE[outDtype];
   let undecided: string | undefined;
 
   const configs = new Map<string, { format: string; config: Record<string, unknown> }>();
@@ -914,16 +951,16 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
     const { layer } = target;
     const q = read.get(layer);
     if (!q) {
-      merged.set(`/${layer}.weight`, { ...added(tensor(`${layer}.weight`)!.values, loraDelta(target), target.scale), ...(outDtype ? { dtype: 'BF16' as const } : {}) });
+      merged.set(`/${layer}.weight`, { ...added(tensor(`${layer}.weight`)!.values, loraDelta(target), target.scale), ...(D ? { dtype: D } : {}) });
       continue;
     }
     if (q.rows !== (target.rows ?? OUT) || q.cols !== (target.cols ?? IN)) return invalid(`${layer}: (${q.rows}, ${q.cols}) read, the adapter is (${target.rows}, ${target.cols})`);
     const real = q.real();
     if (typeof real === 'string') return invalid(real);
-    const w = mergedF32(real, target, outDtype ? 'BF16' : 'F32');
-    if (!w) return invalid(`${layer}.weight: a merged value beyond ${outDtype ? 'bf16' : 'float32'}, or an input not finite`);
-    if (outDtype) {
-      merged.set(`/${layer}.weight`, { values: w, magnitude: 0, dtype: 'BF16', exact: true, shape: [q.rows, q.cols] });
+    const w = mergedF32(real, target, D ?? 'F32');
+    if (!w) return invalid(`${layer}.weight: a merged value beyond ${outDtype ?? 'float32'}, or an input not finite`);
+    if (D) {
+      merged.set(`/${layer}.weight`, { values: w, magnitude: 0, dtype: D, exact: true, shape: [q.rows, q.cols] });
       continue;
     }
     const again = q.requantize(w);
@@ -935,14 +972,17 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
       if (!merged.has(`/${layer}.weight`)) {
         const real = q.real();
         if (typeof real === 'string') return invalid(real);
-        const values = mergedF32(real, undefined, 'BF16', q.rows, q.cols);
-        if (!values) return invalid(`${layer}.weight: a value not finite in bf16`);
-        merged.set(`/${layer}.weight`, { values, magnitude: 0, dtype: 'BF16', exact: true, shape: [q.rows, q.cols] });
+        const values = mergedF32(real, undefined, D!, q.rows, q.cols);
+        if (!values) return invalid(`${layer}.weight: a value not finite in ${outDtype}`);
+        merged.set(`/${layer}.weight`, { values, magnitude: 0, dtype: D!, exact: true, shape: [q.rows, q.cols] });
       }
       leftOut.push(...['weight_scale', 'weight_scale_2', 'comfy_quant', 'input_scale'].map((s) => `/${layer}.${s}`).filter((k) => d.tensors.has(k)));
     }
-    const converted = names.find((n) => !merged.has(`/${n}`) && !leftOut.includes(`/${n}`) && tensor(n)!.dtype !== 'BF16');
-    if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
+    const past = pastDtype(merged, outDtype);
+    if (past) return past;
+    // Every other float tensor (the bf16 modulations, biases) rounded once to the dtype.
+    const rest = convertRest(d, names, (n) => `/${n}`, (n) => leftOut.includes(`/${n}`), merged, outDtype);
+    if (rest) return rest;
   }
   return { kind: 'expected', merged, leftOut, header: { _quantization_metadata: outDtype ? null : headerText ?? null } };
 }
@@ -987,7 +1027,7 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 4, 16), seed: values(48),
     // The second quantized layer's format.
     format2: fc.constantFrom<ComfyFormat | 'convrot_w4a4'>('float8_e4m3fn', 'float8_e4m3fn', 'float8_e4m3fn', 'mxfp8', 'nvfp4', 'int8_tensorwise', 'convrot_w4a4'),
-    shape: fc.nat(1),
+    shape: fc.nat(2),
     // int8_tensorwise: one weight_scale per row ([rows, 1]) or for the tensor ([]).
     perRow: fc.boolean(),
   }))
@@ -1100,13 +1140,13 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     const file = `${names.file}_${tag}.safetensors`;
     const layerName = (f: string) => `${f}${f === 'int8_tensorwise' ? (perRow ? ' per row' : ' per tensor') : ''}`;
     return {
-      name: `ComfyUI comfy_quant ${layerName(format)} beside ${format2} (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA${hostile ? ` (${hostile.part})` : ''}`,
+      name: `ComfyUI comfy_quant ${layerName(format)}${rows * Math.ceil(cols / (format === 'nvfp4' ? 2 : 1)) > COMFY_SLAB_BYTES ? ' in two row slabs' : ''} beside ${format2} (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA${hostile ? ` (${hostile.part})` : ''}`,
       files: {
         [file]: { kind: 'safetensors', tensors, ...(header !== undefined ? { metadata: { _quantization_metadata: header } } : {}) },
         'lora.safetensors': { kind: 'safetensors', tensors: adapter },
       },
       base: file, adapter: 'lora.safetensors', out: 'merged.safetensors',
-      outDtypes: ['bf16'], refusalsChecked: true,
+      outDtypes: ['bf16', 'f16', 'f32'], refusalsChecked: true, slabBytes: COMFY_SLAB_BYTES,
       truth: (d, weight, outDtype) => {
         const t = (name: string) => d.tensors.get(`/${name}`)!;
         return comfyQuantTruth(d, file, targets.map(([m, out, inF]) => {
@@ -1206,12 +1246,14 @@ function blockFp8Truth(d: Decoded, folder: string, target: LoraTarget, outDtype:
   if (outDtype) {
     for (const layer of fp8.keys()) {
       const values = real(layer);
-      merged.set(key(`${layer}.weight`), { ...(layer === target.layer ? added(values, loraDelta(target), target.scale) : { values, magnitude: maxAbs(values) }), dtype: 'BF16' });
+      merged.set(key(`${layer}.weight`), { ...(layer === target.layer ? added(values, loraDelta(target), target.scale) : { values, magnitude: maxAbs(values) }), dtype: OUT_DTYPE[outDtype] });
     }
+    const past = pastDtype(merged, outDtype);
+    if (past) return past;
     delete configOut.quantization_config;
     const leftOut = names.filter((n) => (n.endsWith('.weight_scale_inv') || n.endsWith('.input_scale')) && fp8.has(n.slice(0, n.lastIndexOf('.')))).map(key);
-    const converted = names.find((n) => !merged.has(key(n)) && !leftOut.includes(key(n)) && tensor(n)!.dtype !== 'BF16');
-    if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
+    const rest = convertRest(d, names, key, (n) => leftOut.includes(key(n)), merged, outDtype);
+    if (rest) return rest;
     // The written dtype is named in config.json (dtype, torch_dtype): not compared.
     return { kind: 'expected', merged, leftOut, json: { [`${folder}/config.json`]: { equals: configOut, except: ['dtype', 'torch_dtype'] } } };
   }
@@ -1294,7 +1336,7 @@ const blockFp8World: fc.Arbitrary<SurfaceWorld> = fc
         'peft/adapter_config.json': { kind: 'json', value: { peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'Qwen/Qwen3-0.6B-FP8', r, lora_alpha: alpha, use_rslora: rslora, target_modules: ['q_proj'] } },
       },
       base: 'model', adapter: 'peft', out: 'merged',
-      outDtypes: ['bf16'], refusalsChecked: true,
+      outDtypes: ['bf16', 'f16', 'f32'], refusalsChecked: true,
       truth: (d, weight, outDtype) => {
         const scale = configScale(d, 'peft/adapter_config.json', 'lora_alpha', r, true);
         if (typeof scale !== 'number') return scale;
@@ -1396,11 +1438,14 @@ function scaledFp8Truth(d: Decoded, targets: LoraTarget[], bias: { key: string; 
     for (const m of read.keys()) {
       const target = targets.find((t) => t.layer === m);
       const values = real(m);
-      merged.set(`/${m}.weight`, { ...(target ? added(values, loraDelta(target), target.scale) : { values, magnitude: maxAbs(values) }), dtype: 'BF16' });
+      merged.set(`/${m}.weight`, { ...(target ? added(values, loraDelta(target), target.scale) : { values, magnitude: maxAbs(values) }), dtype: OUT_DTYPE[outDtype] });
       leftOut.push(`${m}.scale_weight`);
     }
-    const converted = names.find((n) => !merged.has(`/${n}`) && !leftOut.includes(n) && tensor(n)!.dtype !== 'BF16');
-    if (converted) return { kind: 'unknown', why: `${converted} converted to bf16 (not followed here)` };
+    for (const e of merged.values()) e.dtype ??= OUT_DTYPE[outDtype]; // the bias too
+    const past = pastDtype(merged, outDtype);
+    if (past) return past;
+    const rest = convertRest(d, names, (n) => `/${n}`, (n) => leftOut.includes(n), merged, outDtype);
+    if (rest) return rest;
     return { kind: 'expected', merged, leftOut: leftOut.map((n) => `/${n}`) };
   }
   for (const target of targets) {
@@ -1495,7 +1540,7 @@ const scaledFp8World: fc.Arbitrary<SurfaceWorld> = fc
         'lora.safetensors': { kind: 'safetensors', tensors: adapter },
       },
       base: names.file, adapter: 'lora.safetensors', out: 'merged.safetensors',
-      outDtypes: ['bf16'], refusalsChecked: true,
+      outDtypes: ['bf16', 'f16', 'f32'], refusalsChecked: true,
       truth: (d, weight, outDtype) => {
         const t = (name: string) => d.tensors.get(`/${name}`)!;
         const loras = targets.map((m) => ({ layer: m, a: t(`${kohya(m)}.lora_down.weight`), b: t(`${kohya(m)}.lora_up.weight`), rank: r, scale: weight * kohyaScale(t(`${kohya(m)}.alpha`).values[0], r) }));
@@ -2577,7 +2622,8 @@ export interface SurfaceCommand {
 export const surfaceCommand = fc.record({
   command: fc.constantFrom<SurfaceCommand['command']>('merge', 'merge', 'merge', 'merge', 'dry-run', 'inspect-base', 'inspect-adapter'),
   weight: fc.constantFrom(1, 1, 0.5, -1, 2.5, 1e30, 40000),
-  dtype: fc.constantFrom<OutDtype | undefined>(undefined, undefined, 'bf16'),
+  // A world whose truth follows bf16 only merges without --dtype where f16 or f32 is drawn.
+  dtype: fc.constantFrom<OutDtype | undefined>(undefined, undefined, 'bf16', 'bf16', 'f16', 'f32'),
 });
 
 export interface SurfaceCase {

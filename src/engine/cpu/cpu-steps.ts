@@ -10,7 +10,10 @@
  * once. A DoRA step multiplies by m / (‖V‖ + ε), which is irrational in general: its factor is
  * defined as that expression evaluated in float64 from the f64 values V here hold (in a fixed order,
  * so the same on every backend and run; its relative error against the exact norm is about 2^-45),
- * and the output is the exact V times that factor, rounded once.
+ * and the output is the exact V times that factor, rounded once. Where that expression gives no
+ * such number (V zero with ε = 0, ‖V‖² past float64's range) the merge is refused (doraFactor). An
+ * element whose f64 value is Inf or NaN is recomputed exactly before any refusal: an intermediate
+ * (a huge scale times V, Inf · 0) may pass float64's range where the result does not.
  *
  * The bounds (u = 2^-53; Σ|·| products' magnitudes; every step's own roundings at most u relative):
  * - low-rank terms, v' = v + Σ_k l_k·r_k with l = fl64(s·b), r exact: e' = e + G·‖l‖·‖r‖ + u|v'|,
@@ -31,7 +34,7 @@ import type { FloatTensorBytes, MergeOp } from '../merge-op.js';
 import { checkOp, type OpShape } from '../op-shape.js';
 import { termReachesRows } from '../low-rank-factors.js';
 import { needsColumnNorms, storedAxis, type UpdateStep } from '../update-steps.js';
-import { columnFactors } from '../column-norms.js';
+import { columnFactors, doraFactor, normSquare } from '../column-norms.js';
 import { addDyadic, dyadicOf, DYADIC_ZERO, mulDyadic, NoExactValue, roundDyadicToBits, type Dyadic } from '../exact/dyadic.js';
 import { f64KernelBound, U_F64 } from '../exact/error-bounds.js';
 import { roundingIsCertain } from '../exact/float-formats.js';
@@ -173,20 +176,20 @@ function applyStep(op: MergeOp, shape: OpShape, v: Float64Array, e: Float64Array
       return;
     }
     case 'dora': {
-      const m = f32(step.dora.magnitude);
-      const eps = step.dora.epsilon;
+      const dora = step.dora;
+      const m = f32(dora.magnitude);
       if (needsColumnNorms(op, step)) {
         const ss = new Float64Array(cols);
-        for (let r = 0; r < rowCount; r++) for (let c = 0, o = r * cols; c < cols; c++) ss[c] += v[o + c] * v[o + c];
-        const factors = columnFactors(step.dora, ss);
+        for (let r = 0; r < rowCount; r++) for (let c = 0, o = r * cols; c < cols; c++) ss[c] += normSquare(v[o + c]);
+        const factors = columnFactors(op.name, step.dora, ss);
         doraFactors.set(index, { axis: 'col', factors });
         scaleAxis(op, shape, v, e, 'col', factors);
       } else {
         const factors = new Float64Array(op.rows);
         for (let r = 0; r < rowCount; r++) {
           let ss = 0;
-          for (let c = 0, o = r * cols; c < cols; c++) ss += v[o + c] * v[o + c];
-          factors[rowStart + r] = m[rowStart + r] / (Math.sqrt(ss) + eps);
+          for (let c = 0, o = r * cols; c < cols; c++) ss += normSquare(v[o + c]);
+          factors[rowStart + r] = doraFactor(op.name, dora, rowStart + r, m[rowStart + r], ss);
         }
         doraFactors.set(index, { axis: 'row', factors });
         scaleAxis(op, shape, v, e, 'row', factors);
@@ -383,7 +386,9 @@ export function mergeStepsOnCpu(op: MergeOp, signal?: AbortSignal, stats: Certif
   for (let i = 0; i < ev.values.length; i++) {
     const x = ev.values[i];
     let bits: number;
-    if (!Number.isFinite(x) || roundingIsCertain(x, ev.bounds[i] * (1 + 2 ** -20), dtype)) {
+    // A value f64 left Inf or NaN is recomputed exactly too: an intermediate may pass float64's
+    // range (a huge scale, Inf · 0 of a scale past it on a zero product) where the result does not.
+    if (Number.isFinite(x) && roundingIsCertain(x, ev.bounds[i] * (1 + 2 ** -20), dtype)) {
       bits = roundedBits(x, dtype);
     } else {
       stats.listed++;
@@ -412,7 +417,7 @@ export function columnSumsOfSquaresOnCpu(op: MergeOp, signal?: AbortSignal): Flo
   const cols = op.cols;
   const ss = new Float64Array(cols);
   for (let r = 0; r < shape.rowCount; r++) {
-    for (let c = 0, o = r * cols; c < cols; c++) ss[c] += v[o + c] * v[o + c];
+    for (let c = 0, o = r * cols; c < cols; c++) ss[c] += normSquare(v[o + c]);
   }
   return ss;
 }

@@ -4,6 +4,7 @@
  * SharedArrayBuffers (slabs read into shared memory, or the pool's scratch); the right factor and
  * its norms come once per key.
  */
+import { isMergeError, type MergeErrorCode } from '../../errors.js';
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
 import type { MergeOp } from '../merge-op.js';
@@ -55,7 +56,7 @@ export type PoolJob = WorkerJob | EncodeJob | StepsJob;
  */
 export type WorkerReply =
   | { id: number; finite: boolean; listed: Uint32Array; out?: Uint8Array; values?: Float64Array; exact?: number }
-  | { id: number; error: string };
+  | { id: number; error: string; code?: MergeErrorCode };
 
 /**
  * Runs one job on the worker's kernel. Every call awaits the same kernel promise, so jobs still run
@@ -79,6 +80,7 @@ export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): P
     );
     return { id: job.id, finite, listed };
   } catch (e) {
-    return { id: job.id, error: (e as Error).message };
+    // A user's fault (a MergeError) keeps its code, so the pool raises it as it is.
+    return { id: job.id, error: (e as Error).message, ...(isMergeError(e) ? { code: e.code } : {}) };
   }
 }

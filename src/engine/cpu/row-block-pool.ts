@@ -16,6 +16,7 @@ import { DTYPE_BYTES } from '../../dtype.js';
 import { MergeError } from '../../errors.js';
 import type { MergeOp } from '../merge-op.js';
 import { checkOp, type OpShape } from '../op-shape.js';
+import { normSquare } from '../column-norms.js';
 import { opRows, runStepsPiece, stepRowGranule, type StepsResult } from './step-rows.js';
 import type { CertificationStats } from '../exact/recompute.js';
 import type { CpuMergePool } from './cpu-backend.js';
@@ -291,7 +292,7 @@ export class RowBlockPool implements CpuMergePool {
     });
     const ss = new Float64Array(cols);
     for (const [, v] of pieces.sort((a, b) => a[0] - b[0])) {
-      for (let o = 0; o < v.length; o += cols) for (let c = 0; c < cols; c++) ss[c] += v[o + c] * v[o + c];
+      for (let o = 0; o < v.length; o += cols) for (let c = 0; c < cols; c++) ss[c] += normSquare(v[o + c]);
     }
     return ss;
   }
@@ -310,7 +311,7 @@ export class RowBlockPool implements CpuMergePool {
         const [r0, n] = piece;
         this.sent.stepPieces++;
         const reply = await this.run(slot, { kind: 'steps', id: this.nextId++, want, op: opRows(op, shape, r0, n) });
-        if ('error' in reply) throw new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`);
+        if ('error' in reply) throw reply.code ? new MergeError(reply.code, reply.error) : new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`);
         done(r0, n, { out: reply.finite ? reply.out : undefined, values: reply.values, exact: reply.exact ?? 0 });
       }
     };
