@@ -38,7 +38,7 @@ import { columnFactors, doraFactor, normSquare } from '../column-norms.js';
 import { addDyadic, dyadicOf, DYADIC_ZERO, mulDyadic, NoExactValue, roundDyadicToBits, type Dyadic } from '../exact/dyadic.js';
 import { f64KernelBound, U_F64 } from '../exact/error-bounds.js';
 import { roundingIsCertain } from '../exact/float-formats.js';
-import { elementValue, newStats, roundedBits, storeBits, type CertificationStats } from '../exact/recompute.js';
+import { elementValue, isSpecialBits, newStats, roundedBits, storeBits, type CertificationStats } from '../exact/recompute.js';
 import { holdsNonFinite, nonFiniteError } from './plain-merge.js';
 import { scatterOf, type PermutedBlocksStep } from '../permuted-blocks.js';
 
@@ -402,6 +402,8 @@ export function mergeStepsOnCpu(op: MergeOp, signal?: AbortSignal, stats: Certif
         if (e instanceof NoExactValue) throw nonFiniteError(op.name, dtype);
         throw e;
       }
+      // Inf or NaN exactly too: the merge is refused, and the other elements need not be recomputed.
+      if (isSpecialBits(bits, dtype)) throw nonFiniteError(op.name, dtype);
     }
     storeBits(out, dtype, i, bits);
   }

@@ -233,22 +233,23 @@ export function mergePlainOnWasm(plan: PlainPlan, kernel: WasmKernel, stats: Cer
  * Recomputes exactly every element the kernel left Inf or NaN, and says whether all are finite
  * now. The f32 kernel folds each term's scale into its f32 left factor: a scale past float32 (a
  * huge --weight times α/r) is Inf there, and Inf times a zero product is NaN, where the exact
- * W + s·B·A is W. Only runs when the kernel reported a non-finite result.
+ * W + s·B·A is W. Only runs when the kernel reported a non-finite result; stops at the first
+ * element that is not finite exactly either (an overflow that really is one refuses at once).
  */
 export function settleNonFinite(plan: { p: PlainOp; tf: TensorFactors }, out: Uint8Array, stats: CertificationStats): boolean {
   const { p, tf } = plan;
   const dtype = p.op.outDtype;
   const cols = p.op.cols;
   const n = out.byteLength / DTYPE_BYTES[dtype];
-  let finite = true;
   for (let index = 0; index < n; index++) {
     if (!isSpecialBits(elementBits(out, dtype, index), dtype)) continue;
     const r = Math.floor(index / cols);
     const bits = exactElementBits(p, tf, r, index - r * cols, stats);
-    if (isSpecialBits(bits, dtype)) finite = false;
+    // One element that is Inf or NaN exactly refuses the tensor: the rest need not be recomputed.
+    if (isSpecialBits(bits, dtype)) return false;
     storeBits(out, dtype, index, bits);
   }
-  return finite;
+  return true;
 }
 
 /** The stored bits of element `index` of `out` (little-endian, as storeBits writes them). */
