@@ -16,6 +16,7 @@ import type { WrittenModule } from '../src/formats/adapter-writer.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { createRandom } from '../src/sample/seeded-random.js';
 import { kohyaFile, peftFiles, type FixtureModule } from './helpers/adapter-fixtures.js';
+import { peftFolder } from './helpers/hf-folder.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
 import { dense, frob2, gaussian, minus, optimalError, product, singularValues, withSpectrum, type Dense } from './helpers/svd-reference.js';
 
@@ -216,6 +217,24 @@ for (const name of ['cpu', 'webgpu']) {
     });
   });
 }
+
+it('refuses, naming the module and its method, adapters whose update is no product of two factors (PEFT HRA, SHiRA)', async () => {
+  const rand = seededRandom(12);
+  const u = Array.from({ length: 16 }, () => gaussian(rand));
+  const hra = await openAdapter(await openNodeInputFileSet(temp.make(peftFolder({ peft_type: 'HRA', r: 2, apply_GS: false, target_modules: ['q_proj'] }, [
+    { name: `base_model.model.${Q}.hra_u`, dtype: 'F32', shape: [8, 2], data: u },
+  ]))));
+  const shira = await openAdapter(await openNodeInputFileSet(temp.make(peftFolder({ peft_type: 'SHIRA', r: 1, mask_type: 'random', target_modules: ['q_proj'] }, [
+    { name: `base_model.model.${Q}.shira_weight`, dtype: 'F32', shape: [2], data: [0.5, -0.25] },
+    { name: `base_model.model.${Q}.shira_indices`, dtype: 'I32', shape: [2, 2], data: [3, 1, 5, 0] },
+  ]))));
+  opened.push(hra, shira);
+  const cpu = backends.cpu!;
+  const line = (what: string, command: string) => new RegExp(`^[^\\n]*module "base_model\\.model\\.${Q.replace(/\./g, '\\.')}" is ${what}, whose update is not a low-rank product; ${command} cannot express it as a LoRA \\(merge it into the base instead\\)$`);
+  await expect(resizeAdapter(hra, { kind: 'rank', rank: 1 }, 'peft', cpu)).rejects.toThrow(line('HRA \\(PEFT\\)', 'resize'));
+  await expect(resizeAdapter(shira, { kind: 'rank', rank: 1 }, 'peft', cpu)).rejects.toThrow(line('SHiRA \\(PEFT\\)', 'resize'));
+  await expect(combineAdapters([{ adapter: shira, weight: 1 }, { adapter: hra, weight: 0.5 }], { method: 'cat', format: 'peft' }, cpu)).rejects.toThrow(/combine cannot express it as a LoRA/);
+});
 
 /** A with b·A = w for a full-column-rank b (normal equations, f64, by Gaussian elimination). */
 function solveFactor(b: Dense, w: Dense): Dense {

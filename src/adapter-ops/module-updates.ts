@@ -9,6 +9,7 @@ import { MergeError } from '../errors.js';
 import type { AdapterModule, ModuleKind, ParsedAdapter } from '../formats/adapter.js';
 import type { Mat } from '../algebra/matrix.js';
 import { readModuleFactors } from '../plan/module-factors.js';
+import { moduleTitle } from '../formats/algorithms/index.js';
 import { throwIfProblems } from '../plan/problems.js';
 
 export type OutputFormat = 'peft' | 'kohya';
@@ -61,6 +62,11 @@ export function checkModules(adapters: readonly ParsedAdapter[], command: string
   const problems: { code: 'UNSUPPORTED_FORMAT'; message: string }[] = [];
   for (const adapter of adapters) {
     for (const m of adapter.modules) {
+      // Maps of W (OFT, HRA, IA3 …) and dense or sparse updates (full diffs, SHiRA) are no product of two factors.
+      if (m.update.kind === 'transform' || m.update.kind === 'dense') {
+        problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" is ${moduleTitle(m)}, whose update is not a low-rank product; ${command} cannot express it as a LoRA (merge it into the base instead)` });
+        continue;
+      }
       if (m.dora) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" is DoRA, whose update depends on the base weights; ${command} cannot express it as a LoRA` });
       if (m.biasB) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" changes a bias (${m.biasB.name}), which ${command} does not support yet` });
     }
