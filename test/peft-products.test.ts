@@ -147,7 +147,7 @@ function randDelta(lambda: Float64Array, gamma: Float64Array, sa: Float64Array, 
 }
 
 describe.each(['cpu', 'webgpu'])('RandLoRA (PEFT), %s', (name) => {
-  it('two layers (10 → 6 and 5 → 13) on shared bases sized for the largest; r = 1, r = 4; scale randlora_alpha/r', async (ctx) => {
+  it('three layers (10 → 6, 5 → 13, square 10 → 10) on shared bases sized for the largest; r = 1, r = 4; scale randlora_alpha/r', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
     // PEFT's _find_dim: the largest (out, in) over the targets, here (13, 10): max 13, min 10.
@@ -155,7 +155,7 @@ describe.each(['cpu', 'webgpu'])('RandLoRA (PEFT), %s', (name) => {
     for (const [r, dtype, alpha] of [[1, 'F32', 3], [4, 'BF16', 640]] as [number, FixtureDType, number][]) {
       const nbG = Math.ceil(minG / r);
       const sa = vals(r * minG, dtype), sb = vals(maxG * nbG * r, dtype);
-      const layers = [[q, 6, 10], [v, 13, 5]] as const;
+      const layers = [[q, 6, 10], [v, 13, 5], ['model.layers.0.self_attn.k_proj', 10, 10]] as const;
       const base: FixtureTensor[] = [], tensors: FixtureTensor[] = [t('base_model.randlora_A', dtype, [r, 1, minG], sa), t('base_model.randlora_B', dtype, [maxG, nbG, r], sb)];
       const parts = layers.map(([m, out, inF]) => {
         const min = Math.min(out, inF), nb = Math.ceil(min / r);
@@ -164,7 +164,7 @@ describe.each(['cpu', 'webgpu'])('RandLoRA (PEFT), %s', (name) => {
         tensors.push(t(key(m, 'randlora_lambda'), dtype, [r, nb], lambda), t(key(m, 'randlora_gamma'), dtype, [nb, min], gamma));
         return { m, out, inF, w, lambda, gamma };
       });
-      const merged = await run(backend, base, randConfig({ r, randlora_alpha: alpha }), tensors, 0.5);
+      const merged = await run(backend, base, randConfig({ r, randlora_alpha: alpha, target_modules: ['q_proj', 'k_proj', 'v_proj'] }), tensors, 0.5);
       for (const p of parts) {
         const d = randDelta(p.lambda, p.gamma, sa, sb, r, minG, nbG, p.out, p.inF);
         expectMerged(merged.get(`${p.m}.weight`)!.values, plus(p.w, d, p.out, p.inF, 0.5 * alpha / r), 'F32', `${p.m} r=${r}`);
