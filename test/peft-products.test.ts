@@ -6,6 +6,10 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
+import { resizeAdapter } from '../src/adapter-ops/resize.js';
+import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
+import { openAdapter } from '../src/formats/adapter.js';
+import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { mergeFolders } from './helpers/cli.js';
 import { buildSafetensors, seededRandom, tempDirs, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
@@ -184,6 +188,21 @@ describe.each(['cpu', 'webgpu'])('RandLoRA (PEFT), %s', (name) => {
     ]);
     expectMerged(merged.get(`${attn}.weight`)!.values, plus(w, randDelta(lambda, gamma, sa, sb, r, inF, nb, out, inF), out, inF, 2, true), 'F16', attn);
   });
+});
+
+it('resize refuses RandLoRA in one line: its tensors do not say the layer\'s larger dim', async () => {
+  const r = 2, nb = 2, min = 4;
+  const dir = temp.make(peftFolder(randConfig({ r, target_modules: ['q_proj'] }), [
+    t('base_model.randlora_A', 'F32', [r, 1, min], vals(r * min, 'F32')), t('base_model.randlora_B', 'F32', [7, nb, r], vals(7 * nb * r, 'F32')),
+    t(key(q, 'randlora_lambda'), 'F32', [r, nb], vals(r * nb, 'F32')), t(key(q, 'randlora_gamma'), 'F32', [nb, min], vals(nb * min, 'F32')),
+  ]));
+  const adapter = await openAdapter(await openNodeInputFileSet(dir));
+  try {
+    await expect(resizeAdapter(adapter, { kind: 'rank', rank: 1 }, 'peft', new CpuAlgebra()))
+      .rejects.toThrow(/^RandLoRA module "model\.layers\.0\.self_attn\.q_proj": its tensors do not say the layer's larger dim or which side is the smaller one; only a merge into a base model can read it$/);
+  } finally {
+    await adapter.file.source.close();
+  }
 });
 
 // --- DeLoRA ----------------------------------------------------------------------------------

@@ -68,7 +68,9 @@ export const peftRandlora: Algorithm = {
     const { lambda, gamma, sa, sb } = module.tensors;
     const [r, nb] = lambda.shape;
     const min = gamma.shape[1], rank = r * nb;
-    const out = delta?.out ?? min, inF = delta?.in ?? min;
+    // The tensors give the layer's smaller dim only; without a base (combine, resize) the larger one and which side is which are unknown.
+    if (!delta) throw new MergeError('UNSUPPORTED_FORMAT', `RandLoRA module "${module.name}": its tensors do not say the layer's larger dim or which side is the smaller one; only a merge into a base model can read it`);
+    const { out, in: inF } = delta;
     const max = Math.max(out, inF);
     if (Math.min(out, inF) !== min) throw new MergeError('SHAPE_MISMATCH', `RandLoRA module "${module.name}": randlora_gamma ${fmtShape(gamma.shape)} is for a layer whose smaller dim is ${min}, but the base's is (${out}, ${inF})`);
     if (max > sb.shape[0]) throw new MergeError('SHAPE_MISMATCH', `RandLoRA module "${module.name}": the layer's larger dim is ${max}, the shared randlora_B has only ${sb.shape[0]} rows`);
