@@ -42,7 +42,7 @@ function selectFromLogits(logits: Float32Array, n: number, topk: number, what: s
     const top = logits[at + order[0]], last = logits[at + order[topk - 1]];
     if (top === -Infinity) throw new MergeError('UNSUPPORTED_FORMAT', `${what}: row ${row} has no finite logit`);
     if (topk < n && last === logits[at + order[topk]] && last !== -Infinity) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${what}: row ${row} has a tie at its ${topk}th largest logit (${last}), and which of the equal logits torch.topk picks is not defined`);
+      throw new MergeError('UNSUPPORTED_FORMAT', `${what}: row ${row} has a tie at its top-${topk} boundary (logit ${last} there and just past it), and which of the equal logits torch.topk keeps is not defined`);
     }
     let sum = 0;
     for (let t = 0; t < topk; t++) sum += Math.exp(logits[at + order[t]] - top);
@@ -137,6 +137,12 @@ export const peftVblora: Algorithm = {
     }
     if (saved && (!['U8', 'I8', 'I16', 'I32', 'I64'].includes(ia!.dtype) || ia!.dtype !== ib!.dtype)) {
       context.report('UNSUPPORTED_FORMAT', `top-k indices are ${ia!.dtype} and ${ib!.dtype}; expected integers (uint8, int16, int32 or int64, as PEFT saves them)`);
+      return null;
+    }
+    // PEFT scatters log(w) into float32 logits on load, and torch's scatter refuses a source of
+    // another dtype: top-k weights saved from a bf16 or f16 model do not load there.
+    if (saved && (wa!.dtype !== 'F32' || wb!.dtype !== 'F32')) {
+      context.report('UNSUPPORTED_FORMAT', `has top-k weights in ${wa!.dtype} and ${wb!.dtype}: PEFT reads them only as F32 (it scatters their logarithms into float32 logits), so it cannot load this file; save the adapter with save_only_topk_weights false, or from a float32 model`);
       return null;
     }
     return {
