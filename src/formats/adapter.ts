@@ -86,6 +86,8 @@ export interface AdapterModule {
   options?: Readonly<Record<string, number | boolean>>;
   /** Integer tensors the update reads besides its float ones (SHiRA's element positions); the float checks skip them. */
   positions?: TensorEntry;
+  /** Other integer tensors the update reads, by the algorithm's own names (VB-LoRA's saved top-k indices); the float checks skip them too. */
+  integerTensors?: Readonly<Record<string, TensorEntry>>;
 }
 
 /**

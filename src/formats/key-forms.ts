@@ -99,6 +99,30 @@ export const KEY_FORMS = [
   { suffix: '.vera_lambda_d', role: 'vera_lambda_d' },
   { suffix: '.vera_A', role: 'vera_A' },
   { suffix: '.vera_B', role: 'vera_B' },
+  // PEFT VB-LoRA: per-module logits over the shared vector bank, or only their top-k (indices and
+  // the first k−1 softmax weights) when saved with save_only_topk_weights.
+  { suffix: '.vblora_logits_A', role: 'vblora_logits_A' },
+  { suffix: '.vblora_logits_B', role: 'vblora_logits_B' },
+  { suffix: '.vblora_logits_A_topk_indices', role: 'vblora_A_topk_indices' },
+  { suffix: '.vblora_logits_A_topk_weights', role: 'vblora_A_topk_weights' },
+  { suffix: '.vblora_logits_B_topk_indices', role: 'vblora_B_topk_indices' },
+  { suffix: '.vblora_logits_B_topk_weights', role: 'vblora_B_topk_weights' },
+  { suffix: '.vblora_vector_bank', role: 'vblora_vector_bank' },
+  // PEFT RandLoRA: per-module scalings of the random bases shared by every module.
+  { suffix: '.randlora_lambda', role: 'randlora_lambda' },
+  { suffix: '.randlora_gamma', role: 'randlora_gamma' },
+  { suffix: '.randlora_A', role: 'randlora_A' },
+  { suffix: '.randlora_B', role: 'randlora_B' },
+  // PEFT DeLoRA: a low-rank pair, its norm bound and the base weight's column norms at init.
+  { suffix: '.delora_A', role: 'delora_A' },
+  { suffix: '.delora_B', role: 'delora_B' },
+  { suffix: '.delora_lambda', role: 'delora_lambda' },
+  { suffix: '.delora_w_norm', role: 'delora_w_norm' },
+  // PEFT GraLoRA: gralora_k × gralora_k block factors, and an optional plain low-rank (hybrid) part.
+  { suffix: '.gralora_A', role: 'gralora_A' },
+  { suffix: '.gralora_B', role: 'gralora_B' },
+  { suffix: '.gralora_A_general.weight', role: 'gralora_A_general' },
+  { suffix: '.gralora_B_general.weight', role: 'gralora_B_general' },
   // LyCORIS (IA)³: the scaling vector and which side it scales.
   { suffix: '.on_input', role: 'on_input' },
   { suffix: '.weight', role: 'weight' },

@@ -42,12 +42,17 @@ interface MethodConfig {
    * the copy in for the layer.
    */
   layerCopy?: string;
+  /** Tensors one per adapter, shared by every module (`base_model.vera_A`), by role; and why a file without them is refused. */
+  shared?: { names: Readonly<Record<string, Role>>; missing: string };
 }
 
 const METHODS: Readonly<Record<string, MethodConfig>> = {
   LOHA: { algorithms: ['loha'], roles: ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b', 'hada_t1', 'hada_t2'], r: 8, alpha: 8 },
   LOKR: { algorithms: ['lokr'], roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'], r: 8, alpha: 8 },
-  VERA: { algorithms: ['vera'], roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1 },
+  VERA: {
+    algorithms: ['vera'], roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1,
+    shared: { names: { 'base_model.vera_A': 'vera_A', 'base_model.vera_B': 'vera_B' }, missing: 'VeRA adapter without base_model.vera_A and vera_B (saved with save_projection: false); PEFT regenerates them from a PyTorch random seed, which this tool cannot reproduce' },
+  },
   OFT: { algorithms: ['peft-oft', 'peft-oft-legacy'], roles: ['oft_R', 'oft_embedding_R', 'oft_r', 'oft_s'], r: 8, alpha: 1 },
   BOFT: { algorithms: ['peft-boft'], roles: ['boft_R', 'boft_s'], r: 0, alpha: 1 },
   IA3: { algorithms: ['peft-ia3'], roles: ['ia3_l'], r: 0, alpha: 1 },
@@ -59,7 +64,20 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   BONE: { algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
   SHIRA: { algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
   ADALORA: { algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
+  VBLORA: {
+    algorithms: ['peft-vblora'], roles: ['vblora_logits_A', 'vblora_logits_B', 'vblora_A_topk_indices', 'vblora_A_topk_weights', 'vblora_B_topk_indices', 'vblora_B_topk_weights'], r: 4, alpha: 1,
+    shared: { names: { 'base_model.vblora_vector_bank': 'vblora_vector_bank' }, missing: 'VB-LoRA adapter without its shared base_model.vblora_vector_bank, which every module\'s factors are built from' },
+  },
+  RANDLORA: {
+    algorithms: ['peft-randlora'], roles: ['randlora_lambda', 'randlora_gamma'], r: 32, alpha: 640, alphaKey: 'randlora_alpha',
+    shared: { names: { 'base_model.randlora_A': 'randlora_A', 'base_model.randlora_B': 'randlora_B' }, missing: 'RandLoRA adapter without base_model.randlora_A and randlora_B (saved with save_projection: false); PEFT regenerates these random bases from projection_prng_key with a PyTorch generator, which this tool cannot reproduce' },
+  },
+  DELORA: { algorithms: ['peft-delora'], roles: ['delora_A', 'delora_B', 'delora_lambda', 'delora_w_norm'], r: 8, alpha: 1 },
+  GRALORA: { algorithms: ['peft-gralora'], roles: ['gralora_A', 'gralora_B', 'gralora_A_general', 'gralora_B_general'], r: 32, alpha: 64 },
 };
+
+/** Algorithms whose ΔW PEFT transposes for a layer stored (in, out) when the config says fan_in_fan_out (GPT-2's Conv1D). */
+const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['vera', 'peft-adalora', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
 
 /**
  * AdaLoRA's per-module settings as PEFT sets them at load: every module is built at init_r
@@ -143,6 +161,14 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     if (type === 'MISS' && raw.init_weights === 'mini') options.miss_mini = true;
     options.mini_r = number('mini_r', 1);
   }
+  if (type === 'VBLORA') {
+    for (const [key, fallback] of [['topk', 2], ['num_vectors', 256], ['vector_length', 256]] as const) options[key] = number(key, fallback);
+    options.save_only_topk_weights = flag('save_only_topk_weights') === true;
+  }
+  if (type === 'GRALORA') {
+    options.gralora_k = number('gralora_k', 2);
+    options.hybrid_r = number('hybrid_r', 0);
+  }
   const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
   if (type === 'IA3' || type === 'SHIRA') options.fan_in_fan_out = fanInFanOut;
 
@@ -152,8 +178,9 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   const replacements: TensorReplacement[] = [];
   const leftOut: string[] = [];
   for (const entry of file.tensors) {
-    if (type === 'VERA' && (entry.name === 'base_model.vera_A' || entry.name === 'base_model.vera_B')) {
-      shared.set(entry.name === 'base_model.vera_A' ? 'vera_A' : 'vera_B', entry);
+    const sharedRole = method.shared?.names[entry.name];
+    if (sharedRole) {
+      shared.set(sharedRole, entry);
       continue;
     }
     const copied = method.layerCopy === undefined ? -1 : entry.name.indexOf(`.${method.layerCopy}.`);
@@ -179,8 +206,8 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     if (!roles) groups.set(path, (roles = new Map()));
     roles.set(split.role, entry);
   }
-  if (type === 'VERA' && groups.size > 0 && (!shared.has('vera_A') || !shared.has('vera_B'))) {
-    throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: VeRA adapter without base_model.vera_A and vera_B (saved with save_projection: false); PEFT regenerates them from a PyTorch random seed, which this tool cannot reproduce`);
+  if (method.shared && groups.size > 0 && Object.values(method.shared.names).some((role) => !shared.has(role))) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: ${method.shared.missing}`);
   }
 
   const modules: AdapterModule[] = [];
@@ -231,7 +258,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
       }
       Object.assign(module, { rank: moduleRank, alpha: moduleAlpha, scale: moduleAlpha / moduleRank });
     }
-    modules.push({ ...module, name: path, fanInFanOut: ((algorithm.name === 'vera' || algorithm.name === 'peft-adalora') && fanInFanOut) || module.fanInFanOut });
+    modules.push({ ...module, name: path, fanInFanOut: (TRANSPOSED_UNDER_FAN_IN_FAN_OUT.includes(algorithm.name) && fanInFanOut) || module.fanInFanOut });
   }
   throwIfProblems(name, problems);
   if (modules.length === 0 && replacements.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no ${type} tensors found`);

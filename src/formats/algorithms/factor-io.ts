@@ -44,3 +44,17 @@ export function denseRows(file: SafetensorsFile, entry: TensorEntry): (rowStart:
     return f32Bytes(out);
   };
 }
+
+/** An integer tensor's values (U8, I8, I16, I32, I64; PEFT saves indices in the smallest that holds them), or null for another dtype. */
+export async function readIntegers(file: SafetensorsFile, entry: TensorEntry): Promise<Float64Array | null> {
+  const size = ({ U8: 1, I8: 1, I16: 2, I32: 4, I64: 8 } as Record<string, number>)[entry.dtype];
+  if (size === undefined) return null;
+  const data = await file.read(entry);
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const out = new Float64Array(data.byteLength / size);
+  for (let i = 0; i < out.length; i++) {
+    const at = i * size;
+    out[i] = size === 1 ? (entry.dtype === 'U8' ? view.getUint8(at) : view.getInt8(at)) : size === 2 ? view.getInt16(at, true) : size === 4 ? view.getInt32(at, true) : Number(view.getBigInt64(at, true));
+  }
+  return out;
+}

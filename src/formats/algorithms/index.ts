@@ -24,12 +24,16 @@ import { peftIa3 } from './peft-ia3.js';
 import { peftMiss } from './peft-miss.js';
 import { peftOft } from './peft-oft.js';
 import { peftShira } from './peft-shira.js';
+import { peftDelora } from './peft-delora.js';
+import { peftGralora } from './peft-gralora.js';
+import { peftRandlora } from './peft-randlora.js';
+import { peftVblora } from './peft-vblora.js';
 import { peftOftLegacy } from './peft-oft-legacy.js';
 import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftMiss, peftShira, ...notYetSupported];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftMiss, peftShira, peftVblora, peftRandlora, peftDelora, peftGralora, ...notYetSupported];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];
