@@ -10,6 +10,11 @@
  * - Mistral Large 3 converted from Mistral's own format (MistralMoeModel: `deepseek2`, nothing
  *   permuted) with an adapter named as transformers' Mistral3ForConditionalGeneration, whose
  *   conversion does not permute q/k either: the same rows, by name, kv_b_proj split as above.
+ * - Mistral Small 4 (`mistral4`, Mistral3Model's Mistral4Model, a DeepseekV2Model) from
+ *   transformers' Mistral3ForConditionalGeneration (`model.language_model.…`): the MLA projections
+ *   by name, nothing permuted, kv_b_proj split as above, the dense block's MLP, the shared experts;
+ *   the routed experts are fused (target_parameters, in gguf-moe-experts.test.ts) and written whole
+ *   to ffn_gate_up_exps; no exp_probs_b (its router has no correction bias).
  * - DeepSeek-V3.2 (`deepseek32`, DeepseekV32Model) and GLM-5 (`glm-dsa`, GlmMoeDsaModel),
  *   DeepseekV2Model's subclasses: MLA and MoE as above, the sparse attention's lightning indexer
  *   (`self_attn.indexer.wq_b`, `wk`, `weights_proj`) by name on indexer.attn_q_b, indexer.attn_k
@@ -217,6 +222,39 @@ const CASES: Case[] = [
       { module: 'model.language_model.layers.1.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.1.attn_q_b.weight') },
       { module: 'model.language_model.layers.1.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.1.attn_kv_a_mqa.weight') },
       { module: 'model.language_model.layers.1.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_gate_shexp.weight') },
+      { module: 'model.language_model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // Mistral Small 4-like (Mistral4Model: DeepseekV2Model's modify_tensors, so kv_b_proj is split
+    // into attn_k_b and attn_v_b; merge_expert off, the fused experts passed on whole), the
+    // adapter named as transformers' Mistral3ForConditionalGeneration names the language model.
+    name: 'mistral4 (Mistral Small 4)', arch: 'mistral4', hfModel: 'mistralai/Mistral-Small-4-119B-2603', rank: 3, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...mla(0, true), ...denseMlp(0), ...mla(1, true),
+      ...moe(1, true).filter(([name]) => !/exp_probs_b|ffn_(gate|up)_exps/.test(name)),
+      ['blk.1.ffn_gate_up_exps.weight', [HIDDEN, 2 * EXPERT_FFN, EXPERTS]], ...head,
+    ],
+    metadata: [
+      ...deepseekMetadata(true, 'mistral4').filter(([key]) => key !== 'mistral4.expert_shared_count'), ['mistral4.expert_shared_count', u32(1)],
+      ['mistral4.rope.scaling.type', { type: 'string', value: 'yarn' }], ['mistral4.rope.scaling.factor', { type: 'f32', value: 128 }],
+      ['mistral4.rope.scaling.original_context_length', u32(8192)], ['mistral4.rope.scaling.yarn_log_multiplier', { type: 'f32', value: 0.1 }],
+    ],
+    targets: [
+      { module: 'model.language_model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.language_model.layers.0.self_attn.q_a_proj', out: Q_RANK, in: HIDDEN, lands: whole('blk.0.attn_q_a.weight') },
+      { module: 'model.language_model.layers.0.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.0.attn_q_b.weight') },
+      { module: 'model.language_model.layers.0.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.0.attn_kv_a_mqa.weight') },
+      { module: 'model.language_model.layers.0.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(0) },
+      { module: 'model.language_model.layers.0.self_attn.o_proj', out: HIDDEN, in: HEADS * V, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.language_model.layers.0.mlp.gate_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
+      { module: 'model.language_model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.language_model.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.language_model.layers.1.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.1.attn_q_b.weight') },
+      { module: 'model.language_model.layers.1.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(1) },
+      { module: 'model.language_model.layers.1.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_gate_shexp.weight') },
+      { module: 'model.language_model.layers.1.mlp.shared_experts.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_up_shexp.weight') },
       { module: 'model.language_model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],

@@ -14,7 +14,9 @@
  * way. Llama 4's `feed_forward.experts` are stored (E, in, out), halves, as Qwen3-VL-MoE's.
  * transformers 5 fuses OLMoE's, ERNIE 4.5 MoE's, DeepSeek's (V2/V3 and V4), Qwen3-Next's, Qwen3.5 MoE's and LFM2-MoE's (`feed_forward.experts`,
  * w1 then w3) as Qwen's. Gemma 4 holds them so (E, out, in), halves, under the decoder layer, and
- * its converter writes gate_up_proj whole to ffn_gate_up_exps. Checked on the CPU and on WebGPU against float64 truth written here.
+ * its converter writes gate_up_proj whole to ffn_gate_up_exps. Mistral Small 4 (`mistral4`) holds them
+ * as DeepSeek-V3's, and Mistral4Model (merge_expert off) passes gate_up_proj on whole to
+ * ffn_gate_up_exps as well. Checked on the CPU and on WebGPU against float64 truth written here.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -94,6 +96,8 @@ function qwen3MoeBase(arch: string) {
   ];
   const specs = arch.startsWith('granite') || arch === 'llama4' || arch === 'ernie4_5-moe' ? all.filter((t) => !/attn_[qk]_norm/.test(t.name))
     : arch === 'deepseek2' ? [...all.slice(0, 1), ...MLA_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name))]
+    : arch === 'mistral4' ? [...all.slice(0, 1), ...MLA_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name) && t.name !== GATE && t.name !== UP),
+      { name: GATE_UP, ne: [HIDDEN, 2 * FFN, EXPERTS], type: 'BF16' }]
     : arch === 'deepseek4' ? [...all.slice(0, 1), ...DEEPSEEK4_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name))
       // ffn_down_exps stays BF16 here: its rows (FFN values) do not fill Q8_0 blocks.
       .map((t) => (/ffn_(gate|up)_exps\./.test(t.name) ? { ...t, type: 'Q8_0' } : t))]
@@ -177,6 +181,8 @@ describe.each([
   ['olmoe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'allenai/OLMoE-1B-7B-0125-Instruct'],
   ['ernie4_5-moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'baidu/ERNIE-4.5-21B-A3B-PT'],
   ['deepseek2', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'deepseek-ai/DeepSeek-V3'],
+  // Mistral Small 4: DeepSeek-V3's experts under Mistral3ForConditionalGeneration's language model.
+  ['mistral4', qwenNames('base_model.model.model.language_model.layers.0.mlp.experts'), 'mistralai/Mistral-Small-4-119B-2603'],
   // DeepSeek-V4: transformers' conversion merges each layer's ffn.experts.N.w1 and w3 so.
   ['deepseek4', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'deepseek-ai/DeepSeek-V4-Flash'],
   // Qwen3-Next and Qwen3.5's MoE (a block of full attention here): experts fused as Qwen3-MoE's.

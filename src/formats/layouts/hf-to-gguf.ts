@@ -4,7 +4,7 @@
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
- * InternLM2, LFM2, DeepSeek (V2 to V4), Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
  *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections
  *   and w1/w3/w2), fused gate_up (phi3 →
@@ -576,6 +576,13 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // from Mistral's format (MistralMoeModel) is written so too, nothing permuted, as transformers'
   // conversion of it leaves q/k's interleaved RoPE rows as they are: its adapters land by these rules.
   deepseek2: [...COMMON, ...MLA, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN_DROPPED],
+  // Mistral Small 4 and the other Mistral MLA models in transformers' format (Mistral3Model's
+  // Mistral4Model, a DeepseekV2Model with skip_mtp and merge_expert off): MLA with kv_b_proj split
+  // and nothing permuted (transformers' conversion keeps Mistral's interleaved RoPE rows), the
+  // leading dense blocks' MLP, the router (a bare parameter in transformers), the shared experts,
+  // and the experts fused (E, 2·ffn, hidden) and (E, hidden, ffn), which it passes on whole as
+  // ffn_gate_up_exps and ffn_down_exps (per expert (out, in), gate rows then up rows).
+  mistral4: [...COMMON, ...MLA, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   // DeepSeek-V3.2 (DeepseekV32Model) and GLM-5 (GlmMoeDsaModel): DeepseekV2Model's MLA and MoE, the
   // sparse attention's indexer, and the nextn layers kept (skip_mtp off) as the last blocks.
   deepseek32: [...COMMON, ...MLA, ...DSA_INDEXER, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
