@@ -27,6 +27,7 @@
  *   Qwen3.5's MTP layers (`mtp.layers.K`, `mtp.fc`) on the blocks after the main ones;
  * - hybrid models' Mamba-2 mixers (`mamba.in_proj`/`out_proj`, Nemotron-H's `mixer.*`) on ssm_in
  *   and ssm_out, and per-layer head counts (one per block, 0 for Mamba-2 blocks) read for the block;
+ *   Nemotron 3 Super's latent MoE projections on ffn_latent_down and ffn_latent_up;
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
  *   multipliers) is refused saying so;
  * - for `llama`, `mistral3`, `granite`, `granitemoe`, `granitehybrid`, `nemotron_h`(`_moe`),
@@ -55,8 +56,11 @@ interface Rule {
    * the adapter's ΔW is); `tensor` then only says where the rule belongs.
    */
   refuse?: string;
-  /** A fused expert parameter: which, and how the model stores it. */
-  fused?: { part: 'gate_up' | 'down'; form: FusedExperts };
+  /**
+   * A fused expert parameter: which, and how the model stores it (`up` and `down` land whole on
+   * ffn_up_exps and ffn_down_exps; `gate_up` is split or fused as the file holds it).
+   */
+  fused?: { part: 'gate_up' | 'up' | 'down'; form: FusedExperts };
   /**
    * The tensor's name where the converter writes the model's other variant (Granite's shared MLP
    * is ffn_*_shexp beside experts, ffn_* without): tried when `tensor` is not in the base.
@@ -359,7 +363,14 @@ const BAMBA_MLP: readonly Rule[] = [
  * Nemotron-H (NemotronHModel, a GraniteHybridModel): every block is one `mixer` under
  * `backbone.layers` (PEFT may name it `model.layers`, which the converter renames): Mamba-2,
  * attention (q and k permuted as LlamaModel does, GraniteHybridModel keeping undo_permute) or an
- * MLP of up and down; the MoE variant's experts are stacked as rows and its router is not a Linear.
+ * MLP of up and down; the MoE variant's experts (no gate) are stacked as rows and its router is not
+ * a Linear. transformers 5 holds the experts as two 3-D parameters (NemotronHExperts: `up_proj`
+ * (E, ffn, in), `down_proj` (E, in, ffn), (E, out, in) each), which PEFT reaches through
+ * target_parameters; the converter stacks the checkpoint's per-expert weights into the same (out, in)
+ * per expert. Nemotron 3 Super's latent MoE (moe_latent_size) wraps the routed experts in
+ * `fc1_latent_proj` (hidden → latent) and `fc2_latent_proj` (latent → hidden), written as they are
+ * to ffn_latent_down and ffn_latent_up (tensor_mapping.py's MOE_LATENT_DOWN/UP); its experts work
+ * in the latent width.
  */
 const NH = '(?:backbone|model)\\.layers\\.(\\d+)\\.mixer';
 const NEMOTRON_H: readonly Rule[] = [
@@ -376,7 +387,19 @@ const NEMOTRON_H: readonly Rule[] = [
   rule(`${NH}\\.experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_exps', { expert: 2 }),
   rule(`${NH}\\.shared_experts\\.up_proj`, 'blk.$1.ffn_up_shexp'),
   rule(`${NH}\\.shared_experts\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+  rule(`${NH}\\.experts\\.up_proj`, 'blk.$1.ffn_up_exps', { fused: { part: 'up', form: CHUNKED_EXPERTS } }),
+  rule(`${NH}\\.experts\\.down_proj`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form: CHUNKED_EXPERTS } }),
+  rule(`${NH}\\.fc1_latent_proj`, 'blk.$1.ffn_latent_down'),
+  rule(`${NH}\\.fc2_latent_proj`, 'blk.$1.ffn_latent_up'),
 ];
+/**
+ * Nemotron 3's MTP head (`mtp.layers.0`: eh_proj and attention, `mtp.layers.1`: MoE), which
+ * NemotronHModel folds into one extra block after the main ones; transformers' NemotronH does not
+ * load it (its checkpoint keys are ignored), so no PEFT module names it, and one that does is refused.
+ */
+const NEMOTRON_H_MTP = rule('(?:model\\.)?mtp\\..+', 'output', {
+  refuse: "names a multi-token-prediction (mtp) module: transformers' NemotronH does not load the mtp layers, and how convert_hf_to_gguf (NemotronHModel) folds its two mtp layers into one extra block is not followed here",
+});
 
 /**
  * Falcon-H1 (FalconH1Model.modify_tensors) multiplies most weights by multipliers from the model's
@@ -563,7 +586,7 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   qwen2vl: [...COMMON, ...QK],
   // Nemotron-H / Nemotron Nano 2 and Nemotron 3's MoE (NemotronHModel).
   nemotron_h: NEMOTRON_H,
-  nemotron_h_moe: NEMOTRON_H,
+  nemotron_h_moe: [...NEMOTRON_H, NEMOTRON_H_MTP],
   // Falcon-H1 (FalconH1Model): only the up projection is kept as it is; the rest are refused.
   'falcon-h1': FALCON_H1,
   // InternLM2 and InternVL's InternLM2 language model (InternLM2Model).
@@ -685,8 +708,8 @@ function resolveFusedExperts(fused: NonNullable<Rule['fused']>, block: string, a
   /** The parameter's shape for an expert matrix of `out` × `inDim`, as the model stores it. */
   const param = (out: number, inDim: number): [number, number, number] => (storedInOut ? [experts!, inDim, out] : [experts!, out, inDim]);
   const laidOut = (out: number, inDim: number, rows?: number[]) => ({ paramShape: param(out, inDim), storedInOut, transposed: storedInOut, ...(rows ? { rows } : {}) });
-  if (fused.part === 'down') {
-    const key = find('ffn_down_exps');
+  if (fused.part !== 'gate_up') {
+    const key = find(`ffn_${fused.part}_exps`);
     const shape = key && perExpert(key);
     if (!key || !shape) return MISS;
     return { found: true, targets: [{ baseKey: key, experts: laidOut(shape[0], shape[1]) }] };
