@@ -648,9 +648,10 @@ const refused = (why: string): LayoutResolution => ({ found: false, ambiguous: f
 
 /**
  * Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`);
- * DeepSeek-OCR's are `sam_model`, `vision_model`, `projector` (and its `view_seperator`).
+ * DeepSeek-OCR's are `sam_model`, `vision_model`, `projector` (and its `view_seperator`); Granite 4
+ * Vision's Q-Former projectors are `layerwise_projectors` and `spatial_projectors`.
  */
-const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline|sam_model|projector|view_seperator)(\.|$)/;
+const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline|sam_model|projector|view_seperator|layerwise_projectors|spatial_projectors)(\.|$)/;
 /** Hugging Face names of a language model's modules and parameters (after `normalise`; Nemotron-H's tree is `backbone`). */
 const HF_NAME = /^(model\.|backbone\.|lm_head$|lm_head\.)/;
 /** Hugging Face module paths of a language model (after `normalise`). */
