@@ -26,6 +26,9 @@
  * - LFM2-MoE (`lfm2moe`): the router `feed_forward.gate`, experts `feed_forward.experts.N.w1`
  *   (gate), `w3` (up), `w2` (down), LFM2's conv and attention projections, the dense block's MLP.
  * - ERNIE 4.5 MoE (`ernie4_5-moe`): q/k/v/o as they are, the router, experts, shared experts.
+ * - MiniMax-M2 (`minimax-m2`, MiniMaxM2Model): the checkpoint's own names (`block_sparse_moe.gate`,
+ *   experts `w1` gate, `w3` up, `w2` down, stacked), q and k as they are (full-width q/k norms), the
+ *   router's correction bias as exp_probs_b.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -344,6 +347,37 @@ const CASES: Case[] = [
       { module: 'model.layers.1.mlp.experts.2.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 2, EXPERT_FFN) },
       { module: 'model.layers.1.mlp.experts.1.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 1, HIDDEN) },
       { module: 'model.layers.1.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_gate_shexp.weight') },
+    ],
+  },
+  {
+    // MiniMax-M2-like: every block MoE (no shared expert), sigmoid routing with a correction bias;
+    // its q_norm and k_norm span all heads.
+    name: 'minimax-m2', arch: 'minimax-m2', hfModel: 'MiniMaxAI/MiniMax-M2.5', rank: 3, alpha: 3,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]],
+      ...[0, 1].flatMap((b): [string, number[], string?][] => [
+        [`blk.${b}.attn_norm.weight`, [HIDDEN]], [`blk.${b}.attn_q.weight`, [HIDDEN, Q]], [`blk.${b}.attn_q_norm.weight`, [Q]],
+        [`blk.${b}.attn_k.weight`, [HIDDEN, KV]], [`blk.${b}.attn_k_norm.weight`, [KV]], [`blk.${b}.attn_v.weight`, [HIDDEN, KV]],
+        [`blk.${b}.attn_output.weight`, [Q, HIDDEN]], ...moe(b, false),
+      ]),
+      ...head,
+    ],
+    metadata: [
+      ['minimax-m2.block_count', u32(2)], ['minimax-m2.attention.head_count', u32(ATT_HEADS)], ['minimax-m2.attention.head_count_kv', u32(KV_HEADS)],
+      ['minimax-m2.attention.key_length', u32(HEAD_DIM)], ['minimax-m2.attention.value_length', u32(HEAD_DIM)],
+      ['minimax-m2.expert_count', u32(EXPERTS)], ['minimax-m2.expert_used_count', u32(2)], ['minimax-m2.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['minimax-m2.expert_gating_func', u32(2)], ['minimax-m2.rope.dimension_count', u32(HEAD_DIM / 2)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.self_attn.v_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_v.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.0.block_sparse_moe.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.block_sparse_moe.experts.1.w1', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.1.block_sparse_moe.experts.3.w3', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.1.block_sparse_moe.experts.0.w2', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 0, HIDDEN) },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
   },
 ];
