@@ -65,6 +65,15 @@ const kvB = (block: number): Landing[] => [
 
 interface Case extends CellCase { name: string }
 
+/** LoRAs on block `block`'s MLA projections (q_lora_rank set), named under `prefix`; none permuted. */
+const mlaTargets = (prefix: string, block: number): Target[] => [
+  { module: `${prefix}layers.${block}.self_attn.q_a_proj`, out: Q_RANK, in: HIDDEN, lands: whole(`blk.${block}.attn_q_a.weight`) },
+  { module: `${prefix}layers.${block}.self_attn.q_b_proj`, out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole(`blk.${block}.attn_q_b.weight`) },
+  { module: `${prefix}layers.${block}.self_attn.kv_a_proj_with_mqa`, out: KV_RANK + ROPE, in: HIDDEN, lands: whole(`blk.${block}.attn_kv_a_mqa.weight`) },
+  { module: `${prefix}layers.${block}.self_attn.kv_b_proj`, out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(block) },
+  { module: `${prefix}layers.${block}.self_attn.o_proj`, out: HIDDEN, in: HEADS * V, lands: whole(`blk.${block}.attn_output.weight`) },
+];
+
 /** One MLA attention block as DeepseekV2Model writes it (q_lora_rank set: q_a/q_b; else attn_q). */
 const mla = (block: number, qLora: boolean): [string, number[], string?][] => [
   [`blk.${block}.attn_norm.weight`, [HIDDEN]],
@@ -216,11 +225,7 @@ const CASES: Case[] = [
     ],
     targets: [
       { module: 'model.language_model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
-      { module: 'model.language_model.layers.0.self_attn.q_a_proj', out: Q_RANK, in: HIDDEN, lands: whole('blk.0.attn_q_a.weight') },
-      { module: 'model.language_model.layers.0.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.0.attn_q_b.weight') },
-      { module: 'model.language_model.layers.0.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.0.attn_kv_a_mqa.weight') },
-      { module: 'model.language_model.layers.0.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(0) },
-      { module: 'model.language_model.layers.0.self_attn.o_proj', out: HIDDEN, in: HEADS * V, lands: whole('blk.0.attn_output.weight') },
+      ...mlaTargets('model.language_model.', 0),
       { module: 'model.language_model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
       { module: 'model.language_model.layers.1.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.1.attn_q_b.weight') },
       { module: 'model.language_model.layers.1.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.1.attn_kv_a_mqa.weight') },
@@ -246,11 +251,7 @@ const CASES: Case[] = [
     ],
     targets: [
       { module: 'model.language_model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
-      { module: 'model.language_model.layers.0.self_attn.q_a_proj', out: Q_RANK, in: HIDDEN, lands: whole('blk.0.attn_q_a.weight') },
-      { module: 'model.language_model.layers.0.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.0.attn_q_b.weight') },
-      { module: 'model.language_model.layers.0.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.0.attn_kv_a_mqa.weight') },
-      { module: 'model.language_model.layers.0.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(0) },
-      { module: 'model.language_model.layers.0.self_attn.o_proj', out: HIDDEN, in: HEADS * V, lands: whole('blk.0.attn_output.weight') },
+      ...mlaTargets('model.language_model.', 0),
       { module: 'model.language_model.layers.0.mlp.gate_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
       { module: 'model.language_model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
       { module: 'model.language_model.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
