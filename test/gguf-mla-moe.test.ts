@@ -430,6 +430,18 @@ describe('PEFT on a deepseek2 GGUF: what cannot land on the split kv_b_proj', ()
   });
 });
 
+it('refuses DoRA on a mistral4 GGUF\'s kv_b_proj, which the converter splits as DeepSeek\'s, naming the module', async () => {
+  const m4 = CASES.find((c) => c.arch === 'mistral4')!;
+  const kvB0 = m4.targets.find((t) => t.module.endsWith('layers.0.self_attn.kv_b_proj'))!;
+  const magnitude: FixtureTensor = { name: `base_model.model.${kvB0.module}.lora_magnitude_vector`, dtype: 'F32', shape: [kvB0.out], data: new Float64Array(kvB0.out).fill(1) };
+  const prepared = await prepareMerge(memoryInputFileSet({ 'mistral4-tiny-BF16.gguf': baseGguf(m4).bytes }, 'base'),
+    [{ files: memoryInputFileSet(cellPeftAdapter(m4, [kvB0], { use_dora: true }, [magnitude]).files, 'lora') }]);
+  const messages = prepared.plan.problems.map((p) => p.message);
+  await prepared.close();
+  expect(messages).toEqual([expect.stringContaining(`module "${kvB0.module}"`)]);
+  expect(messages[0]).toContain('DoRA on a module that lands on part of a tensor');
+});
+
 it('plans kv_b_proj on a deepseek2 GGUF as key rows transposed per head and value rows, and sizes each part for the chart', async () => {
   const v3 = CASES[0];
   const base = baseGguf(v3);
