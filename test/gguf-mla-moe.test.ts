@@ -29,6 +29,8 @@
  * - MiniMax-M2 (`minimax-m2`, MiniMaxM2Model): the checkpoint's own names (`block_sparse_moe.gate`,
  *   experts `w1` gate, `w3` up, `w2` down, stacked), q and k as they are (full-width q/k norms), the
  *   router's correction bias as exp_probs_b.
+ * - Hunyuan-A13B (`hunyuan-moe`, HunYuanMoEModel): q and k as they are, the router `mlp.gate.wg`
+ *   (F32), experts stacked, the shared MLP `mlp.shared_mlp` on ffn_*_shexp.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -379,6 +381,33 @@ const CASES: Case[] = [
       { module: 'model.layers.1.block_sparse_moe.experts.3.w3', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 3, EXPERT_FFN) },
       { module: 'model.layers.1.block_sparse_moe.experts.0.w2', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 0, HIDDEN) },
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // Hunyuan-A13B-like: every block MoE with one shared MLP; per-head query/key norms.
+    name: 'hunyuan-moe', arch: 'hunyuan-moe', hfModel: 'tencent/Hunyuan-A13B-Instruct', rank: 2, alpha: 5,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]],
+      ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_q_norm.weight', [HEAD_DIM]],
+      ['blk.0.attn_k.weight', [HIDDEN, KV]], ['blk.0.attn_k_norm.weight', [HEAD_DIM]], ['blk.0.attn_v.weight', [HIDDEN, KV]],
+      ['blk.0.attn_output.weight', [Q, HIDDEN]], ...moe(0, true).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['hunyuan-moe.block_count', u32(1)], ['hunyuan-moe.attention.head_count', u32(ATT_HEADS)], ['hunyuan-moe.attention.head_count_kv', u32(KV_HEADS)],
+      ['hunyuan-moe.expert_count', u32(EXPERTS)], ['hunyuan-moe.expert_used_count', u32(2)], ['hunyuan-moe.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['hunyuan-moe.expert_shared_feed_forward_length', u32(SHARED)], ['hunyuan-moe.expert_shared_count', u32(1)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.mlp.gate.wg', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.mlp.experts.3.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.0.mlp.experts.1.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_up_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.0.mlp.experts.2.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.0.ffn_down_exps.weight', 2, HIDDEN) },
+      { module: 'model.layers.0.mlp.shared_mlp.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.0.ffn_gate_shexp.weight') },
+      { module: 'model.layers.0.mlp.shared_mlp.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.0.ffn_up_shexp.weight') },
+      { module: 'model.layers.0.mlp.shared_mlp.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.0.ffn_down_shexp.weight') },
     ],
   },
 ];

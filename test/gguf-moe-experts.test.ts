@@ -17,7 +17,7 @@
  * its converter writes gate_up_proj whole to ffn_gate_up_exps. Mistral Small 4 (`mistral4`) holds them
  * as DeepSeek-V3's, and Mistral4Model (merge_expert off) passes gate_up_proj on whole to
  * ffn_gate_up_exps as well. transformers 5's MiniMax-M2 (`minimax-m2`) fuses them as Mixtral's, and
- * its q_norm and k_norm span all heads. Checked on the CPU and on WebGPU against float64 truth written here.
+ * its q_norm and k_norm span all heads; Hunyuan-A13B's (`hunyuan-moe`) as Qwen's. Checked on the CPU and on WebGPU against float64 truth written here.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -185,6 +185,7 @@ describe.each([
   ['ernie4_5-moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'baidu/ERNIE-4.5-21B-A3B-PT'],
   ['deepseek2', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'deepseek-ai/DeepSeek-V3'],
   ['minimax-m2', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'MiniMaxAI/MiniMax-M2.5'],
+  ['hunyuan-moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'tencent/Hunyuan-A13B-Instruct'],
   // Mistral Small 4: DeepSeek-V3's experts under Mistral3ForConditionalGeneration's language model.
   ['mistral4', qwenNames('base_model.model.model.language_model.layers.0.mlp.experts'), 'mistralai/Mistral-Small-4-119B-2603'],
   // DeepSeek-V4: transformers' conversion merges each layer's ffn.experts.N.w1 and w3 so.

@@ -19,6 +19,8 @@
  *   and `fc2_latent_proj` on ffn_latent_down and ffn_latent_up as they are, its gateless experts
  *   (in the latent width) on their rows of ffn_up_exps and ffn_down_exps, the shared expert, and
  *   an attention block's q and k permuted, under `backbone.layers` or transformers 5's `model.layers`;
+ * - Hunyuan dense (`hunyuan-dense`): q/k/v/o and the MLP as they are (query_layernorm and
+ *   key_layernorm are norms, not permutations);
  * - Granite 4.0 3B Vision's language model (`granite`, with `granite.deepstack_mapping`):
  *   `model.language_model.…` paths of transformers' Granite4VisionForConditionalGeneration, q and
  *   k permuted as for any granite file, the MLP's gate, up and down;
@@ -339,6 +341,20 @@ const CASES: Case[] = [
       { module: 'model.layers.2.mixer.q_proj', tensor: 'blk.2.attn_q.weight', out: Q, in: HIDDEN, permuteHeads: HEADS },
       { module: 'backbone.layers.2.mixer.k_proj', tensor: 'blk.2.attn_k.weight', out: KV, in: HIDDEN, permuteHeads: KV_HEADS },
       { module: 'backbone.layers.2.mixer.o_proj', tensor: 'blk.2.attn_output.weight', out: HIDDEN, in: Q },
+    ],
+  },
+  {
+    // Hunyuan-7B-Instruct-like (HunYuanModel: TextModel's plain mapping), per-head q/k norms.
+    arch: 'hunyuan-dense', hfClass: 'tencent/Hunyuan-7B-Instruct', type: 'BF16', rank: 2, alpha: 3,
+    targetModules: ['q_proj', 'k_proj', 'v_proj', 'gate_proj', 'down_proj'],
+    tensors: [...LLAMA_LIKE, ['blk.0.attn_q_norm.weight', [HEAD_DIM]], ['blk.0.attn_k_norm.weight', [HEAD_DIM]], ['output.weight', [HIDDEN, VOCAB]]],
+    metadata: [['hunyuan-dense.rope.dimension_count', u32(HEAD_DIM)], ['hunyuan-dense.attention.key_length', u32(HEAD_DIM)]],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', tensor: 'blk.0.attn_q.weight', out: Q, in: HIDDEN },
+      { module: 'model.layers.0.self_attn.k_proj', tensor: 'blk.0.attn_k.weight', out: KV, in: HIDDEN },
+      { module: 'model.layers.0.self_attn.v_proj', tensor: 'blk.0.attn_v.weight', out: KV, in: HIDDEN },
+      { module: 'model.layers.0.mlp.gate_proj', tensor: 'blk.0.ffn_gate.weight', out: FFN, in: HIDDEN },
+      { module: 'model.layers.0.mlp.down_proj', tensor: 'blk.0.ffn_down.weight', out: HIDDEN, in: FFN },
     ],
   },
   {

@@ -4,7 +4,7 @@
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
- * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
  *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections
  *   and w1/w3/w2), fused gate_up (phi3 →
@@ -124,6 +124,12 @@ const QWEN_MOE: readonly Rule[] = [
   ...expertsAndShared('shared_expert'),
   rule(`${L}\\.mlp\\.shared_expert_gate`, 'blk.$1.ffn_gate_inp_shexp'),
 ];
+/**
+ * Hunyuan's MoE (HunYuanMoEV1, Hunyuan-A13B): the router `mlp.gate.wg` (a Linear, kept in float32),
+ * experts as Qwen's, and the shared MLP `mlp.shared_mlp` on the shared-expert tensors
+ * (tensor_mapping.py maps `mlp.shared_mlp.*` to ffn_*_shexp).
+ */
+const HUNYUAN_MOE: readonly Rule[] = [rule(`${L}\\.mlp\\.gate\\.wg`, 'blk.$1.ffn_gate_inp'), ...expertsAndShared('shared_mlp')];
 /** GLM-4.5/4.6 (Glm4MoeModel): experts as Qwen's, the shared experts under a plural name; its router is not a Linear. */
 const GLM4_MOE: readonly Rule[] = expertsAndShared('shared_experts');
 /**
@@ -584,6 +590,11 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   qwen3vlmoe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(QWEN3VL_EXPERTS)],
   // Qwen2VLModel: `language_model.` dropped, the vision tower left to the mmproj file; q/k as qwen2.
   qwen2vl: [...COMMON, ...QK],
+  // Hunyuan dense (HunYuanModel: Hunyuan-0.5B to 7B) and MoE (HunYuanMoEModel: Hunyuan-A13B):
+  // TextModel's plain name mapping, q and k as they are (their query_layernorm/key_layernorm are
+  // norms); the MoE's experts stacked as rows (MOE_HF_MLP), or fused in transformers 5 as Qwen's.
+  'hunyuan-dense': [...COMMON, ...QK],
+  'hunyuan-moe': [...COMMON, ...QK, ...HUNYUAN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   // MiniMax-M2, M2.1 and M2.5 (MiniMaxM2Model: TextModel's name mapping, experts stacked as
   // MOE_BLOCK_SPARSE says): q and k as they are. The checkpoint's own modeling code names the MoE
   // `block_sparse_moe` (the router a Linear `gate`, experts `w1` gate, `w3` up, `w2` down, as
