@@ -10,6 +10,11 @@
  * - Mistral Large 3 converted from Mistral's own format (MistralMoeModel: `deepseek2`, nothing
  *   permuted) with an adapter named as transformers' Mistral3ForConditionalGeneration, whose
  *   conversion does not permute q/k either: the same rows, by name, kv_b_proj split as above.
+ * - Mistral Small 4 (`mistral4`, Mistral3Model's Mistral4Model, a DeepseekV2Model) from
+ *   transformers' Mistral3ForConditionalGeneration (`model.language_model.…`): the MLA projections
+ *   by name, nothing permuted, kv_b_proj split as above, the dense block's MLP, the shared experts;
+ *   the routed experts are fused (target_parameters, in gguf-moe-experts.test.ts) and written whole
+ *   to ffn_gate_up_exps; no exp_probs_b (its router has no correction bias).
  * - DeepSeek-V3.2 (`deepseek32`, DeepseekV32Model) and GLM-5 (`glm-dsa`, GlmMoeDsaModel),
  *   DeepseekV2Model's subclasses: MLA and MoE as above, the sparse attention's lightning indexer
  *   (`self_attn.indexer.wq_b`, `wk`, `weights_proj`) by name on indexer.attn_q_b, indexer.attn_k
@@ -21,6 +26,11 @@
  * - LFM2-MoE (`lfm2moe`): the router `feed_forward.gate`, experts `feed_forward.experts.N.w1`
  *   (gate), `w3` (up), `w2` (down), LFM2's conv and attention projections, the dense block's MLP.
  * - ERNIE 4.5 MoE (`ernie4_5-moe`): q/k/v/o as they are, the router, experts, shared experts.
+ * - MiniMax-M2 (`minimax-m2`, MiniMaxM2Model): the checkpoint's own names (`block_sparse_moe.gate`,
+ *   experts `w1` gate, `w3` up, `w2` down, stacked), q and k as they are (full-width q/k norms), the
+ *   router's correction bias as exp_probs_b.
+ * - Hunyuan-A13B (`hunyuan-moe`, HunYuanMoEModel): q and k as they are, the router `mlp.gate.wg`
+ *   (F32), experts stacked, the shared MLP `mlp.shared_mlp` on ffn_*_shexp.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -56,6 +66,15 @@ const kvB = (block: number): Landing[] => [
 ];
 
 interface Case extends CellCase { name: string }
+
+/** LoRAs on block `block`'s MLA projections (q_lora_rank set), named under `prefix`; none permuted. */
+const mlaTargets = (prefix: string, block: number): Target[] => [
+  { module: `${prefix}layers.${block}.self_attn.q_a_proj`, out: Q_RANK, in: HIDDEN, lands: whole(`blk.${block}.attn_q_a.weight`) },
+  { module: `${prefix}layers.${block}.self_attn.q_b_proj`, out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole(`blk.${block}.attn_q_b.weight`) },
+  { module: `${prefix}layers.${block}.self_attn.kv_a_proj_with_mqa`, out: KV_RANK + ROPE, in: HIDDEN, lands: whole(`blk.${block}.attn_kv_a_mqa.weight`) },
+  { module: `${prefix}layers.${block}.self_attn.kv_b_proj`, out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(block) },
+  { module: `${prefix}layers.${block}.self_attn.o_proj`, out: HIDDEN, in: HEADS * V, lands: whole(`blk.${block}.attn_output.weight`) },
+];
 
 /** One MLA attention block as DeepseekV2Model writes it (q_lora_rank set: q_a/q_b; else attn_q). */
 const mla = (block: number, qLora: boolean): [string, number[], string?][] => [
@@ -208,15 +227,40 @@ const CASES: Case[] = [
     ],
     targets: [
       { module: 'model.language_model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
-      { module: 'model.language_model.layers.0.self_attn.q_a_proj', out: Q_RANK, in: HIDDEN, lands: whole('blk.0.attn_q_a.weight') },
-      { module: 'model.language_model.layers.0.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.0.attn_q_b.weight') },
-      { module: 'model.language_model.layers.0.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.0.attn_kv_a_mqa.weight') },
-      { module: 'model.language_model.layers.0.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(0) },
-      { module: 'model.language_model.layers.0.self_attn.o_proj', out: HIDDEN, in: HEADS * V, lands: whole('blk.0.attn_output.weight') },
+      ...mlaTargets('model.language_model.', 0),
       { module: 'model.language_model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
       { module: 'model.language_model.layers.1.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.1.attn_q_b.weight') },
       { module: 'model.language_model.layers.1.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.1.attn_kv_a_mqa.weight') },
       { module: 'model.language_model.layers.1.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_gate_shexp.weight') },
+      { module: 'model.language_model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // Mistral Small 4-like (Mistral4Model: DeepseekV2Model's modify_tensors, so kv_b_proj is split
+    // into attn_k_b and attn_v_b; merge_expert off, the fused experts passed on whole), the
+    // adapter named as transformers' Mistral3ForConditionalGeneration names the language model.
+    name: 'mistral4 (Mistral Small 4)', arch: 'mistral4', hfModel: 'mistralai/Mistral-Small-4-119B-2603', rank: 3, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...mla(0, true), ...denseMlp(0), ...mla(1, true),
+      ...moe(1, true).filter(([name]) => !/exp_probs_b|ffn_(gate|up)_exps/.test(name)),
+      ['blk.1.ffn_gate_up_exps.weight', [HIDDEN, 2 * EXPERT_FFN, EXPERTS]], ...head,
+    ],
+    metadata: [
+      ...deepseekMetadata(true, 'mistral4').filter(([key]) => key !== 'mistral4.expert_shared_count'), ['mistral4.expert_shared_count', u32(1)],
+      ['mistral4.rope.scaling.type', { type: 'string', value: 'yarn' }], ['mistral4.rope.scaling.factor', { type: 'f32', value: 128 }],
+      ['mistral4.rope.scaling.original_context_length', u32(8192)], ['mistral4.rope.scaling.yarn_log_multiplier', { type: 'f32', value: 0.1 }],
+    ],
+    targets: [
+      { module: 'model.language_model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      ...mlaTargets('model.language_model.', 0),
+      { module: 'model.language_model.layers.0.mlp.gate_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
+      { module: 'model.language_model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.language_model.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.language_model.layers.1.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.1.attn_q_b.weight') },
+      { module: 'model.language_model.layers.1.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(1) },
+      { module: 'model.language_model.layers.1.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_gate_shexp.weight') },
+      { module: 'model.language_model.layers.1.mlp.shared_experts.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_up_shexp.weight') },
       { module: 'model.language_model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
@@ -308,6 +352,64 @@ const CASES: Case[] = [
       { module: 'model.layers.1.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_gate_shexp.weight') },
     ],
   },
+  {
+    // MiniMax-M2-like: every block MoE (no shared expert), sigmoid routing with a correction bias;
+    // its q_norm and k_norm span all heads.
+    name: 'minimax-m2', arch: 'minimax-m2', hfModel: 'MiniMaxAI/MiniMax-M2.5', rank: 3, alpha: 3,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]],
+      ...[0, 1].flatMap((b): [string, number[], string?][] => [
+        [`blk.${b}.attn_norm.weight`, [HIDDEN]], [`blk.${b}.attn_q.weight`, [HIDDEN, Q]], [`blk.${b}.attn_q_norm.weight`, [Q]],
+        [`blk.${b}.attn_k.weight`, [HIDDEN, KV]], [`blk.${b}.attn_k_norm.weight`, [KV]], [`blk.${b}.attn_v.weight`, [HIDDEN, KV]],
+        [`blk.${b}.attn_output.weight`, [Q, HIDDEN]], ...moe(b, false),
+      ]),
+      ...head,
+    ],
+    metadata: [
+      ['minimax-m2.block_count', u32(2)], ['minimax-m2.attention.head_count', u32(ATT_HEADS)], ['minimax-m2.attention.head_count_kv', u32(KV_HEADS)],
+      ['minimax-m2.attention.key_length', u32(HEAD_DIM)], ['minimax-m2.attention.value_length', u32(HEAD_DIM)],
+      ['minimax-m2.expert_count', u32(EXPERTS)], ['minimax-m2.expert_used_count', u32(2)], ['minimax-m2.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['minimax-m2.expert_gating_func', u32(2)], ['minimax-m2.rope.dimension_count', u32(HEAD_DIM / 2)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.self_attn.v_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_v.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.0.block_sparse_moe.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.block_sparse_moe.experts.1.w1', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.1.block_sparse_moe.experts.3.w3', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.1.block_sparse_moe.experts.0.w2', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 0, HIDDEN) },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // Hunyuan-A13B-like: every block MoE with one shared MLP; per-head query/key norms.
+    name: 'hunyuan-moe', arch: 'hunyuan-moe', hfModel: 'tencent/Hunyuan-A13B-Instruct', rank: 2, alpha: 5,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]],
+      ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_q_norm.weight', [HEAD_DIM]],
+      ['blk.0.attn_k.weight', [HIDDEN, KV]], ['blk.0.attn_k_norm.weight', [HEAD_DIM]], ['blk.0.attn_v.weight', [HIDDEN, KV]],
+      ['blk.0.attn_output.weight', [Q, HIDDEN]], ...moe(0, true).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['hunyuan-moe.block_count', u32(1)], ['hunyuan-moe.attention.head_count', u32(ATT_HEADS)], ['hunyuan-moe.attention.head_count_kv', u32(KV_HEADS)],
+      ['hunyuan-moe.expert_count', u32(EXPERTS)], ['hunyuan-moe.expert_used_count', u32(2)], ['hunyuan-moe.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['hunyuan-moe.expert_shared_feed_forward_length', u32(SHARED)], ['hunyuan-moe.expert_shared_count', u32(1)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.mlp.gate.wg', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.mlp.experts.3.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.0.mlp.experts.1.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_up_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.0.mlp.experts.2.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.0.ffn_down_exps.weight', 2, HIDDEN) },
+      { module: 'model.layers.0.mlp.shared_mlp.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.0.ffn_gate_shexp.weight') },
+      { module: 'model.layers.0.mlp.shared_mlp.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.0.ffn_up_shexp.weight') },
+      { module: 'model.layers.0.mlp.shared_mlp.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.0.ffn_down_shexp.weight') },
+    ],
+  },
 ];
 
 const baseGguf = (c: Case) => cellBaseGguf(c, [
@@ -355,6 +457,18 @@ describe('PEFT on a deepseek2 GGUF: what cannot land on the split kv_b_proj', ()
     expect(messages[0]).toContain('each transposed');
     expect(messages[1]).toContain('blk.0.attn_v_b.weight');
   });
+});
+
+it('refuses DoRA on a mistral4 GGUF\'s kv_b_proj, which the converter splits as DeepSeek\'s, naming the module', async () => {
+  const m4 = CASES.find((c) => c.arch === 'mistral4')!;
+  const kvB0 = m4.targets.find((t) => t.module.endsWith('layers.0.self_attn.kv_b_proj'))!;
+  const magnitude: FixtureTensor = { name: `base_model.model.${kvB0.module}.lora_magnitude_vector`, dtype: 'F32', shape: [kvB0.out], data: new Float64Array(kvB0.out).fill(1) };
+  const prepared = await prepareMerge(memoryInputFileSet({ 'mistral4-tiny-BF16.gguf': baseGguf(m4).bytes }, 'base'),
+    [{ files: memoryInputFileSet(cellPeftAdapter(m4, [kvB0], { use_dora: true }, [magnitude]).files, 'lora') }]);
+  const messages = prepared.plan.problems.map((p) => p.message);
+  await prepared.close();
+  expect(messages).toEqual([expect.stringContaining(`module "${kvB0.module}"`)]);
+  expect(messages[0]).toContain('DoRA on a module that lands on part of a tensor');
 });
 
 it('plans kv_b_proj on a deepseek2 GGUF as key rows transposed per head and value rows, and sizes each part for the chart', async () => {

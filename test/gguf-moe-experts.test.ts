@@ -14,7 +14,10 @@
  * way. Llama 4's `feed_forward.experts` are stored (E, in, out), halves, as Qwen3-VL-MoE's.
  * transformers 5 fuses OLMoE's, ERNIE 4.5 MoE's, DeepSeek's (V2/V3 and V4), Qwen3-Next's, Qwen3.5 MoE's and LFM2-MoE's (`feed_forward.experts`,
  * w1 then w3) as Qwen's. Gemma 4 holds them so (E, out, in), halves, under the decoder layer, and
- * its converter writes gate_up_proj whole to ffn_gate_up_exps. Checked on the CPU and on WebGPU against float64 truth written here.
+ * its converter writes gate_up_proj whole to ffn_gate_up_exps. Mistral Small 4 (`mistral4`) holds them
+ * as DeepSeek-V3's, and Mistral4Model (merge_expert off) passes gate_up_proj on whole to
+ * ffn_gate_up_exps as well. transformers 5's MiniMax-M2 (`minimax-m2`) fuses them as Mixtral's, and
+ * its q_norm and k_norm span all heads; Hunyuan-A13B's (`hunyuan-moe`) as Qwen's. Checked on the CPU and on WebGPU against float64 truth written here.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -94,9 +97,13 @@ function qwen3MoeBase(arch: string) {
   ];
   const specs = arch.startsWith('granite') || arch === 'llama4' || arch === 'ernie4_5-moe' ? all.filter((t) => !/attn_[qk]_norm/.test(t.name))
     : arch === 'deepseek2' ? [...all.slice(0, 1), ...MLA_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name))]
+    : arch === 'mistral4' ? [...all.slice(0, 1), ...MLA_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name) && t.name !== GATE && t.name !== UP),
+      { name: GATE_UP, ne: [HIDDEN, 2 * FFN, EXPERTS], type: 'BF16' }]
     : arch === 'deepseek4' ? [...all.slice(0, 1), ...DEEPSEEK4_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name))
       // ffn_down_exps stays BF16 here: its rows (FFN values) do not fill Q8_0 blocks.
       .map((t) => (/ffn_(gate|up)_exps\./.test(t.name) ? { ...t, type: 'Q8_0' } : t))]
+    : arch === 'minimax-m2' ? all.map((t) => (t.name === 'blk.0.attn_q_norm.weight' ? { ...t, ne: [HEADS * HEAD_DIM] }
+      : t.name === 'blk.0.attn_k_norm.weight' ? { ...t, ne: [KV_HEADS * HEAD_DIM] } : t))
     : arch === 'gemma4' ? [...all.filter((t) => t.name !== GATE && t.name !== UP), ...GEMMA4_MOE]
     // Qwen3-Next's and Qwen3.5's full-attention q holds each head's query and output gate.
     : arch === 'qwen3next' || arch === 'qwen35moe' ? all.map((t) => (t.name === 'blk.0.attn_q.weight' ? { ...t, ne: [HIDDEN, 2 * HEADS * HEAD_DIM] } : t)) : all;
@@ -177,6 +184,10 @@ describe.each([
   ['olmoe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'allenai/OLMoE-1B-7B-0125-Instruct'],
   ['ernie4_5-moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'baidu/ERNIE-4.5-21B-A3B-PT'],
   ['deepseek2', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'deepseek-ai/DeepSeek-V3'],
+  ['minimax-m2', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'MiniMaxAI/MiniMax-M2.5'],
+  ['hunyuan-moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'tencent/Hunyuan-A13B-Instruct'],
+  // Mistral Small 4: DeepSeek-V3's experts under Mistral3ForConditionalGeneration's language model.
+  ['mistral4', qwenNames('base_model.model.model.language_model.layers.0.mlp.experts'), 'mistralai/Mistral-Small-4-119B-2603'],
   // DeepSeek-V4: transformers' conversion merges each layer's ffn.experts.N.w1 and w3 so.
   ['deepseek4', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'deepseek-ai/DeepSeek-V4-Flash'],
   // Qwen3-Next and Qwen3.5's MoE (a block of full attention here): experts fused as Qwen3-MoE's.

@@ -15,6 +15,15 @@
  *   router's `layer`; Granite 4.0 Micro (`granite`): the same split onto ffn_gate and ffn_up;
  * - Nemotron-H (`nemotron_h`): `backbone.layers.N.mixer.*` of a Mamba-2, an attention (q and k
  *   permuted) and an MLP block;
+ * - Nemotron 3 Super (`nemotron_h_moe` with moe_latent_size): the latent MoE's `fc1_latent_proj`
+ *   and `fc2_latent_proj` on ffn_latent_down and ffn_latent_up as they are, its gateless experts
+ *   (in the latent width) on their rows of ffn_up_exps and ffn_down_exps, the shared expert, and
+ *   an attention block's q and k permuted, under `backbone.layers` or transformers 5's `model.layers`;
+ * - Hunyuan dense (`hunyuan-dense`): q/k/v/o and the MLP as they are (query_layernorm and
+ *   key_layernorm are norms, not permutations);
+ * - Granite 4.0 3B Vision's language model (`granite`, with `granite.deepstack_mapping`):
+ *   `model.language_model.…` paths of transformers' Granite4VisionForConditionalGeneration, q and
+ *   k permuted as for any granite file, the MLP's gate, up and down;
  * - Falcon-H1 (`falcon-h1`): `feed_forward.up_proj`, the one weight its converter does not multiply
  *   by a config multiplier; LoRAs on the others are refused naming the multiplier;
  * - InternLM2 (`internlm2`): the grouped `attention.wqkv` split into attn_q, attn_k (both
@@ -54,6 +63,11 @@ interface Landing { tensor: string; rows: number; from: (row: number) => number 
  * its rows into), (out, in), and whether its rows are permuted by `heads`.
  */
 interface Target { module: string; tensor: string | Landing[]; out: number; in: number; permuteHeads?: number }
+
+/** Expert e's `per` rows of a stacked expert tensor (E, per, in), seen as E·per rows. */
+const expertRows = (tensor: string, e: number, per: number): Landing[] => [
+  { tensor, rows: EXPERTS * per, from: (row) => (row >= e * per && row < (e + 1) * per ? row - e * per : undefined) },
+];
 
 /** The converter's split of a module's rows in halves (Granite's input_linear: gate, then up). */
 const halves = (lower: string, upper: string, half: number): Landing[] => [
@@ -131,6 +145,8 @@ const perLayer = (values: number[]): MetaValue => ({ type: 'array', itemType: 'u
 
 /** Granite's MoE feed-forward in every block: router, experts, shared expert (SHARED rows each of gate and up). */
 const EXPERTS = 4, EXPERT_FFN = 16, SHARED = 24;
+/** Nemotron 3 Super's moe_latent_size: the width its routed experts work in. */
+const LATENT = 16;
 const graniteMoe = (block: number): [string, number[], string?][] => [
   [`blk.${block}.ffn_norm.weight`, [HIDDEN]],
   [`blk.${block}.ffn_gate_inp.weight`, [HIDDEN, EXPERTS], 'F32'],
@@ -282,6 +298,84 @@ const CASES: Case[] = [
       { module: 'backbone.layers.1.mixer.v_proj', tensor: 'blk.1.attn_v.weight', out: KV, in: HIDDEN },
       { module: 'backbone.layers.2.mixer.up_proj', tensor: 'blk.2.ffn_up.weight', out: FFN, in: HIDDEN },
       { module: 'backbone.layers.2.mixer.down_proj', tensor: 'blk.2.ffn_down.weight', out: HIDDEN, in: FFN },
+    ],
+  },
+  {
+    // Nemotron 3 Super-like pattern "ME*" (converted with --no-mtp): a Mamba-2 mixer, a latent MoE
+    // mixer (router, fc1_latent_proj, experts of up and down in the latent width, fc2_latent_proj,
+    // a shared expert), an attention mixer (q and k permuted). The per-expert Linears are those of
+    // the checkpoint's own modeling code (backbone.…); transformers 5 names the tree model.layers.
+    arch: 'nemotron_h_moe', hfClass: 'nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-BF16', type: 'BF16', rank: 3, alpha: 5,
+    targetModules: ['in_proj', 'fc1_latent_proj', 'fc2_latent_proj', 'up_proj', 'down_proj', 'q_proj', 'k_proj', 'o_proj'],
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]],
+      ['blk.0.attn_norm.weight', [HIDDEN]], ...mamba2(0, 2),
+      ['blk.1.attn_norm.weight', [HIDDEN]], ['blk.1.ffn_gate_inp.weight', [HIDDEN, EXPERTS], 'F32'], ['blk.1.exp_probs_b.bias', [EXPERTS]],
+      ['blk.1.ffn_latent_down.weight', [HIDDEN, LATENT]], ['blk.1.ffn_up_exps.weight', [LATENT, EXPERT_FFN, EXPERTS]],
+      ['blk.1.ffn_down_exps.weight', [EXPERT_FFN, LATENT, EXPERTS]], ['blk.1.ffn_latent_up.weight', [LATENT, HIDDEN]],
+      ['blk.1.ffn_up_shexp.weight', [HIDDEN, SHARED]], ['blk.1.ffn_down_shexp.weight', [SHARED, HIDDEN]],
+      ['blk.2.attn_norm.weight', [HIDDEN]],
+      ['blk.2.attn_q.weight', [HIDDEN, Q]], ['blk.2.attn_k.weight', [HIDDEN, KV]], ['blk.2.attn_v.weight', [HIDDEN, KV]],
+      ['blk.2.attn_output.weight', [Q, HIDDEN]],
+      ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]],
+    ],
+    metadata: [
+      ['nemotron_h_moe.block_count', u32(3)], ['nemotron_h_moe.attention.head_count_kv', perLayer([0, 0, KV_HEADS])],
+      ['nemotron_h_moe.feed_forward_length', perLayer([0, EXPERT_FFN, 0])],
+      ['nemotron_h_moe.attention.key_length', u32(HEAD_DIM)], ['nemotron_h_moe.attention.value_length', u32(HEAD_DIM)],
+      ...ssmMetadata('nemotron_h_moe', 2),
+      ['nemotron_h_moe.expert_count', u32(EXPERTS)], ['nemotron_h_moe.expert_used_count', u32(2)],
+      ['nemotron_h_moe.expert_feed_forward_length', u32(EXPERT_FFN)], ['nemotron_h_moe.expert_shared_feed_forward_length', u32(SHARED)],
+      ['nemotron_h_moe.expert_shared_count', u32(1)], ['nemotron_h_moe.expert_weights_norm', { type: 'bool', value: true }],
+      ['nemotron_h_moe.expert_weights_scale', { type: 'f32', value: 5 }], ['nemotron_h_moe.expert_group_count', u32(1)],
+      ['nemotron_h_moe.moe_latent_size', u32(LATENT)],
+    ],
+    targets: [
+      { module: 'backbone.layers.0.mixer.in_proj', tensor: 'blk.0.ssm_in.weight', out: ssmInRows(2), in: HIDDEN },
+      { module: 'model.layers.1.mixer.fc1_latent_proj', tensor: 'blk.1.ffn_latent_down.weight', out: LATENT, in: HIDDEN },
+      { module: 'model.layers.1.mixer.fc2_latent_proj', tensor: 'blk.1.ffn_latent_up.weight', out: HIDDEN, in: LATENT },
+      { module: 'backbone.layers.1.mixer.experts.2.up_proj', tensor: expertRows('blk.1.ffn_up_exps.weight', 2, EXPERT_FFN), out: EXPERT_FFN, in: LATENT },
+      { module: 'backbone.layers.1.mixer.experts.0.down_proj', tensor: expertRows('blk.1.ffn_down_exps.weight', 0, LATENT), out: LATENT, in: EXPERT_FFN },
+      { module: 'backbone.layers.1.mixer.shared_experts.up_proj', tensor: 'blk.1.ffn_up_shexp.weight', out: SHARED, in: HIDDEN },
+      { module: 'model.layers.1.mixer.shared_experts.down_proj', tensor: 'blk.1.ffn_down_shexp.weight', out: HIDDEN, in: SHARED },
+      { module: 'model.layers.2.mixer.q_proj', tensor: 'blk.2.attn_q.weight', out: Q, in: HIDDEN, permuteHeads: HEADS },
+      { module: 'backbone.layers.2.mixer.k_proj', tensor: 'blk.2.attn_k.weight', out: KV, in: HIDDEN, permuteHeads: KV_HEADS },
+      { module: 'backbone.layers.2.mixer.o_proj', tensor: 'blk.2.attn_output.weight', out: HIDDEN, in: Q },
+    ],
+  },
+  {
+    // Hunyuan-7B-Instruct-like (HunYuanModel: TextModel's plain mapping), per-head q/k norms.
+    arch: 'hunyuan-dense', hfClass: 'tencent/Hunyuan-7B-Instruct', type: 'BF16', rank: 2, alpha: 3,
+    targetModules: ['q_proj', 'k_proj', 'v_proj', 'gate_proj', 'down_proj'],
+    tensors: [...LLAMA_LIKE, ['blk.0.attn_q_norm.weight', [HEAD_DIM]], ['blk.0.attn_k_norm.weight', [HEAD_DIM]], ['output.weight', [HIDDEN, VOCAB]]],
+    metadata: [['hunyuan-dense.rope.dimension_count', u32(HEAD_DIM)], ['hunyuan-dense.attention.key_length', u32(HEAD_DIM)]],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', tensor: 'blk.0.attn_q.weight', out: Q, in: HIDDEN },
+      { module: 'model.layers.0.self_attn.k_proj', tensor: 'blk.0.attn_k.weight', out: KV, in: HIDDEN },
+      { module: 'model.layers.0.self_attn.v_proj', tensor: 'blk.0.attn_v.weight', out: KV, in: HIDDEN },
+      { module: 'model.layers.0.mlp.gate_proj', tensor: 'blk.0.ffn_gate.weight', out: FFN, in: HIDDEN },
+      { module: 'model.layers.0.mlp.down_proj', tensor: 'blk.0.ffn_down.weight', out: HIDDEN, in: FFN },
+    ],
+  },
+  {
+    // Granite 4.0 3B Vision's language model, converted as granite (GraniteHybridModel with
+    // attention only), with the vision features' target layers in granite.deepstack_mapping;
+    // transformers names it model.language_model (Granite4VisionTextModel, a GraniteModel).
+    arch: 'granite', hfClass: 'ibm-granite/granite-4.0-3b-vision', type: 'BF16', rank: 2, alpha: 4,
+    targetModules: ['q_proj', 'k_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+    tensors: LLAMA_LIKE,
+    metadata: [
+      ['granite.attention.scale', { type: 'f32', value: 0.015625 }], ['granite.embedding_scale', { type: 'f32', value: 12 }],
+      ['granite.residual_scale', { type: 'f32', value: 0.22 }], ['granite.logit_scale', { type: 'f32', value: 10 }],
+      ['granite.deepstack_mapping', { type: 'array', itemType: 'i32', value: [-1] }],
+    ],
+    targets: [
+      { module: 'model.language_model.layers.0.self_attn.q_proj', tensor: 'blk.0.attn_q.weight', out: Q, in: HIDDEN, permuteHeads: HEADS },
+      { module: 'model.language_model.layers.0.self_attn.k_proj', tensor: 'blk.0.attn_k.weight', out: KV, in: HIDDEN, permuteHeads: KV_HEADS },
+      { module: 'model.language_model.layers.0.self_attn.o_proj', tensor: 'blk.0.attn_output.weight', out: HIDDEN, in: Q },
+      { module: 'model.language_model.layers.0.mlp.gate_proj', tensor: 'blk.0.ffn_gate.weight', out: FFN, in: HIDDEN },
+      { module: 'model.language_model.layers.0.mlp.up_proj', tensor: 'blk.0.ffn_up.weight', out: FFN, in: HIDDEN },
+      { module: 'model.language_model.layers.0.mlp.down_proj', tensor: 'blk.0.ffn_down.weight', out: HIDDEN, in: FFN },
     ],
   },
   {
@@ -468,7 +562,7 @@ function hfRow(row: number, rows: number, heads?: number): number {
   return h * d + j * (d / 2) + i;
 }
 
-describe.each(CASES)('PEFT LoRA on a $arch GGUF', (c) => {
+describe.each(CASES)('PEFT LoRA on a $arch GGUF ($hfClass)', (c) => {
   const base = baseGguf(c);
   const adapter = peftAdapter(c);
 

@@ -8,8 +8,11 @@
  * a wrapper holds follows from the config's targets and that order.
  */
 
-/** Registration order of the fused expert parameters in transformers' MoE expert modules. */
-const REGISTRATION_ORDER = ['gate_up_proj', 'gate_up_proj_bias', 'down_proj', 'down_proj_bias'];
+/**
+ * Registration order of the fused expert parameters in transformers' MoE expert modules (gated ones
+ * register gate_up_proj first; NemotronHExperts, which has no gate, up_proj then down_proj).
+ */
+const REGISTRATION_ORDER = ['gate_up_proj', 'gate_up_proj_bias', 'up_proj', 'down_proj', 'down_proj_bias'];
 
 export type ParameterTarget =
   | { kind: 'parameter'; path: string }

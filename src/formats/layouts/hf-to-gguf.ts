@@ -4,7 +4,7 @@
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
- * InternLM2, LFM2, DeepSeek (V2 to V4), Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
  *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections
  *   and w1/w3/w2), fused gate_up (phi3 →
@@ -27,6 +27,7 @@
  *   Qwen3.5's MTP layers (`mtp.layers.K`, `mtp.fc`) on the blocks after the main ones;
  * - hybrid models' Mamba-2 mixers (`mamba.in_proj`/`out_proj`, Nemotron-H's `mixer.*`) on ssm_in
  *   and ssm_out, and per-layer head counts (one per block, 0 for Mamba-2 blocks) read for the block;
+ *   Nemotron 3 Super's latent MoE projections on ffn_latent_down and ffn_latent_up;
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
  *   multipliers) is refused saying so;
  * - for `llama`, `mistral3`, `granite`, `granitemoe`, `granitehybrid`, `nemotron_h`(`_moe`),
@@ -55,8 +56,11 @@ interface Rule {
    * the adapter's ΔW is); `tensor` then only says where the rule belongs.
    */
   refuse?: string;
-  /** A fused expert parameter: which, and how the model stores it. */
-  fused?: { part: 'gate_up' | 'down'; form: FusedExperts };
+  /**
+   * A fused expert parameter: which, and how the model stores it (`up` and `down` land whole on
+   * ffn_up_exps and ffn_down_exps; `gate_up` is split or fused as the file holds it).
+   */
+  fused?: { part: 'gate_up' | 'up' | 'down'; form: FusedExperts };
   /**
    * The tensor's name where the converter writes the model's other variant (Granite's shared MLP
    * is ffn_*_shexp beside experts, ffn_* without): tried when `tensor` is not in the base.
@@ -120,6 +124,12 @@ const QWEN_MOE: readonly Rule[] = [
   ...expertsAndShared('shared_expert'),
   rule(`${L}\\.mlp\\.shared_expert_gate`, 'blk.$1.ffn_gate_inp_shexp'),
 ];
+/**
+ * Hunyuan's MoE (HunYuanMoEV1, Hunyuan-A13B): the router `mlp.gate.wg` (a Linear, kept in float32),
+ * experts as Qwen's, and the shared MLP `mlp.shared_mlp` on the shared-expert tensors
+ * (tensor_mapping.py maps `mlp.shared_mlp.*` to ffn_*_shexp).
+ */
+const HUNYUAN_MOE: readonly Rule[] = [rule(`${L}\\.mlp\\.gate\\.wg`, 'blk.$1.ffn_gate_inp'), ...expertsAndShared('shared_mlp')];
 /** GLM-4.5/4.6 (Glm4MoeModel): experts as Qwen's, the shared experts under a plural name; its router is not a Linear. */
 const GLM4_MOE: readonly Rule[] = expertsAndShared('shared_experts');
 /**
@@ -359,7 +369,14 @@ const BAMBA_MLP: readonly Rule[] = [
  * Nemotron-H (NemotronHModel, a GraniteHybridModel): every block is one `mixer` under
  * `backbone.layers` (PEFT may name it `model.layers`, which the converter renames): Mamba-2,
  * attention (q and k permuted as LlamaModel does, GraniteHybridModel keeping undo_permute) or an
- * MLP of up and down; the MoE variant's experts are stacked as rows and its router is not a Linear.
+ * MLP of up and down; the MoE variant's experts (no gate) are stacked as rows and its router is not
+ * a Linear. transformers 5 holds the experts as two 3-D parameters (NemotronHExperts: `up_proj`
+ * (E, ffn, in), `down_proj` (E, in, ffn), (E, out, in) each), which PEFT reaches through
+ * target_parameters; the converter stacks the checkpoint's per-expert weights into the same (out, in)
+ * per expert. Nemotron 3 Super's latent MoE (moe_latent_size) wraps the routed experts in
+ * `fc1_latent_proj` (hidden → latent) and `fc2_latent_proj` (latent → hidden), written as they are
+ * to ffn_latent_down and ffn_latent_up (tensor_mapping.py's MOE_LATENT_DOWN/UP); its experts work
+ * in the latent width.
  */
 const NH = '(?:backbone|model)\\.layers\\.(\\d+)\\.mixer';
 const NEMOTRON_H: readonly Rule[] = [
@@ -376,7 +393,19 @@ const NEMOTRON_H: readonly Rule[] = [
   rule(`${NH}\\.experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_exps', { expert: 2 }),
   rule(`${NH}\\.shared_experts\\.up_proj`, 'blk.$1.ffn_up_shexp'),
   rule(`${NH}\\.shared_experts\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+  rule(`${NH}\\.experts\\.up_proj`, 'blk.$1.ffn_up_exps', { fused: { part: 'up', form: CHUNKED_EXPERTS } }),
+  rule(`${NH}\\.experts\\.down_proj`, 'blk.$1.ffn_down_exps', { fused: { part: 'down', form: CHUNKED_EXPERTS } }),
+  rule(`${NH}\\.fc1_latent_proj`, 'blk.$1.ffn_latent_down'),
+  rule(`${NH}\\.fc2_latent_proj`, 'blk.$1.ffn_latent_up'),
 ];
+/**
+ * Nemotron 3's MTP head (`mtp.layers.0`: eh_proj and attention, `mtp.layers.1`: MoE), which
+ * NemotronHModel folds into one extra block after the main ones; transformers' NemotronH does not
+ * load it (its checkpoint keys are ignored), so no PEFT module names it, and one that does is refused.
+ */
+const NEMOTRON_H_MTP = rule('(?:model\\.)?mtp\\..+', 'output', {
+  refuse: "names a multi-token-prediction (mtp) module: transformers' NemotronH does not load the mtp layers, and how convert_hf_to_gguf (NemotronHModel) folds its two mtp layers into one extra block is not followed here",
+});
 
 /**
  * Falcon-H1 (FalconH1Model.modify_tensors) multiplies most weights by multipliers from the model's
@@ -561,9 +590,20 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   qwen3vlmoe: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(QWEN3VL_EXPERTS)],
   // Qwen2VLModel: `language_model.` dropped, the vision tower left to the mmproj file; q/k as qwen2.
   qwen2vl: [...COMMON, ...QK],
+  // Hunyuan dense (HunYuanModel: Hunyuan-0.5B to 7B) and MoE (HunYuanMoEModel: Hunyuan-A13B):
+  // TextModel's plain name mapping, q and k as they are (their query_layernorm/key_layernorm are
+  // norms); the MoE's experts stacked as rows (MOE_HF_MLP), or fused in transformers 5 as Qwen's.
+  'hunyuan-dense': [...COMMON, ...QK],
+  'hunyuan-moe': [...COMMON, ...QK, ...HUNYUAN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // MiniMax-M2, M2.1 and M2.5 (MiniMaxM2Model: TextModel's name mapping, experts stacked as
+  // MOE_BLOCK_SPARSE says): q and k as they are. The checkpoint's own modeling code names the MoE
+  // `block_sparse_moe` (the router a Linear `gate`, experts `w1` gate, `w3` up, `w2` down, as
+  // Mixtral's); transformers 5's MiniMaxM2 renames it `mlp`, its router a bare parameter and its
+  // experts fused as Mixtral's (gate_up_proj halves, down_proj).
+  'minimax-m2': [...COMMON, ...QK, ...MIXTRAL, ...fusedExperts(CHUNKED_EXPERTS)],
   // Nemotron-H / Nemotron Nano 2 and Nemotron 3's MoE (NemotronHModel).
   nemotron_h: NEMOTRON_H,
-  nemotron_h_moe: NEMOTRON_H,
+  nemotron_h_moe: [...NEMOTRON_H, NEMOTRON_H_MTP],
   // Falcon-H1 (FalconH1Model): only the up projection is kept as it is; the rest are refused.
   'falcon-h1': FALCON_H1,
   // InternLM2 and InternVL's InternLM2 language model (InternLM2Model).
@@ -576,6 +616,13 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // from Mistral's format (MistralMoeModel) is written so too, nothing permuted, as transformers'
   // conversion of it leaves q/k's interleaved RoPE rows as they are: its adapters land by these rules.
   deepseek2: [...COMMON, ...MLA, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN_DROPPED],
+  // Mistral Small 4 and the other Mistral MLA models in transformers' format (Mistral3Model's
+  // Mistral4Model, a DeepseekV2Model with skip_mtp and merge_expert off): MLA with kv_b_proj split
+  // and nothing permuted (transformers' conversion keeps Mistral's interleaved RoPE rows), the
+  // leading dense blocks' MLP, the router (a bare parameter in transformers), the shared experts,
+  // and the experts fused (E, 2·ffn, hidden) and (E, hidden, ffn), which it passes on whole as
+  // ffn_gate_up_exps and ffn_down_exps (per expert (out, in), gate rows then up rows).
+  mistral4: [...COMMON, ...MLA, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   // DeepSeek-V3.2 (DeepseekV32Model) and GLM-5 (GlmMoeDsaModel): DeepseekV2Model's MLA and MoE, the
   // sparse attention's indexer, and the nextn layers kept (skip_mtp off) as the last blocks.
   deepseek32: [...COMMON, ...MLA, ...DSA_INDEXER, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
@@ -618,9 +665,10 @@ const refused = (why: string): LayoutResolution => ({ found: false, ambiguous: f
 
 /**
  * Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`);
- * DeepSeek-OCR's are `sam_model`, `vision_model`, `projector` (and its `view_seperator`).
+ * DeepSeek-OCR's are `sam_model`, `vision_model`, `projector` (and its `view_seperator`); Granite 4
+ * Vision's Q-Former projectors are `layerwise_projectors` and `spatial_projectors`.
  */
-const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline|sam_model|projector|view_seperator)(\.|$)/;
+const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline|sam_model|projector|view_seperator|layerwise_projectors|spatial_projectors)(\.|$)/;
 /** Hugging Face names of a language model's modules and parameters (after `normalise`; Nemotron-H's tree is `backbone`). */
 const HF_NAME = /^(model\.|backbone\.|lm_head$|lm_head\.)/;
 /** Hugging Face module paths of a language model (after `normalise`). */
@@ -678,8 +726,8 @@ function resolveFusedExperts(fused: NonNullable<Rule['fused']>, block: string, a
   /** The parameter's shape for an expert matrix of `out` × `inDim`, as the model stores it. */
   const param = (out: number, inDim: number): [number, number, number] => (storedInOut ? [experts!, inDim, out] : [experts!, out, inDim]);
   const laidOut = (out: number, inDim: number, rows?: number[]) => ({ paramShape: param(out, inDim), storedInOut, transposed: storedInOut, ...(rows ? { rows } : {}) });
-  if (fused.part === 'down') {
-    const key = find('ffn_down_exps');
+  if (fused.part !== 'gate_up') {
+    const key = find(`ffn_${fused.part}_exps`);
     const shape = key && perExpert(key);
     if (!key || !shape) return MISS;
     return { found: true, targets: [{ baseKey: key, experts: laidOut(shape[0], shape[1]) }] };
