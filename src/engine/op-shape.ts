@@ -130,6 +130,13 @@ function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string)
       expectBytes(op, `${label} P (${inFeatures} × ${step.rank})`, step.p, inFeatures * step.rank);
       expectBytes(op, `${label} Q (${step.rank} × ${inFeatures})`, step.q, step.rank * inFeatures);
       return;
+    case 'hadamard':
+      if (op.layout !== 'out-in') fail(op, `${label} needs W stored (out, in)`);
+      if (!Number.isSafeInteger(step.rank) || step.rank < 1) fail(op, `${label} has rank ${step.rank}`);
+      finite(step.scale, 'scale');
+      expectBytes(op, `${label} A (${step.rank} × ${inFeatures})`, step.a, step.rank * inFeatures);
+      expectBytes(op, `${label} B (${outFeatures} × ${step.rank})`, step.b, outFeatures * step.rank);
+      return;
     case 'rotate': {
       const b = step.blockSize;
       const n = axisLength(step.axis);

@@ -73,7 +73,19 @@ export interface RotateStep {
   blocks: FloatTensorBytes;
 }
 
-export type UpdateStep = AddStep | DoraStep | ScaleStep | SelfLowRankStep | RotateStep | PermutedBlocksStep;
+/**
+ * V += s · V ⊙ (B·A), elementwise (PEFT HiRA's W ⊙ B·A): A is rank × in, B is out × rank, in ΔW's
+ * orientation. Needs W stored (out, in).
+ */
+export interface HadamardStep {
+  kind: 'hadamard';
+  a: FloatTensorBytes;
+  b: FloatTensorBytes;
+  rank: number;
+  scale: number;
+}
+
+export type UpdateStep = AddStep | DoraStep | ScaleStep | SelfLowRankStep | RotateStep | PermutedBlocksStep | HadamardStep;
 
 /** The op's whole update in order: `terms`, then `dora`, then `steps`. */
 export function opSteps(op: MergeOp): UpdateStep[] {

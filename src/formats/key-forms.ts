@@ -88,6 +88,11 @@ export const KEY_FORMS = [
   { suffix: '.lora_E', role: 'lora_E' },
   // PEFT HRA: each module's Householder vectors, one per column.
   { suffix: '.hra_u', role: 'hra_u' },
+  // PEFT HiRA: the low-rank factors of the product W ⊙ B·A (an embedding's under their own names).
+  { suffix: '.hira_embedding_A', role: 'hira_embedding_A' },
+  { suffix: '.hira_embedding_B', role: 'hira_embedding_B' },
+  { suffix: '.hira_A', role: 'hira_A' },
+  { suffix: '.hira_B', role: 'hira_B' },
   // PEFT MiSS and Bone (its earlier name): one block per module.
   { suffix: '.miss_block', role: 'miss_block' },
   { suffix: '.bone_block', role: 'bone_block' },

@@ -1,10 +1,10 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3, ADALORA, HRA, MISS, BONE, SHIRA, LN_TUNING): the same tensors as LyCORIS's
+ * OFT, BOFT, IA3, ADALORA, HRA, HIRA, MISS, BONE, SHIRA, LN_TUNING): the same tensors as LyCORIS's
  * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
  * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
  * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
- * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
+ * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, HiRA's `hira_A`/`hira_B`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
  * `shira_weight`/`shira_indices`; LN tuning's trained layer copies
  * (`<module>.ln_tuning_layers.<param>`) replace the base's parameters; plus `modules_to_save`
  * layers and other saved tensors, which replace their base tensors as in LoRA folders
@@ -55,6 +55,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   // LN tuning trains a deep copy of each target layer (PEFT tuners/ln_tuning) and merges by swapping it in.
   LN_TUNING: { algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
   HRA: { algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
+  HIRA: { algorithms: ['peft-hira'], roles: ['hira_A', 'hira_B', 'hira_embedding_A', 'hira_embedding_B'], r: 32, alpha: 1 },
   MISS: { algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
   BONE: { algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
   SHIRA: { algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
@@ -231,7 +232,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
       }
       Object.assign(module, { rank: moduleRank, alpha: moduleAlpha, scale: moduleAlpha / moduleRank });
     }
-    modules.push({ ...module, name: path, fanInFanOut: ((algorithm.name === 'vera' || algorithm.name === 'peft-adalora') && fanInFanOut) || module.fanInFanOut });
+    modules.push({ ...module, name: path, fanInFanOut: (['vera', 'peft-adalora', 'peft-hira'].includes(algorithm.name) && fanInFanOut) || module.fanInFanOut });
   }
   throwIfProblems(name, problems);
   if (modules.length === 0 && replacements.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no ${type} tensors found`);

@@ -75,6 +75,9 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
       case 'project':
         out.push({ kind: 'step', step: { kind: 'self', p: p.p, q: p.q, rank: p.rank, scale: s } });
         break;
+      case 'hadamard':
+        out.push({ kind: 'step', step: { kind: 'hadamard', a: p.a, b: p.b, rank: p.rank, scale: s } });
+        break;
       case 'rotate':
       case 'permuted-rotate': {
         // Each block I + s·Δ.

@@ -5,8 +5,8 @@
  * computed exactly (dyadic.ts) where it does not. Every backend runs DoRA and the non-additive
  * steps here, so their outputs are the same everywhere. Browser-safe (no Node imports).
  *
- * What is exact. Low-rank and dense terms, scales, rotations, permuted block maps and GLoRA's V·P·Q
- * are sums and products of the inputs: their exact result is a dyadic rational, and the output is it rounded
+ * What is exact. Low-rank and dense terms, scales, rotations, permuted block maps, GLoRA's V·P·Q and
+ * HiRA's V ⊙ B·A are sums and products of the inputs: their exact result is a dyadic rational, and the output is it rounded
  * once. A DoRA step multiplies by m / (‖V‖ + ε), which is irrational in general: its factor is
  * defined as that expression evaluated in float64 from the f64 values V here hold (in a fixed order,
  * so the same on every backend and run; its relative error against the exact norm is about 2^-45),
@@ -23,6 +23,8 @@
  * - rotation by a block M (b values): e'_m = Σ_n |M_mn|·e_n + (b + 1)·u·Σ_n |M_mn·v_n|;
  * - permuted block map (permuted-blocks.ts): the same as a rotation, in the permuted coordinates,
  *   with b the block's own size (a short last block has fewer values);
+ * - HiRA's elementwise map, v' = v + v·d with d = s·Σ_k B_ok·A_kc (k values, each product exact):
+ *   E_d = |s|·(k + 1)·u·Σ_k |B_ok·A_kc| + u|d|, e' = (1 + |d|)·e + |v|·E_d + u|v·d| + u|v'|;
  * - GLoRA, t_j = s·Σ_c v_c·P_cj, v'_c = v_c + Σ_j t_j·Q_jc (k values of j):
  *   E_j = |s|·(Σ_c |P_cj|·e_c + (cols + 1)·u·Σ_c |v_c·P_cj|) + u|t_j|,
  *   e'_c = e_c + Σ_j |Q_jc|·E_j + (k + 1)·u·Σ_j |t_j·Q_jc| + u|v'_c|.
@@ -290,6 +292,28 @@ function applyStep(op: MergeOp, shape: OpShape, v: Float64Array, e: Float64Array
     case 'permuted-blocks':
       applyPermutedBlocks(op, shape, v, e, step);
       return;
+    case 'hadamard': {
+      // v' = v + v·d, d = s·Σ_k B[o,k]·A[k,c]: each f32 product is exact in f64, the sum rounds
+      // k − 1 times, the scale and the two operations on v once each.
+      const a = f32(step.a), b = f32(step.b), k = step.rank, s = step.scale;
+      for (let r = 0; r < rowCount; r++) {
+        const bo = (rowStart + r) * k, o = r * cols;
+        for (let c = 0; c < cols; c++) {
+          let m = 0, mm = 0;
+          for (let j = 0; j < k; j++) {
+            const p = b[bo + j] * a[j * cols + c];
+            m += p;
+            mm += Math.abs(p);
+          }
+          const d = s * m;
+          const ed = Math.abs(s) * (k + 1) * u * mm + u * Math.abs(d);
+          const x = v[o + c], t = x * d, y = x + t;
+          e[o + c] = e[o + c] * (1 + Math.abs(d)) + Math.abs(x) * ed + u * Math.abs(t) + u * Math.abs(y);
+          v[o + c] = y;
+        }
+      }
+      return;
+    }
   }
 }
 
@@ -523,6 +547,13 @@ class ExactSteps {
           x = addDyadic(x, mulDyadic(w, onCols ? prev(r, src) : prev(src - shape.rowStart, c)));
         }
         return x;
+      }
+      case 'hadamard': {
+        const a = this.f32(step.a), b = this.f32(step.b), k = step.rank;
+        let m = DYADIC_ZERO;
+        for (let j = 0; j < k; j++) m = addDyadic(m, mulDyadic(dyadicOf(b[stored * k + j]), dyadicOf(a[j * op.cols + c])));
+        const x = prev(r, c);
+        return addDyadic(x, mulDyadic(x, mulDyadic(dyadicOf(step.scale), m)));
       }
       case 'self': {
         const key = `${stage},${r}`;
