@@ -93,6 +93,9 @@ export const KEY_FORMS = [
   { suffix: '.hira_embedding_B', role: 'hira_embedding_B' },
   { suffix: '.hira_A', role: 'hira_A' },
   { suffix: '.hira_B', role: 'hira_B' },
+  // PEFT RoAd: angles and scales of the 2×2 rotations of the outputs.
+  { suffix: '.road_theta', role: 'road_theta' },
+  { suffix: '.road_alpha', role: 'road_alpha' },
   // PEFT MiSS and Bone (its earlier name): one block per module.
   { suffix: '.miss_block', role: 'miss_block' },
   { suffix: '.bone_block', role: 'bone_block' },

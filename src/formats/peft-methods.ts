@@ -1,10 +1,10 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3, ADALORA, HRA, HIRA, MISS, BONE, SHIRA, LN_TUNING): the same tensors as LyCORIS's
+ * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, MISS, BONE, SHIRA, LN_TUNING): the same tensors as LyCORIS's
  * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
  * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
  * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
- * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, HiRA's `hira_A`/`hira_B`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
+ * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, HiRA's `hira_A`/`hira_B`, RoAd's `road_theta`/`road_alpha`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
  * `shira_weight`/`shira_indices`; LN tuning's trained layer copies
  * (`<module>.ln_tuning_layers.<param>`) replace the base's parameters; plus `modules_to_save`
  * layers and other saved tensors, which replace their base tensors as in LoRA folders
@@ -56,6 +56,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   LN_TUNING: { algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
   HRA: { algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
   HIRA: { algorithms: ['peft-hira'], roles: ['hira_A', 'hira_B', 'hira_embedding_A', 'hira_embedding_B'], r: 32, alpha: 1 },
+  ROAD: { algorithms: ['peft-road'], roles: ['road_theta', 'road_alpha'], r: 0, alpha: 1 },
   MISS: { algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
   BONE: { algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
   SHIRA: { algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
@@ -143,6 +144,13 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     if (raw.init_weights === 'bat') options.miss_bat = true;
     if (type === 'MISS' && raw.init_weights === 'mini') options.miss_mini = true;
     options.mini_r = number('mini_r', 1);
+  }
+  if (type === 'ROAD') {
+    const variant = raw.variant ?? 'road_1', g = number('group_size', 64);
+    if (variant !== 'road_1' && variant !== 'road_2' && variant !== 'road_4') throw new MergeError('BAD_CONFIG', `${configFile}: RoAd "variant" must be "road_1", "road_2" or "road_4", got ${JSON.stringify(variant)}`);
+    if (!Number.isInteger(g) || g <= 0 || g % 2 !== 0) throw new MergeError('BAD_CONFIG', `${configFile}: RoAd "group_size" must be an even positive integer, got ${g}`);
+    options.road_variant = Number(variant.slice(5));
+    options.group_size = g;
   }
   const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
   if (type === 'IA3' || type === 'SHIRA') options.fan_in_fan_out = fanInFanOut;

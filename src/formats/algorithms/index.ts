@@ -24,13 +24,14 @@ import { peftHra } from './peft-hra.js';
 import { peftIa3 } from './peft-ia3.js';
 import { peftMiss } from './peft-miss.js';
 import { peftOft } from './peft-oft.js';
+import { peftRoad } from './peft-road.js';
 import { peftShira } from './peft-shira.js';
 import { peftOftLegacy } from './peft-oft-legacy.js';
 import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftMiss, peftShira, ...notYetSupported];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftMiss, peftShira, ...notYetSupported];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];
