@@ -96,6 +96,8 @@ export const KEY_FORMS = [
   // PEFT RoAd: angles and scales of the 2×2 rotations of the outputs.
   { suffix: '.road_theta', role: 'road_theta' },
   { suffix: '.road_alpha', role: 'road_alpha' },
+  // PEFT C3A: the kernels of a block-circulant update.
+  { suffix: '.c3a_kernel', role: 'c3a_kernel' },
   // PEFT MiSS and Bone (its earlier name): one block per module.
   { suffix: '.miss_block', role: 'miss_block' },
   { suffix: '.bone_block', role: 'bone_block' },

@@ -55,7 +55,7 @@ const KNOWN_UNSUPPORTED_TYPES = new Map<string, string>([
   ['POLY', 'its router mixes LoRA skills per task id at inference, so no single merged weight exists'],
   ['XLORA', 'its classifier mixes LoRA adapters per token at inference, so no single merged weight exists'],
   ['FOURIERFT', 'the positions of its spectral coefficients are drawn from random_loc_seed with torch.randperm when the model is built and are not in the file'],
-  ['VBLORA', ''], ['RANDLORA', ''], ['C3A', ''], ['DELORA', ''], ['GRALORA', ''], ['WAVEFT', ''], ['LILY', ''],
+  ['VBLORA', ''], ['RANDLORA', ''], ['DELORA', ''], ['GRALORA', ''], ['WAVEFT', ''], ['LILY', ''],
 ]);
 /**
  * LoraConfig fields that make an adapter something other than W + s·B·A on the base as it is:
@@ -93,7 +93,7 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
     const name = String(peftType);
     const why = KNOWN_UNSUPPORTED_TYPES.get(name.toUpperCase());
     const what = why === undefined ? `unknown peft_type "${name}"` : `PEFT method ${name}`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, HIRA, ROAD, MISS, BONE and SHIRA adapters can be merged)`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, HIRA, ROAD, C3A, MISS, BONE and SHIRA adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
   refuseUnmergedVariants(obj, file);

@@ -1,16 +1,16 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, MISS, BONE, SHIRA, LN_TUNING): the same tensors as LyCORIS's
+ * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, LN_TUNING): the same tensors as LyCORIS's
  * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
  * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
  * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
- * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, HiRA's `hira_A`/`hira_B`, RoAd's `road_theta`/`road_alpha`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
+ * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, HiRA's `hira_A`/`hira_B`, RoAd's `road_theta`/`road_alpha`, C3A's `c3a_kernel`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
  * `shira_weight`/`shira_indices`; LN tuning's trained layer copies
  * (`<module>.ln_tuning_layers.<param>`) replace the base's parameters; plus `modules_to_save`
  * layers and other saved tensors, which replace their base tensors as in LoRA folders
  * (peft-saved-modules.ts). The modules are built by the algorithm registry; the scale is PEFT's:
  * α/r from the config (rank_pattern and alpha_pattern included) for LoHa and LoKr, whatever the
- * factors' form, AdaLoRA's lora_alpha/(init_r + 1e-5), and 1 for the others.
+ * factors' form, AdaLoRA's lora_alpha/(init_r + 1e-5), C3A's 1/in, and 1 for the others.
  */
 import { RE2JS } from 're2js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
@@ -36,6 +36,8 @@ interface MethodConfig {
   alpha: number;
   rKey?: string;
   alphaKey?: string;
+  /** The config's per-module table of r when not `rank_pattern`. */
+  rPatternKey?: string;
   /**
    * Where the method saves a trained copy of a whole layer (`<module>.<wrapper>.<param>`, the
    * adapter name removed): each tensor replaces the base's `<module>.<param>`, as PEFT's merge swaps
@@ -57,6 +59,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   HRA: { algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
   HIRA: { algorithms: ['peft-hira'], roles: ['hira_A', 'hira_B', 'hira_embedding_A', 'hira_embedding_B'], r: 32, alpha: 1 },
   ROAD: { algorithms: ['peft-road'], roles: ['road_theta', 'road_alpha'], r: 0, alpha: 1 },
+  C3A: { algorithms: ['peft-c3a'], roles: ['c3a_kernel'], r: 256, alpha: 1, rKey: 'block_size', rPatternKey: 'block_size_pattern' },
   MISS: { algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
   BONE: { algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
   SHIRA: { algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
@@ -119,7 +122,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   const alpha = number(method.alphaKey ?? 'alpha', method.alpha);
   const adalora = type === 'ADALORA' ? adaloraSettings(raw, configFile, r) : undefined;
   // AdaLoRA's rank_pattern is its own (boolean masks), and PEFT does not read alpha_pattern for it.
-  const rankPattern = adalora ? [] : patterns(raw, 'rank_pattern', configFile, true, budget);
+  const rankPattern = adalora ? [] : patterns(raw, method.rPatternKey ?? 'rank_pattern', configFile, true, budget);
   const alphaPattern = adalora ? [] : patterns(raw, 'alpha_pattern', configFile, false, budget);
   const fanInFanOut = flag('fan_in_fan_out') === true;
   const modulesToSave = stringList(raw, 'modules_to_save', configFile);
