@@ -190,6 +190,7 @@ describe.each(executors)('$name', (executor) => {
       ['LoRA, then PEFT DoRA (per-output norms), f16', { rows: 24, cols: 40, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [4] }, { kind: 'dora', axis: 'out' }] }],
       ['LyCORIS DoRA per input channel (groups of 3), then LoRA, bf16', { rows: 20, cols: 36, baseDtype: 'BF16', steps: [{ kind: 'add', ranks: [3] }, { kind: 'dora', axis: 'in', group: 3, epsilon: 2 ** -23 }, { kind: 'add', ranks: [2] }] }],
       ['dense diff, scale, rotation, GLoRA, LoRA, f16', { rows: 24, cols: 30, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [5], dense: 1 }, { kind: 'scale', axis: 'in' }, { kind: 'rotate', axis: 'in', block: 5 }, { kind: 'self', rank: 2 }, { kind: 'add', ranks: [3] }] }],
+      ['MiSS bat tiles of 3 after LoRA, f16', { rows: 18, cols: 21, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [2] }, { kind: 'tiles', size: 3 }] }],
       ['HiRA V ⊙ B·A after LoRA, then a rotation, bf16', { rows: 20, cols: 18, baseDtype: 'BF16', steps: [{ kind: 'add', ranks: [2] }, { kind: 'hadamard', rank: 3 }, { kind: 'rotate', axis: 'in', block: 3 }] }],
       ['row rotation (OFT on the output), fp8 e4m3', { rows: 24, cols: 16, baseDtype: 'F32', outDtype: 'F8_E4M3', steps: [{ kind: 'add', ranks: [2] }, { kind: 'rotate', axis: 'out', block: 4 }] }],
       ['butterfly factors of the input (permuted blocks of 4 in runs of 8, 16), then LoRA, bf16', { rows: 20, cols: 16, baseDtype: 'BF16', steps: [{ kind: 'permuted', axis: 'in', block: 4, span: 8 }, { kind: 'permuted', axis: 'in', block: 4, span: 16 }, { kind: 'add', ranks: [3] }] }],
@@ -218,6 +219,17 @@ describe.each(executors)('$name', (executor) => {
             { kind: 'hadamard', rank: 1, scale: 2 ** -80, a: { dtype: 'F32', data: encodeValues(new Array(16).fill(1), 'F32') }, b: { dtype: 'F32', data: encodeValues(new Array(24).fill(-1), 'F32') } },
             { kind: 'scale', axis: 'out', factors: { dtype: 'F32', data: encodeValues(Array.from({ length: 24 }, (_, r) => [1, 0.5, 2, -1][r % 4]), 'F32') } },
           ],
+        };
+        expectCorrectlyRounded(op, await merge(op), exactStepsBits(op));
+      }
+    });
+    it.each(TIE_DTYPES)('ties through MiSS tiles (blocks of 8, each tile mapped by a tiny multiple of its own values) in %s', async (outDtype) => {
+      for (const base of tieOps(outDtype, 9, 24, 16).slice(0, 2)) {
+        // B_i = −I: each element moves off its tie by −2^-70 of itself, which only exact arithmetic sees.
+        const blocks = Array.from({ length: 3 * 64 }, (_, k) => (k % 64) % 9 === 0 ? -1 : 0);
+        const op: MergeOp = {
+          ...base, terms: [],
+          steps: [{ kind: 'add', terms: base.terms }, { kind: 'tiles', size: 8, scale: 2 ** -70, blocks: { dtype: 'F32', data: encodeValues(blocks, 'F32') } }],
         };
         expectCorrectlyRounded(op, await merge(op), exactStepsBits(op));
       }

@@ -85,7 +85,20 @@ export interface HadamardStep {
   scale: number;
 }
 
-export type UpdateStep = AddStep | DoraStep | ScaleStep | SelfLowRankStep | RotateStep | PermutedBlocksStep | HadamardStep;
+/**
+ * V_ij += s · V_ij·B_i for every size × size tile of V (row tile i, column tile j), one block B_i
+ * per tile of rows (PEFT MiSS's `bat` form): x'[j·size + c] = x[j·size + c] + s·Σ_b x[j·size + b]·B_i[b, c]
+ * along each stored row x of row tile i. Needs W stored (out, in), both dims multiples of size.
+ */
+export interface TileStep {
+  kind: 'tiles';
+  size: number;
+  /** (rows / size) blocks of size × size, row-major. */
+  blocks: FloatTensorBytes;
+  scale: number;
+}
+
+export type UpdateStep = AddStep | DoraStep | ScaleStep | SelfLowRankStep | RotateStep | PermutedBlocksStep | HadamardStep | TileStep;
 
 /** The op's whole update in order: `terms`, then `dora`, then `steps`. */
 export function opSteps(op: MergeOp): UpdateStep[] {

@@ -79,6 +79,9 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
       case 'hadamard':
         out.push({ kind: 'step', step: { kind: 'hadamard', a: p.a, b: p.b, rank: p.rank, scale: s } });
         break;
+      case 'tiles':
+        out.push({ kind: 'step', step: { kind: 'tiles', size: p.size, blocks: p.blocks, scale: s } });
+        break;
       case 'rotate':
       case 'permuted-rotate':
         out.push({ kind: 'step', step: rotationStep(p, s) });

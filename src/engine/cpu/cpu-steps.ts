@@ -5,8 +5,8 @@
  * computed exactly (dyadic.ts) where it does not. Every backend runs DoRA and the non-additive
  * steps here, so their outputs are the same everywhere. Browser-safe (no Node imports).
  *
- * What is exact. Low-rank and dense terms, scales, rotations, permuted block maps, GLoRA's V·P·Q and
- * HiRA's V ⊙ B·A are sums and products of the inputs: their exact result is a dyadic rational, and the output is it rounded
+ * What is exact. Low-rank and dense terms, scales, rotations, permuted block maps, GLoRA's V·P·Q,
+ * HiRA's V ⊙ B·A and MiSS's tiles V_ij·B_i are sums and products of the inputs: their exact result is a dyadic rational, and the output is it rounded
  * once. A DoRA step multiplies by m / (‖V‖ + ε), which is irrational in general: its factor is
  * defined as that expression evaluated in float64 from the f64 values V here hold (in a fixed order,
  * so the same on every backend and run; its relative error against the exact norm is about 2^-45),
@@ -25,6 +25,8 @@
  *   with b the block's own size (a short last block has fewer values);
  * - HiRA's elementwise map, v' = v + v·d with d = s·Σ_k B_ok·A_kc (k values, each product exact):
  *   E_d = |s|·(k + 1)·u·Σ_k |B_ok·A_kc| + u|d|, e' = (1 + |d|)·e + |v|·E_d + u|v·d| + u|v'|;
+ * - MiSS's tiles, v'_c = v_c + t_c with t_c = s·Σ_b v_b·B_bc over the element's column tile (b values):
+ *   e'_c = e_c + |s|·(Σ_b |B_bc|·e_b + (b + 1)·u·Σ_b |v_b·B_bc|) + u|t_c| + u|v'_c|;
  * - GLoRA, t_j = s·Σ_c v_c·P_cj, v'_c = v_c + Σ_j t_j·Q_jc (k values of j):
  *   E_j = |s|·(Σ_c |P_cj|·e_c + (cols + 1)·u·Σ_c |v_c·P_cj|) + u|t_j|,
  *   e'_c = e_c + Σ_j |Q_jc|·E_j + (k + 1)·u·Σ_j |t_j·Q_jc| + u|v'_c|.
@@ -292,6 +294,35 @@ function applyStep(op: MergeOp, shape: OpShape, v: Float64Array, e: Float64Array
     case 'permuted-blocks':
       applyPermutedBlocks(op, shape, v, e, step);
       return;
+    case 'tiles': {
+      // Along each stored row of row tile i, per column tile: t_c = s·Σ_b x_b·B_i[b, c], x'_c = x_c + t_c.
+      const m = f32(step.blocks), b = step.size, s = step.scale;
+      const x = new Float64Array(b), ex = new Float64Array(b);
+      for (let r = 0; r < rowCount; r++) {
+        const mk = Math.floor((rowStart + r) / b) * b * b;
+        for (let k0 = 0; k0 < cols; k0 += b) {
+          const o = r * cols + k0;
+          for (let n = 0; n < b; n++) {
+            x[n] = v[o + n];
+            ex[n] = e[o + n];
+          }
+          for (let c = 0; c < b; c++) {
+            let t = 0, te = 0, tm = 0;
+            for (let n = 0; n < b; n++) {
+              const w = m[mk + n * b + c];
+              t += x[n] * w;
+              te += Math.abs(w) * ex[n];
+              tm += Math.abs(x[n] * w);
+            }
+            t *= s;
+            const y = x[c] + t;
+            e[o + c] = ex[c] + Math.abs(s) * (te + (b + 1) * u * tm) + u * Math.abs(t) + u * Math.abs(y);
+            v[o + c] = y;
+          }
+        }
+      }
+      return;
+    }
     case 'hadamard': {
       // v' = v + v·d, d = s·Σ_k B[o,k]·A[k,c]: each f32 product is exact in f64, the sum rounds
       // k − 1 times, the scale and the two operations on v once each.
@@ -547,6 +578,13 @@ class ExactSteps {
           x = addDyadic(x, mulDyadic(w, onCols ? prev(r, src) : prev(src - shape.rowStart, c)));
         }
         return x;
+      }
+      case 'tiles': {
+        const m = this.f32(step.blocks), b = step.size;
+        const mk = Math.floor(stored / b) * b * b, k0 = c - (c % b), cc = c - k0;
+        let t = DYADIC_ZERO;
+        for (let n = 0; n < b; n++) t = addDyadic(t, mulDyadic(prev(r, k0 + n), dyadicOf(m[mk + n * b + cc])));
+        return addDyadic(prev(r, c), mulDyadic(dyadicOf(step.scale), t));
       }
       case 'hadamard': {
         const a = this.f32(step.a), b = this.f32(step.b), k = step.rank;

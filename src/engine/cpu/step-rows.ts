@@ -47,6 +47,8 @@ export function opRows(op: MergeOp, shape: OpShape, r0: number, n: number): Merg
         return { ...s, p: own(s.p), q: own(s.q) };
       case 'hadamard':
         return { ...s, a: own(s.a), b: own(s.b) };
+      case 'tiles':
+        return { ...s, blocks: own(s.blocks) };
       case 'rotate':
         return { ...s, blocks: own(s.blocks) };
       case 'permuted-blocks':

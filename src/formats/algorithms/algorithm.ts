@@ -39,6 +39,7 @@ export type UpdateShape =
  * - `fixed-scale`: V ⊙= f along an axis, not scaled by s (OFT's rescale).
  * - `project`: V += s·(V·P)·Q along the input axis, P (in × rank), Q (rank × in).
  * - `hadamard`: V += s·V ⊙ (B·A), elementwise, A (rank × in), B (out × rank).
+ * - `tiles`: V_ij += s·V_ij·B_i for every size × size tile (row tile i, column tile j), blocks (out/size × size × size).
  * - `rotate`: each block of `blockSize` along an axis maps by I + s·Δ_k (Δ: blocks row-major).
  * - `permuted-rotate`: the same in permuted coordinates (a butterfly factor): entry p of the
  *   permuted vector is x[gather[p]] (identity when absent), blocks of `blockSize` map by
@@ -52,6 +53,7 @@ export type ModulePiece =
   | { kind: 'fixed-scale'; axis: 'out' | 'in'; factors: FloatTensorBytes }
   | { kind: 'project'; p: FloatTensorBytes; q: FloatTensorBytes; rank: number }
   | { kind: 'hadamard'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number }
+  | { kind: 'tiles'; size: number; blocks: FloatTensorBytes }
   | { kind: 'rotate'; axis: 'out' | 'in'; blockSize: number; delta: FloatTensorBytes }
   | { kind: 'permuted-rotate'; axis: 'out' | 'in'; blockSize: number; delta: FloatTensorBytes; gather?: Uint32Array; span: number };
 
