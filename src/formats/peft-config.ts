@@ -55,7 +55,9 @@ const KNOWN_UNSUPPORTED_TYPES = new Map<string, string>([
   ['POLY', 'its router mixes LoRA skills per task id at inference, so no single merged weight exists'],
   ['XLORA', 'its classifier mixes LoRA adapters per token at inference, so no single merged weight exists'],
   ['FOURIERFT', 'the positions of its spectral coefficients are drawn from random_loc_seed with torch.randperm when the model is built and are not in the file'],
-  ['VBLORA', ''], ['RANDLORA', ''], ['DELORA', ''], ['GRALORA', ''], ['WAVEFT', ''], ['LILY', ''],
+  ['WAVEFT', 'the positions of its wavelet coefficients are drawn from random_loc_seed with torch.randperm when the model is built and are not in the file'],
+  ['LILY', 'its router weighs the shared lily_B experts by softmax probabilities averaged over each batch of inputs, so no single merged weight exists (PEFT cannot merge it either)'],
+  ['VBLORA', ''], ['RANDLORA', ''], ['DELORA', ''], ['GRALORA', ''],
 ]);
 /**
  * LoraConfig fields that make an adapter something other than W + s·B·A on the base as it is:
