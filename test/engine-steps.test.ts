@@ -38,6 +38,7 @@ const cases: Array<[string, StepOpSpec]> = [
   ['GLoRA: V·P·Q, then LoRA (f32)', { rows: 21, cols: 35, steps: [{ kind: 'self', rank: 3 }, { kind: 'add', ranks: [2] }] }],
   ['MiSS bat: tiles of 5, each mapped by the block of its row tile, then LoRA (f16)', { rows: 25, cols: 30, baseDtype: 'F16', steps: [{ kind: 'tiles', size: 5 }, { kind: 'add', ranks: [2] }] }],
   ['HiRA: V ⊙ B·A between LoRAs (bf16)', { rows: 23, cols: 30, baseDtype: 'BF16', steps: [{ kind: 'add', ranks: [2] }, { kind: 'hadamard', rank: 4 }, { kind: 'add', ranks: [1] }] }],
+  ['HiRA on a transposed weight (an embedding, a GPT-2 Conv1D), then LoRA (f16)', { rows: 26, cols: 19, layout: 'in-out', baseDtype: 'F16', steps: [{ kind: 'hadamard', rank: 3 }, { kind: 'add', ranks: [1] }] }],
   ['OFT rotation of the output in blocks of 4, then a rescale (bf16)', { rows: 32, cols: 27, baseDtype: 'BF16', steps: [{ kind: 'rotate', axis: 'out', block: 4 }, { kind: 'scale', axis: 'out' }] }],
   ['rotation of the input in blocks of 5 on a transposed weight (f16)', { rows: 30, cols: 22, layout: 'in-out', baseDtype: 'F16', steps: [{ kind: 'add', ranks: [2] }, { kind: 'rotate', axis: 'in', block: 5 }] }],
   ['rotation of the input in blocks of 3, rank 1, f32 → f16', { rows: 17, cols: 36, outDtype: 'F16', steps: [{ kind: 'rotate', axis: 'in', block: 3 }, { kind: 'add', ranks: [1] }] }],

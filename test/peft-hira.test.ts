@@ -1,6 +1,7 @@
 /**
  * PEFT HiRA folders (peft_type HIRA): `<module>.hira_A` (r, in) and `<module>.hira_B` (out, r), a
- * conv's (r, in, kh, kw) and (out, r, 1, 1). PEFT merges W' = W + W ⊙ (B·A), with no scaling. The
+ * conv's (r, in, kh, kw) and (out, r, 1, 1), an embedding's hira_embedding_A (r, vocab) and
+ * hira_embedding_B (dim, r). PEFT merges W' = W + W ⊙ (B·A), with no scaling. The
  * truth forms B·A and the Hadamard product in float64, element by element.
  */
 import { describe, expect, it } from 'vitest';
@@ -36,6 +37,9 @@ function truth(w: Float64Array, a: Float64Array, b: Float64Array, out: number, i
   }
   return res;
 }
+
+/** X (rows × cols) transposed. */
+const transposed = (x: Float64Array, rows: number, cols: number) => Float64Array.from({ length: rows * cols }, (_, k) => x[(k % rows) * cols + Math.floor(k / rows)]);
 
 const q = 'model.layers.0.self_attn.q_proj', v = 'model.layers.0.self_attn.v_proj';
 
@@ -76,6 +80,28 @@ describe.each(['cpu', 'webgpu'])('HiRA (PEFT), %s', (name) => {
   });
 });
 
+describe.each(['cpu', 'webgpu'])('HiRA (PEFT) on weights stored (in, out), %s', (name) => {
+  it('an embedding: hira_embedding_B·hira_embedding_A is (dim, vocab), the stored (vocab, dim) weight transposed', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const e = 'model.embed_tokens', vocab = 11, dim = 6, r = 2;
+    const w = vals(vocab * dim, 'BF16'), a = vals(r * vocab, 'F32'), b = vals(dim * r, 'F32');
+    const tensors = await run(backend, [t(`${e}.weight`, 'BF16', [vocab, dim], w)], config({ r, target_modules: ['embed_tokens'] }),
+      [t(`base_model.model.${e}.hira_embedding_A`, 'F32', [r, vocab], a), t(`base_model.model.${e}.hira_embedding_B`, 'F32', [dim, r], b)]);
+    expectMerged(tensors.get(`${e}.weight`)!.values, transposed(truth(transposed(w, vocab, dim), a, b, dim, vocab, r), dim, vocab), 'BF16', e);
+  });
+
+  it('a GPT-2 Conv1D under fan_in_fan_out: hira_A (r, in), hira_B (out, r) on a weight stored (in, out)', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const c = 'transformer.h.0.attn.c_attn', inF = 5, out = 9, r = 3;
+    const w = vals(inF * out, 'F16'), a = vals(r * inF, 'F16'), b = vals(out * r, 'F16');
+    const tensors = await run(backend, [t(`${c}.weight`, 'F16', [inF, out], w)], config({ r, fan_in_fan_out: true, target_modules: ['c_attn'] }),
+      [t(`base_model.model.${c}.hira_A`, 'F16', [r, inF], a), t(`base_model.model.${c}.hira_B`, 'F16', [out, r], b)]);
+    expectMerged(tensors.get(`${c}.weight`)!.values, transposed(truth(transposed(w, inF, out), a, b, out, inF, r), out, inF), 'F16', c);
+  });
+});
+
 describe('HiRA refusals through the CLI: one line, nothing written', () => {
   const refuse = async (base: FixtureTensor[], cfg: object, tensors: FixtureTensor[], message: RegExp, command: 'merge' | 'resize' = 'merge') => {
     const r = await peftFolderOnCli(base, cfg, tensors, command);
@@ -89,7 +115,7 @@ describe('HiRA refusals through the CLI: one line, nothing written', () => {
     t(`base_model.model.${key}.hira_A`, 'F32', [r, inF], vals(r * inF, 'F32')), t(`base_model.model.${key}.hira_B`, 'F32', [out, r], vals(out * r, 'F32')),
   ];
 
-  it('factors whose rank disagrees with r, a hira_A without its hira_B, bad shapes, an embedding', async () => {
+  it('factors whose rank disagrees with r, a hira_A without its hira_B, bad shapes, a layer\'s factors mixed with an embedding\'s', async () => {
     await refuse([w(q, [4, 5])], config({ r: 3 }), factors(q, 2, 4, 5), /q_proj": hira_A \(2, 5\) has rank 2 but the config's r is 3/);
     await refuse([w(q, [4, 5])], config({ r: 2 }), factors(q, 2, 4, 5).slice(0, 1), /q_proj" has hira_A without hira_B/);
     await refuse([w(q, [4, 5])], config({ r: 2 }), [...factors(q, 2, 4, 5).slice(0, 1), t(`base_model.model.${q}.hira_B`, 'F32', [4, 3], vals(12, 'F32'))],
@@ -97,14 +123,11 @@ describe('HiRA refusals through the CLI: one line, nothing written', () => {
     await refuse([w(q, [6, 5])], config({ r: 2 }), factors(q, 2, 4, 5), /q_proj.*\(4, 5\)/);
     const e = 'model.embed_tokens';
     await refuse([w(e, [8, 4])], config({ r: 2, target_modules: ['embed_tokens'] }),
-      [t(`base_model.model.${e}.hira_embedding_A`, 'F32', [2, 8], vals(16, 'F32')), t(`base_model.model.${e}.hira_embedding_B`, 'F32', [4, 2], vals(8, 'F32'))],
-      /embed_tokens" is a HiRA embedding \(hira_embedding_A, hira_embedding_B\), which is not read yet/);
-  });
-
-  it('a GPT-2 Conv1D weight stored (in, out) under fan_in_fan_out', async () => {
-    const c = 'transformer.h.0.attn.c_attn';
-    await refuse([w(c, [5, 6])], config({ r: 2, fan_in_fan_out: true, target_modules: ['c_attn'] }), factors(c, 2, 6, 5),
-      /c_attn.*peft-hira on a weight stored \(in, out\) is not supported/);
+      [...factors(e, 2, 4, 8), t(`base_model.model.${e}.hira_embedding_A`, 'F32', [2, 8], vals(16, 'F32')), t(`base_model.model.${e}.hira_embedding_B`, 'F32', [4, 2], vals(8, 'F32'))],
+      /embed_tokens": mixes a layer's hira_A\/hira_B with an embedding's hira_embedding_A\/hira_embedding_B/);
+    await refuse([w(e, [8, 4])], config({ r: 2, target_modules: ['embed_tokens'] }),
+      [t(`base_model.model.${e}.hira_embedding_A`, 'F32', [2, 8], vals(16, 'F32')), t(`base_model.model.${e}.hira_embedding_B`, 'F32', [4, 3], vals(12, 'F32'))],
+      /hira_embedding_A \(2, 8\) and hira_embedding_B \(4, 3\) are not \(r, vocabulary\) and \(embedding dim, r\)/);
   });
 
   it('resize: a map of W is no low-rank product', async () => {

@@ -131,7 +131,6 @@ function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string)
       expectBytes(op, `${label} Q (${step.rank} × ${inFeatures})`, step.q, step.rank * inFeatures);
       return;
     case 'hadamard':
-      if (op.layout !== 'out-in') fail(op, `${label} needs W stored (out, in)`);
       if (!Number.isSafeInteger(step.rank) || step.rank < 1) fail(op, `${label} has rank ${step.rank}`);
       finite(step.scale, 'scale');
       expectBytes(op, `${label} A (${step.rank} × ${inFeatures})`, step.a, step.rank * inFeatures);

@@ -75,7 +75,7 @@ export interface RotateStep {
 
 /**
  * V += s · V ⊙ (B·A), elementwise (PEFT HiRA's W ⊙ B·A): A is rank × in, B is out × rank, in ΔW's
- * orientation. Needs W stored (out, in).
+ * orientation whatever the layout.
  */
 export interface HadamardStep {
   kind: 'hadamard';

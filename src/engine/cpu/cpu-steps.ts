@@ -327,12 +327,15 @@ function applyStep(op: MergeOp, shape: OpShape, v: Float64Array, e: Float64Array
       // v' = v + v·d, d = s·Σ_k B[o,k]·A[k,c]: each f32 product is exact in f64, the sum rounds
       // k − 1 times, the scale and the two operations on v once each.
       const a = f32(step.a), b = f32(step.b), k = step.rank, s = step.scale;
+      const outIn = op.layout === 'out-in', inF = outIn ? cols : op.rows;
       for (let r = 0; r < rowCount; r++) {
-        const bo = (rowStart + r) * k, o = r * cols;
+        const o = r * cols;
         for (let c = 0; c < cols; c++) {
+          // ΔW's (output, input) of stored element (rowStart + r, c).
+          const bo = (outIn ? rowStart + r : c) * k, ai = outIn ? c : rowStart + r;
           let m = 0, mm = 0;
           for (let j = 0; j < k; j++) {
-            const p = b[bo + j] * a[j * cols + c];
+            const p = b[bo + j] * a[j * inF + ai];
             m += p;
             mm += Math.abs(p);
           }
@@ -588,8 +591,10 @@ class ExactSteps {
       }
       case 'hadamard': {
         const a = this.f32(step.a), b = this.f32(step.b), k = step.rank;
+        const outIn = op.layout === 'out-in', inF = outIn ? op.cols : op.rows;
+        const [o, i] = outIn ? [stored, c] : [c, stored];
         let m = DYADIC_ZERO;
-        for (let j = 0; j < k; j++) m = addDyadic(m, mulDyadic(dyadicOf(b[stored * k + j]), dyadicOf(a[j * op.cols + c])));
+        for (let j = 0; j < k; j++) m = addDyadic(m, mulDyadic(dyadicOf(b[o * k + j]), dyadicOf(a[j * inF + i])));
         const x = prev(r, c);
         return addDyadic(x, mulDyadic(x, mulDyadic(dyadicOf(step.scale), m)));
       }
