@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
-import { fixtureTensor, gridValues, mergePeftFolder, peftFolderOnCli } from './helpers/peft-method-folder.js';
+import { fixtureTensor, gridValues, mergePeftFolder, expectPeftCliRefusal } from './helpers/peft-method-folder.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -103,13 +103,7 @@ describe.each(['cpu', 'webgpu'])('HiRA (PEFT) on weights stored (in, out), %s', 
 });
 
 describe('HiRA refusals through the CLI: one line, nothing written', () => {
-  const refuse = async (base: FixtureTensor[], cfg: object, tensors: FixtureTensor[], message: RegExp, command: 'merge' | 'resize' = 'merge') => {
-    const r = await peftFolderOnCli(base, cfg, tensors, command);
-    expect(r.code).not.toBe(0);
-    expect(r.errors, r.stderr).toHaveLength(1);
-    expect(r.errors[0]).toMatch(message);
-    expect(r.listing).toEqual(['adapter', 'base.safetensors']);
-  };
+  const refuse = expectPeftCliRefusal;
   const w = (key: string, shape: number[]) => t(`${key}.weight`, 'F32', shape, vals(shape[0] * shape[1], 'F32'));
   const factors = (key: string, r: number, out: number, inF: number) => [
     t(`base_model.model.${key}.hira_A`, 'F32', [r, inF], vals(r * inF, 'F32')), t(`base_model.model.${key}.hira_B`, 'F32', [out, r], vals(out * r, 'F32')),

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
-import { fixtureTensor, gridValues, mergePeftFolder, peftFolderOnCli, preparePeftFolder } from './helpers/peft-method-folder.js';
+import { fixtureTensor, gridValues, mergePeftFolder, expectPeftCliRefusal, preparePeftFolder } from './helpers/peft-method-folder.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -122,14 +122,8 @@ it('refuses bat blocks that disagree with r or the config, blocks that disagree 
 });
 
 it('bat refusals through the CLI: one line, nothing written', async () => {
-  const refuse = async (shape: number[], message: RegExp, command: 'merge' | 'resize' = 'merge') => {
-    const r = await peftFolderOnCli([t(`${q}.weight`, 'F32', shape, vals(shape[0] * shape[1], 'F32'))], config({ r: 3, init_weights: 'bat' }),
-      [t(`base_model.model.${q}.miss_block`, 'F32', [2, 3, 3], vals(18, 'F32'))], command);
-    expect(r.code).not.toBe(0);
-    expect(r.errors, r.stderr).toHaveLength(1);
-    expect(r.errors[0]).toMatch(message);
-    expect(r.listing).toEqual(['adapter', 'base.safetensors']);
-  };
+  const refuse = (shape: number[], message: RegExp, command: 'merge' | 'resize' = 'merge') => expectPeftCliRefusal([t(`${q}.weight`, 'F32', shape, vals(shape[0] * shape[1], 'F32'))],
+    config({ r: 3, init_weights: 'bat' }), [t(`base_model.model.${q}.miss_block`, 'F32', [2, 3, 3], vals(18, 'F32'))], message, command);
   // Blocks for 6 outputs on a layer of 9.
   await refuse([9, 6], /q_proj.*\(6, 6\)/);
   await refuse([6, 7], /the bat form needs the layer's 7 inputs to be a multiple of r = 3/);

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
-import { fixtureTensor, gridValues, mergePeftFolder, peftFolderOnCli } from './helpers/peft-method-folder.js';
+import { fixtureTensor, gridValues, mergePeftFolder, expectPeftCliRefusal } from './helpers/peft-method-folder.js';
 import { mm } from './helpers/dense-f64.js';
 
 const backends = mergeBackends({ cpu: 'default' });
@@ -120,13 +120,7 @@ describe.each(['cpu', 'webgpu'])('RoAd (PEFT), %s', (name) => {
 });
 
 describe('RoAd refusals through the CLI: one line, nothing written', () => {
-  const refuse = async (base: FixtureTensor[], cfg: object, tensors: FixtureTensor[], message: RegExp, command: 'merge' | 'resize' = 'merge') => {
-    const r = await peftFolderOnCli(base, cfg, tensors, command);
-    expect(r.code).not.toBe(0);
-    expect(r.errors, r.stderr).toHaveLength(1);
-    expect(r.errors[0]).toMatch(message);
-    expect(r.listing).toEqual(['adapter', 'base.safetensors']);
-  };
+  const refuse = expectPeftCliRefusal;
   const w = (key: string, shape: number[]) => t(`${key}.weight`, 'F32', shape, vals(shape.reduce((a, b) => a * b, 1), 'F32'));
   const params = (key: string, n: number, m = n) => [t(`base_model.model.${key}.road_theta`, 'F32', [n], vals(n, 'F32')), t(`base_model.model.${key}.road_alpha`, 'F32', [m], vals(m, 'F32'))];
 

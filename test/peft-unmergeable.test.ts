@@ -4,22 +4,16 @@
  * generator seeded by random_loc_seed when the model is built and are not saved) and LiLY (its
  * router mixes the B experts by input-dependent probabilities; PEFT's merge raises too).
  */
-import { expect, it } from 'vitest';
-import { seededRandom } from './helpers/fixtures.js';
-import { fixtureTensor, gridValues, peftFolderOnCli } from './helpers/peft-method-folder.js';
+import { it } from 'vitest';
+import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { expectPeftCliRefusal, fixtureTensor, gridValues } from './helpers/peft-method-folder.js';
 
 const vals = gridValues(seededRandom(79));
 const t = fixtureTensor;
 const q = 'model.layers.0.self_attn.q_proj';
 const base = [t(`${q}.weight`, 'F32', [8, 6], vals(48, 'F32'))];
 
-const refuse = async (config: object, tensors: ReturnType<typeof t>[], message: RegExp) => {
-  const r = await peftFolderOnCli(base, config, tensors);
-  expect(r.code).not.toBe(0);
-  expect(r.errors, r.stderr).toHaveLength(1);
-  expect(r.errors[0]).toMatch(message);
-  expect(r.listing).toEqual(['adapter', 'base.safetensors']);
-};
+const refuse = (config: object, tensors: FixtureTensor[], message: RegExp) => expectPeftCliRefusal(base, config, tensors, message);
 
 it('WaveFT: the spectrum is saved, its positions are not', async () => {
   // The fields PEFT writes to a WaveFT adapter_config.json.

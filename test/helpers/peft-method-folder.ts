@@ -4,6 +4,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../../src/index.js';
 import { errorLines, runCli } from './cli.js';
 import { buildSafetensors, randomValues, roundForDType, tempDirs, type FixtureDType, type FixtureTensor } from './fixtures.js';
@@ -43,4 +44,13 @@ export async function peftFolderOnCli(base: FixtureTensor[], config: object, ten
   } finally {
     temp.removeAll();
   }
+}
+
+/** The CLI refuses the folder with one error line matching `message` and writes nothing. */
+export async function expectPeftCliRefusal(base: FixtureTensor[], config: object, tensors: FixtureTensor[], message: RegExp, command: 'merge' | 'resize' = 'merge'): Promise<void> {
+  const r = await peftFolderOnCli(base, config, tensors, command);
+  expect(r.code).not.toBe(0);
+  expect(r.errors, r.stderr).toHaveLength(1);
+  expect(r.errors[0]).toMatch(message);
+  expect(r.listing).toEqual(['adapter', 'base.safetensors']);
 }
