@@ -190,6 +190,9 @@ describe.each(executors)('$name', (executor) => {
       ['LoRA, then PEFT DoRA (per-output norms), f16', { rows: 24, cols: 40, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [4] }, { kind: 'dora', axis: 'out' }] }],
       ['LyCORIS DoRA per input channel (groups of 3), then LoRA, bf16', { rows: 20, cols: 36, baseDtype: 'BF16', steps: [{ kind: 'add', ranks: [3] }, { kind: 'dora', axis: 'in', group: 3, epsilon: 2 ** -23 }, { kind: 'add', ranks: [2] }] }],
       ['dense diff, scale, rotation, GLoRA, LoRA, f16', { rows: 24, cols: 30, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [5], dense: 1 }, { kind: 'scale', axis: 'in' }, { kind: 'rotate', axis: 'in', block: 5 }, { kind: 'self', rank: 2 }, { kind: 'add', ranks: [3] }] }],
+      ['MiSS bat tiles of 3 after LoRA, f16', { rows: 18, cols: 21, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [2] }, { kind: 'tiles', size: 3 }] }],
+      ['HiRA V ⊙ B·A after LoRA, then a rotation, bf16', { rows: 20, cols: 18, baseDtype: 'BF16', steps: [{ kind: 'add', ranks: [2] }, { kind: 'hadamard', rank: 3 }, { kind: 'rotate', axis: 'in', block: 3 }] }],
+      ['HiRA V ⊙ B·A on a transposed weight, f16 → bf16', { rows: 22, cols: 15, layout: 'in-out', baseDtype: 'F16', outDtype: 'BF16', steps: [{ kind: 'add', ranks: [1] }, { kind: 'hadamard', rank: 2 }] }],
       ['row rotation (OFT on the output), fp8 e4m3', { rows: 24, cols: 16, baseDtype: 'F32', outDtype: 'F8_E4M3', steps: [{ kind: 'add', ranks: [2] }, { kind: 'rotate', axis: 'out', block: 4 }] }],
       ['butterfly factors of the input (permuted blocks of 4 in runs of 8, 16), then LoRA, bf16', { rows: 20, cols: 16, baseDtype: 'BF16', steps: [{ kind: 'permuted', axis: 'in', block: 4, span: 8 }, { kind: 'permuted', axis: 'in', block: 4, span: 16 }, { kind: 'add', ranks: [3] }] }],
       ['permuted blocks of the output in runs of 12 with a short last block, f16 → fp8 e5m2', { rows: 30, cols: 14, baseDtype: 'F16', outDtype: 'F8_E5M2', steps: [{ kind: 'add', ranks: [2] }, { kind: 'permuted', axis: 'out', block: 4, span: 12 }] }],
@@ -200,7 +203,7 @@ describe.each(executors)('$name', (executor) => {
       const op = randomStepOp(21, spec);
       expectCorrectlyRounded(op, await merge(op), exactStepsBits(op));
     });
-    it.each(TIE_DTYPES)('ties through a dense diff, a rotation, a permuted block map, GLoRA and a scale in %s', async (outDtype) => {
+    it.each(TIE_DTYPES)('ties through a dense diff, a rotation, a permuted block map, GLoRA, HiRA and a scale in %s', async (outDtype) => {
       // tieOps' exact ties and near ties, carried through steps whose inputs are small dyadics, so
       // that the results stay on (or a hair beside) the rounding boundaries.
       for (const base of tieOps(outDtype, 9, 24, 16).slice(0, 2)) {
@@ -214,8 +217,20 @@ describe.each(executors)('$name', (executor) => {
             // Pairs after σ reverses each run of 4, mixed by triangular blocks of small dyadics.
             { kind: 'permuted-blocks', axis: 'in', blockSize: 2, span: 4, gather: Uint32Array.from({ length: 16 }, (_, i) => i - (i % 4) + 3 - (i % 4)), blocks: { dtype: 'F32', data: encodeValues(Array.from({ length: 8 }, (_, k) => [1, k % 2 ? 0.5 : 0, 0, k % 3 ? -1 : 1]).flat(), 'F32') } },
             { kind: 'self', rank: 1, scale: 2 ** -90, p: { dtype: 'F32', data: encodeValues(new Array(16).fill(1), 'F32') }, q: { dtype: 'F32', data: encodeValues(new Array(16).fill(1), 'F32') } },
+            { kind: 'hadamard', rank: 1, scale: 2 ** -80, a: { dtype: 'F32', data: encodeValues(new Array(16).fill(1), 'F32') }, b: { dtype: 'F32', data: encodeValues(new Array(24).fill(-1), 'F32') } },
             { kind: 'scale', axis: 'out', factors: { dtype: 'F32', data: encodeValues(Array.from({ length: 24 }, (_, r) => [1, 0.5, 2, -1][r % 4]), 'F32') } },
           ],
+        };
+        expectCorrectlyRounded(op, await merge(op), exactStepsBits(op));
+      }
+    });
+    it.each(TIE_DTYPES)('ties through MiSS tiles (blocks of 8, each tile mapped by a tiny multiple of its own values) in %s', async (outDtype) => {
+      for (const base of tieOps(outDtype, 9, 24, 16).slice(0, 2)) {
+        // B_i = −I: each element moves off its tie by −2^-70 of itself, which only exact arithmetic sees.
+        const blocks = Array.from({ length: 3 * 64 }, (_, k) => (k % 64) % 9 === 0 ? -1 : 0);
+        const op: MergeOp = {
+          ...base, terms: [],
+          steps: [{ kind: 'add', terms: base.terms }, { kind: 'tiles', size: 8, scale: 2 ** -70, blocks: { dtype: 'F32', data: encodeValues(blocks, 'F32') } }],
         };
         expectCorrectlyRounded(op, await merge(op), exactStepsBits(op));
       }

@@ -42,6 +42,7 @@ const cases: [string, StepOpSpec][] = [
   ['row rotation (OFT on the output, blocks of 12), fp8 e4m3', { rows: 300, cols: 230, baseDtype: 'F32', outDtype: 'F8_E4M3', steps: [{ kind: 'add', ranks: [2] }, { kind: 'rotate', axis: 'out', block: 12 }] }],
   ['permuted blocks of the output in runs of 24, short last block, f16 → f32', { rows: 310, cols: 224, baseDtype: 'F16', outDtype: 'F32', steps: [{ kind: 'add', ranks: [3] }, { kind: 'permuted', axis: 'out', block: 8, span: 24 }] }],
   ['LyCORIS DoRA per input channel (norms across rows, their sums on the threads), then LoRA, bf16', { rows: 280, cols: 240, baseDtype: 'BF16', steps: [{ kind: 'add', ranks: [8] }, { kind: 'dora', axis: 'in', epsilon: 2 ** -23 }, { kind: 'add', ranks: [2] }] }],
+  ['HiRA V ⊙ B·A, MiSS bat tiles of 8, LoRA, bf16', { rows: 272, cols: 248, baseDtype: 'BF16', steps: [{ kind: 'hadamard', rank: 3 }, { kind: 'tiles', size: 8 }, { kind: 'add', ranks: [2] }] }],
   ['transposed weight, DoRA per input (stored rows), f16 → fp8 e5m2', { rows: 290, cols: 240, layout: 'in-out', baseDtype: 'F16', outDtype: 'F8_E5M2', steps: [{ kind: 'add', ranks: [4] }, { kind: 'dora', axis: 'in' }] }],
 ];
 

@@ -130,6 +130,20 @@ function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string)
       expectBytes(op, `${label} P (${inFeatures} × ${step.rank})`, step.p, inFeatures * step.rank);
       expectBytes(op, `${label} Q (${step.rank} × ${inFeatures})`, step.q, step.rank * inFeatures);
       return;
+    case 'hadamard':
+      if (!Number.isSafeInteger(step.rank) || step.rank < 1) fail(op, `${label} has rank ${step.rank}`);
+      finite(step.scale, 'scale');
+      expectBytes(op, `${label} A (${step.rank} × ${inFeatures})`, step.a, step.rank * inFeatures);
+      expectBytes(op, `${label} B (${outFeatures} × ${step.rank})`, step.b, outFeatures * step.rank);
+      return;
+    case 'tiles': {
+      const b = step.size;
+      if (op.layout !== 'out-in') fail(op, `${label} needs W stored (out, in)`);
+      if (!Number.isSafeInteger(b) || b < 1 || op.rows % b !== 0 || op.cols % b !== 0) fail(op, `${label}: tile size ${b} does not divide ${op.rows} × ${op.cols}`);
+      finite(step.scale, 'scale');
+      expectBytes(op, `${label} blocks (${op.rows / b} × ${b} × ${b})`, step.blocks, op.rows * b);
+      return;
+    }
     case 'rotate': {
       const b = step.blockSize;
       const n = axisLength(step.axis);

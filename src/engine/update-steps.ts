@@ -73,7 +73,32 @@ export interface RotateStep {
   blocks: FloatTensorBytes;
 }
 
-export type UpdateStep = AddStep | DoraStep | ScaleStep | SelfLowRankStep | RotateStep | PermutedBlocksStep;
+/**
+ * V += s · V ⊙ (B·A), elementwise (PEFT HiRA's W ⊙ B·A): A is rank × in, B is out × rank, in ΔW's
+ * orientation whatever the layout.
+ */
+export interface HadamardStep {
+  kind: 'hadamard';
+  a: FloatTensorBytes;
+  b: FloatTensorBytes;
+  rank: number;
+  scale: number;
+}
+
+/**
+ * V_ij += s · V_ij·B_i for every size × size tile of V (row tile i, column tile j), one block B_i
+ * per tile of rows (PEFT MiSS's `bat` form): x'[j·size + c] = x[j·size + c] + s·Σ_b x[j·size + b]·B_i[b, c]
+ * along each stored row x of row tile i. Needs W stored (out, in), both dims multiples of size.
+ */
+export interface TileStep {
+  kind: 'tiles';
+  size: number;
+  /** (rows / size) blocks of size × size, row-major. */
+  blocks: FloatTensorBytes;
+  scale: number;
+}
+
+export type UpdateStep = AddStep | DoraStep | ScaleStep | SelfLowRankStep | RotateStep | PermutedBlocksStep | HadamardStep | TileStep;
 
 /** The op's whole update in order: `terms`, then `dora`, then `steps`. */
 export function opSteps(op: MergeOp): UpdateStep[] {

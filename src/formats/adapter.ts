@@ -77,6 +77,11 @@ export interface AdapterModule {
   /** PEFT (IA)³ on the outputs: the base bias, where there is one, is scaled by these factors (1 + w·(f − 1) for user weight w). */
   biasScale?: TensorEntry;
   /**
+   * PEFT RoAd: the module's map of the outputs applies to the base bias too, where there is one
+   * (R·b, with 1 + w·(R − 1) for user weight w); the tensor named is one the map is read from.
+   */
+  biasMap?: TensorEntry;
+  /**
    * PEFT `target_parameters` on a fused 3-D expert tensor (E, d1, d2): `down` is (rank·E, ·),
    * grouped by expert, `up` is (·, rank·E), interleaved; each expert's ΔW = up_e·down_e lands on
    * its own slice (the plan decides which axis is which, formats/fused-experts.ts).

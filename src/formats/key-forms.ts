@@ -88,6 +88,16 @@ export const KEY_FORMS = [
   { suffix: '.lora_E', role: 'lora_E' },
   // PEFT HRA: each module's Householder vectors, one per column.
   { suffix: '.hra_u', role: 'hra_u' },
+  // PEFT HiRA: the low-rank factors of the product W ⊙ B·A (an embedding's under their own names).
+  { suffix: '.hira_embedding_A', role: 'hira_embedding_A' },
+  { suffix: '.hira_embedding_B', role: 'hira_embedding_B' },
+  { suffix: '.hira_A', role: 'hira_A' },
+  { suffix: '.hira_B', role: 'hira_B' },
+  // PEFT RoAd: angles and scales of the 2×2 rotations of the outputs.
+  { suffix: '.road_theta', role: 'road_theta' },
+  { suffix: '.road_alpha', role: 'road_alpha' },
+  // PEFT C3A: the kernels of a block-circulant update.
+  { suffix: '.c3a_kernel', role: 'c3a_kernel' },
   // PEFT MiSS and Bone (its earlier name): one block per module.
   { suffix: '.miss_block', role: 'miss_block' },
   { suffix: '.bone_block', role: 'bone_block' },

@@ -55,7 +55,8 @@ const KNOWN_UNSUPPORTED_TYPES = new Map<string, string>([
   ['POLY', 'its router mixes LoRA skills per task id at inference, so no single merged weight exists'],
   ['XLORA', 'its classifier mixes LoRA adapters per token at inference, so no single merged weight exists'],
   ['FOURIERFT', 'the positions of its spectral coefficients are drawn from random_loc_seed with torch.randperm when the model is built and are not in the file'],
-  ['C3A', ''], ['ROAD', ''], ['WAVEFT', ''], ['HIRA', ''], ['LILY', ''],
+  ['WAVEFT', 'the positions of its wavelet coefficients are drawn from random_loc_seed with torch.randperm when the model is built and are not in the file'],
+  ['LILY', 'its router weighs the shared lily_B experts by softmax probabilities averaged over each batch of inputs, so no single merged weight exists (PEFT cannot merge it either)'],
 ]);
 /**
  * LoraConfig fields that make an adapter something other than W + s·B·A on the base as it is:
@@ -93,7 +94,7 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
     const name = String(peftType);
     const why = KNOWN_UNSUPPORTED_TYPES.get(name.toUpperCase());
     const what = why === undefined ? `unknown peft_type "${name}"` : `PEFT method ${name}`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, MISS, BONE, SHIRA, VBLORA, RANDLORA, DELORA and GRALORA adapters can be merged)`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, VBLORA, RANDLORA, DELORA and GRALORA adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
   refuseUnmergedVariants(obj, file);

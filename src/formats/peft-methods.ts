@@ -1,16 +1,16 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3, ADALORA, HRA, MISS, BONE, SHIRA, LN_TUNING): the same tensors as LyCORIS's
+ * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, LN_TUNING): the same tensors as LyCORIS's
  * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
  * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
  * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
- * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
+ * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, HiRA's `hira_A`/`hira_B`, RoAd's `road_theta`/`road_alpha`, C3A's `c3a_kernel`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
  * `shira_weight`/`shira_indices`; LN tuning's trained layer copies
  * (`<module>.ln_tuning_layers.<param>`) replace the base's parameters; plus `modules_to_save`
  * layers and other saved tensors, which replace their base tensors as in LoRA folders
  * (peft-saved-modules.ts). The modules are built by the algorithm registry; the scale is PEFT's:
  * α/r from the config (rank_pattern and alpha_pattern included) for LoHa and LoKr, whatever the
- * factors' form, AdaLoRA's lora_alpha/(init_r + 1e-5), and 1 for the others.
+ * factors' form, AdaLoRA's lora_alpha/(init_r + 1e-5), C3A's 1/in, and 1 for the others.
  */
 import { RE2JS } from 're2js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
@@ -36,6 +36,8 @@ interface MethodConfig {
   alpha: number;
   rKey?: string;
   alphaKey?: string;
+  /** The config's per-module table of r when not `rank_pattern`. */
+  rPatternKey?: string;
   /**
    * Where the method saves a trained copy of a whole layer (`<module>.<wrapper>.<param>`, the
    * adapter name removed): each tensor replaces the base's `<module>.<param>`, as PEFT's merge swaps
@@ -60,6 +62,9 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   // LN tuning trains a deep copy of each target layer (PEFT tuners/ln_tuning) and merges by swapping it in.
   LN_TUNING: { algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
   HRA: { algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
+  HIRA: { algorithms: ['peft-hira'], roles: ['hira_A', 'hira_B', 'hira_embedding_A', 'hira_embedding_B'], r: 32, alpha: 1 },
+  ROAD: { algorithms: ['peft-road'], roles: ['road_theta', 'road_alpha'], r: 0, alpha: 1 },
+  C3A: { algorithms: ['peft-c3a'], roles: ['c3a_kernel'], r: 256, alpha: 1, rKey: 'block_size', rPatternKey: 'block_size_pattern' },
   MISS: { algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
   BONE: { algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
   SHIRA: { algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
@@ -77,7 +82,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
 };
 
 /** Algorithms whose ΔW PEFT transposes for a layer stored (in, out) when the config says fan_in_fan_out (GPT-2's Conv1D). */
-const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['vera', 'peft-adalora', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
+const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['vera', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
 
 /**
  * AdaLoRA's per-module settings as PEFT sets them at load: every module is built at init_r
@@ -135,7 +140,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   const alpha = number(method.alphaKey ?? 'alpha', method.alpha);
   const adalora = type === 'ADALORA' ? adaloraSettings(raw, configFile, r) : undefined;
   // AdaLoRA's rank_pattern is its own (boolean masks), and PEFT does not read alpha_pattern for it.
-  const rankPattern = adalora ? [] : patterns(raw, 'rank_pattern', configFile, true, budget);
+  const rankPattern = adalora ? [] : patterns(raw, method.rPatternKey ?? 'rank_pattern', configFile, true, budget);
   const alphaPattern = adalora ? [] : patterns(raw, 'alpha_pattern', configFile, false, budget);
   const fanInFanOut = flag('fan_in_fan_out') === true;
   const modulesToSave = stringList(raw, 'modules_to_save', configFile);
@@ -168,6 +173,13 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   if (type === 'GRALORA') {
     options.gralora_k = number('gralora_k', 2);
     options.hybrid_r = number('hybrid_r', 0);
+  }
+  if (type === 'ROAD') {
+    const variant = raw.variant ?? 'road_1', g = number('group_size', 64);
+    if (variant !== 'road_1' && variant !== 'road_2' && variant !== 'road_4') throw new MergeError('BAD_CONFIG', `${configFile}: RoAd "variant" must be "road_1", "road_2" or "road_4", got ${JSON.stringify(variant)}`);
+    if (!Number.isInteger(g) || g <= 0 || g % 2 !== 0) throw new MergeError('BAD_CONFIG', `${configFile}: RoAd "group_size" must be an even positive integer, got ${g}`);
+    options.road_variant = Number(variant.slice(5));
+    options.group_size = g;
   }
   const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
   if (type === 'IA3' || type === 'SHIRA') options.fan_in_fan_out = fanInFanOut;

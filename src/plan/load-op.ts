@@ -7,7 +7,8 @@
  */
 import { decodeToF32, DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, LowRankTerm, MergeOp, RowSegment } from '../engine/merge-op.js';
-import type { UpdateStep } from '../engine/update-steps.js';
+import type { PermutedBlocksStep, RotateStep, UpdateStep } from '../engine/update-steps.js';
+import type { ModulePiece } from '../formats/algorithms/index.js';
 import { MergeError } from '../errors.js';
 import { loadModuleUpdate } from '../formats/algorithms/index.js';
 import { expertTerms } from './fused-experts.js';
@@ -75,17 +76,16 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
       case 'project':
         out.push({ kind: 'step', step: { kind: 'self', p: p.p, q: p.q, rank: p.rank, scale: s } });
         break;
-      case 'rotate':
-      case 'permuted-rotate': {
-        // Each block I + s·Δ.
-        const b = p.blockSize;
-        const values = f32(p.delta).map((d) => s * d);
-        for (let k = 0; k < values.length / (b * b); k++) for (let i = 0; i < b; i++) values[k * b * b + i * b + i] += 1;
-        const blocks = { dtype: 'F32' as const, data: new Uint8Array(values.buffer) };
-        out.push({ kind: 'step', step: p.kind === 'rotate' ? { kind: 'rotate', axis: p.axis, blockSize: b, blocks }
-          : { kind: 'permuted-blocks', axis: p.axis, blockSize: b, blocks, span: p.span, ...(p.gather ? { gather: p.gather } : {}) } });
+      case 'hadamard':
+        out.push({ kind: 'step', step: { kind: 'hadamard', a: p.a, b: p.b, rank: p.rank, scale: s } });
         break;
-      }
+      case 'tiles':
+        out.push({ kind: 'step', step: { kind: 'tiles', size: p.size, blocks: p.blocks, scale: s } });
+        break;
+      case 'rotate':
+      case 'permuted-rotate':
+        out.push({ kind: 'step', step: rotationStep(p, s) });
+        break;
     }
   }
   if (t.dora) {
@@ -97,6 +97,16 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
 }
 
 const f32 = (t: FloatTensorBytes): Float32Array => Float32Array.from(decodeToF32(t.data, t.dtype));
+
+/** A rotation piece as the engine's step, each block I + s·Δ. */
+function rotationStep(p: Extract<ModulePiece, { kind: 'rotate' | 'permuted-rotate' }>, s: number): RotateStep | PermutedBlocksStep {
+  const b = p.blockSize;
+  const values = f32(p.delta).map((d) => s * d);
+  for (let k = 0; k < values.length / (b * b); k++) for (let i = 0; i < b; i++) values[k * b * b + i * b + i] += 1;
+  const blocks = { dtype: 'F32' as const, data: new Uint8Array(values.buffer) };
+  return p.kind === 'rotate' ? { kind: 'rotate', axis: p.axis, blockSize: b, blocks }
+    : { kind: 'permuted-blocks', axis: p.axis, blockSize: b, blocks, span: p.span, ...(p.gather ? { gather: p.gather } : {}) };
+}
 
 /** A (r × in) with column c taken from column `columns[c]`: B·A's columns in the base's order. */
 function reorderColumns(a: FloatTensorBytes, rank: number, columns: readonly number[], moduleName: string): FloatTensorBytes {
@@ -145,6 +155,16 @@ export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorB
   const one: FloatTensorBytes = { dtype: 'F32', data: new Uint8Array(new Float32Array([1]).buffer) };
   const steps: UpdateStep[] = [];
   for (const t of update.terms) {
+    if (t.map) {
+      // The module's rotation of the outputs, applied to the bias as a one-column weight.
+      for (const p of await loadModuleUpdate(t.file, t.map, { out: update.length, in: 1 })) {
+        if ((p.kind !== 'rotate' && p.kind !== 'permuted-rotate') || p.axis !== 'out') {
+          throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": its ${p.kind} update cannot be applied to ${update.baseKey}`);
+        }
+        steps.push(rotationStep(p, t.scale));
+      }
+      continue;
+    }
     const values = await readFloat(t.file, t.biasB);
     if (t.multiply) {
       const factors = f32(values).map((f) => 1 + t.scale * (f - 1));

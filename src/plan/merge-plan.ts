@@ -136,13 +136,14 @@ export interface TensorUpdate {
 
 /**
  * PEFT lora_bias, ComfyUI's and LyCORIS's diff_b: bias' = bias + Σ scale · biasB, in adapter order; a `multiply`
- * term (PEFT (IA)³) scales the bias as it stands by 1 + scale·(biasB − 1) instead.
+ * term (PEFT (IA)³) scales the bias as it stands by 1 + scale·(biasB − 1) instead, and a `map` term
+ * (PEFT RoAd) maps it by its module's update of the outputs (R·b).
  */
 export interface BiasUpdate {
   baseKey: string;
   dtype: FloatDType;
   length: number;
-  terms: { adapterIndex: number; adapter: string; moduleName: string; file: SafetensorsFile; biasB: TensorEntry; scale: number; placement?: RowPlacement; multiply?: boolean }[];
+  terms: { adapterIndex: number; adapter: string; moduleName: string; file: SafetensorsFile; biasB: TensorEntry; scale: number; placement?: RowPlacement; multiply?: boolean; map?: AdapterModule }[];
   /** The bias it starts from when the adapter saved one (PEFT `bias="lora_only"`/`"all"`). */
   source?: PlannedReplacement;
 }
@@ -469,7 +470,8 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         update.rowBlock = rowBlock;
         update.terms.push(term);
         if (module.biasB) planBias(module, term, weight, baseKey, base, biases, fail, ownBase);
-        if (module.biasScale) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, true);
+        if (module.biasScale) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'multiply');
+        if (module.biasMap) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'map');
       }
     }
 
@@ -807,9 +809,10 @@ function planBiasAlone(
 
 function planBias(
   module: AdapterModule, term: BiasSource, weight: number, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail,
-  ownBase: ReadonlyMap<string, PlannedReplacement>, multiply = false,
+  ownBase: ReadonlyMap<string, PlannedReplacement>, kind: 'add' | 'multiply' | 'map' = 'add',
 ): void {
-  const biasB = multiply ? module.biasScale! : module.biasB!;
+  const multiply = kind !== 'add';
+  const biasB = kind === 'multiply' ? module.biasScale! : kind === 'map' ? module.biasMap! : module.biasB!;
   const what = biasB.name;
   const biasKey = weightKey.endsWith('.weight') ? `${weightKey.slice(0, -'.weight'.length)}.bias` : `${weightKey}.bias`;
   const own = ownBase.get(biasKey);
@@ -818,11 +821,11 @@ function planBias(
   const weightShape = base.tensors.get(weightKey)!.shape;
   // A weight stored (in, out) (fan_in_fan_out) has its outputs last.
   const baseOut = module.fanInFanOut && weightShape.length === 2 ? weightShape[1] : weightShape[0];
-  // A layer without a bias has nothing to scale (PEFT skips it too).
+  // A layer without a bias has nothing to scale or map (PEFT skips it too).
   if (!info && multiply) return;
   if (!info) return fail('UNKNOWN_MODULE', `has ${biasB.name}, a change of its bias, but the base has no ${biasKey}`);
   if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16, BF16 and fp8 can be merged`);
-  if (product(info.shape) !== baseOut || product(biasB.shape) !== out) {
+  if (product(info.shape) !== baseOut || (kind !== 'map' && product(biasB.shape) !== out)) {
     return fail('SHAPE_MISMATCH', `${what} ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should have ${out} and ${baseOut} values`);
   }
   if (!checkFloat(biasB.dtype, module, fail, `factor ${biasB.name}`)) return;
@@ -836,7 +839,8 @@ function planBias(
   const scale = weight * (multiply ? module.scale : module.biasBScale ?? module.scale);
   const biasTerm: BiasUpdate['terms'][number] = { adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB, scale };
   if (term.placement) biasTerm.placement = term.placement;
-  if (multiply) biasTerm.multiply = true;
+  if (kind === 'multiply') biasTerm.multiply = true;
+  if (kind === 'map') biasTerm.map = module;
   update.terms.push(biasTerm);
 }
 

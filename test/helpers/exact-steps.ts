@@ -140,6 +140,22 @@ export function exactStepsBits(op: MergeOp): Uint32Array {
         const t = Array.from({ length: step.rank }, (_, k) => mul(s, x.reduce((acc, xi, i) => add(acc, mul(xi, p[i * step.rank + k])), ZERO)));
         return x.map((xi, i) => t.reduce((acc, tk, k) => add(acc, mul(tk, qq[k * inF + i])), xi));
       });
+    } else if (step.kind === 'tiles') {
+      // Each row of row tile i, per column tile: x' = x + s·x·B_i.
+      const m = Array.from(dec(step.blocks), q), b = step.size, s = q(step.scale);
+      v = v.map((x, o) => x.map((xi, c) => {
+        const i = Math.floor(o / b), k0 = c - (c % b);
+        let t = ZERO;
+        for (let n = 0; n < b; n++) t = add(t, mul(x[k0 + n], m[i * b * b + n * b + (c - k0)]));
+        return add(xi, mul(s, t));
+      }));
+    } else if (step.kind === 'hadamard') {
+      const a = Array.from(dec(step.a), q), b = Array.from(dec(step.b), q), s = q(step.scale), k = step.rank;
+      v = v.map((x, o) => x.map((xi, i) => {
+        let m = ZERO;
+        for (let j = 0; j < k; j++) m = add(m, mul(b[o * k + j], a[j * inF + i]));
+        return add(xi, mul(xi, mul(s, m)));
+      }));
     } else if (step.kind === 'permuted-blocks') {
       // x'[σ(p)] = Σ_j M_k[p − k·b, j]·x[σ(k·b + j)], k = ⌊p/b⌋, over the block's own size.
       const m = Array.from(dec(step.blocks), q);

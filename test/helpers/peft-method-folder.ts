@@ -2,8 +2,12 @@
  * A PEFT method's folder (its adapter_config.json and adapter_model.safetensors) against a
  * one-file base, merged in memory on a backend or prepared only (for the plan and its refusals).
  */
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { expect } from 'vitest';
 import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../../src/index.js';
-import { buildSafetensors, randomValues, roundForDType, type FixtureDType, type FixtureTensor } from './fixtures.js';
+import { errorLines, runCli } from './cli.js';
+import { buildSafetensors, randomValues, roundForDType, tempDirs, type FixtureDType, type FixtureTensor } from './fixtures.js';
 import { peftFolder } from './hf-folder.js';
 import { mergeInMemory } from './merge-backends.js';
 
@@ -22,4 +26,31 @@ export function mergePeftFolder(backend: MergeBackend, base: FixtureTensor[], co
 
 export function preparePeftFolder(base: FixtureTensor[], config: object, tensors: FixtureTensor[]) {
   return prepareMerge(memoryInputFileSet({ 'model.safetensors': buildSafetensors(base) }, 'base'), [{ files: memoryInputFileSet(peftFolder(config, tensors), 'adapter') }]);
+}
+
+/**
+ * Runs the built CLI's `merge` (or `resize` to rank 1) on a PEFT method's folder written to disk
+ * beside a one-file base; returns its exit code, its error lines, and what the folder holds after.
+ */
+export async function peftFolderOnCli(base: FixtureTensor[], config: object, tensors: FixtureTensor[], command: 'merge' | 'resize' = 'merge') {
+  const temp = tempDirs();
+  try {
+    const dir = temp.make({ 'base.safetensors': buildSafetensors(base), ...Object.fromEntries(Object.entries(peftFolder(config, tensors)).map(([f, d]) => [`adapter/${f}`, d])) });
+    const out = join(dir, 'out.safetensors');
+    const args = command === 'merge' ? ['merge', '--base', join(dir, 'base.safetensors'), '--adapter', join(dir, 'adapter'), '--out', out, '--backend', 'cpu']
+      : ['resize', '--adapter', join(dir, 'adapter'), '--rank', '1', '--out', out, '--backend', 'cpu'];
+    const result = await runCli(args);
+    return { code: result.code, errors: errorLines(result.stderr), stderr: result.stderr, listing: readdirSync(dir).sort() };
+  } finally {
+    temp.removeAll();
+  }
+}
+
+/** The CLI refuses the folder with one error line matching `message` and writes nothing. */
+export async function expectPeftCliRefusal(base: FixtureTensor[], config: object, tensors: FixtureTensor[], message: RegExp, command: 'merge' | 'resize' = 'merge'): Promise<void> {
+  const r = await peftFolderOnCli(base, config, tensors, command);
+  expect(r.code).not.toBe(0);
+  expect(r.errors, r.stderr).toHaveLength(1);
+  expect(r.errors[0]).toMatch(message);
+  expect(r.listing).toEqual(['adapter', 'base.safetensors']);
 }

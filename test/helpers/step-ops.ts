@@ -14,6 +14,8 @@ export type StepSpec =
   | { kind: 'dora'; axis: 'out' | 'in'; epsilon?: number; group?: number }
   | { kind: 'scale'; axis: 'out' | 'in' }
   | { kind: 'self'; rank: number }
+  | { kind: 'hadamard'; rank: number }
+  | { kind: 'tiles'; size: number }
   | { kind: 'rotate'; axis: 'out' | 'in'; block: number }
   /** Blocks of `block` after a random permutation within runs of `span` (none: identity); b need not divide the axis. */
   | { kind: 'permuted'; axis: 'out' | 'in'; block: number; span?: number };
@@ -57,6 +59,10 @@ export function randomStepOp(seed: number, spec: StepOpSpec): MergeOp {
         return { kind: 'scale', axis: s.axis, factors: t(uniform(s.axis === 'out' ? outF : inF).map((x) => 1 + 0.5 * x)) };
       case 'self':
         return { kind: 'self', rank: s.rank, scale: 0.5 / Math.sqrt(s.rank), p: t(uniform(inF * s.rank).map((x) => x / Math.sqrt(inF))), q: t(uniform(s.rank * inF)) };
+      case 'tiles':
+        return { kind: 'tiles', size: s.size, scale: 0.7, blocks: t(uniform(outF * s.size).map((x) => x / Math.sqrt(s.size))) };
+      case 'hadamard':
+        return { kind: 'hadamard', rank: s.rank, scale: 0.5 / Math.sqrt(s.rank), a: t(uniform(s.rank * inF)), b: t(uniform(outF * s.rank)) };
       case 'rotate': {
         const n = s.axis === 'out' ? outF : inF;
         const b = s.block;
@@ -149,6 +155,21 @@ export function referenceSteps(op: MergeOp): Float64Array {
         const t = Array.from({ length: step.rank }, (_, k) => x.reduce((s, xi, i) => s + xi * p[i * step.rank + k], 0));
         return x.map((xi, i) => xi + step.scale * t.reduce((s, tk, k) => s + tk * q[k * inF + i], 0));
       });
+    } else if (step.kind === 'tiles') {
+      const m = f64(step.blocks), b = step.size;
+      v = v.map((x, o) => x.map((xi, c) => {
+        const i = Math.floor(o / b), k0 = c - (c % b);
+        let t = 0;
+        for (let n = 0; n < b; n++) t += x[k0 + n] * m[i * b * b + n * b + (c - k0)];
+        return xi + step.scale * t;
+      }));
+    } else if (step.kind === 'hadamard') {
+      const a = f64(step.a), b = f64(step.b), k = step.rank;
+      v = v.map((x, o) => x.map((xi, i) => {
+        let m = 0;
+        for (let j = 0; j < k; j++) m += b[o * k + j] * a[j * inF + i];
+        return xi + step.scale * xi * m;
+      }));
     } else if (step.kind === 'permuted-blocks') {
       // x'[σ(p)] = Σ_j M_k[p − k·b, j]·x[σ(k·b + j)] over the (possibly short) block k = ⌊p/b⌋.
       const m = f64(step.blocks);

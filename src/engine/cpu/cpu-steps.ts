@@ -5,8 +5,8 @@
  * computed exactly (dyadic.ts) where it does not. Every backend runs DoRA and the non-additive
  * steps here, so their outputs are the same everywhere. Browser-safe (no Node imports).
  *
- * What is exact. Low-rank and dense terms, scales, rotations, permuted block maps and GLoRA's V·P·Q
- * are sums and products of the inputs: their exact result is a dyadic rational, and the output is it rounded
+ * What is exact. Low-rank and dense terms, scales, rotations, permuted block maps, GLoRA's V·P·Q,
+ * HiRA's V ⊙ B·A and MiSS's tiles V_ij·B_i are sums and products of the inputs: their exact result is a dyadic rational, and the output is it rounded
  * once. A DoRA step multiplies by m / (‖V‖ + ε), which is irrational in general: its factor is
  * defined as that expression evaluated in float64 from the f64 values V here hold (in a fixed order,
  * so the same on every backend and run; its relative error against the exact norm is about 2^-45),
@@ -23,6 +23,10 @@
  * - rotation by a block M (b values): e'_m = Σ_n |M_mn|·e_n + (b + 1)·u·Σ_n |M_mn·v_n|;
  * - permuted block map (permuted-blocks.ts): the same as a rotation, in the permuted coordinates,
  *   with b the block's own size (a short last block has fewer values);
+ * - HiRA's elementwise map, v' = v + v·d with d = s·Σ_k B_ok·A_kc (k values, each product exact):
+ *   E_d = |s|·(k + 1)·u·Σ_k |B_ok·A_kc| + u|d|, e' = (1 + |d|)·e + |v|·E_d + u|v·d| + u|v'|;
+ * - MiSS's tiles, v'_c = v_c + t_c with t_c = s·Σ_b v_b·B_bc over the element's column tile (b values):
+ *   e'_c = e_c + |s|·(Σ_b |B_bc|·e_b + (b + 1)·u·Σ_b |v_b·B_bc|) + u|t_c| + u|v'_c|;
  * - GLoRA, t_j = s·Σ_c v_c·P_cj, v'_c = v_c + Σ_j t_j·Q_jc (k values of j):
  *   E_j = |s|·(Σ_c |P_cj|·e_c + (cols + 1)·u·Σ_c |v_c·P_cj|) + u|t_j|,
  *   e'_c = e_c + Σ_j |Q_jc|·E_j + (k + 1)·u·Σ_j |t_j·Q_jc| + u|v'_c|.
@@ -290,6 +294,60 @@ function applyStep(op: MergeOp, shape: OpShape, v: Float64Array, e: Float64Array
     case 'permuted-blocks':
       applyPermutedBlocks(op, shape, v, e, step);
       return;
+    case 'tiles': {
+      // Along each stored row of row tile i, per column tile: t_c = s·Σ_b x_b·B_i[b, c], x'_c = x_c + t_c.
+      const m = f32(step.blocks), b = step.size, s = step.scale;
+      const x = new Float64Array(b), ex = new Float64Array(b);
+      for (let r = 0; r < rowCount; r++) {
+        const mk = Math.floor((rowStart + r) / b) * b * b;
+        for (let k0 = 0; k0 < cols; k0 += b) {
+          const o = r * cols + k0;
+          for (let n = 0; n < b; n++) {
+            x[n] = v[o + n];
+            ex[n] = e[o + n];
+          }
+          for (let c = 0; c < b; c++) {
+            let t = 0, te = 0, tm = 0;
+            for (let n = 0; n < b; n++) {
+              const w = m[mk + n * b + c];
+              t += x[n] * w;
+              te += Math.abs(w) * ex[n];
+              tm += Math.abs(x[n] * w);
+            }
+            t *= s;
+            const y = x[c] + t;
+            e[o + c] = ex[c] + Math.abs(s) * (te + (b + 1) * u * tm) + u * Math.abs(t) + u * Math.abs(y);
+            v[o + c] = y;
+          }
+        }
+      }
+      return;
+    }
+    case 'hadamard': {
+      // v' = v + v·d, d = s·Σ_k B[o,k]·A[k,c]: each f32 product is exact in f64, the sum rounds
+      // k − 1 times, the scale and the two operations on v once each.
+      const a = f32(step.a), b = f32(step.b), k = step.rank, s = step.scale;
+      const outIn = op.layout === 'out-in', inF = outIn ? cols : op.rows;
+      for (let r = 0; r < rowCount; r++) {
+        const o = r * cols;
+        for (let c = 0; c < cols; c++) {
+          // ΔW's (output, input) of stored element (rowStart + r, c).
+          const bo = (outIn ? rowStart + r : c) * k, ai = outIn ? c : rowStart + r;
+          let m = 0, mm = 0;
+          for (let j = 0; j < k; j++) {
+            const p = b[bo + j] * a[j * inF + ai];
+            m += p;
+            mm += Math.abs(p);
+          }
+          const d = s * m;
+          const ed = Math.abs(s) * (k + 1) * u * mm + u * Math.abs(d);
+          const x = v[o + c], t = x * d, y = x + t;
+          e[o + c] = e[o + c] * (1 + Math.abs(d)) + Math.abs(x) * ed + u * Math.abs(t) + u * Math.abs(y);
+          v[o + c] = y;
+        }
+      }
+      return;
+    }
   }
 }
 
@@ -523,6 +581,22 @@ class ExactSteps {
           x = addDyadic(x, mulDyadic(w, onCols ? prev(r, src) : prev(src - shape.rowStart, c)));
         }
         return x;
+      }
+      case 'tiles': {
+        const m = this.f32(step.blocks), b = step.size;
+        const mk = Math.floor(stored / b) * b * b, k0 = c - (c % b), cc = c - k0;
+        let t = DYADIC_ZERO;
+        for (let n = 0; n < b; n++) t = addDyadic(t, mulDyadic(prev(r, k0 + n), dyadicOf(m[mk + n * b + cc])));
+        return addDyadic(prev(r, c), mulDyadic(dyadicOf(step.scale), t));
+      }
+      case 'hadamard': {
+        const a = this.f32(step.a), b = this.f32(step.b), k = step.rank;
+        const outIn = op.layout === 'out-in', inF = outIn ? op.cols : op.rows;
+        const [o, i] = outIn ? [stored, c] : [c, stored];
+        let m = DYADIC_ZERO;
+        for (let j = 0; j < k; j++) m = addDyadic(m, mulDyadic(dyadicOf(b[o * k + j]), dyadicOf(a[j * inF + i])));
+        const x = prev(r, c);
+        return addDyadic(x, mulDyadic(x, mulDyadic(dyadicOf(step.scale), m)));
       }
       case 'self': {
         const key = `${stage},${r}`;

@@ -45,6 +45,10 @@ export function opRows(op: MergeOp, shape: OpShape, r0: number, n: number): Merg
         return { ...s, factors: own(s.factors), ...(s.exact ? { exact: s.exact.slice() } : {}) };
       case 'self':
         return { ...s, p: own(s.p), q: own(s.q) };
+      case 'hadamard':
+        return { ...s, a: own(s.a), b: own(s.b) };
+      case 'tiles':
+        return { ...s, blocks: own(s.blocks) };
       case 'rotate':
         return { ...s, blocks: own(s.blocks) };
       case 'permuted-blocks':

@@ -18,7 +18,7 @@ import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
  * - `low-rank`: ΔW = B·A at this rank; may be placed on some rows of a fused tensor.
  * - `dense`: ΔW given in full (a full difference, a kron of full factors), produced by rows.
  * - `transform`: a map of the weight as it stands (a row or column scaling, block rotations,
- *   GLoRA's W·a1·a2), costing about `cost` multiply-adds per element; rotations of output rows
+ *   GLoRA's W·a1·a2, HiRA's W ⊙ B·A), costing about `cost` multiply-adds per element; rotations of output rows
  *   keep blocks of `rowBlock` rows together. `anyLayout`: the map also works on a weight stored
  *   (in, out) (scalings and rotations do; GLoRA's W·a1·a2 does not). `block`: the size of the
  *   square blocks it turns into rotations (checked against MAX_ROTATION_BLOCK before any is read).
@@ -38,6 +38,8 @@ export type UpdateShape =
  * - `scale`: V ⊙= 1 + s·w along an axis of ΔW, w per channel (repeated over a conv's kernel).
  * - `fixed-scale`: V ⊙= f along an axis, not scaled by s (OFT's rescale).
  * - `project`: V += s·(V·P)·Q along the input axis, P (in × rank), Q (rank × in).
+ * - `hadamard`: V += s·V ⊙ (B·A), elementwise, A (rank × in), B (out × rank).
+ * - `tiles`: V_ij += s·V_ij·B_i for every size × size tile (row tile i, column tile j), blocks (out/size × size × size).
  * - `rotate`: each block of `blockSize` along an axis maps by I + s·Δ_k (Δ: blocks row-major).
  * - `permuted-rotate`: the same in permuted coordinates (a butterfly factor): entry p of the
  *   permuted vector is x[gather[p]] (identity when absent), blocks of `blockSize` map by
@@ -50,6 +52,8 @@ export type ModulePiece =
   | { kind: 'scale'; axis: 'out' | 'in'; w: FloatTensorBytes }
   | { kind: 'fixed-scale'; axis: 'out' | 'in'; factors: FloatTensorBytes }
   | { kind: 'project'; p: FloatTensorBytes; q: FloatTensorBytes; rank: number }
+  | { kind: 'hadamard'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number }
+  | { kind: 'tiles'; size: number; blocks: FloatTensorBytes }
   | { kind: 'rotate'; axis: 'out' | 'in'; blockSize: number; delta: FloatTensorBytes }
   | { kind: 'permuted-rotate'; axis: 'out' | 'in'; blockSize: number; delta: FloatTensorBytes; gather?: Uint32Array; span: number };
 

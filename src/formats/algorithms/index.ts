@@ -19,10 +19,13 @@ import { notYetSupported } from './not-yet-supported.js';
 import { oft } from './oft.js';
 import { peftAdalora } from './peft-adalora.js';
 import { peftBoft } from './peft-boft.js';
+import { peftC3a } from './peft-c3a.js';
+import { peftHira } from './peft-hira.js';
 import { peftHra } from './peft-hra.js';
 import { peftIa3 } from './peft-ia3.js';
 import { peftMiss } from './peft-miss.js';
 import { peftOft } from './peft-oft.js';
+import { peftRoad } from './peft-road.js';
 import { peftShira } from './peft-shira.js';
 import { peftDelora } from './peft-delora.js';
 import { peftGralora } from './peft-gralora.js';
@@ -33,7 +36,7 @@ import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftMiss, peftShira, peftVblora, peftRandlora, peftDelora, peftGralora, ...notYetSupported];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftVblora, peftRandlora, peftDelora, peftGralora, ...notYetSupported];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];
