@@ -103,6 +103,35 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     expectMerged(merged.get(`${key}.weight`)!.values, v, 'F16', key);
   });
 
+  it('LyCORIS: dora_scale at a weight other than 1 interpolates the DoRA factor, as LyCORIS merges it (get_merged_weight)', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    // V = W + α/r·up·down at full strength; W' = V · (s·(m / (‖V‖ + ε) − 1) + 1). One module with
+    // LyCORIS's default (1, in) magnitudes, one trained with wd_on_out ((out, 1)).
+    const out = 48, inF = 40, s = 0.6;
+    const keys = ['down_blocks.1.attentions.0.proj_in', 'down_blocks.1.attentions.0.proj_out'];
+    const flats = ['lora_unet_down_blocks_1_attentions_0_proj_in', 'lora_unet_down_blocks_1_attentions_0_proj_out'];
+    const axes = ['in', 'out'] as const;
+    const ws = keys.map(() => vals(out * inF, 'F16'));
+    const downs = keys.map(() => vals(4 * inF, 'F32')), ups = keys.map(() => vals(out * 4, 'F32'));
+    const ms = axes.map((a) => vals(a === 'in' ? inF : out, 'F32').map((x) => roundForDType(3 + x, 'F32')));
+    const merged = await run(backend, { 'diffusion_pytorch_model.safetensors': buildSafetensors(keys.map((key, j) => ({ name: `${key}.weight`, dtype: 'F16' as const, shape: [out, inF], data: ws[j] }))) }, [
+      { files: { 'dora.safetensors': buildSafetensors(flats.flatMap((flat, j) => [
+        { name: `${flat}.lora_down.weight`, dtype: 'F32' as const, shape: [4, inF], data: downs[j] },
+        { name: `${flat}.lora_up.weight`, dtype: 'F32' as const, shape: [out, 4], data: ups[j] },
+        { name: `${flat}.alpha`, dtype: 'F32' as const, shape: [], data: [2] },
+        { name: `${flat}.dora_scale`, dtype: 'F32' as const, shape: axes[j] === 'in' ? [1, inF] : [out, 1], data: ms[j] },
+      ])) }, weight: s },
+    ]);
+    keys.forEach((key, j) => {
+      const v = addLowRank(ws[j], ups[j], downs[j], out, 4, inF, 2 / 4);
+      const normalised = dora(v, ms[j], out, inF, axes[j], 2 ** -23);
+      // V·(s·(q − 1) + 1) = s·(q·V) + (1 − s)·V, q·V being the DoRA result at weight 1.
+      const exact = v.map((x, i) => s * normalised[i] + (1 - s) * x);
+      expectMerged(merged.get(`${key}.weight`)!.values, exact, 'F16', key);
+    });
+  });
+
   it('LyCORIS: a 3×3 LoCon with dora_scale (1, in, 1, 1): one norm per input channel over (out, kh, kw)', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();

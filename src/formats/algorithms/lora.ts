@@ -89,5 +89,5 @@ export function lycorisDora(magnitude: TensorEntry, outFeatures: number, inFeatu
   if (shape.length >= 2 && shape[0] === 1 && shape[1] === inFeatures && onesFrom(2)) axis = 'in';
   else if (shape.length >= 1 && shape[0] === outFeatures && onesFrom(1)) axis = 'out';
   else if (shape.length === 1 && shape[0] === inFeatures) axis = 'in';
-  return axis ? { magnitude, axis, epsilon: LYCORIS_DORA_EPSILON } : null;
+  return axis ? { magnitude, axis, epsilon: LYCORIS_DORA_EPSILON, weighting: 'factor' } : null;
 }
