@@ -132,6 +132,33 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     });
   });
 
+  it('diffusers\' single-file LoRA with PEFT\'s DoRA (`lora_magnitude_vector`) and `lora_B.bias`: norms per output row after s·α/r·ΔW, the bias gains s·α/r·bias', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    // What diffusers' Flux trainers write with --use_dora (PEFT's state dict under `transformer.`,
+    // the LoraConfig in lora_adapter_metadata); diffusers turns on use_dora / lora_bias from the names.
+    // An f32 weight, so that a norm taken with an ε (LyCORIS's) would show.
+    const out = 48, inF = 40, r = 4, s = 0.7, alpha = 8;
+    const q = 'transformer_blocks.0.attn.to_q', k = 'transformer_blocks.0.attn.to_k';
+    const wq = vals(out * inF, 'F32'), wk = vals(out * inF, 'BF16'), bq = vals(out, 'BF16'), bk = vals(out, 'BF16');
+    const aq = vals(r * inF, 'BF16'), bqUp = vals(out * r, 'BF16'), m = vals(out, 'BF16').map((x) => roundForDType(4 + x, 'BF16'));
+    const ak = vals(r * inF, 'BF16'), bkUp = vals(out * r, 'BF16'), biasUp = vals(out, 'BF16');
+    const T = (name: string, shape: number[], data: ArrayLike<number>, dtype: FixtureDType = 'BF16'): FixtureTensor => ({ name, dtype, shape, data });
+    const metadata = { lora_adapter_metadata: JSON.stringify({ 'transformer.r': r, 'transformer.lora_alpha': alpha, 'transformer.use_dora': true, 'transformer.lora_bias': true, 'transformer.peft_type': 'LORA' }) };
+    const { tensors: merged, warnings } = await mergeInMemory({ backend, base: { 'diffusion_pytorch_model.safetensors': buildSafetensors([
+      T(`${q}.weight`, [out, inF], wq, 'F32'), T(`${q}.bias`, [out], bq), T(`${k}.weight`, [out, inF], wk), T(`${k}.bias`, [out], bk),
+    ]) }, adapters: [{ files: { 'pytorch_lora_weights.safetensors': buildSafetensors([
+      T(`transformer.${q}.lora_A.weight`, [r, inF], aq), T(`transformer.${q}.lora_B.weight`, [out, r], bqUp), T(`transformer.${q}.lora_magnitude_vector`, [out], m),
+      T(`transformer.${k}.lora_A.weight`, [r, inF], ak), T(`transformer.${k}.lora_B.weight`, [out, r], bkUp), T(`transformer.${k}.lora_B.bias`, [out], biasUp),
+    ], metadata) }, weight: s }] });
+    const scale = s * alpha / r;
+    expectMerged(merged.get(`${q}.weight`)!.values, dora(addLowRank(wq, bqUp, aq, out, r, inF, scale), m, out, inF, 'out', 0), 'F32', q);
+    expectMerged(merged.get(`${q}.bias`)!.values, bq, 'BF16', `${q}.bias`);
+    expectMerged(merged.get(`${k}.weight`)!.values, addLowRank(wk, bkUp, ak, out, r, inF, scale), 'BF16', k);
+    expectMerged(merged.get(`${k}.bias`)!.values, bk.map((b, o) => b + scale * biasUp[o]), 'BF16', `${k}.bias`);
+    expect(warnings.join('\n')).toMatch(/DoRA module "transformer\.transformer_blocks\.0\.attn\.to_q" with weight 0\.7: the weight scales ΔW/);
+  });
+
   it('LyCORIS: a 3×3 LoCon with dora_scale (1, in, 1, 1): one norm per input channel over (out, kh, kw)', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
