@@ -88,6 +88,31 @@ describe('kohya SDXL LoRA into an SGM checkpoint', () => {
     });
   }
 
+  it('merges a LoRA with bundled textual-inversion embeddings (bundle_emb.<token>.clip_l / clip_g) and names the embeddings it leaves out', async () => {
+    // What A1111 reads as the LoRA's own embeddings: SDXL's one vector per encoder per token.
+    const m = MODULES[0];
+    const withEmbedding = buildSafetensors([
+      tensor(`${m.name}.lora_down.weight`, [m.r, m.in], 'F16', 0.5),
+      tensor(`${m.name}.lora_up.weight`, [m.out, m.r], 'F16', 0.5),
+      { name: `${m.name}.alpha`, dtype: 'F16', shape: [], data: [m.alpha] },
+      tensor('bundle_emb.sks_style.clip_l', [2, 12], 'F16'),
+      tensor('bundle_emb.sks_style.clip_g', [2, 16], 'F16'),
+    ]);
+    const prepared = await prepareMerge(memoryInputFileSet({ 'sd_xl_base.safetensors': base }, 'sd_xl_base.safetensors'), [
+      { files: memoryInputFileSet({ 'pivotal.safetensors': withEmbedding }, 'pivotal.safetensors'), weight: 1 },
+    ]);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.warnings.join('\n')).toMatch(/pivotal\.safetensors: bundled textual-inversion embedding "sks_style" \(bundle_emb\.\*\) left out/);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend: backends.cpu! });
+    await prepared.close();
+    const merged = decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())).tensors;
+    const adapter = decodeSafetensors(withEmbedding).tensors;
+    expectMergedFile(decodeSafetensors(base).tensors, merged, [{
+      baseKey: m.target, a: adapter.get(`${m.name}.lora_down.weight`)!, b: adapter.get(`${m.name}.lora_up.weight`)!, scale: m.alpha / m.r,
+    }]);
+  });
+
   it('refuses a module whose prefix names a text encoder but whose path is the UNet\'s', async () => {
     const wrong = buildSafetensors([
       tensor('lora_te1_input_blocks_4_1_proj_in.lora_down.weight', [2, 16], 'F16'),
