@@ -95,6 +95,23 @@ const cases: Case[] = [
     adapter: { 'adapter_config.json': config, 'adapter_model.bin': new Uint8Array([0x80, 0x02, 0x7d]) },
     message: /adapter_model\.bin.*pickle/i,
   },
+  {
+    name: 'single-file DoRA magnitude (PEFT form) of the wrong length',
+    adapter: { 'adapter_model.safetensors': buildSafetensors([
+      ...adapterTensors('model.layers.0.self_attn.q_proj').map((t) => ({ ...t, name: t.name.replace('base_model.model.', '') })),
+      { name: 'model.layers.0.self_attn.q_proj.lora_magnitude_vector', dtype: 'F32', shape: [d + 1], data: randomValues(d + 1, rand) },
+    ]) },
+    message: /q_proj\.lora_magnitude_vector \(13\) should hold one value per output feature \(12\)/,
+  },
+  {
+    name: 'a module with both LyCORIS\'s and PEFT\'s DoRA magnitudes',
+    adapter: { 'adapter_model.safetensors': buildSafetensors([
+      ...adapterTensors('model.layers.0.self_attn.q_proj').map((t) => ({ ...t, name: t.name.replace('base_model.model.', '') })),
+      { name: 'model.layers.0.self_attn.q_proj.lora_magnitude_vector', dtype: 'F32', shape: [d], data: randomValues(d, rand) },
+      { name: 'model.layers.0.self_attn.q_proj.dora_scale', dtype: 'F32', shape: [1, d], data: randomValues(d, rand) },
+    ]) },
+    message: /q_proj.*two DoRA magnitudes/,
+  },
   { name: 'weight that is not a number', extraArgs: ['--weight', 'strong'], message: /--weight/ },
 ];
 

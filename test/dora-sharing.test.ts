@@ -103,6 +103,62 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     expectMerged(merged.get(`${key}.weight`)!.values, v, 'F16', key);
   });
 
+  it('LyCORIS: dora_scale at a weight other than 1 interpolates the DoRA factor, as LyCORIS merges it (get_merged_weight)', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    // V = W + α/r·up·down at full strength; W' = V · (s·(m / (‖V‖ + ε) − 1) + 1). One module with
+    // LyCORIS's default (1, in) magnitudes, one trained with wd_on_out ((out, 1)).
+    const out = 48, inF = 40, s = 0.6;
+    const keys = ['down_blocks.1.attentions.0.proj_in', 'down_blocks.1.attentions.0.proj_out'];
+    const flats = ['lora_unet_down_blocks_1_attentions_0_proj_in', 'lora_unet_down_blocks_1_attentions_0_proj_out'];
+    const axes = ['in', 'out'] as const;
+    const ws = keys.map(() => vals(out * inF, 'F16'));
+    const downs = keys.map(() => vals(4 * inF, 'F32')), ups = keys.map(() => vals(out * 4, 'F32'));
+    const ms = axes.map((a) => vals(a === 'in' ? inF : out, 'F32').map((x) => roundForDType(3 + x, 'F32')));
+    const merged = await run(backend, { 'diffusion_pytorch_model.safetensors': buildSafetensors(keys.map((key, j) => ({ name: `${key}.weight`, dtype: 'F16' as const, shape: [out, inF], data: ws[j] }))) }, [
+      { files: { 'dora.safetensors': buildSafetensors(flats.flatMap((flat, j) => [
+        { name: `${flat}.lora_down.weight`, dtype: 'F32' as const, shape: [4, inF], data: downs[j] },
+        { name: `${flat}.lora_up.weight`, dtype: 'F32' as const, shape: [out, 4], data: ups[j] },
+        { name: `${flat}.alpha`, dtype: 'F32' as const, shape: [], data: [2] },
+        { name: `${flat}.dora_scale`, dtype: 'F32' as const, shape: axes[j] === 'in' ? [1, inF] : [out, 1], data: ms[j] },
+      ])) }, weight: s },
+    ]);
+    keys.forEach((key, j) => {
+      const v = addLowRank(ws[j], ups[j], downs[j], out, 4, inF, 2 / 4);
+      const normalised = dora(v, ms[j], out, inF, axes[j], 2 ** -23);
+      // V·(s·(q − 1) + 1) = s·(q·V) + (1 − s)·V, q·V being the DoRA result at weight 1.
+      const exact = v.map((x, i) => s * normalised[i] + (1 - s) * x);
+      expectMerged(merged.get(`${key}.weight`)!.values, exact, 'F16', key);
+    });
+  });
+
+  it('diffusers\' single-file LoRA with PEFT\'s DoRA (`lora_magnitude_vector`) and `lora_B.bias`: norms per output row after s·α/r·ΔW, the bias gains s·α/r·bias', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    // What diffusers' Flux trainers write with --use_dora (PEFT's state dict under `transformer.`,
+    // the LoraConfig in lora_adapter_metadata); diffusers turns on use_dora / lora_bias from the names.
+    // An f32 weight, so that a norm taken with an ε (LyCORIS's) would show.
+    const out = 48, inF = 40, r = 4, s = 0.7, alpha = 8;
+    const q = 'transformer_blocks.0.attn.to_q', k = 'transformer_blocks.0.attn.to_k';
+    const wq = vals(out * inF, 'F32'), wk = vals(out * inF, 'BF16'), bq = vals(out, 'BF16'), bk = vals(out, 'BF16');
+    const aq = vals(r * inF, 'BF16'), bqUp = vals(out * r, 'BF16'), m = vals(out, 'BF16').map((x) => roundForDType(4 + x, 'BF16'));
+    const ak = vals(r * inF, 'BF16'), bkUp = vals(out * r, 'BF16'), biasUp = vals(out, 'BF16');
+    const T = (name: string, shape: number[], data: ArrayLike<number>, dtype: FixtureDType = 'BF16'): FixtureTensor => ({ name, dtype, shape, data });
+    const metadata = { lora_adapter_metadata: JSON.stringify({ 'transformer.r': r, 'transformer.lora_alpha': alpha, 'transformer.use_dora': true, 'transformer.lora_bias': true, 'transformer.peft_type': 'LORA' }) };
+    const { tensors: merged, warnings } = await mergeInMemory({ backend, base: { 'diffusion_pytorch_model.safetensors': buildSafetensors([
+      T(`${q}.weight`, [out, inF], wq, 'F32'), T(`${q}.bias`, [out], bq), T(`${k}.weight`, [out, inF], wk), T(`${k}.bias`, [out], bk),
+    ]) }, adapters: [{ files: { 'pytorch_lora_weights.safetensors': buildSafetensors([
+      T(`transformer.${q}.lora_A.weight`, [r, inF], aq), T(`transformer.${q}.lora_B.weight`, [out, r], bqUp), T(`transformer.${q}.lora_magnitude_vector`, [out], m),
+      T(`transformer.${k}.lora_A.weight`, [r, inF], ak), T(`transformer.${k}.lora_B.weight`, [out, r], bkUp), T(`transformer.${k}.lora_B.bias`, [out], biasUp),
+    ], metadata) }, weight: s }] });
+    const scale = s * alpha / r;
+    expectMerged(merged.get(`${q}.weight`)!.values, dora(addLowRank(wq, bqUp, aq, out, r, inF, scale), m, out, inF, 'out', 0), 'F32', q);
+    expectMerged(merged.get(`${q}.bias`)!.values, bq, 'BF16', `${q}.bias`);
+    expectMerged(merged.get(`${k}.weight`)!.values, addLowRank(wk, bkUp, ak, out, r, inF, scale), 'BF16', k);
+    expectMerged(merged.get(`${k}.bias`)!.values, bk.map((b, o) => b + scale * biasUp[o]), 'BF16', `${k}.bias`);
+    expect(warnings.join('\n')).toMatch(/DoRA module "transformer\.transformer_blocks\.0\.attn\.to_q" with weight 0\.7: the weight scales ΔW/);
+  });
+
   it('LyCORIS: a 3×3 LoCon with dora_scale (1, in, 1, 1): one norm per input channel over (out, kh, kw)', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();

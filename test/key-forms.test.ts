@@ -19,6 +19,9 @@ const CASES: Array<[string, string, string]> = [
   ['lora_unet_double_blocks_0_img_attn_qkv.dora_scale', 'lora_unet_double_blocks_0_img_attn_qkv', 'dora_scale'],
   // diffusers / PEFT-style single files (diffusers trainers, ai-toolkit, SimpleTuner)
   ['transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight', 'transformer.single_transformer_blocks.0.attn.to_q', 'down'],
+  ['transformer.single_transformer_blocks.0.attn.to_q.lora_magnitude_vector', 'transformer.single_transformer_blocks.0.attn.to_q', 'magnitude'],
+  ['transformer.transformer_blocks.0.attn.to_q.lora_magnitude_vector.weight', 'transformer.transformer_blocks.0.attn.to_q', 'magnitude'],
+  ['transformer.transformer_blocks.0.attn.to_k.lora_B.bias', 'transformer.transformer_blocks.0.attn.to_k', 'up_bias'],
   ['unet.down_blocks.1.attentions.0.proj_in.lora_B.weight', 'unet.down_blocks.1.attentions.0.proj_in', 'up'],
   ['text_encoder_2.text_model.encoder.layers.3.mlp.fc1.lora_A.default.weight', 'text_encoder_2.text_model.encoder.layers.3.mlp.fc1', 'down'],
   ['transformer_blocks.0.attn.to_k.lora_B', 'transformer_blocks.0.attn.to_k', 'up'],
@@ -53,7 +56,7 @@ describe('key forms', () => {
   });
 
   it('fits no form to names that are not adapter tensors', () => {
-    for (const name of ['.weight', 'model.layers.0.q_proj.bias', 'alpha', 'x.lora_B.bias', 'something']) {
+    for (const name of ['.weight', 'model.layers.0.q_proj.bias', 'alpha', 'x.lora_A.bias', 'something']) {
       expect(splitTensorName(name), name).toBeNull();
     }
   });

@@ -11,6 +11,7 @@ import {
   buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor,
 } from './helpers/fixtures.js';
 import { expectMergedFile, type TruthTerm } from './helpers/merge-truth.js';
+import { expectMerged } from './helpers/expect-merged.js';
 
 const rand = seededRandom(2024);
 const tensor = (name: string, shape: number[], dtype: FixtureDType, scale = 1): FixtureTensor => ({
@@ -87,6 +88,58 @@ describe('kohya SDXL LoRA into an SGM checkpoint', () => {
       })));
     });
   }
+
+  it('merges a LoRA with bundled textual-inversion embeddings (bundle_emb.<token>.clip_l / clip_g) and names the embeddings it leaves out', async () => {
+    // What A1111 reads as the LoRA's own embeddings: SDXL's one vector per encoder per token.
+    const m = MODULES[0];
+    const withEmbedding = buildSafetensors([
+      tensor(`${m.name}.lora_down.weight`, [m.r, m.in], 'F16', 0.5),
+      tensor(`${m.name}.lora_up.weight`, [m.out, m.r], 'F16', 0.5),
+      { name: `${m.name}.alpha`, dtype: 'F16', shape: [], data: [m.alpha] },
+      tensor('bundle_emb.sks_style.clip_l', [2, 12], 'F16'),
+      tensor('bundle_emb.sks_style.clip_g', [2, 16], 'F16'),
+    ]);
+    const prepared = await prepareMerge(memoryInputFileSet({ 'sd_xl_base.safetensors': base }, 'sd_xl_base.safetensors'), [
+      { files: memoryInputFileSet({ 'pivotal.safetensors': withEmbedding }, 'pivotal.safetensors'), weight: 1 },
+    ]);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.warnings.join('\n')).toMatch(/pivotal\.safetensors: bundled textual-inversion embedding "sks_style" \(bundle_emb\.\*\) left out/);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend: backends.cpu! });
+    await prepared.close();
+    const merged = decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())).tensors;
+    const adapter = decodeSafetensors(withEmbedding).tensors;
+    expectMergedFile(decodeSafetensors(base).tensors, merged, [{
+      baseKey: m.target, a: adapter.get(`${m.name}.lora_down.weight`)!, b: adapter.get(`${m.name}.lora_up.weight`)!, scale: m.alpha / m.r,
+    }]);
+  });
+
+  it('lands OpenCLIP-G\'s text_projection LoRA (OneTrainer\'s lora_te2_text_projection) transposed on open_clip\'s bare parameter', async () => {
+    // open_clip computes x @ text_projection, so the tensor is the transformers Linear's weight transposed.
+    const name = 'lora_te2_text_projection', r = 2, alpha = 1, weight = 0.5, d = 16;
+    const lora = buildSafetensors([
+      tensor(`${name}.lora_down.weight`, [r, d], 'F32', 0.5), tensor(`${name}.lora_up.weight`, [d, r], 'F32', 0.5),
+      { name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] },
+    ]);
+    const prepared = await prepareMerge(memoryInputFileSet({ 'sd_xl_base.safetensors': base }, 'sd_xl_base.safetensors'), [
+      { files: memoryInputFileSet({ 'onetrainer.safetensors': lora }, 'onetrainer.safetensors'), weight },
+    ]);
+    expect(prepared.plan.problems).toEqual([]);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend: backends.cpu! });
+    await prepared.close();
+    const key = 'conditioner.embedders.1.model.text_projection';
+    const merged = decodeSafetensors(new Uint8Array(await output.files()[0].blob.arrayBuffer())).tensors.get(key)!;
+    const p = decodeSafetensors(base).tensors.get(key)!.values, adapter = decodeSafetensors(lora).tensors;
+    const down = adapter.get(`${name}.lora_down.weight`)!.values, up = adapter.get(`${name}.lora_up.weight`)!.values;
+    const exact = new Float64Array(d * d);
+    for (let i = 0; i < d; i++) for (let o = 0; o < d; o++) {
+      let delta = 0;
+      for (let k = 0; k < r; k++) delta += up[o * r + k] * down[k * d + i];
+      exact[i * d + o] = p[i * d + o] + weight * (alpha / r) * delta; // P[i, o] += s·ΔW[o, i]
+    }
+    expectMerged(merged.values, exact, 'F16', key);
+  });
 
   it('refuses a module whose prefix names a text encoder but whose path is the UNet\'s', async () => {
     const wrong = buildSafetensors([

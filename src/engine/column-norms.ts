@@ -74,7 +74,8 @@ const SMALLEST_EXACT_SS = 2 ** -970;
  */
 export function doraFactor(name: string, dora: DoraSpec, feature: number, m: number, ss: number): number {
   const eps = dora.epsilon;
-  const f = m / (Math.sqrt(ss) + eps);
+  const q = m / (Math.sqrt(ss) + eps);
+  const f = dora.strength === undefined ? q : dora.strength * (q - 1) + 1;
   if (!Number.isFinite(m) || Number.isNaN(ss)) return f;
   if (Number.isFinite(ss) && Number.isFinite(f) && (eps > 0 || ss >= SMALLEST_EXACT_SS)) return f;
   const where = `tensor "${name}": DoRA norm of ${dora.normAxis === 'out' ? 'output' : 'input'} feature ${feature}`;

@@ -70,6 +70,11 @@ export interface DoraSpec {
    * channel share its norm (LyCORIS normalises per channel over out, kh, kw). `in` norms only.
    */
   group?: number;
+  /**
+   * A user weight s that moves each factor f = m / (‖V‖ + ε) to s·(f − 1) + 1 (LyCORIS's DoRA at a
+   * weight other than 1, whose ΔW is added whole). Absent: the factor itself.
+   */
+  strength?: number;
 }
 
 /** One weight (or a row slab of it) and the low-rank terms to add to it. */

@@ -69,6 +69,7 @@ export function checkOp(op: MergeOp): OpShape {
   if (op.dora) {
     const { normAxis, magnitude, epsilon } = op.dora;
     if (!(epsilon >= 0 && Number.isFinite(epsilon))) fail(op, `DoRA epsilon ${epsilon} is not a finite number ≥ 0`);
+    if (op.dora.strength !== undefined && !Number.isFinite(op.dora.strength)) fail(op, `DoRA strength ${op.dora.strength} is not finite`);
     const count = doraCount(op, op.dora, outFeatures, inFeatures);
     expectBytes(op, `DoRA magnitude (${count})`, magnitude, count);
     // A norm per output feature runs over the input dim: per stored row when W is (out, in).
@@ -114,6 +115,7 @@ function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string)
     case 'dora': {
       const { normAxis, magnitude, epsilon } = step.dora;
       if (!(epsilon >= 0 && Number.isFinite(epsilon))) fail(op, `${label}: DoRA epsilon ${epsilon} is not a finite number ≥ 0`);
+      if (step.dora.strength !== undefined && !Number.isFinite(step.dora.strength)) fail(op, `${label}: DoRA strength ${step.dora.strength} is not finite`);
       expectBytes(op, `${label} DoRA magnitude`, magnitude, doraCount(op, step.dora, outFeatures, inFeatures));
       if (needsColumnNorms(op, step) && rowCount !== op.rows) {
         throw new MergeError('PLAN_INVALID', `tensor "${op.name}": ${label}: DoRA norms run across rows; resolve them over all slabs first`);

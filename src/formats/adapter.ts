@@ -34,6 +34,12 @@ export interface DoraFactor {
   axis: 'out' | 'in';
   /** Added to each norm before dividing. */
   epsilon: number;
+  /**
+   * Where a user weight s ≠ 1 goes: `delta` scales ΔW before the norm is taken (PEFT's scaling);
+   * `factor` keeps ΔW whole and moves the factor m / ‖V‖ toward 1, W' = V·(s·(m / ‖V‖ − 1) + 1)
+   * (LyCORIS's apply_weight_decompose since 2024, in its merge and its forward pass alike).
+   */
+  weighting: 'delta' | 'factor';
 }
 
 /**

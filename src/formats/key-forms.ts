@@ -28,6 +28,11 @@ export const KEY_FORMS = [
   { suffix: '.lora_B.weight', role: 'up' },
   { suffix: '.lora_A', role: 'down' },
   { suffix: '.lora_B', role: 'up' },
+  // PEFT's DoRA magnitude and `lora_bias` as diffusers' trainers save them in one file (diffusers
+  // turns on use_dora and lora_bias when it sees these names).
+  { suffix: '.lora_magnitude_vector.weight', role: 'magnitude' },
+  { suffix: '.lora_magnitude_vector', role: 'magnitude' },
+  { suffix: '.lora_B.bias', role: 'up_bias' },
   { suffix: '.lora_linear_layer.down.weight', role: 'down' },
   { suffix: '.lora_linear_layer.up.weight', role: 'up' },
   { suffix: '.lora.down.weight', role: 'down' },

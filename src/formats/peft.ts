@@ -219,7 +219,7 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
     update: { kind: 'low-rank', rank },
     fanInFanOut: kind === 'linear' && config.fanInFanOut,
   };
-  if (set.magnitude) module.dora = { magnitude: set.magnitude, axis: 'out', epsilon: 0 };
+  if (set.magnitude) module.dora = { magnitude: set.magnitude, axis: 'out', epsilon: 0, weighting: 'delta' };
   if (set.biasB) module.biasB = set.biasB;
   return module;
 }

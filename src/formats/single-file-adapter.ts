@@ -4,7 +4,9 @@
  * split into a module and a role (key-forms.ts). A module's roles pick its algorithm
  * (algorithms/), which builds it; its `.alpha` is read here, for every algorithm alike. Every
  * tensor must be claimed: one that fits no key form, or that its module's algorithm does not read,
- * is reported by name, never ignored.
+ * is reported by name, never ignored. The one exception is named in a warning: textual-inversion
+ * embeddings bundled with the LoRA (`bundle_emb.<token>.…`), which add a prompt token rather than
+ * change a weight.
  */
 import { decodeToF32, isFloatDType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
@@ -41,8 +43,16 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
   const metadata = DiffusersLoraMetadata.parse(fileName, file.metadata);
+  const bundled = new Set<string>();
 
   for (const entry of file.tensors) {
+    // A1111 loads these as textual inversions beside the LoRA, ComfyUI skips them; neither changes a
+    // weight with them, so the LoRA merges without them and the warning names the tokens.
+    const embedding = BUNDLED_EMBEDDING.exec(entry.name);
+    if (embedding) {
+      bundled.add(embedding[1]);
+      continue;
+    }
     const split = splitTensorName(entry.name);
     if (!split) {
       problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${entry.name}" is not an adapter tensor this tool recognises` });
@@ -68,8 +78,15 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
 
   const config: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(file.metadata)) if (k.startsWith('ss_') || k === LORA_ADAPTER_METADATA) config[k] = v;
-  return { name, format: formatOf([...groups.keys()]), file, modules, replacements: [], warnings: [], config };
+  const warnings = bundled.size === 0 ? [] : [
+    `${fileName}: bundled textual-inversion embedding${bundled.size === 1 ? '' : 's'} ${[...bundled].map((t) => `"${t}"`).join(', ')} (bundle_emb.*) left out: ` +
+    'an embedding adds a prompt token and changes no weight, so the merged model does not know the token; load it as a textual inversion (A1111 does so from this file, ComfyUI skips it)',
+  ];
+  return { name, format: formatOf([...groups.keys()]), file, modules, replacements: [], warnings, config };
 }
+
+/** kohya/A1111's textual-inversion embeddings stored in a LoRA file: `bundle_emb.<token>.<key>[.<subkey>]`. */
+const BUNDLED_EMBEDDING = /^bundle_emb\.([^.]+)\./;
 
 /**
  * α as the file states it, in the order kohya and diffusers read it: the module's `.alpha` tensor

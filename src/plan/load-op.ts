@@ -91,7 +91,8 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
   if (t.dora) {
     const magnitude = await readFloat(t.dora.file, t.dora.magnitude); // any shape → its values as a vector
     const group = t.dora.group ? { group: t.dora.group } : {};
-    out.push({ kind: 'step', step: { kind: 'dora', dora: { magnitude, normAxis: t.dora.axis, epsilon: t.dora.epsilon, ...group } } });
+    const strength = t.dora.strength !== undefined ? { strength: t.dora.strength } : {};
+    out.push({ kind: 'step', step: { kind: 'dora', dora: { magnitude, normAxis: t.dora.axis, epsilon: t.dora.epsilon, ...group, ...strength } } });
   }
   return out;
 }

@@ -13,7 +13,8 @@
  *   renormalises W + (the terms before it) + its own ΔW; scalings and rotations (IA3, OFT) map the
  *   weight as it stands when their turn comes.
  * - Modules of one adapter may share a tensor only on disjoint rows (q, k and v of a fused qkv).
- * - With DoRA, the user weight scales ΔW only; the magnitude is applied as trained (warned).
+ * - With PEFT's DoRA the user weight scales ΔW only, the magnitude applied as trained; with
+ *   LyCORIS's, ΔW stays whole and the weight moves the factor m / ‖V‖ toward 1 (both warned).
  * - A replaced tensor (PEFT modules_to_save) may not also receive LoRA terms or another replacement.
  * - A base weight an adapter saved (PEFT `base_layer.weight`, a resized embedding, `bias="all"`) is
  *   what that adapter's own terms start from; it must come before other adapters on that tensor.
@@ -109,6 +110,8 @@ export interface PlannedDora {
   epsilon: number;
   /** Input features per magnitude (a conv's kernel positions); absent: 1. */
   group?: number;
+  /** The user weight, where it moves the DoRA factor toward 1 instead of scaling ΔW (LyCORIS); absent: 1. */
+  strength?: number;
 }
 
 /** All work on one base weight tensor. */
@@ -439,8 +442,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           fail('PLAN_INVALID', `${adapter.name} saved ${baseKey} (${own.tensor.name}), which ${update.terms[0].adapter} already updates; merge ${adapter.name} first`);
           continue;
         }
+        // LyCORIS's DoRA applies its weight to the factor m / ‖V‖, not to ΔW (planDora).
+        const termWeight = module.dora?.weighting === 'factor' ? 1 : weight;
         const term: PlannedTerm = {
-          adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: weight * module.scale / divisor, layout: location.layout,
+          adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: termWeight * module.scale / divisor, layout: location.layout,
         };
         if (view.placement) term.placement = view.placement;
         if (experts) term.experts = experts;
@@ -465,7 +470,13 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           const dora = planDora(module, adapterIndex, adapter.file, view, fail);
           if (!dora) continue;
           term.dora = dora;
-          if (weight !== 1) warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: the weight scales ΔW, the magnitude is applied as trained`);
+          if (weight !== 1 && module.dora.weighting === 'factor') {
+            // LyCORIS skips the interpolation at weight 1, so its factor is then m / ‖V‖ exactly.
+            dora.strength = weight;
+            warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: as LyCORIS merges it, ΔW is added whole and the weight moves the factor m / ‖W + ΔW‖ toward 1`);
+          } else if (weight !== 1) {
+            warnings.push(`${adapter.name}: DoRA module "${moduleName}" with weight ${weight}: the weight scales ΔW, the magnitude is applied as trained`);
+          }
         }
         update.rowBlock = rowBlock;
         update.terms.push(term);

@@ -4,7 +4,9 @@
  * LoCon with a Tucker core (lora_mid, (r, r, kh, kw); down then (r, in, 1, 1)) is
  * ΔW[o, c, k] = Σ_ij mid[i, j, k]·up[o, i]·down[j, c] (rebuild_tucker), the same product with the
  * core folded into the right factor. Scale α/r. LyCORIS's `dora_scale` adds a DoRA magnitude, per
- * input column by default or per output row when trained with wd_on_output.
+ * input column by default or per output row when trained with wd_on_output; PEFT's
+ * `lora_magnitude_vector` (diffusers' trainers save it beside `lora_A`/`lora_B`) one per output row,
+ * with no ε, and its `lora_B.bias` adds α/r·bias to the layer's bias (PEFT's lora_bias).
  */
 import { transpose } from '../../algorithms/math/matrix.js';
 import { tuckerFactors } from '../../algorithms/math/low-rank-forms.js';
@@ -23,7 +25,7 @@ export const lora: Algorithm = {
   name: 'lora',
   title: 'LoRA',
   defines: ['down', 'up'],
-  roles: ['down', 'up', 'mid', 'dora_scale'],
+  roles: ['down', 'up', 'mid', 'dora_scale', 'magnitude', 'up_bias'],
 
   build(tensors, context) {
     const down = tensors.get('down');
@@ -63,6 +65,26 @@ export const lora: Algorithm = {
       }
       module.dora = dora;
     }
+    const magnitude = tensors.get('magnitude');
+    if (magnitude) {
+      if (doraScale) {
+        context.report('UNSUPPORTED_FORMAT', `has two DoRA magnitudes (${doraScale.name} and ${magnitude.name})`);
+        return null;
+      }
+      if (product(magnitude.shape) !== up.shape[0] || magnitude.shape.filter((d) => d !== 1).length > 1) {
+        context.report('SHAPE_MISMATCH', `lora_magnitude_vector ${magnitude.name} ${fmtShape(magnitude.shape)} should hold one value per output feature (${up.shape[0]})`);
+        return null;
+      }
+      module.dora = { magnitude, axis: 'out', epsilon: 0, weighting: 'delta' };
+    }
+    const upBias = tensors.get('up_bias');
+    if (upBias) {
+      if (upBias.shape.length !== 1 || upBias.shape[0] !== up.shape[0]) {
+        context.report('SHAPE_MISMATCH', `lora_B bias ${upBias.name} ${fmtShape(upBias.shape)} should hold one value per output feature (${up.shape[0]})`);
+        return null;
+      }
+      module.biasB = upBias;
+    }
     return module;
   },
 
@@ -89,5 +111,5 @@ export function lycorisDora(magnitude: TensorEntry, outFeatures: number, inFeatu
   if (shape.length >= 2 && shape[0] === 1 && shape[1] === inFeatures && onesFrom(2)) axis = 'in';
   else if (shape.length >= 1 && shape[0] === outFeatures && onesFrom(1)) axis = 'out';
   else if (shape.length === 1 && shape[0] === inFeatures) axis = 'in';
-  return axis ? { magnitude, axis, epsilon: LYCORIS_DORA_EPSILON } : null;
+  return axis ? { magnitude, axis, epsilon: LYCORIS_DORA_EPSILON, weighting: 'factor' } : null;
 }

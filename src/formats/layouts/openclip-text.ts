@@ -5,16 +5,27 @@
  * `conditioner.embedders.1.model.` and SD2's `cond_stage_model.model.` do (kohya
  * library/sdxl_model_util.py converts between the two):
  * - q, k and v are the first, second and third thirds of the rows of `attn.in_proj_weight`;
- * - out_proj → `attn.out_proj`, fc1 → `mlp.c_fc`, fc2 → `mlp.c_proj`.
+ * - out_proj → `attn.out_proj`, fc1 → `mlp.c_fc`, fc2 → `mlp.c_proj`;
+ * - `text_projection` (a Linear in transformers, OneTrainer's `lora_te2_text_projection`) → open_clip's
+ *   bare `text_projection` parameter, which holds that Linear's weight transposed (open_clip computes
+ *   x @ text_projection; kohya's and ComfyUI's conversions transpose it): ΔW lands transposed.
  */
 import type { Layout, LayoutResolution } from './layout.js';
 
 const MODULE = /^text_model[._]encoder[._]layers[._](\d+)[._](?:self_attn[._](q|k|v|out)_proj|mlp[._]fc([12]))$/;
 const THIRD: Readonly<Record<string, number>> = { q: 0, k: 1, v: 2 };
+const PROJECTION = /^text_projection$/;
 
 export const openclipText: Layout = {
   name: 'openclip-text',
   resolve(address, base) {
+    if (PROJECTION.test(address.path)) {
+      const r = base.index.resolveDotted('text_projection');
+      // Only open_clip's bare parameter: a transformers checkpoint's `text_projection.weight` is the Linear itself.
+      const shape = r.found ? base.shape(r.key) : undefined;
+      if (!r.found || !r.key.endsWith('text_projection') || shape?.length !== 2) return undefined;
+      return { found: true, targets: [{ baseKey: r.key, transposedBlocks: { starts: [0], rows: shape[1] } }] };
+    }
     const m = MODULE.exec(address.path);
     if (!m) return undefined;
     const block = `transformer.resblocks.${m[1]}`;
