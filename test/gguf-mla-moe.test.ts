@@ -31,6 +31,13 @@
  *   router's correction bias as exp_probs_b.
  * - Hunyuan-A13B (`hunyuan-moe`, HunYuanMoEModel): q and k as they are, the router `mlp.gate.wg`
  *   (F32), experts stacked, the shared MLP `mlp.shared_mlp` on ffn_*_shexp.
+ * - Phi-3.5-MoE (`phimoe`, PhiMoeModel): q/k/v/o as they are, transformers 4's `block_sparse_moe`
+ *   (router `gate`, experts `w1` gate, `w3` up, `w2` down, stacked) and transformers 5's router
+ *   `mlp.router`.
+ * - dots.llm1 (`dots1`, Dots1Model): q and k as they are, the dense block's MLP, experts stacked,
+ *   the shared experts.
+ * - MiniCPM3 (`minicpm3`, MiniCPM3Model): DeepSeek-V2's MLA names, kv_b_proj whole on attn_kv_b
+ *   (the converter does not split it), nothing permuted, the dense MLP.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -116,6 +123,12 @@ const moe = (block: number, shared: boolean): [string, number[], string?][] => [
   ...(shared ? [
     [`blk.${block}.ffn_gate_shexp.weight`, [HIDDEN, SHARED]], [`blk.${block}.ffn_up_shexp.weight`, [HIDDEN, SHARED]], [`blk.${block}.ffn_down_shexp.weight`, [SHARED, HIDDEN]],
   ] as [string, number[]][] : []),
+];
+/** Grouped-query attention with per-head q/k norms, as Qwen-style converters write it. */
+const qkNormAttention = (block: number): [string, number[], string?][] => [
+  [`blk.${block}.attn_norm.weight`, [HIDDEN]], [`blk.${block}.attn_q.weight`, [HIDDEN, Q]], [`blk.${block}.attn_q_norm.weight`, [HEAD_DIM]],
+  [`blk.${block}.attn_k.weight`, [HIDDEN, KV]], [`blk.${block}.attn_k_norm.weight`, [HEAD_DIM]], [`blk.${block}.attn_v.weight`, [HIDDEN, KV]],
+  [`blk.${block}.attn_output.weight`, [Q, HIDDEN]],
 ];
 const head: [string, number[], string?][] = [['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]]];
 
@@ -408,6 +421,98 @@ const CASES: Case[] = [
       { module: 'model.layers.0.mlp.shared_mlp.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.0.ffn_gate_shexp.weight') },
       { module: 'model.layers.0.mlp.shared_mlp.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.0.ffn_up_shexp.weight') },
       { module: 'model.layers.0.mlp.shared_mlp.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.0.ffn_down_shexp.weight') },
+    ],
+  },
+  {
+    // Phi-3.5-MoE-like (PhiMoeModel): LayerNorms with biases, biased q/k/v/o and head, LongRoPE
+    // factors; transformers 4's block_sparse_moe names; q and k as they are.
+    name: 'phimoe (Phi-3.5-MoE)', arch: 'phimoe', hfModel: 'microsoft/Phi-3.5-MoE-instruct', rank: 3, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['rope_factors_long.weight', [HEAD_DIM / 2]], ['rope_factors_short.weight', [HEAD_DIM / 2]],
+      ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_norm.bias', [HIDDEN]],
+      ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_q.bias', [Q]], ['blk.0.attn_k.weight', [HIDDEN, KV]], ['blk.0.attn_k.bias', [KV]],
+      ['blk.0.attn_v.weight', [HIDDEN, KV]], ['blk.0.attn_v.bias', [KV]], ['blk.0.attn_output.weight', [Q, HIDDEN]], ['blk.0.attn_output.bias', [HIDDEN]],
+      ['blk.0.ffn_norm.bias', [HIDDEN]], ...moe(0, false).filter(([name]) => !name.endsWith('exp_probs_b.bias')),
+      ['output_norm.weight', [HIDDEN]], ['output_norm.bias', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]], ['output.bias', [VOCAB]],
+    ],
+    metadata: [
+      ['phimoe.block_count', u32(1)], ['phimoe.attention.head_count', u32(ATT_HEADS)], ['phimoe.attention.head_count_kv', u32(KV_HEADS)],
+      ['phimoe.rope.dimension_count', u32(HEAD_DIM)], ['phimoe.rope.scaling.original_context_length', u32(4096)],
+      ['phimoe.rope.scaling.attn_factor', { type: 'f32', value: 1.19 }], ['phimoe.attention.sliding_window', u32(0)],
+      ['phimoe.expert_count', u32(EXPERTS)], ['phimoe.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.block_sparse_moe.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.block_sparse_moe.experts.2.w1', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.0.block_sparse_moe.experts.0.w3', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_up_exps.weight', 0, EXPERT_FFN) },
+      { module: 'model.layers.0.block_sparse_moe.experts.3.w2', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.0.ffn_down_exps.weight', 3, HIDDEN) },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // The same file with an adapter from transformers 5's Phimoe, whose router is `mlp.router` (a Linear).
+    name: 'phimoe (transformers 5 router)', arch: 'phimoe', hfModel: 'microsoft/Phi-3.5-MoE-instruct', rank: 2, alpha: 2,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_k.weight', [HIDDEN, KV]],
+      ['blk.0.attn_v.weight', [HIDDEN, KV]], ['blk.0.attn_output.weight', [Q, HIDDEN]], ...moe(0, false).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['phimoe.block_count', u32(1)], ['phimoe.attention.head_count', u32(ATT_HEADS)], ['phimoe.attention.head_count_kv', u32(KV_HEADS)],
+      ['phimoe.expert_count', u32(EXPERTS)], ['phimoe.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.v_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_v.weight') },
+      { module: 'model.layers.0.mlp.router', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+    ],
+  },
+  {
+    // dots.llm1-like (Dots1Model, a Qwen2MoeModel): a leading dense block, then a MoE block with the
+    // router's correction bias, two shared experts; per-head q/k norms.
+    name: 'dots1 (dots.llm1)', arch: 'dots1', hfModel: 'rednote-hilab/dots.llm1.inst', rank: 3, alpha: 5,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...qkNormAttention(0), ...denseMlp(0), ...qkNormAttention(1), ...moe(1, true), ...head,
+    ],
+    metadata: [
+      ['dots1.block_count', u32(2)], ['dots1.attention.head_count', u32(ATT_HEADS)], ['dots1.attention.head_count_kv', u32(KV_HEADS)],
+      ['dots1.leading_dense_block_count', u32(1)], ['dots1.expert_count', u32(EXPERTS)], ['dots1.expert_used_count', u32(2)],
+      ['dots1.expert_feed_forward_length', u32(EXPERT_FFN)], ['dots1.expert_shared_count', u32(2)],
+      ['dots1.expert_weights_scale', { type: 'f32', value: 2.5 }], ['dots1.expert_weights_norm', { type: 'bool', value: true }],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.mlp.gate_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
+      { module: 'model.layers.1.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.1.attn_k.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.mlp.experts.1.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.experts.3.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 3, HIDDEN) },
+      { module: 'model.layers.1.mlp.shared_experts.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_up_shexp.weight') },
+      { module: 'model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+    ],
+  },
+  {
+    // MiniCPM3-4B-like (MiniCPM3Model): DeepSeek-V2's MLA names, kv_b_proj written whole to
+    // attn_kv_b, nothing permuted; LongRoPE factors over the rope dims; the dense MLP.
+    name: 'minicpm3', arch: 'minicpm3', hfModel: 'openbmb/MiniCPM3-4B', rank: 2, alpha: 6,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['rope_factors_long.weight', [ROPE / 2]], ['rope_factors_short.weight', [ROPE / 2]],
+      ...mla(0, true).filter(([name]) => !/attn_[kv]_b\./.test(name)), ['blk.0.attn_kv_b.weight', [KV_RANK, HEADS * (NOPE + V)]], ...denseMlp(0), ...head,
+    ],
+    metadata: [
+      ['minicpm3.block_count', u32(1)], ['minicpm3.attention.head_count', u32(HEADS)], ['minicpm3.attention.head_count_kv', u32(HEADS)],
+      ['minicpm3.vocab_size', u32(VOCAB)], ['minicpm3.attention.q_lora_rank', u32(Q_RANK)], ['minicpm3.attention.kv_lora_rank', u32(KV_RANK)],
+      ['minicpm3.attention.key_length', u32(NOPE + ROPE)], ['minicpm3.rope.dimension_count', u32(ROPE)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_a_proj', out: Q_RANK, in: HIDDEN, lands: whole('blk.0.attn_q_a.weight') },
+      { module: 'model.layers.0.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.0.attn_q_b.weight') },
+      { module: 'model.layers.0.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.0.attn_kv_a_mqa.weight') },
+      { module: 'model.layers.0.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: whole('blk.0.attn_kv_b.weight') },
+      { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: HEADS * V, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
   },
 ];

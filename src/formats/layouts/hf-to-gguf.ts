@@ -4,7 +4,8 @@
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
- * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, MiniCPM3,
+ * Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
  *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections
  *   and w1/w3/w2), fused gate_up (phi3 →
@@ -330,6 +331,13 @@ const LLAMA4: readonly Rule[] = [
   ...fusedExperts(QWEN3VL_EXPERTS, 'feed_forward'),
 ];
 
+/**
+ * PhiMoE (Phi-3.5-MoE, PhiMoeModel: Phi3MiniModel with experts stacked as MOE_BLOCK_SPARSE says):
+ * transformers 4's `block_sparse_moe` (router `gate`, experts `w1` gate, `w3` up, `w2` down, as
+ * Mixtral's), or transformers 5's `mlp.router` (a Linear) and fused experts (w1 then w3).
+ */
+const PHIMOE: readonly Rule[] = [...MIXTRAL, rule(`${L}\\.mlp\\.router`, 'blk.$1.ffn_gate_inp'), ...fusedExperts(CHUNKED_EXPERTS)];
+
 /** A Mamba-2 mixer's projections (Mamba2Model.modify_tensors maps them as they are). */
 const mamba2 = (mixer: string): readonly Rule[] => [rule(`${mixer}\\.in_proj`, 'blk.$1.ssm_in'), rule(`${mixer}\\.out_proj`, 'blk.$1.ssm_out')];
 
@@ -601,6 +609,17 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // Mixtral's); transformers 5's MiniMaxM2 renames it `mlp`, its router a bare parameter and its
   // experts fused as Mixtral's (gate_up_proj halves, down_proj).
   'minimax-m2': [...COMMON, ...QK, ...MIXTRAL, ...fusedExperts(CHUNKED_EXPERTS)],
+  // Phi-3.5-MoE (PhiMoeModel, a Phi3MiniModel): separate q/k/v/o as they are (TextModel's name
+  // mapping, nothing permuted), the MoE as PHIMOE.
+  phimoe: [...COMMON, ...QK, ...PHIMOE],
+  // dots.llm1 (Dots1Model, a Qwen2MoeModel): q and k as they are (q_norm/k_norm are norms), the
+  // leading dense blocks' MLP, the router `mlp.gate` on ffn_gate_inp, experts stacked as rows
+  // (fused in transformers 5, as Qwen's) and the shared experts by name.
+  dots1: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // MiniCPM3 (MiniCPM3Model): DeepSeek-V2's MLA names (q_a_proj, q_b_proj, kv_a_proj_with_mqa,
+  // kv_b_proj, o_proj), all written as they are (kv_b_proj whole to attn_kv_b: the converter does
+  // not split it, and defines but never calls a q/k permutation), and the dense MLP.
+  minicpm3: [...COMMON, ...MLA],
   // Nemotron-H / Nemotron Nano 2 and Nemotron 3's MoE (NemotronHModel).
   nemotron_h: NEMOTRON_H,
   nemotron_h_moe: [...NEMOTRON_H, NEMOTRON_H_MTP],
