@@ -36,6 +36,9 @@
  *   `mlp.router`.
  * - dots.llm1 (`dots1`, Dots1Model): q and k as they are, the dense block's MLP, experts stacked,
  *   the shared experts.
+ * - DBRX (`dbrx`, DbrxModel): `transformer.wte`, the fused `Wqkv` whole on attn_qkv, `out_proj`,
+ *   the router `ffn.router.layer` (BF16: DbrxModel quantizes every matrix, and a merge keeps the
+ *   router's type as llama-quantize does).
  * - MiniCPM3 (`minicpm3`, MiniCPM3Model): DeepSeek-V2's MLA names, kv_b_proj whole on attn_kv_b
  *   (the converter does not split it), nothing permuted, the dense MLP.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
@@ -490,6 +493,29 @@ const CASES: Case[] = [
       { module: 'model.layers.1.mlp.experts.3.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 3, HIDDEN) },
       { module: 'model.layers.1.mlp.shared_experts.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_up_shexp.weight') },
       { module: 'model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+    ],
+  },
+  {
+    // DBRX-like (DbrxModel): the fused Wqkv on attn_qkv (q rows, then k, then v), its LayerNorms
+    // without bias, the router (BF16, tensor_force_quant), experts stacked (not Linears); the embedding too.
+    name: 'dbrx', arch: 'dbrx', hfModel: 'databricks/dbrx-instruct', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_qkv.weight', [HIDDEN, Q + 2 * KV]],
+      ['blk.0.attn_output.weight', [Q, HIDDEN]], ['blk.0.attn_output_norm.weight', [HIDDEN]],
+      ['blk.0.ffn_gate_inp.weight', [HIDDEN, EXPERTS]], ['blk.0.ffn_gate_exps.weight', [HIDDEN, EXPERT_FFN, EXPERTS]],
+      ['blk.0.ffn_up_exps.weight', [HIDDEN, EXPERT_FFN, EXPERTS]], ['blk.0.ffn_down_exps.weight', [EXPERT_FFN, HIDDEN, EXPERTS]], ...head,
+    ],
+    metadata: [
+      ['dbrx.block_count', u32(1)], ['dbrx.attention.head_count', u32(ATT_HEADS)], ['dbrx.attention.head_count_kv', u32(KV_HEADS)],
+      ['dbrx.attention.clamp_kqv', { type: 'f32', value: 8 }], ['dbrx.attention.layer_norm_epsilon', { type: 'f32', value: 1e-5 }],
+      ['dbrx.expert_count', u32(EXPERTS)], ['dbrx.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'transformer.wte', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'transformer.blocks.0.norm_attn_norm.attn.Wqkv', out: Q + 2 * KV, in: HIDDEN, lands: whole('blk.0.attn_qkv.weight') },
+      { module: 'transformer.blocks.0.norm_attn_norm.attn.out_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'transformer.blocks.0.ffn.router.layer', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
   },
   {

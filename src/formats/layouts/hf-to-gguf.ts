@@ -4,12 +4,11 @@
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
- * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, MiniCPM3,
- * Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
- * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
- *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections
- *   and w1/w3/w2), fused gate_up (phi3 →
- *   ffn_up), the MoE router, shared experts, token embeddings and the output head;
+ * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
+ * MiniCPM3, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv), MLP gate/up/down (or an architecture's own
+ *   names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's
+ *   short-conv projections and w1/w3/w2), fused gate_up (phi3 → ffn_up), the MoE router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
  * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, Qwen3-VL-MoE, Llama 4, GraniteMoe,
@@ -227,6 +226,23 @@ const EXAONE: readonly Rule[] = [
   rule(`${H}\\.mlp\\.c_fc_0`, 'blk.$1.ffn_gate'),
   rule(`${H}\\.mlp\\.c_fc_1`, 'blk.$1.ffn_up'),
   rule(`${H}\\.mlp\\.c_proj`, 'blk.$1.ffn_down'),
+];
+/**
+ * DBRX (DbrxModel): `transformer.blocks.N`, the fused `norm_attn_norm.attn.Wqkv` (q, k, v rows)
+ * written whole to attn_qkv, `out_proj`, the router `ffn.router.layer`. The experts `ffn.experts.mlp`
+ * `w1`, `v1`, `w2` are 2-D parameters (E·ffn, hidden), not Linears, which the converter views per
+ * expert and (w2) transposes; a LoRA on them is refused.
+ */
+const B = 'transformer\\.blocks\\.(\\d+)';
+const DBRX: readonly Rule[] = [
+  rule('transformer\\.wte', 'token_embd'),
+  rule('lm_head', 'output'),
+  rule(`${B}\\.norm_attn_norm\\.attn\\.Wqkv`, 'blk.$1.attn_qkv'),
+  rule(`${B}\\.norm_attn_norm\\.attn\\.out_proj`, 'blk.$1.attn_output'),
+  rule(`${B}\\.ffn\\.router\\.layer`, 'blk.$1.ffn_gate_inp'),
+  rule(`${B}\\.ffn\\.experts\\.mlp(?:\\.(?:w1|v1|w2))?`, 'blk.$1.ffn_gate_exps', {
+    refuse: "DBRX's experts are 2-D parameters (E·ffn, hidden: w1 gate, v1 up, w2 down, used transposed), not Linears, which convert_hf_to_gguf (DbrxModel) views per expert and transposes (w2); a LoRA on them is not merged into a GGUF here: merge into the safetensors model and convert that",
+  }),
 ];
 
 /**
@@ -616,6 +632,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // leading dense blocks' MLP, the router `mlp.gate` on ffn_gate_inp, experts stacked as rows
   // (fused in transformers 5, as Qwen's) and the shared experts by name.
   dots1: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // DBRX (DbrxModel): see DBRX.
+  dbrx: DBRX,
   // MiniCPM3 (MiniCPM3Model): DeepSeek-V2's MLA names (q_a_proj, q_b_proj, kv_a_proj_with_mqa,
   // kv_b_proj, o_proj), all written as they are (kv_b_proj whole to attn_kv_b: the converter does
   // not split it, and defines but never calls a q/k permutation), and the dense MLP.
