@@ -39,6 +39,9 @@
  * - DBRX (`dbrx`, DbrxModel): `transformer.wte`, the fused `Wqkv` whole on attn_qkv, `out_proj`,
  *   the router `ffn.router.layer` (BF16: DbrxModel quantizes every matrix, and a merge keeps the
  *   router's type as llama-quantize does).
+ * - Jamba (`jamba`, JambaModel): a Mamba-1 block's in_proj, x_proj, dt_proj and out_proj on
+ *   ssm_in, ssm_x, ssm_dt, ssm_out as they are, its dense MLP; an attention block's q/k/v/o, the
+ *   router `feed_forward.router`, experts stacked; a LoRA on the conv1d is refused by name.
  * - MiniCPM3 (`minicpm3`, MiniCPM3Model): DeepSeek-V2's MLA names, kv_b_proj whole on attn_kv_b
  *   (the converter does not split it), nothing permuted, the dense MLP.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
@@ -63,6 +66,8 @@ const HEADS = 4, Q_RANK = 12, KV_RANK = 8, NOPE = 6, ROPE = 2, V = 5;
 const IDX_HEADS = 2, IDX_DIM = 8;
 /** LFM2's and ERNIE's attention. */
 const ATT_HEADS = 4, KV_HEADS = 2, HEAD_DIM = 8, Q = ATT_HEADS * HEAD_DIM, KV = KV_HEADS * HEAD_DIM;
+/** Jamba's Mamba-1 mixer: d_inner (2·hidden), d_state, dt_rank (ceil(hidden / 16)). */
+const D_INNER = 2 * HIDDEN, D_STATE = 4, DT_RANK = 2;
 const u32 = (value: number): MetaValue => ({ type: 'u32', value });
 
 /**
@@ -519,6 +524,42 @@ const CASES: Case[] = [
     ],
   },
   {
+    // Jamba-like (JambaModel): block 0 a Mamba-1 mixer (d_inner 64, d_state 4, dt_rank 2, conv
+    // kernel 4) with a dense MLP, block 1 attention with the MoE; head_count_kv 0 on Mamba blocks.
+    name: 'jamba', arch: 'jamba', hfModel: 'ai21labs/AI21-Jamba-Mini-1.7', rank: 3, alpha: 3,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['blk.0.attn_norm.weight', [HIDDEN]],
+      ['blk.0.ssm_in.weight', [HIDDEN, 2 * D_INNER]], ['blk.0.ssm_conv1d.weight', [4, D_INNER], 'F32'], ['blk.0.ssm_conv1d.bias', [D_INNER]],
+      ['blk.0.ssm_x.weight', [D_INNER, DT_RANK + 2 * D_STATE]], ['blk.0.ssm_dt.weight', [DT_RANK, D_INNER]], ['blk.0.ssm_dt.bias', [D_INNER]],
+      ['blk.0.ssm_dt_norm.weight', [DT_RANK]], ['blk.0.ssm_b_norm.weight', [D_STATE]], ['blk.0.ssm_c_norm.weight', [D_STATE]],
+      ['blk.0.ssm_a', [D_STATE, D_INNER], 'F32'], ['blk.0.ssm_d', [D_INNER]], ['blk.0.ssm_out.weight', [D_INNER, HIDDEN]], ...denseMlp(0),
+      ['blk.1.attn_norm.weight', [HIDDEN]], ['blk.1.attn_q.weight', [HIDDEN, Q]], ['blk.1.attn_k.weight', [HIDDEN, KV]],
+      ['blk.1.attn_v.weight', [HIDDEN, KV]], ['blk.1.attn_output.weight', [Q, HIDDEN]],
+      ...moe(1, false).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['jamba.block_count', u32(2)], ['jamba.attention.head_count', u32(ATT_HEADS)],
+      ['jamba.attention.head_count_kv', { type: 'array', itemType: 'u32', value: [0, KV_HEADS] }],
+      ['jamba.ssm.conv_kernel', u32(4)], ['jamba.ssm.inner_size', u32(D_INNER)], ['jamba.ssm.state_size', u32(D_STATE)],
+      ['jamba.ssm.time_step_rank', u32(DT_RANK)], ['jamba.expert_count', u32(EXPERTS)], ['jamba.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.layers.0.mamba.in_proj', out: 2 * D_INNER, in: HIDDEN, lands: whole('blk.0.ssm_in.weight') },
+      { module: 'model.layers.0.mamba.x_proj', out: DT_RANK + 2 * D_STATE, in: D_INNER, lands: whole('blk.0.ssm_x.weight') },
+      { module: 'model.layers.0.mamba.dt_proj', out: D_INNER, in: DT_RANK, lands: whole('blk.0.ssm_dt.weight') },
+      { module: 'model.layers.0.mamba.out_proj', out: HIDDEN, in: D_INNER, lands: whole('blk.0.ssm_out.weight') },
+      { module: 'model.layers.0.feed_forward.gate_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
+      { module: 'model.layers.0.feed_forward.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.layers.1.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.1.attn_q.weight') },
+      { module: 'model.layers.1.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.1.attn_k.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.feed_forward.router', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
+      { module: 'model.layers.1.feed_forward.experts.1.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.1.feed_forward.experts.2.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.1.feed_forward.experts.0.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 0, HIDDEN) },
+    ],
+  },
+  {
     // MiniCPM3-4B-like (MiniCPM3Model): DeepSeek-V2's MLA names, kv_b_proj written whole to
     // attn_kv_b, nothing permuted; LongRoPE factors over the rope dims; the dense MLP.
     name: 'minicpm3', arch: 'minicpm3', hfModel: 'openbmb/MiniCPM3-4B', rank: 2, alpha: 6,
@@ -631,4 +672,19 @@ it('plans kv_b_proj on a deepseek2 GGUF as key rows transposed per head and valu
   const byTensor = new Map(magnitudes.map((m) => [m.baseKey, m.updateNorm]));
   expect(byTensor.get('blk.0.attn_k_b.weight')).toBeCloseTo(normOfRows((o) => o % (NOPE + V) < NOPE), 6);
   expect(byTensor.get('blk.0.attn_v_b.weight')).toBeCloseTo(normOfRows((o) => o % (NOPE + V) >= NOPE), 6);
+});
+
+it('refuses a LoRA on a jamba GGUF\'s Mamba conv1d, whose kernel the converter squeezes, naming the module', async () => {
+  const jamba = CASES.find((c) => c.arch === 'jamba')!;
+  const inProj = jamba.targets.find((t) => t.module === 'model.layers.0.mamba.in_proj')!;
+  const { files } = cellPeftAdapter(jamba, [inProj], { target_modules: ['in_proj', 'conv1d'] }, [
+    // PEFT's Conv1d factors: lora_A (r, in, kernel), lora_B (out, r, 1).
+    { name: 'base_model.model.model.layers.0.mamba.conv1d.lora_A.weight', dtype: 'F32', shape: [jamba.rank, D_INNER, 4], data: new Float64Array(jamba.rank * D_INNER * 4).fill(0.01) },
+    { name: 'base_model.model.model.layers.0.mamba.conv1d.lora_B.weight', dtype: 'F32', shape: [D_INNER, jamba.rank, 1], data: new Float64Array(D_INNER * jamba.rank).fill(0.01) },
+  ]);
+  const prepared = await prepareMerge(memoryInputFileSet({ 'jamba-tiny-BF16.gguf': baseGguf(jamba).bytes }, 'base'), [{ files: memoryInputFileSet(files, 'lora') }]);
+  const messages = prepared.plan.problems.map((p) => p.message);
+  await prepared.close();
+  expect(messages).toEqual([expect.stringContaining('module "model.layers.0.mamba.conv1d"')]);
+  expect(messages[0]).toContain("is the Mamba block's depthwise causal Conv1d");
 });

@@ -4,11 +4,12 @@
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
- * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
+ * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX, Jamba,
  * MiniCPM3, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv), MLP gate/up/down (or an architecture's own
  *   names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's
- *   short-conv projections and w1/w3/w2), fused gate_up (phi3 → ffn_up), the MoE router, shared experts, token embeddings and the output head;
+ *   short-conv projections and w1/w3/w2, Jamba's Mamba-1 in_proj/x_proj/dt_proj/out_proj), fused
+ *   gate_up (phi3 → ffn_up), the MoE router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
  * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, Qwen3-VL-MoE, Llama 4, GraniteMoe,
@@ -358,6 +359,29 @@ const PHIMOE: readonly Rule[] = [...MIXTRAL, rule(`${L}\\.mlp\\.router`, 'blk.$1
 const mamba2 = (mixer: string): readonly Rule[] => [rule(`${mixer}\\.in_proj`, 'blk.$1.ssm_in'), rule(`${mixer}\\.out_proj`, 'blk.$1.ssm_out')];
 
 /**
+ * Jamba (JambaModel): attention blocks (q/k/v/o as they are: Jamba's attention has no RoPE) and
+ * Mamba-1 blocks whose `mamba.in_proj`, `x_proj`, `dt_proj` and `out_proj` the converter writes as
+ * they are (ssm_in, ssm_x, ssm_dt, ssm_out; it changes only conv1d, squeezed, and A_log, as -exp);
+ * the MLP under `feed_forward` (Bamba's names), the router `feed_forward.router`, experts
+ * `feed_forward.experts.N.gate_proj`/`up_proj`/`down_proj` stacked as rows, or transformers 5's
+ * fused `feed_forward.experts` (gate then up, as Qwen's).
+ */
+const JAMBA: readonly Rule[] = [
+  rule(`${L}\\.mamba\\.in_proj`, 'blk.$1.ssm_in'),
+  rule(`${L}\\.mamba\\.x_proj`, 'blk.$1.ssm_x'),
+  rule(`${L}\\.mamba\\.dt_proj`, 'blk.$1.ssm_dt'),
+  rule(`${L}\\.mamba\\.out_proj`, 'blk.$1.ssm_out'),
+  rule(`${L}\\.mamba\\.conv1d`, 'blk.$1.ssm_conv1d', {
+    refuse: "is the Mamba block's depthwise causal Conv1d (groups = channels), whose kernel convert_hf_to_gguf (JambaModel) squeezes to (channels, kernel): a LoRA on it is not merged into a GGUF here; merge into the safetensors model and convert that",
+  }),
+  rule(`${L}\\.feed_forward\\.router`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.feed_forward\\.experts\\.(\\d+)\\.gate_proj`, 'blk.$1.ffn_gate_exps', { expert: 2 }),
+  rule(`${L}\\.feed_forward\\.experts\\.(\\d+)\\.up_proj`, 'blk.$1.ffn_up_exps', { expert: 2 }),
+  rule(`${L}\\.feed_forward\\.experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_exps', { expert: 2 }),
+  ...fusedExperts(CHUNKED_EXPERTS, 'feed_forward'),
+];
+
+/**
  * Granite's shared MLP (GraniteMoeModel.modify_tensors): `input_linear` is gate and up stacked,
  * which the converter splits into ffn_gate_shexp and ffn_up_shexp beside experts (ffn_gate and
  * ffn_up without); `output_linear` is ffn_down_shexp (ffn_down).
@@ -634,6 +658,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   dots1: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   // DBRX (DbrxModel): see DBRX.
   dbrx: DBRX,
+  // Jamba (JambaModel): attention, Mamba-1 and MoE blocks as JAMBA says.
+  jamba: [...COMMON, ...QK, ...BAMBA_MLP, ...JAMBA],
   // MiniCPM3 (MiniCPM3Model): DeepSeek-V2's MLA names (q_a_proj, q_b_proj, kv_a_proj_with_mqa,
   // kv_b_proj, o_proj), all written as they are (kv_b_proj whole to attn_kv_b: the converter does
   // not split it, and defines but never calls a q/k permutation), and the dense MLP.
