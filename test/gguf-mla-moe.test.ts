@@ -42,6 +42,10 @@
  * - Jamba (`jamba`, JambaModel): a Mamba-1 block's in_proj, x_proj, dt_proj and out_proj on
  *   ssm_in, ssm_x, ssm_dt, ssm_out as they are, its dense MLP; an attention block's q/k/v/o, the
  *   router `feed_forward.router`, experts stacked; a LoRA on the conv1d is refused by name.
+ * - Ling 2.0 (`bailingmoe2`, BailingMoeV2Model): `word_embeddings`, the fused
+ *   `attention.query_key_value` whole on attn_qkv (not split, not permuted), `attention.dense`,
+ *   the dense block's MLP, experts stacked, the shared experts, and the nextn layer kept as the
+ *   last block (its `eh_proj` under nextn.).
  * - MiniCPM3 (`minicpm3`, MiniCPM3Model): DeepSeek-V2's MLA names, kv_b_proj whole on attn_kv_b
  *   (the converter does not split it), nothing permuted, the dense MLP.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
@@ -137,6 +141,11 @@ const qkNormAttention = (block: number): [string, number[], string?][] => [
   [`blk.${block}.attn_norm.weight`, [HIDDEN]], [`blk.${block}.attn_q.weight`, [HIDDEN, Q]], [`blk.${block}.attn_q_norm.weight`, [HEAD_DIM]],
   [`blk.${block}.attn_k.weight`, [HIDDEN, KV]], [`blk.${block}.attn_k_norm.weight`, [HEAD_DIM]], [`blk.${block}.attn_v.weight`, [HIDDEN, KV]],
   [`blk.${block}.attn_output.weight`, [Q, HIDDEN]],
+];
+/** Attention with a fused qkv (q, then k, then v rows) and per-head q/k norms (Ling 2.0). */
+const fusedQkvAttention = (block: number): [string, number[], string?][] => [
+  [`blk.${block}.attn_norm.weight`, [HIDDEN]], [`blk.${block}.attn_qkv.weight`, [HIDDEN, Q + 2 * KV]],
+  [`blk.${block}.attn_q_norm.weight`, [HEAD_DIM]], [`blk.${block}.attn_k_norm.weight`, [HEAD_DIM]], [`blk.${block}.attn_output.weight`, [Q, HIDDEN]],
 ];
 const head: [string, number[], string?][] = [['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]]];
 
@@ -557,6 +566,38 @@ const CASES: Case[] = [
       { module: 'model.layers.1.feed_forward.experts.1.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 1, EXPERT_FFN) },
       { module: 'model.layers.1.feed_forward.experts.2.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 2, EXPERT_FFN) },
       { module: 'model.layers.1.feed_forward.experts.0.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 0, HIDDEN) },
+    ],
+  },
+  {
+    // Ling-mini-2.0-like (BailingMoeV2Model): a leading dense block, a MoE block and the nextn layer
+    // kept as the last block (block_count 3, nextn_predict_layers 1); fused qkv with q/k norms,
+    // partial RoPE; the router's expert bias as exp_probs_b.
+    name: 'bailingmoe2 (Ling 2.0: nextn layer)', arch: 'bailingmoe2', hfModel: 'inclusionAI/Ling-mini-2.0', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...fusedQkvAttention(0), ...denseMlp(0), ...fusedQkvAttention(1), ...moe(1, true),
+      ...fusedQkvAttention(2), ...moe(2, true), ['blk.2.nextn.eh_proj.weight', [2 * HIDDEN, HIDDEN]], ['blk.2.nextn.enorm.weight', [HIDDEN]],
+      ['blk.2.nextn.hnorm.weight', [HIDDEN]], ...head,
+    ],
+    metadata: [
+      ['bailingmoe2.block_count', u32(3)], ['bailingmoe2.nextn_predict_layers', u32(1)], ['bailingmoe2.attention.head_count', u32(ATT_HEADS)],
+      ['bailingmoe2.attention.head_count_kv', u32(KV_HEADS)], ['bailingmoe2.rope.dimension_count', u32(HEAD_DIM / 2)],
+      ['bailingmoe2.leading_dense_block_count', u32(1)], ['bailingmoe2.vocab_size', u32(VOCAB)],
+      ['bailingmoe2.expert_count', u32(EXPERTS)], ['bailingmoe2.expert_used_count', u32(2)], ['bailingmoe2.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['bailingmoe2.expert_shared_feed_forward_length', u32(SHARED)], ['bailingmoe2.expert_shared_count', u32(1)],
+      ['bailingmoe2.expert_weights_scale', { type: 'f32', value: 2.5 }], ['bailingmoe2.expert_weights_norm', { type: 'bool', value: true }],
+    ],
+    targets: [
+      { module: 'model.word_embeddings', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.0.attention.query_key_value', out: Q + 2 * KV, in: HIDDEN, lands: whole('blk.0.attn_qkv.weight') },
+      { module: 'model.layers.0.attention.dense', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.layers.1.attention.query_key_value', out: Q + 2 * KV, in: HIDDEN, lands: whole('blk.1.attn_qkv.weight') },
+      { module: 'model.layers.1.mlp.experts.2.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+      { module: 'model.layers.2.attention.dense', out: HIDDEN, in: Q, lands: whole('blk.2.attn_output.weight') },
+      { module: 'model.layers.2.mlp.experts.0.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.2.ffn_up_exps.weight', 0, EXPERT_FFN) },
+      { module: 'model.layers.2.eh_proj', out: HIDDEN, in: 2 * HIDDEN, lands: whole('blk.2.nextn.eh_proj.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
   },
   {

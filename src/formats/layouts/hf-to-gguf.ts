@@ -5,11 +5,11 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
  * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX, Jamba,
- * MiniCPM3, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
- * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv), MLP gate/up/down (or an architecture's own
- *   names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's
- *   short-conv projections and w1/w3/w2, Jamba's Mamba-1 in_proj/x_proj/dt_proj/out_proj), fused
- *   gate_up (phi3 → ffn_up), the MoE router, shared experts, token embeddings and the output head;
+ * MiniCPM3, Ling 2.0, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
+ *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
+ *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
+ *   in_proj/x_proj/dt_proj/out_proj), fused gate_up (phi3 → ffn_up), the MoE router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
  * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, Qwen3-VL-MoE, Llama 4, GraniteMoe,
@@ -355,6 +355,18 @@ const LLAMA4: readonly Rule[] = [
  */
 const PHIMOE: readonly Rule[] = [...MIXTRAL, rule(`${L}\\.mlp\\.router`, 'blk.$1.ffn_gate_inp'), ...fusedExperts(CHUNKED_EXPERTS)];
 
+/**
+ * Ling 2.0 / Ring 2.0 (BailingMoeV2Model: TextModel's name mapping, experts stacked as rows):
+ * `model.word_embeddings`, attention's fused `attention.query_key_value` written whole to attn_qkv
+ * (unlike BailingMoeModel's, neither split nor permuted) and `attention.dense`; the MoE as
+ * DeepSeek's (router `mlp.gate`, `shared_experts`), the nextn layers kept as the last blocks.
+ */
+const BAILINGMOE2: readonly Rule[] = [
+  rule('model\\.word_embeddings', 'token_embd'),
+  rule(`${L}\\.attention\\.query_key_value`, 'blk.$1.attn_qkv'),
+  rule(`${L}\\.attention\\.dense`, 'blk.$1.attn_output'),
+];
+
 /** A Mamba-2 mixer's projections (Mamba2Model.modify_tensors maps them as they are). */
 const mamba2 = (mixer: string): readonly Rule[] => [rule(`${mixer}\\.in_proj`, 'blk.$1.ssm_in'), rule(`${mixer}\\.out_proj`, 'blk.$1.ssm_out')];
 
@@ -658,6 +670,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   dots1: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   // DBRX (DbrxModel): see DBRX.
   dbrx: DBRX,
+  // Ling 2.0 and Ring 2.0 (BailingMoeV2Model): see BAILINGMOE2.
+  bailingmoe2: [...COMMON, ...BAILINGMOE2, ...SHARED_EXPERTS_MOE, ...NEXTN],
   // Jamba (JambaModel): attention, Mamba-1 and MoE blocks as JAMBA says.
   jamba: [...COMMON, ...QK, ...BAMBA_MLP, ...JAMBA],
   // MiniCPM3 (MiniCPM3Model): DeepSeek-V2's MLA names (q_a_proj, q_b_proj, kv_a_proj_with_mqa,
