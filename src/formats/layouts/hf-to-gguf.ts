@@ -231,8 +231,8 @@ const EXAONE: readonly Rule[] = [
 /**
  * DBRX (DbrxModel): `transformer.blocks.N`, the fused `norm_attn_norm.attn.Wqkv` (q, k, v rows)
  * written whole to attn_qkv, `out_proj`, the router `ffn.router.layer`. The experts `ffn.experts.mlp`
- * `w1`, `v1`, `w2` are 2-D parameters (E·ffn, hidden), not Linears, which the converter views per
- * expert and (w2) transposes; a LoRA on them is refused.
+ * `w1`, `v1`, `w2` are 2-D parameters (E·ffn, hidden; w2 used as (in, out)), not Linears, which
+ * the converter views per expert, transposing w2's; a LoRA on them is refused.
  */
 const B = 'transformer\\.blocks\\.(\\d+)';
 const DBRX: readonly Rule[] = [
@@ -242,7 +242,7 @@ const DBRX: readonly Rule[] = [
   rule(`${B}\\.norm_attn_norm\\.attn\\.out_proj`, 'blk.$1.attn_output'),
   rule(`${B}\\.ffn\\.router\\.layer`, 'blk.$1.ffn_gate_inp'),
   rule(`${B}\\.ffn\\.experts\\.mlp(?:\\.(?:w1|v1|w2))?`, 'blk.$1.ffn_gate_exps', {
-    refuse: "DBRX's experts are 2-D parameters (E·ffn, hidden: w1 gate, v1 up, w2 down, used transposed), not Linears, which convert_hf_to_gguf (DbrxModel) views per expert and transposes (w2); a LoRA on them is not merged into a GGUF here: merge into the safetensors model and convert that",
+    refuse: "DBRX's experts are 2-D parameters (E·ffn, hidden each: w1 gate and v1 up as (out, in), w2 down as (in, out)), not Linears, which convert_hf_to_gguf (DbrxModel) views per expert, transposing w2's; a LoRA on them is not merged into a GGUF here: merge into the safetensors model and convert that",
   }),
 ];
 
