@@ -1,11 +1,13 @@
 /**
  * The built CLI on GGUF bases of Mistral Small 4 (`mistral4`), Granite 4.0 3B Vision's language
- * model (`granite`) and Nemotron 3 Super (`nemotron_h_moe`), with a PEFT adapter that also trains a
- * module the GGUF does not hold as the adapter's ΔW: the vision tower (Mistral 4's Pixtral encoder)
- * and Granite 4 Vision's Q-Former projectors, which convert_hf_to_gguf writes to the mmproj file;
- * Nemotron 3's MTP head, which transformers does not load and whose folding into an extra block is
- * not followed. Each is refused in one line naming the module and the reason, and nothing is
- * written, not even the modules that would land.
+ * model (`granite`), Nemotron 3 Super (`nemotron_h_moe`) and DBRX (`dbrx`), with a PEFT adapter
+ * that also trains a module the GGUF does not hold as the adapter's ΔW: the vision tower (Mistral
+ * 4's Pixtral encoder) and Granite 4 Vision's Q-Former projectors, which convert_hf_to_gguf writes
+ * to the mmproj file; Nemotron 3's MTP head, which transformers does not load and whose folding
+ * into an extra block is not followed; DBRX's experts, 2-D parameters trained through
+ * target_parameters, which the converter views per expert and transposes. Each is refused in one
+ * line naming the module and the reason, and nothing is written, not even the modules that would
+ * land.
  */
 import { existsSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -20,7 +22,7 @@ afterAll(temp.removeAll);
 const HIDDEN = 32, VOCAB = 16, HEADS = 4, KV_HEADS = 2, HEAD_DIM = 8, FFN = 48;
 const u32 = (value: number): MetaValue => ({ type: 'u32', value });
 
-interface Case extends CellCase { refused: Target; says: string }
+interface Case extends CellCase { refused: Target; says: string; config?: Record<string, unknown> }
 
 const CASES: Case[] = [
   {
@@ -75,12 +77,31 @@ const CASES: Case[] = [
     refused: { module: 'mtp.layers.0.mixer.q_proj', out: HEADS * HEAD_DIM, in: HIDDEN, lands: [] },
     says: 'adapter: module "mtp.layers.0.mixer.q_proj": names a multi-token-prediction (mtp) module: transformers\' NemotronH does not load the mtp layers',
   },
+  {
+    // DBRX's experts are 2-D parameters (E·ffn, hidden), which PEFT reaches only with
+    // target_parameters (saved under the module that holds them, `ffn.experts.mlp`).
+    arch: 'dbrx', hfModel: 'databricks/dbrx-instruct', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_qkv.weight', [HIDDEN, (HEADS + 2 * KV_HEADS) * HEAD_DIM]],
+      ['blk.0.attn_output.weight', [HEADS * HEAD_DIM, HIDDEN]], ['blk.0.attn_output_norm.weight', [HIDDEN]], ['blk.0.ffn_gate_inp.weight', [HIDDEN, 4]],
+      ['blk.0.ffn_gate_exps.weight', [HIDDEN, 16, 4]], ['blk.0.ffn_up_exps.weight', [HIDDEN, 16, 4]], ['blk.0.ffn_down_exps.weight', [16, HIDDEN, 4]],
+      ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]],
+    ],
+    metadata: [
+      ['dbrx.block_count', u32(1)], ['dbrx.attention.head_count', u32(HEADS)], ['dbrx.attention.head_count_kv', u32(KV_HEADS)],
+      ['dbrx.attention.clamp_kqv', { type: 'f32', value: 8 }], ['dbrx.expert_count', u32(4)], ['dbrx.expert_used_count', u32(2)],
+    ],
+    targets: [{ module: 'transformer.blocks.0.norm_attn_norm.attn.Wqkv', out: (HEADS + 2 * KV_HEADS) * HEAD_DIM, in: HIDDEN, lands: [] }],
+    refused: { module: 'transformer.blocks.0.ffn.experts.mlp', out: 4 * 16, in: HIDDEN, lands: [] },
+    config: { target_modules: ['Wqkv'], target_parameters: ['ffn.experts.mlp.w1'] },
+    says: 'adapter: module "transformer.blocks.0.ffn.experts.mlp.w1": DBRX\'s experts are 2-D parameters',
+  },
 ];
 
 describe.each(CASES)('the CLI on a $arch GGUF ($hfModel)', (c) => {
   it(`refuses ${c.refused.module} in one line and writes nothing`, async () => {
     const base = cellBaseGguf(c, [[`${c.arch}.embedding_length`, u32(HIDDEN)], [`${c.arch}.context_length`, u32(4096)]]);
-    const { files } = cellPeftAdapter(c, [...c.targets, c.refused]);
+    const { files } = cellPeftAdapter(c, [...c.targets, c.refused], c.config);
     const { run, out, lines } = await mergeFolders(temp.make, { [`${c.arch}-tiny-BF16.gguf`]: base.bytes }, files);
     expect(run.code).not.toBe(0);
     expect(lines).toHaveLength(1);

@@ -31,6 +31,23 @@
  *   router's correction bias as exp_probs_b.
  * - Hunyuan-A13B (`hunyuan-moe`, HunYuanMoEModel): q and k as they are, the router `mlp.gate.wg`
  *   (F32), experts stacked, the shared MLP `mlp.shared_mlp` on ffn_*_shexp.
+ * - Phi-3.5-MoE (`phimoe`, PhiMoeModel): q/k/v/o as they are, transformers 4's `block_sparse_moe`
+ *   (router `gate`, experts `w1` gate, `w3` up, `w2` down, stacked) and transformers 5's router
+ *   `mlp.router`.
+ * - dots.llm1 (`dots1`, Dots1Model): q and k as they are, the dense block's MLP, experts stacked,
+ *   the shared experts.
+ * - DBRX (`dbrx`, DbrxModel): `transformer.wte`, the fused `Wqkv` whole on attn_qkv, `out_proj`,
+ *   the router `ffn.router.layer` (BF16: DbrxModel quantizes every matrix, and a merge keeps the
+ *   router's type as llama-quantize does).
+ * - Jamba (`jamba`, JambaModel): a Mamba-1 block's in_proj, x_proj, dt_proj and out_proj on
+ *   ssm_in, ssm_x, ssm_dt, ssm_out as they are, its dense MLP; an attention block's q/k/v/o, the
+ *   router `feed_forward.router`, experts stacked; a LoRA on the conv1d is refused by name.
+ * - Ling 2.0 (`bailingmoe2`, BailingMoeV2Model): `word_embeddings`, the fused
+ *   `attention.query_key_value` whole on attn_qkv (not split, not permuted), `attention.dense`,
+ *   the dense block's MLP, experts stacked, the shared experts, and the nextn layer kept as the
+ *   last block (its `eh_proj` under nextn.).
+ * - MiniCPM3 (`minicpm3`, MiniCPM3Model): DeepSeek-V2's MLA names, kv_b_proj whole on attn_kv_b
+ *   (the converter does not split it), nothing permuted, the dense MLP.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -53,6 +70,8 @@ const HEADS = 4, Q_RANK = 12, KV_RANK = 8, NOPE = 6, ROPE = 2, V = 5;
 const IDX_HEADS = 2, IDX_DIM = 8;
 /** LFM2's and ERNIE's attention. */
 const ATT_HEADS = 4, KV_HEADS = 2, HEAD_DIM = 8, Q = ATT_HEADS * HEAD_DIM, KV = KV_HEADS * HEAD_DIM;
+/** Jamba's Mamba-1 mixer: d_inner (2·hidden), d_state, dt_rank (ceil(hidden / 16)). */
+const D_INNER = 2 * HIDDEN, D_STATE = 4, DT_RANK = 2;
 const u32 = (value: number): MetaValue => ({ type: 'u32', value });
 
 /**
@@ -116,6 +135,17 @@ const moe = (block: number, shared: boolean): [string, number[], string?][] => [
   ...(shared ? [
     [`blk.${block}.ffn_gate_shexp.weight`, [HIDDEN, SHARED]], [`blk.${block}.ffn_up_shexp.weight`, [HIDDEN, SHARED]], [`blk.${block}.ffn_down_shexp.weight`, [SHARED, HIDDEN]],
   ] as [string, number[]][] : []),
+];
+/** Grouped-query attention with per-head q/k norms, as Qwen-style converters write it. */
+const qkNormAttention = (block: number): [string, number[], string?][] => [
+  [`blk.${block}.attn_norm.weight`, [HIDDEN]], [`blk.${block}.attn_q.weight`, [HIDDEN, Q]], [`blk.${block}.attn_q_norm.weight`, [HEAD_DIM]],
+  [`blk.${block}.attn_k.weight`, [HIDDEN, KV]], [`blk.${block}.attn_k_norm.weight`, [HEAD_DIM]], [`blk.${block}.attn_v.weight`, [HIDDEN, KV]],
+  [`blk.${block}.attn_output.weight`, [Q, HIDDEN]],
+];
+/** Attention with a fused qkv (q, then k, then v rows) and per-head q/k norms (Ling 2.0). */
+const fusedQkvAttention = (block: number): [string, number[], string?][] => [
+  [`blk.${block}.attn_norm.weight`, [HIDDEN]], [`blk.${block}.attn_qkv.weight`, [HIDDEN, Q + 2 * KV]],
+  [`blk.${block}.attn_q_norm.weight`, [HEAD_DIM]], [`blk.${block}.attn_k_norm.weight`, [HEAD_DIM]], [`blk.${block}.attn_output.weight`, [Q, HIDDEN]],
 ];
 const head: [string, number[], string?][] = [['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]]];
 
@@ -410,6 +440,189 @@ const CASES: Case[] = [
       { module: 'model.layers.0.mlp.shared_mlp.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.0.ffn_down_shexp.weight') },
     ],
   },
+  {
+    // Phi-3.5-MoE-like (PhiMoeModel): LayerNorms with biases, biased q/k/v/o and head, LongRoPE
+    // factors; transformers 4's block_sparse_moe names; q and k as they are.
+    name: 'phimoe (Phi-3.5-MoE)', arch: 'phimoe', hfModel: 'microsoft/Phi-3.5-MoE-instruct', rank: 3, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['rope_factors_long.weight', [HEAD_DIM / 2]], ['rope_factors_short.weight', [HEAD_DIM / 2]],
+      ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_norm.bias', [HIDDEN]],
+      ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_q.bias', [Q]], ['blk.0.attn_k.weight', [HIDDEN, KV]], ['blk.0.attn_k.bias', [KV]],
+      ['blk.0.attn_v.weight', [HIDDEN, KV]], ['blk.0.attn_v.bias', [KV]], ['blk.0.attn_output.weight', [Q, HIDDEN]], ['blk.0.attn_output.bias', [HIDDEN]],
+      ['blk.0.ffn_norm.bias', [HIDDEN]], ...moe(0, false).filter(([name]) => !name.endsWith('exp_probs_b.bias')),
+      ['output_norm.weight', [HIDDEN]], ['output_norm.bias', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]], ['output.bias', [VOCAB]],
+    ],
+    metadata: [
+      ['phimoe.block_count', u32(1)], ['phimoe.attention.head_count', u32(ATT_HEADS)], ['phimoe.attention.head_count_kv', u32(KV_HEADS)],
+      ['phimoe.rope.dimension_count', u32(HEAD_DIM)], ['phimoe.rope.scaling.original_context_length', u32(4096)],
+      ['phimoe.rope.scaling.attn_factor', { type: 'f32', value: 1.19 }], ['phimoe.attention.sliding_window', u32(0)],
+      ['phimoe.expert_count', u32(EXPERTS)], ['phimoe.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.block_sparse_moe.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.block_sparse_moe.experts.2.w1', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.0.block_sparse_moe.experts.0.w3', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_up_exps.weight', 0, EXPERT_FFN) },
+      { module: 'model.layers.0.block_sparse_moe.experts.3.w2', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.0.ffn_down_exps.weight', 3, HIDDEN) },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // The same file with an adapter from transformers 5's Phimoe, whose router is `mlp.router` (a Linear).
+    name: 'phimoe (transformers 5 router)', arch: 'phimoe', hfModel: 'microsoft/Phi-3.5-MoE-instruct', rank: 2, alpha: 2,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_k.weight', [HIDDEN, KV]],
+      ['blk.0.attn_v.weight', [HIDDEN, KV]], ['blk.0.attn_output.weight', [Q, HIDDEN]], ...moe(0, false).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['phimoe.block_count', u32(1)], ['phimoe.attention.head_count', u32(ATT_HEADS)], ['phimoe.attention.head_count_kv', u32(KV_HEADS)],
+      ['phimoe.expert_count', u32(EXPERTS)], ['phimoe.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.v_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_v.weight') },
+      { module: 'model.layers.0.mlp.router', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+    ],
+  },
+  {
+    // dots.llm1-like (Dots1Model, a Qwen2MoeModel): a leading dense block, then a MoE block with the
+    // router's correction bias, two shared experts; per-head q/k norms.
+    name: 'dots1 (dots.llm1)', arch: 'dots1', hfModel: 'rednote-hilab/dots.llm1.inst', rank: 3, alpha: 5,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...qkNormAttention(0), ...denseMlp(0), ...qkNormAttention(1), ...moe(1, true), ...head,
+    ],
+    metadata: [
+      ['dots1.block_count', u32(2)], ['dots1.attention.head_count', u32(ATT_HEADS)], ['dots1.attention.head_count_kv', u32(KV_HEADS)],
+      ['dots1.leading_dense_block_count', u32(1)], ['dots1.expert_count', u32(EXPERTS)], ['dots1.expert_used_count', u32(2)],
+      ['dots1.expert_feed_forward_length', u32(EXPERT_FFN)], ['dots1.expert_shared_count', u32(2)],
+      ['dots1.expert_weights_scale', { type: 'f32', value: 2.5 }], ['dots1.expert_weights_norm', { type: 'bool', value: true }],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.mlp.gate_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
+      { module: 'model.layers.1.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.1.attn_k.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.mlp.experts.1.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.experts.3.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 3, HIDDEN) },
+      { module: 'model.layers.1.mlp.shared_experts.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_up_shexp.weight') },
+      { module: 'model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+    ],
+  },
+  {
+    // DBRX-like (DbrxModel): the fused Wqkv on attn_qkv (q rows, then k, then v), its LayerNorms
+    // without bias, the router (BF16, tensor_force_quant), experts stacked (not Linears); the embedding too.
+    name: 'dbrx', arch: 'dbrx', hfModel: 'databricks/dbrx-instruct', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_qkv.weight', [HIDDEN, Q + 2 * KV]],
+      ['blk.0.attn_output.weight', [Q, HIDDEN]], ['blk.0.attn_output_norm.weight', [HIDDEN]],
+      ['blk.0.ffn_gate_inp.weight', [HIDDEN, EXPERTS]], ['blk.0.ffn_gate_exps.weight', [HIDDEN, EXPERT_FFN, EXPERTS]],
+      ['blk.0.ffn_up_exps.weight', [HIDDEN, EXPERT_FFN, EXPERTS]], ['blk.0.ffn_down_exps.weight', [EXPERT_FFN, HIDDEN, EXPERTS]], ...head,
+    ],
+    metadata: [
+      ['dbrx.block_count', u32(1)], ['dbrx.attention.head_count', u32(ATT_HEADS)], ['dbrx.attention.head_count_kv', u32(KV_HEADS)],
+      ['dbrx.attention.clamp_kqv', { type: 'f32', value: 8 }], ['dbrx.attention.layer_norm_epsilon', { type: 'f32', value: 1e-5 }],
+      ['dbrx.expert_count', u32(EXPERTS)], ['dbrx.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'transformer.wte', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'transformer.blocks.0.norm_attn_norm.attn.Wqkv', out: Q + 2 * KV, in: HIDDEN, lands: whole('blk.0.attn_qkv.weight') },
+      { module: 'transformer.blocks.0.norm_attn_norm.attn.out_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'transformer.blocks.0.ffn.router.layer', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // Jamba-like (JambaModel): block 0 a Mamba-1 mixer (d_inner 64, d_state 4, dt_rank 2, conv
+    // kernel 4) with a dense MLP, block 1 attention with the MoE; head_count_kv 0 on Mamba blocks.
+    name: 'jamba', arch: 'jamba', hfModel: 'ai21labs/AI21-Jamba-Mini-1.7', rank: 3, alpha: 3,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['blk.0.attn_norm.weight', [HIDDEN]],
+      ['blk.0.ssm_in.weight', [HIDDEN, 2 * D_INNER]], ['blk.0.ssm_conv1d.weight', [4, D_INNER], 'F32'], ['blk.0.ssm_conv1d.bias', [D_INNER]],
+      ['blk.0.ssm_x.weight', [D_INNER, DT_RANK + 2 * D_STATE]], ['blk.0.ssm_dt.weight', [DT_RANK, D_INNER]], ['blk.0.ssm_dt.bias', [D_INNER]],
+      ['blk.0.ssm_dt_norm.weight', [DT_RANK]], ['blk.0.ssm_b_norm.weight', [D_STATE]], ['blk.0.ssm_c_norm.weight', [D_STATE]],
+      ['blk.0.ssm_a', [D_STATE, D_INNER], 'F32'], ['blk.0.ssm_d', [D_INNER]], ['blk.0.ssm_out.weight', [D_INNER, HIDDEN]], ...denseMlp(0),
+      ['blk.1.attn_norm.weight', [HIDDEN]], ['blk.1.attn_q.weight', [HIDDEN, Q]], ['blk.1.attn_k.weight', [HIDDEN, KV]],
+      ['blk.1.attn_v.weight', [HIDDEN, KV]], ['blk.1.attn_output.weight', [Q, HIDDEN]],
+      ...moe(1, false).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['jamba.block_count', u32(2)], ['jamba.attention.head_count', u32(ATT_HEADS)],
+      ['jamba.attention.head_count_kv', { type: 'array', itemType: 'u32', value: [0, KV_HEADS] }],
+      ['jamba.ssm.conv_kernel', u32(4)], ['jamba.ssm.inner_size', u32(D_INNER)], ['jamba.ssm.state_size', u32(D_STATE)],
+      ['jamba.ssm.time_step_rank', u32(DT_RANK)], ['jamba.expert_count', u32(EXPERTS)], ['jamba.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.layers.0.mamba.in_proj', out: 2 * D_INNER, in: HIDDEN, lands: whole('blk.0.ssm_in.weight') },
+      { module: 'model.layers.0.mamba.x_proj', out: DT_RANK + 2 * D_STATE, in: D_INNER, lands: whole('blk.0.ssm_x.weight') },
+      { module: 'model.layers.0.mamba.dt_proj', out: D_INNER, in: DT_RANK, lands: whole('blk.0.ssm_dt.weight') },
+      { module: 'model.layers.0.mamba.out_proj', out: HIDDEN, in: D_INNER, lands: whole('blk.0.ssm_out.weight') },
+      { module: 'model.layers.0.feed_forward.gate_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
+      { module: 'model.layers.0.feed_forward.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.layers.1.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.1.attn_q.weight') },
+      { module: 'model.layers.1.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.1.attn_k.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.feed_forward.router', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
+      { module: 'model.layers.1.feed_forward.experts.1.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.1.feed_forward.experts.2.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.1.feed_forward.experts.0.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 0, HIDDEN) },
+    ],
+  },
+  {
+    // Ling-mini-2.0-like (BailingMoeV2Model): a leading dense block, a MoE block and the nextn layer
+    // kept as the last block (block_count 3, nextn_predict_layers 1); fused qkv with q/k norms,
+    // partial RoPE; the router's expert bias as exp_probs_b.
+    name: 'bailingmoe2 (Ling 2.0: nextn layer)', arch: 'bailingmoe2', hfModel: 'inclusionAI/Ling-mini-2.0', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...fusedQkvAttention(0), ...denseMlp(0), ...fusedQkvAttention(1), ...moe(1, true),
+      ...fusedQkvAttention(2), ...moe(2, true), ['blk.2.nextn.eh_proj.weight', [2 * HIDDEN, HIDDEN]], ['blk.2.nextn.enorm.weight', [HIDDEN]],
+      ['blk.2.nextn.hnorm.weight', [HIDDEN]], ...head,
+    ],
+    metadata: [
+      ['bailingmoe2.block_count', u32(3)], ['bailingmoe2.nextn_predict_layers', u32(1)], ['bailingmoe2.attention.head_count', u32(ATT_HEADS)],
+      ['bailingmoe2.attention.head_count_kv', u32(KV_HEADS)], ['bailingmoe2.rope.dimension_count', u32(HEAD_DIM / 2)],
+      ['bailingmoe2.leading_dense_block_count', u32(1)], ['bailingmoe2.vocab_size', u32(VOCAB)],
+      ['bailingmoe2.expert_count', u32(EXPERTS)], ['bailingmoe2.expert_used_count', u32(2)], ['bailingmoe2.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['bailingmoe2.expert_shared_feed_forward_length', u32(SHARED)], ['bailingmoe2.expert_shared_count', u32(1)],
+      ['bailingmoe2.expert_weights_scale', { type: 'f32', value: 2.5 }], ['bailingmoe2.expert_weights_norm', { type: 'bool', value: true }],
+    ],
+    targets: [
+      { module: 'model.word_embeddings', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.0.attention.query_key_value', out: Q + 2 * KV, in: HIDDEN, lands: whole('blk.0.attn_qkv.weight') },
+      { module: 'model.layers.0.attention.dense', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.layers.1.attention.query_key_value', out: Q + 2 * KV, in: HIDDEN, lands: whole('blk.1.attn_qkv.weight') },
+      { module: 'model.layers.1.mlp.experts.2.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+      { module: 'model.layers.2.attention.dense', out: HIDDEN, in: Q, lands: whole('blk.2.attn_output.weight') },
+      { module: 'model.layers.2.mlp.experts.0.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.2.ffn_up_exps.weight', 0, EXPERT_FFN) },
+      { module: 'model.layers.2.eh_proj', out: HIDDEN, in: 2 * HIDDEN, lands: whole('blk.2.nextn.eh_proj.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // MiniCPM3-4B-like (MiniCPM3Model): DeepSeek-V2's MLA names, kv_b_proj written whole to
+    // attn_kv_b, nothing permuted; LongRoPE factors over the rope dims; the dense MLP.
+    name: 'minicpm3', arch: 'minicpm3', hfModel: 'openbmb/MiniCPM3-4B', rank: 2, alpha: 6,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['rope_factors_long.weight', [ROPE / 2]], ['rope_factors_short.weight', [ROPE / 2]],
+      ...mla(0, true).filter(([name]) => !/attn_[kv]_b\./.test(name)), ['blk.0.attn_kv_b.weight', [KV_RANK, HEADS * (NOPE + V)]], ...denseMlp(0), ...head,
+    ],
+    metadata: [
+      ['minicpm3.block_count', u32(1)], ['minicpm3.attention.head_count', u32(HEADS)], ['minicpm3.attention.head_count_kv', u32(HEADS)],
+      ['minicpm3.vocab_size', u32(VOCAB)], ['minicpm3.attention.q_lora_rank', u32(Q_RANK)], ['minicpm3.attention.kv_lora_rank', u32(KV_RANK)],
+      ['minicpm3.attention.key_length', u32(NOPE + ROPE)], ['minicpm3.rope.dimension_count', u32(ROPE)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_a_proj', out: Q_RANK, in: HIDDEN, lands: whole('blk.0.attn_q_a.weight') },
+      { module: 'model.layers.0.self_attn.q_b_proj', out: HEADS * (NOPE + ROPE), in: Q_RANK, lands: whole('blk.0.attn_q_b.weight') },
+      { module: 'model.layers.0.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.0.attn_kv_a_mqa.weight') },
+      { module: 'model.layers.0.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: whole('blk.0.attn_kv_b.weight') },
+      { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: HEADS * V, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
 ];
 
 const baseGguf = (c: Case) => cellBaseGguf(c, [
@@ -500,4 +713,19 @@ it('plans kv_b_proj on a deepseek2 GGUF as key rows transposed per head and valu
   const byTensor = new Map(magnitudes.map((m) => [m.baseKey, m.updateNorm]));
   expect(byTensor.get('blk.0.attn_k_b.weight')).toBeCloseTo(normOfRows((o) => o % (NOPE + V) < NOPE), 6);
   expect(byTensor.get('blk.0.attn_v_b.weight')).toBeCloseTo(normOfRows((o) => o % (NOPE + V) >= NOPE), 6);
+});
+
+it('refuses a LoRA on a jamba GGUF\'s Mamba conv1d, whose kernel the converter squeezes, naming the module', async () => {
+  const jamba = CASES.find((c) => c.arch === 'jamba')!;
+  const inProj = jamba.targets.find((t) => t.module === 'model.layers.0.mamba.in_proj')!;
+  const { files } = cellPeftAdapter(jamba, [inProj], { target_modules: ['in_proj', 'conv1d'] }, [
+    // PEFT's Conv1d factors: lora_A (r, in, kernel), lora_B (out, r, 1).
+    { name: 'base_model.model.model.layers.0.mamba.conv1d.lora_A.weight', dtype: 'F32', shape: [jamba.rank, D_INNER, 4], data: new Float64Array(jamba.rank * D_INNER * 4).fill(0.01) },
+    { name: 'base_model.model.model.layers.0.mamba.conv1d.lora_B.weight', dtype: 'F32', shape: [D_INNER, jamba.rank, 1], data: new Float64Array(D_INNER * jamba.rank).fill(0.01) },
+  ]);
+  const prepared = await prepareMerge(memoryInputFileSet({ 'jamba-tiny-BF16.gguf': baseGguf(jamba).bytes }, 'base'), [{ files: memoryInputFileSet(files, 'lora') }]);
+  const messages = prepared.plan.problems.map((p) => p.message);
+  await prepared.close();
+  expect(messages).toEqual([expect.stringContaining('module "model.layers.0.mamba.conv1d"')]);
+  expect(messages[0]).toContain("is the Mamba block's depthwise causal Conv1d");
 });

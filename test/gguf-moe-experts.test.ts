@@ -17,7 +17,9 @@
  * its converter writes gate_up_proj whole to ffn_gate_up_exps. Mistral Small 4 (`mistral4`) holds them
  * as DeepSeek-V3's, and Mistral4Model (merge_expert off) passes gate_up_proj on whole to
  * ffn_gate_up_exps as well. transformers 5's MiniMax-M2 (`minimax-m2`) fuses them as Mixtral's, and
- * its q_norm and k_norm span all heads; Hunyuan-A13B's (`hunyuan-moe`) as Qwen's. Checked on the CPU and on WebGPU against float64 truth written here.
+ * its q_norm and k_norm span all heads; Hunyuan-A13B's (`hunyuan-moe`) as Qwen's, as are
+ * transformers 5's Phimoe's (`phimoe`, w1 then w3), dots.llm1's (`dots1`) and Jamba's (`jamba`,
+ * under `feed_forward`). Checked on the CPU and on WebGPU against float64 truth written here.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -95,7 +97,7 @@ function qwen3MoeBase(arch: string) {
     { name: 'output_norm.weight', ne: [HIDDEN], type: 'F32' },
     { name: 'output.weight', ne: [HIDDEN, VOCAB], type: 'BF16' },
   ];
-  const specs = arch.startsWith('granite') || arch === 'llama4' || arch === 'ernie4_5-moe' ? all.filter((t) => !/attn_[qk]_norm/.test(t.name))
+  const specs = arch.startsWith('granite') || ['llama4', 'ernie4_5-moe', 'phimoe', 'jamba'].includes(arch) ? all.filter((t) => !/attn_[qk]_norm/.test(t.name))
     : arch === 'deepseek2' ? [...all.slice(0, 1), ...MLA_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name))]
     : arch === 'mistral4' ? [...all.slice(0, 1), ...MLA_ATTENTION, ...all.filter((t) => !/attn_|token_embd/.test(t.name) && t.name !== GATE && t.name !== UP),
       { name: GATE_UP, ne: [HIDDEN, 2 * FFN, EXPERTS], type: 'BF16' }]
@@ -186,6 +188,14 @@ describe.each([
   ['deepseek2', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'deepseek-ai/DeepSeek-V3'],
   ['minimax-m2', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'MiniMaxAI/MiniMax-M2.5'],
   ['hunyuan-moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'tencent/Hunyuan-A13B-Instruct'],
+  // transformers 5's Phimoe (its block_sparse_moe renamed mlp) and dots.llm1 fuse them as Qwen's;
+  // Jamba's are under feed_forward (gate_proj, then up_proj).
+  ['phimoe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'microsoft/Phi-3.5-MoE-instruct'],
+  ['dots1', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'rednote-hilab/dots.llm1.inst'],
+  ['jamba', {
+    gateUp: 'base_model.model.model.layers.0.feed_forward.experts.base_layer', down: 'base_model.model.model.layers.0.feed_forward.experts',
+    targetParameters: ['feed_forward.experts.gate_up_proj', 'feed_forward.experts.down_proj'],
+  }, 'ai21labs/AI21-Jamba-Mini-1.7'],
   // Mistral Small 4: DeepSeek-V3's experts under Mistral3ForConditionalGeneration's language model.
   ['mistral4', qwenNames('base_model.model.model.language_model.layers.0.mlp.experts'), 'mistralai/Mistral-Small-4-119B-2603'],
   // DeepSeek-V4: transformers' conversion merges each layer's ffn.experts.N.w1 and w3 so.

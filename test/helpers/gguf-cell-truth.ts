@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './fixtures.js';
-import { buildGguf, randomTensors, readGguf, tensorValues, type MetaValue } from './gguf-builder.js';
+import { buildGguf, randomTensors, readGguf, tensorValues, typeName, type MetaValue } from './gguf-builder.js';
 import { expectMerged } from './expect-merged.js';
 import { mergeFileInMemory } from './merge-backends.js';
 import type { MergeBackend } from '../../src/index.js';
@@ -76,7 +76,7 @@ export function cellPeftAdapter(c: CellCase, targets = c.targets, config: Record
   return { files, factors };
 }
 
-/** The merged (F32) GGUF holds base + scale · ΔW at each landing's cells, and every other tensor as it was. */
+/** The merged GGUF (F32, or the base's type where it is kept) holds base + scale · ΔW at each landing's cells, and every other tensor as it was. */
 export function expectCellsMerged(
   merged: Uint8Array, base: CellBase, factors: ReturnType<typeof cellPeftAdapter>['factors'], rank: number, scale: number,
 ): void {
@@ -99,7 +99,12 @@ export function expectCellsMerged(
       expected.set(tensor, want);
     }
   }
-  for (const [tensor, want] of expected) expectMerged(tensorValues('F32', out.tensors.find((t) => t.name === tensor)!.data), want, 'F32', tensor);
+  for (const [tensor, want] of expected) {
+    // Merged tensors come back F32, but those llama-quantize leaves alone keep the base's type (a BF16 router).
+    const merged = out.tensors.find((t) => t.name === tensor)!;
+    const type = typeName(merged.typeId) as 'F32' | 'BF16';
+    expectMerged(tensorValues(type, merged.data), want, type, tensor);
+  }
   for (const t of readGguf(base.bytes).tensors.filter((x) => !expected.has(x.name))) {
     expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
   }

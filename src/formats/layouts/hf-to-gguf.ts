@@ -4,11 +4,12 @@
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
- * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
- * - attention q/k/v/o, fused qkv (phi3), MLP gate/up/down (or an architecture's own names: Phi-2's
- *   fc1/fc2, StarCoder2's c_fc/c_proj, EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections
- *   and w1/w3/w2), fused gate_up (phi3 →
- *   ffn_up), the MoE router, shared experts, token embeddings and the output head;
+ * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX, Jamba,
+ * MiniCPM3, Ling 2.0, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
+ *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
+ *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
+ *   in_proj/x_proj/dt_proj/out_proj), fused gate_up (phi3 → ffn_up), the MoE router, shared experts, token embeddings and the output head;
  * - one expert of a merged expert tensor (`ffn_gate_exps`, experts stacked as rows) lands on that
  *   expert's rows; older files with a tensor per expert (`ffn_gate.3`) are found as they are;
  * - a fused expert parameter (PEFT `target_parameters`: gpt-oss, Qwen3-VL-MoE, Llama 4, GraniteMoe,
@@ -227,6 +228,23 @@ const EXAONE: readonly Rule[] = [
   rule(`${H}\\.mlp\\.c_fc_1`, 'blk.$1.ffn_up'),
   rule(`${H}\\.mlp\\.c_proj`, 'blk.$1.ffn_down'),
 ];
+/**
+ * DBRX (DbrxModel): `transformer.blocks.N`, the fused `norm_attn_norm.attn.Wqkv` (q, k, v rows)
+ * written whole to attn_qkv, `out_proj`, the router `ffn.router.layer`. The experts `ffn.experts.mlp`
+ * `w1`, `v1`, `w2` are 2-D parameters (E·ffn, hidden; w2 used as (in, out)), not Linears, which
+ * the converter views per expert, transposing w2's; a LoRA on them is refused.
+ */
+const B = 'transformer\\.blocks\\.(\\d+)';
+const DBRX: readonly Rule[] = [
+  rule('transformer\\.wte', 'token_embd'),
+  rule('lm_head', 'output'),
+  rule(`${B}\\.norm_attn_norm\\.attn\\.Wqkv`, 'blk.$1.attn_qkv'),
+  rule(`${B}\\.norm_attn_norm\\.attn\\.out_proj`, 'blk.$1.attn_output'),
+  rule(`${B}\\.ffn\\.router\\.layer`, 'blk.$1.ffn_gate_inp'),
+  rule(`${B}\\.ffn\\.experts\\.mlp(?:\\.(?:w1|v1|w2))?`, 'blk.$1.ffn_gate_exps', {
+    refuse: "DBRX's experts are 2-D parameters (E·ffn, hidden each: w1 gate and v1 up as (out, in), w2 down as (in, out)), not Linears, which convert_hf_to_gguf (DbrxModel) views per expert, transposing w2's; a LoRA on them is not merged into a GGUF here: merge into the safetensors model and convert that",
+  }),
+];
 
 /**
  * How a model stores its fused expert parameters (PEFT `target_parameters` on
@@ -330,8 +348,50 @@ const LLAMA4: readonly Rule[] = [
   ...fusedExperts(QWEN3VL_EXPERTS, 'feed_forward'),
 ];
 
+/**
+ * PhiMoE (Phi-3.5-MoE, PhiMoeModel: Phi3MiniModel with experts stacked as MOE_BLOCK_SPARSE says):
+ * transformers 4's `block_sparse_moe` (router `gate`, experts `w1` gate, `w3` up, `w2` down, as
+ * Mixtral's), or transformers 5's `mlp.router` (a Linear) and fused experts (w1 then w3).
+ */
+const PHIMOE: readonly Rule[] = [...MIXTRAL, rule(`${L}\\.mlp\\.router`, 'blk.$1.ffn_gate_inp'), ...fusedExperts(CHUNKED_EXPERTS)];
+
+/**
+ * Ling 2.0 / Ring 2.0 (BailingMoeV2Model: TextModel's name mapping, experts stacked as rows):
+ * `model.word_embeddings`, attention's fused `attention.query_key_value` written whole to attn_qkv
+ * (unlike BailingMoeModel's, neither split nor permuted) and `attention.dense`; the MoE as
+ * DeepSeek's (router `mlp.gate`, `shared_experts`), the nextn layers kept as the last blocks.
+ */
+const BAILINGMOE2: readonly Rule[] = [
+  rule('model\\.word_embeddings', 'token_embd'),
+  rule(`${L}\\.attention\\.query_key_value`, 'blk.$1.attn_qkv'),
+  rule(`${L}\\.attention\\.dense`, 'blk.$1.attn_output'),
+];
+
 /** A Mamba-2 mixer's projections (Mamba2Model.modify_tensors maps them as they are). */
 const mamba2 = (mixer: string): readonly Rule[] => [rule(`${mixer}\\.in_proj`, 'blk.$1.ssm_in'), rule(`${mixer}\\.out_proj`, 'blk.$1.ssm_out')];
+
+/**
+ * Jamba (JambaModel): attention blocks (q/k/v/o as they are: Jamba's attention has no RoPE) and
+ * Mamba-1 blocks whose `mamba.in_proj`, `x_proj`, `dt_proj` and `out_proj` the converter writes as
+ * they are (ssm_in, ssm_x, ssm_dt, ssm_out; it changes only conv1d, squeezed, and A_log, as -exp);
+ * the MLP under `feed_forward` (Bamba's names), the router `feed_forward.router`, experts
+ * `feed_forward.experts.N.gate_proj`/`up_proj`/`down_proj` stacked as rows, or transformers 5's
+ * fused `feed_forward.experts` (gate then up, as Qwen's).
+ */
+const JAMBA: readonly Rule[] = [
+  rule(`${L}\\.mamba\\.in_proj`, 'blk.$1.ssm_in'),
+  rule(`${L}\\.mamba\\.x_proj`, 'blk.$1.ssm_x'),
+  rule(`${L}\\.mamba\\.dt_proj`, 'blk.$1.ssm_dt'),
+  rule(`${L}\\.mamba\\.out_proj`, 'blk.$1.ssm_out'),
+  rule(`${L}\\.mamba\\.conv1d`, 'blk.$1.ssm_conv1d', {
+    refuse: "is the Mamba block's depthwise causal Conv1d (groups = channels), whose kernel convert_hf_to_gguf (JambaModel) squeezes to (channels, kernel): a LoRA on it is not merged into a GGUF here; merge into the safetensors model and convert that",
+  }),
+  rule(`${L}\\.feed_forward\\.router`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.feed_forward\\.experts\\.(\\d+)\\.gate_proj`, 'blk.$1.ffn_gate_exps', { expert: 2 }),
+  rule(`${L}\\.feed_forward\\.experts\\.(\\d+)\\.up_proj`, 'blk.$1.ffn_up_exps', { expert: 2 }),
+  rule(`${L}\\.feed_forward\\.experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_exps', { expert: 2 }),
+  ...fusedExperts(CHUNKED_EXPERTS, 'feed_forward'),
+];
 
 /**
  * Granite's shared MLP (GraniteMoeModel.modify_tensors): `input_linear` is gate and up stacked,
@@ -601,6 +661,23 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // Mixtral's); transformers 5's MiniMaxM2 renames it `mlp`, its router a bare parameter and its
   // experts fused as Mixtral's (gate_up_proj halves, down_proj).
   'minimax-m2': [...COMMON, ...QK, ...MIXTRAL, ...fusedExperts(CHUNKED_EXPERTS)],
+  // Phi-3.5-MoE (PhiMoeModel, a Phi3MiniModel): separate q/k/v/o as they are (TextModel's name
+  // mapping, nothing permuted), the MoE as PHIMOE.
+  phimoe: [...COMMON, ...QK, ...PHIMOE],
+  // dots.llm1 (Dots1Model, a Qwen2MoeModel): q and k as they are (q_norm/k_norm are norms), the
+  // leading dense blocks' MLP, the router `mlp.gate` on ffn_gate_inp, experts stacked as rows
+  // (fused in transformers 5, as Qwen's) and the shared experts by name.
+  dots1: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // DBRX (DbrxModel): see DBRX.
+  dbrx: DBRX,
+  // Ling 2.0 and Ring 2.0 (BailingMoeV2Model): see BAILINGMOE2.
+  bailingmoe2: [...COMMON, ...BAILINGMOE2, ...SHARED_EXPERTS_MOE, ...NEXTN],
+  // Jamba (JambaModel): attention, Mamba-1 and MoE blocks as JAMBA says.
+  jamba: [...COMMON, ...QK, ...BAMBA_MLP, ...JAMBA],
+  // MiniCPM3 (MiniCPM3Model): DeepSeek-V2's MLA names (q_a_proj, q_b_proj, kv_a_proj_with_mqa,
+  // kv_b_proj, o_proj), all written as they are (kv_b_proj whole to attn_kv_b: the converter does
+  // not split it, and defines but never calls a q/k permutation), and the dense MLP.
+  minicpm3: [...COMMON, ...MLA],
   // Nemotron-H / Nemotron Nano 2 and Nemotron 3's MoE (NemotronHModel).
   nemotron_h: NEMOTRON_H,
   nemotron_h_moe: [...NEMOTRON_H, NEMOTRON_H_MTP],
