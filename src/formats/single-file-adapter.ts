@@ -8,7 +8,7 @@
  * embeddings bundled with the LoRA (`bundle_emb.<token>.…`), which add a prompt token rather than
  * change a weight.
  */
-import { decodeToF32, isFloatDType } from '../dtype.js';
+import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterFormat, AdapterModule, ParsedAdapter } from './adapter.js';
@@ -16,6 +16,7 @@ import { algorithmsFor, SHARED_ROLES, type ModuleContext } from './algorithms/in
 import { MODULE_PARTS, PART_ROLES } from './algorithms/module-parts.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import { DiffusersLoraMetadata, LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
+import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
@@ -43,6 +44,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
   const metadata = DiffusersLoraMetadata.parse(fileName, file.metadata);
+  const networkArgs = new KohyaNetworkArgs(fileName, file.metadata);
   const bundled = new Set<string>();
 
   for (const entry of file.tensors) {
@@ -70,7 +72,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
 
   const modules: AdapterModule[] = [];
   for (const [key, roles] of groups) {
-    const module = await buildModule(name, fileName, key, roles, file, metadata, problems);
+    const module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems);
     if (module) modules.push(module);
   }
   throwIfProblems(name, problems);
@@ -96,7 +98,7 @@ const BUNDLED_EMBEDDING = /^bundle_emb\.([^.]+)\./;
 async function moduleAlpha(
   key: string, address: ModuleAddress, roles: ReadonlyMap<Role, TensorEntry>, file: SafetensorsFile,
   metadata: DiffusersLoraMetadata | null, report: (code: MergeErrorCode, message: string) => void,
-): Promise<{ alpha: number | undefined; rsLora: boolean } | null> {
+): Promise<{ alpha: number | undefined; rsLora: boolean; alphaDType?: DType } | null> {
   const alphaTensor = roles.get('alpha');
   if (alphaTensor) {
     const value = await readScalar(file, alphaTensor);
@@ -104,20 +106,23 @@ async function moduleAlpha(
       report('UNSUPPORTED_FORMAT', `has an alpha that is not one finite number: ${alphaTensor.dtype} (${alphaTensor.shape.join(', ')})`);
       return null;
     }
-    return { alpha: value, rsLora: false };
+    return { alpha: value, rsLora: false, alphaDType: alphaTensor.dtype };
   }
   if (metadata && !address.flat) {
-    // `transformer.x.attn.to_q` → component `transformer`, path `x.attn.to_q`.
-    const component = key.length > address.path.length ? key.slice(0, key.length - address.path.length - 1) : '';
-    const found = metadata.alphaFor(component, address.path);
+    const found = metadata.alphaFor(componentOf(key, address), address.path);
     if (found) return found;
   }
   return { alpha: undefined, rsLora: false };
 }
 
+/** `transformer.x.attn.to_q` → component `transformer` (path `x.attn.to_q`); '' for a bare path. */
+function componentOf(key: string, address: ModuleAddress): string {
+  return key.length > address.path.length ? key.slice(0, key.length - address.path.length - 1) : '';
+}
+
 async function buildModule(
   adapter: string, fileName: string, key: string, roles: ReadonlyMap<Role, TensorEntry>, file: SafetensorsFile,
-  metadata: DiffusersLoraMetadata | null, problems: Problem[],
+  metadata: DiffusersLoraMetadata | null, networkArgs: KohyaNetworkArgs, problems: Problem[],
 ): Promise<AdapterModule | null> {
   // Messages that read as a predicate ("is LoKr, …", "has … but no …") follow the name directly.
   const report = (code: MergeErrorCode, message: string) =>
@@ -143,7 +148,7 @@ async function buildModule(
   const address = moduleAddress(key);
   const alpha = await moduleAlpha(key, address, roles, file, metadata, report);
   if (!alpha) return null;
-  const context: ModuleContext = { adapter, key, address, ...alpha, report };
+  const context: ModuleContext = { adapter, key, address, ...alpha, networkArgs, report };
   if (!algorithm) {
     // Parts alone: the first stands for the module, the rest attach to it.
     let module = parts[0].alone(roles.get(parts[0].role)!, context);
