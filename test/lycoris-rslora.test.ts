@@ -4,7 +4,8 @@
  * LoKr with a decomposed factor store α·√r in `.alpha`, so α/r read back is already right; GLoRA
  * stores α itself (scale α/√r from the metadata) and LoKr with both factors full stores r·√r
  * (scale √r). Merged through the library on the CPU (JavaScript and WebAssembly) and WebGPU against
- * float64 truth written from LyCORIS's modules; bad metadata refused through the CLI.
+ * float64 truth written from LyCORIS's modules; bad metadata refused through the CLI. Also diffusers'
+ * lora_adapter_metadata whose use_dora contradicts the file's lora_magnitude_vector tensors.
  */
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -214,5 +215,29 @@ describe('refused through the CLI: one line, nothing written', () => {
 
   it.each(cases)('%s', async (_what, tensors, metadata, message) => {
     await expectRefused(buildSafetensors(tensors, metadata), message);
+  });
+
+  // diffusers' Flux/SD trainers: PEFT's names under `unet.`, the LoraConfig in lora_adapter_metadata.
+  const q = 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q';
+  const peftModule = (magnitude: boolean): FixtureTensor[] => [
+    fx(`unet.${q}.lora_A.weight`, rnd([2, 36], 'BF16')), fx(`unet.${q}.lora_B.weight`, rnd([20, 2], 'BF16')),
+    ...(magnitude ? [fx(`unet.${q}.lora_magnitude_vector`, rnd([20], 'BF16'))] : []),
+  ];
+  const diffusersMetadata = (useDora: boolean) => ({ lora_adapter_metadata: JSON.stringify({ 'unet.r': 2, 'unet.lora_alpha': 4, 'unet.use_dora': useDora, 'unet.use_rslora': false, 'unet.peft_type': 'LORA' }) });
+  const doraCases: [string, boolean, boolean, RegExp][] = [
+    ['use_dora false with lora_magnitude_vector tensors', false, true,
+      /lycoris\.safetensors: metadata "lora_adapter_metadata" has use_dora false for "unet" but the file holds 1 lora_magnitude_vector tensor for it \(first "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_q\.lora_magnitude_vector"\): diffusers would load it without DoRA/],
+    ['use_dora true with no lora_magnitude_vector', true, false,
+      /lycoris\.safetensors: metadata "lora_adapter_metadata" has use_dora true for "unet" but none of its 1 LoRA module has a lora_magnitude_vector/],
+  ];
+  it.each(doraCases)('diffusers: %s', async (_what, useDora, magnitude, message) => {
+    await expectRefused(buildSafetensors(peftModule(magnitude), diffusersMetadata(useDora)), message);
+  });
+
+  it('diffusers: use_dora agreeing with the file merges', async () => {
+    for (const dora of [false, true]) {
+      const refusals = await refusalsInMemory({ backend: backends['cpu (wasm)']!, base: baseFile(), adapters: [{ files: { 'a.safetensors': buildSafetensors(peftModule(dora), diffusersMetadata(dora)) } }] });
+      expect(refusals).toEqual([]);
+    }
   });
 });

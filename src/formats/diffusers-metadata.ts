@@ -46,6 +46,11 @@ export class DiffusersLoraMetadata {
     return new DiffusersLoraMetadata(configs);
   }
 
+  /** use_dora of `component`'s LoraConfig (PEFT's default false when it is not stated); undefined when the metadata has no config for it. */
+  useDoraFor(component: string): boolean | undefined {
+    return (this.configs.get(component) ?? this.configs.get(''))?.useDora;
+  }
+
   /**
    * α for a module of `component` (`transformer`, `unet`, `text_encoder`…) at `path` inside it,
    * from lora_alpha and alpha_pattern; undefined when the metadata gives no α for it.

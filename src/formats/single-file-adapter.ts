@@ -76,6 +76,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     if (module) modules.push(module);
   }
   throwIfProblems(name, problems);
+  if (metadata) checkDoraAgainstMetadata(fileName, modules, groups, metadata);
   if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
 
   const config: Record<string, unknown> = {};
@@ -118,6 +119,39 @@ async function moduleAlpha(
 /** `transformer.x.attn.to_q` → component `transformer` (path `x.attn.to_q`); '' for a bare path. */
 function componentOf(key: string, address: ModuleAddress): string {
   return key.length > address.path.length ? key.slice(0, key.length - address.path.length - 1) : '';
+}
+
+/**
+ * diffusers builds each component's LoraConfig from lora_adapter_metadata as it stands: with
+ * use_dora false PEFT leaves the file's lora_magnitude_vector tensors unused (an "unexpected keys"
+ * warning); with use_dora true and no magnitude in the file it starts them from the base weights'
+ * norms. Neither is how the file was trained, so both are refused, the second, as for a PEFT
+ * folder, when none of the component's LoRA modules has a magnitude.
+ */
+function checkDoraAgainstMetadata(
+  fileName: string, modules: readonly AdapterModule[], groups: ReadonlyMap<string, ReadonlyMap<Role, TensorEntry>>, metadata: DiffusersLoraMetadata,
+): void {
+  const components = new Map<string, { useDora: boolean; magnitudes: string[]; plain: string[] }>();
+  for (const module of modules) {
+    if (module.algorithm !== 'lora' || module.address.flat) continue;
+    const component = componentOf(module.key, module.address);
+    const useDora = metadata.useDoraFor(component);
+    if (useDora === undefined) continue;
+    if (!components.has(component)) components.set(component, { useDora, magnitudes: [], plain: [] });
+    const magnitude = groups.get(module.key)?.get('magnitude');
+    if (magnitude) components.get(component)!.magnitudes.push(magnitude.name);
+    else components.get(component)!.plain.push(module.key);
+  }
+  const where = `${fileName}: metadata "${LORA_ADAPTER_METADATA}"`;
+  for (const [component, { useDora, magnitudes, plain }] of components) {
+    const name = component ? `"${component}"` : 'the model';
+    if (!useDora && magnitudes.length > 0) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora false for ${name} but the file holds ${magnitudes.length} lora_magnitude_vector tensor${magnitudes.length === 1 ? '' : 's'} for it (first "${magnitudes[0]}"): diffusers would load it without DoRA and leave them unused, so it cannot have been trained as diffusers loads it`);
+    }
+    if (useDora && magnitudes.length === 0 && plain.length > 0) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora true for ${name} but none of its ${plain.length} LoRA module${plain.length === 1 ? '' : 's'} has a lora_magnitude_vector (first "${plain[0]}"): diffusers would start the magnitudes from the base weights instead of the file`);
+    }
+  }
 }
 
 async function buildModule(
