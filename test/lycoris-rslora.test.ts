@@ -5,7 +5,7 @@
  * stores α itself (scale α/√r from the metadata) and LoKr with both factors full stores r·√r
  * (scale √r). Merged through the library on the CPU (JavaScript and WebAssembly) and WebGPU against
  * float64 truth written from LyCORIS's modules; bad metadata refused through the CLI. Also diffusers'
- * lora_adapter_metadata whose use_dora contradicts the file's lora_magnitude_vector tensors.
+ * lora_adapter_metadata whose use_dora or lora_bias contradicts the file's tensors.
  */
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -56,6 +56,7 @@ const base: Record<string, T> = {
   [KEYS.projIn]: rnd([96, 40], 'F16'),
   [KEYS.timeEmb]: rnd([16, 20], 'BF16'),
   [KEYS.toK]: rnd([40, 60], 'F32'),
+  [KEYS.toQ.replace(/weight$/, 'bias')]: rnd([20], 'F32'),
 };
 const baseFile = () => ({ 'diffusion_pytorch_model.safetensors': buildSafetensors(Object.entries(base).map(([k, t]) => fx(k, t))) });
 
@@ -219,11 +220,14 @@ describe('refused through the CLI: one line, nothing written', () => {
 
   // diffusers' Flux/SD trainers: PEFT's names under `unet.`, the LoraConfig in lora_adapter_metadata.
   const q = 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q';
-  const peftModule = (magnitude: boolean): FixtureTensor[] => [
+  const peftModule = (magnitude: boolean, bias = false): FixtureTensor[] => [
     fx(`unet.${q}.lora_A.weight`, rnd([2, 36], 'BF16')), fx(`unet.${q}.lora_B.weight`, rnd([20, 2], 'BF16')),
     ...(magnitude ? [fx(`unet.${q}.lora_magnitude_vector`, rnd([20], 'BF16'))] : []),
+    ...(bias ? [fx(`unet.${q}.lora_B.bias`, rnd([20], 'BF16'))] : []),
   ];
-  const diffusersMetadata = (useDora: boolean) => ({ lora_adapter_metadata: JSON.stringify({ 'unet.r': 2, 'unet.lora_alpha': 4, 'unet.use_dora': useDora, 'unet.use_rslora': false, 'unet.peft_type': 'LORA' }) });
+  const diffusersMetadata = (useDora: boolean, loraBias = false) => ({ lora_adapter_metadata: JSON.stringify({
+    'unet.r': 2, 'unet.lora_alpha': 4, 'unet.use_dora': useDora, 'unet.lora_bias': loraBias, 'unet.use_rslora': false, 'unet.peft_type': 'LORA',
+  }) });
   const doraCases: [string, boolean, boolean, RegExp][] = [
     ['use_dora false with lora_magnitude_vector tensors', false, true,
       /lycoris\.safetensors: metadata "lora_adapter_metadata" has use_dora false for "unet" but the file holds 1 lora_magnitude_vector tensor for it \(first "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_q\.lora_magnitude_vector"\): diffusers would load it without DoRA/],
@@ -234,10 +238,15 @@ describe('refused through the CLI: one line, nothing written', () => {
     await expectRefused(buildSafetensors(peftModule(magnitude), diffusersMetadata(useDora)), message);
   });
 
-  it('diffusers: use_dora agreeing with the file merges', async () => {
-    for (const dora of [false, true]) {
-      const refusals = await refusalsInMemory({ backend: backends['cpu (wasm)']!, base: baseFile(), adapters: [{ files: { 'a.safetensors': buildSafetensors(peftModule(dora), diffusersMetadata(dora)) } }] });
-      expect(refusals).toEqual([]);
+  it('diffusers: lora_bias false with lora_B.bias tensors', async () => {
+    await expectRefused(buildSafetensors(peftModule(false, true), diffusersMetadata(false, false)),
+      /lycoris\.safetensors: metadata "lora_adapter_metadata" has lora_bias false for "unet" but the file holds 1 lora_B bias for it \(first "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_q\.lora_B\.bias"\)/);
+  });
+
+  it('diffusers: use_dora and lora_bias agreeing with the file merge', async () => {
+    for (const [dora, bias] of [[false, false], [true, false], [false, true]]) {
+      const files = { 'a.safetensors': buildSafetensors(peftModule(dora, bias), diffusersMetadata(dora, bias)) };
+      expect(await refusalsInMemory({ backend: backends['cpu (wasm)']!, base: baseFile(), adapters: [{ files }] })).toEqual([]);
     }
   });
 });

@@ -46,9 +46,9 @@ export class DiffusersLoraMetadata {
     return new DiffusersLoraMetadata(configs);
   }
 
-  /** use_dora of `component`'s LoraConfig (PEFT's default false when it is not stated); undefined when the metadata has no config for it. */
-  useDoraFor(component: string): boolean | undefined {
-    return (this.configs.get(component) ?? this.configs.get(''))?.useDora;
+  /** `component`'s LoraConfig (PEFT's defaults for what it does not state); undefined when the metadata has none for it. */
+  configFor(component: string): PeftLoraConfig | undefined {
+    return this.configs.get(component) ?? this.configs.get('');
   }
 
   /**

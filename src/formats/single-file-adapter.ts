@@ -16,6 +16,7 @@ import { algorithmsFor, SHARED_ROLES, type ModuleContext } from './algorithms/in
 import { MODULE_PARTS, PART_ROLES } from './algorithms/module-parts.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import { DiffusersLoraMetadata, LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
+import type { PeftLoraConfig } from './peft-config.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -76,7 +77,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     if (module) modules.push(module);
   }
   throwIfProblems(name, problems);
-  if (metadata) checkDoraAgainstMetadata(fileName, modules, groups, metadata);
+  if (metadata) checkAgainstMetadata(fileName, modules, groups, metadata);
   if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
 
   const config: Record<string, unknown> = {};
@@ -123,33 +124,40 @@ function componentOf(key: string, address: ModuleAddress): string {
 
 /**
  * diffusers builds each component's LoraConfig from lora_adapter_metadata as it stands: with
- * use_dora false PEFT leaves the file's lora_magnitude_vector tensors unused (an "unexpected keys"
- * warning); with use_dora true and no magnitude in the file it starts them from the base weights'
- * norms. Neither is how the file was trained, so both are refused, the second, as for a PEFT
- * folder, when none of the component's LoRA modules has a magnitude.
+ * use_dora (lora_bias) false PEFT leaves the file's lora_magnitude_vector (lora_B.bias) tensors
+ * unused (an "unexpected keys" warning); with use_dora true and no magnitude in the file it starts
+ * them from the base weights' norms. Neither is how the file was trained, so both are refused, the
+ * second, as for a PEFT folder, when none of the component's LoRA modules has a magnitude.
  */
-function checkDoraAgainstMetadata(
+function checkAgainstMetadata(
   fileName: string, modules: readonly AdapterModule[], groups: ReadonlyMap<string, ReadonlyMap<Role, TensorEntry>>, metadata: DiffusersLoraMetadata,
 ): void {
-  const components = new Map<string, { useDora: boolean; magnitudes: string[]; plain: string[] }>();
+  const components = new Map<string, { config: PeftLoraConfig; magnitudes: string[]; biases: string[]; plain: string[] }>();
   for (const module of modules) {
     if (module.algorithm !== 'lora' || module.address.flat) continue;
     const component = componentOf(module.key, module.address);
-    const useDora = metadata.useDoraFor(component);
-    if (useDora === undefined) continue;
-    if (!components.has(component)) components.set(component, { useDora, magnitudes: [], plain: [] });
-    const magnitude = groups.get(module.key)?.get('magnitude');
-    if (magnitude) components.get(component)!.magnitudes.push(magnitude.name);
-    else components.get(component)!.plain.push(module.key);
+    const config = metadata.configFor(component);
+    if (!config) continue;
+    if (!components.has(component)) components.set(component, { config, magnitudes: [], biases: [], plain: [] });
+    const found = components.get(component)!;
+    const roles = groups.get(module.key);
+    const magnitude = roles?.get('magnitude'), bias = roles?.get('up_bias');
+    if (magnitude) found.magnitudes.push(magnitude.name);
+    else found.plain.push(module.key);
+    if (bias) found.biases.push(bias.name);
   }
   const where = `${fileName}: metadata "${LORA_ADAPTER_METADATA}"`;
-  for (const [component, { useDora, magnitudes, plain }] of components) {
+  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+  for (const [component, { config, magnitudes, biases, plain }] of components) {
     const name = component ? `"${component}"` : 'the model';
-    if (!useDora && magnitudes.length > 0) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora false for ${name} but the file holds ${magnitudes.length} lora_magnitude_vector tensor${magnitudes.length === 1 ? '' : 's'} for it (first "${magnitudes[0]}"): diffusers would load it without DoRA and leave them unused, so it cannot have been trained as diffusers loads it`);
+    if (!config.useDora && magnitudes.length > 0) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora false for ${name} but the file holds ${count(magnitudes.length, 'lora_magnitude_vector tensor')} for it (first "${magnitudes[0]}"): diffusers would load it without DoRA and leave them unused, so it cannot have been trained as diffusers loads it`);
     }
-    if (useDora && magnitudes.length === 0 && plain.length > 0) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora true for ${name} but none of its ${plain.length} LoRA module${plain.length === 1 ? '' : 's'} has a lora_magnitude_vector (first "${plain[0]}"): diffusers would start the magnitudes from the base weights instead of the file`);
+    if (config.useDora && magnitudes.length === 0 && plain.length > 0) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora true for ${name} but none of its ${count(plain.length, 'LoRA module')} has a lora_magnitude_vector (first "${plain[0]}"): diffusers would start the magnitudes from the base weights instead of the file`);
+    }
+    if (!config.loraBias && biases.length > 0) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has lora_bias false for ${name} but the file holds ${count(biases.length, 'lora_B bias')} for it (first "${biases[0]}"): diffusers would load it without them, so it cannot have been trained as diffusers loads it`);
     }
   }
 }
