@@ -158,6 +158,10 @@ describe('PEFT adapters', () => {
     await expectFailure(peftFiles({ r: 2 }, [...pair('a.q', 2, 3, 3, '.one'), ...pair('a.k', 2, 3, 3, '.two')]),
       'UNSUPPORTED_FORMAT', ['several adapters']);
     await expectFailure(peftFiles({ r: 2, use_dora: true }, pair('a.q', 2, 3, 3)), 'BAD_CONFIG', ['use_dora', 'lora_magnitude_vector']);
+    await expectFailure(peftFiles({ r: 2, use_dora: false }, [...pair('a.q', 2, 3, 3), t('base_model.model.a.q.lora_magnitude_vector', [3])]),
+      'BAD_CONFIG', ['adapter_config.json', 'use_dora is false', 'lora_magnitude_vector', 'PEFT would leave unused']);
+    await expectFailure(peftFiles({ r: 2 }, [...pair('a.q', 2, 3, 3), t('base_model.model.a.q.lora_B.bias', [3])]),
+      'BAD_CONFIG', ['adapter_config.json', 'lora_bias is false', 'a.q.lora_B.bias', 'PEFT would leave unused']);
   });
 
   it('refuses pickles without reading them, and explains missing files', async () => {

@@ -46,6 +46,11 @@ export class DiffusersLoraMetadata {
     return new DiffusersLoraMetadata(configs);
   }
 
+  /** `component`'s LoraConfig (PEFT's defaults for what it does not state); undefined when the metadata has none for it. */
+  configFor(component: string): PeftLoraConfig | undefined {
+    return this.configs.get(component) ?? this.configs.get('');
+  }
+
   /**
    * α for a module of `component` (`transformer`, `unet`, `text_encoder`…) at `path` inside it,
    * from lora_alpha and alpha_pattern; undefined when the metadata gives no α for it.

@@ -124,17 +124,27 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
 
   const modules: AdapterModule[] = [];
   let sawMagnitude = false;
+  let biasB: TensorEntry | undefined;
   for (const [key, set] of groups) {
     const module = buildModule(name, key, set, config, problems);
     if (module) modules.push(module);
     if (set.magnitude) sawMagnitude = true;
+    biasB ??= set.biasB;
   }
   throwIfProblems(name, problems);
 
   if (config.useDora && !sawMagnitude && modules.length > 0) {
     throw new MergeError('BAD_CONFIG', `${configFile}: use_dora is true but ${fileName} has no lora_magnitude_vector tensors`);
   }
-  if (!config.useDora && sawMagnitude) warnings.push(`${name}: use_dora is false in the config but the file has DoRA magnitudes; applying DoRA`);
+  // PEFT builds the layers from the config and loads the file with strict=False: magnitudes or
+  // lora_B biases the config does not ask for would be dropped without a word, which is not how
+  // such a file was trained.
+  if (!config.useDora && sawMagnitude) {
+    throw new MergeError('BAD_CONFIG', `${configFile}: use_dora is false (or unset) but ${fileName} has lora_magnitude_vector tensors, which PEFT would leave unused; the adapter cannot have been trained as PEFT loads it`);
+  }
+  if (!config.loraBias && biasB) {
+    throw new MergeError('BAD_CONFIG', `${configFile}: lora_bias is false (or unset) but ${fileName} has lora_B biases ("${biasB.name}"), which PEFT would leave unused; the adapter cannot have been trained as PEFT loads it`);
+  }
   if (config.defaulted.includes('lora_alpha')) warnings.push(`${name}: lora_alpha missing from the config; using PEFT's default ${config.loraAlpha}`);
   if (isModifiedBaseInit(config.initLoraWeights)) {
     warnings.push(`${name}: init_lora_weights is "${config.initLoraWeights}": this adapter was trained against a modified base; merging it into the original base gives wrong weights unless it was converted first`);

@@ -8,7 +8,7 @@
  * embeddings bundled with the LoRA (`bundle_emb.<token>.…`), which add a prompt token rather than
  * change a weight.
  */
-import { decodeToF32, isFloatDType } from '../dtype.js';
+import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterFormat, AdapterModule, ParsedAdapter } from './adapter.js';
@@ -16,6 +16,8 @@ import { algorithmsFor, SHARED_ROLES, type ModuleContext } from './algorithms/in
 import { MODULE_PARTS, PART_ROLES } from './algorithms/module-parts.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import { DiffusersLoraMetadata, LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
+import type { PeftLoraConfig } from './peft-config.js';
+import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
@@ -43,6 +45,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
   const metadata = DiffusersLoraMetadata.parse(fileName, file.metadata);
+  const networkArgs = new KohyaNetworkArgs(fileName, file.metadata);
   const bundled = new Set<string>();
 
   for (const entry of file.tensors) {
@@ -70,10 +73,11 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
 
   const modules: AdapterModule[] = [];
   for (const [key, roles] of groups) {
-    const module = await buildModule(name, fileName, key, roles, file, metadata, problems);
+    const module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems);
     if (module) modules.push(module);
   }
   throwIfProblems(name, problems);
+  if (metadata) checkAgainstMetadata(fileName, modules, groups, metadata);
   if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
 
   const config: Record<string, unknown> = {};
@@ -96,7 +100,7 @@ const BUNDLED_EMBEDDING = /^bundle_emb\.([^.]+)\./;
 async function moduleAlpha(
   key: string, address: ModuleAddress, roles: ReadonlyMap<Role, TensorEntry>, file: SafetensorsFile,
   metadata: DiffusersLoraMetadata | null, report: (code: MergeErrorCode, message: string) => void,
-): Promise<{ alpha: number | undefined; rsLora: boolean } | null> {
+): Promise<{ alpha: number | undefined; rsLora: boolean; alphaDType?: DType } | null> {
   const alphaTensor = roles.get('alpha');
   if (alphaTensor) {
     const value = await readScalar(file, alphaTensor);
@@ -104,20 +108,63 @@ async function moduleAlpha(
       report('UNSUPPORTED_FORMAT', `has an alpha that is not one finite number: ${alphaTensor.dtype} (${alphaTensor.shape.join(', ')})`);
       return null;
     }
-    return { alpha: value, rsLora: false };
+    return { alpha: value, rsLora: false, alphaDType: alphaTensor.dtype };
   }
   if (metadata && !address.flat) {
-    // `transformer.x.attn.to_q` → component `transformer`, path `x.attn.to_q`.
-    const component = key.length > address.path.length ? key.slice(0, key.length - address.path.length - 1) : '';
-    const found = metadata.alphaFor(component, address.path);
+    const found = metadata.alphaFor(componentOf(key, address), address.path);
     if (found) return found;
   }
   return { alpha: undefined, rsLora: false };
 }
 
+/** `transformer.x.attn.to_q` → component `transformer` (path `x.attn.to_q`); '' for a bare path. */
+function componentOf(key: string, address: ModuleAddress): string {
+  return key.length > address.path.length ? key.slice(0, key.length - address.path.length - 1) : '';
+}
+
+/**
+ * diffusers builds each component's LoraConfig from lora_adapter_metadata as it stands: with
+ * use_dora (lora_bias) false PEFT leaves the file's lora_magnitude_vector (lora_B.bias) tensors
+ * unused (an "unexpected keys" warning); with use_dora true and no magnitude in the file it starts
+ * them from the base weights' norms. Neither is how the file was trained, so both are refused, the
+ * second, as for a PEFT folder, when none of the component's LoRA modules has a magnitude.
+ */
+function checkAgainstMetadata(
+  fileName: string, modules: readonly AdapterModule[], groups: ReadonlyMap<string, ReadonlyMap<Role, TensorEntry>>, metadata: DiffusersLoraMetadata,
+): void {
+  const components = new Map<string, { config: PeftLoraConfig; magnitudes: string[]; biases: string[]; plain: string[] }>();
+  for (const module of modules) {
+    if (module.algorithm !== 'lora' || module.address.flat) continue;
+    const component = componentOf(module.key, module.address);
+    const config = metadata.configFor(component);
+    if (!config) continue;
+    if (!components.has(component)) components.set(component, { config, magnitudes: [], biases: [], plain: [] });
+    const found = components.get(component)!;
+    const roles = groups.get(module.key);
+    const magnitude = roles?.get('magnitude'), bias = roles?.get('up_bias');
+    if (magnitude) found.magnitudes.push(magnitude.name);
+    else found.plain.push(module.key);
+    if (bias) found.biases.push(bias.name);
+  }
+  const where = `${fileName}: metadata "${LORA_ADAPTER_METADATA}"`;
+  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+  for (const [component, { config, magnitudes, biases, plain }] of components) {
+    const name = component ? `"${component}"` : 'the model';
+    if (!config.useDora && magnitudes.length > 0) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora false for ${name} but the file holds ${count(magnitudes.length, 'lora_magnitude_vector tensor')} for it (first "${magnitudes[0]}"): diffusers would load it without DoRA and leave them unused, so it cannot have been trained as diffusers loads it`);
+    }
+    if (config.useDora && magnitudes.length === 0 && plain.length > 0) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora true for ${name} but none of its ${count(plain.length, 'LoRA module')} has a lora_magnitude_vector (first "${plain[0]}"): diffusers would start the magnitudes from the base weights instead of the file`);
+    }
+    if (!config.loraBias && biases.length > 0) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has lora_bias false for ${name} but the file holds ${count(biases.length, 'lora_B bias')} for it (first "${biases[0]}"): diffusers would load it without them, so it cannot have been trained as diffusers loads it`);
+    }
+  }
+}
+
 async function buildModule(
   adapter: string, fileName: string, key: string, roles: ReadonlyMap<Role, TensorEntry>, file: SafetensorsFile,
-  metadata: DiffusersLoraMetadata | null, problems: Problem[],
+  metadata: DiffusersLoraMetadata | null, networkArgs: KohyaNetworkArgs, problems: Problem[],
 ): Promise<AdapterModule | null> {
   // Messages that read as a predicate ("is LoKr, …", "has … but no …") follow the name directly.
   const report = (code: MergeErrorCode, message: string) =>
@@ -143,7 +190,7 @@ async function buildModule(
   const address = moduleAddress(key);
   const alpha = await moduleAlpha(key, address, roles, file, metadata, report);
   if (!alpha) return null;
-  const context: ModuleContext = { adapter, key, address, ...alpha, report };
+  const context: ModuleContext = { adapter, key, address, ...alpha, networkArgs, report };
   if (!algorithm) {
     // Parts alone: the first stands for the module, the rest attach to it.
     let module = parts[0].alone(roles.get(parts[0].role)!, context);

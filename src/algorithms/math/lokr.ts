@@ -3,8 +3,9 @@
  * W₂ = lokr_w2, lokr_w2_a·lokr_w2_b, or the Tucker form of lokr_t2 with lokr_w2_a/_b.
  * The scale is α/r with r the inner dimension of the decomposed factor (w1_b's rows, else w2_b's),
  * and exactly 1 when neither factor is decomposed: LyCORIS then sets α = rank itself and stores
- * α·(rank/1), a number meaning nothing (modules/lokr.py). Applied once, as LyCORIS's forward pass
+ * it in `.alpha`, which its loader and ComfyUI ignore (modules/lokr.py). Applied once, as LyCORIS's forward pass
  * and ComfyUI apply it (LyCORIS's get_diff_weight multiplies by the scale twice).
+ * Trained with rs_lora, the both-full case is scaled by √r instead (lokrFullRankUnderRsLora).
  */
 import { fullAsFactors, kronFactors, rankOf, type Factors } from './low-rank-forms.js';
 import type { Matrix } from './matrix.js';
@@ -17,6 +18,19 @@ export function lokrScale(alpha: number | undefined, decomposedRank: number | un
   if (decomposedRank === undefined) return 1;
   const a = alpha === undefined || alpha === 0 ? decomposedRank : alpha;
   return a / decomposedRank;
+}
+
+/**
+ * The rank LyCORIS was given for a LoKr module with both factors full trained with rs_lora: its
+ * scale is then r/√r = √r, and its `.alpha` holds r·√r (modules/lokr.py). r is the first of the
+ * recorded ranks, else of the whole number nearest α^(2/3), whose r^1.5 is α within
+ * `relativeTolerance` (the rounding of the dtype α was saved in); null when none is.
+ */
+export function lokrFullRankUnderRsLora(alpha: number, relativeTolerance: number, recordedRanks: readonly number[]): number | null {
+  for (const r of [...recordedRanks, Math.round(alpha ** (2 / 3))]) {
+    if (r > 0 && Math.abs(r ** 1.5 - alpha) <= relativeTolerance * alpha) return r;
+  }
+  return null;
 }
 
 /**

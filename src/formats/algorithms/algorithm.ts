@@ -5,6 +5,8 @@
  * in the form the engine merges. Algorithms know nothing about layouts: which base tensor and rows
  * a module lands on is decided elsewhere (formats/layouts/).
  */
+import type { DType } from '../../dtype.js';
+import type { KohyaNetworkArgs } from '../kohya-network-args.js';
 import type { FloatTensorBytes } from '../../engine/merge-op.js';
 import type { MergeErrorCode } from '../../errors.js';
 import type { AdapterModule } from '../adapter.js';
@@ -81,6 +83,10 @@ export interface ModuleContext {
   scalars?: ReadonlyMap<Role, number>;
   /** The file's metadata asks for rsLoRA's α/√r (diffusers' lora_adapter_metadata `use_rslora`). */
   rsLora?: boolean;
+  /** The dtype `.alpha` is stored in, when it is a tensor (how closely it can hold the number it was given). */
+  alphaDType?: DType;
+  /** kohya's training metadata (LyCORIS's rs_lora), for the algorithms whose stored α does not carry it. */
+  networkArgs?: KohyaNetworkArgs;
   /** Records a problem with this module; the message is prefixed with the file and module. */
   report(code: MergeErrorCode, message: string): void;
 }

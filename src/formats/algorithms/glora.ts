@@ -1,6 +1,7 @@
 /**
  * GLoRA (LyCORIS modules/glora.py): ΔW = (W·a1·a2 + b1·b2)·α/r, with a1 (in, r), a2 (r, in),
  * b1 (out, r), b2 (r, in) or, for a conv, (r, in, kh, kw) with a1, a2, b1 1×1; r = rows of a2.
+ * Trained with LyCORIS's rs_lora (kohya's ss_network_args) the scale is α/√r with α as stored.
  * On a conv, W·a1·a2 mixes input channels at every kernel position (einsum "o i ..., i j").
  * W is the weight as it stands when GLoRA's turn comes (the base, when it comes first).
  * Old LyCORIS files with a1 and a2 the other way round (which ComfyUI guesses from shapes) are
@@ -39,7 +40,8 @@ export const glora: Algorithm = {
       kind: b2.shape.length > 2 ? 'conv' : 'linear',
       deltaShape: [b1.shape[0], ...b2.shape.slice(1)],
       rank: r,
-      ...alphaScale(context.alpha, r),
+      // LyCORIS's GLoRA stores α itself, so rs_lora's α/√r is known only from the training metadata.
+      ...alphaScale(context.alpha, r, context.rsLora || (context.networkArgs?.lycorisRsLora() ?? false)),
       tensors: { a1, a2, b1, b2 },
       update: { kind: 'transform', cost: 2 * r * kernel + r },
       fanInFanOut: false,

@@ -3,18 +3,22 @@
  * W₁ = lokr_w1 (a, c) or lokr_w1_a (a, r)·lokr_w1_b (r, c), and W₂ = lokr_w2 (b, d, k…),
  * lokr_w2_a (b, r)·lokr_w2_b (r, d·k…), or the Tucker form lokr_t2 (r, r, k…) with lokr_w2_a (r, b)
  * and lokr_w2_b (r, d). ΔW is (a·b, c·d, k…). Scale α/r with r the decomposed factor's rank, and
- * exactly 1 when neither factor is decomposed (algorithms/math/lokr.ts says why); applied once.
+ * exactly 1 when neither factor is decomposed (√r under LyCORIS's rs_lora; algorithms/math/lokr.ts says
+ * why); applied once.
  * The engine gets the exact product kron(B₁, B₂)·kron(A₁, A₂), or, when both factors are full and
  * that product's rank is large, ΔW itself by rows. LyCORIS's dora_scale applies after it.
  */
 import { kronRows, tuckerFactors } from '../../algorithms/math/low-rank-forms.js';
-import { lokrForm, lokrScale, type KronFactor } from '../../algorithms/math/lokr.js';
+import { lokrForm, lokrFullRankUnderRsLora, lokrScale, type KronFactor } from '../../algorithms/math/lokr.js';
 import type { AdapterModule } from '../adapter.js';
 import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { f32Bytes, lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
 import { lycorisDora } from './lora.js';
+
+/** Significand bits of the dtypes α is saved in; LyCORIS computes it in float32, hence 23 at most. */
+const ALPHA_MANTISSA_BITS: Readonly<Record<string, number>> = { F64: 23, F32: 23, F16: 10, BF16: 7 };
 
 export const lokr: Algorithm = {
   name: 'lokr',
@@ -66,7 +70,17 @@ export const lokr: Algorithm = {
     const out = deltaShape[0], inF = product(deltaShape.slice(1));
     // LyCORIS takes the rank from w1's factors first (make_module_from_state_dict).
     const decomposedRank = r1 ?? r2;
-    const scale = lokrScale(context.alpha, decomposedRank);
+    let scale = lokrScale(context.alpha, decomposedRank);
+    if (decomposedRank === undefined && context.alpha !== undefined && context.alpha !== 0 && context.networkArgs?.lycorisRsLora()) {
+      // rs_lora: LyCORIS trained this module at scale √r, with r known only through the α it stored (r·√r).
+      const tolerance = 2 ** -(ALPHA_MANTISSA_BITS[context.alphaDType ?? 'F32'] ?? 23);
+      const r = lokrFullRankUnderRsLora(context.alpha, tolerance, context.networkArgs.recordedRanks());
+      if (r === null) {
+        context.report('UNSUPPORTED_FORMAT', `is LoKr with both factors full, trained with rs_lora (ss_network_args), whose scale is √r for the rank r it was trained with, but its alpha ${context.alpha} is not r·√r for the recorded network_dim/conv_dim or any whole r`);
+        return null;
+      }
+      scale = Math.sqrt(r);
+    }
     const rankOf = (full: boolean, p: number, q: number, r: number | undefined) => (full ? Math.min(p, q) : r!);
     const productRank = rankOf(first === 'full', a, c, r1) * rankOf(second === 'full', b, product(rest), r2);
     const dense = first === 'full' && second === 'full' && productRank > Math.min(out, inF) / 4;

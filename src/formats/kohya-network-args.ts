@@ -1,0 +1,61 @@
+/**
+ * kohya sd-scripts' training metadata as far as it changes how a module is scaled: LyCORIS's
+ * `rs_lora` network argument. train_network.py records the network module in `ss_network_module`
+ * and the `--network_args` in `ss_network_args`, a JSON object of strings (`"rs_lora": "True"`).
+ * LyCORIS (lycoris.kohya) then scales by α/√r. Most of its modules store α·√r in their `.alpha`,
+ * so that α/r read back is already α/√r; GLoRA stores α itself and LoKr with both factors full
+ * stores r·√r, so for those two the argument must be read. kohya's own networks have no rs_lora.
+ * Read only when a module needs it, so that a file whose metadata does not matter is not refused.
+ */
+import { MergeError } from '../errors.js';
+
+const NETWORK_MODULE = 'ss_network_module';
+const NETWORK_ARGS = 'ss_network_args';
+
+export class KohyaNetworkArgs {
+  private args: Record<string, unknown> | null | undefined;
+
+  constructor(private readonly fileName: string, private readonly metadata: Readonly<Record<string, string>>) {}
+
+  /** Was the file trained by LyCORIS with rs_lora on? A one-line refusal when that cannot be read. */
+  lycorisRsLora(): boolean {
+    const args = this.parsedArgs();
+    if (!args || !('rs_lora' in args)) return false;
+    const value = args.rs_lora;
+    // LyCORIS's str_bool reads anything but "false" as on; kohya writes "True" or "False".
+    const on = value === true || (typeof value === 'string' && value.toLowerCase() === 'true');
+    const off = value === false || (typeof value === 'string' && value.toLowerCase() === 'false');
+    if (!on && !off) {
+      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" has rs_lora ${JSON.stringify(value)}, neither "True" nor "False"; it decides this file's scale (α/√r or α/r)`);
+    }
+    const module = this.metadata[NETWORK_MODULE];
+    if (module === undefined) {
+      if (!on) return false;
+      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" has rs_lora "True" but no "${NETWORK_MODULE}" says which trainer read it (LyCORIS scales by α/√r, kohya's own networks ignore it)`);
+    }
+    return on && module.startsWith('lycoris');
+  }
+
+  /** The ranks the training was given: network_dim (`ss_network_dim`) and LyCORIS's conv_dim, when whole numbers. */
+  recordedRanks(): number[] {
+    const args = this.parsedArgs();
+    const ranks = [this.metadata.ss_network_dim, args?.conv_dim].map((v) => (typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : NaN));
+    return ranks.filter((r) => Number.isSafeInteger(r) && r > 0);
+  }
+
+  private parsedArgs(): Record<string, unknown> | null {
+    if (this.args !== undefined) return this.args;
+    const text = this.metadata[NETWORK_ARGS];
+    if (text === undefined) return (this.args = null);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (e) {
+      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" is not valid JSON (${(e as Error).message}); it may hold rs_lora, which decides this file's scale`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" is not a JSON object; it may hold rs_lora, which decides this file's scale`);
+    }
+    return (this.args = parsed as Record<string, unknown>);
+  }
+}
