@@ -68,7 +68,11 @@ describe('PEFT adapters', () => {
   });
 
   it('understands adapter-name keys, embeddings, convs, DoRA, lora_bias and modules_to_save', async () => {
-    const adapter = await open(peftFiles({ r: 2, use_dora: true, lora_bias: true, modules_to_save: ['classifier'] }, [
+    // lora_bias is read in its own adapter: PEFT refuses it with use_dora.
+    const biased = await open(peftFiles({ r: 2, lora_bias: true }, [...pair('fc', 2, 4, 3), t('base_model.model.fc.lora_B.bias', [4])]));
+    expect(biased.modules.map((m) => [m.key, m.dora, m.biasB?.name])).toEqual([['base_model.model.fc', undefined, 'base_model.model.fc.lora_B.bias']]);
+    await biased.file.source.close();
+    const adapter = await open(peftFiles({ r: 2, use_dora: true, modules_to_save: ['classifier'] }, [
       t('base_model.model.embed.lora_embedding_A.default', [2, 11]),
       t('base_model.model.embed.lora_embedding_B.default', [5, 2]),
       t('base_model.model.embed.lora_magnitude_vector.default.weight', [5]),
@@ -76,14 +80,13 @@ describe('PEFT adapters', () => {
       t('base_model.model.conv.lora_magnitude_vector.default.weight', [1, 4, 1, 1]),
       ...pair('fc', 2, 4, 3),
       t('base_model.model.fc.lora_magnitude_vector', [4]),
-      t('base_model.model.fc.lora_B.bias', [4]),
       t('base_model.model.classifier.weight', [2, 4]),
       t('base_model.model.score.modules_to_save.default.weight', [2, 4]),
     ]));
     expect(adapter.modules.map((m) => [m.key, m.kind, m.dora?.axis, m.dora?.epsilon, m.biasB?.name])).toEqual([
       ['base_model.model.embed', 'embedding', 'out', 0, undefined],
       ['base_model.model.conv', 'conv', 'out', 0, undefined],
-      ['base_model.model.fc', 'linear', 'out', 0, 'base_model.model.fc.lora_B.bias'],
+      ['base_model.model.fc', 'linear', 'out', 0, undefined],
     ]);
     expect(adapter.modules.every((m) => m.scale === 4)).toBe(true); // lora_alpha defaults to 8
     expect(adapter.warnings.join('\n')).toMatch(/lora_alpha missing.*default 8/);
@@ -158,6 +161,10 @@ describe('PEFT adapters', () => {
     await expectFailure(peftFiles({ r: 2 }, [...pair('a.q', 2, 3, 3, '.one'), ...pair('a.k', 2, 3, 3, '.two')]),
       'UNSUPPORTED_FORMAT', ['several adapters']);
     await expectFailure(peftFiles({ r: 2, use_dora: true }, pair('a.q', 2, 3, 3)), 'BAD_CONFIG', ['use_dora', 'lora_magnitude_vector']);
+    await expectFailure(peftFiles({ r: 2, use_dora: true, lora_bias: true }, [...pair('a.q', 2, 3, 3), t('base_model.model.a.q.lora_magnitude_vector', [3])]),
+      'BAD_CONFIG', ['adapter_config.json', 'use_dora and lora_bias are both true', 'PEFT refuses']);
+    await expectFailure(peftFiles({ r: 2, use_dora: true }, [...pair('a.q', 2, 3, 3), t('base_model.model.a.q.lora_magnitude_vector', [3]), ...pair('a.k', 2, 3, 3)]),
+      'BAD_CONFIG', ['use_dora is true', 'module "a.k"', 'has no lora_magnitude_vector', 'incomplete']);
     await expectFailure(peftFiles({ r: 2, use_dora: false }, [...pair('a.q', 2, 3, 3), t('base_model.model.a.q.lora_magnitude_vector', [3])]),
       'BAD_CONFIG', ['adapter_config.json', 'use_dora is false', 'lora_magnitude_vector', 'PEFT would leave unused']);
     await expectFailure(peftFiles({ r: 2 }, [...pair('a.q', 2, 3, 3), t('base_model.model.a.q.lora_B.bias', [3])]),

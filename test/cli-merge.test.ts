@@ -256,26 +256,31 @@ describe('GPT-2 style PEFT adapter on a single file', () => {
   // DoRA magnitude for c_attn: one per output feature (3d).
   const magnitude = randomValues(3 * d, rand).map((x) => 1 + Math.abs(x));
   const newScore = randomValues(2 * d, rand);
+  // PEFT refuses use_dora with lora_bias in one config: DoRA (and modules_to_save) in one adapter, lora_bias in another.
   const adapter = tempDir({
     'adapter_config.json': json({
-      peft_type: 'LORA', r, lora_alpha: 12, fan_in_fan_out: true, use_dora: true, lora_bias: true,
-      target_modules: ['c_attn', 'c_proj'], modules_to_save: ['score'],
+      peft_type: 'LORA', r, lora_alpha: 12, fan_in_fan_out: true, use_dora: true,
+      target_modules: ['c_attn'], modules_to_save: ['score'],
     }),
     'adapter_model.safetensors': buildSafetensors([
       { name: 'base_model.model.transformer.h.0.attn.c_attn.lora_A.weight', dtype: 'F32', shape: [r, d], data: attnA },
       { name: 'base_model.model.transformer.h.0.attn.c_attn.lora_B.weight', dtype: 'F32', shape: [3 * d, r], data: attnB },
       { name: 'base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector', dtype: 'F32', shape: [3 * d], data: magnitude },
+      { name: 'base_model.model.score.modules_to_save.default.weight', dtype: 'F32', shape: [2, d], data: newScore },
+    ]),
+  });
+  const biasAdapter = tempDir({
+    'adapter_config.json': json({ peft_type: 'LORA', r, lora_alpha: 12, fan_in_fan_out: true, lora_bias: true, target_modules: ['c_proj'] }),
+    'adapter_model.safetensors': buildSafetensors([
       { name: 'base_model.model.transformer.h.0.attn.c_proj.lora_A.weight', dtype: 'F32', shape: [r, d], data: projA },
       { name: 'base_model.model.transformer.h.0.attn.c_proj.lora_B.weight', dtype: 'F32', shape: [d, r], data: projB },
       { name: 'base_model.model.transformer.h.0.attn.c_proj.lora_B.bias', dtype: 'F32', shape: [d], data: projBiasB },
-      { name: 'base_model.model.transformer.h.0.attn.c_proj.lora_magnitude_vector', dtype: 'F32', shape: [d], data: randomValues(d, rand).map((x) => 1 + Math.abs(x)) },
-      { name: 'base_model.model.score.modules_to_save.default.weight', dtype: 'F32', shape: [2, d], data: newScore },
     ]),
   });
 
   it.each(['webgpu', 'cpu'])('merges with DoRA on a transposed weight (--backend %s)', async (backend) => {
     const out = join(tempDir({}), 'merged.safetensors');
-    const result = await runCli(['merge', '--base', basePath, '--adapter', adapter, '--out', out, '--backend', backend]);
+    const result = await runCli(['merge', '--base', basePath, '--adapter', adapter, '--adapter', biasAdapter, '--out', out, '--backend', backend]);
     expect(errorLines(result.stderr), result.stderr).toEqual([]);
     expect(result.code).toBe(0);
     const { tensors } = readSafetensors(out);

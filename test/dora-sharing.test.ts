@@ -144,13 +144,15 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     const aq = vals(r * inF, 'BF16'), bqUp = vals(out * r, 'BF16'), m = vals(out, 'BF16').map((x) => roundForDType(4 + x, 'BF16'));
     const ak = vals(r * inF, 'BF16'), bkUp = vals(out * r, 'BF16'), biasUp = vals(out, 'BF16');
     const T = (name: string, shape: number[], data: ArrayLike<number>, dtype: FixtureDType = 'BF16'): FixtureTensor => ({ name, dtype, shape, data });
-    const metadata = { lora_adapter_metadata: JSON.stringify({ 'transformer.r': r, 'transformer.lora_alpha': alpha, 'transformer.use_dora': true, 'transformer.lora_bias': true, 'transformer.peft_type': 'LORA' }) };
+    // PEFT refuses use_dora with lora_bias in one config, so DoRA and the bias come in two files.
+    const metadata = (dora: boolean) => ({ lora_adapter_metadata: JSON.stringify({ 'transformer.r': r, 'transformer.lora_alpha': alpha, 'transformer.use_dora': dora, 'transformer.lora_bias': !dora, 'transformer.peft_type': 'LORA' }) });
     const { tensors: merged, warnings } = await mergeInMemory({ backend, base: { 'diffusion_pytorch_model.safetensors': buildSafetensors([
       T(`${q}.weight`, [out, inF], wq, 'F32'), T(`${q}.bias`, [out], bq), T(`${k}.weight`, [out, inF], wk), T(`${k}.bias`, [out], bk),
     ]) }, adapters: [{ files: { 'pytorch_lora_weights.safetensors': buildSafetensors([
       T(`transformer.${q}.lora_A.weight`, [r, inF], aq), T(`transformer.${q}.lora_B.weight`, [out, r], bqUp), T(`transformer.${q}.lora_magnitude_vector`, [out], m),
+    ], metadata(true)) }, weight: s }, { files: { 'pytorch_lora_weights.safetensors': buildSafetensors([
       T(`transformer.${k}.lora_A.weight`, [r, inF], ak), T(`transformer.${k}.lora_B.weight`, [out, r], bkUp), T(`transformer.${k}.lora_B.bias`, [out], biasUp),
-    ], metadata) }, weight: s }] });
+    ], metadata(false)) }, weight: s }] });
     const scale = s * alpha / r;
     expectMerged(merged.get(`${q}.weight`)!.values, dora(addLowRank(wq, bqUp, aq, out, r, inF, scale), m, out, inF, 'out', 0), 'F32', q);
     expectMerged(merged.get(`${q}.bias`)!.values, bq, 'BF16', `${q}.bias`);

@@ -238,6 +238,12 @@ describe('refused through the CLI: one line, nothing written', () => {
     await expectRefused(buildSafetensors(peftModule(magnitude), diffusersMetadata(useDora)), message);
   });
 
+  it('diffusers: use_dora true with a magnitude on one module and none on another', async () => {
+    const k = 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k';
+    await expectRefused(buildSafetensors([...peftModule(true), fx(`unet.${k}.lora_A.weight`, rnd([2, 36], 'BF16')), fx(`unet.${k}.lora_B.weight`, rnd([20, 2], 'BF16'))], diffusersMetadata(true)),
+      /lycoris\.safetensors: metadata "lora_adapter_metadata" has use_dora true for "unet" but 1 of its LoRA modules has no lora_magnitude_vector \(first "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_k"\)/);
+  });
+
   it('diffusers: lora_bias false with lora_B.bias tensors', async () => {
     await expectRefused(buildSafetensors(peftModule(false, true), diffusersMetadata(false, false)),
       /lycoris\.safetensors: metadata "lora_adapter_metadata" has lora_bias false for "unet" but the file holds 1 lora_B bias for it \(first "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_q\.lora_B\.bias"\)/);

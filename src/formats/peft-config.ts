@@ -99,6 +99,10 @@ export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
   if (peftType === undefined) defaulted.push('peft_type');
   refuseUnmergedVariants(obj, file);
 
+  // LoraConfig's own check: PEFT builds no model from such a config, so no file was trained with it.
+  if (obj.use_dora === true && obj.lora_bias === true) {
+    throw new MergeError('BAD_CONFIG', `${file}: use_dora and lora_bias are both true, which PEFT refuses ("lora_bias=True is not supported for DoRA"); no adapter can have been trained with this config`);
+  }
   const r = positiveNumber(obj, 'r', PEFT_DEFAULT_R, file, defaulted, true);
   const loraAlpha = finiteNumber(obj, 'lora_alpha', PEFT_DEFAULT_ALPHA, file, defaulted);
   const init = obj.init_lora_weights;

@@ -125,16 +125,24 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   const modules: AdapterModule[] = [];
   let sawMagnitude = false;
   let biasB: TensorEntry | undefined;
+  let withoutMagnitude: string | undefined;
   for (const [key, set] of groups) {
     const module = buildModule(name, key, set, config, problems);
     if (module) modules.push(module);
     if (set.magnitude) sawMagnitude = true;
+    else if (module) withoutMagnitude ??= module.name;
     biasB ??= set.biasB;
   }
   throwIfProblems(name, problems);
 
   if (config.useDora && !sawMagnitude && modules.length > 0) {
     throw new MergeError('BAD_CONFIG', `${configFile}: use_dora is true but ${fileName} has no lora_magnitude_vector tensors`);
+  }
+  // Under use_dora PEFT gives every LoRA layer a magnitude, initialised to ‖W‖ and saved with the
+  // factors; a module saved without one would load with that initial value and merge as DoRA, not
+  // as the plain LoRA its tensors alone describe.
+  if (config.useDora && withoutMagnitude !== undefined) {
+    throw new MergeError('BAD_CONFIG', `${configFile}: use_dora is true but module "${withoutMagnitude}" in ${fileName} has no lora_magnitude_vector; PEFT saves one for every DoRA layer, so this file is incomplete`);
   }
   // PEFT builds the layers from the config and loads the file with strict=False: magnitudes or
   // lora_B biases the config does not ask for would be dropped without a word, which is not how

@@ -127,7 +127,7 @@ function componentOf(key: string, address: ModuleAddress): string {
  * use_dora (lora_bias) false PEFT leaves the file's lora_magnitude_vector (lora_B.bias) tensors
  * unused (an "unexpected keys" warning); with use_dora true and no magnitude in the file it starts
  * them from the base weights' norms. Neither is how the file was trained, so both are refused, the
- * second, as for a PEFT folder, when none of the component's LoRA modules has a magnitude.
+ * second, as for a PEFT folder, when any of the component's LoRA modules has no magnitude.
  */
 function checkAgainstMetadata(
   fileName: string, modules: readonly AdapterModule[], groups: ReadonlyMap<string, ReadonlyMap<Role, TensorEntry>>, metadata: DiffusersLoraMetadata,
@@ -153,8 +153,9 @@ function checkAgainstMetadata(
     if (!config.useDora && magnitudes.length > 0) {
       throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora false for ${name} but the file holds ${count(magnitudes.length, 'lora_magnitude_vector tensor')} for it (first "${magnitudes[0]}"): diffusers would load it without DoRA and leave them unused, so it cannot have been trained as diffusers loads it`);
     }
-    if (config.useDora && magnitudes.length === 0 && plain.length > 0) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora true for ${name} but none of its ${count(plain.length, 'LoRA module')} has a lora_magnitude_vector (first "${plain[0]}"): diffusers would start the magnitudes from the base weights instead of the file`);
+    if (config.useDora && plain.length > 0) {
+      const which = magnitudes.length === 0 ? `none of its ${count(plain.length, 'LoRA module')} has a` : `${plain.length} of its LoRA modules ${plain.length === 1 ? 'has' : 'have'} no`;
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora true for ${name} but ${which} lora_magnitude_vector (first "${plain[0]}"): diffusers would start those magnitudes from the base weights instead of the file`);
     }
     if (!config.loraBias && biases.length > 0) {
       throw new MergeError('UNSUPPORTED_FORMAT', `${where} has lora_bias false for ${name} but the file holds ${count(biases.length, 'lora_B bias')} for it (first "${biases[0]}"): diffusers would load it without them, so it cannot have been trained as diffusers loads it`);
