@@ -97,10 +97,11 @@ export function mountPlanPanel(): (state: PageState) => void {
       // A new plan (a check at new weights keeps the modules and brings only problems).
       shownModules = plan.modules;
       shownWeights = '';
-      const targets = new Set(plan.modules.map((m) => m.target));
       stats.replaceChildren(
         stat(String(plan.modules.length), 'modules matched'),
-        stat(String(targets.size), 'base tensors changed'),
+        // Counted over the files written, not the modules' targets: a module may change a bias
+        // beside its weight (RoAd turns it with the weight's rows, PEFT's lora_B.bias adds to it).
+        stat(String(plan.files.reduce((n, f) => n + f.changed, 0)), 'base tensors changed'),
         ...(plan.leftOut.length ? [stat(String(plan.leftOut.length), 'modules left out')] : []),
         stat(String(plan.base.tensors), 'base tensors'),
         stat(formatBytes(plan.base.bytes), `base (${plan.base.dtype}, ${plan.base.container})`),
