@@ -3,17 +3,22 @@
  * and adapter_model.safetensors): RandLoRA, an exact low-rank product whose dims only the base
  * says, and RoAd, a rotation of W's output pairs (its bias turned with them). The plan names each
  * module's algorithm and measures it on the layer it lands on, and the merged download holds the
- * tensors the CLI writes for the same folders, byte for byte. Each state is screenshotted.
+ * tensors the CLI writes for the same folders, byte for byte. Also: a kohya LoRA with a bundled
+ * textual-inversion embedding (the warning listed and announced, as the CLI prints it), and a GGUF
+ * of an architecture mapped lately (MiniMax-M2) planned by its `blk.N` blocks and merged as the CLI
+ * merges it. Each state is screenshotted.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PAGE_RETRY } from './helpers/browser.js';
-import { mergeFolders } from './helpers/cli.js';
+import { errorLines, mergeFolders, runCli } from './helpers/cli.js';
 import { announced, mergeEnabled, planReady, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
-import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { buildGguf, randomTensors, readGguf, type MetaValue } from './helpers/gguf-builder.js';
 import { peftFolder, randomTensor } from './helpers/hf-folder.js';
+import { sdxlWithKohya } from './helpers/page-fixtures.js';
 
 const session = useDemoSession();
 const { dirs } = session;
@@ -107,5 +112,108 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
     expect(await text(page, '#plan-stats')).toMatch(/2modules matched4base tensors changed/);
     const input = readSafetensors(buildSafetensors(base));
     for (const [key, t] of input) expect(Buffer.from(merged.get(key)!.bytes).equals(Buffer.from(t.bytes)), key).toBe(!key.includes('q_proj'));
+  });
+
+  it('lists and announces the warning for a kohya LoRA\'s bundled textual-inversion embedding, and merges the rest', async () => {
+    const sdxl = sdxlWithKohya(61);
+    const lora = decodeSafetensors(sdxl.files['sdxl-style.safetensors'] as Uint8Array).tensors;
+    // SDXL's embedding as A1111 bundles it into the LoRA: one vector per text encoder per token.
+    const pivotal = buildSafetensors([
+      ...[...lora].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.values })),
+      randomTensor('bundle_emb.sks_style.clip_l', [2, 12], 'F16', rand), randomTensor('bundle_emb.sks_style.clip_g', [2, 16], 'F16', rand),
+    ]);
+    const dir = dirs.make({ ...sdxl.files, 'pivotal.safetensors': pivotal });
+    const demo = await session.open();
+    const { page } = demo;
+    await upload(page, 'base-input', join(dir, 'unet/diffusion_pytorch_model.safetensors'), join(dir, 'unet/config.json'));
+    await upload(page, 'adapter-input', join(dir, 'pivotal.safetensors'));
+    await planReady(page);
+    const warning = /pivotal\.safetensors: bundled textual-inversion embedding "sks_style" \(bundle_emb\.\*\) left out: an embedding adds a prompt token and changes no weight/;
+    expect(await announced(page, /Plan ready/)).toMatch(new RegExp(`1 warning: ${warning.source}`));
+    const problems = await page.$$eval('[data-testid="plan-problems"] li', (els) => els.map((e) => e.textContent ?? ''));
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(new RegExp(`^warning: ${warning.source}`));
+    expect(await text(page, '#plan-problems-heading')).toBe('1 warning: the merge can run, but read it first');
+    expect(await text(page, '#plan-stats')).toMatch(/^4modules matched4base tensors changed/);
+    await page.screenshot({ path: '/tmp/loramerge-shots/peft-bundle-emb-plan.png', fullPage: true });
+    await mergeEnabled(page);
+    await page.click('[data-testid="merge-button"]');
+    const merged = readSafetensors(await downloadBytes(page));
+    expect([...merged.keys()].sort()).toEqual([...decodeSafetensors(sdxl.files['unet/diffusion_pytorch_model.safetensors'] as Uint8Array).tensors.keys()].sort());
+  });
+
+  it('plans a PEFT LoRA on a MiniMax-M2 GGUF by its blk.N blocks and merges it as the CLI does', async () => {
+    const hidden = 32, heads = 4, kvHeads = 2, headDim = 8, ffn = 16, experts = 4, vocab = 16;
+    const block = (n: number) => [
+      { name: `blk.${n}.attn_norm.weight`, ne: [hidden], type: 'F32' },
+      { name: `blk.${n}.attn_q.weight`, ne: [hidden, heads * headDim], type: 'BF16' },
+      // MiniMax-M2's q and k norms span all heads.
+      { name: `blk.${n}.attn_q_norm.weight`, ne: [heads * headDim], type: 'F32' },
+      { name: `blk.${n}.attn_k.weight`, ne: [hidden, kvHeads * headDim], type: 'BF16' },
+      { name: `blk.${n}.attn_k_norm.weight`, ne: [kvHeads * headDim], type: 'F32' },
+      { name: `blk.${n}.attn_v.weight`, ne: [hidden, kvHeads * headDim], type: 'BF16' },
+      { name: `blk.${n}.attn_output.weight`, ne: [heads * headDim, hidden], type: 'BF16' },
+      { name: `blk.${n}.ffn_norm.weight`, ne: [hidden], type: 'F32' },
+      { name: `blk.${n}.ffn_gate_inp.weight`, ne: [hidden, experts], type: 'F32' },
+      { name: `blk.${n}.ffn_gate_exps.weight`, ne: [hidden, ffn, experts], type: 'BF16' },
+      { name: `blk.${n}.ffn_up_exps.weight`, ne: [hidden, ffn, experts], type: 'BF16' },
+      { name: `blk.${n}.ffn_down_exps.weight`, ne: [ffn, hidden, experts], type: 'BF16' },
+    ];
+    const specs = [{ name: 'token_embd.weight', ne: [hidden, vocab], type: 'BF16' }, ...block(0), ...block(1),
+      { name: 'output_norm.weight', ne: [hidden], type: 'F32' }, { name: 'output.weight', ne: [hidden, vocab], type: 'BF16' }];
+    const u32 = (value: number): MetaValue => ({ type: 'u32', value });
+    const arch = 'minimax-m2';
+    const gguf = buildGguf({
+      tensors: randomTensors(specs, () => rand() - 0.5).tensors,
+      metadata: [
+        ['general.architecture', { type: 'string', value: arch }], ['general.name', { type: 'string', value: 'MiniMax M2.5 tiny' }],
+        [`${arch}.block_count`, u32(2)], [`${arch}.context_length`, u32(4096)], [`${arch}.embedding_length`, u32(hidden)],
+        [`${arch}.feed_forward_length`, u32(ffn)], [`${arch}.expert_feed_forward_length`, u32(ffn)],
+        [`${arch}.attention.head_count`, u32(heads)], [`${arch}.attention.head_count_kv`, u32(kvHeads)],
+        [`${arch}.attention.key_length`, u32(headDim)], [`${arch}.attention.value_length`, u32(headDim)],
+        [`${arch}.expert_count`, u32(experts)], [`${arch}.expert_used_count`, u32(2)],
+        [`${arch}.rope.freq_base`, { type: 'f32', value: 5e6 }], [`${arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: 1e-6 }],
+        ['general.file_type', u32(32)],
+      ],
+    });
+    // o_proj of both layers and v_proj of layer 1: rows as they are in the GGUF (no q/k permutation).
+    const r = 2;
+    const targets: [string, number, number][] = [
+      ['model.layers.0.self_attn.o_proj', hidden, heads * headDim], ['model.layers.1.self_attn.o_proj', hidden, heads * headDim], ['model.layers.1.self_attn.v_proj', kvHeads * headDim, hidden],
+    ];
+    const folder = peftFolder({ ...PEFT_FIELDS, base_model_name_or_path: 'MiniMaxAI/MiniMax-M2.5', peft_version: '0.18.0', r, lora_alpha: 4, target_modules: ['o_proj', 'v_proj'] },
+      targets.flatMap(([m, out, inF]) => [
+        randomTensor(`base_model.model.${m}.lora_A.weight`, [r, inF], 'F32', rand, 0.05), randomTensor(`base_model.model.${m}.lora_B.weight`, [out, r], 'F32', rand, 0.05),
+      ]));
+    const dir = dirs.make({ 'MiniMax-M2.5-tiny-BF16.gguf': gguf, ...Object.fromEntries(Object.entries(folder).map(([f, d]) => [`lora/${f}`, d])) });
+    const demo = await session.open();
+    const { page } = demo;
+    await upload(page, 'base-input', join(dir, 'MiniMax-M2.5-tiny-BF16.gguf'));
+    await upload(page, 'adapter-input', join(dir, 'lora/adapter_config.json'), join(dir, 'lora/adapter_model.safetensors'));
+    await planReady(page);
+    expect(await announced(page, /Plan ready/)).not.toMatch(/error|warning/i);
+    await page.$eval('#modules-details', (d) => { (d as HTMLDetailsElement).open = true; });
+    const rows = await page.$$eval('#plan-modules tbody tr', (trs) => trs.map((row) => [...row.querySelectorAll('td')].map((td) => td.textContent ?? '')));
+    expect(rows.map((row) => [row[1], row[2]])).toEqual([
+      ['blk.0.attn_output.weight', 'LoRA, r = 2'], ['blk.1.attn_v.weight', 'LoRA, r = 2'], ['blk.1.attn_output.weight', 'LoRA, r = 2'],
+    ]);
+    // Grouped by the GGUF's blocks: layer 0 and layer 1, the series attn_output and attn_v.
+    expect(await page.$eval('[data-testid="magnitude-chart"]', (c) => c.getAttribute('aria-label'))).toMatch(/: 2 blocks, 2 module kinds, largest \d/);
+    await page.screenshot({ path: '/tmp/loramerge-shots/peft-gguf-minimax-plan.png', fullPage: true });
+    await mergeEnabled(page);
+    await page.click('[data-testid="merge-button"]');
+    const merged = readGguf(await downloadBytes(page));
+
+    const out = join(dir, 'cli.gguf');
+    const cli = await runCli(['merge', '--base', join(dir, 'MiniMax-M2.5-tiny-BF16.gguf'), '--adapter', join(dir, 'lora'), '--out', out, '--backend', 'cpu']);
+    expect(errorLines(cli.stderr), cli.stderr).toEqual([]);
+    const want = readGguf(readFileSync(out));
+    expect(merged.tensors.map((t) => [t.name, t.typeId])).toEqual(want.tensors.map((t) => [t.name, t.typeId]));
+    const input = readGguf(gguf);
+    for (const t of want.tensors) {
+      const got = merged.tensors.find((x) => x.name === t.name)!.data;
+      expect(Buffer.compare(got, t.data), t.name).toBe(0);
+      expect(Buffer.compare(got, input.tensors.find((x) => x.name === t.name)!.data) !== 0, t.name).toBe(rows.some((row) => row[1] === t.name));
+    }
   });
 });
