@@ -110,6 +110,8 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
     // RoAd has no rank: the facts do not make one up. Each q_proj's bias turns with its weight.
     expect(await text(page, '[data-testid="adapter-facts"]')).toBe('PEFT · RoAd (PEFT) · 2 modules · α = 1 · α/r = 1');
     expect(await text(page, '#plan-stats')).toMatch(/2modules matched4base tensors changed/);
+    // The bars measure the change RoAd makes to W, which is no product of factors.
+    expect(await text(page, '#chart-caption')).toMatch(/weight × ‖ΔW‖ \/ ‖W‖ in percent \(ΔW: .*W′ − W for one that maps the weight, such as OFT, HiRA or RoAd/);
     const input = readSafetensors(buildSafetensors(base));
     for (const [key, t] of input) expect(Buffer.from(merged.get(key)!.bytes).equals(Buffer.from(t.bytes)), key).toBe(!key.includes('q_proj'));
   });
