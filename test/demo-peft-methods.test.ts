@@ -6,7 +6,8 @@
  * tensors the CLI writes for the same folders, byte for byte. Also: a kohya LoRA with a bundled
  * textual-inversion embedding (the warning listed and announced, as the CLI prints it), and a GGUF
  * of an architecture mapped lately (MiniMax-M2) planned by its `blk.N` blocks and merged as the CLI
- * merges it. Each state is screenshotted.
+ * merges it; a map of W on a GGUF llama's q, whose rows llama.cpp stores permuted for RoPE, refused
+ * in one line naming the method as users know it. Each state is screenshotted.
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,6 +18,7 @@ import { announced, mergeEnabled, planReady, text, upload, useDemoSession } from
 import { downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { buildGguf, randomTensors, readGguf, type MetaValue } from './helpers/gguf-builder.js';
+import { LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 import { peftFolder, randomTensor } from './helpers/hf-folder.js';
 import { sdxlWithKohya } from './helpers/page-fixtures.js';
 
@@ -217,5 +219,25 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
       expect(Buffer.compare(got, t.data), t.name).toBe(0);
       expect(Buffer.compare(got, input.tensors.find((x) => x.name === t.name)!.data) !== 0, t.name).toBe(rows.some((row) => row[1] === t.name));
     }
+  });
+
+  it('refuses HiRA on a GGUF llama\'s permuted q rows: listed and announced as an error naming HiRA (PEFT), merge off', async () => {
+    const base = q4kmLlama();
+    const q = 'model.layers.0.self_attn.q_proj', h = LLAMA.hidden;
+    const folder = peftFolder({ ...PEFT_FIELDS, peft_type: 'HIRA', peft_version: '0.18.0', r: 1, hira_dropout: 0, target_modules: ['q_proj'] }, [
+      randomTensor(`base_model.model.${q}.hira_A`, [1, h], 'F32', rand), randomTensor(`base_model.model.${q}.hira_B`, [h, 1], 'F32', rand),
+    ]);
+    const dir = dirs.make({ ...base.files, ...Object.fromEntries(Object.entries(folder).map(([f, d]) => [`hira/${f}`, d])) });
+    const demo = await session.open();
+    const { page } = demo;
+    await upload(page, 'base-input', join(dir, 'tiny-llama-Q4_K_M.gguf'));
+    await upload(page, 'adapter-input', join(dir, 'hira/adapter_config.json'), join(dir, 'hira/adapter_model.safetensors'));
+    await planReady(page);
+    const refusal = /adapter_model\.safetensors: module "model\.layers\.0\.self_attn\.q_proj": HiRA \(PEFT\) on a module whose rows the base stores in another order \(blk\.0\.attn_q\.weight, its rows reordered\) is not supported/;
+    await page.waitForFunction(() => /HiRA/.test(document.querySelector('[data-testid="alert"]')!.textContent ?? ''), { timeout: 30_000 });
+    expect(await text(page, '[data-testid="alert"]')).toMatch(new RegExp(`^The plan has 1 error\\. First: ${refusal.source}$`));
+    expect(await page.$$eval('[data-testid="plan-problems"] li', (els) => els.map((e) => e.textContent ?? ''))).toEqual([expect.stringMatching(new RegExp(`^error: ${refusal.source}$`))]);
+    expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
+    await page.screenshot({ path: '/tmp/loramerge-shots/peft-hira-gguf-refused.png', fullPage: true });
   });
 });
