@@ -238,6 +238,9 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
     expect(await text(page, '[data-testid="alert"]')).toMatch(new RegExp(`^The plan has 1 error\\. First: ${refusal.source}$`));
     expect(await page.$$eval('[data-testid="plan-problems"] li', (els) => els.map((e) => e.textContent ?? ''))).toEqual([expect.stringMatching(new RegExp(`^error: ${refusal.source}$`))]);
     expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
+    expect(await text(page, '[data-testid="merge-blocked"]')).toBe('The plan has 1 error: fix it first.');
+    // Nothing matched: neither a chart nor an empty table of modules.
+    expect(await page.$eval('#modules-details', (d) => (d as HTMLElement).hidden)).toBe(true);
     await page.screenshot({ path: '/tmp/loramerge-shots/peft-hira-gguf-refused.png', fullPage: true });
   });
 });

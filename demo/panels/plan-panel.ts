@@ -63,7 +63,8 @@ export function mountPlanPanel(): (state: PageState) => void {
   const leftOutBox = byId('left-out-box');
   const leftOutHeading = byId('left-out-heading');
   const leftOutBody = byId<HTMLTableElement>('left-out-table').tBodies[0];
-  const body = byId<HTMLTableElement>('plan-modules').tBodies[0];
+  const modulesTable = byId<HTMLTableElement>('plan-modules');
+  const body = modulesTable.tBodies[0];
   const filesBox = byId('plan-files-box');
   const files = byId<HTMLUListElement>('plan-files');
   const canvas = byId<HTMLCanvasElement>('magnitude-chart');
@@ -142,6 +143,8 @@ export function mountPlanPanel(): (state: PageState) => void {
       );
     }
     figure.hidden = plan.magnitudes.length === 0; // nothing matched: no chart to show
+    // ... and no table to open (the errors say why).
+    modulesTable.closest('details')!.hidden = plan.modules.length === 0;
     const key = weights.join(',');
     if (key !== shownWeights) {
       shownWeights = key;
