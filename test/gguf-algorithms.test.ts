@@ -85,7 +85,12 @@ const lycoris: FixtureTensor[] = [];
   const down = vals(2 * ffn, 'BF16', 0.2), up = vals(h * 2, 'BF16', 0.2), m = vals(ffn, 'F32', 0.1).map((x) => roundForDType(0.3 + x, 'F32'));
   t(`${d}.lora_down.weight`, 'BF16', [2, ffn], down); t(`${d}.lora_up.weight`, 'BF16', [h, 2], up);
   t(`${d}.alpha`, 'F32', [], [1]); t(`${d}.dora_scale`, 'F32', [1, ffn], m);
-  truth1[DOWN] = (w) => dora(addScaled(w, mm(up, down, h, 2, ffn), s1 * 0.5), m, h, ffn, 'in', 2 ** -23);
+  // At weight s1 ≠ 1, LyCORIS's rule: V = W + α/r·ΔW whole, W' = V + s1·(m·V / (‖V‖ + eps) − V).
+  truth1[DOWN] = (w) => {
+    const v = addScaled(w, mm(up, down, h, 2, ffn), 0.5);
+    const rescaled = dora(v, m, h, ffn, 'in', 2 ** -23);
+    return v.map((x, i) => x + s1 * (rescaled[i] - x));
+  };
 }
 
 // Adapter 2 (weight 1): PEFT DoRA (one norm per output row) on v_proj, after adapter 1's diff.
