@@ -1,5 +1,6 @@
 /**
- * The plan's chart: how large each update is next to the weight it changes, w·‖s·B·A‖ / ‖W‖ in %,
+ * The plan's chart: how large each update is next to the weight it changes, w·‖ΔW‖ / ‖W‖ in % (ΔW:
+ * s·B·A of a low-rank module, W' − W of a map of W or a dense update, the module alone),
  * by block of the model (x) and module kind (one bar series each); the worker places each tensor
  * (chart-groups.ts). The sign is the weight's: below zero, the adapter is subtracted. The worker
  * measures each ratio once at weight 1, so moving a slider redraws without asking it. Several
@@ -17,8 +18,9 @@ const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948
 
 /** What the caption says about the axes, so the chart is readable without the picture too. */
 export const CHART_CAPTION =
-  'Each bar: how much the merge changes that block’s weights of one module kind, as weight × ‖s·B·A‖ / ‖W‖ in percent ' +
-  '(1 % means the update is a hundredth of the weight’s size; several tensors of a kind in a block, such as MoE experts, are averaged). ' +
+  'Each bar: how much the merge changes that block’s weights of one module kind, as weight × ‖ΔW‖ / ‖W‖ in percent ' +
+  '(ΔW: the module’s own change, s·B·A for a low-rank adapter, W′ − W for one that maps the weight, such as OFT, HiRA or RoAd; ' +
+  '1 % means the update is a hundredth of the weight’s size; several tensors of a kind in a block, such as MoE experts, are averaged). ' +
   'Blocks follow the model: layers, UNet down/mid/up blocks, Flux double and single blocks, SD3 joint blocks, each text encoder, a vision tower. ' +
   'Below zero: the adapter is subtracted (negative weight). Hover a bar for its values; the table of matched modules below lists each module’s algorithm and scale.';
 
@@ -97,7 +99,7 @@ export class MagnitudeChart {
           y: {
             ticks: { color: text, callback: (v) => `${v} %` },
             grid: { color: grid, lineWidth: (c) => (c.tick.value === 0 ? 2 : 1) },
-            title: { display: true, text: 'w·‖s·B·A‖ / ‖W‖', color: text },
+            title: { display: true, text: 'w·‖ΔW‖ / ‖W‖', color: text },
           },
         },
         plugins: {

@@ -193,7 +193,7 @@ export class PageStore {
     if (s.plan.status === 'failed') return 'The inputs could not be read: see the plan.';
     if (s.plan.status === 'ready' && !s.plan.plan.mergeable) {
       const n = s.plan.plan.problems.filter((p) => p.severity === 'error').length;
-      return `The plan has ${n} error${n === 1 ? '' : 's'}: fix them first.`;
+      return `The plan has ${n} error${n === 1 ? '' : 's'}: fix ${n === 1 ? 'it' : 'them'} first.`;
     }
     if (s.plan.status === 'ready' && s.plan.plan.output.refused[s.outDtype]) {
       return `This model cannot be written as ${s.outDtype}: choose another output dtype.`;

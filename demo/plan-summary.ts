@@ -42,13 +42,16 @@ export function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
   const algorithms = new Map<string, number>();
   for (const x of m) algorithms.set(algorithmOf(x), (algorithms.get(algorithmOf(x)) ?? 0) + 1);
   const algorithmFacts = algorithms.size === 1 ? [...algorithms.keys()] : [...algorithms].map(([name, n]) => `${name} ×${n}`);
+  // A rank where the update is a low-rank product, as the CLI's plan gives it: a map of W (RoAd,
+  // HiRA, OFT) or a dense update (C3A, a full diff) has none to show.
+  const ranks = m.filter((x) => x.update.kind === 'low-rank').map((x) => x.rank);
   return {
     name: adapter.name,
     facts: [
       ADAPTER_FORMAT_NAMES[adapter.format] ?? adapter.format,
       ...algorithmFacts,
       `${m.length} module${m.length === 1 ? '' : 's'}`,
-      `r = ${range(m.map((x) => x.rank))}`,
+      ...(ranks.length ? [`r = ${range(ranks)}`] : []),
       `α = ${range(m.map((x) => x.alpha))}`,
       `α/r = ${range(m.map((x) => x.scale))}`,
       ...(adapter.replacements.length ? [`${adapter.replacements.length} tensors replaced`] : []),

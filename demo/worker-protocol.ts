@@ -65,7 +65,7 @@ export interface PlannedModule {
   scale: number;
 }
 
-/** ‖s·B·A‖ / ‖W‖ at weight 1 for one adapter's module; the page multiplies by the (signed) weight. */
+/** ‖ΔW‖ / ‖W‖ (s·B·A, or W' − W of a map of W) at weight 1 for one adapter's module; the page multiplies by the (signed) weight. */
 export interface UpdateMagnitude {
   adapter: number;
   module: string;

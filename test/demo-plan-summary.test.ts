@@ -261,6 +261,66 @@ describe('the page\'s plan of LLM checkpoints', () => {
   });
 });
 
+describe('the page\'s plan of the newer PEFT methods', () => {
+  const q = 'model.layers.0.self_attn.q_proj';
+  const peft = { task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B', inference_mode: true, target_modules: ['q_proj'], bias: 'none' };
+  const summarize = (base: FixtureTensor[], config: object, adapter: FixtureTensor[]) => summarizePlan(
+    memoryInputFileSet({ 'model.safetensors': buildSafetensors(base) }, 'llama'), [{ files: memoryInputFileSet(peftFolder(config, adapter), 'adapter'), weight: 1 }]);
+
+  it('measures MiSS on all the layer\'s inputs, ΔW[o, i] = block[i mod r, o], not on r of them', async () => {
+    const out = 6, inF = 10, r = 4;
+    const base = [randomTensor(`${q}.weight`, [out, inF], 'BF16', rand)];
+    const block = randomTensor(`base_model.model.${q}.miss_block`, [r, out], 'F32', rand, 0.5);
+    const summary = await summarize(base, { ...peft, peft_type: 'MISS', peft_version: '0.17.1', r, mini_r: 1, init_weights: true }, [block]);
+    expect(summary.problems).toEqual([]);
+    expect(summary.modules.map((m) => [m.algorithm, m.rank, m.scale])).toEqual([['MiSS (PEFT)', r, 1]]);
+    const b = decoded([block]).get(block.name)!.values;
+    const delta = Array.from({ length: out * inF }, (_, k) => b[(k % inF % r) * out + Math.floor(k / inF)]);
+    expect(summary.magnitudes.map((m) => m.target)).toEqual([`${q}.weight`]);
+    expect(summary.magnitudes[0].ratio).toBeCloseTo(norm(delta) / norm(decoded(base).get(`${q}.weight`)!.values), 6);
+  });
+
+  it('measures HiRA, a map of W, as ‖W ⊙ B·A‖ / ‖W‖ (W\' − W), with no rank listed', async () => {
+    const out = 6, inF = 5, r = 2;
+    const base = [randomTensor(`${q}.weight`, [out, inF], 'BF16', rand)];
+    const adapter = [randomTensor(`base_model.model.${q}.hira_A`, [r, inF], 'F32', rand, 0.5), randomTensor(`base_model.model.${q}.hira_B`, [out, r], 'F32', rand, 0.5)];
+    const summary = await summarize(base, { ...peft, peft_type: 'HIRA', peft_version: '0.18.0', r, hira_dropout: 0 }, adapter);
+    expect(summary.problems).toEqual([]);
+    expect(summary.modules.map((m) => [m.algorithm, m.rank, m.scale])).toEqual([['HiRA (PEFT)', undefined, 1]]);
+    expect(summary.adapters[0].facts).toEqual(['PEFT', 'HiRA (PEFT)', '1 module', 'α = 1', 'α/r = 1']);
+    const w = decoded(base).get(`${q}.weight`)!.values;
+    const [a, b] = adapter.map((t) => decoded(adapter).get(t.name)!.values);
+    const delta = Array.from(w, (x, k) => {
+      const o = Math.floor(k / inF), i = k % inF;
+      let ba = 0;
+      for (let j = 0; j < r; j++) ba += b[o * r + j] * a[j * inF + i];
+      return x * ba;
+    });
+    expect(summary.magnitudes[0].ratio).toBeCloseTo(norm(delta) / norm(w), 6);
+  });
+
+  it('plans and measures RandLoRA, whose dims only the base says: ΔW = Σ_k B[o, 0, k]·λ[k, 0]·A[k, 0, i]·γ[0, i], scale randlora_alpha/r', async () => {
+    // A square layer with r = min(in, out): nb = 1, so ΔW is one plain sum over k.
+    const n = 6, r = 6;
+    const base = [randomTensor(`${q}.weight`, [n, n], 'BF16', rand)];
+    const adapter = [
+      randomTensor('base_model.randlora_A', [r, 1, n], 'F32', rand, 0.5), randomTensor('base_model.randlora_B', [n, 1, r], 'F32', rand, 0.5),
+      randomTensor(`base_model.model.${q}.randlora_lambda`, [r, 1], 'F32', rand), randomTensor(`base_model.model.${q}.randlora_gamma`, [1, n], 'F32', rand),
+    ];
+    const summary = await summarize(base, { ...peft, peft_type: 'RANDLORA', peft_version: '0.18.0', r, randlora_alpha: 9, save_projection: true, projection_prng_key: 0 }, adapter);
+    expect(summary.problems).toEqual([]);
+    expect(summary.modules.map((m) => [m.algorithm, m.scale])).toEqual([['RandLoRA (PEFT)', 9 / r]]);
+    const [a, b, lambda, gamma] = adapter.map((t) => decoded(adapter).get(t.name)!.values);
+    const delta = Array.from({ length: n * n }, (_, k) => {
+      const o = Math.floor(k / n), i = k % n;
+      let sum = 0;
+      for (let j = 0; j < r; j++) sum += b[o * r + j] * lambda[j] * a[j * n + i] * gamma[i];
+      return (9 / r) * sum;
+    });
+    expect(summary.magnitudes[0].ratio).toBeCloseTo(norm(delta) / norm(decoded(base).get(`${q}.weight`)!.values), 6);
+  });
+});
+
 describe('the page\'s plan of diffusion norm changes named in the other naming', () => {
   /** `<module>.<role>` → the base tensor it lands on, written from the converters by hand. */
   type Change = [string, string];

@@ -85,7 +85,12 @@ const lycoris: FixtureTensor[] = [];
   const down = vals(2 * ffn, 'BF16', 0.2), up = vals(h * 2, 'BF16', 0.2), m = vals(ffn, 'F32', 0.1).map((x) => roundForDType(0.3 + x, 'F32'));
   t(`${d}.lora_down.weight`, 'BF16', [2, ffn], down); t(`${d}.lora_up.weight`, 'BF16', [h, 2], up);
   t(`${d}.alpha`, 'F32', [], [1]); t(`${d}.dora_scale`, 'F32', [1, ffn], m);
-  truth1[DOWN] = (w) => dora(addScaled(w, mm(up, down, h, 2, ffn), s1 * 0.5), m, h, ffn, 'in', 2 ** -23);
+  // At weight s1 ≠ 1, LyCORIS's rule: V = W + α/r·ΔW whole, W' = V + s1·(m·V / (‖V‖ + eps) − V).
+  truth1[DOWN] = (w) => {
+    const v = addScaled(w, mm(up, down, h, 2, ffn), 0.5);
+    const rescaled = dora(v, m, h, ffn, 'in', 2 ** -23);
+    return v.map((x, i) => x + s1 * (rescaled[i] - x));
+  };
 }
 
 // Adapter 2 (weight 1): PEFT DoRA (one norm per output row) on v_proj, after adapter 1's diff.
@@ -182,27 +187,27 @@ it('refuses IA3 and DoRA on llama\'s q rows (permuted for RoPE), naming the modu
     const messages = prepared.plan.problems.map((p) => p.message);
     await prepared.close();
     expect(messages).toHaveLength(1);
-    expect(messages[0]).toMatch(/^a: module "model\.layers\.0\.self_attn\.q_proj": (ia3|DoRA) on a module whose rows the base stores in another order \(blk\.0\.attn_q\.weight, its rows reordered\) is not supported$/);
+    expect(messages[0]).toMatch(/^a: module "model\.layers\.0\.self_attn\.q_proj": (\(IA\)³|DoRA) on a module whose rows the base stores in another order \(blk\.0\.attn_q\.weight, its rows reordered\) is not supported$/);
   }
 });
 
-it('refuses PEFT HiRA, RoAd, C3A and MiSS bat on llama\'s q rows (permuted for RoPE), naming the module in one short line', async () => {
+it('refuses PEFT HiRA, RoAd, C3A and MiSS bat on llama\'s q rows (permuted for RoPE), naming the module and the method as users know it in one short line', async () => {
   const q = 'model.layers.0.self_attn.q_proj';
   const folder = (config: object, tensors: FixtureTensor[]) => ({
     'adapter_config.json': JSON.stringify({ target_modules: ['q_proj'], ...config }),
     'adapter_model.safetensors': buildSafetensors(tensors.map((t) => ({ ...t, name: `base_model.model.${q}.${t.name}` }))),
   });
   const cases: [string, Record<string, string | Uint8Array>][] = [
-    ['peft-hira', folder({ peft_type: 'HIRA', r: 1 }, [{ name: 'hira_A', dtype: 'F32', shape: [1, h], data: vals(h) }, { name: 'hira_B', dtype: 'F32', shape: [h, 1], data: vals(h) }])],
-    ['peft-road', folder({ peft_type: 'ROAD', variant: 'road_2', group_size: 2 }, [{ name: 'road_theta', dtype: 'F32', shape: [h], data: vals(h) }, { name: 'road_alpha', dtype: 'F32', shape: [h], data: vals(h) }])],
-    ['peft-c3a', folder({ peft_type: 'C3A', block_size: h }, [{ name: 'c3a_kernel', dtype: 'F32', shape: [1, 1, h], data: vals(h) }])],
-    ['peft-miss', folder({ peft_type: 'MISS', r: 2, init_weights: 'bat' }, [{ name: 'miss_block', dtype: 'F32', shape: [h / 2, 2, 2], data: vals(h * 2) }])],
+    ['HiRA (PEFT)', folder({ peft_type: 'HIRA', r: 1 }, [{ name: 'hira_A', dtype: 'F32', shape: [1, h], data: vals(h) }, { name: 'hira_B', dtype: 'F32', shape: [h, 1], data: vals(h) }])],
+    ['RoAd (PEFT)', folder({ peft_type: 'ROAD', variant: 'road_2', group_size: 2 }, [{ name: 'road_theta', dtype: 'F32', shape: [h], data: vals(h) }, { name: 'road_alpha', dtype: 'F32', shape: [h], data: vals(h) }])],
+    ['C3A (PEFT)', folder({ peft_type: 'C3A', block_size: h }, [{ name: 'c3a_kernel', dtype: 'F32', shape: [1, 1, h], data: vals(h) }])],
+    ['MiSS (PEFT)', folder({ peft_type: 'MISS', r: 2, init_weights: 'bat' }, [{ name: 'miss_block', dtype: 'F32', shape: [h / 2, 2, 2], data: vals(h * 2) }])],
   ];
   for (const [algorithm, files] of cases) {
     const prepared = await prepareMerge(memoryInputFileSet(base.files, 'base'), [{ files: memoryInputFileSet(files, 'a') }]);
     const messages = prepared.plan.problems.map((p) => p.message);
     await prepared.close();
     expect(messages, algorithm).toHaveLength(1);
-    expect(messages[0]).toMatch(new RegExp(`^a: module "model\\.layers\\.0\\.self_attn\\.q_proj": ${algorithm} on a module whose rows the base stores in another order \\(blk\\.0\\.attn_q\\.weight, its rows reordered\\) is not supported$`));
+    expect(messages[0]).toMatch(new RegExp(`^a: module "model\\.layers\\.0\\.self_attn\\.q_proj": ${algorithm.replace(/[()]/g, '\\$&')} on a module whose rows the base stores in another order \\(blk\\.0\\.attn_q\\.weight, its rows reordered\\) is not supported$`));
   }
 });

@@ -324,7 +324,7 @@ describe('what cannot be divided by a scale', () => {
       ]),
     };
     expect(await problems(scaledHead.files, ia3)).toEqual([
-      expect.stringMatching(/peft-ia3 on blk\.0\.ffn_down\.weight \(times blk\.0\.ffn_down\.scale, as llama\.cpp reads it\) is not supported/),
+      expect.stringMatching(/\(IA\)³ \(PEFT\) on blk\.0\.ffn_down\.weight \(times blk\.0\.ffn_down\.scale, as llama\.cpp reads it\) is not supported/),
     ]);
     const saved = lora(['v_proj'], { modules_to_save: ['lm_head'] }, [
       { name: 'base_model.model.lm_head.modules_to_save.default.weight', dtype: 'F32', shape: [LLAMA.vocab, HIDDEN], data: Float64Array.from({ length: LLAMA.vocab * HIDDEN }, () => g()) },

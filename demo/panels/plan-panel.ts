@@ -63,7 +63,8 @@ export function mountPlanPanel(): (state: PageState) => void {
   const leftOutBox = byId('left-out-box');
   const leftOutHeading = byId('left-out-heading');
   const leftOutBody = byId<HTMLTableElement>('left-out-table').tBodies[0];
-  const body = byId<HTMLTableElement>('plan-modules').tBodies[0];
+  const modulesTable = byId<HTMLTableElement>('plan-modules');
+  const body = modulesTable.tBodies[0];
   const filesBox = byId('plan-files-box');
   const files = byId<HTMLUListElement>('plan-files');
   const canvas = byId<HTMLCanvasElement>('magnitude-chart');
@@ -97,10 +98,11 @@ export function mountPlanPanel(): (state: PageState) => void {
       // A new plan (a check at new weights keeps the modules and brings only problems).
       shownModules = plan.modules;
       shownWeights = '';
-      const targets = new Set(plan.modules.map((m) => m.target));
       stats.replaceChildren(
         stat(String(plan.modules.length), 'modules matched'),
-        stat(String(targets.size), 'base tensors changed'),
+        // Counted over the files written, not the modules' targets: a module may change a bias
+        // beside its weight (RoAd turns it with the weight's rows, PEFT's lora_B.bias adds to it).
+        stat(String(plan.files.reduce((n, f) => n + f.changed, 0)), 'base tensors changed'),
         ...(plan.leftOut.length ? [stat(String(plan.leftOut.length), 'modules left out')] : []),
         stat(String(plan.base.tensors), 'base tensors'),
         stat(formatBytes(plan.base.bytes), `base (${plan.base.dtype}, ${plan.base.container})`),
@@ -141,6 +143,8 @@ export function mountPlanPanel(): (state: PageState) => void {
       );
     }
     figure.hidden = plan.magnitudes.length === 0; // nothing matched: no chart to show
+    // ... and no table to open (the errors say why).
+    modulesTable.closest('details')!.hidden = plan.modules.length === 0;
     const key = weights.join(',');
     if (key !== shownWeights) {
       shownWeights = key;

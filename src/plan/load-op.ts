@@ -8,7 +8,7 @@
 import { decodeToF32, DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, LowRankTerm, MergeOp, RowSegment } from '../engine/merge-op.js';
 import type { PermutedBlocksStep, RotateStep, UpdateStep } from '../engine/update-steps.js';
-import type { ModulePiece } from '../formats/algorithms/index.js';
+import type { DeltaDims, ModulePiece } from '../formats/algorithms/index.js';
 import { MergeError } from '../errors.js';
 import { loadModuleUpdate } from '../formats/algorithms/index.js';
 import { expertTerms } from './fused-experts.js';
@@ -30,16 +30,22 @@ export async function loadUpdateSteps(update: TensorUpdate): Promise<LoadedStep[
   return assembleSteps(pieces);
 }
 
+/**
+ * ΔW's dims as the term lands on its tensor, for algorithms whose tensors leave a side open (VeRA,
+ * RandLoRA, MiSS). A tensor holding ΔW's rows transposed is not ΔW's shape: the module's own dims.
+ */
+export function termDeltaDims(update: TensorUpdate, t: PlannedTerm): DeltaDims {
+  return t.transposedBlocks
+    ? { out: t.module.deltaShape[0], in: t.module.deltaShape[1] }
+    : { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures };
+}
+
 /** One module's pieces with its scale s folded in, then its DoRA. */
 async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdatePiece[]> {
   const s = t.scale;
   const out: UpdatePiece[] = [];
   const axisLength = (axis: 'out' | 'in') => (axis === 'out' ? update.outFeatures : update.inFeatures);
-  // A tensor holding ΔW's rows transposed is not ΔW's shape: the module's own dims.
-  const dims = t.transposedBlocks
-    ? { out: t.module.deltaShape[0], in: t.module.deltaShape[1] }
-    : { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures };
-  for (const p of await loadModuleUpdate(t.file, t.module, dims)) {
+  for (const p of await loadModuleUpdate(t.file, t.module, termDeltaDims(update, t))) {
     if (t.transposedBlocks && p.kind !== 'low-rank') {
       throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": only a low-rank update can land on ${update.baseKey}, which holds its rows transposed`);
     }

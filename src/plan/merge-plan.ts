@@ -24,6 +24,7 @@ import { DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.js';
 import type { AdapterFormat, AdapterModule, ParsedAdapter, TensorReplacement } from '../formats/adapter.js';
+import { moduleTitle } from '../formats/algorithms/index.js';
 import type { BaseComponent } from '../formats/base-components.js';
 import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
@@ -361,7 +362,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       if (module.update.kind !== 'low-rank' && inParts) {
-        fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a module ${landing} (${targets}) is not supported`);
+        fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} on a module ${landing} (${targets}) is not supported`);
         continue;
       }
       // Expert parameters are placed per expert (fitExperts checks each target's shape).
@@ -401,7 +402,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         }
         if (!view) continue;
         if (module.update.kind !== 'low-rank' && !(module.update.kind === 'transform' && module.update.anyLayout) && view.layout !== 'out-in') {
-          fail('UNSUPPORTED_FORMAT', `${module.algorithm} on a weight stored (in, out) is not supported`);
+          fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} on a weight stored (in, out) is not supported`);
           continue;
         }
         const rows = view.placement ? view.placement.segments.map((g): RowSpan => [g.dst, g.dst + g.count]) : [[0, view.outFeatures] as RowSpan];
@@ -424,7 +425,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         // Maps of W (IA3, OFT, GLoRA's W·P·Q) act on the stored values themselves: dividing their
         // scale by the weight's would be wrong, and nothing here splits them yet.
         if (valueScale && module.update.kind === 'transform') {
-          fail('UNSUPPORTED_FORMAT', `${module.algorithm} on ${valueScale.label} is not supported`);
+          fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} on ${valueScale.label} is not supported`);
           continue;
         }
         if (valueScale) {

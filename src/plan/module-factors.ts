@@ -5,7 +5,7 @@
  */
 import type { FloatTensorBytes } from '../engine/merge-op.js';
 import type { AdapterModule } from '../formats/adapter.js';
-import { loadModuleUpdate } from '../formats/algorithms/index.js';
+import { loadModuleUpdate, type DeltaDims } from '../formats/algorithms/index.js';
 import type { SafetensorsFile } from '../formats/safetensors-types.js';
 import { MergeError } from '../errors.js';
 
@@ -19,9 +19,12 @@ export interface ModuleFactors {
   rank: number;
 }
 
-/** The factors of a module whose whole update is one low-rank product (LoRA, LoHa, LoKr as a product…). */
-export async function readModuleFactors(file: SafetensorsFile, module: AdapterModule): Promise<ModuleFactors> {
-  const pieces = await loadModuleUpdate(file, module);
+/**
+ * The factors of a module whose whole update is one low-rank product (LoRA, LoHa, LoKr as a
+ * product…); `delta`: ΔW's dims where the module's tensors leave a side open (RandLoRA, MiSS, VeRA).
+ */
+export async function readModuleFactors(file: SafetensorsFile, module: AdapterModule, delta?: DeltaDims): Promise<ModuleFactors> {
+  const pieces = await loadModuleUpdate(file, module, delta);
   const [piece] = pieces;
   if (pieces.length !== 1 || piece.kind !== 'low-rank') {
     throw new MergeError('PLAN_INVALID', `module "${module.name}" (${module.algorithm}) is not a single low-rank product`);

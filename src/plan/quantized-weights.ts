@@ -13,6 +13,7 @@
  * formats/scaled-fp8.ts reads are merged in real values, by additive updates only: maps of W
  * (DoRA, OFT, IA³, GLoRA's W·P·Q), replacements and row sets on them stay problems.
  */
+import { moduleTitle } from '../formats/algorithms/index.js';
 import type { ModelConfig } from '../formats/model-config.js';
 import { quantizationMethod } from '../formats/model-config.js';
 import { SCALED_FP8_KIND_NAME, type ScaledFp8Base } from '../formats/scaled-fp8.js';
@@ -93,7 +94,7 @@ function scaledFp8Problems(plan: MergePlan, scaled: ScaledFp8Base): PlanProblem[
     if (!w) continue;
     for (const t of u.terms) {
       if (t.module.dora) refuse(t.adapter, t.moduleName, `DoRA on the ${kindOf(u.baseKey)} weight ${u.baseKey} (its norms would be taken over the codes) is not supported`);
-      else if (t.module.update.kind === 'transform') refuse(t.adapter, t.moduleName, `${t.module.algorithm} maps the weight itself; on the ${kindOf(u.baseKey)} weight ${u.baseKey} it is not supported`);
+      else if (t.module.update.kind === 'transform') refuse(t.adapter, t.moduleName, `${moduleTitle(t.module)} maps the weight itself; on the ${kindOf(u.baseKey)} weight ${u.baseKey} it is not supported`);
     }
     if (u.source) refuse(u.terms[0].adapter, u.terms[0].moduleName, `the adapter saves its own ${u.baseKey}, which is a ${kindOf(u.baseKey)} weight here; this is not supported`);
   }

@@ -7,6 +7,7 @@
  * (The same adapter given twice is found in same-adapter.ts, which compares file contents.)
  */
 import type { AdapterModule } from '../formats/adapter.js';
+import { moduleTitle } from '../formats/algorithms/index.js';
 import { MAX_RANK, MAX_ROTATION_BLOCK } from '../limits.js';
 import type { WeightedAdapter } from './merge-plan.js';
 
@@ -19,7 +20,7 @@ export function effectiveRank(module: AdapterModule): number | undefined {
 export function moduleLimitProblem(module: AdapterModule): string | undefined {
   const rank = effectiveRank(module);
   if (rank !== undefined && rank > MAX_RANK) {
-    const shown = rank !== module.rank ? ` (${module.algorithm}, rank ${module.rank} in its factors)` : '';
+    const shown = rank !== module.rank ? ` (${moduleTitle(module)}, rank ${module.rank} in its factors)` : '';
     return `rank ${rank}${shown} is above the limit of ${MAX_RANK} (MAX_RANK), which bounds the memory a merge takes`;
   }
   if (module.update.kind === 'transform' && (module.update.block ?? 0) > MAX_ROTATION_BLOCK) {

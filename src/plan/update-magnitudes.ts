@@ -11,7 +11,7 @@ import type { MergePlan, PlannedTerm, TensorUpdate } from './merge-plan.js';
 import { readModuleFactors } from './module-factors.js';
 import { checkOp } from '../engine/op-shape.js';
 import { stepValues } from '../engine/cpu/cpu-steps.js';
-import { loadUpdateSteps } from './load-op.js';
+import { loadUpdateSteps, termDeltaDims } from './load-op.js';
 import { slabOp, slabSteps, type LoadedStep } from './load-steps.js';
 
 /** How large one term's update is next to the weight it changes. */
@@ -54,7 +54,7 @@ export async function estimateUpdateMagnitudes(
     const weight = await weightNorm(update, read, options);
     const out: UpdateMagnitude[] = [];
     for (const term of update.terms) {
-      const updateNorm = term.module.update.kind === 'low-rank' ? await lowRankNorm(term) : await appliedNorm(update, term, read, options);
+      const updateNorm = term.module.update.kind === 'low-rank' ? await lowRankNorm(update, term) : await appliedNorm(update, term, read, options);
       out.push({
         baseKey: update.baseKey,
         adapterIndex: term.adapterIndex,
@@ -107,8 +107,10 @@ function startRows(update: TensorUpdate, readBaseRows: ReadBaseRows): ReadBaseRo
  * ‖scale·B·A‖_F via Σ_jk (BᵀB)_jk (AAᵀ)_jk in f64; O(r²·(in + out)). A fused expert tensor: over
  * every expert's term; blocks of rows stored transposed: over those rows (a transpose keeps the norm).
  */
-export async function lowRankNorm(term: PlannedTerm): Promise<number> {
-  const { a, b, rank } = await readModuleFactors(term.file, term.module);
+export async function lowRankNorm(update: TensorUpdate, term: PlannedTerm): Promise<number> {
+  // Factors sized to the tensor the term lands on, as the merge reads them (a side the module's
+  // tensors leave open, MiSS's inputs or RandLoRA's dims, is the base's).
+  const { a, b, rank } = await readModuleFactors(term.file, term.module, termDeltaDims(update, term));
   const blocks = term.transposedBlocks;
   const segments = blocks ? blocks.starts.map((src) => ({ src, count: blocks.rows })) : term.placement?.segments;
   if (!term.experts) return Math.abs(term.scale) * Math.sqrt(gramSquare(decodeToF32(a.data, a.dtype), decodeToF32(b.data, b.dtype), rank, segments));
