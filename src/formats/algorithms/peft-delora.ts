@@ -10,6 +10,7 @@
  */
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { f32Bytes, readValues } from './factor-io.js';
+import { product } from '../../integers.js';
 
 /** PEFT's lower bound on each row norm of A and column norm of B. */
 const NORM_FLOOR = 1e-4;
@@ -33,7 +34,7 @@ export const peftDelora: Algorithm = {
       return null;
     }
     const r = a.shape[0];
-    if (a.shape.length !== 2 || b.shape.length !== 2 || b.shape[1] !== r || wNorm.shape.length !== 1 || wNorm.shape[0] !== a.shape[1] || lambda.shape.reduce((x, y) => x * y, 1) !== 1) {
+    if (a.shape.length !== 2 || b.shape.length !== 2 || b.shape[1] !== r || wNorm.shape.length !== 1 || wNorm.shape[0] !== a.shape[1] || product(lambda.shape) !== 1) {
       context.report('SHAPE_MISMATCH', `delora_A ${fmtShape(a.shape)}, delora_B ${fmtShape(b.shape)}, delora_lambda ${fmtShape(lambda.shape)} and delora_w_norm ${fmtShape(wNorm.shape)} do not fit together (expected (r, in), (out, r), (1), (in))`);
       return null;
     }

@@ -10,6 +10,7 @@
  */
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { readFloat } from '../read-float.js';
+import { product } from '../../integers.js';
 
 export const peftHira: Algorithm = {
   name: 'peft-hira',
@@ -36,7 +37,7 @@ export const peftHira: Algorithm = {
     }
     const conv = a.shape.length > 2;
     const r = a.shape[0];
-    const inputs = a.shape.slice(1).reduce((x, y) => x * y, 1);
+    const inputs = product(a.shape.slice(1));
     const bOk = b.shape.length === a.shape.length && b.shape[1] === r && b.shape.slice(2).every((d) => d === 1);
     if (a.shape.length < 2 || a.shape.length > (embedding ? 2 : 5) || !bOk) {
       context.report('SHAPE_MISMATCH', `${nameA} ${fmtShape(a.shape)} and ${nameB} ${fmtShape(b.shape)} are not (r, ${embedding ? 'vocabulary' : 'inputs'}${conv ? ', kernel…' : ''}) and (${embedding ? 'embedding dim' : 'outputs'}, r${conv ? ', 1…' : ''})`);
