@@ -356,20 +356,23 @@ const lycorisWorld: fc.Arbitrary<SurfaceWorld> = fc
             break;
           }
           case 'dora': {
-            const merged = added(w, mm(t('lora_up.weight'), t('lora_down.weight'), OUT, r, IN), s * kohyaScale(a(), r));
+            // LyCORIS adds ΔW whole and moves the factor toward 1 by the weight: V·(s·(f − 1) + 1).
+            const merged = added(w, mm(t('lora_up.weight'), t('lora_down.weight'), OUT, r, IN), kohyaScale(a(), r));
             const m = t('dora_scale');
             const vals = merged.values;
             let minNorm = Infinity;
             for (let c = 0; c < IN; c++) {
               let sq = 0;
               for (let o = 0; o < OUT; o++) sq += vals[o * IN + c] ** 2;
-              // LyCORIS: m / (‖V[:, c]‖ + eps) per input column.
+              // LyCORIS: f = m / (‖V[:, c]‖ + eps) per input column.
               const norm = Math.sqrt(sq);
               minNorm = Math.min(minNorm, norm);
-              for (let o = 0; o < OUT; o++) vals[o * IN + c] *= m[c] / (norm + 2 ** -23);
+              const f = m[c] / (norm + 2 ** -23);
+              for (let o = 0; o < OUT; o++) vals[o * IN + c] *= s * (f - 1) + 1;
             }
-            // An error of V's f32 accumulation scales by m / ‖V‖.
-            result = { values: vals, magnitude: (merged.magnitude * maxAbs(m)) / Math.max(minNorm, 2 ** -23) + maxAbs(m) };
+            // An error of V's f32 accumulation scales by the factor, at most |s|·(m / ‖V‖ + 1) + 1.
+            const factor = Math.abs(s) * (maxAbs(m) / Math.max(minNorm, 2 ** -23) + 1) + 1;
+            result = { values: vals, magnitude: merged.magnitude * factor + Math.abs(s) * maxAbs(m) };
             break;
           }
           case 'glora': {
