@@ -57,6 +57,11 @@
  * - Arcee Trinity (`afmoe`, AfmoeModel): q and k as they are (AfmoeModel skips LlamaModel's
  *   permutation), attention's output gate `self_attn.gate_proj` on attn_gate, the router
  *   `mlp.router.gate`, experts stacked, the shared experts.
+ * - Cohere's North MoE (`cohere2moe`, Cohere2MoeModel): q and k as they are, the dense block's MLP,
+ *   the router `mlp.gate`, experts stacked, the shared experts.
+ * - SmallThinker (`smallthinker`, SmallThinkerModel): q and k as they are, every block's
+ *   `block_sparse_moe` with its router `primary_router` and experts `experts.N.gate`/`up`/`down`
+ *   stacked.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -708,6 +713,59 @@ const CASES: Case[] = [
       { module: 'model.layers.1.mlp.router.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
       { module: 'model.layers.1.mlp.experts.3.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 3, EXPERT_FFN) },
       { module: 'model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // North-Mini-Code-like (Cohere2MoeModel): a leading dense block, a MoE block with a shared
+    // expert and a sigmoid router; grouped-query attention without q/k norms.
+    name: 'cohere2moe (North)', arch: 'cohere2moe', hfModel: 'CohereLabs/North-Mini-Code-1.0', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...plainAttention(0), ...denseMlp(0), ...plainAttention(1),
+      ...moe(1, true).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['cohere2moe.block_count', u32(2)], ['cohere2moe.attention.head_count', u32(ATT_HEADS)], ['cohere2moe.attention.head_count_kv', u32(KV_HEADS)],
+      ['cohere2moe.logit_scale', { type: 'f32', value: 1 }], ['cohere2moe.attention.sliding_window', u32(4096)],
+      ['cohere2moe.vocab_size', u32(VOCAB)], ['cohere2moe.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['cohere2moe.leading_dense_block_count', u32(1)], ['cohere2moe.expert_weights_norm', { type: 'bool', value: false }],
+      ['cohere2moe.expert_gating_func', u32(2)], ['cohere2moe.expert_shared_count', u32(2)],
+      ['cohere2moe.expert_shared_feed_forward_length', u32(SHARED)], ['cohere2moe.rope.dimension_count', u32(HEAD_DIM)],
+      ['cohere2moe.expert_count', u32(EXPERTS)], ['cohere2moe.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.mlp.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
+      { module: 'model.layers.1.mlp.experts.1.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // SmallThinker-4BA0.6B-like (SmallThinkerModel): two MoE blocks, no dense MLP, no shared expert.
+    name: 'smallthinker', arch: 'smallthinker', hfModel: 'PowerInfer/SmallThinker-4BA0.6B-Instruct', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...plainAttention(0), ...moe(0, false).filter(([name]) => !name.endsWith('exp_probs_b.bias')),
+      ...plainAttention(1), ...moe(1, false).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['smallthinker.block_count', u32(2)], ['smallthinker.attention.head_count', u32(ATT_HEADS)], ['smallthinker.attention.head_count_kv', u32(KV_HEADS)],
+      ['smallthinker.expert_count', u32(EXPERTS)], ['smallthinker.expert_used_count', u32(2)],
+      ['smallthinker.expert_feed_forward_length', u32(EXPERT_FFN)], ['smallthinker.expert_gating_func', u32(1)],
+      ['smallthinker.attention.sliding_window', u32(4096)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.block_sparse_moe.primary_router', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.block_sparse_moe.experts.2.gate', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.1.block_sparse_moe.experts.0.up', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 0, EXPERT_FFN) },
+      { module: 'model.layers.1.block_sparse_moe.experts.3.down', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 3, HIDDEN) },
+      { module: 'model.layers.1.self_attn.v_proj', out: KV, in: HIDDEN, lands: whole('blk.1.attn_v.weight') },
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
   },

@@ -5,7 +5,7 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
  * InternLM2, LFM2, DeepSeek (V1's MoE, V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
- * Jamba, MiniCPM3, Ling 2.0, K-EXAONE, Arcee Trinity (AFMoE), Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * Jamba, MiniCPM3, Ling 2.0, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
  *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
  *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
@@ -379,6 +379,18 @@ const AFMOE: readonly Rule[] = [
   ...GLM4_MOE,
 ];
 
+/**
+ * SmallThinker (SmallThinkerModel: TextModel's name mapping, experts stacked as MOE_BLOCK_SPARSE
+ * says): every block's MLP is `block_sparse_moe`, its router `primary_router` (a Linear) and its
+ * experts `experts.N.gate`, `up` and `down`.
+ */
+const SMALLTHINKER: readonly Rule[] = [
+  rule(`${L}\\.block_sparse_moe\\.primary_router`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.block_sparse_moe\\.experts\\.(\\d+)\\.gate`, 'blk.$1.ffn_gate_exps', { expert: 2 }),
+  rule(`${L}\\.block_sparse_moe\\.experts\\.(\\d+)\\.up`, 'blk.$1.ffn_up_exps', { expert: 2 }),
+  rule(`${L}\\.block_sparse_moe\\.experts\\.(\\d+)\\.down`, 'blk.$1.ffn_down_exps', { expert: 2 }),
+];
+
 /** A Mamba-2 mixer's projections (Mamba2Model.modify_tensors maps them as they are). */
 const mamba2 = (mixer: string): readonly Rule[] => [rule(`${mixer}\\.in_proj`, 'blk.$1.ssm_in'), rule(`${mixer}\\.out_proj`, 'blk.$1.ssm_out')];
 
@@ -695,6 +707,12 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   'exaone-moe': [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   // Arcee Trinity (AfmoeModel): see AFMOE.
   afmoe: [...COMMON, ...QK, ...AFMOE],
+  // Cohere's MoE (North; Cohere2MoeModel): TextModel's plain mapping, q and k as they are (its
+  // all-zero biases dropped), the leading dense blocks' MLP, the router `mlp.gate`, experts stacked
+  // as rows (fused in transformers 5 as Mixtral's: gate_up_proj halves) and the shared experts.
+  cohere2moe: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // SmallThinker (SmallThinkerModel): q and k as they are, the MoE as SMALLTHINKER.
+  smallthinker: [...COMMON, ...QK, ...SMALLTHINKER],
   // Ling 2.0 and Ring 2.0 (BailingMoeV2Model): see BAILINGMOE2.
   bailingmoe2: [...COMMON, ...BAILINGMOE2, ...SHARED_EXPERTS_MOE, ...NEXTN],
   // Jamba (JambaModel): attention, Mamba-1 and MoE blocks as JAMBA says.
