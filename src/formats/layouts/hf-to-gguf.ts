@@ -370,13 +370,15 @@ const BAILINGMOE2: readonly Rule[] = [
 /**
  * AFMoE (Arcee Trinity, AfmoeModel: a LlamaModel whose modify_tensors goes straight to the name
  * mapping, so q and k are not permuted): attention's sigmoid output gate `self_attn.gate_proj` on
- * attn_gate, the router's Linear `mlp.router.gate`, experts stacked as rows (MOE_HF_MLP) and the
- * shared experts; `mlp.expert_bias` is a parameter (exp_probs_b), not a Linear.
+ * attn_gate, the router's Linear `mlp.router.gate`, experts stacked as rows (MOE_HF_MLP) or fused
+ * (transformers 5) and the shared experts; `mlp.expert_bias` is a parameter (exp_probs_b), not a Linear.
  */
 const AFMOE: readonly Rule[] = [
   rule(`${L}\\.self_attn\\.gate_proj`, 'blk.$1.attn_gate'),
   rule(`${L}\\.mlp\\.router\\.gate`, 'blk.$1.ffn_gate_inp'),
   ...GLM4_MOE,
+  // transformers 5's AfmoeExperts are Qwen2MoeExperts: gate_up_proj halves, down_proj.
+  ...fusedExperts(CHUNKED_EXPERTS),
 ];
 
 /**
