@@ -1137,7 +1137,12 @@ export const hfToGguf: Layout = {
     }
     const rules = HF_TO_GGUF_RULES[arch];
     const path = normalise(address.path);
-    if (!rules) return HF_TREE.test(path) ? MISS : undefined;
+    if (!rules) {
+      // Say so rather than "no matching tensor": the tensor may well exist under a name we do not map.
+      return HF_TREE.test(path)
+        ? refused(`names a module of a ${arch} GGUF, an architecture whose convert_hf_to_gguf names (and any rows it reorders) are not mapped here: merge into the safetensors model and convert that`)
+        : undefined;
+    }
     if (MTP_UNDER_OWN_TREE.has(arch) && /^mtp\./.test(path)) return resolveMtp(path, arch, base, rules);
     const resolved = resolveByRules(path, arch, base, rules);
     if (resolved) return resolved;
