@@ -5,7 +5,7 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
  * InternLM2, LFM2, DeepSeek (V1's MoE, V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
- * Jamba, MiniCPM3, Ling 2.0, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * Jamba, MiniCPM3, Ling 2.0, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
  *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
  *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
@@ -681,6 +681,9 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // norms); the MoE's experts stacked as rows (MOE_HF_MLP), or fused in transformers 5 as Qwen's.
   'hunyuan-dense': [...COMMON, ...QK],
   'hunyuan-moe': [...COMMON, ...QK, ...HUNYUAN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // HunyuanVL's language model (HunyuanVLTextModel, a HunYuanModel): as hunyuan-dense, under
+  // transformers' `model.language_model.`; XD-RoPE changes no weight, and the `vit` goes to the mmproj.
+  hunyuan_vl: [...COMMON, ...QK],
   // MiniMax-M2, M2.1 and M2.5 (MiniMaxM2Model: TextModel's name mapping, experts stacked as
   // MOE_BLOCK_SPARSE says): q and k as they are. The checkpoint's own modeling code names the MoE
   // `block_sparse_moe` (the router a Linear `gate`, experts `w1` gate, `w3` up, `w2` down, as
@@ -788,9 +791,9 @@ const refused = (why: string): LayoutResolution => ({ found: false, ambiguous: f
 /**
  * Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`);
  * DeepSeek-OCR's are `sam_model`, `vision_model`, `projector` (and its `view_seperator`); Granite 4
- * Vision's Q-Former projectors are `layerwise_projectors` and `spatial_projectors`.
+ * Vision's Q-Former projectors are `layerwise_projectors` and `spatial_projectors`; HunyuanVL's tower is `vit`.
  */
-const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline|sam_model|projector|view_seperator|layerwise_projectors|spatial_projectors)(\.|$)/;
+const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline|sam_model|projector|view_seperator|layerwise_projectors|spatial_projectors|vit)(\.|$)/;
 /** Hugging Face names of a language model's modules and parameters (after `normalise`; Nemotron-H's tree is `backbone`). */
 const HF_NAME = /^(model\.|backbone\.|lm_head$|lm_head\.)/;
 /** Hugging Face module paths of a language model (after `normalise`). */
