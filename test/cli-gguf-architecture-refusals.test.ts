@@ -5,7 +5,9 @@
  * 4's Pixtral encoder) and Granite 4 Vision's Q-Former projectors, which convert_hf_to_gguf writes
  * to the mmproj file; Nemotron 3's MTP head, which transformers does not load and whose folding
  * into an extra block is not followed; DBRX's experts, 2-D parameters trained through
- * target_parameters, which the converter views per expert and transposes. Each is refused in one
+ * target_parameters, which the converter views per expert and transposes; HunyuanVL's `vit`, which
+ * goes to the mmproj file; and any module on Kimi
+ * Linear (`kimi-linear`), an architecture without a table. Each is refused in one
  * line naming the module and the reason, and nothing is written, not even the modules that would
  * land.
  */
@@ -95,6 +97,34 @@ const CASES: Case[] = [
     refused: { module: 'transformer.blocks.0.ffn.experts.mlp', out: 4 * 16, in: HIDDEN, lands: [] },
     config: { target_modules: ['Wqkv'], target_parameters: ['ffn.experts.mlp.w1'] },
     says: 'adapter: module "transformer.blocks.0.ffn.experts.mlp.w1": DBRX\'s experts are 2-D parameters',
+  },
+  {
+    // HunyuanVL's `vit` goes to the mmproj file (HunyuanVLVisionModel keeps only `vit.*`).
+    arch: 'hunyuan_vl', hfModel: 'tencent/HunyuanOCR', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_q.weight', [HIDDEN, HEADS * HEAD_DIM]],
+      ['blk.0.attn_q_norm.weight', [HEAD_DIM]], ['blk.0.attn_k.weight', [HIDDEN, KV_HEADS * HEAD_DIM]], ['blk.0.attn_k_norm.weight', [HEAD_DIM]],
+      ['blk.0.attn_v.weight', [HIDDEN, KV_HEADS * HEAD_DIM]], ['blk.0.attn_output.weight', [HEADS * HEAD_DIM, HIDDEN]],
+      ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]],
+    ],
+    metadata: [['hunyuan_vl.block_count', u32(1)], ['hunyuan_vl.attention.head_count', u32(HEADS)], ['hunyuan_vl.attention.head_count_kv', u32(KV_HEADS)]],
+    targets: [{ module: 'model.language_model.layers.0.self_attn.q_proj', out: HEADS * HEAD_DIM, in: HIDDEN, lands: [] }],
+    refused: { module: 'model.vit.layers.0.self_attn.q_proj', out: HIDDEN, in: HIDDEN, lands: [] },
+    says: 'adapter: module "model.vit.layers.0.self_attn.q_proj": names a vision-language model\'s vision side, which llama.cpp converts to a separate mmproj GGUF, not into this hunyuan_vl base',
+  },
+  {
+    // Kimi Linear (`kimi-linear`) has no table: its KDA blocks' short convolutions, decay and gate
+    // parameters are not plain Linears the converter writes as they are, so every module, even an
+    // MLA block's o_proj, is refused rather than guessed.
+    arch: 'kimi-linear', hfModel: 'moonshotai/Kimi-Linear-48B-A3B-Instruct', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_output.weight', [HEADS * HEAD_DIM, HIDDEN]],
+      ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]],
+    ],
+    metadata: [['kimi-linear.block_count', u32(1)], ['kimi-linear.attention.head_count', u32(HEADS)]],
+    targets: [],
+    refused: { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: HEADS * HEAD_DIM, lands: [] },
+    says: 'adapter: module "model.layers.0.self_attn.o_proj": names a module of a kimi-linear GGUF, an architecture whose convert_hf_to_gguf names',
   },
 ];
 

@@ -48,6 +48,20 @@
  *   last block (its `eh_proj` under nextn.).
  * - MiniCPM3 (`minicpm3`, MiniCPM3Model): DeepSeek-V2's MLA names, kv_b_proj whole on attn_kv_b
  *   (the converter does not split it), nothing permuted, the dense MLP.
+ * - DeepSeek-MoE (`deepseek`, DeepseekModel: deepseek-moe-16b): q and k permuted as LlamaModel
+ *   permutes them (q by the heads, k by the kv heads), the dense block's MLP, the router `mlp.gate`,
+ *   experts stacked, the shared experts.
+ * - K-EXAONE (`exaone-moe`, ExaoneMoEModel): q and k as they are (per-head norms), the dense block's
+ *   MLP, experts stacked, the shared experts; the MTP block the converter adds after the main ones
+ *   is left as it is.
+ * - Arcee Trinity (`afmoe`, AfmoeModel): q and k as they are (AfmoeModel skips LlamaModel's
+ *   permutation), attention's output gate `self_attn.gate_proj` on attn_gate, the router
+ *   `mlp.router.gate`, experts stacked, the shared experts.
+ * - Cohere's North MoE (`cohere2moe`, Cohere2MoeModel): q and k as they are, the dense block's MLP,
+ *   the router `mlp.gate`, experts stacked, the shared experts.
+ * - SmallThinker (`smallthinker`, SmallThinkerModel): q and k as they are, every block's
+ *   `block_sparse_moe` with its router `primary_router` and experts `experts.N.gate`/`up`/`down`
+ *   stacked.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -60,6 +74,7 @@ import {
   cellBaseGguf, cellPeftAdapter, describeCellCases, expert, transposedWhole, whole, type CellCase, type Landing, type Target,
 } from './helpers/gguf-cell-truth.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { ggufRowOf } from './helpers/gguf-models.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -148,6 +163,17 @@ const fusedQkvAttention = (block: number): [string, number[], string?][] => [
   [`blk.${block}.attn_q_norm.weight`, [HEAD_DIM]], [`blk.${block}.attn_k_norm.weight`, [HEAD_DIM]], [`blk.${block}.attn_output.weight`, [Q, HIDDEN]],
 ];
 const head: [string, number[], string?][] = [['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]]];
+/** Grouped-query attention without q/k norms (DeepSeek-MoE). */
+const plainAttention = (block: number) => qkNormAttention(block).filter(([name]) => !/attn_[qk]_norm/.test(name));
+/**
+ * LlamaModel.permute's row order (DeepseekModel.permute is the same): ΔW row o lands on GGUF row
+ * ggufRowOf(o) of each of `heads` heads.
+ */
+const permuted = (tensor: string, rows: number, heads: number): Landing[] => {
+  const hfRowAt = new Array<number>(rows);
+  for (let o = 0; o < rows; o++) hfRowAt[ggufRowOf(o, rows, heads)] = o;
+  return [{ tensor, cell: (row, col) => [hfRowAt[row], col] }];
+};
 
 /** The keys DeepseekV2Model.set_gguf_parameters writes: MLA as MQA (head_count_kv 1), its dims, the MoE. */
 const deepseekMetadata = (qLora: boolean, arch = 'deepseek2'): [string, MetaValue][] => [
@@ -597,6 +623,149 @@ const CASES: Case[] = [
       { module: 'model.layers.2.attention.dense', out: HIDDEN, in: Q, lands: whole('blk.2.attn_output.weight') },
       { module: 'model.layers.2.mlp.experts.0.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.2.ffn_up_exps.weight', 0, EXPERT_FFN) },
       { module: 'model.layers.2.eh_proj', out: HIDDEN, in: 2 * HIDDEN, lands: whole('blk.2.nextn.eh_proj.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // deepseek-moe-16b-like (DeepseekModel): a leading dense block, a MoE block with two shared
+    // experts (no correction bias); q permuted by the heads, k by the kv heads.
+    name: 'deepseek (DeepSeek-MoE, V1)', arch: 'deepseek', hfModel: 'deepseek-ai/deepseek-moe-16b-base', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...plainAttention(0), ...denseMlp(0), ...plainAttention(1),
+      ...moe(1, true).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['deepseek.block_count', u32(2)], ['deepseek.attention.head_count', u32(ATT_HEADS)], ['deepseek.attention.head_count_kv', u32(KV_HEADS)],
+      ['deepseek.rope.dimension_count', u32(HEAD_DIM)], ['deepseek.rope.scaling.type', { type: 'string', value: 'none' }],
+      ['deepseek.leading_dense_block_count', u32(1)], ['deepseek.vocab_size', u32(VOCAB)], ['deepseek.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['deepseek.expert_weights_scale', { type: 'f32', value: 1 }], ['deepseek.expert_count', u32(EXPERTS)],
+      ['deepseek.expert_shared_count', u32(2)], ['deepseek.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: permuted('blk.0.attn_q.weight', Q, ATT_HEADS) },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: permuted('blk.0.attn_k.weight', KV, KV_HEADS) },
+      { module: 'model.layers.0.self_attn.v_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_v.weight') },
+      { module: 'model.layers.0.mlp.gate_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
+      { module: 'model.layers.1.self_attn.q_proj', out: Q, in: HIDDEN, lands: permuted('blk.1.attn_q.weight', Q, ATT_HEADS) },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.mlp.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
+      { module: 'model.layers.1.mlp.experts.1.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.experts.3.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 3, HIDDEN) },
+      { module: 'model.layers.1.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_gate_shexp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // K-EXAONE-like (ExaoneMoEModel): a leading dense block, a MoE block with a shared expert and
+    // the router's correction bias, and the MTP block the converter adds (block_count 3,
+    // nextn_predict_layers 1), which no module here names; q and k with per-head norms.
+    name: 'exaone-moe (K-EXAONE)', arch: 'exaone-moe', hfModel: 'LGAI-EXAONE/K-EXAONE-236B-A23B', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...qkNormAttention(0), ...denseMlp(0), ...qkNormAttention(1), ...moe(1, true),
+      ...qkNormAttention(2), ...moe(2, true), ['blk.2.nextn.eh_proj.weight', [2 * HIDDEN, HIDDEN]], ['blk.2.nextn.enorm.weight', [HIDDEN]],
+      ['blk.2.nextn.hnorm.weight', [HIDDEN]], ['blk.2.nextn.shared_head_norm.weight', [HIDDEN]], ...head,
+    ],
+    metadata: [
+      ['exaone-moe.block_count', u32(3)], ['exaone-moe.nextn_predict_layers', u32(1)], ['exaone-moe.attention.head_count', u32(ATT_HEADS)],
+      ['exaone-moe.attention.head_count_kv', u32(KV_HEADS)], ['exaone-moe.attention.sliding_window', u32(128)],
+      ['exaone-moe.vocab_size', u32(VOCAB)], ['exaone-moe.expert_count', u32(EXPERTS)], ['exaone-moe.expert_used_count', u32(2)],
+      ['exaone-moe.expert_feed_forward_length', u32(EXPERT_FFN)], ['exaone-moe.expert_shared_count', u32(2)],
+      ['exaone-moe.expert_shared_feed_forward_length', u32(SHARED)], ['exaone-moe.expert_weights_scale', { type: 'f32', value: 2.5 }],
+      ['exaone-moe.expert_weights_norm', { type: 'bool', value: true }], ['exaone-moe.leading_dense_block_count', u32(1)],
+      ['exaone-moe.rope.scaling.type', { type: 'string', value: 'none' }],
+    ],
+    targets: [
+      { module: 'model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.layers.1.self_attn.v_proj', out: KV, in: HIDDEN, lands: whole('blk.1.attn_v.weight') },
+      { module: 'model.layers.1.mlp.experts.2.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.experts.0.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 0, HIDDEN) },
+      { module: 'model.layers.1.mlp.shared_experts.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_up_shexp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // Trinity-Mini-like (AfmoeModel): a leading dense block and a MoE block with a shared expert and
+    // the expert bias; attention with per-head q/k norms and a sigmoid output gate, not permuted.
+    name: 'afmoe (Arcee Trinity)', arch: 'afmoe', hfModel: 'arcee-ai/Trinity-Mini', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...qkNormAttention(0), ['blk.0.attn_gate.weight', [HIDDEN, Q]], ...denseMlp(0),
+      ...qkNormAttention(1), ['blk.1.attn_gate.weight', [HIDDEN, Q]], ...moe(1, true), ...head,
+    ],
+    metadata: [
+      ['afmoe.block_count', u32(2)], ['afmoe.attention.head_count', u32(ATT_HEADS)], ['afmoe.attention.head_count_kv', u32(KV_HEADS)],
+      ['afmoe.rope.dimension_count', u32(HEAD_DIM)], ['afmoe.vocab_size', u32(VOCAB)], ['afmoe.expert_count', u32(EXPERTS)],
+      ['afmoe.expert_used_count', u32(2)], ['afmoe.expert_shared_count', u32(2)], ['afmoe.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['afmoe.leading_dense_block_count', u32(1)], ['afmoe.expert_weights_norm', { type: 'bool', value: true }],
+      ['afmoe.expert_weights_scale', { type: 'f32', value: 2.826 }], ['afmoe.attention.sliding_window', u32(2048)],
+    ],
+    targets: [
+      { module: 'model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.self_attn.gate_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_gate.weight') },
+      { module: 'model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.1.self_attn.gate_proj', out: Q, in: HIDDEN, lands: whole('blk.1.attn_gate.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.mlp.router.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
+      { module: 'model.layers.1.mlp.experts.3.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // North-Mini-Code-like (Cohere2MoeModel): a leading dense block, a MoE block with a shared
+    // expert and a sigmoid router; grouped-query attention without q/k norms.
+    name: 'cohere2moe (North)', arch: 'cohere2moe', hfModel: 'CohereLabs/North-Mini-Code-1.0', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...plainAttention(0), ...denseMlp(0), ...plainAttention(1),
+      ...moe(1, true).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['cohere2moe.block_count', u32(2)], ['cohere2moe.attention.head_count', u32(ATT_HEADS)], ['cohere2moe.attention.head_count_kv', u32(KV_HEADS)],
+      ['cohere2moe.logit_scale', { type: 'f32', value: 1 }], ['cohere2moe.attention.sliding_window', u32(4096)],
+      ['cohere2moe.vocab_size', u32(VOCAB)], ['cohere2moe.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['cohere2moe.leading_dense_block_count', u32(1)], ['cohere2moe.expert_weights_norm', { type: 'bool', value: false }],
+      ['cohere2moe.expert_gating_func', u32(2)], ['cohere2moe.expert_shared_count', u32(2)],
+      ['cohere2moe.expert_shared_feed_forward_length', u32(SHARED)], ['cohere2moe.rope.dimension_count', u32(HEAD_DIM)],
+      ['cohere2moe.expert_count', u32(EXPERTS)], ['cohere2moe.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.mlp.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
+      { module: 'model.layers.1.mlp.experts.1.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_gate_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.1.mlp.shared_experts.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // SmallThinker-4BA0.6B-like (SmallThinkerModel): two MoE blocks, no dense MLP, no shared expert.
+    name: 'smallthinker', arch: 'smallthinker', hfModel: 'PowerInfer/SmallThinker-4BA0.6B-Instruct', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...plainAttention(0), ...moe(0, false).filter(([name]) => !name.endsWith('exp_probs_b.bias')),
+      ...plainAttention(1), ...moe(1, false).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['smallthinker.block_count', u32(2)], ['smallthinker.attention.head_count', u32(ATT_HEADS)], ['smallthinker.attention.head_count_kv', u32(KV_HEADS)],
+      ['smallthinker.expert_count', u32(EXPERTS)], ['smallthinker.expert_used_count', u32(2)],
+      ['smallthinker.expert_feed_forward_length', u32(EXPERT_FFN)], ['smallthinker.expert_gating_func', u32(1)],
+      ['smallthinker.attention.sliding_window', u32(4096)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.block_sparse_moe.primary_router', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.block_sparse_moe.experts.2.gate', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.1.block_sparse_moe.experts.0.up', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 0, EXPERT_FFN) },
+      { module: 'model.layers.1.block_sparse_moe.experts.3.down', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 3, HIDDEN) },
+      { module: 'model.layers.1.self_attn.v_proj', out: KV, in: HIDDEN, lands: whole('blk.1.attn_v.weight') },
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
   },

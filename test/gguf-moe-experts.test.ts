@@ -18,8 +18,8 @@
  * as DeepSeek-V3's, and Mistral4Model (merge_expert off) passes gate_up_proj on whole to
  * ffn_gate_up_exps as well. transformers 5's MiniMax-M2 (`minimax-m2`) fuses them as Mixtral's, and
  * its q_norm and k_norm span all heads; Hunyuan-A13B's (`hunyuan-moe`) as Qwen's, as are
- * transformers 5's Phimoe's (`phimoe`, w1 then w3), dots.llm1's (`dots1`) and Jamba's (`jamba`,
- * under `feed_forward`). Checked on the CPU and on WebGPU against float64 truth written here.
+ * transformers 5's Phimoe's (`phimoe`, w1 then w3), dots.llm1's (`dots1`), K-EXAONE's (`exaone-moe`,
+ * as DeepSeek-V3's), Cohere North's (`cohere2moe`, as Mixtral's), Arcee Trinity's (`afmoe`, as Qwen's) and Jamba's (`jamba`, under `feed_forward`). Checked on the CPU and on WebGPU against float64 truth written here.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -192,6 +192,12 @@ describe.each([
   // Jamba's are under feed_forward (gate_proj, then up_proj).
   ['phimoe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'microsoft/Phi-3.5-MoE-instruct'],
   ['dots1', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'rednote-hilab/dots.llm1.inst'],
+  // transformers 5's ExaoneMoe holds them as DeepSeek-V3's (DeepseekV3NaiveMoe: gate_up_proj halves).
+  ['exaone-moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'LGAI-EXAONE/K-EXAONE-236B-A23B'],
+  // transformers 5's Cohere2Moe holds them as Mixtral's (MixtralExperts: gate_up_proj halves).
+  ['cohere2moe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'CohereLabs/North-Mini-Code-1.0'],
+  // transformers 5's AfmoeExperts are Qwen2MoeExperts.
+  ['afmoe', qwenNames('base_model.model.model.layers.0.mlp.experts'), 'arcee-ai/Trinity-Mini'],
   ['jamba', {
     gateUp: 'base_model.model.model.layers.0.feed_forward.experts.base_layer', down: 'base_model.model.model.layers.0.feed_forward.experts',
     targetParameters: ['feed_forward.experts.gate_up_proj', 'feed_forward.experts.down_proj'],

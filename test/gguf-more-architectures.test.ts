@@ -21,6 +21,7 @@
  *   an attention block's q and k permuted, under `backbone.layers` or transformers 5's `model.layers`;
  * - Hunyuan dense (`hunyuan-dense`): q/k/v/o and the MLP as they are (query_layernorm and
  *   key_layernorm are norms, not permutations);
+ * - HunyuanVL's language model (`hunyuan_vl`): as Hunyuan dense, under `model.language_model.`.
  * - Granite 4.0 3B Vision's language model (`granite`, with `granite.deepstack_mapping`):
  *   `model.language_model.…` paths of transformers' Granite4VisionForConditionalGeneration, q and
  *   k permuted as for any granite file, the MLP's gate, up and down;
@@ -355,6 +356,21 @@ const CASES: Case[] = [
       { module: 'model.layers.0.self_attn.v_proj', tensor: 'blk.0.attn_v.weight', out: KV, in: HIDDEN },
       { module: 'model.layers.0.mlp.gate_proj', tensor: 'blk.0.ffn_gate.weight', out: FFN, in: HIDDEN },
       { module: 'model.layers.0.mlp.down_proj', tensor: 'blk.0.ffn_down.weight', out: HIDDEN, in: FFN },
+    ],
+  },
+  {
+    // HunyuanOCR-like (HunyuanVLTextModel, a HunYuanModel): transformers' `model.language_model.…`
+    // paths, q/k/v/o and the MLP as they are; XD-RoPE's sections are metadata only.
+    arch: 'hunyuan_vl', hfClass: 'tencent/HunyuanOCR', type: 'BF16', rank: 2, alpha: 3,
+    targetModules: ['q_proj', 'k_proj', 'o_proj', 'up_proj'],
+    tensors: [...LLAMA_LIKE, ['blk.0.attn_q_norm.weight', [HEAD_DIM]], ['blk.0.attn_k_norm.weight', [HEAD_DIM]], ['output.weight', [HIDDEN, VOCAB]]],
+    metadata: [['hunyuan_vl.rope.dimension_count', u32(HEAD_DIM)], ['hunyuan_vl.attention.key_length', u32(HEAD_DIM)],
+      ['hunyuan_vl.rope.scaling.alpha', { type: 'f32', value: 1000 }]],
+    targets: [
+      { module: 'model.language_model.layers.0.self_attn.q_proj', tensor: 'blk.0.attn_q.weight', out: Q, in: HIDDEN },
+      { module: 'model.language_model.layers.0.self_attn.k_proj', tensor: 'blk.0.attn_k.weight', out: KV, in: HIDDEN },
+      { module: 'model.language_model.layers.0.self_attn.o_proj', tensor: 'blk.0.attn_output.weight', out: HIDDEN, in: Q },
+      { module: 'model.language_model.layers.0.mlp.up_proj', tensor: 'blk.0.ffn_up.weight', out: FFN, in: HIDDEN },
     ],
   },
   {

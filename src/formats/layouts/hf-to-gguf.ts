@@ -4,8 +4,8 @@
  * (convert_hf_to_gguf.py and its conversion/ modules, gguf-py/gguf/tensor_mapping.py), for the
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
- * InternLM2, LFM2, DeepSeek (V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX, Jamba,
- * MiniCPM3, Ling 2.0, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * InternLM2, LFM2, DeepSeek (V1's MoE, V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
+ * Jamba, MiniCPM3, Ling 2.0, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
  *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
  *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
@@ -32,7 +32,7 @@
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
  *   multipliers) is refused saying so;
  * - for `llama`, `mistral3`, `granite`, `granitemoe`, `granitehybrid`, `nemotron_h`(`_moe`),
- *   `smollm3`, `arcee`, `minicpm`, `olmo` and `internlm2`, the converter permutes the rows of q and k (reshape
+ *   `smollm3`, `arcee`, `minicpm`, `olmo`, `internlm2` and `deepseek`, the converter permutes the rows of q and k (reshape
  *   (heads, 2, d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same
  *   permutation, which convert_lora_to_gguf applies to B.
  * The base's GGUF metadata gives the architecture, head and expert counts. A module of a known
@@ -367,6 +367,32 @@ const BAILINGMOE2: readonly Rule[] = [
   rule(`${L}\\.attention\\.dense`, 'blk.$1.attn_output'),
 ];
 
+/**
+ * AFMoE (Arcee Trinity, AfmoeModel: a LlamaModel whose modify_tensors goes straight to the name
+ * mapping, so q and k are not permuted): attention's sigmoid output gate `self_attn.gate_proj` on
+ * attn_gate, the router's Linear `mlp.router.gate`, experts stacked as rows (MOE_HF_MLP) or fused
+ * (transformers 5) and the shared experts; `mlp.expert_bias` is a parameter (exp_probs_b), not a Linear.
+ */
+const AFMOE: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.gate_proj`, 'blk.$1.attn_gate'),
+  rule(`${L}\\.mlp\\.router\\.gate`, 'blk.$1.ffn_gate_inp'),
+  ...GLM4_MOE,
+  // transformers 5's AfmoeExperts are Qwen2MoeExperts: gate_up_proj halves, down_proj.
+  ...fusedExperts(CHUNKED_EXPERTS),
+];
+
+/**
+ * SmallThinker (SmallThinkerModel: TextModel's name mapping, experts stacked as MOE_BLOCK_SPARSE
+ * says): every block's MLP is `block_sparse_moe`, its router `primary_router` (a Linear) and its
+ * experts `experts.N.gate`, `up` and `down`.
+ */
+const SMALLTHINKER: readonly Rule[] = [
+  rule(`${L}\\.block_sparse_moe\\.primary_router`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.block_sparse_moe\\.experts\\.(\\d+)\\.gate`, 'blk.$1.ffn_gate_exps', { expert: 2 }),
+  rule(`${L}\\.block_sparse_moe\\.experts\\.(\\d+)\\.up`, 'blk.$1.ffn_up_exps', { expert: 2 }),
+  rule(`${L}\\.block_sparse_moe\\.experts\\.(\\d+)\\.down`, 'blk.$1.ffn_down_exps', { expert: 2 }),
+];
+
 /** A Mamba-2 mixer's projections (Mamba2Model.modify_tensors maps them as they are). */
 const mamba2 = (mixer: string): readonly Rule[] => [rule(`${mixer}\\.in_proj`, 'blk.$1.ssm_in'), rule(`${mixer}\\.out_proj`, 'blk.$1.ssm_out')];
 
@@ -655,6 +681,9 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // norms); the MoE's experts stacked as rows (MOE_HF_MLP), or fused in transformers 5 as Qwen's.
   'hunyuan-dense': [...COMMON, ...QK],
   'hunyuan-moe': [...COMMON, ...QK, ...HUNYUAN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // HunyuanVL's language model (HunyuanVLTextModel, a HunYuanModel): as hunyuan-dense, under
+  // transformers' `model.language_model.`; XD-RoPE changes no weight, and the `vit` goes to the mmproj.
+  hunyuan_vl: [...COMMON, ...QK],
   // MiniMax-M2, M2.1 and M2.5 (MiniMaxM2Model: TextModel's name mapping, experts stacked as
   // MOE_BLOCK_SPARSE says): q and k as they are. The checkpoint's own modeling code names the MoE
   // `block_sparse_moe` (the router a Linear `gate`, experts `w1` gate, `w3` up, `w2` down, as
@@ -670,6 +699,25 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   dots1: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   // DBRX (DbrxModel): see DBRX.
   dbrx: DBRX,
+  // DeepSeek-MoE (V1: deepseek-moe-16b, DeepSeek-Coder-V1's MoE; DeepseekModel): q and k permuted
+  // (DeepseekModel.permute, LlamaModel's with the head and kv-head counts), the leading dense
+  // blocks' MLP, the router `mlp.gate` (MoEGate's (E, hidden) weight, written as it is), experts
+  // stacked as rows and the shared experts by name.
+  deepseek: [...COMMON, ...QK_PERMUTED, ...SHARED_EXPERTS_MOE],
+  // K-EXAONE (ExaoneMoEModel, an Exaone4Model): q and k as they are (q_norm/k_norm are norms), the
+  // leading dense blocks' MLP, the router `mlp.gate` (DeepSeek-V3's, a bare parameter in
+  // transformers), experts stacked as rows (fused in transformers 5 as DeepSeek-V3's: gate_up_proj
+  // halves) and the shared experts. Its MTP layers, which transformers does not load, are blocks
+  // after the main ones that no PEFT module names.
+  'exaone-moe': [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // Arcee Trinity (AfmoeModel): see AFMOE.
+  afmoe: [...COMMON, ...QK, ...AFMOE],
+  // Cohere's MoE (North; Cohere2MoeModel): TextModel's plain mapping, q and k as they are (its
+  // all-zero biases dropped), the leading dense blocks' MLP, the router `mlp.gate`, experts stacked
+  // as rows (fused in transformers 5 as Mixtral's: gate_up_proj halves) and the shared experts.
+  cohere2moe: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // SmallThinker (SmallThinkerModel): q and k as they are, the MoE as SMALLTHINKER.
+  smallthinker: [...COMMON, ...QK, ...SMALLTHINKER],
   // Ling 2.0 and Ring 2.0 (BailingMoeV2Model): see BAILINGMOE2.
   bailingmoe2: [...COMMON, ...BAILINGMOE2, ...SHARED_EXPERTS_MOE, ...NEXTN],
   // Jamba (JambaModel): attention, Mamba-1 and MoE blocks as JAMBA says.
@@ -743,9 +791,9 @@ const refused = (why: string): LayoutResolution => ({ found: false, ambiguous: f
 /**
  * Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`);
  * DeepSeek-OCR's are `sam_model`, `vision_model`, `projector` (and its `view_seperator`); Granite 4
- * Vision's Q-Former projectors are `layerwise_projectors` and `spatial_projectors`.
+ * Vision's Q-Former projectors are `layerwise_projectors` and `spatial_projectors`; HunyuanVL's tower is `vit`.
  */
-const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline|sam_model|projector|view_seperator|layerwise_projectors|spatial_projectors)(\.|$)/;
+const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline|sam_model|projector|view_seperator|layerwise_projectors|spatial_projectors|vit)(\.|$)/;
 /** Hugging Face names of a language model's modules and parameters (after `normalise`; Nemotron-H's tree is `backbone`). */
 const HF_NAME = /^(model\.|backbone\.|lm_head$|lm_head\.)/;
 /** Hugging Face module paths of a language model (after `normalise`). */
@@ -1092,7 +1140,12 @@ export const hfToGguf: Layout = {
     }
     const rules = HF_TO_GGUF_RULES[arch];
     const path = normalise(address.path);
-    if (!rules) return HF_TREE.test(path) ? MISS : undefined;
+    if (!rules) {
+      // Say so rather than "no matching tensor": the tensor may well exist under a name we do not map.
+      return HF_TREE.test(path)
+        ? refused(`names a module of a ${arch} GGUF, an architecture whose convert_hf_to_gguf names (and any rows it reorders) are not mapped here: merge into the safetensors model and convert that`)
+        : undefined;
+    }
     if (MTP_UNDER_OWN_TREE.has(arch) && /^mtp\./.test(path)) return resolveMtp(path, arch, base, rules);
     const resolved = resolveByRules(path, arch, base, rules);
     if (resolved) return resolved;
