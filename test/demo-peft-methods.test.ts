@@ -22,6 +22,8 @@ import { LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 import { peftFolder, randomTensor } from './helpers/hf-folder.js';
 import { sdxlWithKohya } from './helpers/page-fixtures.js';
 
+mkdirSync('test-output', { recursive: true }); // the screenshots this file writes
+
 const session = useDemoSession();
 const { dirs } = session;
 const rand = seededRandom(907);
@@ -62,13 +64,12 @@ async function mergeAgainstCli(name: string, base: FixtureTensor[], folder: Reco
   for (const row of rows) expect(row[2]).toMatch(new RegExp(`^${algorithm.replace(/[()]/g, '\\$&')}`));
   // The chart: one group per layer, every bar a finite percentage.
   expect(await page.$eval('[data-testid="magnitude-chart"]', (c) => c.getAttribute('aria-label'))).toMatch(/: 2 blocks, \d+ module kinds?, largest \d/);
-  mkdirSync('/tmp/loramerge-shots', { recursive: true });
-  await page.screenshot({ path: `/tmp/loramerge-shots/peft-${name}-plan.png`, fullPage: true });
+  await page.screenshot({ path: `test-output/demo-peft-${name}-plan.png`, fullPage: true });
 
   await mergeEnabled(page);
   await page.click('[data-testid="merge-button"]');
   const merged = readSafetensors(await downloadBytes(page));
-  await page.screenshot({ path: `/tmp/loramerge-shots/peft-${name}-merged.png`, fullPage: true });
+  await page.screenshot({ path: `test-output/demo-peft-${name}-merged.png`, fullPage: true });
 
   const cli = await mergeFolders(dirs.make, baseFile, folder);
   expect(cli.lines, cli.run.stderr).toEqual([]);
@@ -139,7 +140,7 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
     expect(problems[0]).toMatch(new RegExp(`^warning: ${warning.source}`));
     expect(await text(page, '#plan-problems-heading')).toBe('1 warning: the merge can run, but read it first');
     expect(await text(page, '#plan-stats')).toMatch(/^4modules matched4base tensors changed/);
-    await page.screenshot({ path: '/tmp/loramerge-shots/peft-bundle-emb-plan.png', fullPage: true });
+    await page.screenshot({ path: 'test-output/demo-peft-bundle-emb-plan.png', fullPage: true });
     await mergeEnabled(page);
     await page.click('[data-testid="merge-button"]');
     const merged = readSafetensors(await downloadBytes(page));
@@ -203,7 +204,7 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
     ]);
     // Grouped by the GGUF's blocks: layer 0 and layer 1, the series attn_output and attn_v.
     expect(await page.$eval('[data-testid="magnitude-chart"]', (c) => c.getAttribute('aria-label'))).toMatch(/: 2 blocks, 2 module kinds, largest \d/);
-    await page.screenshot({ path: '/tmp/loramerge-shots/peft-gguf-minimax-plan.png', fullPage: true });
+    await page.screenshot({ path: 'test-output/demo-peft-gguf-minimax-plan.png', fullPage: true });
     await mergeEnabled(page);
     await page.click('[data-testid="merge-button"]');
     const merged = readGguf(await downloadBytes(page));
@@ -241,6 +242,6 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
     expect(await text(page, '[data-testid="merge-blocked"]')).toBe('The plan has 1 error: fix it first.');
     // Nothing matched: neither a chart nor an empty table of modules.
     expect(await page.$eval('#modules-details', (d) => (d as HTMLElement).hidden)).toBe(true);
-    await page.screenshot({ path: '/tmp/loramerge-shots/peft-hira-gguf-refused.png', fullPage: true });
+    await page.screenshot({ path: 'test-output/demo-peft-hira-gguf-refused.png', fullPage: true });
   });
 });
