@@ -8,19 +8,12 @@
  */
 import { MergeError } from '../../errors.js';
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
-import { f32Bytes, readValues } from './factor-io.js';
+import { f32Bytes, readIntegers, readValues } from './factor-io.js';
 import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
 
 /** The (2, n) positions as integers, from int32, int64 or float32 storage. */
 async function readPositions(file: SafetensorsFile, entry: TensorEntry): Promise<Float64Array> {
-  const data = await file.read(entry);
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const n = entry.shape[0] * entry.shape[1];
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    out[i] = entry.dtype === 'I32' ? view.getInt32(i * 4, true) : entry.dtype === 'I64' ? Number(view.getBigInt64(i * 8, true)) : view.getFloat32(i * 4, true);
-  }
-  return out;
+  return (await readIntegers(file, entry)) ?? Float64Array.from(await readValues(file, entry));
 }
 
 export const peftShira: Algorithm = {
