@@ -164,4 +164,17 @@ describe('row placements: what the executors get', () => {
     op.terms[0] = { ...op.terms[0], placement: slice(5, 0) };
     expect(() => checkOp(op)).toThrow(/factor B \(5 × 2\) holds 32 bytes, expected 40/);
   });
+
+  it('refuses a DoRA ε or strength that is no number, on the op and as a step alike', () => {
+    const withDora = (epsilon: number, strength?: number): MergeOp => {
+      const op = randomOp(5, { rows: 4, cols: 6, ranks: [2] });
+      const magnitude = { dtype: 'F32' as const, data: new Uint8Array(new Float32Array(4).fill(1).buffer) };
+      return { ...op, dora: { magnitude, normAxis: 'out', epsilon, ...(strength === undefined ? {} : { strength }) } };
+    };
+    expect(() => checkOp(withDora(0, 0.5))).not.toThrow();
+    expect(() => checkOp(withDora(-1))).toThrow(/: DoRA epsilon -1 is not a finite number ≥ 0/);
+    expect(() => checkOp(withDora(0, Infinity))).toThrow(/: DoRA strength Infinity is not finite/);
+    const asStep = (dora: NonNullable<MergeOp['dora']>): MergeOp => ({ ...withDora(0), dora: undefined, steps: [{ kind: 'dora', dora }] });
+    expect(() => checkOp(asStep(withDora(0, NaN).dora!))).toThrow(/step 0 \(dora\): DoRA strength NaN is not finite/);
+  });
 });

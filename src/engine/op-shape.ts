@@ -67,9 +67,8 @@ export function checkOp(op: MergeOp): OpShape {
   });
   const shape: OpShape = { rowStart, rowCount, outFeatures, inFeatures, totalRank, steps: opSteps(op) };
   if (op.dora) {
-    const { normAxis, magnitude, epsilon } = op.dora;
-    if (!(epsilon >= 0 && Number.isFinite(epsilon))) fail(op, `DoRA epsilon ${epsilon} is not a finite number ≥ 0`);
-    if (op.dora.strength !== undefined && !Number.isFinite(op.dora.strength)) fail(op, `DoRA strength ${op.dora.strength} is not finite`);
+    const { normAxis, magnitude } = op.dora;
+    checkDoraScalars(op, op.dora, '');
     const count = doraCount(op, op.dora, outFeatures, inFeatures);
     expectBytes(op, `DoRA magnitude (${count})`, magnitude, count);
     // A norm per output feature runs over the input dim: per stored row when W is (out, in).
@@ -90,6 +89,12 @@ function doraCount(op: MergeOp, dora: NonNullable<MergeOp['dora']>, outFeatures:
     fail(op, `DoRA group ${group} does not divide the ${inFeatures} input features`);
   }
   return dora.normAxis === 'out' ? outFeatures : inFeatures / group;
+}
+
+/** A DoRA spec's ε and strength, the same on the op's own DoRA and a DoRA step (`where` prefixes the message). */
+function checkDoraScalars(op: MergeOp, dora: NonNullable<MergeOp['dora']>, where: string): void {
+  if (!(dora.epsilon >= 0 && Number.isFinite(dora.epsilon))) fail(op, `${where}DoRA epsilon ${dora.epsilon} is not a finite number ≥ 0`);
+  if (dora.strength !== undefined && !Number.isFinite(dora.strength)) fail(op, `${where}DoRA strength ${dora.strength} is not finite`);
 }
 
 function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string): void {
@@ -113,9 +118,8 @@ function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string)
       });
       return;
     case 'dora': {
-      const { normAxis, magnitude, epsilon } = step.dora;
-      if (!(epsilon >= 0 && Number.isFinite(epsilon))) fail(op, `${label}: DoRA epsilon ${epsilon} is not a finite number ≥ 0`);
-      if (step.dora.strength !== undefined && !Number.isFinite(step.dora.strength)) fail(op, `${label}: DoRA strength ${step.dora.strength} is not finite`);
+      checkDoraScalars(op, step.dora, `${label}: `);
+      const { magnitude } = step.dora;
       expectBytes(op, `${label} DoRA magnitude`, magnitude, doraCount(op, step.dora, outFeatures, inFeatures));
       if (needsColumnNorms(op, step) && rowCount !== op.rows) {
         throw new MergeError('PLAN_INVALID', `tensor "${op.name}": ${label}: DoRA norms run across rows; resolve them over all slabs first`);
