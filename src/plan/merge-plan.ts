@@ -823,7 +823,8 @@ function planBias(
   module: AdapterModule, term: BiasSource, weight: number, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail,
   ownBase: ReadonlyMap<string, PlannedReplacement>, kind: 'add' | 'multiply' | 'map' = 'add',
 ): void {
-  const multiply = kind !== 'add';
+  // Scaling or mapping the bias as it stands (not adding to it): nothing to do without a bias.
+  const mapsBias = kind !== 'add';
   const biasB = kind === 'multiply' ? module.biasScale! : kind === 'map' ? module.biasMap! : module.biasB!;
   const what = biasB.name;
   const biasKey = weightKey.endsWith('.weight') ? `${weightKey.slice(0, -'.weight'.length)}.bias` : `${weightKey}.bias`;
@@ -834,7 +835,7 @@ function planBias(
   // A weight stored (in, out) (fan_in_fan_out) has its outputs last.
   const baseOut = module.fanInFanOut && weightShape.length === 2 ? weightShape[1] : weightShape[0];
   // A layer without a bias has nothing to scale or map (PEFT skips it too).
-  if (!info && multiply) return;
+  if (!info && mapsBias) return;
   if (!info) return fail('UNKNOWN_MODULE', `has ${biasB.name}, a change of its bias, but the base has no ${biasKey}`);
   if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16, BF16 and fp8 can be merged`);
   if (product(info.shape) !== baseOut || (kind !== 'map' && product(biasB.shape) !== out)) {
@@ -848,7 +849,7 @@ function planBias(
     if (own) update.source = own;
   }
   // Biases are stored as they are, even beside a scaled fp8 weight: no value scale here.
-  const scale = weight * (multiply ? module.scale : module.biasBScale ?? module.scale);
+  const scale = weight * (mapsBias ? module.scale : module.biasBScale ?? module.scale);
   const biasTerm: BiasUpdate['terms'][number] = { adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB, scale };
   if (term.placement) biasTerm.placement = term.placement;
   if (kind === 'multiply') biasTerm.multiply = true;
