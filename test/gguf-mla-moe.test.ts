@@ -62,6 +62,11 @@
  * - SmallThinker (`smallthinker`, SmallThinkerModel): q and k as they are, every block's
  *   `block_sparse_moe` with its router `primary_router` and experts `experts.N.gate`/`up`/`down`
  *   stacked.
+ * - Ling 1 (`bailingmoe`, BailingMoeModel: Ling-lite, Ling-plus): `word_embeddings`, the fused
+ *   `attention.query_key_value` split into attn_q, attn_k and attn_v, q and k permuted as
+ *   LlamaModel permutes them (q by the heads, k by the kv heads), `attention.dense`, experts
+ *   stacked, the shared experts; a LoRA on `lm_head` is refused (the converter normalises its
+ *   columns when the config's norm_head is set, which the GGUF does not record).
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -175,6 +180,19 @@ const permuted = (tensor: string, rows: number, heads: number): Landing[] => {
   return [{ tensor, cell: (row, col) => [hfRowAt[row], col] }];
 };
 
+/** Landings of ΔW rows from `offset` on (one part of a fused module the converter splits). */
+const fromRow = (offset: number, landings: Landing[]): Landing[] => landings.map(({ tensor, cell }) => ({
+  tensor, cell: (row, col) => {
+    const at = cell(row, col);
+    return at && [at[0] + offset, at[1]];
+  },
+}));
+/** BailingMoeModel's split of query_key_value (q, k, v rows): q and k permuted, v as it is. */
+const lingQkv = (block: number): Landing[] => [
+  ...permuted(`blk.${block}.attn_q.weight`, Q, ATT_HEADS),
+  ...fromRow(Q, permuted(`blk.${block}.attn_k.weight`, KV, KV_HEADS)),
+  ...fromRow(Q + KV, whole(`blk.${block}.attn_v.weight`)),
+];
 /** The keys DeepseekV2Model.set_gguf_parameters writes: MLA as MQA (head_count_kv 1), its dims, the MoE. */
 const deepseekMetadata = (qLora: boolean, arch = 'deepseek2'): [string, MetaValue][] => [
   [`${arch}.block_count`, u32(2)], [`${arch}.attention.head_count`, u32(HEADS)], [`${arch}.attention.head_count_kv`, u32(1)],
@@ -792,6 +810,29 @@ const CASES: Case[] = [
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
   },
+  {
+    // Ling-lite-like (BailingMoeModel): every block MoE (first_k_dense_replace 0), two shared
+    // experts; the fused query_key_value split and q/k permuted by the converter.
+    name: 'bailingmoe (Ling 1)', arch: 'bailingmoe', hfModel: 'inclusionAI/Ling-lite', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...plainAttention(0), ...moe(0, true).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['bailingmoe.block_count', u32(1)], ['bailingmoe.attention.head_count', u32(ATT_HEADS)], ['bailingmoe.attention.head_count_kv', u32(KV_HEADS)],
+      ['bailingmoe.rope.dimension_count', u32(HEAD_DIM)], ['bailingmoe.leading_dense_block_count', u32(0)], ['bailingmoe.vocab_size', u32(VOCAB)],
+      ['bailingmoe.expert_feed_forward_length', u32(EXPERT_FFN)], ['bailingmoe.expert_weights_scale', { type: 'f32', value: 1 }],
+      ['bailingmoe.expert_shared_count', u32(SHARED / EXPERT_FFN)], ['bailingmoe.expert_weights_norm', { type: 'bool', value: true }],
+      ['bailingmoe.expert_count', u32(EXPERTS)], ['bailingmoe.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.word_embeddings', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.0.attention.query_key_value', out: Q + 2 * KV, in: HIDDEN, lands: lingQkv(0) },
+      { module: 'model.layers.0.attention.dense', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.mlp.experts.2.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_up_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.0.mlp.experts.0.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.0.ffn_down_exps.weight', 0, HIDDEN) },
+      { module: 'model.layers.0.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.0.ffn_gate_shexp.weight') },
+    ],
+  },
 ];
 
 const baseGguf = (c: Case) => cellBaseGguf(c, [
@@ -897,4 +938,22 @@ it('refuses a LoRA on a jamba GGUF\'s Mamba conv1d, whose kernel the converter s
   await prepared.close();
   expect(messages).toEqual([expect.stringContaining('module "model.layers.0.mamba.conv1d"')]);
   expect(messages[0]).toContain("is the Mamba block's depthwise causal Conv1d");
+});
+
+describe('PEFT on a Ling 1 GGUF: the head the converter may normalise', () => {
+  const refusals = async (c: Case, refused: Target) => {
+    const { files } = cellPeftAdapter(c, [c.targets[1], refused]);
+    const prepared = await prepareMerge(memoryInputFileSet({ [`${c.arch}-tiny-BF16.gguf`]: baseGguf(c).bytes }, 'base'), [{ files: memoryInputFileSet(files, 'lora') }]);
+    const messages = prepared.plan.problems.map((p) => p.message);
+    await prepared.close();
+    return messages;
+  };
+
+  it('refuses a LoRA on a bailingmoe GGUF\'s lm_head, whose columns the converter may have normalised, naming the module', async () => {
+    const ling = CASES.find((c) => c.arch === 'bailingmoe')!;
+    const messages = await refusals(ling, { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: [] });
+    expect(messages).toEqual([expect.stringContaining('module "lm_head"')]);
+    expect(messages[0]).toContain('norm_head');
+  });
+
 });

@@ -5,7 +5,7 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
  * InternLM2, LFM2, DeepSeek (V1's MoE, V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
- * Jamba, MiniCPM3, Ling 2.0, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * Jamba, MiniCPM3, Ling 1 and 2.0, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
  *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
  *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
@@ -32,7 +32,8 @@
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
  *   multipliers) is refused saying so;
  * - for `llama`, `mistral3`, `granite`, `granitemoe`, `granitehybrid`, `nemotron_h`(`_moe`),
- *   `smollm3`, `arcee`, `minicpm`, `olmo`, `internlm2` and `deepseek`, the converter permutes the rows of q and k (reshape
+ *   `smollm3`, `arcee`, `minicpm`, `olmo`, `internlm2`, `deepseek` and `bailingmoe` (its
+ *   fused query_key_value split into attn_q, attn_k, attn_v first), the converter permutes the rows of q and k (reshape
  *   (heads, 2, d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same
  *   permutation, which convert_lora_to_gguf applies to B.
  * The base's GGUF metadata gives the architecture, head and expert counts. A module of a known
@@ -74,6 +75,11 @@ interface Rule {
   upperHalf?: { tensor: string; dense?: string };
   /** InternLM2's grouped wqkv, which the converter splits into attn_q, attn_k, attn_v and permutes. */
   groupedQkv?: true;
+  /**
+   * A fused qkv (all q rows, then k, then v) the converter splits into attn_q, attn_k and attn_v,
+   * permuting q and k as LlamaModel.permute does (BailingMoeModel).
+   */
+  splitQkv?: true;
   /** DeepSeek's MLA kv_b_proj, which the converter splits per head into attn_k_b (transposed) and attn_v_b. */
   mlaKvB?: true;
   /**
@@ -365,6 +371,24 @@ const BAILINGMOE2: readonly Rule[] = [
   rule('model\\.word_embeddings', 'token_embd'),
   rule(`${L}\\.attention\\.query_key_value`, 'blk.$1.attn_qkv'),
   rule(`${L}\\.attention\\.dense`, 'blk.$1.attn_output'),
+];
+
+/**
+ * Ling 1 (Ling-lite, Ling-plus: BailingMoeModel): `model.word_embeddings`, the fused
+ * `attention.query_key_value` split into attn_q, attn_k and attn_v with q and k permuted
+ * (BailingMoeModel.permute: LlamaModel's, q by the heads, k by the kv heads), `attention.dense`,
+ * the router `mlp.gate`, experts stacked as rows (MOE_HF_MLP) and `shared_experts`. With the
+ * config's `norm_head` the converter divides each column of `lm_head` by its L2 norm, which the GGUF
+ * does not record: a LoRA on the head is refused.
+ */
+const BAILINGMOE: readonly Rule[] = [
+  rule('model\\.word_embeddings', 'token_embd'),
+  rule(`${L}\\.attention\\.query_key_value`, 'blk.$1.attn_q', { splitQkv: true }),
+  rule(`${L}\\.attention\\.dense`, 'blk.$1.attn_output'),
+  rule('lm_head', 'output', {
+    refuse: "convert_hf_to_gguf (BailingMoeModel) divides each column of lm_head by its L2 norm when the config's norm_head is set, which the GGUF does not record, so ΔW cannot be matched: merge into the safetensors model and convert that",
+  }),
+  ...SHARED_EXPERTS_MOE,
 ];
 
 /**
@@ -718,6 +742,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   cohere2moe: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   // SmallThinker (SmallThinkerModel): q and k as they are, the MoE as SMALLTHINKER.
   smallthinker: [...COMMON, ...QK, ...SMALLTHINKER],
+  // Ling 1: Ling-lite, Ling-plus (BailingMoeModel): see BAILINGMOE; the MLP of any dense block as COMMON's.
+  bailingmoe: [...BAILINGMOE, ...COMMON],
   // Ling 2.0 and Ring 2.0 (BailingMoeV2Model): see BAILINGMOE2.
   bailingmoe2: [...COMMON, ...BAILINGMOE2, ...SHARED_EXPERTS_MOE, ...NEXTN],
   // Jamba (JambaModel): attention, Mamba-1 and MoE blocks as JAMBA says.
@@ -940,6 +966,32 @@ function resolveGroupedQkv(block: string, arch: string, base: BaseView): LayoutR
 }
 
 /**
+ * A fused qkv (q rows, then k, then v) on the tensors BailingMoeModel.modify_tensors splits it
+ * into: attn_q and attn_k permuted as LlamaModel.permute does (q by the heads, k by the kv heads),
+ * attn_v as it is. The parts' sizes are the tensors' rows.
+ */
+function resolveSplitQkv(block: string, arch: string, base: BaseView): LayoutResolution {
+  const found = ['attn_q', 'attn_k', 'attn_v'].map((t) => base.index.resolveDotted(`blk.${block}.${t}.weight`));
+  for (const f of found) if (!f.found) return wholeTensor(f);
+  const [q, k, v] = found.map((f) => (f.found ? f.key : ''));
+  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), block);
+  const kvHeads = perBlock(base.metadata?.(`${arch}.attention.head_count_kv`), block) ?? heads;
+  const [qRows, kRows, vRows] = [q, k, v].map((key) => base.shape(key)?.[0]);
+  if (!heads || !kvHeads || qRows === undefined || kRows === undefined || vRows === undefined) return MISS;
+  const qPermuted = llamaRopePermutation(qRows, heads);
+  const kPermuted = llamaRopePermutation(kRows, kvHeads);
+  if (!qPermuted || !kPermuted) return MISS;
+  return {
+    found: true,
+    targets: [
+      { baseKey: q, rows: qPermuted },
+      { baseKey: k, rows: kPermuted.map(({ src, dst, count }) => ({ src: qRows + src, dst, count })) },
+      { baseKey: v, rows: [{ src: qRows + kRows, dst: 0, count: vRows }] },
+    ],
+  };
+}
+
+/**
  * DeepSeek's kv_b_proj (heads·(nope + v) rows, kv_lora_rank inputs: each head's nope key rows, then
  * its v value rows) on what DeepseekV2Model.modify_tensors makes of it: attn_k_b, each head's key
  * rows transposed ((heads, kv_lora_rank, nope), seen as heads·kv_lora_rank rows of nope), and
@@ -1092,6 +1144,7 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
   if (r.fused) return resolveFusedExperts(r.fused, m[1], arch, base);
   if (r.upperHalf) return resolveHalves(r, m[1], base);
   if (r.groupedQkv) return resolveGroupedQkv(m[1], arch, base);
+  if (r.splitQkv) return resolveSplitQkv(m[1], arch, base);
   const name = r.tensor.replace('$1', m[1]);
   if (r.expert !== undefined) {
     const expert = Number(m[r.expert]);
