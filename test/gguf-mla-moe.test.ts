@@ -67,6 +67,9 @@
  *   LlamaModel permutes them (q by the heads, k by the kv heads), `attention.dense`, experts
  *   stacked, the shared experts; a LoRA on `lm_head` is refused (the converter normalises its
  *   columns when the config's norm_head is set, which the GGUF does not record).
+ * - Snowflake Arctic (`arctic`, ArcticModel): q and k permuted as LlamaModel permutes them, the
+ *   dense residual MLP `residual_mlp.w1`/`w3`/`w2` beside Mixtral's `block_sparse_moe` (router
+ *   `gate`, experts `w1` gate, `w3` up, `w2` down, stacked).
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -831,6 +834,35 @@ const CASES: Case[] = [
       { module: 'model.layers.0.mlp.experts.2.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_up_exps.weight', 2, EXPERT_FFN) },
       { module: 'model.layers.0.mlp.experts.0.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.0.ffn_down_exps.weight', 0, HIDDEN) },
       { module: 'model.layers.0.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.0.ffn_gate_shexp.weight') },
+    ],
+  },
+  {
+    // Snowflake-Arctic-like (ArcticModel): one block with the dense residual MLP (ffn_norm) and the
+    // MoE (ffn_norm_exps), grouped-query attention with q and k permuted.
+    name: 'arctic (Snowflake Arctic)', arch: 'arctic', hfModel: 'Snowflake/snowflake-arctic-instruct', rank: 3, alpha: 3,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...plainAttention(0), ...denseMlp(0), ['blk.0.ffn_norm_exps.weight', [HIDDEN]],
+      ...moe(0, false).filter(([name]) => !/ffn_norm|exp_probs_b/.test(name)), ...head,
+    ],
+    metadata: [
+      ['arctic.block_count', u32(1)], ['arctic.attention.head_count', u32(ATT_HEADS)], ['arctic.attention.head_count_kv', u32(KV_HEADS)],
+      ['arctic.vocab_size', u32(VOCAB)], ['arctic.rope.dimension_count', u32(HEAD_DIM)],
+      ['arctic.expert_count', u32(EXPERTS)], ['arctic.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: permuted('blk.0.attn_q.weight', Q, ATT_HEADS) },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: permuted('blk.0.attn_k.weight', KV, KV_HEADS) },
+      { module: 'model.layers.0.self_attn.v_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_v.weight') },
+      { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.residual_mlp.w1', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
+      { module: 'model.layers.0.residual_mlp.w3', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.0.residual_mlp.w2', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.layers.0.block_sparse_moe.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.block_sparse_moe.experts.1.w1', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.0.block_sparse_moe.experts.3.w3', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_up_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.0.block_sparse_moe.experts.2.w2', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.0.ffn_down_exps.weight', 2, HIDDEN) },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
   },
 ];

@@ -5,7 +5,7 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
  * InternLM2, LFM2, DeepSeek (V1's MoE, V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
- * Jamba, MiniCPM3, Ling 1 and 2.0, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
  *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
  *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
@@ -32,7 +32,7 @@
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
  *   multipliers) is refused saying so;
  * - for `llama`, `mistral3`, `granite`, `granitemoe`, `granitehybrid`, `nemotron_h`(`_moe`),
- *   `smollm3`, `arcee`, `minicpm`, `olmo`, `internlm2`, `deepseek` and `bailingmoe` (its
+ *   `smollm3`, `arcee`, `minicpm`, `olmo`, `internlm2`, `deepseek`, `arctic` and `bailingmoe` (its
  *   fused query_key_value split into attn_q, attn_k, attn_v first), the converter permutes the rows of q and k (reshape
  *   (heads, 2, d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same
  *   permutation, which convert_lora_to_gguf applies to B.
@@ -392,6 +392,19 @@ const BAILINGMOE: readonly Rule[] = [
 ];
 
 /**
+ * Snowflake Arctic (ArcticModel): q and k permuted as LlamaModel.permute does (q by the heads, k by
+ * the kv heads), the dense residual MLP `residual_mlp.w1` (gate), `w3` (up), `w2` (down) beside the
+ * MoE, whose router `block_sparse_moe.gate` and experts `block_sparse_moe.experts.N.w1`/`w3`/`w2`
+ * are Mixtral's (MOE_BLOCK_SPARSE_MIXTRAL: stacked as rows).
+ */
+const ARCTIC: readonly Rule[] = [
+  rule(`${L}\\.residual_mlp\\.w1`, 'blk.$1.ffn_gate'),
+  rule(`${L}\\.residual_mlp\\.w3`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.residual_mlp\\.w2`, 'blk.$1.ffn_down'),
+  ...MIXTRAL,
+];
+
+/**
  * AFMoE (Arcee Trinity, AfmoeModel: a LlamaModel whose modify_tensors goes straight to the name
  * mapping, so q and k are not permuted): attention's sigmoid output gate `self_attn.gate_proj` on
  * attn_gate, the router's Linear `mlp.router.gate`, experts stacked as rows (MOE_HF_MLP) or fused
@@ -744,6 +757,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   smallthinker: [...COMMON, ...QK, ...SMALLTHINKER],
   // Ling 1: Ling-lite, Ling-plus (BailingMoeModel): see BAILINGMOE; the MLP of any dense block as COMMON's.
   bailingmoe: [...BAILINGMOE, ...COMMON],
+  // Snowflake Arctic (ArcticModel): see ARCTIC.
+  arctic: [...COMMON, ...QK_PERMUTED, ...ARCTIC],
   // Ling 2.0 and Ring 2.0 (BailingMoeV2Model): see BAILINGMOE2.
   bailingmoe2: [...COMMON, ...BAILINGMOE2, ...SHARED_EXPERTS_MOE, ...NEXTN],
   // Jamba (JambaModel): attention, Mamba-1 and MoE blocks as JAMBA says.
