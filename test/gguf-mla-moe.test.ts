@@ -70,6 +70,11 @@
  * - Snowflake Arctic (`arctic`, ArcticModel): q and k permuted as LlamaModel permutes them, the
  *   dense residual MLP `residual_mlp.w1`/`w3`/`w2` beside Mixtral's `block_sparse_moe` (router
  *   `gate`, experts `w1` gate, `w3` up, `w2` down, stacked).
+ * - PLaMo 2 (`plamo2`, Plamo2Model) and PLaMo 3 (`plamo3`, Plamo3Model): blocks under
+ *   `model.layers.layers`, every Linear as it is: a Mamba block's `mixer.in_proj`, `bcdt_proj`,
+ *   `dt_proj`, `out_proj` on ssm_in, ssm_x, ssm_dt, ssm_out, an attention block's fused
+ *   `mixer.qkv_proj` whole on attn_qkv and `o_proj`, the MLP's fused `gate_up_proj` on ffn_up and
+ *   `down_proj`; a LoRA on PLaMo 2's conv1d is refused by name.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -196,6 +201,20 @@ const lingQkv = (block: number): Landing[] => [
   ...fromRow(Q, permuted(`blk.${block}.attn_k.weight`, KV, KV_HEADS)),
   ...fromRow(Q + KV, whole(`blk.${block}.attn_v.weight`)),
 ];
+/** PLaMo 2's Mamba mixer: heads, the dt projection's width, d_state (inner = heads · HEAD_DIM). */
+const PLAMO_SSM_HEADS = 8, PLAMO_DT = 8, PLAMO_INNER = PLAMO_SSM_HEADS * HEAD_DIM;
+/** PLaMo's four norms around the mixer and the MLP (pre_mixer, post_mixer, pre_mlp, post_mlp). */
+const plamoNorms = (block: number): [string, number[], string?][] => [
+  [`blk.${block}.attn_norm.weight`, [HIDDEN]], [`blk.${block}.attn_post_norm.weight`, [HIDDEN]],
+  [`blk.${block}.ffn_norm.weight`, [HIDDEN]], [`blk.${block}.ffn_post_norm.weight`, [HIDDEN]],
+];
+/** PLaMo's attention mixer (fused qkv, per-head q/k norms) and its MLP (fused gate_up on ffn_up). */
+const plamoAttention = (block: number): [string, number[], string?][] => [
+  ...plamoNorms(block), [`blk.${block}.attn_qkv.weight`, [HIDDEN, Q + 2 * KV]], [`blk.${block}.attn_q_norm.weight`, [HEAD_DIM]],
+  [`blk.${block}.attn_k_norm.weight`, [HEAD_DIM]], [`blk.${block}.attn_output.weight`, [Q, HIDDEN]],
+  [`blk.${block}.ffn_up.weight`, [HIDDEN, 2 * FFN]], [`blk.${block}.ffn_down.weight`, [FFN, HIDDEN]],
+];
+
 /** The keys DeepseekV2Model.set_gguf_parameters writes: MLA as MQA (head_count_kv 1), its dims, the MoE. */
 const deepseekMetadata = (qLora: boolean, arch = 'deepseek2'): [string, MetaValue][] => [
   [`${arch}.block_count`, u32(2)], [`${arch}.attention.head_count`, u32(HEADS)], [`${arch}.attention.head_count_kv`, u32(1)],
@@ -865,6 +884,56 @@ const CASES: Case[] = [
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
   },
+  {
+    // PLaMo-2-1B-like (Plamo2Model, mamba_step 2): block 0 Mamba (8 heads of 8, d_state 4, a dt
+    // projection of 8, conv kernel 4), block 1 attention; head counts 0 on the Mamba block.
+    name: 'plamo2 (PLaMo 2)', arch: 'plamo2', hfModel: 'pfnet/plamo-2-1b', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...plamoNorms(0),
+      ['blk.0.ssm_in.weight', [HIDDEN, 2 * PLAMO_INNER]], ['blk.0.ssm_conv1d.weight', [4, PLAMO_INNER]],
+      ['blk.0.ssm_x.weight', [PLAMO_INNER, PLAMO_DT + 2 * D_STATE]], ['blk.0.ssm_dt.weight', [PLAMO_DT, PLAMO_SSM_HEADS]],
+      ['blk.0.ssm_dt.bias', [PLAMO_SSM_HEADS]], ['blk.0.ssm_a', [PLAMO_SSM_HEADS]], ['blk.0.ssm_d', [PLAMO_SSM_HEADS]],
+      ['blk.0.ssm_dt_norm.weight', [PLAMO_DT]], ['blk.0.ssm_b_norm.weight', [D_STATE]], ['blk.0.ssm_c_norm.weight', [D_STATE]],
+      ['blk.0.ssm_out.weight', [PLAMO_INNER, HIDDEN]], ['blk.0.ffn_up.weight', [HIDDEN, 2 * FFN]], ['blk.0.ffn_down.weight', [FFN, HIDDEN]],
+      ...plamoAttention(1), ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]],
+    ],
+    metadata: [
+      ['plamo2.vocab_size', u32(VOCAB)], ['plamo2.attention.head_count_kv', { type: 'array', itemType: 'u32', value: [0, KV_HEADS] }],
+      ['plamo2.attention.head_count', { type: 'array', itemType: 'u32', value: [0, ATT_HEADS] }],
+      ['plamo2.attention.key_length', u32(HEAD_DIM)], ['plamo2.attention.value_length', u32(HEAD_DIM)], ['plamo2.block_count', u32(2)],
+      ['plamo2.ssm.state_size', u32(D_STATE)], ['plamo2.ssm.conv_kernel', u32(4)], ['plamo2.ssm.time_step_rank', u32(PLAMO_SSM_HEADS)],
+      ['plamo2.ssm.inner_size', u32(PLAMO_INNER)], ['plamo2.ssm.group_count', u32(0)],
+    ],
+    targets: [
+      { module: 'model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.layers.0.mixer.in_proj', out: 2 * PLAMO_INNER, in: HIDDEN, lands: whole('blk.0.ssm_in.weight') },
+      { module: 'model.layers.layers.0.mixer.bcdt_proj', out: PLAMO_DT + 2 * D_STATE, in: PLAMO_INNER, lands: whole('blk.0.ssm_x.weight') },
+      { module: 'model.layers.layers.0.mixer.dt_proj', out: PLAMO_SSM_HEADS, in: PLAMO_DT, lands: whole('blk.0.ssm_dt.weight') },
+      { module: 'model.layers.layers.0.mixer.out_proj', out: HIDDEN, in: PLAMO_INNER, lands: whole('blk.0.ssm_out.weight') },
+      { module: 'model.layers.layers.0.mlp.gate_up_proj', out: 2 * FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.layers.1.mixer.qkv_proj', out: Q + 2 * KV, in: HIDDEN, lands: whole('blk.1.attn_qkv.weight') },
+      { module: 'model.layers.layers.1.mixer.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.layers.1.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.1.ffn_down.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // PLaMo-3-like (Plamo3Model): attention blocks only, per-head q/k norms, sliding window.
+    name: 'plamo3 (PLaMo 3)', arch: 'plamo3', hfModel: 'pfnet/plamo-3-nict-2b-base', rank: 2, alpha: 2,
+    tensors: [['token_embd.weight', [HIDDEN, VOCAB]], ...plamoAttention(0), ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]]],
+    metadata: [
+      ['plamo3.block_count', u32(1)], ['plamo3.attention.head_count', u32(ATT_HEADS)], ['plamo3.attention.head_count_kv', u32(KV_HEADS)],
+      ['plamo3.attention.key_length', u32(HEAD_DIM)], ['plamo3.attention.value_length', u32(HEAD_DIM)], ['plamo3.vocab_size', u32(VOCAB)],
+      ['plamo3.attention.sliding_window', u32(2048)],
+    ],
+    targets: [
+      { module: 'model.layers.layers.0.mixer.qkv_proj', out: Q + 2 * KV, in: HIDDEN, lands: whole('blk.0.attn_qkv.weight') },
+      { module: 'model.layers.layers.0.mixer.o_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.layers.0.mlp.gate_up_proj', out: 2 * FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
 ];
 
 const baseGguf = (c: Case) => cellBaseGguf(c, [
@@ -972,7 +1041,7 @@ it('refuses a LoRA on a jamba GGUF\'s Mamba conv1d, whose kernel the converter s
   expect(messages[0]).toContain("is the Mamba block's depthwise causal Conv1d");
 });
 
-describe('PEFT on a Ling 1 GGUF: the head the converter may normalise', () => {
+describe('PEFT on Ling 1, PLaMo 2 GGUFs: modules the converter writes otherwise', () => {
   const refusals = async (c: Case, refused: Target) => {
     const { files } = cellPeftAdapter(c, [c.targets[1], refused]);
     const prepared = await prepareMerge(memoryInputFileSet({ [`${c.arch}-tiny-BF16.gguf`]: baseGguf(c).bytes }, 'base'), [{ files: memoryInputFileSet(files, 'lora') }]);
@@ -988,4 +1057,10 @@ describe('PEFT on a Ling 1 GGUF: the head the converter may normalise', () => {
     expect(messages[0]).toContain('norm_head');
   });
 
+  it('refuses a LoRA on a plamo2 GGUF\'s Mamba conv1d, whose kernel the converter squeezes, naming the module', async () => {
+    const plamo = CASES.find((c) => c.arch === 'plamo2')!;
+    const messages = await refusals(plamo, { module: 'model.layers.layers.0.mixer.conv1d', out: PLAMO_INNER, in: 4, lands: [] });
+    expect(messages).toEqual([expect.stringContaining('module "model.layers.layers.0.mixer.conv1d"')]);
+    expect(messages[0]).toContain('(Plamo2Model) squeezes');
+  });
 });

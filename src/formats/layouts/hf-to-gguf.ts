@@ -5,7 +5,7 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
  * InternLM2, LFM2, DeepSeek (V1's MoE, V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
- * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, PLaMo 2 and 3, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
  *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
  *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
@@ -405,6 +405,33 @@ const ARCTIC: readonly Rule[] = [
 ];
 
 /**
+ * PLaMo 2 and PLaMo 3 (Plamo2Model, Plamo3Model): blocks under `model.layers.layers.N`, each a
+ * `mixer` and an `mlp`, all Linears written as they are (the converters change only norms, A_log
+ * and the conv kernel): attention's fused `mixer.qkv_proj` whole on attn_qkv (q, k, v rows, not
+ * permuted), `mixer.o_proj`; the MLP's fused `gate_up_proj` on ffn_up (llama.cpp splits it at run
+ * time), `down_proj`. PLaMo 2's Mamba blocks: `mixer.in_proj`, `bcdt_proj`, `dt_proj`, `out_proj`
+ * on ssm_in, ssm_x, ssm_dt, ssm_out; its depthwise `mixer.conv1d` the converter squeezes.
+ */
+const P = 'model\\.layers\\.layers\\.(\\d+)';
+const PLAMO: readonly Rule[] = [
+  rule('model\\.embed_tokens', 'token_embd'),
+  rule('lm_head', 'output'),
+  rule(`${P}\\.mixer\\.qkv_proj`, 'blk.$1.attn_qkv'),
+  rule(`${P}\\.mixer\\.o_proj`, 'blk.$1.attn_output'),
+  rule(`${P}\\.mlp\\.gate_up_proj`, 'blk.$1.ffn_up'),
+  rule(`${P}\\.mlp\\.down_proj`, 'blk.$1.ffn_down'),
+];
+const PLAMO2_MAMBA: readonly Rule[] = [
+  rule(`${P}\\.mixer\\.in_proj`, 'blk.$1.ssm_in'),
+  rule(`${P}\\.mixer\\.bcdt_proj`, 'blk.$1.ssm_x'),
+  rule(`${P}\\.mixer\\.dt_proj`, 'blk.$1.ssm_dt'),
+  rule(`${P}\\.mixer\\.out_proj`, 'blk.$1.ssm_out'),
+  rule(`${P}\\.mixer\\.conv1d`, 'blk.$1.ssm_conv1d', {
+    refuse: "is the Mamba block's depthwise causal Conv1d (groups = channels), whose kernel convert_hf_to_gguf (Plamo2Model) squeezes to (channels, kernel): a LoRA on it is not merged into a GGUF here; merge into the safetensors model and convert that",
+  }),
+];
+
+/**
  * AFMoE (Arcee Trinity, AfmoeModel: a LlamaModel whose modify_tensors goes straight to the name
  * mapping, so q and k are not permuted): attention's sigmoid output gate `self_attn.gate_proj` on
  * attn_gate, the router's Linear `mlp.router.gate`, experts stacked as rows (MOE_HF_MLP) or fused
@@ -759,6 +786,9 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   bailingmoe: [...BAILINGMOE, ...COMMON],
   // Snowflake Arctic (ArcticModel): see ARCTIC.
   arctic: [...COMMON, ...QK_PERMUTED, ...ARCTIC],
+  // PLaMo 2 (Plamo2Model: Mamba and attention blocks) and PLaMo 3 (Plamo3Model: attention blocks).
+  plamo2: [...PLAMO, ...PLAMO2_MAMBA],
+  plamo3: PLAMO,
   // Ling 2.0 and Ring 2.0 (BailingMoeV2Model): see BAILINGMOE2.
   bailingmoe2: [...COMMON, ...BAILINGMOE2, ...SHARED_EXPERTS_MOE, ...NEXTN],
   // Jamba (JambaModel): attention, Mamba-1 and MoE blocks as JAMBA says.
