@@ -75,6 +75,9 @@
  *   `dt_proj`, `out_proj` on ssm_in, ssm_x, ssm_dt, ssm_out, an attention block's fused
  *   `mixer.qkv_proj` whole on attn_qkv and `o_proj`, the MLP's fused `gate_up_proj` on ffn_up and
  *   `down_proj`; a LoRA on PLaMo 2's conv1d is refused by name.
+ * - Step 3.5 (`step35`, Step35Model): q and k as they are (per-head norms), the head-wise attention
+ *   gate `self_attn.g_proj` on attn_gate, the dense block's MLP, the router `moe.gate`, the shared
+ *   expert `share_expert.*`; a LoRA on the stacked routed experts (`moe.up_proj`) is refused.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -934,6 +937,37 @@ const CASES: Case[] = [
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
   },
+  {
+    // Step-3.5-Flash-like (Step35Model): a leading dense block on sliding-window attention, a MoE
+    // block on full attention with a shared expert and the router's bias; per-head q/k norms and
+    // the head-wise output gate.
+    name: 'step35 (Step 3.5)', arch: 'step35', hfModel: 'stepfun-ai/Step-3.5-Flash', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...qkNormAttention(0), ['blk.0.attn_gate.weight', [HIDDEN, ATT_HEADS]], ...denseMlp(0),
+      ...qkNormAttention(1), ['blk.1.attn_gate.weight', [HIDDEN, ATT_HEADS]], ...moe(1, true), ...head,
+    ],
+    metadata: [
+      ['step35.block_count', u32(2)], ['step35.attention.head_count', { type: 'array', itemType: 'u32', value: [ATT_HEADS, ATT_HEADS] }],
+      ['step35.attention.head_count_kv', { type: 'array', itemType: 'u32', value: [KV_HEADS, KV_HEADS] }],
+      ['step35.attention.sliding_window', u32(512)], ['step35.attention.sliding_window_pattern', { type: 'array', itemType: 'bool', value: [true, false] }],
+      ['step35.attention.key_length', u32(HEAD_DIM)], ['step35.attention.value_length', u32(HEAD_DIM)],
+      ['step35.expert_count', u32(EXPERTS)], ['step35.expert_used_count', u32(2)], ['step35.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['step35.expert_shared_feed_forward_length', u32(SHARED)], ['step35.expert_weights_scale', { type: 'f32', value: 3 }],
+      ['step35.expert_weights_norm', { type: 'bool', value: true }], ['step35.leading_dense_block_count', u32(1)], ['step35.moe_every_n_layers', u32(1)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.self_attn.g_proj', out: ATT_HEADS, in: HIDDEN, lands: whole('blk.0.attn_gate.weight') },
+      { module: 'model.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.self_attn.g_proj', out: ATT_HEADS, in: HIDDEN, lands: whole('blk.1.attn_gate.weight') },
+      { module: 'model.layers.1.moe.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
+      { module: 'model.layers.1.share_expert.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_up_shexp.weight') },
+      { module: 'model.layers.1.share_expert.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
 ];
 
 const baseGguf = (c: Case) => cellBaseGguf(c, [
@@ -1041,7 +1075,7 @@ it('refuses a LoRA on a jamba GGUF\'s Mamba conv1d, whose kernel the converter s
   expect(messages[0]).toContain("is the Mamba block's depthwise causal Conv1d");
 });
 
-describe('PEFT on Ling 1, PLaMo 2 GGUFs: modules the converter writes otherwise', () => {
+describe('PEFT on Ling 1, PLaMo 2, Step 3.5 GGUFs: modules the converter writes otherwise', () => {
   const refusals = async (c: Case, refused: Target) => {
     const { files } = cellPeftAdapter(c, [c.targets[1], refused]);
     const prepared = await prepareMerge(memoryInputFileSet({ [`${c.arch}-tiny-BF16.gguf`]: baseGguf(c).bytes }, 'base'), [{ files: memoryInputFileSet(files, 'lora') }]);
@@ -1062,5 +1096,12 @@ describe('PEFT on Ling 1, PLaMo 2 GGUFs: modules the converter writes otherwise'
     const messages = await refusals(plamo, { module: 'model.layers.layers.0.mixer.conv1d', out: PLAMO_INNER, in: 4, lands: [] });
     expect(messages).toEqual([expect.stringContaining('module "model.layers.layers.0.mixer.conv1d"')]);
     expect(messages[0]).toContain('(Plamo2Model) squeezes');
+  });
+
+  it('refuses a LoRA on a step35 GGUF\'s stacked routed experts, naming the module', async () => {
+    const step = CASES.find((c) => c.arch === 'step35')!;
+    const messages = await refusals(step, { module: 'model.layers.1.moe.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: [] });
+    expect(messages).toEqual([expect.stringContaining('module "model.layers.1.moe.up_proj"')]);
+    expect(messages[0]).toContain("Step 3.5's routed experts");
   });
 });

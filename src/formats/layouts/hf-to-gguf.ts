@@ -5,7 +5,7 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
  * InternLM2, LFM2, DeepSeek (V1's MoE, V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
- * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, PLaMo 2 and 3, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, PLaMo 2 and 3, Step 3.5, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
  *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
  *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
@@ -432,6 +432,24 @@ const PLAMO2_MAMBA: readonly Rule[] = [
 ];
 
 /**
+ * Step 3.5 (Step35Model: TextModel's name mapping; only norms shifted and some weights squeezed):
+ * q/k/v/o as they are, the head-wise attention gate `self_attn.g_proj` on attn_gate, the leading
+ * dense blocks' MLP, the MoE's router `moe.gate` on ffn_gate_inp and its shared expert
+ * `share_expert.*` on ffn_*_shexp. The routed experts are stacked per projection in the checkpoint
+ * (`moe.gate_proj`/`up_proj`/`down_proj`, squeezed by the converter): a LoRA naming them is refused.
+ */
+const STEP35: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.g_proj`, 'blk.$1.attn_gate'),
+  rule(`${L}\\.moe\\.gate`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.share_expert\\.gate_proj`, 'blk.$1.ffn_gate_shexp'),
+  rule(`${L}\\.share_expert\\.up_proj`, 'blk.$1.ffn_up_shexp'),
+  rule(`${L}\\.share_expert\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+  rule(`${L}\\.moe\\.(?:gate|up|down)_proj`, 'blk.$1.ffn_gate_exps', {
+    refuse: "names Step 3.5's routed experts, which the checkpoint stores stacked per projection and convert_hf_to_gguf (Step35Model) squeezes into ffn_*_exps; a LoRA on them is not mapped here: merge into the safetensors model and convert that",
+  }),
+];
+
+/**
  * AFMoE (Arcee Trinity, AfmoeModel: a LlamaModel whose modify_tensors goes straight to the name
  * mapping, so q and k are not permuted): attention's sigmoid output gate `self_attn.gate_proj` on
  * attn_gate, the router's Linear `mlp.router.gate`, experts stacked as rows (MOE_HF_MLP) or fused
@@ -789,6 +807,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // PLaMo 2 (Plamo2Model: Mamba and attention blocks) and PLaMo 3 (Plamo3Model: attention blocks).
   plamo2: [...PLAMO, ...PLAMO2_MAMBA],
   plamo3: PLAMO,
+  // Step 3.5 (Step35Model): see STEP35; q and k as they are.
+  step35: [...COMMON, ...QK, ...STEP35],
   // Ling 2.0 and Ring 2.0 (BailingMoeV2Model): see BAILINGMOE2.
   bailingmoe2: [...COMMON, ...BAILINGMOE2, ...SHARED_EXPERTS_MOE, ...NEXTN],
   // Jamba (JambaModel): attention, Mamba-1 and MoE blocks as JAMBA says.
