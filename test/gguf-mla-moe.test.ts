@@ -78,6 +78,8 @@
  * - Step 3.5 (`step35`, Step35Model): q and k as they are (per-head norms), the head-wise attention
  *   gate `self_attn.g_proj` on attn_gate, the dense block's MLP, the router `moe.gate`, the shared
  *   expert `share_expert.*`; a LoRA on the stacked routed experts (`moe.up_proj`) is refused.
+ * - GroveMoE (`grovemoe`, GroveMoeModel): q and k as they are, the router, experts stacked, and the
+ *   chunk experts `mlp.chunk_experts.N.*`, one per group of two experts, stacked into ffn_*_chexps.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -217,6 +219,9 @@ const plamoAttention = (block: number): [string, number[], string?][] => [
   [`blk.${block}.attn_k_norm.weight`, [HEAD_DIM]], [`blk.${block}.attn_output.weight`, [Q, HIDDEN]],
   [`blk.${block}.ffn_up.weight`, [HIDDEN, 2 * FFN]], [`blk.${block}.ffn_down.weight`, [FFN, HIDDEN]],
 ];
+
+/** GroveMoE's chunk experts: one per group of experts_per_group routed experts, of CHUNK_FFN rows. */
+const EXPERTS_PER_GROUP = 2, CHUNK_FFN = 8;
 
 /** The keys DeepseekV2Model.set_gguf_parameters writes: MLA as MQA (head_count_kv 1), its dims, the MoE. */
 const deepseekMetadata = (qLora: boolean, arch = 'deepseek2'): [string, MetaValue][] => [
@@ -966,6 +971,32 @@ const CASES: Case[] = [
       { module: 'model.layers.1.share_expert.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_up_shexp.weight') },
       { module: 'model.layers.1.share_expert.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // GroveMoE-Inst-like (GroveMoeModel): one MoE block of four experts in groups of two, so two
+    // chunk experts of CHUNK_FFN rows; per-head q/k norms.
+    name: 'grovemoe (GroveMoE)', arch: 'grovemoe', hfModel: 'inclusionAI/GroveMoE-Inst', rank: 3, alpha: 6,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...qkNormAttention(0), ...moe(0, false).filter(([name]) => !name.endsWith('exp_probs_b.bias')),
+      ['blk.0.ffn_gate_chexps.weight', [HIDDEN, CHUNK_FFN, EXPERTS / EXPERTS_PER_GROUP]], ['blk.0.ffn_up_chexps.weight', [HIDDEN, CHUNK_FFN, EXPERTS / EXPERTS_PER_GROUP]],
+      ['blk.0.ffn_down_chexps.weight', [CHUNK_FFN, HIDDEN, EXPERTS / EXPERTS_PER_GROUP]], ...head,
+    ],
+    metadata: [
+      ['grovemoe.block_count', u32(1)], ['grovemoe.attention.head_count', u32(ATT_HEADS)], ['grovemoe.attention.head_count_kv', u32(KV_HEADS)],
+      ['grovemoe.attention.key_length', u32(HEAD_DIM)], ['grovemoe.attention.value_length', u32(HEAD_DIM)],
+      ['grovemoe.expert_count', u32(EXPERTS)], ['grovemoe.expert_used_count', u32(2)], ['grovemoe.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['grovemoe.expert_chunk_feed_forward_length', u32(CHUNK_FFN)], ['grovemoe.experts_per_group', u32(EXPERTS_PER_GROUP)],
+      ['grovemoe.expert_group_scale', { type: 'f32', value: 0.05 }],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.mlp.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.mlp.experts.3.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.0.mlp.chunk_experts.1.gate_proj', out: CHUNK_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_chexps.weight', 1, CHUNK_FFN) },
+      { module: 'model.layers.0.mlp.chunk_experts.0.up_proj', out: CHUNK_FFN, in: HIDDEN, lands: expert('blk.0.ffn_up_chexps.weight', 0, CHUNK_FFN) },
+      { module: 'model.layers.0.mlp.chunk_experts.1.down_proj', out: HIDDEN, in: CHUNK_FFN, lands: expert('blk.0.ffn_down_chexps.weight', 1, HIDDEN) },
     ],
   },
 ];

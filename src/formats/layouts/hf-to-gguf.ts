@@ -5,7 +5,7 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
  * InternLM2, LFM2, DeepSeek (V1's MoE, V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
- * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, PLaMo 2 and 3, Step 3.5, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, PLaMo 2 and 3, Step 3.5, GroveMoE, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
  *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
  *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
@@ -51,6 +51,11 @@ interface Rule {
   tensor: string;
   /** Capture group holding the expert number (of a merged expert tensor). */
   expert?: number;
+  /**
+   * The merged expert tensor holds one expert per group of `{arch}.experts_per_group` routed
+   * experts (GroveMoE's chunk experts), not one per routed expert.
+   */
+  perExpertGroup?: true;
   /** The converter permutes this tensor's rows with the (kv) head count. */
   permute?: 'q' | 'k';
   /**
@@ -450,6 +455,18 @@ const STEP35: readonly Rule[] = [
 ];
 
 /**
+ * GroveMoE (GroveMoeModel: TextModel's name mapping, q and k as they are): besides Qwen3-MoE's
+ * attention, router `mlp.gate` and experts stacked as rows (MOE_HF_MLP), the "chunk" experts
+ * `mlp.chunk_experts.N.*`, one per group of `experts_per_group` routed experts, stacked as rows
+ * into ffn_*_chexps.
+ */
+const GROVEMOE_CHUNK_EXPERTS: readonly Rule[] = [
+  rule(`${L}\\.mlp\\.chunk_experts\\.(\\d+)\\.gate_proj`, 'blk.$1.ffn_gate_chexps', { expert: 2, perExpertGroup: true }),
+  rule(`${L}\\.mlp\\.chunk_experts\\.(\\d+)\\.up_proj`, 'blk.$1.ffn_up_chexps', { expert: 2, perExpertGroup: true }),
+  rule(`${L}\\.mlp\\.chunk_experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_chexps', { expert: 2, perExpertGroup: true }),
+];
+
+/**
  * AFMoE (Arcee Trinity, AfmoeModel: a LlamaModel whose modify_tensors goes straight to the name
  * mapping, so q and k are not permuted): attention's sigmoid output gate `self_attn.gate_proj` on
  * attn_gate, the router's Linear `mlp.router.gate`, experts stacked as rows (MOE_HF_MLP) or fused
@@ -809,6 +826,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   plamo3: PLAMO,
   // Step 3.5 (Step35Model): see STEP35; q and k as they are.
   step35: [...COMMON, ...QK, ...STEP35],
+  // GroveMoE (GroveMoeModel): see GROVEMOE.
+  grovemoe: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...GROVEMOE_CHUNK_EXPERTS],
   // Ling 2.0 and Ring 2.0 (BailingMoeV2Model): see BAILINGMOE2.
   bailingmoe2: [...COMMON, ...BAILINGMOE2, ...SHARED_EXPERTS_MOE, ...NEXTN],
   // Jamba (JambaModel): attention, Mamba-1 and MoE blocks as JAMBA says.
@@ -1218,7 +1237,9 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
     if (single.found) return { found: true, targets: [{ baseKey: single.key }] };
     const merged = base.index.resolveDotted(`${name}.weight`);
     if (!merged.found) return wholeTensor(merged);
-    const experts = positiveInt(base.metadata?.(`${arch}.expert_count`));
+    const routed = positiveInt(base.metadata?.(`${arch}.expert_count`));
+    const perGroup = r.perExpertGroup ? positiveInt(base.metadata?.(`${arch}.experts_per_group`)) : 1;
+    const experts = routed && perGroup && routed % perGroup === 0 ? routed / perGroup : undefined;
     const rows = base.shape(merged.key)?.[0];
     if (!experts || rows === undefined || rows % experts !== 0 || expert >= experts) return MISS;
     const per = rows / experts;
