@@ -80,6 +80,11 @@
  *   expert `share_expert.*`; a LoRA on the stacked routed experts (`moe.up_proj`) is refused.
  * - GroveMoE (`grovemoe`, GroveMoeModel): q and k as they are, the router, experts stacked, and the
  *   chunk experts `mlp.chunk_experts.N.*`, one per group of two experts, stacked into ffn_*_chexps.
+ * - Kimi Linear (`kimi-linear`, KimiLinearModel): a Kimi Delta Attention block's q/k/v/o and its
+ *   `f_a_proj`, `f_b_proj`, `b_proj`, `g_a_proj`, `g_b_proj` on ssm_f_a, ssm_f_b, ssm_beta, ssm_g_a,
+ *   ssm_g_b as they are, the dense block's MLP; an MLA block as DeepSeek-V2's (kv_b_proj split), the
+ *   MoE under `block_sparse_moe` (experts `w1`/`w3`/`w2` stacked, `shared_experts`); a LoRA on a
+ *   short convolution (`q_conv1d`) is refused by name.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -999,6 +1004,50 @@ const CASES: Case[] = [
       { module: 'model.layers.0.mlp.chunk_experts.1.down_proj', out: HIDDEN, in: CHUNK_FFN, lands: expert('blk.0.ffn_down_chexps.weight', 1, HIDDEN) },
     ],
   },
+  {
+    // Kimi-Linear-48B-A3B-like (KimiLinearModel): block 0 Kimi Delta Attention (4 heads of 8, conv
+    // kernel 4) with the dense MLP, block 1 MLA (written as MQA: head_count_kv 1) with the MoE and a
+    // shared expert; head_count_kv 0 on the KDA block.
+    name: 'kimi-linear (Kimi Linear)', arch: 'kimi-linear', hfModel: 'moonshotai/Kimi-Linear-48B-A3B-Instruct', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['blk.0.attn_norm.weight', [HIDDEN]],
+      ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_k.weight', [HIDDEN, Q]], ['blk.0.attn_v.weight', [HIDDEN, Q]],
+      ['blk.0.ssm_conv1d_q.weight', [4, 1, Q, 1], 'F32'], ['blk.0.ssm_conv1d_k.weight', [4, 1, Q, 1], 'F32'], ['blk.0.ssm_conv1d_v.weight', [4, 1, Q, 1], 'F32'],
+      ['blk.0.ssm_f_a.weight', [HIDDEN, HEAD_DIM]], ['blk.0.ssm_f_b.weight', [HEAD_DIM, Q]], ['blk.0.ssm_beta.weight', [HIDDEN, ATT_HEADS]],
+      ['blk.0.ssm_a', [1, ATT_HEADS, 1, 1], 'F32'], ['blk.0.ssm_dt.bias', [Q]], ['blk.0.ssm_g_a.weight', [HIDDEN, HEAD_DIM]],
+      ['blk.0.ssm_g_b.weight', [HEAD_DIM, Q]], ['blk.0.ssm_norm.weight', [HEAD_DIM]], ['blk.0.attn_output.weight', [Q, HIDDEN]], ...denseMlp(0),
+      ...mla(1, false), ...moe(1, true), ...head,
+    ],
+    metadata: [
+      ['kimi-linear.block_count', u32(2)], ['kimi-linear.attention.head_count', u32(HEADS)],
+      ['kimi-linear.attention.head_count_kv', { type: 'array', itemType: 'u32', value: [0, 1] }], ['kimi-linear.vocab_size', u32(VOCAB)],
+      ['kimi-linear.ssm.conv_kernel', u32(4)], ['kimi-linear.attention.kv_lora_rank', u32(KV_RANK)], ['kimi-linear.rope.dimension_count', u32(ROPE)],
+      ['kimi-linear.attention.key_length', u32(KV_RANK + ROPE)], ['kimi-linear.attention.key_length_mla', u32(NOPE + ROPE)],
+      ['kimi-linear.attention.value_length_mla', u32(V)], ['kimi-linear.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['kimi-linear.expert_shared_count', u32(1)], ['kimi-linear.leading_dense_block_count', u32(1)],
+      ['kimi-linear.expert_weights_scale', { type: 'f32', value: 2.446 }], ['kimi-linear.expert_count', u32(EXPERTS)], ['kimi-linear.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.self_attn.v_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_v.weight') },
+      { module: 'model.layers.0.self_attn.f_a_proj', out: HEAD_DIM, in: HIDDEN, lands: whole('blk.0.ssm_f_a.weight') },
+      { module: 'model.layers.0.self_attn.f_b_proj', out: Q, in: HEAD_DIM, lands: whole('blk.0.ssm_f_b.weight') },
+      { module: 'model.layers.0.self_attn.b_proj', out: ATT_HEADS, in: HIDDEN, lands: whole('blk.0.ssm_beta.weight') },
+      { module: 'model.layers.0.self_attn.g_a_proj', out: HEAD_DIM, in: HIDDEN, lands: whole('blk.0.ssm_g_a.weight') },
+      { module: 'model.layers.0.self_attn.g_b_proj', out: Q, in: HEAD_DIM, lands: whole('blk.0.ssm_g_b.weight') },
+      { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.1.self_attn.q_proj', out: HEADS * (NOPE + ROPE), in: HIDDEN, lands: whole('blk.1.attn_q.weight') },
+      { module: 'model.layers.1.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.1.attn_kv_a_mqa.weight') },
+      { module: 'model.layers.1.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(1) },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: HEADS * V, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.block_sparse_moe.experts.2.w3', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.1.block_sparse_moe.experts.0.w2', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 0, HIDDEN) },
+      { module: 'model.layers.1.block_sparse_moe.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_gate_shexp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
 ];
 
 const baseGguf = (c: Case) => cellBaseGguf(c, [
@@ -1106,7 +1155,7 @@ it('refuses a LoRA on a jamba GGUF\'s Mamba conv1d, whose kernel the converter s
   expect(messages[0]).toContain("is the Mamba block's depthwise causal Conv1d");
 });
 
-describe('PEFT on Ling 1, PLaMo 2, Step 3.5 GGUFs: modules the converter writes otherwise', () => {
+describe('PEFT on Ling 1, PLaMo 2, Step 3.5, Kimi Linear GGUFs: modules the converter writes otherwise', () => {
   const refusals = async (c: Case, refused: Target) => {
     const { files } = cellPeftAdapter(c, [c.targets[1], refused]);
     const prepared = await prepareMerge(memoryInputFileSet({ [`${c.arch}-tiny-BF16.gguf`]: baseGguf(c).bytes }, 'base'), [{ files: memoryInputFileSet(files, 'lora') }]);
@@ -1134,5 +1183,12 @@ describe('PEFT on Ling 1, PLaMo 2, Step 3.5 GGUFs: modules the converter writes 
     const messages = await refusals(step, { module: 'model.layers.1.moe.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: [] });
     expect(messages).toEqual([expect.stringContaining('module "model.layers.1.moe.up_proj"')]);
     expect(messages[0]).toContain("Step 3.5's routed experts");
+  });
+
+  it('refuses a LoRA on a kimi-linear GGUF\'s short convolution, whose kernel the converter reshapes, naming the module', async () => {
+    const kimi = CASES.find((c) => c.arch === 'kimi-linear')!;
+    const messages = await refusals(kimi, { module: 'model.layers.0.self_attn.q_conv1d', out: Q, in: 4, lands: [] });
+    expect(messages).toEqual([expect.stringContaining('module "model.layers.0.self_attn.q_conv1d"')]);
+    expect(messages[0]).toContain('Kimi Delta Attention short convolution');
   });
 });

@@ -5,7 +5,7 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
  * InternLM2, LFM2, DeepSeek (V1's MoE, V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
- * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, PLaMo 2 and 3, Step 3.5, GroveMoE, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, PLaMo 2 and 3, Step 3.5, GroveMoE, Kimi Linear, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
  *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
  *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
@@ -467,6 +467,31 @@ const GROVEMOE_CHUNK_EXPERTS: readonly Rule[] = [
 ];
 
 /**
+ * Kimi Linear (KimiLinearModel: TextModel's name mapping): Kimi Delta Attention blocks, whose
+ * `self_attn.q_proj`/`k_proj`/`v_proj`/`o_proj` land as attention's and `f_a_proj`, `f_b_proj`,
+ * `b_proj`, `g_a_proj`, `g_b_proj` on ssm_f_a, ssm_f_b, ssm_beta, ssm_g_a, ssm_g_b as they are (its
+ * short convolutions `q_conv1d`/`k_conv1d`/`v_conv1d` the converter reshapes: refused), and MLA
+ * blocks as DeepSeek-V2's (q_proj, kv_a_proj_with_mqa, kv_b_proj split per head into attn_k_b and
+ * attn_v_b, each head's key rows then value rows as DeepSeek's; the split tensors' shapes must
+ * agree with the file's head_count, o_proj); the leading dense block's MLP; the MoE under `block_sparse_moe` with Mixtral's
+ * expert names (MOE_BLOCK_SPARSE: w1 gate, w3 up, w2 down, stacked as rows) and `shared_experts`.
+ */
+const KIMI_LINEAR: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.f_a_proj`, 'blk.$1.ssm_f_a'),
+  rule(`${L}\\.self_attn\\.f_b_proj`, 'blk.$1.ssm_f_b'),
+  rule(`${L}\\.self_attn\\.b_proj`, 'blk.$1.ssm_beta'),
+  rule(`${L}\\.self_attn\\.g_a_proj`, 'blk.$1.ssm_g_a'),
+  rule(`${L}\\.self_attn\\.g_b_proj`, 'blk.$1.ssm_g_b'),
+  rule(`${L}\\.self_attn\\.([qkv])_conv1d`, 'blk.$1.ssm_conv1d_q', {
+    refuse: "is a Kimi Delta Attention short convolution (depthwise, groups = channels), whose kernel convert_hf_to_gguf (KimiLinearModel) reshapes to (d_conv, 1, channels): a LoRA on it is not merged into a GGUF here; merge into the safetensors model and convert that",
+  }),
+  ...MIXTRAL,
+  rule(`${L}\\.block_sparse_moe\\.shared_experts\\.gate_proj`, 'blk.$1.ffn_gate_shexp'),
+  rule(`${L}\\.block_sparse_moe\\.shared_experts\\.up_proj`, 'blk.$1.ffn_up_shexp'),
+  rule(`${L}\\.block_sparse_moe\\.shared_experts\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+];
+
+/**
  * AFMoE (Arcee Trinity, AfmoeModel: a LlamaModel whose modify_tensors goes straight to the name
  * mapping, so q and k are not permuted): attention's sigmoid output gate `self_attn.gate_proj` on
  * attn_gate, the router's Linear `mlp.router.gate`, experts stacked as rows (MOE_HF_MLP) or fused
@@ -828,6 +853,8 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   step35: [...COMMON, ...QK, ...STEP35],
   // GroveMoE (GroveMoeModel): see GROVEMOE.
   grovemoe: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...GROVEMOE_CHUNK_EXPERTS],
+  // Kimi Linear (KimiLinearModel): KDA and MLA blocks, see KIMI_LINEAR; q and k as they are.
+  'kimi-linear': [...COMMON, ...QK, ...MLA, ...KIMI_LINEAR],
   // Ling 2.0 and Ring 2.0 (BailingMoeV2Model): see BAILINGMOE2.
   bailingmoe2: [...COMMON, ...BAILINGMOE2, ...SHARED_EXPERTS_MOE, ...NEXTN],
   // Jamba (JambaModel): attention, Mamba-1 and MoE blocks as JAMBA says.
