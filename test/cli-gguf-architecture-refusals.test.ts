@@ -6,8 +6,8 @@
  * to the mmproj file; Nemotron 3's MTP head, which transformers does not load and whose folding
  * into an extra block is not followed; DBRX's experts, 2-D parameters trained through
  * target_parameters, which the converter views per expert and transposes; HunyuanVL's `vit`, which
- * goes to the mmproj file; and any module on Kimi
- * Linear (`kimi-linear`), an architecture without a table. Each is refused in one
+ * goes to the mmproj file; and any module on MiMo-V2
+ * (`mimo2`), an architecture without a table. Each is refused in one
  * line naming the module and the reason, and nothing is written, not even the modules that would
  * land.
  */
@@ -113,18 +113,18 @@ const CASES: Case[] = [
     says: 'adapter: module "model.vit.layers.0.self_attn.q_proj": names a vision-language model\'s vision side, which llama.cpp converts to a separate mmproj GGUF, not into this hunyuan_vl base',
   },
   {
-    // Kimi Linear (`kimi-linear`) has no table: its KDA blocks' short convolutions, decay and gate
-    // parameters are not plain Linears the converter writes as they are, so every module, even an
-    // MLA block's o_proj, is refused rather than guessed.
-    arch: 'kimi-linear', hfModel: 'moonshotai/Kimi-Linear-48B-A3B-Instruct', rank: 2, alpha: 4,
+    // MiMo-V2 (`mimo2`) has no table: its converter regroups an FP8 checkpoint's qkv_proj rows by a
+    // tensor-parallel degree it reads from the scales, which the GGUF does not record, so every
+    // module, even an o_proj, is refused rather than guessed.
+    arch: 'mimo2', hfModel: 'XiaomiMiMo/MiMo-V2-Flash', rank: 2, alpha: 4,
     tensors: [
       ['token_embd.weight', [HIDDEN, VOCAB]], ['blk.0.attn_norm.weight', [HIDDEN]], ['blk.0.attn_output.weight', [HEADS * HEAD_DIM, HIDDEN]],
       ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]],
     ],
-    metadata: [['kimi-linear.block_count', u32(1)], ['kimi-linear.attention.head_count', u32(HEADS)]],
+    metadata: [['mimo2.block_count', u32(1)], ['mimo2.attention.head_count', u32(HEADS)]],
     targets: [],
     refused: { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: HEADS * HEAD_DIM, lands: [] },
-    says: 'adapter: module "model.layers.0.self_attn.o_proj": names a module of a kimi-linear GGUF, an architecture whose convert_hf_to_gguf names',
+    says: 'adapter: module "model.layers.0.self_attn.o_proj": names a module of a mimo2 GGUF, an architecture whose convert_hf_to_gguf names',
   },
 ];
 

@@ -62,6 +62,29 @@
  * - SmallThinker (`smallthinker`, SmallThinkerModel): q and k as they are, every block's
  *   `block_sparse_moe` with its router `primary_router` and experts `experts.N.gate`/`up`/`down`
  *   stacked.
+ * - Ling 1 (`bailingmoe`, BailingMoeModel: Ling-lite, Ling-plus): `word_embeddings`, the fused
+ *   `attention.query_key_value` split into attn_q, attn_k and attn_v, q and k permuted as
+ *   LlamaModel permutes them (q by the heads, k by the kv heads), `attention.dense`, experts
+ *   stacked, the shared experts; a LoRA on `lm_head` is refused (the converter normalises its
+ *   columns when the config's norm_head is set, which the GGUF does not record).
+ * - Snowflake Arctic (`arctic`, ArcticModel): q and k permuted as LlamaModel permutes them, the
+ *   dense residual MLP `residual_mlp.w1`/`w3`/`w2` beside Mixtral's `block_sparse_moe` (router
+ *   `gate`, experts `w1` gate, `w3` up, `w2` down, stacked).
+ * - PLaMo 2 (`plamo2`, Plamo2Model) and PLaMo 3 (`plamo3`, Plamo3Model): blocks under
+ *   `model.layers.layers`, every Linear as it is: a Mamba block's `mixer.in_proj`, `bcdt_proj`,
+ *   `dt_proj`, `out_proj` on ssm_in, ssm_x, ssm_dt, ssm_out, an attention block's fused
+ *   `mixer.qkv_proj` whole on attn_qkv and `o_proj`, the MLP's fused `gate_up_proj` on ffn_up and
+ *   `down_proj`; a LoRA on PLaMo 2's conv1d is refused by name.
+ * - Step 3.5 (`step35`, Step35Model): q and k as they are (per-head norms), the head-wise attention
+ *   gate `self_attn.g_proj` on attn_gate, the dense block's MLP, the router `moe.gate`, the shared
+ *   expert `share_expert.*`; a LoRA on the stacked routed experts (`moe.up_proj`) is refused.
+ * - GroveMoE (`grovemoe`, GroveMoeModel): q and k as they are, the router, experts stacked, and the
+ *   chunk experts `mlp.chunk_experts.N.*`, one per group of two experts, stacked into ffn_*_chexps.
+ * - Kimi Linear (`kimi-linear`, KimiLinearModel): a Kimi Delta Attention block's q/k/v/o and its
+ *   `f_a_proj`, `f_b_proj`, `b_proj`, `g_a_proj`, `g_b_proj` on ssm_f_a, ssm_f_b, ssm_beta, ssm_g_a,
+ *   ssm_g_b as they are, the dense block's MLP; an MLA block as DeepSeek-V2's (kv_b_proj split), the
+ *   MoE under `block_sparse_moe` (experts `w1`/`w3`/`w2` stacked, `shared_experts`); a LoRA on a
+ *   short convolution (`q_conv1d`) is refused by name.
  * Each base has the blocks, tensors, types and metadata keys the converter writes.
  */
 import { describe, expect, it } from 'vitest';
@@ -174,6 +197,36 @@ const permuted = (tensor: string, rows: number, heads: number): Landing[] => {
   for (let o = 0; o < rows; o++) hfRowAt[ggufRowOf(o, rows, heads)] = o;
   return [{ tensor, cell: (row, col) => [hfRowAt[row], col] }];
 };
+
+/** Landings of ΔW rows from `offset` on (one part of a fused module the converter splits). */
+const fromRow = (offset: number, landings: Landing[]): Landing[] => landings.map(({ tensor, cell }) => ({
+  tensor, cell: (row, col) => {
+    const at = cell(row, col);
+    return at && [at[0] + offset, at[1]];
+  },
+}));
+/** BailingMoeModel's split of query_key_value (q, k, v rows): q and k permuted, v as it is. */
+const lingQkv = (block: number): Landing[] => [
+  ...permuted(`blk.${block}.attn_q.weight`, Q, ATT_HEADS),
+  ...fromRow(Q, permuted(`blk.${block}.attn_k.weight`, KV, KV_HEADS)),
+  ...fromRow(Q + KV, whole(`blk.${block}.attn_v.weight`)),
+];
+/** PLaMo 2's Mamba mixer: heads, the dt projection's width, d_state (inner = heads · HEAD_DIM). */
+const PLAMO_SSM_HEADS = 8, PLAMO_DT = 8, PLAMO_INNER = PLAMO_SSM_HEADS * HEAD_DIM;
+/** PLaMo's four norms around the mixer and the MLP (pre_mixer, post_mixer, pre_mlp, post_mlp). */
+const plamoNorms = (block: number): [string, number[], string?][] => [
+  [`blk.${block}.attn_norm.weight`, [HIDDEN]], [`blk.${block}.attn_post_norm.weight`, [HIDDEN]],
+  [`blk.${block}.ffn_norm.weight`, [HIDDEN]], [`blk.${block}.ffn_post_norm.weight`, [HIDDEN]],
+];
+/** PLaMo's attention mixer (fused qkv, per-head q/k norms) and its MLP (fused gate_up on ffn_up). */
+const plamoAttention = (block: number): [string, number[], string?][] => [
+  ...plamoNorms(block), [`blk.${block}.attn_qkv.weight`, [HIDDEN, Q + 2 * KV]], [`blk.${block}.attn_q_norm.weight`, [HEAD_DIM]],
+  [`blk.${block}.attn_k_norm.weight`, [HEAD_DIM]], [`blk.${block}.attn_output.weight`, [Q, HIDDEN]],
+  [`blk.${block}.ffn_up.weight`, [HIDDEN, 2 * FFN]], [`blk.${block}.ffn_down.weight`, [FFN, HIDDEN]],
+];
+
+/** GroveMoE's chunk experts: one per group of experts_per_group routed experts, of CHUNK_FFN rows. */
+const EXPERTS_PER_GROUP = 2, CHUNK_FFN = 8;
 
 /** The keys DeepseekV2Model.set_gguf_parameters writes: MLA as MQA (head_count_kv 1), its dims, the MoE. */
 const deepseekMetadata = (qLora: boolean, arch = 'deepseek2'): [string, MetaValue][] => [
@@ -792,6 +845,209 @@ const CASES: Case[] = [
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
     ],
   },
+  {
+    // Ling-lite-like (BailingMoeModel): every block MoE (first_k_dense_replace 0), two shared
+    // experts; the fused query_key_value split and q/k permuted by the converter.
+    name: 'bailingmoe (Ling 1)', arch: 'bailingmoe', hfModel: 'inclusionAI/Ling-lite', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...plainAttention(0), ...moe(0, true).filter(([name]) => !name.endsWith('exp_probs_b.bias')), ...head,
+    ],
+    metadata: [
+      ['bailingmoe.block_count', u32(1)], ['bailingmoe.attention.head_count', u32(ATT_HEADS)], ['bailingmoe.attention.head_count_kv', u32(KV_HEADS)],
+      ['bailingmoe.rope.dimension_count', u32(HEAD_DIM)], ['bailingmoe.leading_dense_block_count', u32(0)], ['bailingmoe.vocab_size', u32(VOCAB)],
+      ['bailingmoe.expert_feed_forward_length', u32(EXPERT_FFN)], ['bailingmoe.expert_weights_scale', { type: 'f32', value: 1 }],
+      ['bailingmoe.expert_shared_count', u32(SHARED / EXPERT_FFN)], ['bailingmoe.expert_weights_norm', { type: 'bool', value: true }],
+      ['bailingmoe.expert_count', u32(EXPERTS)], ['bailingmoe.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.word_embeddings', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.0.attention.query_key_value', out: Q + 2 * KV, in: HIDDEN, lands: lingQkv(0) },
+      { module: 'model.layers.0.attention.dense', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.mlp.experts.2.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_up_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.0.mlp.experts.0.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.0.ffn_down_exps.weight', 0, HIDDEN) },
+      { module: 'model.layers.0.mlp.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.0.ffn_gate_shexp.weight') },
+    ],
+  },
+  {
+    // Snowflake-Arctic-like (ArcticModel): one block with the dense residual MLP (ffn_norm) and the
+    // MoE (ffn_norm_exps), grouped-query attention with q and k permuted.
+    name: 'arctic (Snowflake Arctic)', arch: 'arctic', hfModel: 'Snowflake/snowflake-arctic-instruct', rank: 3, alpha: 3,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...plainAttention(0), ...denseMlp(0), ['blk.0.ffn_norm_exps.weight', [HIDDEN]],
+      ...moe(0, false).filter(([name]) => !/ffn_norm|exp_probs_b/.test(name)), ...head,
+    ],
+    metadata: [
+      ['arctic.block_count', u32(1)], ['arctic.attention.head_count', u32(ATT_HEADS)], ['arctic.attention.head_count_kv', u32(KV_HEADS)],
+      ['arctic.vocab_size', u32(VOCAB)], ['arctic.rope.dimension_count', u32(HEAD_DIM)],
+      ['arctic.expert_count', u32(EXPERTS)], ['arctic.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: permuted('blk.0.attn_q.weight', Q, ATT_HEADS) },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: permuted('blk.0.attn_k.weight', KV, KV_HEADS) },
+      { module: 'model.layers.0.self_attn.v_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_v.weight') },
+      { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.residual_mlp.w1', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
+      { module: 'model.layers.0.residual_mlp.w3', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.0.residual_mlp.w2', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.layers.0.block_sparse_moe.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.block_sparse_moe.experts.1.w1', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_exps.weight', 1, EXPERT_FFN) },
+      { module: 'model.layers.0.block_sparse_moe.experts.3.w3', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_up_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.0.block_sparse_moe.experts.2.w2', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.0.ffn_down_exps.weight', 2, HIDDEN) },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // PLaMo-2-1B-like (Plamo2Model, mamba_step 2): block 0 Mamba (8 heads of 8, d_state 4, a dt
+    // projection of 8, conv kernel 4), block 1 attention; head counts 0 on the Mamba block.
+    name: 'plamo2 (PLaMo 2)', arch: 'plamo2', hfModel: 'pfnet/plamo-2-1b', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...plamoNorms(0),
+      ['blk.0.ssm_in.weight', [HIDDEN, 2 * PLAMO_INNER]], ['blk.0.ssm_conv1d.weight', [4, PLAMO_INNER]],
+      ['blk.0.ssm_x.weight', [PLAMO_INNER, PLAMO_DT + 2 * D_STATE]], ['blk.0.ssm_dt.weight', [PLAMO_DT, PLAMO_SSM_HEADS]],
+      ['blk.0.ssm_dt.bias', [PLAMO_SSM_HEADS]], ['blk.0.ssm_a', [PLAMO_SSM_HEADS]], ['blk.0.ssm_d', [PLAMO_SSM_HEADS]],
+      ['blk.0.ssm_dt_norm.weight', [PLAMO_DT]], ['blk.0.ssm_b_norm.weight', [D_STATE]], ['blk.0.ssm_c_norm.weight', [D_STATE]],
+      ['blk.0.ssm_out.weight', [PLAMO_INNER, HIDDEN]], ['blk.0.ffn_up.weight', [HIDDEN, 2 * FFN]], ['blk.0.ffn_down.weight', [FFN, HIDDEN]],
+      ...plamoAttention(1), ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]],
+    ],
+    metadata: [
+      ['plamo2.vocab_size', u32(VOCAB)], ['plamo2.attention.head_count_kv', { type: 'array', itemType: 'u32', value: [0, KV_HEADS] }],
+      ['plamo2.attention.head_count', { type: 'array', itemType: 'u32', value: [0, ATT_HEADS] }],
+      ['plamo2.attention.key_length', u32(HEAD_DIM)], ['plamo2.attention.value_length', u32(HEAD_DIM)], ['plamo2.block_count', u32(2)],
+      ['plamo2.ssm.state_size', u32(D_STATE)], ['plamo2.ssm.conv_kernel', u32(4)], ['plamo2.ssm.time_step_rank', u32(PLAMO_SSM_HEADS)],
+      ['plamo2.ssm.inner_size', u32(PLAMO_INNER)], ['plamo2.ssm.group_count', u32(0)],
+    ],
+    targets: [
+      { module: 'model.embed_tokens', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.layers.layers.0.mixer.in_proj', out: 2 * PLAMO_INNER, in: HIDDEN, lands: whole('blk.0.ssm_in.weight') },
+      { module: 'model.layers.layers.0.mixer.bcdt_proj', out: PLAMO_DT + 2 * D_STATE, in: PLAMO_INNER, lands: whole('blk.0.ssm_x.weight') },
+      { module: 'model.layers.layers.0.mixer.dt_proj', out: PLAMO_SSM_HEADS, in: PLAMO_DT, lands: whole('blk.0.ssm_dt.weight') },
+      { module: 'model.layers.layers.0.mixer.out_proj', out: HIDDEN, in: PLAMO_INNER, lands: whole('blk.0.ssm_out.weight') },
+      { module: 'model.layers.layers.0.mlp.gate_up_proj', out: 2 * FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.layers.1.mixer.qkv_proj', out: Q + 2 * KV, in: HIDDEN, lands: whole('blk.1.attn_qkv.weight') },
+      { module: 'model.layers.layers.1.mixer.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.layers.1.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.1.ffn_down.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // PLaMo-3-like (Plamo3Model): attention blocks only, per-head q/k norms, sliding window.
+    name: 'plamo3 (PLaMo 3)', arch: 'plamo3', hfModel: 'pfnet/plamo-3-nict-2b-base', rank: 2, alpha: 2,
+    tensors: [['token_embd.weight', [HIDDEN, VOCAB]], ...plamoAttention(0), ['output_norm.weight', [HIDDEN]], ['output.weight', [HIDDEN, VOCAB]]],
+    metadata: [
+      ['plamo3.block_count', u32(1)], ['plamo3.attention.head_count', u32(ATT_HEADS)], ['plamo3.attention.head_count_kv', u32(KV_HEADS)],
+      ['plamo3.attention.key_length', u32(HEAD_DIM)], ['plamo3.attention.value_length', u32(HEAD_DIM)], ['plamo3.vocab_size', u32(VOCAB)],
+      ['plamo3.attention.sliding_window', u32(2048)],
+    ],
+    targets: [
+      { module: 'model.layers.layers.0.mixer.qkv_proj', out: Q + 2 * KV, in: HIDDEN, lands: whole('blk.0.attn_qkv.weight') },
+      { module: 'model.layers.layers.0.mixer.o_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.layers.0.mlp.gate_up_proj', out: 2 * FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // Step-3.5-Flash-like (Step35Model): a leading dense block on sliding-window attention, a MoE
+    // block on full attention with a shared expert and the router's bias; per-head q/k norms and
+    // the head-wise output gate.
+    name: 'step35 (Step 3.5)', arch: 'step35', hfModel: 'stepfun-ai/Step-3.5-Flash', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...qkNormAttention(0), ['blk.0.attn_gate.weight', [HIDDEN, ATT_HEADS]], ...denseMlp(0),
+      ...qkNormAttention(1), ['blk.1.attn_gate.weight', [HIDDEN, ATT_HEADS]], ...moe(1, true), ...head,
+    ],
+    metadata: [
+      ['step35.block_count', u32(2)], ['step35.attention.head_count', { type: 'array', itemType: 'u32', value: [ATT_HEADS, ATT_HEADS] }],
+      ['step35.attention.head_count_kv', { type: 'array', itemType: 'u32', value: [KV_HEADS, KV_HEADS] }],
+      ['step35.attention.sliding_window', u32(512)], ['step35.attention.sliding_window_pattern', { type: 'array', itemType: 'bool', value: [true, false] }],
+      ['step35.attention.key_length', u32(HEAD_DIM)], ['step35.attention.value_length', u32(HEAD_DIM)],
+      ['step35.expert_count', u32(EXPERTS)], ['step35.expert_used_count', u32(2)], ['step35.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['step35.expert_shared_feed_forward_length', u32(SHARED)], ['step35.expert_weights_scale', { type: 'f32', value: 3 }],
+      ['step35.expert_weights_norm', { type: 'bool', value: true }], ['step35.leading_dense_block_count', u32(1)], ['step35.moe_every_n_layers', u32(1)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.self_attn.g_proj', out: ATT_HEADS, in: HIDDEN, lands: whole('blk.0.attn_gate.weight') },
+      { module: 'model.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.self_attn.g_proj', out: ATT_HEADS, in: HIDDEN, lands: whole('blk.1.attn_gate.weight') },
+      { module: 'model.layers.1.moe.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.1.ffn_gate_inp.weight') },
+      { module: 'model.layers.1.share_expert.up_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_up_shexp.weight') },
+      { module: 'model.layers.1.share_expert.down_proj', out: HIDDEN, in: SHARED, lands: whole('blk.1.ffn_down_shexp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // GroveMoE-Inst-like (GroveMoeModel): one MoE block of four experts in groups of two, so two
+    // chunk experts of CHUNK_FFN rows; per-head q/k norms.
+    name: 'grovemoe (GroveMoE)', arch: 'grovemoe', hfModel: 'inclusionAI/GroveMoE-Inst', rank: 3, alpha: 6,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ...qkNormAttention(0), ...moe(0, false).filter(([name]) => !name.endsWith('exp_probs_b.bias')),
+      ['blk.0.ffn_gate_chexps.weight', [HIDDEN, CHUNK_FFN, EXPERTS / EXPERTS_PER_GROUP]], ['blk.0.ffn_up_chexps.weight', [HIDDEN, CHUNK_FFN, EXPERTS / EXPERTS_PER_GROUP]],
+      ['blk.0.ffn_down_chexps.weight', [CHUNK_FFN, HIDDEN, EXPERTS / EXPERTS_PER_GROUP]], ...head,
+    ],
+    metadata: [
+      ['grovemoe.block_count', u32(1)], ['grovemoe.attention.head_count', u32(ATT_HEADS)], ['grovemoe.attention.head_count_kv', u32(KV_HEADS)],
+      ['grovemoe.attention.key_length', u32(HEAD_DIM)], ['grovemoe.attention.value_length', u32(HEAD_DIM)],
+      ['grovemoe.expert_count', u32(EXPERTS)], ['grovemoe.expert_used_count', u32(2)], ['grovemoe.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['grovemoe.expert_chunk_feed_forward_length', u32(CHUNK_FFN)], ['grovemoe.experts_per_group', u32(EXPERTS_PER_GROUP)],
+      ['grovemoe.expert_group_scale', { type: 'f32', value: 0.05 }],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.mlp.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.mlp.experts.3.gate_proj', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_exps.weight', 3, EXPERT_FFN) },
+      { module: 'model.layers.0.mlp.chunk_experts.1.gate_proj', out: CHUNK_FFN, in: HIDDEN, lands: expert('blk.0.ffn_gate_chexps.weight', 1, CHUNK_FFN) },
+      { module: 'model.layers.0.mlp.chunk_experts.0.up_proj', out: CHUNK_FFN, in: HIDDEN, lands: expert('blk.0.ffn_up_chexps.weight', 0, CHUNK_FFN) },
+      { module: 'model.layers.0.mlp.chunk_experts.1.down_proj', out: HIDDEN, in: CHUNK_FFN, lands: expert('blk.0.ffn_down_chexps.weight', 1, HIDDEN) },
+    ],
+  },
+  {
+    // Kimi-Linear-48B-A3B-like (KimiLinearModel): block 0 Kimi Delta Attention (4 heads of 8, conv
+    // kernel 4) with the dense MLP, block 1 MLA (written as MQA: head_count_kv 1) with the MoE and a
+    // shared expert; head_count_kv 0 on the KDA block.
+    name: 'kimi-linear (Kimi Linear)', arch: 'kimi-linear', hfModel: 'moonshotai/Kimi-Linear-48B-A3B-Instruct', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]], ['blk.0.attn_norm.weight', [HIDDEN]],
+      ['blk.0.attn_q.weight', [HIDDEN, Q]], ['blk.0.attn_k.weight', [HIDDEN, Q]], ['blk.0.attn_v.weight', [HIDDEN, Q]],
+      ['blk.0.ssm_conv1d_q.weight', [4, 1, Q, 1], 'F32'], ['blk.0.ssm_conv1d_k.weight', [4, 1, Q, 1], 'F32'], ['blk.0.ssm_conv1d_v.weight', [4, 1, Q, 1], 'F32'],
+      ['blk.0.ssm_f_a.weight', [HIDDEN, HEAD_DIM]], ['blk.0.ssm_f_b.weight', [HEAD_DIM, Q]], ['blk.0.ssm_beta.weight', [HIDDEN, ATT_HEADS]],
+      ['blk.0.ssm_a', [1, ATT_HEADS, 1, 1], 'F32'], ['blk.0.ssm_dt.bias', [Q]], ['blk.0.ssm_g_a.weight', [HIDDEN, HEAD_DIM]],
+      ['blk.0.ssm_g_b.weight', [HEAD_DIM, Q]], ['blk.0.ssm_norm.weight', [HEAD_DIM]], ['blk.0.attn_output.weight', [Q, HIDDEN]], ...denseMlp(0),
+      ...mla(1, false), ...moe(1, true), ...head,
+    ],
+    metadata: [
+      ['kimi-linear.block_count', u32(2)], ['kimi-linear.attention.head_count', u32(HEADS)],
+      ['kimi-linear.attention.head_count_kv', { type: 'array', itemType: 'u32', value: [0, 1] }], ['kimi-linear.vocab_size', u32(VOCAB)],
+      ['kimi-linear.ssm.conv_kernel', u32(4)], ['kimi-linear.attention.kv_lora_rank', u32(KV_RANK)], ['kimi-linear.rope.dimension_count', u32(ROPE)],
+      ['kimi-linear.attention.key_length', u32(KV_RANK + ROPE)], ['kimi-linear.attention.key_length_mla', u32(NOPE + ROPE)],
+      ['kimi-linear.attention.value_length_mla', u32(V)], ['kimi-linear.expert_feed_forward_length', u32(EXPERT_FFN)],
+      ['kimi-linear.expert_shared_count', u32(1)], ['kimi-linear.leading_dense_block_count', u32(1)],
+      ['kimi-linear.expert_weights_scale', { type: 'f32', value: 2.446 }], ['kimi-linear.expert_count', u32(EXPERTS)], ['kimi-linear.expert_used_count', u32(2)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.self_attn.v_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_v.weight') },
+      { module: 'model.layers.0.self_attn.f_a_proj', out: HEAD_DIM, in: HIDDEN, lands: whole('blk.0.ssm_f_a.weight') },
+      { module: 'model.layers.0.self_attn.f_b_proj', out: Q, in: HEAD_DIM, lands: whole('blk.0.ssm_f_b.weight') },
+      { module: 'model.layers.0.self_attn.b_proj', out: ATT_HEADS, in: HIDDEN, lands: whole('blk.0.ssm_beta.weight') },
+      { module: 'model.layers.0.self_attn.g_a_proj', out: HEAD_DIM, in: HIDDEN, lands: whole('blk.0.ssm_g_a.weight') },
+      { module: 'model.layers.0.self_attn.g_b_proj', out: Q, in: HEAD_DIM, lands: whole('blk.0.ssm_g_b.weight') },
+      { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_up.weight') },
+      { module: 'model.layers.1.self_attn.q_proj', out: HEADS * (NOPE + ROPE), in: HIDDEN, lands: whole('blk.1.attn_q.weight') },
+      { module: 'model.layers.1.self_attn.kv_a_proj_with_mqa', out: KV_RANK + ROPE, in: HIDDEN, lands: whole('blk.1.attn_kv_a_mqa.weight') },
+      { module: 'model.layers.1.self_attn.kv_b_proj', out: HEADS * (NOPE + V), in: KV_RANK, lands: kvB(1) },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: HEADS * V, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.1.block_sparse_moe.experts.2.w3', out: EXPERT_FFN, in: HIDDEN, lands: expert('blk.1.ffn_up_exps.weight', 2, EXPERT_FFN) },
+      { module: 'model.layers.1.block_sparse_moe.experts.0.w2', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.1.ffn_down_exps.weight', 0, HIDDEN) },
+      { module: 'model.layers.1.block_sparse_moe.shared_experts.gate_proj', out: SHARED, in: HIDDEN, lands: whole('blk.1.ffn_gate_shexp.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
 ];
 
 const baseGguf = (c: Case) => cellBaseGguf(c, [
@@ -897,4 +1153,42 @@ it('refuses a LoRA on a jamba GGUF\'s Mamba conv1d, whose kernel the converter s
   await prepared.close();
   expect(messages).toEqual([expect.stringContaining('module "model.layers.0.mamba.conv1d"')]);
   expect(messages[0]).toContain("is the Mamba block's depthwise causal Conv1d");
+});
+
+describe('PEFT on Ling 1, PLaMo 2, Step 3.5, Kimi Linear GGUFs: modules the converter writes otherwise', () => {
+  const refusals = async (c: Case, refused: Target) => {
+    const { files } = cellPeftAdapter(c, [c.targets[1], refused]);
+    const prepared = await prepareMerge(memoryInputFileSet({ [`${c.arch}-tiny-BF16.gguf`]: baseGguf(c).bytes }, 'base'), [{ files: memoryInputFileSet(files, 'lora') }]);
+    const messages = prepared.plan.problems.map((p) => p.message);
+    await prepared.close();
+    return messages;
+  };
+
+  it('refuses a LoRA on a bailingmoe GGUF\'s lm_head, whose columns the converter may have normalised, naming the module', async () => {
+    const ling = CASES.find((c) => c.arch === 'bailingmoe')!;
+    const messages = await refusals(ling, { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: [] });
+    expect(messages).toEqual([expect.stringContaining('module "lm_head"')]);
+    expect(messages[0]).toContain('norm_head');
+  });
+
+  it('refuses a LoRA on a plamo2 GGUF\'s Mamba conv1d, whose kernel the converter squeezes, naming the module', async () => {
+    const plamo = CASES.find((c) => c.arch === 'plamo2')!;
+    const messages = await refusals(plamo, { module: 'model.layers.layers.0.mixer.conv1d', out: PLAMO_INNER, in: 4, lands: [] });
+    expect(messages).toEqual([expect.stringContaining('module "model.layers.layers.0.mixer.conv1d"')]);
+    expect(messages[0]).toContain('(Plamo2Model) squeezes');
+  });
+
+  it('refuses a LoRA on a step35 GGUF\'s stacked routed experts, naming the module', async () => {
+    const step = CASES.find((c) => c.arch === 'step35')!;
+    const messages = await refusals(step, { module: 'model.layers.1.moe.up_proj', out: EXPERT_FFN, in: HIDDEN, lands: [] });
+    expect(messages).toEqual([expect.stringContaining('module "model.layers.1.moe.up_proj"')]);
+    expect(messages[0]).toContain("Step 3.5's routed experts");
+  });
+
+  it('refuses a LoRA on a kimi-linear GGUF\'s short convolution, whose kernel the converter reshapes, naming the module', async () => {
+    const kimi = CASES.find((c) => c.arch === 'kimi-linear')!;
+    const messages = await refusals(kimi, { module: 'model.layers.0.self_attn.q_conv1d', out: Q, in: 4, lands: [] });
+    expect(messages).toEqual([expect.stringContaining('module "model.layers.0.self_attn.q_conv1d"')]);
+    expect(messages[0]).toContain('Kimi Delta Attention short convolution');
+  });
 });

@@ -5,7 +5,7 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
  * InternLM2, LFM2, DeepSeek (V1's MoE, V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
- * Jamba, MiniCPM3, Ling 2.0, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, PLaMo 2 and 3, Step 3.5, GroveMoE, Kimi Linear, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
  *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
  *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
@@ -32,7 +32,8 @@
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
  *   multipliers) is refused saying so;
  * - for `llama`, `mistral3`, `granite`, `granitemoe`, `granitehybrid`, `nemotron_h`(`_moe`),
- *   `smollm3`, `arcee`, `minicpm`, `olmo`, `internlm2` and `deepseek`, the converter permutes the rows of q and k (reshape
+ *   `smollm3`, `arcee`, `minicpm`, `olmo`, `internlm2`, `deepseek`, `arctic` and `bailingmoe` (its
+ *   fused query_key_value split into attn_q, attn_k, attn_v first), the converter permutes the rows of q and k (reshape
  *   (heads, 2, d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same
  *   permutation, which convert_lora_to_gguf applies to B.
  * The base's GGUF metadata gives the architecture, head and expert counts. A module of a known
@@ -50,6 +51,11 @@ interface Rule {
   tensor: string;
   /** Capture group holding the expert number (of a merged expert tensor). */
   expert?: number;
+  /**
+   * The merged expert tensor holds one expert per group of `{arch}.experts_per_group` routed
+   * experts (GroveMoE's chunk experts), not one per routed expert.
+   */
+  perExpertGroup?: true;
   /** The converter permutes this tensor's rows with the (kv) head count. */
   permute?: 'q' | 'k';
   /**
@@ -74,6 +80,11 @@ interface Rule {
   upperHalf?: { tensor: string; dense?: string };
   /** InternLM2's grouped wqkv, which the converter splits into attn_q, attn_k, attn_v and permutes. */
   groupedQkv?: true;
+  /**
+   * A fused qkv (all q rows, then k, then v) the converter splits into attn_q, attn_k and attn_v,
+   * permuting q and k as LlamaModel.permute does (BailingMoeModel).
+   */
+  splitQkv?: true;
   /** DeepSeek's MLA kv_b_proj, which the converter splits per head into attn_k_b (transposed) and attn_v_b. */
   mlaKvB?: true;
   /**
@@ -365,6 +376,119 @@ const BAILINGMOE2: readonly Rule[] = [
   rule('model\\.word_embeddings', 'token_embd'),
   rule(`${L}\\.attention\\.query_key_value`, 'blk.$1.attn_qkv'),
   rule(`${L}\\.attention\\.dense`, 'blk.$1.attn_output'),
+];
+
+/**
+ * Ling 1 (Ling-lite, Ling-plus: BailingMoeModel): `model.word_embeddings`, the fused
+ * `attention.query_key_value` split into attn_q, attn_k and attn_v with q and k permuted
+ * (BailingMoeModel.permute: LlamaModel's, q by the heads, k by the kv heads), `attention.dense`,
+ * the router `mlp.gate`, experts stacked as rows (MOE_HF_MLP) and `shared_experts`. With the
+ * config's `norm_head` the converter divides each column of `lm_head` by its L2 norm, which the GGUF
+ * does not record: a LoRA on the head is refused.
+ */
+const BAILINGMOE: readonly Rule[] = [
+  rule('model\\.word_embeddings', 'token_embd'),
+  rule(`${L}\\.attention\\.query_key_value`, 'blk.$1.attn_q', { splitQkv: true }),
+  rule(`${L}\\.attention\\.dense`, 'blk.$1.attn_output'),
+  rule('lm_head', 'output', {
+    refuse: "convert_hf_to_gguf (BailingMoeModel) divides each column of lm_head by its L2 norm when the config's norm_head is set, which the GGUF does not record, so ΔW cannot be matched: merge into the safetensors model and convert that",
+  }),
+  ...SHARED_EXPERTS_MOE,
+];
+
+/**
+ * Snowflake Arctic (ArcticModel): q and k permuted as LlamaModel.permute does (q by the heads, k by
+ * the kv heads), the dense residual MLP `residual_mlp.w1` (gate), `w3` (up), `w2` (down) beside the
+ * MoE, whose router `block_sparse_moe.gate` and experts `block_sparse_moe.experts.N.w1`/`w3`/`w2`
+ * are Mixtral's (MOE_BLOCK_SPARSE_MIXTRAL: stacked as rows).
+ */
+const ARCTIC: readonly Rule[] = [
+  rule(`${L}\\.residual_mlp\\.w1`, 'blk.$1.ffn_gate'),
+  rule(`${L}\\.residual_mlp\\.w3`, 'blk.$1.ffn_up'),
+  rule(`${L}\\.residual_mlp\\.w2`, 'blk.$1.ffn_down'),
+  ...MIXTRAL,
+];
+
+/**
+ * PLaMo 2 and PLaMo 3 (Plamo2Model, Plamo3Model): blocks under `model.layers.layers.N`, each a
+ * `mixer` and an `mlp`, all Linears written as they are (the converters change only norms, A_log
+ * and the conv kernel): attention's fused `mixer.qkv_proj` whole on attn_qkv (q, k, v rows, not
+ * permuted), `mixer.o_proj`; the MLP's fused `gate_up_proj` on ffn_up (llama.cpp splits it at run
+ * time), `down_proj`. PLaMo 2's Mamba blocks: `mixer.in_proj`, `bcdt_proj`, `dt_proj`, `out_proj`
+ * on ssm_in, ssm_x, ssm_dt, ssm_out; its depthwise `mixer.conv1d` the converter squeezes.
+ */
+const P = 'model\\.layers\\.layers\\.(\\d+)';
+const PLAMO: readonly Rule[] = [
+  rule('model\\.embed_tokens', 'token_embd'),
+  rule('lm_head', 'output'),
+  rule(`${P}\\.mixer\\.qkv_proj`, 'blk.$1.attn_qkv'),
+  rule(`${P}\\.mixer\\.o_proj`, 'blk.$1.attn_output'),
+  rule(`${P}\\.mlp\\.gate_up_proj`, 'blk.$1.ffn_up'),
+  rule(`${P}\\.mlp\\.down_proj`, 'blk.$1.ffn_down'),
+];
+const PLAMO2_MAMBA: readonly Rule[] = [
+  rule(`${P}\\.mixer\\.in_proj`, 'blk.$1.ssm_in'),
+  rule(`${P}\\.mixer\\.bcdt_proj`, 'blk.$1.ssm_x'),
+  rule(`${P}\\.mixer\\.dt_proj`, 'blk.$1.ssm_dt'),
+  rule(`${P}\\.mixer\\.out_proj`, 'blk.$1.ssm_out'),
+  rule(`${P}\\.mixer\\.conv1d`, 'blk.$1.ssm_conv1d', {
+    refuse: "is the Mamba block's depthwise causal Conv1d (groups = channels), whose kernel convert_hf_to_gguf (Plamo2Model) squeezes to (channels, kernel): a LoRA on it is not merged into a GGUF here; merge into the safetensors model and convert that",
+  }),
+];
+
+/**
+ * Step 3.5 (Step35Model: TextModel's name mapping; only norms shifted and some weights squeezed):
+ * q/k/v/o as they are, the head-wise attention gate `self_attn.g_proj` on attn_gate, the leading
+ * dense blocks' MLP, the MoE's router `moe.gate` on ffn_gate_inp and its shared expert
+ * `share_expert.*` on ffn_*_shexp. The routed experts are stacked per projection in the checkpoint
+ * (`moe.gate_proj`/`up_proj`/`down_proj`, squeezed by the converter): a LoRA naming them is refused.
+ */
+const STEP35: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.g_proj`, 'blk.$1.attn_gate'),
+  rule(`${L}\\.moe\\.gate`, 'blk.$1.ffn_gate_inp'),
+  rule(`${L}\\.share_expert\\.gate_proj`, 'blk.$1.ffn_gate_shexp'),
+  rule(`${L}\\.share_expert\\.up_proj`, 'blk.$1.ffn_up_shexp'),
+  rule(`${L}\\.share_expert\\.down_proj`, 'blk.$1.ffn_down_shexp'),
+  rule(`${L}\\.moe\\.(?:gate|up|down)_proj`, 'blk.$1.ffn_gate_exps', {
+    refuse: "names Step 3.5's routed experts, which the checkpoint stores stacked per projection and convert_hf_to_gguf (Step35Model) squeezes into ffn_*_exps; a LoRA on them is not mapped here: merge into the safetensors model and convert that",
+  }),
+];
+
+/**
+ * GroveMoE (GroveMoeModel: TextModel's name mapping, q and k as they are): besides Qwen3-MoE's
+ * attention, router `mlp.gate` and experts stacked as rows (MOE_HF_MLP), the "chunk" experts
+ * `mlp.chunk_experts.N.*`, one per group of `experts_per_group` routed experts, stacked as rows
+ * into ffn_*_chexps.
+ */
+const GROVEMOE_CHUNK_EXPERTS: readonly Rule[] = [
+  rule(`${L}\\.mlp\\.chunk_experts\\.(\\d+)\\.gate_proj`, 'blk.$1.ffn_gate_chexps', { expert: 2, perExpertGroup: true }),
+  rule(`${L}\\.mlp\\.chunk_experts\\.(\\d+)\\.up_proj`, 'blk.$1.ffn_up_chexps', { expert: 2, perExpertGroup: true }),
+  rule(`${L}\\.mlp\\.chunk_experts\\.(\\d+)\\.down_proj`, 'blk.$1.ffn_down_chexps', { expert: 2, perExpertGroup: true }),
+];
+
+/**
+ * Kimi Linear (KimiLinearModel: TextModel's name mapping): Kimi Delta Attention blocks, whose
+ * `self_attn.q_proj`/`k_proj`/`v_proj`/`o_proj` land as attention's and `f_a_proj`, `f_b_proj`,
+ * `b_proj`, `g_a_proj`, `g_b_proj` on ssm_f_a, ssm_f_b, ssm_beta, ssm_g_a, ssm_g_b as they are (its
+ * short convolutions `q_conv1d`/`k_conv1d`/`v_conv1d` the converter reshapes: refused), and MLA
+ * blocks as DeepSeek-V2's (q_proj, kv_a_proj_with_mqa, kv_b_proj split per head into attn_k_b and
+ * attn_v_b, each head's key rows then value rows as DeepSeek's; the split tensors' shapes must
+ * agree with the file's head_count, o_proj); the leading dense block's MLP; the MoE under `block_sparse_moe` with Mixtral's
+ * expert names (MOE_BLOCK_SPARSE: w1 gate, w3 up, w2 down, stacked as rows) and `shared_experts`.
+ */
+const KIMI_LINEAR: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.f_a_proj`, 'blk.$1.ssm_f_a'),
+  rule(`${L}\\.self_attn\\.f_b_proj`, 'blk.$1.ssm_f_b'),
+  rule(`${L}\\.self_attn\\.b_proj`, 'blk.$1.ssm_beta'),
+  rule(`${L}\\.self_attn\\.g_a_proj`, 'blk.$1.ssm_g_a'),
+  rule(`${L}\\.self_attn\\.g_b_proj`, 'blk.$1.ssm_g_b'),
+  rule(`${L}\\.self_attn\\.([qkv])_conv1d`, 'blk.$1.ssm_conv1d_q', {
+    refuse: "is a Kimi Delta Attention short convolution (depthwise, groups = channels), whose kernel convert_hf_to_gguf (KimiLinearModel) reshapes to (d_conv, 1, channels): a LoRA on it is not merged into a GGUF here; merge into the safetensors model and convert that",
+  }),
+  ...MIXTRAL,
+  rule(`${L}\\.block_sparse_moe\\.shared_experts\\.gate_proj`, 'blk.$1.ffn_gate_shexp'),
+  rule(`${L}\\.block_sparse_moe\\.shared_experts\\.up_proj`, 'blk.$1.ffn_up_shexp'),
+  rule(`${L}\\.block_sparse_moe\\.shared_experts\\.down_proj`, 'blk.$1.ffn_down_shexp'),
 ];
 
 /**
@@ -718,6 +842,19 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   cohere2moe: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   // SmallThinker (SmallThinkerModel): q and k as they are, the MoE as SMALLTHINKER.
   smallthinker: [...COMMON, ...QK, ...SMALLTHINKER],
+  // Ling 1: Ling-lite, Ling-plus (BailingMoeModel): see BAILINGMOE; the MLP of any dense block as COMMON's.
+  bailingmoe: [...BAILINGMOE, ...COMMON],
+  // Snowflake Arctic (ArcticModel): see ARCTIC.
+  arctic: [...COMMON, ...QK_PERMUTED, ...ARCTIC],
+  // PLaMo 2 (Plamo2Model: Mamba and attention blocks) and PLaMo 3 (Plamo3Model: attention blocks).
+  plamo2: [...PLAMO, ...PLAMO2_MAMBA],
+  plamo3: PLAMO,
+  // Step 3.5 (Step35Model): see STEP35; q and k as they are.
+  step35: [...COMMON, ...QK, ...STEP35],
+  // GroveMoE (GroveMoeModel): see GROVEMOE.
+  grovemoe: [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...GROVEMOE_CHUNK_EXPERTS],
+  // Kimi Linear (KimiLinearModel): KDA and MLA blocks, see KIMI_LINEAR; q and k as they are.
+  'kimi-linear': [...COMMON, ...QK, ...MLA, ...KIMI_LINEAR],
   // Ling 2.0 and Ring 2.0 (BailingMoeV2Model): see BAILINGMOE2.
   bailingmoe2: [...COMMON, ...BAILINGMOE2, ...SHARED_EXPERTS_MOE, ...NEXTN],
   // Jamba (JambaModel): attention, Mamba-1 and MoE blocks as JAMBA says.
@@ -940,6 +1077,32 @@ function resolveGroupedQkv(block: string, arch: string, base: BaseView): LayoutR
 }
 
 /**
+ * A fused qkv (q rows, then k, then v) on the tensors BailingMoeModel.modify_tensors splits it
+ * into: attn_q and attn_k permuted as LlamaModel.permute does (q by the heads, k by the kv heads),
+ * attn_v as it is. The parts' sizes are the tensors' rows.
+ */
+function resolveSplitQkv(block: string, arch: string, base: BaseView): LayoutResolution {
+  const found = ['attn_q', 'attn_k', 'attn_v'].map((t) => base.index.resolveDotted(`blk.${block}.${t}.weight`));
+  for (const f of found) if (!f.found) return wholeTensor(f);
+  const [q, k, v] = found.map((f) => (f.found ? f.key : ''));
+  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), block);
+  const kvHeads = perBlock(base.metadata?.(`${arch}.attention.head_count_kv`), block) ?? heads;
+  const [qRows, kRows, vRows] = [q, k, v].map((key) => base.shape(key)?.[0]);
+  if (!heads || !kvHeads || qRows === undefined || kRows === undefined || vRows === undefined) return MISS;
+  const qPermuted = llamaRopePermutation(qRows, heads);
+  const kPermuted = llamaRopePermutation(kRows, kvHeads);
+  if (!qPermuted || !kPermuted) return MISS;
+  return {
+    found: true,
+    targets: [
+      { baseKey: q, rows: qPermuted },
+      { baseKey: k, rows: kPermuted.map(({ src, dst, count }) => ({ src: qRows + src, dst, count })) },
+      { baseKey: v, rows: [{ src: qRows + kRows, dst: 0, count: vRows }] },
+    ],
+  };
+}
+
+/**
  * DeepSeek's kv_b_proj (heads·(nope + v) rows, kv_lora_rank inputs: each head's nope key rows, then
  * its v value rows) on what DeepseekV2Model.modify_tensors makes of it: attn_k_b, each head's key
  * rows transposed ((heads, kv_lora_rank, nope), seen as heads·kv_lora_rank rows of nope), and
@@ -1092,6 +1255,7 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
   if (r.fused) return resolveFusedExperts(r.fused, m[1], arch, base);
   if (r.upperHalf) return resolveHalves(r, m[1], base);
   if (r.groupedQkv) return resolveGroupedQkv(m[1], arch, base);
+  if (r.splitQkv) return resolveSplitQkv(m[1], arch, base);
   const name = r.tensor.replace('$1', m[1]);
   if (r.expert !== undefined) {
     const expert = Number(m[r.expert]);
@@ -1100,7 +1264,9 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
     if (single.found) return { found: true, targets: [{ baseKey: single.key }] };
     const merged = base.index.resolveDotted(`${name}.weight`);
     if (!merged.found) return wholeTensor(merged);
-    const experts = positiveInt(base.metadata?.(`${arch}.expert_count`));
+    const routed = positiveInt(base.metadata?.(`${arch}.expert_count`));
+    const perGroup = r.perExpertGroup ? positiveInt(base.metadata?.(`${arch}.experts_per_group`)) : 1;
+    const experts = routed && perGroup && routed % perGroup === 0 ? routed / perGroup : undefined;
     const rows = base.shape(merged.key)?.[0];
     if (!experts || rows === undefined || rows % experts !== 0 || expert >= experts) return MISS;
     const per = rows / experts;
