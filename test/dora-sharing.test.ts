@@ -168,7 +168,7 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     const out = 24, inF = 20, r = 2;
     const q = 'transformer_blocks.0.attn.to_q', k = 'transformer_blocks.0.attn.to_k';
     const T = (tensorName: string, shape: number[], data: ArrayLike<number>): FixtureTensor => ({ name: tensorName, dtype: 'BF16', shape, data });
-    const w = { [q]: vals(out * inF, 'BF16'), [k]: vals(out * inF, 'BF16') };
+    const w: Record<string, Float64Array> = { [q]: vals(out * inF, 'BF16'), [k]: vals(out * inF, 'BF16') };
     const f = Object.fromEntries([q, k].map((key) => [key, { a: vals(r * inF, 'BF16'), b: vals(out * r, 'BF16'), m: vals(out, 'BF16').map((x) => roundForDType(4 + x, 'BF16')) }]));
     const merged = await run(backend, { 'diffusion_pytorch_model.safetensors': buildSafetensors([q, k].map((key) => T(`${key}.weight`, [out, inF], w[key]))) }, [
       { files: { 'pytorch_lora_weights.safetensors': buildSafetensors([q, k].flatMap((key) => [
