@@ -164,11 +164,11 @@ describe('PEFT adapters', () => {
     await expectFailure(peftFiles({ r: 2, use_dora: true, lora_bias: true }, [...pair('a.q', 2, 3, 3), t('base_model.model.a.q.lora_magnitude_vector', [3])]),
       'BAD_CONFIG', ['adapter_config.json', 'use_dora and lora_bias are both true', 'PEFT refuses']);
     await expectFailure(peftFiles({ r: 2, use_dora: true }, [...pair('a.q', 2, 3, 3), t('base_model.model.a.q.lora_magnitude_vector', [3]), ...pair('a.k', 2, 3, 3)]),
-      'BAD_CONFIG', ['use_dora is true', 'module "a.k"', 'has no lora_magnitude_vector', 'incomplete']);
+      'BAD_CONFIG', ['adapter_config.json: use_dora is true', '1 of its LoRA modules has no lora_magnitude_vector (first "a.k")', 'PEFT would start those magnitudes from the base weights']);
     await expectFailure(peftFiles({ r: 2, use_dora: false }, [...pair('a.q', 2, 3, 3), t('base_model.model.a.q.lora_magnitude_vector', [3])]),
-      'BAD_CONFIG', ['adapter_config.json', 'use_dora is false', 'lora_magnitude_vector', 'PEFT would leave unused']);
+      'BAD_CONFIG', ['adapter_config.json: use_dora is false', '1 lora_magnitude_vector tensor (first "base_model.model.a.q.lora_magnitude_vector")', 'PEFT would load it without DoRA and leave them unused']);
     await expectFailure(peftFiles({ r: 2 }, [...pair('a.q', 2, 3, 3), t('base_model.model.a.q.lora_B.bias', [3])]),
-      'BAD_CONFIG', ['adapter_config.json', 'lora_bias is false', 'a.q.lora_B.bias', 'PEFT would leave unused']);
+      'BAD_CONFIG', ['adapter_config.json: lora_bias is false', '1 lora_B bias (first "base_model.model.a.q.lora_B.bias")', 'PEFT would load it without them']);
   });
 
   it('refuses pickles without reading them, and explains missing files', async () => {

@@ -161,6 +161,23 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     expect(warnings.join('\n')).toMatch(/DoRA module "transformer\.transformer_blocks\.0\.attn\.to_q" with weight 0\.7: the weight scales ΔW/);
   });
 
+  it('diffusers\' single-file DoRA without lora_adapter_metadata: use_dora from the names, α = r (scale 1), every module of the component with its magnitude', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    // diffusers' get_peft_kwargs: use_dora as any tensor is a lora_magnitude_vector, lora_alpha = r.
+    const out = 24, inF = 20, r = 2;
+    const q = 'transformer_blocks.0.attn.to_q', k = 'transformer_blocks.0.attn.to_k';
+    const T = (tensorName: string, shape: number[], data: ArrayLike<number>): FixtureTensor => ({ name: tensorName, dtype: 'BF16', shape, data });
+    const w: Record<string, Float64Array> = { [q]: vals(out * inF, 'BF16'), [k]: vals(out * inF, 'BF16') };
+    const f = Object.fromEntries([q, k].map((key) => [key, { a: vals(r * inF, 'BF16'), b: vals(out * r, 'BF16'), m: vals(out, 'BF16').map((x) => roundForDType(4 + x, 'BF16')) }]));
+    const merged = await run(backend, { 'diffusion_pytorch_model.safetensors': buildSafetensors([q, k].map((key) => T(`${key}.weight`, [out, inF], w[key]))) }, [
+      { files: { 'pytorch_lora_weights.safetensors': buildSafetensors([q, k].flatMap((key) => [
+        T(`transformer.${key}.lora_A.weight`, [r, inF], f[key].a), T(`transformer.${key}.lora_B.weight`, [out, r], f[key].b), T(`transformer.${key}.lora_magnitude_vector`, [out], f[key].m),
+      ])) }, weight: 1 },
+    ]);
+    for (const key of [q, k]) expectMerged(merged.get(`${key}.weight`)!.values, dora(addLowRank(w[key], f[key].b, f[key].a, out, r, inF, 1), f[key].m, out, inF, 'out', 0), 'BF16', key);
+  });
+
   it('LyCORIS: a 3×3 LoCon with dora_scale (1, in, 1, 1): one norm per input channel over (out, kh, kw)', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();

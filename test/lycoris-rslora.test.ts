@@ -5,7 +5,8 @@
  * stores α itself (scale α/√r from the metadata) and LoKr with both factors full stores r·√r
  * (scale √r). Merged through the library on the CPU (JavaScript and WebAssembly) and WebGPU against
  * float64 truth written from LyCORIS's modules; bad metadata refused through the CLI. Also diffusers'
- * lora_adapter_metadata whose use_dora or lora_bias contradicts the file's tensors.
+ * lora_adapter_metadata whose use_dora or lora_bias contradicts the file's tensors, and, without it, the
+ * LoraConfig diffusers infers per component from the names, where PEFT would refuse it or not load the file as trained.
  */
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -230,7 +231,7 @@ describe('refused through the CLI: one line, nothing written', () => {
   }) });
   const doraCases: [string, boolean, boolean, RegExp][] = [
     ['use_dora false with lora_magnitude_vector tensors', false, true,
-      /lycoris\.safetensors: metadata "lora_adapter_metadata" has use_dora false for "unet" but the file holds 1 lora_magnitude_vector tensor for it \(first "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_q\.lora_magnitude_vector"\): diffusers would load it without DoRA/],
+      /lycoris\.safetensors: metadata "lora_adapter_metadata" has use_dora false for "unet" but the file holds 1 lora_magnitude_vector tensor \(first "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_q\.lora_magnitude_vector"\): diffusers would load it without DoRA/],
     ['use_dora true with no lora_magnitude_vector', true, false,
       /lycoris\.safetensors: metadata "lora_adapter_metadata" has use_dora true for "unet" but none of its 1 LoRA module has a lora_magnitude_vector/],
   ];
@@ -246,7 +247,37 @@ describe('refused through the CLI: one line, nothing written', () => {
 
   it('diffusers: lora_bias false with lora_B.bias tensors', async () => {
     await expectRefused(buildSafetensors(peftModule(false, true), diffusersMetadata(false, false)),
-      /lycoris\.safetensors: metadata "lora_adapter_metadata" has lora_bias false for "unet" but the file holds 1 lora_B bias for it \(first "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_q\.lora_B\.bias"\)/);
+      /lycoris\.safetensors: metadata "lora_adapter_metadata" has lora_bias false for "unet" but the file holds 1 lora_B bias \(first "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_q\.lora_B\.bias"\)/);
+  });
+
+  // Without lora_adapter_metadata diffusers infers each component's LoraConfig from its tensor
+  // names (get_peft_kwargs): use_dora if any is a lora_magnitude_vector, lora_bias if any a lora_B bias.
+  const kQ = 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k';
+  const plainK = (bias = false): FixtureTensor[] => [
+    fx(`unet.${kQ}.lora_A.weight`, rnd([2, 60], 'BF16')), fx(`unet.${kQ}.lora_B.weight`, rnd([40, 2], 'BF16')),
+    ...(bias ? [fx(`unet.${kQ}.lora_B.bias`, rnd([40], 'BF16'))] : []),
+  ];
+  it('diffusers, no metadata: a magnitude on one module of "unet" and none on another', async () => {
+    await expectRefused(buildSafetensors([...peftModule(true), ...plainK()]),
+      /lycoris\.safetensors: without "lora_adapter_metadata" diffusers sets use_dora true for "unet" from the tensor names \(it holds lora_magnitude_vector "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_q\.lora_magnitude_vector"\) but 1 of its LoRA modules has no lora_magnitude_vector \(first "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_k"\): diffusers would start those magnitudes from the base weights instead of the file$/);
+  });
+
+  it('diffusers, no metadata: magnitudes and lora_B biases in one component (a LoraConfig PEFT refuses)', async () => {
+    const message = /lycoris\.safetensors: without "lora_adapter_metadata" diffusers sets both use_dora and lora_bias for "unet" from the tensor names \(lora_magnitude_vector "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_q\.lora_magnitude_vector", lora_B bias "unet\.down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_q\.lora_B\.bias"\), a LoraConfig PEFT refuses \("lora_bias=True is not supported for DoRA"\)/;
+    await expectRefused(buildSafetensors(peftModule(true, true)), message);
+    // On two modules: the magnitude on to_q, the bias on to_k (which then has no magnitude either; the pair is what PEFT refuses).
+    await expectRefused(buildSafetensors([...peftModule(true), ...plainK(true)]), /sets both use_dora and lora_bias for "unet" from the tensor names \(lora_magnitude_vector "unet\.[^"]+\.to_q\.lora_magnitude_vector", lora_B bias "unet\.[^"]+\.to_k\.lora_B\.bias"\)/);
+  });
+
+  it('diffusers, no metadata: what diffusers infers agrees with the file, per component, and merges', async () => {
+    // DoRA on every unet module, biases alone, plain LoRA; and DoRA in "unet" beside a plain
+    // text_encoder module, whose config diffusers infers from its own tensors.
+    const te = 'text_model.encoder.layers.0.self_attn.q_proj';
+    const textEncoder = [fx(`text_encoder.${te}.lora_A.weight`, rnd([2, 36], 'BF16')), fx(`text_encoder.${te}.lora_B.weight`, rnd([20, 2], 'BF16'))];
+    for (const tensors of [peftModule(true), peftModule(false, true), [...peftModule(false, true), ...plainK()], peftModule(false), [...peftModule(true), ...textEncoder]]) {
+      const files = { 'a.safetensors': buildSafetensors(tensors) };
+      expect(await refusalsInMemory({ backend: backends['cpu (wasm)']!, base: baseFile(), adapters: [{ files }] })).toEqual([]);
+    }
   });
 
   it('diffusers: use_dora and lora_bias agreeing with the file merge', async () => {

@@ -27,6 +27,9 @@ export const ADAPTER_FORMAT_NAMES: Readonly<Record<AdapterFormat, string>> = {
 /** What kind of base layer a module adapts; decides how ΔW lines up with the stored weight. */
 export type ModuleKind = 'linear' | 'embedding' | 'conv';
 
+/** A kind of layer a training tool wraps, by its PyTorch (or transformers) class name. */
+export type LayerClass = 'Linear' | 'Conv1D' | 'Conv1d' | 'Conv2d' | 'Conv3d' | 'Embedding';
+
 /** DoRA magnitude as stored: one norm per output feature (PEFT) or per input feature (LyCORIS). */
 export interface DoraFactor {
   magnitude: TensorEntry;
@@ -95,6 +98,12 @@ export interface AdapterModule {
   experts?: { count: number; peftVersion: string | null };
   /** Settings of the training method that the update depends on (PEFT OFT's Cayley form, …). */
   options?: Readonly<Record<string, number | boolean>>;
+  /**
+   * The layers the method that trained this module can wrap (PEFT's dispatch for it), and the
+   * method's name: a base tensor of another kind of layer was not trained so, and is refused.
+   * Absent: the method wraps every kind the plan can tell apart.
+   */
+  wraps?: { method: string; layers: readonly LayerClass[] };
   /** Integer tensors the update reads besides its float ones (SHiRA's element positions); the float checks skip them. */
   positions?: TensorEntry;
   /** Other integer tensors the update reads, by the algorithm's own names (VB-LoRA's saved top-k indices); the float checks skip them too. */

@@ -248,3 +248,37 @@ export function patterns(obj: Record<string, unknown>, key: string, file: string
   }
   return out;
 }
+
+/** What a file holds for the LoRA modules one LoraConfig covers: tensor names, and the modules without a magnitude. */
+export interface LoraExtrasFound {
+  magnitudes: string[];
+  biases: string[];
+  plain: string[];
+}
+
+/**
+ * PEFT builds every LoRA layer from the config and loads the file into them (strict=False):
+ * magnitudes or lora_B biases the config does not ask for are dropped without a word, and under
+ * use_dora a layer saved without a magnitude keeps its initial ‖W‖. None of these is how the file
+ * was trained, so each is a refusal; this says which, or undefined. `says(field, value)` starts the
+ * message with where the config says it (`adapter_config.json: use_dora is true`), `holder` names
+ * the file, `loader` the tool that builds the layers (PEFT, or diffusers through it).
+ */
+export function loraExtrasProblem(
+  config: Pick<PeftLoraConfig, 'useDora' | 'loraBias'>, found: LoraExtrasFound,
+  says: (field: 'use_dora' | 'lora_bias', value: boolean) => string, holder: string, loader: 'PEFT' | 'diffusers',
+): string | undefined {
+  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+  const { magnitudes, biases, plain } = found;
+  if (!config.useDora && magnitudes.length > 0) {
+    return `${says('use_dora', false)} but ${holder} holds ${count(magnitudes.length, 'lora_magnitude_vector tensor')} (first "${magnitudes[0]}"): ${loader} would load it without DoRA and leave them unused, so it cannot have been trained as ${loader} loads it`;
+  }
+  if (config.useDora && plain.length > 0) {
+    const which = magnitudes.length === 0 ? `none of its ${count(plain.length, 'LoRA module')} has a` : `${plain.length} of its LoRA modules ${plain.length === 1 ? 'has' : 'have'} no`;
+    return `${says('use_dora', true)} but ${which} lora_magnitude_vector (first "${plain[0]}"): ${loader} would start those magnitudes from the base weights instead of the file`;
+  }
+  if (!config.loraBias && biases.length > 0) {
+    return `${says('lora_bias', false)} but ${holder} holds ${count(biases.length, 'lora_B bias')} (first "${biases[0]}"): ${loader} would load it without them, so it cannot have been trained as ${loader} loads it`;
+  }
+  return undefined;
+}

@@ -15,7 +15,7 @@
 import { RE2JS } from 're2js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
-import type { AdapterModule, ParsedAdapter, TensorReplacement } from './adapter.js';
+import type { AdapterModule, LayerClass, ParsedAdapter, TensorReplacement } from './adapter.js';
 import { algorithmNamed } from './algorithms/index.js';
 import { adaloraRankPattern } from './algorithms/peft-adalora.js';
 import { parseBoundedJson } from './bounded-json.js';
@@ -28,6 +28,13 @@ import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 const PEFT_PREFIX = 'base_model.model.';
 
 interface MethodConfig {
+  /** How users know the method, for messages. */
+  title: string;
+  /**
+   * The layers PEFT wraps with it (its model.py _create_new_module and layer.py dispatchers; bnb,
+   * GPTQ and other quantized Linear layers count as Linear); LN tuning copies any layer whole.
+   */
+  wraps?: readonly LayerClass[];
   /** The algorithms a module may be, told apart by the roles it has. */
   algorithms: readonly string[];
   roles: readonly Role[];
@@ -49,36 +56,36 @@ interface MethodConfig {
 }
 
 const METHODS: Readonly<Record<string, MethodConfig>> = {
-  LOHA: { algorithms: ['loha'], roles: ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b', 'hada_t1', 'hada_t2'], r: 8, alpha: 8 },
-  LOKR: { algorithms: ['lokr'], roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'], r: 8, alpha: 8 },
+  LOHA: { title: 'LoHa', wraps: ['Linear', 'Conv1d', 'Conv2d'], algorithms: ['loha'], roles: ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b', 'hada_t1', 'hada_t2'], r: 8, alpha: 8 },
+  LOKR: { title: 'LoKr', wraps: ['Linear', 'Conv1d', 'Conv2d'], algorithms: ['lokr'], roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'], r: 8, alpha: 8 },
   VERA: {
-    algorithms: ['vera'], roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1,
+    title: 'VeRA', wraps: ['Linear', 'Conv1D'], algorithms: ['vera'], roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1,
     shared: { names: { 'base_model.vera_A': 'vera_A', 'base_model.vera_B': 'vera_B' }, missing: 'VeRA adapter without base_model.vera_A and vera_B (saved with save_projection: false); PEFT regenerates them from a PyTorch random seed, which this tool cannot reproduce' },
   },
-  OFT: { algorithms: ['peft-oft', 'peft-oft-legacy'], roles: ['oft_R', 'oft_embedding_R', 'oft_r', 'oft_s'], r: 8, alpha: 1 },
-  BOFT: { algorithms: ['peft-boft'], roles: ['boft_R', 'boft_s'], r: 0, alpha: 1 },
-  IA3: { algorithms: ['peft-ia3'], roles: ['ia3_l'], r: 0, alpha: 1 },
+  OFT: { title: 'OFT', wraps: ['Linear', 'Conv2d', 'Embedding'], algorithms: ['peft-oft', 'peft-oft-legacy'], roles: ['oft_R', 'oft_embedding_R', 'oft_r', 'oft_s'], r: 8, alpha: 1 },
+  BOFT: { title: 'BOFT', wraps: ['Linear', 'Conv2d'], algorithms: ['peft-boft'], roles: ['boft_R', 'boft_s'], r: 0, alpha: 1 },
+  IA3: { title: '(IA)³', wraps: ['Linear', 'Conv1D', 'Conv2d', 'Conv3d'], algorithms: ['peft-ia3'], roles: ['ia3_l'], r: 0, alpha: 1 },
   // AdaLoRA's r is init_r (its `r` field is ignored by PEFT); its rank_pattern holds boolean masks.
   // LN tuning trains a deep copy of each target layer (PEFT tuners/ln_tuning) and merges by swapping it in.
-  LN_TUNING: { algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
-  HRA: { algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
-  HIRA: { algorithms: ['peft-hira'], roles: ['hira_A', 'hira_B', 'hira_embedding_A', 'hira_embedding_B'], r: 32, alpha: 1 },
-  ROAD: { algorithms: ['peft-road'], roles: ['road_theta', 'road_alpha'], r: 0, alpha: 1 },
-  C3A: { algorithms: ['peft-c3a'], roles: ['c3a_kernel'], r: 256, alpha: 1, rKey: 'block_size', rPatternKey: 'block_size_pattern' },
-  MISS: { algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
-  BONE: { algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
-  SHIRA: { algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
-  ADALORA: { algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
+  LN_TUNING: { title: 'LN tuning', algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
+  HRA: { title: 'HRA', wraps: ['Linear', 'Conv2d'], algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
+  HIRA: { title: 'HiRA', wraps: ['Linear', 'Conv1D', 'Conv1d', 'Conv2d', 'Conv3d', 'Embedding'], algorithms: ['peft-hira'], roles: ['hira_A', 'hira_B', 'hira_embedding_A', 'hira_embedding_B'], r: 32, alpha: 1 },
+  ROAD: { title: 'RoAd', wraps: ['Linear'], algorithms: ['peft-road'], roles: ['road_theta', 'road_alpha'], r: 0, alpha: 1 },
+  C3A: { title: 'C3A', wraps: ['Linear'], algorithms: ['peft-c3a'], roles: ['c3a_kernel'], r: 256, alpha: 1, rKey: 'block_size', rPatternKey: 'block_size_pattern' },
+  MISS: { title: 'MiSS', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
+  BONE: { title: 'Bone', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
+  SHIRA: { title: 'SHiRA', wraps: ['Linear'], algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
+  ADALORA: { title: 'AdaLoRA', wraps: ['Linear', 'Conv1D', 'Conv2d'], algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
   VBLORA: {
-    algorithms: ['peft-vblora'], roles: ['vblora_logits_A', 'vblora_logits_B', 'vblora_A_topk_indices', 'vblora_A_topk_weights', 'vblora_B_topk_indices', 'vblora_B_topk_weights'], r: 4, alpha: 1,
+    title: 'VB-LoRA', wraps: ['Linear', 'Conv1D'], algorithms: ['peft-vblora'], roles: ['vblora_logits_A', 'vblora_logits_B', 'vblora_A_topk_indices', 'vblora_A_topk_weights', 'vblora_B_topk_indices', 'vblora_B_topk_weights'], r: 4, alpha: 1,
     shared: { names: { 'base_model.vblora_vector_bank': 'vblora_vector_bank' }, missing: 'VB-LoRA adapter without its shared base_model.vblora_vector_bank, which every module\'s factors are built from' },
   },
   RANDLORA: {
-    algorithms: ['peft-randlora'], roles: ['randlora_lambda', 'randlora_gamma'], r: 32, alpha: 640, alphaKey: 'randlora_alpha',
+    title: 'RandLoRA', wraps: ['Linear', 'Conv1D'], algorithms: ['peft-randlora'], roles: ['randlora_lambda', 'randlora_gamma'], r: 32, alpha: 640, alphaKey: 'randlora_alpha',
     shared: { names: { 'base_model.randlora_A': 'randlora_A', 'base_model.randlora_B': 'randlora_B' }, missing: 'RandLoRA adapter without base_model.randlora_A and randlora_B (saved with save_projection: false); PEFT regenerates these random bases from projection_prng_key with a PyTorch generator, which this tool cannot reproduce' },
   },
-  DELORA: { algorithms: ['peft-delora'], roles: ['delora_A', 'delora_B', 'delora_lambda', 'delora_w_norm'], r: 8, alpha: 1 },
-  GRALORA: { algorithms: ['peft-gralora'], roles: ['gralora_A', 'gralora_B', 'gralora_A_general', 'gralora_B_general'], r: 32, alpha: 64 },
+  DELORA: { title: 'DeLoRA', wraps: ['Linear'], algorithms: ['peft-delora'], roles: ['delora_A', 'delora_B', 'delora_lambda', 'delora_w_norm'], r: 8, alpha: 1 },
+  GRALORA: { title: 'GraLoRA', wraps: ['Linear', 'Conv1D'], algorithms: ['peft-gralora'], roles: ['gralora_A', 'gralora_B', 'gralora_A_general', 'gralora_B_general'], r: 32, alpha: 64 },
 };
 
 /** Algorithms whose ΔW PEFT transposes for a layer stored (in, out) when the config says fan_in_fan_out (GPT-2's Conv1D). */
@@ -270,7 +277,10 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
       }
       Object.assign(module, { rank: moduleRank, alpha: moduleAlpha, scale: moduleAlpha / moduleRank });
     }
-    modules.push({ ...module, name: path, fanInFanOut: (TRANSPOSED_UNDER_FAN_IN_FAN_OUT.includes(algorithm.name) && fanInFanOut) || module.fanInFanOut });
+    modules.push({
+      ...module, name: path, fanInFanOut: (TRANSPOSED_UNDER_FAN_IN_FAN_OUT.includes(algorithm.name) && fanInFanOut) || module.fanInFanOut,
+      ...(method.wraps ? { wraps: { method: `${method.title} (PEFT)`, layers: method.wraps } } : {}),
+    });
   }
   throwIfProblems(name, problems);
   if (modules.length === 0 && replacements.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no ${type} tensors found`);

@@ -7,7 +7,7 @@ import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement, TokenRows } from './adapter.js';
 import { parameterTarget, type ParameterTarget } from './peft-parameters.js';
 import { lora } from './algorithms/lora.js';
-import { isModifiedBaseInit, lookupPattern, parsePeftConfig, type PeftLoraConfig } from './peft-config.js';
+import { isModifiedBaseInit, lookupPattern, loraExtrasProblem, parsePeftConfig, type LoraExtrasFound, type PeftLoraConfig } from './peft-config.js';
 import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
@@ -123,36 +123,18 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   }
 
   const modules: AdapterModule[] = [];
-  let sawMagnitude = false;
-  let biasB: TensorEntry | undefined;
-  let withoutMagnitude: string | undefined;
+  const found: LoraExtrasFound = { magnitudes: [], biases: [], plain: [] };
   for (const [key, set] of groups) {
     const module = buildModule(name, key, set, config, problems);
     if (module) modules.push(module);
-    if (set.magnitude) sawMagnitude = true;
-    else if (module) withoutMagnitude ??= module.name;
-    biasB ??= set.biasB;
+    if (set.magnitude) found.magnitudes.push(set.magnitude.name);
+    else if (module) found.plain.push(module.name);
+    if (set.biasB) found.biases.push(set.biasB.name);
   }
   throwIfProblems(name, problems);
 
-  if (config.useDora && !sawMagnitude && modules.length > 0) {
-    throw new MergeError('BAD_CONFIG', `${configFile}: use_dora is true but ${fileName} has no lora_magnitude_vector tensors`);
-  }
-  // Under use_dora PEFT gives every LoRA layer a magnitude, initialised to ‖W‖ and saved with the
-  // factors; a module saved without one would load with that initial value and merge as DoRA, not
-  // as the plain LoRA its tensors alone describe.
-  if (config.useDora && withoutMagnitude !== undefined) {
-    throw new MergeError('BAD_CONFIG', `${configFile}: use_dora is true but module "${withoutMagnitude}" in ${fileName} has no lora_magnitude_vector; PEFT saves one for every DoRA layer, so this file is incomplete`);
-  }
-  // PEFT builds the layers from the config and loads the file with strict=False: magnitudes or
-  // lora_B biases the config does not ask for would be dropped without a word, which is not how
-  // such a file was trained.
-  if (!config.useDora && sawMagnitude) {
-    throw new MergeError('BAD_CONFIG', `${configFile}: use_dora is false (or unset) but ${fileName} has lora_magnitude_vector tensors, which PEFT would leave unused; the adapter cannot have been trained as PEFT loads it`);
-  }
-  if (!config.loraBias && biasB) {
-    throw new MergeError('BAD_CONFIG', `${configFile}: lora_bias is false (or unset) but ${fileName} has lora_B biases ("${biasB.name}"), which PEFT would leave unused; the adapter cannot have been trained as PEFT loads it`);
-  }
+  const extras = loraExtrasProblem(config, found, (field, value) => `${configFile}: ${field} is ${value ? 'true' : 'false (or unset)'}`, fileName, 'PEFT');
+  if (extras) throw new MergeError('BAD_CONFIG', extras);
   if (config.defaulted.includes('lora_alpha')) warnings.push(`${name}: lora_alpha missing from the config; using PEFT's default ${config.loraAlpha}`);
   if (isModifiedBaseInit(config.initLoraWeights)) {
     warnings.push(`${name}: init_lora_weights is "${config.initLoraWeights}": this adapter was trained against a modified base; merging it into the original base gives wrong weights unless it was converted first`);

@@ -16,7 +16,7 @@ import { algorithmsFor, SHARED_ROLES, type ModuleContext } from './algorithms/in
 import { MODULE_PARTS, PART_ROLES } from './algorithms/module-parts.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import { DiffusersLoraMetadata, LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
-import type { PeftLoraConfig } from './peft-config.js';
+import { loraExtrasProblem, type LoraExtrasFound } from './peft-config.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -77,7 +77,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     if (module) modules.push(module);
   }
   throwIfProblems(name, problems);
-  if (metadata) checkAgainstMetadata(fileName, modules, groups, metadata);
+  checkLoraExtras(fileName, modules, groups, metadata);
   if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
 
   const config: Record<string, unknown> = {};
@@ -123,22 +123,22 @@ function componentOf(key: string, address: ModuleAddress): string {
 }
 
 /**
- * diffusers builds each component's LoraConfig from lora_adapter_metadata as it stands: with
- * use_dora (lora_bias) false PEFT leaves the file's lora_magnitude_vector (lora_B.bias) tensors
- * unused (an "unexpected keys" warning); with use_dora true and no magnitude in the file it starts
- * them from the base weights' norms. Neither is how the file was trained, so both are refused, the
- * second, as for a PEFT folder, when any of the component's LoRA modules has no magnitude.
+ * diffusers builds each component's LoraConfig (transformer, unet, text_encoder…, over that
+ * component's tensors alone) from lora_adapter_metadata as it stands, or, without metadata, from
+ * the tensor names (utils/peft_utils.py get_peft_kwargs): use_dora when any of the component's
+ * tensors is a lora_magnitude_vector, lora_bias when any is a lora_B bias. PEFT then builds the
+ * layers from that config (peft-config.ts loraExtrasProblem says what that refuses); an inferred
+ * config with both flags is one PEFT's LoraConfig refuses.
  */
-function checkAgainstMetadata(
-  fileName: string, modules: readonly AdapterModule[], groups: ReadonlyMap<string, ReadonlyMap<Role, TensorEntry>>, metadata: DiffusersLoraMetadata,
+function checkLoraExtras(
+  fileName: string, modules: readonly AdapterModule[], groups: ReadonlyMap<string, ReadonlyMap<Role, TensorEntry>>, metadata: DiffusersLoraMetadata | null,
 ): void {
-  const components = new Map<string, { config: PeftLoraConfig; magnitudes: string[]; biases: string[]; plain: string[] }>();
+  const components = new Map<string, LoraExtrasFound>();
   for (const module of modules) {
     if (module.algorithm !== 'lora' || module.address.flat) continue;
     const component = componentOf(module.key, module.address);
-    const config = metadata.configFor(component);
-    if (!config) continue;
-    if (!components.has(component)) components.set(component, { config, magnitudes: [], biases: [], plain: [] });
+    if (metadata && !metadata.configFor(component)) continue;
+    if (!components.has(component)) components.set(component, { magnitudes: [], biases: [], plain: [] });
     const found = components.get(component)!;
     const roles = groups.get(module.key);
     const magnitude = roles?.get('magnitude'), bias = roles?.get('up_bias');
@@ -146,20 +146,21 @@ function checkAgainstMetadata(
     else found.plain.push(module.key);
     if (bias) found.biases.push(bias.name);
   }
-  const where = `${fileName}: metadata "${LORA_ADAPTER_METADATA}"`;
-  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
-  for (const [component, { config, magnitudes, biases, plain }] of components) {
-    const name = component ? `"${component}"` : 'the model';
-    if (!config.useDora && magnitudes.length > 0) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora false for ${name} but the file holds ${count(magnitudes.length, 'lora_magnitude_vector tensor')} for it (first "${magnitudes[0]}"): diffusers would load it without DoRA and leave them unused, so it cannot have been trained as diffusers loads it`);
+  for (const [component, found] of components) {
+    const of = component ? ` for "${component}"` : '';
+    let problem: string | undefined;
+    if (metadata) {
+      const where = `${fileName}: metadata "${LORA_ADAPTER_METADATA}"`;
+      problem = loraExtrasProblem(metadata.configFor(component)!, found, (field, value) => `${where} has ${field} ${value}${of}`, 'the file', 'diffusers');
+    } else {
+      const inferred = { useDora: found.magnitudes.length > 0, loraBias: found.biases.length > 0 };
+      const where = `${fileName}: without "${LORA_ADAPTER_METADATA}" diffusers`;
+      if (inferred.useDora && inferred.loraBias) {
+        throw new MergeError('UNSUPPORTED_FORMAT', `${where} sets both use_dora and lora_bias${of} from the tensor names (lora_magnitude_vector "${found.magnitudes[0]}", lora_B bias "${found.biases[0]}"), a LoraConfig PEFT refuses ("lora_bias=True is not supported for DoRA"); no file can have been trained that way`);
+      }
+      problem = loraExtrasProblem(inferred, found, (field, value) => `${where} sets ${field} ${value}${of} from the tensor names (it holds lora_magnitude_vector "${found.magnitudes[0]}")`, 'the file', 'diffusers');
     }
-    if (config.useDora && plain.length > 0) {
-      const which = magnitudes.length === 0 ? `none of its ${count(plain.length, 'LoRA module')} has a` : `${plain.length} of its LoRA modules ${plain.length === 1 ? 'has' : 'have'} no`;
-      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has use_dora true for ${name} but ${which} lora_magnitude_vector (first "${plain[0]}"): diffusers would start those magnitudes from the base weights instead of the file`);
-    }
-    if (!config.loraBias && biases.length > 0) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${where} has lora_bias false for ${name} but the file holds ${count(biases.length, 'lora_B bias')} for it (first "${biases[0]}"): diffusers would load it without them, so it cannot have been trained as diffusers loads it`);
-    }
+    if (problem) throw new MergeError('UNSUPPORTED_FORMAT', problem);
   }
 }
 

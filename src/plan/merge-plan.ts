@@ -23,7 +23,7 @@
 import { DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.js';
-import type { AdapterFormat, AdapterModule, ParsedAdapter, TensorReplacement } from '../formats/adapter.js';
+import type { AdapterFormat, AdapterModule, LayerClass, ParsedAdapter, TensorReplacement } from '../formats/adapter.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
 import type { BaseComponent } from '../formats/base-components.js';
 import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
@@ -401,6 +401,12 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           view = viewOf(module, target, info.shape, fail, stored?.shapeNote);
         }
         if (!view) continue;
+        const layer = baseLayerClass(module, info.shape, view);
+        if (module.wraps && !module.wraps.layers.includes(layer)) {
+          const kinds = module.wraps.layers.join(', ').replace(/, ([^,]*)$/, ' and $1');
+          fail('UNSUPPORTED_FORMAT', `${module.wraps.method} wraps only ${kinds} layers; "${baseKey}" is ${LAYER_WEIGHTS[layer]} (shape ${fmt(info.shape)}), so PEFT cannot have trained this module on it`);
+          continue;
+        }
         if (module.update.kind !== 'low-rank' && !(module.update.kind === 'transform' && module.update.anyLayout) && view.layout !== 'out-in') {
           fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} on a weight stored (in, out) is not supported`);
           continue;
@@ -676,6 +682,22 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
   if (!sameShape(baseIn, loraIn)) return mismatch(`kernel ${fmt(deltaIn.slice(1))} differs from the base kernel ${fmt(shape.slice(2))}`);
   return view(product(shape.slice(1)));
 }
+
+/**
+ * The kind of layer a base weight belongs to, as far as its stored shape tells: a conv's kernel
+ * dims give Conv1d/2d/3d; a 2-D weight stored (in, out) is GPT-2's Conv1D, or an embedding for an
+ * embedding module; any other 2-D (or 1-D) weight is taken for a Linear (an embedding adapted as
+ * a Linear cannot be told from one).
+ */
+function baseLayerClass(module: AdapterModule, shape: readonly number[], view: View): LayerClass {
+  if (shape.length >= 3) return shape.length === 3 ? 'Conv1d' : shape.length === 4 ? 'Conv2d' : 'Conv3d';
+  if (view.layout === 'in-out') return module.kind === 'embedding' ? 'Embedding' : 'Conv1D';
+  return 'Linear';
+}
+
+const LAYER_WEIGHTS: Readonly<Record<LayerClass, string>> = {
+  Linear: 'a Linear weight', Conv1D: 'a Conv1D weight stored (in, out)', Conv1d: 'a Conv1d weight', Conv2d: 'a Conv2d weight', Conv3d: 'a Conv3d weight', Embedding: 'an Embedding weight',
+};
 
 /**
  * How ΔW lines up with a tensor that holds its rows in blocks, each transposed: ΔW (out, in), each
