@@ -50,9 +50,13 @@ export function mergeSets(sets: PickedSet[]): PickedSet | undefined {
 /**
  * Loose files are named after their weights: the one `.safetensors` file, a shard series by its
  * stem (`model-00001-of-00004.safetensors` … → `model`), else the first with how many more; a
- * config alone adds nothing.
+ * config alone adds nothing. A PEFT adapter's files have fixed names and a browser does not say the
+ * folder they came from, so the pair is named for what it is: `PEFT adapter` (its card's facts say
+ * the method; messages and download names read `PEFT adapter (2)`, `PEFT adapter-combined`).
  */
 function nameOfLooseFiles(files: PickedFile[]): string {
+  const paths = new Set(files.map((f) => f.path));
+  if (paths.has('adapter_model.safetensors') && paths.has('adapter_config.json')) return 'PEFT adapter';
   const weights = files.map((f) => f.path).filter((p) => /\.(safetensors|gguf)$/i.test(p)).sort();
   const named = weights.length > 0 ? weights : files.map((f) => f.path).sort();
   if (named.length === 1) return named[0];
