@@ -39,6 +39,17 @@ export async function setsFromDrop(data: DataTransfer): Promise<PickedSet[]> {
   return sets;
 }
 
+/**
+ * Dropped items as adapters: each is one, except a PEFT adapter's two files dropped loose (not as
+ * their folder), which are one adapter together, as they are when picked with the files button.
+ */
+export function adapterSets(sets: PickedSet[]): PickedSet[] {
+  const loose = (name: string) => sets.find((s) => s.files.length === 1 && s.files[0].path === name && s.name === name);
+  const config = loose('adapter_config.json'), weights = loose('adapter_model.safetensors');
+  if (!config || !weights) return sets;
+  return sets.flatMap((s) => (s === weights ? [mergeSets([config, weights])!] : s === config ? [] : [s]));
+}
+
 /** Several dropped items taken as one model (loose shards plus config.json, say). */
 export function mergeSets(sets: PickedSet[]): PickedSet | undefined {
   if (sets.length === 0) return undefined;
