@@ -39,6 +39,17 @@ export async function setsFromDrop(data: DataTransfer): Promise<PickedSet[]> {
   return sets;
 }
 
+/**
+ * Dropped items as adapters: each is one, except a PEFT adapter's two files dropped loose (not as
+ * their folder), which are one adapter together, as they are when picked with the files button.
+ */
+export function adapterSets(sets: PickedSet[]): PickedSet[] {
+  const loose = (name: string) => sets.find((s) => s.files.length === 1 && s.files[0].path === name && s.name === name);
+  const config = loose('adapter_config.json'), weights = loose('adapter_model.safetensors');
+  if (!config || !weights) return sets;
+  return sets.flatMap((s) => (s === weights ? [mergeSets([config, weights])!] : s === config ? [] : [s]));
+}
+
 /** Several dropped items taken as one model (loose shards plus config.json, say). */
 export function mergeSets(sets: PickedSet[]): PickedSet | undefined {
   if (sets.length === 0) return undefined;
@@ -50,9 +61,13 @@ export function mergeSets(sets: PickedSet[]): PickedSet | undefined {
 /**
  * Loose files are named after their weights: the one `.safetensors` file, a shard series by its
  * stem (`model-00001-of-00004.safetensors` … → `model`), else the first with how many more; a
- * config alone adds nothing.
+ * config alone adds nothing. A PEFT adapter's files have fixed names and a browser does not say the
+ * folder they came from, so the pair is named for what it is: `PEFT adapter` (its card's facts say
+ * the method; messages and download names read `PEFT adapter (2)`, `PEFT adapter-combined`).
  */
 function nameOfLooseFiles(files: PickedFile[]): string {
+  const paths = new Set(files.map((f) => f.path));
+  if (paths.has('adapter_model.safetensors') && paths.has('adapter_config.json')) return 'PEFT adapter';
   const weights = files.map((f) => f.path).filter((p) => /\.(safetensors|gguf)$/i.test(p)).sort();
   const named = weights.length > 0 ? weights : files.map((f) => f.path).sort();
   if (named.length === 1) return named[0];

@@ -22,7 +22,7 @@ export const CHART_CAPTION =
   '(ΔW: the module’s own change, s·B·A for a low-rank adapter, W′ − W for one that maps the weight, such as OFT, HiRA or RoAd; ' +
   '1 % means the update is a hundredth of the weight’s size; several tensors of a kind in a block, such as MoE experts, are averaged). ' +
   'Blocks follow the model: layers, UNet down/mid/up blocks, Flux double and single blocks, SD3 joint blocks, each text encoder, a vision tower. ' +
-  'Below zero: the adapter is subtracted (negative weight). Hover a bar for its values; the table of matched modules below lists each module’s algorithm and scale.';
+  'Below zero: the adapter is subtracted (negative weight). Hover a bar for its values; the table of matched modules below lists each module’s algorithm, scale and own size.';
 
 export class MagnitudeChart {
   private chart?: Chart<'bar'>;

@@ -73,20 +73,30 @@ function rowsOf(term: PlannedTerm): string | undefined {
   return `rows ${segments.map((g) => `${g.dst}–${g.dst + g.count - 1}${g.src === g.dst ? '' : ` (ΔW rows ${g.src}–${g.src + g.count - 1})`}`).join(', ')}`;
 }
 
+const id = (adapter: number, module: string) => `${adapter}\n${module}`;
+
 /** Modules that change a bias and no weight (ComfyUI's `diff_b` alone), listed by the bias they change. */
 function biasOnlyModules(plan: MergePlan): PlannedModule[] {
-  const id = (adapter: number, module: string) => `${adapter}\n${module}`;
   const withWeight = new Set(plan.updates.flatMap((u) => u.terms.map((t) => id(t.adapterIndex, t.moduleName))));
   return plan.biasUpdates.flatMap((b) => b.terms.filter((t) => !withWeight.has(id(t.adapterIndex, t.moduleName))).map((t) => ({
     adapter: t.adapterIndex, module: t.moduleName, target: b.baseKey, shape: [b.length], algorithm: 'bias diff', scale: t.scale,
   })));
 }
 
-function moduleOf(term: PlannedTerm, baseKey: string, shape: number[]): PlannedModule {
+/**
+ * The ids of every module that changes a bias beside its weight: one that adds its own
+ * (PEFT's lora_B.bias) and one whose map turns or scales the layer's (RoAd's b' = R·b), which the
+ * module's tensors alone do not show.
+ */
+function modulesChangingBias(plan: MergePlan): Set<string> {
+  return new Set(plan.biasUpdates.flatMap((b) => b.terms.map((t) => id(t.adapterIndex, t.moduleName))));
+}
+
+function moduleOf(term: PlannedTerm, baseKey: string, shape: number[], changesBias: boolean): PlannedModule {
   const m = term.module;
   const planned: PlannedModule = {
     adapter: term.adapterIndex, module: term.moduleName, target: baseKey, shape,
-    algorithm: `${algorithmNamed(m.algorithm).title}${term.dora ? ' + DoRA' : ''}${m.biasB ? ' + bias' : ''}`, scale: term.scale,
+    algorithm: `${algorithmNamed(m.algorithm).title}${term.dora ? ' + DoRA' : ''}${changesBias ? ' + bias' : ''}`, scale: term.scale,
   };
   if (m.update.kind === 'low-rank') planned.rank = m.rank;
   const rows = rowsOf(term);
@@ -240,6 +250,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
     const placeOf = chartGrouper(model.tensors.keys());
     const touched = touchedKeys(plan);
     const heads = tiedHeads(prepared, touched);
+    const withBias = modulesChangingBias(unit);
     return {
       ...checkOf(prepared),
       base: {
@@ -254,7 +265,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
       // A tensor's own reason (a scaled fp8 file keeps its fp8 type) wins over the base's.
       output: { ...model.format.outputChoices, refused: { ...quantizedBaseTypes(prepared.scaledFp8), ...refusedTypes(model, touched) } },
       adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),
-      modules: [...unit.updates.flatMap((u) => u.terms.map((t) => moduleOf(t, u.baseKey, u.shape))), ...biasOnlyModules(unit)],
+      modules: [...unit.updates.flatMap((u) => u.terms.map((t) => moduleOf(t, u.baseKey, u.shape, withBias.has(id(t.adapterIndex, t.moduleName))))), ...biasOnlyModules(unit)],
       leftOut: plan.leftOut.map((m) => ({ adapter: m.adapterIndex, module: m.module, reason: m.reason })),
       notes: plan.notes.slice(),
       magnitudes: measured.map((m) => ({

@@ -112,8 +112,8 @@ describe('the adapter jobs on the page', PAGE_RETRY, () => {
     const facts = await page.$$eval('[data-testid="job-adapter-facts"]', (els) => els.map((e) => e.textContent));
     expect(facts[0]).toContain('r = 3');
     expect(facts[1]).toContain('α/r = 0.5');
-    // Both picks are loose files named after their weights: the second is told apart.
-    expect(await page.$$eval('#job-adapter-list .adapter-name', (els) => els.map((e) => e.textContent))).toEqual(['adapter_model.safetensors', 'adapter_model.safetensors (2)']);
+    // Both picks are a PEFT adapter's loose files, named as such: the second is told apart.
+    expect(await page.$$eval('#job-adapter-list .adapter-name', (els) => els.map((e) => e.textContent))).toEqual(['PEFT adapter', 'PEFT adapter (2)']);
     await page.evaluate(() => {
       const box = document.querySelectorAll<HTMLInputElement>('[data-testid="job-adapter-weight-number"]')[1];
       box.value = '-0.5';
@@ -127,9 +127,9 @@ describe('the adapter jobs on the page', PAGE_RETRY, () => {
     await runEnabled(page);
     await page.click('[data-testid="job-run"]');
     const zip = readStoredZip(await downloadBytes(page, 'job-download-link'));
-    expect(await page.$eval('[data-testid="job-download-link"]', (a) => (a as HTMLAnchorElement).download)).toBe('adapter_model-combined.zip');
-    expect([...zip.keys()].sort()).toEqual(['adapter_model-combined/adapter_config.json', 'adapter_model-combined/adapter_model.safetensors']);
-    const updates = peftUpdates(decode(zip.get('adapter_model-combined/adapter_config.json')!), zip.get('adapter_model-combined/adapter_model.safetensors')!);
+    expect(await page.$eval('[data-testid="job-download-link"]', (a) => (a as HTMLAnchorElement).download)).toBe('PEFT adapter-combined.zip');
+    expect([...zip.keys()].sort()).toEqual(['PEFT adapter-combined/adapter_config.json', 'PEFT adapter-combined/adapter_model.safetensors']);
+    const updates = peftUpdates(decode(zip.get('PEFT adapter-combined/adapter_config.json')!), zip.get('PEFT adapter-combined/adapter_model.safetensors')!);
     expect(relativeError(updates.get(Q)!, weightedSum([{ ...one.q, scale: 0.7 * 2 }, { ...two.q, scale: -0.5 * 0.5 }]))).toBeLessThan(1e-6);
     expect(relativeError(updates.get(V)!, weightedSum([{ ...one.v, scale: 0.7 * 2 }]))).toBeLessThan(1e-6);
     // An exact concatenation: ranks 5 and 3, no singular values to chart.
@@ -299,8 +299,8 @@ describe('the adapter jobs on the page', PAGE_RETRY, () => {
     await page.waitForFunction(() => !document.querySelector<HTMLElement>('[data-testid="job-errors"]')!.hidden, { timeout: 30_000 });
     const problems = await page.$$eval('#job-error-list li', (els) => els.map((e) => e.textContent ?? ''));
     expect(problems).toEqual([
-      `module "${Q}": adapter_model.safetensors (2) has a linear update of 16×24 but adapter_model.safetensors has a linear update of 16×16`,
-      `module "${V}": adapter_model.safetensors (2) has a linear update of 16×24 but adapter_model.safetensors has a linear update of 16×16`,
+      `module "${Q}": PEFT adapter (2) has a linear update of 16×24 but PEFT adapter has a linear update of 16×16`,
+      `module "${V}": PEFT adapter (2) has a linear update of 16×24 but PEFT adapter has a linear update of 16×16`,
     ]);
     expect(await text(page, '#job-errors-heading')).toBe('The combination failed: 2 problems');
     await page.waitForFunction(() => /The combination failed: 2 problems\. First: module/.test(document.querySelector('[data-testid="alert"]')!.textContent ?? ''));

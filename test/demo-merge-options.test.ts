@@ -323,7 +323,7 @@ describe('the page offers what the CLI does', PAGE_RETRY, () => {
     // Each module's algorithm and scale.
     await page.$eval('#modules-details', (d) => { (d as HTMLDetailsElement).open = true; });
     const rows = await page.$$eval('#plan-modules tbody tr', (trs) => trs.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent)));
-    expect(rows.find((r) => r[0] === 'lora_unet_double_blocks_0_img_attn_qkv')?.slice(2)).toEqual(['LoRA, r = 4', `${3 * h} × ${h}`, '1']);
+    expect(rows.find((r) => r[0] === 'lora_unet_double_blocks_0_img_attn_qkv')?.slice(2, 5)).toEqual(['LoRA, r = 4', `${3 * h} × ${h}`, '1']);
     expect(rows.find((r) => r[0] === lokr)?.[2]).toMatch(/^LoKr/);
     expect(await text(page, '[data-testid="adapter-facts"]')).toContain('kohya/LyCORIS · LoRA ×3 · LoKr ×1 · 4 modules');
     // The chart groups Flux by its double and single blocks.

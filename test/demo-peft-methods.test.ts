@@ -1,13 +1,16 @@
 /**
- * The page with adapters of the newer PEFT methods, dropped as their folders (adapter_config.json
- * and adapter_model.safetensors): RandLoRA, an exact low-rank product whose dims only the base
- * says, and RoAd, a rotation of W's output pairs (its bias turned with them). The plan names each
- * module's algorithm and measures it on the layer it lands on, and the merged download holds the
- * tensors the CLI writes for the same folders, byte for byte. Also: a kohya LoRA with a bundled
- * textual-inversion embedding (the warning listed and announced, as the CLI prints it), and a GGUF
- * of an architecture mapped lately (MiniMax-M2) planned by its `blk.N` blocks and merged as the CLI
- * merges it; a map of W on a GGUF llama's q, whose rows llama.cpp stores permuted for RoPE, refused
- * in one line naming the method as users know it. Each state is screenshotted.
+ * The page with adapters of the newer PEFT methods, picked as their folders' two files
+ * (adapter_config.json and adapter_model.safetensors) or as the folder: RandLoRA, an exact low-rank
+ * product whose dims only the base says; RoAd, a rotation of W's output pairs (its bias turned with
+ * them); VB-LoRA, GraLoRA, DeLoRA, C3A and MiSS's bat form. The plan names each module's algorithm
+ * and its size w·‖ΔW‖ / ‖W‖ on the layer it lands on (one per method checked against float64
+ * truth), the card is named by the folder or, for loose files, `PEFT adapter`, and the merged
+ * download holds the tensors the CLI writes for the same folders, byte for byte. Also: a kohya LoRA
+ * with a bundled textual-inversion embedding (the warning listed and announced, as the CLI prints
+ * it), and a GGUF of an architecture mapped lately (MiniMax-M2) planned by its `blk.N` blocks and
+ * merged as the CLI merges it; a map of W on a GGUF llama's q, whose rows llama.cpp stores permuted
+ * for RoPE, refused in one line naming the method as users know it. Each state is screenshotted
+ * (two of them 390 px wide as well).
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,6 +23,8 @@ import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor }
 import { buildGguf, randomTensors, readGguf, type MetaValue } from './helpers/gguf-builder.js';
 import { LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 import { peftFolder, randomTensor } from './helpers/hf-folder.js';
+import { mm } from './helpers/dense-f64.js';
+import { batTruth, circulant, deloraDelta, graloraDelta, topkSoftmax, vbFactors } from './helpers/peft-delta-truth.js';
 import { sdxlWithKohya } from './helpers/page-fixtures.js';
 
 mkdirSync('test-output', { recursive: true }); // the screenshots this file writes
@@ -45,31 +50,50 @@ function llamaBase(): FixtureTensor[] {
 const PEFT_FIELDS = { task_type: 'CAUSAL_LM', base_model_name_or_path: 'Qwen/Qwen2.5-0.5B', revision: null, inference_mode: true, bias: 'none', modules_to_save: null };
 
 /**
- * Drops the base and the folder, checks the plan's module table, merges, and compares every tensor
- * of the download with the CLI's merge of the same files. Returns the page for more checks.
+ * Picks the base and the folder's two files (or, with `pick: 'folder'`, the folder itself), checks
+ * the adapter's card and the plan's module table (each module's algorithm and its size
+ * w·‖ΔW‖ / ‖W‖), merges, and compares every tensor of the download with the CLI's merge of the same
+ * files. Returns the page and the table's rows for more checks.
  */
-async function mergeAgainstCli(name: string, base: FixtureTensor[], folder: Record<string, Uint8Array | string>, algorithm: string, modules: number) {
+async function mergeAgainstCli(name: string, base: FixtureTensor[], folder: Record<string, Uint8Array | string>, algorithm: string, modules: number,
+  { pick = 'files', phone = false }: { pick?: 'files' | 'folder'; phone?: boolean } = {}) {
   const baseFile = { 'model.safetensors': buildSafetensors(base) };
   const dir = dirs.make({ ...baseFile, ...Object.fromEntries(Object.entries(folder).map(([f, d]) => [`${name}/${f}`, d])) });
   const demo = await session.open();
   const { page } = demo;
   await upload(page, 'base-input', join(dir, 'model.safetensors'));
-  await upload(page, 'adapter-input', join(dir, name, 'adapter_config.json'), join(dir, name, 'adapter_model.safetensors'));
+  if (pick === 'folder') await upload(page, 'adapter-folder-input', join(dir, name));
+  else await upload(page, 'adapter-input', join(dir, name, 'adapter_config.json'), join(dir, name, 'adapter_model.safetensors'));
   await planReady(page);
   expect(await announced(page, /Plan ready/)).not.toMatch(/error|warning/i);
+  // A folder is named by the folder; its two files picked alone, for what they are (the browser
+  // does not say which folder they came from, and adapter_model.safetensors tells no adapter apart).
+  expect(await text(page, '[data-testid="adapter"] .adapter-name')).toBe(pick === 'folder' ? name : 'PEFT adapter');
   expect(await text(page, '[data-testid="adapter-facts"]')).toContain(`PEFT · ${algorithm} · ${modules} modules`);
   await page.$eval('#modules-details', (d) => { (d as HTMLDetailsElement).open = true; });
   const rows = await page.$$eval('#plan-modules tbody tr', (trs) => trs.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent ?? '')));
   expect(rows).toHaveLength(modules);
-  for (const row of rows) expect(row[2]).toMatch(new RegExp(`^${algorithm.replace(/[()]/g, '\\$&')}`));
+  for (const row of rows) {
+    expect(row[2]).toMatch(new RegExp(`^${algorithm.replace(/[()]/g, '\\$&')}`));
+    expect(row[5]).toMatch(/ %$/);
+    expect(Number(row[5].slice(0, -2)), row[1]).toBeGreaterThan(0);
+  }
   // The chart: one group per layer, every bar a finite percentage.
   expect(await page.$eval('[data-testid="magnitude-chart"]', (c) => c.getAttribute('aria-label'))).toMatch(/: 2 blocks, \d+ module kinds?, largest \d/);
   await page.screenshot({ path: `test-output/demo-peft-${name}-plan.png`, fullPage: true });
+  if (phone) {
+    // The card, the table's size column and its rows 390 px wide: nothing wider than the screen.
+    // (isMobile would reload the page and lose the picks.) The merge then runs at this width.
+    await page.setViewport({ width: 390, height: 844 });
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    await page.screenshot({ path: `test-output/demo-peft-${name}-plan-390.png`, fullPage: true });
+    await (await page.$('#modules-details'))!.screenshot({ path: `test-output/demo-peft-${name}-modules-390.png` });
+  }
 
   await mergeEnabled(page);
   await page.click('[data-testid="merge-button"]');
   const merged = readSafetensors(await downloadBytes(page));
-  await page.screenshot({ path: `test-output/demo-peft-${name}-merged.png`, fullPage: true });
+  await page.screenshot({ path: `test-output/demo-peft-${name}-merged${phone ? '-390' : ''}.png`, fullPage: true });
 
   const cli = await mergeFolders(dirs.make, baseFile, folder);
   expect(cli.lines, cli.run.stderr).toEqual([]);
@@ -79,7 +103,13 @@ async function mergeAgainstCli(name: string, base: FixtureTensor[], folder: Reco
     expect(merged.get(key)!.dtype, key).toBe(t.dtype);
     expect(Buffer.from(merged.get(key)!.bytes).equals(Buffer.from(t.bytes)), key).toBe(true);
   }
-  return { page, merged };
+  return { page, merged, rows };
+}
+
+/** ‖ΔW‖ / ‖W‖ in percent to the table's three digits: the size column of the module on `target`. */
+function expectSize(rows: string[][], target: string, w: ArrayLike<number>, delta: ArrayLike<number>) {
+  const norm = (x: ArrayLike<number>) => Math.sqrt(Array.from(x).reduce((s, v) => s + v * v, 0));
+  expect(rows.find((row) => row[1] === target)?.[5], target).toBe(`${(100 * norm(delta) / norm(w)).toPrecision(3)} %`);
 }
 
 describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
@@ -95,7 +125,9 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
       }
     }
     const config = { ...PEFT_FIELDS, peft_type: 'RANDLORA', peft_version: '0.18.0', r, randlora_alpha: 8, target_modules: ['q_proj', 'v_proj'], projection_prng_key: 0, save_projection: true, sparse: false, very_sparse: false, randlora_dropout: 0, fan_in_fan_out: false };
-    const { merged } = await mergeAgainstCli('randlora', base, peftFolder(config, tensors), 'RandLoRA (PEFT)', 4);
+    const { merged, rows } = await mergeAgainstCli('randlora', base, peftFolder(config, tensors), 'RandLoRA (PEFT)', 4);
+    // q_proj's bias is the base's, untouched: no row says it changes.
+    for (const row of rows) expect(row[2], row[0]).not.toMatch(/bias/);
     // Every adapted weight changed; the biases and the embedding did not.
     const input = readSafetensors(buildSafetensors(base));
     for (const [key, t] of input) expect(Buffer.from(merged.get(key)!.bytes).equals(Buffer.from(t.bytes)), key).toBe(!key.endsWith('proj.weight'));
@@ -109,14 +141,89 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
       { ...randomTensor(`base_model.model.${l}.q_proj.road_alpha`, [HIDDEN / 2], 'F32', rand), data: Float64Array.from({ length: HIDDEN / 2 }, (_, i) => 1 + (i % 3) / 8) },
     ]);
     const config = { ...PEFT_FIELDS, peft_type: 'ROAD', peft_version: '0.18.0', variant: 'road_1', group_size: 8, init_weights: true, target_modules: ['q_proj'] };
-    const { page, merged } = await mergeAgainstCli('road', base, peftFolder(config, tensors), 'RoAd (PEFT)', 2);
-    // RoAd has no rank: the facts do not make one up. Each q_proj's bias turns with its weight.
+    const { page, merged, rows } = await mergeAgainstCli('road', base, peftFolder(config, tensors), 'RoAd (PEFT)', 2, { phone: true });
+    // RoAd has no rank: the facts do not make one up. Each q_proj's bias turns with its weight:
+    // counted among the tensors changed, and said in its module's row.
     expect(await text(page, '[data-testid="adapter-facts"]')).toBe('PEFT · RoAd (PEFT) · 2 modules · α = 1 · α/r = 1');
     expect(await text(page, '#plan-stats')).toMatch(/2modules matched4base tensors changed/);
+    expect(rows.map((row) => row[2])).toEqual(['RoAd (PEFT) + bias', 'RoAd (PEFT) + bias']);
     // The bars measure the change RoAd makes to W, which is no product of factors.
     expect(await text(page, '#chart-caption')).toMatch(/weight × ‖ΔW‖ \/ ‖W‖ in percent \(ΔW: .*W′ − W for one that maps the weight, such as OFT, HiRA or RoAd/);
     const input = readSafetensors(buildSafetensors(base));
     for (const [key, t] of input) expect(Buffer.from(merged.get(key)!.bytes).equals(Buffer.from(t.bytes)), key).toBe(!key.includes('q_proj'));
+  });
+
+  // q_proj 16 × 16 and v_proj 8 × 16 in bf16 in both layers; each method's size checked on layer 0's q_proj.
+  const q0 = 'model.layers.0.self_attn.q_proj';
+  const key = (l: string, m: string, name: string) => `base_model.model.${l}.${m}.${name}`;
+  const outOf = (m: string) => (m === 'q_proj' ? HIDDEN : 8);
+  const weightOf = (base: FixtureTensor[], module: string) => base.find((t) => t.name === `${module}.weight`)!.data as Float64Array;
+  const valuesOf = (tensors: FixtureTensor[], name: string) => tensors.find((t) => t.name === name)!.data as Float64Array;
+
+  it('VB-LoRA (shared vector bank, top-2 of 8 vectors of length 4), picked as a folder: named by it, sized and merged as the CLI merges it', async () => {
+    const base = llamaBase();
+    const r = 2, nv = 8, len = 4, topk = 2;
+    const tensors: FixtureTensor[] = [randomTensor('base_model.vblora_vector_bank', [nv, len], 'F32', rand, 0.5)];
+    for (const l of LAYERS) {
+      for (const m of ['q_proj', 'v_proj']) {
+        tensors.push(randomTensor(key(l, m, 'vblora_logits_A'), [r, HIDDEN / len, nv], 'F32', rand, 2), randomTensor(key(l, m, 'vblora_logits_B'), [outOf(m) / len, r, nv], 'F32', rand, 2));
+      }
+    }
+    const config = { ...PEFT_FIELDS, peft_type: 'VBLORA', peft_version: '0.18.0', r, num_vectors: nv, vector_length: len, topk, target_modules: ['q_proj', 'v_proj'], save_only_topk_weights: false, vblora_dropout: 0, fan_in_fan_out: false, init_vector_bank_bound: 0.02, init_logits_std: 0.1 };
+    const { rows } = await mergeAgainstCli('vblora', base, peftFolder(config, tensors), 'VB-LoRA (PEFT)', 4, { pick: 'folder', phone: true });
+    const la = valuesOf(tensors, key(LAYERS[0], 'q_proj', 'vblora_logits_A')), lb = valuesOf(tensors, key(LAYERS[0], 'q_proj', 'vblora_logits_B'));
+    const pick = (logits: Float64Array) => (row: number) => topkSoftmax(logits.subarray(row * nv, row * nv + nv), topk);
+    const { a, b } = vbFactors(pick(la), pick(lb), valuesOf(tensors, 'base_model.vblora_vector_bank'), len, r, HIDDEN, HIDDEN);
+    expectSize(rows, `${q0}.weight`, weightOf(base, q0), mm(b, a, HIDDEN, r, HIDDEN));
+  });
+
+  it('GraLoRA (k = 2 blocks at r = 4, scale alpha/r): sized and merged as the CLI merges it', async () => {
+    const base = llamaBase();
+    const k = 2, r = 4, alpha = 8;
+    const tensors = LAYERS.flatMap((l) => ['q_proj', 'v_proj'].flatMap((m) => [
+      randomTensor(key(l, m, 'gralora_A'), [k, HIDDEN / k, r], 'F32', rand, 0.2), randomTensor(key(l, m, 'gralora_B'), [k, r, outOf(m) / k], 'F32', rand, 0.2),
+    ]));
+    const config = { ...PEFT_FIELDS, peft_type: 'GRALORA', peft_version: '0.18.0', r, hybrid_r: 0, alpha, gralora_k: k, gralora_dropout: 0, target_modules: ['q_proj', 'v_proj'], fan_in_fan_out: false, init_weights: true };
+    const { rows } = await mergeAgainstCli('gralora', base, peftFolder(config, tensors), 'GraLoRA (PEFT)', 4);
+    const delta = graloraDelta(valuesOf(tensors, key(LAYERS[0], 'q_proj', 'gralora_A')), valuesOf(tensors, key(LAYERS[0], 'q_proj', 'gralora_B')), k, r, HIDDEN, HIDDEN);
+    expectSize(rows, `${q0}.weight`, weightOf(base, q0), delta.map((x) => x * alpha / r));
+  });
+
+  it('DeLoRA (B·diag(λ/r/(‖A_k‖‖B^k‖))·A·diag(w_norm)): sized and merged as the CLI merges it', async () => {
+    const base = llamaBase();
+    const r = 4;
+    const tensors = LAYERS.flatMap((l) => ['q_proj', 'v_proj'].flatMap((m) => [
+      randomTensor(key(l, m, 'delora_A'), [r, HIDDEN], 'F32', rand), randomTensor(key(l, m, 'delora_B'), [outOf(m), r], 'F32', rand),
+      { name: key(l, m, 'delora_lambda'), dtype: 'F32' as const, shape: [1], data: Float64Array.of(0.75) },
+      // PEFT keeps each input column's norm of W, positive.
+      { ...randomTensor(key(l, m, 'delora_w_norm'), [HIDDEN], 'F32', rand), data: Float64Array.from({ length: HIDDEN }, (_, i) => 0.5 + i / 16) },
+    ]));
+    const config = { ...PEFT_FIELDS, peft_type: 'DELORA', peft_version: '0.18.0', r, delora_lambda: 15, module_dropout: 0, target_modules: ['q_proj', 'v_proj'], init_weights: true, rank_pattern: {}, lambda_pattern: {} };
+    const { rows } = await mergeAgainstCli('delora', base, peftFolder(config, tensors), 'DeLoRA (PEFT)', 4);
+    const part = (name: string) => valuesOf(tensors, key(LAYERS[0], 'q_proj', name));
+    expectSize(rows, `${q0}.weight`, weightOf(base, q0), deloraDelta(part('delora_A'), part('delora_B'), 0.75, part('delora_w_norm'), r, HIDDEN, HIDDEN));
+  });
+
+  it('C3A (block-circulant kernel, block_size 4, ΔW = C / in): sized and merged as the CLI merges it', async () => {
+    const base = llamaBase();
+    const b = 4;
+    const tensors = LAYERS.flatMap((l) => ['q_proj', 'v_proj'].map((m) => randomTensor(key(l, m, 'c3a_kernel'), [outOf(m) / b, HIDDEN / b, b], 'F32', rand)));
+    const config = { ...PEFT_FIELDS, peft_type: 'C3A', peft_version: '0.18.0', block_size: b, block_size_pattern: {}, target_modules: ['q_proj', 'v_proj'], init_weights: 'xavier_uniform' };
+    const { page, rows } = await mergeAgainstCli('c3a', base, peftFolder(config, tensors), 'C3A (PEFT)', 4);
+    // A dense update: no rank to show.
+    expect(await text(page, '[data-testid="adapter-facts"]')).not.toMatch(/· r = /);
+    const c = circulant(valuesOf(tensors, key(LAYERS[0], 'q_proj', 'c3a_kernel')), HIDDEN / b, HIDDEN / b, b);
+    expectSize(rows, `${q0}.weight`, weightOf(base, q0), c.map((x) => x / HIDDEN));
+  });
+
+  it('MiSS bat (each r × r tile W_ij to W_ij + W_ij·B_i + B_i, r = 4): sized as the map of W it is and merged as the CLI merges it', async () => {
+    const base = llamaBase();
+    const r = 4;
+    const tensors = LAYERS.flatMap((l) => ['q_proj', 'v_proj'].map((m) => randomTensor(key(l, m, 'miss_block'), [outOf(m) / r, r, r], 'F32', rand, 0.1)));
+    const config = { ...PEFT_FIELDS, peft_type: 'MISS', peft_version: '0.17.1', r, mini_r: 1, miss_dropout: 0, init_weights: 'bat', target_modules: ['q_proj', 'v_proj'] };
+    const { rows } = await mergeAgainstCli('miss-bat', base, peftFolder(config, tensors), 'MiSS (PEFT)', 4);
+    const w = weightOf(base, q0);
+    expectSize(rows, `${q0}.weight`, w, batTruth(w, valuesOf(tensors, key(LAYERS[0], 'q_proj', 'miss_block')), HIDDEN, HIDDEN, r).map((x, i) => x - w[i]));
   });
 
   it('lists and announces the warning for a kohya LoRA\'s bundled textual-inversion embedding, and merges the rest', async () => {
@@ -234,7 +341,8 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
     await upload(page, 'base-input', join(dir, 'tiny-llama-Q4_K_M.gguf'));
     await upload(page, 'adapter-input', join(dir, 'hira/adapter_config.json'), join(dir, 'hira/adapter_model.safetensors'));
     await planReady(page);
-    const refusal = /adapter_model\.safetensors: module "model\.layers\.0\.self_attn\.q_proj": HiRA \(PEFT\) on a module whose rows the base stores in another order \(blk\.0\.attn_q\.weight, its rows reordered\) is not supported/;
+    // Headed by the adapter's name as its card shows it: its two files were picked.
+    const refusal = /PEFT adapter: module "model\.layers\.0\.self_attn\.q_proj": HiRA \(PEFT\) on a module whose rows the base stores in another order \(blk\.0\.attn_q\.weight, its rows reordered\) is not supported/;
     await page.waitForFunction(() => /HiRA/.test(document.querySelector('[data-testid="alert"]')!.textContent ?? ''), { timeout: 30_000 });
     expect(await text(page, '[data-testid="alert"]')).toMatch(new RegExp(`^The plan has 1 error\\. First: ${refusal.source}$`));
     expect(await page.$$eval('[data-testid="plan-problems"] li', (els) => els.map((e) => e.textContent ?? ''))).toEqual([expect.stringMatching(new RegExp(`^error: ${refusal.source}$`))]);

@@ -10,6 +10,7 @@ import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { fixtureTensor, gridValues, mergePeftFolder, expectPeftCliRefusal } from './helpers/peft-method-folder.js';
+import { circulant } from './helpers/peft-delta-truth.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -25,17 +26,6 @@ const config = (fields: object) => ({
 });
 
 const run = async (...args: Parameters<typeof mergePeftFolder>) => (await mergePeftFolder(...args)).tensors;
-
-/** The block-circulant C (out × in) of a kernel (m, n, b). */
-function circulant(w: Float64Array, m: number, n: number, b: number): Float64Array {
-  const c = new Float64Array(m * b * n * b);
-  for (let mi = 0; mi < m; mi++) {
-    for (let ni = 0; ni < n; ni++) {
-      for (let j = 0; j < b; j++) for (let tt = 0; tt < b; tt++) c[(mi * b + j) * n * b + ni * b + tt] = w[(mi * n + ni) * b + (((tt - j) % b) + b) % b];
-    }
-  }
-  return c;
-}
 
 /** W + s·C / in. */
 const truth = (w: Float64Array, kernel: Float64Array, m: number, n: number, b: number, s = 1) => {

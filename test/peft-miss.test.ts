@@ -10,6 +10,7 @@ import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { fixtureTensor, gridValues, mergePeftFolder, expectPeftCliRefusal, preparePeftFolder } from './helpers/peft-method-folder.js';
+import { batTruth } from './helpers/peft-delta-truth.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -31,23 +32,6 @@ const truth = (w: Float64Array, block: Float64Array, out: number, inF: number, r
   w.map((x, j) => x + s * block[(j % inF % r) * cols + (Math.floor(j / inF) % cols)]);
 
 const q = 'model.layers.0.self_attn.q_proj', v = 'model.layers.0.self_attn.v_proj';
-
-/** Each r×r tile W_ij of W (out × inF) to W_ij + s·(W_ij·B_i + B_i), B (out/r, r, r). */
-function batTruth(w: Float64Array, blocks: Float64Array, out: number, inF: number, r: number, s = 1): Float64Array {
-  const res = w.slice();
-  for (let i = 0; i < out / r; i++) {
-    for (let j = 0; j < inF / r; j++) {
-      for (let a = 0; a < r; a++) {
-        for (let c = 0; c < r; c++) {
-          let wb = 0;
-          for (let k = 0; k < r; k++) wb += w[(i * r + a) * inF + j * r + k] * blocks[(i * r + k) * r + c];
-          res[(i * r + a) * inF + j * r + c] += s * (wb + blocks[(i * r + a) * r + c]);
-        }
-      }
-    }
-  }
-  return res;
-}
 
 describe.each(['cpu', 'webgpu'])('MiSS and Bone (PEFT), %s', (name) => {
   it('the default block over runs of r = 3 inputs with a short last run (13 inputs), and r = 1', async (ctx) => {

@@ -16,6 +16,7 @@ import { expectMerged } from './helpers/expect-merged.js';
 import { peftFolder } from './helpers/hf-folder.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { fixtureTensor, gridValues, mergePeftFolder } from './helpers/peft-method-folder.js';
+import { deloraDelta, graloraDelta, topkSoftmax, vbFactors } from './helpers/peft-delta-truth.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 const rand = seededRandom(83);
@@ -58,24 +59,6 @@ function distinctLogits(rows: number, nv: number): Float64Array {
   }
   return out;
 }
-/** topk largest logits of a row (indices, softmax weights), as torch's topk and softmax give them. */
-function topkSoftmax(row: ArrayLike<number>, k: number): { idx: number[]; w: number[] } {
-  const idx = Array.from(row, (_, i) => i).sort((x, y) => row[y] - row[x]).slice(0, k);
-  const e = idx.map((i) => Math.exp(row[i]));
-  const sum = e.reduce((x, y) => x + y, 0);
-  return { idx, w: e.map((x) => x / sum) };
-}
-/** PEFT's A (r, in) and B (out, r) from per-row selections of the bank (nv vectors of length len). */
-function vbFactors(selA: (row: number) => { idx: number[]; w: number[] }, selB: (row: number) => { idx: number[]; w: number[] }, bank: Float64Array, len: number, r: number, out: number, inF: number) {
-  const vec = (s: { idx: number[]; w: number[] }, l: number) => s.idx.reduce((acc, i, j) => acc + s.w[j] * bank[i * len + l], 0);
-  const a = new Float64Array(r * inF), b = new Float64Array(out * r);
-  // logits_A (r, in/len, nv): A = rebuilt (r, in/len, len) reshaped (r, in).
-  for (let k = 0; k < r; k++) for (let c = 0; c < inF / len; c++) for (let l = 0; l < len; l++) a[k * inF + c * len + l] = vec(selA(k * (inF / len) + c), l);
-  // logits_B (out/len, r, nv): rebuilt (out/len, r, len), transposed (out/len, len, r), reshaped (out, r).
-  for (let p = 0; p < out / len; p++) for (let k = 0; k < r; k++) for (let l = 0; l < len; l++) b[(p * len + l) * r + k] = vec(selB(p * r + k), l);
-  return { a, b };
-}
-
 describe.each(['cpu', 'webgpu'])('VB-LoRA (PEFT), %s', (name) => {
   it('full logits: ΔW = B·A from the softmax of each row\'s top-k logits over the shared bank; r = 1 and r = 3, f32 / bf16 / f16', async (ctx) => {
     const backend = backends[name];
@@ -211,19 +194,6 @@ const deloraConfig = (fields: object) => ({
   ...peftBase, peft_type: 'DELORA', r: 8, delora_lambda: 15, module_dropout: 0, target_modules: ['q_proj', 'v_proj'], exclude_modules: null, bias: 'none',
   init_weights: true, layers_to_transform: null, layers_pattern: null, rank_pattern: {}, lambda_pattern: {}, modules_to_save: null, ...fields,
 });
-/** PEFT's _compute_delta: B·diag(λ/r/(max(‖A_k‖, 1e-4)·max(‖B^k‖, 1e-4)))·A, times w_norm per input. */
-function deloraDelta(a: Float64Array, b: Float64Array, lambda: number, wNorm: Float64Array, r: number, out: number, inF: number): Float64Array {
-  const d = new Float64Array(out * inF);
-  for (let k = 0; k < r; k++) {
-    let an = 0, bn = 0;
-    for (let i = 0; i < inF; i++) an += a[k * inF + i] ** 2;
-    for (let o = 0; o < out; o++) bn += b[o * r + k] ** 2;
-    const diag = lambda / r / (Math.max(Math.sqrt(an), 1e-4) * Math.max(Math.sqrt(bn), 1e-4));
-    for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) d[o * inF + i] += b[o * r + k] * diag * a[k * inF + i] * wNorm[i];
-  }
-  return d;
-}
-
 describe.each(['cpu', 'webgpu'])('DeLoRA (PEFT), %s', (name) => {
   it('ΔW = B·diag(λ/r/(‖A_k‖‖B^k‖))·A·diag(w_norm), a row of A below the 1e-4 norm floor; r = 1 by rank_pattern and r = 5', async (ctx) => {
     const backend = backends[name];
@@ -251,31 +221,6 @@ const graloraConfig = (fields: object) => ({
   ...peftBase, peft_type: 'GRALORA', r: 32, hybrid_r: 0, target_modules: ['q_proj', 'v_proj'], alpha: 64, gralora_dropout: 0, gralora_k: 2,
   fan_in_fan_out: false, bias: 'none', modules_to_save: null, init_weights: true, layers_to_transform: null, layers_pattern: null, ...fields,
 });
-/**
- * GraLoRA's ΔW (out, in), unscaled, from its forward on each unit input e_l: h[n, ρ] = Σ_i x[n, i]·A[n, i, ρ]
- * over input blocks n, viewed (N, N, r/N) and its first two dims swapped, then block j's output
- * Σ_ρ h'[j, ρ]·B[j, ρ, o]; plus B_general·A_general.
- */
-function graloraDelta(a: Float64Array, b: Float64Array, n: number, r: number, out: number, inF: number, ag?: Float64Array, bg?: Float64Array, h = 0): Float64Array {
-  const inB = inF / n, outB = out / n, sub = r / n;
-  const d = new Float64Array(out * inF);
-  for (let l = 0; l < inF; l++) {
-    const x = new Float64Array(inF);
-    x[l] = 1;
-    const hh = new Float64Array(n * r);
-    for (let bn = 0; bn < n; bn++) for (let rho = 0; rho < r; rho++) for (let i = 0; i < inB; i++) hh[bn * r + rho] += x[bn * inB + i] * a[(bn * inB + i) * r + rho];
-    // view (N, N, sub) [n, j, s] → permute → [j, n, s] → (N, r)
-    const hp = new Float64Array(n * r);
-    for (let bn = 0; bn < n; bn++) for (let j = 0; j < n; j++) for (let s = 0; s < sub; s++) hp[j * r + bn * sub + s] = hh[bn * r + j * sub + s];
-    for (let j = 0; j < n; j++) for (let o = 0; o < outB; o++) for (let rho = 0; rho < r; rho++) d[(j * outB + o) * inF + l] += hp[j * r + rho] * b[(j * r + rho) * outB + o];
-  }
-  if (ag && bg) {
-    const p = product(bg, ag, out, h, inF);
-    for (let i = 0; i < d.length; i++) d[i] += p[i];
-  }
-  return d;
-}
-
 describe.each(['cpu', 'webgpu'])('GraLoRA (PEFT), %s', (name) => {
   it('k = 2 blocks at r = 4, k = 3 at r = 3, k = 1 at r = 1; scale alpha/r', async (ctx) => {
     const backend = backends[name];

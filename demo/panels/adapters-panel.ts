@@ -5,6 +5,7 @@
  */
 import { ADAPTER_ACCEPT } from '../accepted-files.js';
 import { byId, el } from '../dom.js';
+import { adapterSets } from '../file-picking.js';
 import type { AdapterEntry, PageState, PageStore } from '../page-state.js';
 import { mountInputPanel } from './input-panel.js';
 
@@ -20,7 +21,7 @@ export function mountAdaptersPanel(store: PageStore, onError: (message: string) 
   const pickers = mountInputPanel(
     { filesButton: 'adapter-files-button', folderButton: 'adapter-folder-button', filesInput: 'adapter-input', folderInput: 'adapter-folder-input', drop: 'adapter-drop' },
     ADAPTER_ACCEPT,
-    (sets) => store.addAdapters(sets),
+    (sets) => store.addAdapters(adapterSets(sets)),
     onError,
   );
   const list = byId<HTMLUListElement>('adapter-list');

@@ -5,6 +5,7 @@
  */
 import { ADAPTER_ACCEPT, BASE_ACCEPT } from '../accepted-files.js';
 import { byId, el } from '../dom.js';
+import { adapterSets } from '../file-picking.js';
 import { formatBytes } from '../format.js';
 import type { JobAdapter, JobState, JobStore } from '../job-state.js';
 import type { PickedSet } from '../page-state.js';
@@ -20,7 +21,7 @@ function pickerIds(prefix: string) {
 
 export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdapter[]) => void,
   onError: (message: string) => void): (state: JobState) => void {
-  const adapterPickers = mountInputPanel(pickerIds('job-adapter'), ADAPTER_ACCEPT, (sets) => onAdded(store.addAdapters(sets)), onError);
+  const adapterPickers = mountInputPanel(pickerIds('job-adapter'), ADAPTER_ACCEPT, (sets) => onAdded(store.addAdapters(adapterSets(sets))), onError);
   const modelPickers = (['base', 'tuned'] as const).map((which) => mountInputPanel(pickerIds(`job-${which}`), BASE_ACCEPT, (sets) => {
     const set = mergeSets(sets);
     if (set) store.setModel(which, set);

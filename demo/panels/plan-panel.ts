@@ -1,8 +1,8 @@
 /**
  * Section 3: what the plan found, before anything is merged, as the CLI reports it: counts, every
  * error and warning (listed, and announced by main.ts), notes on what the merged model gains, the
- * modules left out and why, the chart, each module's algorithm and scale, and what happens to
- * each file written. Weight changes only redraw the chart and the table's last column; problems
+ * modules left out and why, the chart, each module's algorithm, scale and size, and what happens to
+ * each file written. Weight changes only redraw the chart and the table's last two columns; problems
  * are redrawn when a check at new weights brings others.
  */
 import { byId, el } from '../dom.js';
@@ -149,11 +149,15 @@ export function mountPlanPanel(): (state: PageState) => void {
     if (key !== shownWeights) {
       shownWeights = key;
       chart.update(plan.magnitudes, weights);
+      // Each module's own bar before the chart averages it into its block: a bias-only module has none.
+      const ratios = new Map(plan.magnitudes.map((m) => [`${m.adapter}\n${m.module}\n${m.target}`, m.ratio]));
       body.replaceChildren(...plan.modules.map((m) => {
         const row = el('tr');
         const target = m.rows ? `${m.target} (${m.rows})` : m.target;
         const algorithm = m.rank !== undefined ? `${m.algorithm}, r = ${m.rank}` : m.algorithm;
-        for (const text of [m.module, target, algorithm, m.shape.join(' × '), formatScale(m.scale * (weights[m.adapter] ?? 0))]) {
+        const ratio = ratios.get(`${m.adapter}\n${m.module}\n${m.target}`);
+        const size = ratio === undefined || !Number.isFinite(ratio) ? '—' : `${((weights[m.adapter] ?? 0) * ratio * 100).toPrecision(3)} %`;
+        for (const text of [m.module, target, algorithm, m.shape.join(' × '), formatScale(m.scale * (weights[m.adapter] ?? 0)), size]) {
           row.append(el('td', { textContent: text, title: text }));
         }
         return row;

@@ -1,0 +1,37 @@
+/**
+ * How the page names and groups what a person picks or drops, without a browser: a PEFT adapter's
+ * two files picked as files are one adapter named `PEFT adapter` (a browser does not say their
+ * folder), a folder pick is named by its folder, and the same two files dropped loose are one
+ * adapter too, beside any other file dropped with them.
+ */
+import { describe, expect, it } from 'vitest';
+import { adapterSets, setFromInput } from '../demo/file-picking.js';
+import type { PickedSet } from '../demo/page-state.js';
+
+const file = (name: string, relative = '') => Object.assign(new File(['{}'], name), { webkitRelativePath: relative });
+/** A file input as the browser fills it. */
+const input = (files: File[]) => ({ files }) as unknown as HTMLInputElement;
+const loose = (name: string): PickedSet => ({ name, files: [{ path: name, file: file(name) }], origin: 'user' });
+
+describe('naming and grouping picked adapter files', () => {
+  it('a PEFT adapter\'s two files picked as files: one set named PEFT adapter; as a folder: named by it', () => {
+    const files = setFromInput(input([file('adapter_model.safetensors'), file('adapter_config.json')]))!;
+    expect(files.name).toBe('PEFT adapter');
+    expect(files.files.map((f) => f.path)).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+    const folder = setFromInput(input([file('adapter_config.json', 'my-vblora/adapter_config.json'), file('adapter_model.safetensors', 'my-vblora/adapter_model.safetensors')]))!;
+    expect(folder.name).toBe('my-vblora');
+    // One weights file alone keeps its own name; so does a kohya file with a config beside it.
+    expect(setFromInput(input([file('adapter_model.safetensors')]))!.name).toBe('adapter_model.safetensors');
+    expect(setFromInput(input([file('style.safetensors'), file('adapter_config.json')]))!.name).toBe('style.safetensors');
+  });
+
+  it('dropped loose, the two files are one adapter; other dropped files stay adapters of their own', () => {
+    const sets = adapterSets([loose('style.safetensors'), loose('adapter_config.json'), loose('adapter_model.safetensors')]);
+    expect(sets.map((s) => [s.name, s.files.map((f) => f.path)])).toEqual([
+      ['style.safetensors', ['style.safetensors']],
+      ['PEFT adapter', ['adapter_config.json', 'adapter_model.safetensors']],
+    ]);
+    const two = [loose('a.safetensors'), loose('b.safetensors')];
+    expect(adapterSets(two)).toEqual(two);
+  });
+});
