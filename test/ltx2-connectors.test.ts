@@ -12,12 +12,11 @@
  * the pipeline. Where each lands is written out by hand from the script; the truth is float64.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { join } from 'node:path';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { loraTensors, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { LTX2, ltx2DiffusersTensors, ltx2Pipeline, type Ltx2Dims } from './helpers/dit-fixtures.js';
-import { listDir, mergeFolders } from './helpers/cli.js';
-import { mergeBackends, refusalsInMemory } from './helpers/merge-backends.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
 import type { TruthTerm } from './helpers/merge-truth.js';
 import { mergePipelineAndCheck } from './helpers/pipeline-merge.js';
 
@@ -126,15 +125,6 @@ describe('connector modules that cannot land', () => {
 
   it.each(cases)('%s: one line from the CLI, nothing written, and the same message from the library', async (_what, base, tensors, message) => {
     const adapter = { 'ltx-2-19b-lora.safetensors': buildSafetensors(tensors) };
-    const { run, out, lines } = await mergeFolders(temp.make, base(), adapter);
-    expect(run.code).not.toBe(0);
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^error: /);
-    expect(lines[0]).toMatch(message);
-    expect(run.stderr).not.toMatch(/\n\s+at /);
-    expect(listDir(join(out, '..'))).toEqual(['adapter', 'base']);
-    const refusals = await refusalsInMemory({ backend: backends.cpu!, base: base(), adapters: [{ files: adapter }] });
-    expect(refusals).toHaveLength(1);
-    expect(refusals[0]).toMatch(message);
+    await expectRefusedByCliAndLibrary(temp.make, backends.cpu!, base(), adapter, message);
   });
 });

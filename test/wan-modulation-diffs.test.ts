@@ -11,11 +11,10 @@
  * base + weight · (α/r) · up·down, in float64, rounded once to the tensor's dtype.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { join } from 'node:path';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { WAN, fluxBflTensors, tensor, wanDiffusersTensors, wanOriginalTensors } from './helpers/diffusion-fixtures.js';
-import { listDir, mergeFolders } from './helpers/cli.js';
-import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
 import { expectMerged } from './helpers/expect-merged.js';
 
 const rand = seededRandom(20261203);
@@ -192,15 +191,6 @@ describe('table diffs that cannot land', () => {
 
   it.each(cases)('%s: one line from the CLI, nothing written, and the same message from the library', async (_what, base, tensors, message) => {
     const adapter = { 'lightx2v_lora.safetensors': buildSafetensors(tensors) };
-    const { run, out, lines } = await mergeFolders(temp.make, base(), adapter);
-    expect(run.code).not.toBe(0);
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^error: /);
-    expect(lines[0]).toMatch(message);
-    expect(run.stderr).not.toMatch(/\n\s+at /);
-    expect(listDir(join(out, '..'))).toEqual(['adapter', 'base']);
-    const refusals = await refusalsInMemory({ backend: backends.cpu!, base: base(), adapters: [{ files: adapter }] });
-    expect(refusals).toHaveLength(1);
-    expect(refusals[0]).toMatch(message);
+    await expectRefusedByCliAndLibrary(temp.make, backends.cpu!, base(), adapter, message);
   });
 });
