@@ -91,9 +91,13 @@ const CASES: WanCase[] = [
     changes: lightx2vChanges(diffusersKey, false),
   },
   {
-    name: 'diffusers WanTransformer3DModel ← Kijai\'s renamed `<block>.modulation.diff` and ComfyUI\'s `head.modulation.diff`',
-    base: wanDiffusersTensors(rand, 'F16'), baseFile: 'diffusion_pytorch_model.safetensors', extra: diffusersConfig, weight: 1.5,
-    changes: [diff(`${D}blocks.1.modulation.diff`, 'blocks.1.scale_shift_table'), diff(`${D}head.modulation.diff`, 'scale_shift_table')],
+    name: 'diffusers WanVACETransformer3DModel ← Kijai\'s renamed `<block>.modulation.diff`, ComfyUI\'s `head.modulation.diff`, a VACE block\'s diff_m',
+    base: [...wanDiffusersTensors(rand, 'F16'), tensor(rand, 'vace_blocks.0.scale_shift_table', [1, 6, WAN.dim], 'F32')],
+    baseFile: 'diffusion_pytorch_model.safetensors', extra: { 'config.json': JSON.stringify({ _class_name: 'WanVACETransformer3DModel', num_layers: 2 }) }, weight: 1.5,
+    changes: [
+      diff(`${D}blocks.1.modulation.diff`, 'blocks.1.scale_shift_table'), diff(`${D}head.modulation.diff`, 'scale_shift_table'),
+      diff(`${D}vace_blocks.0.diff_m`, 'vace_blocks.0.scale_shift_table'),
+    ],
   },
   {
     name: 'Wan\'s own file ← diffusers-named table diffs (`scale_shift_table` is `modulation`)',
