@@ -73,6 +73,8 @@ const RULES: readonly Rule[] = [
   { pattern: /(?:^|\.)(noise_refiner|context_refiner)\.(\d+)\./, section: (m) => m[1].replace('_', ' ') },
   { pattern: /(?:^|\.)distilled_guidance_layer\.(?:layers\.(\d+)\.|(?=norms\.(\d+)\.))/, section: () => 'approximator' },
   { pattern: /(?:^|\.)(video|audio)_embeddings_connector\.transformer_1d_blocks\.(\d+)\./, section: (m) => `${m[1]} connector` },
+  // The same in a diffusers pipeline's `connectors/` (before the DiT's `transformer_blocks`).
+  { pattern: /(?:^|\.)(video|audio)_connector\.transformer_blocks\.(\d+)\./, section: (m) => `${m[1]} connector` },
   { pattern: /(?:^|\.)(down_blocks|up_blocks|input_blocks|output_blocks)\.(\d+)\./, section: (m) => ({ down_blocks: 'down', input_blocks: 'input', up_blocks: 'up', output_blocks: 'output' })[m[1]] },
   { pattern: /(?:^|\.)(mid_block|middle_block)\./, section: () => 'mid', noIndex: true },
   { pattern: /(?:^|\.)double_blocks\.(\d+)\./, section: () => 'double block' },

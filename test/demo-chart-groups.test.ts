@@ -147,6 +147,11 @@ describe('chart groups', () => {
       'model.diffusion_model.audio_embeddings_connector.transformer_1d_blocks.0.attn1.to_q.weight',
       'model.diffusion_model.transformer_blocks.0.attn1.to_q.weight',
     ])).toEqual(['video connector 0 | attn1.q_norm', 'audio connector 0 | attn1.to_q', 'block 0 | attn1.to_q']);
+    // A diffusers pipeline: the connectors in their own component, renamed.
+    expect(place([
+      'connectors.video_connector.transformer_blocks.1.attn1.norm_q.weight', 'connectors.audio_connector.transformer_blocks.0.ff.net.2.weight',
+      'transformer.transformer_blocks.0.attn1.to_q.weight',
+    ])).toEqual(['video connector 1 | attn1.norm_q', 'audio connector 0 | ff.net', 'block 0 | attn1.to_q']);
   });
 
   it('MoE: experts, shared experts and routers are series of their own', () => {

@@ -34,6 +34,9 @@ const CASES: Array<[string, string, string]> = [
   ['diffusion_model.double_blocks.0.img_mod.lin.lora_up.weight', 'diffusion_model.double_blocks.0.img_mod.lin', 'up'],
   ['diffusion_model.final_layer.norm_final.diff', 'diffusion_model.final_layer.norm_final', 'diff'],
   ['diffusion_model.double_blocks.0.img_attn.qkv.diff_b', 'diffusion_model.double_blocks.0.img_attn.qkv', 'diff_b'],
+  // LightX2V's Wan LoRAs: a diff of the block's `modulation` parameter
+  ['diffusion_model.blocks.0.diff_m', 'diffusion_model.blocks.0.modulation', 'diff'],
+  ['diffusion_model.head.diff_m', 'diffusion_model.head.modulation', 'diff'],
   // LyCORIS algorithms
   ['lora_unet_mid_block_attentions_0_proj_in.hada_w1_a', 'lora_unet_mid_block_attentions_0_proj_in', 'hada_w1_a'],
   ['lora_unet_mid_block_attentions_0_proj_in.hada_t2', 'lora_unet_mid_block_attentions_0_proj_in', 'hada_t2'],

@@ -8,13 +8,12 @@
  * lora_adapter_metadata whose use_dora or lora_bias contradicts the file's tensors, and, without it, the
  * LoraConfig diffusers infers per component from the names, where PEFT would refuse it or not load the file as trained.
  */
-import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { listDir, mergeFolders } from './helpers/cli.js';
 import { mm } from './helpers/dense-f64.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
 
 const backends = mergeBackends({ cpu: 'both' });
 const temp = tempDirs();
@@ -203,16 +202,7 @@ describe('refused through the CLI: one line, nothing written', () => {
   ];
   /** The CLI's one line and nothing written, and the library's one message (the same refusal, from the sources). */
   async function expectRefused(adapter: Uint8Array, message: RegExp) {
-    const { run, out, lines } = await mergeFolders(temp.make, baseFile(), { 'lycoris.safetensors': adapter });
-    expect(run.code).not.toBe(0);
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^error: /);
-    expect(lines[0]).toMatch(message);
-    expect(run.stderr).not.toMatch(/\n\s+at /);
-    expect(listDir(join(out, '..'))).toEqual(['adapter', 'base']);
-    const refusals = await refusalsInMemory({ backend: backends['cpu (wasm)']!, base: baseFile(), adapters: [{ files: { 'lycoris.safetensors': adapter } }] });
-    expect(refusals).toHaveLength(1);
-    expect(refusals[0]).toMatch(message);
+    await expectRefusedByCliAndLibrary(temp.make, backends['cpu (wasm)']!, baseFile(), { 'lycoris.safetensors': adapter }, message);
   }
 
   it.each(cases)('%s', async (_what, tensors, metadata, message) => {

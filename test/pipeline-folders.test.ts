@@ -7,11 +7,11 @@
  * float64 truth.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import type { MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { FLUX, fluxDiffusersTensors, loraTensors, rowsFrom, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
-import { expectMergedFile } from './helpers/merge-truth.js';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { FLUX, fluxDiffusersTensors, loraTensors, rowsFrom, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { mergePipelineAndCheck, type PipelineAdapter } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(77);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -99,31 +99,8 @@ beforeAll(async () => {
 });
 afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 
-/** Merges, then checks each component file against the truth and the untouched files byte for byte. */
-async function mergeAndCheck(kind: 'cpu' | 'webgpu', base: Record<string, Uint8Array | string>, adapters: { file: string; bytes: Uint8Array; specs: LoraSpec[]; weight: number }[],
-  expectWritten: string[]) {
-  const prepared = await prepareMerge(memoryInputFileSet(base, 'pipeline'), adapters.map((a) => ({ files: memoryInputFileSet({ [a.file]: a.bytes }, a.file), weight: a.weight })));
-  expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-  expect(prepared.base.kind).toBe('pipeline');
-  const output = createBlobOutputTarget();
-  await mergeModel({ prepared, output, backend: backends[kind]! });
-  const warnings = prepared.plan.warnings;
-  await prepared.close();
-  const out = new Map(await Promise.all(output.files().map(async (f) => [f.path, new Uint8Array(await f.blob.arrayBuffer())] as const)));
-  const terms = adapters.flatMap((a) => truthTerms(decodeSafetensors(a.bytes).tensors, a.specs, a.weight));
-  for (const [path, bytes] of Object.entries(base)) {
-    if (!path.endsWith('.safetensors')) {
-      if (!path.endsWith('.index.json')) expect(new TextDecoder().decode(out.get(path)!), path).toBe(bytes);
-      continue;
-    }
-    if (!out.has(path)) continue;
-    const folder = path.slice(0, path.indexOf('/'));
-    const local = terms.filter((t) => t.baseKey.startsWith(`${folder}.`)).map((t) => ({ ...t, baseKey: t.baseKey.slice(folder.length + 1) }));
-    if (expectWritten.includes(path)) expectMergedFile(decodeSafetensors(bytes as Uint8Array).tensors, decodeSafetensors(out.get(path)!).tensors, local);
-    else expect(out.get(path), `${path} is mirrored byte for byte`).toEqual(bytes);
-  }
-  return { out, warnings };
-}
+const mergeAndCheck = (kind: 'cpu' | 'webgpu', base: Record<string, Uint8Array | string>, adapters: PipelineAdapter[], expectWritten: string[]) =>
+  mergePipelineAndCheck(backends[kind]!, base, adapters, expectWritten);
 
 for (const kind of ['cpu', 'webgpu'] as const) {
   describe(`diffusers pipeline folders on ${kind}`, () => {

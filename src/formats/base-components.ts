@@ -20,6 +20,12 @@ export interface BaseComponent {
   /** The keys' common prefix in the base ('' for a file that holds only this component). */
   prefix: string;
   keys: string[];
+  /**
+   * Holds modules a pipeline's conversion moved out of the main component of its role (diffusers'
+   * LTX-2 `connectors`, out of the transformer). Adapters still name them as that component's, so
+   * a module of its part that the main component lacks is looked for here.
+   */
+  movedOut?: true;
 }
 
 interface Rule {
@@ -105,12 +111,17 @@ export function componentForPart(part: ModelPart, components: readonly BaseCompo
   const kind = (k: EncoderKind) => encoders.find((c) => c.encoder === k);
   const nth = (n: number) => encoders.find((c) => c.ordinal === n);
   switch (part) {
-    case 'unet': return components.find((c) => c.role === 'denoiser');
+    case 'unet': return components.find((c) => c.role === 'denoiser' && !c.movedOut) ?? components.find((c) => c.role === 'denoiser');
     case 'te': return encoders[0];
     case 'te1': return nth(1);
     case 'te2': return kind('clip_g') ?? kind('t5') ?? nth(2);
     case 'te3': return kind('t5') ?? nth(3);
   }
+}
+
+/** The components holding modules moved out of `main` (none for most models). */
+export function movedOutOf(main: BaseComponent, components: readonly BaseComponent[]): BaseComponent[] {
+  return main.movedOut ? [] : components.filter((c) => c.movedOut && c.role === main.role);
 }
 
 export function partName(part: ModelPart): string {

@@ -11,6 +11,11 @@ export interface KeyForm {
   /** The tensor name's ending, including the separator before the role. */
   readonly suffix: string;
   readonly role: string;
+  /**
+   * The tensor changes this parameter of the module the name gives, which the module's path then
+   * names whole (`blocks.0.diff_m` is a diff of `blocks.0.modulation`).
+   */
+  readonly param?: string;
 }
 
 /**
@@ -66,6 +71,10 @@ export const KEY_FORMS = [
   // Full weight and bias differences (LyCORIS full, ComfyUI "Extract and Save Lora"), ComfyUI's set.
   { suffix: '.diff', role: 'diff' },
   { suffix: '.diff_b', role: 'diff_b' },
+  // LightX2V's extracted Wan LoRAs (tools/extract/lora_extractor.py): the diff of a block's
+  // `modulation` parameter, read as `<block>.modulation` by its own loader (lora_loader.py) and
+  // renamed `<block>.modulation.diff` by Kijai's WanVideoWrapper.
+  { suffix: '.diff_m', role: 'diff', param: 'modulation' },
   { suffix: '.set_weight', role: 'set_weight' },
   // LyCORIS norm-layer tuning.
   { suffix: '.w_norm', role: 'w_norm' },
@@ -155,7 +164,7 @@ export interface SplitName {
   role: Role;
 }
 
-const BY_LENGTH = [...KEY_FORMS].sort((x, y) => y.suffix.length - x.suffix.length);
+const BY_LENGTH: readonly (KeyForm & { readonly role: Role })[] = [...KEY_FORMS].sort((x, y) => y.suffix.length - x.suffix.length);
 
 /**
  * diffusers 0.19/0.20 attention processors: `…attn1.processor.to_q_lora.down.weight` adapts
@@ -168,6 +177,7 @@ export function splitTensorName(name: string): SplitName | null {
   for (const form of BY_LENGTH) {
     if (name.length <= form.suffix.length || !name.endsWith(form.suffix)) continue;
     let module = name.slice(0, name.length - form.suffix.length);
+    if (form.param) return { module: `${module}.${form.param}`, role: form.role };
     if (form.suffix.startsWith('_lora.')) {
       const processor = PROCESSOR.exec(module);
       if (processor) module = `${processor[1]}.${processor[2] === 'to_out' ? 'to_out.0' : processor[2]}`;

@@ -11,7 +11,7 @@
  *   its VAEs and vocoder) and diffusers' LTX2VideoTransformer3DModel.
  * Nothing here imports the library under test.
  */
-import type { FixtureDType, FixtureTensor } from './fixtures.js';
+import { buildSafetensors, type FixtureDType, type FixtureTensor } from './fixtures.js';
 import { tensor, type Rand } from './diffusion-fixtures.js';
 
 // --- FLUX.2 ---------------------------------------------------------------------------------------
@@ -422,6 +422,55 @@ export function ltx2OriginalTensors(rand: Rand, dtype: FixtureDType, d: Ltx2Dims
 /** Lightricks/LTX-2 transformer/ (diffusers' LTX2VideoTransformer3DModel). */
 export function ltx2DiffusersTensors(rand: Rand, dtype: FixtureDType, d: Ltx2Dims = LTX2): FixtureTensor[] {
   return ltx2Transformer(rand, dtype, d, '', 'diffusers');
+}
+
+/**
+ * Lightricks/LTX-2 connectors/ (diffusers' LTX2TextConnectors, as convert_ltx2_to_diffusers.py
+ * writes it): a video and an audio connector of 2 blocks each (attn1 with its q/k RMSNorms, the
+ * FFN) and 4 learnable registers, and the text projection of the stacked Gemma layers (3 here, 49
+ * in the model): LTX-2's one `text_proj_in` to the caption width, or LTX-2.3's per-modality
+ * `video_text_proj_in` / `audio_text_proj_in`, whose connectors are as wide as the video and audio
+ * streams and have per-head attention gates.
+ */
+export function ltx2ConnectorsTensors(rand: Rand, dtype: FixtureDType, d: Ltx2Dims = LTX2): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, name, shape, dtype);
+  const connector = (c: string, n: number) => [
+    w(`${c}.learnable_registers`, [4, n]),
+    ...[0, 1].flatMap((i) => {
+      const b = `${c}.transformer_blocks.${i}`;
+      return [
+        ...['to_q', 'to_k', 'to_v', 'to_out.0'].map((p) => w(`${b}.attn1.${p}.weight`, [n, n])),
+        w(`${b}.attn1.norm_q.weight`, [n]), w(`${b}.attn1.norm_k.weight`, [n]),
+        ...(d.v23 ? [w(`${b}.attn1.to_gate_logits.weight`, [d.heads, n])] : []),
+        w(`${b}.ff.net.0.proj.weight`, [4 * n, n]), w(`${b}.ff.net.2.weight`, [n, 4 * n]),
+      ];
+    }),
+  ];
+  return d.v23
+    ? [w('video_text_proj_in.weight', [d.dim, 3 * d.cap]), w('audio_text_proj_in.weight', [d.adim, 3 * d.cap]), ...connector('video_connector', d.dim), ...connector('audio_connector', d.adim)]
+    : [w('text_proj_in.weight', [d.cap, 3 * d.cap]), ...connector('video_connector', d.cap), ...connector('audio_connector', d.cap)];
+}
+
+/** Lightricks/LTX-2 as a diffusers pipeline folder: model_index.json, the transformer, the connectors and the other components. */
+export function ltx2Pipeline(rand: Rand, dtype: FixtureDType, d: Ltx2Dims = LTX2): Record<string, Uint8Array | string> {
+  const json = (o: object) => JSON.stringify(o, null, 2);
+  return {
+    'model_index.json': json({
+      _class_name: 'LTX2Pipeline', _diffusers_version: '0.37.0', audio_vae: ['diffusers', 'AutoencoderKLLTX2Audio'], connectors: ['ltx2', 'LTX2TextConnectors'],
+      scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'], text_encoder: ['transformers', 'Gemma3ForConditionalGeneration'], tokenizer: ['transformers', 'GemmaTokenizerFast'],
+      transformer: ['diffusers', 'LTX2VideoTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLLTX2Video'], vocoder: ['ltx2', 'LTX2Vocoder'],
+    }),
+    'transformer/config.json': json({ _class_name: 'LTX2VideoTransformer3DModel', num_layers: 2 }),
+    'transformer/diffusion_pytorch_model.safetensors': buildSafetensors(ltx2DiffusersTensors(rand, dtype, d)),
+    'connectors/config.json': json({ _class_name: 'LTX2TextConnectors', video_connector_num_layers: 2, per_modality_projections: d.v23 }),
+    'connectors/diffusion_pytorch_model.safetensors': buildSafetensors(ltx2ConnectorsTensors(rand, dtype, d)),
+    'text_encoder/config.json': json({ architectures: ['Gemma3ForConditionalGeneration'] }),
+    'text_encoder/model.safetensors': buildSafetensors([tensor(rand, 'language_model.model.layers.0.self_attn.q_proj.weight', [d.cap, d.cap], dtype)]),
+    'vae/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'decoder.conv_in.conv.weight', [8, d.latent, 3, 3, 3], dtype)]),
+    'audio_vae/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'decoder.conv_in.conv.weight', [8, 8, 3, 3], dtype)]),
+    'vocoder/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'conv_in.weight', [8, 8, 7], dtype)]),
+    'scheduler/scheduler_config.json': json({ _class_name: 'FlowMatchEulerDiscreteScheduler' }),
+  };
 }
 
 // --- HiDream-I1 -----------------------------------------------------------------------------------

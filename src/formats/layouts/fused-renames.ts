@@ -15,7 +15,9 @@
  * the model calls that parameter otherwise (BFL's and ComfyUI's RMSNorm `scale`:
  * `double_blocks.{i}.img_attn.norm.query_norm:scale`). Such a module is read under its path alone
  * or with the parameter after it (`…query_norm.scale`: ComfyUI's key map names every parameter that
- * is not a `weight` by its full name, so its files say `…query_norm.scale.diff`).
+ * is not a `weight` by its full name, so its files say `…query_norm.scale.diff`). `<path>:` with no
+ * parameter is a parameter of a module named by its full path (Wan's `blocks.{i}.modulation`), read
+ * under that path alone.
  */
 import type { KeyResolution } from './base-key-index.js';
 import type { BaseView, LayoutResolution, Placement, RowSegment } from './layout.js';
@@ -76,14 +78,15 @@ function pathAndParam(name: string): { path: string; param: string } {
 function template(t: string): RegExp {
   const { path, param } = pathAndParam(t);
   const escaped = path.split('{i}').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replaceAll('\\.', '[._]'));
-  const named = param === 'weight' ? '' : `(?:[._]${param})?`;
+  const named = param === 'weight' || param === '' ? '' : `(?:[._]${param})?`;
   return new RegExp(`^${escaped.join('(\\d+)')}${named}$`);
 }
 
 /** The base tensor a name means in block `block`: its path filled in, then its parameter. */
 function tensorName(t: string, block: string | undefined): string {
   const { path, param } = pathAndParam(t);
-  return `${block === undefined ? path : path.replaceAll('{i}', block)}.${param}`;
+  const filled = block === undefined ? path : path.replaceAll('{i}', block);
+  return param === '' ? filled : `${filled}.${param}`;
 }
 
 /** How a table finds a tensor name in the base: by default the key, or the one key ending with it. */

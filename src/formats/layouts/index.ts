@@ -4,7 +4,7 @@
  * (base-components.ts); then the layouts are tried in order. The first that finds the module
  * decides; one that finds several candidates stops the search (we report, never guess).
  */
-import { baseComponents, componentForPart, partName, type BaseComponent } from '../base-components.js';
+import { baseComponents, componentForPart, movedOutOf, partName, type BaseComponent } from '../base-components.js';
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
@@ -89,12 +89,19 @@ export class ModuleLocator {
   locate(address: ModuleAddress): Location {
     // Parts restrict matching only where the base's keys say which component is which.
     if (address.part === undefined || this.components.length === 0) return describe(tryLayouts(address, this.whole));
-    const component = componentForPart(address.part, this.components);
+    let component = componentForPart(address.part, this.components);
     if (!component) {
       const held = this.components.map((c) => c.name).join(', ');
       return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part)}, which the base does not hold (it holds ${held})`, missingComponent: true };
     }
-    const result = tryLayouts(address, this.componentView(component));
+    let result = tryLayouts(address, this.componentView(component));
+    // A module the pipeline moved out of the component: found there, or why it is not.
+    for (const other of result.found || result.ambiguous ? [] : movedOutOf(component, this.components)) {
+      const there = tryLayouts(address, this.componentView(other));
+      if (!there.found && !there.ambiguous && !there.why) continue;
+      [result, component] = [there, other];
+      break;
+    }
     if (result.found || result.ambiguous) return describe(result, component);
     // Say so when the name fits another component: a wrong prefix, not a missing tensor.
     const elsewhere = tryLayouts(address, this.whole);

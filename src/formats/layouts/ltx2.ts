@@ -17,10 +17,13 @@
  * LTX-2.3's `to_gate_logits`), the caption projections and the output projections have the same
  * names in both and land by name.
  *
- * Refused with the reason: the text connectors (`video_embeddings_connector`,
- * `audio_embeddings_connector`) on a diffusers transformer. The conversion renames them
- * (`video_connector`, `transformer_1d_blocks` → `transformer_blocks`) but moves them out of the
- * transformer into diffusers' separate `connectors` model, which a transformer base does not hold.
+ * The text connectors (`video_embeddings_connector`, `audio_embeddings_connector`, the text
+ * projection `text_embedding_projection`) are the conversion's other model: it moves them out of
+ * the transformer into diffusers' separate `connectors` model (LTX2TextConnectors), renamed
+ * (`video_connector`, `transformer_1d_blocks` → `transformer_blocks`, `q_norm` → `norm_q`,
+ * `aggregate_embed` → `text_proj_in`, LTX-2.3's `video_aggregate_embed` → `video_text_proj_in`).
+ * They land there when the base is a whole pipeline (its `connectors` component, base-model.ts);
+ * on a diffusers transformer alone they are refused with the reason and what to pass instead.
  *
  * It answers only on an LTX-2 base: its audio input projection beside the audio-to-video gate,
  * under either naming. LTX-Video 0.9.x bases have neither.
@@ -63,17 +66,49 @@ const LTX2 = modelPrefix((key, base) => {
 
 const renamed = modelLayout('ltx2', LTX2, LTX2_RULES);
 
-const CONNECTOR = /^(video|audio)_embeddings_connector[._]/;
-const CONNECTOR_MISS: LayoutResolution = {
-  found: false, ambiguous: false, candidates: [],
-  why: 'is in a text connector, which diffusers\' conversion moves out of the transformer into its separate `connectors` model (as `video_connector` / `audio_connector`); the base is the transformer alone and does not hold it',
-};
+/** A connector's blocks and learnable registers (a parameter of the connector itself), renamed as the conversion does. */
+function connectorRules(original: string, diffusers: string): RenameRule[] {
+  const O = `${original}.transformer_1d_blocks.{i}`;
+  const D = `${diffusers}.transformer_blocks.{i}`;
+  return [
+    ...['attn1.to_q', 'attn1.to_k', 'attn1.to_v', 'attn1.to_out.0', 'attn1.to_gate_logits', 'ff.net.0.proj', 'ff.net.2'].map((m) => oneToOne(`${O}.${m}`, `${D}.${m}`)),
+    oneToOne(`${O}.attn1.q_norm`, `${D}.attn1.norm_q`),
+    oneToOne(`${O}.attn1.k_norm`, `${D}.attn1.norm_k`),
+    oneToOne(`${original}.learnable_registers:`, `${diffusers}.learnable_registers:`),
+  ];
+}
+
+export const LTX2_CONNECTOR_RULES: readonly RenameRule[] = [
+  ...connectorRules('video_embeddings_connector', 'video_connector'),
+  ...connectorRules('audio_embeddings_connector', 'audio_connector'),
+  oneToOne('text_embedding_projection.aggregate_embed', 'text_proj_in'),
+  oneToOne('text_embedding_projection.video_aggregate_embed', 'video_text_proj_in'),
+  oneToOne('text_embedding_projection.audio_aggregate_embed', 'audio_text_proj_in'),
+];
+
+/** diffusers' connectors model: a connector block under diffusers' names; its prefix is the key's. */
+const CONNECTOR_BLOCK = /(^|\.)(video|audio)_connector\.transformer_blocks\.\d+\./;
+const CONNECTORS = modelPrefix((key) => {
+  const m = CONNECTOR_BLOCK.exec(key);
+  return m ? prefixBefore(key, m) : undefined;
+});
+const connectors = modelLayout('ltx2', CONNECTORS, LTX2_CONNECTOR_RULES);
+
+const CONNECTOR = /^((video|audio)_embeddings_connector|text_embedding_projection)[._]/;
+const miss = (why: string): LayoutResolution => ({ found: false, ambiguous: false, candidates: [], why });
+const CONNECTOR_MISS = miss(
+  'is in a text connector, which diffusers\' conversion moves out of the transformer into its separate `connectors` model (as `video_connector` / `audio_connector`, `text_proj_in`); ' +
+  'the base is the transformer alone and does not hold it: pass the whole diffusers pipeline folder (model_index.json with transformer/ and connectors/) as the base',
+);
+const NOT_IN_CONNECTORS = miss('is in a text connector, but diffusers\' `connectors` model has no such tensor under the names its conversion gives');
 
 export const ltx2: Layout = {
   name: 'ltx2',
   resolve(address, base) {
     const r = renamed.resolve(address, base);
     if (r || (address.part !== undefined && address.part !== 'unet') || !CONNECTOR.test(address.path)) return r;
+    const moved = connectors.resolve(address, base);
+    if (moved) return moved.found || moved.ambiguous ? moved : NOT_IN_CONNECTORS;
     const prefix = LTX2.of(base);
     // Only diffusers' transformer lacks the connectors; an original file holds them by name.
     return prefix !== null && base.index.has(`${prefix}audio_proj_in.weight`) ? CONNECTOR_MISS : undefined;

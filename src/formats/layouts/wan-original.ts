@@ -13,6 +13,12 @@
  * LayerNorms (`img_emb.proj.0`, `.4` → `image_embedder.norm1`, `norm2`). The values are the same
  * tensors under other names. A module named `norm2` can only mean diffusers' norm: Wan's norm2 (and
  * diffusers' norm3) has no parameters, so no file holds a change of it.
+ *
+ * The adaLN tables, parameters rather than modules' weights, as the script renames them too: each
+ * block's `modulation` (1, 6, dim) is its `scale_shift_table`, the head's `head.modulation`
+ * (1, 2, dim) the model's top-level `scale_shift_table`. Only full diffs change them (LightX2V's
+ * `<block>.diff_m`, ComfyUI-named `<block>.modulation.diff`; key-forms.ts); they land by their full
+ * name in either naming, the base's own included.
  */
 import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
 import type { Layout } from './layout.js';
@@ -42,6 +48,8 @@ function blockRules(blocks: string): RenameRule[] {
     oneToOne(`${B}.cross_attn.norm_k_img`, `${B}.attn2.norm_added_k`),
     // The cross-attention norm: Wan's norm3 is diffusers' norm2.
     oneToOne(`${B}.norm3`, `${B}.norm2`),
+    // The block's adaLN table (1, 6, dim), a parameter of the block itself.
+    oneToOne(`${B}.modulation:`, `${B}.scale_shift_table:`),
   ];
 }
 
@@ -60,6 +68,8 @@ export const WAN_RULES: readonly RenameRule[] = [
   oneToOne('img_emb.proj.3', 'condition_embedder.image_embedder.ff.net.2'),
   oneToOne('img_emb.proj.4', 'condition_embedder.image_embedder.norm2'),
   oneToOne('head.head', 'proj_out'),
+  // The output head's adaLN table (1, 2, dim).
+  oneToOne('head.modulation:', 'scale_shift_table:'),
 ];
 
 const table = new RenameTable(WAN_RULES, () => false);

@@ -1,0 +1,39 @@
+/**
+ * A merge into a whole diffusers pipeline folder, checked component by component: each written
+ * weight file against its base file plus the float64 truth's terms on its folder's keys
+ * (`<folder>.<name>`), every other weight file mirrored byte for byte, and the configs copied.
+ */
+import { expect } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../../src/index.js';
+import { decodeSafetensors } from './fixtures.js';
+import { truthTerms, type LoraSpec } from './diffusion-fixtures.js';
+import { expectMergedFile, type TruthTerm } from './merge-truth.js';
+
+export interface PipelineAdapter { file: string; bytes: Uint8Array; specs: LoraSpec[]; weight: number }
+
+/** Merges, then checks each component file against the truth and the untouched files byte for byte. */
+export async function mergePipelineAndCheck(
+  backend: MergeBackend, base: Record<string, Uint8Array | string>, adapters: PipelineAdapter[], expectWritten: string[], extraTerms: TruthTerm[] = [],
+) {
+  const prepared = await prepareMerge(memoryInputFileSet(base, 'pipeline'), adapters.map((a) => ({ files: memoryInputFileSet({ [a.file]: a.bytes }, a.file), weight: a.weight })));
+  expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+  expect(prepared.base.kind).toBe('pipeline');
+  const output = createBlobOutputTarget();
+  await mergeModel({ prepared, output, backend });
+  const warnings = prepared.plan.warnings;
+  await prepared.close();
+  const out = new Map(await Promise.all(output.files().map(async (f) => [f.path, new Uint8Array(await f.blob.arrayBuffer())] as const)));
+  const terms = [...adapters.flatMap((a) => truthTerms(decodeSafetensors(a.bytes).tensors, a.specs, a.weight)), ...extraTerms];
+  for (const [path, bytes] of Object.entries(base)) {
+    if (!path.endsWith('.safetensors')) {
+      if (!path.endsWith('.index.json')) expect(new TextDecoder().decode(out.get(path)!), path).toBe(bytes);
+      continue;
+    }
+    if (!out.has(path)) continue;
+    const folder = path.slice(0, path.indexOf('/'));
+    const local = terms.filter((t) => t.baseKey.startsWith(`${folder}.`)).map((t) => ({ ...t, baseKey: t.baseKey.slice(folder.length + 1) }));
+    if (expectWritten.includes(path)) expectMergedFile(decodeSafetensors(bytes as Uint8Array).tensors, decodeSafetensors(out.get(path)!).tensors, local);
+    else expect(out.get(path), `${path} is mirrored byte for byte`).toEqual(bytes);
+  }
+  return { out, warnings };
+}
