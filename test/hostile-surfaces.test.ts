@@ -3,9 +3,10 @@
  * (fuzz-surfaces.test.ts), each of which once crashed or merged silently wrong, through the CLI:
  * one clear error line naming the file and what is wrong, and nothing at --out.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { errorLines, listDir, runCli } from './helpers/cli.js';
+import { errorLines, listDir, mergeFolders, runCli } from './helpers/cli.js';
 import { buildSafetensors, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
 
@@ -90,5 +91,75 @@ describe('hostile GGUF, PEFT-method and LyCORIS inputs', () => {
     expect(errorLines(result.stderr)).toEqual([`error: ${join(dir, 'lora.gguf')}: adapter.lora.alpha must be a finite f32, got ${shown}`]);
     expect(result.code).toBe(1);
     expect(listDir(join(dir, 'out'))).toEqual(['.keep']);
+  });
+});
+
+// JSON kept inside a file (safetensors metadata, a base's config.json read for its name) was handed
+// to JSON.parse whole: 40 MB of `[[[…` in lora_adapter_metadata or _quantization_metadata took
+// 2 GB and 21 s before the refusal, 30 MB in config.json 1.5 GB during an extract. It is held to
+// the config limits (MAX_CONFIG_NESTING, MAX_CONFIG_VALUES) first, like adapter_config.json.
+describe('JSON inside files is bounded like a config', () => {
+  const deep = (n: number) => `${'['.repeat(n)}${']'.repeat(n)}`;
+  const nested = (where: string) => `${where}: nests deeper than 64 levels (the limit MAX_CONFIG_NESTING); not a config this tool reads`;
+  // SD 2.x UNet (diffusers names): a linear proj_in of 320 × 320.
+  const toQ = 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q';
+  const unet = { 'diffusion_pytorch_model.safetensors': buildSafetensors([{ name: `${toQ}.weight`, dtype: 'F16', shape: [320, 320], data: values(320 * 320) }]) };
+  const kohyaQ = `lora_unet_${toQ.replaceAll('.', '_')}`;
+
+  async function refusedMerge(base: Record<string, Uint8Array | string>, adapter: Record<string, Uint8Array | string>, message: string): Promise<void> {
+    const { run, out, lines } = await mergeFolders(temp.make, base, adapter);
+    expect(run.stderr).not.toMatch(/internal error|\n\s+at /);
+    expect(lines).toEqual([`error: ${message.replaceAll('DIR', join(out, '..'))}`]);
+    expect(run.code).toBe(1);
+    expect(listDir(join(out, '..'))).toEqual(['adapter', 'base']);
+  }
+
+  it('diffusers\' lora_adapter_metadata of a LoRA file', async () => {
+    const lora = buildSafetensors([
+      { name: `unet.${toQ}.lora_A.weight`, dtype: 'F32', shape: [4, 320], data: values(4 * 320) },
+      { name: `unet.${toQ}.lora_B.weight`, dtype: 'F32', shape: [320, 4], data: values(320 * 4) },
+    ], { format: 'pt', lora_adapter_metadata: `{"unet.r": 4, "unet.lora_alpha": 8, "unet.target_modules": ${deep(100_000)}}` });
+    await refusedMerge(unet, { 'lora.safetensors': lora }, nested('DIR/adapter/lora.safetensors: metadata "lora_adapter_metadata"'));
+  });
+
+  it('kohya\'s ss_network_args of a LyCORIS GLoRA file (read for rs_lora)', async () => {
+    const r = 4;
+    const glora = buildSafetensors([
+      { name: `${kohyaQ}.a1.weight`, dtype: 'F32', shape: [320, r], data: values(320 * r) },
+      { name: `${kohyaQ}.a2.weight`, dtype: 'F32', shape: [r, 320], data: values(r * 320) },
+      { name: `${kohyaQ}.b1.weight`, dtype: 'F32', shape: [320, r], data: values(320 * r) },
+      { name: `${kohyaQ}.b2.weight`, dtype: 'F32', shape: [r, 320], data: values(r * 320) },
+      { name: `${kohyaQ}.alpha`, dtype: 'F32', shape: [], data: [r] },
+    ], { ss_network_module: 'lycoris.kohya', ss_network_dim: String(r), ss_network_args: `{"algo": "glora", "rs_lora": "True", "preset": ${deep(100_000)}}` });
+    await refusedMerge(unet, { 'glora.safetensors': glora }, nested('DIR/adapter/glora.safetensors: metadata "ss_network_args"'));
+  });
+
+  it('ComfyUI\'s _quantization_metadata of a base checkpoint', async () => {
+    const key = 'model.diffusion_model.input_blocks.1.1.proj_in';
+    const checkpoint = buildSafetensors([{ name: `${key}.weight`, dtype: 'F16', shape: [320, 320], data: values(320 * 320) }],
+      { _quantization_metadata: `{"format_version": "1.0", "layers": ${deep(100_000)}}` });
+    const kohya = buildSafetensors([
+      { name: 'lora_unet_input_blocks_1_1_proj_in.lora_down.weight', dtype: 'F32', shape: [4, 320], data: values(4 * 320) },
+      { name: 'lora_unet_input_blocks_1_1_proj_in.lora_up.weight', dtype: 'F32', shape: [320, 4], data: values(320 * 4) },
+      { name: 'lora_unet_input_blocks_1_1_proj_in.alpha', dtype: 'F32', shape: [], data: [4] },
+    ]);
+    await refusedMerge({ 'checkpoint.safetensors': checkpoint }, { 'lora.safetensors': kohya },
+      nested('DIR/base: checkpoint.safetensors\'s _quantization_metadata header entry'));
+  });
+
+  it('a base\'s config.json, read by extract only for the name it records', async () => {
+    const q = 'model.layers.0.self_attn.q_proj.weight';
+    const dir = temp.make({
+      'base/model.safetensors': buildSafetensors([{ name: q, dtype: 'F32', shape: [64, 64], data: values(64 * 64) }]),
+      'base/config.json': deep(15_000_000), // 30 MB, under MAX_CONFIG_BYTES
+      'tuned/model.safetensors': buildSafetensors([{ name: q, dtype: 'F32', shape: [64, 64], data: values(64 * 64).map((x, i) => x + (i % 7) / 64) }]),
+    });
+    const out = join(dir, 'adapter');
+    // A heap JSON.parse of the config alone would overrun many times over.
+    const result = await runCli(['extract', '--base', join(dir, 'base'), '--tuned', join(dir, 'tuned'), '--rank', '2', '--out', out, '--backend', 'cpu'], {}, ['--max-old-space-size=160']);
+    expect(result.stderr).not.toMatch(/internal error|\n\s+at /);
+    expect(result.code, result.stderr).toBe(0);
+    // What a config that cannot be read costs: the name, which is then the path.
+    expect(JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')).base_model_name_or_path).toBe(join(dir, 'base'));
   });
 });

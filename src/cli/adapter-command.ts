@@ -3,8 +3,6 @@
  * write it under temporary names and commit, print each module's rank and the share of its update
  * kept. Ctrl-C cancels; a failure or a cancel leaves nothing at --out.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { combineAdapters } from '../adapter-ops/combine.js';
 import { extractAdapter } from '../adapter-ops/extract.js';
 import { checkFormatFits, outputFormatFor } from '../adapter-ops/module-updates.js';
@@ -16,6 +14,7 @@ import { isMergeError, MergeError } from '../errors.js';
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import { openBaseModel, type BaseModel } from '../formats/base-model.js';
+import { modelNameOrPath } from '../formats/model-config.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
 import { openNodeInputFileSet } from '../io/node-input-files.js';
 import type { ProgressListener } from '../pipeline/progress.js';
@@ -64,7 +63,7 @@ export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog): Pro
   try {
     tuned = await openBaseModel(await openNodeInputFileSet(cmd.tuned));
     const t = tuned;
-    const baseModelName = await nameOrPath(cmd.base, base);
+    const baseModelName = await modelNameOrPath(baseFiles);
     return await produce(cmd, [cmd.base, cmd.tuned], log, (backend, run) => extractAdapter(base, t,
       { rank: cmd.rank, energy: cmd.energy, format: outputFormatFor(cmd.out), baseModelName }, backend, run));
   } finally {
@@ -135,15 +134,3 @@ function printReport(result: OpResult): void {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-/** The base's Hugging Face name (`_name_or_path` in config.json), else the path as given. */
-async function nameOrPath(path: string, base: BaseModel): Promise<string> {
-  if (base.otherFiles.includes('config.json')) {
-    try {
-      const config = JSON.parse(await readFile(join(path, 'config.json'), 'utf8')) as { _name_or_path?: unknown };
-      if (typeof config._name_or_path === 'string' && config._name_or_path !== '') return config._name_or_path;
-    } catch {
-      // an unreadable config only costs the name
-    }
-  }
-  return path;
-}

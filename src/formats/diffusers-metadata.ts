@@ -6,6 +6,7 @@
  * have no `.alpha`.
  */
 import { MergeError } from '../errors.js';
+import { checkJsonBounds } from './bounded-json.js';
 import { lookupPattern, parsePeftConfig, type PeftLoraConfig } from './peft-config.js';
 
 export const LORA_ADAPTER_METADATA = 'lora_adapter_metadata';
@@ -23,6 +24,7 @@ export class DiffusersLoraMetadata {
     const text = metadata[LORA_ADAPTER_METADATA];
     if (text === undefined) return null;
     const where = `${fileName}: metadata "${LORA_ADAPTER_METADATA}"`;
+    checkJsonBounds(text, where);
     let flat: unknown;
     try {
       flat = JSON.parse(text);
