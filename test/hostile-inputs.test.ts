@@ -183,6 +183,16 @@ describe('suspicious but legal requests are said aloud', () => {
       expect(errorLines(run.stderr)[0]).toMatch(/--weight .* is not a finite decimal number/);
     }
   });
+  it('refuses a finite --weight whose product with a module\'s α/r is past float64, at the plan', async () => {
+    // 1e308 × α/r 2 is Infinity: the plan listed scale=Infinity and the merge failed in the kernel's
+    // checks, naming neither the adapter nor the weight.
+    expectRefused(await merge(base(), adapter(), ['--weight', '1e308']),
+      /: module "model\.layers\.0\.self_attn\.q_proj": its scale 2 times the weight 1e\+308 is past float64; use a smaller --weight$/);
+    const baseDir = temp.make({ 'base.safetensors': buildSafetensors(base()) });
+    const dry = await runCli(['merge', '--dry-run', '--base', join(baseDir, 'base.safetensors'), '--adapter', temp.make(adapter()), '--weight', '-1e308']);
+    expect(dry.code).toBe(1);
+    expect(errorLines(dry.stderr)).toEqual([expect.stringMatching(/its scale 2 times the weight -1e\+308 is past float64/)]);
+  });
 });
 
 describe('no regex from a config can hang', () => {
