@@ -234,3 +234,59 @@ describe('no regex from a config can hang', () => {
     expectRefused(run, /adapter_config\.json: rank_pattern key "\(q\)_pro\\1" is not a pattern this tool can match safely/);
   });
 });
+
+describe('names from files are shown, not obeyed', () => {
+  // A tensor name may hold any string. These were written to the terminal as they are: the escape
+  // sequence retitled it (OSC 0) and the bell rang, the carriage return hid the line's start, and the
+  // newline started a line of stderr of the name's choosing.
+  const injected = '\nerror: all is well\x1b]0;owned\x07\r\x1b[2K\u202e';
+  const shown = '\\u000aerror: all is well\\u001b]0;owned\\u0007\\u000d\\u001b[2K\\u202e';
+  const raw = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]/;
+
+  it('in an error, a warning, inspect and the dry-run plan', async () => {
+    const k = `model.layers.0.self_attn.k_proj${injected}`;
+    const normValues = randomValues(d, rand);
+    normValues[2] = NaN;
+    const tensors = base();
+    tensors[2] = { ...tensors[2], name: `model.norm${injected}.weight`, data: normValues };
+    const baseDir = temp.make({ 'base.safetensors': buildSafetensors(tensors) });
+    // A LoRA factor's name has no line break (PEFT's key pattern stops at one, and at a carriage return).
+    const q2 = 'model.layers.0.self_attn.q_proj\x1b]0;owned\x07\u202e';
+    const dryBase = temp.make({ 'base.safetensors': buildSafetensors([{ name: `${q2}.weight`, dtype: 'F32', shape: [d, d], data: randomValues(d * d, rand) }]) });
+    const dryAdapter = temp.make({
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 4 }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: `base_model.model.${q2}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: aValues },
+        { name: `base_model.model.${q2}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: bValues },
+      ]),
+    });
+    const [refused, copied, inspect, dry] = await Promise.all([
+      merge(base(), adapter({}, [
+        { name: `base_model.model.${k}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: aValues },
+        { name: `base_model.model.${k}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: bValues },
+      ])),
+      merge(tensors, adapter()),
+      runCli(['inspect', join(baseDir, 'base.safetensors')]),
+      runCli(['merge', '--dry-run', '--base', join(dryBase, 'base.safetensors'), '--adapter', dryAdapter]),
+    ]);
+
+    expect(refused.stderr).not.toMatch(raw);
+    expectRefused(refused, /tensor "base_model\.model\.model\.layers\.0\.self_attn\.k_proj; error: all is well\\u001b\]0;owned\\u0007\\u000d\\u001b\[2K\\u202e\.lora_A\.weight" is neither a LoRA factor/);
+
+    expect(copied.code, copied.stderr).toBe(0);
+    expect(copied.stderr).not.toMatch(raw);
+    expect(errorLines(copied.stderr)).toEqual([]);
+    expect(warnings(copied.stderr)).toEqual([expect.stringContaining('copied as it is: model.norm; error: all is well\\u001b]0;owned\\u0007\\u000d\\u001b[2K\\u202e.weight (1 value)')]);
+    // The output keeps the name as it is.
+    expect([...decodeSafetensors(new Uint8Array(readFileSync(copied.out))).tensors.keys()]).toContain(`model.norm${injected}.weight`);
+
+    expect(inspect.code, inspect.stderr).toBe(0);
+    expect(inspect.stdout).not.toMatch(raw);
+    expect(inspect.stdout).toContain(`\n    model.norm${shown}.weight [12] F32 48 B\n`);
+
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout + dry.stderr).not.toMatch(raw);
+    const shown2 = 'model.layers.0.self_attn.q_proj\\u001b]0;owned\\u0007\\u202e';
+    expect(dry.stdout + dry.stderr).toContain(`  ${shown2}.weight [12×12] out-in ← ${shown2} LoRA r=2 scale=2\n`);
+  });
+});

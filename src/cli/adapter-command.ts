@@ -20,9 +20,10 @@ import { openNodeInputFileSet } from '../io/node-input-files.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import type { CombineCommand, ExtractCommand, ResizeCommand } from './adapter-args.js';
 import { createProgressDisplay } from './progress-bar.js';
+import { listingLine, oneLine, stderrLine, stdoutLine } from './terminal-text.js';
 
 type Log = (line: string) => void;
-const stderrLog: Log = (l) => process.stderr.write(l + '\n');
+const stderrLog: Log = stderrLine;
 
 export async function runCombine(cmd: CombineCommand, log: Log = stderrLog): Promise<number> {
   const adapters = await openAdapters(cmd.adapters.map((a) => a.path));
@@ -102,7 +103,7 @@ async function produce(
     const started = performance.now();
     const result = await make(backend, { signal: controller.signal, onProgress: (e) => progress.update(e) });
     progress.stop();
-    for (const w of result.warnings) log(`warning: ${w}`);
+    for (const w of result.warnings) log(`warning: ${oneLine(w)}`);
     if (controller.signal.aborted) throw new MergeError('ABORTED', `${cmd.command} cancelled`);
     await writeAdapter(output, result.adapter);
     await output.commit();
@@ -130,7 +131,7 @@ async function produce(
 function printReport(result: OpResult): void {
   const width = Math.min(80, Math.max(6, ...result.report.map((r) => r.name.length)));
   const lines = [`${'module'.padEnd(width)}  rank  kept`];
-  for (const r of result.report) lines.push(`${r.name.padEnd(width)}  ${String(r.rank).padStart(4)}  ${(100 * r.froKept).toFixed(4)}%`);
-  process.stdout.write(lines.join('\n') + '\n');
+  for (const r of result.report) lines.push(`${listingLine(r.name).padEnd(width)}  ${String(r.rank).padStart(4)}  ${(100 * r.froKept).toFixed(4)}%`);
+  stdoutLine(lines.join('\n'));
 }
 
