@@ -94,6 +94,36 @@ describe('hostile GGUF, PEFT-method and LyCORIS inputs', () => {
   });
 });
 
+// GGUF strings may be 10 MB long (the parser's own limit), and a message quoting one was a line of
+// that size, cut short at 64 KiB when stderr is a pipe: the part saying what was wrong was lost.
+describe('a megabyte string in a GGUF header is not a megabyte error line', () => {
+  it('a tensor name past GGML_MAX_NAME is refused by its length, quoting 63 bytes of it', async () => {
+    const name = `blk.0.ffn_up.weight${'.x'.repeat(500_000)}`;
+    const base = buildGguf({
+      metadata: [['general.architecture', { type: 'string', value: 'llama' }]],
+      tensors: [{ name, type: 'F32', ne: [8, 6], data: tensorData('F32', values(48)) }],
+    });
+    const dir = temp.make({ 'base.gguf': base, 'lora.gguf': ggufPair({ type: 'string', value: 'llama' }, { type: 'string', value: 'llama' }, { type: 'f32', value: 4 }).lora, 'out/.keep': '' });
+    const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, 'out', 'merged.gguf'), '--backend', 'cpu']);
+    expect(errorLines(result.stderr)).toEqual([`error: ${join(dir, 'base.gguf')}: tensor "${name.slice(0, 63)}…" has a name of ${name.length} bytes, longer than GGML's 63`]);
+    expect(result.code).toBe(1);
+    expect(listDir(join(dir, 'out'))).toEqual(['.keep']);
+  });
+
+  it('any other message quoting one keeps its start and its end, the middle left out', async () => {
+    const arch = 'x'.repeat(1_000_000);
+    const { base, lora } = ggufPair({ type: 'string', value: arch }, { type: 'string', value: 'llama' }, { type: 'f32', value: 4 });
+    const dir = temp.make({ 'base.gguf': base, 'lora.gguf': lora, 'out/.keep': '' });
+    const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, 'out', 'merged.gguf'), '--backend', 'cpu']);
+    const lines = errorLines(result.stderr);
+    expect(lines).toHaveLength(1);
+    const message = `${join(dir, 'lora.gguf')}: a LoRA for architecture "llama", but the base is "${arch}"`;
+    expect(lines[0]).toBe(`error: ${message.slice(0, 3072)} […${message.length - 4096} characters left out…] ${message.slice(-1024)}`);
+    expect(result.code).toBe(1);
+    expect(listDir(join(dir, 'out'))).toEqual(['.keep']);
+  });
+});
+
 // JSON kept inside a file (safetensors metadata, a base's config.json read for its name) was handed
 // to JSON.parse whole: 40 MB of `[[[…` in lora_adapter_metadata or _quantization_metadata took
 // 2 GB and 21 s before the refusal, 30 MB in config.json 1.5 GB during an extract. It is held to

@@ -18,9 +18,22 @@ export function listingLine(text: string): string {
   return text.replace(/\n/g, '\\u000a');
 }
 
-/** One message on one line: its own line breaks (and any in the names it quotes) become "; ". */
+/**
+ * The longest message line printed whole. A file can hold a name or metadata string of megabytes
+ * (GGUF strings reach 10 MB), and a message quoting it was a line of that size.
+ */
+export const MAX_MESSAGE_CHARS = 4096;
+
+/**
+ * One message on one line: its own line breaks (and any in the names it quotes) become "; ", and
+ * past MAX_MESSAGE_CHARS its middle is left out; its end, which says what to do, is kept.
+ */
 export function oneLine(text: string): string {
-  return text.replace(/\s*\n\s*/g, '; ').trim();
+  const line = text.replace(/\s*\n\s*/g, '; ').trim();
+  if (line.length <= MAX_MESSAGE_CHARS) return line;
+  const tail = MAX_MESSAGE_CHARS / 4;
+  const head = MAX_MESSAGE_CHARS - tail;
+  return `${line.slice(0, head)} […${line.length - head - tail} characters left out…] ${line.slice(-tail)}`;
 }
 
 /** Writes one line (or a block of lines) to stdout, printable. */
