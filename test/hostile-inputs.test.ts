@@ -7,6 +7,7 @@
 import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { parseCommandLine } from '../src/cli/args.js';
 import { errorLines, listDir, longMergeInputs, runCli, runCliActingAtStart, type CliResult } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -183,6 +184,24 @@ describe('suspicious but legal requests are said aloud', () => {
       expect(errorLines(run.stderr)[0]).toMatch(/--weight .* is not a finite decimal number/);
     }
   });
+  it('refuses an option given twice instead of taking the last one', () => {
+    // --dtype, --backend (every command) and resize's and extract's --out took the last value silently:
+    // `resize --out a --out b` wrote b.
+    const cases: [string[], string][] = [
+      [['merge', '--base', 'b', '--adapter', 'a', '--out', 'o', '--dtype', 'f16', '--dtype', 'bf16'], '--dtype'],
+      [['merge', '--base', 'b', '--adapter', 'a', '--out', 'o', '--backend', 'cpu', '--backend', 'webgpu'], '--backend'],
+      [['sample', '--backend', 'cpu', '--backend', 'auto'], '--backend'],
+      [['combine', '--adapter', 'a', '--adapter', 'b', '--method', 'cat', '--out', 'o', '--backend', 'cpu', '--backend', 'cpu'], '--backend'],
+      [['resize', '--adapter', 'a', '--rank', '2', '--out', 'o1', '--out', 'o2'], '--out'],
+      [['resize', '--adapter', 'a', '--rank', '2', '--out', 'o', '--backend', 'cpu', '--backend', 'webgpu'], '--backend'],
+      [['extract', '--base', 'b', '--tuned', 't', '--rank', '2', '--out', 'o1', '--out', 'o2'], '--out'],
+      [['extract', '--base', 'b', '--tuned', 't', '--rank', '2', '--out', 'o', '--backend', 'webgpu', '--backend', 'cpu'], '--backend'],
+    ];
+    for (const [argv, option] of cases) expect(() => parseCommandLine(argv), argv.join(' ')).toThrow(`${option} given twice (see loramerge --help)`);
+    expect(parseCommandLine(['resize', '--adapter', 'a', '--rank', '2', '--out', 'o', '--backend', 'cpu'])).toMatchObject({ out: 'o', backend: 'cpu' });
+    expect(parseCommandLine(['merge', '--base', 'b', '--adapter', 'a', '--out', 'o'])).toMatchObject({ backend: 'auto', dtype: undefined });
+  });
+
   it('refuses a finite --weight whose product with a module\'s α/r is past float64, at the plan', async () => {
     // 1e308 × α/r 2 is Infinity: the plan listed scale=Infinity and the merge failed in the kernel's
     // checks, naming neither the adapter nor the weight.
