@@ -8,6 +8,7 @@ import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync }
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseCommandLine } from '../src/cli/args.js';
+import { parsePeftConfig } from '../src/formats/peft-config.js';
 import { errorLines, listDir, longMergeInputs, runCli, runCliActingAtStart, type CliResult } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -211,6 +212,27 @@ describe('suspicious but legal requests are said aloud', () => {
     const dry = await runCli(['merge', '--dry-run', '--base', join(baseDir, 'base.safetensors'), '--adapter', temp.make(adapter()), '--weight', '-1e308']);
     expect(dry.code).toBe(1);
     expect(errorLines(dry.stderr)).toEqual([expect.stringMatching(/its scale 2 times the weight -1e\+308 is past float64/)]);
+  });
+});
+
+describe('config values are quoted as read', () => {
+  it('a number past float64 is Infinity, not null, and a long value is cut at 80 characters', () => {
+    // Python's json reads 1e400 as inf, and so does JSON.parse; JSON.stringify then showed it as null.
+    const refusal = (config: string) => {
+      try {
+        parsePeftConfig(config, 'adapter_config.json');
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return undefined;
+    };
+    const peft = (fields: string) => `{"peft_type": "LORA", "task_type": "CAUSAL_LM", ${fields}, "target_modules": ["q_proj", "v_proj"]}`;
+    expect(refusal(peft('"r": 16, "lora_alpha": 1e400'))).toBe('adapter_config.json: "lora_alpha" must be a number, got Infinity');
+    expect(refusal(peft('"r": -1e999, "lora_alpha": 32'))).toBe('adapter_config.json: "r" must be a positive integer, got -Infinity');
+    expect(refusal(peft('"r": 16, "lora_alpha": 32, "alpha_pattern": {"model.layers.0.self_attn.q_proj": 1e400}')))
+      .toBe('adapter_config.json: alpha_pattern["model.layers.0.self_attn.q_proj"] must be a number, got Infinity');
+    const long = Array.from({ length: 10_000 }, (_, i) => i);
+    expect(refusal(peft(`"r": ${JSON.stringify(long)}, "lora_alpha": 32`))).toBe(`adapter_config.json: "r" must be a positive integer, got ${JSON.stringify(long).slice(0, 80)}…`);
   });
 });
 

@@ -18,6 +18,15 @@ export function parseBoundedJson(text: string, file: string, code: MergeErrorCod
 }
 
 /**
+ * A config value as an error quotes it: JSON, but a number as JavaScript reads it (JSON.stringify
+ * turns 1e400, read as Infinity, into "null"), and no more than 80 characters of a long one.
+ */
+export function shownValue(v: unknown): string {
+  const text = typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v);
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
+/**
  * Refuses JSON text that nests deeper than MAX_CONFIG_NESTING or holds more than MAX_CONFIG_VALUES
  * values, before anything parses it; `where` names it in the error. Syntax is JSON.parse's to judge.
  */
