@@ -17,9 +17,9 @@ const Q = 'model.layers.0.self_attn.q_proj';
 const values = (n: number) => Array.from({ length: n }, (_, i) => ((i * 7) % 11) / 11 - 0.5);
 
 /** A GGUF base with one matrix and a llama.cpp LoRA on it, with the given architectures (null: none) and α. */
-function ggufPair(baseArch: MetaValue, adapterArch: MetaValue | null, alpha: MetaValue): { base: Uint8Array; lora: Uint8Array } {
+function ggufPair(baseArch: MetaValue | null, adapterArch: MetaValue | null, alpha: MetaValue): { base: Uint8Array; lora: Uint8Array } {
   const base = buildGguf({
-    metadata: [['general.architecture', baseArch], ['llama.attention.head_count', { type: 'u32', value: 2 }]],
+    metadata: [...(baseArch ? [['general.architecture', baseArch] as [string, MetaValue]] : []), ['llama.attention.head_count', { type: 'u32', value: 2 }]],
     tensors: [{ name: 'blk.0.ffn_up.weight', type: 'F32', ne: [8, 6], data: tensorData('F32', values(48)) }],
   });
   const lora = buildGguf({
@@ -63,10 +63,12 @@ describe('hostile GGUF, PEFT-method and LyCORIS inputs', () => {
   // llama.cpp reads general.architecture with gguf_get_val_str (no other type) and refuses an
   // adapter whose architecture is not the model's ("" when missing). A non-string one on the
   // adapter was skipped by the check and merged; on the base it crashed the message.
-  it.each<[string, MetaValue | null, MetaValue, string]>([
+  it.each<[string, MetaValue | null, MetaValue | null, string]>([
     ['the adapter\'s is a u64', { type: 'u64', value: 2n ** 63n }, { type: 'string', value: 'llama' }, 'lora.gguf: general.architecture is missing or not a string; llama.cpp refuses a LoRA that does not name its model\'s architecture'],
     ['the adapter has none', null, { type: 'string', value: 'llama' }, 'lora.gguf: general.architecture is missing or not a string; llama.cpp refuses a LoRA that does not name its model\'s architecture'],
     ['the base\'s is an i64', { type: 'string', value: 'llama' }, { type: 'i64', value: -5n }, 'lora.gguf: a LoRA for architecture "llama", but the base is -5'],
+    // It said "but the base is undefined".
+    ['the base has none', { type: 'string', value: 'llama' }, null, 'lora.gguf: a LoRA for architecture "llama", but the base names none (it has no general.architecture)'],
   ])('refuses a GGUF LoRA when %s', async (_, adapterArch, baseArch, message) => {
     const { base, lora } = ggufPair(baseArch, adapterArch, { type: 'f32', value: 4 });
     const dir = temp.make({ 'base.gguf': base, 'lora.gguf': lora, 'out/.keep': '' });
