@@ -98,7 +98,7 @@ describe('hostile GGUF, PEFT-method and LyCORIS inputs', () => {
 
 // GGUF strings may be 10 MB long (the parser's own limit), and a message quoting one was a line of
 // that size, cut short at 64 KiB when stderr is a pipe: the part saying what was wrong was lost.
-describe('a megabyte string in a GGUF header is not a megabyte error line', () => {
+describe.concurrent('a megabyte string in a GGUF header is not a megabyte error line', () => {
   it('a tensor name past GGML_MAX_NAME is refused by its length, quoting 63 bytes of it', async () => {
     const name = `blk.0.ffn_up.weight${'.x'.repeat(500_000)}`;
     const base = buildGguf({
@@ -130,7 +130,7 @@ describe('a megabyte string in a GGUF header is not a megabyte error line', () =
 // to JSON.parse whole: 40 MB of `[[[…` in lora_adapter_metadata or _quantization_metadata took
 // 2 GB and 21 s before the refusal, 30 MB in config.json 1.5 GB during an extract. It is held to
 // the config limits (MAX_CONFIG_NESTING, MAX_CONFIG_VALUES) first, like adapter_config.json.
-describe('JSON inside files is bounded like a config', () => {
+describe.concurrent('JSON inside files is bounded like a config', () => {
   const deep = (n: number) => `${'['.repeat(n)}${']'.repeat(n)}`;
   const nested = (where: string) => `${where}: nests deeper than 64 levels (the limit MAX_CONFIG_NESTING); not a config this tool reads`;
   // SD 2.x UNet (diffusers names): a linear proj_in of 320 × 320.
@@ -183,12 +183,12 @@ describe('JSON inside files is bounded like a config', () => {
     const q = 'model.layers.0.self_attn.q_proj.weight';
     const dir = temp.make({
       'base/model.safetensors': buildSafetensors([{ name: q, dtype: 'F32', shape: [64, 64], data: values(64 * 64) }]),
-      'base/config.json': deep(15_000_000), // 30 MB, under MAX_CONFIG_BYTES
+      'base/config.json': deep(5_000_000), // 10 MB, under MAX_CONFIG_BYTES
       'tuned/model.safetensors': buildSafetensors([{ name: q, dtype: 'F32', shape: [64, 64], data: values(64 * 64).map((x, i) => x + (i % 7) / 64) }]),
     });
     const out = join(dir, 'adapter');
     // A heap JSON.parse of the config alone would overrun many times over.
-    const result = await runCli(['extract', '--base', join(dir, 'base'), '--tuned', join(dir, 'tuned'), '--rank', '2', '--out', out, '--backend', 'cpu'], {}, ['--max-old-space-size=160']);
+    const result = await runCli(['extract', '--base', join(dir, 'base'), '--tuned', join(dir, 'tuned'), '--rank', '2', '--out', out, '--backend', 'cpu'], {}, ['--max-old-space-size=64']);
     expect(result.stderr).not.toMatch(/internal error|\n\s+at /);
     expect(result.code, result.stderr).toBe(0);
     // What a config that cannot be read costs: the name, which is then the path.
