@@ -122,6 +122,25 @@ describe('signals and pipes', () => {
     expect(stderr).toBe('');
     expect(code).toBe(0);
   });
+  it('writes all of its output to a reader that is slow to start (inspect X | less)', async () => {
+    // A pipe holds 64 KiB; the rest waited in the stream and process.exit dropped it.
+    const tensors: FixtureTensor[] = [];
+    for (let i = 0; i < 3000; i++) {
+      tensors.push({ name: `base_model.model.model.layers.${i}.self_attn.q_proj.lora_A.weight`, dtype: 'F32', shape: [1, 1], data: [1] });
+      tensors.push({ name: `base_model.model.model.layers.${i}.self_attn.q_proj.lora_B.weight`, dtype: 'F32', shape: [1, 1], data: [1] });
+    }
+    const adapterDir = temp.make({ 'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 1, lora_alpha: 1 }), 'adapter_model.safetensors': buildSafetensors(tensors) });
+    const wholeRun = runCli(['inspect', adapterDir]);
+    const script = `"$0" "$1" inspect "$2" | (sleep 0.5; wc -c); exit \${PIPESTATUS[0]}`;
+    const child = spawn('bash', ['-c', script, process.execPath, CLI, adapterDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    const whole = await wholeRun;
+    expect(Buffer.byteLength(whole.stdout)).toBeGreaterThan(200_000);
+    expect(code).toBe(0);
+    expect(Number(stdout.trim())).toBe(Buffer.byteLength(whole.stdout));
+  });
 });
 
 describe('filesystem errors are one line naming the path, exit 3, nothing left', () => {
