@@ -216,7 +216,7 @@ describe('suspicious but legal requests are said aloud', () => {
 });
 
 describe('config values are quoted as read', () => {
-  it('a number past float64 is Infinity, not null, and a long value is cut at 80 characters', () => {
+  it('a number past float64 is Infinity, not null, a long value is cut at 80 characters, a byte-order mark is named', () => {
     // Python's json reads 1e400 as inf, and so does JSON.parse; JSON.stringify then showed it as null.
     const refusal = (config: string) => {
       try {
@@ -231,6 +231,8 @@ describe('config values are quoted as read', () => {
     expect(refusal(peft('"r": -1e999, "lora_alpha": 32'))).toBe('adapter_config.json: "r" must be a positive integer, got -Infinity');
     expect(refusal(peft('"r": 16, "lora_alpha": 32, "alpha_pattern": {"model.layers.0.self_attn.q_proj": 1e400}')))
       .toBe('adapter_config.json: alpha_pattern["model.layers.0.self_attn.q_proj"] must be a number, got Infinity');
+    // Saved by an editor that writes a byte-order mark: Python's json.load raises "Unexpected UTF-8 BOM".
+    expect(refusal(`\ufeff${peft('"r": 16, "lora_alpha": 32')}`)).toBe('adapter_config.json: starts with a byte-order mark (U+FEFF), which Python\'s json (PEFT, transformers) refuses; save it as UTF-8 without one');
     const long = Array.from({ length: 10_000 }, (_, i) => i);
     expect(refusal(peft(`"r": ${JSON.stringify(long)}, "lora_alpha": 32`))).toBe(`adapter_config.json: "r" must be a positive integer, got ${JSON.stringify(long).slice(0, 80)}…`);
   });

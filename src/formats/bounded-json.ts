@@ -9,6 +9,11 @@ import { MAX_CONFIG_NESTING, MAX_CONFIG_VALUES } from '../limits.js';
 
 /** JSON.parse(text), after checking nesting depth and value count against limits.ts. */
 export function parseBoundedJson(text: string, file: string, code: MergeErrorCode = 'BAD_CONFIG'): unknown {
+  // Python's json refuses it too ("Unexpected UTF-8 BOM"), so PEFT and transformers cannot load the
+  // file; JSON.parse's own message showed the invisible character and nothing else.
+  if (text.charCodeAt(0) === 0xfeff) {
+    throw new MergeError(code, `${file}: starts with a byte-order mark (U+FEFF), which Python's json (PEFT, transformers) refuses; save it as UTF-8 without one`);
+  }
   checkJsonBounds(text, file);
   try {
     return JSON.parse(text);
