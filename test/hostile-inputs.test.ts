@@ -8,6 +8,7 @@ import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync }
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseCommandLine } from '../src/cli/args.js';
+import { DiffusersLoraMetadata } from '../src/formats/diffusers-metadata.js';
 import { parsePeftConfig } from '../src/formats/peft-config.js';
 import { errorLines, listDir, longMergeInputs, runCli, runCliActingAtStart, type CliResult } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
@@ -235,6 +236,18 @@ describe('config values are quoted as read', () => {
     expect(refusal(`\ufeff${peft('"r": 16, "lora_alpha": 32')}`)).toBe('adapter_config.json: starts with a byte-order mark (U+FEFF), which Python\'s json (PEFT, transformers) refuses; save it as UTF-8 without one');
     const long = Array.from({ length: 10_000 }, (_, i) => i);
     expect(refusal(peft(`"r": ${JSON.stringify(long)}, "lora_alpha": 32`))).toBe(`adapter_config.json: "r" must be a positive integer, got ${JSON.stringify(long).slice(0, 80)}…`);
+  });
+});
+
+describe('diffusers\' lora_adapter_metadata', () => {
+  it('refuses an α past float64 instead of merging with α = r', () => {
+    // Each component's fields went back through JSON text, where Infinity is written as null: the α
+    // counted as absent and the file merged at α/r = 1 with exit 0. diffusers' scale would be inf.
+    const metadata = { format: 'pt', lora_adapter_metadata: '{"unet.r": 4, "unet.lora_alpha": 1e400, "unet.target_modules": ["to_k", "to_q", "to_v", "to_out.0"], "unet.use_dora": false}' };
+    expect(() => DiffusersLoraMetadata.parse('pytorch_lora_weights.safetensors', metadata))
+      .toThrow('pytorch_lora_weights.safetensors: metadata "lora_adapter_metadata" (unet): "lora_alpha" must be a number, got Infinity');
+    const finite = DiffusersLoraMetadata.parse('pytorch_lora_weights.safetensors', { ...metadata, lora_adapter_metadata: metadata.lora_adapter_metadata.replace('1e400', '8') });
+    expect(finite!.alphaFor('unet', 'down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q')).toEqual({ alpha: 8, rsLora: false });
   });
 });
 

@@ -81,7 +81,11 @@ function refuseUnmergedVariants(obj: Record<string, unknown>, file: string): voi
 }
 
 export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
-  const raw = parseBoundedJson(text, file);
+  return peftConfigFrom(parseBoundedJson(text, file), file);
+}
+
+/** A LoraConfig from JSON already parsed (a value JSON text cannot hold, such as Infinity, included). */
+export function peftConfigFrom(raw: unknown, file: string): PeftLoraConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new MergeError('BAD_CONFIG', `${file}: expected a JSON object`);
   }
