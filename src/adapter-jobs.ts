@@ -20,6 +20,7 @@ import { isMergeError, MergeError } from './errors.js';
 import { openAdapter, type ParsedAdapter } from './formats/adapter.js';
 import { writeAdapter } from './formats/adapter-writer.js';
 import { openBaseModel, type BaseModel } from './formats/base-model.js';
+import { modelNameOrPath } from './formats/model-config.js';
 import { createBlobOutputTarget, type OutputBlob } from './io/blob-output.js';
 import type { ByteSink, OutputTarget } from './io/types.js';
 import { openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource } from './merge.js';
@@ -173,7 +174,7 @@ export async function extractLora(options: ExtractLoraOptions): Promise<AdapterJ
     tuned = await openBaseModel(await openBrowserSource(options.tuned, 'base'));
     const t = tuned;
     const format = options.format ?? 'peft';
-    const baseModelName = await nameOrPath(baseFiles);
+    const baseModelName = await modelNameOrPath(baseFiles);
     return await run('extract', options, format, (backend, signal) => extractAdapter(base, t,
       { rank: options.rank, energy: options.energy, seed: options.seed, format, baseModelName }, backend, { signal, onProgress: options.onProgress }));
   } finally {
@@ -230,19 +231,6 @@ function adapterFormat(adapters: readonly ParsedAdapter[], wanted: OutputFormat 
     throw badArgument(`${kohya.name}: a kohya adapter's module names (lora_unet_…) cannot be written as a PEFT folder; ask for the kohya format`);
   }
   return wanted ?? (kohya ? 'kohya' : 'peft');
-}
-
-/** The base's Hugging Face name (`_name_or_path` in its config.json), else its name. */
-async function nameOrPath(files: { name: string; list(): string[]; readText(path: string): Promise<string> }): Promise<string> {
-  if (files.list().includes('config.json')) {
-    try {
-      const config = JSON.parse(await files.readText('config.json')) as { _name_or_path?: unknown };
-      if (typeof config._name_or_path === 'string' && config._name_or_path !== '') return config._name_or_path;
-    } catch {
-      // an unreadable config only costs the name
-    }
-  }
-  return files.name;
 }
 
 function checkCombine(options: CombineLorasOptions, weights: number[]): string[] {

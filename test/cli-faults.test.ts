@@ -4,11 +4,11 @@
  * merges at once, links and odd --out values. Every failure is one line naming the path, with a
  * documented exit code, and nothing is left behind.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, errorLines, listDir, longMergeInputs, runCli } from './helpers/cli.js';
+import { CLI, errorLines, listDir, longMergeInputs, runCli, type CliResult } from './helpers/cli.js';
 import { canDropPrivileges, canMount, runCliUnprivileged, runCliWithMounts } from './helpers/cli-faults.js';
 import { buildSafetensors, decodeSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -122,6 +122,25 @@ describe('signals and pipes', () => {
     expect(stderr).toBe('');
     expect(code).toBe(0);
   });
+  it('writes all of its output to a reader that is slow to start (inspect X | less)', async () => {
+    // A pipe holds 64 KiB; the rest waited in the stream and process.exit dropped it.
+    const tensors: FixtureTensor[] = [];
+    for (let i = 0; i < 3000; i++) {
+      tensors.push({ name: `base_model.model.model.layers.${i}.self_attn.q_proj.lora_A.weight`, dtype: 'F32', shape: [1, 1], data: [1] });
+      tensors.push({ name: `base_model.model.model.layers.${i}.self_attn.q_proj.lora_B.weight`, dtype: 'F32', shape: [1, 1], data: [1] });
+    }
+    const adapterDir = temp.make({ 'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 1, lora_alpha: 1 }), 'adapter_model.safetensors': buildSafetensors(tensors) });
+    const wholeRun = runCli(['inspect', adapterDir]);
+    const script = `"$0" "$1" inspect "$2" | (sleep 0.5; wc -c); exit \${PIPESTATUS[0]}`;
+    const child = spawn('bash', ['-c', script, process.execPath, CLI, adapterDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    const whole = await wholeRun;
+    expect(Buffer.byteLength(whole.stdout)).toBeGreaterThan(200_000);
+    expect(code).toBe(0);
+    expect(Number(stdout.trim())).toBe(Buffer.byteLength(whole.stdout));
+  });
 });
 
 describe('filesystem errors are one line naming the path, exit 3, nothing left', () => {
@@ -175,6 +194,36 @@ describe('filesystem errors are one line naming the path, exit 3, nothing left',
     const run = await runCliUnprivileged(mergeArgs(baseFile, adapter, join(outDir, 'merged.safetensors')));
     expect(run.code, run.stderr).toBe(3);
     expectOneLine(run.stderr, /merged\.safetensors: permission denied while creating a lock file beside it \(EACCES\); check the permissions of the folder or choose another --out/);
+    expect(listDir(outDir)).toEqual([]);
+  });
+
+  it('a file-size limit (ulimit -f): EFBIG named, nothing left, not even the lock file', async () => {
+    /** The CLI under `ulimit -f blocks` (1 KiB each); Node ignores SIGXFSZ, so the write fails with EFBIG. */
+    const underLimit = (blocks: number, args: string[]) => new Promise<CliResult>((resolve) => {
+      execFile('bash', ['-c', 'ulimit -f "$1"; shift; exec "$@"', 'bash', String(blocks), process.execPath, CLI, ...args], (error, stdout, stderr) => {
+        resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
+      });
+    });
+    const { baseFile, adapter } = inputs();
+    // No byte may be written: the lock file, created and then not written, was left behind.
+    const locked = temp.make();
+    const atLockRun = underLimit(0, mergeArgs(baseFile, adapter, join(locked, 'merged.safetensors')));
+    // 8 KiB of q_proj in a 4 KiB limit: the output itself fails.
+    const big = temp.make({ 'base.safetensors': buildSafetensors([{ name: `${q}.weight`, dtype: 'F16', shape: [64, 64], data: randomValues(64 * 64, rand) }]) });
+    const wide = temp.make({
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 2 }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [r, 64], data: randomValues(r * 64, rand) },
+        { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [64, r], data: randomValues(64 * r, rand) },
+      ]),
+    });
+    const outDir = temp.make();
+    const [atLock, writing] = await Promise.all([atLockRun, underLimit(4, mergeArgs(join(big, 'base.safetensors'), wide, join(outDir, 'merged.safetensors')))]);
+    expect(atLock.code, atLock.stderr).toBe(3);
+    expectOneLine(atLock.stderr, /merged\.safetensors: the file would be larger than the file-size limit \(ulimit -f\) or the file system allows while creating a lock file beside it \(EFBIG\); raise the limit or choose an --out/);
+    expect(listDir(locked)).toEqual([]);
+    expect(writing.code, writing.stderr).toBe(3);
+    expectOneLine(writing.stderr, /merged\.safetensors: the file would be larger .* while (writing|flushing to disk) \(EFBIG\)/);
     expect(listDir(outDir)).toEqual([]);
   });
 

@@ -7,6 +7,9 @@
 import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { parseCommandLine } from '../src/cli/args.js';
+import { DiffusersLoraMetadata } from '../src/formats/diffusers-metadata.js';
+import { parsePeftConfig } from '../src/formats/peft-config.js';
 import { errorLines, listDir, longMergeInputs, runCli, runCliActingAtStart, type CliResult } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -183,6 +186,69 @@ describe('suspicious but legal requests are said aloud', () => {
       expect(errorLines(run.stderr)[0]).toMatch(/--weight .* is not a finite decimal number/);
     }
   });
+  it('refuses an option given twice instead of taking the last one', () => {
+    // --dtype, --backend (every command) and resize's and extract's --out took the last value silently:
+    // `resize --out a --out b` wrote b.
+    const cases: [string[], string][] = [
+      [['merge', '--base', 'b', '--adapter', 'a', '--out', 'o', '--dtype', 'f16', '--dtype', 'bf16'], '--dtype'],
+      [['merge', '--base', 'b', '--adapter', 'a', '--out', 'o', '--backend', 'cpu', '--backend', 'webgpu'], '--backend'],
+      [['sample', '--backend', 'cpu', '--backend', 'auto'], '--backend'],
+      [['combine', '--adapter', 'a', '--adapter', 'b', '--method', 'cat', '--out', 'o', '--backend', 'cpu', '--backend', 'cpu'], '--backend'],
+      [['resize', '--adapter', 'a', '--rank', '2', '--out', 'o1', '--out', 'o2'], '--out'],
+      [['resize', '--adapter', 'a', '--rank', '2', '--out', 'o', '--backend', 'cpu', '--backend', 'webgpu'], '--backend'],
+      [['extract', '--base', 'b', '--tuned', 't', '--rank', '2', '--out', 'o1', '--out', 'o2'], '--out'],
+      [['extract', '--base', 'b', '--tuned', 't', '--rank', '2', '--out', 'o', '--backend', 'webgpu', '--backend', 'cpu'], '--backend'],
+    ];
+    for (const [argv, option] of cases) expect(() => parseCommandLine(argv), argv.join(' ')).toThrow(`${option} given twice (see loramerge --help)`);
+    expect(parseCommandLine(['resize', '--adapter', 'a', '--rank', '2', '--out', 'o', '--backend', 'cpu'])).toMatchObject({ out: 'o', backend: 'cpu' });
+    expect(parseCommandLine(['merge', '--base', 'b', '--adapter', 'a', '--out', 'o'])).toMatchObject({ backend: 'auto', dtype: undefined });
+  });
+
+  it('refuses a finite --weight whose product with a module\'s α/r is past float64, at the plan', async () => {
+    // 1e308 × α/r 2 is Infinity: the plan listed scale=Infinity and the merge failed in the kernel's
+    // checks, naming neither the adapter nor the weight.
+    expectRefused(await merge(base(), adapter(), ['--weight', '1e308']),
+      /: module "model\.layers\.0\.self_attn\.q_proj": its scale 2 times the weight 1e\+308 is past float64; use a smaller --weight$/);
+    const baseDir = temp.make({ 'base.safetensors': buildSafetensors(base()) });
+    const dry = await runCli(['merge', '--dry-run', '--base', join(baseDir, 'base.safetensors'), '--adapter', temp.make(adapter()), '--weight', '-1e308']);
+    expect(dry.code).toBe(1);
+    expect(errorLines(dry.stderr)).toEqual([expect.stringMatching(/its scale 2 times the weight -1e\+308 is past float64/)]);
+  });
+});
+
+describe('config values are quoted as read', () => {
+  it('a number past float64 is Infinity, not null, a long value is cut at 80 characters, a byte-order mark is named', () => {
+    // Python's json reads 1e400 as inf, and so does JSON.parse; JSON.stringify then showed it as null.
+    const refusal = (config: string) => {
+      try {
+        parsePeftConfig(config, 'adapter_config.json');
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return undefined;
+    };
+    const peft = (fields: string) => `{"peft_type": "LORA", "task_type": "CAUSAL_LM", ${fields}, "target_modules": ["q_proj", "v_proj"]}`;
+    expect(refusal(peft('"r": 16, "lora_alpha": 1e400'))).toBe('adapter_config.json: "lora_alpha" must be a number, got Infinity');
+    expect(refusal(peft('"r": -1e999, "lora_alpha": 32'))).toBe('adapter_config.json: "r" must be a positive integer, got -Infinity');
+    expect(refusal(peft('"r": 16, "lora_alpha": 32, "alpha_pattern": {"model.layers.0.self_attn.q_proj": 1e400}')))
+      .toBe('adapter_config.json: alpha_pattern["model.layers.0.self_attn.q_proj"] must be a number, got Infinity');
+    // Saved by an editor that writes a byte-order mark: Python's json.load raises "Unexpected UTF-8 BOM".
+    expect(refusal(`\ufeff${peft('"r": 16, "lora_alpha": 32')}`)).toBe('adapter_config.json: starts with a byte-order mark (U+FEFF), which Python\'s json (PEFT, transformers) refuses; save it as UTF-8 without one');
+    const long = Array.from({ length: 10_000 }, (_, i) => i);
+    expect(refusal(peft(`"r": ${JSON.stringify(long)}, "lora_alpha": 32`))).toBe(`adapter_config.json: "r" must be a positive integer, got ${JSON.stringify(long).slice(0, 80)}…`);
+  });
+});
+
+describe('diffusers\' lora_adapter_metadata', () => {
+  it('refuses an α past float64 instead of merging with α = r', () => {
+    // Each component's fields went back through JSON text, where Infinity is written as null: the α
+    // counted as absent and the file merged at α/r = 1 with exit 0. diffusers' scale would be inf.
+    const metadata = { format: 'pt', lora_adapter_metadata: '{"unet.r": 4, "unet.lora_alpha": 1e400, "unet.target_modules": ["to_k", "to_q", "to_v", "to_out.0"], "unet.use_dora": false}' };
+    expect(() => DiffusersLoraMetadata.parse('pytorch_lora_weights.safetensors', metadata))
+      .toThrow('pytorch_lora_weights.safetensors: metadata "lora_adapter_metadata" (unet): "lora_alpha" must be a number, got Infinity');
+    const finite = DiffusersLoraMetadata.parse('pytorch_lora_weights.safetensors', { ...metadata, lora_adapter_metadata: metadata.lora_adapter_metadata.replace('1e400', '8') });
+    expect(finite!.alphaFor('unet', 'down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q')).toEqual({ alpha: 8, rsLora: false });
+  });
 });
 
 describe('no regex from a config can hang', () => {
@@ -222,5 +288,61 @@ describe('no regex from a config can hang', () => {
   it('refuses a pattern that has no linear-time match (lookaround, backreference), naming it', async () => {
     const run = await merge(base(), adapter({ rank_pattern: { '(q)_pro\\1': 2 } }));
     expectRefused(run, /adapter_config\.json: rank_pattern key "\(q\)_pro\\1" is not a pattern this tool can match safely/);
+  });
+});
+
+describe('names from files are shown, not obeyed', () => {
+  // A tensor name may hold any string. These were written to the terminal as they are: the escape
+  // sequence retitled it (OSC 0) and the bell rang, the carriage return hid the line's start, and the
+  // newline started a line of stderr of the name's choosing.
+  const injected = '\nerror: all is well\x1b]0;owned\x07\r\x1b[2K\u202e';
+  const shown = '\\u000aerror: all is well\\u001b]0;owned\\u0007\\u000d\\u001b[2K\\u202e';
+  const raw = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]/;
+
+  it('in an error, a warning, inspect and the dry-run plan', async () => {
+    const k = `model.layers.0.self_attn.k_proj${injected}`;
+    const normValues = randomValues(d, rand);
+    normValues[2] = NaN;
+    const tensors = base();
+    tensors[2] = { ...tensors[2], name: `model.norm${injected}.weight`, data: normValues };
+    const baseDir = temp.make({ 'base.safetensors': buildSafetensors(tensors) });
+    // A LoRA factor's name has no line break (PEFT's key pattern stops at one, and at a carriage return).
+    const q2 = 'model.layers.0.self_attn.q_proj\x1b]0;owned\x07\u202e';
+    const dryBase = temp.make({ 'base.safetensors': buildSafetensors([{ name: `${q2}.weight`, dtype: 'F32', shape: [d, d], data: randomValues(d * d, rand) }]) });
+    const dryAdapter = temp.make({
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 4 }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: `base_model.model.${q2}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: aValues },
+        { name: `base_model.model.${q2}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: bValues },
+      ]),
+    });
+    const [refused, copied, inspect, dry] = await Promise.all([
+      merge(base(), adapter({}, [
+        { name: `base_model.model.${k}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: aValues },
+        { name: `base_model.model.${k}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: bValues },
+      ])),
+      merge(tensors, adapter()),
+      runCli(['inspect', join(baseDir, 'base.safetensors')]),
+      runCli(['merge', '--dry-run', '--base', join(dryBase, 'base.safetensors'), '--adapter', dryAdapter]),
+    ]);
+
+    expect(refused.stderr).not.toMatch(raw);
+    expectRefused(refused, /tensor "base_model\.model\.model\.layers\.0\.self_attn\.k_proj; error: all is well\\u001b\]0;owned\\u0007\\u000d\\u001b\[2K\\u202e\.lora_A\.weight" is neither a LoRA factor/);
+
+    expect(copied.code, copied.stderr).toBe(0);
+    expect(copied.stderr).not.toMatch(raw);
+    expect(errorLines(copied.stderr)).toEqual([]);
+    expect(warnings(copied.stderr)).toEqual([expect.stringContaining('copied as it is: model.norm; error: all is well\\u001b]0;owned\\u0007\\u000d\\u001b[2K\\u202e.weight (1 value)')]);
+    // The output keeps the name as it is.
+    expect([...decodeSafetensors(new Uint8Array(readFileSync(copied.out))).tensors.keys()]).toContain(`model.norm${injected}.weight`);
+
+    expect(inspect.code, inspect.stderr).toBe(0);
+    expect(inspect.stdout).not.toMatch(raw);
+    expect(inspect.stdout).toContain(`\n    model.norm${shown}.weight [12] F32 48 B\n`);
+
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout + dry.stderr).not.toMatch(raw);
+    const shown2 = 'model.layers.0.self_attn.q_proj\\u001b]0;owned\\u0007\\u202e';
+    expect(dry.stdout + dry.stderr).toContain(`  ${shown2}.weight [12×12] out-in ← ${shown2} LoRA r=2 scale=2\n`);
   });
 });

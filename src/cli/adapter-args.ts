@@ -63,9 +63,10 @@ function fraction(name: string, value: string, { allowZero = false, max = 1 } = 
   return n;
 }
 
+// Listed as multiple so that a repeated option is refused rather than the last one silently taken.
 const common = {
-  out: { type: 'string' },
-  backend: { type: 'string' },
+  out: { type: 'string', multiple: true },
+  backend: { type: 'string', multiple: true },
   overwrite: { type: 'boolean' },
 } as const;
 
@@ -93,7 +94,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
   const adapters: AdapterArg[] = [];
   let method: CombineMethod | undefined, rank: number | undefined, density: number | undefined, majority: MajoritySign | undefined;
   let seed: number | undefined, clamp: number | undefined, out: string | undefined;
-  let backend: BackendChoice = 'auto', overwrite = false;
+  let backend: BackendChoice | undefined, overwrite = false;
   for (const token of tokens) {
     if (token.kind !== 'option') continue;
     const value = token.value ?? '';
@@ -120,7 +121,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
       }
       case 'clamp-quantile': clamp = once(clamp, 'clamp-quantile', fraction('clamp-quantile', value)); break;
       case 'out': out = once(out, 'out', value); break;
-      case 'backend': backend = parseBackend(value); break;
+      case 'backend': backend = once(backend, 'backend', parseBackend(value)); break;
       case 'overwrite': overwrite = true; break;
     }
   }
@@ -132,7 +133,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
   }
   return {
     command: 'combine', adapters: adapters.map(({ path, weight }) => ({ path, weight })), method, rank, density,
-    majoritySign: majority ?? 'total', seed: seed ?? 0, clampQuantile: clamp, out, backend, overwrite,
+    majoritySign: majority ?? 'total', seed: seed ?? 0, clampQuantile: clamp, out, backend: backend ?? 'auto', overwrite,
   };
 }
 
@@ -162,7 +163,7 @@ export function parseResize(args: string[]): ResizeCommand {
   if (rules.length !== 1) throw usageError('resize takes exactly one of --rank, --sv-ratio, --sv-fro, --sv-cumulative');
   return {
     command: 'resize', adapter: adapter!, rule: rules[0], out: single(values.out, 'out')!,
-    backend: values.backend ? parseBackend(values.backend) : 'auto', overwrite: values.overwrite ?? false,
+    backend: values.backend ? parseBackend(single(values.backend, 'backend')) : 'auto', overwrite: values.overwrite ?? false,
   };
 }
 
@@ -185,7 +186,7 @@ export function parseExtract(args: string[]): ExtractCommand {
     rank: ranks.length ? positiveInteger('rank', ranks[0]) : undefined,
     energy: energies.length ? fraction('energy', energies[0]) : undefined,
     out: single(values.out, 'out')!,
-    backend: values.backend ? parseBackend(values.backend) : 'auto', overwrite: values.overwrite ?? false,
+    backend: values.backend ? parseBackend(single(values.backend, 'backend')) : 'auto', overwrite: values.overwrite ?? false,
   };
 }
 

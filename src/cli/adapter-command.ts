@@ -3,8 +3,6 @@
  * write it under temporary names and commit, print each module's rank and the share of its update
  * kept. Ctrl-C cancels; a failure or a cancel leaves nothing at --out.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { combineAdapters } from '../adapter-ops/combine.js';
 import { extractAdapter } from '../adapter-ops/extract.js';
 import { checkFormatFits, outputFormatFor } from '../adapter-ops/module-updates.js';
@@ -16,14 +14,16 @@ import { isMergeError, MergeError } from '../errors.js';
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import { openBaseModel, type BaseModel } from '../formats/base-model.js';
+import { modelNameOrPath } from '../formats/model-config.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
 import { openNodeInputFileSet } from '../io/node-input-files.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import type { CombineCommand, ExtractCommand, ResizeCommand } from './adapter-args.js';
 import { createProgressDisplay } from './progress-bar.js';
+import { listingLine, oneLine, stderrLine, stdoutLine } from './terminal-text.js';
 
 type Log = (line: string) => void;
-const stderrLog: Log = (l) => process.stderr.write(l + '\n');
+const stderrLog: Log = stderrLine;
 
 export async function runCombine(cmd: CombineCommand, log: Log = stderrLog): Promise<number> {
   const adapters = await openAdapters(cmd.adapters.map((a) => a.path));
@@ -64,7 +64,7 @@ export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog): Pro
   try {
     tuned = await openBaseModel(await openNodeInputFileSet(cmd.tuned));
     const t = tuned;
-    const baseModelName = await nameOrPath(cmd.base, base);
+    const baseModelName = await modelNameOrPath(baseFiles);
     return await produce(cmd, [cmd.base, cmd.tuned], log, (backend, run) => extractAdapter(base, t,
       { rank: cmd.rank, energy: cmd.energy, format: outputFormatFor(cmd.out), baseModelName }, backend, run));
   } finally {
@@ -103,7 +103,7 @@ async function produce(
     const started = performance.now();
     const result = await make(backend, { signal: controller.signal, onProgress: (e) => progress.update(e) });
     progress.stop();
-    for (const w of result.warnings) log(`warning: ${w}`);
+    for (const w of result.warnings) log(`warning: ${oneLine(w)}`);
     if (controller.signal.aborted) throw new MergeError('ABORTED', `${cmd.command} cancelled`);
     await writeAdapter(output, result.adapter);
     await output.commit();
@@ -131,19 +131,7 @@ async function produce(
 function printReport(result: OpResult): void {
   const width = Math.min(80, Math.max(6, ...result.report.map((r) => r.name.length)));
   const lines = [`${'module'.padEnd(width)}  rank  kept`];
-  for (const r of result.report) lines.push(`${r.name.padEnd(width)}  ${String(r.rank).padStart(4)}  ${(100 * r.froKept).toFixed(4)}%`);
-  process.stdout.write(lines.join('\n') + '\n');
+  for (const r of result.report) lines.push(`${listingLine(r.name).padEnd(width)}  ${String(r.rank).padStart(4)}  ${(100 * r.froKept).toFixed(4)}%`);
+  stdoutLine(lines.join('\n'));
 }
 
-/** The base's Hugging Face name (`_name_or_path` in config.json), else the path as given. */
-async function nameOrPath(path: string, base: BaseModel): Promise<string> {
-  if (base.otherFiles.includes('config.json')) {
-    try {
-      const config = JSON.parse(await readFile(join(path, 'config.json'), 'utf8')) as { _name_or_path?: unknown };
-      if (typeof config._name_or_path === 'string' && config._name_or_path !== '') return config._name_or_path;
-    } catch {
-      // an unreadable config only costs the name
-    }
-  }
-  return path;
-}

@@ -157,7 +157,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
   let out: string | undefined;
   let dtype: string | undefined;
   let dtypeMergedOnly = false;
-  let backend: BackendChoice = 'auto';
+  let backend: BackendChoice | undefined;
   let dryRun = false;
   let overwrite = false;
   const adapters: AdapterArg[] = [];
@@ -180,6 +180,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         weighLastAdapter(adapters, value);
         break;
       case 'dtype':
+        if (dtype !== undefined) throw usageError('--dtype given twice');
         if (!/^[a-z0-9_]+$/i.test(value)) throw usageError(`--dtype "${value}" is not a type name (f16, bf16, q4_k, …)`);
         dtype = value;
         break;
@@ -187,6 +188,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         dtypeMergedOnly = true;
         break;
       case 'backend':
+        if (backend !== undefined) throw usageError('--backend given twice');
         backend = parseBackend(value);
         break;
       case 'dry-run':
@@ -208,7 +210,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
     out: out ?? '',
     dtype,
     dtypeMergedOnly,
-    backend,
+    backend: backend ?? 'auto',
     dryRun,
     overwrite,
   };
@@ -222,9 +224,10 @@ function parseInspect(args: string[]): InspectCommand {
 
 function parseSample(args: string[]): SampleCommand {
   const { positionals, values } = parseOrExplain(() =>
-    parseArgs({ args, allowPositionals: true, strict: true, options: { backend: { type: 'string' } } }),
+    parseArgs({ args, allowPositionals: true, strict: true, options: { backend: { type: 'string', multiple: true } } }),
   );
   if (positionals.length > 1) throw usageError('sample takes at most one DIR');
-  const backend = typeof values.backend === 'string' ? parseBackend(values.backend) : 'auto';
+  if ((values.backend?.length ?? 0) > 1) throw usageError('--backend given twice');
+  const backend = values.backend?.length ? parseBackend(values.backend[0]) : 'auto';
   return { command: 'sample', dir: positionals[0] ?? 'loramerge-sample', backend };
 }

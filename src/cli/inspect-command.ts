@@ -8,11 +8,12 @@ import { isGgufSplitPart, openNodeGgufSplitSet, openNodeInputFileSet } from '../
 import type { InputFileSet } from '../io/types.js';
 import type { InspectCommand } from './args.js';
 import { formatBytes } from '../format.js';
+import { listingLine, oneLine, stdoutLine } from './terminal-text.js';
 
 /** Errors that mean "this is not an adapter" rather than "this adapter is broken". */
 const NOT_AN_ADAPTER = new Set(['UNSUPPORTED_FORMAT', 'NOT_FOUND', 'BAD_ARGUMENT']);
 
-export async function runInspect(cmd: InspectCommand, print: (line: string) => void = (l) => process.stdout.write(l + '\n')): Promise<number> {
+export async function runInspect(cmd: InspectCommand, print: (line: string) => void = stdoutLine): Promise<number> {
   if (!(await stat(cmd.path).catch(() => undefined))) throw new MergeError('NOT_FOUND', `${cmd.path}: no such file or folder`);
   const info = await stat(cmd.path);
   const files = info.isFile() && isGgufSplitPart(cmd.path) ? await openNodeGgufSplitSet(cmd.path) : await openNodeInputFileSet(cmd.path);
@@ -24,7 +25,7 @@ export async function runInspect(cmd: InspectCommand, print: (line: string) => v
   }
   if (adapter) {
     try {
-      describeAdapter(adapter).forEach((l) => print(l));
+      describeAdapter(adapter).forEach((l) => print(listingLine(l)));
     } finally {
       await adapter.file.source.close();
     }
@@ -32,7 +33,7 @@ export async function runInspect(cmd: InspectCommand, print: (line: string) => v
   }
   const base = await openModel(files);
   try {
-    describeBase(files, base).forEach((l) => print(l));
+    describeBase(files, base).forEach((l) => print(listingLine(l)));
   } finally {
     await base.close();
   }
@@ -73,7 +74,7 @@ function describeAdapter(adapter: ParsedAdapter): string[] {
     kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
   }
   lines.push(`  layers: ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
-  for (const w of adapter.warnings) lines.push(`  warning: ${w}`);
+  for (const w of adapter.warnings) lines.push(`  warning: ${oneLine(w)}`);
   lines.push('  modules (r, α, scale):');
   for (const m of adapter.modules) {
     const bias = m.biasB ? `${m.update.kind === 'none' ? '' : ' + '}bias ${m.biasB.name.startsWith(`${m.key}.`) ? m.biasB.name.slice(m.key.length + 1) : m.biasB.name} scale=${+(m.biasBScale ?? m.scale).toPrecision(6)}` : '';

@@ -14,7 +14,17 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-runCommandLine(process.argv.slice(2)).then((code) => {
+/**
+ * Resolves once what was written to `stream` has left the process. A pipe takes 64 KiB at a time:
+ * the rest waits in the stream, and process.exit drops it (`inspect X | less` lost all but 64 KiB).
+ */
+function drained(stream: NodeJS.WriteStream): Promise<void> {
+  if (stream.writableLength === 0 || stream.destroyed) return Promise.resolve();
+  return new Promise((resolve) => stream.write('', () => resolve())); // called in order, after the rest; with an error too
+}
+
+runCommandLine(process.argv.slice(2)).then(async (code) => {
+  await Promise.all([drained(process.stdout), drained(process.stderr)]);
   // Dawn keeps the process alive while its GPU object lives: exit explicitly.
   process.exit(code);
 });

@@ -14,6 +14,7 @@ import { createNodeBackend } from '../engine/node-backend.js';
 import { describePlan } from './plan-report.js';
 import { formatBytes } from '../format.js';
 import { createProgressDisplay } from './progress-bar.js';
+import { oneLine, stderrLine, stdoutLine } from './terminal-text.js';
 
 /** Where the command prints: results (the dry-run plan) to `out`, messages to `err`. */
 export interface MergeOutput {
@@ -23,10 +24,7 @@ export interface MergeOutput {
   slabBytes?: number;
 }
 
-const stdio: MergeOutput = {
-  out: (line) => process.stdout.write(line + '\n'),
-  err: (line) => process.stderr.write(line + '\n'),
-};
+const stdio: MergeOutput = { out: stdoutLine, err: stderrLine };
 
 /** Signals that cancel a running merge cleanly (a closed terminal sends SIGHUP). */
 const CANCEL_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
@@ -46,8 +44,8 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   const prepared: PreparedMerge = await prepareMerge(baseFiles, adapters);
   try {
     if (cmd.dtype !== undefined) prepared.base.format.parseOutputType(cmd.dtype);
-    for (const warning of prepared.plan.warnings) log(`warning: ${warning}`);
-    for (const note of prepared.plan.notes) log(`note: ${note}`);
+    for (const warning of prepared.plan.warnings) log(`warning: ${oneLine(warning)}`);
+    for (const note of prepared.plan.notes) log(`note: ${oneLine(note)}`);
     if (cmd.dryRun) {
       io.out(describePlan(prepared, true)); // every problem on its own line, then the usual error
       assertPlanValid(prepared.plan);
@@ -68,7 +66,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
         overwrite: cmd.overwrite,
         fileName: basename(cmd.base),
         beforeCommit: () => stamps.verify(),
-        onNotice: (message) => log(`note: ${message}`),
+        onNotice: (message) => log(`note: ${oneLine(message)}`),
       });
       let backend;
       try {
@@ -91,7 +89,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
           onProgress: (e) => progress.update(e),
           onWarning: (message) => {
             progress.stop();
-            log(`warning: ${message}`);
+            log(`warning: ${oneLine(message)}`);
           },
         });
         progress.stop();

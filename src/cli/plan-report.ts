@@ -3,6 +3,7 @@ import type { PreparedMerge } from '../pipeline/prepare-merge.js';
 import { formatBytes, formatScale } from '../format.js';
 import { algorithmNamed } from '../formats/algorithms/index.js';
 import type { PlannedTerm } from '../plan/merge-plan.js';
+import { listingLine } from './terminal-text.js';
 
 export function describePlan(prepared: PreparedMerge, detailed: boolean): string {
   const { plan, base } = prepared;
@@ -40,7 +41,7 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
     for (const n of plan.notes) lines.push(`note: ${n}`);
     for (const p of plan.problems) lines.push(`problem: ${p.message}`);
   }
-  return lines.join('\n');
+  return lines.map(listingLine).join('\n');
 }
 
 /** `LoKr r=8 scale=0.5 +DoRA`: the algorithm, its rank where it has one, the scale applied. */

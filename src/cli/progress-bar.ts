@@ -5,6 +5,7 @@
 import cliProgress from 'cli-progress';
 import { formatBytes } from '../format.js';
 import type { MergeProgress } from '../pipeline/progress.js';
+import { oneLine, printable } from './terminal-text.js';
 
 export interface ProgressDisplay {
   update(event: MergeProgress): void;
@@ -33,7 +34,7 @@ export function createProgressDisplay(stream: NodeJS.WriteStream = process.stder
         done: formatBytes(event.bytesDone),
         size: formatBytes(event.bytesTotal),
         rate: `${formatBytes(event.bytesDone / Math.max((Date.now() - startedAt) / 1000, 1e-3))}/s`,
-        tensor: (event.tensor ?? '').slice(-40),
+        tensor: printable(oneLine(event.tensor ?? '')).slice(-40),
       };
       if (!started) {
         bar.start(Math.max(event.bytesTotal, 1), event.bytesDone, payload);

@@ -10,6 +10,7 @@ import { exitCodeFor } from './exit-codes.js';
 import { runInspect } from './inspect-command.js';
 import { runMerge } from './merge-command.js';
 import { runSample } from './sample-command.js';
+import { oneLine, stderrLine, stdoutLine } from './terminal-text.js';
 import { runCombine, runExtract, runResize } from './adapter-command.js';
 
 /** Where a run writes: results to `out` (stdout), messages to `err` (stderr), one line per call. */
@@ -23,8 +24,8 @@ export interface CliOutput {
 }
 
 export const processOutput: CliOutput = {
-  out: (line) => process.stdout.write(line + '\n'),
-  err: (line) => process.stderr.write(line + '\n'),
+  out: stdoutLine,
+  err: stderrLine,
   debug: !!process.env.LORAMERGE_DEBUG,
 };
 
@@ -55,10 +56,6 @@ async function dispatch(argv: string[], io: CliOutput): Promise<number> {
     case 'extract':
       return runExtract(command, io.err);
   }
-}
-
-function oneLine(text: string): string {
-  return text.replace(/\s*\n\s*/g, '; ').trim();
 }
 
 /** Runs one command line to its exit code; never throws. */

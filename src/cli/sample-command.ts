@@ -12,6 +12,7 @@ import { openNodeByteSource } from '../io/node-byte-source.js';
 import { generateSample } from '../sample/index.js';
 import type { SampleCommand } from './args.js';
 import { runMerge, type MergeOutput } from './merge-command.js';
+import { stderrLine } from './terminal-text.js';
 
 async function writeFolder(dir: string, files: Record<string, Uint8Array>): Promise<void> {
   await mkdir(dir, { recursive: true });
@@ -19,7 +20,7 @@ async function writeFolder(dir: string, files: Record<string, Uint8Array>): Prom
 }
 
 export async function runSample(cmd: SampleCommand, io?: MergeOutput): Promise<number> {
-  const log = io ? io.err : (line: string) => process.stderr.write(line + '\n');
+  const log = io ? io.err : stderrLine;
   const sample = await generateSample('small');
   const baseDir = join(cmd.dir, 'base');
   const adapterDir = join(cmd.dir, 'adapter');

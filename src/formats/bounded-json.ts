@@ -1,13 +1,41 @@
 /**
- * JSON configs and shard indexes from the internet, parsed only once they are known to be of a
- * sane shape: JSON.parse on 30 MB of `[[[[…` or of a million-element array builds gigabytes before
- * any field can be checked. One linear pass counts nesting and values first.
+ * JSON configs, shard indexes and JSON in safetensors metadata (kohya's ss_network_args, diffusers'
+ * lora_adapter_metadata, ComfyUI's _quantization_metadata) from the internet, parsed only once they
+ * are known to be of a sane shape: JSON.parse on 30 MB of `[[[[…` or of a million-element array
+ * builds gigabytes before any field can be checked. One linear pass counts nesting and values first.
  */
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { MAX_CONFIG_NESTING, MAX_CONFIG_VALUES } from '../limits.js';
 
 /** JSON.parse(text), after checking nesting depth and value count against limits.ts. */
 export function parseBoundedJson(text: string, file: string, code: MergeErrorCode = 'BAD_CONFIG'): unknown {
+  // Python's json refuses it too ("Unexpected UTF-8 BOM"), so PEFT and transformers cannot load the
+  // file; JSON.parse's own message showed the invisible character and nothing else.
+  if (text.charCodeAt(0) === 0xfeff) {
+    throw new MergeError(code, `${file}: starts with a byte-order mark (U+FEFF), which Python's json (PEFT, transformers) refuses; save it as UTF-8 without one`);
+  }
+  checkJsonBounds(text, file);
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new MergeError(code, `${file}: not valid JSON (${(e as Error).message})`, { cause: e });
+  }
+}
+
+/**
+ * A config value as an error quotes it: JSON, but a number as JavaScript reads it (JSON.stringify
+ * turns 1e400, read as Infinity, into "null"), and no more than 80 characters of a long one.
+ */
+export function shownValue(v: unknown): string {
+  const text = typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v);
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
+/**
+ * Refuses JSON text that nests deeper than MAX_CONFIG_NESTING or holds more than MAX_CONFIG_VALUES
+ * values, before anything parses it; `where` names it in the error. Syntax is JSON.parse's to judge.
+ */
+export function checkJsonBounds(text: string, where: string): void {
   let depth = 0;
   let values = 1;
   for (let i = 0; i < text.length; i++) {
@@ -20,17 +48,12 @@ export function parseBoundedJson(text: string, file: string, code: MergeErrorCod
       }
     } else if (c === 0x5b || c === 0x7b) {
       if (++depth > MAX_CONFIG_NESTING) {
-        throw new MergeError('LIMIT_EXCEEDED', `${file}: nests deeper than ${MAX_CONFIG_NESTING} levels (the limit MAX_CONFIG_NESTING); not a config this tool reads`);
+        throw new MergeError('LIMIT_EXCEEDED', `${where}: nests deeper than ${MAX_CONFIG_NESTING} levels (the limit MAX_CONFIG_NESTING); not a config this tool reads`);
       }
     } else if (c === 0x5d || c === 0x7d) {
       depth--;
     } else if (c === 0x2c && ++values > MAX_CONFIG_VALUES) {
-      throw new MergeError('LIMIT_EXCEEDED', `${file}: holds more than ${MAX_CONFIG_VALUES} values (the limit MAX_CONFIG_VALUES); not a config this tool reads`);
+      throw new MergeError('LIMIT_EXCEEDED', `${where}: holds more than ${MAX_CONFIG_VALUES} values (the limit MAX_CONFIG_VALUES); not a config this tool reads`);
     }
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new MergeError(code, `${file}: not valid JSON (${(e as Error).message})`, { cause: e });
   }
 }

@@ -21,6 +21,7 @@
  */
 import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
+import { checkJsonBounds } from './bounded-json.js';
 import type { BaseModel } from './base-model.js';
 import { isSafetensorsModel } from './base-model-view.js';
 import { readComfyInt8 } from './comfy-int8.js';
@@ -169,6 +170,7 @@ function decodeUtf8(bytes: Uint8Array): string {
 }
 
 function parseJson(text: string, where: string): unknown {
+  checkJsonBounds(text, where);
   try {
     return JSON.parse(text);
   } catch {

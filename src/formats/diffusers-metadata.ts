@@ -6,7 +6,8 @@
  * have no `.alpha`.
  */
 import { MergeError } from '../errors.js';
-import { lookupPattern, parsePeftConfig, type PeftLoraConfig } from './peft-config.js';
+import { checkJsonBounds } from './bounded-json.js';
+import { lookupPattern, peftConfigFrom, type PeftLoraConfig } from './peft-config.js';
 
 export const LORA_ADAPTER_METADATA = 'lora_adapter_metadata';
 
@@ -23,6 +24,7 @@ export class DiffusersLoraMetadata {
     const text = metadata[LORA_ADAPTER_METADATA];
     if (text === undefined) return null;
     const where = `${fileName}: metadata "${LORA_ADAPTER_METADATA}"`;
+    checkJsonBounds(text, where);
     let flat: unknown;
     try {
       flat = JSON.parse(text);
@@ -41,7 +43,8 @@ export class DiffusersLoraMetadata {
     }
     const configs = new Map<string, PeftLoraConfig>();
     for (const [component, fields] of groups) {
-      configs.set(component, parsePeftConfig(JSON.stringify({ ...fields, peft_type: 'LORA' }), `${where}${component ? ` (${component})` : ''}`));
+      // Not through JSON text again: it would write 1e400, read as Infinity, as null (no α).
+      configs.set(component, peftConfigFrom({ ...fields, peft_type: 'LORA' }, `${where}${component ? ` (${component})` : ''}`));
     }
     return new DiffusersLoraMetadata(configs);
   }

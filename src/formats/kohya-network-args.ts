@@ -8,6 +8,7 @@
  * Read only when a module needs it, so that a file whose metadata does not matter is not refused.
  */
 import { MergeError } from '../errors.js';
+import { checkJsonBounds } from './bounded-json.js';
 
 const NETWORK_MODULE = 'ss_network_module';
 const NETWORK_ARGS = 'ss_network_args';
@@ -47,6 +48,7 @@ export class KohyaNetworkArgs {
     if (this.args !== undefined) return this.args;
     const text = this.metadata[NETWORK_ARGS];
     if (text === undefined) return (this.args = null);
+    checkJsonBounds(text, `${this.fileName}: metadata "${NETWORK_ARGS}"`);
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);

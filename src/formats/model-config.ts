@@ -29,6 +29,22 @@ export async function readModelConfig(files: InputFileSet): Promise<ModelConfig 
   return { path: MODEL_CONFIG_FILE, raw: obj };
 }
 
+/**
+ * The model's Hugging Face name (`_name_or_path` in its config.json), else the file set's name. A
+ * config that cannot be read only costs the name; it is parsed within the config limits all the same.
+ */
+export async function modelNameOrPath(files: Pick<InputFileSet, 'name' | 'list' | 'readText'>): Promise<string> {
+  if (files.list().includes(MODEL_CONFIG_FILE)) {
+    try {
+      const config = parseBoundedJson(await files.readText(MODEL_CONFIG_FILE), `${files.name}/${MODEL_CONFIG_FILE}`) as { _name_or_path?: unknown } | null;
+      if (typeof config?._name_or_path === 'string' && config._name_or_path !== '') return config._name_or_path;
+    } catch {
+      // an unreadable config only costs the name
+    }
+  }
+  return files.name;
+}
+
 /** `architectures` as strings (`['Qwen2_5_VLForConditionalGeneration']`), empty when absent. */
 export function modelArchitectures(config: ModelConfig | undefined): string[] {
   const list = config?.raw.architectures;

@@ -4,7 +4,7 @@
  */
 import { MergeError } from '../errors.js';
 import { checkPatternCount, compileModulePattern, type MatchBudget, type ModulePattern } from './module-pattern.js';
-import { parseBoundedJson } from './bounded-json.js';
+import { parseBoundedJson, shownValue } from './bounded-json.js';
 
 export interface PeftLoraConfig {
   /** `LORA`, or `TRAINABLE_TOKENS` (PEFT's trainable-tokens method on its own). */
@@ -81,7 +81,11 @@ function refuseUnmergedVariants(obj: Record<string, unknown>, file: string): voi
 }
 
 export function parsePeftConfig(text: string, file: string): PeftLoraConfig {
-  const raw = parseBoundedJson(text, file);
+  return peftConfigFrom(parseBoundedJson(text, file), file);
+}
+
+/** A LoraConfig from JSON already parsed (a value JSON text cannot hold, such as Infinity, included). */
+export function peftConfigFrom(raw: unknown, file: string): PeftLoraConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new MergeError('BAD_CONFIG', `${file}: expected a JSON object`);
   }
@@ -143,7 +147,7 @@ function biasKind(obj: Record<string, unknown>, file: string): PeftLoraConfig['b
   const v = obj.bias;
   if (v === undefined || v === null || v === 'none') return 'none';
   if (v === 'all' || v === 'lora_only') return v;
-  throw new MergeError('BAD_CONFIG', `${file}: "bias" must be "none", "all" or "lora_only", got ${JSON.stringify(v)}`);
+  throw new MergeError('BAD_CONFIG', `${file}: "bias" must be "none", "all" or "lora_only", got ${shownValue(v)}`);
 }
 
 /** A list of token indices (key `''`) or a dict of module name → list. */
@@ -199,7 +203,7 @@ function positiveNumber(
     return fallback;
   }
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
-    throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be a positive ${integer ? 'integer' : 'number'}, got ${JSON.stringify(v)}`);
+    throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be a positive ${integer ? 'integer' : 'number'}, got ${shownValue(v)}`);
   }
   return v;
 }
@@ -211,7 +215,7 @@ function finiteNumber(obj: Record<string, unknown>, key: string, fallback: numbe
     return fallback;
   }
   if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be a number, got ${JSON.stringify(v)}`);
+    throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be a number, got ${shownValue(v)}`);
   }
   return v;
 }
@@ -219,7 +223,7 @@ function finiteNumber(obj: Record<string, unknown>, key: string, fallback: numbe
 function bool(obj: Record<string, unknown>, key: string, file: string): boolean {
   const v = obj[key];
   if (v === undefined || v === null) return false;
-  if (typeof v !== 'boolean') throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be true or false, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'boolean') throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be true or false, got ${shownValue(v)}`);
   return v;
 }
 
@@ -242,7 +246,7 @@ export function patterns(obj: Record<string, unknown>, key: string, file: string
   const out: [ModulePattern, number][] = [];
   for (const [pattern, value] of entries) {
     if (typeof value !== 'number' || !Number.isFinite(value) || (integer && (value <= 0 || !Number.isInteger(value)))) {
-      throw new MergeError('BAD_CONFIG', `${file}: ${key}["${pattern.slice(0, 80)}"] must be a ${integer ? 'positive integer' : 'number'}, got ${JSON.stringify(value)}`);
+      throw new MergeError('BAD_CONFIG', `${file}: ${key}["${pattern.slice(0, 80)}"] must be a ${integer ? 'positive integer' : 'number'}, got ${shownValue(value)}`);
     }
     out.push([compileModulePattern(pattern, key, budget), value]);
   }

@@ -18,7 +18,7 @@ import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, LayerClass, ParsedAdapter, TensorReplacement } from './adapter.js';
 import { algorithmNamed } from './algorithms/index.js';
 import { adaloraRankPattern } from './algorithms/peft-adalora.js';
-import { parseBoundedJson } from './bounded-json.js';
+import { parseBoundedJson, shownValue } from './bounded-json.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import type { MatchBudget } from './module-pattern.js';
 import { lookupPattern, patterns } from './peft-config.js';
@@ -133,7 +133,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   const number = (key: string, fallback: number): number => {
     const v = raw[key];
     if (v === undefined || v === null) return fallback;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new MergeError('BAD_CONFIG', `${configFile}: "${key}" must be a number, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new MergeError('BAD_CONFIG', `${configFile}: "${key}" must be a number, got ${shownValue(v)}`);
     return v;
   };
   const flag = (key: string): boolean | undefined => {

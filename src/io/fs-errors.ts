@@ -9,6 +9,7 @@ import { MergeError, isMergeError } from '../errors.js';
 const EXPLAINED: Record<string, { what: string; fix: string }> = {
   ENOSPC: { what: 'no space left on the device', fix: 'free some space or choose another --out' },
   EDQUOT: { what: 'disk quota exceeded', fix: 'free some space or choose another --out' },
+  EFBIG: { what: 'the file would be larger than the file-size limit (ulimit -f) or the file system allows', fix: 'raise the limit or choose an --out on another file system' },
   EROFS: { what: 'the file system is read-only', fix: 'choose an --out on a writable file system' },
   EACCES: { what: 'permission denied', fix: 'check the permissions of the folder or choose another --out' },
   EPERM: { what: 'operation not permitted', fix: 'check the permissions of the folder or choose another --out' },

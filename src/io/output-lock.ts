@@ -25,9 +25,15 @@ export async function acquireOutputLock(dir: string, out: string, name: string):
     try {
       const handle = await open(path, 'wx');
       try {
-        await handle.writeFile(`${process.pid}\n`);
-      } finally {
-        await handle.close();
+        try {
+          await handle.writeFile(`${process.pid}\n`);
+        } finally {
+          await handle.close();
+        }
+      } catch (e) {
+        // Created but not written (a full disk, ulimit -f 0): it is ours, and must not stay behind.
+        await rm(path, { force: true }).catch(() => undefined);
+        throw e;
       }
       let released = false;
       return {

@@ -451,6 +451,11 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         }
         // LyCORIS's DoRA applies its weight to the factor m / ‖V‖, not to ΔW (planDora).
         const termWeight = module.dora?.weighting === 'factor' ? 1 : weight;
+        // Every α/r and weight is finite, their product need not be (--weight 1e308 on α/r 2).
+        if (!Number.isFinite(termWeight * module.scale)) {
+          fail('NON_FINITE', `its scale ${module.scale} times the weight ${weight} is past float64; use a smaller --weight`);
+          continue;
+        }
         const term: PlannedTerm = {
           adapterIndex, adapter: adapter.name, moduleName, module, file: adapter.file, scale: termWeight * module.scale / divisor, layout: location.layout,
         };

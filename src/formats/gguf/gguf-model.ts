@@ -233,7 +233,7 @@ class GgufModel implements BaseModel {
       if (theirs !== undefined && theirs !== arch) {
         problems.push({
           adapter: adapter.name, module: '', code: 'PLAN_INVALID',
-          message: `${adapter.name}: a LoRA for architecture ${JSON.stringify(theirs)}, but the base is ${typeof arch === 'string' ? JSON.stringify(arch) : String(arch)}`,
+          message: `${adapter.name}: a LoRA for architecture ${JSON.stringify(theirs)}, but the base ${arch === undefined ? 'names none (it has no general.architecture)' : `is ${typeof arch === 'string' ? JSON.stringify(arch) : String(arch)}`}`,
         });
       }
     }

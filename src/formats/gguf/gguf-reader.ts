@@ -230,12 +230,14 @@ function layOutTensors(file: string, infos: TensorInfo[], dataStart: number, ali
   let expected = 0n;
   let dataEnd = 0;
   for (const info of infos) {
+    // Checked before the name is quoted: the parser takes strings of up to 10 MB.
+    const nameBytes = new TextEncoder().encode(info.name).byteLength;
+    if (nameBytes > MAX_NAME_BYTES) {
+      throw new MergeError('INVALID_HEADER', `${file}: tensor "${info.name.slice(0, MAX_NAME_BYTES)}…" has a name of ${nameBytes} bytes, longer than GGML's ${MAX_NAME_BYTES}`);
+    }
     const where = `${file}: tensor "${info.name}"`;
     if (seen.has(info.name)) throw new MergeError('INVALID_HEADER', `${where} is declared twice`);
     seen.add(info.name);
-    if (new TextEncoder().encode(info.name).byteLength > MAX_NAME_BYTES) {
-      throw new MergeError('INVALID_HEADER', `${where}: name longer than ${MAX_NAME_BYTES} bytes`);
-    }
     if (info.n_dims > MAX_DIMS) throw new MergeError('INVALID_SHAPE', `${where} has ${info.n_dims} dimensions; GGML allows at most ${MAX_DIMS}`);
     const type = ggmlTypeById(info.dtype);
     if (!type) throw new MergeError('INVALID_DTYPE', `${where} has GGML type id ${info.dtype}, which GGML does not define`);
