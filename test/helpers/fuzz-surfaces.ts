@@ -624,16 +624,19 @@ const UNREAD_FORMATS = ['convrot_w4a4', 'asym_w4a8_int8', 'awq_w4a16'];
 /**
  * Each format's real weight shapes here (rows, cols): the per-tensor ones small; mxfp8 (32 inputs a
  * block) and nvfp4 (16) with one or two column tiles of swizzled scales, padded to 128 rows. The
- * tall ones span two row slabs of COMFY_SLAB_BYTES (512 fp8 rows of 8, 256 nvfp4 rows of 16
- * bytes): a per-tensor fp8 or nvfp4 layer merged there takes the two passes, one over its slabs
- * for the tensor's maximum, one for the codes.
+ * tall ones span several row slabs of COMFY_SLAB_BYTES (512 fp8 rows of 8, 256 nvfp4 rows of 16
+ * bytes, 256 int8 rows of 8 codes read as bf16): a per-tensor fp8, nvfp4 or int8 layer merged there
+ * takes the two passes, one over its slabs for the tensor's maximum, one for the codes; a per-row
+ * int8 layer's scales are written slab by slab.
  */
 const COMFY_SHAPES: Record<ComfyFormat, [number, number][]> = {
-  float8_e4m3fn: [[OUT, IN], [1024, 8]], float8_e5m2: [[OUT, IN], [1024, 8]], int8_tensorwise: [[OUT, IN]],
+  float8_e4m3fn: [[OUT, IN], [1024, 8]], float8_e5m2: [[OUT, IN], [1024, 8]], int8_tensorwise: [[OUT, IN], [1024, 8]],
   mxfp8: [[32, 64], [32, 160]], nvfp4: [[16, 32], [32, 80], [384, 32]],
 };
 /** The smallest row slab a merge takes (the comfy_quant worlds' in-process merges run with it). */
 const COMFY_SLAB_BYTES = 4096;
+/** Bytes a value of each format takes in the rows a slab is cut from (int8 codes are read as bf16). */
+const COMFY_SLAB_ROW_BYTES: Record<ComfyFormat, number> = { float8_e4m3fn: 1, float8_e5m2: 1, mxfp8: 1, nvfp4: 0.5, int8_tensorwise: 2 };
 
 /** What makes a world's changed layer hostile: one part of its quantization written wrong. */
 type ComfyHostile =
@@ -1143,7 +1146,7 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     const file = `${names.file}_${tag}.safetensors`;
     const layerName = (f: string) => `${f}${f === 'int8_tensorwise' ? (perRow ? ' per row' : ' per tensor') : ''}`;
     return {
-      name: `ComfyUI comfy_quant ${layerName(format)}${rows * Math.ceil(cols / (format === 'nvfp4' ? 2 : 1)) > COMFY_SLAB_BYTES ? ' in two row slabs' : ''} beside ${format2} (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA${hostile ? ` (${hostile.part})` : ''}`,
+      name: `ComfyUI comfy_quant ${layerName(format)}${rows * cols * COMFY_SLAB_ROW_BYTES[format] > COMFY_SLAB_BYTES ? ' in several row slabs' : ''} beside ${format2} (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA${hostile ? ` (${hostile.part})` : ''}`,
       files: {
         [file]: { kind: 'safetensors', tensors, ...(header !== undefined ? { metadata: { _quantization_metadata: header } } : {}) },
         'lora.safetensors': { kind: 'safetensors', tensors: adapter },
