@@ -138,7 +138,7 @@ describeCliFuzz('fuzzing GGUF, LyCORIS, PEFT methods and model folders', {
 
 // The re-quantizing worlds among those FUZZ_SURFACE_WORLDS names (all where it is unset).
 const requantizing = REQUANTIZING_WORLDS.filter((k) => !process.env.FUZZ_SURFACE_WORLDS || process.env.FUZZ_SURFACE_WORLDS.split(',').map((w) => w.trim()).includes(k));
-const requantized = fuzzSettings('FUZZ_REQUANT_RUNS', 'FUZZ_REQUANT_CLI_RUNS', { runs: 200, cliRuns: 0 });
+const requantized = fuzzSettings('FUZZ_REQUANT_RUNS', 'FUZZ_REQUANT_CLI_RUNS', { runs: 120, cliRuns: 0 });
 describeCliFuzz('fuzzing merges quantized again, inputs as written', {
   name: 'fuzz re-quantized',
   cases: requantizedCases(requantizing.length ? requantizing : REQUANTIZING_WORLDS),

@@ -53,8 +53,9 @@ const floatDtype = fc.constantFrom<FloatName>('F32', 'F16', 'BF16');
 
 /**
  * A value in [-1, 1]: mostly any double (spread over the exponents), sometimes one where a rounding
- * rule decides: a midpoint of the f16, bf16, e4m3 or e5m2 grid (ties go to even), or a multiple
- * of half f16's subnormal step (subnormal results and their midpoints).
+ * rule decides: a midpoint of the f16, bf16, e4m3 or e5m2 grid (ties go to even), a multiple of
+ * half f16's subnormal step (subnormal results and their midpoints), or a power of two (factors
+ * whose products land a merged value exactly on a midpoint).
  */
 export const roundingValue: fc.Arbitrary<number> = fc.oneof(
   { weight: 4, arbitrary: fc.double({ min: -1, max: 1, noNaN: true }) },
@@ -65,6 +66,7 @@ export const roundingValue: fc.Arbitrary<number> = fc.oneof(
       .map(({ bits, m, e, neg }) => (neg ? -1 : 1) * (2 * (2 ** (bits - 1) + (m % 2 ** (bits - 1))) + 1) * 2 ** (-bits - 1 - e)),
   },
   { weight: 1, arbitrary: fc.integer({ min: -2047, max: 2047 }).map((k) => k * 2 ** -25) },
+  { weight: 1, arbitrary: fc.tuple(fc.nat(14), fc.boolean()).map(([k, neg]) => (neg ? -1 : 1) * 2 ** -k) },
 );
 const values = (n: number) => fc.array(roundingValue, { minLength: n, maxLength: n });
 
