@@ -17,7 +17,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { describeCliFuzz, filesUnder, fuzzSettings, type CliCase } from './helpers/cli-fuzz.js';
-import { decodeFiles, surfaceCases, surfaceTruth, writeSurfaceCase, type SurfaceCase } from './helpers/fuzz-surfaces.js';
+import { decodeFiles, REQUANTIZING_WORLDS, requantizedCases, surfaceCases, surfaceTruth, writeSurfaceCase, type SurfaceCase } from './helpers/fuzz-surfaces.js';
 
 function prepare(c: SurfaceCase): CliCase {
   const { world, command } = c;
@@ -43,11 +43,16 @@ function prepare(c: SurfaceCase): CliCase {
   };
 }
 
-/** One ulp of `dtype` at x, plus the f32 accumulation's error on terms of size `magnitude`. */
+/**
+ * f16 and bf16: half an ulp of `dtype` at x (the exact result rounded once, README "Rounding
+ * guarantee") plus the float64 truth's own rounding on terms of size `magnitude`; f32: one ulp plus
+ * the f32 accumulation's error.
+ */
 function tolerance(exact: number, magnitude: number, dtype: string): number {
   const mant = dtype === 'F16' ? 10 : dtype === 'BF16' ? 7 : 23;
   const minExp = dtype === 'F16' ? -14 : -126;
   const e = Math.max(exact === 0 ? minExp : Math.floor(Math.log2(Math.abs(exact))), minExp);
+  if (dtype !== 'F32') return 2 ** (e - mant - 1) + 2 ** -40 * magnitude + 2 ** -149;
   return 2 ** (e - mant) + 2 ** -20 * magnitude + 2 ** -126;
 }
 
@@ -108,19 +113,21 @@ function checkOutput(c: SurfaceCase, { inputs: written }: CliCase, outPath: stri
   return truth.kind;
 }
 
+/** Where the truth decides refusals too, a merge it expects must not be refused. */
+function checkRefusal(c: SurfaceCase, { inputs }: CliCase, context: string): string | undefined {
+  if (!c.world.refusalsChecked || c.command.command !== 'merge') return undefined;
+  const truth = surfaceTruth(c, inputs);
+  expect(truth.kind, `refused a merge the truth expects\n${context}`).not.toBe('expected');
+  return truth.kind;
+}
+
 describeCliFuzz('fuzzing GGUF, LyCORIS, PEFT methods and model folders', {
   name: 'fuzz surfaces',
   // FUZZ_SURFACE_WORLDS=<key>,<key>: only those worlds (SURFACE_WORLDS names them).
   cases: surfaceCases(process.env.FUZZ_SURFACE_WORLDS),
   prepare,
   checkOutput,
-  checkRefusal(c, { inputs }, context) {
-    // Where the truth decides refusals too, a merge it expects must not be refused.
-    if (!c.world.refusalsChecked || c.command.command !== 'merge') return undefined;
-    const truth = surfaceTruth(c, inputs);
-    expect(truth.kind, `refused a merge the truth expects\n${context}`).not.toBe('expected');
-    return truth.kind;
-  },
+  checkRefusal,
   mergeDetail: (stats) => `${stats.outcomes.get('merged, expected') ?? 0} against the truth`,
   expectReach(stats, runs) {
     // Merges checked against the truth, not only merges.
@@ -128,3 +135,18 @@ describeCliFuzz('fuzzing GGUF, LyCORIS, PEFT methods and model folders', {
     expect(stats.refused).toBeGreaterThan(runs / 10);
   },
 }, fuzzSettings('FUZZ_SURFACE_RUNS', 'FUZZ_SURFACE_CLI_RUNS', { runs: 1200, cliRuns: 6 }));
+
+// The re-quantizing worlds among those FUZZ_SURFACE_WORLDS names (all where it is unset).
+const requantizing = REQUANTIZING_WORLDS.filter((k) => !process.env.FUZZ_SURFACE_WORLDS || process.env.FUZZ_SURFACE_WORLDS.split(',').map((w) => w.trim()).includes(k));
+const requantized = fuzzSettings('FUZZ_REQUANT_RUNS', 'FUZZ_REQUANT_CLI_RUNS', { runs: 120, cliRuns: 0 });
+describeCliFuzz('fuzzing merges quantized again, inputs as written', {
+  name: 'fuzz re-quantized',
+  cases: requantizedCases(requantizing.length ? requantizing : REQUANTIZING_WORLDS),
+  prepare,
+  checkOutput,
+  checkRefusal,
+  mergeDetail: (stats) => `${stats.outcomes.get('merged, expected') ?? 0} against the truth`,
+  expectReach(stats, runs) {
+    if (runs) expect(stats.outcomes.get('merged, expected') ?? 0).toBeGreaterThan(runs / 4);
+  },
+}, requantizing.length ? requantized : { ...requantized, runs: 0, cliRuns: 0 });

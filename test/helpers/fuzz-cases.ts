@@ -50,14 +50,32 @@ export interface FuzzCase {
 }
 
 const floatDtype = fc.constantFrom<FloatName>('F32', 'F16', 'BF16');
-const values = (n: number) => fc.array(fc.double({ min: -1, max: 1, noNaN: true }), { minLength: n, maxLength: n });
+
+/**
+ * A value in [-1, 1]: mostly any double (spread over the exponents), sometimes one where a rounding
+ * rule decides: a midpoint of the f16, bf16, e4m3 or e5m2 grid (ties go to even), a multiple of
+ * half f16's subnormal step (subnormal results and their midpoints), or a power of two (factors
+ * whose products land a merged value exactly on a midpoint).
+ */
+export const roundingValue: fc.Arbitrary<number> = fc.oneof(
+  { weight: 4, arbitrary: fc.double({ min: -1, max: 1, noNaN: true }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ bits: fc.constantFrom(11, 8, 4, 3), m: fc.nat(), e: fc.nat(12), neg: fc.boolean() })
+      // (2M + 1) / 2^(bits + 1) with M of `bits` bits: halfway between two neighbours of that precision.
+      .map(({ bits, m, e, neg }) => (neg ? -1 : 1) * (2 * (2 ** (bits - 1) + (m % 2 ** (bits - 1))) + 1) * 2 ** (-bits - 1 - e)),
+  },
+  { weight: 1, arbitrary: fc.integer({ min: -2047, max: 2047 }).map((k) => k * 2 ** -25) },
+  { weight: 1, arbitrary: fc.tuple(fc.nat(14), fc.boolean()).map(([k, neg]) => (neg ? -1 : 1) * 2 ** -k) },
+);
+const values = (n: number) => fc.array(roundingValue, { minLength: n, maxLength: n });
 
 /** A Llama-like base with a PEFT adapter on q_proj and up_proj (out ≠ in, so a transposed read cannot pass). */
 const peftWorld: fc.Arbitrary<World> = fc
   .record({
     qDtype: floatDtype, upDtype: floatDtype, normDtype: floatDtype, aDtype: floatDtype, bDtype: floatDtype,
     r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 4, 8, 16), rslora: fc.boolean(), up: fc.boolean(),
-    replaceNorm: fc.boolean(), seed: fc.array(fc.double({ min: -1, max: 1, noNaN: true }), { minLength: 64, maxLength: 64 }),
+    replaceNorm: fc.boolean(), seed: values(64),
   })
   .map(({ qDtype, upDtype, normDtype, aDtype, bDtype, r, alpha, rslora, up, replaceNorm, seed }) => {
     const v = (n: number, salt: number) => Array.from({ length: n }, (_, i) => seed[(i * 7 + salt) % 64] * (1 + ((i * 13 + salt) % 5) / 7));
@@ -86,7 +104,7 @@ const kohyaWorld: fc.Arbitrary<World> = fc
   .record({
     wDtype: floatDtype, fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }),
     alpha: fc.option(fc.record({ dtype: fc.constantFrom<FixtureDType>('F32', 'F16', 'BF16', 'F64'), value: fc.constantFrom(0, 1, 2, 0.5, 8) }), { nil: undefined }),
-    seed: fc.array(fc.double({ min: -1, max: 1, noNaN: true }), { minLength: 32, maxLength: 32 }),
+    seed: values(32),
   })
   .map(({ wDtype, fDtype, r, alpha, seed }) => {
     const v = (n: number, salt: number) => Array.from({ length: n }, (_, i) => seed[(i * 5 + salt) % 32] * (1 + ((i * 3 + salt) % 4) / 5));

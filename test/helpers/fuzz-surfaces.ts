@@ -55,6 +55,7 @@ import { exactMergeBitsOf } from './exact-truth.js';
 import type { FloatDType } from '../../src/dtype.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
 import { mm } from './dense-f64.js';
+import { roundingValue } from './fuzz-cases.js';
 import { AWQ_ORDER, pack } from './int-packing.js';
 
 /** The deepest JSON nesting a case writes. */
@@ -168,7 +169,7 @@ const kohyaScale = (alpha: number, r: number) => (alpha === 0 ? 1 : alpha / r);
 // --- building blocks --------------------------------------------------------------------------------
 
 const floatDtype = fc.constantFrom<FixtureDType>('F32', 'F16', 'BF16');
-const values = (n: number) => fc.array(fc.double({ min: -1, max: 1, noNaN: true }), { minLength: n, maxLength: n });
+const values = (n: number) => fc.array(roundingValue, { minLength: n, maxLength: n });
 const st = (name: string, dtype: FixtureDType, shape: number[], data: number[]): FixtureTensor => ({ name, dtype, shape, data });
 /** Values of n cells drawn from a seed (deterministic in the case). */
 const from = (seed: number[]) => (n: number, salt: number, scale = 1) => Array.from({ length: n }, (_, i) => scale * seed[(i * 7 + salt) % seed.length] * (1 + ((i * 13 + salt) % 5) / 7));
@@ -624,16 +625,19 @@ const UNREAD_FORMATS = ['convrot_w4a4', 'asym_w4a8_int8', 'awq_w4a16'];
 /**
  * Each format's real weight shapes here (rows, cols): the per-tensor ones small; mxfp8 (32 inputs a
  * block) and nvfp4 (16) with one or two column tiles of swizzled scales, padded to 128 rows. The
- * tall ones span two row slabs of COMFY_SLAB_BYTES (512 fp8 rows of 8, 256 nvfp4 rows of 16
- * bytes): a per-tensor fp8 or nvfp4 layer merged there takes the two passes, one over its slabs
- * for the tensor's maximum, one for the codes.
+ * tall ones span several row slabs of COMFY_SLAB_BYTES (512 fp8 rows of 8, 256 nvfp4 rows of 16
+ * bytes, 256 int8 rows of 8 codes read as bf16): a per-tensor fp8, nvfp4 or int8 layer merged there
+ * takes the two passes, one over its slabs for the tensor's maximum, one for the codes; a per-row
+ * int8 layer's scales are written slab by slab (int8 is tall in two draws of three).
  */
 const COMFY_SHAPES: Record<ComfyFormat, [number, number][]> = {
-  float8_e4m3fn: [[OUT, IN], [1024, 8]], float8_e5m2: [[OUT, IN], [1024, 8]], int8_tensorwise: [[OUT, IN]],
+  float8_e4m3fn: [[OUT, IN], [1024, 8]], float8_e5m2: [[OUT, IN], [1024, 8]], int8_tensorwise: [[OUT, IN], [1024, 8], [1024, 8]],
   mxfp8: [[32, 64], [32, 160]], nvfp4: [[16, 32], [32, 80], [384, 32]],
 };
 /** The smallest row slab a merge takes (the comfy_quant worlds' in-process merges run with it). */
 const COMFY_SLAB_BYTES = 4096;
+/** Bytes a value of each format takes in the rows a slab is cut from (int8 codes are read as bf16). */
+const COMFY_SLAB_ROW_BYTES: Record<ComfyFormat, number> = { float8_e4m3fn: 1, float8_e5m2: 1, mxfp8: 1, nvfp4: 0.5, int8_tensorwise: 2 };
 
 /** What makes a world's changed layer hostile: one part of its quantization written wrong. */
 type ComfyHostile =
@@ -1012,7 +1016,7 @@ const finiteCodes = (codes: Uint8Array, dtype: 'F8_E4M3' | 'F8_E5M2') => codes.m
 
 const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
   // The changed layer's format (float8_e5m2 is ComfyUI's TensorCoreFP8E5M2Layout), and what is written wrong in it.
-  .constantFrom<ComfyFormat>('float8_e4m3fn', 'float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'mxfp8', 'nvfp4', 'nvfp4', 'int8_tensorwise', 'int8_tensorwise')
+  .constantFrom<ComfyFormat>('float8_e4m3fn', 'float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'mxfp8', 'nvfp4', 'nvfp4', 'int8_tensorwise', 'int8_tensorwise', 'int8_tensorwise')
   .chain((format) => fc.record({
     format: fc.constant(format),
     hostile: fc.option(comfyHostile(format), { nil: null, freq: 2 }),
@@ -1143,7 +1147,7 @@ const comfyQuantWorld: fc.Arbitrary<SurfaceWorld> = fc
     const file = `${names.file}_${tag}.safetensors`;
     const layerName = (f: string) => `${f}${f === 'int8_tensorwise' ? (perRow ? ' per row' : ' per tensor') : ''}`;
     return {
-      name: `ComfyUI comfy_quant ${layerName(format)}${rows * Math.ceil(cols / (format === 'nvfp4' ? 2 : 1)) > COMFY_SLAB_BYTES ? ' in two row slabs' : ''} beside ${format2} (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA${hostile ? ` (${hostile.part})` : ''}`,
+      name: `ComfyUI comfy_quant ${layerName(format)}${rows * cols * COMFY_SLAB_ROW_BYTES[format] > COMFY_SLAB_BYTES ? ' in several row slabs' : ''} beside ${format2} (${model}) + ${form === 'kohya' ? 'kohya' : 'diffusion_model. PEFT-form'} LoRA${hostile ? ` (${hostile.part})` : ''}`,
       files: {
         [file]: { kind: 'safetensors', tensors, ...(header !== undefined ? { metadata: { _quantization_metadata: header } } : {}) },
         'lora.safetensors': { kind: 'safetensors', tensors: adapter },
@@ -2641,6 +2645,18 @@ export const surfaceCases = (only?: string): fc.Arbitrary<SurfaceCase> => fc
   .map(({ world, mutations, command: { dtype, ...command } }) => ({
     world, mutations, command: (dtype ??= world.mergeDtype) && command.command === 'merge' && world.outDtypes?.includes(dtype) ? { ...command, dtype } : command,
   }));
+
+/** The worlds whose merges without --dtype quantize the merged weights again (fp8, nvfp4 and int8 codes and their scales). */
+export const REQUANTIZING_WORLDS = ['comfy-quant', 'block-fp8', 'scaled-fp8', 'compressed-tensors', 'modelopt-fp8'];
+
+/**
+ * Those worlds' files merged as written, without --dtype: the codes and scales quantized anew, where
+ * an encoder's rounding on ties or a scale taken from one row slab shows. Few of the mixed cases
+ * reach them (a mutation or a --dtype comes first), so they are drawn here on their own too.
+ */
+export const requantizedCases = (worlds: string[]): fc.Arbitrary<SurfaceCase> => fc
+  .record({ world: surfaceWorlds(worlds.join(',')), weight: fc.constantFrom(1, 1, 0.5, -1, 2.5) })
+  .map(({ world, weight }) => ({ world, mutations: [], command: { command: 'merge' as const, weight } }));
 
 // --- writing a case's files ----------------------------------------------------------------------------
 
