@@ -4,7 +4,7 @@
  * rules as the merge's keep results honest: changing an input withdraws a result (its files are
  * deleted), changing a setting marks it out of date.
  */
-import type { AdapterEntry, PickedSet } from './page-state.js';
+import { namedApart, type AdapterEntry, type PickedSet } from './page-state.js';
 import type { AdapterFacts, JobDone, JobMode } from './job-protocol.js';
 
 export type PageMode = 'merge' | JobMode;
@@ -70,14 +70,8 @@ export class JobStore {
   /** combine adds each set; resize keeps the last one picked. Returns the entries made (to be described). */
   addAdapters(sets: PickedSet[]): JobAdapter[] {
     if (sets.length === 0) return [];
-    const taken = new Set(this.state.mode === 'resize' ? [] : this.state.adapters.map((a) => a.set.name));
-    const made = sets.map((set) => {
-      // Loose files are named after their weights: two PEFT picks would both be adapter_model.safetensors.
-      let name = set.name;
-      for (let n = 2; taken.has(name); n++) name = `${set.name} (${n})`;
-      taken.add(name);
-      return { id: this.nextId++, set: { ...set, name }, weight: 1, info: { status: 'reading' } as AdapterInfo };
-    });
+    const taken = this.state.mode === 'resize' ? [] : this.state.adapters.map((a) => a.set.name);
+    const made = namedApart(sets, taken).map((set) => ({ id: this.nextId++, set, weight: 1, info: { status: 'reading' } as AdapterInfo }));
     if (this.state.mode === 'resize') this.state.single = made[made.length - 1];
     else this.state.adapters.push(...made);
     this.inputsChanged();

@@ -12,6 +12,21 @@ export interface PickedSet {
   origin: 'user' | 'sample';
 }
 
+/**
+ * The sets named apart from `taken` and from each other: loose files are named after what they are
+ * (two PEFT picks are both `PEFT adapter`, two folders may both be `lora`), so a second one becomes
+ * `PEFT adapter (2)`, and cards, weight sliders and messages tell them apart.
+ */
+export function namedApart(sets: readonly PickedSet[], taken: Iterable<string>): PickedSet[] {
+  const names = new Set(taken);
+  return sets.map((set) => {
+    let name = set.name;
+    for (let n = 2; names.has(name); n++) name = `${set.name} (${n})`;
+    names.add(name);
+    return name === set.name ? set : { ...set, name };
+  });
+}
+
 export interface AdapterEntry {
   /** Stable across removals, for DOM keys. */
   id: number;
@@ -93,7 +108,7 @@ export class PageStore {
     if (sets.length === 0) return;
     if (sets.some((x) => x.origin === 'user') && s.base?.origin === 'sample') s.base = undefined;
     s.adapters = s.adapters.filter((a) => a.set.origin === 'user' || sets.every((x) => x.origin === 'sample'));
-    for (const set of sets) s.adapters.push({ id: this.nextAdapterId++, set, weight: 1 });
+    for (const set of namedApart(sets, s.adapters.map((a) => a.set.name))) s.adapters.push({ id: this.nextAdapterId++, set, weight: 1 });
     this.inputsChanged();
   }
 

@@ -13,6 +13,7 @@ import {
   type PlannedTerm, type PreparedMerge,
 } from '../src/index.js';
 import { algorithmNamed, moduleTitle } from '../src/formats/algorithms/index.js';
+import { scaleFacts, valueRange } from '../src/formats/scale-facts.js';
 import { familyMismatch } from '../src/plan/model-family.js';
 import { tiedPair } from '../src/plan/tied-embeddings.js';
 import { fp8OutputBlocker, SCALED_FP8_KIND_NAME } from '../src/formats/scaled-fp8.js';
@@ -24,12 +25,6 @@ import type { AdapterSummary, OutputFilePlan, PlanCheck, PlannedModule, PlanSumm
 export interface WeightedFiles {
   files: InputFileSet;
   weight: number;
-}
-
-function range(values: number[]): string {
-  const distinct = [...new Set(values.map((v) => Number(v.toPrecision(4))))].sort((a, b) => a - b);
-  if (distinct.length === 0) return '—';
-  return distinct.length === 1 ? String(distinct[0]) : `${distinct[0]}–${distinct[distinct.length - 1]}`;
 }
 
 /** `LoRA`, `LoKr + DoRA`, `LoRA + bias`: how a module's tensors make its update. */
@@ -51,9 +46,8 @@ export function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
       ADAPTER_FORMAT_NAMES[adapter.format] ?? adapter.format,
       ...algorithmFacts,
       `${m.length} module${m.length === 1 ? '' : 's'}`,
-      ...(ranks.length ? [`r = ${range(ranks)}`] : []),
-      `α = ${range(m.map((x) => x.alpha))}`,
-      `α/r = ${range(m.map((x) => x.scale))}`,
+      ...(ranks.length ? [`r = ${valueRange(ranks)}`] : []),
+      ...scaleFacts(m),
       ...(adapter.replacements.length ? [`${adapter.replacements.length} tensors replaced`] : []),
     ],
     warnings: adapter.warnings.slice(),

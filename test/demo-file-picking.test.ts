@@ -2,11 +2,11 @@
  * How the page names and groups what a person picks or drops, without a browser: a PEFT adapter's
  * two files picked as files are one adapter named `PEFT adapter` (a browser does not say their
  * folder), a folder pick is named by its folder, and the same two files dropped loose are one
- * adapter too, beside any other file dropped with them.
+ * adapter too, beside any other file dropped with them. Same-named picks are told apart by ` (2)`.
  */
 import { describe, expect, it } from 'vitest';
 import { adapterSets, setFromInput } from '../demo/file-picking.js';
-import type { PickedSet } from '../demo/page-state.js';
+import { namedApart, type PickedSet } from '../demo/page-state.js';
 
 const file = (name: string, relative = '') => Object.assign(new File(['{}'], name), { webkitRelativePath: relative });
 /** A file input as the browser fills it. */
@@ -33,5 +33,12 @@ describe('naming and grouping picked adapter files', () => {
     ]);
     const two = [loose('a.safetensors'), loose('b.safetensors')];
     expect(adapterSets(two)).toEqual(two);
+  });
+
+  it('same-named sets dropped together or picked after others are named apart: `lora (2)`, `lora (3)`', () => {
+    const folder = (name: string): PickedSet => ({ name, files: [{ path: 'adapter_model.safetensors', file: file('adapter_model.safetensors') }], origin: 'user' });
+    expect(namedApart([folder('lora'), folder('lora'), folder('style')], []).map((s) => s.name)).toEqual(['lora', 'lora (2)', 'style']);
+    expect(namedApart([folder('lora'), folder('lora (2)')], ['lora', 'PEFT adapter']).map((s) => s.name)).toEqual(['lora (2)', 'lora (2) (2)']);
+    expect(namedApart([folder('lora')], ['lora', 'lora (2)']).map((s) => s.name)).toEqual(['lora (3)']);
   });
 });

@@ -103,7 +103,7 @@ async function mergeAgainstCli(name: string, base: FixtureTensor[], folder: Reco
     expect(merged.get(key)!.dtype, key).toBe(t.dtype);
     expect(Buffer.from(merged.get(key)!.bytes).equals(Buffer.from(t.bytes)), key).toBe(true);
   }
-  return { page, merged, rows };
+  return { page, merged, rows, cli };
 }
 
 /** ‖ΔW‖ / ‖W‖ in percent to the table's three digits: the size column of the module on `target`. */
@@ -141,10 +141,12 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
       { ...randomTensor(`base_model.model.${l}.q_proj.road_alpha`, [HIDDEN / 2], 'F32', rand), data: Float64Array.from({ length: HIDDEN / 2 }, (_, i) => 1 + (i % 3) / 8) },
     ]);
     const config = { ...PEFT_FIELDS, peft_type: 'ROAD', peft_version: '0.18.0', variant: 'road_1', group_size: 8, init_weights: true, target_modules: ['q_proj'] };
-    const { page, merged, rows } = await mergeAgainstCli('road', base, peftFolder(config, tensors), 'RoAd (PEFT)', 2, { phone: true });
+    const { page, merged, rows, cli } = await mergeAgainstCli('road', base, peftFolder(config, tensors), 'RoAd (PEFT)', 2, { phone: true });
     // RoAd has no rank: the facts do not make one up. Each q_proj's bias turns with its weight:
     // counted among the tensors changed, and said in its module's row.
-    expect(await text(page, '[data-testid="adapter-facts"]')).toBe('PEFT · RoAd (PEFT) · 2 modules · α = 1 · α/r = 1');
+    // Nor an α: RoAd has none (its road_alpha are the map's scales, read per output).
+    expect(await text(page, '[data-testid="adapter-facts"]')).toBe('PEFT · RoAd (PEFT) · 2 modules');
+    expect(cli.run.stderr).toContain('(peft, 2 modules, weight 1)');
     expect(await text(page, '#plan-stats')).toMatch(/2modules matched4base tensors changed/);
     expect(rows.map((row) => row[2])).toEqual(['RoAd (PEFT) + bias', 'RoAd (PEFT) + bias']);
     // The bars measure the change RoAd makes to W, which is no product of factors.
@@ -209,9 +211,14 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
     const b = 4;
     const tensors = LAYERS.flatMap((l) => ['q_proj', 'v_proj'].map((m) => randomTensor(key(l, m, 'c3a_kernel'), [outOf(m) / b, HIDDEN / b, b], 'F32', rand)));
     const config = { ...PEFT_FIELDS, peft_type: 'C3A', peft_version: '0.18.0', block_size: b, block_size_pattern: {}, target_modules: ['q_proj', 'v_proj'], init_weights: 'xavier_uniform' };
-    const { page, rows } = await mergeAgainstCli('c3a', base, peftFolder(config, tensors), 'C3A (PEFT)', 4);
-    // A dense update: no rank to show.
-    expect(await text(page, '[data-testid="adapter-facts"]')).not.toMatch(/· r = /);
+    const { page, rows, cli } = await mergeAgainstCli('c3a', base, peftFolder(config, tensors), 'C3A (PEFT)', 4);
+    // A dense update: no rank to show, and no α: its scale is PEFT's 1/in, said as such, by the
+    // card and by the CLI's plan alike.
+    expect(await text(page, '[data-testid="adapter-facts"]')).toBe(`PEFT · C3A (PEFT) · 4 modules · scale = 1/in = ${1 / HIDDEN}`);
+    expect(cli.run.stderr).toContain(`(peft, 4 modules, weight 1, scale = 1/in = ${1 / HIDDEN})`);
+    const inspect = await runCli(['inspect', join(cli.out, '..', 'adapter')]);
+    expect(inspect.stdout).toContain('modules (r, scale):');
+    expect(inspect.stdout).toContain(`${q0}  r=${b} scale=${1 / HIDDEN} (1/in)`);
     const c = circulant(valuesOf(tensors, key(LAYERS[0], 'q_proj', 'c3a_kernel')), HIDDEN / b, HIDDEN / b, b);
     expectSize(rows, `${q0}.weight`, weightOf(base, q0), c.map((x) => x / HIDDEN));
   });

@@ -280,6 +280,34 @@ describe('the page\'s plan of the newer PEFT methods', () => {
     expect(summary.magnitudes[0].ratio).toBeCloseTo(norm(delta) / norm(decoded(base).get(`${q}.weight`)!.values), 6);
   });
 
+  it('states α and α/√r for a LoRA trained with use_rslora, and measures it at α/√r', async () => {
+    const out = 6, inF = 5, r = 4, alpha = 16;
+    const base = [randomTensor(`${q}.weight`, [out, inF], 'BF16', rand)];
+    const a = randomTensor(`base_model.model.${q}.lora_A.weight`, [r, inF], 'F32', rand, 0.5);
+    const b = randomTensor(`base_model.model.${q}.lora_B.weight`, [out, r], 'F32', rand, 0.5);
+    const summary = await summarize(base, { ...peft, peft_type: 'LORA', peft_version: '0.17.1', r, lora_alpha: alpha, use_rslora: true, lora_dropout: 0, fan_in_fan_out: false }, [a, b]);
+    expect(summary.problems).toEqual([]);
+    expect(summary.adapters[0].facts).toEqual(['PEFT', 'LoRA', '1 module', `r = ${r}`, `α = ${alpha}`, `α/√r = ${alpha / Math.sqrt(r)}`]);
+    const [w, av, bv] = [base[0], a, b].map((t) => decoded([t]).get(t.name)!);
+    expect(summary.magnitudes[0].ratio).toBeCloseTo(ratio(w, av, bv, alpha / Math.sqrt(r)), 6);
+  });
+
+  it('says which modules of a single-file LoRA state no α (taken as r, scale 1), beside the α the others state', async () => {
+    const v = 'model.layers.0.self_attn.v_proj';
+    const base = [randomTensor(`${q}.weight`, [6, 5], 'BF16', rand), randomTensor(`${v}.weight`, [6, 5], 'BF16', rand)];
+    // q_proj: r = 4 with .alpha 8 (α/r = 2); v_proj: r = 2 and no .alpha (α = r, α/r = 1).
+    const lora = [
+      randomTensor(`${q}.lora_down.weight`, [4, 5], 'F32', rand), randomTensor(`${q}.lora_up.weight`, [6, 4], 'F32', rand),
+      { name: `${q}.alpha`, dtype: 'F32' as const, shape: [], data: Float64Array.of(8) },
+      randomTensor(`${v}.lora_down.weight`, [2, 5], 'F32', rand), randomTensor(`${v}.lora_up.weight`, [6, 2], 'F32', rand),
+    ];
+    const summary = await summarizePlan(memoryInputFileSet({ 'model.safetensors': buildSafetensors(base) }, 'llama'),
+      [{ files: memoryInputFileSet({ 'lora.safetensors': buildSafetensors(lora) }, 'lora.safetensors'), weight: 1 }]);
+    expect(summary.problems).toEqual([]);
+    expect(summary.adapters[0].facts.slice(1)).toEqual(['LoRA', '2 modules', 'r = 2–4', 'α = 8', '1 module without α (α = 2)', 'α/r = 1–2']);
+    expect(summary.modules.map((m) => [m.module, m.scale])).toEqual([[q, 2], [v, 1]]);
+  });
+
   it('measures HiRA, a map of W, as ‖W ⊙ B·A‖ / ‖W‖ (W\' − W), with no rank listed', async () => {
     const out = 6, inF = 5, r = 2;
     const base = [randomTensor(`${q}.weight`, [out, inF], 'BF16', rand)];
@@ -287,7 +315,8 @@ describe('the page\'s plan of the newer PEFT methods', () => {
     const summary = await summarize(base, { ...peft, peft_type: 'HIRA', peft_version: '0.18.0', r, hira_dropout: 0 }, adapter);
     expect(summary.problems).toEqual([]);
     expect(summary.modules.map((m) => [m.algorithm, m.rank, m.scale])).toEqual([['HiRA (PEFT)', undefined, 1]]);
-    expect(summary.adapters[0].facts).toEqual(['PEFT', 'HiRA (PEFT)', '1 module', 'α = 1', 'α/r = 1']);
+    // PEFT's HiRA has no α and no scaling: nothing to state.
+    expect(summary.adapters[0].facts).toEqual(['PEFT', 'HiRA (PEFT)', '1 module']);
     const w = decoded(base).get(`${q}.weight`)!.values;
     const [a, b] = adapter.map((t) => decoded(adapter).get(t.name)!.values);
     const delta = Array.from(w, (x, k) => {

@@ -75,10 +75,10 @@ function describeAdapter(adapter: ParsedAdapter): string[] {
   }
   lines.push(`  layers: ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
   for (const w of adapter.warnings) lines.push(`  warning: ${oneLine(w)}`);
-  lines.push('  modules (r, α, scale):');
+  lines.push(`  modules (r, ${adapter.modules.some((m) => m.scaleOrigin?.kind === 'alpha') ? 'α, ' : ''}scale):`);
   for (const m of adapter.modules) {
     const bias = m.biasB ? `${m.update.kind === 'none' ? '' : ' + '}bias ${m.biasB.name.startsWith(`${m.key}.`) ? m.biasB.name.slice(m.key.length + 1) : m.biasB.name} scale=${+(m.biasBScale ?? m.scale).toPrecision(6)}` : '';
-    lines.push(`    ${m.key}  ${m.update.kind === 'none' ? '' : `r=${m.rank} α=${m.alpha} scale=${+m.scale.toPrecision(6)}`}${bias}`);
+    lines.push(`    ${m.key}  ${m.update.kind === 'none' ? '' : `r=${m.rank}${m.scaleOrigin?.kind === 'alpha' ? ` α=${m.alpha}` : ''} scale=${+m.scale.toPrecision(6)}${m.scaleOrigin?.kind === 'method' ? ` (${m.scaleOrigin.what})` : ''}`}${bias}`);
   }
   for (const r of adapter.replacements) lines.push(`    ${r.key}  full tensor [${r.tensor.shape.join('×')}]`);
   return lines;

@@ -2,6 +2,7 @@
 import type { PreparedMerge } from '../pipeline/prepare-merge.js';
 import { formatBytes, formatScale } from '../format.js';
 import { algorithmNamed } from '../formats/algorithms/index.js';
+import { scaleFacts } from '../formats/scale-facts.js';
 import type { PlannedTerm } from '../plan/merge-plan.js';
 import { listingLine } from './terminal-text.js';
 
@@ -11,11 +12,9 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   lines.push(`base: ${prepared.baseFiles.name} (${base.kind}, ${base.tensors.size} tensors in ${base.shards.length} file${base.shards.length === 1 ? '' : 's'})`);
   plan.adapters.forEach((a, i) => {
     const adapter = prepared.adapters[i].adapter;
-    const scales = [...new Set(adapter.modules.map((m) => m.scale))].sort((x, y) => x - y);
-    const scaleText = scales.length === 1 ? `α/r ${formatScale(scales[0])}` : `α/r ${formatScale(scales[0])}…${formatScale(scales[scales.length - 1])}`;
     lines.push(
       `adapter ${i + 1}: ${a.name} (${a.format}, ${a.modules} modules${a.replacements ? `, ${a.replacements} full tensors` : ''}, ` +
-        `weight ${a.weight}, ${scaleText})`,
+        `${[`weight ${a.weight}`, ...scaleFacts(adapter.modules)].join(', ')})`,
     );
   });
   const s = plan.summary;

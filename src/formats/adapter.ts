@@ -46,6 +46,16 @@ export interface DoraFactor {
 }
 
 /**
+ * Where a module's scale comes from:
+ * - `alpha`: α from the file or its config, divided as `rule` words it (`α/r`, `α/√r`,
+ *   `α/(r + h)`); `stated` false where the file states no α and α = r is taken (scale 1).
+ * - `method`: a factor the method itself defines, `what` words it (C3A's `1/in`).
+ */
+export type ScaleOrigin =
+  | { kind: 'alpha'; rule: string; stated: boolean }
+  | { kind: 'method'; what: string };
+
+/**
  * One module of an adapter, as an algorithm (formats/algorithms/) built it from the file's
  * headers: what ΔW it makes, at which scale, from which tensors. Where it lands in the base is
  * the layouts' business (formats/layouts/), from `address`.
@@ -72,6 +82,12 @@ export interface AdapterModule {
   alpha: number;
   /** α/r, or α/√r with rsLoRA; the user's weight is not included. */
   scale: number;
+  /**
+   * What `scale` is, for the facts users read (the page's cards, the CLI's plan and inspect). Absent:
+   * the method has no scale of its own, and `alpha` and `scale` are placeholders (1) or `alpha` is a
+   * setting that scales nothing (LyCORIS OFT's constraint).
+   */
+  scaleOrigin?: ScaleOrigin;
   /** The tensors the update is read from, by the algorithm's own names. */
   tensors: Readonly<Record<string, TensorEntry>>;
   /** The term the engine will get (its kind and the rank it runs at). */

@@ -275,7 +275,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
         report('BAD_CONFIG', `has rank ${stored} but the config (${rankPattern.some(([re]) => re.test(path)) ? 'rank_pattern' : 'r'}) says ${moduleRank}`);
         continue;
       }
-      Object.assign(module, { rank: moduleRank, alpha: moduleAlpha, scale: moduleAlpha / moduleRank });
+      Object.assign(module, { rank: moduleRank, alpha: moduleAlpha, scale: moduleAlpha / moduleRank, scaleOrigin: { kind: 'alpha', rule: 'α/r', stated: true } });
     }
     modules.push({
       ...module, name: path, fanInFanOut: (TRANSPOSED_UNDER_FAN_IN_FAN_OUT.includes(algorithm.name) && fanInFanOut) || module.fanInFanOut,

@@ -116,9 +116,10 @@ export interface Algorithm {
  * α and the scale α/r as kohya, LyCORIS and diffusers apply them: a module without α (or with
  * α = 0, which kohya treats as unset) is not scaled.
  */
-export function alphaScale(alpha: number | undefined, rank: number, rsLora = false): { alpha: number; scale: number } {
-  if (alpha === undefined || alpha === 0) return { alpha: rank, scale: 1 };
-  return { alpha, scale: rsLora ? alpha / Math.sqrt(rank) : alpha / rank };
+export function alphaScale(alpha: number | undefined, rank: number, rsLora = false): Pick<AdapterModule, 'alpha' | 'scale' | 'scaleOrigin'> {
+  const rule = rsLora ? 'α/√r' : 'α/r';
+  if (alpha === undefined || alpha === 0) return { alpha: rank, scale: 1, scaleOrigin: { kind: 'alpha', rule, stated: false } };
+  return { alpha, scale: rsLora ? alpha / Math.sqrt(rank) : alpha / rank, scaleOrigin: { kind: 'alpha', rule, stated: true } };
 }
 
 /** The fields every module shares, from its context. */

@@ -81,6 +81,10 @@ export const lokr: Algorithm = {
       }
       scale = Math.sqrt(r);
     }
+    // Both factors full: scale 1 whatever α says (nothing to show), or √r under rs_lora.
+    const lokrScaleOrigin = (): Pick<AdapterModule, 'scaleOrigin'> => decomposedRank !== undefined
+      ? { scaleOrigin: { kind: 'alpha', rule: 'α/r', stated: context.alpha !== undefined && context.alpha !== 0 } }
+      : scale !== 1 ? { scaleOrigin: { kind: 'method', what: '√r (rs_lora, both factors full)' } } : {};
     const rankOf = (full: boolean, p: number, q: number, r: number | undefined) => (full ? Math.min(p, q) : r!);
     const productRank = rankOf(first === 'full', a, c, r1) * rankOf(second === 'full', b, product(rest), r2);
     const dense = first === 'full' && second === 'full' && productRank > Math.min(out, inF) / 4;
@@ -92,6 +96,7 @@ export const lokr: Algorithm = {
       rank: decomposedRank ?? 1,
       alpha: decomposedRank === undefined ? 1 : context.alpha === undefined || context.alpha === 0 ? decomposedRank : context.alpha,
       scale,
+      ...lokrScaleOrigin(),
       tensors: Object.fromEntries(Object.entries({ w1, w1a, w1b, w2, w2a, w2b, t2 }).filter(([, t]) => t)) as Record<string, TensorEntry>,
       update: dense ? { kind: 'dense' } : { kind: 'low-rank', rank: productRank },
       fanInFanOut: false,

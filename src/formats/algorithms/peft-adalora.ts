@@ -79,6 +79,7 @@ export const peftAdalora: Algorithm = {
       rank: r,
       alpha: o.scaling,
       scale,
+      scaleOrigin: { kind: 'alpha', rule: 'α/init_r', stated: context.alpha !== undefined && context.alpha > 0 },
       tensors: { a, b, e },
       update: { kind: 'low-rank', rank: r },
       fanInFanOut: false,

@@ -37,6 +37,7 @@ export const peftC3a: Algorithm = {
       alpha: 1,
       // PEFT divides the circulant by the base weight's last dimension, its inputs.
       scale: 1 / inputs,
+      scaleOrigin: { kind: 'method', what: '1/in' },
       tensors: { kernel },
       update: { kind: 'dense' },
       fanInFanOut: false,

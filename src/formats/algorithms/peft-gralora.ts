@@ -58,6 +58,7 @@ export const peftGralora: Algorithm = {
       rank,
       alpha,
       scale: alpha / (r + h),
+      scaleOrigin: { kind: 'alpha', rule: 'α/(r + h)', stated: context.alpha !== undefined },
       tensors: { a, b, ...(ag && bg ? { ag, bg } : {}) },
       update: { kind: 'low-rank', rank },
       fanInFanOut: false,

@@ -58,6 +58,7 @@ export const peftRandlora: Algorithm = {
       rank: r * nb,
       alpha,
       scale: alpha / r,
+      scaleOrigin: { kind: 'alpha', rule: 'α/r', stated: true },
       tensors: { lambda, gamma, sa, sb },
       update: { kind: 'low-rank', rank: r * nb },
       fanInFanOut: false,

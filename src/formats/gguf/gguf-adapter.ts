@@ -22,6 +22,7 @@ import { MergeError, type MergeErrorCode } from '../../errors.js';
 import type { ByteSource } from '../../io/types.js';
 import { throwIfProblems } from '../../plan/problems.js';
 import type { AdapterModule, ParsedAdapter } from '../adapter.js';
+import { alphaScale } from '../algorithms/algorithm.js';
 import { lora } from '../algorithms/lora.js';
 import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
 import { blockCodec } from './codecs/registry.js';
@@ -125,8 +126,7 @@ export async function parseGgufAdapter(name: string, source: ByteSource): Promis
         kind: embedding ? 'embedding' : 'linear',
         deltaShape: [outFeatures, inFeatures],
         rank,
-        alpha,
-        scale: alpha ? alpha / rank : 1,
+        ...alphaScale(alpha, rank),
         tensors: { down, up },
         update: { kind: 'low-rank', rank },
         fanInFanOut: false,
