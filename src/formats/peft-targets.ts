@@ -30,6 +30,8 @@ export interface PeftTargets {
 const LAYERS_NEED_A_LIST = new Set(['LORA', 'ADALORA', 'C3A', 'DELORA', 'HIRA', 'HRA', 'MISS']);
 /** transformers' usual name of a causal LM's output head, which "all-linear" leaves out (get_output_embeddings). */
 const OUTPUT_HEAD = 'lm_head';
+/** The input embedding and the output head as transformers names them in most models: tied when the model ties them. */
+const TIED_LAYERS = ['embed_tokens', OUTPUT_HEAD];
 
 export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFile: string, peftType: string): PeftTargets {
   const target = namesOrPattern(raw, 'target_modules', configFile);
@@ -58,8 +60,13 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
   const endsWith = (path: string, names: readonly string[]) => names.some((n) => path === n || path.endsWith(`.${n}`));
   const shownTarget = `target_modules ${JSON.stringify(target)}`;
 
+  // ensure_weight_tying: PEFT adds the layers tied to a targeted embedding (the output head) to the
+  // targets, and the embedding when its tied head is targeted; which layers are tied is the model's.
+  const tiedNames = raw.ensure_weight_tying === true ? TIED_LAYERS : [];
+
   return {
     untargeted(path) {
+      if (endsWith(path, tiedNames)) return undefined;
       if (excludeRe ? excludeRe.matches(path) : Array.isArray(exclude) && endsWith(path, exclude)) {
         return `excluded by exclude_modules ${JSON.stringify(exclude)}`;
       }
