@@ -70,7 +70,7 @@ const cases: Case[] = [
   {
     name: 'unknown modules (all of them reported)',
     adapter: {
-      'adapter_config.json': config,
+      'adapter_config.json': JSON.stringify({ ...JSON.parse(config), target_modules: ['q_proj', 'gate_proj'] }),
       'adapter_model.safetensors': buildSafetensors([...adapterTensors('model.layers.7.self_attn.q_proj'), ...adapterTensors('model.layers.0.mlp.gate_proj')]),
     },
     message: /model\.layers\.7\.self_attn\.q_proj.*model\.layers\.0\.mlp\.gate_proj/,

@@ -177,7 +177,7 @@ describe('PEFT adapter onto a Q4_K_M-style GGUF', () => {
     const cfg = JSON.parse(adapter.files['adapter_config.json'] as string);
     const { buildSafetensors } = await import('./helpers/fixtures.js');
     const files = {
-      'adapter_config.json': JSON.stringify(cfg),
+      'adapter_config.json': JSON.stringify({ ...cfg, target_modules: [...cfg.target_modules, 'rotary'] }),
       'adapter_model.safetensors': buildSafetensors([
         { name: 'base_model.model.model.layers.0.self_attn.rotary.lora_A.weight', dtype: 'F32', shape: [8, 256], data: new Float32Array(8 * 256) },
         { name: 'base_model.model.model.layers.0.self_attn.rotary.lora_B.weight', dtype: 'F32', shape: [256, 8], data: new Float32Array(8 * 256) },

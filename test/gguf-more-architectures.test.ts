@@ -415,7 +415,7 @@ const CASES: Case[] = [
     // InternLM2: the grouped wqkv lands on attn_q, attn_k and attn_v as the converter splits and
     // permutes it; wo, feed_forward.w1/w3/w2, tok_embeddings and output by name.
     arch: 'internlm2', hfClass: 'internlm/internlm2_5-7b-chat', type: 'BF16', rank: 3, alpha: 5,
-    targetModules: ['wqkv', 'wo', 'w1', 'w2', 'w3'],
+    targetModules: ['wqkv', 'wo', 'w1', 'w2', 'w3', 'output'],
     tensors: [...LLAMA_LIKE, ['output.weight', [HIDDEN, VOCAB]]],
     targets: [
       { module: 'model.layers.0.attention.wqkv', tensor: internlm2Wqkv(0), out: Q + 2 * KV, in: HIDDEN },
@@ -429,7 +429,7 @@ const CASES: Case[] = [
     // Llama 4 (Scout-like): block 0 dense feed_forward, block 1 MoE (router, shared expert, stacked
     // experts); q and k as they are (Llama4Model turns undo_permute off). Multimodal paths.
     arch: 'llama4', hfClass: 'meta-llama/Llama-4-Scout-17B-16E-Instruct', type: 'BF16', rank: 2, alpha: 4,
-    targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'router'],
+    targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'router', 'lm_head'],
     tensors: [
       ...LLAMA_LIKE.filter(([name]) => name !== 'output_norm.weight'),
       ['blk.1.attn_norm.weight', [HIDDEN]],

@@ -23,6 +23,7 @@ import { splitTensorName, type Role } from './key-forms.js';
 import type { MatchBudget } from './module-pattern.js';
 import { lookupPattern, patterns } from './peft-config.js';
 import { savedTensor } from './peft-saved-modules.js';
+import { checkPeftTargets, peftTargetsFrom } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 const PEFT_PREFIX = 'base_model.model.';
@@ -229,6 +230,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: ${method.shared.missing}`);
   }
 
+  checkPeftTargets(peftTargetsFrom(raw, configFile, type), groups.keys(), configFile, fileName);
   const modules: AdapterModule[] = [];
   let olderSeriesUsed = false;
   for (const [path, roles] of groups) {

@@ -9,6 +9,7 @@ import { parameterTarget, type ParameterTarget } from './peft-parameters.js';
 import { lora } from './algorithms/lora.js';
 import { isModifiedBaseInit, lookupPattern, loraExtrasProblem, parsePeftConfig, type LoraExtrasFound, type PeftLoraConfig } from './peft-config.js';
 import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
+import { checkPeftTargets, peftTargetsFrom } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 const PEFT_PREFIX = 'base_model.model.';
@@ -122,6 +123,11 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: holds several adapters (${[...adapterNames].join(', ')}); save each one separately` });
   }
 
+  if (config.peftType === 'LORA') {
+    // Factors on a parameter (target_parameters) are placed by that list, not by target_modules.
+    const paths = [...groups.keys()].map(stripPrefix).filter((p) => config.targetParameters.length === 0 || parameterTarget(p, config.targetParameters) === undefined);
+    checkPeftTargets(peftTargetsFrom(config.raw, configFile, 'LORA'), paths, configFile, fileName);
+  }
   const modules: AdapterModule[] = [];
   const found: LoraExtrasFound = { magnitudes: [], biases: [], plain: [] };
   for (const [key, set] of groups) {

@@ -1,7 +1,7 @@
 /**
  * The fuzzer's float64 truth: what a merge of (possibly mutated) files must write, worked out from
  * the files with the plain decoder of fixtures.ts and the documented rules (PEFT: r, lora_alpha,
- * use_rslora, rank/alpha patterns, modules_to_save; kohya: lora_down/lora_up/alpha), never with the
+ * use_rslora, rank/alpha patterns, modules_to_save, target_modules; kohya: lora_down/lora_up/alpha), never with the
  * code under test. Returns
  *   - `expected`: every output tensor's exact values (before rounding) and dtype, and which copied
  *     tensors hold NaN/Inf (the merge must warn about those);
@@ -117,6 +117,22 @@ export function referenceMerge(files: CaseFiles, kind: 'peft' | 'kohya', command
     if (!rankPattern || !alphaPattern) return invalid('patterns');
     const saved = config.modules_to_save ?? [];
     if (!Array.isArray(saved) || saved.some((s) => typeof s !== 'string')) return invalid('modules_to_save');
+    // PEFT puts LoRA only on modules target_modules names (a list: the name or a "."-suffix; a string:
+    // a regex the whole name matches) and none under modules_to_save; a file with another module's
+    // factors was not trained as PEFT loads it.
+    const targets = config.target_modules;
+    if (targets !== undefined && targets !== null && typeof targets !== 'string' && !(Array.isArray(targets) && targets.every((t) => typeof t === 'string'))) return invalid('target_modules type');
+    if (['exclude_modules', 'layers_to_transform', 'layers_pattern'].some((f) => config[f] !== undefined)) return unknown('exclude_modules / layers');
+    if (saved.some((m: string) => !/^[A-Za-z0-9_]+$/.test(m))) return unknown('modules_to_save entry as a regex');
+    const endsWithName = (path: string, names: readonly string[]) => names.some((n) => path === n || path.endsWith(`.${n}`));
+    const targeted = (path: string): boolean | undefined => {
+      if (saved.some((m: string) => path === m || path.startsWith(`${m}.`) || path.endsWith(`.${m}`) || path.includes(`.${m}.`))) return false;
+      if (targets === undefined || targets === null) return true;
+      if (Array.isArray(targets)) return endsWithName(path, targets as string[]);
+      if (targets.toLowerCase() === 'all-linear') return !endsWithName(path, ['lm_head']);
+      if (!/^[A-Za-z0-9_.]*$/.test(targets)) return undefined;
+      return new RegExp(`^(?:${targets})$`).test(path);
+    };
     const lookup = (table: [RegExp, number][], path: string, fallback: number) => table.find(([re]) => re.test(path))?.[1] ?? fallback;
 
     const groups = new Map<string, { a?: DecodedTensor; b?: DecodedTensor }>();
@@ -145,6 +161,9 @@ export function referenceMerge(files: CaseFiles, kind: 'peft' | 'kohya', command
       if (!a || !b) return invalid('module lacks a factor');
       if (/lora_|modules_to_save|\.(weight|bias)$/.test(moduleKey) || /(^|\.)(default)$/.test(moduleKey)) return unknown('odd module key');
       const path = moduleKey.startsWith('base_model.model.') ? moduleKey.slice('base_model.model.'.length) : moduleKey;
+      const isTarget = targeted(path);
+      if (isTarget === undefined) return unknown('target_modules regex');
+      if (!isTarget) return invalid(`module ${path} not targeted`);
       const key = resolveDotted(keys, `${path}.weight`);
       if (!key) return invalid(`module ${path} matches no base tensor`);
       if (modules.some((m) => m.baseKey === key)) return invalid('two modules on one tensor');

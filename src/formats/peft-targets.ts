@@ -1,0 +1,140 @@
+/**
+ * Which modules PEFT puts an adapter layer on (tuners_utils.py `check_target_module_exists`), for
+ * every method that goes through BaseTuner. PeftModel.from_pretrained builds adapter layers only on
+ * the modules the config targets and then loads the file with strict=False, so tensors of any other
+ * module are unexpected keys it leaves unused. A file holding such a module was not trained as PEFT
+ * loads it, and merging it would differ from PEFT; it is refused.
+ *
+ * The rule, in PEFT's order:
+ * - exclude_modules: a string is a regex the whole name must match; a list excludes a name equal to
+ *   an entry or ending with "." + entry.
+ * - a module under modules_to_save (`(^|.*\.)<m>($|\..*)`) gets no adapter.
+ * - target_modules: a string is a regex the whole name must match ("all-linear" means every Linear
+ *   but the output head); a list takes a name equal to an entry, or ending with "." + entry, and only
+ *   in that last case are layers_to_transform / layers_pattern applied.
+ * - absent: PEFT picks a default list by model type, which the file does not name; every module is
+ *   accepted.
+ * Patterns run on RE2JS (linear time); one RE2 cannot run is refused, not guessed at.
+ */
+import { RE2JS } from 're2js';
+import { MergeError } from '../errors.js';
+import { MAX_PATTERN_LENGTH } from '../limits.js';
+import { shownValue } from './bounded-json.js';
+
+export interface PeftTargets {
+  /** Why PEFT would put no adapter layer on module `path` (its name inside the base model), or undefined when it would. */
+  untargeted(path: string): string | undefined;
+}
+
+/** PEFT configs whose __post_init__ refuses layers_to_transform / layers_pattern with a string target_modules. */
+const LAYERS_NEED_A_LIST = new Set(['LORA', 'ADALORA', 'C3A', 'DELORA', 'HIRA', 'HRA', 'MISS']);
+/** transformers' usual name of a causal LM's output head, which "all-linear" leaves out (get_output_embeddings). */
+const OUTPUT_HEAD = 'lm_head';
+/** The input embedding and the output head as transformers names them in most models: tied when the model ties them. */
+const TIED_LAYERS = ['embed_tokens', OUTPUT_HEAD];
+
+export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFile: string, peftType: string): PeftTargets {
+  const target = namesOrPattern(raw, 'target_modules', configFile);
+  const exclude = namesOrPattern(raw, 'exclude_modules', configFile);
+  const layerPatterns = namesOrPattern(raw, 'layers_pattern', configFile);
+  const layers = layerIndexes(raw, configFile);
+  const saved = raw.modules_to_save;
+  const modulesToSave = Array.isArray(saved) ? saved.filter((m): m is string => typeof m === 'string') : [];
+  const usingLayers = layers !== undefined && layers.length > 0;
+
+  if (typeof target === 'string' && LAYERS_NEED_A_LIST.has(peftType)) {
+    for (const key of ['layers_to_transform', 'layers_pattern']) {
+      if (raw[key] !== undefined && raw[key] !== null) {
+        throw new MergeError('BAD_CONFIG', `${configFile}: "${key}" is set while target_modules is a string, which PEFT refuses ("\`${key}\` cannot be used when \`target_modules\` is a str")`);
+      }
+    }
+  }
+  const allLinear = typeof target === 'string' && target.toLowerCase() === 'all-linear';
+  const targetRe = typeof target === 'string' && !allLinear ? compile(target, 'target_modules', configFile) : undefined;
+  const excludeRe = typeof exclude === 'string' && exclude !== '' ? compile(exclude, 'exclude_modules', configFile) : undefined;
+  const savedRes = modulesToSave.map((m) => compile(`(?:^|.*\\.)(?:${m})(?:$|\\..*)`, 'modules_to_save', configFile));
+  const patternList = typeof layerPatterns === 'string' ? (layerPatterns === '' ? [] : [layerPatterns]) : layerPatterns ?? [];
+  const layerRes = patternList.length === 0
+    ? [RE2JS.compile('.*?\\.[^.]*\\.(\\d+)\\.')]
+    : patternList.map((p) => compile(`.*?\\.(?:${p})\\.(\\d+)\\.`, 'layers_pattern', configFile));
+  const endsWith = (path: string, names: readonly string[]) => names.some((n) => path === n || path.endsWith(`.${n}`));
+  const shownTarget = `target_modules ${JSON.stringify(target)}`;
+
+  // ensure_weight_tying: PEFT adds the layers tied to a targeted embedding (the output head) to the
+  // targets, and the embedding when its tied head is targeted; which layers are tied is the model's.
+  const tiedNames = raw.ensure_weight_tying === true ? TIED_LAYERS : [];
+
+  return {
+    untargeted(path) {
+      if (endsWith(path, tiedNames)) return undefined;
+      if (excludeRe ? excludeRe.matches(path) : Array.isArray(exclude) && endsWith(path, exclude)) {
+        return `excluded by exclude_modules ${JSON.stringify(exclude)}`;
+      }
+      if (savedRes.some((re) => re.matches(path))) return `in modules_to_save ${JSON.stringify(modulesToSave)}, which PEFT trains whole and puts no adapter on`;
+      if (target === undefined) return undefined;
+      if (allLinear) {
+        return path === OUTPUT_HEAD || path.endsWith(`.${OUTPUT_HEAD}`) ? `the output head, which target_modules "${target}" leaves out` : undefined;
+      }
+      if (typeof target === 'string') return targetRe!.matches(path) ? undefined : `not targeted by ${shownTarget}`;
+      if (target.includes(path)) return undefined;
+      if (!endsWith(path, target)) return `not targeted by ${shownTarget}`;
+      if (!usingLayers) return undefined;
+      let index: number | undefined;
+      for (const re of layerRes) {
+        const m = re.matcher(path);
+        if (m.lookingAt()) {
+          index = Number(m.group(1));
+          break;
+        }
+      }
+      if (index === undefined) return `targeted by ${shownTarget} but has no layer index ${patternList.length === 0 ? '' : `after layers_pattern ${JSON.stringify(layerPatterns)} `}for layers_to_transform ${JSON.stringify(raw.layers_to_transform)}`;
+      return layers.includes(index) ? undefined : `outside layers_to_transform ${JSON.stringify(raw.layers_to_transform)} (layer ${index})`;
+    },
+  };
+}
+
+/**
+ * Refuses the first module of the file PEFT would not target. `paths` are the adapter modules'
+ * names inside the base model (the file key less `base_model.model.` and the factor's name).
+ */
+export function checkPeftTargets(targets: PeftTargets, paths: Iterable<string>, configFile: string, fileName: string): void {
+  for (const path of paths) {
+    const why = targets.untargeted(path);
+    if (why === undefined) continue;
+    throw new MergeError(
+      'BAD_CONFIG',
+      `${configFile}: module "${path}" is in ${fileName} but ${why.startsWith('not ') ? why : `is ${why}`}; PEFT would leave its tensors unused, so this adapter cannot have been trained as PEFT loads it — fix adapter_config.json or remove the module`,
+    );
+  }
+}
+
+/** A string, a list of strings, or undefined (absent or null); anything else is refused, as PEFT fails on it. */
+function namesOrPattern(raw: Readonly<Record<string, unknown>>, key: string, file: string): string | string[] | undefined {
+  const v = raw[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'string') return v;
+  if (Array.isArray(v) && v.every((s) => typeof s === 'string')) return v as string[];
+  throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be a list of module names or a pattern string, got ${shownValue(v)}`);
+}
+
+function layerIndexes(raw: Readonly<Record<string, unknown>>, file: string): number[] | undefined {
+  const v = raw.layers_to_transform;
+  if (v === undefined || v === null) return undefined;
+  if (Number.isInteger(v)) return [v as number];
+  if (Array.isArray(v) && v.every((n) => Number.isInteger(n))) return v as number[];
+  throw new MergeError('BAD_CONFIG', `${file}: "layers_to_transform" must be a layer index or a list of layer indexes, got ${shownValue(v)}`);
+}
+
+/** Matched whole with `matches` (Python's re.fullmatch), or from the start with `lookingAt` (re.match). */
+function compile(pattern: string, field: string, file: string): RE2JS {
+  const shown = pattern.length > 80 ? `${pattern.slice(0, 80)}…` : pattern;
+  if (pattern.length > MAX_PATTERN_LENGTH + 40) {
+    throw new MergeError('LIMIT_EXCEEDED', `${file}: ${field} "${shown}" is ${pattern.length} characters long, above the limit of ${MAX_PATTERN_LENGTH} (MAX_PATTERN_LENGTH)`);
+  }
+  try {
+    return RE2JS.compile(pattern);
+  } catch (e) {
+    const why = (e as Error).message.replace(/^error parsing regexp: /, '');
+    throw new MergeError('BAD_CONFIG', `${file}: ${field} "${shown}" is not a pattern this tool can match safely (${why}); lookaround and backreferences are not supported`);
+  }
+}
