@@ -130,7 +130,7 @@ describe('GGUF reader', () => {
     ['a truncated tensor', buildGguf({ tensors: [t()] }).subarray(0, -8), 'TRUNCATED', /"blk\.0\.attn_q\.weight" ends at byte/],
     ['trailing bytes', concatBytes([buildGguf({ tensors: [t()] }), new Uint8Array(5)]), 'TRAILING_BYTES', /5 unexpected bytes/],
     ['a duplicated tensor', buildGguf({ tensors: [t(), t()] }), 'INVALID_HEADER', /declared twice/],
-    ['a tensor name over 63 bytes', buildGguf({ tensors: [t({ name: 'x'.repeat(64) })] }), 'INVALID_HEADER', /longer than 63 bytes/],
+    ['a tensor name over 63 bytes', buildGguf({ tensors: [t({ name: 'x'.repeat(64) })] }), 'INVALID_HEADER', /has a name of 64 bytes, longer than GGML's 63/],
     ['an alignment that is not a power of two', buildGguf({ metadata: [['general.alignment', { type: 'u32', value: 48 }]] }), 'INVALID_HEADER', /power of two/],
     ['an alignment stored as u64', buildGguf({ metadata: [['general.alignment', { type: 'u64', value: 32n }]] }), 'INVALID_HEADER', /u32 power of two/],
     ['a duplicated key', buildGguf({ metadata: [['a', { type: 'u8', value: 1 }], ['a', { type: 'u8', value: 2 }]] }), 'INVALID_HEADER', /duplicated/],
