@@ -308,10 +308,11 @@ describe('the page offers what the CLI does', PAGE_RETRY, () => {
     await planReady(page);
     const said = await announced(page, /Plan ready/);
     expect(said).toMatch(/4 modules left out/);
-    expect(said).toMatch(/flux-style-lora-v2\.safetensors is given twice: it is applied twice/);
+    // The page names the second pick apart, so the warning says which two picks are one file.
+    expect(said).toMatch(/flux-style-lora-v2\.safetensors \(2\) is the same adapter as flux-style-lora-v2\.safetensors \(identical files\): it is applied twice/);
     const problems = (await texts(page, '[data-testid="plan-problems"] li')).join('\n');
     expect(problems).toMatch(/^warning: flux-style-lora-v2\.safetensors: 2 modules left out, not merged: they name text encoder 1 \(CLIP-L\), which the base does not hold/m);
-    expect(problems).toMatch(/^warning: .*given twice/m);
+    expect(problems).toMatch(/^warning: flux-style-lora-v2\.safetensors \(2\) is the same adapter as .*applied twice/m);
     expect(await text(page, '#plan-problems-heading')).toMatch(/warnings: the merge can run/);
     // Which modules were left out and why, in a table of their own.
     const leftOut = await page.$$eval('[data-testid="left-out"] tbody tr', (rows) => rows.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent)));
@@ -335,7 +336,7 @@ describe('the page offers what the CLI does', PAGE_RETRY, () => {
       slider.value = '0';
       slider.dispatchEvent(new Event('input', { bubbles: true }));
     });
-    expect(await announced(page, /weight 0 changes nothing/)).toMatch(/^Warning: flux-style-lora-v2\.safetensors: weight 0 changes nothing/);
+    expect(await announced(page, /weight 0 changes nothing/)).toMatch(/^Warning: flux-style-lora-v2\.safetensors \(2\): weight 0 changes nothing/);
     expect((await texts(page, '[data-testid="plan-problems"] li')).join('\n')).toMatch(/weights 1 and 0 adding up to 1/);
 
     await mergeEnabled(page);
