@@ -1046,17 +1046,29 @@ function resolveHalves(r: Rule, block: string, base: BaseView): LayoutResolution
 }
 
 /**
+ * The attn_q, attn_k and attn_v tensors a converter splits a fused qkv into, with the block's head
+ * and kv-head counts (kv heads default to the heads); a resolution to return where one is missing.
+ */
+function splitQkvTensors(block: string, arch: string, base: BaseView):
+  { q: string; k: string; v: string; heads: number | undefined; kvHeads: number | undefined } | { miss: LayoutResolution } {
+  const found = ['attn_q', 'attn_k', 'attn_v'].map((t) => base.index.resolveDotted(`blk.${block}.${t}.weight`));
+  for (const f of found) if (!f.found) return { miss: wholeTensor(f) };
+  const [q, k, v] = found.map((f) => (f.found ? f.key : ''));
+  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), block);
+  const kvHeads = perBlock(base.metadata?.(`${arch}.attention.head_count_kv`), block) ?? heads;
+  return { q, k, v, heads, kvHeads };
+}
+
+/**
  * InternLM2's wqkv on the tensors InternLM2Model.modify_tensors makes of it. Its rows are, per kv
  * group g, q_per_kv q heads, then one k head, then one v head (head_dim rows each); the converter
  * gathers the q heads (head h = g·q_per_kv + s) into attn_q and the k and v heads into attn_k and
  * attn_v, then permutes attn_q and attn_k as LlamaModel.permute does (heads, kv heads).
  */
 function resolveGroupedQkv(block: string, arch: string, base: BaseView): LayoutResolution {
-  const found = ['attn_q', 'attn_k', 'attn_v'].map((t) => base.index.resolveDotted(`blk.${block}.${t}.weight`));
-  for (const f of found) if (!f.found) return wholeTensor(f);
-  const [q, k, v] = found.map((f) => (f.found ? f.key : ''));
-  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), block);
-  const kvHeads = perBlock(base.metadata?.(`${arch}.attention.head_count_kv`), block) ?? heads;
+  const split = splitQkvTensors(block, arch, base);
+  if ('miss' in split) return split.miss;
+  const { q, k, v, heads, kvHeads } = split;
   const qRows = base.shape(q)?.[0];
   if (!heads || !kvHeads || qRows === undefined || qRows % heads !== 0 || heads % kvHeads !== 0) return MISS;
   const dim = qRows / heads;
@@ -1082,11 +1094,9 @@ function resolveGroupedQkv(block: string, arch: string, base: BaseView): LayoutR
  * attn_v as it is. The parts' sizes are the tensors' rows.
  */
 function resolveSplitQkv(block: string, arch: string, base: BaseView): LayoutResolution {
-  const found = ['attn_q', 'attn_k', 'attn_v'].map((t) => base.index.resolveDotted(`blk.${block}.${t}.weight`));
-  for (const f of found) if (!f.found) return wholeTensor(f);
-  const [q, k, v] = found.map((f) => (f.found ? f.key : ''));
-  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), block);
-  const kvHeads = perBlock(base.metadata?.(`${arch}.attention.head_count_kv`), block) ?? heads;
+  const split = splitQkvTensors(block, arch, base);
+  if ('miss' in split) return split.miss;
+  const { q, k, v, heads, kvHeads } = split;
   const [qRows, kRows, vRows] = [q, k, v].map((key) => base.shape(key)?.[0]);
   if (!heads || !kvHeads || qRows === undefined || kRows === undefined || vRows === undefined) return MISS;
   const qPermuted = llamaRopePermutation(qRows, heads);
