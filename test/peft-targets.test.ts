@@ -50,6 +50,7 @@ const targeted: { name: string; config: object; paths: string[] }[] = [
     config: { target_modules: '.*decoder.*(SelfAttention|EncDecAttention).*(q|v)$', task_type: 'SEQ_2_SEQ_LM' },
     paths: [t5('decoder', 0, 'SelfAttention', 'q'), t5('decoder', 0, 'EncDecAttention', 'v')],
   },
+  // The output head all-linear leaves out is the base config's: peft-layer-names.test.ts.
   { name: 'all-linear', config: { target_modules: 'all-linear' }, paths: [llama(0, 'q_proj'), 'model.layers.0.mlp.down_proj'] },
   { name: 'no target_modules (PEFT picks them by model type)', config: { target_modules: null }, paths: [llama(0, 'k_proj')] },
   { name: 'exclude_modules leaving the saved ones in', config: { exclude_modules: ['k_proj'] }, paths: [llama(0, 'q_proj')] },
@@ -78,7 +79,6 @@ const untargeted: { name: string; config: object; paths: string[]; left: string;
     paths: [t5('decoder', 0, 'SelfAttention', 'q'), t5('encoder', 0, 'SelfAttention', 'q')], left: t5('encoder', 0, 'SelfAttention', 'q'), why: /not targeted by target_modules ".*decoder/,
   },
   { name: 'a regex a part of the name matches', config: { target_modules: 'self_attn\\.q_proj' }, paths: [llama(0, 'q_proj')], left: llama(0, 'q_proj'), why: /not targeted by target_modules "self_attn/ },
-  { name: 'all-linear with the output head saved', config: { target_modules: 'all-linear' }, paths: [llama(0, 'q_proj'), 'lm_head'], left: 'lm_head', why: /is the output head, which target_modules "all-linear" leaves out/ },
   { name: 'exclude_modules as a list', config: { exclude_modules: ['v_proj'] }, paths: [llama(0, 'q_proj'), llama(0, 'v_proj')], left: llama(0, 'v_proj'), why: /is excluded by exclude_modules \["v_proj"\]/ },
   { name: 'exclude_modules as a regex', config: { exclude_modules: '.*layers\\.1\\..*' }, paths: [llama(0, 'q_proj'), llama(1, 'q_proj')], left: llama(1, 'q_proj'), why: /is excluded by exclude_modules ".*layers/ },
   { name: 'layers_to_transform [1] with layers_pattern "layers"', config: { layers_to_transform: [1], layers_pattern: 'layers' }, paths: [llama(1, 'q_proj'), llama(0, 'q_proj')], left: llama(0, 'q_proj'), why: /is outside layers_to_transform \[1\] \(layer 0\)/ },

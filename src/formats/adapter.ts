@@ -167,6 +167,8 @@ export interface ParsedAdapter {
   warnings: string[];
   /** PEFT: the parsed adapter_config.json. Single files: kohya's `ss_*` training metadata and diffusers' lora_adapter_metadata. */
   config: Readonly<Record<string, unknown>>;
+  /** PEFT: where adapter_config.json was read, as messages name it. */
+  configFile?: string;
 }
 
 // --- opening ---------------------------------------------------------------------------------

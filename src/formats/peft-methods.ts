@@ -23,7 +23,7 @@ import { splitTensorName, type Role } from './key-forms.js';
 import type { MatchBudget } from './module-pattern.js';
 import { lookupPattern, patterns } from './peft-config.js';
 import { savedTensor } from './peft-saved-modules.js';
-import { checkPeftTargets, peftTargetsFrom } from './peft-targets.js';
+import { ALL_LINEAR_LAYERS, checkPeftTargets, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 const PEFT_PREFIX = 'base_model.model.';
@@ -231,6 +231,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   }
 
   checkPeftTargets(peftTargetsFrom(raw, configFile, type), groups.keys(), configFile, fileName);
+  const allLinear = targetsAllLinear(raw);
   const modules: AdapterModule[] = [];
   let olderSeriesUsed = false;
   for (const [path, roles] of groups) {
@@ -281,7 +282,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     }
     modules.push({
       ...module, name: path, fanInFanOut: (TRANSPOSED_UNDER_FAN_IN_FAN_OUT.includes(algorithm.name) && fanInFanOut) || module.fanInFanOut,
-      ...(method.wraps ? { wraps: { method: `${method.title} (PEFT)`, layers: method.wraps } } : {}),
+      ...(method.wraps ? { wraps: allLinear ? { method: `${method.title} (PEFT) under target_modules "all-linear"`, layers: method.wraps.filter((l) => ALL_LINEAR_LAYERS.includes(l)) } : { method: `${method.title} (PEFT)`, layers: method.wraps } } : {}),
     });
   }
   throwIfProblems(name, problems);
@@ -292,7 +293,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   if (olderSeriesUsed) {
     warnings.push(`${name}: the config has no peft_version of 0.18 or later, so its OFT was trained by PEFT 0.16 or 0.17: merged with that PEFT's Cayley–Neumann series (I + 2Q + … + 2Q^(n−1)); PEFT 0.18 and later would apply their newer series to it`);
   }
-  return { name, format: 'peft', file, modules, replacements, warnings, config: raw };
+  return { name, format: 'peft', file, modules, replacements, warnings, config: raw, configFile };
 }
 
 /** The rank the factors were trained at (LoHa's, or LoKr's decomposed factor); undefined for LoKr with two full factors. */

@@ -9,9 +9,15 @@
  * - exclude_modules: a string is a regex the whole name must match; a list excludes a name equal to
  *   an entry or ending with "." + entry.
  * - a module under modules_to_save (`(^|.*\.)<m>($|\..*)`) gets no adapter.
- * - target_modules: a string is a regex the whole name must match ("all-linear" means every Linear
- *   but the output head); a list takes a name equal to an entry, or ending with "." + entry, and only
- *   in that last case are layers_to_transform / layers_pattern applied.
+ * - target_modules: a string is a regex the whole name must match; a list takes a name equal to an
+ *   entry, or ending with "." + entry, and only in that last case are layers_to_transform /
+ *   layers_pattern applied.
+ * - "all-linear" (_maybe_include_all_linear_layers) takes every nn.Linear and Conv1D of the model
+ *   but its output embedding (get_output_embeddings(), under the model's own name); the layer
+ *   classes are checked by the plan (`wraps`), the head against the base's config.json
+ *   (allLinearHeadProblem) once the base is known.
+ * - SEQ_CLS and TOKEN_CLS: PeftModelForSequenceClassification / ForTokenClassification add
+ *   "classifier" and "score" to modules_to_save before the adapter is built.
  * - absent: PEFT picks a default list by model type, which the file does not name; every module is
  *   accepted.
  * Patterns run on RE2JS (linear time); one RE2 cannot run is refused, not guessed at.
@@ -19,7 +25,9 @@
 import { RE2JS } from 're2js';
 import { MergeError } from '../errors.js';
 import { MAX_PATTERN_LENGTH } from '../limits.js';
+import type { LayerClass } from './adapter.js';
 import { shownValue } from './bounded-json.js';
+import { modelArchitectures, type ModelConfig } from './model-config.js';
 
 export interface PeftTargets {
   /** Why PEFT would put no adapter layer on module `path` (its name inside the base model), or undefined when it would. */
@@ -28,10 +36,11 @@ export interface PeftTargets {
 
 /** PEFT configs whose __post_init__ refuses layers_to_transform / layers_pattern with a string target_modules. */
 const LAYERS_NEED_A_LIST = new Set(['LORA', 'ADALORA', 'C3A', 'DELORA', 'HIRA', 'HRA', 'MISS']);
-/** transformers' usual name of a causal LM's output head, which "all-linear" leaves out (get_output_embeddings). */
-const OUTPUT_HEAD = 'lm_head';
 /** The input embedding and the output head as transformers names them in most models: tied when the model ties them. */
-const TIED_LAYERS = ['embed_tokens', OUTPUT_HEAD];
+const TIED_LAYERS = ['embed_tokens', 'lm_head'];
+/** Task types whose PeftModel class adds these heads to modules_to_save (peft_model.py classifier_module_names). */
+const CLASSIFIER_TASKS = new Set(['SEQ_CLS', 'TOKEN_CLS']);
+const CLASSIFIER_HEADS = ['classifier', 'score'];
 
 export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFile: string, peftType: string): PeftTargets {
   const target = namesOrPattern(raw, 'target_modules', configFile);
@@ -40,6 +49,7 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
   const layers = layerIndexes(raw, configFile);
   const saved = raw.modules_to_save;
   const modulesToSave = Array.isArray(saved) ? saved.filter((m): m is string => typeof m === 'string') : [];
+  if (CLASSIFIER_TASKS.has(String(raw.task_type))) modulesToSave.push(...CLASSIFIER_HEADS.filter((m) => !modulesToSave.includes(m)));
   const usingLayers = layers !== undefined && layers.length > 0;
 
   if (typeof target === 'string' && LAYERS_NEED_A_LIST.has(peftType)) {
@@ -72,9 +82,7 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
       }
       if (savedRes.some((re) => re.matches(path))) return `in modules_to_save ${JSON.stringify(modulesToSave)}, which PEFT trains whole and puts no adapter on`;
       if (target === undefined) return undefined;
-      if (allLinear) {
-        return path === OUTPUT_HEAD || path.endsWith(`.${OUTPUT_HEAD}`) ? `the output head, which target_modules "${target}" leaves out` : undefined;
-      }
+      if (allLinear) return undefined;
       if (typeof target === 'string') return targetRe!.matches(path) ? undefined : `not targeted by ${shownTarget}`;
       if (target.includes(path)) return undefined;
       if (!endsWith(path, target)) return `not targeted by ${shownTarget}`;
@@ -136,5 +144,65 @@ function compile(pattern: string, field: string, file: string): RE2JS {
   } catch (e) {
     const why = (e as Error).message.replace(/^error parsing regexp: /, '');
     throw new MergeError('BAD_CONFIG', `${file}: ${field} "${shown}" is not a pattern this tool can match safely (${why}); lookaround and backreferences are not supported`);
+  }
+}
+
+/** Whether target_modules is PEFT's "all-linear" shorthand (any case). */
+export function targetsAllLinear(raw: Readonly<Record<string, unknown>>): boolean {
+  return typeof raw.target_modules === 'string' && raw.target_modules.toLowerCase() === 'all-linear';
+}
+
+/** The layer classes "all-linear" puts adapters on: nn.Linear and transformers' Conv1D. */
+export const ALL_LINEAR_LAYERS: readonly LayerClass[] = ['Linear', 'Conv1D'];
+
+/**
+ * Output heads named other than `lm_head`, by config.json model_type: the module
+ * get_output_embeddings() returns (GPT-NeoX's embed_out, Whisper's proj_out, BLIP's text decoder
+ * head; InternLM2's and ChatGLM's own model code name theirs output and output_layer).
+ */
+const OUTPUT_HEAD_BY_MODEL_TYPE: Readonly<Record<string, string>> = {
+  gpt_neox: 'embed_out', gpt_neox_japanese: 'embed_out', whisper: 'proj_out', blip: 'text_decoder.cls.predictions.decoder',
+  internlm2: 'output', chatglm: 'transformer.output_layer',
+};
+/** Model classes with the lm_head get_output_embeddings() returns by default. */
+const LM_HEAD_CLASS = /(?:ForCausalLM|LMHeadModel|ForConditionalGeneration)$/;
+/** Model classes with no output embeddings (no lm_head): "all-linear" leaves no head out of them. */
+const NO_HEAD_CLASS = /(?:ForSequenceClassification|ForTokenClassification|ForQuestionAnswering)$/;
+/** PEFT task types whose model class (AutoModelFor…) has no output embeddings. */
+const NO_HEAD_TASKS = new Set(['SEQ_CLS', 'TOKEN_CLS', 'QUESTION_ANS', 'FEATURE_EXTRACTION']);
+
+/**
+ * The module "all-linear" leaves out as the output head: its name, null when the model class has
+ * none, or why the base does not tell. The task type says which class PEFT was given
+ * (SEQ_CLS: AutoModelForSequenceClassification …); else config.json's first architecture does.
+ */
+export function allLinearOutputHead(adapterConfig: Readonly<Record<string, unknown>>, model: ModelConfig | undefined): { head: string | null } | { unknown: string } {
+  if (NO_HEAD_TASKS.has(String(adapterConfig.task_type))) return { head: null };
+  if (model === undefined) return { unknown: 'the base has no config.json to name its output head' };
+  const modelType = typeof model.raw.model_type === 'string' ? model.raw.model_type : undefined;
+  if (modelType !== undefined && Object.hasOwn(OUTPUT_HEAD_BY_MODEL_TYPE, modelType)) return { head: OUTPUT_HEAD_BY_MODEL_TYPE[modelType] };
+  if (model.raw.auto_map !== undefined) return { unknown: `the base's config.json names model code of its own (auto_map), which names its output head` };
+  const architecture = modelArchitectures(model)[0];
+  if (architecture !== undefined && NO_HEAD_CLASS.test(architecture)) return { head: null };
+  if (architecture !== undefined && LM_HEAD_CLASS.test(architecture)) return { head: 'lm_head' };
+  return { unknown: `the base's config.json architectures ${architecture === undefined ? '(none)' : JSON.stringify(architecture)} is not a class whose output head this tool knows` };
+}
+
+/**
+ * Refuses the first module an "all-linear" config cannot have put an adapter on because it is the
+ * output head: the head named by allLinearOutputHead (or a module whose name ends with "." + it,
+ * as a vision-language model's language_model.lm_head). Where the base does not tell the head, a
+ * module outside the numbered layer stacks could be it and is refused; the layers' modules never are.
+ */
+export function checkAllLinearHead(adapterConfig: Readonly<Record<string, unknown>>, model: ModelConfig | undefined, paths: Iterable<string>, configFile: string, fileName: string): void {
+  const found = allLinearOutputHead(adapterConfig, model);
+  if ('head' in found && found.head === null) return;
+  for (const path of paths) {
+    if ('head' in found) {
+      if (path !== found.head && !path.endsWith(`.${found.head}`)) continue;
+      throw new MergeError('BAD_CONFIG', `${configFile}: module "${path}" is in ${fileName} but is the output head, which target_modules "all-linear" leaves out; PEFT would leave its tensors unused, so this adapter cannot have been trained as PEFT loads it — fix adapter_config.json or remove the module`);
+    }
+    if (path.split('.').some((part) => /^\d+$/.test(part))) continue;
+    throw new MergeError('BAD_CONFIG', `${configFile}: module "${path}" is in ${fileName} and target_modules "all-linear" leaves out the model's output head, but ${found.unknown}, so whether PEFT put an adapter on "${path}" cannot be told; merge into a base folder whose config.json names a known model class`);
   }
 }

@@ -9,7 +9,7 @@ import { parameterTarget, type ParameterTarget } from './peft-parameters.js';
 import { lora } from './algorithms/lora.js';
 import { isModifiedBaseInit, lookupPattern, loraExtrasProblem, parsePeftConfig, type LoraExtrasFound, type PeftLoraConfig } from './peft-config.js';
 import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
-import { checkPeftTargets, peftTargetsFrom } from './peft-targets.js';
+import { ALL_LINEAR_LAYERS, checkPeftTargets, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 const PEFT_PREFIX = 'base_model.model.';
@@ -132,7 +132,7 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   const found: LoraExtrasFound = { magnitudes: [], biases: [], plain: [] };
   for (const [key, set] of groups) {
     const module = buildModule(name, key, set, config, problems);
-    if (module) modules.push(module);
+    if (module) modules.push(config.peftType === 'LORA' && !module.address.tensor ? { ...module, wraps: loraWraps(module, config.raw) } : module);
     if (set.magnitude) found.magnitudes.push(set.magnitude.name);
     else if (module) found.plain.push(module.name);
     if (set.biasB) found.biases.push(set.biasB.name);
@@ -148,7 +148,7 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   if (modules.length === 0 && replacements.length === 0 && tokenRows.length === 0) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
   }
-  return { name, format: 'peft', file, modules, replacements, tokenRows, warnings, config: config.raw };
+  return { name, format: 'peft', file, modules, replacements, tokenRows, warnings, config: config.raw, configFile };
 }
 
 /** Reads `lora_A.default.weight`-style tails: which parameter, and the adapter name if any. */
@@ -229,6 +229,17 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
   if (set.magnitude) module.dora = { magnitude: set.magnitude, axis: 'out', epsilon: 0, weighting: 'delta' };
   if (set.biasB) module.biasB = set.biasB;
   return module;
+}
+
+/**
+ * The layers PEFT's LoRA builds a module of these factors for (lora/layer.py dispatch_default):
+ * lora_embedding_A/B for nn.Embedding only, lora_A/B for Linear, Conv1D and Conv1d/2d/3d; under
+ * target_modules "all-linear", Linear and Conv1D only.
+ */
+function loraWraps(module: AdapterModule, raw: Readonly<Record<string, unknown>>): NonNullable<AdapterModule['wraps']> {
+  if (targetsAllLinear(raw)) return { method: 'LoRA (PEFT) under target_modules "all-linear"', layers: ALL_LINEAR_LAYERS };
+  if (module.kind === 'embedding') return { method: 'lora_embedding_A/B (PEFT LoRA)', layers: ['Embedding'] };
+  return { method: 'lora_A/B (PEFT LoRA)', layers: ['Linear', 'Conv1D', 'Conv1d', 'Conv2d', 'Conv3d'] };
 }
 
 /**

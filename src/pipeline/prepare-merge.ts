@@ -9,6 +9,7 @@ import { isSafetensorsModel } from '../formats/base-model-view.js';
 import { dequantizedBaseModel, type DequantizedBase } from '../formats/bnb/bnb-base-model.js';
 import { modelArchitectures, readModelConfig, type ModelConfig } from '../formats/model-config.js';
 import { openModel } from '../formats/open-model.js';
+import { checkAllLinearHead, targetsAllLinear } from '../formats/peft-targets.js';
 import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type BaseTensorIndex, type MergePlan } from '../plan/merge-plan.js';
 import { planModelFolder, type ModelFolderPlan } from '../plan/model-folder.js';
@@ -49,9 +50,10 @@ export interface PreparedMerge {
   close(): Promise<void>;
 }
 
-/** What the plan reads of the base: its tensors, components and metadata, and config.json's architectures. */
-function planIndex(base: BaseModel, architectures: readonly string[], scaled: ScaledFp8Base | undefined): BaseTensorIndex {
-  const index: BaseTensorIndex = { tensors: viewedTensors(base.tensors, scaled), architectures };
+/** What the plan reads of the base: its tensors, components and metadata, and config.json's architectures and model_type. */
+function planIndex(base: BaseModel, config: ModelConfig | undefined, scaled: ScaledFp8Base | undefined): BaseTensorIndex {
+  const index: BaseTensorIndex = { tensors: viewedTensors(base.tensors, scaled), architectures: modelArchitectures(config) };
+  if (typeof config?.raw.model_type === 'string') index.modelType = config.raw.model_type;
   if (scaled?.unreadWhy) index.quantizedAs = scaled.unreadWhy;
   // The plan merges in place (dividing ΔW by the scale) only under the `keep` rule; otherwise the
   // scaled weights are merged in real values and quantized again (scaled-fp8-output.ts).
@@ -93,6 +95,12 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     for (const input of adapterInputs) {
       adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1, files: input.files });
     }
+    for (const { adapter } of adapters) {
+      // "all-linear" leaves out the model's own output head, which only the base's config.json names.
+      if (adapter.format !== 'peft' || !targetsAllLinear(adapter.config)) continue;
+      const paths = adapter.modules.filter((m) => !m.address.tensor).map((m) => m.name);
+      checkAllLinearHead(adapter.config, config, paths, adapter.configFile ?? `${adapter.name}/adapter_config.json`, adapter.file.source.name);
+    }
     // A bitsandbytes base is merged as the float model it stands for (formats/bnb/).
     const dequantized: DequantizedBase | undefined = isSafetensorsModel(opened) ? await dequantizedBaseModel(opened, config) : undefined;
     // ModelOpt (hf_quant_config.json or quant_method "modelopt").
@@ -102,7 +110,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const tie = resolveTiedEmbeddings(dequantized?.base ?? viewed?.base ?? opened, config, adapters, architectures);
     const base = tie.base;
     const scaledFp8 = viewed?.scaled ?? await findScaledFp8(opened, config, modelopt);
-    const plan = buildMergePlan(planIndex(base, architectures, scaledFp8), tie.adapters);
+    const plan = buildMergePlan(planIndex(base, config, scaledFp8), tie.adapters);
     plan.warnings.unshift(...base.warnings);
     plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));

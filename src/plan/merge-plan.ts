@@ -26,6 +26,7 @@ import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.
 import type { AdapterFormat, AdapterModule, LayerClass, ParsedAdapter, TensorReplacement } from '../formats/adapter.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
 import type { BaseComponent } from '../formats/base-components.js';
+import { namedLayerClass } from '../formats/layer-names.js';
 import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { fitExperts, storesExpertsInOut, type ExpertSplit } from './fused-experts.js';
@@ -65,6 +66,8 @@ export interface BaseTensorIndex {
   components?: readonly BaseComponent[];
   /** config.json `architectures` (vision-language key maps, fused expert layouts). */
   architectures?: readonly string[];
+  /** config.json `model_type`: layers it tells by name (transformers' Conv1D, embeddings; formats/layer-names.ts). */
+  modelType?: string;
   /** The base file's typed metadata (GGUF), for layouts that need it. */
   metadata?(key: string): unknown;
   /** Weights stored in a quantized format the merge does not read, and what the file says it is (a comfy_quant format). */
@@ -382,6 +385,22 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           continue;
         }
         if (!checkFloat(info.dtype, module, fail, `base tensor ${baseKey}`)) continue;
+        // A layer the model's config names (GPT-2's Conv1D, an embedding) is refused for a method
+        // that cannot wrap it before its shape is compared: a Conv1D's (in, out) looks transposed.
+        const named = module.experts || target.transposedBlocks ? undefined : namedLayerClass(base.modelType, baseKey);
+        const wrapsRefusal = (wraps: NonNullable<AdapterModule['wraps']>, layer: LayerClass, byName: boolean) => {
+          const kinds = wraps.layers.join(', ').replace(/, ([^,]*)$/, ' and $1');
+          fail('UNSUPPORTED_FORMAT', `${wraps.method} wraps only ${kinds} layers; "${baseKey}" is ${LAYER_WEIGHTS[layer]} (shape ${fmt(info.shape)}${byName ? `, by its name in a ${base.modelType} model` : ''}), so PEFT cannot have trained this module on it`);
+        };
+        if (named && module.wraps && !module.wraps.layers.includes(named)) {
+          wrapsRefusal(module.wraps, named, true);
+          continue;
+        }
+        if (named === 'Conv1D' && adapter.format === 'peft' && adapter.config.fan_in_fan_out !== true) {
+          // PEFT's dispatchers turn fan_in_fan_out on for a Conv1D (with a warning) and transpose ΔW.
+          fail('UNSUPPORTED_FORMAT', `"${baseKey}" is transformers' Conv1D, stored (in, out), in a ${base.modelType} model, and the config's fan_in_fan_out is false: PEFT turns it on for Conv1D layers and transposes ΔW; merging such a file is not supported — set "fan_in_fan_out": true in adapter_config.json`);
+          continue;
+        }
         let experts: ExpertSplit | undefined;
         let view: View | null;
         if (module.experts) {
@@ -403,8 +422,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         if (!view) continue;
         const layer = baseLayerClass(module, info.shape, view);
         if (module.wraps && !module.wraps.layers.includes(layer)) {
-          const kinds = module.wraps.layers.join(', ').replace(/, ([^,]*)$/, ' and $1');
-          fail('UNSUPPORTED_FORMAT', `${module.wraps.method} wraps only ${kinds} layers; "${baseKey}" is ${LAYER_WEIGHTS[layer]} (shape ${fmt(info.shape)}), so PEFT cannot have trained this module on it`);
+          wrapsRefusal(module.wraps, layer, false);
           continue;
         }
         if (module.update.kind !== 'low-rank' && !(module.update.kind === 'transform' && module.update.anyLayout) && view.layout !== 'out-in') {

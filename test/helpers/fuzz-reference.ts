@@ -129,7 +129,8 @@ export function referenceMerge(files: CaseFiles, kind: 'peft' | 'kohya', command
       if (saved.some((m: string) => path === m || path.startsWith(`${m}.`) || path.endsWith(`.${m}`) || path.includes(`.${m}.`))) return false;
       if (targets === undefined || targets === null) return true;
       if (Array.isArray(targets)) return endsWithName(path, targets as string[]);
-      if (targets.toLowerCase() === 'all-linear') return !endsWithName(path, ['lm_head']);
+      // all-linear leaves out the output head, which only the base's config.json names: outside the numbered layers, the reference cannot tell.
+      if (targets.toLowerCase() === 'all-linear') return path.split('.').some((part) => /^\d+$/.test(part)) ? true : undefined;
       if (!/^[A-Za-z0-9_.]*$/.test(targets)) return undefined;
       return new RegExp(`^(?:${targets})$`).test(path);
     };

@@ -20,12 +20,17 @@ export function gridValues(rand: () => number): (n: number, dtype: FixtureDType,
   return (n, dtype, scale = 1) => randomValues(n, rand, scale).map((x) => roundForDType(x, dtype));
 }
 
-export function mergePeftFolder(backend: MergeBackend, base: FixtureTensor[], config: object, tensors: FixtureTensor[], weight = 1) {
-  return mergeInMemory({ backend, base: { 'model.safetensors': buildSafetensors(base) }, adapters: [{ name: 'adapter', files: peftFolder(config, tensors), weight }] });
+/** The base's files: model.safetensors, and the model's config.json when one is given. */
+function baseFiles(base: FixtureTensor[], modelConfig?: object): Record<string, Uint8Array | string> {
+  return { 'model.safetensors': buildSafetensors(base), ...(modelConfig ? { 'config.json': JSON.stringify(modelConfig) } : {}) };
 }
 
-export function preparePeftFolder(base: FixtureTensor[], config: object, tensors: FixtureTensor[]) {
-  return prepareMerge(memoryInputFileSet({ 'model.safetensors': buildSafetensors(base) }, 'base'), [{ files: memoryInputFileSet(peftFolder(config, tensors), 'adapter') }]);
+export function mergePeftFolder(backend: MergeBackend, base: FixtureTensor[], config: object, tensors: FixtureTensor[], weight = 1, modelConfig?: object) {
+  return mergeInMemory({ backend, base: baseFiles(base, modelConfig), adapters: [{ name: 'adapter', files: peftFolder(config, tensors), weight }] });
+}
+
+export function preparePeftFolder(base: FixtureTensor[], config: object, tensors: FixtureTensor[], modelConfig?: object) {
+  return prepareMerge(memoryInputFileSet(baseFiles(base, modelConfig), 'base'), [{ files: memoryInputFileSet(peftFolder(config, tensors), 'adapter') }]);
 }
 
 /**

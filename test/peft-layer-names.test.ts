@@ -1,0 +1,173 @@
+/**
+ * PEFT folders whose fit depends on what the base model's config.json says about its layers:
+ * - target_modules "all-linear" takes every nn.Linear and Conv1D but the output head that
+ *   get_output_embeddings() returns, under the model's own name (GPT-NeoX's embed_out, Llama's
+ *   lm_head); SEQ_CLS adds the classifier heads to modules_to_save. Where the base does not name
+ *   its head, a module outside the numbered layers is refused rather than guessed at.
+ * - GPT-2's c_attn / c_proj / c_fc are transformers' Conv1D (weight stored (in, out)); a square one
+ *   looks like a Linear, so the model type and the name tell it: Linear-only methods are refused on
+ *   it, LoRA with fan_in_fan_out merges ΔWᵀ onto it.
+ * - Embeddings (embed_tokens, wte …) look like a Linear's matrix: a method that cannot wrap
+ *   nn.Embedding, or LoRA's lora_A/B (PEFT saves an embedding's as lora_embedding_A/B), is refused
+ *   on one; lora_embedding_A/B still merge.
+ * Merges are checked against float64 truth written here; refusals name the module and the rule.
+ */
+import { describe, expect, it } from 'vitest';
+import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { expectMerged } from './helpers/expect-merged.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { mm } from './helpers/dense-f64.js';
+import { expectPeftCliRefusal, fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
+
+const backends = mergeBackends({ cpu: 'default' });
+const rand = seededRandom(2024);
+const vals = gridValues(rand);
+const t = fixtureTensor;
+const r = 2, alpha = 4;
+
+/** The fields PEFT 0.17 writes to a LoRA adapter_config.json. */
+const loraConfig = (fields: object) => ({
+  peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B', revision: null, inference_mode: true,
+  r, lora_alpha: alpha, lora_dropout: 0.05, fan_in_fan_out: false, bias: 'none', use_rslora: false, use_dora: false,
+  modules_to_save: null, init_lora_weights: true, layers_to_transform: null, layers_pattern: null, rank_pattern: {}, alpha_pattern: {},
+  exclude_modules: null, target_modules: 'all-linear', ...fields,
+});
+const roadConfig = (fields: object) => ({
+  peft_type: 'ROAD', task_type: 'CAUSAL_LM', base_model_name_or_path: 'openai-community/gpt2', peft_version: '0.18.0', revision: null, inference_mode: true,
+  variant: 'road_1', group_size: 64, init_weights: true, modules_to_save: null, exclude_modules: null, layers_to_transform: null, layers_pattern: null, ...fields,
+});
+
+// config.json as the models' repositories hold it (the fields read here).
+const LLAMA = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, vocab_size: 96, tie_word_embeddings: false };
+const LLAMA_SEQ_CLS = { ...LLAMA, architectures: ['LlamaForSequenceClassification'], num_labels: 2 };
+const PYTHIA = { architectures: ['GPTNeoXForCausalLM'], model_type: 'gpt_neox', hidden_size: 64, vocab_size: 96, tie_word_embeddings: false };
+const GPT2 = { architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: 768, n_head: 12, n_layer: 12, vocab_size: 50257 };
+const BIGCODE = { architectures: ['GPTBigCodeForCausalLM'], model_type: 'gpt_bigcode', n_embd: 64, vocab_size: 96, multi_query: true };
+
+interface Lora { path: string; w: Float64Array; a: Float64Array; b: Float64Array; out: number; in: number }
+/** A LoRA module on a Linear weight (out, in), or with `stored: 'in-out'` on a Conv1D's (in, out). */
+const lora = (path: string, out: number, inF: number, stored: 'out-in' | 'in-out' = 'out-in') => {
+  const l: Lora = { path, w: vals(out * inF, 'F32'), a: vals(r * inF, 'F32'), b: vals(out * r, 'F32'), out, in: inF };
+  const baseShape = stored === 'out-in' ? [out, inF] : [inF, out];
+  return { l, base: t(`${path}.weight`, 'F32', baseShape, l.w), factors: [t(`base_model.model.${path}.lora_A.weight`, 'F32', [r, inF], l.a), t(`base_model.model.${path}.lora_B.weight`, 'F32', [out, r], l.b)] };
+};
+/** W + α/r · B·A, or for a weight stored (in, out), W[i, o] + α/r · (B·A)[o, i], in float64. */
+const loraTruth = (l: Lora, stored: 'out-in' | 'in-out' = 'out-in') => {
+  const ba = mm(l.b, l.a, l.out, r, l.in);
+  return l.w.map((x, k) => x + (alpha / r) * (stored === 'out-in' ? ba[k] : ba[(k % l.out) * l.in + Math.floor(k / l.out)]));
+};
+const zeros = (name: string, shape: number[]) => t(name, 'F32', shape, new Float64Array(shape.reduce((a, b) => a * b, 1)));
+const roadTensors = (path: string, out: number): FixtureTensor[] => [
+  t(`base_model.model.${path}.road_theta`, 'F32', [out / 2], vals(out / 2, 'F32')),
+  t(`base_model.model.${path}.road_alpha`, 'F32', [out / 2], vals(out / 2, 'F32')),
+];
+const problems = async (base: FixtureTensor[], cfg: object, tensors: FixtureTensor[], model?: object) =>
+  (await preparePeftFolder(base, cfg, tensors, model)).plan.problems.map((p) => p.message);
+
+describe('target_modules "all-linear" leaves out the output head the base config names', () => {
+  it('GPT-NeoX: embed_out is the head and is refused; its layers merge', async () => {
+    const qkv = lora('gpt_neox.layers.0.attention.query_key_value', 192, 64);
+    const head = lora('embed_out', 96, 64);
+    await expect(preparePeftFolder([qkv.base, head.base], loraConfig({ base_model_name_or_path: 'EleutherAI/pythia-70m' }), [...qkv.factors, ...head.factors], PYTHIA))
+      .rejects.toThrow(/^adapter\/adapter_config\.json: module "embed_out" is in adapter\/adapter_model\.safetensors but is the output head, which target_modules "all-linear" leaves out; PEFT would leave its tensors unused/);
+    const dense = lora('gpt_neox.layers.0.attention.dense', 64, 64);
+    const { tensors } = await mergePeftFolder(backends.cpu!, [qkv.base, dense.base, head.base], loraConfig({}), [...qkv.factors, ...dense.factors], 1, PYTHIA);
+    for (const m of [qkv, dense]) expectMerged(tensors.get(`${m.l.path}.weight`)!.values, loraTruth(m.l), 'F32', m.l.path);
+  });
+
+  it('Llama: lm_head is the head; a GPT-NeoX-named module outside the layers is not refused as one', async () => {
+    const q = lora('model.layers.0.self_attn.q_proj', 64, 64);
+    const head = lora('lm_head', 96, 64);
+    await expect(preparePeftFolder([q.base, head.base], loraConfig({}), [...q.factors, ...head.factors], LLAMA))
+      .rejects.toThrow(/module "lm_head" is in adapter\/adapter_model\.safetensors but is the output head, which target_modules "all-linear" leaves out/);
+    // The same file against a GPT-NeoX config: lm_head is not that model's head, so PEFT targets it.
+    expect(await problems([q.base, head.base], loraConfig({}), [...q.factors, ...head.factors], PYTHIA)).toEqual([]);
+  });
+
+  it('SEQ_CLS: score is in modules_to_save (PeftModelForSequenceClassification adds it), the layers merge', async () => {
+    const q = lora('model.layers.0.self_attn.q_proj', 64, 64);
+    const score = lora('score', 2, 64);
+    await expect(preparePeftFolder([q.base, score.base], loraConfig({ task_type: 'SEQ_CLS' }), [...q.factors, ...score.factors], LLAMA_SEQ_CLS))
+      .rejects.toThrow(/module "score" is in adapter\/adapter_model\.safetensors but is in modules_to_save \["classifier","score"\], which PEFT trains whole and puts no adapter on/);
+    const { tensors } = await mergePeftFolder(backends.cpu!, [q.base, score.base], loraConfig({ task_type: 'SEQ_CLS' }), q.factors, 1, LLAMA_SEQ_CLS);
+    expectMerged(tensors.get(`${q.l.path}.weight`)!.values, loraTruth(q.l), 'F32', q.l.path);
+  });
+
+  it('a base without config.json: a module outside the numbered layers could be the head and is refused (CLI: one line, nothing written)', async () => {
+    const q = lora('model.layers.0.self_attn.q_proj', 64, 64);
+    const head = lora('lm_head', 96, 64);
+    await expectPeftCliRefusal([q.base, head.base], loraConfig({}), [...q.factors, ...head.factors],
+      /^error: .*adapter_config\.json: module "lm_head" is in .*adapter_model\.safetensors and target_modules "all-linear" leaves out the model's output head, but the base has no config\.json to name its output head, so whether PEFT put an adapter on "lm_head" cannot be told/);
+    await expect(preparePeftFolder([q.base, head.base], loraConfig({}), [...q.factors, ...head.factors])).rejects.toThrow(/module "lm_head" is in .* but the base has no config\.json to name its output head/);
+    // The numbered layers' modules are never the head.
+    expect(await problems([q.base, head.base], loraConfig({}), q.factors)).toEqual([]);
+  });
+
+  it('an embedding under "all-linear" is refused: PEFT takes Linear and Conv1D layers only', async () => {
+    const embed = zeros('model.embed_tokens.weight', [96, 64]);
+    const factors = [zeros('base_model.model.model.embed_tokens.lora_embedding_A', [r, 96]), zeros('base_model.model.model.embed_tokens.lora_embedding_B', [64, r])];
+    expect(await problems([embed], loraConfig({}), factors, LLAMA)).toEqual([
+      'adapter: module "model.embed_tokens": LoRA (PEFT) under target_modules "all-linear" wraps only Linear and Conv1D layers; "model.embed_tokens.weight" is an Embedding weight (shape (96, 64), by its name in a llama model), so PEFT cannot have trained this module on it',
+    ]);
+  });
+});
+
+describe("GPT-2's Conv1D (c_attn (768, 2304), c_proj (768, 768)) told by the model type", () => {
+  // openai-community/gpt2 stores its weights without the `transformer.` prefix PEFT's paths have.
+  it('LoRA with fan_in_fan_out merges ΔWᵀ onto the (in, out) weights, the square one included', async () => {
+    const cAttn = lora('transformer.h.0.attn.c_attn', 2304, 768, 'in-out');
+    const cProj = lora('transformer.h.0.attn.c_proj', 768, 768, 'in-out');
+    const base = [cAttn, cProj].map((m) => ({ ...m.base, name: m.base.name.replace('transformer.', '') }));
+    const cfg = loraConfig({ base_model_name_or_path: 'openai-community/gpt2', fan_in_fan_out: true, target_modules: ['c_attn', 'c_proj'] });
+    const { tensors } = await mergePeftFolder(backends.cpu!, base, cfg, [...cAttn.factors, ...cProj.factors], 1, GPT2);
+    for (const m of [cAttn, cProj]) expectMerged(tensors.get(m.base.name.replace('transformer.', ''))!.values, loraTruth(m.l, 'in-out'), 'F32', m.l.path);
+  });
+
+  it('LoRA with fan_in_fan_out false on a Conv1D is refused (PEFT would turn it on and transpose)', async () => {
+    const cProj = lora('transformer.h.0.attn.c_proj', 768, 768, 'in-out');
+    expect(await problems([cProj.base], loraConfig({ target_modules: ['c_proj'] }), cProj.factors, GPT2)).toEqual([
+      expect.stringMatching(/^adapter: module "transformer\.h\.0\.attn\.c_proj": "transformer\.h\.0\.attn\.c_proj\.weight" is transformers' Conv1D, stored \(in, out\), in a gpt2 model, and the config's fan_in_fan_out is false/),
+    ]);
+  });
+
+  it('RoAd (nn.Linear only) on c_attn and on the square c_proj is refused by name', async () => {
+    const base = [zeros('h.0.attn.c_attn.weight', [768, 2304]), zeros('h.0.attn.c_proj.weight', [768, 768])];
+    const road = roadConfig({ target_modules: ['c_attn', 'c_proj'] });
+    expect(await problems(base, road, [...roadTensors('transformer.h.0.attn.c_attn', 2304), ...roadTensors('transformer.h.0.attn.c_proj', 768)], GPT2)).toEqual([
+      'adapter: module "transformer.h.0.attn.c_attn": RoAd (PEFT) wraps only Linear layers; "h.0.attn.c_attn.weight" is a Conv1D weight stored (in, out) (shape (768, 2304), by its name in a gpt2 model), so PEFT cannot have trained this module on it',
+      'adapter: module "transformer.h.0.attn.c_proj": RoAd (PEFT) wraps only Linear layers; "h.0.attn.c_proj.weight" is a Conv1D weight stored (in, out) (shape (768, 768), by its name in a gpt2 model), so PEFT cannot have trained this module on it',
+    ]);
+  });
+
+  it('GPT-BigCode names its layers c_attn / c_proj too but builds nn.Linear: RoAd is planned there', async () => {
+    const base = [zeros('transformer.h.0.attn.c_proj.weight', [64, 64])];
+    expect(await problems(base, roadConfig({ target_modules: ['c_proj'] }), roadTensors('transformer.h.0.attn.c_proj', 64), BIGCODE)).toEqual([]);
+  });
+});
+
+describe('an embedding told by its name in a model with a config.json', () => {
+  const embed = zeros('model.embed_tokens.weight', [128, 64]);
+  it('RoAd (nn.Linear only) on embed_tokens is refused', async () => {
+    expect(await problems([embed], roadConfig({ target_modules: ['embed_tokens'] }), roadTensors('model.embed_tokens', 128), LLAMA)).toEqual([
+      'adapter: module "model.embed_tokens": RoAd (PEFT) wraps only Linear layers; "model.embed_tokens.weight" is an Embedding weight (shape (128, 64), by its name in a llama model), so PEFT cannot have trained this module on it',
+    ]);
+    // Without a config nothing says it is an embedding: the shape is a Linear's.
+    expect(await problems([embed], roadConfig({ target_modules: ['embed_tokens'] }), roadTensors('model.embed_tokens', 128))).toEqual([]);
+  });
+
+  it("LoRA's lora_A/B on embed_tokens is refused: PEFT saves an embedding's as lora_embedding_A/B", async () => {
+    const factors = [zeros('base_model.model.model.embed_tokens.lora_A.weight', [r, 64]), zeros('base_model.model.model.embed_tokens.lora_B.weight', [128, r])];
+    expect(await problems([embed], loraConfig({ target_modules: ['embed_tokens'] }), factors, LLAMA)).toEqual([
+      'adapter: module "model.embed_tokens": lora_A/B (PEFT LoRA) wraps only Linear, Conv1D, Conv1d, Conv2d and Conv3d layers; "model.embed_tokens.weight" is an Embedding weight (shape (128, 64), by its name in a llama model), so PEFT cannot have trained this module on it',
+    ]);
+  });
+
+  it('lora_embedding_A (r, vocab) and lora_embedding_B (dim, r) merge: W[v, j] + α/r · (B·A)[j, v]', async () => {
+    const vocab = 128, dim = 64;
+    const w = vals(vocab * dim, 'F32'), a = vals(r * vocab, 'F32'), b = vals(dim * r, 'F32');
+    const factors = [t('base_model.model.model.embed_tokens.lora_embedding_A', 'F32', [r, vocab], a), t('base_model.model.model.embed_tokens.lora_embedding_B', 'F32', [dim, r], b)];
+    const { tensors } = await mergePeftFolder(backends.cpu!, [t('model.embed_tokens.weight', 'F32', [vocab, dim], w)], loraConfig({ target_modules: ['embed_tokens'] }), factors, 1, LLAMA);
+    const ba = mm(b, a, dim, r, vocab);
+    expectMerged(tensors.get('model.embed_tokens.weight')!.values, w.map((x, k) => x + (alpha / r) * ba[(k % dim) * vocab + Math.floor(k / dim)]), 'F32', 'embed_tokens');
+  });
+});
