@@ -88,7 +88,7 @@ describe('target_modules "all-linear" leaves out the output head the base config
     const q = lora('model.layers.0.self_attn.q_proj', 64, 64);
     const score = lora('score', 2, 64);
     await expect(preparePeftFolder([q.base, score.base], loraConfig({ task_type: 'SEQ_CLS' }), [...q.factors, ...score.factors], LLAMA_SEQ_CLS))
-      .rejects.toThrow(/module "score" is in adapter\/adapter_model\.safetensors but is in modules_to_save \["classifier","score"\], which PEFT trains whole and puts no adapter on/);
+      .rejects.toThrow(/module "score" is in adapter\/adapter_model\.safetensors but is in modules_to_save \["classifier","score"\] \(task_type SEQ_CLS adds "classifier" and "score"\), which PEFT trains whole and puts no adapter on/);
     const { tensors } = await mergePeftFolder(backends.cpu!, [q.base, score.base], loraConfig({ task_type: 'SEQ_CLS' }), q.factors, 1, LLAMA_SEQ_CLS);
     expectMerged(tensors.get(`${q.l.path}.weight`)!.values, loraTruth(q.l), 'F32', q.l.path);
   });

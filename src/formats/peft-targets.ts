@@ -49,7 +49,9 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
   const layers = layerIndexes(raw, configFile);
   const saved = raw.modules_to_save;
   const modulesToSave = Array.isArray(saved) ? saved.filter((m): m is string => typeof m === 'string') : [];
-  if (CLASSIFIER_TASKS.has(String(raw.task_type))) modulesToSave.push(...CLASSIFIER_HEADS.filter((m) => !modulesToSave.includes(m)));
+  const classifierTask = CLASSIFIER_TASKS.has(String(raw.task_type));
+  if (classifierTask) modulesToSave.push(...CLASSIFIER_HEADS.filter((m) => !modulesToSave.includes(m)));
+  const shownSaved = `modules_to_save ${JSON.stringify(modulesToSave)}${classifierTask ? ` (task_type ${raw.task_type} adds "classifier" and "score")` : ''}`;
   const usingLayers = layers !== undefined && layers.length > 0;
 
   if (typeof target === 'string' && LAYERS_NEED_A_LIST.has(peftType)) {
@@ -80,7 +82,7 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
       if (excludeRe ? excludeRe.matches(path) : Array.isArray(exclude) && endsWith(path, exclude)) {
         return `excluded by exclude_modules ${JSON.stringify(exclude)}`;
       }
-      if (savedRes.some((re) => re.matches(path))) return `in modules_to_save ${JSON.stringify(modulesToSave)}, which PEFT trains whole and puts no adapter on`;
+      if (savedRes.some((re) => re.matches(path))) return `in ${shownSaved}, which PEFT trains whole and puts no adapter on`;
       if (target === undefined) return undefined;
       if (allLinear) return undefined;
       if (typeof target === 'string') return targetRe!.matches(path) ? undefined : `not targeted by ${shownTarget}`;
