@@ -103,6 +103,20 @@ describe('target_modules "all-linear" leaves out the output head the base config
     expect(await problems([q.base, head.base], loraConfig({}), q.factors)).toEqual([]);
   });
 
+  it("InternLM2's own model code names its head output; a BERT masked LM's head is not known, so modules outside its layers are refused", async () => {
+    const wqkv = lora('model.layers.0.attention.wqkv', 128, 64);
+    const output = lora('output', 96, 64);
+    const internlm2 = { architectures: ['InternLM2ForCausalLM'], model_type: 'internlm2', auto_map: { AutoModelForCausalLM: 'modeling_internlm2.InternLM2ForCausalLM' }, hidden_size: 64, vocab_size: 96 };
+    await expect(preparePeftFolder([wqkv.base, output.base], loraConfig({}), [...wqkv.factors, ...output.factors], internlm2))
+      .rejects.toThrow(/module "output" is in adapter\/adapter_model\.safetensors but is the output head, which target_modules "all-linear" leaves out/);
+    const bert = { architectures: ['BertForMaskedLM'], model_type: 'bert', hidden_size: 64, vocab_size: 96 };
+    const query = lora('bert.encoder.layer.0.attention.self.query', 64, 64);
+    const transform = lora('cls.predictions.transform.dense', 64, 64);
+    await expect(preparePeftFolder([query.base, transform.base], loraConfig({ task_type: null }), [...query.factors, ...transform.factors], bert))
+      .rejects.toThrow(/module "cls\.predictions\.transform\.dense" is in .* but the base's config\.json architectures "BertForMaskedLM" is not a class whose output head this tool knows/);
+    expect(await problems([query.base, transform.base], loraConfig({ task_type: null }), query.factors, bert)).toEqual([]);
+  });
+
   it('an embedding under "all-linear" is refused: PEFT takes Linear and Conv1D layers only', async () => {
     const embed = zeros('model.embed_tokens.weight', [96, 64]);
     const factors = [zeros('base_model.model.model.embed_tokens.lora_embedding_A', [r, 96]), zeros('base_model.model.model.embed_tokens.lora_embedding_B', [64, r])];

@@ -159,13 +159,19 @@ export const ALL_LINEAR_LAYERS: readonly LayerClass[] = ['Linear', 'Conv1D'];
 
 /**
  * Output heads named other than `lm_head`, by config.json model_type: the module
- * get_output_embeddings() returns (GPT-NeoX's embed_out, Whisper's proj_out, BLIP's text decoder
- * head; InternLM2's and ChatGLM's own model code name theirs output and output_layer).
+ * get_output_embeddings() returns (GPT-NeoX's embed_out, Whisper's proj_out, RWKV's head, XLNet's
+ * lm_loss; InternLM2's and ChatGLM's own model code name theirs output and output_layer).
  */
 const OUTPUT_HEAD_BY_MODEL_TYPE: Readonly<Record<string, string>> = {
-  gpt_neox: 'embed_out', gpt_neox_japanese: 'embed_out', whisper: 'proj_out', blip: 'text_decoder.cls.predictions.decoder',
+  gpt_neox: 'embed_out', gpt_neox_japanese: 'embed_out', whisper: 'proj_out', rwkv: 'head', xlnet: 'lm_loss',
   internlm2: 'output', chatglm: 'transformer.output_layer',
 };
+/**
+ * Model types with a …ForConditionalGeneration class and no lm_head: BLIP's captioning head is
+ * text_decoder.cls.predictions.decoder, which its class does not return from get_output_embeddings
+ * in every transformers version.
+ */
+const HEAD_NOT_KNOWN = new Set(['blip']);
 /** Model classes with the lm_head get_output_embeddings() returns by default. */
 const LM_HEAD_CLASS = /(?:ForCausalLM|LMHeadModel|ForConditionalGeneration)$/;
 /** Model classes with no output embeddings (no lm_head): "all-linear" leaves no head out of them. */
@@ -183,6 +189,7 @@ export function allLinearOutputHead(adapterConfig: Readonly<Record<string, unkno
   if (model === undefined) return { unknown: 'the base has no config.json to name its output head' };
   const modelType = typeof model.raw.model_type === 'string' ? model.raw.model_type : undefined;
   if (modelType !== undefined && Object.hasOwn(OUTPUT_HEAD_BY_MODEL_TYPE, modelType)) return { head: OUTPUT_HEAD_BY_MODEL_TYPE[modelType] };
+  if (modelType !== undefined && HEAD_NOT_KNOWN.has(modelType)) return { unknown: `which module a ${modelType} model's get_output_embeddings() returns is not known to this tool` };
   if (model.raw.auto_map !== undefined) return { unknown: `the base's config.json names model code of its own (auto_map), which names its output head` };
   const architecture = modelArchitectures(model)[0];
   if (architecture !== undefined && NO_HEAD_CLASS.test(architecture)) return { head: null };
