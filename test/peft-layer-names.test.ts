@@ -6,7 +6,7 @@
  *   its head, a module outside the numbered layers is refused rather than guessed at.
  * - GPT-2's c_attn / c_proj / c_fc are transformers' Conv1D (weight stored (in, out)); a square one
  *   looks like a Linear, so the model type and the name tell it: Linear-only methods are refused on
- *   it, LoRA with fan_in_fan_out merges ΔWᵀ onto it.
+ *   it, LoRA merges ΔWᵀ onto it (PEFT turns fan_in_fan_out on for a Conv1D).
  * - Embeddings (embed_tokens, wte …) look like a Linear's matrix: a method that cannot wrap
  *   nn.Embedding, or LoRA's lora_A/B (PEFT saves an embedding's as lora_embedding_A/B), is refused
  *   on one; lora_embedding_A/B still merge.
@@ -137,10 +137,16 @@ describe("GPT-2's Conv1D (c_attn (768, 2304), c_proj (768, 768)) told by the mod
     for (const m of [cAttn, cProj]) expectMerged(tensors.get(m.base.name.replace('transformer.', ''))!.values, loraTruth(m.l, 'in-out'), 'F32', m.l.path);
   });
 
-  it('LoRA with fan_in_fan_out false on a Conv1D is refused (PEFT would turn it on and transpose)', async () => {
+  it('LoRA with fan_in_fan_out false merges transposed all the same: PEFT turns the flag on for a Conv1D', async () => {
     const cProj = lora('transformer.h.0.attn.c_proj', 768, 768, 'in-out');
-    expect(await problems([cProj.base], loraConfig({ target_modules: ['c_proj'] }), cProj.factors, GPT2)).toEqual([
-      expect.stringMatching(/^adapter: module "transformer\.h\.0\.attn\.c_proj": "transformer\.h\.0\.attn\.c_proj\.weight" is transformers' Conv1D, stored \(in, out\), in a gpt2 model, and the config's fan_in_fan_out is false/),
+    const { tensors } = await mergePeftFolder(backends.cpu!, [cProj.base], loraConfig({ target_modules: ['c_proj'] }), cProj.factors, 1, GPT2);
+    expectMerged(tensors.get(cProj.base.name)!.values, loraTruth(cProj.l, 'in-out'), 'F32', cProj.l.path);
+  });
+
+  it('(IA)³ with fan_in_fan_out false on a Conv1D is refused: PEFT would turn it on, which is not redone here', async () => {
+    const ia3 = { peft_type: 'IA3', task_type: 'CAUSAL_LM', target_modules: ['c_proj'], feedforward_modules: [], fan_in_fan_out: false, init_ia3_weights: true };
+    expect(await problems([zeros('h.0.mlp.c_proj.weight', [3072, 768])], ia3, [zeros('base_model.model.transformer.h.0.mlp.c_proj.ia3_l', [768, 1])], GPT2)).toEqual([
+      expect.stringMatching(/^adapter: module "transformer\.h\.0\.mlp\.c_proj": "h\.0\.mlp\.c_proj\.weight" is transformers' Conv1D, stored \(in, out\), in a gpt2 model, and the config's fan_in_fan_out is false: PEFT turns it on/),
     ]);
   });
 

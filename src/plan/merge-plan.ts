@@ -334,7 +334,9 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       set.terms.push({ adapterIndex, adapter: adapter.name, file: adapter.file, delta: rows.delta, indices: rows.indices });
     }
 
-    for (const module of adapter.modules) {
+    for (const adapterModule of adapter.modules) {
+      // A target may see the module as its training tool built it there (PEFT LoRA on a Conv1D).
+      let module = adapterModule;
       const moduleName = module.name;
       const fail = (code: MergeErrorCode, message: string) => report(moduleName, code, message);
       const location = locator.locate(module.address);
@@ -396,9 +398,13 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           wrapsRefusal(module.wraps, named, true);
           continue;
         }
-        if (named === 'Conv1D' && adapter.format === 'peft' && adapter.config.fan_in_fan_out !== true) {
-          // PEFT's dispatchers turn fan_in_fan_out on for a Conv1D (with a warning) and transpose ΔW.
-          fail('UNSUPPORTED_FORMAT', `"${baseKey}" is transformers' Conv1D, stored (in, out), in a ${base.modelType} model, and the config's fan_in_fan_out is false: PEFT turns it on for Conv1D layers and transposes ΔW; merging such a file is not supported — set "fan_in_fan_out": true in adapter_config.json`);
+        if (named === 'Conv1D' && adapter.format === 'peft' && !module.fanInFanOut && module.algorithm === 'lora' && module.kind === 'linear' && !module.address.tensor) {
+          // PEFT's LoRA turns fan_in_fan_out on for a Conv1D whatever the config says (lora/layer.py
+          // dispatch_default, with a warning) and so applies ΔW transposed.
+          module = { ...module, fanInFanOut: true };
+        } else if (named === 'Conv1D' && adapter.format === 'peft' && adapter.config.fan_in_fan_out !== true) {
+          // The other methods' dispatchers do the same; their ΔW is not redone here with the flag on.
+          fail('UNSUPPORTED_FORMAT', `"${baseKey}" is transformers' Conv1D, stored (in, out), in a ${base.modelType} model, and the config's fan_in_fan_out is false: PEFT turns it on for Conv1D layers and transposes ΔW, which this tool redoes for LoRA only — set "fan_in_fan_out": true in adapter_config.json, as PEFT does`);
           continue;
         }
         let experts: ExpertSplit | undefined;
