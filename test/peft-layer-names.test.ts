@@ -10,12 +10,14 @@
  * - Embeddings (embed_tokens, wte …) look like a Linear's matrix: a method that cannot wrap
  *   nn.Embedding, or LoRA's lora_A/B (PEFT saves an embedding's as lora_embedding_A/B), is refused
  *   on one; lora_embedding_A/B still merge.
+ * - A single file in diffusers' PEFT form (lora_A/B without a method config) on such a layer is
+ *   refused: PEFT saves no lora_A/B for an embedding, and the file does not say how ΔW lies on a Conv1D.
  * Merges are checked against float64 truth written here; refusals name the module and the rule.
  */
 import { describe, expect, it } from 'vitest';
-import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
-import { mergeBackends } from './helpers/merge-backends.js';
+import { mergeBackends, refusalsInMemory } from './helpers/merge-backends.js';
 import { mm } from './helpers/dense-f64.js';
 import { expectPeftCliRefusal, fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
 
@@ -189,5 +191,28 @@ describe('an embedding told by its name in a model with a config.json', () => {
     const { tensors } = await mergePeftFolder(backends.cpu!, [t('model.embed_tokens.weight', 'F32', [vocab, dim], w)], loraConfig({ target_modules: ['embed_tokens'] }), factors, 1, LLAMA);
     const ba = mm(b, a, dim, r, vocab);
     expectMerged(tensors.get('model.embed_tokens.weight')!.values, w.map((x, k) => x + (alpha / r) * ba[(k % dim) * vocab + Math.floor(k / dim)]), 'F32', 'embed_tokens');
+  });
+});
+
+describe('a single-file LoRA (diffusers\' PEFT form) on a layer the config names', () => {
+  const refusals = (base: FixtureTensor[], lora: FixtureTensor[], model: object) => refusalsInMemory({
+    backend: backends.cpu!, base: { 'model.safetensors': buildSafetensors(base), 'config.json': JSON.stringify(model) },
+    adapters: [{ name: 'lora', files: { 'pytorch_lora_weights.safetensors': buildSafetensors(lora) } }],
+  });
+  it("on GPT-2's square c_proj: refused, not merged as a Linear", async () => {
+    const factors = [zeros('transformer.h.0.attn.c_proj.lora_A.weight', [r, 768]), zeros('transformer.h.0.attn.c_proj.lora_B.weight', [768, r])];
+    expect(await refusals([zeros('transformer.h.0.attn.c_proj.weight', [768, 768])], factors, GPT2)).toEqual([
+      expect.stringMatching(/^lora: module "transformer\.h\.0\.attn\.c_proj": "transformer\.h\.0\.attn\.c_proj\.weight" is a Conv1D weight stored \(in, out\) \(shape \(768, 768\), by its name in a gpt2 model\): a diffusers single-file LoRA module on it is not supported/),
+    ]);
+  });
+  it('on embed_tokens: refused; the same file on q_proj is planned', async () => {
+    const embed = zeros('model.embed_tokens.weight', [128, 64]);
+    const factors = [zeros('model.embed_tokens.lora_A.weight', [r, 64]), zeros('model.embed_tokens.lora_B.weight', [128, r])];
+    expect(await refusals([embed], factors, LLAMA)).toEqual([
+      expect.stringMatching(/^lora: module "model\.embed_tokens": "model\.embed_tokens\.weight" is an Embedding weight \(shape \(128, 64\), by its name in a llama model\): a diffusers single-file LoRA module on it is not supported \(PEFT saves an embedding's LoRA as lora_embedding_A\/B\)$/),
+    ]);
+    // The same file and the same layer of a q_proj name merge.
+    const q = [zeros('model.layers.0.self_attn.q_proj.lora_A.weight', [r, 64]), zeros('model.layers.0.self_attn.q_proj.lora_B.weight', [64, r])];
+    expect(await refusals([zeros('model.layers.0.self_attn.q_proj.weight', [64, 64])], q, LLAMA)).toEqual([]);
   });
 });

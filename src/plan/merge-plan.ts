@@ -23,7 +23,7 @@
 import { DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.js';
-import type { AdapterFormat, AdapterModule, LayerClass, ParsedAdapter, TensorReplacement } from '../formats/adapter.js';
+import { ADAPTER_FORMAT_NAMES, type AdapterFormat, type AdapterModule, type LayerClass, type ParsedAdapter, type TensorReplacement } from '../formats/adapter.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
 import type { BaseComponent } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
@@ -405,6 +405,12 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         } else if (named === 'Conv1D' && adapter.format === 'peft' && adapter.config.fan_in_fan_out !== true) {
           // The other methods' dispatchers do the same; their ΔW is not redone here with the flag on.
           fail('UNSUPPORTED_FORMAT', `"${baseKey}" is transformers' Conv1D, stored (in, out), in a ${base.modelType} model, and the config's fan_in_fan_out is false: PEFT turns it on for Conv1D layers and transposes ΔW, which this tool redoes for LoRA only — set "fan_in_fan_out": true in adapter_config.json, as PEFT does`);
+          continue;
+        }
+        if (adapter.format !== 'peft' && ((named === 'Conv1D' && module.update.kind === 'low-rank') || (named === 'Embedding' && adapter.format === 'diffusers' && module.algorithm === 'lora' && module.kind === 'linear'))) {
+          // A single file names no method config: PEFT's rules (saved by diffusers) put lora_A/B on no
+          // nn.Embedding; which way a low-rank ΔW lies on a Conv1D the file does not say.
+          fail('UNSUPPORTED_FORMAT', `"${baseKey}" is ${LAYER_WEIGHTS[named]} (shape ${fmt(info.shape)}, by its name in a ${base.modelType} model): a ${ADAPTER_FORMAT_NAMES[adapter.format]} single-file ${moduleTitle(module)} module on it is not supported${named === 'Embedding' ? ' (PEFT saves an embedding\'s LoRA as lora_embedding_A/B)' : ' (the file does not say whether its ΔW is transposed for the (in, out) weight)'}`);
           continue;
         }
         let experts: ExpertSplit | undefined;
