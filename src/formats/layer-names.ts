@@ -11,7 +11,7 @@
  * nn.Linear, so the model type decides, not the name.
  *
  * Embedding: the names transformers gives nn.Embedding layers (embed_tokens, wte, wpe,
- * word_embeddings, position_embeddings, token_type_embeddings, T5's and BART's shared, GPT-NeoX's
+ * word_embeddings, position_embeddings, token_type_embeddings, T5's and BART's top-level shared, GPT-NeoX's
  * embed_in, InternLM2's tok_embeddings), taken only for a base with a config.json model_type.
  */
 import type { LayerClass } from './adapter.js';
@@ -25,7 +25,8 @@ const CONV1D_BY_MODEL_TYPE: Readonly<Record<string, RegExp>> = {
   clvp: /(?:^|\.)mlp\.(?:c_fc|c_proj)\.weight$/,
 };
 
-const EMBEDDING = /(?:^|\.)(?:embed_tokens|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings|shared|embed_in|tok_embeddings)\.weight$/;
+// `shared` only at the top (T5's shared, BART's model.shared): deeper, MoE blocks use the word for experts.
+const EMBEDDING = /(?:(?:^|\.)(?:embed_tokens|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings|embed_in|tok_embeddings)|^(?:model\.)?shared)\.weight$/;
 
 /** The model types whose config.json says some layers are transformers' Conv1D, for messages and the README. */
 export const CONV1D_MODEL_TYPES: readonly string[] = Object.keys(CONV1D_BY_MODEL_TYPE);
