@@ -722,7 +722,7 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
  * The kind of layer a base weight belongs to, as far as its stored shape tells: a conv's kernel
  * dims give Conv1d/2d/3d; a 2-D weight stored (in, out) is GPT-2's Conv1D, or an embedding for an
  * embedding module; any other 2-D (or 1-D) weight is taken for a Linear (an embedding adapted as
- * a Linear cannot be told from one).
+ * a Linear is told only by its name, where the base's config.json has a model_type: namedLayerClass).
  */
 function baseLayerClass(module: AdapterModule, shape: readonly number[], view: View): LayerClass {
   if (shape.length >= 3) return shape.length === 3 ? 'Conv1d' : shape.length === 4 ? 'Conv2d' : 'Conv3d';
