@@ -453,7 +453,7 @@ describe('malformed files and paths are refused by name', () => {
     expectRefused(runs[1], new RegExp(`module "${k}" has an alpha that is not one finite number: ${k}\\.alpha is F32 \\(\\) holding NaN$`));
   });
 
-  it('a FIFO or a character device given as an input is named for what it is, not read', async () => {
+  it('a FIFO, a character device or a folder where a file belongs is named for what it is, not read', async () => {
     const dir = temp.make();
     const fifo = join(dir, 'adapter.safetensors');
     execFileSync('mkfifo', [fifo]);
@@ -462,12 +462,16 @@ describe('malformed files and paths are refused by name', () => {
     const folder = temp.make(adapter());
     const inFolder = join(folder, 'extra.safetensors');
     execFileSync('mkfifo', [inFolder]);
+    // A folder named adapter_config.json: the config read as missing.
+    const { 'adapter_config.json': _, ...weights } = adapter();
+    const configFolder = temp.make({ ...weights, 'adapter_config.json/.keep': '' });
     const outDir = temp.make();
     const out = join(outDir, 'm.safetensors');
     const runs = await Promise.all([
       runCli(['merge', '--base', join(baseDir, 'base.safetensors'), '--adapter', fifo, '--out', out]),
       runCli(['merge', '--base', '/dev/zero', '--adapter', folder, '--out', out]),
       runCli(['merge', '--base', join(baseDir, 'base.safetensors'), '--adapter', folder, '--out', out]),
+      runCli(['merge', '--base', join(baseDir, 'base.safetensors'), '--adapter', configFolder, '--out', out]),
     ]);
     const lines = runs.map((run) => {
       expect(run.code, run.stderr).toBe(2);
@@ -478,6 +482,7 @@ describe('malformed files and paths are refused by name', () => {
     expect(lines[0]).toBe(`error: ${fifo}: is a FIFO (named pipe), not a regular file or folder; give the model's or adapter's file or folder`);
     expect(lines[1]).toBe(`error: /dev/zero: is a character device, not a regular file or folder; give the model's or adapter's file or folder`);
     expect(lines[2]).toBe(`error: ${inFolder}: is a FIFO (named pipe), not a regular file; give the model's or adapter's file or folder`);
+    expect(lines[3]).toBe(`error: ${join(configFolder, 'adapter_config.json')}: is a folder, not a regular file; give the model's or adapter's file or folder`);
     expect(listDir(outDir)).toEqual([]);
   }, 20_000);
 

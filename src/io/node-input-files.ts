@@ -75,6 +75,9 @@ async function statOrNotFound(path: string, name: string) {
   }
 }
 
+/** Names only a file has in the layouts read here (a config, an index, weights). */
+const FILE_NAMES = /\.(json|safetensors|gguf)$/i;
+
 async function listFolder(root: string, dir: string, prefix: string, depth: number, out: Map<string, string>): Promise<void> {
   if (depth > MAX_INPUT_DEPTH) {
     throw new MergeError('BAD_ARGUMENT', `${root}: folders nest deeper than ${MAX_INPUT_DEPTH} levels (a link loop?)`);
@@ -95,6 +98,10 @@ async function listFolder(root: string, dir: string, prefix: string, depth: numb
     } else if (!isDir && !isFile) {
       // Skipped, it would read as missing: a FIFO named adapter_model.safetensors is named instead.
       throw notRegular(full, await stat(full), 'a regular file');
+    }
+    if (isDir && FILE_NAMES.test(entry.name)) {
+      // Listed, its contents would stand for it and the file read as missing.
+      throw new MergeError('BAD_ARGUMENT', `${full}: is a folder, not a regular file; give the model's or adapter's file or folder`);
     }
     if (isDir) {
       await listFolder(root, full, rel + '/', depth + 1, out);
