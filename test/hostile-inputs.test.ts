@@ -426,14 +426,31 @@ describe('malformed files and paths are refused by name', () => {
     expectRefused(run, new RegExp(`tensor "${bName}": "data_offsets" holds 9007199254740993, larger than 2\\^53`));
   });
 
-  it('3-D LoRA factors on a Linear', async () => {
-    // lora_A (r, in, 1) fits no layer with a 2-D weight: PEFT's Linear lora_A is (r, in).
+  it('3-D LoRA factors on a Linear, and a 3-D lora_B beside a 2-D lora_A, are no layer\'s', async () => {
+    // A Conv1d's pair, lora_A (r, in, 1) and lora_B (out, r, 1), fits no layer with a 2-D weight:
+    // PEFT's Linear lora_A is (r, in).
     const files = adapter();
     files['adapter_model.safetensors'] = buildSafetensors([
       { name: aName, dtype: 'F32', shape: [r, d, 1], data: aValues },
-      { name: bName, dtype: 'F32', shape: [d, r], data: bValues },
+      { name: bName, dtype: 'F32', shape: [d, r, 1], data: bValues },
     ]);
     expectRefused(await merge(base(), files), /module "model\.layers\.0\.self_attn\.q_proj": ΔW \(12, 12, 1\) does not fit base model\.layers\.0\.self_attn\.q_proj\.weight \(12, 12\): 3-D factors fit no layer with a 2-D weight/);
+    // lora_B (out, r, 1) beside a 2-D lora_A: no layer's pair either.
+    files['adapter_model.safetensors'] = buildSafetensors([
+      { name: aName, dtype: 'F32', shape: [r, d], data: aValues },
+      { name: bName, dtype: 'F32', shape: [d, r, 1], data: bValues },
+    ]);
+    expectRefused(await merge(base(), files), /module "model\.layers\.0\.self_attn\.q_proj": lora_B \(12, 2, 1\) does not fit lora_A \(2, 12\) \(expected \(out, 2\)\)$/);
+    // The same pair in kohya's form.
+    const k = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const unet = temp.make({ 'unet.safetensors': buildSafetensors([{ name: 'down_blocks.0.attentions.0.proj_in.weight', dtype: 'F32', shape: [d, d], data: randomValues(d * d, rand) }]) });
+    const kohya = temp.make({ 'lora.safetensors': buildSafetensors([
+      { name: `${k}.lora_down.weight`, dtype: 'F32', shape: [r, d], data: aValues },
+      { name: `${k}.lora_up.weight`, dtype: 'F32', shape: [d, r, 1], data: bValues },
+    ]) });
+    const outDir = temp.make();
+    const run = await runCli(['merge', '--base', join(unet, 'unet.safetensors'), '--adapter', join(kohya, 'lora.safetensors'), '--out', join(outDir, 'm.safetensors'), '--backend', 'cpu']);
+    expectRefused({ ...run, outDir, out: join(outDir, 'm.safetensors') }, new RegExp(`up ${k}\\.lora_up\\.weight \\(12, 2, 1\\) does not fit down ${k}\\.lora_down\\.weight \\(2, 12\\)`));
   });
 
   it('a kohya .alpha that is Inf or NaN, naming the value', async () => {
