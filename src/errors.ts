@@ -2,6 +2,8 @@
  * Every failure a user can cause is a MergeError: one line that names the file, tensor or module
  * at fault. Front ends print `error: <message>` and nothing else; other errors are bugs.
  */
+import { boundedMessage } from './shown-text.js';
+
 export type MergeErrorCode =
   // safetensors format rules, in the order they are checked
   | 'HEADER_TOO_SMALL'
@@ -37,11 +39,15 @@ export type MergeErrorCode =
   | 'ABORTED'
   | 'BAD_ARGUMENT';
 
-/** A failure the user caused or can fix, with a one-line message naming the file, tensor or module. */
+/**
+ * A failure the user caused or can fix, with a one-line message naming the file, tensor or module.
+ * The message quotes names from files, so it is made safe to show as it is built: control
+ * characters escaped (`\u001b`) and its length bounded (see shown-text.ts).
+ */
 export class MergeError extends Error {
   readonly code: MergeErrorCode;
   constructor(code: MergeErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super(boundedMessage(message), options);
     this.name = 'MergeError';
     this.code = code;
   }

@@ -4,14 +4,20 @@
  * inputs that change while merging abort the merge, suspicious requests are warned about, and a
  * pathological regex in a config cannot hang anything.
  */
+import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseCommandLine } from '../src/cli/args.js';
 import { DiffusersLoraMetadata } from '../src/formats/diffusers-metadata.js';
 import { parsePeftConfig } from '../src/formats/peft-config.js';
+import { MergeError } from '../src/errors.js';
+import { openModel } from '../src/formats/open-model.js';
+import { bytesSource, memoryInputFileSet } from '../src/io/memory-source.js';
+import { openGguf } from '../src/formats/gguf/gguf-reader.js';
+import { buildGguf, tensorData } from './helpers/gguf-builder.js';
 import { errorLines, listDir, longMergeInputs, runCli, runCliActingAtStart, type CliResult } from './helpers/cli.js';
-import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+import { buildRawSafetensors, buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
 const temp = tempDirs();
 afterAll(temp.removeAll);
@@ -346,3 +352,199 @@ describe('names from files are shown, not obeyed', () => {
     expect(dry.stdout + dry.stderr).toContain(`  ${shown2}.weight [12×12] out-in ← ${shown2} LoRA r=2 scale=2\n`);
   });
 });
+
+describe('malformed files and paths are refused by name', () => {
+  const aName = `base_model.model.${q}.lora_A.weight`;
+  const bName = `base_model.model.${q}.lora_B.weight`;
+  /** The adapter's file with its header text edited (offsets stay right: only numbers' spelling changes). */
+  function editedAdapter(edit: (header: string) => string): Record<string, string | Uint8Array> {
+    const header = {
+      [aName]: { dtype: 'F32', shape: [r, d], data_offsets: [0, 4 * r * d] },
+      [bName]: { dtype: 'F32', shape: [d, r], data_offsets: [4 * r * d, 8 * r * d] },
+    };
+    const data = new Uint8Array(new Float32Array([...aValues, ...bValues]).buffer);
+    return { ...adapter(), 'adapter_model.safetensors': buildRawSafetensors(edit(JSON.stringify(header)), data) };
+  }
+
+  it('a config that is not UTF-8, naming the file and the first bad byte; a tensor name likewise', async () => {
+    // Python's json.load raises UnicodeDecodeError on it; it was read with U+FFFD in place of 0xff.
+    const text = new TextEncoder().encode(JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 4, base_model_name_or_path: 'ab' }));
+    const at = text.indexOf(0x61); // the "a" of "ab"
+    text[at] = 0xff;
+    const config = await merge(base(), { ...adapter(), 'adapter_config.json': text });
+    expectRefused(config, new RegExp(`adapter_config\\.json: is not valid UTF-8 \\(byte 0xff at offset ${at}\\), which Python's json \\(PEFT, transformers\\) refuses; save it as UTF-8$`));
+    expect(config.code).toBe(1);
+    // The same rule through the library, for files handed over as bytes.
+    const files = memoryInputFileSet({ 'config.json': new Uint8Array([0x7b, 0x22, 0xc3, 0x28, 0x22, 0x7d]) }, 'model');
+    await expect(files.readText('config.json')).rejects.toThrow('model/config.json: is not valid UTF-8 (byte 0x28 at offset 3)');
+    // An overlong "/" (0xc0 0xaf) in a tensor name: the safetensors format requires UTF-8 JSON.
+    const header = new TextEncoder().encode(JSON.stringify({ 'q.weight': { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }));
+    const slash = header.indexOf(0x2e); // the "." of "q.weight"
+    const bytes = new Uint8Array([...header.subarray(0, slash), 0xc0, 0xaf, ...header.subarray(slash + 1)]);
+    // buildRawSafetensors writes its header as UTF-8, so these bytes go in by hand.
+    const raw = new Uint8Array(8 + bytes.length + 4);
+    new DataView(raw.buffer).setBigUint64(0, BigInt(bytes.length), true);
+    raw.set(bytes, 8);
+    await expect(openModel(memoryInputFileSet({ 'model.safetensors': raw }, 'm'))).rejects.toThrow(`m/model.safetensors: header is not valid UTF-8 (byte 0xc0 at offset ${8 + slash}), which the safetensors format requires`);
+  });
+
+  it('a GGUF tensor name that is not UTF-8, by the first bad byte; a name that holds U+FFFD itself is read', async () => {
+    // @huggingface/gguf decodes names leniently: 0xff became U+FFFD, and an output would have had the
+    // name changed. A three-byte sequence cut short (0xe2 0x82, then "n") became one U+FFFD of three bytes.
+    const build = (name: string) => buildGguf({
+      metadata: [['general.architecture', { type: 'string', value: 'llama' }]],
+      tensors: [{ name, type: 'F32', ne: [4], data: tensorData('F32', [1, 2, 3, 4]) }],
+    });
+    const badByte = build('blk.0.attn_q.weighX');
+    const atX = badByte.lastIndexOf(0x58);
+    badByte[atX] = 0xff;
+    const cut = build('blk.0.attn_q.XYn');
+    const atCut = cut.lastIndexOf(0x58);
+    cut.set([0xe2, 0x82], atCut);
+    await expect(openGguf(bytesSource(badByte, 'lora.gguf'))).rejects.toThrow(`lora.gguf: a tensor name is not valid UTF-8 (byte 0xff at offset ${atX}), which GGUF strings must be`);
+    await expect(openGguf(bytesSource(cut, 'lora.gguf'))).rejects.toThrow(`lora.gguf: a tensor name is not valid UTF-8 (byte 0x6e at offset ${atCut + 2}), which GGUF strings must be`);
+    const file = await openGguf(bytesSource(build('blk.0.attn_q.\ufffd'), 'lora.gguf'));
+    expect(file.tensors.map((t) => t.name)).toEqual(['blk.0.attn_q.\ufffd']);
+  });
+
+  it('a shape or offset written 8.0, 8e0 or -0, which the reference reader refuses, naming the tensor and the field', async () => {
+    const runs = await Promise.all([
+      merge(base(), editedAdapter((h) => h.replace(`"shape":[${r},${d}]`, `"shape":[${r}.0,${d}]`))),
+      merge(base(), editedAdapter((h) => h.replace('"data_offsets":[0,', '"data_offsets":[0.0,'))),
+      merge(base(), editedAdapter((h) => h.replace(`"shape":[${d},${r}]`, `"shape":[${d},${r}e0]`))),
+      merge(base(), editedAdapter((h) => h.replace('"data_offsets":[0,', '"data_offsets":[-0,'))),
+    ]);
+    const why = 'not an unsigned integer (the safetensors reference reader refuses a sign, fraction or exponent: write it as digits)';
+    expectRefused(runs[0], new RegExp(`tensor "${aName}": "shape" holds 2\\.0, ${escape(why)}$`));
+    expectRefused(runs[1], new RegExp(`tensor "${aName}": "data_offsets" holds 0\\.0, ${escape(why)}$`));
+    expectRefused(runs[2], new RegExp(`tensor "${bName}": "shape" holds 2e0, ${escape(why)}$`));
+    expectRefused(runs[3], new RegExp(`tensor "${aName}": "data_offsets" holds -0, ${escape(why)}$`));
+  });
+
+  it('an offset past 2^53 is quoted as written, not as a double rounds it', async () => {
+    const run = await merge(base(), editedAdapter((h) => h.replace(`"data_offsets":[${4 * r * d},${8 * r * d}]`, `"data_offsets":[${4 * r * d},9007199254740993]`)));
+    expectRefused(run, new RegExp(`tensor "${bName}": "data_offsets" holds 9007199254740993, larger than 2\\^53`));
+  });
+
+  it('3-D LoRA factors on a Linear, and a 3-D lora_B beside a 2-D lora_A, are no layer\'s', async () => {
+    // A Conv1d's pair, lora_A (r, in, 1) and lora_B (out, r, 1), fits no layer with a 2-D weight:
+    // PEFT's Linear lora_A is (r, in).
+    const files = adapter();
+    files['adapter_model.safetensors'] = buildSafetensors([
+      { name: aName, dtype: 'F32', shape: [r, d, 1], data: aValues },
+      { name: bName, dtype: 'F32', shape: [d, r, 1], data: bValues },
+    ]);
+    expectRefused(await merge(base(), files), /module "model\.layers\.0\.self_attn\.q_proj": ΔW \(12, 12, 1\) does not fit base model\.layers\.0\.self_attn\.q_proj\.weight \(12, 12\): 3-D factors fit no layer with a 2-D weight/);
+    // lora_B (out, r, 1) beside a 2-D lora_A: no layer's pair either.
+    files['adapter_model.safetensors'] = buildSafetensors([
+      { name: aName, dtype: 'F32', shape: [r, d], data: aValues },
+      { name: bName, dtype: 'F32', shape: [d, r, 1], data: bValues },
+    ]);
+    expectRefused(await merge(base(), files), /module "model\.layers\.0\.self_attn\.q_proj": lora_B \(12, 2, 1\) does not fit lora_A \(2, 12\) \(expected \(out, 2\)\)$/);
+    // The same pair in kohya's form.
+    const k = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const unet = temp.make({ 'unet.safetensors': buildSafetensors([{ name: 'down_blocks.0.attentions.0.proj_in.weight', dtype: 'F32', shape: [d, d], data: randomValues(d * d, rand) }]) });
+    const kohya = temp.make({ 'lora.safetensors': buildSafetensors([
+      { name: `${k}.lora_down.weight`, dtype: 'F32', shape: [r, d], data: aValues },
+      { name: `${k}.lora_up.weight`, dtype: 'F32', shape: [d, r, 1], data: bValues },
+    ]) });
+    const outDir = temp.make();
+    const run = await runCli(['merge', '--base', join(unet, 'unet.safetensors'), '--adapter', join(kohya, 'lora.safetensors'), '--out', join(outDir, 'm.safetensors'), '--backend', 'cpu']);
+    expectRefused({ ...run, outDir, out: join(outDir, 'm.safetensors') }, new RegExp(`up ${k}\\.lora_up\\.weight \\(12, 2, 1\\) does not fit down ${k}\\.lora_down\\.weight \\(2, 12\\)`));
+  });
+
+  it('a kohya .alpha that is Inf or NaN, naming the value', async () => {
+    const k = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const unet = temp.make({ 'unet.safetensors': buildSafetensors([{ name: 'down_blocks.0.attentions.0.proj_in.weight', dtype: 'F32', shape: [d, d], data: randomValues(d * d, rand) }]) });
+    const runs = await Promise.all([Infinity, NaN].map((alpha) => {
+      const dir = temp.make({ 'lora.safetensors': buildSafetensors([
+        { name: `${k}.lora_down.weight`, dtype: 'F32', shape: [r, d], data: aValues },
+        { name: `${k}.lora_up.weight`, dtype: 'F32', shape: [d, r], data: bValues },
+        { name: `${k}.alpha`, dtype: 'F32', shape: [], data: [alpha] },
+      ]) });
+      const outDir = temp.make();
+      return runCli(['merge', '--base', join(unet, 'unet.safetensors'), '--adapter', join(dir, 'lora.safetensors'), '--out', join(outDir, 'm.safetensors'), '--backend', 'cpu'])
+        .then((result) => ({ ...result, outDir, out: join(outDir, 'm.safetensors') }));
+    }));
+    expectRefused(runs[0], new RegExp(`module "${k}" has an alpha that is not one finite number: ${k}\\.alpha is F32 \\(\\) holding Infinity$`));
+    expectRefused(runs[1], new RegExp(`module "${k}" has an alpha that is not one finite number: ${k}\\.alpha is F32 \\(\\) holding NaN$`));
+  });
+
+  it('a FIFO, a character device or a folder where a file belongs is named for what it is, not read', async () => {
+    const dir = temp.make();
+    const fifo = join(dir, 'adapter.safetensors');
+    execFileSync('mkfifo', [fifo]);
+    const baseDir = temp.make({ 'base.safetensors': buildSafetensors(base()) });
+    // A FIFO inside an adapter folder was skipped, and the folder then read as having no weights.
+    const folder = temp.make(adapter());
+    const inFolder = join(folder, 'extra.safetensors');
+    execFileSync('mkfifo', [inFolder]);
+    // A folder named adapter_config.json: the config read as missing.
+    const { 'adapter_config.json': _, ...weights } = adapter();
+    const configFolder = temp.make({ ...weights, 'adapter_config.json/.keep': '' });
+    const outDir = temp.make();
+    const out = join(outDir, 'm.safetensors');
+    const runs = await Promise.all([
+      runCli(['merge', '--base', join(baseDir, 'base.safetensors'), '--adapter', fifo, '--out', out]),
+      runCli(['merge', '--base', '/dev/zero', '--adapter', folder, '--out', out]),
+      runCli(['merge', '--base', join(baseDir, 'base.safetensors'), '--adapter', folder, '--out', out]),
+      runCli(['merge', '--base', join(baseDir, 'base.safetensors'), '--adapter', configFolder, '--out', out]),
+    ]);
+    const lines = runs.map((run) => {
+      expect(run.code, run.stderr).toBe(2);
+      expect(run.stderr).not.toMatch(/\n\s+at /);
+      expect(errorLines(run.stderr)).toHaveLength(1);
+      return errorLines(run.stderr)[0];
+    });
+    expect(lines[0]).toBe(`error: ${fifo}: is a FIFO (named pipe), not a regular file or folder; give the model's or adapter's file or folder`);
+    expect(lines[1]).toBe(`error: /dev/zero: is a character device, not a regular file or folder; give the model's or adapter's file or folder`);
+    expect(lines[2]).toBe(`error: ${inFolder}: is a FIFO (named pipe), not a regular file; give the model's or adapter's file or folder`);
+    expect(lines[3]).toBe(`error: ${join(configFolder, 'adapter_config.json')}: is a folder, not a regular file; give the model's or adapter's file or folder`);
+    expect(listDir(outDir)).toEqual([]);
+  }, 20_000);
+
+  it('--out in a folder that does not exist is a usage error (exit 2)', async () => {
+    const outDir = temp.make();
+    const out = join(outDir, 'missing', 'm.safetensors');
+    const refused = await runCli(['merge', '--base', join(temp.make({ 'base.safetensors': buildSafetensors(base()) }), 'base.safetensors'), '--adapter', temp.make(adapter()), '--out', out, '--backend', 'cpu']);
+    expect(refused.code, refused.stderr).toBe(2);
+    expect(errorLines(refused.stderr)).toEqual([`error: ${out}: folder ${join(outDir, 'missing')} does not exist; create it or choose another --out`]);
+    expect(listDir(outDir)).toEqual([]);
+  });
+
+  it('null for lora_alpha, r or a pattern table, which PEFT cannot load, is refused rather than taken for unset', () => {
+    // LoraConfig.from_pretrained passes None on; update_layer then computes `lora_alpha / r` (TypeError).
+    const refusal = (fields: Record<string, unknown>) => {
+      try {
+        parsePeftConfig(JSON.stringify({ peft_type: 'LORA', r: 16, lora_alpha: 32, ...fields }), 'adapter_config.json');
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return undefined;
+    };
+    expect(refusal({ lora_alpha: null })).toBe('adapter_config.json: "lora_alpha" is null, which PEFT cannot load (`lora_alpha / r` raises TypeError); give a number or leave the field out for PEFT\'s default');
+    expect(refusal({ r: null })).toBe('adapter_config.json: "r" is null, which PEFT cannot load (`r <= 0` raises TypeError); give a number or leave the field out for PEFT\'s default');
+    expect(refusal({ alpha_pattern: null })).toBe('adapter_config.json: "alpha_pattern" is null, which PEFT cannot load (`alpha_pattern.keys()` raises AttributeError); give an object or leave the field out for PEFT\'s default');
+    expect(refusal({ rank_pattern: null })).toContain('"rank_pattern" is null');
+    // Left out, each takes PEFT's default.
+    expect(refusal({ lora_alpha: undefined, rank_pattern: undefined })).toBeUndefined();
+  });
+
+  it('a library error quoting a crafted name is bounded and its control characters escaped', async () => {
+    // An embedder shows err.message as it is: a 4 KB tensor name with escape sequences was in it raw.
+    const name = `model.\x1b]0;owned\x07${'x'.repeat(4055)}\r\u202e.weight`;
+    const file = buildRawSafetensors(JSON.stringify({ [name]: { dtype: 'F33', shape: [1], data_offsets: [0, 4] } }), new Uint8Array(4));
+    const error = await openModel(memoryInputFileSet({ 'model.safetensors': file }, 'm')).then(() => undefined, (e: unknown) => e);
+    expect(error).toBeInstanceOf(MergeError);
+    const message = (error as MergeError).message;
+    expect(message).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/);
+    expect(message.startsWith('m/model.safetensors: tensor "model.\\u001b]0;owned\\u0007xxx')).toBe(true);
+    expect(message.endsWith('xxx\\u000d\\u202e.weight": unknown dtype "F33"')).toBe(true);
+    const full = `m/model.safetensors: tensor "${name.replace(/[\x1b\x07\r\u202e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}": unknown dtype "F33"`;
+    expect(message).toBe(`${full.slice(0, 3072)} […${full.length - 4096} characters left out…] ${full.slice(-1024)}`);
+  });
+});
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

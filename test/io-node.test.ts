@@ -244,7 +244,7 @@ describe('Node output target', () => {
     const dir = tempDir({ 'file.safetensors': 'x', 'folder/a': 'y' });
     expect(await codeOf(createNodeOutputTarget(join(dir, 'folder'), 'file', []))).toBe('OUTPUT_EXISTS');
     expect(await codeOf(createNodeOutputTarget(join(dir, 'file.safetensors'), 'folder', []))).toBe('OUTPUT_EXISTS');
-    expect(await codeOf(createNodeOutputTarget(join(dir, 'no/such/out.safetensors'), 'file', []))).toBe('NOT_FOUND');
+    expect(await codeOf(createNodeOutputTarget(join(dir, 'no/such/out.safetensors'), 'file', []))).toBe('BAD_ARGUMENT');
   });
 
   it('refuses an output that is, is inside, or contains an input, through links too', async () => {

@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isMergeError } from '../src/errors.js';
-import { parseSafetensorsHeader } from '../src/formats/safetensors-header.js';
+import { parseSafetensorsHeader, WrittenNumber } from '../src/formats/safetensors-header.js';
 import { MAX_HEADER_NESTING, MAX_TENSORS } from '../src/limits.js';
 
 const encode = (s: string) => new TextEncoder().encode(s);
@@ -52,10 +52,18 @@ function headerText(h: { tensors: [string, unknown][]; metadata?: Record<string,
   return JSON.stringify(Object.fromEntries(fields), null, h.indent);
 }
 
+/** Numbers the reader keeps as written (not plain integers of up to 15 digits) as JSON.parse reads them. */
+function asParsed(v: unknown): unknown {
+  if (v instanceof WrittenNumber) return v.value;
+  if (Array.isArray(v)) return v.map(asParsed);
+  if (typeof v === 'object' && v !== null) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, asParsed(x)]));
+  return v;
+}
+
 function readerView(bytes: Uint8Array): { entries: [string, unknown][]; metadata: unknown } {
   const parsed = parseSafetensorsHeader('h.safetensors', bytes);
   return {
-    entries: parsed.entries.map((e) => [e.name, e.notAnObject ? null : e.fields]),
+    entries: parsed.entries.map((e) => [e.name, e.notAnObject ? null : asParsed(e.fields)]),
     metadata: parsed.metadata,
   };
 }

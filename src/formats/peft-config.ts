@@ -198,22 +198,32 @@ function positiveNumber(
   obj: Record<string, unknown>, key: string, fallback: number, file: string, defaulted: string[], integer: boolean,
 ): number {
   const v = obj[key];
-  if (v === undefined || v === null) {
+  if (v === undefined) {
     defaulted.push(key);
     return fallback;
   }
+  if (v === null) refuseNull(file, key, `\`${key} <= 0\` raises TypeError`, 'a number');
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || (integer && !Number.isInteger(v))) {
     throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be a positive ${integer ? 'integer' : 'number'}, got ${shownValue(v)}`);
   }
   return v;
 }
 
+/**
+ * A field written null: LoraConfig.from_pretrained passes None on, which is not PEFT's default, and
+ * PEFT fails on it when it builds the layers; taking the default would merge what PEFT cannot load.
+ */
+function refuseNull(file: string, key: string, failure: string, wanted: string): never {
+  throw new MergeError('BAD_CONFIG', `${file}: "${key}" is null, which PEFT cannot load (${failure}); give ${wanted} or leave the field out for PEFT's default`);
+}
+
 function finiteNumber(obj: Record<string, unknown>, key: string, fallback: number, file: string, defaulted: string[]): number {
   const v = obj[key];
-  if (v === undefined || v === null) {
+  if (v === undefined) {
     defaulted.push(key);
     return fallback;
   }
+  if (v === null) refuseNull(file, key, `\`${key} / r\` raises TypeError`, 'a number');
   if (typeof v !== 'number' || !Number.isFinite(v)) {
     throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be a number, got ${shownValue(v)}`);
   }
@@ -239,7 +249,8 @@ function stringList(obj: Record<string, unknown>, key: string, file: string): st
 /** A rank_pattern / alpha_pattern table of the config, checked and compiled for linear-time matching. */
 export function patterns(obj: Record<string, unknown>, key: string, file: string, integer: boolean, budget: MatchBudget): [ModulePattern, number][] {
   const v = obj[key];
-  if (v === undefined || v === null) return [];
+  if (v === undefined) return [];
+  if (v === null) refuseNull(file, key, `\`${key}.keys()\` raises AttributeError`, 'an object');
   if (typeof v !== 'object' || Array.isArray(v)) throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be an object`);
   const entries = Object.entries(v as Record<string, unknown>);
   checkPatternCount(entries.length, key, file);

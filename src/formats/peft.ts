@@ -198,8 +198,10 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
     return null;
   }
   const rank = a.shape[0];
-  if (b.shape[1] !== rank || b.shape.slice(2).some((d) => d !== 1)) {
-    problems.push({ code: 'SHAPE_MISMATCH', message: `${adapter}: module "${path}": ${bName} ${fmt(b.shape)} does not fit ${aName} ${fmt(a.shape)} (expected (out, ${rank}))` });
+  // PEFT's lora_B is the same kind of layer as lora_A (Linear, or a 1×1 conv of lora_A's dims).
+  if (b.shape.length !== a.shape.length || b.shape[1] !== rank || b.shape.slice(2).some((d) => d !== 1)) {
+    const expected = `(${[`out, ${rank}`, ...a.shape.slice(2).map(() => '1')].join(', ')})`;
+    problems.push({ code: 'SHAPE_MISMATCH', message: `${adapter}: module "${path}": ${bName} ${fmt(b.shape)} does not fit ${aName} ${fmt(a.shape)} (expected ${expected})` });
     return null;
   }
   const configRank = lookupPattern(config.rankPattern, path, config.r);

@@ -11,6 +11,7 @@
  * reference implementation does for fields.
  */
 import { DTYPE_BYTES } from '../dtype.js';
+import { firstInvalidUtf8 } from '../io/strict-utf8.js';
 import { MergeError } from '../errors.js';
 import { MAX_HEADER_NESTING, MAX_METADATA_ENTRIES, MAX_NAME_BYTES, MAX_TENSOR_DIMS, MAX_TENSORS } from '../limits.js';
 
@@ -312,9 +313,12 @@ class HeaderReader {
       for (let k = start; k < i; k++) value = value * 10 + (b[k] - 0x30);
       return value;
     }
+    // Anything else (a sign, fraction or exponent, or more digits than a double holds exactly) is
+    // kept as written, for the reader to refuse by its text; past 40 characters only its start.
+    const shown = i - start > 40 ? `${String.fromCharCode(...b.subarray(start, start + 40))}… (${i - start} characters)` : String.fromCharCode(...b.subarray(start, i));
     // No integer a header needs has more than 20 digits; longer literals are never exact integers.
-    if (i - start > 400) return NaN;
-    return Number(String.fromCharCode(...b.subarray(start, i)));
+    const value = i - start > 400 ? NaN : Number(String.fromCharCode(...b.subarray(start, i)));
+    return new WrittenNumber(shown, i === integerEnd && b[start] !== 0x2d, value);
   }
 
   /** The index after the run of decimal digits that begins at `i`. */
@@ -350,8 +354,8 @@ class HeaderReader {
     if (wide) {
       try {
         utf8.decode(b.subarray(this.at + 1, i));
-      } catch (e) {
-        throw new MergeError('INVALID_HEADER', `${this.file}: header is not valid UTF-8`, { cause: e });
+      } catch {
+        this.notUtf8(this.at + 1, i);
       }
     }
     this.at = i + 1;
@@ -370,8 +374,8 @@ class HeaderReader {
     let text: string;
     try {
       text = utf8.decode(body);
-    } catch (e) {
-      throw new MergeError('INVALID_HEADER', `${this.file}: header is not valid UTF-8`, { cause: e });
+    } catch {
+      this.notUtf8(start + 1, this.at - 1);
     }
     if (!body.includes(0x5c)) return text;
     try {
@@ -412,6 +416,13 @@ class HeaderReader {
     return at < this.bytes.length ? String.fromCharCode(this.bytes[at]) : 'end';
   }
 
+  /** Names the first bad byte in [from, to) by its offset in the file (the header starts at byte 8). */
+  private notUtf8(from: number, to: number): never {
+    const at = from + firstInvalidUtf8(this.bytes.subarray(from, to));
+    const shown = at < this.bytes.length ? `byte 0x${this.bytes[at].toString(16).padStart(2, '0')} at offset ${at + 8}` : 'a sequence cut off at the end';
+    throw new MergeError('INVALID_HEADER', `${this.file}: header is not valid UTF-8 (${shown}), which the safetensors format requires`);
+  }
+
   private invalid(what: string): never {
     throw new MergeError('INVALID_HEADER', `${this.file}: ${what}`);
   }
@@ -421,7 +432,7 @@ class HeaderReader {
       try {
         utf8.decode(this.bytes.subarray(at, Math.min(this.bytes.length, at + 4)));
       } catch {
-        throw new MergeError('INVALID_HEADER', `${this.file}: header is not valid UTF-8`);
+        this.notUtf8(at, Math.min(this.bytes.length, at + 4));
       }
     }
     const found = at >= this.bytes.length ? 'the end' : `byte ${at}`;
@@ -430,3 +441,18 @@ class HeaderReader {
 }
 
 const TOO_BIG = Symbol('too big');
+
+/**
+ * A JSON number that is not a plain integer of up to 15 digits, as written in the header. The
+ * reference reader (serde into usize) takes only unsigned integers that fit 64 bits: `8.0`, `8e0`
+ * and `-0` are refused there, so they are here, by the text the file holds.
+ */
+export class WrittenNumber {
+  constructor(
+    readonly text: string,
+    /** Digits only: an unsigned integer of 16 or more digits. */
+    readonly digitsOnly: boolean,
+    /** As JSON.parse reads it (NaN past 400 characters). */
+    readonly value: number,
+  ) {}
+}

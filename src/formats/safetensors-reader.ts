@@ -18,7 +18,7 @@
 import { DTYPE_BYTES, isDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { ByteSource } from '../io/types.js';
-import { parseSafetensorsHeader, type ParsedHeader } from './safetensors-header.js';
+import { parseSafetensorsHeader, WrittenNumber, type ParsedHeader } from './safetensors-header.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 /** Headers above this are refused before reading them (the reference implementation's cap). */
@@ -80,19 +80,27 @@ function parseEntry(file: string, name: string, value: unknown): RawEntry {
     throw new MergeError('INVALID_HEADER', `${where}: "data_offsets" is missing or not a [begin, end] pair`);
   }
   if (!isDType(dtype)) throw new MergeError('INVALID_DTYPE', `${where}: unknown dtype "${dtype}"`);
-  for (const dim of shape) {
-    if (typeof dim !== 'number' || !Number.isSafeInteger(dim) || dim < 0) {
-      throw new MergeError('INVALID_SHAPE', `${where}: shape ${JSON.stringify(shape)} has a dimension that is not a non-negative integer`);
-    }
-  }
-  const [begin, end] = offsets;
-  for (const offset of [begin, end]) {
-    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) {
-      throw new MergeError('INVALID_OFFSET', `${where}: data_offsets ${JSON.stringify(offsets)} are not non-negative integers`);
-    }
-  }
+  const dims = shape.map((dim) => headerInteger(where, 'shape', 'INVALID_SHAPE', dim));
+  const [begin, end] = offsets.map((offset) => headerInteger(where, 'data_offsets', 'INVALID_OFFSET', offset));
   if (end < begin) throw new MergeError('INVALID_OFFSET', `${where}: data_offsets [${begin}, ${end}] end before they begin`);
-  return { name, dtype, shape: shape as number[], begin, end };
+  return { name, dtype, shape: dims, begin, end };
+}
+
+/**
+ * One shape dimension or offset: an unsigned JSON integer, as the reference reader's usize takes
+ * it, below 2^53 (a double's exact range). Quoted as the file writes it, not as a double rounds it.
+ */
+function headerInteger(where: string, field: string, code: 'INVALID_SHAPE' | 'INVALID_OFFSET', v: unknown): number {
+  if (typeof v === 'number') return v; // the reader gives plain integers of up to 15 digits as numbers
+  if (v instanceof WrittenNumber) {
+    if (v.digitsOnly) {
+      const value = BigInt(v.text.replace(/….*/, ''));
+      if (value <= BigInt(Number.MAX_SAFE_INTEGER) && !v.text.includes('…')) return Number(value);
+      throw new MergeError(code, `${where}: "${field}" holds ${v.text}, larger than 2^53, past what this reader (and any tensor) can use`);
+    }
+    throw new MergeError(code, `${where}: "${field}" holds ${v.text}, not an unsigned integer (the safetensors reference reader refuses a sign, fraction or exponent: write it as digits)`);
+  }
+  throw new MergeError(code, `${where}: "${field}" holds ${JSON.stringify(v) ?? String(v)}, not an unsigned integer`);
 }
 
 /**

@@ -104,8 +104,8 @@ async function moduleAlpha(
   const alphaTensor = roles.get('alpha');
   if (alphaTensor) {
     const value = await readScalar(file, alphaTensor);
-    if (value === null) {
-      report('UNSUPPORTED_FORMAT', `has an alpha that is not one finite number: ${alphaTensor.dtype} (${alphaTensor.shape.join(', ')})`);
+    if (typeof value === 'string') {
+      report('UNSUPPORTED_FORMAT', `has an alpha that is not one finite number: ${alphaTensor.name} is ${value}`);
       return null;
     }
     return { alpha: value, rsLora: false, alphaDType: alphaTensor.dtype };
@@ -204,8 +204,8 @@ async function buildModule(
     const tensor = roles.get(role);
     if (!tensor) continue;
     const value = await readScalar(file, tensor);
-    if (value === null) {
-      report('UNSUPPORTED_FORMAT', `has a ${role} that is not one finite number: ${tensor.dtype} (${tensor.shape.join(', ')})`);
+    if (typeof value === 'string') {
+      report('UNSUPPORTED_FORMAT', `has a ${role} that is not one finite number: ${tensor.name} is ${value}`);
       return null;
     }
     scalars.set(role, value);
@@ -228,17 +228,19 @@ const INTEGER_BYTES: Readonly<Record<string, { bytes: number; read: (v: DataView
 };
 
 /**
- * A one-element tensor's value, or null when it is not one finite number. Floats and integers are
- * both accepted: diffusers' convert_state_dict_to_kohya writes α as torch.tensor(rank), an I64.
+ * A one-element tensor's value, or what it is instead of one finite number (its dtype and shape, or
+ * the value: `F32 () holding Infinity`). Floats and integers are both accepted: diffusers'
+ * convert_state_dict_to_kohya writes α as torch.tensor(rank), an I64.
  */
-export async function readScalar(file: SafetensorsFile, entry: TensorEntry): Promise<number | null> {
-  if (product(entry.shape) !== 1) return null;
+export async function readScalar(file: SafetensorsFile, entry: TensorEntry): Promise<number | string> {
+  const kind = `${entry.dtype} (${entry.shape.join(', ')})`;
+  if (product(entry.shape) !== 1) return `${kind} with ${product(entry.shape)} values`;
   const bytes = await file.read(entry);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let value: number;
   if (entry.dtype === 'F64') value = view.getFloat64(0, true);
   else if (isFloatDType(entry.dtype)) value = decodeToF32(bytes, entry.dtype)[0];
   else if (INTEGER_BYTES[entry.dtype]) value = INTEGER_BYTES[entry.dtype].read(view);
-  else return null;
-  return Number.isFinite(value) ? value : null;
+  else return `${kind}, not a number type`;
+  return Number.isFinite(value) ? value : `${kind} holding ${value}`;
 }

@@ -8,6 +8,7 @@ import { MAX_CONFIG_BYTES } from '../limits.js';
 import { blobByteSource } from './blob-byte-source.js';
 import { readAheadSource, smallReadWindows } from './read-ahead.js';
 import { keyedFileSet } from './keyed-file-set.js';
+import { decodeUtf8 } from './strict-utf8.js';
 import type { InputFileSet } from './types.js';
 
 /** Files from an `<input type="file">` (a folder pick keeps its paths) as an InputFileSet. */
@@ -45,7 +46,7 @@ export function blobInputFileSet(
       if (blob.size > MAX_CONFIG_BYTES) {
         throw new MergeError('LIMIT_EXCEEDED', `${sourceName(path)}: ${blob.size} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`);
       }
-      return blob.text();
+      return decodeUtf8(new Uint8Array(await blob.arrayBuffer()), sourceName(path));
     },
   });
 }

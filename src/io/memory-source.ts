@@ -4,6 +4,7 @@
  */
 import { keyedFileSet } from './keyed-file-set.js';
 import { checkReadRange } from './read-range.js';
+import { decodeUtf8 } from './strict-utf8.js';
 import type { ByteSource, InputFileSet } from './types.js';
 
 export function bytesSource(bytes: Uint8Array, name: string): ByteSource {
@@ -26,6 +27,6 @@ export function memoryInputFileSet(files: Record<string, Uint8Array | string>, n
   }
   return keyedFileSet(name, encoded, {
     open: (bytes, path) => bytesSource(bytes, `${name}/${path}`),
-    readText: async (bytes) => new TextDecoder().decode(bytes),
+    readText: async (bytes, path) => decodeUtf8(bytes, `${name}/${path}`),
   });
 }

@@ -4,11 +4,13 @@
  * (Hugging Face cache snapshots are links into a blob store); dot-files and dot-folders (.git,
  * .cache, unfinished writes) are skipped; depth and file count are bounded.
  */
+import type { Stats } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { MergeError } from '../errors.js';
 import { MAX_CONFIG_BYTES } from '../limits.js';
 import { openNodeByteSource } from './node-byte-source.js';
+import { decodeUtf8 } from './strict-utf8.js';
 import { smallReadWindows } from './read-ahead.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import type { InputFileSet } from './types.js';
@@ -23,7 +25,7 @@ export async function openNodeInputFileSet(path: string): Promise<InputFileSet> 
     const only = basename(path);
     return nodeFileSet(path, new Map([[only, path]]));
   }
-  if (!info.isDirectory()) throw new MergeError('NOT_FOUND', `${path}: not a file or folder`);
+  if (!info.isDirectory()) throw notRegular(path, info, 'a regular file or folder');
   const files = new Map<string, string>();
   await listFolder(path, path, '', 0, files);
   return nodeFileSet(path, files);
@@ -51,6 +53,20 @@ export async function openNodeGgufSplitSet(partPath: string): Promise<InputFileS
   return nodeFileSet(partPath, files);
 }
 
+/**
+ * A path that is neither a regular file nor a folder, refused before it is opened: reading a FIFO
+ * waits for a writer, and /dev/zero or /dev/urandom never end.
+ */
+function notRegular(path: string, info: Stats, expected: string): MergeError {
+  const kind = info.isFIFO() ? 'a FIFO (named pipe)'
+    : info.isSocket() ? 'a socket'
+    : info.isCharacterDevice() ? 'a character device'
+    : info.isBlockDevice() ? 'a block device'
+    : info.isDirectory() ? 'a folder'
+    : 'not a regular file';
+  return new MergeError('BAD_ARGUMENT', `${path}: is ${kind}, not ${expected}; give the model's or adapter's file or folder`);
+}
+
 async function statOrNotFound(path: string, name: string) {
   try {
     return await stat(path); // follows links
@@ -58,6 +74,9 @@ async function statOrNotFound(path: string, name: string) {
     throw new MergeError('NOT_FOUND', `${name}: no such file or folder`, { cause: e });
   }
 }
+
+/** Names only a file has in the layouts read here (a config, an index, weights). */
+const FILE_NAMES = /\.(json|safetensors|gguf)$/i;
 
 async function listFolder(root: string, dir: string, prefix: string, depth: number, out: Map<string, string>): Promise<void> {
   if (depth > MAX_INPUT_DEPTH) {
@@ -73,8 +92,16 @@ async function listFolder(root: string, dir: string, prefix: string, depth: numb
     let isFile = entry.isFile();
     if (entry.isSymbolicLink()) {
       const target = await stat(full).catch(() => undefined); // dangling links are skipped
+      if (target && !target.isDirectory() && !target.isFile()) throw notRegular(full, target, 'a regular file');
       isDir = target?.isDirectory() ?? false;
       isFile = target?.isFile() ?? false;
+    } else if (!isDir && !isFile) {
+      // Skipped, it would read as missing: a FIFO named adapter_model.safetensors is named instead.
+      throw notRegular(full, await stat(full), 'a regular file');
+    }
+    if (isDir && FILE_NAMES.test(entry.name)) {
+      // Listed, its contents would stand for it and the file read as missing.
+      throw new MergeError('BAD_ARGUMENT', `${full}: is a folder, not a regular file; give the model's or adapter's file or folder`);
     }
     if (isDir) {
       await listFolder(root, full, rel + '/', depth + 1, out);
@@ -100,11 +127,13 @@ function nodeFileSet(name: string, files: Map<string, string>): InputFileSet {
     // Larger reads go straight to the file: the OS reads ahead.
     open: async (full) => smallReadWindows(await openNodeByteSource(full, full)),
     async readText(full) {
-      const { size } = await statOrNotFound(full, full);
+      const info = await statOrNotFound(full, full);
+      if (!info.isFile()) throw notRegular(full, info, 'a regular file');
+      const size = info.size;
       if (size > MAX_CONFIG_BYTES) {
         throw new MergeError('LIMIT_EXCEEDED', `${full}: ${size} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`);
       }
-      return readFile(full, 'utf8');
+      return decodeUtf8(await readFile(full), full);
     },
   });
   pathsOnDisk.set(set, [...files.values()]);

@@ -71,7 +71,9 @@ export async function createNodeOutputTarget(
   const parent = dirname(out);
   const parentInfo = createFolder ? await stat(dirname(parent)).catch(() => undefined) : await stat(parent).catch(() => undefined);
   if (!parentInfo?.isDirectory()) {
-    throw new MergeError('NOT_FOUND', `${outPath}: folder ${createFolder ? dirname(parent) : parent} does not exist`);
+    // An --out that cannot be used is a usage error (exit 2), not a failed merge.
+    const folder = createFolder ? dirname(parent) : parent;
+    throw new MergeError('BAD_ARGUMENT', `${outPath}: folder ${folder} ${parentInfo ? 'is not a folder' : 'does not exist'}; create it or choose another --out`);
   }
   if (Buffer.byteLength(basename(out)) > NAME_MAX_BYTES) {
     throw new MergeError('FILESYSTEM', `${outPath}: the name is longer than ${NAME_MAX_BYTES} bytes, which file systems refuse (ENAMETOOLONG); choose a shorter --out`);

@@ -44,7 +44,7 @@ export interface InputFileSet {
   list(): string[];
 /** Opens one of the listed files for reading. */
   open(path: string): Promise<ByteSource>;
-  /** Whole small file as UTF-8 (configs, indexes). */
+  /** Whole small file as UTF-8 (configs, indexes); text that is not UTF-8 is refused. */
   readText(path: string): Promise<string>;
 }
 

@@ -5,6 +5,7 @@
  */
 import { MergeError } from '../errors.js';
 import { keyedFileSet } from './keyed-file-set.js';
+import { decodeUtf8 } from './strict-utf8.js';
 import { checkReadRange } from './read-range.js';
 import type { ByteSource, InputFileSet } from './types.js';
 
@@ -49,7 +50,7 @@ export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, 
   const setName = name ?? (urls.length === 1 ? String(urls[0]) : String(urls[0]).replace(/\/[^/]*$/, ''));
   return keyedFileSet(setName, files, {
     open: (href) => urlByteSource(href, fetchFn),
-    readText: async (href) => (await request(href, fetchFn)).text(),
+    readText: async (href) => decodeUtf8(new Uint8Array(await (await request(href, fetchFn)).arrayBuffer()), href),
   });
 }
 

@@ -695,6 +695,14 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
     return { rows: 1, cols: inFeatures, layout: 'out-in', outFeatures: 1, inFeatures };
   }
   if (shape.length < 2) return mismatch('the base is not a matrix');
+  // Factors of a dimension count no layer of the base's kind has ((r, in, 1) on a Linear) are not a
+  // layer's weights: PEFT and kohya load them into a layer of the base's kind and fail. Taken: 2-D
+  // (Linear) factors on any base whose kernel they fit, factors with the base's own dims, and a 1×1
+  // Conv2d's (r, in, 1, 1) on a Linear, which ComfyUI and A1111 apply as the Linear they equal.
+  const conv1x1OnLinear = shape.length === 2 && delta.length === 4 && delta[2] === 1 && delta[3] === 1;
+  if (delta.length !== 2 && delta.length !== shape.length && !conv1x1OnLinear) {
+    return mismatch(`${delta.length}-D factors fit no layer with a ${shape.length}-D weight (expected ${shape.length === 2 ? '2-D factors, or a 1×1 conv\'s 4-D ones' : `2-D or ${shape.length}-D factors`})`);
+  }
   let placement: RowPlacement | undefined;
   if (target.rows) {
     const why = placementProblem(target.rows, out, shape[0]);

@@ -37,7 +37,10 @@ export const lora: Algorithm = {
       return null;
     }
     const rank = down.shape[0];
-    if (down.shape.length < 2 || up.shape.length < 2 || up.shape[1] !== rank || up.shape.slice(2).some((d) => d !== 1)) {
+    // up is (out, r), or (out, r, 1…) with down's dimension count: an (out, r, 1) beside a 2-D down
+    // is no layer's pair (the plan checks down's count against the base).
+    const upDims = up.shape.length === 2 || up.shape.length === down.shape.length;
+    if (down.shape.length < 2 || up.shape.length < 2 || !upDims || up.shape[1] !== rank || up.shape.slice(2).some((d) => d !== 1)) {
       context.report('SHAPE_MISMATCH', `up ${up.name} ${fmtShape(up.shape)} does not fit down ${down.name} ${fmtShape(down.shape)}`);
       return null;
     }

@@ -23,6 +23,7 @@ import type { GGUFTypedMetadata, gguf as GgufParser } from '@huggingface/gguf';
 import { MergeError } from '../../errors.js';
 import { MAX_METADATA_ENTRIES, MAX_TENSORS } from '../../limits.js';
 import type { ByteSource } from '../../io/types.js';
+import { firstInvalidUtf8 } from '../../io/strict-utf8.js';
 import { ggmlByteSize, ggmlTypeById, type GgmlType } from './ggml-types.js';
 import { ByteWriter, GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 
@@ -95,6 +96,8 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
     throw new MergeError('TRUNCATED', `${file}: the header runs to byte ${headerEnd} but the file has ${source.size}`);
   }
   await checkReadBack(source, version, metadata, parsed.tensorInfoByteRange[0], parsed.tensorInfos.length);
+  // The parser decodes names leniently, putting U+FFFD for bad bytes: only a name holding one can hide them.
+  if (parsed.tensorInfos.some((t) => t.name.includes('\ufffd'))) await checkTensorNames(source, parsed.tensorInfoByteRange);
   const dataStart = roundUp(headerEnd, alignment);
   const tensors = layOutTensors(file, parsed.tensorInfos, dataStart, alignment, source.size, headerEnd);
   return new ParsedGguf(source, version, alignment, metadata, tensors, dataStart);
@@ -209,6 +212,27 @@ async function checkReadBack(source: ByteSource, version: number, metadata: Gguf
   }
   await flush(true);
   if (at !== metadataEnd) throw new MergeError('INVALID_HEADER', `${source.name}: metadata ends at byte ${metadataEnd}, expected ${at}`);
+}
+
+/**
+ * Refuses a tensor name that is not UTF-8, naming the first bad byte's offset in the file: GGUF
+ * strings are UTF-8, and a name read with U+FFFD in it would be written out changed. Walks the
+ * tensor infos (name, n_dims, dims, type, offset), which the parser has already bounded.
+ */
+async function checkTensorNames(source: ByteSource, [start, end]: [number, number]): Promise<void> {
+  const bytes = await source.read(start, end - start);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  while (at + 8 <= bytes.length) {
+    const length = Number(view.getBigUint64(at, true));
+    const name = bytes.subarray(at + 8, at + 8 + length);
+    const bad = firstInvalidUtf8(name);
+    if (bad < name.length) {
+      throw new MergeError('INVALID_HEADER', `${source.name}: a tensor name is not valid UTF-8 (byte 0x${name[bad].toString(16).padStart(2, '0')} at offset ${start + at + 8 + bad}), which GGUF strings must be`);
+    }
+    const nDims = view.getUint32(at + 8 + length, true);
+    at += 8 + length + 4 + 8 * nDims + 4 + 8;
+  }
 }
 
 function roundUp(n: number, to: number): number {
