@@ -66,3 +66,9 @@ export const MAX_MIXED_ROWS_BYTES = 1024 * 1024 * 1024;
  * 28672-wide layer with r = 8).
  */
 export const MAX_ROTATION_BLOCK = 4096;
+
+/**
+ * Milliseconds a URL input may send nothing (no answer, no byte of a body) before its request is
+ * given up: a stalled server would otherwise hold a merge for ever. Real servers send within seconds.
+ */
+export const URL_IDLE_TIMEOUT_MS = 60_000;
