@@ -4,15 +4,26 @@
  * Inside a folder, dot-files and dot-folders (`.gitattributes`, `.cache/`) are skipped, as the
  * command line skips them: a downloaded pipeline's output holds what the pipeline does.
  */
+import { MergeError } from '../src/errors.js';
+import { MAX_INPUT_DEPTH, MAX_INPUT_FILES } from '../src/limits.js';
 import type { PickedSet } from './page-state.js';
 import type { PickedFile } from './worker-protocol.js';
 
-/** Files of one input; with `webkitdirectory` their paths start with the folder's name, dropped here. */
+/**
+ * Files of one input; with `webkitdirectory` their paths start with the folder's name, dropped here.
+ * A folder is held to the command line's limits (MAX_INPUT_FILES, MAX_INPUT_DEPTH): the browser
+ * lists a picked home folder whole before the page sees it, but the page reads no further.
+ */
 export function setFromInput(input: HTMLInputElement): PickedSet | undefined {
   const list = Array.from(input.files ?? []);
   if (list.length === 0) return undefined;
   const relative = list.map((file) => file.webkitRelativePath || file.name);
   const folder = relative[0].includes('/') ? relative[0].split('/')[0] : undefined;
+  if (folder) {
+    checkFolderSize(folder, list.length);
+    // A path's parts past the folder's own name, less the file's: how deep it nests (0: at its top).
+    for (const path of relative) checkFolderDepth(folder, path.split('/').length - 2);
+  }
   const files = list.map((file, i) => ({
     file,
     path: folder && relative[i].startsWith(`${folder}/`) ? relative[i].slice(folder.length + 1) : relative[i],
@@ -30,7 +41,7 @@ export async function setsFromDrop(data: DataTransfer): Promise<PickedSet[]> {
   const sets: PickedSet[] = [];
   for (const entry of entries) {
     if (entry.isDirectory) {
-      const files = await readFolder(entry as FileSystemDirectoryEntry, '');
+      const files = await readFolder(entry as FileSystemDirectoryEntry, '', entry.name, 0, { files: 0 });
       sets.push({ name: entry.name, files: sortByPath(files), origin: 'user' });
     } else {
       sets.push({ name: entry.name, files: [{ path: entry.name, file: await entryFile(entry as FileSystemFileEntry) }], origin: 'user' });
@@ -86,15 +97,28 @@ function readBatch(reader: FileSystemDirectoryReader): Promise<FileSystemEntry[]
   return new Promise((resolve, reject) => reader.readEntries(resolve, reject));
 }
 
-async function readFolder(folder: FileSystemDirectoryEntry, prefix: string): Promise<PickedFile[]> {
+function checkFolderSize(root: string, files: number): void {
+  if (files > MAX_INPUT_FILES) throw new MergeError('BAD_ARGUMENT', `${root}: more than ${MAX_INPUT_FILES} files (the limit MAX_INPUT_FILES); pick the model's own folder`);
+}
+
+function checkFolderDepth(root: string, depth: number): void {
+  if (depth > MAX_INPUT_DEPTH) throw new MergeError('BAD_ARGUMENT', `${root}: folders nest deeper than ${MAX_INPUT_DEPTH} levels (the limit MAX_INPUT_DEPTH); pick the model's own folder`);
+}
+
+/** A dropped folder's files, refused as soon as it passes the limits (the walk stops there). */
+async function readFolder(folder: FileSystemDirectoryEntry, prefix: string, root: string, depth: number, seen: { files: number }): Promise<PickedFile[]> {
+  checkFolderDepth(root, depth);
   const reader = folder.createReader();
   const files: PickedFile[] = [];
   for (let batch = await readBatch(reader); batch.length > 0; batch = await readBatch(reader)) {
     for (const entry of batch) {
       if (entry.name.startsWith('.')) continue;
       const path = prefix + entry.name;
-      if (entry.isDirectory) files.push(...await readFolder(entry as FileSystemDirectoryEntry, `${path}/`));
-      else files.push({ path, file: await entryFile(entry as FileSystemFileEntry) });
+      if (entry.isDirectory) files.push(...await readFolder(entry as FileSystemDirectoryEntry, `${path}/`, root, depth + 1, seen));
+      else {
+        checkFolderSize(root, ++seen.files);
+        files.push({ path, file: await entryFile(entry as FileSystemFileEntry) });
+      }
     }
   }
   return files;

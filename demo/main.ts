@@ -5,7 +5,7 @@
  * is one module with a render(state) function, so a new panel is one file and one line here.
  */
 import { Announcer } from './announcer.js';
-import { byId } from './dom.js';
+import { byId, shown } from './dom.js';
 import { PageStore } from './page-state.js';
 import { mountAdaptersPanel } from './panels/adapters-panel.js';
 import { mountBackendPanel } from './panels/backend-panel.js';
@@ -21,7 +21,18 @@ import type { PlanSummary } from './worker-protocol.js';
 const client = new MergeWorkerClient();
 const store = new PageStore();
 const announcer = new Announcer(byId('alert'), byId('status'));
-const showError = (message: string) => announcer.error(message);
+const pageError = byId('page-error');
+const showError = (message: string) => {
+  announcer.error(message);
+  pageError.textContent = shown(message);
+  pageError.hidden = false;
+};
+// A new pick or drop clears the last refusal (capture: before the pick's own handler may set another).
+for (const type of ['change', 'drop']) {
+  document.addEventListener(type, (event) => {
+    if (type === 'drop' || (event.target as HTMLInputElement).type === 'file') pageError.hidden = true;
+  }, { capture: true });
+}
 
 const mergePanel = mountMergePanel(store, client, announcer);
 const renderers = [

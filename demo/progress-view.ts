@@ -1,4 +1,5 @@
 /** Section 4's progress bar: share of bytes written, the rate so far and the time left at that rate. */
+import { shown } from './dom.js';
 import { formatBytes, formatDuration } from './format.js';
 import type { ProgressEvent } from './worker-protocol.js';
 
@@ -12,7 +13,7 @@ export class ProgressView {
     this.started = performance.now();
     this.bar.value = 0;
     this.text.className = 'hint';
-    this.text.textContent = message;
+    this.text.textContent = shown(message);
   }
 
   update(p: ProgressEvent): void {
@@ -21,24 +22,24 @@ export class ProgressView {
     this.bar.value = fraction;
     const rate = seconds > 0 ? p.bytesDone / seconds : 0;
     const left = rate > 0 ? (p.bytesTotal - p.bytesDone) / rate : Infinity;
-    this.text.textContent = [
+    this.text.textContent = shown([
       `${formatBytes(p.bytesDone)} of ${formatBytes(p.bytesTotal)}`,
       `${p.tensorsDone}/${p.tensorsTotal} ${this.unit}`,
       `${formatBytes(rate)}/s`,
       `${formatDuration(left)} left`,
       p.tensor ?? '',
-    ].filter(Boolean).join(' · ');
+    ].filter(Boolean).join(' · '));
   }
 
   finish(message: string): void {
     this.bar.value = 1;
     this.text.className = 'hint';
-    this.text.textContent = message;
+    this.text.textContent = shown(message);
   }
 
   fail(message: string, keepBar = false): void {
     if (!keepBar) this.bar.value = 0;
     this.text.className = 'error-text';
-    this.text.textContent = message;
+    this.text.textContent = shown(message);
   }
 }

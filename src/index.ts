@@ -62,7 +62,7 @@ export type { DoraSpec, FloatTensorBytes, LowRankTerm, MergeBackend, MergeOp, We
 export type { ByteSink, ByteSource, InputFileSet, OutputTarget } from './io/types.js';
 export { blobInputFileSet, inputFileSetFromFiles } from './io/browser-input-files.js';
 export { memoryInputFileSet } from './io/memory-source.js';
-export { urlByteSource, urlInputFileSet, type FetchFunction } from './io/url-input-files.js';
+export { urlByteSource, urlInputFileSet, type FetchFunction, type UrlInputOptions } from './io/url-input-files.js';
 export { createBlobOutputTarget, type BlobOutputTarget, type OutputBlob } from './io/blob-output.js';
 export { createFileSystemAccessOutputTarget, type FileSystemAccessOutputOptions } from './io/fs-access-output.js';
 export { createOpfsOutputTarget, opfsSyncWritesAvailable, type OpfsOutputOptions } from './io/opfs-output.js';

@@ -66,3 +66,17 @@ export const MAX_MIXED_ROWS_BYTES = 1024 * 1024 * 1024;
  * 28672-wide layer with r = 8).
  */
 export const MAX_ROTATION_BLOCK = 4096;
+
+/**
+ * Files of one input folder, and how deeply its folders nest: a model's folder holds a few dozen
+ * files two levels deep; more is a folder above it (a home folder, a whole cache) or a link loop.
+ * Held on the command line and in the page (a picked or dropped folder).
+ */
+export const MAX_INPUT_FILES = 10_000;
+export const MAX_INPUT_DEPTH = 8;
+
+/**
+ * Milliseconds a URL input may send nothing (no answer, no byte of a body) before its request is
+ * given up: a stalled server would otherwise hold a merge for ever. Real servers send within seconds.
+ */
+export const URL_IDLE_TIMEOUT_MS = 60_000;

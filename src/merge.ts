@@ -35,17 +35,17 @@ function isOutputTarget(x: unknown): x is OutputTarget {
 }
 
 /** Opens a browser-side source; Node's entry adds paths on top of this. */
-export async function openBrowserSource(source: MergeSource, role: 'base' | 'adapter'): Promise<InputFileSet> {
+export async function openBrowserSource(source: MergeSource, role: 'base' | 'adapter', signal?: AbortSignal): Promise<InputFileSet> {
   if (isInputFileSet(source)) return source;
   if (source instanceof Blob) {
     const name = typeof File !== 'undefined' && source instanceof File ? source.name : BLOB_NAMES[role];
     return blobInputFileSet(name, new Map([[name, source]]), () => name);
   }
-  if (typeof source === 'string' || source instanceof URL) return urlInputFileSet([source]);
+  if (typeof source === 'string' || source instanceof URL) return urlInputFileSet([source], undefined, { signal });
   const list = Array.from(source as readonly (Blob | URL | string)[]);
   if (list.length === 0) throw new MergeError('BAD_ARGUMENT', `the ${role} is an empty list of files`);
   if (list.every((x) => typeof File !== 'undefined' && x instanceof File)) return inputFileSetFromFiles(list as File[]);
-  if (list.every((x) => typeof x === 'string' || x instanceof URL)) return urlInputFileSet(list as (string | URL)[]);
+  if (list.every((x) => typeof x === 'string' || x instanceof URL)) return urlInputFileSet(list as (string | URL)[], undefined, { signal });
   throw new MergeError('BAD_ARGUMENT', `the ${role}: a list must be all Files (with names) or all URLs; wrap other Blobs in Files`);
 }
 

@@ -28,8 +28,8 @@ const isPath = (x: unknown): x is string => typeof x === 'string' && !isUrl(x);
  */
 export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
   return oneCallMerge<MergeSource, MergeDestination | string>(options, {
-    openSource: async (source, role): Promise<InputFileSet> => {
-      if (!isPath(source)) return openBrowserSource(source, role);
+    openSource: async (source, role, signal): Promise<InputFileSet> => {
+      if (!isPath(source)) return openBrowserSource(source, role, signal);
       return (await splitPart(source)) ? openNodeGgufSplitSet(source) : openNodeInputFileSet(source);
     },
     async openOutput(out, prepared, sources): Promise<OutputTarget> {

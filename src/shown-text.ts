@@ -3,7 +3,8 @@
  * shown, never obeyed: an escape sequence in a tensor name would recolour, retitle or rewrite a
  * terminal (or a log viewer) that prints the message, a carriage return would hide what came before
  * it, and a name or GGUF string of megabytes would make a message of that size. Every MergeError's
- * message passes through here when it is made; the CLI uses the same functions for what it prints.
+ * message passes through here when it is made; the CLI and the page use the same functions for what
+ * they show (on a page a bidirectional override `\u202e` would reorder the rest of a message).
  */
 
 /** C0 controls but tab and newline, DEL, C1 controls, line and paragraph separators, bidi overrides and isolates. */

@@ -4,7 +4,7 @@
  * Cards are rebuilt only when the adapters change, so a slider keeps focus while it moves.
  */
 import { ADAPTER_ACCEPT } from '../accepted-files.js';
-import { byId, el } from '../dom.js';
+import { byId, el, shown } from '../dom.js';
 import { adapterSets } from '../file-picking.js';
 import type { AdapterEntry, PageState, PageStore } from '../page-state.js';
 import { mountInputPanel } from './input-panel.js';
@@ -47,7 +47,7 @@ export function mountAdaptersPanel(store: PageStore, onError: (message: string) 
     state.adapters.forEach((adapter, index) => {
       const card = cards.get(adapter.id)!;
       card.facts.className = 'adapter-facts';
-      if (state.plan.status === 'ready') card.facts.textContent = state.plan.plan.adapters[index]?.facts.join(' · ') ?? '';
+      if (state.plan.status === 'ready') card.facts.textContent = shown(state.plan.plan.adapters[index]?.facts.join(' · ') ?? '');
       else if (state.plan.status === 'planning') card.facts.textContent = 'reading…';
       else if (state.plan.status === 'failed') {
         card.facts.textContent = 'not read: see the error in the plan';

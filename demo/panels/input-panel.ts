@@ -25,8 +25,15 @@ export function mountInputPanel(ids: InputPanelIds, accept: string[], take: (set
   folderButton.addEventListener('click', () => folderInput.click());
   for (const input of [filesInput, folderInput]) {
     input.addEventListener('change', () => {
-      const set = setFromInput(input);
-      input.value = ''; // the same file picked again must fire change again
+      let set;
+      try {
+        set = setFromInput(input);
+      } catch (e) {
+        onError((e as Error).message);
+        return;
+      } finally {
+        input.value = ''; // the same file picked again must fire change again
+      }
       if (set) take([set]);
     });
   }

@@ -5,7 +5,7 @@
  * each file written. Weight changes only redraw the chart and the table's last two columns; problems
  * are redrawn when a check at new weights brings others.
  */
-import { byId, el } from '../dom.js';
+import { byId, el, shown } from '../dom.js';
 import { formatBytes, formatScale } from '../format.js';
 import { CHART_CAPTION, MagnitudeChart } from '../magnitude-chart.js';
 import type { PageState } from '../page-state.js';
@@ -86,7 +86,7 @@ export function mountPlanPanel(): (state: PageState) => void {
     if (state.plan.status === 'planning') status.textContent = 'Reading headers and measuring each update…';
     if (state.plan.status === 'failed') {
       status.className = 'error-text';
-      status.textContent = state.plan.message;
+      status.textContent = shown(state.plan.message);
     }
     if (!plan) {
       shownModules = undefined;

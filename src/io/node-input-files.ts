@@ -8,15 +8,12 @@ import type { Stats } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { MergeError } from '../errors.js';
-import { MAX_CONFIG_BYTES } from '../limits.js';
+import { MAX_CONFIG_BYTES, MAX_INPUT_DEPTH, MAX_INPUT_FILES } from '../limits.js';
 import { openNodeByteSource } from './node-byte-source.js';
 import { decodeUtf8 } from './strict-utf8.js';
 import { smallReadWindows } from './read-ahead.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import type { InputFileSet } from './types.js';
-
-export const MAX_INPUT_FILES = 10_000;
-export const MAX_INPUT_DEPTH = 8;
 
 /** A file or folder on disk as an InputFileSet (Node only); see the module comment. */
 export async function openNodeInputFileSet(path: string): Promise<InputFileSet> {

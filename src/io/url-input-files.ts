@@ -2,8 +2,15 @@
  * Files on a web server as ByteSources and an InputFileSet: each read is one HTTP Range request, so
  * a multi-GB base is never downloaded whole. The server must answer Range requests with 206 and
  * allow them cross-origin (Hugging Face's `resolve/` URLs do).
+ *
+ * A server can misbehave in ways a disk cannot, and each is refused naming the URL rather than
+ * waited on or merged: a 200 with the whole file to a Range request, a body shorter or longer than
+ * asked, a compressed range (its offsets would be of compressed bytes), a file that changes
+ * between requests (another ETag, Last-Modified or total size), a redirect loop, an HTTP error,
+ * and a response that stops sending: no byte for URL_IDLE_TIMEOUT_MS ends the request.
  */
-import { MergeError } from '../errors.js';
+import { MergeError, throwIfAborted } from '../errors.js';
+import { MAX_CONFIG_BYTES, URL_IDLE_TIMEOUT_MS } from '../limits.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import { decodeUtf8 } from './strict-utf8.js';
 import { checkReadRange } from './read-range.js';
@@ -12,23 +19,54 @@ import type { ByteSource, InputFileSet } from './types.js';
 /** The `fetch` to use: the global one by default; tests and proxies pass their own. */
 export type FetchFunction = (input: string, init?: RequestInit) => Promise<Response>;
 
+/** How remote files are fetched. */
+export interface UrlInputOptions {
+  /** The `fetch` to use (default: the global one). */
+  fetch?: FetchFunction;
+  /** Cancels every request in flight and every later one (code ABORTED). */
+  signal?: AbortSignal;
+  /** Milliseconds without a byte from the server before a request is given up (default URL_IDLE_TIMEOUT_MS). */
+  idleTimeoutMs?: number;
+}
+
+interface Resolved {
+  fetchFn: FetchFunction;
+  signal?: AbortSignal;
+  idleTimeoutMs: number;
+}
+
+function resolve(options: FetchFunction | UrlInputOptions | undefined): Resolved {
+  const o = typeof options === 'function' ? { fetch: options } : options ?? {};
+  return { fetchFn: o.fetch ?? globalThis.fetch, signal: o.signal, idleTimeoutMs: o.idleTimeoutMs ?? URL_IDLE_TIMEOUT_MS };
+}
+
+/** What identifies one version of the file: a change between requests means it was replaced. */
+interface Version {
+  etag: string | null;
+  lastModified: string | null;
+}
+
+const NO_VERSION: Version = { etag: null, lastModified: null };
+
 /** A file behind `url` as a ByteSource; its size comes from a HEAD request (or a one-byte GET). */
-export async function urlByteSource(url: string | URL, fetchFn: FetchFunction = globalThis.fetch): Promise<ByteSource> {
+export async function urlByteSource(url: string | URL, options?: FetchFunction | UrlInputOptions): Promise<ByteSource> {
   const href = String(url);
-  const size = await remoteSize(href, fetchFn);
+  const o = resolve(options);
+  const { size, version } = await remoteSize(href, o);
   return {
     name: href,
     size,
     async read(offset: number, length: number): Promise<Uint8Array> {
       checkReadRange(href, size, offset, length);
       if (length === 0) return new Uint8Array(0);
-      const response = await request(href, fetchFn, { headers: { Range: `bytes=${offset}-${offset + length - 1}` } });
-      if (response.status !== 206 && !(response.status === 200 && offset === 0 && length === size)) {
-        throw new MergeError('UNSUPPORTED_FORMAT', `${href}: the server ignored a Range request (HTTP ${response.status}); download the file first`);
-      }
-      const bytes = new Uint8Array(await response.arrayBuffer());
-      if (bytes.byteLength !== length) throw new MergeError('TRUNCATED', `${href}: got ${bytes.byteLength} of ${length} bytes at ${offset}`);
-      return bytes;
+      const what = `bytes ${offset}–${offset + length - 1}`;
+      return fetchBody(href, o, what, { headers: { Range: `bytes=${offset}-${offset + length - 1}`, 'Accept-Encoding': 'identity' } }, length, (response) => {
+        if (response.status !== 206 && !(response.status === 200 && offset === 0 && length === size)) {
+          return `the server ignored a Range request (HTTP ${response.status} instead of 206); download the file first`;
+        }
+        const total = response.status === 206 ? Number(response.headers.get('content-range')?.split('/')[1]) : size;
+        return rangeRefusal(version, response, total, size);
+      });
     },
     async close(): Promise<void> {},
   };
@@ -38,7 +76,7 @@ export async function urlByteSource(url: string | URL, fetchFn: FetchFunction = 
  * Remote files as one InputFileSet, each named by the last segment of its URL path
  * (`…/adapter_config.json` → `adapter_config.json`), as if they were one folder.
  */
-export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, fetchFn: FetchFunction = globalThis.fetch): InputFileSet {
+export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, options?: FetchFunction | UrlInputOptions): InputFileSet {
   const files = new Map<string, string>();
   for (const url of urls) {
     const href = String(url);
@@ -48,31 +86,127 @@ export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, 
     files.set(path, href);
   }
   const setName = name ?? (urls.length === 1 ? String(urls[0]) : String(urls[0]).replace(/\/[^/]*$/, ''));
+  const o = resolve(options);
   return keyedFileSet(setName, files, {
-    open: (href) => urlByteSource(href, fetchFn),
-    readText: async (href) => decodeUtf8(new Uint8Array(await (await request(href, fetchFn)).arrayBuffer()), href),
+    open: (href) => urlByteSource(href, { fetch: o.fetchFn, signal: o.signal, idleTimeoutMs: o.idleTimeoutMs }),
+    // A config is read whole, so its size is capped as a file's is; `.text()` would take any.
+    readText: async (href) => decodeUtf8(await fetchBody(href, o, 'the file', {}, MAX_CONFIG_BYTES, () => undefined, true), href),
   });
 }
 
-async function request(href: string, fetchFn: FetchFunction, init?: RequestInit): Promise<Response> {
-  let response: Response;
-  try {
-    response = await fetchFn(href, init);
-  } catch (e) {
-    throw new MergeError('NOT_FOUND', `${href}: could not be fetched (${e instanceof Error ? e.message : String(e)})`, { cause: e });
+/** Why a range response cannot be taken as the file's bytes: compressed, or of another version. */
+function rangeRefusal(version: Version, response: Response, total: number, size: number): string | undefined {
+  const encoding = response.headers.get('content-encoding');
+  if (encoding && encoding.toLowerCase() !== 'identity') {
+    return `the server compressed a byte range (Content-Encoding: ${encoding}), so its offsets are not the file's; serve the file uncompressed`;
   }
-  if (!response.ok) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}`);
-  return response;
+  return changed(version, response, total, size);
 }
 
-async function remoteSize(href: string, fetchFn: FetchFunction): Promise<number> {
-  const head = await request(href, fetchFn, { method: 'HEAD' });
-  const length = Number(head.headers.get('content-length'));
-  if (Number.isSafeInteger(length) && length > 0 && !head.headers.get('content-encoding')) return length;
-  // No usable length (compressed or chunked): a one-byte range names the total after the slash.
-  const probe = await request(href, fetchFn, { headers: { Range: 'bytes=0-0' } });
-  await probe.arrayBuffer();
-  const total = Number(probe.headers.get('content-range')?.split('/')[1]);
+/** Why a range response is not of the version first seen, or undefined. */
+function changed(version: Version, response: Response, total: number, size: number): string | undefined {
+  const etag = response.headers.get('etag');
+  const lastModified = response.headers.get('last-modified');
+  const was = version.etag !== null && etag !== null && etag !== version.etag ? `ETag ${version.etag} → ${etag}`
+    : version.lastModified !== null && lastModified !== null && lastModified !== version.lastModified ? `Last-Modified ${version.lastModified} → ${lastModified}`
+      : Number.isSafeInteger(total) && total !== size ? `${size} → ${total} bytes` : undefined;
+  return was && `changed on the server while the merge read it (${was}); nothing was written; run the merge again once it stays unchanged`;
+}
+
+/**
+ * One request and its whole body, at most `limit` bytes (exactly `limit` unless `upTo`), with the
+ * idle timeout and the caller's signal over both; `check` refuses a response by its headers.
+ */
+async function fetchBody(
+  href: string, o: Resolved, what: string, init: RequestInit, limit: number,
+  check: (response: Response) => string | undefined, upTo = false,
+): Promise<Uint8Array> {
+  const controller = new AbortController();
+  let timedOut = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const idle = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { timedOut = true; controller.abort(); }, o.idleTimeoutMs);
+  };
+  const cancel = () => controller.abort();
+  throwIfAborted(o.signal);
+  o.signal?.addEventListener('abort', cancel, { once: true });
+  const fail = (e: unknown, where: string): MergeError => {
+    if (e instanceof MergeError) return e;
+    if (o.signal?.aborted) return new MergeError('ABORTED', 'merge cancelled', { cause: e });
+    if (timedOut) return new MergeError('TRUNCATED', `${href}: the server sent nothing for ${o.idleTimeoutMs / 1000} s ${where} ${what}; gave up (check the server or the connection)`, { cause: e });
+    return new MergeError('NOT_FOUND', `${href}: ${where === 'while sending' ? 'the response broke off while sending' : 'could not be fetched for'} ${what} (${reason(e)})`, { cause: e });
+  };
+  idle();
+  try {
+    let response: Response;
+    try {
+      response = await o.fetchFn(href, { ...init, signal: controller.signal });
+    } catch (e) {
+      throw fail(e, 'before answering for');
+    }
+    try {
+      if (!response.ok) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}`);
+      const refused = check(response);
+      if (refused) throw new MergeError(refused.startsWith('changed') ? 'INPUT_CHANGED' : 'UNSUPPORTED_FORMAT', `${href}: ${refused}`);
+    } catch (e) {
+      // The body of a refused response (perhaps the whole file) is not downloaded.
+      await response.body?.cancel().catch(() => undefined);
+      throw e;
+    }
+    const out = new Uint8Array(limit);
+    let got = 0;
+    const reader = response.body?.getReader();
+    try {
+      for (;;) {
+        idle();
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = reader ? await reader.read() : { done: true, value: undefined };
+        } catch (e) {
+          throw fail(e, 'while sending');
+        }
+        if (chunk.done) break;
+        if (got + chunk.value.byteLength > limit) {
+          throw upTo
+            ? new MergeError('LIMIT_EXCEEDED', `${href}: more than ${limit} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`)
+            : new MergeError('TRUNCATED', `${href}: the server sent more than the ${limit} bytes asked for ${what}`);
+        }
+        out.set(chunk.value, got);
+        got += chunk.value.byteLength;
+      }
+    } catch (e) {
+      await reader?.cancel().catch(() => undefined);
+      throw e;
+    }
+    if (!upTo && got !== limit) throw new MergeError('TRUNCATED', `${href}: got ${got} of ${limit} bytes for ${what}`);
+    return upTo ? out.slice(0, got) : out;
+  } finally {
+    clearTimeout(timer);
+    o.signal?.removeEventListener('abort', cancel);
+  }
+}
+
+/** The innermost cause's message: Node's fetch says only "fetch failed" above "redirect count exceeded". */
+function reason(e: unknown): string {
+  let inner = e;
+  while (inner instanceof Error && inner.cause instanceof Error) inner = inner.cause;
+  return inner instanceof Error ? inner.message : String(inner);
+}
+
+async function remoteSize(href: string, o: Resolved): Promise<{ size: number; version: Version }> {
+  let head: Response | undefined;
+  await fetchBody(href, o, 'its size (HEAD)', { method: 'HEAD', headers: { 'Accept-Encoding': 'identity' } }, 0, (response) => { head = response; return undefined; });
+  const length = Number(head!.headers.get('content-length'));
+  const version = (r: Response): Version => ({ etag: r.headers.get('etag'), lastModified: r.headers.get('last-modified') });
+  if (Number.isSafeInteger(length) && length > 0) return { size: length, version: version(head!) };
+  // No usable length (chunked): a one-byte range names the total after the slash.
+  let probe: Response | undefined;
+  await fetchBody(href, o, 'its size (bytes 0–0)', { headers: { Range: 'bytes=0-0', 'Accept-Encoding': 'identity' } }, 1, (response) => {
+    probe = response;
+    return response.status === 206 ? rangeRefusal(NO_VERSION, response, NaN, NaN) : `the server ignored a Range request (HTTP ${response.status} instead of 206); download the file first`;
+  }, true);
+  const total = Number(probe!.headers.get('content-range')?.split('/')[1]);
   if (!Number.isSafeInteger(total)) throw new MergeError('UNSUPPORTED_FORMAT', `${href}: the server does not say how large the file is`);
-  return total;
+  return { size: total, version: version(probe!) };
 }

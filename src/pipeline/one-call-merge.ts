@@ -53,7 +53,8 @@ export interface MergeOutcome extends MergeResult {
 
 /** How an entry point opens what it accepts. */
 export interface OneCallHooks<Source, Out> {
-  openSource(source: Source, role: 'base' | 'adapter'): Promise<InputFileSet>;
+  /** `signal` cancels reads in flight where a source can (URLs). */
+  openSource(source: Source, role: 'base' | 'adapter', signal?: AbortSignal): Promise<InputFileSet>;
   openOutput(out: Out, prepared: PreparedMerge, sources: { base: Source; adapters: Source[] }): Promise<OutputTarget>;
   createBackend(kind: BackendChoice, calibrationDtype: FloatDType | undefined): Promise<MergeBackend>;
 }
@@ -66,9 +67,9 @@ export async function oneCallMerge<Source, Out>(
   options: OneCallMergeOptions<Source, Out>, hooks: OneCallHooks<Source, Out>,
 ): Promise<MergeOutcome> {
   const adapterSources = options.adapters.map((a) => (isWeighted(a) ? a : { source: a, weight: 1 }));
-  const baseFiles = await hooks.openSource(options.base, 'base');
+  const baseFiles = await hooks.openSource(options.base, 'base', options.signal);
   const adapters = [];
-  for (const a of adapterSources) adapters.push({ files: await hooks.openSource(a.source, 'adapter'), weight: a.weight ?? 1 });
+  for (const a of adapterSources) adapters.push({ files: await hooks.openSource(a.source, 'adapter', options.signal), weight: a.weight ?? 1 });
   const prepared = await prepareMerge(baseFiles, adapters);
   try {
     assertPlanValid(prepared.plan);

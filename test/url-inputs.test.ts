@@ -1,0 +1,164 @@
+/**
+ * merge() with URL inputs against servers that misbehave: each is refused with one error naming the
+ * URL, nothing is left at the output, and nothing waits for ever. A well-behaved server is the
+ * control: the same files merge exactly (float64 truth in checkMerged).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { urlInputFileSet } from '../src/io/url-input-files.js';
+import { MAX_CONFIG_BYTES } from '../src/limits.js';
+import { merge } from '../src/node-merge.js';
+import { checkMerged, readSafetensors } from './helpers/demo-merge-check.js';
+import { tempDirs } from './helpers/fixtures.js';
+import { llamaWithPeft } from './helpers/page-fixtures.js';
+
+const dirs = tempDirs();
+const fixture = llamaWithPeft(31);
+const base = fixture.base;
+const bytesOf = (x: Uint8Array | string) => (typeof x === 'string' ? new TextEncoder().encode(x) : x);
+
+/** How the server misbehaves on the base's range requests, by the first path segment. */
+type Mode = 'big-config' | 'ok' | 'no-range' | 'long-length' | 'short-length' | 'etag-changes' | 'size-changes' | 'stall' | 'loop' | 'error-500' | 'gzip';
+const rangeRequests = new Map<string, number>();
+let server: Server;
+let origin: string;
+
+function serveRange(mode: Mode, request: IncomingMessage, response: ServerResponse, body: Uint8Array): void {
+  const n = (rangeRequests.get(mode) ?? 0) + 1;
+  rangeRequests.set(mode, n);
+  const [, a, b] = /^bytes=(\d+)-(\d+)$/.exec(request.headers.range!)!;
+  const [start, end] = [Number(a), Number(b)];
+  const slice = body.subarray(start, end + 1);
+  const partial = (headers: Record<string, string | number>, data: Uint8Array) => {
+    response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': data.byteLength, ETag: '"v1"', ...headers });
+    response.end(data);
+  };
+  // Past the first range (the header's length) the file is read mid-merge.
+  const midMerge = n > 1;
+  switch (mode) {
+    case 'no-range': return void response.writeHead(200, { 'Content-Length': body.byteLength }).end(body);
+    case 'long-length': case 'short-length': {
+      if (!midMerge) return partial({}, slice);
+      // Raw, so the length can lie: the body is one byte off what Content-Length says.
+      const claimed = slice.byteLength + (mode === 'long-length' ? 1 : -1);
+      const socket = response.socket!;
+      socket.write(`HTTP/1.1 206 Partial Content\r\nContent-Range: bytes ${start}-${end}/${body.byteLength}\r\nContent-Length: ${claimed}\r\nConnection: close\r\n\r\n`);
+      socket.end(slice);
+      return;
+    }
+    case 'etag-changes': return partial(midMerge ? { ETag: '"v2"' } : {}, slice);
+    case 'size-changes': {
+      if (!midMerge) return partial({}, slice);
+      response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength + 64}`, 'Content-Length': slice.byteLength });
+      return void response.end(slice);
+    }
+    case 'stall':
+      if (!midMerge) return partial({}, slice);
+      // Headers and half the body, then nothing.
+      response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength });
+      return void response.write(slice.subarray(0, slice.byteLength >> 1));
+    case 'error-500': return midMerge ? void response.writeHead(500).end() : partial({}, slice);
+    case 'gzip': {
+      // A server that compresses what it sends: ranges of the compressed stream.
+      const gz = gzipSync(body);
+      response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${gz.byteLength}`, 'Content-Length': end - start + 1, 'Content-Encoding': 'gzip' });
+      return void response.end(gz.subarray(start, end + 1));
+    }
+    default: return partial({}, slice);
+  }
+}
+
+beforeAll(async () => {
+  server = createServer((request, response) => {
+    const [, mode, ...rest] = (request.url ?? '').split('/') as [string, Mode, ...string[]];
+    const path = rest.join('/');
+    if (mode === 'loop') return void response.writeHead(302, { Location: request.url }).end();
+    if (mode === 'big-config') {
+      // Chunked, with no length to refuse up front.
+      response.writeHead(200);
+      const chunk = new Uint8Array(1 << 20).fill(0x20);
+      for (let i = 0; i <= MAX_CONFIG_BYTES >> 20; i++) response.write(chunk);
+      return void response.end();
+    }
+    const body = path === 'llama.safetensors' ? base : fixture.files[path] !== undefined ? bytesOf(fixture.files[path]) : undefined;
+    if (!body) return void response.writeHead(404).end();
+    if (request.headers.range) return serveRange(path === 'llama.safetensors' ? mode : 'ok', request, response, body);
+    response.writeHead(200, { 'Content-Length': body.byteLength, ETag: '"v1"' });
+    response.end(request.method === 'HEAD' ? undefined : body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  origin = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+});
+
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+  dirs.removeAll();
+});
+
+const adapterUrls = (mode: Mode) => ['adapter_config.json', 'adapter_model.safetensors'].map((f) => `${origin}/${mode}/llama-lora/${f}`);
+
+async function mergeFrom(mode: Mode, extra: { signal?: AbortSignal } = {}) {
+  const dir = dirs.make();
+  const out = join(dir, 'merged.safetensors');
+  const result = merge({ base: `${origin}/${mode}/llama.safetensors`, adapters: [adapterUrls(mode)], out, backend: 'cpu', ...extra });
+  return { result, dir, out };
+}
+
+describe('merge() from misbehaving servers', () => {
+  it('merges exactly from a server that behaves (the control)', async () => {
+    const { result, out } = await mergeFrom('ok');
+    await result;
+    checkMerged(new Uint8Array(readFileSync(out)), readSafetensors(base), [{ tensors: readSafetensors(fixture.adapter), scale: fixture.alpha / fixture.rank }]);
+  });
+
+  it.each<[Mode, string, RegExp]>([
+    ['no-range', 'UNSUPPORTED_FORMAT', /: the server ignored a Range request \(HTTP 200 instead of 206\); download the file first$/],
+    ['long-length', 'NOT_FOUND', /: the response broke off while sending bytes \d+–\d+ \(.+\)$/],
+    ['short-length', 'TRUNCATED', /: got \d+ of \d+ bytes for bytes \d+–\d+$/],
+    ['etag-changes', 'INPUT_CHANGED', /: changed on the server while the merge read it \(ETag "v1" → "v2"\); nothing was written; run the merge again once it stays unchanged$/],
+    ['size-changes', 'INPUT_CHANGED', /: changed on the server while the merge read it \(\d+ → \d+ bytes\); nothing was written/],
+    ['loop', 'NOT_FOUND', /: could not be fetched for its size \(HEAD\) \(redirect count exceeded\)$/],
+    ['error-500', 'NOT_FOUND', /: HTTP 500 Internal Server Error for bytes \d+–\d+$/],
+    ['gzip', 'UNSUPPORTED_FORMAT', /: the server compressed a byte range \(Content-Encoding: gzip\), so its offsets are not the file's; serve the file uncompressed$/],
+  ])('%s: one error naming the URL, nothing written', async (mode, code, message) => {
+    const { result, dir } = await mergeFrom(mode);
+    const error = await result.then(() => undefined, (e: unknown) => e as { code: string; message: string });
+    expect(error).toMatchObject({ code });
+    expect(error!.message.startsWith(`${origin}/${mode}/llama.safetensors: `)).toBe(true);
+    expect(error!.message).toMatch(message);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('a stalled response is cancelled by the merge\'s AbortSignal at once', async () => {
+    const controller = new AbortController();
+    const { result, dir } = await mergeFrom('stall', { signal: controller.signal });
+    const started = Date.now();
+    setTimeout(() => controller.abort(), 300);
+    await expect(result).rejects.toMatchObject({ code: 'ABORTED' });
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('without a signal, a stalled response is given up after the idle timeout, naming the URL', async () => {
+    const dir = dirs.make();
+    const url = `${origin}/stall/llama.safetensors`;
+    const started = Date.now();
+    const result = merge({
+      base: urlInputFileSet([url], undefined, { idleTimeoutMs: 400 }), adapters: [adapterUrls('ok')], out: join(dir, 'merged.safetensors'), backend: 'cpu',
+    });
+    await expect(result).rejects.toMatchObject({ code: 'TRUNCATED', message: expect.stringMatching(new RegExp(`^${url}: the server sent nothing for 0.4 s while sending bytes \\d+–\\d+; gave up`)) });
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('a config past MAX_CONFIG_BYTES is refused while it downloads, not read whole', async () => {
+    const url = `${origin}/big-config/adapter_config.json`;
+    await expect(urlInputFileSet([url]).readText('adapter_config.json')).rejects.toMatchObject({
+      code: 'LIMIT_EXCEEDED', message: `${url}: more than ${MAX_CONFIG_BYTES} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`,
+    });
+  });
+});
