@@ -99,13 +99,20 @@ function checkParts(name: string, parts: { path: string; file: GgufFile }[]): vo
 }
 
 /**
- * The shape the plan sees: GGUF stores every tensor as rows of ne[0] values, so a tensor of three
- * dimensions (experts stacked, ne = [in, out, experts]) is the matrix (experts·out, in), on whose
- * rows layouts place each expert's update. Four dimensions are a convolution's (out, in, kh, kw),
- * as a diffusion model's GGUF keeps them, and stay as they are.
+ * The diffusion models ComfyUI-GGUF loads (loader.py `IMG_ARCH_LIST`): their files keep each
+ * tensor in its checkpoint's shape, which the loader reads back as the reversed ne, 3-D ones too
+ * (Wan's adaLN tables `blocks.N.modulation`, (1, 6, dim), ne [dim, 6, 1]).
  */
-function planShape(shape: number[]): number[] {
-  if (shape.length !== 3) return shape;
+const COMFY_GGUF_IMAGE_ARCHS: ReadonlySet<string> = new Set(['flux', 'sd1', 'sdxl', 'sd3', 'aura', 'hidream', 'cosmos', 'ltxv', 'hyvid', 'wan', 'lumina2', 'qwen_image']);
+
+/**
+ * The shape the plan sees: GGUF stores every tensor as rows of ne[0] values, so a language
+ * model's tensor of three dimensions (experts stacked, ne = [in, out, experts]) is the matrix
+ * (experts·out, in), on whose rows layouts place each expert's update. A diffusion model's keeps
+ * its checkpoint shape, as do four dimensions (a convolution's (out, in, kh, kw)).
+ */
+function planShape(shape: number[], arch: unknown): number[] {
+  if (shape.length !== 3 || (typeof arch === 'string' && COMFY_GGUF_IMAGE_ARCHS.has(arch))) return shape;
   return [shape[0] * shape[1], shape[2]];
 }
 
@@ -162,6 +169,7 @@ class GgufModel implements BaseModel {
 
   constructor(readonly name: string, private readonly parts: { path: string; file: GgufFile }[], readonly otherFiles: readonly string[]) {
     const tensors = new Map<string, BaseTensor>();
+    const arch = parts[0].file.value('general.architecture')?.value;
     for (const { path, file } of parts) {
       const declared = declaredShapes(file);
       for (const t of file.tensors) {
@@ -170,7 +178,7 @@ class GgufModel implements BaseModel {
         // The plan sees the real shape; the file is written as it is stored (see realShape).
         const real = declared.has(t.name) ? realShape(t, declared.get(t.name)) : { shape: t.shape, rowBlock: 1 };
         tensors.set(t.name, {
-          name: t.name, dtype, shape: planShape('shape' in real ? real.shape : t.shape), shard: path, storedType: t.type.name, byteLength: t.byteLength,
+          name: t.name, dtype, shape: planShape('shape' in real ? real.shape : t.shape, arch), shard: path, storedType: t.type.name, byteLength: t.byteLength,
           ...('why' in real ? { shapeNote: `${t.name} ${real.why}` } : real.rowBlock > 1 ? { rowBlock: real.rowBlock } : {}),
         });
         this.located.set(t.name, { file, tensor: t });
