@@ -137,7 +137,7 @@ function declaredShapes(file: GgufFile): Map<string, unknown> {
  * why the entry was not taken. Some tools write the entry for every tensor: a shape equal to the
  * stored one, or a 1-D one, changes nothing.
  */
-function realShape(t: GgufTensor, declared: unknown): { shape: number[]; rowBlock: number } | { why: string } {
+function realShape(t: GgufTensor, declared: unknown, arch: unknown): { shape: number[]; rowBlock: number } | { why: string } {
   const raw: unknown[] = Array.isArray(declared) ? declared : [];
   const dims = raw.map((d) => (typeof d === 'bigint' ? Number(d) : d));
   const valid = dims.length >= 1 && dims.length <= 4 && dims.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d > 0);
@@ -147,7 +147,7 @@ function realShape(t: GgufTensor, declared: unknown): { shape: number[]; rowBloc
   }
   const real = dims as number[];
   if (real.length < 2 || real.join() === t.shape.join()) return { shape: t.shape, rowBlock: 1 };
-  const cols = product(planShape(real).slice(1));
+  const cols = product(planShape(real, arch).slice(1));
   const rowBlock = t.type.blockSize / gcd(cols, t.type.blockSize);
   // Slabs are at least that many rows (merged in f64): bounded like other runs of mixed rows.
   if (rowBlock * cols * 8 > MAX_MIXED_ROWS_BYTES) {
@@ -176,7 +176,7 @@ class GgufModel implements BaseModel {
         if (tensors.has(t.name)) throw new MergeError('BAD_CONFIG', `${name}: tensor "${t.name}" is in two parts`);
         const dtype = t.type.name === 'F16' || t.type.name === 'BF16' ? t.type.name : 'F32';
         // The plan sees the real shape; the file is written as it is stored (see realShape).
-        const real = declared.has(t.name) ? realShape(t, declared.get(t.name)) : { shape: t.shape, rowBlock: 1 };
+        const real = declared.has(t.name) ? realShape(t, declared.get(t.name), arch) : { shape: t.shape, rowBlock: 1 };
         tensors.set(t.name, {
           name: t.name, dtype, shape: planShape('shape' in real ? real.shape : t.shape, arch), shard: path, storedType: t.type.name, byteLength: t.byteLength,
           ...('why' in real ? { shapeNote: `${t.name} ${real.why}` } : real.rowBlock > 1 ? { rowBlock: real.rowBlock } : {}),
