@@ -35,7 +35,7 @@ function sd3Tensors(): FixtureTensor[] {
     t('x_embedder.proj.weight', [h, 16, 2, 2]), t('pos_embed', [1, 16, h]),
     t('joint_blocks.0.x_block.attn.qkv.weight', [3 * h, h]), t('joint_blocks.0.x_block.attn.ln_q.weight', [h / 2]),
     t('joint_blocks.0.x_block.attn.proj.weight', [h, h]), t('joint_blocks.0.x_block.attn.proj.bias', [h]),
-    t('final_layer.linear.weight', [16, h]),
+    t('final_layer.linear.weight', [16, h]), t('final_layer.linear.bias', [16]),
   ];
 }
 const CASES: Case[] = [
@@ -58,12 +58,14 @@ const CASES: Case[] = [
     ],
   },
   {
-    name: 'SD3.5, Stability\'s file ← diffs of the positional embedding and a q/k norm\'s scale, ComfyUI-named',
+    name: 'SD3.5, Stability\'s file ← diffs of the positional embedding, a q/k norm\'s scale and biases, ComfyUI-named',
     base: sd3Tensors(), baseFile: 'sd3.5_medium.safetensors', weight: 1.25,
     changes: [
       diff('diffusion_model.pos_embed.diff', `${dm}pos_embed`),
       diff('diffusion_model.joint_blocks.0.x_block.attn.ln_q.diff', `${dm}joint_blocks.0.x_block.attn.ln_q.weight`),
       diff('diffusion_model.joint_blocks.0.x_block.attn.proj.diff_b', `${dm}joint_blocks.0.x_block.attn.proj.bias`),
+      // A bias by its own name, as ComfyUI's key map names every key that is not a `.weight`.
+      diff('diffusion_model.final_layer.linear.bias.diff', `${dm}final_layer.linear.bias`),
     ],
   },
   {
