@@ -10,20 +10,15 @@
  *   ComfyUI's lora_convert.py reads as `lora_unet_` names: W += strength · (α/r) · up·down.
  */
 import { describe, expect, it } from 'vitest';
-import { buildSafetensors, decodeSafetensors, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { tensor, wanOriginalTensors } from './helpers/diffusion-fixtures.js';
 import { ltx2OriginalTensors, ltxOriginalTensors } from './helpers/dit-fixtures.js';
-import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
-import { expectMerged } from './helpers/expect-merged.js';
+import { mergeBackends, refusalsInMemory } from './helpers/merge-backends.js';
+import { diff, diffLoraCaseSuite, lora, type DiffLoraCase } from './helpers/diff-lora-case.js';
 
 const rand = seededRandom(20261206);
 const R = 4;
 
-type Change = { kind: 'diff'; name: string; lands: string } | { kind: 'lora'; module: string; alpha: number; lands: string };
-const diff = (name: string, lands: string): Change => ({ kind: 'diff', name, lands });
-const lora = (module: string, alpha: number, lands: string): Change => ({ kind: 'lora', module, alpha, lands });
-
-interface Case { name: string; base: FixtureTensor[]; baseFile: string; weight: number; changes: Change[] }
 
 const dm = 'model.diffusion_model.';
 
@@ -38,7 +33,7 @@ function sd3Tensors(): FixtureTensor[] {
     t('final_layer.linear.weight', [16, h]), t('final_layer.linear.bias', [16]),
   ];
 }
-const CASES: Case[] = [
+const CASES: DiffLoraCase[] = [
   {
     name: 'LTX-Video 0.9.x, Lightricks\' file ← ComfyUI-extracted diffs of the adaLN tables, block and top-level',
     base: ltxOriginalTensors(rand, 'BF16'), baseFile: 'ltx-video-2b-v0.9.5.safetensors', weight: 0.8,
@@ -79,72 +74,9 @@ const CASES: Case[] = [
   },
 ];
 
-function adapterTensors(c: Case): FixtureTensor[] {
-  const shapes = new Map(c.base.map((t) => [t.name, t.shape]));
-  return c.changes.flatMap((ch): FixtureTensor[] => {
-    const shape = shapes.get(ch.lands)!;
-    if (ch.kind === 'diff') return [tensor(rand, ch.name, shape, 'BF16', 0.5)];
-    return [
-      tensor(rand, `${ch.module}.lora_down.weight`, [R, shape[1]], 'BF16', 0.5), tensor(rand, `${ch.module}.lora_up.weight`, [shape[0], R], 'BF16', 0.5),
-      { name: `${ch.module}.alpha`, dtype: 'BF16', shape: [], data: [ch.alpha] },
-    ];
-  });
-}
-
-/** base + w · diff, base + w · (α/r) · up·down, in float64. */
-function truthOf(c: Case, key: string, w: DecodedTensor, adapter: Map<string, DecodedTensor>): Float64Array | null {
-  const mine = c.changes.filter((ch) => ch.lands === key);
-  if (mine.length === 0) return null;
-  const out = w.values.slice();
-  for (const ch of mine) {
-    if (ch.kind === 'diff') {
-      const d = adapter.get(ch.name)!.values;
-      for (let i = 0; i < out.length; i++) out[i] += c.weight * d[i];
-      continue;
-    }
-    const down = adapter.get(`${ch.module}.lora_down.weight`)!.values, up = adapter.get(`${ch.module}.lora_up.weight`)!.values;
-    const [rows, cols] = w.shape;
-    for (let o = 0; o < rows; o++) {
-      for (let i = 0; i < cols; i++) {
-        let s = 0;
-        for (let k = 0; k < R; k++) s += up[o * R + k] * down[k * cols + i];
-        out[o * cols + i] += c.weight * (ch.alpha / R) * s;
-      }
-    }
-  }
-  return out;
-}
+diffLoraCaseSuite(CASES, { rand, rank: R, adapterFile: 'lora.safetensors', what: 'lands each change on the tensor it names, the rest copied' });
 
 const backends = mergeBackends({ cpu: 'default' });
-
-for (const c of CASES) {
-  describe(c.name, () => {
-    const baseBytes = buildSafetensors(c.base, { format: 'pt' });
-    const adapterBytes = buildSafetensors(adapterTensors(c));
-    for (const kind of ['cpu', 'webgpu'] as const) {
-      it(`lands each change on the tensor it names, the rest copied, on ${kind}`, async () => {
-        const { tensors: merged } = await mergeInMemory({
-          backend: backends[kind]!, base: { [c.baseFile]: baseBytes }, adapters: [{ files: { 'lora.safetensors': adapterBytes }, weight: c.weight }],
-        });
-        const base = decodeSafetensors(baseBytes).tensors;
-        const adapter = decodeSafetensors(adapterBytes).tensors;
-        expect([...merged.keys()].sort()).toEqual([...base.keys()].sort());
-        let changed = 0;
-        for (const [key, w] of base) {
-          const got = merged.get(key)!;
-          expect(got.dtype, key).toBe(w.dtype);
-          const truth = truthOf(c, key, w, adapter);
-          if (!truth) expect(got.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
-          else {
-            expectMerged(got.values, truth, got.dtype, key);
-            changed++;
-          }
-        }
-        expect(changed).toBe(c.changes.length);
-      });
-    }
-  });
-}
 
 describe('named so, refused', () => {
   it('a diff of `<module>.weight` by that name, which ComfyUI does not map (it maps `<module>`)', async () => {
