@@ -64,8 +64,8 @@ const CASES: DiffLoraCase[] = [
     ],
   },
   {
-    name: 'Wan 2.1, Wan-AI\'s file ← a Wan "Fun" LoRA (`lora_unet__`)',
-    base: wanOriginalTensors(rand, 'BF16'), baseFile: 'wan2.1_t2v_1.3B_bf16.safetensors', weight: 1,
+    name: 'Wan 2.1, Comfy-Org\'s fp8 file ← a Wan "Fun" LoRA (`lora_unet__`)',
+    base: wanOriginalTensors(rand, 'F8_E4M3'), baseFile: 'wan2.1_t2v_14B_fp8_e4m3fn.safetensors', weight: 1,
     changes: [
       lora('lora_unet__blocks_0_cross_attn_k', R, 'blocks.0.cross_attn.k.weight'),
       lora('lora_unet__blocks_1_self_attn_o', 2 * R, 'blocks.1.self_attn.o.weight'),
