@@ -4,17 +4,19 @@
  * (_convert_fal_kontext_lora_to_diffusers; its FLUX.2 loader turns `base_model.model.` into
  * `diffusion_model.` likewise) at α = r: scale 1. Onto a BFL file (Comfy-Org's fp8 Kontext) by
  * name, and onto diffusers' FluxTransformer2DModel as flux-bfl places BFL names, against float64
- * truth on the CPU and on WebGPU. A lone `base_model.model.` file of any other model is still
+ * truth on the CPU and on WebGPU; a FLUX.2 PEFT save likewise. A lone `base_model.model.` file of any other model is still
  * refused: its α is in the config it lacks.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { FLUX, fluxBflTensors, fluxDiffusersTensors, loraTensors, rowsFrom, swappedHalves, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { FLUX2, flux2BflTensors } from './helpers/dit-fixtures.js';
 import { loraCaseSuite, type LoraCase } from './helpers/lora-case.js';
 import { mergeBackends, refusalsInMemory } from './helpers/merge-backends.js';
 
 const rand = seededRandom(20261207);
 const { h } = FLUX;
+const H2 = FLUX2.h;
 const P = 'base_model.model.';
 
 const peft = (name: string, r: number, out: number, inF: number, lands: LoraSpec['lands']): LoraSpec =>
@@ -48,6 +50,17 @@ const CASES: LoraCase[] = [
     name: 'diffusers FluxTransformer2DModel ← the same LoRA (qkv split into to_q/to_k/to_v, the final modulation\'s halves swapped)',
     base: { 'diffusion_pytorch_model.safetensors': buildSafetensors(fluxDiffusersTensors(rand, 'BF16')), 'config.json': JSON.stringify({ _class_name: 'FluxTransformer2DModel' }) },
     baseName: 'transformer', adapters: [{ file: 'kontext-lora.safetensors', specs: falKontext(false), weight: 0.75 }],
+  },
+  {
+    name: 'FLUX.2 klein, a BFL file ← a lone PEFT save in BFL names (its shared modulations, a fused single block)',
+    base: { 'flux-2-klein-4b.safetensors': buildSafetensors(flux2BflTensors(rand, 'BF16')) }, baseName: 'flux-2-klein-4b.safetensors',
+    adapters: [{
+      file: 'klein-lora.safetensors', weight: 1.2, specs: [
+        peft('double_stream_modulation_img.lin', 2, 6 * H2, H2, [{ key: 'double_stream_modulation_img.lin.weight' }]),
+        peft('single_blocks.1.linear1', 2, 9 * H2, H2, [{ key: 'single_blocks.1.linear1.weight' }]),
+        peft('double_blocks.0.txt_attn.proj', 2, H2, H2, [{ key: 'double_blocks.0.txt_attn.proj.weight' }]),
+      ],
+    }],
   },
 ];
 
