@@ -25,12 +25,21 @@ const temp = tempDirs();
 afterAll(temp.removeAll);
 
 const V23: Ltx2Dims = { ...LTX2, v23: true };
-const { dim: D, adim: A, cap: C, heads: H } = LTX2;
+const { dim: D, adim: A, cap: C, heads: H, latent: L } = LTX2;
 const dm = 'diffusion_model.';
 
 /** Lightricks' trainer's PEFT form, no α (scale 1); `key` is where it lands in the pipeline (`<folder>.<name>`). */
 const peft = (name: string, out: number, inF: number, key: string): LoraSpec =>
   ({ down: `${dm}${name}.lora_A.weight`, up: `${dm}${name}.lora_B.weight`, r: 2, out, in: inF, lands: [{ key }], scale: 1 });
+
+/**
+ * DiffSynth-Studio's form: bare names (its LTX-2 DiT's, the original ones), `.lora_A.default.weight`,
+ * no α (scale 1). ComfyUI maps bare names to `diffusion_model.` for LTX-2 (model_lora_keys_unet),
+ * so they are the transformer's and its connectors': on the pipeline, a block name that diffusers'
+ * connectors share lands in the transformer.
+ */
+const bare = (name: string, out: number, inF: number, key: string): LoraSpec =>
+  ({ down: `${name}.lora_A.default.weight`, up: `${name}.lora_B.default.weight`, r: 2, out, in: inF, lands: [{ key }], scale: 1 });
 
 /** A ComfyUI-extracted full diff (`<module>.diff`, or a parameter's `<name>.diff`) shaped like the tensor it lands on. */
 interface DiffSpec { name: string; shape: number[]; key: string }
@@ -63,6 +72,20 @@ const CASES: PipelineCase[] = [
       { name: `${dm}audio_embeddings_connector.transformer_1d_blocks.0.attn1.k_norm.diff`, shape: [C], key: 'connectors.audio_connector.transformer_blocks.0.attn1.norm_k.weight' },
       { name: `${dm}audio_embeddings_connector.learnable_registers.diff`, shape: [4, C], key: 'connectors.audio_connector.learnable_registers' },
     ],
+  },
+  {
+    name: 'LTX-2: a DiffSynth-Studio LoRA (bare names: blocks the connectors share by name land in the transformer)',
+    dims: LTX2, weight: 1.1, written: BOTH,
+    specs: [
+      bare('transformer_blocks.0.attn1.to_q', D, D, 'transformer.transformer_blocks.0.attn1.to_q.weight'),
+      bare('transformer_blocks.1.attn1.to_out.0', D, D, 'transformer.transformer_blocks.1.attn1.to_out.0.weight'),
+      bare('transformer_blocks.1.ff.net.2', D, 4 * D, 'transformer.transformer_blocks.1.ff.net.2.weight'),
+      bare('transformer_blocks.0.audio_attn1.to_v', A, A, 'transformer.transformer_blocks.0.audio_attn1.to_v.weight'),
+      bare('audio_patchify_proj', A, L, 'transformer.audio_proj_in.weight'),
+      bare('adaln_single.linear', 6 * D, D, 'transformer.time_embed.linear.weight'),
+      bare('video_embeddings_connector.transformer_1d_blocks.1.attn1.to_v', C, C, 'connectors.video_connector.transformer_blocks.1.attn1.to_v.weight'),
+    ],
+    diffs: [],
   },
   {
     name: 'LTX-2: connector modules alone (the transformer is mirrored byte for byte)',

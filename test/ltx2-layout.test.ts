@@ -125,6 +125,32 @@ const trainerLora23OnFolder: LoraSpec[] = [
   peft('diffusion_model.transformer_blocks.0.video_to_audio_attn.to_v', 8, A, D, [{ key: inFolder('transformer_blocks.0.video_to_audio_attn.to_v') }], 1),
 ];
 
+/**
+ * LTX-2.3's text projection and connectors named as the transformer's (`diffusion_model.`, as the
+ * existing LoRAs and ComfyUI's extraction name them). Lightricks' single file keeps the connectors
+ * under `model.diffusion_model.` and the projection beside the transformer, top-level
+ * (`text_embedding_projection.video_aggregate_embed`: Lightricks' ltx-core loads it with the text
+ * encoder, EMBEDDINGS_PROCESSOR_KEY_OPS; ComfyUI's LTX-2 text encoder likewise): the projection
+ * lands there, the connectors by name.
+ */
+const C = LTX2.cap;
+const top = (n: string) => `${n}.weight`;
+const connectorsAsTransformer23: LoraSpec[] = [
+  peft('diffusion_model.text_embedding_projection.video_aggregate_embed', 4, D, 3 * C, [{ key: top('text_embedding_projection.video_aggregate_embed') }], 1),
+  peft('diffusion_model.text_embedding_projection.audio_aggregate_embed', 4, A, 3 * C, [{ key: top('text_embedding_projection.audio_aggregate_embed') }], 1),
+  peft('diffusion_model.video_embeddings_connector.transformer_1d_blocks.0.attn1.to_gate_logits', 4, H, D, [{ key: inFile('video_embeddings_connector.transformer_1d_blocks.0.attn1.to_gate_logits') }], 1),
+  peft('diffusion_model.audio_embeddings_connector.transformer_1d_blocks.0.ff.net.0.proj', 4, 4 * A, A, [{ key: inFile('audio_embeddings_connector.transformer_1d_blocks.0.ff.net.0.proj') }], 1),
+  peft('diffusion_model.transformer_blocks.1.audio_attn2.to_gate_logits', 4, H, A, [{ key: inFile('transformer_blocks.1.audio_attn2.to_gate_logits') }], 1),
+];
+/** The projection top-level and bare, as diffusers' LTX-2 LoRA loader reads it (`has_connector`); no α. */
+const bareProjection23: LoraSpec[] = [
+  peft('text_embedding_projection.video_aggregate_embed', 2, D, 3 * C, [{ key: top('text_embedding_projection.video_aggregate_embed') }], 1),
+];
+/** LTX-2 (2.0): its one projection to the caption width. */
+const projection19: LoraSpec[] = [
+  peft('diffusion_model.text_embedding_projection.aggregate_embed', 4, C, 3 * C, [{ key: top('text_embedding_projection.aggregate_embed') }], 1),
+];
+
 const CASES: Case[] = [
   {
     name: 'LTX-2 19B, Lightricks\' single file ← Lightricks\' trainer, ai-toolkit and DiffSynth-Studio LoRAs (original names, by name)',
@@ -153,6 +179,19 @@ const CASES: Case[] = [
     name: 'LTX-2.3, Lightricks\' single file ← diffusers-named LoRA (prompt adaLN, attention gates)', layout: 'ltx2',
     base: file(F23, ltx2OriginalTensors(rand, 'BF16', V23)), baseName: F23,
     adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersLoraOnFile23, weight: 1, metadata: diffusersMetadata }],
+  },
+  {
+    name: 'LTX-2.3, Lightricks\' fp8 single file ← the text projection and connectors named as the transformer\'s, and the projection bare',
+    base: file('ltx-2.3-22b-dev-fp8.safetensors', ltx2OriginalTensors(rand, 'F8_E4M3', V23)), baseName: 'ltx-2.3-22b-dev-fp8.safetensors',
+    adapters: [
+      { file: 'ltx-2.3-connectors-lora.safetensors', specs: connectorsAsTransformer23, weight: 0.7 },
+      { file: 'ltx-2.3-projection-lora.safetensors', specs: bareProjection23, weight: -1.2 },
+    ],
+  },
+  {
+    name: 'LTX-2 19B, Lightricks\' single file ← the text projection named as the transformer\'s',
+    base: file(F19, ltx2OriginalTensors(rand, 'BF16')), baseName: F19,
+    adapters: [{ file: 'ltx-2-projection-lora.safetensors', specs: projection19, weight: 1 }],
   },
   {
     name: 'diffusers LTX-2.3 transformer ← Lightricks\' trainer LoRA in ComfyUI\'s format', layout: 'ltx2',

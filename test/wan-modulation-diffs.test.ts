@@ -10,12 +10,12 @@
  * (scripts/convert_wan_to_diffusers.py). The truth is written out below: base + weight · diff, and
  * base + weight · (α/r) · up·down, in float64, rounded once to the tensor's dtype.
  */
-import { afterAll, describe, expect, it } from 'vitest';
-import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { afterAll, describe, it } from 'vitest';
+import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { WAN, fluxBflTensors, tensor, wanDiffusersTensors, wanOriginalTensors } from './helpers/diffusion-fixtures.js';
-import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { mergeBackends } from './helpers/merge-backends.js';
 import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
-import { expectMerged } from './helpers/expect-merged.js';
+import { diff, diffLoraCaseSuite, lora, type Change, type DiffLoraCase } from './helpers/diff-lora-case.js';
 
 const rand = seededRandom(20261203);
 const temp = tempDirs();
@@ -23,23 +23,6 @@ afterAll(temp.removeAll);
 
 const D = 'diffusion_model.';
 const R = 4;
-
-/** One change of the adapter: a diff (shaped like the tensor it lands on) or a LoRA pair with its α. */
-type Change =
-  | { kind: 'diff'; name: string; lands: string }
-  | { kind: 'lora'; module: string; alpha: number; lands: string };
-
-const diff = (name: string, lands: string): Change => ({ kind: 'diff', name, lands });
-const lora = (module: string, alpha: number, lands: string): Change => ({ kind: 'lora', module, alpha, lands });
-
-interface WanCase {
-  name: string;
-  base: FixtureTensor[];
-  baseFile: string;
-  extra?: Record<string, string>;
-  weight: number;
-  changes: Change[];
-}
 
 const withPrefix = (prefix: string, tensors: FixtureTensor[]) => tensors.map((t) => ({ ...t, name: prefix + t.name }));
 const diffusersConfig = { 'config.json': JSON.stringify({ _class_name: 'WanTransformer3DModel', num_layers: 2 }) };
@@ -74,7 +57,7 @@ function diffusersKey(wanKey: string): string {
   return `${m[1]}.${DIFFUSERS_NAME[m[2]]}`;
 }
 
-const CASES: WanCase[] = [
+const CASES: DiffLoraCase[] = [
   {
     name: 'Wan-AI\'s own file (bare names) ← a LightX2V distill LoRA',
     base: wanOriginalTensors(rand, 'BF16'), baseFile: 'wan2.1_i2v_480p_14B_bf16.safetensors', weight: 1,
@@ -106,73 +89,9 @@ const CASES: WanCase[] = [
   },
 ];
 
-/** The adapter's tensors: diffs shaped like the tensor they land on (BF16, LightX2V's default output dtype), LoRA pairs of rank R. */
-function adapterTensors(c: WanCase): FixtureTensor[] {
-  const shapes = new Map(c.base.map((t) => [t.name, t.shape]));
-  return c.changes.flatMap((ch): FixtureTensor[] => {
-    const shape = shapes.get(ch.lands);
-    if (!shape) throw new Error(`${c.name}: the base has no ${ch.lands}`);
-    if (ch.kind === 'diff') return [tensor(rand, ch.name, shape, 'BF16', 0.5)];
-    return [
-      tensor(rand, `${ch.module}.lora_down.weight`, [R, shape[1]], 'BF16', 0.5),
-      tensor(rand, `${ch.module}.lora_up.weight`, [shape[0], R], 'BF16', 0.5),
-      { name: `${ch.module}.alpha`, dtype: 'BF16', shape: [], data: [ch.alpha] },
-    ];
-  });
-}
-const ADAPTERS = new Map(CASES.map((c) => [c, buildSafetensors(adapterTensors(c))]));
-
-/** base + weight · diff, base + weight · (α/r) · up·down, in float64. */
-function truthOf(c: WanCase, key: string, w: DecodedTensor, adapter: Map<string, DecodedTensor>): Float64Array | null {
-  const mine = c.changes.filter((ch) => ch.lands === key);
-  if (mine.length === 0) return null;
-  const out = w.values.slice();
-  for (const ch of mine) {
-    if (ch.kind === 'diff') {
-      const d = adapter.get(ch.name)!.values;
-      for (let i = 0; i < out.length; i++) out[i] += c.weight * d[i];
-      continue;
-    }
-    const down = adapter.get(`${ch.module}.lora_down.weight`)!, up = adapter.get(`${ch.module}.lora_up.weight`)!;
-    const [rows, cols] = w.shape;
-    const scale = c.weight * (ch.alpha / R);
-    for (let o = 0; o < rows; o++) {
-      for (let i = 0; i < cols; i++) {
-        let sum = 0;
-        for (let k = 0; k < R; k++) sum += up.values[o * R + k] * down.values[k * cols + i];
-        out[o * cols + i] += scale * sum;
-      }
-    }
-  }
-  return out;
-}
+diffLoraCaseSuite(CASES, { rand, rank: R, adapterFile: 'Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors', what: 'merges every diff and LoRA on the tensor it names' });
 
 const backends = mergeBackends({ cpu: 'default' });
-
-for (const c of CASES) {
-  describe(c.name, () => {
-    for (const kind of ['cpu', 'webgpu'] as const) {
-      it(`merges every diff and LoRA on the tensor it names, on ${kind}`, async () => {
-        const baseBytes = buildSafetensors(c.base, { format: 'pt' });
-        const adapterBytes = ADAPTERS.get(c)!;
-        const { tensors: merged } = await mergeInMemory({
-          backend: backends[kind]!, base: { [c.baseFile]: baseBytes, ...c.extra },
-          adapters: [{ files: { 'Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors': adapterBytes }, weight: c.weight }],
-        });
-        const base = decodeSafetensors(baseBytes).tensors;
-        const adapter = decodeSafetensors(adapterBytes).tensors;
-        expect([...merged.keys()].sort()).toEqual([...base.keys()].sort());
-        for (const [key, w] of base) {
-          const got = merged.get(key)!;
-          expect(got.dtype, key).toBe(w.dtype);
-          const truth = truthOf(c, key, w, adapter);
-          if (!truth) expect(got.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
-          else expectMerged(got.values, truth, got.dtype, key);
-        }
-      });
-    }
-  });
-}
 
 // --- refused, with the reason -----------------------------------------------------------------------
 

@@ -216,9 +216,10 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
     throw new MergeError('BAD_ARGUMENT', `${files.name}: holds ${tensorFiles.length} .safetensors files and no ${PEFT_CONFIG}; name the adapter file itself`);
   }
   return withFile(files, tensorFiles[0], async (file) => {
-    // A PEFT save without its config: α and r are only in adapter_config.json.
+    // A PEFT save without its config: α and r are only in adapter_config.json. Diffusion models'
+    // are read as diffusers reads them (a lone file, scale 1: see DIFFUSION_PEFT_SAVE).
     const peftSave = file.tensors.length > 0 && file.tensors.every((t) => t.name.startsWith('base_model.model.'))
-      && !(LORA_ADAPTER_METADATA in file.metadata);
+      && !(LORA_ADAPTER_METADATA in file.metadata) && !file.tensors.every((t) => DIFFUSION_PEFT_SAVE.test(t.name));
     if (peftSave || file.tensors.some((t) => /\.lora_embedding_[AB]/.test(t.name))) {
       throw new MergeError('BAD_CONFIG', `${files.name}: looks like a PEFT adapter but ${PEFT_CONFIG} is missing (it holds r and lora_alpha)`);
     }
@@ -226,6 +227,15 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
     throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: not a LoRA adapter this tool recognises (no lora_up/lora_down, lora_A/lora_B or LyCORIS tensors)`);
   });
 }
+
+/**
+ * A lone `base_model.model.` file of a diffusion transformer in its single-file naming (fal's
+ * FLUX.1 Kontext LoRAs; FLUX.2's and others' PEFT saves): diffusers reads these without a config,
+ * as `diffusion_model.` + the name at α = r, scale 1 (_convert_fal_kontext_lora_to_diffusers, and
+ * the FLUX.2 loader's "PEFT format" branch). Names are FLUX.1's and FLUX.2's BFL blocks and
+ * embedders, which no transformers model has at its top level.
+ */
+const DIFFUSION_PEFT_SAVE = /^base_model\.model\.(double_blocks|single_blocks|final_layer|img_in|txt_in|time_in|vector_in|guidance_in|double_stream_modulation_(img|txt)|single_stream_modulation)\./;
 
 /** Opens one file, hands it to `parse`, and closes it again if parsing fails. */
 async function withFile(

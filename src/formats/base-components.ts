@@ -32,6 +32,8 @@ interface Rule {
   pattern: RegExp;
   /** The component a matching key belongs to; `m` is the pattern's match. */
   component: (m: RegExpExecArray) => Omit<BaseComponent, 'name' | 'keys'>;
+  /** Its name in messages, where the role's does not say it. */
+  name?: string;
 }
 
 const ENCODER_NAMES: Readonly<Record<EncoderKind, string>> = { clip_l: 'CLIP-L', clip_g: 'CLIP-G', openclip: 'OpenCLIP', t5: 'T5' };
@@ -56,6 +58,12 @@ const RULES: readonly Rule[] = [
   // ComfyUI and SD3.5 bundles: text_encoders.clip_l / clip_g / t5xxl.
   { pattern: /^text_encoders\.(clip_l|clip_g|t5xxl)\./, component: (m) => ({ role: 'text-encoder', ...T_ORDINAL[m[1]], prefix: m[0] }) },
   { pattern: /^(first_stage_model|vae)\./, component: (m) => ({ role: 'vae', prefix: m[0] }) },
+  // LTX-2's single files: the text projection, which Lightricks' code loads with the text encoder,
+  // beside the transformer; adapters name it as the transformer's, as diffusers' conversion does.
+  {
+    pattern: /^text_embedding_projection\./, name: 'LTX-2\'s text projection (text_embedding_projection.)',
+    component: (m) => ({ role: 'denoiser', prefix: m[0], movedOut: true }),
+  },
   // Flux in BFL naming, stored without a prefix.
   { pattern: /^(double_blocks|single_blocks|img_in|txt_in|time_in|vector_in|guidance_in|final_layer)\./, component: () => ({ role: 'denoiser', prefix: '' }) },
   // A diffusers UNet or transformer saved on its own.
@@ -91,7 +99,7 @@ export function baseComponents(keys: Iterable<string>): BaseComponent[] {
     // A denoiser stored bare matches several rules; keep one component for it.
     const id = `${c.role}|${c.prefix}|${c.ordinal ?? ''}`;
     let component = byPrefix.get(id);
-    if (!component) byPrefix.set(id, (component = { ...c, name: componentName(c), keys: [] }));
+    if (!component) byPrefix.set(id, (component = { ...c, name: rule.name ?? componentName(c), keys: [] }));
     component.keys.push(key);
   }
   // A component stored without a prefix (a Flux file, a diffusers UNet) owns the file's other

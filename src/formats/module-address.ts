@@ -33,6 +33,8 @@ interface Prefix {
 const PREFIXES: readonly Prefix[] = ([
   // kohya sd-scripts, LyCORIS
   { prefix: 'lora_unet_', part: 'unet', flat: true },
+  // Wan "Fun" LoRAs (`lora_unet__blocks_0_cross_attn_k`), which ComfyUI reads as `lora_unet_` (lora_convert.py)
+  { prefix: 'lora_unet__', part: 'unet', flat: true },
   { prefix: 'lora_te1_', part: 'te1', flat: true },
   { prefix: 'lora_te2_', part: 'te2', flat: true },
   { prefix: 'lora_te3_', part: 'te3', flat: true },

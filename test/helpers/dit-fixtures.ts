@@ -404,13 +404,15 @@ function ltx2Transformer(rand: Rand, dtype: FixtureDType, d: Ltx2Dims, prefix: s
 export function ltx2OriginalTensors(rand: Rand, dtype: FixtureDType, d: Ltx2Dims = LTX2): FixtureTensor[] {
   const dm = 'model.diffusion_model.';
   const w = (name: string, shape: number[]) => tensor(rand, name, shape, dtype);
-  const connector = (c: string) => [
-    ...['to_q', 'to_k', 'to_v', 'to_out.0'].map((p) => w(`${dm}${c}.transformer_1d_blocks.0.attn1.${p}.weight`, [d.cap, d.cap])),
-    w(`${dm}${c}.transformer_1d_blocks.0.ff.net.0.proj.weight`, [4 * d.cap, d.cap]), w(`${dm}${c}.learnable_registers`, [4, d.cap]),
+  // LTX-2.3's connectors are as wide as the stream they feed and have per-head attention gates.
+  const connector = (c: string, n: number) => [
+    ...['to_q', 'to_k', 'to_v', 'to_out.0'].map((p) => w(`${dm}${c}.transformer_1d_blocks.0.attn1.${p}.weight`, [n, n])),
+    ...(d.v23 ? [w(`${dm}${c}.transformer_1d_blocks.0.attn1.to_gate_logits.weight`, [d.heads, n])] : []),
+    w(`${dm}${c}.transformer_1d_blocks.0.ff.net.0.proj.weight`, [4 * n, n]), w(`${dm}${c}.learnable_registers`, [4, n]),
   ];
   return [
     ...ltx2Transformer(rand, dtype, d, dm, 'original'),
-    ...connector('video_embeddings_connector'), ...connector('audio_embeddings_connector'),
+    ...connector('video_embeddings_connector', d.v23 ? d.dim : d.cap), ...connector('audio_embeddings_connector', d.v23 ? d.adim : d.cap),
     ...(d.v23
       ? [w('text_embedding_projection.video_aggregate_embed.weight', [d.dim, 3 * d.cap]), w('text_embedding_projection.audio_aggregate_embed.weight', [d.adim, 3 * d.cap])]
       : [w('text_embedding_projection.aggregate_embed.weight', [d.cap, 3 * d.cap])]),

@@ -99,13 +99,20 @@ function checkParts(name: string, parts: { path: string; file: GgufFile }[]): vo
 }
 
 /**
- * The shape the plan sees: GGUF stores every tensor as rows of ne[0] values, so a tensor of three
- * dimensions (experts stacked, ne = [in, out, experts]) is the matrix (experts·out, in), on whose
- * rows layouts place each expert's update. Four dimensions are a convolution's (out, in, kh, kw),
- * as a diffusion model's GGUF keeps them, and stay as they are.
+ * The diffusion models ComfyUI-GGUF loads (loader.py `IMG_ARCH_LIST`): their files keep each
+ * tensor in its checkpoint's shape, which the loader reads back as the reversed ne, 3-D ones too
+ * (Wan's adaLN tables `blocks.N.modulation`, (1, 6, dim), ne [dim, 6, 1]).
  */
-function planShape(shape: number[]): number[] {
-  if (shape.length !== 3) return shape;
+const COMFY_GGUF_IMAGE_ARCHS: ReadonlySet<string> = new Set(['flux', 'sd1', 'sdxl', 'sd3', 'aura', 'hidream', 'cosmos', 'ltxv', 'hyvid', 'wan', 'lumina2', 'qwen_image']);
+
+/**
+ * The shape the plan sees: GGUF stores every tensor as rows of ne[0] values, so a language
+ * model's tensor of three dimensions (experts stacked, ne = [in, out, experts]) is the matrix
+ * (experts·out, in), on whose rows layouts place each expert's update. A diffusion model's keeps
+ * its checkpoint shape, as do four dimensions (a convolution's (out, in, kh, kw)).
+ */
+function planShape(shape: number[], arch: unknown): number[] {
+  if (shape.length !== 3 || (typeof arch === 'string' && COMFY_GGUF_IMAGE_ARCHS.has(arch))) return shape;
   return [shape[0] * shape[1], shape[2]];
 }
 
@@ -130,7 +137,7 @@ function declaredShapes(file: GgufFile): Map<string, unknown> {
  * why the entry was not taken. Some tools write the entry for every tensor: a shape equal to the
  * stored one, or a 1-D one, changes nothing.
  */
-function realShape(t: GgufTensor, declared: unknown): { shape: number[]; rowBlock: number } | { why: string } {
+function realShape(t: GgufTensor, declared: unknown, arch: unknown): { shape: number[]; rowBlock: number } | { why: string } {
   const raw: unknown[] = Array.isArray(declared) ? declared : [];
   const dims = raw.map((d) => (typeof d === 'bigint' ? Number(d) : d));
   const valid = dims.length >= 1 && dims.length <= 4 && dims.every((d) => typeof d === 'number' && Number.isSafeInteger(d) && d > 0);
@@ -140,7 +147,7 @@ function realShape(t: GgufTensor, declared: unknown): { shape: number[]; rowBloc
   }
   const real = dims as number[];
   if (real.length < 2 || real.join() === t.shape.join()) return { shape: t.shape, rowBlock: 1 };
-  const cols = product(planShape(real).slice(1));
+  const cols = product(planShape(real, arch).slice(1));
   const rowBlock = t.type.blockSize / gcd(cols, t.type.blockSize);
   // Slabs are at least that many rows (merged in f64): bounded like other runs of mixed rows.
   if (rowBlock * cols * 8 > MAX_MIXED_ROWS_BYTES) {
@@ -162,15 +169,16 @@ class GgufModel implements BaseModel {
 
   constructor(readonly name: string, private readonly parts: { path: string; file: GgufFile }[], readonly otherFiles: readonly string[]) {
     const tensors = new Map<string, BaseTensor>();
+    const arch = parts[0].file.value('general.architecture')?.value;
     for (const { path, file } of parts) {
       const declared = declaredShapes(file);
       for (const t of file.tensors) {
         if (tensors.has(t.name)) throw new MergeError('BAD_CONFIG', `${name}: tensor "${t.name}" is in two parts`);
         const dtype = t.type.name === 'F16' || t.type.name === 'BF16' ? t.type.name : 'F32';
         // The plan sees the real shape; the file is written as it is stored (see realShape).
-        const real = declared.has(t.name) ? realShape(t, declared.get(t.name)) : { shape: t.shape, rowBlock: 1 };
+        const real = declared.has(t.name) ? realShape(t, declared.get(t.name), arch) : { shape: t.shape, rowBlock: 1 };
         tensors.set(t.name, {
-          name: t.name, dtype, shape: planShape('shape' in real ? real.shape : t.shape), shard: path, storedType: t.type.name, byteLength: t.byteLength,
+          name: t.name, dtype, shape: planShape('shape' in real ? real.shape : t.shape, arch), shard: path, storedType: t.type.name, byteLength: t.byteLength,
           ...('why' in real ? { shapeNote: `${t.name} ${real.why}` } : real.rowBlock > 1 ? { rowBlock: real.rowBlock } : {}),
         });
         this.located.set(t.name, { file, tensor: t });

@@ -88,7 +88,16 @@ export class ModuleLocator {
 
   locate(address: ModuleAddress): Location {
     // Parts restrict matching only where the base's keys say which component is which.
-    if (address.part === undefined || this.components.length === 0) return describe(tryLayouts(address, this.whole));
+    if (address.part === undefined || this.components.length === 0) {
+      const r = tryLayouts(address, this.whole);
+      if (r.found || !r.ambiguous || address.part !== undefined || !this.components.some((c) => c.role === 'denoiser')) return describe(r);
+      // A bare name that fits several components is the diffusion model's: ComfyUI maps bare names
+      // to `diffusion_model.` (model_lora_keys_unet, for the models whose LoRAs carry them: LTX-Video
+      // and LTX-2, Qwen-Image, Kandinsky 5, DiffSynth-Studio's FLUX.1), and DiffSynth-Studio loads
+      // them into its DiT. Diffusers' LTX-2 connectors reuse the transformer's block names.
+      const denoiser = this.locate({ ...address, part: 'unet' });
+      return denoiser.found ? denoiser : describe(r);
+    }
     let component = componentForPart(address.part, this.components);
     if (!component) {
       const held = this.components.map((c) => c.name).join(', ');
