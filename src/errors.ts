@@ -1,9 +1,10 @@
+import { boundedMessage } from './shown-text.js';
+
 /**
  * Every failure a user can cause is a MergeError: one line that names the file, tensor or module
  * at fault. Front ends print `error: <message>` and nothing else; other errors are bugs.
+ * This is its `code`, which says what kind of failure it is.
  */
-import { boundedMessage } from './shown-text.js';
-
 export type MergeErrorCode =
   // safetensors format rules, in the order they are checked
   | 'HEADER_TOO_SMALL'

@@ -73,6 +73,7 @@ export const MAX_ROTATION_BLOCK = 4096;
  * Held on the command line and in the page (a picked or dropped folder).
  */
 export const MAX_INPUT_FILES = 10_000;
+/** How deeply the folders of one input folder nest (see MAX_INPUT_FILES). */
 export const MAX_INPUT_DEPTH = 8;
 
 /**
