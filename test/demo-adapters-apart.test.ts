@@ -8,12 +8,11 @@
  * two loose files dropped onto the drop zones make the plan.
  */
 import { mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import { PAGE_RETRY } from './helpers/browser.js';
-import { announced, count, mergeEnabled, planReady, tabTo, text, texts, upload, useDemoSession } from './helpers/demo-session.js';
+import { announced, count, mergeEnabled, planReady, seriousViolations, tabTo, text, texts, upload, useDemoSession } from './helpers/demo-session.js';
 import { buildSafetensors } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 
@@ -33,15 +32,6 @@ function strayTensors(): Uint8Array {
 }
 
 const alertText = async (page: Page) => (await page.waitForFunction(() => document.querySelector('[data-testid="alert"]')!.textContent || undefined, { timeout: 30_000 })).jsonValue();
-
-async function seriousViolations(page: Page) {
-  return page.evaluate(async () => {
-    const result = await (window as unknown as { axe: { run(o: object): Promise<{ violations: { id: string; impact: string; nodes: { target: string[] }[] }[] }> } })
-      .axe.run({ resultTypes: ['violations'] });
-    return result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
-      .map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.map((n) => n.target.join(' ')).slice(0, 3) }));
-  });
-}
 
 describe('several adapters on the page', PAGE_RETRY, () => {
   it('names each module row\'s adapter as its card does: `lora`, a real `lora (2)`, a second `lora` as `lora #2`', async () => {
@@ -118,7 +108,6 @@ describe('several adapters on the page', PAGE_RETRY, () => {
     // Read out once: the title (which counts them) and the first problem, then the way out; not 14 lines.
     expect(await alertText(page)).toBe(`14 problems in broken, listed in the plan. The first: ${stray(0)} ${blocked}`);
 
-    await page.addScriptTag({ path: createRequire(import.meta.url).resolve('axe-core/axe.min.js') });
     mkdirSync('test-output', { recursive: true });
     for (const scheme of ['light', 'dark'] as const) {
       await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
