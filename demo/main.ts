@@ -133,7 +133,7 @@ function runCheck(): void {
     },
     (error: Error) => {
       if (request !== checkRequest || forPlan !== planRequest) return;
-      announcer.error(error.message);
+      announcer.error(spokenMessage(error.message));
     },
   );
 }
