@@ -23,3 +23,27 @@ export function el<K extends keyof HTMLElementTagNameMap>(tag: K, props: Partial
   node.append(...children.map((c) => (typeof c === 'string' ? shown(c) : c)));
   return node;
 }
+
+/**
+ * A message as the page shows it: one line as text; a list of problems (`n problems in …:` then
+ * `  - …` lines, src/plan/problems.ts) as its title and a list, one item per problem, as text.
+ */
+export function messageNodes(message: string): (Node | string)[] {
+  const lines = shown(message).split('\n');
+  if (lines.length === 1) return [lines[0]];
+  const [title, ...rest] = lines;
+  return [
+    el('p', { className: 'message-title', textContent: title }),
+    el('ul', { className: 'message-list' }, ...rest.map((line) => el('li', { textContent: line.replace(/^\s*(- )?/, '') }))),
+  ];
+}
+
+/**
+ * What is read out for a message: a list of problems as its title (which counts them) and its first
+ * problem, not every line at once; the list itself is on the page to go through item by item.
+ */
+export function spokenMessage(message: string, where = 'in the plan'): string {
+  const lines = message.split('\n');
+  if (lines.length === 1) return message;
+  return `${lines[0].replace(/:\s*$/, '')}, listed ${where}. The first: ${lines[1].replace(/^\s*(- )?/, '')}`;
+}

@@ -33,14 +33,17 @@ export function setFromInput(input: HTMLInputElement): PickedSet | undefined {
 
 /** Every dropped item becomes one set: a folder with its files (recursively), or one loose file. */
 export async function setsFromDrop(data: DataTransfer): Promise<PickedSet[]> {
-  // Entries must be taken synchronously, before the event handler yields.
+  // Entries must be taken synchronously, before the event handler yields. An item with no entry
+  // (files a page or an extension put in the drag, not the file manager) is taken as its File.
   const entries = Array.from(data.items)
     .filter((item) => item.kind === 'file')
-    .map((item) => item.webkitGetAsEntry())
-    .filter((entry): entry is FileSystemEntry => entry !== null);
+    .map((item) => item.webkitGetAsEntry() ?? item.getAsFile())
+    .filter((entry): entry is FileSystemEntry | File => entry !== null);
   const sets: PickedSet[] = [];
   for (const entry of entries) {
-    if (entry.isDirectory) {
+    if (entry instanceof File) {
+      sets.push({ name: entry.name, files: [{ path: entry.name, file: entry }], origin: 'user' });
+    } else if (entry.isDirectory) {
       const files = await readFolder(entry as FileSystemDirectoryEntry, '', entry.name, 0, { files: 0 });
       sets.push({ name: entry.name, files: sortByPath(files), origin: 'user' });
     } else {
@@ -74,7 +77,7 @@ export function mergeSets(sets: PickedSet[]): PickedSet | undefined {
  * stem (`model-00001-of-00004.safetensors` … → `model`), else the first with how many more; a
  * config alone adds nothing. A PEFT adapter's files have fixed names and a browser does not say the
  * folder they came from, so the pair is named for what it is: `PEFT adapter` (its card's facts say
- * the method; messages and download names read `PEFT adapter (2)`, `PEFT adapter-combined`).
+ * the method; messages and download names read `PEFT adapter #2`, `PEFT adapter-combined`).
  */
 function nameOfLooseFiles(files: PickedFile[]): string {
   const paths = new Set(files.map((f) => f.path));

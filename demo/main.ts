@@ -5,8 +5,8 @@
  * is one module with a render(state) function, so a new panel is one file and one line here.
  */
 import { Announcer } from './announcer.js';
-import { byId, shown } from './dom.js';
-import { PageStore } from './page-state.js';
+import { byId, messageNodes, spokenMessage } from './dom.js';
+import { blockedBy, PageStore } from './page-state.js';
 import { mountAdaptersPanel } from './panels/adapters-panel.js';
 import { mountBackendPanel } from './panels/backend-panel.js';
 import { mountBasePanel } from './panels/base-panel.js';
@@ -15,7 +15,7 @@ import { mountMergePanel } from './panels/merge-panel.js';
 import { mountModePanel } from './panels/mode-panel.js';
 import { mountPlanPanel } from './panels/plan-panel.js';
 import { mountSamplePanel } from './panels/sample-panel.js';
-import { MergeWorkerClient } from './worker-client.js';
+import { MergeWorkerClient, PlanFailedError } from './worker-client.js';
 import type { PlanSummary } from './worker-protocol.js';
 
 const client = new MergeWorkerClient();
@@ -23,8 +23,8 @@ const store = new PageStore();
 const announcer = new Announcer(byId('alert'), byId('status'));
 const pageError = byId('page-error');
 const showError = (message: string) => {
-  announcer.error(message);
-  pageError.textContent = shown(message);
+  announcer.error(spokenMessage(message, 'on the page'));
+  pageError.replaceChildren(...messageNodes(message));
   pageError.hidden = false;
 };
 // A new pick or drop clears the last refusal (capture: before the pick's own handler may set another).
@@ -101,8 +101,10 @@ store.onInputsChanged = () => {
     },
     (error: Error) => {
       if (request !== planRequest) return;
-      store.setPlan({ status: 'failed', message: error.message });
-      announcer.error(error.message);
+      const plan = { status: 'failed', message: error.message, ...(error instanceof PlanFailedError ? { adapters: error.adapters } : {}) } as const;
+      store.setPlan(plan);
+      const blocked = blockedBy(plan);
+      announcer.error(blocked ? `${spokenMessage(error.message)} ${blocked}` : spokenMessage(error.message));
     },
   );
 };
@@ -131,7 +133,7 @@ function runCheck(): void {
     },
     (error: Error) => {
       if (request !== checkRequest || forPlan !== planRequest) return;
-      announcer.error(error.message);
+      announcer.error(spokenMessage(error.message));
     },
   );
 }

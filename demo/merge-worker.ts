@@ -10,7 +10,7 @@ import {
 import { dominantUpdateDtype } from '../src/pipeline/dominant-dtype.js';
 import { deleteAllJobs, deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
 import { pickedFileSet } from './picked-file-set.js';
-import { checkPlan, summarizePlan, type WeightedFiles } from './plan-summary.js';
+import { checkPlan, readEachAdapter, summarizePlan, type WeightedFiles } from './plan-summary.js';
 import { backendError, backendFor, describe } from './worker-backend.js';
 import type { AdapterInput, MergedFile, PickedFile, WorkerRequest, WorkerResponse } from './worker-protocol.js';
 import type { BackendChoice } from '../src/index.js';
@@ -122,12 +122,14 @@ function answer(id: number, work: Promise<File | undefined | void>): void {
 self.addEventListener('message', (event: MessageEvent<WorkerRequest>) => {
   const request = event.data;
   switch (request.type) {
-    case 'plan':
-      summarizePlan(pickedFileSet(request.baseName, request.base), weighted(request.adapters)).then(
+    case 'plan': {
+      const adapters = weighted(request.adapters);
+      summarizePlan(pickedFileSet(request.baseName, request.base), adapters).then(
         (plan) => post({ type: 'plan', id: request.id, plan }),
-        (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
+        async (error) => post({ type: 'plan-failed', id: request.id, message: errorMessage(error), adapters: await readEachAdapter(adapters, errorMessage) }),
       );
       break;
+    }
     case 'check':
       checkPlan(pickedFileSet(request.baseName, request.base), weighted(request.adapters)).then(
         (check) => post({ type: 'checked', id: request.id, check }),

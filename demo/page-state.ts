@@ -3,7 +3,7 @@
  * adapters withdraws an earlier result (its files are deleted); changing a weight or the dtype marks
  * it out of date. Panels read the state and call the actions; the store tells them to redraw.
  */
-import type { BackendInfo, MergedFile, PickedFile, PlanCheck, PlanSummary } from './worker-protocol.js';
+import type { AdapterReading, BackendInfo, MergedFile, PickedFile, PlanCheck, PlanSummary } from './worker-protocol.js';
 
 /** A file or a folder as the user picked it; the sample's own files are marked so they never mix. */
 export interface PickedSet {
@@ -15,15 +15,20 @@ export interface PickedSet {
 /**
  * The sets named apart from `taken` and from each other: loose files are named after what they are
  * (two PEFT picks are both `PEFT adapter`, two folders may both be `lora`), so a second one becomes
- * `PEFT adapter (2)`, and cards, weight sliders and messages tell them apart.
+ * `PEFT adapter #2`, and cards, weight sliders and messages tell them apart. The mark is `#n`, not
+ * `(n)`, because `lora (2)` is what a browser or a file manager names a copied folder: a folder
+ * really named so keeps its name and is never read as the page's second `lora`, nor doubled into
+ * `lora (2) (2)`. A set's own name is kept before any made one is given out.
  */
 export function namedApart(sets: readonly PickedSet[], taken: Iterable<string>): PickedSet[] {
   const names = new Set(taken);
-  return sets.map((set) => {
-    let name = set.name;
-    for (let n = 2; names.has(name); n++) name = `${set.name} (${n})`;
+  const keeps = sets.map((set) => !names.has(set.name) && (names.add(set.name), true));
+  return sets.map((set, i) => {
+    if (keeps[i]) return set;
+    let name = '';
+    for (let n = 2; names.has((name = `${set.name} #${n}`)); n++);
     names.add(name);
-    return name === set.name ? set : { ...set, name };
+    return { ...set, name };
   });
 }
 
@@ -38,7 +43,20 @@ export type PlanState =
   | { status: 'none' }
   | { status: 'planning' }
   | { status: 'ready'; plan: PlanSummary }
-  | { status: 'failed'; message: string };
+  /** `adapters`: each adapter read alone (absent when the worker could not say). */
+  | { status: 'failed'; message: string; adapters?: AdapterReading[] };
+
+/**
+ * When adapters cannot be read: which, and what to do, in one sentence. The plan is not made
+ * without them (that would be a merge of other adapters than the ones picked).
+ */
+export function blockedBy(plan: PlanState): string | undefined {
+  if (plan.status !== 'failed') return undefined;
+  const names = (plan.adapters ?? []).filter((a) => 'error' in a).map((a) => a.name);
+  if (names.length === 0) return undefined;
+  const them = names.length === 1 ? 'it' : 'them';
+  return `The plan is blocked by ${names.join(', ')}, which cannot be read: remove ${them}, or fix ${them} and pick ${them} again.`;
+}
 
 export interface MergeResultState {
   /** Browser-storage folder holding the files (deleted when withdrawn). */
@@ -205,7 +223,7 @@ export class PageStore {
     if (!s.base) return 'Pick a base model first.';
     if (s.adapters.length === 0) return 'Add at least one adapter.';
     if (s.plan.status === 'planning') return 'Checking the plan…';
-    if (s.plan.status === 'failed') return 'The inputs could not be read: see the plan.';
+    if (s.plan.status === 'failed') return blockedBy(s.plan) ?? 'The inputs could not be read: see the plan.';
     if (s.plan.status === 'ready' && !s.plan.plan.mergeable) {
       const n = s.plan.plan.problems.filter((p) => p.severity === 'error').length;
       return `The plan has ${n} error${n === 1 ? '' : 's'}: fix ${n === 1 ? 'it' : 'them'} first.`;

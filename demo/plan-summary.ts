@@ -12,6 +12,7 @@ import {
   ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, prepareMerge, type FloatTensorBytes, type InputFileSet, type MergePlan, type ParsedAdapter,
   type PlannedTerm, type PreparedMerge,
 } from '../src/index.js';
+import { openAdapter } from '../src/formats/adapter.js';
 import { algorithmNamed, moduleTitle } from '../src/formats/algorithms/index.js';
 import { scaleFacts, valueRange } from '../src/formats/scale-facts.js';
 import { familyMismatch } from '../src/plan/model-family.js';
@@ -19,7 +20,7 @@ import { tiedPair } from '../src/plan/tied-embeddings.js';
 import { fp8OutputBlocker, SCALED_FP8_KIND_NAME } from '../src/formats/scaled-fp8.js';
 import { decodeToF32, type FloatDType } from '../src/dtype.js';
 import { chartGrouper } from './chart-groups.js';
-import type { AdapterSummary, OutputFilePlan, PlanCheck, PlannedModule, PlanSummary, Problem } from './worker-protocol.js';
+import type { AdapterReading, AdapterSummary, OutputFilePlan, PlanCheck, PlannedModule, PlanSummary, Problem } from './worker-protocol.js';
 
 /** One adapter's files and the weight it is merged at. */
 export interface WeightedFiles {
@@ -52,6 +53,26 @@ export function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
     ],
     warnings: adapter.warnings.slice(),
   };
+}
+
+/**
+ * Each adapter read alone (headers and config, as the plan reads them), when the plan could not be
+ * made: a card shows its own facts or its own error, and the page names the adapter that blocks the
+ * plan rather than merging the others without it.
+ */
+export async function readEachAdapter(adapters: readonly WeightedFiles[], message: (error: unknown) => string): Promise<AdapterReading[]> {
+  return Promise.all(adapters.map(async ({ files }) => {
+    try {
+      const adapter = await openAdapter(files);
+      try {
+        return summarizeAdapter(adapter);
+      } finally {
+        await adapter.file.source.close();
+      }
+    } catch (error) {
+      return { name: files.name, error: message(error) };
+    }
+  }));
 }
 
 function mostCommon(values: string[]): string {

@@ -1,7 +1,7 @@
 /** The page's side of the merge worker: one promise per request, progress through a callback. */
 import type { BackendChoice } from '../src/index.js';
 import type {
-  AdapterInput, BackendInfo, MergedFile, OutDTypeChoice, OutputChoice, PickedFile, PlanCheck, PlanSummary, ProgressEvent,
+  AdapterInput, AdapterReading, BackendInfo, MergedFile, OutDTypeChoice, OutputChoice, PickedFile, PlanCheck, PlanSummary, ProgressEvent,
   WorkerRequest, WorkerResponse,
 } from './worker-protocol.js';
 
@@ -9,6 +9,14 @@ export class CancelledError extends Error {
   constructor() {
     super('merge cancelled');
     this.name = 'CancelledError';
+  }
+}
+
+/** A plan that could not be made, with each adapter as it reads alone. */
+export class PlanFailedError extends Error {
+  constructor(message: string, readonly adapters: AdapterReading[]) {
+    super(message);
+    this.name = 'PlanFailedError';
   }
 }
 
@@ -126,6 +134,9 @@ export class MergeWorkerClient {
         break;
       case 'done':
         pending.resolve(message.file);
+        break;
+      case 'plan-failed':
+        pending.reject(new PlanFailedError(message.message, message.adapters));
         break;
       case 'cancelled':
         pending.reject(new CancelledError());

@@ -50,6 +50,12 @@ export interface AdapterSummary {
   warnings: string[];
 }
 
+/**
+ * One adapter read alone, when the plan could not be made: its facts, or why it cannot be read, so
+ * that each card says its own and the plan names the adapter that blocks it.
+ */
+export type AdapterReading = AdapterSummary | { name: string; error: string };
+
 export interface PlannedModule {
   adapter: number;
   module: string;
@@ -152,6 +158,8 @@ export type WorkerResponse =
   | { type: 'backend'; id: number; backend: BackendInfo }
   | { type: 'plan'; id: number; plan: PlanSummary }
   | { type: 'checked'; id: number; check: PlanCheck }
+  /** No plan: why, and each adapter read alone. */
+  | { type: 'plan-failed'; id: number; message: string; adapters: AdapterReading[] }
   | { type: 'sample'; id: number; base: PickedFile[]; adapter: PickedFile[] }
   | { type: 'progress'; id: number; progress: ProgressEvent }
   /** `warnings`: what the merge itself found (NaN/Inf the base holds in copied tensors…). */

@@ -113,7 +113,7 @@ describe('the adapter jobs on the page', PAGE_RETRY, () => {
     expect(facts[0]).toContain('r = 3');
     expect(facts[1]).toContain('α/r = 0.5');
     // Both picks are a PEFT adapter's loose files, named as such: the second is told apart.
-    expect(await page.$$eval('#job-adapter-list .adapter-name', (els) => els.map((e) => e.textContent))).toEqual(['PEFT adapter', 'PEFT adapter (2)']);
+    expect(await page.$$eval('#job-adapter-list .adapter-name', (els) => els.map((e) => e.textContent))).toEqual(['PEFT adapter', 'PEFT adapter #2']);
     await page.evaluate(() => {
       const box = document.querySelectorAll<HTMLInputElement>('[data-testid="job-adapter-weight-number"]')[1];
       box.value = '-0.5';
@@ -299,8 +299,8 @@ describe('the adapter jobs on the page', PAGE_RETRY, () => {
     await page.waitForFunction(() => !document.querySelector<HTMLElement>('[data-testid="job-errors"]')!.hidden, { timeout: 30_000 });
     const problems = await page.$$eval('#job-error-list li', (els) => els.map((e) => e.textContent ?? ''));
     expect(problems).toEqual([
-      `module "${Q}": PEFT adapter (2) has a linear update of 16×24 but PEFT adapter has a linear update of 16×16`,
-      `module "${V}": PEFT adapter (2) has a linear update of 16×24 but PEFT adapter has a linear update of 16×16`,
+      `module "${Q}": PEFT adapter #2 has a linear update of 16×24 but PEFT adapter has a linear update of 16×16`,
+      `module "${V}": PEFT adapter #2 has a linear update of 16×24 but PEFT adapter has a linear update of 16×16`,
     ]);
     expect(await text(page, '#job-errors-heading')).toBe('The combination failed: 2 problems');
     await page.waitForFunction(() => /The combination failed: 2 problems\. First: module/.test(document.querySelector('[data-testid="alert"]')!.textContent ?? ''));

@@ -2,7 +2,8 @@
  * How the page names and groups what a person picks or drops, without a browser: a PEFT adapter's
  * two files picked as files are one adapter named `PEFT adapter` (a browser does not say their
  * folder), a folder pick is named by its folder, and the same two files dropped loose are one
- * adapter too, beside any other file dropped with them. Same-named picks are told apart by ` (2)`.
+ * adapter too, beside any other file dropped with them. Same-named picks are told apart by ` #2`, never
+ * read as a folder really named `lora (2)` nor doubled.
  */
 import { describe, expect, it } from 'vitest';
 import { adapterSets, setFromInput } from '../demo/file-picking.js';
@@ -35,10 +36,15 @@ describe('naming and grouping picked adapter files', () => {
     expect(adapterSets(two)).toEqual(two);
   });
 
-  it('same-named sets dropped together or picked after others are named apart: `lora (2)`, `lora (3)`', () => {
+  it('same-named sets dropped together or picked after others are named apart: `lora #2`, `lora #3`; a real `lora (2)` keeps its name', () => {
     const folder = (name: string): PickedSet => ({ name, files: [{ path: 'adapter_model.safetensors', file: file('adapter_model.safetensors') }], origin: 'user' });
-    expect(namedApart([folder('lora'), folder('lora'), folder('style')], []).map((s) => s.name)).toEqual(['lora', 'lora (2)', 'style']);
-    expect(namedApart([folder('lora'), folder('lora (2)')], ['lora', 'PEFT adapter']).map((s) => s.name)).toEqual(['lora (2)', 'lora (2) (2)']);
-    expect(namedApart([folder('lora')], ['lora', 'lora (2)']).map((s) => s.name)).toEqual(['lora (3)']);
+    expect(namedApart([folder('lora'), folder('lora'), folder('style')], []).map((s) => s.name)).toEqual(['lora', 'lora #2', 'style']);
+    // A folder really named `lora (2)` dropped beside a second `lora`: each keeps what tells it apart.
+    expect(namedApart([folder('lora'), folder('lora (2)')], ['lora', 'PEFT adapter']).map((s) => s.name)).toEqual(['lora #2', 'lora (2)']);
+    expect(namedApart([folder('lora (2)')], ['lora', 'lora #2']).map((s) => s.name)).toEqual(['lora (2)']);
+    expect(namedApart([folder('lora (2)')], ['lora (2)']).map((s) => s.name)).toEqual(['lora (2) #2']);
+    // A real `lora #2` is kept, and a made name steps past it.
+    expect(namedApart([folder('lora'), folder('lora #2')], ['lora']).map((s) => s.name)).toEqual(['lora #3', 'lora #2']);
+    expect(namedApart([folder('lora')], ['lora', 'lora #2']).map((s) => s.name)).toEqual(['lora #3']);
   });
 });

@@ -73,7 +73,10 @@ describe('the page given crafted files', PAGE_RETRY, () => {
       const shown = await refusal(demo.page);
       const over = ((await treeRss(pid)) - idle) / MIB;
       measured.push(`${what}: ${over.toFixed(0)} MiB over idle`);
-      expect(shown, what).toEqual({ status: message, alert: message, planShown: false, mergeDisabled: true });
+      // An adapter that cannot be read blocks the plan: the alert says which, and what to do.
+      const blocker = adapter === PEFT ? undefined : adapter[0].includes('/') ? 'PEFT adapter' : adapter[0];
+      const alert = blocker ? `${message} The plan is blocked by ${blocker}, which cannot be read: remove it, or fix it and pick it again.` : message;
+      expect(shown, what).toEqual({ status: message, alert, planShown: false, mergeDisabled: true });
       // The 40 MB header is held once as the picked File; nothing builds it.
       expect(over, what).toBeLessThan(200);
       await demo.page.close();

@@ -309,10 +309,10 @@ describe('the page offers what the CLI does', PAGE_RETRY, () => {
     const said = await announced(page, /Plan ready/);
     expect(said).toMatch(/4 modules left out/);
     // The page names the second pick apart, so the warning says which two picks are one file.
-    expect(said).toMatch(/flux-style-lora-v2\.safetensors \(2\) is the same adapter as flux-style-lora-v2\.safetensors \(identical files\): it is applied twice/);
+    expect(said).toMatch(/flux-style-lora-v2\.safetensors #2 is the same adapter as flux-style-lora-v2\.safetensors \(identical files\): it is applied twice/);
     const problems = (await texts(page, '[data-testid="plan-problems"] li')).join('\n');
     expect(problems).toMatch(/^warning: flux-style-lora-v2\.safetensors: 2 modules left out, not merged: they name text encoder 1 \(CLIP-L\), which the base does not hold/m);
-    expect(problems).toMatch(/^warning: flux-style-lora-v2\.safetensors \(2\) is the same adapter as .*applied twice/m);
+    expect(problems).toMatch(/^warning: flux-style-lora-v2\.safetensors #2 is the same adapter as .*applied twice/m);
     expect(await text(page, '#plan-problems-heading')).toMatch(/warnings: the merge can run/);
     // Which modules were left out and why, in a table of their own.
     const leftOut = await page.$$eval('[data-testid="left-out"] tbody tr', (rows) => rows.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent)));
@@ -323,7 +323,7 @@ describe('the page offers what the CLI does', PAGE_RETRY, () => {
     expect(leftOut[0][2]).toMatch(/text encoder 1 \(CLIP-L\), which the base does not hold/);
     // Each module's algorithm and scale.
     await page.$eval('#modules-details', (d) => { (d as HTMLDetailsElement).open = true; });
-    const rows = await page.$$eval('#plan-modules tbody tr', (trs) => trs.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent)));
+    const rows = await page.$$eval('#plan-modules tbody tr', (trs) => trs.map((r) => [...r.children].slice(1).map((td) => td.textContent)));
     expect(rows.find((r) => r[0] === 'lora_unet_double_blocks_0_img_attn_qkv')?.slice(2, 5)).toEqual(['LoRA, r = 4', `${3 * h} × ${h}`, '1']);
     expect(rows.find((r) => r[0] === lokr)?.[2]).toMatch(/^LoKr/);
     expect(await text(page, '[data-testid="adapter-facts"]')).toContain('kohya/LyCORIS · LoRA ×3 · LoKr ×1 · 4 modules');
@@ -336,7 +336,7 @@ describe('the page offers what the CLI does', PAGE_RETRY, () => {
       slider.value = '0';
       slider.dispatchEvent(new Event('input', { bubbles: true }));
     });
-    expect(await announced(page, /weight 0 changes nothing/)).toMatch(/^Warning: flux-style-lora-v2\.safetensors \(2\): weight 0 changes nothing/);
+    expect(await announced(page, /weight 0 changes nothing/)).toMatch(/^Warning: flux-style-lora-v2\.safetensors #2: weight 0 changes nothing/);
     expect((await texts(page, '[data-testid="plan-problems"] li')).join('\n')).toMatch(/weights 1 and 0 adding up to 1/);
 
     await mergeEnabled(page);

@@ -71,7 +71,7 @@ async function mergeAgainstCli(name: string, base: FixtureTensor[], folder: Reco
   expect(await text(page, '[data-testid="adapter"] .adapter-name')).toBe(pick === 'folder' ? name : 'PEFT adapter');
   expect(await text(page, '[data-testid="adapter-facts"]')).toContain(`PEFT · ${algorithm} · ${modules} modules`);
   await page.$eval('#modules-details', (d) => { (d as HTMLDetailsElement).open = true; });
-  const rows = await page.$$eval('#plan-modules tbody tr', (trs) => trs.map((r) => [...r.querySelectorAll('td')].map((td) => td.textContent ?? '')));
+  const rows = await page.$$eval('#plan-modules tbody tr', (trs) => trs.map((r) => [...r.children].slice(1).map((td) => td.textContent ?? '')));
   expect(rows).toHaveLength(modules);
   for (const row of rows) {
     expect(row[2]).toMatch(new RegExp(`^${algorithm.replace(/[()]/g, '\\$&')}`));
@@ -312,7 +312,7 @@ describe('the page with the newer PEFT methods', PAGE_RETRY, () => {
     await planReady(page);
     expect(await announced(page, /Plan ready/)).not.toMatch(/error|warning/i);
     await page.$eval('#modules-details', (d) => { (d as HTMLDetailsElement).open = true; });
-    const rows = await page.$$eval('#plan-modules tbody tr', (trs) => trs.map((row) => [...row.querySelectorAll('td')].map((td) => td.textContent ?? '')));
+    const rows = await page.$$eval('#plan-modules tbody tr', (trs) => trs.map((row) => [...row.children].slice(1).map((td) => td.textContent ?? '')));
     expect(rows.map((row) => [row[1], row[2]])).toEqual([
       ['blk.0.attn_output.weight', 'LoRA, r = 2'], ['blk.1.attn_v.weight', 'LoRA, r = 2'], ['blk.1.attn_output.weight', 'LoRA, r = 2'],
     ]);

@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { serveDemo, type DemoPage, PAGE_RETRY } from './helpers/browser.js';
-import { count, openChooser, planReady, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { count, openChooser, planReady, tabTo, text, texts, upload, useDemoSession } from './helpers/demo-session.js';
 import { checkMerged, downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
 import { llamaWithPeft, sdxlWithKohya } from './helpers/page-fixtures.js';
 
@@ -131,7 +131,7 @@ describe('the page as a person uses it', PAGE_RETRY, () => {
     await page.screenshot({ path: 'test-output/demo-errors.png', fullPage: true });
   });
 
-  it('tells two adapters of the same name apart: cards, weight sliders, the refusal and the warning name the second `(2)`', async () => {
+  it('tells two adapters of the same name apart: cards, weight sliders, the refusal and the warning name the second `#2`', async () => {
     const llama = llamaWithPeft(17);
     // The same files again with a config whose r is not the tensors' rank, so the plan refuses it.
     const wrongRank = JSON.stringify({ ...JSON.parse(llama.files['llama-lora/adapter_config.json'] as string), r: 3 });
@@ -148,35 +148,37 @@ describe('the page as a person uses it', PAGE_RETRY, () => {
     // Two PEFT adapters picked as files: the browser does not say their folders, both are `PEFT adapter`.
     await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
     await upload(page, 'adapter-input', join(dir, 'wrong/adapter_config.json'), join(dir, 'wrong/adapter_model.safetensors'));
-    expect(await names()).toEqual(['PEFT adapter', 'PEFT adapter (2)']);
-    expect(await sliderLabels()).toEqual(['Weight of PEFT adapter', 'Weight of PEFT adapter, as a number', 'Weight of PEFT adapter (2)', 'Weight of PEFT adapter (2), as a number']);
-    expect(await page.$$eval('[data-testid="adapter"] .remove', (els) => els.map((e) => e.getAttribute('aria-label')))).toEqual(['Remove PEFT adapter', 'Remove PEFT adapter (2)']);
+    expect(await names()).toEqual(['PEFT adapter', 'PEFT adapter #2']);
+    expect(await sliderLabels()).toEqual(['Weight of PEFT adapter', 'Weight of PEFT adapter, as a number', 'Weight of PEFT adapter #2', 'Weight of PEFT adapter #2, as a number']);
+    expect(await page.$$eval('[data-testid="adapter"] .remove', (els) => els.map((e) => e.getAttribute('aria-label')))).toEqual(['Remove PEFT adapter', 'Remove PEFT adapter #2']);
     // The refusal names the second one, not the first.
-    await page.waitForFunction(() => /PEFT adapter \(2\)/.test(document.querySelector('[data-testid="plan-status"]')!.textContent ?? ''), { timeout: 30_000 });
-    expect(await text(page, '[data-testid="plan-status"]')).toMatch(/^4 problems in PEFT adapter \(2\):\n {2}- PEFT adapter \(2\): module "model\.layers\.0\.self_attn\.q_proj": lora_A has rank 2 but the config \(r\) says 3\n/);
-    await page.waitForFunction(() => (document.querySelector('[data-testid="alert"]')!.textContent ?? '').includes('PEFT adapter (2): module'), { timeout: 30_000 });
+    await page.waitForFunction(() => /PEFT adapter #2/.test(document.querySelector('[data-testid="plan-status"]')!.textContent ?? ''), { timeout: 30_000 });
+    // Shown as its title and a list, one problem an item.
+    expect(await text(page, '[data-testid="plan-status"] .message-title')).toBe('4 problems in PEFT adapter #2:');
+    expect((await texts(page, '[data-testid="plan-status"] li'))[0]).toBe('PEFT adapter #2: module "model.layers.0.self_attn.q_proj": lora_A has rank 2 but the config (r) says 3');
+    await page.waitForFunction(() => (document.querySelector('[data-testid="alert"]')!.textContent ?? '').includes('PEFT adapter #2: module'), { timeout: 30_000 });
     expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
     mkdirSync('test-output', { recursive: true });
     await page.screenshot({ path: 'test-output/demo-same-names-refused.png', fullPage: true });
 
-    // The refused one removed and the good files picked again: the new card is `(2)` too, and the
+    // The refused one removed and the good files picked again: the new card is `#2` too, and the
     // warning about one adapter given twice tells which is which.
     await page.click('[data-testid="adapter"]:nth-child(2) .remove');
     await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
     await planReady(page);
-    expect(await names()).toEqual(['PEFT adapter', 'PEFT adapter (2)']);
+    expect(await names()).toEqual(['PEFT adapter', 'PEFT adapter #2']);
     expect(await page.$$eval('[data-testid="plan-problems"] li', (els) => els.map((e) => e.textContent))).toEqual([
-      'warning: PEFT adapter (2) is the same adapter as PEFT adapter (identical files): it is applied twice, weights 1 and 1 adding up to 2; give it once with weight 2 if that is what you mean',
+      'warning: PEFT adapter #2 is the same adapter as PEFT adapter (identical files): it is applied twice, weights 1 and 1 adding up to 2; give it once with weight 2 if that is what you mean',
     ]);
 
-    // Two folders both named `lora`, beside them: `lora` and `lora (2)`.
+    // Two folders both named `lora`, beside them: `lora` and `lora #2`.
     await upload(page, 'adapter-folder-input', join(dir, 'a/lora'));
     await upload(page, 'adapter-folder-input', join(dir, 'b/lora'));
     await page.waitForFunction(() => document.querySelectorAll('[data-testid="adapter"]').length === 4);
-    expect(await names()).toEqual(['PEFT adapter', 'PEFT adapter (2)', 'lora', 'lora (2)']);
-    expect((await sliderLabels()).filter((_, i) => i % 2 === 0)).toEqual(['Weight of PEFT adapter', 'Weight of PEFT adapter (2)', 'Weight of lora', 'Weight of lora (2)']);
+    expect(await names()).toEqual(['PEFT adapter', 'PEFT adapter #2', 'lora', 'lora #2']);
+    expect((await sliderLabels()).filter((_, i) => i % 2 === 0)).toEqual(['Weight of PEFT adapter', 'Weight of PEFT adapter #2', 'Weight of lora', 'Weight of lora #2']);
     await planReady(page);
-    await page.waitForFunction(() => /lora \(2\) is the same adapter as PEFT adapter/.test(document.querySelector('[data-testid="plan-problems"]')?.textContent ?? ''), { timeout: 30_000 });
+    await page.waitForFunction(() => /lora #2 is the same adapter as PEFT adapter/.test(document.querySelector('[data-testid="plan-problems"]')?.textContent ?? ''), { timeout: 30_000 });
     const facts = await page.$$eval('[data-testid="adapter-facts"]', (els) => els.map((e) => e.textContent));
     expect(facts).toEqual(Array(4).fill(`PEFT · LoRA · 4 modules · r = ${llama.rank} · α = ${llama.alpha} · α/r = ${llama.alpha / llama.rank}`));
     await page.screenshot({ path: 'test-output/demo-same-names.png', fullPage: true });

@@ -348,6 +348,60 @@ describe('the page\'s plan of the newer PEFT methods', () => {
     });
     expect(summary.magnitudes[0].ratio).toBeCloseTo(norm(delta) / norm(decoded(base).get(`${q}.weight`)!.values), 6);
   });
+
+  // The cards' scale wording, against PEFT's definitions (tuners/*/layer.py) written out here.
+  it('words an AdaLoRA card\'s scale α/init_r: PEFT scales by lora_alpha / ranknum, ranknum = init_r', async () => {
+    const out = 6, inF = 5, initR = 3, alpha = 32;
+    const base = [randomTensor(`${q}.weight`, [out, inF], 'BF16', rand)];
+    const adapter = [
+      randomTensor(`base_model.model.${q}.lora_A`, [initR, inF], 'F32', rand), randomTensor(`base_model.model.${q}.lora_E`, [initR, 1], 'F32', rand),
+      randomTensor(`base_model.model.${q}.lora_B`, [out, initR], 'F32', rand),
+    ];
+    const summary = await summarize(base, {
+      ...peft, peft_type: 'ADALORA', peft_version: '0.17.1', r: 8, target_r: 2, init_r: initR, lora_alpha: alpha, lora_dropout: 0,
+      tinit: 0, tfinal: 0, deltaT: 1, total_step: 10, fan_in_fan_out: false, rank_pattern: null,
+    }, adapter);
+    expect(summary.problems).toEqual([]);
+    expect(summary.adapters[0].facts).toEqual(['PEFT', 'AdaLoRA (PEFT)', '1 module', `r = ${initR}`, `α = ${alpha}`, `α/init_r = ${Number((alpha / initR).toPrecision(4))}`]);
+  });
+
+  it('words a GraLoRA card\'s scale α/(r + h): PEFT scales by alpha / (r + hybrid_r)', async () => {
+    const out = 8, inF = 6, k = 2, r = 4, h = 2, alpha = 9;
+    const base = [randomTensor(`${q}.weight`, [out, inF], 'BF16', rand)];
+    const adapter = [
+      randomTensor(`base_model.model.${q}.gralora_A`, [k, inF / k, r], 'F32', rand), randomTensor(`base_model.model.${q}.gralora_B`, [k, r, out / k], 'F32', rand),
+      randomTensor(`base_model.model.${q}.gralora_A_general.weight`, [h, inF], 'F32', rand), randomTensor(`base_model.model.${q}.gralora_B_general.weight`, [out, h], 'F32', rand),
+    ];
+    const summary = await summarize(base, { ...peft, peft_type: 'GRALORA', peft_version: '0.18.0', r, hybrid_r: h, gralora_k: k, alpha, gralora_dropout: 0, fan_in_fan_out: false }, adapter);
+    expect(summary.problems).toEqual([]);
+    // The rank shown is the update's (k·r + h); the scale divides by r + h, as PEFT's does.
+    expect(summary.adapters[0].facts).toEqual(['PEFT', 'GraLoRA (PEFT)', '1 module', `r = ${k * r + h}`, `α = ${alpha}`, `α/(r + h) = ${alpha / (r + h)}`]);
+  });
+
+  it('words a LyCORIS LoKr card under rs_lora: both factors full, scale √r (the .alpha holds r·√r); a decomposed one, the stored α over r', async () => {
+    const toK = 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k.weight', toV = 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_v.weight';
+    const kohyaName = (key: string) => `lora_unet_${key.replace(/\.weight$/, '').replace(/\./g, '_')}`;
+    const dim = 16, alpha = 2, r = 4;
+    const unet = [randomTensor(toK, [40, 60], 'F32', rand), randomTensor(toV, [40, 60], 'F32', rand)];
+    const lokr = buildSafetensors([
+      // to_k: w1 (4, 6) and w2 (10, 10) full; LyCORIS sets α = lora_dim and stores lora_dim·√lora_dim.
+      randomTensor(`${kohyaName(toK)}.lokr_w1`, [4, 6], 'F32', rand), randomTensor(`${kohyaName(toK)}.lokr_w2`, [10, 10], 'F32', rand),
+      { name: `${kohyaName(toK)}.alpha`, dtype: 'F32', shape: [], data: [dim * Math.sqrt(dim)] },
+      // to_v: w2 = (10, r)·(r, 10); LyCORIS stores α·√r, so that α/r read back is α/√r.
+      randomTensor(`${kohyaName(toV)}.lokr_w1`, [4, 6], 'F32', rand), randomTensor(`${kohyaName(toV)}.lokr_w2_a`, [10, r], 'F32', rand),
+      randomTensor(`${kohyaName(toV)}.lokr_w2_b`, [r, 10], 'F32', rand), { name: `${kohyaName(toV)}.alpha`, dtype: 'F32', shape: [], data: [alpha * Math.sqrt(r)] },
+    ], {
+      ss_network_module: 'lycoris.kohya', ss_network_dim: String(dim), ss_network_alpha: '8.0', ss_base_model_version: 'sd_v1',
+      ss_network_args: JSON.stringify({ algo: 'lokr', rs_lora: 'True', conv_dim: '10', conv_alpha: '4' }),
+    });
+    const summary = await summarizePlan(memoryInputFileSet({ 'diffusion_pytorch_model.safetensors': buildSafetensors(unet) }, 'unet'),
+      [{ files: memoryInputFileSet({ 'lokr.safetensors': lokr }, 'lokr.safetensors'), weight: 1 }]);
+    expect(summary.problems.filter((p) => p.severity === 'error')).toEqual([]);
+    // The rank is the decomposed module's only (the full one is a dense update); scales in the file's order.
+    expect(summary.adapters[0].facts).toEqual([
+      'kohya/LyCORIS', 'LoKr', '2 modules', `r = ${r}`, `α = ${alpha * Math.sqrt(r)}`, `scale = √r (rs_lora, both factors full) = ${Math.sqrt(dim)}`, `α/r = ${alpha / Math.sqrt(r)}`,
+    ]);
+  });
 });
 
 describe('the page\'s plan of diffusion norm changes named in the other naming', () => {

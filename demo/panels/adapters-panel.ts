@@ -4,7 +4,7 @@
  * Cards are rebuilt only when the adapters change, so a slider keeps focus while it moves.
  */
 import { ADAPTER_ACCEPT } from '../accepted-files.js';
-import { byId, el, shown } from '../dom.js';
+import { byId, el, messageNodes, shown } from '../dom.js';
 import { adapterSets } from '../file-picking.js';
 import type { AdapterEntry, PageState, PageStore } from '../page-state.js';
 import { mountInputPanel } from './input-panel.js';
@@ -50,8 +50,13 @@ export function mountAdaptersPanel(store: PageStore, onError: (message: string) 
       if (state.plan.status === 'ready') card.facts.textContent = shown(state.plan.plan.adapters[index]?.facts.join(' · ') ?? '');
       else if (state.plan.status === 'planning') card.facts.textContent = 'reading…';
       else if (state.plan.status === 'failed') {
-        card.facts.textContent = 'not read: see the error in the plan';
-        card.facts.classList.add('error-text');
+        // Read alone, each adapter says its own: its facts, or why it cannot be read.
+        const reading = state.plan.adapters?.[index];
+        if (reading && 'facts' in reading) card.facts.textContent = shown(reading.facts.join(' · '));
+        else {
+          card.facts.replaceChildren(...(reading ? cannotBeRead(reading.error) : ['not read: see the error in the plan']));
+          card.facts.classList.add('error-text');
+        }
       } else card.facts.textContent = '';
       for (const input of [card.slider, card.number]) input.disabled = busy;
       card.remove.disabled = busy;
@@ -59,6 +64,16 @@ export function mountAdaptersPanel(store: PageStore, onError: (message: string) 
       if (document.activeElement !== card.slider) card.slider.value = String(adapter.weight);
     });
   };
+}
+
+/**
+ * A card's own refusal: one line as it is; a list of problems folded under its title (the plan may
+ * list the same ones), so that a phone's screen is not two long lists.
+ */
+function cannotBeRead(message: string): (Node | string)[] {
+  const [title, ...rest] = messageNodes(message);
+  if (rest.length === 0) return [`cannot be read: ${title as string}`];
+  return [el('details', {}, el('summary', { textContent: `cannot be read: ${(title as HTMLElement).textContent}` }), ...rest)];
 }
 
 /** One adapter's card; the adapter jobs' panel makes the same cards over its own store. */

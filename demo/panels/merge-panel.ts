@@ -6,7 +6,7 @@
  * on success moves focus to the result, with any warning the merge itself found listed and
  * announced; closing the tab mid-merge asks first.
  */
-import { byId, el } from '../dom.js';
+import { byId, el, spokenMessage } from '../dom.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { PageState, PageStore } from '../page-state.js';
 import { ProgressView } from '../progress-view.js';
@@ -117,7 +117,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       progress.fail(message);
       store.setBusy(undefined);
       if (error instanceof CancelledError) say.say(message);
-      else say.error(`The merge failed: ${message}`);
+      else say.error(`The merge failed: ${spokenMessage(message, 'under the progress bar')}`);
     } finally {
       job = undefined;
     }

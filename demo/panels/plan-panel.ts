@@ -5,10 +5,10 @@
  * each file written. Weight changes only redraw the chart and the table's last two columns; problems
  * are redrawn when a check at new weights brings others.
  */
-import { byId, el, shown } from '../dom.js';
+import { byId, el, messageNodes } from '../dom.js';
 import { formatBytes, formatScale } from '../format.js';
 import { CHART_CAPTION, MagnitudeChart } from '../magnitude-chart.js';
-import type { PageState } from '../page-state.js';
+import { blockedBy, type PageState } from '../page-state.js';
 import type { OutputFilePlan, PlanSummary, Problem } from '../worker-protocol.js';
 
 function stat(value: string, label: string): HTMLElement {
@@ -54,6 +54,7 @@ function tensorsFate(file: OutputFilePlan, plan: PlanSummary, outDtype: string, 
 
 export function mountPlanPanel(): (state: PageState) => void {
   const status = byId('plan-status');
+  const blocked = byId('plan-blocked');
   const planBox = byId('plan');
   const stats = byId('plan-stats');
   const problemsHeading = byId('plan-problems-heading');
@@ -86,8 +87,11 @@ export function mountPlanPanel(): (state: PageState) => void {
     if (state.plan.status === 'planning') status.textContent = 'Reading headers and measuring each update…';
     if (state.plan.status === 'failed') {
       status.className = 'error-text';
-      status.textContent = shown(state.plan.message);
+      status.replaceChildren(...messageNodes(state.plan.message));
     }
+    const blocker = blockedBy(state.plan);
+    blocked.hidden = !blocker;
+    blocked.textContent = blocker ?? '';
     if (!plan) {
       shownModules = undefined;
       shownProblems = undefined;
@@ -157,7 +161,11 @@ export function mountPlanPanel(): (state: PageState) => void {
         const algorithm = m.rank !== undefined ? `${m.algorithm}, r = ${m.rank}` : m.algorithm;
         const ratio = ratios.get(`${m.adapter}\n${m.module}\n${m.target}`);
         const size = ratio === undefined || !Number.isFinite(ratio) ? '—' : `${((weights[m.adapter] ?? 0) * ratio * 100).toPrecision(3)} %`;
-        for (const text of [m.module, target, algorithm, m.shape.join(' × '), formatScale(m.scale * (weights[m.adapter] ?? 0)), size]) {
+        // Two adapters on the same tensors give rows alike but for the adapter, named as on its card;
+        // the module is the row's header, so a screen reader says which module each cell is of.
+        const adapter = plan.adapters[m.adapter]?.name ?? '';
+        row.append(el('td', { textContent: adapter, title: adapter }), el('th', { scope: 'row', textContent: m.module, title: m.module }));
+        for (const text of [target, algorithm, m.shape.join(' × '), formatScale(m.scale * (weights[m.adapter] ?? 0)), size]) {
           row.append(el('td', { textContent: text, title: text }));
         }
         return row;

@@ -4,6 +4,7 @@
  * machine; plus the person's gestures those tests share (upload files, Tab to a control, open a
  * file chooser by keyboard) and waits on the page's state (never fixed sleeps).
  */
+import { createRequire } from 'node:module';
 import type { Browser, ElementHandle, Page } from 'puppeteer';
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { launchChromium, openDemo, serveDemo, type DemoPage, type DemoServer } from './browser.js';
@@ -107,4 +108,15 @@ export async function openChooser(page: Page, key: 'Enter' | 'Space') {
       if (attempt === 3) throw error;
     }
   }
+}
+
+/** axe-core's serious and critical violations on the page as it stands (axe is added on first use). */
+export async function seriousViolations(page: Page): Promise<{ id: string; impact: string; targets: string[] }[]> {
+  if (!(await page.evaluate(() => 'axe' in window))) await page.addScriptTag({ path: createRequire(import.meta.url).resolve('axe-core/axe.min.js') });
+  return page.evaluate(async () => {
+    const result = await (window as unknown as { axe: { run(o: object): Promise<{ violations: { id: string; impact: string; nodes: { target: string[] }[] }[] }> } })
+      .axe.run({ resultTypes: ['violations'] });
+    return result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.map((n) => n.target.join(' ')).slice(0, 3) }));
+  });
 }
