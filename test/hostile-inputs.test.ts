@@ -374,9 +374,10 @@ describe('malformed files and paths are refused by name', () => {
     const config = await merge(base(), { ...adapter(), 'adapter_config.json': text });
     expectRefused(config, new RegExp(`adapter_config\\.json: is not valid UTF-8 \\(byte 0xff at offset ${at}\\), which Python's json \\(PEFT, transformers\\) refuses; save it as UTF-8$`));
     expect(config.code).toBe(1);
-    // The same rule through the library, for files handed over as bytes.
+    // The same rule through the library, for files handed over as bytes: the byte named is the one
+    // that starts the bad sequence (0xc3, whose continuation "(" is not one), as Python names it.
     const files = memoryInputFileSet({ 'config.json': new Uint8Array([0x7b, 0x22, 0xc3, 0x28, 0x22, 0x7d]) }, 'model');
-    await expect(files.readText('config.json')).rejects.toThrow('model/config.json: is not valid UTF-8 (byte 0x28 at offset 3)');
+    await expect(files.readText('config.json')).rejects.toThrow('model/config.json: is not valid UTF-8 (byte 0xc3 at offset 2)');
     // An overlong "/" (0xc0 0xaf) in a tensor name: the safetensors format requires UTF-8 JSON.
     const header = new TextEncoder().encode(JSON.stringify({ 'q.weight': { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }));
     const slash = header.indexOf(0x2e); // the "." of "q.weight"
@@ -402,7 +403,7 @@ describe('malformed files and paths are refused by name', () => {
     const atCut = cut.lastIndexOf(0x58);
     cut.set([0xe2, 0x82], atCut);
     await expect(openGguf(bytesSource(badByte, 'lora.gguf'))).rejects.toThrow(`lora.gguf: a tensor name is not valid UTF-8 (byte 0xff at offset ${atX}), which GGUF strings must be`);
-    await expect(openGguf(bytesSource(cut, 'lora.gguf'))).rejects.toThrow(`lora.gguf: a tensor name is not valid UTF-8 (byte 0x6e at offset ${atCut + 2}), which GGUF strings must be`);
+    await expect(openGguf(bytesSource(cut, 'lora.gguf'))).rejects.toThrow(`lora.gguf: a tensor name is not valid UTF-8 (byte 0xe2 at offset ${atCut}), which GGUF strings must be`);
     const file = await openGguf(bytesSource(build('blk.0.attn_q.\ufffd'), 'lora.gguf'));
     expect(file.tensors.map((t) => t.name)).toEqual(['blk.0.attn_q.\ufffd']);
   });

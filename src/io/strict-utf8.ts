@@ -19,9 +19,10 @@ export function decodeUtf8(bytes: Uint8Array, file: string, code: MergeErrorCode
 }
 
 /**
- * Offset of the first byte that does not begin or continue a well-formed UTF-8 sequence (RFC 3629:
- * no overlong forms, surrogates or code points past U+10FFFF); bytes.length when the last sequence
- * is cut off, or when all is well.
+ * Offset of the first byte that does not begin a well-formed UTF-8 sequence (RFC 3629: no overlong
+ * forms, surrogates or code points past U+10FFFF): the start of the bad sequence, the byte Python's
+ * UnicodeDecodeError names, not the continuation byte that breaks it; bytes.length when the last
+ * sequence is cut off, or when all is well.
  */
 export function firstInvalidUtf8(bytes: Uint8Array): number {
   let i = 0;
@@ -47,7 +48,7 @@ export function firstInvalidUtf8(bytes: Uint8Array): number {
     for (let k = 1; k <= need; k++) {
       if (i + k >= bytes.length) return bytes.length;
       const c = bytes[i + k];
-      if (c < (k === 1 ? lo : 0x80) || c > (k === 1 ? hi : 0xbf)) return i + k;
+      if (c < (k === 1 ? lo : 0x80) || c > (k === 1 ? hi : 0xbf)) return i;
     }
     i += need + 1;
   }
