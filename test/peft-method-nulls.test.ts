@@ -4,7 +4,8 @@
  * divides by it, so such a config is refused, naming the field; where None has a meaning of its own
  * to PEFT (a null flag is false to `if flag:`), that meaning is merged: OFT's null
  * use_cayley_neumann is the exact Cayley transform, not the default Neumann series. A null field the
- * method's config class does not define is dropped by PEFT and here.
+ * method's config class does not define is dropped by PEFT and here. OFT's fan_in_fan_out, which
+ * its dispatcher turns off for nn.Linear and its layers never read, merges as false.
  */
 import { expect, it } from 'vitest';
 import { isMergeError } from '../src/errors.js';
@@ -84,13 +85,16 @@ it('takes nulls PEFT never reads: a field the config class lacks, eps without co
   }
 });
 
-it('OFT with use_cayley_neumann, num_cayley_neumann_terms, coft and eps null: the exact Cayley transform, as `if use_cayley_neumann:` reads None', async (ctx) => {
-  const backend = backends.cpu;
-  if (!backend) return ctx.skip();
+it.each([
+  ['use_cayley_neumann, num_cayley_neumann_terms, coft and eps null: the exact Cayley transform, as `if use_cayley_neumann:` reads None',
+    { use_cayley_neumann: null, num_cayley_neumann_terms: null, coft: null, eps: null, block_share: null }],
+  ['fan_in_fan_out true: as false, which oft/layer.py dispatch_default sets for an nn.Linear (OFT layers never read it)',
+    { use_cayley_neumann: false, fan_in_fan_out: true }],
+])('OFT with %s', async (_, fields) => {
   const w = vals(64, 'F32');
   const blocks = vals(4, 'F32', 0.5);
-  const merged = await mergePeftFolder(backend, [t(`${q}.weight`, 'F32', [8, 8], w)],
-    { peft_type: 'OFT', r: 0, oft_block_size: 2, use_cayley_neumann: null, num_cayley_neumann_terms: null, coft: null, eps: null, block_share: null, peft_version: '0.18.0' },
+  const merged = await mergePeftFolder(backends.cpu!, [t(`${q}.weight`, 'F32', [8, 8], w)],
+    { peft_type: 'OFT', r: 0, oft_block_size: 2, peft_version: '0.18.0', ...fields },
     [t(`${a}.oft_R.weight`, 'F32', [4, 1], blocks)]);
   // Q = [[0, x], [−x, 0]]; (I − Q)(I + Q)⁻¹ = [[1 − x², −2x], [2x, 1 − x²]] / (1 + x²), applied to each row's inputs by pairs.
   const truth = new Float64Array(64);

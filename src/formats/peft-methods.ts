@@ -185,10 +185,9 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     // A null use_cayley_neumann is false to PEFT's `if use_cayley_neumann:` (the exact Cayley transform), not its default true.
     if (raw.use_cayley_neumann === null) options.use_cayley_neumann = false;
   }
-  if ((type === 'OFT' || type === 'BOFT') && fanInFanOut) {
-    // PEFT wraps only nn.Linear and nn.Conv2d (and embeddings) with these and resets the flag to false for them.
-    throw new MergeError('UNSUPPORTED_FORMAT', `${configFile}: ${type} with fan_in_fan_out is not something PEFT trains (it applies ${type} to nn.Linear and nn.Conv2d only and sets fan_in_fan_out to false for them)`);
-  }
+  // OFT, BOFT and SHiRA ignore fan_in_fan_out: their dispatchers (oft/layer.py dispatch_default, boft and
+  // shira model.py _create_new_module) set it false for nn.Linear, the one layer of theirs it could
+  // concern, and their layers store it without reading it in get_delta_weight.
   if (type === 'OFT' && options.use_cayley_neumann !== false && olderThan(raw.peft_version, 0, 18)) {
     options.older_neumann_series = true;
   }
@@ -224,7 +223,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     options.group_size = g;
   }
   const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
-  if (type === 'IA3' || type === 'SHIRA') options.fan_in_fan_out = fanInFanOut;
+  if (type === 'IA3') options.fan_in_fan_out = fanInFanOut;
 
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
