@@ -244,3 +244,37 @@ describe('a single-file LoRA (diffusers\' PEFT form) on a layer the config names
     expect(await refusals([zeros('model.layers.0.self_attn.q_proj.weight', [64, 64])], q, LLAMA)).toEqual([]);
   });
 });
+
+describe('ensure_weight_tying takes lm_head beside a targeted embed_tokens only where the base ties them', () => {
+  // PEFT ties the head's LoRA to the embedding's (lora_A = embedding Bᵀ, lora_B = embedding Aᵀ) and saves both.
+  const embA = vals(r * 96, 'F32'), embB = vals(64 * r, 'F32');
+  const transposed = (x: Float64Array, rows: number, cols: number) => x.map((_, k) => x[(k % rows) * cols + Math.floor(k / rows)]);
+  const tensors = [
+    t('base_model.model.model.embed_tokens.lora_embedding_A', 'F32', [r, 96], embA), t('base_model.model.model.embed_tokens.lora_embedding_B', 'F32', [64, r], embB),
+    t('base_model.model.lm_head.lora_A.weight', 'F32', [r, 64], transposed(embB, r, 64)), t('base_model.model.lm_head.lora_B.weight', 'F32', [96, r], transposed(embA, 96, r)),
+  ];
+  const cfg = loraConfig({ ensure_weight_tying: true, target_modules: ['embed_tokens'] });
+  const embedding = () => t('model.embed_tokens.weight', 'F32', [96, 64], vals(96 * 64, 'F32'));
+  const head = () => t('lm_head.weight', 'F32', [96, 64], vals(96 * 64, 'F32'));
+  const untargeted = 'not targeted by target_modules ["embed_tokens"] otherwise';
+
+  it('refuses lm_head against a base whose config.json unties them: PEFT finds no tied layer and leaves its tensors unused', async () => {
+    await expect(preparePeftFolder([embedding(), head()], cfg, tensors, LLAMA)).rejects.toThrow(
+      `adapter/adapter_config.json: module "lm_head" is in adapter/adapter_model.safetensors only as a layer tied to the embedding under ensure_weight_tying (${untargeted}), but the base's config.json has tie_word_embeddings false, so PEFT finds no tied layer and puts no adapter on it (it would leave these tensors unused)`);
+  });
+
+  it('refuses it where the base does not say: no tie_word_embeddings, or no config.json', async () => {
+    const { tie_word_embeddings: _, ...silent } = LLAMA;
+    await expect(preparePeftFolder([embedding()], cfg, tensors, silent)).rejects.toThrow(/module "lm_head" .* but the base's config\.json has no tie_word_embeddings \(its default is the model class's\)/);
+    await expect(preparePeftFolder([embedding()], cfg, tensors)).rejects.toThrow(/module "lm_head" .* but the base has no config\.json to say whether it ties them/);
+  });
+
+  it('takes it against a base that ties them (no lm_head stored): the shared weight takes the embedding\'s update once', async () => {
+    const emb = embedding();
+    const { tensors: merged } = await mergePeftFolder(backends.cpu!, [emb], cfg, tensors, 1, { ...LLAMA, tie_word_embeddings: true });
+    // Embedding ΔW = (B·A)ᵀ · α/r onto the (vocab, dim) weight.
+    const ba = mm(embB, embA, 64, r, 96);
+    expectMerged(merged.get('model.embed_tokens.weight')!.values, emb.data.map((x, k) => x + (alpha / r) * ba[(k % 64) * 96 + Math.floor(k / 64)]), 'F32', 'embed_tokens');
+    expect([...merged.keys()]).toEqual(['model.embed_tokens.weight']);
+  });
+});
