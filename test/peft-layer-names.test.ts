@@ -269,6 +269,18 @@ describe('ensure_weight_tying takes lm_head beside a targeted embed_tokens only 
     await expect(preparePeftFolder([embedding()], cfg, tensors)).rejects.toThrow(/module "lm_head" .* but the base has no config\.json to say whether it ties them/);
   });
 
+  it('refuses it on a tied base when target_modules names neither layer, or modules_to_save names one: PEFT then ties no adapter layer', async () => {
+    const q = lora('model.layers.0.self_attn.q_proj', 64, 64);
+    const tied = { ...LLAMA, tie_word_embeddings: true };
+    const lmHead = tensors.slice(2);
+    await expect(preparePeftFolder([embedding(), q.base], loraConfig({ ensure_weight_tying: true, target_modules: ['q_proj'] }), [...q.factors, ...lmHead], tied))
+      .rejects.toThrow(/module "lm_head" .* but PEFT ties adapter layers only when target_modules names embed_tokens or lm_head and modules_to_save names neither, which this config does not$/);
+    await expect(preparePeftFolder([embedding()], loraConfig({ ensure_weight_tying: true, target_modules: ['embed_tokens'], modules_to_save: ['embed_tokens'] }), lmHead, tied))
+      .rejects.toThrow(/module "lm_head" .* which this config does not$/);
+    // A pattern PEFT matches against the names (re.fullmatch) counts as naming it.
+    await expect(preparePeftFolder([embedding()], loraConfig({ ensure_weight_tying: true, target_modules: '.*embed_tokens' }), tensors, tied)).resolves.toBeDefined();
+  });
+
   it('takes it against a base that ties them (no lm_head stored): the shared weight takes the embedding\'s update once', async () => {
     const emb = embedding();
     const { tensors: merged } = await mergePeftFolder(backends.cpu!, [emb], cfg, tensors, 1, { ...LLAMA, tie_word_embeddings: true });
