@@ -128,6 +128,21 @@ describe('target_modules "all-linear" leaves out the output head the base config
   });
 });
 
+describe('fan_in_fan_out true on an nn.Linear, told by the model type: PEFT turns it off there', () => {
+  it('LoRA merges B·A as for any Linear, on a square and a non-square weight', async () => {
+    const qProj = lora('model.layers.0.self_attn.q_proj', 64, 64), kProj = lora('model.layers.0.self_attn.k_proj', 16, 64);
+    const cfg = loraConfig({ fan_in_fan_out: true, target_modules: ['q_proj', 'k_proj'] });
+    const { tensors } = await mergePeftFolder(backends.cpu!, [qProj.base, kProj.base], cfg, [...qProj.factors, ...kProj.factors], 1, LLAMA);
+    for (const m of [qProj, kProj]) expectMerged(tensors.get(m.base.name)!.values, loraTruth(m.l), 'F32', m.l.path);
+  });
+
+  it('without the base\'s config.json the flag is followed as written: the square weight takes ΔWᵀ', async () => {
+    const qProj = lora('model.layers.0.self_attn.q_proj', 64, 64);
+    const { tensors } = await mergePeftFolder(backends.cpu!, [qProj.base], loraConfig({ fan_in_fan_out: true, target_modules: ['q_proj'] }), qProj.factors, 1);
+    expectMerged(tensors.get(qProj.base.name)!.values, loraTruth(qProj.l, 'in-out'), 'F32', qProj.l.path);
+  });
+});
+
 describe("GPT-2's Conv1D (c_attn (768, 2304), c_proj (768, 768)) told by the model type", () => {
   // openai-community/gpt2 stores its weights without the `transformer.` prefix PEFT's paths have.
   it('LoRA with fan_in_fan_out merges ΔWᵀ onto the (in, out) weights, the square one included', async () => {
@@ -145,11 +160,24 @@ describe("GPT-2's Conv1D (c_attn (768, 2304), c_proj (768, 768)) told by the mod
     expectMerged(tensors.get(cProj.base.name)!.values, loraTruth(cProj.l, 'in-out'), 'F32', cProj.l.path);
   });
 
-  it('(IA)³ with fan_in_fan_out false on a Conv1D is refused: PEFT would turn it on, which is not redone here', async () => {
+  it('(IA)³ with fan_in_fan_out false on the square c_proj scales its outputs, the (in, out) columns: PEFT turns the flag on for a Conv1D', async () => {
     const ia3 = { peft_type: 'IA3', task_type: 'CAUSAL_LM', target_modules: ['c_proj'], feedforward_modules: [], fan_in_fan_out: false, init_ia3_weights: true };
-    expect(await problems([zeros('h.0.mlp.c_proj.weight', [3072, 768])], ia3, [zeros('base_model.model.transformer.h.0.mlp.c_proj.ia3_l', [768, 1])], GPT2)).toEqual([
-      expect.stringMatching(/^adapter: module "transformer\.h\.0\.mlp\.c_proj": "h\.0\.mlp\.c_proj\.weight" is transformers' Conv1D, stored \(in, out\), in a gpt2 model, and the config's fan_in_fan_out is false: PEFT turns it on/),
-    ]);
+    const w = vals(768 * 768, 'F32'), l = vals(768, 'F32');
+    const { tensors } = await mergePeftFolder(backends.cpu!, [t('h.0.attn.c_proj.weight', 'F32', [768, 768], w)], ia3, [t('base_model.model.transformer.h.0.attn.c_proj.ia3_l', 'F32', [768, 1], l)], 1, GPT2);
+    expectMerged(tensors.get('h.0.attn.c_proj.weight')!.values, w.map((x, k) => x * l[k % 768]), 'F32', 'c_proj');
+  });
+
+  it('VeRA with fan_in_fan_out false on the square c_proj merges ΔWᵀ: PEFT turns the flag on for a Conv1D (vera/model.py _create_new_module)', async () => {
+    const n = 768, rank = 4;
+    const w = vals(n * n, 'F32'), va = vals(rank * n, 'F32'), vb = vals(n * rank, 'F32'), lb = vals(n, 'F32'), ld = vals(rank, 'F32');
+    const vera = { peft_type: 'VERA', task_type: 'CAUSAL_LM', r: rank, target_modules: ['c_proj'], fan_in_fan_out: false, save_projection: true, projection_prng_key: 0 };
+    const p = 'base_model.model.transformer.h.0.attn.c_proj';
+    const { tensors } = await mergePeftFolder(backends.cpu!, [t('h.0.attn.c_proj.weight', 'F32', [n, n], w)], vera, [
+      t(`${p}.vera_lambda_b`, 'F32', [n], lb), t(`${p}.vera_lambda_d`, 'F32', [rank], ld), t('base_model.vera_A', 'F32', [rank, n], va), t('base_model.vera_B', 'F32', [n, rank], vb),
+    ], 1, GPT2);
+    // ΔW[o, i] = λ_b[o]·Σ_k B[o, k]·λ_d[k]·A[k, i], added at the stored (i, o).
+    const delta = mm(vb.map((x, k) => x * lb[Math.floor(k / rank)] * ld[k % rank]), va, n, rank, n);
+    expectMerged(tensors.get('h.0.attn.c_proj.weight')!.values, w.map((x, k) => x + delta[(k % n) * n + Math.floor(k / n)]), 'F32', 'c_proj');
   });
 
   it('RoAd (nn.Linear only) on c_attn and on the square c_proj is refused by name', async () => {
@@ -214,5 +242,51 @@ describe('a single-file LoRA (diffusers\' PEFT form) on a layer the config names
     // The same file and the same layer of a q_proj name merge.
     const q = [zeros('model.layers.0.self_attn.q_proj.lora_A.weight', [r, 64]), zeros('model.layers.0.self_attn.q_proj.lora_B.weight', [64, r])];
     expect(await refusals([zeros('model.layers.0.self_attn.q_proj.weight', [64, 64])], q, LLAMA)).toEqual([]);
+  });
+});
+
+describe('ensure_weight_tying takes lm_head beside a targeted embed_tokens only where the base ties them', () => {
+  // PEFT ties the head's LoRA to the embedding's (lora_A = embedding Bᵀ, lora_B = embedding Aᵀ) and saves both.
+  const embA = vals(r * 96, 'F32'), embB = vals(64 * r, 'F32');
+  const transposed = (x: Float64Array, rows: number, cols: number) => x.map((_, k) => x[(k % rows) * cols + Math.floor(k / rows)]);
+  const tensors = [
+    t('base_model.model.model.embed_tokens.lora_embedding_A', 'F32', [r, 96], embA), t('base_model.model.model.embed_tokens.lora_embedding_B', 'F32', [64, r], embB),
+    t('base_model.model.lm_head.lora_A.weight', 'F32', [r, 64], transposed(embB, r, 64)), t('base_model.model.lm_head.lora_B.weight', 'F32', [96, r], transposed(embA, 96, r)),
+  ];
+  const cfg = loraConfig({ ensure_weight_tying: true, target_modules: ['embed_tokens'] });
+  const embedding = () => t('model.embed_tokens.weight', 'F32', [96, 64], vals(96 * 64, 'F32'));
+  const head = () => t('lm_head.weight', 'F32', [96, 64], vals(96 * 64, 'F32'));
+  const untargeted = 'not targeted by target_modules ["embed_tokens"] otherwise';
+
+  it('refuses lm_head against a base whose config.json unties them: PEFT finds no tied layer and leaves its tensors unused', async () => {
+    await expect(preparePeftFolder([embedding(), head()], cfg, tensors, LLAMA)).rejects.toThrow(
+      `adapter/adapter_config.json: module "lm_head" is in adapter/adapter_model.safetensors only as a layer tied to the embedding under ensure_weight_tying (${untargeted}), but the base's config.json has tie_word_embeddings false, so PEFT finds no tied layer and puts no adapter on it (it would leave these tensors unused)`);
+  });
+
+  it('refuses it where the base does not say: no tie_word_embeddings, or no config.json', async () => {
+    const { tie_word_embeddings: _, ...silent } = LLAMA;
+    await expect(preparePeftFolder([embedding()], cfg, tensors, silent)).rejects.toThrow(/module "lm_head" .* but the base's config\.json has no tie_word_embeddings \(its default is the model class's\)/);
+    await expect(preparePeftFolder([embedding()], cfg, tensors)).rejects.toThrow(/module "lm_head" .* but the base has no config\.json to say whether it ties them/);
+  });
+
+  it('refuses it on a tied base when target_modules names neither layer, or modules_to_save names one: PEFT then ties no adapter layer', async () => {
+    const q = lora('model.layers.0.self_attn.q_proj', 64, 64);
+    const tied = { ...LLAMA, tie_word_embeddings: true };
+    const lmHead = tensors.slice(2);
+    await expect(preparePeftFolder([embedding(), q.base], loraConfig({ ensure_weight_tying: true, target_modules: ['q_proj'] }), [...q.factors, ...lmHead], tied))
+      .rejects.toThrow(/module "lm_head" .* but PEFT ties adapter layers only when target_modules names embed_tokens or lm_head and modules_to_save names neither, which this config does not$/);
+    await expect(preparePeftFolder([embedding()], loraConfig({ ensure_weight_tying: true, target_modules: ['embed_tokens'], modules_to_save: ['embed_tokens'] }), lmHead, tied))
+      .rejects.toThrow(/module "lm_head" .* which this config does not$/);
+    // A pattern PEFT matches against the names (re.fullmatch) counts as naming it.
+    await expect(preparePeftFolder([embedding()], loraConfig({ ensure_weight_tying: true, target_modules: '.*embed_tokens' }), tensors, tied)).resolves.toBeDefined();
+  });
+
+  it('takes it against a base that ties them (no lm_head stored): the shared weight takes the embedding\'s update once', async () => {
+    const w = vals(96 * 64, 'F32');
+    const { tensors: merged } = await mergePeftFolder(backends.cpu!, [t('model.embed_tokens.weight', 'F32', [96, 64], w)], cfg, tensors, 1, { ...LLAMA, tie_word_embeddings: true });
+    // Embedding ΔW = (B·A)ᵀ · α/r onto the (vocab, dim) weight.
+    const ba = mm(embB, embA, 64, r, 96);
+    expectMerged(merged.get('model.embed_tokens.weight')!.values, w.map((x, k) => x + (alpha / r) * ba[(k % 64) * 96 + Math.floor(k / 64)]), 'F32', 'embed_tokens');
+    expect([...merged.keys()]).toEqual(['model.embed_tokens.weight']);
   });
 });

@@ -70,14 +70,21 @@ describe.each(['cpu', 'webgpu'])('SHiRA (PEFT), %s', (name) => {
   });
 });
 
-it('refuses positions outside the layer or listed twice, a missing half, and fan_in_fan_out', async () => {
+it('fan_in_fan_out true merges as false: PEFT turns it off for the nn.Linear SHiRA wraps (shira/model.py _create_new_module)', async () => {
+  const out = 6, inF = 7, n = 4;
+  const w = vals(out * inF, 'F32'), at = positions(n, out, inF), x = vals(n, 'F32');
+  const tensors = await run(backends.cpu!, [t(`${q}.weight`, 'F32', [out, inF], w)], config({ fan_in_fan_out: true }),
+    [t(`base_model.model.${q}.shira_weight`, 'F32', [n], x), t(`base_model.model.${q}.shira_indices`, 'I32', [2, n], at)]);
+  expectMerged(tensors.get(`${q}.weight`)!.values, truth(w, at, x, inF), 'F32', q);
+});
+
+it('refuses positions outside the layer or listed twice, and a missing half', async () => {
   const base = [t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))];
   const open = (cfg: object, tensors: FixtureTensor[]) => preparePeftFolder(base, cfg, tensors);
   const sparse = (at: number[]) => [t(`base_model.model.${q}.shira_weight`, 'F32', [at.length / 2], vals(at.length / 2, 'F32')), t(`base_model.model.${q}.shira_indices`, 'I32', [2, at.length / 2], Float64Array.from(at))];
   await expect(run(backends.cpu!, base, config({}), sparse([0, 3, 1, 4, 0, 5]))).rejects.toThrow(/SHiRA module "model\.layers\.0\.self_attn\.q_proj": shira_indices entry 2 \(1, 5\) is outside the layer's \(4, 5\)/);
   await expect(run(backends.cpu!, base, config({}), sparse([1, 2, 1, 4, 0, 4]))).rejects.toThrow(/shira_indices lists \(1, 4\) twice/);
   await expect(open(config({}), sparse([0, 1, 2, 3]).slice(0, 1))).rejects.toThrow(/q_proj" needs shira_weight and shira_indices; shira_indices is missing/);
-  await expect(open(config({ fan_in_fan_out: true }), sparse([0, 1, 2, 3]))).rejects.toThrow(/is SHiRA with fan_in_fan_out/);
 });
 
 it('refuses PEFT methods whose files do not fix a merged weight, saying why, and another method\'s tensors in a LoRA folder', async () => {

@@ -44,6 +44,13 @@ interface MethodConfig {
   alpha: number;
   rKey?: string;
   alphaKey?: string;
+  /**
+   * Where PEFT fails on the r and α fields written null (its config keeps None and the layer's
+   * update_layer compares or divides by it); absent: the method's config has no such field, and
+   * PEFT drops a key its config class does not define.
+   */
+  rNull?: string;
+  alphaNull?: string;
   /** The config's per-module table of r when not `rank_pattern`. */
   rPatternKey?: string;
   /**
@@ -57,36 +64,36 @@ interface MethodConfig {
 }
 
 const METHODS: Readonly<Record<string, MethodConfig>> = {
-  LOHA: { title: 'LoHa', wraps: ['Linear', 'Conv1d', 'Conv2d'], algorithms: ['loha'], roles: ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b', 'hada_t1', 'hada_t2'], r: 8, alpha: 8 },
-  LOKR: { title: 'LoKr', wraps: ['Linear', 'Conv1d', 'Conv2d'], algorithms: ['lokr'], roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'], r: 8, alpha: 8 },
+  LOHA: { rNull: '`r <= 0` in update_layer raises TypeError', alphaNull: '`alpha / r` in update_layer raises TypeError', title: 'LoHa', wraps: ['Linear', 'Conv1d', 'Conv2d'], algorithms: ['loha'], roles: ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b', 'hada_t1', 'hada_t2'], r: 8, alpha: 8 },
+  LOKR: { rNull: '`r <= 0` in update_layer raises TypeError', alphaNull: '`alpha / r` in update_layer raises TypeError', title: 'LoKr', wraps: ['Linear', 'Conv1d', 'Conv2d'], algorithms: ['lokr'], roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'], r: 8, alpha: 8 },
   VERA: {
-    title: 'VeRA', wraps: ['Linear', 'Conv1D'], algorithms: ['vera'], roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1,
+    rNull: '`r <= 0` in update_layer raises TypeError', title: 'VeRA', wraps: ['Linear', 'Conv1D'], algorithms: ['vera'], roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1,
     shared: { names: { 'base_model.vera_A': 'vera_A', 'base_model.vera_B': 'vera_B' }, missing: 'VeRA adapter without base_model.vera_A and vera_B (saved with save_projection: false); PEFT regenerates them from a PyTorch random seed, which this tool cannot reproduce' },
   },
-  OFT: { title: 'OFT', wraps: ['Linear', 'Conv2d', 'Embedding'], algorithms: ['peft-oft', 'peft-oft-legacy'], roles: ['oft_R', 'oft_embedding_R', 'oft_r', 'oft_s'], r: 8, alpha: 1 },
+  OFT: { rNull: 'OFTLayer.update_layer takes r = None for the rank and fails on `in_features % r`, or OFTConfig refuses it beside an oft_block_size', title: 'OFT', wraps: ['Linear', 'Conv2d', 'Embedding'], algorithms: ['peft-oft', 'peft-oft-legacy'], roles: ['oft_R', 'oft_embedding_R', 'oft_r', 'oft_s'], r: 8, alpha: 1 },
   BOFT: { title: 'BOFT', wraps: ['Linear', 'Conv2d'], algorithms: ['peft-boft'], roles: ['boft_R', 'boft_s'], r: 0, alpha: 1 },
   IA3: { title: '(IA)³', wraps: ['Linear', 'Conv1D', 'Conv2d', 'Conv3d'], algorithms: ['peft-ia3'], roles: ['ia3_l'], r: 0, alpha: 1 },
   // AdaLoRA's r is init_r (its `r` field is ignored by PEFT); its rank_pattern holds boolean masks.
   // LN tuning trains a deep copy of each target layer (PEFT tuners/ln_tuning) and merges by swapping it in.
   LN_TUNING: { title: 'LN tuning', algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
-  HRA: { title: 'HRA', wraps: ['Linear', 'Conv2d'], algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
-  HIRA: { title: 'HiRA', wraps: ['Linear', 'Conv1D', 'Conv1d', 'Conv2d', 'Conv3d', 'Embedding'], algorithms: ['peft-hira'], roles: ['hira_A', 'hira_B', 'hira_embedding_A', 'hira_embedding_B'], r: 32, alpha: 1 },
+  HRA: { rNull: '`r <= 0` in update_layer raises TypeError', title: 'HRA', wraps: ['Linear', 'Conv2d'], algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
+  HIRA: { rNull: '`r <= 0` in update_layer raises TypeError', title: 'HiRA', wraps: ['Linear', 'Conv1D', 'Conv1d', 'Conv2d', 'Conv3d', 'Embedding'], algorithms: ['peft-hira'], roles: ['hira_A', 'hira_B', 'hira_embedding_A', 'hira_embedding_B'], r: 32, alpha: 1 },
   ROAD: { title: 'RoAd', wraps: ['Linear'], algorithms: ['peft-road'], roles: ['road_theta', 'road_alpha'], r: 0, alpha: 1 },
-  C3A: { title: 'C3A', wraps: ['Linear'], algorithms: ['peft-c3a'], roles: ['c3a_kernel'], r: 256, alpha: 1, rKey: 'block_size', rPatternKey: 'block_size_pattern' },
-  MISS: { title: 'MiSS', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
-  BONE: { title: 'Bone', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
-  SHIRA: { title: 'SHiRA', wraps: ['Linear'], algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
-  ADALORA: { title: 'AdaLoRA', wraps: ['Linear', 'Conv1D', 'Conv2d'], algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
+  C3A: { rNull: '`block_size <= 0` in update_layer raises TypeError', title: 'C3A', wraps: ['Linear'], algorithms: ['peft-c3a'], roles: ['c3a_kernel'], r: 256, alpha: 1, rKey: 'block_size', rPatternKey: 'block_size_pattern' },
+  MISS: { rNull: '`r <= 0` in update_layer raises TypeError', title: 'MiSS', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
+  BONE: { rNull: '`r <= 0` in update_layer raises TypeError', title: 'Bone', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
+  SHIRA: { rNull: '`r <= 0` in update_layer raises TypeError', title: 'SHiRA', wraps: ['Linear'], algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
+  ADALORA: { rNull: '`r < 0` in update_layer raises TypeError', alphaNull: '`lora_alpha > 0` in update_layer raises TypeError', title: 'AdaLoRA', wraps: ['Linear', 'Conv1D', 'Conv2d'], algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
   VBLORA: {
-    title: 'VB-LoRA', wraps: ['Linear', 'Conv1D'], algorithms: ['peft-vblora'], roles: ['vblora_logits_A', 'vblora_logits_B', 'vblora_A_topk_indices', 'vblora_A_topk_weights', 'vblora_B_topk_indices', 'vblora_B_topk_weights'], r: 4, alpha: 1,
+    rNull: '`r <= 0` in update_layer raises TypeError', title: 'VB-LoRA', wraps: ['Linear', 'Conv1D'], algorithms: ['peft-vblora'], roles: ['vblora_logits_A', 'vblora_logits_B', 'vblora_A_topk_indices', 'vblora_A_topk_weights', 'vblora_B_topk_indices', 'vblora_B_topk_weights'], r: 4, alpha: 1,
     shared: { names: { 'base_model.vblora_vector_bank': 'vblora_vector_bank' }, missing: 'VB-LoRA adapter without its shared base_model.vblora_vector_bank, which every module\'s factors are built from' },
   },
   RANDLORA: {
-    title: 'RandLoRA', wraps: ['Linear', 'Conv1D'], algorithms: ['peft-randlora'], roles: ['randlora_lambda', 'randlora_gamma'], r: 32, alpha: 640, alphaKey: 'randlora_alpha',
+    rNull: '`r <= 0` in update_layer raises TypeError', alphaNull: '`randlora_alpha / r` in update_layer raises TypeError', title: 'RandLoRA', wraps: ['Linear', 'Conv1D'], algorithms: ['peft-randlora'], roles: ['randlora_lambda', 'randlora_gamma'], r: 32, alpha: 640, alphaKey: 'randlora_alpha',
     shared: { names: { 'base_model.randlora_A': 'randlora_A', 'base_model.randlora_B': 'randlora_B' }, missing: 'RandLoRA adapter without base_model.randlora_A and randlora_B (saved with save_projection: false); PEFT regenerates these random bases from projection_prng_key with a PyTorch generator, which this tool cannot reproduce' },
   },
-  DELORA: { title: 'DeLoRA', wraps: ['Linear'], algorithms: ['peft-delora'], roles: ['delora_A', 'delora_B', 'delora_lambda', 'delora_w_norm'], r: 8, alpha: 1 },
-  GRALORA: { title: 'GraLoRA', wraps: ['Linear', 'Conv1D'], algorithms: ['peft-gralora'], roles: ['gralora_A', 'gralora_B', 'gralora_A_general', 'gralora_B_general'], r: 32, alpha: 64 },
+  DELORA: { rNull: '`r <= 0` in update_layer raises TypeError', title: 'DeLoRA', wraps: ['Linear'], algorithms: ['peft-delora'], roles: ['delora_A', 'delora_B', 'delora_lambda', 'delora_w_norm'], r: 8, alpha: 1 },
+  GRALORA: { rNull: '`r <= 0` in update_layer raises TypeError', alphaNull: '`alpha / (r + hybrid_r)` in update_layer raises TypeError', title: 'GraLoRA', wraps: ['Linear', 'Conv1D'], algorithms: ['peft-gralora'], roles: ['gralora_A', 'gralora_B', 'gralora_A_general', 'gralora_B_general'], r: 32, alpha: 64 },
 };
 
 /** Algorithms whose ΔW PEFT transposes for a layer stored (in, out) when the config says fan_in_fan_out (GPT-2's Conv1D). */
@@ -131,9 +138,13 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   const type = String(raw.peft_type).toUpperCase();
   const method = METHODS[type];
   const fileName = file.source.name;
-  const number = (key: string, fallback: number): number => {
+  // A numeric field written null reaches PEFT as None (from_pretrained passes it on, the default does
+  // not apply), and PEFT fails where it first compares or divides by it (`failure`); so it is refused.
+  // Fields PEFT reads only on a branch the config does not take are not read here either.
+  const number = (key: string, fallback: number, failure = `\`${key}\` is compared or divided by in update_layer, which raises TypeError`): number => {
     const v = raw[key];
-    if (v === undefined || v === null) return fallback;
+    if (v === undefined) return fallback;
+    if (v === null) throw new MergeError('BAD_CONFIG', `${configFile}: "${key}" is null, which PEFT cannot load (${failure}); give a number or leave the field out for PEFT's default`);
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new MergeError('BAD_CONFIG', `${configFile}: "${key}" must be a number, got ${shownValue(v)}`);
     return v;
   };
@@ -144,8 +155,10 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     return v;
   };
   const budget: MatchBudget = { file: configFile, used: 0 };
-  const r = number(method.rKey ?? 'r', method.r);
-  const alpha = number(method.alphaKey ?? 'alpha', method.alpha);
+  // A null r or α in a config class without that field is dropped by PEFT with the other unknown keys.
+  const rKey = method.rKey ?? 'r', alphaKey = method.alphaKey ?? 'alpha';
+  const r = method.rNull || raw[rKey] !== null ? number(rKey, method.r, method.rNull) : method.r;
+  const alpha = method.alphaNull || raw[alphaKey] !== null ? number(alphaKey, method.alpha, method.alphaNull) : method.alpha;
   const adalora = type === 'ADALORA' ? adaloraSettings(raw, configFile, r) : undefined;
   // AdaLoRA's rank_pattern is its own (boolean masks), and PEFT does not read alpha_pattern for it.
   const rankPattern = adalora ? [] : patterns(raw, method.rPatternKey ?? 'rank_pattern', configFile, true, budget);
@@ -160,37 +173,57 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     const v = flag(key);
     if (v !== undefined) options[key] = v;
   }
-  for (const key of ['eps', 'num_cayley_neumann_terms', 'oft_block_size'] as const) if (raw[key] !== undefined && raw[key] !== null) options[key] = number(key, 0);
-  if ((type === 'OFT' || type === 'BOFT') && fanInFanOut) {
-    // PEFT wraps only nn.Linear and nn.Conv2d (and embeddings) with these and resets the flag to false for them.
-    throw new MergeError('UNSUPPORTED_FORMAT', `${configFile}: ${type} with fan_in_fan_out is not something PEFT trains (it applies ${type} to nn.Linear and nn.Conv2d only and sets fan_in_fan_out to false for them)`);
+  if (type === 'OFT') {
+    // OFTConfig.__post_init__ refuses a null oft_block_size beside any r (`(r != 0) ^ (oft_block_size != 0)` is false);
+    // eps is read only under coft (_project_batch: `eps * …`), the series length only under use_cayley_neumann
+    // (_cayley_batch: `num_neumann_terms > 1`), each raising TypeError on None there.
+    if (raw.oft_block_size !== undefined) options.oft_block_size = number('oft_block_size', 0, 'OFTConfig.__post_init__ raises ValueError: `(r != 0) ^ (oft_block_size != 0)` is false for None');
+    if (raw.eps !== undefined && (raw.eps !== null || options.coft === true)) options.eps = number('eps', 0, 'coft is true and `eps * …` in _project_batch raises TypeError');
+    if (raw.num_cayley_neumann_terms !== undefined && (raw.num_cayley_neumann_terms !== null || raw.use_cayley_neumann === true || raw.use_cayley_neumann === undefined)) {
+      options.num_cayley_neumann_terms = number('num_cayley_neumann_terms', 0, 'use_cayley_neumann is on and `num_neumann_terms > 1` in _cayley_batch raises TypeError');
+    }
+    // A null use_cayley_neumann is false to PEFT's `if use_cayley_neumann:` (the exact Cayley transform), not its default true.
+    if (raw.use_cayley_neumann === null) options.use_cayley_neumann = false;
   }
+  // OFT, BOFT and SHiRA ignore fan_in_fan_out: their dispatchers (oft/layer.py dispatch_default, boft and
+  // shira model.py _create_new_module) set it false for nn.Linear, the one layer of theirs it could
+  // concern, and their layers store it without reading it in get_delta_weight.
   if (type === 'OFT' && options.use_cayley_neumann !== false && olderThan(raw.peft_version, 0, 18)) {
     options.older_neumann_series = true;
+  }
+  if (type === 'BOFT') {
+    // The merge reads the block sizes from the tensors' shapes, but PEFT cannot build the layer with a
+    // null one: BOFTConfig.__post_init__ refuses it beside a non-zero other, BOFTLayer.update_layer
+    // fails on `in_features % boft_block_size` beside a zero one.
+    for (const key of ['boft_block_size', 'boft_block_num']) number(key, 0, 'BOFTConfig.__post_init__ or BOFTLayer.update_layer fails on None');
   }
   if (type === 'MISS' || type === 'BONE') {
     // init_weights picks the block's form: "bat", MiSS's "mini", else (true, false, any other value) the default.
     if (raw.init_weights === 'bat') options.miss_bat = true;
     if (type === 'MISS' && raw.init_weights === 'mini') options.miss_mini = true;
-    options.mini_r = number('mini_r', 1);
+    // mini_r is read only for init_weights "mini" (update_layer: `out_features % mini_r`).
+    if (options.miss_mini) options.mini_r = number('mini_r', 1, '`out_features % mini_r` in update_layer raises TypeError');
   }
   if (type === 'VBLORA') {
-    for (const [key, fallback] of [['topk', 2], ['num_vectors', 256], ['vector_length', 256]] as const) options[key] = number(key, fallback);
+    options.topk = number('topk', 2, '`topk <= 0` in update_layer raises TypeError');
+    // VBLoRAModel._init_vblora_vector_bank: torch.zeros(num_vectors, vector_length) raises TypeError on None.
+    for (const [key, fallback] of [['num_vectors', 256], ['vector_length', 256]] as const) options[key] = number(key, fallback, 'torch.zeros(num_vectors, vector_length) for the vector bank raises TypeError');
     options.save_only_topk_weights = flag('save_only_topk_weights') === true;
   }
   if (type === 'GRALORA') {
-    options.gralora_k = number('gralora_k', 2);
-    options.hybrid_r = number('hybrid_r', 0);
+    options.gralora_k = number('gralora_k', 2, '`in_features % gralora_k` in update_layer raises TypeError');
+    options.hybrid_r = number('hybrid_r', 0, '`hybrid_r < 0` in update_layer raises TypeError');
   }
   if (type === 'ROAD') {
-    const variant = raw.variant ?? 'road_1', g = number('group_size', 64);
+    // RoadConfig.__post_init__ refuses a null variant (not one of the three) and fails on a null group_size (`group_size <= 0`).
+    const variant = raw.variant === undefined ? 'road_1' : raw.variant, g = number('group_size', 64, '`group_size <= 0` in RoadConfig.__post_init__ raises TypeError');
     if (variant !== 'road_1' && variant !== 'road_2' && variant !== 'road_4') throw new MergeError('BAD_CONFIG', `${configFile}: RoAd "variant" must be "road_1", "road_2" or "road_4", got ${JSON.stringify(variant)}`);
     if (!Number.isInteger(g) || g <= 0 || g % 2 !== 0) throw new MergeError('BAD_CONFIG', `${configFile}: RoAd "group_size" must be an even positive integer, got ${g}`);
     options.road_variant = Number(variant.slice(5));
     options.group_size = g;
   }
   const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
-  if (type === 'IA3' || type === 'SHIRA') options.fan_in_fan_out = fanInFanOut;
+  if (type === 'IA3') options.fan_in_fan_out = fanInFanOut;
 
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();

@@ -9,7 +9,7 @@ import { isSafetensorsModel } from '../formats/base-model-view.js';
 import { dequantizedBaseModel, type DequantizedBase } from '../formats/bnb/bnb-base-model.js';
 import { modelArchitectures, readModelConfig, type ModelConfig } from '../formats/model-config.js';
 import { openModel } from '../formats/open-model.js';
-import { checkAllLinearHead, targetsAllLinear } from '../formats/peft-targets.js';
+import { checkAllLinearHead, checkWeightTyingTargets, targetsAllLinear } from '../formats/peft-targets.js';
 import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type BaseTensorIndex, type MergePlan } from '../plan/merge-plan.js';
 import { planModelFolder, type ModelFolderPlan } from '../plan/model-folder.js';
@@ -96,10 +96,13 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1, files: input.files });
     }
     for (const { adapter } of adapters) {
-      // "all-linear" leaves out the model's own output head, which only the base's config.json names.
-      if (adapter.format !== 'peft' || !targetsAllLinear(adapter.config)) continue;
+      if (adapter.format !== 'peft') continue;
       const paths = adapter.modules.filter((m) => !m.address.tensor).map((m) => m.name);
-      checkAllLinearHead(adapter.config, config, paths, adapter.configFile ?? `${adapter.name}/adapter_config.json`, adapter.file.source.name);
+      const configFile = adapter.configFile ?? `${adapter.name}/adapter_config.json`;
+      // Whether ensure_weight_tying ties the head to the embedding is the base's (its config.json).
+      checkWeightTyingTargets(adapter.config, config, paths, configFile, adapter.file.source.name);
+      // "all-linear" leaves out the model's own output head, which only the base's config.json names.
+      if (targetsAllLinear(adapter.config)) checkAllLinearHead(adapter.config, config, paths, configFile, adapter.file.source.name);
     }
     // A bitsandbytes base is merged as the float model it stands for (formats/bnb/).
     const dequantized: DequantizedBase | undefined = isSafetensorsModel(opened) ? await dequantizedBaseModel(opened, config) : undefined;

@@ -398,14 +398,18 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           wrapsRefusal(module.wraps, named, true);
           continue;
         }
-        if (named === 'Conv1D' && adapter.format === 'peft' && !module.fanInFanOut && module.algorithm === 'lora' && module.kind === 'linear' && !module.address.tensor) {
-          // PEFT's LoRA turns fan_in_fan_out on for a Conv1D whatever the config says (lora/layer.py
-          // dispatch_default, with a warning) and so applies ΔW transposed.
+        const resetsFlag = adapter.format === 'peft' && module.kind === 'linear' && !module.address.tensor && FLAG_SET_BY_LAYER.includes(module.algorithm);
+        if (named === 'Conv1D' && adapter.format === 'peft' && !module.fanInFanOut && resetsFlag) {
+          // PEFT turns fan_in_fan_out on for a Conv1D whatever the config says, with a warning, and so
+          // applies ΔW transposed (see FLAG_SET_BY_LAYER).
           module = { ...module, fanInFanOut: true };
-        } else if (named === 'Conv1D' && adapter.format === 'peft' && adapter.config.fan_in_fan_out !== true) {
-          // The other methods' dispatchers do the same; their ΔW is not redone here with the flag on.
-          fail('UNSUPPORTED_FORMAT', `"${baseKey}" is transformers' Conv1D, stored (in, out), in a ${base.modelType} model, and the config's fan_in_fan_out is false: PEFT turns it on for Conv1D layers and transposes ΔW, which this tool redoes for LoRA only — set "fan_in_fan_out": true in adapter_config.json, as PEFT does`);
+        } else if (named === 'Conv1D' && adapter.format === 'peft' && !module.fanInFanOut) {
+          fail('UNSUPPORTED_FORMAT', `"${baseKey}" is transformers' Conv1D, stored (in, out), in a ${base.modelType} model, and the config's fan_in_fan_out is false: PEFT's ${moduleTitle(module)} dispatcher is not one this tool follows there — set "fan_in_fan_out": true in adapter_config.json`);
           continue;
+        } else if (named === undefined && base.modelType !== undefined && module.fanInFanOut && resetsFlag && info.shape.length === 2) {
+          // A 2-D weight the model's config.json names neither Conv1D nor an embedding is an nn.Linear,
+          // for which the same dispatchers turn fan_in_fan_out off (with a warning): ΔW is not transposed.
+          module = { ...module, fanInFanOut: false };
         }
         if (adapter.format !== 'peft' && ((named === 'Conv1D' && module.update.kind === 'low-rank') || (named === 'Embedding' && adapter.format === 'diffusers' && module.algorithm === 'lora' && module.kind === 'linear'))) {
           // A single file names no method config: PEFT's rules (saved by diffusers) put lora_A/B on no
@@ -737,6 +741,15 @@ function baseLayerClass(module: AdapterModule, shape: readonly number[], view: V
   if (view.layout === 'in-out') return module.kind === 'embedding' ? 'Embedding' : 'Conv1D';
   return 'Linear';
 }
+
+/**
+ * The PEFT algorithms whose layer dispatcher sets fan_in_fan_out by the layer's class, whatever the
+ * config says (with a warning): true for transformers' Conv1D, false for nn.Linear. LoRA
+ * (lora/layer.py dispatch_default), VeRA, (IA)³, AdaLoRA, VB-LoRA, RandLoRA and GraLoRA (their
+ * model.py _create_new_module), HiRA (hira/layer.py dispatch_default). Their ΔW is laid on the
+ * weight by the view alone, so the flag is set here, where the base's config.json names the layer.
+ */
+const FLAG_SET_BY_LAYER: readonly string[] = ['lora', 'vera', 'peft-ia3', 'peft-adalora', 'peft-vblora', 'peft-randlora', 'peft-gralora', 'peft-hira'];
 
 const LAYER_WEIGHTS: Readonly<Record<LayerClass, string>> = {
   Linear: 'a Linear weight', Conv1D: 'a Conv1D weight stored (in, out)', Conv1d: 'a Conv1d weight', Conv2d: 'a Conv2d weight', Conv3d: 'a Conv3d weight', Embedding: 'an Embedding weight',

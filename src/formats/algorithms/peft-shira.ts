@@ -28,10 +28,6 @@ export const peftShira: Algorithm = {
       context.report('UNSUPPORTED_FORMAT', `needs shira_weight and shira_indices; ${weight ? 'shira_indices' : 'shira_weight'} is missing`);
       return null;
     }
-    if (context.options?.fan_in_fan_out === true) {
-      context.report('UNSUPPORTED_FORMAT', 'is SHiRA with fan_in_fan_out: PEFT adds its (out, in) sparse update to a weight stored (in, out) without transposing it, which is not a merge this tool reproduces');
-      return null;
-    }
     const n = weight.shape[0];
     if (weight.shape.length !== 1 || positions.shape.length !== 2 || positions.shape[0] !== 2 || positions.shape[1] !== n) {
       context.report('SHAPE_MISMATCH', `shira_weight ${fmtShape(weight.shape)} and shira_indices ${fmtShape(positions.shape)} do not fit together (expected (n) and (2, n))`);
