@@ -7,6 +7,21 @@ import { printable } from '../src/shown-text.js';
  * escapes, so a name cannot reorder the message around it.
  */
 export const shown = printable;
+
+/** The longest name a chart draws (a legend entry, an axis label, a tooltip line) before its middle is left out. */
+export const MAX_CHART_LABEL = 64;
+
+/**
+ * A name as a chart draws it on its canvas: shown (a bidi override would reorder the label, and
+ * the tooltip and legend beside it), and one line of at most MAX_CHART_LABEL characters, its start
+ * and end kept, since a name can be kilobytes and a label of that size covers the chart.
+ */
+export function chartLabel(name: string): string {
+  const line = shown(name).replace(/\s*\n\s*/g, ' ');
+  if (line.length <= MAX_CHART_LABEL) return line;
+  const tail = Math.floor((MAX_CHART_LABEL - 1) / 3);
+  return `${line.slice(0, MAX_CHART_LABEL - 1 - tail)}…${line.slice(-tail)}`;
+}
 export function byId<T extends HTMLElement>(id: string): T {
   const el = document.getElementById(id);
   if (!el) throw new Error(`page is missing #${id}`);

@@ -10,6 +10,7 @@
  */
 import { BarController, BarElement, CategoryScale, Chart, Legend, LinearScale, Tooltip } from 'chart.js';
 import { orderGroups, type BlockGroup } from './chart-groups.js';
+import { chartLabel } from './dom.js';
 import type { UpdateMagnitude } from './worker-protocol.js';
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip);
@@ -68,7 +69,7 @@ export class MagnitudeChart {
     const cell = (label: string, kind: string) => [...(perTarget.get(label)?.get(kind)?.values() ?? [])];
     this.counts = kinds.map((kind) => labels.map((label) => cell(label, kind).length));
     const datasets = kinds.map((kind, i) => ({
-      label: kind,
+      label: chartLabel(kind),
       data: labels.map((label) => {
         const values = cell(label, kind);
         return values.length ? values.reduce((a, b) => a + b, 0) / values.length : 0;
@@ -77,9 +78,12 @@ export class MagnitudeChart {
       borderWidth: 0,
     }));
     const biggest = Math.max(0, ...datasets.flatMap((d) => d.data.map(Math.abs)));
-    this.canvas.setAttribute('aria-label', `Bar chart of update size by block: ${labels.length} blocks, ${kinds.length} module kinds, largest ${biggest.toPrecision(3)} %`);
+    this.canvas.setAttribute('aria-label', `Bar chart of update size by block: ${labels.length} blocks, ${kinds.length} module kinds, largest ${biggest.toPrecision(3)} %; ` +
+      `module kinds: ${datasets.map((d) => d.label).join(', ')}`);
+    // Block labels come from the rules in chart-groups.ts, but `other` and a section's name can quote the file.
+    const shownLabels = labels.map(chartLabel);
     if (this.chart) {
-      this.chart.data.labels = labels;
+      this.chart.data.labels = shownLabels;
       this.chart.data.datasets = datasets;
       this.chart.update('none');
       return;
@@ -88,7 +92,7 @@ export class MagnitudeChart {
     const grid = 'rgba(128, 128, 128, 0.25)';
     this.chart = new Chart(this.canvas, {
       type: 'bar',
-      data: { labels, datasets },
+      data: { labels: shownLabels, datasets },
       options: {
         animation: false,
         maintainAspectRatio: false,

@@ -5,6 +5,7 @@
  * are counted in the label instead.
  */
 import { Chart, Legend, LinearScale, LineController, LineElement, LogarithmicScale, PointElement, Tooltip, type Plugin } from 'chart.js';
+import { chartLabel } from './dom.js';
 
 Chart.register(LineController, LineElement, PointElement, LinearScale, LogarithmicScale, Tooltip, Legend);
 
@@ -90,7 +91,7 @@ export class SpectrumChart {
     const chosenShare = shares[Math.min(spectrum.rank, shares.length) - 1] ?? 1;
     this.canvas.dataset.rank = String(spectrum.rank);
     this.canvas.setAttribute('aria-label',
-      `Singular values of ${spectrum.module} on a log scale: ${spectrum.values.length} values` +
+      `Singular values of ${chartLabel(spectrum.module)} on a log scale: ${spectrum.values.length} values` +
       (positive.length ? ` from ${positive[0].toPrecision(3)} down to ${positive[positive.length - 1].toPrecision(3)}` : '') +
       (zeros ? `, ${zeros} of them zero (not drawn)` : '') +
       `; rank ${spectrum.rank} chosen, keeping ${formatShare(chosenShare)} of the update.`);

@@ -11,6 +11,7 @@ import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error plain JavaScript module shared with the benchmark
 import { treeRss } from '../bench/page-merge.mjs';
+import { MAX_CHART_LABEL } from '../demo/dom.js';
 import { MAX_INPUT_FILES } from '../src/limits.js';
 import { PAGE_RETRY } from './helpers/browser.js';
 import { announced, planReady, text, upload, useDemoSession } from './helpers/demo-session.js';
@@ -86,7 +87,7 @@ describe('the page given crafted files', PAGE_RETRY, () => {
 
   it('shows names from files as text, controls escaped, bounded, in the plan, the modules table and the alert', async () => {
     // The first in order is the one the alert quotes: 4 KB with a line break.
-    const names = [`!ctl\u001b]0;title\u0007\r\nnext${'x'.repeat(4000)}`, '<img src=x onerror="window.pwned=1">', 'rlo\u202Eexe.txt'];
+    const names = [`!ctl\u001b]0;title\u0007\r\n\u202Enext${'x'.repeat(4000)}`, '<img src=x onerror="window.pwned=1">', 'rlo\u202Eexe.txt'];
     const values = (n: number, v: number) => new Array(n).fill(v);
     const base = buildSafetensors(names.map((n) => ({ name: `${n}.weight`, dtype: 'F32' as const, shape: [4, 4], data: values(16, 0.5) })));
     const adapter = (on: string[]) => buildSafetensors(on.flatMap((n) => [
@@ -135,6 +136,16 @@ describe('the page given crafted files', PAGE_RETRY, () => {
     await matched.page.$eval('#modules-details', (d) => { (d as HTMLDetailsElement).open = true; });
     expect(await matched.page.$$eval('#plan-modules tbody tr', (rows) => rows.length)).toBe(3);
     await expectShownAsText(matched.page);
+
+    // The chart draws each module kind (here the names' last parts) as a legend entry and tooltip
+    // line: escaped, on one line, at most MAX_CHART_LABEL characters with the middle left out.
+    const described = await matched.page.$eval('[data-testid="magnitude-chart"]', (c) => c.getAttribute('aria-label')!);
+    const kinds = described.split('; module kinds: ')[1].split(', ');
+    expect(kinds).toHaveLength(3);
+    expect(kinds).toContain(`!ctl\\u001b]0;title\\u0007\\u000d \\u202enextx…${'x'.repeat(21)}`);
+    expect(kinds).toContain('pwned=1">');
+    for (const kind of kinds) expect(kind.length).toBeLessThanOrEqual(MAX_CHART_LABEL);
+    expect(described).not.toMatch(/[\u001b\u0007\u202e\r\n]/);
   }, 120_000);
 
   it(`refuses a picked folder of more than MAX_INPUT_FILES files or deeper than MAX_INPUT_DEPTH, shown and read out`, async () => {
