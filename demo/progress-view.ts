@@ -1,5 +1,5 @@
 /** Section 4's progress bar: share of bytes written, the rate so far and the time left at that rate. */
-import { shown } from './dom.js';
+import { messageNodes, shown } from './dom.js';
 import { formatBytes, formatDuration } from './format.js';
 import type { ProgressEvent } from './worker-protocol.js';
 
@@ -37,9 +37,10 @@ export class ProgressView {
     this.text.textContent = shown(message);
   }
 
+  /** A list of problems (one per line, src/plan/problems.ts) is shown as a list, as the plan's status shows it. */
   fail(message: string, keepBar = false): void {
     if (!keepBar) this.bar.value = 0;
     this.text.className = 'error-text';
-    this.text.textContent = shown(message);
+    this.text.replaceChildren(...messageNodes(message));
   }
 }
