@@ -8,13 +8,12 @@
  * and a 390 px phone.
  */
 import { mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import { kohyaFile, peftFiles, type FixtureModule } from './helpers/adapter-fixtures.js';
 import type { DemoPage } from './helpers/browser.js';
-import { count, openChooser, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { count, openChooser, seriousViolations, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { kohyaUpdates, peftUpdates, relativeError } from './helpers/lora-truth.js';
@@ -334,13 +333,7 @@ describe('the adapter jobs on the page', PAGE_RETRY, () => {
       await resizeToRank3(page, path);
       await downloadBytes(page, 'job-download-link');
       await page.$$eval('#job-section details', (ds) => ds.forEach((d) => { (d as HTMLDetailsElement).open = true; }));
-      await page.addScriptTag({ path: createRequire(import.meta.url).resolve('axe-core/axe.min.js') });
-      const violations = await page.evaluate(async () => {
-        const result = await (window as unknown as { axe: { run(o: object): Promise<{ violations: { id: string; impact: string; nodes: { target: string[] }[] }[] }> } })
-          .axe.run({ resultTypes: ['violations'] });
-        return result.violations.map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.map((n) => n.target.join(' ')).slice(0, 3) }));
-      });
-      expect(violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')).toEqual([]);
+      expect(await seriousViolations(page)).toEqual([]);
       mkdirSync('test-output', { recursive: true });
       await page.screenshot({ path: `test-output/demo-jobs-${scheme}.png`, fullPage: true });
     });

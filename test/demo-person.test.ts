@@ -5,11 +5,10 @@
  * in both colour schemes. Merged bytes are checked against float64 truth computed here.
  */
 import { mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { serveDemo, type DemoPage, PAGE_RETRY } from './helpers/browser.js';
-import { count, openChooser, planReady, tabTo, text, texts, upload, useDemoSession } from './helpers/demo-session.js';
+import { count, openChooser, planReady, seriousViolations, tabTo, text, texts, upload, useDemoSession } from './helpers/demo-session.js';
 import { checkMerged, downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
 import { llamaWithPeft, sdxlWithKohya } from './helpers/page-fixtures.js';
 
@@ -278,13 +277,7 @@ describe('the page as a person uses it', PAGE_RETRY, () => {
       await downloadBytes(page);
       await planReady(page);
       await page.$eval('details', (d) => { (d as HTMLDetailsElement).open = true; });
-      await page.addScriptTag({ path: createRequire(import.meta.url).resolve('axe-core/axe.min.js') });
-      const violations = await page.evaluate(async () => {
-        const result = await (window as unknown as { axe: { run(o: object): Promise<{ violations: { id: string; impact: string; nodes: { target: string[] }[] }[] }> } })
-          .axe.run({ resultTypes: ['violations'] });
-        return result.violations.map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.map((n) => n.target.join(' ')).slice(0, 3) }));
-      });
-      expect(violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')).toEqual([]);
+      expect(await seriousViolations(page)).toEqual([]);
       mkdirSync('test-output', { recursive: true });
       await page.screenshot({ path: `test-output/demo-${scheme}.png`, fullPage: true });
     });
