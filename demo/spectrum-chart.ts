@@ -5,7 +5,8 @@
  * are counted in the label instead.
  */
 import { Chart, Legend, LinearScale, LineController, LineElement, LogarithmicScale, PointElement, Tooltip, type Plugin } from 'chart.js';
-import { chartLabel } from './dom.js';
+import { oneLine } from '../src/shown-text.js';
+import { shown } from './dom.js';
 
 Chart.register(LineController, LineElement, PointElement, LinearScale, LogarithmicScale, Tooltip, Legend);
 
@@ -90,8 +91,9 @@ export class SpectrumChart {
     const positive = spectrum.values.filter((v) => v > 0);
     const chosenShare = shares[Math.min(spectrum.rank, shares.length) - 1] ?? 1;
     this.canvas.dataset.rank = String(spectrum.rank);
+    // The whole name, which is not drawn: a screen reader reads it as the module's name elsewhere on the page.
     this.canvas.setAttribute('aria-label',
-      `Singular values of ${chartLabel(spectrum.module)} on a log scale: ${spectrum.values.length} values` +
+      `Singular values of ${oneLine(shown(spectrum.module))} on a log scale: ${spectrum.values.length} values` +
       (positive.length ? ` from ${positive[0].toPrecision(3)} down to ${positive[positive.length - 1].toPrecision(3)}` : '') +
       (zeros ? `, ${zeros} of them zero (not drawn)` : '') +
       `; rank ${spectrum.rank} chosen, keeping ${formatShare(chosenShare)} of the update.`);
