@@ -117,9 +117,11 @@ export interface AdapterModule {
   /**
    * The layers the method that trained this module can wrap (PEFT's dispatch for it), and the
    * method's name: a base tensor of another kind of layer was not trained so, and is refused.
-   * Absent: the method wraps every kind the plan can tell apart.
+   * Absent: the method wraps every kind the plan can tell apart. `fanInFanOutByLayer`: its
+   * dispatcher sets fan_in_fan_out by the layer's class whatever the config says (with a warning):
+   * on for transformers' Conv1D, off for nn.Linear.
    */
-  wraps?: { method: string; layers: readonly LayerClass[] };
+  wraps?: { method: string; layers: readonly LayerClass[]; fanInFanOutByLayer?: boolean };
   /** Integer tensors the update reads besides its float ones (SHiRA's element positions); the float checks skip them. */
   positions?: TensorEntry;
   /** Other integer tensors the update reads, by the algorithm's own names (VB-LoRA's saved top-k indices); the float checks skip them too. */

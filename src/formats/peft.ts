@@ -236,12 +236,13 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
 /**
  * The layers PEFT's LoRA builds a module of these factors for (lora/layer.py dispatch_default):
  * lora_embedding_A/B for nn.Embedding only, lora_A/B for Linear, Conv1D and Conv1d/2d/3d; under
- * target_modules "all-linear", Linear and Conv1D only.
+ * target_modules "all-linear", Linear and Conv1D only. dispatch_default sets fan_in_fan_out by the
+ * layer's class.
  */
 function loraWraps(module: AdapterModule, raw: Readonly<Record<string, unknown>>): NonNullable<AdapterModule['wraps']> {
-  if (targetsAllLinear(raw)) return { method: 'LoRA (PEFT) under target_modules "all-linear"', layers: ALL_LINEAR_LAYERS };
+  if (targetsAllLinear(raw)) return { method: 'LoRA (PEFT) under target_modules "all-linear"', layers: ALL_LINEAR_LAYERS, fanInFanOutByLayer: true };
   if (module.kind === 'embedding') return { method: 'lora_embedding_A/B (PEFT LoRA)', layers: ['Embedding'] };
-  return { method: 'lora_A/B (PEFT LoRA)', layers: ['Linear', 'Conv1D', 'Conv1d', 'Conv2d', 'Conv3d'] };
+  return { method: 'lora_A/B (PEFT LoRA)', layers: ['Linear', 'Conv1D', 'Conv1d', 'Conv2d', 'Conv3d'], fanInFanOutByLayer: true };
 }
 
 /**

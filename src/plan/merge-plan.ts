@@ -398,10 +398,11 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           wrapsRefusal(module.wraps, named, true);
           continue;
         }
-        const resetsFlag = adapter.format === 'peft' && module.kind === 'linear' && !module.address.tensor && FLAG_SET_BY_LAYER.includes(module.algorithm);
+        const resetsFlag = adapter.format === 'peft' && module.kind === 'linear' && !module.address.tensor && module.wraps?.fanInFanOutByLayer === true;
         if (named === 'Conv1D' && adapter.format === 'peft' && !module.fanInFanOut && resetsFlag) {
           // PEFT turns fan_in_fan_out on for a Conv1D whatever the config says, with a warning, and so
-          // applies ΔW transposed (see FLAG_SET_BY_LAYER).
+          // applies ΔW transposed (the method's wraps.fanInFanOutByLayer). Their ΔW is laid on the
+          // weight by the view alone, so the flag is set here, where the base's config.json names the layer.
           module = { ...module, fanInFanOut: true };
         } else if (named === 'Conv1D' && adapter.format === 'peft' && !module.fanInFanOut) {
           fail('UNSUPPORTED_FORMAT', `"${baseKey}" is transformers' Conv1D, stored (in, out), in a ${base.modelType} model, and the config's fan_in_fan_out is false: PEFT's ${moduleTitle(module)} dispatcher is not one this tool follows there — set "fan_in_fan_out": true in adapter_config.json`);
@@ -741,15 +742,6 @@ function baseLayerClass(module: AdapterModule, shape: readonly number[], view: V
   if (view.layout === 'in-out') return module.kind === 'embedding' ? 'Embedding' : 'Conv1D';
   return 'Linear';
 }
-
-/**
- * The PEFT algorithms whose layer dispatcher sets fan_in_fan_out by the layer's class, whatever the
- * config says (with a warning): true for transformers' Conv1D, false for nn.Linear. LoRA
- * (lora/layer.py dispatch_default), VeRA, (IA)³, AdaLoRA, VB-LoRA, RandLoRA and GraLoRA (their
- * model.py _create_new_module), HiRA (hira/layer.py dispatch_default). Their ΔW is laid on the
- * weight by the view alone, so the flag is set here, where the base's config.json names the layer.
- */
-const FLAG_SET_BY_LAYER: readonly string[] = ['lora', 'vera', 'peft-ia3', 'peft-adalora', 'peft-vblora', 'peft-randlora', 'peft-gralora', 'peft-hira'];
 
 const LAYER_WEIGHTS: Readonly<Record<LayerClass, string>> = {
   Linear: 'a Linear weight', Conv1D: 'a Conv1D weight stored (in, out)', Conv1d: 'a Conv1d weight', Conv2d: 'a Conv2d weight', Conv3d: 'a Conv3d weight', Embedding: 'an Embedding weight',
