@@ -54,6 +54,7 @@ describe('extract', () => {
     const r = await runCli(['extract', '--base', join(dir, 'base'), '--tuned', join(dir, 'tuned'), '--rank', '4', '--out', out, '--backend', 'cpu']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/model\.layers\.0\.self_attn\.q_proj\s+4\s+\d+\.\d+%/);
+    expect(r.stderr).toMatch(/^wrote 2 LoRA modules and 2 whole tensors to .*lora \(PEFT folder\) in /m);
     const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
     expect(config).toMatchObject({ peft_type: 'LORA', r: 4, lora_alpha: 4, base_model_name_or_path: 'org/tiny-llama' });
     expect(config.target_modules.sort()).toEqual(['model.layers.0.self_attn.q_proj', 'model.layers.1.mlp.down_proj']);
@@ -143,6 +144,7 @@ describe('combine and resize', () => {
     const file = decodeSafetensors(readFileSync(join(dir, 'out.safetensors')));
     const rank = file.tensors.get(`${key}.lora_down.weight`)!.shape[0];
     expect(r.stdout).toMatch(new RegExp(`${key}\\s+${rank}\\s+\\d+\\.\\d+%`));
+    expect(r.stderr).toMatch(/^wrote 1 LoRA module to .*out\.safetensors \(kohya file\) in /m);
     expect(file.tensors.get(`${key}.alpha`)!.values[0]).toBeCloseTo(rank * 0.5, 6);
     expect(file.metadata.ss_base_model_version).toBe('sdxl_base_v1-0');
     expect(file.metadata.ss_training_comment).toMatch(/^Dynamic resize with sv_ratio: 3 from 8/);

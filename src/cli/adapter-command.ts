@@ -109,7 +109,8 @@ async function produce(
     await output.commit();
     printReport(result);
     const seconds = (performance.now() - started) / 1000;
-    log(`wrote ${result.adapter.modules.length} LoRA modules${result.adapter.whole.length ? ` and ${result.adapter.whole.length} whole tensors` : ''} to ${cmd.out} (${format === 'kohya' ? 'kohya file' : 'PEFT folder'}) in ${seconds.toFixed(2)} s`);
+    const { modules, whole } = result.adapter;
+    log(`wrote ${modules.length} LoRA module${modules.length === 1 ? '' : 's'}${whole.length ? ` and ${whole.length} whole tensor${whole.length === 1 ? '' : 's'}` : ''} to ${cmd.out} (${format === 'kohya' ? 'kohya file' : 'PEFT folder'}) in ${seconds.toFixed(2)} s`);
     return 0;
   } catch (e) {
     await output.abort();
