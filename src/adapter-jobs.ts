@@ -6,7 +6,7 @@
  * or a cancel leaves nothing at `out`. The rules are the command line's (`loramerge combine`,
  * `resize`, `extract`).
  */
-import { combineAdapters, type CombineMethod } from './adapter-ops/combine.js';
+import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './adapter-ops/combine.js';
 import { extractAdapter } from './adapter-ops/extract.js';
 import { kohyaNamedAdapter, type OutputFormat } from './adapter-ops/module-updates.js';
 import type { ModuleReport, OpResult } from './adapter-ops/op-common.js';
@@ -249,15 +249,7 @@ function checkCombine(options: CombineLorasOptions, weights: number[]): string[]
   }
   const pruning = method === 'ties' || method === 'magnitude_prune' || method.startsWith('dare');
   if (pruning && options.density === undefined) throw badArgument(`method ${method} needs a density (the fraction of each update kept, 0 < D ≤ 1)`);
-  const warnings: string[] = [];
-  if (method === 'cat') {
-    for (const [name, value] of [['rank', options.rank], ['clampQuantile', options.clampQuantile], ['density', options.density]] as const) {
-      if (value !== undefined) warnings.push(`${name} has no effect with method cat (an exact concatenation)`);
-    }
-  } else if (method === 'svd' && options.density !== undefined) {
-    warnings.push('density has no effect with method svd');
-  }
-  return warnings;
+  return optionsWithoutEffect(options).map(({ option, why }) => `${option} has no effect with method ${method}${why}`);
 }
 
 function checkRule(rule: RankRule): void {

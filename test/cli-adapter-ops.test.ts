@@ -135,6 +135,21 @@ describe('combine and resize', () => {
     }
   });
 
+  it('combine warns of each option its --method does not read, by its flag', async () => {
+    const rand = seededRandom(25);
+    const dir = temp.make(prefixed('a', peftFiles([{ name: 'model.layers.0.self_attn.q_proj', b: randomDense(64, 4, rand, 0.1), a: randomDense(4, 64, rand, 0.1) }], { lora_alpha: 8 })));
+    const given = ['--rank', '2', '--density', '0.5', '--majority-sign', 'frequency', '--seed', '3', '--clamp-quantile', '0.99'];
+    const warnings = async (method: string) => {
+      const r = await runCli(['combine', '--adapter', join(dir, 'a'), '--method', method, ...given, '--out', join(dir, `${method}.safetensors`), '--backend', 'cpu']);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stderr.split('\n').filter((line) => line.startsWith('warning:'));
+    };
+    expect(await warnings('cat')).toEqual(['--rank', '--density', '--majority-sign', '--seed', '--clamp-quantile'].map((f) => `warning: ${f} has no effect with --method cat (an exact concatenation)`));
+    expect(await warnings('svd')).toEqual(['--density', '--majority-sign', '--seed'].map((f) => `warning: ${f} has no effect with --method svd`));
+    expect(await warnings('magnitude_prune')).toEqual(['warning: --majority-sign has no effect with --method magnitude_prune']);
+    expect(await warnings('dare_ties')).toEqual([]);
+  });
+
   it('resize of a kohya file keeps kohya names, writes alphas and reports ranks', async () => {
     const rand = seededRandom(24);
     const key = 'lora_unet_down_blocks_0_attentions_0_proj_in';

@@ -3,7 +3,7 @@
  * write it under temporary names and commit, print each module's rank and the share of its update
  * kept. Ctrl-C cancels; a failure or a cancel leaves nothing at --out.
  */
-import { combineAdapters } from '../adapter-ops/combine.js';
+import { combineAdapters, optionsWithoutEffect } from '../adapter-ops/combine.js';
 import { extractAdapter } from '../adapter-ops/extract.js';
 import { checkFormatFits, outputFormatFor } from '../adapter-ops/module-updates.js';
 import type { OpResult } from '../adapter-ops/op-common.js';
@@ -30,12 +30,8 @@ export async function runCombine(cmd: CombineCommand, log: Log = stderrLog): Pro
   try {
     const format = outputFormatFor(cmd.out);
     checkFormatFits(adapters, format, cmd.out);
-    if (cmd.method === 'cat') {
-      for (const [flag, set] of [['--rank', cmd.rank], ['--clamp-quantile', cmd.clampQuantile], ['--density', cmd.density]] as const) {
-        if (set !== undefined) log(`warning: ${flag} has no effect with --method cat (an exact concatenation)`);
-      }
-    } else if (cmd.method === 'svd' && cmd.density !== undefined) {
-      log('warning: --density has no effect with --method svd');
+    for (const { option, why } of optionsWithoutEffect(cmd)) {
+      log(`warning: --${option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} has no effect with --method ${cmd.method}${why}`);
     }
     return await produce(cmd, cmd.adapters.map((a) => a.path), log, (backend, run) => combineAdapters(
       adapters.map((adapter, i) => ({ adapter, weight: cmd.adapters[i].weight })),
