@@ -66,7 +66,7 @@ export interface CombineLorasOptions extends AdapterJobOptions {
   density?: number;
   /** How `ties` and `dare_ties` elect each element's sign (default `total`). */
   majoritySign?: MajoritySign;
-  /** Seeds DARE's random drops (default 0). */
+  /** Seeds DARE's random drops and the randomized SVD the element-wise rules end with (default 0); `cat` and `svd` draw nothing. */
   seed?: number;
   /** Clamps both output factors to ± this quantile of their values, 0 < Q ≤ 1 (kohya's and PEFT's clamp). */
   clampQuantile?: number;
