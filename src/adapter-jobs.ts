@@ -7,7 +7,7 @@
  * `resize`, `extract`).
  */
 import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './adapter-ops/combine.js';
-import { extractAdapter } from './adapter-ops/extract.js';
+import { extractAdapter, openExtractModel } from './adapter-ops/extract.js';
 import { kohyaNamedAdapter, type OutputFormat } from './adapter-ops/module-updates.js';
 import type { ModuleReport, OpResult } from './adapter-ops/op-common.js';
 import { resizeAdapter } from './adapter-ops/resize.js';
@@ -19,7 +19,7 @@ import { getBrowserGpu } from './engine/gpu/browser-gpu.js';
 import { isMergeError, MergeError } from './errors.js';
 import { openAdapter, type ParsedAdapter } from './formats/adapter.js';
 import { writeAdapter } from './formats/adapter-writer.js';
-import { openBaseModel, type BaseModel } from './formats/base-model.js';
+import type { BaseModel } from './formats/base-model.js';
 import { modelNameOrPath } from './formats/model-config.js';
 import { createBlobOutputTarget, type OutputBlob } from './io/blob-output.js';
 import type { ByteSink, OutputTarget } from './io/types.js';
@@ -168,10 +168,10 @@ export async function extractLora(options: ExtractLoraOptions): Promise<AdapterJ
   if (options.energy !== undefined) fraction('energy', options.energy);
   if (options.seed !== undefined) seedValue(options.seed);
   const baseFiles = await openBrowserSource(options.base, 'base');
-  const base = await openBaseModel(baseFiles);
+  const base = await openExtractModel(baseFiles);
   let tuned: BaseModel | undefined;
   try {
-    tuned = await openBaseModel(await openBrowserSource(options.tuned, 'base'));
+    tuned = await openExtractModel(await openBrowserSource(options.tuned, 'base'));
     const t = tuned;
     const format = options.format ?? 'peft';
     const baseModelName = await modelNameOrPath(baseFiles);

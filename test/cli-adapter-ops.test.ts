@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { kohyaFile, peftFiles } from './helpers/adapter-fixtures.js';
+import { q4kmLlama } from './helpers/gguf-models.js';
 import { errorLines, listDir, runCli, runCliActingAtStart } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { dense, frob2, gaussian, minus, optimalError, product, withSpectrum, type Dense } from './helpers/svd-reference.js';
@@ -193,6 +194,16 @@ describe('bad input: one line, nothing left at --out', () => {
     expect(errorLines(d.stderr)).toEqual([expect.stringMatching(/module "base_model\.model\.model\.layers\.0\.self_attn\.q_proj" is DoRA/)]);
     expect(listDir(dir)).toEqual(before);
     expect(existsSync(join(dir, 'out'))).toBe(false);
+  });
+
+  it('extract from a GGUF model is refused naming it, not taken for a folder without safetensors', async () => {
+    const gguf = q4kmLlama().files['tiny-llama-Q4_K_M.gguf'];
+    const dir = temp.make({ 'tiny-llama-Q4_K_M.gguf': gguf, 'tuned/tiny-llama-Q4_K_M.gguf': gguf });
+    const before = listDir(dir);
+    const r = await runCli(['extract', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--tuned', join(dir, 'tuned'), '--rank', '2', '--out', join(dir, 'lora'), '--backend', 'cpu']);
+    expect(r.code).toBe(1);
+    expect(errorLines(r.stderr)).toEqual([expect.stringMatching(/^error: .*tiny-llama-Q4_K_M\.gguf: a GGUF model; extract reads safetensors models only \(GGUF is not covered\)$/)]);
+    expect(listDir(dir)).toEqual(before);
   });
 
   it('models that do not match are refused before anything is written', async () => {

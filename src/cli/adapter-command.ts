@@ -4,7 +4,7 @@
  * kept. Ctrl-C cancels; a failure or a cancel leaves nothing at --out.
  */
 import { combineAdapters, optionsWithoutEffect } from '../adapter-ops/combine.js';
-import { extractAdapter } from '../adapter-ops/extract.js';
+import { extractAdapter, openExtractModel } from '../adapter-ops/extract.js';
 import { checkFormatFits, outputFormatFor } from '../adapter-ops/module-updates.js';
 import type { OpResult } from '../adapter-ops/op-common.js';
 import { resizeAdapter } from '../adapter-ops/resize.js';
@@ -13,7 +13,7 @@ import { createNodeAlgebra } from '../algebra/node-algebra.js';
 import { isMergeError, MergeError } from '../errors.js';
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
-import { openBaseModel, type BaseModel } from '../formats/base-model.js';
+import type { BaseModel } from '../formats/base-model.js';
 import { modelNameOrPath } from '../formats/model-config.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
 import { openNodeInputFileSet } from '../io/node-input-files.js';
@@ -55,10 +55,10 @@ export async function runResize(cmd: ResizeCommand, log: Log = stderrLog): Promi
 
 export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog): Promise<number> {
   const baseFiles = await openNodeInputFileSet(cmd.base);
-  const base = await openBaseModel(baseFiles);
+  const base = await openExtractModel(baseFiles);
   let tuned: BaseModel | undefined;
   try {
-    tuned = await openBaseModel(await openNodeInputFileSet(cmd.tuned));
+    tuned = await openExtractModel(await openNodeInputFileSet(cmd.tuned));
     const t = tuned;
     const baseModelName = await modelNameOrPath(baseFiles);
     return await produce(cmd, [cmd.base, cmd.tuned], log, (backend, run) => extractAdapter(base, t,
