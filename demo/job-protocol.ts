@@ -17,7 +17,7 @@ export interface JobInput {
 export type JobSpec =
   | {
     kind: 'combine'; adapters: (JobInput & { weight: number })[]; method: CombineMethod; rank?: number; density?: number;
-    majoritySign: MajoritySign; seed: number; clampQuantile?: number; format: OutputKind;
+    majoritySign?: MajoritySign; seed?: number; clampQuantile?: number; format: OutputKind;
   }
   | { kind: 'resize'; adapter: JobInput; rule: RankRule; format: OutputKind }
   | { kind: 'extract'; base: JobInput; tuned: JobInput; rank?: number; energy?: number; format: OutputKind };

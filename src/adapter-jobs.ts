@@ -6,8 +6,8 @@
  * or a cancel leaves nothing at `out`. The rules are the command line's (`loramerge combine`,
  * `resize`, `extract`).
  */
-import { combineAdapters, type CombineMethod } from './adapter-ops/combine.js';
-import { extractAdapter } from './adapter-ops/extract.js';
+import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './adapter-ops/combine.js';
+import { extractAdapter, openExtractModel } from './adapter-ops/extract.js';
 import { kohyaNamedAdapter, type OutputFormat } from './adapter-ops/module-updates.js';
 import type { ModuleReport, OpResult } from './adapter-ops/op-common.js';
 import { resizeAdapter } from './adapter-ops/resize.js';
@@ -19,7 +19,7 @@ import { getBrowserGpu } from './engine/gpu/browser-gpu.js';
 import { isMergeError, MergeError } from './errors.js';
 import { openAdapter, type ParsedAdapter } from './formats/adapter.js';
 import { writeAdapter } from './formats/adapter-writer.js';
-import { openBaseModel, type BaseModel } from './formats/base-model.js';
+import type { BaseModel } from './formats/base-model.js';
 import { modelNameOrPath } from './formats/model-config.js';
 import { createBlobOutputTarget, type OutputBlob } from './io/blob-output.js';
 import type { ByteSink, OutputTarget } from './io/types.js';
@@ -66,7 +66,7 @@ export interface CombineLorasOptions extends AdapterJobOptions {
   density?: number;
   /** How `ties` and `dare_ties` elect each element's sign (default `total`). */
   majoritySign?: MajoritySign;
-  /** Seeds DARE's random drops (default 0). */
+  /** Seeds DARE's random drops and the randomized SVD the element-wise rules end with (default 0); `cat` and `svd` draw nothing. */
   seed?: number;
   /** Clamps both output factors to ± this quantile of their values, 0 < Q ≤ 1 (kohya's and PEFT's clamp). */
   clampQuantile?: number;
@@ -168,10 +168,10 @@ export async function extractLora(options: ExtractLoraOptions): Promise<AdapterJ
   if (options.energy !== undefined) fraction('energy', options.energy);
   if (options.seed !== undefined) seedValue(options.seed);
   const baseFiles = await openBrowserSource(options.base, 'base');
-  const base = await openBaseModel(baseFiles);
+  const base = await openExtractModel(baseFiles);
   let tuned: BaseModel | undefined;
   try {
-    tuned = await openBaseModel(await openBrowserSource(options.tuned, 'base'));
+    tuned = await openExtractModel(await openBrowserSource(options.tuned, 'base'));
     const t = tuned;
     const format = options.format ?? 'peft';
     const baseModelName = await modelNameOrPath(baseFiles);
@@ -249,15 +249,7 @@ function checkCombine(options: CombineLorasOptions, weights: number[]): string[]
   }
   const pruning = method === 'ties' || method === 'magnitude_prune' || method.startsWith('dare');
   if (pruning && options.density === undefined) throw badArgument(`method ${method} needs a density (the fraction of each update kept, 0 < D ≤ 1)`);
-  const warnings: string[] = [];
-  if (method === 'cat') {
-    for (const [name, value] of [['rank', options.rank], ['clampQuantile', options.clampQuantile], ['density', options.density]] as const) {
-      if (value !== undefined) warnings.push(`${name} has no effect with method cat (an exact concatenation)`);
-    }
-  } else if (method === 'svd' && options.density !== undefined) {
-    warnings.push('density has no effect with method svd');
-  }
-  return warnings;
+  return optionsWithoutEffect(options).map(({ option, why }) => `${option} has no effect with method ${method}${why}`);
 }
 
 function checkRule(rule: RankRule): void {

@@ -75,6 +75,20 @@ describe('combineLoras', () => {
     expect(outcome.modules[0].normSquared).toBeCloseTo(frob2(target), 3);
   });
 
+  it('warns of each option the method does not read, and of none it reads', async () => {
+    const rand = seededRandom(5);
+    const files = () => memoryInputFileSet(peftFiles([{ name: Q, b: gaussianDense(24, 3, rand), a: gaussianDense(3, 20, rand) }], { r: 3, lora_alpha: 6 }), 'one');
+    const all = { rank: 2, density: 0.5, majoritySign: 'frequency', seed: 7, clampQuantile: 0.99 } as const;
+    const warned = async (method: 'cat' | 'svd' | 'ties' | 'dare_linear' | 'dare_ties' | 'magnitude_prune') =>
+      (await combineLoras({ adapters: [files()], method, ...all, backend: 'cpu' })).warnings.filter((w) => /no effect/.test(w));
+    expect(await warned('cat')).toEqual(['rank', 'density', 'majoritySign', 'seed', 'clampQuantile'].map((o) => `${o} has no effect with method cat (an exact concatenation)`));
+    expect(await warned('svd')).toEqual(['density', 'majoritySign', 'seed'].map((o) => `${o} has no effect with method svd`));
+    expect(await warned('dare_linear')).toEqual(['majoritySign has no effect with method dare_linear']);
+    expect(await warned('magnitude_prune')).toEqual(['majoritySign has no effect with method magnitude_prune']);
+    expect(await warned('ties')).toEqual([]);
+    expect(await warned('dare_ties')).toEqual([]);
+  });
+
   it('refuses bad options before reading anything, and a PEFT folder for kohya names', async () => {
     const missing = memoryInputFileSet({}, 'nothing');
     expect((await refused(combineLoras({ adapters: [missing], method: 'ties' }))).message).toMatch(/method ties needs a density/);

@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { kohyaFile, peftFiles } from './helpers/adapter-fixtures.js';
+import { q4kmLlama } from './helpers/gguf-models.js';
 import { errorLines, listDir, runCli, runCliActingAtStart } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { dense, frob2, gaussian, minus, optimalError, product, withSpectrum, type Dense } from './helpers/svd-reference.js';
@@ -54,6 +55,7 @@ describe('extract', () => {
     const r = await runCli(['extract', '--base', join(dir, 'base'), '--tuned', join(dir, 'tuned'), '--rank', '4', '--out', out, '--backend', 'cpu']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/model\.layers\.0\.self_attn\.q_proj\s+4\s+\d+\.\d+%/);
+    expect(r.stderr).toMatch(/^wrote 2 LoRA modules and 2 whole tensors to .*lora \(PEFT folder\) in /m);
     const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
     expect(config).toMatchObject({ peft_type: 'LORA', r: 4, lora_alpha: 4, base_model_name_or_path: 'org/tiny-llama' });
     expect(config.target_modules.sort()).toEqual(['model.layers.0.self_attn.q_proj', 'model.layers.1.mlp.down_proj']);
@@ -134,6 +136,21 @@ describe('combine and resize', () => {
     }
   });
 
+  it('combine warns of each option its --method does not read, by its flag', async () => {
+    const rand = seededRandom(25);
+    const dir = temp.make(prefixed('a', peftFiles([{ name: 'model.layers.0.self_attn.q_proj', b: randomDense(64, 4, rand, 0.1), a: randomDense(4, 64, rand, 0.1) }], { lora_alpha: 8 })));
+    const given = ['--rank', '2', '--density', '0.5', '--majority-sign', 'frequency', '--seed', '3', '--clamp-quantile', '0.99'];
+    const warnings = async (method: string) => {
+      const r = await runCli(['combine', '--adapter', join(dir, 'a'), '--method', method, ...given, '--out', join(dir, `${method}.safetensors`), '--backend', 'cpu']);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stderr.split('\n').filter((line) => line.startsWith('warning:'));
+    };
+    expect(await warnings('cat')).toEqual(['--rank', '--density', '--majority-sign', '--seed', '--clamp-quantile'].map((f) => `warning: ${f} has no effect with --method cat (an exact concatenation)`));
+    expect(await warnings('svd')).toEqual(['--density', '--majority-sign', '--seed'].map((f) => `warning: ${f} has no effect with --method svd`));
+    expect(await warnings('magnitude_prune')).toEqual(['warning: --majority-sign has no effect with --method magnitude_prune']);
+    expect(await warnings('dare_ties')).toEqual([]);
+  });
+
   it('resize of a kohya file keeps kohya names, writes alphas and reports ranks', async () => {
     const rand = seededRandom(24);
     const key = 'lora_unet_down_blocks_0_attentions_0_proj_in';
@@ -143,6 +160,7 @@ describe('combine and resize', () => {
     const file = decodeSafetensors(readFileSync(join(dir, 'out.safetensors')));
     const rank = file.tensors.get(`${key}.lora_down.weight`)!.shape[0];
     expect(r.stdout).toMatch(new RegExp(`${key}\\s+${rank}\\s+\\d+\\.\\d+%`));
+    expect(r.stderr).toMatch(/^wrote 1 LoRA module to .*out\.safetensors \(kohya file\) in /m);
     expect(file.tensors.get(`${key}.alpha`)!.values[0]).toBeCloseTo(rank * 0.5, 6);
     expect(file.metadata.ss_base_model_version).toBe('sdxl_base_v1-0');
     expect(file.metadata.ss_training_comment).toMatch(/^Dynamic resize with sv_ratio: 3 from 8/);
@@ -176,6 +194,16 @@ describe('bad input: one line, nothing left at --out', () => {
     expect(errorLines(d.stderr)).toEqual([expect.stringMatching(/module "base_model\.model\.model\.layers\.0\.self_attn\.q_proj" is DoRA/)]);
     expect(listDir(dir)).toEqual(before);
     expect(existsSync(join(dir, 'out'))).toBe(false);
+  });
+
+  it('extract from a GGUF model is refused naming it, not taken for a folder without safetensors', async () => {
+    const gguf = q4kmLlama().files['tiny-llama-Q4_K_M.gguf'];
+    const dir = temp.make({ 'tiny-llama-Q4_K_M.gguf': gguf, 'tuned/tiny-llama-Q4_K_M.gguf': gguf });
+    const before = listDir(dir);
+    const r = await runCli(['extract', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--tuned', join(dir, 'tuned'), '--rank', '2', '--out', join(dir, 'lora'), '--backend', 'cpu']);
+    expect(r.code).toBe(1);
+    expect(errorLines(r.stderr)).toEqual([expect.stringMatching(/^error: .*tiny-llama-Q4_K_M\.gguf: a GGUF model; extract reads safetensors models only \(GGUF is not covered\)$/)]);
+    expect(listDir(dir)).toEqual(before);
   });
 
   it('models that do not match are refused before anything is written', async () => {

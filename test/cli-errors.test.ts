@@ -161,7 +161,7 @@ describe('broken input through the CLI', () => {
     const outDir = tempDir({ 'old-shard.safetensors': 'stale' });
     const refused = await runCli(['merge', '--base', baseDir, '--adapter', adapterDir, '--out', outDir, '--backend', 'cpu']);
     expect(refused.code).not.toBe(0);
-    expect(errorLines(refused.stderr)[0]).toMatch(/not empty/);
+    expect(errorLines(refused.stderr)[0]).toMatch(/not empty.*--overwrite/);
     expect(listDir(outDir)).toEqual(['old-shard.safetensors']);
     const replaced = await runCli(['merge', '--base', baseDir, '--adapter', adapterDir, '--out', outDir, '--backend', 'cpu', '--overwrite']);
     expect(replaced.code, replaced.stderr).toBe(0);
@@ -188,6 +188,22 @@ describe('broken input through the CLI', () => {
       expect(errorLines(result.stderr), args.join(' ')).toHaveLength(1);
       expect(errorLines(result.stderr)[0], args.join(' ')).toMatch(message);
     }
+  });
+});
+
+describe('usage', () => {
+  it('shows the usage, exit 0, for --help or -h after any command, not for a --help after --', async () => {
+    for (const command of ['merge', 'inspect', 'sample', 'combine', 'resize', 'extract']) {
+      for (const flag of ['--help', '-h']) {
+        const result = await runCli([command, '--base', 'x', flag]);
+        expect(result.code, `${command} ${flag}: ${result.stderr}`).toBe(0);
+        expect(result.stdout, `${command} ${flag}`).toMatch(/^usage:\n {2}loramerge merge --base PATH/);
+        expect(result.stdout).toMatch(new RegExp(`^ {2}loramerge ${command} `, 'm'));
+      }
+    }
+    const positional = await runCli(['inspect', '--', '--help']);
+    expect(positional.code).not.toBe(0);
+    expect(errorLines(positional.stderr)[0]).toMatch(/--help/);
   });
 });
 

@@ -89,7 +89,7 @@ describe('loramerge with GGUF', () => {
     expect(b.stdout).toMatch(/Q4_K ×\d+, .*Q6_K/);
     const a = await runCli(['inspect', join(dir, 'lora.gguf')]);
     expect(a.code, a.stderr).toBe(0);
-    expect(a.stdout).toMatch(/llama\.cpp GGUF LoRA adapter \(1 modules\)/);
+    expect(a.stdout).toMatch(/llama\.cpp GGUF LoRA adapter \(1 module\)/);
     expect(a.stdout).toMatch(/blk\.0\.attn_q\.weight {2}r=4 α=8 scale=2/);
   });
 

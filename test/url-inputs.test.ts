@@ -162,3 +162,36 @@ describe('merge() from misbehaving servers', () => {
     });
   });
 });
+
+describe('strings that are no absolute URL', () => {
+  it('without a location (Node) one is refused naming it and where paths go, not as a bare "Invalid URL"', () => {
+    const refusal = (() => {
+      try {
+        urlInputFileSet(['llama-lora/adapter_model.safetensors']);
+      } catch (e) {
+        return e as { code?: string; message: string };
+      }
+      return undefined;
+    })();
+    expect(refusal?.code).toBe('BAD_ARGUMENT');
+    expect(refusal?.message).toMatch(/^"llama-lora\/adapter_model\.safetensors" is not a URL; a path is opened with openNodeInputFileSet \(loramerge\/node\)/);
+  });
+
+  it('in a page or worker one is fetched relative to its location, as fetch itself resolves it', async () => {
+    const fetched: string[] = [];
+    const fetchFn = async (input: RequestInfo | URL) => {
+      fetched.push(String(input));
+      return new Response('{"r": 8}', { headers: { 'content-length': '8' } });
+    };
+    const scope = globalThis as { location?: { href: string } };
+    scope.location = { href: 'https://models.example/app/index.html' };
+    try {
+      const files = urlInputFileSet(['llama-lora/adapter_config.json'], 'llama-lora', fetchFn);
+      expect(files.list()).toEqual(['adapter_config.json']);
+      expect(await files.readText('adapter_config.json')).toBe('{"r": 8}');
+    } finally {
+      delete scope.location;
+    }
+    expect(fetched).toEqual(['https://models.example/app/llama-lora/adapter_config.json']);
+  });
+});

@@ -166,7 +166,8 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
           kind: 'combine', method: m, format: kind,
           adapters: s.adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: a.weight })),
           rank: values.rank as number | undefined, density: values.density as number | undefined,
-          majoritySign: majority.value as MajoritySign, seed: (values.seed as number | undefined) ?? 0,
+          // Only where the method reads them: combineLoras warns of any other it is given.
+          majoritySign: m.endsWith('ties') ? majority.value as MajoritySign : undefined, seed: values.seed as number | undefined,
           clampQuantile: values.clamp as number | undefined,
         },
       };

@@ -33,6 +33,26 @@ export interface CombineOptions {
   format: OutputFormat;
 }
 
+/** An option of combine that a method may not read. */
+export type CombineTuning = 'rank' | 'density' | 'majoritySign' | 'seed' | 'clampQuantile';
+
+/**
+ * The options given that `method` does not read, with why: given, they would change nothing, so
+ * they are reported rather than silently dropped. `cat` is exact; `svd` draws nothing (the seed is
+ * the randomized SVD's, which only the dense rules use) and prunes nothing; only the TIES rules
+ * elect signs.
+ */
+export function optionsWithoutEffect(options: Omit<CombineOptions, 'format'>): { option: CombineTuning; why: string }[] {
+  const unread: Record<CombineMethod, CombineTuning[]> = {
+    cat: ['rank', 'density', 'majoritySign', 'seed', 'clampQuantile'],
+    svd: ['density', 'majoritySign', 'seed'],
+    ties: [], dare_ties: [],
+    dare_linear: ['majoritySign'], magnitude_prune: ['majoritySign'],
+  };
+  const why = options.method === 'cat' ? ' (an exact concatenation)' : '';
+  return (unread[options.method] ?? []).filter((option) => options[option] !== undefined).map((option) => ({ option, why }));
+}
+
 export interface WeightedInput {
   adapter: ParsedAdapter;
   weight: number;

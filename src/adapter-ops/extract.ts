@@ -12,13 +12,27 @@
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import { decodeToF32, DTYPE_BYTES, isFloatDType, type FloatDType } from '../dtype.js';
 import { MergeError, throwIfAborted } from '../errors.js';
-import type { BaseModel, BaseTensor } from '../formats/base-model.js';
+import { openBaseModel, type BaseModel, type BaseTensor } from '../formats/base-model.js';
+import { holdsGgufModel } from '../formats/open-model.js';
+import type { InputFileSet } from '../io/types.js';
 import type { WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import { kohyaMetadata, LORAMERGE_VERSION, type ModuleReport, type OpResult } from './op-common.js';
 import { kohyaPartFor, type ModuleShape, type OutputFormat } from './module-updates.js';
 import { decomposeDense, froKept, moduleFromSvd } from './reduce.js';
 import { product } from '../integers.js';
+
+/**
+ * A model extract reads: safetensors only. A GGUF model is refused by name rather than read as a
+ * folder of unknown files: its matrices are in GGML's order and blocks (llama's q/k rows permuted),
+ * so an adapter from its difference would need names and rows mapped back, which is not covered.
+ */
+export async function openExtractModel(files: InputFileSet): Promise<BaseModel> {
+  if (holdsGgufModel(files.list())) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${files.name}: a GGUF model; extract reads safetensors models only (GGUF is not covered)`);
+  }
+  return openBaseModel(files);
+}
 
 export interface ExtractOptions {
   rank?: number;

@@ -11,8 +11,10 @@ export interface CombineCommand {
   method: CombineMethod;
   rank?: number;
   density?: number;
-  majoritySign: MajoritySign;
-  seed: number;
+  /** As given (undefined: the default, total), so that one the method ignores can be reported. */
+  majoritySign?: MajoritySign;
+  /** As given (undefined: the default, 0). */
+  seed?: number;
   clampQuantile?: number;
   out: string;
   backend: BackendChoice;
@@ -133,7 +135,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
   }
   return {
     command: 'combine', adapters: adapters.map(({ path, weight }) => ({ path, weight })), method, rank, density,
-    majoritySign: majority ?? 'total', seed: seed ?? 0, clampQuantile: clamp, out, backend: backend ?? 'auto', overwrite,
+    majoritySign: majority, seed, clampQuantile: clamp, out, backend: backend ?? 'auto', overwrite,
   };
 }
 

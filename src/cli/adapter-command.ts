@@ -3,8 +3,8 @@
  * write it under temporary names and commit, print each module's rank and the share of its update
  * kept. Ctrl-C cancels; a failure or a cancel leaves nothing at --out.
  */
-import { combineAdapters } from '../adapter-ops/combine.js';
-import { extractAdapter } from '../adapter-ops/extract.js';
+import { combineAdapters, optionsWithoutEffect } from '../adapter-ops/combine.js';
+import { extractAdapter, openExtractModel } from '../adapter-ops/extract.js';
 import { checkFormatFits, outputFormatFor } from '../adapter-ops/module-updates.js';
 import type { OpResult } from '../adapter-ops/op-common.js';
 import { resizeAdapter } from '../adapter-ops/resize.js';
@@ -13,7 +13,7 @@ import { createNodeAlgebra } from '../algebra/node-algebra.js';
 import { isMergeError, MergeError } from '../errors.js';
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
-import { openBaseModel, type BaseModel } from '../formats/base-model.js';
+import type { BaseModel } from '../formats/base-model.js';
 import { modelNameOrPath } from '../formats/model-config.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
 import { openNodeInputFileSet } from '../io/node-input-files.js';
@@ -30,12 +30,8 @@ export async function runCombine(cmd: CombineCommand, log: Log = stderrLog): Pro
   try {
     const format = outputFormatFor(cmd.out);
     checkFormatFits(adapters, format, cmd.out);
-    if (cmd.method === 'cat') {
-      for (const [flag, set] of [['--rank', cmd.rank], ['--clamp-quantile', cmd.clampQuantile], ['--density', cmd.density]] as const) {
-        if (set !== undefined) log(`warning: ${flag} has no effect with --method cat (an exact concatenation)`);
-      }
-    } else if (cmd.method === 'svd' && cmd.density !== undefined) {
-      log('warning: --density has no effect with --method svd');
+    for (const { option, why } of optionsWithoutEffect(cmd)) {
+      log(`warning: --${option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} has no effect with --method ${cmd.method}${why}`);
     }
     return await produce(cmd, cmd.adapters.map((a) => a.path), log, (backend, run) => combineAdapters(
       adapters.map((adapter, i) => ({ adapter, weight: cmd.adapters[i].weight })),
@@ -59,10 +55,10 @@ export async function runResize(cmd: ResizeCommand, log: Log = stderrLog): Promi
 
 export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog): Promise<number> {
   const baseFiles = await openNodeInputFileSet(cmd.base);
-  const base = await openBaseModel(baseFiles);
+  const base = await openExtractModel(baseFiles);
   let tuned: BaseModel | undefined;
   try {
-    tuned = await openBaseModel(await openNodeInputFileSet(cmd.tuned));
+    tuned = await openExtractModel(await openNodeInputFileSet(cmd.tuned));
     const t = tuned;
     const baseModelName = await modelNameOrPath(baseFiles);
     return await produce(cmd, [cmd.base, cmd.tuned], log, (backend, run) => extractAdapter(base, t,
@@ -109,7 +105,8 @@ async function produce(
     await output.commit();
     printReport(result);
     const seconds = (performance.now() - started) / 1000;
-    log(`wrote ${result.adapter.modules.length} LoRA modules${result.adapter.whole.length ? ` and ${result.adapter.whole.length} whole tensors` : ''} to ${cmd.out} (${format === 'kohya' ? 'kohya file' : 'PEFT folder'}) in ${seconds.toFixed(2)} s`);
+    const { modules, whole } = result.adapter;
+    log(`wrote ${modules.length} LoRA module${modules.length === 1 ? '' : 's'}${whole.length ? ` and ${whole.length} whole tensor${whole.length === 1 ? '' : 's'}` : ''} to ${cmd.out} (${format === 'kohya' ? 'kohya file' : 'PEFT folder'}) in ${seconds.toFixed(2)} s`);
     return 0;
   } catch (e) {
     await output.abort();

@@ -47,9 +47,9 @@ ${ADAPTER_USAGE}
   --dtype    safetensors: f32, f16, bf16, f8_e4m3 or f8_e5m2 for every float tensor, fp8 ones
              included; GGUF: the type of every matrix llama-quantize would quantize, merged or not
              (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k,
-             mxfp4, nvfp4, q1_0, q2_0, tq1_0, tq2_0, or one of llama-quantize's mixes q3_k_s,
-             q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, mxfp4_moe; norms keep theirs).
-             Default: each tensor keeps the base's type
+             mxfp4, nvfp4, q1_0, q2_0, tq1_0, tq2_0, iq4_nl, iq4_xs, or one of llama-quantize's
+             mixes q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, mxfp4_moe; norms keep
+             theirs). Default: each tensor keeps the base's type
   --dtype-merged-only  --dtype for the tensors the merge changes only; the others are copied
              as stored (export-lora's F16 output, or Q8_0 merged tensors in a Q4_K_M model)
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
@@ -98,6 +98,7 @@ export function parseCommandLine(argv: string[]): Command {
   const [command, ...rest] = argv;
   if (command === undefined || command === 'help' || command === '--help' || command === '-h') return { command: 'help' };
   if (command === '--version' || command === '-v' || command === 'version') return { command: 'version' };
+  if (asksForHelp(rest)) return { command: 'help' };
   if (command === 'merge') return parseMerge(rest);
   if (command === 'inspect') return parseInspect(rest);
   if (command === 'sample') return parseSample(rest);
@@ -105,6 +106,12 @@ export function parseCommandLine(argv: string[]): Command {
   if (command === 'resize') return parseResize(rest);
   if (command === 'extract') return parseExtract(rest);
   throw usageError(`unknown command "${command}"`);
+}
+
+/** `loramerge merge --help`: a --help or -h among a command's options (not after `--`) shows the usage. */
+function asksForHelp(args: string[]): boolean {
+  const end = args.indexOf('--');
+  return (end < 0 ? args : args.slice(0, end)).some((arg) => arg === '--help' || arg === '-h');
 }
 
 /** parseArgs messages are already one readable line; make them usage errors. */

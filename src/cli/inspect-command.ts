@@ -63,7 +63,7 @@ function describeBase(files: InputFileSet, base: BaseModel): string[] {
 
 function describeAdapter(adapter: ParsedAdapter): string[] {
   const lines = [
-    `${adapter.name}: ${ADAPTER_FORMAT_NAMES[adapter.format]} LoRA${adapter.format === 'peft' || adapter.format === 'gguf' ? ' adapter' : ''} (${adapter.modules.length} modules` +
+    `${adapter.name}: ${ADAPTER_FORMAT_NAMES[adapter.format]} LoRA${adapter.format === 'peft' || adapter.format === 'gguf' ? ' adapter' : ''} (${adapter.modules.length} module${adapter.modules.length === 1 ? '' : 's'}` +
       `${adapter.replacements.length ? `, ${adapter.replacements.length} full tensors` : ''})`,
     `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => [...Object.values(m.tensors), ...(m.biasB ? [m.biasB] : [])].map((t) => t.dtype)))}`,
   ];

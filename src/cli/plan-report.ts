@@ -13,14 +13,14 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   plan.adapters.forEach((a, i) => {
     const adapter = prepared.adapters[i].adapter;
     lines.push(
-      `adapter ${i + 1}: ${a.name} (${a.format}, ${a.modules} modules${a.replacements ? `, ${a.replacements} full tensors` : ''}, ` +
+      `adapter ${i + 1}: ${a.name} (${a.format}, ${a.modules} module${a.modules === 1 ? '' : 's'}${a.replacements ? `, ${a.replacements} full tensors` : ''}, ` +
         `${[`weight ${a.weight}`, ...scaleFacts(adapter.modules)].join(', ')})`,
     );
   });
   const s = plan.summary;
   lines.push(
     `plan: ${s.tensorsTouched} tensors change, ${s.terms} module updates, ${formatBytes(s.bytesToRead)} to read, ` +
-      `${(s.flops / 1e9).toFixed(2)} GFLOP${plan.leftOut.length ? `, ${plan.leftOut.length} modules left out (see warnings)` : ''}`,
+      `${(s.flops / 1e9).toFixed(2)} GFLOP${plan.leftOut.length ? `, ${plan.leftOut.length} module${plan.leftOut.length === 1 ? '' : 's'} left out (see warnings)` : ''}`,
   );
   if (detailed) {
     for (const u of plan.updates) {

@@ -13,12 +13,13 @@ interface ContainerEntry {
   open(files: InputFileSet): Promise<BaseModel>;
 }
 
+/** Whether `paths` hold a GGUF model: `.gguf` files and no safetensors weights. */
+export function holdsGgufModel(paths: readonly string[]): boolean {
+  return paths.some((p) => /\.gguf$/i.test(p)) && !paths.some((p) => /\.safetensors$/i.test(p));
+}
+
 const CONTAINERS: readonly ContainerEntry[] = [
-  {
-    name: 'gguf',
-    claims: (paths) => paths.some((p) => /\.gguf$/i.test(p)) && !paths.some((p) => /\.safetensors$/i.test(p)),
-    open: openGgufModel,
-  },
+  { name: 'gguf', claims: holdsGgufModel, open: openGgufModel },
   { name: 'safetensors', claims: () => true, open: openBaseModel },
 ];
 

@@ -73,13 +73,28 @@ export async function urlByteSource(url: string | URL, options?: FetchFunction |
 }
 
 /**
+ * A URL as fetch reads it: a relative one against the page's (or worker's) location. Without a
+ * location (Node) a string that is no absolute URL is most likely a path, so the refusal says
+ * where paths go; `new URL` would throw a bare "Invalid URL" naming neither.
+ */
+function absoluteUrl(text: string): string {
+  const base = (globalThis as { location?: { href?: string } }).location?.href;
+  try {
+    return new URL(text, base).href;
+  } catch {
+    const hint = base === undefined ? '; a path is opened with openNodeInputFileSet (loramerge/node), or given to merge() from loramerge/node' : '';
+    throw new MergeError('BAD_ARGUMENT', `"${text}" is not a URL${hint}`);
+  }
+}
+
+/**
  * Remote files as one InputFileSet, each named by the last segment of its URL path
  * (`…/adapter_config.json` → `adapter_config.json`), as if they were one folder.
  */
 export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, options?: FetchFunction | UrlInputOptions): InputFileSet {
   const files = new Map<string, string>();
   for (const url of urls) {
-    const href = String(url);
+    const href = absoluteUrl(String(url));
     const path = decodeURIComponent(new URL(href).pathname.split('/').filter(Boolean).pop() ?? '');
     if (!path) throw new MergeError('BAD_ARGUMENT', `${href}: names no file`);
     if (files.has(path)) throw new MergeError('BAD_ARGUMENT', `${href}: a second file named "${path}"`);
