@@ -9,7 +9,7 @@
  * between requests (another ETag, Last-Modified or total size), a redirect loop, an HTTP error,
  * and a response that stops sending: no byte for URL_IDLE_TIMEOUT_MS ends the request.
  */
-import { MergeError, throwIfAborted } from '../errors.js';
+import { MergeError, throwIfAborted, type MergeErrorCode } from '../errors.js';
 import { MAX_CONFIG_BYTES, URL_IDLE_TIMEOUT_MS } from '../limits.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import { decodeUtf8 } from './strict-utf8.js';
@@ -48,6 +48,22 @@ interface Version {
 
 const NO_VERSION: Version = { etag: null, lastModified: null };
 
+/** Why a response is not taken, as the error it becomes (the URL is put before the message). */
+interface Refusal {
+  code: MergeErrorCode;
+  message: string;
+}
+
+const ignoredRange = (response: Response): Refusal => ({
+  code: 'UNSUPPORTED_FORMAT', message: `the server ignored a Range request (HTTP ${response.status} instead of 206); download the file first`,
+});
+
+/** The response's Content-Encoding when it is not the file's own bytes (gzip, br …), else null. */
+function encodingOf(response: Response): string | null {
+  const encoding = response.headers.get('content-encoding');
+  return encoding && encoding.toLowerCase() !== 'identity' ? encoding : null;
+}
+
 /** A file behind `url` as a ByteSource; its size comes from a HEAD request (or a one-byte GET). */
 export async function urlByteSource(url: string | URL, options?: FetchFunction | UrlInputOptions): Promise<ByteSource> {
   const href = String(url);
@@ -61,9 +77,7 @@ export async function urlByteSource(url: string | URL, options?: FetchFunction |
       if (length === 0) return new Uint8Array(0);
       const what = `bytes ${offset}–${offset + length - 1}`;
       return fetchBody(href, o, what, { headers: { Range: `bytes=${offset}-${offset + length - 1}`, 'Accept-Encoding': 'identity' } }, length, (response) => {
-        if (response.status !== 206 && !(response.status === 200 && offset === 0 && length === size)) {
-          return `the server ignored a Range request (HTTP ${response.status} instead of 206); download the file first`;
-        }
+        if (response.status !== 206 && !(response.status === 200 && offset === 0 && length === size)) return ignoredRange(response);
         const total = response.status === 206 ? Number(response.headers.get('content-range')?.split('/')[1]) : size;
         return rangeRefusal(version, response, total, size);
       });
@@ -110,22 +124,23 @@ export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, 
 }
 
 /** Why a range response cannot be taken as the file's bytes: compressed, or of another version. */
-function rangeRefusal(version: Version, response: Response, total: number, size: number): string | undefined {
-  const encoding = response.headers.get('content-encoding');
-  if (encoding && encoding.toLowerCase() !== 'identity') {
-    return `the server compressed a byte range (Content-Encoding: ${encoding}), so its offsets are not the file's; serve the file uncompressed`;
+function rangeRefusal(version: Version, response: Response, total: number, size: number): Refusal | undefined {
+  const encoding = encodingOf(response);
+  if (encoding) {
+    return { code: 'UNSUPPORTED_FORMAT', message: `the server compressed a byte range (Content-Encoding: ${encoding}), so its offsets are not the file's; serve the file uncompressed` };
   }
   return changed(version, response, total, size);
 }
 
 /** Why a range response is not of the version first seen, or undefined. */
-function changed(version: Version, response: Response, total: number, size: number): string | undefined {
+function changed(version: Version, response: Response, total: number, size: number): Refusal | undefined {
   const etag = response.headers.get('etag');
   const lastModified = response.headers.get('last-modified');
   const was = version.etag !== null && etag !== null && etag !== version.etag ? `ETag ${version.etag} → ${etag}`
     : version.lastModified !== null && lastModified !== null && lastModified !== version.lastModified ? `Last-Modified ${version.lastModified} → ${lastModified}`
       : Number.isSafeInteger(total) && total !== size ? `${size} → ${total} bytes` : undefined;
-  return was && `changed on the server while the merge read it (${was}); nothing was written; run the merge again once it stays unchanged`;
+  return was === undefined ? undefined
+    : { code: 'INPUT_CHANGED', message: `changed on the server while the merge read it (${was}); nothing was written; run the merge again once it stays unchanged` };
 }
 
 /**
@@ -134,7 +149,7 @@ function changed(version: Version, response: Response, total: number, size: numb
  */
 async function fetchBody(
   href: string, o: Resolved, what: string, init: RequestInit, limit: number,
-  check: (response: Response) => string | undefined, upTo = false,
+  check: (response: Response) => Refusal | undefined, upTo = false,
 ): Promise<Uint8Array> {
   const controller = new AbortController();
   let timedOut = false;
@@ -163,7 +178,7 @@ async function fetchBody(
     try {
       if (!response.ok) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}`);
       const refused = check(response);
-      if (refused) throw new MergeError(refused.startsWith('changed') ? 'INPUT_CHANGED' : 'UNSUPPORTED_FORMAT', `${href}: ${refused}`);
+      if (refused) throw new MergeError(refused.code, `${href}: ${refused.message}`);
     } catch (e) {
       // The body of a refused response (perhaps the whole file) is not downloaded.
       await response.body?.cancel().catch(() => undefined);
@@ -219,7 +234,7 @@ async function remoteSize(href: string, o: Resolved): Promise<{ size: number; ve
   let probe: Response | undefined;
   await fetchBody(href, o, 'its size (bytes 0–0)', { headers: { Range: 'bytes=0-0', 'Accept-Encoding': 'identity' } }, 1, (response) => {
     probe = response;
-    return response.status === 206 ? rangeRefusal(NO_VERSION, response, NaN, NaN) : `the server ignored a Range request (HTTP ${response.status} instead of 206); download the file first`;
+    return response.status === 206 ? rangeRefusal(NO_VERSION, response, NaN, NaN) : ignoredRange(response);
   }, true);
   const total = Number(probe!.headers.get('content-range')?.split('/')[1]);
   if (!Number.isSafeInteger(total)) throw new MergeError('UNSUPPORTED_FORMAT', `${href}: the server does not say how large the file is`);
