@@ -21,7 +21,7 @@ const base = fixture.base;
 const bytesOf = (x: Uint8Array | string) => (typeof x === 'string' ? new TextEncoder().encode(x) : x);
 
 /** How the server misbehaves on the base's range requests, by the first path segment. */
-type Mode = 'big-config' | 'ok' | 'no-range' | 'long-length' | 'short-length' | 'etag-changes' | 'size-changes' | 'stall' | 'loop' | 'error-500' | 'gzip';
+type Mode = 'big-config' | 'ok' | 'no-range' | 'long-length' | 'short-length' | 'etag-changes' | 'size-changes' | 'stall' | 'loop' | 'error-500' | 'gzip' | 'gzip-head';
 const rangeRequests = new Map<string, number>();
 let server: Server;
 let origin: string;
@@ -86,6 +86,10 @@ beforeAll(async () => {
     const body = path === 'llama.safetensors' ? base : fixture.files[path] !== undefined ? bytesOf(fixture.files[path]) : undefined;
     if (!body) return void response.writeHead(404).end();
     if (request.headers.range) return serveRange(path === 'llama.safetensors' ? mode : 'ok', request, response, body);
+    if (mode === 'gzip-head' && request.method === 'HEAD') {
+      // A server that compresses whole responses but serves ranges as they are: the HEAD's length is the compressed body's.
+      return void response.writeHead(200, { 'Content-Length': gzipSync(body).byteLength, 'Content-Encoding': 'gzip', ETag: '"v1"' }).end();
+    }
     response.writeHead(200, { 'Content-Length': body.byteLength, ETag: '"v1"' });
     response.end(request.method === 'HEAD' ? undefined : body);
   });
@@ -111,6 +115,12 @@ async function mergeFrom(mode: Mode, extra: { signal?: AbortSignal } = {}) {
 describe('merge() from misbehaving servers', () => {
   it('merges exactly from a server that behaves (the control)', async () => {
     const { result, out } = await mergeFrom('ok');
+    await result;
+    checkMerged(new Uint8Array(readFileSync(out)), readSafetensors(base), [{ tensors: readSafetensors(fixture.adapter), scale: fixture.alpha / fixture.rank }]);
+  });
+
+  it('takes the size from a range when the HEAD answers compressed, and merges exactly', async () => {
+    const { result, out } = await mergeFrom('gzip-head');
     await result;
     checkMerged(new Uint8Array(readFileSync(out)), readSafetensors(base), [{ tensors: readSafetensors(fixture.adapter), scale: fixture.alpha / fixture.rank }]);
   });

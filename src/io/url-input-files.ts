@@ -229,8 +229,8 @@ async function remoteSize(href: string, o: Resolved): Promise<{ size: number; ve
   await fetchBody(href, o, 'its size (HEAD)', { method: 'HEAD', headers: { 'Accept-Encoding': 'identity' } }, 0, (response) => { head = response; return undefined; });
   const length = Number(head!.headers.get('content-length'));
   const version = (r: Response): Version => ({ etag: r.headers.get('etag'), lastModified: r.headers.get('last-modified') });
-  if (Number.isSafeInteger(length) && length > 0) return { size: length, version: version(head!) };
-  // No usable length (chunked): a one-byte range names the total after the slash.
+  if (Number.isSafeInteger(length) && length > 0 && !encodingOf(head!)) return { size: length, version: version(head!) };
+  // No usable length (chunked, or the compressed body's): a one-byte range names the total after the slash.
   let probe: Response | undefined;
   await fetchBody(href, o, 'its size (bytes 0–0)', { headers: { Range: 'bytes=0-0', 'Accept-Encoding': 'identity' } }, 1, (response) => {
     probe = response;
