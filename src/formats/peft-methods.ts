@@ -68,11 +68,14 @@ interface MethodConfig {
   shared?: { names: Readonly<Record<string, Role>>; missing: string };
 }
 
+/** Where most methods fail on a null r: update_layer's first check of it. */
+const R_COMPARED = '`r <= 0` in update_layer raises TypeError';
+
 const METHODS: Readonly<Record<string, MethodConfig>> = {
-  LOHA: { rNull: '`r <= 0` in update_layer raises TypeError', alphaNull: '`alpha / r` in update_layer raises TypeError', title: 'LoHa', wraps: ['Linear', 'Conv1d', 'Conv2d'], algorithms: ['loha'], roles: ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b', 'hada_t1', 'hada_t2'], r: 8, alpha: 8 },
-  LOKR: { rNull: '`r <= 0` in update_layer raises TypeError', alphaNull: '`alpha / r` in update_layer raises TypeError', title: 'LoKr', wraps: ['Linear', 'Conv1d', 'Conv2d'], algorithms: ['lokr'], roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'], r: 8, alpha: 8 },
+  LOHA: { rNull: R_COMPARED, alphaNull: '`alpha / r` in update_layer raises TypeError', title: 'LoHa', wraps: ['Linear', 'Conv1d', 'Conv2d'], algorithms: ['loha'], roles: ['hada_w1_a', 'hada_w1_b', 'hada_w2_a', 'hada_w2_b', 'hada_t1', 'hada_t2'], r: 8, alpha: 8 },
+  LOKR: { rNull: R_COMPARED, alphaNull: '`alpha / r` in update_layer raises TypeError', title: 'LoKr', wraps: ['Linear', 'Conv1d', 'Conv2d'], algorithms: ['lokr'], roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'], r: 8, alpha: 8 },
   VERA: {
-    rNull: '`r <= 0` in update_layer raises TypeError', title: 'VeRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['vera'], roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1,
+    rNull: R_COMPARED, title: 'VeRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['vera'], roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1,
     shared: { names: { 'base_model.vera_A': 'vera_A', 'base_model.vera_B': 'vera_B' }, missing: 'VeRA adapter without base_model.vera_A and vera_B (saved with save_projection: false); PEFT regenerates them from a PyTorch random seed, which this tool cannot reproduce' },
   },
   OFT: { rNull: 'OFTLayer.update_layer takes r = None for the rank and fails on `in_features % r`, or OFTConfig refuses it beside an oft_block_size', title: 'OFT', wraps: ['Linear', 'Conv2d', 'Embedding'], algorithms: ['peft-oft', 'peft-oft-legacy'], roles: ['oft_R', 'oft_embedding_R', 'oft_r', 'oft_s'], r: 8, alpha: 1 },
@@ -81,24 +84,24 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   // AdaLoRA's r is init_r (its `r` field is ignored by PEFT); its rank_pattern holds boolean masks.
   // LN tuning trains a deep copy of each target layer (PEFT tuners/ln_tuning) and merges by swapping it in.
   LN_TUNING: { title: 'LN tuning', algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
-  HRA: { rNull: '`r <= 0` in update_layer raises TypeError', title: 'HRA', wraps: ['Linear', 'Conv2d'], algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
-  HIRA: { rNull: '`r <= 0` in update_layer raises TypeError', title: 'HiRA', wraps: ['Linear', 'Conv1D', 'Conv1d', 'Conv2d', 'Conv3d', 'Embedding'], fanInFanOutByLayer: true, algorithms: ['peft-hira'], roles: ['hira_A', 'hira_B', 'hira_embedding_A', 'hira_embedding_B'], r: 32, alpha: 1 },
+  HRA: { rNull: R_COMPARED, title: 'HRA', wraps: ['Linear', 'Conv2d'], algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
+  HIRA: { rNull: R_COMPARED, title: 'HiRA', wraps: ['Linear', 'Conv1D', 'Conv1d', 'Conv2d', 'Conv3d', 'Embedding'], fanInFanOutByLayer: true, algorithms: ['peft-hira'], roles: ['hira_A', 'hira_B', 'hira_embedding_A', 'hira_embedding_B'], r: 32, alpha: 1 },
   ROAD: { title: 'RoAd', wraps: ['Linear'], algorithms: ['peft-road'], roles: ['road_theta', 'road_alpha'], r: 0, alpha: 1 },
   C3A: { rNull: '`block_size <= 0` in update_layer raises TypeError', title: 'C3A', wraps: ['Linear'], algorithms: ['peft-c3a'], roles: ['c3a_kernel'], r: 256, alpha: 1, rKey: 'block_size', rPatternKey: 'block_size_pattern' },
-  MISS: { rNull: '`r <= 0` in update_layer raises TypeError', title: 'MiSS', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
-  BONE: { rNull: '`r <= 0` in update_layer raises TypeError', title: 'Bone', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
-  SHIRA: { rNull: '`r <= 0` in update_layer raises TypeError', title: 'SHiRA', wraps: ['Linear'], algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
+  MISS: { rNull: R_COMPARED, title: 'MiSS', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
+  BONE: { rNull: R_COMPARED, title: 'Bone', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
+  SHIRA: { rNull: R_COMPARED, title: 'SHiRA', wraps: ['Linear'], algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
   ADALORA: { rNull: '`r < 0` in update_layer raises TypeError', alphaNull: '`lora_alpha > 0` in update_layer raises TypeError', title: 'AdaLoRA', wraps: ['Linear', 'Conv1D', 'Conv2d'], fanInFanOutByLayer: true, algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
   VBLORA: {
-    rNull: '`r <= 0` in update_layer raises TypeError', title: 'VB-LoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-vblora'], roles: ['vblora_logits_A', 'vblora_logits_B', 'vblora_A_topk_indices', 'vblora_A_topk_weights', 'vblora_B_topk_indices', 'vblora_B_topk_weights'], r: 4, alpha: 1,
+    rNull: R_COMPARED, title: 'VB-LoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-vblora'], roles: ['vblora_logits_A', 'vblora_logits_B', 'vblora_A_topk_indices', 'vblora_A_topk_weights', 'vblora_B_topk_indices', 'vblora_B_topk_weights'], r: 4, alpha: 1,
     shared: { names: { 'base_model.vblora_vector_bank': 'vblora_vector_bank' }, missing: 'VB-LoRA adapter without its shared base_model.vblora_vector_bank, which every module\'s factors are built from' },
   },
   RANDLORA: {
-    rNull: '`r <= 0` in update_layer raises TypeError', alphaNull: '`randlora_alpha / r` in update_layer raises TypeError', title: 'RandLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-randlora'], roles: ['randlora_lambda', 'randlora_gamma'], r: 32, alpha: 640, alphaKey: 'randlora_alpha',
+    rNull: R_COMPARED, alphaNull: '`randlora_alpha / r` in update_layer raises TypeError', title: 'RandLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-randlora'], roles: ['randlora_lambda', 'randlora_gamma'], r: 32, alpha: 640, alphaKey: 'randlora_alpha',
     shared: { names: { 'base_model.randlora_A': 'randlora_A', 'base_model.randlora_B': 'randlora_B' }, missing: 'RandLoRA adapter without base_model.randlora_A and randlora_B (saved with save_projection: false); PEFT regenerates these random bases from projection_prng_key with a PyTorch generator, which this tool cannot reproduce' },
   },
-  DELORA: { rNull: '`r <= 0` in update_layer raises TypeError', title: 'DeLoRA', wraps: ['Linear'], algorithms: ['peft-delora'], roles: ['delora_A', 'delora_B', 'delora_lambda', 'delora_w_norm'], r: 8, alpha: 1 },
-  GRALORA: { rNull: '`r <= 0` in update_layer raises TypeError', alphaNull: '`alpha / (r + hybrid_r)` in update_layer raises TypeError', title: 'GraLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-gralora'], roles: ['gralora_A', 'gralora_B', 'gralora_A_general', 'gralora_B_general'], r: 32, alpha: 64 },
+  DELORA: { rNull: R_COMPARED, title: 'DeLoRA', wraps: ['Linear'], algorithms: ['peft-delora'], roles: ['delora_A', 'delora_B', 'delora_lambda', 'delora_w_norm'], r: 8, alpha: 1 },
+  GRALORA: { rNull: R_COMPARED, alphaNull: '`alpha / (r + hybrid_r)` in update_layer raises TypeError', title: 'GraLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-gralora'], roles: ['gralora_A', 'gralora_B', 'gralora_A_general', 'gralora_B_general'], r: 32, alpha: 64 },
 };
 
 /** Algorithms whose ΔW PEFT transposes for a layer stored (in, out) when the config says fan_in_fan_out (GPT-2's Conv1D). */
