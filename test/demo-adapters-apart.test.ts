@@ -117,6 +117,10 @@ describe('several adapters on the page', PAGE_RETRY, () => {
     await page.setViewport({ width: 390, height: 844 });
     expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
     expect(await seriousViolations(page), '390 px').toEqual([]);
+    // The list spans the card, under the Remove button, not a narrow column beside it.
+    const [factsBox, removeBox] = [await broken.boundingBox(), await (await page.$('[data-testid="adapter"]:nth-child(2) .remove'))!.boundingBox()];
+    expect(factsBox!.x + factsBox!.width).toBeGreaterThan(removeBox!.x + removeBox!.width / 2);
+    expect(factsBox!.y).toBeGreaterThan(removeBox!.y);
     await page.screenshot({ path: 'test-output/demo-blocked-adapter-390px.png', fullPage: true });
     await (await page.$('#adapters-section'))!.screenshot({ path: 'test-output/demo-blocked-adapter-390px-cards.png' });
     await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'light' }]);

@@ -105,8 +105,9 @@ export function makeCard(adapter: AdapterEntry, store: Pick<PageStore, 'removeAd
   });
 
   const weightRow = el('div', { className: 'adapter-weight' }, el('span', { textContent: 'weight', ariaHidden: 'true' }), slider, number);
-  const head = el('div', {}, el('div', { className: 'adapter-name', textContent: name, title: name }), facts);
-  const item = el('li', { className: 'adapter' }, head, remove, weightRow);
+  // The facts span the card under the name and its Remove button: an unreadable adapter's list of
+  // problems squeezed beside the button was a column a few words wide on a phone.
+  const item = el('li', { className: 'adapter' }, el('div', { className: 'adapter-name', textContent: name, title: name }), remove, facts, weightRow);
   item.dataset.testid = 'adapter';
   return { item, facts, slider, number, remove };
 }
