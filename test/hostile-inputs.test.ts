@@ -6,6 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseCommandLine } from '../src/cli/args.js';
@@ -471,10 +472,14 @@ describe('malformed files and paths are refused by name', () => {
     expectRefused(runs[1], new RegExp(`module "${k}" has an alpha that is not one finite number: ${k}\\.alpha is F32 \\(\\) holding NaN$`));
   });
 
-  it('a FIFO, a character device or a folder where a file belongs is named for what it is, not read', async () => {
+  it('a FIFO, a socket, a character device or a folder where a file belongs is named for what it is, not read', async () => {
     const dir = temp.make();
     const fifo = join(dir, 'adapter.safetensors');
     execFileSync('mkfifo', [fifo]);
+    // A Unix socket listening as the base: opening it would fail (ENXIO) or, read as a stream, hang.
+    const socketPath = join(temp.make(), 'base.safetensors');
+    const server = createServer();
+    await new Promise<void>((done) => server.listen(socketPath, done));
     const baseDir = temp.make({ 'base.safetensors': buildSafetensors(base()) });
     // A FIFO inside an adapter folder was skipped, and the folder then read as having no weights.
     const folder = temp.make(adapter());
@@ -490,7 +495,8 @@ describe('malformed files and paths are refused by name', () => {
       runCli(['merge', '--base', '/dev/zero', '--adapter', folder, '--out', out]),
       runCli(['merge', '--base', join(baseDir, 'base.safetensors'), '--adapter', folder, '--out', out]),
       runCli(['merge', '--base', join(baseDir, 'base.safetensors'), '--adapter', configFolder, '--out', out]),
-    ]);
+      runCli(['merge', '--base', socketPath, '--adapter', folder, '--out', out]),
+    ]).finally(() => server.close());
     const lines = runs.map((run) => {
       expect(run.code, run.stderr).toBe(2);
       expect(run.stderr).not.toMatch(/\n\s+at /);
@@ -501,6 +507,7 @@ describe('malformed files and paths are refused by name', () => {
     expect(lines[1]).toBe(`error: /dev/zero: is a character device, not a regular file or folder; give the model's or adapter's file or folder`);
     expect(lines[2]).toBe(`error: ${inFolder}: is a FIFO (named pipe), not a regular file; give the model's or adapter's file or folder`);
     expect(lines[3]).toBe(`error: ${join(configFolder, 'adapter_config.json')}: is a folder, not a regular file; give the model's or adapter's file or folder`);
+    expect(lines[4]).toBe(`error: ${socketPath}: is a socket, not a regular file or folder; give the model's or adapter's file or folder`);
     expect(listDir(outDir)).toEqual([]);
   }, 20_000);
 
