@@ -224,6 +224,76 @@ describe('FLUX.1 control LoRA on a diffusers FluxTransformer2DModel folder', () 
   });
 });
 
+describe('ComfyUI\'s own set_weight names (its convert_lora_bfl_control output, old and current)', () => {
+  const baseBytes = buildSafetensors(fluxDevBfl('BF16'), { format: 'pt' });
+  const base = decodeSafetensors(baseBytes).tensors;
+  const current = tensor(rand, 'diffusion_model.double_blocks.1.txt_attn.norm.key_norm.scale.set_weight', [HEAD], 'BF16');
+  const older = tensor(rand, 'diffusion_model.single_blocks.0.norm.query_norm.set_weight', [HEAD], 'BF16');
+  for (const kind of ['cpu', 'webgpu'] as const) {
+    it(`replace the tensors they name whatever the weight, beside a LoRA, on ${kind}`, async () => {
+      const lora = [tensor(rand, 'diffusion_model.txt_in.lora_down.weight', [R, TXT], 'BF16'), tensor(rand, 'diffusion_model.txt_in.lora_up.weight', [H, R], 'BF16')];
+      const bytes = buildSafetensors([current, older, ...lora]);
+      const adapter = decodeSafetensors(bytes).tensors;
+      const { tensors, warnings } = await mergeInMemory({
+        backend: backends[kind]!, base: { 'flux1-dev.safetensors': baseBytes }, adapters: [{ files: { 'comfy.safetensors': bytes }, weight: 0.5 }],
+      });
+      expect(tensors.get('double_blocks.1.txt_attn.norm.key_norm.scale')!.values).toEqual(adapter.get(current.name)!.values);
+      expect(tensors.get('single_blocks.0.norm.query_norm.scale')!.values).toEqual(adapter.get(older.name)!.values);
+      const down = adapter.get('diffusion_model.txt_in.lora_down.weight')!.values, up = adapter.get('diffusion_model.txt_in.lora_up.weight')!.values;
+      const w0 = base.get('txt_in.weight')!.values;
+      const want = Float64Array.from(w0, (x, i) => {
+        const [o, c] = [Math.floor(i / TXT), i % TXT];
+        let sum = 0;
+        for (let k = 0; k < R; k++) sum += up[o * R + k] * down[k * TXT + c];
+        return x + 0.5 * sum;
+      });
+      expectMerged(tensors.get('txt_in.weight')!.values, want, 'BF16', 'txt_in.weight');
+      for (const [key, b] of base) if (!['double_blocks.1.txt_attn.norm.key_norm.scale', 'single_blocks.0.norm.query_norm.scale', 'txt_in.weight'].includes(key)) expect(tensors.get(key)!.bytes, key).toEqual(b.bytes);
+      expect(warnings.filter((x) => /weight 0\.5 does not apply to the replaced tensor .* \(set_weight: ComfyUI, diffusers and BFL copy it whatever the weight\)/.test(x)).length).toBe(2);
+    });
+  }
+});
+
+describe('FLUX.1 control LoRA on a diffusers FluxPipeline folder, transformer in two shards', () => {
+  const all = fluxDevDiffusers();
+  const first = all.filter((t) => t.name.startsWith('x_embedder') || t.name.startsWith('transformer_blocks.0.'));
+  const second = all.filter((t) => !first.includes(t));
+  const shardNames = ['diffusion_pytorch_model-00001-of-00002.safetensors', 'diffusion_pytorch_model-00002-of-00002.safetensors'];
+  const shards = [buildSafetensors(first, { format: 'pt' }), buildSafetensors(second, { format: 'pt' })];
+  const config = { _class_name: 'FluxTransformer2DModel', _diffusers_version: '0.30.0.dev0', in_channels: IN, out_channels: null, guidance_embeds: true };
+  const totalSize = (parts: Uint8Array[]) => parts.reduce((n, b) => n + [...decodeSafetensors(b).tensors.values()].reduce((m, t) => m + t.bytes.length, 0), 0);
+  const files: Record<string, Uint8Array | string> = {
+    'model_index.json': JSON.stringify({ _class_name: 'FluxPipeline', transformer: ['diffusers', 'FluxTransformer2DModel'], scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'] }),
+    'scheduler/scheduler_config.json': JSON.stringify({ _class_name: 'FlowMatchEulerDiscreteScheduler' }),
+    'transformer/config.json': JSON.stringify(config),
+    'transformer/diffusion_pytorch_model.safetensors.index.json': JSON.stringify({
+      metadata: { total_size: totalSize(shards) },
+      weight_map: Object.fromEntries([...first.map((t) => [t.name, shardNames[0]]), ...second.map((t) => [t.name, shardNames[1]])]),
+    }),
+    [`transformer/${shardNames[0]}`]: shards[0], [`transformer/${shardNames[1]}`]: shards[1],
+  };
+  it('writes the widened x_embedder in its shard\'s header, the index\'s total size and transformer/config.json to match', async () => {
+    const prepared = await prepareMerge(memoryInputFileSet(files, 'FLUX.1-dev'), [{ files: memoryInputFileSet({ 'flux1-depth-dev-lora.safetensors': loraBytes }, 'depth'), weight: 1 }]);
+    try {
+      expect(prepared.plan.problems).toEqual([]);
+      expect(prepared.plan.notes).toContainEqual(expect.stringMatching(/^transformer\.x_embedder\.weight is written \(8, 32\), 16 zero columns added .*; transformer\/config\.json in_channels follows \(16 → 32\), out_channels written as 16$/));
+      const output = createBlobOutputTarget();
+      await mergeModel({ prepared, output, backend: backends.cpu! });
+      const out = new Map(output.files().map((f) => [f.path, f.blob]));
+      const bytes = await Promise.all(shardNames.map(async (n) => new Uint8Array(await out.get(`transformer/${n}`)!.arrayBuffer())));
+      const merged = new Map([...decodeSafetensors(bytes[0]).tensors, ...decodeSafetensors(bytes[1]).tensors]);
+      const base = new Map([...decodeSafetensors(shards[0]).tensors, ...decodeSafetensors(shards[1]).tensors]);
+      expectAll(merged, base, truth(base, lora, 1, diffusersRows, diffusersNorm));
+      expect(JSON.parse(await out.get('transformer/config.json')!.text())).toEqual({ ...config, in_channels: 2 * IN, out_channels: IN });
+      const index = JSON.parse(await out.get('transformer/diffusion_pytorch_model.safetensors.index.json')!.text());
+      expect(index.metadata.total_size).toBe(totalSize(bytes));
+      expect(await out.get('scheduler/scheduler_config.json')!.text()).toBe(files['scheduler/scheduler_config.json']);
+    } finally {
+      await prepared.close();
+    }
+  });
+});
+
 describe('refused, one line naming the tensor', () => {
   const refusals = (base: FixtureTensor[], adapter: FixtureTensor[]) => refusalsInMemory({
     backend: backends.cpu!, base: { 'flux1-dev.safetensors': buildSafetensors(base) },
@@ -240,12 +310,28 @@ describe('refused, one line naming the tensor', () => {
   it('an img_in already wider than the LoRA widens it to', async () => {
     const base = fluxDevBfl('BF16').map((t) => t.name === 'img_in.weight' ? tensor(rand, t.name, [H, 3 * IN], 'BF16') : t);
     expect(await refusals(base, controlLora())).toEqual([
-      expect.stringMatching(/module "img_in": base img_in\.weight \(8, 48\) is already wider than the 32 input columns the adapter widens it to$/),
+      expect.stringMatching(/module "diffusion_model\.img_in": base img_in\.weight \(8, 48\) is already wider than the 32 input columns the adapter widens it to$/),
     ]);
+  });
+
+  it('an img_in stored as scaled fp8 (code × scale_weight): widening it is refused, naming the weight', async () => {
+    const base = fluxDevBfl('F8_E4M3');
+    const scales = base.filter((t) => t.dtype === 'F8_E4M3').map((t): FixtureTensor => ({ name: t.name.replace(/\.weight$/, '.scale_weight'), dtype: 'F32', shape: [], data: [1 / 64] }));
+    expect(await refusals([...base, ...scales, { name: 'scaled_fp8', dtype: 'F8_E4M3', shape: [0], data: [] }], controlLora())).toEqual([
+      expect.stringMatching(/module "diffusion_model\.img_in": widening img_in\.weight \(8, 16\) to 32 input columns is not supported on the scaled fp8 weight img_in\.weight.*; merge into a safetensors base in F32, F16, BF16 or plain fp8$/),
+    ]);
+  });
+
+  it('a plain LoRA on img_in after the control LoRA has widened it', async () => {
+    const plain = [tensor(rand, 'lora_unet_img_in.lora_down.weight', [R, IN], 'BF16'), tensor(rand, 'lora_unet_img_in.lora_up.weight', [H, R], 'BF16')];
+    expect(await refusalsInMemory({
+      backend: backends.cpu!, base: { 'flux1-dev.safetensors': buildSafetensors(fluxDevBfl('BF16')) },
+      adapters: [{ files: { 'flux1-canny-dev-lora.safetensors': loraBytes } }, { files: { 'style.safetensors': buildSafetensors(plain) } }],
+    })).toEqual([expect.stringMatching(/^adapter1: module "lora_unet_img_in": ΔW \(8, 16\) has the base's width, but img_in\.weight is widened to 32 columns in this merge; adapter0 \(module "diffusion_model\.img_in"\) updates it at 32 columns, merge the two one after the other$/)]);
   });
 
   it('an img_in of other rows than the LoRA\'s', async () => {
     const adapter = controlLora().map((t) => t.name === 'img_in.lora_B.weight' ? tensor(rand, t.name, [2 * H, R], 'BF16') : t.name === 'img_in.lora_B.bias' ? tensor(rand, t.name, [2 * H], 'BF16') : t);
-    expect(await refusals(fluxDevBfl('BF16'), adapter)).toEqual([expect.stringMatching(/module "img_in": ΔW \(16, 32\) does not fit base img_in\.weight \(8, 32\)/)]);
+    expect(await refusals(fluxDevBfl('BF16'), adapter)).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": ΔW \(16, 32\) does not fit base img_in\.weight \(8, 32\)/)]);
   });
 });

@@ -25,14 +25,18 @@ export interface BflControlLora {
   replaced: ReadonlySet<string>;
   /** The module whose base weight is widened to the columns of its lora_A, as ComfyUI's reshape_weight says. */
   widened: { module: string; columns: number } | undefined;
+  /** A module's name as ComfyUI's conversion gives it (`diffusion_model.` + BFL's name): the diffusion model's in any base. */
+  moduleName(name: string): string;
 }
 
 const NORM_SCALE = /_norm\.scale$/;
+const COMFY_PREFIX = 'diffusion_model.';
 
 export function readBflControlLora(file: SafetensorsFile): BflControlLora | null {
   const byName = new Map(file.tensors.map((t) => [t.name, t]));
   const down = byName.get('img_in.lora_A.weight');
   if (!down || !byName.has('single_blocks.0.norm.key_norm.scale')) return null;
   const replaced = new Set(file.tensors.filter((t) => NORM_SCALE.test(t.name)).map((t) => t.name));
-  return { replaced, widened: down.shape.length === 2 ? { module: 'img_in', columns: down.shape[1] } : undefined };
+  const moduleName = (name: string) => `${COMFY_PREFIX}${name}`;
+  return { replaced, widened: down.shape.length === 2 ? { module: moduleName('img_in'), columns: down.shape[1] } : undefined, moduleName };
 }

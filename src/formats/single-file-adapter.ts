@@ -60,6 +60,8 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     }
     // A control LoRA's norm scales replace the tensors of their own names (ComfyUI's set_weight).
     const split = control?.replaced.has(entry.name) ? { module: entry.name, role: 'set_weight' as Role } : splitTensorName(entry.name);
+    // Its modules are the diffusion model's, as every loader reads them (ComfyUI prefixes `diffusion_model.`).
+    if (split && control) split.module = control.moduleName(split.module);
     if (!split) {
       problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${entry.name}" is not an adapter tensor this tool recognises` });
       continue;

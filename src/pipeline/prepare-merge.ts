@@ -16,7 +16,7 @@ import { planModelFolder, planWidenedConfigs, type ModelFolderPlan } from '../pl
 import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
 import { MergeError } from '../errors.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
-import { quantizedWeightProblems } from '../plan/quantized-weights.js';
+import { quantizedWeightProblems, widenedScaledProblems } from '../plan/quantized-weights.js';
 import { findScaledFp8, runtimeScales, type ScaledFp8Base } from '../formats/scaled-fp8.js';
 import { readModelOptQuantization } from '../formats/modelopt-config.js';
 import { quantizedBaseView } from '../formats/quantized-views.js';
@@ -117,7 +117,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     plan.warnings.unshift(...base.warnings);
     plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
-    plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config, scaledFp8));
+    plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config, scaledFp8), ...widenedScaledProblems(plan, scaledFp8));
     const scaledNote = scaledFp8 && scaledFp8Note(scaledFp8);
     if (scaledNote) plan.notes.push(scaledNote);
     if (modelopt?.algo === 'NONE') {
