@@ -9,12 +9,16 @@
  * Dims scaled down (hidden 3072 → 8, head 128 → 4, in_channels 64 → 16, text 4096 → 12,
  * pooled 768 → 10, time 256 → 6, rank 128 → 4), keeping their ratios where the model has them.
  */
-import { describe, expect, it } from 'vitest';
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
-import { buildSafetensors, decodeSafetensors, seededRandom, type DecodedTensor, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { errorLines, runCli } from './helpers/cli.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { expectMerged } from './helpers/expect-merged.js';
+import { buildGguf, randomTensors } from './helpers/gguf-builder.js';
 
 const rand = seededRandom(20261203);
 const H = 8, HEAD = 4, IN = 16, TXT = 12, VEC = 10, TIME = 6, R = 4, DOUBLE = 2, SINGLE = 2;
@@ -322,6 +326,17 @@ describe('refused, one line naming the tensor', () => {
     ]);
   });
 
+  it('a GGUF base (ComfyUI-GGUF\'s flux1-dev-*.gguf, BFL names, general.architecture flux): its writer keeps each tensor\'s shape, so widening img_in is refused', async () => {
+    const specs = [
+      ...fluxLinears().flatMap(([m, o, i]) => [{ name: `${m}.weight`, ne: [i, o], type: 'F16' }, { name: `${m}.bias`, ne: [o], type: 'F32' }]),
+      ...fluxNorms().map((name) => ({ name, ne: [HEAD], type: 'F32' })),
+    ];
+    const gguf = buildGguf({ metadata: [['general.architecture', { type: 'string', value: 'flux' }]], tensors: randomTensors(specs, rand).tensors });
+    expect(await refusalsInMemory({
+      backend: backends.cpu!, base: { 'flux1-dev-F16.gguf': gguf }, adapters: [{ files: { 'flux1-canny-dev-lora.safetensors': loraBytes } }],
+    })).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": widening img_in\.weight \(8, 16\) to 32 input columns is not supported on a GGUF base; merge into a safetensors base in F32, F16, BF16 or plain fp8$/)]);
+  });
+
   it('a plain LoRA on img_in after the control LoRA has widened it', async () => {
     const plain = [tensor(rand, 'lora_unet_img_in.lora_down.weight', [R, IN], 'BF16'), tensor(rand, 'lora_unet_img_in.lora_up.weight', [H, R], 'BF16')];
     expect(await refusalsInMemory({
@@ -333,5 +348,29 @@ describe('refused, one line naming the tensor', () => {
   it('an img_in of other rows than the LoRA\'s', async () => {
     const adapter = controlLora().map((t) => t.name === 'img_in.lora_B.weight' ? tensor(rand, t.name, [2 * H, R], 'BF16') : t.name === 'img_in.lora_B.bias' ? tensor(rand, t.name, [2 * H], 'BF16') : t);
     expect(await refusals(fluxDevBfl('BF16'), adapter)).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": ΔW \(16, 32\) does not fit base img_in\.weight \(8, 32\)/)]);
+  });
+});
+
+describe('the CLI (loramerge merge) on flux1-dev.safetensors', () => {
+  const temp = tempDirs();
+  afterAll(() => temp.removeAll());
+  const baseBytes = buildSafetensors(fluxDevBfl('BF16'), { format: 'pt' });
+
+  it('writes img_in (8, 32) in the header and says so; a refused one writes nothing', async () => {
+    const dir = temp.make({ 'flux1-dev.safetensors': baseBytes, 'flux1-canny-dev-lora.safetensors': loraBytes });
+    const out = join(dir, 'flux1-canny-merged.safetensors');
+    const run = await runCli(['merge', '--base', join(dir, 'flux1-dev.safetensors'), '--adapter', join(dir, 'flux1-canny-dev-lora.safetensors'), '--out', out, '--backend', 'cpu']);
+    expect(errorLines(run.stderr), run.stderr).toEqual([]);
+    expect(run.code).toBe(0);
+    expect(run.stdout + run.stderr).toMatch(/note: img_in\.weight is written \(8, 32\), 16 zero columns added to the base's 16 before the adapter's update: the merged model takes 32 input channels where the base took 16/);
+    const merged = decodeSafetensors(new Uint8Array(readFileSync(out))).tensors;
+    const base = decodeSafetensors(baseBytes).tensors;
+    expectAll(merged, base, truth(base, lora, 1, identity, (n) => n));
+
+    const wide = temp.make({ 'flux1-dev.safetensors': buildSafetensors(fluxDevBfl('BF16').map((t) => t.name === 'img_in.weight' ? tensor(rand, t.name, [H, 3 * IN], 'BF16') : t)), 'flux1-canny-dev-lora.safetensors': loraBytes });
+    const refused = await runCli(['merge', '--base', join(wide, 'flux1-dev.safetensors'), '--adapter', join(wide, 'flux1-canny-dev-lora.safetensors'), '--out', join(wide, 'x.safetensors'), '--backend', 'cpu']);
+    expect(refused.code).not.toBe(0);
+    expect(errorLines(refused.stderr)).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": base img_in\.weight \(8, 48\) is already wider than the 32 input columns the adapter widens it to/)]);
+    expect(existsSync(join(wide, 'x.safetensors'))).toBe(false);
   });
 });
