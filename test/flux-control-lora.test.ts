@@ -198,6 +198,35 @@ describe('FLUX.1 control LoRA on flux1-dev.safetensors', () => {
   }
 });
 
+describe('FLUX.1 control LoRA on other BFL-named bases', () => {
+  it('Comfy-Org\'s checkpoint form (`model.diffusion_model.` + BFL names): lands the same, on cpu', async () => {
+    const P = 'model.diffusion_model.';
+    const bare = fluxDevBfl('BF16');
+    const baseBytes = buildSafetensors(bare.map((t) => ({ ...t, name: P + t.name })), { format: 'pt' });
+    const { tensors } = await mergeInMemory({ backend: backends.cpu!, base: { 'flux1-dev.safetensors': baseBytes }, adapters: [{ files: { 'flux1-canny-dev-lora.safetensors': loraBytes } }] });
+    const base = decodeSafetensors(buildSafetensors(bare)).tensors;
+    const unprefixed = new Map([...tensors].map(([k, v]) => [k.slice(P.length), v]));
+    expectAll(unprefixed, base, truth(base, lora, 1, identity, (n) => n));
+  });
+
+  it('a base already 2× wide (FLUX.1-Canny-dev itself): the LoRA applies without widening, as diffusers and ComfyUI apply it', async () => {
+    const bare = fluxDevBfl('BF16').map((t) => t.name === 'img_in.weight' ? tensor(rand, t.name, [H, 2 * IN], 'BF16') : t);
+    const baseBytes = buildSafetensors(bare, { format: 'pt' });
+    const { tensors } = await mergeInMemory({ backend: backends.cpu!, base: { 'flux1-canny-dev.safetensors': baseBytes }, adapters: [{ files: { 'flux1-canny-dev-lora.safetensors': loraBytes } }] });
+    const base = decodeSafetensors(baseBytes).tensors;
+    // The truth pads a base of IN columns; this one has 2·IN, so its img_in is added to as it is.
+    const want = truth(new Map([...base].map(([k, v]) => [k, k === 'img_in.weight' ? { ...v, shape: [H, IN] } : v])), lora, 1, identity, (n) => n);
+    const w0 = base.get('img_in.weight')!.values, a = lora.get('img_in.lora_A.weight')!.values, b = lora.get('img_in.lora_B.weight')!.values;
+    want.set('img_in.weight', { shape: [H, 2 * IN], values: Float64Array.from(w0, (x, i) => {
+      const [o, c] = [Math.floor(i / (2 * IN)), i % (2 * IN)];
+      let sum = 0;
+      for (let k = 0; k < R; k++) sum += b[o * R + k] * a[k * 2 * IN + c];
+      return x + sum;
+    }) });
+    expectAll(tensors, base, want);
+  });
+});
+
 describe('FLUX.1 control LoRA on a diffusers FluxTransformer2DModel folder', () => {
   const baseBytes = buildSafetensors(fluxDevDiffusers(), { format: 'pt' });
   const base = decodeSafetensors(baseBytes).tensors;
@@ -226,7 +255,13 @@ describe('FLUX.1 control LoRA on a diffusers FluxTransformer2DModel folder', () 
       await prepared.close();
     }
   });
-});
+
+  it('refuses a config.json whose in_channels is not x_embedder\'s width', async () => {
+    expect(await refusalsInMemory({
+      backend: backends.cpu!, base: { 'diffusion_pytorch_model.safetensors': baseBytes, 'config.json': JSON.stringify({ ...config, in_channels: 64 }) },
+      adapters: [{ files: { 'flux1-canny-dev-lora.safetensors': loraBytes } }],
+    })).toEqual(['adapter0: widens x_embedder.weight to 32 input columns, but config.json says in_channels 64, not the base\'s 16']);
+  });
 
 describe('ComfyUI\'s own set_weight names (its convert_lora_bfl_control output, old and current)', () => {
   const baseBytes = buildSafetensors(fluxDevBfl('BF16'), { format: 'pt' });
@@ -256,6 +291,8 @@ describe('ComfyUI\'s own set_weight names (its convert_lora_bfl_control output, 
       expect(warnings.filter((x) => /weight 0\.5 does not apply to the replaced tensor .* \(set_weight: ComfyUI, diffusers and BFL copy it whatever the weight\)/.test(x)).length).toBe(2);
     });
   }
+});
+
 });
 
 describe('FLUX.1 control LoRA on a diffusers FluxPipeline folder, transformer in two shards', () => {
