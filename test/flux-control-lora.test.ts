@@ -410,4 +410,19 @@ describe('the CLI (loramerge merge) on flux1-dev.safetensors', () => {
     expect(errorLines(refused.stderr)).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": base img_in\.weight \(8, 48\) is already wider than the 32 input columns the adapter widens it to/)]);
     expect(existsSync(join(wide, 'x.safetensors'))).toBe(false);
   });
+
+  it('resize and combine refuse a control LoRA (widened img_in) and a ComfyUI set_weight rather than drop them, writing nothing', async () => {
+    const comfy = buildSafetensors([
+      tensor(rand, 'diffusion_model.single_blocks.0.norm.query_norm.scale.set_weight', [HEAD], 'BF16'),
+      tensor(rand, 'diffusion_model.txt_in.lora_down.weight', [R, TXT], 'BF16'), tensor(rand, 'diffusion_model.txt_in.lora_up.weight', [H, R], 'BF16'),
+    ]);
+    const dir = temp.make({ 'flux1-canny-dev-lora.safetensors': loraBytes, 'comfy.safetensors': comfy });
+    const resize = await runCli(['resize', '--adapter', join(dir, 'comfy.safetensors'), '--rank', '2', '--out', join(dir, 'small.safetensors'), '--backend', 'cpu']);
+    expect(resize.code).not.toBe(0);
+    expect(errorLines(resize.stderr).join('\n')).toMatch(/"diffusion_model\.single_blocks\.0\.norm\.query_norm\.scale\.set_weight" replaces single_blocks\.0\.norm\.query_norm\.scale \(ComfyUI's set_weight\), which resize cannot write into a LoRA file/);
+    const combine = await runCli(['combine', '--adapter', join(dir, 'flux1-canny-dev-lora.safetensors'), '--adapter', join(dir, 'comfy.safetensors'), '--method', 'cat', '--out', join(dir, 'both.safetensors'), '--backend', 'cpu']);
+    expect(combine.code).not.toBe(0);
+    expect(combine.stderr).toMatch(/module "diffusion_model\.img_in" widens its base weight to 32 input columns \(a FLUX\.1 control LoRA's img_in\), which combine cannot write into a LoRA file/);
+    expect(existsSync(join(dir, 'small.safetensors')) || existsSync(join(dir, 'both.safetensors'))).toBe(false);
+  });
 });
