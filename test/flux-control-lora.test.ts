@@ -382,6 +382,11 @@ describe('refused, one line naming the tensor', () => {
     })).toEqual([expect.stringMatching(/^adapter1: module "lora_unet_img_in": ΔW \(8, 16\) has the base's width, but img_in\.weight is widened to 32 columns in this merge; adapter0 \(module "diffusion_model\.img_in"\) updates it at 32 columns, merge the two one after the other$/)]);
   });
 
+  it('a control LoRA already in diffusers\' names (x_embedder wider than the base): not widened, a shape mismatch', async () => {
+    const renamed = [tensor(rand, 'transformer.x_embedder.lora_A.weight', [R, 2 * IN], 'BF16'), tensor(rand, 'transformer.x_embedder.lora_B.weight', [H, R], 'BF16')];
+    expect(await refusals(fluxDevBfl('BF16'), renamed)).toEqual([expect.stringMatching(/module "transformer\.x_embedder": ΔW \(8, 32\) does not fit base img_in\.weight \(8, 16\)/)]);
+  });
+
   it('an img_in of other rows than the LoRA\'s', async () => {
     const adapter = controlLora().map((t) => t.name === 'img_in.lora_B.weight' ? tensor(rand, t.name, [2 * H, R], 'BF16') : t.name === 'img_in.lora_B.bias' ? tensor(rand, t.name, [2 * H], 'BF16') : t);
     expect(await refusals(fluxDevBfl('BF16'), adapter)).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": ΔW \(16, 32\) does not fit base img_in\.weight \(8, 32\)/)]);
