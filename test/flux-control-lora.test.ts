@@ -13,175 +13,25 @@ import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
-import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { expectMerged } from './helpers/expect-merged.js';
+import {
+  controlLora, diffusersNorm, diffusersRows, DOUBLE, expectAll, fluxDevBfl, fluxDevDiffusers, fluxLinears, fluxNorms, H, HEAD, identity, IN, R, SINGLE, truth, TXT,
+} from './helpers/flux-control-fixtures.js';
 import { buildGguf, randomTensors } from './helpers/gguf-builder.js';
 
 const rand = seededRandom(20261203);
-const H = 8, HEAD = 4, IN = 16, TXT = 12, VEC = 10, TIME = 6, R = 4, DOUBLE = 2, SINGLE = 2;
-
-/** Every Linear of FLUX.1-dev in BFL's names, (out, in); all have biases (qkv_bias True). */
-function fluxLinears(): [string, number, number][] {
-  const out: [string, number, number][] = [
-    ['img_in', H, IN], ['txt_in', H, TXT],
-    ['time_in.in_layer', H, TIME], ['time_in.out_layer', H, H],
-    ['vector_in.in_layer', H, VEC], ['vector_in.out_layer', H, H],
-    ['guidance_in.in_layer', H, TIME], ['guidance_in.out_layer', H, H],
-  ];
-  for (let i = 0; i < DOUBLE; i++) {
-    for (const s of ['img', 'txt']) {
-      out.push([`double_blocks.${i}.${s}_mod.lin`, 6 * H, H], [`double_blocks.${i}.${s}_attn.qkv`, 3 * H, H], [`double_blocks.${i}.${s}_attn.proj`, H, H],
-        [`double_blocks.${i}.${s}_mlp.0`, 4 * H, H], [`double_blocks.${i}.${s}_mlp.2`, H, 4 * H]);
-    }
-  }
-  for (let i = 0; i < SINGLE; i++) {
-    out.push([`single_blocks.${i}.linear1`, 7 * H, H], [`single_blocks.${i}.linear2`, H, 5 * H], [`single_blocks.${i}.modulation.lin`, 3 * H, H]);
-  }
-  out.push(['final_layer.adaLN_modulation.1', 2 * H, H], ['final_layer.linear', IN, H]);
-  return out;
-}
-
-function fluxNorms(): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < DOUBLE; i++) for (const s of ['img', 'txt']) for (const n of ['query', 'key']) out.push(`double_blocks.${i}.${s}_attn.norm.${n}_norm.scale`);
-  for (let i = 0; i < SINGLE; i++) for (const n of ['query', 'key']) out.push(`single_blocks.${i}.norm.${n}_norm.scale`);
-  return out;
-}
-
-/** flux1-dev.safetensors: weights in `dtype`, biases and norm scales BF16 (as BFL's bf16 file; Comfy-Org's fp8 keeps those BF16). */
-function fluxDevBfl(dtype: FixtureDType): FixtureTensor[] {
-  return [
-    ...fluxLinears().flatMap(([m, o, i]) => [tensor(rand, `${m}.weight`, [o, i], dtype), tensor(rand, `${m}.bias`, [o], 'BF16')]),
-    ...fluxNorms().map((n) => tensor(rand, n, [HEAD], 'BF16')),
-  ];
-}
-
-/** BFL name → diffusers FluxTransformer2DModel names and the rows of the BFL tensor each holds (written from diffusers' converter). */
-function diffusersRows(bfl: string, out: number): { key: string; src: number; count: number; dst: number }[] {
-  const one = (key: string) => [{ key, src: 0, count: out, dst: 0 }];
-  const fixed: Record<string, string> = {
-    img_in: 'x_embedder', txt_in: 'context_embedder',
-    'time_in.in_layer': 'time_text_embed.timestep_embedder.linear_1', 'time_in.out_layer': 'time_text_embed.timestep_embedder.linear_2',
-    'vector_in.in_layer': 'time_text_embed.text_embedder.linear_1', 'vector_in.out_layer': 'time_text_embed.text_embedder.linear_2',
-    'guidance_in.in_layer': 'time_text_embed.guidance_embedder.linear_1', 'guidance_in.out_layer': 'time_text_embed.guidance_embedder.linear_2',
-    'final_layer.linear': 'proj_out',
-  };
-  if (fixed[bfl]) return one(fixed[bfl]);
-  // BFL's final modulation is (shift, scale), diffusers' norm_out.linear (scale, shift).
-  if (bfl === 'final_layer.adaLN_modulation.1') return [{ key: 'norm_out.linear', src: 0, count: H, dst: H }, { key: 'norm_out.linear', src: H, count: H, dst: 0 }];
-  let m = /^double_blocks\.(\d+)\.(img|txt)_(mod\.lin|attn\.qkv|attn\.proj|mlp\.0|mlp\.2)$/.exec(bfl);
-  if (m) {
-    const b = `transformer_blocks.${m[1]}`, img = m[2] === 'img';
-    switch (m[3]) {
-      case 'mod.lin': return one(`${b}.${img ? 'norm1' : 'norm1_context'}.linear`);
-      case 'attn.proj': return one(`${b}.attn.${img ? 'to_out.0' : 'to_add_out'}`);
-      case 'mlp.0': return one(`${b}.${img ? 'ff' : 'ff_context'}.net.0.proj`);
-      case 'mlp.2': return one(`${b}.${img ? 'ff' : 'ff_context'}.net.2`);
-      default: return (img ? ['to_q', 'to_k', 'to_v'] : ['add_q_proj', 'add_k_proj', 'add_v_proj']).map((p, j) => ({ key: `${b}.attn.${p}`, src: j * H, count: H, dst: 0 }));
-    }
-  }
-  m = /^single_blocks\.(\d+)\.(linear1|linear2|modulation\.lin)$/.exec(bfl);
-  if (!m) throw new Error(`no diffusers name for ${bfl}`);
-  const b = `single_transformer_blocks.${m[1]}`;
-  if (m[2] === 'linear2') return one(`${b}.proj_out`);
-  if (m[2] === 'modulation.lin') return one(`${b}.norm.linear`);
-  return [...['to_q', 'to_k', 'to_v'].map((p, j) => ({ key: `${b}.attn.${p}`, src: j * H, count: H, dst: 0 })), { key: `${b}.proj_mlp`, src: 3 * H, count: 4 * H, dst: 0 }];
-}
-
-function diffusersNorm(bfl: string): string {
-  const m = /^(double|single)_blocks\.(\d+)\.(?:(img|txt)_attn\.)?norm\.(query|key)_norm\.scale$/.exec(bfl)!;
-  const n = m[4] === 'query' ? 'q' : 'k';
-  return m[1] === 'single' ? `single_transformer_blocks.${m[2]}.attn.norm_${n}.weight` : `transformer_blocks.${m[2]}.attn.norm_${m[3] === 'txt' ? 'added_' : ''}${n}.weight`;
-}
-
-/** transformer/diffusion_pytorch_model.safetensors of FLUX.1-dev, every tensor BF16. */
-function fluxDevDiffusers(): FixtureTensor[] {
-  const out: FixtureTensor[] = [];
-  const seen = new Set<string>();
-  for (const [m, o, i] of fluxLinears()) {
-    for (const t of diffusersRows(m, o)) {
-      if (seen.has(t.key)) continue;
-      seen.add(t.key);
-      const rows = diffusersRows(m, o).filter((x) => x.key === t.key).reduce((n, x) => n + x.count, 0);
-      out.push(tensor(rand, `${t.key}.weight`, [rows, i], 'BF16'), tensor(rand, `${t.key}.bias`, [rows], 'BF16'));
-    }
-  }
-  for (const n of fluxNorms()) out.push(tensor(rand, diffusersNorm(n), [HEAD], 'BF16'));
-  return out;
-}
-
-/** flux1-canny-dev-lora.safetensors: BF16, no α, no metadata; img_in's lora_A twice as wide as the base's img_in. */
-function controlLora(): FixtureTensor[] {
-  return [
-    ...fluxLinears().flatMap(([m, o, i]) => [
-      tensor(rand, `${m}.lora_A.weight`, [R, m === 'img_in' ? 2 * i : i], 'BF16', 0.5),
-      tensor(rand, `${m}.lora_B.weight`, [o, R], 'BF16', 0.5),
-      tensor(rand, `${m}.lora_B.bias`, [o], 'BF16', 0.5),
-    ]),
-    ...fluxNorms().map((n) => tensor(rand, n, [HEAD], 'BF16')),
-  ];
-}
-
-/**
- * The merged model's tensors in float64, by base key: every LoRA's B·A rows (and lora_B.bias) added
- * at weight `w` where `rowsOf` puts them, img_in's base zero-padded to the LoRA's width first, the
- * norm scales taken from the LoRA as they are.
- */
-function truth(
-  base: Map<string, DecodedTensor>, lora: Map<string, DecodedTensor>, w: number,
-  rowsOf: (bfl: string, out: number) => { key: string; src: number; count: number; dst: number }[], normOf: (bfl: string) => string,
-): Map<string, { shape: number[]; values: Float64Array }> {
-  const out = new Map<string, { shape: number[]; values: Float64Array }>();
-  for (const [bfl, o, inBase] of fluxLinears()) {
-    const a = lora.get(`${bfl}.lora_A.weight`)!, b = lora.get(`${bfl}.lora_B.weight`)!.values, bias = lora.get(`${bfl}.lora_B.bias`)!.values;
-    const cols = a.shape[1];
-    for (const t of rowsOf(bfl, o)) {
-      const weightKey = [...base.keys()].find((k) => k === `${t.key}.weight`)!;
-      let cur = out.get(weightKey);
-      if (!cur) {
-        const w0 = base.get(weightKey)!;
-        const values = new Float64Array(w0.shape[0] * cols);
-        for (let r = 0; r < w0.shape[0]; r++) for (let c = 0; c < inBase; c++) values[r * cols + c] = w0.values[r * inBase + c];
-        out.set(weightKey, (cur = { shape: [w0.shape[0], cols], values }));
-        out.set(`${t.key}.bias`, { shape: [w0.shape[0]], values: base.get(`${t.key}.bias`)!.values.slice() });
-      }
-      const biasOut = out.get(`${t.key}.bias`)!.values;
-      for (let r = 0; r < t.count; r++) {
-        for (let c = 0; c < cols; c++) {
-          let sum = 0;
-          for (let k = 0; k < R; k++) sum += b[(t.src + r) * R + k] * a.values[k * cols + c];
-          cur.values[(t.dst + r) * cols + c] += w * sum;
-        }
-        biasOut[t.dst + r] += w * bias[t.src + r];
-      }
-    }
-  }
-  for (const n of fluxNorms()) out.set(normOf(n), { shape: [HEAD], values: lora.get(n)!.values.slice() });
-  return out;
-}
-
-function expectAll(merged: Map<string, DecodedTensor>, base: Map<string, DecodedTensor>, want: Map<string, { shape: number[]; values: Float64Array }>): void {
-  expect([...merged.keys()].sort()).toEqual([...base.keys()].sort());
-  for (const [key, b] of base) {
-    const got = merged.get(key)!, t = want.get(key);
-    expect(got.dtype, key).toBe(b.dtype);
-    expect(t, `${key} has a truth (every tensor of FLUX.1-dev changes)`).toBeDefined();
-    expect(got.shape, key).toEqual(t!.shape);
-    expectMerged(got.values, t!.values, got.dtype as FixtureDType, key);
-  }
-}
 
 const backends = mergeBackends({ cpu: 'default' });
-const loraBytes = buildSafetensors(controlLora());
+const loraBytes = buildSafetensors(controlLora(rand));
 const lora = decodeSafetensors(loraBytes).tensors;
-const identity = (bfl: string, out: number) => [{ key: bfl, src: 0, count: out, dst: 0 }];
 
 describe('FLUX.1 control LoRA on flux1-dev.safetensors', () => {
   for (const [dtype, w] of [['BF16', 1], ['F8_E4M3', 0.75]] as const) {
-    const baseBytes = buildSafetensors(fluxDevBfl(dtype), { format: 'pt' });
+    const baseBytes = buildSafetensors(fluxDevBfl(rand, dtype), { format: 'pt' });
     const base = decodeSafetensors(baseBytes).tensors;
     for (const kind of ['cpu', 'webgpu'] as const) {
       it(`${dtype} base, weight ${w}: LoRA and lora_B.bias added, norms replaced, img_in widened from ${IN} to ${2 * IN} columns, on ${kind}`, async () => {
@@ -201,7 +51,7 @@ describe('FLUX.1 control LoRA on flux1-dev.safetensors', () => {
 describe('FLUX.1 control LoRA on other BFL-named bases', () => {
   it('Comfy-Org\'s checkpoint form (`model.diffusion_model.` + BFL names): lands the same, on cpu', async () => {
     const P = 'model.diffusion_model.';
-    const bare = fluxDevBfl('BF16');
+    const bare = fluxDevBfl(rand, 'BF16');
     const baseBytes = buildSafetensors(bare.map((t) => ({ ...t, name: P + t.name })), { format: 'pt' });
     const { tensors } = await mergeInMemory({ backend: backends.cpu!, base: { 'flux1-dev.safetensors': baseBytes }, adapters: [{ files: { 'flux1-canny-dev-lora.safetensors': loraBytes } }] });
     const base = decodeSafetensors(buildSafetensors(bare)).tensors;
@@ -210,7 +60,7 @@ describe('FLUX.1 control LoRA on other BFL-named bases', () => {
   });
 
   it('a base already 2× wide (FLUX.1-Canny-dev itself): the LoRA applies without widening, as diffusers and ComfyUI apply it', async () => {
-    const bare = fluxDevBfl('BF16').map((t) => t.name === 'img_in.weight' ? tensor(rand, t.name, [H, 2 * IN], 'BF16') : t);
+    const bare = fluxDevBfl(rand, 'BF16').map((t) => t.name === 'img_in.weight' ? tensor(rand, t.name, [H, 2 * IN], 'BF16') : t);
     const baseBytes = buildSafetensors(bare, { format: 'pt' });
     const { tensors } = await mergeInMemory({ backend: backends.cpu!, base: { 'flux1-canny-dev.safetensors': baseBytes }, adapters: [{ files: { 'flux1-canny-dev-lora.safetensors': loraBytes } }] });
     const base = decodeSafetensors(baseBytes).tensors;
@@ -228,7 +78,7 @@ describe('FLUX.1 control LoRA on other BFL-named bases', () => {
 });
 
 describe('FLUX.1 control LoRA on a diffusers FluxTransformer2DModel folder', () => {
-  const baseBytes = buildSafetensors(fluxDevDiffusers(), { format: 'pt' });
+  const baseBytes = buildSafetensors(fluxDevDiffusers(rand), { format: 'pt' });
   const base = decodeSafetensors(baseBytes).tensors;
   const config = { _class_name: 'FluxTransformer2DModel', _diffusers_version: '0.30.0.dev0', attention_head_dim: HEAD, guidance_embeds: true, in_channels: IN, num_layers: DOUBLE, num_single_layers: SINGLE };
   for (const kind of ['cpu', 'webgpu'] as const) {
@@ -264,7 +114,7 @@ describe('FLUX.1 control LoRA on a diffusers FluxTransformer2DModel folder', () 
   });
 
 describe('ComfyUI\'s own set_weight names (its convert_lora_bfl_control output, old and current)', () => {
-  const baseBytes = buildSafetensors(fluxDevBfl('BF16'), { format: 'pt' });
+  const baseBytes = buildSafetensors(fluxDevBfl(rand, 'BF16'), { format: 'pt' });
   const base = decodeSafetensors(baseBytes).tensors;
   const current = tensor(rand, 'diffusion_model.double_blocks.1.txt_attn.norm.key_norm.scale.set_weight', [HEAD], 'BF16');
   const older = tensor(rand, 'diffusion_model.single_blocks.0.norm.query_norm.set_weight', [HEAD], 'BF16');
@@ -296,7 +146,7 @@ describe('ComfyUI\'s own set_weight names (its convert_lora_bfl_control output, 
 });
 
 describe('FLUX.1 control LoRA on a diffusers FluxPipeline folder, transformer in two shards', () => {
-  const all = fluxDevDiffusers();
+  const all = fluxDevDiffusers(rand);
   const first = all.filter((t) => t.name.startsWith('x_embedder') || t.name.startsWith('transformer_blocks.0.'));
   const second = all.filter((t) => !first.includes(t));
   const shardNames = ['diffusion_pytorch_model-00001-of-00002.safetensors', 'diffusion_pytorch_model-00002-of-00002.safetensors'];
@@ -342,23 +192,23 @@ describe('refused, one line naming the tensor', () => {
   });
 
   it('a norm scale of another shape than the base\'s', async () => {
-    const adapter = controlLora().map((t) => t.name === 'single_blocks.1.norm.key_norm.scale' ? tensor(rand, t.name, [2 * HEAD], 'BF16') : t);
-    expect(await refusals(fluxDevBfl('BF16'), adapter)).toEqual([
+    const adapter = controlLora(rand).map((t) => t.name === 'single_blocks.1.norm.key_norm.scale' ? tensor(rand, t.name, [2 * HEAD], 'BF16') : t);
+    expect(await refusals(fluxDevBfl(rand, 'BF16'), adapter)).toEqual([
       'adapter0: module "single_blocks.1.norm.key_norm.scale": set_weight single_blocks.1.norm.key_norm.scale (8) does not match base single_blocks.1.norm.key_norm.scale (4)',
     ]);
   });
 
   it('an img_in already wider than the LoRA widens it to', async () => {
-    const base = fluxDevBfl('BF16').map((t) => t.name === 'img_in.weight' ? tensor(rand, t.name, [H, 3 * IN], 'BF16') : t);
-    expect(await refusals(base, controlLora())).toEqual([
+    const base = fluxDevBfl(rand, 'BF16').map((t) => t.name === 'img_in.weight' ? tensor(rand, t.name, [H, 3 * IN], 'BF16') : t);
+    expect(await refusals(base, controlLora(rand))).toEqual([
       expect.stringMatching(/module "diffusion_model\.img_in": base img_in\.weight \(8, 48\) is already wider than the 32 input columns the adapter widens it to$/),
     ]);
   });
 
   it('an img_in stored as scaled fp8 (code × scale_weight): widening it is refused, naming the weight', async () => {
-    const base = fluxDevBfl('F8_E4M3');
+    const base = fluxDevBfl(rand, 'F8_E4M3');
     const scales = base.filter((t) => t.dtype === 'F8_E4M3').map((t): FixtureTensor => ({ name: t.name.replace(/\.weight$/, '.scale_weight'), dtype: 'F32', shape: [], data: [1 / 64] }));
-    expect(await refusals([...base, ...scales, { name: 'scaled_fp8', dtype: 'F8_E4M3', shape: [0], data: [] }], controlLora())).toEqual([
+    expect(await refusals([...base, ...scales, { name: 'scaled_fp8', dtype: 'F8_E4M3', shape: [0], data: [] }], controlLora(rand))).toEqual([
       expect.stringMatching(/module "diffusion_model\.img_in": widening img_in\.weight \(8, 16\) to 32 input columns is not supported on the scaled fp8 weight img_in\.weight.*; merge into a safetensors base in F32, F16, BF16 or plain fp8$/),
     ]);
   });
@@ -377,26 +227,26 @@ describe('refused, one line naming the tensor', () => {
   it('a plain LoRA on img_in after the control LoRA has widened it', async () => {
     const plain = [tensor(rand, 'lora_unet_img_in.lora_down.weight', [R, IN], 'BF16'), tensor(rand, 'lora_unet_img_in.lora_up.weight', [H, R], 'BF16')];
     expect(await refusalsInMemory({
-      backend: backends.cpu!, base: { 'flux1-dev.safetensors': buildSafetensors(fluxDevBfl('BF16')) },
+      backend: backends.cpu!, base: { 'flux1-dev.safetensors': buildSafetensors(fluxDevBfl(rand, 'BF16')) },
       adapters: [{ files: { 'flux1-canny-dev-lora.safetensors': loraBytes } }, { files: { 'style.safetensors': buildSafetensors(plain) } }],
     })).toEqual([expect.stringMatching(/^adapter1: module "lora_unet_img_in": ΔW \(8, 16\) has the base's width, but img_in\.weight is widened to 32 columns in this merge; adapter0 \(module "diffusion_model\.img_in"\) updates it at 32 columns, merge the two one after the other$/)]);
   });
 
   it('a control LoRA already in diffusers\' names (x_embedder wider than the base): not widened, a shape mismatch', async () => {
     const renamed = [tensor(rand, 'transformer.x_embedder.lora_A.weight', [R, 2 * IN], 'BF16'), tensor(rand, 'transformer.x_embedder.lora_B.weight', [H, R], 'BF16')];
-    expect(await refusals(fluxDevBfl('BF16'), renamed)).toEqual([expect.stringMatching(/module "transformer\.x_embedder": ΔW \(8, 32\) does not fit base img_in\.weight \(8, 16\)/)]);
+    expect(await refusals(fluxDevBfl(rand, 'BF16'), renamed)).toEqual([expect.stringMatching(/module "transformer\.x_embedder": ΔW \(8, 32\) does not fit base img_in\.weight \(8, 16\)/)]);
   });
 
   it('an img_in of other rows than the LoRA\'s', async () => {
-    const adapter = controlLora().map((t) => t.name === 'img_in.lora_B.weight' ? tensor(rand, t.name, [2 * H, R], 'BF16') : t.name === 'img_in.lora_B.bias' ? tensor(rand, t.name, [2 * H], 'BF16') : t);
-    expect(await refusals(fluxDevBfl('BF16'), adapter)).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": ΔW \(16, 32\) does not fit base img_in\.weight \(8, 32\)/)]);
+    const adapter = controlLora(rand).map((t) => t.name === 'img_in.lora_B.weight' ? tensor(rand, t.name, [2 * H, R], 'BF16') : t.name === 'img_in.lora_B.bias' ? tensor(rand, t.name, [2 * H], 'BF16') : t);
+    expect(await refusals(fluxDevBfl(rand, 'BF16'), adapter)).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": ΔW \(16, 32\) does not fit base img_in\.weight \(8, 32\)/)]);
   });
 });
 
 describe('the CLI (loramerge merge) on flux1-dev.safetensors', () => {
   const temp = tempDirs();
   afterAll(() => temp.removeAll());
-  const baseBytes = buildSafetensors(fluxDevBfl('BF16'), { format: 'pt' });
+  const baseBytes = buildSafetensors(fluxDevBfl(rand, 'BF16'), { format: 'pt' });
 
   it('writes img_in (8, 32) in the header and says so; a refused one writes nothing', async () => {
     const dir = temp.make({ 'flux1-dev.safetensors': baseBytes, 'flux1-canny-dev-lora.safetensors': loraBytes });
@@ -409,7 +259,7 @@ describe('the CLI (loramerge merge) on flux1-dev.safetensors', () => {
     const base = decodeSafetensors(baseBytes).tensors;
     expectAll(merged, base, truth(base, lora, 1, identity, (n) => n));
 
-    const wide = temp.make({ 'flux1-dev.safetensors': buildSafetensors(fluxDevBfl('BF16').map((t) => t.name === 'img_in.weight' ? tensor(rand, t.name, [H, 3 * IN], 'BF16') : t)), 'flux1-canny-dev-lora.safetensors': loraBytes });
+    const wide = temp.make({ 'flux1-dev.safetensors': buildSafetensors(fluxDevBfl(rand, 'BF16').map((t) => t.name === 'img_in.weight' ? tensor(rand, t.name, [H, 3 * IN], 'BF16') : t)), 'flux1-canny-dev-lora.safetensors': loraBytes });
     const refused = await runCli(['merge', '--base', join(wide, 'flux1-dev.safetensors'), '--adapter', join(wide, 'flux1-canny-dev-lora.safetensors'), '--out', join(wide, 'x.safetensors'), '--backend', 'cpu']);
     expect(refused.code).not.toBe(0);
     expect(errorLines(refused.stderr)).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": base img_in\.weight \(8, 48\) is already wider than the 32 input columns the adapter widens it to/)]);
