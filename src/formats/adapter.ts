@@ -122,6 +122,12 @@ export interface AdapterModule {
    * on for transformers' Conv1D, off for nn.Linear.
    */
   wraps?: { method: string; layers: readonly LayerClass[]; fanInFanOutByLayer?: boolean };
+  /**
+   * The base weight (out, in) is zero-padded to this many input columns before the update is added
+   * (ComfyUI's `reshape_weight`, diffusers' expanded `x_embedder`): BFL's FLUX.1 control LoRAs widen
+   * `img_in` from 64 to 128 inputs, so the merged tensor is wider than the base's.
+   */
+  widenBaseTo?: number;
   /** Integer tensors the update reads besides its float ones (SHiRA's element positions); the float checks skip them. */
   positions?: TensorEntry;
   /** Other integer tensors the update reads, by the algorithm's own names (VB-LoRA's saved top-k indices); the float checks skip them too. */
@@ -140,8 +146,13 @@ export interface TensorReplacement {
   tensor: TensorEntry;
   /** Module path plus parameter (`score.weight`), resolved like a PEFT module path. */
   path: string;
-  /** `modules_to_save`, or a saved base weight (`base_layer`, a saved embedding or bias). */
-  origin?: 'modules_to_save' | 'base_layer' | 'saved';
+  /** A `set_weight`'s module as its name states it: placed by the layouts, like a diff of that module. */
+  address?: ModuleAddress;
+  /**
+   * `modules_to_save`, a saved base weight (`base_layer`, a saved embedding or bias), or ComfyUI's
+   * `set_weight` (copied over the tensor whatever the weight; nothing else may change that tensor).
+   */
+  origin?: 'modules_to_save' | 'base_layer' | 'saved' | 'set_weight';
 }
 
 /** PEFT trainable tokens: rows `indices` of a base tensor are set to the rows of `delta`. */

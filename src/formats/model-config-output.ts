@@ -2,7 +2,8 @@
  * config.json as the merged model needs it: transformers reads the dtype it loads in from `dtype`
  * (4.56 and later) or `torch_dtype` (before), so both say what was written; a dequantized model
  * drops its `quantization_config` (transformers would otherwise quantize it again, or refuse it);
- * a resized vocabulary changes `vocab_size`; an output head written on its own needs
+ * a resized vocabulary changes `vocab_size`; a diffusers transformer
+ * with a widened x_embedder (BFL's control LoRAs) changes `in_channels`; an output head written on its own needs
  * `tie_word_embeddings: false`, or loading ties it back to the embedding. A vision-language
  * model's language fields live in `text_config`, and the fields are set there too.
  */
@@ -14,6 +15,9 @@ export interface ConfigChanges {
   removeQuantization?: boolean;
   vocabSize?: number;
   untieEmbeddings?: boolean;
+  /** A diffusers transformer whose x_embedder was widened: its `in_channels`, and `out_channels` where the config left it to in_channels. */
+  inChannels?: number;
+  outChannels?: number;
 }
 
 /** torch's names, as transformers writes them. */
@@ -36,6 +40,8 @@ export function rewriteModelConfig(raw: Readonly<Record<string, unknown>>, chang
     if (text) delete text.quantization_config;
   }
   if (changes.vocabSize !== undefined) setLanguageField(config, text, 'vocab_size', changes.vocabSize);
+  if (changes.inChannels !== undefined) config.in_channels = changes.inChannels;
+  if (changes.outChannels !== undefined) config.out_channels = changes.outChannels;
   if (changes.untieEmbeddings) {
     config.tie_word_embeddings = false;
     if (text) text.tie_word_embeddings = false;

@@ -11,7 +11,8 @@
 import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
-import type { AdapterFormat, AdapterModule, ParsedAdapter } from './adapter.js';
+import type { AdapterFormat, AdapterModule, ParsedAdapter, TensorReplacement } from './adapter.js';
+import { readBflControlLora } from './bfl-control-lora.js';
 import { algorithmsFor, SHARED_ROLES, type ModuleContext } from './algorithms/index.js';
 import { MODULE_PARTS, PART_ROLES } from './algorithms/module-parts.js';
 import { splitTensorName, type Role } from './key-forms.js';
@@ -47,6 +48,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const metadata = DiffusersLoraMetadata.parse(fileName, file.metadata);
   const networkArgs = new KohyaNetworkArgs(fileName, file.metadata);
   const bundled = new Set<string>();
+  const control = readBflControlLora(file);
 
   for (const entry of file.tensors) {
     // A1111 loads these as textual inversions beside the LoRA, ComfyUI skips them; neither changes a
@@ -56,7 +58,10 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
       bundled.add(embedding[1]);
       continue;
     }
-    const split = splitTensorName(entry.name);
+    // A control LoRA's norm scales replace the tensors of their own names (ComfyUI's set_weight).
+    const split = control?.replaced.has(entry.name) ? { module: entry.name, role: 'set_weight' as Role } : splitTensorName(entry.name);
+    // Its modules are the diffusion model's, as every loader reads them (ComfyUI prefixes `diffusion_model.`).
+    if (split && control) split.module = control.moduleName(split.module);
     if (!split) {
       problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${entry.name}" is not an adapter tensor this tool recognises` });
       continue;
@@ -72,13 +77,20 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   }
 
   const modules: AdapterModule[] = [];
+  const replacements: TensorReplacement[] = [];
   for (const [key, roles] of groups) {
-    const module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems);
+    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems);
+    if (module?.algorithm === 'set') {
+      const tensor = module.tensors.set_weight;
+      replacements.push({ adapter: name, key: tensor.name, tensor, path: module.address.path, address: module.address, origin: 'set_weight' });
+      continue;
+    }
+    if (module && control?.widened?.module === key) module = { ...module, widenBaseTo: control.widened.columns };
     if (module) modules.push(module);
   }
   throwIfProblems(name, problems);
   checkLoraExtras(fileName, modules, groups, metadata);
-  if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
+  if (modules.length === 0 && replacements.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
 
   const config: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(file.metadata)) if (k.startsWith('ss_') || k === LORA_ADAPTER_METADATA) config[k] = v;
@@ -86,7 +98,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     `${fileName}: bundled textual-inversion embedding${bundled.size === 1 ? '' : 's'} ${[...bundled].map((t) => `"${t}"`).join(', ')} (bundle_emb.*) left out: ` +
     'an embedding adds a prompt token and changes no weight, so the merged model does not know the token; load it as a textual inversion (A1111 does so from this file, ComfyUI skips it)',
   ];
-  return { name, format: formatOf([...groups.keys()]), file, modules, replacements: [], warnings, config };
+  return { name, format: formatOf([...groups.keys()]), file, modules, replacements, warnings, config };
 }
 
 /** kohya/A1111's textual-inversion embeddings stored in a LoRA file: `bundle_emb.<token>.<key>[.<subkey>]`. */

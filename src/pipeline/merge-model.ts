@@ -177,7 +177,7 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
       if (update) {
         // Factors are read once per tensor, shared by its slabs; DoRA norms across rows take a
         // pass over the slabs of their own first (column-norm-pass.ts), decoded like the merge's.
-        const start = startRows(prepared, stored.type, update.source);
+        const start = updateStart(prepared, stored.type, update);
         const block = scaled?.rowBlock(key, update.rowBlock) ?? update.rowBlock;
         const rowsPerSlab = rowsPerSlabOf(start.bytes(block * update.cols) / block, block);
         let steps: Promise<LoadedStep[]> | undefined;
@@ -394,6 +394,24 @@ function readStartRows(start: StartRows, key: string, rowStart: number, rowCount
   return start.read(key, start.bytes(rowStart * cols), length, take?.(length));
 }
 
+/** Where a tensor update's W starts: {@link startRows}, its base rows widened with zero columns where the plan widens it. */
+function updateStart(prepared: PreparedMerge, storedType: string, update: TensorUpdate): StartRows {
+  const start = startRows(prepared, storedType, update.source);
+  if (update.widenedFrom === undefined) return start;
+  // The plan widens only element-wise float types, whose zero bytes are the value 0.
+  const from = start.bytes(update.widenedFrom), to = start.bytes(update.cols);
+  return {
+    ...start,
+    read: async (key, offset, length) => {
+      const rows = length / to;
+      const stored = await start.read(key, (offset / to) * from, rows * from);
+      const out = new Uint8Array(length);
+      for (let r = 0; r < rows; r++) out.set(stored.subarray(r * from, (r + 1) * from), r * to);
+      return out;
+    },
+  };
+}
+
 function startRows(prepared: PreparedMerge, storedType: string, source: PlannedReplacement | undefined): StartRows {
   const format = prepared.base.format;
   if (source) {
@@ -419,7 +437,7 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: n
   const a = unit.action;
   switch (a.kind) {
     case 'update': {
-      const start = startRows(prepared, unit.tensor.storedType, a.update.source);
+      const start = updateStart(prepared, unit.tensor.storedType, a.update);
       await a.steps(); // read the factors (and run any norm pass) before the first slab
       return readStartRows(start, unit.tensor.name, a.rowStart, a.rowCount, a.update.cols, take);
     }
@@ -470,7 +488,7 @@ async function computeUnit(
       // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
       const broken = update.source ? undefined : format.nonFiniteInBlocks?.(inType, input);
       if (broken) throw baseHoldsNonFinite(unit.file, update.baseKey, broken, { rows: update.rows, rowStart, rowCount });
-      const decoded = await startRows(prepared, inType, update.source).decode(input, backend, signal);
+      const decoded = await updateStart(prepared, inType, update).decode(input, backend, signal);
       const op = slabOp({
         name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: decoded, outDtype, rowStart, rowCount,
       }, await slabSteps(await a.steps(), rowStart, rowCount));

@@ -21,7 +21,12 @@ export async function writeModelFiles(
   for (const path of prepared.base.otherFiles) {
     throwIfAborted(signal);
     if (fromAdapter.has(path)) continue;
-    if (folder.config && path === folder.config.path) {
+    const widened = folder.widened?.find((c) => c.path === path);
+    if (widened) {
+      const sink = await output.createFile(path);
+      await sink.write(new TextEncoder().encode(JSON.stringify(rewriteModelConfig(widened.raw, widened.changes), null, 2) + '\n'));
+      await sink.close();
+    } else if (folder.config && path === folder.config.path) {
       const config = rewriteModelConfig(folder.config.raw, { ...folder.changes, ...(dtype ? { dtype } : {}) });
       const sink = await output.createFile(path);
       await sink.write(new TextEncoder().encode(JSON.stringify(config, null, 2) + '\n'));

@@ -12,11 +12,11 @@ import { openModel } from '../formats/open-model.js';
 import { checkAllLinearHead, checkWeightTyingTargets, targetsAllLinear } from '../formats/peft-targets.js';
 import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type BaseTensorIndex, type MergePlan } from '../plan/merge-plan.js';
-import { planModelFolder, type ModelFolderPlan } from '../plan/model-folder.js';
+import { planModelFolder, planWidenedConfigs, type ModelFolderPlan } from '../plan/model-folder.js';
 import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
 import { MergeError } from '../errors.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
-import { quantizedWeightProblems } from '../plan/quantized-weights.js';
+import { quantizedWeightProblems, widenedScaledProblems } from '../plan/quantized-weights.js';
 import { findScaledFp8, runtimeScales, type ScaledFp8Base } from '../formats/scaled-fp8.js';
 import { readModelOptQuantization } from '../formats/modelopt-config.js';
 import { quantizedBaseView } from '../formats/quantized-views.js';
@@ -117,7 +117,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     plan.warnings.unshift(...base.warnings);
     plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
-    plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config, scaledFp8));
+    plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config, scaledFp8), ...widenedScaledProblems(plan, scaledFp8));
     const scaledNote = scaledFp8 && scaledFp8Note(scaledFp8);
     if (scaledNote) plan.notes.push(scaledNote);
     if (modelopt?.algo === 'NONE') {
@@ -138,6 +138,8 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       { tensors: base.tensors }, config, adapters.map(({ adapter, files }) => ({ name: adapter.name, files })), plan,
       { untied: tie.decision === 'untied', dequantized: dequantized !== undefined, folder },
     );
+    const widened = await planWidenedConfigs(baseFiles, base.shards, plan);
+    if (widened.length > 0) modelFolder.widened = widened;
     // A dequantized base (bitsandbytes, or scaled weights written dequantized) leaves them out with its config.
     const kept = !dequantized && (modelopt !== undefined || config?.raw.quantization_config !== undefined) ? runtimeScales(opened) : [];
     return {

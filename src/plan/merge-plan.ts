@@ -34,7 +34,7 @@ import { formatProblemList } from './problems.js';
 import { quantizedFormatRefusal } from './quantized-weights.js';
 import type { PlannedRowSet } from './row-sets.js';
 import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
-import { resolveReplacement, type ReplacementTarget } from './replacement-target.js';
+import { resolveReplacement, resolveSetWeight, type ReplacementTarget } from './replacement-target.js';
 import { MAX_MIXED_ROWS_BYTES } from '../limits.js';
 import { lcm, product } from '../integers.js';
 
@@ -139,6 +139,11 @@ export interface TensorUpdate {
    * embedding): the terms apply to it instead of the base's; `dtype` and `shape` are its own.
    */
   source?: PlannedReplacement;
+  /**
+   * The base's own column count when the terms widen it (BFL's control LoRAs on `img_in`): W starts
+   * as the base's rows followed by zeros up to `cols` columns, and `shape` is the widened one.
+   */
+  widenedFrom?: number;
 }
 
 /**
@@ -248,15 +253,16 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       // modules_to_save may also land where the module's layouts map it (a GGUF base's names).
       const resolved: ReplacementTarget = origin === 'modules_to_save'
         ? resolveReplacement(locator, name, (key) => base.tensors.get(key)?.shape[0])
-        : locator.resolveTensorPath(name);
+        : origin === 'set_weight' && rep.address ? resolveSetWeight(locator, rep.address)
+          : locator.resolveTensorPath(name);
       if (!resolved.found) {
-        report(name, resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', `${origin === 'modules_to_save' ? 'replacement' : 'saved'} tensor ${rep.key}: ${describeMiss(resolved)}`);
+        report(name, resolved.ambiguous ? 'AMBIGUOUS_MODULE' : 'UNKNOWN_MODULE', `${origin === 'modules_to_save' ? 'replacement' : origin === 'set_weight' ? 'set_weight' : 'saved'} tensor ${rep.key}: ${describeMiss(resolved)}`);
         continue;
       }
       const info = base.tensors.get(resolved.key)!;
       const why = replacementShapeProblem(resolved.key, info.shape, rep.tensor.shape, origin);
       if (why) {
-        report(name, 'SHAPE_MISMATCH', `replacement ${fmt(rep.tensor.shape)} does not match base ${resolved.key} ${fmt(info.shape)}${why === true ? '' : `: ${why}`}`);
+        report(name, 'SHAPE_MISMATCH', `${origin === 'set_weight' ? `set_weight ${rep.key}` : 'replacement'} ${fmt(rep.tensor.shape)} does not match base ${resolved.key} ${fmt(info.shape)}${why === true ? '' : `: ${why}`}`);
         continue;
       }
       if (!isFloatDType(rep.tensor.dtype) || !isFloatDType(info.dtype)) {
@@ -274,7 +280,8 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       if (weight !== 1) {
-        warnings.push(`${adapter.name}: weight ${weight} does not apply to the replaced tensor ${resolved.key} (${origin === 'modules_to_save' ? 'modules_to_save' : 'saved with the adapter'})`);
+        const why = origin === 'modules_to_save' ? 'modules_to_save' : origin === 'set_weight' ? 'set_weight: ComfyUI, diffusers and BFL copy it whatever the weight' : 'saved with the adapter';
+        warnings.push(`${adapter.name}: weight ${weight} does not apply to the replaced tensor ${resolved.key} (${why})`);
       }
       const planned: PlannedReplacement = {
         baseKey: resolved.key, baseDtype: info.dtype, shape: rep.tensor.shape.slice(), origin, adapterIndex, adapter: adapter.name, file: adapter.file, tensor: rep.tensor,
@@ -283,7 +290,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       const rowBlock = lcm(resolved.rowBlock ?? 1, info.rowBlock ?? 1);
       if (rowBlock > 1) planned.rowBlock = rowBlock;
       replacements.set(resolved.key, planned);
-      if (origin !== 'modules_to_save') ownBase.set(resolved.key, planned);
+      if (origin === 'base_layer' || origin === 'saved') ownBase.set(resolved.key, planned);
     }
     /** What a tensor holds before this adapter's terms: its own saved base weight, or the base's. */
     const startOf = (baseKey: string): BaseTensorInfo => {
@@ -420,6 +427,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         }
         let experts: ExpertSplit | undefined;
         let view: View | null;
+        let widenedFrom: number | undefined;
         if (module.experts) {
           const storedInOut = target.experts?.storedInOut ?? storesExpertsInOut(base.architectures ?? []);
           const fit = fitExperts(module, info.shape, storedInOut, target.experts);
@@ -434,7 +442,13 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         } else if (target.transposedBlocks) {
           view = transposedView(module, target.transposedBlocks, baseKey, info.shape, fail);
         } else {
-          view = viewOf(module, target, info.shape, fail, stored?.shapeNote);
+          const widened = widenedShape(module, target, info.shape, base, baseKey, updates.get(baseKey));
+          if (typeof widened === 'string') {
+            fail(widened.startsWith('base ') ? 'SHAPE_MISMATCH' : 'UNSUPPORTED_FORMAT', widened);
+            continue;
+          }
+          widenedFrom = widened.from;
+          view = viewOf(module, target, widened.shape, fail, stored?.shapeNote);
         }
         if (!view) continue;
         const layer = baseLayerClass(module, info.shape, view);
@@ -509,8 +523,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         }
         if (!update) {
           const { placement: _, ...tensorView } = view;
-          update = { baseKey, dtype: info.dtype as FloatDType, shape: info.shape.slice(), ...tensorView, terms: [], rowBlock: stored?.rowBlock ?? 1 };
+          const shape = widenedFrom === undefined ? info.shape.slice() : [info.shape[0], view.cols];
+          update = { baseKey, dtype: info.dtype as FloatDType, shape, ...tensorView, terms: [], rowBlock: stored?.rowBlock ?? 1 };
           if (own) update.source = own;
+          if (widenedFrom !== undefined) update.widenedFrom = widenedFrom;
           updates.set(baseKey, update);
         }
         if (module.dora) {
@@ -670,6 +686,34 @@ interface View {
  * against (out, in, k...) for linear/conv, (in, out) for fan_in_fan_out and embeddings; with a row
  * placement, ΔW's rows against the rows it names.
  */
+/**
+ * The shape a module's terms see the base tensor in: its own, or, for a module that widens the base
+ * (ComfyUI's reshape_weight, diffusers' expanded x_embedder), the base's rows with `widenBaseTo`
+ * columns, the new ones zero, and `from` the base's own count. Why not, as one line, where the
+ * widening cannot be done: a base already wider, part of a tensor, a tensor stored in blocks or
+ * by a scale, a GGUF base, or another adapter's terms on the tensor in the other width.
+ */
+function widenedShape(
+  module: AdapterModule, target: Placement, shape: readonly number[], base: BaseTensorIndex, baseKey: string, earlier: TensorUpdate | undefined,
+): { shape: readonly number[]; from?: number } | string {
+  const earlierWidth = earlier ? `; ${earlier.terms[0].adapter} (module "${earlier.terms[0].moduleName}") updates it at ${earlier.cols} columns, merge the two one after the other` : '';
+  const to = module.widenBaseTo;
+  if (to === undefined) {
+    return earlier?.widenedFrom !== undefined ? `ΔW ${fmt(module.deltaShape)} has the base's width, but ${baseKey} is widened to ${earlier.cols} columns in this merge${earlierWidth}` : { shape };
+  }
+  if (target.rows || target.columns || target.transposedBlocks || shape.length !== 2) {
+    return `widens ${baseKey} ${fmt(shape)} to ${to} input columns, which is supported on a whole 2-D weight only`;
+  }
+  if (shape[1] > to) return `base ${baseKey} ${fmt(shape)} is already wider than the ${to} input columns the adapter widens it to`;
+  if (shape[1] === to) return { shape };
+  const stored = base.tensors.get(baseKey);
+  const scale = scaledWeight(base, baseKey);
+  const how = base.metadata ? 'a GGUF base' : scale ? scale.label : (stored?.rowBlock ?? 1) > 1 || stored?.shapeNote ? 'a tensor stored in blocks' : undefined;
+  if (how) return `widening ${baseKey} ${fmt(shape)} to ${to} input columns is not supported on ${how}; merge into a safetensors base in F32, F16, BF16 or plain fp8`;
+  if (earlier && earlier.cols !== to) return `widens ${baseKey} ${fmt(shape)} to ${to} input columns${earlierWidth}`;
+  return { shape: [shape[0], to], from: shape[1] };
+}
+
 function viewOf(module: AdapterModule, target: Placement, shape: readonly number[], fail: Fail, shapeNote?: string): View | null {
   const baseKey = target.baseKey;
   // Stored (in, out) for embeddings and fan_in_fan_out: ΔW's open dims come from the other side.

@@ -5,6 +5,8 @@
  * template). Everything else the base folder holds is copied as it is.
  */
 import type { InputFileSet } from '../io/types.js';
+import type { BaseShard } from '../formats/base-model.js';
+import { parseBoundedJson } from '../formats/bounded-json.js';
 import type { ConfigChanges } from '../formats/model-config-output.js';
 import type { ModelConfig } from '../formats/model-config.js';
 import type { BaseTensorIndex, MergePlan } from './merge-plan.js';
@@ -20,7 +22,16 @@ export interface AdapterFolder {
   files: InputFileSet;
 }
 
+/** A diffusers component's config.json that a widened input layer changes, and what it says after. */
+export interface WidenedConfig {
+  path: string;
+  raw: Readonly<Record<string, unknown>>;
+  changes: Pick<ConfigChanges, 'inChannels' | 'outChannels'>;
+}
+
 export interface ModelFolderPlan {
+  /** Diffusers configs whose `in_channels` a widened x_embedder changes. */
+  widened?: WidenedConfig[];
   /** The base's config.json, when it is a transformers config the merge may rewrite. */
   config?: ModelConfig;
   changes: Omit<ConfigChanges, 'dtype'>;
@@ -120,4 +131,43 @@ function resizedVocabulary(base: BaseTensorIndex, plan: MergePlan): Resized {
     };
   }
   return rows === from ? {} : { rows, from };
+}
+
+/**
+ * What a widened input layer (BFL's control LoRAs on img_in / x_embedder) changes besides the
+ * tensor: diffusers sets its transformer's config `in_channels` to the new width when it expands
+ * x_embedder (lora_pipeline.py, _MODULE_NAME_TO_ATTRIBUTE_MAP_FLUX), so the folder's config.json
+ * says it; `out_channels` is written out as the old width where the config left it null, since
+ * FluxTransformer2DModel takes out_channels = in_channels then and its proj_out keeps the old width.
+ * A single file has no config: the notes say the merged file's img_in is wider. A widened tensor
+ * whose config says nothing this knows to change is a problem (the folder would not load).
+ */
+export async function planWidenedConfigs(files: InputFileSet, shards: readonly BaseShard[], plan: MergePlan): Promise<WidenedConfig[]> {
+  const out: WidenedConfig[] = [];
+  for (const u of plan.updates) {
+    if (u.widenedFrom === undefined) continue;
+    const shard = shards.find((s) => s.tensors.some((t) => s.keyPrefix + t.name === u.baseKey));
+    const name = shard ? u.baseKey.slice(shard.keyPrefix.length) : u.baseKey;
+    const widens = `${u.baseKey} is written (${u.shape.join(', ')}), ${u.cols - u.widenedFrom} zero columns added to the base's ${u.widenedFrom} before the adapter's update`;
+    const dir = shard && shard.path.includes('/') ? shard.path.slice(0, shard.path.lastIndexOf('/') + 1) : '';
+    const path = `${dir}config.json`;
+    if (!shard || !files.list().includes(path)) {
+      plan.notes.push(`${widens}: the merged model takes ${u.cols} input channels where the base took ${u.widenedFrom}`);
+      continue;
+    }
+    const raw = parseBoundedJson(await files.readText(path), `${files.name}/${path}`) as Record<string, unknown> | null;
+    const problem = (why: string) => plan.problems.push({ adapter: u.terms[0].adapter, module: u.baseKey, code: 'UNSUPPORTED_FORMAT', message: `${u.terms[0].adapter}: widens ${u.baseKey} to ${u.cols} input columns, but ${path} ${why}` });
+    if (typeof raw !== 'object' || raw === null || typeof raw._class_name !== 'string') {
+      problem('is not a diffusers model config whose width this tool knows to change');
+    } else if (name !== 'x_embedder.weight') {
+      problem(`has no field diffusers changes for ${name} (it sets in_channels for x_embedder only)`);
+    } else if (raw.in_channels !== u.widenedFrom) {
+      problem(`says in_channels ${JSON.stringify(raw.in_channels)}, not the base's ${u.widenedFrom}`);
+    } else {
+      const keepOut = raw.out_channels === undefined || raw.out_channels === null;
+      out.push({ path, raw, changes: { inChannels: u.cols, ...(keepOut ? { outChannels: u.widenedFrom } : {}) } });
+      plan.notes.push(`${widens}; ${path} in_channels follows (${u.widenedFrom} → ${u.cols})${keepOut ? `, out_channels written as ${u.widenedFrom}` : ''}`);
+    }
+  }
+  return out;
 }

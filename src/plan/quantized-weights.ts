@@ -106,3 +106,15 @@ function scaledFp8Problems(plan: MergePlan, scaled: ScaledFp8Base): PlanProblem[
   }
   return problems;
 }
+
+/**
+ * A widened weight (BFL's control LoRAs on img_in) that the base stores as scaled fp8 or a
+ * comfy_quant layer: its scale is recalculated over the merged tensor (scaled-fp8-output.ts), which
+ * knows only the base's shape; refused, naming the weight.
+ */
+export function widenedScaledProblems(plan: MergePlan, scaled: ScaledFp8Base | undefined): PlanProblem[] {
+  return plan.updates.filter((u) => u.widenedFrom !== undefined && scaled?.weights.has(u.baseKey)).map((u) => ({
+    adapter: u.terms[0].adapter, module: u.terms[0].moduleName, code: 'UNSUPPORTED_FORMAT' as const,
+    message: `${u.terms[0].adapter}: module "${u.terms[0].moduleName}": widening ${u.baseKey} (${u.shape[0]}, ${u.widenedFrom}) to ${u.cols} input columns is not supported on the scaled fp8 weight ${u.baseKey}; merge into a safetensors base in F32, F16, BF16 or plain fp8`,
+  }));
+}

@@ -8,7 +8,7 @@
  */
 import type { KeyResolution } from '../formats/layouts/base-key-index.js';
 import type { ModuleLocator, RowSegment } from '../formats/layouts/index.js';
-import { moduleAddress } from '../formats/module-address.js';
+import { moduleAddress, type ModuleAddress } from '../formats/module-address.js';
 
 export type ReplacementTarget =
   | { found: true; key: string; rows?: readonly RowSegment[]; rowBlock?: number }
@@ -53,4 +53,19 @@ function closedBlock(rows: readonly RowSegment[], total: number): number {
     if (within) return b;
   }
   return total;
+}
+
+/**
+ * Where a `set_weight` lands: the one whole tensor the layouts place its module on, as they place a
+ * diff of that module (`double_blocks.0.img_attn.norm.query_norm.scale` → diffusers'
+ * `transformer_blocks.0.attn.norm_q.weight`); part of a fused tensor is no tensor to replace.
+ */
+export function resolveSetWeight(locator: ModuleLocator, address: ModuleAddress): ReplacementTarget {
+  const located = locator.locate(address);
+  if (!located.found) return { found: false, ambiguous: false, candidates: [], why: located.message };
+  const [target] = located.targets;
+  if (located.targets.length !== 1 || target.rows || target.columns || target.transposedBlocks) {
+    return { found: false, ambiguous: false, candidates: [], why: `it maps to part of ${located.targets.map((t) => t.baseKey).join(', ')} (${located.layout}), not a whole tensor to replace` };
+  }
+  return { found: true, key: target.baseKey };
 }

@@ -15,7 +15,6 @@ import { loha } from './loha.js';
 import { lokr } from './lokr.js';
 import { lora } from './lora.js';
 import { norm } from './norm.js';
-import { notYetSupported } from './not-yet-supported.js';
 import { oft } from './oft.js';
 import { peftAdalora } from './peft-adalora.js';
 import { peftBoft } from './peft-boft.js';
@@ -32,11 +31,12 @@ import { peftGralora } from './peft-gralora.js';
 import { peftRandlora } from './peft-randlora.js';
 import { peftVblora } from './peft-vblora.js';
 import { peftOftLegacy } from './peft-oft-legacy.js';
+import { set } from './set.js';
 import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftVblora, peftRandlora, peftDelora, peftGralora, ...notYetSupported];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftVblora, peftRandlora, peftDelora, peftGralora, set];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];

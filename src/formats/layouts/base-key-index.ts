@@ -21,7 +21,12 @@ export class BaseKeyIndex {
   /** The same for `<module>.<param>` keys: `<param>` NUL the last one to three parts of the module split at `.` or `_`, flattened to `_`. */
   private readonly flatTails = new Map<string, string[]>();
 
-  constructor(keys: Iterable<string>) {
+  /**
+   * `prefix`: the keys' common prefix when they are one component of a pipeline (`transformer.`): a
+   * name is that component's own first (`proj_out.weight` is `transformer.proj_out.weight`, not
+   * every `….proj_out.weight` of its blocks).
+   */
+  constructor(keys: Iterable<string>, private readonly prefix = '') {
     this.keys = new Set(keys);
     for (const key of this.keys) {
       forEachTail(key, isDot, (tail) => push(this.dotTails, tail, key));
@@ -42,6 +47,7 @@ export class BaseKeyIndex {
    */
   resolveDotted(name: string): KeyResolution {
     if (this.keys.has(name)) return { found: true, key: name };
+    if (this.prefix !== '' && this.keys.has(this.prefix + name)) return { found: true, key: this.prefix + name };
     const candidates = new Set(endingWith(this.dotTails, '', name, isDot, (key) => key, '.'));
     forEachSuffix(name, '.', (suffix) => {
       if (suffix !== name && this.keys.has(suffix)) candidates.add(suffix);

@@ -127,16 +127,16 @@ export class ModuleLocator {
 
   private componentView(component: BaseComponent): BaseView {
     let view = this.views.get(component);
-    if (!view) this.views.set(component, (view = this.view(component.keys)));
+    if (!view) this.views.set(component, (view = this.view(component.keys, component.prefix)));
     return view;
   }
 
-  private view(keys: Iterable<string>): BaseView {
+  private view(keys: Iterable<string>, prefix = ''): BaseView {
     const tensors = this.base.tensors;
     const base = this.base;
     const list = [...keys];
     return {
-      index: new BaseKeyIndex(list), keys: list, architectures: base.architectures ?? [],
+      index: new BaseKeyIndex(list, prefix), keys: list, architectures: base.architectures ?? [],
       shape: (key) => tensors.get(key)?.shape, metadata: (key) => base.metadata?.(key),
     };
   }
