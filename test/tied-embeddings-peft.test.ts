@@ -125,6 +125,39 @@ describe('a config.json without tie_word_embeddings: the config class default', 
   });
 });
 
+describe('LoRA on the head of a tied model', () => {
+  it('ensure_weight_tying with target_modules ["lm_head"] (Qwen2, tied): PEFT moves the LoRA to the embedding; it goes in once', async () => {
+    const base = tiedBase();
+    const adapter = embeddingLora(true);
+    const prepared = await prepare(hfModelFolder(base, { ...QWEN2, tie_word_embeddings: true }), peftFolder({ r: R, lora_alpha: R, ensure_weight_tying: true, target_modules: ['lm_head'] }, adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await merge(prepared);
+    expect([...merged.tensors.keys()].sort()).toEqual(base.map((t) => t.name).sort());
+    expectValues('embed_tokens', merged.tensors.get('model.embed_tokens.weight')!, plus(decoded(base).get('model.embed_tokens.weight')!, embeddingDelta(adapter)));
+    expect(merged.json('config.json').tie_word_embeddings).toBe(true);
+  });
+
+  it('without ensure_weight_tying, LoRAs on both (Gemma 2, tied by its class default): each side gets its own update, the head is written and untied', async () => {
+    // merge_and_unload would add both updates to the one tensor and keep the tie; training saw
+    // the embedding's update on the inputs only and the head's on the logits only.
+    const base = tiedBase();
+    const head = [
+      randomTensor('base_model.model.lm_head.lora_A.weight', [R, H], 'F32', rand, 0.5),
+      randomTensor('base_model.model.lm_head.lora_B.weight', [V, R], 'F32', rand, 0.5),
+    ];
+    const embeddingOnly = embeddingLora(false);
+    const prepared = await prepare(hfModelFolder(base, GEMMA2), peftFolder({ r: R, lora_alpha: R, target_modules: ['embed_tokens', 'lm_head'] }, [...embeddingOnly, ...head]));
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.notes[0]).toMatch(/^lm_head\.weight is written as its own tensor and tie_word_embeddings set to false: /);
+    const merged = await merge(prepared);
+    const shared = decoded(base).get('model.embed_tokens.weight')!;
+    const h = decoded(head);
+    expectValues('embed_tokens', merged.tensors.get('model.embed_tokens.weight')!, plus(shared, embeddingDelta(embeddingOnly)));
+    expectValues('lm_head', merged.tensors.get('lm_head.weight')!, plus(shared, product(h.get(head[1].name)!, h.get(head[0].name)!)));
+    expect(merged.json('config.json').tie_word_embeddings).toBe(false);
+  });
+});
+
 describe('ensure_weight_tying with the head in modules_to_save (Qwen2, tied)', () => {
   // PEFT's _add_modules_to_save_to_tie replaces lm_head with the embedding in modules_to_save (the
   // saved config lists "model.embed_tokens"), and the head's copy is a Linear on the embedding
@@ -189,6 +222,21 @@ describe('T5: shared, encoder.embed_tokens, decoder.embed_tokens and lm_head are
     for (const [config, tensors, message] of cases) {
       await expect(prepare(hfModelFolder(base(), T5), peftFolder({ r: R, lora_alpha: R, ...config }, tensors))).rejects.toThrow(message);
     }
+  });
+
+  it('BART keeps the same tie under model.: a LoRA on its embed_tokens is refused too', async () => {
+    const bart = { architectures: ['BartForConditionalGeneration'], model_type: 'bart', d_model: H, vocab_size: V, torch_dtype: 'float32' };
+    const b = [
+      randomTensor('model.shared.weight', [V, H], 'F32', rand),
+      randomTensor('model.encoder.layers.0.self_attn.q_proj.weight', [H, H], 'F32', rand),
+      randomTensor('model.decoder.layers.0.self_attn.q_proj.weight', [H, H], 'F32', rand),
+    ];
+    await expect(prepare(hfModelFolder(b, bart), peftFolder({ r: R, lora_alpha: R, target_modules: ['embed_tokens'] }, embedding('model.encoder.embed_tokens'))))
+      .rejects.toThrow('adapter: module "model.encoder.embed_tokens" lands on model.encoder.embed_tokens.weight, which the model ties to model.shared.weight, model.decoder.embed_tokens.weight, lm_head.weight (one shared tensor)');
+    const q = lora('model.encoder.layers.0.self_attn.q_proj', H, H);
+    const prepared = await prepare(hfModelFolder(b, bart), peftFolder({ r: R, lora_alpha: R, target_modules: ['q_proj'] }, q));
+    expect(prepared.plan.problems).toEqual([]);
+    await prepared.close();
   });
 
   it('the command line refuses it in one line and writes nothing', async () => {
