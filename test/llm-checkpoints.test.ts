@@ -390,7 +390,7 @@ describe('trainable tokens and tied embeddings', () => {
       const prepared = await prepare(hfModelFolder(tied, config(true)), [peftFolder({ r: 2, lora_alpha: 2, ensure_weight_tying: true, target_modules: ['embed_tokens'] }, [A, B, headA, headB])]);
       expect(prepared.plan.problems).toEqual([]);
       expect(prepared.plan.notes).toEqual([
-        'the output head stays tied to model.embed_tokens.weight: the adapter was trained with ensure_weight_tying, so its changes apply to both',
+        "the output head stays tied to model.embed_tokens.weight: the adapter was trained with ensure_weight_tying, so its changes apply to both, once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)",
       ]);
       const merged = await merge(prepared, kind);
       expect([...merged.tensors.keys()].sort()).toEqual(tied.map((t) => t.name).sort());

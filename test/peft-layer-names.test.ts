@@ -263,9 +263,11 @@ describe('ensure_weight_tying takes lm_head beside a targeted embed_tokens only 
       `adapter/adapter_config.json: module "lm_head" is in adapter/adapter_model.safetensors only as a layer tied to the embedding under ensure_weight_tying (${untargeted}), but the base's config.json has tie_word_embeddings false, so PEFT finds no tied layer and puts no adapter on it (it would leave these tensors unused)`);
   });
 
-  it('refuses it where the base does not say: no tie_word_embeddings, or no config.json', async () => {
+  it('refuses it where the base does not say: no tie_word_embeddings and a model type of unknown default, or no config.json', async () => {
     const { tie_word_embeddings: _, ...silent } = LLAMA;
-    await expect(preparePeftFolder([embedding()], cfg, tensors, silent)).rejects.toThrow(/module "lm_head" .* but the base's config\.json has no tie_word_embeddings \(its default is the model class's\)/);
+    await expect(preparePeftFolder([embedding()], cfg, tensors, { ...silent, architectures: ['InternLM3ForCausalLM'], model_type: 'internlm3' })).rejects.toThrow(/module "lm_head" .* but the base's config\.json has no tie_word_embeddings and its model_type has no known default \(the model class's\)/);
+    // LlamaConfig's own default is false.
+    await expect(preparePeftFolder([embedding()], cfg, tensors, silent)).rejects.toThrow(/module "lm_head" .* but the base's config\.json has no tie_word_embeddings and model_type "llama" defaults to false, so PEFT finds no tied layer/);
     await expect(preparePeftFolder([embedding()], cfg, tensors)).rejects.toThrow(/module "lm_head" .* but the base has no config\.json to say whether it ties them/);
   });
 

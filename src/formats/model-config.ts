@@ -63,6 +63,34 @@ export function languageModelField(config: ModelConfig | undefined, key: string)
   return Object.hasOwn(config.raw, key) ? config.raw[key] : textConfig(config)?.[key];
 }
 
+/**
+ * `tie_word_embeddings` of a config class that does not name it in config.json: the class's own
+ * default, the same in transformers 4.57 and 5.x (every class listed sets it or inherits
+ * PretrainedConfig's 4.x `True`). Only language models whose config has no `text_config`: a
+ * multimodal config's default can differ between its top level and its text model.
+ */
+const TIE_WORD_EMBEDDINGS_DEFAULT: Readonly<Record<string, boolean>> = {
+  cohere: true, cohere2: true, ernie4_5: true, falcon: true, gemma: true, gemma2: true, gemma3_text: true,
+  gpt2: true, lfm2: true, opt: true, smollm3: true, starcoder2: true,
+  apertus: false, bitnet: false, deepseek_v3: false, exaone4: false, glm4: false, gpt_oss: false, granite: false,
+  granitemoe: false, hunyuan_v1_dense: false, llama: false, mistral: false, mixtral: false, nemotron: false,
+  olmo: false, olmo2: false, olmo3: false, phi: false, phi3: false, phimoe: false, qwen2: false, qwen2_moe: false,
+  qwen3: false, qwen3_moe: false, qwen3_next: false, seed_oss: false, stablelm: false,
+};
+
+/**
+ * Whether transformers ties the model's output head to its input embedding: config.json's
+ * `tie_word_embeddings` (top level, else `text_config`'s), else the config class's default for a
+ * `model_type` listed above; undefined where neither tells (no config, another model type).
+ */
+export function tiesWordEmbeddings(config: ModelConfig | undefined): boolean | undefined {
+  const field = languageModelField(config, 'tie_word_embeddings');
+  if (typeof field === 'boolean') return field;
+  if (config === undefined || field !== undefined || textConfig(config) !== undefined) return undefined;
+  const type = config.raw.model_type;
+  return typeof type === 'string' && Object.hasOwn(TIE_WORD_EMBEDDINGS_DEFAULT, type) ? TIE_WORD_EMBEDDINGS_DEFAULT[type] : undefined;
+}
+
 /** `quantization_config.quant_method` (`bitsandbytes`, `gptq`, …), if the config names one. */
 export function quantizationMethod(config: ModelConfig | undefined): string | undefined {
   const q = config?.raw.quantization_config;

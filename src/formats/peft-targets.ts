@@ -27,7 +27,7 @@ import { MergeError } from '../errors.js';
 import { MAX_PATTERN_LENGTH } from '../limits.js';
 import type { LayerClass } from './adapter.js';
 import { shownValue } from './bounded-json.js';
-import { languageModelField, modelArchitectures, type ModelConfig } from './model-config.js';
+import { languageModelField, modelArchitectures, tiesWordEmbeddings, type ModelConfig } from './model-config.js';
 
 export interface PeftTargets {
   /** Why PEFT would put no adapter layer on module `path` (its name inside the base model), or undefined when it would. */
@@ -221,9 +221,10 @@ export function checkAllLinearHead(adapterConfig: Readonly<Record<string, unknow
  * (`embed_tokens`, `lm_head`) when the base does not tie them: PEFT's
  * _get_module_names_tied_with_embedding returns no tied layers for a config whose
  * tie_word_embeddings is false (BaseTuner._check_tied_modules then only warns), so PEFT puts no
- * adapter there and leaves the module's tensors unused. Where config.json does not say (no
- * config.json, or no tie_word_embeddings: its default is the model class's), whether the tie
- * applies cannot be told and such a module is refused too. Even on a tied model, PEFT ties adapter
+ * adapter there and leaves the module's tensors unused. Without tie_word_embeddings the config
+ * class's default applies (tiesWordEmbeddings knows it for common model types); where neither
+ * tells (no config.json, another model type), whether the tie applies cannot be told and such a
+ * module is refused too. Even on a tied model, PEFT ties adapter
  * layers (BaseTuner._check_tied_modules → _add_targets_to_tie) only when target_modules names one of
  * the two (a list entry whose last name is embed_tokens or lm_head, a pattern matching either name)
  * and modules_to_save names neither (then it ties the saved copies instead).
@@ -232,7 +233,8 @@ export function checkWeightTyingTargets(adapterConfig: Readonly<Record<string, u
   if (adapterConfig.ensure_weight_tying !== true) return;
   const peftType = String(adapterConfig.peft_type ?? 'LORA').toUpperCase();
   const untied = peftTargetsFrom({ ...adapterConfig, ensure_weight_tying: false }, configFile, peftType);
-  const tie = languageModelField(model, 'tie_word_embeddings');
+  const tie = tiesWordEmbeddings(model);
+  const stated = typeof languageModelField(model, 'tie_word_embeddings') === 'boolean';
   const lastName = (m: unknown) => typeof m === 'string' && TIED_LAYERS.includes(m.split('.').pop()!);
   const target = adapterConfig.target_modules, saved = adapterConfig.modules_to_save;
   const embeddingSaved = Array.isArray(saved) && saved.some(lastName);
@@ -246,8 +248,8 @@ export function checkWeightTyingTargets(adapterConfig: Readonly<Record<string, u
     const base = tie === true
       ? `PEFT ties adapter layers only when target_modules names embed_tokens or lm_head and modules_to_save names neither, which this config does not`
       : model === undefined ? 'the base has no config.json to say whether it ties them'
-      : tie === false ? "the base's config.json has tie_word_embeddings false, so PEFT finds no tied layer and puts no adapter on it (it would leave these tensors unused)"
-        : "the base's config.json has no tie_word_embeddings (its default is the model class's), so whether PEFT tied it cannot be told";
+      : tie === false ? `the base's config.json ${stated ? 'has tie_word_embeddings false' : `has no tie_word_embeddings and model_type ${JSON.stringify(model?.raw.model_type)} defaults to false`}, so PEFT finds no tied layer and puts no adapter on it (it would leave these tensors unused)`
+        : "the base's config.json has no tie_word_embeddings and its model_type has no known default (the model class's), so whether PEFT tied it cannot be told";
     throw new MergeError('BAD_CONFIG', `${configFile}: module "${path}" is in ${fileName} only as a layer tied to the embedding under ensure_weight_tying (${why} otherwise), but ${base}`);
   }
 }

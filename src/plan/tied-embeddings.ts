@@ -17,7 +17,7 @@ import { isFloatDType, type FloatDType } from '../dtype.js';
 import type { BaseModel, SafetensorsBaseModel } from '../formats/base-model.js';
 import { baseModelView, isSafetensorsModel, type ViewTensor } from '../formats/base-model-view.js';
 import { ModuleLocator } from '../formats/layouts/index.js';
-import { languageModelField, type ModelConfig } from '../formats/model-config.js';
+import { tiesWordEmbeddings, type ModelConfig } from '../formats/model-config.js';
 import type { WeightedAdapter } from './merge-plan.js';
 
 /** Where models keep the input embedding, and where their head goes when it is written. */
@@ -30,6 +30,9 @@ const EMBEDDING_TO_HEAD: readonly (readonly [embedding: string, head: string])[]
   ['transformer.word_embeddings.weight', 'lm_head.weight'],
 ];
 
+/** The last names PEFT's _check_tied_modules looks for in modules_to_save (EMBEDDING_LAYER_NAMES). */
+const TIED_LAYER_NAMES = ['embed_tokens', 'lm_head'];
+
 export interface TiedPair {
   embedding: string;
   head: string;
@@ -37,7 +40,7 @@ export interface TiedPair {
 
 /** The base's tied pair: a known embedding, no head stored, and a config that does not untie them. */
 export function tiedPair(base: Pick<BaseModel, 'tensors'>, config: ModelConfig | undefined): TiedPair | undefined {
-  if (languageModelField(config, 'tie_word_embeddings') === false) return undefined;
+  if (tiesWordEmbeddings(config) === false) return undefined;
   const found = EMBEDDING_TO_HEAD.filter(([e]) => base.tensors.has(e));
   if (found.length !== 1) return undefined;
   const [embedding, head] = found[0];
@@ -61,6 +64,7 @@ export function resolveTiedEmbeddings(
   base: BaseModel, config: ModelConfig | undefined, adapters: readonly WeightedAdapter[], architectures: readonly string[],
 ): TieOutcome {
   // GGUF keeps its own rule (llama.cpp reads token_embd when a file has no output head).
+  if (isSafetensorsModel(base)) refuseSharedEmbeddingChanges(base, config, adapters, architectures);
   const pair = isSafetensorsModel(base) ? tiedPair(base, config) : undefined;
   if (!pair || !isSafetensorsModel(base)) return { base, adapters: [...adapters] };
   const embeddingInfo = base.tensors.get(pair.embedding)!;
@@ -71,9 +75,13 @@ export function resolveTiedEmbeddings(
   const onEmbedding: Change[] = [];
   /** Head modules that mirror the embedding's (PEFT ensure_weight_tying): merged once, through the embedding. */
   const mirrors = new Map<string, Set<string>>();
+  /** The head's modules_to_save copy of an ensure_weight_tying adapter, which is the embedding's. */
+  const savedHeads = new Map<string, TensorReplacement>();
   for (const { adapter } of adapters) {
     // ensure_weight_tying: PEFT ties the head's LoRA (and modules_to_save copy) to the embedding's.
     const ensured = adapter.config.ensure_weight_tying === true;
+    const saved = adapter.config.modules_to_save;
+    const savesTiedLayer = Array.isArray(saved) && saved.some((m) => typeof m === 'string' && TIED_LAYER_NAMES.includes(m.split('.').pop()!));
     const classify = (key: string | undefined, what: string, tiedByPeft: boolean, mirror?: () => void) => {
       if (key === pair.head) {
         if (ensured && mirror) mirror();
@@ -94,7 +102,11 @@ export function resolveTiedEmbeddings(
     }
     for (const r of adapter.replacements) {
       const at = locator.resolveTensorPath(r.path);
-      if (at.found) classify(at.key, `a saved ${r.path}`, false);
+      // ensure_weight_tying with the embedding or head in modules_to_save: the head's trained copy
+      // is the embedding's (one tensor, saved under both names; PEFT maps a plain `lm_head.weight`
+      // to it too), so it lands on the shared weight.
+      const headCopy = ensured && savesTiedLayer && r.origin !== 'base_layer' ? () => savedHeads.set(adapter.name, r) : undefined;
+      if (at.found) classify(at.key, `a saved ${r.path}`, false, headCopy);
     }
     for (const r of adapter.tokenRows ?? []) {
       const at = locator.resolveTensorPath(r.path);
@@ -103,16 +115,25 @@ export function resolveTiedEmbeddings(
   }
   const withoutMirrors = (a: WeightedAdapter): WeightedAdapter => {
     const dropped = mirrors.get(a.adapter.name);
-    return dropped ? { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.filter((m) => !dropped.has(m.key)) } } : a;
+    const modules = dropped ? a.adapter.modules.filter((m) => !dropped.has(m.key)) : a.adapter.modules;
+    const head = savedHeads.get(a.adapter.name);
+    // Where both copies are saved PEFT loads the head's last, into the one parameter: it is the value.
+    const replacements = head
+      ? [...a.adapter.replacements.filter((r) => r !== head && !resolvesTo(locator, r.path, pair.embedding)), { ...head, path: pair.embedding }]
+      : a.adapter.replacements;
+    return dropped || head ? { ...a, adapter: { ...a.adapter, modules, replacements } } : a;
   };
-  if (onHead.length === 0 && onEmbedding.length === 0 && mirrors.size === 0) return { base, adapters: [...adapters] };
+  if (onHead.length === 0 && onEmbedding.length === 0 && mirrors.size === 0 && savedHeads.size === 0) return { base, adapters: [...adapters] };
   if (onHead.length === 0 && onEmbedding.every((c) => c.tiedByPeft)) {
     const why = onEmbedding.every((c) => c.what === 'trainable tokens')
       ? 'trainable tokens set rows of the shared weight, as PEFT applies them to both'
-      : 'the adapter was trained with ensure_weight_tying, so its changes apply to both';
+      : mirrors.size > 0
+        ? "the adapter was trained with ensure_weight_tying, so its changes apply to both, once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)"
+        : 'the adapter was trained with ensure_weight_tying, so its changes apply to both';
     return { base, adapters: adapters.map(withoutMirrors), decision: 'kept', note: `the output head stays tied to ${pair.embedding}: ${why}` };
   }
-  const ensured = [...onEmbedding].find((c) => c.tiedByPeft && c.what !== 'trainable tokens') ?? (mirrors.size > 0 ? { adapter: [...mirrors.keys()][0] } : undefined);
+  const ensured = [...onEmbedding].find((c) => c.tiedByPeft && c.what !== 'trainable tokens')
+    ?? (mirrors.size > 0 ? { adapter: [...mirrors.keys()][0] } : savedHeads.size > 0 ? { adapter: [...savedHeads.keys()][0] } : undefined);
   if (ensured) {
     throw new MergeError('PLAN_INVALID', `${ensured.adapter} was trained with ensure_weight_tying (its head follows ${pair.embedding}), but another change unties the two; merge the adapters one after the other`);
   }
@@ -124,6 +145,39 @@ export function resolveTiedEmbeddings(
     note: `${pair.head} is written as its own tensor and tie_word_embeddings set to false: ${changed.adapter} brings ${changed.what}, ` +
       `which changes ${onHead.includes(changed) ? 'the output head' : 'the input embedding'} only`,
   };
+}
+
+/**
+ * Encoder-decoder models that keep one `shared` embedding (T5, BART: `_tied_weights_keys` ties
+ * `encoder.embed_tokens`, `decoder.embed_tokens` and, when tied, `lm_head` to it) are refused
+ * where an adapter changes one of those: PEFT wraps each name as a module of its own, training
+ * saw each update on its own module only, and merge_and_unload adds every one of them to the one
+ * shared tensor, so neither result can be written as one tied tensor.
+ */
+function refuseSharedEmbeddingChanges(
+  base: SafetensorsBaseModel, config: ModelConfig | undefined, adapters: readonly WeightedAdapter[], architectures: readonly string[],
+): void {
+  const prefix = ['', 'model.'].find((p) => base.tensors.has(`${p}shared.weight`));
+  if (prefix === undefined) return;
+  const shared = base.tensors.get(`${prefix}shared.weight`)!;
+  const tied = [`${prefix}shared.weight`, `${prefix}encoder.embed_tokens.weight`, `${prefix}decoder.embed_tokens.weight`];
+  if (tiesWordEmbeddings(config) !== false && !base.tensors.has('lm_head.weight')) tied.push('lm_head.weight');
+  const tensors = new Map<string, { shape: readonly number[] }>(base.tensors);
+  for (const key of tied) if (!tensors.has(key)) tensors.set(key, { shape: shared.shape });
+  const locator = new ModuleLocator({ tensors, architectures });
+  const refuse = (adapter: string, what: string, key: string) => {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${adapter}: ${what} lands on ${key}, which the model ties to ${tied.filter((k) => k !== key).join(', ')} (one shared tensor), while PEFT trained it on that module alone; a tied tensor cannot hold that, so it is not merged`);
+  };
+  for (const { adapter } of adapters) {
+    for (const m of adapter.modules) {
+      const at = locator.locate(m.address);
+      if (at.found) for (const t of at.targets) if (tied.includes(t.baseKey)) refuse(adapter.name, `module "${m.name}"`, t.baseKey);
+    }
+    for (const r of [...adapter.replacements, ...adapter.tokenRows ?? []]) {
+      const at = locator.resolveTensorPath(r.path);
+      if (at.found && tied.includes(at.key)) refuse(adapter.name, `saved tensor "${r.key}"`, at.key);
+    }
+  }
 }
 
 /** The base with the head as a tensor of its own, holding the shared weight, after the embedding. */
@@ -146,12 +200,14 @@ function withHead(base: SafetensorsBaseModel, pair: TiedPair): BaseModel {
  * During training the head read the same weight as the embedding: the embedding the adapter saved
  * when it saved one (a resized vocabulary), and the same trainable-token rows.
  */
+function resolvesTo(locator: ModuleLocator, path: string, key: string): boolean {
+  const at = locator.resolveTensorPath(path);
+  return at.found && at.key === key;
+}
+
 function withHeadStart(weighted: WeightedAdapter, pair: TiedPair, locator: ModuleLocator): WeightedAdapter {
   const { adapter } = weighted;
-  const resolves = (path: string, key: string) => {
-    const at = locator.resolveTensorPath(path);
-    return at.found && at.key === key;
-  };
+  const resolves = (path: string, key: string) => resolvesTo(locator, path, key);
   const replacements: TensorReplacement[] = [...adapter.replacements];
   const savedEmbedding = adapter.replacements.find((r) => r.origin !== 'modules_to_save' && resolves(r.path, pair.embedding));
   if (savedEmbedding && !adapter.replacements.some((r) => resolves(r.path, pair.head))) {
