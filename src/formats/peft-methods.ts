@@ -92,6 +92,8 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   BONE: { rNull: R_COMPARED, title: 'Bone', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
   SHIRA: { rNull: R_COMPARED, title: 'SHiRA', wraps: ['Linear'], algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
   ADALORA: { rNull: '`r < 0` in update_layer raises TypeError', alphaNull: '`lora_alpha > 0` in update_layer raises TypeError', title: 'AdaLoRA', wraps: ['Linear', 'Conv1D', 'Conv2d'], fanInFanOutByLayer: true, algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
+  // FourierFT's n_frequency sizes the spectrum (its r), its scaling multiplies ΔW (its α).
+  FOURIERFT: { rNull: '`n_frequency <= 0` in update_layer raises TypeError', alphaNull: '`ifft2(…).real * scaling` in get_delta_weight raises TypeError', title: 'FourierFT', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-fourierft'], roles: ['fourierft_spectrum'], r: 1000, alpha: 150, rKey: 'n_frequency', alphaKey: 'scaling', rPatternKey: 'n_frequency_pattern' },
   VBLORA: {
     rNull: R_COMPARED, title: 'VB-LoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-vblora'], roles: ['vblora_logits_A', 'vblora_logits_B', 'vblora_A_topk_indices', 'vblora_A_topk_weights', 'vblora_B_topk_indices', 'vblora_B_topk_weights'], r: 4, alpha: 1,
     shared: { names: { 'base_model.vblora_vector_bank': 'vblora_vector_bank' }, missing: 'VB-LoRA adapter without its shared base_model.vblora_vector_bank, which every module\'s factors are built from' },
@@ -105,7 +107,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
 };
 
 /** Algorithms whose ΔW PEFT transposes for a layer stored (in, out) when the config says fan_in_fan_out (GPT-2's Conv1D). */
-const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['vera', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
+const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['vera', 'peft-fourierft', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
 
 /**
  * AdaLoRA's per-module settings as PEFT sets them at load: every module is built at init_r
@@ -229,6 +231,12 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     if (!Number.isInteger(g) || g <= 0 || g % 2 !== 0) throw new MergeError('BAD_CONFIG', `${configFile}: RoAd "group_size" must be an even positive integer, got ${g}`);
     options.road_variant = Number(variant.slice(5));
     options.group_size = g;
+  }
+  if (type === 'FOURIERFT') {
+    // update_layer seeds torch.Generator().manual_seed(random_loc_seed), which takes an integer (None raises TypeError).
+    const seed = number('random_loc_seed', 777, 'torch.Generator().manual_seed(None) raises TypeError');
+    if (!Number.isSafeInteger(seed)) throw new MergeError('BAD_CONFIG', `${configFile}: FourierFT "random_loc_seed" must be an integer (torch.Generator().manual_seed takes one), got ${seed}`);
+    options.random_loc_seed = seed;
   }
   const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
   if (type === 'IA3') options.fan_in_fan_out = fanInFanOut;

@@ -1,0 +1,95 @@
+/**
+ * PEFT FourierFT (tuners/fourierft): `fourierft_spectrum` (n) holds n spectral coefficients whose
+ * positions are not saved: PEFT draws them when it builds the layer, as the first n entries of
+ * torch.randperm(out·in, generator=torch.Generator().manual_seed(random_loc_seed)), entry e at
+ * (e // in, e % in). get_delta_weight places the coefficients at those positions of an (out, in)
+ * spectrum and merges ΔW = Re(ifft2(spectrum))·scaling, ifft2 dividing by out·in. The positions are
+ * reproduced from torch's CPU generator (algorithms/math/torch-cpu-random.ts); ΔW is formed by rows
+ * in float64: row p's column spectrum T_p[v] = Σ_{k: v_k = v} c_k·e^{2πi·p·u_k/out}, then an
+ * inverse DFT along the inputs. PEFT has no weight for FourierFT: a user weight s scales ΔW.
+ */
+import { MergeError } from '../../errors.js';
+import { InverseDft } from '../../algorithms/math/inverse-dft.js';
+import { RANDPERM_SMALL_LIMIT, TorchCpuGenerator, randpermPrefix } from '../../algorithms/math/torch-cpu-random.js';
+import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import { f32Bytes, readValues } from './factor-io.js';
+
+export const peftFourierft: Algorithm = {
+  name: 'peft-fourierft',
+  title: 'FourierFT (PEFT)',
+  defines: ['fourierft_spectrum'],
+  roles: ['fourierft_spectrum'],
+
+  build(tensors, context) {
+    const spectrum = tensors.get('fourierft_spectrum')!;
+    const o = context.options;
+    if (!o || typeof o.r !== 'number' || typeof o.random_loc_seed !== 'number' || context.alpha === undefined) {
+      context.report('UNSUPPORTED_FORMAT', 'has a PEFT FourierFT spectrum (fourierft_spectrum) outside a PEFT folder with its adapter_config.json, which holds the seed of its positions');
+      return null;
+    }
+    if (spectrum.shape.length !== 1 || spectrum.shape[0] !== o.r) {
+      context.report(spectrum.shape.length !== 1 ? 'SHAPE_MISMATCH' : 'BAD_CONFIG', `fourierft_spectrum ${fmtShape(spectrum.shape)} is not (n_frequency) for the config's n_frequency ${o.r}`);
+      return null;
+    }
+    return {
+      ...moduleBasics(context),
+      algorithm: peftFourierft.name,
+      kind: 'linear',
+      deltaShape: [-1, -1],
+      rank: o.r,
+      alpha: context.alpha,
+      scale: context.alpha,
+      scaleOrigin: { kind: 'method', what: 'scaling' },
+      tensors: { spectrum },
+      update: { kind: 'dense' },
+      fanInFanOut: false,
+      options: o,
+    };
+  },
+
+  async load(file, module, delta) {
+    const { spectrum } = module.tensors;
+    const n = spectrum.shape[0];
+    const out = delta?.out ?? 0, inF = delta?.in ?? 0;
+    const cells = out * inF;
+    const where = `FourierFT module "${module.name}"`;
+    if (n > cells) throw new MergeError('BAD_CONFIG', `${where}: n_frequency ${n} is more than the layer's ${out}·${inF} = ${cells} weights (PEFT's update_layer raises ValueError)`);
+    // From 2³²/20 entries on, torch's randperm shuffles with random64() in another order (and
+    // older torch releases did not), so the positions would depend on the torch that trained it.
+    if (cells >= RANDPERM_SMALL_LIMIT) throw new MergeError('UNSUPPORTED_FORMAT', `${where}: the layer has ${cells} weights; torch.randperm draws FourierFT's positions over that many with a random64 shuffle (from ${RANDPERM_SMALL_LIMIT} entries on) that this tool does not reproduce`);
+    const seed = module.options!.random_loc_seed as number;
+    const flat = randpermPrefix(cells, n, new TorchCpuGenerator(BigInt(seed)));
+    const rowOf = new Uint32Array(n), colOf = new Uint32Array(n);
+    for (let k = 0; k < n; k++) {
+      rowOf[k] = Math.floor(flat[k] / inF);
+      colOf[k] = flat[k] % inF;
+    }
+    let values: Promise<Float32Array> | undefined;
+    const dft = new InverseDft(inF);
+    const cos = new Float64Array(out), sin = new Float64Array(out);
+    for (let j = 0; j < out; j++) {
+      cos[j] = Math.cos((2 * Math.PI * j) / out);
+      sin[j] = Math.sin((2 * Math.PI * j) / out);
+    }
+    const rows = async (rowStart: number, rowCount: number) => {
+      const c = await (values ??= readValues(file, spectrum));
+      const d = new Float32Array(rowCount * inF);
+      const re = new Float64Array(inF), im = new Float64Array(inF);
+      for (let r = 0; r < rowCount; r++) {
+        const p = rowStart + r;
+        re.fill(0);
+        im.fill(0);
+        for (let k = 0; k < n; k++) {
+          const product = p * rowOf[k];
+          const turn = product <= Number.MAX_SAFE_INTEGER ? product % out : Number((BigInt(p) * BigInt(rowOf[k])) % BigInt(out));
+          re[colOf[k]] += c[k] * cos[turn];
+          im[colOf[k]] += c[k] * sin[turn];
+        }
+        dft.run(re, im);
+        for (let q = 0; q < inF; q++) d[r * inF + q] = re[q] / cells;
+      }
+      return f32Bytes(d);
+    };
+    return [{ kind: 'dense', rows }];
+  },
+};
