@@ -170,6 +170,10 @@ describe('FourierFT refusals through the CLI: one line, nothing written', () => 
     expect(square.plan.problems.map((p) => p.message)).toEqual(['adapter: module "model.layers.0.self_attn.q_proj": FourierFT (PEFT) on a weight stored (in, out) is not supported']);
   });
 
+  it('resize: a Fourier update is no low-rank product', async () => {
+    await refuse(base, config({ n_frequency: 9 }), [spectrumOf(q, odd)], /q_proj" is FourierFT \(PEFT\), whose update is not a low-rank product; resize cannot express it/, 'resize');
+  });
+
   it('WaveFT stays refused, naming what is not reproduced', async () => {
     await refuse(base, { peft_type: 'WAVEFT', n_frequency: 9 }, [t(`base_model.model.${q}.waveft_spectrum`, 'F32', [9], Float64Array.from(odd.spectrum))], /PEFT method WAVEFT is not supported: .*inverse wavelet transform/);
   });
