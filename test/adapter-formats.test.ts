@@ -110,7 +110,7 @@ describe('PEFT adapters', () => {
     await expectFailure(peftFiles({ r: 0 }, tensors), 'BAD_CONFIG', ['adapter_config.json', '"r"']);
     await expectFailure(peftFiles({ r: 2, lora_alpha: 'x' }, tensors), 'BAD_CONFIG', ['lora_alpha']);
     await expectFailure(peftFiles({ r: 2, rank_pattern: { 'q(': 2 } }, tensors), 'BAD_CONFIG', ['rank_pattern', 'q(']);
-    for (const type of ['POLY', 'WAVEFT']) {
+    for (const type of ['POLY', 'LILY']) {
       await expectFailure(peftFiles({ peft_type: type }, tensors), 'UNSUPPORTED_FORMAT', [type, 'not supported']);
     }
     // AdaLoRA is read (peft-adalora.test.ts): LoRA factors without lora_E are refused, naming it.

@@ -144,6 +144,67 @@ describe.each(['cpu', 'webgpu'])('FourierFT (PEFT), %s', (name) => {
   });
 });
 
+/** The fields PEFT 0.18 writes to a WaveFT adapter_config.json, here with use_idwt false. */
+const waveConfig = (fields: object) => ({
+  peft_type: 'WAVEFT', task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B', peft_version: '0.18.0', revision: null,
+  n_frequency: 2592, scaling: 25.0, wavelet_family: 'db1', use_idwt: false, random_loc_seed: 777, fan_in_fan_out: false, target_modules: ['q_proj', 'v_proj'],
+  exclude_modules: null, bias: 'none', modules_to_save: null, layers_to_transform: null, layers_pattern: null, n_frequency_pattern: {},
+  proportional_parameters: false, init_weights: true, inference_mode: true, ...fields,
+});
+const waveSpectrum = (path: string, c: FourierCase) => t(`base_model.model.${path}.waveft_spectrum`, 'F32', [c.spectrum.length], Float64Array.from(c.spectrum));
+/** W + s·scaling·c_k at each of torch's positions. */
+const waveTruth = (w: Float64Array, c: FourierCase, s: number) => {
+  const res = w.slice();
+  c.spectrum.forEach((x, k) => { res[c.rows[k] * c.in + c.cols[k]] += s * x; });
+  return res;
+};
+
+describe.each(['cpu', 'webgpu'])('WaveFT (PEFT) with use_idwt false, %s', (name) => {
+  it('coefficients added at torch\'s positions on an odd (5, 7) layer and a (96, 200) one from n_frequency_pattern, user weight 2', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const odd = fourier('odd'), wide = fourier('bluestein');
+    // Both cases under seed 31337 here: the odd one's positions are drawn again for it.
+    const oddHere = { ...odd, random_loc_seed: wide.random_loc_seed };
+    const flat = randpermPrefix(35, 9, new TorchCpuGenerator(BigInt(wide.random_loc_seed)));
+    oddHere.rows = Array.from(flat, (e) => Math.floor(e / 7));
+    oddHere.cols = Array.from(flat, (e) => e % 7);
+    const wq = vals(35, 'F32'), wv = vals(96 * 200, 'BF16');
+    const { tensors } = await mergePeftFolder(backend, [t(`${q}.weight`, 'F32', [5, 7], wq), t(`${v}.weight`, 'BF16', [96, 200], wv)],
+      waveConfig({ n_frequency: 9, n_frequency_pattern: { v_proj: 300 }, random_loc_seed: wide.random_loc_seed, scaling: 3 }), [waveSpectrum(q, oddHere), waveSpectrum(v, wide)], 2);
+    expectMerged(tensors.get(`${q}.weight`)!.values, waveTruth(wq, oddHere, 6), 'F32', q);
+    expectMerged(tensors.get(`${v}.weight`)!.values, waveTruth(wv, wide, 6), 'BF16', v);
+  });
+
+  it('proportional_parameters: the spectrum\'s length is the layer\'s share, whatever n_frequency says; use_idwt null is false; scaling left to its default 25', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const c = fourier('default-n');
+    const w = vals(48 * 64, 'F32');
+    const { tensors } = await mergePeftFolder(backend, [t(`${q}.weight`, 'F32', [48, 64], w)],
+      waveConfig({ proportional_parameters: true, use_idwt: null, target_modules: ['q_proj'], scaling: undefined }), [waveSpectrum(q, c)]);
+    expectMerged(tensors.get(`${q}.weight`)!.values, waveTruth(w, c, 25), 'F32', q);
+  });
+});
+
+describe('WaveFT refusals', () => {
+  const odd = fourier('odd');
+  const base = [t(`${q}.weight`, 'F32', [5, 7], vals(35, 'F32'))];
+  it('use_idwt true or left to its default, a spectrum that is not n_frequency long, more coefficients than weights', async () => {
+    const open = (cfg: object, baseTensors = base) => preparePeftFolder(baseTensors, cfg, [waveSpectrum(q, odd)]);
+    for (const idwt of [{ use_idwt: true }, { use_idwt: undefined }]) {
+      await expect(open(waveConfig({ n_frequency: 9, ...idwt }))).rejects.toThrow(/WaveFT with use_idwt true \(PEFT's default\) .* inverse wavelet transform \(waverec2d\)/);
+    }
+    await expect(open(waveConfig({ n_frequency: 8 }))).rejects.toThrow(/q_proj": waveft_spectrum \(9\) is not \(n_frequency\) for the config's n_frequency 8/);
+    await expect(open(waveConfig({ n_frequency: 9, random_loc_seed: -0.5 }))).rejects.toThrow(/WaveFT "random_loc_seed" must be an integer/);
+    // A square weight under fan_in_fan_out true without a config.json is taken as stored (in, out): no dense update there.
+    const square = await preparePeftFolder([t(`${q}.weight`, 'F32', [6, 6], vals(36, 'F32'))], waveConfig({ n_frequency: 1, fan_in_fan_out: true }), [waveSpectrum(q, fourier('one'))]);
+    expect(square.plan.problems.map((p) => p.message)).toEqual(['adapter: module "model.layers.0.self_attn.q_proj": WaveFT (PEFT) on a weight stored (in, out) is not supported']);
+    await expect(mergePeftFolder(backends.cpu!, [t(`${q}.weight`, 'F32', [2, 4], vals(8, 'F32'))], waveConfig({ n_frequency: 9 }), [waveSpectrum(q, odd)]))
+      .rejects.toThrow(/WaveFT module "model\.layers\.0\.self_attn\.q_proj": n_frequency 9 is more than the layer's 2·4 = 8 weights/);
+  });
+});
+
 describe('FourierFT refusals through the CLI: one line, nothing written', () => {
   const refuse = expectPeftCliRefusal;
   const odd = fourier('odd');
@@ -172,9 +233,5 @@ describe('FourierFT refusals through the CLI: one line, nothing written', () => 
 
   it('resize: a Fourier update is no low-rank product', async () => {
     await refuse(base, config({ n_frequency: 9 }), [spectrumOf(q, odd)], /q_proj" is FourierFT \(PEFT\), whose update is not a low-rank product; resize cannot express it/, 'resize');
-  });
-
-  it('WaveFT stays refused, naming what is not reproduced', async () => {
-    await refuse(base, { peft_type: 'WAVEFT', n_frequency: 9 }, [t(`base_model.model.${q}.waveft_spectrum`, 'F32', [9], Float64Array.from(odd.spectrum))], /PEFT method WAVEFT is not supported: .*inverse wavelet transform/);
   });
 });

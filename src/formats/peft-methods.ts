@@ -1,11 +1,11 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, LN_TUNING): the same tensors as LyCORIS's
+ * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, LN_TUNING): the same tensors as LyCORIS's
  * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
  * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
  * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
  * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, HiRA's `hira_A`/`hira_B`, RoAd's `road_theta`/`road_alpha`, C3A's `c3a_kernel`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
- * `shira_weight`/`shira_indices`, FourierFT's `fourierft_spectrum`; LN tuning's trained layer copies
+ * `shira_weight`/`shira_indices`, FourierFT's `fourierft_spectrum`, WaveFT's `waveft_spectrum`; LN tuning's trained layer copies
  * (`<module>.ln_tuning_layers.<param>`) replace the base's parameters; plus `modules_to_save`
  * layers and other saved tensors, which replace their base tensors as in LoRA folders
  * (peft-saved-modules.ts). The modules are built by the algorithm registry; the scale is PEFT's:
@@ -94,6 +94,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   ADALORA: { rNull: '`r < 0` in update_layer raises TypeError', alphaNull: '`lora_alpha > 0` in update_layer raises TypeError', title: 'AdaLoRA', wraps: ['Linear', 'Conv1D', 'Conv2d'], fanInFanOutByLayer: true, algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
   // FourierFT's n_frequency sizes the spectrum (its r), its scaling multiplies ΔW (its α).
   FOURIERFT: { rNull: '`n_frequency <= 0` in update_layer raises TypeError', alphaNull: '`ifft2(…).real * scaling` in get_delta_weight raises TypeError', title: 'FourierFT', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-fourierft'], roles: ['fourierft_spectrum'], r: 1000, alpha: 150, rKey: 'n_frequency', alphaKey: 'scaling', rPatternKey: 'n_frequency_pattern' },
+  WAVEFT: { rNull: '`n_frequency <= 0` in update_layer raises TypeError', alphaNull: '`dense_spectrum * scaling` in get_delta_weight raises TypeError', title: 'WaveFT', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-waveft'], roles: ['waveft_spectrum'], r: 2592, alpha: 25, rKey: 'n_frequency', alphaKey: 'scaling', rPatternKey: 'n_frequency_pattern' },
   VBLORA: {
     rNull: R_COMPARED, title: 'VB-LoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-vblora'], roles: ['vblora_logits_A', 'vblora_logits_B', 'vblora_A_topk_indices', 'vblora_A_topk_weights', 'vblora_B_topk_indices', 'vblora_B_topk_weights'], r: 4, alpha: 1,
     shared: { names: { 'base_model.vblora_vector_bank': 'vblora_vector_bank' }, missing: 'VB-LoRA adapter without its shared base_model.vblora_vector_bank, which every module\'s factors are built from' },
@@ -107,7 +108,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
 };
 
 /** Algorithms whose ΔW PEFT transposes for a layer stored (in, out) when the config says fan_in_fan_out (GPT-2's Conv1D). */
-const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['vera', 'peft-fourierft', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
+const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['vera', 'peft-fourierft', 'peft-waveft', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
 
 /**
  * AdaLoRA's per-module settings as PEFT sets them at load: every module is built at init_r
@@ -232,11 +233,18 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     options.road_variant = Number(variant.slice(5));
     options.group_size = g;
   }
-  if (type === 'FOURIERFT') {
+  if (type === 'FOURIERFT' || type === 'WAVEFT') {
     // update_layer seeds torch.Generator().manual_seed(random_loc_seed), which takes an integer (None raises TypeError).
     const seed = number('random_loc_seed', 777, 'torch.Generator().manual_seed(None) raises TypeError');
-    if (!Number.isSafeInteger(seed)) throw new MergeError('BAD_CONFIG', `${configFile}: FourierFT "random_loc_seed" must be an integer (torch.Generator().manual_seed takes one), got ${seed}`);
+    if (!Number.isSafeInteger(seed)) throw new MergeError('BAD_CONFIG', `${configFile}: ${method.title} "random_loc_seed" must be an integer (torch.Generator().manual_seed takes one), got ${seed}`);
     options.random_loc_seed = seed;
+  }
+  if (type === 'WAVEFT') {
+    // get_delta_weight's `if use_idwt:` takes a null as false: the coefficients are added where they are.
+    if (raw.use_idwt === undefined || flag('use_idwt') === true) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${configFile}: WaveFT with use_idwt true (PEFT's default) turns its coefficients into a weight update through PEFT's own inverse wavelet transform (waverec2d), which this tool does not reproduce; WaveFT adapters trained with use_idwt false can be merged`);
+    }
+    options.proportional_parameters = flag('proportional_parameters') === true;
   }
   const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
   if (type === 'IA3') options.fan_in_fan_out = fanInFanOut;

@@ -14,6 +14,25 @@ import { RANDPERM_SMALL_LIMIT, TorchCpuGenerator, randpermPrefix } from '../../a
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { f32Bytes, readValues } from './factor-io.js';
 
+/**
+ * Where PEFT's FourierFT and WaveFT put a layer's n coefficients: the first n entries of
+ * torch.randperm(out·in) from torch.Generator().manual_seed(seed), entry e at (e // in, e % in).
+ */
+export function spectrumPositions(where: string, n: number, out: number, inF: number, seed: number): { rowOf: Uint32Array; colOf: Uint32Array } {
+  const cells = out * inF;
+  if (n > cells) throw new MergeError('BAD_CONFIG', `${where}: n_frequency ${n} is more than the layer's ${out}·${inF} = ${cells} weights (PEFT's update_layer raises ValueError)`);
+  // From 2³²/20 entries on, torch's randperm shuffles with random64() in another order (and
+  // older torch releases did not), so the positions would depend on the torch that trained it.
+  if (cells >= RANDPERM_SMALL_LIMIT) throw new MergeError('UNSUPPORTED_FORMAT', `${where}: the layer has ${cells} weights; torch.randperm draws the coefficients' positions over that many with a random64 shuffle (from ${RANDPERM_SMALL_LIMIT} entries on) that this tool does not reproduce`);
+  const flat = randpermPrefix(cells, n, new TorchCpuGenerator(BigInt(seed)));
+  const rowOf = new Uint32Array(n), colOf = new Uint32Array(n);
+  for (let k = 0; k < n; k++) {
+    rowOf[k] = Math.floor(flat[k] / inF);
+    colOf[k] = flat[k] % inF;
+  }
+  return { rowOf, colOf };
+}
+
 export const peftFourierft: Algorithm = {
   name: 'peft-fourierft',
   title: 'FourierFT (PEFT)',
@@ -51,19 +70,8 @@ export const peftFourierft: Algorithm = {
     const { spectrum } = module.tensors;
     const n = spectrum.shape[0];
     const out = delta?.out ?? 0, inF = delta?.in ?? 0;
+    const { rowOf, colOf } = spectrumPositions(`FourierFT module "${module.name}"`, n, out, inF, module.options!.random_loc_seed as number);
     const cells = out * inF;
-    const where = `FourierFT module "${module.name}"`;
-    if (n > cells) throw new MergeError('BAD_CONFIG', `${where}: n_frequency ${n} is more than the layer's ${out}·${inF} = ${cells} weights (PEFT's update_layer raises ValueError)`);
-    // From 2³²/20 entries on, torch's randperm shuffles with random64() in another order (and
-    // older torch releases did not), so the positions would depend on the torch that trained it.
-    if (cells >= RANDPERM_SMALL_LIMIT) throw new MergeError('UNSUPPORTED_FORMAT', `${where}: the layer has ${cells} weights; torch.randperm draws FourierFT's positions over that many with a random64 shuffle (from ${RANDPERM_SMALL_LIMIT} entries on) that this tool does not reproduce`);
-    const seed = module.options!.random_loc_seed as number;
-    const flat = randpermPrefix(cells, n, new TorchCpuGenerator(BigInt(seed)));
-    const rowOf = new Uint32Array(n), colOf = new Uint32Array(n);
-    for (let k = 0; k < n; k++) {
-      rowOf[k] = Math.floor(flat[k] / inF);
-      colOf[k] = flat[k] % inF;
-    }
     let values: Promise<Float32Array> | undefined;
     const dft = new InverseDft(inF);
     const cos = new Float64Array(out), sin = new Float64Array(out);
