@@ -11,7 +11,10 @@
 import { MergeError } from '../../errors.js';
 import { InverseDft } from '../../algorithms/math/inverse-dft.js';
 import { RANDPERM_SMALL_LIMIT, TorchCpuGenerator, randpermPrefix } from '../../algorithms/math/torch-cpu-random.js';
-import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import { fmtShape, moduleBasics, type Algorithm, type ModuleContext } from './algorithm.js';
+import type { AdapterModule } from '../adapter.js';
+import type { Role } from '../key-forms.js';
+import type { TensorEntry } from '../safetensors-types.js';
 import { f32Bytes, readValues } from './factor-io.js';
 
 /**
@@ -33,6 +36,38 @@ export function spectrumPositions(where: string, n: number, out: number, inF: nu
   return { rowOf, colOf };
 }
 
+/**
+ * A FourierFT or WaveFT module: its spectrum (n) scaled by the config's `scaling`, its positions
+ * drawn at load from the config's seed. `lengthFromFile`: the spectrum's length is the layer's n
+ * (WaveFT's proportional_parameters), else it must be the module's n_frequency.
+ */
+export function buildSpectrumModule(algorithm: string, method: string, role: 'fourierft_spectrum' | 'waveft_spectrum', tensors: ReadonlyMap<Role, TensorEntry>, context: ModuleContext, lengthFromFile: boolean): AdapterModule | null {
+  const spectrum = tensors.get(role)!;
+  const o = context.options;
+  if (!o || typeof o.r !== 'number' || typeof o.random_loc_seed !== 'number' || context.alpha === undefined) {
+    context.report('UNSUPPORTED_FORMAT', `has a PEFT ${method} spectrum (${role}) outside a PEFT folder with its adapter_config.json, which holds the seed of its positions`);
+    return null;
+  }
+  if (spectrum.shape.length !== 1 || (!lengthFromFile && spectrum.shape[0] !== o.r)) {
+    context.report(spectrum.shape.length !== 1 ? 'SHAPE_MISMATCH' : 'BAD_CONFIG', `${role} ${fmtShape(spectrum.shape)} is not (n_frequency) for the config's n_frequency ${o.r}`);
+    return null;
+  }
+  return {
+    ...moduleBasics(context),
+    algorithm,
+    kind: 'linear',
+    deltaShape: [-1, -1],
+    rank: spectrum.shape[0],
+    alpha: context.alpha,
+    scale: context.alpha,
+    scaleOrigin: { kind: 'method', what: 'scaling' },
+    tensors: { spectrum },
+    update: { kind: 'dense' },
+    fanInFanOut: false,
+    options: o,
+  };
+}
+
 export const peftFourierft: Algorithm = {
   name: 'peft-fourierft',
   title: 'FourierFT (PEFT)',
@@ -40,30 +75,7 @@ export const peftFourierft: Algorithm = {
   roles: ['fourierft_spectrum'],
 
   build(tensors, context) {
-    const spectrum = tensors.get('fourierft_spectrum')!;
-    const o = context.options;
-    if (!o || typeof o.r !== 'number' || typeof o.random_loc_seed !== 'number' || context.alpha === undefined) {
-      context.report('UNSUPPORTED_FORMAT', 'has a PEFT FourierFT spectrum (fourierft_spectrum) outside a PEFT folder with its adapter_config.json, which holds the seed of its positions');
-      return null;
-    }
-    if (spectrum.shape.length !== 1 || spectrum.shape[0] !== o.r) {
-      context.report(spectrum.shape.length !== 1 ? 'SHAPE_MISMATCH' : 'BAD_CONFIG', `fourierft_spectrum ${fmtShape(spectrum.shape)} is not (n_frequency) for the config's n_frequency ${o.r}`);
-      return null;
-    }
-    return {
-      ...moduleBasics(context),
-      algorithm: peftFourierft.name,
-      kind: 'linear',
-      deltaShape: [-1, -1],
-      rank: o.r,
-      alpha: context.alpha,
-      scale: context.alpha,
-      scaleOrigin: { kind: 'method', what: 'scaling' },
-      tensors: { spectrum },
-      update: { kind: 'dense' },
-      fanInFanOut: false,
-      options: o,
-    };
+    return buildSpectrumModule(peftFourierft.name, 'FourierFT', 'fourierft_spectrum', tensors, context, false);
   },
 
   async load(file, module, delta) {

@@ -6,9 +6,9 @@
  * inverse wavelet transform instead, which is refused when the config is read. PEFT has no weight
  * for WaveFT: a user weight s scales ΔW.
  */
-import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import type { Algorithm } from './algorithm.js';
 import { f32Bytes, readValues } from './factor-io.js';
-import { spectrumPositions } from './peft-fourierft.js';
+import { buildSpectrumModule, spectrumPositions } from './peft-fourierft.js';
 
 export const peftWaveft: Algorithm = {
   name: 'peft-waveft',
@@ -17,31 +17,8 @@ export const peftWaveft: Algorithm = {
   roles: ['waveft_spectrum'],
 
   build(tensors, context) {
-    const spectrum = tensors.get('waveft_spectrum')!;
-    const o = context.options;
-    if (!o || typeof o.r !== 'number' || typeof o.random_loc_seed !== 'number' || context.alpha === undefined) {
-      context.report('UNSUPPORTED_FORMAT', 'has a PEFT WaveFT spectrum (waveft_spectrum) outside a PEFT folder with its adapter_config.json, which holds the seed of its positions');
-      return null;
-    }
     // With proportional_parameters PEFT shares n_frequency·layers out by layer size, so the spectrum's length is the layer's n.
-    if (spectrum.shape.length !== 1 || (!o.proportional_parameters && spectrum.shape[0] !== o.r)) {
-      context.report(spectrum.shape.length !== 1 ? 'SHAPE_MISMATCH' : 'BAD_CONFIG', `waveft_spectrum ${fmtShape(spectrum.shape)} is not (n_frequency) for the config's n_frequency ${o.r}`);
-      return null;
-    }
-    return {
-      ...moduleBasics(context),
-      algorithm: peftWaveft.name,
-      kind: 'linear',
-      deltaShape: [-1, -1],
-      rank: spectrum.shape[0],
-      alpha: context.alpha,
-      scale: context.alpha,
-      scaleOrigin: { kind: 'method', what: 'scaling' },
-      tensors: { spectrum },
-      update: { kind: 'dense' },
-      fanInFanOut: false,
-      options: o,
-    };
+    return buildSpectrumModule(peftWaveft.name, 'WaveFT', 'waveft_spectrum', tensors, context, context.options?.proportional_parameters === true);
   },
 
   async load(file, module, delta) {
