@@ -6,7 +6,7 @@
  * spectrum and merges ΔW = Re(ifft2(spectrum))·scaling, ifft2 dividing by out·in. The positions are
  * reproduced from torch's CPU generator (algorithms/math/torch-cpu-random.ts); ΔW is formed by rows
  * in float64: row p's column spectrum T_p[v] = Σ_{k: v_k = v} c_k·e^{2πi·p·u_k/out}, then an
- * inverse DFT along the inputs. PEFT has no weight for FourierFT: a user weight s scales ΔW.
+ * inverse DFT along the inputs, two rows per transform. PEFT has no weight for FourierFT: a user weight s scales ΔW.
  */
 import { MergeError } from '../../errors.js';
 import { InverseDft } from '../../algorithms/math/inverse-dft.js';
@@ -91,22 +91,41 @@ export const peftFourierft: Algorithm = {
       cos[j] = Math.cos((2 * Math.PI * j) / out);
       sin[j] = Math.sin((2 * Math.PI * j) / out);
     }
+    /** Row p's column spectrum T_p into (re, im). */
+    const columnSpectrum = (c: Float32Array, p: number, re: Float64Array, im: Float64Array) => {
+      re.fill(0);
+      im.fill(0);
+      for (let k = 0; k < n; k++) {
+        const product = p * rowOf[k];
+        const turn = product <= Number.MAX_SAFE_INTEGER ? product % out : Number((BigInt(p) * BigInt(rowOf[k])) % BigInt(out));
+        re[colOf[k]] += c[k] * cos[turn];
+        im[colOf[k]] += c[k] * sin[turn];
+      }
+    };
     const rows = async (rowStart: number, rowCount: number) => {
       const c = await (values ??= readValues(file, spectrum));
       const d = new Float32Array(rowCount * inF);
-      const re = new Float64Array(inF), im = new Float64Array(inF);
-      for (let r = 0; r < rowCount; r++) {
-        const p = rowStart + r;
-        re.fill(0);
-        im.fill(0);
-        for (let k = 0; k < n; k++) {
-          const product = p * rowOf[k];
-          const turn = product <= Number.MAX_SAFE_INTEGER ? product % out : Number((BigInt(p) * BigInt(rowOf[k])) % BigInt(out));
-          re[colOf[k]] += c[k] * cos[turn];
-          im[colOf[k]] += c[k] * sin[turn];
+      const re1 = new Float64Array(inF), im1 = new Float64Array(inF), re2 = new Float64Array(inF), im2 = new Float64Array(inF);
+      const zr = new Float64Array(inF), zi = new Float64Array(inF);
+      // Two rows per transform: only Re(y_p) is kept, which is the transform of the Hermitian part
+      // H_p[v] = (T_p[v] + conj(T_p[−v]))/2; Z = H_a + i·H_b then transforms to Re(y_a) + i·Re(y_b).
+      for (let r = 0; r < rowCount; r += 2) {
+        const pair = r + 1 < rowCount;
+        columnSpectrum(c, rowStart + r, re1, im1);
+        if (pair) columnSpectrum(c, rowStart + r + 1, re2, im2);
+        else { re2.fill(0); im2.fill(0); }
+        for (let v = 0; v < inF; v++) {
+          const w = v === 0 ? 0 : inF - v;
+          const hr1 = (re1[v] + re1[w]) / 2, hi1 = (im1[v] - im1[w]) / 2;
+          const hr2 = (re2[v] + re2[w]) / 2, hi2 = (im2[v] - im2[w]) / 2;
+          zr[v] = hr1 - hi2;
+          zi[v] = hi1 + hr2;
         }
-        dft.run(re, im);
-        for (let q = 0; q < inF; q++) d[r * inF + q] = re[q] / cells;
+        dft.run(zr, zi);
+        for (let q = 0; q < inF; q++) {
+          d[r * inF + q] = zr[q] / cells;
+          if (pair) d[(r + 1) * inF + q] = zi[q] / cells;
+        }
       }
       return f32Bytes(d);
     };
