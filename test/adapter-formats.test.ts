@@ -110,13 +110,13 @@ describe('PEFT adapters', () => {
     await expectFailure(peftFiles({ r: 0 }, tensors), 'BAD_CONFIG', ['adapter_config.json', '"r"']);
     await expectFailure(peftFiles({ r: 2, lora_alpha: 'x' }, tensors), 'BAD_CONFIG', ['lora_alpha']);
     await expectFailure(peftFiles({ r: 2, rank_pattern: { 'q(': 2 } }, tensors), 'BAD_CONFIG', ['rank_pattern', 'q(']);
-    for (const type of ['POLY', 'FOURIERFT']) {
+    for (const type of ['POLY', 'LILY']) {
       await expectFailure(peftFiles({ peft_type: type }, tensors), 'UNSUPPORTED_FORMAT', [type, 'not supported']);
     }
     // AdaLoRA is read (peft-adalora.test.ts): LoRA factors without lora_E are refused, naming it.
     await expectFailure(peftFiles({ peft_type: 'ADALORA' }, tensors), 'UNSUPPORTED_FORMAT', ['without the lora_E tensor ADALORA needs']);
-    // LoHa, LoKr, VeRA, OFT, BOFT and IA3 are read (peft-methods.test.ts); LoRA tensors in them are named.
-    for (const type of ['LOHA', 'LOKR', 'OFT', 'BOFT', 'IA3', 'VERA']) {
+    // LoHa, LoKr, VeRA, OFT, BOFT and IA3 are read (peft-methods.test.ts), FourierFT too (peft-fourierft.test.ts); LoRA tensors in them are named.
+    for (const type of ['LOHA', 'LOKR', 'OFT', 'BOFT', 'IA3', 'VERA', 'FOURIERFT']) {
       await expectFailure(peftFiles({ peft_type: type }, tensors), 'UNSUPPORTED_FORMAT', [`is neither a ${type} tensor`, 'q.lora_A', 'modules_to_save']);
     }
     await expectFailure(peftFiles({ peft_type: 'SOMETHING' }, tensors), 'UNSUPPORTED_FORMAT', ['unknown peft_type "SOMETHING"']);

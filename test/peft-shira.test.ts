@@ -89,8 +89,8 @@ it('refuses positions outside the layer or listed twice, and a missing half', as
 
 it('refuses PEFT methods whose files do not fix a merged weight, saying why, and another method\'s tensors in a LoRA folder', async () => {
   const open = (cfg: object, tensors: FixtureTensor[]) => preparePeftFolder([t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))], cfg, tensors);
-  await expect(open({ peft_type: 'FOURIERFT', n_frequency: 4, random_loc_seed: 777 }, [t(`base_model.model.${q}.fourierft_spectrum`, 'F32', [4], vals(4, 'F32'))]))
-    .rejects.toThrow(/PEFT method FOURIERFT is not supported: the positions of its spectral coefficients are drawn from random_loc_seed .* not in the file/);
+  await expect(open({ peft_type: 'LILY', r: 2 }, [t(`base_model.model.${q}.lily_A.weight`, 'F32', [2, 5], vals(10, 'F32'))]))
+    .rejects.toThrow(/PEFT method LILY is not supported: its router weighs the shared lily_B experts/);
   await expect(open({ peft_type: 'PREFIX_TUNING', num_virtual_tokens: 4 }, [t('prompt_embeddings', 'F32', [4, 5], vals(20, 'F32'))]))
     .rejects.toThrow(/PEFT method PREFIX_TUNING is not supported: it learns attention key\/value prefixes/);
   await expect(open({ peft_type: 'LORA', r: 2 }, [t(`base_model.model.${q}.hra_u`, 'F32', [5, 2], vals(10, 'F32'))]))

@@ -15,14 +15,14 @@ const base = [t(`${q}.weight`, 'F32', [8, 6], vals(48, 'F32'))];
 
 const refuse = (config: object, tensors: FixtureTensor[], message: RegExp) => expectPeftCliRefusal(base, config, tensors, message);
 
-it('WaveFT: the spectrum is saved, its positions are not', async () => {
+it('WaveFT with use_idwt: its update goes through PEFT\'s inverse wavelet transform', async () => {
   // The fields PEFT writes to a WaveFT adapter_config.json.
   await refuse({
     peft_type: 'WAVEFT', task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B', n_frequency: 5, scaling: 25, wavelet_family: 'db1',
     use_idwt: true, random_loc_seed: 777, fan_in_fan_out: false, target_modules: ['q_proj'], bias: 'none', n_frequency_pattern: {},
     proportional_parameters: false, init_weights: true, inference_mode: true,
   }, [t(`base_model.model.${q}.waveft_spectrum`, 'F32', [5], vals(5, 'F32'))],
-  /PEFT method WAVEFT is not supported: the positions of its wavelet coefficients are drawn from random_loc_seed with torch\.randperm when the model is built and are not in the file/);
+  /adapter_config\.json: WaveFT with use_idwt true \(PEFT's default\) turns its coefficients into a weight update through PEFT's own inverse wavelet transform \(waverec2d\), which this tool does not reproduce; WaveFT adapters trained with use_idwt false can be merged/);
 });
 
 it('LiLY: a router over shared B experts, weighed per batch of inputs', async () => {

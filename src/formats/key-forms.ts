@@ -115,6 +115,10 @@ export const KEY_FORMS = [
   // PEFT MiSS and Bone (its earlier name): one block per module.
   { suffix: '.miss_block', role: 'miss_block' },
   { suffix: '.bone_block', role: 'bone_block' },
+  // PEFT FourierFT: spectral coefficients at positions drawn from the config's seed.
+  { suffix: '.fourierft_spectrum', role: 'fourierft_spectrum' },
+  // PEFT WaveFT: wavelet coefficients at positions drawn the same way.
+  { suffix: '.waveft_spectrum', role: 'waveft_spectrum' },
   // PEFT SHiRA: a sparse update's values and their (out, in) positions.
   { suffix: '.shira_weight', role: 'shira_weight' },
   { suffix: '.shira_indices', role: 'shira_indices' },

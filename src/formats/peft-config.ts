@@ -54,8 +54,6 @@ const KNOWN_UNSUPPORTED_TYPES = new Map<string, string>([
   ['CPT', 'it learns context tokens, not a change of the weights, so there is nothing to merge'],
   ['POLY', 'its router mixes LoRA skills per task id at inference, so no single merged weight exists'],
   ['XLORA', 'its classifier mixes LoRA adapters per token at inference, so no single merged weight exists'],
-  ['FOURIERFT', 'the positions of its spectral coefficients are drawn from random_loc_seed with torch.randperm when the model is built and are not in the file'],
-  ['WAVEFT', 'the positions of its wavelet coefficients are drawn from random_loc_seed with torch.randperm when the model is built and are not in the file'],
   ['LILY', 'its router weighs the shared lily_B experts by softmax probabilities averaged over each batch of inputs, so no single merged weight exists (PEFT cannot merge it either)'],
 ]);
 /**
@@ -98,7 +96,7 @@ export function peftConfigFrom(raw: unknown, file: string): PeftLoraConfig {
     const name = String(peftType);
     const why = KNOWN_UNSUPPORTED_TYPES.get(name.toUpperCase());
     const what = why === undefined ? `unknown peft_type "${name}"` : `PEFT method ${name}`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, VBLORA, RANDLORA, DELORA and GRALORA adapters can be merged)`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, VBLORA, RANDLORA, DELORA and GRALORA adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
   refuseUnmergedVariants(obj, file);

@@ -1,11 +1,11 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, LN_TUNING): the same tensors as LyCORIS's
+ * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, LN_TUNING): the same tensors as LyCORIS's
  * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
  * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
  * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
  * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, HiRA's `hira_A`/`hira_B`, RoAd's `road_theta`/`road_alpha`, C3A's `c3a_kernel`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
- * `shira_weight`/`shira_indices`; LN tuning's trained layer copies
+ * `shira_weight`/`shira_indices`, FourierFT's `fourierft_spectrum`, WaveFT's `waveft_spectrum`; LN tuning's trained layer copies
  * (`<module>.ln_tuning_layers.<param>`) replace the base's parameters; plus `modules_to_save`
  * layers and other saved tensors, which replace their base tensors as in LoRA folders
  * (peft-saved-modules.ts). The modules are built by the algorithm registry; the scale is PEFT's:
@@ -76,7 +76,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   LOKR: { rNull: R_COMPARED, alphaNull: '`alpha / r` in update_layer raises TypeError', title: 'LoKr', wraps: ['Linear', 'Conv1d', 'Conv2d'], algorithms: ['lokr'], roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'], r: 8, alpha: 8 },
   VERA: {
     rNull: R_COMPARED, title: 'VeRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['vera'], roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1,
-    shared: { names: { 'base_model.vera_A': 'vera_A', 'base_model.vera_B': 'vera_B' }, missing: 'VeRA adapter without base_model.vera_A and vera_B (saved with save_projection: false); PEFT regenerates them from a PyTorch random seed, which this tool cannot reproduce' },
+    shared: { names: { 'base_model.vera_A': 'vera_A', 'base_model.vera_B': 'vera_B' }, missing: 'VeRA adapter without base_model.vera_A and vera_B (saved with save_projection: false); PEFT regenerates them from projection_prng_key with torch\'s uniform_, whose float32 values differ by the CPU kernel torch ran (with or without FMA), so this tool cannot reproduce them exactly' },
   },
   OFT: { rNull: 'OFTLayer.update_layer takes r = None for the rank and fails on `in_features % r`, or OFTConfig refuses it beside an oft_block_size', title: 'OFT', wraps: ['Linear', 'Conv2d', 'Embedding'], algorithms: ['peft-oft', 'peft-oft-legacy'], roles: ['oft_R', 'oft_embedding_R', 'oft_r', 'oft_s'], r: 8, alpha: 1 },
   BOFT: { title: 'BOFT', wraps: ['Linear', 'Conv2d'], algorithms: ['peft-boft'], roles: ['boft_R', 'boft_s'], r: 0, alpha: 1 },
@@ -92,20 +92,23 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   BONE: { rNull: R_COMPARED, title: 'Bone', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
   SHIRA: { rNull: R_COMPARED, title: 'SHiRA', wraps: ['Linear'], algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
   ADALORA: { rNull: '`r < 0` in update_layer raises TypeError', alphaNull: '`lora_alpha > 0` in update_layer raises TypeError', title: 'AdaLoRA', wraps: ['Linear', 'Conv1D', 'Conv2d'], fanInFanOutByLayer: true, algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
+  // FourierFT's n_frequency sizes the spectrum (its r), its scaling multiplies ΔW (its α).
+  FOURIERFT: { rNull: '`n_frequency <= 0` in update_layer raises TypeError', alphaNull: '`ifft2(…).real * scaling` in get_delta_weight raises TypeError', title: 'FourierFT', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-fourierft'], roles: ['fourierft_spectrum'], r: 1000, alpha: 150, rKey: 'n_frequency', alphaKey: 'scaling', rPatternKey: 'n_frequency_pattern' },
+  WAVEFT: { rNull: '`n_frequency <= 0` in update_layer raises TypeError', alphaNull: '`dense_spectrum * scaling` in get_delta_weight raises TypeError', title: 'WaveFT', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-waveft'], roles: ['waveft_spectrum'], r: 2592, alpha: 25, rKey: 'n_frequency', alphaKey: 'scaling', rPatternKey: 'n_frequency_pattern' },
   VBLORA: {
     rNull: R_COMPARED, title: 'VB-LoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-vblora'], roles: ['vblora_logits_A', 'vblora_logits_B', 'vblora_A_topk_indices', 'vblora_A_topk_weights', 'vblora_B_topk_indices', 'vblora_B_topk_weights'], r: 4, alpha: 1,
     shared: { names: { 'base_model.vblora_vector_bank': 'vblora_vector_bank' }, missing: 'VB-LoRA adapter without its shared base_model.vblora_vector_bank, which every module\'s factors are built from' },
   },
   RANDLORA: {
     rNull: R_COMPARED, alphaNull: '`randlora_alpha / r` in update_layer raises TypeError', title: 'RandLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-randlora'], roles: ['randlora_lambda', 'randlora_gamma'], r: 32, alpha: 640, alphaKey: 'randlora_alpha',
-    shared: { names: { 'base_model.randlora_A': 'randlora_A', 'base_model.randlora_B': 'randlora_B' }, missing: 'RandLoRA adapter without base_model.randlora_A and randlora_B (saved with save_projection: false); PEFT regenerates these random bases from projection_prng_key with a PyTorch generator, which this tool cannot reproduce' },
+    shared: { names: { 'base_model.randlora_A': 'randlora_A', 'base_model.randlora_B': 'randlora_B' }, missing: 'RandLoRA adapter without base_model.randlora_A and randlora_B (saved with save_projection: false); PEFT regenerates these random bases from projection_prng_key with a PyTorch generator and divides them by torch\'s float32 std(), whose values differ by the CPU kernel torch ran, so this tool cannot reproduce them exactly' },
   },
   DELORA: { rNull: R_COMPARED, title: 'DeLoRA', wraps: ['Linear'], algorithms: ['peft-delora'], roles: ['delora_A', 'delora_B', 'delora_lambda', 'delora_w_norm'], r: 8, alpha: 1 },
   GRALORA: { rNull: R_COMPARED, alphaNull: '`alpha / (r + hybrid_r)` in update_layer raises TypeError', title: 'GraLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-gralora'], roles: ['gralora_A', 'gralora_B', 'gralora_A_general', 'gralora_B_general'], r: 32, alpha: 64 },
 };
 
 /** Algorithms whose ΔW PEFT transposes for a layer stored (in, out) when the config says fan_in_fan_out (GPT-2's Conv1D). */
-const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['vera', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
+const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['vera', 'peft-fourierft', 'peft-waveft', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
 
 /**
  * AdaLoRA's per-module settings as PEFT sets them at load: every module is built at init_r
@@ -229,6 +232,19 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     if (!Number.isInteger(g) || g <= 0 || g % 2 !== 0) throw new MergeError('BAD_CONFIG', `${configFile}: RoAd "group_size" must be an even positive integer, got ${g}`);
     options.road_variant = Number(variant.slice(5));
     options.group_size = g;
+  }
+  if (type === 'FOURIERFT' || type === 'WAVEFT') {
+    // update_layer seeds torch.Generator().manual_seed(random_loc_seed), which takes an integer (None raises TypeError).
+    const seed = number('random_loc_seed', 777, 'torch.Generator().manual_seed(None) raises TypeError');
+    if (!Number.isSafeInteger(seed)) throw new MergeError('BAD_CONFIG', `${configFile}: ${method.title} "random_loc_seed" must be an integer (torch.Generator().manual_seed takes one), got ${seed}`);
+    options.random_loc_seed = seed;
+  }
+  if (type === 'WAVEFT') {
+    // get_delta_weight's `if use_idwt:` takes a null as false: the coefficients are added where they are.
+    if (raw.use_idwt === undefined || flag('use_idwt') === true) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${configFile}: WaveFT with use_idwt true (PEFT's default) turns its coefficients into a weight update through PEFT's own inverse wavelet transform (waverec2d), which this tool does not reproduce; WaveFT adapters trained with use_idwt false can be merged`);
+    }
+    options.proportional_parameters = flag('proportional_parameters') === true;
   }
   const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
   if (type === 'IA3') options.fan_in_fan_out = fanInFanOut;

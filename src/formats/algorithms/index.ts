@@ -26,6 +26,8 @@ import { peftMiss } from './peft-miss.js';
 import { peftOft } from './peft-oft.js';
 import { peftRoad } from './peft-road.js';
 import { peftShira } from './peft-shira.js';
+import { peftFourierft } from './peft-fourierft.js';
+import { peftWaveft } from './peft-waveft.js';
 import { peftDelora } from './peft-delora.js';
 import { peftGralora } from './peft-gralora.js';
 import { peftRandlora } from './peft-randlora.js';
@@ -36,7 +38,7 @@ import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftVblora, peftRandlora, peftDelora, peftGralora, set];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, set];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];
