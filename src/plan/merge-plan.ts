@@ -682,11 +682,6 @@ interface View {
 }
 
 /**
- * How ΔW lines up with the stored base tensor, checking every dimension: ΔW (out, in, k...)
- * against (out, in, k...) for linear/conv, (in, out) for fan_in_fan_out and embeddings; with a row
- * placement, ΔW's rows against the rows it names.
- */
-/**
  * The shape a module's terms see the base tensor in: its own, or, for a module that widens the base
  * (ComfyUI's reshape_weight, diffusers' expanded x_embedder), the base's rows with `widenBaseTo`
  * columns, the new ones zero, and `from` the base's own count. Why not, as one line, where the
@@ -714,6 +709,11 @@ function widenedShape(
   return { shape: [shape[0], to], from: shape[1] };
 }
 
+/**
+ * How ΔW lines up with the stored base tensor, checking every dimension: ΔW (out, in, k...)
+ * against (out, in, k...) for linear/conv, (in, out) for fan_in_fan_out and embeddings; with a row
+ * placement, ΔW's rows against the rows it names.
+ */
 function viewOf(module: AdapterModule, target: Placement, shape: readonly number[], fail: Fail, shapeNote?: string): View | null {
   const baseKey = target.baseKey;
   // Stored (in, out) for embeddings and fan_in_fan_out: ΔW's open dims come from the other side.
