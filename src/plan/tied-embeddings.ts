@@ -196,15 +196,16 @@ function withHead(base: SafetensorsBaseModel, pair: TiedPair): BaseModel {
   }));
 }
 
-/**
- * During training the head read the same weight as the embedding: the embedding the adapter saved
- * when it saved one (a resized vocabulary), and the same trainable-token rows.
- */
+/** Whether an adapter's tensor path lands on the base tensor `key`. */
 function resolvesTo(locator: ModuleLocator, path: string, key: string): boolean {
   const at = locator.resolveTensorPath(path);
   return at.found && at.key === key;
 }
 
+/**
+ * During training the head read the same weight as the embedding: the embedding the adapter saved
+ * when it saved one (a resized vocabulary), and the same trainable-token rows.
+ */
 function withHeadStart(weighted: WeightedAdapter, pair: TiedPair, locator: ModuleLocator): WeightedAdapter {
   const { adapter } = weighted;
   const resolves = (path: string, key: string) => resolvesTo(locator, path, key);
