@@ -102,7 +102,7 @@ describe('the page\'s plan of LLM checkpoints', () => {
     }]);
     expect(summary.problems).toEqual([]);
     expect(summary.notes).toEqual([
-      'the output head stays tied to model.embed_tokens.weight: the adapter was trained with ensure_weight_tying, so its changes apply to both',
+      "the output head stays tied to model.embed_tokens.weight: the adapter was trained with ensure_weight_tying, so its changes apply to both, once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)",
     ]);
     expect(summary.modules.map((m) => [m.target, m.scale])).toEqual([['model.embed_tokens.weight', 3]]);
     const d = decoded([A, B]);
