@@ -399,7 +399,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         const named = module.experts || target.transposedBlocks ? undefined : namedLayerClass(base.modelType, baseKey);
         const wrapsRefusal = (wraps: NonNullable<AdapterModule['wraps']>, layer: LayerClass, byName: boolean) => {
           const kinds = wraps.layers.join(', ').replace(/, ([^,]*)$/, ' and $1');
-          fail('UNSUPPORTED_FORMAT', `${wraps.method} wraps only ${kinds} layers; "${baseKey}" is ${LAYER_WEIGHTS[layer]} (shape ${fmt(info.shape)}${byName ? `, by its name in a ${base.modelType} model` : ''}), so PEFT cannot have trained this module on it`);
+          fail('UNSUPPORTED_FORMAT', `${wraps.method} wraps only ${kinds} layers; "${baseKey}" is ${LAYER_WEIGHTS[layer]} (shape ${fmt(info.shape)}${byName ? `, by its name in a ${base.modelType} model` : ''}), so ${wraps.tool ?? 'PEFT'} cannot have trained this module on it`);
         };
         if (named && module.wraps && !module.wraps.layers.includes(named)) {
           wrapsRefusal(module.wraps, named, true);

@@ -1,0 +1,318 @@
+/**
+ * mlx-lm adapters (mlx_lm.lora) merged into Hugging Face checkpoints as mlx_lm.fuse applies them:
+ * folders as lora.py writes them (adapter_config.json of the training arguments, sorted, and
+ * adapters.safetensors with mlx's `format: mlx` metadata), keys by mlx-lm's module paths, lora_a
+ * (in, r) and lora_b (r, out) in float32 as mlx trains them, and each merged tensor compared with
+ * float64 truth written out below (tuner/lora.py and tuner/dora.py fuse()), on the CPU and WebGPU.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { mergeFolders } from './helpers/cli.js';
+import { buildSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { decoded, hfModelFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
+import { expectValues } from './helpers/merge-truth.js';
+import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
+import { refusalsInMemory } from './helpers/merge-backends.js';
+
+const rand = seededRandom(4711);
+const backends: Partial<Record<'cpu' | 'webgpu', MergeBackend>> = {};
+beforeAll(async () => {
+  backends.cpu = await createNodeBackend('cpu');
+  backends.webgpu = await createNodeBackend('webgpu');
+});
+afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
+const dirs = tempDirs();
+afterAll(() => dirs.removeAll());
+
+type Files = Record<string, string | Uint8Array>;
+const KINDS = ['cpu', 'webgpu'] as const;
+
+// A Llama checkpoint, sizes scaled down and odd: hidden 10, 6 key/value features, MLP 14, vocabulary 17.
+const HIDDEN = 10, KV = 6, FFN = 14, VOCAB = 17;
+function llamaBase(): FixtureTensor[] {
+  const layer = (n: number): FixtureTensor[] => [
+    randomTensor(`model.layers.${n}.self_attn.q_proj.weight`, [HIDDEN, HIDDEN], 'BF16', rand),
+    randomTensor(`model.layers.${n}.self_attn.k_proj.weight`, [KV, HIDDEN], 'BF16', rand),
+    randomTensor(`model.layers.${n}.self_attn.v_proj.weight`, [KV, HIDDEN], 'BF16', rand),
+    randomTensor(`model.layers.${n}.self_attn.o_proj.weight`, [HIDDEN, HIDDEN], 'BF16', rand),
+    randomTensor(`model.layers.${n}.mlp.gate_proj.weight`, [FFN, HIDDEN], 'BF16', rand),
+    randomTensor(`model.layers.${n}.mlp.up_proj.weight`, [FFN, HIDDEN], 'BF16', rand),
+    randomTensor(`model.layers.${n}.mlp.down_proj.weight`, [HIDDEN, FFN], 'BF16', rand),
+    randomTensor(`model.layers.${n}.input_layernorm.weight`, [HIDDEN], 'BF16', rand),
+    randomTensor(`model.layers.${n}.post_attention_layernorm.weight`, [HIDDEN], 'BF16', rand),
+  ];
+  return [
+    randomTensor('model.embed_tokens.weight', [VOCAB, HIDDEN], 'BF16', rand),
+    ...layer(0), ...layer(1),
+    randomTensor('model.norm.weight', [HIDDEN], 'BF16', rand),
+    randomTensor('lm_head.weight', [VOCAB, HIDDEN], 'BF16', rand),
+  ];
+}
+const LLAMA_CONFIG = {
+  architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'bfloat16',
+  hidden_size: HIDDEN, intermediate_size: FFN, num_hidden_layers: 2, vocab_size: VOCAB, tie_word_embeddings: false,
+};
+const BASE = llamaBase();
+const BASE_VALUES = decoded(BASE);
+
+/** adapter_config.json as mlx_lm.lora writes it: its arguments, sorted by name (utils.py save_config). */
+function mlxConfig(fields: Record<string, unknown>): string {
+  const args: Record<string, unknown> = {
+    adapter_path: 'adapters', batch_size: 4, config: null, data: 'data/', fine_tune_type: 'lora', grad_accumulation_steps: 1,
+    grad_checkpoint: false, iters: 600, learning_rate: 1e-5, lora_parameters: { rank: 8, dropout: 0.0, scale: 20.0 },
+    lr_schedule: null, mask_prompt: false, max_seq_length: 2048, model: 'mlx-community/Llama-3.2-1B-Instruct', num_layers: 1,
+    optimizer: 'adam', optimizer_config: { adam: {}, adamw: {} }, resume_adapter_file: null, save_every: 100, seed: 0,
+    steps_per_eval: 200, steps_per_report: 10, test: false, test_batches: 500, train: true, val_batches: 25, wandb: null,
+    ...fields,
+  };
+  for (const [k, v] of Object.entries(args)) if (v === undefined) delete args[k];
+  return JSON.stringify(Object.fromEntries(Object.entries(args).sort(([a], [b]) => (a < b ? -1 : 1))), null, 4);
+}
+
+/** An adapter folder: adapter_config.json and adapters.safetensors (mx.save_safetensors writes `format: mlx`). */
+function mlxFolder(config: Record<string, unknown>, tensors: FixtureTensor[], extra: Files = {}): Files {
+  return { 'adapter_config.json': mlxConfig(config), 'adapters.safetensors': buildSafetensors(tensors, { format: 'mlx' }), ...extra };
+}
+
+/** lora_a (in, r) and lora_b (r, out) of a module, as LoRALinear holds them (an embedding's: (vocab, r), (r, dims)). */
+function loraFactors(path: string, inF: number, outF: number, r: number): FixtureTensor[] {
+  return [
+    randomTensor(`${path}.lora_a`, [inF, r], 'F32', rand, 0.5),
+    randomTensor(`${path}.lora_b`, [r, outF], 'F32', rand, 0.5),
+  ];
+}
+
+/** lora_a·lora_b, (rows of a) × (cols of b), as doubles. */
+function aTimesB(a: DecodedTensor, b: DecodedTensor): Float64Array {
+  const [rows, r] = a.shape;
+  const cols = b.shape[1];
+  const out = new Float64Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) {
+    let sum = 0;
+    for (let k = 0; k < r; k++) sum += a.values[i * r + k] * b.values[k * cols + j];
+    out[i * cols + j] = sum;
+  }
+  return out;
+}
+
+/** LoRALinear.fuse: W + scale·lora_bᵀ·lora_aᵀ, i.e. element (o, i) adds scale·(lora_a·lora_b)[i, o]. */
+function linearTruth(w: DecodedTensor, a: DecodedTensor, b: DecodedTensor, scale: number): Float64Array {
+  const ab = aTimesB(a, b); // (in, out)
+  const [out, inF] = w.shape;
+  const merged = w.values.slice();
+  for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) merged[o * inF + i] += scale * ab[i * out + o];
+  return merged;
+}
+
+/** LoRAEmbedding.fuse: W (vocab, dims) + scale·lora_a·lora_b. */
+function embeddingTruth(w: DecodedTensor, a: DecodedTensor, b: DecodedTensor, scale: number): Float64Array {
+  const ab = aTimesB(a, b);
+  return w.values.map((v, i) => v + scale * ab[i]);
+}
+
+/** DoRA's fuse: each row of V = W + ΔW scaled to m[row] / ‖V_row‖ (DoRALinear and DoRAEmbedding alike, rows of the stored weight). */
+function doraRows(v: Float64Array, rows: number, m: DecodedTensor): Float64Array {
+  const cols = v.length / rows;
+  const out = new Float64Array(v.length);
+  for (let r = 0; r < rows; r++) {
+    let sq = 0;
+    for (let c = 0; c < cols; c++) sq += v[r * cols + c] ** 2;
+    const f = m.values[r] / Math.sqrt(sq);
+    for (let c = 0; c < cols; c++) out[r * cols + c] = f * v[r * cols + c];
+  }
+  return out;
+}
+
+async function prepare(base: Files, adapters: Files[], weights: number[] = []): Promise<PreparedMerge> {
+  return prepareMerge(memoryInputFileSet(base, 'base'), adapters.map((files, i) => ({
+    files: memoryInputFileSet(files, `adapter${i + 1}`), weight: weights[i] ?? 1,
+  })));
+}
+
+async function merge(prepared: PreparedMerge, kind: 'cpu' | 'webgpu'): Promise<MergedFolder> {
+  const output = createBlobOutputTarget();
+  try {
+    await mergeModel({ prepared, output, backend: backends[kind]! });
+  } finally {
+    await prepared.close();
+  }
+  const files = new Map<string, Uint8Array>();
+  for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
+  return readMergedFolder(files);
+}
+
+function expectUnchanged(merged: MergedFolder, changed: string[]): void {
+  for (const [key, t] of BASE_VALUES) {
+    if (changed.includes(key)) continue;
+    expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(t.bytes);
+  }
+}
+
+// lora_parameters.keys as a user lists them: layer-relative paths for the last num_layers layers,
+// full paths for modules outside them (tuner/utils.py linear_to_lora_layers).
+const KEYS = ['self_attn.q_proj', 'self_attn.k_proj', 'mlp.down_proj', 'model.embed_tokens', 'lm_head'];
+/** Module path, in, out (an embedding: vocabulary, width), whether an embedding. */
+const MODULES: [string, number, number, boolean][] = [
+  ['model.layers.1.self_attn.q_proj', HIDDEN, HIDDEN, false],
+  ['model.layers.1.self_attn.k_proj', HIDDEN, KV, false],
+  ['model.layers.1.mlp.down_proj', FFN, HIDDEN, false],
+  ['model.embed_tokens', VOCAB, HIDDEN, true],
+  ['lm_head', HIDDEN, VOCAB, false],
+];
+
+describe('mlx-lm LoRA', () => {
+  for (const [rank, scale, weight] of [[1, 20, 1], [3, 7.5, 0.5]] as const) {
+    const tensors = MODULES.flatMap(([path, inF, outF]) => loraFactors(path, inF, outF, rank));
+    const adapter = mlxFolder({ lora_parameters: { rank, dropout: 0.05, scale, keys: KEYS } }, tensors);
+    for (const kind of KINDS) {
+      it(`r = ${rank}, scale ${scale}, weight ${weight}: every module as LoRALinear/LoRAEmbedding.fuse adds it, into a sharded checkpoint, on ${kind}`, async () => {
+        const prepared = await prepare(hfModelFolder(BASE, LLAMA_CONFIG, { shards: 2 }), [adapter], [weight]);
+        expect(prepared.plan.problems).toEqual([]);
+        expect(prepared.plan.adapters.map((a) => a.format)).toEqual(['mlx']);
+        const merged = await merge(prepared, kind);
+        const a = decoded(tensors);
+        for (const [path, , , embedding] of MODULES) {
+          const key = `${path}.weight`;
+          const truth = (embedding ? embeddingTruth : linearTruth)(BASE_VALUES.get(key)!, a.get(`${path}.lora_a`)!, a.get(`${path}.lora_b`)!, weight * scale);
+          expectValues(key, merged.tensors.get(key)!, truth);
+        }
+        expectUnchanged(merged, MODULES.map(([p]) => `${p}.weight`));
+        expect(merged.json('config.json').torch_dtype).toBe('bfloat16');
+      });
+    }
+  }
+
+  it('a folder with the trainer\'s checkpoints merges adapters.safetensors, the file mlx_lm.fuse reads', async () => {
+    const final = loraFactors('model.layers.1.self_attn.q_proj', HIDDEN, HIDDEN, 2);
+    const checkpoint = loraFactors('model.layers.1.self_attn.q_proj', HIDDEN, HIDDEN, 2);
+    const adapter = mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, final, {
+      '0000100_adapters.safetensors': buildSafetensors(checkpoint, { format: 'mlx' }),
+      '0000200_adapters.safetensors': buildSafetensors(checkpoint, { format: 'mlx' }),
+    });
+    const merged = await merge(await prepare(hfModelFolder(BASE, LLAMA_CONFIG), [adapter]), 'cpu');
+    const a = decoded(final);
+    const key = 'model.layers.1.self_attn.q_proj.weight';
+    expectValues(key, merged.tensors.get(key)!, linearTruth(BASE_VALUES.get(key)!, a.get('model.layers.1.self_attn.q_proj.lora_a')!, a.get('model.layers.1.self_attn.q_proj.lora_b')!, 10));
+  });
+
+  it('a config from before fine_tune_type (lora_layers, alpha equal to rank) merges at its scale', async () => {
+    const tensors = loraFactors('model.layers.1.mlp.down_proj', FFN, HIDDEN, 4);
+    const adapter = mlxFolder({ fine_tune_type: undefined, num_layers: undefined, lora_layers: 1, use_dora: false, lora_parameters: { rank: 4, alpha: 4, dropout: 0, scale: 10 } }, tensors);
+    const merged = await merge(await prepare(hfModelFolder(BASE, LLAMA_CONFIG), [adapter]), 'cpu');
+    const a = decoded(tensors);
+    const key = 'model.layers.1.mlp.down_proj.weight';
+    expectValues(key, merged.tensors.get(key)!, linearTruth(BASE_VALUES.get(key)!, a.get('model.layers.1.mlp.down_proj.lora_a')!, a.get('model.layers.1.mlp.down_proj.lora_b')!, 10));
+  });
+});
+
+describe('mlx-lm DoRA', () => {
+  const DORA: [string, number, number, boolean][] = [MODULES[0], MODULES[2], MODULES[3]];
+  const tensors = DORA.flatMap(([path, inF, outF, embedding]) => [
+    ...loraFactors(path, inF, outF, 2),
+    // m: the norms of the base rows at the start (set_linear), trained from there.
+    randomTensor(`${path}.m`, [embedding ? inF : outF], 'F32', () => 1 + Math.abs(rand())),
+  ]);
+  const adapter = mlxFolder({ fine_tune_type: 'dora', lora_parameters: { rank: 2, dropout: 0, scale: 4, keys: ['self_attn.q_proj', 'mlp.down_proj', 'model.embed_tokens'] } }, tensors);
+  for (const kind of KINDS) {
+    it(`DoRALinear and DoRAEmbedding: rows of W + ΔW scaled to m, on ${kind}`, async () => {
+      const prepared = await prepare(hfModelFolder(BASE, LLAMA_CONFIG), [adapter]);
+      expect(prepared.plan.problems).toEqual([]);
+      const merged = await merge(prepared, kind);
+      const a = decoded(tensors);
+      for (const [path, , , embedding] of DORA) {
+        const key = `${path}.weight`;
+        const w = BASE_VALUES.get(key)!;
+        const v = (embedding ? embeddingTruth : linearTruth)(w, a.get(`${path}.lora_a`)!, a.get(`${path}.lora_b`)!, 4);
+        expectValues(key, merged.tensors.get(key)!, doraRows(v, w.shape[0], a.get(`${path}.m`)!));
+      }
+      expectUnchanged(merged, DORA.map(([p]) => `${p}.weight`));
+    });
+  }
+});
+
+describe('mlx-lm full fine-tune', () => {
+  it('fine_tune_type "full": the last num_layers layers\' trained parameters replace the base\'s', async () => {
+    const trained = BASE.filter((t) => t.name.startsWith('model.layers.1.')).map((t) => randomTensor(t.name, t.shape, 'BF16', rand));
+    const adapter = mlxFolder({ fine_tune_type: 'full', lora_parameters: null }, trained);
+    const merged = await merge(await prepare(hfModelFolder(BASE, LLAMA_CONFIG, { shards: 2 }), [adapter]), 'cpu');
+    const t = decoded(trained);
+    for (const [key, value] of t) expect(merged.tensors.get(key)?.bytes, key).toEqual(value.bytes);
+    expectUnchanged(merged, [...t.keys()]);
+  });
+});
+
+describe('mlx-lm refusals', () => {
+  const base = hfModelFolder(BASE, LLAMA_CONFIG);
+  const q = loraFactors('model.layers.1.self_attn.q_proj', HIDDEN, HIDDEN, 2);
+  const refused = async (adapter: Files, message: RegExp) => {
+    const refusals = await refusalsInMemory({ backend: backends.cpu!, base, adapters: [{ files: adapter }] });
+    expect(refusals).toHaveLength(1);
+    expect(refusals[0]).toMatch(message);
+    expect(refusals[0]).not.toContain('\n');
+  };
+
+  it('adapters.safetensors without its config, by the CLI and the library: the scale lives in the config', async () => {
+    await expectRefusedByCliAndLibrary(dirs.make, backends.cpu!, base, { 'adapters.safetensors': buildSafetensors(q, { format: 'mlx' }) },
+      /adapters\.safetensors looks like an mlx-lm adapter but adapter_config\.json is missing \(it holds lora_parameters\.scale\); pass the adapter folder/);
+  });
+
+  it('a lone file of mlx-lm factors under another name is not taken for kohya or PEFT', async () => {
+    await refused({ 'my_lora.safetensors': buildSafetensors(q, { format: 'mlx' }) }, /my_lora\.safetensors looks like an mlx-lm adapter but adapter_config\.json is missing/);
+  });
+
+  it('a folder with checkpoints but no adapters.safetensors names one', async () => {
+    await refused({ 'adapter_config.json': mlxConfig({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }), '0000100_adapters.safetensors': buildSafetensors(q) },
+      /an mlx-lm adapter folder without adapters\.safetensors \(it has checkpoints such as 0000100_adapters\.safetensors: copy the one to merge/);
+  });
+
+  it('LoRASwitchLinear on switch_mlp (stacked experts), by the CLI and the library', async () => {
+    const moe = [
+      randomTensor('model.layers.1.mlp.switch_mlp.gate_proj.lora_a', [4, 2, HIDDEN], 'F32', rand),
+      randomTensor('model.layers.1.mlp.switch_mlp.gate_proj.lora_b', [4, FFN, 2], 'F32', rand),
+    ];
+    await expectRefusedByCliAndLibrary(dirs.make, backends.cpu!, base, mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, moe),
+      /module "model\.layers\.1\.mlp\.switch_mlp\.gate_proj": is mlx-lm's LoRASwitchLinear on experts it stacks into one tensor \(switch_mlp\)/);
+  });
+
+  it('an old config whose alpha differs from rank: which scale mlx-lm used is not stated', async () => {
+    await refused(mlxFolder({ fine_tune_type: undefined, num_layers: undefined, lora_layers: 16, lora_parameters: { rank: 2, alpha: 16, dropout: 0, scale: 10 } }, q),
+      /lora_parameters has alpha 16 beside rank 2: mlx-lm from April to June 2024 scaled ΔW by scale·alpha\/rank \(80\), later versions by scale alone \(10\)/);
+  });
+
+  it('a module whose mlx-lm path names no tensor of the checkpoint', async () => {
+    await refused(mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, loraFactors('model.layers.1.self_attn.qkv_proj', HIDDEN, 30, 2)), /model\.layers\.1\.self_attn\.qkv_proj/);
+  });
+
+  it('rank against lora_parameters.rank, a magnitude in a LoRA, an unknown fine_tune_type, a stray tensor', async () => {
+    await refused(mlxFolder({ lora_parameters: { rank: 4, dropout: 0, scale: 10 } }, q), /module "model\.layers\.1\.self_attn\.q_proj": lora_a has rank 2 but .*adapter_config\.json says lora_parameters\.rank 4/);
+    await refused(mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, [...q, randomTensor('model.layers.1.self_attn.q_proj.m', [HIDDEN], 'F32', rand)]), /has a DoRA magnitude "model\.layers\.1\.self_attn\.q_proj\.m" but .* names no DoRA fine-tune/);
+    await refused(mlxFolder({ fine_tune_type: 'dora', lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, q), /has no DoRA magnitude "model\.layers\.1\.self_attn\.q_proj\.m"/);
+    await refused(mlxFolder({ fine_tune_type: 'qlora' }, q), /fine_tune_type "qlora" is not one mlx-lm defines/);
+    await refused(mlxFolder({ lora_parameters: { rank: 2, dropout: 0 } }, q), /lora_parameters\.scale .* is not a finite number/);
+    await refused(mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, [...q, randomTensor('model.norm.weight', [HIDDEN], 'F32', rand)]), /tensor "model\.norm\.weight" is not an mlx-lm LoRA parameter/);
+  });
+
+  it('an embedding\'s factors laid out as a Linear\'s', async () => {
+    // lora_a (10, 2), lora_b (2, 17) on embed_tokens (17, 10): LoRAEmbedding's are (17, r) and (r, 10).
+    await refused(mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, loraFactors('model.embed_tokens', HIDDEN, VOCAB, 2)), /model\.embed_tokens.*does not fit/);
+  });
+});
+
+describe('mlx-lm through the CLI', () => {
+  it('merges an adapter folder with `loramerge merge`, values as LoRALinear.fuse gives', async () => {
+    const tensors = MODULES.slice(0, 3).flatMap(([path, inF, outF]) => loraFactors(path, inF, outF, 2));
+    const { run, out } = await mergeFolders(dirs.make, hfModelFolder(BASE, LLAMA_CONFIG), mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 16 } }, tensors));
+    expect(run.code, run.stderr).toBe(0);
+    const files = new Map(readdirSync(out).map((f) => [f, new Uint8Array(readFileSync(join(out, f)))]));
+    const merged = readMergedFolder(files);
+    const a = decoded(tensors);
+    for (const [path] of MODULES.slice(0, 3)) {
+      const key = `${path}.weight`;
+      expectValues(key, merged.tensors.get(key)!, linearTruth(BASE_VALUES.get(key)!, a.get(`${path}.lora_a`)!, a.get(`${path}.lora_b`)!, 16));
+    }
+    expectUnchanged(merged, MODULES.slice(0, 3).map(([p]) => `${p}.weight`));
+  });
+});
