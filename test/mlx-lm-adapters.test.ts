@@ -209,6 +209,19 @@ describe('mlx-lm LoRA', () => {
 });
 
 describe('mlx-lm DoRA', () => {
+  it('a config from before fine_tune_type with use_dora true is a DoRA', async () => {
+    const path = 'model.layers.1.self_attn.k_proj';
+    const tensors = [...loraFactors(path, HIDDEN, KV, 2), randomTensor(`${path}.m`, [KV], 'F32', () => 1 + Math.abs(rand()))];
+    const adapter = mlxFolder({ fine_tune_type: undefined, num_layers: undefined, lora_layers: 1, use_dora: true, lora_parameters: { rank: 2, alpha: 16, dropout: 0, scale: 2 } }, tensors);
+    await expect(prepare(hfModelFolder(BASE, LLAMA_CONFIG), [adapter])).rejects.toThrow(/alpha 16 beside rank 2/);
+    const sameScale = { ...adapter, 'adapter_config.json': adapter['adapter_config.json'].toString().replace('"alpha": 16', '"alpha": 2') };
+    const merged = await merge(await prepare(hfModelFolder(BASE, LLAMA_CONFIG), [sameScale]), 'cpu');
+    const a = decoded(tensors);
+    const key = `${path}.weight`;
+    const w = BASE_VALUES.get(key)!;
+    expectValues(key, merged.tensors.get(key)!, doraRows(linearTruth(w, a.get(`${path}.lora_a`)!, a.get(`${path}.lora_b`)!, 2), KV, a.get(`${path}.m`)!));
+  });
+
   const DORA: [string, number, number, boolean][] = [MODULES[0], MODULES[2], MODULES[3]];
   const tensors = DORA.flatMap(([path, inF, outF, embedding]) => [
     ...loraFactors(path, inF, outF, 2),
@@ -293,6 +306,15 @@ describe('mlx-lm refusals', () => {
     await refused(mlxFolder({ fine_tune_type: 'qlora' }, q), /fine_tune_type "qlora" is not one mlx-lm defines/);
     await refused(mlxFolder({ lora_parameters: { rank: 2, dropout: 0 } }, q), /lora_parameters\.scale .* is not a finite number/);
     await refused(mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, [...q, randomTensor('model.norm.weight', [HIDDEN], 'F32', rand)]), /tensor "model\.norm\.weight" is not an mlx-lm LoRA parameter/);
+  });
+
+  it('LoRALinear\'s factors on a layer the checkpoint\'s config names an embedding', async () => {
+    const bart = hfModelFolder([randomTensor('model.shared.weight', [VOCAB, HIDDEN], 'F16', rand)], { architectures: ['BartModel'], model_type: 'bart' });
+    const refusals = await refusalsInMemory({
+      backend: backends.cpu!, base: bart,
+      adapters: [{ files: mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, loraFactors('model.shared', HIDDEN, VOCAB, 2)) }],
+    });
+    expect(refusals).toEqual([expect.stringMatching(/LoRALinear \(mlx-lm\) wraps only Linear layers; "model\.shared\.weight" is an Embedding weight .*so mlx-lm cannot have trained this module on it/)]);
   });
 
   it('an embedding\'s factors laid out as a Linear\'s', async () => {
