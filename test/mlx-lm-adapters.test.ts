@@ -317,6 +317,17 @@ describe('mlx-lm refusals', () => {
     expect(refusals).toEqual([expect.stringMatching(/LoRALinear \(mlx-lm\) wraps only Linear layers; "model\.shared\.weight" is an Embedding weight .*so mlx-lm cannot have trained this module on it/)]);
   });
 
+  it('models whose mlx-lm loader changes a tensor it keeps the name of: falcon_h1 for a LoRA, qwen3_next\'s norms for a full fine-tune', async () => {
+    const as = (modelType: string) => hfModelFolder(BASE, { ...LLAMA_CONFIG, model_type: modelType });
+    const lora = mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, q);
+    const full = mlxFolder({ fine_tune_type: 'full', lora_parameters: null }, [randomTensor('model.layers.1.input_layernorm.weight', [HIDDEN], 'BF16', rand)]);
+    const refusals = (baseFiles: Files, adapter: Files) => refusalsInMemory({ backend: backends.cpu!, base: baseFiles, adapters: [{ files: adapter }] });
+    expect(await refusals(as('falcon_h1'), lora)).toEqual([expect.stringMatching(/^adapter0: adapter0\/adapters\.safetensors was trained in mlx-lm, whose falcon_h1 model folds the attention and MLP multipliers into the projection weights when it loads the checkpoint: merging it into the checkpoint's own tensors is not supported$/)]);
+    expect(await refusals(as('qwen3_next'), full)).toEqual([expect.stringMatching(/whose qwen3_next model adds 1 to the norm weights/)]);
+    expect(await refusals(as('qwen3_next'), lora)).toEqual([]);
+    expect(await refusals(as('constructor'), lora)).toEqual([]);
+  });
+
   it('an embedding\'s factors laid out as a Linear\'s', async () => {
     // lora_a (10, 2), lora_b (2, 17) on embed_tokens (17, 10): LoRAEmbedding's are (17, r) and (r, 10).
     await refused(mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, loraFactors('model.embed_tokens', HIDDEN, VOCAB, 2)), /model\.embed_tokens.*does not fit/);

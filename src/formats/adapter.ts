@@ -184,6 +184,12 @@ export interface ParsedAdapter {
   config: Readonly<Record<string, unknown>>;
   /** PEFT: where adapter_config.json was read, as messages name it. */
   configFile?: string;
+  /**
+   * Bases this adapter cannot go into at all, by config.json `model_type`, each with the one-line
+   * reason: mlx-lm's module paths name the checkpoint's tensors, but for some models its loader
+   * changes their values first (formats/mlx-lm.ts).
+   */
+  refusedModelTypes?: Readonly<Record<string, string>>;
 }
 
 // --- opening ---------------------------------------------------------------------------------

@@ -44,6 +44,31 @@ export function hasMlxFactorNames(file: SafetensorsFile): boolean {
   return file.tensors.some((t) => /\.lora_[ab]$/.test(t.name));
 }
 
+/**
+ * Model types whose mlx-lm model file (its sanitize()) changes a checkpoint tensor's values but
+ * keeps its name, so an adapter trained on mlx-lm's tensor does not apply to the checkpoint's as
+ * it stands: those a LoRA on a Linear may land on, and those a full fine-tune may replace.
+ */
+const CHANGED_LINEAR_WEIGHTS: Readonly<Record<string, string>> = {
+  gpt2: 'transposes the checkpoint\'s Conv1D weights (in, out) into Linear weights',
+  falcon_h1: 'folds the attention and MLP multipliers into the projection weights',
+  baichuan_m1: 'normalizes each row of lm_head',
+  bailing_moe: 'normalizes each column of lm_head',
+};
+const CHANGED_FULL_WEIGHTS: Readonly<Record<string, string>> = {
+  ...CHANGED_LINEAR_WEIGHTS,
+  qwen3_next: 'adds 1 to the norm weights',
+  qwen3_5: 'adds 1 to the norm weights',
+  step3p5: 'adds 1 to the norm weights',
+};
+
+function refusedModelTypes(type: FineTuneType, fileName: string): Record<string, string> {
+  const table = type === 'full' ? CHANGED_FULL_WEIGHTS : CHANGED_LINEAR_WEIGHTS;
+  return Object.fromEntries(Object.entries(table).map(([modelType, why]) => [
+    modelType, `${fileName} was trained in mlx-lm, whose ${modelType} model ${why} when it loads the checkpoint: merging it into the checkpoint's own tensors is not supported`,
+  ]));
+}
+
 type FineTuneType = 'lora' | 'dora' | 'full';
 type Problem = { code: MergeErrorCode; message: string };
 
@@ -109,7 +134,7 @@ export function parseMlxAdapter(name: string, configText: string, configFile: st
   }
   throwIfProblems(name, problems);
   if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
-  return { name, format: 'mlx', file, modules, replacements: [], warnings: [], config: raw, configFile };
+  return { name, format: 'mlx', file, modules, replacements: [], warnings: [], config: raw, configFile, refusedModelTypes: refusedModelTypes(config.type, fileName) };
 }
 
 function buildModule(adapter: string, path: string, group: ReadonlyMap<string, TensorEntry>, config: MlxConfig, configFile: string, problems: Problem[]): AdapterModule | null {
@@ -176,5 +201,5 @@ function fullAdapter(name: string, raw: Record<string, unknown>, configFile: str
   }
   throwIfProblems(name, problems);
   if (replacements.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: holds no tensors`);
-  return { name, format: 'mlx', file, modules: [], replacements, warnings: [], config: raw, configFile };
+  return { name, format: 'mlx', file, modules: [], replacements, warnings: [], config: raw, configFile, refusedModelTypes: refusedModelTypes('full', file.source.name) };
 }

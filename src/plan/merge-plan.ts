@@ -242,6 +242,12 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     const report = (module: string, code: MergeErrorCode, message: string) =>
       problems.push({ adapter: adapter.name, module, code, message: `${adapter.name}: ${module === '' ? '' : `module "${module}": `}${message}` });
     if (!Number.isFinite(weight)) report('', 'BAD_ARGUMENT', `weight ${weight} is not a finite number`);
+    const refused = adapter.refusedModelTypes;
+    const baseRefusal = base.modelType !== undefined && refused && Object.hasOwn(refused, base.modelType) ? refused[base.modelType] : undefined;
+    if (baseRefusal) {
+      report('', 'UNSUPPORTED_FORMAT', baseRefusal);
+      return;
+    }
     warnings.push(...adapter.warnings);
     const seen = new Map<string, { module: string; rows: RowSpan[] }[]>(); // base key → modules on it, within this adapter
     // Base weights this adapter saved: its own terms on them start from these.
