@@ -208,6 +208,72 @@ describe('mlx-lm LoRA', () => {
   });
 });
 
+/** LoRASwitchLinear's factors: lora_a (experts, r, in), lora_b (experts, out, r). */
+function switchFactors(path: string, experts: number, inF: number, outF: number, r: number): FixtureTensor[] {
+  return [
+    randomTensor(`${path}.lora_a`, [experts, r, inF], 'F32', rand, 0.5),
+    randomTensor(`${path}.lora_b`, [experts, outF, r], 'F32', rand, 0.5),
+  ];
+}
+
+/** LoRASwitchLinear.fuse for expert e: W_e + scale·lora_b[e]·lora_a[e]. */
+function expertTruth(w: DecodedTensor, a: DecodedTensor, b: DecodedTensor, e: number, scale: number): Float64Array {
+  const [, r, inF] = a.shape;
+  const out = b.shape[1];
+  const merged = w.values.slice();
+  for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) {
+    let sum = 0;
+    for (let k = 0; k < r; k++) sum += b.values[(e * out + o) * r + k] * a.values[(e * r + k) * inF + i];
+    merged[o * inF + i] += scale * sum;
+  }
+  return merged;
+}
+
+describe('mlx-lm LoRA on stacked experts (switch_mlp)', () => {
+  const EXPERTS = 3;
+  const qwenMoe = [
+    randomTensor('model.layers.0.mlp.gate.weight', [EXPERTS, HIDDEN], 'BF16', rand),
+    ...Array.from({ length: EXPERTS }, (_, e) => [
+      randomTensor(`model.layers.0.mlp.experts.${e}.gate_proj.weight`, [FFN, HIDDEN], 'BF16', rand),
+      randomTensor(`model.layers.0.mlp.experts.${e}.up_proj.weight`, [FFN, HIDDEN], 'BF16', rand),
+      randomTensor(`model.layers.0.mlp.experts.${e}.down_proj.weight`, [HIDDEN, FFN], 'BF16', rand),
+    ]).flat(),
+  ];
+  const mixtral = Array.from({ length: EXPERTS }, (_, e) => [
+    randomTensor(`model.layers.0.block_sparse_moe.experts.${e}.w1.weight`, [FFN, HIDDEN], 'F16', rand),
+    randomTensor(`model.layers.0.block_sparse_moe.experts.${e}.w2.weight`, [HIDDEN, FFN], 'F16', rand),
+    randomTensor(`model.layers.0.block_sparse_moe.experts.${e}.w3.weight`, [FFN, HIDDEN], 'F16', rand),
+  ]).flat();
+  const cases = [
+    ['Qwen3-MoE (mlp.experts.E.gate_proj, down_proj)', qwenMoe, { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe' },
+      [['model.layers.0.mlp.switch_mlp.gate_proj', 'gate_proj', HIDDEN, FFN], ['model.layers.0.mlp.switch_mlp.down_proj', 'down_proj', FFN, HIDDEN]]],
+    ['Mixtral (block_sparse_moe.experts.E.w3, w2)', mixtral, { architectures: ['MixtralForCausalLM'], model_type: 'mixtral' },
+      [['model.layers.0.block_sparse_moe.switch_mlp.up_proj', 'w3', HIDDEN, FFN], ['model.layers.0.block_sparse_moe.switch_mlp.down_proj', 'w2', FFN, HIDDEN]]],
+  ] as const;
+  for (const [title, base, config, modules] of cases) {
+    const tensors = modules.flatMap(([path, , inF, outF]) => switchFactors(path, EXPERTS, inF, outF, 2));
+    const adapter = mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 8 } }, tensors);
+    for (const kind of KINDS) {
+      it(`${title}: each expert's slice of LoRASwitchLinear.fuse on that expert's tensor, on ${kind}`, async () => {
+        const prepared = await prepare(hfModelFolder(base, config, { shards: 2 }), [adapter]);
+        expect(prepared.plan.problems).toEqual([]);
+        const merged = await merge(prepared, kind);
+        const a = decoded(tensors);
+        const b = decoded(base);
+        const changed: string[] = [];
+        for (const [path, hfName] of modules) {
+          for (let e = 0; e < EXPERTS; e++) {
+            const key = `${path.replace(/switch_mlp\.[a-z_]+$/, `experts.${e}.${hfName}`)}.weight`;
+            changed.push(key);
+            expectValues(key, merged.tensors.get(key)!, expertTruth(b.get(key)!, a.get(`${path}.lora_a`)!, a.get(`${path}.lora_b`)!, e, 8));
+          }
+        }
+        for (const [key, t] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, key).toEqual(t.bytes);
+      });
+    }
+  }
+});
+
 describe('mlx-lm DoRA', () => {
   it('a config from before fine_tune_type with use_dora true is a DoRA', async () => {
     const path = 'model.layers.1.self_attn.k_proj';
@@ -281,13 +347,23 @@ describe('mlx-lm refusals', () => {
       /an mlx-lm adapter folder without adapters\.safetensors \(it has checkpoints such as 0000100_adapters\.safetensors: copy the one to merge/);
   });
 
-  it('LoRASwitchLinear on switch_mlp (stacked experts), by the CLI and the library', async () => {
-    const moe = [
-      randomTensor('model.layers.1.mlp.switch_mlp.gate_proj.lora_a', [4, 2, HIDDEN], 'F32', rand),
-      randomTensor('model.layers.1.mlp.switch_mlp.gate_proj.lora_b', [4, FFN, 2], 'F32', rand),
-    ];
-    await expectRefusedByCliAndLibrary(dirs.make, backends.cpu!, base, mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, moe),
-      /module "model\.layers\.1\.mlp\.switch_mlp\.gate_proj": is mlx-lm's LoRASwitchLinear on experts it stacks into one tensor \(switch_mlp\)/);
+  it('LoRASwitchLinear on a checkpoint that stores its experts fused (gate_up_proj): each expert named with the tensor looked for', async () => {
+    const fused = hfModelFolder([
+      randomTensor('model.layers.0.mlp.experts.gate_up_proj', [3, 2 * FFN, HIDDEN], 'BF16', rand),
+      randomTensor('model.layers.0.mlp.experts.down_proj', [3, HIDDEN, FFN], 'BF16', rand),
+    ], { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe' });
+    const refusals = await refusalsInMemory({
+      backend: backends.cpu!, base: fused,
+      adapters: [{ files: mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, switchFactors('model.layers.0.mlp.switch_mlp.gate_proj', 3, HIDDEN, FFN, 2)) }],
+    });
+    expect(refusals).toEqual([0, 1, 2].map((e) => `adapter0: module "model.layers.0.mlp.switch_mlp.gate_proj expert ${e} (model.layers.0.mlp.experts.${e}.gate_proj)": no matching tensor in the base model`));
+  });
+
+  it('LoRASwitchLinear factors that do not fit, and a magnitude on switch_mlp', async () => {
+    const bad = [randomTensor('model.layers.1.mlp.switch_mlp.up_proj.lora_a', [3, 2, HIDDEN], 'F32', rand), randomTensor('model.layers.1.mlp.switch_mlp.up_proj.lora_b', [3, 2, FFN], 'F32', rand)];
+    await refused(mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, bad), /module "model\.layers\.1\.mlp\.switch_mlp\.up_proj": lora_b \(3, 2, 14\) does not fit lora_a \(3, 2, 10\)/);
+    const withM = [...switchFactors('model.layers.1.mlp.switch_mlp.up_proj', 3, HIDDEN, FFN, 2), randomTensor('model.layers.1.mlp.switch_mlp.up_proj.m', [3, FFN], 'F32', rand)];
+    await refused(mlxFolder({ fine_tune_type: 'dora', lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, withM), /has a DoRA magnitude on switch_mlp, which mlx-lm does not train/);
   });
 
   it('an old config whose alpha differs from rank: which scale mlx-lm used is not stated', async () => {

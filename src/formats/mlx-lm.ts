@@ -12,10 +12,13 @@
  * say which version wrote it: one whose lora_parameters.alpha differs from rank is refused.
  * mlx-lm's module paths are its own model files'; a module lands where the same path names a base
  * tensor (Llama-like models name theirs as transformers does) and is refused by name otherwise.
+ * LoRASwitchLinear on stacked experts (`switch_mlp`) lands expert by expert on the tensors mlx-lm
+ * stacked them from.
  */
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement } from './adapter.js';
+import { lora } from './algorithms/lora.js';
 import { mlxLora } from './algorithms/mlx-lora.js';
 import { parseBoundedJson, shownValue } from './bounded-json.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -130,14 +133,14 @@ export function parseMlxAdapter(name: string, configText: string, configFile: st
   const modules: AdapterModule[] = [];
   for (const [path, group] of groups) {
     const module = buildModule(name, path, group, config, configFile, problems);
-    if (module) modules.push(module);
+    if (module) modules.push(...[module].flat());
   }
   throwIfProblems(name, problems);
   if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
   return { name, format: 'mlx', file, modules, replacements: [], warnings: [], config: raw, configFile, refusedModelTypes: refusedModelTypes(config.type, fileName) };
 }
 
-function buildModule(adapter: string, path: string, group: ReadonlyMap<string, TensorEntry>, config: MlxConfig, configFile: string, problems: Problem[]): AdapterModule | null {
+function buildModule(adapter: string, path: string, group: ReadonlyMap<string, TensorEntry>, config: MlxConfig, configFile: string, problems: Problem[]): AdapterModule[] | AdapterModule | null {
   const fail = (code: MergeErrorCode, message: string) => {
     problems.push({ code, message: `${adapter}: module "${path}": ${message}` });
     return null;
@@ -146,10 +149,7 @@ function buildModule(adapter: string, path: string, group: ReadonlyMap<string, T
   const loraB = group.get('lora_b');
   const magnitude = group.get('m');
   if (!loraA || !loraB) return fail('UNSUPPORTED_FORMAT', `has no ${!loraA && !loraB ? 'lora_a and lora_b' : !loraA ? 'lora_a' : 'lora_b'}`);
-  if (loraA.shape.length === 3 || /(^|\.)switch_mlp\./.test(path)) {
-    // LoRASwitchLinear: lora_a (E, r, in), lora_b (E, out, r) on mlx-lm's stacked experts.
-    return fail('UNSUPPORTED_FORMAT', `is mlx-lm's LoRASwitchLinear on experts it stacks into one tensor (switch_mlp), which the checkpoint stores by expert: merging it is not supported`);
-  }
+  if (loraA.shape.length === 3 || SWITCH_MODULE.test(path)) return switchModules(adapter, path, loraA, loraB, magnitude, config, configFile, fail);
   if (loraA.shape.length !== 2 || loraB.shape.length !== 2 || loraB.shape[0] !== loraA.shape[1]) {
     return fail('SHAPE_MISMATCH', `lora_b (${loraB.shape.join(', ')}) does not fit lora_a (${loraA.shape.join(', ')}) (mlx-lm saves lora_a (in, r) and lora_b (r, out))`);
   }
@@ -186,6 +186,62 @@ function buildModule(adapter: string, path: string, group: ReadonlyMap<string, T
   // DoRALinear.fuse: m / ‖W + ΔW‖ per output row; DoRAEmbedding's per vocabulary row, the input side of ΔW here.
   if (magnitude) module.dora = { magnitude, axis: kind === 'embedding' ? 'in' : 'out', epsilon: 0, weighting: 'delta' };
   return module;
+}
+
+/**
+ * mlx-lm's stacked experts: `<prefix>.mlp.switch_mlp.<proj>` (Qwen-MoE, OLMoE and others, stacked
+ * from `<prefix>.mlp.experts.E.<proj>`) and `<prefix>.block_sparse_moe.switch_mlp.<proj>` (Mixtral
+ * and PhiMoE, from `experts.E.w1`, `w3`, `w2`), as their model files' sanitize() stack them.
+ */
+const SWITCH_MODULE = /^(.+)\.switch_mlp\.(gate_proj|up_proj|down_proj)$/;
+const MIXTRAL_EXPERT_NAMES: Readonly<Record<string, string>> = { gate_proj: 'w1', down_proj: 'w2', up_proj: 'w3' };
+
+/**
+ * LoRASwitchLinear: lora_a (E, r, in) and lora_b (E, out, r), not transposed, and
+ * LoRASwitchLinear.fuse adds scale·lora_b[e]·lora_a[e] to expert e's (out, in) slice of the stacked
+ * weight: one LoRA per expert, on the tensor the checkpoint stores that expert's projection in.
+ */
+function switchModules(
+  adapter: string, path: string, loraA: TensorEntry, loraB: TensorEntry, magnitude: TensorEntry | undefined, config: MlxConfig, configFile: string,
+  fail: (code: MergeErrorCode, message: string) => null,
+): AdapterModule[] | null {
+  const named = SWITCH_MODULE.exec(path);
+  if (!named) return fail('UNSUPPORTED_FORMAT', `has 3-D factors (stacked experts) on a module mlx-lm's model files do not name switch_mlp.gate_proj, up_proj or down_proj`);
+  if (magnitude) return fail('UNSUPPORTED_FORMAT', 'has a DoRA magnitude on switch_mlp, which mlx-lm does not train (LoRASwitchLinear has no DoRA)');
+  if (loraA.shape.length !== 3 || loraB.shape.length !== 3 || loraB.shape[0] !== loraA.shape[0] || loraB.shape[2] !== loraA.shape[1]) {
+    return fail('SHAPE_MISMATCH', `lora_b (${loraB.shape.join(', ')}) does not fit lora_a (${loraA.shape.join(', ')}) (LoRASwitchLinear saves lora_a (experts, r, in) and lora_b (experts, out, r))`);
+  }
+  const [experts, rank, inFeatures] = loraA.shape;
+  const outFeatures = loraB.shape[1];
+  if (rank !== config.rank) return fail('BAD_CONFIG', `lora_a has rank ${rank} but ${configFile} says lora_parameters.rank ${config.rank}`);
+  const [, prefix, proj] = named;
+  const mixtral = /(^|\.)block_sparse_moe$/.test(prefix);
+  const slice = (t: TensorEntry, e: number, shape: number[]): TensorEntry => {
+    const bytes = t.byteLength / experts;
+    return { name: `${t.name}[${e}]`, dtype: t.dtype, shape, offset: t.offset + e * bytes, byteLength: bytes };
+  };
+  return Array.from({ length: experts }, (_, e): AdapterModule => {
+    const expertPath = `${prefix}.experts.${e}.${mixtral ? MIXTRAL_EXPERT_NAMES[proj] : proj}`;
+    return {
+      adapter,
+      key: `${path}[${e}]`,
+      // Messages name the expert and the checkpoint tensor it was looked for on.
+      name: `${path} expert ${e} (${expertPath})`,
+      address: { path: expertPath, flat: false },
+      algorithm: lora.name,
+      kind: 'linear',
+      deltaShape: [outFeatures, inFeatures],
+      rank,
+      alpha: rank,
+      scale: config.scale,
+      scaleOrigin: { kind: 'method', what: 'lora_parameters.scale' },
+      // lora_a[e] (r, in) and lora_b[e] (out, r) are LoRA's down and up as they are.
+      tensors: { down: slice(loraA, e, [rank, inFeatures]), up: slice(loraB, e, [outFeatures, rank]) },
+      update: { kind: 'low-rank', rank },
+      fanInFanOut: false,
+      wraps: { method: 'LoRASwitchLinear (mlx-lm)', layers: ['Linear'], tool: 'mlx-lm' },
+    };
+  });
 }
 
 /** fine_tune_type "full": the trained layers' parameters, saved whole, replace the base's. */
