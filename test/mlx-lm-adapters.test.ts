@@ -404,6 +404,18 @@ describe('mlx-lm refusals', () => {
     expect(await refusals(as('constructor'), lora)).toEqual([]);
   });
 
+  it('an mlx-community quantized base (uint32 weight, scales, biases) is refused as what it is', async () => {
+    // mlx_lm.convert -q: 4-bit codes, 8 per uint32 word, one scale and bias per group of 10 inputs here.
+    const quantized = hfModelFolder([
+      { name: 'model.layers.1.self_attn.q_proj.weight', dtype: 'U32', shape: [HIDDEN, 2], data: Array.from({ length: HIDDEN * 2 }, (_, i) => i * 2654435761 % 2 ** 32) },
+      randomTensor('model.layers.1.self_attn.q_proj.scales', [HIDDEN, 1], 'BF16', rand),
+      randomTensor('model.layers.1.self_attn.q_proj.biases', [HIDDEN, 1], 'BF16', rand),
+    ], { ...LLAMA_CONFIG, quantization: { group_size: 10, bits: 4 }, quantization_config: { group_size: 10, bits: 4 } });
+    const refusals = await refusalsInMemory({ backend: backends.cpu!, base: quantized, adapters: [{ files: mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, q) }] });
+    expect(refusals).toEqual(['adapter0: module "model.layers.1.self_attn.q_proj": the base tensor model.layers.1.self_attn.q_proj.weight is stored quantized: ' +
+      'mlx\'s affine quantization (uint32 codes with model.layers.1.self_attn.q_proj.scales and model.layers.1.self_attn.q_proj.biases), which loramerge does not read; merge into the unquantized model, or a float8_e4m3fn one']);
+  });
+
   it('an embedding\'s factors laid out as a Linear\'s', async () => {
     // lora_a (10, 2), lora_b (2, 17) on embed_tokens (17, 10): LoRAEmbedding's are (17, r) and (r, 10).
     await refused(mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, loraFactors('model.embed_tokens', HIDDEN, VOCAB, 2)), /model\.embed_tokens.*does not fit/);
