@@ -11,7 +11,7 @@ import { createNodeBackend } from '../src/node.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mergeFolders } from './helpers/cli.js';
-import { buildSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
 import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
@@ -404,13 +404,13 @@ describe('mlx-lm refusals', () => {
     expect(await refusals(as('constructor'), lora)).toEqual([]);
   });
 
-  it('an mlx-community quantized base (uint32 weight, scales, biases) is refused as what it is', async () => {
+  it('mlx-community quantized weights without config.json\'s quantization are refused as what they are', async () => {
     // mlx_lm.convert -q: 4-bit codes, 8 per uint32 word, one scale and bias per group of 10 inputs here.
     const quantized = hfModelFolder([
       { name: 'model.layers.1.self_attn.q_proj.weight', dtype: 'U32', shape: [HIDDEN, 2], data: Array.from({ length: HIDDEN * 2 }, (_, i) => i * 2654435761 % 2 ** 32) },
       randomTensor('model.layers.1.self_attn.q_proj.scales', [HIDDEN, 1], 'BF16', rand),
       randomTensor('model.layers.1.self_attn.q_proj.biases', [HIDDEN, 1], 'BF16', rand),
-    ], { ...LLAMA_CONFIG, quantization: { group_size: 10, bits: 4 }, quantization_config: { group_size: 10, bits: 4 } });
+    ], LLAMA_CONFIG);
     const refusals = await refusalsInMemory({ backend: backends.cpu!, base: quantized, adapters: [{ files: mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, q) }] });
     expect(refusals).toEqual(['adapter0: module "model.layers.1.self_attn.q_proj": the base tensor model.layers.1.self_attn.q_proj.weight is stored quantized: ' +
       'mlx\'s affine quantization (uint32 codes with model.layers.1.self_attn.q_proj.scales and model.layers.1.self_attn.q_proj.biases), which loramerge does not read; merge into the unquantized model, or a float8_e4m3fn one']);
@@ -419,6 +419,84 @@ describe('mlx-lm refusals', () => {
   it('an embedding\'s factors laid out as a Linear\'s', async () => {
     // lora_a (10, 2), lora_b (2, 17) on embed_tokens (17, 10): LoRAEmbedding's are (17, r) and (r, 10).
     await refused(mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, loraFactors('model.embed_tokens', HIDDEN, VOCAB, 2)), /model\.embed_tokens.*does not fit/);
+  });
+});
+
+describe('mlx-community quantized bases', () => {
+  const IN = 32;
+  /** A layer as mlx_lm.convert -q writes it: codes packed 32/bits per uint32 word, lowest bits first; scales and biases per group. */
+  function quantizedLayer(stem: string, out: number, bits: number, groupSize: number) {
+    const perWord = 32 / bits;
+    const codes = Array.from({ length: out * IN }, () => Math.floor(Math.abs(rand()) * 2 ** bits) % 2 ** bits);
+    const words = new Array<number>(out * IN / perWord).fill(0);
+    codes.forEach((c, j) => { words[Math.floor(j / perWord)] += c * 2 ** (bits * (j % perWord)); });
+    const groups = IN / groupSize;
+    // mlx's quantizer: the scale is negative where the group's largest magnitude is its minimum, and
+    // the bias is that edge value, q0·scale for a whole q0, stored in bf16.
+    const sv = Array.from({ length: out * groups }, (_, g) => roundForDType((g % 3 === 0 ? -1 : 1) * (0.002 + Math.abs(rand()) / 100), 'BF16'));
+    const bv = sv.map((x) => roundForDType(-(2 ** (bits - 1)) * x * (1 + rand() / 100), 'BF16'));
+    const scales: FixtureTensor = { name: `${stem}.scales`, dtype: 'BF16', shape: [out, groups], data: sv };
+    const biases: FixtureTensor = { name: `${stem}.biases`, dtype: 'BF16', shape: [out, groups], data: bv };
+    const real = new Float64Array(out * IN);
+    for (let o = 0; o < out; o++) for (let i = 0; i < IN; i++) {
+      const g = o * groups + Math.floor(i / groupSize);
+      real[o * IN + i] = codes[o * IN + i] * sv[g] + bv[g];
+    }
+    const weight: FixtureTensor = { name: `${stem}.weight`, dtype: 'U32', shape: [out, IN / perWord], data: words };
+    return { tensors: [weight, scales, biases], real };
+  }
+  const q = quantizedLayer('model.layers.0.self_attn.q_proj', 6, 4, 16);
+  const k = quantizedLayer('model.layers.0.self_attn.k_proj', 4, 8, 32);
+  const embed = quantizedLayer('model.embed_tokens', 5, 4, 16);
+  const norm = randomTensor('model.layers.0.input_layernorm.weight', [IN], 'BF16', rand);
+  const config = {
+    ...LLAMA_CONFIG, hidden_size: IN, vocab_size: 5,
+    quantization: { group_size: 16, bits: 4, 'model.layers.0.self_attn.k_proj': { group_size: 32, bits: 8 } },
+    quantization_config: { group_size: 16, bits: 4, 'model.layers.0.self_attn.k_proj': { group_size: 32, bits: 8 } },
+  };
+  const base = hfModelFolder([...embed.tensors, ...q.tensors, ...k.tensors, norm], config);
+  const factors = [...loraFactors('model.layers.0.self_attn.q_proj', IN, 6, 2), ...loraFactors('model.layers.0.self_attn.k_proj', IN, 4, 2)];
+  const adapter = mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 20 } }, factors);
+
+  for (const kind of KINDS) {
+    it(`a QLoRA merged into q·scale + bias (4-bit, and an 8-bit layer by its own config entry), written dequantized in bf16, on ${kind}`, async () => {
+      const prepared = await prepare(base, [adapter]);
+      expect(prepared.plan.problems).toEqual([]);
+      const output = createBlobOutputTarget();
+      try {
+        await mergeModel({ prepared, output, backend: backends[kind]!, outDtype: 'BF16' });
+      } finally {
+        await prepared.close();
+      }
+      const files = new Map<string, Uint8Array>();
+      for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
+      const merged = readMergedFolder(files);
+      const a = decoded(factors);
+      for (const [stem, layer, out] of [['model.layers.0.self_attn.q_proj', q, 6], ['model.layers.0.self_attn.k_proj', k, 4]] as const) {
+        const w: DecodedTensor = { ...decoded([norm]).get(norm.name)!, shape: [out, IN], values: layer.real };
+        expectValues(`${stem}.weight`, merged.tensors.get(`${stem}.weight`)!, linearTruth(w, a.get(`${stem}.lora_a`)!, a.get(`${stem}.lora_b`)!, 20));
+      }
+      expectValues('model.embed_tokens.weight', merged.tensors.get('model.embed_tokens.weight')!, embed.real);
+      expect([...merged.tensors.keys()].sort()).toEqual(['model.embed_tokens.weight', 'model.layers.0.input_layernorm.weight', 'model.layers.0.self_attn.k_proj.weight', 'model.layers.0.self_attn.q_proj.weight']);
+      expect(merged.tensors.get(norm.name)!.bytes).toEqual(decoded([norm]).get(norm.name)!.bytes);
+      const written = merged.json('config.json');
+      expect([written.quantization, written.quantization_config, written.torch_dtype]).toEqual([undefined, undefined, 'bfloat16']);
+    });
+  }
+
+  it('refused: no --dtype, 3-bit codes, another quantization mode', async () => {
+    expect(await refusalsInMemory({ backend: backends.cpu!, base, adapters: [{ files: adapter }] })).toEqual(['base: its mlx affine weights are written only dequantized (re-quantizing them to mlx\'s affine quantization is not supported); merge with --dtype bf16 (or f16, f32)']);
+    const with3 = { ...base, 'config.json': JSON.stringify({ ...config, quantization: { group_size: 16, bits: 3 } }) };
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: with3, adapters: [{ files: adapter }], outDtype: 'BF16' })).toEqual([expect.stringMatching(/quantization\.bits 3 is not read \(only 2, 4 and 8/)]);
+    // A bias far below its scale: q·scale + bias needs more bits than f32 has.
+    const inexact = hfModelFolder([
+      ...q.tensors.map((t) => t.name.endsWith('.biases') ? { ...t, data: Array.from({ length: 12 }, (_, g) => (g === 5 ? 2 ** -40 : 0)) } : t), ...k.tensors,
+    ], config);
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: inexact, adapters: [{ files: adapter }], outDtype: 'BF16' })).toEqual([
+      expect.stringMatching(/^base: model\.layers\.0\.self_attn\.q_proj\.weight\[2, 1[6-9]\] = \d+·[-\d.e]+ \+ 9\.094947017729282e-13 is not exact in f32, in which the merge reads dequantized weights$/),
+    ]);
+    const mxfp4 = { ...base, 'config.json': JSON.stringify({ ...config, quantization: { group_size: 32, bits: 4, mode: 'mxfp4' } }) };
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: mxfp4, adapters: [{ files: adapter }], outDtype: 'BF16' })).toEqual([expect.stringMatching(/quantization\.mode "mxfp4" is not read \(only "affine"\)/)]);
   });
 });
 
