@@ -6,7 +6,7 @@
  * float64 truth written out below (tuner/lora.py and tuner/dora.py fuse()), on the CPU and WebGPU.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { memoryInputFileSet, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { mergeFolders } from './helpers/cli.js';
 import { buildSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
+import { mergeIntoFolder } from './helpers/merged-folder.js';
 import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
 import { refusalsInMemory } from './helpers/merge-backends.js';
 
@@ -132,17 +133,7 @@ async function prepare(base: Files, adapters: Files[], weights: number[] = []): 
   })));
 }
 
-async function merge(prepared: PreparedMerge, kind: 'cpu' | 'webgpu'): Promise<MergedFolder> {
-  const output = createBlobOutputTarget();
-  try {
-    await mergeModel({ prepared, output, backend: backends[kind]! });
-  } finally {
-    await prepared.close();
-  }
-  const files = new Map<string, Uint8Array>();
-  for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
-  return readMergedFolder(files);
-}
+const merge = (prepared: PreparedMerge, kind: 'cpu' | 'webgpu'): Promise<MergedFolder> => mergeIntoFolder(prepared, backends[kind]!);
 
 function expectUnchanged(merged: MergedFolder, changed: string[]): void {
   for (const [key, t] of BASE_VALUES) {
@@ -462,15 +453,7 @@ describe('mlx-community quantized bases', () => {
     it(`a QLoRA merged into q·scale + bias (4-bit, and an 8-bit layer by its own config entry), written dequantized in bf16, on ${kind}`, async () => {
       const prepared = await prepare(base, [adapter]);
       expect(prepared.plan.problems).toEqual([]);
-      const output = createBlobOutputTarget();
-      try {
-        await mergeModel({ prepared, output, backend: backends[kind]!, outDtype: 'BF16' });
-      } finally {
-        await prepared.close();
-      }
-      const files = new Map<string, Uint8Array>();
-      for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
-      const merged = readMergedFolder(files);
+      const merged = await mergeIntoFolder(prepared, backends[kind]!, 'BF16');
       const a = decoded(factors);
       for (const [stem, layer, out] of [['model.layers.0.self_attn.q_proj', q, 6], ['model.layers.0.self_attn.k_proj', k, 4]] as const) {
         const w: DecodedTensor = { ...decoded([norm]).get(norm.name)!, shape: [out, IN], values: layer.real };
