@@ -6,7 +6,7 @@
  * float64 truth written out below (tuner/lora.py and tuner/dora.py fuse()), on the CPU and WebGPU.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,6 +15,8 @@ import { buildSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTe
 import { decoded, hfModelFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
 import { mergeIntoFolder } from './helpers/merged-folder.js';
+import { readGguf, tensorValues } from './helpers/gguf-builder.js';
+import { peftLlamaAdapter, splitF16Llama, truthWithPeft } from './helpers/gguf-models.js';
 import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
 import { refusalsInMemory } from './helpers/merge-backends.js';
 
@@ -495,6 +497,36 @@ describe('mlx-community quantized bases', () => {
     ]);
     const mxfp4 = { ...base, 'config.json': JSON.stringify({ ...config, quantization: { group_size: 32, bits: 4, mode: 'mxfp4' } }) };
     expect(await refusalsInMemory({ backend: backends.cpu!, base: mxfp4, adapters: [{ files: adapter }], outDtype: 'BF16' })).toEqual([expect.stringMatching(/quantization\.mode "mxfp4" is not read \(only "affine"\)/)]);
+  });
+});
+
+describe('mlx-lm onto a GGUF base', () => {
+  it('module paths mapped to llama.cpp names, q/k rows permuted, merged in f32 from a split F16 llama', async () => {
+    const base = splitF16Llama();
+    // The PEFT fixture's rank-8 modules, saved as mlx-lm does: lora_a = Aᵀ (in, r), lora_b = Bᵀ (r, out).
+    const modules = peftLlamaAdapter().factors.filter((f) => f.rank === 8);
+    const transposed = (m: Float64Array, rows: number, cols: number) => Float64Array.from({ length: m.length }, (_, i) => m[(i % rows) * cols + Math.floor(i / rows)]);
+    const tensors: FixtureTensor[] = modules.flatMap((f) => [
+      { name: `${f.module}.lora_a`, dtype: 'BF16' as const, shape: [f.in, 8], data: transposed(f.a, 8, f.in) },
+      { name: `${f.module}.lora_b`, dtype: 'BF16' as const, shape: [8, f.out], data: transposed(f.b, f.out, 8) },
+    ]);
+    const prepared = await prepareMerge(memoryInputFileSet(base.files, 'base'), [{ files: memoryInputFileSet(mlxFolder({ lora_parameters: { rank: 8, dropout: 0, scale: 3 } }, tensors), 'adapter'), weight: 1 }]);
+    expect(prepared.plan.problems).toEqual([]);
+    const output = createBlobOutputTarget();
+    try {
+      await mergeModel({ prepared, output, backend: backends.cpu!, outDtype: 'f32' });
+    } finally {
+      await prepared.close();
+    }
+    const written = new Map<string, { name: string; data: Uint8Array }>();
+    for (const f of output.files()) for (const t of readGguf(new Uint8Array(await f.blob.arrayBuffer())).tensors) written.set(t.name, t);
+    for (const f of modules) {
+      const want = truthWithPeft(base.tensors.get(f.gguf)!.values, f, 3);
+      const got = tensorValues('F32', written.get(f.gguf)!.data);
+      // f32 output: the truth correctly rounded, or within one f32 ulp of it.
+      const miss = want.findIndex((w, i) => Math.abs(got[i] - w) > 2 ** -23 * Math.max(Math.abs(w), 2 ** -126));
+      expect(miss, `${f.gguf}[${miss}]`).toBe(-1);
+    }
   });
 });
 
