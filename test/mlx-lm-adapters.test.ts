@@ -313,6 +313,10 @@ describe('mlx-lm full fine-tune', () => {
     const t = decoded(trained);
     for (const [key, value] of t) expect(merged.tensors.get(key)?.bytes, key).toEqual(value.bytes);
     expectUnchanged(merged, [...t.keys()]);
+    // mlx_lm.fuse has no weight: a weight other than 1 leaves them whole, and says so.
+    const halved = await prepare(hfModelFolder(BASE, LLAMA_CONFIG), [adapter], [0.5]);
+    await halved.close();
+    expect(halved.plan.warnings).toContain('adapter1: weight 0.5 does not apply to the replaced tensor model.layers.1.self_attn.q_proj.weight (saved with the adapter)');
   });
 });
 
