@@ -12,16 +12,18 @@ import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import { looksLikeSingleFileAdapter, parseSingleFileAdapter } from './single-file-adapter.js';
+import { parseBoundedJson } from './bounded-json.js';
+import { hasMlxFactorNames, isMlxConfig, MLX_CHECKPOINT, MLX_WEIGHTS, parseMlxAdapter } from './mlx-lm.js';
 
 export type { ModelPart, ModuleAddress } from './module-address.js';
 export type { UpdateShape } from './algorithms/algorithm.js';
 
-/** Whose naming an adapter follows: a PEFT folder, a single file in kohya's, diffusers', XLabs' or ComfyUI's, or a llama.cpp LoRA GGUF. */
-export type AdapterFormat = 'peft' | 'kohya' | 'diffusers' | 'xlabs' | 'comfyui' | 'gguf';
+/** Whose naming an adapter follows: a PEFT folder, a single file in kohya's, diffusers', XLabs' or ComfyUI's, a llama.cpp LoRA GGUF, or an mlx-lm adapter folder. */
+export type AdapterFormat = 'peft' | 'kohya' | 'diffusers' | 'xlabs' | 'comfyui' | 'gguf' | 'mlx';
 
 /** How users know each format, for messages and pages. */
 export const ADAPTER_FORMAT_NAMES: Readonly<Record<AdapterFormat, string>> = {
-  peft: 'PEFT', kohya: 'kohya/LyCORIS', diffusers: 'diffusers', xlabs: 'XLabs', comfyui: 'ComfyUI', gguf: 'llama.cpp GGUF',
+  peft: 'PEFT', kohya: 'kohya/LyCORIS', diffusers: 'diffusers', xlabs: 'XLabs', comfyui: 'ComfyUI', gguf: 'llama.cpp GGUF', mlx: 'mlx-lm',
 };
 
 /** What kind of base layer a module adapts; decides how ΔW lines up with the stored weight. */
@@ -119,9 +121,9 @@ export interface AdapterModule {
    * method's name: a base tensor of another kind of layer was not trained so, and is refused.
    * Absent: the method wraps every kind the plan can tell apart. `fanInFanOutByLayer`: its
    * dispatcher sets fan_in_fan_out by the layer's class whatever the config says (with a warning):
-   * on for transformers' Conv1D, off for nn.Linear.
+   * on for transformers' Conv1D, off for nn.Linear. `tool`: the training tool, for messages (PEFT when absent).
    */
-  wraps?: { method: string; layers: readonly LayerClass[]; fanInFanOutByLayer?: boolean };
+  wraps?: { method: string; layers: readonly LayerClass[]; fanInFanOutByLayer?: boolean; tool?: string };
   /**
    * The base weight (out, in) is zero-padded to this many input columns before the update is added
    * (ComfyUI's `reshape_weight`, diffusers' expanded `x_embedder`): BFL's FLUX.1 control LoRAs widen
@@ -182,6 +184,12 @@ export interface ParsedAdapter {
   config: Readonly<Record<string, unknown>>;
   /** PEFT: where adapter_config.json was read, as messages name it. */
   configFile?: string;
+  /**
+   * Bases this adapter cannot go into at all, by config.json `model_type`, each with the one-line
+   * reason: mlx-lm's module paths name the checkpoint's tensors, but for some models its loader
+   * changes their values first (formats/mlx-lm.ts).
+   */
+  refusedModelTypes?: Readonly<Record<string, string>>;
 }
 
 // --- opening ---------------------------------------------------------------------------------
@@ -201,13 +209,21 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
   const configPath = findByBaseName(list, PEFT_CONFIG);
   if (configPath !== undefined) {
     const dir = configPath.slice(0, configPath.length - PEFT_CONFIG.length);
+    const configText = await files.readText(configPath);
+    if (isMlxConfig(parseBoundedJson(configText, `${files.name}/${configPath}`))) {
+      const mlxWeights = list.find((p) => p === dir + MLX_WEIGHTS);
+      if (mlxWeights === undefined) {
+        const checkpoints = list.filter((p) => p.startsWith(dir) && MLX_CHECKPOINT.test(p));
+        throw new MergeError('NOT_FOUND', `${files.name}: an mlx-lm adapter folder without ${MLX_WEIGHTS}${checkpoints.length > 0 ? ` (it has checkpoints such as ${checkpoints[0].slice(dir.length)}: copy the one to merge to ${MLX_WEIGHTS}, which is the file mlx_lm.fuse reads)` : ''}`);
+      }
+      return withFile(files, mlxWeights, (file) => parseMlxAdapter(files.name, configText, `${files.name}/${configPath}`, file));
+    }
     const weights = list.find((p) => p === dir + PEFT_WEIGHTS);
     if (weights === undefined) {
       const pickle = list.find((p) => p.startsWith(dir) && PICKLE_FILE.test(p));
       if (pickle !== undefined) throw pickleRefused(files.name, pickle);
       throw new MergeError('NOT_FOUND', `${files.name}: has ${PEFT_CONFIG} but no ${PEFT_WEIGHTS}`);
     }
-    const configText = await files.readText(configPath);
     return withFile(files, weights, (file) => parsePeftAdapter(files.name, configText, `${files.name}/${configPath}`, file));
   }
 
@@ -225,6 +241,8 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
     if (pickle !== undefined) throw pickleRefused(files.name, pickle);
     throw new MergeError('NOT_FOUND', `${files.name}: no adapter found (expected ${PEFT_CONFIG} + ${PEFT_WEIGHTS}, or a kohya .safetensors file)`);
   }
+  const mlxFile = tensorFiles.find((p) => p === MLX_WEIGHTS || p.endsWith(`/${MLX_WEIGHTS}`) || MLX_CHECKPOINT.test(p));
+  if (mlxFile !== undefined) throw mlxWithoutConfig(files.name, mlxFile);
   if (tensorFiles.length > 1) {
     throw new MergeError('BAD_ARGUMENT', `${files.name}: holds ${tensorFiles.length} .safetensors files and no ${PEFT_CONFIG}; name the adapter file itself`);
   }
@@ -236,6 +254,7 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
     if (peftSave || file.tensors.some((t) => /\.lora_embedding_[AB]/.test(t.name))) {
       throw new MergeError('BAD_CONFIG', `${files.name}: looks like a PEFT adapter but ${PEFT_CONFIG} is missing (it holds r and lora_alpha)`);
     }
+    if (hasMlxFactorNames(file)) throw mlxWithoutConfig(files.name, file.source.name);
     if (looksLikeSingleFileAdapter(file)) return parseSingleFileAdapter(files.name, file);
     throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: not a LoRA adapter this tool recognises (no lora_up/lora_down, lora_A/lora_B or LyCORIS tensors)`);
   });
@@ -268,6 +287,11 @@ function findByBaseName(list: readonly string[], base: string): string | undefin
   const hits = list.filter((p) => p === base || p.endsWith(`/${base}`));
   hits.sort((a, b) => a.split('/').length - b.split('/').length);
   return hits[0];
+}
+
+/** mlx-lm keeps the scale in adapter_config.json only, so its adapter file alone cannot be merged. */
+function mlxWithoutConfig(name: string, path: string): MergeError {
+  return new MergeError('BAD_CONFIG', `${name}: ${path} looks like an mlx-lm adapter but ${PEFT_CONFIG} is missing (it holds lora_parameters.scale); pass the adapter folder that mlx_lm.lora wrote, with its ${PEFT_CONFIG}`);
 }
 
 function pickleRefused(name: string, path: string): MergeError {

@@ -30,7 +30,7 @@ export interface IntWeight {
 
 /** What a format's reader returns: its weights, and the files and tensors meaningful only while quantized. */
 export interface IntWeights {
-  kind: Extract<ScaledFp8Base['kind'], 'compressed-tensors-int' | 'gptq' | 'awq'>;
+  kind: Extract<ScaledFp8Base['kind'], 'compressed-tensors-int' | 'gptq' | 'awq' | 'mlx-affine'>;
   weights: readonly IntWeight[];
   /** Files of the folder that describe the quantization alone (AutoGPTQ's quantize_config.json): left out of the dequantized model. */
   quantizationFiles?: readonly string[];

@@ -37,7 +37,7 @@ export const CONV1D_MODEL_TYPES: readonly string[] = Object.keys(CONV1D_BY_MODEL
  */
 export function namedLayerClass(modelType: string | undefined, baseKey: string): LayerClass | undefined {
   if (modelType === undefined) return undefined;
-  if (CONV1D_BY_MODEL_TYPE[modelType]?.test(baseKey)) return 'Conv1D';
+  if (Object.hasOwn(CONV1D_BY_MODEL_TYPE, modelType) && CONV1D_BY_MODEL_TYPE[modelType].test(baseKey)) return 'Conv1D';
   if (EMBEDDING.test(baseKey)) return 'Embedding';
   return undefined;
 }

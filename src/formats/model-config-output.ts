@@ -37,6 +37,8 @@ export function rewriteModelConfig(raw: Readonly<Record<string, unknown>>, chang
   }
   if (changes.removeQuantization) {
     delete config.quantization_config;
+    // mlx-lm's own key for it (mlx-community checkpoints), which mlx-lm reads before quantization_config.
+    delete config.quantization;
     if (text) delete text.quantization_config;
   }
   if (changes.vocabSize !== undefined) setLanguageField(config, text, 'vocab_size', changes.vocabSize);

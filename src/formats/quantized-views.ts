@@ -8,6 +8,7 @@ import { awqWeights } from './awq.js';
 import { compressedTensorsIntWeights } from './compressed-tensors-int.js';
 import { gptqWeights } from './gptq.js';
 import { intWeightView } from './int-weights.js';
+import { mlxAffineWeights } from './mlx-affine.js';
 import type { ModelConfig } from './model-config.js';
 import type { ModelOptQuantization } from './modelopt-config.js';
 import { nvfp4BaseModel } from './modelopt-nvfp4.js';
@@ -33,6 +34,7 @@ const READERS: readonly Reader[] = [
   intReader(compressedTensorsIntWeights),
   intReader(gptqWeights),
   intReader(awqWeights),
+  intReader(mlxAffineWeights),
 ];
 
 /** The view of `base` by the first reader that takes it, or undefined. Malformed weights throw, naming the tensor. */

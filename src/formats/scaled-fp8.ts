@@ -58,7 +58,7 @@ export type ScaleRule = 'keep' | 'reciprocal' | 'divide' | 'modelopt' | 'comfy' 
 export const SCALED_FP8_KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string>> = {
   'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'modelopt-fp8': 'ModelOpt FP8',
   'modelopt-nvfp4': 'ModelOpt NVFP4', 'comfy-scaled-fp8': 'scaled fp8', 'comfy-quant-fp8': 'ComfyUI fp8 (comfy_quant)',
-  'compressed-tensors-int': 'compressed-tensors int', gptq: 'GPTQ', awq: 'AWQ',
+  'compressed-tensors-int': 'compressed-tensors int', gptq: 'GPTQ', awq: 'AWQ', 'mlx-affine': 'mlx affine',
 };
 
 /**
@@ -119,7 +119,7 @@ export interface ScaledFp8Weight {
 /** A base whose quantized weights are all read here. */
 export interface ScaledFp8Base {
   kind: 'block-fp8' | 'compressed-tensors-fp8' | 'modelopt-fp8' | 'modelopt-nvfp4' | 'comfy-scaled-fp8' | 'comfy-quant-fp8'
-    | 'compressed-tensors-int' | 'gptq' | 'awq';
+    | 'compressed-tensors-int' | 'gptq' | 'awq' | 'mlx-affine';
   rule: ScaleRule;
   /** The dtype the quantizer reads W in (the `modelopt` rule): the model's torch_dtype. */
   quantizerDtype?: 'F32' | 'F16' | 'BF16';

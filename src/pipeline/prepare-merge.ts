@@ -21,6 +21,7 @@ import { findScaledFp8, runtimeScales, type ScaledFp8Base } from '../formats/sca
 import { readModelOptQuantization } from '../formats/modelopt-config.js';
 import { quantizedBaseView } from '../formats/quantized-views.js';
 import { scaledFp8Note } from './scaled-fp8-output.js';
+import { mlxQuantizedWeights } from '../formats/mlx-quantized.js';
 
 /** One adapter for {@link prepareMerge}: its files and the weight it is merged at. */
 export interface AdapterInput {
@@ -54,7 +55,8 @@ export interface PreparedMerge {
 function planIndex(base: BaseModel, config: ModelConfig | undefined, scaled: ScaledFp8Base | undefined): BaseTensorIndex {
   const index: BaseTensorIndex = { tensors: viewedTensors(base.tensors, scaled), architectures: modelArchitectures(config) };
   if (typeof config?.raw.model_type === 'string') index.modelType = config.raw.model_type;
-  if (scaled?.unreadWhy) index.quantizedAs = scaled.unreadWhy;
+  const mlxQuantized = mlxQuantizedWeights(base.tensors);
+  if (scaled?.unreadWhy || mlxQuantized.size > 0) index.quantizedAs = new Map([...mlxQuantized, ...scaled?.unreadWhy ?? []]);
   // The plan merges in place (dividing ΔW by the scale) only under the `keep` rule; otherwise the
   // scaled weights are merged in real values and quantized again (scaled-fp8-output.ts).
   if (base.valueScales && scaled?.rule === 'keep') {

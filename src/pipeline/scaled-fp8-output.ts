@@ -47,6 +47,7 @@ const DEQUANTIZED_ONLY: Partial<Record<ScaledFp8Base['kind'], { what: string; re
   'compressed-tensors-int': { what: 'compressed-tensors int weights (weight_packed or int8 weight, weight_scale, weight_zero_point)', real: '(q − zero point) × weight_scale', format: 'compressed-tensors int' },
   gptq: { what: 'GPTQ weights (qweight, qzeros, scales, g_idx)', real: '(q − zero point) × scale of the input\'s group', format: 'GPTQ' },
   awq: { what: 'AWQ GEMM weights (qweight, qzeros, scales)', real: '(q − zero point) × scale of the input\'s group', format: 'AWQ' },
+  'mlx-affine': { what: 'mlx affine-quantized weights (uint32 weight, scales, biases)', real: 'q × scale + bias of the input\'s group', format: 'mlx\'s affine quantization' },
 };
 
 /** The plan's note on such a base. */

@@ -242,6 +242,12 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     const report = (module: string, code: MergeErrorCode, message: string) =>
       problems.push({ adapter: adapter.name, module, code, message: `${adapter.name}: ${module === '' ? '' : `module "${module}": `}${message}` });
     if (!Number.isFinite(weight)) report('', 'BAD_ARGUMENT', `weight ${weight} is not a finite number`);
+    const refused = adapter.refusedModelTypes;
+    const baseRefusal = base.modelType !== undefined && refused && Object.hasOwn(refused, base.modelType) ? refused[base.modelType] : undefined;
+    if (baseRefusal) {
+      report('', 'UNSUPPORTED_FORMAT', baseRefusal);
+      return;
+    }
     warnings.push(...adapter.warnings);
     const seen = new Map<string, { module: string; rows: RowSpan[] }[]>(); // base key → modules on it, within this adapter
     // Base weights this adapter saved: its own terms on them start from these.
@@ -399,7 +405,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         const named = module.experts || target.transposedBlocks ? undefined : namedLayerClass(base.modelType, baseKey);
         const wrapsRefusal = (wraps: NonNullable<AdapterModule['wraps']>, layer: LayerClass, byName: boolean) => {
           const kinds = wraps.layers.join(', ').replace(/, ([^,]*)$/, ' and $1');
-          fail('UNSUPPORTED_FORMAT', `${wraps.method} wraps only ${kinds} layers; "${baseKey}" is ${LAYER_WEIGHTS[layer]} (shape ${fmt(info.shape)}${byName ? `, by its name in a ${base.modelType} model` : ''}), so PEFT cannot have trained this module on it`);
+          fail('UNSUPPORTED_FORMAT', `${wraps.method} wraps only ${kinds} layers; "${baseKey}" is ${LAYER_WEIGHTS[layer]} (shape ${fmt(info.shape)}${byName ? `, by its name in a ${base.modelType} model` : ''}), so ${wraps.tool ?? 'PEFT'} cannot have trained this module on it`);
         };
         if (named && module.wraps && !module.wraps.layers.includes(named)) {
           wrapsRefusal(module.wraps, named, true);

@@ -14,6 +14,7 @@ import { ia3 } from './ia3.js';
 import { loha } from './loha.js';
 import { lokr } from './lokr.js';
 import { lora } from './lora.js';
+import { mlxLora } from './mlx-lora.js';
 import { norm } from './norm.js';
 import { oft } from './oft.js';
 import { peftAdalora } from './peft-adalora.js';
@@ -38,7 +39,7 @@ import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, set];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, mlxLora, set];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];
