@@ -382,12 +382,13 @@ describe('mlx-lm refusals', () => {
   });
 
   it('LoRALinear\'s factors on a layer the checkpoint\'s config names an embedding', async () => {
-    const bart = hfModelFolder([randomTensor('model.shared.weight', [VOCAB, HIDDEN], 'F16', rand)], { architectures: ['BartModel'], model_type: 'bart' });
+    // A name mlx-lm does not take for an embedding (its LoRAEmbedding goes by embed_tokens, wte, …).
+    const bert = hfModelFolder([randomTensor('embeddings.position_embeddings.weight', [VOCAB, HIDDEN], 'F16', rand)], { architectures: ['BertModel'], model_type: 'bert' });
     const refusals = await refusalsInMemory({
-      backend: backends.cpu!, base: bart,
-      adapters: [{ files: mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, loraFactors('model.shared', HIDDEN, VOCAB, 2)) }],
+      backend: backends.cpu!, base: bert,
+      adapters: [{ files: mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, loraFactors('embeddings.position_embeddings', HIDDEN, VOCAB, 2)) }],
     });
-    expect(refusals).toEqual([expect.stringMatching(/LoRALinear \(mlx-lm\) wraps only Linear layers; "model\.shared\.weight" is an Embedding weight .*so mlx-lm cannot have trained this module on it/)]);
+    expect(refusals).toEqual([expect.stringMatching(/LoRALinear \(mlx-lm\) wraps only Linear layers; "embeddings\.position_embeddings\.weight" is an Embedding weight .*so mlx-lm cannot have trained this module on it/)]);
   });
 
   it('models whose mlx-lm loader changes a tensor it keeps the name of: falcon_h1 for a LoRA, qwen3_next\'s norms for a full fine-tune', async () => {

@@ -214,7 +214,7 @@ describe('T5: shared, encoder.embed_tokens, decoder.embed_tokens and lm_head are
 
   it('a LoRA on lm_head, on shared, on encoder/decoder embed_tokens, or a saved shared is refused, naming the module and the tie', async () => {
     const cases: [object, FixtureTensor[], string][] = [
-      [{ target_modules: ['lm_head'] }, lora('lm_head', V, H), 'adapter: module "lm_head" lands on lm_head.weight, which the model ties to shared.weight, encoder.embed_tokens.weight, decoder.embed_tokens.weight (one shared tensor), while PEFT trained it on that module alone; a tied tensor cannot hold that, so it is not merged'],
+      [{ target_modules: ['lm_head'] }, lora('lm_head', V, H), 'adapter: module "lm_head" lands on lm_head.weight, which the model ties to shared.weight, encoder.embed_tokens.weight, decoder.embed_tokens.weight (one shared tensor), while training applied it to that module alone; a tied tensor cannot hold that, so it is not merged'],
       [{ target_modules: ['shared'] }, embedding('shared'), 'adapter: module "shared" lands on shared.weight, which the model ties to encoder.embed_tokens.weight, decoder.embed_tokens.weight, lm_head.weight'],
       [{ target_modules: ['embed_tokens'] }, [...embedding('encoder.embed_tokens'), ...embedding('decoder.embed_tokens')], 'adapter: module "encoder.embed_tokens" lands on encoder.embed_tokens.weight, which the model ties to shared.weight, decoder.embed_tokens.weight, lm_head.weight'],
       [{ target_modules: ['q'], modules_to_save: ['shared'] }, [...lora('encoder.block.0.layer.0.SelfAttention.q', H, H), randomTensor('base_model.model.shared.weight', [V, H], 'F32', rand)], 'adapter: saved tensor "base_model.model.shared.weight" lands on shared.weight'],
@@ -248,7 +248,7 @@ describe('T5: shared, encoder.embed_tokens, decoder.embed_tokens and lm_head are
       const result = await runCli(['merge', '--base', baseDir, '--adapter', adapterDir, '--out', out, '--backend', 'cpu']);
       expect(result.code).toBe(1);
       expect(errorLines(result.stderr)).toEqual([
-        `error: ${adapterDir}: module "lm_head" lands on lm_head.weight, which the model ties to shared.weight, encoder.embed_tokens.weight, decoder.embed_tokens.weight (one shared tensor), while PEFT trained it on that module alone; a tied tensor cannot hold that, so it is not merged`,
+        `error: ${adapterDir}: module "lm_head" lands on lm_head.weight, which the model ties to shared.weight, encoder.embed_tokens.weight, decoder.embed_tokens.weight (one shared tensor), while training applied it to that module alone; a tied tensor cannot hold that, so it is not merged`,
       ]);
       expect(existsSync(out)).toBe(false);
     } finally {

@@ -166,7 +166,7 @@ function refuseSharedEmbeddingChanges(
   for (const key of tied) if (!tensors.has(key)) tensors.set(key, { shape: shared.shape });
   const locator = new ModuleLocator({ tensors, architectures });
   const refuse = (adapter: string, what: string, key: string) => {
-    throw new MergeError('UNSUPPORTED_FORMAT', `${adapter}: ${what} lands on ${key}, which the model ties to ${tied.filter((k) => k !== key).join(', ')} (one shared tensor), while PEFT trained it on that module alone; a tied tensor cannot hold that, so it is not merged`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${adapter}: ${what} lands on ${key}, which the model ties to ${tied.filter((k) => k !== key).join(', ')} (one shared tensor), while training applied it to that module alone; a tied tensor cannot hold that, so it is not merged`);
   };
   for (const { adapter } of adapters) {
     for (const m of adapter.modules) {
