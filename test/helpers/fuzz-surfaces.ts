@@ -2723,8 +2723,8 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   gptq: { weight: 1, arbitrary: intQuantWorld('gptq') },
   awq: { weight: 1, arbitrary: intQuantWorld('awq') },
   'compressed-tensors-int': { weight: 1, arbitrary: intQuantWorld('compressed-tensors-int') },
-  'flux-control': { weight: 2, arbitrary: fluxControlWorld },
-  'tied-embeddings': { weight: 2, arbitrary: tiedEmbeddingsWorld },
+  'flux-control': { weight: 1, arbitrary: fluxControlWorld },
+  'tied-embeddings': { weight: 1, arbitrary: tiedEmbeddingsWorld },
 };
 
 /** The worlds drawn from: all, or those named in `only` (comma-separated keys of SURFACE_WORLDS). */
