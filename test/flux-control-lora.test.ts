@@ -237,6 +237,23 @@ describe('refused, one line naming the tensor', () => {
     expect(await refusals(fluxDevBfl(rand, 'BF16'), renamed)).toEqual([expect.stringMatching(/module "transformer\.x_embedder": ΔW \(8, 32\) does not fit base img_in\.weight \(8, 16\)/)]);
   });
 
+  it('a crafted img_in (lora_A 3-D, NaN in lora_A or lora_B.bias) or NaN in a norm scale: one line naming the tensor', async () => {
+    const crafted = (name: string, edit: (t: FixtureTensor) => FixtureTensor) => controlLora(rand).map((t) => t.name === name ? edit(t) : t);
+    const nan = (t: FixtureTensor): FixtureTensor => ({ ...t, data: (t.data as number[]).map((v, i) => i === 1 ? NaN : v) });
+    const base = fluxDevBfl(rand, 'BF16');
+    expect(await refusals(base, crafted('img_in.lora_A.weight', (t) => ({ ...t, shape: [R, 2 * IN, 1] })))).toEqual([
+      'adapter0: module "diffusion_model.img_in": ΔW (8, 32, 1) does not fit base img_in.weight (8, 16): 3-D factors fit no layer with a 2-D weight (expected 2-D factors, or a 1×1 conv\'s 4-D ones)',
+    ]);
+    expect(await refusals(base, crafted('img_in.lora_A.weight', nan))).toEqual([
+      'adapter0 module "diffusion_model.img_in": factor img_in.lora_A.weight holds NaN or Inf; the adapter file is broken (base/flux1-dev.safetensors: tensor "img_in.weight")',
+    ]);
+    expect(await refusals(base, crafted('img_in.lora_B.bias', nan))).toEqual(['adapter0 module "diffusion_model.img_in": img_in.lora_B.bias holds NaN or Inf; the adapter file is broken']);
+    // A replaced tensor is named as one (it was called a tensor "saved with the adapter").
+    expect(await refusals(base, crafted('single_blocks.0.norm.key_norm.scale', nan))).toEqual([
+      'adapter0: tensor "single_blocks.0.norm.key_norm.scale" (replacing single_blocks.0.norm.key_norm.scale, set_weight) holds 1 NaN or Inf value; the adapter file is broken',
+    ]);
+  });
+
   it('an img_in of other rows than the LoRA\'s', async () => {
     const adapter = controlLora(rand).map((t) => t.name === 'img_in.lora_B.weight' ? tensor(rand, t.name, [2 * H, R], 'BF16') : t.name === 'img_in.lora_B.bias' ? tensor(rand, t.name, [2 * H], 'BF16') : t);
     expect(await refusals(fluxDevBfl(rand, 'BF16'), adapter)).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": ΔW \(16, 32\) does not fit base img_in\.weight \(8, 32\)/)]);

@@ -1,7 +1,8 @@
 /**
  * The fuzzer: valid safetensors bases, PEFT configs and kohya files, mutated (bit flips, truncation,
  * header edits, JSON type changes, huge numbers, deep nesting, pathological regexes, NaN/Inf and
- * overflowing values), run through the CLI. For every mutation, either
+ * overflowing values, bytes that are not UTF-8 and numbers written `8.0`, `8e0` or `-0` inside
+ * headers and the config), run through the CLI. For every mutation, either
  *   - exit 0, and the output equals the float64 truth worked out from the mutated files
  *     (fuzz-reference.ts), NaN/Inf copied from the base is warned about, and --out holds only the
  *     output; or
@@ -22,8 +23,6 @@ import { decodeSafetensors, roundForDType } from './helpers/fixtures.js';
 import { fuzzCase, writeCase, type CaseFiles, type FuzzCase } from './helpers/fuzz-cases.js';
 import { referenceMerge, type Reference } from './helpers/fuzz-reference.js';
 
-const encoder = new TextEncoder();
-
 /** The case's files: base.safetensors, and a PEFT folder or a kohya file under adapter/. */
 function prepare(c: FuzzCase): CliCase & { files: CaseFiles } {
   const files = writeCase(c);
@@ -31,7 +30,7 @@ function prepare(c: FuzzCase): CliCase & { files: CaseFiles } {
   let adapter = 'adapter';
   if (c.world.kind === 'peft') {
     inputs.set('adapter/adapter_model.safetensors', files.adapter);
-    inputs.set('adapter/adapter_config.json', encoder.encode(files.config ?? ''));
+    inputs.set('adapter/adapter_config.json', files.config ?? new Uint8Array());
   } else {
     adapter = 'adapter/lora.safetensors';
     inputs.set(adapter, files.adapter);

@@ -253,7 +253,7 @@ describe('value checks on saved, replaced and row-set tensors', () => {
       poison(randomTensor(`${P}.lm_head.base_layer.weight`, [22, 8], 'F32', rand), 5, Infinity),
     ];
     const message = await mergeError(await prepare(hfModelFolder(untied(), UNTIED), [peftFolder({ r: 2 }, adapter)]));
-    expect(message).toBe('adapter1: tensor "base_model.model.lm_head.base_layer.weight" (lm_head.weight saved with the adapter) holds 1 NaN or Inf values; the adapter file is broken');
+    expect(message).toBe('adapter1: tensor "base_model.model.lm_head.base_layer.weight" (lm_head.weight saved with the adapter) holds 1 NaN or Inf value; the adapter file is broken');
   });
 
   it('a trainable-tokens delta holding Inf is named with its token', async () => {

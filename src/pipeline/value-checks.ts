@@ -141,7 +141,9 @@ export function checkEncodedBlocks(file: string, tensor: string, type: string, v
 
 /** How an adapter tensor that a merge writes in place of a base tensor is named in messages. */
 function savedTensor(rep: PlannedReplacement): string {
-  return `${rep.adapter}: tensor "${rep.tensor.name}" (${rep.origin === 'modules_to_save' ? `replacing ${rep.baseKey}, modules_to_save` : `${rep.baseKey} saved with the adapter`})`;
+  const role = rep.origin === 'modules_to_save' ? `replacing ${rep.baseKey}, modules_to_save`
+    : rep.origin === 'set_weight' ? `replacing ${rep.baseKey}, set_weight` : `${rep.baseKey} saved with the adapter`;
+  return `${rep.adapter}: tensor "${rep.tensor.name}" (${role})`;
 }
 
 /** A piece of a replacement tensor as written (`source`: the same piece as the adapter stores it): no NaN/Inf, from the adapter or from conversion. */
@@ -149,7 +151,8 @@ export function checkReplacement(rep: PlannedReplacement, source: Uint8Array, ou
   if (!hasNonFinite(output, outDtype)) return;
   const where = savedTensor(rep);
   if (hasNonFinite(source, rep.tensor.dtype)) {
-    throw new MergeError('NON_FINITE', `${where} holds ${countNonFinite(source, rep.tensor.dtype)} NaN or Inf values; the adapter file is broken`);
+    const n = countNonFinite(source, rep.tensor.dtype);
+    throw new MergeError('NON_FINITE', `${where} holds ${n} NaN or Inf value${n === 1 ? '' : 's'}; the adapter file is broken`);
   }
   throw new MergeError(
     'NON_FINITE',

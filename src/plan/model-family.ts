@@ -7,8 +7,10 @@
 /** The model families the names tell apart. */
 export type ModelFamily = 'language model' | 'diffusion UNet' | 'diffusion transformer' | 'text encoder';
 
+// `diffusion_model.` tells nothing: SGM's UNet checkpoints and ComfyUI's names of any diffusion
+// model (Flux's `diffusion_model.double_blocks.…`, BFL's control LoRAs) share it.
 const RULES: { family: ModelFamily; pattern: RegExp }[] = [
-  { family: 'diffusion UNet', pattern: /(^|[._])(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block|diffusion_model)[._]|^lora_unet_(down|up|mid|input|output|middle)_/ },
+  { family: 'diffusion UNet', pattern: /(^|[._])(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block)[._]|^lora_unet_(down|up|mid|input|output|middle)_/ },
   { family: 'diffusion transformer', pattern: /(^|[._])(double_blocks|single_blocks|single_transformer_blocks|transformer_blocks|joint_blocks)[._]|^lora_unet_(double|single)_blocks_|^lora_transformer_/ },
   { family: 'text encoder', pattern: /(^|[._])text_model[._]|^lora_te\d?_|(^|[._])(text_encoder(_\d)?|conditioner|cond_stage_model)[._]/ },
   { family: 'language model', pattern: /(^|[._])(layers|h|blocks)[._]\d+[._](self_attn|attn|attention|mlp|feed_forward)[._]|(^|[._])(lm_head|embed_tokens|wte)([._]|$)/ },

@@ -6,6 +6,7 @@
  */
 import fc from 'fast-check';
 import { ALL_FIXTURE_DTYPES, buildRawSafetensors, buildSafetensors, encodeValues, type FixtureDType, type FixtureTensor } from './fixtures.js';
+import { editedText, textEdit, type TextEdit } from './json-text-edits.js';
 
 export type FloatName = 'F32' | 'F16' | 'BF16';
 
@@ -25,7 +26,8 @@ export type Mutation =
   | { op: 'header'; file: 'base' | 'adapter'; tensor: number; edit: HeaderEdit }
   | { op: 'prefix'; file: 'base' | 'adapter'; length: bigint }
   | { op: 'value'; file: 'base' | 'adapter'; tensor: number; index: number; value: number }
-  | { op: 'config'; field: string; value: unknown };
+  | { op: 'config'; field: string; value: unknown }
+  | { op: 'text'; file: 'base' | 'adapter' | 'config'; at: number; edit: TextEdit };
 
 export type HeaderEdit =
   | { field: 'dtype'; value: string }
@@ -156,6 +158,7 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
       value: fc.constantFrom(NaN, Infinity, -Infinity, 1e5, 65504, 70000, 1e38, 3.4e38, -0, 1e-40, 1e-8),
     }),
   },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('text' as const), file: fc.constantFrom<'base' | 'adapter' | 'config'>('base', 'adapter', 'config'), at: fc.nat(), edit: textEdit }) },
   {
     weight: 3,
     arbitrary: fc.record({
@@ -186,8 +189,8 @@ export const fuzzCase: fc.Arbitrary<FuzzCase> = fc.record({
 export interface CaseFiles {
   base: Uint8Array;
   adapter: Uint8Array;
-  /** PEFT only. */
-  config?: string;
+  /** PEFT only: adapter_config.json's bytes as written. */
+  config?: Uint8Array;
 }
 
 function deepNesting(depth: number): string {
@@ -265,9 +268,9 @@ export function writeCase(c: FuzzCase): CaseFiles {
     base: buildSafetensors(tensors.base),
     adapter: buildSafetensors(tensors.adapter),
   };
-  let configText: string | undefined;
+  let configBytes: Uint8Array | undefined;
   if (c.world.kind === 'peft') {
-    configText = `{${Object.entries(config).map(([k, v]) => `${JSON.stringify(k)}:${jsonOf(v)}`).join(',')}}`;
+    configBytes = new TextEncoder().encode(`{${Object.entries(config).map(([k, v]) => `${JSON.stringify(k)}:${jsonOf(v)}`).join(',')}}`);
   }
   const edit = (bytes: Uint8Array, m: Mutation): Uint8Array => {
     switch (m.op) {
@@ -283,19 +286,22 @@ export function writeCase(c: FuzzCase): CaseFiles {
         if (out.length >= 8) new DataView(out.buffer).setBigUint64(0, m.length, true);
         return out;
       }
+      case 'text':
+        return editedText(bytes, m.file !== 'config', m.at, m.edit);
       default:
         return bytes;
     }
   };
   for (const m of c.mutations) {
     if (m.op === 'header') files[m.file] = withHeaderEdit(tensors[m.file], m.tensor, m.edit);
-    else if (m.op === 'flip' || m.op === 'truncate') {
+    else if (m.op === 'flip' || m.op === 'truncate' || m.op === 'text') {
+      // The config's bytes as they are, so that a flip can leave them not UTF-8.
       if (m.file === 'config') {
-        if (configText !== undefined) configText = new TextDecoder().decode(edit(new TextEncoder().encode(configText), m));
+        if (configBytes !== undefined) configBytes = edit(configBytes, m);
       } else {
         files[m.file] = edit(files[m.file], m);
       }
     } else if (m.op === 'prefix') files[m.file] = edit(files[m.file], m);
   }
-  return { base: files.base, adapter: files.adapter, config: configText };
+  return { base: files.base, adapter: files.adapter, config: configBytes };
 }

@@ -10,6 +10,7 @@
  */
 import { decodeSafetensors, type DecodedTensor, type FixtureDType } from './fixtures.js';
 import type { CaseFiles, Command } from './fuzz-cases.js';
+import { safetensorsTextProblem, wellFormedUtf8 } from './json-text-edits.js';
 
 export interface ExpectedTensor {
   name: string;
@@ -47,6 +48,8 @@ interface Module {
 }
 
 function decode(bytes: Uint8Array): ReturnType<typeof decodeSafetensors> | null {
+  // The plain reader takes what the reference reader refuses: a header not UTF-8, `8.0` as a size.
+  if (safetensorsTextProblem(bytes)) return null;
   try {
     const file = decodeSafetensors(bytes);
     return file.dataEnd === bytes.byteLength ? file : null;
@@ -78,8 +81,10 @@ export function referenceMerge(files: CaseFiles, kind: 'peft' | 'kohya', command
 
   if (kind === 'peft') {
     let config: Record<string, unknown>;
+    // PEFT reads it with Python's json: bytes that are not UTF-8 are refused.
+    if (files.config && !wellFormedUtf8(files.config)) return invalid('config is not UTF-8');
     try {
-      config = JSON.parse(files.config ?? '');
+      config = JSON.parse(new TextDecoder().decode(files.config ?? new Uint8Array()));
     } catch {
       return invalid('config is not JSON');
     }

@@ -31,12 +31,19 @@
  *     pack-quantized and int-quantized, W8A8 with static activation scales) written only dequantized, hostile: codes, zero points,
  *     scales and group indices of another dtype or shape, missing or out of range, scales NaN,
  *     Inf, negative or subnormal, a GPTQ v1 zero point of 0, configs disagreeing with the tensors,
+ *   - BFL's FLUX.1 control LoRAs (lora_B.bias, norm scales replaced, img_in widened to twice the
+ *     base's columns) on flux1-dev.safetensors or a diffusers transformer folder whose config.json
+ *     in_channels follows,
+ *   - tied input and output embeddings: a decoder LM saved without lm_head.weight, config.json's
+ *     tie_word_embeddings true, false or the class default, a PEFT LoRA on lm_head, embed_tokens
+ *     (with ensure_weight_tying and the head's tied copy, or without) or q_proj,
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
  * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
  * `comfy.gguf.orig_shape` entry for the merged tensor), tensor shape and
  * value edits (inconsistent algorithm shapes, absurd ranks and block sizes, NaN/Inf/huge values),
  * JSON edits (type changes, huge numbers, deep nesting; in JSON files, in safetensors `__metadata__`
- * entries and in U8 tensors holding JSON) and dropped files.
+ * entries and in U8 tensors holding JSON), text edits inside JSON strings and numbers (bytes that are
+ * not UTF-8, `8.0`, `8e0`, `-0`; json-text-edits.ts) and dropped files.
  *
  * The truth of each world is float64 math written out below from each format's documented rule,
  * applied to the values decoded from the (mutated) files by the plain test readers (an fp8 weight's
@@ -46,7 +53,7 @@
  * behind). The fp8 worlds' truths also decide refusals: a merge they expect must not be refused.
  */
 import fc from 'fast-check';
-import { buildSafetensors, decodeSafetensors, decodeValues, FIXTURE_DTYPE_BYTES, roundF8Saturating, roundForDType, type FixtureDType, type FixtureTensor } from './fixtures.js';
+import { buildSafetensors, decodeSafetensors, decodeValues, FIXTURE_DTYPE_BYTES, roundF8Saturating, roundForDType, seededRandom, type DecodedTensor as FixtureDecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
 import {
   blockedOrder, comfyInt8Requantize, comfyMxfp8Requantize, comfyNvfp4Requantize, comfyRequantize, compressedTensorsRequantize, e2m1Value, e4m3Value, e5m2Value, e8m0Value,
   modelOptRequantize, unswizzled,
@@ -57,6 +64,11 @@ import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOpti
 import { mm } from './dense-f64.js';
 import { roundingValue } from './fuzz-cases.js';
 import { AWQ_ORDER, pack } from './int-packing.js';
+import { editedText, safetensorsTextProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
+import {
+  controlLora, diffusersNorm, diffusersRows, DOUBLE as FLUX_DOUBLE, fluxDevBfl, fluxDevDiffusers, fluxNorms, HEAD as FLUX_HEAD, identity, IN as FLUX_IN, R as FLUX_R,
+  SINGLE as FLUX_SINGLE, truth as controlTruth,
+} from './flux-control-fixtures.js';
 
 /** The deepest JSON nesting a case writes. */
 const MAX_NESTING = 200_000;
@@ -2522,6 +2534,177 @@ const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
     };
   });
 
+// --- BFL FLUX.1 control LoRAs: norm scales replaced, img_in widened ----------------------------------
+
+/** The LoRA's tensors a value or shape edit reaches first (edits pick among a file's first nine). */
+const CONTROL_FIRST = ['img_in.lora_A.weight', 'img_in.lora_B.weight', 'img_in.lora_B.bias', 'single_blocks.0.norm.key_norm.scale'];
+
+/**
+ * flux1-canny-dev-lora.safetensors (flux-control-fixtures.ts) on FLUX.1-dev as BFL's single file
+ * (weights F32, F16 or BF16) or as diffusers' FluxTransformer2DModel folder, whose config.json
+ * in_channels follows the widened x_embedder. The truth is that file's: W' = W + w·B·A, b' = b +
+ * w·lora_B.bias, norm scales replaced whatever w, img_in [W | 0] + w·B·A, written wider.
+ */
+const fluxControlWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({ form: fc.constantFrom<'bfl' | 'diffusers'>('bfl', 'diffusers'), wDtype: floatDtype, outChannels: fc.constantFrom<'absent' | 'null' | 'set'>('absent', 'null', 'set'), seed: fc.integer() })
+  .map(({ form, wDtype, outChannels, seed }) => {
+    const rand = seededRandom(seed);
+    const lora = controlLora(rand);
+    const ordered = [...CONTROL_FIRST.map((n) => lora.find((t) => t.name === n)!), ...lora.filter((t) => !CONTROL_FIRST.includes(t.name))];
+    const folder = form === 'bfl' ? '' : 'transformer';
+    const config = {
+      _class_name: 'FluxTransformer2DModel', _diffusers_version: '0.30.0.dev0', attention_head_dim: FLUX_HEAD, guidance_embeds: true, in_channels: FLUX_IN, num_layers: FLUX_DOUBLE, num_single_layers: FLUX_SINGLE,
+      ...(outChannels === 'absent' ? {} : { out_channels: outChannels === 'null' ? null : FLUX_IN }),
+    };
+    const files: Record<string, SpecFile> = form === 'bfl'
+      ? { 'flux1-dev.safetensors': { kind: 'safetensors', tensors: fluxDevBfl(rand, wDtype), metadata: { format: 'pt' } } }
+      : {
+        'transformer/diffusion_pytorch_model.safetensors': { kind: 'safetensors', tensors: fluxDevDiffusers(rand), metadata: { format: 'pt' } },
+        'transformer/config.json': { kind: 'json', value: config },
+      };
+    files['control/flux1-canny-dev-lora.safetensors'] = { kind: 'safetensors', tensors: ordered };
+    const rowsOf = form === 'bfl' ? identity : diffusersRows;
+    const normOf = form === 'bfl' ? (n: string) => n : diffusersNorm;
+    return {
+      name: `FLUX.1 control LoRA on ${form === 'bfl' ? 'flux1-dev.safetensors' : 'a diffusers transformer folder'}`,
+      files,
+      base: form === 'bfl' ? 'flux1-dev.safetensors' : 'transformer', adapter: 'control/flux1-canny-dev-lora.safetensors', out: form === 'bfl' ? 'merged.safetensors' : 'merged',
+      refusalsChecked: true,
+      truth: (d, w) => {
+        const under = (component: string) => new Map([...d.tensors].filter(([k]) => k.startsWith(`${component}/`)).map(([k, t]) => [k.slice(component.length + 1), t as FixtureDecodedTensor]));
+        const base = under(folder), adapter = under('control');
+        const json: NonNullable<Extract<Truth, { kind: 'expected' }>['json']> = {};
+        if (form === 'diffusers') {
+          const text = d.json.get('transformer/config.json')!;
+          if (nestingDepth(text) > 64) return { kind: 'unknown', why: 'config.json nests too deep to compare' };
+          let written: Record<string, unknown>;
+          try {
+            written = JSON.parse(d.json.get('transformer/config.json')!) as Record<string, unknown>;
+          } catch {
+            return { kind: 'unknown', why: 'config.json is not JSON' };
+          }
+          // diffusers sets in_channels to the new width; loramerge refuses a config that does not say the base's.
+          if (written.in_channels !== FLUX_IN) return { kind: 'invalid', why: `config.json in_channels ${jsonKind(written.in_channels)}, the base's x_embedder takes ${FLUX_IN}` };
+          const keepOut = written.out_channels === undefined || written.out_channels === null;
+          json['transformer/config.json'] = { equals: { ...written, in_channels: 2 * FLUX_IN, ...(keepOut ? { out_channels: FLUX_IN } : {}) } };
+        }
+        const want = controlTruth(base, adapter, w, rowsOf, normOf);
+        const norms = new Set(fluxNorms().map(normOf));
+        const loraMax = (suffix: string) => Math.max(...[...adapter].filter(([k]) => k.endsWith(suffix)).map(([, t]) => maxAbs(t.values)));
+        const magnitude = Math.max(...[...base.values()].map((t) => maxAbs(t.values))) + Math.abs(w) * (FLUX_R * loraMax('.lora_A.weight') * loraMax('.lora_B.weight') + loraMax('.lora_B.bias'));
+        const merged = new Map<string, ExpectedMerge>();
+        for (const [key, t] of want) {
+          merged.set(`${folder}/${key}`, norms.has(key) ? { values: t.values, magnitude: 0, exact: true, shape: t.shape } : { values: t.values, magnitude, shape: t.shape });
+        }
+        return { kind: 'expected', merged, json };
+      },
+    };
+  });
+
+// --- tied input and output embeddings (PEFT's rules) --------------------------------------------------
+
+const TIED_VOCAB = 12;
+const TORCH_DTYPE: Record<string, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+/** The config classes' tie_word_embeddings defaults, from transformers' LlamaConfig, Qwen2Config, Gemma2Config. */
+const TIE_DEFAULT: Record<string, boolean> = { llama: false, qwen2: false, gemma2: true };
+const TIE_ARCH: Record<string, string> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', gemma2: 'Gemma2ForCausalLM' };
+type TiedAdapter = 'head' | 'embedding' | 'ensured' | 'q_proj';
+
+/**
+ * A decoder LM saved as transformers saves a tied one (embed_tokens, no lm_head.weight), its
+ * config.json with tie_word_embeddings true, false or absent (the class default), and a PEFT LoRA
+ * on lm_head, on embed_tokens, on embed_tokens with ensure_weight_tying (and the head's tied copy,
+ * lora_A = Bᵀ, lora_B = Aᵀ), or on q_proj. The truth (README, tied embeddings): a LoRA on one side
+ * of a tied pair unties it, the head written as its own tensor from the shared weight and the config
+ * saying tie_word_embeddings false; ensure_weight_tying keeps the tie, the embedding's update applied
+ * once; on an untied model, a LoRA on a head that is not stored, or an ensured head copy, is refused.
+ */
+const tiedEmbeddingsWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({
+    modelType: fc.constantFrom('llama', 'qwen2', 'gemma2'), tie: fc.constantFrom<boolean | undefined>(true, false, undefined), adapter: fc.constantFrom<TiedAdapter>('head', 'embedding', 'ensured', 'q_proj'),
+    wDtype: floatDtype, fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 4, 8), seed: values(48),
+  })
+  .map(({ modelType, tie, adapter, wDtype, fDtype, r, alpha, seed }) => {
+    const v = from(seed);
+    const V = TIED_VOCAB, H = IN;
+    const p = 'base_model.model.';
+    const embA = st(`${p}model.embed_tokens.lora_embedding_A`, fDtype, [r, V], v(r * V, 3));
+    const embB = st(`${p}model.embed_tokens.lora_embedding_B`, fDtype, [H, r], v(H * r, 4));
+    const transposed = (t: FixtureTensor, rows: number, cols: number) => Array.from({ length: rows * cols }, (_, i) => (t.data as number[])[(i % rows) * cols + Math.floor(i / rows)]);
+    let tensors: FixtureTensor[];
+    switch (adapter) {
+      case 'head': tensors = [st(`${p}lm_head.lora_A.weight`, fDtype, [r, H], v(r * H, 3)), st(`${p}lm_head.lora_B.weight`, fDtype, [V, r], v(V * r, 4))]; break;
+      case 'embedding': tensors = [embA, embB]; break;
+      case 'ensured': tensors = [embA, embB, st(`${p}lm_head.lora_A.weight`, fDtype, [r, H], transposed(embB, H, r)), st(`${p}lm_head.lora_B.weight`, fDtype, [V, r], transposed(embA, r, V))]; break;
+      default: tensors = [st(`${p}${L}.self_attn.q_proj.lora_A.weight`, fDtype, [r, H], v(r * H, 3)), st(`${p}${L}.self_attn.q_proj.lora_B.weight`, fDtype, [H, r], v(H * r, 4))];
+    }
+    const target = adapter === 'head' ? 'lm_head' : adapter === 'q_proj' ? 'q_proj' : 'embed_tokens';
+    return {
+      name: `tied embeddings + PEFT LoRA on ${adapter === 'q_proj' ? 'q_proj' : adapter === 'head' ? 'lm_head' : adapter === 'ensured' ? 'embed_tokens, ensure_weight_tying' : 'embed_tokens'}`,
+      files: {
+        'model/model.safetensors': {
+          kind: 'safetensors', metadata: { format: 'pt' },
+          tensors: [st('model.embed_tokens.weight', wDtype, [V, H], v(V * H, 1)), st(`${L}.self_attn.q_proj.weight`, wDtype, [H, H], v(H * H, 2)), st('model.norm.weight', wDtype, [H], v(H, 5))],
+        },
+        'model/config.json': { kind: 'json', value: { architectures: [TIE_ARCH[modelType]], model_type: modelType, torch_dtype: TORCH_DTYPE[wDtype], hidden_size: H, vocab_size: V, ...(tie === undefined ? {} : { tie_word_embeddings: tie }) } },
+        'peft/adapter_model.safetensors': { kind: 'safetensors', tensors },
+        'peft/adapter_config.json': { kind: 'json', value: { peft_type: 'LORA', task_type: 'CAUSAL_LM', r, lora_alpha: alpha, target_modules: [target], ...(adapter === 'ensured' ? { ensure_weight_tying: true } : {}) } },
+      },
+      base: 'model', adapter: 'peft', out: 'merged',
+      refusalsChecked: true,
+      truth: (d, s) => {
+        const deep = [...d.json].find(([, text]) => nestingDepth(text) > 64);
+        if (deep) return { kind: 'unknown', why: `${deep[0]} nests too deep to compare` };
+        let config: Record<string, unknown>;
+        try {
+          config = JSON.parse(d.json.get('model/config.json')!) as Record<string, unknown>;
+        } catch {
+          return { kind: 'unknown', why: 'config.json is not JSON' };
+        }
+        const stated = config.tie_word_embeddings;
+        if (stated !== undefined && typeof stated !== 'boolean') return { kind: 'unknown', why: `tie_word_embeddings ${jsonKind(stated)}` };
+        const tied = stated ?? TIE_DEFAULT[modelType];
+        const scale = configScale(d, 'peft/adapter_config.json', 'lora_alpha', r, true);
+        if (typeof scale !== 'number') return scale;
+        const t = (name: string) => d.tensors.get(`peft/${p}${name}`)!.values;
+        const embedKey = 'model/model.embed_tokens.weight';
+        const embed = d.tensors.get(embedKey)!;
+        // torch_dtype (and transformers 5's dtype) follow the written weights; checked elsewhere.
+        const except = ['torch_dtype', 'dtype'];
+        const untied = { 'model/config.json': { equals: { ...config, tie_word_embeddings: false }, except } };
+        const sameConfig = { 'model/config.json': { equals: config, except } };
+        const embeddingDelta = () => {
+          // PEFT's Embedding: ΔW = (B·A)ᵀ, rows are tokens.
+          const ba = mm(t('model.embed_tokens.lora_embedding_B'), t('model.embed_tokens.lora_embedding_A'), H, r, V);
+          return Float64Array.from({ length: V * H }, (_, i) => ba[(i % H) * V + Math.floor(i / H)]);
+        };
+        const head = 'model/lm_head.weight';
+        switch (adapter) {
+          case 'q_proj': {
+            const key = `model/${L}.self_attn.q_proj.weight`;
+            return { kind: 'expected', merged: new Map([[key, added(d.tensors.get(key)!.values, mm(t(`${L}.self_attn.q_proj.lora_B.weight`), t(`${L}.self_attn.q_proj.lora_A.weight`), H, r, H), s * scale)]]), json: sameConfig };
+          }
+          case 'head': {
+            if (!tied) return { kind: 'invalid', why: 'a LoRA on lm_head of an untied model that stores no lm_head.weight' };
+            const written = added(embed.values, mm(t('lm_head.lora_B.weight'), t('lm_head.lora_A.weight'), V, r, H), s * scale);
+            return { kind: 'expected', merged: new Map([[head, { ...written, dtype: embed.dtype as FixtureDType, shape: [V, H] }]]), json: untied };
+          }
+          case 'embedding': {
+            const merged = new Map([[embedKey, added(embed.values, embeddingDelta(), s * scale)]]);
+            if (!tied) return { kind: 'expected', merged, json: sameConfig };
+            // The head keeps the shared weight as it was: the LoRA trained the inputs only.
+            merged.set(head, { values: embed.values, magnitude: 0, exact: true, dtype: embed.dtype as FixtureDType, shape: [V, H] });
+            return { kind: 'expected', merged, json: untied };
+          }
+          default:
+            if (!tied) return { kind: 'invalid', why: 'ensure_weight_tying with a head copy on an untied model (PEFT puts no adapter on lm_head)' };
+            // Its head copy is the embedding's: the shared weight gets the update once, the tie stays.
+            return { kind: 'expected', merged: new Map([[embedKey, added(embed.values, embeddingDelta(), s * scale)]]), json: sameConfig };
+        }
+      },
+    };
+  });
+
 /** The worlds by the name FUZZ_SURFACE_WORLDS selects them by, with how often each is drawn. */
 export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbitrary<SurfaceWorld> }> = {
   'gguf-lora': { weight: 2, arbitrary: ggufLoraWorld },
@@ -2540,6 +2723,8 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   gptq: { weight: 1, arbitrary: intQuantWorld('gptq') },
   awq: { weight: 1, arbitrary: intQuantWorld('awq') },
   'compressed-tensors-int': { weight: 1, arbitrary: intQuantWorld('compressed-tensors-int') },
+  'flux-control': { weight: 1, arbitrary: fluxControlWorld },
+  'tied-embeddings': { weight: 1, arbitrary: tiedEmbeddingsWorld },
 };
 
 /** The worlds drawn from: all, or those named in `only` (comma-separated keys of SURFACE_WORLDS). */
@@ -2568,7 +2753,8 @@ export type SurfaceMutation =
   | { op: 'gguf-align'; file: number; meta: MetaValue | null; layout: number }
   | { op: 'gguf-count'; file: number; which: 'tensors' | 'kv'; value: bigint }
   | { op: 'gguf-version'; file: number; value: number }
-  | { op: 'json'; file: number; pick: number[]; value: unknown };
+  | { op: 'json'; file: number; pick: number[]; value: unknown }
+  | { op: 'text'; file: number; at: number; edit: TextEdit };
 
 const weird: fc.Arbitrary<unknown> = fc.oneof(
   fc.constantFrom(0, -1, 1, 2, 3, 2.5, 1e308, -1e308, 1e-300, 2 ** 31, 2 ** 53, 2 ** 64, 1e21, '8', '', 'float16', null, true, false, [], {}, [1, 2], { a: 1 }, ['x'], { 'q_proj': 1e9 }),
@@ -2617,6 +2803,7 @@ export const surfaceMutation: fc.Arbitrary<SurfaceMutation> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-count' as const), file, which: fc.constantFrom<'tensors' | 'kv'>('tensors', 'kv'), value: fc.constantFrom(0n, 1n, 3n, 9n, 100n, 1n << 20n, 1n << 32n, (1n << 63n) + 1n, (1n << 64n) - 1n) }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('gguf-version' as const), file, value: fc.constantFrom(0, 1, 2, 4, 2 ** 31) }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('json' as const), file, pick: fc.array(fc.nat(), { minLength: 1, maxLength: 3 }), value: weird }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('text' as const), file, at: fc.nat(), edit: textEdit }) },
 );
 
 export interface SurfaceCommand {
@@ -2825,6 +3012,9 @@ export function writeSurfaceCase(c: SurfaceCase): Map<string, Uint8Array> {
       case 'gguf-version':
         if (spec.kind === 'gguf') spec.build.version = m.value;
         break;
+      case 'text':
+        if (spec.kind !== 'gguf') patches.push({ index, apply: (b) => editedText(b, spec.kind === 'safetensors', m.at, m.edit) });
+        break;
       case 'json':
         if (spec.kind === 'json') spec.value = setJson(spec.value, m.pick, m.value);
         else if (spec.kind === 'safetensors') {
@@ -2974,7 +3164,7 @@ function metadataText(meta: Map<string, { type: number; value: unknown }>, excep
 const READ_BY_TRUTH = ['adapter.lora.alpha', 'general.alignment', 'general.architecture', 'comfy.gguf.orig_shape.blk.0.ffn_up.weight'];
 
 /** Top-level config fields that the truth of a world reads from the file (so edits to them are followed). */
-const CONFIG_READ_BY_TRUTH = ['r', 'alpha', 'lora_alpha', 'use_rslora', 'quantization_config', 'quantization'];
+const CONFIG_READ_BY_TRUTH = ['r', 'alpha', 'lora_alpha', 'use_rslora', 'quantization_config', 'quantization', 'tie_word_embeddings', 'in_channels', 'out_channels'];
 
 /** safetensors `__metadata__` entries that the truth of a world reads (so edits to them are followed). */
 const HEADER_READ_BY_TRUTH = ['_quantization_metadata'];
@@ -3025,6 +3215,14 @@ export function configScale(d: Decoded, path: string, alphaKey: 'alpha' | 'lora_
 }
 
 /**
+ * JSON files loramerge always reads, as Python's json does (strict UTF-8): adapter configs,
+ * indexes, and the base folder's own config.json. Others may not be read (a pipeline component's
+ * config.json is copied as it is; GPTQ's quantize_config.json is not needed beside config.json's
+ * quantization_config), so their bytes decide nothing here.
+ */
+const STRICT_JSON = /(?:^|\/)(?:adapter_config|model_index)\.json$|\.index\.json$/;
+
+/**
  * The truth of a mutated case: `unknown` unless every file decodes with the plain readers and has
  * the unmutated world's structure (GGUF headers byte for byte); then the world's rule on the
  * decoded values. A non-finite or overflowing exact value makes the merge `invalid`.
@@ -3032,6 +3230,11 @@ export function configScale(d: Decoded, path: string, alphaKey: 'alpha' | 'lora_
 export function surfaceTruth(c: SurfaceCase, files: Map<string, Uint8Array>): Truth {
   const clean = writeSurfaceCase({ ...c, mutations: [] });
   if (files.size !== clean.size) return { kind: 'unknown', why: 'a file was dropped' };
+  for (const [path, bytes] of files) {
+    const strict = STRICT_JSON.test(path) || path === `${c.world.base}/config.json`;
+    const problem = path.endsWith('.safetensors') ? safetensorsTextProblem(bytes) : strict && !wellFormedUtf8(bytes) ? 'is not UTF-8' : null;
+    if (problem) return { kind: 'invalid', why: `${path}: ${problem}` };
+  }
   for (const [path, bytes] of files) {
     if (!path.endsWith('.gguf')) continue;
     if (!saneGgufHeader(bytes)) return { kind: 'unknown', why: `${path}: a GGUF header the plain reader cannot take` };
@@ -3054,8 +3257,9 @@ export function surfaceTruth(c: SurfaceCase, files: Map<string, Uint8Array>): Tr
   if (truth.kind !== 'expected') return truth;
   for (const [key, e] of truth.merged) {
     const dtype = e.dtype ?? d.tensors.get(key)!.dtype;
-    const max = dtype === 'F16' ? 65504 : 3.4028234663852886e38;
-    if (e.values.some((x) => !Number.isFinite(x) || Math.abs(x) > max)) return { kind: 'invalid', why: `${key}: a non-finite or overflowing merged value` };
+    // A value past the largest finite one that still rounds to it (65504 + 15 in f16) is written.
+    const overflows = ['F32', 'F16', 'BF16'].includes(dtype) ? (x: number) => !Number.isFinite(roundForDType(x, dtype as FixtureDType)) : (x: number) => Math.abs(x) > 3.4028234663852886e38;
+    if (e.values.some((x) => !Number.isFinite(x) || overflows(x))) return { kind: 'invalid', why: `${key}: a non-finite or overflowing merged value` };
     if (!Number.isFinite(e.magnitude)) return { kind: 'invalid', why: `${key}: non-finite terms` };
   }
   return truth;
