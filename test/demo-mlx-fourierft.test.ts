@@ -1,8 +1,8 @@
 /**
  * The page with mlx-lm adapters and a PEFT FourierFT folder, as a person gives them: mlx-lm's
- * adapter_config.json and adapters.safetensors dropped loose are one adapter, `mlx-lm adapter`,
- * whose card states its scale as lora_parameters.scale; the plan names LoRA (mlx-lm), and the
- * download holds LoRALinear.fuse's merge against float64 truth. An mlx-lm full fine-tune's folder
+ * adapter_config.json and adapters.safetensors (and a trainer's checkpoint) dropped loose are one
+ * adapter, `mlx-lm adapter`, whose card states its scale as lora_parameters.scale; the plan names
+ * LoRA (mlx-lm), and the download holds LoRALinear.fuse's merge against float64 truth. An mlx-lm full fine-tune's folder
  * is carded as the tensors it replaces; its adapters.safetensors picked without the config is
  * refused in one line, on its card, in the plan and read out. A FourierFT folder's card says its
  * scale is `scaling` (no α or r), and the download holds W + scaling·Re(ifft2(spectrum)) at
@@ -47,7 +47,7 @@ async function pickBase(base: Record<string, string | Uint8Array>, adapters: Rec
 }
 
 describe('the page with mlx-lm and FourierFT adapters', PAGE_RETRY, () => {
-  it('mlx-lm\'s two files dropped loose: one adapter, its scale on the card, merged as LoRALinear.fuse adds it', async () => {
+  it('mlx-lm\'s two files and a checkpoint dropped loose: one adapter, its scale on the card, merged as LoRALinear.fuse adds it', async () => {
     const modules: [string, number, number][] = [['model.layers.0.self_attn.q_proj', HIDDEN, HIDDEN], ['model.layers.0.self_attn.v_proj', HIDDEN, KV]];
     // lora_a (in, r) and lora_b (r, out), float32, as LoRALinear trains them.
     const factors = modules.flatMap(([path, inF, outF]) => [
@@ -55,8 +55,11 @@ describe('the page with mlx-lm and FourierFT adapters', PAGE_RETRY, () => {
     ]);
     const adapter = mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 20, keys: ['self_attn.q_proj', 'self_attn.v_proj'] } }, factors);
     const { page } = await pickBase(hfModelFolder(BASE, LLAMA));
+    // A trainer's checkpoint dropped with them: part of the adapter, not what is merged (mlx_lm.fuse reads adapters.safetensors).
+    const checkpoint = modules.flatMap(([path, inF, outF]) => [randomTensor(`${path}.lora_a`, [inF, 2], 'F32', rand), randomTensor(`${path}.lora_b`, [2, outF], 'F32', rand)]);
     await dropFiles(page, 'adapter-drop', {
       'adapter_config.json': new TextEncoder().encode(adapter['adapter_config.json'] as string),
+      '0000100_adapters.safetensors': buildSafetensors(checkpoint, { format: 'mlx' }),
       'adapters.safetensors': adapter['adapters.safetensors'] as Uint8Array,
     });
     await planReady(page);
