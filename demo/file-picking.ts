@@ -6,8 +6,12 @@
  */
 import { MergeError } from '../src/errors.js';
 import { MAX_INPUT_DEPTH, MAX_INPUT_FILES } from '../src/limits.js';
+import { MLX_CHECKPOINT, MLX_WEIGHTS } from '../src/formats/mlx-lm.js';
 import type { PickedSet } from './page-state.js';
 import type { PickedFile } from './worker-protocol.js';
+
+const ADAPTER_CONFIG = 'adapter_config.json';
+const PEFT_WEIGHTS = 'adapter_model.safetensors';
 
 /**
  * Files of one input; with `webkitdirectory` their paths start with the folder's name, dropped here.
@@ -54,14 +58,21 @@ export async function setsFromDrop(data: DataTransfer): Promise<PickedSet[]> {
 }
 
 /**
- * Dropped items as adapters: each is one, except a PEFT adapter's two files dropped loose (not as
- * their folder), which are one adapter together, as they are when picked with the files button.
+ * Dropped items as adapters: each is one, except an adapter folder's files dropped loose (not as
+ * their folder), which are one adapter together, as they are when picked with the files button:
+ * PEFT's adapter_config.json + adapter_model.safetensors, and mlx-lm's adapter_config.json +
+ * adapters.safetensors with the trainer's checkpoints (`0000100_adapters.safetensors`) if dropped
+ * beside them (the folder holds them; mlx_lm.fuse reads adapters.safetensors).
  */
 export function adapterSets(sets: PickedSet[]): PickedSet[] {
-  const loose = (name: string) => sets.find((s) => s.files.length === 1 && s.files[0].path === name && s.name === name);
-  const config = loose('adapter_config.json'), weights = loose('adapter_model.safetensors');
-  if (!config || !weights) return sets;
-  return sets.flatMap((s) => (s === weights ? [mergeSets([config, weights])!] : s === config ? [] : [s]));
+  const isLoose = (s: PickedSet) => s.files.length === 1 && s.files[0].path === s.name;
+  const config = sets.find((s) => isLoose(s) && s.name === ADAPTER_CONFIG);
+  if (!config) return sets;
+  const peft = sets.find((s) => isLoose(s) && s.name === PEFT_WEIGHTS);
+  const weights = peft ? [peft] : sets.filter((s) => isLoose(s) && (s.name === MLX_WEIGHTS || MLX_CHECKPOINT.test(s.name)));
+  if (weights.length === 0) return sets;
+  const grouped = mergeSets([config, ...weights])!;
+  return sets.flatMap((s) => (s === weights[0] ? [grouped] : s === config || weights.includes(s) ? [] : [s]));
 }
 
 /** Several dropped items taken as one model (loose shards plus config.json, say). */
@@ -75,13 +86,15 @@ export function mergeSets(sets: PickedSet[]): PickedSet | undefined {
 /**
  * Loose files are named after their weights: the one `.safetensors` file, a shard series by its
  * stem (`model-00001-of-00004.safetensors` … → `model`), else the first with how many more; a
- * config alone adds nothing. A PEFT adapter's files have fixed names and a browser does not say the
- * folder they came from, so the pair is named for what it is: `PEFT adapter` (its card's facts say
- * the method; messages and download names read `PEFT adapter #2`, `PEFT adapter-combined`).
+ * config alone adds nothing. An adapter folder's files have fixed names and a browser does not say
+ * the folder they came from, so PEFT's pair is named for what it is, `PEFT adapter`, and mlx-lm's
+ * (config and adapters.safetensors or its checkpoints) `mlx-lm adapter` (the card's facts say the
+ * method; messages and download names read `PEFT adapter #2`, `PEFT adapter-combined`).
  */
 function nameOfLooseFiles(files: PickedFile[]): string {
   const paths = new Set(files.map((f) => f.path));
-  if (paths.has('adapter_model.safetensors') && paths.has('adapter_config.json')) return 'PEFT adapter';
+  if (paths.has(ADAPTER_CONFIG) && paths.has(PEFT_WEIGHTS)) return 'PEFT adapter';
+  if (paths.has(ADAPTER_CONFIG) && [...paths].some((p) => p === MLX_WEIGHTS || MLX_CHECKPOINT.test(p))) return 'mlx-lm adapter';
   const weights = files.map((f) => f.path).filter((p) => /\.(safetensors|gguf)$/i.test(p)).sort();
   const named = weights.length > 0 ? weights : files.map((f) => f.path).sort();
   if (named.length === 1) return named[0];

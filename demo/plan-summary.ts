@@ -41,15 +41,17 @@ export function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
   // A rank where the update is a low-rank product, as the CLI's plan gives it: a map of W (RoAd,
   // HiRA, OFT) or a dense update (C3A, a full diff) has none to show.
   const ranks = m.filter((x) => x.update.kind === 'low-rank').map((x) => x.rank);
+  const replaced = adapter.replacements.length;
   return {
     name: adapter.name,
     facts: [
       ADAPTER_FORMAT_NAMES[adapter.format] ?? adapter.format,
       ...algorithmFacts,
-      `${m.length} module${m.length === 1 ? '' : 's'}`,
+      // An adapter of saved tensors only (mlx-lm's full fine-tune) has no modules to count.
+      ...(m.length > 0 || replaced === 0 ? [`${m.length} module${m.length === 1 ? '' : 's'}`] : []),
       ...(ranks.length ? [`r = ${valueRange(ranks)}`] : []),
       ...scaleFacts(m),
-      ...(adapter.replacements.length ? [`${adapter.replacements.length} tensors replaced`] : []),
+      ...(replaced ? [`${replaced} tensor${replaced === 1 ? '' : 's'} replaced`] : []),
     ],
     warnings: adapter.warnings.slice(),
   };

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import { PAGE_RETRY } from './helpers/browser.js';
-import { announced, count, mergeEnabled, planReady, seriousViolations, tabTo, text, texts, upload, useDemoSession } from './helpers/demo-session.js';
+import { announced, count, dropFiles, mergeEnabled, planReady, seriousViolations, tabTo, text, texts, upload, useDemoSession } from './helpers/demo-session.js';
 import { buildSafetensors } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 
@@ -166,19 +166,12 @@ describe('several adapters on the page', PAGE_RETRY, () => {
 
   it('a base and a PEFT adapter\'s two loose files dropped onto the drop zones make the plan; the pickers are the keyboard\'s way', async () => {
     const { page } = await session.open('?backend=cpu');
-    /** Drops files built in the page from these bytes onto the zone, as a file manager's drag does. */
-    const drop = (zone: string, files: Record<string, number[]>) => page.evaluate((id, given) => {
-      const data = new DataTransfer();
-      for (const [name, bytes] of Object.entries(given)) data.items.add(new File([new Uint8Array(bytes)], name));
-      const target = document.getElementById(id)!;
-      for (const type of ['dragenter', 'dragover', 'drop']) target.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true }));
-    }, zone, files);
-    await drop('base-drop', { 'llama.safetensors': [...fixture.base] });
+    await dropFiles(page, 'base-drop', { 'llama.safetensors': fixture.base });
     await page.waitForFunction(() => !document.getElementById('base-summary')!.hidden, { timeout: 30_000 });
     expect(await text(page, '[data-testid="base-summary"]')).toMatch(/^llama\.safetensors · 1 file, /);
-    await drop('adapter-drop', {
-      'adapter_config.json': [...new TextEncoder().encode(config)],
-      'adapter_model.safetensors': [...fixture.adapter],
+    await dropFiles(page, 'adapter-drop', {
+      'adapter_config.json': new TextEncoder().encode(config),
+      'adapter_model.safetensors': fixture.adapter,
     });
     await planReady(page);
     expect(await announced(page, /Plan ready/)).toBe('Plan ready: 4 modules matched.');

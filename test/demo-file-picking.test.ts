@@ -36,6 +36,19 @@ describe('naming and grouping picked adapter files', () => {
     expect(adapterSets(two)).toEqual(two);
   });
 
+  it('mlx-lm\'s adapter_config.json and adapters.safetensors, picked or dropped loose, are one adapter named mlx-lm adapter, with any checkpoints dropped beside them', () => {
+    const picked = setFromInput(input([file('adapters.safetensors'), file('adapter_config.json'), file('0000100_adapters.safetensors')]))!;
+    expect([picked.name, picked.files.map((f) => f.path)]).toEqual(['mlx-lm adapter', ['0000100_adapters.safetensors', 'adapter_config.json', 'adapters.safetensors']]);
+    const sets = adapterSets([loose('adapters.safetensors'), loose('style.safetensors'), loose('0000200_adapters.safetensors'), loose('adapter_config.json')]);
+    expect(sets.map((s) => [s.name, s.files.map((f) => f.path)])).toEqual([
+      ['mlx-lm adapter', ['0000200_adapters.safetensors', 'adapter_config.json', 'adapters.safetensors']],
+      ['style.safetensors', ['style.safetensors']],
+    ]);
+    // Without its config the weights stay a set of their own (the plan refuses it: the scale is in the config).
+    const alone = [loose('adapters.safetensors')];
+    expect(adapterSets(alone)).toEqual(alone);
+  });
+
   it('same-named sets dropped together or picked after others are named apart: `lora #2`, `lora #3`; a real `lora (2)` keeps its name', () => {
     const folder = (name: string): PickedSet => ({ name, files: [{ path: 'adapter_model.safetensors', file: file('adapter_model.safetensors') }], origin: 'user' });
     expect(namedApart([folder('lora'), folder('lora'), folder('style')], []).map((s) => s.name)).toEqual(['lora', 'lora #2', 'style']);

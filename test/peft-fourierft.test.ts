@@ -10,7 +10,6 @@
  * truth here is ΔW[p, q] = scaling/(out·in)·Σ_k c_k·cos(2π(p·u_k/out + q·v_k/in)) summed plainly in
  * float64 at torch's positions, checked against torch's ΔW first.
  */
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { RANDPERM_SMALL_LIMIT, TorchCpuGenerator, randpermPrefix } from '../src/algorithms/math/torch-cpu-random.js';
 import { peftFourierft } from '../src/formats/algorithms/peft-fourierft.js';
@@ -19,42 +18,12 @@ import type { SafetensorsFile } from '../src/formats/safetensors-types.js';
 import { roundForDType, seededRandom } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { deltaTruth, fourier, fourierftConfig as config, reference, type FourierCase } from './helpers/fourierft-truth.js';
 import { expectPeftCliRefusal, fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
-
-interface FourierCase {
-  name: string; out: number; in: number; n_frequency: number; random_loc_seed: number; scaling: number;
-  spectrum: number[]; rows: number[]; cols: number[]; delta?: number[];
-}
-const reference = JSON.parse(readFileSync(new URL('./reference/torch-cpu-random.json', import.meta.url), 'utf8')) as {
-  producedBy: string;
-  randperm: { seed: number; n: number; first: number[] }[];
-  fourierft: FourierCase[];
-};
-const fourier = (name: string) => reference.fourierft.find((c) => c.name === name)!;
 
 const backends = mergeBackends({ cpu: 'default' });
 const vals = gridValues(seededRandom(97));
 const t = fixtureTensor;
-
-/** The fields PEFT 0.17 writes to a FourierFT adapter_config.json. */
-const config = (fields: object) => ({
-  peft_type: 'FOURIERFT', task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B', peft_version: '0.17.1', revision: null,
-  n_frequency: 1000, scaling: 150.0, random_loc_seed: 777, fan_in_fan_out: false, target_modules: ['q_proj', 'v_proj'], exclude_modules: null,
-  bias: 'none', modules_to_save: null, layers_to_transform: null, layers_pattern: null, n_frequency_pattern: {}, init_weights: false, inference_mode: true, ...fields,
-});
-
-/** scaling·Re(ifft2) of the spectrum at torch's positions, summed term by term. */
-function deltaTruth(c: FourierCase, scaling = c.scaling): Float64Array {
-  const d = new Float64Array(c.out * c.in);
-  for (let p = 0; p < c.out; p++) {
-    for (let q = 0; q < c.in; q++) {
-      let sum = 0;
-      for (let k = 0; k < c.spectrum.length; k++) sum += c.spectrum[k] * Math.cos(2 * Math.PI * ((p * c.rows[k]) / c.out + (q * c.cols[k]) / c.in));
-      d[p * c.in + q] = (scaling * sum) / (c.out * c.in);
-    }
-  }
-  return d;
-}
 
 const q = 'model.layers.0.self_attn.q_proj', v = 'model.layers.0.self_attn.v_proj';
 const spectrumOf = (path: string, c: FourierCase, dtype: 'F32' | 'BF16' = 'F32') =>

@@ -73,6 +73,17 @@ export async function upload(page: Page, testid: string, ...paths: string[]): Pr
   await input.uploadFile(...paths);
 }
 
+/** Drops files built in the page from these bytes onto the zone, as a file manager's drag of loose files does. */
+export function dropFiles(page: Page, zone: string, files: Record<string, ArrayLike<number>>): Promise<void> {
+  const given = Object.fromEntries(Object.entries(files).map(([name, bytes]) => [name, Array.from(bytes)]));
+  return page.evaluate((id, named) => {
+    const data = new DataTransfer();
+    for (const [name, bytes] of Object.entries(named)) data.items.add(new File([new Uint8Array(bytes)], name));
+    const target = document.getElementById(id)!;
+    for (const type of ['dragenter', 'dragover', 'drop']) target.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true }));
+  }, zone, given);
+}
+
 export const text = (page: Page, selector: string) => page.$eval(selector, (e) => e.textContent ?? '');
 export const texts = (page: Page, selector: string) => page.$$eval(selector, (els) => els.map((e) => e.textContent ?? ''));
 export const count = (page: Page, selector: string) => page.$$eval(selector, (els) => els.length);
