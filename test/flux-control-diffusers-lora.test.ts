@@ -193,3 +193,13 @@ describe('norms under "transformer." twice, as the training script saves them', 
     expect(problems[0].trim()).toBe('- adapter0/pytorch_lora_weights.safetensors: tensor "transformer.transformer.transformer_blocks.0.attn.norm_q.weight" is a norm weight under "transformer." twice (as diffusers\' train_control_lora_flux.py saves --train_norm_layers), which FluxControlPipeline.load_lora_weights does not load (it warns and drops it); remove the tensor to merge as diffusers does, or drop one "transformer." to load it');
   });
 });
+
+describe('a folder whose transformer diffusers does not widen', () => {
+  it('a wider x_embedder lora_A onto a config of another class (FLUX.2\'s loader does not expand) is refused naming the config', async () => {
+    expect(await refusalsInMemory({
+      backend: backends.cpu!,
+      base: { 'diffusion_pytorch_model.safetensors': buildSafetensors(fluxDevDiffusers(rand), { format: 'pt' }), 'config.json': JSON.stringify({ ...config, _class_name: 'Flux2Transformer2DModel' }) },
+      adapters: [{ files: { 'pytorch_lora_weights.safetensors': loraBytes } }],
+    })).toEqual(['adapter0: widens x_embedder.weight to 32 input columns, but config.json is a Flux2Transformer2DModel, whose input layer diffusers does not widen (FluxLoraLoaderMixin does, for FluxTransformer2DModel and ChromaTransformer2DModel)']);
+  });
+});
