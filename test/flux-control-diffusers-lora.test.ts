@@ -77,11 +77,12 @@ describe('diffusers-named control LoRA on a FluxTransformer2DModel folder', () =
   const base = decodeSafetensors(baseBytes).tensors;
   for (const kind of ['cpu', 'webgpu'] as const) {
     it(`x_embedder widened from ${IN} to ${2 * IN} columns, LoRA and lora_B.bias added at w, norms loaded, on ${kind}`, async () => {
-      const { tensors } = await mergeInMemory({
+      const { tensors, warnings } = await mergeInMemory({
         backend: backends[kind]!, base: { 'diffusion_pytorch_model.safetensors': baseBytes, 'config.json': JSON.stringify(config) },
         adapters: [{ files: { 'pytorch_lora_weights.safetensors': loraBytes }, weight: 0.75 }],
       });
       expectAll(tensors, base, expected(base, lora, 0.75, 1, diffusersParts(base), diffusersNorms('transformer.')));
+      expect(warnings.filter((x) => /^adapter0: weight 0\.75 does not apply to the replaced tensor \S+\.attn\.norm_(added_)?[qk]\.weight \(set_weight/.test(x))).toHaveLength(fluxNorms().length);
     });
   }
 
