@@ -72,6 +72,20 @@ const loraBytes = buildSafetensors(adapterTensors);
 const lora = decodeSafetensors(loraBytes).tensors;
 const config = { _class_name: 'FluxTransformer2DModel', _diffusers_version: '0.30.0.dev0', attention_head_dim: HEAD, guidance_embeds: true, in_channels: IN, num_layers: DOUBLE, num_single_layers: SINGLE };
 
+/** Merges one LoRA file into a folder on the CPU, checking the plan has no problems; the output files by path. */
+async function mergeFolder(files: Record<string, Uint8Array | string>, loraFile: Uint8Array, weight: number): Promise<Map<string, Blob>> {
+  const prepared = await prepareMerge(memoryInputFileSet(files, 'FLUX.1-dev'), [{ files: memoryInputFileSet({ 'pytorch_lora_weights.safetensors': loraFile }, 'canny'), weight }]);
+  try {
+    expect(prepared.plan.problems).toEqual([]);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend: backends.cpu! });
+    return new Map(output.files().map((f) => [f.path, f.blob]));
+  } finally {
+    await prepared.close();
+  }
+}
+const tensorsOf = async (blob: Blob) => decodeSafetensors(new Uint8Array(await blob.arrayBuffer())).tensors;
+
 describe('diffusers-named control LoRA on a FluxTransformer2DModel folder', () => {
   const baseBytes = buildSafetensors(fluxDevDiffusers(rand), { format: 'pt' });
   const base = decodeSafetensors(baseBytes).tensors;
@@ -88,19 +102,9 @@ describe('diffusers-named control LoRA on a FluxTransformer2DModel folder', () =
 
   it('lora_adapter_metadata\'s lora_alpha scales the widened x_embedder, its lora_B.bias and the rest alike; config.json in_channels follows', async () => {
     const metadata = { lora_adapter_metadata: JSON.stringify({ 'transformer.r': R, 'transformer.lora_alpha': 2 * R, 'transformer.lora_bias': true, 'transformer.use_rslora': false, 'transformer.use_dora': false }) };
-    const prepared = await prepareMerge(memoryInputFileSet({ 'diffusion_pytorch_model.safetensors': baseBytes, 'config.json': JSON.stringify(config) }, 'FLUX.1-dev'),
-      [{ files: memoryInputFileSet({ 'pytorch_lora_weights.safetensors': buildSafetensors(adapterTensors, metadata) }, 'canny'), weight: 0.5 }]);
-    try {
-      expect(prepared.plan.problems).toEqual([]);
-      const output = createBlobOutputTarget();
-      await mergeModel({ prepared, output, backend: backends.cpu! });
-      const files = new Map(output.files().map((f) => [f.path, f.blob]));
-      const merged = decodeSafetensors(new Uint8Array(await files.get('diffusion_pytorch_model.safetensors')!.arrayBuffer())).tensors;
-      expectAll(merged, base, expected(base, lora, 0.5, 2, diffusersParts(base), diffusersNorms('transformer.')));
-      expect(JSON.parse(await files.get('config.json')!.text())).toEqual({ ...config, in_channels: 2 * IN, out_channels: IN });
-    } finally {
-      await prepared.close();
-    }
+    const files = await mergeFolder({ 'diffusion_pytorch_model.safetensors': baseBytes, 'config.json': JSON.stringify(config) }, buildSafetensors(adapterTensors, metadata), 0.5);
+    expectAll(await tensorsOf(files.get('diffusion_pytorch_model.safetensors')!), base, expected(base, lora, 0.5, 2, diffusersParts(base), diffusersNorms('transformer.')));
+    expect(JSON.parse(await files.get('config.json')!.text())).toEqual({ ...config, in_channels: 2 * IN, out_channels: IN });
   });
 
   it('a base already 2× wide (FLUX.1-Canny-dev in diffusers\' form): applied without widening, as diffusers skips the expansion when the shapes agree', async () => {
@@ -125,18 +129,10 @@ describe('diffusers-named control LoRA on a FluxPipeline folder', () => {
     'transformer/diffusion_pytorch_model.safetensors': baseBytes,
   };
   it('transformer/x_embedder widened, transformer/config.json in_channels 2×, out_channels kept', async () => {
-    const prepared = await prepareMerge(memoryInputFileSet(files, 'FLUX.1-dev'), [{ files: memoryInputFileSet({ 'pytorch_lora_weights.safetensors': loraBytes }, 'canny'), weight: 1 }]);
-    try {
-      expect(prepared.plan.problems).toEqual([]);
-      const output = createBlobOutputTarget();
-      await mergeModel({ prepared, output, backend: backends.cpu! });
-      const out = new Map(output.files().map((f) => [f.path, f.blob]));
-      const merged = decodeSafetensors(new Uint8Array(await out.get('transformer/diffusion_pytorch_model.safetensors')!.arrayBuffer())).tensors;
-      expectAll(merged, base, expected(base, lora, 1, 1, diffusersParts(base), diffusersNorms('transformer.')));
-      expect(JSON.parse(await out.get('transformer/config.json')!.text())).toEqual({ ...config, in_channels: 2 * IN, out_channels: IN });
-    } finally {
-      await prepared.close();
-    }
+    const out = await mergeFolder(files, loraBytes, 1);
+    expectAll(await tensorsOf(out.get('transformer/diffusion_pytorch_model.safetensors')!), base, expected(base, lora, 1, 1, diffusersParts(base), diffusersNorms('transformer.')));
+    expect(JSON.parse(await out.get('transformer/config.json')!.text())).toEqual({ ...config, in_channels: 2 * IN, out_channels: IN });
+    expect(await out.get('scheduler/scheduler_config.json')!.text()).toBe(files['scheduler/scheduler_config.json']);
   });
 });
 
