@@ -10,9 +10,12 @@
  * here on a FluxTransformer2DModel folder, a FluxPipeline folder and BFL's flux1-dev.safetensors
  * (img_in, qkv fused), on the CPU and WebGPU. Dims as in flux-control-fixtures.ts (in_channels 64 → 16).
  */
-import { describe, expect, it } from 'vitest';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
-import { buildSafetensors, decodeSafetensors, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { errorLines, runCli } from './helpers/cli.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import {
@@ -198,5 +201,29 @@ describe('a folder whose transformer diffusers does not widen', () => {
       base: { 'diffusion_pytorch_model.safetensors': buildSafetensors(fluxDevDiffusers(rand), { format: 'pt' }), 'config.json': JSON.stringify({ ...config, _class_name: 'Flux2Transformer2DModel' }) },
       adapters: [{ files: { 'pytorch_lora_weights.safetensors': loraBytes } }],
     })).toEqual(['adapter0: widens x_embedder.weight to 32 input columns, but config.json is a Flux2Transformer2DModel, whose input layer diffusers does not widen (FluxLoraLoaderMixin does, for FluxTransformer2DModel and ChromaTransformer2DModel)']);
+  });
+});
+
+describe('the CLI (loramerge merge) on flux1-dev.safetensors', () => {
+  const temp = tempDirs();
+  afterAll(() => temp.removeAll());
+
+  it('writes img_in (8, 32) and says so; the script\'s transformer.transformer. norms are refused and nothing is written', async () => {
+    const baseBytes = buildSafetensors(fluxDevBfl(rand, 'BF16'), { format: 'pt' });
+    const doubled = buildSafetensors(diffusersControlLora(rand, { bias: true, normPrefix: 'transformer.transformer.' }));
+    const dir = temp.make({ 'flux1-dev.safetensors': baseBytes, 'pytorch_lora_weights.safetensors': loraBytes, 'doubled.safetensors': doubled });
+    const out = join(dir, 'merged.safetensors');
+    const run = await runCli(['merge', '--base', join(dir, 'flux1-dev.safetensors'), '--adapter', join(dir, 'pytorch_lora_weights.safetensors'), '--out', out, '--backend', 'cpu']);
+    expect(errorLines(run.stderr), run.stderr).toEqual([]);
+    expect(run.code).toBe(0);
+    expect(run.stdout + run.stderr).toMatch(/note: img_in\.weight is written \(8, 32\), 16 zero columns added to the base's 16 before the adapter's update/);
+    const base = decodeSafetensors(baseBytes).tensors;
+    expectAll(decodeSafetensors(new Uint8Array(readFileSync(out))).tensors, base, expected(base, lora, 1, 1, bflParts(), bflNorms('transformer.')));
+
+    const refused = await runCli(['merge', '--base', join(dir, 'flux1-dev.safetensors'), '--adapter', join(dir, 'doubled.safetensors'), '--out', join(dir, 'x.safetensors'), '--backend', 'cpu']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('tensor "transformer.transformer.single_transformer_blocks.1.attn.norm_k.weight" is a norm weight under "transformer." twice');
+    expect(refused.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(join(dir, 'x.safetensors'))).toBe(false);
   });
 });
