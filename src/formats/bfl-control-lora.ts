@@ -17,6 +17,7 @@
  * ComfyUI's test is used to tell such a file: `img_in.lora_A.weight` and
  * `single_blocks.0.norm.key_norm.scale` both present.
  */
+import type { AdapterModule } from './adapter.js';
 import type { SafetensorsFile } from './safetensors-types.js';
 
 /** The file's own reading of its tensors: norm scales to replace, and the module whose base it widens. */
@@ -40,3 +41,37 @@ export function readBflControlLora(file: SafetensorsFile): BflControlLora | null
   const moduleName = (name: string) => `${COMFY_PREFIX}${name}`;
   return { replaced, widened: down.shape.length === 2 ? { module: moduleName('img_in'), columns: down.shape[1] } : undefined, moduleName };
 }
+
+/**
+ * The same control LoRAs in diffusers' own names, as its examples/flux-control/train_control_lora_flux.py
+ * saves them (`transformer.x_embedder.lora_A.weight` (r, 2·in_channels)) and FluxControlPipeline
+ * loads them: _maybe_expand_transformer_param_shape_or_error_ zero-pads any nn.Linear whose lora_A is
+ * wider than its in_features, but a saved model can say so only for x_embedder (config in_channels,
+ * _MODULE_NAME_TO_ATTRIBUTE_MAP_FLUX), so that one module may widen its base: to its lora_A's columns,
+ * which the plan compares with the base weight (equal: no widening). Any other wider lora_A stays a
+ * shape mismatch.
+ */
+export function diffusersWidenedColumns(module: AdapterModule): number | undefined {
+  if (module.key !== 'transformer.x_embedder' || module.algorithm !== 'lora' || module.kind !== 'linear' || module.deltaShape.length !== 2) return undefined;
+  return module.deltaShape[1];
+}
+
+/**
+ * The q/k RMSNorm weights such a file holds (--train_norm_layers; diffusers' own conversion of BFL's
+ * file gives the same names), which FluxControlPipeline loads in place of the model's whatever the
+ * adapter weight (_control_lora_supported_norm_keys, _load_norm_into_transformer after removing one
+ * `transformer.` prefix). `replaced`: their tensor names, each a set_weight of its own name.
+ * `ignored`: the same norms under `transformer.transformer.`, as the training script's save
+ * writes them (its `transformer.` names packed under the component's prefix again): diffusers
+ * removes one prefix, finds no such parameter and drops them with a warning.
+ */
+export function readDiffusersControlNorms(file: SafetensorsFile): { replaced: ReadonlySet<string>; ignored: readonly string[] } {
+  const replaced = new Set<string>(), ignored: string[] = [];
+  for (const t of file.tensors) {
+    const m = DIFFUSERS_NORM.exec(t.name);
+    if (m) (m[1] ? ignored.push(t.name) : replaced.add(t.name));
+  }
+  return { replaced, ignored };
+}
+
+const DIFFUSERS_NORM = /^transformer\.(transformer\.)?(?:single_)?transformer_blocks\.\d+\.attn\.norm_(?:added_)?[qk]\.weight$/;

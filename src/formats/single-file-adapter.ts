@@ -12,7 +12,7 @@ import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterFormat, AdapterModule, ParsedAdapter, TensorReplacement } from './adapter.js';
-import { readBflControlLora } from './bfl-control-lora.js';
+import { diffusersWidenedColumns, readBflControlLora, readDiffusersControlNorms } from './bfl-control-lora.js';
 import { algorithmsFor, SHARED_ROLES, type ModuleContext } from './algorithms/index.js';
 import { MODULE_PARTS, PART_ROLES } from './algorithms/module-parts.js';
 import { splitTensorName, type Role } from './key-forms.js';
@@ -49,6 +49,10 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const networkArgs = new KohyaNetworkArgs(fileName, file.metadata);
   const bundled = new Set<string>();
   const control = readBflControlLora(file);
+  const norms = control ? null : readDiffusersControlNorms(file);
+  for (const ignored of norms?.ignored ?? []) {
+    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${ignored}" is a norm weight under "transformer." twice (as diffusers' train_control_lora_flux.py saves --train_norm_layers), which FluxControlPipeline.load_lora_weights does not load (it warns and drops it); remove the tensor to merge as diffusers does, or drop one "transformer." to load it` });
+  }
 
   for (const entry of file.tensors) {
     // A1111 loads these as textual inversions beside the LoRA, ComfyUI skips them; neither changes a
@@ -58,8 +62,12 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
       bundled.add(embedding[1]);
       continue;
     }
+    if (norms?.ignored.includes(entry.name)) continue;
     // A control LoRA's norm scales replace the tensors of their own names (ComfyUI's set_weight).
-    const split = control?.replaced.has(entry.name) ? { module: entry.name, role: 'set_weight' as Role } : splitTensorName(entry.name);
+    // So do the q/k norms in diffusers' names (FluxControlPipeline's _load_norm_into_transformer): the module
+    // is the RMSNorm, whose weight they replace.
+    const split = control?.replaced.has(entry.name) ? { module: entry.name, role: 'set_weight' as Role }
+      : norms?.replaced.has(entry.name) ? { module: entry.name.slice(0, -'.weight'.length), role: 'set_weight' as Role } : splitTensorName(entry.name);
     // Its modules are the diffusion model's, as every loader reads them (ComfyUI prefixes `diffusion_model.`).
     if (split && control) split.module = control.moduleName(split.module);
     if (!split) {
@@ -78,6 +86,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
 
   const modules: AdapterModule[] = [];
   const replacements: TensorReplacement[] = [];
+  const format = formatOf([...groups.keys()]);
   for (const [key, roles] of groups) {
     let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems);
     if (module?.algorithm === 'set') {
@@ -86,6 +95,10 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
       continue;
     }
     if (module && control?.widened?.module === key) module = { ...module, widenBaseTo: control.widened.columns };
+    else if (module && format === 'diffusers') {
+      const columns = diffusersWidenedColumns(module);
+      if (columns !== undefined) module = { ...module, widenBaseTo: columns };
+    }
     if (module) modules.push(module);
   }
   throwIfProblems(name, problems);
@@ -98,7 +111,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     `${fileName}: bundled textual-inversion embedding${bundled.size === 1 ? '' : 's'} ${[...bundled].map((t) => `"${t}"`).join(', ')} (bundle_emb.*) left out: ` +
     'an embedding adds a prompt token and changes no weight, so the merged model does not know the token; load it as a textual inversion (A1111 does so from this file, ComfyUI skips it)',
   ];
-  return { name, format: formatOf([...groups.keys()]), file, modules, replacements, warnings, config };
+  return { name, format, file, modules, replacements, warnings, config };
 }
 
 /** kohya/A1111's textual-inversion embeddings stored in a LoRA file: `bundle_emb.<token>.<key>[.<subkey>]`. */

@@ -142,6 +142,9 @@ function resizedVocabulary(base: BaseTensorIndex, plan: MergePlan): Resized {
  * A single file has no config: the notes say the merged file's img_in is wider. A widened tensor
  * whose config says nothing this knows to change is a problem (the folder would not load).
  */
+/** The transformers whose pipelines load LoRAs with FluxLoraLoaderMixin, the one loader that widens x_embedder (FLUX.1, Chroma). */
+const WIDENED_BY_DIFFUSERS: ReadonlySet<unknown> = new Set(['FluxTransformer2DModel', 'ChromaTransformer2DModel']);
+
 export async function planWidenedConfigs(files: InputFileSet, shards: readonly BaseShard[], plan: MergePlan): Promise<WidenedConfig[]> {
   const out: WidenedConfig[] = [];
   for (const u of plan.updates) {
@@ -159,6 +162,8 @@ export async function planWidenedConfigs(files: InputFileSet, shards: readonly B
     const problem = (why: string) => plan.problems.push({ adapter: u.terms[0].adapter, module: u.baseKey, code: 'UNSUPPORTED_FORMAT', message: `${u.terms[0].adapter}: widens ${u.baseKey} to ${u.cols} input columns, but ${path} ${why}` });
     if (typeof raw !== 'object' || raw === null || typeof raw._class_name !== 'string') {
       problem('is not a diffusers model config whose width this tool knows to change');
+    } else if (!WIDENED_BY_DIFFUSERS.has(raw._class_name)) {
+      problem(`is a ${raw._class_name}, whose input layer diffusers does not widen (FluxLoraLoaderMixin does, for ${[...WIDENED_BY_DIFFUSERS].join(' and ')})`);
     } else if (name !== 'x_embedder.weight') {
       problem(`has no field diffusers changes for ${name} (it sets in_channels for x_embedder only)`);
     } else if (raw.in_channels !== u.widenedFrom) {

@@ -165,3 +165,23 @@ export function expectAll(merged: Map<string, DecodedTensor>, base: Map<string, 
 
 /** Each BFL module on itself (a BFL-named base). */
 export const identity = (bfl: string, out: number) => [{ key: bfl, src: 0, count: out, dst: 0 }];
+
+/**
+ * A control LoRA in diffusers' own names, as examples/flux-control/train_control_lora_flux.py saves it
+ * (FluxControlPipeline.save_lora_weights of get_peft_model_state_dict): `transformer.<module>.lora_A.weight`
+ * on every Linear of FluxTransformer2DModel, F32 (PEFT keeps adapter weights in float32),
+ * `lora_B.bias` with --use_lora_bias, x_embedder's lora_A twice the base's in_channels; with
+ * --train_norm_layers the q/k norms (BF16, the model's dtype) under `normPrefix` + their diffusers names.
+ */
+export function diffusersControlLora(rand: Rand, opts: { bias?: boolean; normPrefix?: string } = {}): FixtureTensor[] {
+  const out: FixtureTensor[] = [];
+  for (const t of fluxDevDiffusers(rand)) {
+    if (!t.name.endsWith('.weight') || t.shape.length !== 2) continue;
+    const m = t.name.slice(0, -'.weight'.length);
+    const [o, i] = t.shape;
+    out.push(tensor(rand, `transformer.${m}.lora_A.weight`, [R, m === 'x_embedder' ? 2 * i : i], 'F32', 0.5), tensor(rand, `transformer.${m}.lora_B.weight`, [o, R], 'F32', 0.5));
+    if (opts.bias) out.push(tensor(rand, `transformer.${m}.lora_B.bias`, [o], 'F32', 0.5));
+  }
+  if (opts.normPrefix !== undefined) for (const n of fluxNorms()) out.push(tensor(rand, `${opts.normPrefix}${diffusersNorm(n)}`, [HEAD], 'BF16'));
+  return out;
+}
