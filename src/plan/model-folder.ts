@@ -133,6 +133,9 @@ function resizedVocabulary(base: BaseTensorIndex, plan: MergePlan): Resized {
   return rows === from ? {} : { rows, from };
 }
 
+/** The transformers whose pipelines load LoRAs with FluxLoraLoaderMixin, the one loader that widens x_embedder (FLUX.1, Chroma). */
+const WIDENED_BY_DIFFUSERS: ReadonlySet<unknown> = new Set(['FluxTransformer2DModel', 'ChromaTransformer2DModel']);
+
 /**
  * What a widened input layer (BFL's control LoRAs on img_in / x_embedder) changes besides the
  * tensor: diffusers sets its transformer's config `in_channels` to the new width when it expands
@@ -142,9 +145,6 @@ function resizedVocabulary(base: BaseTensorIndex, plan: MergePlan): Resized {
  * A single file has no config: the notes say the merged file's img_in is wider. A widened tensor
  * whose config says nothing this knows to change is a problem (the folder would not load).
  */
-/** The transformers whose pipelines load LoRAs with FluxLoraLoaderMixin, the one loader that widens x_embedder (FLUX.1, Chroma). */
-const WIDENED_BY_DIFFUSERS: ReadonlySet<unknown> = new Set(['FluxTransformer2DModel', 'ChromaTransformer2DModel']);
-
 export async function planWidenedConfigs(files: InputFileSet, shards: readonly BaseShard[], plan: MergePlan): Promise<WidenedConfig[]> {
   const out: WidenedConfig[] = [];
   for (const u of plan.updates) {
