@@ -23,14 +23,9 @@ export async function writeModelFiles(
     if (fromAdapter.has(path)) continue;
     const widened = folder.widened?.find((c) => c.path === path);
     if (widened) {
-      const sink = await output.createFile(path);
-      await sink.write(new TextEncoder().encode(JSON.stringify(rewriteModelConfig(widened.raw, widened.changes), null, 2) + '\n'));
-      await sink.close();
+      await writeJson(output, path, rewriteModelConfig(widened.raw, widened.changes));
     } else if (folder.config && path === folder.config.path) {
-      const config = rewriteModelConfig(folder.config.raw, { ...folder.changes, ...(dtype ? { dtype } : {}) });
-      const sink = await output.createFile(path);
-      await sink.write(new TextEncoder().encode(JSON.stringify(config, null, 2) + '\n'));
-      await sink.close();
+      await writeJson(output, path, rewriteModelConfig(folder.config.raw, { ...folder.changes, ...(dtype ? { dtype } : {}) }));
     } else {
       await copyInputFile(prepared.baseFiles, path, output);
     }
@@ -42,4 +37,11 @@ export async function writeModelFiles(
     written.push(name);
   }
   return written;
+}
+
+/** A rewritten config, as transformers and diffusers write theirs (two-space indent, final newline). */
+async function writeJson(output: OutputTarget, path: string, value: unknown): Promise<void> {
+  const sink = await output.createFile(path);
+  await sink.write(new TextEncoder().encode(JSON.stringify(value, null, 2) + '\n'));
+  await sink.close();
 }
