@@ -10,6 +10,7 @@ import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
 import { ggufExpertSlices } from './gguf-expert-slices.js';
 import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
+import { auraflow } from './auraflow.js';
 import { internvlOriginal } from './internvl-original.js';
 import { kohyaFlat } from './kohya-flat.js';
 import { lumina2 } from './lumina2.js';
@@ -20,6 +21,7 @@ import { fluxBfl } from './flux-bfl.js';
 import { flux2Bfl } from './flux2-bfl.js';
 import { hunyuanVideo } from './hunyuan-video.js';
 import { openclipText } from './openclip-text.js';
+import { pixart } from './pixart.js';
 import { sd3Sai } from './sd3-sai.js';
 import { wanOriginal } from './wan-original.js';
 import { xlabsFlux } from './xlabs-flux.js';
@@ -38,12 +40,13 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * InternVL's refusals of names from its other checkpoint format (a reason, heard unless a later
  * layout finds the module), then names as the base spells them, then translations (the Hunyuan
  * DiTs' answers only on their bases, which the Flux layout leaves to it, though ComfyUI's Hunyuan
- * naming shares Flux's BFL names; Z-Image's, Lumina 2's and FLUX.2's only on their own bases, where FLUX.1's steps
- * aside from FLUX.2; LTX-2's and LTX-Video's each only on their own model, though LTX-2 keeps
+ * naming shares Flux's BFL names; Z-Image's, Lumina 2's, AuraFlow's, PixArt's and FLUX.2's only on
+ * their own bases, where FLUX.1's steps aside from FLUX.2; PixArt's before SD3's and Flux's, whose
+ * rules name PixArt's `final_layer.linear`, `x_embedder.proj` and `t_embedder` too; LTX-2's and LTX-Video's each only on their own model, though LTX-2 keeps
  * LTX-Video's names for its video half).
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo,
 ];
 
 export type Location =
