@@ -13,17 +13,23 @@
  *   blocks `w1*`); `c_fc1`, `c_fc2`, `c_proj` are `linear_1`, `linear_2`, `out_projection`; the
  *   final `modF.1` is `norm_out.linear` with its two halves (shift, scale) swapped;
  * - PixArt: self-attention q, k, v are the thirds of `attn.qkv`; cross-attention k, v the halves
- *   of `cross_attn.kv_linear`; `t_block.1` is `adaln_single.linear`, row for row.
+ *   of `cross_attn.kv_linear`; `t_block.1` is `adaln_single.linear`, row for row;
+ * - HunyuanDiT (diffusers' scripts/convert_hunyuandit_to_diffusers.py): q, k, v are the thirds of
+ *   `attn1.Wqkv`, cross k, v the halves of `attn2.kv_proj`; `final_layer.adaLN_modulation.1` is
+ *   `norm_out.linear` with its halves swapped; the block's norm2 and norm3 swap names.
  */
 import { describe, expect, it } from 'vitest';
 import { auraflow } from '../src/formats/layouts/auraflow.js';
 import { pixart } from '../src/formats/layouts/pixart.js';
+import { hunyuanDit } from '../src/formats/layouts/hunyuan-dit.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { rowsAt, rowsFrom, swappedHalves, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import {
-  AURAFLOW, PIXART, auraflowDiffusersTensors, auraflowOriginalTensors, pixartDiffusersTensors, pixartOriginalTensors,
+  AURAFLOW, HUNYUAN_DIT, PIXART, auraflowDiffusersTensors, auraflowOriginalTensors, hunyuanDitDiffusersTensors, hunyuanDitOriginalTensors,
+  pixartDiffusersTensors, pixartOriginalTensors,
 } from './helpers/auraflow-pixart-fixtures.js';
 import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 
 const rand = seededRandom(20261203);
 
@@ -172,6 +178,64 @@ const pixartPeftConfig = JSON.stringify({
   target_modules: ['to_q', 'to_k', 'to_v', 'to_out.0', 'ff.net.0.proj', 'ff.net.2', 'adaln_single.linear', 'caption_projection.linear_1', 'caption_projection.linear_2', 'adaln_single.emb.timestep_embedder.linear_1', 'proj_out'],
 });
 
+// --- HunyuanDiT -----------------------------------------------------------------------------------
+
+const { dim: y, mlp: ym, text: yt } = HUNYUAN_DIT;
+const HY = 'hunyuan_dit_1.2.safetensors';
+const YB = (p: string, i: number, rest: string) => `${p}blocks.${i}.${rest}.weight`;
+/** `transformer.` + diffusers names (diffusers' trainers) onto Tencent's names under `p`. */
+function diffusersHunyuanDit(s: number, p: string): LoraSpec[] {
+  const T = 'transformer.blocks';
+  return [
+    peft(`${T}.0.attn1.to_q`, 4, y, y, [{ key: YB(p, 0, 'attn1.Wqkv'), rows: rowsAt(0, y) }], s),
+    peft(`${T}.1.attn1.to_v`, 4, y, y, [{ key: YB(p, 1, 'attn1.Wqkv'), rows: rowsAt(2 * y, y) }], s),
+    peft(`${T}.0.attn1.to_out.0`, 4, y, y, [{ key: YB(p, 0, 'attn1.out_proj') }], s),
+    peft(`${T}.2.attn2.to_q`, 4, y, y, [{ key: YB(p, 2, 'attn2.q_proj') }], s),
+    peft(`${T}.0.attn2.to_k`, 4, y, yt, [{ key: YB(p, 0, 'attn2.kv_proj'), rows: rowsAt(0, y) }], s),
+    peft(`${T}.3.attn2.to_v`, 4, y, yt, [{ key: YB(p, 3, 'attn2.kv_proj'), rows: rowsAt(y, y) }], s),
+    peft(`${T}.1.attn2.to_out.0`, 4, y, y, [{ key: YB(p, 1, 'attn2.out_proj') }], s),
+    peft(`${T}.2.ff.net.0.proj`, 4, ym, y, [{ key: YB(p, 2, 'mlp.fc1') }], s),
+    peft(`${T}.3.ff.net.2`, 4, y, ym, [{ key: YB(p, 3, 'mlp.fc2') }], s),
+    peft(`${T}.0.norm1.linear`, 4, y, y, [{ key: YB(p, 0, 'default_modulation.1') }], s),
+    peft(`${T}.3.skip_linear`, 4, y, 2 * y, [{ key: YB(p, 3, 'skip_linear') }], s),
+    peft('transformer.time_extra_emb.extra_embedder.linear_1', 4, 4 * y, HUNYUAN_DIT.extra, [{ key: `${p}extra_embedder.0.weight` }], s),
+    peft('transformer.time_extra_emb.timestep_embedder.linear_2', 4, y, y, [{ key: `${p}t_embedder.mlp.2.weight` }], s),
+    peft('transformer.text_embedder.linear_1', 4, 4 * HUNYUAN_DIT.t5, HUNYUAN_DIT.t5, [{ key: `${p}mlp_t5.0.weight` }], s),
+    peft('transformer.proj_out', 4, 32, y, [{ key: `${p}final_layer.linear.weight` }], s),
+    peft('transformer.norm_out.linear', 4, 2 * y, y, [{ key: `${p}final_layer.adaLN_modulation.1.weight`, rows: swappedHalves(y) }], s),
+  ];
+}
+/** Tencent's own PEFT LoRAs (HunyuanDiT's kohya-free trainer): `base_model.model.` + its names, in a PEFT folder. */
+const tencentHunyuanDitOnDiffusers: LoraSpec[] = [
+  peft('base_model.model.blocks.0.attn1.Wqkv', 4, 3 * y, y, [
+    { key: YB('', 0, 'attn1.to_q'), rows: rowsFrom(0, y) }, { key: YB('', 0, 'attn1.to_k'), rows: rowsFrom(y, y) }, { key: YB('', 0, 'attn1.to_v'), rows: rowsFrom(2 * y, y) },
+  ], 2),
+  peft('base_model.model.blocks.2.attn2.kv_proj', 4, 2 * y, yt, [{ key: YB('', 2, 'attn2.to_k'), rows: rowsFrom(0, y) }, { key: YB('', 2, 'attn2.to_v'), rows: rowsFrom(y, y) }], 2),
+  peft('base_model.model.blocks.1.attn2.q_proj', 4, y, y, [{ key: YB('', 1, 'attn2.to_q') }], 2),
+  peft('base_model.model.blocks.3.attn1.out_proj', 4, y, y, [{ key: YB('', 3, 'attn1.to_out.0') }], 2),
+];
+const tencentConfig = JSON.stringify({
+  peft_type: 'LORA', task_type: null, base_model_name_or_path: null, r: 4, lora_alpha: 8, lora_dropout: 0, bias: 'none',
+  fan_in_fan_out: false, init_lora_weights: true, use_rslora: false, use_dora: false, rank_pattern: {}, alpha_pattern: {},
+  target_modules: ['Wqkv', 'q_proj', 'kv_proj', 'out_proj'],
+});
+/** ComfyUI's extracted and sd-scripts-form LoRAs (the original names), α; onto diffusers' names. */
+const comfyHunyuanDitOnDiffusers: LoraSpec[] = [
+  kohya('diffusion_model.blocks.3.attn1.Wqkv', 2, 3 * y, y, [
+    { key: YB('', 3, 'attn1.to_q'), rows: rowsFrom(0, y) }, { key: YB('', 3, 'attn1.to_k'), rows: rowsFrom(y, y) }, { key: YB('', 3, 'attn1.to_v'), rows: rowsFrom(2 * y, y) },
+  ], 1),
+  kohya('diffusion_model.blocks.1.mlp.fc1', 2, ym, y, [{ key: YB('', 1, 'ff.net.0.proj') }], 1),
+  kohya('diffusion_model.blocks.2.default_modulation.1', 2, y, y, [{ key: YB('', 2, 'norm1.linear') }], 1),
+  kohya('diffusion_model.pooler.c_proj', 2, yt, HUNYUAN_DIT.t5, [{ key: 'time_extra_emb.pooler.c_proj.weight' }], 1),
+  kohya('diffusion_model.final_layer.adaLN_modulation.1', 2, 2 * y, y, [{ key: 'norm_out.linear.weight', rows: swappedHalves(y) }], 1),
+  kohya('lora_unet_blocks_0_attn2_kv_proj', 2, 2 * y, yt, [{ key: YB('', 0, 'attn2.to_k'), rows: rowsFrom(0, y) }, { key: YB('', 0, 'attn2.to_v'), rows: rowsFrom(y, y) }], 1),
+];
+/** The same ComfyUI LoRA on ComfyUI's file: by name, fused tensors whole. */
+const comfyHunyuanDitOnOriginal: LoraSpec[] = [
+  kohya('diffusion_model.blocks.3.attn1.Wqkv', 2, 3 * y, y, [{ key: YB(cm, 3, 'attn1.Wqkv') }], 1),
+  kohya('lora_unet_blocks_0_attn2_kv_proj', 2, 2 * y, yt, [{ key: YB(cm, 0, 'attn2.kv_proj') }], 1),
+];
+
 // --- the cases ------------------------------------------------------------------------------------
 
 const CASES: LoraCase[] = [
@@ -218,11 +282,27 @@ const CASES: LoraCase[] = [
       { file: 'kohya-pixart.safetensors', specs: kohyaPixArtOnDiffusers, weight: 0.6 },
     ],
   },
+  {
+    name: 'HunyuanDiT v1.2, ComfyUI\'s file (model.diffusion_model., fp16) ← diffusers-named LoRA and ComfyUI\'s own', layout: 'hunyuan-dit',
+    base: file(HY, hunyuanDitOriginalTensors(rand, 'F16', HUNYUAN_DIT, cm)), baseName: HY,
+    adapters: [
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersHunyuanDit(2, cm), weight: 0.9, metadata: diffusersMetadata },
+      { file: 'comfyui-extracted.safetensors', specs: comfyHunyuanDitOnOriginal, weight: 1 },
+    ],
+  },
+  {
+    name: 'diffusers HunyuanDiT transformer ← Tencent\'s PEFT folder, ComfyUI-extracted and sd-scripts-form LoRAs (original names)', layout: 'hunyuan-dit',
+    base: diffusersFolder('HunyuanDiT2DModel', hunyuanDitDiffusersTensors(rand, 'F16')), baseName: 'transformer',
+    adapters: [
+      { file: 'adapter_model.safetensors', specs: tencentHunyuanDitOnDiffusers, weight: 1, folder: { name: 'hunyuandit-lora', config: tencentConfig } },
+      { file: 'comfyui-extracted.safetensors', specs: comfyHunyuanDitOnDiffusers, weight: -0.8 },
+    ],
+  },
 ];
 
 const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
 
-describe('the AuraFlow and PixArt layouts', () => {
+describe('the AuraFlow, PixArt and HunyuanDiT layouts', () => {
   it('place the modules named the other way', async () => {
     for (const k of CASES) {
       const prepared = await prepare(k);
@@ -232,7 +312,7 @@ describe('the AuraFlow and PixArt layouts', () => {
     }
   });
 
-  for (const layout of [auraflow, pixart]) {
+  for (const layout of [auraflow, pixart, hunyuanDit]) {
     it(`without ${layout.name} in the registry, every case it places is refused`, async () => {
       await withoutLayout(layout, async () => {
         for (const k of CASES.filter((c) => c.layout === layout.name)) {
@@ -278,5 +358,35 @@ describe('refused by name', () => {
       kohya('diffusion_model.blocks.0.attn.qkv', 2, 3 * a, a, [], 1),
     ]);
     expect(onAura).toEqual([expect.stringMatching(/no matching tensor/)]);
+  });
+
+  it('HunyuanDiT: a change to a block\'s norm2 or norm3, whose names the two namings swap, in either naming and on either base', async () => {
+    const { dim } = HUNYUAN_DIT;
+    const diffs = buildSafetensors([
+      { name: 'diffusion_model.blocks.1.norm2.diff', dtype: 'F32', shape: [dim], data: Array.from({ length: dim }, (_, i) => i / 8) },
+      { name: 'lora_unet_blocks_2_norm3.diff_b', dtype: 'F32', shape: [dim], data: Array.from({ length: dim }, (_, i) => -i / 8) },
+    ]);
+    for (const [base, baseName] of [
+      [file(HY, hunyuanDitOriginalTensors(rand, 'F16', HUNYUAN_DIT, cm)), HY],
+      [diffusersFolder('HunyuanDiT2DModel', hunyuanDitDiffusersTensors(rand, 'F16')), 'transformer'],
+    ] as const) {
+      const prepared = await prepareMerge(memoryInputFileSet(base, baseName), [{ files: memoryInputFileSet({ 'norms.safetensors': diffs }, 'norms.safetensors'), weight: 1 }]);
+      const problems = prepared.plan.problems.map((p) => p.message);
+      await prepared.close();
+      expect(problems, baseName).toEqual([
+        expect.stringMatching(/blocks\.1\.norm2.*swaps norm2 and norm3/),
+        expect.stringMatching(/blocks_2_norm3.*swaps norm2 and norm3/),
+      ]);
+    }
+  });
+
+  it('HunyuanDiT modules the base lacks: a fifth block, a PixArt name', async () => {
+    const problems = await problemsOf(file(HY, hunyuanDitOriginalTensors(rand, 'F16', HUNYUAN_DIT, cm)), HY, [
+      peft('transformer.blocks.4.attn1.to_q', 2, y, y, [], 1),
+      kohya('diffusion_model.blocks.0.cross_attn.q_linear', 2, y, y, [], 1),
+    ]);
+    expect(problems).toEqual([
+      expect.stringMatching(/blocks\.4\.attn1\.to_q.*no matching tensor/), expect.stringMatching(/cross_attn\.q_linear.*no matching tensor/),
+    ]);
   });
 });

@@ -1,12 +1,14 @@
 /**
- * Small AuraFlow (fal's AuraFlow 0.3, Pony V7) and PixArt (α, Σ) checkpoints with their real key
+ * Small AuraFlow (fal's AuraFlow 0.3, Pony V7), PixArt (α, Σ) and HunyuanDiT checkpoints with their real key
  * names, shape ratios (dims scaled down), dtypes and biases, in both namings people hold them in:
  * - AuraFlow: fal's single file (`aura_flow_0.3.safetensors`, Pony V7's, ComfyUI's model under
  *   `model.diffusion_model.`) and diffusers' AuraFlowTransformer2DModel;
  * - PixArt: PixArt-alpha's checkpoints (`PixArt-Sigma-XL-2-1024-MS`, as ComfyUI loads them) and
- *   diffusers' PixArtTransformer2DModel.
+ *   diffusers' PixArtTransformer2DModel;
+ * - HunyuanDiT: Tencent's checkpoints (ComfyUI's `hunyuan_dit_1.2.safetensors`) and diffusers'
+ *   HunyuanDiT2DModel.
  * The names are those of diffusers' single-file conversion for AuraFlow and its
- * scripts/convert_pixart_sigma_to_diffusers.py. Nothing here imports the library under test.
+ * scripts/convert_pixart_sigma_to_diffusers.py and convert_hunyuandit_to_diffusers.py. Nothing here imports the library under test.
  */
 import type { FixtureDType, FixtureTensor } from './fixtures.js';
 import { tensor, type Rand } from './diffusion-fixtures.js';
@@ -122,5 +124,75 @@ export function pixartDiffusersTensors(rand: Rand, dtype: FixtureDType, d: PixAr
     out.push(...lin(`${b}.ff.net.0.proj`, d.mlp, d.dim), ...lin(`${b}.ff.net.2`, d.dim, d.mlp));
   }
   out.push(...lin('proj_out', 4 * 2 * d.latent, d.dim), w('scale_shift_table', [2, d.dim]));
+  return out;
+}
+
+/**
+ * HunyuanDiT with width `dim` (1408: 16 heads of 88), MLP `mlp` (4.3637·dim: 6144), CLIP text
+ * width `text` (1024), T5 width `t5` (2048), timestep frequencies `freq` (256), the extra
+ * embedder's input `extra` (the pooled T5 and image-size embeddings), 4 blocks (40 in the real
+ * model), the last with the long skip (`skip_linear`, `skip_norm`: blocks past depth / 2).
+ * Biases on every Linear and LayerNorm, as the model has.
+ */
+export interface HunyuanDitDims { dim: number; mlp: number; text: number; t5: number; freq: number; extra: number }
+export const HUNYUAN_DIT: HunyuanDitDims = { dim: 8, mlp: 20, text: 6, t5: 10, freq: 6, extra: 12 };
+
+/** Tencent's original naming (ComfyUI's `hunyuan_dit_1.2.safetensors` holds it under `model.diffusion_model.`). */
+export function hunyuanDitOriginalTensors(rand: Rand, dtype: FixtureDType, d: HunyuanDitDims = HUNYUAN_DIT, prefix = ''): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, prefix + name, shape, dtype);
+  const lin = (name: string, out: number, inF: number) => [w(`${name}.weight`, [out, inF]), w(`${name}.bias`, [out])];
+  const norm = (name: string, n: number) => [w(`${name}.weight`, [n]), w(`${name}.bias`, [n])];
+  const head = d.dim / 2;
+  const out: FixtureTensor[] = [
+    w('text_embedding_padding', [4, d.text]),
+    w('pooler.positional_embedding', [5, d.t5]), ...lin('pooler.k_proj', d.t5, d.t5), ...lin('pooler.q_proj', d.t5, d.t5),
+    ...lin('pooler.v_proj', d.t5, d.t5), ...lin('pooler.c_proj', d.text, d.t5),
+    ...lin('mlp_t5.0', 4 * d.t5, d.t5), ...lin('mlp_t5.2', d.text, 4 * d.t5),
+    ...lin('extra_embedder.0', 4 * d.dim, d.extra), ...lin('extra_embedder.2', d.dim, 4 * d.dim),
+    w('x_embedder.proj.weight', [d.dim, 4, 2, 2]), w('x_embedder.proj.bias', [d.dim]),
+    ...lin('t_embedder.mlp.0', d.dim, d.freq), ...lin('t_embedder.mlp.2', d.dim, d.dim),
+  ];
+  for (let i = 0; i < 4; i++) {
+    const b = `blocks.${i}`;
+    out.push(
+      ...norm(`${b}.norm1`, d.dim), ...lin(`${b}.attn1.Wqkv`, 3 * d.dim, d.dim), ...norm(`${b}.attn1.q_norm`, head), ...norm(`${b}.attn1.k_norm`, head),
+      ...lin(`${b}.attn1.out_proj`, d.dim, d.dim), ...norm(`${b}.norm2`, d.dim),
+      ...lin(`${b}.mlp.fc1`, d.mlp, d.dim), ...lin(`${b}.mlp.fc2`, d.dim, d.mlp), ...lin(`${b}.default_modulation.1`, d.dim, d.dim),
+      ...lin(`${b}.attn2.q_proj`, d.dim, d.dim), ...lin(`${b}.attn2.kv_proj`, 2 * d.dim, d.text), ...norm(`${b}.attn2.q_norm`, head),
+      ...norm(`${b}.attn2.k_norm`, head), ...lin(`${b}.attn2.out_proj`, d.dim, d.dim), ...norm(`${b}.norm3`, d.dim),
+    );
+    if (i === 3) out.push(...norm(`${b}.skip_norm`, 2 * d.dim), ...lin(`${b}.skip_linear`, d.dim, 2 * d.dim));
+  }
+  out.push(...lin('final_layer.adaLN_modulation.1', 2 * d.dim, d.dim), ...lin('final_layer.linear', 32, d.dim));
+  return out;
+}
+
+/** diffusers' HunyuanDiT2DModel (Tencent-Hunyuan/HunyuanDiT-v1.2-Diffusers `transformer/`). */
+export function hunyuanDitDiffusersTensors(rand: Rand, dtype: FixtureDType, d: HunyuanDitDims = HUNYUAN_DIT): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, name, shape, dtype);
+  const lin = (name: string, out: number, inF: number) => [w(`${name}.weight`, [out, inF]), w(`${name}.bias`, [out])];
+  const norm = (name: string, n: number) => [w(`${name}.weight`, [n]), w(`${name}.bias`, [n])];
+  const head = d.dim / 2;
+  const te = 'time_extra_emb';
+  const out: FixtureTensor[] = [
+    w('text_embedding_padding', [4, d.text]),
+    w(`${te}.pooler.positional_embedding`, [5, d.t5]), ...lin(`${te}.pooler.k_proj`, d.t5, d.t5), ...lin(`${te}.pooler.q_proj`, d.t5, d.t5),
+    ...lin(`${te}.pooler.v_proj`, d.t5, d.t5), ...lin(`${te}.pooler.c_proj`, d.text, d.t5),
+    ...lin('text_embedder.linear_1', 4 * d.t5, d.t5), ...lin('text_embedder.linear_2', d.text, 4 * d.t5),
+    ...lin(`${te}.extra_embedder.linear_1`, 4 * d.dim, d.extra), ...lin(`${te}.extra_embedder.linear_2`, d.dim, 4 * d.dim),
+    w('pos_embed.proj.weight', [d.dim, 4, 2, 2]), w('pos_embed.proj.bias', [d.dim]),
+    ...lin(`${te}.timestep_embedder.linear_1`, d.dim, d.freq), ...lin(`${te}.timestep_embedder.linear_2`, d.dim, d.dim),
+  ];
+  for (let i = 0; i < 4; i++) {
+    const b = `blocks.${i}`;
+    out.push(...norm(`${b}.norm1.norm`, d.dim), ...lin(`${b}.norm1.linear`, d.dim, d.dim));
+    for (const p of ['to_q', 'to_k', 'to_v', 'to_out.0']) out.push(...lin(`${b}.attn1.${p}`, d.dim, d.dim));
+    out.push(...norm(`${b}.attn1.norm_q`, head), ...norm(`${b}.attn1.norm_k`, head), ...norm(`${b}.norm2`, d.dim));
+    out.push(...lin(`${b}.attn2.to_q`, d.dim, d.dim), ...lin(`${b}.attn2.to_k`, d.dim, d.text), ...lin(`${b}.attn2.to_v`, d.dim, d.text), ...lin(`${b}.attn2.to_out.0`, d.dim, d.dim));
+    out.push(...norm(`${b}.attn2.norm_q`, head), ...norm(`${b}.attn2.norm_k`, head), ...norm(`${b}.norm3`, d.dim));
+    out.push(...lin(`${b}.ff.net.0.proj`, d.mlp, d.dim), ...lin(`${b}.ff.net.2`, d.dim, d.mlp));
+    if (i === 3) out.push(...norm(`${b}.skip_norm`, 2 * d.dim), ...lin(`${b}.skip_linear`, d.dim, 2 * d.dim));
+  }
+  out.push(...lin('norm_out.linear', 2 * d.dim, d.dim), ...lin('proj_out', 32, d.dim));
   return out;
 }

@@ -19,6 +19,7 @@ import { ltx2 } from './ltx2.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
 import { flux2Bfl } from './flux2-bfl.js';
+import { hunyuanDit } from './hunyuan-dit.js';
 import { hunyuanVideo } from './hunyuan-video.js';
 import { openclipText } from './openclip-text.js';
 import { pixart } from './pixart.js';
@@ -38,7 +39,9 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * two namings (it answers only for models whose config.json `architectures` has a checkpoint key
  * map, and its answer must not be preempted by a suffix match on the base's own names), then
  * InternVL's refusals of names from its other checkpoint format (a reason, heard unless a later
- * layout finds the module), then names as the base spells them, then translations (the Hunyuan
+ * layout finds the module), then HunyuanDiT's (its two namings share `blocks.N` and swap the names
+ * of two norms, so its refusal of those must come before a match by name), then names as the base
+ * spells them, then translations (the Hunyuan
  * DiTs' answers only on their bases, which the Flux layout leaves to it, though ComfyUI's Hunyuan
  * naming shares Flux's BFL names; Z-Image's, Lumina 2's, AuraFlow's, PixArt's and FLUX.2's only on
  * their own bases, where FLUX.1's steps aside from FLUX.2; PixArt's before SD3's and Flux's, whose
@@ -46,7 +49,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * LTX-Video's names for its video half).
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo,
 ];
 
 export type Location =
@@ -165,6 +168,8 @@ function describe(r: Tried, component?: BaseComponent): Location {
   if (!r.ambiguous) {
     return { found: false, code: 'UNKNOWN_MODULE', message: r.why ?? `no matching tensor in ${component ? component.name : 'the base model'}` };
   }
+  // A layout that knows why the name fits several tensors says so.
+  if (r.why) return { found: false, code: 'AMBIGUOUS_MODULE', message: r.why };
   const shown = r.candidates.slice(0, 4).join(', ');
   return { found: false, code: 'AMBIGUOUS_MODULE', message: `matches ${r.candidates.length} base tensors (${shown}${r.candidates.length > 4 ? ', ...' : ''})` };
 }
