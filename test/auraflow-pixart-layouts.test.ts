@@ -326,7 +326,7 @@ describe('the AuraFlow, PixArt and HunyuanDiT layouts', () => {
 });
 
 describe('refused by name', () => {
-  const problemsOf = (base: Record<string, Uint8Array>, baseName: string, specs: LoraSpec[]) => planProblemsOf(base, baseName, specs, rand);
+  const problemsOf = (base: Record<string, Uint8Array | string>, baseName: string, specs: LoraSpec[]) => planProblemsOf(base, baseName, specs, rand);
 
   it('AuraFlow modules the base lacks: a block past its last, a text stream in a single block', async () => {
     const problems = await problemsOf(file(PONY, auraflowOriginalTensors(rand, 'BF16')), PONY, [
