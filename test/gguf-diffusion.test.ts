@@ -1,6 +1,6 @@
 /**
  * Diffusion models in GGUF as ComfyUI-GGUF's converter (tools/convert.py) writes them: the
- * checkpoint's own tensor names, `general.architecture` "flux" / "sdxl", 1-D tensors and the
+ * checkpoint's own tensor names, `general.architecture` "flux" / "sdxl" / "aura", 1-D tensors and the
  * embedders F32, the rest quantized (Q8_0 here, K-quants too); for SD1/SDXL (`shape_fix`) a
  * matrix whose rows are not whole 256-blocks is stored as rows of 256 values with its real shape
  * under `comfy.gguf.orig_shape.<name>` (an INT32 array), which ComfyUI-GGUF's loader views it in.
@@ -136,6 +136,63 @@ describe('a FLUX.1 GGUF (ComfyUI-GGUF, Q8_0) with an sd-scripts LoRA and a diffu
       expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
     }
     expect(out.metadata.get('general.architecture')!.value).toBe('flux');
+  });
+});
+
+describe('a Pony V7 GGUF (AuraFlow, ComfyUI-GGUF "aura", Q8_0) with a diffusers-named LoRA', () => {
+  const H = 64, R = 4, ALPHA = 8;
+  const W1Q = 'double_layers.0.attn.w1q.weight', MODF = 'modF.1.weight';
+  const specs = [
+    { name: 'init_x_linear.weight', ne: [16, H], type: 'F32' }, { name: 'init_x_linear.bias', ne: [H], type: 'F32' },
+    { name: 'cond_seq_linear.weight', ne: [32, H], type: 'Q8_0' },
+    { name: 'double_layers.0.attn.w2q.weight', ne: [H, H], type: 'Q8_0' },
+    { name: W1Q, ne: [H, H], type: 'Q8_0' },
+    { name: 'double_layers.0.modX.1.weight', ne: [H, 6 * H], type: 'Q8_0' },
+    { name: 'single_layers.0.attn.w1q.weight', ne: [H, H], type: 'Q8_0' },
+    { name: MODF, ne: [H, 2 * H], type: 'Q8_0' },
+    { name: 'final_linear.weight', ne: [H, 16], type: 'F32' },
+  ];
+  const { tensors, values } = randomTensors(specs, gaussian(11));
+  const base = buildGguf({
+    metadata: [['general.architecture', str('aura')], ['general.quantization_version', u32(2)], ['general.file_type', u32(7)]],
+    tensors,
+  });
+  const g = gaussian(12);
+  const qDown = factor(g, R * H), qUp = factor(g, H * R);
+  const nDown = factor(g, R * H), nUp = factor(g, 2 * H * R);
+  // SimpleTuner / diffusers' trainers: the text stream's q (the original's w1q) and the final
+  // norm (modF.1, whose halves diffusers stores the other way round), α in the metadata.
+  const diffusers = {
+    'pytorch_lora_weights.safetensors': buildSafetensors([
+      { name: 'transformer.joint_transformer_blocks.0.attn.add_q_proj.lora_A.weight', dtype: 'F32', shape: [R, H], data: qDown },
+      { name: 'transformer.joint_transformer_blocks.0.attn.add_q_proj.lora_B.weight', dtype: 'F32', shape: [H, R], data: qUp },
+      { name: 'transformer.norm_out.linear.lora_A.weight', dtype: 'F32', shape: [R, H], data: nDown },
+      { name: 'transformer.norm_out.linear.lora_B.weight', dtype: 'F32', shape: [2 * H, R], data: nUp },
+    ], { format: 'pt', lora_adapter_metadata: JSON.stringify({ 'transformer.r': R, 'transformer.lora_alpha': ALPHA }) }),
+  };
+  const truth = new Map<string, Float64Array>();
+  {
+    const w1q = values.get(W1Q)!.slice();
+    addAt(w1q, lowRank(qUp, qDown, H, R, H, ALPHA / R));
+    truth.set(W1Q, w1q);
+    // diffusers' (scale, shift) rows onto modF.1's (shift, scale): ΔW's first half lands on the second.
+    const modF = values.get(MODF)!.slice();
+    const dn = lowRank(nUp, nDown, 2 * H, R, H, ALPHA / R);
+    addAt(modF, dn.subarray(0, H * H), H * H);
+    addAt(modF, dn.subarray(H * H));
+    truth.set(MODF, modF);
+  }
+
+  it.for(['cpu', 'webgpu'])('merges onto w1q and modF.1 (halves swapped), keeps Q8_0, copies the rest byte for byte, on %s', async (name, ctx) => {
+    const out = await mergeGguf('pony-v7-Q8_0.gguf', base, [diffusers], name);
+    if (!out) return ctx.skip();
+    const input = readGguf(base);
+    expect(out.tensors.map((t) => [t.name, typeName(t.typeId), t.ne])).toEqual(input.tensors.map((t) => [t.name, typeName(t.typeId), t.ne]));
+    for (const [tensor, want] of truth) expectQ8Near(tensorValues('Q8_0', out.tensors.find((t) => t.name === tensor)!.data), want, tensor);
+    for (const t of input.tensors.filter((x) => !truth.has(x.name))) {
+      expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
+    }
+    expect(out.metadata.get('general.architecture')!.value).toBe('aura');
   });
 });
 
