@@ -23,13 +23,15 @@ import { auraflow } from '../src/formats/layouts/auraflow.js';
 import { pixart } from '../src/formats/layouts/pixart.js';
 import { hunyuanDit } from '../src/formats/layouts/hunyuan-dit.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { rowsAt, rowsFrom, swappedHalves, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { loraTensors, rowsAt, rowsFrom, swappedHalves, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import {
   AURAFLOW, HUNYUAN_DIT, PIXART, auraflowDiffusersTensors, auraflowOriginalTensors, hunyuanDitDiffusersTensors, hunyuanDitOriginalTensors,
   pixartDiffusersTensors, pixartOriginalTensors,
 } from './helpers/auraflow-pixart-fixtures.js';
 import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
+import { ModuleLocator } from '../src/formats/layouts/index.js';
+import { moduleAddress } from '../src/formats/module-address.js';
 
 const rand = seededRandom(20261203);
 
@@ -54,6 +56,7 @@ const diffusersFolder = (className: string, tensors: FixtureTensor[]) => ({
   'diffusion_pytorch_model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify({ _class_name: className }),
 });
 const cm = 'model.diffusion_model.';
+const loraTensorsOf = (specs: LoraSpec[]) => loraTensors(rand, specs, 'BF16');
 
 // --- AuraFlow -------------------------------------------------------------------------------------
 
@@ -321,6 +324,76 @@ describe('the AuraFlow, PixArt and HunyuanDiT layouts', () => {
           await prepared.close();
         }
       });
+    });
+  }
+});
+
+describe('a whole PixArt-Σ pipeline folder', () => {
+  it('takes ComfyUI-named modules onto its transformer/ (keys under the component\'s prefix), fused rows split', async () => {
+    const pipeline = {
+      'model_index.json': JSON.stringify({
+        _class_name: 'PixArtSigmaPipeline', transformer: ['diffusers', 'PixArtTransformer2DModel'], text_encoder: ['transformers', 'T5EncoderModel'],
+        vae: ['diffusers', 'AutoencoderKL'], scheduler: ['diffusers', 'DPMSolverMultistepScheduler'], tokenizer: ['transformers', 'T5Tokenizer'],
+      }),
+      'transformer/diffusion_pytorch_model.safetensors': buildSafetensors(pixartDiffusersTensors(rand, 'F16')),
+      'transformer/config.json': JSON.stringify({ _class_name: 'PixArtTransformer2DModel' }),
+      'text_encoder/model.safetensors': buildSafetensors([{ name: 'encoder.block.0.layer.0.SelfAttention.q.weight', dtype: 'F32', shape: [4, 4], data: new Float64Array(16) }]),
+    };
+    const lora = buildSafetensors(loraTensorsOf([
+      kohya('diffusion_model.blocks.1.cross_attn.kv_linear', 2, 2 * x, x, [], 2),
+      kohya('diffusion_model.t_block.1', 2, 6 * x, x, [], 2),
+    ]));
+    const prepared = await prepareMerge(memoryInputFileSet(pipeline, 'PixArt-Sigma-XL-2-1024-MS'), [
+      { files: memoryInputFileSet({ 'comfyui-extracted.safetensors': lora }, 'comfyui-extracted.safetensors'), weight: 1 },
+    ]);
+    expect(prepared.plan.problems).toEqual([]);
+    const placed = prepared.plan.updates.flatMap((u) => u.terms.map((t) => [u.baseKey, t.layout, t.placement?.segments ?? null]));
+    await prepared.close();
+    expect(placed).toEqual(expect.arrayContaining([
+      ['transformer.transformer_blocks.1.attn2.to_k.weight', 'pixart', [{ src: 0, dst: 0, count: x }]],
+      ['transformer.transformer_blocks.1.attn2.to_v.weight', 'pixart', [{ src: x, dst: 0, count: x }]],
+      ['transformer.adaln_single.linear.weight', 'pixart', null],
+    ]));
+    expect(placed).toHaveLength(3);
+  });
+});
+
+describe('every weight of each model, named either way, is found in the other naming', () => {
+  // A module per stored weight (a LoRA on a Linear or conv, a diff on a norm): where it lands is
+  // checked by the merges above; here, that no weight is left without a rule and that each
+  // module's ΔW rows are placed exactly once.
+  const locator = (tensors: FixtureTensor[]) => new ModuleLocator({ tensors: new Map(tensors.map((t) => [t.name, { shape: t.shape }])) });
+  const rowsPlaced = (targets: { baseKey: string; rows?: readonly { count: number }[] }[], base: FixtureTensor[]) =>
+    targets.reduce((n, t) => n + (t.rows ? t.rows.reduce((m, g) => m + g.count, 0) : base.find((b) => b.name === t.baseKey)!.shape[0]), 0);
+  const module = (key: string) => key.slice(0, -'.weight'.length);
+  // HunyuanDiT's block norm2/norm3 are refused (see below): every other weight is placed.
+  const swappedNorm = /^blocks\.\d+\.norm[23]\.weight$/;
+  const families: [string, string, FixtureTensor[], FixtureTensor[]][] = [
+    ['AuraFlow', 'auraflow', auraflowOriginalTensors(rand, 'BF16'), auraflowDiffusersTensors(rand, 'BF16')],
+    ['PixArt', 'pixart', pixartOriginalTensors(rand, 'BF16'), pixartDiffusersTensors(rand, 'BF16')],
+    ['HunyuanDiT', 'hunyuan-dit', hunyuanDitOriginalTensors(rand, 'BF16'), hunyuanDitDiffusersTensors(rand, 'BF16')],
+  ];
+  for (const [family, layout, original, diffusers] of families) {
+    it(`${family}: the original names (dotted, flattened, ComfyUI's) onto diffusers' and back`, () => {
+      const onDiffusers = locator(diffusers);
+      const onOriginal = locator(original);
+      for (const [from, onto, base, prefixes] of [
+        [original, onDiffusers, diffusers, ['', 'diffusion_model.', 'lora_unet_']],
+        [diffusers, onOriginal, original, ['transformer.']],
+      ] as const) {
+        for (const t of from.filter((x) => x.name.endsWith('.weight') && !swappedNorm.test(x.name))) {
+          const counterpart = base.some((b) => b.name === t.name);
+          for (const p of prefixes) {
+            const name = p === 'lora_unet_' ? `${p}${module(t.name).replaceAll('.', '_')}` : `${p}${module(t.name)}`;
+            const at = onto.locate(moduleAddress(name));
+            expect(at.found, name).toBe(true);
+            if (!at.found) continue;
+            // A weight named alike in both (HunyuanDiT's skip_linear) lands by name.
+            if (!counterpart) expect(at.layout, name).toBe(layout);
+            expect(rowsPlaced(at.targets, base), name).toBe(t.shape[0]);
+          }
+        }
+      }
     });
   }
 });
