@@ -6,7 +6,8 @@
  * trainers and the PEFT LoRAs of PixArt's own scripts: `transformer_blocks.N.attn1.to_q`,
  * `attn2.to_k`, `ff.net.0.proj`, `adaln_single.linear`), either way round, as diffusers'
  * scripts/convert_pixart_sigma_to_diffusers.py (and convert_pixart_alpha_to_diffusers.py) rename
- * them, which ComfyUI's LoRA key map for PixArt (comfy/utils.py pixart_to_diffusers) follows:
+ * them (ComfyUI reads diffusers-named PixArt LoRAs through its own key map, comfy/lora.py
+ * model_lora_keys_unet with comfy/utils.py pixart_to_diffusers, onto the original names):
  * - self-attention q, k, v are the thirds of `attn.qkv` (`attn1.to_q`, `to_k`, `to_v`);
  * - cross-attention q is `cross_attn.q_linear` (`attn2.to_q`), k and v are the halves of
  *   `cross_attn.kv_linear` (`attn2.to_k`, `to_v`);
