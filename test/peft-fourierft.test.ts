@@ -159,11 +159,9 @@ describe.each(['cpu', 'webgpu'])('WaveFT (PEFT) with use_idwt false, %s', (name)
 describe('WaveFT refusals', () => {
   const odd = fourier('odd');
   const base = [t(`${q}.weight`, 'F32', [5, 7], vals(35, 'F32'))];
-  it('use_idwt true or left to its default, a spectrum that is not n_frequency long, more coefficients than weights', async () => {
+  // use_idwt true (PEFT's default) and its refusals: peft-waveft-idwt.test.ts.
+  it('a spectrum that is not n_frequency long, a fractional seed, a transposed weight, more coefficients than weights', async () => {
     const open = (cfg: object, baseTensors = base) => preparePeftFolder(baseTensors, cfg, [waveSpectrum(q, odd)]);
-    for (const idwt of [{ use_idwt: true }, { use_idwt: undefined }]) {
-      await expect(open(waveConfig({ n_frequency: 9, ...idwt }))).rejects.toThrow(/WaveFT with use_idwt true \(PEFT's default\) .* inverse wavelet transform \(waverec2d\)/);
-    }
     await expect(open(waveConfig({ n_frequency: 8 }))).rejects.toThrow(/q_proj": waveft_spectrum \(9\) is not \(n_frequency\) for the config's n_frequency 8/);
     await expect(open(waveConfig({ n_frequency: 9, random_loc_seed: -0.5 }))).rejects.toThrow(/WaveFT "random_loc_seed" must be an integer/);
     // A square weight under fan_in_fan_out true without a config.json is taken as stored (in, out): no dense update there.

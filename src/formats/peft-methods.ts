@@ -18,6 +18,7 @@ import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, LayerClass, ParsedAdapter, TensorReplacement } from './adapter.js';
 import { algorithmNamed } from './algorithms/index.js';
 import { adaloraRankPattern } from './algorithms/peft-adalora.js';
+import { peftWaveletFamilyIndex, peftWaveletReduction } from './algorithms/peft-waveft.js';
 import { parseBoundedJson, shownValue } from './bounded-json.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import type { MatchBudget } from './module-pattern.js';
@@ -240,10 +241,14 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     options.random_loc_seed = seed;
   }
   if (type === 'WAVEFT') {
-    // get_delta_weight's `if use_idwt:` takes a null as false: the coefficients are added where they are.
-    if (raw.use_idwt === undefined || flag('use_idwt') === true) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${configFile}: WaveFT with use_idwt true (PEFT's default) turns its coefficients into a weight update through PEFT's own inverse wavelet transform (waverec2d), which this tool does not reproduce; WaveFT adapters trained with use_idwt false can be merged`);
+    // WaveFTConfig.__post_init__ refuses a wavelet_family WAVELET_REDUCTIONS does not list (None too), whatever use_idwt says.
+    const family = raw.wavelet_family === undefined ? 'db1' : raw.wavelet_family;
+    if (typeof family !== 'string' || peftWaveletReduction(family) === undefined) {
+      throw new MergeError('BAD_CONFIG', `${configFile}: WaveFT "wavelet_family" ${shownValue(family)} is not one PEFT lists (db1–db38, sym2–sym20, coif1–coif17; WaveFTConfig raises ValueError)`);
     }
+    // get_delta_weight's `if use_idwt:` takes a null as false: the coefficients are added where they are.
+    options.use_idwt = raw.use_idwt === undefined || flag('use_idwt') === true;
+    if (options.use_idwt) options.wavelet_family_index = peftWaveletFamilyIndex(family, configFile);
     options.proportional_parameters = flag('proportional_parameters') === true;
   }
   const feedforward = type === 'IA3' ? feedforwardMatcher(raw, configFile) : undefined;
