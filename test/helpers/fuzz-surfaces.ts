@@ -3218,12 +3218,12 @@ export function configScale(d: Decoded, path: string, alphaKey: 'alpha' | 'lora_
 }
 
 /**
- * JSON files loramerge always reads, as Python's json does (strict UTF-8): adapter configs,
+ * JSON files loramerge always reads, as Python's json does (strict UTF-8): adapter configs, ModelOpt's hf_quant_config.json,
  * indexes, and the base folder's own config.json. Others may not be read (a pipeline component's
  * config.json is copied as it is; GPTQ's quantize_config.json is not needed beside config.json's
  * quantization_config), so their bytes decide nothing here.
  */
-const STRICT_JSON = /(?:^|\/)(?:adapter_config|model_index)\.json$|\.index\.json$/;
+const STRICT_JSON = /(?:^|\/)(?:adapter_config|model_index|hf_quant_config)\.json$|\.index\.json$/;
 
 /**
  * The truth of a mutated case: `unknown` unless every file decodes with the plain readers and has
