@@ -37,6 +37,14 @@
  *   - tied input and output embeddings: a decoder LM saved without lm_head.weight, config.json's
  *     tie_word_embeddings true, false or the class default, a PEFT LoRA on lm_head, embed_tokens
  *     (with ensure_weight_tying and the head's tied copy, or without) or q_proj,
+ *   - mlx-lm adapter folders (adapter_config.json, adapters.safetensors: lora_a (in, r), lora_b
+ *     (r, out), a DoRA's m, a full fine-tune's weights) on a Llama folder or an mlx-community
+ *     affine-quantized one (U32 codes, scales, biases; written only with --dtype), hostile: the rank,
+ *     layout or names of the factors, the scale NaN / Inf / a string, the config missing or of an
+ *     unknown fine_tune_type or an old alpha, bits 3, 5 or 6, scales and biases of another shape or
+ *     dtype or not finite,
+ *   - PEFT FourierFT and WaveFT (use_idwt false) folders on layers whose torch.randperm positions
+ *     torch computed, hostile: spectrum lengths, seeds, n past the layer, use_idwt, fan_in_fan_out,
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
  * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
  * `comfy.gguf.orig_shape` entry for the merged tensor), tensor shape and
@@ -64,6 +72,8 @@ import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOpti
 import { mm } from './dense-f64.js';
 import { roundingValue } from './fuzz-cases.js';
 import { AWQ_ORDER, pack } from './int-packing.js';
+import { aTimesB, mlxConfig } from './mlx-lm-folder.js';
+import { deltaTruth, reference as torchReference } from './fourierft-truth.js';
 import { editedText, safetensorsTextProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
 import {
   controlLora, diffusersNorm, diffusersRows, DOUBLE as FLUX_DOUBLE, fluxDevBfl, fluxDevDiffusers, fluxNorms, HEAD as FLUX_HEAD, identity, IN as FLUX_IN, R as FLUX_R,
@@ -96,6 +106,8 @@ export interface SurfaceWorld {
   mergeDtype?: OutDtype;
   /** Bytes per row slab of the in-process merges (small: its tall layers stream in several slabs). */
   slabBytes?: number;
+  /** Top-level fields of its JSON files that this world's truth reads (so edits to them are followed), beside CONFIG_READ_BY_TRUTH. */
+  configReads?: string[];
 }
 
 export type OutDtype = 'bf16' | 'f16' | 'f32';
@@ -2708,6 +2720,559 @@ const tiedEmbeddingsWorld: fc.Arbitrary<SurfaceWorld> = fc
     };
   });
 
+// --- mlx-lm adapter folders (mlx_lm.lora) -------------------------------------------------------------
+
+/** mlx-lm's LoRAEmbedding layers, by the names its model files give them (README, mlx-lm row). */
+const MLX_EMBEDDING = /(^|\.)(embed_tokens|wte|wpe|embed_in|word_embeddings|tok_embeddings)$/;
+const MLX_VOCAB = 5;
+
+/** Whether model/config.json says tie_word_embeddings false, as written (no lm_head stored: the embedding is not tied to one). */
+const untiedConfig = (d: Decoded) => { const c = parsedJson(d.json.get('model/config.json') ?? ''); return isJsonObject(c) && c.tie_word_embeddings === false; };
+
+/** What makes an mlx-lm folder hostile: one thing of its config or factors written wrong. */
+type MlxHostile =
+  | { part: 'rank'; by: number }
+  | { part: 'swapped' }
+  | { part: 'transposed' }
+  | { part: 'scale'; value: unknown }
+  | { part: 'no config' }
+  | { part: 'fine_tune_type'; value: unknown }
+  | { part: 'old alpha'; alpha: unknown }
+  | { part: 'absent module' }
+  | { part: 'magnitude'; shape: 'missing' | 'one more' | 'stray' };
+
+const mlxHostile: fc.Arbitrary<MlxHostile> = fc.oneof(
+  fc.record({ part: fc.constant('rank' as const), by: fc.constantFrom(1, -1, 0.5) }),
+  fc.constant<MlxHostile>({ part: 'swapped' }),
+  fc.constant<MlxHostile>({ part: 'transposed' }),
+  // A raw `NaN` / `Infinity` is what Python's json.dump writes for those floats.
+  fc.record({ part: fc.constant('scale' as const), value: fc.constantFrom<unknown>({ rawJson: 'NaN' }, { rawJson: 'Infinity' }, { rawJson: '-Infinity' }, '20', null, true, [20], 1e308, 0, -4) }),
+  fc.constant<MlxHostile>({ part: 'no config' }),
+  fc.record({ part: fc.constant('fine_tune_type' as const), value: fc.constantFrom<unknown>('qlora', 'LoRA', 'DoRA', '', null, 1, ['lora']) }),
+  fc.record({ part: fc.constant('old alpha' as const), alpha: fc.constantFrom<unknown>('rank', 'rank', 16, 0.5, '2', null) }),
+  fc.constant<MlxHostile>({ part: 'absent module' }),
+  fc.record({ part: fc.constant('magnitude' as const), shape: fc.constantFrom<'missing' | 'one more' | 'stray'>('missing', 'one more', 'stray') }),
+);
+
+/**
+ * mlx-lm's truth (README, mlx-lm row; LoRALinear / LoRAEmbedding / DoRALinear / DoRAEmbedding.fuse
+ * as test/helpers/mlx-lm-folder.ts writes them): `fine_tune_type` lora, dora or full (or, before it,
+ * `use_dora`); lora_parameters.rank a positive integer equal to the factors' rank and `scale` a
+ * finite number used as it is; an old config's alpha equal to the rank. Per module `<path>.lora_a`
+ * (in, r) and `<path>.lora_b` (r, out) on `<path>.weight` (out, in): W += s·scale·lora_bᵀ·lora_aᵀ;
+ * an embedding's (vocab, r) and (r, dims) on (vocab, dims): W += s·scale·lora_a·lora_b; a DoRA's
+ * `m` (one per row of the weight) scales each row of that to m/‖row‖; a full fine-tune's tensors
+ * replace the base's of the same name, s not applied. `keyOf` names a base tensor's decoded key,
+ * `real` its real values (a quantized base's dequantized ones), `dora` false where the base cannot take one.
+ */
+function mlxTruth(d: Decoded, s: number, configPath: string, weightsPath: string, keyOf: (name: string) => string,
+  real: (name: string) => { values: Float64Array; shape: number[] } | undefined, doraAllowed = true): { merged: Map<string, ExpectedMerge> } | Truth {
+  const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+  const text = d.json.get(configPath);
+  if (text === undefined) return invalid('adapters.safetensors without adapter_config.json (the scale is in the config)');
+  if (nestingDepth(text) > 64) return { kind: 'unknown', why: 'adapter_config.json nests too deep to compare' };
+  // Python's json reads NaN and Infinity; JSON.parse does not: a scale written so is not finite either way.
+  const raw = parsedJson(text.replace(/(?<=[:[,]\s*)(-?Infinity|NaN)(?=\s*[,}\]])/g, '{"nonFinite":"$1"}'));
+  if (!isJsonObject(raw)) return { kind: 'unknown', why: 'adapter_config.json is no JSON object' };
+  if ('peft_type' in raw) return { kind: 'unknown', why: 'a peft_type (read as PEFT)' };
+  let type: 'lora' | 'dora' | 'full';
+  if ('fine_tune_type' in raw) {
+    const t = raw.fine_tune_type;
+    if (t !== 'lora' && t !== 'dora' && t !== 'full') return invalid(`fine_tune_type ${jsonKind(t)}`);
+    type = t;
+  } else {
+    if (raw.use_dora !== undefined && typeof raw.use_dora !== 'boolean') return invalid(`use_dora ${jsonKind(raw.use_dora)}`);
+    type = raw.use_dora === true ? 'dora' : 'lora';
+  }
+  const names = [...d.tensors.keys()].filter((k) => k.startsWith(`${weightsPath}/`)).map((k) => k.slice(weightsPath.length + 1));
+  const t = (name: string) => d.tensors.get(`${weightsPath}/${name}`)!;
+  const merged = new Map<string, ExpectedMerge>();
+  if (type === 'full') {
+    for (const n of names) {
+      if (/\.lora_[ab]$/.test(n)) return invalid(`${n}: a LoRA factor in a full fine-tune`);
+      const base = d.tensors.get(keyOf(n));
+      if (!base || base.shape.join() !== t(n).shape.join()) return invalid(`${n} replaces no base tensor of its shape`);
+      if (base.dtype !== t(n).dtype) return { kind: 'unknown', why: `${n} replaces a ${base.dtype} tensor with ${t(n).dtype} (not followed here)` };
+      merged.set(keyOf(n), exactly(t(n).values));
+    }
+    return names.length ? { merged } : invalid('no tensors');
+  }
+  const params = raw.lora_parameters;
+  if (!isJsonObject(params)) return invalid(`lora_parameters ${jsonKind(params)}`);
+  const { rank, scale, alpha } = params;
+  if (typeof rank !== 'number' || !Number.isInteger(rank) || rank < 1) return invalid(`rank ${jsonKind(rank)}`);
+  if (typeof scale !== 'number' || !Number.isFinite(scale)) return invalid(`scale ${jsonKind(scale)}`);
+  if (!('fine_tune_type' in raw) && alpha !== undefined && alpha !== rank) return invalid(`an old config's alpha ${jsonKind(alpha)} beside rank ${rank}`);
+  const modules = new Map<string, Map<string, DecodedTensor>>();
+  for (const n of names) {
+    const m = /^(.+)\.(lora_a|lora_b|m)$/.exec(n);
+    if (!m) return invalid(`${n} is no mlx-lm parameter`);
+    if (!modules.has(m[1])) modules.set(m[1], new Map());
+    modules.get(m[1])!.set(m[2], t(n));
+  }
+  for (const [path, parts] of modules) {
+    const [a, b, mag] = [parts.get('lora_a'), parts.get('lora_b'), parts.get('m')];
+    if (!a || !b) return invalid(`${path}: lora_a or lora_b missing`);
+    if (a.shape.length !== 2 || b.shape.length !== 2 || b.shape[0] !== a.shape[1]) return invalid(`${path}: lora_b [${b.shape}] does not fit lora_a [${a.shape}]`);
+    if (a.shape[1] !== rank) return invalid(`${path}: rank ${a.shape[1]}, the config says ${rank}`);
+    if (!!mag !== (type === 'dora')) return invalid(`${path}: ${mag ? 'a magnitude outside a DoRA' : 'a DoRA without its magnitude'}`);
+    const w = real(`${path}.weight`);
+    const embedding = MLX_EMBEDDING.test(path);
+    // The (out, in) of ΔW in the stored weight's layout: an embedding stores (vocab, dims) = (rows of lora_a, cols of lora_b).
+    const [rows, cols] = embedding ? [a.shape[0], b.shape[1]] : [b.shape[1], a.shape[0]];
+    if (!w || w.shape.join() !== `${rows},${cols}`) return invalid(`${path}: no base weight of shape (${rows}, ${cols})`);
+    if (mag && !doraAllowed) return invalid(`${path}: DoRA on a quantized weight`);
+    if (mag && (mag.shape.length !== 1 || mag.shape[0] !== rows)) return invalid(`${path}: magnitude [${mag.shape}] for ${rows} rows`);
+    const ab = aTimesB(a as FixtureDecodedTensor, b as FixtureDecodedTensor);
+    const delta = embedding ? ab : Float64Array.from({ length: rows * cols }, (_, k) => ab[(k % cols) * rows + Math.floor(k / cols)]);
+    const sum = added(w.values, delta, s * scale);
+    if (!mag) {
+      merged.set(keyOf(`${path}.weight`), sum);
+      continue;
+    }
+    // DoRA (mlx-lm tuner/dora.py fuse): each row of W + s·ΔW to m / ‖row‖, no ε.
+    const v = sum.values;
+    let factor = 0;
+    for (let o = 0; o < rows; o++) {
+      let sq = 0;
+      for (let i = 0; i < cols; i++) sq += v[o * cols + i] ** 2;
+      const f = mag.values[o] / Math.sqrt(sq);
+      factor = Math.max(factor, Math.abs(f));
+      for (let i = 0; i < cols; i++) v[o * cols + i] *= f;
+    }
+    merged.set(keyOf(`${path}.weight`), { values: v, magnitude: (sum.magnitude + maxAbs(mag.values)) * (factor + 1) });
+  }
+  return modules.size ? { merged } : invalid('no LoRA tensors');
+}
+
+/** The factors of an mlx-lm adapter on `path` (out × in, an embedding's vocab × dims) with the world's hostile part. */
+function mlxFactors(path: string, rows: number, cols: number, r: number, dtype: FixtureDType, v: (n: number, salt: number, scale?: number) => number[], salt: number, hostile: MlxHostile | null, dora: boolean): FixtureTensor[] {
+  const embedding = MLX_EMBEDDING.test(path);
+  const [inF, outF] = embedding ? [rows, cols] : [cols, rows];
+  let aShape = [inF, r], bShape = [r, outF];
+  if (hostile?.part === 'transposed') [aShape, bShape] = [[r, inF], [outF, r]];
+  const a = st(`${path}.lora_a`, dtype, aShape, v(inF * r, salt, 0.5));
+  const b = st(`${path}.lora_b`, dtype, bShape, v(r * outF, salt + 1, 0.5));
+  if (hostile?.part === 'swapped') [a.name, b.name] = [b.name, a.name];
+  // DoRA's magnitude, one per row of the weight: left out, one too many, or in a LoRA where hostile.
+  const mag = hostile?.part === 'magnitude' ? hostile.shape : null;
+  const rowsOfM = rows + (mag === 'one more' ? 1 : 0);
+  const withM = dora ? mag !== 'missing' : mag === 'stray';
+  const m = withM ? [st(`${path}.m`, 'F32', [rowsOfM], v(rowsOfM, salt + 2).map((x) => 1 + Math.abs(x)))] : [];
+  return [a, b, ...m];
+}
+
+/** adapter_config.json's fields for the world's config and hostile part. */
+function mlxConfigFields(type: 'lora' | 'dora' | 'full' | 'old' | 'old-dora', r: number, scale: number, keys: string[] | undefined, hostile: MlxHostile | null): Record<string, unknown> {
+  const lora: Record<string, unknown> = { rank: r + (hostile?.part === 'rank' ? hostile.by : 0), dropout: 0.0, scale: hostile?.part === 'scale' ? hostile.value : scale, ...(keys ? { keys } : {}) };
+  const fields: Record<string, unknown> = { fine_tune_type: type === 'old' || type === 'old-dora' ? undefined : type, lora_parameters: type === 'full' ? undefined : lora };
+  if (type === 'old' || type === 'old-dora') {
+    // mlx-lm before fine_tune_type: lora_layers, use_dora, and from April to June 2024 an alpha.
+    Object.assign(fields, { num_layers: undefined, lora_layers: 1, use_dora: type === 'old-dora' });
+    if (hostile?.part === 'old alpha') lora.alpha = hostile.alpha === 'rank' ? r : hostile.alpha;
+  }
+  if (hostile?.part === 'fine_tune_type') fields.fine_tune_type = hostile.value;
+  return fields;
+}
+
+/**
+ * An mlx-lm adapter folder (`mlx_lm.lora`: adapter_config.json of its training arguments,
+ * adapters.safetensors with `format: mlx`) of fine_tune_type lora, dora or full, or an older config
+ * (use_dora, lora_layers, an alpha), on a small Llama folder (config.json, model.safetensors): LoRA on
+ * q_proj, maybe v_proj and the embedding; and hostile: the rank off, the factors swapped or in PEFT's
+ * layout, the scale NaN, infinite, a string or null, the config missing, an unknown fine_tune_type,
+ * an old config's alpha not its rank, a module on a layer the base lacks, a DoRA magnitude missing,
+ * of another length or in a LoRA.
+ */
+const mlxLmWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({
+    type: fc.constantFrom<'lora' | 'dora' | 'full' | 'old' | 'old-dora'>('lora', 'lora', 'dora', 'full', 'old', 'old-dora'),
+    wDtype: floatDtype, fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), scale: fc.constantFrom(20, 2, 0.5, -1, 1e-3),
+    onV: fc.boolean(), onEmbed: fc.boolean(), keys: fc.boolean(), seed: values(48),
+    hostile: fc.oneof({ weight: 2, arbitrary: fc.constant(null) }, { weight: 3, arbitrary: mlxHostile }),
+  })
+  .map(({ type, wDtype, fDtype, r, scale, onV, onEmbed, keys, seed, hostile }) => {
+    const v = from(seed);
+    const [q, vp, gate] = ['self_attn.q_proj', 'self_attn.v_proj', 'mlp.gate_proj'].map((p) => `${L}.${p}`);
+    const base = [
+      st('model.embed_tokens.weight', wDtype, [MLX_VOCAB, IN], v(MLX_VOCAB * IN, 1)),
+      st(`${q}.weight`, wDtype, [OUT, IN], v(OUT * IN, 2)),
+      st(`${vp}.weight`, wDtype, [4, IN], v(4 * IN, 3)),
+      st(`${L}.input_layernorm.weight`, wDtype, [IN], v(IN, 4)),
+      st('model.norm.weight', wDtype, [IN], v(IN, 5)),
+    ];
+    const dora = type === 'dora' || type === 'old-dora';
+    const targets: [string, number, number][] = [[q, OUT, IN], ...(onV ? [[vp, 4, IN] as [string, number, number]] : []), ...(onEmbed ? [['model.embed_tokens', MLX_VOCAB, IN] as [string, number, number]] : [])];
+    if (hostile?.part === 'absent module') targets.push([gate, 6, IN]);
+    let tensors: FixtureTensor[];
+    if (type === 'full') {
+      // The trained layers' parameters, saved whole under the checkpoint's names.
+      tensors = [st(`${q}.weight`, wDtype, [OUT, IN], v(OUT * IN, 7)), st(`${L}.input_layernorm.weight`, wDtype, [IN], v(IN, 8))];
+      if (hostile?.part === 'absent module') tensors.push(st(`${gate}.weight`, wDtype, [6, IN], v(6 * IN, 9)));
+      if (hostile?.part === 'swapped' || hostile?.part === 'transposed') tensors.push(...mlxFactors(q, OUT, IN, r, fDtype, v, 10, null, false));
+    } else {
+      // A hostile factor layout on q_proj alone.
+      tensors = targets.flatMap(([path, rows, cols], i) => mlxFactors(path, rows, cols, r, fDtype, v, 10 + 3 * i, path === q ? hostile : null, dora));
+    }
+    const files: Record<string, SpecFile> = {
+      'model/config.json': { kind: 'json', value: { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: IN, num_hidden_layers: 1, vocab_size: MLX_VOCAB, torch_dtype: TORCH_DTYPE[wDtype], tie_word_embeddings: false } },
+      'model/model.safetensors': { kind: 'safetensors', tensors: base, metadata: { format: 'pt' } },
+      'adapter/adapters.safetensors': { kind: 'safetensors', tensors, metadata: { format: 'mlx' } },
+    };
+    const keyList = keys ? ['self_attn.q_proj', 'self_attn.v_proj', 'model.embed_tokens'] : undefined;
+    if (hostile?.part !== 'no config') files['adapter/adapter_config.json'] = { kind: 'json', value: JSON.parse(mlxConfig(mlxConfigFields(type, r, scale, keyList, hostile))) };
+    return {
+      name: `mlx-lm ${type} folder${hostile ? ` (${hostile.part})` : ''}`,
+      files, base: 'model', adapter: 'adapter', out: 'merged', refusalsChecked: true,
+      configReads: ['fine_tune_type', 'use_dora', 'lora_parameters'],
+      truth: (d, s) => {
+        if (!untiedConfig(d)) return { kind: 'unknown', why: 'tie_word_embeddings edited (the tied-embeddings world follows it)' };
+        const t = mlxTruth(d, s, 'adapter/adapter_config.json', 'adapter', (n) => `model/${n}`, (n) => d.tensors.get(`model/${n}`));
+        return 'kind' in t ? t : { kind: 'expected', merged: t.merged };
+      },
+    };
+  });
+
+// --- mlx-community affine-quantized bases -------------------------------------------------------------
+
+const MLX_Q_ROWS = 16;
+const MLX_Q_COLS = 32;
+
+/** What makes an mlx-community folder hostile: its quantization config or one stored part of q_proj written wrong. */
+type MlxQuantHostile =
+  | { part: 'config'; edit: Record<string, unknown> }
+  | { part: 'layer config'; value: unknown }
+  | { part: 'no quantization' }
+  | { part: 'dtype'; role: 'scales' | 'biases' | 'weight'; dtype: FixtureDType }
+  | { part: 'shape'; role: 'scales' | 'biases' | 'weight'; shape: 'transposed' | 'one more column' | 'one more row' | 'flat' }
+  | { part: 'missing'; role: 'scales' | 'biases' }
+  | { part: 'value'; role: 'scales' | 'biases'; value: number; at: number }
+  | { part: 'dora' }
+  | { part: 'straddling'; bits: 3 | 5 | 6 };
+
+const mlxQuantHostile: fc.Arbitrary<MlxQuantHostile> = fc.oneof(
+  fc.record({ part: fc.constant('config' as const), edit: fc.constantFrom<Record<string, unknown>>({ bits: 3 }, { bits: 5 }, { bits: 6 }, { bits: 8 }, { bits: 2 }, { bits: '4' }, { group_size: 24 }, { group_size: 7 }, { group_size: 0 }, { group_size: 64 }, { group_size: 16 }, { group_size: '32' }, { mode: 'mxfp4' }, { mode: 'affine' }, { mode: 'nvfp4' }) }),
+  fc.record({ part: fc.constant('layer config' as const), value: fc.constantFrom<unknown>(false, { group_size: 32, bits: 3 }, { group_size: 16, bits: 4 }, 4, null) }),
+  fc.constant<MlxQuantHostile>({ part: 'no quantization' }),
+  fc.record({ part: fc.constant('dtype' as const), role: fc.constantFrom<'scales' | 'biases' | 'weight'>('scales', 'biases', 'weight'), dtype: fc.constantFrom<FixtureDType>('F32', 'F16', 'BF16', 'I32', 'U8') }),
+  fc.record({ part: fc.constant('shape' as const), role: fc.constantFrom<'scales' | 'biases' | 'weight'>('scales', 'biases', 'weight'), shape: fc.constantFrom<'transposed' | 'one more column' | 'one more row' | 'flat'>('transposed', 'one more column', 'one more row', 'flat') }),
+  fc.record({ part: fc.constant('missing' as const), role: fc.constantFrom<'scales' | 'biases'>('scales', 'biases') }),
+  fc.record({ part: fc.constant('value' as const), role: fc.constantFrom<'scales' | 'biases'>('scales', 'biases'), value: fc.constantFrom(NaN, Infinity, -Infinity, 2 ** -40, 1e30, -0, 65504), at: fc.nat(31) }),
+  fc.constant<MlxQuantHostile>({ part: 'dora' }),
+  // 3-, 5- and 6-bit codes as mlx packs them (a bit stream whose codes straddle words), the config saying so.
+  fc.record({ part: fc.constant('straddling' as const), bits: fc.constantFrom<3 | 5 | 6>(3, 5, 6) }),
+);
+
+/** Unsigned `bits`-bit code of input i in a row of U32 words (lowest bits first, mx.dequantize's order). */
+const mlxCode = (words: Float64Array, rowStart: number, bits: number, i: number) => field(words[rowStart + Math.floor(i / (32 / bits))], bits, i % (32 / bits));
+
+/**
+ * mlx affine quantization as README.md's "Integer weight-only checkpoints" states it: config.json
+ * `quantization` {group_size, bits, mode affine or none} and per-layer objects (or false); bits 2, 4
+ * or 8; per `<m>.weight` U32 (out, in·bits/32) beside `<m>.scales` and `<m>.biases` F16/BF16 (out,
+ * in/group_size), all finite: W[o, i] = q·scale + bias of i's group, which must be exact in f32. The
+ * real weights by stem, or the Truth where the rule refuses the folder.
+ */
+function mlxAffineReal(d: Decoded): Map<string, { values: Float64Array; shape: number[] }> | Truth {
+  const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+  const configs = llmConfigs(d);
+  if ('kind' in configs) return configs;
+  const qc = configs.config.quantization;
+  const names = llmTensorNames(d);
+  const tensor = (n: string) => d.tensors.get(`${LLM_FOLDER}/${n}`);
+  const stems = names.filter((n) => n.endsWith('.weight') && tensor(n)!.dtype === 'U32').map((n) => n.slice(0, -'.weight'.length)).filter((s) => tensor(`${s}.scales`) && tensor(`${s}.biases`));
+  if (!isJsonObject(qc)) return stems.length ? invalid(`U32 weights with scales and biases, config quantization ${jsonKind(qc)}`) : new Map();
+  const scheme = (q: Record<string, unknown>): { bits: number; groupSize: number } | Truth => {
+    if (q.mode !== undefined && q.mode !== 'affine') return invalid(`mode ${jsonKind(q.mode)}`);
+    if (q.bits !== 2 && q.bits !== 4 && q.bits !== 8) return invalid(`bits ${jsonKind(q.bits)}`);
+    if (!safeSize(q.group_size) || q.group_size < 1) return invalid(`group_size ${jsonKind(q.group_size)}`);
+    return { bits: q.bits, groupSize: q.group_size };
+  };
+  const global = scheme(qc);
+  if ('kind' in global) return global;
+  const perLayer = new Map<string, { bits: number; groupSize: number } | false>();
+  for (const [k, value] of Object.entries(qc)) {
+    if (k === 'group_size' || k === 'bits' || k === 'mode') continue;
+    if (value === false) perLayer.set(k, false);
+    else if (isJsonObject(value)) {
+      const sch = scheme(value);
+      if ('kind' in sch) return sch;
+      perLayer.set(k, sch);
+    } else return invalid(`quantization.${k} ${jsonKind(value)}`);
+  }
+  const read = new Map<string, { values: Float64Array; shape: number[] }>();
+  for (const stem of stems) {
+    const layer = perLayer.has(stem) ? perLayer.get(stem)! : global;
+    if (layer === false) return invalid(`${stem} stored quantized, its config entry false`);
+    const [w, sc, bi] = [tensor(`${stem}.weight`)!, tensor(`${stem}.scales`)!, tensor(`${stem}.biases`)!];
+    if (w.shape.length !== 2) return invalid(`${stem}.weight [${w.shape}]`);
+    if (!SCALE_DTYPES.includes(sc.dtype) || !SCALE_DTYPES.includes(bi.dtype)) return invalid(`${stem}: scales ${sc.dtype}, biases ${bi.dtype}`);
+    const [rows, words] = w.shape;
+    const cols = (words * 32) / layer.bits;
+    const groups = cols / layer.groupSize;
+    if (!Number.isInteger(groups) || !is2d(sc, sc.dtype, rows, groups) || !is2d(bi, bi.dtype, rows, groups)) return invalid(`${stem}: scales [${sc.shape}] / biases [${bi.shape}] for (${rows}, ${cols}) in groups of ${layer.groupSize}`);
+    if ([...sc.values, ...bi.values].some((x) => !Number.isFinite(x))) return invalid(`${stem}: a scale or bias not finite`);
+    const values = new Float64Array(rows * cols);
+    for (let o = 0; o < rows; o++) for (let i = 0; i < cols; i++) {
+      const g = o * groups + Math.floor(i / layer.groupSize);
+      const product = mlxCode(w.values, o * words, layer.bits, i) * sc.values[g];
+      const x = product + bi.values[g];
+      // The real q·scale + bias must be an f32: the float64 sum exact (its rounding error, by TwoSum, zero) and an f32.
+      const bPart = x - product;
+      if (product - (x - bPart) + (bi.values[g] - bPart) !== 0 || Math.fround(x) !== x) return invalid(`${stem}.weight[${o}, ${i}] not exact in f32`);
+      values[o * cols + i] = x;
+    }
+    read.set(stem, { values, shape: [rows, cols] });
+  }
+  return read;
+}
+
+/**
+ * An mlx-community affine-quantized Llama folder (`mlx_lm.convert -q`: config.json quantization and
+ * quantization_config {group_size, bits} with a per-layer entry for k_proj, U32 codes, BF16 or F16
+ * scales and biases as mlx's quantizer makes them: the bias a group's edge value) with an mlx-lm
+ * LoRA on q_proj and maybe k_proj (a QLoRA), merged only with `--dtype`; hostile: bits 3, 5 or 6, a
+ * group size not dividing the inputs, another mode, no quantization config, a layer entry false,
+ * scales or biases of another dtype or shape, missing, NaN or infinite, the packed width wrong, a DoRA.
+ */
+const mlxAffineWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({
+    bits: fc.constantFrom(4, 4, 8, 2), kBits: fc.constantFrom(8, 4, 2), groupSize: fc.constantFrom(32, 16, 8), scaleDtype: fc.constantFrom<FixtureDType>('BF16', 'BF16', 'F16'),
+    codes: fc.uint8Array({ minLength: 2 * MLX_Q_ROWS * MLX_Q_COLS, maxLength: 2 * MLX_Q_ROWS * MLX_Q_COLS }),
+    onK: fc.boolean(), fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), scale: fc.constantFrom(20, 2, 0.5, -1),
+    seed: values(48), mergeDtype: fc.constantFrom<OutDtype | undefined>('bf16', 'bf16', 'bf16', 'f32', 'f16', undefined),
+    hostile: fc.oneof({ weight: 2, arbitrary: fc.constant(null) }, { weight: 3, arbitrary: mlxQuantHostile }),
+  })
+  .map(({ bits, kBits, groupSize, scaleDtype, codes, onK, fDtype, r, scale, seed, mergeDtype, hostile }) => {
+    const v = from(seed);
+    const [q, k] = ['q_proj', 'k_proj'].map((p) => `${L}.self_attn.${p}`);
+    const kRows = 8;
+    /** A layer as mlx's quantizer writes it: scale ±(range / (2^bits − 1)) in bf16, bias the group's edge q0·scale. */
+    const layer = (stem: string, rows: number, b: number, salt: number, hs: MlxQuantHostile | null): FixtureTensor[] => {
+      const words = new Array<number>((rows * MLX_Q_COLS * b) / 32).fill(0);
+      // Code j at bits b·j of the layer's bit stream, lowest first (a whole number of codes per word for 2, 4, 8 bits).
+      for (let j = 0; j < rows * MLX_Q_COLS; j++) {
+        const code = codes[(salt * 512 + j) % codes.length] % 2 ** b;
+        for (let bit = 0; bit < b; bit++) if ((code >> bit) & 1) words[Math.floor((b * j + bit) / 32)] += 2 ** ((b * j + bit) % 32);
+      }
+      const groups = MLX_Q_COLS / groupSize;
+      const sv = v(rows * groups, salt + 1, 0.01).map((x, g) => roundForDType((g % 3 === 0 ? -1 : 1) * (Math.abs(x) + 1e-3), scaleDtype));
+      const bv = sv.map((x, g) => roundForDType(-(2 ** (b - 1)) * x * (1 + (g % 5) / 128), scaleDtype));
+      const parts: Record<'weight' | 'scales' | 'biases', FixtureTensor> = {
+        weight: { name: `${stem}.weight`, dtype: 'U32', shape: [rows, (MLX_Q_COLS * b) / 32], data: words },
+        scales: st(`${stem}.scales`, scaleDtype, [rows, groups], sv),
+        biases: st(`${stem}.biases`, scaleDtype, [rows, groups], bv),
+      };
+      const out: FixtureTensor[] = [];
+      for (const role of ['weight', 'scales', 'biases'] as const) {
+        const t = parts[role];
+        if (hs?.part === 'missing' && hs.role === role) continue;
+        if (hs?.part === 'value' && hs.role === role) (t.data as number[])[hs.at % t.data.length] = hs.value;
+        if (hs?.part === 'dtype' && hs.role === role) t.dtype = hs.dtype;
+        if (hs?.part === 'shape' && hs.role === role) {
+          const [a, c] = t.shape;
+          t.shape = hs.shape === 'transposed' ? [c, a] : hs.shape === 'flat' ? [a * c] : hs.shape === 'one more row' ? [a + 1, c] : [a, c + 1];
+          const n = t.shape.reduce((x, y) => x * y, 1);
+          t.data = Array.from({ length: n }, (_, i) => (t.data as number[])[i % t.data.length]);
+        }
+        out.push(t);
+      }
+      return out;
+    };
+    const hidden = MLX_Q_COLS;
+    const tensors = [
+      st('model.embed_tokens.weight', 'BF16', [4, hidden], v(4 * hidden, 1)),
+      ...layer(q, MLX_Q_ROWS, hostile?.part === 'straddling' ? hostile.bits : bits, 0, hostile),
+      ...layer(k, kRows, kBits, 1, null),
+      st(`${L}.input_layernorm.weight`, 'BF16', [hidden], v(hidden, 5)),
+      st('model.norm.weight', 'BF16', [hidden], v(hidden, 2)),
+    ];
+    const quantization: Record<string, unknown> = { group_size: groupSize, bits, [k]: { group_size: groupSize, bits: kBits } };
+    if (hostile?.part === 'config') edited(quantization, hostile.edit);
+    if (hostile?.part === 'layer config') quantization[q] = hostile.value;
+    if (hostile?.part === 'straddling') quantization[q] = { group_size: groupSize, bits: hostile.bits };
+    const config: Record<string, unknown> = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: hidden, num_hidden_layers: 1, vocab_size: 4, torch_dtype: 'bfloat16', tie_word_embeddings: false };
+    if (hostile?.part !== 'no quantization') Object.assign(config, { quantization, quantization_config: structuredClone(quantization) });
+    const targets: [string, number][] = [[q, MLX_Q_ROWS], ...(onK ? [[k, kRows] as [string, number]] : [])];
+    const dora = hostile?.part === 'dora';
+    const factors = targets.flatMap(([path, rows], i) => mlxFactors(path, rows, hidden, r, fDtype, v, 10 + 3 * i, null, dora));
+    const files: Record<string, SpecFile> = {
+      'model/config.json': { kind: 'json', value: config },
+      'model/model.safetensors': { kind: 'safetensors', tensors, metadata: { format: 'mlx' } },
+      'adapter/adapters.safetensors': { kind: 'safetensors', tensors: factors, metadata: { format: 'mlx' } },
+      'adapter/adapter_config.json': { kind: 'json', value: JSON.parse(mlxConfig(mlxConfigFields(dora ? 'dora' : 'lora', r, scale, undefined, null))) },
+    };
+    return {
+      name: `mlx-community ${bits}-bit folder + mlx-lm LoRA${hostile ? ` (${hostile.part})` : ''}`,
+      files, base: 'model', adapter: 'adapter', out: 'merged', outDtypes: ['bf16', 'f16', 'f32'], refusalsChecked: true, ...(mergeDtype ? { mergeDtype } : {}),
+      configReads: ['fine_tune_type', 'use_dora', 'lora_parameters'],
+      truth: (d, s, outDtype) => {
+        if (!untiedConfig(d)) return { kind: 'unknown', why: 'tie_word_embeddings edited (the tied-embeddings world follows it)' };
+        const read = mlxAffineReal(d);
+        if (!(read instanceof Map)) return read;
+        const real = (n: string) => (n.endsWith('.weight') && read.has(n.slice(0, -'.weight'.length)) ? read.get(n.slice(0, -'.weight'.length)) : d.tensors.get(`${LLM_FOLDER}/${n}`));
+        const t = mlxTruth(d, s, 'adapter/adapter_config.json', 'adapter', (n) => `${LLM_FOLDER}/${n}`, real, read.size === 0);
+        if ('kind' in t) return t;
+        if (!read.size) return { kind: 'unknown', why: 'no quantized weight read (a plain base, not followed here)' };
+        if (!outDtype) return { kind: 'invalid', why: 'mlx affine weights are written only dequantized' };
+        const dtype = OUT_DTYPE[outDtype];
+        const merged = new Map<string, ExpectedMerge>();
+        for (const [key, e] of t.merged) merged.set(key, { ...e, dtype, shape: read.get(key.slice(LLM_FOLDER.length + 1, -'.weight'.length))?.shape });
+        // Every other quantized weight dequantized (exact in f32), rounded once to the dtype.
+        for (const [stem, w] of read) {
+          const key = `${LLM_FOLDER}/${stem}.weight`;
+          if (!merged.has(key)) merged.set(key, { values: w.values.map((x) => roundForDType(x, dtype)), magnitude: 0, dtype, exact: true, shape: w.shape });
+        }
+        const names = llmTensorNames(d);
+        const parts = new Set([...read.keys()].flatMap((stem) => [`${stem}.scales`, `${stem}.biases`]));
+        const rest = convertRest(d, names, (n) => `${LLM_FOLDER}/${n}`, (n) => parts.has(n), merged, outDtype);
+        if (rest) return rest;
+        // A base tensor already NaN or infinite is converted as it is (with a warning): not compared here.
+        if ([...merged.values()].some((e) => e.exact && e.values.some((x) => !Number.isFinite(x)))) return { kind: 'unknown', why: 'a base tensor holding NaN or Inf converted' };
+        const past = pastDtype(merged, outDtype);
+        if (past) return past;
+        const configs = llmConfigs(d);
+        if ('kind' in configs) return configs;
+        const { quantization: _q, quantization_config: _qc, ...configOut } = configs.config;
+        return { kind: 'expected', merged, leftOut: [...parts].map((n) => `${LLM_FOLDER}/${n}`), json: { [`${LLM_FOLDER}/config.json`]: { equals: configOut, except: ['dtype', 'torch_dtype'] } } };
+      },
+    };
+  });
+
+// --- PEFT FourierFT and WaveFT (use_idwt false) folders -------------------------------------------------
+
+/** The low 32 bits of a seed: torch's CPU generator seeds MT19937 with them (README, FourierFT row). */
+const seedLow32 = (seed: number) => BigInt.asUintN(32, BigInt(seed));
+
+/**
+ * torch.randperm(cells) prefixes by `low 32 bits of the seed:cells`, from what torch computed
+ * (test/reference/torch-cpu-random.json): the randperm prefixes, and each FourierFT case's positions
+ * (entry e at (e // in, e % in)). A prefix of randperm is the same whatever n is cut from it.
+ */
+const TORCH_PREFIXES: Map<string, number[]> = (() => {
+  const table = new Map<string, number[]>();
+  const add = (seed: number, cells: number, flat: number[]) => {
+    const key = `${seedLow32(seed)}:${cells}`;
+    if ((table.get(key)?.length ?? 0) < flat.length) table.set(key, flat);
+  };
+  for (const p of torchReference.randperm) add(p.seed, p.n, p.first);
+  for (const c of torchReference.fourierft) add(c.random_loc_seed, c.out * c.in, c.rows.map((row, k) => row * c.in + c.cols[k]));
+  return table;
+})();
+
+/** Layers with torch's positions known: (out, in), a seed, how many positions are known; sizes of 2²⁰ and more left out (slow). */
+const SPECTRUM_LAYERS: { out: number; in: number; seed: number; known: number }[] = [
+  ...torchReference.fourierft.filter((c) => c.out * c.in <= 4096).flatMap((c) => [{ out: c.out, in: c.in, seed: c.random_loc_seed, known: c.rows.length }, { out: c.in, in: c.out, seed: c.random_loc_seed, known: c.rows.length }]),
+  ...torchReference.randperm.filter((p) => p.n <= 4099 && p.n > 1).map((p) => ({ out: 1, in: p.n, seed: p.seed, known: p.first.length })),
+  { out: 2, in: 5, seed: 777, known: 10 }, { out: 25, in: 40, seed: 2 ** 32 + 5, known: 24 },
+];
+
+type SpectrumHostile =
+  | { part: 'length'; by: number }
+  | { part: 'seed'; value: unknown }
+  | { part: 'n past the layer' }
+  | { part: 'scaling'; value: unknown }
+  | { part: 'n_frequency'; value: unknown }
+  | { part: 'use_idwt'; value: unknown }
+  | { part: 'fan_in_fan_out' };
+
+const spectrumHostile: fc.Arbitrary<SpectrumHostile> = fc.oneof(
+  fc.record({ part: fc.constant('length' as const), by: fc.constantFrom(1, -1) }),
+  fc.record({ part: fc.constant('seed' as const), value: fc.constantFrom<unknown>(null, 1.5, -0.5, 2 ** 53, -(2 ** 53), 2 ** 60, '777', true, undefined, 2 ** 32, -(2 ** 32), 2 ** 53 - 1) }),
+  fc.constant<SpectrumHostile>({ part: 'n past the layer' }),
+  fc.record({ part: fc.constant('scaling' as const), value: fc.constantFrom<unknown>(null, '150', undefined, 0, -2, 1e300) }),
+  fc.record({ part: fc.constant('n_frequency' as const), value: fc.constantFrom<unknown>(null, undefined, '9', 1.5) }),
+  fc.record({ part: fc.constant('use_idwt' as const), value: fc.constantFrom<unknown>(true, undefined, null, false, 'false') }),
+  fc.constant<SpectrumHostile>({ part: 'fan_in_fan_out' }),
+);
+
+/**
+ * A PEFT FourierFT or WaveFT (use_idwt false) folder on q_proj of a single file or a Llama folder
+ * (config.json), on layers whose torch.randperm positions torch computed (test/reference), the seed
+ * written as torch's or another with the same low 32 bits; and hostile: a spectrum one longer or
+ * shorter than n_frequency, seeds null, fractional, ±2^53, a string or left to the default, n past
+ * the layer's weights, scaling and n_frequency null or strings, use_idwt true or absent,
+ * fan_in_fan_out true.
+ */
+const spectrumWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({
+    method: fc.constantFrom<'FOURIERFT' | 'WAVEFT'>('FOURIERFT', 'WAVEFT'),
+    layer: fc.constantFrom(...SPECTRUM_LAYERS), nPick: fc.nat(), seedShift: fc.constantFrom(0, 0, 1, -1, 2), scaling: fc.constantFrom<number | undefined>(150, 2, 0.5, -3, undefined),
+    withConfig: fc.boolean(), wDtype: floatDtype, sDtype: floatDtype, spectrum: fc.array(roundingValue, { minLength: 64, maxLength: 64 }), seed: values(48),
+    hostile: fc.oneof({ weight: 2, arbitrary: fc.constant(null) }, { weight: 3, arbitrary: spectrumHostile }),
+  })
+  .map(({ method, layer, nPick, seedShift, scaling, withConfig, wDtype, sDtype, spectrum, seed, hostile }) => {
+    const v = from(seed);
+    const cells = layer.out * layer.in;
+    const n = hostile?.part === 'n past the layer' ? cells + 1 : 1 + (nPick % layer.known);
+    const length = hostile?.part === 'length' ? Math.max(0, n + hostile.by) : n;
+    // Another seed with the same low 32 bits where it is a safe integer.
+    const shifted = layer.seed + seedShift * 2 ** 32;
+    const seedValue: unknown = hostile?.part === 'seed' ? hostile.value : Number.isSafeInteger(shifted) ? shifted : layer.seed;
+    const role = method === 'FOURIERFT' ? 'fourierft_spectrum' : 'waveft_spectrum';
+    const config: Record<string, unknown> = {
+      peft_type: method, task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B', peft_version: '0.17.1', revision: null, n_frequency: n, scaling,
+      random_loc_seed: seedValue, fan_in_fan_out: hostile?.part === 'fan_in_fan_out', target_modules: ['q_proj'], exclude_modules: null, bias: 'none', modules_to_save: null,
+      layers_to_transform: null, layers_pattern: null, n_frequency_pattern: {}, init_weights: false, inference_mode: true,
+      ...(method === 'WAVEFT' ? { wavelet_family: 'db1', use_idwt: false, proportional_parameters: false } : {}),
+    };
+    if (hostile?.part === 'scaling') config.scaling = hostile.value;
+    if (hostile?.part === 'n_frequency') config.n_frequency = hostile.value;
+    if (hostile?.part === 'use_idwt' && method === 'WAVEFT') config.use_idwt = hostile.value;
+    for (const k of Object.keys(config)) if (config[k] === undefined) delete config[k];
+    const baseTensors = [st(`${Q}.weight`, wDtype, [layer.out, layer.in], v(cells, 1)), st('model.norm.weight', wDtype, [4], v(4, 2))];
+    const coefficients = Array.from({ length }, (_, k) => spectrum[k % spectrum.length] * (1 + (k % 7) / 5));
+    const files: Record<string, SpecFile> = {
+      'adapter/adapter_model.safetensors': { kind: 'safetensors', tensors: [st(`base_model.model.${Q}.${role}`, sDtype, [length], coefficients)] },
+      'adapter/adapter_config.json': { kind: 'json', value: config },
+    };
+    if (withConfig) {
+      files['model/config.json'] = { kind: 'json', value: { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: layer.in, num_hidden_layers: 1, torch_dtype: TORCH_DTYPE[wDtype] } };
+      files['model/model.safetensors'] = { kind: 'safetensors', tensors: baseTensors, metadata: { format: 'pt' } };
+    } else files['base.safetensors'] = { kind: 'safetensors', tensors: baseTensors };
+    const folder = withConfig ? 'model' : '';
+    return {
+      name: `PEFT ${method === 'FOURIERFT' ? 'FourierFT' : 'WaveFT'} folder (${layer.out}, ${layer.in})${withConfig ? ' in a Llama folder' : ''}${hostile ? ` (${hostile.part})` : ''}`,
+      files, base: withConfig ? 'model' : 'base.safetensors', adapter: 'adapter', out: withConfig ? 'merged' : 'merged.safetensors', refusalsChecked: true,
+      configReads: ['n_frequency', 'scaling', 'random_loc_seed', 'fan_in_fan_out', 'use_idwt'],
+      truth: (d, s) => {
+        const invalid = (why: string): Truth => ({ kind: 'invalid', why });
+        const text = d.json.get('adapter/adapter_config.json')!;
+        const raw = parsedJson(text);
+        if (!isJsonObject(raw) || nestingDepth(text) > 64) return { kind: 'unknown', why: 'adapter_config.json is no object, or nests too deep to compare' };
+        // PEFT's defaults where a field is left out; null or another type is refused (PEFT fails on it).
+        const num = (k: string, fallback: number): number | Truth => {
+          const x = raw[k];
+          if (x === undefined) return fallback;
+          return typeof x === 'number' && Number.isFinite(x) ? x : invalid(`${k} ${jsonKind(x)}`);
+        };
+        if (method === 'WAVEFT' && (raw.use_idwt === undefined || (raw.use_idwt !== null && raw.use_idwt !== false))) return raw.use_idwt === undefined || raw.use_idwt === true ? invalid('use_idwt true or PEFT\'s default') : invalid(`use_idwt ${jsonKind(raw.use_idwt)}`);
+        if (raw.fan_in_fan_out !== undefined && raw.fan_in_fan_out !== null && typeof raw.fan_in_fan_out !== 'boolean') return invalid(`fan_in_fan_out ${jsonKind(raw.fan_in_fan_out)}`);
+        const nf = num('n_frequency', method === 'FOURIERFT' ? 1000 : 2592);
+        const sc = num('scaling', method === 'FOURIERFT' ? 150 : 25);
+        const sd = num('random_loc_seed', 777);
+        if (typeof nf !== 'number') return nf;
+        if (typeof sc !== 'number') return sc;
+        if (typeof sd !== 'number') return sd;
+        if (!Number.isSafeInteger(sd)) return invalid(`random_loc_seed ${sd}`);
+        const w = d.tensors.get(`${folder}/${Q}.weight`)!;
+        const c = d.tensors.get(`adapter/base_model.model.${Q}.${role}`)!;
+        if (c.values.length !== nf) return invalid(`a spectrum of ${c.values.length} for n_frequency ${nf}`);
+        if (nf > cells) return invalid(`n_frequency ${nf} past the ${cells} weights`);
+        // Without a config.json a Linear's weight under fan_in_fan_out is read as stored (in, out): no dense update there.
+        if (raw.fan_in_fan_out === true && !withConfig) return invalid('fan_in_fan_out on a weight stored (in, out)');
+        const prefix = TORCH_PREFIXES.get(`${seedLow32(sd)}:${cells}`);
+        if (!prefix || prefix.length < nf) return { kind: 'unknown', why: `torch's positions for seed ${sd} over ${cells} not in the reference` };
+        const rows = prefix.slice(0, nf).map((e) => Math.floor(e / layer.in)), cols = prefix.slice(0, nf).map((e) => e % layer.in);
+        // ΔW before the scale, handed to the engine in f32 (README, FourierFT row): WaveFT's coefficients as they are.
+        const unit = method === 'FOURIERFT'
+          ? deltaTruth({ name: '', out: layer.out, in: layer.in, n_frequency: nf, random_loc_seed: sd, scaling: 1, spectrum: Array.from(c.values), rows, cols }).map(Math.fround)
+          : (() => { const dense = new Float64Array(cells); rows.forEach((row, k) => (dense[row * layer.in + cols[k]] = c.values[k])); return dense; })();
+        return { kind: 'expected', merged: new Map([[`${folder}/${Q}.weight`, added(w.values, unit, s * sc)]]) };
+      },
+    };
+  });
+
 /** The worlds by the name FUZZ_SURFACE_WORLDS selects them by, with how often each is drawn. */
 export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbitrary<SurfaceWorld> }> = {
   'gguf-lora': { weight: 2, arbitrary: ggufLoraWorld },
@@ -2728,6 +3293,9 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   'compressed-tensors-int': { weight: 1, arbitrary: intQuantWorld('compressed-tensors-int') },
   'flux-control': { weight: 1, arbitrary: fluxControlWorld },
   'tied-embeddings': { weight: 1, arbitrary: tiedEmbeddingsWorld },
+  'mlx-lm': { weight: 1, arbitrary: mlxLmWorld },
+  'mlx-affine': { weight: 1, arbitrary: mlxAffineWorld },
+  'fourierft-waveft': { weight: 1, arbitrary: spectrumWorld },
 };
 
 /** The worlds drawn from: all, or those named in `only` (comma-separated keys of SURFACE_WORLDS). */
@@ -2856,6 +3424,8 @@ function jsonText(value: unknown): string {
     // A nesting sentinel from `weird`; a later edit may land inside it and change its number.
     const nesting = Object.keys(o).length === 1 && typeof o.deep === 'number' && Number.isSafeInteger(o.deep) && o.deep >= 0 && o.deep <= MAX_NESTING;
     if (nesting) return '['.repeat(o.deep as number) + ']'.repeat(o.deep as number);
+    // Python's json.dump writes a non-finite float so: NaN, Infinity, -Infinity.
+    if (Object.keys(o).length === 1 && ['NaN', 'Infinity', '-Infinity'].includes(o.rawJson as string)) return o.rawJson as string;
     return `{${Object.entries(o).map(([k, v]) => `${JSON.stringify(k)}:${jsonText(v)}`).join(',')}}`;
   }
   if (Array.isArray(value)) return `[${value.map(jsonText).join(',')}]`;
@@ -3176,11 +3746,11 @@ const HEADER_READ_BY_TRUTH = ['_quantization_metadata'];
 const TEXT_TENSOR = /\.comfy_quant$/;
 
 /** A JSON file's text without the fields the truth reads (the text itself when it is not an object). */
-function jsonStructure(text: string): string {
+function jsonStructure(text: string, reads: string[]): string {
   try {
     const value = JSON.parse(text) as unknown;
     if (value === null || typeof value !== 'object' || Array.isArray(value)) return text;
-    for (const key of CONFIG_READ_BY_TRUTH) delete (value as Record<string, unknown>)[key];
+    for (const key of [...CONFIG_READ_BY_TRUTH, ...reads]) delete (value as Record<string, unknown>)[key];
     return JSON.stringify(value);
   } catch {
     return text;
@@ -3188,9 +3758,9 @@ function jsonStructure(text: string): string {
 }
 
 /** Structure of decoded files: names, dtypes, shapes, JSON and headers, for comparing with the unmutated world. */
-function structure(d: Decoded): string {
+function structure(d: Decoded, reads: string[] = []): string {
   const byPath = ([a]: [string, unknown], [b]: [string, unknown]) => (a < b ? -1 : 1);
-  const json = [...d.json].map(([path, text]): [string, string] => [path, jsonStructure(text)]);
+  const json = [...d.json].map(([path, text]): [string, string] => [path, jsonStructure(text, reads)]);
   const headers = [...d.headers].map(([path, h]): [string, string] => [path, JSON.stringify(Object.entries(h).filter(([k]) => !HEADER_READ_BY_TRUTH.includes(k)).sort())]);
   const tensors = [...d.tensors].map(([k, t]) => [k, t.dtype, TEXT_TENSOR.test(k) ? t.shape.length : t.shape]).sort();
   return JSON.stringify([tensors, json.sort(byPath), headers.sort(byPath)]);
@@ -3218,12 +3788,12 @@ export function configScale(d: Decoded, path: string, alphaKey: 'alpha' | 'lora_
 }
 
 /**
- * JSON files loramerge always reads, as Python's json does (strict UTF-8): adapter configs,
+ * JSON files loramerge always reads, as Python's json does (strict UTF-8): adapter configs, ModelOpt's hf_quant_config.json,
  * indexes, and the base folder's own config.json. Others may not be read (a pipeline component's
  * config.json is copied as it is; GPTQ's quantize_config.json is not needed beside config.json's
  * quantization_config), so their bytes decide nothing here.
  */
-const STRICT_JSON = /(?:^|\/)(?:adapter_config|model_index)\.json$|\.index\.json$/;
+const STRICT_JSON = /(?:^|\/)(?:adapter_config|model_index|hf_quant_config)\.json$|\.index\.json$/;
 
 /**
  * The truth of a mutated case: `unknown` unless every file decodes with the plain readers and has
@@ -3252,7 +3822,7 @@ export function surfaceTruth(c: SurfaceCase, files: Map<string, Uint8Array>): Tr
   const d = decodeFiles(files);
   const original = decodeFiles(clean)!;
   if (!d) return { kind: 'unknown', why: 'a file does not decode with the plain readers' };
-  if (structure(d) !== structure(original)) return { kind: 'unknown', why: 'structure changed' };
+  if (structure(d, c.world.configReads) !== structure(original, c.world.configReads)) return { kind: 'unknown', why: 'structure changed' };
   for (const [path, meta] of d.gguf) {
     if (metadataText(meta, READ_BY_TRUTH) !== metadataText(original.gguf.get(path)!, READ_BY_TRUTH)) return { kind: 'unknown', why: `${path}: metadata changed` };
   }
