@@ -43,7 +43,7 @@
  *     layout or names of the factors, the scale NaN / Inf / a string, the config missing or of an
  *     unknown fine_tune_type or an old alpha, bits 3, 5 or 6, scales and biases of another shape or
  *     dtype or not finite,
- *   - PEFT FourierFT and WaveFT (use_idwt false) folders on layers whose torch.randperm positions
+ *   - PEFT FourierFT and WaveFT folders (values with use_idwt false) on layers whose torch.randperm positions
  *     torch computed, hostile: spectrum lengths, seeds, n past the layer, use_idwt, fan_in_fan_out,
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
  * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
@@ -3139,7 +3139,7 @@ const mlxAffineWorld: fc.Arbitrary<SurfaceWorld> = fc
     };
   });
 
-// --- PEFT FourierFT and WaveFT (use_idwt false) folders -------------------------------------------------
+// --- PEFT FourierFT and WaveFT folders -------------------------------------------------
 
 /** The low 32 bits of a seed: torch's CPU generator seeds MT19937 with them (README, FourierFT row). */
 const seedLow32 = (seed: number) => BigInt.asUintN(32, BigInt(seed));
@@ -3187,11 +3187,11 @@ const spectrumHostile: fc.Arbitrary<SpectrumHostile> = fc.oneof(
 );
 
 /**
- * A PEFT FourierFT or WaveFT (use_idwt false) folder on q_proj of a single file or a Llama folder
+ * A PEFT FourierFT or WaveFT folder (its values checked with use_idwt false) on q_proj of a single file or a Llama folder
  * (config.json), on layers whose torch.randperm positions torch computed (test/reference), the seed
  * written as torch's or another with the same low 32 bits; and hostile: a spectrum one longer or
  * shorter than n_frequency, seeds null, fractional, ±2^53, a string or left to the default, n past
- * the layer's weights, scaling and n_frequency null or strings, use_idwt true or absent,
+ * the layer's weights, scaling and n_frequency null or strings, use_idwt true, absent or a string,
  * fan_in_fan_out true.
  */
 const spectrumWorld: fc.Arbitrary<SurfaceWorld> = fc
@@ -3246,7 +3246,11 @@ const spectrumWorld: fc.Arbitrary<SurfaceWorld> = fc
           if (x === undefined) return fallback;
           return typeof x === 'number' && Number.isFinite(x) ? x : invalid(`${k} ${jsonKind(x)}`);
         };
-        if (method === 'WAVEFT' && (raw.use_idwt === undefined || (raw.use_idwt !== null && raw.use_idwt !== false))) return raw.use_idwt === undefined || raw.use_idwt === true ? invalid('use_idwt true or PEFT\'s default') : invalid(`use_idwt ${jsonKind(raw.use_idwt)}`);
+        if (method === 'WAVEFT' && raw.use_idwt !== undefined && raw.use_idwt !== null && typeof raw.use_idwt !== 'boolean') return invalid(`use_idwt ${jsonKind(raw.use_idwt)}`);
+        // With use_idwt (true, or PEFT's default when absent) ΔW goes through PEFT's inverse wavelet
+        // transform, whose values test/peft-waveft-idwt.test.ts checks against torch; here only that the
+        // outcome is a clean merge or a clean refusal.
+        const idwt = method === 'WAVEFT' && (raw.use_idwt === undefined || raw.use_idwt === true);
         if (raw.fan_in_fan_out !== undefined && raw.fan_in_fan_out !== null && typeof raw.fan_in_fan_out !== 'boolean') return invalid(`fan_in_fan_out ${jsonKind(raw.fan_in_fan_out)}`);
         const nf = num('n_frequency', method === 'FOURIERFT' ? 1000 : 2592);
         const sc = num('scaling', method === 'FOURIERFT' ? 150 : 25);
@@ -3263,6 +3267,7 @@ const spectrumWorld: fc.Arbitrary<SurfaceWorld> = fc
         if (raw.fan_in_fan_out === true && !withConfig) return invalid('fan_in_fan_out on a weight stored (in, out)');
         const prefix = TORCH_PREFIXES.get(`${seedLow32(sd)}:${cells}`);
         if (!prefix || prefix.length < nf) return { kind: 'unknown', why: `torch's positions for seed ${sd} over ${cells} not in the reference` };
+        if (idwt) return { kind: 'unknown', why: 'WaveFT with use_idwt: values checked against torch in peft-waveft-idwt.test.ts' };
         const rows = prefix.slice(0, nf).map((e) => Math.floor(e / layer.in)), cols = prefix.slice(0, nf).map((e) => e % layer.in);
         // ΔW before the scale, handed to the engine in f32 (README, FourierFT row): WaveFT's coefficients as they are.
         const unit = method === 'FOURIERFT'
