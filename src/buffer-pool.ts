@@ -16,10 +16,15 @@
  */
 
 /**
- * How many returned buffers are kept: the pipeline has at most three slabs alive, and more would
- * raise peak memory for nothing (four kept cost about 15 MiB more on the bench's model).
+ * How many returned buffers are kept: the merge pipeline holds at most three inputs at once (one
+ * read ahead, one merging, one being written), and more would raise peak memory for nothing (four
+ * kept cost about 15 MiB more on the bench's model). Two were kept before, but at every layer's end
+ * the norms' small reads let all three come back before the next tensor's first slab, and the
+ * dropped one was allocated again: a fresh 4 MiB buffer per layer to fault in (in the page's merge
+ * worker 34 000 page faults per 0.97 GB merge, 26 000 keeping three), and a shared one freed only
+ * when the garbage collector ran.
  */
-const KEPT = 2;
+const KEPT = 3;
 /** Shared buffers are allocated in multiples of this, so that nearby sizes fit one. */
 const SHARED_GRANULE = 1 << 20;
 

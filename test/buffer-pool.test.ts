@@ -42,13 +42,28 @@ describe('BufferPool', () => {
     expect(pool.take(1 << 20).buffer).not.toBe(own.buffer);
   });
 
-  it('keeps at most two returned buffers, dropping the oldest', () => {
+  it('keeps at most three returned buffers, dropping the oldest', () => {
     const pool = new BufferPool();
-    const held = Array.from({ length: 3 }, () => pool.take(1 << 20));
+    const held = Array.from({ length: 4 }, () => pool.take(1 << 20));
     held.forEach((x) => pool.recycle(x));
-    const again = Array.from({ length: 3 }, () => pool.take(1 << 20).buffer);
-    for (let i = 0; i < 2; i++) expect(again[i]).toBe(held[i + 1].buffer);
-    expect(held.map((x) => x.buffer)).not.toContain(again[2]);
+    const again = Array.from({ length: 4 }, () => pool.take(1 << 20).buffer);
+    for (let i = 0; i < 3; i++) expect(again[i]).toBe(held[i + 1].buffer);
+    expect(held.map((x) => x.buffer)).not.toContain(again[3]);
+  });
+
+  it('three slabs in flight that all come back at once (a layer\'s norms) need no new memory for the next layer', () => {
+    // The merge pipeline's pattern at a layer's end (bench model, f16): a 4 MiB slab read ahead,
+    // one merging, one being written, then the 4 KiB norms; all three come back before the next
+    // layer's k_proj (256 × 2048 f16 = 1 MiB) slabs are taken.
+    const made: number[] = [];
+    const pool = new BufferPool((bytes) => (made.push(bytes), new SharedArrayBuffer(bytes)));
+    for (let layer = 0; layer < 4; layer++) {
+      const inFlight = [pool.take(4_194_304), pool.take(4_194_304), pool.take(4096)];
+      inFlight.forEach((x) => pool.recycle(x));
+      const next = [pool.take(1_048_576), pool.take(1_048_576), pool.take(4_190_208)];
+      next.forEach((x) => pool.recycle(x));
+    }
+    expect(made).toEqual([4 << 20, 4 << 20, 4 << 20]);
   });
 
   it('with shared memory: views of exactly the bytes asked for, every size served by a few buffers of the largest', () => {
