@@ -151,6 +151,13 @@ export const KEY_FORMS = [
   { suffix: '.gralora_B', role: 'gralora_B' },
   { suffix: '.gralora_A_general.weight', role: 'gralora_A_general' },
   { suffix: '.gralora_B_general.weight', role: 'gralora_B_general' },
+  // PEFT BEFT: a trained change of the layer's bias, (1, out).
+  { suffix: '.beft_bias', role: 'beft_bias' },
+  // PEFT Super-Tuning: trained values at flat positions of the weight, and an optional LoRA pair ("Supra").
+  { suffix: '.supertuning_values', role: 'supertuning_values' },
+  { suffix: '.supertuning_indices', role: 'supertuning_indices' },
+  { suffix: '.supertuning_lora_A.weight', role: 'supertuning_lora_A' },
+  { suffix: '.supertuning_lora_B.weight', role: 'supertuning_lora_B' },
   // LyCORIS (IA)³: the scaling vector and which side it scales.
   { suffix: '.on_input', role: 'on_input' },
   { suffix: '.weight', role: 'weight' },

@@ -1,0 +1,156 @@
+/**
+ * PEFT methods added after 0.18: BEFT (peft_type BEFT), a trained bias change `<module>.beft_bias`
+ * (1, out) that PEFT's merge adds to the base bias; Super-Tuning (peft_type SUPERTUNING), trained
+ * `<module>.supertuning_values` (n) at `<module>.supertuning_indices` (n) int32 flat positions of the
+ * (out, in) weight, plus with a config `r` ("Supra") `supertuning_lora_A.weight` (r, in) and
+ * `supertuning_lora_B.weight` (out, r) scaled by lora_alpha / r (lora_alpha defaults to 2r). PEFT's
+ * merge: W.flatten().scatter_add_(indices, values); W += (lora_alpha / r)·B·A. The truth below is
+ * that formula in float64. And the methods refused, by name, with why.
+ */
+import { describe, expect, it } from 'vitest';
+import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { expectMerged } from './helpers/expect-merged.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
+
+const backends = mergeBackends({ cpu: 'default' });
+
+const rand = seededRandom(71);
+const vals = gridValues(rand);
+const t = fixtureTensor;
+const run = async (...args: Parameters<typeof mergePeftFolder>) => (await mergePeftFolder(...args)).tensors;
+
+/** The fields PEFT writes to a BEFT adapter_config.json (BeftConfig and PeftConfig's own). */
+const beftConfig = (fields: object = {}) => ({
+  peft_type: 'BEFT', task_type: 'CAUSAL_LM', base_model_name_or_path: 'Qwen/Qwen2.5-0.5B', peft_version: '0.19.0', revision: null, auto_mapping: null,
+  inference_mode: true, target_modules: ['q_proj', 'k_proj', 'v_proj'], modules_to_save: null, init_weights: true, ...fields,
+});
+
+/** The fields PEFT writes to a Super-Tuning adapter_config.json; __post_init__ has set lora_alpha to 2r where r is given. */
+const superConfig = (fields: object = {}) => ({
+  peft_type: 'SUPERTUNING', task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B', peft_version: '0.19.0', revision: null, auto_mapping: null,
+  inference_mode: true, target_modules: ['q_proj', 'v_proj'], modules_to_save: null, sparsity: 0.99, select_top: true, r: null, lora_alpha: null,
+  lora_dropout: 0.0, init_weights: true, save_precomputed_indices: true, ...fields,
+});
+
+const q = 'model.layers.0.self_attn.q_proj', k = 'model.layers.0.self_attn.k_proj', v = 'model.layers.0.self_attn.v_proj';
+const saved = (module: string, param: string) => `base_model.model.${module}.${param}`;
+
+/** n flat positions of an (out, in) weight as torch.topk would give them: distinct, in no particular order. */
+function flatPositions(n: number, size: number): Float64Array {
+  const all = Array.from({ length: size }, (_, i) => i);
+  for (let i = all.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [all[i], all[j]] = [all[j], all[i]];
+  }
+  return Float64Array.from(all.slice(0, n));
+}
+
+/** PEFT Super-Tuning's merge in float64: scatter_add of the values, then (α/r)·B·A, all times the user weight. */
+function superTruth(w: Float64Array, out: number, inF: number, at: Float64Array, x: Float64Array, weight = 1, lora?: { a: Float64Array; b: Float64Array; r: number; alpha: number }) {
+  const res = w.slice();
+  for (let i = 0; i < x.length; i++) res[at[i]] += weight * x[i];
+  if (lora) {
+    for (let o = 0; o < out; o++) {
+      for (let j = 0; j < inF; j++) {
+        let s = 0;
+        for (let c = 0; c < lora.r; c++) s += lora.b[o * lora.r + c] * lora.a[c * inF + j];
+        res[o * inF + j] += weight * (lora.alpha / lora.r) * s;
+      }
+    }
+  }
+  return res;
+}
+
+describe.each(['cpu', 'webgpu'])('BEFT (PEFT), %s', (name) => {
+  it('adds beft_bias (1, out) to each base bias, times the user weight; the weights stay as they are', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 7, inF = 5;
+    const wq = vals(out * inF, 'BF16'), bq = vals(out, 'BF16'), wv = vals(out * inF, 'BF16'), bv = vals(out, 'BF16');
+    const dq = vals(out, 'F32'), dv = vals(out, 'F32');
+    const tensors = await run(backend, [t(`${q}.weight`, 'BF16', [out, inF], wq), t(`${q}.bias`, 'BF16', [out], bq), t(`${v}.weight`, 'BF16', [out, inF], wv), t(`${v}.bias`, 'BF16', [out], bv)],
+      beftConfig(), [t(saved(q, 'beft_bias'), 'F32', [1, out], dq), t(saved(v, 'beft_bias'), 'F32', [1, out], dv)], 0.5);
+    expectMerged(tensors.get(`${q}.bias`)!.values, bq.map((b, i) => b + 0.5 * dq[i]), 'BF16', `${q}.bias`);
+    expectMerged(tensors.get(`${v}.bias`)!.values, bv.map((b, i) => b + 0.5 * dv[i]), 'BF16', `${v}.bias`);
+    expect(Array.from(tensors.get(`${q}.weight`)!.values)).toEqual(Array.from(wq));
+    expect(Array.from(tensors.get(`${v}.weight`)!.values)).toEqual(Array.from(wv));
+  });
+});
+
+describe.each(['cpu', 'webgpu'])('Super-Tuning (PEFT), %s', (name) => {
+  it('sparse values scatter-added at their int32 flat positions (r null), with a user weight', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 9, inF = 11, nq = 5, nv = 1;
+    const wq = vals(out * inF, 'BF16'), wv = vals(out * inF, 'BF16');
+    const aq = flatPositions(nq, out * inF), av = flatPositions(nv, out * inF), xq = vals(nq, 'F32'), xv = vals(nv, 'F32');
+    const tensors = await run(backend, [t(`${q}.weight`, 'BF16', [out, inF], wq), t(`${v}.weight`, 'BF16', [out, inF], wv)], superConfig(), [
+      t(saved(q, 'supertuning_values'), 'F32', [nq], xq), t(saved(q, 'supertuning_indices'), 'I32', [nq], aq),
+      t(saved(v, 'supertuning_values'), 'F32', [nv], xv), t(saved(v, 'supertuning_indices'), 'I32', [nv], av),
+    ], 0.5);
+    expectMerged(tensors.get(`${q}.weight`)!.values, superTruth(wq, out, inF, aq, xq, 0.5), 'BF16', q);
+    expectMerged(tensors.get(`${v}.weight`)!.values, superTruth(wv, out, inF, av, xv, 0.5), 'BF16', v);
+  });
+
+  it('Supra: r = 1 with lora_alpha 2 (PEFT\'s 2r), and r = 3 with lora_alpha null (2r too), on a larger layer merged by row slabs', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 67, inF = 33, n = 22;
+    const w = vals(out * inF, 'F32'), at = flatPositions(n, out * inF), x = vals(n, 'F32');
+    const a1 = vals(inF, 'F32'), b1 = vals(out, 'F32');
+    const one = await run(backend, [t(`${q}.weight`, 'F32', [out, inF], w)], superConfig({ r: 1, lora_alpha: 2 }), [
+      t(saved(q, 'supertuning_values'), 'F32', [n], x), t(saved(q, 'supertuning_indices'), 'I32', [n], at),
+      t(saved(q, 'supertuning_lora_A.weight'), 'F32', [1, inF], a1), t(saved(q, 'supertuning_lora_B.weight'), 'F32', [out, 1], b1),
+    ]);
+    expectMerged(one.get(`${q}.weight`)!.values, superTruth(w, out, inF, at, x, 1, { a: a1, b: b1, r: 1, alpha: 2 }), 'F32', `${q} r=1`);
+    const a3 = vals(3 * inF, 'F32'), b3 = vals(out * 3, 'F32');
+    const three = await run(backend, [t(`${q}.weight`, 'F32', [out, inF], w)], superConfig({ r: 3 }), [
+      t(saved(q, 'supertuning_values'), 'F32', [n], x), t(saved(q, 'supertuning_indices'), 'I32', [n], at),
+      t(saved(q, 'supertuning_lora_A.weight'), 'F32', [3, inF], a3), t(saved(q, 'supertuning_lora_B.weight'), 'F32', [out, 3], b3),
+    ], 0.75);
+    expectMerged(three.get(`${q}.weight`)!.values, superTruth(w, out, inF, at, x, 0.75, { a: a3, b: b3, r: 3, alpha: 6 }), 'F32', `${q} r=3`);
+  });
+});
+
+it('Super-Tuning: an explicit lora_alpha scales the pair by lora_alpha / r; a position listed twice gets both values, as scatter_add sums them', async () => {
+  const out = 5, inF = 4, n = 3;
+  const w = vals(out * inF, 'F32'), at = Float64Array.from([6, 19, 6]), x = vals(n, 'F32');
+  const a = vals(2 * inF, 'F32'), b = vals(out * 2, 'F32');
+  const tensors = await run(backends.cpu!, [t(`${k}.weight`, 'F32', [out, inF], w)], superConfig({ target_modules: ['k_proj'], r: 2, lora_alpha: 3 }), [
+    t(saved(k, 'supertuning_values'), 'F32', [n], x), t(saved(k, 'supertuning_indices'), 'I64', [n], at),
+    t(saved(k, 'supertuning_lora_A.weight'), 'F32', [2, inF], a), t(saved(k, 'supertuning_lora_B.weight'), 'F32', [out, 2], b),
+  ]);
+  expectMerged(tensors.get(`${k}.weight`)!.values, superTruth(w, out, inF, at, x, 1, { a, b, r: 2, alpha: 3 }), 'F32', k);
+});
+
+it('refuses Super-Tuning files that do not say where the values go or disagree with their config', async () => {
+  const base = [t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))];
+  const sparse = (at: number[]) => [t(saved(q, 'supertuning_values'), 'F32', [at.length], vals(at.length, 'F32')), t(saved(q, 'supertuning_indices'), 'I32', [at.length], Float64Array.from(at))];
+  const pair = [t(saved(q, 'supertuning_lora_A.weight'), 'F32', [2, 5], vals(10, 'F32')), t(saved(q, 'supertuning_lora_B.weight'), 'F32', [4, 2], vals(8, 'F32'))];
+  await expect(preparePeftFolder(base, superConfig({ save_precomputed_indices: false }), sparse([3]).slice(0, 1)))
+    .rejects.toThrow(/q_proj" has no supertuning_indices \(saved with save_precomputed_indices: false\): PEFT recomputes these positions with a top-k/);
+  await expect(run(backends.cpu!, base, superConfig(), sparse([3, 20]))).rejects.toThrow(/Super-Tuning module "model\.layers\.0\.self_attn\.q_proj": supertuning_indices entry 1 \(20\) is outside the layer's 4 × 5 = 20 elements/);
+  await expect(preparePeftFolder(base, superConfig({ lora_alpha: 4 }), sparse([3]))).rejects.toThrow(/"lora_alpha" is set but "r" is not, which SupertuningConfig refuses/);
+  await expect(preparePeftFolder(base, superConfig(), [...sparse([3]), ...pair])).rejects.toThrow(/has base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.supertuning_lora_A\.weight but the config has no r/);
+  await expect(preparePeftFolder(base, superConfig({ r: 2, lora_alpha: 4 }), sparse([3]))).rejects.toThrow(/the config's r is 2 \(Supra\), but supertuning_lora_A\.weight is missing/);
+  await expect(preparePeftFolder(base, superConfig({ r: 3, lora_alpha: 6 }), [...sparse([3]), ...pair])).rejects.toThrow(/do not fit the config's r 3/);
+});
+
+it('refuses BEFT on a layer without a bias, as PEFT\'s merge raises', async () => {
+  const prepared = await preparePeftFolder([t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))], beftConfig(), [t(saved(q, 'beft_bias'), 'F32', [1, 4], vals(4, 'F32'))]);
+  expect(prepared.plan.problems.map((p) => p.message).join('\n')).toMatch(/has base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.beft_bias, a change of its bias, but the base has no model\.layers\.0\.self_attn\.q_proj\.bias/);
+  await prepared.close();
+});
+
+it('refuses the newer PEFT methods whose files do not fix a merged weight, saying why', async () => {
+  const open = (cfg: object, tensors: FixtureTensor[]) => preparePeftFolder([t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))], cfg, tensors);
+  const any = [t(saved(q, 'x'), 'F32', [2], vals(2, 'F32'))];
+  await expect(open({ peft_type: 'OSF' }, any)).rejects.toThrow(/PEFT method OSF is not supported: its merge replaces the weight by U_high·S_high·V_high .* recomputes it with an SVD of the base weight/);
+  await expect(open({ peft_type: 'PSOFT' }, any)).rejects.toThrow(/PEFT method PSOFT is not supported: its factors A and B are not saved/);
+  await expect(open({ peft_type: 'FROD' }, any)).rejects.toThrow(/PEFT method FROD is not supported: its U is not saved/);
+  await expect(open({ peft_type: 'CARTRIDGE' }, any)).rejects.toThrow(/PEFT method CARTRIDGE is not supported: it stores a key\/value cache prefix/);
+  for (const type of ['ADAMSS', 'DEFT', 'PEANUT', 'PVERA', 'TINYLORA', 'UNILORA']) {
+    await expect(open({ peft_type: type }, any)).rejects.toThrow(new RegExp(`PEFT method ${type} is not supported: not read yet .*BEFT and SUPERTUNING adapters can be merged`));
+  }
+});
