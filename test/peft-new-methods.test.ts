@@ -5,7 +5,11 @@
  * (out, in) weight, plus with a config `r` ("Supra") `supertuning_lora_A.weight` (r, in) and
  * `supertuning_lora_B.weight` (out, r) scaled by lora_alpha / r (lora_alpha defaults to 2r). PEFT's
  * merge: W.flatten().scatter_add_(indices, values); W += (lora_alpha / r)·B·A. The truth below is
- * that formula in float64. And the methods refused, by name, with why.
+ * that formula in float64. TinyLoRA (peft_type TINYLORA): `<module>.tinylora_A` (r, in) and
+ * `tinylora_B` (out, r), the base's SVD factors saved with the adapter, `tinylora_P` (u, r, r), and
+ * the vector v shared by every module when weight_tying puts them in one group,
+ * `base_model.tinylora_v.0` (u); PEFT's get_delta_weight is B·(Σ_i v_i·P_i)·A. And the methods
+ * refused, by name, with why.
  */
 import { describe, expect, it } from 'vitest';
 import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
@@ -61,6 +65,96 @@ function superTruth(w: Float64Array, out: number, inF: number, at: Float64Array,
   }
   return res;
 }
+
+/** The fields PEFT writes to a TinyLoRA adapter_config.json (TinyLoraConfig and PeftConfig's own). */
+const tinyConfig = (fields: object = {}) => ({
+  peft_type: 'TINYLORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'Qwen/Qwen2.5-0.5B', peft_version: '0.19.0', revision: null, auto_mapping: null,
+  inference_mode: true, r: 2, u: 64, weight_tying: 1.0, projection_seed: 42, save_projection: true, init_v_bound: 0.02, target_modules: ['q_proj', 'v_proj'],
+  tinylora_dropout: 0.0, fan_in_fan_out: false, bias: 'none', modules_to_save: null, init_weights: true, layers_to_transform: null, layers_pattern: null, ...fields,
+});
+
+/** PEFT TinyLoRA's ΔW in float64: B (out, r) · (Σ_i v_i·P_i) (r, r) · A (r, in), times the user weight, added to W. */
+function tinyTruth(w: Float64Array, out: number, inF: number, r: number, a: Float64Array, b: Float64Array, p: Float64Array, v: Float64Array, weight = 1) {
+  const rm = new Float64Array(r * r);
+  for (let i = 0; i < v.length; i++) for (let j = 0; j < r * r; j++) rm[j] += v[i] * p[i * r * r + j];
+  const res = w.slice();
+  for (let o = 0; o < out; o++) {
+    for (let c = 0; c < inF; c++) {
+      let s = 0;
+      for (let j = 0; j < r; j++) for (let k = 0; k < r; k++) s += b[o * r + j] * rm[j * r + k] * a[k * inF + c];
+      res[o * inF + c] += weight * s;
+    }
+  }
+  return res;
+}
+
+describe.each(['cpu', 'webgpu'])('TinyLoRA (PEFT), %s', (name) => {
+  it('B·(Σ v_i·P_i)·A with one v shared by q_proj and v_proj (weight_tying 1.0), r = 2, u = 3, with a user weight', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 9, inF = 7, r = 2, u = 3;
+    const wq = vals(out * inF, 'BF16'), wv = vals(out * inF, 'BF16'), x = vals(u, 'F32');
+    const aq = vals(r * inF, 'BF16'), bq = vals(out * r, 'BF16'), pq = vals(u * r * r, 'F32');
+    const av = vals(r * inF, 'BF16'), bv = vals(out * r, 'BF16'), pv = vals(u * r * r, 'F32');
+    const tensors = await run(backend, [t(`${q}.weight`, 'BF16', [out, inF], wq), t(`${v}.weight`, 'BF16', [out, inF], wv)], tinyConfig({ u }), [
+      t(saved(q, 'tinylora_A'), 'BF16', [r, inF], aq), t(saved(q, 'tinylora_B'), 'BF16', [out, r], bq), t(saved(q, 'tinylora_P'), 'F32', [u, r, r], pq),
+      t(saved(v, 'tinylora_A'), 'BF16', [r, inF], av), t(saved(v, 'tinylora_B'), 'BF16', [out, r], bv), t(saved(v, 'tinylora_P'), 'F32', [u, r, r], pv),
+      t('base_model.tinylora_v.0', 'F32', [u], x),
+    ], 0.5);
+    expectMerged(tensors.get(`${q}.weight`)!.values, tinyTruth(wq, out, inF, r, aq, bq, pq, x, 0.5), 'BF16', q);
+    expectMerged(tensors.get(`${v}.weight`)!.values, tinyTruth(wv, out, inF, r, av, bv, pv, x, 0.5), 'BF16', v);
+  });
+
+  it('a layer narrower than r keeps min(r, out, in) directions (r = 4 on a (3, 5) layer), and r = 1 with u = 1 on a single module (weight_tying 0)', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 3, inF = 5, kept = 3, u = 2;
+    const w = vals(out * inF, 'F32'), a = vals(kept * inF, 'F32'), b = vals(out * kept, 'F32'), p = vals(u * kept * kept, 'F32'), x = vals(u, 'F32');
+    const narrow = await run(backend, [t(`${q}.weight`, 'F32', [out, inF], w)], tinyConfig({ r: 4, u, target_modules: ['q_proj'] }), [
+      t(saved(q, 'tinylora_A'), 'F32', [kept, inF], a), t(saved(q, 'tinylora_B'), 'F32', [out, kept], b), t(saved(q, 'tinylora_P'), 'F32', [u, kept, kept], p), t('base_model.tinylora_v.0', 'F32', [u], x),
+    ]);
+    expectMerged(narrow.get(`${q}.weight`)!.values, tinyTruth(w, out, inF, kept, a, b, p, x), 'F32', `${q} r=4`);
+    const o1 = 67, i1 = 33;
+    const w1 = vals(o1 * i1, 'F32'), a1 = vals(i1, 'F32'), b1 = vals(o1, 'F32'), p1 = vals(1, 'F32'), x1 = vals(1, 'F32');
+    const one = await run(backend, [t(`${k}.weight`, 'F32', [o1, i1], w1)], tinyConfig({ r: 1, u: 1, weight_tying: 0.0, target_modules: ['k_proj'] }), [
+      t(saved(k, 'tinylora_A'), 'F32', [1, i1], a1), t(saved(k, 'tinylora_B'), 'F32', [o1, 1], b1), t(saved(k, 'tinylora_P'), 'F32', [1, 1, 1], p1), t('base_model.tinylora_v.0', 'F32', [1], x1),
+    ]);
+    expectMerged(one.get(`${k}.weight`)!.values, tinyTruth(w1, o1, i1, 1, a1, b1, p1, x1), 'F32', `${k} r=1`);
+  });
+});
+
+it('TinyLoRA on a GPT-2 Conv1D under fan_in_fan_out: A (r, in), B (out, r), ΔW transposed onto the (in, out) weight', async () => {
+  const c = 'transformer.h.0.attn.c_attn', inF = 5, out = 9, r = 2, u = 2;
+  const w = vals(inF * out, 'F32'), a = vals(r * inF, 'F32'), b = vals(out * r, 'F32'), p = vals(u * r * r, 'F32'), x = vals(u, 'F32');
+  const tensors = await run(backends.cpu!, [t(`${c}.weight`, 'F32', [inF, out], w)], tinyConfig({ u, fan_in_fan_out: true, target_modules: ['c_attn'] }), [
+    t(`base_model.model.${c}.tinylora_A`, 'F32', [r, inF], a), t(`base_model.model.${c}.tinylora_B`, 'F32', [out, r], b), t(`base_model.model.${c}.tinylora_P`, 'F32', [u, r, r], p), t('base_model.tinylora_v.0', 'F32', [u], x),
+  ]);
+  // ΔW (out, in) from the truth on a zero weight, added transposed.
+  const delta = tinyTruth(new Float64Array(out * inF), out, inF, r, a, b, p, x);
+  const want = w.map((wi, idx) => wi + delta[(idx % out) * inF + Math.floor(idx / out)]);
+  expectMerged(tensors.get(`${c}.weight`)!.values, want, 'F32', c);
+});
+
+it('TinyLoRA on an embedding: its (vocab, dim) weight takes B·R·A as PEFT\'s Embedding layer forms it', async () => {
+  const e = 'model.embed_tokens', vocab = 11, dim = 6, r = 2, u = 2;
+  const w = vals(vocab * dim, 'F32'), a = vals(r * dim, 'F32'), b = vals(vocab * r, 'F32'), p = vals(u * r * r, 'F32'), x = vals(u, 'F32');
+  const tensors = await run(backends.cpu!, [t(`${e}.weight`, 'F32', [vocab, dim], w)], tinyConfig({ u, target_modules: ['embed_tokens'] }), [
+    t(saved(e, 'tinylora_A'), 'F32', [r, dim], a), t(saved(e, 'tinylora_B'), 'F32', [vocab, r], b), t(saved(e, 'tinylora_P'), 'F32', [u, r, r], p), t('base_model.tinylora_v.0', 'F32', [u], x),
+  ]);
+  expectMerged(tensors.get(`${e}.weight`)!.values, tinyTruth(w, vocab, dim, r, a, b, p, x), 'F32', e);
+});
+
+it('refuses TinyLoRA files whose v cannot be matched to modules, without saved projections, or that disagree with their config', async () => {
+  const base = [t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32')), t(`${v}.weight`, 'F32', [4, 5], vals(20, 'F32'))];
+  const mod = (m: string, r = 2, u = 3, withP = true) => [t(saved(m, 'tinylora_A'), 'F32', [r, 5], vals(r * 5, 'F32')), t(saved(m, 'tinylora_B'), 'F32', [4, r], vals(4 * r, 'F32')), ...(withP ? [t(saved(m, 'tinylora_P'), 'F32', [u, r, r], vals(u * r * r, 'F32'))] : [])];
+  const vec = (g: number, u = 3) => t(`base_model.tinylora_v.${g}`, 'F32', [u], vals(u, 'F32'));
+  await expect(preparePeftFolder(base, tinyConfig({ u: 3, weight_tying: 0.0 }), [...mod(q), ...mod(v), vec(0), vec(1)]))
+    .rejects.toThrow(/TinyLoRA with 2 shared vectors v \(2 modules, weight_tying 0\): PEFT hands each module the v of its group by the module's position in the model's named_modules\(\) order/);
+  await expect(preparePeftFolder(base, tinyConfig({ u: 3, save_projection: false }), [...mod(q, 2, 3, false), vec(0)]))
+    .rejects.toThrow(/q_proj" has no tinylora_P \(saved with save_projection: false\): PEFT regenerates these projections/);
+  await expect(preparePeftFolder(base, tinyConfig({ u: 3, r: 3 }), [...mod(q), vec(0)])).rejects.toThrow(/has rank 2 and u 3, but the config \(r 3, u 3\) gives rank 3/);
+  await expect(preparePeftFolder(base, tinyConfig({ u: 3 }), mod(q))).rejects.toThrow(/TinyLoRA adapter without its shared base_model\.tinylora_v vector/);
+});
 
 describe.each(['cpu', 'webgpu'])('BEFT (PEFT), %s', (name) => {
   it('adds beft_bias (1, out) to each base bias, times the user weight; the weights stay as they are', async (ctx) => {
@@ -150,7 +244,7 @@ it('refuses the newer PEFT methods whose files do not fix a merged weight, sayin
   await expect(open({ peft_type: 'PSOFT' }, any)).rejects.toThrow(/PEFT method PSOFT is not supported: its factors A and B are not saved/);
   await expect(open({ peft_type: 'FROD' }, any)).rejects.toThrow(/PEFT method FROD is not supported: its U is not saved/);
   await expect(open({ peft_type: 'CARTRIDGE' }, any)).rejects.toThrow(/PEFT method CARTRIDGE is not supported: it stores a key\/value cache prefix/);
-  for (const type of ['ADAMSS', 'DEFT', 'PEANUT', 'PVERA', 'TINYLORA', 'UNILORA']) {
-    await expect(open({ peft_type: type }, any)).rejects.toThrow(new RegExp(`PEFT method ${type} is not supported: not read yet .*BEFT and SUPERTUNING adapters can be merged`));
+  for (const type of ['ADAMSS', 'DEFT', 'PEANUT', 'PVERA', 'UNILORA']) {
+    await expect(open({ peft_type: type }, any)).rejects.toThrow(new RegExp(`PEFT method ${type} is not supported: not read yet .*BEFT, SUPERTUNING and TINYLORA adapters can be merged`));
   }
 });

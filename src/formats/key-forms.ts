@@ -158,6 +158,11 @@ export const KEY_FORMS = [
   { suffix: '.supertuning_indices', role: 'supertuning_indices' },
   { suffix: '.supertuning_lora_A.weight', role: 'supertuning_lora_A' },
   { suffix: '.supertuning_lora_B.weight', role: 'supertuning_lora_B' },
+  // PEFT TinyLoRA: the saved SVD factors of the base, the random projections, and the shared trained vector.
+  { suffix: '.tinylora_A', role: 'tinylora_A' },
+  { suffix: '.tinylora_B', role: 'tinylora_B' },
+  { suffix: '.tinylora_P', role: 'tinylora_P' },
+  { suffix: '.tinylora_v', role: 'tinylora_v' },
   // LyCORIS (IA)³: the scaling vector and which side it scales.
   { suffix: '.on_input', role: 'on_input' },
   { suffix: '.weight', role: 'weight' },
