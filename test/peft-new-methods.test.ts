@@ -8,7 +8,10 @@
  * that formula in float64. TinyLoRA (peft_type TINYLORA): `<module>.tinylora_A` (r, in) and
  * `tinylora_B` (out, r), the base's SVD factors saved with the adapter, `tinylora_P` (u, r, r), and
  * the vector v shared by every module when weight_tying puts them in one group,
- * `base_model.tinylora_v.0` (u); PEFT's get_delta_weight is B·(Σ_i v_i·P_i)·A. And the methods
+ * `base_model.tinylora_v.0` (u); PEFT's get_delta_weight is B·(Σ_i v_i·P_i)·A. PVeRA (peft_type
+ * PVERA): `<module>.pvera_lambda_b` (out), `pvera_lambda_d` (2r), shared `base_model.pvera_A`
+ * (2r, in_max) and `base_model.pvera_B` (out_max, r); PEFT merges the mean half,
+ * (λ_b ⊙ B[:out]) · (λ_d[:r] ⊙ A[:r, :in]). And the methods
  * refused, by name, with why.
  */
 import { describe, expect, it } from 'vitest';
@@ -156,6 +159,63 @@ it('refuses TinyLoRA files whose v cannot be matched to modules, without saved p
   await expect(preparePeftFolder(base, tinyConfig({ u: 3 }), mod(q))).rejects.toThrow(/TinyLoRA adapter without its shared base_model\.tinylora_v vector/);
 });
 
+/** The fields PEFT writes to a PVeRA adapter_config.json (PveraConfig and PeftConfig's own). */
+const pveraConfig = (fields: object = {}) => ({
+  peft_type: 'PVERA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B', peft_version: '0.19.0', revision: null, auto_mapping: null,
+  inference_mode: true, r: 256, target_modules: ['q_proj', 'v_proj'], projection_prng_key: 0, save_projection: true, pvera_dropout: 0.0, d_initial: 0.1,
+  fan_in_fan_out: false, bias: 'none', modules_to_save: null, init_weights: true, layers_to_transform: null, layers_pattern: null, sample_at_inference: false, generator_seed: null, ...fields,
+});
+
+/** PEFT PVeRA's merge in float64: W + weight·(λ_b ⊙ B[:out, :r])·(λ_d[:r] ⊙ A[:r, :in]), A (2r, inMax), B (outMax, r). */
+function pveraTruth(w: Float64Array, out: number, inF: number, r: number, a: Float64Array, inMax: number, b: Float64Array, lb: Float64Array, ld: Float64Array, weight = 1) {
+  const res = w.slice();
+  for (let o = 0; o < out; o++) {
+    for (let i = 0; i < inF; i++) {
+      let s = 0;
+      for (let c = 0; c < r; c++) s += lb[o] * b[o * r + c] * ld[c] * a[c * inMax + i];
+      res[o * inF + i] += weight * s;
+    }
+  }
+  return res;
+}
+
+describe.each(['cpu', 'webgpu'])('PVeRA (PEFT), %s', (name) => {
+  it('the mean half of the shared projections, sliced to each layer (q_proj (8, 6), v_proj (4, 3)), r = 2, with a user weight', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const r = 2, outMax = 8, inMax = 6;
+    const a = vals(2 * r * inMax, 'F32'), b = vals(outMax * r, 'F32');
+    const wq = vals(8 * 6, 'BF16'), wv = vals(4 * 3, 'BF16');
+    const lbq = vals(8, 'F32'), ldq = vals(2 * r, 'F32'), lbv = vals(4, 'F32'), ldv = vals(2 * r, 'F32');
+    const tensors = await run(backend, [t(`${q}.weight`, 'BF16', [8, 6], wq), t(`${v}.weight`, 'BF16', [4, 3], wv)], pveraConfig({ r }), [
+      t('base_model.pvera_A', 'F32', [2 * r, inMax], a), t('base_model.pvera_B', 'F32', [outMax, r], b),
+      t(saved(q, 'pvera_lambda_b'), 'F32', [8], lbq), t(saved(q, 'pvera_lambda_d'), 'F32', [2 * r], ldq),
+      t(saved(v, 'pvera_lambda_b'), 'F32', [4], lbv), t(saved(v, 'pvera_lambda_d'), 'F32', [2 * r], ldv),
+    ], 0.5);
+    expectMerged(tensors.get(`${q}.weight`)!.values, pveraTruth(wq, 8, 6, r, a, inMax, b, lbq, ldq, 0.5), 'BF16', q);
+    expectMerged(tensors.get(`${v}.weight`)!.values, pveraTruth(wv, 4, 3, r, a, inMax, b, lbv, ldv, 0.5), 'BF16', v);
+  });
+});
+
+it('PVeRA r = 1 on a GPT-2 Conv1D under fan_in_fan_out: ΔW transposed onto the (in, out) weight', async () => {
+  const c = 'transformer.h.0.attn.c_attn', inF = 5, out = 7, r = 1;
+  const w = vals(inF * out, 'F32'), a = vals(2 * inF, 'F32'), b = vals(out, 'F32'), lb = vals(out, 'F32'), ld = vals(2, 'F32');
+  const tensors = await run(backends.cpu!, [t(`${c}.weight`, 'F32', [inF, out], w)], pveraConfig({ r, fan_in_fan_out: true, target_modules: ['c_attn'] }), [
+    t('base_model.pvera_A', 'F32', [2, inF], a), t('base_model.pvera_B', 'F32', [out, 1], b),
+    t(`base_model.model.${c}.pvera_lambda_b`, 'F32', [out], lb), t(`base_model.model.${c}.pvera_lambda_d`, 'F32', [2], ld),
+  ]);
+  const delta = pveraTruth(new Float64Array(out * inF), out, inF, r, a, inF, b, lb, ld);
+  expectMerged(tensors.get(`${c}.weight`)!.values, w.map((wi, idx) => wi + delta[(idx % out) * inF + Math.floor(idx / out)]), 'F32', c);
+});
+
+it('refuses PVeRA without its saved projections, or with a rank its config does not give', async () => {
+  const base = [t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))];
+  const mod = [t(saved(q, 'pvera_lambda_b'), 'F32', [4], vals(4, 'F32')), t(saved(q, 'pvera_lambda_d'), 'F32', [4], vals(4, 'F32'))];
+  const shared = [t('base_model.pvera_A', 'F32', [4, 5], vals(20, 'F32')), t('base_model.pvera_B', 'F32', [4, 2], vals(8, 'F32'))];
+  await expect(preparePeftFolder(base, pveraConfig({ r: 2, save_projection: false }), mod)).rejects.toThrow(/PVeRA adapter without base_model\.pvera_A and pvera_B \(saved with save_projection: false\)/);
+  await expect(preparePeftFolder(base, pveraConfig({ r: 4 }), [...mod, ...shared])).rejects.toThrow(/q_proj" has rank 2 but the config's r is 4/);
+});
+
 describe.each(['cpu', 'webgpu'])('BEFT (PEFT), %s', (name) => {
   it('adds beft_bias (1, out) to each base bias, times the user weight; the weights stay as they are', async (ctx) => {
     const backend = backends[name];
@@ -244,7 +304,7 @@ it('refuses the newer PEFT methods whose files do not fix a merged weight, sayin
   await expect(open({ peft_type: 'PSOFT' }, any)).rejects.toThrow(/PEFT method PSOFT is not supported: its factors A and B are not saved/);
   await expect(open({ peft_type: 'FROD' }, any)).rejects.toThrow(/PEFT method FROD is not supported: its U is not saved/);
   await expect(open({ peft_type: 'CARTRIDGE' }, any)).rejects.toThrow(/PEFT method CARTRIDGE is not supported: it stores a key\/value cache prefix/);
-  for (const type of ['ADAMSS', 'DEFT', 'PEANUT', 'PVERA', 'UNILORA']) {
-    await expect(open({ peft_type: type }, any)).rejects.toThrow(new RegExp(`PEFT method ${type} is not supported: not read yet .*BEFT, SUPERTUNING and TINYLORA adapters can be merged`));
+  for (const type of ['ADAMSS', 'DEFT', 'PEANUT', 'UNILORA']) {
+    await expect(open({ peft_type: type }, any)).rejects.toThrow(new RegExp(`PEFT method ${type} is not supported: not read yet .*BEFT, SUPERTUNING, TINYLORA and PVERA adapters can be merged`));
   }
 });

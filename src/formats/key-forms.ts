@@ -163,6 +163,11 @@ export const KEY_FORMS = [
   { suffix: '.tinylora_B', role: 'tinylora_B' },
   { suffix: '.tinylora_P', role: 'tinylora_P' },
   { suffix: '.tinylora_v', role: 'tinylora_v' },
+  // PEFT PVeRA: VeRA's per-module scalings, with a shared A of 2r rows (mean, then log-variance).
+  { suffix: '.pvera_lambda_b', role: 'pvera_lambda_b' },
+  { suffix: '.pvera_lambda_d', role: 'pvera_lambda_d' },
+  { suffix: '.pvera_A', role: 'pvera_A' },
+  { suffix: '.pvera_B', role: 'pvera_B' },
   // LyCORIS (IA)³: the scaling vector and which side it scales.
   { suffix: '.on_input', role: 'on_input' },
   { suffix: '.weight', role: 'weight' },

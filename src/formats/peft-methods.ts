@@ -1,13 +1,14 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, BEFT, SUPERTUNING, TINYLORA, LN_TUNING): the same tensors as LyCORIS's
+ * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, BEFT, SUPERTUNING, TINYLORA, PVERA, LN_TUNING): the same tensors as LyCORIS's
  * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
  * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
  * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
  * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, HiRA's `hira_A`/`hira_B`, RoAd's `road_theta`/`road_alpha`, C3A's `c3a_kernel`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
  * `shira_weight`/`shira_indices`, FourierFT's `fourierft_spectrum`, WaveFT's `waveft_spectrum`, BEFT's `beft_bias`,
  * Super-Tuning's `supertuning_values`/`supertuning_indices` (and `supertuning_lora_A`/`_B`), TinyLoRA's
- * `tinylora_A`/`_B`/`_P` with the shared `base_model.tinylora_v.0`; LN tuning's trained layer copies
+ * `tinylora_A`/`_B`/`_P` with the shared `base_model.tinylora_v.0`, PVeRA's `pvera_lambda_b`/`_d` with the
+ * shared `base_model.pvera_A`/`pvera_B`; LN tuning's trained layer copies
  * (`<module>.ln_tuning_layers.<param>`) replace the base's parameters; plus `modules_to_save`
  * layers and other saved tensors, which replace their base tensors as in LoRA folders
  * (peft-saved-modules.ts). The modules are built by the algorithm registry; the scale is PEFT's:
@@ -110,6 +111,10 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   // BEFT trains a bias change alone; Super-Tuning's r is optional (no r: no LoRA pair), its α defaults to 2r (SupertuningConfig.__post_init__).
   BEFT: { title: 'BEFT', wraps: ['Linear'], algorithms: ['peft-beft'], roles: ['beft_bias'], r: 0, alpha: 1 },
   SUPERTUNING: { title: 'Super-Tuning', wraps: ['Linear'], algorithms: ['peft-supertuning'], roles: ['supertuning_values', 'supertuning_indices', 'supertuning_lora_A', 'supertuning_lora_B'], r: 0, alpha: 0, alphaKey: 'lora_alpha' },
+  PVERA: {
+    rNull: R_COMPARED, title: 'PVeRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-pvera'], roles: ['pvera_lambda_b', 'pvera_lambda_d'], r: 256, alpha: 1,
+    shared: { names: { 'base_model.pvera_A': 'pvera_A', 'base_model.pvera_B': 'pvera_B' }, missing: 'PVeRA adapter without base_model.pvera_A and pvera_B (saved with save_projection: false); PEFT regenerates them from projection_prng_key with torch\'s kaiming_uniform_, whose float32 values differ by the CPU kernel torch ran, so this tool cannot reproduce them exactly' },
+  },
   // TinyLoRA's v is shared by a group of modules, saved once per group; the one group every module uses when there is one.
   TINYLORA: {
     rNull: '`self.r <= 0` in TinyLoraConfig.__post_init__ raises TypeError', title: 'TinyLoRA', wraps: ['Linear', 'Conv1D', 'Embedding'], fanInFanOutByLayer: true, algorithms: ['peft-tinylora'], roles: ['tinylora_A', 'tinylora_B', 'tinylora_P'], r: 2, alpha: 1,
@@ -119,7 +124,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
 };
 
 /** Algorithms whose ΔW PEFT transposes for a layer stored (in, out) when the config says fan_in_fan_out (GPT-2's Conv1D). */
-const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['peft-tinylora', 'vera', 'peft-fourierft', 'peft-waveft', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
+const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['peft-tinylora', 'peft-pvera', 'vera', 'peft-fourierft', 'peft-waveft', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
 
 /**
  * AdaLoRA's per-module settings as PEFT sets them at load: every module is built at init_r
@@ -183,8 +188,8 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   const alpha = method.alphaNull || raw[alphaKey] !== null ? number(alphaKey, method.alpha, method.alphaNull) : method.alpha;
   const adalora = type === 'ADALORA' ? adaloraSettings(raw, configFile, r) : undefined;
   // AdaLoRA's rank_pattern is its own (boolean masks), and PEFT does not read alpha_pattern for it.
-  // Neither do BEFT, Super-Tuning and TinyLoRA, whose config classes have no such tables (PEFT drops the keys).
-  const noPatterns = adalora !== undefined || type === 'BEFT' || type === 'SUPERTUNING' || type === 'TINYLORA';
+  // Neither do BEFT, Super-Tuning, TinyLoRA and PVeRA, whose config classes have no such tables (PEFT drops the keys).
+  const noPatterns = adalora !== undefined || type === 'BEFT' || type === 'SUPERTUNING' || type === 'TINYLORA' || type === 'PVERA';
   const rankPattern = noPatterns ? [] : patterns(raw, method.rPatternKey ?? 'rank_pattern', configFile, true, budget);
   const alphaPattern = noPatterns ? [] : patterns(raw, 'alpha_pattern', configFile, false, budget);
   const fanInFanOut = flag('fan_in_fan_out') === true;
@@ -239,6 +244,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     options.hybrid_r = number('hybrid_r', 0, '`hybrid_r < 0` in update_layer raises TypeError');
   }
   if (type === 'BEFT') options.beft_config = true;
+  if (type === 'PVERA') options.pvera_config = true;
   if (type === 'SUPERTUNING') {
     // SupertuningConfig.__post_init__: r is None (sparse values alone) or a positive integer; lora_alpha
     // is refused without r and defaults to 2·r with it. Its LoRA pair is scaled by lora_alpha / r.
