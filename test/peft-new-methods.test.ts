@@ -11,7 +11,10 @@
  * `base_model.tinylora_v.0` (u); PEFT's get_delta_weight is B·(Σ_i v_i·P_i)·A. PVeRA (peft_type
  * PVERA): `<module>.pvera_lambda_b` (out), `pvera_lambda_d` (2r), shared `base_model.pvera_A`
  * (2r, in_max) and `base_model.pvera_B` (out_max, r); PEFT merges the mean half,
- * (λ_b ⊙ B[:out]) · (λ_d[:r] ⊙ A[:r, :in]). And the methods
+ * (λ_b ⊙ B[:out]) · (λ_d[:r] ⊙ A[:r, :in]). UniLoRA (peft_type UNILORA) under save_indices:
+ * `<module>.unilora_indices_A` (r, in) / `_B` (out, r) int64 and `unilora_scales_A` / `_B` of the
+ * same shapes, with the shared `base_model.unilora_theta_d`; PEFT's ΔW is B·A with
+ * A = θ[indices_A] ⊙ scales_A, B = θ[indices_B] ⊙ scales_B. And the methods
  * refused, by name, with why.
  */
 import { describe, expect, it } from 'vitest';
@@ -216,6 +219,71 @@ it('refuses PVeRA without its saved projections, or with a rank its config does 
   await expect(preparePeftFolder(base, pveraConfig({ r: 4 }), [...mod, ...shared])).rejects.toThrow(/q_proj" has rank 2 but the config's r is 4/);
 });
 
+/** The fields PEFT writes to a UniLoRA adapter_config.json (UniLoraConfig and PeftConfig's own). */
+const uniConfig = (fields: object = {}) => ({
+  peft_type: 'UNILORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B', peft_version: '0.19.0', revision: null, auto_mapping: null,
+  inference_mode: true, r: 4, proj_seed: 42, theta_d_length: 256, target_modules: ['q_proj', 'v_proj'], unilora_dropout: 0.0, fan_in_fan_out: false, bias: 'none',
+  modules_to_save: null, init_theta_d_bound: 0.02, init_weights: true, save_indices: true, layers_to_transform: null, layers_pattern: null, ...fields,
+});
+
+/** Integer indices into θ, drawn uniformly. */
+const thetaIndices = (n: number, length: number) => Float64Array.from({ length: n }, () => Math.floor(rand() * length));
+
+/** PEFT UniLoRA's ΔW in float64: B·A with A = θ[ia] ⊙ sa (r, in), B = θ[ib] ⊙ sb (out, r), times the user weight, added to W. */
+function uniTruth(w: Float64Array, out: number, inF: number, r: number, theta: Float64Array, ia: Float64Array, sa: Float64Array, ib: Float64Array, sb: Float64Array, weight = 1) {
+  const res = w.slice();
+  for (let o = 0; o < out; o++) {
+    for (let i = 0; i < inF; i++) {
+      let s = 0;
+      for (let c = 0; c < r; c++) s += theta[ib[o * r + c]] * sb[o * r + c] * theta[ia[c * inF + i]] * sa[c * inF + i];
+      res[o * inF + i] += weight * s;
+    }
+  }
+  return res;
+}
+
+describe.each(['cpu', 'webgpu'])('UniLoRA (PEFT), %s', (name) => {
+  it('A and B gathered from the shared theta_d by their saved int64 indices and bf16 scales, r = 2 and (rank_pattern ignored) on two layers, with a user weight', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const r = 2, len = 16, theta = vals(len, 'F32');
+    const layer = (out: number, inF: number) => ({ w: vals(out * inF, 'BF16'), ia: thetaIndices(r * inF, len), sa: vals(r * inF, 'BF16'), ib: thetaIndices(out * r, len), sb: vals(out * r, 'BF16') });
+    const lq = layer(9, 7), lv = layer(3, 7);
+    const files = (m: string, l: ReturnType<typeof layer>, out: number, inF: number) => [
+      t(saved(m, 'unilora_indices_A'), 'I64', [r, inF], l.ia), t(saved(m, 'unilora_indices_B'), 'I64', [out, r], l.ib),
+      t(saved(m, 'unilora_scales_A'), 'BF16', [r, inF], l.sa), t(saved(m, 'unilora_scales_B'), 'BF16', [out, r], l.sb),
+    ];
+    const tensors = await run(backend, [t(`${q}.weight`, 'BF16', [9, 7], lq.w), t(`${v}.weight`, 'BF16', [3, 7], lv.w)], uniConfig({ r, theta_d_length: len, rank_pattern: { q_proj: 8 } }),
+      [...files(q, lq, 9, 7), ...files(v, lv, 3, 7), t('base_model.unilora_theta_d', 'F32', [len], theta)], 0.5);
+    expectMerged(tensors.get(`${q}.weight`)!.values, uniTruth(lq.w, 9, 7, r, theta, lq.ia, lq.sa, lq.ib, lq.sb, 0.5), 'BF16', q);
+    expectMerged(tensors.get(`${v}.weight`)!.values, uniTruth(lv.w, 3, 7, r, theta, lv.ia, lv.sa, lv.ib, lv.sb, 0.5), 'BF16', v);
+  });
+});
+
+it('UniLoRA r = 1 on a GPT-2 Conv1D under fan_in_fan_out: ΔW transposed onto the (in, out) weight', async () => {
+  const c = 'transformer.h.0.attn.c_attn', inF = 5, out = 6, len = 4, theta = vals(len, 'F32');
+  const w = vals(inF * out, 'F32'), ia = thetaIndices(inF, len), sa = vals(inF, 'F32'), ib = thetaIndices(out, len), sb = vals(out, 'F32');
+  const tensors = await run(backends.cpu!, [t(`${c}.weight`, 'F32', [inF, out], w)], uniConfig({ r: 1, theta_d_length: len, fan_in_fan_out: true, target_modules: ['c_attn'] }), [
+    t(`base_model.model.${c}.unilora_indices_A`, 'I64', [1, inF], ia), t(`base_model.model.${c}.unilora_indices_B`, 'I64', [out, 1], ib),
+    t(`base_model.model.${c}.unilora_scales_A`, 'F32', [1, inF], sa), t(`base_model.model.${c}.unilora_scales_B`, 'F32', [out, 1], sb), t('base_model.unilora_theta_d', 'F32', [len], theta),
+  ]);
+  const delta = uniTruth(new Float64Array(out * inF), out, inF, 1, theta, ia, sa, ib, sb);
+  expectMerged(tensors.get(`${c}.weight`)!.values, w.map((wi, idx) => wi + delta[(idx % out) * inF + Math.floor(idx / out)]), 'F32', c);
+});
+
+it('refuses UniLoRA saved without its indices, with a theta_d its config does not size, or an index outside theta_d', async () => {
+  const base = [t(`${q}.weight`, 'F32', [3, 4], vals(12, 'F32'))];
+  const mod = (ia: number[]) => [
+    t(saved(q, 'unilora_indices_A'), 'I64', [1, 4], Float64Array.from(ia)), t(saved(q, 'unilora_indices_B'), 'I64', [3, 1], Float64Array.from([0, 1, 2])),
+    t(saved(q, 'unilora_scales_A'), 'F32', [1, 4], vals(4, 'F32')), t(saved(q, 'unilora_scales_B'), 'F32', [3, 1], vals(3, 'F32')),
+  ];
+  const theta = (n: number) => t('base_model.unilora_theta_d', 'F32', [n], vals(n, 'F32'));
+  await expect(preparePeftFolder(base, uniConfig({ r: 1, theta_d_length: 4, save_indices: false }), [theta(4)]))
+    .rejects.toThrow(/UniLoRA adapter without unilora_indices and unilora_scales \(saved with save_indices: false, PEFT's default\): PEFT regenerates them from proj_seed/);
+  await expect(preparePeftFolder(base, uniConfig({ r: 1, theta_d_length: 8 }), [...mod([0, 1, 2, 3]), theta(4)])).rejects.toThrow(/has rank 1 and a theta_d of 4, but the config says r 1 and theta_d_length 8/);
+  await expect(run(backends.cpu!, base, uniConfig({ r: 1, theta_d_length: 4 }), [...mod([0, 1, 4, 3]), theta(4)])).rejects.toThrow(/UniLoRA module "model\.layers\.0\.self_attn\.q_proj": unilora_indices_A entry 2 \(4\) is outside theta_d's 4 values/);
+});
+
 describe.each(['cpu', 'webgpu'])('BEFT (PEFT), %s', (name) => {
   it('adds beft_bias (1, out) to each base bias, times the user weight; the weights stay as they are', async (ctx) => {
     const backend = backends[name];
@@ -304,7 +372,7 @@ it('refuses the newer PEFT methods whose files do not fix a merged weight, sayin
   await expect(open({ peft_type: 'PSOFT' }, any)).rejects.toThrow(/PEFT method PSOFT is not supported: its factors A and B are not saved/);
   await expect(open({ peft_type: 'FROD' }, any)).rejects.toThrow(/PEFT method FROD is not supported: its U is not saved/);
   await expect(open({ peft_type: 'CARTRIDGE' }, any)).rejects.toThrow(/PEFT method CARTRIDGE is not supported: it stores a key\/value cache prefix/);
-  for (const type of ['ADAMSS', 'DEFT', 'PEANUT', 'UNILORA']) {
-    await expect(open({ peft_type: type }, any)).rejects.toThrow(new RegExp(`PEFT method ${type} is not supported: not read yet .*BEFT, SUPERTUNING, TINYLORA and PVERA adapters can be merged`));
+  for (const type of ['ADAMSS', 'DEFT', 'PEANUT']) {
+    await expect(open({ peft_type: type }, any)).rejects.toThrow(new RegExp(`PEFT method ${type} is not supported: not read yet .*BEFT, SUPERTUNING, TINYLORA, PVERA and UNILORA adapters can be merged`));
   }
 });

@@ -168,6 +168,12 @@ export const KEY_FORMS = [
   { suffix: '.pvera_lambda_d', role: 'pvera_lambda_d' },
   { suffix: '.pvera_A', role: 'pvera_A' },
   { suffix: '.pvera_B', role: 'pvera_B' },
+  // PEFT UniLoRA: where each entry of A and B is read from the shared vector theta_d, and its scale.
+  { suffix: '.unilora_indices_A', role: 'unilora_indices_A' },
+  { suffix: '.unilora_indices_B', role: 'unilora_indices_B' },
+  { suffix: '.unilora_scales_A', role: 'unilora_scales_A' },
+  { suffix: '.unilora_scales_B', role: 'unilora_scales_B' },
+  { suffix: '.unilora_theta_d', role: 'unilora_theta_d' },
   // LyCORIS (IA)³: the scaling vector and which side it scales.
   { suffix: '.on_input', role: 'on_input' },
   { suffix: '.weight', role: 'weight' },

@@ -61,7 +61,6 @@ const KNOWN_UNSUPPORTED_TYPES = new Map<string, string>([
   ['ADAMSS', 'not read yet'],
   ['DEFT', 'not read yet'],
   ['PEANUT', 'not read yet'],
-  ['UNILORA', 'not read yet'],
   ['LILY', 'its router weighs the shared lily_B experts by softmax probabilities averaged over each batch of inputs, so no single merged weight exists (PEFT cannot merge it either)'],
 ]);
 /**
@@ -104,7 +103,7 @@ export function peftConfigFrom(raw: unknown, file: string): PeftLoraConfig {
     const name = String(peftType);
     const why = KNOWN_UNSUPPORTED_TYPES.get(name.toUpperCase());
     const what = why === undefined ? `unknown peft_type "${name}"` : `PEFT method ${name}`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, VBLORA, RANDLORA, DELORA, GRALORA, BEFT, SUPERTUNING, TINYLORA and PVERA adapters can be merged)`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, VBLORA, RANDLORA, DELORA, GRALORA, BEFT, SUPERTUNING, TINYLORA, PVERA and UNILORA adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
   refuseUnmergedVariants(obj, file);

@@ -1,6 +1,6 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, BEFT, SUPERTUNING, TINYLORA, PVERA, LN_TUNING): the same tensors as LyCORIS's
+ * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, BEFT, SUPERTUNING, TINYLORA, PVERA, UNILORA, LN_TUNING): the same tensors as LyCORIS's
  * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
  * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
  * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
@@ -8,7 +8,8 @@
  * `shira_weight`/`shira_indices`, FourierFT's `fourierft_spectrum`, WaveFT's `waveft_spectrum`, BEFT's `beft_bias`,
  * Super-Tuning's `supertuning_values`/`supertuning_indices` (and `supertuning_lora_A`/`_B`), TinyLoRA's
  * `tinylora_A`/`_B`/`_P` with the shared `base_model.tinylora_v.0`, PVeRA's `pvera_lambda_b`/`_d` with the
- * shared `base_model.pvera_A`/`pvera_B`; LN tuning's trained layer copies
+ * shared `base_model.pvera_A`/`pvera_B`, UniLoRA's `unilora_indices_A`/`_B` and `unilora_scales_A`/`_B` with
+ * the shared `base_model.unilora_theta_d`; LN tuning's trained layer copies
  * (`<module>.ln_tuning_layers.<param>`) replace the base's parameters; plus `modules_to_save`
  * layers and other saved tensors, which replace their base tensors as in LoRA folders
  * (peft-saved-modules.ts). The modules are built by the algorithm registry; the scale is PEFT's:
@@ -115,6 +116,10 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
     rNull: R_COMPARED, title: 'PVeRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-pvera'], roles: ['pvera_lambda_b', 'pvera_lambda_d'], r: 256, alpha: 1,
     shared: { names: { 'base_model.pvera_A': 'pvera_A', 'base_model.pvera_B': 'pvera_B' }, missing: 'PVeRA adapter without base_model.pvera_A and pvera_B (saved with save_projection: false); PEFT regenerates them from projection_prng_key with torch\'s kaiming_uniform_, whose float32 values differ by the CPU kernel torch ran, so this tool cannot reproduce them exactly' },
   },
+  UNILORA: {
+    rNull: '`self.r <= 0` in UniLoraConfig.__post_init__ raises TypeError', title: 'UniLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-unilora'], roles: ['unilora_indices_A', 'unilora_indices_B', 'unilora_scales_A', 'unilora_scales_B'], r: 4, alpha: 1,
+    shared: { names: { 'base_model.unilora_theta_d': 'unilora_theta_d' }, missing: 'UniLoRA adapter without its shared base_model.unilora_theta_d, which every entry of every module\'s A and B is read from' },
+  },
   // TinyLoRA's v is shared by a group of modules, saved once per group; the one group every module uses when there is one.
   TINYLORA: {
     rNull: '`self.r <= 0` in TinyLoraConfig.__post_init__ raises TypeError', title: 'TinyLoRA', wraps: ['Linear', 'Conv1D', 'Embedding'], fanInFanOutByLayer: true, algorithms: ['peft-tinylora'], roles: ['tinylora_A', 'tinylora_B', 'tinylora_P'], r: 2, alpha: 1,
@@ -124,7 +129,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
 };
 
 /** Algorithms whose ΔW PEFT transposes for a layer stored (in, out) when the config says fan_in_fan_out (GPT-2's Conv1D). */
-const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['peft-tinylora', 'peft-pvera', 'vera', 'peft-fourierft', 'peft-waveft', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
+const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['peft-tinylora', 'peft-pvera', 'peft-unilora', 'vera', 'peft-fourierft', 'peft-waveft', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
 
 /**
  * AdaLoRA's per-module settings as PEFT sets them at load: every module is built at init_r
@@ -188,8 +193,8 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   const alpha = method.alphaNull || raw[alphaKey] !== null ? number(alphaKey, method.alpha, method.alphaNull) : method.alpha;
   const adalora = type === 'ADALORA' ? adaloraSettings(raw, configFile, r) : undefined;
   // AdaLoRA's rank_pattern is its own (boolean masks), and PEFT does not read alpha_pattern for it.
-  // Neither do BEFT, Super-Tuning, TinyLoRA and PVeRA, whose config classes have no such tables (PEFT drops the keys).
-  const noPatterns = adalora !== undefined || type === 'BEFT' || type === 'SUPERTUNING' || type === 'TINYLORA' || type === 'PVERA';
+  // Neither do BEFT, Super-Tuning, TinyLoRA, PVeRA and UniLoRA, whose config classes have no such tables (PEFT drops the keys).
+  const noPatterns = adalora !== undefined || type === 'BEFT' || type === 'SUPERTUNING' || type === 'TINYLORA' || type === 'PVERA' || type === 'UNILORA';
   const rankPattern = noPatterns ? [] : patterns(raw, method.rPatternKey ?? 'rank_pattern', configFile, true, budget);
   const alphaPattern = noPatterns ? [] : patterns(raw, 'alpha_pattern', configFile, false, budget);
   const fanInFanOut = flag('fan_in_fan_out') === true;
@@ -245,6 +250,14 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   }
   if (type === 'BEFT') options.beft_config = true;
   if (type === 'PVERA') options.pvera_config = true;
+  if (type === 'UNILORA') {
+    options.unilora_config = true;
+    options.theta_d_length = number('theta_d_length', 256, '`self.theta_d_length <= 0` in UniLoraConfig.__post_init__ raises TypeError');
+    // Without save_indices (PEFT's default) the file holds theta_d alone.
+    if (!file.tensors.some((e) => /\.unilora_(indices|scales)_[AB]$/.test(e.name))) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: UniLoRA adapter without unilora_indices and unilora_scales (saved with save_indices: false, PEFT's default): PEFT regenerates them from proj_seed with numpy's generator, handing one shuffled sequence out to the modules in the model's named_modules() order, which neither the adapter nor the base records, so where each entry of A and B comes from cannot be told`);
+    }
+  }
   if (type === 'SUPERTUNING') {
     // SupertuningConfig.__post_init__: r is None (sparse values alone) or a positive integer; lora_alpha
     // is refused without r and defaults to 2·r with it. Its LoRA pair is scaled by lora_alpha / r.
