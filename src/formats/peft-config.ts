@@ -58,9 +58,9 @@ const KNOWN_UNSUPPORTED_TYPES = new Map<string, string>([
   ['OSF', 'its merge replaces the weight by U_high·S_high·V_high + the trained low part, and PEFT does not save the high part: it recomputes it with an SVD of the base weight when it loads the adapter, which this tool cannot reproduce bit for bit'],
   ['PSOFT', 'its factors A and B are not saved: PEFT recomputes them with an SVD of the base weight when it loads the adapter (svd_lowrank, random, by default), which this tool cannot reproduce bit for bit'],
   ['FROD', 'its U is not saved: PEFT recomputes it when it loads the adapter by solving the saved V against the base weight (torch.linalg.solve in float64, kept in float32), which this tool cannot reproduce bit for bit'],
-  ['ADAMSS', 'not read yet'],
-  ['DEFT', 'not read yet'],
-  ['PEANUT', 'not read yet'],
+  ['ADAMSS', 'which output rows each of its subspaces updates is not saved: PEFT recomputes it when it loads the adapter by clustering the base weight\'s singular vectors, which this tool cannot reproduce bit for bit'],
+  ['DEFT', 'not read yet (its update maps the base weight from the output side by a projector built from deft_P, a QR of it under decomposition_method "qr", before adding deft_P·R)'],
+  ['PEANUT', 'not read yet (its update runs the whole base weight through a small nonlinear network, B·act(…act(Wᵀ·Aᵀ)…), which this tool does not form)'],
   ['LILY', 'its router weighs the shared lily_B experts by softmax probabilities averaged over each batch of inputs, so no single merged weight exists (PEFT cannot merge it either)'],
 ]);
 /**
