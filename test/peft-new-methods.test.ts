@@ -21,7 +21,7 @@ import { describe, expect, it } from 'vitest';
 import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
-import { fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
+import { expectPeftCliRefusal, fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -376,4 +376,16 @@ it('refuses the newer PEFT methods whose files do not fix a merged weight, sayin
   for (const type of ['DEFT', 'PEANUT']) {
     await expect(open({ peft_type: type }, any)).rejects.toThrow(new RegExp(`PEFT method ${type} is not supported: not read yet .*BEFT, SUPERTUNING, TINYLORA, PVERA and UNILORA adapters can be merged`));
   }
+});
+
+describe('refusals through the CLI: one line, nothing written', () => {
+  const base = [t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))];
+  it('Super-Tuning saved without its indices', async () => {
+    await expectPeftCliRefusal(base, superConfig({ save_precomputed_indices: false }), [t(saved(q, 'supertuning_values'), 'F32', [1], vals(1, 'F32'))],
+      /q_proj" has no supertuning_indices \(saved with save_precomputed_indices: false\)/);
+  });
+  it('OSF, whose high-rank part PEFT recomputes from the base at load', async () => {
+    await expectPeftCliRefusal(base, { peft_type: 'OSF', target_modules: ['q_proj'] }, [t(saved(q, 'osf_svd_params.U_low'), 'F32', [4, 2], vals(8, 'F32'))],
+      /PEFT method OSF is not supported: its merge replaces the weight by U_high·S_high·V_high/);
+  });
 });
