@@ -151,6 +151,29 @@ export const KEY_FORMS = [
   { suffix: '.gralora_B', role: 'gralora_B' },
   { suffix: '.gralora_A_general.weight', role: 'gralora_A_general' },
   { suffix: '.gralora_B_general.weight', role: 'gralora_B_general' },
+  // PEFT BEFT: a trained change of the layer's bias, (1, out).
+  { suffix: '.beft_bias', role: 'beft_bias' },
+  // PEFT Super-Tuning: trained values at flat positions of the weight, and an optional LoRA pair ("Supra").
+  { suffix: '.supertuning_values', role: 'supertuning_values' },
+  { suffix: '.supertuning_indices', role: 'supertuning_indices' },
+  { suffix: '.supertuning_lora_A.weight', role: 'supertuning_lora_A' },
+  { suffix: '.supertuning_lora_B.weight', role: 'supertuning_lora_B' },
+  // PEFT TinyLoRA: the saved SVD factors of the base, the random projections, and the shared trained vector.
+  { suffix: '.tinylora_A', role: 'tinylora_A' },
+  { suffix: '.tinylora_B', role: 'tinylora_B' },
+  { suffix: '.tinylora_P', role: 'tinylora_P' },
+  { suffix: '.tinylora_v', role: 'tinylora_v' },
+  // PEFT PVeRA: VeRA's per-module scalings, with a shared A of 2r rows (mean, then log-variance).
+  { suffix: '.pvera_lambda_b', role: 'pvera_lambda_b' },
+  { suffix: '.pvera_lambda_d', role: 'pvera_lambda_d' },
+  { suffix: '.pvera_A', role: 'pvera_A' },
+  { suffix: '.pvera_B', role: 'pvera_B' },
+  // PEFT UniLoRA: where each entry of A and B is read from the shared vector theta_d, and its scale.
+  { suffix: '.unilora_indices_A', role: 'unilora_indices_A' },
+  { suffix: '.unilora_indices_B', role: 'unilora_indices_B' },
+  { suffix: '.unilora_scales_A', role: 'unilora_scales_A' },
+  { suffix: '.unilora_scales_B', role: 'unilora_scales_B' },
+  { suffix: '.unilora_theta_d', role: 'unilora_theta_d' },
   // LyCORIS (IA)³: the scaling vector and which side it scales.
   { suffix: '.on_input', role: 'on_input' },
   { suffix: '.weight', role: 'weight' },

@@ -1,11 +1,15 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, LN_TUNING): the same tensors as LyCORIS's
+ * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, BEFT, SUPERTUNING, TINYLORA, PVERA, UNILORA, LN_TUNING): the same tensors as LyCORIS's
  * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
  * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
  * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
  * `lora_A`/`lora_E`/`lora_B`, HRA's `hra_u`, HiRA's `hira_A`/`hira_B`, RoAd's `road_theta`/`road_alpha`, C3A's `c3a_kernel`, MiSS's `miss_block` (Bone's `bone_block`), SHiRA's
- * `shira_weight`/`shira_indices`, FourierFT's `fourierft_spectrum`, WaveFT's `waveft_spectrum`; LN tuning's trained layer copies
+ * `shira_weight`/`shira_indices`, FourierFT's `fourierft_spectrum`, WaveFT's `waveft_spectrum`, BEFT's `beft_bias`,
+ * Super-Tuning's `supertuning_values`/`supertuning_indices` (and `supertuning_lora_A`/`_B`), TinyLoRA's
+ * `tinylora_A`/`_B`/`_P` with the shared `base_model.tinylora_v.0`, PVeRA's `pvera_lambda_b`/`_d` with the
+ * shared `base_model.pvera_A`/`pvera_B`, UniLoRA's `unilora_indices_A`/`_B` and `unilora_scales_A`/`_B` with
+ * the shared `base_model.unilora_theta_d`; LN tuning's trained layer copies
  * (`<module>.ln_tuning_layers.<param>`) replace the base's parameters; plus `modules_to_save`
  * layers and other saved tensors, which replace their base tensors as in LoRA folders
  * (peft-saved-modules.ts). The modules are built by the algorithm registry; the scale is PEFT's:
@@ -105,11 +109,27 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
     shared: { names: { 'base_model.randlora_A': 'randlora_A', 'base_model.randlora_B': 'randlora_B' }, missing: 'RandLoRA adapter without base_model.randlora_A and randlora_B (saved with save_projection: false); PEFT regenerates these random bases from projection_prng_key with a PyTorch generator and divides them by torch\'s float32 std(), whose values differ by the CPU kernel torch ran, so this tool cannot reproduce them exactly' },
   },
   DELORA: { rNull: R_COMPARED, title: 'DeLoRA', wraps: ['Linear'], algorithms: ['peft-delora'], roles: ['delora_A', 'delora_B', 'delora_lambda', 'delora_w_norm'], r: 8, alpha: 1 },
+  // BEFT trains a bias change alone; Super-Tuning's r is optional (no r: no LoRA pair), its α defaults to 2r (SupertuningConfig.__post_init__).
+  BEFT: { title: 'BEFT', wraps: ['Linear'], algorithms: ['peft-beft'], roles: ['beft_bias'], r: 0, alpha: 1 },
+  SUPERTUNING: { title: 'Super-Tuning', wraps: ['Linear'], algorithms: ['peft-supertuning'], roles: ['supertuning_values', 'supertuning_indices', 'supertuning_lora_A', 'supertuning_lora_B'], r: 0, alpha: 0, alphaKey: 'lora_alpha' },
+  PVERA: {
+    rNull: R_COMPARED, title: 'PVeRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-pvera'], roles: ['pvera_lambda_b', 'pvera_lambda_d'], r: 256, alpha: 1,
+    shared: { names: { 'base_model.pvera_A': 'pvera_A', 'base_model.pvera_B': 'pvera_B' }, missing: 'PVeRA adapter without base_model.pvera_A and pvera_B (saved with save_projection: false); PEFT regenerates them from projection_prng_key with torch\'s kaiming_uniform_, whose float32 values differ by the CPU kernel torch ran, so this tool cannot reproduce them exactly' },
+  },
+  UNILORA: {
+    rNull: '`self.r <= 0` in UniLoraConfig.__post_init__ raises TypeError', title: 'UniLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-unilora'], roles: ['unilora_indices_A', 'unilora_indices_B', 'unilora_scales_A', 'unilora_scales_B'], r: 4, alpha: 1,
+    shared: { names: { 'base_model.unilora_theta_d': 'unilora_theta_d' }, missing: 'UniLoRA adapter without its shared base_model.unilora_theta_d, which every entry of every module\'s A and B is read from' },
+  },
+  // TinyLoRA's v is shared by a group of modules, saved once per group; the one group every module uses when there is one.
+  TINYLORA: {
+    rNull: '`self.r <= 0` in TinyLoraConfig.__post_init__ raises TypeError', title: 'TinyLoRA', wraps: ['Linear', 'Conv1D', 'Embedding'], fanInFanOutByLayer: true, algorithms: ['peft-tinylora'], roles: ['tinylora_A', 'tinylora_B', 'tinylora_P'], r: 2, alpha: 1,
+    shared: { names: { 'base_model.tinylora_v.0': 'tinylora_v' }, missing: 'TinyLoRA adapter without its shared base_model.tinylora_v vector, which every module\'s update is scaled by' },
+  },
   GRALORA: { rNull: R_COMPARED, alphaNull: '`alpha / (r + hybrid_r)` in update_layer raises TypeError', title: 'GraLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-gralora'], roles: ['gralora_A', 'gralora_B', 'gralora_A_general', 'gralora_B_general'], r: 32, alpha: 64 },
 };
 
 /** Algorithms whose ΔW PEFT transposes for a layer stored (in, out) when the config says fan_in_fan_out (GPT-2's Conv1D). */
-const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['vera', 'peft-fourierft', 'peft-waveft', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
+const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['peft-tinylora', 'peft-pvera', 'peft-unilora', 'vera', 'peft-fourierft', 'peft-waveft', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
 
 /**
  * AdaLoRA's per-module settings as PEFT sets them at load: every module is built at init_r
@@ -173,8 +193,10 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   const alpha = method.alphaNull || raw[alphaKey] !== null ? number(alphaKey, method.alpha, method.alphaNull) : method.alpha;
   const adalora = type === 'ADALORA' ? adaloraSettings(raw, configFile, r) : undefined;
   // AdaLoRA's rank_pattern is its own (boolean masks), and PEFT does not read alpha_pattern for it.
-  const rankPattern = adalora ? [] : patterns(raw, method.rPatternKey ?? 'rank_pattern', configFile, true, budget);
-  const alphaPattern = adalora ? [] : patterns(raw, 'alpha_pattern', configFile, false, budget);
+  // Neither do BEFT, Super-Tuning, TinyLoRA, PVeRA and UniLoRA, whose config classes have no such tables (PEFT drops the keys).
+  const noPatterns = adalora !== undefined || type === 'BEFT' || type === 'SUPERTUNING' || type === 'TINYLORA' || type === 'PVERA' || type === 'UNILORA';
+  const rankPattern = noPatterns ? [] : patterns(raw, method.rPatternKey ?? 'rank_pattern', configFile, true, budget);
+  const alphaPattern = noPatterns ? [] : patterns(raw, 'alpha_pattern', configFile, false, budget);
   const fanInFanOut = flag('fan_in_fan_out') === true;
   const modulesToSave = stringList(raw, 'modules_to_save', configFile);
   const warnings: string[] = [];
@@ -225,6 +247,44 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   if (type === 'GRALORA') {
     options.gralora_k = number('gralora_k', 2, '`in_features % gralora_k` in update_layer raises TypeError');
     options.hybrid_r = number('hybrid_r', 0, '`hybrid_r < 0` in update_layer raises TypeError');
+  }
+  if (type === 'BEFT') options.beft_config = true;
+  if (type === 'PVERA') options.pvera_config = true;
+  if (type === 'UNILORA') {
+    options.unilora_config = true;
+    options.theta_d_length = number('theta_d_length', 256, '`self.theta_d_length <= 0` in UniLoraConfig.__post_init__ raises TypeError');
+    // Without save_indices (PEFT's default) the file holds theta_d alone.
+    if (!file.tensors.some((e) => /\.unilora_(indices|scales)_[AB]$/.test(e.name))) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: UniLoRA adapter without unilora_indices and unilora_scales (saved with save_indices: false, PEFT's default): PEFT regenerates them from proj_seed with numpy's generator, handing one shuffled sequence out to the modules in the model's named_modules() order, which neither the adapter nor the base records, so where each entry of A and B comes from cannot be told`);
+    }
+  }
+  if (type === 'SUPERTUNING') {
+    // SupertuningConfig.__post_init__: r is None (sparse values alone) or a positive integer; lora_alpha
+    // is refused without r and defaults to 2·r with it. Its LoRA pair is scaled by lora_alpha / r.
+    options.supertuning_config = true;
+    const sparsity = number('sparsity', 0.99);
+    if (!(sparsity >= 0 && sparsity < 1)) throw new MergeError('BAD_CONFIG', `${configFile}: Super-Tuning "sparsity" must be in [0, 1) (SupertuningConfig raises ValueError), got ${sparsity}`);
+    if (r !== 0 && (!Number.isInteger(r) || r < 0)) throw new MergeError('BAD_CONFIG', `${configFile}: Super-Tuning "r" must be a positive integer or null (SupertuningConfig raises ValueError), got ${r}`);
+    if (r === 0 && raw.r !== undefined && raw.r !== null) throw new MergeError('BAD_CONFIG', `${configFile}: Super-Tuning "r" must be a positive integer or null (SupertuningConfig raises ValueError), got 0`);
+    const hasAlpha = raw.lora_alpha !== undefined && raw.lora_alpha !== null;
+    if (r === 0 && hasAlpha) throw new MergeError('BAD_CONFIG', `${configFile}: Super-Tuning "lora_alpha" is set but "r" is not, which SupertuningConfig refuses ("Supra mode requires an explicit r")`);
+    if (r > 0) options.lora_scale = (hasAlpha ? alpha : 2 * r) / r;
+  }
+  if (type === 'TINYLORA') {
+    options.tinylora_config = true;
+    options.u = number('u', 64, '`self.u <= 0` in TinyLoraConfig.__post_init__ raises TypeError');
+    if (!Number.isInteger(options.u) || options.u <= 0) throw new MergeError('BAD_CONFIG', `${configFile}: TinyLoRA "u" must be a positive integer, got ${options.u}`);
+    if (!Number.isInteger(r) || r <= 0) throw new MergeError('BAD_CONFIG', `${configFile}: TinyLoRA "r" must be a positive integer, got ${r}`);
+    const tying = number('weight_tying', 0, '`0.0 <= weight_tying` in TinyLoraConfig.__post_init__ raises TypeError');
+    if (!(tying >= 0 && tying <= 1)) throw new MergeError('BAD_CONFIG', `${configFile}: TinyLoRA "weight_tying" must be between 0 and 1 (TinyLoraConfig raises ValueError), got ${tying}`);
+    // PEFT gives the n adapted modules max(1, round(n·(1 − weight_tying))) vectors v, handed out by each
+    // module's position in the model's named_modules() order. With one group every module uses v "0";
+    // with more, which module uses which is in neither file (the safetensors keys are sorted by name).
+    const modules = new Set(file.tensors.filter((e) => e.name.endsWith('.tinylora_A')).map((e) => e.name));
+    const groups = file.tensors.filter((e) => e.name.startsWith('base_model.tinylora_v.'));
+    if (modules.size * (1 - tying) >= 1.5 || groups.length > 1) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: TinyLoRA with ${groups.length} shared vectors v (${modules.size} modules, weight_tying ${tying}): PEFT hands each module the v of its group by the module's position in the model's named_modules() order, which neither the adapter nor the base records, so which v each module uses cannot be told; only an adapter whose modules all share one v (weight_tying 1.0, or one module) can be merged`);
+    }
   }
   if (type === 'ROAD') {
     // RoadConfig.__post_init__ refuses a null variant (not one of the three) and fails on a null group_size (`group_size <= 0`).

@@ -31,6 +31,11 @@ import { peftFourierft } from './peft-fourierft.js';
 import { peftWaveft } from './peft-waveft.js';
 import { peftDelora } from './peft-delora.js';
 import { peftGralora } from './peft-gralora.js';
+import { peftBeft } from './peft-beft.js';
+import { peftSupertuning } from './peft-supertuning.js';
+import { peftTinylora } from './peft-tinylora.js';
+import { peftPvera } from './peft-pvera.js';
+import { peftUnilora } from './peft-unilora.js';
 import { peftRandlora } from './peft-randlora.js';
 import { peftVblora } from './peft-vblora.js';
 import { peftOftLegacy } from './peft-oft-legacy.js';
@@ -39,7 +44,7 @@ import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, mlxLora, set];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, peftBeft, peftSupertuning, peftTinylora, peftPvera, peftUnilora, mlxLora, set];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];
