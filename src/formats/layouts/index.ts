@@ -11,6 +11,7 @@ import { dottedPath } from './dotted-path.js';
 import { ggufExpertSlices } from './gguf-expert-slices.js';
 import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { auraflow } from './auraflow.js';
+import { cosmos } from './cosmos.js';
 import { internvlOriginal } from './internvl-original.js';
 import { kohyaFlat } from './kohya-flat.js';
 import { lumina2 } from './lumina2.js';
@@ -46,10 +47,12 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * naming shares Flux's BFL names; Z-Image's, Lumina 2's, AuraFlow's, PixArt's and FLUX.2's only on
  * their own bases, where FLUX.1's steps aside from FLUX.2; PixArt's before SD3's and Flux's, whose
  * rules name PixArt's `final_layer.linear`, `x_embedder.proj` and `t_embedder` too; LTX-2's and LTX-Video's each only on their own model, though LTX-2 keeps
- * LTX-Video's names for its video half).
+ * LTX-Video's names for its video half). Cosmos-Predict2's (Anima's) comes before `dotted-path` too:
+ * Anima's file holds its LLM adapter's `llm_adapter.blocks.0.self_attn.q_proj` beside the DiT's
+ * `blocks.0.self_attn.q_proj`, so its own LoRAs' names must be looked up exactly, never by suffix.
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo,
 ];
 
 export type Location =
