@@ -29,6 +29,7 @@ import { wanOriginal } from './wan-original.js';
 import { xlabsFlux } from './xlabs-flux.js';
 import { zImage } from './z-image.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
+import { stableCascade } from './stable-cascade.js';
 import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
 
 export type { BaseView, Layout, LayoutResolution, Placement, RowSegment, TransposedBlocks } from './layout.js';
@@ -50,9 +51,10 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * LTX-Video's names for its video half). Cosmos-Predict2's (Anima's) comes before `dotted-path` too:
  * Anima's file holds its LLM adapter's `llm_adapter.blocks.0.self_attn.q_proj` beside the DiT's
  * `blocks.0.self_attn.q_proj`, so its own LoRAs' names must be looked up exactly, never by suffix.
+ * Stable Cascade's answers only on a stage C base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks.
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo, stableCascade,
 ];
 
 export type Location =
