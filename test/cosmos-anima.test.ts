@@ -14,14 +14,19 @@
  * `patch_embed.proj`, `t_embedder.1.linear_1/2` ↔ `time_embed.t_embedder.linear_1/2`,
  * `t_embedding_norm` ↔ `time_embed.norm`, `final_layer.adaln_modulation.1/.2` ↔
  * `norm_out.linear_1/_2`, `final_layer.linear` ↔ `proj_out`, the q/k RMSNorms `q_norm` ↔ `norm_q`.
- * Anima's LLM adapter (`llm_adapter.`) is diffusers' separate AnimaTextConditioner model.
+ * Anima's LLM adapter (`llm_adapter.`) is diffusers' separate AnimaTextConditioner model: a whole
+ * pipeline folder holds it in `text_conditioner/` under the names without `llm_adapter.`
+ * (scripts/convert_anima_to_diffusers.py), a transformer folder alone does not.
  */
 import { describe, expect, it } from 'vitest';
 import { cosmos } from '../src/formats/layouts/cosmos.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { loraTensors } from './helpers/diffusion-fixtures.js';
 import type { LoraSpec } from './helpers/diffusion-fixtures.js';
-import { COSMOS, cosmosDiffusersTensors, cosmosOriginalTensors } from './helpers/cosmos-fixtures.js';
+import { animaAdapterTensors, COSMOS, cosmosDiffusersTensors, cosmosOriginalTensors } from './helpers/cosmos-fixtures.js';
 import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { mergePipelineAndCheck } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(20261203);
 
@@ -159,6 +164,42 @@ describe('the cosmos layout', () => {
       }
     });
   });
+});
+
+describe('a whole diffusers Anima pipeline folder', () => {
+  const t = COSMOS.text;
+  const pipeline = {
+    'model_index.json': JSON.stringify({
+      _class_name: 'AnimaPipeline', transformer: ['diffusers', 'CosmosTransformer3DModel'], text_conditioner: ['diffusers', 'AnimaTextConditioner'],
+      scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
+    }),
+    'transformer/diffusion_pytorch_model.safetensors': buildSafetensors(cosmosDiffusersTensors(rand, 'BF16')),
+    'transformer/config.json': JSON.stringify({ _class_name: 'CosmosTransformer3DModel' }),
+    'text_conditioner/diffusion_pytorch_model.safetensors': buildSafetensors(animaAdapterTensors(rand, 'BF16')),
+    'text_conditioner/config.json': JSON.stringify({ _class_name: 'AnimaTextConditioner' }),
+  };
+  // diffusion-pipe's Anima LoRA with the LLM adapter trained too, and sd-scripts' name for one of its modules:
+  // the adapter's modules land in text_conditioner/ under their names without `llm_adapter.`.
+  const specs: LoraSpec[] = [
+    peft('diffusion_model.blocks.1.self_attn.q_proj', 2, dim, dim, [{ key: 'transformer.transformer_blocks.1.attn1.to_q.weight' }], 1),
+    peft('diffusion_model.llm_adapter.blocks.0.self_attn.q_proj', 2, t, t, [{ key: 'text_conditioner.blocks.0.self_attn.q_proj.weight' }], 1),
+    peft('diffusion_model.llm_adapter.blocks.0.cross_attn.o_proj', 2, t, t, [{ key: 'text_conditioner.blocks.0.cross_attn.o_proj.weight' }], 1),
+    peft('diffusion_model.llm_adapter.out_proj', 2, t, t, [{ key: 'text_conditioner.out_proj.weight' }], 1),
+  ];
+  const kohyaSpecs: LoraSpec[] = [kohya('lora_unet_llm_adapter_blocks_0_mlp_2', 2, t, 4 * t, [{ key: 'text_conditioner.blocks.0.mlp.2.weight' }], 1)];
+  const adapters = [
+    { file: 'anima-diffusion-pipe.safetensors', bytes: buildSafetensors(loraTensors(rand, specs, 'BF16')), specs, weight: 1 },
+    { file: 'anima-sd-scripts.safetensors', bytes: buildSafetensors(loraTensors(rand, kohyaSpecs, 'BF16')), specs: kohyaSpecs, weight: 0.7 },
+  ];
+  const backends = mergeBackends({ cpu: 'default' });
+  for (const kind of ['cpu', 'webgpu'] as const) {
+    it(`merges the DiT's modules into transformer/ and the LLM adapter's into text_conditioner/ exactly, on ${kind}`, async (ctx) => {
+      if (!backends[kind]) return ctx.skip();
+      await mergePipelineAndCheck(backends[kind]!, pipeline, adapters, [
+        'transformer/diffusion_pytorch_model.safetensors', 'text_conditioner/diffusion_pytorch_model.safetensors',
+      ]);
+    });
+  }
 });
 
 describe('refused with the reason', () => {

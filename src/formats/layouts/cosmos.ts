@@ -11,8 +11,11 @@
  * (the conversion only renames), the q/k RMSNorms `q_norm`, `k_norm` ↔ `norm_q`, `norm_k` included.
  *
  * Anima's LLM adapter (`llm_adapter.`) is a model of its own in diffusers (AnimaTextConditioner,
- * the pipeline's `text_conditioner`, under the same names): its modules land by name on a single
- * file, and are refused on a diffusers transformer, which does not hold them.
+ * the pipeline's `text_conditioner`: convert_anima_to_diffusers.py moves `net.llm_adapter.*` there
+ * with the prefix dropped, and the Anima LoRA converter renames `diffusion_model.llm_adapter.` to
+ * `text_conditioner.`): its modules land by name on a single file, under the names without
+ * `llm_adapter.` in a pipeline's `text_conditioner`, and are refused on a diffusers transformer
+ * alone, which does not hold them.
  *
  * It answers only on a Cosmos-Predict2 base: a block's `adaln_modulation_self_attn` beside
  * `t_embedder.1` (the original), or a block's `norm1.linear_1` beside `time_embed.t_embedder`
@@ -61,11 +64,31 @@ const COSMOS = modelPrefix((key, base) => {
 
 const renamed = modelLayout('cosmos', COSMOS, COSMOS_RULES);
 
+/** The LLM adapter's modules (AnimaTextConditioner): `llm_adapter.` + a name ↔ that name in diffusers' text_conditioner. */
+function adapterAttentionRules(a: string): RenameRule[] {
+  return ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'q_norm', 'k_norm'].map((m) => oneToOne(`llm_adapter.blocks.{i}.${a}.${m}`, `blocks.{i}.${a}.${m}`));
+}
+export const ANIMA_ADAPTER_RULES: readonly RenameRule[] = [
+  ...adapterAttentionRules('self_attn'),
+  ...adapterAttentionRules('cross_attn'),
+  ...['mlp.0', 'mlp.2', 'norm_self_attn', 'norm_cross_attn', 'norm_mlp'].map((m) => oneToOne(`llm_adapter.blocks.{i}.${m}`, `blocks.{i}.${m}`)),
+  ...['embed', 'in_proj', 'out_proj', 'norm'].map((m) => oneToOne(`llm_adapter.${m}`, m)),
+];
+/** diffusers' text_conditioner: an adapter block's output projection beside its token embedding; the prefix is the key's. */
+const CONDITIONER_BLOCK = /(^|\.)blocks\.\d+\.self_attn\.o_proj\.weight$/;
+const CONDITIONER = modelPrefix((key, base) => {
+  const m = CONDITIONER_BLOCK.exec(key);
+  if (!m) return undefined;
+  const p = prefixBefore(key, m);
+  return base.index.has(`${p}embed.weight`) && !p.endsWith('llm_adapter.') ? p : undefined;
+});
+const conditioner = modelLayout('cosmos', CONDITIONER, ANIMA_ADAPTER_RULES);
+
 const LLM_ADAPTER = /^llm_adapter[._]/;
 const LLM_ADAPTER_MISS: LayoutResolution = {
   found: false, ambiguous: false, candidates: [],
-  why: 'is in Anima\'s LLM adapter (`llm_adapter.`), which diffusers\' conversion keeps as a model of its own (AnimaTextConditioner, the pipeline\'s `text_conditioner`); ' +
-    'the base is the diffusers transformer and does not hold it: merge onto Anima\'s single file, which holds it, or leave the LLM adapter\'s modules out of the LoRA',
+  why: 'is in Anima\'s LLM adapter (`llm_adapter.`), which diffusers\' conversion moves out of the transformer into a model of its own (AnimaTextConditioner, the pipeline\'s `text_conditioner`); ' +
+    'the base is the transformer alone and does not hold it: pass the whole diffusers pipeline folder (model_index.json with transformer/ and text_conditioner/) or Anima\'s single file as the base',
 };
 
 export const cosmos: Layout = {
@@ -73,6 +96,8 @@ export const cosmos: Layout = {
   resolve(address, base) {
     const r = renamed.resolve(address, base);
     if (r || (address.part !== undefined && address.part !== 'unet') || !LLM_ADAPTER.test(address.path)) return r;
+    const moved = conditioner.resolve(address, base);
+    if (moved) return moved;
     const prefix = COSMOS.of(base);
     // Only diffusers' transformer lacks the adapter; a single file holds it by name.
     return prefix !== null && base.index.has(`${prefix}time_embed.t_embedder.linear_1.weight`) ? LLM_ADAPTER_MISS : undefined;
