@@ -110,6 +110,9 @@ const ownNames = (p: string): LoraSpec[] => [
 const kohyaOwnNames = (p: string): LoraSpec[] => [
   kohya('lora_unet_blocks_0_self_attn_output_proj', 2, dim, dim, [{ key: `${p}blocks.0.self_attn.output_proj.weight` }], 1),
   kohya('lora_unet_blocks_1_cross_attn_q_proj', 2, dim, dim, [{ key: `${p}blocks.1.cross_attn.q_proj.weight` }], 1),
+  // `net_llm_adapter_blocks_0_cross_attn_k_proj` ends with this flattened name too.
+  kohya('lora_unet_blocks_0_cross_attn_k_proj', 2, dim, text, [{ key: `${p}blocks.0.cross_attn.k_proj.weight` }], 1),
+  kohya('lora_unet_llm_adapter_blocks_0_cross_attn_v_proj', 2, COSMOS.text, COSMOS.text, [{ key: `${p}llm_adapter.blocks.0.cross_attn.v_proj.weight` }], 1),
 ];
 /** diffusion-pipe's Anima LoRAs with the LLM adapter trained too: it lands by name in the single file. */
 const llmAdapterOnAnima: LoraSpec[] = [
