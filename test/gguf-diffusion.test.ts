@@ -1,6 +1,6 @@
 /**
  * Diffusion models in GGUF as ComfyUI-GGUF's converter (tools/convert.py) writes them: the
- * checkpoint's own tensor names, `general.architecture` "flux" / "sdxl" / "aura", 1-D tensors and the
+ * checkpoint's own tensor names, `general.architecture` "flux" / "sdxl" / "aura" / "cosmos", 1-D tensors and the
  * embedders F32, the rest quantized (Q8_0 here, K-quants too); for SD1/SDXL (`shape_fix`) a
  * matrix whose rows are not whole 256-blocks is stored as rows of 256 values with its real shape
  * under `comfy.gguf.orig_shape.<name>` (an INT32 array), which ComfyUI-GGUF's loader views it in.
@@ -193,6 +193,64 @@ describe('a Pony V7 GGUF (AuraFlow, ComfyUI-GGUF "aura", Q8_0) with a diffusers-
       expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
     }
     expect(out.metadata.get('general.architecture')!.value).toBe('aura');
+  });
+});
+
+describe('an Anima GGUF (Cosmos-Predict2 DiT with its LLM adapter, ComfyUI-GGUF "cosmos", Q8_0) with diffusion-pipe and diffusers-named LoRAs', () => {
+  const H = 64, T = 32, R = 4, ALPHA = 8;
+  // The DiT's q_proj and the LLM adapter's share the suffix `blocks.0.self_attn.q_proj`: each
+  // LoRA module must land on the one its full name says (diffusion-pipe's `diffusion_model.`
+  // names are ComfyUI's exact names), never be refused as fitting both.
+  const Q = 'blocks.0.self_attn.q_proj.weight', OUT = 'blocks.0.self_attn.output_proj.weight', AQ = 'llm_adapter.blocks.0.self_attn.q_proj.weight';
+  const specs = [
+    { name: 'x_embedder.proj.1.weight', ne: [68, H], type: 'F32' },
+    { name: 't_embedder.1.linear_1.weight', ne: [H, H], type: 'Q8_0' },
+    { name: 'blocks.0.adaln_modulation_self_attn.1.weight', ne: [H, 32], type: 'Q8_0' },
+    { name: Q, ne: [H, H], type: 'Q8_0' }, { name: 'blocks.0.self_attn.k_proj.weight', ne: [H, H], type: 'Q8_0' },
+    { name: OUT, ne: [H, H], type: 'Q8_0' }, { name: 'blocks.0.self_attn.q_norm.weight', ne: [H / 4], type: 'F32' },
+    { name: AQ, ne: [T, T], type: 'Q8_0' }, { name: 'llm_adapter.blocks.0.self_attn.q_norm.weight', ne: [T / 4], type: 'F32' },
+    { name: 'final_layer.linear.weight', ne: [H, 64], type: 'F32' },
+  ];
+  const { tensors, values } = randomTensors(specs, gaussian(21));
+  const base = buildGguf({
+    metadata: [['general.architecture', str('cosmos')], ['general.quantization_version', u32(2)], ['general.file_type', u32(7)]],
+    tensors,
+  });
+  const g = gaussian(22);
+  const qDown = factor(g, R * H), qUp = factor(g, H * R);
+  const aDown = factor(g, R * T), aUp = factor(g, T * R);
+  const oDown = factor(g, R * H), oUp = factor(g, H * R);
+  const f32 = (name: string, shape: number[], data: Float64Array) => ({ name, dtype: 'F32' as const, shape, data });
+  // diffusion-pipe: PEFT form, `diffusion_model.` + the original names, no α (scale 1, as ComfyUI reads it).
+  const diffusionPipe = {
+    'anima-lora.safetensors': buildSafetensors([
+      f32('diffusion_model.blocks.0.self_attn.q_proj.lora_A.weight', [R, H], qDown), f32('diffusion_model.blocks.0.self_attn.q_proj.lora_B.weight', [H, R], qUp),
+      f32('diffusion_model.llm_adapter.blocks.0.self_attn.q_proj.lora_A.weight', [R, T], aDown), f32('diffusion_model.llm_adapter.blocks.0.self_attn.q_proj.lora_B.weight', [T, R], aUp),
+    ]),
+  };
+  // diffusers' trainers: attn1.to_out.0 is the original's self_attn.output_proj; α in the metadata.
+  const diffusers = {
+    'pytorch_lora_weights.safetensors': buildSafetensors([
+      f32('transformer.transformer_blocks.0.attn1.to_out.0.lora_A.weight', [R, H], oDown), f32('transformer.transformer_blocks.0.attn1.to_out.0.lora_B.weight', [H, R], oUp),
+    ], { format: 'pt', lora_adapter_metadata: JSON.stringify({ 'transformer.r': R, 'transformer.lora_alpha': ALPHA }) }),
+  };
+  const truth = new Map<string, Float64Array>();
+  for (const [key, up, down, n, scale] of [[Q, qUp, qDown, H, 1], [AQ, aUp, aDown, T, 1], [OUT, oUp, oDown, H, ALPHA / R]] as const) {
+    const w = values.get(key)!.slice();
+    addAt(w, lowRank(up, down, n, R, n, scale));
+    truth.set(key, w);
+  }
+
+  it.for(['cpu', 'webgpu'])('merges each module onto the tensor its full name says, keeps Q8_0, copies the rest byte for byte, on %s', async (name, ctx) => {
+    const out = await mergeGguf('anima-base-v1.0-Q8_0.gguf', base, [diffusionPipe, diffusers], name);
+    if (!out) return ctx.skip();
+    const input = readGguf(base);
+    expect(out.tensors.map((t) => [t.name, typeName(t.typeId), t.ne])).toEqual(input.tensors.map((t) => [t.name, typeName(t.typeId), t.ne]));
+    for (const [tensor, want] of truth) expectQ8Near(tensorValues('Q8_0', out.tensors.find((t) => t.name === tensor)!.data), want, tensor);
+    for (const t of input.tensors.filter((x) => !truth.has(x.name))) {
+      expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
+    }
+    expect(out.metadata.get('general.architecture')!.value).toBe('cosmos');
   });
 });
 

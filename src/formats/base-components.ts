@@ -22,7 +22,7 @@ export interface BaseComponent {
   keys: string[];
   /**
    * Holds modules a pipeline's conversion moved out of the main component of its role (diffusers'
-   * LTX-2 `connectors`, out of the transformer). Adapters still name them as that component's, so
+   * LTX-2 `connectors` and Anima `text_conditioner`, out of the transformer). Adapters still name them as that component's, so
    * a module of its part that the main component lacks is looked for here.
    */
   movedOut?: true;

@@ -244,6 +244,8 @@ function pipelineComponent(folder: string, className: string): Omit<BaseComponen
   if (folder === 'vae') return { name: 'the VAE', role: 'vae', prefix };
   // diffusers' LTX-2 pipelines: the text connectors its conversion moved out of the transformer.
   if (folder === 'connectors') return { name: `the connectors (${className || 'text connectors'})`, role: 'denoiser', movedOut: true, prefix };
+  // diffusers' Anima pipelines: the LLM adapter its conversion moved out of the transformer.
+  if (folder === 'text_conditioner') return { name: `the text_conditioner (${className || 'Anima LLM adapter'})`, role: 'denoiser', movedOut: true, prefix };
   const m = /^text_encoder(?:_(\d))?$/.exec(folder);
   if (!m) return undefined;
   const ordinal = Number(m[1] ?? 1);

@@ -39,6 +39,9 @@ const PREFIXES: readonly Prefix[] = ([
   { prefix: 'lora_te2_', part: 'te2', flat: true },
   { prefix: 'lora_te3_', part: 'te3', flat: true },
   { prefix: 'lora_te_', part: 'te', flat: true },
+  // Stable Cascade's prior (stage C) and its CLIP-G text encoder, as ComfyUI's key maps name them
+  { prefix: 'lora_prior_unet_', part: 'unet', flat: true },
+  { prefix: 'lora_prior_te_', part: 'te', flat: true },
   // OneTrainer (SD3, Flux)
   { prefix: 'lora_transformer_', part: 'unet', flat: true },
   // SimpleTuner's LyCORIS files (denoiser only)
@@ -80,5 +83,5 @@ export function moduleAddress(name: string): ModuleAddress {
 
 /** Is this one of kohya's flat names (`lora_unet_…`, `lora_te1_…`)? Used to recognise kohya files. */
 export function isKohyaModuleName(name: string): boolean {
-  return /^(lora_(unet|te|te1|te2|te3)|lycoris)_[^.]+$/.test(name);
+  return /^(lora_(unet|te|te1|te2|te3|prior_unet|prior_te)|lycoris)_[^.]+$/.test(name);
 }

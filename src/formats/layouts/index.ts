@@ -11,11 +11,13 @@ import { dottedPath } from './dotted-path.js';
 import { ggufExpertSlices } from './gguf-expert-slices.js';
 import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { auraflow } from './auraflow.js';
+import { cosmos } from './cosmos.js';
 import { internvlOriginal } from './internvl-original.js';
 import { kohyaFlat } from './kohya-flat.js';
 import { lumina2 } from './lumina2.js';
 import { ltxVideo } from './ltx-video.js';
 import { ltx2 } from './ltx2.js';
+import { mochi } from './mochi.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
 import { flux2Bfl } from './flux2-bfl.js';
@@ -28,6 +30,7 @@ import { wanOriginal } from './wan-original.js';
 import { xlabsFlux } from './xlabs-flux.js';
 import { zImage } from './z-image.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
+import { stableCascade } from './stable-cascade.js';
 import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
 
 export type { BaseView, Layout, LayoutResolution, Placement, RowSegment, TransposedBlocks } from './layout.js';
@@ -46,10 +49,14 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * naming shares Flux's BFL names; Z-Image's, Lumina 2's, AuraFlow's, PixArt's and FLUX.2's only on
  * their own bases, where FLUX.1's steps aside from FLUX.2; PixArt's before SD3's and Flux's, whose
  * rules name PixArt's `final_layer.linear`, `x_embedder.proj` and `t_embedder` too; LTX-2's and LTX-Video's each only on their own model, though LTX-2 keeps
- * LTX-Video's names for its video half).
+ * LTX-Video's names for its video half). Cosmos-Predict2's (Anima's) comes before `dotted-path` too:
+ * Anima's file holds its LLM adapter's `llm_adapter.blocks.0.self_attn.q_proj` beside the DiT's
+ * `blocks.0.self_attn.q_proj`, so its own LoRAs' names must be looked up exactly, never by suffix.
+ * Stable Cascade's answers only on a stage C base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
+ * Mochi's only on Mochi bases.
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
 ];
 
 export type Location =
