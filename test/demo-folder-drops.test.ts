@@ -4,8 +4,8 @@
  * FileSystemDirectoryEntry and the page walks it (webkitGetAsEntry, readEntries), never a
  * DataTransfer of Files built in the page. A sharded Llama folder with a PEFT adapter folder, an
  * mlx-lm adapter folder with a trainer checkpoint, a diffusers pipeline folder (components in
- * sub-folders) with a diffusers-named LoRA, dot-files and a `.git/` left out; a folder past the
- * input limits refused in one line. Downloads are checked against float64 truth written here.
+ * sub-folders) with a diffusers-named LoRA, dot-files and a `.git/` left out; an empty folder, and
+ * one past the input limits, refused in one line. Downloads are checked against float64 truth written here.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -189,6 +189,32 @@ describe('folders dropped on the page', PAGE_RETRY, () => {
       readSafetensors(zip.get('flux-dev-merged/transformer/diffusion_pytorch_model.safetensors')!),
       specs.map((s) => ({ baseKey: s.lands[0].key, a: adapter.get(s.down)!, b: adapter.get(s.up)!, scale: s.scale })));
   }, 180_000);
+
+  it('an empty folder dropped on either zone is refused in one line naming it', async () => {
+    // Empty but for a .DS_Store, as Finder leaves one; `lora` holds what a folder must hold.
+    const dir = session.dirs.make({ 'empty/.DS_Store': 'Bud1', ...under('lora', peftFolder({ r: 1, lora_alpha: 1, target_modules: ['q_proj'] }, [
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [1, HIDDEN], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [HIDDEN, 1], 'F32', rand),
+    ])) });
+    const refusal = 'could not read what was dropped: empty: the folder holds no files (dot-files such as .DS_Store are not read); drop the folder that holds the model or adapter';
+    const page = await open();
+    const refused = async (zone: string) => {
+      expect(await dropPaths(page, zone, join(dir, 'empty'))).toEqual(['directory']);
+      await page.waitForFunction(() => !document.getElementById('page-error')!.hidden, { timeout: 30_000 });
+      expect(await text(page, '[data-testid="page-error"]')).toBe(refusal);
+      await page.waitForFunction(() => document.querySelector('[data-testid="alert"]')!.textContent, { timeout: 30_000 });
+      expect(await text(page, '[data-testid="alert"]')).toBe(refusal);
+    };
+    await refused('base-drop');
+    // Taken as nothing: no base of 0 files.
+    expect(await page.$eval('[data-testid="base-summary"]', (e) => (e as HTMLElement).hidden)).toBe(true);
+    // A folder with files dropped next clears the refusal and is the base.
+    expect(await dropPaths(page, 'base-drop', join(dir, 'lora'))).toEqual(['directory']);
+    await page.waitForFunction(() => document.getElementById('page-error')!.hidden, { timeout: 30_000 });
+    expect((await baseSummary(page)).heading).toMatch(/^lora · 2 files, /);
+    await refused('adapter-drop');
+    expect(await count(page, '[data-testid="adapter"]')).toBe(0);
+  }, 120_000);
 
   it('a dropped folder past MAX_INPUT_FILES or MAX_INPUT_DEPTH is refused in one line, as a picked one is', async () => {
     const dir = session.dirs.make();
