@@ -35,7 +35,10 @@ export function setFromInput(input: HTMLInputElement): PickedSet | undefined {
   return { name: folder ?? nameOfLooseFiles(files), files: sortByPath(files), origin: 'user' };
 }
 
-/** Every dropped item becomes one set: a folder with its files (recursively), or one loose file. */
+/**
+ * Every dropped item becomes one set: a folder with its files (recursively), or one loose file. A
+ * folder with no files (or only dot-files) refuses the drop, naming it, as the CLI refuses one.
+ */
 export async function setsFromDrop(data: DataTransfer): Promise<PickedSet[]> {
   // Entries must be taken synchronously, before the event handler yields. An item with no entry
   // (files a page or an extension put in the drag, not the file manager) is taken as its File.
@@ -49,6 +52,8 @@ export async function setsFromDrop(data: DataTransfer): Promise<PickedSet[]> {
       sets.push({ name: entry.name, files: [{ path: entry.name, file: entry }], origin: 'user' });
     } else if (entry.isDirectory) {
       const files = await readFolder(entry as FileSystemDirectoryEntry, '', entry.name, 0, { files: 0 });
+      // Taken as it is, an empty folder became a base of 0 files with nothing said.
+      if (files.length === 0) throw new MergeError('BAD_ARGUMENT', `${entry.name}: the folder holds no files (dot-files such as .DS_Store are not read); drop the folder that holds the model or adapter`);
       sets.push({ name: entry.name, files: sortByPath(files), origin: 'user' });
     } else {
       sets.push({ name: entry.name, files: [{ path: entry.name, file: await entryFile(entry as FileSystemFileEntry) }], origin: 'user' });

@@ -1,8 +1,8 @@
 /**
  * What every page test file sets up and does the same way: the built page served, one Chromium,
  * temporary folders, and after each test the page closed with no errors and no request off the
- * machine; plus the person's gestures those tests share (upload files, Tab to a control, open a
- * file chooser by keyboard) and waits on the page's state (never fixed sleeps).
+ * machine; plus the person's gestures those tests share (upload files, drop files or folders,
+ * Tab to a control, open a file chooser by keyboard) and waits on the page's state (never fixed sleeps).
  */
 import { createRequire } from 'node:module';
 import type { Browser, ElementHandle, Page } from 'puppeteer';
@@ -82,6 +82,45 @@ export function dropFiles(page: Page, zone: string, files: Record<string, ArrayL
     const target = document.getElementById(id)!;
     for (const type of ['dragenter', 'dragover', 'drop']) target.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true }));
   }, zone, given);
+}
+
+/** What `webkitGetAsEntry()` gave for each dropped item, as the page's drop handler sees it. */
+export type DroppedEntry = 'directory' | 'file' | 'none';
+
+/**
+ * Drops files and folders from disk onto the zone as a file manager does: Chromium's own drag and
+ * drop (CDP `Input.dispatchDragEvent` with the paths in `data.files`), so each item carries a real
+ * file-system entry and a folder arrives as a FileSystemDirectoryEntry the page walks. Returns the
+ * entry kinds, read in the capture phase before the page's own handler.
+ */
+export async function dropPaths(page: Page, zone: string, ...paths: string[]): Promise<DroppedEntry[]> {
+  const target = (await page.$(`#${zone}`))!;
+  await target.scrollIntoView();
+  const box = (await target.boundingBox())!;
+  await page.evaluate(() => {
+    const seen = window as unknown as { droppedEntries?: DroppedEntry[] };
+    delete seen.droppedEntries;
+    window.addEventListener('drop', (event) => {
+      seen.droppedEntries = Array.from(event.dataTransfer?.items ?? [], (item) => {
+        // Chromium names the spec's FileSystemDirectoryEntry and FileSystemFileEntry DirectoryEntry
+        // and FileEntry, and exposes neither constructor: told apart by what each can do.
+        const entry = item.webkitGetAsEntry();
+        if (entry?.isDirectory && typeof (entry as FileSystemDirectoryEntry).createReader === 'function') return 'directory';
+        return entry?.isFile && typeof (entry as FileSystemFileEntry).file === 'function' ? 'file' : 'none';
+      });
+    }, { capture: true, once: true });
+  });
+  const cdp = await page.createCDPSession();
+  try {
+    const at = { x: box.x + box.width / 2, y: box.y + box.height / 2 };
+    // dragOperationsMask 1: copy, what a file manager offers.
+    const data = { items: [], files: paths, dragOperationsMask: 1 };
+    for (const type of ['dragEnter', 'dragOver', 'drop'] as const) await cdp.send('Input.dispatchDragEvent', { type, ...at, data });
+  } finally {
+    await cdp.detach();
+  }
+  await page.waitForFunction(() => 'droppedEntries' in window, { timeout: 30_000 });
+  return page.evaluate(() => (window as unknown as { droppedEntries: DroppedEntry[] }).droppedEntries);
 }
 
 export const text = (page: Page, selector: string) => page.$eval(selector, (e) => e.textContent ?? '');
