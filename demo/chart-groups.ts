@@ -3,7 +3,9 @@
  * (a transformer's layers; a UNet's down/mid/up or input/middle/output blocks; Flux's double and
  * single blocks; SD3's joint blocks; each text encoder; a VLM's vision tower, projector and
  * language model, and Video-LLaVA's video tower; HunyuanVideo's token refiner, Lumina 2's and
- * Z-Image's noise and context refiners, Chroma's approximator, LTX-2's text connectors), and the bar
+ * Z-Image's noise and context refiners, Chroma's approximator, LTX-2's text connectors; AuraFlow's
+ * double and single layers; HunyuanDiT's skip blocks apart from the others; Anima's LLM adapter
+ * apart from its DiT's blocks; Stable Cascade's down and up blocks), and the bar
  * series are module kinds (`self_attn.q_proj`, `img_attn.qkv`, `experts.w1`: MoE experts apart
  * from shared experts and dense MLPs). Names come from the single-file, diffusers and pipeline
  * layouts alike (a pipeline's keys start with `unet.`, `text_encoder_2.`…). Rules are data: a new
@@ -31,6 +33,15 @@ interface ModelTraits {
   sd3Diffusers: boolean;
   /** A vision-language model: its transformer layers are the language model's. */
   vision: boolean;
+  /**
+   * A diffusion transformer whose blocks are `blocks.N` (PixArt, HunyuanDiT, Cosmos-Predict2 and
+   * Anima, Mochi in their original naming): blocks as in their diffusers naming, not LLM layers.
+   */
+  ditBlocks: boolean;
+  /** AuraFlow in diffusers naming: its `single_transformer_blocks` are AuraFlow's single layers. */
+  auraflow: boolean;
+  /** The `….blocks.N.` prefixes of HunyuanDiT's blocks that take a long skip connection (they hold `skip_linear`). */
+  skipBlocks: Set<string>;
 }
 
 interface Rule {
@@ -42,6 +53,19 @@ interface Rule {
   /** No index even if the name has numbers (the projector, the mid block). */
   noIndex?: boolean;
 }
+
+/**
+ * A block `blocks.N.` of a diffusion transformer; what it matched is the block's prefix, which
+ * HunyuanDiT's skip blocks are known by.
+ */
+const DIT_BLOCK = /(?:^|\.)blocks\.(\d+)\./;
+/**
+ * Names only those diffusion transformers have, beside their `blocks.N`: PixArt's `t_block` and
+ * `y_embedder` (diffusers' `adaln_single`), HunyuanDiT's `default_modulation` (diffusers'
+ * `time_extra_emb`), Cosmos-Predict2's `adaln_modulation_self_attn` and `t_embedding_norm`, Mochi's
+ * `mod_x` and `t5_y_embedder`.
+ */
+const DIT_MARK = /(?:^|\.)(?:t_block\.|y_embedder\.|blocks\.\d+\.(?:default_modulation|adaln_modulation_self_attn|mod_x)\.|t_embedding_norm\.|t5_y_embedder\.|time_extra_emb\.)/;
 
 const ENCODERS: Readonly<Record<string, string>> = { clip_l: ' (CLIP-L)', clip_g: ' (CLIP-G)', t5xxl: ' (T5)' };
 /** Where an encoder's layers are numbered (CLIP `layers`, OpenCLIP `resblocks`, T5 `block`, Qwen-VL's `blocks`, BERT's `layer`). */
@@ -75,14 +99,27 @@ const RULES: readonly Rule[] = [
   { pattern: /(?:^|\.)(video|audio)_embeddings_connector\.transformer_1d_blocks\.(\d+)\./, section: (m) => `${m[1]} connector` },
   // The same in a diffusers pipeline's `connectors/` (before the DiT's `transformer_blocks`).
   { pattern: /(?:^|\.)(video|audio)_connector\.transformer_blocks\.(\d+)\./, section: (m) => `${m[1]} connector` },
+  // Anima's LLM adapter (a single file's `llm_adapter.`, a diffusers pipeline's `text_conditioner.`):
+  // it feeds the DiT's cross-attention, so it is a section of its own, not among the DiT's blocks.
+  { pattern: /(?:^|\.)(?:llm_adapter|text_conditioner)\.(?:blocks\.(\d+)\.)?/, section: () => 'LLM adapter' },
   { pattern: /(?:^|\.)(down_blocks|up_blocks|input_blocks|output_blocks)\.(\d+)\./, section: (m) => ({ down_blocks: 'down', input_blocks: 'input', up_blocks: 'up', output_blocks: 'output' })[m[1]] },
   { pattern: /(?:^|\.)(mid_block|middle_block)\./, section: () => 'mid', noIndex: true },
+  // AuraFlow: its MMDiT `double_layers` (diffusers' `joint_transformer_blocks`) and `single_layers`
+  // (diffusers' `single_transformer_blocks`, told from Flux's by the joint blocks beside them).
+  { pattern: /(?:^|\.)(?:double_layers|joint_transformer_blocks)\.(\d+)\./, section: () => 'double layer' },
+  { pattern: /(?:^|\.)single_layers\.(\d+)\./, section: () => 'single layer' },
+  { pattern: /(?:^|\.)single_transformer_blocks\.(\d+)\./, section: (_, t) => (t.auraflow ? 'single layer' : undefined) },
   { pattern: /(?:^|\.)double_blocks\.(\d+)\./, section: () => 'double block' },
   { pattern: /(?:^|\.)(single_blocks|single_transformer_blocks)\.(\d+)\./, section: () => 'single block' },
   { pattern: /(?:^|\.)joint_blocks\.(\d+)\./, section: () => 'joint block' },
   {
     pattern: /(?:^|\.)transformer_blocks\.(\d+)\./,
     section: (_, t) => (t.fluxDiffusers ? 'double block' : t.sd3Diffusers ? 'joint block' : 'block'),
+  },
+  // HunyuanDiT's second half takes the first half's outputs through `skip_linear`: those blocks apart.
+  {
+    pattern: DIT_BLOCK,
+    section: (m, t) => (t.skipBlocks.has(m.input.slice(0, m.index + m[0].length)) ? 'skip block' : t.ditBlocks ? 'block' : undefined),
   },
   {
     pattern: /(?:^|\.)(?:layers|h|blocks|block|layer|blk)\.(\d+)\./,
@@ -100,15 +137,21 @@ function kindAfter(rest: string): string {
   // SD3's joint blocks hold an image stream and a text stream with the same module names.
   const stream = parts.includes('context_block') ? 'context ' : parts.includes('x_block') ? 'x ' : '';
   const kept = parts.filter((p) => p !== 'x_block' && p !== 'context_block');
-  return stream + kept.slice(-2).join('.');
+  // diffusers' FeedForward hides its stream one name further up (`ff.net.0.proj`, `ff_context.net.0.proj`).
+  const ffn = kept.length > 2 && kept.at(-2) === 'net' && kept.at(-1) === 'proj';
+  return stream + kept.slice(ffn ? -3 : -2).join('.');
 }
 
 function traitsOf(keys: Iterable<string>): ModelTraits {
-  const traits: ModelTraits = { fluxDiffusers: false, sd3Diffusers: false, vision: false };
+  const traits: ModelTraits = { fluxDiffusers: false, sd3Diffusers: false, vision: false, ditBlocks: false, auraflow: false, skipBlocks: new Set() };
   let jointAttention = false;
   for (const key of keys) {
     if (/(?:^|\.)single_transformer_blocks\.\d+\./.test(key)) traits.fluxDiffusers = true;
     if (/(?:^|\.)transformer_blocks\.\d+\.attn\.add_q_proj\./.test(key) && !/(?:^|\.)(down|up|mid)_blocks?\./.test(key)) jointAttention = true;
+    if (/(?:^|\.)joint_transformer_blocks\.\d+\./.test(key)) traits.auraflow = true;
+    if (DIT_MARK.test(key)) traits.ditBlocks = true;
+    const block = DIT_BLOCK.exec(key);
+    if (block && key.startsWith('skip_linear.', block.index + block[0].length)) traits.skipBlocks.add(key.slice(0, block.index + block[0].length));
     if ((VISION.test(key) || VIDEO.test(key) || /^mlp1\./.test(key)) && !/^(text_encoder|conditioner|cond_stage_model)/.test(key)) traits.vision = true;
   }
   traits.sd3Diffusers = jointAttention && !traits.fluxDiffusers;
@@ -147,10 +190,26 @@ export function chartGrouper(modelKeys: Iterable<string>): (key: string) => Char
   };
 }
 
-/** Orders groups: sections as first seen (the base's own order), 'other' last, indices ascending. */
+/**
+ * Sections that sit beside another in the model's forward pass whatever order their tensors come
+ * in: HunyuanDiT's skip blocks after its first half, Anima's LLM adapter before the DiT it feeds,
+ * AuraFlow's single layers after its double layers.
+ */
+const BESIDE: readonly { section: string; anchor: string; after: boolean }[] = [
+  { section: 'skip block', anchor: 'block', after: true },
+  { section: 'LLM adapter', anchor: 'block', after: false },
+  { section: 'single layer', anchor: 'double layer', after: true },
+];
+
+/** Orders groups: sections as first seen (the base's own order) but for those BESIDE another, 'other' last, indices ascending. */
 export function orderGroups(groups: BlockGroup[]): BlockGroup[] {
   const sections: string[] = [];
   for (const g of groups) if (!sections.includes(g.section)) sections.push(g.section);
+  for (const { section, anchor, after } of BESIDE) {
+    if (!sections.includes(section) || !sections.includes(anchor)) continue;
+    sections.splice(sections.indexOf(section), 1);
+    sections.splice(sections.indexOf(anchor) + (after ? 1 : 0), 0, section);
+  }
   const rank = (s: string) => (s === 'other' ? Infinity : sections.indexOf(s));
   return groups.slice().sort((a, b) => rank(a.section) - rank(b.section) || a.index - b.index);
 }

@@ -3,7 +3,9 @@
  * those checkpoints really carry: Flux (BFL and diffusers, single file and pipeline), SD3 (SAI and
  * diffusers), SDXL (SGM single file and pipeline: UNet and both text encoders), SD3.5 bundles,
  * VLMs in old and new key forms (language model apart from the vision tower and projector), MoE
- * experts (Mixtral, Qwen MoE with a shared expert, gpt-oss's fused experts) and GGUF names.
+ * experts (Mixtral, Qwen MoE with a shared expert, gpt-oss's fused experts), GGUF names, and the
+ * diffusion transformers AuraFlow, PixArt, HunyuanDiT, Cosmos-Predict2 / Anima, Mochi 1 and Stable
+ * Cascade's stage C in each naming their layouts take.
  */
 import { describe, expect, it } from 'vitest';
 import { chartGrouper, orderGroups } from '../demo/chart-groups.js';
@@ -152,6 +154,140 @@ describe('chart groups', () => {
       'connectors.video_connector.transformer_blocks.1.attn1.norm_q.weight', 'connectors.audio_connector.transformer_blocks.0.ff.net.2.weight',
       'transformer.transformer_blocks.0.attn1.to_q.weight',
     ])).toEqual(['video connector 1 | attn1.norm_q', 'audio connector 0 | ff.net', 'block 0 | attn1.to_q']);
+  });
+
+  it('AuraFlow / Pony V7: double and single layers in the original naming and in diffusers\', the embedders apart', () => {
+    // fal's single file (ComfyUI's model under `model.diffusion_model.`).
+    expect(place([
+      'model.diffusion_model.double_layers.0.attn.w2q.weight', 'model.diffusion_model.double_layers.0.attn.w1o.weight',
+      'model.diffusion_model.double_layers.3.mlpX.c_fc1.weight', 'model.diffusion_model.double_layers.3.mlpC.c_proj.weight',
+      'model.diffusion_model.double_layers.3.modC.1.weight', 'model.diffusion_model.single_layers.0.attn.w1q.weight',
+      'model.diffusion_model.single_layers.31.mlp.c_fc2.weight', 'model.diffusion_model.single_layers.31.modCX.1.weight',
+      'model.diffusion_model.modF.1.weight', 'model.diffusion_model.cond_seq_linear.weight',
+    ])).toEqual([
+      'double layer 0 | attn.w2q', 'double layer 0 | attn.w1o', 'double layer 3 | mlpX.c_fc1', 'double layer 3 | mlpC.c_proj',
+      'double layer 3 | modC', 'single layer 0 | attn.w1q', 'single layer 31 | mlp.c_fc2', 'single layer 31 | modCX',
+      'other | modF', 'other | cond_seq_linear',
+    ]);
+    // diffusers' AuraFlowTransformer2DModel in a pipeline, with its Pile-T5 (UMT5) text encoder: the
+    // single_transformer_blocks are AuraFlow's single layers, not Flux's single blocks.
+    expect(place([
+      'transformer.joint_transformer_blocks.0.attn.to_q.weight', 'transformer.joint_transformer_blocks.0.attn.add_k_proj.weight',
+      'transformer.joint_transformer_blocks.3.ff_context.out_projection.weight', 'transformer.joint_transformer_blocks.3.norm1_context.linear.weight',
+      'transformer.single_transformer_blocks.0.attn.to_out.0.weight', 'transformer.single_transformer_blocks.31.ff.linear_1.weight',
+      'transformer.norm_out.linear.weight', 'text_encoder.encoder.block.2.layer.0.SelfAttention.q.weight',
+    ])).toEqual([
+      'double layer 0 | attn.to_q', 'double layer 0 | attn.add_k_proj', 'double layer 3 | ff_context.out_projection', 'double layer 3 | norm1_context.linear',
+      'single layer 0 | attn.to_out', 'single layer 31 | ff.linear_1', 'other | linear', 'text encoder 1 · layer 2 | SelfAttention.q',
+    ]);
+    const of = chartGrouper(['single_transformer_blocks.0.attn.to_q.weight', 'joint_transformer_blocks.0.attn.to_q.weight']);
+    expect(orderGroups(['single_transformer_blocks.1.attn.to_q.weight', 'joint_transformer_blocks.0.attn.to_q.weight'].map((k) => of(k).group)).map((g) => g.label))
+      .toEqual(['double layer 0', 'single layer 1']);
+  });
+
+  it('PixArt-α/Σ: its blocks as blocks in both namings (not an LLM\'s layers), the FFN streams by name', () => {
+    expect(place([
+      't_block.1.weight', 'blocks.0.attn.qkv.weight', 'blocks.0.cross_attn.kv_linear.weight', 'blocks.27.mlp.fc2.weight',
+      'blocks.27.scale_shift_table', 'y_embedder.y_proj.fc1.weight', 'final_layer.linear.weight',
+    ])).toEqual([
+      'other | t_block', 'block 0 | attn.qkv', 'block 0 | cross_attn.kv_linear', 'block 27 | mlp.fc2',
+      'block 27 | scale_shift_table', 'other | fc1', 'other | linear',
+    ]);
+    expect(place([
+      'transformer.adaln_single.linear.weight', 'transformer.transformer_blocks.0.attn1.to_q.weight', 'transformer.transformer_blocks.0.attn2.to_v.weight',
+      'transformer.transformer_blocks.27.ff.net.0.proj.weight', 'transformer.transformer_blocks.27.ff.net.2.weight',
+      'text_encoder.encoder.block.23.layer.1.DenseReluDense.wo.weight',
+    ])).toEqual([
+      'other | linear', 'block 0 | attn1.to_q', 'block 0 | attn2.to_v', 'block 27 | ff.net.proj', 'block 27 | ff.net',
+      'text encoder 1 · layer 23 | DenseReluDense.wo',
+    ]);
+  });
+
+  it('HunyuanDiT: the blocks holding skip_linear (the long skip half) apart from the first half, in both namings, and ordered after it', () => {
+    // Tencent's naming (ComfyUI's hunyuan_dit_1.2.safetensors): 40 blocks, those past depth / 2 take a skip.
+    const original = [
+      'model.diffusion_model.blocks.0.attn1.Wqkv.weight', 'model.diffusion_model.blocks.0.default_modulation.1.weight',
+      'model.diffusion_model.blocks.20.attn2.kv_proj.weight', 'model.diffusion_model.blocks.21.skip_linear.weight',
+      'model.diffusion_model.blocks.21.attn1.Wqkv.weight', 'model.diffusion_model.blocks.39.mlp.fc1.weight',
+      'model.diffusion_model.blocks.39.skip_linear.weight', 'model.diffusion_model.blocks.39.skip_norm.weight',
+      'model.diffusion_model.mlp_t5.0.weight',
+    ];
+    expect(place(original)).toEqual([
+      'block 0 | attn1.Wqkv', 'block 0 | default_modulation', 'block 20 | attn2.kv_proj', 'skip block 21 | skip_linear',
+      'skip block 21 | attn1.Wqkv', 'skip block 39 | mlp.fc1', 'skip block 39 | skip_linear', 'skip block 39 | skip_norm', 'other | mlp_t5',
+    ]);
+    // diffusers' HunyuanDiT2DModel in a pipeline, with its two text encoders (CLIP, mT5).
+    expect(place([
+      'transformer.time_extra_emb.timestep_embedder.linear_1.weight', 'transformer.blocks.3.attn1.to_q.weight', 'transformer.blocks.3.ff.net.0.proj.weight',
+      'transformer.blocks.25.skip_linear.weight', 'transformer.blocks.25.attn2.to_k.weight', 'transformer.blocks.25.norm1.linear.weight',
+      'text_encoder.encoder.layer.4.attention.self.query.weight', 'text_encoder_2.encoder.block.1.layer.0.SelfAttention.k.weight',
+    ])).toEqual([
+      'other | linear_1', 'block 3 | attn1.to_q', 'block 3 | ff.net.proj', 'skip block 25 | skip_linear', 'skip block 25 | attn2.to_k',
+      'skip block 25 | norm1.linear', 'text encoder 1 · layer 4 | self.query', 'text encoder 2 · layer 1 | SelfAttention.k',
+    ]);
+    // Keys sorted as a safetensors header holds them ("blocks.2" after "blocks.19", "blocks.21" before "blocks.3"):
+    // the skip blocks still come after the first half.
+    const sorted = ['blocks.0.attn1.Wqkv.weight', 'blocks.21.attn1.Wqkv.weight', 'blocks.21.skip_linear.weight', 'blocks.3.attn1.Wqkv.weight', 'blocks.3.default_modulation.1.weight'];
+    const of = chartGrouper(sorted);
+    const skipFirst = ['blocks.21.attn1.Wqkv.weight', 'blocks.3.attn1.Wqkv.weight', 'blocks.0.attn1.Wqkv.weight'].map((k) => of(k).group);
+    expect(orderGroups(skipFirst).map((g) => g.label)).toEqual(['block 0', 'block 3', 'skip block 21']);
+  });
+
+  it('Cosmos-Predict2 and Anima: the DiT\'s blocks in both namings; Anima\'s LLM adapter a section of its own, before the DiT', () => {
+    // NVIDIA's / CircleStone Labs' single file under `net.`, Anima's LLM adapter beside the DiT.
+    const anima = [
+      'net.blocks.0.self_attn.q_proj.weight', 'net.blocks.0.cross_attn.k_proj.weight', 'net.blocks.27.mlp.layer1.weight',
+      'net.blocks.27.adaln_modulation_mlp.2.weight', 'net.llm_adapter.blocks.0.self_attn.q_proj.weight', 'net.llm_adapter.blocks.5.cross_attn.o_proj.weight',
+      'net.llm_adapter.blocks.5.mlp.0.weight', 'net.llm_adapter.embed.weight', 'net.llm_adapter.out_proj.weight', 'net.t_embedding_norm.weight',
+    ];
+    expect(place(anima)).toEqual([
+      'block 0 | self_attn.q_proj', 'block 0 | cross_attn.k_proj', 'block 27 | mlp.layer1', 'block 27 | adaln_modulation_mlp',
+      'LLM adapter 0 | self_attn.q_proj', 'LLM adapter 5 | cross_attn.o_proj', 'LLM adapter 5 | mlp', 'LLM adapter | embed',
+      'LLM adapter | out_proj', 'other | t_embedding_norm',
+    ]);
+    const of = chartGrouper(anima);
+    expect(orderGroups(anima.map((k) => of(k).group)).map((g) => g.label)).toEqual([
+      'LLM adapter', 'LLM adapter', 'LLM adapter 0', 'LLM adapter 5', 'LLM adapter 5', 'block 0', 'block 0', 'block 27', 'block 27', 'other',
+    ]);
+    // diffusers: the transformer's transformer_blocks, the pipeline's text_conditioner (the adapter without `llm_adapter.`)
+    // and Anima's Qwen3 text encoder.
+    expect(place([
+      'transformer.transformer_blocks.0.attn1.to_q.weight', 'transformer.transformer_blocks.0.attn2.to_k.weight', 'transformer.transformer_blocks.27.ff.net.0.proj.weight',
+      'transformer.transformer_blocks.27.norm3.linear_2.weight', 'text_conditioner.blocks.0.self_attn.k_proj.weight', 'text_conditioner.blocks.5.mlp.2.weight',
+      'text_conditioner.embed.weight', 'text_encoder.model.layers.27.self_attn.q_proj.weight',
+    ])).toEqual([
+      'block 0 | attn1.to_q', 'block 0 | attn2.to_k', 'block 27 | ff.net.proj', 'block 27 | norm3.linear_2',
+      'LLM adapter 0 | self_attn.k_proj', 'LLM adapter 5 | mlp', 'LLM adapter | embed', 'text encoder 1 · layer 27 | self_attn.q_proj',
+    ]);
+  });
+
+  it('Mochi 1: blocks in both namings, the x and y streams named by their modules', () => {
+    expect(place([
+      'blocks.0.attn.qkv_x.weight', 'blocks.0.attn.qkv_y.weight', 'blocks.0.mod_x.weight', 'blocks.47.mlp_x.w1.weight',
+      'blocks.46.mlp_y.w2.weight', 'blocks.47.attn.q_norm_x.weight', 't5_y_embedder.to_kv.weight',
+    ])).toEqual([
+      'block 0 | attn.qkv_x', 'block 0 | attn.qkv_y', 'block 0 | mod_x', 'block 47 | mlp_x.w1',
+      'block 46 | mlp_y.w2', 'block 47 | attn.q_norm_x', 'other | to_kv',
+    ]);
+    // diffusers' MochiTransformer3DModel: add_*_proj and ff_context are the text stream; attn1 is no joint-attention SD3 block.
+    expect(place([
+      'transformer_blocks.0.attn1.to_q.weight', 'transformer_blocks.0.attn1.add_q_proj.weight', 'transformer_blocks.0.ff.net.0.proj.weight',
+      'transformer_blocks.0.ff_context.net.0.proj.weight', 'transformer_blocks.47.norm1_context.linear_1.weight', 'time_embed.pooler.to_q.weight',
+    ])).toEqual([
+      'block 0 | attn1.to_q', 'block 0 | attn1.add_q_proj', 'block 0 | ff.net.proj', 'block 0 | ff_context.net.proj',
+      'block 47 | norm1_context.linear_1', 'other | to_q',
+    ]);
+  });
+
+  it('Stable Cascade stage C: its down and up blocks by level (checkpoint and ComfyUI-split attention alike), the CLIP-G text encoder', () => {
+    expect(place([
+      'down_blocks.0.2.attention.attn.in_proj_weight', 'down_blocks.0.0.channelwise.0.weight', 'down_blocks.1.71.kv_mapper.1.weight',
+      'up_blocks.0.1.mapper.weight', 'up_blocks.1.23.attention.attn.out_proj.weight', 'up_blocks.1.5.attention.attn.to_k.weight',
+      'clip_txt_pooled_mapper.weight', 'text_encoder.text_model.encoder.layers.31.mlp.fc1.weight',
+    ])).toEqual([
+      'down 0 | attn.in_proj_weight', 'down 0 | channelwise', 'down 1 | kv_mapper', 'up 0 | mapper',
+      'up 1 | attn.out_proj', 'up 1 | attn.to_k', 'other | clip_txt_pooled_mapper', 'text encoder 1 · layer 31 | mlp.fc1',
+    ]);
   });
 
   it('MoE: experts, shared experts and routers are series of their own', () => {
