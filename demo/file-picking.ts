@@ -119,11 +119,11 @@ function readBatch(reader: FileSystemDirectoryReader): Promise<FileSystemEntry[]
 }
 
 function checkFolderSize(root: string, files: number): void {
-  if (files > MAX_INPUT_FILES) throw new MergeError('BAD_ARGUMENT', `${root}: more than ${MAX_INPUT_FILES} files (the limit MAX_INPUT_FILES); pick the model's own folder`);
+  if (files > MAX_INPUT_FILES) throw new MergeError('BAD_ARGUMENT', `${root}: more than ${MAX_INPUT_FILES} files (the limit MAX_INPUT_FILES); pick or drop the model's own folder`);
 }
 
 function checkFolderDepth(root: string, depth: number): void {
-  if (depth > MAX_INPUT_DEPTH) throw new MergeError('BAD_ARGUMENT', `${root}: folders nest deeper than ${MAX_INPUT_DEPTH} levels (the limit MAX_INPUT_DEPTH); pick the model's own folder`);
+  if (depth > MAX_INPUT_DEPTH) throw new MergeError('BAD_ARGUMENT', `${root}: folders nest deeper than ${MAX_INPUT_DEPTH} levels (the limit MAX_INPUT_DEPTH); pick or drop the model's own folder`);
 }
 
 /** A dropped folder's files, refused as soon as it passes the limits (the walk stops there). */

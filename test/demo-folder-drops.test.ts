@@ -224,8 +224,8 @@ describe('folders dropped on the page', PAGE_RETRY, () => {
     mkdirSync(deep, { recursive: true });
     writeFileSync(join(deep, 'model.safetensors'), buildSafetensors(LLAMA_TENSORS.slice(0, 1)));
     for (const [folder, message] of [
-      ['home', `home: more than ${MAX_INPUT_FILES} files (the limit MAX_INPUT_FILES); pick the model's own folder`],
-      ['nest', `nest: folders nest deeper than ${MAX_INPUT_DEPTH} levels (the limit MAX_INPUT_DEPTH); pick the model's own folder`],
+      ['home', `home: more than ${MAX_INPUT_FILES} files (the limit MAX_INPUT_FILES); pick or drop the model's own folder`],
+      ['nest', `nest: folders nest deeper than ${MAX_INPUT_DEPTH} levels (the limit MAX_INPUT_DEPTH); pick or drop the model's own folder`],
     ]) {
       const page = await open();
       expect(await dropPaths(page, 'base-drop', join(dir, folder))).toEqual(['directory']);

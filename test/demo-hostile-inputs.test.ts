@@ -157,8 +157,8 @@ describe('the page given crafted files', PAGE_RETRY, () => {
     mkdirSync(deepPath, { recursive: true });
     writeFileSync(join(deepPath, 'model.safetensors'), fixture.base);
     for (const [folder, message] of [
-      [join(many, 'home'), `home: more than ${MAX_INPUT_FILES} files (the limit MAX_INPUT_FILES); pick the model's own folder`],
-      [join(deep, 'nest'), 'nest: folders nest deeper than 8 levels (the limit MAX_INPUT_DEPTH); pick the model\'s own folder'],
+      [join(many, 'home'), `home: more than ${MAX_INPUT_FILES} files (the limit MAX_INPUT_FILES); pick or drop the model's own folder`],
+      [join(deep, 'nest'), 'nest: folders nest deeper than 8 levels (the limit MAX_INPUT_DEPTH); pick or drop the model\'s own folder'],
     ]) {
       const demo = await session.open('?backend=cpu');
       await upload(demo.page, 'base-folder-input', folder);
