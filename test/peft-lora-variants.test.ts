@@ -20,6 +20,11 @@ import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
 import { mm } from './helpers/dense-f64.js';
+import { resizeAdapter } from '../src/adapter-ops/resize.js';
+import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
+import { openAdapter } from '../src/formats/adapter.js';
+import { memoryInputFileSet } from '../src/index.js';
+import { peftFolder } from './helpers/hf-folder.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 const rand = seededRandom(123);
@@ -175,5 +180,18 @@ describe('refusals', () => {
     const prepared = await preparePeftFolder(base, loraConfig({ use_bdlora: {} }), plain);
     expect(prepared.plan.problems).toEqual([]);
     await prepared.close();
+  });
+
+  it('resize takes a BD-LoRA module as the plain LoRA its expanded factors are (full rank: the same ΔW)', async () => {
+    const n = 2, aq = vals(r * (inF / n), 'F32'), bq = vals(out * r, 'F32');
+    const config = loraConfig({ target_modules: ['q_proj'], use_bdlora: { target_modules_bd_a: ['q_proj'], target_modules_bd_b: null, nblocks: n, match_strict: true } });
+    const adapter = await openAdapter(memoryInputFileSet(peftFolder(config, pairOf(q, aq, [r, inF / n], bq, [out, r])), 'adapter'));
+    const resized = await resizeAdapter(adapter, { kind: 'rank', rank: r }, 'peft', new CpuAlgebra());
+    const m = resized.adapter.modules[0];
+    expect([m.name, m.rank, m.downShape, m.upShape]).toEqual([q, r, [r, inF], [out, r]]);
+    const got = mm(Float64Array.from(m.up), Float64Array.from(m.down), out, r, inF).map((x) => (m.alpha / m.rank) * x);
+    const want = mm(bq, blockDiag(aq, r, inF / n, n), out, r, inF).map((x) => (8 / r) * x);
+    const err = Math.sqrt(got.reduce((acc, x, i) => acc + (x - want[i]) ** 2, 0) / want.reduce((acc, x) => acc + x * x, 0));
+    expect(err).toBeLessThan(1e-5);
   });
 });
