@@ -194,4 +194,17 @@ describe('refusals', () => {
     const err = Math.sqrt(got.reduce((acc, x, i) => acc + (x - want[i]) ** 2, 0) / want.reduce((acc, x) => acc + x * x, 0));
     expect(err).toBeLessThan(1e-5);
   });
+
+  it('target_parameters under a config PEFT\'s ParamWrapper refuses (lora_dropout ≠ 0, fan_in_fan_out, lora_bias, use_dora)', async () => {
+    const experts = 'model.layers.1.mlp.experts', e = 2;
+    const base = [t(`${experts}.gate_up_proj`, 'F16', [e, 12, 8], vals(e * 96, 'F16'))];
+    const tensors = pairOf(experts, vals(r * e * 8, 'F32'), [r * e, 8], vals(12 * r * e, 'F32'), [12, r * e]);
+    const params = { target_modules: [], target_parameters: ['experts.gate_up_proj'], peft_version: '0.20.0' };
+    expect(await refusal(base, loraConfig({ ...params, lora_dropout: 0.05 }), tensors))
+      .toMatch(/parameter "model\.layers\.1\.mlp\.experts\.gate_up_proj": the config has lora_dropout 0\.05 \(it must be 0\), which PEFT's ParamWrapper refuses/);
+    expect(await refusal(base, loraConfig({ ...params, lora_dropout: 0, fan_in_fan_out: true }), tensors)).toMatch(/the config has fan_in_fan_out true, which PEFT's ParamWrapper refuses/);
+    expect(await refusal(base, loraConfig({ ...params, lora_dropout: 0, monteclora_config: MONTECLORA }), tensors))
+      .toMatch(/parameter "model\.layers\.1\.mlp\.experts\.gate_up_proj" is a target_parameters parameter .* sets monteclora_config, which PEFT builds on Linear layers only/);
+    expect(await refusal(base, loraConfig({ ...params, lora_dropout: 0 }), tensors)).toBe('merged');
+  });
 });

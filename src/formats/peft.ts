@@ -388,6 +388,11 @@ function buildParameterModule(adapter: string, key: string, path: string, set: F
   const { a, b } = set;
   if (!a || !b || set.embedA || set.embedB) return fail('UNSUPPORTED_FORMAT', 'needs exactly lora_A and lora_B');
   if (set.magnitude || set.biasB) return fail('UNSUPPORTED_FORMAT', 'PEFT supports neither DoRA nor lora_bias on target_parameters');
+  // ParamWrapper.__init__ raises on these, so PEFT builds no model from such a config.
+  const dropout = config.raw.lora_dropout;
+  const refused = typeof dropout === 'number' && dropout !== 0 ? `lora_dropout ${dropout} (it must be 0)`
+    : config.fanInFanOut ? 'fan_in_fan_out true' : config.loraBias ? 'lora_bias true' : config.useDora ? 'use_dora true' : undefined;
+  if (refused) return fail('BAD_CONFIG', `the config has ${refused}, which PEFT's ParamWrapper refuses when it builds the layer, so no adapter can have been trained with it`);
   if (a.shape.length !== 2 || b.shape.length !== 2 || b.shape[1] !== a.shape[0]) {
     return fail('SHAPE_MISMATCH', `lora_B ${fmt(b.shape)} does not fit lora_A ${fmt(a.shape)}`);
   }
