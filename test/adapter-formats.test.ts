@@ -130,11 +130,11 @@ describe('PEFT adapters', () => {
       ['use_qalora', true, 'QALoRA'],
       ['arrow_config', { top_k: 3, router_temperature: 1 }, 'Arrow'],
       ['kasa_config', { beta: 1e-4, gamma: 1e-3 }, 'KaSA'],
-      ['use_bdlora', { target_modules_bd_a: ['q_proj'], target_modules_bd_b: [], nblocks: 2, match_strict: true }, 'BD-LoRA'],
     ];
     for (const [key, value, why] of variants) {
       await expectFailure(peftFiles({ r: 2, [key]: value }, tensors), 'UNSUPPORTED_FORMAT', ['adapter_config.json', `"${key}" is set`, why]);
     }
+    // BD-LoRA, MonteCLoRA and VeLoRA are read (peft-lora-variants.test.ts).
     // PEFT writes every field; unset variants are null, false or an empty list.
     const unset = await open(peftFiles({
       r: 2, lora_alpha: 2, layer_replication: null, alora_invocation_tokens: null, use_qalora: false, arrow_config: null,

@@ -33,10 +33,22 @@ export interface PeftLoraConfig {
   peftVersion: string | null;
   /** `init_lora_weights` when it is a string (`pissa`, `olora`, `gaussian` ...). */
   initLoraWeights: string | null;
+  /**
+   * The LoRA variant PEFT's Linear layer builds from the config (at most one: PEFT refuses any
+   * combination), among those this tool merges: MonteCLoRA and VeLoRA merge as plain LoRA (their
+   * sampler and projection only act while training), BD-LoRA with block-diagonal factors.
+   */
+  variant: LoraVariantSpec | null;
   /** Fields defaulted because the file lacks them, to report. */
   defaulted: string[];
   raw: Readonly<Record<string, unknown>>;
 }
+
+/** A LoRA variant PEFT builds on Linear layers only (LoraLayer.resolve_lora_variant). */
+export type LoraVariantSpec =
+  | { kind: 'monteclora' }
+  | { kind: 'velora' }
+  | { kind: 'bdlora'; bdA: string[]; bdB: string[]; nblocks: number; matchStrict: boolean };
 
 const PEFT_DEFAULT_R = 8;
 const PEFT_DEFAULT_ALPHA = 8;
@@ -74,7 +86,6 @@ const LORA_VARIANTS_NOT_MERGED: readonly { key: string; why: string }[] = [
   { key: 'use_qalora', why: 'QALoRA adapts pooled inputs of a GPTQ model; PEFT cannot merge it either' },
   { key: 'arrow_config', why: 'an Arrow router picks among adapters per token; PEFT cannot merge it either' },
   { key: 'kasa_config', why: 'KaSA truncates the base weight\'s smallest singular values before training, and that truncation is not in the file' },
-  { key: 'use_bdlora', why: 'block-diagonal (BD-LoRA) factors are not read yet' },
 ];
 
 function refuseUnmergedVariants(obj: Record<string, unknown>, file: string): void {
@@ -112,6 +123,7 @@ export function peftConfigFrom(raw: unknown, file: string): PeftLoraConfig {
   if (obj.use_dora === true && obj.lora_bias === true) {
     throw new MergeError('BAD_CONFIG', `${file}: use_dora and lora_bias are both true, which PEFT refuses ("lora_bias=True is not supported for DoRA"); no adapter can have been trained with this config`);
   }
+  const variant = loraVariant(obj, file);
   const r = positiveNumber(obj, 'r', PEFT_DEFAULT_R, file, defaulted, true);
   const loraAlpha = finiteNumber(obj, 'lora_alpha', PEFT_DEFAULT_ALPHA, file, defaulted);
   const init = obj.init_lora_weights;
@@ -132,6 +144,7 @@ export function peftConfigFrom(raw: unknown, file: string): PeftLoraConfig {
     targetParameters: stringList(obj, 'target_parameters', file),
     peftVersion: typeof obj.peft_version === 'string' ? obj.peft_version : null,
     initLoraWeights: typeof init === 'string' ? init : null,
+    variant,
     defaulted,
     raw: obj,
   };
@@ -144,8 +157,70 @@ function trainableTokensConfig(obj: Record<string, unknown>, file: string): Peft
   return {
     peftType: 'TRAINABLE_TOKENS', r: PEFT_DEFAULT_R, loraAlpha: PEFT_DEFAULT_ALPHA, useRslora: false, fanInFanOut: false,
     useDora: false, loraBias: false, rankPattern: [], alphaPattern: [], modulesToSave: stringList(obj, 'modules_to_save', file),
-    bias: 'none', tokenIndices: indices, targetParameters: [], peftVersion: null, initLoraWeights: null, defaulted: [], raw: obj,
+    bias: 'none', tokenIndices: indices, targetParameters: [], peftVersion: null, initLoraWeights: null, variant: null, defaulted: [], raw: obj,
   };
+}
+
+/**
+ * The variant fields PEFT's resolve_lora_variant reads (those tagged is_lora_variant, and
+ * init_lora_weights "mica"), as PEFT tests them: `bool(value)` after __post_init__, which turns a
+ * monteclora_config or velora_config object into its dataclass (true even when empty) but leaves
+ * use_bdlora a dict (so `{}` is no variant). Each Linear layer maps the set that is on to one variant
+ * class; two at once is "Invalid or unsupported variant combination", so no model is built.
+ */
+function loraVariant(obj: Record<string, unknown>, file: string): LoraVariantSpec | null {
+  const on = (key: string) => {
+    const v = obj[key];
+    // Python's truth: None, False, 0, "" and [] are off.
+    if (v === undefined || v === null || v === false || v === 0 || v === '' || (Array.isArray(v) && v.length === 0)) return false;
+    if (key === 'use_bdlora' && typeof v === 'object' && !Array.isArray(v)) return Object.keys(v).length > 0;
+    return true;
+  };
+  const active = ['use_dora', 'velora_config', 'monteclora_config', 'use_bdlora'].filter(on);
+  if (obj.init_lora_weights === 'mica') active.push('init_lora_weights "mica"');
+  if (active.length > 1) {
+    throw new MergeError('BAD_CONFIG', `${file}: ${active.join(' and ')} are set together, which PEFT refuses when it builds the layers ("Invalid or unsupported variant combination"); no adapter can have been trained with this config`);
+  }
+  const object = (key: string, fields: Record<string, (v: unknown) => boolean>): Record<string, unknown> => {
+    const v = obj[key];
+    // PEFT builds its dataclass from a dict (unknown fields raise TypeError); anything else fails.
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+      throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be an object of its config's fields, got ${shownValue(v)}, which PEFT cannot load`);
+    }
+    for (const [field, value] of Object.entries(v as Record<string, unknown>)) {
+      const ok = fields[field];
+      if (!ok) throw new MergeError('BAD_CONFIG', `${file}: "${key}" has an unknown field "${field}", which PEFT cannot load`);
+      if (!ok(value)) throw new MergeError('BAD_CONFIG', `${file}: ${key}.${field} is ${shownValue(value)}, which PEFT refuses`);
+    }
+    return v as Record<string, unknown>;
+  };
+  const positive = (v: unknown) => typeof v === 'number' && Number.isFinite(v) && v > 0;
+  const positiveInt = (v: unknown) => positive(v) && Number.isInteger(v);
+  const number = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+  const boolean = (v: unknown) => typeof v === 'boolean';
+  const names = (v: unknown) => v === null || (Array.isArray(v) && v.every((s) => typeof s === 'string'));
+  if (active[0] === 'monteclora_config') {
+    // MontecloraConfig.__post_init__: num_samples, dirichlet_prior and buffer_size must be > 0.
+    object('monteclora_config', {
+      num_samples: positiveInt, use_entropy: boolean, dirichlet_prior: positive, sample_scaler: number, kl_loss_weight: number, buffer_size: positiveInt,
+    });
+    return { kind: 'monteclora' };
+  }
+  if (active[0] === 'velora_config') {
+    object('velora_config', {
+      num_groups: positiveInt, scale: positive, init_type: (v) => v === 'batch_average' || v === 'batch_average_once' || v === 'random',
+    });
+    return { kind: 'velora' };
+  }
+  if (active[0] === 'use_bdlora') {
+    const c = object('use_bdlora', { target_modules_bd_a: names, target_modules_bd_b: names, nblocks: positiveInt, match_strict: boolean });
+    const bdA = (c.target_modules_bd_a as string[] | null | undefined) ?? [];
+    const bdB = (c.target_modules_bd_b as string[] | null | undefined) ?? [];
+    const both = bdA.filter((p) => bdB.includes(p));
+    if (both.length > 0) throw new MergeError('BAD_CONFIG', `${file}: use_bdlora lists "${both[0]}" in both target_modules_bd_a and target_modules_bd_b, which PEFT's BdLoraConfig refuses`);
+    return { kind: 'bdlora', bdA, bdB, nblocks: (c.nblocks as number | undefined) ?? 1, matchStrict: (c.match_strict as boolean | undefined) ?? true };
+  }
+  return null;
 }
 
 function biasKind(obj: Record<string, unknown>, file: string): PeftLoraConfig['bias'] {

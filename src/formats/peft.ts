@@ -7,7 +7,8 @@ import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement, TokenRows } from './adapter.js';
 import { parameterTarget, type ParameterTarget } from './peft-parameters.js';
 import { lora } from './algorithms/lora.js';
-import { isModifiedBaseInit, lookupPattern, loraExtrasProblem, parsePeftConfig, type LoraExtrasFound, type PeftLoraConfig } from './peft-config.js';
+import { peftBdlora } from './algorithms/peft-bdlora.js';
+import { isModifiedBaseInit, lookupPattern, loraExtrasProblem, parsePeftConfig, type LoraExtrasFound, type LoraVariantSpec, type PeftLoraConfig } from './peft-config.js';
 import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
 import { ALL_LINEAR_LAYERS, checkPeftTargets, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -25,6 +26,12 @@ const BASE_LAYER_KEY = /^(.+)\.base_layer\.(weight|bias)$/;
 const ORIGINAL_MODULE_KEY = /\.original_module\./;
 /** A model parameter saved as it is (PEFT loads any such key into the model). */
 const PLAIN_PARAMETER_KEY = /^base_model\.model\..+\.(weight|bias)$/;
+/**
+ * Training state of a LoRA variant that PEFT saves beside the factors and leaves out of the merge:
+ * MonteCLoRA's sampler (`lora_monteclora_sampler[.<adapter>].<tensor>`) and VeLoRA's activation
+ * projection (`lora_velora_embed[.<adapter>]`).
+ */
+const VARIANT_STATE_KEY = /^(.+)\.(?:lora_monteclora_sampler(?:\.[^.]+)?\.(std_prior|expert_weights_prior|gaussian_var_prior|expert_weights)|lora_velora_embed(?:\.[^.]+)?)$/;
 /** Tensor names of adapter types we recognise but do not merge. */
 const OTHER_METHOD_KEY = /\.(hada_|lokr_|vera_|ia3_|oft_|boft_|lora_E|ranknum|hra_u|miss_block|bone_block|shira_|ln_tuning_layers\.)/;
 
@@ -55,6 +62,10 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
 
   const tokenRows: TokenRows[] = [];
   const skipped: string[] = [];
+  /** Module key → the variant-state tensors saved for it (not applied). */
+  const variantState = new Map<string, string[]>();
+  /** Variant-state tensors of a variant the config does not set. */
+  const strayState: Record<'velora' | 'monteclora', string[]> = { velora: [], monteclora: [] };
   for (const entry of file.tensors) {
     const key = entry.name;
     const factor = FACTOR_KEY.exec(key);
@@ -74,6 +85,16 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
         problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: module "${factor[1]}" has two ${slot} tensors (several adapters in one file are not supported)` });
       } else {
         set[slot] = entry;
+      }
+      continue;
+    }
+    const state = VARIANT_STATE_KEY.exec(key);
+    if (state) {
+      const kind = state[2] === undefined ? 'velora' : 'monteclora';
+      if (config.variant?.kind !== kind) {
+        strayState[kind].push(key);
+      } else {
+        variantState.set(state[1], [...(variantState.get(state[1]) ?? []), key]);
       }
       continue;
     }
@@ -116,6 +137,11 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
     }
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${key}" is neither a LoRA factor nor listed in modules_to_save` });
   }
+  for (const [kind, keys] of Object.entries(strayState)) {
+    if (keys.length === 0) continue;
+    const [what, field] = kind === 'velora' ? ['VeLoRA activation projection', 'velora_config'] : ['MonteCLoRA sampler', 'monteclora_config'];
+    problems.push({ code: 'BAD_CONFIG', message: `${fileName}: holds ${keys.length} ${what} tensor${keys.length === 1 ? '' : 's'} (first "${keys[0]}") but ${configFile} does not set ${field}, so it cannot have been trained as PEFT loads it` });
+  }
   if (skipped.length > 0) {
     warnings.push(`${name}: ${skipped.length} original_module tensor${skipped.length === 1 ? '' : 's'} (PEFT's copy of a module before training) left out, as PEFT leaves ${skipped.length === 1 ? 'it' : 'them'} out when merging`);
   }
@@ -132,12 +158,17 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   const found: LoraExtrasFound = { magnitudes: [], biases: [], plain: [] };
   for (const [key, set] of groups) {
     const module = buildModule(name, key, set, config, problems);
-    if (module) modules.push(config.peftType === 'LORA' && !module.address.tensor ? { ...module, wraps: loraWraps(module, config.raw) } : module);
+    if (module) modules.push(config.peftType === 'LORA' && !module.address.tensor && !module.wraps ? { ...module, wraps: loraWraps(module, config.raw) } : module);
     if (set.magnitude) found.magnitudes.push(set.magnitude.name);
     else if (module) found.plain.push(module.name);
     if (set.biasB) found.biases.push(set.biasB.name);
   }
+  for (const [key, names] of variantState) {
+    if (!groups.has(key)) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${names[0]}" belongs to module "${stripPrefix(key)}", which has no lora_A/lora_B` });
+  }
   throwIfProblems(name, problems);
+  const variantNote = variantWarning(name, config.variant, [...variantState.values()].flat());
+  if (variantNote) warnings.push(variantNote);
 
   const extras = loraExtrasProblem(config, found, (field, value) => `${configFile}: ${field} is ${value ? 'true' : 'false (or unset)'}`, fileName, 'PEFT');
   if (extras) throw new MergeError('BAD_CONFIG', extras);
@@ -179,8 +210,28 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
     problems.push({ code: 'BAD_CONFIG', message: `${adapter}: ${target.message}` });
     return null;
   }
-  if (target) return buildParameterModule(adapter, key, target.path, set, config, problems);
+  const variant = config.variant;
+  if (target) {
+    if (variant) return refuseVariantOn(adapter, `parameter "${target.path}"`, "a target_parameters parameter (PEFT's ParamWrapper)", variant, problems);
+    return buildParameterModule(adapter, key, target.path, set, config, problems);
+  }
   const embedding = set.embedA !== undefined || set.embedB !== undefined;
+  if (variant && embedding) return refuseVariantOn(adapter, `module "${path}"`, 'an embedding (lora_embedding_A/B)', variant, problems);
+  if (variant && ((set.a?.shape.length ?? 2) > 2 || (set.b?.shape.length ?? 2) > 2)) {
+    return refuseVariantOn(adapter, `module "${path}"`, 'a convolution (lora_A/lora_B with kernel dims)', variant, problems);
+  }
+  if (variant?.kind === 'bdlora' && set.a && set.b && !embedding) {
+    const side = bdSide(path, variant);
+    if (side === 'both') {
+      problems.push({ code: 'BAD_CONFIG', message: `${adapter}: module "${path}" matches both target_modules_bd_a and target_modules_bd_b of use_bdlora, which PEFT refuses when it builds the layer` });
+      return null;
+    }
+    if (side === 'none' && variant.matchStrict) {
+      problems.push({ code: 'BAD_CONFIG', message: `${adapter}: module "${path}" matches neither target_modules_bd_a nor target_modules_bd_b while use_bdlora.match_strict is true, which PEFT refuses when it builds the layer` });
+      return null;
+    }
+    if (side !== 'none') return buildBdModule(adapter, key, path, side, set, variant.nblocks, config, problems);
+  }
   if (embedding && (set.a || set.b)) {
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter}: module "${path}" has both linear and embedding LoRA factors` });
     return null;
@@ -233,6 +284,86 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
   return module;
 }
 
+/** Which BD-LoRA factor of module `path` is block-diagonal: PEFT's test is `pattern in target_name` (a substring of the module's path). */
+function bdSide(path: string, variant: Extract<LoraVariantSpec, { kind: 'bdlora' }>): 'a' | 'b' | 'both' | 'none' {
+  const a = variant.bdA.some((p) => path.includes(p)), b = variant.bdB.some((p) => path.includes(p));
+  return a && b ? 'both' : a ? 'a' : b ? 'b' : 'none';
+}
+
+const VARIANT_FIELD: Record<LoraVariantSpec['kind'], string> = { monteclora: 'monteclora_config', velora: 'velora_config', bdlora: 'use_bdlora' };
+
+/** PEFT builds these variants on its Linear layer only; any other layer raises when the model is built. */
+function refuseVariantOn(adapter: string, what: string, layer: string, variant: LoraVariantSpec, problems: Problem[]): null {
+  problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter}: ${what} is ${layer}, but the config sets ${VARIANT_FIELD[variant.kind]}, which PEFT builds on Linear layers only (it refuses to build this adapter)` });
+  return null;
+}
+
+/** The plan's note for MonteCLoRA and VeLoRA: merged as plain LoRA, as PEFT merges them, their saved training state left out. */
+function variantWarning(name: string, variant: LoraVariantSpec | null, state: string[]): string | undefined {
+  if (variant?.kind === 'monteclora') {
+    const held = state.length === 0 ? 'the file holds no sampler tensors' : `its ${state.length} sampler tensor${state.length === 1 ? '' : 's'} (lora_monteclora_sampler, first "${state[0]}") ${state.length === 1 ? 'is' : 'are'} recognised and not applied`;
+    return `${name}: monteclora_config is set: merged as plain LoRA (scale·B·A), as PEFT merges MonteCLoRA, whose Monte Carlo sampling perturbs lora_A only while training; ${held}`;
+  }
+  if (variant?.kind === 'velora') {
+    const held = state.length === 0 ? 'the file holds no lora_velora_embed' : `its ${state.length} lora_velora_embed tensor${state.length === 1 ? '' : 's'} (first "${state[0]}") ${state.length === 1 ? 'is' : 'are'} recognised and not applied`;
+    return `${name}: velora_config is set: merged as plain LoRA (scale·B·A), as PEFT merges VeLoRA, which only compresses the activations its backward pass keeps while training; ${held}`;
+  }
+  return undefined;
+}
+
+/**
+ * A BD-LoRA module: the compact factor's shape checked against the config's rank and nblocks as
+ * PEFT's BlockDiagonalLinear lays it out ((r, in/N) for A, (out, r/N) for B), ΔW (out, in) from the
+ * expanded factors. PEFT's lora_B bias (lora_bias) lives on an nn.Linear: a block-diagonal lora_B has
+ * none, and PEFT's merge fails on it.
+ */
+function buildBdModule(
+  adapter: string, key: string, path: string, side: 'a' | 'b', set: FactorSet, nblocks: number, config: PeftLoraConfig, problems: Problem[],
+): AdapterModule | null {
+  const a = set.a!, b = set.b!;
+  const fail = (code: MergeErrorCode, message: string) => {
+    problems.push({ code, message: `${adapter}: module "${path}" (BD-LoRA, block-diagonal lora_${side === 'a' ? 'A' : 'B'}, nblocks ${nblocks}): ${message}` });
+    return null;
+  };
+  if (set.magnitude) return fail('UNSUPPORTED_FORMAT', 'has a lora_magnitude_vector, which PEFT cannot combine with BD-LoRA');
+  const rank = lookupPattern(config.rankPattern, path, config.r);
+  if (a.shape.length !== 2 || b.shape.length !== 2) return fail('SHAPE_MISMATCH', `lora_A ${fmt(a.shape)} and lora_B ${fmt(b.shape)} must be 2-D`);
+  if (rank % nblocks !== 0) return fail('BAD_CONFIG', `the config's rank ${rank} is not a multiple of nblocks, which PEFT's BlockDiagonalLinear requires`);
+  let deltaShape: number[];
+  if (side === 'a') {
+    if (a.shape[0] !== rank || b.shape[1] !== rank) return fail('SHAPE_MISMATCH', `lora_A ${fmt(a.shape)} and lora_B ${fmt(b.shape)} are not (${rank}, in/${nblocks}) and (out, ${rank}) for the config's rank ${rank}`);
+    deltaShape = [b.shape[0], a.shape[1] * nblocks];
+  } else {
+    if (set.biasB) return fail('UNSUPPORTED_FORMAT', `has a lora_B bias (${set.biasB.name}), which a block-diagonal lora_B does not hold (PEFT's merge fails on it)`);
+    if (a.shape[0] !== rank || b.shape[1] * nblocks !== rank || b.shape[0] % nblocks !== 0) {
+      return fail('SHAPE_MISMATCH', `lora_A ${fmt(a.shape)} and lora_B ${fmt(b.shape)} are not (${rank}, in) and (out, ${rank / nblocks}) with out a multiple of ${nblocks}, for the config's rank ${rank}`);
+    }
+    deltaShape = [b.shape[0], a.shape[1]];
+  }
+  const alpha = lookupPattern(config.alphaPattern, path, config.loraAlpha);
+  const module: AdapterModule = {
+    adapter,
+    key,
+    name: path,
+    address: { path, flat: false },
+    algorithm: peftBdlora.name,
+    kind: 'linear',
+    deltaShape,
+    rank,
+    alpha,
+    scale: config.useRslora ? alpha / Math.sqrt(rank) : alpha / rank,
+    scaleOrigin: { kind: 'alpha', rule: config.useRslora ? 'α/√r' : 'α/r', stated: true },
+    tensors: { down: a, up: b },
+    update: { kind: 'low-rank', rank },
+    fanInFanOut: false,
+    options: { bd_a: side === 'a', nblocks },
+    // BlockDiagonalLinear takes the base's in_features/out_features, which only an nn.Linear has.
+    wraps: { method: 'BD-LoRA (PEFT use_bdlora)', layers: ['Linear'] },
+  };
+  if (set.biasB) module.biasB = set.biasB;
+  return module;
+}
+
 /**
  * The layers PEFT's LoRA builds a module of these factors for (lora/layer.py dispatch_default):
  * lora_embedding_A/B for nn.Embedding only, lora_A/B for Linear, Conv1D and Conv1d/2d/3d; under
@@ -257,6 +388,11 @@ function buildParameterModule(adapter: string, key: string, path: string, set: F
   const { a, b } = set;
   if (!a || !b || set.embedA || set.embedB) return fail('UNSUPPORTED_FORMAT', 'needs exactly lora_A and lora_B');
   if (set.magnitude || set.biasB) return fail('UNSUPPORTED_FORMAT', 'PEFT supports neither DoRA nor lora_bias on target_parameters');
+  // ParamWrapper.__init__ raises on these, so PEFT builds no model from such a config.
+  const dropout = config.raw.lora_dropout;
+  const refused = typeof dropout === 'number' && dropout !== 0 ? `lora_dropout ${dropout} (it must be 0)`
+    : config.fanInFanOut ? 'fan_in_fan_out true' : config.loraBias ? 'lora_bias true' : config.useDora ? 'use_dora true' : undefined;
+  if (refused) return fail('BAD_CONFIG', `the config has ${refused}, which PEFT's ParamWrapper refuses when it builds the layer, so no adapter can have been trained with it`);
   if (a.shape.length !== 2 || b.shape.length !== 2 || b.shape[1] !== a.shape[0]) {
     return fail('SHAPE_MISMATCH', `lora_B ${fmt(b.shape)} does not fit lora_A ${fmt(a.shape)}`);
   }
