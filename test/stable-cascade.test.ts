@@ -12,7 +12,7 @@ import { moduleAddress } from '../src/formats/module-address.js';
 import { stableCascade } from '../src/formats/layouts/stable-cascade.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { rowsAt, type LoraSpec } from './helpers/diffusion-fixtures.js';
-import { STAGE_C, stageCTensors } from './helpers/stable-cascade-fixtures.js';
+import { STAGE_C, clipGTextTensors, stageCTensors } from './helpers/stable-cascade-fixtures.js';
 import { loraCaseSuite, withoutLayout, type LoraCase } from './helpers/lora-case.js';
 
 const rand = seededRandom(20261204);
@@ -46,6 +46,14 @@ const onComfySaved = (p: string): LoraSpec[] => [
   kohya(`${U}down_blocks_1_2_attention_attn_out_proj`, 4, c, c, [{ key: `${p}down_blocks.1.2.attention.attn.out_proj.weight` }], 4),
 ];
 
+/** lora_prior_te_ modules onto the all-in-one file's CLIP-G (ComfyUI: `text_encoder.clip_g.transformer.`). */
+const TE = 'text_encoder.clip_g.transformer.';
+const onTextEncoder: LoraSpec[] = [
+  kohya('lora_prior_te_text_model_encoder_layers_0_self_attn_q_proj', 2, 6, 6, [{ key: `${TE}text_model.encoder.layers.0.self_attn.q_proj.weight` }], 1),
+  kohya('lora_prior_te_text_model_encoder_layers_1_mlp_fc1', 2, 24, 6, [{ key: `${TE}text_model.encoder.layers.1.mlp.fc1.weight` }], 1),
+];
+const ALL_IN_ONE = 'stable_cascade_stage_c.safetensors';
+
 const SC = 'stage_c_bf16.safetensors';
 const CASES: LoraCase[] = [
   {
@@ -60,6 +68,11 @@ const CASES: LoraCase[] = [
     name: 'Stable Cascade stage C, a checkpoint ComfyUI saved (model.diffusion_model., q/k/v split) ← lora_prior_unet_ LoRA',
     base: file('stable_cascade_stage_c.safetensors', stageCTensors(rand, 'BF16', STAGE_C, 'model.diffusion_model.', true)), baseName: 'stable_cascade_stage_c.safetensors',
     adapters: [{ file: 'cascade-lora.safetensors', specs: onComfySaved('model.diffusion_model.'), weight: 0.8 }],
+  },
+  {
+    name: 'Stable Cascade all-in-one (ComfyUI: stage C + text_encoder.clip_g.transformer.) ← lora_prior_unet_ and lora_prior_te_ modules',
+    base: file(ALL_IN_ONE, [...stageCTensors(rand, 'BF16', STAGE_C, 'model.diffusion_model.', true), ...clipGTextTensors(rand, 'BF16', TE)]), baseName: ALL_IN_ONE,
+    adapters: [{ file: 'cascade-te-lora.safetensors', specs: [...onComfySaved('model.diffusion_model.'), ...onTextEncoder], weight: 0.7 }],
   },
 ];
 

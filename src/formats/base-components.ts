@@ -41,7 +41,7 @@ const T_ORDINAL: Readonly<Record<string, { ordinal: number; encoder: EncoderKind
   clip_l: { ordinal: 1, encoder: 'clip_l' }, clip_g: { ordinal: 2, encoder: 'clip_g' }, t5xxl: { ordinal: 3, encoder: 't5' },
 };
 
-/** Key prefixes of single-file checkpoints (SD1/SD2 LDM, SDXL SGM, SD3 SAI, Flux BFL, ComfyUI bundles) and diffusers components. */
+/** Key prefixes of single-file checkpoints (SD1/SD2 LDM, SDXL SGM, SD3 SAI, Flux BFL, ComfyUI bundles and Stable Cascade all-in-ones) and diffusers components. */
 const RULES: readonly Rule[] = [
   { pattern: /^(model\.)?diffusion_model\./, component: (m) => ({ role: 'denoiser', prefix: m[0] }) },
   // SDXL: embedders.0 is CLIP-L (transformers naming), embedders.1 OpenCLIP-G (open_clip naming);
@@ -57,6 +57,9 @@ const RULES: readonly Rule[] = [
   },
   // ComfyUI and SD3.5 bundles: text_encoders.clip_l / clip_g / t5xxl.
   { pattern: /^text_encoders\.(clip_l|clip_g|t5xxl)\./, component: (m) => ({ role: 'text-encoder', ...T_ORDINAL[m[1]], prefix: m[0] }) },
+  // ComfyUI's all-in-one Stable Cascade files: CLIP-G under `text_encoder.` + its StableCascadeClipModel's
+  // keys (supported_models.py Stable_Cascade_C.text_encoder_key_prefix; ComfyUI saves and loads it so).
+  { pattern: /^text_encoder\.clip_g\.transformer\./, component: (m) => ({ role: 'text-encoder', ordinal: 1, encoder: 'clip_g', prefix: m[0] }) },
   { pattern: /^(first_stage_model|vae)\./, component: (m) => ({ role: 'vae', prefix: m[0] }) },
   // LTX-2's single files: the text projection, which Lightricks' code loads with the text encoder,
   // beside the transformer; adapters name it as the transformer's, as diffusers' conversion does.

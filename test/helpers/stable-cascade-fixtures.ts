@@ -5,6 +5,10 @@
  *   MultiheadAttention `attention.attn.in_proj_weight`);
  * - a checkpoint ComfyUI saved (`model.diffusion_model.`; ComfyUI splits `in_proj_weight` into
  *   `to_q`, `to_k`, `to_v` when it loads the model, and saves it so).
+ * - ComfyUI's all-in-one stage C, whose CLIP-G text encoder sits beside it under
+ *   `text_encoder.clip_g.transformer.` (supported_models.py Stable_Cascade_C: text_encoder_key_prefix
+ *   `text_encoder.` before the keys of its StableCascadeClipModel, `clip_g.transformer.` + the
+ *   transformers CLIPTextModel names).
  * Nothing here imports the library under test.
  */
 import type { FixtureDType, FixtureTensor } from './fixtures.js';
@@ -46,5 +50,24 @@ export function stageCTensors(rand: Rand, dtype: FixtureDType, d: StageCDims = S
     );
   }
   out.push(w('clf.1.weight', [d.latent, c, 1, 1]), w('clf.1.bias', [d.latent]));
+  return out;
+}
+
+/**
+ * CLIP-G's text transformer in transformers naming (`text_model.encoder.layers.N.self_attn.q_proj`, …),
+ * width `w` (1280) and `layers` layers (32), under `prefix`.
+ */
+export function clipGTextTensors(rand: Rand, dtype: FixtureDType, prefix: string, w = 6, layers = 2): FixtureTensor[] {
+  const t = (name: string, shape: number[]) => tensor(rand, prefix + name, shape, dtype);
+  const out: FixtureTensor[] = [t('text_model.embeddings.token_embedding.weight', [16, w]), t('text_model.embeddings.position_embedding.weight', [7, w])];
+  for (let i = 0; i < layers; i++) {
+    const L = `text_model.encoder.layers.${i}`;
+    for (const p of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) out.push(t(`${L}.self_attn.${p}.weight`, [w, w]), t(`${L}.self_attn.${p}.bias`, [w]));
+    out.push(
+      t(`${L}.layer_norm1.weight`, [w]), t(`${L}.layer_norm1.bias`, [w]), t(`${L}.layer_norm2.weight`, [w]), t(`${L}.layer_norm2.bias`, [w]),
+      t(`${L}.mlp.fc1.weight`, [4 * w, w]), t(`${L}.mlp.fc1.bias`, [4 * w]), t(`${L}.mlp.fc2.weight`, [w, 4 * w]), t(`${L}.mlp.fc2.bias`, [w]),
+    );
+  }
+  out.push(t('text_model.final_layer_norm.weight', [w]), t('text_model.final_layer_norm.bias', [w]), t('text_projection.weight', [w, w]));
   return out;
 }
