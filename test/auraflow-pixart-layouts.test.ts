@@ -278,6 +278,13 @@ const CASES: LoraCase[] = [
     }],
   },
   {
+    // PixArt's own training script saves the transformer's PEFT state dict under `unet.` and no α:
+    // ComfyUI maps `unet.base_model.model.` + diffusers names for PixArt and, with no `.alpha`, applies scale 1.
+    name: 'PixArt-Σ original file ← a lone PEFT file of PixArt\'s training script (unet.base_model.model. + diffusers names, no α: scale 1)', layout: 'pixart',
+    base: file(PXS, pixartOriginalTensors(rand, 'F16')), baseName: PXS,
+    adapters: [{ file: 'pixart-peft-lora.safetensors', specs: diffusersPixArt(1, '', 'unet.base_model.model.'), weight: 0.8 }],
+  },
+  {
     name: 'diffusers PixArt-Σ transformer ← ComfyUI-extracted and sd-scripts-form LoRAs (fused qkv and kv onto their parts)', layout: 'pixart',
     base: diffusersFolder('PixArtTransformer2DModel', pixartDiffusersTensors(rand, 'F32')), baseName: 'transformer',
     adapters: [

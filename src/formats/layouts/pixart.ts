@@ -28,7 +28,7 @@
  * Names are looked up exactly under the model's key prefix.
  */
 import { oneToOne, type RenameRule } from './fused-renames.js';
-import type { BaseView } from './layout.js';
+import type { BaseView, Layout } from './layout.js';
 import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
 
 const O = 'blocks.{i}';
@@ -73,5 +73,21 @@ const PIXART = modelPrefix((key: string, base: BaseView) => {
   return base.index.has(`${prefix}${other}`) ? prefix : null;
 });
 
+const byName = modelLayout('pixart', PIXART, PIXART_RULES);
+/**
+ * PixArt's own training script saves the transformer's PEFT state dict as it stands, so its lone
+ * files read `unet.base_model.model.` + diffusers names; ComfyUI's key map (comfy/lora.py, its
+ * PixArt branch) maps that prefix for PixArt only, so only this layout reads past it.
+ */
+const PEFT_UNDER_UNET = 'base_model.model.';
+
 /** The PixArt layout, in the registry (./index.ts). */
-export const pixart = modelLayout('pixart', PIXART, PIXART_RULES);
+export const pixart: Layout = {
+  name: 'pixart',
+  resolve(address, base) {
+    if (address.part === 'unet' && !address.flat && address.path.startsWith(PEFT_UNDER_UNET)) {
+      return byName.resolve({ ...address, path: address.path.slice(PEFT_UNDER_UNET.length) }, base);
+    }
+    return byName.resolve(address, base);
+  },
+};
