@@ -101,6 +101,10 @@ const RULES: readonly Rule[] = [
   { pattern: /(?:^|\.)(video|audio)_connector\.transformer_blocks\.(\d+)\./, section: (m) => `${m[1]} connector` },
   // Anima's LLM adapter (a single file's `llm_adapter.`, a diffusers pipeline's `text_conditioner.`):
   // it feeds the DiT's cross-attention, so it is a section of its own, not among the DiT's blocks.
+  // Its input side (the token `embed`) runs before its blocks and its output side (`out_proj`, then
+  // `norm`) after them: bars of their own, so the chart keeps the forward order.
+  { pattern: /(?:^|\.)(?:llm_adapter|text_conditioner)\.(?=embed\.)/, section: () => 'LLM adapter input', noIndex: true },
+  { pattern: /(?:^|\.)(?:llm_adapter|text_conditioner)\.(?=(?:out_proj|norm)\.)/, section: () => 'LLM adapter output', noIndex: true },
   { pattern: /(?:^|\.)(?:llm_adapter|text_conditioner)\.(?:blocks\.(\d+)\.)?/, section: () => 'LLM adapter' },
   { pattern: /(?:^|\.)(down_blocks|up_blocks|input_blocks|output_blocks)\.(\d+)\./, section: (m) => ({ down_blocks: 'down', input_blocks: 'input', up_blocks: 'up', output_blocks: 'output' })[m[1]] },
   { pattern: /(?:^|\.)(mid_block|middle_block)\./, section: () => 'mid', noIndex: true },
@@ -192,12 +196,18 @@ export function chartGrouper(modelKeys: Iterable<string>): (key: string) => Char
 
 /**
  * Sections that sit beside another in the model's forward pass whatever order their tensors come
- * in: HunyuanDiT's skip blocks after its first half, Anima's LLM adapter before the DiT it feeds,
+ * in: HunyuanDiT's skip blocks after its first half, Anima's LLM adapter before the DiT it feeds
+ * (its input side before its blocks, its output side after them),
  * AuraFlow's single layers after its double layers.
  */
 const BESIDE: readonly { section: string; anchor: string; after: boolean }[] = [
   { section: 'skip block', anchor: 'block', after: true },
   { section: 'LLM adapter', anchor: 'block', after: false },
+  // The adapter's input and output sides: around its blocks, or before the DiT where no block is shown.
+  { section: 'LLM adapter input', anchor: 'block', after: false },
+  { section: 'LLM adapter output', anchor: 'block', after: false },
+  { section: 'LLM adapter input', anchor: 'LLM adapter', after: false },
+  { section: 'LLM adapter output', anchor: 'LLM adapter', after: true },
   { section: 'single layer', anchor: 'double layer', after: true },
 ];
 

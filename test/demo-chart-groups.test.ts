@@ -233,22 +233,36 @@ describe('chart groups', () => {
     expect(orderGroups(skipFirst).map((g) => g.label)).toEqual(['block 0', 'block 3', 'skip block 21']);
   });
 
-  it('Cosmos-Predict2 and Anima: the DiT\'s blocks in both namings; Anima\'s LLM adapter a section of its own, before the DiT', () => {
+  it('Cosmos-Predict2 and Anima: the DiT\'s blocks in both namings; Anima\'s LLM adapter a section of its own, before the DiT, its input and output sides around its blocks', () => {
     // NVIDIA's / CircleStone Labs' single file under `net.`, Anima's LLM adapter beside the DiT.
     const anima = [
       'net.blocks.0.self_attn.q_proj.weight', 'net.blocks.0.cross_attn.k_proj.weight', 'net.blocks.27.mlp.layer1.weight',
       'net.blocks.27.adaln_modulation_mlp.2.weight', 'net.llm_adapter.blocks.0.self_attn.q_proj.weight', 'net.llm_adapter.blocks.5.cross_attn.o_proj.weight',
-      'net.llm_adapter.blocks.5.mlp.0.weight', 'net.llm_adapter.embed.weight', 'net.llm_adapter.out_proj.weight', 'net.t_embedding_norm.weight',
+      'net.llm_adapter.blocks.5.mlp.0.weight', 'net.llm_adapter.embed.weight', 'net.llm_adapter.out_proj.weight', 'net.llm_adapter.norm.weight',
+      'net.t_embedding_norm.weight',
     ];
     expect(place(anima)).toEqual([
       'block 0 | self_attn.q_proj', 'block 0 | cross_attn.k_proj', 'block 27 | mlp.layer1', 'block 27 | adaln_modulation_mlp',
-      'LLM adapter 0 | self_attn.q_proj', 'LLM adapter 5 | cross_attn.o_proj', 'LLM adapter 5 | mlp', 'LLM adapter | embed',
-      'LLM adapter | out_proj', 'other | t_embedding_norm',
+      'LLM adapter 0 | self_attn.q_proj', 'LLM adapter 5 | cross_attn.o_proj', 'LLM adapter 5 | mlp', 'LLM adapter input | embed',
+      'LLM adapter output | out_proj', 'LLM adapter output | norm', 'other | t_embedding_norm',
     ]);
+    // Forward order (ComfyUI's Anima LLMAdapter): embed, then the blocks, then out_proj and norm, then the DiT.
     const of = chartGrouper(anima);
     expect(orderGroups(anima.map((k) => of(k).group)).map((g) => g.label)).toEqual([
-      'LLM adapter', 'LLM adapter', 'LLM adapter 0', 'LLM adapter 5', 'LLM adapter 5', 'block 0', 'block 0', 'block 27', 'block 27', 'other',
+      'LLM adapter input', 'LLM adapter 0', 'LLM adapter 5', 'LLM adapter 5', 'LLM adapter output', 'LLM adapter output',
+      'block 0', 'block 0', 'block 27', 'block 27', 'other',
     ]);
+    // Whatever order the tensors come in (a safetensors header sorts `out_proj` after `blocks`, `norm` before `out_proj`).
+    const shuffled = ['net.llm_adapter.norm.weight', 'net.blocks.0.self_attn.q_proj.weight', 'net.llm_adapter.out_proj.weight', 'net.llm_adapter.blocks.0.mlp.0.weight', 'net.llm_adapter.embed.weight'];
+    expect(orderGroups(shuffled.map((k) => of(k).group)).map((g) => g.label)).toEqual([
+      'LLM adapter input', 'LLM adapter 0', 'LLM adapter output', 'LLM adapter output', 'block 0',
+    ]);
+    // Only the adapter's two sides beside the DiT (a LoRA's modules): both still before the DiT, input first.
+    expect(orderGroups(['net.blocks.0.self_attn.q_proj.weight', 'net.llm_adapter.out_proj.weight', 'net.llm_adapter.embed.weight'].map((k) => of(k).group)).map((g) => g.label))
+      .toEqual(['LLM adapter input', 'LLM adapter output', 'block 0']);
+    // The adapter alone, its output side seen first: still after its blocks.
+    expect(orderGroups(['net.llm_adapter.out_proj.weight', 'net.llm_adapter.blocks.0.mlp.0.weight', 'net.llm_adapter.embed.weight'].map((k) => of(k).group)).map((g) => g.label))
+      .toEqual(['LLM adapter input', 'LLM adapter 0', 'LLM adapter output']);
     // diffusers: the transformer's transformer_blocks, the pipeline's text_conditioner (the adapter without `llm_adapter.`)
     // and Anima's Qwen3 text encoder.
     expect(place([
@@ -257,7 +271,7 @@ describe('chart groups', () => {
       'text_conditioner.embed.weight', 'text_encoder.model.layers.27.self_attn.q_proj.weight',
     ])).toEqual([
       'block 0 | attn1.to_q', 'block 0 | attn2.to_k', 'block 27 | ff.net.proj', 'block 27 | norm3.linear_2',
-      'LLM adapter 0 | self_attn.k_proj', 'LLM adapter 5 | mlp', 'LLM adapter | embed', 'text encoder 1 · layer 27 | self_attn.q_proj',
+      'LLM adapter 0 | self_attn.k_proj', 'LLM adapter 5 | mlp', 'LLM adapter input | embed', 'text encoder 1 · layer 27 | self_attn.q_proj',
     ]);
   });
 
