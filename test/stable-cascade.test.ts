@@ -52,6 +52,14 @@ const onTextEncoder: LoraSpec[] = [
   kohya('lora_prior_te_text_model_encoder_layers_0_self_attn_q_proj', 2, 6, 6, [{ key: `${TE}text_model.encoder.layers.0.self_attn.q_proj.weight` }], 1),
   kohya('lora_prior_te_text_model_encoder_layers_1_mlp_fc1', 2, 24, 6, [{ key: `${TE}text_model.encoder.layers.1.mlp.fc1.weight` }], 1),
 ];
+/** The same CLIP-G under the names ComfyUI's key map also gives it (no CLIP-L beside it): `lora_te_` and diffusers' `text_encoder.`. */
+const onTextEncoderOtherNames: LoraSpec[] = [
+  kohya('lora_te_text_model_encoder_layers_1_self_attn_v_proj', 2, 6, 6, [{ key: `${TE}text_model.encoder.layers.1.self_attn.v_proj.weight` }], 3),
+  {
+    down: 'text_encoder.text_model.encoder.layers.0.mlp.fc2.lora_A.weight', up: 'text_encoder.text_model.encoder.layers.0.mlp.fc2.lora_B.weight',
+    r: 2, out: 6, in: 24, lands: [{ key: `${TE}text_model.encoder.layers.0.mlp.fc2.weight` }], scale: 1,
+  },
+];
 const ALL_IN_ONE = 'stable_cascade_stage_c.safetensors';
 
 const SC = 'stage_c_bf16.safetensors';
@@ -72,7 +80,10 @@ const CASES: LoraCase[] = [
   {
     name: 'Stable Cascade all-in-one (ComfyUI: stage C + text_encoder.clip_g.transformer.) ← lora_prior_unet_ and lora_prior_te_ modules',
     base: file(ALL_IN_ONE, [...stageCTensors(rand, 'BF16', STAGE_C, 'model.diffusion_model.', true), ...clipGTextTensors(rand, 'BF16', TE)]), baseName: ALL_IN_ONE,
-    adapters: [{ file: 'cascade-te-lora.safetensors', specs: [...onComfySaved('model.diffusion_model.'), ...onTextEncoder], weight: 0.7 }],
+    adapters: [
+      { file: 'cascade-te-lora.safetensors', specs: [...onComfySaved('model.diffusion_model.'), ...onTextEncoder], weight: 0.7 },
+      { file: 'cascade-te-lora-2.safetensors', specs: onTextEncoderOtherNames, weight: -0.4 },
+    ],
   },
 ];
 
