@@ -261,7 +261,6 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
     problems.push({ code: 'BAD_CONFIG', message: `${adapter}: module "${path}": ${aName} has rank ${rank} but the config (${from}) says ${configRank}` });
     return null;
   }
-  const alpha = lookupPattern(config.alphaPattern, path, config.loraAlpha);
   const kind: ModuleKind = embedding ? 'embedding' : a.shape.length > 2 ? 'conv' : 'linear';
   const module: AdapterModule = {
     adapter,
@@ -272,9 +271,7 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
     kind,
     deltaShape: [b.shape[0], ...a.shape.slice(1)],
     rank,
-    alpha,
-    scale: config.useRslora ? alpha / Math.sqrt(rank) : alpha / rank,
-    scaleOrigin: { kind: 'alpha', rule: config.useRslora ? 'α/√r' : 'α/r', stated: true },
+    ...loraScale(config, path, rank),
     tensors: { down: a, up: b },
     update: { kind: 'low-rank', rank },
     fanInFanOut: kind === 'linear' && config.fanInFanOut,
@@ -340,7 +337,6 @@ function buildBdModule(
     }
     deltaShape = [b.shape[0], a.shape[1]];
   }
-  const alpha = lookupPattern(config.alphaPattern, path, config.loraAlpha);
   const module: AdapterModule = {
     adapter,
     key,
@@ -350,9 +346,7 @@ function buildBdModule(
     kind: 'linear',
     deltaShape,
     rank,
-    alpha,
-    scale: config.useRslora ? alpha / Math.sqrt(rank) : alpha / rank,
-    scaleOrigin: { kind: 'alpha', rule: config.useRslora ? 'α/√r' : 'α/r', stated: true },
+    ...loraScale(config, path, rank),
     tensors: { down: a, up: b },
     update: { kind: 'low-rank', rank },
     fanInFanOut: false,
@@ -362,6 +356,16 @@ function buildBdModule(
   };
   if (set.biasB) module.biasB = set.biasB;
   return module;
+}
+
+/** A LoRA module's α (alpha_pattern first) and its scale, α/r or α/√r under use_rslora, as PEFT's update_layer sets them. */
+function loraScale(config: PeftLoraConfig, path: string, rank: number): Pick<AdapterModule, 'alpha' | 'scale' | 'scaleOrigin'> {
+  const alpha = lookupPattern(config.alphaPattern, path, config.loraAlpha);
+  return {
+    alpha,
+    scale: config.useRslora ? alpha / Math.sqrt(rank) : alpha / rank,
+    scaleOrigin: { kind: 'alpha', rule: config.useRslora ? 'α/√r' : 'α/r', stated: true },
+  };
 }
 
 /**
@@ -399,7 +403,6 @@ function buildParameterModule(adapter: string, key: string, path: string, set: F
   const rank = lookupPattern(config.rankPattern, path, config.r);
   if (a.shape[0] % rank !== 0) return fail('BAD_CONFIG', `lora_A has ${a.shape[0]} rows, not a multiple of the config's rank ${rank}`);
   const experts = a.shape[0] / rank;
-  const alpha = lookupPattern(config.alphaPattern, path, config.loraAlpha);
   const module: AdapterModule = {
     adapter,
     key,
@@ -409,9 +412,7 @@ function buildParameterModule(adapter: string, key: string, path: string, set: F
     kind: 'linear',
     deltaShape: [b.shape[0], a.shape[1]],
     rank,
-    alpha,
-    scale: config.useRslora ? alpha / Math.sqrt(rank) : alpha / rank,
-    scaleOrigin: { kind: 'alpha', rule: config.useRslora ? 'α/√r' : 'α/r', stated: true },
+    ...loraScale(config, path, rank),
     tensors: { down: a, up: b },
     update: { kind: 'low-rank', rank },
     fanInFanOut: false,
