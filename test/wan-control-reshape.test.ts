@@ -1,0 +1,249 @@
+/**
+ * spacepxl's Wan 2.1 control LoRAs (spacepxl/Wan2.1-control-loras, `wan2.1-1.3b-control-lora-tile-v0.2_comfy.safetensors`):
+ * `diffusion_model.` + Wan's names, `lora_A`/`lora_B` on every Linear of the blocks and on the Conv3d
+ * `patch_embedding` ((r, 32, 1, 2, 2) and (dim, r, 1, 1, 1)), and `diffusion_model.patch_embedding.reshape_weight`,
+ * an I64 list (dim, 32, 1, 2, 2): the control latents are concatenated to the 16 noise channels.
+ * ComfyUI (comfy/weight_adapter/lora.py, base.py pad_tensor_to_shape) pads the base weight with
+ * zeros at the end of each dimension to that shape, then adds strength·α/r·B·A; the bias keeps its
+ * size; its model detection reads Wan's in_dim from patch_embedding.weight's dim 1, so the merged
+ * single file is the model ComfyUI ran. Truth is float64, written out below; CPU and WebGPU.
+ * Dims scaled down (dim 1536 → 8, ffn 8960 → 20, text 4096 → 12, freq 256 → 6), names and layouts real.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { summarizePlan } from '../demo/plan-summary.js';
+import { memoryInputFileSet } from '../src/index.js';
+import { errorLines, listDir, runCli } from './helpers/cli.js';
+import { WAN, tensor, wanDiffusersTensors, wanOriginalTensors } from './helpers/diffusion-fixtures.js';
+import { expectMerged } from './helpers/expect-merged.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+
+const rand = seededRandom(20261205);
+const { dim, ffn } = WAN;
+const D = 'diffusion_model.';
+const R = 2;
+/** The kernel's t·h·w: Wan's patch (1, 2, 2). */
+const K = 4;
+
+/** Wan 2.1 T2V in Wan's own naming (Comfy-Org's wan2.1_t2v_1.3B_bf16.safetensors): no image parts; the Conv3d patch embedding. */
+function wanT2v(): FixtureTensor[] {
+  const i2v = /img_emb|k_img|v_img/;
+  return [
+    ...wanOriginalTensors(rand, 'BF16').filter((t) => !i2v.test(t.name)),
+    tensor(rand, 'patch_embedding.weight', [dim, 16, 1, 2, 2], 'BF16'), tensor(rand, 'patch_embedding.bias', [dim], 'F32'),
+  ];
+}
+
+const reshape = (channels: number): FixtureTensor => ({ name: `${D}patch_embedding.reshape_weight`, dtype: 'I64', shape: [5], data: [dim, channels, 1, 2, 2] });
+
+/** The control LoRA: patch_embedding at `channels` inputs with its reshape_weight, and Linears of block 0 (one with α). */
+function controlLora(channels: number): FixtureTensor[] {
+  const f32 = (name: string, shape: number[]) => tensor(rand, name, shape, 'F32', 0.5);
+  return [
+    f32(`${D}patch_embedding.lora_A.weight`, [R, channels, 1, 2, 2]), f32(`${D}patch_embedding.lora_B.weight`, [dim, R, 1, 1, 1]),
+    reshape(channels),
+    f32(`${D}blocks.0.self_attn.q.lora_A.weight`, [R, dim]), f32(`${D}blocks.0.self_attn.q.lora_B.weight`, [dim, R]),
+    f32(`${D}blocks.0.ffn.0.lora_A.weight`, [R, dim]), f32(`${D}blocks.0.ffn.0.lora_B.weight`, [ffn, R]),
+    { name: `${D}blocks.0.ffn.0.alpha`, dtype: 'F32', shape: [], data: [1] },
+  ];
+}
+
+/** B (out × r) · A (r × cols), plainly. */
+function product(b: ArrayLike<number>, a: ArrayLike<number>, out: number, r: number): Float64Array {
+  const cols = a.length / r;
+  const result = new Float64Array(out * cols);
+  for (let o = 0; o < out; o++) for (let c = 0; c < cols; c++) {
+    let sum = 0;
+    for (let k = 0; k < r; k++) sum += b[o * r + k] * a[k * cols + c];
+    result[o * cols + c] = sum;
+  }
+  return result;
+}
+
+/**
+ * The merged tensors as float64: the patch embedding padded to `channels` input channels (the
+ * base's 16 first in each row's channels, zeros after, each channel its kernel's K values), then
+ * w·B·A; the Linears W + w·(α/r)·B·A; `diffB` adds w·diff_b to the bias; the rest unchanged.
+ */
+function truth(base: Map<string, DecodedTensor>, lora: Map<string, DecodedTensor>, w: number, channels: number, prefix = ''): Map<string, Float64Array> {
+  const out = new Map<string, Float64Array>();
+  for (const [k, t] of base) out.set(k, Float64Array.from(t.values));
+  const delta = (m: string, rows: number) => product(lora.get(`${D}${m}.lora_B.weight`)!.values, lora.get(`${D}${m}.lora_A.weight`)!.values, rows, R);
+  const w0 = base.get(`${prefix}patch_embedding.weight`)!.values;
+  const padded = new Float64Array(dim * channels * K);
+  for (let o = 0; o < dim; o++) for (let i = 0; i < 16 * K; i++) padded[o * channels * K + i] = w0[o * 16 * K + i];
+  const patch = delta('patch_embedding', dim);
+  out.set(`${prefix}patch_embedding.weight`, padded.map((x, i) => x + w * patch[i]));
+  const q = delta('blocks.0.self_attn.q', dim);
+  out.set(`${prefix}blocks.0.self_attn.q.weight`, out.get(`${prefix}blocks.0.self_attn.q.weight`)!.map((x, i) => x + w * q[i]));
+  const f = delta('blocks.0.ffn.0', ffn);
+  out.set(`${prefix}blocks.0.ffn.0.weight`, out.get(`${prefix}blocks.0.ffn.0.weight`)!.map((x, i) => x + w * (1 / R) * f[i]));
+  const diffB = lora.get(`${D}patch_embedding.diff_b`);
+  if (diffB) out.set(`${prefix}patch_embedding.bias`, out.get(`${prefix}patch_embedding.bias`)!.map((x, i) => x + w * diffB.values[i]));
+  return out;
+}
+
+/** Every tensor of the merged file: the base's names, the patch embedding at its new shape, values against the truth. */
+function expectAll(merged: Map<string, DecodedTensor>, base: Map<string, DecodedTensor>, want: Map<string, Float64Array>, channels: number, prefix = ''): void {
+  expect([...merged.keys()].sort()).toEqual([...base.keys()].sort());
+  expect(merged.get(`${prefix}patch_embedding.weight`)!.shape).toEqual([dim, channels, 1, 2, 2]);
+  expect(merged.get(`${prefix}patch_embedding.bias`)!.shape).toEqual([dim]);
+  for (const [key, b] of base) {
+    const got = merged.get(key)!;
+    expect(got.dtype, key).toBe(b.dtype);
+    if (key !== `${prefix}patch_embedding.weight`) expect(got.shape, key).toEqual(b.shape);
+    expectMerged(got.values, want.get(key)!, b.dtype as 'BF16' | 'F32', key);
+  }
+}
+
+const backends = mergeBackends({ cpu: 'default' });
+const WAN_FILE = 'wan2.1_t2v_1.3B_bf16.safetensors';
+const LORA_FILE = 'wan2.1-1.3b-control-lora-tile-v0.2_comfy.safetensors';
+
+describe('a Wan control LoRA with reshape_weight on a Wan single file', () => {
+  const baseBytes = buildSafetensors(wanT2v(), { format: 'pt' });
+  const base = decodeSafetensors(baseBytes).tensors;
+  const loraBytes = buildSafetensors([...controlLora(32), tensor(rand, `${D}patch_embedding.diff_b`, [dim], 'F32', 0.5)]);
+  const lora = decodeSafetensors(loraBytes).tensors;
+  for (const kind of ['cpu', 'webgpu'] as const) {
+    it(`pads patch_embedding (${dim}, 16, 1, 2, 2) to (${dim}, 32, 1, 2, 2) with zeros, then adds the update; the bias keeps its size, on ${kind}`, async () => {
+      const { tensors } = await mergeInMemory({ backend: backends[kind]!, base: { [WAN_FILE]: baseBytes }, adapters: [{ files: { [LORA_FILE]: loraBytes }, weight: 0.8 }] });
+      expectAll(tensors, base, truth(base, lora, 0.8, 32), 32);
+    });
+  }
+
+  it('the 14B checkpoint form (`model.diffusion_model.` names) widened to 48 channels, weight −0.5: the padding does not depend on the weight', async () => {
+    const P = 'model.diffusion_model.';
+    const prefixedBytes = buildSafetensors(wanT2v().map((t) => ({ ...t, name: P + t.name })), { format: 'pt' });
+    const prefixed = decodeSafetensors(prefixedBytes).tensors;
+    const wide = buildSafetensors(controlLora(48));
+    const { tensors } = await mergeInMemory({ backend: backends.cpu!, base: { 'wan2.1_t2v_14B_bf16.safetensors': prefixedBytes }, adapters: [{ files: { [LORA_FILE]: wide }, weight: -0.5 }] });
+    expectAll(tensors, prefixed, truth(prefixed, decodeSafetensors(wide).tensors, -0.5, 48, P), 48, P);
+  });
+
+  it('a reshape to the base\'s own shape (a base already widened) pads nothing: the LoRA is added as it is', async () => {
+    const wideBase = wanT2v().map((t) => t.name === 'patch_embedding.weight' ? tensor(rand, t.name, [dim, 32, 1, 2, 2], 'BF16') : t);
+    const bytes = buildSafetensors(wideBase, { format: 'pt' });
+    const wideDecoded = decodeSafetensors(bytes).tensors;
+    const { tensors, warnings } = await mergeInMemory({ backend: backends.cpu!, base: { [WAN_FILE]: bytes }, adapters: [{ files: { [LORA_FILE]: buildSafetensors(controlLora(32)) } }] });
+    expect(warnings).toEqual([]);
+    const got = tensors.get('patch_embedding.weight')!;
+    expect(got.shape).toEqual([dim, 32, 1, 2, 2]);
+    expect([...got.values]).not.toEqual([...wideDecoded.get('patch_embedding.weight')!.values]);
+  });
+
+  it('two adapters with the same reshape both add at the new shape', async () => {
+    const first = buildSafetensors(controlLora(32)), second = buildSafetensors(controlLora(32));
+    const { tensors } = await mergeInMemory({ backend: backends.cpu!, base: { [WAN_FILE]: baseBytes }, adapters: [{ files: { 'a.safetensors': first } }, { files: { 'b.safetensors': second }, weight: 0.5 }] });
+    const one = truth(base, decodeSafetensors(first).tensors, 1, 32);
+    const two = truth(base, decodeSafetensors(second).tensors, 0.5, 32);
+    const padded = truth(base, decodeSafetensors(first).tensors, 0, 32).get('patch_embedding.weight')!;
+    const want = padded.map((x, i) => x + (one.get('patch_embedding.weight')![i] - x) + (two.get('patch_embedding.weight')![i] - x));
+    expectMerged(tensors.get('patch_embedding.weight')!.values, want, 'BF16', 'patch_embedding.weight');
+  });
+
+  it('the page\'s plan says the tensor is written wider, and lists the module as a LoRA on patch_embedding', async () => {
+    const summary = await summarizePlan(memoryInputFileSet({ [WAN_FILE]: baseBytes }, WAN_FILE), [
+      { files: memoryInputFileSet({ [LORA_FILE]: loraBytes }, LORA_FILE), weight: 1 },
+    ]);
+    expect(summary.mergeable).toBe(true);
+    expect(summary.notes).toContainEqual(`patch_embedding.weight is written (${dim}, 32, 1, 2, 2), 16 zero input channels added to the base's 16 before the adapter's update (ComfyUI's reshape_weight): the merged model takes 32 input channels where the base took 16, as ComfyUI reads them from this tensor`);
+    expect(summary.modules.find((m) => m.module === `${D}patch_embedding`)).toMatchObject({ target: 'patch_embedding.weight', rank: R });
+  });
+});
+
+describe('refused, one line naming the tensor', () => {
+  const refusals = (base: FixtureTensor[], adapters: FixtureTensor[][], files: Record<string, string> = {}) => refusalsInMemory({
+    backend: backends.cpu!, base: { [Object.keys(files).length ? 'diffusion_pytorch_model.safetensors' : WAN_FILE]: buildSafetensors(base), ...files },
+    adapters: adapters.map((a, i) => ({ files: { [`control${i}.safetensors`]: buildSafetensors(a) } })),
+  });
+  const withReshape = (data: number[]) => controlLora(32).map((t) => t.name.endsWith('reshape_weight') ? { ...t, shape: [data.length], data } : t);
+
+  it('a diffusers WanTransformer3DModel folder, whose config.json in_channels would have to change: says to merge into the single file', async () => {
+    const diffusers = [...wanDiffusersTensors(rand, 'BF16'), tensor(rand, 'patch_embedding.weight', [dim, 16, 1, 2, 2], 'BF16'), tensor(rand, 'patch_embedding.bias', [dim], 'F32')];
+    const config = JSON.stringify({ _class_name: 'WanTransformer3DModel', _diffusers_version: '0.33.0', in_channels: 16, out_channels: 16, patch_size: [1, 2, 2] });
+    expect(await refusals(diffusers, [controlLora(32)], { 'config.json': config })).toEqual([
+      `adapter0: module "${D}patch_embedding": reshape_weight pads patch_embedding.weight (${dim}, 16, 1, 2, 2) to (${dim}, 32, 1, 2, 2); ComfyUI reads Wan's in_dim from that tensor only in a single file in Wan's own naming (head.modulation beside it), and this base is not one (a diffusers folder's config.json in_channels would have to change): merge into the single-file checkpoint (Comfy-Org's repackaged file, bare or under model.diffusion_model.) instead`,
+    ]);
+  });
+
+  it('a reshape to a smaller size, or of another rank', async () => {
+    expect(await refusals(wanT2v(), [withReshape([dim, 8, 1, 2, 2])])).toEqual([
+      `adapter0: module "${D}patch_embedding": reshape_weight pads patch_embedding.weight (${dim}, 16, 1, 2, 2) to (${dim}, 8, 1, 2, 2), smaller in dimension 1; ComfyUI's pad_tensor_to_shape only pads and refuses it`,
+    ]);
+    expect(await refusals(wanT2v(), [withReshape([dim, 32 * K])])).toEqual([
+      `adapter0: module "${D}patch_embedding": reshape_weight pads patch_embedding.weight (${dim}, 16, 1, 2, 2) to (${dim}, 128), another number of dimensions, which ComfyUI's pad_tensor_to_shape refuses`,
+    ]);
+  });
+
+  it('a reshape that grows the outputs or the kernel, not only the input channels', async () => {
+    expect(await refusals(wanT2v(), [withReshape([dim + 2, 32, 1, 2, 2])])).toEqual([
+      `adapter0: module "${D}patch_embedding": reshape_weight pads patch_embedding.weight (${dim}, 16, 1, 2, 2) to (${dim + 2}, 32, 1, 2, 2): only the input channels (dimension 1) may grow; dimension 0 is part of the model's other tensors (its bias, the next layer), which keep their size`,
+    ]);
+  });
+
+  it('two adapters with conflicting reshapes of one tensor', async () => {
+    expect(await refusals(wanT2v(), [controlLora(32), controlLora(48)])).toEqual([
+      expect.stringMatching(/^adapter1: module "diffusion_model\.patch_embedding": widens patch_embedding\.weight \(8, 16, 1, 2, 2\) to 192 input columns; adapter0 \(module "diffusion_model\.patch_embedding"\) updates it at 128 columns, merge the two one after the other$/),
+    ]);
+  });
+
+  it('a reshape on a tensor no loader reads a width from (a block\'s Linear)', async () => {
+    const lora = [
+      tensor(rand, `${D}blocks.0.self_attn.k.lora_A.weight`, [R, 2 * dim], 'F32'), tensor(rand, `${D}blocks.0.self_attn.k.lora_B.weight`, [dim, R], 'F32'),
+      { name: `${D}blocks.0.self_attn.k.reshape_weight`, dtype: 'I64', shape: [2], data: [dim, 2 * dim] } as FixtureTensor,
+    ];
+    expect(await refusals(wanT2v(), [lora])).toEqual([
+      `adapter0: module "${D}blocks.0.self_attn.k": reshape_weight pads blocks.0.self_attn.k.weight (${dim}, ${dim}) to (${dim}, ${2 * dim}), but no loader reads a model's width from blocks.0.self_attn.k.weight, so the merged model would not load; ComfyUI's single files take a wider patch_embedding.weight (Wan) or img_in.weight (FLUX.1)`,
+    ]);
+  });
+
+  it('a reshape_weight beside no LoRA, beside a bias diff alone, or of floats', async () => {
+    expect(await refusals(wanT2v(), [[reshape(32)]])).toEqual([
+      `adapter0/control0.safetensors: module "${D}patch_embedding" has "${D}patch_embedding.reshape_weight" and no update of its weight: ComfyUI reads reshape_weight only beside a LoRA of the weight (lora_up/lora_down, lora_A/lora_B) and leaves it unread otherwise; remove it`,
+    ]);
+    expect(await refusals(wanT2v(), [[tensor(rand, `${D}patch_embedding.diff_b`, [dim], 'F32'), reshape(32)]])).toEqual([
+      `adapter0/control0.safetensors: module "${D}patch_embedding" has "${D}patch_embedding.reshape_weight" beside a bias diff alone: ComfyUI reads reshape_weight only beside a LoRA of the weight (lora_up/lora_down, lora_A/lora_B) and leaves it unread otherwise; remove it`,
+    ]);
+    const floats = controlLora(32).map((t) => t.name.endsWith('reshape_weight') ? { ...t, dtype: 'F32' as const } : t);
+    expect(await refusals(wanT2v(), [floats])).toEqual([
+      `adapter0/control0.safetensors: module "${D}patch_embedding" has a reshape_weight ComfyUI cannot pad to: ${D}patch_embedding.reshape_weight is F32 (5), not an integer type (torch.zeros takes whole sizes)`,
+    ]);
+  });
+});
+
+describe('the CLI (loramerge merge) on wan2.1_t2v_1.3B_bf16.safetensors', () => {
+  const temp = tempDirs();
+  afterAll(() => temp.removeAll());
+  const baseBytes = buildSafetensors(wanT2v(), { format: 'pt' });
+  const loraBytes = buildSafetensors(controlLora(32));
+
+  it('writes patch_embedding (8, 32, 1, 2, 2) in the header and says so; a refused one leaves nothing at --out', async () => {
+    const dir = temp.make({ [WAN_FILE]: baseBytes, [LORA_FILE]: loraBytes });
+    const out = join(dir, 'wan2.1_t2v_1.3B_tile.safetensors');
+    const run = await runCli(['merge', '--base', join(dir, WAN_FILE), '--adapter', join(dir, LORA_FILE), '--weight', '0.9', '--out', out, '--backend', 'cpu']);
+    expect(errorLines(run.stderr), run.stderr).toEqual([]);
+    expect(run.code).toBe(0);
+    expect(run.stdout + run.stderr).toMatch(/note: patch_embedding\.weight is written \(8, 32, 1, 2, 2\), 16 zero input channels added to the base's 16 before the adapter's update \(ComfyUI's reshape_weight\): the merged model takes 32 input channels where the base took 16/);
+    const merged = decodeSafetensors(new Uint8Array(readFileSync(out))).tensors;
+    const base = decodeSafetensors(baseBytes).tensors;
+    expectAll(merged, base, truth(base, decodeSafetensors(loraBytes).tensors, 0.9, 32), 32);
+
+    const small = temp.make({ [WAN_FILE]: baseBytes, [LORA_FILE]: buildSafetensors(controlLora(32).map((t) => t.name.endsWith('reshape_weight') ? { ...t, data: [dim, 8, 1, 2, 2] } : t)) });
+    const refused = await runCli(['merge', '--base', join(small, WAN_FILE), '--adapter', join(small, LORA_FILE), '--out', join(small, 'x.safetensors'), '--backend', 'cpu']);
+    expect(refused.code).not.toBe(0);
+    expect(errorLines(refused.stderr)).toEqual([expect.stringMatching(/module "diffusion_model\.patch_embedding": reshape_weight pads patch_embedding\.weight \(8, 16, 1, 2, 2\) to \(8, 8, 1, 2, 2\), smaller in dimension 1/)]);
+    expect(existsSync(join(small, 'x.safetensors'))).toBe(false);
+    expect(listDir(small)).toEqual([LORA_FILE, WAN_FILE].sort());
+  });
+
+  it('resize refuses the padded module by name rather than drop it, writing nothing', async () => {
+    const dir = temp.make({ [LORA_FILE]: loraBytes });
+    const resize = await runCli(['resize', '--adapter', join(dir, LORA_FILE), '--rank', '1', '--out', join(dir, 'small.safetensors'), '--backend', 'cpu']);
+    expect(resize.code).not.toBe(0);
+    expect(errorLines(resize.stderr).join('\n')).toMatch(/module "diffusion_model\.patch_embedding" pads its base weight to \(8, 32, 1, 2, 2\) \(ComfyUI's reshape_weight\), which resize cannot write into a LoRA file/);
+    expect(listDir(dir)).toEqual([LORA_FILE]);
+  });
+});
