@@ -127,11 +127,14 @@ describe('a Wan control LoRA with reshape_weight on a Wan single file', () => {
     const wideBase = wanT2v().map((t) => t.name === 'patch_embedding.weight' ? tensor(rand, t.name, [dim, 32, 1, 2, 2], 'BF16') : t);
     const bytes = buildSafetensors(wideBase, { format: 'pt' });
     const wideDecoded = decodeSafetensors(bytes).tensors;
-    const { tensors, warnings } = await mergeInMemory({ backend: backends.cpu!, base: { [WAN_FILE]: bytes }, adapters: [{ files: { [LORA_FILE]: buildSafetensors(controlLora(32)) } }] });
+    const loraBytes = buildSafetensors(controlLora(32));
+    const { tensors, warnings } = await mergeInMemory({ backend: backends.cpu!, base: { [WAN_FILE]: bytes }, adapters: [{ files: { [LORA_FILE]: loraBytes } }] });
     expect(warnings).toEqual([]);
+    const lora = decodeSafetensors(loraBytes).tensors;
+    const delta = product(lora.get(`${D}patch_embedding.lora_B.weight`)!.values, lora.get(`${D}patch_embedding.lora_A.weight`)!.values, dim, R);
     const got = tensors.get('patch_embedding.weight')!;
     expect(got.shape).toEqual([dim, 32, 1, 2, 2]);
-    expect([...got.values]).not.toEqual([...wideDecoded.get('patch_embedding.weight')!.values]);
+    expectMerged(got.values, Float64Array.from(wideDecoded.get('patch_embedding.weight')!.values, (x, i) => x + delta[i]), 'BF16', 'patch_embedding.weight');
   });
 
   it('two adapters with the same reshape both add at the new shape', async () => {
@@ -180,7 +183,10 @@ describe('refused, one line naming the tensor', () => {
 
   it('a reshape that grows the outputs or the kernel, not only the input channels', async () => {
     expect(await refusals(wanT2v(), [withReshape([dim + 2, 32, 1, 2, 2])])).toEqual([
-      `adapter0: module "${D}patch_embedding": reshape_weight pads patch_embedding.weight (${dim}, 16, 1, 2, 2) to (${dim + 2}, 32, 1, 2, 2): only the input channels (dimension 1) may grow; dimension 0 is part of the model's other tensors (its bias, the next layer), which keep their size`,
+      `adapter0: module "${D}patch_embedding": reshape_weight pads patch_embedding.weight (${dim}, 16, 1, 2, 2) to (${dim + 2}, 32, 1, 2, 2): only the input channels (dimension 1) may grow, not dimension 0 (the outputs, which its bias and the next layer keep)`,
+    ]);
+    expect(await refusals(wanT2v(), [withReshape([dim, 32, 1, 4, 4])])).toEqual([
+      `adapter0: module "${D}patch_embedding": reshape_weight pads patch_embedding.weight (${dim}, 16, 1, 2, 2) to (${dim}, 32, 1, 4, 4): only the input channels (dimension 1) may grow, not dimension 3 (the kernel, which is the model's patch size)`,
     ]);
   });
 

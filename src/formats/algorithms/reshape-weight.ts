@@ -86,7 +86,7 @@ export function reshapeProblem(module: AdapterModule, baseKey: string, shape: re
   if (smaller >= 0) return `${pads}, smaller in dimension ${smaller}; ComfyUI's pad_tensor_to_shape only pads and refuses it`;
   if (to.every((d, i) => d === shape[i])) return undefined;
   const other = to.findIndex((d, i) => i !== 1 && d !== shape[i]);
-  if (other >= 0) return `${pads}: only the input channels (dimension 1) may grow; dimension ${other} is part of the model's other tensors (its bias, the next layer), which keep their size`;
+  if (other >= 0) return `${pads}: only the input channels (dimension 1) may grow, not dimension ${other} (${other === 0 ? 'the outputs, which its bias and the next layer keep' : 'the kernel, which is the model\'s patch size'})`;
   const reader = WIDTH_READERS.find((r) => baseKey.endsWith(r.tensor) && (baseKey.length === r.tensor.length || baseKey[baseKey.length - r.tensor.length - 1] === '.'));
   const prefix = reader ? baseKey.slice(0, baseKey.length - reader.tensor.length) : '';
   if (!reader) {
