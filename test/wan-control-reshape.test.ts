@@ -18,7 +18,8 @@ import { errorLines, listDir, runCli } from './helpers/cli.js';
 import { WAN, tensor, wanDiffusersTensors, wanOriginalTensors } from './helpers/diffusion-fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+import { buildGguf, randomTensors, readGguf, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
+import { mergeBackends, mergeFileInMemory, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 
 const rand = seededRandom(20261205);
 const { dim, ffn } = WAN;
@@ -154,6 +155,53 @@ describe('a Wan control LoRA with reshape_weight on a Wan single file', () => {
     expect(summary.mergeable).toBe(true);
     expect(summary.notes).toContainEqual(`patch_embedding.weight is written (${dim}, 32, 1, 2, 2), 16 zero input channels added to the base's 16 before the adapter's update (ComfyUI's reshape_weight): the merged model takes 32 input channels where the base took 16, as ComfyUI reads them from this tensor`);
     expect(summary.modules.find((m) => m.module === `${D}patch_embedding`)).toMatchObject({ target: 'patch_embedding.weight', rank: R });
+  });
+});
+
+/**
+ * ComfyUI-GGUF's Wan files (wan2.1-t2v-1.3b-Q8_0.gguf): `general.architecture` "wan", bare names,
+ * the weights quantized, 1-D tensors F32, and the Conv3d patch embedding added by its
+ * fix_5d_tensors.py as a 5-D F32 tensor (ne [2, 2, 1, 16, dim]), which its loader reads in the
+ * reversed shape. ComfyUI pads it the same way there (the weight dequantized, then padded), and
+ * reads in_dim from the wider tensor.
+ */
+describe('the same LoRA on a Wan GGUF file with its 5-D F32 patch embedding', () => {
+  const str = (value: string): MetaValue => ({ type: 'string', value });
+  const sym = () => 2 * rand() - 1;
+  const specs = (patchType: string) => [
+    { name: 'patch_embedding.weight', ne: [2, 2, 1, 16, dim], type: patchType }, { name: 'patch_embedding.bias', ne: [dim], type: 'F32' },
+    { name: 'text_embedding.2.weight', ne: [32, 32], type: 'Q8_0' }, { name: 'head.modulation', ne: [dim, 2, 1], type: 'F32' },
+  ];
+  const gguf = (patchType: string) => {
+    const { tensors, values } = randomTensors(specs(patchType), sym);
+    return { bytes: buildGguf({ metadata: [['general.architecture', str('wan')], ['general.quantization_version', { type: 'u32', value: 2 }]], tensors }), values };
+  };
+  const patchOnly = () => controlLora(32).filter((t) => t.name.includes('patch_embedding'));
+
+  for (const kind of ['cpu', 'webgpu'] as const) {
+    it(`writes patch_embedding with ne [2, 2, 1, 32, ${dim}], padded and merged; every other tensor byte for byte, on ${kind}`, async () => {
+      const base = gguf('F32');
+      const loraBytes = buildSafetensors(patchOnly());
+      const { bytes } = await mergeFileInMemory({ backend: backends[kind]!, base: { 'wan2.1-t2v-1.3b-Q8_0.gguf': base.bytes }, adapters: [{ files: { [LORA_FILE]: loraBytes }, weight: 0.7 }] });
+      const input = readGguf(base.bytes), out = readGguf(bytes);
+      expect(out.tensors.map((t) => [t.name, typeName(t.typeId), t.ne])).toEqual(input.tensors.map((t) => [t.name, typeName(t.typeId), t.name === 'patch_embedding.weight' ? [2, 2, 1, 32, dim] : t.ne]));
+      for (const t of input.tensors.filter((x) => x.name !== 'patch_embedding.weight')) {
+        expect(Buffer.from(out.tensors.find((x) => x.name === t.name)!.data).equals(Buffer.from(t.data)), t.name).toBe(true);
+      }
+      const lora = decodeSafetensors(loraBytes).tensors;
+      const delta = product(lora.get(`${D}patch_embedding.lora_B.weight`)!.values, lora.get(`${D}patch_embedding.lora_A.weight`)!.values, dim, R);
+      const w0 = base.values.get('patch_embedding.weight')!;
+      const want = new Float64Array(dim * 32 * K);
+      for (let o = 0; o < dim; o++) for (let i = 0; i < 32 * K; i++) want[o * 32 * K + i] = (i < 16 * K ? w0[o * 16 * K + i] : 0) + 0.7 * delta[o * 32 * K + i];
+      expectMerged(tensorValues('F32', out.tensors.find((x) => x.name === 'patch_embedding.weight')!.data), want, 'F32', 'patch_embedding.weight');
+    });
+  }
+
+  it('a 5-D tensor of a quantized type is refused as GGML refuses it', async () => {
+    const bad = buildGguf({ metadata: [['general.architecture', str('wan')]], tensors: randomTensors([{ name: 'patch_embedding.weight', ne: [32, 2, 1, 16, dim], type: 'Q8_0' }], sym).tensors });
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: { 'wan.gguf': bad }, adapters: [{ files: { [LORA_FILE]: buildSafetensors(patchOnly()) } }] })).toEqual([
+      'base/wan.gguf: tensor "patch_embedding.weight" has 5 dimensions; GGML allows at most 4 (5 only for an F32, F16 or BF16 tensor, as ComfyUI-GGUF stores a Conv3d)',
+    ]);
   });
 });
 

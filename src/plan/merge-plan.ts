@@ -46,6 +46,8 @@ export interface BaseTensorInfo {
   shapeNote?: string;
   /** Rows that hold whole stored blocks (see BaseTensor.rowBlock); 1 when absent. */
   rowBlock?: number;
+  /** The container's own type of the stored values (a GGUF tensor's `Q8_0`, `F32`), where it has one. */
+  storedType?: string;
 }
 
 /**
@@ -717,8 +719,11 @@ function widenedShape(
   if (cols === to) return { shape };
   const stored = base.tensors.get(baseKey);
   const scale = scaledWeight(base, baseKey);
-  const how = base.metadata ? 'a GGUF base' : scale ? scale.label : (stored?.rowBlock ?? 1) > 1 || stored?.shapeNote ? 'a tensor stored in blocks' : undefined;
-  if (how) return `widening ${baseKey} ${fmt(shape)} to ${to} input columns is not supported on ${how}; merge into a safetensors base in F32, F16, BF16 or plain fp8`;
+  // A reshape_weight pads a GGUF tensor stored value by value (F32, F16, BF16: ComfyUI-GGUF's 5-D
+  // patch embedding), whose zero bytes are zeros and whose tensor info the writer takes at the new shape.
+  const ggufPadded = base.metadata !== undefined && reshaped !== undefined && ['F32', 'F16', 'BF16'].includes(stored?.storedType ?? '');
+  const how = base.metadata && !ggufPadded ? `a GGUF base${reshaped ? `'s ${stored?.storedType} tensor` : ''}` : scale ? scale.label : (stored?.rowBlock ?? 1) > 1 || stored?.shapeNote ? 'a tensor stored in blocks' : undefined;
+  if (how) return `widening ${baseKey} ${fmt(shape)} to ${to} input columns is not supported on ${how}; merge into a safetensors base in F32, F16, BF16 or plain fp8${reshaped ? ', or a GGUF one storing it in F32, F16 or BF16' : ''}`;
   if (earlier && earlier.cols !== to) return `widens ${baseKey} ${fmt(shape)} to ${to} input columns${earlierWidth}`;
   return { shape: reshaped ? reshaped.slice() : [shape[0], to], from: cols };
 }
