@@ -138,6 +138,12 @@ describe('a Wan control LoRA with reshape_weight on a Wan single file', () => {
     expectMerged(got.values, Float64Array.from(wideDecoded.get('patch_embedding.weight')!.values, (x, i) => x + delta[i]), 'BF16', 'patch_embedding.weight');
   });
 
+  it('weight 0 still pads, as ComfyUI pads before it scales the update, and the warning says so', async () => {
+    const { tensors, warnings } = await mergeInMemory({ backend: backends.cpu!, base: { [WAN_FILE]: baseBytes }, adapters: [{ files: { [LORA_FILE]: loraBytes }, weight: 0 }] });
+    expectAll(tensors, base, truth(base, lora, 0, 32), 32);
+    expect(warnings).toEqual([`adapter0: weight 0 changes no values; its tensors are written unchanged except that the base weights of "${D}patch_embedding" are still zero-padded to the adapter's width, as its loader pads them before the update (was another weight meant?)`]);
+  });
+
   it('two adapters with the same reshape both add at the new shape', async () => {
     const first = buildSafetensors(controlLora(32)), second = buildSafetensors(controlLora(32));
     const { tensors } = await mergeInMemory({ backend: backends.cpu!, base: { [WAN_FILE]: baseBytes }, adapters: [{ files: { 'a.safetensors': first } }, { files: { 'b.safetensors': second }, weight: 0.5 }] });
