@@ -18,6 +18,7 @@ import { errorLines, listDir, runCli } from './helpers/cli.js';
 import { WAN, tensor, wanDiffusersTensors, wanOriginalTensors } from './helpers/diffusion-fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { fluxDevBfl, H as FLUX_H, IN as FLUX_IN } from './helpers/flux-control-fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
 import { mergeBackends, mergeFileInMemory, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 
@@ -211,6 +212,28 @@ describe('the same LoRA on a Wan GGUF file with its 5-D F32 patch embedding', ()
   });
 });
 
+describe('FLUX.1\'s img_in, the other input layer ComfyUI reads a width from', () => {
+  it('a ComfyUI file with img_in.reshape_weight (h, 2·in) on flux1-dev.safetensors: img_in padded with zero columns, then w·B·A', async () => {
+    const baseBytes = buildSafetensors(fluxDevBfl(rand, 'BF16'), { format: 'pt' });
+    const lora: FixtureTensor[] = [
+      tensor(rand, `${D}img_in.lora_up.weight`, [FLUX_H, R], 'BF16'), tensor(rand, `${D}img_in.lora_down.weight`, [R, 2 * FLUX_IN], 'BF16'),
+      { name: `${D}img_in.reshape_weight`, dtype: 'I64', shape: [2], data: [FLUX_H, 2 * FLUX_IN] },
+    ];
+    const loraBytes = buildSafetensors(lora);
+    const { tensors } = await mergeInMemory({ backend: backends.cpu!, base: { 'flux1-dev.safetensors': baseBytes }, adapters: [{ files: { 'comfy.safetensors': loraBytes }, weight: 1.5 }] });
+    const base = decodeSafetensors(baseBytes).tensors, adapter = decodeSafetensors(loraBytes).tensors;
+    const delta = product(adapter.get(`${D}img_in.lora_up.weight`)!.values, adapter.get(`${D}img_in.lora_down.weight`)!.values, FLUX_H, R);
+    const w0 = base.get('img_in.weight')!.values;
+    const want = Float64Array.from(delta, (d, i) => {
+      const [o, c] = [Math.floor(i / (2 * FLUX_IN)), i % (2 * FLUX_IN)];
+      return (c < FLUX_IN ? w0[o * FLUX_IN + c] : 0) + 1.5 * d;
+    });
+    expect(tensors.get('img_in.weight')!.shape).toEqual([FLUX_H, 2 * FLUX_IN]);
+    expectMerged(tensors.get('img_in.weight')!.values, want, 'BF16', 'img_in.weight');
+    for (const [key, b] of base) if (key !== 'img_in.weight') expect(tensors.get(key)!.bytes, key).toEqual(b.bytes);
+  });
+});
+
 describe('refused, one line naming the tensor', () => {
   const refusals = (base: FixtureTensor[], adapters: FixtureTensor[][], files: Record<string, string> = {}) => refusalsInMemory({
     backend: backends.cpu!, base: { [Object.keys(files).length ? 'diffusion_pytorch_model.safetensors' : WAN_FILE]: buildSafetensors(base), ...files },
@@ -257,6 +280,13 @@ describe('refused, one line naming the tensor', () => {
     ];
     expect(await refusals(wanT2v(), [lora])).toEqual([
       `adapter0: module "${D}blocks.0.self_attn.k": reshape_weight pads blocks.0.self_attn.k.weight (${dim}, ${dim}) to (${dim}, ${2 * dim}), but no loader reads a model's width from blocks.0.self_attn.k.weight, so the merged model would not load; ComfyUI's single files take a wider patch_embedding.weight (Wan) or img_in.weight (FLUX.1)`,
+    ]);
+  });
+
+  it('a reshape_weight beside a DoRA magnitude', async () => {
+    const dora = [...controlLora(32), tensor(rand, `${D}patch_embedding.dora_scale`, [1, 32, 1, 1, 1], 'F32')];
+    expect(await refusals(wanT2v(), [dora])).toEqual([
+      `adapter0/control0.safetensors: module "${D}patch_embedding" has "${D}patch_embedding.reshape_weight" beside a DoRA magnitude: padding a weight DoRA renormalizes is not supported`,
     ]);
   });
 
