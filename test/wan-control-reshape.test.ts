@@ -15,94 +15,22 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { summarizePlan } from '../demo/plan-summary.js';
 import { memoryInputFileSet } from '../src/index.js';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
-import { WAN, tensor, wanDiffusersTensors, wanOriginalTensors } from './helpers/diffusion-fixtures.js';
+import { WAN, tensor, wanDiffusersTensors } from './helpers/diffusion-fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { fluxDevBfl, H as FLUX_H, IN as FLUX_IN } from './helpers/flux-control-fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
 import { mergeBackends, mergeFileInMemory, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 
+import * as wan from './helpers/wan-control-fixtures.js';
+import { D, K, LORA_FILE, R, WAN_FILE, expectAll, product, reshape, truth } from './helpers/wan-control-fixtures.js';
+
 const rand = seededRandom(20261205);
-const { dim, ffn } = WAN;
-const D = 'diffusion_model.';
-const R = 2;
-/** The kernel's t·h·w: Wan's patch (1, 2, 2). */
-const K = 4;
-
-/** Wan 2.1 T2V in Wan's own naming (Comfy-Org's wan2.1_t2v_1.3B_bf16.safetensors): no image parts; the Conv3d patch embedding. */
-function wanT2v(): FixtureTensor[] {
-  const i2v = /img_emb|k_img|v_img/;
-  return [
-    ...wanOriginalTensors(rand, 'BF16').filter((t) => !i2v.test(t.name)),
-    tensor(rand, 'patch_embedding.weight', [dim, 16, 1, 2, 2], 'BF16'), tensor(rand, 'patch_embedding.bias', [dim], 'F32'),
-  ];
-}
-
-const reshape = (channels: number): FixtureTensor => ({ name: `${D}patch_embedding.reshape_weight`, dtype: 'I64', shape: [5], data: [dim, channels, 1, 2, 2] });
-
-/** The control LoRA: patch_embedding at `channels` inputs with its reshape_weight, and Linears of block 0 (one with α). */
-function controlLora(channels: number): FixtureTensor[] {
-  const f32 = (name: string, shape: number[]) => tensor(rand, name, shape, 'F32', 0.5);
-  return [
-    f32(`${D}patch_embedding.lora_A.weight`, [R, channels, 1, 2, 2]), f32(`${D}patch_embedding.lora_B.weight`, [dim, R, 1, 1, 1]),
-    reshape(channels),
-    f32(`${D}blocks.0.self_attn.q.lora_A.weight`, [R, dim]), f32(`${D}blocks.0.self_attn.q.lora_B.weight`, [dim, R]),
-    f32(`${D}blocks.0.ffn.0.lora_A.weight`, [R, dim]), f32(`${D}blocks.0.ffn.0.lora_B.weight`, [ffn, R]),
-    { name: `${D}blocks.0.ffn.0.alpha`, dtype: 'F32', shape: [], data: [1] },
-  ];
-}
-
-/** B (out × r) · A (r × cols), plainly. */
-function product(b: ArrayLike<number>, a: ArrayLike<number>, out: number, r: number): Float64Array {
-  const cols = a.length / r;
-  const result = new Float64Array(out * cols);
-  for (let o = 0; o < out; o++) for (let c = 0; c < cols; c++) {
-    let sum = 0;
-    for (let k = 0; k < r; k++) sum += b[o * r + k] * a[k * cols + c];
-    result[o * cols + c] = sum;
-  }
-  return result;
-}
-
-/**
- * The merged tensors as float64: the patch embedding padded to `channels` input channels (the
- * base's 16 first in each row's channels, zeros after, each channel its kernel's K values), then
- * w·B·A; the Linears W + w·(α/r)·B·A; `diffB` adds w·diff_b to the bias; the rest unchanged.
- */
-function truth(base: Map<string, DecodedTensor>, lora: Map<string, DecodedTensor>, w: number, channels: number, prefix = ''): Map<string, Float64Array> {
-  const out = new Map<string, Float64Array>();
-  for (const [k, t] of base) out.set(k, Float64Array.from(t.values));
-  const delta = (m: string, rows: number) => product(lora.get(`${D}${m}.lora_B.weight`)!.values, lora.get(`${D}${m}.lora_A.weight`)!.values, rows, R);
-  const w0 = base.get(`${prefix}patch_embedding.weight`)!.values;
-  const padded = new Float64Array(dim * channels * K);
-  for (let o = 0; o < dim; o++) for (let i = 0; i < 16 * K; i++) padded[o * channels * K + i] = w0[o * 16 * K + i];
-  const patch = delta('patch_embedding', dim);
-  out.set(`${prefix}patch_embedding.weight`, padded.map((x, i) => x + w * patch[i]));
-  const q = delta('blocks.0.self_attn.q', dim);
-  out.set(`${prefix}blocks.0.self_attn.q.weight`, out.get(`${prefix}blocks.0.self_attn.q.weight`)!.map((x, i) => x + w * q[i]));
-  const f = delta('blocks.0.ffn.0', ffn);
-  out.set(`${prefix}blocks.0.ffn.0.weight`, out.get(`${prefix}blocks.0.ffn.0.weight`)!.map((x, i) => x + w * (1 / R) * f[i]));
-  const diffB = lora.get(`${D}patch_embedding.diff_b`);
-  if (diffB) out.set(`${prefix}patch_embedding.bias`, out.get(`${prefix}patch_embedding.bias`)!.map((x, i) => x + w * diffB.values[i]));
-  return out;
-}
-
-/** Every tensor of the merged file: the base's names, the patch embedding at its new shape, values against the truth. */
-function expectAll(merged: Map<string, DecodedTensor>, base: Map<string, DecodedTensor>, want: Map<string, Float64Array>, channels: number, prefix = ''): void {
-  expect([...merged.keys()].sort()).toEqual([...base.keys()].sort());
-  expect(merged.get(`${prefix}patch_embedding.weight`)!.shape).toEqual([dim, channels, 1, 2, 2]);
-  expect(merged.get(`${prefix}patch_embedding.bias`)!.shape).toEqual([dim]);
-  for (const [key, b] of base) {
-    const got = merged.get(key)!;
-    expect(got.dtype, key).toBe(b.dtype);
-    if (key !== `${prefix}patch_embedding.weight`) expect(got.shape, key).toEqual(b.shape);
-    expectMerged(got.values, want.get(key)!, b.dtype as 'BF16' | 'F32', key);
-  }
-}
+const { dim } = WAN;
+const wanT2v = () => wan.wanT2v(rand);
+const controlLora = (channels: number) => wan.controlLora(rand, channels);
 
 const backends = mergeBackends({ cpu: 'default' });
-const WAN_FILE = 'wan2.1_t2v_1.3B_bf16.safetensors';
-const LORA_FILE = 'wan2.1-1.3b-control-lora-tile-v0.2_comfy.safetensors';
 
 describe('a Wan control LoRA with reshape_weight on a Wan single file', () => {
   const baseBytes = buildSafetensors(wanT2v(), { format: 'pt' });
