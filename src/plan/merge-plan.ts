@@ -724,7 +724,11 @@ function widenedShape(
   const ggufPadded = base.metadata !== undefined && reshaped !== undefined && ['F32', 'F16', 'BF16'].includes(stored?.storedType ?? '');
   const how = base.metadata && !ggufPadded ? `a GGUF base${reshaped ? `'s ${stored?.storedType} tensor` : ''}` : scale ? scale.label : (stored?.rowBlock ?? 1) > 1 || stored?.shapeNote ? 'a tensor stored in blocks' : undefined;
   if (how) return `widening ${baseKey} ${fmt(shape)} to ${to} input columns is not supported on ${how}; merge into a safetensors base in F32, F16, BF16 or plain fp8${reshaped ? ', or a GGUF one storing it in F32, F16 or BF16' : ''}`;
-  if (earlier && earlier.cols !== to) return `widens ${baseKey} ${fmt(shape)} to ${to} input columns${earlierWidth}`;
+  if (earlier && earlier.cols !== to) {
+    return reshaped
+      ? `reshape_weight pads ${baseKey} ${fmt(shape)} to ${fmt(reshaped)}, but ${earlier.terms[0].adapter} (module "${earlier.terms[0].moduleName}") makes it ${fmt(earlier.shape)} in this merge; merge the two one after the other`
+      : `widens ${baseKey} ${fmt(shape)} to ${to} input columns${earlierWidth}`;
+  }
   return { shape: reshaped ? reshaped.slice() : [shape[0], to], from: cols };
 }
 
