@@ -143,8 +143,10 @@ export interface TensorUpdate {
    */
   source?: PlannedReplacement;
   /**
-   * The base's own column count when the terms widen it (BFL's control LoRAs on `img_in`): W starts
-   * as the base's rows followed by zeros up to `cols` columns, and `shape` is the widened one.
+   * The base's own column count when the terms widen it (BFL's control LoRAs on `img_in`; a
+   * reshape_weight on Wan's Conv3d `patch_embedding`, whose columns are in·kernel, so new input
+   * channels are new columns at the end of each row): W starts as the base's rows followed by zeros
+   * up to `cols` columns, and `shape` is the widened one.
    */
   widenedFrom?: number;
 }
@@ -697,7 +699,9 @@ interface View {
  * (ComfyUI's reshape_weight, diffusers' expanded x_embedder), the base's rows with `widenBaseTo`
  * columns, the new ones zero, and `from` the base's own count. Why not, as one line, where the
  * widening cannot be done: a base already wider, part of a tensor, a tensor stored in blocks or
- * by a scale, a GGUF base, or another adapter's terms on the tensor in the other width.
+ * by a scale, a GGUF base (except a reshape_weight on a tensor stored value by value), another
+ * adapter's terms on the tensor in the other width, or a reshape_weight the model could not load
+ * (algorithms/reshape-weight.ts).
  */
 function widenedShape(
   module: AdapterModule, target: Placement, shape: readonly number[], base: BaseTensorIndex, baseKey: string, earlier: TensorUpdate | undefined,
