@@ -305,10 +305,10 @@ describe('modules with a bias diff that cannot be merged as ComfyUI merges them'
     expect(await problemsOf(lora)).toEqual([expect.stringMatching(/module "diffusion_model\.blocks\.0\.norm3" has two updates of its bias \(diffusion_model\.blocks\.0\.norm3\.b_norm and diffusion_model\.blocks\.0\.norm3\.diff_b\)/)]);
   });
 
-  it('reshape_weight is refused by name, with the reason', async () => {
-    const reshape: FixtureTensor = { name: `${D}patch_embedding.reshape_weight`, dtype: 'I64', shape: [5], data: [dim, 32, 1, 2, 2] };
-    const withReshape = [f16(`${D}patch_embedding.lora_up.weight`, [dim, 2, 1, 1, 1]), f16(`${D}patch_embedding.lora_down.weight`, [2, 32, 1, 2, 2]), reshape];
-    expect(await problemsOf(withReshape)).toEqual([expect.stringMatching(/module "diffusion_model\.patch_embedding" has "diffusion_model\.patch_embedding\.reshape_weight" \(ComfyUI pads the base weight with zeros .*changes the model's shape\); merging it is not supported/)]);
+  it('reshape_weight beside LoHa is refused by name: ComfyUI reads it beside a LoRA only (merged: wan-control-reshape.test.ts)', async () => {
+    const reshape: FixtureTensor = { name: `${D}blocks.1.self_attn.k.reshape_weight`, dtype: 'I64', shape: [2], data: [dim, 2 * dim] };
+    const withReshape = [...wanLora.filter((t) => t.name.startsWith(`${D}blocks.1.self_attn.k.`) && !t.name.endsWith('diff_b')), reshape];
+    expect(await problemsOf(withReshape)).toEqual([expect.stringMatching(/module "diffusion_model\.blocks\.1\.self_attn\.k" has "diffusion_model\.blocks\.1\.self_attn\.k\.reshape_weight" beside LoHa: ComfyUI reads reshape_weight only beside a LoRA of the weight .*; remove it$/)]);
   });
 });
 

@@ -124,7 +124,9 @@ describe('GGUF reader', () => {
     ['a big-endian file', buildGguf({ version: 0x03000000 }), 'UNSUPPORTED_FORMAT', /big-endian/],
     ['an unknown GGML type', buildGguf({ tensors: [t({ type: 99 })] }), 'INVALID_DTYPE', /"blk\.0\.attn_q\.weight" has GGML type id 99/],
     ['a row that is not whole blocks', buildGguf({ tensors: [t({ type: 'Q4_K', ne: [100, 2], data: new Uint8Array(144) })] }), 'INVALID_SHAPE', /not a whole number of 256-value blocks/],
-    ['five dimensions', buildGguf({ tensors: [t({ ne: [1, 1, 1, 1, 8] })] }), 'INVALID_SHAPE', /5 dimensions/],
+    ['six dimensions', buildGguf({ tensors: [t({ ne: [1, 1, 1, 1, 1, 8] })] }), 'INVALID_SHAPE', /6 dimensions; GGML allows at most 4$/],
+    // Five only in F32, F16 or BF16, as ComfyUI-GGUF's fix_5d_tensors.py stores a Conv3d (wan-control-reshape.test.ts reads one).
+    ['five dimensions of a quantized type', buildGguf({ tensors: [t({ type: 'Q8_0', ne: [32, 1, 1, 1, 1], data: new Uint8Array(34) })] }), 'INVALID_SHAPE', /5 dimensions; GGML allows at most 4 \(5 only for an F32, F16 or BF16 tensor/],
     ['a gap between tensors', buildGguf({ tensors: [t(), t({ name: 'b', offset: 64 })] }), 'INVALID_OFFSET', /"b" starts at data offset 64, expected 32/],
     ['overlapping tensors', buildGguf({ tensors: [t(), t({ name: 'b', offset: 0 })] }), 'OVERLAP', /"b" starts at data offset 0, expected 32/],
     ['a truncated tensor', buildGguf({ tensors: [t()] }).subarray(0, -8), 'TRUNCATED', /"blk\.0\.attn_q\.weight" ends at byte/],

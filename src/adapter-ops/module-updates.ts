@@ -69,7 +69,8 @@ export function checkModules(adapters: readonly ParsedAdapter[], command: string
       }
       if (m.dora) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" is DoRA, whose update depends on the base weights; ${command} cannot express it as a LoRA` });
       if (m.biasB) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" changes a bias (${m.biasB.name}), which ${command} does not support yet` });
-      if (m.widenBaseTo !== undefined) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" widens its base weight to ${m.widenBaseTo} input columns (a FLUX.1 control LoRA's img_in), which ${command} cannot write into a LoRA file` });
+      if (m.reshapeTo !== undefined) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" pads its base weight to (${m.reshapeTo.join(', ')}) (ComfyUI's reshape_weight), which ${command} cannot write into a LoRA file` });
+      else if (m.widenBaseTo !== undefined) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" widens its base weight to ${m.widenBaseTo} input columns (a FLUX.1 control LoRA's img_in), which ${command} cannot write into a LoRA file` });
     }
     // A set_weight replaces a tensor whatever the weight: no LoRA, and no modules_to_save of PEFT's, holds that.
     for (const r of adapter.replacements) {

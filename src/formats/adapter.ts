@@ -130,6 +130,12 @@ export interface AdapterModule {
    * `img_in` from 64 to 128 inputs, so the merged tensor is wider than the base's.
    */
   widenBaseTo?: number;
+  /**
+   * The shape ComfyUI's `reshape_weight` pads the base weight to (zeros at the end of each
+   * dimension) before the update is added; `widenBaseTo` is then its sizes after the first. The plan
+   * checks it against the base (algorithms/reshape-weight.ts).
+   */
+  reshapeTo?: readonly number[];
   /** Integer tensors the update reads besides its float ones (SHiRA's element positions); the float checks skip them. */
   positions?: TensorEntry;
   /** Other integer tensors the update reads, by the algorithm's own names (VB-LoRA's saved top-k indices); the float checks skip them too. */

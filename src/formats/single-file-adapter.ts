@@ -237,7 +237,11 @@ async function buildModule(
   }
   const tensors = new Map([...roles].filter(([role]) => !SHARED_ROLES.includes(role) && !PART_ROLES.includes(role) && !scalars.has(role)));
   let module = algorithm.build(tensors, { ...context, scalars });
-  for (const part of parts) module = module && part.attach(module, roles.get(part.role)!, context);
+  for (const part of parts) {
+    const tensor = roles.get(part.role)!;
+    const values = module && part.readsIntegers ? await readIntegers(file, tensor) : undefined;
+    module = module && part.attach(module, tensor, context, values);
+  }
   return module;
 }
 
@@ -251,6 +255,20 @@ const INTEGER_BYTES: Readonly<Record<string, { bytes: number; read: (v: DataView
   I8: { bytes: 1, read: (v) => v.getInt8(0) },
   U8: { bytes: 1, read: (v) => v.getUint8(0) },
 };
+
+/**
+ * An integer tensor's values (ComfyUI's reshape_weight, read with `.tolist()`), or what it is
+ * instead: a float tensor's values are not sizes torch.zeros takes.
+ */
+async function readIntegers(file: SafetensorsFile, entry: TensorEntry): Promise<number[] | string> {
+  const kind = INTEGER_BYTES[entry.dtype];
+  if (!kind) return `${entry.dtype} (${entry.shape.join(', ')}), not an integer type`;
+  if (product(entry.shape) > 64) return `${entry.dtype} (${entry.shape.join(', ')}), too long for a shape`;
+  const bytes = await file.read(entry);
+  const values: number[] = [];
+  for (let at = 0; at + kind.bytes <= bytes.byteLength; at += kind.bytes) values.push(kind.read(new DataView(bytes.buffer, bytes.byteOffset + at, kind.bytes)));
+  return values;
+}
 
 /**
  * A one-element tensor's value, or what it is instead of one finite number (its dtype and shape, or

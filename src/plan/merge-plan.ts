@@ -25,6 +25,7 @@ import { MergeError, type MergeErrorCode } from '../errors.js';
 import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.js';
 import { ADAPTER_FORMAT_NAMES, type AdapterFormat, type AdapterModule, type LayerClass, type ParsedAdapter, type TensorReplacement } from '../formats/adapter.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
+import { reshapeProblem } from '../formats/algorithms/reshape-weight.js';
 import type { BaseComponent } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
 import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
@@ -45,6 +46,8 @@ export interface BaseTensorInfo {
   shapeNote?: string;
   /** Rows that hold whole stored blocks (see BaseTensor.rowBlock); 1 when absent. */
   rowBlock?: number;
+  /** The container's own type of the stored values (a GGUF tensor's `Q8_0`, `F32`), where it has one. */
+  storedType?: string;
 }
 
 /**
@@ -140,8 +143,10 @@ export interface TensorUpdate {
    */
   source?: PlannedReplacement;
   /**
-   * The base's own column count when the terms widen it (BFL's control LoRAs on `img_in`): W starts
-   * as the base's rows followed by zeros up to `cols` columns, and `shape` is the widened one.
+   * The base's own column count when the terms widen it (BFL's control LoRAs on `img_in`; a
+   * reshape_weight on Wan's Conv3d `patch_embedding`, whose columns are in·kernel, so new input
+   * channels are new columns at the end of each row): W starts as the base's rows followed by zeros
+   * up to `cols` columns, and `shape` is the widened one.
    */
   widenedFrom?: number;
 }
@@ -434,6 +439,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         let experts: ExpertSplit | undefined;
         let view: View | null;
         let widenedFrom: number | undefined;
+        let widenedTo: readonly number[] | undefined;
         if (module.experts) {
           const storedInOut = target.experts?.storedInOut ?? storesExpertsInOut(base.architectures ?? []);
           const fit = fitExperts(module, info.shape, storedInOut, target.experts);
@@ -454,6 +460,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
             continue;
           }
           widenedFrom = widened.from;
+          if (widened.from !== undefined) widenedTo = widened.shape;
           view = viewOf(module, target, widened.shape, fail, stored?.shapeNote);
         }
         if (!view) continue;
@@ -529,7 +536,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         }
         if (!update) {
           const { placement: _, ...tensorView } = view;
-          const shape = widenedFrom === undefined ? info.shape.slice() : [info.shape[0], view.cols];
+          const shape = widenedTo === undefined ? info.shape.slice() : widenedTo.slice();
           update = { baseKey, dtype: info.dtype as FloatDType, shape, ...tensorView, terms: [], rowBlock: stored?.rowBlock ?? 1 };
           if (own) update.source = own;
           if (widenedFrom !== undefined) update.widenedFrom = widenedFrom;
@@ -692,7 +699,9 @@ interface View {
  * (ComfyUI's reshape_weight, diffusers' expanded x_embedder), the base's rows with `widenBaseTo`
  * columns, the new ones zero, and `from` the base's own count. Why not, as one line, where the
  * widening cannot be done: a base already wider, part of a tensor, a tensor stored in blocks or
- * by a scale, a GGUF base, or another adapter's terms on the tensor in the other width.
+ * by a scale, a GGUF base (except a reshape_weight on a tensor stored value by value), another
+ * adapter's terms on the tensor in the other width, or a reshape_weight the model could not load
+ * (algorithms/reshape-weight.ts).
  */
 function widenedShape(
   module: AdapterModule, target: Placement, shape: readonly number[], base: BaseTensorIndex, baseKey: string, earlier: TensorUpdate | undefined,
@@ -702,17 +711,29 @@ function widenedShape(
   if (to === undefined) {
     return earlier?.widenedFrom !== undefined ? `ΔW ${fmt(module.deltaShape)} has the base's width, but ${baseKey} is widened to ${earlier.cols} columns in this merge${earlierWidth}` : { shape };
   }
-  if (target.rows || target.columns || target.transposedBlocks || shape.length !== 2) {
-    return `widens ${baseKey} ${fmt(shape)} to ${to} input columns, which is supported on a whole 2-D weight only`;
+  // ComfyUI's reshape_weight: the shape it pads to, checked whole (another rank, a smaller size, …).
+  const reshaped = module.reshapeTo;
+  const padding = reshapeProblem(module, baseKey, shape, (key) => base.tensors.has(key));
+  if (padding) return padding;
+  if (target.rows || target.columns || target.transposedBlocks || (reshaped ? shape.length < 2 : shape.length !== 2)) {
+    return `widens ${baseKey} ${fmt(shape)} to ${to} input columns, which is supported on a whole ${reshaped ? '' : '2-D '}weight only`;
   }
-  if (shape[1] > to) return `base ${baseKey} ${fmt(shape)} is already wider than the ${to} input columns the adapter widens it to`;
-  if (shape[1] === to) return { shape };
+  const cols = product(shape.slice(1));
+  if (cols > to) return `base ${baseKey} ${fmt(shape)} is already wider than the ${to} input columns the adapter widens it to`;
+  if (cols === to) return { shape };
   const stored = base.tensors.get(baseKey);
   const scale = scaledWeight(base, baseKey);
-  const how = base.metadata ? 'a GGUF base' : scale ? scale.label : (stored?.rowBlock ?? 1) > 1 || stored?.shapeNote ? 'a tensor stored in blocks' : undefined;
-  if (how) return `widening ${baseKey} ${fmt(shape)} to ${to} input columns is not supported on ${how}; merge into a safetensors base in F32, F16, BF16 or plain fp8`;
-  if (earlier && earlier.cols !== to) return `widens ${baseKey} ${fmt(shape)} to ${to} input columns${earlierWidth}`;
-  return { shape: [shape[0], to], from: shape[1] };
+  // A reshape_weight pads a GGUF tensor stored value by value (F32, F16, BF16: ComfyUI-GGUF's 5-D
+  // patch embedding), whose zero bytes are zeros and whose tensor info the writer takes at the new shape.
+  const ggufPadded = base.metadata !== undefined && reshaped !== undefined && ['F32', 'F16', 'BF16'].includes(stored?.storedType ?? '');
+  const how = base.metadata && !ggufPadded ? `a GGUF base${reshaped ? `'s ${stored?.storedType} tensor` : ''}` : scale ? scale.label : (stored?.rowBlock ?? 1) > 1 || stored?.shapeNote ? 'a tensor stored in blocks' : undefined;
+  if (how) return `widening ${baseKey} ${fmt(shape)} to ${to} input columns is not supported on ${how}; merge into a safetensors base in F32, F16, BF16 or plain fp8${reshaped ? ', or a GGUF one storing it in F32, F16 or BF16' : ''}`;
+  if (earlier && earlier.cols !== to) {
+    return reshaped
+      ? `reshape_weight pads ${baseKey} ${fmt(shape)} to ${fmt(reshaped)}, but ${earlier.terms[0].adapter} (module "${earlier.terms[0].moduleName}") makes it ${fmt(earlier.shape)} in this merge; merge the two one after the other`
+      : `widens ${baseKey} ${fmt(shape)} to ${to} input columns${earlierWidth}`;
+  }
+  return { shape: reshaped ? reshaped.slice() : [shape[0], to], from: cols };
 }
 
 /**

@@ -10,6 +10,7 @@ import { parseBoundedJson } from '../formats/bounded-json.js';
 import type { ConfigChanges } from '../formats/model-config-output.js';
 import type { ModelConfig } from '../formats/model-config.js';
 import type { BaseTensorIndex, MergePlan } from './merge-plan.js';
+import { product } from '../integers.js';
 
 /** Files that make up a tokenizer (and its chat template), as transformers saves them. */
 export const TOKENIZER_FILES: ReadonlySet<string> = new Set([
@@ -151,11 +152,18 @@ export async function planWidenedConfigs(files: InputFileSet, shards: readonly B
     if (u.widenedFrom === undefined) continue;
     const shard = shards.find((s) => s.tensors.some((t) => s.keyPrefix + t.name === u.baseKey));
     const name = shard ? u.baseKey.slice(shard.keyPrefix.length) : u.baseKey;
-    const widens = `${u.baseKey} is written (${u.shape.join(', ')}), ${u.cols - u.widenedFrom} zero columns added to the base's ${u.widenedFrom} before the adapter's update`;
+    // A conv (Wan's patch_embedding) grows by input channels, each a run of its kernel's columns.
+    const kernel = product(u.shape.slice(2));
+    const channels = { from: u.widenedFrom / kernel, to: u.shape[1] };
+    const widens = u.shape.length === 2
+      ? `${u.baseKey} is written (${u.shape.join(', ')}), ${u.cols - u.widenedFrom} zero columns added to the base's ${u.widenedFrom} before the adapter's update`
+      : `${u.baseKey} is written (${u.shape.join(', ')}), ${channels.to - channels.from} zero input channels added to the base's ${channels.from} before the adapter's update`;
     const dir = shard && shard.path.includes('/') ? shard.path.slice(0, shard.path.lastIndexOf('/') + 1) : '';
     const path = `${dir}config.json`;
     if (!shard || !files.list().includes(path)) {
-      plan.notes.push(`${widens}: the merged model takes ${u.cols} input channels where the base took ${u.widenedFrom}`);
+      plan.notes.push(u.shape.length === 2
+        ? `${widens}: the merged model takes ${u.cols} input channels where the base took ${u.widenedFrom}`
+        : `${widens} (ComfyUI's reshape_weight): the merged model takes ${channels.to} input channels where the base took ${channels.from}, as ComfyUI reads them from this tensor`);
       continue;
     }
     const raw = parseBoundedJson(await files.readText(path), `${files.name}/${path}`) as Record<string, unknown> | null;

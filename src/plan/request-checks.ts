@@ -34,7 +34,11 @@ export function suspiciousRequestWarnings(adapters: readonly WeightedAdapter[]):
   const warnings: string[] = [];
   for (const { adapter, weight } of adapters) {
     if (weight === 0) {
-      warnings.push(`${adapter.name}: weight 0 changes nothing; its tensors are written unchanged (was another weight meant?)`);
+      // A widened base (ComfyUI's reshape_weight, a control LoRA's img_in) is padded before the weight scales the update.
+      const widened = adapter.modules.filter((m) => m.widenBaseTo !== undefined).map((m) => `"${m.key}"`);
+      warnings.push(widened.length === 0
+        ? `${adapter.name}: weight 0 changes nothing; its tensors are written unchanged (was another weight meant?)`
+        : `${adapter.name}: weight 0 changes no values; its tensors are written unchanged except that the base weights of ${widened.join(', ')} are still zero-padded to the adapter's width, as its loader pads them before the update (was another weight meant?)`);
       continue;
     }
     const silent = adapter.modules.filter((m) => m.scale === 0);

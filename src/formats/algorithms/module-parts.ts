@@ -9,11 +9,17 @@ import type { AdapterModule } from '../adapter.js';
 import type { Role } from '../key-forms.js';
 import type { TensorEntry } from '../safetensors-types.js';
 import { fmtShape, moduleBasics, type ModuleContext } from './algorithm.js';
+import { reshapeWeight } from './reshape-weight.js';
 
 export interface ModulePart {
   readonly role: Role;
-  /** The module the algorithm built, with this part added; null after reporting why not. */
-  attach(module: AdapterModule, tensor: TensorEntry, context: ModuleContext): AdapterModule | null;
+  /** The part is a list of integers (reshape_weight's sizes): the parser reads them and passes them to attach. */
+  readonly readsIntegers?: true;
+  /**
+   * The module the algorithm built, with this part added; null after reporting why not. `values`:
+   * the tensor's integers where the part reads them, or what it holds instead.
+   */
+  attach(module: AdapterModule, tensor: TensorEntry, context: ModuleContext, values?: readonly number[] | string): AdapterModule | null;
   /** A module that holds this part and no update of its weight; null after reporting why not. */
   alone(tensor: TensorEntry, context: ModuleContext): AdapterModule | null;
 }
@@ -61,23 +67,10 @@ const biasDiff: ModulePart = {
   },
 };
 
-/**
- * `reshape_weight` (ComfyUI; its converter adds it to BFL's Flux control LoRAs, and spacepxl's Wan
- * control LoRAs carry it): the base weight is zero-padded to the shape it holds before the LoRA is
- * added, so the merged tensor would have another shape than the base's (more input channels), and
- * the model's config with it. Refused by name rather than merged as a plain LoRA on the old shape.
- */
-function refusedPart(role: Role, why: string): ModulePart {
-  const refuse = (tensor: TensorEntry, context: ModuleContext) => {
-    context.report('UNSUPPORTED_FORMAT', `has "${tensor.name}" (${why}); merging it is not supported`);
-    return null;
-  };
-  return { role, attach: (_module, tensor, context) => refuse(tensor, context), alone: refuse };
-}
-
+/** The parts, in the order they attach to a module (a bias diff alone stands for its module). */
 export const MODULE_PARTS: readonly ModulePart[] = [
   biasDiff,
-  refusedPart('reshape_weight', 'ComfyUI pads the base weight with zeros to the shape it holds before adding the update, which changes the model\'s shape'),
+  reshapeWeight,
 ];
 
 export const PART_ROLES: readonly Role[] = MODULE_PARTS.map((p) => p.role);

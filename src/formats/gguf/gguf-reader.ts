@@ -30,6 +30,12 @@ import { ByteWriter, GGUFValueType, type GgufKeyValue } from './gguf-metadata.js
 export const GGUF_DEFAULT_ALIGNMENT = 32;
 /** GGML_MAX_DIMS. */
 const MAX_DIMS = 4;
+/**
+ * The types a 5-D tensor may have: ComfyUI-GGUF's fix_5d_tensors.py adds a video model's Conv3d
+ * patch embedding (Wan's, HunyuanVideo's `patch_embedding.weight`) to its GGUF files as a 5-D F32
+ * tensor, which gguf-py and ComfyUI-GGUF's loader read though GGML's own code stops at 4.
+ */
+const FIVE_D_TYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16']);
 /** GGML_MAX_NAME: names are stored in 64-byte fields with a terminating zero. */
 const MAX_NAME_BYTES = 63;
 /** The parser grows its buffer up to this many bytes (HTTP_TOTAL_MAX_SIZE in @huggingface/gguf). */
@@ -262,8 +268,10 @@ function layOutTensors(file: string, infos: TensorInfo[], dataStart: number, ali
     const where = `${file}: tensor "${info.name}"`;
     if (seen.has(info.name)) throw new MergeError('INVALID_HEADER', `${where} is declared twice`);
     seen.add(info.name);
-    if (info.n_dims > MAX_DIMS) throw new MergeError('INVALID_SHAPE', `${where} has ${info.n_dims} dimensions; GGML allows at most ${MAX_DIMS}`);
     const type = ggmlTypeById(info.dtype);
+    if (info.n_dims > MAX_DIMS && !(info.n_dims === 5 && type && FIVE_D_TYPES.has(type.name))) {
+      throw new MergeError('INVALID_SHAPE', `${where} has ${info.n_dims} dimensions; GGML allows at most ${MAX_DIMS}${info.n_dims === 5 ? ' (5 only for an F32, F16 or BF16 tensor, as ComfyUI-GGUF stores a Conv3d)' : ''}`);
+    }
     if (!type) throw new MergeError('INVALID_DTYPE', `${where} has GGML type id ${info.dtype}, which GGML does not define`);
     const ne = info.shape;
     const elements = ne.reduce((n, d) => n * d, 1n);
