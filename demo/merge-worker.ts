@@ -5,11 +5,12 @@
  */
 import {
   createFileSystemAccessOutputTarget, createOpfsOutputTarget, generateSample, isMergeError, mergeModel, opfsWriterWorker,
-  prepareMerge, type MergeProgress, type OutputTarget,
+  prepareMerge, type OutputTarget,
 } from '../src/index.js';
 import { dominantUpdateDtype } from '../src/pipeline/dominant-dtype.js';
 import { deleteAllJobs, deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
 import { pickedFileSet } from './picked-file-set.js';
+import { throttledProgress } from './progress-throttle.js';
 import { checkPlan, readEachAdapter, summarizePlan, type WeightedFiles } from './plan-summary.js';
 import { backendError, backendFor, describe } from './worker-backend.js';
 import type { AdapterInput, MergedFile, PickedFile, WorkerRequest, WorkerResponse } from './worker-protocol.js';
@@ -35,20 +36,6 @@ function errorMessage(error: unknown): string {
 
 function weighted(adapters: readonly AdapterInput[]): WeightedFiles[] {
   return adapters.map((a) => ({ files: pickedFileSet(a.name, a.files), weight: a.weight }));
-}
-
-/**
- * Progress at most every 100 ms, and every change of phase: each event restyles the page's bar and
- * text (a 0.97 GB merge sent 275, costing the page's main thread 0.5 s of a 2-core machine).
- */
-function throttled(send: (progress: MergeProgress) => void, ms = 100): (progress: MergeProgress) => void {
-  let last = -Infinity;
-  return (progress) => {
-    const now = performance.now();
-    if (progress.phase === 'merge' && now - last < ms) return;
-    last = now;
-    send(progress);
-  };
 }
 
 function toFiles(path: string, bytes: Uint8Array): PickedFile {
@@ -90,7 +77,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
       dtypeMergedOnly: request.dtypeMergedOnly,
       backend,
       signal: controller.signal,
-      onProgress: throttled((progress) => post({ type: 'progress', id: request.id, progress: { ...progress } })),
+      onProgress: throttledProgress((progress) => post({ type: 'progress', id: request.id, progress: { ...progress } })),
     });
     const files: MergedFile[] = [];
     for (const path of result.files) {
