@@ -34,8 +34,9 @@ function errorMessage(error: unknown): string {
   return `unexpected error: ${error instanceof Error ? error.message : String(error)}`;
 }
 
-function weighted(adapters: readonly AdapterInput[]): WeightedFiles[] {
-  return adapters.map((a) => ({ files: pickedFileSet(a.name, a.files), weight: a.weight }));
+/** `use`: 'plan' for plans and checks, which read no long sequential runs (picked-file-set.ts). */
+function weighted(adapters: readonly AdapterInput[], use: 'merge' | 'plan' = 'merge'): WeightedFiles[] {
+  return adapters.map((a) => ({ files: pickedFileSet(a.name, a.files, use), weight: a.weight }));
 }
 
 function toFiles(path: string, bytes: Uint8Array): PickedFile {
@@ -110,15 +111,15 @@ self.addEventListener('message', (event: MessageEvent<WorkerRequest>) => {
   const request = event.data;
   switch (request.type) {
     case 'plan': {
-      const adapters = weighted(request.adapters);
-      summarizePlan(pickedFileSet(request.baseName, request.base), adapters).then(
+      const adapters = weighted(request.adapters, 'plan');
+      summarizePlan(pickedFileSet(request.baseName, request.base, 'plan'), adapters).then(
         (plan) => post({ type: 'plan', id: request.id, plan }),
         async (error) => post({ type: 'plan-failed', id: request.id, message: errorMessage(error), adapters: await readEachAdapter(adapters, errorMessage) }),
       );
       break;
     }
     case 'check':
-      checkPlan(pickedFileSet(request.baseName, request.base), weighted(request.adapters)).then(
+      checkPlan(pickedFileSet(request.baseName, request.base, 'plan'), weighted(request.adapters, 'plan')).then(
         (check) => post({ type: 'checked', id: request.id, check }),
         (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
       );

@@ -6,7 +6,12 @@
 import { blobInputFileSet, type InputFileSet } from '../src/index.js';
 import type { PickedFile } from './worker-protocol.js';
 
-export function pickedFileSet(name: string, files: readonly PickedFile[]): InputFileSet {
+/**
+ * `use`: 'merge' reads long sequential runs through windows read ahead; 'plan' (headers, factors,
+ * sampled rows of W) reads only what it asks for, since windows started for a plan's reads were
+ * thrown away unread (see blobInputFileSet's `readAhead`).
+ */
+export function pickedFileSet(name: string, files: readonly PickedFile[], use: 'merge' | 'plan' = 'merge'): InputFileSet {
   // Messages name a file by its folder and path; a file picked alone is named once, not as `x.safetensors/x.safetensors`.
-  return blobInputFileSet(name, new Map(files.map((f) => [f.path, f.file])), (path) => (path === name ? path : `${name}/${path}`));
+  return blobInputFileSet(name, new Map(files.map((f) => [f.path, f.file])), (path) => (path === name ? path : `${name}/${path}`), { readAhead: use === 'merge' });
 }

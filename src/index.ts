@@ -60,7 +60,7 @@ export type { DoraSpec, FloatTensorBytes, LowRankTerm, MergeBackend, MergeOp, We
 
 // Inputs and outputs
 export type { ByteSink, ByteSource, InputFileSet, OutputTarget } from './io/types.js';
-export { blobInputFileSet, inputFileSetFromFiles } from './io/browser-input-files.js';
+export { blobInputFileSet, inputFileSetFromFiles, type BlobReadOptions } from './io/browser-input-files.js';
 export { memoryInputFileSet } from './io/memory-source.js';
 export { urlByteSource, urlInputFileSet, type FetchFunction, type UrlInputOptions } from './io/url-input-files.js';
 export { createBlobOutputTarget, type BlobOutputTarget, type OutputBlob } from './io/blob-output.js';

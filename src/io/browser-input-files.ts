@@ -28,20 +28,40 @@ export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, n
   return blobInputFileSet(setName, byPath, (path) => (top ? `${top}/${path}` : path));
 }
 
+/** How a {@link blobInputFileSet} reads its files. */
+export interface BlobReadOptions {
+  /**
+   * Serve long sequential runs from 8 MiB windows read ahead (the default: a merge reads each file
+   * front to back). `false` for a set only planned from (headers, factors, sampled rows): there a
+   * run of whole small tensors (a layer's k_proj and v_proj, 2 MiB) followed by the next tensor's
+   * first sampled rows looks like a merge's run, and its windows pulled 32 MiB at each layer's
+   * o_proj into a plan that asked for under 5 MiB a layer.
+   */
+  readAhead?: boolean;
+}
+
 /**
  * Blobs or Files whose relative paths the caller already knows (dropped folders give Files without
  * `webkitRelativePath`, and paths do not survive a trip to a worker). Sequential reads are served
  * from read-ahead windows (see read-ahead.ts): large ones from windows read ahead once a run is
- * long enough, and runs of small ones from small windows, so that a shard of tiny tensors is not
- * one blob read per tensor.
+ * long enough (unless `options.readAhead` is false), and runs of small ones from small windows, so
+ * that a shard of tiny tensors is not one blob read per tensor.
  */
 export function blobInputFileSet(
   name: string,
   files: ReadonlyMap<string, Blob>,
   sourceName: (path: string) => string = (path) => `${name}/${path}`,
+  options: BlobReadOptions = {},
 ): InputFileSet {
+  const readAhead = options.readAhead ?? true;
   return keyedFileSet(name, files, {
-    open: (blob, path) => smallReadWindows(readAheadSource(blobByteSource(blob, sourceName(path)))),
+    open: (blob, path) => {
+      const source = blobByteSource(blob, sourceName(path));
+      if (readAhead) return smallReadWindows(readAheadSource(source));
+      // Plain slice reads only: a byte stream (`readTransferring`) opened for one small window is a
+      // new data pipe left open until the next read elsewhere.
+      return smallReadWindows({ name: source.name, size: source.size, read: (offset, length) => source.read(offset, length), close: () => source.close() });
+    },
     readText: async (blob, path) => {
       if (blob.size > MAX_CONFIG_BYTES) {
         throw new MergeError('LIMIT_EXCEEDED', `${sourceName(path)}: ${blob.size} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`);
