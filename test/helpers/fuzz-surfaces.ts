@@ -75,6 +75,7 @@ import { AWQ_ORDER, pack } from './int-packing.js';
 import { aTimesB, mlxConfig } from './mlx-lm-folder.js';
 import { deltaTruth, reference as torchReference } from './fourierft-truth.js';
 import { ditNamingsWorld } from './fuzz-dit-namings.js';
+import { peftNewWorld } from './fuzz-peft-new.js';
 import { editedText, safetensorsTextProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
 import {
   controlLora, diffusersNorm, diffusersRows, DOUBLE as FLUX_DOUBLE, fluxDevBfl, fluxDevDiffusers, fluxNorms, HEAD as FLUX_HEAD, identity, IN as FLUX_IN, R as FLUX_R,
@@ -3303,6 +3304,7 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   'mlx-affine': { weight: 1, arbitrary: mlxAffineWorld },
   'fourierft-waveft': { weight: 1, arbitrary: spectrumWorld },
   'dit-namings': { weight: 1, arbitrary: ditNamingsWorld },
+  'peft-new': { weight: 1, arbitrary: peftNewWorld },
 };
 
 /** The worlds drawn from: all, or those named in `only` (comma-separated keys of SURFACE_WORLDS). */
