@@ -195,6 +195,11 @@ export const peftNewWorld: fc.Arbitrary<SurfaceWorld> = fc
           return unknown('adapter_config.json is not JSON');
         }
         if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) return unknown('adapter_config.json is no object');
+        try {
+          JSON.stringify(cfg);
+        } catch {
+          return unknown('adapter_config.json nests too deep to compare');
+        }
         const tensorOf = (name: string) => d.tensors.get(`adapter/${name}`);
         const deltas = new Map<string, { d: Float64Array; abs: Float64Array }>();
         const add = (key: string, d0: Float64Array, abs: Float64Array, s: number) => {
