@@ -5,7 +5,8 @@
  * base in one naming (the original single file, bare or under ComfyUI's `model.diffusion_model.`,
  * or a diffusers transformer folder) and a LoRA in a trainer's naming (kohya `lora_unet_` + the
  * original names flattened, ComfyUI's `diffusion_model.` + the original names, diffusers'
- * `transformer.` + diffusers' names, genmo's bare names, Stable Cascade's `lora_prior_unet_`), with
+ * `transformer.` + diffusers' names, genmo's bare names, PixArt's `unet.base_model.model.` PEFT file,
+ * Stable Cascade's `lora_prior_unet_`), with
  * real key names and fused tensors.
  *
  * The truth is written here from the README rows and the tools' conversion scripts, plainly and
@@ -40,8 +41,8 @@ interface Pair { orig: string; diff: string | string[] | null; out: number; in: 
 
 type Naming = 'orig' | 'diff';
 /** A LoRA's key form: which naming its module names are in, how a name is written, which factors, where α comes from. */
-type LoraForm = 'kohya' | 'comfy' | 'comfy-peft' | 'bare-peft' | 'diffusers' | 'prior';
-const FORM_NAMING: Record<LoraForm, Naming> = { kohya: 'orig', comfy: 'orig', 'comfy-peft': 'orig', 'bare-peft': 'orig', diffusers: 'diff', prior: 'diff' };
+type LoraForm = 'kohya' | 'comfy' | 'comfy-peft' | 'bare-peft' | 'diffusers' | 'unet-peft' | 'prior';
+const FORM_NAMING: Record<LoraForm, Naming> = { kohya: 'orig', comfy: 'orig', 'comfy-peft': 'orig', 'bare-peft': 'orig', diffusers: 'diff', 'unet-peft': 'diff', prior: 'diff' };
 
 interface BaseForm { naming: Naming; prefix: string; folder: boolean; file: string; tensors: (rand: Rand, dtype: FixtureDType) => FixtureTensor[] }
 
@@ -189,7 +190,7 @@ const FAMILIES: Family[] = [
     ],
   },
   {
-    name: 'PixArt', className: 'PixArtTransformer2DModel', pairs: PIXART_PAIRS, forms: ['kohya', 'comfy', 'comfy-peft', 'diffusers'], hostiles: ['past'],
+    name: 'PixArt', className: 'PixArtTransformer2DModel', pairs: PIXART_PAIRS, forms: ['kohya', 'comfy', 'comfy-peft', 'diffusers', 'unet-peft'], hostiles: ['past'],
     bases: [
       { naming: 'orig', prefix: '', folder: false, file: 'PixArt-Sigma-XL-2-1024-MS.safetensors', tensors: (r, t) => pixartOriginalTensors(r, t) },
       { naming: 'orig', prefix: CM, folder: false, file: 'pixart_sigma_comfy.safetensors', tensors: (r, t) => pixartOriginalTensors(r, t, PIXART, CM) },
@@ -267,6 +268,8 @@ function loraName(form: LoraForm, path: string): string {
     case 'comfy': case 'comfy-peft': return `diffusion_model.${path}`;
     case 'bare-peft': return path;
     case 'diffusers': return `transformer.${path}`;
+    // PixArt's training script's lone PEFT file, as ComfyUI's PixArt key map reads that prefix.
+    case 'unet-peft': return `unet.base_model.model.${path}`;
   }
 }
 
@@ -306,7 +309,7 @@ function landings(base: BaseForm, pair: Pair, naming: Naming, part: number): Lan
 
 function moduleOf(form: LoraForm, path: string, r: number, out: number, inF: number, lands: Landing[] | null, why?: string): Module {
   const name = loraName(form, path);
-  const peft = form === 'diffusers' || form === 'comfy-peft' || form === 'bare-peft';
+  const peft = form === 'diffusers' || form === 'comfy-peft' || form === 'bare-peft' || form === 'unet-peft';
   return {
     name, r, out, in: inF, lands, ...(why ? { why } : {}),
     down: `${name}.${peft ? 'lora_A' : 'lora_down'}.weight`, up: `${name}.${peft ? 'lora_B' : 'lora_up'}.weight`,
