@@ -30,7 +30,7 @@ import {
 import { MOCHI, mochiDiffusersTensors, mochiOriginalTensors } from './mochi-fixtures.js';
 import { COSMOS, cosmosDiffusersTensors, cosmosOriginalTensors } from './cosmos-fixtures.js';
 import { STAGE_C, stageCTensors } from './stable-cascade-fixtures.js';
-import type { Decoded, ExpectedMerge, SpecFile, SurfaceWorld, Truth } from './fuzz-surfaces.js';
+import { convertRest, OUT_DTYPE, pastDtype, type Decoded, type ExpectedMerge, type OutDtype, type SpecFile, type SurfaceWorld, type Truth } from './fuzz-surfaces.js';
 
 /**
  * An original module and its diffusers counterpart: `diff` one name (row for row, or with the
@@ -317,6 +317,15 @@ function moduleOf(form: LoraForm, path: string, r: number, out: number, inF: num
   };
 }
 
+/**
+ * The truth under `--dtype`: merged values rounded once to it (refused past it), every other float
+ * tensor of the base (`names` in component `component`) rounded once to it.
+ */
+function withDtype(d: Decoded, component: string, names: string[], merged: Map<string, ExpectedMerge>, outDtype: OutDtype | undefined): Truth {
+  if (!outDtype) return { kind: 'expected', merged };
+  return pastDtype(merged, outDtype) ?? convertRest(d, names, (n) => `${component}/${n}`, () => false, merged, outDtype) ?? { kind: 'expected', merged };
+}
+
 const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, t) => Math.max(m, Math.abs(t)), 0);
 
 /** The drawn world: a family, a base form, a LoRA form and its modules, maybe one the README says is refused. */
@@ -404,11 +413,12 @@ export const ditNamingsWorld: fc.Arbitrary<SurfaceWorld> = fc
     const loraFile = `${family.name.replace(/[^A-Za-z0-9]+/g, '_').toLowerCase()}_lora.safetensors`;
     files[loraFile] = { kind: 'safetensors', tensors: loraTensors, ...(loraMeta ? { metadata: loraMeta } : {}) };
     const refused = modules.find((m) => !m.lands);
+    const BASE_COMPONENT = base.folder ? 'transformer' : '';
     return {
       name: `${family.name}: ${base.folder ? 'diffusers folder' : `${base.naming === 'orig' ? 'original' : 'ComfyUI'} file${base.prefix ? ` under ${base.prefix}` : ''}`} ← ${form} LoRA${hostileName ? ` (${hostileName})` : ''}`,
       files, base: base.folder ? 'transformer' : base.file, adapter: loraFile, out: base.folder ? 'merged' : 'merged.safetensors',
-      refusalsChecked: true,
-      truth: (d: Decoded, weight: number): Truth => {
+      refusalsChecked: true, outDtypes: ['bf16', 'f16', 'f32'],
+      truth: (d: Decoded, weight: number, outDtype?: OutDtype): Truth => {
         if (refused) return { kind: 'invalid', why: `${refused.name}: ${refused.why}` };
         if (normDiffs.length) return { kind: 'invalid', why: `${normDiffs[0].name}: HunyuanDiT's norm2 / norm3 swap names between the namings` };
         let scale = 1;
@@ -441,9 +451,9 @@ export const ditNamingsWorld: fc.Arbitrary<SurfaceWorld> = fc
         const merged = new Map<string, ExpectedMerge>();
         for (const [key, sum] of sums) {
           const w = d.tensors.get(key)!;
-          merged.set(key, { values: w.values.map((v, i) => v + sum[i]), magnitude: maxAbs(w.values) + terms.get(key)! });
+          merged.set(key, { values: w.values.map((v, i) => v + sum[i]), magnitude: maxAbs(w.values) + terms.get(key)!, ...(outDtype ? { dtype: OUT_DTYPE[outDtype] } : {}) });
         }
-        return { kind: 'expected', merged };
+        return withDtype(d, BASE_COMPONENT, baseTensors.map((t) => t.name), merged, outDtype);
       },
     } satisfies SurfaceWorld;
   });

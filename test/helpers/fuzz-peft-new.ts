@@ -20,7 +20,7 @@
  */
 import fc from 'fast-check';
 import { seededRandom, type FixtureDType, type FixtureTensor } from './fixtures.js';
-import type { Decoded, ExpectedMerge, SpecFile, SurfaceWorld, Truth } from './fuzz-surfaces.js';
+import { convertRest, OUT_DTYPE, pastDtype, type Decoded, type ExpectedMerge, type OutDtype, type SpecFile, type SurfaceWorld, type Truth } from './fuzz-surfaces.js';
 
 type Method = 'BEFT' | 'SUPERTUNING' | 'SUPRA' | 'TINYLORA' | 'PVERA' | 'UNILORA' | 'BDLORA';
 const METHODS: Method[] = ['BEFT', 'SUPERTUNING', 'SUPRA', 'TINYLORA', 'PVERA', 'UNILORA', 'BDLORA'];
@@ -38,6 +38,15 @@ const common = (peftType: string, targets: string[], fields: object) => ({
 });
 
 type Hostile = { field: string; value: unknown } | { tensor: 'index past' | 'beft on o_proj' | 'plain under strict' };
+
+/**
+ * The truth under `--dtype`: merged values rounded once to it (refused past it), every other float
+ * tensor of the base (`names` in component `component`) rounded once to it.
+ */
+function withDtype(d: Decoded, component: string, names: string[], merged: Map<string, ExpectedMerge>, outDtype: OutDtype | undefined): Truth {
+  if (!outDtype) return { kind: 'expected', merged };
+  return pastDtype(merged, outDtype) ?? convertRest(d, names, (n) => `${component}/${n}`, () => false, merged, outDtype) ?? { kind: 'expected', merged };
+}
 
 const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, t) => Math.max(m, Math.abs(t)), 0);
 const isPosInt = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x > 0;
@@ -186,8 +195,8 @@ export const peftNewWorld: fc.Arbitrary<SurfaceWorld> = fc
     const hostileName = hostile ? ('field' in hostile ? `${hostile.field} ${JSON.stringify(hostile.value)}` : hostile.tensor) : '';
     return {
       name: `PEFT ${method === 'BDLORA' ? 'BD-LoRA' : method === 'SUPRA' ? 'Super-Tuning with r (Supra)' : method} folder${hostileName ? ` (${hostileName})` : ''}`,
-      files, base: 'base.safetensors', adapter: 'adapter', out: 'merged.safetensors', refusalsChecked: true, configReads: reads,
-      truth: (d: Decoded, w: number): Truth => {
+      files, base: 'base.safetensors', adapter: 'adapter', out: 'merged.safetensors', refusalsChecked: true, outDtypes: ['bf16', 'f16', 'f32'], configReads: reads,
+      truth: (d: Decoded, w: number, outDtype?: OutDtype): Truth => {
         let cfg: Record<string, unknown>;
         try {
           cfg = JSON.parse(d.json.get('adapter/adapter_config.json')!) as Record<string, unknown>;
@@ -329,9 +338,9 @@ export const peftNewWorld: fc.Arbitrary<SurfaceWorld> = fc
         const merged = new Map<string, ExpectedMerge>();
         for (const [key, { d: dd, abs }] of deltas) {
           const t = d.tensors.get(key)!;
-          merged.set(key, { values: t.values.map((x, k) => x + dd[k]), magnitude: maxAbs(t.values) + maxAbs(abs) });
+          merged.set(key, { values: t.values.map((x, k) => x + dd[k]), magnitude: maxAbs(t.values) + maxAbs(abs), ...(outDtype ? { dtype: OUT_DTYPE[outDtype] } : {}) });
         }
-        return { kind: 'expected', merged };
+        return withDtype(d, '', base.map((t) => t.name), merged, outDtype);
       },
     } satisfies SurfaceWorld;
   });

@@ -122,7 +122,7 @@ export interface SurfaceWorld {
 export type OutDtype = 'bf16' | 'f16' | 'f32';
 
 /** The stored dtype of each `--dtype`. */
-const OUT_DTYPE: Record<OutDtype, 'BF16' | 'F16' | 'F32'> = { bf16: 'BF16', f16: 'F16', f32: 'F32' };
+export const OUT_DTYPE: Record<OutDtype, 'BF16' | 'F16' | 'F32'> = { bf16: 'BF16', f16: 'F16', f32: 'F32' };
 
 /** Decoded inputs: tensors by `component/name` (component: the file's folder), JSON by path. */
 export interface Decoded {
@@ -175,7 +175,7 @@ function added(w: Float64Array, delta: Float64Array, scale: number): ExpectedMer
  * not already expected nor `skipped`, rounded once to `dtype` into `merged`; undefined when all are
  * followed, else why not (a value the dtype cannot hold: the merge is refused; a non-float tensor).
  */
-function convertRest(d: Decoded, names: string[], keyOf: (name: string) => string, skipped: (name: string) => boolean,
+export function convertRest(d: Decoded, names: string[], keyOf: (name: string) => string, skipped: (name: string) => boolean,
   merged: Map<string, ExpectedMerge>, outDtype: OutDtype): Truth | undefined {
   const dtype = OUT_DTYPE[outDtype];
   for (const n of names) {
@@ -190,7 +190,7 @@ function convertRest(d: Decoded, names: string[], keyOf: (name: string) => strin
 }
 
 /** Why expected values rounded once to `outDtype` are refused (one is past it), or undefined. */
-function pastDtype(merged: Map<string, ExpectedMerge>, outDtype: OutDtype): Truth | undefined {
+export function pastDtype(merged: Map<string, ExpectedMerge>, outDtype: OutDtype): Truth | undefined {
   const dtype = OUT_DTYPE[outDtype];
   for (const [key, e] of merged) if (e.values.some((x) => Number.isFinite(x) && !Number.isFinite(roundForDType(x, dtype)))) return { kind: 'invalid', why: `${key}: a merged value past ${outDtype}` };
   return undefined;
