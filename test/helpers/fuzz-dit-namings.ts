@@ -323,7 +323,11 @@ function moduleOf(form: LoraForm, path: string, r: number, out: number, inF: num
  */
 function withDtype(d: Decoded, component: string, names: string[], merged: Map<string, ExpectedMerge>, outDtype: OutDtype | undefined): Truth {
   if (!outDtype) return { kind: 'expected', merged };
-  return pastDtype(merged, outDtype) ?? convertRest(d, names, (n) => `${component}/${n}`, () => false, merged, outDtype) ?? { kind: 'expected', merged };
+  const refused = pastDtype(merged, outDtype) ?? convertRest(d, names, (n) => `${component}/${n}`, () => false, merged, outDtype);
+  if (refused) return refused;
+  // A base tensor already holding NaN or Inf is converted as it is (the truth's values must be finite).
+  if ([...merged.values()].some((e) => e.exact && e.values.some((x) => !Number.isFinite(x)))) return { kind: 'unknown', why: 'a base tensor holding NaN or Inf converted' };
+  return { kind: 'expected', merged };
 }
 
 const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, t) => Math.max(m, Math.abs(t)), 0);

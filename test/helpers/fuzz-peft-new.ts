@@ -45,7 +45,11 @@ type Hostile = { field: string; value: unknown } | { tensor: 'index past' | 'bef
  */
 function withDtype(d: Decoded, component: string, names: string[], merged: Map<string, ExpectedMerge>, outDtype: OutDtype | undefined): Truth {
   if (!outDtype) return { kind: 'expected', merged };
-  return pastDtype(merged, outDtype) ?? convertRest(d, names, (n) => `${component}/${n}`, () => false, merged, outDtype) ?? { kind: 'expected', merged };
+  const refused = pastDtype(merged, outDtype) ?? convertRest(d, names, (n) => `${component}/${n}`, () => false, merged, outDtype);
+  if (refused) return refused;
+  // A base tensor already holding NaN or Inf is converted as it is (the truth's values must be finite).
+  if ([...merged.values()].some((e) => e.exact && e.values.some((x) => !Number.isFinite(x)))) return { kind: 'unknown', why: 'a base tensor holding NaN or Inf converted' };
+  return { kind: 'expected', merged };
 }
 
 const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, t) => Math.max(m, Math.abs(t)), 0);
@@ -241,14 +245,16 @@ export const peftNewWorld: fc.Arbitrary<SurfaceWorld> = fc
                 if (!(Number.isSafeInteger(p) && p >= 0 && p < o * i)) return invalid(`supertuning_indices entry ${p} outside ${o} × ${i}`);
                 sparse[p] += x.values[k]; abs[p] += Math.abs(x.values[k]);
               }
-              add(baseKey(m), sparse, abs, w);
+              const unit = sparse.slice();
               if (hasR) {
                 const A = tensorOf(saved(m, 'supertuning_lora_A.weight'))!, B = tensorOf(saved(m, 'supertuning_lora_B.weight'))!;
                 if (A.shape[0] !== cr) return invalid(`the pair's rank ${A.shape[0]}, the config's r ${cr}`);
                 const alphaV = typeof ca === 'number' ? ca : 2 * cr;
                 const p = product((a, k) => B.values[a * cr + k], (k, b) => A.values[k * i + b], o, cr, i);
-                add(baseKey(m), p.d, p.abs, w * (alphaV / cr));
+                for (let e = 0; e < unit.length; e++) { unit[e] += (alphaV / cr) * p.d[e]; abs[e] += Math.abs(alphaV / cr) * p.abs[e]; }
               }
+              // ΔW formed in float64 and handed to the engine in f32 (README, Super-Tuning row), times the user weight.
+              add(baseKey(m), unit.map(Math.fround), abs, w);
             }
             break;
           }
@@ -263,10 +269,14 @@ export const peftNewWorld: fc.Arbitrary<SurfaceWorld> = fc
               if (A.shape[0] !== k) return invalid(`rank ${A.shape[0]}, the config gives ${k}`);
               const R = new Float64Array(k * k);
               for (let s = 0; s < cu; s++) for (let j = 0; j < k * k; j++) R[j] += v.values[s] * P.values[s * k * k + j];
-              // B·R first (out, k), then ·A.
-              const BR = new Float64Array(o * k);
-              for (let a = 0; a < o; a++) for (let c = 0; c < k; c++) for (let j = 0; j < k; j++) BR[a * k + c] += B.values[a * k + j] * R[j * k + c];
-              const p = product((a, c) => BR[a * k + c], (c, b) => A.values[c * i + b], o, k, i);
+              // R·A (k, in) formed in float64 and handed to the engine in f32 (README, TinyLoRA row), then B·(R·A).
+              const RA = new Float64Array(k * i);
+              for (let c = 0; c < k; c++) for (let b = 0; b < i; b++) {
+                let acc = 0;
+                for (let j = 0; j < k; j++) acc += R[c * k + j] * A.values[j * i + b];
+                RA[c * i + b] = Math.fround(acc);
+              }
+              const p = product((a, c) => B.values[a * k + c], (c, b) => RA[c * i + b], o, k, i);
               // The tolerance's terms: |B|·|v|·|P|·|A| bounded by the product of the maxima.
               const bound = k * k * cu * maxAbs(B.values) * maxAbs(v.values) * maxAbs(P.values) * maxAbs(A.values);
               add(baseKey(m), p.d, p.abs.map(() => bound), w);
@@ -296,7 +306,8 @@ export const peftNewWorld: fc.Arbitrary<SurfaceWorld> = fc
               const ia = tensorOf(saved(m, 'unilora_indices_A'))!, ib = tensorOf(saved(m, 'unilora_indices_B'))!;
               const sa = tensorOf(saved(m, 'unilora_scales_A'))!, sb = tensorOf(saved(m, 'unilora_scales_B'))!;
               for (const x of [...ia.values, ...ib.values]) if (!(Number.isSafeInteger(x) && x >= 0 && x < cl)) return invalid(`unilora index ${x} outside theta_d's ${cl}`);
-              const p = product((a, c) => theta.values[ib.values[a * r + c]] * sb.values[a * r + c], (c, b) => theta.values[ia.values[c * i + b]] * sa.values[c * i + b], o, r, i);
+              // Each entry of A and B formed in float32, as PEFT forms it (README, UniLoRA row).
+              const p = product((a, c) => Math.fround(theta.values[ib.values[a * r + c]] * sb.values[a * r + c]), (c, b) => Math.fround(theta.values[ia.values[c * i + b]] * sa.values[c * i + b]), o, r, i);
               add(baseKey(m), p.d, p.abs, w);
             }
             break;
