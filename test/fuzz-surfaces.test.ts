@@ -4,7 +4,10 @@
  * model folders, bitsandbytes bases, and fp8 bases (ComfyUI comfy_quant, block-wise fp8, Comfy-Org
  * scaled fp8, compressed-tensors FP8, ModelOpt FP8), ModelOpt NVFP4 folders and integer GPTQ, AWQ
  * and compressed-tensors int folders, mlx-lm adapter folders (lora, dora, full) on plain and
- * mlx-community affine-quantized bases, and PEFT FourierFT / WaveFT folders, also with --dtype bf16,
+ * mlx-community affine-quantized bases, PEFT FourierFT / WaveFT folders, the diffusion transformers
+ * whose two namings are converted (AuraFlow, PixArt, HunyuanDiT, Mochi, Cosmos / Anima, Stable
+ * Cascade stage C; fuzz-dit-namings.ts) and PEFT's BEFT, Super-Tuning, TinyLoRA, PVeRA, UniLoRA and
+ * BD-LoRA folders (fuzz-peft-new.ts), also with --dtype bf16,
  * mutated, run through the CLI's front end. For every case:
  *   - exit 0, the output equal to the float64 truth (merged tensors within the rounding of their
  *     dtype, every other tensor bit for bit), and --out holding only the output; or
@@ -136,7 +139,7 @@ describeCliFuzz('fuzzing GGUF, LyCORIS, PEFT methods and model folders', {
     expect(stats.outcomes.get('merged, expected') ?? 0).toBeGreaterThan(runs / 10);
     expect(stats.refused).toBeGreaterThan(runs / 10);
   },
-}, fuzzSettings('FUZZ_SURFACE_RUNS', 'FUZZ_SURFACE_CLI_RUNS', { runs: 1350, cliRuns: 6 }));
+}, fuzzSettings('FUZZ_SURFACE_RUNS', 'FUZZ_SURFACE_CLI_RUNS', { runs: 1500, cliRuns: 6 }));
 
 // The re-quantizing worlds among those FUZZ_SURFACE_WORLDS names (all where it is unset).
 const requantizing = REQUANTIZING_WORLDS.filter((k) => !process.env.FUZZ_SURFACE_WORLDS || process.env.FUZZ_SURFACE_WORLDS.split(',').map((w) => w.trim()).includes(k));

@@ -45,6 +45,13 @@
  *     dtype or not finite,
  *   - PEFT FourierFT and WaveFT folders (values with use_idwt false) on layers whose torch.randperm positions
  *     torch computed, hostile: spectrum lengths, seeds, n past the layer, use_idwt, fan_in_fan_out,
+ *   - the diffusion transformers with two namings (fuzz-dit-namings.ts): AuraFlow, PixArt, HunyuanDiT,
+ *     Mochi, Cosmos-Predict2 / Anima and Stable Cascade stage C bases in one naming, LoRAs in another
+ *     (kohya, ComfyUI, diffusers, genmo, `lora_prior_unet_`), fused and swapped tensors, the refusals
+ *     the README lists,
+ *   - PEFT BEFT, Super-Tuning (and Supra), TinyLoRA, PVeRA, UniLoRA and BD-LoRA folders
+ *     (fuzz-peft-new.ts), hostile: ranks, sizes, nblocks and lora_alpha the tensors do not fit,
+ *     indices past the weight or theta_d, BEFT without a bias, a plain module under match_strict,
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
  * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
  * `comfy.gguf.orig_shape` entry for the merged tensor), tensor shape and
@@ -74,6 +81,8 @@ import { roundingValue } from './fuzz-cases.js';
 import { AWQ_ORDER, pack } from './int-packing.js';
 import { aTimesB, mlxConfig } from './mlx-lm-folder.js';
 import { deltaTruth, reference as torchReference } from './fourierft-truth.js';
+import { ditNamingsWorld } from './fuzz-dit-namings.js';
+import { peftNewWorld } from './fuzz-peft-new.js';
 import { editedText, safetensorsTextProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
 import {
   controlLora, diffusersNorm, diffusersRows, DOUBLE as FLUX_DOUBLE, fluxDevBfl, fluxDevDiffusers, fluxNorms, HEAD as FLUX_HEAD, identity, IN as FLUX_IN, R as FLUX_R,
@@ -113,7 +122,7 @@ export interface SurfaceWorld {
 export type OutDtype = 'bf16' | 'f16' | 'f32';
 
 /** The stored dtype of each `--dtype`. */
-const OUT_DTYPE: Record<OutDtype, 'BF16' | 'F16' | 'F32'> = { bf16: 'BF16', f16: 'F16', f32: 'F32' };
+export const OUT_DTYPE: Record<OutDtype, 'BF16' | 'F16' | 'F32'> = { bf16: 'BF16', f16: 'F16', f32: 'F32' };
 
 /** Decoded inputs: tensors by `component/name` (component: the file's folder), JSON by path. */
 export interface Decoded {
@@ -166,7 +175,7 @@ function added(w: Float64Array, delta: Float64Array, scale: number): ExpectedMer
  * not already expected nor `skipped`, rounded once to `dtype` into `merged`; undefined when all are
  * followed, else why not (a value the dtype cannot hold: the merge is refused; a non-float tensor).
  */
-function convertRest(d: Decoded, names: string[], keyOf: (name: string) => string, skipped: (name: string) => boolean,
+export function convertRest(d: Decoded, names: string[], keyOf: (name: string) => string, skipped: (name: string) => boolean,
   merged: Map<string, ExpectedMerge>, outDtype: OutDtype): Truth | undefined {
   const dtype = OUT_DTYPE[outDtype];
   for (const n of names) {
@@ -181,7 +190,7 @@ function convertRest(d: Decoded, names: string[], keyOf: (name: string) => strin
 }
 
 /** Why expected values rounded once to `outDtype` are refused (one is past it), or undefined. */
-function pastDtype(merged: Map<string, ExpectedMerge>, outDtype: OutDtype): Truth | undefined {
+export function pastDtype(merged: Map<string, ExpectedMerge>, outDtype: OutDtype): Truth | undefined {
   const dtype = OUT_DTYPE[outDtype];
   for (const [key, e] of merged) if (e.values.some((x) => Number.isFinite(x) && !Number.isFinite(roundForDType(x, dtype)))) return { kind: 'invalid', why: `${key}: a merged value past ${outDtype}` };
   return undefined;
@@ -3278,29 +3287,34 @@ const spectrumWorld: fc.Arbitrary<SurfaceWorld> = fc
     };
   });
 
-/** The worlds by the name FUZZ_SURFACE_WORLDS selects them by, with how often each is drawn. */
+/**
+ * The worlds by the name FUZZ_SURFACE_WORLDS selects them by, with how often each is drawn
+ * (dit-namings and peft-new 3 each of 60: 150 of the 1500 cases `npm test` runs).
+ */
 export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbitrary<SurfaceWorld> }> = {
-  'gguf-lora': { weight: 2, arbitrary: ggufLoraWorld },
-  'gguf-peft': { weight: 2, arbitrary: ggufPeftWorld },
-  lycoris: { weight: 3, arbitrary: lycorisWorld },
-  'peft-methods': { weight: 2, arbitrary: peftMethodWorld },
-  sharded: { weight: 1, arbitrary: shardedWorld },
-  pipeline: { weight: 1, arbitrary: pipelineWorld },
-  bnb: { weight: 1, arbitrary: bnbWorld },
-  'comfy-quant': { weight: 2, arbitrary: comfyQuantWorld },
-  'block-fp8': { weight: 1, arbitrary: blockFp8World },
-  'scaled-fp8': { weight: 1, arbitrary: scaledFp8World },
-  'compressed-tensors': { weight: 1, arbitrary: llmQuantWorld('compressed-tensors') },
-  'modelopt-fp8': { weight: 1, arbitrary: llmQuantWorld('modelopt-fp8') },
-  'modelopt-nvfp4': { weight: 1, arbitrary: llmQuantWorld('modelopt-nvfp4') },
-  gptq: { weight: 1, arbitrary: intQuantWorld('gptq') },
-  awq: { weight: 1, arbitrary: intQuantWorld('awq') },
-  'compressed-tensors-int': { weight: 1, arbitrary: intQuantWorld('compressed-tensors-int') },
-  'flux-control': { weight: 1, arbitrary: fluxControlWorld },
-  'tied-embeddings': { weight: 1, arbitrary: tiedEmbeddingsWorld },
-  'mlx-lm': { weight: 1, arbitrary: mlxLmWorld },
-  'mlx-affine': { weight: 1, arbitrary: mlxAffineWorld },
-  'fourierft-waveft': { weight: 1, arbitrary: spectrumWorld },
+  'gguf-lora': { weight: 4, arbitrary: ggufLoraWorld },
+  'gguf-peft': { weight: 4, arbitrary: ggufPeftWorld },
+  lycoris: { weight: 6, arbitrary: lycorisWorld },
+  'peft-methods': { weight: 4, arbitrary: peftMethodWorld },
+  sharded: { weight: 2, arbitrary: shardedWorld },
+  pipeline: { weight: 2, arbitrary: pipelineWorld },
+  bnb: { weight: 2, arbitrary: bnbWorld },
+  'comfy-quant': { weight: 4, arbitrary: comfyQuantWorld },
+  'block-fp8': { weight: 2, arbitrary: blockFp8World },
+  'scaled-fp8': { weight: 2, arbitrary: scaledFp8World },
+  'compressed-tensors': { weight: 2, arbitrary: llmQuantWorld('compressed-tensors') },
+  'modelopt-fp8': { weight: 2, arbitrary: llmQuantWorld('modelopt-fp8') },
+  'modelopt-nvfp4': { weight: 2, arbitrary: llmQuantWorld('modelopt-nvfp4') },
+  gptq: { weight: 2, arbitrary: intQuantWorld('gptq') },
+  awq: { weight: 2, arbitrary: intQuantWorld('awq') },
+  'compressed-tensors-int': { weight: 2, arbitrary: intQuantWorld('compressed-tensors-int') },
+  'flux-control': { weight: 2, arbitrary: fluxControlWorld },
+  'tied-embeddings': { weight: 2, arbitrary: tiedEmbeddingsWorld },
+  'mlx-lm': { weight: 2, arbitrary: mlxLmWorld },
+  'mlx-affine': { weight: 2, arbitrary: mlxAffineWorld },
+  'fourierft-waveft': { weight: 2, arbitrary: spectrumWorld },
+  'dit-namings': { weight: 3, arbitrary: ditNamingsWorld },
+  'peft-new': { weight: 3, arbitrary: peftNewWorld },
 };
 
 /** The worlds drawn from: all, or those named in `only` (comma-separated keys of SURFACE_WORLDS). */
