@@ -158,6 +158,9 @@ export const KEY_FORMS = [
   { suffix: '.supertuning_indices', role: 'supertuning_indices' },
   { suffix: '.supertuning_lora_A.weight', role: 'supertuning_lora_A' },
   { suffix: '.supertuning_lora_B.weight', role: 'supertuning_lora_B' },
+  // PEFT DEFT: the projection direction P (out, r) and the injection R (r, in).
+  { suffix: '.deft_P', role: 'deft_P' },
+  { suffix: '.deft_R', role: 'deft_R' },
   // PEFT TinyLoRA: the saved SVD factors of the base, the random projections, and the shared trained vector.
   { suffix: '.tinylora_A', role: 'tinylora_A' },
   { suffix: '.tinylora_B', role: 'tinylora_B' },
