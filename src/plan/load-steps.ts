@@ -16,8 +16,9 @@ export interface DenseSource {
 
 /**
  * V += −scale·Q·(Rᵀ·V) along the output axis (PEFT DEFT's subspace removal), R `right` and Q `qp`
- * (out × rank): Rᵀ·V sums over every output row, so it is no engine step; a pass over the whole
- * weight turns it into a low-rank term first (out-projections.ts).
+ * (out × rank), or with `form` V += scale·Q·form(Rᵀ·V) (PEANuT): Rᵀ·V sums over every output row,
+ * so it is no engine step; a pass over the whole weight turns it into a low-rank term first
+ * (out-projections.ts).
  */
 export interface OutProjectStep {
   kind: 'out-project';
@@ -25,6 +26,7 @@ export interface OutProjectStep {
   qp: FloatTensorBytes;
   rank: number;
   scale: number;
+  form?: (m: Float64Array, inF: number) => Float64Array;
 }
 
 /** An engine step, except that dense terms are sources to be read per slab, and out-projections are still to be formed. */

@@ -3,7 +3,8 @@
  * stands before the step, so no row slab can form them alone. They are formed in a pass of their
  * own: every slab of W is read, V after the steps before the projection is computed in float64 on
  * the CPU, and Rᵀ·V (rank × in) is summed over the slabs; the step then becomes an ordinary
- * low-rank term B = Q, A = Rᵀ·V (rounded once to f32, as PEFT holds it in f32) with scale −s, which
+ * low-rank term B = Q, A = Rᵀ·V with scale −s (DEFT), or A = form(Rᵀ·V) with scale s (PEANuT's
+ * network, run on each column in float64), A rounded once to f32 as PEFT holds it in f32, which
  * every backend and every slab runs. Several such steps take one pass each, in order.
  */
 import { decodeToF32 } from '../dtype.js';
@@ -40,7 +41,8 @@ export async function resolveOutProjections(
     }
     resolved = await resolvePrefix(resolved);
     const m = await projectRows(tensor, resolved, step.right, step.rank, rowsPerSlab, signal);
-    resolved.push({ kind: 'add', terms: [{ a: { dtype: 'F32', data: new Uint8Array(Float32Array.from(m).buffer) }, b: step.qp, rank: step.rank, scale: -step.scale }], dense: [] });
+    const a = step.form ? step.form(m, m.length / step.rank) : m;
+    resolved.push({ kind: 'add', terms: [{ a: { dtype: 'F32', data: new Uint8Array(Float32Array.from(a).buffer) }, b: step.qp, rank: step.rank, scale: step.form ? step.scale : -step.scale }], dense: [] });
   }
   return resolved;
 }
