@@ -114,6 +114,17 @@ it('DEFT on a GPT-2 Conv1D under fan_in_fan_out: W is the (in, out) weight trans
   expectMerged(tensors.get(`${c}.weight`)!.values, want, 'F32', c);
 });
 
+it('on GPT-2, whose config.json names c_attn a Conv1D, DEFT merges transposed under fan_in_fan_out false too, as PEFT\'s _create_new_module turns the flag on', async () => {
+  const c = 'transformer.h.0.attn.c_attn', inF = 4, out = 6, r = 2;
+  const w = vals(inF * out, 'F32'), p = vals(out * r, 'F32'), rv = vals(r * inF, 'F32');
+  const tensors = await run(backends.cpu!, [t('h.0.attn.c_attn.weight', 'F32', [inF, out], w)], deftConfig({ r, alpha: 1, fan_in_fan_out: false, target_modules: ['c_attn'] }),
+    [t(`base_model.model.${c}.deft_P`, 'F32', [out, r], p), t(`base_model.model.${c}.deft_R`, 'F32', [r, inF], rv)], 1, { model_type: 'gpt2' });
+  const logical = new Float64Array(out * inF);
+  for (let i = 0; i < inF; i++) for (let o = 0; o < out; o++) logical[o * inF + i] = w[i * out + o];
+  const merged = deftTruth(logical, out, inF, p, relu(p), r, rv, 0.5);
+  expectMerged(tensors.get('h.0.attn.c_attn.weight')!.values, w.map((_, idx) => merged[(idx % out) * inF + Math.floor(idx / out)]), 'F32', c);
+});
+
 it('refuses DEFT files that disagree with their config, or that PEFT would not have made', async () => {
   const base = [t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))];
   const pq = t(saved(q, 'deft_P'), 'F32', [4, 2], vals(8, 'F32')), rq = t(saved(q, 'deft_R'), 'F32', [2, 5], vals(10, 'F32'));
