@@ -373,9 +373,6 @@ it('refuses the newer PEFT methods whose files do not fix a merged weight, sayin
   await expect(open({ peft_type: 'FROD' }, any)).rejects.toThrow(/PEFT method FROD is not supported: its U is not saved/);
   await expect(open({ peft_type: 'CARTRIDGE' }, any)).rejects.toThrow(/PEFT method CARTRIDGE is not supported: it stores a key\/value cache prefix/);
   await expect(open({ peft_type: 'ADAMSS' }, any)).rejects.toThrow(/PEFT method ADAMSS is not supported: which output rows each of its subspaces updates is not saved: PEFT recomputes it .* by clustering the base weight's singular vectors/);
-  for (const type of ['DEFT', 'PEANUT']) {
-    await expect(open({ peft_type: type }, any)).rejects.toThrow(new RegExp(`PEFT method ${type} is not supported: not read yet .*BEFT, SUPERTUNING, TINYLORA, PVERA and UNILORA adapters can be merged`));
-  }
 });
 
 describe('refusals through the CLI: one line, nothing written', () => {

@@ -55,7 +55,7 @@ const PEFT_DEFAULT_ALPHA = 8;
 
 /**
  * PEFT methods this tool does not merge, named so the error can say which one it is, with why where
- * the file cannot determine a merged weight (the others are not read yet).
+ * the file cannot determine a merged weight.
  */
 const KNOWN_UNSUPPORTED_TYPES = new Map<string, string>([
   ['PROMPT_TUNING', 'it learns virtual prompt tokens, not a change of the weights, so there is nothing to merge'],
@@ -71,8 +71,6 @@ const KNOWN_UNSUPPORTED_TYPES = new Map<string, string>([
   ['PSOFT', 'its factors A and B are not saved: PEFT recomputes them with an SVD of the base weight when it loads the adapter (svd_lowrank, random, by default), which this tool cannot reproduce bit for bit'],
   ['FROD', 'its U is not saved: PEFT recomputes it when it loads the adapter by solving the saved V against the base weight (torch.linalg.solve in float64, kept in float32), which this tool cannot reproduce bit for bit'],
   ['ADAMSS', 'which output rows each of its subspaces updates is not saved: PEFT recomputes it when it loads the adapter by clustering the base weight\'s singular vectors, which this tool cannot reproduce bit for bit'],
-  ['DEFT', 'not read yet (its update maps the base weight from the output side by a projector built from deft_P, a QR of it under decomposition_method "qr", before adding deft_P·R)'],
-  ['PEANUT', 'not read yet (its update runs the whole base weight through a small nonlinear network, B·act(…act(Wᵀ·Aᵀ)…), which this tool does not form)'],
   ['LILY', 'its router weighs the shared lily_B experts by softmax probabilities averaged over each batch of inputs, so no single merged weight exists (PEFT cannot merge it either)'],
 ]);
 /**
@@ -114,7 +112,7 @@ export function peftConfigFrom(raw: unknown, file: string): PeftLoraConfig {
     const name = String(peftType);
     const why = KNOWN_UNSUPPORTED_TYPES.get(name.toUpperCase());
     const what = why === undefined ? `unknown peft_type "${name}"` : `PEFT method ${name}`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, VBLORA, RANDLORA, DELORA, GRALORA, BEFT, SUPERTUNING, TINYLORA, PVERA and UNILORA adapters can be merged)`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, VBLORA, RANDLORA, DELORA, GRALORA, BEFT, SUPERTUNING, TINYLORA, PVERA, UNILORA, DEFT and PEANUT adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
   refuseUnmergedVariants(obj, file);

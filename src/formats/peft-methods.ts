@@ -1,6 +1,6 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, BEFT, SUPERTUNING, TINYLORA, PVERA, UNILORA, LN_TUNING): the same tensors as LyCORIS's
+ * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, BEFT, SUPERTUNING, TINYLORA, PVERA, UNILORA, DEFT, PEANUT, LN_TUNING): the same tensors as LyCORIS's
  * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
  * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
  * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
@@ -9,7 +9,8 @@
  * Super-Tuning's `supertuning_values`/`supertuning_indices` (and `supertuning_lora_A`/`_B`), TinyLoRA's
  * `tinylora_A`/`_B`/`_P` with the shared `base_model.tinylora_v.0`, PVeRA's `pvera_lambda_b`/`_d` with the
  * shared `base_model.pvera_A`/`pvera_B`, UniLoRA's `unilora_indices_A`/`_B` and `unilora_scales_A`/`_B` with
- * the shared `base_model.unilora_theta_d`; LN tuning's trained layer copies
+ * the shared `base_model.unilora_theta_d`, DEFT's `deft_P`/`deft_R`, PEANuT's `peanut_A`/`_B` and
+ * `peanut_encoders.<i>`/`peanut_decoders.<i>`; LN tuning's trained layer copies
  * (`<module>.ln_tuning_layers.<param>`) replace the base's parameters; plus `modules_to_save`
  * layers and other saved tensors, which replace their base tensors as in LoRA folders
  * (peft-saved-modules.ts). The modules are built by the algorithm registry; the scale is PEFT's:
@@ -22,6 +23,7 @@ import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, LayerClass, ParsedAdapter, TensorReplacement } from './adapter.js';
 import { algorithmNamed } from './algorithms/index.js';
 import { adaloraRankPattern } from './algorithms/peft-adalora.js';
+import { PEANUT_ACTIVATION_NAMES, PEANUT_MAX_DEPTH } from './algorithms/peft-peanut.js';
 import { peftWaveletFamilyIndex, peftWaveletReduction } from './algorithms/peft-waveft.js';
 import { parseBoundedJson, shownValue } from './bounded-json.js';
 import { splitTensorName, type Role } from './key-forms.js';
@@ -125,11 +127,18 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
     rNull: '`self.r <= 0` in TinyLoraConfig.__post_init__ raises TypeError', title: 'TinyLoRA', wraps: ['Linear', 'Conv1D', 'Embedding'], fanInFanOutByLayer: true, algorithms: ['peft-tinylora'], roles: ['tinylora_A', 'tinylora_B', 'tinylora_P'], r: 2, alpha: 1,
     shared: { names: { 'base_model.tinylora_v.0': 'tinylora_v' }, missing: 'TinyLoRA adapter without its shared base_model.tinylora_v vector, which every module\'s update is scaled by' },
   },
+  // DEFT's alpha is optional (None or 0: no scaling of R); its config has no rank_pattern or alpha_pattern.
+  DEFT: { rNull: R_COMPARED, title: 'DEFT', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-deft'], roles: ['deft_P', 'deft_R'], r: 8, alpha: 0 },
+  // PEANuT's scaling multiplies ΔW (its α); its config has no rank_pattern.
+  PEANUT: {
+    rNull: '`self.r <= 0` in PeanutConfig.__post_init__ raises TypeError', alphaNull: '`delta_w * scaling` in _compute_delta_weight raises TypeError', title: 'PEANuT', wraps: ['Linear'], algorithms: ['peft-peanut'],
+    roles: ['peanut_A', 'peanut_B', ...Array.from({ length: PEANUT_MAX_DEPTH }, (_, i) => [`peanut_enc_${i}`, `peanut_dec_${i}`] as Role[]).flat()], r: 32, alpha: 1, alphaKey: 'scaling',
+  },
   GRALORA: { rNull: R_COMPARED, alphaNull: '`alpha / (r + hybrid_r)` in update_layer raises TypeError', title: 'GraLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-gralora'], roles: ['gralora_A', 'gralora_B', 'gralora_A_general', 'gralora_B_general'], r: 32, alpha: 64 },
 };
 
 /** Algorithms whose ΔW PEFT transposes for a layer stored (in, out) when the config says fan_in_fan_out (GPT-2's Conv1D). */
-const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['peft-tinylora', 'peft-pvera', 'peft-unilora', 'vera', 'peft-fourierft', 'peft-waveft', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
+const TRANSPOSED_UNDER_FAN_IN_FAN_OUT: readonly string[] = ['peft-deft', 'peft-tinylora', 'peft-pvera', 'peft-unilora', 'vera', 'peft-fourierft', 'peft-waveft', 'peft-adalora', 'peft-hira', 'peft-vblora', 'peft-randlora', 'peft-gralora'];
 
 /**
  * AdaLoRA's per-module settings as PEFT sets them at load: every module is built at init_r
@@ -193,8 +202,8 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   const alpha = method.alphaNull || raw[alphaKey] !== null ? number(alphaKey, method.alpha, method.alphaNull) : method.alpha;
   const adalora = type === 'ADALORA' ? adaloraSettings(raw, configFile, r) : undefined;
   // AdaLoRA's rank_pattern is its own (boolean masks), and PEFT does not read alpha_pattern for it.
-  // Neither do BEFT, Super-Tuning, TinyLoRA, PVeRA and UniLoRA, whose config classes have no such tables (PEFT drops the keys).
-  const noPatterns = adalora !== undefined || type === 'BEFT' || type === 'SUPERTUNING' || type === 'TINYLORA' || type === 'PVERA' || type === 'UNILORA';
+  // Neither do BEFT, Super-Tuning, TinyLoRA, PVeRA, UniLoRA, DEFT and PEANuT, whose config classes have no such tables (PEFT drops the keys).
+  const noPatterns = adalora !== undefined || type === 'BEFT' || type === 'SUPERTUNING' || type === 'TINYLORA' || type === 'PVERA' || type === 'UNILORA' || type === 'DEFT' || type === 'PEANUT';
   const rankPattern = noPatterns ? [] : patterns(raw, method.rPatternKey ?? 'rank_pattern', configFile, true, budget);
   const alphaPattern = noPatterns ? [] : patterns(raw, 'alpha_pattern', configFile, false, budget);
   const fanInFanOut = flag('fan_in_fan_out') === true;
@@ -285,6 +294,35 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     if (modules.size * (1 - tying) >= 1.5 || groups.length > 1) {
       throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: TinyLoRA with ${groups.length} shared vectors v (${modules.size} modules, weight_tying ${tying}): PEFT hands each module the v of its group by the module's position in the model's named_modules() order, which neither the adapter nor the base records, so which v each module uses cannot be told; only an adapter whose modules all share one v (weight_tying 1.0, or one module) can be merged`);
     }
+  }
+  if (type === 'DEFT') {
+    // DeftConfig.__post_init__ refuses any decomposition_method but "relu" and "qr" (None too);
+    // update_layer's `if getattr(config, "alpha", None)` takes a null or 0 alpha as no scaling.
+    const method = raw.decomposition_method === undefined ? 'relu' : raw.decomposition_method;
+    if (method !== 'relu' && method !== 'qr') throw new MergeError('BAD_CONFIG', `${configFile}: DEFT "decomposition_method" must be "relu" or "qr" (DeftConfig raises ValueError), got ${shownValue(method)}`);
+    if (!Number.isInteger(r) || r <= 0) throw new MergeError('BAD_CONFIG', `${configFile}: DEFT "r" must be a positive integer (update_layer raises ValueError), got ${r}`);
+    options.deft_config = true;
+    options.deft_qr = method === 'qr';
+    // `if self.deft_para[...]` takes a null as false: full DEFT.
+    options.deft_para = flag('para') === true;
+    options.deft_alpha = alpha;
+  }
+  if (type === 'PEANUT') {
+    // PeanutConfig.__post_init__: r a positive integer, depth ≥ 0 (None raises TypeError), act_fn a key of
+    // transformers' ACT2FN (None raises ValueError).
+    if (!Number.isInteger(r) || r <= 0) throw new MergeError('BAD_CONFIG', `${configFile}: PEANuT "r" must be a positive integer (PeanutConfig raises ValueError), got ${r}`);
+    const depth = number('depth', 0, '`self.depth < 0` in PeanutConfig.__post_init__ raises TypeError');
+    if (!Number.isInteger(depth) || depth < 0) throw new MergeError('BAD_CONFIG', `${configFile}: PEANuT "depth" must be a non-negative integer (PeanutConfig raises ValueError), got ${depth}`);
+    if (depth > PEANUT_MAX_DEPTH) throw new MergeError('UNSUPPORTED_FORMAT', `${configFile}: PEANuT depth ${depth} is not supported: this tool reads networks of depth ${PEANUT_MAX_DEPTH} or less`);
+    const act = raw.act_fn === undefined ? 'relu' : raw.act_fn;
+    const index = typeof act === 'string' ? PEANUT_ACTIVATION_NAMES.indexOf(act) : -1;
+    if (index < 0) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${configFile}: PEANuT act_fn ${shownValue(act)} is not one whose formula this tool forms (${PEANUT_ACTIVATION_NAMES.join(', ')}), so its network cannot be run as PEFT runs it`);
+    }
+    options.peanut_config = true;
+    options.depth = depth;
+    options.act_fn = index;
+    options.peanut_scaling = alpha;
   }
   if (type === 'ROAD') {
     // RoadConfig.__post_init__ refuses a null variant (not one of the three) and fails on a null group_size (`group_size <= 0`).

@@ -17,6 +17,7 @@ import type { OutputTarget } from '../io/types.js';
 import { convertReplacement, loadBiasUpdate, loadUpdateSteps } from '../plan/load-op.js';
 import { slabOp, slabSteps, type LoadedStep } from '../plan/load-steps.js';
 import { resolveStreamedNorms } from './column-norm-pass.js';
+import { resolveOutProjections } from '../plan/out-projections.js';
 import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorUpdate } from '../plan/merge-plan.js';
 import { loadRowValues, setRows, type PlannedRowSet } from '../plan/row-sets.js';
 import { writeModelFiles } from './model-files.js';
@@ -181,10 +182,15 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
         const block = scaled?.rowBlock(key, update.rowBlock) ?? update.rowBlock;
         const rowsPerSlab = rowsPerSlabOf(start.bytes(block * update.cols) / block, block);
         let steps: Promise<LoadedStep[]> | undefined;
-        const loadOnce = () => (steps ??= loadUpdateSteps(update).then((loaded) => resolveStreamedNorms({
+        // Output-side projections (PEFT DEFT) likewise take a pass of their own (out-projections.ts).
+        const streamed = {
           name: key, rows: update.rows, cols: update.cols, layout: update.layout, dtype: start.dtype,
-          readRows: async (r0, n) => (await start.decode(await readStartRows(start, key, r0, n, update.cols), backend, signal)).data,
-        }, loaded, rowsPerSlab, backend, signal)));
+          readRows: async (r0: number, n: number) => (await start.decode(await readStartRows(start, key, r0, n, update.cols), backend, signal)).data,
+        };
+        const norms = (s: LoadedStep[]) => resolveStreamedNorms(streamed, s, rowsPerSlab, backend, signal);
+        const loadOnce = () => (steps ??= loadUpdateSteps(update)
+          .then((loaded) => resolveOutProjections({ ...streamed, readRows: async (r0, n) => ({ dtype: start.dtype, data: await streamed.readRows(r0, n) }) }, loaded, rowsPerSlab, signal, norms))
+          .then(norms));
         // Dropped once the tensor is written: kept, every tensor's factors would stay until the end.
         const release = () => (steps = undefined);
         for (const [rowStart, rowCount] of pieces(update.rows, rowsPerSlab)) {

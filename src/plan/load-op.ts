@@ -82,6 +82,11 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
       case 'project':
         out.push({ kind: 'step', step: { kind: 'self', p: p.p, q: p.q, rank: p.rank, scale: s } });
         break;
+      case 'out-project':
+        // Rᵀ·V mixes every output row: only a module on the whole tensor, rows in their own order.
+        if (t.placement || t.experts) throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": its projection across output rows (${t.module.algorithm}) cannot land on part of ${update.baseKey}`);
+        out.push({ kind: 'step', step: { kind: 'out-project', right: p.right, qp: p.qp, rank: p.rank, scale: s, ...(p.form ? { form: p.form } : {}) } });
+        break;
       case 'hadamard':
         out.push({ kind: 'step', step: { kind: 'hadamard', a: p.a, b: p.b, rank: p.rank, scale: s } });
         break;

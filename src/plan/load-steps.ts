@@ -5,6 +5,7 @@
  */
 import type { FloatTensorBytes, LowRankTerm, MergeOp } from '../engine/merge-op.js';
 import type { UpdateStep } from '../engine/update-steps.js';
+import { MergeError } from '../errors.js';
 
 /** A dense update whose rows are produced on demand (a full diff read by rows, a kron of full factors). */
 export interface DenseSource {
@@ -13,14 +14,29 @@ export interface DenseSource {
   rows(rowStart: number, rowCount: number): Promise<FloatTensorBytes>;
 }
 
-/** An engine step, except that dense terms are sources to be read per slab. */
-export type LoadedStep = Exclude<UpdateStep, { kind: 'add' }> | { kind: 'add'; terms: LowRankTerm[]; dense: DenseSource[] };
+/**
+ * V += −scale·Q·(Rᵀ·V) along the output axis (PEFT DEFT's subspace removal), R `right` and Q `qp`
+ * (out × rank), or with `form` V += scale·Q·form(Rᵀ·V) (PEANuT): Rᵀ·V sums over every output row,
+ * so it is no engine step; a pass over the whole weight turns it into a low-rank term first
+ * (out-projections.ts).
+ */
+export interface OutProjectStep {
+  kind: 'out-project';
+  right: FloatTensorBytes;
+  qp: FloatTensorBytes;
+  rank: number;
+  scale: number;
+  form?: (m: Float64Array, inF: number) => Float64Array;
+}
+
+/** An engine step, except that dense terms are sources to be read per slab, and out-projections are still to be formed. */
+export type LoadedStep = Exclude<UpdateStep, { kind: 'add' }> | OutProjectStep | { kind: 'add'; terms: LowRankTerm[]; dense: DenseSource[] };
 
 /** One module's contribution, in the order the update applies it. */
 export type UpdatePiece =
   | { kind: 'low-rank'; term: LowRankTerm }
   | { kind: 'dense'; source: DenseSource }
-  | { kind: 'step'; step: Exclude<UpdateStep, { kind: 'add' }> };
+  | { kind: 'step'; step: Exclude<UpdateStep, { kind: 'add' }> | OutProjectStep };
 
 /** The sequence of steps: consecutive additive pieces share one pass. */
 export function assembleSteps(pieces: readonly UpdatePiece[]): LoadedStep[] {
@@ -41,6 +57,7 @@ export function assembleSteps(pieces: readonly UpdatePiece[]): LoadedStep[] {
 /** The engine's steps for rows [rowStart, rowStart + rowCount) (low-rank arrays shared across slabs). */
 export async function slabSteps(steps: readonly LoadedStep[], rowStart: number, rowCount: number): Promise<UpdateStep[]> {
   return Promise.all(steps.map(async (s): Promise<UpdateStep> => {
+    if (s.kind === 'out-project') throw new MergeError('PLAN_INVALID', 'an output-side projection (PEFT DEFT) reached a row slab before the pass over the whole weight formed it');
     if (s.kind !== 'add') return s;
     if (s.dense.length === 0) return { kind: 'add', terms: s.terms };
     const dense = await Promise.all(s.dense.map(async (d) => ({ scale: d.scale, values: await d.rows(rowStart, rowCount) })));

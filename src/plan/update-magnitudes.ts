@@ -13,6 +13,7 @@ import { checkOp } from '../engine/op-shape.js';
 import { stepValues } from '../engine/cpu/cpu-steps.js';
 import { loadUpdateSteps, termDeltaDims } from './load-op.js';
 import { slabOp, slabSteps, type LoadedStep } from './load-steps.js';
+import { resolveOutProjections } from './out-projections.js';
 
 /** How large one term's update is next to the weight it changes. */
 export interface UpdateMagnitude {
@@ -150,8 +151,10 @@ function gramSquare(a: Float32Array, b: Float32Array, r: number, segments: reado
 /** ‖W' − W‖_F with W' the term alone (no DoRA) applied to W, on the rows weightNorm reads. */
 async function appliedNorm(update: TensorUpdate, term: PlannedTerm, readBaseRows: ReadBaseRows, options: MagnitudeOptions): Promise<number> {
   const alone: TensorUpdate = { ...update, terms: [{ ...term, dora: undefined }] };
-  const steps: LoadedStep[] = await loadUpdateSteps(alone);
   const { rows, cols } = update;
+  // A projection across output rows (PEFT DEFT) is formed over the whole weight first.
+  const steps: LoadedStep[] = await resolveOutProjections({ name: update.baseKey, rows, cols, layout: update.layout, readRows: (r0, n) => readBaseRows(update.baseKey, r0, n) },
+    await loadUpdateSteps(alone), Math.max(1, Math.floor((1 << 20) / cols)));
   const runs = sampleRuns(update, options);
   let ss = 0, sampled = 0;
   for (const [start, count] of runs) {

@@ -427,11 +427,11 @@ const lycorisWorld: fc.Arbitrary<SurfaceWorld> = fc
 
 // --- PEFT method folders ------------------------------------------------------------------------------
 
-type PeftMethod = 'LOHA' | 'LOKR' | 'VERA' | 'OFT' | 'BOFT' | 'IA3';
+type PeftMethod = 'LOHA' | 'LOKR' | 'VERA' | 'OFT' | 'BOFT' | 'IA3' | 'DEFT' | 'PEANUT';
 const Q = 'model.layers.0.self_attn.q_proj';
 
 const peftMethodWorld: fc.Arbitrary<SurfaceWorld> = fc
-  .record({ method: fc.constantFrom<PeftMethod>('LOHA', 'LOKR', 'VERA', 'OFT', 'BOFT', 'IA3'), wDtype: floatDtype, fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 8), seed: values(48) })
+  .record({ method: fc.constantFrom<PeftMethod>('LOHA', 'LOKR', 'VERA', 'OFT', 'BOFT', 'IA3', 'DEFT', 'PEANUT'), wDtype: floatDtype, fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 8), seed: values(48) })
   .map(({ method, wDtype, fDtype, r, alpha, seed }) => {
     const v = from(seed);
     const p = `base_model.model.${Q}`;
@@ -458,6 +458,14 @@ const peftMethodWorld: fc.Arbitrary<SurfaceWorld> = fc
       case 'BOFT':
         tensors = [f(`${p}.boft_R`, [1, 4, 2, 2], 3, 0.1), f(`${p}.boft_s`, [OUT, 1], 4)];
         config = { peft_type: 'BOFT', boft_block_size: 2, boft_block_num: 0, boft_n_butterfly_factor: 1, target_modules: ['q_proj'] };
+        break;
+      case 'DEFT':
+        tensors = [f(`${p}.deft_P`, [OUT, r], 3), f(`${p}.deft_R`, [r, IN], 4)];
+        config = { peft_type: 'DEFT', r, alpha, target_modules: ['q_proj'], decomposition_method: 'relu', para: false, fan_in_fan_out: false };
+        break;
+      case 'PEANUT':
+        tensors = [f(`${p}.peanut_A.weight`, [r, OUT], 3), f(`${p}.peanut_B.weight`, [OUT, r], 4)];
+        config = { peft_type: 'PEANUT', r, depth: 0, act_fn: 'relu', scaling: alpha, target_modules: ['q_proj'] };
         break;
       default:
         tensors = [f(`${p}.ia3_l`, [OUT, 1], 3)];
@@ -498,6 +506,28 @@ const peftMethodWorld: fc.Arbitrary<SurfaceWorld> = fc
             delta[o * IN + i] = sum;
           }
           result = added(w, delta, s);
+        } else if (method === 'DEFT' || method === 'PEANUT') {
+          // DEFT: ΔW = P·(c·R − relu(P)ᵀ·W), c = alpha/r; PEANuT (depth 0): ΔW = scaling·B·relu(A·W).
+          // M = relu(P)ᵀ·W or A·W is rounded to f32 before the product: the bound covers it.
+          // The truth follows the config as written here; a mutated one is left to the outcome checks.
+          let read: Record<string, unknown> | undefined;
+          try {
+            read = JSON.parse(d.json.get('adapter/adapter_config.json')!) as Record<string, unknown>;
+          } catch {
+            read = undefined;
+          }
+          const fields = (c: Record<string, unknown> | undefined) => JSON.stringify(Object.keys(config).map((k) => c?.[k]));
+          if (fields(read) !== fields(config)) return { kind: 'unknown', why: 'adapter_config.json changed' };
+          const relu = (x: number) => Math.max(x, 0);
+          const deft = method === 'DEFT';
+          const q = deft ? t(`${p}.deft_P`) : t(`${p}.peanut_B.weight`);
+          const right = deft ? q.map(relu) : Float64Array.from({ length: OUT * r }, (_, i) => t(`${p}.peanut_A.weight`)[(i % r) * OUT + Math.floor(i / r)]);
+          const m = new Float64Array(r * IN);
+          for (let k = 0; k < r; k++) for (let i = 0; i < IN; i++) for (let o = 0; o < OUT; o++) m[k * IN + i] += right[o * r + k] * w[o * IN + i];
+          const c = deft ? alpha / r : alpha;
+          const inner = deft ? t(`${p}.deft_R`).map((x, i) => c * x - m[i]) : m.map((x) => c * relu(x));
+          result = added(w, mm(q, inner, OUT, r, IN), s);
+          result.magnitude += Math.abs(s) * r * maxAbs(q) * (deft ? c * maxAbs(t(`${p}.deft_R`)) + maxAbs(m) : c * maxAbs(m));
         } else {
           return { kind: 'unknown', why: `${method} has no truth here` };
         }

@@ -47,6 +47,10 @@ export type UpdateShape =
  *   permuted vector is x[gather[p]] (identity when absent), blocks of `blockSize` map by
  *   I + s·Δ_k, the result goes back to its places; gather keeps runs of `span` in place; a last
  *   block cut short by the axis uses the top-left of its Δ (engine/permuted-blocks.ts).
+ * - `out-project`: V += −s·Q·(Rᵀ·V) along the output axis, R `right` and Q `qp` (out × rank), or with
+ *   `form` V += s·Q·form(Rᵀ·V) (form maps the rank × in matrix, in float64): Rᵀ·V sums over every
+ *   output row, so a pass over the whole weight forms it before the slabs merge (PEFT DEFT's
+ *   subspace removal, PEANuT's network over W's columns; plan/out-projections.ts).
  */
 export type ModulePiece =
   | { kind: 'low-rank'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number }
@@ -57,7 +61,8 @@ export type ModulePiece =
   | { kind: 'hadamard'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number }
   | { kind: 'tiles'; size: number; blocks: FloatTensorBytes }
   | { kind: 'rotate'; axis: 'out' | 'in'; blockSize: number; delta: FloatTensorBytes }
-  | { kind: 'permuted-rotate'; axis: 'out' | 'in'; blockSize: number; delta: FloatTensorBytes; gather?: Uint32Array; span: number };
+  | { kind: 'permuted-rotate'; axis: 'out' | 'in'; blockSize: number; delta: FloatTensorBytes; gather?: Uint32Array; span: number }
+  | { kind: 'out-project'; right: FloatTensorBytes; qp: FloatTensorBytes; rank: number; form?: (m: Float64Array, inF: number) => Float64Array };
 
 /** A module's update as loaded for the engine: its pieces, in the order they apply. */
 export type ModuleUpdate = ModulePiece[];

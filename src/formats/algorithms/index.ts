@@ -32,6 +32,8 @@ import { peftWaveft } from './peft-waveft.js';
 import { peftDelora } from './peft-delora.js';
 import { peftGralora } from './peft-gralora.js';
 import { peftBeft } from './peft-beft.js';
+import { peftDeft } from './peft-deft.js';
+import { peftPeanut } from './peft-peanut.js';
 import { peftBdlora } from './peft-bdlora.js';
 import { peftSupertuning } from './peft-supertuning.js';
 import { peftTinylora } from './peft-tinylora.js';
@@ -45,7 +47,7 @@ import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, peftBeft, peftSupertuning, peftTinylora, peftPvera, peftUnilora, peftBdlora, mlxLora, set];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, peftBeft, peftDeft, peftPeanut, peftSupertuning, peftTinylora, peftPvera, peftUnilora, peftBdlora, mlxLora, set];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];
