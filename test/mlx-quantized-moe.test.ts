@@ -12,12 +12,11 @@
  * W + α/r·B·A on one expert's slab), on the CPU and WebGPU.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
-import { mergeIntoFolder } from './helpers/merged-folder.js';
 import { linearTruth, mlxFolder } from './helpers/mlx-lm-folder.js';
 import { refusalsInMemory } from './helpers/merge-backends.js';
 
@@ -97,6 +96,23 @@ function switchTruth(w: Float64Array, a: DecodedTensor, b: DecodedTensor, scale:
 
 async function prepare(base: Files, adapter: Files): Promise<PreparedMerge> {
   return prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]);
+}
+
+/**
+ * Runs `prepared` in slabs of 4 KiB (the least the pipeline takes): a stacked tensor's slabs then
+ * end inside an expert as well as on its edges, and each slab reads only its own rows of codes,
+ * scales and biases.
+ */
+async function mergeIntoFolder(prepared: PreparedMerge, backend: MergeBackend, outDtype: 'F32' | 'BF16'): Promise<MergedFolder> {
+  const output = createBlobOutputTarget();
+  try {
+    await mergeModel({ prepared, output, backend, outDtype, slabBytes: 4096 });
+  } finally {
+    await prepared.close();
+  }
+  const files = new Map<string, Uint8Array>();
+  for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
+  return readMergedFolder(files);
 }
 
 describe('mlx\'s packing, as written here', () => {
