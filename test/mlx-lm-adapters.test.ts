@@ -316,11 +316,14 @@ describe('mlx-lm refusals', () => {
     expect(refusals).toEqual([0, 1, 2].map((e) => `adapter0: module "model.layers.0.mlp.switch_mlp.gate_proj expert ${e} (model.layers.0.mlp.experts.${e}.gate_proj)": no matching tensor in the base model`));
   });
 
-  it('LoRASwitchLinear factors that do not fit, and a magnitude on switch_mlp', async () => {
+  it('LoRASwitchLinear factors that do not fit, a magnitude on switch_mlp, switch_mlp in a DoRA fine-tune', async () => {
     const bad = [randomTensor('model.layers.1.mlp.switch_mlp.up_proj.lora_a', [3, 2, HIDDEN], 'F32', rand), randomTensor('model.layers.1.mlp.switch_mlp.up_proj.lora_b', [3, 2, FFN], 'F32', rand)];
     await refused(mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, bad), /module "model\.layers\.1\.mlp\.switch_mlp\.up_proj": lora_b \(3, 2, 14\) does not fit lora_a \(3, 2, 10\)/);
     const withM = [...switchFactors('model.layers.1.mlp.switch_mlp.up_proj', 3, HIDDEN, FFN, 2), randomTensor('model.layers.1.mlp.switch_mlp.up_proj.m', [3, FFN], 'F32', rand)];
     await refused(mlxFolder({ fine_tune_type: 'dora', lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, withM), /has a DoRA magnitude on switch_mlp, which mlx-lm does not train/);
+    // Without a magnitude too: mlx-lm's linear_to_lora_layers raises for a SwitchLinear under DoRA.
+    await refused(mlxFolder({ fine_tune_type: 'dora', lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, switchFactors('model.layers.1.mlp.switch_mlp.up_proj', 3, HIDDEN, FFN, 2)),
+      /module "model\.layers\.1\.mlp\.switch_mlp\.up_proj": has LoRASwitchLinear factors on switch_mlp, but .*adapter_config\.json names a DoRA fine-tune, which mlx-lm refuses for switch_mlp/);
   });
 
   it('an old config whose alpha differs from rank: which scale mlx-lm used is not stated', async () => {
