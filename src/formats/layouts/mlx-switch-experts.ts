@@ -13,6 +13,7 @@ import type { Layout, LayoutResolution } from './layout.js';
 const EXPERT = /^(.+)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w2|w3)$/;
 const STACKED_NAME: Readonly<Record<string, string>> = { w1: 'gate_proj', w2: 'down_proj', w3: 'up_proj' };
 
+/** Expert K of a per-expert name on rows [K·out, (K+1)·out) of the stacked `switch_mlp` tensor. */
 export const mlxSwitchExperts: Layout = {
   name: 'mlx-switch-experts',
   resolve(address, base): LayoutResolution | undefined {
