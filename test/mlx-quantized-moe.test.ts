@@ -14,7 +14,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { mergeFolders } from './helpers/cli.js';
+import { roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
 import { linearTruth, mlxFolder } from './helpers/mlx-lm-folder.js';
@@ -28,6 +31,8 @@ beforeAll(async () => {
 });
 afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 const KINDS = ['cpu', 'webgpu'] as const;
+const dirs = tempDirs();
+afterAll(() => dirs.removeAll());
 type Files = Record<string, string | Uint8Array>;
 
 /** Codes packed as mlx's quantize writes them (bytes, read back as the U32 tensor's little-endian words). */
@@ -273,6 +278,19 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
       expectValues(`${M}.gate.weight`, merged.tensors.get(`${M}.gate.weight`)!, mixtralRouter.real);
     });
   }
+
+  it('through the CLI: `loramerge merge --dtype bf16` writes the stacked experts merged; without --dtype it refuses in one line', async () => {
+    const { run, out } = await mergeFolders(dirs.make, qwen, adapter, ['--dtype', 'bf16']);
+    expect(run.code, run.stderr).toBe(0);
+    const merged = readMergedFolder(new Map(readdirSync(out).map((f) => [f, new Uint8Array(readFileSync(join(out, f)))])));
+    const a = decoded(factors);
+    const p = `${L}.mlp.switch_mlp.gate_proj`;
+    expect(merged.tensors.get(`${p}.weight`)!.shape).toEqual([EXPERTS, FFN, HIDDEN]);
+    expectValues(`${p}.weight`, merged.tensors.get(`${p}.weight`)!, switchTruth(gate.real, a.get(`${p}.lora_a`)!, a.get(`${p}.lora_b`)!, 8));
+    const refused = await mergeFolders(dirs.make, qwen, adapter);
+    expect(refused.run.code).not.toBe(0);
+    expect(refused.lines).toEqual([expect.stringMatching(/its mlx affine weights are written only dequantized .*merge with --dtype bf16/)]);
+  });
 
   it('refused in one line each: an expert the base does not stack, more experts in the adapter, a stacked float base, scales not stacked like the codes, bits 7', async () => {
     const beyond = peftFolder({ r: 2, lora_alpha: 6, target_modules: ['w1'] }, [
