@@ -292,20 +292,24 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
     expect(refused.lines).toEqual([expect.stringMatching(/its mlx affine weights are written only dequantized .*merge with --dtype bf16/)]);
   });
 
-  it('refused in one line each: an expert the base does not stack, more experts in the adapter, a stacked float base, scales not stacked like the codes, bits 7', async () => {
+  it('refused in one line each: an expert the base does not stack, another expert count in an mlx-lm adapter, a stacked float base, scales not stacked like the codes, bits 7', async () => {
     const beyond = peftFolder({ r: 2, lora_alpha: 6, target_modules: ['w1'] }, [
       randomTensor(`base_model.model.${M}.experts.5.w1.lora_A.weight`, [2, HIDDEN], 'F32', rand), randomTensor(`base_model.model.${M}.experts.5.w1.lora_B.weight`, [FFN, 2], 'F32', rand),
     ]);
     expect(await refusalsInMemory({ backend: backends.cpu!, base: mixtral, adapters: [{ files: beyond }], outDtype: 'BF16' })).toEqual([
       `adapter0: module "${M}.experts.5.w1": names expert 5, but ${M}.switch_mlp.gate_proj.weight [3, 96, 64] stacks 3 experts`,
     ]);
-    // mlx-lm itself fails to load 4 experts' factors onto 3 (LoRASwitchLinear.fuse reshapes lora_a to the base's experts).
+    // mlx-lm itself fails to load 4 or 2 experts' factors onto 3 (LoRASwitchLinear.fuse reshapes lora_a to the base's experts).
     const four = mlxFolder({ lora_parameters: { rank: 1, dropout: 0, scale: 8 } }, [
       randomTensor(`${L}.mlp.switch_mlp.up_proj.lora_a`, [4, 1, HIDDEN], 'F32', rand), randomTensor(`${L}.mlp.switch_mlp.up_proj.lora_b`, [4, FFN, 1], 'F32', rand),
     ]);
-    expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files: four }], outDtype: 'BF16' })).toEqual([
-      `adapter0: module "${L}.mlp.switch_mlp.up_proj expert 3 (${L}.mlp.experts.3.up_proj)": names expert 3, but ${L}.mlp.switch_mlp.up_proj.weight [3, 96, 64] stacks 3 experts`,
+    const two = mlxFolder({ lora_parameters: { rank: 1, dropout: 0, scale: 8 } }, [
+      randomTensor(`${L}.mlp.switch_mlp.up_proj.lora_a`, [2, 1, HIDDEN], 'F32', rand), randomTensor(`${L}.mlp.switch_mlp.up_proj.lora_b`, [2, FFN, 1], 'F32', rand),
     ]);
+    for (const [files, count] of [[four, 4], [two, 2]] as const) {
+      expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files }], outDtype: 'BF16' })).toEqual(Array.from({ length: count }, (_, e) =>
+        `adapter0: module "${L}.mlp.switch_mlp.up_proj expert ${e} (${L}.mlp.experts.${e}.up_proj)": its factors hold ${count} experts, but ${L}.mlp.switch_mlp.up_proj.weight [3, 96, 64] stacks 3 (mlx-lm loads LoRASwitchLinear factors only for the base's experts)`));
+    }
     // An unquantized mlx-lm checkpoint keeps its experts stacked in a float tensor, which the plan does not read as rows.
     const floatStacked = hfModelFolder([randomTensor(`${L}.mlp.switch_mlp.up_proj.weight`, [EXPERTS, FFN, HIDDEN], 'BF16', rand), norm], { ...qwenConfig, quantization: undefined, quantization_config: undefined });
     expect(await refusalsInMemory({ backend: backends.cpu!, base: floatStacked, adapters: [{ files: mlxFolder({ lora_parameters: { rank: 1, dropout: 0, scale: 8 } }, switchFactors(`${L}.mlp.switch_mlp.up_proj`, HIDDEN, FFN)) }] })).toEqual(

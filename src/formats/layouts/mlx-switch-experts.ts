@@ -32,6 +32,8 @@ export const mlxSwitchExperts: Layout = {
       return miss(`expert ${index} is a slab of the stacked tensor ${key} ${shown}, whose experts are placed only where the base is read as rows (an mlx-quantized checkpoint); merge into the checkpoint with one tensor per expert`);
     }
     const [experts, out] = stored;
+    // LoRASwitchLinear.fuse reshapes lora_a to the base's experts: factors for another count do not load.
+    if (address.experts !== undefined && address.experts !== experts) return miss(`its factors hold ${address.experts} experts, but ${key} ${shown} stacks ${experts} (mlx-lm loads LoRASwitchLinear factors only for the base's experts)`);
     const expert = Number(index);
     if (!Number.isSafeInteger(expert) || expert >= experts) return miss(`names expert ${index}, but ${key} ${shown} stacks ${experts} experts`);
     return { found: true, targets: [{ baseKey: key, rows: [{ src: 0, dst: expert * out, count: out }] }] };
