@@ -20,6 +20,11 @@ export interface ViewTensor {
   name: string;
   dtype: FloatDType;
   shape: number[];
+  /**
+   * The shape it is written in, where the plan sees it otherwise: a stacked expert tensor (E, out,
+   * in) seen as its E·out rows (E·out, in), so that an expert's update is a run of rows.
+   */
+  storedShape?: number[];
   byteLength: number;
   /** The dtype it is written in unless the user asks for one (a dequantized weight: the model's). */
   writeDtype?: FloatDType;
@@ -56,9 +61,11 @@ export function baseModelView(inner: SafetensorsBaseModel, shards: readonly View
         return entry;
       }
       if (!t.name.startsWith(original.keyPrefix)) throw new Error(`view tensor ${t.name} lacks its shard's key prefix ${original.keyPrefix}`);
-      tensors.set(t.name, { name: t.name, dtype: t.dtype, shape: t.shape, shard: spec.path, storedType: t.dtype, byteLength: t.byteLength });
+      tensors.set(t.name, {
+        name: t.name, dtype: t.dtype, shape: t.shape, shard: spec.path, storedType: t.dtype, byteLength: t.byteLength, ...(t.storedShape ? { storedShape: t.storedShape } : {}),
+      });
       readers.set(t.name, t);
-      const entry: StoredTensor = { name: t.name.slice(original.keyPrefix.length), type: t.dtype, shape: t.shape, byteLength: t.byteLength };
+      const entry: StoredTensor = { name: t.name.slice(original.keyPrefix.length), type: t.dtype, shape: t.storedShape ?? t.shape, byteLength: t.byteLength };
       if (t.writeDtype) entry.writeType = t.writeDtype;
       return entry;
     });

@@ -41,6 +41,11 @@ export interface BaseTensor {
   /** Why the stored shape may not be the model's (a converter reshaped it), said where a ΔW does not fit it. */
   shapeNote?: string;
   /**
+   * The shape the file holds and the output is written in, where `shape` (what the plan sees)
+   * differs: mlx's stacked experts (E, out, in), seen as (E·out, in).
+   */
+  storedShape?: readonly number[];
+  /**
    * Rows of the presented shape that hold whole blocks of the stored type, where one row does not
    * (a tensor stored reshaped, seen in its real shape): slabs are cut in runs of this many rows.
    */

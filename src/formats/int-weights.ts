@@ -20,6 +20,11 @@ export interface IntWeight {
   key: string;
   rows: number;
   cols: number;
+  /**
+   * The float tensor's shape as the file holds it, where it is not (rows, cols): mlx's stacked
+   * experts (E, out, in), whose E·out rows the merge reads and places; written in this shape.
+   */
+  shape?: readonly number[];
   /** The stored tensor that holds its scales (named in messages). */
   scaleKey: string;
   /** Stored tensors it replaces: left out of the view. */
@@ -90,6 +95,7 @@ function viewTensor(w: IntWeight): ViewTensor {
   const rowBytes = w.cols * 4;
   return {
     name: w.key, dtype: 'F32', shape: [w.rows, w.cols], byteLength: w.rows * rowBytes,
+    ...(w.shape ? { storedShape: w.shape.slice() } : {}),
     async readPart(start, length) {
       const r0 = Math.floor(start / rowBytes);
       const r1 = Math.ceil((start + length) / rowBytes);

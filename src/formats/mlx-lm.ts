@@ -208,6 +208,8 @@ function switchModules(
   const named = SWITCH_MODULE.exec(path);
   if (!named) return fail('UNSUPPORTED_FORMAT', `has 3-D factors (stacked experts) on a module mlx-lm's model files do not name switch_mlp.gate_proj, up_proj or down_proj`);
   if (magnitude) return fail('UNSUPPORTED_FORMAT', 'has a DoRA magnitude on switch_mlp, which mlx-lm does not train (LoRASwitchLinear has no DoRA)');
+  // linear_to_lora_layers raises for a SwitchLinear under use_dora: such a folder loads in no mlx-lm.
+  if (config.type === 'dora') return fail('UNSUPPORTED_FORMAT', `has LoRASwitchLinear factors on switch_mlp, but ${configFile} names a DoRA fine-tune, which mlx-lm refuses for switch_mlp ("SwitchLinear doesn't support DoRA yet")`);
   if (loraA.shape.length !== 3 || loraB.shape.length !== 3 || loraB.shape[0] !== loraA.shape[0] || loraB.shape[2] !== loraA.shape[1]) {
     return fail('SHAPE_MISMATCH', `lora_b (${loraB.shape.join(', ')}) does not fit lora_a (${loraA.shape.join(', ')}) (LoRASwitchLinear saves lora_a (experts, r, in) and lora_b (experts, out, r))`);
   }
@@ -227,7 +229,7 @@ function switchModules(
       key: `${path}[${e}]`,
       // Messages name the expert and the checkpoint tensor it was looked for on.
       name: `${path} expert ${e} (${expertPath})`,
-      address: { path: expertPath, flat: false },
+      address: { path: expertPath, flat: false, experts },
       algorithm: lora.name,
       kind: 'linear',
       deltaShape: [outFeatures, inFeatures],

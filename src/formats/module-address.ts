@@ -21,6 +21,11 @@ export interface ModuleAddress {
   flat: boolean;
   /** The path names a parameter itself (PEFT `target_parameters`), not a module whose `.weight` is meant. */
   tensor?: boolean;
+  /**
+   * The path names one expert of factors stacked for this many (mlx-lm's LoRASwitchLinear): a base
+   * that stacks its experts must stack as many, as mlx-lm's fuse reshapes the factors to its count.
+   */
+  experts?: number;
 }
 
 interface Prefix {

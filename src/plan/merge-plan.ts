@@ -44,6 +44,8 @@ export interface BaseTensorInfo {
   shape: number[];
   /** Why the stored shape may not be the model's (see BaseTensor.shapeNote). */
   shapeNote?: string;
+  /** The shape the file holds, where `shape` differs (see BaseTensor.storedShape). */
+  storedShape?: readonly number[];
   /** Rows that hold whole stored blocks (see BaseTensor.rowBlock); 1 when absent. */
   rowBlock?: number;
   /** The container's own type of the stored values (a GGUF tensor's `Q8_0`, `F32`), where it has one. */

@@ -2852,6 +2852,25 @@ function mlxTruth(d: Decoded, s: number, configPath: string, weightsPath: string
   for (const [path, parts] of modules) {
     const [a, b, mag] = [parts.get('lora_a'), parts.get('lora_b'), parts.get('m')];
     if (!a || !b) return invalid(`${path}: lora_a or lora_b missing`);
+    if (a.shape.length === 3 || /\.switch_mlp\.(gate_proj|up_proj|down_proj)$/.test(path)) {
+      // LoRASwitchLinear (tuner/lora.py): lora_a (E, r, in), lora_b (E, out, r); fuse adds
+      // scale·lora_b[e]·lora_a[e] to expert e's (out, in) slab of the stacked weight (E, out, in).
+      if (!/\.switch_mlp\.(gate_proj|up_proj|down_proj)$/.test(path) || mag || type === 'dora') return invalid(`${path}: 3-D factors off switch_mlp, or switch_mlp in a DoRA (mlx-lm raises: SwitchLinear has no DoRA)`);
+      if (a.shape.length !== 3 || b.shape.length !== 3 || b.shape[0] !== a.shape[0] || b.shape[2] !== a.shape[1]) return invalid(`${path}: lora_b [${b.shape}] does not fit lora_a [${a.shape}]`);
+      if (a.shape[1] !== rank) return invalid(`${path}: rank ${a.shape[1]}, the config says ${rank}`);
+      const [experts, r, inF] = a.shape;
+      const outF = b.shape[1];
+      const w = real(`${path}.weight`);
+      if (!w || w.shape.join() !== `${experts},${outF},${inF}`) return { kind: 'unknown', why: `${path}: no stacked base weight (${experts}, ${outF}, ${inF}) (not followed here)` };
+      const delta = new Float64Array(experts * outF * inF);
+      for (let e = 0; e < experts; e++) for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) {
+        let sum = 0;
+        for (let k = 0; k < r; k++) sum += b.values[(e * outF + o) * r + k] * a.values[(e * r + k) * inF + i];
+        delta[(e * outF + o) * inF + i] = sum;
+      }
+      merged.set(keyOf(`${path}.weight`), added(w.values, delta, s * scale));
+      continue;
+    }
     if (a.shape.length !== 2 || b.shape.length !== 2 || b.shape[0] !== a.shape[1]) return invalid(`${path}: lora_b [${b.shape}] does not fit lora_a [${a.shape}]`);
     if (a.shape[1] !== rank) return invalid(`${path}: rank ${a.shape[1]}, the config says ${rank}`);
     if (!!mag !== (type === 'dora')) return invalid(`${path}: ${mag ? 'a magnitude outside a DoRA' : 'a DoRA without its magnitude'}`);
@@ -3002,8 +3021,19 @@ const mlxQuantHostile: fc.Arbitrary<MlxQuantHostile> = fc.oneof(
   fc.record({ part: fc.constant('straddling' as const), bits: fc.constantFrom<3 | 5 | 6>(3, 5, 6) }),
 );
 
-/** Unsigned `bits`-bit code of input i in a row of U32 words (lowest bits first, mx.dequantize's order). */
-const mlxCode = (words: Float64Array, rowStart: number, bits: number, i: number) => field(words[rowStart + Math.floor(i / (32 / bits))], bits, i % (32 / bits));
+/**
+ * Unsigned `bits`-bit code of input i in a row of U32 words, bit by bit: mx.quantize writes a row as
+ * one little-endian bit stream, code i at bits [bits·i, bits·i + bits) (3-, 5- and 6-bit codes
+ * straddle bytes and words; mlx's quantized.cpp extract_bits reads them back so).
+ */
+const mlxCode = (words: Float64Array, rowStart: number, bits: number, i: number) => {
+  let code = 0;
+  for (let k = 0; k < bits; k++) {
+    const at = bits * i + k;
+    code += field(words[rowStart + Math.floor(at / 32)], 1, at % 32) * 2 ** k;
+  }
+  return code;
+};
 
 /**
  * mlx affine quantization as README.md's "Integer weight-only checkpoints" states it: config.json
@@ -3023,9 +3053,9 @@ function mlxAffineReal(d: Decoded): Map<string, { values: Float64Array; shape: n
   if (!isJsonObject(qc)) return stems.length ? invalid(`U32 weights with scales and biases, config quantization ${jsonKind(qc)}`) : new Map();
   const scheme = (q: Record<string, unknown>): { bits: number; groupSize: number } | Truth => {
     if (q.mode !== undefined && q.mode !== 'affine') return invalid(`mode ${jsonKind(q.mode)}`);
-    if (q.bits !== 2 && q.bits !== 4 && q.bits !== 8) return invalid(`bits ${jsonKind(q.bits)}`);
+    if (![2, 3, 4, 5, 6, 8].includes(q.bits as number)) return invalid(`bits ${jsonKind(q.bits)}`);
     if (!safeSize(q.group_size) || q.group_size < 1) return invalid(`group_size ${jsonKind(q.group_size)}`);
-    return { bits: q.bits, groupSize: q.group_size };
+    return { bits: q.bits as number, groupSize: q.group_size };
   };
   const global = scheme(qc);
   if ('kind' in global) return global;
@@ -3044,12 +3074,15 @@ function mlxAffineReal(d: Decoded): Map<string, { values: Float64Array; shape: n
     const layer = perLayer.has(stem) ? perLayer.get(stem)! : global;
     if (layer === false) return invalid(`${stem} stored quantized, its config entry false`);
     const [w, sc, bi] = [tensor(`${stem}.weight`)!, tensor(`${stem}.scales`)!, tensor(`${stem}.biases`)!];
-    if (w.shape.length !== 2) return invalid(`${stem}.weight [${w.shape}]`);
+    // (out, words), or stacked experts (E, out, words) (mlx-lm's switch_mlp): E·out rows.
+    if (w.shape.length < 2) return invalid(`${stem}.weight [${w.shape}]`);
     if (!SCALE_DTYPES.includes(sc.dtype) || !SCALE_DTYPES.includes(bi.dtype)) return invalid(`${stem}: scales ${sc.dtype}, biases ${bi.dtype}`);
-    const [rows, words] = w.shape;
+    const words = w.shape[w.shape.length - 1];
+    const rows = w.shape.slice(0, -1).reduce((x, y) => x * y, 1);
     const cols = (words * 32) / layer.bits;
     const groups = cols / layer.groupSize;
-    if (!Number.isInteger(groups) || !is2d(sc, sc.dtype, rows, groups) || !is2d(bi, bi.dtype, rows, groups)) return invalid(`${stem}: scales [${sc.shape}] / biases [${bi.shape}] for (${rows}, ${cols}) in groups of ${layer.groupSize}`);
+    const groupShape = [...w.shape.slice(0, -1), groups].join();
+    if (!Number.isInteger(cols) || !Number.isInteger(groups) || sc.shape.join() !== groupShape || bi.shape.join() !== groupShape) return invalid(`${stem}: scales [${sc.shape}] / biases [${bi.shape}] for (${rows}, ${cols}) in groups of ${layer.groupSize}`);
     if ([...sc.values, ...bi.values].some((x) => !Number.isFinite(x))) return invalid(`${stem}: a scale or bias not finite`);
     const values = new Float64Array(rows * cols);
     for (let o = 0; o < rows; o++) for (let i = 0; i < cols; i++) {
@@ -3061,7 +3094,7 @@ function mlxAffineReal(d: Decoded): Map<string, { values: Float64Array; shape: n
       if (product - (x - bPart) + (bi.values[g] - bPart) !== 0 || Math.fround(x) !== x) return invalid(`${stem}.weight[${o}, ${i}] not exact in f32`);
       values[o * cols + i] = x;
     }
-    read.set(stem, { values, shape: [rows, cols] });
+    read.set(stem, { values, shape: [...w.shape.slice(0, -1), cols] });
   }
   return read;
 }
@@ -3077,17 +3110,22 @@ function mlxAffineReal(d: Decoded): Map<string, { values: Float64Array; shape: n
 const mlxAffineWorld: fc.Arbitrary<SurfaceWorld> = fc
   .record({
     bits: fc.constantFrom(4, 4, 8, 2), kBits: fc.constantFrom(8, 4, 2), groupSize: fc.constantFrom(32, 16, 8), scaleDtype: fc.constantFrom<FixtureDType>('BF16', 'BF16', 'F16'),
+    // A MoE's stacked experts (mlx-lm's switch_mlp: (2, 8, in·bits/32) codes) at these bits, maybe under a LoRASwitchLinear.
+    moeBits: fc.constantFrom<number | null>(null, null, 3, 4, 5, 6, 8), onSwitch: fc.boolean(),
     codes: fc.uint8Array({ minLength: 2 * MLX_Q_ROWS * MLX_Q_COLS, maxLength: 2 * MLX_Q_ROWS * MLX_Q_COLS }),
     onK: fc.boolean(), fDtype: floatDtype, r: fc.integer({ min: 1, max: 3 }), scale: fc.constantFrom(20, 2, 0.5, -1),
     seed: values(48), mergeDtype: fc.constantFrom<OutDtype | undefined>('bf16', 'bf16', 'bf16', 'f32', 'f16', undefined),
     hostile: fc.oneof({ weight: 2, arbitrary: fc.constant(null) }, { weight: 3, arbitrary: mlxQuantHostile }),
   })
-  .map(({ bits, kBits, groupSize, scaleDtype, codes, onK, fDtype, r, scale, seed, mergeDtype, hostile }) => {
+  .map(({ bits, kBits, groupSize, scaleDtype, moeBits, onSwitch, codes, onK, fDtype, r, scale, seed, mergeDtype, hostile }) => {
     const v = from(seed);
     const [q, k] = ['q_proj', 'k_proj'].map((p) => `${L}.self_attn.${p}`);
+    const up = `${L}.mlp.switch_mlp.up_proj`;
     const kRows = 8;
     /** A layer as mlx's quantizer writes it: scale ±(range / (2^bits − 1)) in bf16, bias the group's edge q0·scale. */
-    const layer = (stem: string, rows: number, b: number, salt: number, hs: MlxQuantHostile | null): FixtureTensor[] => {
+    const layer = (stem: string, rows: number, b: number, salt: number, hs: MlxQuantHostile | null, experts = 0): FixtureTensor[] => {
+      const lead = experts ? [experts] : [];
+      rows *= experts || 1;
       const words = new Array<number>((rows * MLX_Q_COLS * b) / 32).fill(0);
       // Code j at bits b·j of the layer's bit stream, lowest first (a whole number of codes per word for 2, 4, 8 bits).
       for (let j = 0; j < rows * MLX_Q_COLS; j++) {
@@ -3098,9 +3136,9 @@ const mlxAffineWorld: fc.Arbitrary<SurfaceWorld> = fc
       const sv = v(rows * groups, salt + 1, 0.01).map((x, g) => roundForDType((g % 3 === 0 ? -1 : 1) * (Math.abs(x) + 1e-3), scaleDtype));
       const bv = sv.map((x, g) => roundForDType(-(2 ** (b - 1)) * x * (1 + (g % 5) / 128), scaleDtype));
       const parts: Record<'weight' | 'scales' | 'biases', FixtureTensor> = {
-        weight: { name: `${stem}.weight`, dtype: 'U32', shape: [rows, (MLX_Q_COLS * b) / 32], data: words },
-        scales: st(`${stem}.scales`, scaleDtype, [rows, groups], sv),
-        biases: st(`${stem}.biases`, scaleDtype, [rows, groups], bv),
+        weight: { name: `${stem}.weight`, dtype: 'U32', shape: [...lead, rows / (experts || 1), (MLX_Q_COLS * b) / 32], data: words },
+        scales: st(`${stem}.scales`, scaleDtype, [...lead, rows / (experts || 1), groups], sv),
+        biases: st(`${stem}.biases`, scaleDtype, [...lead, rows / (experts || 1), groups], bv),
       };
       const out: FixtureTensor[] = [];
       for (const role of ['weight', 'scales', 'biases'] as const) {
@@ -3123,6 +3161,7 @@ const mlxAffineWorld: fc.Arbitrary<SurfaceWorld> = fc
       st('model.embed_tokens.weight', 'BF16', [4, hidden], v(4 * hidden, 1)),
       ...layer(q, MLX_Q_ROWS, hostile?.part === 'straddling' ? hostile.bits : bits, 0, hostile),
       ...layer(k, kRows, kBits, 1, null),
+      ...(moeBits ? layer(up, 8, moeBits, 2, null, 2) : []),
       st(`${L}.input_layernorm.weight`, 'BF16', [hidden], v(hidden, 5)),
       st('model.norm.weight', 'BF16', [hidden], v(hidden, 2)),
     ];
@@ -3130,11 +3169,14 @@ const mlxAffineWorld: fc.Arbitrary<SurfaceWorld> = fc
     if (hostile?.part === 'config') edited(quantization, hostile.edit);
     if (hostile?.part === 'layer config') quantization[q] = hostile.value;
     if (hostile?.part === 'straddling') quantization[q] = { group_size: groupSize, bits: hostile.bits };
+    if (moeBits) quantization[up] = { group_size: groupSize, bits: moeBits };
     const config: Record<string, unknown> = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: hidden, num_hidden_layers: 1, vocab_size: 4, torch_dtype: 'bfloat16', tie_word_embeddings: false };
     if (hostile?.part !== 'no quantization') Object.assign(config, { quantization, quantization_config: structuredClone(quantization) });
     const targets: [string, number][] = [[q, MLX_Q_ROWS], ...(onK ? [[k, kRows] as [string, number]] : [])];
     const dora = hostile?.part === 'dora';
     const factors = targets.flatMap(([path, rows], i) => mlxFactors(path, rows, hidden, r, fDtype, v, 10 + 3 * i, null, dora));
+    // LoRASwitchLinear's lora_a (E, r, in) and lora_b (E, out, r) on the stacked experts.
+    if (moeBits && onSwitch) factors.push(st(`${up}.lora_a`, fDtype, [2, r, hidden], v(2 * r * hidden, 20, 0.5)), st(`${up}.lora_b`, fDtype, [2, 8, r], v(2 * 8 * r, 21, 0.5)));
     const files: Record<string, SpecFile> = {
       'model/config.json': { kind: 'json', value: config },
       'model/model.safetensors': { kind: 'safetensors', tensors, metadata: { format: 'mlx' } },

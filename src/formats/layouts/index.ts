@@ -18,6 +18,7 @@ import { lumina2 } from './lumina2.js';
 import { ltxVideo } from './ltx-video.js';
 import { ltx2 } from './ltx2.js';
 import { mochi } from './mochi.js';
+import { mlxSwitchExperts } from './mlx-switch-experts.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
 import { flux2Bfl } from './flux2-bfl.js';
@@ -53,10 +54,11 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * Anima's file holds its LLM adapter's `llm_adapter.blocks.0.self_attn.q_proj` beside the DiT's
  * `blocks.0.self_attn.q_proj`, so its own LoRAs' names must be looked up exactly, never by suffix.
  * Stable Cascade's answers only on a stage C base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
- * Mochi's only on Mochi bases.
+ * Mochi's only on Mochi bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
+ * the base spells them, for a per-expert name the base stores only stacked.
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, dottedPath, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, dottedPath, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
 ];
 
 export type Location =
@@ -74,7 +76,7 @@ export type Location =
   };
 
 export interface BaseShapes {
-  readonly tensors: ReadonlyMap<string, { readonly shape: readonly number[] }>;
+  readonly tensors: ReadonlyMap<string, { readonly shape: readonly number[]; readonly storedShape?: readonly number[] }>;
   /** config.json `architectures`, when the base has one. */
   readonly architectures?: readonly string[];
   /** The base's components when its files say them (pipelines, component folders); else found from the keys. */
@@ -150,7 +152,7 @@ export class ModuleLocator {
     const list = [...keys];
     return {
       index: new BaseKeyIndex(list, prefix), keys: list, architectures: base.architectures ?? [],
-      shape: (key) => tensors.get(key)?.shape, metadata: (key) => base.metadata?.(key),
+      shape: (key) => tensors.get(key)?.shape, storedShape: (key) => tensors.get(key)?.storedShape, metadata: (key) => base.metadata?.(key),
     };
   }
 }

@@ -71,6 +71,8 @@ export interface BaseView {
   readonly architectures: readonly string[];
   /** A tensor's shape, for layouts whose row placement depends on it (thirds of a fused qkv). */
   shape(key: string): readonly number[] | undefined;
+  /** The shape the file holds it in, where the plan sees another (stacked experts seen as rows); else undefined. */
+  storedShape?(key: string): readonly number[] | undefined;
   /** The base file's own metadata, where it has typed metadata (GGUF): architecture, head counts. */
   metadata?(key: string): unknown;
 }

@@ -1,0 +1,41 @@
+/**
+ * Layout: one expert's projection by its per-expert name (`model.layers.0.mlp.experts.5.gate_proj`,
+ * Mixtral's `block_sparse_moe.experts.5.w1`) on a checkpoint that stacks the experts as mlx-lm's
+ * model files do (their sanitize(): `mlp.switch_mlp.gate_proj.weight` (E, out, in) is
+ * mx.stack of `mlp.experts.E.gate_proj.weight`, and `w1`, `w2`, `w3` become `gate_proj`,
+ * `down_proj`, `up_proj`). Expert K is the slab K of the stacked tensor, which the plan sees as
+ * its E·out rows (an mlx-quantized base read as rows, formats/mlx-affine.ts): ΔW's rows go to rows
+ * [K·out, (K+1)·out). This places mlx-lm's LoRASwitchLinear (whose parser names each expert so,
+ * formats/mlx-lm.ts) and a PEFT LoRA on per-expert modules alike.
+ */
+import type { Layout, LayoutResolution } from './layout.js';
+
+const EXPERT = /^(.+)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w2|w3)$/;
+const STACKED_NAME: Readonly<Record<string, string>> = { w1: 'gate_proj', w2: 'down_proj', w3: 'up_proj' };
+
+/** Expert K of a per-expert name on rows [K·out, (K+1)·out) of the stacked `switch_mlp` tensor. */
+export const mlxSwitchExperts: Layout = {
+  name: 'mlx-switch-experts',
+  resolve(address, base): LayoutResolution | undefined {
+    const m = address.flat || address.tensor ? null : EXPERT.exec(address.path);
+    if (!m) return undefined;
+    const [, prefix, index, proj] = m;
+    const found = base.index.resolveDotted(`${prefix}.switch_mlp.${STACKED_NAME[proj] ?? proj}.weight`);
+    // No stacked tensor: not this layout's (the per-expert names are the checkpoint's own, or missing).
+    if (!found.found) return found.ambiguous ? found : undefined;
+    const key = found.key;
+    const seen = base.shape(key);
+    const stored = base.storedShape?.(key) ?? seen;
+    const shown = `[${(stored ?? []).join(', ')}]`;
+    const miss = (why: string): LayoutResolution => ({ found: false, ambiguous: false, candidates: [], why });
+    if (!seen || !stored || stored.length !== 3 || seen.length !== 2 || seen[0] !== stored[0] * stored[1] || seen[1] !== stored[2]) {
+      return miss(`expert ${index} is a slab of the stacked tensor ${key} ${shown}, whose experts are placed only where the base is read as rows (an mlx-quantized checkpoint); merge into the checkpoint with one tensor per expert`);
+    }
+    const [experts, out] = stored;
+    // LoRASwitchLinear.fuse reshapes lora_a to the base's experts: factors for another count do not load.
+    if (address.experts !== undefined && address.experts !== experts) return miss(`its factors hold ${address.experts} experts, but ${key} ${shown} stacks ${experts} (mlx-lm loads LoRASwitchLinear factors only for the base's experts)`);
+    const expert = Number(index);
+    if (!Number.isSafeInteger(expert) || expert >= experts) return miss(`names expert ${index}, but ${key} ${shown} stacks ${experts} experts`);
+    return { found: true, targets: [{ baseKey: key, rows: [{ src: 0, dst: expert * out, count: out }] }] };
+  },
+};
