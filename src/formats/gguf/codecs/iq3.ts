@@ -1,7 +1,7 @@
 /**
- * IQ3_XXS and IQ3_S: 256 values per block, in groups of 4 taken from a grid
- * (iq-grids.ts), 8 sign bits per 8 values, and a scale per 32 (IQ3_XXS) or 32 of each 64 (IQ3_S),
- * as ggml's dequantize_row_iq3_* computes them (every product exact in f32).
+ * IQ3_XXS and IQ3_S: 256 values per block, in groups of 4 taken from a grid (iq-grids.ts), 8
+ * sign bits per 8 values, and a scale per 32 (IQ3_XXS) or 32 of each 64 (IQ3_S), as ggml's
+ * dequantize_row_iq3_* computes them (every product exact in f32).
  * - IQ3_XXS (98 bytes): f16 d, 64 bytes of 8-bit grid indexes, then per 32 values a u32 of four
  *   7-bit sign sets (KSIGNS completes them) and a 4-bit scale: x = d·(0.5 + s)·0.5·grid·(±1).
  * - IQ3_S (110 bytes): f16 d, 64 bytes of grid indexes' low 8 bits, 8 bytes of their ninth bits,
@@ -34,6 +34,7 @@ function subScale(id: number, scale: number): number {
   return l < 0 ? 0 : l > 15 ? 15 : l;
 }
 
+/** IQ3_XXS: decoded as dequantize_row_iq3_xxs, encoded as quantize_iq3_xxs without importance weights. */
 export const IQ3_XXS_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ3_XXS')!,
   decode(src, out) {
@@ -80,6 +81,7 @@ export const IQ3_XXS_CODEC: BlockCodec = {
   },
 };
 
+/** IQ3_S: decoded as dequantize_row_iq3_s, encoded as quantize_iq3_s without importance weights. */
 export const IQ3_S_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ3_S')!,
   decode(src, out) {
