@@ -18,14 +18,14 @@ const FLOATS = new Set(['F32', 'F16', 'BF16']);
  * Block types whose quantizers do not keep NaN and Inf: MXFP4 and NVFP4 hold none and write them as
  * 0 (best_index_mxfp4); IQ4_NL and IQ4_XS leave them out of the block's largest magnitude, so a
  * sub-block with one gets a least-squares scale of 0 (or NaN where its sums overflow); ggml's IQ3
- * quantizers stop (GGML_ASSERT) on the NaN or infinite weights they give.
+ * quantizers stop (GGML_ASSERT) on most blocks holding one (their weights x² are not finite).
  */
 const NO_NON_FINITE = new Set(['MXFP4', 'NVFP4', 'IQ3_XXS', 'IQ3_S', 'IQ4_NL', 'IQ4_XS']);
 
 /** What ggml's quantizer of `type` does with NaN and Inf. */
 function nonFiniteFate(type: string): string {
   if (type.startsWith('IQ4')) return "drop them from the block's scale";
-  if (type.startsWith('IQ3')) return 'stop on them';
+  if (type.startsWith('IQ3')) return 'stop on most blocks holding them';
   return 'write them as 0';
 }
 
