@@ -3,7 +3,7 @@
  * (checksums of ggml-common.h's iq*_grid arrays, and entries as ggml spells them), and random
  * blocks decode element by element as a plain reading of the block layouts (ggml-common.h) and of
  * dequantize_row_* (ggml-quants.c) computes them, written here value by value. Writing the
- * IQ types other than IQ4_NL and IQ4_XS is refused by name.
+ * IQ1 and IQ2 types is refused by name.
  */
 import { getFloat16 } from '@petamoriken/float16';
 import { describe, expect, it } from 'vitest';
@@ -151,9 +151,9 @@ describe('IQ and ternary GGML types', () => {
         const want = Array.from({ length: type.blockSize }, (_, i) => (name === 'IQ2_XS' ? referenceIq2Xs(block, i) : reference(name, block, i)));
         expect([...out.subarray(b * type.blockSize, (b + 1) * type.blockSize)], `${name} block ${b}`).toEqual(want);
       }
-      // The IQ types are read only but for IQ4_NL and IQ4_XS (gguf-iq4-codecs.test.ts); the ternary
-      // ones are written too (gguf-ternary-codecs.test.ts).
-      expect(blockCodec(type) === undefined).toBe(name.startsWith('IQ') && !name.startsWith('IQ4'));
+      // The IQ1 and IQ2 types are read only; IQ3 (gguf-iq3-codecs.test.ts), IQ4
+      // (gguf-iq4-codecs.test.ts) and the ternary ones (gguf-ternary-codecs.test.ts) are written too.
+      expect(blockCodec(type) === undefined).toBe(name.startsWith('IQ1') || name.startsWith('IQ2'));
     });
   }
 });

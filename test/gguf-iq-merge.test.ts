@@ -1,7 +1,8 @@
 /**
- * Merging into an IQ-quantized GGUF: loramerge reads IQ blocks but writes only IQ4_NL and IQ4_XS
- * (test/gguf-iq4-codecs.test.ts), so a merge that would keep another IQ type is refused
- * before any work, saying to choose --dtype; with --dtype the merged and the untouched matrices
+ * Merging into an IQ-quantized GGUF: loramerge reads IQ blocks but writes only IQ3_XXS, IQ3_S,
+ * IQ4_NL and IQ4_XS (test/gguf-iq3-codecs.test.ts, test/gguf-iq4-codecs.test.ts), so a merge
+ * that would keep an IQ1 or IQ2 type is refused before any work, saying to choose --dtype; with
+ * --dtype the merged and the untouched matrices
  * are written in that type (the reference quantizer of the exactly decoded values) and norms stay.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -71,7 +72,7 @@ describe('an IQ-quantized GGUF base', () => {
   it('refuses to keep the IQ type of a merged tensor, before any work, saying what to do', async () => {
     await expect(run()).rejects.toMatchObject({
       code: 'BAD_ARGUMENT',
-      message: expect.stringMatching(/tensor "blk\.0\.attn_q\.weight": loramerge reads IQ2_XXS but does not write it: llama\.cpp's quantizers for it search codebook grids, most with an importance matrix .*; choose --dtype q4_k/),
+      message: expect.stringMatching(/tensor "blk\.0\.attn_q\.weight": loramerge reads IQ2_XXS but does not write it: llama\.cpp's quantizers for it search codebook grids with an importance matrix \(llama-imatrix\), and llama-quantize refuses to write it without one.*; choose --dtype q4_k/),
     });
   });
 

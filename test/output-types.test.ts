@@ -32,7 +32,7 @@ describe('output type choices', () => {
   it('GGUF: the GGML types it encodes and llama-quantize\'s mixes (K-quant, MXFP4_MOE), quantized ones saying they requantize', () => {
     const format = ggufContainer([], []);
     const names = format.outputChoices.types.map((t) => t.name);
-    expect([...names].sort()).toEqual(['bf16', 'f16', 'f32', 'iq4_nl', 'iq4_xs', 'mxfp4', 'nvfp4', 'q1_0', 'q2_0', 'q2_k', 'q3_k', 'q4_0', 'q4_1', 'q4_k', 'q5_0', 'q5_1', 'q5_k', 'q6_k', 'q8_0', 'tq1_0', 'tq2_0', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m', 'mxfp4_moe'].sort());
+    expect([...names].sort()).toEqual(['bf16', 'f16', 'f32', 'iq3_s', 'iq3_xxs', 'iq4_nl', 'iq4_xs', 'mxfp4', 'nvfp4', 'q1_0', 'q2_0', 'q2_k', 'q3_k', 'q4_0', 'q4_1', 'q4_k', 'q5_0', 'q5_1', 'q5_k', 'q6_k', 'q8_0', 'tq1_0', 'tq2_0', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m', 'mxfp4_moe'].sort());
     expect(names.map((n) => format.parseOutputType(n))).toEqual(names.map((n) => n.toUpperCase()));
     for (const other of ['f8_e4m3', 'iq2_xs', 'q8_k']) expect(refused(() => format.parseOutputType(other)), other).toBe(true);
     for (const t of format.outputChoices.types) {
@@ -43,7 +43,7 @@ describe('output type choices', () => {
     expect(format.outputChoices.keep).toMatch(/requantized to Q4_K/);
     // Each block type's own block size.
     const note = (n: string) => format.outputChoices.types.find((t) => t.name === n)!.note;
-    for (const [n, size] of [['q4_k', 256], ['q8_0', 32], ['mxfp4', 32], ['nvfp4', 64], ['q1_0', 128], ['q2_0', 64], ['tq2_0', 256], ['iq4_nl', 32], ['iq4_xs', 256]] as const) {
+    for (const [n, size] of [['q4_k', 256], ['q8_0', 32], ['mxfp4', 32], ['nvfp4', 64], ['q1_0', 128], ['q2_0', 64], ['tq2_0', 256], ['iq3_xxs', 256], ['iq3_s', 256], ['iq4_nl', 32], ['iq4_xs', 256]] as const) {
       expect(note(n), n).toMatch(new RegExp(`whole blocks of ${size} values`));
     }
     expect(note('mxfp4_moe')).toMatch(/MXFP4_MOE mix \(gpt-oss’s own: stacked expert tensors MXFP4, the other matrices and the output head Q8_0\)/);

@@ -39,7 +39,7 @@ export async function encodeBlocks(type: GgmlType, values: Float32Array, backend
 export function notWritten(name: string): string {
   const choose = `choose --dtype q4_k (or ${CODEC_TYPE_NAMES.filter((n) => n !== 'Q4_K').map((n) => n.toLowerCase()).join(', ')})`;
   if (name.startsWith('IQ')) {
-    return `loramerge reads ${name} but does not write it: llama.cpp's quantizers for it search codebook grids, most with an importance matrix (llama-imatrix), which loramerge does not reproduce (of the IQ types it writes only IQ4_NL and IQ4_XS); ${choose}, or write f16 and run llama-quantize with your imatrix`;
+    return `loramerge reads ${name} but does not write it: llama.cpp's quantizers for it search codebook grids with an importance matrix (llama-imatrix), and llama-quantize refuses to write it without one, which loramerge does not have (of the IQ types it writes IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS, as llama-quantize does without an imatrix); ${choose}, or write f16 and run llama-quantize with your imatrix`;
   }
   if (blockDecoderByName(name)) return `loramerge reads ${name} but does not write it; ${choose}`;
   return `cannot write GGML type ${name}; ${choose}`;

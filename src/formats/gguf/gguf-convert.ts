@@ -4,7 +4,7 @@
  * them), as llama-quantize does from a tensor it dequantizes. Values that were finite and are no
  * longer (past f16's range, or a block's f16 scale) are an error naming the fix; NaN/Inf the base
  * already holds are reported by the copy checks and kept, or refused where the type cannot hold
- * them (MXFP4, NVFP4, IQ4_NL, IQ4_XS).
+ * them (MXFP4, NVFP4, IQ3_XXS, IQ3_S, IQ4_NL, IQ4_XS).
  */
 import { decodeToF32, encodeFromF32, type FloatDType } from '../../dtype.js';
 import type { MergeBackend } from '../../engine/merge-op.js';
@@ -17,9 +17,17 @@ const FLOATS = new Set(['F32', 'F16', 'BF16']);
 /**
  * Block types whose quantizers do not keep NaN and Inf: MXFP4 and NVFP4 hold none and write them as
  * 0 (best_index_mxfp4); IQ4_NL and IQ4_XS leave them out of the block's largest magnitude, so a
- * sub-block with one gets a least-squares scale of 0 (or NaN where its sums overflow).
+ * sub-block with one gets a least-squares scale of 0 (or NaN where its sums overflow); ggml's IQ3
+ * quantizers stop (GGML_ASSERT) on most blocks holding one (their weights x² are not finite).
  */
-const NO_NON_FINITE = new Set(['MXFP4', 'NVFP4', 'IQ4_NL', 'IQ4_XS']);
+const NO_NON_FINITE = new Set(['MXFP4', 'NVFP4', 'IQ3_XXS', 'IQ3_S', 'IQ4_NL', 'IQ4_XS']);
+
+/** What ggml's quantizer of `type` does with NaN and Inf. */
+function nonFiniteFate(type: string): string {
+  if (type.startsWith('IQ4')) return "drop them from the block's scale";
+  if (type.startsWith('IQ3')) return 'stop on most blocks holding them';
+  return 'write them as 0';
+}
 
 export async function convertTensorBytes(bytes: Uint8Array, from: GgmlType, to: GgmlType, backend?: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
   const values = FLOATS.has(from.name) ? decodeToF32(bytes, from.name as FloatDType) : await decodeBlocks(from, bytes, backend, signal);
@@ -27,7 +35,7 @@ export async function convertTensorBytes(bytes: Uint8Array, from: GgmlType, to: 
   if (!finite && NO_NON_FINITE.has(to.name)) {
     throw new MergeError(
       'NON_FINITE',
-      `it holds NaN or Inf, which ${to.name} blocks cannot store (ggml's quantizer would ${to.name.startsWith('IQ4') ? 'drop them from the block\'s scale' : 'write them as 0'}); leave out --dtype to copy it as stored, or choose f16, bf16 or f32`,
+      `it holds NaN or Inf, which ${to.name} blocks cannot store (ggml's quantizer would ${nonFiniteFate(to.name)}); leave out --dtype to copy it as stored, or choose f16, bf16 or f32`,
     );
   }
   const out = FLOATS.has(to.name) ? encodeFromF32(values, to.name as FloatDType) : await encodeBlocks(to, values, backend, signal);

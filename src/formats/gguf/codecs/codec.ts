@@ -12,8 +12,8 @@ export interface BlockDecoder {
 export interface BlockCodec extends BlockDecoder {
   /**
    * `src` holds n·blockSize values; `out` receives n blocks, equal to what llama.cpp's reference
-   * quantizer (`quantize_row_*_ref`; for IQ4_NL and IQ4_XS `quantize_iq4_*` without importance
-   * weights, which llama-quantize runs) writes for the same f32 values.
+   * quantizer (`quantize_row_*_ref`; for IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS `quantize_iq*` without
+   * importance weights, which llama-quantize runs) writes for the same f32 values.
    */
   encode(src: Float32Array, out: Uint8Array): void;
 }

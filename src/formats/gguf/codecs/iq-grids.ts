@@ -178,6 +178,15 @@ export function iqGrid(name: IqGrid): Uint8Array {
 }
 
 /**
+ * Grid `name` as each value's index into its alphabet. For the IQ3 grids this is the level 0…7 that
+ * ggml's quantizer (iq3xs_init_impl) stores as 2·level + 1 and searches.
+ */
+export function iqGridCodes(name: IqGrid): Uint8Array {
+  const alphabet: readonly number[] = GRIDS[name].alphabet;
+  return iqGrid(name).map((v) => alphabet.indexOf(v));
+}
+
+/**
  * ksigns_iq2xs: 7 sign bits of a group of 8, the eighth making the count of minus signs even (bit 7
  * is the parity of the other seven), as ggml's table lists them.
  */

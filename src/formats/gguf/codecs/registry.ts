@@ -1,15 +1,15 @@
 /**
  * The GGML types loramerge reads and writes, by name: one codec file each (or per family).
- * Codecs decode and encode (llama.cpp's reference quantizers; IQ4_NL and IQ4_XS as llama-quantize
- * writes them without an importance matrix); decoders only decode: the other IQ types, whose
- * quantizers need an importance matrix and grid searches that we do not reproduce.
+ * Codecs decode and encode (llama.cpp's reference quantizers; IQ4_NL, IQ4_XS, IQ3_XXS and IQ3_S as
+ * llama-quantize writes them without an importance matrix); decoders only decode: the IQ1 and IQ2
+ * types, which llama-quantize refuses to write without an importance matrix.
  */
 import type { GgmlType } from '../ggml-types.js';
 import type { BlockCodec, BlockDecoder } from './codec.js';
 import { BF16_CODEC, F16_CODEC, F32_CODEC } from './float-codecs.js';
 import { IQ1_M_DECODER, IQ1_S_DECODER } from './iq1.js';
 import { IQ2_S_DECODER, IQ2_XS_DECODER, IQ2_XXS_DECODER } from './iq2.js';
-import { IQ3_S_DECODER, IQ3_XXS_DECODER } from './iq3.js';
+import { IQ3_S_CODEC, IQ3_XXS_CODEC } from './iq3.js';
 import { IQ4_NL_CODEC, IQ4_XS_CODEC } from './iq4.js';
 import { MXFP4_CODEC } from './mxfp4.js';
 import { NVFP4_CODEC } from './nvfp4.js';
@@ -31,12 +31,13 @@ const CODECS: readonly BlockCodec[] = [
   F32_CODEC, F16_CODEC, BF16_CODEC,
   Q8_0_CODEC, Q4_0_CODEC, Q4_1_CODEC, Q5_0_CODEC, Q5_1_CODEC,
   Q2_K_CODEC, Q3_K_CODEC, Q4_K_CODEC, Q5_K_CODEC, Q6_K_CODEC,
-  MXFP4_CODEC, NVFP4_CODEC, Q1_0_CODEC, Q2_0_CODEC, TQ1_0_CODEC, TQ2_0_CODEC, IQ4_NL_CODEC, IQ4_XS_CODEC,
+  MXFP4_CODEC, NVFP4_CODEC, Q1_0_CODEC, Q2_0_CODEC, TQ1_0_CODEC, TQ2_0_CODEC,
+  IQ3_XXS_CODEC, IQ3_S_CODEC, IQ4_NL_CODEC, IQ4_XS_CODEC,
 ];
 
 const DECODERS: readonly BlockDecoder[] = [
   ...CODECS,
-  IQ2_XXS_DECODER, IQ2_XS_DECODER, IQ2_S_DECODER, IQ3_XXS_DECODER, IQ3_S_DECODER, IQ1_S_DECODER, IQ1_M_DECODER,
+  IQ2_XXS_DECODER, IQ2_XS_DECODER, IQ2_S_DECODER, IQ1_S_DECODER, IQ1_M_DECODER,
 ];
 
 const CODEC_BY_NAME = new Map(CODECS.map((c) => [c.type.name, c]));
