@@ -10,6 +10,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { blobInputFileSet, estimateUpdateMagnitudes, prepareMerge } from '../src/index.js';
+import { pickedFileSet } from '../demo/picked-file-set.js';
+import { summarizePlan } from '../demo/plan-summary.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { peftFolder } from './helpers/hf-folder.js';
 import { fixtureTensor as t, gridValues } from './helpers/peft-method-folder.js';
@@ -174,5 +176,28 @@ describe('the plan of a PEFT DEFT adapter reads a bounded part of W', () => {
     } finally {
       await prepared.close();
     }
+  });
+
+  it('on the page, a q_proj of 1024 × 1040 (over 2^20 elements) is listed, its size not measured, W read only where ‖W‖ samples it', async () => {
+    const q = 'model.layers.0.self_attn.q_proj', out = 1024, inF = 1040;
+    const ranges: [number, number][] = [], streams = { n: 0 };
+    const model = buildSafetensors([t(`${q}.weight`, 'F16', [out, inF], vals(out * inF, 'F16'))]);
+    const adapter = peftFolder({ ...deftConfig, target_modules: ['q_proj'] }, [
+      t(`base_model.model.${q}.deft_P`, 'F32', [out, R], vals(out * R, 'F32')), t(`base_model.model.${q}.deft_R`, 'F32', [R, inF], vals(R * inF, 'F32')),
+    ]);
+    const file = (bytes: Uint8Array | string, name: string) => new File([bytes as Uint8Array<ArrayBuffer>], name);
+    const summary = await summarizePlan(
+      pickedFileSet('llama', [{ path: 'model.safetensors', file: counted(new Blob([model as Uint8Array<ArrayBuffer>]), ranges, streams) as File }], 'plan'),
+      [{ files: pickedFileSet('deft', Object.entries(adapter).map(([path, bytes]) => ({ path, file: file(bytes, path) })), 'plan'), weight: 1 }],
+    );
+    expect(summary.modules.map((m) => m.target)).toEqual([`${q}.weight`]);
+    expect(summary.magnitudes).toHaveLength(1);
+    expect(Number.isNaN(summary.magnitudes[0].ratio)).toBe(true);
+    // Headers (prepared twice: at the sliders' weights and at 1) and ‖W‖'s 8 runs of ⌊2^18 / 8 / 1040⌋ = 31 rows, of 2 MiB.
+    const headerBytes = 8 + Number(new DataView(model.buffer, model.byteOffset).getBigUint64(0, true));
+    const pulled = ranges.reduce((n, [a, b]) => n + b - a, 0);
+    expect(pulled).toBeGreaterThanOrEqual(8 * 31 * inF * 2);
+    expect(pulled).toBeLessThanOrEqual(2 * headerBytes + 8 * 31 * inF * 2 + 8 * 64 * 1024);
+    expect(streams.n).toBe(0);
   });
 });
