@@ -28,7 +28,8 @@ function errorMessage(error: unknown): string {
 
 async function describe(request: Extract<JobRequest, { type: 'describe' }>): Promise<void> {
   try {
-    const adapter = await openAdapter(pickedFileSet(request.adapter.name, request.adapter.files));
+    // Its header and config only: no windows read ahead.
+    const adapter = await openAdapter(pickedFileSet(request.adapter.name, request.adapter.files, 'plan'));
     try {
       post({ type: 'described', id: request.id, facts: { ...summarizeAdapter(adapter), kohyaNames: kohyaNamedAdapter([adapter]) !== undefined } });
     } finally {

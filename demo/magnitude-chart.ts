@@ -23,7 +23,8 @@ export const CHART_CAPTION =
   '(ΔW: the module’s own change, s·B·A for a low-rank adapter, W′ − W for one that maps the weight, such as OFT, HiRA or RoAd; ' +
   '1 % means the update is a hundredth of the weight’s size; several tensors of a kind in a block, such as MoE experts, are averaged). ' +
   'Blocks follow the model: layers, UNet down/mid/up blocks, Flux double and single blocks, SD3 joint blocks, each text encoder, a vision tower. ' +
-  'Below zero: the adapter is subtracted (negative weight). Hover a bar for its values; the table of matched modules below lists each module’s algorithm, scale and own size.';
+  'Below zero: the adapter is subtracted (negative weight). Hover a bar for its values; the table of matched modules below lists each module’s algorithm, scale and own size. ' +
+  'Sizes are measured on sampled rows of a large weight; PEFT DEFT and PEANuT modules on a large weight are not measured before the merge (their change depends on every row of W) and have no bar.';
 
 export class MagnitudeChart {
   private chart?: Chart<'bar'>;
@@ -55,6 +56,8 @@ export class MagnitudeChart {
     /** block label → kind → target → signed sum over adapters. */
     const perTarget = new Map<string, Map<string, Map<string, number>>>();
     for (const m of magnitudes) {
+      // Not measured before the merge (PEFT DEFT or PEANuT on a large weight): no bar rather than a zero.
+      if (Number.isNaN(m.ratio)) continue;
       const { group, kind } = m.place;
       groups.set(group.label, group);
       if (!kinds.includes(kind)) kinds.push(kind);

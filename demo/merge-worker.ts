@@ -35,7 +35,7 @@ function errorMessage(error: unknown): string {
 }
 
 /** `use`: 'plan' for plans and checks, which read no long sequential runs (picked-file-set.ts). */
-function weighted(adapters: readonly AdapterInput[], use: 'merge' | 'plan' = 'merge'): WeightedFiles[] {
+function weighted(adapters: readonly AdapterInput[], use: Parameters<typeof pickedFileSet>[2] = 'merge'): WeightedFiles[] {
   return adapters.map((a) => ({ files: pickedFileSet(a.name, a.files, use), weight: a.weight }));
 }
 
@@ -59,7 +59,12 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
   let prepared: Awaited<ReturnType<typeof prepareMerge>> | undefined;
   let job: { job: string; folder: FileSystemDirectoryHandle } | undefined;
   try {
-    prepared = await prepareMerge(pickedFileSet(request.baseName, request.base), weighted(request.adapters));
+    // Planned without read-ahead (a GGUF's metadata is a run long enough to start windows), then
+    // merged with it, on the same open files.
+    let planned = false;
+    const readAhead = () => planned;
+    prepared = await prepareMerge(pickedFileSet(request.baseName, request.base, readAhead), weighted(request.adapters, readAhead));
+    planned = true;
     let output: OutputTarget;
     if (request.output.kind === 'browser-storage') {
       if (!hasBrowserStorage()) throw new Error('this browser has no private file storage; pick a file or folder to save to');

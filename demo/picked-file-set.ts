@@ -9,9 +9,11 @@ import type { PickedFile } from './worker-protocol.js';
 /**
  * `use`: 'merge' reads long sequential runs through windows read ahead; 'plan' (headers, factors,
  * sampled rows of W) reads only what it asks for, since windows started for a plan's reads were
- * thrown away unread (see blobInputFileSet's `readAhead`).
+ * thrown away unread (see blobInputFileSet's `readAhead`); a function, for a set planned and then
+ * merged (the worker's merge): read ahead only once it returns true.
  */
-export function pickedFileSet(name: string, files: readonly PickedFile[], use: 'merge' | 'plan' = 'merge'): InputFileSet {
+export function pickedFileSet(name: string, files: readonly PickedFile[], use: 'merge' | 'plan' | (() => boolean) = 'merge'): InputFileSet {
+  const readAhead = use === 'merge' ? true : use === 'plan' ? false : use;
   // Messages name a file by its folder and path; a file picked alone is named once, not as `x.safetensors/x.safetensors`.
-  return blobInputFileSet(name, new Map(files.map((f) => [f.path, f.file])), (path) => (path === name ? path : `${name}/${path}`), { readAhead: use === 'merge' });
+  return blobInputFileSet(name, new Map(files.map((f) => [f.path, f.file])), (path) => (path === name ? path : `${name}/${path}`), { readAhead });
 }

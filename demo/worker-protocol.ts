@@ -78,6 +78,7 @@ export interface UpdateMagnitude {
   target: string;
   /** The target's block of the model (x axis) and module kind (series), placed knowing the whole model. */
   place: ChartPlace;
+  /** NaN: not measured before the merge (PEFT DEFT or PEANuT on a large weight stored by outputs). */
   ratio: number;
 }
 

@@ -4,7 +4,7 @@
  */
 import { createBackend } from './engine/create-backend.js';
 import { MergeError } from './errors.js';
-import { blobInputFileSet, inputFileSetFromFiles } from './io/browser-input-files.js';
+import { blobInputFileSet, inputFileSetFromFiles, type BlobReadOptions } from './io/browser-input-files.js';
 import { createFileSystemAccessOutputTarget } from './io/fs-access-output.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
 import { urlInputFileSet } from './io/url-input-files.js';
@@ -34,17 +34,22 @@ function isOutputTarget(x: unknown): x is OutputTarget {
   return typeof x === 'object' && x !== null && typeof (x as OutputTarget).createFile === 'function';
 }
 
-/** Opens a browser-side source; Node's entry adds paths on top of this. */
-export async function openBrowserSource(source: MergeSource, role: 'base' | 'adapter', signal?: AbortSignal): Promise<InputFileSet> {
+/**
+ * Opens a browser-side source; Node's entry adds paths on top of this. `readAhead`: Blobs and Files
+ * read ahead only while it returns true (see {@link BlobReadOptions}); by default always.
+ */
+export async function openBrowserSource(
+  source: MergeSource, role: 'base' | 'adapter', signal?: AbortSignal, readAhead: BlobReadOptions['readAhead'] = true,
+): Promise<InputFileSet> {
   if (isInputFileSet(source)) return source;
   if (source instanceof Blob) {
     const name = typeof File !== 'undefined' && source instanceof File ? source.name : BLOB_NAMES[role];
-    return blobInputFileSet(name, new Map([[name, source]]), () => name);
+    return blobInputFileSet(name, new Map([[name, source]]), () => name, { readAhead });
   }
   if (typeof source === 'string' || source instanceof URL) return urlInputFileSet([source], undefined, { signal });
   const list = Array.from(source as readonly (Blob | URL | string)[]);
   if (list.length === 0) throw new MergeError('BAD_ARGUMENT', `the ${role} is an empty list of files`);
-  if (list.every((x) => typeof File !== 'undefined' && x instanceof File)) return inputFileSetFromFiles(list as File[]);
+  if (list.every((x) => typeof File !== 'undefined' && x instanceof File)) return inputFileSetFromFiles(list as File[], undefined, { readAhead });
   if (list.every((x) => typeof x === 'string' || x instanceof URL)) return urlInputFileSet(list as (string | URL)[], undefined, { signal });
   throw new MergeError('BAD_ARGUMENT', `the ${role}: a list must be all Files (with names) or all URLs; wrap other Blobs in Files`);
 }

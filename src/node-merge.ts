@@ -28,8 +28,9 @@ const isPath = (x: unknown): x is string => typeof x === 'string' && !isUrl(x);
  */
 export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
   return oneCallMerge<MergeSource, MergeDestination | string>(options, {
-    openSource: async (source, role, signal): Promise<InputFileSet> => {
-      if (!isPath(source)) return openBrowserSource(source, role, signal);
+    openSource: async (source, role, signal, readAhead): Promise<InputFileSet> => {
+      // Paths read no windows ahead (node-input-files.ts): only Blobs and Files take `readAhead`.
+      if (!isPath(source)) return openBrowserSource(source, role, signal, readAhead);
       return (await splitPart(source)) ? openNodeGgufSplitSet(source) : openNodeInputFileSet(source);
     },
     async openOutput(out, prepared, sources): Promise<OutputTarget> {

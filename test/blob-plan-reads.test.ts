@@ -3,7 +3,8 @@
  * the plan (demo/plan-summary.ts on the worker's file sets, demo/picked-file-set.ts) pulls about
  * what it asks for, the headers, factors and sampled rows of W, even where a layer's k_proj and
  * v_proj, read whole, end where o_proj's first sampled rows begin; the merge's sets still read a
- * file front to back through one byte stream. A Llama model with TinyLlama's attention (hidden
+ * file front to back through one byte stream, those the worker's merge plans from first only once
+ * planned. A Llama model with TinyLlama's attention (hidden
  * 2048, 32 heads, 4 key-value heads) and a PEFT LoRA on q, k, v and o, counted at the Blob.
  */
 import { describe, expect, it } from 'vitest';
@@ -161,5 +162,24 @@ describe('bytes the page pulls from picked files', () => {
     await source.close();
     expect(pulled.streams).toBe(1);
     expect(pulled.sliced + pulled.streamed).toBe(model.byteLength);
+  });
+
+  it('reads a set planned and then merged (the worker\'s merge) without windows until the plan is done, then front to back through one stream', async () => {
+    const model = buildSafetensors(baseTensors('module'), { format: 'pt' });
+    const pulled: Pulled = { sliced: 0, streamed: 0, streams: 0 };
+    let planned = false;
+    const source = await pickedFileSet('llama', picked({ 'model.safetensors': model }, pulled), () => planned).open('model.safetensors');
+    // A plan's run of sequential reads long enough to start windows (a GGUF's metadata read in chunks): 3 MiB asked.
+    for (let at = 0; at < 3 * MiB; at += MiB) await source.read(at, MiB);
+    expect(pulled).toEqual({ sliced: 3 * MiB, streamed: 0, streams: 0 });
+    planned = true;
+    for (let at = 0; at < model.byteLength; at += 4 * MiB) {
+      const length = Math.min(4 * MiB, model.byteLength - at);
+      const got = await source.read(at, length);
+      expect(Buffer.from(got.buffer, got.byteOffset, got.byteLength).equals(model.subarray(at, at + length)), `bytes at ${at}`).toBe(true);
+    }
+    await source.close();
+    expect(pulled.streams).toBe(1);
+    expect(pulled.sliced + pulled.streamed).toBe(3 * MiB + model.byteLength);
   });
 });

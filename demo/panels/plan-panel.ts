@@ -160,7 +160,9 @@ export function mountPlanPanel(): (state: PageState) => void {
         const target = m.rows ? `${m.target} (${m.rows})` : m.target;
         const algorithm = m.rank !== undefined ? `${m.algorithm}, r = ${m.rank}` : m.algorithm;
         const ratio = ratios.get(`${m.adapter}\n${m.module}\n${m.target}`);
-        const size = ratio === undefined || !Number.isFinite(ratio) ? '—' : `${((weights[m.adapter] ?? 0) * ratio * 100).toPrecision(3)} %`;
+        // NaN: PEFT DEFT or PEANuT on a large weight, whose change needs every row of W (update-magnitudes.ts).
+        const size = ratio !== undefined && Number.isNaN(ratio) ? 'not measured (needs all of W)'
+          : ratio === undefined || !Number.isFinite(ratio) ? '—' : `${((weights[m.adapter] ?? 0) * ratio * 100).toPrecision(3)} %`;
         // Two adapters on the same tensors give rows alike but for the adapter, named as on its card;
         // the module is the row's header, so a screen reader says which module each cell is of.
         const adapter = plan.adapters[m.adapter]?.name ?? '';

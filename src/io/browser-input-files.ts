@@ -11,8 +11,8 @@ import { keyedFileSet } from './keyed-file-set.js';
 import { decodeUtf8 } from './strict-utf8.js';
 import type { InputFileSet } from './types.js';
 
-/** Files from an `<input type="file">` (a folder pick keeps its paths) as an InputFileSet. */
-export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, name?: string): InputFileSet {
+/** Files from an `<input type="file">` (a folder pick keeps its paths) as an InputFileSet; `options` as {@link blobInputFileSet}'s. */
+export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, name?: string, options: BlobReadOptions = {}): InputFileSet {
   const all = Array.from(files as ArrayLike<File>);
   const paths = all.map((f) => (f.webkitRelativePath || f.name).split('/').filter((p) => p !== ''));
   const top = commonTopFolder(paths);
@@ -25,7 +25,7 @@ export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, n
     byPath.set(path, all[i]);
   }
   const setName = name ?? top ?? (all.length === 1 ? all[0].name : 'selected files');
-  return blobInputFileSet(setName, byPath, (path) => (top ? `${top}/${path}` : path));
+  return blobInputFileSet(setName, byPath, (path) => (top ? `${top}/${path}` : path), options);
 }
 
 /** How a {@link blobInputFileSet} reads its files. */
@@ -35,9 +35,13 @@ export interface BlobReadOptions {
    * front to back). `false` for a set only planned from (headers, factors, sampled rows): there a
    * run of whole small tensors (a layer's k_proj and v_proj, 2 MiB) followed by the next tensor's
    * first sampled rows looks like a merge's run, and its windows pulled 32 MiB at each layer's
-   * o_proj into a plan that asked for under 5 MiB a layer.
+   * o_proj into a plan that asked for under 5 MiB a layer. A function: windows are read ahead only
+   * while it returns true, for one set that is planned from and then merged: the one-call `merge`
+   * plans without read-ahead (a GGUF's metadata, a run of several MiB, started windows that pulled
+   * 43 MB into the plan of a 38 MB file that asked for 11 MB; a merge took its tensors from them,
+   * a refused plan dropped them).
    */
-  readAhead?: boolean;
+  readAhead?: boolean | (() => boolean);
 }
 
 /**
@@ -57,6 +61,7 @@ export function blobInputFileSet(
   return keyedFileSet(name, files, {
     open: (blob, path) => {
       const source = blobByteSource(blob, sourceName(path));
+      if (typeof readAhead === 'function') return smallReadWindows(readAheadSource(source, undefined, undefined, undefined, readAhead));
       if (readAhead) return smallReadWindows(readAheadSource(source));
       // Plain slice reads only: a byte stream (`readTransferring`) opened for one small window is a
       // new data pipe left open until the next read elsewhere.

@@ -82,8 +82,14 @@ interface Window {
   dropped: boolean;
 }
 
+/**
+ * `source` with sequential runs served from windows (see the file's comment). `enabled`: windows
+ * are started only while it returns true; until then every read goes straight through, so one open
+ * file can be planned from (reading only what is asked) and then merged (read ahead).
+ */
 export function readAheadSource(
   source: ByteSource, windowBytes = DEFAULT_READ_AHEAD_BYTES, ahead = DEFAULT_READ_AHEAD_WINDOWS, pool: WindowPool = threadPool,
+  enabled: () => boolean = () => true,
 ): ByteSource {
   /** Consecutive windows, the one being read first. */
   let windows: Window[] = [];
@@ -128,7 +134,7 @@ export function readAheadSource(
     size: source.size,
     async read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
       const sequential = offset === lastEnd;
-      const streaming = sequential && runBytes * 4 >= windowBytes;
+      const streaming = sequential && runBytes * 4 >= windowBytes && enabled();
       runBytes = sequential ? runBytes + length : length;
       lastEnd = offset + length;
       const end = offset + length;

@@ -53,8 +53,13 @@ export interface MergeOutcome extends MergeResult {
 
 /** How an entry point opens what it accepts. */
 export interface OneCallHooks<Source, Out> {
-  /** `signal` cancels reads in flight where a source can (URLs). */
-  openSource(source: Source, role: 'base' | 'adapter', signal?: AbortSignal): Promise<InputFileSet>;
+  /**
+   * `signal` cancels reads in flight where a source can (URLs). `readAhead`: a source that reads
+   * ahead (Blobs, Files) does so only while it returns true: false while the merge is planned (reads
+   * there are headers and metadata; windows started for them pulled tens of MB never used), true
+   * from the merge on, on the same open files.
+   */
+  openSource(source: Source, role: 'base' | 'adapter', signal?: AbortSignal, readAhead?: () => boolean): Promise<InputFileSet>;
   openOutput(out: Out, prepared: PreparedMerge, sources: { base: Source; adapters: Source[] }): Promise<OutputTarget>;
   createBackend(kind: BackendChoice, calibrationDtype: FloatDType | undefined): Promise<MergeBackend>;
 }
@@ -67,12 +72,16 @@ export async function oneCallMerge<Source, Out>(
   options: OneCallMergeOptions<Source, Out>, hooks: OneCallHooks<Source, Out>,
 ): Promise<MergeOutcome> {
   const adapterSources = options.adapters.map((a) => (isWeighted(a) ? a : { source: a, weight: 1 }));
-  const baseFiles = await hooks.openSource(options.base, 'base', options.signal);
+  let merging = false;
+  const readAhead = () => merging;
+  const baseFiles = await hooks.openSource(options.base, 'base', options.signal, readAhead);
   const adapters = [];
-  for (const a of adapterSources) adapters.push({ files: await hooks.openSource(a.source, 'adapter', options.signal), weight: a.weight ?? 1 });
+  for (const a of adapterSources) adapters.push({ files: await hooks.openSource(a.source, 'adapter', options.signal, readAhead), weight: a.weight ?? 1 });
   const prepared = await prepareMerge(baseFiles, adapters);
   try {
     assertPlanValid(prepared.plan);
+    // Planned: from here on the files are read front to back.
+    merging = true;
     const dtype = options.dtype === undefined ? undefined : prepared.base.format.parseOutputType(options.dtype);
     const memory = options.out === undefined ? createBlobOutputTarget(`${baseFiles.name}-merged`) : undefined;
     const output = memory ?? await hooks.openOutput(options.out as Out, prepared, {

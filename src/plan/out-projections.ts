@@ -8,7 +8,7 @@
  * every backend and every slab runs. Several such steps take one pass each, in order.
  */
 import { decodeToF32 } from '../dtype.js';
-import { throwIfAborted } from '../errors.js';
+import { MergeError, throwIfAborted } from '../errors.js';
 import { stepValues } from '../engine/cpu/cpu-steps.js';
 import type { FloatTensorBytes, MergeOp } from '../engine/merge-op.js';
 import { checkOp } from '../engine/op-shape.js';
@@ -22,6 +22,13 @@ export interface ProjectedTensor {
   layout: MergeOp['layout'];
   /** The stored rows [rowStart, rowStart + rowCount), decoded to a float dtype. */
   readRows(rowStart: number, rowCount: number): Promise<FloatTensorBytes>;
+  /**
+   * Only these [start, count] runs of stored rows, in the `in-out` layout alone: there a stored row
+   * is one input, which sums only its own column of Rᵀ·V, so the columns of the runs come out exact
+   * and the rest are left zero (the plan's estimate reads those rows and no others). The merge
+   * leaves it out.
+   */
+  onlyRows?: readonly (readonly [number, number])[];
 }
 
 /**
@@ -57,9 +64,13 @@ async function projectRows(
   const m = new Float64Array(rank * inF);
   const cols = tensor.cols;
   const step = Math.max(1, rowsPerSlab);
-  for (let r0 = 0; r0 < tensor.rows; r0 += step) {
+  if (tensor.onlyRows && outIn) throw new MergeError('PLAN_INVALID', `${tensor.name}: Rᵀ·V over some output rows alone is not Rᵀ·V`);
+  const slabs: [number, number][] = [];
+  for (const [start, count] of tensor.onlyRows ?? [[0, tensor.rows]]) {
+    for (let r0 = start; r0 < start + count; r0 += step) slabs.push([r0, Math.min(step, start + count - r0)]);
+  }
+  for (const [r0, n] of slabs) {
     throwIfAborted(signal);
-    const n = Math.min(step, tensor.rows - r0);
     const op = slabOp({
       name: tensor.name, rows: tensor.rows, cols, layout: tensor.layout, outDtype: 'F32',
       base: await tensor.readRows(r0, n), rowStart: r0, rowCount: n,

@@ -2,7 +2,13 @@
  * How big each module's update is next to the weight it changes, for the demo's chart:
  * ‖s·B·A‖_F from the r × r Gram matrices (‖BA‖² = Σ (BᵀB) ∘ (AAᵀ), no out × in product formed)
  * for low-rank modules; for the others (full diffs, IA3, GLoRA, OFT) ‖W' − W‖_F of the module
- * alone applied to W, on the same rows ‖W‖_F is read or sampled from.
+ * alone applied to W, on the same rows ‖W‖_F is read or sampled from. PEFT DEFT and PEANuT form
+ * ΔW from Rᵀ·W, a sum over every output row of W, and PEFT initialises DEFT's R to Rᵀ·W itself, so
+ * ΔW is a small difference that no sample of W's rows estimates. A column of ΔW needs only the
+ * same column of W, all of it: where W is stored by inputs (a Conv1D) that is one stored row, and
+ * the sampled rows give exact columns; where it is stored by outputs, a column runs through every
+ * row, so the plan measures it only on a tensor it reads whole anyway (`exactElements`) and leaves
+ * larger ones unmeasured (NaN) rather than read the whole weight before the merge does.
  */
 import { decodeToF32, DTYPE_BYTES, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes } from '../engine/merge-op.js';
@@ -25,12 +31,18 @@ export interface UpdateMagnitude {
   layer: number | null;
   /** The module's own name (`q_proj`, `c_attn`, `proj_in`). */
   moduleType: string;
-  /** ‖w·s·ΔW‖_F (user weight included); for maps of W (IA3, OFT, GLoRA), ‖W' − W‖_F of the module alone. */
+  /**
+   * ‖w·s·ΔW‖_F (user weight included); for maps of W (IA3, OFT, GLoRA), ‖W' − W‖_F of the module
+   * alone. NaN where the plan does not measure it: PEFT DEFT or PEANuT on a weight stored by output
+   * rows with more than `exactElements` elements (its ΔW needs every row of W; the merge forms it).
+   */
   updateNorm: number;
+  /** Whether `updateNorm` is exact (factors alone, or every row of W), rather than scaled up from sampled rows. */
+  updateNormExact: boolean;
   /** ‖W‖_F, exact or estimated (see `weightNormExact`). */
   weightNorm: number;
   weightNormExact: boolean;
-  /** updateNorm / weightNorm (Infinity for an all-zero W). */
+  /** updateNorm / weightNorm (Infinity for an all-zero W; NaN where updateNorm is). */
   ratio: number;
 }
 
@@ -51,11 +63,12 @@ export async function estimateUpdateMagnitudes(
   plan: MergePlan, readBaseRows: ReadBaseRows, options: MagnitudeOptions = {},
 ): Promise<UpdateMagnitude[]> {
   const measure = async (update: TensorUpdate): Promise<UpdateMagnitude[]> => {
-    const read = startRows(update, readBaseRows);
+    const read = onceEach(startRows(update, readBaseRows));
     const weight = await weightNorm(update, read, options);
     const out: UpdateMagnitude[] = [];
     for (const term of update.terms) {
-      const updateNorm = term.module.update.kind === 'low-rank' ? await lowRankNorm(update, term) : await appliedNorm(update, term, read, options);
+      const { norm: updateNorm, exact } = term.module.update.kind === 'low-rank'
+        ? { norm: await lowRankNorm(update, term), exact: true } : await appliedNorm(update, term, read, options);
       out.push({
         baseKey: update.baseKey,
         adapterIndex: term.adapterIndex,
@@ -64,9 +77,10 @@ export async function estimateUpdateMagnitudes(
         layer: layerIndex(term.moduleName),
         moduleType: moduleType(update.baseKey),
         updateNorm,
+        updateNormExact: exact,
         weightNorm: weight.norm,
         weightNormExact: weight.exact,
-        ratio: weight.norm > 0 ? updateNorm / weight.norm : updateNorm > 0 ? Infinity : 0,
+        ratio: weight.norm > 0 || Number.isNaN(updateNorm) ? updateNorm / weight.norm : updateNorm > 0 ? Infinity : 0,
       });
     }
     return out;
@@ -93,6 +107,20 @@ async function inOrder<T, R>(items: readonly T[], limit: number, f: (item: T) =>
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return results;
+}
+
+/**
+ * `read` with each piece read once while one update is measured: ‖W‖ and W' − W read the same
+ * pieces (a tensor read whole was read three times with a projection's pass, twice without).
+ */
+function onceEach(read: ReadBaseRows): ReadBaseRows {
+  const pieces = new Map<string, Promise<FloatTensorBytes>>();
+  return (key, rowStart, rowCount) => {
+    const id = `${key}\n${rowStart}\n${rowCount}`;
+    let piece = pieces.get(id);
+    if (!piece) pieces.set(id, (piece = read(key, rowStart, rowCount)));
+    return piece;
+  };
 }
 
 /** The rows an update starts from: the base's, or those of the tensor an adapter saved for it. */
@@ -148,14 +176,24 @@ function gramSquare(a: Float32Array, b: Float32Array, r: number, segments: reado
   return Math.max(0, sum);
 }
 
-/** ‖W' − W‖_F with W' the term alone (no DoRA) applied to W, on the rows weightNorm reads. */
-async function appliedNorm(update: TensorUpdate, term: PlannedTerm, readBaseRows: ReadBaseRows, options: MagnitudeOptions): Promise<number> {
+/**
+ * ‖W' − W‖_F with W' the term alone (no DoRA) applied to W, on the rows weightNorm reads; NaN for
+ * a projection across output rows (PEFT DEFT, PEANuT) on a large weight stored by outputs.
+ */
+async function appliedNorm(update: TensorUpdate, term: PlannedTerm, readBaseRows: ReadBaseRows, options: MagnitudeOptions): Promise<{ norm: number; exact: boolean }> {
   const alone: TensorUpdate = { ...update, terms: [{ ...term, dora: undefined }] };
   const { rows, cols } = update;
-  // A projection across output rows (PEFT DEFT) is formed over the whole weight first.
-  const steps: LoadedStep[] = await resolveOutProjections({ name: update.baseKey, rows, cols, layout: update.layout, readRows: (r0, n) => readBaseRows(update.baseKey, r0, n) },
-    await loadUpdateSteps(alone), Math.max(1, Math.floor((1 << 20) / cols)));
   const runs = sampleRuns(update, options);
+  const whole = rows * cols <= (options.exactElements ?? 1 << 20);
+  const loaded = await loadUpdateSteps(alone);
+  const projects = loaded.some((s) => s.kind === 'out-project');
+  // Rᵀ·W over every output row: on rows stored by inputs, the sampled rows' own columns suffice;
+  // stored by outputs, it takes the whole weight, read only where weightNorm reads it whole too.
+  if (projects && update.layout !== 'in-out' && !whole) return { norm: NaN, exact: false };
+  const steps: LoadedStep[] = await resolveOutProjections({
+    name: update.baseKey, rows, cols, layout: update.layout, readRows: (r0, n) => readBaseRows(update.baseKey, r0, n),
+    ...(projects && update.layout === 'in-out' ? { onlyRows: runs } : {}),
+  }, loaded, Math.max(...runs.map(([, n]) => n))); // the runs' own pieces, read once each (onceEach)
   let ss = 0, sampled = 0;
   for (const [start, count] of runs) {
     const base = await readBaseRows(update.baseKey, start, count);
@@ -166,7 +204,7 @@ async function appliedNorm(update: TensorUpdate, term: PlannedTerm, readBaseRows
     for (let i = 0; i < v.length; i++) ss += (v[i] - w[i]) ** 2;
     sampled += count;
   }
-  return Math.sqrt((ss * rows) / sampled);
+  return { norm: Math.sqrt((ss * rows) / sampled), exact: sampled === rows };
 }
 
 /** [start, count] runs of rows: all of a small tensor, else evenly spaced runs (whole row blocks). */
