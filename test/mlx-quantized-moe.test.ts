@@ -34,6 +34,8 @@ const KINDS = ['cpu', 'webgpu'] as const;
 const dirs = tempDirs();
 afterAll(() => dirs.removeAll());
 type Files = Record<string, string | Uint8Array>;
+/** mx.save_safetensors (mlx_lm.convert) writes `format: mlx` into each shard's metadata. */
+const MLX = { format: 'mlx' };
 
 /** Codes packed as mlx's quantize writes them (bytes, read back as the U32 tensor's little-endian words). */
 function packMlx(codes: readonly number[], bits: number): Uint8Array {
@@ -148,7 +150,7 @@ describe('3-, 5- and 6-bit mlx-community layers', () => {
     architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'bfloat16', hidden_size: IN, num_hidden_layers: 1, vocab_size: 7,
     quantization, quantization_config: quantization,
   };
-  const base = hfModelFolder([...q.tensors, ...k.tensors, ...v.tensors, ...o.tensors, norm], config);
+  const base = hfModelFolder([...q.tensors, ...k.tensors, ...v.tensors, ...o.tensors, norm], config, { metadata: MLX });
   const modules = [['model.layers.0.self_attn.q_proj', q, 5], ['model.layers.0.self_attn.k_proj', k, 3], ['model.layers.0.self_attn.v_proj', v, 3]] as const;
   // r = 1, lora_a (in, r) and lora_b (r, out) as LoRALinear saves them.
   const factors = modules.flatMap(([path, , out]) => [
@@ -197,7 +199,7 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
     num_experts: EXPERTS, num_experts_per_tok: 2, num_hidden_layers: 1, vocab_size: VOCAB, tie_word_embeddings: false,
     quantization, quantization_config: quantization,
   };
-  const qwen = hfModelFolder([embed, qProj, router, gate, up, down, head].flatMap((l) => l.tensors).concat(norm), qwenConfig, { shards: 2 });
+  const qwen = hfModelFolder([embed, qProj, router, gate, up, down, head].flatMap((l) => l.tensors).concat(norm), qwenConfig, { shards: 2, metadata: MLX });
   const switchFactors = (path: string, inF: number, outF: number) => [
     randomTensor(`${path}.lora_a`, [EXPERTS, 1, inF], 'F32', rand, 0.5), randomTensor(`${path}.lora_b`, [EXPERTS, outF, 1], 'F32', rand, 0.5),
   ];
@@ -244,7 +246,7 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
     architectures: ['MixtralForCausalLM'], model_type: 'mixtral', torch_dtype: 'bfloat16', hidden_size: HIDDEN, intermediate_size: FFN,
     num_local_experts: EXPERTS, num_experts_per_tok: 2, num_hidden_layers: 1, vocab_size: VOCAB, quantization: mixtralQuant, quantization_config: mixtralQuant,
   };
-  const mixtral = hfModelFolder([...w1.tensors, ...w2.tensors, ...mixtralRouter.tensors, norm], mixtralConfig);
+  const mixtral = hfModelFolder([...w1.tensors, ...w2.tensors, ...mixtralRouter.tensors, norm], mixtralConfig, { metadata: MLX });
   // A PEFT LoRA trained on the Hugging Face checkpoint, whose experts are modules of their own.
   const peftModules = [[`${M}.experts.1.w1`, HIDDEN, FFN], [`${M}.experts.2.w2`, FFN, HIDDEN], [`${M}.experts.0.w2`, FFN, HIDDEN]] as const;
   const peftTensors = peftModules.flatMap(([path, inF, outF]) => [
