@@ -301,7 +301,7 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
     expect(await refusalsInMemory({ backend: backends.cpu!, base: mixtral, adapters: [{ files: beyond }], outDtype: 'BF16' })).toEqual([
       `adapter0: module "${M}.experts.5.w1": names expert 5, but ${M}.switch_mlp.gate_proj.weight [3, 96, 64] stacks 3 experts`,
     ]);
-    // mlx-lm itself fails to load 4 or 2 experts' factors onto 3 (LoRASwitchLinear.fuse reshapes lora_a to the base's experts).
+    // mlx-lm itself fails to load 4 or 2 experts' factors onto 3 (load_adapters compares their shapes with the layer's): one line for the module.
     const four = mlxFolder({ lora_parameters: { rank: 1, dropout: 0, scale: 8 } }, [
       randomTensor(`${L}.mlp.switch_mlp.up_proj.lora_a`, [4, 1, HIDDEN], 'F32', rand), randomTensor(`${L}.mlp.switch_mlp.up_proj.lora_b`, [4, FFN, 1], 'F32', rand),
     ]);
@@ -309,15 +309,16 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
       randomTensor(`${L}.mlp.switch_mlp.up_proj.lora_a`, [2, 1, HIDDEN], 'F32', rand), randomTensor(`${L}.mlp.switch_mlp.up_proj.lora_b`, [2, FFN, 1], 'F32', rand),
     ]);
     for (const [files, count] of [[four, 4], [two, 2]] as const) {
-      expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files }], outDtype: 'BF16' })).toEqual(Array.from({ length: count }, (_, e) =>
-        `adapter0: module "${L}.mlp.switch_mlp.up_proj expert ${e} (${L}.mlp.experts.${e}.up_proj)": its factors hold ${count} experts, but ${L}.mlp.switch_mlp.up_proj.weight [3, 96, 64] stacks 3 (mlx-lm loads LoRASwitchLinear factors only for the base's experts)`));
+      expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files }], outDtype: 'BF16' })).toEqual([
+        `adapter0: module "${L}.mlp.switch_mlp.up_proj": its factors are stacked for ${count} experts, but the base has 3 (${L}.mlp.experts.0–2.up_proj, expert 0 on ${L}.mlp.switch_mlp.up_proj.weight); mlx-lm loads LoRASwitchLinear factors only onto a layer of the model's own count of experts: merge into the model the adapter was trained on`,
+      ]);
     }
     // An unquantized mlx-lm checkpoint keeps its experts stacked in a float tensor, which the plan does not read as rows.
     const floatStacked = hfModelFolder([randomTensor(`${L}.mlp.switch_mlp.up_proj.weight`, [EXPERTS, FFN, HIDDEN], 'BF16', rand), norm], { ...qwenConfig, quantization: undefined, quantization_config: undefined });
     expect(await refusalsInMemory({ backend: backends.cpu!, base: floatStacked, adapters: [{ files: mlxFolder({ lora_parameters: { rank: 1, dropout: 0, scale: 8 } }, switchFactors(`${L}.mlp.switch_mlp.up_proj`, HIDDEN, FFN)) }] })).toEqual(
       Array.from({ length: EXPERTS }, (_, e) => `adapter0: module "${L}.mlp.switch_mlp.up_proj expert ${e} (${L}.mlp.experts.${e}.up_proj)": expert ${e} is a slab of the stacked tensor ${L}.mlp.switch_mlp.up_proj.weight [3, 96, 64], whose experts are placed only where the base is read as rows (an mlx-quantized checkpoint); merge into the checkpoint with one tensor per expert`),
     );
-    const flatScales = hfModelFolder([...up.tensors.map((t) => (t.name.endsWith('.scales') ? { ...t, shape: [EXPERTS * FFN, 1] } : t)), norm], qwenConfig);
+    const flatScales = hfModelFolder([...up.tensors.map((t) => (t.name.endsWith('.scales') ? { ...t, shape: [EXPERTS * FFN, 1] } : t)), norm], qwenConfig, { metadata: MLX });
     expect(await refusalsInMemory({ backend: backends.cpu!, base: flatScales, adapters: [{ files: adapter }], outDtype: 'BF16' })).toEqual([
       `base: ${L}.mlp.switch_mlp.up_proj.weight is not a mlx affine weight as it writes them (${L}.mlp.switch_mlp.up_proj.scales has shape [288, 1]; expected (3, 96, 1) for 4-bit codes in groups of 64)`,
     ]);

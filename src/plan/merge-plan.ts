@@ -354,6 +354,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       set.terms.push({ adapterIndex, adapter: adapter.name, file: adapter.file, delta: rows.delta, indices: rows.indices });
     }
 
+    const refusedWhole = new Set<string>();
     for (const adapterModule of adapter.modules) {
       // A target may see the module as its training tool built it there (PEFT LoRA on a Conv1D).
       let module = adapterModule;
@@ -362,7 +363,12 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       const location = locator.locate(module.address);
       if (!location.found) {
         if (location.missingComponent) leftOut.push({ adapterIndex, adapter: adapter.name, module: moduleName, reason: location.message });
-        else fail(location.code, location.message);
+        else if (!location.module) fail(location.code, location.message);
+        // A refusal of the saved module all its experts share: one line, naming it.
+        else if (!refusedWhole.has(location.module)) {
+          refusedWhole.add(location.module);
+          report(location.module, location.code, location.message);
+        }
         continue;
       }
       if (!Object.values(module.tensors).every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;

@@ -6,7 +6,8 @@
  * `down_proj`, `up_proj`). Expert K is the slab K of the stacked tensor, which the plan sees as
  * its E·out rows (an mlx-quantized base read as rows, formats/mlx-affine.ts): ΔW's rows go to rows
  * [K·out, (K+1)·out). This places mlx-lm's LoRASwitchLinear (whose parser names each expert so,
- * formats/mlx-lm.ts) and a PEFT LoRA on per-expert modules alike.
+ * formats/mlx-lm.ts) and a PEFT LoRA on per-expert modules alike. Whether LoRASwitchLinear's
+ * factors hold as many experts as the base is asked of every base where the names resolve (./index.ts).
  */
 import type { Layout, LayoutResolution } from './layout.js';
 
@@ -32,8 +33,6 @@ export const mlxSwitchExperts: Layout = {
       return miss(`expert ${index} is a slab of the stacked tensor ${key} ${shown}, whose experts are placed only where the base is read as rows (an mlx-quantized checkpoint); merge into the checkpoint with one tensor per expert`);
     }
     const [experts, out] = stored;
-    // LoRASwitchLinear.fuse reshapes lora_a to the base's experts: factors for another count do not load.
-    if (address.experts !== undefined && address.experts !== experts) return miss(`its factors hold ${address.experts} experts, but ${key} ${shown} stacks ${experts} (mlx-lm loads LoRASwitchLinear factors only for the base's experts)`);
     const expert = Number(index);
     if (!Number.isSafeInteger(expert) || expert >= experts) return miss(`names expert ${index}, but ${key} ${shown} stacks ${experts} experts`);
     return { found: true, targets: [{ baseKey: key, rows: [{ src: 0, dst: expert * out, count: out }] }] };

@@ -1,0 +1,151 @@
+/**
+ * mlx-lm's LoRASwitchLinear (lora_a (E, r, in), lora_b (E, out, r)) on MoE bases that are not
+ * mlx-quantized: a Hugging Face checkpoint with one tensor per expert (`mlp.experts.K.gate_proj`,
+ * Mixtral's `block_sparse_moe.experts.K.w1`), and an unquantized mlx-lm checkpoint (or
+ * `mlx_lm.fuse --dequantize` output) whose experts are stacked float `switch_mlp` tensors
+ * (E, out, in). LoRASwitchLinear.fuse adds scale·lora_b[e]·lora_a[e] to expert e; mlx-lm loads
+ * the factors only when they hold the layer's own count of experts (tuner/utils.py load_adapters
+ * compares each adapter tensor's shape with the model's parameter), so another count is refused
+ * whole, in one line. Truth is float64 written out here; merged on the CPU and WebGPU, in 4 KiB
+ * slabs that end inside experts. The mlx files carry `format: mlx`, as mx.save_safetensors writes.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
+import { seededRandom, type DecodedTensor } from './helpers/fixtures.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
+import { expectValues } from './helpers/merge-truth.js';
+import { mlxFolder } from './helpers/mlx-lm-folder.js';
+import { refusalsInMemory } from './helpers/merge-backends.js';
+
+const rand = seededRandom(31337);
+const backends: Partial<Record<'cpu' | 'webgpu', MergeBackend>> = {};
+beforeAll(async () => {
+  backends.cpu = await createNodeBackend('cpu');
+  backends.webgpu = await createNodeBackend('webgpu');
+});
+afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
+const KINDS = ['cpu', 'webgpu'] as const;
+type Files = Record<string, string | Uint8Array>;
+
+// Qwen3-MoE scaled down to odd sizes: 3 experts, hidden 44, moe_intermediate_size 37.
+const E = 3, HIDDEN = 44, FFN = 37, VOCAB = 7;
+const L = 'model.layers.0';
+const M = 'model.layers.0.block_sparse_moe';
+const qwenConfig = {
+  architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', torch_dtype: 'bfloat16', hidden_size: HIDDEN, moe_intermediate_size: FFN,
+  num_experts: E, num_experts_per_tok: 2, decoder_sparse_step: 1, mlp_only_layers: [], norm_topk_prob: true, num_hidden_layers: 1, vocab_size: VOCAB, tie_word_embeddings: false,
+};
+const mixtralConfig = {
+  architectures: ['MixtralForCausalLM'], model_type: 'mixtral', torch_dtype: 'bfloat16', hidden_size: HIDDEN, intermediate_size: FFN,
+  num_local_experts: E, num_experts_per_tok: 2, num_hidden_layers: 1, vocab_size: VOCAB,
+};
+const norm = randomTensor(`${L}.input_layernorm.weight`, [HIDDEN], 'BF16', rand);
+const lora = (rank: number, scale: number) => ({ lora_parameters: { rank, dropout: 0, scale } });
+
+/** LoRASwitchLinear's factors as mlx-lm saves them: lora_a (E, r, in), lora_b (E, out, r). */
+const switchFactors = (path: string, experts: number, r: number, inF: number, outF: number) => [
+  randomTensor(`${path}.lora_a`, [experts, r, inF], 'F32', rand, 0.5), randomTensor(`${path}.lora_b`, [experts, outF, r], 'F32', rand, 0.5),
+];
+
+/** W_e + scale·lora_b[e]·lora_a[e] of expert e, (out, in), as doubles. */
+function expertTruth(w: ArrayLike<number>, a: DecodedTensor, b: DecodedTensor, e: number, scale: number): Float64Array {
+  const [, r, inF] = a.shape;
+  const out = b.shape[1];
+  const merged = Float64Array.from(w);
+  for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) {
+    let sum = 0;
+    for (let k = 0; k < r; k++) sum += b.values[(e * out + o) * r + k] * a.values[(e * r + k) * inF + i];
+    merged[o * inF + i] += scale * sum;
+  }
+  return merged;
+}
+
+async function prepare(base: Files, adapter: Files): Promise<PreparedMerge> {
+  return prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]);
+}
+
+/** Merges in slabs of 4 KiB (the least the pipeline takes), which end inside experts here. */
+async function mergeIntoFolder(prepared: PreparedMerge, backend: MergeBackend, outDtype?: 'F32'): Promise<MergedFolder> {
+  const output = createBlobOutputTarget();
+  try {
+    await mergeModel({ prepared, output, backend, slabBytes: 4096, ...(outDtype ? { outDtype } : {}) });
+  } finally {
+    await prepared.close();
+  }
+  const files = new Map<string, Uint8Array>();
+  for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
+  return readMergedFolder(files);
+}
+
+describe('LoRASwitchLinear on a Hugging Face checkpoint with one tensor per expert', () => {
+  const perExpert = (proj: string, shape: number[]) => Array.from({ length: E }, (_, k) => randomTensor(`${L}.mlp.experts.${k}.${proj}.weight`, shape, 'BF16', rand));
+  const gates = perExpert('gate_proj', [FFN, HIDDEN]);
+  const ups = perExpert('up_proj', [FFN, HIDDEN]);
+  const downs = perExpert('down_proj', [HIDDEN, FFN]);
+  const router = randomTensor(`${L}.mlp.gate.weight`, [E, HIDDEN], 'BF16', rand);
+  const qwen = hfModelFolder([router, ...gates, ...ups, ...downs, norm], qwenConfig, { shards: 2 });
+  const factors = [...switchFactors(`${L}.mlp.switch_mlp.gate_proj`, E, 1, HIDDEN, FFN), ...switchFactors(`${L}.mlp.switch_mlp.down_proj`, E, 1, FFN, HIDDEN)];
+  const adapter = mlxFolder({ model: 'Qwen/Qwen3-30B-A3B', ...lora(1, 2.5), num_layers: 1 }, factors);
+
+  for (const kind of KINDS) {
+    it(`merges expert e's factors into experts.e.<proj> (r = 1), every other tensor unchanged, on ${kind}`, async () => {
+      const prepared = await prepare(qwen, adapter);
+      expect(prepared.plan.problems).toEqual([]);
+      const merged = await mergeIntoFolder(prepared, backends[kind]!);
+      const a = decoded(factors);
+      const base = decoded([router, ...gates, ...ups, ...downs, norm]);
+      for (const [proj, shape] of [['gate_proj', [FFN, HIDDEN]], ['down_proj', [HIDDEN, FFN]]] as const) {
+        const p = `${L}.mlp.switch_mlp.${proj}`;
+        for (let e = 0; e < E; e++) {
+          const key = `${L}.mlp.experts.${e}.${proj}.weight`;
+          expect(merged.tensors.get(key)!.shape).toEqual(shape);
+          expectValues(key, merged.tensors.get(key)!, expertTruth(base.get(key)!.values, a.get(`${p}.lora_a`)!, a.get(`${p}.lora_b`)!, e, 2.5));
+        }
+      }
+      for (const t of [router, ...ups, norm]) expect(merged.tensors.get(t.name)!.bytes, t.name).toEqual(base.get(t.name)!.bytes);
+    });
+  }
+
+  it('factors for fewer or more experts than the base are refused in one line naming the module and both counts (mlx-lm fails to load them)', async () => {
+    for (const count of [2, 4]) {
+      const files = mlxFolder(lora(1, 2.5), switchFactors(`${L}.mlp.switch_mlp.up_proj`, count, 1, HIDDEN, FFN));
+      expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files }] })).toEqual([
+        `adapter0: module "${L}.mlp.switch_mlp.up_proj": its factors are stacked for ${count} experts, but the base has 3 (${L}.mlp.experts.0–2.up_proj, expert 0 on ${L}.mlp.experts.0.up_proj.weight); mlx-lm loads LoRASwitchLinear factors only onto a layer of the model's own count of experts: merge into the model the adapter was trained on`,
+      ]);
+    }
+  });
+
+  it('Mixtral (block_sparse_moe.experts.K.w1): two experts\' factors on three are refused in one line; a PEFT LoRA on some experts merges those alone, as PEFT does', async () => {
+    const w1 = Array.from({ length: E }, (_, k) => randomTensor(`${M}.experts.${k}.w1.weight`, [FFN, HIDDEN], 'BF16', rand));
+    const w2 = Array.from({ length: E }, (_, k) => randomTensor(`${M}.experts.${k}.w2.weight`, [HIDDEN, FFN], 'BF16', rand));
+    const gate = randomTensor(`${M}.gate.weight`, [E, HIDDEN], 'BF16', rand);
+    const mixtral = hfModelFolder([gate, ...w1, ...w2, norm], mixtralConfig);
+    const two = mlxFolder(lora(1, 4), switchFactors(`${M}.switch_mlp.gate_proj`, 2, 1, HIDDEN, FFN));
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: mixtral, adapters: [{ files: two }] })).toEqual([
+      `adapter0: module "${M}.switch_mlp.gate_proj": its factors are stacked for 2 experts, but the base has 3 (${M}.experts.0–2.w1, expert 0 on ${M}.experts.0.w1.weight); mlx-lm loads LoRASwitchLinear factors only onto a layer of the model's own count of experts: merge into the model the adapter was trained on`,
+    ]);
+    // PEFT wraps each expert's Linear it targets: experts 0 and 2 of w1 only.
+    const tensors = [0, 2].flatMap((k) => [
+      randomTensor(`base_model.model.${M}.experts.${k}.w1.lora_A.weight`, [1, HIDDEN], 'F32', rand, 0.5), randomTensor(`base_model.model.${M}.experts.${k}.w1.lora_B.weight`, [FFN, 1], 'F32', rand, 0.5),
+    ]);
+    const peft = peftFolder({ r: 1, lora_alpha: 3, target_modules: ['experts.0.w1', 'experts.2.w1'], base_model_name_or_path: 'mistralai/Mixtral-8x7B-v0.1' }, tensors);
+    const prepared = await prepare(mixtral, peft);
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backends.cpu!);
+    const t = decoded(tensors);
+    const base = decoded([gate, ...w1, ...w2, norm]);
+    for (let k = 0; k < E; k++) {
+      const key = `${M}.experts.${k}.w1.weight`;
+      if (k === 1) {
+        expect(merged.tensors.get(key)!.bytes).toEqual(base.get(key)!.bytes);
+        continue;
+      }
+      const A = t.get(`base_model.model.${M}.experts.${k}.w1.lora_A.weight`)!;
+      const B = t.get(`base_model.model.${M}.experts.${k}.w1.lora_B.weight`)!;
+      const w = Float64Array.from(base.get(key)!.values);
+      for (let o = 0; o < FFN; o++) for (let i = 0; i < HIDDEN; i++) w[o * HIDDEN + i] += 3 * B.values[o] * A.values[i];
+      expectValues(key, merged.tensors.get(key)!, w);
+    }
+  });
+});
