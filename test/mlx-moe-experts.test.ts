@@ -149,3 +149,132 @@ describe('LoRASwitchLinear on a Hugging Face checkpoint with one tensor per expe
     }
   });
 });
+
+describe('an unquantized mlx-lm MoE checkpoint: float switch_mlp experts (E, out, in)', () => {
+  // As mlx_lm.convert (no -q) or mlx_lm.fuse --dequantize writes Qwen3-MoE: every weight bf16, the experts stacked.
+  const MLX = { format: 'mlx' };
+  const stackedTensor = (stem: string, out: number, inF: number, dtype: 'BF16' | 'F16' | 'F32') => randomTensor(`${stem}.weight`, [E, out, inF], dtype, rand);
+  const gate = stackedTensor(`${L}.mlp.switch_mlp.gate_proj`, FFN, HIDDEN, 'BF16');
+  const up = stackedTensor(`${L}.mlp.switch_mlp.up_proj`, FFN, HIDDEN, 'BF16');
+  const down = stackedTensor(`${L}.mlp.switch_mlp.down_proj`, HIDDEN, FFN, 'BF16');
+  const router = randomTensor(`${L}.mlp.gate.weight`, [E, HIDDEN], 'BF16', rand);
+  const qProj = randomTensor(`${L}.self_attn.q_proj.weight`, [HIDDEN, HIDDEN], 'BF16', rand);
+  const embed = randomTensor('model.embed_tokens.weight', [VOCAB, HIDDEN], 'BF16', rand);
+  const head = randomTensor('lm_head.weight', [VOCAB, HIDDEN], 'BF16', rand);
+  const qwenTensors = [embed, qProj, router, gate, up, down, norm, head];
+  const qwen = hfModelFolder(qwenTensors, qwenConfig, { shards: 2, metadata: MLX });
+  const factors = [
+    ...switchFactors(`${L}.mlp.switch_mlp.gate_proj`, E, 1, HIDDEN, FFN), ...switchFactors(`${L}.mlp.switch_mlp.down_proj`, E, 1, FFN, HIDDEN),
+    randomTensor(`${L}.self_attn.q_proj.lora_a`, [HIDDEN, 1], 'F32', rand, 0.5), randomTensor(`${L}.self_attn.q_proj.lora_b`, [1, HIDDEN], 'F32', rand, 0.5),
+  ];
+  const adapter = mlxFolder({ model: 'mlx-community/Qwen3-30B-A3B-bf16', ...lora(1, 2.5), num_layers: 1 }, factors);
+
+  /** LoRASwitchLinear.fuse on a stacked tensor: every expert's slab, stacked again. */
+  const stackedTruth = (w: DecodedTensor, a: DecodedTensor, b: DecodedTensor, scale: number) => {
+    const [, out, inF] = w.shape;
+    const merged = new Float64Array(w.values.length);
+    for (let e = 0; e < E; e++) merged.set(expertTruth(w.values.slice(e * out * inF, (e + 1) * out * inF), a, b, e, scale), e * out * inF);
+    return merged;
+  };
+
+  for (const kind of KINDS) {
+    it(`LoRASwitchLinear on each expert's rows (slabs ending inside experts), written (E, out, in) in bf16 with format mlx, on ${kind}`, async () => {
+      const prepared = await prepare(qwen, adapter);
+      expect(prepared.plan.problems).toEqual([]);
+      const merged = await mergeIntoFolder(prepared, backends[kind]!);
+      const a = decoded(factors);
+      const base = decoded(qwenTensors);
+      for (const proj of ['gate_proj', 'down_proj']) {
+        const p = `${L}.mlp.switch_mlp.${proj}`;
+        const got = merged.tensors.get(`${p}.weight`)!;
+        expect([got.dtype, got.shape]).toEqual(['BF16', base.get(`${p}.weight`)!.shape]);
+        expectValues(`${p}.weight`, got, stackedTruth(base.get(`${p}.weight`)!, a.get(`${p}.lora_a`)!, a.get(`${p}.lora_b`)!, 2.5));
+      }
+      // LoRALinear on q_proj: W + scale·(lora_a·lora_b)ᵀ.
+      const qa = a.get(`${L}.self_attn.q_proj.lora_a`)!;
+      const qb = a.get(`${L}.self_attn.q_proj.lora_b`)!;
+      const q = Float64Array.from(base.get(qProj.name)!.values);
+      for (let o = 0; o < HIDDEN; o++) for (let i = 0; i < HIDDEN; i++) q[o * HIDDEN + i] += 2.5 * qa.values[i] * qb.values[o];
+      expectValues(qProj.name, merged.tensors.get(qProj.name)!, q);
+      for (const t of [embed, router, up, norm, head]) {
+        expect(merged.tensors.get(t.name)!.shape, t.name).toEqual(t.shape);
+        expect(merged.tensors.get(t.name)!.bytes, t.name).toEqual(base.get(t.name)!.bytes);
+      }
+      expect([...merged.metadata.values()].map((m) => m.format)).toEqual(['mlx', 'mlx']);
+    });
+  }
+
+  it('Mixtral in f16: LoRASwitchLinear (r = 2) on switch_mlp.gate_proj and a PEFT LoRA on experts.2.w2 in one merge, each on its expert\'s rows', async () => {
+    const w1 = stackedTensor(`${M}.switch_mlp.gate_proj`, FFN, HIDDEN, 'F16');
+    const w2 = stackedTensor(`${M}.switch_mlp.down_proj`, HIDDEN, FFN, 'F16');
+    const w3 = stackedTensor(`${M}.switch_mlp.up_proj`, FFN, HIDDEN, 'F16');
+    const gateM = randomTensor(`${M}.gate.weight`, [E, HIDDEN], 'F16', rand);
+    const tensors = [gateM, w1, w2, w3, norm];
+    const mixtral = hfModelFolder(tensors, { ...mixtralConfig, torch_dtype: 'float16' }, { metadata: MLX });
+    const switchA = switchFactors(`${M}.switch_mlp.gate_proj`, E, 2, HIDDEN, FFN);
+    const peftT = [randomTensor(`base_model.model.${M}.experts.2.w2.lora_A.weight`, [1, FFN], 'F32', rand, 0.5), randomTensor(`base_model.model.${M}.experts.2.w2.lora_B.weight`, [HIDDEN, 1], 'F32', rand, 0.5)];
+    const prepared = await prepareMerge(memoryInputFileSet(mixtral, 'base'), [
+      { files: memoryInputFileSet(mlxFolder(lora(2, 0.75), switchA), 'switch'), weight: 1 },
+      { files: memoryInputFileSet(peftFolder({ r: 1, lora_alpha: 5, target_modules: ['experts.2.w2'] }, peftT), 'peft'), weight: 1 },
+    ]);
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backends.cpu!);
+    const base = decoded(tensors);
+    const a = decoded(switchA);
+    const got1 = merged.tensors.get(w1.name)!;
+    expect([got1.dtype, got1.shape]).toEqual(['F16', [E, FFN, HIDDEN]]);
+    expectValues(w1.name, got1, stackedTruth(base.get(w1.name)!, a.get(`${M}.switch_mlp.gate_proj.lora_a`)!, a.get(`${M}.switch_mlp.gate_proj.lora_b`)!, 0.75));
+    // PEFT's Linear on expert 2 of w2 (down_proj): W + (α/r)·B·A = W + 5·B·A on rows [2·HIDDEN, 3·HIDDEN).
+    const t = decoded(peftT);
+    const A = t.get(`base_model.model.${M}.experts.2.w2.lora_A.weight`)!;
+    const B = t.get(`base_model.model.${M}.experts.2.w2.lora_B.weight`)!;
+    const want2 = Float64Array.from(base.get(w2.name)!.values);
+    for (let o = 0; o < HIDDEN; o++) for (let i = 0; i < FFN; i++) want2[(2 * HIDDEN + o) * FFN + i] += 5 * B.values[o] * A.values[i];
+    expect(merged.tensors.get(w2.name)!.shape).toEqual([E, HIDDEN, FFN]);
+    expectValues(w2.name, merged.tensors.get(w2.name)!, want2);
+    expect(merged.tensors.get(w3.name)!.bytes).toEqual(base.get(w3.name)!.bytes);
+  });
+
+  it('refused in one line: factors for another count of experts; a PEFT expert past E', async () => {
+    const two = mlxFolder(lora(1, 2.5), switchFactors(`${L}.mlp.switch_mlp.up_proj`, 2, 1, HIDDEN, FFN));
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files: two }] })).toEqual([
+      `adapter0: module "${L}.mlp.switch_mlp.up_proj": its factors are stacked for 2 experts, but the base has 3 (${L}.mlp.experts.0–2.up_proj, expert 0 on ${L}.mlp.switch_mlp.up_proj.weight); mlx-lm loads LoRASwitchLinear factors only onto a layer of the model's own count of experts: merge into the model the adapter was trained on`,
+    ]);
+    const beyond = peftFolder({ r: 1, lora_alpha: 2, target_modules: ['up_proj'] }, [
+      randomTensor(`base_model.model.${L}.mlp.experts.3.up_proj.lora_A.weight`, [1, HIDDEN], 'F32', rand), randomTensor(`base_model.model.${L}.mlp.experts.3.up_proj.lora_B.weight`, [FFN, 1], 'F32', rand),
+    ]);
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files: beyond }] })).toEqual([
+      `adapter0: module "${L}.mlp.experts.3.up_proj": names expert 3, but ${L}.mlp.switch_mlp.up_proj.weight [3, 37, 44] stacks 3 experts`,
+    ]);
+  });
+
+  describe('an mlx-lm full fine-tune (fine_tune_type "full") saving the stacked weight', () => {
+    const full = (tensors: ReturnType<typeof randomTensor>[]) => mlxFolder({ fine_tune_type: 'full', lora_parameters: null, num_layers: 1 }, tensors);
+    for (const kind of KINDS) {
+      it(`replaces it whole, written (E, out, in) as saved, on ${kind}`, async () => {
+        const trained = [randomTensor(up.name, [E, FFN, HIDDEN], 'BF16', rand), randomTensor(norm.name, [HIDDEN], 'BF16', rand)];
+        const prepared = await prepare(qwen, full(trained));
+        expect(prepared.plan.problems).toEqual([]);
+        const merged = await mergeIntoFolder(prepared, backends[kind]!);
+        const saved = decoded(trained);
+        for (const t of trained) {
+          expect(merged.tensors.get(t.name)!.shape, t.name).toEqual(t.shape);
+          expect(merged.tensors.get(t.name)!.bytes, t.name).toEqual(saved.get(t.name)!.bytes);
+        }
+        expect(merged.tensors.get(gate.name)!.bytes).toEqual(decoded([gate]).get(gate.name)!.bytes);
+      });
+    }
+
+    it('refuses a saved weight of another shape, the stacked rows flattened included, by name; and a stacked weight on a base with one tensor per expert', async () => {
+      for (const shape of [[E * FFN, HIDDEN], [E + 1, FFN, HIDDEN], [E, HIDDEN, FFN]]) {
+        expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files: full([randomTensor(up.name, shape, 'BF16', rand)]) }] })).toEqual([
+          `adapter0: module "${up.name}": replacement (${shape.join(', ')}) does not match base ${up.name} (3, 37, 44)`,
+        ]);
+      }
+      const perExpert = hfModelFolder([router, ...Array.from({ length: E }, (_, k) => randomTensor(`${L}.mlp.experts.${k}.up_proj.weight`, [FFN, HIDDEN], 'BF16', rand)), norm], qwenConfig);
+      expect(await refusalsInMemory({ backend: backends.cpu!, base: perExpert, adapters: [{ files: full([randomTensor(up.name, [E, FFN, HIDDEN], 'BF16', rand)]) }] })).toEqual([
+        `adapter0: module "${up.name}": saved tensor ${up.name}: no matching tensor in the base model`,
+      ]);
+    });
+  });
+});

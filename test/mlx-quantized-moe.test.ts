@@ -294,7 +294,7 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
     expect(refused.lines).toEqual([expect.stringMatching(/its mlx affine weights are written only dequantized .*merge with --dtype bf16/)]);
   });
 
-  it('refused in one line each: an expert the base does not stack, another expert count in an mlx-lm adapter, a stacked float base, scales not stacked like the codes, bits 7', async () => {
+  it('refused in one line each: an expert the base does not stack, another expert count in an mlx-lm adapter, a full fine-tune replacing quantized experts, scales not stacked like the codes, bits 7', async () => {
     const beyond = peftFolder({ r: 2, lora_alpha: 6, target_modules: ['w1'] }, [
       randomTensor(`base_model.model.${M}.experts.5.w1.lora_A.weight`, [2, HIDDEN], 'F32', rand), randomTensor(`base_model.model.${M}.experts.5.w1.lora_B.weight`, [FFN, 2], 'F32', rand),
     ]);
@@ -313,11 +313,11 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
         `adapter0: module "${L}.mlp.switch_mlp.up_proj": its factors are stacked for ${count} experts, but the base has 3 (${L}.mlp.experts.0–2.up_proj, expert 0 on ${L}.mlp.switch_mlp.up_proj.weight); mlx-lm loads LoRASwitchLinear factors only onto a layer of the model's own count of experts: merge into the model the adapter was trained on`,
       ]);
     }
-    // An unquantized mlx-lm checkpoint keeps its experts stacked in a float tensor, which the plan does not read as rows.
-    const floatStacked = hfModelFolder([randomTensor(`${L}.mlp.switch_mlp.up_proj.weight`, [EXPERTS, FFN, HIDDEN], 'BF16', rand), norm], { ...qwenConfig, quantization: undefined, quantization_config: undefined });
-    expect(await refusalsInMemory({ backend: backends.cpu!, base: floatStacked, adapters: [{ files: mlxFolder({ lora_parameters: { rank: 1, dropout: 0, scale: 8 } }, switchFactors(`${L}.mlp.switch_mlp.up_proj`, HIDDEN, FFN)) }] })).toEqual(
-      Array.from({ length: EXPERTS }, (_, e) => `adapter0: module "${L}.mlp.switch_mlp.up_proj expert ${e} (${L}.mlp.experts.${e}.up_proj)": expert ${e} is a slab of the stacked tensor ${L}.mlp.switch_mlp.up_proj.weight [3, 96, 64], whose experts are placed only where the base is read as rows (an mlx-quantized checkpoint); merge into the checkpoint with one tensor per expert`),
-    );
+    // A full fine-tune's float stacked weight on quantized experts: mlx-lm's load_adapters refuses it (the layer holds U32 codes).
+    const full = mlxFolder({ fine_tune_type: 'full', lora_parameters: null }, [randomTensor(`${L}.mlp.switch_mlp.up_proj.weight`, [EXPERTS, FFN, HIDDEN], 'BF16', rand)]);
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files: full }], outDtype: 'BF16' })).toEqual([
+      `adapter0: module "${L}.mlp.switch_mlp.up_proj.weight": replacing the mlx affine weight ${L}.mlp.switch_mlp.up_proj.weight (and its ${L}.mlp.switch_mlp.up_proj.scales) is not supported; merge it into the unquantized model`,
+    ]);
     const flatScales = hfModelFolder([...up.tensors.map((t) => (t.name.endsWith('.scales') ? { ...t, shape: [EXPERTS * FFN, 1] } : t)), norm], qwenConfig, { metadata: MLX });
     expect(await refusalsInMemory({ backend: backends.cpu!, base: flatScales, adapters: [{ files: adapter }], outDtype: 'BF16' })).toEqual([
       `base: ${L}.mlp.switch_mlp.up_proj.weight is not a mlx affine weight as it writes them (${L}.mlp.switch_mlp.up_proj.scales has shape [288, 1]; expected (3, 96, 1) for 4-bit codes in groups of 64)`,

@@ -273,9 +273,11 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       const info = base.tensors.get(resolved.key)!;
-      const why = replacementShapeProblem(resolved.key, info.shape, rep.tensor.shape, origin);
+      // A tensor seen in another shape (stacked experts seen as rows) is replaced whole, in the shape the file holds.
+      const whole = info.storedShape !== undefined && !resolved.rows;
+      const why = whole ? !sameShape(info.storedShape!, rep.tensor.shape) : replacementShapeProblem(resolved.key, info.shape, rep.tensor.shape, origin);
       if (why) {
-        report(name, 'SHAPE_MISMATCH', `${origin === 'set_weight' ? `set_weight ${rep.key}` : 'replacement'} ${fmt(rep.tensor.shape)} does not match base ${resolved.key} ${fmt(info.shape)}${why === true ? '' : `: ${why}`}`);
+        report(name, 'SHAPE_MISMATCH', `${origin === 'set_weight' ? `set_weight ${rep.key}` : 'replacement'} ${fmt(rep.tensor.shape)} does not match base ${resolved.key} ${fmt(whole ? info.storedShape! : info.shape)}${why === true ? '' : `: ${why}`}`);
         continue;
       }
       if (!isFloatDType(rep.tensor.dtype) || !isFloatDType(info.dtype)) {
@@ -297,7 +299,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         warnings.push(`${adapter.name}: weight ${weight} does not apply to the replaced tensor ${resolved.key} (${why})`);
       }
       const planned: PlannedReplacement = {
-        baseKey: resolved.key, baseDtype: info.dtype, shape: rep.tensor.shape.slice(), origin, adapterIndex, adapter: adapter.name, file: adapter.file, tensor: rep.tensor,
+        baseKey: resolved.key, baseDtype: info.dtype, shape: (whole ? info.shape : rep.tensor.shape).slice(), origin, adapterIndex, adapter: adapter.name, file: adapter.file, tensor: rep.tensor,
         ...(resolved.rows ? { rows: resolved.rows } : {}),
       };
       const rowBlock = lcm(resolved.rowBlock ?? 1, info.rowBlock ?? 1);

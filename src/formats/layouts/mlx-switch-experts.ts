@@ -4,7 +4,7 @@
  * model files do (their sanitize(): `mlp.switch_mlp.gate_proj.weight` (E, out, in) is
  * mx.stack of `mlp.experts.E.gate_proj.weight`, and `w1`, `w2`, `w3` become `gate_proj`,
  * `down_proj`, `up_proj`). Expert K is the slab K of the stacked tensor, which the plan sees as
- * its E·out rows (an mlx-quantized base read as rows, formats/mlx-affine.ts): ΔW's rows go to rows
+ * its E·out rows (formats/mlx-affine.ts for quantized ones, formats/mlx-stacked-experts.ts for float): ΔW's rows go to rows
  * [K·out, (K+1)·out). This places mlx-lm's LoRASwitchLinear (whose parser names each expert so,
  * formats/mlx-lm.ts) and a PEFT LoRA on per-expert modules alike. Whether LoRASwitchLinear's
  * factors hold as many experts as the base is asked of every base where the names resolve (./index.ts).
@@ -30,7 +30,7 @@ export const mlxSwitchExperts: Layout = {
     const shown = `[${(stored ?? []).join(', ')}]`;
     const miss = (why: string): LayoutResolution => ({ found: false, ambiguous: false, candidates: [], why });
     if (!seen || !stored || stored.length !== 3 || seen.length !== 2 || seen[0] !== stored[0] * stored[1] || seen[1] !== stored[2]) {
-      return miss(`expert ${index} is a slab of the stacked tensor ${key} ${shown}, whose experts are placed only where the base is read as rows (an mlx-quantized checkpoint); merge into the checkpoint with one tensor per expert`);
+      return miss(`expert ${index} is a slab of the stacked tensor ${key} ${shown}, whose experts are placed only where the base is read as rows (mlx's quantized stacked experts, or float ones in f32, f16 or bf16); merge into the checkpoint with one tensor per expert`);
     }
     const [experts, out] = stored;
     const expert = Number(index);
