@@ -12,6 +12,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
+import { ModuleLocator } from '../src/formats/layouts/index.js';
 import { seededRandom, type DecodedTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
@@ -276,5 +277,26 @@ describe('an unquantized mlx-lm MoE checkpoint: float switch_mlp experts (E, out
         `adapter0: module "${up.name}": saved tensor ${up.name}: no matching tensor in the base model`,
       ]);
     });
+  });
+});
+
+describe('the count on a GGUF base (llama.cpp stacks experts as rows of blk.N.ffn_*_exps)', () => {
+  // qwen3moe as convert_hf_to_gguf writes it: experts.K.up_proj stacked into ffn_up_exps (E·ffn rows), expert_count 3.
+  const metadata: Record<string, unknown> = { 'general.architecture': 'qwen3moe', 'qwen3moe.expert_count': E };
+  const gguf = new ModuleLocator({
+    tensors: new Map([['blk.0.ffn_up_exps.weight', { shape: [E * FFN, HIDDEN] }], ['blk.0.ffn_gate_inp.weight', { shape: [E, HIDDEN] }]]),
+    metadata: (key) => metadata[key],
+  });
+  // The addresses mlx-lm's parser gives expert e of LoRASwitchLinear factors stacked for `count` experts.
+  const at = (count: number, e: number) => gguf.locate({ path: `${L}.mlp.experts.${e}.up_proj`, flat: false, experts: { count, module: `${L}.mlp.switch_mlp.up_proj` } });
+
+  it('places expert e on its rows when the counts match, and refuses another count as the module\'s', () => {
+    expect(at(E, 2)).toMatchObject({ found: true, targets: [{ baseKey: 'blk.0.ffn_up_exps.weight', rows: [{ src: 0, dst: 2 * FFN, count: FFN }] }] });
+    for (const count of [2, 4]) {
+      expect(at(count, 0)).toEqual({
+        found: false, code: 'SHAPE_MISMATCH', module: `${L}.mlp.switch_mlp.up_proj`,
+        message: `its factors are stacked for ${count} experts, but the base has 3 (${L}.mlp.experts.0–2.up_proj, expert 0 on blk.0.ffn_up_exps.weight); mlx-lm loads LoRASwitchLinear factors only onto a layer of the model's own count of experts: merge into the model the adapter was trained on`,
+      });
+    }
   });
 });
