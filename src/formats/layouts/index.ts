@@ -18,7 +18,7 @@ import { lumina2 } from './lumina2.js';
 import { ltxVideo } from './ltx-video.js';
 import { ltx2 } from './ltx2.js';
 import { mochi } from './mochi.js';
-import { mlxSwitchExperts } from './mlx-switch-experts.js';
+import { mlxSwitchExperts, stackedWeightMiss } from './mlx-switch-experts.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
 import { flux2Bfl } from './flux2-bfl.js';
@@ -108,7 +108,7 @@ export class ModuleLocator {
 
   /** A full tensor path (PEFT's modules_to_save) among all of the base's keys. */
   resolveTensorPath(path: string): KeyResolution {
-    return ggufTensorPathMiss(this.whole, path) ?? resolveConvertedPath(this.whole, path) ?? this.whole.index.resolveDotted(path);
+    return ggufTensorPathMiss(this.whole, path) ?? resolveConvertedPath(this.whole, path) ?? stackedWeightMiss(this.whole, path) ?? this.whole.index.resolveDotted(path);
   }
 
   locate(address: ModuleAddress): Location {

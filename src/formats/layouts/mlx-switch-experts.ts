@@ -9,7 +9,7 @@
  * formats/mlx-lm.ts) and a PEFT LoRA on per-expert modules alike. Whether LoRASwitchLinear's
  * factors hold as many experts as the base is asked of every base where the names resolve (./index.ts).
  */
-import type { Layout, LayoutResolution } from './layout.js';
+import type { BaseView, Layout, LayoutResolution } from './layout.js';
 
 const EXPERT = /^(.+)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w2|w3)$/;
 const STACKED_NAME: Readonly<Record<string, string>> = { w1: 'gate_proj', w2: 'down_proj', w3: 'up_proj' };
@@ -38,3 +38,25 @@ export const mlxSwitchExperts: Layout = {
     return { found: true, targets: [{ baseKey: key, rows: [{ src: 0, dst: expert * out, count: out }] }] };
   },
 };
+
+const STACKED = /^(.+)\.switch_mlp\.(gate_proj|up_proj|down_proj)\.weight$/;
+const EXPERT_NAME: Readonly<Record<string, string>> = { gate_proj: 'w1', down_proj: 'w2', up_proj: 'w3' };
+
+/**
+ * Why a tensor saved whole under mlx-lm's stacked name (a full fine-tune's
+ * `switch_mlp.up_proj.weight` (E, out, in)) has no place in a base that holds one tensor per expert:
+ * mlx-lm stacks them when it loads the checkpoint, and the saved stack is not split into them here.
+ * Undefined where the base has the stacked tensor, or no experts of that name.
+ */
+export function stackedWeightMiss(base: BaseView, path: string): LayoutResolution & { found: false } | undefined {
+  const m = STACKED.exec(path);
+  if (!m || base.index.resolveDotted(path).found) return undefined;
+  const [, prefix, proj] = m;
+  const name = /(^|\.)block_sparse_moe$/.test(prefix) ? EXPERT_NAME[proj] : proj;
+  const first = base.index.resolveDotted(`${prefix}.experts.0.${name}.weight`);
+  if (!first.found) return undefined;
+  return {
+    found: false, ambiguous: false, candidates: [],
+    why: `the base holds this projection one tensor per expert (${first.key}, …), which mlx-lm stacks into ${path} when it loads the checkpoint; a saved stacked weight is not split into them here: merge into the checkpoint as mlx-lm saves it (mlx_lm.convert, experts stacked)`,
+  };
+}
