@@ -13,7 +13,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { ModuleLocator } from '../src/formats/layouts/index.js';
-import { seededRandom, type DecodedTensor } from './helpers/fixtures.js';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { mergeFolders } from './helpers/cli.js';
+import { seededRandom, tempDirs, type DecodedTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
 import { mlxFolder } from './helpers/mlx-lm-folder.js';
@@ -28,6 +31,8 @@ beforeAll(async () => {
 afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 const KINDS = ['cpu', 'webgpu'] as const;
 type Files = Record<string, string | Uint8Array>;
+const dirs = tempDirs();
+afterAll(() => dirs.removeAll());
 
 // Qwen3-MoE scaled down to odd sizes: 3 experts, hidden 44, moe_intermediate_size 37.
 const E = 3, HIDDEN = 44, FFN = 37, VOCAB = 7;
@@ -204,6 +209,18 @@ describe('an unquantized mlx-lm MoE checkpoint: float switch_mlp experts (E, out
       expect([...merged.metadata.values()].map((m) => m.format)).toEqual(['mlx', 'mlx']);
     });
   }
+
+  it('through the CLI: `loramerge merge` writes the stacked experts merged in bf16, no --dtype needed', async () => {
+    const { run, out } = await mergeFolders(dirs.make, qwen, adapter);
+    expect(run.code, run.stderr).toBe(0);
+    const merged = readMergedFolder(new Map(readdirSync(out).map((f) => [f, new Uint8Array(readFileSync(join(out, f)))])));
+    const a = decoded(factors);
+    const p = `${L}.mlp.switch_mlp.down_proj`;
+    const got = merged.tensors.get(`${p}.weight`)!;
+    expect([got.dtype, got.shape]).toEqual(['BF16', [E, HIDDEN, FFN]]);
+    expectValues(`${p}.weight`, got, stackedTruth(decoded([down]).get(down.name)!, a.get(`${p}.lora_a`)!, a.get(`${p}.lora_b`)!, 2.5));
+    expect(merged.json('config.json').num_experts).toBe(E);
+  });
 
   it('Mixtral in f16: LoRASwitchLinear (r = 2) on switch_mlp.gate_proj and a PEFT LoRA on experts.2.w2 in one merge, each on its expert\'s rows', async () => {
     const w1 = stackedTensor(`${M}.switch_mlp.gate_proj`, FFN, HIDDEN, 'F16');
