@@ -34,6 +34,8 @@ const KINDS = ['cpu', 'webgpu'] as const;
 const dirs = tempDirs();
 afterAll(() => dirs.removeAll());
 type Files = Record<string, string | Uint8Array>;
+/** mx.save_safetensors (mlx_lm.convert) writes `format: mlx` into each shard's metadata. */
+const MLX = { format: 'mlx' };
 
 /** Codes packed as mlx's quantize writes them (bytes, read back as the U32 tensor's little-endian words). */
 function packMlx(codes: readonly number[], bits: number): Uint8Array {
@@ -148,7 +150,7 @@ describe('3-, 5- and 6-bit mlx-community layers', () => {
     architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'bfloat16', hidden_size: IN, num_hidden_layers: 1, vocab_size: 7,
     quantization, quantization_config: quantization,
   };
-  const base = hfModelFolder([...q.tensors, ...k.tensors, ...v.tensors, ...o.tensors, norm], config);
+  const base = hfModelFolder([...q.tensors, ...k.tensors, ...v.tensors, ...o.tensors, norm], config, { metadata: MLX });
   const modules = [['model.layers.0.self_attn.q_proj', q, 5], ['model.layers.0.self_attn.k_proj', k, 3], ['model.layers.0.self_attn.v_proj', v, 3]] as const;
   // r = 1, lora_a (in, r) and lora_b (r, out) as LoRALinear saves them.
   const factors = modules.flatMap(([path, , out]) => [
@@ -197,7 +199,7 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
     num_experts: EXPERTS, num_experts_per_tok: 2, num_hidden_layers: 1, vocab_size: VOCAB, tie_word_embeddings: false,
     quantization, quantization_config: quantization,
   };
-  const qwen = hfModelFolder([embed, qProj, router, gate, up, down, head].flatMap((l) => l.tensors).concat(norm), qwenConfig, { shards: 2 });
+  const qwen = hfModelFolder([embed, qProj, router, gate, up, down, head].flatMap((l) => l.tensors).concat(norm), qwenConfig, { shards: 2, metadata: MLX });
   const switchFactors = (path: string, inF: number, outF: number) => [
     randomTensor(`${path}.lora_a`, [EXPERTS, 1, inF], 'F32', rand, 0.5), randomTensor(`${path}.lora_b`, [EXPERTS, outF, 1], 'F32', rand, 0.5),
   ];
@@ -244,7 +246,7 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
     architectures: ['MixtralForCausalLM'], model_type: 'mixtral', torch_dtype: 'bfloat16', hidden_size: HIDDEN, intermediate_size: FFN,
     num_local_experts: EXPERTS, num_experts_per_tok: 2, num_hidden_layers: 1, vocab_size: VOCAB, quantization: mixtralQuant, quantization_config: mixtralQuant,
   };
-  const mixtral = hfModelFolder([...w1.tensors, ...w2.tensors, ...mixtralRouter.tensors, norm], mixtralConfig);
+  const mixtral = hfModelFolder([...w1.tensors, ...w2.tensors, ...mixtralRouter.tensors, norm], mixtralConfig, { metadata: MLX });
   // A PEFT LoRA trained on the Hugging Face checkpoint, whose experts are modules of their own.
   const peftModules = [[`${M}.experts.1.w1`, HIDDEN, FFN], [`${M}.experts.2.w2`, FFN, HIDDEN], [`${M}.experts.0.w2`, FFN, HIDDEN]] as const;
   const peftTensors = peftModules.flatMap(([path, inF, outF]) => [
@@ -292,14 +294,14 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
     expect(refused.lines).toEqual([expect.stringMatching(/its mlx affine weights are written only dequantized .*merge with --dtype bf16/)]);
   });
 
-  it('refused in one line each: an expert the base does not stack, another expert count in an mlx-lm adapter, a stacked float base, scales not stacked like the codes, bits 7', async () => {
+  it('refused in one line each: an expert the base does not stack, another expert count in an mlx-lm adapter, a full fine-tune replacing quantized experts, scales not stacked like the codes, bits 7', async () => {
     const beyond = peftFolder({ r: 2, lora_alpha: 6, target_modules: ['w1'] }, [
       randomTensor(`base_model.model.${M}.experts.5.w1.lora_A.weight`, [2, HIDDEN], 'F32', rand), randomTensor(`base_model.model.${M}.experts.5.w1.lora_B.weight`, [FFN, 2], 'F32', rand),
     ]);
     expect(await refusalsInMemory({ backend: backends.cpu!, base: mixtral, adapters: [{ files: beyond }], outDtype: 'BF16' })).toEqual([
       `adapter0: module "${M}.experts.5.w1": names expert 5, but ${M}.switch_mlp.gate_proj.weight [3, 96, 64] stacks 3 experts`,
     ]);
-    // mlx-lm itself fails to load 4 or 2 experts' factors onto 3 (LoRASwitchLinear.fuse reshapes lora_a to the base's experts).
+    // mlx-lm itself fails to load 4 or 2 experts' factors onto 3 (load_adapters compares their shapes with the layer's): one line for the module.
     const four = mlxFolder({ lora_parameters: { rank: 1, dropout: 0, scale: 8 } }, [
       randomTensor(`${L}.mlp.switch_mlp.up_proj.lora_a`, [4, 1, HIDDEN], 'F32', rand), randomTensor(`${L}.mlp.switch_mlp.up_proj.lora_b`, [4, FFN, 1], 'F32', rand),
     ]);
@@ -307,15 +309,16 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
       randomTensor(`${L}.mlp.switch_mlp.up_proj.lora_a`, [2, 1, HIDDEN], 'F32', rand), randomTensor(`${L}.mlp.switch_mlp.up_proj.lora_b`, [2, FFN, 1], 'F32', rand),
     ]);
     for (const [files, count] of [[four, 4], [two, 2]] as const) {
-      expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files }], outDtype: 'BF16' })).toEqual(Array.from({ length: count }, (_, e) =>
-        `adapter0: module "${L}.mlp.switch_mlp.up_proj expert ${e} (${L}.mlp.experts.${e}.up_proj)": its factors hold ${count} experts, but ${L}.mlp.switch_mlp.up_proj.weight [3, 96, 64] stacks 3 (mlx-lm loads LoRASwitchLinear factors only for the base's experts)`));
+      expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files }], outDtype: 'BF16' })).toEqual([
+        `adapter0: module "${L}.mlp.switch_mlp.up_proj": its factors are stacked for ${count} experts, but the base has 3 (${L}.mlp.experts.0–2.up_proj, expert 0 on ${L}.mlp.switch_mlp.up_proj.weight); mlx-lm loads LoRASwitchLinear factors only onto a layer of the model's own count of experts: merge into the model the adapter was trained on`,
+      ]);
     }
-    // An unquantized mlx-lm checkpoint keeps its experts stacked in a float tensor, which the plan does not read as rows.
-    const floatStacked = hfModelFolder([randomTensor(`${L}.mlp.switch_mlp.up_proj.weight`, [EXPERTS, FFN, HIDDEN], 'BF16', rand), norm], { ...qwenConfig, quantization: undefined, quantization_config: undefined });
-    expect(await refusalsInMemory({ backend: backends.cpu!, base: floatStacked, adapters: [{ files: mlxFolder({ lora_parameters: { rank: 1, dropout: 0, scale: 8 } }, switchFactors(`${L}.mlp.switch_mlp.up_proj`, HIDDEN, FFN)) }] })).toEqual(
-      Array.from({ length: EXPERTS }, (_, e) => `adapter0: module "${L}.mlp.switch_mlp.up_proj expert ${e} (${L}.mlp.experts.${e}.up_proj)": expert ${e} is a slab of the stacked tensor ${L}.mlp.switch_mlp.up_proj.weight [3, 96, 64], whose experts are placed only where the base is read as rows (an mlx-quantized checkpoint); merge into the checkpoint with one tensor per expert`),
-    );
-    const flatScales = hfModelFolder([...up.tensors.map((t) => (t.name.endsWith('.scales') ? { ...t, shape: [EXPERTS * FFN, 1] } : t)), norm], qwenConfig);
+    // A full fine-tune's float stacked weight on quantized experts: mlx-lm's load_adapters refuses it (the layer holds U32 codes).
+    const full = mlxFolder({ fine_tune_type: 'full', lora_parameters: null }, [randomTensor(`${L}.mlp.switch_mlp.up_proj.weight`, [EXPERTS, FFN, HIDDEN], 'BF16', rand)]);
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files: full }], outDtype: 'BF16' })).toEqual([
+      `adapter0: module "${L}.mlp.switch_mlp.up_proj.weight": replacing the mlx affine weight ${L}.mlp.switch_mlp.up_proj.weight (and its ${L}.mlp.switch_mlp.up_proj.scales) is not supported; merge it into the unquantized model`,
+    ]);
+    const flatScales = hfModelFolder([...up.tensors.map((t) => (t.name.endsWith('.scales') ? { ...t, shape: [EXPERTS * FFN, 1] } : t)), norm], qwenConfig, { metadata: MLX });
     expect(await refusalsInMemory({ backend: backends.cpu!, base: flatScales, adapters: [{ files: adapter }], outDtype: 'BF16' })).toEqual([
       `base: ${L}.mlp.switch_mlp.up_proj.weight is not a mlx affine weight as it writes them (${L}.mlp.switch_mlp.up_proj.scales has shape [288, 1]; expected (3, 96, 1) for 4-bit codes in groups of 64)`,
     ]);

@@ -229,7 +229,7 @@ function switchModules(
       key: `${path}[${e}]`,
       // Messages name the expert and the checkpoint tensor it was looked for on.
       name: `${path} expert ${e} (${expertPath})`,
-      address: { path: expertPath, flat: false, experts },
+      address: { path: expertPath, flat: false, experts: { count: experts, module: path } },
       algorithm: lora.name,
       kind: 'linear',
       deltaShape: [outFeatures, inFeatures],

@@ -22,10 +22,13 @@ export interface ModuleAddress {
   /** The path names a parameter itself (PEFT `target_parameters`), not a module whose `.weight` is meant. */
   tensor?: boolean;
   /**
-   * The path names one expert of factors stacked for this many (mlx-lm's LoRASwitchLinear): a base
-   * that stacks its experts must stack as many, as mlx-lm's fuse reshapes the factors to its count.
+   * The path names one expert (`….experts.K.…`) of factors stacked for this many (mlx-lm's
+   * LoRASwitchLinear): the base must hold as many experts there, however it stores them (one tensor
+   * each or stacked), as mlx-lm loads the factors only onto a layer of the model's own count.
+   * `module`: the module the factors are saved under (`…switch_mlp.up_proj`), which a refusal of
+   * the count names, once for all its experts.
    */
-  experts?: number;
+  experts?: { count: number; module: string };
 }
 
 interface Prefix {

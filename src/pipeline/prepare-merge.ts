@@ -20,6 +20,7 @@ import { quantizedWeightProblems, widenedScaledProblems } from '../plan/quantize
 import { findScaledFp8, runtimeScales, type ScaledFp8Base } from '../formats/scaled-fp8.js';
 import { readModelOptQuantization } from '../formats/modelopt-config.js';
 import { quantizedBaseView } from '../formats/quantized-views.js';
+import { mlxStackedExpertsView } from '../formats/mlx-stacked-experts.js';
 import { scaledFp8Note } from './scaled-fp8-output.js';
 import { mlxQuantizedWeights } from '../formats/mlx-quantized.js';
 
@@ -112,7 +113,10 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const modelopt = isSafetensorsModel(opened) ? await readModelOptQuantization(baseFiles, config) : undefined;
     // Formats written only dequantized (ModelOpt NVFP4, integer GPTQ / AWQ / compressed-tensors) are seen through a view of real values (formats/quantized-views.ts).
     const viewed = isSafetensorsModel(opened) ? await quantizedBaseView(opened, config, modelopt) : undefined;
-    const tie = resolveTiedEmbeddings(dequantized?.base ?? viewed?.base ?? opened, config, adapters, architectures);
+    const read = dequantized?.base ?? viewed?.base ?? opened;
+    // mlx-lm's float stacked experts (switch_mlp (E, out, in)) seen as rows, as its quantized ones are.
+    const rows = isSafetensorsModel(read) ? mlxStackedExpertsView(read) : undefined;
+    const tie = resolveTiedEmbeddings(rows ?? read, config, adapters, architectures);
     const base = tie.base;
     const scaledFp8 = viewed?.scaled ?? await findScaledFp8(opened, config, modelopt);
     const plan = buildMergePlan(planIndex(base, config, scaledFp8), tie.adapters);

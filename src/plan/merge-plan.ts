@@ -273,9 +273,11 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       const info = base.tensors.get(resolved.key)!;
-      const why = replacementShapeProblem(resolved.key, info.shape, rep.tensor.shape, origin);
+      // A tensor seen in another shape (stacked experts seen as rows) is replaced whole, in the shape the file holds.
+      const whole = info.storedShape !== undefined && !resolved.rows;
+      const why = whole ? !sameShape(info.storedShape!, rep.tensor.shape) : replacementShapeProblem(resolved.key, info.shape, rep.tensor.shape, origin);
       if (why) {
-        report(name, 'SHAPE_MISMATCH', `${origin === 'set_weight' ? `set_weight ${rep.key}` : 'replacement'} ${fmt(rep.tensor.shape)} does not match base ${resolved.key} ${fmt(info.shape)}${why === true ? '' : `: ${why}`}`);
+        report(name, 'SHAPE_MISMATCH', `${origin === 'set_weight' ? `set_weight ${rep.key}` : 'replacement'} ${fmt(rep.tensor.shape)} does not match base ${resolved.key} ${fmt(whole ? info.storedShape! : info.shape)}${why === true ? '' : `: ${why}`}`);
         continue;
       }
       if (!isFloatDType(rep.tensor.dtype) || !isFloatDType(info.dtype)) {
@@ -297,7 +299,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         warnings.push(`${adapter.name}: weight ${weight} does not apply to the replaced tensor ${resolved.key} (${why})`);
       }
       const planned: PlannedReplacement = {
-        baseKey: resolved.key, baseDtype: info.dtype, shape: rep.tensor.shape.slice(), origin, adapterIndex, adapter: adapter.name, file: adapter.file, tensor: rep.tensor,
+        baseKey: resolved.key, baseDtype: info.dtype, shape: (whole ? info.shape : rep.tensor.shape).slice(), origin, adapterIndex, adapter: adapter.name, file: adapter.file, tensor: rep.tensor,
         ...(resolved.rows ? { rows: resolved.rows } : {}),
       };
       const rowBlock = lcm(resolved.rowBlock ?? 1, info.rowBlock ?? 1);
@@ -354,6 +356,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       set.terms.push({ adapterIndex, adapter: adapter.name, file: adapter.file, delta: rows.delta, indices: rows.indices });
     }
 
+    const refusedWhole = new Set<string>();
     for (const adapterModule of adapter.modules) {
       // A target may see the module as its training tool built it there (PEFT LoRA on a Conv1D).
       let module = adapterModule;
@@ -362,7 +365,12 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       const location = locator.locate(module.address);
       if (!location.found) {
         if (location.missingComponent) leftOut.push({ adapterIndex, adapter: adapter.name, module: moduleName, reason: location.message });
-        else fail(location.code, location.message);
+        else if (!location.module) fail(location.code, location.message);
+        // A refusal of the saved module all its experts share: one line, naming it.
+        else if (!refusedWhole.has(location.module)) {
+          refusedWhole.add(location.module);
+          report(location.module, location.code, location.message);
+        }
         continue;
       }
       if (!Object.values(module.tensors).every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;

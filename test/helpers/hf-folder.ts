@@ -20,15 +20,19 @@ export function decoded(tensors: FixtureTensor[]): Map<string, DecodedTensor> {
  * A transformers folder: the tensors split over `shards` files (in order, about evenly) with an
  * index when more than one, config.json, generation_config.json, and any extra files.
  */
-export function hfModelFolder(tensors: FixtureTensor[], config: object, options: { shards?: number; extra?: Record<string, string | Uint8Array> } = {}): Record<string, string | Uint8Array> {
+export function hfModelFolder(
+  tensors: FixtureTensor[], config: object, options: { shards?: number; extra?: Record<string, string | Uint8Array>; metadata?: Record<string, string> } = {},
+): Record<string, string | Uint8Array> {
   const shards = options.shards ?? 1;
+  // torch's save_file writes `format: pt`; mlx's mx.save_safetensors (mlx_lm.convert, fuse) `format: mlx`.
+  const metadata = options.metadata ?? { format: 'pt' };
   const files: Record<string, string | Uint8Array> = {
     'config.json': JSON.stringify(config, null, 2),
     'generation_config.json': JSON.stringify({ bos_token_id: 1, eos_token_id: 2 }),
     ...options.extra,
   };
   if (shards === 1) {
-    files['model.safetensors'] = buildSafetensors(tensors, { format: 'pt' });
+    files['model.safetensors'] = buildSafetensors(tensors, metadata);
     return files;
   }
   const per = Math.ceil(tensors.length / shards);
@@ -37,7 +41,7 @@ export function hfModelFolder(tensors: FixtureTensor[], config: object, options:
   for (let i = 0; i < shards; i++) {
     const name = `model-${String(i + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
     const part = tensors.slice(i * per, (i + 1) * per);
-    files[name] = buildSafetensors(part, { format: 'pt' });
+    files[name] = buildSafetensors(part, metadata);
     for (const t of part) {
       weightMap[t.name] = name;
       totalSize += decoded([t]).get(t.name)!.bytes.byteLength;

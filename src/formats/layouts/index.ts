@@ -18,7 +18,7 @@ import { lumina2 } from './lumina2.js';
 import { ltxVideo } from './ltx-video.js';
 import { ltx2 } from './ltx2.js';
 import { mochi } from './mochi.js';
-import { mlxSwitchExperts } from './mlx-switch-experts.js';
+import { mlxSwitchExperts, stackedWeightMiss } from './mlx-switch-experts.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
 import { flux2Bfl } from './flux2-bfl.js';
@@ -61,13 +61,21 @@ export const LAYOUTS: readonly Layout[] = [
   hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, dottedPath, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
 ];
 
+/** Experts counted at most, per expert name (the largest MoE models have a few hundred). */
+const MAX_EXPERTS = 1 << 16;
+
 export type Location =
   | { found: true; targets: Placement[]; layout: string }
   | {
     found: false;
-    code: 'UNKNOWN_MODULE' | 'AMBIGUOUS_MODULE';
+    code: 'UNKNOWN_MODULE' | 'AMBIGUOUS_MODULE' | 'SHAPE_MISMATCH';
     /** Why, without the module's name (the plan adds it). */
     message: string;
+    /**
+     * The refusal is of the saved module this one is an expert of (ModuleAddress.experts), the same
+     * for each of its experts: said once, under this name.
+     */
+    module?: string;
     /**
      * The module names a component the base does not hold (a Flux LoRA's text-encoder modules on
      * a transformer-only file): left out, as kohya's and ComfyUI's loaders do, and said so.
@@ -90,6 +98,8 @@ export class ModuleLocator {
   readonly components: readonly BaseComponent[];
   private readonly whole: BaseView;
   private readonly views = new Map<BaseComponent, BaseView>();
+  /** Experts the base holds per expert name with the index left out (expertCountMiss), and where expert 0 lands. */
+  private readonly expertCounts = new Map<string, { count: number; first: string }>();
 
   constructor(private readonly base: BaseShapes) {
     this.components = base.components ?? baseComponents(base.tensors.keys());
@@ -98,10 +108,14 @@ export class ModuleLocator {
 
   /** A full tensor path (PEFT's modules_to_save) among all of the base's keys. */
   resolveTensorPath(path: string): KeyResolution {
-    return ggufTensorPathMiss(this.whole, path) ?? resolveConvertedPath(this.whole, path) ?? this.whole.index.resolveDotted(path);
+    return ggufTensorPathMiss(this.whole, path) ?? resolveConvertedPath(this.whole, path) ?? stackedWeightMiss(this.whole, path) ?? this.whole.index.resolveDotted(path);
   }
 
   locate(address: ModuleAddress): Location {
+    if (address.experts) {
+      const miss = this.expertCountMiss(address, address.experts);
+      if (miss) return miss;
+    }
     // Parts restrict matching only where the base's keys say which component is which.
     if (address.part === undefined || this.components.length === 0) {
       const r = tryLayouts(address, this.whole);
@@ -138,6 +152,35 @@ export class ModuleLocator {
       };
     }
     return describe(result, component);
+  }
+
+  /**
+   * One expert of factors stacked for `stack.count` experts (mlx-lm's LoRASwitchLinear) on a base
+   * holding another count there: refused whole, as mlx-lm refuses to load them (its load_adapters
+   * checks each factor's shape against the layer's, whose experts are the model's). The base's count
+   * is how many of experts 0, 1, … the layouts find, so it is the same question wherever the names
+   * resolve: one tensor per expert (transformers' checkpoint), slabs of a stacked tensor (mlx's,
+   * GGUF's). None found: not this check's to refuse (the module's own miss says why).
+   */
+  private expertCountMiss(address: ModuleAddress, stack: NonNullable<ModuleAddress['experts']>): Location | undefined {
+    const named = /^(.*\.experts\.)\d+(\..+)$/.exec(address.path);
+    if (!named) return undefined;
+    const [, head, tail] = named;
+    const key = `${address.part ?? ''}:${head}:${tail}`;
+    let held = this.expertCounts.get(key);
+    if (held === undefined) {
+      const plain: ModuleAddress = { path: address.path, flat: address.flat, ...(address.part ? { part: address.part } : {}) };
+      const at = (k: number) => this.locate({ ...plain, path: `${head}${k}${tail}` });
+      const first = at(0);
+      held = { count: 0, first: first.found ? first.targets[0].baseKey : '' };
+      while (held.count < MAX_EXPERTS && (held.count === 0 ? first : at(held.count)).found) held.count++;
+      this.expertCounts.set(key, held);
+    }
+    if (held.count === 0 || held.count === stack.count) return undefined;
+    return {
+      found: false, code: 'SHAPE_MISMATCH', module: stack.module,
+      message: `its factors are stacked for ${stack.count} experts, but the base has ${held.count} (${head}0–${held.count - 1}${tail}, expert 0 on ${held.first}); mlx-lm loads LoRASwitchLinear factors only onto a layer of the model's own count of experts: merge into the model the adapter was trained on`,
+    };
   }
 
   private componentView(component: BaseComponent): BaseView {

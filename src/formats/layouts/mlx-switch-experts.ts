@@ -4,11 +4,12 @@
  * model files do (their sanitize(): `mlp.switch_mlp.gate_proj.weight` (E, out, in) is
  * mx.stack of `mlp.experts.E.gate_proj.weight`, and `w1`, `w2`, `w3` become `gate_proj`,
  * `down_proj`, `up_proj`). Expert K is the slab K of the stacked tensor, which the plan sees as
- * its E·out rows (an mlx-quantized base read as rows, formats/mlx-affine.ts): ΔW's rows go to rows
+ * its E·out rows (formats/mlx-affine.ts for quantized ones, formats/mlx-stacked-experts.ts for float): ΔW's rows go to rows
  * [K·out, (K+1)·out). This places mlx-lm's LoRASwitchLinear (whose parser names each expert so,
- * formats/mlx-lm.ts) and a PEFT LoRA on per-expert modules alike.
+ * formats/mlx-lm.ts) and a PEFT LoRA on per-expert modules alike. Whether LoRASwitchLinear's
+ * factors hold as many experts as the base is asked of every base where the names resolve (./index.ts).
  */
-import type { Layout, LayoutResolution } from './layout.js';
+import type { BaseView, Layout, LayoutResolution } from './layout.js';
 
 const EXPERT = /^(.+)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w2|w3)$/;
 const STACKED_NAME: Readonly<Record<string, string>> = { w1: 'gate_proj', w2: 'down_proj', w3: 'up_proj' };
@@ -29,13 +30,33 @@ export const mlxSwitchExperts: Layout = {
     const shown = `[${(stored ?? []).join(', ')}]`;
     const miss = (why: string): LayoutResolution => ({ found: false, ambiguous: false, candidates: [], why });
     if (!seen || !stored || stored.length !== 3 || seen.length !== 2 || seen[0] !== stored[0] * stored[1] || seen[1] !== stored[2]) {
-      return miss(`expert ${index} is a slab of the stacked tensor ${key} ${shown}, whose experts are placed only where the base is read as rows (an mlx-quantized checkpoint); merge into the checkpoint with one tensor per expert`);
+      return miss(`expert ${index} is a slab of the stacked tensor ${key} ${shown}, whose experts are placed only where the base is read as rows (mlx's quantized stacked experts, or float ones in f32, f16 or bf16); merge into the checkpoint with one tensor per expert`);
     }
     const [experts, out] = stored;
-    // LoRASwitchLinear.fuse reshapes lora_a to the base's experts: factors for another count do not load.
-    if (address.experts !== undefined && address.experts !== experts) return miss(`its factors hold ${address.experts} experts, but ${key} ${shown} stacks ${experts} (mlx-lm loads LoRASwitchLinear factors only for the base's experts)`);
     const expert = Number(index);
     if (!Number.isSafeInteger(expert) || expert >= experts) return miss(`names expert ${index}, but ${key} ${shown} stacks ${experts} experts`);
     return { found: true, targets: [{ baseKey: key, rows: [{ src: 0, dst: expert * out, count: out }] }] };
   },
 };
+
+const STACKED = /^(.+)\.switch_mlp\.(gate_proj|up_proj|down_proj)\.weight$/;
+const EXPERT_NAME: Readonly<Record<string, string>> = { gate_proj: 'w1', down_proj: 'w2', up_proj: 'w3' };
+
+/**
+ * Why a tensor saved whole under mlx-lm's stacked name (a full fine-tune's
+ * `switch_mlp.up_proj.weight` (E, out, in)) has no place in a base that holds one tensor per expert:
+ * mlx-lm stacks them when it loads the checkpoint, and the saved stack is not split into them here.
+ * Undefined where the base has the stacked tensor, or no experts of that name.
+ */
+export function stackedWeightMiss(base: BaseView, path: string): LayoutResolution & { found: false } | undefined {
+  const m = STACKED.exec(path);
+  if (!m || base.index.resolveDotted(path).found) return undefined;
+  const [, prefix, proj] = m;
+  const name = /(^|\.)block_sparse_moe$/.test(prefix) ? EXPERT_NAME[proj] : proj;
+  const first = base.index.resolveDotted(`${prefix}.experts.0.${name}.weight`);
+  if (!first.found) return undefined;
+  return {
+    found: false, ambiguous: false, candidates: [],
+    why: `the base holds this projection one tensor per expert (${first.key}, …), which mlx-lm stacks into ${path} when it loads the checkpoint; a saved stacked weight is not split into them here: merge into the checkpoint as mlx-lm saves it (mlx_lm.convert, experts stacked)`,
+  };
+}

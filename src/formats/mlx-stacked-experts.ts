@@ -1,0 +1,37 @@
+/**
+ * mlx-lm's stacked MoE experts in float: an unquantized mlx-lm checkpoint (mlx_lm.convert without
+ * -q, or `mlx_lm.fuse --dequantize`) stores each layer's experts as `switch_mlp.gate_proj.weight`,
+ * `up_proj`, `down_proj` (E, out, in) in f32, f16 or bf16, the mx.stack of the per-expert weights
+ * its model files' sanitize() builds. The plan sees such a tensor as its E·out rows (E·out, in),
+ * as it sees mlx's quantized stacked experts (formats/mlx-affine.ts), so one expert's update is a
+ * run of rows (layouts/mlx-switch-experts.ts); it is read and written as the file holds it, the
+ * same bytes, in its stored shape.
+ */
+import type { SafetensorsBaseModel } from './base-model.js';
+import { baseModelView, type ViewTensor } from './base-model-view.js';
+
+/** The stacked projections mlx-lm's SwitchGLU holds, by the names layouts/mlx-switch-experts.ts places experts on. */
+const STACKED = /(^|\.)switch_mlp\.(gate_proj|up_proj|down_proj)\.weight$/;
+
+/** `base` with its float stacked experts seen as rows, or undefined when it has none. */
+export function mlxStackedExpertsView(base: SafetensorsBaseModel): SafetensorsBaseModel | undefined {
+  const stacked = new Map<string, ViewTensor>();
+  for (const [key, t] of base.tensors) {
+    if (!STACKED.test(key) || t.shape.length !== 3 || t.storedShape) continue;
+    if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') continue;
+    const [experts, out, inF] = t.shape;
+    stacked.set(key, {
+      name: key, dtype: t.dtype, shape: [experts * out, inF], storedShape: t.shape.slice(), byteLength: t.byteLength,
+      // Row-major (E, out, in) and (E·out, in) are the same bytes.
+      readPart: (start, length) => base.readPart(key, start, length),
+    });
+  }
+  if (stacked.size === 0) return undefined;
+  return baseModelView(base, base.shards.map((shard) => ({
+    path: shard.path,
+    tensors: shard.tensors.map((entry) => {
+      const key = shard.keyPrefix + entry.name;
+      return stacked.get(key) ?? key;
+    }),
+  })));
+}
