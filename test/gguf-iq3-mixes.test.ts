@@ -117,6 +117,16 @@ describe('llama-quantize\'s IQ3_S, IQ3_M, Q2_K and Q6_K mixes, tensor by tensor'
     expect(written('iq3_m', 'llama', meta, t).get('blk.7.ffn_down.weight')).toBe('IQ3_S');
   });
 
+  it('Gemma 2 2B (8 heads over 4 key-value heads, n_gqa 2, tied): attn_v keeps IQ3_S under IQ3_S and takes Q3_K under Q2_K', () => {
+    const t = modelTensors({ layers: 26, hidden: 2304, q: 2048, kv: 1024, ffn: 9216, vocab: 256000, tied: true });
+    const meta = { block_count: 26, 'attention.head_count': 8, 'attention.head_count_kv': 4 };
+    expectTable(written('iq3_s_mix', 'gemma2', meta, t), {
+      token_embd: 'Q6_K', output: 'unused', attn_q: 'IQ3_S', attn_k: 'IQ3_S', attn_v: 'IQ3_S', attn_output: 'IQ3_S', ffn_gate: 'IQ3_S', ffn_up: 'IQ3_S', ffn_down: 'IQ3_S',
+    });
+    expect(written('q2_k_mix', 'gemma2', meta, t).get('blk.3.attn_v.weight')).toBe('Q3_K');
+    expect(written('iq3_m', 'gemma2', meta, t).get('blk.3.attn_v.weight')).toBe('Q4_K');
+  });
+
   it('Llama 3 70B (80 blocks, GQA 8, sized 70B): attn_v Q5_K where it would be Q4_K; IQ3_M ffn_down of layers 0-9 Q4_K', () => {
     const t = modelTensors({ layers: 80, hidden: 8192, q: 8192, kv: 1024, ffn: 28672, vocab: 128256 });
     const meta = { block_count: 80, 'attention.head_count': 64, 'attention.head_count_kv': 8 };
