@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { mixContext, typeMix } from '../src/formats/gguf/type-mixes.js';
 import { fittingType } from '../src/formats/gguf/quantize-rule.js';
-import { buildGguf, randomTensors, readGguf, tensorData, typeName, type MetaValue } from './helpers/gguf-builder.js';
+import { buildGguf, randomTensors, readGguf, tensorData, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
 import { seededRandom } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 
@@ -249,14 +249,14 @@ describe('--dtype iq3_m and q2_k_mix end to end', () => {
     ],
   });
 
-  async function run(outDtype: string) {
+  async function run(outDtype: string, dtypeMergedOnly = false) {
     const prepared = await prepareMerge(memoryInputFileSet({ 'tiny-llama-BF16.gguf': baseBytes }, 'base'), [
       { files: memoryInputFileSet({ 'tiny-lora.gguf': loraBytes }, 'tiny-lora'), weight: 1 },
     ]);
     try {
       expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
       const output = createBlobOutputTarget();
-      await mergeModel({ prepared, output, backend: backends.cpu!, outDtype });
+      await mergeModel({ prepared, output, backend: backends.cpu!, outDtype, dtypeMergedOnly });
       return readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
     } finally {
       await prepared.close();
@@ -277,12 +277,19 @@ describe('--dtype iq3_m and q2_k_mix end to end', () => {
     return 'Q2_K';
   }
 
-  it('writes each tensor in the type llama-quantize\'s IQ3_M and Q2_K give it, labelled file type 27 and 10', async () => {
+  it('writes each tensor in the type llama-quantize\'s IQ3_M and Q2_K give it, labelled file type 27 and 10; the k-quant tensors hold the reference quantizer\'s blocks', async () => {
+    const merged = tensorValues('F32', (await run('f32', true)).tensors.find((t) => t.name === MERGED)!.data);
+    expect(merged.some((v, i) => v !== base.values.get(MERGED)![i])).toBe(true);
     for (const [mixName, fileType] of [['iq3_m', 27], ['q2_k_mix', 10]] as const) {
       const out = await run(mixName);
       const got = Object.fromEntries(out.tensors.map((t) => [t.name, typeName(t.typeId)]));
       expect(got, mixName).toEqual(Object.fromEntries(specs.map((s) => [s.name, expected(mixName, s.name)])));
       expect(out.metadata.get('general.file_type')!.value, mixName).toBe(fileType);
+      // IQ3_S blocks are held to ggml's golden blocks in gguf-iq3-codecs.test.ts; the k-quants here to the test's own reference quantizer.
+      for (const t of out.tensors.filter((x) => /^Q\d_K$/.test(typeName(x.typeId)))) {
+        const values = t.name === MERGED ? merged : base.values.get(t.name)!;
+        expect(Buffer.from(t.data).equals(Buffer.from(tensorData(typeName(t.typeId), values))), `${mixName} ${t.name}`).toBe(true);
+      }
     }
   }, 120_000);
 });
