@@ -92,10 +92,20 @@ describe('a split GGUF output', () => {
   });
 });
 
+it('refuses llama-quantize\'s file types that need an importance matrix, saying so and naming the mixes it writes', async () => {
+  const dir = bigSplitInputs();
+  const iq3xs = await runCli([...mergeArgs(dir, join(dir, 'out')), '--dtype', 'iq3_xs']);
+  expect(iq3xs.code).toBe(2);
+  expect(errorLines(iq3xs.stderr)).toEqual(['error: --dtype iq3_xs: llama-quantize\'s IQ3_XS file type gives attn_q, attn_k (without 8 experts) and the middle layers\' ffn_gate and ffn_up IQ3_XXS, which current llama-quantize writes only with an importance matrix, which loramerge does not have; choose iq3_s_mix or iq3_m, or --dtype f16 and run llama-quantize --imatrix afterwards']);
+  const q2ks = await runCli([...mergeArgs(dir, join(dir, 'out')), '--dtype', 'q2_k_s']);
+  expect(errorLines(q2ks.stderr)).toEqual(['error: --dtype q2_k_s: llama-quantize writes its Q2_K_S file type only with an importance matrix (its Q2_K tensors need one), which loramerge does not have; choose q2_k_mix, or --dtype f16 and run llama-quantize --imatrix afterwards']);
+  expect(listDir(dir)).toEqual(['big-00001-of-00002.gguf', 'big-00002-of-00002.gguf', 'lora.gguf']);
+});
+
 it('refuses an fp8 --dtype for a GGUF base (GGUF has no fp8 type), naming the types it takes', async () => {
   const dir = bigSplitInputs();
   const run = await runCli([...mergeArgs(dir, join(dir, 'out')), '--dtype', 'f8_e4m3']);
   expect(run.code).toBe(2);
-  expect(errorLines(run.stderr)).toEqual(['error: --dtype for a GGUF model must be one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, mxfp4, nvfp4, q1_0, q2_0, tq1_0, tq2_0, iq3_xxs, iq3_s, iq4_nl, iq4_xs, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, mxfp4_moe, not "f8_e4m3"']);
+  expect(errorLines(run.stderr)).toEqual(['error: --dtype for a GGUF model must be one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, mxfp4, nvfp4, q1_0, q2_0, tq1_0, tq2_0, iq3_xxs, iq3_s, iq4_nl, iq4_xs, q2_k_mix, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k_mix, iq3_s_mix, iq3_m, mxfp4_moe, not "f8_e4m3"']);
   expect(listDir(dir)).toEqual(['big-00001-of-00002.gguf', 'big-00002-of-00002.gguf', 'lora.gguf']);
 });

@@ -59,7 +59,7 @@ export const GGUF_OUTPUT_TYPES: OutputTypeChoices = {
     ...TYPE_MIXES.map((mix) => ({
       name: mix.name.toLowerCase(),
       group: 'llama-quantize file types',
-      note: `Matrices requantized to llama-quantize’s ${mix.name} mix (${mix.summary}) by llama.cpp’s reference rules; a matrix whose rows are not whole blocks of its type takes llama-quantize’s fallback type, named in a warning. ${REQUANTIZE} Every matrix llama-quantize would quantize is converted, merged or not, as llama-quantize does for this file type; norms, biases and the other tensors it leaves alone keep their types.`,
+      note: `Matrices requantized to llama-quantize’s ${mix.fileTypeName} mix (${mix.summary}) by llama.cpp’s reference rules; a matrix whose rows are not whole blocks of its type takes llama-quantize’s fallback type, named in a warning. ${REQUANTIZE} Every matrix llama-quantize would quantize is converted, merged or not, as llama-quantize does for this file type; norms, biases and the other tensors it leaves alone keep their types.`,
     })),
   ],
 };

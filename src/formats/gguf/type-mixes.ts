@@ -3,8 +3,10 @@
  * each mix says which GGML type a tensor it quantizes gets. Which tensors are quantized at all, and
  * the fallback for rows that are not whole blocks, stay the same as for one type
  * (quantize-rule.ts). One entry per mix; `--dtype` takes its name. Without an importance matrix,
- * as llama-quantize runs when given none: the mixes that need one (Q2_K_S, the IQ mixes) are not
- * offered, and Q2_K and Q6_K keep their names for one type throughout (as `--pure` writes them).
+ * as llama-quantize runs when given none: the mixes it refuses without one (Q2_K_S, IQ3_XXS,
+ * IQ3_XS) are refused by name (REFUSED_MIXES). A mix whose llama-quantize name is also a GGML
+ * type (Q2_K, Q6_K, IQ3_S) is offered as `<name>_mix`, since the type's own name means that type
+ * throughout (as `--pure` writes it).
  *
  * Some rules count: attn_v's "more bits" layers and a dense model's ffn_down layers follow the
  * order llama-quantize meets the tensors in (its loader sorts them by block number, then by name),
@@ -22,15 +24,20 @@ export interface MixContext {
   readonly expertCount: number;
   /** llama.cpp sizes the model LLM_TYPE_70B, whose attn_v gets more bits. */
   readonly is70B: boolean;
+  /** hparams.n_gqa() of layer 0: heads per key-value head, integer division (0 without key-value heads). */
+  readonly gqa: number;
   /** Each attn_v-like tensor's place in llama-quantize's order (i_attention_wv), and how many there are. */
   readonly attentionV: { readonly index: ReadonlyMap<string, number>; readonly count: number };
   /** Each ffn_down tensor's layer as llama-quantize reckons it (layer_info), and the layer count. */
   readonly ffnDown: { readonly layer: ReadonlyMap<string, number>; readonly count: number };
 }
 
+/** One of llama-quantize's file types that mix tensor types, as `--dtype` offers it. */
 export interface TypeMix {
-  /** As llama-quantize names the file type: `Q4_K_M`. */
+  /** The `--dtype` name, upper case: llama-quantize's name for the file type (`Q4_K_M`), with `_MIX` where that is also a GGML type's name (`IQ3_S_MIX`). */
   readonly name: string;
+  /** As llama-quantize names the file type: `Q4_K_M`, `IQ3_S`. */
+  readonly fileTypeName: string;
   /** Its llama_ftype, written to general.file_type when every tensor it quantizes has its type. */
   readonly fileType: number;
   /** The type llama-quantize asks for this tensor (before the fallback for rows of `ne0` values). */
@@ -100,6 +107,9 @@ export function mixContext(metadata: (key: string) => unknown, tensors: readonly
   const expertCount = count(key('expert_count'));
   const heads = count(key('attention.head_count'));
   const kvHeads = count(key('attention.head_count_kv')) || heads;
+  // The loader takes head_count_kv as head_count when the key is missing; a 0 stays 0 (n_gqa 0).
+  const kvKey = key('attention.head_count_kv');
+  const kv0 = kvKey === undefined ? heads : count(kvKey);
   const blocks = count(key('block_count'));
   const sorted = [...tensors].sort((a, b) => loaderOrder(a.name, b.name));
   const attentionV = new Map<string, number>();
@@ -118,6 +128,7 @@ export function mixContext(metadata: (key: string) => unknown, tensors: readonly
     hasOutput: tensors.some((t) => t.name === 'output.weight'),
     expertCount,
     is70B: !!architecture && (SEVENTY_B[architecture]?.(blocks, heads, kvHeads) ?? false),
+    gqa: kv0 === 0 ? 0 : Math.floor(heads / kv0),
     attentionV: { index: attentionV, count: vCount },
     ffnDown: { layer: ffnDown, count: blocks },
   };
@@ -147,6 +158,7 @@ const isHead = (name: string, model: MixContext) => categoryOf(name) === 'output
  */
 const MXFP4_MOE: TypeMix = {
   name: 'MXFP4_MOE',
+  fileTypeName: 'MXFP4_MOE',
   fileType: 38,
   typeOf(name, shape, model) {
     if (isHead(name, model)) return 'Q8_0';
@@ -165,6 +177,7 @@ function kMix(name: KMixName, fileType: number, summary: string): TypeMix {
   const base = name.slice(0, 4); // Q3_K, Q4_K, Q5_K: the default type
   return {
     name,
+    fileTypeName: name,
     fileType,
     summary,
     typeOf(tensor, shape, model) {
@@ -210,7 +223,55 @@ function kMix(name: KMixName, fileType: number, summary: string): TypeMix {
   };
 }
 
+type LowMixName = 'Q2_K' | 'Q6_K' | 'IQ3_S' | 'IQ3_M';
+
+/**
+ * llama-quantize's Q2_K, Q6_K, IQ3_S and IQ3_M file types: llama_tensor_get_type_impl's branches
+ * for them, in its order (none of them reaches the token-embedding, IQ2 or ffn_gate/ffn_up rules).
+ * Their default type is Q2_K, Q6_K or IQ3_S (IQ3_M's too).
+ */
+function lowMix(fileTypeName: LowMixName, name: string, fileType: number, summary: string): TypeMix {
+  const base: string = fileTypeName === 'IQ3_M' ? 'IQ3_S' : fileTypeName;
+  return {
+    name,
+    fileTypeName,
+    fileType,
+    summary,
+    typeOf(tensor, shape, model) {
+      if (isHead(tensor, model)) return headType(shape, model, 256);
+      const eightExperts = model.expertCount === 8;
+      switch (categoryOf(tensor)) {
+        case 'attn_v': {
+          let type = base;
+          if (fileTypeName === 'Q2_K') type = model.gqa >= 4 ? 'Q4_K' : 'Q3_K';
+          else if (fileTypeName === 'IQ3_S' && model.gqa >= 4) type = 'Q4_K';
+          else if (fileTypeName === 'IQ3_M') type = 'Q4_K';
+          if (model.is70B && (type === 'Q3_K' || type === 'Q4_K')) type = 'Q5_K';
+          return eightExperts ? 'Q8_0' : type;
+        }
+        case 'attn_k':
+          return eightExperts ? 'Q8_0' : base;
+        case 'ffn_down': {
+          if (fileTypeName === 'Q2_K') return 'Q3_K';
+          const i = model.ffnDown.layer.get(tensor) ?? 0;
+          const n = model.ffnDown.count;
+          if (fileTypeName === 'IQ3_M' && (i < Math.floor(n / 8) || (eightExperts && useMoreBits(i, n)))) return 'Q4_K';
+          return base;
+        }
+        case 'attn_output':
+          if (model.architecture === 'falcon' || fileTypeName === 'Q6_K') return base;
+          if (eightExperts) return 'Q5_K';
+          return fileTypeName === 'Q2_K' ? 'Q3_K' : fileTypeName === 'IQ3_M' ? 'Q4_K' : base;
+        default:
+          return base;
+      }
+    },
+  };
+}
+
+/** The registry of mixes `--dtype` offers, in the order the CLI and the page list them. */
 export const TYPE_MIXES: readonly TypeMix[] = [
+  lowMix('Q2_K', 'Q2_K_MIX', 10, 'Q2_K, with attn_v Q4_K (Q3_K without grouped-query attention of 4 or more), ffn_down and attn_output Q3_K; the output head Q6_K'),
   kMix('Q3_K_S', 11, 'Q3_K throughout, the output head Q6_K'),
   kMix('Q3_K_M', 12, 'Q3_K, with attn_v Q4_K (the first two Q5_K), ffn_down Q4_K (the first sixteenth Q5_K), attn_output Q4_K; the output head Q6_K'),
   kMix('Q3_K_L', 13, 'Q3_K, with attn_v, ffn_down and attn_output Q5_K; the output head Q6_K'),
@@ -218,8 +279,23 @@ export const TYPE_MIXES: readonly TypeMix[] = [
   kMix('Q4_K_M', 15, 'Q4_K, with half of attn_v and ffn_down (the first and last eighth, every third between) Q6_K; the output head Q6_K'),
   kMix('Q5_K_S', 16, 'Q5_K throughout, the output head Q6_K'),
   kMix('Q5_K_M', 17, 'Q5_K, with half of attn_v and ffn_down Q6_K; the output head Q6_K'),
+  lowMix('Q6_K', 'Q6_K_MIX', 18, 'Q6_K throughout (attn_v and attn_k Q8_0 in an 8-expert model), the output head Q6_K'),
+  lowMix('IQ3_S', 'IQ3_S_MIX', 26, 'IQ3_S, with attn_v Q4_K under grouped-query attention of 4 or more; the output head Q6_K'),
+  lowMix('IQ3_M', 'IQ3_M', 27, 'IQ3_S, with attn_v, attn_output and the first eighth of ffn_down Q4_K; the output head Q6_K'),
   MXFP4_MOE,
 ];
+
+/**
+ * llama-quantize's file types it writes only with an importance matrix, which loramerge has not:
+ * `--dtype` names them to be refused with the reason (current llama-quant.cpp,
+ * tensor_requires_imatrix: IQ3_XXS, IQ2_* and IQ1_* tensors other than the embedding and the head,
+ * and Q2_K tensors of a Q2_K_S file).
+ */
+export const REFUSED_MIXES: Readonly<Record<string, string>> = {
+  Q2_K_S: 'llama-quantize writes its Q2_K_S file type only with an importance matrix (its Q2_K tensors need one), which loramerge does not have',
+  IQ3_XS: 'llama-quantize\'s IQ3_XS file type gives attn_q, attn_k (without 8 experts) and the middle layers\' ffn_gate and ffn_up IQ3_XXS, which current llama-quantize writes only with an importance matrix, which loramerge does not have',
+  IQ3_XXS_MIX: 'llama-quantize\'s IQ3_XXS file type gives most tensors IQ3_XXS and attn_q/attn_k IQ2_S, which current llama-quantize writes only with an importance matrix, which loramerge does not have',
+};
 
 /** The mix of this name (any case), or undefined. */
 export function typeMix(name: string): TypeMix | undefined {
