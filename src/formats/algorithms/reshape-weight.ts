@@ -12,9 +12,10 @@
  * The padded tensor is a model ComfyUI loads again only where its model detection reads the width
  * from that tensor: a single file whose input layer sets the model's input channels (WIDTH_READERS).
  * There only dimension 1, the input channels, may grow. The plan widens the tensor the same way
- * BFL's img_in is widened (TensorUpdate.widenedFrom), with this part's checks (reshapeProblem).
+ * BFL's img_in is widened (TensorUpdate.widenedFrom), with this part's checks (reshapeProblem); on
+ * a GGUF base only where ComfyUI-GGUF's patcher would widen the tensor (ggufWideningProblem).
  */
-import type { AdapterModule } from '../adapter.js';
+import { ADAPTER_FORMAT_NAMES, type AdapterFormat, type AdapterModule } from '../adapter.js';
 import type { TensorEntry } from '../safetensors-types.js';
 import { product } from '../../integers.js';
 import { fmtShape } from './algorithm.js';
@@ -115,12 +116,12 @@ const GGUF_PATCHED_AT_LOAD = new Set(['F32', 'F16']);
  * weight meets the narrower input (torch's "mat1 and mat2 shapes cannot be multiplied").
  */
 export function ggufWideningProblem(
-  module: AdapterModule, format: string, baseKey: string, shape: readonly number[], cols: number, storedType: string | undefined,
+  module: AdapterModule, format: AdapterFormat, baseKey: string, shape: readonly number[], cols: number, storedType: string | undefined,
 ): string | undefined {
   const to = module.widenBaseTo;
   const widening = `widening ${baseKey} ${fmtShape(shape)} to ${to} input columns`;
   if (module.reshapeTo === undefined && format !== 'comfyui') {
-    return `${widening} is not supported on a GGUF base: ComfyUI-GGUF, which loads it, widens a weight only by ComfyUI's reshape_weight (a file's own, or the one ComfyUI gives BFL's control LoRA), and ComfyUI does not widen for a ${format} LoRA of another width (it reports the shape mismatch and leaves the weight as it is); merge into a safetensors base in F32, F16, BF16 or plain fp8`;
+    return `${widening} is not supported on a GGUF base: ComfyUI-GGUF, which loads it, widens a weight only by ComfyUI's reshape_weight (a file's own, or the one ComfyUI gives BFL's control LoRA), and ComfyUI does not widen for a ${ADAPTER_FORMAT_NAMES[format]} LoRA of another width (it reports the shape mismatch and leaves the weight as it is); merge into a safetensors base in F32, F16, BF16 or plain fp8`;
   }
   if (storedType !== undefined && GGUF_PATCHED_AT_LOAD.has(storedType)) return undefined;
   return `${widening} is not supported on a GGUF base's ${storedType ?? 'unknown-type'} tensor: ComfyUI-GGUF patches a ${storedType ?? 'such a'} tensor only when it dequantizes it for each step, so the model still reads ${cols} input columns from the stored tensor, feeds no control latents and stops on the shape mismatch; it widens one stored in F32 or F16 (merge into such a GGUF, or a safetensors base in F32, F16, BF16 or plain fp8)`;
