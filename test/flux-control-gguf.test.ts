@@ -20,8 +20,11 @@
  * only block weights whose rows are whole Q8_0 blocks at that size, `img_mlp.2`/`txt_mlp.2`
  * (in 4·hidden = 32), are Q8_0; the other block weights are F16, as in flux1-dev-F16.gguf.
  */
-import { describe, expect, it } from 'vitest';
-import { buildSafetensors, decodeSafetensors, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { errorLines, runCli } from './helpers/cli.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { controlLora, diffusersControlLora, fluxLinears, fluxNorms, H, HEAD, identity, IN, R, truth } from './helpers/flux-control-fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
@@ -167,5 +170,27 @@ describe('refused where ComfyUI-GGUF would not widen img_in, one line naming the
     expect(refusals).toEqual([
       `adapter0: module "transformer.x_embedder": widening img_in.weight (${H}, ${IN}) to ${2 * IN} input columns is not supported on a GGUF base: ComfyUI-GGUF, which loads it, widens a weight only by ComfyUI's reshape_weight (a file's own, or the one ComfyUI gives BFL's control LoRA), and ComfyUI does not widen for a diffusers LoRA of another width (it reports the shape mismatch and leaves the weight as it is); merge into a safetensors base in F32, F16, BF16 or plain fp8`,
     ]);
+  });
+});
+
+describe('the CLI (loramerge merge) on flux1-dev-Q8_0.gguf', () => {
+  const temp = tempDirs();
+  afterAll(() => temp.removeAll());
+
+  it('writes the merged GGUF with img_in at ne [2·in, h] and says so; a BF16 img_in is refused and nothing is written', async () => {
+    const base = fluxGguf('F16');
+    const dir = temp.make({ [GGUF_FILE]: base.bytes, [LORA_FILE]: loraBytes });
+    const out = join(dir, 'flux1-canny-dev-Q8_0.gguf');
+    const run = await runCli(['merge', '--base', join(dir, GGUF_FILE), '--adapter', join(dir, LORA_FILE), '--out', out, '--backend', 'cpu']);
+    expect(errorLines(run.stderr), run.stderr).toEqual([]);
+    expect(run.code).toBe(0);
+    expect(run.stdout + run.stderr).toMatch(new RegExp(`note: img_in\\.weight is written \\(${H}, ${2 * IN}\\), ${IN} zero columns added to the base's ${IN} before the adapter's update: the merged model takes ${2 * IN} input channels where the base took ${IN}`));
+    expectGgufMerged(new Uint8Array(readFileSync(out)), base, truth(base.asDecoded, lora, 1, identity, (n) => n));
+
+    const bf16 = temp.make({ 'flux1-dev-BF16.gguf': fluxGguf('BF16').bytes, [LORA_FILE]: loraBytes });
+    const refused = await runCli(['merge', '--base', join(bf16, 'flux1-dev-BF16.gguf'), '--adapter', join(bf16, LORA_FILE), '--out', join(bf16, 'x.gguf'), '--backend', 'cpu']);
+    expect(refused.code).not.toBe(0);
+    expect(errorLines(refused.stderr)).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": widening img_in\.weight \(8, 16\) to 32 input columns is not supported on a GGUF base's BF16 tensor: ComfyUI-GGUF patches a BF16 tensor only when it dequantizes it/)]);
+    expect(existsSync(join(bf16, 'x.gguf'))).toBe(false);
   });
 });
