@@ -19,9 +19,8 @@ import { tensor } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import {
-  controlLora, diffusersNorm, diffusersRows, DOUBLE, expectAll, fluxDevBfl, fluxDevDiffusers, fluxLinears, fluxNorms, H, HEAD, identity, IN, R, SINGLE, truth, TXT,
+  controlLora, diffusersNorm, diffusersRows, DOUBLE, expectAll, fluxDevBfl, fluxDevDiffusers, fluxNorms, H, HEAD, identity, IN, R, SINGLE, truth, TXT,
 } from './helpers/flux-control-fixtures.js';
-import { buildGguf, randomTensors } from './helpers/gguf-builder.js';
 
 const rand = seededRandom(20261203);
 
@@ -211,17 +210,6 @@ describe('refused, one line naming the tensor', () => {
     expect(await refusals([...base, ...scales, { name: 'scaled_fp8', dtype: 'F8_E4M3', shape: [0], data: [] }], controlLora(rand))).toEqual([
       expect.stringMatching(/module "diffusion_model\.img_in": widening img_in\.weight \(8, 16\) to 32 input columns is not supported on the scaled fp8 weight img_in\.weight.*; merge into a safetensors base in F32, F16, BF16 or plain fp8$/),
     ]);
-  });
-
-  it('a GGUF base (ComfyUI-GGUF\'s flux1-dev-*.gguf, BFL names, general.architecture flux): its writer keeps each tensor\'s shape, so widening img_in is refused', async () => {
-    const specs = [
-      ...fluxLinears().flatMap(([m, o, i]) => [{ name: `${m}.weight`, ne: [i, o], type: 'F16' }, { name: `${m}.bias`, ne: [o], type: 'F32' }]),
-      ...fluxNorms().map((name) => ({ name, ne: [HEAD], type: 'F32' })),
-    ];
-    const gguf = buildGguf({ metadata: [['general.architecture', { type: 'string', value: 'flux' }]], tensors: randomTensors(specs, rand).tensors });
-    expect(await refusalsInMemory({
-      backend: backends.cpu!, base: { 'flux1-dev-F16.gguf': gguf }, adapters: [{ files: { 'flux1-canny-dev-lora.safetensors': loraBytes } }],
-    })).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": widening img_in\.weight \(8, 16\) to 32 input columns is not supported on a GGUF base; merge into a safetensors base in F32, F16, BF16 or plain fp8$/)]);
   });
 
   it('a plain LoRA on img_in after the control LoRA has widened it', async () => {

@@ -132,6 +132,12 @@ describe('the same LoRA on a Wan GGUF file with its 5-D F32 patch embedding', ()
     });
   }
 
+  it('a 5-D BF16 patch embedding is refused: ComfyUI-GGUF patches a BF16 tensor only when it dequantizes it, so Wan would read 16 channels from it', async () => {
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: { 'wan.gguf': gguf('BF16').bytes }, adapters: [{ files: { [LORA_FILE]: buildSafetensors(patchOnly()) } }] })).toEqual([
+      `adapter0: module "${D}patch_embedding": widening patch_embedding.weight (${dim}, 16, 1, 2, 2) to ${32 * K} input columns is not supported on a GGUF base's BF16 tensor: ComfyUI-GGUF patches a BF16 tensor only when it dequantizes it for each step, so the model still reads ${16 * K} input columns from the stored tensor, feeds no control latents and stops on the shape mismatch; it widens one stored in F32 or F16 (merge into such a GGUF, or a safetensors base in F32, F16, BF16 or plain fp8)`,
+    ]);
+  });
+
   it('a 5-D tensor of a quantized type is refused as GGML refuses it', async () => {
     const bad = buildGguf({ metadata: [['general.architecture', str('wan')]], tensors: randomTensors([{ name: 'patch_embedding.weight', ne: [32, 2, 1, 16, dim], type: 'Q8_0' }], sym).tensors });
     expect(await refusalsInMemory({ backend: backends.cpu!, base: { 'wan.gguf': bad }, adapters: [{ files: { [LORA_FILE]: buildSafetensors(patchOnly()) } }] })).toEqual([

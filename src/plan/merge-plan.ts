@@ -25,7 +25,7 @@ import { MergeError, type MergeErrorCode } from '../errors.js';
 import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.js';
 import { ADAPTER_FORMAT_NAMES, type AdapterFormat, type AdapterModule, type LayerClass, type ParsedAdapter, type TensorReplacement } from '../formats/adapter.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
-import { reshapeProblem } from '../formats/algorithms/reshape-weight.js';
+import { ggufWideningProblem, reshapeProblem } from '../formats/algorithms/reshape-weight.js';
 import type { BaseComponent } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
 import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
@@ -464,7 +464,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         } else if (target.transposedBlocks) {
           view = transposedView(module, target.transposedBlocks, baseKey, info.shape, fail);
         } else {
-          const widened = widenedShape(module, target, info.shape, base, baseKey, updates.get(baseKey));
+          const widened = widenedShape(module, adapter.format, target, info.shape, base, baseKey, updates.get(baseKey));
           if (typeof widened === 'string') {
             fail(widened.startsWith('base ') ? 'SHAPE_MISMATCH' : 'UNSUPPORTED_FORMAT', widened);
             continue;
@@ -709,12 +709,11 @@ interface View {
  * (ComfyUI's reshape_weight, diffusers' expanded x_embedder), the base's rows with `widenBaseTo`
  * columns, the new ones zero, and `from` the base's own count. Why not, as one line, where the
  * widening cannot be done: a base already wider, part of a tensor, a tensor stored in blocks or
- * by a scale, a GGUF base (except a reshape_weight on a tensor stored value by value), another
- * adapter's terms on the tensor in the other width, or a reshape_weight the model could not load
- * (algorithms/reshape-weight.ts).
+ * by a scale, a GGUF tensor ComfyUI-GGUF would not widen (algorithms/reshape-weight.ts), another
+ * adapter's terms on the tensor in the other width, or a reshape_weight the model could not load.
  */
 function widenedShape(
-  module: AdapterModule, target: Placement, shape: readonly number[], base: BaseTensorIndex, baseKey: string, earlier: TensorUpdate | undefined,
+  module: AdapterModule, format: AdapterFormat, target: Placement, shape: readonly number[], base: BaseTensorIndex, baseKey: string, earlier: TensorUpdate | undefined,
 ): { shape: readonly number[]; from?: number } | string {
   const earlierWidth = earlier ? `; ${earlier.terms[0].adapter} (module "${earlier.terms[0].moduleName}") updates it at ${earlier.cols} columns, merge the two one after the other` : '';
   const to = module.widenBaseTo;
@@ -733,11 +732,12 @@ function widenedShape(
   if (cols === to) return { shape };
   const stored = base.tensors.get(baseKey);
   const scale = scaledWeight(base, baseKey);
-  // A reshape_weight pads a GGUF tensor stored value by value (F32, F16, BF16: ComfyUI-GGUF's 5-D
-  // patch embedding), whose zero bytes are zeros and whose tensor info the writer takes at the new shape.
-  const ggufPadded = base.metadata !== undefined && reshaped !== undefined && ['F32', 'F16', 'BF16'].includes(stored?.storedType ?? '');
-  const how = base.metadata && !ggufPadded ? `a GGUF base${reshaped ? `'s ${stored?.storedType} tensor` : ''}` : scale ? scale.label : (stored?.rowBlock ?? 1) > 1 || stored?.shapeNote ? 'a tensor stored in blocks' : undefined;
-  if (how) return `widening ${baseKey} ${fmt(shape)} to ${to} input columns is not supported on ${how}; merge into a safetensors base in F32, F16, BF16 or plain fp8${reshaped ? ', or a GGUF one storing it in F32, F16 or BF16' : ''}`;
+  // A GGUF base is widened only where ComfyUI-GGUF widens it (ggufWideningProblem); the tensor is
+  // then F32 or F16, whose zero bytes are zeros and whose tensor info the writer takes at the new shape.
+  const gguf = base.metadata ? ggufWideningProblem(module, format, baseKey, shape, cols, stored?.storedType) : undefined;
+  if (gguf) return gguf;
+  const how = base.metadata ? undefined : scale ? scale.label : (stored?.rowBlock ?? 1) > 1 || stored?.shapeNote ? 'a tensor stored in blocks' : undefined;
+  if (how) return `widening ${baseKey} ${fmt(shape)} to ${to} input columns is not supported on ${how}; merge into a safetensors base in F32, F16, BF16 or plain fp8${reshaped ? ', or a GGUF one storing it in F32 or F16' : ''}`;
   if (earlier && earlier.cols !== to) {
     return reshaped
       ? `reshape_weight pads ${baseKey} ${fmt(shape)} to ${fmt(reshaped)}, but ${earlier.terms[0].adapter} (module "${earlier.terms[0].moduleName}") makes it ${fmt(earlier.shape)} in this merge; merge the two one after the other`

@@ -12,9 +12,10 @@
  * The padded tensor is a model ComfyUI loads again only where its model detection reads the width
  * from that tensor: a single file whose input layer sets the model's input channels (WIDTH_READERS).
  * There only dimension 1, the input channels, may grow. The plan widens the tensor the same way
- * BFL's img_in is widened (TensorUpdate.widenedFrom), with this part's checks (reshapeProblem).
+ * BFL's img_in is widened (TensorUpdate.widenedFrom), with this part's checks (reshapeProblem); on
+ * a GGUF base only where ComfyUI-GGUF's patcher would widen the tensor (ggufWideningProblem).
  */
-import type { AdapterModule } from '../adapter.js';
+import { ADAPTER_FORMAT_NAMES, type AdapterFormat, type AdapterModule } from '../adapter.js';
 import type { TensorEntry } from '../safetensors-types.js';
 import { product } from '../../integers.js';
 import { fmtShape } from './algorithm.js';
@@ -96,4 +97,32 @@ export function reshapeProblem(module: AdapterModule, baseKey: string, shape: re
     return `${pads}; ComfyUI reads ${reader.model}'s ${reader.field} from that tensor only in a single file in ${reader.model}'s own naming (${prefix}${reader.marker} beside it), and this base is not one (a diffusers folder's config.json in_channels would have to change): merge into the single-file checkpoint (Comfy-Org's repackaged file, bare or under model.diffusion_model.) instead`;
   }
   return undefined;
+}
+
+/** The GGUF types ComfyUI-GGUF hands to torch as they are (dequant.py TORCH_COMPATIBLE_QTYPES): its patcher widens only these. */
+const GGUF_PATCHED_AT_LOAD = new Set(['F32', 'F16']);
+
+/**
+ * Why ComfyUI-GGUF, the loader of a GGUF diffusion model, would not run `module`'s widening of
+ * `baseKey` (stored as `storedType`, `cols` input columns), or undefined where it would. ComfyUI
+ * widens a weight only by `reshape_weight`: a file's own, or the one comfy/lora_convert.py
+ * `convert_lora_bfl_control` gives BFL's control LoRA (read here in ComfyUI's form, format
+ * 'comfyui'); diffusers' wider x_embedder LoRA it cannot reshape onto the weight, logs the error
+ * and leaves the weight as it was. ComfyUI-GGUF's GGUFModelPatcher pads and patches an F32 or F16
+ * tensor in place when the model loads, so the model reads the new width from it (FLUX.1's
+ * `concat_cond` img_in.weight.shape[1], Wan's patch_embedding) and feeds the control latents. BF16
+ * and block types it patches only when ops.py `get_weight` dequantizes them for a step: the tensor
+ * keeps its stored shape, the model reads the old width, feeds no control latents, and the padded
+ * weight meets the narrower input (torch's "mat1 and mat2 shapes cannot be multiplied").
+ */
+export function ggufWideningProblem(
+  module: AdapterModule, format: AdapterFormat, baseKey: string, shape: readonly number[], cols: number, storedType: string | undefined,
+): string | undefined {
+  const to = module.widenBaseTo;
+  const widening = `widening ${baseKey} ${fmtShape(shape)} to ${to} input columns`;
+  if (module.reshapeTo === undefined && format !== 'comfyui') {
+    return `${widening} is not supported on a GGUF base: ComfyUI-GGUF, which loads it, widens a weight only by ComfyUI's reshape_weight (a file's own, or the one ComfyUI gives BFL's control LoRA), and ComfyUI does not widen for a ${ADAPTER_FORMAT_NAMES[format]} LoRA of another width (it reports the shape mismatch and leaves the weight as it is); merge into a safetensors base in F32, F16, BF16 or plain fp8`;
+  }
+  if (storedType !== undefined && GGUF_PATCHED_AT_LOAD.has(storedType)) return undefined;
+  return `${widening} is not supported on a GGUF base's ${storedType ?? 'unknown-type'} tensor: ComfyUI-GGUF patches a ${storedType ?? 'such a'} tensor only when it dequantizes it for each step, so the model still reads ${cols} input columns from the stored tensor, feeds no control latents and stops on the shape mismatch; it widens one stored in F32 or F16 (merge into such a GGUF, or a safetensors base in F32, F16, BF16 or plain fp8)`;
 }
