@@ -22,7 +22,8 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { describeCliFuzz, filesUnder, fuzzSettings, type CliCase } from './helpers/cli-fuzz.js';
-import { decodeFiles, REQUANTIZING_WORLDS, requantizedCases, surfaceCases, surfaceTruth, writeSurfaceCase, type SurfaceCase } from './helpers/fuzz-surfaces.js';
+import { decodeFiles, REQUANTIZING_WORLDS, requantizedCases, surfaceCases, surfaceTruth, writeSurfaceCase, type GgufExpected, type SurfaceCase } from './helpers/fuzz-surfaces.js';
+import { readGguf, tensorValues, typeName } from './helpers/gguf-builder.js';
 
 function prepare(c: SurfaceCase): CliCase {
   const { world, command } = c;
@@ -74,6 +75,10 @@ function checkOutput(c: SurfaceCase, { inputs: written }: CliCase, outPath: stri
   if (truth.kind === 'unknown') return truth.kind;
   expect(truth.kind === 'invalid' ? truth.why : 'valid', `the merge succeeded on inputs it must refuse\n${context}`).toBe('valid');
   if (truth.kind !== 'expected') return truth.kind;
+  if (truth.gguf) {
+    checkGguf(new Uint8Array(readFileSync(outPath)), truth.gguf, context);
+    return truth.kind;
+  }
   // The output, keyed like the base: a folder's files under the base's folder name.
   const outFiles = statSync(outPath).isDirectory()
     ? new Map([...filesUnder(outPath)].map(([p, b]) => [`${c.world.base}/${p}`, b] as [string, Uint8Array]))
@@ -116,6 +121,31 @@ function checkOutput(c: SurfaceCase, { inputs: written }: CliCase, outPath: stri
     expect(without(JSON.parse(text!) as Record<string, unknown>), `${path}\n${context}`).toEqual(without(equals));
   }
   return truth.kind;
+}
+
+/**
+ * A GGUF output against its truth: the tensors in order, each of its type and ne, its bytes exact
+ * or its values within rounding (F32/F16/BF16) or within the bound given (a block type); the
+ * metadata entries named.
+ */
+function checkGguf(bytes: Uint8Array, want: GgufExpected, context: string): void {
+  const got = readGguf(bytes);
+  expect(got.tensors.map((t) => [t.name, typeName(t.typeId), t.ne]), `tensors, types and ne\n${context}`).toEqual(want.tensors.map((t) => [t.name, t.type, t.ne]));
+  want.tensors.forEach((w, k) => {
+    const t = got.tensors[k];
+    if (w.bytes) {
+      expect(Buffer.from(t.data).equals(Buffer.from(w.bytes)), `${w.name} (${w.type}) byte for byte\n${context}`).toBe(true);
+      return;
+    }
+    if (!w.values) return;
+    const values = tensorValues(w.type, t.data);
+    for (let i = 0; i < w.values.length; i++) {
+      const exact = w.values[i];
+      const bound = w.bound ? w.bound[i] : tolerance(exact, w.magnitude ?? 0, w.type);
+      if (!(Math.abs(values[i] - exact) <= bound)) expect.fail(`${w.name}[${i}] (${w.type}): ${values[i]} vs exact ${exact} (bound ${bound})\n${context}`);
+    }
+  });
+  for (const [key, value] of Object.entries(want.meta ?? {})) expect(got.metadata.get(key)?.value, `${key}\n${context}`).toEqual(value);
 }
 
 /** Where the truth decides refusals too, a merge it expects must not be refused. */

@@ -75,7 +75,7 @@ import {
 } from './e4m3-by-hand.js';
 import { exactMergeBitsOf } from './exact-truth.js';
 import type { FloatDType } from '../../src/dtype.js';
-import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
+import { buildGguf, GGML_BLOCK, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
 import { mm } from './dense-f64.js';
 import { roundingValue } from './fuzz-cases.js';
 import { AWQ_ORDER, pack } from './int-packing.js';
@@ -83,6 +83,8 @@ import { aTimesB, mlxConfig } from './mlx-lm-folder.js';
 import { deltaTruth, reference as torchReference } from './fourierft-truth.js';
 import { ditNamingsWorld } from './fuzz-dit-namings.js';
 import { peftNewWorld } from './fuzz-peft-new.js';
+import { mlxExpertsWorld } from './fuzz-mlx-experts.js';
+import { fluxGgufWorld } from './fuzz-flux-gguf.js';
 import { editedText, safetensorsTextProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
 import {
   controlLora, diffusersNorm, diffusersRows, DOUBLE as FLUX_DOUBLE, fluxDevBfl, fluxDevDiffusers, fluxNorms, HEAD as FLUX_HEAD, identity, IN as FLUX_IN, R as FLUX_R,
@@ -147,6 +149,37 @@ export interface ExpectedMerge {
   shape?: number[];
 }
 
+/**
+ * A GGUF output as the truth expects it: every tensor in order with its type and ne, and its data as
+ * `bytes` exactly, or `values` (F32/F16/BF16 within the rounding of the type, a block type within
+ * `bound` of each value, e.g. half a Q8_0 step), or neither (a type the helpers do not decode);
+ * metadata entries `meta` equal to the values given.
+ */
+export interface GgufExpected {
+  tensors: { name: string; type: string; ne: number[]; bytes?: Uint8Array; values?: Float64Array; magnitude?: number; bound?: Float64Array }[];
+  meta?: Record<string, unknown>;
+}
+
+/**
+ * How far a block type's values may lie from the float64 truth `values` (rows of whole blocks): twice
+ * the reference quantizer's own worst error in each block of the truth, plus a little (the merge is
+ * quantized from its f32 sum, which may round a value the other way and move a block's scale).
+ */
+export function blockBound(type: string, values: Float64Array): Float64Array {
+  const ref = tensorValues(type, tensorData(type, values));
+  const size = GGML_BLOCK[type][0];
+  const bound = new Float64Array(values.length);
+  for (let b = 0; b < values.length; b += size) {
+    let err = 0, amax = 0;
+    for (let i = b; i < b + size; i++) {
+      err = Math.max(err, Math.abs(ref[i] - values[i]));
+      amax = Math.max(amax, Math.abs(values[i]));
+    }
+    bound.fill(2 * err + 2 ** -18 * amax + 1e-7, b, b + size);
+  }
+  return bound;
+}
+
 export type Truth =
   | {
     kind: 'expected'; merged: Map<string, ExpectedMerge>;
@@ -158,6 +191,8 @@ export type Truth =
     json?: Record<string, { equals: Record<string, unknown>; except?: string[] }>;
     /** Files of the base folder the output leaves out, by path. */
     absent?: string[];
+    /** A GGUF output, checked tensor by tensor in place of the decoded comparison above. */
+    gguf?: GgufExpected;
   }
   | { kind: 'invalid'; why: string }
   | { kind: 'unknown'; why: string };
@@ -3387,6 +3422,8 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   'fourierft-waveft': { weight: 2, arbitrary: spectrumWorld },
   'dit-namings': { weight: 3, arbitrary: ditNamingsWorld },
   'peft-new': { weight: 3, arbitrary: peftNewWorld },
+  'mlx-experts': { weight: 2, arbitrary: mlxExpertsWorld },
+  'flux-control-gguf': { weight: 2, arbitrary: fluxGgufWorld },
 };
 
 /** The worlds drawn from: all, or those named in `only` (comma-separated keys of SURFACE_WORLDS). */
@@ -3592,6 +3629,18 @@ class EmbeddedJson {
 
 const GGUF_VALUES_PER_BYTE: Record<string, number> = { F32: 0.25, F16: 0.5, BF16: 0.5 };
 
+/**
+ * Bytes of `n` values of a GGUF type the plain readers decode (floats, and the block types with a
+ * reference dequantizer in the test helpers: not IQ2_*, IQ3_*, I32), or NaN for a type they do not
+ * read or values that are not whole blocks.
+ */
+export function ggufDecodedBytes(type: string, n: number): number {
+  if (GGUF_VALUES_PER_BYTE[type]) return n / GGUF_VALUES_PER_BYTE[type];
+  const block = GGML_BLOCK[type];
+  if (!block || /^(IQ2_|IQ3_|I32$)/.test(type) || n % block[0] !== 0) return NaN;
+  return (n / block[0]) * block[1];
+}
+
 /** Every file of a case (path → bytes), mutations applied; a dropped file is absent. */
 export function writeSurfaceCase(c: SurfaceCase): Map<string, Uint8Array> {
   const specs = Object.entries(c.world.files).map(([path, spec]) => [path, clone(spec)] as [string, SpecFile]);
@@ -3740,7 +3789,7 @@ export function decodeFiles(files: Map<string, Uint8Array>): Decoded | null {
         for (const t of g.tensors) {
           const type = typeName(t.typeId);
           const n = t.ne.reduce((a, b) => a * b, 1);
-          if (!GGUF_VALUES_PER_BYTE[type] || t.data.byteLength !== n / GGUF_VALUES_PER_BYTE[type]) return null;
+          if (t.data.byteLength !== ggufDecodedBytes(type, n)) return null;
           // Torch order: the reverse of ne.
           tensors.set(`${component}/${t.name}`, { dtype: type, shape: t.ne.slice().reverse(), values: tensorValues(type, t.data), bytes: t.data });
         }
@@ -3812,7 +3861,7 @@ function ggufLayoutProblem(bytes: Uint8Array): string | null {
     if (t.offset !== expected) return `${t.name} at offset ${t.offset}, expected ${expected}`;
     const type = typeName(t.typeId);
     const n = t.ne.reduce((a, b) => a * b, 1);
-    const size = n / GGUF_VALUES_PER_BYTE[type];
+    const size = ggufDecodedBytes(type, n);
     if (g.dataStart + t.offset + size > bytes.byteLength) return `${t.name} ends past the file`;
     expected = t.offset + Math.ceil(size / alignment) * alignment;
   }
