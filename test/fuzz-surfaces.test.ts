@@ -7,7 +7,9 @@
  * mlx-community affine-quantized bases, PEFT FourierFT / WaveFT folders, the diffusion transformers
  * whose two namings are converted (AuraFlow, PixArt, HunyuanDiT, Mochi, Cosmos / Anima, Stable
  * Cascade stage C; fuzz-dit-namings.ts) and PEFT's BEFT, Super-Tuning, TinyLoRA, PVeRA, UniLoRA and
- * BD-LoRA folders (fuzz-peft-new.ts), also with --dtype bf16,
+ * BD-LoRA folders (fuzz-peft-new.ts), float stacked MoE experts under mlx-lm's LoRASwitchLinear and
+ * PEFT per-expert LoRAs (fuzz-mlx-experts.ts), BFL's FLUX.1 control LoRAs on ComfyUI-GGUF files
+ * (fuzz-flux-gguf.ts) and llama-quantize's type mixes (fuzz-type-mixes.ts), also with --dtype bf16,
  * mutated, run through the CLI's front end. For every case:
  *   - exit 0, the output equal to the float64 truth (merged tensors within the rounding of their
  *     dtype, every other tensor bit for bit), and --out holding only the output; or
@@ -27,7 +29,8 @@ import { readGguf, tensorValues, typeName } from './helpers/gguf-builder.js';
 
 function prepare(c: SurfaceCase): CliCase {
   const { world, command } = c;
-  const dtype = command.dtype ? ['--dtype', command.dtype] : [];
+  const fixed = command.command === 'merge' && world.fixedDtype;
+  const dtype = command.dtype ? ['--dtype', command.dtype] : fixed ? ['--dtype', fixed] : [];
   return {
     label: `${world.name}: ${command.command}${dtype.length ? ` ${dtype.join(' ')}` : ''}`,
     group: `${world.name}${dtype.length ? `, ${dtype.join(' ')}` : ''}`,

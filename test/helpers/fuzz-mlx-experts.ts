@@ -17,7 +17,7 @@
 import fc from 'fast-check';
 import { seededRandom, type FixtureDType, type FixtureTensor } from './fixtures.js';
 import { mlxConfig } from './mlx-lm-folder.js';
-import { configScale, convertRest, pastDtype, type Decoded, type ExpectedMerge, type SpecFile, type SurfaceWorld, type Truth } from './fuzz-surfaces.js';
+import { configScale, convertRest, nestingDepth, pastDtype, type Decoded, type ExpectedMerge, type SpecFile, type SurfaceWorld, type Truth } from './fuzz-surfaces.js';
 
 const L = 'model.layers.0.mlp';
 const PROJS = ['gate_proj', 'up_proj', 'down_proj'] as const;
@@ -100,8 +100,10 @@ export const mlxExpertsWorld: fc.Arbitrary<SurfaceWorld> = fc
       name: `mlx-experts: ${adapter === 'switch' ? 'LoRASwitchLinear' : 'PEFT per-expert LoRA'} on ${base} experts${hostile ? ` (${adapter === 'switch' ? `factors for ${hostile} expert` : 'an expert past E'})` : ''}`,
       files, base: 'model', adapter: 'adapter', out: 'merged', refusalsChecked: true,
       outDtypes: ['bf16', 'f16', 'f32'],
-      configReads: ['lora_parameters', 'num_experts'],
+      configReads: ['lora_parameters'],
       truth: (d: Decoded, w: number, outDtype): Truth => {
+        // A config nesting past 64 levels is refused by the merge; the texts are not compared here.
+        if (['model/config.json', 'adapter/adapter_config.json'].some((p) => nestingDepth(d.json.get(p) ?? '') > 64)) return unknown('a config nests too deep to compare');
         let cfg: Record<string, unknown>;
         try {
           cfg = JSON.parse(d.json.get('adapter/adapter_config.json')!) as Record<string, unknown>;
