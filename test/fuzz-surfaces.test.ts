@@ -140,11 +140,12 @@ function checkGguf(bytes: Uint8Array, want: GgufExpected, context: string): void
       expect(Buffer.from(t.data).equals(Buffer.from(w.bytes)), `${w.name} (${w.type}) byte for byte\n${context}`).toBe(true);
       return;
     }
-    if (!w.values) return;
+    const wanted: Float64Array | undefined = w.values;
+    if (!wanted) return;
     const values = tensorValues(w.type, t.data);
-    for (let i = 0; i < w.values.length; i++) {
-      const exact = w.values[i];
-      const bound = w.bound ? w.bound[i] : tolerance(exact, w.magnitude ?? 0, w.type);
+    for (let i = 0; i < wanted.length; i++) {
+      const exact: number = wanted[i];
+      const bound: number = w.bound ? w.bound[i] : tolerance(exact, w.magnitude ?? 0, w.type);
       if (!(Math.abs(values[i] - exact) <= bound)) expect.fail(`${w.name}[${i}] (${w.type}): ${values[i]} vs exact ${exact} (bound ${bound})\n${context}`);
     }
   });
