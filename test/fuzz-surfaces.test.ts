@@ -7,7 +7,9 @@
  * mlx-community affine-quantized bases, PEFT FourierFT / WaveFT folders, the diffusion transformers
  * whose two namings are converted (AuraFlow, PixArt, HunyuanDiT, Mochi, Cosmos / Anima, Stable
  * Cascade stage C; fuzz-dit-namings.ts) and PEFT's BEFT, Super-Tuning, TinyLoRA, PVeRA, UniLoRA and
- * BD-LoRA folders (fuzz-peft-new.ts), also with --dtype bf16,
+ * BD-LoRA folders (fuzz-peft-new.ts), float stacked MoE experts under mlx-lm's LoRASwitchLinear and
+ * PEFT per-expert LoRAs (fuzz-mlx-experts.ts), BFL's FLUX.1 control LoRAs on ComfyUI-GGUF files
+ * (fuzz-flux-gguf.ts) and llama-quantize's type mixes (fuzz-type-mixes.ts), also with --dtype bf16,
  * mutated, run through the CLI's front end. For every case:
  *   - exit 0, the output equal to the float64 truth (merged tensors within the rounding of their
  *     dtype, every other tensor bit for bit), and --out holding only the output; or
@@ -22,11 +24,13 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { describeCliFuzz, filesUnder, fuzzSettings, type CliCase } from './helpers/cli-fuzz.js';
-import { decodeFiles, REQUANTIZING_WORLDS, requantizedCases, surfaceCases, surfaceTruth, writeSurfaceCase, type SurfaceCase } from './helpers/fuzz-surfaces.js';
+import { decodeFiles, REQUANTIZING_WORLDS, requantizedCases, surfaceCases, surfaceTruth, writeSurfaceCase, type GgufExpected, type SurfaceCase } from './helpers/fuzz-surfaces.js';
+import { readGguf, tensorValues, typeName } from './helpers/gguf-builder.js';
 
 function prepare(c: SurfaceCase): CliCase {
   const { world, command } = c;
-  const dtype = command.dtype ? ['--dtype', command.dtype] : [];
+  const fixed = command.command === 'merge' && world.fixedDtype;
+  const dtype = command.dtype ? ['--dtype', command.dtype] : fixed ? ['--dtype', fixed] : [];
   return {
     label: `${world.name}: ${command.command}${dtype.length ? ` ${dtype.join(' ')}` : ''}`,
     group: `${world.name}${dtype.length ? `, ${dtype.join(' ')}` : ''}`,
@@ -74,6 +78,10 @@ function checkOutput(c: SurfaceCase, { inputs: written }: CliCase, outPath: stri
   if (truth.kind === 'unknown') return truth.kind;
   expect(truth.kind === 'invalid' ? truth.why : 'valid', `the merge succeeded on inputs it must refuse\n${context}`).toBe('valid');
   if (truth.kind !== 'expected') return truth.kind;
+  if (truth.gguf) {
+    checkGguf(new Uint8Array(readFileSync(outPath)), truth.gguf, context);
+    return truth.kind;
+  }
   // The output, keyed like the base: a folder's files under the base's folder name.
   const outFiles = statSync(outPath).isDirectory()
     ? new Map([...filesUnder(outPath)].map(([p, b]) => [`${c.world.base}/${p}`, b] as [string, Uint8Array]))
@@ -116,6 +124,32 @@ function checkOutput(c: SurfaceCase, { inputs: written }: CliCase, outPath: stri
     expect(without(JSON.parse(text!) as Record<string, unknown>), `${path}\n${context}`).toEqual(without(equals));
   }
   return truth.kind;
+}
+
+/**
+ * A GGUF output against its truth: the tensors in order, each of its type and ne, its bytes exact
+ * or its values within rounding (F32/F16/BF16) or within the bound given (a block type); the
+ * metadata entries named.
+ */
+function checkGguf(bytes: Uint8Array, want: GgufExpected, context: string): void {
+  const got = readGguf(bytes);
+  expect(got.tensors.map((t) => [t.name, typeName(t.typeId), t.ne]), `tensors, types and ne\n${context}`).toEqual(want.tensors.map((t) => [t.name, t.type, t.ne]));
+  want.tensors.forEach((w, k) => {
+    const t = got.tensors[k];
+    if (w.bytes) {
+      expect(Buffer.from(t.data).equals(Buffer.from(w.bytes)), `${w.name} (${w.type}) byte for byte\n${context}`).toBe(true);
+      return;
+    }
+    const wanted: Float64Array | undefined = w.values;
+    if (!wanted) return;
+    const values = tensorValues(w.type, t.data);
+    for (let i = 0; i < wanted.length; i++) {
+      const exact: number = wanted[i];
+      const bound: number = w.bound ? w.bound[i] : tolerance(exact, w.magnitude ?? 0, w.type);
+      if (!(Math.abs(values[i] - exact) <= bound)) expect.fail(`${w.name}[${i}] (${w.type}): ${values[i]} vs exact ${exact} (bound ${bound})\n${context}`);
+    }
+  });
+  for (const [key, value] of Object.entries(want.meta ?? {})) expect(got.metadata.get(key)?.value, `${key}\n${context}`).toEqual(value);
 }
 
 /** Where the truth decides refusals too, a merge it expects must not be refused. */

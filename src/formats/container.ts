@@ -85,6 +85,12 @@ export interface ContainerFormat {
    */
   nonFiniteInBlocks?(type: string, bytes: Uint8Array): number | undefined;
   /**
+   * How many values whole blocks of a block type, encoded from the f32 `input`, decode to zeros
+   * where the input is not small (the quantizer's f32 sums overflowed: Q3_K, Q6_K, IQ4_XS write a
+   * zero scale); undefined where nonFiniteInBlocks is.
+   */
+  zeroedInBlocks?(type: string, bytes: Uint8Array, input: Float32Array): number | undefined;
+  /**
    * Opens the writer of output shard `shardIndex` (the header goes first). `shards` are all output
    * shards, their tensors with their output types; `provenance` is added to the file's metadata.
    * `mirror`: nothing in the shard changes and the base asks for it to be written as it was

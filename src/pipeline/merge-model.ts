@@ -477,7 +477,9 @@ async function computeUnit(
   const encode = async (values: Uint8Array) => {
     const out = await format.encodeRows(unit.outType, values, backend, signal);
     if (out !== values) {
-      checkEncodedBlocks(unit.file, name, unit.outType, values, format.nonFiniteInBlocks?.(unit.outType, out));
+      const f32 = values.byteOffset % 4 === 0 ? values : values.slice();
+      const zeroed = format.zeroedInBlocks?.(unit.outType, out, new Float32Array(f32.buffer, f32.byteOffset, f32.byteLength >>> 2));
+      checkEncodedBlocks(unit.file, name, unit.outType, values, format.nonFiniteInBlocks?.(unit.outType, out), zeroed);
       // Re-encoded (a GGML block type): the engine's output is read no more, so the backend may
       // reuse it (the write below only recycles what is written).
       backend.recycle?.(values);

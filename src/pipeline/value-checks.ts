@@ -124,10 +124,11 @@ export function checkConverted(file: string, tensor: string, input: Uint8Array, 
 /**
  * Merged f32 values (finite: the backends refuse others) re-encoded as blocks of `type`: a block
  * whose values are too large for its f16 scale (about 65504 × the largest quantized level) would
- * decode to NaN or Inf. `nonFinite` is what the container counted in the encoded blocks.
+ * decode to NaN or Inf, or, where ggml's quantizer overflows f32 first (Q3_K, Q6_K, IQ4_XS past
+ * about 1e18), to zeros. `nonFinite` and `zeroed` are what the container counted in the encoded blocks.
  */
-export function checkEncodedBlocks(file: string, tensor: string, type: string, values: Uint8Array, nonFinite: number | undefined): void {
-  if (!nonFinite) return;
+export function checkEncodedBlocks(file: string, tensor: string, type: string, values: Uint8Array, nonFinite: number | undefined, zeroed = 0): void {
+  if (!nonFinite && !zeroed) return;
   const aligned = values.byteOffset % 4 === 0 ? values : values.slice();
   const f32 = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
   let largest = 0;
@@ -135,7 +136,10 @@ export function checkEncodedBlocks(file: string, tensor: string, type: string, v
   throw new MergeError(
     'NON_FINITE',
     `${file}: tensor "${tensor}": merged values up to ${largest.toPrecision(3)} are too large for ${type} blocks ` +
-      `(${nonFinite} value${nonFinite === 1 ? '' : 's'} would be NaN or Inf: the blocks' f16 scales overflow); write with --dtype f32 or bf16, or lower --weight`,
+      (nonFinite
+        ? `(${nonFinite} value${nonFinite === 1 ? '' : 's'} would be NaN or Inf: the blocks' f16 scales overflow); `
+        : `(${zeroed} values would be written as zeros: ggml's quantizer overflows f32 on them); `) +
+      'write with --dtype f32 or bf16, or lower --weight',
   );
 }
 

@@ -52,6 +52,15 @@
  *   - PEFT BEFT, Super-Tuning (and Supra), TinyLoRA, PVeRA, UniLoRA and BD-LoRA folders
  *     (fuzz-peft-new.ts), hostile: ranks, sizes, nblocks and lora_alpha the tensors do not fit,
  *     indices past the weight or theta_d, BEFT without a bias, a plain module under match_strict,
+ *   - Qwen3-MoE experts stacked in float as mlx-lm stores them or one tensor per expert, under an
+ *     mlx-lm LoRASwitchLinear or a PEFT per-expert LoRA (fuzz-mlx-experts.ts), hostile: factors for
+ *     another count of experts, an expert past the base's,
+ *   - BFL's FLUX.1 control LoRA on ComfyUI-GGUF FLUX.1 files, img_in F32 or F16 (widened), BF16 or
+ *     a block type (refused) (fuzz-flux-gguf.ts), hostile: img_in's LoRA as wide as the base, a base
+ *     img_in wider than the LoRA, lora_B rows or rank off, a norm scale of another length,
+ *   - a llama GGUF merged with llama-quantize's type mixes `--dtype iq3_s_mix`, `iq3_m`, `q2_k_mix`,
+ *     `q6_k_mix` (every tensor's type from llama-quant.cpp's rules, written out in
+ *     fuzz-type-mixes.ts), and `iq3_xs`, `iq3_xxs_mix`, `q2_k_s` refused,
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
  * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
  * `comfy.gguf.orig_shape` entry for the merged tensor), tensor shape and
@@ -75,7 +84,7 @@ import {
 } from './e4m3-by-hand.js';
 import { exactMergeBitsOf } from './exact-truth.js';
 import type { FloatDType } from '../../src/dtype.js';
-import { buildGguf, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
+import { buildGguf, GGML_BLOCK, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
 import { mm } from './dense-f64.js';
 import { roundingValue } from './fuzz-cases.js';
 import { AWQ_ORDER, pack } from './int-packing.js';
@@ -83,6 +92,9 @@ import { aTimesB, mlxConfig } from './mlx-lm-folder.js';
 import { deltaTruth, reference as torchReference } from './fourierft-truth.js';
 import { ditNamingsWorld } from './fuzz-dit-namings.js';
 import { peftNewWorld } from './fuzz-peft-new.js';
+import { mlxExpertsWorld } from './fuzz-mlx-experts.js';
+import { fluxGgufWorld } from './fuzz-flux-gguf.js';
+import { typeMixesWorld } from './fuzz-type-mixes.js';
 import { editedText, safetensorsTextProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
 import {
   controlLora, diffusersNorm, diffusersRows, DOUBLE as FLUX_DOUBLE, fluxDevBfl, fluxDevDiffusers, fluxNorms, HEAD as FLUX_HEAD, identity, IN as FLUX_IN, R as FLUX_R,
@@ -115,6 +127,8 @@ export interface SurfaceWorld {
   mergeDtype?: OutDtype;
   /** Bytes per row slab of the in-process merges (small: its tall layers stream in several slabs). */
   slabBytes?: number;
+  /** The `--dtype` every merge of this world takes (a GGUF type mix), in place of a drawn one. */
+  fixedDtype?: string;
   /** Top-level fields of its JSON files that this world's truth reads (so edits to them are followed), beside CONFIG_READ_BY_TRUTH. */
   configReads?: string[];
 }
@@ -147,6 +161,37 @@ export interface ExpectedMerge {
   shape?: number[];
 }
 
+/**
+ * A GGUF output as the truth expects it: every tensor in order with its type and ne, and its data as
+ * `bytes` exactly, or `values` (F32/F16/BF16 within the rounding of the type, a block type within
+ * `bound` of each value, e.g. half a Q8_0 step), or neither (a type the helpers do not decode);
+ * metadata entries `meta` equal to the values given.
+ */
+export interface GgufExpected {
+  tensors: { name: string; type: string; ne: number[]; bytes?: Uint8Array; values?: Float64Array; magnitude?: number; bound?: Float64Array }[];
+  meta?: Record<string, unknown>;
+}
+
+/**
+ * How far a block type's values may lie from the float64 truth `values` (rows of whole blocks): twice
+ * the reference quantizer's own worst error in each block of the truth, plus a little (the merge is
+ * quantized from its f32 sum, which may round a value the other way and move a block's scale).
+ */
+export function blockBound(type: string, values: Float64Array): Float64Array {
+  const ref = tensorValues(type, tensorData(type, values));
+  const size = GGML_BLOCK[type][0];
+  const bound = new Float64Array(values.length);
+  for (let b = 0; b < values.length; b += size) {
+    let err = 0, amax = 0;
+    for (let i = b; i < b + size; i++) {
+      err = Math.max(err, Math.abs(ref[i] - values[i]));
+      amax = Math.max(amax, Math.abs(values[i]));
+    }
+    bound.fill(2 * err + 2 ** -18 * amax + 1e-7, b, b + size);
+  }
+  return bound;
+}
+
 export type Truth =
   | {
     kind: 'expected'; merged: Map<string, ExpectedMerge>;
@@ -158,6 +203,8 @@ export type Truth =
     json?: Record<string, { equals: Record<string, unknown>; except?: string[] }>;
     /** Files of the base folder the output leaves out, by path. */
     absent?: string[];
+    /** A GGUF output, checked tensor by tensor in place of the decoded comparison above. */
+    gguf?: GgufExpected;
   }
   | { kind: 'invalid'; why: string }
   | { kind: 'unknown'; why: string };
@@ -770,7 +817,7 @@ const isJsonObject = (v: unknown): v is Record<string, unknown> => typeof v === 
 const jsonKind = (x: unknown) => (typeof x === 'string' ? JSON.stringify(x) : typeof x === 'number' ? String(x) : Array.isArray(x) ? 'an array' : x === null ? 'null' : typeof x);
 
 /** How deep a JSON text nests (brackets outside strings). */
-function nestingDepth(text: string): number {
+export function nestingDepth(text: string): number {
   let depth = 0, deepest = 0, inString = false;
   for (let i = 0; i < text.length; i++) {
     const ch = text[i];
@@ -3361,7 +3408,8 @@ const spectrumWorld: fc.Arbitrary<SurfaceWorld> = fc
 
 /**
  * The worlds by the name FUZZ_SURFACE_WORLDS selects them by, with how often each is drawn
- * (dit-namings and peft-new 3 each of 60: 150 of the 1500 cases `npm test` runs).
+ * (dit-namings and peft-new 3 each of 65: about 140 of the 1500 cases `npm test` runs; mlx-experts
+ * and flux-control-gguf about 45 each; gguf-type-mixes, whose cases quantize a whole model, about 23).
  */
 export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbitrary<SurfaceWorld> }> = {
   'gguf-lora': { weight: 4, arbitrary: ggufLoraWorld },
@@ -3387,6 +3435,9 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   'fourierft-waveft': { weight: 2, arbitrary: spectrumWorld },
   'dit-namings': { weight: 3, arbitrary: ditNamingsWorld },
   'peft-new': { weight: 3, arbitrary: peftNewWorld },
+  'mlx-experts': { weight: 2, arbitrary: mlxExpertsWorld },
+  'flux-control-gguf': { weight: 2, arbitrary: fluxGgufWorld },
+  'gguf-type-mixes': { weight: 1, arbitrary: typeMixesWorld },
 };
 
 /** The worlds drawn from: all, or those named in `only` (comma-separated keys of SURFACE_WORLDS). */
@@ -3592,6 +3643,18 @@ class EmbeddedJson {
 
 const GGUF_VALUES_PER_BYTE: Record<string, number> = { F32: 0.25, F16: 0.5, BF16: 0.5 };
 
+/**
+ * Bytes of `n` values of a GGUF type the plain readers decode (floats, and the block types with a
+ * reference dequantizer in the test helpers: not IQ2_*, IQ3_*, I32), or NaN for a type they do not
+ * read or values that are not whole blocks.
+ */
+export function ggufDecodedBytes(type: string, n: number): number {
+  if (GGUF_VALUES_PER_BYTE[type]) return n / GGUF_VALUES_PER_BYTE[type];
+  const block = GGML_BLOCK[type];
+  if (!block || /^(IQ2_|IQ3_|I32$)/.test(type) || n % block[0] !== 0) return NaN;
+  return (n / block[0]) * block[1];
+}
+
 /** Every file of a case (path → bytes), mutations applied; a dropped file is absent. */
 export function writeSurfaceCase(c: SurfaceCase): Map<string, Uint8Array> {
   const specs = Object.entries(c.world.files).map(([path, spec]) => [path, clone(spec)] as [string, SpecFile]);
@@ -3740,7 +3803,7 @@ export function decodeFiles(files: Map<string, Uint8Array>): Decoded | null {
         for (const t of g.tensors) {
           const type = typeName(t.typeId);
           const n = t.ne.reduce((a, b) => a * b, 1);
-          if (!GGUF_VALUES_PER_BYTE[type] || t.data.byteLength !== n / GGUF_VALUES_PER_BYTE[type]) return null;
+          if (t.data.byteLength !== ggufDecodedBytes(type, n)) return null;
           // Torch order: the reverse of ne.
           tensors.set(`${component}/${t.name}`, { dtype: type, shape: t.ne.slice().reverse(), values: tensorValues(type, t.data), bytes: t.data });
         }
@@ -3754,7 +3817,7 @@ export function decodeFiles(files: Map<string, Uint8Array>): Decoded | null {
 
 /**
  * Whether a GGUF header is small and well-formed enough for the plain reader of gguf-builder.ts
- * (which trusts counts and lengths): at most 64 tensors and KV pairs, arrays of at most 4096
+ * (which trusts counts and lengths): at most 128 tensors (an 8-block llama GGUF has 75) and 64 KV pairs, arrays of at most 4096
  * scalars, every length inside the file.
  */
 function saneGgufHeader(bytes: Uint8Array): boolean {
@@ -3763,7 +3826,7 @@ function saneGgufHeader(bytes: Uint8Array): boolean {
   const fits = (n: number) => at + n <= bytes.byteLength;
   if (!fits(0) || dv.getUint32(4, true) !== 3) return false;
   const nTensors = dv.getBigUint64(8, true), nKv = dv.getBigUint64(16, true);
-  if (nTensors > 64n || nKv > 64n) return false;
+  if (nTensors > 128n || nKv > 64n) return false;
   const SIZE: Record<number, number> = { 0: 1, 1: 1, 7: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 10: 8, 11: 8, 12: 8 };
   const string = () => {
     if (!fits(8)) return false;
@@ -3812,7 +3875,7 @@ function ggufLayoutProblem(bytes: Uint8Array): string | null {
     if (t.offset !== expected) return `${t.name} at offset ${t.offset}, expected ${expected}`;
     const type = typeName(t.typeId);
     const n = t.ne.reduce((a, b) => a * b, 1);
-    const size = n / GGUF_VALUES_PER_BYTE[type];
+    const size = ggufDecodedBytes(type, n);
     if (g.dataStart + t.offset + size > bytes.byteLength) return `${t.name} ends past the file`;
     expected = t.offset + Math.ceil(size / alignment) * alignment;
   }

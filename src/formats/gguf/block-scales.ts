@@ -42,6 +42,32 @@ export function nonFiniteBlockValues(type: GgmlType, bytes: Uint8Array): number 
 }
 
 /**
+ * How many values of `bytes` (whole blocks of `type`, encoded from `input`) decode to zeros although
+ * their input is not small: blocks whose every f16 scale is ±0 while the input block holds a value of
+ * magnitude 1 or more (such a scale is far from f16's underflow, which zeroes only tiny blocks).
+ * ggml's quantizers sum squares in f32, which overflow for values past about 1e18: Q3_K and Q6_K
+ * then write d = 0 and IQ4_XS −0, a block of zeros where the values are huge (nonFiniteBlockValues
+ * sees no NaN there). Undefined where nonFiniteBlockValues is.
+ */
+export function zeroedBlockValues(type: GgmlType, bytes: Uint8Array, input: Float32Array): number | undefined {
+  if (type.name === 'MXFP4' || type.name === 'NVFP4') return 0;
+  const offsets = F16_SCALES[type.name];
+  if (!offsets || type.blockSize === 1) return undefined;
+  let zeroed = 0;
+  for (let b = 0; (b + 1) * type.blockBytes <= bytes.byteLength; b++) {
+    const at = b * type.blockBytes;
+    if (!offsets.every((o) => bytes[at + o] === 0 && (bytes[at + o + 1] & 0x7f) === 0)) continue;
+    for (let i = b * type.blockSize; i < (b + 1) * type.blockSize; i++) {
+      if (Math.abs(input[i]) >= 1) {
+        zeroed += type.blockSize;
+        break;
+      }
+    }
+  }
+  return zeroed;
+}
+
+/**
  * Infinite values in MXFP4 blocks: level·2^(e−128) with a doubled e2m1 level of at most 12 reaches
  * 2^128 (f32's overflow) when |level| ≥ 2^(256−e): levels ≥ 8 at e = 253, ≥ 4 at 254, ≥ 2 at 255.
  */

@@ -13,7 +13,7 @@ import type { FloatTensorBytes, MergeBackend } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import type { ContainerFormat, StoredShard, TensorFileWriter } from '../container.js';
 import { GGUF_OUTPUT_TYPES } from '../output-types.js';
-import { nonFiniteBlockValues } from './block-scales.js';
+import { nonFiniteBlockValues, zeroedBlockValues } from './block-scales.js';
 import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from './codecs/registry.js';
 import { decodeBlocks, encodeBlocks, notWritten } from './gguf-blocks.js';
 import { convertTensorBytes } from './gguf-convert.js';
@@ -129,6 +129,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       return convertTensorBytes(bytes, typeOf(from), typeOf(to), backend, signal);
     },
     nonFiniteInBlocks: (name, bytes) => nonFiniteBlockValues(typeOf(name), bytes),
+    zeroedInBlocks: (name, bytes, input) => zeroedBlockValues(typeOf(name), bytes, input),
     // No GGUF shard is mirrored: every part gets its own provenance and file type.
     async createWriter(sink, shardIndex, shards, provenance, _mirror, requested): Promise<TensorFileWriter> {
       const header = inputs[shardIndex];

@@ -4,12 +4,13 @@
  * them), as llama-quantize does from a tensor it dequantizes. Values that were finite and are no
  * longer (past f16's range, or a block's f16 scale) are an error naming the fix; NaN/Inf the base
  * already holds are reported by the copy checks and kept, or refused where the type cannot hold
- * them (MXFP4, NVFP4, IQ3_XXS, IQ3_S, IQ4_NL, IQ4_XS).
+ * them (MXFP4, NVFP4, IQ3_XXS, IQ3_S, IQ4_NL, IQ4_XS). Values so large that the quantizer's f32
+ * sums overflow and it writes zero blocks (Q3_K, Q6_K, IQ4_XS) are an error too.
  */
 import { decodeToF32, encodeFromF32, type FloatDType } from '../../dtype.js';
 import type { MergeBackend } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
-import { nonFiniteBlockValues } from './block-scales.js';
+import { nonFiniteBlockValues, zeroedBlockValues } from './block-scales.js';
 import { decodeBlocks, encodeBlocks } from './gguf-blocks.js';
 import type { GgmlType } from './ggml-types.js';
 
@@ -41,6 +42,14 @@ export async function convertTensorBytes(bytes: Uint8Array, from: GgmlType, to: 
   const out = FLOATS.has(to.name) ? encodeFromF32(values, to.name as FloatDType) : await encodeBlocks(to, values, backend, signal);
   if (!finite) return out;
   const broken = FLOATS.has(to.name) ? decodeToF32(out, to.name as FloatDType).some((v) => !Number.isFinite(v)) : nonFiniteBlockValues(to, out);
+  // Values past about 1e18 overflow the quantizer's f32 sums first: Q3_K, Q6_K and IQ4_XS write those blocks as zeros.
+  const zeroed = FLOATS.has(to.name) ? 0 : zeroedBlockValues(to, out, values) ?? 0;
+  if (zeroed && !broken) {
+    throw new MergeError(
+      'NON_FINITE',
+      `converting ${from.name} to ${to.name} writes ${zeroed} values as zeros (ggml's quantizer overflows f32 on values this large); choose --dtype f32 or bf16`,
+    );
+  }
   if (broken) {
     throw new MergeError(
       'NON_FINITE',
