@@ -56,10 +56,13 @@ function fieldAt(bits: number, j: number): { word: number; shift: number } {
   return { word: Math.floor(j / runs.values) * runs.words + Math.floor(bit / 32), shift: bit % 32 };
 }
 
-/** The `bits`-bit value at bit `shift` of word `lo`, its high bits from the start of word `hi` where it straddles the two. */
-function fieldValue(lo: number, hi: number, shift: number, bits: number): number {
+/**
+ * The `bits`-bit value at bit `shift` of word `lo`, its high bits from the start of word `hi` where
+ * it straddles the two; `mask` is 2^bits − 1 (passed in: this runs once per weight element).
+ */
+function fieldValue(lo: number, hi: number, shift: number, bits: number, mask: number): number {
   const low = lo >>> shift;
-  return (shift + bits > 32 ? low | (hi << (32 - shift)) : low) & (2 ** bits - 1);
+  return (shift + bits > 32 ? low | (hi << (32 - shift)) : low) & mask;
 }
 
 function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, groupSize: number, v1: boolean, whole: (key: string) => Promise<Uint8Array>): IntWeight {
@@ -111,17 +114,13 @@ function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, grou
       const { word, shift } = fieldAt(bits, o);
       for (let gi = 0; gi < groups; gi++) {
         const at = gi * zeroWords + word;
-        const stored = fieldValue(packed[at], shift + bits > 32 ? packed[at + 1] : 0, shift, bits);
+        const stored = fieldValue(packed[at], shift + bits > 32 ? packed[at + 1] : 0, shift, bits, mask);
         if (v1 && stored === mask) throw why(`${qzerosKey} stores ${mask} for group ${gi} of output ${o}: a zero point of 0, which AutoGPTQ's format ("zero point minus one") cannot hold`);
         zeros[(o - r0) * groups + gi] = v1 ? stored + 1 : stored;
       }
     }
     return zeros;
   };
-  // Each input's word row of qweight and bit within it (the same for every output).
-  const inputWord = new Int32Array(cols);
-  const inputShift = new Uint8Array(cols);
-  for (let i = 0; i < cols; i++) ({ word: inputWord[i], shift: inputShift[i] } = fieldAt(bits, i));
   return {
     key, rows, cols, scaleKey: scalesKey,
     parts: [qweightKey, qzerosKey, scalesKey, ...(g ? [gIdxKey] : [])],
@@ -130,11 +129,15 @@ function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, grou
       const s = checkedScales(base.name, scalesKey, decodeToF32(await whole(scalesKey), dtype), 0);
       const groupOf = await groupIndex();
       const zeros = await zerosOf(r0, r1);
+      // Each input's word row of qweight and bit within it (the same for every output; made per call, not kept per weight).
+      const inputWord = new Int32Array(cols);
+      const inputShift = new Uint8Array(cols);
+      for (let i = 0; i < cols; i++) ({ word: inputWord[i], shift: inputShift[i] } = fieldAt(bits, i));
       const out = new Float32Array((r1 - r0) * cols);
       for (let o = r0; o < r1; o++) for (let i = 0; i < cols; i++) {
         const at = inputWord[i] * rows + o;
         const shift = inputShift[i];
-        const code = fieldValue(q[at], shift + bits > 32 ? q[at + rows] : 0, shift, bits);
+        const code = fieldValue(q[at], shift + bits > 32 ? q[at + rows] : 0, shift, bits, mask);
         const gi = groupOf[i];
         out[(o - r0) * cols + i] = (code - zeros[(o - r0) * groups + gi]) * s[gi * rows + o];
       }
