@@ -23,7 +23,7 @@ import { mergeBackends } from './helpers/merge-backends.js';
 import { mergeSingleFile } from './helpers/single-file-merge.js';
 import { peftUpdates } from './helpers/lora-truth.js';
 import { hfModelFolder, readMergedFolder } from './helpers/hf-folder.js';
-import { AWQ_ORDER, pack } from './helpers/int-packing.js';
+import { AWQ_ORDER, pack, packGptq3 } from './helpers/int-packing.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
 const rand = seededRandom(20261202);
@@ -155,19 +155,27 @@ function compressedTensorsInt8(strategy: 'channel' | 'tensor' = 'channel'): IntC
 
 // --- GPTQ ----------------------------------------------------------------------------------------
 
-interface GptqScheme { bits: 2 | 4 | 8; group: number; descAct: boolean; sym: boolean; format: 'gptq' | 'gptq_v2' }
+interface GptqScheme { bits: 2 | 3 | 4 | 8; group: number; descAct: boolean; sym: boolean; format: 'gptq' | 'gptq_v2'; rows?: Record<string, number> }
+
+/**
+ * 2, 4 and 8 bits: q_proj 40 outputs, k_proj and v_proj 24 (ragged last words of qzeros). 3 bits:
+ * AutoGPTQ and GPTQModel pack 32 values into 3 words on both axes, so 3, 1 and 5 runs of 32 outputs.
+ */
+const gptqRows = (bits: number): Record<string, number> => (bits === 3 ? { [Q]: 96, [K]: 32, [V]: 160 } : { [Q]: 40, [K]: 24, [V]: 24 });
 
 function gptq(s: GptqScheme): IntCase {
-  const cols = 224; // inputs: 7 groups of 32, or 4 of 64 with a ragged last one
-  const rows: Record<string, number> = { [Q]: 40, [K]: 24, [V]: 24 };
+  const cols = 224; // inputs: 7 groups of 32, 4 of 64 or 2 of 128 with a ragged last one, or one (group_size −1); 7 runs of 32 at 3 bits
+  const rows = s.rows ?? gptqRows(s.bits);
   const tensors = plainTensors(cols);
   const real = new Map<string, Float64Array>();
   const max = 2 ** s.bits - 1;
-  const groups = Math.ceil(cols / s.group);
+  const size = s.group === -1 ? cols : s.group;
+  const groups = Math.ceil(cols / size);
+  const packed = (values: number[], r: number, c: number, axis: 'rows' | 'cols') => (s.bits === 3 ? packGptq3(values, r, c, axis) : pack(values, r, c, s.bits, axis));
   for (const m of MODULES) {
     const n = rows[m];
     const perm = s.descAct ? permutation(cols) : undefined;
-    const gIdx = Array.from({ length: cols }, (_, i) => Math.floor((perm ? perm[i] : i) / s.group));
+    const gIdx = Array.from({ length: cols }, (_, i) => Math.floor((perm ? perm[i] : i) / size));
     const q = Array.from({ length: cols * n }, () => randomInt(0, max)); // (in, out)
     // v1 stores zero − 1, so its zero points are 1…2^bits − 1; symmetric: 2^(bits−1).
     const z = Array.from({ length: groups * n }, () => (s.sym ? 2 ** (s.bits - 1) : randomInt(s.format === 'gptq' ? 1 : 0, max)));
@@ -178,8 +186,8 @@ function gptq(s: GptqScheme): IntCase {
       w[o * cols + i] = (q[i * n + o] - z[g * n + o]) * scale[g * n + o];
     }
     real.set(m, w);
-    tensors.push({ name: `${m}.qweight`, dtype: 'I32', ...pack(q, cols, n, s.bits, 'rows') });
-    tensors.push({ name: `${m}.qzeros`, dtype: 'I32', ...pack(z.map((x) => (s.format === 'gptq' ? x - 1 : x)), groups, n, s.bits, 'cols') });
+    tensors.push({ name: `${m}.qweight`, dtype: 'I32', ...packed(q, cols, n, 'rows') });
+    tensors.push({ name: `${m}.qzeros`, dtype: 'I32', ...packed(z.map((x) => (s.format === 'gptq' ? x - 1 : x)), groups, n, 'cols') });
     tensors.push({ name: `${m}.scales`, dtype: 'F16', shape: [groups, n], data: scale });
     tensors.push({ name: `${m}.g_idx`, dtype: 'I32', shape: [cols], data: gIdx });
   }
@@ -266,6 +274,11 @@ const CASES: IntCase[] = [
   gptq({ bits: 4, group: 64, descAct: true, sym: false, format: 'gptq' }),
   gptq({ bits: 8, group: 32, descAct: true, sym: false, format: 'gptq_v2' }),
   gptq({ bits: 2, group: 64, descAct: false, sym: false, format: 'gptq_v2' }),
+  // 3 bits: TheBloke's gptq-3bit-128g-actorder_True branches (AutoGPTQ), GPTQModel's v2 exports.
+  gptq({ bits: 3, group: 128, descAct: true, sym: true, format: 'gptq' }),
+  gptq({ bits: 3, group: 32, descAct: false, sym: false, format: 'gptq' }),
+  gptq({ bits: 3, group: 64, descAct: true, sym: false, format: 'gptq_v2' }),
+  gptq({ bits: 3, group: -1, descAct: false, sym: false, format: 'gptq_v2' }),
   awq(32),
 ];
 
@@ -316,6 +329,22 @@ describe.each(CASES)('$name', (c) => {
   });
 });
 
+describe('the 3-bit GPTQ packer of these tests', () => {
+  // One run of 32 values: 6 at 0, 5 (0b101) at 10, 7 at 11, 3 (0b011) at 21, 7 at 31, 0 elsewhere.
+  // AutoGPTQ's pack(): word 0 = 6 | 5 << 30 (its low 2 bits) = 0x40000006; word 1 = 5 >> 2 (its
+  // high bit) | 7 << 1 | 3 << 31 (its low bit) = 0x8000000f; word 2 = 3 >> 1 (its high 2 bits) |
+  // 7 << 29 = 0xe0000001; read as int32.
+  const values = Array.from({ length: 32 }, (_, j) => ({ 0: 6, 10: 5, 11: 7, 21: 3, 31: 7 } as Record<number, number>)[j] ?? 0);
+  const byHand = [0x40000006, 0x8000000f - 2 ** 32, 0xe0000001 - 2 ** 32];
+  it('matches words worked out by hand, along the inputs (qweight) and along the outputs (qzeros)', () => {
+    expect(packGptq3(values, 32, 1, 'rows')).toEqual({ shape: [3, 1], data: byHand });
+    expect(packGptq3(values, 1, 32, 'cols')).toEqual({ shape: [1, 3], data: byHand });
+    // A second run and a second column land in words of their own.
+    const two = packGptq3([...values.flatMap((x) => [x, 0]), ...values.flatMap((x) => [0, x])], 64, 2, 'rows');
+    expect(two).toEqual({ shape: [6, 2], data: [byHand[0], 0, byHand[1], 0, byHand[2], 0, 0, byHand[0], 0, byHand[1], 0, byHand[2]] });
+  });
+});
+
 describe('a sharded GPTQ base (a weight\'s qweight and g_idx in different shards)', () => {
   const c = gptq({ bits: 4, group: 32, descAct: true, sym: false, format: 'gptq' });
   const stored = decodeSafetensors(c.files['model.safetensors'] as Uint8Array).tensors;
@@ -357,11 +386,27 @@ describe('what is not read is refused in one line, naming what, and nothing is w
     return { ...c.files, 'config.json': JSON.stringify(config) };
   };
   const awqBase = awq(32);
+  const gptq3 = gptq({ bits: 3, group: 32, descAct: false, sym: false, format: 'gptq' });
+  /** gptq3 with k_proj at 40 outputs, its qzeros padded to 2 runs (6 words). */
+  function gptq3Outputs40(): Files {
+    const n = 40;
+    const groups = 7;
+    const stored = decodeSafetensors(gptq3.files['model.safetensors'] as Uint8Array).tensors;
+    const tensors = [...stored].filter(([name]) => !name.startsWith(`${K}.`)).map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: Array.from(t.values) }));
+    tensors.push({ name: `${K}.qweight`, dtype: 'I32', ...packGptq3(Array.from({ length: gptq3.cols * n }, (_, i) => i % 8), gptq3.cols, n, 'rows') });
+    tensors.push({ name: `${K}.qzeros`, dtype: 'I32', ...packGptq3(Array.from({ length: groups * 64 }, () => 3), groups, 64, 'cols') });
+    tensors.push({ name: `${K}.scales`, dtype: 'F16', shape: [groups, n], data: Array.from({ length: groups * n }, () => 0.01) });
+    tensors.push({ name: `${K}.g_idx`, dtype: 'I32', shape: [gptq3.cols], data: Array.from({ length: gptq3.cols }, (_, i) => Math.floor(i / 32)) });
+    return { ...gptq3.files, 'model.safetensors': buildSafetensors(tensors) };
+  }
   const w8a8 = compressedTensorsInt8();
   const w8a16 = compressedTensorsPacked({ bits: 8, strategy: 'channel', symmetric: false });
   const cases: [string, Files, RegExp, Files?][] = [
     ['GPTQ repacked for Marlin', withConfig(base, (q) => { q.checkpoint_format = 'marlin'; }), /quantization_config \(gptq\): checkpoint_format "marlin" .*is not read/],
-    ['GPTQ 3-bit', withConfig(base, (q) => { q.bits = 3; }), /quantization_config \(gptq\): bits 3 is not read/],
+    ['GPTQ 5-bit', withConfig(base, (q) => { q.bits = 5; }), /quantization_config \(gptq\): bits 5 is not read \(only 2, 3, 4 and 8\)/],
+    // 28 words of 4-bit codes are not whole runs of 3 words of 3-bit ones.
+    ['GPTQ 4-bit tensors under bits 3', withConfig(base, (q) => { q.bits = 3; }), /q_proj\.weight is not a GPTQ weight as it writes them \(.*q_proj\.qweight is I32 \[28, 40\]; expected I32 \(in\/32·3, out\)/],
+    ['GPTQ 3-bit with 40 outputs (not whole runs of 32, which AutoGPTQ and GPTQModel do not write)', gptq3Outputs40(), /k_proj\.weight is not a GPTQ weight as it writes them \(.*k_proj\.qweight has 40 outputs; 3-bit GPTQ packs the zero points of 32 outputs into 3 words/, peftLora(gptq3.rows, gptq3.cols)],
     ['AWQ GEMV', withConfig(awqBase, (q) => { q.version = 'gemv'; }), /quantization_config \(awq\): version "gemv" is not read; only the GEMM layout/],
     ['compressed-tensors with a sparse format', withConfig(compressedTensorsInt8(), (q) => { q.sparsity_config = { format: 'sparse-24-bitmask' }; }), /sparsity format "sparse-24-bitmask" is not read/],
     // compressed-tensors' decompressor for the config's format reads only that format's tensors.
@@ -400,6 +445,18 @@ describe('what is not read is refused in one line, naming what, and nothing is w
     expect(run.code).not.toBe(0);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/k_proj\.weight is not a GPTQ weight as it writes them \(.*k_proj\.qzeros stores 15 for group 0 of output 0: a zero point of 0/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('a 3-bit GPTQ v1 zero point of 0 at output 10 (stored 7, its bits in two words) is refused naming the tensor', async () => {
+    const tensors = decodeSafetensors(gptq3.files['model.safetensors'] as Uint8Array).tensors;
+    // Output 10 of group 0: bits 30 and 31 of word 0 and bit 0 of word 1 (k_proj: 32 outputs, 3 words a group).
+    const stored7 = (x: number, i: number) => (i === 0 ? x | 0xc0000000 : i === 1 ? x | 1 : x);
+    const rebuilt = [...tensors].map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: name === `${K}.qzeros` ? Array.from(t.values, stored7) : Array.from(t.values) }));
+    const { run, out, lines } = await mergeFolders(temp.make, { ...gptq3.files, 'model.safetensors': buildSafetensors(rebuilt) }, peftLora(gptq3.rows, gptq3.cols), ['--dtype', 'bf16']);
+    expect(run.code).not.toBe(0);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/k_proj\.weight is not a GPTQ weight as it writes them \(.*k_proj\.qzeros stores 7 for group 0 of output 10: a zero point of 0/);
     expect(existsSync(out)).toBe(false);
   });
 

@@ -87,7 +87,7 @@ import type { FloatDType } from '../../src/dtype.js';
 import { buildGguf, GGML_BLOCK, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
 import { mm } from './dense-f64.js';
 import { roundingValue } from './fuzz-cases.js';
-import { AWQ_ORDER, pack } from './int-packing.js';
+import { AWQ_ORDER, pack, packGptq3 } from './int-packing.js';
 import { aTimesB, mlxConfig } from './mlx-lm-folder.js';
 import { deltaTruth, reference as torchReference } from './fourierft-truth.js';
 import { ditNamingsWorld } from './fuzz-dit-namings.js';
@@ -2226,6 +2226,15 @@ type IntRead = Map<string, IntReal>;
 
 /** Unsigned `bits`-bit value number `slot` of an int32 word (low bits first). */
 const field = (word: number, bits: number, slot: number) => Math.floor((word < 0 ? word + 2 ** 32 : word) / 2 ** (bits * slot)) % 2 ** bits;
+/** Value k of a 3-bit GPTQ run of 32 over 3 int32 words (`word(0…2)`), bit by bit from the run's 96-bit stream. */
+function gptq3Field(word: (w: number) => number, k: number): number {
+  let value = 0;
+  for (let bit = 0; bit < 3; bit++) {
+    const b = 3 * k + bit;
+    value += field(word(Math.floor(b / 32)), 1, b % 32) * 2 ** bit;
+  }
+  return value;
+}
 const safeSize = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x);
 const is2d = (t: DecodedTensor | undefined, dtype: string | string[], rows?: number, cols?: number) =>
   !!t && (Array.isArray(dtype) ? dtype.includes(t.dtype) : t.dtype === dtype) && t.shape.length === 2 && (rows === undefined || t.shape[0] === rows) && (cols === undefined || t.shape[1] === cols);
@@ -2235,10 +2244,12 @@ const SCALE_DTYPES = ['F16', 'BF16'];
 
 /**
  * GPTQ as README.md's "Integer weight-only checkpoints" states it: checkpoint_format (or format)
- * gptq (default) or gptq_v2, bits 2, 4 or 8, group_size a positive integer or −1; per `<m>.qweight`
- * I32 (in/p, out), `qzeros` I32 (groups, ⌈out/p⌉), `scales` F16/BF16 (groups, out), `g_idx` I32
- * (in) within the groups, else ⌊i / group_size⌋ filling them; z = stored + 1 in v1 (a stored
- * 2^bits − 1 refused), stored in v2; W[o, i] = (q − z) × scale.
+ * gptq (default) or gptq_v2, bits 2, 3, 4 or 8, group_size a positive integer or −1; per
+ * `<m>.qweight` I32 (in/p, out), `qzeros` I32 (groups, ⌈out/p⌉), p = 32/bits values to a word, or
+ * at 3 bits runs of 32 values over 3 words (value k of a run at bits 3k…3k + 2 of its 96-bit
+ * stream) with in and out whole runs; `scales` F16/BF16 (groups, out), `g_idx` I32 (in) within the
+ * groups, else ⌊i / group_size⌋ filling them; z = stored + 1 in v1 (a stored 2^bits − 1
+ * refused), stored in v2; W[o, i] = (q − z) × scale.
  */
 function gptqReal(d: Decoded, qc: Record<string, unknown>): IntRead | Truth {
   const invalid = (why: string): Truth => ({ kind: 'invalid', why });
@@ -2246,31 +2257,36 @@ function gptqReal(d: Decoded, qc: Record<string, unknown>): IntRead | Truth {
   const format = qc.checkpoint_format ?? qc.format ?? 'gptq';
   if (format !== 'gptq' && format !== 'gptq_v2') return invalid(`checkpoint_format ${jsonKind(format)}`);
   const bits = qc.bits;
-  if (bits !== 2 && bits !== 4 && bits !== 8) return invalid(`bits ${jsonKind(bits)}`);
+  if (bits !== 2 && bits !== 3 && bits !== 4 && bits !== 8) return invalid(`bits ${jsonKind(bits)}`);
   const groupSize = qc.group_size;
   if (!safeSize(groupSize) || (groupSize < 1 && groupSize !== -1)) return invalid(`group_size ${jsonKind(groupSize)}`);
-  const p = 32 / bits;
+  // Values to a run and words to a run along a packed axis.
+  const [p, runWords] = bits === 3 ? [32, 3] : [32 / bits, 1];
   const read: IntRead = new Map();
   for (const name of llmTensorNames(d).filter((n) => n.endsWith('.qweight'))) {
     const stem = name.slice(0, -'.qweight'.length);
     const [qw, qz, sc, gi] = ['qweight', 'qzeros', 'scales', 'g_idx'].map((s) => tensor(`${stem}.${s}`));
     if (!qz || !sc) return invalid(`${stem}: qzeros or scales missing`);
     if (!is2d(qw, 'I32') || !is2d(sc, SCALE_DTYPES)) return invalid(`${stem}: qweight ${qw!.dtype} or scales ${sc.dtype}`);
-    const [cols, rows] = [qw!.shape[0] * p, qw!.shape[1]];
+    if (qw!.shape[0] % runWords !== 0) return invalid(`${stem}.qweight: ${qw!.shape[0]} rows, not whole runs of ${runWords} words`);
+    const [cols, rows] = [(qw!.shape[0] / runWords) * p, qw!.shape[1]];
+    if (bits === 3 && rows % 32 !== 0) return invalid(`${stem}: ${rows} outputs, not whole runs of 32 at 3 bits`);
     const groups = sc.shape[0];
-    if (sc.shape[1] !== rows || !is2d(qz, 'I32', groups, Math.ceil(rows / p))) return invalid(`${stem}: scales or qzeros of another shape`);
+    if (sc.shape[1] !== rows || !is2d(qz, 'I32', groups, Math.ceil(rows / p) * runWords)) return invalid(`${stem}: scales or qzeros of another shape`);
     const size = groupSize === -1 ? cols : groupSize;
     if (gi && !(gi.dtype === 'I32' && gi.shape.length === 1 && gi.shape[0] === cols)) return invalid(`${stem}.g_idx is ${gi.dtype} [${gi.shape.join(', ')}]`);
     if (gi && gi.values.some((g) => g < 0 || g >= groups)) return invalid(`${stem}.g_idx outside its ${groups} groups`);
     if (!gi && Math.ceil(cols / size) !== groups) return invalid(`${stem}: ${groups} groups for ${cols} inputs in groups of ${size}`);
     if (badScale(sc.values) !== undefined) return invalid(`${stem}.scales holds ${badScale(sc.values)}`);
     const group = (i: number) => (gi ? gi.values[i] : Math.floor(i / size));
-    const zero = (g: number, o: number) => field(qz.values[g * qz.shape[1] + Math.floor(o / p)], bits, o % p);
+    const zero = (g: number, o: number) => (bits === 3
+      ? gptq3Field((w) => qz.values[g * qz.shape[1] + Math.floor(o / 32) * 3 + w], o % 32)
+      : field(qz.values[g * qz.shape[1] + Math.floor(o / p)], bits, o % p));
     const values = new Float64Array(rows * cols);
     for (let o = 0; o < rows; o++) for (let i = 0; i < cols; i++) {
       const stored = zero(group(i), o);
       if (format === 'gptq' && stored === 2 ** bits - 1) return invalid(`${stem}.qzeros stores ${stored}: a v1 zero point of 0`);
-      const q = field(qw!.values[Math.floor(i / p) * rows + o], bits, i % p);
+      const q = bits === 3 ? gptq3Field((w) => qw!.values[(Math.floor(i / 32) * 3 + w) * rows + o], i % 32) : field(qw!.values[Math.floor(i / p) * rows + o], bits, i % p);
       values[o * cols + i] = (q - (format === 'gptq' ? stored + 1 : stored)) * sc.values[group(i) * rows + o];
     }
     // Every group's zero points are read, used or not.
@@ -2462,9 +2478,10 @@ function intQuantTruth(quant: IntQuant, d: Decoded, targets: LoraTarget[], outDt
  * shards (q_proj's codes in the first, its other parts in the second) with their index, and a PEFT
  * LoRA (or rsLoRA) on q_proj and maybe v_proj; every projection quantized, embeddings, norms and
  * lm_head in bf16:
- * - GPTQ (hugging-quants *-GPTQ-INT4, TheBloke *-GPTQ): bits 4 or 8 (sometimes 2), group_size 8 or
- *   −1, act-order g_idx or plain, checkpoint_format gptq (zero − 1 stored) or gptq_v2, symmetric or
- *   not, sometimes AutoGPTQ's quantize_config.json;
+ * - GPTQ (hugging-quants *-GPTQ-INT4, TheBloke *-GPTQ and its gptq-3bit-* branches): bits 4, 3, 8
+ *   or 2 (3 bits with 32 outputs, one run of 32 values over 3 words), group_size 8 or −1, act-order
+ *   g_idx or plain, checkpoint_format gptq (zero − 1 stored) or gptq_v2, symmetric or not,
+ *   sometimes AutoGPTQ's quantize_config.json;
  * - AWQ GEMM (hugging-quants *-AWQ-INT4): group_size 8, 16 or 32, sometimes AutoAWQ's quant_config.json;
  * - compressed-tensors int: pack-quantized (w4a16 / w8a16; group of 8 over 30 inputs, a ragged
  *   last group, channel or tensor; act-order weight_g_idx; zero points packed or I8) or
@@ -2475,7 +2492,7 @@ const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
   .record({
     model: fc.constantFrom<keyof typeof LLM_MODELS>('Llama', 'Qwen3'),
     sharded: fc.boolean(),
-    bits: fc.constantFrom(4, 4, 8, 2),
+    bits: fc.constantFrom(4, 4, 8, 2, 3, 3),
     grouped: fc.constantFrom(true, true, false),
     actOrder: fc.boolean(),
     v2: fc.boolean(),
@@ -2503,8 +2520,9 @@ const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
     // A g_idx written wrong needs one: compressed-tensors writes it for its group strategy alone.
     const gIdxHostile = hostile?.part === 'g_idx value';
     const int8 = quant === 'compressed-tensors-int' && ctInt8 && !gIdxHostile;
-    const bits = quant === 'awq' ? 4 : int8 ? 8 : quant === 'compressed-tensors-int' && drawnBits === 2 ? 4 : drawnBits;
-    const rows = INT_ROWS;
+    const bits = quant === 'awq' ? 4 : int8 ? 8 : quant === 'compressed-tensors-int' && (drawnBits === 2 || drawnBits === 3) ? 4 : drawnBits;
+    // 3-bit GPTQ packs its zero points 32 outputs to 3 words: the tools write only whole runs.
+    const rows = bits === 3 ? 32 : INT_ROWS;
     const cols = quant === 'compressed-tensors-int' && !int8 ? CT_COLS : INT_COLS;
     const strategy = int8 ? (ctStrategy === 'tensor' ? 'tensor' : 'channel') : gIdxHostile ? 'group' : ctStrategy;
     const groupSize = quant === 'gptq' ? (grouped ? INT_GROUP : -1) : quant === 'awq' ? awqGroup : strategy === 'group' ? INT_GROUP : 1;
@@ -2540,8 +2558,8 @@ const intQuantWorld = (quant: IntQuant): fc.Arbitrary<SurfaceWorld> => fc
       if (quant === 'gptq') {
         const inOut = at(qs, rows); // (in, out)
         tensors = {
-          codes: { name: '', dtype: 'I32', ...pack(inOut, cols, rows, bits, 'rows') },
-          zeros: { name: '', dtype: 'I32', ...pack(zs.map((z) => (v2 ? z : z - 1)), groups, rows, bits, 'cols') },
+          codes: { name: '', dtype: 'I32', ...(bits === 3 ? packGptq3(inOut, cols, rows, 'rows') : pack(inOut, cols, rows, bits, 'rows')) },
+          zeros: { name: '', dtype: 'I32', ...(bits === 3 ? packGptq3(zs.map((z) => (v2 ? z : z - 1)), groups, rows, 'cols') : pack(zs.map((z) => (v2 ? z : z - 1)), groups, rows, bits, 'cols')) },
           scales: { name: '', dtype: scaleDtype, shape: [groups, rows], data: ss },
           ...(withGIdx ? { gIdx: { name: '', dtype: 'I32', shape: [cols], data: gIdx } } : {}),
         };
