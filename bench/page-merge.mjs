@@ -99,6 +99,34 @@ export async function treeCpu(rootPid) {
   return out;
 }
 
+/**
+ * CPU seconds (user + system) and minor page faults so far of every thread of a process and its
+ * descendants, keyed `pid/tid`: { type (as {@link treeCpu}), name (the thread's), seconds, faults }.
+ * Chromium names its threads (Chrome_IOThread, ThreadPoolForegroundWorker, DedicatedWorker thread
+ * for each worker, in the order the workers started), so the per-process figures can be split.
+ */
+export async function treeThreads(rootPid) {
+  const out = new Map();
+  for (const pid of await processTree(rootPid)) {
+    try {
+      const kind = /--type=([\w-]+)/.exec(await readFile(`/proc/${pid}/cmdline`, 'utf8'))?.[1];
+      const type = pid === rootPid ? 'browser' : kind === 'renderer' ? 'renderer' : 'other';
+      for (const tid of await readdir(`/proc/${pid}/task`)) {
+        const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => undefined);
+        if (!stat) continue;
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        out.set(`${pid}/${tid}`, {
+          type, name: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')),
+          seconds: (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND, faults: Number(fields[7]),
+        });
+      }
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return out;
+}
+
 /** Resident memory of a process and all its descendants, in bytes (Linux /proc). */
 export async function treeRss(rootPid) {
   return rssOf(await processTree(rootPid));
@@ -161,9 +189,10 @@ export async function pieceHashes(path) {
  * One merge in the page at `url` (the demo, served cross-origin isolated). `base` is a file path (or the paths of a sharded base's files),
  * `adapterFiles` the adapter's file paths. Returns the merge's wall time (click to download link),
  * the CPU seconds each kind of Chromium process spent meanwhile, the page's own report, idle and
- * peak memory of the browser, and the output's piece hashes.
+ * peak memory of the browser, and the output's piece hashes; with `threads`, also each thread's CPU
+ * and page faults during the merge (see {@link treeThreads}).
  */
-export async function mergeInPage(browser, url, { base, adapterFiles, backend = 'auto', sampleMs = 250, timeoutMs = 600_000 }) {
+export async function mergeInPage(browser, url, { base, adapterFiles, backend = 'auto', sampleMs = 250, timeoutMs = 600_000, threads = false }) {
   const page = await browser.newPage();
   try {
     await page.goto(`${url}?backend=${backend}`, { waitUntil: 'load' });
@@ -174,6 +203,7 @@ export async function mergeInPage(browser, url, { base, adapterFiles, backend = 
     await (await page.$('[data-testid="base-input"]')).uploadFile(...[base].flat());
     await (await page.$('[data-testid="adapter-input"]')).uploadFile(...adapterFiles);
     await page.waitForFunction(() => !document.querySelector('[data-testid="merge-button"]').disabled, { timeout: 120_000 });
+    const threadsBefore = threads ? await treeThreads(pid) : undefined;
     const cpuBefore = await treeCpu(pid);
     const t0 = performance.now();
     await page.click('[data-testid="merge-button"]');
@@ -183,6 +213,7 @@ export async function mergeInPage(browser, url, { base, adapterFiles, backend = 
     );
     const seconds = (performance.now() - t0) / 1000;
     const cpuAfter = await treeCpu(pid);
+    const threadsAfter = threads ? await treeThreads(pid) : undefined;
     const cpu = Object.fromEntries(Object.keys(cpuAfter).map((k) => [k, cpuAfter[k] - cpuBefore[k]]));
     const { peak, samples } = await memory.stop();
     const failure = await page.$eval('#progress-text', (e) => (e.className.includes('error') ? e.textContent : ''));
@@ -200,7 +231,12 @@ export async function mergeInPage(browser, url, { base, adapterFiles, backend = 
       }
       return { size: blob.size, hashes: out };
     }, HASH_PIECE);
-    return { seconds, cpu, idleBytes: idle, peakBytes: peak, samples: samples.length, report, backend: backendText, output: hashes };
+    // With `threads`: each thread's CPU and page faults during the merge, threads that spent none left out.
+    const perThread = threadsAfter && [...threadsAfter].map(([key, t]) => {
+      const before = threadsBefore.get(key) ?? { seconds: 0, faults: 0 };
+      return { key, type: t.type, name: t.name, seconds: t.seconds - before.seconds, faults: t.faults - before.faults };
+    }).filter((t) => t.seconds > 0);
+    return { seconds, cpu, idleBytes: idle, peakBytes: peak, samples: samples.length, report, backend: backendText, output: hashes, threads: perThread };
   } finally {
     await page.close();
   }

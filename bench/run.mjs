@@ -21,10 +21,13 @@
  * `--pairs N`: then N alternating merges of the CLI (`auto`) and the page, each pair's ratio and their
  * median (bench/run.mjs pagePairs).
  *
+ * `--threads` (with `--pairs`): each page merge's CPU and page faults per thread of every Chromium
+ * process (which of the browser's and the renderer's threads spend what the CLI does not).
+ *
  * `--layers N`: the bench model with N layers instead of 8 (20: 2.02 GB), to see how the timings
  * scale with the model's size.
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N] [--layers N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N [--threads]] [--layers N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -125,6 +128,21 @@ function contestants(baseDir, adapterDir, numpy) {
   return list;
 }
 
+/** `--threads`: the page's merges also count CPU and page faults per thread (treeThreads). */
+let pageThreads = false;
+
+/**
+ * The threads of one page merge that spent at least 0.05 s, in the order they started: process
+ * type, thread name, CPU and page faults ("renderer DedicatedWorker 2.93 s 78k faults").
+ */
+function threadLine(threads) {
+  const order = (t) => t.key.split('/').map(Number);
+  return threads.filter((t) => t.seconds >= 0.05)
+    .sort((x, y) => order(x)[0] - order(y)[0] || order(x)[1] - order(y)[1])
+    .map((t) => `${t.type} ${t.name} ${t.seconds.toFixed(2)} s${t.faults >= 1000 ? ` ${Math.round(t.faults / 1000)}k faults` : ''}`)
+    .join(', ');
+}
+
 /** The demo, built and served once per bench run. */
 let site;
 const servedSite = () => (site ??= serveDemo());
@@ -145,9 +163,9 @@ async function pageRun(baseFile, adapterDir) {
   const browser = await launchBenchBrowser();
   try {
     const r = await mergeInPage(browser, url, {
-      base: baseFile, adapterFiles: ['adapter_config.json', 'adapter_model.safetensors'].map((f) => join(adapterDir, f)),
+      base: baseFile, adapterFiles: ['adapter_config.json', 'adapter_model.safetensors'].map((f) => join(adapterDir, f)), threads: pageThreads,
     });
-    return { seconds: r.seconds, cpu: r.cpu, rssMiB: (r.peakBytes - r.idleBytes) / 2 ** 20, note: r.backend, hashes: r.output.hashes };
+    return { seconds: r.seconds, cpu: r.cpu, threads: r.threads, rssMiB: (r.peakBytes - r.idleBytes) / 2 ** 20, note: r.backend, hashes: r.output.hashes };
   } finally {
     await browser.close();
   }
@@ -174,6 +192,7 @@ async function pagePairs(count, auto, page, out, settle, log) {
     log(`pair ${i + 1}: CLI ${pair.cliSeconds.toFixed(2)} s (CPU ${pair.cliCpuSeconds.toFixed(2)} s), page ${pair.pageSeconds.toFixed(2)} s ` +
       `(CPU: browser process ${inPage.cpu.browser.toFixed(2)} s, renderer ${inPage.cpu.renderer.toFixed(2)} s, other ${inPage.cpu.other.toFixed(2)} s) ` +
       `= ${pair.ratio.toFixed(2)}×, page memory ${pair.pageMemoryMiB.toFixed(0)} MiB above idle`);
+    if (inPage.threads) log(`  page threads: ${threadLine(inPage.threads)}`);
   }
   await rm(out, { force: true });
   const ratios = pairs.map((p) => p.ratio).sort((a, b) => a - b);
@@ -245,10 +264,11 @@ async function main() {
       reps: { type: 'string', default: '1' }, skip: { type: 'string', default: '' }, json: { type: 'string' },
       gpu: { type: 'boolean', default: false }, 'gpu-bandwidth': { type: 'string' },
       'settle-ms': { type: 'string', default: String(DEFAULT_SETTLE_MS) }, pairs: { type: 'string', default: '0' },
-      layers: { type: 'string', default: String(BENCH_MODEL.layers) },
+      layers: { type: 'string', default: String(BENCH_MODEL.layers) }, threads: { type: 'boolean', default: false },
     },
   });
   const reps = Math.max(1, Number(values.reps) || 1);
+  pageThreads = values.threads;
   const layers = Number(values.layers);
   if (!Number.isInteger(layers) || layers < 1) throw new Error(`--layers takes the bench model's number of layers (a positive integer), not "${values.layers}"`);
   const benchModel = { ...BENCH_MODEL, layers };
