@@ -12,7 +12,8 @@ import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { mixContext, typeMix } from '../src/formats/gguf/type-mixes.js';
 import { fittingType } from '../src/formats/gguf/quantize-rule.js';
-import { buildGguf, randomTensors, readGguf, tensorData, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
+import { buildGguf, readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
+import { bf16LlamaGguf } from './helpers/gguf-models.js';
 import { seededRandom } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 
@@ -206,36 +207,10 @@ describe('llama-quantize\'s IQ3_S, IQ3_M, Q2_K and Q6_K mixes, tensor by tensor'
 });
 
 describe('--dtype iq3_m and q2_k_mix end to end', () => {
-  const LAYERS = 8, HIDDEN = 256, HEADS = 4, KV_HEADS = 1, KV = 64, FFN = 512, VOCAB = 64;
+  const LAYERS = 8, HIDDEN = 256, HEADS = 4, KV_HEADS = 1, FFN = 512, VOCAB = 64;
   const rand = seededRandom(7);
   const g = () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
-  const specs: { name: string; ne: number[]; type: string }[] = [{ name: 'token_embd.weight', ne: [HIDDEN, VOCAB], type: 'BF16' }];
-  for (let i = 0; i < LAYERS; i++) {
-    specs.push(
-      { name: `blk.${i}.attn_norm.weight`, ne: [HIDDEN], type: 'F32' },
-      { name: `blk.${i}.attn_q.weight`, ne: [HIDDEN, HIDDEN], type: 'BF16' },
-      { name: `blk.${i}.attn_k.weight`, ne: [HIDDEN, KV], type: 'BF16' },
-      { name: `blk.${i}.attn_v.weight`, ne: [HIDDEN, KV], type: 'BF16' },
-      { name: `blk.${i}.attn_output.weight`, ne: [HIDDEN, HIDDEN], type: 'BF16' },
-      { name: `blk.${i}.ffn_norm.weight`, ne: [HIDDEN], type: 'F32' },
-      { name: `blk.${i}.ffn_gate.weight`, ne: [HIDDEN, FFN], type: 'BF16' },
-      { name: `blk.${i}.ffn_up.weight`, ne: [HIDDEN, FFN], type: 'BF16' },
-      { name: `blk.${i}.ffn_down.weight`, ne: [FFN, HIDDEN], type: 'BF16' },
-    );
-  }
-  specs.push({ name: 'output_norm.weight', ne: [HIDDEN], type: 'F32' }, { name: 'output.weight', ne: [HIDDEN, VOCAB], type: 'BF16' });
-  const base = randomTensors(specs, g);
-  const u32 = (value: number): MetaValue => ({ type: 'u32', value });
-  const baseBytes = buildGguf({
-    metadata: [
-      ['general.architecture', { type: 'string', value: 'llama' }], ['general.name', { type: 'string', value: 'Tiny Llama BF16' }],
-      ['llama.block_count', u32(LAYERS)], ['llama.context_length', u32(2048)], ['llama.embedding_length', u32(HIDDEN)],
-      ['llama.feed_forward_length', u32(FFN)], ['llama.attention.head_count', u32(HEADS)], ['llama.attention.head_count_kv', u32(KV_HEADS)],
-      ['llama.rope.freq_base', { type: 'f32', value: 500000 }], ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
-      ['general.file_type', u32(32)], ['general.quantization_version', u32(2)],
-    ],
-    tensors: base.tensors,
-  });
+  const { specs, values: baseValues, bytes: baseBytes } = bf16LlamaGguf({ layers: LAYERS, hidden: HIDDEN, heads: HEADS, kvHeads: KV_HEADS, ffn: FFN, vocab: VOCAB }, g);
   const MERGED = 'blk.0.ffn_down.weight';
   const r = 2;
   const loraBytes = buildGguf({
@@ -279,7 +254,7 @@ describe('--dtype iq3_m and q2_k_mix end to end', () => {
 
   it('writes each tensor in the type llama-quantize\'s IQ3_M and Q2_K give it, labelled file type 27 and 10; the k-quant tensors hold the reference quantizer\'s blocks', async () => {
     const merged = tensorValues('F32', (await run('f32', true)).tensors.find((t) => t.name === MERGED)!.data);
-    expect(merged.some((v, i) => v !== base.values.get(MERGED)![i])).toBe(true);
+    expect(merged.some((v, i) => v !== baseValues.get(MERGED)![i])).toBe(true);
     for (const [mixName, fileType] of [['iq3_m', 27], ['q2_k_mix', 10]] as const) {
       const out = await run(mixName);
       const got = Object.fromEntries(out.tensors.map((t) => [t.name, typeName(t.typeId)]));
@@ -287,7 +262,7 @@ describe('--dtype iq3_m and q2_k_mix end to end', () => {
       expect(out.metadata.get('general.file_type')!.value, mixName).toBe(fileType);
       // IQ3_S blocks are held to ggml's golden blocks in gguf-iq3-codecs.test.ts; the k-quants here to the test's own reference quantizer.
       for (const t of out.tensors.filter((x) => /^Q\d_K$/.test(typeName(x.typeId)))) {
-        const values = t.name === MERGED ? merged : base.values.get(t.name)!;
+        const values = t.name === MERGED ? merged : baseValues.get(t.name)!;
         expect(Buffer.from(t.data).equals(Buffer.from(tensorData(typeName(t.typeId), values))), `${mixName} ${t.name}`).toBe(true);
       }
     }

@@ -9,7 +9,8 @@
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { mixContext, typeMix, useMoreBits } from '../src/formats/gguf/type-mixes.js';
-import { buildGguf, randomTensors, readGguf, tensorData, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
+import { buildGguf, readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
+import { bf16LlamaGguf } from './helpers/gguf-models.js';
 import { seededRandom } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 
@@ -158,39 +159,13 @@ describe('llama-quantize\'s K-quant mixes, tensor by tensor', () => {
 });
 
 describe('--dtype q4_k_m end to end', () => {
-  const LAYERS = 8, HIDDEN = 256, HEADS = 4, KV = 128, FFN = 256, VOCAB = 64;
+  const LAYERS = 8, HIDDEN = 256, HEADS = 4, FFN = 256, VOCAB = 64;
   // use_more_bits for 8 layers: 0 (first eighth), 7 (last), 3 and 6 ((i − 1) % 3 = 2).
   const MORE_BITS_8 = [0, 3, 6, 7];
   const rand = seededRandom(41);
   const g = () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
 
-  const specs: { name: string; ne: number[]; type: string }[] = [{ name: 'token_embd.weight', ne: [HIDDEN, VOCAB], type: 'BF16' }];
-  for (let i = 0; i < LAYERS; i++) {
-    specs.push(
-      { name: `blk.${i}.attn_norm.weight`, ne: [HIDDEN], type: 'F32' },
-      { name: `blk.${i}.attn_q.weight`, ne: [HIDDEN, HIDDEN], type: 'BF16' },
-      { name: `blk.${i}.attn_k.weight`, ne: [HIDDEN, KV], type: 'BF16' },
-      { name: `blk.${i}.attn_v.weight`, ne: [HIDDEN, KV], type: 'BF16' },
-      { name: `blk.${i}.attn_output.weight`, ne: [HIDDEN, HIDDEN], type: 'BF16' },
-      { name: `blk.${i}.ffn_norm.weight`, ne: [HIDDEN], type: 'F32' },
-      { name: `blk.${i}.ffn_gate.weight`, ne: [HIDDEN, FFN], type: 'BF16' },
-      { name: `blk.${i}.ffn_up.weight`, ne: [HIDDEN, FFN], type: 'BF16' },
-      { name: `blk.${i}.ffn_down.weight`, ne: [FFN, HIDDEN], type: 'BF16' },
-    );
-  }
-  specs.push({ name: 'output_norm.weight', ne: [HIDDEN], type: 'F32' }, { name: 'output.weight', ne: [HIDDEN, VOCAB], type: 'BF16' });
-  const base = randomTensors(specs, g);
-  const u32 = (value: number): MetaValue => ({ type: 'u32', value });
-  const baseBytes = buildGguf({
-    metadata: [
-      ['general.architecture', { type: 'string', value: 'llama' }], ['general.name', { type: 'string', value: 'Tiny Llama BF16' }],
-      ['llama.block_count', u32(LAYERS)], ['llama.context_length', u32(2048)], ['llama.embedding_length', u32(HIDDEN)],
-      ['llama.feed_forward_length', u32(FFN)], ['llama.attention.head_count', u32(HEADS)], ['llama.attention.head_count_kv', u32(2)],
-      ['llama.rope.freq_base', { type: 'f32', value: 500000 }], ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
-      ['general.file_type', u32(32)], ['general.quantization_version', u32(2)],
-    ],
-    tensors: base.tensors,
-  });
+  const { specs, values: baseValues, bytes: baseBytes } = bf16LlamaGguf({ layers: LAYERS, hidden: HIDDEN, heads: HEADS, kvHeads: 2, ffn: FFN, vocab: VOCAB }, g);
   // A llama.cpp LoRA (convert_lora_to_gguf's names and layout) on three tensors of three layers.
   const MERGED = ['blk.2.attn_q.weight', 'blk.3.attn_v.weight', 'blk.5.ffn_down.weight'];
   const loraTensors = MERGED.flatMap((name) => {
@@ -244,8 +219,8 @@ describe('--dtype q4_k_m end to end', () => {
       expect(typeName(t.typeId), spec.name).toBe(type);
       if (type === 'F32') continue;
       const merged = MERGED.includes(spec.name);
-      const values = merged ? tensorValues('F32', f32.tensors.find((x) => x.name === spec.name)!.data) : base.values.get(spec.name)!;
-      if (merged) expect(values.some((v, i) => v !== base.values.get(spec.name)![i]), spec.name).toBe(true);
+      const values = merged ? tensorValues('F32', f32.tensors.find((x) => x.name === spec.name)!.data) : baseValues.get(spec.name)!;
+      if (merged) expect(values.some((v, i) => v !== baseValues.get(spec.name)![i]), spec.name).toBe(true);
       expect(Buffer.from(t.data).equals(Buffer.from(tensorData(type, values))), spec.name).toBe(true);
     }
     expect(out.metadata.get('general.file_type')!.value).toBe(15); // LLAMA_FTYPE_MOSTLY_Q4_K_M

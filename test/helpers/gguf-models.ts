@@ -6,7 +6,7 @@
  * convert_hf_to_gguf.py's description (reshape (heads, 2, d/heads/2), swap axes 1 and 2).
  */
 import { buildSafetensors, seededRandom } from './fixtures.js';
-import { buildGguf, tensorData, tensorValues, type FixtureTensor, type MetaValue } from './gguf-builder.js';
+import { buildGguf, randomTensors, tensorData, tensorValues, type FixtureTensor, type MetaValue } from './gguf-builder.js';
 
 export const LLAMA = { hidden: 256, heads: 4, kvHeads: 2, ffn: 256, vocab: 64, layers: 1 };
 
@@ -379,4 +379,48 @@ export function modelOptNvfp4Llama(options: { experts?: number; scaledHead?: boo
     ...(experts > 0 ? [['llama.expert_count', { type: 'u32', value: experts }], ['llama.expert_used_count', { type: 'u32', value: 2 }]] as [string, MetaValue][] : []),
   ].map(([key, value]): [string, MetaValue] => key === 'general.architecture' ? [key, { type: 'string', value: arch }] : [key.replace(/^llama\./, `${arch}.`), value]);
   return { files: { 'tiny-llama-NVFP4.gguf': buildGguf({ metadata, tensors: fixtures }) }, tensors, metadata, scales };
+}
+
+/** Sizes of a small llama; kv width is hidden / heads · kvHeads. */
+export interface LlamaSizes { layers: number; hidden: number; heads: number; kvHeads: number; ffn: number; vocab: number }
+
+/**
+ * A BF16 llama GGUF as convert_hf_to_gguf writes one (`general.file_type` 32, norms F32, llama.*
+ * keys), values drawn from `g`: what llama-quantize's type mixes start from. Its tensors' specs (ne
+ * in GGML order), their exact values by name, and the file's bytes.
+ */
+export function bf16LlamaGguf(s: LlamaSizes, g: () => number): {
+  specs: { name: string; ne: number[]; type: string }[];
+  values: Map<string, Float64Array>;
+  bytes: Uint8Array;
+} {
+  const kv = (s.hidden / s.heads) * s.kvHeads;
+  const specs: { name: string; ne: number[]; type: string }[] = [{ name: 'token_embd.weight', ne: [s.hidden, s.vocab], type: 'BF16' }];
+  for (let i = 0; i < s.layers; i++) {
+    specs.push(
+      { name: `blk.${i}.attn_norm.weight`, ne: [s.hidden], type: 'F32' },
+      { name: `blk.${i}.attn_q.weight`, ne: [s.hidden, s.hidden], type: 'BF16' },
+      { name: `blk.${i}.attn_k.weight`, ne: [s.hidden, kv], type: 'BF16' },
+      { name: `blk.${i}.attn_v.weight`, ne: [s.hidden, kv], type: 'BF16' },
+      { name: `blk.${i}.attn_output.weight`, ne: [s.hidden, s.hidden], type: 'BF16' },
+      { name: `blk.${i}.ffn_norm.weight`, ne: [s.hidden], type: 'F32' },
+      { name: `blk.${i}.ffn_gate.weight`, ne: [s.hidden, s.ffn], type: 'BF16' },
+      { name: `blk.${i}.ffn_up.weight`, ne: [s.hidden, s.ffn], type: 'BF16' },
+      { name: `blk.${i}.ffn_down.weight`, ne: [s.ffn, s.hidden], type: 'BF16' },
+    );
+  }
+  specs.push({ name: 'output_norm.weight', ne: [s.hidden], type: 'F32' }, { name: 'output.weight', ne: [s.hidden, s.vocab], type: 'BF16' });
+  const base = randomTensors(specs, g);
+  const u32 = (value: number): MetaValue => ({ type: 'u32', value });
+  const bytes = buildGguf({
+    metadata: [
+      ['general.architecture', { type: 'string', value: 'llama' }], ['general.name', { type: 'string', value: 'Tiny Llama BF16' }],
+      ['llama.block_count', u32(s.layers)], ['llama.context_length', u32(2048)], ['llama.embedding_length', u32(s.hidden)],
+      ['llama.feed_forward_length', u32(s.ffn)], ['llama.attention.head_count', u32(s.heads)], ['llama.attention.head_count_kv', u32(s.kvHeads)],
+      ['llama.rope.freq_base', { type: 'f32', value: 500000 }], ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
+      ['general.file_type', u32(32)], ['general.quantization_version', u32(2)],
+    ],
+    tensors: base.tensors,
+  });
+  return { specs, values: base.values, bytes };
 }
