@@ -10,14 +10,15 @@
  * slabs that end inside experts. The mlx files carry `format: mlx`, as mx.save_safetensors writes.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { memoryInputFileSet, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { ModuleLocator } from '../src/formats/layouts/index.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mergeFolders } from './helpers/cli.js';
 import { seededRandom, tempDirs, type DecodedTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder } from './helpers/hf-folder.js';
+import { mergeIntoFolder } from './helpers/merged-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
 import { mlxFolder } from './helpers/mlx-lm-folder.js';
 import { refusalsInMemory } from './helpers/merge-backends.js';
@@ -71,19 +72,6 @@ async function prepare(base: Files, adapter: Files): Promise<PreparedMerge> {
   return prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]);
 }
 
-/** Merges in slabs of 4 KiB (the least the pipeline takes), which end inside experts here. */
-async function mergeIntoFolder(prepared: PreparedMerge, backend: MergeBackend, outDtype?: 'F32'): Promise<MergedFolder> {
-  const output = createBlobOutputTarget();
-  try {
-    await mergeModel({ prepared, output, backend, slabBytes: 4096, ...(outDtype ? { outDtype } : {}) });
-  } finally {
-    await prepared.close();
-  }
-  const files = new Map<string, Uint8Array>();
-  for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
-  return readMergedFolder(files);
-}
-
 describe('LoRASwitchLinear on a Hugging Face checkpoint with one tensor per expert', () => {
   const perExpert = (proj: string, shape: number[]) => Array.from({ length: E }, (_, k) => randomTensor(`${L}.mlp.experts.${k}.${proj}.weight`, shape, 'BF16', rand));
   const gates = perExpert('gate_proj', [FFN, HIDDEN]);
@@ -98,7 +86,7 @@ describe('LoRASwitchLinear on a Hugging Face checkpoint with one tensor per expe
     it(`merges expert e's factors into experts.e.<proj> (r = 1), every other tensor unchanged, on ${kind}`, async () => {
       const prepared = await prepare(qwen, adapter);
       expect(prepared.plan.problems).toEqual([]);
-      const merged = await mergeIntoFolder(prepared, backends[kind]!);
+      const merged = await mergeIntoFolder(prepared, backends[kind]!, undefined, 4096);
       const a = decoded(factors);
       const base = decoded([router, ...gates, ...ups, ...downs, norm]);
       for (const [proj, shape] of [['gate_proj', [FFN, HIDDEN]], ['down_proj', [HIDDEN, FFN]]] as const) {
@@ -138,7 +126,7 @@ describe('LoRASwitchLinear on a Hugging Face checkpoint with one tensor per expe
     const peft = peftFolder({ r: 1, lora_alpha: 3, target_modules: ['experts.0.w1', 'experts.2.w1'], base_model_name_or_path: 'mistralai/Mixtral-8x7B-v0.1' }, tensors);
     const prepared = await prepare(mixtral, peft);
     expect(prepared.plan.problems).toEqual([]);
-    const merged = await mergeIntoFolder(prepared, backends.cpu!);
+    const merged = await mergeIntoFolder(prepared, backends.cpu!, undefined, 4096);
     const t = decoded(tensors);
     const base = decoded([gate, ...w1, ...w2, norm]);
     for (let k = 0; k < E; k++) {
@@ -187,7 +175,7 @@ describe('an unquantized mlx-lm MoE checkpoint: float switch_mlp experts (E, out
     it(`LoRASwitchLinear on each expert's rows (slabs ending inside experts), written (E, out, in) in bf16 with format mlx, on ${kind}`, async () => {
       const prepared = await prepare(qwen, adapter);
       expect(prepared.plan.problems).toEqual([]);
-      const merged = await mergeIntoFolder(prepared, backends[kind]!);
+      const merged = await mergeIntoFolder(prepared, backends[kind]!, undefined, 4096);
       const a = decoded(factors);
       const base = decoded(qwenTensors);
       for (const proj of ['gate_proj', 'down_proj']) {
@@ -236,7 +224,7 @@ describe('an unquantized mlx-lm MoE checkpoint: float switch_mlp experts (E, out
       { files: memoryInputFileSet(peftFolder({ r: 1, lora_alpha: 5, target_modules: ['experts.2.w2'] }, peftT), 'peft'), weight: 1 },
     ]);
     expect(prepared.plan.problems).toEqual([]);
-    const merged = await mergeIntoFolder(prepared, backends.cpu!);
+    const merged = await mergeIntoFolder(prepared, backends.cpu!, undefined, 4096);
     const base = decoded(tensors);
     const a = decoded(switchA);
     const got1 = merged.tensors.get(w1.name)!;
@@ -273,7 +261,7 @@ describe('an unquantized mlx-lm MoE checkpoint: float switch_mlp experts (E, out
         const trained = [randomTensor(up.name, [E, FFN, HIDDEN], 'BF16', rand), randomTensor(norm.name, [HIDDEN], 'BF16', rand)];
         const prepared = await prepare(qwen, full(trained));
         expect(prepared.plan.problems).toEqual([]);
-        const merged = await mergeIntoFolder(prepared, backends[kind]!);
+        const merged = await mergeIntoFolder(prepared, backends[kind]!, undefined, 4096);
         const saved = decoded(trained);
         for (const t of trained) {
           expect(merged.tensors.get(t.name)!.shape, t.name).toEqual(t.shape);

@@ -12,13 +12,14 @@
  * W + α/r·B·A on one expert's slab), on the CPU and WebGPU.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { memoryInputFileSet, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mergeFolders } from './helpers/cli.js';
 import { roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder } from './helpers/hf-folder.js';
+import { mergeIntoFolder } from './helpers/merged-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
 import { linearTruth, mlxFolder } from './helpers/mlx-lm-folder.js';
 import { refusalsInMemory } from './helpers/merge-backends.js';
@@ -105,23 +106,6 @@ async function prepare(base: Files, adapter: Files): Promise<PreparedMerge> {
   return prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]);
 }
 
-/**
- * Runs `prepared` in slabs of 4 KiB (the least the pipeline takes): a stacked tensor's slabs then
- * end inside an expert as well as on its edges, and each slab reads only its own rows of codes,
- * scales and biases.
- */
-async function mergeIntoFolder(prepared: PreparedMerge, backend: MergeBackend, outDtype: 'F32' | 'BF16'): Promise<MergedFolder> {
-  const output = createBlobOutputTarget();
-  try {
-    await mergeModel({ prepared, output, backend, outDtype, slabBytes: 4096 });
-  } finally {
-    await prepared.close();
-  }
-  const files = new Map<string, Uint8Array>();
-  for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
-  return readMergedFolder(files);
-}
-
 describe('mlx\'s packing, as written here', () => {
   it('matches bytes worked out by hand from mlx\'s extract_bits (codes straddle bytes for 3, 5 and 6 bits)', () => {
     const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, '0')).join(' ');
@@ -162,7 +146,7 @@ describe('3-, 5- and 6-bit mlx-community layers', () => {
     it(`a QLoRA merged into q·scale + bias of 3-, 5- and 6-bit codes, written dequantized in bf16, on ${kind}`, async () => {
       const prepared = await prepare(base, adapter);
       expect(prepared.plan.problems).toEqual([]);
-      const merged = await mergeIntoFolder(prepared, backends[kind]!, 'BF16');
+      const merged = await mergeIntoFolder(prepared, backends[kind]!, 'BF16', 4096);
       const a = decoded(factors);
       for (const [stem, layer, out] of modules) {
         expectValues(`${stem}.weight`, merged.tensors.get(`${stem}.weight`)!, linearTruth(asMatrix(layer.real, out, IN), a.get(`${stem}.lora_a`)!, a.get(`${stem}.lora_b`)!, 20));
@@ -213,7 +197,7 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
     it(`Qwen3-MoE: LoRASwitchLinear.fuse on each expert's slab, written as mlx-lm stacks it (E, out, in) in bf16, every other weight dequantized, on ${kind}`, async () => {
       const prepared = await prepare(qwen, adapter);
       expect(prepared.plan.problems).toEqual([]);
-      const merged = await mergeIntoFolder(prepared, backends[kind]!, 'BF16');
+      const merged = await mergeIntoFolder(prepared, backends[kind]!, 'BF16', 4096);
       const a = decoded(factors);
       const at = (key: string) => merged.tensors.get(key)!;
       expect(at(`${L}.mlp.switch_mlp.gate_proj.weight`).shape).toEqual([EXPERTS, FFN, HIDDEN]);
@@ -258,7 +242,7 @@ describe('mlx-community MoE checkpoints (stacked switch_mlp experts)', () => {
     it(`Mixtral: a PEFT LoRA on per-expert modules (experts.K.w1, w2) lands on expert K's slab of switch_mlp, on ${kind}`, async () => {
       const prepared = await prepare(mixtral, peft);
       expect(prepared.plan.problems).toEqual([]);
-      const merged = await mergeIntoFolder(prepared, backends[kind]!, 'F32');
+      const merged = await mergeIntoFolder(prepared, backends[kind]!, 'F32', 4096);
       const t = decoded(peftTensors);
       const want = { gate_proj: w1.real.slice(), down_proj: w2.real.slice() };
       for (const [path, inF, outF] of peftModules) {
