@@ -29,6 +29,7 @@ import { expectMerged } from './helpers/expect-merged.js';
 import { controlLora, diffusersControlLora, fluxLinears, fluxNorms, H, HEAD, identity, IN, R, truth } from './helpers/flux-control-fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
 import { mergeBackends, mergeFileInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+import { expectQ8Near } from './helpers/merge-truth.js';
 
 const rand = seededRandom(20261204);
 const sym = () => 2 * rand() - 1;
@@ -56,17 +57,6 @@ function fluxGguf(imgIn: string, imgInColumns = IN) {
   const bytes = buildGguf({ metadata: [['general.architecture', str('flux')], ['general.quantization_version', { type: 'u32', value: 2 }], ['general.file_type', { type: 'u32', value: 7 }]], tensors });
   const asDecoded = new Map(specs.map((s): [string, DecodedTensor] => [s.name, { dtype: 'F32', shape: s.ne.slice().reverse(), values: values.get(s.name)!, bytes: new Uint8Array() }]));
   return { bytes, specs, asDecoded };
-}
-
-/** Q8_0 against the truth: each block of 32 within its own quantization step (d = amax/127, d stored as f16). */
-function expectQ8Near(got: Float64Array, want: Float64Array, what: string): void {
-  expect(got.length, what).toBe(want.length);
-  for (let b = 0; b < want.length / 32; b++) {
-    let amax = 0;
-    for (let i = b * 32; i < (b + 1) * 32; i++) amax = Math.max(amax, Math.abs(want[i]));
-    const bound = 0.57 * (amax / 127) + 1e-7;
-    for (let i = b * 32; i < (b + 1) * 32; i++) if (Math.abs(got[i] - want[i]) > bound) expect.fail(`${what}[${i}]: got ${got[i]}, truth ${want[i]} (Q8_0 bound ${bound})`);
-  }
 }
 
 /** Every tensor of the merged GGUF in its base's type, img_in at ne [2·IN, H], every value the truth's. */

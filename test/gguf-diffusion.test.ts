@@ -14,6 +14,7 @@ import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { buildGguf, randomTensors, readGguf, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
 import { REF_BLOCK, referenceQuantizeBlock } from './helpers/ggml-reference.js';
 import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
+import { expectQ8Near } from './helpers/merge-truth.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -39,22 +40,6 @@ function lowRank(up: Float64Array, down: Float64Array, out: number, r: number, i
 /** `delta` added to `target` from value `at` on (a ΔW landing on rows of a fused tensor). */
 function addAt(target: Float64Array, delta: Float64Array, at = 0): void {
   for (let i = 0; i < delta.length; i++) target[at + i] += delta[i];
-}
-
-/**
- * Q8_0 output against the truth: each block of 32 is the reference quantizer's (d = amax/127, q =
- * round(x/d), d stored as f16), so each value lies within 0.5·d (plus d's f16 rounding, 127·d·2^-11).
- */
-function expectQ8Near(got: Float64Array, want: Float64Array, what: string): void {
-  expect(got.length, what).toBe(want.length);
-  for (let b = 0; b < want.length / 32; b++) {
-    let amax = 0;
-    for (let i = b * 32; i < (b + 1) * 32; i++) amax = Math.max(amax, Math.abs(want[i]));
-    const bound = 0.57 * (amax / 127) + 1e-7;
-    for (let i = b * 32; i < (b + 1) * 32; i++) {
-      if (Math.abs(got[i] - want[i]) > bound) expect.fail(`${what}[${i}]: got ${got[i]}, truth ${want[i]} (Q8_0 bound ${bound})`);
-    }
-  }
 }
 
 async function mergeGguf(name: string, base: Uint8Array, adapters: Record<string, Uint8Array>[], backendName: string) {

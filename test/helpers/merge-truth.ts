@@ -111,3 +111,19 @@ export function product(b: DecodedTensor, a: DecodedTensor): Float64Array {
   }
   return delta;
 }
+
+/**
+ * Q8_0 output against the truth: each block of 32 is the reference quantizer's (d = amax/127, q =
+ * round(x/d), d stored as f16), so each value lies within 0.5·d (plus d's f16 rounding, 127·d·2^-11).
+ */
+export function expectQ8Near(got: Float64Array, want: Float64Array, what: string): void {
+  expect(got.length, what).toBe(want.length);
+  for (let b = 0; b < want.length / 32; b++) {
+    let amax = 0;
+    for (let i = b * 32; i < (b + 1) * 32; i++) amax = Math.max(amax, Math.abs(want[i]));
+    const bound = 0.57 * (amax / 127) + 1e-7;
+    for (let i = b * 32; i < (b + 1) * 32; i++) {
+      if (Math.abs(got[i] - want[i]) > bound) expect.fail(`${what}[${i}]: got ${got[i]}, truth ${want[i]} (Q8_0 bound ${bound})`);
+    }
+  }
+}
