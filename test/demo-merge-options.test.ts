@@ -118,7 +118,7 @@ describe('the page offers what the CLI does', PAGE_RETRY, () => {
     await page.select('[data-testid="out-dtype"]', 'mxfp4_moe');
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/MXFP4_MOE mix \(gpt-oss’s own: stacked expert tensors MXFP4, the other matrices and the output head Q8_0/);
     expect(await page.$$eval('[data-testid="out-dtype"] optgroup', (gs) => gs.map((g) => [(g as HTMLOptGroupElement).label, g.children.length])))
-      .toEqual([['llama-quantize file types', 12]]);
+      .toEqual([['llama-quantize file types', 22]]);
     await page.select('[data-testid="out-dtype"]', 'q4_k_m');
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/Q4_K_M mix \(Q4_K, with half of attn_v and ffn_down/);
     // A mix whose llama-quantize name is also a type's is offered as <name>_mix, named as llama-quantize names it.

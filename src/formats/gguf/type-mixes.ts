@@ -317,14 +317,14 @@ function plainMix(fileTypeName: PlainMixName, fileType: number, summary: string)
 
 /** The registry of mixes `--dtype` offers, in the order the CLI and the page list them. */
 export const TYPE_MIXES: readonly TypeMix[] = [
-  plainMix('Q1_0', 40, 'Q1_0, with the output head Q6_K (attn_v and attn_k Q8_0 in an 8-expert model)'),
-  plainMix('Q2_0', 41, 'Q2_0, with the untied token embedding Q4_K and the output head Q6_K (attn_v and attn_k Q8_0 in an 8-expert model)'),
-  plainMix('Q4_0', 2, 'Q4_0, with the output head Q6_K (attn_v and attn_k Q8_0 in an 8-expert model)'),
-  plainMix('Q4_1', 3, 'Q4_1, with the output head Q6_K (attn_v and attn_k Q8_0 in an 8-expert model)'),
-  plainMix('Q5_0', 8, 'Q5_0, with the output head Q6_K (attn_v and attn_k Q8_0 in an 8-expert model)'),
-  plainMix('Q5_1', 9, 'Q5_1, with the output head Q6_K (attn_v and attn_k Q8_0 in an 8-expert model)'),
-  plainMix('TQ1_0', 36, 'TQ1_0, with the untied token embedding Q4_K and the output head Q6_K (attn_v and attn_k Q8_0 in an 8-expert model)'),
-  plainMix('TQ2_0', 37, 'TQ2_0, with the untied token embedding Q4_K and the output head Q6_K (attn_v and attn_k Q8_0 in an 8-expert model)'),
+  plainMix('Q1_0', 40, 'Q1_0, with the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('Q2_0', 41, 'Q2_0, with the untied token embedding Q4_K, the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('Q4_0', 2, 'Q4_0, with the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('Q4_1', 3, 'Q4_1, with the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('Q5_0', 8, 'Q5_0, with the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('Q5_1', 9, 'Q5_1, with the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('TQ1_0', 36, 'TQ1_0, with the untied token embedding Q4_K, the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('TQ2_0', 37, 'TQ2_0, with the untied token embedding Q4_K, the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
   lowMix('Q2_K', 'Q2_K_MIX', 10, 'Q2_K, with attn_v Q4_K (Q3_K without grouped-query attention of 4 or more), ffn_down and attn_output Q3_K; the output head Q6_K'),
   kMix('Q3_K_S', 11, 'Q3_K throughout, the output head Q6_K'),
   kMix('Q3_K_M', 12, 'Q3_K, with attn_v Q4_K (the first two Q5_K), ffn_down Q4_K (the first sixteenth Q5_K), attn_output Q4_K; the output head Q6_K'),
