@@ -56,7 +56,7 @@ const FALLBACK: Record<string, string> = { IQ3_S: 'IQ4_NL', IQ4_XS: 'IQ4_NL', Q2
  * → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, and F16 when that does not fit either.
  */
 export function llamaQuantizeType(ftype: keyof typeof DEFAULT, name: string, ne0: number, model: { layers: number; gqa: number; tied: boolean }): string {
-  let type = DEFAULT[ftype];
+  let type: string = DEFAULT[ftype];
   const block = /^blk\.(\d+)\./.exec(name);
   const layer = block ? Number(block[1]) : -1;
   if (name === 'output.weight' || (model.tied && name === 'token_embd.weight')) {
