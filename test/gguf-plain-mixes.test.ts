@@ -12,6 +12,7 @@
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { typeMix } from '../src/formats/gguf/type-mixes.js';
+import { ggufContainer } from '../src/formats/gguf/gguf-container.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
 import { bf16LlamaGguf } from './helpers/gguf-models.js';
 import { seededRandom } from './helpers/fixtures.js';
@@ -38,6 +39,9 @@ describe('llama-quantize\'s single-type file types as mixes, tensor by tensor', 
     ]);
     // The type names keep meaning one type throughout; Q8_0's file type is Q8_0 throughout, so no mix.
     for (const n of ['q4_0', 'iq4_xs', 'tq1_0', 'q8_0', 'q8_0_mix']) expect(typeMix(n), n).toBeUndefined();
+    // Every branch of llama_tensor_get_type_impl keeps Q8_0 under the Q8_0 file type: the name is refused, pointing to q8_0.
+    expect(() => ggufContainer([], []).parseOutputType('q8_0_mix')).toThrow(/^--dtype q8_0_mix: llama-quantize's Q8_0 file type gives every tensor it quantizes Q8_0 \(its output head too\), so there is no Q8_0 mix; --dtype q8_0 writes that file$/);
+    expect(ggufContainer([], []).parseOutputType('q8_0')).toBe('Q8_0');
   });
 
   it('Llama 3 8B (GQA 4): the head Q6_K; IQ4_NL/IQ4_XS attn_v Q5_K and ffn_down of layers 0-3 Q5_K; TQ1_0/TQ2_0/Q2_0 the token embedding Q4_K', () => {

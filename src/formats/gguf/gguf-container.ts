@@ -19,7 +19,7 @@ import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from '
 import { decodeBlocks, encodeBlocks, notWritten } from './gguf-blocks.js';
 import { convertTensorBytes } from './gguf-convert.js';
 import { fittingType, llamaQuantizes } from './quantize-rule.js';
-import { mixContext, REFUSED_MIXES, TYPE_MIXES, typeMix, type MixContext, type TypeMix } from './type-mixes.js';
+import { mixContext, PURE_FILE_TYPES, REFUSED_MIXES, TYPE_MIXES, typeMix, type MixContext, type TypeMix } from './type-mixes.js';
 import { mergedFileType } from './file-type.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
@@ -60,6 +60,8 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       const mix = typeMix(name);
       if (mix) return mix.name;
       const refused = REFUSED_MIXES[name.toUpperCase()];
+      const pure = PURE_FILE_TYPES[name.toUpperCase()];
+      if (pure) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${pure}`);
       // A refused mix names the written ones of its family (Q2_K…, IQ3_…).
       if (refused) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${refused}; choose ${TYPE_MIXES.filter((m) => m.name.startsWith(name.slice(0, 4).toUpperCase())).map((m) => m.name.toLowerCase()).join(' or ')}, or --dtype f16 and run llama-quantize --imatrix afterwards`);
       const type = ggmlTypeByName(name);

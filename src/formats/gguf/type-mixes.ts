@@ -353,6 +353,14 @@ export const REFUSED_MIXES: Readonly<Record<string, string>> = {
   IQ3_XXS_MIX: 'llama-quantize\'s IQ3_XXS file type gives most tensors IQ3_XXS and attn_q/attn_k IQ2_S, which current llama-quantize writes only with an importance matrix, which loramerge does not have',
 };
 
+/**
+ * `_mix` names of llama-quantize's file types whose rules keep their one type for every tensor:
+ * refused with the type's own name, which writes the same file.
+ */
+export const PURE_FILE_TYPES: Readonly<Record<string, string>> = {
+  Q8_0_MIX: 'llama-quantize\'s Q8_0 file type gives every tensor it quantizes Q8_0 (its output head too), so there is no Q8_0 mix; --dtype q8_0 writes that file',
+};
+
 /** The mix of this name (any case), or undefined. */
 export function typeMix(name: string): TypeMix | undefined {
   const upper = name.toUpperCase();
