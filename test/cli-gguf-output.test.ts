@@ -106,6 +106,6 @@ it('refuses an fp8 --dtype for a GGUF base (GGUF has no fp8 type), naming the ty
   const dir = bigSplitInputs();
   const run = await runCli([...mergeArgs(dir, join(dir, 'out')), '--dtype', 'f8_e4m3']);
   expect(run.code).toBe(2);
-  expect(errorLines(run.stderr)).toEqual(['error: --dtype for a GGUF model must be one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, mxfp4, nvfp4, q1_0, q2_0, tq1_0, tq2_0, iq3_xxs, iq3_s, iq4_nl, iq4_xs, q2_k_mix, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k_mix, iq3_s_mix, iq3_m, mxfp4_moe, not "f8_e4m3"']);
+  expect(errorLines(run.stderr)).toEqual(['error: --dtype for a GGUF model must be one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, mxfp4, nvfp4, q1_0, q2_0, tq1_0, tq2_0, iq3_xxs, iq3_s, iq4_nl, iq4_xs, q1_0_mix, q2_0_mix, q4_0_mix, q4_1_mix, q5_0_mix, q5_1_mix, tq1_0_mix, tq2_0_mix, q2_k_mix, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k_mix, iq3_s_mix, iq3_m, iq4_nl_mix, iq4_xs_mix, mxfp4_moe, not "f8_e4m3"']);
   expect(listDir(dir)).toEqual(['big-00001-of-00002.gguf', 'big-00002-of-00002.gguf', 'lora.gguf']);
 });

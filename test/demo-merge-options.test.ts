@@ -107,7 +107,7 @@ describe('the page offers what the CLI does', PAGE_RETRY, () => {
     await upload(page, 'adapter-input', join(dir, 'lora.gguf'));
     await page.waitForFunction(() => /gguf/.test(document.getElementById('plan-stats')?.textContent ?? ''), { timeout: 30_000 });
     expect(await page.$$eval('[data-testid="out-dtype"] option', (os) => os.map((o) => (o as HTMLOptionElement).value)))
-      .toEqual(['same', 'f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'mxfp4', 'nvfp4', 'q1_0', 'q2_0', 'tq1_0', 'tq2_0', 'iq3_xxs', 'iq3_s', 'iq4_nl', 'iq4_xs', 'q2_k_mix', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m', 'q6_k_mix', 'iq3_s_mix', 'iq3_m', 'mxfp4_moe']);
+      .toEqual(['same', 'f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'mxfp4', 'nvfp4', 'q1_0', 'q2_0', 'tq1_0', 'tq2_0', 'iq3_xxs', 'iq3_s', 'iq4_nl', 'iq4_xs', 'q1_0_mix', 'q2_0_mix', 'q4_0_mix', 'q4_1_mix', 'q5_0_mix', 'q5_1_mix', 'tq1_0_mix', 'tq2_0_mix', 'q2_k_mix', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m', 'q6_k_mix', 'iq3_s_mix', 'iq3_m', 'iq4_nl_mix', 'iq4_xs_mix', 'mxfp4_moe']);
     expect(await page.$eval('[data-testid="out-dtype"]', (s) => (s as HTMLSelectElement).value)).toBe('same');
     expect(await announced(page, /back to keeping each tensor/)).toContain('cannot be written as f8_e5m2');
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/requantized to Q4_K .*adds the quantization error once more/);
@@ -118,7 +118,7 @@ describe('the page offers what the CLI does', PAGE_RETRY, () => {
     await page.select('[data-testid="out-dtype"]', 'mxfp4_moe');
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/MXFP4_MOE mix \(gpt-oss’s own: stacked expert tensors MXFP4, the other matrices and the output head Q8_0/);
     expect(await page.$$eval('[data-testid="out-dtype"] optgroup', (gs) => gs.map((g) => [(g as HTMLOptGroupElement).label, g.children.length])))
-      .toEqual([['llama-quantize file types', 12]]);
+      .toEqual([['llama-quantize file types', 22]]);
     await page.select('[data-testid="out-dtype"]', 'q4_k_m');
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/Q4_K_M mix \(Q4_K, with half of attn_v and ffn_down/);
     // A mix whose llama-quantize name is also a type's is offered as <name>_mix, named as llama-quantize names it.

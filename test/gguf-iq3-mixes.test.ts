@@ -10,72 +10,14 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
-import { mixContext, typeMix } from '../src/formats/gguf/type-mixes.js';
-import { fittingType } from '../src/formats/gguf/quantize-rule.js';
+import { typeMix } from '../src/formats/gguf/type-mixes.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
 import { bf16LlamaGguf } from './helpers/gguf-models.js';
 import { seededRandom } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { expectTable, modelTensors, written, type Dims } from './helpers/mix-tables.js';
 
 const backends = mergeBackends({ cpu: 'default' });
-
-interface Dims { layers: number; hidden: number; q: number; kv: number; ffn: number; vocab: number; tied?: boolean; experts?: number }
-
-/** A llama-style tensor list (shapes slowest first: [out, in], experts [n, out, in]), norms and router included. */
-function modelTensors(d: Dims) {
-  const t: { name: string; shape: number[] }[] = [{ name: 'token_embd.weight', shape: [d.vocab, d.hidden] }];
-  for (let i = 0; i < d.layers; i++) {
-    t.push(
-      { name: `blk.${i}.attn_norm.weight`, shape: [d.hidden] },
-      { name: `blk.${i}.attn_q.weight`, shape: [d.q, d.hidden] },
-      { name: `blk.${i}.attn_k.weight`, shape: [d.kv, d.hidden] },
-      { name: `blk.${i}.attn_v.weight`, shape: [d.kv, d.hidden] },
-      { name: `blk.${i}.attn_output.weight`, shape: [d.hidden, d.q] },
-      { name: `blk.${i}.ffn_norm.weight`, shape: [d.hidden] },
-    );
-    if (d.experts) {
-      t.push(
-        { name: `blk.${i}.ffn_gate_inp.weight`, shape: [d.experts, d.hidden] },
-        { name: `blk.${i}.ffn_gate_exps.weight`, shape: [d.experts, d.ffn, d.hidden] },
-        { name: `blk.${i}.ffn_up_exps.weight`, shape: [d.experts, d.ffn, d.hidden] },
-        { name: `blk.${i}.ffn_down_exps.weight`, shape: [d.experts, d.hidden, d.ffn] },
-      );
-    } else {
-      t.push(
-        { name: `blk.${i}.ffn_gate.weight`, shape: [d.ffn, d.hidden] },
-        { name: `blk.${i}.ffn_up.weight`, shape: [d.ffn, d.hidden] },
-        { name: `blk.${i}.ffn_down.weight`, shape: [d.hidden, d.ffn] },
-      );
-    }
-  }
-  t.push({ name: 'output_norm.weight', shape: [d.hidden] });
-  if (!d.tied) t.push({ name: 'output.weight', shape: [d.vocab, d.hidden] });
-  return t;
-}
-
-/** The type written for every quantized tensor: the mix's choice, then llama-quantize's fallback for rows that are not whole blocks. */
-function written(mixName: string, arch: string, meta: Record<string, unknown>, tensors: { name: string; shape: number[] }[]) {
-  const all: Record<string, unknown> = { 'general.architecture': arch };
-  for (const [k, v] of Object.entries(meta)) all[`${arch}.${k}`] = v;
-  const model = mixContext((key) => all[key], tensors);
-  const mix = typeMix(mixName)!;
-  return new Map(tensors.filter((t) => t.shape.length > 1 && !t.name.includes('gate_inp'))
-    .map((t) => [t.name, fittingType(mix.typeOf(t.name, t.shape, model), t.shape[t.shape.length - 1])]));
-}
-
-/** Per tensor kind, the expected type (a function of the layer where it depends on it). */
-type Table = Record<'token_embd' | 'output' | 'attn_q' | 'attn_k' | 'attn_v' | 'attn_output' | 'ffn_gate' | 'ffn_up' | 'ffn_down', string | ((layer: number) => string)>;
-
-function expectTable(types: Map<string, string>, table: Table) {
-  const expected = new Map<string, string>();
-  for (const name of types.keys()) {
-    const m = /^blk\.(\d+)\.([a-z_]+?)(_exps)?\.weight$/.exec(name);
-    const kind = (m ? m[2] : name.replace('.weight', '')) as keyof Table;
-    const rule = table[kind];
-    expected.set(name, typeof rule === 'function' ? rule(Number(m![1])) : rule);
-  }
-  expect(Object.fromEntries(types)).toEqual(Object.fromEntries(expected));
-}
 
 // use_more_bits(i, 32): i < 4, i >= 28, or (i - 4) % 3 == 2.
 const MORE_BITS_32 = [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31];

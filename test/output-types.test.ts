@@ -32,7 +32,7 @@ describe('output type choices', () => {
   it('GGUF: the GGML types it encodes and llama-quantize\'s mixes (K-quant, MXFP4_MOE), quantized ones saying they requantize', () => {
     const format = ggufContainer([], []);
     const names = format.outputChoices.types.map((t) => t.name);
-    expect([...names].sort()).toEqual(['bf16', 'f16', 'f32', 'iq3_s', 'iq3_xxs', 'iq4_nl', 'iq4_xs', 'mxfp4', 'nvfp4', 'q1_0', 'q2_0', 'q2_k', 'q3_k', 'q4_0', 'q4_1', 'q4_k', 'q5_0', 'q5_1', 'q5_k', 'q6_k', 'q8_0', 'tq1_0', 'tq2_0', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m', 'q2_k_mix', 'q6_k_mix', 'iq3_s_mix', 'iq3_m', 'mxfp4_moe'].sort());
+    expect([...names].sort()).toEqual(['bf16', 'f16', 'f32', 'iq3_s', 'iq3_xxs', 'iq4_nl', 'iq4_xs', 'mxfp4', 'nvfp4', 'q1_0', 'q2_0', 'q2_k', 'q3_k', 'q4_0', 'q4_1', 'q4_k', 'q5_0', 'q5_1', 'q5_k', 'q6_k', 'q8_0', 'tq1_0', 'tq2_0', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m', 'q2_k_mix', 'q6_k_mix', 'iq3_s_mix', 'iq3_m', 'mxfp4_moe', 'q1_0_mix', 'q2_0_mix', 'q4_0_mix', 'q4_1_mix', 'q5_0_mix', 'q5_1_mix', 'tq1_0_mix', 'tq2_0_mix', 'iq4_nl_mix', 'iq4_xs_mix'].sort());
     expect(names.map((n) => format.parseOutputType(n))).toEqual(names.map((n) => n.toUpperCase()));
     for (const other of ['f8_e4m3', 'iq2_xs', 'q8_k']) expect(refused(() => format.parseOutputType(other)), other).toBe(true);
     for (const t of format.outputChoices.types) {

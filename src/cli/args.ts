@@ -48,8 +48,11 @@ ${ADAPTER_USAGE}
              included; GGUF: the type of every matrix llama-quantize would quantize, merged or not
              (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k,
              mxfp4, nvfp4, q1_0, q2_0, tq1_0, tq2_0, iq3_xxs, iq3_s, iq4_nl, iq4_xs, or one of
-             llama-quantize's mixes q2_k_mix, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s,
-             q5_k_m, q6_k_mix, iq3_s_mix, iq3_m, mxfp4_moe; norms keep theirs). Default: each tensor keeps the base's type
+             llama-quantize's mixes q1_0_mix, q2_0_mix, q4_0_mix, q4_1_mix, q5_0_mix, q5_1_mix,
+             tq1_0_mix, tq2_0_mix, q2_k_mix, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s,
+             q5_k_m, q6_k_mix, iq3_s_mix, iq3_m, iq4_nl_mix, iq4_xs_mix, mxfp4_moe: <type>_mix is
+             llama-quantize's file type of that name, <type> that type throughout as --pure;
+             norms keep theirs). Default: each tensor keeps the base's type
   --dtype-merged-only  --dtype for the tensors the merge changes only; the others are copied
              as stored (export-lora's F16 output, or Q8_0 merged tensors in a Q4_K_M model)
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable

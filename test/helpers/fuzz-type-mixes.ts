@@ -3,19 +3,20 @@
  * matrices, F32 norms; 1 to 8 blocks, grouped-query attention of 1 to 8, a tied or untied head,
  * rows of 256 or of 32 to 128 values so that the fallbacks are reached) with a llama.cpp LoRA adapter
  * (`.lora_a` / `.lora_b`, adapter.lora.alpha) on some of blk.0's attn_v, attn_q, attn_output and the
- * last block's ffn_down, merged with `--dtype iq3_s_mix`, `iq3_m`, `q2_k_mix` or `q6_k_mix`
- * (llama-quantize's IQ3_S, IQ3_M, Q2_K and Q6_K file types), or with `iq3_xs`, `iq3_xxs_mix` or
+ * last block's ffn_down, merged with `--dtype iq3_s_mix`, `iq3_m`, `q2_k_mix`, `q6_k_mix`,
+ * `q4_0_mix`, `iq4_nl_mix` or `iq4_xs_mix` (llama-quantize's IQ3_S, IQ3_M, Q2_K, Q6_K, Q4_0,
+ * IQ4_NL and IQ4_XS file types), or with `iq3_xs`, `iq3_xxs_mix` or
  * `q2_k_s`, which llama-quantize writes only with an importance matrix: refused.
  *
  * The truth: each tensor's type from llama.cpp's src/llama-quant.cpp (llama_tensor_get_type,
  * llama_tensor_get_type_impl and tensor_type_fallback, no importance matrix), written out below as
- * plain rules for these four file types; its data the float64 merge W + w·(α/r)·B·A (the LoRA's
+ * plain rules for these file types; its data the float64 merge W + w·(α/r)·B·A (the LoRA's
  * scale as llama.cpp's: α = 0 means the weight alone) quantized by the test helpers' reference
  * quantizers (ggml-reference.ts, ggml-iq4-reference.ts), byte for byte: the values are chosen
  * dyadic (base k/64, factors k/8, weights 1, 0.5, -1, 2.5), so the merge is exact in f32 and
  * quantizing it from f32 or from float64 is the same. IQ3_S has no reference quantizer in the
  * helpers: its tensors are checked for their type and shape only. general.file_type is the file
- * type's (10, 18, 26, 27). At weight 40000 (not exact in f32) a merged tensor is held within twice
+ * type's (10, 18, 26, 27, 2, 25, 30). At weight 40000 (not exact in f32) a merged tensor is held within twice
  * the reference quantizer's own error on the float64 merge (blockBound); at 1e30 the blocks' scales
  * overflow and the merge is refused.
  */
@@ -25,18 +26,19 @@ import { blockBound, type Decoded, type GgufExpected, type SpecFile, type Surfac
 
 const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, x) => Math.max(m, Math.abs(x)), 0);
 
-type Mix = 'iq3_s_mix' | 'iq3_m' | 'q2_k_mix' | 'q6_k_mix';
+type Mix = 'iq3_s_mix' | 'iq3_m' | 'q2_k_mix' | 'q6_k_mix' | 'q4_0_mix' | 'iq4_nl_mix' | 'iq4_xs_mix';
 type Refused = 'iq3_xs' | 'iq3_xxs_mix' | 'q2_k_s';
 /** llama-quantize's file type of each mix: the LLAMA_FTYPE_MOSTLY_* name and number (llama.h). */
-const FTYPE: Record<Mix, { name: 'IQ3_S' | 'IQ3_M' | 'Q2_K' | 'Q6_K'; id: number }> = {
+const FTYPE: Record<Mix, { name: keyof typeof DEFAULT; id: number }> = {
   iq3_s_mix: { name: 'IQ3_S', id: 26 }, iq3_m: { name: 'IQ3_M', id: 27 }, q2_k_mix: { name: 'Q2_K', id: 10 }, q6_k_mix: { name: 'Q6_K', id: 18 },
+  q4_0_mix: { name: 'Q4_0', id: 2 }, iq4_nl_mix: { name: 'IQ4_NL', id: 25 }, iq4_xs_mix: { name: 'IQ4_XS', id: 30 },
 };
 /** llama_ftype_get_default_type. */
-const DEFAULT: Record<string, string> = { IQ3_S: 'IQ3_S', IQ3_M: 'IQ3_S', Q2_K: 'Q2_K', Q6_K: 'Q6_K' };
+const DEFAULT = { IQ3_S: 'IQ3_S', IQ3_M: 'IQ3_S', Q2_K: 'Q2_K', Q6_K: 'Q6_K', Q4_0: 'Q4_0', IQ4_NL: 'IQ4_NL', IQ4_XS: 'IQ4_XS' } as const;
 /** ggml_blck_size of the types these rules reach. */
-const BLOCK: Record<string, number> = { Q2_K: 256, Q3_K: 256, Q4_K: 256, Q5_K: 256, Q6_K: 256, IQ3_S: 256, IQ4_NL: 32, Q4_0: 32, Q5_0: 32, Q5_1: 32, Q8_0: 32, F16: 1 };
+const BLOCK: Record<string, number> = { Q2_K: 256, Q3_K: 256, Q4_K: 256, Q5_K: 256, Q6_K: 256, IQ3_S: 256, IQ4_NL: 32, IQ4_XS: 256, Q4_0: 32, Q5_0: 32, Q5_1: 32, Q8_0: 32, F16: 1 };
 /** tensor_type_fallback's table (rows that are not whole blocks of the type asked for). */
-const FALLBACK: Record<string, string> = { IQ3_S: 'IQ4_NL', Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' };
+const FALLBACK: Record<string, string> = { IQ3_S: 'IQ4_NL', IQ4_XS: 'IQ4_NL', Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' };
 
 /**
  * The type llama-quantize gives `name` (ne0 values per row) under file type `ftype`, for a llama
@@ -45,15 +47,16 @@ const FALLBACK: Record<string, string> = { IQ3_S: 'IQ4_NL', Q2_K: 'Q4_0', Q3_K: 
  *   - output.weight, and token_embd.weight when tied: Q8_0 when ne0 is not whole blocks of the
  *     default type, else Q6_K;
  *   - attn_v: Q2_K → Q4_K if n_gqa ≥ 4 else Q3_K; IQ3_S → Q4_K if n_gqa ≥ 4; IQ3_M → Q4_K;
+ *     IQ4_NL and IQ4_XS → Q5_K if n_gqa ≥ 4;
  *   - ffn_down (i_ffn_down: its block here, n_ffn_down the block count): Q2_K → Q3_K; IQ3_M →
- *     Q4_K for i < n/8;
+ *     Q4_K for i < n/8; IQ4_NL and IQ4_XS → Q5_K for i < n/8 (without an importance matrix);
  *   - attn_output (not falcon, not 8 experts): Q2_K → Q3_K; IQ3_M → Q4_K;
  *   - everything else (attn_q, attn_k, ffn_gate, ffn_up, the untied token_embd): the default;
- * then tensor_type_fallback when ne0 is not whole blocks: IQ3_S → IQ4_NL, Q2_K/Q3_K → Q4_0, Q4_K
+ * then tensor_type_fallback when ne0 is not whole blocks: IQ3_S and IQ4_XS → IQ4_NL, Q2_K/Q3_K → Q4_0, Q4_K
  * → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, and F16 when that does not fit either.
  */
 export function llamaQuantizeType(ftype: keyof typeof DEFAULT, name: string, ne0: number, model: { layers: number; gqa: number; tied: boolean }): string {
-  let type = DEFAULT[ftype];
+  let type: string = DEFAULT[ftype];
   const block = /^blk\.(\d+)\./.exec(name);
   const layer = block ? Number(block[1]) : -1;
   if (name === 'output.weight' || (model.tied && name === 'token_embd.weight')) {
@@ -62,9 +65,11 @@ export function llamaQuantizeType(ftype: keyof typeof DEFAULT, name: string, ne0
     if (ftype === 'Q2_K') type = model.gqa >= 4 ? 'Q4_K' : 'Q3_K';
     else if (ftype === 'IQ3_S' && model.gqa >= 4) type = 'Q4_K';
     else if (ftype === 'IQ3_M') type = 'Q4_K';
+    else if ((ftype === 'IQ4_NL' || ftype === 'IQ4_XS') && model.gqa >= 4) type = 'Q5_K';
   } else if (name.includes('ffn_down')) {
     if (ftype === 'Q2_K') type = 'Q3_K';
     else if (ftype === 'IQ3_M' && layer < Math.floor(model.layers / 8)) type = 'Q4_K';
+    else if ((ftype === 'IQ4_NL' || ftype === 'IQ4_XS') && layer < Math.floor(model.layers / 8)) type = 'Q5_K';
   } else if (name.includes('attn_output.weight')) {
     if (ftype === 'Q2_K') type = 'Q3_K';
     else if (ftype === 'IQ3_M') type = 'Q4_K';
@@ -78,11 +83,11 @@ export function llamaQuantizeType(ftype: keyof typeof DEFAULT, name: string, ne0
 const dyadic = (rand: () => number, n: number, den: number) => Array.from({ length: n }, () => Math.round((rand() * 2 - 1) * den) / den);
 
 /** The helpers' reference quantizers cover these; IQ3_S they do not. */
-const HAS_REFERENCE = new Set(['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q4_0', 'Q5_0', 'Q5_1', 'Q8_0', 'IQ4_NL']);
+const HAS_REFERENCE = new Set(['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q4_0', 'Q5_0', 'Q5_1', 'Q8_0', 'IQ4_NL', 'IQ4_XS']);
 
 export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
   .record({
-    mix: fc.oneof({ weight: 6, arbitrary: fc.constantFrom<Mix>('iq3_s_mix', 'iq3_m', 'q2_k_mix', 'q6_k_mix') }, { weight: 1, arbitrary: fc.constantFrom<Refused>('iq3_xs', 'iq3_xxs_mix', 'q2_k_s') }),
+    mix: fc.oneof({ weight: 6, arbitrary: fc.constantFrom<Mix>('iq3_s_mix', 'iq3_m', 'q2_k_mix', 'q6_k_mix', 'q4_0_mix', 'iq4_nl_mix', 'iq4_xs_mix') }, { weight: 1, arbitrary: fc.constantFrom<Refused>('iq3_xs', 'iq3_xxs_mix', 'q2_k_s') }),
     layers: fc.constantFrom(1, 1, 2, 3, 8), hidden: fc.constantFrom(256, 256, 96), heads: fc.constantFrom(4, 8), kvDiv: fc.constantFrom(1, 2, 4, 8),
     wideFfn: fc.boolean(), tied: fc.boolean(), r: fc.integer({ min: 1, max: 2 }), alpha: fc.constantFrom(0, 1, 2, 4),
     targets: fc.subarray(['attn_v', 'attn_q', 'attn_output', 'ffn_down'], { minLength: 1 }), seed: fc.integer(),

@@ -4,7 +4,8 @@
  * that type. `--dtype` (f16, bf16, q8_0, q4_k, …) converts, merged or not, every tensor that
  * llama-quantize would quantize (quantize-rule.ts: matrices, not norms or the MoE router), as
  * `llama-quantize --pure` does, or to the types of one of llama-quantize's mixes (type-mixes.ts:
- * the K-quant mixes, MXFP4_MOE); the others keep their types. Each output file keeps its input
+ * the K-quant mixes, Q4_0/IQ4_XS/… as llama-quantize types them without --pure, MXFP4_MOE); the
+ * others keep their types. Each output file keeps its input
  * file's metadata, alignment and tensor order; general.file_type is updated when the types change
  * (file-type.ts) and the first file records the merge's provenance.
  */
@@ -18,7 +19,7 @@ import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from '
 import { decodeBlocks, encodeBlocks, notWritten } from './gguf-blocks.js';
 import { convertTensorBytes } from './gguf-convert.js';
 import { fittingType, llamaQuantizes } from './quantize-rule.js';
-import { mixContext, REFUSED_MIXES, TYPE_MIXES, typeMix, type MixContext, type TypeMix } from './type-mixes.js';
+import { mixContext, PURE_FILE_TYPES, REFUSED_MIXES, TYPE_MIXES, typeMix, type MixContext, type TypeMix } from './type-mixes.js';
 import { mergedFileType } from './file-type.js';
 import { ggmlRowBytes, ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
@@ -59,7 +60,10 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       const mix = typeMix(name);
       if (mix) return mix.name;
       const refused = REFUSED_MIXES[name.toUpperCase()];
-      if (refused) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${refused}; choose ${TYPE_MIXES.filter((m) => m.name.startsWith(name.slice(0, 2).toUpperCase())).map((m) => m.name.toLowerCase()).join(' or ')}, or --dtype f16 and run llama-quantize --imatrix afterwards`);
+      const pure = PURE_FILE_TYPES[name.toUpperCase()];
+      if (pure) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${pure}`);
+      // A refused mix names the written ones of its family (Q2_K…, IQ3_…).
+      if (refused) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${refused}; choose ${TYPE_MIXES.filter((m) => m.name.startsWith(name.slice(0, 4).toUpperCase())).map((m) => m.name.toLowerCase()).join(' or ')}, or --dtype f16 and run llama-quantize --imatrix afterwards`);
       const type = ggmlTypeByName(name);
       if (type && !blockCodec(type) && blockDecoder(type)) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${notWritten(type.name)}`);
       if (!type || !blockCodec(type)) {

@@ -5,13 +5,14 @@
  * (quantize-rule.ts). One entry per mix; `--dtype` takes its name. Without an importance matrix,
  * as llama-quantize runs when given none: the mixes it refuses without one (Q2_K_S, IQ3_XXS,
  * IQ3_XS) are refused by name (REFUSED_MIXES). A mix whose llama-quantize name is also a GGML
- * type (Q2_K, Q6_K, IQ3_S) is offered as `<name>_mix`, since the type's own name means that type
- * throughout (as `--pure` writes it).
+ * type (Q2_K, Q6_K, IQ3_S, Q4_0, IQ4_XS, …) is offered as `<name>_mix`, since the type's own name
+ * means that type throughout (as `--pure` writes it).
  *
  * Some rules count: attn_v's "more bits" layers and a dense model's ffn_down layers follow the
  * order llama-quantize meets the tensors in (its loader sorts them by block number, then by name),
  * so the context below is built from the whole model's tensor list.
  */
+import { ggmlTypeByName } from './ggml-types.js';
 import { llamaQuantizes } from './quantize-rule.js';
 
 /** What a mix needs to know of the model beyond the tensor itself. */
@@ -269,8 +270,61 @@ function lowMix(fileTypeName: LowMixName, name: string, fileType: number, summar
   };
 }
 
+type PlainMixName = 'Q1_0' | 'Q2_0' | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'TQ1_0' | 'TQ2_0' | 'IQ4_NL' | 'IQ4_XS';
+
+/**
+ * llama-quantize's file types named after one type (Q4_0, IQ4_XS, TQ1_0, …), which without
+ * `--pure` are still mixes: llama_tensor_get_type_impl's branches that reach them. Every one gives
+ * the output head (the token embedding a model without one ties to it) Q6_K, or Q8_0 for Falcon or
+ * rows that are not whole blocks of the main type, and an 8-expert model's attn_v and attn_k Q8_0.
+ * IQ4_NL and IQ4_XS add attn_v Q5_K under grouped-query attention of 4 or more, the first eighth of
+ * ffn_down Q5_K (that rule is for files without an importance matrix) and an 8-expert model's
+ * attn_output Q5_K; TQ1_0, TQ2_0 and Q2_0 give an untied token embedding Q4_K. Q8_0's branches
+ * all keep Q8_0, so it has no entry: `--dtype q8_0` is llama-quantize's Q8_0 file type.
+ */
+function plainMix(fileTypeName: PlainMixName, fileType: number, summary: string): TypeMix {
+  const base: string = fileTypeName;
+  const block = ggmlTypeByName(base)!.blockSize;
+  const iq4 = base === 'IQ4_NL' || base === 'IQ4_XS';
+  return {
+    name: `${fileTypeName}_MIX`,
+    fileTypeName,
+    fileType,
+    summary,
+    typeOf(tensor, shape, model) {
+      if (isHead(tensor, model)) return headType(shape, model, block);
+      const eightExperts = model.expertCount === 8;
+      switch (categoryOf(tensor)) {
+        case 'token_embd':
+          return base === 'TQ1_0' || base === 'TQ2_0' || base === 'Q2_0' ? 'Q4_K' : base;
+        case 'attn_v':
+          // The 70B rule raises only Q3_K and Q4_K, which none of these gives attn_v.
+          return eightExperts ? 'Q8_0' : iq4 && model.gqa >= 4 ? 'Q5_K' : base;
+        case 'attn_k':
+          return eightExperts ? 'Q8_0' : base;
+        case 'ffn_down': {
+          const i = model.ffnDown.layer.get(tensor) ?? 0;
+          return iq4 && i < Math.floor(model.ffnDown.count / 8) ? 'Q5_K' : base;
+        }
+        case 'attn_output':
+          return iq4 && eightExperts && model.architecture !== 'falcon' ? 'Q5_K' : base;
+        default:
+          return base;
+      }
+    },
+  };
+}
+
 /** The registry of mixes `--dtype` offers, in the order the CLI and the page list them. */
 export const TYPE_MIXES: readonly TypeMix[] = [
+  plainMix('Q1_0', 40, 'Q1_0, with the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('Q2_0', 41, 'Q2_0, with the untied token embedding Q4_K, the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('Q4_0', 2, 'Q4_0, with the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('Q4_1', 3, 'Q4_1, with the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('Q5_0', 8, 'Q5_0, with the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('Q5_1', 9, 'Q5_1, with the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('TQ1_0', 36, 'TQ1_0, with the untied token embedding Q4_K, the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
+  plainMix('TQ2_0', 37, 'TQ2_0, with the untied token embedding Q4_K, the output head Q6_K and, in an 8-expert model, attn_v and attn_k Q8_0'),
   lowMix('Q2_K', 'Q2_K_MIX', 10, 'Q2_K, with attn_v Q4_K (Q3_K without grouped-query attention of 4 or more), ffn_down and attn_output Q3_K; the output head Q6_K'),
   kMix('Q3_K_S', 11, 'Q3_K throughout, the output head Q6_K'),
   kMix('Q3_K_M', 12, 'Q3_K, with attn_v Q4_K (the first two Q5_K), ffn_down Q4_K (the first sixteenth Q5_K), attn_output Q4_K; the output head Q6_K'),
@@ -282,6 +336,8 @@ export const TYPE_MIXES: readonly TypeMix[] = [
   lowMix('Q6_K', 'Q6_K_MIX', 18, 'Q6_K throughout (attn_v and attn_k Q8_0 in an 8-expert model), the output head Q6_K'),
   lowMix('IQ3_S', 'IQ3_S_MIX', 26, 'IQ3_S, with attn_v Q4_K under grouped-query attention of 4 or more; the output head Q6_K'),
   lowMix('IQ3_M', 'IQ3_M', 27, 'IQ3_S, with attn_v, attn_output and the first eighth of ffn_down Q4_K; the output head Q6_K'),
+  plainMix('IQ4_NL', 25, 'IQ4_NL, with attn_v Q5_K under grouped-query attention of 4 or more and the first eighth of ffn_down Q5_K; the output head Q6_K'),
+  plainMix('IQ4_XS', 30, 'IQ4_XS, with attn_v Q5_K under grouped-query attention of 4 or more and the first eighth of ffn_down Q5_K; the output head Q6_K'),
   MXFP4_MOE,
 ];
 
@@ -295,6 +351,14 @@ export const REFUSED_MIXES: Readonly<Record<string, string>> = {
   Q2_K_S: 'llama-quantize writes its Q2_K_S file type only with an importance matrix (its Q2_K tensors need one), which loramerge does not have',
   IQ3_XS: 'llama-quantize\'s IQ3_XS file type gives attn_q, attn_k (without 8 experts) and the middle layers\' ffn_gate and ffn_up IQ3_XXS, which current llama-quantize writes only with an importance matrix, which loramerge does not have',
   IQ3_XXS_MIX: 'llama-quantize\'s IQ3_XXS file type gives most tensors IQ3_XXS and attn_q/attn_k IQ2_S, which current llama-quantize writes only with an importance matrix, which loramerge does not have',
+};
+
+/**
+ * `_mix` names of llama-quantize's file types whose rules keep their one type for every tensor:
+ * refused with the type's own name, which writes the same file.
+ */
+export const PURE_FILE_TYPES: Readonly<Record<string, string>> = {
+  Q8_0_MIX: 'llama-quantize\'s Q8_0 file type gives every tensor it quantizes Q8_0 (its output head too), so there is no Q8_0 mix; --dtype q8_0 writes that file',
 };
 
 /** The mix of this name (any case), or undefined. */
