@@ -31,11 +31,17 @@ const FALLBACK: Readonly<Record<string, string>> = {
   IQ3_XXS: 'IQ4_NL', IQ3_S: 'IQ4_NL', IQ4_XS: 'IQ4_NL', Q2_0: 'Q4_0', TQ1_0: 'Q4_0', TQ2_0: 'Q4_0', Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0',
 };
 
-/** The type llama-quantize gives rows of `ne0` values when asked for `requested`. */
+/**
+ * The type llama-quantize gives rows of `ne0` values when asked for `requested`. A type of blocks
+ * of 32 or fewer with no fallback (Q4_0, IQ4_NL, MXFP4, …) goes to F16; one of larger blocks with
+ * no fallback (Q1_0, NVFP4) makes llama-quantize stop ("no tensor type fallback is defined"), so
+ * it is returned as asked and the container's output-type check refuses the tensor by name.
+ */
 export function fittingType(requested: string, ne0: number): string {
   const type = ggmlTypeByName(requested);
   if (!type || ne0 % type.blockSize === 0) return requested;
   const fallback = FALLBACK[type.name];
+  if (!fallback && type.blockSize > 32) return requested;
   const next = fallback ? ggmlTypeByName(fallback) : undefined;
   return next && ne0 % next.blockSize === 0 ? next.name : 'F16';
 }
