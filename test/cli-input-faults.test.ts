@@ -189,3 +189,39 @@ describe('combine, resize and extract', () => {
     expect(listDir(outDir)).toEqual([]);
   });
 });
+
+describe('sample DIR', () => {
+  it('refuses a DIR holding files the sample did not write, and changes none of them; a rerun into its own DIR works', async () => {
+    // DIR/merged was replaced whole (the user's notes deleted) and DIR/base/model.safetensors
+    // overwritten, exit 0; a stray DIR/base/tokenizer.json was merged into the sample.
+    const dir = temp.make({ 'merged/notes.txt': 'my notes', 'base/model.safetensors': baseBytes });
+    const before = contents(dir);
+    const run = await runCli(['sample', dir, '--backend', 'cpu']);
+    expect(run.code, run.stderr).toBe(2);
+    expectOneLine(run.stderr, new RegExp(`^error: ${dir}/merged/notes\\.txt: not written by loramerge sample, which writes base/, adapter/ and merged/ into ${dir}; name a new or empty folder$`));
+    expect(contents(dir)).toEqual(before);
+    const linked = temp.make();
+    symlinkSync(join(dir, 'base'), join(linked, 'base'));
+    const throughLink = await runCli(['sample', linked, '--backend', 'cpu']);
+    expect(throughLink.code, throughLink.stderr).toBe(2);
+    expectOneLine(throughLink.stderr, /base: not written by loramerge sample/);
+    expect(contents(dir)).toEqual(before);
+
+    const own = join(temp.make(), 'sample');
+    for (let i = 0; i < 2; i++) {
+      const again = await runCli(['sample', own, '--backend', 'cpu']);
+      expect(again.code, again.stderr).toBe(0);
+    }
+    expect(listDir(own)).toEqual(['adapter', 'base', 'merged']);
+    expect(listDir(join(own, 'merged'))).toEqual(['config.json', 'model.safetensors']);
+  });
+
+  it.skipIf(!canMount)('disk full while writing the sample: the file named, nothing left', async () => {
+    const mnt = temp.make();
+    const run = await runCliWithMounts(`mount -t tmpfs -o size=100k tmpfs '${mnt}'`, ['sample', join(mnt, 's'), '--backend', 'cpu'], mnt);
+    expect(run.code, run.stderr).toBe(3);
+    // The error named no file ("(write): no space left …") and the half-written sample stayed.
+    expectOneLine(run.stderr, new RegExp(`^error: ${mnt}/s/base/model\\.safetensors: no space left on the device while writing \\(ENOSPC\\)`));
+    expect(run.listing).toEqual([]);
+  });
+});
