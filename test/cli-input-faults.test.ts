@@ -5,12 +5,12 @@
  * rewritten mid-run, SIGHUP. Each is one line, nothing is left at --out, no input changes.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, linkSync, mkdirSync, openSync, readFileSync, statSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, linkSync, mkdirSync, openSync, readFileSync, statSync, symlinkSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { merge } from '../src/node.js';
 import { CLI, errorLines, listDir, runCli, runCliActingAtStart } from './helpers/cli.js';
-import { canMount, runCliWithMounts } from './helpers/cli-faults.js';
+import { canDropPrivileges, canMount, runCliUnprivileged, runCliWithMounts } from './helpers/cli-faults.js';
 import { buildSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
 const temp = tempDirs();
@@ -223,5 +223,34 @@ describe('sample DIR', () => {
     // The error named no file ("(write): no space left …") and the half-written sample stayed.
     expectOneLine(run.stderr, new RegExp(`^error: ${mnt}/s/base/model\\.safetensors: no space left on the device while writing \\(ENOSPC\\)`));
     expect(run.listing).toEqual([]);
+  });
+});
+
+describe('an input that cannot be read', () => {
+  it.skipIf(!canDropPrivileges)('names the input and says to check its permissions, not to choose another --out', async () => {
+    // Each was "cannot open (EACCES)" with no fix, or "permission denied while listing it (EACCES);
+    // check the permissions of the folder or choose another --out", pointing at the wrong path.
+    const dir = temp.make({ 'model.safetensors': baseBytes, 'adapter/adapter_config.json': adapterConfig, 'adapter/adapter_model.safetensors': adapterWeights });
+    const outDir = join(dir, 'out');
+    mkdirSync(outDir);
+    for (const path of [dir, join(dir, 'adapter')]) chmodSync(path, 0o755);
+    chmodSync(outDir, 0o777);
+    const base = join(dir, 'model.safetensors');
+    const adapter = join(dir, 'adapter');
+    const cases: [string, number, string][] = [
+      [base, 0o644, 'opening it'],
+      [join(adapter, 'adapter_model.safetensors'), 0o644, 'opening it'],
+      [join(adapter, 'adapter_config.json'), 0o644, 'reading it'],
+      [adapter, 0o755, 'listing it'],
+    ];
+    for (const path of [base, join(adapter, 'adapter_model.safetensors'), join(adapter, 'adapter_config.json')]) chmodSync(path, 0o644);
+    for (const [path, mode, doing] of cases) {
+      chmodSync(path, 0);
+      const run = await runCliUnprivileged(mergeArgs(base, adapter, join(outDir, 'merged.safetensors')));
+      chmodSync(path, mode);
+      expect(run.code, run.stderr).toBe(3);
+      expectOneLine(run.stderr, new RegExp(`^error: ${path}: permission denied while ${doing} \\(EACCES\\); check its permissions \\(inputs are only read\\)$`));
+      expect(listDir(outDir)).toEqual([]);
+    }
   });
 });
