@@ -5,6 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { createNodeBackend } from './engine/node-backend.js';
+import { stampInputFiles, type InputStamps } from './io/input-stamps.js';
 import { createNodeOutputTarget } from './io/node-output.js';
 import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from './io/node-input-files.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
@@ -27,11 +28,16 @@ const isPath = (x: unknown): x is string => typeof x === 'string' && !isUrl(x);
  * await merge({ base: 'llama/', adapters: ['lora/'], out: 'merged/', dtype: 'bf16' });
  */
 export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
+  // Each path's files, stamped before a byte is read and checked before the output is moved into
+  // place: a file rewritten meanwhile would give an output that matches neither version.
+  const stamps: InputStamps[] = [];
   return oneCallMerge<MergeSource, MergeDestination | string>(options, {
     openSource: async (source, role, signal, readAhead): Promise<InputFileSet> => {
       // Paths read no windows ahead (node-input-files.ts): only Blobs and Files take `readAhead`.
       if (!isPath(source)) return openBrowserSource(source, role, signal, readAhead);
-      return (await splitPart(source)) ? openNodeGgufSplitSet(source) : openNodeInputFileSet(source);
+      const set = (await splitPart(source)) ? await openNodeGgufSplitSet(source) : await openNodeInputFileSet(source);
+      stamps.push(await stampInputFiles(nodeInputFilePaths(set)));
+      return set;
     },
     async openOutput(out, prepared, sources): Promise<OutputTarget> {
       if (!isPath(out)) return openBrowserDestination(out);
@@ -40,7 +46,13 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
         ? split || (await stat(sources.base)).isDirectory()
         : prepared.baseFiles.list().length > 1;
       const inputs = [...(split ? nodeInputFilePaths(prepared.baseFiles) : [sources.base]), ...sources.adapters].filter(isPath);
-      return createNodeOutputTarget(out, baseIsFolder ? 'folder' : 'file', inputs);
+      // The files behind them too: a folder's files may be links to elsewhere.
+      inputs.push(...[prepared.baseFiles, ...prepared.adapters.map((a) => a.files)].flatMap((set) => [...nodeInputFilePaths(set)]));
+      return createNodeOutputTarget(out, baseIsFolder ? 'folder' : 'file', inputs, {
+        beforeCommit: async () => {
+          for (const s of stamps) await s.verify();
+        },
+      });
     },
     createBackend: (kind, calibrationDtype) => createNodeBackend(kind, { calibrationDtype }),
   });

@@ -15,8 +15,10 @@ import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import type { BaseModel } from '../formats/base-model.js';
 import { modelNameOrPath } from '../formats/model-config.js';
+import { stampInputFiles, type InputStamps } from '../io/input-stamps.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
-import { openNodeInputFileSet } from '../io/node-input-files.js';
+import { nodeInputFilePaths, openNodeInputFileSet } from '../io/node-input-files.js';
+import type { InputFileSet } from '../io/types.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import type { CombineCommand, ExtractCommand, ResizeCommand } from './adapter-args.js';
 import { createProgressDisplay } from './progress-bar.js';
@@ -25,15 +27,34 @@ import { listingLine, oneLine, stderrLine, stdoutLine } from './terminal-text.js
 type Log = (line: string) => void;
 const stderrLog: Log = stderrLine;
 
+/** Signals that cancel a running command cleanly, as for merge (a closed terminal sends SIGHUP). */
+const CANCEL_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/** The inputs as given, the files behind them, and those files' stamps taken before any byte is read. */
+interface Inputs {
+  paths: string[];
+  files: string[];
+  stamps: InputStamps;
+}
+
+/** Lists each input (no byte read yet) and stamps its files, which must stay unchanged until commit. */
+async function listInputs(command: string, paths: string[]): Promise<{ sets: InputFileSet[]; inputs: Inputs }> {
+  const sets: InputFileSet[] = [];
+  for (const p of paths) sets.push(await openNodeInputFileSet(p));
+  const files = sets.flatMap((set) => [...nodeInputFilePaths(set)]);
+  return { sets, inputs: { paths, files, stamps: await stampInputFiles(files, `the ${command}`) } };
+}
+
 export async function runCombine(cmd: CombineCommand, log: Log = stderrLog): Promise<number> {
-  const adapters = await openAdapters(cmd.adapters.map((a) => a.path));
+  const { sets, inputs } = await listInputs(cmd.command, cmd.adapters.map((a) => a.path));
+  const adapters = await openAdapters(sets);
   try {
     const format = outputFormatFor(cmd.out);
     checkFormatFits(adapters, format, cmd.out);
     for (const { option, why } of optionsWithoutEffect(cmd)) {
       log(`warning: --${option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} has no effect with --method ${cmd.method}${why}`);
     }
-    return await produce(cmd, cmd.adapters.map((a) => a.path), log, (backend, run) => combineAdapters(
+    return await produce(cmd, inputs, log, (backend, run) => combineAdapters(
       adapters.map((adapter, i) => ({ adapter, weight: cmd.adapters[i].weight })),
       { method: cmd.method, rank: cmd.rank, density: cmd.density, majoritySign: cmd.majoritySign, seed: cmd.seed, clampQuantile: cmd.clampQuantile, format },
       backend, run));
@@ -43,25 +64,26 @@ export async function runCombine(cmd: CombineCommand, log: Log = stderrLog): Pro
 }
 
 export async function runResize(cmd: ResizeCommand, log: Log = stderrLog): Promise<number> {
-  const [adapter] = await openAdapters([cmd.adapter]);
+  const { sets, inputs } = await listInputs(cmd.command, [cmd.adapter]);
+  const [adapter] = await openAdapters(sets);
   try {
     const format = outputFormatFor(cmd.out);
     checkFormatFits([adapter], format, cmd.out);
-    return await produce(cmd, [cmd.adapter], log, (backend, run) => resizeAdapter(adapter, cmd.rule, format, backend, run));
+    return await produce(cmd, inputs, log, (backend, run) => resizeAdapter(adapter, cmd.rule, format, backend, run));
   } finally {
     await adapter.file.source.close();
   }
 }
 
 export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog): Promise<number> {
-  const baseFiles = await openNodeInputFileSet(cmd.base);
+  const { sets: [baseFiles, tunedFiles], inputs } = await listInputs(cmd.command, [cmd.base, cmd.tuned]);
   const base = await openExtractModel(baseFiles);
   let tuned: BaseModel | undefined;
   try {
-    tuned = await openExtractModel(await openNodeInputFileSet(cmd.tuned));
+    tuned = await openExtractModel(tunedFiles);
     const t = tuned;
     const baseModelName = await modelNameOrPath(baseFiles);
-    return await produce(cmd, [cmd.base, cmd.tuned], log, (backend, run) => extractAdapter(base, t,
+    return await produce(cmd, inputs, log, (backend, run) => extractAdapter(base, t,
       { rank: cmd.rank, energy: cmd.energy, format: outputFormatFor(cmd.out), baseModelName }, backend, run));
   } finally {
     await base.close();
@@ -69,10 +91,10 @@ export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog): Pro
   }
 }
 
-async function openAdapters(paths: string[]): Promise<ParsedAdapter[]> {
+async function openAdapters(sets: InputFileSet[]): Promise<ParsedAdapter[]> {
   const opened: ParsedAdapter[] = [];
   try {
-    for (const p of paths) opened.push(await openAdapter(await openNodeInputFileSet(p)));
+    for (const set of sets) opened.push(await openAdapter(set));
     return opened;
   } catch (e) {
     await Promise.all(opened.map((a) => a.file.source.close()));
@@ -82,15 +104,17 @@ async function openAdapters(paths: string[]): Promise<ParsedAdapter[]> {
 
 /** Output target, backend, Ctrl-C, progress; the operation; then the file(s) and the report. */
 async function produce(
-  cmd: { command: string; out: string; backend: 'auto' | 'webgpu' | 'cpu'; overwrite: boolean }, inputs: string[], log: Log,
+  cmd: { command: string; out: string; backend: 'auto' | 'webgpu' | 'cpu'; overwrite: boolean }, inputs: Inputs, log: Log,
   make: (backend: AlgebraBackend, run: { signal: AbortSignal; onProgress: ProgressListener }) => Promise<OpResult>,
 ): Promise<number> {
   const format = outputFormatFor(cmd.out);
-  const output = await createNodeOutputTarget(cmd.out, format === 'kohya' ? 'file' : 'folder', inputs, { overwrite: cmd.overwrite });
+  const output = await createNodeOutputTarget(cmd.out, format === 'kohya' ? 'file' : 'folder', [...inputs.paths, ...inputs.files], {
+    overwrite: cmd.overwrite,
+    beforeCommit: () => inputs.stamps.verify(),
+  });
   const controller = new AbortController();
   const onSignal = () => controller.abort();
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  for (const signal of CANCEL_SIGNALS) process.on(signal, onSignal);
   const progress = createProgressDisplay();
   let backend: AlgebraBackend | undefined;
   try {
@@ -116,8 +140,7 @@ async function produce(
   } finally {
     progress.stop();
     backend?.dispose();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const signal of CANCEL_SIGNALS) process.off(signal, onSignal);
   }
 }
 

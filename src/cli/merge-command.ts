@@ -39,7 +39,8 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   const adapters = [];
   for (const a of cmd.adapters) adapters.push({ files: await openNodeInputFileSet(a.path), weight: a.weight });
   // Recorded before any byte is read, compared again before the output is moved into place.
-  const stamps = await stampInputFiles([baseFiles, ...adapters.map((a) => a.files)].flatMap((set) => [...nodeInputFilePaths(set)]));
+  const inputFiles = [baseFiles, ...adapters.map((a) => a.files)].flatMap((set) => [...nodeInputFilePaths(set)]);
+  const stamps = await stampInputFiles(inputFiles);
 
   const prepared: PreparedMerge = await prepareMerge(baseFiles, adapters);
   try {
@@ -62,6 +63,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
       const output = await createNodeOutputTarget(cmd.out, baseInfo.isDirectory() || split ? 'folder' : 'file', [
         ...(split ? nodeInputFilePaths(baseFiles) : [cmd.base]),
         ...cmd.adapters.map((a) => a.path),
+        ...inputFiles,
       ], {
         overwrite: cmd.overwrite,
         fileName: basename(cmd.base),

@@ -3,20 +3,46 @@
  * adapter for it) to DIR/base and DIR/adapter, merges them into DIR/merged, and checks one merged
  * tensor against a float64 recomputation, so a newcomer sees the whole job work end to end.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import { openSafetensors } from '../formats/safetensors-reader.js';
+import { fsError, onPath } from '../io/fs-errors.js';
 import { openNodeByteSource } from '../io/node-byte-source.js';
+import { isLoramergeEntry } from '../io/temp-files.js';
 import { generateSample } from '../sample/index.js';
 import type { SampleCommand } from './args.js';
 import { runMerge, type MergeOutput } from './merge-command.js';
 import { stderrLine } from './terminal-text.js';
 
+/**
+ * DIR may hold only what an earlier sample wrote (its files are replaced): DIR/base and DIR/merged
+ * are overwritten and replaced whole, so a model or notes of the user's there would be lost, and a
+ * stray file in DIR/base would be merged as part of the sample. A link is not followed.
+ */
+async function refuseForeignEntries(dir: string, layout: Record<string, string[]>): Promise<void> {
+  const listing = async (path: string): Promise<string[]> => {
+    try {
+      return await readdir(path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw fsError(e, path, 'listing it');
+    }
+  };
+  const foreign = (path: string) => new MergeError('OUTPUT_EXISTS',
+    `${path}: not written by loramerge sample, which writes base/, adapter/ and merged/ into ${dir}; name a new or empty folder`);
+  for (const entry of await listing(dir)) {
+    if (isLoramergeEntry(entry)) continue;
+    const path = join(dir, entry);
+    if (!layout[entry] || !(await lstat(path)).isDirectory()) throw foreign(path);
+    for (const file of await listing(path)) if (!layout[entry].includes(file)) throw foreign(join(path, file));
+  }
+}
+
 async function writeFolder(dir: string, files: Record<string, Uint8Array>): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  for (const [name, bytes] of Object.entries(files)) await writeFile(join(dir, name), bytes);
+  await onPath(dir, 'creating it', () => mkdir(dir, { recursive: true }));
+  for (const [name, bytes] of Object.entries(files)) await onPath(join(dir, name), 'writing', () => writeFile(join(dir, name), bytes));
 }
 
 export async function runSample(cmd: SampleCommand, io?: MergeOutput): Promise<number> {
@@ -25,8 +51,17 @@ export async function runSample(cmd: SampleCommand, io?: MergeOutput): Promise<n
   const baseDir = join(cmd.dir, 'base');
   const adapterDir = join(cmd.dir, 'adapter');
   const mergedDir = join(cmd.dir, 'merged');
-  await writeFolder(baseDir, sample.base);
-  await writeFolder(adapterDir, sample.adapter);
+  const baseNames = Object.keys(sample.base);
+  await refuseForeignEntries(cmd.dir, { base: baseNames, adapter: Object.keys(sample.adapter), merged: baseNames });
+  try {
+    await writeFolder(baseDir, sample.base);
+    await writeFolder(adapterDir, sample.adapter);
+  } catch (e) {
+    // A full disk: leave no half-written sample (both folders hold only the sample's files, checked above).
+    await Promise.all([baseDir, adapterDir].map((d) => rm(d, { recursive: true, force: true })));
+    await rmdir(cmd.dir).catch(() => undefined); // only if now empty
+    throw e;
+  }
   log(`sample written to ${baseDir} and ${adapterDir}`);
   const code = await runMerge({
     command: 'merge',

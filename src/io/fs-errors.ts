@@ -53,6 +53,22 @@ export function fsError(e: unknown, path: string, doing: string): unknown {
   return new MergeError('FILESYSTEM', message, { cause: e });
 }
 
+/**
+ * fsError for an input being read (a file or folder given as --base, --adapter, --tuned): the fix
+ * is about that input, not --out ("choose another --out" sent users to the wrong path).
+ */
+export function inputFsError(e: unknown, path: string, doing: string): unknown {
+  if (isMergeError(e)) return e;
+  const code = errnoOf(e);
+  if (!code) return e;
+  const known = EXPLAINED[code];
+  const fix = code === 'EACCES' || code === 'EPERM' ? 'check its permissions (inputs are only read)'
+    : code === 'EMFILE' || code === 'ENFILE' || code === 'EIO' ? known.fix
+    : 'check the input path';
+  const what = known ? known.what : `failed (${code}: ${(e as Error).message.replace(/^[A-Z]+: /, '')})`;
+  return new MergeError('FILESYSTEM', `${path}: ${what} while ${doing} (${code}); ${fix}`, { cause: e });
+}
+
 /** Runs a filesystem call, turning its errno failure into one clear line about `path`. */
 export async function onPath<T>(path: string, doing: string, call: () => Promise<T>): Promise<T> {
   try {

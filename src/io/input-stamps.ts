@@ -24,7 +24,8 @@ async function stampOf(path: string): Promise<Stamp | undefined> {
   return s && { dev: s.dev, ino: s.ino, size: s.size, mtimeNs: s.mtimeNs };
 }
 
-export async function stampInputFiles(paths: Iterable<string>): Promise<InputStamps> {
+/** Stamps each file now; `operation` names what reads them in the message ("the merge", "the extract"). */
+export async function stampInputFiles(paths: Iterable<string>, operation = 'the merge'): Promise<InputStamps> {
   const stamps = new Map<string, Stamp | undefined>();
   for (const path of new Set(paths)) stamps.set(path, await stampOf(path));
   return {
@@ -41,7 +42,7 @@ export async function stampInputFiles(paths: Iterable<string>): Promise<InputSta
                 ? 'was modified'
                 : undefined;
         if (why) {
-          throw new MergeError('INPUT_CHANGED', `${path} ${why} while the merge read it; nothing was written; run the merge again once it stays unchanged`);
+          throw new MergeError('INPUT_CHANGED', `${path} ${why} while ${operation} read it; nothing was written; run ${operation} again once it stays unchanged`);
         }
       }
     },

@@ -1,6 +1,7 @@
 /** A file on disk as a ByteSource: positional reads through one FileHandle (Node only). */
 import { open } from 'node:fs/promises';
 import { MergeError } from '../errors.js';
+import { inputFsError } from './fs-errors.js';
 import { checkReadRange } from './read-range.js';
 import type { ByteSource } from './types.js';
 
@@ -16,7 +17,7 @@ export async function openNodeByteSource(path: string, name: string = path): Pro
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new MergeError('NOT_FOUND', `${name}: no such file`, { cause: e });
     if (code === 'EISDIR') throw new MergeError('NOT_FOUND', `${name}: is a folder, expected a file`, { cause: e });
-    throw new MergeError('NOT_FOUND', `${name}: cannot open (${code ?? (e as Error).message})`, { cause: e });
+    throw inputFsError(e, name, 'opening it');
   }
   const fileHandle = handle;
   const { size } = await fileHandle.stat().catch(async (e: unknown) => {

@@ -8,6 +8,7 @@ import type { Stats } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { MergeError } from '../errors.js';
+import { inputFsError } from './fs-errors.js';
 import { MAX_CONFIG_BYTES, MAX_INPUT_DEPTH, MAX_INPUT_FILES } from '../limits.js';
 import { openNodeByteSource } from './node-byte-source.js';
 import { decodeUtf8 } from './strict-utf8.js';
@@ -43,7 +44,10 @@ export async function openNodeGgufSplitSet(partPath: string): Promise<InputFileS
   const [, prefix, , count] = GGUF_PART.exec(basename(partPath))!;
   const dir = dirname(partPath);
   const files = new Map<string, string>();
-  for (const name of (await readdir(dir)).sort()) {
+  const names = await readdir(dir).catch((e: unknown) => {
+    throw inputFsError(e, dir, 'listing it');
+  });
+  for (const name of names.sort()) {
     const m = GGUF_PART.exec(name);
     if (m && m[1] === prefix && m[3] === count) files.set(name, join(dir, name));
   }
@@ -79,7 +83,9 @@ async function listFolder(root: string, dir: string, prefix: string, depth: numb
   if (depth > MAX_INPUT_DEPTH) {
     throw new MergeError('BAD_ARGUMENT', `${root}: folders nest deeper than ${MAX_INPUT_DEPTH} levels (a link loop?)`);
   }
-  const entries = await readdir(dir, { withFileTypes: true });
+  const entries = await readdir(dir, { withFileTypes: true }).catch((e: unknown) => {
+    throw inputFsError(e, dir, 'listing it');
+  });
   entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (const entry of entries) {
     if (entry.name.startsWith('.')) continue;
@@ -130,7 +136,9 @@ function nodeFileSet(name: string, files: Map<string, string>): InputFileSet {
       if (size > MAX_CONFIG_BYTES) {
         throw new MergeError('LIMIT_EXCEEDED', `${full}: ${size} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`);
       }
-      return decodeUtf8(await readFile(full), full);
+      return decodeUtf8(await readFile(full).catch((e: unknown) => {
+        throw inputFsError(e, full, 'reading it');
+      }), full);
     },
   });
   pathsOnDisk.set(set, [...files.values()]);

@@ -15,7 +15,8 @@
  *   - a mount point cannot be renamed over: a folder is filled in place (files still appear only on
  *     commit, each by rename), a file's new content is copied into it on commit.
  *   - never the current folder or one that contains it, an input, a path inside an input folder, or
- *     a folder containing an input (paths compared after resolving links).
+ *     a folder containing an input or a file an input folder links to (paths compared after
+ *     resolving links), nor an input under another name (a hard link or bind mount of it).
  * Every filesystem failure is one line naming --out, what went wrong and what to do (fs-errors.ts).
  */
 import { copyFile, lstat, mkdir, open, readdir, readlink, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
@@ -46,7 +47,11 @@ export interface NodeOutputOptions {
 /** The longest file name (in bytes) the common file systems accept (ext4, XFS, APFS, NTFS). */
 const NAME_MAX_BYTES = 255;
 
-/** An OutputTarget on disk that commits by rename (Node only); see the module comment for existing outputs. */
+/**
+ * An OutputTarget on disk that commits by rename (Node only); see the module comment for existing
+ * outputs. `inputs`: the paths given for the inputs and the files read from them
+ * (nodeInputFilePaths), none of which the output may replace.
+ */
 export async function createNodeOutputTarget(
   outPath: string,
   kind: NodeOutputKind,
@@ -78,7 +83,7 @@ export async function createNodeOutputTarget(
   if (Buffer.byteLength(basename(out)) > NAME_MAX_BYTES) {
     throw new MergeError('FILESYSTEM', `${outPath}: the name is longer than ${NAME_MAX_BYTES} bytes, which file systems refuse (ENAMETOOLONG); choose a shorter --out`);
   }
-  await refuseInputOverlap(outPath, await realOutputPath(out), inputs);
+  await refuseInputOverlap(outPath, out, await realOutputPath(out), inputs);
 
   const existing = await stat(out).catch(() => undefined);
   if (existing) {
@@ -140,12 +145,24 @@ async function realOutputPath(out: string): Promise<string> {
   }
 }
 
-async function refuseInputOverlap(outName: string, realOut: string, inputs: readonly string[]): Promise<void> {
+/**
+ * `inputs` should hold each input file as well as the paths given: a folder's files may be links to
+ * elsewhere (a Hugging Face snapshot links into its blob store), so the folder's path alone does not
+ * say what --out may replace. An existing --out is also compared by device and inode: a bind mount
+ * or hard link of an input has another path but is the same file, and a mount point is written
+ * through.
+ */
+async function refuseInputOverlap(outName: string, out: string, realOut: string, inputs: readonly string[]): Promise<void> {
+  const outId = await stat(out, { bigint: true }).catch(() => undefined);
   for (const input of inputs) {
     const realIn = await realpath(input).catch(() => resolve(input));
     const inside = (child: string, folder: string) => child.startsWith(folder.endsWith(sep) ? folder : folder + sep);
     if (realOut === realIn || inside(realOut, realIn) || inside(realIn, realOut)) {
       throw new MergeError('OUTPUT_IS_INPUT', `${outName}: output would overwrite input ${input}; choose another output path`);
+    }
+    const inId = outId && await stat(input, { bigint: true }).catch(() => undefined);
+    if (inId && inId.dev === outId.dev && inId.ino === outId.ino) {
+      throw new MergeError('OUTPUT_IS_INPUT', `${outName}: is input ${input} under another name (a hard link or a bind mount); choose another output path`);
     }
   }
 }
