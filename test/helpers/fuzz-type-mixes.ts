@@ -1,23 +1,28 @@
 /**
- * The surface fuzzer's `gguf-type-mixes` world (fuzz-surfaces.ts draws it): a small llama GGUF (BF16
- * matrices, F32 norms; 1 to 8 blocks, grouped-query attention of 1 to 8, a tied or untied head,
- * rows of 256 or of 32 to 128 values so that the fallbacks are reached) with a llama.cpp LoRA adapter
- * (`.lora_a` / `.lora_b`, adapter.lora.alpha) on some of blk.0's attn_v, attn_q, attn_output and the
- * last block's ffn_down, merged with `--dtype iq3_s_mix`, `iq3_m`, `q2_k_mix` or `q6_k_mix`
- * (llama-quantize's IQ3_S, IQ3_M, Q2_K and Q6_K file types), or with `iq3_xs`, `iq3_xxs_mix` or
- * `q2_k_s`, which llama-quantize writes only with an importance matrix: refused.
+ * The surface fuzzer's `gguf-type-mixes` world (fuzz-surfaces.ts draws it): a small GGUF (BF16
+ * matrices, F32 norms; 1 to 8 blocks; n_gqa 1, 2, 3, 4 or 8; a tied or untied head; rows of 256 or
+ * of 32 to 128 values so that the fallbacks are reached) of one of three layouts: a dense llama; a
+ * Mixtral-like llama with 8 experts (`llama.expert_count` 8, the F32 router `ffn_gate_inp`, the
+ * experts stacked in `ffn_gate_exps` / `ffn_up_exps` / `ffn_down_exps`, ne [in, out, 8]); a
+ * Falcon-7B-like falcon (fused `attn_qkv`, `attn_norm` with a bias, `ffn_up` / `ffn_down` only).
+ * A llama.cpp LoRA (`.lora_a` / `.lora_b`, adapter.lora.alpha) on some of blk.0's attention
+ * matrices and the last block's ffn_down (Mixtral: attn_q), merged with `--dtype iq3_s_mix`,
+ * `iq3_m`, `q2_k_mix`, `q6_k_mix` or a K-quant mix `q3_k_s` … `q5_k_m` (llama-quantize's file types
+ * of those names), or with `iq3_xs`, `iq3_xxs_mix` or `q2_k_s`, which llama-quantize writes only
+ * with an importance matrix: refused.
  *
  * The truth: each tensor's type from llama.cpp's src/llama-quant.cpp (llama_tensor_get_type,
  * llama_tensor_get_type_impl and tensor_type_fallback, no importance matrix), written out below as
- * plain rules for these four file types; its data the float64 merge W + w·(α/r)·B·A (the LoRA's
- * scale as llama.cpp's: α = 0 means the weight alone) quantized by the test helpers' reference
- * quantizers (ggml-reference.ts, ggml-iq4-reference.ts), byte for byte: the values are chosen
- * dyadic (base k/64, factors k/8, weights 1, 0.5, -1, 2.5), so the merge is exact in f32 and
- * quantizing it from f32 or from float64 is the same. IQ3_S has no reference quantizer in the
- * helpers: its tensors are checked for their type and shape only. general.file_type is the file
- * type's (10, 18, 26, 27). At weight 40000 (not exact in f32) a merged tensor is held within twice
- * the reference quantizer's own error on the float64 merge (blockBound); at 1e30 the blocks' scales
- * overflow and the merge is refused.
+ * plain rules (llamaQuantizeType); its data the float64 merge W + w·(α/r)·B·A (the LoRA's scale as
+ * llama.cpp's: α = 0 means the weight alone) quantized by the test helpers' reference quantizers
+ * (ggml-reference.ts, ggml-iq4-reference.ts, ggml-iq3s-reference.ts), byte for byte: the values are
+ * chosen dyadic (base k/64, factors k/8, weights 1, 0.5, -1, 2.5), so the merge is exact in f32 and
+ * quantizing it from f32 or from float64 is the same. general.file_type is the file type's (10, 18,
+ * 26, 27, 11 … 17). At weight 40000 (not exact in f32) a merged tensor is held within twice the
+ * reference quantizer's own error on the float64 merge (blockBound), and refused where a block's f16
+ * scale or minimum (Q5_1) or an F16 value overflows; at 1e10 and past every block's scale overflows
+ * and the merge is refused. An edit of the counts the rules read (block, head, key-value head and
+ * expert counts) makes the case unknown.
  */
 import fc from 'fast-check';
 import { tensorData, type FixtureTensor as GgufTensor, type MetaValue } from './gguf-builder.js';
@@ -145,6 +150,7 @@ const TARGETS: Record<Family, [string, string, string, string]> = {
 /** (n_head, n_head_kv): n_gqa 1, 2, 3, 4 and 8, each side of the IQ3_S and Q2_K attn_v rules' n_gqa ≥ 4. */
 const HEADS: [number, number][] = [[4, 4], [8, 8], [4, 2], [8, 4], [6, 2], [8, 2], [4, 1], [8, 1]];
 
+/** The world: a model, a LoRA and a mix drawn as the header says, with its truth. */
 export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
   .record({
     mix: fc.oneof(
