@@ -17,6 +17,7 @@ import { fittingType } from '../src/formats/gguf/quantize-rule.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { seededRandom } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName, type FixtureTensor } from './helpers/gguf-builder.js';
+import { dequantizeIq3sBlock, iq3sTables, quantizeIq3sBlock } from './helpers/ggml-iq3s-reference.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { gaussian } from './helpers/svd-reference.js';
 
@@ -82,6 +83,37 @@ describe('golden blocks from ggml-quants.c (no importance matrix)', () => {
       }
       expect(fnv(lines.join('\n') + '\n'), name).toBe(GOLDEN.tables[name]);
     }
+  });
+});
+
+// The tests' own IQ3_S quantizer (helpers/ggml-iq3s-reference.ts, written apart from src/) is the
+// truth the surface fuzzer's gguf-type-mixes world checks IQ3_S tensors against: it must be ggml's.
+describe('the tests\' IQ3_S reference quantizer against ggml-quants.c', () => {
+  it('builds iq3xs_init_impl(512)\'s map and neighbour lists (checksum of ggml\'s dump)', () => {
+    const t = iq3sTables();
+    const lines: string[] = [];
+    for (let e = 0; e < 512; e++) {
+      let v = 0;
+      for (let i = 0; i < 4; i++) v |= t.grid[4 * e + i] << (8 * i);
+      lines.push(`g ${e} ${(v >>> 0).toString(16).padStart(8, '0')}`);
+    }
+    for (let u = 0; u < 4096; u++) {
+      const list = t.neighbours.get(u);
+      lines.push(t.map[u] >= 0 ? `m ${u} ${t.map[u]}` : `n ${u} ${[list!.length, ...list!].join(' ')}`);
+    }
+    expect(fnv(lines.join('\n') + '\n')).toBe(GOLDEN.tables.IQ3_S);
+  });
+
+  it.each(GOLDEN.blocks.map((b) => [b.name, b] as const))('writes ggml\'s block: %s', (_, b) => {
+    const x = f32FromHex(b.x);
+    if (b.IQ3_S === null) {
+      expect(() => quantizeIq3sBlock(x)).toThrow(/ggml aborts/);
+      return;
+    }
+    const got = quantizeIq3sBlock(x);
+    expect(hex(got)).toBe(b.IQ3_S);
+    // Its dequantizer reads the layout as the plain reading below does (which takes a finite d).
+    if (((got[1] >> 2) & 31) !== 31) expect(dequantizeIq3sBlock(got)).toEqual(Array.from({ length: 256 }, (_, i) => plainValue('IQ3_S', got, i)));
   });
 });
 

@@ -58,9 +58,11 @@
  *   - BFL's FLUX.1 control LoRA on ComfyUI-GGUF FLUX.1 files, img_in F32 or F16 (widened), BF16 or
  *     a block type (refused) (fuzz-flux-gguf.ts), hostile: img_in's LoRA as wide as the base, a base
  *     img_in wider than the LoRA, lora_B rows or rank off, a norm scale of another length,
- *   - a llama GGUF merged with llama-quantize's type mixes `--dtype iq3_s_mix`, `iq3_m`, `q2_k_mix`,
- *     `q6_k_mix`, `q4_0_mix`, `iq4_nl_mix`, `iq4_xs_mix` (every tensor's type from llama-quant.cpp's rules, written out in
- *     fuzz-type-mixes.ts), and `iq3_xs`, `iq3_xxs_mix`, `q2_k_s` refused,
+ *   - a llama, Mixtral-like 8-expert or Falcon GGUF merged with llama-quantize's type mixes
+ *     `--dtype iq3_s_mix`, `iq3_m`, `q2_k_mix`, `q6_k_mix`, `q4_0_mix`, `iq4_nl_mix`, `iq4_xs_mix`
+ *     and the K-quant mixes (every tensor's type from llama-quant.cpp's rules, written out in
+ *     fuzz-type-mixes.ts, its bytes from the reference quantizers, IQ3_S's included), and
+ *     `iq3_xs`, `iq3_xxs_mix`, `q2_k_s` refused,
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
  * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
  * `comfy.gguf.orig_shape` entry for the merged tensor), tensor shape and

@@ -1,24 +1,28 @@
 /**
- * The surface fuzzer's `gguf-type-mixes` world (fuzz-surfaces.ts draws it): a small llama GGUF (BF16
- * matrices, F32 norms; 1 to 8 blocks, grouped-query attention of 1 to 8, a tied or untied head,
- * rows of 256 or of 32 to 128 values so that the fallbacks are reached) with a llama.cpp LoRA adapter
- * (`.lora_a` / `.lora_b`, adapter.lora.alpha) on some of blk.0's attn_v, attn_q, attn_output and the
- * last block's ffn_down, merged with `--dtype iq3_s_mix`, `iq3_m`, `q2_k_mix`, `q6_k_mix`,
- * `q4_0_mix`, `iq4_nl_mix` or `iq4_xs_mix` (llama-quantize's IQ3_S, IQ3_M, Q2_K, Q6_K, Q4_0,
- * IQ4_NL and IQ4_XS file types), or with `iq3_xs`, `iq3_xxs_mix` or
- * `q2_k_s`, which llama-quantize writes only with an importance matrix: refused.
+ * The surface fuzzer's `gguf-type-mixes` world (fuzz-surfaces.ts draws it): a small GGUF (BF16
+ * matrices, F32 norms; 1 to 8 blocks; n_gqa 1, 2, 3, 4 or 8; a tied or untied head; rows of 256 or
+ * of 32 to 128 values so that the fallbacks are reached) of one of three layouts: a dense llama; a
+ * Mixtral-like llama with 8 experts (`llama.expert_count` 8, the F32 router `ffn_gate_inp`, the
+ * experts stacked in `ffn_gate_exps` / `ffn_up_exps` / `ffn_down_exps`, ne [in, out, 8]); a
+ * Falcon-7B-like falcon (fused `attn_qkv`, `attn_norm` with a bias, `ffn_up` / `ffn_down` only).
+ * A llama.cpp LoRA (`.lora_a` / `.lora_b`, adapter.lora.alpha) on some of blk.0's attention
+ * matrices and the last block's ffn_down (Mixtral: attn_q), merged with `--dtype iq3_s_mix`,
+ * `iq3_m`, `q2_k_mix`, `q6_k_mix`, `q4_0_mix`, `iq4_nl_mix`, `iq4_xs_mix` or a K-quant mix `q3_k_s` … `q5_k_m` (llama-quantize's file types
+ * of those names), or with `iq3_xs`, `iq3_xxs_mix` or `q2_k_s`, which llama-quantize writes only
+ * with an importance matrix: refused.
  *
  * The truth: each tensor's type from llama.cpp's src/llama-quant.cpp (llama_tensor_get_type,
  * llama_tensor_get_type_impl and tensor_type_fallback, no importance matrix), written out below as
- * plain rules for these file types; its data the float64 merge W + w·(α/r)·B·A (the LoRA's
- * scale as llama.cpp's: α = 0 means the weight alone) quantized by the test helpers' reference
- * quantizers (ggml-reference.ts, ggml-iq4-reference.ts), byte for byte: the values are chosen
- * dyadic (base k/64, factors k/8, weights 1, 0.5, -1, 2.5), so the merge is exact in f32 and
- * quantizing it from f32 or from float64 is the same. IQ3_S has no reference quantizer in the
- * helpers: its tensors are checked for their type and shape only. general.file_type is the file
- * type's (10, 18, 26, 27, 2, 25, 30). At weight 40000 (not exact in f32) a merged tensor is held within twice
- * the reference quantizer's own error on the float64 merge (blockBound); at 1e30 the blocks' scales
- * overflow and the merge is refused.
+ * plain rules (llamaQuantizeType); its data the float64 merge W + w·(α/r)·B·A (the LoRA's scale as
+ * llama.cpp's: α = 0 means the weight alone) quantized by the test helpers' reference quantizers
+ * (ggml-reference.ts, ggml-iq4-reference.ts, ggml-iq3s-reference.ts), byte for byte: the values are
+ * chosen dyadic (base k/64, factors k/8, weights 1, 0.5, -1, 2.5), so the merge is exact in f32 and
+ * quantizing it from f32 or from float64 is the same. general.file_type is the file type's (10, 18,
+ * 26, 27, 2, 25, 30, 11 … 17). At weight 40000 (not exact in f32) a merged tensor is held within twice the
+ * reference quantizer's own error on the float64 merge (blockBound), and refused where a block's f16
+ * scale or minimum (Q5_1) or an F16 value overflows; at 1e10 and past every block's scale overflows
+ * and the merge is refused. An edit of the counts the rules read (block, head, key-value head and
+ * expert counts) makes the case unknown.
  */
 import fc from 'fast-check';
 import { tensorData, type FixtureTensor as GgufTensor, type MetaValue } from './gguf-builder.js';
@@ -26,53 +30,109 @@ import { blockBound, type Decoded, type GgufExpected, type SpecFile, type Surfac
 
 const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, x) => Math.max(m, Math.abs(x)), 0);
 
-type Mix = 'iq3_s_mix' | 'iq3_m' | 'q2_k_mix' | 'q6_k_mix' | 'q4_0_mix' | 'iq4_nl_mix' | 'iq4_xs_mix';
+type LowMix = 'iq3_s_mix' | 'iq3_m' | 'q2_k_mix' | 'q6_k_mix';
+type PlainMix = 'q4_0_mix' | 'iq4_nl_mix' | 'iq4_xs_mix';
+type KMix = 'q3_k_s' | 'q3_k_m' | 'q3_k_l' | 'q4_k_s' | 'q4_k_m' | 'q5_k_s' | 'q5_k_m';
+type Mix = LowMix | KMix | PlainMix;
 type Refused = 'iq3_xs' | 'iq3_xxs_mix' | 'q2_k_s';
+type Ftype = 'IQ3_S' | 'IQ3_M' | 'Q2_K' | 'Q6_K' | 'Q4_0' | 'IQ4_NL' | 'IQ4_XS' | 'Q3_K_S' | 'Q3_K_M' | 'Q3_K_L' | 'Q4_K_S' | 'Q4_K_M' | 'Q5_K_S' | 'Q5_K_M';
 /** llama-quantize's file type of each mix: the LLAMA_FTYPE_MOSTLY_* name and number (llama.h). */
-const FTYPE: Record<Mix, { name: keyof typeof DEFAULT; id: number }> = {
+const FTYPE: Record<Mix, { name: Ftype; id: number }> = {
   iq3_s_mix: { name: 'IQ3_S', id: 26 }, iq3_m: { name: 'IQ3_M', id: 27 }, q2_k_mix: { name: 'Q2_K', id: 10 }, q6_k_mix: { name: 'Q6_K', id: 18 },
+  q3_k_s: { name: 'Q3_K_S', id: 11 }, q3_k_m: { name: 'Q3_K_M', id: 12 }, q3_k_l: { name: 'Q3_K_L', id: 13 },
+  q4_k_s: { name: 'Q4_K_S', id: 14 }, q4_k_m: { name: 'Q4_K_M', id: 15 }, q5_k_s: { name: 'Q5_K_S', id: 16 }, q5_k_m: { name: 'Q5_K_M', id: 17 },
   q4_0_mix: { name: 'Q4_0', id: 2 }, iq4_nl_mix: { name: 'IQ4_NL', id: 25 }, iq4_xs_mix: { name: 'IQ4_XS', id: 30 },
 };
 /** llama_ftype_get_default_type. */
-const DEFAULT = { IQ3_S: 'IQ3_S', IQ3_M: 'IQ3_S', Q2_K: 'Q2_K', Q6_K: 'Q6_K', Q4_0: 'Q4_0', IQ4_NL: 'IQ4_NL', IQ4_XS: 'IQ4_XS' } as const;
+const DEFAULT: Record<Ftype, string> = {
+  IQ3_S: 'IQ3_S', IQ3_M: 'IQ3_S', Q2_K: 'Q2_K', Q6_K: 'Q6_K', Q3_K_S: 'Q3_K', Q3_K_M: 'Q3_K', Q3_K_L: 'Q3_K', Q4_K_S: 'Q4_K', Q4_K_M: 'Q4_K', Q5_K_S: 'Q5_K', Q5_K_M: 'Q5_K',
+  Q4_0: 'Q4_0', IQ4_NL: 'IQ4_NL', IQ4_XS: 'IQ4_XS',
+};
 /** ggml_blck_size of the types these rules reach. */
 const BLOCK: Record<string, number> = { Q2_K: 256, Q3_K: 256, Q4_K: 256, Q5_K: 256, Q6_K: 256, IQ3_S: 256, IQ4_NL: 32, IQ4_XS: 256, Q4_0: 32, Q5_0: 32, Q5_1: 32, Q8_0: 32, F16: 1 };
 /** tensor_type_fallback's table (rows that are not whole blocks of the type asked for). */
 const FALLBACK: Record<string, string> = { IQ3_S: 'IQ4_NL', IQ4_XS: 'IQ4_NL', Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' };
 
+/** The model as llama-quantize's rules see it. */
+export interface MixModel {
+  arch: 'llama' | 'falcon';
+  /** block_count (n_layer: n_ffn_down, and here n_attention_wv, one attn_v-like tensor a block). */
+  layers: number;
+  /** n_head / n_head_kv, integer division. */
+  gqa: number;
+  /** No output.weight: the token embedding is the head. */
+  tied: boolean;
+  /** expert_count (0 dense). */
+  experts: number;
+}
+
+/** use_more_bits: the first and last eighth of the layers and every third between. */
+const moreBits = (i: number, n: number) => i < Math.floor(n / 8) || i >= Math.floor((7 * n) / 8) || (i - Math.floor(n / 8)) % 3 === 2;
+
 /**
- * The type llama-quantize gives `name` (ne0 values per row) under file type `ftype`, for a llama
- * model of `layers` blocks, n_gqa `gqa`, dense (n_expert 0, so no 8-expert rule), not sized 70B
- * (fewer than 80 blocks), `tied` without output.weight. Read from llama-quant.cpp:
- *   - output.weight, and token_embd.weight when tied: Q8_0 when ne0 is not whole blocks of the
- *     default type, else Q6_K;
- *   - attn_v: Q2_K → Q4_K if n_gqa ≥ 4 else Q3_K; IQ3_S → Q4_K if n_gqa ≥ 4; IQ3_M → Q4_K;
- *     IQ4_NL and IQ4_XS → Q5_K if n_gqa ≥ 4;
- *   - ffn_down (i_ffn_down: its block here, n_ffn_down the block count): Q2_K → Q3_K; IQ3_M →
- *     Q4_K for i < n/8; IQ4_NL and IQ4_XS → Q5_K for i < n/8 (without an importance matrix);
- *   - attn_output (not falcon, not 8 experts): Q2_K → Q3_K; IQ3_M → Q4_K;
- *   - everything else (attn_q, attn_k, ffn_gate, ffn_up, the untied token_embd): the default;
+ * The type llama-quantize gives `name` (ne0 values per row) under file type `ftype`, or undefined
+ * for a tensor it does not quantize (1-D, a norm, the MoE router ffn_gate_inp). Read from
+ * llama-quant.cpp (tensor_allows_quantization, llama_tensor_get_type_impl, tensor_type_fallback,
+ * no importance matrix, no overrides), for models that are never LLM_TYPE_70B (fewer than 80
+ * blocks), one attn_v-like tensor per block (so i_attention_wv and i_ffn_down are the block's
+ * number, as is layer_info's parse of an expert tensor's name), in its order of tests:
+ *   - the head (output.weight, or token_embd.weight without one): Q8_0 for falcon or when ne0 is
+ *     not whole blocks of the default type, else Q6_K;
+ *   - attn_v and attn_qkv (category_is_attn_v): Q2_K → Q4_K if n_gqa ≥ 4 else Q3_K; IQ3_S → Q4_K
+ *     if n_gqa ≥ 4; IQ3_M → Q4_K; Q3_K_M → Q5_K for the first two, Q4_K after; Q3_K_L → Q5_K; IQ4_NL, IQ4_XS → Q5_K if n_gqa ≥ 4;
+ *     Q4_K_M, Q5_K_M → Q6_K where use_more_bits; Q4_K_S → Q5_K for the first four; then Q8_0
+ *     whatever the above with 8 experts;
+ *   - attn_k: Q8_0 with 8 experts;
+ *   - ffn_down (i its block, n the block count): Q2_K → Q3_K; Q3_K_M → Q5_K for i < n/16, else
+ *     Q4_K unless falcon and not use_more_bits (Q3_K); IQ3_M → Q4_K for i < n/8 or, with 8
+ *     experts, use_more_bits; Q3_K_L → Q4_K falcon, Q5_K otherwise; Q4_K_M → falcon: Q6_K for
+ *     i < n/16, Q5_K where use_more_bits, Q4_K; not falcon: Q6_K where use_more_bits; Q5_K_M →
+ *     Q6_K where use_more_bits; IQ4_NL, IQ4_XS → Q5_K for i < n/8 (no importance matrix); Q4_K_S (not falcon) → Q5_K for i < n/8;
+ *   - attn_output: not falcon, 8 experts: Q5_K for Q2_K, Q3_K_S, Q3_K_M, Q4_K_S, Q4_K_M, IQ3_S, IQ4_NL, IQ4_XS,
+ *     IQ3_M; not falcon, dense: Q2_K → Q3_K, Q3_K_M → Q4_K, Q3_K_L → Q5_K, IQ3_M → Q4_K; falcon:
+ *     Q3_K_L → Q4_K;
+ *   - everything else (attn_q, ffn_gate, ffn_up and their _exps, an untied token_embd): the default;
  * then tensor_type_fallback when ne0 is not whole blocks: IQ3_S and IQ4_XS → IQ4_NL, Q2_K/Q3_K → Q4_0, Q4_K
  * → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, and F16 when that does not fit either.
  */
-export function llamaQuantizeType(ftype: keyof typeof DEFAULT, name: string, ne0: number, model: { layers: number; gqa: number; tied: boolean }): string {
-  let type: string = DEFAULT[ftype];
-  const block = /^blk\.(\d+)\./.exec(name);
-  const layer = block ? Number(block[1]) : -1;
+export function llamaQuantizeType(ftype: Ftype, name: string, ne: readonly number[], model: MixModel): string | undefined {
+  if (ne.length < 2 || !name.endsWith('weight') || name.includes('_norm.weight') || name.includes('ffn_gate_inp.weight')) return undefined;
+  const ne0 = ne[0];
+  const falcon = model.arch === 'falcon', eight = model.experts === 8;
+  const layer = Number(/^blk\.(\d+)\./.exec(name)?.[1] ?? -1);
+  const n = model.layers;
+  let type = DEFAULT[ftype];
   if (name === 'output.weight' || (model.tied && name === 'token_embd.weight')) {
-    type = ne0 % BLOCK[type] !== 0 ? 'Q8_0' : 'Q6_K';
-  } else if (name.includes('attn_v.weight')) {
+    type = falcon || ne0 % BLOCK[type] !== 0 ? 'Q8_0' : 'Q6_K';
+  } else if (name.includes('attn_qkv.weight') || name.includes('attn_v.weight')) {
     if (ftype === 'Q2_K') type = model.gqa >= 4 ? 'Q4_K' : 'Q3_K';
     else if (ftype === 'IQ3_S' && model.gqa >= 4) type = 'Q4_K';
     else if (ftype === 'IQ3_M') type = 'Q4_K';
+    else if (ftype === 'Q3_K_M') type = layer < 2 ? 'Q5_K' : 'Q4_K';
+    else if (ftype === 'Q3_K_L') type = 'Q5_K';
     else if ((ftype === 'IQ4_NL' || ftype === 'IQ4_XS') && model.gqa >= 4) type = 'Q5_K';
+    else if ((ftype === 'Q4_K_M' || ftype === 'Q5_K_M') && moreBits(layer, n)) type = 'Q6_K';
+    else if (ftype === 'Q4_K_S' && layer < 4) type = 'Q5_K';
+    if (eight) type = 'Q8_0';
+  } else if (name.includes('attn_k.weight')) {
+    if (eight) type = 'Q8_0';
   } else if (name.includes('ffn_down')) {
     if (ftype === 'Q2_K') type = 'Q3_K';
-    else if (ftype === 'IQ3_M' && layer < Math.floor(model.layers / 8)) type = 'Q4_K';
-    else if ((ftype === 'IQ4_NL' || ftype === 'IQ4_XS') && layer < Math.floor(model.layers / 8)) type = 'Q5_K';
+    else if (ftype === 'Q3_K_M') type = layer < Math.floor(n / 16) ? 'Q5_K' : !falcon || moreBits(layer, n) ? 'Q4_K' : 'Q3_K';
+    else if (ftype === 'IQ3_M' && (layer < Math.floor(n / 8) || (eight && moreBits(layer, n)))) type = 'Q4_K';
+    else if (ftype === 'Q3_K_L') type = falcon ? 'Q4_K' : 'Q5_K';
+    else if (ftype === 'Q4_K_M') {
+      if (falcon) type = layer < Math.floor(n / 16) ? 'Q6_K' : moreBits(layer, n) ? 'Q5_K' : 'Q4_K';
+      else if (moreBits(layer, n)) type = 'Q6_K';
+    } else if (ftype === 'Q5_K_M' && moreBits(layer, n)) type = 'Q6_K';
+    else if ((ftype === 'IQ4_NL' || ftype === 'IQ4_XS') && layer < Math.floor(n / 8)) type = 'Q5_K';
+    else if (ftype === 'Q4_K_S' && !falcon && layer < Math.floor(n / 8)) type = 'Q5_K';
   } else if (name.includes('attn_output.weight')) {
-    if (ftype === 'Q2_K') type = 'Q3_K';
-    else if (ftype === 'IQ3_M') type = 'Q4_K';
+    if (!falcon && eight) {
+      if (['Q2_K', 'Q3_K_S', 'Q3_K_M', 'Q4_K_S', 'Q4_K_M', 'IQ3_S', 'IQ3_M', 'IQ4_NL', 'IQ4_XS'].includes(ftype)) type = 'Q5_K';
+    } else if (!falcon) {
+      type = ({ Q2_K: 'Q3_K', Q3_K_M: 'Q4_K', Q3_K_L: 'Q5_K', IQ3_M: 'Q4_K' } as Record<string, string>)[ftype] ?? type;
+    } else if (ftype === 'Q3_K_L') type = 'Q4_K';
   }
   if (ne0 % BLOCK[type] === 0) return type;
   const fallback = FALLBACK[type];
@@ -82,39 +142,74 @@ export function llamaQuantizeType(ftype: keyof typeof DEFAULT, name: string, ne0
 /** Dyadic values: k/den for k drawn in [-den, den] (exact in BF16 for den ≤ 128, and their products and sums exact in f32). */
 const dyadic = (rand: () => number, n: number, den: number) => Array.from({ length: n }, () => Math.round((rand() * 2 - 1) * den) / den);
 
-/** The helpers' reference quantizers cover these; IQ3_S they do not. */
-const HAS_REFERENCE = new Set(['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q4_0', 'Q5_0', 'Q5_1', 'Q8_0', 'IQ4_NL', 'IQ4_XS']);
+/** The helpers' reference quantizers cover every type these rules reach (IQ3_S: ggml-iq3s-reference.ts). */
+const HAS_REFERENCE = new Set(['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q4_0', 'Q5_0', 'Q5_1', 'Q8_0', 'IQ4_NL', 'IQ4_XS', 'IQ3_S']);
 
+type Family = 'llama' | 'mixtral' | 'falcon';
+/** The LoRA's four possible targets per family: blk.0's first three, the last block's fourth. */
+const TARGETS: Record<Family, [string, string, string, string]> = {
+  llama: ['attn_v', 'attn_q', 'attn_output', 'ffn_down'],
+  mixtral: ['attn_v', 'attn_k', 'attn_output', 'attn_q'],
+  falcon: ['attn_qkv', 'attn_output', 'ffn_up', 'ffn_down'],
+};
+/** (n_head, n_head_kv): n_gqa 1, 2, 3, 4 and 8, each side of the IQ3_S and Q2_K attn_v rules' n_gqa ≥ 4. */
+const HEADS: [number, number][] = [[4, 4], [8, 8], [4, 2], [8, 4], [6, 2], [8, 2], [4, 1], [8, 1]];
+
+/** The world: a model, a LoRA and a mix drawn as the header says, with its truth. */
 export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
   .record({
-    mix: fc.oneof({ weight: 6, arbitrary: fc.constantFrom<Mix>('iq3_s_mix', 'iq3_m', 'q2_k_mix', 'q6_k_mix', 'q4_0_mix', 'iq4_nl_mix', 'iq4_xs_mix') }, { weight: 1, arbitrary: fc.constantFrom<Refused>('iq3_xs', 'iq3_xxs_mix', 'q2_k_s') }),
-    layers: fc.constantFrom(1, 1, 2, 3, 8), hidden: fc.constantFrom(256, 256, 96), heads: fc.constantFrom(4, 8), kvDiv: fc.constantFrom(1, 2, 4, 8),
+    mix: fc.oneof(
+      { weight: 6, arbitrary: fc.constantFrom<Mix>('iq3_s_mix', 'iq3_s_mix', 'iq3_m', 'q2_k_mix', 'q6_k_mix') },
+      { weight: 2, arbitrary: fc.constantFrom<Mix>('q4_0_mix', 'iq4_nl_mix', 'iq4_xs_mix') },
+      { weight: 3, arbitrary: fc.constantFrom<Mix>('q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m') },
+      { weight: 1, arbitrary: fc.constantFrom<Refused>('iq3_xs', 'iq3_xxs_mix', 'q2_k_s') },
+    ),
+    family: fc.constantFrom<Family>('llama', 'llama', 'llama', 'mixtral', 'falcon'),
+    layers: fc.constantFrom(1, 1, 2, 3, 8), hidden: fc.constantFrom(256, 256, 96), heads: fc.constantFrom(...HEADS),
     wideFfn: fc.boolean(), tied: fc.boolean(), r: fc.integer({ min: 1, max: 2 }), alpha: fc.constantFrom(0, 1, 2, 4),
-    targets: fc.subarray(['attn_v', 'attn_q', 'attn_output', 'ffn_down'], { minLength: 1 }), seed: fc.integer(),
+    targets: fc.subarray([0, 1, 2, 3], { minLength: 1 }), seed: fc.integer(),
   })
-  .map(({ mix, layers, hidden, heads, kvDiv, wideFfn, tied, r, alpha, targets, seed }) => {
+  .map(({ mix, family, layers: drawnLayers, hidden, heads: [heads, kvHeads], wideFfn, tied, r, alpha, targets, seed }) => {
     let s = seed >>> 0;
     const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-    const kvHeads = Math.max(1, heads / kvDiv);
-    const HD = 16, VOCAB = 8;
-    // Eight blocks of 256-wide ffn_down rows would make a slow case: the wide FFN only with few blocks.
-    const ffn = wideFfn && layers < 8 ? 256 : 32;
-    /** (out, in) of each matrix; ne is [in, out]. */
-    const shapes: [string, number, number][] = [['token_embd.weight', VOCAB, hidden]];
+    const HD = 16, VOCAB = 8, EXPERTS = 8;
+    const arch = family === 'falcon' ? 'falcon' : 'llama';
+    // Eight experts of 256-wide rows in many blocks would make a slow case: at most 3 blocks unless rows are 96 wide.
+    const layers = family === 'mixtral' && hidden === 256 ? Math.min(drawnLayers, 3) : drawnLayers;
+    // Eight blocks of 256-wide ffn_down rows would make a slow case: the wide FFN only with few blocks, and not for experts.
+    const ffn = wideFfn && layers < 8 && family !== 'mixtral' ? 256 : 32;
+    /** (out, in, experts) of each tensor, in is 0 for a 1-D one; ne is [in, out] or [in, out, experts]. */
+    const shapes: [string, number, number, number][] = [['token_embd.weight', VOCAB, hidden, 0]];
     for (let i = 0; i < layers; i++) {
-      shapes.push([`blk.${i}.attn_norm.weight`, hidden, 0], [`blk.${i}.attn_q.weight`, heads * HD, hidden], [`blk.${i}.attn_k.weight`, kvHeads * HD, hidden],
-        [`blk.${i}.attn_v.weight`, kvHeads * HD, hidden], [`blk.${i}.attn_output.weight`, hidden, heads * HD], [`blk.${i}.ffn_norm.weight`, hidden, 0],
-        [`blk.${i}.ffn_gate.weight`, ffn, hidden], [`blk.${i}.ffn_up.weight`, ffn, hidden], [`blk.${i}.ffn_down.weight`, hidden, ffn]);
+      const b = `blk.${i}`;
+      if (family === 'falcon') {
+        // Falcon-7B's layout: one fused query-key-value projection, a parallel MLP without a gate or ffn_norm.
+        shapes.push([`${b}.attn_norm.bias`, hidden, 0, 0], [`${b}.attn_norm.weight`, hidden, 0, 0], [`${b}.attn_qkv.weight`, (heads + 2 * kvHeads) * HD, hidden, 0],
+          [`${b}.attn_output.weight`, hidden, heads * HD, 0], [`${b}.ffn_up.weight`, ffn, hidden, 0], [`${b}.ffn_down.weight`, hidden, ffn, 0]);
+        continue;
+      }
+      shapes.push([`${b}.attn_norm.weight`, hidden, 0, 0], [`${b}.attn_q.weight`, heads * HD, hidden, 0], [`${b}.attn_k.weight`, kvHeads * HD, hidden, 0],
+        [`${b}.attn_v.weight`, kvHeads * HD, hidden, 0], [`${b}.attn_output.weight`, hidden, heads * HD, 0], [`${b}.ffn_norm.weight`, hidden, 0, 0]);
+      if (family === 'mixtral') {
+        // Mixtral's: the router (F32, never quantized) and the experts stacked, ne [in, out, 8].
+        shapes.push([`${b}.ffn_gate_inp.weight`, EXPERTS, hidden, 0], [`${b}.ffn_gate_exps.weight`, ffn, hidden, EXPERTS],
+          [`${b}.ffn_up_exps.weight`, ffn, hidden, EXPERTS], [`${b}.ffn_down_exps.weight`, hidden, ffn, EXPERTS]);
+      } else {
+        shapes.push([`${b}.ffn_gate.weight`, ffn, hidden, 0], [`${b}.ffn_up.weight`, ffn, hidden, 0], [`${b}.ffn_down.weight`, hidden, ffn, 0]);
+      }
     }
-    shapes.push(['output_norm.weight', hidden, 0]);
-    if (!tied) shapes.push(['output.weight', VOCAB, hidden]);
-    const ne = (o: number, i: number) => (i ? [i, o] : [o]);
-    const tensors: GgufTensor[] = shapes.map(([name, o, i]) => (i
-      ? { name, type: 'BF16', ne: ne(o, i), data: tensorData('BF16', dyadic(rand, o * i, 64)) }
-      : { name, type: 'F32', ne: [o], data: tensorData('F32', dyadic(rand, o, 64).map((x) => 1 + x)) }));
+    shapes.push(['output_norm.weight', hidden, 0, 0]);
+    if (family === 'falcon') shapes.push(['output_norm.bias', hidden, 0, 0]);
+    if (!tied) shapes.push(['output.weight', VOCAB, hidden, 0]);
+    const neOf = (o: number, i: number, e: number) => (!i ? [o] : e ? [i, o, e] : [i, o]);
+    const f32 = (name: string) => name.includes('_norm.') || name.includes('ffn_gate_inp');
+    const tensors: GgufTensor[] = shapes.map(([name, o, i, e]) => (f32(name)
+      ? { name, type: 'F32', ne: neOf(o, i, e), data: tensorData('F32', dyadic(rand, o * Math.max(i, 1), 64).map((x) => (i ? x : 1 + x))) }
+      : { name, type: 'BF16', ne: neOf(o, i, e), data: tensorData('BF16', dyadic(rand, o * i * Math.max(e, 1), 64)) }));
     const u32 = (value: number): MetaValue => ({ type: 'u32', value });
     const str = (value: string): MetaValue => ({ type: 'string', value });
-    const modules = targets.map((t) => (t === 'ffn_down' ? `blk.${layers - 1}.ffn_down.weight` : `blk.0.${t}.weight`));
+    const names = TARGETS[family];
+    const modules = targets.map((t) => (t === 3 ? `blk.${layers - 1}.${names[t]}.weight` : `blk.0.${names[t]}.weight`));
     const loraTensors: GgufTensor[] = modules.flatMap((m) => {
       const [, o, i] = shapes.find(([n]) => n === m)!;
       return [
@@ -122,15 +217,20 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
         { name: `${m}.lora_b`, type: 'F32', ne: [r, o], data: tensorData('F32', dyadic(rand, r * o, 8)) },
       ];
     });
+    const base = `tiny-${family}-BF16.gguf`;
     const files: Record<string, SpecFile> = {
-      'tiny-llama-BF16.gguf': {
+      [base]: {
         kind: 'gguf',
         build: {
           metadata: [
-            ['general.architecture', str('llama')], ['general.name', str('Tiny Llama BF16')], ['llama.block_count', u32(layers)], ['llama.context_length', u32(2048)],
-            ['llama.embedding_length', u32(hidden)], ['llama.feed_forward_length', u32(ffn)], ['llama.attention.head_count', u32(heads)],
-            ['llama.attention.head_count_kv', u32(kvHeads)], ['llama.rope.freq_base', { type: 'f32', value: 500000 }],
-            ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }], ['general.file_type', u32(32)], ['general.quantization_version', u32(2)],
+            ['general.architecture', str(arch)], ['general.name', str(`Tiny ${family} BF16`)], [`${arch}.block_count`, u32(layers)], [`${arch}.context_length`, u32(2048)],
+            [`${arch}.embedding_length`, u32(hidden)], [`${arch}.feed_forward_length`, u32(ffn)], [`${arch}.attention.head_count`, u32(heads)],
+            [`${arch}.attention.head_count_kv`, u32(kvHeads)],
+            ...(family === 'falcon'
+              ? [[`${arch}.attention.layer_norm_epsilon`, { type: 'f32', value: 1e-5 }]] as [string, MetaValue][]
+              : [[`${arch}.rope.freq_base`, { type: 'f32', value: 500000 }], [`${arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: 1e-5 }]] as [string, MetaValue][]),
+            ...(family === 'mixtral' ? [[`${arch}.expert_count`, u32(EXPERTS)], [`${arch}.expert_used_count`, u32(2)]] as [string, MetaValue][] : []),
+            ['general.file_type', u32(32)], ['general.quantization_version', u32(2)],
           ],
           tensors,
         },
@@ -138,14 +238,14 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
       'lora.gguf': {
         kind: 'gguf',
         build: {
-          metadata: [['general.architecture', str('llama')], ['general.type', str('adapter')], ['adapter.type', str('lora')], ['adapter.lora.alpha', { type: 'f32', value: alpha }]],
+          metadata: [['general.architecture', str(arch)], ['general.type', str('adapter')], ['adapter.type', str('lora')], ['adapter.lora.alpha', { type: 'f32', value: alpha }]],
           tensors: loraTensors,
         },
       },
     };
     return {
-      name: 'llama GGUF + llama.cpp LoRA',
-      files, base: 'tiny-llama-BF16.gguf', adapter: 'lora.gguf', out: 'merged.gguf', refusalsChecked: true, fixedDtype: mix,
+      name: `${family} GGUF + llama.cpp LoRA`,
+      files, base, adapter: 'lora.gguf', out: 'merged.gguf', refusalsChecked: true, fixedDtype: mix,
       truth: (d: Decoded, w: number): Truth => {
         if (!(mix in FTYPE)) return { kind: 'invalid', why: `--dtype ${mix}: llama-quantize writes it only with an importance matrix` };
         const ftype = FTYPE[mix as Mix];
@@ -158,19 +258,29 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
         const kv = d.gguf.get('lora.gguf')!.get('adapter.lora.alpha');
         if (!kv || kv.type !== 6) return { kind: 'unknown', why: 'adapter.lora.alpha of another type' };
         if ((kv.value as number) !== alpha) return { kind: 'unknown', why: 'adapter.lora.alpha edited' };
-        const arch = d.gguf.get('lora.gguf')!.get('general.architecture');
-        if (arch?.value !== 'llama' || d.gguf.get('tiny-llama-BF16.gguf')!.get('general.architecture')?.value !== 'llama') return { kind: 'unknown', why: 'general.architecture edited' };
+        const baseMeta = d.gguf.get(base)!;
+        if (d.gguf.get('lora.gguf')!.get('general.architecture')?.value !== arch || baseMeta.get('general.architecture')?.value !== arch) return { kind: 'unknown', why: 'general.architecture edited' };
+        // The counts the rules read (n_gqa, the 8-expert rules, n_layer), as written.
+        const counts: [string, number][] = [['block_count', layers], ['attention.head_count', heads], ['attention.head_count_kv', kvHeads], ...(family === 'mixtral' ? [['expert_count', EXPERTS]] as [string, number][] : [])];
+        for (const [key, value] of counts) {
+          const got = baseMeta.get(`${arch}.${key}`);
+          if (got?.type !== 4 || got.value !== value) return { kind: 'unknown', why: `${arch}.${key} edited` };
+        }
+        if (family !== 'mixtral' && baseMeta.has(`${arch}.expert_count`)) return { kind: 'unknown', why: 'expert_count added' };
         const scale = alpha === 0 ? w : (w * alpha) / r;
-        const model = { layers, gqa: Math.floor(heads / kvHeads), tied };
-        const want: GgufExpected = { tensors: [], meta: { 'general.file_type': ftype.id, 'general.architecture': 'llama' } };
-        for (const [name, o, i] of shapes) {
-          const base = d.tensors.get(`/${name}`)!;
-          if (!i) {
-            want.tensors.push({ name, type: 'F32', ne: [o], bytes: base.bytes });
+        const model: MixModel = { arch, layers, gqa: Math.floor(heads / kvHeads), tied, experts: family === 'mixtral' ? EXPERTS : 0 };
+        const want: GgufExpected = { tensors: [], meta: { 'general.file_type': ftype.id, 'general.architecture': arch } };
+        for (const [name, o, i, e] of shapes) {
+          const baseTensor = d.tensors.get(`/${name}`)!;
+          const ne = neOf(o, i, e);
+          const type = llamaQuantizeType(ftype.name, name, ne, model);
+          if (!type) {
+            want.tensors.push({ name, type: f32(name) ? 'F32' : 'BF16', ne, bytes: baseTensor.bytes });
             continue;
           }
-          const values = Float64Array.from(base.values);
-          if (modules.includes(name)) {
+          const values = Float64Array.from(baseTensor.values);
+          const merged = modules.includes(name);
+          if (merged) {
             // lora_a ne [in, r] is torch (r, in); lora_b ne [r, out] is (out, r).
             const a = d.tensors.get(`/${name}.lora_a`)!.values, b = d.tensors.get(`/${name}.lora_b`)!.values;
             for (let y = 0; y < o; y++) for (let x = 0; x < i; x++) {
@@ -179,10 +289,17 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
               values[y * i + x] += scale * sum;
             }
           }
-          const type = llamaQuantizeType(ftype.name, name, i, model);
-          const merged = modules.includes(name);
-          if (HAS_REFERENCE.has(type)) want.tensors.push(exact || !merged ? { name, type, ne: [i, o], bytes: tensorData(type, values) } : { name, type, ne: [i, o], values, bound: blockBound(type, values) });
-          else want.tensors.push(type === 'F16' ? { name, type, ne: [i, o], values, magnitude: maxAbs(values) } : { name, type, ne: [i, o] });
+          if (HAS_REFERENCE.has(type) && (exact || !merged)) want.tensors.push({ name, type, ne, bytes: tensorData(type, values) });
+          else if (HAS_REFERENCE.has(type)) {
+            const bound = blockBound(type, values);
+            // A block whose f16 scale or minimum overflows (Q5_1 and Q4_1 store the minimum itself) decodes to Inf or NaN: refused.
+            if (bound.some((x) => !Number.isFinite(x))) return { kind: 'invalid', why: `${name}: merged values too large for ${type}'s f16 scales` };
+            want.tensors.push({ name, type, ne, values, bound });
+          } else {
+            // F16, where rows fit no block type: a value past f16's range is refused.
+            if (maxAbs(values) >= 65520) return { kind: 'invalid', why: `${name}: merged values past F16's range` };
+            want.tensors.push({ name, type, ne, values, magnitude: maxAbs(values) });
+          }
         }
         return { kind: 'expected', merged: new Map(), gguf: want };
       },

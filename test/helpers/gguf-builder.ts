@@ -6,13 +6,14 @@
  */
 import { concatBytes, encodeValues } from './fixtures.js';
 import { FP4_REF } from './ggml-fp4-reference.js';
+import { IQ3S_REF } from './ggml-iq3s-reference.js';
 import { IQ4_REF } from './ggml-iq4-reference.js';
 import { TERNARY_REF } from './ggml-ternary-reference.js';
 import { REF_BLOCK, referenceDequantizeBlock, referenceQuantizeBlock, type RefType } from './ggml-reference.js';
 
 /** Reference quantizers of the types ggml-reference.ts leaves out. */
 const MORE_REF: Record<string, { size: number; bytes: number; quantize: (x: ArrayLike<number>) => Uint8Array; dequantize: (b: Uint8Array) => number[] }> = {
-  ...FP4_REF, ...TERNARY_REF, ...IQ4_REF,
+  ...FP4_REF, ...TERNARY_REF, ...IQ4_REF, ...IQ3S_REF,
 };
 
 export const VALUE_TYPE = {
