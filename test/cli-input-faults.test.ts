@@ -221,7 +221,7 @@ describe('sample DIR', () => {
     const run = await runCliWithMounts(`mount -t tmpfs -o size=100k tmpfs '${mnt}'`, ['sample', join(mnt, 's'), '--backend', 'cpu'], mnt);
     expect(run.code, run.stderr).toBe(3);
     // The error named no file ("(write): no space left …") and the half-written sample stayed.
-    expectOneLine(run.stderr, new RegExp(`^error: ${mnt}/s/base/model\\.safetensors: no space left on the device while writing \\(ENOSPC\\)`));
+    expectOneLine(run.stderr, new RegExp(`^error: ${mnt}/s/base/model\\.safetensors: no space left on the device while writing \\(ENOSPC\\); free some space or choose another sample DIR$`));
     expect(run.listing).toEqual([]);
   });
 });

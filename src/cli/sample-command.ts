@@ -27,7 +27,7 @@ async function refuseForeignEntries(dir: string, layout: Record<string, string[]
       return await readdir(path);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw fsError(e, path, 'listing it');
+      throw fsError(e, path, 'listing it', 'sample DIR');
     }
   };
   const foreign = (path: string) => new MergeError('OUTPUT_EXISTS',
@@ -41,8 +41,8 @@ async function refuseForeignEntries(dir: string, layout: Record<string, string[]
 }
 
 async function writeFolder(dir: string, files: Record<string, Uint8Array>): Promise<void> {
-  await onPath(dir, 'creating it', () => mkdir(dir, { recursive: true }));
-  for (const [name, bytes] of Object.entries(files)) await onPath(join(dir, name), 'writing', () => writeFile(join(dir, name), bytes));
+  await onPath(dir, 'creating it', () => mkdir(dir, { recursive: true }), 'sample DIR');
+  for (const [name, bytes] of Object.entries(files)) await onPath(join(dir, name), 'writing', () => writeFile(join(dir, name), bytes), 'sample DIR');
 }
 
 export async function runSample(cmd: SampleCommand, io?: MergeOutput): Promise<number> {

@@ -40,15 +40,16 @@ export function errnoOf(e: unknown): string | undefined {
 
 /**
  * The MergeError for a failed filesystem call on `path` while `doing` ("writing", "renaming into
- * place" ...); MergeErrors pass through unchanged, other non-errno errors too.
+ * place" ...); MergeErrors pass through unchanged, other non-errno errors too. `destination` names
+ * what the user chose the path with, in the fix ("choose another --out"; `sample` takes a DIR).
  */
-export function fsError(e: unknown, path: string, doing: string): unknown {
+export function fsError(e: unknown, path: string, doing: string, destination = '--out'): unknown {
   if (isMergeError(e)) return e;
   const code = errnoOf(e);
   if (!code) return e;
   const known = EXPLAINED[code];
   const message = known
-    ? `${path}: ${known.what} while ${doing} (${code}); ${known.fix}`
+    ? `${path}: ${known.what} while ${doing} (${code}); ${known.fix.replaceAll('--out', destination)}`
     : `${path}: ${doing} failed (${code}: ${(e as Error).message.replace(/^[A-Z]+: /, '')})`;
   return new MergeError('FILESYSTEM', message, { cause: e });
 }
@@ -70,11 +71,11 @@ export function inputFsError(e: unknown, path: string, doing: string): unknown {
 }
 
 /** Runs a filesystem call, turning its errno failure into one clear line about `path`. */
-export async function onPath<T>(path: string, doing: string, call: () => Promise<T>): Promise<T> {
+export async function onPath<T>(path: string, doing: string, call: () => Promise<T>, destination = '--out'): Promise<T> {
   try {
     return await call();
   } catch (e) {
-    throw fsError(e, path, doing);
+    throw fsError(e, path, doing, destination);
   }
 }
 
