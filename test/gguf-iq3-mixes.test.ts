@@ -9,13 +9,10 @@
  * (test/cli-gguf-output.test.ts).
  */
 import { describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { typeMix } from '../src/formats/gguf/type-mixes.js';
-import { buildGguf, readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
-import { bf16LlamaGguf } from './helpers/gguf-models.js';
-import { seededRandom } from './helpers/fixtures.js';
+import { tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
 import { mergeBackends } from './helpers/merge-backends.js';
-import { expectTable, modelTensors, written, type Dims } from './helpers/mix-tables.js';
+import { expectTable, modelTensors, tinyLlamaMixCase, written, type Dims } from './helpers/mix-tables.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -149,36 +146,7 @@ describe('llama-quantize\'s IQ3_S, IQ3_M, Q2_K and Q6_K mixes, tensor by tensor'
 });
 
 describe('--dtype iq3_m and q2_k_mix end to end', () => {
-  const LAYERS = 8, HIDDEN = 256, HEADS = 4, KV_HEADS = 1, FFN = 512, VOCAB = 64;
-  const rand = seededRandom(7);
-  const g = () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
-  const { specs, values: baseValues, bytes: baseBytes } = bf16LlamaGguf({ layers: LAYERS, hidden: HIDDEN, heads: HEADS, kvHeads: KV_HEADS, ffn: FFN, vocab: VOCAB }, g);
-  const MERGED = 'blk.0.ffn_down.weight';
-  const r = 2;
-  const loraBytes = buildGguf({
-    metadata: [
-      ['general.architecture', { type: 'string', value: 'llama' }], ['general.type', { type: 'string', value: 'adapter' }],
-      ['adapter.type', { type: 'string', value: 'lora' }], ['adapter.lora.alpha', { type: 'f32', value: 2 }],
-    ],
-    tensors: [
-      { name: `${MERGED}.lora_a`, type: 'F32', ne: [FFN, r], data: tensorData('F32', Float64Array.from({ length: r * FFN }, () => 0.05 * g())) },
-      { name: `${MERGED}.lora_b`, type: 'F32', ne: [r, HIDDEN], data: tensorData('F32', Float64Array.from({ length: HIDDEN * r }, () => 0.05 * g())) },
-    ],
-  });
-
-  async function run(outDtype: string, dtypeMergedOnly = false) {
-    const prepared = await prepareMerge(memoryInputFileSet({ 'tiny-llama-BF16.gguf': baseBytes }, 'base'), [
-      { files: memoryInputFileSet({ 'tiny-lora.gguf': loraBytes }, 'tiny-lora'), weight: 1 },
-    ]);
-    try {
-      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-      const output = createBlobOutputTarget();
-      await mergeModel({ prepared, output, backend: backends.cpu!, outDtype, dtypeMergedOnly });
-      return readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
-    } finally {
-      await prepared.close();
-    }
-  }
+  const { specs, baseValues, MERGED, run } = tinyLlamaMixCase(7, () => backends.cpu!);
 
   /** llama-quantize's choice for this 8-layer model (GQA 4, 8 / 8 = 1 layer in the first eighth), written out. */
   function expected(mixName: 'iq3_m' | 'q2_k_mix', name: string): string {

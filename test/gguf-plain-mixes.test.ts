@@ -10,14 +10,11 @@
  * `_mix` name.
  */
 import { describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { typeMix } from '../src/formats/gguf/type-mixes.js';
 import { ggufContainer } from '../src/formats/gguf/gguf-container.js';
-import { buildGguf, readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
-import { bf16LlamaGguf } from './helpers/gguf-models.js';
-import { seededRandom } from './helpers/fixtures.js';
+import { tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
 import { mergeBackends } from './helpers/merge-backends.js';
-import { expectTable, modelTensors, written, type Dims, type Table } from './helpers/mix-tables.js';
+import { expectTable, modelTensors, tinyLlamaMixCase, written, type Dims, type Table } from './helpers/mix-tables.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -138,36 +135,7 @@ describe('llama-quantize\'s single-type file types as mixes, tensor by tensor', 
 });
 
 describe('--dtype iq4_xs_mix, q4_0_mix and tq1_0_mix end to end', () => {
-  const LAYERS = 8, HIDDEN = 256, HEADS = 4, KV_HEADS = 1, FFN = 512, VOCAB = 64;
-  const rand = seededRandom(11);
-  const g = () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
-  const { specs, values: baseValues, bytes: baseBytes } = bf16LlamaGguf({ layers: LAYERS, hidden: HIDDEN, heads: HEADS, kvHeads: KV_HEADS, ffn: FFN, vocab: VOCAB }, g);
-  const MERGED = 'blk.0.ffn_down.weight';
-  const r = 2;
-  const loraBytes = buildGguf({
-    metadata: [
-      ['general.architecture', { type: 'string', value: 'llama' }], ['general.type', { type: 'string', value: 'adapter' }],
-      ['adapter.type', { type: 'string', value: 'lora' }], ['adapter.lora.alpha', { type: 'f32', value: 2 }],
-    ],
-    tensors: [
-      { name: `${MERGED}.lora_a`, type: 'F32', ne: [FFN, r], data: tensorData('F32', Float64Array.from({ length: r * FFN }, () => 0.05 * g())) },
-      { name: `${MERGED}.lora_b`, type: 'F32', ne: [r, HIDDEN], data: tensorData('F32', Float64Array.from({ length: HIDDEN * r }, () => 0.05 * g())) },
-    ],
-  });
-
-  async function run(outDtype: string, dtypeMergedOnly = false) {
-    const prepared = await prepareMerge(memoryInputFileSet({ 'tiny-llama-BF16.gguf': baseBytes }, 'base'), [
-      { files: memoryInputFileSet({ 'tiny-lora.gguf': loraBytes }, 'tiny-lora'), weight: 1 },
-    ]);
-    try {
-      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-      const output = createBlobOutputTarget();
-      await mergeModel({ prepared, output, backend: backends.cpu!, outDtype, dtypeMergedOnly });
-      return readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
-    } finally {
-      await prepared.close();
-    }
-  }
+  const { specs, baseValues, MERGED, run } = tinyLlamaMixCase(11, () => backends.cpu!);
 
   /** llama-quantize's choice for this 8-layer model (GQA 4, untied, 8 / 8 = 1 layer in the first eighth), written out. */
   function expected(mixName: 'iq4_xs_mix' | 'q4_0_mix' | 'tq1_0_mix', name: string): string {

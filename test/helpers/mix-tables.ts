@@ -6,6 +6,10 @@
 import { expect } from 'vitest';
 import { mixContext, typeMix } from '../../src/formats/gguf/type-mixes.js';
 import { fittingType } from '../../src/formats/gguf/quantize-rule.js';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../../src/index.js';
+import { seededRandom } from './fixtures.js';
+import { buildGguf, readGguf, tensorData } from './gguf-builder.js';
+import { bf16LlamaGguf } from './gguf-models.js';
 
 /** A llama-style model's sizes; `experts` stacks the FFN as ffn_*_exps. */
 export interface Dims { layers: number; hidden: number; q: number; kv: number; ffn: number; vocab: number; tied?: boolean; experts?: number }
@@ -65,4 +69,44 @@ export function expectTable(types: Map<string, string>, table: Table) {
     expected.set(name, typeof rule === 'function' ? rule(Number(m![1])) : rule);
   }
   expect(Object.fromEntries(types)).toEqual(Object.fromEntries(expected));
+}
+
+/**
+ * The end-to-end case both mix tests merge: an 8-layer BF16 llama GGUF (hidden 256, 4 heads, 1
+ * key-value head, FFN 512, vocabulary 64; values from `seed`) and a llama.cpp LoRA (r = 2, α = 2)
+ * on blk.0.ffn_down. `run` merges it with `--dtype outDtype` on `backend()` (the test's backends
+ * exist only once its hooks ran) and reads the output back.
+ */
+export function tinyLlamaMixCase(seed: number, backend: () => MergeBackend) {
+  const LAYERS = 8, HIDDEN = 256, HEADS = 4, KV_HEADS = 1, FFN = 512, VOCAB = 64;
+  const rand = seededRandom(seed);
+  const g = () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
+  const { specs, values: baseValues, bytes: baseBytes } = bf16LlamaGguf({ layers: LAYERS, hidden: HIDDEN, heads: HEADS, kvHeads: KV_HEADS, ffn: FFN, vocab: VOCAB }, g);
+  const MERGED = 'blk.0.ffn_down.weight';
+  const r = 2;
+  const loraBytes = buildGguf({
+    metadata: [
+      ['general.architecture', { type: 'string', value: 'llama' }], ['general.type', { type: 'string', value: 'adapter' }],
+      ['adapter.type', { type: 'string', value: 'lora' }], ['adapter.lora.alpha', { type: 'f32', value: 2 }],
+    ],
+    tensors: [
+      { name: `${MERGED}.lora_a`, type: 'F32', ne: [FFN, r], data: tensorData('F32', Float64Array.from({ length: r * FFN }, () => 0.05 * g())) },
+      { name: `${MERGED}.lora_b`, type: 'F32', ne: [r, HIDDEN], data: tensorData('F32', Float64Array.from({ length: HIDDEN * r }, () => 0.05 * g())) },
+    ],
+  });
+
+  async function run(outDtype: string, dtypeMergedOnly = false) {
+    const prepared = await prepareMerge(memoryInputFileSet({ 'tiny-llama-BF16.gguf': baseBytes }, 'base'), [
+      { files: memoryInputFileSet({ 'tiny-lora.gguf': loraBytes }, 'tiny-lora'), weight: 1 },
+    ]);
+    try {
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+      const output = createBlobOutputTarget();
+      await mergeModel({ prepared, output, backend: backend(), outDtype, dtypeMergedOnly });
+      return readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
+    } finally {
+      await prepared.close();
+    }
+  }
+  return { specs, baseValues, loraBytes, MERGED, run };
 }
