@@ -134,22 +134,24 @@ describe('llama-quantize\'s single-type file types as mixes, tensor by tensor', 
   });
 });
 
-describe('--dtype iq4_xs_mix, q4_0_mix and tq1_0_mix end to end', () => {
+describe('the plain mixes end to end', () => {
   const { specs, baseValues, MERGED, run } = tinyLlamaMixCase(11, () => backends.cpu!);
 
   /** llama-quantize's choice for this 8-layer model (GQA 4, untied, 8 / 8 = 1 layer in the first eighth), written out. */
-  function expected(mixName: 'iq4_xs_mix' | 'q4_0_mix' | 'tq1_0_mix', name: string): string {
+  function expected(mixName: string, name: string): string {
+    const main = mixName.replace(/_mix$/, '').toUpperCase();
     if (name.endsWith('norm.weight')) return 'F32';
     if (name === 'output.weight') return 'Q6_K';
-    if (mixName === 'iq4_xs_mix') return name.endsWith('attn_v.weight') || name === 'blk.0.ffn_down.weight' ? 'Q5_K' : 'IQ4_XS';
-    if (mixName === 'tq1_0_mix') return name === 'token_embd.weight' ? 'Q4_K' : 'TQ1_0';
-    return 'Q4_0';
+    if (main === 'IQ4_XS' || main === 'IQ4_NL') return name.endsWith('attn_v.weight') || name === 'blk.0.ffn_down.weight' ? 'Q5_K' : main;
+    if (main === 'TQ1_0' || main === 'TQ2_0' || main === 'Q2_0') return name === 'token_embd.weight' ? 'Q4_K' : main;
+    return main;
   }
 
-  it('writes each tensor in the type llama-quantize\'s IQ4_XS, Q4_0 and TQ1_0 give it (the merged ffn_down Q5_K under IQ4_XS), labelled 30, 2 and 36, holding the reference quantizers\' blocks', async () => {
+  /** Merges with each mix and checks every tensor's type, the file type and every quantized tensor's bytes. */
+  async function expectMixes(mixes: readonly (readonly [string, number])[]) {
     const merged = tensorValues('F32', (await run('f32', true)).tensors.find((t) => t.name === MERGED)!.data);
     expect(merged.some((v, i) => v !== baseValues.get(MERGED)![i])).toBe(true);
-    for (const [mixName, fileType] of [['iq4_xs_mix', 30], ['q4_0_mix', 2], ['tq1_0_mix', 36]] as const) {
+    for (const [mixName, fileType] of mixes) {
       const out = await run(mixName);
       const got = Object.fromEntries(out.tensors.map((t) => [t.name, typeName(t.typeId)]));
       expect(got, mixName).toEqual(Object.fromEntries(specs.map((s) => [s.name, expected(mixName, s.name)])));
@@ -159,5 +161,13 @@ describe('--dtype iq4_xs_mix, q4_0_mix and tq1_0_mix end to end', () => {
         expect(Buffer.from(t.data).equals(Buffer.from(tensorData(typeName(t.typeId), values))), `${mixName} ${t.name}`).toBe(true);
       }
     }
+  }
+
+  it('writes each tensor in the type llama-quantize\'s IQ4_XS, Q4_0 and TQ1_0 give it (the merged ffn_down Q5_K under IQ4_XS), labelled 30, 2 and 36, holding the reference quantizers\' blocks', async () => {
+    await expectMixes([['iq4_xs_mix', 30], ['q4_0_mix', 2], ['tq1_0_mix', 36]]);
   }, 180_000);
+
+  it('and IQ4_NL, Q4_1, Q5_0, Q5_1, Q1_0, Q2_0 and TQ2_0 (llama.h\'s file types 25, 3, 8, 9, 40, 41, 37)', async () => {
+    await expectMixes([['iq4_nl_mix', 25], ['q4_1_mix', 3], ['q5_0_mix', 8], ['q5_1_mix', 9], ['q1_0_mix', 40], ['q2_0_mix', 41], ['tq2_0_mix', 37]]);
+  }, 300_000);
 });
