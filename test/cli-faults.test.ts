@@ -8,7 +8,7 @@ import { execFile, spawn } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, errorLines, listDir, longMergeInputs, runCli, type CliResult } from './helpers/cli.js';
+import { CLI, errorLines, expectOneLine, listDir, longMergeInputs, mergeArgs, runCli, type CliResult } from './helpers/cli.js';
 import { canDropPrivileges, canMount, runCliUnprivileged, runCliWithMounts } from './helpers/cli-faults.js';
 import { buildSafetensors, decodeSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -41,17 +41,6 @@ function inputs() {
 
 function prefixed(prefix: string, files: Record<string, string | Uint8Array>): Record<string, string | Uint8Array> {
   return Object.fromEntries(Object.entries(files).map(([k, v]) => [prefix + k, v]));
-}
-
-function mergeArgs(base: string, adapter: string, out: string, ...extra: string[]): string[] {
-  return ['merge', '--base', base, '--adapter', adapter, '--out', out, '--backend', 'cpu', ...extra];
-}
-
-function expectOneLine(stderr: string, message: RegExp): void {
-  const lines = errorLines(stderr);
-  expect(lines, stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(message);
-  expect(stderr).not.toMatch(/\n\s+at |internal error/);
 }
 
 /** A 64 MB base and a rank-16 adapter: a merge long enough to be interrupted. */

@@ -9,7 +9,7 @@ import { chmodSync, closeSync, linkSync, mkdirSync, openSync, readFileSync, stat
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { merge } from '../src/node.js';
-import { CLI, errorLines, listDir, runCli, runCliActingAtStart } from './helpers/cli.js';
+import { CLI, errorLines, expectOneLine, listDir, mergeArgs, runCli, runCliActingAtStart } from './helpers/cli.js';
 import { canDropPrivileges, canMount, runCliUnprivileged, runCliWithMounts } from './helpers/cli-faults.js';
 import { buildSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -29,17 +29,6 @@ const adapterWeights = buildSafetensors([
   { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: randomValues(r * d, rand) },
   { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: randomValues(d * r, rand) },
 ]);
-
-function mergeArgs(base: string, adapter: string, out: string, ...extra: string[]): string[] {
-  return ['merge', '--base', base, '--adapter', adapter, '--out', out, '--backend', 'cpu', ...extra];
-}
-
-function expectOneLine(stderr: string, message: RegExp): void {
-  const lines = errorLines(stderr);
-  expect(lines, stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(message);
-  expect(stderr).not.toMatch(/\n\s+at |internal error/);
-}
 
 /** Bytes of every file under `dir`, by relative path: to see that nothing changed. */
 function contents(dir: string): Record<string, string> {

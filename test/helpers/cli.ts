@@ -3,6 +3,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 import { buildSafetensors } from './fixtures.js';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -31,6 +32,19 @@ export function runCli(args: string[], env: Record<string, string> = {}, nodeArg
 /** Lines of stderr that are the CLI's own (drivers may print their own noise). */
 export function errorLines(stderr: string): string[] {
   return stderr.split('\n').filter((l) => l.startsWith('error: '));
+}
+
+/** The CLI's arguments for a merge of one adapter on the CPU backend. */
+export function mergeArgs(base: string, adapter: string, out: string, ...extra: string[]): string[] {
+  return ['merge', '--base', base, '--adapter', adapter, '--out', out, '--backend', 'cpu', ...extra];
+}
+
+/** The CLI reported exactly one error line, matching `message`, and no stack trace or internal error. */
+export function expectOneLine(stderr: string, message: RegExp): void {
+  const lines = errorLines(stderr);
+  expect(lines, stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(message);
+  expect(stderr).not.toMatch(/\n\s+at |internal error/);
 }
 
 /** Everything in a folder, including dot-files (temporary outputs would be dot-files). */
