@@ -116,6 +116,17 @@ export function quantizeIq3sBlock(x: ArrayLike<number>): Uint8Array {
   // C advances its qs and signs pointers only past a sub-block it quantizes: after an all-zero
   // 32 the later sub-blocks' entries and signs sit earlier (qh is indexed by sub-block).
   let qsAt = 0, signsAt = 0;
+  /** Σ w·x·q and Σ w·q² over the block for levels `levels` (q = 2l + 1), in f32 as ggml sums them. */
+  const weightedSums = (levels: Int8Array): [number, number] => {
+    let sumqx = 0, sumq2 = 0;
+    for (let i = 0; i < blockSize; i++) {
+      const w = weight[i];
+      const q = 2 * levels[i] + 1;
+      sumqx = F(sumqx + F(F(w * xval[i]) * q));
+      sumq2 = F(sumq2 + F(F(w * q) * q));
+    }
+    return [sumqx, sumq2];
+  };
   for (let ib = 0; ib < 256 / blockSize; ib++) {
     const xb = (i: number) => F(x[blockSize * ib + i]);
     for (let i = 0; i < blockSize; i++) weight[i] = F(xb(i) * xb(i));
@@ -158,13 +169,7 @@ export function quantizeIq3sBlock(x: ArrayLike<number>): Uint8Array {
           bestNeighbour(t.neighbours.get(u)!, t, xval, waux, 4 * k, thisScale, Laux);
         }
       }
-      let sumqx = 0, sumq2 = 0;
-      for (let i = 0; i < blockSize; i++) {
-        const w = weight[i];
-        const q = 2 * Laux[i] + 1;
-        sumqx = F(sumqx + F(F(w * xval[i]) * q));
-        sumq2 = F(sumq2 + F(F(w * q) * q));
-      }
+      const [sumqx, sumq2] = weightedSums(Laux);
       if (sumq2 > 0 && F(sumqx * sumqx) > F(best * sumq2)) {
         scale = F(sumqx / sumq2);
         best = F(scale * sumqx);
@@ -186,13 +191,7 @@ export function quantizeIq3sBlock(x: ArrayLike<number>): Uint8Array {
         if (gridIndex < 0) gridIndex = bestNeighbour(t.neighbours.get(u)!, t, xval, waux, 4 * k, scale, L);
         for (let i = 0; i < 4; i++) L[4 * k + i] = (t.grid[4 * gridIndex + i] - 1) / 2;
       }
-      let sumqx = 0, sumq2 = 0;
-      for (let i = 0; i < blockSize; i++) {
-        const w = weight[i];
-        const q = 2 * L[i] + 1;
-        sumqx = F(sumqx + F(F(w * xval[i]) * q));
-        sumq2 = F(sumq2 + F(F(w * q) * q));
-      }
+      const [sumqx, sumq2] = weightedSums(L);
       if (sumq2 > 0) scale = F(sumqx / sumq2);
     }
     if (scale < 0) {
