@@ -11,6 +11,7 @@ import { resizeAdapter } from '../adapter-ops/resize.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import { createNodeAlgebra } from '../algebra/node-algebra.js';
 import { isMergeError, MergeError } from '../errors.js';
+import { CANCEL_SIGNALS } from './exit-codes.js';
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import type { BaseModel } from '../formats/base-model.js';
@@ -26,9 +27,6 @@ import { listingLine, oneLine, stderrLine, stdoutLine } from './terminal-text.js
 
 type Log = (line: string) => void;
 const stderrLog: Log = stderrLine;
-
-/** Signals that cancel a running command cleanly, as for merge (a closed terminal sends SIGHUP). */
-const CANCEL_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 /** The inputs as given, the files behind them, and those files' stamps taken before any byte is read. */
 interface Inputs {

@@ -15,6 +15,9 @@ export const EXIT_USAGE = 2;
 export const EXIT_FILESYSTEM = 3;
 export const EXIT_CANCELLED = 130;
 
+/** Signals that cancel a running command cleanly with EXIT_CANCELLED (a closed terminal sends SIGHUP). */
+export const CANCEL_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
 const USAGE_CODES: ReadonlySet<MergeErrorCode> = new Set(['BAD_ARGUMENT', 'OUTPUT_EXISTS', 'OUTPUT_IS_INPUT', 'OUTPUT_BUSY']);
 
 export function exitCodeFor(e: unknown): number {

@@ -2,6 +2,7 @@
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { MergeError } from '../errors.js';
+import { CANCEL_SIGNALS } from './exit-codes.js';
 import { stampInputFiles } from '../io/input-stamps.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
 import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
@@ -25,9 +26,6 @@ export interface MergeOutput {
 }
 
 const stdio: MergeOutput = { out: stdoutLine, err: stderrLine };
-
-/** Signals that cancel a running merge cleanly (a closed terminal sends SIGHUP). */
-const CANCEL_SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Promise<number> {
   const log = io.err;
