@@ -26,6 +26,17 @@ const CASES = [
   { rows: 4096, cols: 4096, rank: 16, dtype: 'F16' },
   { rows: 11008, cols: 4096, rank: 16, dtype: 'F16' },
 ];
+/**
+ * On a hardware adapter only (SwiftShader would take minutes): a Llama-3-70B MLP weight (470 MB of
+ * f16, far past any GPU's cache), bf16, and ranks where the kernel's 2·r flops per element, not its
+ * bytes, set the time (on a big GPU's f32 units, from about r = 8 up).
+ */
+const HARDWARE_CASES = [
+  { rows: 28672, cols: 8192, rank: 16, dtype: 'F16' },
+  { rows: 8192, cols: 8192, rank: 16, dtype: 'BF16' },
+  { rows: 8192, cols: 8192, rank: 64, dtype: 'F16' },
+  { rows: 8192, cols: 8192, rank: 128, dtype: 'F16' },
+];
 
 function peakFor(description) {
   return PEAK_GBPS.find(([re]) => re.test(description))?.[1];
@@ -37,7 +48,7 @@ async function measure(reps, peakGiven) {
   const description = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ');
   const peak = peakGiven ?? peakFor(description);
   try {
-    for (const c of CASES) {
+    for (const c of gpu.backend.isSoftware ? CASES : [...CASES, ...HARDWARE_CASES]) {
       const op = makeOp(c);
       await gpu.backend.merge(op); // compiles the pipeline, sizes the buffers
       await gpu.timer.take();
@@ -53,7 +64,7 @@ async function measure(reps, peakGiven) {
       const gbps = bytes / best.ms / 1e6;
       console.log(JSON.stringify({
         case: `${c.rows}×${c.cols} ${c.dtype} r=${c.rank}`, adapter: description, timing: gpu.timestamps ? 'timestamp queries' : 'submit to done',
-        bytes, kernelMs: best.ms, opMs: best.opMs, gbps, peakGBps: peak ?? null, peakSource: peakGiven ? '--gpu-bandwidth' : peak ? 'table' : null,
+        bytes, kernelMs: best.ms, opMs: best.opMs, gbps, gflops: (2 * c.rank * c.rows * c.cols) / best.ms / 1e6, peakGBps: peak ?? null, peakSource: peakGiven ? '--gpu-bandwidth' : peak ? 'table' : null,
         fraction: peak ? gbps / peak : null,
       }));
     }

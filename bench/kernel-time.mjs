@@ -30,6 +30,13 @@ export function makeOp({ rows, cols, rank, dtype }) {
   if (dtype === 'F16') {
     base = new Uint32Array(rows * cols / 2);
     fillF16Pairs(base, next);
+  } else if (dtype === 'BF16') {
+    // bf16 is the top half of an f32: draw f32 values, keep their top halves (truncation is fine for data).
+    const f = new Float32Array(rows * cols);
+    fillUniformF32(f, next, 0.05);
+    base = new Uint16Array(rows * cols);
+    const halves = new Uint16Array(f.buffer);
+    for (let i = 0; i < base.length; i++) base[i] = halves[2 * i + 1];
   } else {
     base = new Float32Array(rows * cols);
     fillUniformF32(base, next, 0.05);
