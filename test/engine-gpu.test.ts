@@ -27,7 +27,9 @@ beforeAll(async () => {
     small = await createWebGpuBackend(nodeGpu.gpu, { maxStorageBufferBindingSize: MiB, maxBufferSize: MiB });
     folded = await createWebGpuBackend(nodeGpu.gpu, { maxComputeWorkgroupsPerDimension: 16 });
     withShifts = new WebGpuBackend(await requestMergeDevice(await requestAdapter(nodeGpu.gpu)), { shiftFree: false });
-    shiftFree = new WebGpuBackend(await requestMergeDevice(await requestAdapter(nodeGpu.gpu)), { shiftFree: true });
+    // The shift-free conversion runs (and is exact) on SwiftShader only; elsewhere it is refused (below).
+    const device = await requestMergeDevice(await requestAdapter(nodeGpu.gpu));
+    shiftFree = /swiftshader/i.test(device.description) ? new WebGpuBackend(device, { shiftFree: true }) : undefined;
   } catch (e) {
     if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
   }
@@ -213,18 +215,36 @@ describe('errors', () => {
     expect(auto.description).toMatch(/^CPU \(.*auto, chosen by rule: no usable GPU/);
   });
 
-  it('describes the adapter; auto on a software adapter takes the CPU by rule, without a test merge', async (ctx) => {
+  it('describes the adapter; auto takes the CPU on a software adapter and the GPU on a hardware one, by rule, without a test merge', async (ctx) => {
     if (!plain) return ctx.skip();
     expect(plain.description).toMatch(/^WebGPU: /);
     // The shift-free conversion by default on SwiftShader only.
     expect((plain as WebGpuBackend).shiftFree).toBe(/swiftshader/i.test(plain.description));
     const auto = await createBackend({ kind: 'auto', gpu: nodeGpu.gpu });
     try {
-      expect(auto.kind).toBe('cpu');
-      expect(auto.description).toMatch(/auto, chosen by rule: the only GPU adapter is a software one \(.*swiftshader/i);
+      if ((plain as WebGpuBackend).isSoftware) {
+        expect(auto.kind).toBe('cpu');
+        expect(auto.description).toMatch(/auto, chosen by rule: the only GPU adapter is a software one \(.*swiftshader/i);
+      } else {
+        expect(auto.kind).toBe('webgpu');
+        expect(auto.description).toMatch(/auto, chosen by rule: a hardware GPU/);
+      }
       expect(auto.description).not.toMatch(/test merge/);
     } finally {
       auto.dispose();
     }
+  });
+
+  it('refuses the shift-free conversion on any adapter but SwiftShader', async (ctx) => {
+    if (!plain) return ctx.skip();
+    const device = await requestMergeDevice(await requestAdapter(nodeGpu.gpu));
+    // The same device under a hardware adapter's description (as an NVIDIA H200's reads through Dawn).
+    const hardware = { ...device, description: 'nvidia (NVIDIA: 580.159.04 580.159.4.0)', isSoftware: false };
+    expect(() => new WebGpuBackend(hardware, { shiftFree: true })).toThrow(
+      new MergeError('GPU_UNAVAILABLE', 'the shift-free f16/bf16 conversion is exact on SwiftShader only, not on nvidia (NVIDIA: 580.159.04 580.159.4.0)'));
+    const shifts = new WebGpuBackend(hardware, { shiftFree: false });
+    expect(shifts.shiftFree).toBe(false);
+    shifts.dispose();
+    device.device.destroy();
   });
 });

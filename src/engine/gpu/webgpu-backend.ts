@@ -62,9 +62,10 @@ const roundUp = (n: number, m: number): number => Math.ceil(n / m) * m;
 
 export interface WebGpuBackendOptions {
   /**
-   * Convert f16/bf16 in the kernel with float arithmetic instead of bit shifts. Both are exact;
-   * the default is on for SwiftShader only, where it is faster and where its exactness is tested
-   * (it needs IEEE adds that no compiler reassociates). Tests set it to cover both.
+   * Convert f16/bf16 in the kernel with float arithmetic instead of bit shifts: faster on
+   * SwiftShader, and exact only where f32 adds are IEEE and not reassociated, as there. Hardware
+   * drivers may rewrite `(x + c) - c` (on an NVIDIA H200 through Vulkan, some elements came out one
+   * step off), so `true` is refused on any other adapter. Default: on for SwiftShader only.
    */
   shiftFree?: boolean;
   /** Read f16 W as WGSL f16 (default: wherever the device has `shader-f16`). */
@@ -109,7 +110,11 @@ export class WebGpuBackend implements MergeBackend {
     this.device = gpu.device;
     this.description = `WebGPU: ${gpu.description}`;
     this.isSoftware = gpu.isSoftware;
-    this.shiftFree = options.shiftFree ?? /swiftshader/i.test(gpu.description);
+    const swiftShader = /swiftshader/i.test(gpu.description);
+    if (options.shiftFree && !swiftShader) {
+      throw new MergeError('GPU_UNAVAILABLE', `the shift-free f16/bf16 conversion is exact on SwiftShader only, not on ${gpu.description}`);
+    }
+    this.shiftFree = options.shiftFree ?? swiftShader;
     this.nativeF16 = options.nativeF16 ?? gpu.shaderF16;
     if (this.nativeF16 && !gpu.shaderF16) throw new MergeError('GPU_UNAVAILABLE', 'the GPU device has no shader-f16');
     this.workgroup = options.workgroup ?? chooseWorkgroup(gpu.device.limits, gpu.subgroupSize, gpu.isSoftware);
