@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { CpuBackend } from '../dist/engine/cpu/cpu-backend.js';
 import { WebGpuBackend } from '../dist/engine/gpu/webgpu-backend.js';
 import { describeAdapter, adapterIsSoftware } from '../dist/engine/gpu/gpu-device.js';
-import { getNodeGpu } from '../dist/engine/gpu/node-gpu.js';
+import { chooseVulkanDriver } from '../dist/engine/gpu/node-gpu.js';
 import { createXorshift, fillF16Pairs, fillUniformF32 } from './fill-random.mjs';
 
 const CASES = [
@@ -23,6 +23,8 @@ const CASES = [
   { rows: 4096, cols: 4096, rank: 64, dtype: 'F16' },
 ];
 const MAX_PASSES = 64;
+/** resolveQuerySet writes at offsets that are multiples of 256 bytes: one such slot per pass. */
+const SLOT = 256;
 
 export function makeOp({ rows, cols, rank, dtype }) {
   const next = createXorshift(rows * 31 + rank);
@@ -66,8 +68,8 @@ function forward(target, overrides) {
 /** A device proxy whose compute passes write begin/end timestamps; `take()` returns and resets the total ns. */
 function timestampedDevice(device) {
   const querySet = device.createQuerySet({ type: 'timestamp', count: MAX_PASSES * 2 });
-  const resolve = device.createBuffer({ size: MAX_PASSES * 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-  const read = device.createBuffer({ size: MAX_PASSES * 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const resolve = device.createBuffer({ size: MAX_PASSES * SLOT, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+  const read = device.createBuffer({ size: MAX_PASSES * SLOT, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   let passes = 0;
   const proxy = forward(device, {
     createCommandEncoder(desc) {
@@ -83,7 +85,7 @@ function timestampedDevice(device) {
           });
         },
         finish(fd) {
-          if (used >= 0) enc.resolveQuerySet(querySet, used * 2, 2, resolve, used * 16);
+          if (used >= 0) enc.resolveQuerySet(querySet, used * 2, 2, resolve, used * SLOT);
           return enc.finish(fd);
         },
       });
@@ -96,13 +98,14 @@ function timestampedDevice(device) {
       passes = 0;
       if (n === 0) return 0;
       const enc = device.createCommandEncoder();
-      enc.copyBufferToBuffer(resolve, 0, read, 0, n * 16);
+      enc.copyBufferToBuffer(resolve, 0, read, 0, n * SLOT);
       device.queue.submit([enc.finish()]);
-      await read.mapAsync(GPUMapMode.READ, 0, n * 16);
-      const t = new BigUint64Array(read.getMappedRange(0, n * 16).slice(0));
+      await read.mapAsync(GPUMapMode.READ, 0, n * SLOT);
+      const t = new BigUint64Array(read.getMappedRange(0, n * SLOT).slice(0));
       read.unmap();
+      const step = SLOT / 8;
       let ns = 0n;
-      for (let i = 0; i < n; i++) ns += t[2 * i + 1] - t[2 * i];
+      for (let i = 0; i < n; i++) ns += t[step * i + 1] - t[step * i];
       return Number(ns);
     },
   };
@@ -137,8 +140,13 @@ function submitTimedDevice(device) {
 export async function openTimedBackend() {
   // The Vulkan loader prints a warning when XDG_RUNTIME_DIR is unset, as on most servers (the CLI sets it too).
   if (process.platform === 'linux' && !process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = tmpdir();
-  const nodeGpu = await getNodeGpu();
-  const adapter = await nodeGpu.gpu.requestAdapter({ powerPreference: 'high-performance' });
+  // Dawn's own instance rather than the library's: Dawn rounds timestamps to steps of 65.5 µs unless
+  // told not to (seen on SwiftShader and on an H200), and single kernels on a real GPU take less.
+  chooseVulkanDriver();
+  const dawn = await import('webgpu');
+  for (const [k, v] of Object.entries(dawn.globals)) if (!(k in globalThis)) globalThis[k] = v;
+  let gpuInstance = dawn.create(['disable-dawn-features=timestamp_quantization']);
+  const adapter = await gpuInstance.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) throw new Error('no WebGPU adapter');
   const timestamps = adapter.features.has('timestamp-query');
   const device = await adapter.requestDevice({
@@ -155,7 +163,7 @@ export async function openTimedBackend() {
     maxWorkgroupsPerDimension: device.limits.maxComputeWorkgroupsPerDimension,
     description: describeAdapter(adapter), isSoftware: adapterIsSoftware(adapter),
   });
-  return { backend, timer, timestamps, adapter, dispose: () => { backend.dispose(); nodeGpu.dispose(); } };
+  return { backend, timer, timestamps, adapter, dispose: () => { backend.dispose(); gpuInstance = undefined; } };
 }
 
 export async function bestOf(reps, run) {
