@@ -54,7 +54,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * LTX-Video's names for its video half). Cosmos-Predict2's (Anima's) comes before `dotted-path` too:
  * Anima's file holds its LLM adapter's `llm_adapter.blocks.0.self_attn.q_proj` beside the DiT's
  * `blocks.0.self_attn.q_proj`, so its own LoRAs' names must be looked up exactly, never by suffix.
- * Stable Cascade's answers only on a stage C base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
+ * Stable Cascade's answers only on a stage C or stage B base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
  * Mochi's only on Mochi bases. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
  * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
  * the base spells them, for a per-expert name the base stores only stacked.
