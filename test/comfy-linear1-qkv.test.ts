@@ -7,7 +7,8 @@
  * and its subclasses Chroma and Flux2: `diffusion_model.single_blocks.N.linear1_qkv` → rows
  * [0, 3·hidden_size) of `single_blocks.N.linear1`, hidden_size being linear1's input width) and from
  * diffusers' conversions (FLUX.1 / Chroma: linear1 = to_q, to_k, to_v, proj_mlp, h rows each and 4h;
- * FLUX.2: linear1 = attn.to_qkv_mlp_proj whole).
+ * FLUX.2: linear1 = attn.to_qkv_mlp_proj whole). Also onto a FLUX.1 GGUF as ComfyUI-GGUF writes it
+ * (Q8_0, BFL names), checked up to one requantization.
  */
 import { describe, expect, it } from 'vitest';
 import { comfyLinear1Qkv } from '../src/formats/layouts/comfy-linear1-qkv.js';
@@ -16,6 +17,9 @@ import { FLUX, fluxBflTensors, fluxDiffusersTensors, rowsAt, rowsFrom, type Lora
 import { CHROMA, FLUX2, chromaBflTensors, flux2BflTensors, flux2DiffusersTensors } from './helpers/dit-fixtures.js';
 import { hunyuanOriginalTensors } from './helpers/hunyuan-fixtures.js';
 import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
+import { buildGguf, randomTensors, readGguf, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
+import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
+import { expectQ8Near } from './helpers/merge-truth.js';
 
 const rand = seededRandom(20261205);
 
@@ -109,5 +113,45 @@ describe('ComfyUI\'s linear1_qkv', () => {
       'lora.safetensors: module "diffusion_model.single_blocks.0.linear1_qkv": ΔW (56, 8) does not fit where comfy-linear1-qkv puts it (rows 0–23 of single_blocks.0.linear1.weight): ΔW rows 24–55 land nowhere',
     ]);
     for (const m of [...hunyuan, ...flux]) expect(m).not.toContain('\n');
+  });
+});
+
+describe('a FLUX.1 GGUF (ComfyUI-GGUF, Q8_0) with a linear1_qkv LoRA', () => {
+  // ComfyUI-GGUF's converter keeps BFL's names; ne is the torch shape reversed: linear1 (7h, h) is ne [h, 7h].
+  const H = 64, R = 4;
+  const LINEAR1 = 'single_blocks.0.linear1.weight';
+  const specs = [
+    { name: 'img_in.weight', ne: [64, H], type: 'F32' }, { name: 'img_in.bias', ne: [H], type: 'F32' },
+    { name: 'double_blocks.0.img_attn.qkv.weight', ne: [H, 3 * H], type: 'Q8_0' },
+    { name: 'double_blocks.0.img_attn.norm.query_norm.scale', ne: [H / 4], type: 'F32' },
+    { name: LINEAR1, ne: [H, 7 * H], type: 'Q8_0' }, { name: 'single_blocks.0.linear1.bias', ne: [7 * H], type: 'F32' },
+    { name: 'single_blocks.0.linear2.weight', ne: [5 * H, H], type: 'Q8_0' },
+    { name: 'final_layer.linear.weight', ne: [H, 64], type: 'F32' },
+  ];
+  const seeded = seededRandom(99);
+  const g = () => Math.sqrt(-2 * Math.log(Math.max(seeded(), 1e-12))) * Math.cos(2 * Math.PI * seeded());
+  const { tensors, values } = randomTensors(specs, g);
+  const str = (value: string): MetaValue => ({ type: 'string', value });
+  const u32 = (value: number): MetaValue => ({ type: 'u32', value });
+  const base = buildGguf({ metadata: [['general.architecture', str('flux')], ['general.quantization_version', u32(2)], ['general.file_type', u32(7)]], tensors });
+  const down = Float64Array.from({ length: R * H }, () => Math.fround(0.15 * g()));
+  const up = Float64Array.from({ length: 3 * H * R }, () => Math.fround(0.15 * g()));
+  const lora = {
+    'uso-comfy.safetensors': buildSafetensors([
+      { name: 'diffusion_model.single_blocks.0.linear1_qkv.lora_down.weight', dtype: 'F32', shape: [R, H], data: down },
+      { name: 'diffusion_model.single_blocks.0.linear1_qkv.lora_up.weight', dtype: 'F32', shape: [3 * H, R], data: up },
+    ]),
+  };
+  // linear1's rows [0, 3h) get up·down (scale 1: no α), rows [3h, 7h) stay.
+  const want = values.get(LINEAR1)!.slice();
+  for (let o = 0; o < 3 * H; o++) for (let k = 0; k < R; k++) for (let i = 0; i < H; i++) want[o * H + i] += up[o * R + k] * down[k * H + i];
+  const backends = mergeBackends({ cpu: 'default' });
+
+  it.for(['cpu', 'webgpu'])('merges into linear1\'s q, k, v rows and keeps Q8_0, on %s', async (name, ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const { bytes } = await mergeFileInMemory({ backend, base: { 'flux1-dev-Q8_0.gguf': base }, adapters: [{ files: lora, name: 'lora0' }], slabBytes: 2048 });
+    const out = readGguf(bytes);
+    expectQ8Near(tensorValues('Q8_0', out.tensors.find((t) => t.name === LINEAR1)!.data), want, LINEAR1);
   });
 });
