@@ -2,18 +2,21 @@
  * Stable Cascade LoRAs (`lora_prior_unet_` + ComfyUI's names for stage C flattened, kohya form with
  * α: OneTrainer's and the LoRAs made for ComfyUI) onto stage C as people hold it: Stability's
  * `stage_c_bf16.safetensors`, whose attentions keep q, k and v in one MultiheadAttention
- * `in_proj_weight`, and a checkpoint ComfyUI saved, which holds them split. File to file on the CPU
- * and on WebGPU, against float64 truth. Where each module lands is written here by hand from
- * ComfyUI's Stable_Cascade_C.process_unet_state_dict (in_proj rows [0, c) → to_q, [c, 2c) → to_k,
- * [2c, 3c) → to_v) and its key map (comfy/lora.py: `lora_prior_unet_` + every model key flattened).
+ * `in_proj_weight`, and a checkpoint ComfyUI saved, which holds them split. Stage B LoRAs in
+ * ComfyUI's names (`lora_unet_` flattened, or `diffusion_model.` dotted: its key map's two forms for
+ * a model without a prior prefix) onto stage B likewise. File to file on the CPU and on WebGPU,
+ * against float64 truth. Where each module lands is written here by hand from ComfyUI's
+ * Stable_Cascade_C.process_unet_state_dict, which Stable_Cascade_B inherits (in_proj rows [0, c) →
+ * to_q, [c, 2c) → to_k, [2c, 3c) → to_v), and its key map (comfy/lora.py: `lora_unet_`,
+ * `diffusion_model.` and, for stage C, `lora_prior_unet_` + every model key).
  */
 import { describe, expect, it } from 'vitest';
 import { moduleAddress } from '../src/formats/module-address.js';
 import { stableCascade } from '../src/formats/layouts/stable-cascade.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { rowsAt, type LoraSpec } from './helpers/diffusion-fixtures.js';
-import { STAGE_C, clipGTextTensors, stageCTensors } from './helpers/stable-cascade-fixtures.js';
-import { loraCaseSuite, withoutLayout, type LoraCase } from './helpers/lora-case.js';
+import { STAGE_B, STAGE_C, clipGTextTensors, stageBTensors, stageCTensors } from './helpers/stable-cascade-fixtures.js';
+import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
 
 const rand = seededRandom(20261204);
 
@@ -62,6 +65,27 @@ const onTextEncoderOtherNames: LoraSpec[] = [
 ];
 const ALL_IN_ONE = 'stable_cascade_stage_c.safetensors';
 
+/** Stage B: attention at levels 2 and 3 (down_blocks.2/3, up_blocks.1/0), widths c2 = c3 = 4·c0. */
+const [, , c2, c3] = STAGE_B.c;
+const { cond: bCond, clip: bClip } = STAGE_B;
+const SB = 'stage_b_bf16.safetensors';
+/** ComfyUI-named stage B modules onto Stability's file (prefix `p`): q, k, v on thirds of in_proj_weight, the rest by name. */
+const onStageB = (p: string): LoraSpec[] => [
+  kohya('lora_unet_down_blocks_2_2_attention_attn_to_q', 4, c2, c2, [{ key: `${p}down_blocks.2.2.attention.attn.in_proj_weight`, rows: rowsAt(0, c2) }], 8),
+  kohya('lora_unet_down_blocks_3_2_attention_attn_to_k', 4, c3, c3, [{ key: `${p}down_blocks.3.2.attention.attn.in_proj_weight`, rows: rowsAt(c3, c3) }], 8),
+  kohya('lora_unet_up_blocks_0_2_attention_attn_to_v', 4, c3, c3, [{ key: `${p}up_blocks.0.2.attention.attn.in_proj_weight`, rows: rowsAt(2 * c3, c3) }], 8),
+  kohya('diffusion_model.up_blocks.1.2.attention.attn.to_q', 4, c2, c2, [{ key: `${p}up_blocks.1.2.attention.attn.in_proj_weight`, rows: rowsAt(0, c2) }], 2),
+  kohya('lora_unet_up_blocks_1_2_attention_attn_out_proj', 4, c2, c2, [{ key: `${p}up_blocks.1.2.attention.attn.out_proj.weight` }], 8),
+  kohya('lora_unet_down_blocks_2_2_kv_mapper_1', 4, c2, bCond, [{ key: `${p}down_blocks.2.2.kv_mapper.1.weight` }], 8),
+  kohya('lora_unet_up_blocks_1_0_channelwise_0', 4, 4 * c2, 2 * c2, [{ key: `${p}up_blocks.1.0.channelwise.0.weight` }], 8),
+  kohya('lora_unet_clip_mapper', 4, 4 * bCond, bClip, [{ key: `${p}clip_mapper.weight` }], 8),
+];
+/** onto a stage B checkpoint ComfyUI saved (q, k, v split): every module by name. */
+const onStageBComfySaved = (p: string): LoraSpec[] => [
+  kohya('lora_unet_down_blocks_2_2_attention_attn_to_q', 4, c2, c2, [{ key: `${p}down_blocks.2.2.attention.attn.to_q.weight` }], 4),
+  kohya('diffusion_model.up_blocks.0.2.attention.attn.to_v', 4, c3, c3, [{ key: `${p}up_blocks.0.2.attention.attn.to_v.weight` }], 4),
+];
+
 const SC = 'stage_c_bf16.safetensors';
 const CASES: LoraCase[] = [
   {
@@ -85,6 +109,19 @@ const CASES: LoraCase[] = [
       { file: 'cascade-te-lora-2.safetensors', specs: onTextEncoderOtherNames, weight: -0.4 },
     ],
   },
+  {
+    name: 'Stable Cascade stage B, Stability\'s file (MultiheadAttention in_proj) ← ComfyUI-named LoRAs (lora_unet_, diffusion_model.)', layout: 'stable-cascade',
+    base: file(SB, stageBTensors(rand, 'BF16')), baseName: SB,
+    adapters: [
+      { file: 'cascade-b-lora.safetensors', specs: onStageB(''), weight: 1 },
+      { file: 'cascade-b-lora-2.safetensors', specs: onStageB('').slice(0, 4), weight: -0.5 },
+    ],
+  },
+  {
+    name: 'Stable Cascade stage B, a checkpoint ComfyUI saved (model.diffusion_model., q/k/v split) ← ComfyUI-named LoRA',
+    base: file('stable_cascade_stage_b.safetensors', stageBTensors(rand, 'BF16', STAGE_B, 'model.diffusion_model.', true)), baseName: 'stable_cascade_stage_b.safetensors',
+    adapters: [{ file: 'cascade-b-lora.safetensors', specs: onStageBComfySaved('model.diffusion_model.'), weight: 0.8 }],
+  },
 ];
 
 const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
@@ -95,15 +132,27 @@ describe('Stable Cascade names', () => {
     expect(moduleAddress('lora_prior_te_text_model_encoder_layers_0_mlp_fc1')).toEqual({ part: 'te', path: 'text_model_encoder_layers_0_mlp_fc1', flat: true });
   });
 
-  it('the stable-cascade layout places q, k, v on in_proj_weight; without it those are refused', async () => {
-    const k = CASES[0];
-    const prepared = await prepare(k);
-    expect(new Set(prepared.plan.updates.flatMap((u) => u.terms.map((t) => t.layout))).has('stable-cascade')).toBe(true);
-    await prepared.close();
-    await withoutLayout(stableCascade, async () => {
-      const p = await prepare(k);
-      expect(p.plan.problems.length).toBeGreaterThan(0);
-      await p.close();
-    });
+  it('the stable-cascade layout places q, k, v on in_proj_weight, stage C and stage B; without it those are refused', async () => {
+    for (const k of [CASES[0], CASES[3]]) {
+      const prepared = await prepare(k);
+      expect(new Set(prepared.plan.updates.flatMap((u) => u.terms.map((t) => t.layout))).has('stable-cascade')).toBe(true);
+      await prepared.close();
+      await withoutLayout(stableCascade, async () => {
+        const p = await prepare(k);
+        expect(p.plan.problems.length).toBeGreaterThan(0);
+        await p.close();
+      });
+    }
+  });
+
+  it('stage B: an attention on a level that has none, and q rows that do not fit, refused in one line each', async () => {
+    const problems = await planProblemsOf(file(SB, stageBTensors(rand, 'BF16')), SB, [
+      kohya('lora_unet_down_blocks_1_2_attention_attn_to_q', 2, STAGE_B.c[1], STAGE_B.c[1], [], 2),
+      kohya('lora_unet_down_blocks_2_2_attention_attn_to_k', 2, 2 * c2, c2, [], 2),
+    ], rand);
+    expect(problems).toEqual([
+      'lora.safetensors: module "lora_unet_down_blocks_1_2_attention_attn_to_q": no matching tensor in the UNet/transformer',
+      `lora.safetensors: module "lora_unet_down_blocks_2_2_attention_attn_to_k": ΔW (${2 * c2}, ${c2}) does not fit where stable-cascade puts it (rows ${c2}–${2 * c2 - 1} of down_blocks.2.2.attention.attn.in_proj_weight): ΔW rows ${c2}–${2 * c2 - 1} land nowhere`,
+    ]);
   });
 });

@@ -7,6 +7,10 @@
  * - diffusers' CosmosTransformer3DModel (nvidia/Cosmos-Predict2-2B-Text2Image `transformer/`,
  *   circlestone-labs/Anima-Base-v1.0-Diffusers `transformer/`), as scripts/convert_cosmos_to_diffusers.py
  *   (Cosmos 2.0 rename table) writes it.
+ * Cosmos 1.0 (Cosmos-1.0-Diffusion 7B/14B) in both namings too: the original (NVIDIA's model and
+ * Comfy-Org's repackaged file, under `net.`: `blocks.blockN.blocks.0.block.attn.to_q.0`) and diffusers'
+ * (the same CosmosTransformer3DModel names as Cosmos-Predict2, plus `learnable_pos_embed`), as the
+ * conversion's Cosmos 1.0 table writes it (the `logvar` and `pos_embedder.seq` keys it drops).
  * Nothing here imports the library under test.
  */
 import type { FixtureDType, FixtureTensor } from './fixtures.js';
@@ -96,4 +100,52 @@ export function cosmosDiffusersTensors(rand: Rand, dtype: FixtureDType, d: Cosmo
     w('proj_out.weight', [d.patchOut, dim]),
   );
   return out;
+}
+
+/**
+ * Cosmos 1.0 with the dims of `d` (7B: width 4096, 32 heads of 128, text 1024, adaLN-LoRA 256,
+ * patch input 16 (+1 padding mask for Video2World) · 1 · 2 · 2, patch output 16 · 2 · 2; 28 blocks)
+ * and the learnable positional embedding's tables of `pos` = [t, h, w] rows (max_size / patch:
+ * 128, 120, 120), 2 blocks, no biases.
+ */
+export const COSMOS1_POS: readonly [number, number, number] = [3, 4, 5];
+
+/** The original naming: each block's self-attention, cross-attention and MLP as `blocks.0/1/2`, with their adaLN-LoRA modulations. */
+export function cosmos1OriginalTensors(rand: Rand, dtype: FixtureDType, d: CosmosDims = COSMOS, prefix = 'net.'): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, prefix + name, shape, dtype);
+  const { dim, head } = d;
+  const [t, h, wd] = COSMOS1_POS;
+  const out: FixtureTensor[] = [
+    w('x_embedder.proj.1.weight', [dim, d.patchIn]),
+    w('extra_pos_embedder.pos_emb_t', [t, dim]), w('extra_pos_embedder.pos_emb_h', [h, dim]), w('extra_pos_embedder.pos_emb_w', [wd, dim]),
+    w('t_embedder.1.linear_1.weight', [dim, dim]), w('t_embedder.1.linear_2.weight', [3 * dim, dim]), w('affline_norm.weight', [dim]),
+    w('logvar.0.freqs', [8]), w('logvar.0.phases', [8]), w('logvar.1.weight', [1, 8]),
+  ];
+  for (let i = 0; i < 2; i++) {
+    const b = `blocks.block${i}.blocks`;
+    for (const [sub, kvIn] of [['0', dim], ['1', d.text]] as const) {
+      const a = `${b}.${sub}.block.attn`;
+      out.push(
+        w(`${a}.to_q.0.weight`, [dim, dim]), w(`${a}.to_q.1.weight`, [head]), w(`${a}.to_k.0.weight`, [dim, kvIn]), w(`${a}.to_k.1.weight`, [head]),
+        w(`${a}.to_v.0.weight`, [dim, kvIn]), w(`${a}.to_out.0.weight`, [dim, dim]),
+      );
+    }
+    out.push(w(`${b}.2.block.layer1.weight`, [4 * dim, dim]), w(`${b}.2.block.layer2.weight`, [dim, 4 * dim]));
+    for (const sub of ['0', '1', '2']) out.push(w(`${b}.${sub}.adaLN_modulation.1.weight`, [d.adaln, dim]), w(`${b}.${sub}.adaLN_modulation.2.weight`, [3 * dim, d.adaln]));
+  }
+  out.push(
+    w('final_layer.adaLN_modulation.1.weight', [d.adaln, dim]), w('final_layer.adaLN_modulation.2.weight', [2 * dim, d.adaln]),
+    w('final_layer.linear.weight', [d.patchOut, dim]),
+  );
+  return out;
+}
+
+/** diffusers' CosmosTransformer3DModel of a Cosmos 1.0 model (nvidia/Cosmos-1.0-Diffusion-7B-Text2World `transformer/`). */
+export function cosmos1DiffusersTensors(rand: Rand, dtype: FixtureDType, d: CosmosDims = COSMOS): FixtureTensor[] {
+  const [t, h, wd] = COSMOS1_POS;
+  const w = (name: string, shape: number[]) => tensor(rand, name, shape, dtype);
+  return [
+    ...cosmosDiffusersTensors(rand, dtype, d),
+    w('learnable_pos_embed.pos_emb_t', [t, d.dim]), w('learnable_pos_embed.pos_emb_h', [h, d.dim]), w('learnable_pos_embed.pos_emb_w', [wd, d.dim]),
+  ];
 }

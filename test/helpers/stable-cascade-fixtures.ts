@@ -1,5 +1,5 @@
 /**
- * Small Stable Cascade stage C (prior) checkpoints with their real key names, shape ratios (dims
+ * Small Stable Cascade stage C (prior) and stage B (decoder) checkpoints with their real key names, shape ratios (dims
  * scaled down) and dtypes:
  * - Stability's `stage_c_bf16.safetensors` (bare keys; each attention's q, k, v in one
  *   MultiheadAttention `attention.attn.in_proj_weight`);
@@ -50,6 +50,65 @@ export function stageCTensors(rand: Rand, dtype: FixtureDType, d: StageCDims = S
     );
   }
   out.push(w('clf.1.weight', [d.latent, c, 1, 1]), w('clf.1.bias', [d.latent]));
+  return out;
+}
+
+/**
+ * Stage B (the decoder: Stability's `stage_b_bf16.safetensors`, `stage_b_lite`) with level widths
+ * `c` ([320, 640, 1280, 1280]), conditioning width `cond` (1280), CLIP width `clip` (1280), EfficientNet
+ * latent channels `effnet` (16), timestep-condition width `r` (64), one layer per level (real:
+ * [2, 6, 28, 6] down, [6, 28, 6, 2] up). Levels 0 and 1 are `CT` (ResBlock, TimestepBlock), 2 and 3
+ * `CTA` (with an AttnBlock at index 2); up_blocks run from the deepest level (up_blocks.0 is level 3),
+ * the first ResBlock of each up level but the deepest taking the skip (channelwise.0 over 2c inputs),
+ * and the up levels repeat 2, 2, 1, 1 times more through 1×1 `up_repeat_mappers` (block_repeat
+ * [3, 3, 2, 2] reversed, minus one), as Stability's StageB and ComfyUI's stage_b.py build it.
+ * `split`: ComfyUI's to_q / to_k / to_v in place of the checkpoint's in_proj_weight.
+ */
+export interface StageBDims { c: [number, number, number, number]; cond: number; clip: number; effnet: number; r: number }
+export const STAGE_B: StageBDims = { c: [4, 8, 16, 16], cond: 16, clip: 16, effnet: 16, r: 4 };
+
+export function stageBTensors(rand: Rand, dtype: FixtureDType, d: StageBDims = STAGE_B, prefix = '', split = false): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, prefix + name, shape, dtype);
+  const c0 = d.c[0];
+  const out: FixtureTensor[] = [
+    w('effnet_mapper.0.weight', [4 * c0, d.effnet, 1, 1]), w('effnet_mapper.0.bias', [4 * c0]),
+    w('effnet_mapper.2.weight', [c0, 4 * c0, 1, 1]), w('effnet_mapper.2.bias', [c0]),
+    w('pixels_mapper.0.weight', [4 * c0, 3, 1, 1]), w('pixels_mapper.0.bias', [4 * c0]),
+    w('pixels_mapper.2.weight', [c0, 4 * c0, 1, 1]), w('pixels_mapper.2.bias', [c0]),
+    w('clip_mapper.weight', [4 * d.cond, d.clip]), w('clip_mapper.bias', [4 * d.cond]),
+    w('embedding.1.weight', [c0, 4 * 4, 1, 1]), w('embedding.1.bias', [c0]),
+  ];
+  const level = (name: string, c: number, attention: boolean, skip: number) => {
+    const [res, time, attn] = [0, 1, 2].map((i) => `${name}.${i}`);
+    out.push(
+      w(`${res}.depthwise.weight`, [c, 1, 3, 3]), w(`${res}.depthwise.bias`, [c]),
+      w(`${res}.channelwise.0.weight`, [4 * c, c + skip]), w(`${res}.channelwise.0.bias`, [4 * c]),
+      w(`${res}.channelwise.2.gamma`, [1, 1, 1, 4 * c]), w(`${res}.channelwise.2.beta`, [1, 1, 1, 4 * c]),
+      w(`${res}.channelwise.4.weight`, [c, 4 * c]), w(`${res}.channelwise.4.bias`, [c]),
+      w(`${time}.mapper.weight`, [2 * c, d.r]), w(`${time}.mapper.bias`, [2 * c]),
+      w(`${time}.mapper_sca.weight`, [2 * c, d.r]), w(`${time}.mapper_sca.bias`, [2 * c]),
+    );
+    if (!attention) return;
+    out.push(
+      ...(split
+        ? ['to_q', 'to_k', 'to_v'].flatMap((p) => [w(`${attn}.attention.attn.${p}.weight`, [c, c]), w(`${attn}.attention.attn.${p}.bias`, [c])])
+        : [w(`${attn}.attention.attn.in_proj_weight`, [3 * c, c]), w(`${attn}.attention.attn.in_proj_bias`, [3 * c])]),
+      w(`${attn}.attention.attn.out_proj.weight`, [c, c]), w(`${attn}.attention.attn.out_proj.bias`, [c]),
+      w(`${attn}.kv_mapper.1.weight`, [c, d.cond]), w(`${attn}.kv_mapper.1.bias`, [c]),
+    );
+  };
+  for (let i = 0; i < 4; i++) {
+    if (i > 0) out.push(w(`down_downscalers.${i}.1.weight`, [d.c[i], d.c[i - 1], 2, 2]), w(`down_downscalers.${i}.1.bias`, [d.c[i]]));
+    level(`down_blocks.${i}`, d.c[i], i >= 2, 0);
+  }
+  const repeats = [2, 2, 1, 1];
+  for (let u = 0; u < 4; u++) {
+    const i = 3 - u;
+    if (i > 0) out.push(w(`up_upscalers.${u}.1.weight`, [d.c[i], d.c[i - 1], 2, 2]), w(`up_upscalers.${u}.1.bias`, [d.c[i - 1]]));
+    level(`up_blocks.${u}`, d.c[i], i >= 2, i < 3 ? d.c[i] : 0);
+    for (let j = 0; j < repeats[u]; j++) out.push(w(`up_repeat_mappers.${u}.${j}.weight`, [d.c[i], d.c[i], 1, 1]), w(`up_repeat_mappers.${u}.${j}.bias`, [d.c[i]]));
+  }
+  out.push(w('clf.1.weight', [4 * 4, c0, 1, 1]), w('clf.1.bias', [4 * 4]));
   return out;
 }
 

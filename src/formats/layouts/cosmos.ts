@@ -19,7 +19,8 @@
  *
  * It answers only on a Cosmos-Predict2 base: a block's `adaln_modulation_self_attn` beside
  * `t_embedder.1` (the original), or a block's `norm1.linear_1` beside `time_embed.t_embedder`
- * (diffusers). Cosmos 1.0 (`blocks.blockN.blocks.0.block.attn.to_q.0`) is another model: not this one.
+ * (diffusers) without the learnable positional embedding of diffusers' Cosmos 1.0. Cosmos 1.0
+ * (`blocks.blockN.blocks.0.block.attn.to_q.0`) is another model, placed by cosmos1.ts.
  */
 import { oneToOne, type RenameRule } from './fused-renames.js';
 import type { Layout, LayoutResolution } from './layout.js';
@@ -58,7 +59,10 @@ const COSMOS = modelPrefix((key, base) => {
   const m = MARKER.exec(key);
   if (!m) return undefined;
   const p = prefixBefore(key, m);
-  const embedder = m[2].startsWith('blocks') ? 't_embedder.1.linear_1' : 'time_embed.t_embedder.linear_1';
+  const original = m[2].startsWith('blocks');
+  const embedder = original ? 't_embedder.1.linear_1' : 'time_embed.t_embedder.linear_1';
+  // diffusers' Cosmos 1.0 transformer has these names too; its learnable positional embedding tells it apart (cosmos1.ts).
+  if (!original && base.index.has(`${p}learnable_pos_embed.pos_emb_h`)) return null;
   return base.index.has(`${p}${embedder}.weight`) ? p : undefined;
 });
 

@@ -20,7 +20,7 @@
  * aside: FLUX.1's single-block names (`attn.to_q`, `proj_mlp` as rows of a 3h + 4h linear1) and
  * per-block modulations do not exist in FLUX.2, and a FLUX.1 module is refused with that reason.
  */
-import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
+import { oneToOne, RenameTable, type KeyLookup, type RenameRule } from './fused-renames.js';
 import type { BaseView, Layout, LayoutResolution } from './layout.js';
 import { modelPrefix, prefixBefore } from './model-prefix.js';
 
@@ -83,6 +83,9 @@ const FLUX2 = modelPrefix((key) => {
 export function isFlux2(base: BaseView): boolean {
   return FLUX2.of(base) !== null;
 }
+
+/** FLUX.2's names looked up exactly under its model's prefix (for layouts that place parts of its tensors). */
+export const FLUX2_LOOKUP: KeyLookup = FLUX2.lookup;
 
 const table = new RenameTable(FLUX2_RULES, () => false, FLUX2.lookup);
 

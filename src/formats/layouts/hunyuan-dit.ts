@@ -11,7 +11,9 @@
  *   the LayerNorm `norm1` is `norm1.norm`; `skip_linear`, `skip_norm` keep their names;
  * - the embedders: `t_embedder.mlp.0/2`, `extra_embedder.0/2` and `pooler.*` are under
  *   `time_extra_emb` (`timestep_embedder.linear_1/2`, `extra_embedder.linear_1/2`, `pooler.*`),
- *   `mlp_t5.0/2` is `text_embedder.linear_1/2`, `x_embedder.proj` `pos_embed.proj`;
+ *   `mlp_t5.0/2` is `text_embedder.linear_1/2`, `x_embedder.proj` `pos_embed.proj`; v1.0/v1.1's
+ *   `style_embedder` (an Embedding of one row, hidden wide) is `time_extra_emb.style_embedder`
+ *   (the script copies rows [0:1], which is all of it);
  * - `final_layer.adaLN_modulation.1` is `norm_out.linear` with its halves swapped (shift, scale ↔
  *   scale, shift), `final_layer.linear` is `proj_out`.
  * Both namings keep the blocks under `blocks.N`, and the conversion swaps the names of the block's
@@ -54,6 +56,7 @@ export const HUNYUAN_DIT_RULES: readonly RenameRule[] = [
   ...twoLayer('mlp_t5', 'text_embedder'),
   ...['q_proj', 'k_proj', 'v_proj', 'c_proj'].map((p) => oneToOne(`pooler.${p}`, `time_extra_emb.pooler.${p}`)),
   oneToOne('pooler.positional_embedding:', 'time_extra_emb.pooler.positional_embedding:'),
+  oneToOne('style_embedder', 'time_extra_emb.style_embedder'),
   oneToOne('x_embedder.proj', 'pos_embed.proj'),
   oneToOne('final_layer.linear', 'proj_out'),
   oneToOne('final_layer.adaLN_modulation.1', 'norm_out.linear', 'always'),

@@ -11,7 +11,9 @@ import { dottedPath } from './dotted-path.js';
 import { ggufExpertSlices } from './gguf-expert-slices.js';
 import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { auraflow } from './auraflow.js';
+import { comfyLinear1Qkv } from './comfy-linear1-qkv.js';
 import { cosmos } from './cosmos.js';
+import { cosmos1 } from './cosmos1.js';
 import { internvlOriginal } from './internvl-original.js';
 import { kohyaFlat } from './kohya-flat.js';
 import { lumina2 } from './lumina2.js';
@@ -26,6 +28,7 @@ import { hunyuanDit } from './hunyuan-dit.js';
 import { hunyuanVideo } from './hunyuan-video.js';
 import { openclipText } from './openclip-text.js';
 import { pixart } from './pixart.js';
+import { sana } from './sana.js';
 import { sd3Sai } from './sd3-sai.js';
 import { wanOriginal } from './wan-original.js';
 import { xlabsFlux } from './xlabs-flux.js';
@@ -48,17 +51,20 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * spells them, then translations (the Hunyuan
  * DiTs' answers only on their bases, which the Flux layout leaves to it, though ComfyUI's Hunyuan
  * naming shares Flux's BFL names; Z-Image's, Lumina 2's, AuraFlow's, PixArt's and FLUX.2's only on
- * their own bases, where FLUX.1's steps aside from FLUX.2; PixArt's before SD3's and Flux's, whose
+ * their own bases, where FLUX.1's steps aside from FLUX.2; Sana's only on Sana bases, whose original
+ * names PixArt's share; PixArt's before SD3's and Flux's, whose
  * rules name PixArt's `final_layer.linear`, `x_embedder.proj` and `t_embedder` too; LTX-2's and LTX-Video's each only on their own model, though LTX-2 keeps
  * LTX-Video's names for its video half). Cosmos-Predict2's (Anima's) comes before `dotted-path` too:
  * Anima's file holds its LLM adapter's `llm_adapter.blocks.0.self_attn.q_proj` beside the DiT's
- * `blocks.0.self_attn.q_proj`, so its own LoRAs' names must be looked up exactly, never by suffix.
- * Stable Cascade's answers only on a stage C base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
- * Mochi's only on Mochi bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
+ * `blocks.0.self_attn.q_proj`, so its own LoRAs' names must be looked up exactly, never by suffix;
+ * Cosmos 1.0's beside it, exactly too, each only on its own model (diffusers names both alike).
+ * Stable Cascade's answers only on a stage C or stage B base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
+ * Mochi's only on Mochi bases. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
+ * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
  * the base spells them, for a per-expert name the base stores only stacked.
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, dottedPath, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, dottedPath, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */

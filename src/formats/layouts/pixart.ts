@@ -23,7 +23,7 @@
  *   top-level `scale_shift_table`, the same rows in the same order.
  *
  * It answers only on a PixArt base: the original's `t_block` beside a block's `cross_attn.kv_linear`
- * (Sana, which names its cross-attention alike, has no `t_block`), or diffusers' `adaln_single`
+ * and no GLUMBConv `mlp.inverted_conv` (Sana, which keeps those names, has one), or diffusers' `adaln_single`
  * beside a PatchEmbed `pos_embed.proj` (LTX-Video's has neither that nor `attn2.to_k`'s name there).
  * Names are looked up exactly under the model's key prefix.
  */
@@ -70,6 +70,8 @@ const PIXART = modelPrefix((key: string, base: BaseView) => {
   if (!m) return undefined;
   const prefix = prefixBefore(key, m);
   const other = m[2] === 't_block.1' ? 'blocks.0.cross_attn.kv_linear.weight' : 'pos_embed.proj.weight';
+  // Sana's original names keep PixArt's t_block and cross_attn; its GLUMBConv MLP tells it apart (sana.ts).
+  if (base.index.has(`${prefix}blocks.0.mlp.inverted_conv.conv.weight`)) return null;
   return base.index.has(`${prefix}${other}`) ? prefix : null;
 });
 
