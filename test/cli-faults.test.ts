@@ -6,7 +6,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, errorLines, expectOneLine, listDir, longMergeInputs, mergeArgs, runCli, type CliResult } from './helpers/cli.js';
 import { canDropPrivileges, canMount, runCliUnprivileged, runCliWithMounts } from './helpers/cli-faults.js';
@@ -46,15 +46,21 @@ function prefixed(prefix: string, files: Record<string, string | Uint8Array>): R
 /** A 64 MB base and a rank-16 adapter: a merge long enough to be interrupted. */
 const bigInputs = () => longMergeInputs(temp.make, q, 16);
 
-/** Starts a merge and sends `signal` once `ready(stderr, outDir)` holds. */
-function interrupt(args: string[], outDir: string, signal: NodeJS.Signals, ready: () => boolean): Promise<{ code: number | null; stderr: string }> {
+/**
+ * Starts a merge and sends `signal` once `ready(stderr, outDir)` holds; then, if `again` is given,
+ * those signals in turn every 2 ms until it exits (Ctrl-C pressed again and again).
+ */
+function interrupt(args: string[], outDir: string, signal: NodeJS.Signals, ready: () => boolean, again: NodeJS.Signals[] = []): Promise<{ code: number | null; stderr: string }> {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  let sent = 0;
   const poll = setInterval(() => {
-    if (stderr.includes('backend:') && ready()) {
+    if (sent > 0 && again.length > 0) child.kill(again[sent++ % again.length]);
+    else if (sent === 0 && stderr.includes('backend:') && ready()) {
       child.kill(signal);
-      clearInterval(poll);
+      sent = 1;
+      if (again.length === 0) clearInterval(poll);
     }
   }, 2);
   return new Promise((resolve) => child.on('exit', (code) => {
@@ -71,6 +77,22 @@ describe('signals and pipes', () => {
     expect(code, stderr).toBe(130);
     expect(errorLines(stderr)).toEqual(['error: merge cancelled']);
     expect(listDir(outDir)).toEqual([]);
+  });
+
+  it('signals that keep coming while it cleans up do not end it early: exit 130, nothing left, not even the lock', async () => {
+    // Each command took its handlers off once its cancelled part had ended; a second signal in the
+    // moments before the exit killed the process by the signal (no exit code), often before the
+    // error line.
+    const { base, adapter } = bigInputs();
+    for (const [out, again] of [['merged.safetensors', ['SIGINT']], ['merged', ['SIGTERM', 'SIGHUP', 'SIGINT']]] as const) {
+      const outDir = temp.make();
+      const { code, stderr } = await interrupt(mergeArgs(out === 'merged' ? dirname(base) : base, adapter, join(outDir, out)), outDir, 'SIGINT', () => true, [...again]);
+      expect(code, stderr).toBe(130);
+      // A signal after the cleanup ends the process at once, maybe before the line is printed.
+      expect([[], ['error: merge cancelled']], stderr).toContainEqual(errorLines(stderr));
+      expect(stderr).not.toMatch(/\n\s+at |internal error/);
+      expect(listDir(outDir)).toEqual([]);
+    }
   });
 
   it('after SIGKILL mid-write, the next merge into the same place removes the stale temporary', async () => {

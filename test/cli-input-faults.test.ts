@@ -218,6 +218,21 @@ describe('combine, resize and extract', () => {
     }
   });
 
+  it('a second signal while the cancelled extract cleans up does not end it early: exit 130, nothing left', async () => {
+    // The handlers came off when the cancelled part ended; a signal before the exit killed the process.
+    const inputs = extractInputs();
+    for (const out of ['extracted', 'extracted.safetensors']) {
+      const outDir = temp.make();
+      const { code, stderr } = await runCliActingAtStart(extractArgs(inputs, join(outDir, out)), (child) => {
+        child.kill('SIGHUP');
+        const again = setInterval(() => (child.exitCode === null && child.signalCode === null ? child.kill('SIGINT') : clearInterval(again)), 2);
+      });
+      expect(code, stderr).toBe(130);
+      expect([[], ['error: extract cancelled']], stderr).toContainEqual(errorLines(stderr));
+      expect(listDir(outDir)).toEqual([]);
+    }
+  });
+
   it('extract aborts when the base is rewritten in place while it runs: exit 1, nothing written', async () => {
     const inputs = extractInputs();
     const outDir = temp.make();
