@@ -133,6 +133,13 @@ describe('an --out that is an input by another path is refused, and no input cha
     expect(into.code, into.stderr).toBe(2);
     expectOneLine(into.stderr, new RegExp(`^error: ${inside}: would be written inside input ${adapter} \\(${mnt}/adapter is that folder under another path, a bind mount\\); choose another output path$`));
     expect(contents(inputs)).toEqual(before);
+    // The base's own name in a mount of its folder, --out DIR/ included: the base itself.
+    for (const out of [join(mnt, 'model', 'model.safetensors'), join(mnt, 'model') + '/']) {
+      const same = await runCliWithMounts(mount, mergeArgs(join(base, 'model.safetensors'), adapter, out), mnt);
+      expect(same.code, same.stderr).toBe(2);
+      expectOneLine(same.stderr, new RegExp(`^error: ${out}: is input ${base}/model\\.safetensors under another name \\(a hard link or a bind mount\\); choose another output path$`));
+    }
+    expect(contents(inputs)).toEqual(before);
     // A Hugging Face snapshot's blob store mounted elsewhere: a folder holding the files the
     // snapshot's links lead to, though no input path names it.
     const repo = temp.make({ 'blobs/3f2a9c': baseBytes, 'blobs/77b1e0': '{"model_type": "llama"}' });
