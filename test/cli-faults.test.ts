@@ -8,6 +8,8 @@ import { execFile, spawn } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { cancellable, handleCancelSignals } from '../src/cli/cancel-signals.js';
+import { CANCEL_SIGNALS, EXIT_CANCELLED } from '../src/cli/exit-codes.js';
 import { CLI, errorLines, expectOneLine, listDir, longMergeInputs, mergeArgs, runCli, type CliResult } from './helpers/cli.js';
 import { canDropPrivileges, canMount, runCliUnprivileged, runCliWithMounts } from './helpers/cli-faults.js';
 import { buildSafetensors, decodeSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
@@ -91,6 +93,35 @@ describe('signals and pipes', () => {
       expect(errorLines(stderr)).toEqual(['error: merge cancelled']);
       expect(stderr).not.toMatch(/\n\s+at |internal error/);
       expect(listDir(outDir)).toEqual([]);
+    }
+  });
+
+  it('handleCancelSignals: while a cancellable part runs every signal aborts it and none exits; after it, one exits with the code', async () => {
+    // process.emit calls the listeners as a delivered signal would, deterministically.
+    const before = new Map(CANCEL_SIGNALS.map((s) => [s, process.listeners(s)]));
+    const exits: number[] = [];
+    let finished: number | undefined;
+    handleCancelSignals((code) => exits.push(code), () => finished ?? EXIT_CANCELLED);
+    try {
+      let release!: () => void;
+      let seen: AbortSignal | undefined;
+      const part = cancellable(async (signal) => {
+        seen = signal;
+        await new Promise<void>((resolve) => (release = resolve)); // the cleanup, still running
+        return 'cleaned up';
+      });
+      for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGINT'] as const) process.emit(s);
+      expect(seen?.aborted).toBe(true);
+      expect(exits).toEqual([]);
+      release();
+      expect(await part).toBe('cleaned up');
+      process.emit('SIGINT');
+      expect(exits).toEqual([130]);
+      finished = 0;
+      process.emit('SIGHUP');
+      expect(exits).toEqual([130, 0]);
+    } finally {
+      for (const s of CANCEL_SIGNALS) for (const l of process.listeners(s)) if (!before.get(s)!.includes(l)) process.off(s, l);
     }
   });
 
