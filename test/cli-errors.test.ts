@@ -5,7 +5,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { errorLines, listDir, longMergeInputs, runCli, runCliActingAtStart } from './helpers/cli.js';
+import { parseCommandLine } from '../src/cli/args.js';
+import { errorLines, expectOneLine, listDir, longMergeInputs, runCli, runCliActingAtStart } from './helpers/cli.js';
 import { buildRawSafetensors, buildSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
 const temp = tempDirs();
@@ -204,6 +205,49 @@ describe('usage', () => {
     const positional = await runCli(['inspect', '--', '--help']);
     expect(positional.code).not.toBe(0);
     expect(errorLines(positional.stderr)[0]).toMatch(/--help/);
+  });
+
+  it('refuses a negative or malformed number for every numeric option in one line naming the option and its range, exit 2', async () => {
+    // A value starting with "-" was Node's parseArgs refusal: "Option '--seed' argument is ambiguous."
+    // And Number() took "0x1" as a density of 1.
+    const combine = ['combine', '--adapter', 'a', '--method', 'ties', '--out', 'o'];
+    const cases: [string[], string][] = [
+      [[...combine, '--density', '0.5', '--seed', '-1'], '--seed must be an integer from 0 to 9007199254740991, not "-1"'],
+      [[...combine, '--density', '0.5', '--seed', '1.5'], '--seed must be an integer from 0 to 9007199254740991, not "1.5"'],
+      [[...combine, '--density', '0.5', '--seed', '9007199254740992'], '--seed must be an integer from 0 to 9007199254740991, not "9007199254740992"'],
+      [[...combine, '--density', '-0.5'], '--density must be a number in (0, 1], not "-0.5"'],
+      [[...combine, '--density', '0x1'], '--density must be a number in (0, 1], not "0x1"'],
+      [[...combine, '--density', '0.5', '--rank', '-2'], '--rank must be a positive integer, not "-2"'],
+      [[...combine, '--density', '0.5', '--clamp-quantile', '-1e-3'], '--clamp-quantile must be a number in (0, 1], not "-1e-3"'],
+      [['resize', '--adapter', 'a', '--rank', '-3', '--out', 'o'], '--rank must be a positive integer, not "-3"'],
+      [['resize', '--adapter', 'a', '--sv-ratio', '-3', '--out', 'o'], '--sv-ratio must be a number above 0, not "-3"'],
+      [['resize', '--adapter', 'a', '--sv-ratio', '0b11', '--out', 'o'], '--sv-ratio must be a number above 0, not "0b11"'],
+      [['resize', '--adapter', 'a', '--sv-fro', '-.5', '--out', 'o'], '--sv-fro must be a number in (0, 1], not "-.5"'],
+      [['resize', '--adapter', 'a', '--sv-cumulative', '-1', '--out', 'o'], '--sv-cumulative must be a number in (0, 1], not "-1"'],
+      [['extract', '--base', 'b', '--tuned', 't', '--rank', '-8', '--out', 'o'], '--rank must be a positive integer, not "-8"'],
+      [['extract', '--base', 'b', '--tuned', 't', '--energy', '-0.1', '--out', 'o'], '--energy must be a number in (0, 1], not "-0.1"'],
+      [['merge', '--base', 'b', '--adapter', 'a', '--weight', '-inf', '--out', 'o'], '--weight "-inf" for adapter a is not a finite decimal number'],
+      [['combine', '--adapter', 'a', '--weight', '-0x1', '--method', 'cat', '--out', 'o'], '--weight "-0x1" for adapter a is not a finite decimal number'],
+      // No value at all, or another option where the value should be.
+      [[...combine, '--density', '0.5', '--seed'], `--seed needs a value: an integer from 0 to 9007199254740991`],
+      [['resize', '--adapter', 'a', '--rank', '--out', 'o'], '--rank needs a value (a positive integer) before --out'],
+      [['merge', '--base', 'b', '--adapter', 'a', '--weight', '--out', 'o'], '--weight needs a value (a finite decimal number, negative to subtract) before --out'],
+      [['sample', '--backend'], '--backend needs a value: auto, webgpu or cpu'],
+    ];
+    for (const [args, message] of cases) {
+      const run = await runCli(args);
+      expect(run.code, `${args.join(' ')}: ${run.stderr}`).toBe(2);
+      expectOneLine(run.stderr, new RegExp(`^error: ${message.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(see loramerge --help\\)$`));
+    }
+  });
+
+  it('takes a negative --weight, and any value starting with "-" after an option that takes one', () => {
+    expect(parseCommandLine(['combine', '--adapter', 'a', '--weight', '-0.5', '--adapter', 'b', '--weight', '-2e-1', '--method', 'svd', '--out', '-o']))
+      .toMatchObject({ adapters: [{ path: 'a', weight: -0.5 }, { path: 'b', weight: -0.2 }], out: '-o' });
+    expect(parseCommandLine(['merge', '--base', '-b', '--adapter', 'a', '--weight', '-.25', '--out', 'o']))
+      .toMatchObject({ base: '-b', adapters: [{ path: 'a', weight: -0.25 }] });
+    // A "-" after `--` stays a positional (refused as one).
+    expect(() => parseCommandLine(['resize', '--adapter', 'a', '--rank', '2', '--out', 'o', '--', '-3'])).toThrow('unexpected argument "-3"');
   });
 });
 

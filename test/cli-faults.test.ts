@@ -6,8 +6,10 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { cancellable, handleCancelSignals } from '../src/cli/cancel-signals.js';
+import { CANCEL_SIGNALS, EXIT_CANCELLED } from '../src/cli/exit-codes.js';
 import { CLI, errorLines, expectOneLine, listDir, longMergeInputs, mergeArgs, runCli, type CliResult } from './helpers/cli.js';
 import { canDropPrivileges, canMount, runCliUnprivileged, runCliWithMounts } from './helpers/cli-faults.js';
 import { buildSafetensors, decodeSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
@@ -46,15 +48,21 @@ function prefixed(prefix: string, files: Record<string, string | Uint8Array>): R
 /** A 64 MB base and a rank-16 adapter: a merge long enough to be interrupted. */
 const bigInputs = () => longMergeInputs(temp.make, q, 16);
 
-/** Starts a merge and sends `signal` once `ready(stderr, outDir)` holds. */
-function interrupt(args: string[], outDir: string, signal: NodeJS.Signals, ready: () => boolean): Promise<{ code: number | null; stderr: string }> {
+/**
+ * Starts a merge and sends `signal` once `ready(stderr, outDir)` holds; then, if `again` is given,
+ * those signals in turn every 2 ms until it exits (Ctrl-C pressed again and again).
+ */
+function interrupt(args: string[], outDir: string, signal: NodeJS.Signals, ready: () => boolean, again: NodeJS.Signals[] = []): Promise<{ code: number | null; stderr: string }> {
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  let sent = 0;
   const poll = setInterval(() => {
-    if (stderr.includes('backend:') && ready()) {
+    if (sent > 0 && again.length > 0) child.kill(again[sent++ % again.length]);
+    else if (sent === 0 && stderr.includes('backend:') && ready()) {
       child.kill(signal);
-      clearInterval(poll);
+      sent = 1;
+      if (again.length === 0) clearInterval(poll);
     }
   }, 2);
   return new Promise((resolve) => child.on('exit', (code) => {
@@ -71,6 +79,50 @@ describe('signals and pipes', () => {
     expect(code, stderr).toBe(130);
     expect(errorLines(stderr)).toEqual(['error: merge cancelled']);
     expect(listDir(outDir)).toEqual([]);
+  });
+
+  it('signals that keep coming while it cleans up do not end it early: exit 130, nothing left, not even the lock', async () => {
+    // Each command took its handlers off once its cancelled part had ended; a second signal in the
+    // moments before the exit killed the process by the signal (no exit code), often before the
+    // error line.
+    const { base, adapter } = bigInputs();
+    for (const [out, again] of [['merged.safetensors', ['SIGINT']], ['merged', ['SIGTERM', 'SIGHUP', 'SIGINT']]] as const) {
+      const outDir = temp.make();
+      const { code, stderr } = await interrupt(mergeArgs(out === 'merged' ? dirname(base) : base, adapter, join(outDir, out)), outDir, 'SIGINT', () => true, [...again]);
+      expect(code, stderr).toBe(130);
+      expect(errorLines(stderr)).toEqual(['error: merge cancelled']);
+      expect(stderr).not.toMatch(/\n\s+at |internal error/);
+      expect(listDir(outDir)).toEqual([]);
+    }
+  });
+
+  it('handleCancelSignals: while a cancellable part runs every signal aborts it and none exits; after it, one exits with the code', async () => {
+    // process.emit calls the listeners as a delivered signal would, deterministically.
+    const before = new Map(CANCEL_SIGNALS.map((s) => [s, process.listeners(s)]));
+    const exits: number[] = [];
+    let finished: number | undefined;
+    handleCancelSignals((code) => exits.push(code), () => finished ?? EXIT_CANCELLED);
+    try {
+      let release!: () => void;
+      let seen: AbortSignal | undefined;
+      const part = cancellable(async (signal) => {
+        seen = signal;
+        await new Promise<void>((resolve) => (release = resolve)); // the cleanup, still running
+        return 'cleaned up';
+      });
+      for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGINT'] as const) process.emit(s);
+      expect(seen?.aborted).toBe(true);
+      expect(exits).toEqual([]);
+      release();
+      expect(await part).toBe('cleaned up');
+      process.emit('SIGINT');
+      expect(exits).toEqual([130]);
+      finished = 0;
+      process.emit('SIGHUP');
+      expect(exits).toEqual([130, 0]);
+    } finally {
+      for (const s of CANCEL_SIGNALS) for (const l of process.listeners(s)) if (!before.get(s)!.includes(l)) process.off(s, l);
+    }
   });
 
   it('after SIGKILL mid-write, the next merge into the same place removes the stale temporary', async () => {

@@ -100,6 +100,81 @@ describe('an --out that is an input by another path is refused, and no input cha
     expect(readFileSync(base).equals(Buffer.from(baseBytes))).toBe(true);
     expect(run.listing).toEqual(['merged.safetensors', 'model.safetensors']);
   });
+
+  /** A folder holding a base folder (`model/`) and a PEFT adapter folder (`adapter/`), and an empty `mnt/` beside it. */
+  function inputsFolder(): { top: string; inputs: string; base: string; adapter: string; mnt: string } {
+    const top = temp.make({
+      'inputs/model/model.safetensors': baseBytes, 'inputs/model/config.json': '{"model_type": "llama"}',
+      'inputs/adapter/adapter_config.json': adapterConfig, 'inputs/adapter/adapter_model.safetensors': adapterWeights,
+    });
+    mkdirSync(join(top, 'mnt'));
+    const inputs = join(top, 'inputs');
+    return { top, inputs, base: join(inputs, 'model'), adapter: join(inputs, 'adapter'), mnt: join(top, 'mnt') };
+  }
+
+  it.skipIf(!canMount)('a bind mount of a folder holding the inputs, and a path inside an input folder through one', async () => {
+    // `mnt` is `inputs` mounted again: --out mnt --overwrite emptied the mount point entry by entry,
+    // deleting the base and the adapter (exit 0); the paths differ and mnt's device and inode were
+    // compared only with the inputs themselves, not with the folders holding them.
+    const { inputs, base, adapter, mnt } = inputsFolder();
+    const before = contents(inputs);
+    const mount = `mount --bind '${inputs}' '${mnt}'`;
+    const merged = await runCliWithMounts(mount, mergeArgs(base, adapter, mnt, '--overwrite'), mnt);
+    expect(merged.code, merged.stderr).toBe(2);
+    expectOneLine(merged.stderr, new RegExp(`^error: ${mnt}: is folder ${inputs} under another path \\(a bind mount\\), which holds input ${base}; choose another output path$`));
+    expect(contents(inputs)).toEqual(before);
+    // resize writes a PEFT folder: the same rule.
+    const resized = await runCliWithMounts(mount, ['resize', '--adapter', adapter, '--rank', '1', '--out', mnt, '--backend', 'cpu', '--overwrite'], mnt);
+    expect(resized.code, resized.stderr).toBe(2);
+    expectOneLine(resized.stderr, new RegExp(`^error: ${mnt}: is folder ${inputs} under another path \\(a bind mount\\), which holds input ${adapter}; choose another output path$`));
+    // Into the adapter folder through the mount: a path inside an input folder, as by path.
+    const inside = join(mnt, 'adapter', 'merged');
+    const into = await runCliWithMounts(mount, mergeArgs(base, adapter, inside), mnt);
+    expect(into.code, into.stderr).toBe(2);
+    expectOneLine(into.stderr, new RegExp(`^error: ${inside}: would be written inside input ${adapter} \\(${mnt}/adapter is that folder under another path, a bind mount\\); choose another output path$`));
+    expect(contents(inputs)).toEqual(before);
+    // The base's own name in a mount of its folder, --out DIR/ included: the base itself.
+    for (const out of [join(mnt, 'model', 'model.safetensors'), join(mnt, 'model') + '/']) {
+      const same = await runCliWithMounts(mount, mergeArgs(join(base, 'model.safetensors'), adapter, out), mnt);
+      expect(same.code, same.stderr).toBe(2);
+      expectOneLine(same.stderr, new RegExp(`^error: ${out}: is input ${base}/model\\.safetensors under another name \\(a hard link or a bind mount\\); choose another output path$`));
+    }
+    expect(contents(inputs)).toEqual(before);
+    // A Hugging Face snapshot's blob store mounted elsewhere: a folder holding the files the
+    // snapshot's links lead to, though no input path names it.
+    const repo = temp.make({ 'blobs/3f2a9c': baseBytes, 'blobs/77b1e0': '{"model_type": "llama"}' });
+    const snapshot = join(repo, 'snapshots', '0123abcd');
+    mkdirSync(snapshot, { recursive: true });
+    symlinkSync('../../blobs/3f2a9c', join(snapshot, 'model.safetensors'));
+    symlinkSync('../../blobs/77b1e0', join(snapshot, 'config.json'));
+    const blobs = contents(join(repo, 'blobs'));
+    const store = await runCliWithMounts(`mount --bind '${join(repo, 'blobs')}' '${mnt}'`, mergeArgs(snapshot, adapter, mnt, '--overwrite'), mnt);
+    expect(store.code, store.stderr).toBe(2);
+    expectOneLine(store.stderr, new RegExp(`^error: ${mnt}: is folder ${repo}/blobs under another path \\(a bind mount\\), which holds input ${snapshot}/(config\\.json|model\\.safetensors); choose another output path$`));
+    expect(contents(join(repo, 'blobs'))).toEqual(blobs);
+    // A new file beside the input folders is no input's: written.
+    const beside = await runCliWithMounts(mount, mergeArgs(join(base, 'model.safetensors'), adapter, join(mnt, 'merged.safetensors')), mnt);
+    expect(beside.code, beside.stderr).toBe(0);
+    expect(beside.listing).toEqual(['adapter', 'merged.safetensors', 'model']);
+  });
+
+  it('a symbolic link to a folder holding the inputs, or into an input folder', async () => {
+    const { top, inputs, base, adapter } = inputsFolder();
+    const before = contents(inputs);
+    const link = join(top, 'link');
+    symlinkSync(inputs, link);
+    const cases: [string[], string][] = [
+      [mergeArgs(base, adapter, link, '--overwrite'), `${link}: output would overwrite input ${base}`],
+      [mergeArgs(base, adapter, join(link, 'adapter', 'merged')), `${join(link, 'adapter', 'merged')}: output would overwrite input ${adapter}`],
+      [['resize', '--adapter', join(link, 'adapter'), '--rank', '1', '--out', inputs, '--backend', 'cpu', '--overwrite'], `${inputs}: output would overwrite input ${join(link, 'adapter')}`],
+    ];
+    for (const [args, message] of cases) {
+      const run = await runCli(args);
+      expect(run.code, run.stderr).toBe(2);
+      expectOneLine(run.stderr, new RegExp(`^error: ${message.replace(/[.*+?^$()|[\]\\]/g, '\\$&')}; choose another output path$`));
+    }
+    expect(contents(inputs)).toEqual(before);
+  });
 });
 
 /** A base and a fine-tuned copy of it, four 1024 × 1024 q_proj weights each: an extract that runs a moment. */
@@ -144,6 +219,21 @@ describe('combine, resize and extract', () => {
         if (!sent && stderr.includes('backend:')) sent = child.kill('SIGHUP');
       });
       const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      expect(code, stderr).toBe(130);
+      expect(errorLines(stderr)).toEqual(['error: extract cancelled']);
+      expect(listDir(outDir)).toEqual([]);
+    }
+  });
+
+  it('a second signal while the cancelled extract cleans up does not end it early: exit 130, nothing left', async () => {
+    // The handlers came off when the cancelled part ended; a signal before the exit killed the process.
+    const inputs = extractInputs();
+    for (const out of ['extracted', 'extracted.safetensors']) {
+      const outDir = temp.make();
+      const { code, stderr } = await runCliActingAtStart(extractArgs(inputs, join(outDir, out)), (child) => {
+        child.kill('SIGHUP');
+        const again = setInterval(() => (child.exitCode === null && child.signalCode === null ? child.kill('SIGINT') : clearInterval(again)), 2);
+      });
       expect(code, stderr).toBe(130);
       expect(errorLines(stderr)).toEqual(['error: extract cancelled']);
       expect(listDir(outDir)).toEqual([]);

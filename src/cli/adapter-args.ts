@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import type { MajoritySign } from '../algebra/merge-rules.js';
 import type { RankRule } from '../algebra/rank-rules.js';
 import type { CombineMethod } from '../adapter-ops/combine.js';
-import { bindNegativeWeights, parseBackend, parseOrExplain, usageError, weighLastAdapter, type AdapterArg, type BackendChoice } from './args.js';
+import { bindOptionValues, parseBackend, parseOrExplain, plainDecimal, usageError, weighLastAdapter, type AdapterArg, type BackendChoice } from './args.js';
 
 export interface CombineCommand {
   command: 'combine';
@@ -51,17 +51,56 @@ export const ADAPTER_USAGE = `  loramerge combine --adapter PATH [--weight W] [-
 
 const METHODS: readonly CombineMethod[] = ['cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune'];
 
-function positiveInteger(name: string, value: string): number {
+/**
+ * What --weight takes, for its refusals (merge's too: args.ts imports this module, so a constant of
+ * its own would not be set yet when this one's tables are built).
+ */
+export const WEIGHT_VALUES = 'a finite decimal number, negative to subtract';
+
+/** The numbers these commands take, each with its allowed range as every refusal of it says it. */
+const RANGES = {
+  rank: 'a positive integer',
+  seed: `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`,
+  fraction: 'a number in (0, 1]',
+  svRatio: 'a number above 0',
+} as const;
+
+/** What each value-taking option takes (see bindOptionValues). */
+const VALUES: Readonly<Record<string, string>> = {
+  adapter: 'an adapter file or folder',
+  weight: WEIGHT_VALUES,
+  method: METHODS.join(', '),
+  rank: RANGES.rank,
+  density: RANGES.fraction,
+  'majority-sign': 'total or frequency',
+  seed: RANGES.seed,
+  'clamp-quantile': RANGES.fraction,
+  'sv-ratio': RANGES.svRatio,
+  'sv-fro': RANGES.fraction,
+  'sv-cumulative': RANGES.fraction,
+  base: 'a model file or folder',
+  tuned: 'a model file or folder',
+  energy: RANGES.fraction,
+  out: 'the output file or folder',
+  backend: 'auto, webgpu or cpu',
+};
+
+function outOfRange(name: string, range: string, value: string): Error {
+  return usageError(`--${name} must be ${range}, not "${value}"`);
+}
+
+/** Digits only, as a rank or seed is written: no sign, exponent, blanks or hex. */
+function wholeNumber(name: string, value: string, min: number, range: string): number {
   const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) throw usageError(`--${name} must be a positive integer, not "${value}"`);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min) throw outOfRange(name, range, value);
   return n;
 }
 
-function fraction(name: string, value: string, { allowZero = false, max = 1 } = {}): number {
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || n > max || n < 0 || (!allowZero && n === 0)) {
-    throw usageError(`--${name} must be a number in ${allowZero ? '[' : '('}0, ${max}], not "${value}"`);
-  }
+const positiveInteger = (name: string, value: string) => wholeNumber(name, value, 1, RANGES.rank);
+
+function fraction(name: string, value: string): number {
+  const n = plainDecimal(value);
+  if (n === undefined || n <= 0 || n > 1) throw outOfRange(name, RANGES.fraction, value);
   return n;
 }
 
@@ -79,7 +118,7 @@ function once<T>(current: T | undefined, name: string, value: T): T {
 
 export function parseCombine(rawArgs: string[]): CombineCommand {
   const { tokens, positionals } = parseOrExplain(() => parseArgs({
-    args: bindNegativeWeights(rawArgs), allowPositionals: true, strict: true, tokens: true,
+    args: bindOptionValues(rawArgs, VALUES), allowPositionals: true, strict: true, tokens: true,
     options: {
       ...common,
       adapter: { type: 'string', multiple: true },
@@ -115,12 +154,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
         if (value !== 'total' && value !== 'frequency') throw usageError(`--majority-sign must be total or frequency, not "${value}"`);
         majority = once(majority, 'majority-sign', value);
         break;
-      case 'seed': {
-        const n = Number(value);
-        if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) throw usageError(`--seed must be a non-negative integer, not "${value}"`);
-        seed = once(seed, 'seed', n);
-        break;
-      }
+      case 'seed': seed = once(seed, 'seed', wholeNumber('seed', value, 0, RANGES.seed)); break;
       case 'clamp-quantile': clamp = once(clamp, 'clamp-quantile', fraction('clamp-quantile', value)); break;
       case 'out': out = once(out, 'out', value); break;
       case 'backend': backend = once(backend, 'backend', parseBackend(value)); break;
@@ -141,7 +175,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
 
 export function parseResize(args: string[]): ResizeCommand {
   const { values, positionals } = parseOrExplain(() => parseArgs({
-    args, allowPositionals: true, strict: true,
+    args: bindOptionValues(args, VALUES), allowPositionals: true, strict: true,
     options: {
       ...common,
       adapter: { type: 'string', multiple: true },
@@ -156,8 +190,8 @@ export function parseResize(args: string[]): ResizeCommand {
   const rules: RankRule[] = [];
   for (const v of values.rank ?? []) rules.push({ kind: 'rank', rank: positiveInteger('rank', v) });
   for (const v of values['sv-ratio'] ?? []) {
-    const x = Number(v);
-    if (v.trim() === '' || !Number.isFinite(x) || x <= 0) throw usageError(`--sv-ratio must be a positive number, not "${v}"`);
+    const x = plainDecimal(v);
+    if (x === undefined || x <= 0) throw outOfRange('sv-ratio', RANGES.svRatio, v);
     rules.push({ kind: 'sv_ratio', value: x });
   }
   for (const v of values['sv-fro'] ?? []) rules.push({ kind: 'sv_fro', value: fraction('sv-fro', v) });
@@ -171,7 +205,7 @@ export function parseResize(args: string[]): ResizeCommand {
 
 export function parseExtract(args: string[]): ExtractCommand {
   const { values, positionals } = parseOrExplain(() => parseArgs({
-    args, allowPositionals: true, strict: true,
+    args: bindOptionValues(args, VALUES), allowPositionals: true, strict: true,
     options: {
       ...common,
       base: { type: 'string', multiple: true },

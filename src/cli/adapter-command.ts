@@ -11,7 +11,7 @@ import { resizeAdapter } from '../adapter-ops/resize.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import { createNodeAlgebra } from '../algebra/node-algebra.js';
 import { isMergeError, MergeError } from '../errors.js';
-import { CANCEL_SIGNALS } from './exit-codes.js';
+import { cancellable } from './cancel-signals.js';
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import type { BaseModel } from '../formats/base-model.js';
@@ -106,40 +106,39 @@ async function produce(
   make: (backend: AlgebraBackend, run: { signal: AbortSignal; onProgress: ProgressListener }) => Promise<OpResult>,
 ): Promise<number> {
   const format = outputFormatFor(cmd.out);
-  const output = await createNodeOutputTarget(cmd.out, format === 'kohya' ? 'file' : 'folder', [...inputs.paths, ...inputs.files], {
-    overwrite: cmd.overwrite,
-    beforeCommit: () => inputs.stamps.verify(),
+  // From the lock on, a signal cancels; none ends the process before the output is gone (cancel-signals.ts).
+  return cancellable(async (signal) => {
+    const output = await createNodeOutputTarget(cmd.out, format === 'kohya' ? 'file' : 'folder', [...inputs.paths, ...inputs.files], {
+      overwrite: cmd.overwrite,
+      beforeCommit: () => inputs.stamps.verify(),
+    });
+    const progress = createProgressDisplay();
+    let backend: AlgebraBackend | undefined;
+    try {
+      backend = await createNodeAlgebra(cmd.backend);
+      log(`backend: ${backend.description}`);
+      const started = performance.now();
+      const result = await make(backend, { signal, onProgress: (e) => progress.update(e) });
+      progress.stop();
+      for (const w of result.warnings) log(`warning: ${oneLine(w)}`);
+      if (signal.aborted) throw new MergeError('ABORTED', `${cmd.command} cancelled`);
+      await writeAdapter(output, result.adapter);
+      await output.commit();
+      printReport(result);
+      const seconds = (performance.now() - started) / 1000;
+      const { modules, whole } = result.adapter;
+      log(`wrote ${modules.length} LoRA module${modules.length === 1 ? '' : 's'}${whole.length ? ` and ${whole.length} whole tensor${whole.length === 1 ? '' : 's'}` : ''} to ${cmd.out} (${format === 'kohya' ? 'kohya file' : 'PEFT folder'}) in ${seconds.toFixed(2)} s`);
+      return 0;
+    } catch (e) {
+      await output.abort();
+      // The steps below say "merge cancelled"; name the command that was.
+      if (isMergeError(e) && e.code === 'ABORTED') throw new MergeError('ABORTED', `${cmd.command} cancelled`, { cause: e });
+      throw e;
+    } finally {
+      progress.stop();
+      backend?.dispose();
+    }
   });
-  const controller = new AbortController();
-  const onSignal = () => controller.abort();
-  for (const signal of CANCEL_SIGNALS) process.on(signal, onSignal);
-  const progress = createProgressDisplay();
-  let backend: AlgebraBackend | undefined;
-  try {
-    backend = await createNodeAlgebra(cmd.backend);
-    log(`backend: ${backend.description}`);
-    const started = performance.now();
-    const result = await make(backend, { signal: controller.signal, onProgress: (e) => progress.update(e) });
-    progress.stop();
-    for (const w of result.warnings) log(`warning: ${oneLine(w)}`);
-    if (controller.signal.aborted) throw new MergeError('ABORTED', `${cmd.command} cancelled`);
-    await writeAdapter(output, result.adapter);
-    await output.commit();
-    printReport(result);
-    const seconds = (performance.now() - started) / 1000;
-    const { modules, whole } = result.adapter;
-    log(`wrote ${modules.length} LoRA module${modules.length === 1 ? '' : 's'}${whole.length ? ` and ${whole.length} whole tensor${whole.length === 1 ? '' : 's'}` : ''} to ${cmd.out} (${format === 'kohya' ? 'kohya file' : 'PEFT folder'}) in ${seconds.toFixed(2)} s`);
-    return 0;
-  } catch (e) {
-    await output.abort();
-    // The steps below say "merge cancelled"; name the command that was.
-    if (isMergeError(e) && e.code === 'ABORTED') throw new MergeError('ABORTED', `${cmd.command} cancelled`, { cause: e });
-    throw e;
-  } finally {
-    progress.stop();
-    backend?.dispose();
-    for (const signal of CANCEL_SIGNALS) process.off(signal, onSignal);
-  }
 }
 
 /**

@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { MergeError } from '../errors.js';
 
 import type { BackendChoice } from '../engine/backend-choice.js';
-import { ADAPTER_USAGE, parseCombine, parseExtract, parseResize, type CombineCommand, type ExtractCommand, type ResizeCommand } from './adapter-args.js';
+import { ADAPTER_USAGE, WEIGHT_VALUES, parseCombine, parseExtract, parseResize, type CombineCommand, type ExtractCommand, type ResizeCommand } from './adapter-args.js';
 export type { BackendChoice };
 
 export interface MergeCommand {
@@ -73,12 +73,48 @@ export function parseBackend(value: string): BackendChoice {
 /** A plain decimal, optionally with an exponent: no hex (0x10), octal, binary, Infinity or blanks. */
 const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
+/** `value` as a plain decimal (see DECIMAL), or undefined: Number() alone takes "0x10", " 2" and "". */
+export function plainDecimal(value: string): number | undefined {
+  const n = Number(value);
+  return DECIMAL.test(value) && Number.isFinite(n) ? n : undefined;
+}
+
 export function parseWeight(value: string, adapter: string | undefined): number {
-  const weight = Number(value);
-  if (!DECIMAL.test(value) || !Number.isFinite(weight)) {
+  const weight = plainDecimal(value);
+  if (weight === undefined) {
     throw usageError(`--weight "${value}"${adapter ? ` for adapter ${adapter}` : ''} is not a finite decimal number`);
   }
   return weight;
+}
+
+/**
+ * Binds each value-taking option to the argument after it, before parseArgs reads them. parseArgs
+ * takes an argument that starts with "-" for an option and refuses the pair in its own words
+ * (`--seed -1`: "Option '--seed' argument is ambiguous"), so a negative number never reached the
+ * option's own check, which names the allowed range, nor worked where negatives mean something
+ * (`--weight -0.5`). Bound as `--seed=-1`, it does; the commands have no short options to take it
+ * for (-h is read before). An option followed by nothing or by another `--option` is refused here,
+ * naming what it takes (`--out=--odd-name` still gives a value that starts with "--").
+ * `takes`: each value-taking option's name and what its value is, for that refusal.
+ */
+export function bindOptionValues(args: readonly string[], takes: Readonly<Record<string, string>>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    out.push(arg);
+    if (arg === '--') return out.concat(args.slice(i + 1));
+    const name = arg.startsWith('--') ? arg.slice(2) : undefined;
+    if (name === undefined || !Object.hasOwn(takes, name)) continue;
+    const next = args[i + 1];
+    if (next === undefined || next.startsWith('--')) {
+      throw usageError(next === undefined ? `--${name} needs a value: ${takes[name]}` : `--${name} needs a value (${takes[name]}) before ${next}`);
+    }
+    if (next.startsWith('-')) {
+      out[out.length - 1] = `${arg}=${next}`;
+      i++;
+    }
+  }
+  return out;
 }
 
 /** An --adapter as given, with the --weight that followed it (1 where none did). */
@@ -117,32 +153,28 @@ function asksForHelp(args: string[]): boolean {
   return (end < 0 ? args : args.slice(0, end)).some((arg) => arg === '--help' || arg === '-h');
 }
 
-/** parseArgs messages are already one readable line; make them usage errors. */
+/** parseArgs messages are already one readable line; make them usage errors (ours stay as they are). */
 export function parseOrExplain<T>(run: () => T): T {
   try {
     return run();
   } catch (e) {
+    if (e instanceof MergeError) throw e;
     throw usageError((e as Error).message.split('\n')[0]);
   }
 }
 
-/** `--weight -0.5`: parseArgs would read the negative number as an option; bind it explicitly. */
-export function bindNegativeWeights(args: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const next = args[i + 1];
-    if (args[i] === '--weight' && next !== undefined && /^-(\d|\.\d|Infinity|inf)/i.test(next)) {
-      out.push(`--weight=${next}`);
-      i++;
-    } else {
-      out.push(args[i]);
-    }
-  }
-  return out;
-}
+/** What each of merge's value-taking options takes (see bindOptionValues). */
+const MERGE_VALUES: Readonly<Record<string, string>> = {
+  base: 'a model file or folder',
+  adapter: 'an adapter file or folder',
+  weight: WEIGHT_VALUES,
+  out: 'the output file or folder',
+  dtype: 'a type name (f16, bf16, q4_k, …)',
+  backend: 'auto, webgpu or cpu',
+};
 
 function parseMerge(rawArgs: string[]): MergeCommand {
-  const args = bindNegativeWeights(rawArgs);
+  const args = bindOptionValues(rawArgs, MERGE_VALUES);
   const { tokens, positionals } = parseOrExplain(() =>
     parseArgs({
       args,
@@ -234,7 +266,7 @@ function parseInspect(args: string[]): InspectCommand {
 
 function parseSample(args: string[]): SampleCommand {
   const { positionals, values } = parseOrExplain(() =>
-    parseArgs({ args, allowPositionals: true, strict: true, options: { backend: { type: 'string', multiple: true } } }),
+    parseArgs({ args: bindOptionValues(args, { backend: MERGE_VALUES.backend }), allowPositionals: true, strict: true, options: { backend: { type: 'string', multiple: true } } }),
   );
   if (positionals.length > 1) throw usageError('sample takes at most one DIR');
   if ((values.backend?.length ?? 0) > 1) throw usageError('--backend given twice');

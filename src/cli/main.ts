@@ -2,7 +2,10 @@
  * `loramerge` on Node: run the command line and exit with its code. Set LORAMERGE_DEBUG=1 to see
  * stack traces.
  */
+import { handleCancelSignals } from './cancel-signals.js';
+import { EXIT_CANCELLED } from './exit-codes.js';
 import { runCommandLine } from './run-cli.js';
+import { stderrLine } from './terminal-text.js';
 
 // `loramerge inspect X | head -1`: a reader that goes away is not an error worth a stack trace.
 // Whatever is left to print is dropped; the command itself runs to its end.
@@ -23,7 +26,19 @@ function drained(stream: NodeJS.WriteStream): Promise<void> {
   return new Promise((resolve) => stream.write('', () => resolve())); // called in order, after the rest; with an error too
 }
 
+// From the start: a Ctrl-C before any output exists ends the process with our code too, and one
+// after the command finished (while its output drains) with the command's own.
+let finished: number | undefined;
+const commandName = ['merge', 'combine', 'resize', 'extract', 'sample', 'inspect'].includes(process.argv[2]) ? process.argv[2] : 'command';
+handleCancelSignals((code) => {
+  // Before the command printed its outcome (no output yet, or its cleanup just done): say it here,
+  // so that a cancel is always one line.
+  if (finished === undefined) stderrLine(`error: ${commandName} cancelled`);
+  process.exit(code);
+}, () => finished ?? EXIT_CANCELLED);
+
 runCommandLine(process.argv.slice(2)).then(async (code) => {
+  finished = code;
   await Promise.all([drained(process.stdout), drained(process.stderr)]);
   // Dawn keeps the process alive while its GPU object lives: exit explicitly.
   process.exit(code);

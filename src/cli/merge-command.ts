@@ -2,7 +2,7 @@
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { MergeError } from '../errors.js';
-import { CANCEL_SIGNALS } from './exit-codes.js';
+import { cancellable } from './cancel-signals.js';
 import { stampInputFiles } from '../io/input-stamps.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
 import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
@@ -53,11 +53,9 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
     assertPlanValid(prepared.plan);
     log(describePlan(prepared, false));
 
-    // Every Ctrl-C (or SIGTERM, SIGHUP) during the merge cancels it; none kills it mid-write.
-    const controller = new AbortController();
-    const onSignal = () => controller.abort();
-    for (const signal of CANCEL_SIGNALS) process.on(signal, onSignal);
-    try {
+    // Every Ctrl-C (or SIGTERM, SIGHUP) from here on cancels the merge; none ends the process before
+    // the output and its lock are gone (cancel-signals.ts).
+    return await cancellable(async (signal) => {
       const output = await createNodeOutputTarget(cmd.out, baseInfo.isDirectory() || split ? 'folder' : 'file', [
         ...(split ? nodeInputFilePaths(baseFiles) : [cmd.base]),
         ...cmd.adapters.map((a) => a.path),
@@ -85,7 +83,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
           outDtype: cmd.dtype,
           dtypeMergedOnly: cmd.dtypeMergedOnly,
           ...(io.slabBytes ? { slabBytes: io.slabBytes } : {}),
-          signal: controller.signal,
+          signal,
           onProgress: (e) => progress.update(e),
           onWarning: (message) => {
             progress.stop();
@@ -103,9 +101,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
         progress.stop();
         backend.dispose();
       }
-    } finally {
-      for (const signal of CANCEL_SIGNALS) process.off(signal, onSignal);
-    }
+    });
   } finally {
     await prepared.close();
   }

@@ -15,10 +15,13 @@
  *   - a mount point cannot be renamed over: a folder is filled in place (files still appear only on
  *     commit, each by rename), a file's new content is copied into it on commit.
  *   - never the current folder or one that contains it, an input, a path inside an input folder, or
- *     a folder containing an input or a file an input folder links to (paths compared after
- *     resolving links), nor an input under another name (a hard link or bind mount of it).
+ *     a folder containing an input or a file an input folder links to: paths compared after
+ *     resolving links, then folders and files by device and inode, so that an input, a folder
+ *     holding one or an input folder reached under another path (a hard link, a bind mount) is
+ *     refused as well.
  * Every filesystem failure is one line naming --out, what went wrong and what to do (fs-errors.ts).
  */
+import type { BigIntStats } from 'node:fs';
 import { copyFile, lstat, mkdir, open, readdir, readlink, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { MergeError } from '../errors.js';
@@ -148,9 +151,12 @@ async function realOutputPath(out: string): Promise<string> {
 /**
  * `inputs` should hold each input file as well as the paths given: a folder's files may be links to
  * elsewhere (a Hugging Face snapshot links into its blob store), so the folder's path alone does not
- * say what --out may replace. An existing --out is also compared by device and inode: a bind mount
- * or hard link of an input has another path but is the same file, and a mount point is written
- * through.
+ * say what --out may replace. Paths are compared after resolving links; then by device and inode,
+ * which a bind mount (or a second mount of the same file system) keeps under another path, so the
+ * same three rules hold by identity too: --out may not be an input (a hard link or bind mount of
+ * one), a folder that holds one at any depth (replaced whole with --overwrite, or on a mount point
+ * emptied entry by entry: every input under it would go, not only one under a name the output
+ * writes), or lie inside an input folder.
  */
 async function refuseInputOverlap(outName: string, out: string, realOut: string, inputs: readonly string[]): Promise<void> {
   const outId = await stat(out, { bigint: true }).catch(() => undefined);
@@ -164,6 +170,51 @@ async function refuseInputOverlap(outName: string, out: string, realOut: string,
     if (inId && inId.dev === outId.dev && inId.ino === outId.ino) {
       throw new MergeError('OUTPUT_IS_INPUT', `${outName}: is input ${input} under another name (a hard link or a bind mount); choose another output path`);
     }
+  }
+  const ids = new IdentityCache();
+  if (outId?.isDirectory()) {
+    // Every folder above each input, by identity: a match is a folder holding that input.
+    for (const input of inputs) {
+      const realIn = await realpath(input).catch(() => resolve(input));
+      for (let folder = dirname(realIn); ; folder = dirname(folder)) {
+        if (await ids.same(folder, outId)) {
+          throw new MergeError('OUTPUT_IS_INPUT', `${outName}: is folder ${folder} under another path (a bind mount), which holds input ${input}; choose another output path`);
+        }
+        if (dirname(folder) === folder) break;
+      }
+    }
+  }
+  // Every folder above --out against each input folder: a match puts the output inside that input.
+  const inputFolders: { input: string; id: BigIntStats }[] = [];
+  for (const input of inputs) {
+    const id = await ids.of(input);
+    if (id?.isDirectory()) inputFolders.push({ input, id });
+  }
+  if (inputFolders.length === 0) return;
+  for (let folder = dirname(realOut); ; folder = dirname(folder)) {
+    for (const { input, id } of inputFolders) {
+      if (await ids.same(folder, id)) {
+        throw new MergeError('OUTPUT_IS_INPUT', `${outName}: would be written inside input ${input} (${folder} is that folder under another path, a bind mount); choose another output path`);
+      }
+    }
+    if (dirname(folder) === folder) break;
+  }
+}
+
+/** stat() of paths, each asked once (many inputs share their folders); undefined where it fails. */
+class IdentityCache {
+  private readonly known = new Map<string, Promise<BigIntStats | undefined>>();
+
+  of(path: string): Promise<BigIntStats | undefined> {
+    let id = this.known.get(path);
+    if (!id) this.known.set(path, id = stat(path, { bigint: true }).catch(() => undefined));
+    return id;
+  }
+
+  async same(path: string, other: BigIntStats): Promise<boolean> {
+    const id = await this.of(path);
+    // An inode number of 0 is no identity (some file systems report it for every file).
+    return !!id && id.ino !== 0n && id.dev === other.dev && id.ino === other.ino;
   }
 }
 
