@@ -68,7 +68,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
       });
       let backend;
       try {
-        backend = await createNodeBackend(cmd.backend, { calibrationDtype: dominantUpdateDtype(prepared) });
+        backend = await createNodeBackend(cmd.backend, { calibrationDtype: dominantUpdateDtype(prepared), threads: cmd.threads });
       } catch (e) {
         await output.abort();
         throw e;

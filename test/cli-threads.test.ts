@@ -1,0 +1,78 @@
+/**
+ * `merge --threads N`: the CPU merge on N threads (the calling one included), reported in the
+ * backend line, with the same exact result; a count that is not an integer from 1 to 1024 is one
+ * usage line.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseCommandLine } from '../src/cli/args.js';
+import { expectOneLine, mergeArgs, runCli } from './helpers/cli.js';
+import { buildSafetensors, decodeSafetensors, roundForDType, randomValues, seededRandom, tempDirs } from './helpers/fixtures.js';
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+// A Llama-style q_proj big enough to be cut into row pieces for the worker threads.
+const rows = 320;
+const cols = 256;
+const rank = 4;
+const alpha = 8;
+const rand = seededRandom(41);
+const w = randomValues(rows * cols, rand).map((x) => roundForDType(x, 'F16'));
+const a = randomValues(rank * cols, rand, 0.1).map(Math.fround);
+const b = randomValues(rows * rank, rand, 0.1).map(Math.fround);
+const module = 'model.layers.0.self_attn.q_proj';
+
+/** W + (α/r)·B·A in float64, rounded once to f16. */
+function truth(): Float64Array {
+  const out = new Float64Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) {
+      let s = 0;
+      for (let k = 0; k < rank; k++) s += b[i * rank + k] * a[k * cols + j];
+      out[i * cols + j] = roundForDType(w[i * cols + j] + (alpha / rank) * s, 'F16');
+    }
+  }
+  return out;
+}
+
+describe('merge --threads', () => {
+  it.each([3, 1])('merges on %i thread(s), says so, and every element is the float64 truth rounded once', async (threads) => {
+    const base = join(temp.make({ 'model.safetensors': buildSafetensors([{ name: `${module}.weight`, dtype: 'F16', shape: [rows, cols], data: w }]) }), 'model.safetensors');
+    const adapter = temp.make({
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: alpha, target_modules: ['q_proj'] }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: `base_model.model.${module}.lora_A.weight`, dtype: 'F32', shape: [rank, cols], data: a },
+        { name: `base_model.model.${module}.lora_B.weight`, dtype: 'F32', shape: [rows, rank], data: b },
+      ]),
+    });
+    const out = join(temp.make(), 'merged.safetensors');
+    const run = await runCli(mergeArgs(base, adapter, out, '--threads', String(threads)));
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout + run.stderr).toMatch(new RegExp(`backend: CPU \\(WebAssembly SIMD, ${threads} threads?\\b`));
+    const merged = decodeSafetensors(readFileSync(out)).tensors.get(`${module}.weight`)!;
+    const want = truth();
+    let wrong = 0;
+    for (let i = 0; i < want.length; i++) if (!Object.is(merged.values[i], want[i])) wrong++;
+    expect(wrong).toBe(0);
+  });
+
+  it('takes an integer from 1 to 1024, once', () => {
+    const cmd = parseCommandLine(['merge', '--base', 'm', '--adapter', 'x', '--out', 'o', '--threads', '16']);
+    expect(cmd).toMatchObject({ command: 'merge', threads: 16 });
+    expect(parseCommandLine(['merge', '--base', 'm', '--adapter', 'x', '--out', 'o'])).not.toHaveProperty('threads');
+    for (const bad of ['0', '-2', '1.5', 'eight', '1025', '0x8', ' 4']) {
+      expect(() => parseCommandLine(['merge', '--base', 'm', '--adapter', 'x', '--out', 'o', '--threads', bad]), bad)
+        .toThrow(`--threads must be an integer from 1 to 1024, not "${bad}" (see loramerge --help)`);
+    }
+    expect(() => parseCommandLine(['merge', '--base', 'm', '--adapter', 'x', '--out', 'o', '--threads', '2', '--threads', '4']))
+      .toThrow('--threads given twice');
+  });
+
+  it('refuses a bad count in one line, exit 2, before reading any file', async () => {
+    const run = await runCli(['merge', '--base', '/nonexistent/model.safetensors', '--adapter', '/nonexistent/a', '--out', '/nonexistent/o', '--threads', '-1']);
+    expect(run.code).toBe(2);
+    expectOneLine(run.stderr, /^error: --threads must be an integer from 1 to 1024, not "-1" \(see loramerge --help\)$/);
+  });
+});
