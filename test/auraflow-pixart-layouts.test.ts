@@ -23,7 +23,7 @@ import { auraflow } from '../src/formats/layouts/auraflow.js';
 import { pixart } from '../src/formats/layouts/pixart.js';
 import { hunyuanDit } from '../src/formats/layouts/hunyuan-dit.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { loraTensors, rowsAt, rowsFrom, swappedHalves, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { loraTensors, rowsAt, rowsFrom, swappedHalves, type LoraSpec, peftSpec, DIFFUSERS_LORA_METADATA } from './helpers/diffusion-fixtures.js';
 import {
   AURAFLOW, HUNYUAN_DIT, PIXART, auraflowDiffusersTensors, auraflowOriginalTensors, hunyuanDitDiffusersTensors, hunyuanDitOriginalTensors,
   pixartDiffusersTensors, pixartOriginalTensors,
@@ -42,15 +42,7 @@ function kohya(name: string, r: number, out: number, inF: number, lands: LoraSpe
     scale: alpha === undefined ? 1 : alpha / r, extra: alpha === undefined ? [] : [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] }],
   };
 }
-/** PEFT form: `.lora_A/.lora_B.weight`; α from the file's metadata or the folder's config, else scale 1. */
-function peft(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], scale: number): LoraSpec {
-  return { down: `${name}.lora_A.weight`, up: `${name}.lora_B.weight`, r, out, in: inF, lands, scale };
-}
 /** diffusers' trainers (train_dreambooth_lora_*, SimpleTuner): r 4, α 8 in `lora_adapter_metadata`. */
-const diffusersMetadata = {
-  format: 'pt',
-  lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
-};
 const file = (name: string, tensors: FixtureTensor[]) => ({ [name]: buildSafetensors(tensors) });
 const diffusersFolder = (className: string, tensors: FixtureTensor[]) => ({
   'diffusion_pytorch_model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify({ _class_name: className }),
@@ -69,27 +61,27 @@ function diffusersAuraFlow(s: number, p: string): LoraSpec[] {
   const T = 'transformer.joint_transformer_blocks';
   const S = 'transformer.single_transformer_blocks';
   return [
-    peft(`${T}.0.attn.to_q`, 4, a, a, [{ key: `${p}double_layers.0.attn.w2q.weight` }], s),
-    peft(`${T}.1.attn.to_v`, 4, a, a, [{ key: `${p}double_layers.1.attn.w2v.weight` }], s),
-    peft(`${T}.0.attn.to_out.0`, 4, a, a, [{ key: `${p}double_layers.0.attn.w2o.weight` }], s),
-    peft(`${T}.1.attn.add_k_proj`, 4, a, a, [{ key: `${p}double_layers.1.attn.w1k.weight` }], s),
-    peft(`${T}.0.attn.to_add_out`, 4, a, a, [{ key: `${p}double_layers.0.attn.w1o.weight` }], s),
-    peft(`${T}.0.ff.linear_1`, 4, ffn, a, [{ key: `${p}double_layers.0.mlpX.c_fc1.weight` }], s),
-    peft(`${T}.1.ff.out_projection`, 4, a, ffn, [{ key: `${p}double_layers.1.mlpX.c_proj.weight` }], s),
-    peft(`${T}.0.ff_context.linear_2`, 4, ffn, a, [{ key: `${p}double_layers.0.mlpC.c_fc2.weight` }], s),
-    peft(`${T}.1.norm1.linear`, 4, 6 * a, a, [{ key: `${p}double_layers.1.modX.1.weight` }], s),
-    peft(`${T}.0.norm1_context.linear`, 4, 6 * a, a, [{ key: `${p}double_layers.0.modC.1.weight` }], s),
-    peft(`${S}.0.attn.to_k`, 4, a, a, [{ key: `${p}single_layers.0.attn.w1k.weight` }], s),
-    peft(`${S}.1.attn.to_out.0`, 4, a, a, [{ key: `${p}single_layers.1.attn.w1o.weight` }], s),
-    peft(`${S}.1.ff.linear_1`, 4, ffn, a, [{ key: `${p}single_layers.1.mlp.c_fc1.weight` }], s),
-    peft(`${S}.0.ff.out_projection`, 4, a, ffn, [{ key: `${p}single_layers.0.mlp.c_proj.weight` }], s),
-    peft(`${S}.0.norm1.linear`, 4, 6 * a, a, [{ key: `${p}single_layers.0.modCX.1.weight` }], s),
-    peft('transformer.context_embedder', 4, a, AURAFLOW.cap, [{ key: `${p}cond_seq_linear.weight` }], s),
-    peft('transformer.time_step_proj.linear_1', 4, a, AURAFLOW.freq, [{ key: `${p}t_embedder.mlp.0.weight` }], s),
-    peft('transformer.pos_embed.proj', 4, a, AURAFLOW.patch, [{ key: `${p}init_x_linear.weight` }], s),
-    peft('transformer.proj_out', 4, AURAFLOW.patchOut, a, [{ key: `${p}final_linear.weight` }], s),
+    peftSpec(`${T}.0.attn.to_q`, 4, a, a, [{ key: `${p}double_layers.0.attn.w2q.weight` }], s),
+    peftSpec(`${T}.1.attn.to_v`, 4, a, a, [{ key: `${p}double_layers.1.attn.w2v.weight` }], s),
+    peftSpec(`${T}.0.attn.to_out.0`, 4, a, a, [{ key: `${p}double_layers.0.attn.w2o.weight` }], s),
+    peftSpec(`${T}.1.attn.add_k_proj`, 4, a, a, [{ key: `${p}double_layers.1.attn.w1k.weight` }], s),
+    peftSpec(`${T}.0.attn.to_add_out`, 4, a, a, [{ key: `${p}double_layers.0.attn.w1o.weight` }], s),
+    peftSpec(`${T}.0.ff.linear_1`, 4, ffn, a, [{ key: `${p}double_layers.0.mlpX.c_fc1.weight` }], s),
+    peftSpec(`${T}.1.ff.out_projection`, 4, a, ffn, [{ key: `${p}double_layers.1.mlpX.c_proj.weight` }], s),
+    peftSpec(`${T}.0.ff_context.linear_2`, 4, ffn, a, [{ key: `${p}double_layers.0.mlpC.c_fc2.weight` }], s),
+    peftSpec(`${T}.1.norm1.linear`, 4, 6 * a, a, [{ key: `${p}double_layers.1.modX.1.weight` }], s),
+    peftSpec(`${T}.0.norm1_context.linear`, 4, 6 * a, a, [{ key: `${p}double_layers.0.modC.1.weight` }], s),
+    peftSpec(`${S}.0.attn.to_k`, 4, a, a, [{ key: `${p}single_layers.0.attn.w1k.weight` }], s),
+    peftSpec(`${S}.1.attn.to_out.0`, 4, a, a, [{ key: `${p}single_layers.1.attn.w1o.weight` }], s),
+    peftSpec(`${S}.1.ff.linear_1`, 4, ffn, a, [{ key: `${p}single_layers.1.mlp.c_fc1.weight` }], s),
+    peftSpec(`${S}.0.ff.out_projection`, 4, a, ffn, [{ key: `${p}single_layers.0.mlp.c_proj.weight` }], s),
+    peftSpec(`${S}.0.norm1.linear`, 4, 6 * a, a, [{ key: `${p}single_layers.0.modCX.1.weight` }], s),
+    peftSpec('transformer.context_embedder', 4, a, AURAFLOW.cap, [{ key: `${p}cond_seq_linear.weight` }], s),
+    peftSpec('transformer.time_step_proj.linear_1', 4, a, AURAFLOW.freq, [{ key: `${p}t_embedder.mlp.0.weight` }], s),
+    peftSpec('transformer.pos_embed.proj', 4, a, AURAFLOW.patch, [{ key: `${p}init_x_linear.weight` }], s),
+    peftSpec('transformer.proj_out', 4, AURAFLOW.patchOut, a, [{ key: `${p}final_linear.weight` }], s),
     // diffusers' norm_out.linear is (scale, shift); the original modF.1 (shift, scale): both converters swap them.
-    peft('transformer.norm_out.linear', 4, 2 * a, a, [{ key: `${p}modF.1.weight`, rows: swappedHalves(a) }], s),
+    peftSpec('transformer.norm_out.linear', 4, 2 * a, a, [{ key: `${p}modF.1.weight`, rows: swappedHalves(a) }], s),
   ];
 }
 
@@ -131,21 +123,21 @@ function diffusersPixArt(s: number, p: string, prefix = 'transformer.'): LoraSpe
   const T = `${prefix}transformer_blocks`;
   const B = (i: number, rest: string) => `${p}blocks.${i}.${rest}.weight`;
   return [
-    peft(`${T}.0.attn1.to_q`, 4, x, x, [{ key: B(0, 'attn.qkv'), rows: rowsAt(0, x) }], s),
-    peft(`${T}.0.attn1.to_k`, 4, x, x, [{ key: B(0, 'attn.qkv'), rows: rowsAt(x, x) }], s),
-    peft(`${T}.1.attn1.to_v`, 4, x, x, [{ key: B(1, 'attn.qkv'), rows: rowsAt(2 * x, x) }], s),
-    peft(`${T}.0.attn1.to_out.0`, 4, x, x, [{ key: B(0, 'attn.proj') }], s),
-    peft(`${T}.1.attn2.to_q`, 4, x, x, [{ key: B(1, 'cross_attn.q_linear') }], s),
-    peft(`${T}.0.attn2.to_k`, 4, x, x, [{ key: B(0, 'cross_attn.kv_linear'), rows: rowsAt(0, x) }], s),
-    peft(`${T}.0.attn2.to_v`, 4, x, x, [{ key: B(0, 'cross_attn.kv_linear'), rows: rowsAt(x, x) }], s),
-    peft(`${T}.1.attn2.to_out.0`, 4, x, x, [{ key: B(1, 'cross_attn.proj') }], s),
-    peft(`${T}.0.ff.net.0.proj`, 4, mlp, x, [{ key: B(0, 'mlp.fc1') }], s),
-    peft(`${T}.1.ff.net.2`, 4, x, mlp, [{ key: B(1, 'mlp.fc2') }], s),
-    peft(`${prefix}adaln_single.linear`, 4, 6 * x, x, [{ key: `${p}t_block.1.weight` }], s),
-    peft(`${prefix}adaln_single.emb.timestep_embedder.linear_1`, 4, x, PIXART.freq, [{ key: `${p}t_embedder.mlp.0.weight` }], s),
-    peft(`${prefix}caption_projection.linear_1`, 4, x, PIXART.cap, [{ key: `${p}y_embedder.y_proj.fc1.weight` }], s),
-    peft(`${prefix}caption_projection.linear_2`, 4, x, x, [{ key: `${p}y_embedder.y_proj.fc2.weight` }], s),
-    peft(`${prefix}proj_out`, 4, 8 * PIXART.latent, x, [{ key: `${p}final_layer.linear.weight` }], s),
+    peftSpec(`${T}.0.attn1.to_q`, 4, x, x, [{ key: B(0, 'attn.qkv'), rows: rowsAt(0, x) }], s),
+    peftSpec(`${T}.0.attn1.to_k`, 4, x, x, [{ key: B(0, 'attn.qkv'), rows: rowsAt(x, x) }], s),
+    peftSpec(`${T}.1.attn1.to_v`, 4, x, x, [{ key: B(1, 'attn.qkv'), rows: rowsAt(2 * x, x) }], s),
+    peftSpec(`${T}.0.attn1.to_out.0`, 4, x, x, [{ key: B(0, 'attn.proj') }], s),
+    peftSpec(`${T}.1.attn2.to_q`, 4, x, x, [{ key: B(1, 'cross_attn.q_linear') }], s),
+    peftSpec(`${T}.0.attn2.to_k`, 4, x, x, [{ key: B(0, 'cross_attn.kv_linear'), rows: rowsAt(0, x) }], s),
+    peftSpec(`${T}.0.attn2.to_v`, 4, x, x, [{ key: B(0, 'cross_attn.kv_linear'), rows: rowsAt(x, x) }], s),
+    peftSpec(`${T}.1.attn2.to_out.0`, 4, x, x, [{ key: B(1, 'cross_attn.proj') }], s),
+    peftSpec(`${T}.0.ff.net.0.proj`, 4, mlp, x, [{ key: B(0, 'mlp.fc1') }], s),
+    peftSpec(`${T}.1.ff.net.2`, 4, x, mlp, [{ key: B(1, 'mlp.fc2') }], s),
+    peftSpec(`${prefix}adaln_single.linear`, 4, 6 * x, x, [{ key: `${p}t_block.1.weight` }], s),
+    peftSpec(`${prefix}adaln_single.emb.timestep_embedder.linear_1`, 4, x, PIXART.freq, [{ key: `${p}t_embedder.mlp.0.weight` }], s),
+    peftSpec(`${prefix}caption_projection.linear_1`, 4, x, PIXART.cap, [{ key: `${p}y_embedder.y_proj.fc1.weight` }], s),
+    peftSpec(`${prefix}caption_projection.linear_2`, 4, x, x, [{ key: `${p}y_embedder.y_proj.fc2.weight` }], s),
+    peftSpec(`${prefix}proj_out`, 4, 8 * PIXART.latent, x, [{ key: `${p}final_layer.linear.weight` }], s),
   ];
 }
 /** ComfyUI's extracted LoRAs: `diffusion_model.` + the original names (fused qkv, kv), α; onto diffusers' names. */
@@ -190,32 +182,32 @@ const YB = (p: string, i: number, rest: string) => `${p}blocks.${i}.${rest}.weig
 function diffusersHunyuanDit(s: number, p: string): LoraSpec[] {
   const T = 'transformer.blocks';
   return [
-    peft(`${T}.0.attn1.to_q`, 4, y, y, [{ key: YB(p, 0, 'attn1.Wqkv'), rows: rowsAt(0, y) }], s),
-    peft(`${T}.1.attn1.to_v`, 4, y, y, [{ key: YB(p, 1, 'attn1.Wqkv'), rows: rowsAt(2 * y, y) }], s),
-    peft(`${T}.0.attn1.to_out.0`, 4, y, y, [{ key: YB(p, 0, 'attn1.out_proj') }], s),
-    peft(`${T}.2.attn2.to_q`, 4, y, y, [{ key: YB(p, 2, 'attn2.q_proj') }], s),
-    peft(`${T}.0.attn2.to_k`, 4, y, yt, [{ key: YB(p, 0, 'attn2.kv_proj'), rows: rowsAt(0, y) }], s),
-    peft(`${T}.3.attn2.to_v`, 4, y, yt, [{ key: YB(p, 3, 'attn2.kv_proj'), rows: rowsAt(y, y) }], s),
-    peft(`${T}.1.attn2.to_out.0`, 4, y, y, [{ key: YB(p, 1, 'attn2.out_proj') }], s),
-    peft(`${T}.2.ff.net.0.proj`, 4, ym, y, [{ key: YB(p, 2, 'mlp.fc1') }], s),
-    peft(`${T}.3.ff.net.2`, 4, y, ym, [{ key: YB(p, 3, 'mlp.fc2') }], s),
-    peft(`${T}.0.norm1.linear`, 4, y, y, [{ key: YB(p, 0, 'default_modulation.1') }], s),
-    peft(`${T}.3.skip_linear`, 4, y, 2 * y, [{ key: YB(p, 3, 'skip_linear') }], s),
-    peft('transformer.time_extra_emb.extra_embedder.linear_1', 4, 4 * y, HUNYUAN_DIT.extra, [{ key: `${p}extra_embedder.0.weight` }], s),
-    peft('transformer.time_extra_emb.timestep_embedder.linear_2', 4, y, y, [{ key: `${p}t_embedder.mlp.2.weight` }], s),
-    peft('transformer.text_embedder.linear_1', 4, 4 * HUNYUAN_DIT.t5, HUNYUAN_DIT.t5, [{ key: `${p}mlp_t5.0.weight` }], s),
-    peft('transformer.proj_out', 4, 32, y, [{ key: `${p}final_layer.linear.weight` }], s),
-    peft('transformer.norm_out.linear', 4, 2 * y, y, [{ key: `${p}final_layer.adaLN_modulation.1.weight`, rows: swappedHalves(y) }], s),
+    peftSpec(`${T}.0.attn1.to_q`, 4, y, y, [{ key: YB(p, 0, 'attn1.Wqkv'), rows: rowsAt(0, y) }], s),
+    peftSpec(`${T}.1.attn1.to_v`, 4, y, y, [{ key: YB(p, 1, 'attn1.Wqkv'), rows: rowsAt(2 * y, y) }], s),
+    peftSpec(`${T}.0.attn1.to_out.0`, 4, y, y, [{ key: YB(p, 0, 'attn1.out_proj') }], s),
+    peftSpec(`${T}.2.attn2.to_q`, 4, y, y, [{ key: YB(p, 2, 'attn2.q_proj') }], s),
+    peftSpec(`${T}.0.attn2.to_k`, 4, y, yt, [{ key: YB(p, 0, 'attn2.kv_proj'), rows: rowsAt(0, y) }], s),
+    peftSpec(`${T}.3.attn2.to_v`, 4, y, yt, [{ key: YB(p, 3, 'attn2.kv_proj'), rows: rowsAt(y, y) }], s),
+    peftSpec(`${T}.1.attn2.to_out.0`, 4, y, y, [{ key: YB(p, 1, 'attn2.out_proj') }], s),
+    peftSpec(`${T}.2.ff.net.0.proj`, 4, ym, y, [{ key: YB(p, 2, 'mlp.fc1') }], s),
+    peftSpec(`${T}.3.ff.net.2`, 4, y, ym, [{ key: YB(p, 3, 'mlp.fc2') }], s),
+    peftSpec(`${T}.0.norm1.linear`, 4, y, y, [{ key: YB(p, 0, 'default_modulation.1') }], s),
+    peftSpec(`${T}.3.skip_linear`, 4, y, 2 * y, [{ key: YB(p, 3, 'skip_linear') }], s),
+    peftSpec('transformer.time_extra_emb.extra_embedder.linear_1', 4, 4 * y, HUNYUAN_DIT.extra, [{ key: `${p}extra_embedder.0.weight` }], s),
+    peftSpec('transformer.time_extra_emb.timestep_embedder.linear_2', 4, y, y, [{ key: `${p}t_embedder.mlp.2.weight` }], s),
+    peftSpec('transformer.text_embedder.linear_1', 4, 4 * HUNYUAN_DIT.t5, HUNYUAN_DIT.t5, [{ key: `${p}mlp_t5.0.weight` }], s),
+    peftSpec('transformer.proj_out', 4, 32, y, [{ key: `${p}final_layer.linear.weight` }], s),
+    peftSpec('transformer.norm_out.linear', 4, 2 * y, y, [{ key: `${p}final_layer.adaLN_modulation.1.weight`, rows: swappedHalves(y) }], s),
   ];
 }
 /** Tencent's own PEFT LoRAs (HunyuanDiT's kohya-free trainer): `base_model.model.` + its names, in a PEFT folder. */
 const tencentHunyuanDitOnDiffusers: LoraSpec[] = [
-  peft('base_model.model.blocks.0.attn1.Wqkv', 4, 3 * y, y, [
+  peftSpec('base_model.model.blocks.0.attn1.Wqkv', 4, 3 * y, y, [
     { key: YB('', 0, 'attn1.to_q'), rows: rowsFrom(0, y) }, { key: YB('', 0, 'attn1.to_k'), rows: rowsFrom(y, y) }, { key: YB('', 0, 'attn1.to_v'), rows: rowsFrom(2 * y, y) },
   ], 2),
-  peft('base_model.model.blocks.2.attn2.kv_proj', 4, 2 * y, yt, [{ key: YB('', 2, 'attn2.to_k'), rows: rowsFrom(0, y) }, { key: YB('', 2, 'attn2.to_v'), rows: rowsFrom(y, y) }], 2),
-  peft('base_model.model.blocks.1.attn2.q_proj', 4, y, y, [{ key: YB('', 1, 'attn2.to_q') }], 2),
-  peft('base_model.model.blocks.3.attn1.out_proj', 4, y, y, [{ key: YB('', 3, 'attn1.to_out.0') }], 2),
+  peftSpec('base_model.model.blocks.2.attn2.kv_proj', 4, 2 * y, yt, [{ key: YB('', 2, 'attn2.to_k'), rows: rowsFrom(0, y) }, { key: YB('', 2, 'attn2.to_v'), rows: rowsFrom(y, y) }], 2),
+  peftSpec('base_model.model.blocks.1.attn2.q_proj', 4, y, y, [{ key: YB('', 1, 'attn2.to_q') }], 2),
+  peftSpec('base_model.model.blocks.3.attn1.out_proj', 4, y, y, [{ key: YB('', 3, 'attn1.to_out.0') }], 2),
 ];
 const tencentConfig = JSON.stringify({
   peft_type: 'LORA', task_type: null, base_model_name_or_path: null, r: 4, lora_alpha: 8, lora_dropout: 0, bias: 'none',
@@ -246,7 +238,7 @@ const CASES: LoraCase[] = [
     name: 'Pony V7 single file (AuraFlow, original names) ← diffusers trainer / SimpleTuner and ai-toolkit LoRAs (diffusers names)', layout: 'auraflow',
     base: file(PONY, auraflowOriginalTensors(rand, 'BF16')), baseName: PONY,
     adapters: [
-      { file: 'pytorch_lora_weights.safetensors', specs: diffusersAuraFlow(2, ''), weight: 0.8, metadata: diffusersMetadata },
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersAuraFlow(2, ''), weight: 0.8, metadata: DIFFUSERS_LORA_METADATA },
       { file: 'ai-toolkit-auraflow.safetensors', specs: diffusersAuraFlow(1, ''), weight: 1 },
       { file: 'comfyui-extracted.safetensors', specs: comfyAuraFlowOnOriginal, weight: 1 },
     ],
@@ -254,7 +246,7 @@ const CASES: LoraCase[] = [
   {
     name: 'AuraFlow 0.3, a checkpoint ComfyUI saved (model.diffusion_model., fp16) ← diffusers-named LoRA', layout: 'auraflow',
     base: file(AF, auraflowOriginalTensors(rand, 'F16', AURAFLOW, cm)), baseName: AF,
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersAuraFlow(2, cm), weight: 1, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersAuraFlow(2, cm), weight: 1, metadata: DIFFUSERS_LORA_METADATA }],
   },
   {
     name: 'diffusers AuraFlow transformer (Pony V7 / AuraFlow 0.3 folder) ← ComfyUI-extracted and sd-scripts-form LoRAs (original names)', layout: 'auraflow',
@@ -267,7 +259,7 @@ const CASES: LoraCase[] = [
   {
     name: 'PixArt-Σ original file ← diffusers trainer LoRA (q, k, v onto thirds of attn.qkv, cross k, v onto halves of kv_linear)', layout: 'pixart',
     base: file(PXS, pixartOriginalTensors(rand, 'F16')), baseName: PXS,
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersPixArt(2, ''), weight: 0.7, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersPixArt(2, ''), weight: 0.7, metadata: DIFFUSERS_LORA_METADATA }],
   },
   {
     name: 'PixArt-Σ under model.diffusion_model. (ComfyUI-saved) ← PixArt\'s PEFT script folder (base_model.model. + diffusers names)', layout: 'pixart',
@@ -296,7 +288,7 @@ const CASES: LoraCase[] = [
     name: 'HunyuanDiT v1.2, ComfyUI\'s file (model.diffusion_model., fp16) ← diffusers-named LoRA and ComfyUI\'s own', layout: 'hunyuan-dit',
     base: file(HY, hunyuanDitOriginalTensors(rand, 'F16', HUNYUAN_DIT, cm)), baseName: HY,
     adapters: [
-      { file: 'pytorch_lora_weights.safetensors', specs: diffusersHunyuanDit(2, cm), weight: 0.9, metadata: diffusersMetadata },
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersHunyuanDit(2, cm), weight: 0.9, metadata: DIFFUSERS_LORA_METADATA },
       { file: 'comfyui-extracted.safetensors', specs: comfyHunyuanDitOnOriginal, weight: 1 },
     ],
   },
@@ -410,8 +402,8 @@ describe('refused by name', () => {
 
   it('AuraFlow modules the base lacks: a block past its last, a text stream in a single block', async () => {
     const problems = await problemsOf(file(PONY, auraflowOriginalTensors(rand, 'BF16')), PONY, [
-      peft('transformer.joint_transformer_blocks.4.attn.to_q', 2, a, a, [], 1),
-      peft('transformer.single_transformer_blocks.0.attn.add_q_proj', 2, a, a, [], 1),
+      peftSpec('transformer.joint_transformer_blocks.4.attn.to_q', 2, a, a, [], 1),
+      peftSpec('transformer.single_transformer_blocks.0.attn.add_q_proj', 2, a, a, [], 1),
       kohya('lora_unet_single_layers_7_mlp_c_fc1', 2, ffn, a, [], 1),
     ]);
     expect(problems).toEqual([
@@ -423,8 +415,8 @@ describe('refused by name', () => {
 
   it('PixArt: a block the base lacks, and diffusers\' attn1.to_k whose rows are not a third of the base\'s qkv', async () => {
     const problems = await problemsOf(file(PXS, pixartOriginalTensors(rand, 'F16')), PXS, [
-      peft('transformer.transformer_blocks.5.attn2.to_k', 2, x, x, [], 1),
-      peft('transformer.transformer_blocks.0.attn1.to_k', 2, x + 2, x, [], 1),
+      peftSpec('transformer.transformer_blocks.5.attn2.to_k', 2, x, x, [], 1),
+      peftSpec('transformer.transformer_blocks.0.attn1.to_k', 2, x + 2, x, [], 1),
     ]);
     expect(problems).toHaveLength(2);
     expect(problems[0]).toMatch(/transformer_blocks\.5\.attn2\.to_k.*no matching tensor/);
@@ -432,7 +424,7 @@ describe('refused by name', () => {
   });
 
   it('AuraFlow names on a PixArt file and PixArt names on an AuraFlow folder land nowhere', async () => {
-    const onPixArt = await problemsOf(file(PXS, pixartOriginalTensors(rand, 'F16')), PXS, [peft('transformer.joint_transformer_blocks.0.attn.to_q', 2, x, x, [], 1)]);
+    const onPixArt = await problemsOf(file(PXS, pixartOriginalTensors(rand, 'F16')), PXS, [peftSpec('transformer.joint_transformer_blocks.0.attn.to_q', 2, x, x, [], 1)]);
     expect(onPixArt).toEqual([expect.stringMatching(/no matching tensor/)]);
     const onAura = await problemsOf(diffusersFolder('AuraFlowTransformer2DModel', auraflowDiffusersTensors(rand, 'BF16')), 'transformer', [
       kohya('diffusion_model.blocks.0.attn.qkv', 2, 3 * a, a, [], 1),
@@ -462,7 +454,7 @@ describe('refused by name', () => {
 
   it('HunyuanDiT modules the base lacks: a fifth block, a PixArt name', async () => {
     const problems = await problemsOf(file(HY, hunyuanDitOriginalTensors(rand, 'F16', HUNYUAN_DIT, cm)), HY, [
-      peft('transformer.blocks.4.attn1.to_q', 2, y, y, [], 1),
+      peftSpec('transformer.blocks.4.attn1.to_q', 2, y, y, [], 1),
       kohya('diffusion_model.blocks.0.cross_attn.q_linear', 2, y, y, [], 1),
     ]);
     expect(problems).toEqual([

@@ -21,7 +21,7 @@
 import { describe, expect, it } from 'vitest';
 import { cosmos } from '../src/formats/layouts/cosmos.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { loraTensors } from './helpers/diffusion-fixtures.js';
+import { loraTensors, kohyaSpec, peftSpec, DIFFUSERS_LORA_METADATA } from './helpers/diffusion-fixtures.js';
 import type { LoraSpec } from './helpers/diffusion-fixtures.js';
 import { animaAdapterTensors, COSMOS, cosmosDiffusersTensors, cosmosOriginalTensors } from './helpers/cosmos-fixtures.js';
 import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
@@ -30,21 +30,6 @@ import { mergePipelineAndCheck } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(20261203);
 
-/** kohya form (sd-scripts): `.lora_down/.lora_up.weight` and `.alpha`. */
-function kohya(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], alpha: number): LoraSpec {
-  return {
-    down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r, out, in: inF, lands,
-    scale: alpha / r, extra: [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] }],
-  };
-}
-/** PEFT form: `.lora_A/.lora_B.weight`; α from the file's metadata (diffusers), else scale 1 (diffusion-pipe, as ComfyUI reads it). */
-function peft(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], scale: number): LoraSpec {
-  return { down: `${name}.lora_A.weight`, up: `${name}.lora_B.weight`, r, out, in: inF, lands, scale };
-}
-const diffusersMetadata = {
-  format: 'pt',
-  lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
-};
 const file = (name: string, tensors: FixtureTensor[], metadata?: Record<string, string>) => ({ [name]: buildSafetensors(tensors, metadata) });
 const diffusersFolder = (tensors: FixtureTensor[]) => ({
   'diffusion_pytorch_model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify({ _class_name: 'CosmosTransformer3DModel' }),
@@ -57,68 +42,68 @@ const cm = 'model.diffusion_model.';
 
 /** diffusers' trainers: `transformer.` + diffusers names, onto the original names under prefix `p`. */
 const diffusersOnOriginal = (p: string): LoraSpec[] => [
-  peft('transformer.transformer_blocks.0.attn1.to_q', 4, dim, dim, [{ key: `${p}blocks.0.self_attn.q_proj.weight` }], 2),
-  peft('transformer.transformer_blocks.1.attn1.to_out.0', 4, dim, dim, [{ key: `${p}blocks.1.self_attn.output_proj.weight` }], 2),
-  peft('transformer.transformer_blocks.0.attn2.to_k', 4, dim, text, [{ key: `${p}blocks.0.cross_attn.k_proj.weight` }], 2),
-  peft('transformer.transformer_blocks.1.attn2.to_v', 4, dim, text, [{ key: `${p}blocks.1.cross_attn.v_proj.weight` }], 2),
-  peft('transformer.transformer_blocks.0.ff.net.0.proj', 4, 4 * dim, dim, [{ key: `${p}blocks.0.mlp.layer1.weight` }], 2),
-  peft('transformer.transformer_blocks.1.ff.net.2', 4, dim, 4 * dim, [{ key: `${p}blocks.1.mlp.layer2.weight` }], 2),
-  peft('transformer.transformer_blocks.0.norm1.linear_1', 4, adaln, dim, [{ key: `${p}blocks.0.adaln_modulation_self_attn.1.weight` }], 2),
-  peft('transformer.transformer_blocks.1.norm2.linear_2', 4, 3 * dim, adaln, [{ key: `${p}blocks.1.adaln_modulation_cross_attn.2.weight` }], 2),
-  peft('transformer.transformer_blocks.0.norm3.linear_2', 4, 3 * dim, adaln, [{ key: `${p}blocks.0.adaln_modulation_mlp.2.weight` }], 2),
-  peft('transformer.patch_embed.proj', 4, dim, patchIn, [{ key: `${p}x_embedder.proj.1.weight` }], 2),
-  peft('transformer.time_embed.t_embedder.linear_2', 4, 3 * dim, dim, [{ key: `${p}t_embedder.1.linear_2.weight` }], 2),
-  peft('transformer.norm_out.linear_2', 4, 2 * dim, adaln, [{ key: `${p}final_layer.adaln_modulation.2.weight` }], 2),
-  peft('transformer.proj_out', 4, patchOut, dim, [{ key: `${p}final_layer.linear.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn1.to_q', 4, dim, dim, [{ key: `${p}blocks.0.self_attn.q_proj.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.1.attn1.to_out.0', 4, dim, dim, [{ key: `${p}blocks.1.self_attn.output_proj.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn2.to_k', 4, dim, text, [{ key: `${p}blocks.0.cross_attn.k_proj.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.1.attn2.to_v', 4, dim, text, [{ key: `${p}blocks.1.cross_attn.v_proj.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.0.ff.net.0.proj', 4, 4 * dim, dim, [{ key: `${p}blocks.0.mlp.layer1.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.1.ff.net.2', 4, dim, 4 * dim, [{ key: `${p}blocks.1.mlp.layer2.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.0.norm1.linear_1', 4, adaln, dim, [{ key: `${p}blocks.0.adaln_modulation_self_attn.1.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.1.norm2.linear_2', 4, 3 * dim, adaln, [{ key: `${p}blocks.1.adaln_modulation_cross_attn.2.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.0.norm3.linear_2', 4, 3 * dim, adaln, [{ key: `${p}blocks.0.adaln_modulation_mlp.2.weight` }], 2),
+  peftSpec('transformer.patch_embed.proj', 4, dim, patchIn, [{ key: `${p}x_embedder.proj.1.weight` }], 2),
+  peftSpec('transformer.time_embed.t_embedder.linear_2', 4, 3 * dim, dim, [{ key: `${p}t_embedder.1.linear_2.weight` }], 2),
+  peftSpec('transformer.norm_out.linear_2', 4, 2 * dim, adaln, [{ key: `${p}final_layer.adaln_modulation.2.weight` }], 2),
+  peftSpec('transformer.proj_out', 4, patchOut, dim, [{ key: `${p}final_layer.linear.weight` }], 2),
 ];
 
 const D = (i: number, rest: string) => `transformer_blocks.${i}.${rest}.weight`;
 /** diffusion-pipe's Anima / Cosmos LoRAs (ComfyUI's form): `diffusion_model.` + the original names, PEFT form, no α. */
 const diffusionPipeOnDiffusers: LoraSpec[] = [
-  peft('diffusion_model.blocks.0.self_attn.q_proj', 4, dim, dim, [{ key: D(0, 'attn1.to_q') }], 1),
-  peft('diffusion_model.blocks.0.self_attn.k_proj', 4, dim, dim, [{ key: D(0, 'attn1.to_k') }], 1),
-  peft('diffusion_model.blocks.1.self_attn.v_proj', 4, dim, dim, [{ key: D(1, 'attn1.to_v') }], 1),
-  peft('diffusion_model.blocks.1.self_attn.output_proj', 4, dim, dim, [{ key: D(1, 'attn1.to_out.0') }], 1),
-  peft('diffusion_model.blocks.0.cross_attn.q_proj', 4, dim, dim, [{ key: D(0, 'attn2.to_q') }], 1),
-  peft('diffusion_model.blocks.1.cross_attn.k_proj', 4, dim, text, [{ key: D(1, 'attn2.to_k') }], 1),
-  peft('diffusion_model.blocks.0.cross_attn.output_proj', 4, dim, dim, [{ key: D(0, 'attn2.to_out.0') }], 1),
-  peft('diffusion_model.blocks.1.mlp.layer1', 4, 4 * dim, dim, [{ key: D(1, 'ff.net.0.proj') }], 1),
-  peft('diffusion_model.blocks.0.mlp.layer2', 4, dim, 4 * dim, [{ key: D(0, 'ff.net.2') }], 1),
-  peft('diffusion_model.blocks.1.adaln_modulation_self_attn.2', 4, 3 * dim, adaln, [{ key: D(1, 'norm1.linear_2') }], 1),
-  peft('diffusion_model.blocks.0.adaln_modulation_cross_attn.1', 4, adaln, dim, [{ key: D(0, 'norm2.linear_1') }], 1),
-  peft('diffusion_model.blocks.1.adaln_modulation_mlp.1', 4, adaln, dim, [{ key: D(1, 'norm3.linear_1') }], 1),
-  peft('diffusion_model.x_embedder.proj.1', 4, dim, patchIn, [{ key: 'patch_embed.proj.weight' }], 1),
-  peft('diffusion_model.t_embedder.1.linear_1', 4, dim, dim, [{ key: 'time_embed.t_embedder.linear_1.weight' }], 1),
-  peft('diffusion_model.final_layer.adaln_modulation.1', 4, adaln, dim, [{ key: 'norm_out.linear_1.weight' }], 1),
-  peft('diffusion_model.final_layer.linear', 4, patchOut, dim, [{ key: 'proj_out.weight' }], 1),
+  peftSpec('diffusion_model.blocks.0.self_attn.q_proj', 4, dim, dim, [{ key: D(0, 'attn1.to_q') }], 1),
+  peftSpec('diffusion_model.blocks.0.self_attn.k_proj', 4, dim, dim, [{ key: D(0, 'attn1.to_k') }], 1),
+  peftSpec('diffusion_model.blocks.1.self_attn.v_proj', 4, dim, dim, [{ key: D(1, 'attn1.to_v') }], 1),
+  peftSpec('diffusion_model.blocks.1.self_attn.output_proj', 4, dim, dim, [{ key: D(1, 'attn1.to_out.0') }], 1),
+  peftSpec('diffusion_model.blocks.0.cross_attn.q_proj', 4, dim, dim, [{ key: D(0, 'attn2.to_q') }], 1),
+  peftSpec('diffusion_model.blocks.1.cross_attn.k_proj', 4, dim, text, [{ key: D(1, 'attn2.to_k') }], 1),
+  peftSpec('diffusion_model.blocks.0.cross_attn.output_proj', 4, dim, dim, [{ key: D(0, 'attn2.to_out.0') }], 1),
+  peftSpec('diffusion_model.blocks.1.mlp.layer1', 4, 4 * dim, dim, [{ key: D(1, 'ff.net.0.proj') }], 1),
+  peftSpec('diffusion_model.blocks.0.mlp.layer2', 4, dim, 4 * dim, [{ key: D(0, 'ff.net.2') }], 1),
+  peftSpec('diffusion_model.blocks.1.adaln_modulation_self_attn.2', 4, 3 * dim, adaln, [{ key: D(1, 'norm1.linear_2') }], 1),
+  peftSpec('diffusion_model.blocks.0.adaln_modulation_cross_attn.1', 4, adaln, dim, [{ key: D(0, 'norm2.linear_1') }], 1),
+  peftSpec('diffusion_model.blocks.1.adaln_modulation_mlp.1', 4, adaln, dim, [{ key: D(1, 'norm3.linear_1') }], 1),
+  peftSpec('diffusion_model.x_embedder.proj.1', 4, dim, patchIn, [{ key: 'patch_embed.proj.weight' }], 1),
+  peftSpec('diffusion_model.t_embedder.1.linear_1', 4, dim, dim, [{ key: 'time_embed.t_embedder.linear_1.weight' }], 1),
+  peftSpec('diffusion_model.final_layer.adaln_modulation.1', 4, adaln, dim, [{ key: 'norm_out.linear_1.weight' }], 1),
+  peftSpec('diffusion_model.final_layer.linear', 4, patchOut, dim, [{ key: 'proj_out.weight' }], 1),
 ];
 /** sd-scripts' Anima LoRAs: `lora_unet_` + the original names flattened, α. */
 const sdScriptsOnDiffusers: LoraSpec[] = [
-  kohya('lora_unet_blocks_1_self_attn_q_proj', 2, dim, dim, [{ key: D(1, 'attn1.to_q') }], 1),
-  kohya('lora_unet_blocks_0_cross_attn_v_proj', 2, dim, text, [{ key: D(0, 'attn2.to_v') }], 1),
-  kohya('lora_unet_blocks_1_cross_attn_output_proj', 2, dim, dim, [{ key: D(1, 'attn2.to_out.0') }], 1),
-  kohya('lora_unet_blocks_0_mlp_layer1', 2, 4 * dim, dim, [{ key: D(0, 'ff.net.0.proj') }], 1),
-  kohya('lora_unet_blocks_1_adaln_modulation_cross_attn_2', 2, 3 * dim, adaln, [{ key: D(1, 'norm2.linear_2') }], 1),
+  kohyaSpec('lora_unet_blocks_1_self_attn_q_proj', 2, dim, dim, [{ key: D(1, 'attn1.to_q') }], 1),
+  kohyaSpec('lora_unet_blocks_0_cross_attn_v_proj', 2, dim, text, [{ key: D(0, 'attn2.to_v') }], 1),
+  kohyaSpec('lora_unet_blocks_1_cross_attn_output_proj', 2, dim, dim, [{ key: D(1, 'attn2.to_out.0') }], 1),
+  kohyaSpec('lora_unet_blocks_0_mlp_layer1', 2, 4 * dim, dim, [{ key: D(0, 'ff.net.0.proj') }], 1),
+  kohyaSpec('lora_unet_blocks_1_adaln_modulation_cross_attn_2', 2, 3 * dim, adaln, [{ key: D(1, 'norm2.linear_2') }], 1),
 ];
 /** The same trainers' names onto a file in their own naming (the LLM adapter's `blocks.0` beside the DiT's: exact names, never a suffix). */
 const ownNames = (p: string): LoraSpec[] => [
-  peft('diffusion_model.blocks.0.self_attn.q_proj', 4, dim, dim, [{ key: `${p}blocks.0.self_attn.q_proj.weight` }], 1),
-  peft('diffusion_model.blocks.0.cross_attn.k_proj', 4, dim, text, [{ key: `${p}blocks.0.cross_attn.k_proj.weight` }], 1),
-  peft('diffusion_model.blocks.1.mlp.layer2', 4, dim, 4 * dim, [{ key: `${p}blocks.1.mlp.layer2.weight` }], 1),
-  peft('diffusion_model.final_layer.linear', 4, patchOut, dim, [{ key: `${p}final_layer.linear.weight` }], 1),
+  peftSpec('diffusion_model.blocks.0.self_attn.q_proj', 4, dim, dim, [{ key: `${p}blocks.0.self_attn.q_proj.weight` }], 1),
+  peftSpec('diffusion_model.blocks.0.cross_attn.k_proj', 4, dim, text, [{ key: `${p}blocks.0.cross_attn.k_proj.weight` }], 1),
+  peftSpec('diffusion_model.blocks.1.mlp.layer2', 4, dim, 4 * dim, [{ key: `${p}blocks.1.mlp.layer2.weight` }], 1),
+  peftSpec('diffusion_model.final_layer.linear', 4, patchOut, dim, [{ key: `${p}final_layer.linear.weight` }], 1),
 ];
 const kohyaOwnNames = (p: string): LoraSpec[] => [
-  kohya('lora_unet_blocks_0_self_attn_output_proj', 2, dim, dim, [{ key: `${p}blocks.0.self_attn.output_proj.weight` }], 1),
-  kohya('lora_unet_blocks_1_cross_attn_q_proj', 2, dim, dim, [{ key: `${p}blocks.1.cross_attn.q_proj.weight` }], 1),
+  kohyaSpec('lora_unet_blocks_0_self_attn_output_proj', 2, dim, dim, [{ key: `${p}blocks.0.self_attn.output_proj.weight` }], 1),
+  kohyaSpec('lora_unet_blocks_1_cross_attn_q_proj', 2, dim, dim, [{ key: `${p}blocks.1.cross_attn.q_proj.weight` }], 1),
   // `net_llm_adapter_blocks_0_cross_attn_k_proj` ends with this flattened name too.
-  kohya('lora_unet_blocks_0_cross_attn_k_proj', 2, dim, text, [{ key: `${p}blocks.0.cross_attn.k_proj.weight` }], 1),
-  kohya('lora_unet_llm_adapter_blocks_0_cross_attn_v_proj', 2, COSMOS.text, COSMOS.text, [{ key: `${p}llm_adapter.blocks.0.cross_attn.v_proj.weight` }], 1),
+  kohyaSpec('lora_unet_blocks_0_cross_attn_k_proj', 2, dim, text, [{ key: `${p}blocks.0.cross_attn.k_proj.weight` }], 1),
+  kohyaSpec('lora_unet_llm_adapter_blocks_0_cross_attn_v_proj', 2, COSMOS.text, COSMOS.text, [{ key: `${p}llm_adapter.blocks.0.cross_attn.v_proj.weight` }], 1),
 ];
 /** diffusion-pipe's Anima LoRAs with the LLM adapter trained too: it lands by name in the single file. */
 const llmAdapterOnAnima: LoraSpec[] = [
-  peft('diffusion_model.llm_adapter.blocks.0.self_attn.q_proj', 4, text, text, [{ key: 'net.llm_adapter.blocks.0.self_attn.q_proj.weight' }], 1),
-  peft('diffusion_model.llm_adapter.blocks.0.cross_attn.o_proj', 4, text, text, [{ key: 'net.llm_adapter.blocks.0.cross_attn.o_proj.weight' }], 1),
-  peft('diffusion_model.llm_adapter.blocks.0.mlp.0', 4, 4 * text, text, [{ key: 'net.llm_adapter.blocks.0.mlp.0.weight' }], 1),
+  peftSpec('diffusion_model.llm_adapter.blocks.0.self_attn.q_proj', 4, text, text, [{ key: 'net.llm_adapter.blocks.0.self_attn.q_proj.weight' }], 1),
+  peftSpec('diffusion_model.llm_adapter.blocks.0.cross_attn.o_proj', 4, text, text, [{ key: 'net.llm_adapter.blocks.0.cross_attn.o_proj.weight' }], 1),
+  peftSpec('diffusion_model.llm_adapter.blocks.0.mlp.0', 4, 4 * text, text, [{ key: 'net.llm_adapter.blocks.0.mlp.0.weight' }], 1),
 ];
 
 const CASES: LoraCase[] = [
@@ -126,7 +111,7 @@ const CASES: LoraCase[] = [
     name: 'Anima single file (net., with its LLM adapter) ← diffusers-named LoRA, and diffusion-pipe and sd-scripts LoRAs in its own names', layout: 'cosmos',
     base: file(ANIMA, cosmosOriginalTensors(rand, 'BF16', COSMOS, 'net.', true)), baseName: ANIMA,
     adapters: [
-      { file: 'pytorch_lora_weights.safetensors', specs: diffusersOnOriginal('net.'), weight: 0.8, metadata: diffusersMetadata },
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersOnOriginal('net.'), weight: 0.8, metadata: DIFFUSERS_LORA_METADATA },
       { file: 'anima-diffusion-pipe.safetensors', specs: [...ownNames('net.'), ...llmAdapterOnAnima], weight: 1 },
       { file: 'anima-sd-scripts.safetensors', specs: kohyaOwnNames('net.'), weight: 0.5 },
     ],
@@ -134,7 +119,7 @@ const CASES: LoraCase[] = [
   {
     name: 'Cosmos-Predict2, a checkpoint ComfyUI saved (model.diffusion_model., fp8) ← diffusers-named LoRA', layout: 'cosmos',
     base: file(PREDICT2, cosmosOriginalTensors(rand, 'F8_E4M3', COSMOS, cm)), baseName: PREDICT2,
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersOnOriginal(cm), weight: 1, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersOnOriginal(cm), weight: 1, metadata: DIFFUSERS_LORA_METADATA }],
   },
   {
     name: 'diffusers Cosmos / Anima transformer ← diffusion-pipe (diffusion_model.) and sd-scripts (lora_unet_) LoRAs in the original names', layout: 'cosmos',
@@ -184,12 +169,12 @@ describe('a whole diffusers Anima pipeline folder', () => {
   // diffusion-pipe's Anima LoRA with the LLM adapter trained too, and sd-scripts' name for one of its modules:
   // the adapter's modules land in text_conditioner/ under their names without `llm_adapter.`.
   const specs: LoraSpec[] = [
-    peft('diffusion_model.blocks.1.self_attn.q_proj', 2, dim, dim, [{ key: 'transformer.transformer_blocks.1.attn1.to_q.weight' }], 1),
-    peft('diffusion_model.llm_adapter.blocks.0.self_attn.q_proj', 2, t, t, [{ key: 'text_conditioner.blocks.0.self_attn.q_proj.weight' }], 1),
-    peft('diffusion_model.llm_adapter.blocks.0.cross_attn.o_proj', 2, t, t, [{ key: 'text_conditioner.blocks.0.cross_attn.o_proj.weight' }], 1),
-    peft('diffusion_model.llm_adapter.out_proj', 2, t, t, [{ key: 'text_conditioner.out_proj.weight' }], 1),
+    peftSpec('diffusion_model.blocks.1.self_attn.q_proj', 2, dim, dim, [{ key: 'transformer.transformer_blocks.1.attn1.to_q.weight' }], 1),
+    peftSpec('diffusion_model.llm_adapter.blocks.0.self_attn.q_proj', 2, t, t, [{ key: 'text_conditioner.blocks.0.self_attn.q_proj.weight' }], 1),
+    peftSpec('diffusion_model.llm_adapter.blocks.0.cross_attn.o_proj', 2, t, t, [{ key: 'text_conditioner.blocks.0.cross_attn.o_proj.weight' }], 1),
+    peftSpec('diffusion_model.llm_adapter.out_proj', 2, t, t, [{ key: 'text_conditioner.out_proj.weight' }], 1),
   ];
-  const kohyaSpecs: LoraSpec[] = [kohya('lora_unet_llm_adapter_blocks_0_mlp_2', 2, t, 4 * t, [{ key: 'text_conditioner.blocks.0.mlp.2.weight' }], 1)];
+  const kohyaSpecs: LoraSpec[] = [kohyaSpec('lora_unet_llm_adapter_blocks_0_mlp_2', 2, t, 4 * t, [{ key: 'text_conditioner.blocks.0.mlp.2.weight' }], 1)];
   const adapters = [
     { file: 'anima-diffusion-pipe.safetensors', bytes: buildSafetensors(loraTensors(rand, specs, 'BF16')), specs, weight: 1 },
     { file: 'anima-sd-scripts.safetensors', bytes: buildSafetensors(loraTensors(rand, kohyaSpecs, 'BF16')), specs: kohyaSpecs, weight: 0.7 },
@@ -209,8 +194,8 @@ describe('refused with the reason', () => {
   it('Anima\'s LLM adapter on a diffusers transformer: diffusers keeps it as its own text_conditioner model', async () => {
     const t = COSMOS.text;
     const problems = await planProblemsOf(diffusersFolder(cosmosDiffusersTensors(rand, 'BF16')), 'transformer', [
-      peft('diffusion_model.llm_adapter.blocks.0.self_attn.q_proj', 2, t, t, [], 1),
-      peft('diffusion_model.llm_adapter.blocks.0.mlp.2', 2, t, 4 * t, [], 1),
+      peftSpec('diffusion_model.llm_adapter.blocks.0.self_attn.q_proj', 2, t, t, [], 1),
+      peftSpec('diffusion_model.llm_adapter.blocks.0.mlp.2', 2, t, 4 * t, [], 1),
     ], rand);
     expect(problems).toHaveLength(2);
     for (const p of problems) expect(p).toMatch(/LLM adapter.*text_conditioner/);

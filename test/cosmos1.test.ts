@@ -19,24 +19,10 @@ import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fi
 import type { LoraSpec } from './helpers/diffusion-fixtures.js';
 import { COSMOS, cosmos1DiffusersTensors, cosmos1OriginalTensors, cosmosDiffusersTensors } from './helpers/cosmos-fixtures.js';
 import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
+import { kohyaSpec, peftSpec, DIFFUSERS_LORA_METADATA } from './helpers/diffusion-fixtures.js';
 
 const rand = seededRandom(20261207);
 
-/** kohya form: `.lora_down/.lora_up.weight` and `.alpha`. */
-function kohya(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], alpha: number): LoraSpec {
-  return {
-    down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r, out, in: inF, lands,
-    scale: alpha / r, extra: [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] }],
-  };
-}
-/** PEFT form: `.lora_A/.lora_B.weight`; α from the file's metadata (diffusers), else scale 1 (diffusion-pipe). */
-function peft(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], scale: number): LoraSpec {
-  return { down: `${name}.lora_A.weight`, up: `${name}.lora_B.weight`, r, out, in: inF, lands, scale };
-}
-const diffusersMetadata = {
-  format: 'pt',
-  lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
-};
 const file = (name: string, tensors: FixtureTensor[]) => ({ [name]: buildSafetensors(tensors) });
 const diffusersFolder = (tensors: FixtureTensor[]) => ({
   'diffusion_pytorch_model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify({ _class_name: 'CosmosTransformer3DModel', extra_pos_embed_type: 'learnable' }),
@@ -49,36 +35,36 @@ const OB = (p: string, i: number, rest: string) => `${p}blocks.block${i}.blocks.
 
 /** `transformer.` + diffusers' names onto the original names under `p`. */
 const diffusersOnOriginal = (p: string): LoraSpec[] => [
-  peft('transformer.transformer_blocks.0.attn1.to_q', 4, dim, dim, [{ key: OB(p, 0, '0.block.attn.to_q.0') }], 2),
-  peft('transformer.transformer_blocks.1.attn1.to_v', 4, dim, dim, [{ key: OB(p, 1, '0.block.attn.to_v.0') }], 2),
-  peft('transformer.transformer_blocks.0.attn1.to_out.0', 4, dim, dim, [{ key: OB(p, 0, '0.block.attn.to_out.0') }], 2),
-  peft('transformer.transformer_blocks.1.attn2.to_k', 4, dim, text, [{ key: OB(p, 1, '1.block.attn.to_k.0') }], 2),
-  peft('transformer.transformer_blocks.0.ff.net.0.proj', 4, 4 * dim, dim, [{ key: OB(p, 0, '2.block.layer1') }], 2),
-  peft('transformer.transformer_blocks.1.ff.net.2', 4, dim, 4 * dim, [{ key: OB(p, 1, '2.block.layer2') }], 2),
-  peft('transformer.transformer_blocks.0.norm2.linear_2', 4, 3 * dim, adaln, [{ key: OB(p, 0, '1.adaLN_modulation.2') }], 2),
-  peft('transformer.transformer_blocks.1.norm3.linear_1', 4, adaln, dim, [{ key: OB(p, 1, '2.adaLN_modulation.1') }], 2),
-  peft('transformer.patch_embed.proj', 4, dim, patchIn, [{ key: `${p}x_embedder.proj.1.weight` }], 2),
-  peft('transformer.time_embed.t_embedder.linear_2', 4, 3 * dim, dim, [{ key: `${p}t_embedder.1.linear_2.weight` }], 2),
-  peft('transformer.norm_out.linear_2', 4, 2 * dim, adaln, [{ key: `${p}final_layer.adaLN_modulation.2.weight` }], 2),
-  peft('transformer.proj_out', 4, patchOut, dim, [{ key: `${p}final_layer.linear.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn1.to_q', 4, dim, dim, [{ key: OB(p, 0, '0.block.attn.to_q.0') }], 2),
+  peftSpec('transformer.transformer_blocks.1.attn1.to_v', 4, dim, dim, [{ key: OB(p, 1, '0.block.attn.to_v.0') }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn1.to_out.0', 4, dim, dim, [{ key: OB(p, 0, '0.block.attn.to_out.0') }], 2),
+  peftSpec('transformer.transformer_blocks.1.attn2.to_k', 4, dim, text, [{ key: OB(p, 1, '1.block.attn.to_k.0') }], 2),
+  peftSpec('transformer.transformer_blocks.0.ff.net.0.proj', 4, 4 * dim, dim, [{ key: OB(p, 0, '2.block.layer1') }], 2),
+  peftSpec('transformer.transformer_blocks.1.ff.net.2', 4, dim, 4 * dim, [{ key: OB(p, 1, '2.block.layer2') }], 2),
+  peftSpec('transformer.transformer_blocks.0.norm2.linear_2', 4, 3 * dim, adaln, [{ key: OB(p, 0, '1.adaLN_modulation.2') }], 2),
+  peftSpec('transformer.transformer_blocks.1.norm3.linear_1', 4, adaln, dim, [{ key: OB(p, 1, '2.adaLN_modulation.1') }], 2),
+  peftSpec('transformer.patch_embed.proj', 4, dim, patchIn, [{ key: `${p}x_embedder.proj.1.weight` }], 2),
+  peftSpec('transformer.time_embed.t_embedder.linear_2', 4, 3 * dim, dim, [{ key: `${p}t_embedder.1.linear_2.weight` }], 2),
+  peftSpec('transformer.norm_out.linear_2', 4, 2 * dim, adaln, [{ key: `${p}final_layer.adaLN_modulation.2.weight` }], 2),
+  peftSpec('transformer.proj_out', 4, patchOut, dim, [{ key: `${p}final_layer.linear.weight` }], 2),
 ];
 /** diffusion-pipe's Cosmos LoRA (ComfyUI format: `diffusion_model.` + the original names) and the kohya form, onto diffusers' names. */
 const originalOnDiffusers: LoraSpec[] = [
-  peft('diffusion_model.blocks.block0.blocks.0.block.attn.to_q.0', 4, dim, dim, [{ key: 'transformer_blocks.0.attn1.to_q.weight' }], 1),
-  peft('diffusion_model.blocks.block1.blocks.0.block.attn.to_k.0', 4, dim, dim, [{ key: 'transformer_blocks.1.attn1.to_k.weight' }], 1),
-  peft('diffusion_model.blocks.block0.blocks.1.block.attn.to_v.0', 4, dim, text, [{ key: 'transformer_blocks.0.attn2.to_v.weight' }], 1),
-  peft('diffusion_model.blocks.block1.blocks.1.block.attn.to_out.0', 4, dim, dim, [{ key: 'transformer_blocks.1.attn2.to_out.0.weight' }], 1),
-  peft('diffusion_model.blocks.block0.blocks.2.block.layer2', 4, dim, 4 * dim, [{ key: 'transformer_blocks.0.ff.net.2.weight' }], 1),
-  peft('diffusion_model.blocks.block1.blocks.0.adaLN_modulation.1', 4, adaln, dim, [{ key: 'transformer_blocks.1.norm1.linear_1.weight' }], 1),
-  kohya('lora_unet_blocks_block1_blocks_2_block_layer1', 2, 4 * dim, dim, [{ key: 'transformer_blocks.1.ff.net.0.proj.weight' }], 1),
-  kohya('lora_unet_blocks_block0_blocks_2_adaLN_modulation_2', 2, 3 * dim, adaln, [{ key: 'transformer_blocks.0.norm3.linear_2.weight' }], 1),
-  kohya('lora_unet_t_embedder_1_linear_1', 2, dim, dim, [{ key: 'time_embed.t_embedder.linear_1.weight' }], 1),
-  kohya('lora_unet_final_layer_adaLN_modulation_1', 2, adaln, dim, [{ key: 'norm_out.linear_1.weight' }], 1),
+  peftSpec('diffusion_model.blocks.block0.blocks.0.block.attn.to_q.0', 4, dim, dim, [{ key: 'transformer_blocks.0.attn1.to_q.weight' }], 1),
+  peftSpec('diffusion_model.blocks.block1.blocks.0.block.attn.to_k.0', 4, dim, dim, [{ key: 'transformer_blocks.1.attn1.to_k.weight' }], 1),
+  peftSpec('diffusion_model.blocks.block0.blocks.1.block.attn.to_v.0', 4, dim, text, [{ key: 'transformer_blocks.0.attn2.to_v.weight' }], 1),
+  peftSpec('diffusion_model.blocks.block1.blocks.1.block.attn.to_out.0', 4, dim, dim, [{ key: 'transformer_blocks.1.attn2.to_out.0.weight' }], 1),
+  peftSpec('diffusion_model.blocks.block0.blocks.2.block.layer2', 4, dim, 4 * dim, [{ key: 'transformer_blocks.0.ff.net.2.weight' }], 1),
+  peftSpec('diffusion_model.blocks.block1.blocks.0.adaLN_modulation.1', 4, adaln, dim, [{ key: 'transformer_blocks.1.norm1.linear_1.weight' }], 1),
+  kohyaSpec('lora_unet_blocks_block1_blocks_2_block_layer1', 2, 4 * dim, dim, [{ key: 'transformer_blocks.1.ff.net.0.proj.weight' }], 1),
+  kohyaSpec('lora_unet_blocks_block0_blocks_2_adaLN_modulation_2', 2, 3 * dim, adaln, [{ key: 'transformer_blocks.0.norm3.linear_2.weight' }], 1),
+  kohyaSpec('lora_unet_t_embedder_1_linear_1', 2, dim, dim, [{ key: 'time_embed.t_embedder.linear_1.weight' }], 1),
+  kohyaSpec('lora_unet_final_layer_adaLN_modulation_1', 2, adaln, dim, [{ key: 'norm_out.linear_1.weight' }], 1),
 ];
 /** The same diffusion-pipe LoRA on a checkpoint ComfyUI saved: by name. */
 const originalOnOriginal: LoraSpec[] = [
-  peft('diffusion_model.blocks.block0.blocks.0.block.attn.to_q.0', 4, dim, dim, [{ key: OB(cm, 0, '0.block.attn.to_q.0') }], 1),
-  peft('diffusion_model.blocks.block1.blocks.2.block.layer1', 4, 4 * dim, dim, [{ key: OB(cm, 1, '2.block.layer1') }], 1),
+  peftSpec('diffusion_model.blocks.block0.blocks.0.block.attn.to_q.0', 4, dim, dim, [{ key: OB(cm, 0, '0.block.attn.to_q.0') }], 1),
+  peftSpec('diffusion_model.blocks.block1.blocks.2.block.layer1', 4, 4 * dim, dim, [{ key: OB(cm, 1, '2.block.layer1') }], 1),
 ];
 
 const CASES: LoraCase[] = [
@@ -86,8 +72,8 @@ const CASES: LoraCase[] = [
     name: 'Cosmos 1.0 7B, Comfy-Org\'s file (net.) ← diffusers-named LoRAs', layout: 'cosmos1',
     base: file(C1, cosmos1OriginalTensors(rand, 'BF16')), baseName: C1,
     adapters: [
-      { file: 'cosmos1-diffusers.safetensors', specs: diffusersOnOriginal('net.'), weight: 1, metadata: diffusersMetadata },
-      { file: 'cosmos1-diffusers-2.safetensors', specs: diffusersOnOriginal('net.').slice(0, 4), weight: -0.5, metadata: diffusersMetadata },
+      { file: 'cosmos1-diffusers.safetensors', specs: diffusersOnOriginal('net.'), weight: 1, metadata: DIFFUSERS_LORA_METADATA },
+      { file: 'cosmos1-diffusers-2.safetensors', specs: diffusersOnOriginal('net.').slice(0, 4), weight: -0.5, metadata: DIFFUSERS_LORA_METADATA },
     ],
   },
   {
@@ -120,9 +106,9 @@ describe('Cosmos 1.0 namings', () => {
 
   it('refused in one line each: Cosmos-Predict2 names on Cosmos 1.0, a block past the last, the original\'s logvar on diffusers\' model, Cosmos 1.0 names on Cosmos-Predict2', async () => {
     const onCosmos1 = await planProblemsOf(diffusersFolder(cosmos1DiffusersTensors(rand, 'BF16')), 'transformer', [
-      peft('diffusion_model.blocks.0.self_attn.q_proj', 2, dim, dim, [], 1),
-      peft('diffusion_model.blocks.block2.blocks.0.block.attn.to_q.0', 2, dim, dim, [], 1),
-      kohya('diffusion_model.logvar.1', 1, 1, 8, [], 1),
+      peftSpec('diffusion_model.blocks.0.self_attn.q_proj', 2, dim, dim, [], 1),
+      peftSpec('diffusion_model.blocks.block2.blocks.0.block.attn.to_q.0', 2, dim, dim, [], 1),
+      kohyaSpec('diffusion_model.logvar.1', 1, 1, 8, [], 1),
     ], rand);
     expect(onCosmos1).toEqual([
       'lora.safetensors: module "diffusion_model.blocks.0.self_attn.q_proj": no matching tensor in the transformer (denoiser)',
@@ -130,7 +116,7 @@ describe('Cosmos 1.0 namings', () => {
       'lora.safetensors: module "diffusion_model.logvar.1": no matching tensor in the transformer (denoiser)',
     ]);
     const predict2 = { 'diffusion_pytorch_model.safetensors': buildSafetensors(cosmosDiffusersTensors(rand, 'BF16')), 'config.json': JSON.stringify({ _class_name: 'CosmosTransformer3DModel' }) };
-    expect(await planProblemsOf(predict2, 'transformer', [peft('diffusion_model.blocks.block0.blocks.0.block.attn.to_q.0', 2, dim, dim, [], 1)], rand)).toEqual([
+    expect(await planProblemsOf(predict2, 'transformer', [peftSpec('diffusion_model.blocks.block0.blocks.0.block.attn.to_q.0', 2, dim, dim, [], 1)], rand)).toEqual([
       'lora.safetensors: module "diffusion_model.blocks.block0.blocks.0.block.attn.to_q.0": no matching tensor in the transformer (denoiser)',
     ]);
   });

@@ -22,7 +22,7 @@ import { zImage } from '../src/formats/layouts/z-image.js';
 import { lumina2 } from '../src/formats/layouts/lumina2.js';
 import { ltxVideo } from '../src/formats/layouts/ltx-video.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { rowsAt, rowsFrom, swappedHalves, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { rowsAt, rowsFrom, swappedHalves, tensor, type LoraSpec, DIFFUSERS_LORA_METADATA } from './helpers/diffusion-fixtures.js';
 import {
   CHROMA, FLUX2, HIDREAM, LTX, LUMINA2, hiDreamTensors, ltxDiffusersTensors, ltxOriginalTensors, QWEN_IMAGE, ZIMAGE, chromaBflTensors, chromaDiffusersTensors, flux2BflTensors, flux2DiffusersTensors,
   lumina2DiffusersTensors, lumina2OriginalTensors, qwenImageTensors, zImageComfyTensors, zImageDiffusersTensors,
@@ -45,10 +45,6 @@ function peft(name: string, r: number, out: number, inF: number, lands: LoraSpec
 /** ΔW rows [i·n, (i+1)·n) onto tensor i (a fused module on separate tensors). */
 const thirds = (keys: string[], n: number): LoraSpec['lands'] => keys.map((key, i) => ({ key, rows: rowsFrom(i * n, n) }));
 /** diffusers' trainers: r 4, α 8 in `lora_adapter_metadata`. */
-const diffusersMetadata = {
-  format: 'pt',
-  lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
-};
 
 type AdapterCase = LoraCaseAdapterSpec;
 type Case = LoraCase;
@@ -185,7 +181,7 @@ const QI = 'qwen_image_fp8_e4m3fn.safetensors';
 function qwenLoras(p: string): AdapterCase[] {
   const T = (i: number, rest: string) => `${p}transformer_blocks.${i}.${rest}.weight`;
   return [
-    { file: 'pytorch_lora_weights.safetensors', weight: 1, metadata: diffusersMetadata, specs: [
+    { file: 'pytorch_lora_weights.safetensors', weight: 1, metadata: DIFFUSERS_LORA_METADATA, specs: [
       peft('transformer.transformer_blocks.0.attn.to_q', 4, q, q, [{ key: T(0, 'attn.to_q') }], 2),
       peft('transformer.transformer_blocks.1.attn.add_k_proj', 4, q, q, [{ key: T(1, 'attn.add_k_proj') }], 2),
       peft('transformer.transformer_blocks.0.img_mlp.net.0.proj', 4, 4 * q, q, [{ key: T(0, 'img_mlp.net.0.proj') }], 2),
@@ -313,7 +309,7 @@ const CASES: Case[] = [
     name: 'FLUX.2 dev, BFL single file ← diffusers trainer (diffusers names), ai-toolkit and musubi-tuner (BFL names)', layout: 'flux2-bfl',
     base: file(F2, flux2BflTensors(rand, 'BF16')), baseName: F2,
     adapters: [
-      { file: 'pytorch_lora_weights.safetensors', specs: diffusersFlux2(''), weight: 0.8, metadata: diffusersMetadata },
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersFlux2(''), weight: 0.8, metadata: DIFFUSERS_LORA_METADATA },
       { file: 'ai-toolkit-flux2.safetensors', specs: aiToolkitFlux2OnBfl, weight: 1 },
       { file: 'musubi-flux2.safetensors', specs: musubiFlux2OnBfl, weight: 1, metadata: { ss_network_module: 'networks.lora_flux_2' } },
     ],
@@ -321,7 +317,7 @@ const CASES: Case[] = [
   {
     name: 'FLUX.2 klein, Comfy-Org fp8 file under model.diffusion_model. ← diffusers klein trainer', layout: 'flux2-bfl',
     base: file(KLEIN_FP8, flux2BflTensors(rand, 'F8_E4M3', KLEIN, cm)), baseName: KLEIN_FP8,
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersFlux2(cm, KLEIN), weight: 1, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersFlux2(cm, KLEIN), weight: 1, metadata: DIFFUSERS_LORA_METADATA }],
   },
   {
     name: 'diffusers FLUX.2 transformer ← ai-toolkit (diffusion_model. BFL names) and musubi-tuner (lora_unet_) LoRAs', layout: 'flux2-bfl',
@@ -336,7 +332,7 @@ const CASES: Case[] = [
     base: file(ZT, zImageComfyTensors(rand, 'BF16')), baseName: ZT,
     adapters: [
       { file: 'ai-toolkit-zimage.safetensors', specs: aiToolkitZImage(''), weight: 1 },
-      { file: 'pytorch_lora_weights.safetensors', specs: diffusersZImage, weight: 0.6, metadata: diffusersMetadata },
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersZImage, weight: 0.6, metadata: DIFFUSERS_LORA_METADATA },
       { file: 'kohya-zimage.safetensors', specs: kohyaZImage, weight: 1.2 },
       { file: 'comfyui-extracted.safetensors', specs: comfyZImageOnComfy, weight: 1 },
     ],
@@ -366,7 +362,7 @@ const CASES: Case[] = [
   {
     name: 'Chroma1-HD single file ← diffusers-named LoRA (single-block q, k, v, proj_mlp onto linear1 rows; approximator renamed)', layout: 'flux-bfl',
     base: file(CH, chromaBflTensors(rand, 'BF16')), baseName: CH,
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersChromaOnBfl, weight: 1, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersChromaOnBfl, weight: 1, metadata: DIFFUSERS_LORA_METADATA }],
   },
   {
     name: 'diffusers Chroma transformer ← sd-scripts and ComfyUI-extracted LoRAs (BFL names)', layout: 'flux-bfl',
@@ -379,7 +375,7 @@ const CASES: Case[] = [
   {
     name: 'Lumina 2, Comfy-Org single file (grouped-head qkv) ← diffusers trainer LoRA', layout: 'lumina2',
     base: file(LU, lumina2OriginalTensors(rand, 'BF16')), baseName: LU,
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersLumina, weight: 1, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersLumina, weight: 1, metadata: DIFFUSERS_LORA_METADATA }],
   },
   {
     name: 'diffusers Lumina 2 transformer ← ComfyUI-extracted and sd-scripts LoRAs (original names)', layout: 'lumina2',
@@ -397,12 +393,12 @@ const CASES: Case[] = [
   {
     name: 'LTX-Video, Lightricks\' single file ← diffusers-named LoRA', layout: 'ltx-video',
     base: file(LTXF, ltxOriginalTensors(rand, 'BF16')), baseName: LTXF,
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersLtxOnOriginal, weight: 0.7, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersLtxOnOriginal, weight: 0.7, metadata: DIFFUSERS_LORA_METADATA }],
   },
   {
     name: 'HiDream-I1, Comfy-Org fp8 file ← diffusers / SimpleTuner LoRA (one naming, MoE experts by name)',
     base: file(HD, hiDreamTensors(rand, 'F8_E4M3', HIDREAM, cm)), baseName: HD,
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: hiDreamLora(cm), weight: 1, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: hiDreamLora(cm), weight: 1, metadata: DIFFUSERS_LORA_METADATA }],
   },
 ];
 

@@ -19,7 +19,7 @@ import { ModuleLocator } from '../src/formats/layouts/index.js';
 import { moduleAddress } from '../src/formats/module-address.js';
 import { hunyuanVideo } from '../src/formats/layouts/hunyuan-video.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { fluxBflTensors, loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { fluxBflTensors, loraTensors, rowsAt, rowsFrom, swappedHalves, tensor, type LoraSpec, peftSpec, DIFFUSERS_LORA_METADATA } from './helpers/diffusion-fixtures.js';
 import {
   HUNYUAN, HUNYUAN_15, HUNYUAN_I2V, HUNYUAN_IMAGE, comfyHunyuanName, hiddenOf, hunyuanComfyTensors, hunyuanDiffusersConfig, hunyuanDiffusersTensors, hunyuanOriginalTensors,
 } from './helpers/hunyuan-fixtures.js';
@@ -35,10 +35,6 @@ function kohya(name: string, r: number, out: number, inF: number, lands: LoraSpe
     down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r, out, in: inF, lands,
     scale: alpha === undefined ? 1 : alpha / r, extra: alpha === undefined ? [] : [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] }],
   };
-}
-/** PEFT form (diffusers' trainers, diffusion-pipe): `.lora_A/.lora_B.weight`; α from the file's metadata, else scale 1. */
-function peft(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], scale: number): LoraSpec {
-  return { down: `${name}.lora_A.weight`, up: `${name}.lora_B.weight`, r, out, in: inF, lands, scale };
 }
 /** A fused module of `parts` × h rows onto separate tensors: ΔW rows [i·h, (i+1)·h) onto tensor i. */
 const split = (keys: string[], units: number[] = keys.map(() => 1)): LoraSpec['lands'] => {
@@ -63,31 +59,27 @@ const REF = (i: number, rest: string) => `txt_in.individual_token_refiner.blocks
 
 /** diffusers' HunyuanVideo LoRA trainers: transformer.* in diffusers' names, α in lora_adapter_metadata. */
 const diffusersLora: LoraSpec[] = [
-  peft('transformer.transformer_blocks.0.attn.to_k', 4, h, h, [{ key: DB(0, 'img_attn_qkv'), rows: rowsAt(h, h) }], 2),
-  peft('transformer.transformer_blocks.1.attn.add_v_proj', 4, h, h, [{ key: DB(1, 'txt_attn_qkv'), rows: rowsAt(2 * h, h) }], 2),
-  peft('transformer.transformer_blocks.0.attn.to_add_out', 4, h, h, [{ key: DB(0, 'txt_attn_proj') }], 2),
-  peft('transformer.transformer_blocks.1.ff.net.0.proj', 4, 4 * h, h, [{ key: DB(1, 'img_mlp.fc1') }], 2),
-  peft('transformer.transformer_blocks.0.ff_context.net.2', 4, h, 4 * h, [{ key: DB(0, 'txt_mlp.fc2') }], 2),
-  peft('transformer.transformer_blocks.1.norm1_context.linear', 4, 6 * h, h, [{ key: DB(1, 'txt_mod.linear') }], 2),
-  peft('transformer.single_transformer_blocks.0.attn.to_q', 4, h, h, [{ key: SB(0, 'linear1'), rows: rowsAt(0, h) }], 2),
-  peft('transformer.single_transformer_blocks.0.proj_mlp', 4, 4 * h, h, [{ key: SB(0, 'linear1'), rows: rowsAt(3 * h, 4 * h) }], 2),
-  peft('transformer.single_transformer_blocks.1.proj_out', 4, h, 5 * h, [{ key: SB(1, 'linear2') }], 2),
-  peft('transformer.single_transformer_blocks.1.norm.linear', 4, 3 * h, h, [{ key: SB(1, 'modulation.linear') }], 2),
-  peft('transformer.context_embedder.token_refiner.refiner_blocks.1.attn.to_v', 4, h, h, [{ key: REF(1, 'self_attn_qkv'), rows: rowsAt(2 * h, h) }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn.to_k', 4, h, h, [{ key: DB(0, 'img_attn_qkv'), rows: rowsAt(h, h) }], 2),
+  peftSpec('transformer.transformer_blocks.1.attn.add_v_proj', 4, h, h, [{ key: DB(1, 'txt_attn_qkv'), rows: rowsAt(2 * h, h) }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn.to_add_out', 4, h, h, [{ key: DB(0, 'txt_attn_proj') }], 2),
+  peftSpec('transformer.transformer_blocks.1.ff.net.0.proj', 4, 4 * h, h, [{ key: DB(1, 'img_mlp.fc1') }], 2),
+  peftSpec('transformer.transformer_blocks.0.ff_context.net.2', 4, h, 4 * h, [{ key: DB(0, 'txt_mlp.fc2') }], 2),
+  peftSpec('transformer.transformer_blocks.1.norm1_context.linear', 4, 6 * h, h, [{ key: DB(1, 'txt_mod.linear') }], 2),
+  peftSpec('transformer.single_transformer_blocks.0.attn.to_q', 4, h, h, [{ key: SB(0, 'linear1'), rows: rowsAt(0, h) }], 2),
+  peftSpec('transformer.single_transformer_blocks.0.proj_mlp', 4, 4 * h, h, [{ key: SB(0, 'linear1'), rows: rowsAt(3 * h, 4 * h) }], 2),
+  peftSpec('transformer.single_transformer_blocks.1.proj_out', 4, h, 5 * h, [{ key: SB(1, 'linear2') }], 2),
+  peftSpec('transformer.single_transformer_blocks.1.norm.linear', 4, 3 * h, h, [{ key: SB(1, 'modulation.linear') }], 2),
+  peftSpec('transformer.context_embedder.token_refiner.refiner_blocks.1.attn.to_v', 4, h, h, [{ key: REF(1, 'self_attn_qkv'), rows: rowsAt(2 * h, h) }], 2),
   // The refiner's adaLN is (gate_msa, gate_mlp) in both namings: no swap.
-  peft('transformer.context_embedder.token_refiner.refiner_blocks.0.norm_out.linear', 4, 2 * h, h, [{ key: REF(0, 'adaLN_modulation.1') }], 2),
-  peft('transformer.context_embedder.time_text_embed.text_embedder.linear_1', 4, h, text, [{ key: 'txt_in.c_embedder.linear_1.weight' }], 2),
-  peft('transformer.context_embedder.proj_in', 4, h, text, [{ key: 'txt_in.input_embedder.weight' }], 2),
-  peft('transformer.time_text_embed.guidance_embedder.linear_1', 4, h, freq, [{ key: 'guidance_in.mlp.0.weight' }], 2),
-  peft('transformer.time_text_embed.timestep_embedder.linear_2', 4, h, h, [{ key: 'time_in.mlp.2.weight' }], 2),
-  peft('transformer.time_text_embed.text_embedder.linear_1', 4, h, pooled, [{ key: 'vector_in.in_layer.weight' }], 2),
-  peft('transformer.norm_out.linear', 4, 2 * h, h, [{ key: 'final_layer.adaLN_modulation.1.weight', rows: swappedHalves(h) }], 2),
-  peft('transformer.proj_out', 4, patchOut, h, [{ key: 'final_layer.linear.weight' }], 2),
+  peftSpec('transformer.context_embedder.token_refiner.refiner_blocks.0.norm_out.linear', 4, 2 * h, h, [{ key: REF(0, 'adaLN_modulation.1') }], 2),
+  peftSpec('transformer.context_embedder.time_text_embed.text_embedder.linear_1', 4, h, text, [{ key: 'txt_in.c_embedder.linear_1.weight' }], 2),
+  peftSpec('transformer.context_embedder.proj_in', 4, h, text, [{ key: 'txt_in.input_embedder.weight' }], 2),
+  peftSpec('transformer.time_text_embed.guidance_embedder.linear_1', 4, h, freq, [{ key: 'guidance_in.mlp.0.weight' }], 2),
+  peftSpec('transformer.time_text_embed.timestep_embedder.linear_2', 4, h, h, [{ key: 'time_in.mlp.2.weight' }], 2),
+  peftSpec('transformer.time_text_embed.text_embedder.linear_1', 4, h, pooled, [{ key: 'vector_in.in_layer.weight' }], 2),
+  peftSpec('transformer.norm_out.linear', 4, 2 * h, h, [{ key: 'final_layer.adaLN_modulation.1.weight', rows: swappedHalves(h) }], 2),
+  peftSpec('transformer.proj_out', 4, patchOut, h, [{ key: 'final_layer.linear.weight' }], 2),
 ];
-const diffusersMetadata = {
-  format: 'pt',
-  lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
-};
 /** OneTrainer: diffusers' names flattened under lora_transformer_. */
 const oneTrainer: LoraSpec[] = [
   kohya('lora_transformer_transformer_blocks_1_attn_to_q', 2, h, h, [{ key: DB(1, 'img_attn_qkv'), rows: rowsAt(0, h) }], 1),
@@ -138,12 +130,12 @@ const tencentI2vLora: LoraSpec[] = [
  * beside PEFT's adapter_config.json. Rank 32, above h.
  */
 const diffusionPipe: LoraSpec[] = [
-  peft('transformer.double_blocks.1.img_mod.linear', 32, 6 * h, h, [{ key: T(1, 'norm1.linear') }], 1),
-  peft('transformer.double_blocks.0.img_attn_proj', 32, h, h, [{ key: T(0, 'attn.to_out.0') }], 1),
-  peft('transformer.double_blocks.0.img_mlp.fc2', 32, h, 4 * h, [{ key: T(0, 'ff.net.2') }], 1),
-  peft('transformer.double_blocks.1.txt_attn_qkv', 32, 3 * h, h, split([T(1, 'attn.add_q_proj'), T(1, 'attn.add_k_proj'), T(1, 'attn.add_v_proj')]), 1),
-  peft('transformer.single_blocks.0.modulation.linear', 32, 3 * h, h, [{ key: S(0, 'norm.linear') }], 1),
-  peft('transformer.single_blocks.1.linear1', 32, 7 * h, h, split([S(1, 'attn.to_q'), S(1, 'attn.to_k'), S(1, 'attn.to_v'), S(1, 'proj_mlp')], [1, 1, 1, 4]), 1),
+  peftSpec('transformer.double_blocks.1.img_mod.linear', 32, 6 * h, h, [{ key: T(1, 'norm1.linear') }], 1),
+  peftSpec('transformer.double_blocks.0.img_attn_proj', 32, h, h, [{ key: T(0, 'attn.to_out.0') }], 1),
+  peftSpec('transformer.double_blocks.0.img_mlp.fc2', 32, h, 4 * h, [{ key: T(0, 'ff.net.2') }], 1),
+  peftSpec('transformer.double_blocks.1.txt_attn_qkv', 32, 3 * h, h, split([T(1, 'attn.add_q_proj'), T(1, 'attn.add_k_proj'), T(1, 'attn.add_v_proj')]), 1),
+  peftSpec('transformer.single_blocks.0.modulation.linear', 32, 3 * h, h, [{ key: S(0, 'norm.linear') }], 1),
+  peftSpec('transformer.single_blocks.1.linear1', 32, 7 * h, h, split([S(1, 'attn.to_q'), S(1, 'attn.to_k'), S(1, 'attn.to_v'), S(1, 'proj_mlp')], [1, 1, 1, 4]), 1),
 ];
 const diffusionPipeConfig = JSON.stringify({
   peft_type: 'LORA', task_type: null, base_model_name_or_path: null, r: 32, lora_alpha: 32, lora_dropout: 0, bias: 'none',
@@ -157,9 +149,9 @@ const diffusionPipeConfig = JSON.stringify({
  * modules outside the blocks: the text token refiner, the timestep embedder, the final layer.
  */
 const diffusionModelPrefixed: LoraSpec[] = [
-  peft('diffusion_model.txt_in.individual_token_refiner.blocks.0.self_attn_qkv', 8, 3 * h, h, split([DR(0, 'attn.to_q'), DR(0, 'attn.to_k'), DR(0, 'attn.to_v')]), 1),
-  peft('diffusion_model.txt_in.t_embedder.mlp.0', 8, h, freq, [{ key: 'context_embedder.time_text_embed.timestep_embedder.linear_1.weight' }], 1),
-  peft('diffusion_model.final_layer.adaLN_modulation.1', 8, 2 * h, h, [{ key: 'norm_out.linear.weight', rows: swappedHalves(h) }], 1),
+  peftSpec('diffusion_model.txt_in.individual_token_refiner.blocks.0.self_attn_qkv', 8, 3 * h, h, split([DR(0, 'attn.to_q'), DR(0, 'attn.to_k'), DR(0, 'attn.to_v')]), 1),
+  peftSpec('diffusion_model.txt_in.t_embedder.mlp.0', 8, h, freq, [{ key: 'context_embedder.time_text_embed.timestep_embedder.linear_1.weight' }], 1),
+  peftSpec('diffusion_model.final_layer.adaLN_modulation.1', 8, 2 * h, h, [{ key: 'norm_out.linear.weight', rows: swappedHalves(h) }], 1),
 ];
 /** ComfyUI's "Extract and Save Lora" on a HunyuanVideo model: diffusion_model. and ComfyUI's own names. */
 const comfyExtracted: LoraSpec[] = [
@@ -185,13 +177,13 @@ const musubiOnComfy: LoraSpec[] = [
   kohya('lora_unet_single_blocks_0_linear1', 4, 7 * h, h, [{ key: C('single_blocks.0.linear1') }], 2),
 ];
 const diffusersOnComfy: LoraSpec[] = [
-  peft('transformer.transformer_blocks.0.attn.add_k_proj', 4, h, h, [{ key: C('double_blocks.0.txt_attn.qkv'), rows: rowsAt(h, h) }], 2),
-  peft('transformer.transformer_blocks.1.norm1.linear', 4, 6 * h, h, [{ key: C('double_blocks.1.img_mod.lin') }], 2),
-  peft('transformer.single_transformer_blocks.1.proj_mlp', 4, 4 * h, h, [{ key: C('single_blocks.1.linear1'), rows: rowsAt(3 * h, 4 * h) }], 2),
-  peft('transformer.context_embedder.time_text_embed.timestep_embedder.linear_2', 4, h, h, [{ key: C('txt_in.t_embedder.out_layer') }], 2),
-  peft('transformer.context_embedder.token_refiner.refiner_blocks.1.attn.to_k', 4, h, h, [{ key: C('txt_in.individual_token_refiner.blocks.1.self_attn.qkv'), rows: rowsAt(h, h) }], 2),
-  peft('transformer.time_text_embed.guidance_embedder.linear_2', 4, h, h, [{ key: C('guidance_in.out_layer') }], 2),
-  peft('transformer.norm_out.linear', 4, 2 * h, h, [{ key: C('final_layer.adaLN_modulation.1'), rows: swappedHalves(h) }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn.add_k_proj', 4, h, h, [{ key: C('double_blocks.0.txt_attn.qkv'), rows: rowsAt(h, h) }], 2),
+  peftSpec('transformer.transformer_blocks.1.norm1.linear', 4, 6 * h, h, [{ key: C('double_blocks.1.img_mod.lin') }], 2),
+  peftSpec('transformer.single_transformer_blocks.1.proj_mlp', 4, 4 * h, h, [{ key: C('single_blocks.1.linear1'), rows: rowsAt(3 * h, 4 * h) }], 2),
+  peftSpec('transformer.context_embedder.time_text_embed.timestep_embedder.linear_2', 4, h, h, [{ key: C('txt_in.t_embedder.out_layer') }], 2),
+  peftSpec('transformer.context_embedder.token_refiner.refiner_blocks.1.attn.to_k', 4, h, h, [{ key: C('txt_in.individual_token_refiner.blocks.1.self_attn.qkv'), rows: rowsAt(h, h) }], 2),
+  peftSpec('transformer.time_text_embed.guidance_embedder.linear_2', 4, h, h, [{ key: C('guidance_in.out_layer') }], 2),
+  peftSpec('transformer.norm_out.linear', 4, 2 * h, h, [{ key: C('final_layer.adaLN_modulation.1'), rows: swappedHalves(h) }], 2),
 ];
 
 // --- HunyuanImage 2.1 (the distilled model: guidance and meanflow embedders) ------------------------------
@@ -202,13 +194,13 @@ const imageDiffusers = buildSafetensors(hunyuanDiffusersTensors(rand, 'BF16', HU
 const { byt5 } = HUNYUAN_IMAGE as Required<typeof HUNYUAN_IMAGE>;
 
 const diffusersImageLora: LoraSpec[] = [
-  peft('transformer.transformer_blocks.0.attn.to_v', 4, h, h, [{ key: DB(0, 'img_attn_qkv'), rows: rowsAt(2 * h, h) }], 2),
-  peft('transformer.single_transformer_blocks.1.proj_mlp', 4, 4 * h, h, [{ key: SB(1, 'linear1'), rows: rowsAt(3 * h, 4 * h) }], 2),
-  peft('transformer.time_guidance_embed.timestep_embedder_r.linear_1', 4, h, freq, [{ key: 'time_r_in.mlp.0.weight' }], 2),
-  peft('transformer.time_guidance_embed.guidance_embedder.linear_2', 4, h, h, [{ key: 'guidance_in.mlp.2.weight' }], 2),
-  peft('transformer.time_guidance_embed.timestep_embedder.linear_1', 4, h, freq, [{ key: 'time_in.mlp.0.weight' }], 2),
-  peft('transformer.context_embedder_2.linear_3', 4, h, 12, [{ key: 'byt5_in.fc3.weight' }], 2),
-  peft('transformer.norm_out.linear', 4, 2 * h, h, [{ key: 'final_layer.adaLN_modulation.1.weight', rows: swappedHalves(h) }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn.to_v', 4, h, h, [{ key: DB(0, 'img_attn_qkv'), rows: rowsAt(2 * h, h) }], 2),
+  peftSpec('transformer.single_transformer_blocks.1.proj_mlp', 4, 4 * h, h, [{ key: SB(1, 'linear1'), rows: rowsAt(3 * h, 4 * h) }], 2),
+  peftSpec('transformer.time_guidance_embed.timestep_embedder_r.linear_1', 4, h, freq, [{ key: 'time_r_in.mlp.0.weight' }], 2),
+  peftSpec('transformer.time_guidance_embed.guidance_embedder.linear_2', 4, h, h, [{ key: 'guidance_in.mlp.2.weight' }], 2),
+  peftSpec('transformer.time_guidance_embed.timestep_embedder.linear_1', 4, h, freq, [{ key: 'time_in.mlp.0.weight' }], 2),
+  peftSpec('transformer.context_embedder_2.linear_3', 4, h, 12, [{ key: 'byt5_in.fc3.weight' }], 2),
+  peftSpec('transformer.norm_out.linear', 4, 2 * h, h, [{ key: 'final_layer.adaLN_modulation.1.weight', rows: swappedHalves(h) }], 2),
 ];
 /** sd-scripts' HunyuanImage LoRAs after its convert_hunyuan_image_lora_to_comfy.py: ComfyUI's names, flattened. */
 const sdScriptsComfyImage: LoraSpec[] = [
@@ -238,13 +230,13 @@ const v15Diffusers = buildSafetensors(hunyuanDiffusersTensors(rand, 'BF16', HUNY
 const { vision } = HUNYUAN_15 as Required<typeof HUNYUAN_15>;
 
 const diffusersV15Lora: LoraSpec[] = [
-  peft('transformer.transformer_blocks.0.attn.to_q', 4, h, h, [{ key: DB(0, 'img_attn_q') }], 2),
-  peft('transformer.transformer_blocks.1.attn.add_v_proj', 4, h, h, [{ key: DB(1, 'txt_attn_v') }], 2),
-  peft('transformer.transformer_blocks.1.ff.net.2', 4, h, 4 * h, [{ key: DB(1, 'img_mlp.fc2') }], 2),
-  peft('transformer.time_embed.timestep_embedder_r.linear_2', 4, h, h, [{ key: 'time_r_in.mlp.2.weight' }], 2),
-  peft('transformer.image_embedder.linear_1', 4, vision, vision, [{ key: 'vision_in.proj.1.weight' }], 2),
-  peft('transformer.context_embedder.token_refiner.refiner_blocks.0.attn.to_k', 4, h, h, [{ key: REF(0, 'self_attn_qkv'), rows: rowsAt(h, h) }], 2),
-  peft('transformer.norm_out.linear', 4, 2 * h, h, [{ key: 'final_layer.adaLN_modulation.1.weight', rows: swappedHalves(h) }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn.to_q', 4, h, h, [{ key: DB(0, 'img_attn_q') }], 2),
+  peftSpec('transformer.transformer_blocks.1.attn.add_v_proj', 4, h, h, [{ key: DB(1, 'txt_attn_v') }], 2),
+  peftSpec('transformer.transformer_blocks.1.ff.net.2', 4, h, 4 * h, [{ key: DB(1, 'img_mlp.fc2') }], 2),
+  peftSpec('transformer.time_embed.timestep_embedder_r.linear_2', 4, h, h, [{ key: 'time_r_in.mlp.2.weight' }], 2),
+  peftSpec('transformer.image_embedder.linear_1', 4, vision, vision, [{ key: 'vision_in.proj.1.weight' }], 2),
+  peftSpec('transformer.context_embedder.token_refiner.refiner_blocks.0.attn.to_k', 4, h, h, [{ key: REF(0, 'self_attn_qkv'), rows: rowsAt(h, h) }], 2),
+  peftSpec('transformer.norm_out.linear', 4, 2 * h, h, [{ key: 'final_layer.adaLN_modulation.1.weight', rows: swappedHalves(h) }], 2),
 ];
 /** musubi-tuner's HunyuanVideo 1.5 LoRAs after its convert_hunyuan_video_1_5_lora_to_comfy.py: q, k, v fused as ComfyUI holds them. */
 const musubiComfyV15 = (onto: 'original' | 'diffusers'): LoraSpec[] => [
@@ -269,7 +261,7 @@ const CASES: Case[] = [
     name: 'HunyuanVideo in Tencent\'s naming ← diffusers, OneTrainer and musubi-tuner LoRAs',
     base: { [T2V_FILE]: originalBase }, baseName: T2V_FILE,
     adapters: [
-      { file: 'pytorch_lora_weights.safetensors', specs: diffusersLora, weight: 0.8, metadata: diffusersMetadata },
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersLora, weight: 0.8, metadata: DIFFUSERS_LORA_METADATA },
       { file: 'onetrainer-hunyuan.safetensors', specs: oneTrainer, weight: 1 },
       { file: 'musubi-hunyuan.safetensors', specs: musubiOnOriginal, weight: 0.5, metadata: musubiMetadata },
     ],
@@ -290,14 +282,14 @@ const CASES: Case[] = [
     base: { [COMFY_FILE]: comfyBase }, baseName: COMFY_FILE,
     adapters: [
       { file: 'musubi-hunyuan.safetensors', specs: musubiOnComfy, weight: 1.2, metadata: musubiMetadata },
-      { file: 'pytorch_lora_weights.safetensors', specs: diffusersOnComfy, weight: 1, metadata: diffusersMetadata },
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersOnComfy, weight: 1, metadata: DIFFUSERS_LORA_METADATA },
     ],
   },
   {
     name: 'HunyuanImage 2.1 in Tencent\'s naming ← diffusers and sd-scripts (ComfyUI-converted) LoRAs',
     base: { [IMAGE_FILE]: imageOriginal }, baseName: IMAGE_FILE,
     adapters: [
-      { file: 'pytorch_lora_weights.safetensors', specs: diffusersImageLora, weight: 0.7, metadata: diffusersMetadata },
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersImageLora, weight: 0.7, metadata: DIFFUSERS_LORA_METADATA },
       { file: 'hunyuan-image-lora_comfy.safetensors', specs: sdScriptsComfyImage, weight: 1, metadata: sdScriptsMetadata },
     ],
   },
@@ -313,7 +305,7 @@ const CASES: Case[] = [
     name: 'HunyuanVideo 1.5 in Tencent\'s naming (q, k, v apart) ← diffusers and ComfyUI-format (fused qkv) LoRAs',
     base: { [V15_FILE]: v15Original }, baseName: V15_FILE,
     adapters: [
-      { file: 'pytorch_lora_weights.safetensors', specs: diffusersV15Lora, weight: 0.9, metadata: diffusersMetadata },
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersV15Lora, weight: 0.9, metadata: DIFFUSERS_LORA_METADATA },
       { file: 'hv15-lora_comfy.safetensors', specs: musubiComfyV15('original'), weight: 1, metadata: musubiV15Metadata },
     ],
   },

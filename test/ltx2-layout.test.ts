@@ -16,6 +16,7 @@ import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fi
 import type { LoraSpec } from './helpers/diffusion-fixtures.js';
 import { LTX2, ltx2DiffusersTensors, ltx2OriginalTensors, ltxOriginalTensors, type Ltx2Dims } from './helpers/dit-fixtures.js';
 import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase, type LoraCaseAdapterSpec } from './helpers/lora-case.js';
+import { DIFFUSERS_LORA_METADATA } from './helpers/diffusion-fixtures.js';
 
 const rand = seededRandom(20260301);
 
@@ -24,10 +25,6 @@ function peft(name: string, r: number, out: number, inF: number, lands: LoraSpec
   return { down: `${name}.lora_A${infix}.weight`, up: `${name}.lora_B${infix}.weight`, r, out, in: inF, lands, scale };
 }
 /** diffusers' trainers: r 4, α 8 in `lora_adapter_metadata`. */
-const diffusersMetadata = {
-  format: 'pt',
-  lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
-};
 
 type AdapterCase = LoraCaseAdapterSpec;
 type Case = LoraCase;
@@ -173,12 +170,12 @@ const CASES: Case[] = [
   {
     name: 'LTX-2 19B, Lightricks\' single file ← diffusers-named LoRA (renamed back)', layout: 'ltx2',
     base: file(F19, ltx2OriginalTensors(rand, 'BF16')), baseName: F19,
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersLoraOnFile, weight: 0.7, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersLoraOnFile, weight: 0.7, metadata: DIFFUSERS_LORA_METADATA }],
   },
   {
     name: 'LTX-2.3, Lightricks\' single file ← diffusers-named LoRA (prompt adaLN, attention gates)', layout: 'ltx2',
     base: file(F23, ltx2OriginalTensors(rand, 'BF16', V23)), baseName: F23,
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersLoraOnFile23, weight: 1, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersLoraOnFile23, weight: 1, metadata: DIFFUSERS_LORA_METADATA }],
   },
   {
     name: 'LTX-2.3, Lightricks\' fp8 single file ← the text projection and connectors named as the transformer\'s, and the projection bare',

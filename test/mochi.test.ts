@@ -12,25 +12,12 @@
 import { describe, expect, it } from 'vitest';
 import { mochi } from '../src/formats/layouts/mochi.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { rowsAt, rowsFrom, swappedHalves, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { rowsAt, rowsFrom, swappedHalves, type LoraSpec, kohyaSpec, peftSpec, DIFFUSERS_LORA_METADATA } from './helpers/diffusion-fixtures.js';
 import { MOCHI, mochiDiffusersTensors, mochiOriginalTensors } from './helpers/mochi-fixtures.js';
 import { loraCaseSuite, withoutLayout, type LoraCase } from './helpers/lora-case.js';
 
 const rand = seededRandom(20261205);
 
-function kohya(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], alpha: number): LoraSpec {
-  return {
-    down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r, out, in: inF, lands,
-    scale: alpha / r, extra: [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] }],
-  };
-}
-function peft(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], scale: number): LoraSpec {
-  return { down: `${name}.lora_A.weight`, up: `${name}.lora_B.weight`, r, out, in: inF, lands, scale };
-}
-const diffusersMetadata = {
-  format: 'pt',
-  lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
-};
 const file = (name: string, tensors: FixtureTensor[]) => ({ [name]: buildSafetensors(tensors) });
 const diffusersFolder = (tensors: FixtureTensor[]) => ({
   'diffusion_pytorch_model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify({ _class_name: 'MochiTransformer3DModel' }),
@@ -41,46 +28,46 @@ const cm = 'model.diffusion_model.';
 
 /** diffusers' trainers onto the original names (prefix `p`). */
 const diffusersOnOriginal = (p: string): LoraSpec[] => [
-  peft('transformer.transformer_blocks.0.attn1.to_k', 4, x, x, [{ key: `${p}blocks.0.attn.qkv_x.weight`, rows: rowsAt(x, x) }], 2),
-  peft('transformer.transformer_blocks.1.attn1.add_v_proj', 4, x, y, [{ key: `${p}blocks.1.attn.qkv_y.weight`, rows: rowsAt(2 * x, x) }], 2),
-  peft('transformer.transformer_blocks.0.attn1.to_out.0', 4, x, x, [{ key: `${p}blocks.0.attn.proj_x.weight` }], 2),
-  peft('transformer.transformer_blocks.0.attn1.to_add_out', 4, y, x, [{ key: `${p}blocks.0.attn.proj_y.weight` }], 2),
-  peft('transformer.transformer_blocks.1.ff.net.0.proj', 4, 2 * mx, x, [{ key: `${p}blocks.1.mlp_x.w1.weight`, rows: swappedHalves(mx) }], 2),
-  peft('transformer.transformer_blocks.0.ff_context.net.0.proj', 4, 2 * my, y, [{ key: `${p}blocks.0.mlp_y.w1.weight`, rows: swappedHalves(my) }], 2),
-  peft('transformer.transformer_blocks.0.ff.net.2', 4, x, mx, [{ key: `${p}blocks.0.mlp_x.w2.weight` }], 2),
-  peft('transformer.transformer_blocks.1.norm1.linear', 4, 4 * x, x, [{ key: `${p}blocks.1.mod_x.weight` }], 2),
-  peft('transformer.transformer_blocks.0.norm1_context.linear', 4, 4 * y, x, [{ key: `${p}blocks.0.mod_y.weight` }], 2),
-  peft('transformer.transformer_blocks.1.norm1_context.linear_1', 4, y, x, [{ key: `${p}blocks.1.mod_y.weight` }], 2),
-  peft('transformer.norm_out.linear', 4, 2 * x, x, [{ key: `${p}final_layer.mod.weight`, rows: swappedHalves(x) }], 2),
-  peft('transformer.proj_out', 4, patch, x, [{ key: `${p}final_layer.linear.weight` }], 2),
-  peft('transformer.patch_embed.proj', 4, x, patch, [{ key: `${p}x_embedder.proj.weight` }], 2),
-  peft('transformer.time_embed.pooler.to_kv', 4, 2 * x, t5, [{ key: `${p}t5_y_embedder.to_kv.weight` }], 2),
-  peft('transformer.time_embed.caption_proj', 4, y, t5, [{ key: `${p}t5_yproj.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn1.to_k', 4, x, x, [{ key: `${p}blocks.0.attn.qkv_x.weight`, rows: rowsAt(x, x) }], 2),
+  peftSpec('transformer.transformer_blocks.1.attn1.add_v_proj', 4, x, y, [{ key: `${p}blocks.1.attn.qkv_y.weight`, rows: rowsAt(2 * x, x) }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn1.to_out.0', 4, x, x, [{ key: `${p}blocks.0.attn.proj_x.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn1.to_add_out', 4, y, x, [{ key: `${p}blocks.0.attn.proj_y.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.1.ff.net.0.proj', 4, 2 * mx, x, [{ key: `${p}blocks.1.mlp_x.w1.weight`, rows: swappedHalves(mx) }], 2),
+  peftSpec('transformer.transformer_blocks.0.ff_context.net.0.proj', 4, 2 * my, y, [{ key: `${p}blocks.0.mlp_y.w1.weight`, rows: swappedHalves(my) }], 2),
+  peftSpec('transformer.transformer_blocks.0.ff.net.2', 4, x, mx, [{ key: `${p}blocks.0.mlp_x.w2.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.1.norm1.linear', 4, 4 * x, x, [{ key: `${p}blocks.1.mod_x.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.0.norm1_context.linear', 4, 4 * y, x, [{ key: `${p}blocks.0.mod_y.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.1.norm1_context.linear_1', 4, y, x, [{ key: `${p}blocks.1.mod_y.weight` }], 2),
+  peftSpec('transformer.norm_out.linear', 4, 2 * x, x, [{ key: `${p}final_layer.mod.weight`, rows: swappedHalves(x) }], 2),
+  peftSpec('transformer.proj_out', 4, patch, x, [{ key: `${p}final_layer.linear.weight` }], 2),
+  peftSpec('transformer.patch_embed.proj', 4, x, patch, [{ key: `${p}x_embedder.proj.weight` }], 2),
+  peftSpec('transformer.time_embed.pooler.to_kv', 4, 2 * x, t5, [{ key: `${p}t5_y_embedder.to_kv.weight` }], 2),
+  peftSpec('transformer.time_embed.caption_proj', 4, y, t5, [{ key: `${p}t5_yproj.weight` }], 2),
 ];
 const D = (i: number, rest: string) => `transformer_blocks.${i}.${rest}.weight`;
 /** genmo's trainer / ComfyUI: the original names (bare, or `diffusion_model.`), PEFT form, scale 1; and sd-scripts form. */
 const originalOnDiffusers: LoraSpec[] = [
-  peft('blocks.0.attn.qkv_x', 4, 3 * x, x, [0, 1, 2].map((j) => ({ key: D(0, ['attn1.to_q', 'attn1.to_k', 'attn1.to_v'][j]), rows: rowsFrom(j * x, x) })), 1),
-  peft('diffusion_model.blocks.1.attn.qkv_y', 4, 3 * x, y, [0, 1, 2].map((j) => ({ key: D(1, ['attn1.add_q_proj', 'attn1.add_k_proj', 'attn1.add_v_proj'][j]), rows: rowsFrom(j * x, x) })), 1),
-  peft('blocks.0.mlp_x.w1', 4, 2 * mx, x, [{ key: D(0, 'ff.net.0.proj'), rows: swappedHalves(mx) }], 1),
-  peft('blocks.0.mlp_y.w2', 4, y, my, [{ key: D(0, 'ff_context.net.2') }], 1),
-  peft('blocks.1.mod_y', 4, y, x, [{ key: D(1, 'norm1_context.linear_1') }], 1),
-  peft('blocks.0.mod_y', 4, 4 * y, x, [{ key: D(0, 'norm1_context.linear') }], 1),
-  peft('final_layer.mod', 4, 2 * x, x, [{ key: 'norm_out.linear.weight', rows: swappedHalves(x) }], 1),
-  kohya('lora_unet_blocks_1_attn_proj_x', 2, x, x, [{ key: D(1, 'attn1.to_out.0') }], 1),
-  kohya('lora_unet_t_embedder_mlp_0', 2, x, MOCHI.freq, [{ key: 'time_embed.timestep_embedder.linear_1.weight' }], 1),
+  peftSpec('blocks.0.attn.qkv_x', 4, 3 * x, x, [0, 1, 2].map((j) => ({ key: D(0, ['attn1.to_q', 'attn1.to_k', 'attn1.to_v'][j]), rows: rowsFrom(j * x, x) })), 1),
+  peftSpec('diffusion_model.blocks.1.attn.qkv_y', 4, 3 * x, y, [0, 1, 2].map((j) => ({ key: D(1, ['attn1.add_q_proj', 'attn1.add_k_proj', 'attn1.add_v_proj'][j]), rows: rowsFrom(j * x, x) })), 1),
+  peftSpec('blocks.0.mlp_x.w1', 4, 2 * mx, x, [{ key: D(0, 'ff.net.0.proj'), rows: swappedHalves(mx) }], 1),
+  peftSpec('blocks.0.mlp_y.w2', 4, y, my, [{ key: D(0, 'ff_context.net.2') }], 1),
+  peftSpec('blocks.1.mod_y', 4, y, x, [{ key: D(1, 'norm1_context.linear_1') }], 1),
+  peftSpec('blocks.0.mod_y', 4, 4 * y, x, [{ key: D(0, 'norm1_context.linear') }], 1),
+  peftSpec('final_layer.mod', 4, 2 * x, x, [{ key: 'norm_out.linear.weight', rows: swappedHalves(x) }], 1),
+  kohyaSpec('lora_unet_blocks_1_attn_proj_x', 2, x, x, [{ key: D(1, 'attn1.to_out.0') }], 1),
+  kohyaSpec('lora_unet_t_embedder_mlp_0', 2, x, MOCHI.freq, [{ key: 'time_embed.timestep_embedder.linear_1.weight' }], 1),
 ];
 
 const CASES: LoraCase[] = [
   {
     name: 'Mochi 1, genmo\'s dit.safetensors ← diffusers-named LoRA (q, k, v onto qkv thirds; SwiGLU and final mod halves swapped)', layout: 'mochi',
     base: file('dit.safetensors', mochiOriginalTensors(rand, 'BF16')), baseName: 'dit.safetensors',
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersOnOriginal(''), weight: 0.9, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersOnOriginal(''), weight: 0.9, metadata: DIFFUSERS_LORA_METADATA }],
   },
   {
     name: 'Mochi 1, Comfy-Org\'s file (model.diffusion_model.) ← diffusers-named LoRA', layout: 'mochi',
     base: file('mochi_preview_bf16.safetensors', mochiOriginalTensors(rand, 'BF16', MOCHI, cm)), baseName: 'mochi_preview_bf16.safetensors',
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersOnOriginal(cm), weight: 1, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersOnOriginal(cm), weight: 1, metadata: DIFFUSERS_LORA_METADATA }],
   },
   {
     name: 'diffusers Mochi transformer ← genmo / ComfyUI and sd-scripts-form LoRAs (original names)', layout: 'mochi',

@@ -16,25 +16,12 @@
 import { describe, expect, it } from 'vitest';
 import { sana } from '../src/formats/layouts/sana.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { rowsAt, rowsFrom, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { rowsAt, rowsFrom, type LoraSpec, kohyaSpec, peftSpec, DIFFUSERS_LORA_METADATA } from './helpers/diffusion-fixtures.js';
 import { SANA, sanaDiffusersTensors, sanaOriginalTensors } from './helpers/sana-fixtures.js';
 import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
 
 const rand = seededRandom(20261208);
 
-function kohya(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], alpha: number): LoraSpec {
-  return {
-    down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r, out, in: inF, lands,
-    scale: alpha / r, extra: [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] }],
-  };
-}
-function peft(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], scale: number): LoraSpec {
-  return { down: `${name}.lora_A.weight`, up: `${name}.lora_B.weight`, r, out, in: inF, lands, scale };
-}
-const diffusersMetadata = {
-  format: 'pt',
-  lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
-};
 const file = (name: string, tensors: FixtureTensor[]) => ({ [name]: buildSafetensors(tensors) });
 const diffusersFolder = (tensors: FixtureTensor[], config: Record<string, unknown> = {}) => ({
   'diffusion_pytorch_model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify({ _class_name: 'SanaTransformer2DModel', ...config }),
@@ -47,26 +34,26 @@ const OB = (p: string, i: number, rest: string) => `${p}blocks.${i}.${rest}.weig
 
 /** train_dreambooth_lora_sana.py's names onto the original under `p`. */
 const diffusersOnOriginal = (p: string): LoraSpec[] => [
-  peft('transformer.transformer_blocks.0.attn1.to_q', 4, d, d, [{ key: OB(p, 0, 'attn.qkv'), rows: rowsAt(0, d) }], 2),
-  peft('transformer.transformer_blocks.0.attn1.to_k', 4, d, d, [{ key: OB(p, 0, 'attn.qkv'), rows: rowsAt(d, d) }], 2),
-  peft('transformer.transformer_blocks.1.attn1.to_v', 4, d, d, [{ key: OB(p, 1, 'attn.qkv'), rows: rowsAt(2 * d, d) }], 2),
-  peft('transformer.transformer_blocks.1.attn1.to_out.0', 4, d, d, [{ key: OB(p, 1, 'attn.proj') }], 2),
-  peft('transformer.transformer_blocks.0.attn2.to_q', 4, d, d, [{ key: OB(p, 0, 'cross_attn.q_linear') }], 2),
-  peft('transformer.transformer_blocks.0.attn2.to_k', 4, d, d, [{ key: OB(p, 0, 'cross_attn.kv_linear'), rows: rowsAt(0, d) }], 2),
-  peft('transformer.transformer_blocks.1.attn2.to_v', 4, d, d, [{ key: OB(p, 1, 'cross_attn.kv_linear'), rows: rowsAt(d, d) }], 2),
-  peft('transformer.transformer_blocks.0.attn2.to_out.0', 4, d, d, [{ key: OB(p, 0, 'cross_attn.proj') }], 2),
-  peft('transformer.caption_projection.linear_1', 4, d, caption, [{ key: `${p}y_embedder.y_proj.fc1.weight` }], 2),
-  peft('transformer.time_embed.linear', 4, 6 * d, d, [{ key: `${p}t_block.1.weight` }], 2),
-  peft('transformer.time_embed.emb.timestep_embedder.linear_2', 4, d, d, [{ key: `${p}t_embedder.mlp.2.weight` }], 2),
-  peft('transformer.proj_out', 4, latent, d, [{ key: `${p}final_layer.linear.weight` }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn1.to_q', 4, d, d, [{ key: OB(p, 0, 'attn.qkv'), rows: rowsAt(0, d) }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn1.to_k', 4, d, d, [{ key: OB(p, 0, 'attn.qkv'), rows: rowsAt(d, d) }], 2),
+  peftSpec('transformer.transformer_blocks.1.attn1.to_v', 4, d, d, [{ key: OB(p, 1, 'attn.qkv'), rows: rowsAt(2 * d, d) }], 2),
+  peftSpec('transformer.transformer_blocks.1.attn1.to_out.0', 4, d, d, [{ key: OB(p, 1, 'attn.proj') }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn2.to_q', 4, d, d, [{ key: OB(p, 0, 'cross_attn.q_linear') }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn2.to_k', 4, d, d, [{ key: OB(p, 0, 'cross_attn.kv_linear'), rows: rowsAt(0, d) }], 2),
+  peftSpec('transformer.transformer_blocks.1.attn2.to_v', 4, d, d, [{ key: OB(p, 1, 'cross_attn.kv_linear'), rows: rowsAt(d, d) }], 2),
+  peftSpec('transformer.transformer_blocks.0.attn2.to_out.0', 4, d, d, [{ key: OB(p, 0, 'cross_attn.proj') }], 2),
+  peftSpec('transformer.caption_projection.linear_1', 4, d, caption, [{ key: `${p}y_embedder.y_proj.fc1.weight` }], 2),
+  peftSpec('transformer.time_embed.linear', 4, 6 * d, d, [{ key: `${p}t_block.1.weight` }], 2),
+  peftSpec('transformer.time_embed.emb.timestep_embedder.linear_2', 4, d, d, [{ key: `${p}t_embedder.mlp.2.weight` }], 2),
+  peftSpec('transformer.proj_out', 4, latent, d, [{ key: `${p}final_layer.linear.weight` }], 2),
 ];
 /** Sana's own PEFT LoRA (original names, in a folder with its config) onto diffusers' names. */
 const sanaPeftOnDiffusers: LoraSpec[] = [
-  peft('base_model.model.blocks.0.attn.qkv', 4, 3 * d, d, ['to_q', 'to_k', 'to_v'].map((t, i) => ({ key: `transformer_blocks.0.attn1.${t}.weight`, rows: rowsFrom(i * d, d) })), 2),
-  peft('base_model.model.blocks.1.attn.proj', 4, d, d, [{ key: 'transformer_blocks.1.attn1.to_out.0.weight' }], 2),
-  peft('base_model.model.blocks.1.cross_attn.q_linear', 4, d, d, [{ key: 'transformer_blocks.1.attn2.to_q.weight' }], 2),
-  peft('base_model.model.blocks.0.cross_attn.kv_linear', 4, 2 * d, d, ['to_k', 'to_v'].map((t, i) => ({ key: `transformer_blocks.0.attn2.${t}.weight`, rows: rowsFrom(i * d, d) })), 2),
-  peft('base_model.model.blocks.1.cross_attn.proj', 4, d, d, [{ key: 'transformer_blocks.1.attn2.to_out.0.weight' }], 2),
+  peftSpec('base_model.model.blocks.0.attn.qkv', 4, 3 * d, d, ['to_q', 'to_k', 'to_v'].map((t, i) => ({ key: `transformer_blocks.0.attn1.${t}.weight`, rows: rowsFrom(i * d, d) })), 2),
+  peftSpec('base_model.model.blocks.1.attn.proj', 4, d, d, [{ key: 'transformer_blocks.1.attn1.to_out.0.weight' }], 2),
+  peftSpec('base_model.model.blocks.1.cross_attn.q_linear', 4, d, d, [{ key: 'transformer_blocks.1.attn2.to_q.weight' }], 2),
+  peftSpec('base_model.model.blocks.0.cross_attn.kv_linear', 4, 2 * d, d, ['to_k', 'to_v'].map((t, i) => ({ key: `transformer_blocks.0.attn2.${t}.weight`, rows: rowsFrom(i * d, d) })), 2),
+  peftSpec('base_model.model.blocks.1.cross_attn.proj', 4, d, d, [{ key: 'transformer_blocks.1.attn2.to_out.0.weight' }], 2),
 ];
 const sanaPeftConfig = JSON.stringify({
   peft_type: 'LORA', task_type: null, base_model_name_or_path: null, r: 4, lora_alpha: 8, lora_dropout: 0, bias: 'none',
@@ -75,18 +62,18 @@ const sanaPeftConfig = JSON.stringify({
 });
 /** The kohya form on the original names, onto diffusers' names. */
 const kohyaOnDiffusers: LoraSpec[] = [
-  kohya('lora_unet_blocks_1_attn_qkv', 2, 3 * d, d, ['to_q', 'to_k', 'to_v'].map((t, i) => ({ key: `transformer_blocks.1.attn1.${t}.weight`, rows: rowsFrom(i * d, d) })), 1),
-  kohya('lora_unet_y_embedder_y_proj_fc2', 2, d, d, [{ key: 'caption_projection.linear_2.weight' }], 1),
-  kohya('lora_unet_t_block_1', 2, 6 * d, d, [{ key: 'time_embed.linear.weight' }], 1),
-  kohya('lora_unet_t_embedder_mlp_0', 2, d, freq, [{ key: 'time_embed.emb.timestep_embedder.linear_1.weight' }], 1),
-  kohya('lora_unet_final_layer_linear', 2, latent, d, [{ key: 'proj_out.weight' }], 1),
+  kohyaSpec('lora_unet_blocks_1_attn_qkv', 2, 3 * d, d, ['to_q', 'to_k', 'to_v'].map((t, i) => ({ key: `transformer_blocks.1.attn1.${t}.weight`, rows: rowsFrom(i * d, d) })), 1),
+  kohyaSpec('lora_unet_y_embedder_y_proj_fc2', 2, d, d, [{ key: 'caption_projection.linear_2.weight' }], 1),
+  kohyaSpec('lora_unet_t_block_1', 2, 6 * d, d, [{ key: 'time_embed.linear.weight' }], 1),
+  kohyaSpec('lora_unet_t_embedder_mlp_0', 2, d, freq, [{ key: 'time_embed.emb.timestep_embedder.linear_1.weight' }], 1),
+  kohyaSpec('lora_unet_final_layer_linear', 2, latent, d, [{ key: 'proj_out.weight' }], 1),
 ];
 const SPRINT = { ...SANA, qkNorm: true, sprint: true };
 /** Sana Sprint's timestep and guidance embedders, original names onto diffusers'. */
 const kohyaOnSprintDiffusers: LoraSpec[] = [
-  kohya('lora_unet_t_embedder_mlp_0', 2, d, freq, [{ key: 'time_embed.timestep_embedder.linear_1.weight' }], 1),
-  kohya('lora_unet_cfg_embedder_mlp_2', 2, d, d, [{ key: 'time_embed.guidance_embedder.linear_2.weight' }], 1),
-  kohya('lora_unet_blocks_0_cross_attn_kv_linear', 2, 2 * d, d, ['to_k', 'to_v'].map((t, i) => ({ key: `transformer_blocks.0.attn2.${t}.weight`, rows: rowsFrom(i * d, d) })), 1),
+  kohyaSpec('lora_unet_t_embedder_mlp_0', 2, d, freq, [{ key: 'time_embed.timestep_embedder.linear_1.weight' }], 1),
+  kohyaSpec('lora_unet_cfg_embedder_mlp_2', 2, d, d, [{ key: 'time_embed.guidance_embedder.linear_2.weight' }], 1),
+  kohyaSpec('lora_unet_blocks_0_cross_attn_kv_linear', 2, 2 * d, d, ['to_k', 'to_v'].map((t, i) => ({ key: `transformer_blocks.0.attn2.${t}.weight`, rows: rowsFrom(i * d, d) })), 1),
 ];
 
 const CASES: LoraCase[] = [
@@ -94,14 +81,14 @@ const CASES: LoraCase[] = [
     name: 'Sana 1600M, original names (bf16) ← diffusers-trained LoRAs', layout: 'sana',
     base: file(S16, sanaOriginalTensors(rand, 'BF16')), baseName: S16,
     adapters: [
-      { file: 'pytorch_lora_weights.safetensors', specs: diffusersOnOriginal(''), weight: 1, metadata: diffusersMetadata },
-      { file: 'pytorch_lora_weights-2.safetensors', specs: diffusersOnOriginal('').slice(0, 6), weight: -0.5, metadata: diffusersMetadata },
+      { file: 'pytorch_lora_weights.safetensors', specs: diffusersOnOriginal(''), weight: 1, metadata: DIFFUSERS_LORA_METADATA },
+      { file: 'pytorch_lora_weights-2.safetensors', specs: diffusersOnOriginal('').slice(0, 6), weight: -0.5, metadata: DIFFUSERS_LORA_METADATA },
     ],
   },
   {
     name: 'SANA 1.5, original names under model.diffusion_model. (q/k norms) ← diffusers-trained LoRA', layout: 'sana',
     base: file('sana_1.5_1600m.safetensors', sanaOriginalTensors(rand, 'BF16', { ...SANA, qkNorm: true }, cm)), baseName: 'sana_1.5_1600m.safetensors',
-    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersOnOriginal(cm), weight: 0.7, metadata: diffusersMetadata }],
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: diffusersOnOriginal(cm), weight: 0.7, metadata: DIFFUSERS_LORA_METADATA }],
   },
   {
     name: 'Sana 1600M, diffusers SanaTransformer2DModel ← a PEFT folder and a kohya-form LoRA on the original names', layout: 'sana',
@@ -136,9 +123,9 @@ describe('Sana namings', () => {
 
   it('refused in one line each: PixArt\'s diffusers names on Sana, the other model\'s timestep names, a block past the last', async () => {
     const onOriginal = await planProblemsOf(file(S16, sanaOriginalTensors(rand, 'BF16')), S16, [
-      peft('transformer.adaln_single.linear', 2, 6 * d, d, [], 1),
-      peft('transformer.time_embed.timestep_embedder.linear_1', 2, d, freq, [], 1),
-      peft('transformer.transformer_blocks.2.attn1.to_q', 2, d, d, [], 1),
+      peftSpec('transformer.adaln_single.linear', 2, 6 * d, d, [], 1),
+      peftSpec('transformer.time_embed.timestep_embedder.linear_1', 2, d, freq, [], 1),
+      peftSpec('transformer.transformer_blocks.2.attn1.to_q', 2, d, d, [], 1),
     ], rand);
     expect(onOriginal).toEqual([
       'lora.safetensors: module "transformer.adaln_single.linear": no matching tensor in the UNet/transformer',

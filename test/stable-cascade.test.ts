@@ -14,50 +14,43 @@ import { describe, expect, it } from 'vitest';
 import { moduleAddress } from '../src/formats/module-address.js';
 import { stableCascade } from '../src/formats/layouts/stable-cascade.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { rowsAt, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { rowsAt, type LoraSpec, kohyaSpec } from './helpers/diffusion-fixtures.js';
 import { STAGE_B, STAGE_C, clipGTextTensors, stageBTensors, stageCTensors } from './helpers/stable-cascade-fixtures.js';
 import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
 
 const rand = seededRandom(20261204);
 
-/** kohya form: `.lora_down/.lora_up.weight` and `.alpha`. */
-function kohya(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], alpha: number): LoraSpec {
-  return {
-    down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r, out, in: inF, lands,
-    scale: alpha / r, extra: [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] }],
-  };
-}
 const file = (name: string, tensors: FixtureTensor[]) => ({ [name]: buildSafetensors(tensors) });
 const { c, cond, clip } = STAGE_C;
 const U = 'lora_prior_unet_';
 
 /** onto Stability's file (prefix `p`): q, k, v on thirds of in_proj_weight, the rest by name. */
 const onCheckpoint = (p: string): LoraSpec[] => [
-  kohya(`${U}down_blocks_0_2_attention_attn_to_q`, 4, c, c, [{ key: `${p}down_blocks.0.2.attention.attn.in_proj_weight`, rows: rowsAt(0, c) }], 2),
-  kohya(`${U}down_blocks_1_2_attention_attn_to_k`, 4, c, c, [{ key: `${p}down_blocks.1.2.attention.attn.in_proj_weight`, rows: rowsAt(c, c) }], 2),
-  kohya(`${U}up_blocks_1_2_attention_attn_to_v`, 4, c, c, [{ key: `${p}up_blocks.1.2.attention.attn.in_proj_weight`, rows: rowsAt(2 * c, c) }], 2),
-  kohya(`${U}up_blocks_0_2_attention_attn_to_q`, 4, c, c, [{ key: `${p}up_blocks.0.2.attention.attn.in_proj_weight`, rows: rowsAt(0, c) }], 2),
-  kohya(`${U}down_blocks_0_2_attention_attn_out_proj`, 4, c, c, [{ key: `${p}down_blocks.0.2.attention.attn.out_proj.weight` }], 2),
-  kohya(`${U}up_blocks_0_2_kv_mapper_1`, 4, c, cond, [{ key: `${p}up_blocks.0.2.kv_mapper.1.weight` }], 2),
-  kohya(`${U}down_blocks_1_0_channelwise_0`, 4, 4 * c, c, [{ key: `${p}down_blocks.1.0.channelwise.0.weight` }], 2),
-  kohya(`${U}clip_txt_pooled_mapper`, 4, 4 * cond, clip, [{ key: `${p}clip_txt_pooled_mapper.weight` }], 2),
+  kohyaSpec(`${U}down_blocks_0_2_attention_attn_to_q`, 4, c, c, [{ key: `${p}down_blocks.0.2.attention.attn.in_proj_weight`, rows: rowsAt(0, c) }], 2),
+  kohyaSpec(`${U}down_blocks_1_2_attention_attn_to_k`, 4, c, c, [{ key: `${p}down_blocks.1.2.attention.attn.in_proj_weight`, rows: rowsAt(c, c) }], 2),
+  kohyaSpec(`${U}up_blocks_1_2_attention_attn_to_v`, 4, c, c, [{ key: `${p}up_blocks.1.2.attention.attn.in_proj_weight`, rows: rowsAt(2 * c, c) }], 2),
+  kohyaSpec(`${U}up_blocks_0_2_attention_attn_to_q`, 4, c, c, [{ key: `${p}up_blocks.0.2.attention.attn.in_proj_weight`, rows: rowsAt(0, c) }], 2),
+  kohyaSpec(`${U}down_blocks_0_2_attention_attn_out_proj`, 4, c, c, [{ key: `${p}down_blocks.0.2.attention.attn.out_proj.weight` }], 2),
+  kohyaSpec(`${U}up_blocks_0_2_kv_mapper_1`, 4, c, cond, [{ key: `${p}up_blocks.0.2.kv_mapper.1.weight` }], 2),
+  kohyaSpec(`${U}down_blocks_1_0_channelwise_0`, 4, 4 * c, c, [{ key: `${p}down_blocks.1.0.channelwise.0.weight` }], 2),
+  kohyaSpec(`${U}clip_txt_pooled_mapper`, 4, 4 * cond, clip, [{ key: `${p}clip_txt_pooled_mapper.weight` }], 2),
 ];
 /** onto a checkpoint ComfyUI saved (q, k, v split): every module by name. */
 const onComfySaved = (p: string): LoraSpec[] => [
-  kohya(`${U}down_blocks_0_2_attention_attn_to_q`, 4, c, c, [{ key: `${p}down_blocks.0.2.attention.attn.to_q.weight` }], 4),
-  kohya(`${U}up_blocks_1_2_attention_attn_to_v`, 4, c, c, [{ key: `${p}up_blocks.1.2.attention.attn.to_v.weight` }], 4),
-  kohya(`${U}down_blocks_1_2_attention_attn_out_proj`, 4, c, c, [{ key: `${p}down_blocks.1.2.attention.attn.out_proj.weight` }], 4),
+  kohyaSpec(`${U}down_blocks_0_2_attention_attn_to_q`, 4, c, c, [{ key: `${p}down_blocks.0.2.attention.attn.to_q.weight` }], 4),
+  kohyaSpec(`${U}up_blocks_1_2_attention_attn_to_v`, 4, c, c, [{ key: `${p}up_blocks.1.2.attention.attn.to_v.weight` }], 4),
+  kohyaSpec(`${U}down_blocks_1_2_attention_attn_out_proj`, 4, c, c, [{ key: `${p}down_blocks.1.2.attention.attn.out_proj.weight` }], 4),
 ];
 
 /** lora_prior_te_ modules onto the all-in-one file's CLIP-G (ComfyUI: `text_encoder.clip_g.transformer.`). */
 const TE = 'text_encoder.clip_g.transformer.';
 const onTextEncoder: LoraSpec[] = [
-  kohya('lora_prior_te_text_model_encoder_layers_0_self_attn_q_proj', 2, 6, 6, [{ key: `${TE}text_model.encoder.layers.0.self_attn.q_proj.weight` }], 1),
-  kohya('lora_prior_te_text_model_encoder_layers_1_mlp_fc1', 2, 24, 6, [{ key: `${TE}text_model.encoder.layers.1.mlp.fc1.weight` }], 1),
+  kohyaSpec('lora_prior_te_text_model_encoder_layers_0_self_attn_q_proj', 2, 6, 6, [{ key: `${TE}text_model.encoder.layers.0.self_attn.q_proj.weight` }], 1),
+  kohyaSpec('lora_prior_te_text_model_encoder_layers_1_mlp_fc1', 2, 24, 6, [{ key: `${TE}text_model.encoder.layers.1.mlp.fc1.weight` }], 1),
 ];
 /** The same CLIP-G under the names ComfyUI's key map also gives it (no CLIP-L beside it): `lora_te_` and diffusers' `text_encoder.`. */
 const onTextEncoderOtherNames: LoraSpec[] = [
-  kohya('lora_te_text_model_encoder_layers_1_self_attn_v_proj', 2, 6, 6, [{ key: `${TE}text_model.encoder.layers.1.self_attn.v_proj.weight` }], 3),
+  kohyaSpec('lora_te_text_model_encoder_layers_1_self_attn_v_proj', 2, 6, 6, [{ key: `${TE}text_model.encoder.layers.1.self_attn.v_proj.weight` }], 3),
   {
     down: 'text_encoder.text_model.encoder.layers.0.mlp.fc2.lora_A.weight', up: 'text_encoder.text_model.encoder.layers.0.mlp.fc2.lora_B.weight',
     r: 2, out: 6, in: 24, lands: [{ key: `${TE}text_model.encoder.layers.0.mlp.fc2.weight` }], scale: 1,
@@ -71,19 +64,19 @@ const { cond: bCond, clip: bClip } = STAGE_B;
 const SB = 'stage_b_bf16.safetensors';
 /** ComfyUI-named stage B modules onto Stability's file (prefix `p`): q, k, v on thirds of in_proj_weight, the rest by name. */
 const onStageB = (p: string): LoraSpec[] => [
-  kohya('lora_unet_down_blocks_2_2_attention_attn_to_q', 4, c2, c2, [{ key: `${p}down_blocks.2.2.attention.attn.in_proj_weight`, rows: rowsAt(0, c2) }], 8),
-  kohya('lora_unet_down_blocks_3_2_attention_attn_to_k', 4, c3, c3, [{ key: `${p}down_blocks.3.2.attention.attn.in_proj_weight`, rows: rowsAt(c3, c3) }], 8),
-  kohya('lora_unet_up_blocks_0_2_attention_attn_to_v', 4, c3, c3, [{ key: `${p}up_blocks.0.2.attention.attn.in_proj_weight`, rows: rowsAt(2 * c3, c3) }], 8),
-  kohya('diffusion_model.up_blocks.1.2.attention.attn.to_q', 4, c2, c2, [{ key: `${p}up_blocks.1.2.attention.attn.in_proj_weight`, rows: rowsAt(0, c2) }], 2),
-  kohya('lora_unet_up_blocks_1_2_attention_attn_out_proj', 4, c2, c2, [{ key: `${p}up_blocks.1.2.attention.attn.out_proj.weight` }], 8),
-  kohya('lora_unet_down_blocks_2_2_kv_mapper_1', 4, c2, bCond, [{ key: `${p}down_blocks.2.2.kv_mapper.1.weight` }], 8),
-  kohya('lora_unet_up_blocks_1_0_channelwise_0', 4, 4 * c2, 2 * c2, [{ key: `${p}up_blocks.1.0.channelwise.0.weight` }], 8),
-  kohya('lora_unet_clip_mapper', 4, 4 * bCond, bClip, [{ key: `${p}clip_mapper.weight` }], 8),
+  kohyaSpec('lora_unet_down_blocks_2_2_attention_attn_to_q', 4, c2, c2, [{ key: `${p}down_blocks.2.2.attention.attn.in_proj_weight`, rows: rowsAt(0, c2) }], 8),
+  kohyaSpec('lora_unet_down_blocks_3_2_attention_attn_to_k', 4, c3, c3, [{ key: `${p}down_blocks.3.2.attention.attn.in_proj_weight`, rows: rowsAt(c3, c3) }], 8),
+  kohyaSpec('lora_unet_up_blocks_0_2_attention_attn_to_v', 4, c3, c3, [{ key: `${p}up_blocks.0.2.attention.attn.in_proj_weight`, rows: rowsAt(2 * c3, c3) }], 8),
+  kohyaSpec('diffusion_model.up_blocks.1.2.attention.attn.to_q', 4, c2, c2, [{ key: `${p}up_blocks.1.2.attention.attn.in_proj_weight`, rows: rowsAt(0, c2) }], 2),
+  kohyaSpec('lora_unet_up_blocks_1_2_attention_attn_out_proj', 4, c2, c2, [{ key: `${p}up_blocks.1.2.attention.attn.out_proj.weight` }], 8),
+  kohyaSpec('lora_unet_down_blocks_2_2_kv_mapper_1', 4, c2, bCond, [{ key: `${p}down_blocks.2.2.kv_mapper.1.weight` }], 8),
+  kohyaSpec('lora_unet_up_blocks_1_0_channelwise_0', 4, 4 * c2, 2 * c2, [{ key: `${p}up_blocks.1.0.channelwise.0.weight` }], 8),
+  kohyaSpec('lora_unet_clip_mapper', 4, 4 * bCond, bClip, [{ key: `${p}clip_mapper.weight` }], 8),
 ];
 /** onto a stage B checkpoint ComfyUI saved (q, k, v split): every module by name. */
 const onStageBComfySaved = (p: string): LoraSpec[] => [
-  kohya('lora_unet_down_blocks_2_2_attention_attn_to_q', 4, c2, c2, [{ key: `${p}down_blocks.2.2.attention.attn.to_q.weight` }], 4),
-  kohya('diffusion_model.up_blocks.0.2.attention.attn.to_v', 4, c3, c3, [{ key: `${p}up_blocks.0.2.attention.attn.to_v.weight` }], 4),
+  kohyaSpec('lora_unet_down_blocks_2_2_attention_attn_to_q', 4, c2, c2, [{ key: `${p}down_blocks.2.2.attention.attn.to_q.weight` }], 4),
+  kohyaSpec('diffusion_model.up_blocks.0.2.attention.attn.to_v', 4, c3, c3, [{ key: `${p}up_blocks.0.2.attention.attn.to_v.weight` }], 4),
 ];
 
 const SC = 'stage_c_bf16.safetensors';
@@ -147,8 +140,8 @@ describe('Stable Cascade names', () => {
 
   it('stage B: an attention on a level that has none, and q rows that do not fit, refused in one line each', async () => {
     const problems = await planProblemsOf(file(SB, stageBTensors(rand, 'BF16')), SB, [
-      kohya('lora_unet_down_blocks_1_2_attention_attn_to_q', 2, STAGE_B.c[1], STAGE_B.c[1], [], 2),
-      kohya('lora_unet_down_blocks_2_2_attention_attn_to_k', 2, 2 * c2, c2, [], 2),
+      kohyaSpec('lora_unet_down_blocks_1_2_attention_attn_to_q', 2, STAGE_B.c[1], STAGE_B.c[1], [], 2),
+      kohyaSpec('lora_unet_down_blocks_2_2_attention_attn_to_k', 2, 2 * c2, c2, [], 2),
     ], rand);
     expect(problems).toEqual([
       'lora.safetensors: module "lora_unet_down_blocks_1_2_attention_attn_to_q": no matching tensor in the UNet/transformer',

@@ -203,3 +203,22 @@ export const rowsAt = (at: number, n: number): TruthTerm['rows'] => [{ src: 0, d
 export const rowsFrom = (from: number, n: number): TruthTerm['rows'] => [{ src: from, dst: 0, count: n }];
 /** The two halves of 2n rows exchanged (shift/scale order differs between the namings). */
 export const swappedHalves = (n: number): TruthTerm['rows'] => [{ src: 0, dst: n, count: n }, { src: n, dst: 0, count: n }];
+
+/** A kohya-form LoRA (`.lora_down/.lora_up.weight` and `.alpha`, as sd-scripts writes): scale α/r. */
+export function kohyaSpec(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], alpha: number): LoraSpec {
+  return {
+    down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r, out, in: inF, lands,
+    scale: alpha / r, extra: [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] }],
+  };
+}
+
+/** A PEFT-form LoRA (`.lora_A/.lora_B.weight`) with the scale its file implies (metadata α/r, else 1). */
+export function peftSpec(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], scale: number): LoraSpec {
+  return { down: `${name}.lora_A.weight`, up: `${name}.lora_B.weight`, r, out, in: inF, lands, scale };
+}
+
+/** The safetensors metadata diffusers' `save_lora_weights` writes for an r = 4, α = 8 transformer LoRA. */
+export const DIFFUSERS_LORA_METADATA = {
+  format: 'pt',
+  lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
+};
