@@ -8,7 +8,7 @@ import { f64ToBf16Bits, f64ToF16Bits, f64ToF8Bits } from '../cpu/round-f64.js';
 import { addDyadic, dyadicOf, DYADIC_ZERO, mulDyadic, roundDyadicToBits, type Dyadic } from './dyadic.js';
 import { U_F64 } from './error-bounds.js';
 import { roundingIsCertain } from './float-formats.js';
-import type { PlainOp, TensorFactors } from './plain-op.js';
+import type { DecodedTerm, PlainOp, TensorFactors } from './plain-op.js';
 
 /** How many elements each tier decided (kept per backend, reported by merges and the benchmark). */
 export interface CertificationStats {
@@ -100,9 +100,12 @@ export function exactElementBits(p: PlainOp, tf: TensorFactors, r: number, c: nu
     const at = termIndex(p, t, r, c);
     if (!at) continue;
     const [row, i] = at;
+    const rank = t.rank;
+    const aT = transposedA(t, inF);
+    const bAt = row * rank, aAt = i * rank;
     let d = 0, dm = 0;
-    for (let k = 0; k < t.rank; k++) {
-      const prod = t.b[row * t.rank + k] * t.a[k * inF + i]; // exact: two f32 values
+    for (let k = 0; k < rank; k++) {
+      const prod = t.b[bAt + k] * aT[aAt + k]; // exact: two f32 values
       d += prod;
       dm += Math.abs(prod);
     }
@@ -119,6 +122,19 @@ export function exactElementBits(p: PlainOp, tf: TensorFactors, r: number, c: nu
   if (!Number.isFinite(x) || roundingIsCertain(x, bound, dtype)) return roundedBits(x, dtype);
   if (stats) stats.exact++;
   return roundDyadicToBits(exactElement(p, tf, r, c), dtype);
+}
+
+/** The term's A as inF rows of its rank values (made once per term, kept on it). */
+function transposedA(t: DecodedTerm, inF: number): Float32Array {
+  if (t.aT) return t.aT;
+  const { a, rank } = t;
+  const aT = new Float32Array(inF * rank);
+  for (let k = 0; k < rank; k++) {
+    const row = k * inF;
+    for (let i = 0; i < inF; i++) aT[i * rank + k] = a[row + i];
+  }
+  t.aT = aT;
+  return aT;
 }
 
 /** f · (w + Σ_t s_t · Σ_k b·a) at slab element (r, c), exactly. */
