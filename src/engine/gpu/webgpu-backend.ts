@@ -53,6 +53,7 @@ interface SlabPlan {
   /** The rank padded to a multiple of RANK_STEP with zero rows of Lᵀ and R. */
   paddedRank: number;
   slabRows: number;
+  /** Room for listed indices per slab; raised when a slab overflows it (see run). */
   listCap: number;
   u: number;
   certify: boolean;
@@ -103,6 +104,8 @@ export class WebGpuBackend implements MergeBackend {
   readonly workgroup: WorkgroupShape;
   /** How many elements the host settled in float64 or exactly. */
   readonly certification: CertificationStats = newStats();
+  /** Slabs run a second time because the kernel listed more elements than the list held. */
+  relists = 0;
   private readonly makeCpu: () => MergeBackend;
   private cpuBackend: MergeBackend | undefined;
 
@@ -246,7 +249,20 @@ export class WebGpuBackend implements MergeBackend {
       const submitted = performance.now();
       const work = n * paddedCols * (paddedRank + W_COST_IN_RANKS);
       await this.waitForSoftwareGpu(work);
-      const { readable, flagged } = await this.readBack(plan, r0, n, result);
+      let back = await this.readBack(plan, r0, n, result, false);
+      if (back.overflow !== undefined) {
+        // The kernel listed more elements than the list holds (high ranks, narrow rows). Its inputs
+        // are still on the GPU: run the slab again with room for all of them and keep that room for
+        // the op's later slabs, rather than settling every element of the slab on the host.
+        plan.listCap = back.overflow;
+        await this.scoped(op, () => {
+          q.writeBuffer(this.flags.get((2 + plan.listCap) * 4), 0, new Uint32Array(2));
+          this.dispatch(plan, n);
+        });
+        this.relists++;
+        back = await this.readBack(plan, r0, n, result, true);
+      }
+      const { readable, flagged } = back;
       if (flagged) nonFinite = true;
       this.learnSpeed(work, readable - submitted);
     }
@@ -341,9 +357,12 @@ export class WebGpuBackend implements MergeBackend {
 
   /**
    * Copies the slab's output and flags back, into `result`, and settles the listed elements.
-   * Returns when the GPU's results became readable, and whether the GPU saw Inf or NaN.
+   * Returns when the GPU's results became readable, and whether the GPU saw Inf or NaN; unless
+   * `last`, a list that overflowed returns `overflow` (a list capacity with room for it) instead,
+   * with nothing copied.
    */
-  private async readBack(plan: SlabPlan, r0: number, n: number, result: Uint8Array): Promise<{ readable: number; flagged: boolean }> {
+  private async readBack(plan: SlabPlan, r0: number, n: number, result: Uint8Array, last: boolean):
+  Promise<{ readable: number; flagged: boolean; overflow?: number }> {
     const { p, tf, paddedCols } = plan;
     const { op } = p;
     const outBytes = DTYPE_BYTES[op.outDtype];
@@ -368,6 +387,9 @@ export class WebGpuBackend implements MergeBackend {
       const header = new Uint32Array(staging.getMappedRange(flagAt, 8));
       flagged = header[0] !== 0;
       const count = header[1];
+      const cap = Math.ceil(count * 1.25) + 1024;
+      // The list overflowed and a list with room for it fits the binding and readback limits: the caller reruns the slab.
+      if (!last && count > plan.listCap && flagAt + (2 + cap) * 4 <= this.gpu.maxBindingBytes) return { readable, flagged, overflow: cap };
       const out = new Uint8Array(staging.getMappedRange(0, bytes));
       if (paddedCols === op.cols) {
         block.set(out);
