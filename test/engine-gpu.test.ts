@@ -116,6 +116,27 @@ describe('certified outputs at ranks 1, 16 and 128, bit for bit against exact tr
   });
 });
 
+describe('outputs given back (MergeBackend.recycle)', () => {
+  it('a recycled output is reused for the next op of its size and every byte of it rewritten', async (ctx) => {
+    if (!small) return ctx.skip();
+    // Two row slabs under the 1 MiB limit, so a stale byte would survive in either.
+    const spec: OpSpec = { rows: 1031, cols: 500, baseDtype: 'F16', outDtype: 'F16', ranks: [16] };
+    const first = await small.merge(randomOp(21, spec));
+    const firstBuffer = first.buffer;
+    first.fill(0xff); // as if another tensor's bytes were left in it
+    small.recycle!(first);
+    const op = randomOp(22, spec);
+    const again = await small.merge(op);
+    expect(again.buffer === firstBuffer, 'the recycled buffer was reused').toBe(true); // (toBe on buffers would diff a megabyte)
+    const got = outputBits(again, op.outDtype), want = exactMergeBits(op);
+    let wrong = 0;
+    for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) wrong++;
+    expect(`${wrong} of ${want.length} wrong`).toBe(`0 of ${want.length} wrong`);
+    // Not given back: the next output is fresh memory.
+    expect((await small.merge(op)).buffer === firstBuffer).toBe(false);
+  });
+});
+
 // Bit shifts are what hardware GPUs run; the shift-free conversion is SwiftShader's default.
 describe.each([
   ['shift-free (float arithmetic)', () => shiftFree],

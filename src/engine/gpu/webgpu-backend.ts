@@ -11,6 +11,7 @@
  * - DoRA and the other update steps, which need whole rows (norms, rotations) in f64.
  * Buffers are reused across ops.
  */
+import { BufferPool } from '../../buffer-pool.js';
 import { DTYPE_BYTES } from '../../dtype.js';
 import { MergeError, throwIfAborted } from '../../errors.js';
 import type { MergeBackend, MergeOp } from '../merge-op.js';
@@ -106,6 +107,11 @@ export class WebGpuBackend implements MergeBackend {
   readonly certification: CertificationStats = newStats();
   /** Slabs run a second time because the kernel listed more elements than the list held. */
   relists = 0;
+  /**
+   * Outputs of the GPU's merges, reused once written (see {@link recycle}): a fresh output per op
+   * is fresh memory for the OS to fault in and zero, as large as the op's W′.
+   */
+  private readonly outputs = new BufferPool();
   private readonly makeCpu: () => MergeBackend;
   private cpuBackend: MergeBackend | undefined;
 
@@ -228,7 +234,8 @@ export class WebGpuBackend implements MergeBackend {
     const { p, tf, paddedCols, paddedRank, slabRows } = plan;
     const { op, shape } = p;
     const q = this.device.queue;
-    const result = new Uint8Array(shape.rowCount * op.cols * DTYPE_BYTES[op.outDtype]);
+    // Every byte is written below (each slab's rows whole), so a reused buffer need not be cleared.
+    const result = this.outputs.take(shape.rowCount * op.cols * DTYPE_BYTES[op.outDtype]);
 
     await this.scoped(op, () => {
       // R's rank rows, then its column norms, each padded to paddedCols.
@@ -425,6 +432,13 @@ export class WebGpuBackend implements MergeBackend {
     if (err) {
       throw new MergeError('GPU_FAILURE', `tensor "${op.name}": GPU ${oom && !validation ? 'out of memory' : 'error'}: ${err.message}`);
     }
+  }
+
+  /** Takes back a written output of {@link merge} for reuse (see MergeBackend.recycle). */
+  recycle(output: Uint8Array): void {
+    this.outputs.recycle(output);
+    // Outputs of ops the CPU executor ran are its own (each pool ignores what it did not hand out).
+    this.cpuBackend?.recycle?.(output);
   }
 
   /** Appends why this backend was chosen to its description. */
