@@ -10,6 +10,7 @@ import { WebGpuBackend } from '../src/engine/gpu/webgpu-backend.js';
 import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { MergeError } from '../src/errors.js';
 import { compareWithReference, encodeValues, outputBits, randomOp, roundedBits, seededRandom, type OpSpec } from './helpers/reference-math.js';
+import { exactMergeBits } from './helpers/exact-truth.js';
 
 const MiB = 1024 * 1024;
 let nodeGpu: NodeGpu;
@@ -83,6 +84,56 @@ describe('dispatch grid folded into 2-D (16 workgroups per dimension)', () => {
   it('DoRA on both axes', async (ctx) => {
     await check(folded, 7, { rows: 777, cols: 301, dora: 'in', ranks: [3] }, ctx.skip);
     await check(folded, 8, { rows: 901, cols: 37, dora: 'out', ranks: [3] }, ctx.skip);
+  });
+});
+
+// The host's part of the certification: the elements the kernel lists are settled in float64
+// (A read transposed) or exactly; a list that overflows reruns the slab with a bigger list.
+describe('certified outputs at ranks 1, 16 and 128, bit for bit against exact truth', () => {
+  const cases: [string, number, OpSpec][] = [
+    ['r = 1, f16, out-in', 11, { rows: 97, cols: 75, baseDtype: 'F16', outDtype: 'F16', ranks: [1] }],
+    ['r = 16, bf16, in-out', 12, { rows: 83, cols: 120, layout: 'in-out', baseDtype: 'BF16', outDtype: 'BF16', ranks: [16] }],
+    ['r = 128 (two terms), f16 → bf16, in-out', 13, { rows: 64, cols: 40, layout: 'in-out', baseDtype: 'F16', outDtype: 'BF16', ranks: [120, 8], weights: [1, -0.5] }],
+    ['r = 128, f16, out-in', 14, { rows: 120, cols: 96, baseDtype: 'F16', outDtype: 'F16', ranks: [128] }],
+  ];
+  it.for(cases)('%s', async ([, seed, spec], ctx) => {
+    if (!plain) return ctx.skip();
+    const gpu = plain as WebGpuBackend;
+    const op = randomOp(seed, spec);
+    const before = { ...gpu.certification }, relists = gpu.relists;
+    const got = outputBits(await gpu.merge(op), op.outDtype);
+    const want = exactMergeBits(op);
+    let wrong = 0;
+    for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) wrong++;
+    expect(`${wrong} of ${want.length} wrong`).toBe(`0 of ${want.length} wrong`);
+    const listed = gpu.certification.listed - before.listed;
+    expect(listed).toBeGreaterThan(0);
+    if (spec.ranks[0] === 128 && spec.layout !== 'in-out') {
+      // More listed than the first list holds: the slab ran again, and only the listed were settled.
+      expect(gpu.relists).toBe(relists + 1);
+      expect(listed).toBeLessThan(want.length / 2);
+    }
+  });
+});
+
+describe('outputs given back (MergeBackend.recycle)', () => {
+  it('a recycled output is reused for the next op of its size and every byte of it rewritten', async (ctx) => {
+    if (!small) return ctx.skip();
+    // Two row slabs under the 1 MiB limit, so a stale byte would survive in either.
+    const spec: OpSpec = { rows: 1031, cols: 500, baseDtype: 'F16', outDtype: 'F16', ranks: [16] };
+    const first = await small.merge(randomOp(21, spec));
+    const firstBuffer = first.buffer;
+    first.fill(0xff); // as if another tensor's bytes were left in it
+    small.recycle!(first);
+    const op = randomOp(22, spec);
+    const again = await small.merge(op);
+    expect(again.buffer === firstBuffer, 'the recycled buffer was reused').toBe(true); // (toBe on buffers would diff a megabyte)
+    const got = outputBits(again, op.outDtype), want = exactMergeBits(op);
+    let wrong = 0;
+    for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) wrong++;
+    expect(`${wrong} of ${want.length} wrong`).toBe(`0 of ${want.length} wrong`);
+    // Not given back: the next output is fresh memory.
+    expect((await small.merge(op)).buffer === firstBuffer).toBe(false);
   });
 });
 

@@ -26,6 +26,11 @@ export const FLOAT_FORMATS: Readonly<Record<FloatDType, FloatFormat>> = {
 
 const view = new DataView(new ArrayBuffer(8));
 
+/** Exponents roundingIsCertain's grid step takes: from f32's subnormal step 2^-149 to 2^1023. */
+const POW2_MIN = -149;
+/** POW2[k − POW2_MIN] = 2^k, exactly (each entry is the very double `2 ** k` gives). */
+const POW2 = Float64Array.from({ length: 1023 - POW2_MIN + 1 }, (_, i) => 2 ** (i + POW2_MIN));
+
 /** floor(log2 |x|) of a finite non-zero double, from its bits (subnormal doubles: −1023 or less). */
 export function binaryExponent(x: number): number {
   view.setFloat64(0, x);
@@ -56,7 +61,7 @@ export function roundingIsCertain(v: number, bound: number, dtype: FloatDType): 
   if (bound >= a) return false; // the sign of x is unknown (and so the sign of a zero result)
   const f = FLOAT_FORMATS[dtype];
   const e = Math.max(binaryExponent(a), f.minExp);
-  const g = 2 ** (e - f.precision + 1);
+  const g = POW2[e - f.precision + 1 - POW2_MIN]; // 2 ** (e − precision + 1), without a pow per element
   if (bound >= g / 4) return false;
   const t = a / g;
   return Math.abs(t - Math.floor(t) - 0.5) * g > bound;

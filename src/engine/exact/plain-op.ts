@@ -76,6 +76,11 @@ export interface DecodedTerm {
   k0: number;
   /** Output row (ΔW row for out-in) → ΔW row; absent: one to one. Rows no segment reaches: −1. */
   rowMap?: Int32Array;
+  /**
+   * A transposed (inFeatures × rank), made on first use by the float64 recompute (recompute.ts):
+   * it reads a column of A per listed element, which in A's own layout is one cache line per rank step.
+   */
+  aT?: Float32Array;
 }
 
 /** What the kernels need of a tensor's terms, shared by its slabs. */

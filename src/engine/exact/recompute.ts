@@ -8,7 +8,7 @@ import { f64ToBf16Bits, f64ToF16Bits, f64ToF8Bits } from '../cpu/round-f64.js';
 import { addDyadic, dyadicOf, DYADIC_ZERO, mulDyadic, roundDyadicToBits, type Dyadic } from './dyadic.js';
 import { U_F64 } from './error-bounds.js';
 import { roundingIsCertain } from './float-formats.js';
-import type { PlainOp, TensorFactors } from './plain-op.js';
+import type { DecodedTerm, PlainOp, TensorFactors } from './plain-op.js';
 
 /** How many elements each tier decided (kept per backend, reported by merges and the benchmark). */
 export interface CertificationStats {
@@ -67,22 +67,36 @@ interface ElementParts {
 }
 
 function parts(p: PlainOp, r: number, c: number): ElementParts {
-  const { op, shape, scale, baseScale } = p;
-  const axisFactor = (s: NonNullable<PlainOp['scale']>) => (s.axis === 'row' ? s.factors[shape.rowStart + r] : s.factors[c]);
-  // W times its base scale is exact in f64 (see PlainOp.baseScale): the exact op's W.
-  const w = elementValue(op.base.data, op.base.dtype, r * op.cols + c) * (baseScale ? axisFactor(baseScale) : 1);
-  const f = scale ? axisFactor(scale) : 1;
-  return { w, f };
+  return { w: baseValue(p, r, c), f: p.scale ? axisFactor(p, p.scale, r, c) : 1 };
+}
+
+/** A scale step's factor at slab element (r, c). */
+function axisFactor(p: PlainOp, s: NonNullable<PlainOp['scale']>, r: number, c: number): number {
+  return s.axis === 'row' ? s.factors[p.shape.rowStart + r] : s.factors[c];
+}
+
+/** W's element (r, c) times its base scale: exact in f64 (see PlainOp.baseScale), the exact op's W. */
+function baseValue(p: PlainOp, r: number, c: number): number {
+  const { op, baseScale } = p;
+  return elementValue(op.base.data, op.base.dtype, r * op.cols + c) * (baseScale ? axisFactor(p, baseScale, r, c) : 1);
 }
 
 /** (ΔW row of term t, in-feature) of slab element (r, c), or undefined when the term misses it. */
 function termIndex(p: PlainOp, t: TensorFactors['terms'][number], r: number, c: number): [number, number] | undefined {
+  const row = termRow(p, t, r, c);
+  return row < 0 ? undefined : [row, termColumn(p, r, c)];
+}
+
+/** The ΔW row of term t at slab element (r, c); −1 where the term misses it. */
+function termRow(p: PlainOp, t: TensorFactors['terms'][number], r: number, c: number): number {
   const stored = p.shape.rowStart + r;
-  if (p.op.layout === 'out-in') {
-    const row = t.rowMap ? t.rowMap[stored] : stored;
-    return row < 0 ? undefined : [row, c];
-  }
-  return [c, stored];
+  if (p.op.layout === 'out-in') return t.rowMap ? t.rowMap[stored] : stored;
+  return c;
+}
+
+/** The in-feature of slab element (r, c). */
+function termColumn(p: PlainOp, r: number, c: number): number {
+  return p.op.layout === 'out-in' ? c : p.shape.rowStart + r;
 }
 
 /**
@@ -92,17 +106,22 @@ function termIndex(p: PlainOp, t: TensorFactors['terms'][number], r: number, c: 
 export function exactElementBits(p: PlainOp, tf: TensorFactors, r: number, c: number, stats?: CertificationStats): number {
   const dtype = p.op.outDtype;
   const inF = p.op.layout === 'out-in' ? p.op.cols : p.op.rows;
-  const { w, f } = parts(p, r, c);
+  // As parts() and termIndex(), without allocating an object and an array per element.
+  const w = baseValue(p, r, c);
+  const f = p.scale ? axisFactor(p, p.scale, r, c) : 1;
+  const i = termColumn(p, r, c);
   let v = w;
   let m = Math.abs(w);
   let roundings = 0;
   for (const t of tf.terms) {
-    const at = termIndex(p, t, r, c);
-    if (!at) continue;
-    const [row, i] = at;
+    const row = termRow(p, t, r, c);
+    if (row < 0) continue;
+    const rank = t.rank;
+    const aT = transposedA(t, inF);
+    const bAt = row * rank, aAt = i * rank;
     let d = 0, dm = 0;
-    for (let k = 0; k < t.rank; k++) {
-      const prod = t.b[row * t.rank + k] * t.a[k * inF + i]; // exact: two f32 values
+    for (let k = 0; k < rank; k++) {
+      const prod = t.b[bAt + k] * aT[aAt + k]; // exact: two f32 values
       d += prod;
       dm += Math.abs(prod);
     }
@@ -119,6 +138,19 @@ export function exactElementBits(p: PlainOp, tf: TensorFactors, r: number, c: nu
   if (!Number.isFinite(x) || roundingIsCertain(x, bound, dtype)) return roundedBits(x, dtype);
   if (stats) stats.exact++;
   return roundDyadicToBits(exactElement(p, tf, r, c), dtype);
+}
+
+/** The term's A as inF rows of its rank values (made once per term, kept on it). */
+function transposedA(t: DecodedTerm, inF: number): Float32Array {
+  if (t.aT) return t.aT;
+  const { a, rank } = t;
+  const aT = new Float32Array(inF * rank);
+  for (let k = 0; k < rank; k++) {
+    const row = k * inF;
+    for (let i = 0; i < inF; i++) aT[i * rank + k] = a[row + i];
+  }
+  t.aT = aT;
+  return aT;
 }
 
 /** f · (w + Σ_t s_t · Σ_k b·a) at slab element (r, c), exactly. */

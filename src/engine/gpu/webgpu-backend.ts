@@ -11,6 +11,7 @@
  * - DoRA and the other update steps, which need whole rows (norms, rotations) in f64.
  * Buffers are reused across ops.
  */
+import { BufferPool } from '../../buffer-pool.js';
 import { DTYPE_BYTES } from '../../dtype.js';
 import { MergeError, throwIfAborted } from '../../errors.js';
 import type { MergeBackend, MergeOp } from '../merge-op.js';
@@ -53,6 +54,7 @@ interface SlabPlan {
   /** The rank padded to a multiple of RANK_STEP with zero rows of Lᵀ and R. */
   paddedRank: number;
   slabRows: number;
+  /** Room for listed indices per slab; raised when a slab overflows it (see run). */
   listCap: number;
   u: number;
   certify: boolean;
@@ -103,6 +105,13 @@ export class WebGpuBackend implements MergeBackend {
   readonly workgroup: WorkgroupShape;
   /** How many elements the host settled in float64 or exactly. */
   readonly certification: CertificationStats = newStats();
+  /** Slabs run a second time because the kernel listed more elements than the list held. */
+  relists = 0;
+  /**
+   * Outputs of the GPU's merges, reused once written (see {@link recycle}): a fresh output per op
+   * is fresh memory for the OS to fault in and zero, as large as the op's W′.
+   */
+  private readonly outputs = new BufferPool();
   private readonly makeCpu: () => MergeBackend;
   private cpuBackend: MergeBackend | undefined;
 
@@ -225,7 +234,8 @@ export class WebGpuBackend implements MergeBackend {
     const { p, tf, paddedCols, paddedRank, slabRows } = plan;
     const { op, shape } = p;
     const q = this.device.queue;
-    const result = new Uint8Array(shape.rowCount * op.cols * DTYPE_BYTES[op.outDtype]);
+    // Every byte is written below (each slab's rows whole), so a reused buffer need not be cleared.
+    const result = this.outputs.take(shape.rowCount * op.cols * DTYPE_BYTES[op.outDtype]);
 
     await this.scoped(op, () => {
       // R's rank rows, then its column norms, each padded to paddedCols.
@@ -246,7 +256,20 @@ export class WebGpuBackend implements MergeBackend {
       const submitted = performance.now();
       const work = n * paddedCols * (paddedRank + W_COST_IN_RANKS);
       await this.waitForSoftwareGpu(work);
-      const { readable, flagged } = await this.readBack(plan, r0, n, result);
+      let back = await this.readBack(plan, r0, n, result, false);
+      if (back.overflow !== undefined) {
+        // The kernel listed more elements than the list holds (high ranks, narrow rows). Its inputs
+        // are still on the GPU: run the slab again with room for all of them and keep that room for
+        // the op's later slabs, rather than settling every element of the slab on the host.
+        plan.listCap = back.overflow;
+        await this.scoped(op, () => {
+          q.writeBuffer(this.flags.get((2 + plan.listCap) * 4), 0, new Uint32Array(2));
+          this.dispatch(plan, n);
+        });
+        this.relists++;
+        back = await this.readBack(plan, r0, n, result, true);
+      }
+      const { readable, flagged } = back;
       if (flagged) nonFinite = true;
       this.learnSpeed(work, readable - submitted);
     }
@@ -341,9 +364,12 @@ export class WebGpuBackend implements MergeBackend {
 
   /**
    * Copies the slab's output and flags back, into `result`, and settles the listed elements.
-   * Returns when the GPU's results became readable, and whether the GPU saw Inf or NaN.
+   * Returns when the GPU's results became readable, and whether the GPU saw Inf or NaN; unless
+   * `last`, a list that overflowed returns `overflow` (a list capacity with room for it) instead,
+   * with nothing copied.
    */
-  private async readBack(plan: SlabPlan, r0: number, n: number, result: Uint8Array): Promise<{ readable: number; flagged: boolean }> {
+  private async readBack(plan: SlabPlan, r0: number, n: number, result: Uint8Array, last: boolean):
+  Promise<{ readable: number; flagged: boolean; overflow?: number }> {
     const { p, tf, paddedCols } = plan;
     const { op } = p;
     const outBytes = DTYPE_BYTES[op.outDtype];
@@ -368,6 +394,9 @@ export class WebGpuBackend implements MergeBackend {
       const header = new Uint32Array(staging.getMappedRange(flagAt, 8));
       flagged = header[0] !== 0;
       const count = header[1];
+      const cap = Math.ceil(count * 1.25) + 1024;
+      // The list overflowed and a list with room for it fits the binding and readback limits: the caller reruns the slab.
+      if (!last && count > plan.listCap && flagAt + (2 + cap) * 4 <= this.gpu.maxBindingBytes) return { readable, flagged, overflow: cap };
       const out = new Uint8Array(staging.getMappedRange(0, bytes));
       if (paddedCols === op.cols) {
         block.set(out);
@@ -403,6 +432,13 @@ export class WebGpuBackend implements MergeBackend {
     if (err) {
       throw new MergeError('GPU_FAILURE', `tensor "${op.name}": GPU ${oom && !validation ? 'out of memory' : 'error'}: ${err.message}`);
     }
+  }
+
+  /** Takes back a written output of {@link merge} for reuse (see MergeBackend.recycle). */
+  recycle(output: Uint8Array): void {
+    this.outputs.recycle(output);
+    // Outputs of ops the CPU executor ran are its own (each pool ignores what it did not hand out).
+    this.cpuBackend?.recycle?.(output);
   }
 
   /** Appends why this backend was chosen to its description. */
