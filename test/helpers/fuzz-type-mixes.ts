@@ -1,12 +1,16 @@
 /**
  * The surface fuzzer's `gguf-type-mixes` world (fuzz-surfaces.ts draws it): a small GGUF (BF16
- * matrices, F32 norms; 1 to 8 blocks; n_gqa 1, 2, 3, 4 or 8; a tied or untied head; rows of 256 or
- * of 32 to 128 values so that the fallbacks are reached) of one of three layouts: a dense llama; a
- * Mixtral-like llama with 8 experts (`llama.expert_count` 8, the F32 router `ffn_gate_inp`, the
- * experts stacked in `ffn_gate_exps` / `ffn_up_exps` / `ffn_down_exps`, ne [in, out, 8]); a
- * Falcon-7B-like falcon (fused `attn_qkv`, `attn_norm` with a bias, `ffn_up` / `ffn_down` only).
- * A llama.cpp LoRA (`.lora_a` / `.lora_b`, adapter.lora.alpha) on some of blk.0's attention
- * matrices and the last block's ffn_down (Mixtral: attn_q), merged with `--dtype iq3_s_mix`,
+ * matrices, F32 norms; 1 to 8 blocks, or 80 blocks of rows of 32 as a 70B's or Falcon-180B's
+ * block count; n_gqa 1, 2, 3, 4 or 8; a tied or untied head; rows of 256 or of 32 to 128 values
+ * so that the fallbacks are reached) of one of four layouts: a dense llama (LLM_TYPE_70B at 80
+ * grouped blocks); a Mixtral-like llama with 8 experts (`llama.expert_count` 8, the F32 router
+ * `ffn_gate_inp`, the experts stacked in `ffn_gate_exps` / `ffn_up_exps` / `ffn_down_exps`, ne
+ * [in, out, 8]); a Falcon-7B-like falcon (fused `attn_qkv`, `attn_norm` with a bias, `ffn_up` /
+ * `ffn_down` only); a DeepSeek-V2-Lite-like deepseek2 (MLA: attn_q, attn_kv_a_mqa, attn_kv_b
+ * whole, n_gqa 1 as converted before the split, or n_gqa 4 with attn_k_b and attn_v_b beside it;
+ * dense MLPs). A llama.cpp LoRA (`.lora_a` / `.lora_b`, adapter.lora.alpha) on some of blk.0's
+ * attention matrices (deepseek2: attn_kv_b among them) and the last block's ffn_down (Mixtral:
+ * attn_q), merged with `--dtype iq3_s_mix`,
  * `iq3_m`, `q2_k_mix`, `q6_k_mix`, a plain mix (`q4_0_mix`, `q4_1_mix`, `q5_0_mix`, `q5_1_mix`,
  * `q1_0_mix`, `q2_0_mix`, `tq1_0_mix`, `tq2_0_mix`, `iq4_nl_mix`, `iq4_xs_mix`) or a K-quant mix
  * `q3_k_s` … `q5_k_m` (llama-quantize's file types of those names), or with `iq3_xs`,
@@ -74,7 +78,7 @@ export const NO_FALLBACK = 'no fallback';
 
 /** The model as llama-quantize's rules see it. */
 export interface MixModel {
-  arch: 'llama' | 'falcon';
+  arch: 'llama' | 'falcon' | 'deepseek2';
   /** block_count (n_layer: n_ffn_down, and here n_attention_wv, one attn_v-like tensor a block). */
   layers: number;
   /** n_head / n_head_kv, integer division. */
@@ -83,6 +87,11 @@ export interface MixModel {
   tied: boolean;
   /** expert_count (0 dense). */
   experts: number;
+  /**
+   * llama.cpp sizes the model LLM_TYPE_70B: a llama (not 8 experts) of 80 blocks with fewer
+   * key-value heads than heads (llama's load_hparams; falcon's sizes only 32 and 60 blocks).
+   */
+  seventyB: boolean;
 }
 
 /** use_more_bits: the first and last eighth of the layers and every third between. */
@@ -92,16 +101,15 @@ const moreBits = (i: number, n: number) => i < Math.floor(n / 8) || i >= Math.fl
  * The type llama-quantize gives `name` (ne0 values per row) under file type `ftype`, or undefined
  * for a tensor it does not quantize (1-D, a norm, the MoE router ffn_gate_inp). Read from
  * llama-quant.cpp (tensor_allows_quantization, llama_tensor_get_type_impl, tensor_type_fallback,
- * no importance matrix, no overrides), for models that are never LLM_TYPE_70B (fewer than 80
- * blocks), one attn_v-like tensor per block (so i_attention_wv and i_ffn_down are the block's
+ * no importance matrix, no overrides), for models with one attn_v-like tensor per block (so i_attention_wv and i_ffn_down are the block's
  * number, as is layer_info's parse of an expert tensor's name), in its order of tests:
  *   - the head (output.weight, or token_embd.weight without one): Q8_0 for falcon or when ne0 is
  *     not whole blocks of the default type, else Q6_K;
  *   - an untied token_embd: Q4_K for TQ1_0, TQ2_0 and Q2_0;
- *   - attn_v and attn_qkv (category_is_attn_v): Q2_K → Q4_K if n_gqa ≥ 4 else Q3_K; IQ3_S → Q4_K
+ *   - attn_v, attn_qkv and attn_kv_b (category_is_attn_v): Q2_K → Q4_K if n_gqa ≥ 4 else Q3_K; IQ3_S → Q4_K
  *     if n_gqa ≥ 4; IQ3_M → Q4_K; Q3_K_M → Q5_K for the first two, Q4_K after; Q3_K_L → Q5_K; IQ4_NL, IQ4_XS → Q5_K if n_gqa ≥ 4;
- *     Q4_K_M, Q5_K_M → Q6_K where use_more_bits; Q4_K_S → Q5_K for the first four; then Q8_0
- *     whatever the above with 8 experts;
+ *     Q4_K_M, Q5_K_M → Q6_K where use_more_bits; Q4_K_S → Q5_K for the first four; then, in
+ *     an LLM_TYPE_70B model, Q3_K and Q4_K → Q5_K; then Q8_0 whatever the above with 8 experts;
  *   - attn_k: Q8_0 with 8 experts;
  *   - ffn_down (i its block, n the block count): Q2_K → Q3_K; Q3_K_M → Q5_K for i < n/16, else
  *     Q4_K unless falcon and not use_more_bits (Q3_K); IQ3_M → Q4_K for i < n/8 or, with 8
@@ -129,7 +137,7 @@ export function llamaQuantizeType(ftype: Ftype, name: string, ne: readonly numbe
     type = falcon || ne0 % BLOCK[type] !== 0 ? 'Q8_0' : 'Q6_K';
   } else if (name === 'token_embd.weight') {
     if (ftype === 'TQ1_0' || ftype === 'TQ2_0' || ftype === 'Q2_0') type = 'Q4_K';
-  } else if (name.includes('attn_qkv.weight') || name.includes('attn_v.weight')) {
+  } else if (name.includes('attn_qkv.weight') || name.includes('attn_kv_b.weight') || name.includes('attn_v.weight')) {
     if (ftype === 'Q2_K') type = model.gqa >= 4 ? 'Q4_K' : 'Q3_K';
     else if (ftype === 'IQ3_S' && model.gqa >= 4) type = 'Q4_K';
     else if (ftype === 'IQ3_M') type = 'Q4_K';
@@ -138,6 +146,7 @@ export function llamaQuantizeType(ftype: Ftype, name: string, ne: readonly numbe
     else if ((ftype === 'IQ4_NL' || ftype === 'IQ4_XS') && model.gqa >= 4) type = 'Q5_K';
     else if ((ftype === 'Q4_K_M' || ftype === 'Q5_K_M') && moreBits(layer, n)) type = 'Q6_K';
     else if (ftype === 'Q4_K_S' && layer < 4) type = 'Q5_K';
+    if (model.seventyB && (type === 'Q3_K' || type === 'Q4_K')) type = 'Q5_K';
     if (eight) type = 'Q8_0';
   } else if (name.includes('attn_k.weight')) {
     if (eight) type = 'Q8_0';
@@ -175,13 +184,16 @@ const dyadic = (rand: () => number, n: number, den: number) => Array.from({ leng
  */
 const HAS_REFERENCE = new Set(['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0', 'IQ4_NL', 'IQ4_XS', 'IQ3_S', 'Q1_0', 'Q2_0', 'TQ1_0', 'TQ2_0']);
 
-type Family = 'llama' | 'mixtral' | 'falcon';
+type Family = 'llama' | 'mixtral' | 'falcon' | 'deepseek2';
 /** The LoRA's four possible targets per family: blk.0's first three, the last block's fourth. */
 const TARGETS: Record<Family, [string, string, string, string]> = {
   llama: ['attn_v', 'attn_q', 'attn_output', 'ffn_down'],
   mixtral: ['attn_v', 'attn_k', 'attn_output', 'attn_q'],
   falcon: ['attn_qkv', 'attn_output', 'ffn_up', 'ffn_down'],
+  deepseek2: ['attn_kv_b', 'attn_q', 'attn_output', 'ffn_down'],
 };
+/** DeepSeek-V2-Lite's MLA head dims over four (qk_nope 128, qk_rope 64, v 128): rows of 32 where a row is one head's. */
+const NOPE = 32, ROPE = 16, V = 32;
 /** (n_head, n_head_kv): n_gqa 1, 2, 3, 4 and 8, each side of the IQ3_S and Q2_K attn_v rules' n_gqa ≥ 4. */
 const HEADS: [number, number][] = [[4, 4], [8, 8], [4, 2], [8, 4], [6, 2], [8, 2], [4, 1], [8, 1]];
 
@@ -195,23 +207,37 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
       { weight: 3, arbitrary: fc.constantFrom<Mix>('q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m') },
       { weight: 1, arbitrary: fc.constantFrom<Refused>('iq3_xs', 'iq3_xxs_mix', 'q2_k_s') },
     ),
-    family: fc.constantFrom<Family>('llama', 'llama', 'llama', 'mixtral', 'falcon'),
-    layers: fc.constantFrom(1, 1, 2, 3, 8), hidden: fc.constantFrom(256, 256, 96), heads: fc.constantFrom(...HEADS),
+    family: fc.constantFrom<Family>('llama', 'llama', 'llama', 'mixtral', 'falcon', 'deepseek2'),
+    // 80 blocks rarely: such a case takes a few seconds.
+    layers: fc.oneof({ weight: 11, arbitrary: fc.constantFrom(1, 1, 2, 3, 8) }, { weight: 1, arbitrary: fc.constant(80) }), hidden: fc.constantFrom(256, 256, 96), heads: fc.constantFrom(...HEADS),
     wideFfn: fc.boolean(), tied: fc.boolean(), r: fc.integer({ min: 1, max: 2 }), alpha: fc.constantFrom(0, 1, 2, 4),
-    targets: fc.subarray([0, 1, 2, 3], { minLength: 1 }), seed: fc.integer(), wholeQ1: fc.boolean(),
+    targets: fc.subarray([0, 1, 2, 3], { minLength: 1 }), seed: fc.integer(), wholeQ1: fc.boolean(), split: fc.boolean(),
   })
-  .map(({ mix, family, layers: drawnLayers, hidden: drawnHidden, heads: [drawnHeads, drawnKv], wideFfn, tied, r, alpha, targets, seed, wholeQ1 }) => {
+  .map(({ mix, family, layers: drawnLayers, hidden: drawnHidden, heads: [drawnHeads, drawnKv], wideFfn, tied: drawnTied, r, alpha, targets, seed, wholeQ1, split }) => {
     let s = seed >>> 0;
     const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
     const HD = 16, VOCAB = 8, EXPERTS = 8;
     // Q1_0's blocks are 128 values and have no fallback: most drawn shapes are refused under
     // q1_0_mix, so half its cases take rows of whole blocks (hidden 256, 8 heads of 16, ffn 128).
     const q1Rows = mix === 'q1_0_mix' && wholeQ1;
-    const hidden = q1Rows ? 256 : drawnHidden;
-    const [heads, kvHeads] = q1Rows && drawnHeads !== 8 ? [8, Math.max(1, Math.floor((8 * drawnKv) / drawnHeads))] : [drawnHeads, drawnKv];
-    const arch = family === 'falcon' ? 'falcon' : 'llama';
-    // Eight experts of 256-wide rows in many blocks would make a slow case: at most 3 blocks unless rows are 96 wide.
-    const layers = family === 'mixtral' && hidden === 256 ? Math.min(drawnLayers, q1Rows ? 1 : 3) : drawnLayers;
+    // 80 blocks, as Llama 2/3 70B (LLM_TYPE_70B where grouped) and Falcon-180B have, reach the rules
+    // on n_layer/16, n_layer/8 and use_more_bits between: rows of 32 keep the case small. Not for
+    // the 8 experts (no such model; eight blocks at most) or Q1_0's whole-block rows.
+    const deepseek = family === 'deepseek2';
+    const deep = drawnLayers === 80 && family !== 'mixtral' && !deepseek && !q1Rows;
+    const hidden = q1Rows ? 256 : deep ? 32 : drawnHidden;
+    // DeepSeek2's MLA: 4 heads; the file written before the converter split attn_kv_b gives
+    // head_count_kv 4 (n_gqa 1), the current converter's 1 (MLA as MQA, n_gqa 4), with attn_k_b
+    // and attn_v_b beside attn_kv_b (the layout ik_llama.cpp's converter writes).
+    const [heads, kvHeads] = deepseek ? [4, split ? 1 : 4] : q1Rows && drawnHeads !== 8 ? [8, Math.max(1, Math.floor((8 * drawnKv) / drawnHeads))] : [drawnHeads, drawnKv];
+    const tied = drawnTied && !deepseek;
+    const arch = family === 'falcon' ? 'falcon' : deepseek ? 'deepseek2' : 'llama';
+    // Eight experts of 256-wide rows in many blocks would make a slow case: at most 3 blocks unless
+    // rows are 96 wide; MLA's seven matrices a block, at most 2 or 3.
+    const cap = family === 'mixtral' && hidden === 256 ? (q1Rows ? 1 : 3) : deepseek ? (hidden === 256 ? 2 : 3) : 8;
+    const layers = deep ? 80 : Math.min(drawnLayers, cap);
+    /** kv_lora_rank: the hidden size here, so that attn_kv_b's rows are 256 (whole K-quant blocks) or 96 values. */
+    const KV_RANK = hidden;
     // Eight blocks of 256-wide ffn_down rows would make a slow case: the wide FFN only with few blocks, and not for experts.
     const ffn = q1Rows ? 128 : wideFfn && layers < 8 && family !== 'mixtral' ? 256 : 32;
     /** (out, in, experts) of each tensor, in is 0 for a 1-D one; ne is [in, out] or [in, out, experts]. */
@@ -222,6 +248,17 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
         // Falcon-7B's layout: one fused query-key-value projection, a parallel MLP without a gate or ffn_norm.
         shapes.push([`${b}.attn_norm.bias`, hidden, 0, 0], [`${b}.attn_norm.weight`, hidden, 0, 0], [`${b}.attn_qkv.weight`, (heads + 2 * kvHeads) * HD, hidden, 0],
           [`${b}.attn_output.weight`, hidden, heads * HD, 0], [`${b}.ffn_up.weight`, ffn, hidden, 0], [`${b}.ffn_down.weight`, hidden, ffn, 0]);
+        continue;
+      }
+      if (deepseek) {
+        // DeepSeek-V2-Lite's block (no q_lora_rank: attn_q), its MLA projections, a dense MLP.
+        shapes.push([`${b}.attn_norm.weight`, hidden, 0, 0], [`${b}.attn_q.weight`, heads * (NOPE + ROPE), hidden, 0],
+          [`${b}.attn_kv_a_mqa.weight`, KV_RANK + ROPE, hidden, 0], [`${b}.attn_kv_a_norm.weight`, KV_RANK, 0, 0],
+          [`${b}.attn_kv_b.weight`, heads * (NOPE + V), KV_RANK, 0]);
+        // ne [nope, kv_lora_rank, heads] and [kv_lora_rank, v, heads].
+        if (split) shapes.push([`${b}.attn_k_b.weight`, KV_RANK, NOPE, heads], [`${b}.attn_v_b.weight`, V, KV_RANK, heads]);
+        shapes.push([`${b}.attn_output.weight`, hidden, heads * V, 0], [`${b}.ffn_norm.weight`, hidden, 0, 0],
+          [`${b}.ffn_gate.weight`, ffn, hidden, 0], [`${b}.ffn_up.weight`, ffn, hidden, 0], [`${b}.ffn_down.weight`, hidden, ffn, 0]);
         continue;
       }
       shapes.push([`${b}.attn_norm.weight`, hidden, 0, 0], [`${b}.attn_q.weight`, heads * HD, hidden, 0], [`${b}.attn_k.weight`, kvHeads * HD, hidden, 0],
@@ -262,9 +299,16 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
             ['general.architecture', str(arch)], ['general.name', str(`Tiny ${family} BF16`)], [`${arch}.block_count`, u32(layers)], [`${arch}.context_length`, u32(2048)],
             [`${arch}.embedding_length`, u32(hidden)], [`${arch}.feed_forward_length`, u32(ffn)], [`${arch}.attention.head_count`, u32(heads)],
             [`${arch}.attention.head_count_kv`, u32(kvHeads)],
+            ...(deepseek
+              // DeepseekV2Model's keys, all blocks dense; the split file's as the current converter writes them (MLA as MQA).
+              ? [[`${arch}.leading_dense_block_count`, u32(layers)], [`${arch}.attention.kv_lora_rank`, u32(KV_RANK)],
+                [`${arch}.attention.key_length`, u32(split ? KV_RANK + ROPE : NOPE + ROPE)], [`${arch}.attention.value_length`, u32(split ? KV_RANK : V)],
+                ...(split ? [[`${arch}.attention.key_length_mla`, u32(NOPE + ROPE)], [`${arch}.attention.value_length_mla`, u32(V)]] : []),
+                [`${arch}.rope.dimension_count`, u32(ROPE)], [`${arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: 1e-6 }]] as [string, MetaValue][]
+              : []),
             ...(family === 'falcon'
               ? [[`${arch}.attention.layer_norm_epsilon`, { type: 'f32', value: 1e-5 }]] as [string, MetaValue][]
-              : [[`${arch}.rope.freq_base`, { type: 'f32', value: 500000 }], [`${arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: 1e-5 }]] as [string, MetaValue][]),
+              : deepseek ? [] : [[`${arch}.rope.freq_base`, { type: 'f32', value: 500000 }], [`${arch}.attention.layer_norm_rms_epsilon`, { type: 'f32', value: 1e-5 }]] as [string, MetaValue][]),
             ...(family === 'mixtral' ? [[`${arch}.expert_count`, u32(EXPERTS)], [`${arch}.expert_used_count`, u32(2)]] as [string, MetaValue][] : []),
             ['general.file_type', u32(32)], ['general.quantization_version', u32(2)],
           ],
@@ -304,7 +348,10 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
         }
         if (family !== 'mixtral' && baseMeta.has(`${arch}.expert_count`)) return { kind: 'unknown', why: 'expert_count added' };
         const scale = alpha === 0 ? w : (w * alpha) / r;
-        const model: MixModel = { arch, layers, gqa: Math.floor(heads / kvHeads), tied, experts: family === 'mixtral' ? EXPERTS : 0 };
+        const model: MixModel = {
+          arch, layers, gqa: Math.floor(heads / kvHeads), tied, experts: family === 'mixtral' ? EXPERTS : 0,
+          seventyB: family === 'llama' && layers === 80 && heads !== kvHeads,
+        };
         const want: GgufExpected = { tensors: [], meta: { 'general.file_type': ftype.id, 'general.architecture': arch } };
         for (const [name, o, i, e] of shapes) {
           const baseTensor = d.tensors.get(`/${name}`)!;
