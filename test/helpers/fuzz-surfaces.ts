@@ -3846,7 +3846,8 @@ function saneGgufHeader(bytes: Uint8Array): boolean {
   const fits = (n: number) => at + n <= bytes.byteLength;
   if (!fits(0) || dv.getUint32(4, true) !== 3) return false;
   const nTensors = dv.getBigUint64(8, true), nKv = dv.getBigUint64(16, true);
-  if (nTensors > 128n || nKv > 64n) return false;
+  // gguf-type-mixes' 80-block models hold up to 724 tensors; no count mutation draws 129 to 1024.
+  if (nTensors > 1024n || nKv > 64n) return false;
   const SIZE: Record<number, number> = { 0: 1, 1: 1, 7: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 10: 8, 11: 8, 12: 8 };
   const string = () => {
     if (!fits(8)) return false;
@@ -3899,6 +3900,9 @@ function ggufLayoutProblem(bytes: Uint8Array): string | null {
     if (g.dataStart + t.offset + size > bytes.byteLength) return `${t.name} ends past the file`;
     expected = t.offset + Math.ceil(size / alignment) * alignment;
   }
+  // The reader refuses bytes past the last tensor's padding (TRAILING_BYTES): a file laid out at 32
+  // whose general.alignment says 8 starts its data earlier by the header's padding and ends with it.
+  if (g.tensors.length && bytes.byteLength > g.dataStart + expected) return `${bytes.byteLength - g.dataStart - expected} unexpected bytes after the last tensor`;
   return null;
 }
 
