@@ -7,12 +7,11 @@
  * general.file_type 15 as llama-quantize labels it.
  */
 import { describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { mixContext, typeMix, useMoreBits } from '../src/formats/gguf/type-mixes.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
 import { bf16LlamaGguf } from './helpers/gguf-models.js';
 import { seededRandom } from './helpers/fixtures.js';
-import { mergeBackends } from './helpers/merge-backends.js';
+import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 const mix = (name: string) => typeMix(name)!;
@@ -196,18 +195,13 @@ describe('--dtype q4_k_m end to end', () => {
   }
 
   async function run(outDtype: string, dtypeMergedOnly = false) {
-    const prepared = await prepareMerge(memoryInputFileSet({ 'tiny-llama-BF16.gguf': baseBytes }, 'base'), [
-      { files: memoryInputFileSet({ 'tiny-lora.gguf': loraBytes }, 'tiny-lora'), weight: 0.9 },
-    ]);
-    try {
-      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-      const output = createBlobOutputTarget();
-      const warnings: string[] = [];
-      await mergeModel({ prepared, output, backend: backends.cpu!, outDtype, dtypeMergedOnly, onWarning: (w) => warnings.push(w) });
-      return { out: readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer())), warnings };
-    } finally {
-      await prepared.close();
-    }
+    const warnings: string[] = [];
+    const { bytes } = await mergeFileInMemory({
+      backend: backends.cpu!, base: { 'tiny-llama-BF16.gguf': baseBytes },
+      adapters: [{ files: { 'tiny-lora.gguf': loraBytes }, name: 'tiny-lora', weight: 0.9 }], outDtype, dtypeMergedOnly,
+      onWarning: (w) => warnings.push(w),
+    });
+    return { out: readGguf(bytes), warnings };
   }
 
   it('writes every tensor in the type llama-quantize\'s Q4_K_M gives it, as the reference quantizer\'s blocks of the merged or stored values, labelled file type 15', async () => {

@@ -63,6 +63,8 @@ export interface InMemoryMerge {
   slabBytes?: number;
   /** Looks at the prepared merge after it ran, before it is closed. */
   inspect?: (prepared: PreparedMerge) => Promise<void> | void;
+  /** Receives the merge's warnings (a type written in place of another, …), as mergeModel gives them. */
+  onWarning?: (message: string) => void;
 }
 
 /**
@@ -77,6 +79,7 @@ export async function mergeFileInMemory(m: InMemoryMerge): Promise<{ bytes: Uint
     await mergeModel({
       prepared, output, backend: m.backend, slabBytes: m.slabBytes ?? 4096,
       ...(m.outDtype ? { outDtype: m.outDtype } : {}), ...(m.dtypeMergedOnly ? { dtypeMergedOnly: true } : {}),
+      ...(m.onWarning ? { onWarning: m.onWarning } : {}),
     });
     await m.inspect?.(prepared);
     return { bytes: new Uint8Array(await output.files()[0].blob.arrayBuffer()), warnings: prepared.plan.warnings };
@@ -94,7 +97,7 @@ function prepareInMemory(m: Pick<InMemoryMerge, 'base' | 'baseName' | 'adapters'
  * Why a merge in memory is refused: the error reading the base, the plan's problems, or the merge's
  * error, each message one entry; [] when it merges.
  */
-export async function refusalsInMemory(m: Omit<InMemoryMerge, 'inspect' | 'slabBytes'>): Promise<string[]> {
+export async function refusalsInMemory(m: Omit<InMemoryMerge, 'inspect' | 'slabBytes' | 'onWarning'>): Promise<string[]> {
   let prepared: PreparedMerge;
   try {
     prepared = await prepareInMemory(m);

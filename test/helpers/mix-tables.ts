@@ -6,7 +6,8 @@
 import { expect } from 'vitest';
 import { mixContext, typeMix } from '../../src/formats/gguf/type-mixes.js';
 import { fittingType } from '../../src/formats/gguf/quantize-rule.js';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../../src/index.js';
+import type { MergeBackend } from '../../src/index.js';
+import { mergeFileInMemory } from './merge-backends.js';
 import { seededRandom } from './fixtures.js';
 import { buildGguf, readGguf, tensorData } from './gguf-builder.js';
 import { bf16LlamaGguf } from './gguf-models.js';
@@ -96,17 +97,11 @@ export function tinyLlamaMixCase(seed: number, backend: () => MergeBackend) {
   });
 
   async function run(outDtype: string, dtypeMergedOnly = false) {
-    const prepared = await prepareMerge(memoryInputFileSet({ 'tiny-llama-BF16.gguf': baseBytes }, 'base'), [
-      { files: memoryInputFileSet({ 'tiny-lora.gguf': loraBytes }, 'tiny-lora'), weight: 1 },
-    ]);
-    try {
-      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-      const output = createBlobOutputTarget();
-      await mergeModel({ prepared, output, backend: backend(), outDtype, dtypeMergedOnly });
-      return readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
-    } finally {
-      await prepared.close();
-    }
+    const { bytes } = await mergeFileInMemory({
+      backend: backend(), base: { 'tiny-llama-BF16.gguf': baseBytes },
+      adapters: [{ files: { 'tiny-lora.gguf': loraBytes }, name: 'tiny-lora', weight: 1 }], outDtype, dtypeMergedOnly,
+    });
+    return readGguf(bytes);
   }
   return { specs, baseValues, loraBytes, MERGED, run };
 }
