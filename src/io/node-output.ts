@@ -160,23 +160,24 @@ async function realOutputPath(out: string): Promise<string> {
  */
 async function refuseInputOverlap(outName: string, out: string, realOut: string, inputs: readonly string[]): Promise<void> {
   const outId = await stat(out, { bigint: true }).catch(() => undefined);
+  const ids = new IdentityCache();
+  const realInputs: string[] = [];
   for (const input of inputs) {
     const realIn = await realpath(input).catch(() => resolve(input));
+    realInputs.push(realIn);
     const inside = (child: string, folder: string) => child.startsWith(folder.endsWith(sep) ? folder : folder + sep);
     if (realOut === realIn || inside(realOut, realIn) || inside(realIn, realOut)) {
       throw new MergeError('OUTPUT_IS_INPUT', `${outName}: output would overwrite input ${input}; choose another output path`);
     }
-    const inId = outId && await stat(input, { bigint: true }).catch(() => undefined);
+    const inId = outId && await ids.of(input);
     if (inId && inId.dev === outId.dev && inId.ino === outId.ino) {
       throw new MergeError('OUTPUT_IS_INPUT', `${outName}: is input ${input} under another name (a hard link or a bind mount); choose another output path`);
     }
   }
-  const ids = new IdentityCache();
   if (outId?.isDirectory()) {
     // Every folder above each input, by identity: a match is a folder holding that input.
-    for (const input of inputs) {
-      const realIn = await realpath(input).catch(() => resolve(input));
-      for (let folder = dirname(realIn); ; folder = dirname(folder)) {
+    for (const [i, input] of inputs.entries()) {
+      for (let folder = dirname(realInputs[i]); ; folder = dirname(folder)) {
         if (await ids.same(folder, outId)) {
           throw new MergeError('OUTPUT_IS_INPUT', `${outName}: is folder ${folder} under another path (a bind mount), which holds input ${input}; choose another output path`);
         }
