@@ -62,7 +62,7 @@ describe('merge --threads', () => {
     const cmd = parseCommandLine(['merge', '--base', 'm', '--adapter', 'x', '--out', 'o', '--threads', '16']);
     expect(cmd).toMatchObject({ command: 'merge', threads: 16 });
     expect(parseCommandLine(['merge', '--base', 'm', '--adapter', 'x', '--out', 'o'])).not.toHaveProperty('threads');
-    for (const bad of ['0', '-2', '1.5', 'eight', '1025', '0x8', ' 4']) {
+    for (const bad of ['0', '-2', '1.5', '8.0', '1e1', 'eight', '1025', '0x8', ' 4']) {
       expect(() => parseCommandLine(['merge', '--base', 'm', '--adapter', 'x', '--out', 'o', '--threads', bad]), bad)
         .toThrow(`--threads must be an integer from 1 to 1024, not "${bad}" (see loramerge --help)`);
     }

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import type { MajoritySign } from '../algebra/merge-rules.js';
 import type { RankRule } from '../algebra/rank-rules.js';
 import type { CombineMethod } from '../adapter-ops/combine.js';
-import { bindOptionValues, parseBackend, parseOrExplain, plainDecimal, usageError, weighLastAdapter, type AdapterArg, type BackendChoice } from './args.js';
+import { bindOptionValues, outOfRange, parseBackend, parseOrExplain, plainDecimal, usageError, weighLastAdapter, wholeNumber, type AdapterArg, type BackendChoice } from './args.js';
 
 export interface CombineCommand {
   command: 'combine';
@@ -84,17 +84,6 @@ const VALUES: Readonly<Record<string, string>> = {
   out: 'the output file or folder',
   backend: 'auto, webgpu or cpu',
 };
-
-function outOfRange(name: string, range: string, value: string): Error {
-  return usageError(`--${name} must be ${range}, not "${value}"`);
-}
-
-/** Digits only, as a rank or seed is written: no sign, exponent, blanks or hex. */
-function wholeNumber(name: string, value: string, min: number, range: string): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min) throw outOfRange(name, range, value);
-  return n;
-}
 
 const positiveInteger = (name: string, value: string) => wholeNumber(name, value, 1, RANGES.rank);
 

@@ -83,6 +83,18 @@ export function plainDecimal(value: string): number | undefined {
   return DECIMAL.test(value) && Number.isFinite(n) ? n : undefined;
 }
 
+/** The one-line refusal of a number outside what --`name` takes (`range`, as the usage says it). */
+export function outOfRange(name: string, range: string, value: string): Error {
+  return usageError(`--${name} must be ${range}, not "${value}"`);
+}
+
+/** Digits only, as a count, rank or seed is written (no sign, exponent, blanks or hex), in [min, max]. */
+export function wholeNumber(name: string, value: string, min: number, range: string, max = Number.MAX_SAFE_INTEGER): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) throw outOfRange(name, range, value);
+  return n;
+}
+
 export function parseWeight(value: string, adapter: string | undefined): number {
   const weight = plainDecimal(value);
   if (weight === undefined) {
@@ -181,15 +193,6 @@ const MERGE_VALUES: Readonly<Record<string, string>> = {
   threads: THREADS_RANGE,
 };
 
-/** --threads: a plain decimal integer in [1, MAX_THREADS]. */
-function parseThreads(value: string): number {
-  const n = plainDecimal(value);
-  if (n === undefined || !Number.isInteger(n) || n < 1 || n > MAX_THREADS) {
-    throw usageError(`--threads must be ${THREADS_RANGE}, not "${value}"`);
-  }
-  return n;
-}
-
 function parseMerge(rawArgs: string[]): MergeCommand {
   const args = bindOptionValues(rawArgs, MERGE_VALUES);
   const { tokens, positionals } = parseOrExplain(() =>
@@ -254,7 +257,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         break;
       case 'threads':
         if (threads !== undefined) throw usageError('--threads given twice');
-        threads = parseThreads(value);
+        threads = wholeNumber('threads', value, 1, THREADS_RANGE, MAX_THREADS);
         break;
       case 'dry-run':
         dryRun = true;
