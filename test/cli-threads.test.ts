@@ -3,10 +3,11 @@
  * backend line, with the same exact result; a count that is not an integer from 1 to 1024 is one
  * usage line.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseCommandLine } from '../src/cli/args.js';
+import { defaultCpuThreads } from '../src/engine/cpu/default-threads.js';
 import { expectOneLine, mergeArgs, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, randomValues, seededRandom, tempDirs } from './helpers/fixtures.js';
 
@@ -56,6 +57,35 @@ describe('merge --threads', () => {
     let wrong = 0;
     for (let i = 0; i < want.length; i++) if (!Object.is(merged.values[i], want[i])) wrong++;
     expect(wrong).toBe(0);
+  });
+
+  // The machine's core count comes from a preload that reports `cores` (CI has 2).
+  it.each([[32, 8], [3, 3]])('without --threads, on %i cores, merges on %i threads and says so', async (cores, expected) => {
+    const dir = temp.make({ 'model.safetensors': buildSafetensors([{ name: `${module}.weight`, dtype: 'F16', shape: [rows, cols], data: w }]) });
+    const preload = join(dir, 'cores.cjs');
+    writeFileSync(preload, `const os = require('node:os'); os.availableParallelism = () => ${cores}; require('node:module').syncBuiltinESMExports();\n`);
+    const adapter = temp.make({
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: alpha, target_modules: ['q_proj'] }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: `base_model.model.${module}.lora_A.weight`, dtype: 'F32', shape: [rank, cols], data: a },
+        { name: `base_model.model.${module}.lora_B.weight`, dtype: 'F32', shape: [rows, rank], data: b },
+      ]),
+    });
+    const out = join(temp.make(), 'merged.safetensors');
+    const run = await runCli(mergeArgs(join(dir, 'model.safetensors'), adapter, out), {}, ['--require', preload]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout + run.stderr).toMatch(new RegExp(`backend: CPU \\(WebAssembly SIMD, ${expected} threads\\b`));
+    const merged = decodeSafetensors(readFileSync(out)).tensors.get(`${module}.weight`)!;
+    const want = truth();
+    let wrong = 0;
+    for (let i = 0; i < want.length; i++) if (!Object.is(merged.values[i], want[i])) wrong++;
+    expect(wrong).toBe(0);
+  });
+
+  it('defaults to one thread per core, at most 8, in Node and in pages', () => {
+    expect([1, 2, 7, 8, 9, 16, 128].map(defaultCpuThreads)).toEqual([1, 2, 7, 8, 8, 8, 8]);
+    // navigator.hardwareConcurrency may be missing or 0 (privacy modes): one thread.
+    expect([undefined, 0, Number.NaN].map(defaultCpuThreads)).toEqual([1, 1, 1]);
   });
 
   it('takes an integer from 1 to 1024, once', () => {

@@ -19,7 +19,7 @@ export interface MergeCommand {
   /** --dtype for the merged tensors only. */
   dtypeMergedOnly?: boolean;
   backend: BackendChoice;
-  /** --threads: the CPU backend's threads, the calling one included (default: one per core). */
+  /** --threads: the CPU backend's threads, the calling one included (default: one per core, at most 8). */
   threads?: number;
   dryRun: boolean;
   /** Replace a non-empty output folder (a file at --out is always replaced, on success only). */
@@ -59,7 +59,7 @@ ${ADAPTER_USAGE}
   --dtype-merged-only  --dtype for the tensors the merge changes only; the others are copied
              as stored (export-lora's F16 output, or Q8_0 merged tensors in a Q4_K_M model)
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
-  --threads  threads of the CPU merge (default: one per core; each adds about 14 MiB of memory)
+  --threads  threads of the CPU merge (default: one per core, at most 8; each adds about 14 MiB of memory)
   --dry-run  print the plan and stop
   --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded)
   inspect    print what a base model or adapter holds

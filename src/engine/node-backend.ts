@@ -1,6 +1,6 @@
 /**
  * A merge backend for Node: Dawn's WebGPU where asked for or available, else the CPU, whose WASM
- * kernel runs on one worker thread per core.
+ * kernel runs on one worker thread per core, at most 8.
  */
 import { createBackend } from './create-backend.js';
 import { createCpuWorkerPool } from './cpu/cpu-worker-pool.js';
@@ -20,7 +20,7 @@ export interface NodeBackendOptions {
   /** The dtype of the weights to merge: where `auto` times both backends, on this dtype (default F16). */
   calibrationDtype?: FloatDType;
   /**
-   * Threads of the CPU backend, the calling one included (default: os.availableParallelism()).
+   * Threads of the CPU backend, the calling one included (default: one per core, at most 8).
    * Each worker thread holds its own V8 heap and WebAssembly memory, about 14 MiB: on many cores,
    * fewer threads bound the memory (8 of 16 merged as fast, with 110 MiB less, on one host).
    */
@@ -38,7 +38,7 @@ function dawnVersion(): string {
 
 /**
  * A merge backend for Node: `webgpu` (Dawn, from the optional `webgpu` package; fails saying why
- * when it cannot start), `cpu` (WebAssembly SIMD on one worker thread per core), or `auto` (the
+ * when it cannot start), `cpu` (WebAssembly SIMD on one worker thread per core, at most 8), or `auto` (the
  * CPU where WebGPU could only run on a software adapter, decided without starting Dawn on Linux;
  * a discrete GPU; otherwise the faster on a test merge, timed once and kept in the user's cache
  * folder: node-decision-store.ts). Call dispose() when done.

@@ -5,10 +5,11 @@
  */
 import type { WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
 import { RowBlockPool, type PoolWorker } from './row-block-pool.js';
+import { defaultCpuThreads } from './default-threads.js';
 
 /** Options of {@link createBrowserCpuWorkerPool}. */
 export interface BrowserCpuPoolOptions {
-  /** Threads that merge (default: navigator.hardwareConcurrency). */
+  /** Threads that merge (default: navigator.hardwareConcurrency, at most 8; see default-threads.ts). */
   threads?: number;
   /**
    * Whether the calling thread merges too (then `threads − 1` workers start). Default false: in a
@@ -43,7 +44,7 @@ export function browserCpuPoolUnavailable(): string | undefined {
 /** A pool of Web Workers, or undefined when the page cannot have one (see {@link browserCpuPoolUnavailable}) or has one core. */
 export function createBrowserCpuWorkerPool(options: BrowserCpuPoolOptions = {}): RowBlockPool | undefined {
   if (browserCpuPoolUnavailable()) return undefined;
-  const threads = options.threads ?? (globalThis.navigator?.hardwareConcurrency || 1);
+  const threads = options.threads ?? defaultCpuThreads(globalThis.navigator?.hardwareConcurrency);
   const caller = options.callerTakesBlocks ?? false;
   if (threads < 2) return undefined;
   const start = options.createWorker

@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
+import { defaultCpuThreads } from './default-threads.js';
 import { RowBlockPool, type PoolWorker } from './row-block-pool.js';
 
 /** The compiled worker script next to this module (absent when running from TypeScript sources). */
@@ -11,7 +12,7 @@ export const DEFAULT_WORKER_URL = new URL('./cpu-worker.js', import.meta.url);
 
 /** Options of {@link createCpuWorkerPool}. */
 export interface CpuWorkerPoolOptions {
-  /** Threads that merge, the calling one included (default: os.availableParallelism()). */
+  /** Threads that merge, the calling one included (default: one per core, at most 8; see default-threads.ts). */
   threads?: number;
   /** The worker script (default: the compiled cpu-worker.js beside this module). */
   workerUrl?: URL;
@@ -19,7 +20,7 @@ export interface CpuWorkerPoolOptions {
 
 /** A pool, or undefined when the worker script cannot be found or there is only one core. */
 export function createCpuWorkerPool(options: CpuWorkerPoolOptions = {}): CpuWorkerPool | undefined {
-  const threads = options.threads ?? availableParallelism();
+  const threads = options.threads ?? defaultCpuThreads(availableParallelism());
   const url = options.workerUrl ?? DEFAULT_WORKER_URL;
   if (threads < 2 || !existsSync(fileURLToPath(url))) return undefined;
   return new CpuWorkerPool(url, threads);
