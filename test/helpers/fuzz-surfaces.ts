@@ -131,6 +131,8 @@ export interface SurfaceWorld {
   slabBytes?: number;
   /** The `--dtype` every merge of this world takes (a GGUF type mix), in place of a drawn one. */
   fixedDtype?: string;
+  /** Every command drawn for it is a merge: a draw aimed at a rule only a merged output shows. */
+  mergeOnly?: boolean;
   /** Top-level fields of its JSON files that this world's truth reads (so edits to them are followed), beside CONFIG_READ_BY_TRUTH. */
   configReads?: string[];
 }
@@ -3562,9 +3564,10 @@ export interface SurfaceCase {
 /** Cases of the worlds `only` names (all where undefined; see surfaceWorlds). */
 export const surfaceCases = (only?: string): fc.Arbitrary<SurfaceCase> => fc
   .record({ world: surfaceWorlds(only), mutations: fc.array(surfaceMutation, { maxLength: 3 }), command: surfaceCommand })
-  .map(({ world, mutations, command: { dtype, ...command } }) => ({
-    world, mutations, command: (dtype ??= world.mergeDtype) && command.command === 'merge' && world.outDtypes?.includes(dtype) ? { ...command, dtype } : command,
-  }));
+  .map(({ world, mutations, command: { dtype, ...drawn } }) => {
+    const command = world.mergeOnly ? { ...drawn, command: 'merge' as const } : drawn;
+    return { world, mutations, command: (dtype ??= world.mergeDtype) && command.command === 'merge' && world.outDtypes?.includes(dtype) ? { ...command, dtype } : command };
+  });
 
 /** The worlds whose merges without --dtype quantize the merged weights again (fp8, nvfp4 and int8 codes and their scales). */
 export const REQUANTIZING_WORLDS = ['comfy-quant', 'block-fp8', 'scaled-fp8', 'compressed-tensors', 'modelopt-fp8'];
