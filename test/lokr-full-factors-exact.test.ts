@@ -9,11 +9,24 @@
  * f32's largest was Inf. The truth here is float64, written plainly: every value below is exact in
  * it (products of two f32 values, and sums whose bits span fewer than 53 places).
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
+import { REPO_ROOT } from './helpers/cli.js';
 import { buildSafetensors, roundForDType, type FixtureDType } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 
 const backends = mergeBackends({ cpu: 'both' });
+// The CLI's CPU backend: ops with dense terms are cut into row pieces for its worker threads
+// (step-rows.ts), which run the built worker (`npm run build:lib` first, as for cpu-pool-steps.test.ts).
+let pool: CpuWorkerPool;
+beforeAll(() => {
+  pool = new CpuWorkerPool(pathToFileURL(join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js')), 2);
+  backends['cpu (2 threads)'] = new CpuBackend('test', { pool });
+});
+afterAll(() => backends['cpu (2 threads)']?.dispose());
 
 const Q = 'model.layers.0.self_attn.q_proj.weight';
 const PREFIX = 'base_model.model.model.layers.0.self_attn.q_proj';
@@ -29,11 +42,11 @@ function config(alpha: number): string {
   });
 }
 
-/** kron(w1 (A × C), w2 (B × D)) at [o1·B + o2, i1·D + i2], in float64 (each element one exact product). */
-function kron(w1: number[], w2: number[]): Float64Array {
-  const out = new Float64Array(A * B * C * D);
-  for (let o1 = 0; o1 < A; o1++) for (let o2 = 0; o2 < B; o2++) for (let i1 = 0; i1 < C; i1++) for (let i2 = 0; i2 < D; i2++) {
-    out[(o1 * B + o2) * C * D + i1 * D + i2] = w1[o1 * C + i1] * w2[o2 * D + i2];
+/** kron(w1 (a × c), w2 (b × d)) at [o1·b + o2, i1·d + i2], in float64 (each element one exact product). */
+function kron(w1: number[], w2: number[], [a, c, b, d]: readonly number[]): Float64Array {
+  const out = new Float64Array(a * b * c * d);
+  for (let o1 = 0; o1 < a; o1++) for (let o2 = 0; o2 < b; o2++) for (let i1 = 0; i1 < c; i1++) for (let i2 = 0; i2 < d; i2++) {
+    out[(o1 * b + o2) * c * d + i1 * d + i2] = w1[o1 * c + i1] * w2[o2 * d + i2];
   }
   return out;
 }
@@ -48,9 +61,11 @@ interface Case {
   /** The element that shows the rounding, with its value rounded once from the exact sum. */
   at: number;
   want: number;
+  /** (a, c, b, d): lokr_w1 (a, c), lokr_w2 (b, d); (2, 2, 3, 4) unless given. */
+  dims?: readonly number[];
 }
 
-const base = (x: number) => Array.from({ length: A * B * C * D }, (_, i) => (i === 0 ? x : ((i % 7) - 3) / 64));
+const base = (x: number, n = A * B * C * D) => Array.from({ length: n }, (_, i) => (i === 0 ? x : ((i % 7) - 3) / 64));
 const rest = (first: number, n: number) => [first, ...Array.from({ length: n - 1 }, (_, i) => ((i % 5) - 2) / 8)];
 
 const CASES: Case[] = [
@@ -70,26 +85,36 @@ const CASES: Case[] = [
     what: 'a product past f32’s largest, scaled back into range',
     dtype: 'F16', w: base(1), w1: rest(2 ** 100, A * C), w2: rest(2 ** 100, B * D), alpha: 2 ** -190, at: 0, want: 1025,
   },
+  {
+    // The first case on a (256, 256) q_proj, lokr_w1 and lokr_w2 (16, 16): 65 536 elements, enough
+    // for the CPU backend to cut the op into row pieces for its threads.
+    what: 'the f16 midpoint on a layer large enough for the worker threads',
+    dtype: 'F16', w: base(1, 256 * 256), w1: rest(1 + 2 ** -12, 256), w2: rest(0x1ffe002 * 2 ** -36, 256), alpha: 1, at: 0, want: 1 + 2 ** -10, dims: [16, 16, 16, 16],
+  },
 ];
 
-describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
+describe.each(['cpu (js)', 'cpu (wasm)', 'cpu (2 threads)', 'webgpu'])('%s', (name) => {
   it.each(CASES)('PEFT LoKr, both factors full, merged exactly: $what', async (c, ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
-    const baseFile = buildSafetensors([{ name: Q, dtype: c.dtype, shape: [A * B, C * D], data: c.w }]);
+    const [a, cc, b, d] = c.dims ?? [A, C, B, D];
+    const baseFile = buildSafetensors([{ name: Q, dtype: c.dtype, shape: [a * b, cc * d], data: c.w }]);
     const adapter = buildSafetensors([
-      { name: `${PREFIX}.lokr_w1`, dtype: 'F32', shape: [A, C], data: c.w1 },
-      { name: `${PREFIX}.lokr_w2`, dtype: 'F32', shape: [B, D], data: c.w2 },
+      { name: `${PREFIX}.lokr_w1`, dtype: 'F32', shape: [a, cc], data: c.w1 },
+      { name: `${PREFIX}.lokr_w2`, dtype: 'F32', shape: [b, d], data: c.w2 },
     ]);
     const { tensors } = await mergeInMemory({
       backend,
+      // The whole layer in one slab, so that the large case reaches the threads.
+      slabBytes: 1 << 20,
       base: { 'model.safetensors': baseFile },
       adapters: [{ name: 'adapter', files: { 'adapter_config.json': config(c.alpha), 'adapter_model.safetensors': adapter } }],
     });
     const got = tensors.get(Q)!;
+    if (name === 'cpu (2 threads)' && c.dims) expect(pool.sent.stepPieces).toBeGreaterThan(0);
     expect(got.dtype).toBe(c.dtype);
     // PEFT's LoKr: W + (α / r)·kron(w1, w2), r = 1 here; each element rounded once to the base's dtype.
-    const delta = kron(c.w1, c.w2);
+    const delta = kron(c.w1, c.w2, [a, cc, b, d]);
     const exact = Float64Array.from(c.w, (x, i) => x + c.alpha * delta[i]);
     expect(roundForDType(exact[c.at], c.dtype)).toBe(c.want);
     for (let i = 0; i < exact.length; i++) expect(got.values[i], `${Q}[${i}]: exact ${exact[i]}`).toBe(roundForDType(exact[i], c.dtype));
