@@ -559,7 +559,8 @@ const peftMethodWorld: fc.Arbitrary<SurfaceWorld> = fc
           result = added(w, delta, s);
         } else if (method === 'DEFT' || method === 'PEANUT') {
           // DEFT: ΔW = P·(c·R − relu(P)ᵀ·W), c = alpha/r; PEANuT (depth 0): ΔW = scaling·B·relu(A·W).
-          // M = relu(P)ᵀ·W or A·W is rounded to f32 before the product: the bound covers it.
+          // M = relu(P)ᵀ·W and c·R (DEFT), scaling·relu(A·W) (PEANuT) reach the product rounded to
+          // f32, as PEFT holds them (README, DEFT and PEANuT rows): the truth rounds them so too.
           // The truth follows the config as written here; a mutated one is left to the outcome checks.
           let read: Record<string, unknown> | undefined;
           try {
@@ -576,7 +577,7 @@ const peftMethodWorld: fc.Arbitrary<SurfaceWorld> = fc
           const m = new Float64Array(r * IN);
           for (let k = 0; k < r; k++) for (let i = 0; i < IN; i++) for (let o = 0; o < OUT; o++) m[k * IN + i] += right[o * r + k] * w[o * IN + i];
           const c = deft ? alpha / r : alpha;
-          const inner = deft ? t(`${p}.deft_R`).map((x, i) => c * x - m[i]) : m.map((x) => c * relu(x));
+          const inner = deft ? t(`${p}.deft_R`).map((x, i) => Math.fround(c * x) - Math.fround(m[i])) : m.map((x) => Math.fround(c * relu(x)));
           result = added(w, mm(q, inner, OUT, r, IN), s);
           result.magnitude += Math.abs(s) * r * maxAbs(q) * (deft ? c * maxAbs(t(`${p}.deft_R`)) + maxAbs(m) : c * maxAbs(m));
         } else {
