@@ -94,7 +94,7 @@ const CASES: Case[] = [
 ];
 
 describe.each(['cpu (js)', 'cpu (wasm)', 'cpu (2 threads)', 'webgpu'])('%s', (name) => {
-  it.each(CASES)('PEFT LoKr, both factors full, merged exactly: $what', async (c, ctx) => {
+  it.for(CASES)('PEFT LoKr, both factors full, merged exactly: $what', async (c, ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
     const [a, cc, b, d] = c.dims ?? [A, C, B, D];
