@@ -21,6 +21,12 @@ export interface DenseTerm {
   /** rowCount × cols of the stored matrix, for the op's rows. */
   values: FloatTensorBytes;
   scale: number;
+  /**
+   * The same values in f64, where they were computed rather than read (a kron of two full LoKr
+   * factors, whose products need up to 48 bits): executors use these, so that no f32 rounding
+   * enters the result.
+   */
+  exact?: Float64Array;
 }
 
 /** V += Σ s·B·A + Σ s·D, all in one pass. */

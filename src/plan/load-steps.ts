@@ -10,9 +10,12 @@ import { MergeError } from '../errors.js';
 /** A dense update whose rows are produced on demand (a full diff read by rows, a kron of full factors). */
 export interface DenseSource {
   scale: number;
-  /** rowCount × cols of the stored matrix, starting at stored row rowStart. */
-  rows(rowStart: number, rowCount: number): Promise<FloatTensorBytes>;
+  /** rowCount × cols of the stored matrix, starting at stored row rowStart (with their f64 values where computed: DenseTerm.exact). */
+  rows(rowStart: number, rowCount: number): Promise<DenseRows>;
 }
+
+/** Rows of a dense update as bytes, and as exact f64 values where they were computed rather than read. */
+export type DenseRows = FloatTensorBytes & { exact?: Float64Array };
 
 /**
  * V += −scale·Q·(Rᵀ·V) along the output axis (PEFT DEFT's subspace removal), R `right` and Q `qp`
@@ -60,7 +63,10 @@ export async function slabSteps(steps: readonly LoadedStep[], rowStart: number, 
     if (s.kind === 'out-project') throw new MergeError('PLAN_INVALID', 'an output-side projection (PEFT DEFT) reached a row slab before the pass over the whole weight formed it');
     if (s.kind !== 'add') return s;
     if (s.dense.length === 0) return { kind: 'add', terms: s.terms };
-    const dense = await Promise.all(s.dense.map(async (d) => ({ scale: d.scale, values: await d.rows(rowStart, rowCount) })));
+    const dense = await Promise.all(s.dense.map(async (d) => {
+      const { exact, ...values } = await d.rows(rowStart, rowCount);
+      return { scale: d.scale, values, ...(exact ? { exact } : {}) };
+    }));
     return { kind: 'add', terms: s.terms, dense };
   }));
 }

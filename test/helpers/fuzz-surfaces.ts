@@ -131,6 +131,8 @@ export interface SurfaceWorld {
   slabBytes?: number;
   /** The `--dtype` every merge of this world takes (a GGUF type mix), in place of a drawn one. */
   fixedDtype?: string;
+  /** Every command drawn for it is a merge: a draw aimed at a rule only a merged output shows. */
+  mergeOnly?: boolean;
   /** Top-level fields of its JSON files that this world's truth reads (so edits to them are followed), beside CONFIG_READ_BY_TRUTH. */
   configReads?: string[];
 }
@@ -557,7 +559,8 @@ const peftMethodWorld: fc.Arbitrary<SurfaceWorld> = fc
           result = added(w, delta, s);
         } else if (method === 'DEFT' || method === 'PEANUT') {
           // DEFT: ΔW = P·(c·R − relu(P)ᵀ·W), c = alpha/r; PEANuT (depth 0): ΔW = scaling·B·relu(A·W).
-          // M = relu(P)ᵀ·W or A·W is rounded to f32 before the product: the bound covers it.
+          // M = relu(P)ᵀ·W and c·R (DEFT), scaling·relu(A·W) (PEANuT) reach the product rounded to
+          // f32, as PEFT holds them (README, DEFT and PEANuT rows): the truth rounds them so too.
           // The truth follows the config as written here; a mutated one is left to the outcome checks.
           let read: Record<string, unknown> | undefined;
           try {
@@ -574,7 +577,7 @@ const peftMethodWorld: fc.Arbitrary<SurfaceWorld> = fc
           const m = new Float64Array(r * IN);
           for (let k = 0; k < r; k++) for (let i = 0; i < IN; i++) for (let o = 0; o < OUT; o++) m[k * IN + i] += right[o * r + k] * w[o * IN + i];
           const c = deft ? alpha / r : alpha;
-          const inner = deft ? t(`${p}.deft_R`).map((x, i) => c * x - m[i]) : m.map((x) => c * relu(x));
+          const inner = deft ? t(`${p}.deft_R`).map((x, i) => Math.fround(c * x) - Math.fround(m[i])) : m.map((x) => Math.fround(c * relu(x)));
           result = added(w, mm(q, inner, OUT, r, IN), s);
           result.magnitude += Math.abs(s) * r * maxAbs(q) * (deft ? c * maxAbs(t(`${p}.deft_R`)) + maxAbs(m) : c * maxAbs(m));
         } else {
@@ -3562,9 +3565,10 @@ export interface SurfaceCase {
 /** Cases of the worlds `only` names (all where undefined; see surfaceWorlds). */
 export const surfaceCases = (only?: string): fc.Arbitrary<SurfaceCase> => fc
   .record({ world: surfaceWorlds(only), mutations: fc.array(surfaceMutation, { maxLength: 3 }), command: surfaceCommand })
-  .map(({ world, mutations, command: { dtype, ...command } }) => ({
-    world, mutations, command: (dtype ??= world.mergeDtype) && command.command === 'merge' && world.outDtypes?.includes(dtype) ? { ...command, dtype } : command,
-  }));
+  .map(({ world, mutations, command: { dtype, ...drawn } }) => {
+    const command = world.mergeOnly ? { ...drawn, command: 'merge' as const } : drawn;
+    return { world, mutations, command: (dtype ??= world.mergeDtype) && command.command === 'merge' && world.outDtypes?.includes(dtype) ? { ...command, dtype } : command };
+  });
 
 /** The worlds whose merges without --dtype quantize the merged weights again (fp8, nvfp4 and int8 codes and their scales). */
 export const REQUANTIZING_WORLDS = ['comfy-quant', 'block-fp8', 'scaled-fp8', 'compressed-tensors', 'modelopt-fp8'];

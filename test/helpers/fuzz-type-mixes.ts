@@ -16,7 +16,10 @@
  * `q3_k_s` … `q5_k_m` (llama-quantize's file types of those names), or with `iq3_xs`,
  * `iq3_xxs_mix` or `q2_k_s`, which llama-quantize writes only with an importance matrix: refused.
  * Under `q1_0_mix` a matrix whose rows are not whole Q1_0 blocks (128 values) and that no rule
- * gives another type makes llama-quantize stop (Q1_0 has no fallback): refused.
+ * gives another type makes llama-quantize stop (Q1_0 has no fallback): refused. Five draws in
+ * seventeen are focused, each of them a merge: an untied head under `tq1_0_mix` (half of them),
+ * `tq2_0_mix` or `q2_0_mix` (the token-embedding rule; four of the five), or a llama of 80 grouped blocks (LLM_TYPE_70B,
+ * n_gqa 8 mostly) under a mix whose attn_v is Q3_K or Q4_K before the 70B rule raises it to Q5_K.
  *
  * The truth: each tensor's type from llama.cpp's src/llama-quant.cpp (llama_tensor_get_type,
  * llama_tensor_get_type_impl and tensor_type_fallback, no importance matrix), written out below as
@@ -197,9 +200,24 @@ const NOPE = 32, ROPE = 16, V = 32;
 /** (n_head, n_head_kv): n_gqa 1, 2, 3, 4 and 8, each side of the IQ3_S and Q2_K attn_v rules' n_gqa ≥ 4. */
 const HEADS: [number, number][] = [[4, 4], [8, 8], [4, 2], [8, 4], [6, 2], [8, 2], [4, 1], [8, 1]];
 
+/**
+ * Draws aimed at rules the plain draws seldom reach with a checked merge: `ternary-head`, an untied
+ * head with a file type whose token-embedding rule gives it Q4_K (TQ1_0, TQ2_0, Q2_0); `70b`, a
+ * llama of 80 grouped blocks (LLM_TYPE_70B; n_gqa 8 as Llama 2/3 70B's 64 heads over 8, or 2 to 6)
+ * under a mix whose attn_v would be Q3_K or Q4_K, which that model raises to Q5_K.
+ */
+type Focus = 'none' | 'ternary-head' | '70b';
+const TERNARY_HEAD_MIXES: Mix[] = ['tq1_0_mix', 'tq1_0_mix', 'tq2_0_mix', 'q2_0_mix'];
+const SEVENTY_B_MIXES: Mix[] = ['q2_k_mix', 'iq3_s_mix', 'iq3_m', 'q3_k_s', 'q3_k_m', 'q4_k_s', 'q4_k_m'];
+/** (n_head, n_head_kv) of the 70B draws: n_gqa 8 (64 over 8 scaled down) twice as often as 4, 3 or 2. */
+const SEVENTY_B_HEADS: [number, number][] = [[8, 1], [8, 1], [8, 2], [6, 2], [4, 2]];
+
 /** The world: a model, a LoRA and a mix drawn as the header says, with its truth. */
 export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
   .record({
+    // 70B draws take seconds each (80 blocks): one in seventeen, so that `npm test`'s share stays small.
+    focus: fc.oneof({ weight: 12, arbitrary: fc.constant<Focus>('none') }, { weight: 4, arbitrary: fc.constant<Focus>('ternary-head') }, { weight: 1, arbitrary: fc.constant<Focus>('70b') }),
+    focusMix: fc.nat(), focusHeads: fc.nat(),
     mix: fc.oneof(
       { weight: 6, arbitrary: fc.constantFrom<Mix>('iq3_s_mix', 'iq3_s_mix', 'iq3_m', 'q2_k_mix', 'q6_k_mix') },
       { weight: 2, arbitrary: fc.constantFrom<Mix>('q4_0_mix', 'iq4_nl_mix', 'iq4_xs_mix') },
@@ -213,7 +231,14 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
     wideFfn: fc.boolean(), tied: fc.boolean(), r: fc.integer({ min: 1, max: 2 }), alpha: fc.constantFrom(0, 1, 2, 4),
     targets: fc.subarray([0, 1, 2, 3], { minLength: 1 }), seed: fc.integer(), wholeQ1: fc.boolean(), split: fc.boolean(),
   })
-  .map(({ mix, family, layers: drawnLayers, hidden: drawnHidden, heads: [drawnHeads, drawnKv], wideFfn, tied: drawnTied, r, alpha, targets, seed, wholeQ1, split }) => {
+  .map(({ focus, focusMix, focusHeads, ...plain }) => {
+    // A focused draw overrides the mix, family, block count, heads or tie the plain draw made.
+    const drawn = focus === 'ternary-head'
+      ? { ...plain, mix: TERNARY_HEAD_MIXES[focusMix % TERNARY_HEAD_MIXES.length], tied: false }
+      : focus === '70b'
+        ? { ...plain, mix: SEVENTY_B_MIXES[focusMix % SEVENTY_B_MIXES.length], family: 'llama' as Family, layers: 80, heads: SEVENTY_B_HEADS[focusHeads % SEVENTY_B_HEADS.length] }
+        : plain;
+    const { mix, family, layers: drawnLayers, hidden: drawnHidden, heads: [drawnHeads, drawnKv], wideFfn, tied: drawnTied, r, alpha, targets, seed, wholeQ1, split } = drawn;
     let s = seed >>> 0;
     const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
     const HD = 16, VOCAB = 8, EXPERTS = 8;
@@ -324,8 +349,8 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
       },
     };
     return {
-      name: `${family} GGUF + llama.cpp LoRA`,
-      files, base, adapter: 'lora.gguf', out: 'merged.gguf', refusalsChecked: true, fixedDtype: mix,
+      name: `${family}${focus === 'none' ? '' : ` (${focus})`} GGUF + llama.cpp LoRA`,
+      files, base, adapter: 'lora.gguf', out: 'merged.gguf', refusalsChecked: true, fixedDtype: mix, mergeOnly: focus !== 'none',
       truth: (d: Decoded, w: number): Truth => {
         if (!(mix in FTYPE)) return { kind: 'invalid', why: `--dtype ${mix}: llama-quantize writes it only with an importance matrix` };
         const ftype = FTYPE[mix as Mix];

@@ -30,10 +30,14 @@ export function kronFactors(f1: Factors, f2: Factors): Factors {
   return { b: kron(f1.b, f2.b), a: kron(f1.a, f2.a) };
 }
 
-/** Rows [r0, r0 + n) of kron(W₁, W₂) (both full), as one dense f32 block. */
-export function kronRows(w1: Matrix, w2: Matrix, r0: number, n: number): Float32Array {
+/**
+ * Rows [r0, r0 + n) of kron(W₁, W₂) (both full), as one dense block in f64: each product of two
+ * f32 values is exact there (48 significant bits at most, and no f32 product over- or underflows
+ * f64), where f32 would round it before the merge rounds the result.
+ */
+export function kronRows(w1: Matrix, w2: Matrix, r0: number, n: number): Float64Array {
   const cols = w1.cols * w2.cols;
-  const out = new Float32Array(n * cols);
+  const out = new Float64Array(n * cols);
   for (let r = 0; r < n; r++) {
     const o1 = Math.floor((r0 + r) / w2.rows), o2 = (r0 + r) % w2.rows;
     for (let i1 = 0; i1 < w1.cols; i1++) {

@@ -164,7 +164,7 @@ function applyStep(op: MergeOp, shape: OpShape, v: Float64Array, e: Float64Array
         }
       }
       for (const d of step.dense ?? []) {
-        const values = f32(d.values);
+        const values = d.exact ?? f32(d.values);
         for (let i = 0; i < v.length; i++) {
           const p = d.scale * values[i];
           const x = v[i] + p;
@@ -540,7 +540,7 @@ class ExactSteps {
           x = addDyadic(x, mulDyadic(dyadicOf(term.scale), d));
         }
         for (const dense of step.dense ?? []) {
-          x = addDyadic(x, mulDyadic(dyadicOf(dense.scale), dyadicOf(this.f32(dense.values)[r * op.cols + c])));
+          x = addDyadic(x, mulDyadic(dyadicOf(dense.scale), dyadicOf((dense.exact ?? this.f32(dense.values))[r * op.cols + c])));
         }
         return x;
       }

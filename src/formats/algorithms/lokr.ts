@@ -118,7 +118,11 @@ export const lokr: Algorithm = {
     const [f1, f2] = await Promise.all([firstFactor(file, module), secondFactor(file, module)]);
     if (module.update.kind === 'dense' && 'full' in f1 && 'full' in f2) {
       const m1 = f1.full, m2 = f2.full;
-      return [{ kind: 'dense', rows: async (r0: number, n: number) => f32Bytes(kronRows(m1, m2, r0, n)) }];
+      // The exact products go to the executor (f32 bytes alone would round them first: DenseTerm.exact).
+      return [{ kind: 'dense', rows: async (r0: number, n: number) => {
+        const exact = kronRows(m1, m2, r0, n);
+        return { ...f32Bytes(Float32Array.from(exact)), exact };
+      } }];
     }
     const out = module.deltaShape[0], inF = product(module.deltaShape.slice(1));
     const form = lokrForm(f1, f2, out, inF);
