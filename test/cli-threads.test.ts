@@ -38,48 +38,40 @@ function truth(): Float64Array {
   return out;
 }
 
+/**
+ * Merges the q_proj LoRA through the CLI (`extra` arguments, `nodeArgs` before the script), expects
+ * the backend line to say `threads` CPU threads, and every element to be the float64 truth.
+ */
+async function mergeOnThreads(threads: number, extra: string[], nodeArgs: string[] = []): Promise<void> {
+  const base = join(temp.make({ 'model.safetensors': buildSafetensors([{ name: `${module}.weight`, dtype: 'F16', shape: [rows, cols], data: w }]) }), 'model.safetensors');
+  const adapter = temp.make({
+    'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: alpha, target_modules: ['q_proj'] }),
+    'adapter_model.safetensors': buildSafetensors([
+      { name: `base_model.model.${module}.lora_A.weight`, dtype: 'F32', shape: [rank, cols], data: a },
+      { name: `base_model.model.${module}.lora_B.weight`, dtype: 'F32', shape: [rows, rank], data: b },
+    ]),
+  });
+  const out = join(temp.make(), 'merged.safetensors');
+  const run = await runCli(mergeArgs(base, adapter, out, ...extra), {}, nodeArgs);
+  expect(run.code, run.stderr).toBe(0);
+  expect(run.stdout + run.stderr).toMatch(new RegExp(`backend: CPU \\(WebAssembly SIMD, ${threads} threads?\\b`));
+  const merged = decodeSafetensors(readFileSync(out)).tensors.get(`${module}.weight`)!;
+  const want = truth();
+  let wrong = 0;
+  for (let i = 0; i < want.length; i++) if (!Object.is(merged.values[i], want[i])) wrong++;
+  expect(wrong).toBe(0);
+}
+
 describe('merge --threads', () => {
   it.each([3, 1])('merges on %i thread(s), says so, and every element is the float64 truth rounded once', async (threads) => {
-    const base = join(temp.make({ 'model.safetensors': buildSafetensors([{ name: `${module}.weight`, dtype: 'F16', shape: [rows, cols], data: w }]) }), 'model.safetensors');
-    const adapter = temp.make({
-      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: alpha, target_modules: ['q_proj'] }),
-      'adapter_model.safetensors': buildSafetensors([
-        { name: `base_model.model.${module}.lora_A.weight`, dtype: 'F32', shape: [rank, cols], data: a },
-        { name: `base_model.model.${module}.lora_B.weight`, dtype: 'F32', shape: [rows, rank], data: b },
-      ]),
-    });
-    const out = join(temp.make(), 'merged.safetensors');
-    const run = await runCli(mergeArgs(base, adapter, out, '--threads', String(threads)));
-    expect(run.code, run.stderr).toBe(0);
-    expect(run.stdout + run.stderr).toMatch(new RegExp(`backend: CPU \\(WebAssembly SIMD, ${threads} threads?\\b`));
-    const merged = decodeSafetensors(readFileSync(out)).tensors.get(`${module}.weight`)!;
-    const want = truth();
-    let wrong = 0;
-    for (let i = 0; i < want.length; i++) if (!Object.is(merged.values[i], want[i])) wrong++;
-    expect(wrong).toBe(0);
+    await mergeOnThreads(threads, ['--threads', String(threads)]);
   });
 
   // The machine's core count comes from a preload that reports `cores` (CI has 2).
   it.each([[32, 8], [3, 3]])('without --threads, on %i cores, merges on %i threads and says so', async (cores, expected) => {
-    const dir = temp.make({ 'model.safetensors': buildSafetensors([{ name: `${module}.weight`, dtype: 'F16', shape: [rows, cols], data: w }]) });
-    const preload = join(dir, 'cores.cjs');
+    const preload = join(temp.make(), 'cores.cjs');
     writeFileSync(preload, `const os = require('node:os'); os.availableParallelism = () => ${cores}; require('node:module').syncBuiltinESMExports();\n`);
-    const adapter = temp.make({
-      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: alpha, target_modules: ['q_proj'] }),
-      'adapter_model.safetensors': buildSafetensors([
-        { name: `base_model.model.${module}.lora_A.weight`, dtype: 'F32', shape: [rank, cols], data: a },
-        { name: `base_model.model.${module}.lora_B.weight`, dtype: 'F32', shape: [rows, rank], data: b },
-      ]),
-    });
-    const out = join(temp.make(), 'merged.safetensors');
-    const run = await runCli(mergeArgs(join(dir, 'model.safetensors'), adapter, out), {}, ['--require', preload]);
-    expect(run.code, run.stderr).toBe(0);
-    expect(run.stdout + run.stderr).toMatch(new RegExp(`backend: CPU \\(WebAssembly SIMD, ${expected} threads\\b`));
-    const merged = decodeSafetensors(readFileSync(out)).tensors.get(`${module}.weight`)!;
-    const want = truth();
-    let wrong = 0;
-    for (let i = 0; i < want.length; i++) if (!Object.is(merged.values[i], want[i])) wrong++;
-    expect(wrong).toBe(0);
+    await mergeOnThreads(expected, [], ['--require', preload]);
   });
 
   it('defaults to one thread per core, at most 8, in Node and in pages', () => {
