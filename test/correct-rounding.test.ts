@@ -251,7 +251,7 @@ describe.each(executors)('$name', (executor) => {
         const cut = (x: FloatTensorBytes): FloatTensorBytes => ({ dtype: x.dtype, data: x.data.subarray(r0 * op.cols * DTYPE_BYTES[x.dtype], (r0 + n) * op.cols * DTYPE_BYTES[x.dtype]) });
         return {
           ...op, rowStart: r0, rowCount: n, base: cut(op.base),
-          steps: steps.map((s) => (s.kind === 'add' && s.dense ? { ...s, dense: s.dense.map((d) => ({ ...d, values: cut(d.values) })) } : s)),
+          steps: steps.map((s) => (s.kind === 'add' && s.dense ? { ...s, dense: s.dense.map((d) => (d.exact ? { ...d, exact: d.exact.subarray(r0 * op.cols, (r0 + n) * op.cols) } : { ...d, values: cut(d.values) })) } : s)),
         };
       };
       const steps = await resolveColumnNorms(op, op.steps!, async (prefix) => {

@@ -21,7 +21,7 @@ function slabOf(op: MergeOp, steps: UpdateStep[], r0: number, n: number): MergeO
     base: cut(op.base),
     rowStart: r0,
     rowCount: n,
-    steps: steps.map((s) => (s.kind === 'add' && s.dense ? { ...s, dense: s.dense.map((d) => ({ ...d, values: cut(d.values) })) } : s)),
+    steps: steps.map((s) => (s.kind === 'add' && s.dense ? { ...s, dense: s.dense.map((d) => (d.exact ? { ...d, exact: d.exact.subarray(r0 * op.cols, (r0 + n) * op.cols) } : { ...d, values: cut(d.values) })) } : s)),
   };
 }
 
@@ -31,6 +31,7 @@ const cases: Array<[string, StepOpSpec]> = [
   ['PEFT DoRA (per-output norms) on a transposed weight, then LoRA (f16)', { rows: 33, cols: 20, layout: 'in-out', baseDtype: 'F16', steps: [{ kind: 'add', ranks: [4] }, { kind: 'dora', axis: 'out' }, { kind: 'add', ranks: [1] }] }],
   ['LoCon 3×3 with per-channel DoRA (9 columns per magnitude), then LoRA (f16)', { rows: 20, cols: 63, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [2] }, { kind: 'dora', axis: 'in', group: 9, epsilon: 1e-6 }, { kind: 'add', ranks: [1] }] }],
   ['dense diff and low-rank in one pass (bf16)', { rows: 19, cols: 50, baseDtype: 'BF16', factorDtype: 'BF16', steps: [{ kind: 'add', ranks: [2], dense: 1 }] }],
+  ['dense diff as float64 products (full LoKr factors) beside low-rank (f16)', { rows: 21, cols: 46, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [2], dense: 1, exactDense: true }, { kind: 'dora', axis: 'out' }] }],
   ['IA3 on the output, then LoRA (f16 → bf16)', { rows: 40, cols: 24, baseDtype: 'F16', outDtype: 'BF16', steps: [{ kind: 'scale', axis: 'out' }, { kind: 'add', ranks: [2] }] }],
   ['LoRA then IA3 on the input: folds into the fused kernel (f16)', { rows: 45, cols: 31, baseDtype: 'F16', factorDtype: 'F16', steps: [{ kind: 'add', ranks: [5] }, { kind: 'scale', axis: 'in' }] }],
   ['IA3 alone: a scale with no low-rank term (bf16 → f16)', { rows: 23, cols: 37, baseDtype: 'BF16', outDtype: 'F16', steps: [{ kind: 'scale', axis: 'in' }] }],

@@ -114,8 +114,9 @@ function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string)
       });
       (step.dense ?? []).forEach((d, t) => {
         finite(d.scale, 'scale');
-        expectBytes(op, `${label} dense term ${t} (${rowCount} × ${op.cols})`, d.values, rowCount * op.cols);
-        if (d.exact && d.exact.length !== rowCount * op.cols) fail(op, `${label} dense term ${t} has ${d.exact.length} exact values, expected ${rowCount * op.cols}`);
+        if (d.exact) {
+          if (d.exact.length !== rowCount * op.cols) fail(op, `${label} dense term ${t} has ${d.exact.length} exact values, expected ${rowCount * op.cols}`);
+        } else expectBytes(op, `${label} dense term ${t} (${rowCount} × ${op.cols})`, d.values, rowCount * op.cols);
       });
       return;
     case 'dora': {

@@ -16,18 +16,13 @@ import { lcm } from '../integers.js';
 
 export type { PermutedBlocksStep } from './permuted-blocks.js';
 
-/** A dense update D in W's stored orientation, the op's slab rows only, added as `scale · D`. */
-export interface DenseTerm {
-  /** rowCount × cols of the stored matrix, for the op's rows. */
-  values: FloatTensorBytes;
-  scale: number;
-  /**
-   * The same values in f64, where they were computed rather than read (a kron of two full LoKr
-   * factors, whose products need up to 48 bits): executors use these, so that no f32 rounding
-   * enters the result.
-   */
-  exact?: Float64Array;
-}
+/**
+ * A dense update D in W's stored orientation, the op's slab rows only (rowCount × cols of the
+ * stored matrix), added as `scale · D`: as read (`values`), or as f64 where it was computed rather
+ * than read (`exact`: a kron of two full LoKr factors, whose products need up to 48 bits, so that no
+ * f32 rounding enters the result).
+ */
+export type DenseTerm = { scale: number } & ({ values: FloatTensorBytes; exact?: undefined } | { exact: Float64Array; values?: undefined });
 
 /** V += Σ s·B·A + Σ s·D, all in one pass. */
 export interface AddStep {

@@ -15,7 +15,7 @@ export interface DenseSource {
 }
 
 /** Rows of a dense update as bytes, and as exact f64 values where they were computed rather than read. */
-export type DenseRows = FloatTensorBytes & { exact?: Float64Array };
+export type DenseRows = FloatTensorBytes | { exact: Float64Array };
 
 /**
  * V += −scale·Q·(Rᵀ·V) along the output axis (PEFT DEFT's subspace removal), R `right` and Q `qp`
@@ -64,8 +64,8 @@ export async function slabSteps(steps: readonly LoadedStep[], rowStart: number, 
     if (s.kind !== 'add') return s;
     if (s.dense.length === 0) return { kind: 'add', terms: s.terms };
     const dense = await Promise.all(s.dense.map(async (d) => {
-      const { exact, ...values } = await d.rows(rowStart, rowCount);
-      return { scale: d.scale, values, ...(exact ? { exact } : {}) };
+      const rows = await d.rows(rowStart, rowCount);
+      return 'exact' in rows ? { scale: d.scale, exact: rows.exact } : { scale: d.scale, values: rows };
     }));
     return { kind: 'add', terms: s.terms, dense };
   }));

@@ -104,7 +104,7 @@ export function exactStepsBits(op: MergeOp): Uint32Array {
         }
       }
       for (const dense of step.dense ?? []) {
-        const d = dec(dense.values), s = q(dense.scale);
+        const d = dense.exact ?? dec(dense.values), s = q(dense.scale);
         for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) v[o][i] = add(v[o][i], mul(s, q(d[stored(o, i)])));
       }
     } else if (step.kind === 'dora') {

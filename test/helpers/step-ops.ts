@@ -10,7 +10,8 @@ import { decodeF64, outputBits, roundedBits, ulpDistance } from './reference-mat
 import { encodeValues, seededRandom } from './fixtures.js';
 
 export type StepSpec =
-  | { kind: 'add'; ranks: number[]; dense?: number; weights?: number[] }
+  /** `exactDense`: the dense terms as float64 products of two f32 values (a kron of full LoKr factors), not stored bytes. */
+  | { kind: 'add'; ranks: number[]; dense?: number; exactDense?: boolean; weights?: number[] }
   | { kind: 'dora'; axis: 'out' | 'in'; epsilon?: number; group?: number }
   | { kind: 'scale'; axis: 'out' | 'in' }
   | { kind: 'self'; rank: number }
@@ -48,7 +49,9 @@ export function randomStepOp(seed: number, spec: StepOpSpec): MergeOp {
           terms: s.ranks.map((r, k) => ({
             rank: r, scale: (s.weights?.[k] ?? 1) * 0.3 / Math.sqrt(r), a: t(uniform(r * inF)), b: t(uniform(outF * r)),
           })),
-          dense: Array.from({ length: s.dense ?? 0 }, () => ({ scale: 0.2, values: t(uniform(spec.rows * spec.cols)) })),
+          dense: Array.from({ length: s.dense ?? 0 }, () => (s.exactDense
+            ? { scale: 0.2, exact: Float64Array.from(uniform(spec.rows * spec.cols), (x) => Math.fround(x) * Math.fround(rand())) }
+            : { scale: 0.2, values: t(uniform(spec.rows * spec.cols)) })),
         };
       case 'dora':
         return { kind: 'dora', dora: {
@@ -126,7 +129,7 @@ export function referenceSteps(op: MergeOp): Float64Array {
         }
       }
       for (const dense of step.dense ?? []) {
-        const d = f64(dense.values);
+        const d = dense.exact ?? f64(dense.values);
         for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) v[o][i] += dense.scale * d[stored(o, i)];
       }
     } else if (step.kind === 'dora') {

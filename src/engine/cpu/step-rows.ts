@@ -37,7 +37,7 @@ export function opRows(op: MergeOp, shape: OpShape, r0: number, n: number): Merg
         return {
           kind: 'add',
           terms: s.terms.map((t) => ({ ...t, a: own(t.a), b: own(t.b) })),
-          ...(s.dense ? { dense: s.dense.map((d) => ({ scale: d.scale, values: cut(d.values), ...(d.exact ? { exact: d.exact.slice(r0 * op.cols, (r0 + n) * op.cols) } : {}) })) } : {}),
+          ...(s.dense ? { dense: s.dense.map((d) => (d.exact ? { scale: d.scale, exact: d.exact.slice(r0 * op.cols, (r0 + n) * op.cols) } : { scale: d.scale, values: cut(d.values) })) } : {}),
         };
       case 'dora':
         return { kind: 'dora', dora: { ...s.dora, magnitude: own(s.dora.magnitude) } };

@@ -54,7 +54,7 @@ export type UpdateShape =
  */
 export type ModulePiece =
   | { kind: 'low-rank'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number }
-  | { kind: 'dense'; rows(rowStart: number, rowCount: number): Promise<FloatTensorBytes & { exact?: Float64Array }> }
+  | { kind: 'dense'; rows(rowStart: number, rowCount: number): Promise<FloatTensorBytes | { exact: Float64Array }> }
   | { kind: 'scale'; axis: 'out' | 'in'; w: FloatTensorBytes }
   | { kind: 'fixed-scale'; axis: 'out' | 'in'; factors: FloatTensorBytes }
   | { kind: 'project'; p: FloatTensorBytes; q: FloatTensorBytes; rank: number }

@@ -13,7 +13,7 @@ import { lokrForm, lokrFullRankUnderRsLora, lokrScale, type KronFactor } from '.
 import type { AdapterModule } from '../adapter.js';
 import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
-import { f32Bytes, lowRankPiece, readMatrix, readValues } from './factor-io.js';
+import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
 import { lycorisDora } from './lora.js';
 
@@ -118,11 +118,8 @@ export const lokr: Algorithm = {
     const [f1, f2] = await Promise.all([firstFactor(file, module), secondFactor(file, module)]);
     if (module.update.kind === 'dense' && 'full' in f1 && 'full' in f2) {
       const m1 = f1.full, m2 = f2.full;
-      // The exact products go to the executor (f32 bytes alone would round them first: DenseTerm.exact).
-      return [{ kind: 'dense', rows: async (r0: number, n: number) => {
-        const exact = kronRows(m1, m2, r0, n);
-        return { ...f32Bytes(Float32Array.from(exact)), exact };
-      } }];
+      // The exact products go to the executor (f32 bytes would round them first: DenseTerm.exact).
+      return [{ kind: 'dense', rows: async (r0: number, n: number) => ({ exact: kronRows(m1, m2, r0, n) }) }];
     }
     const out = module.deltaShape[0], inF = product(module.deltaShape.slice(1));
     const form = lokrForm(f1, f2, out, inF);
