@@ -10,11 +10,11 @@ import { MergeError } from '../errors.js';
 /** A dense update whose rows are produced on demand (a full diff read by rows, a kron of full factors). */
 export interface DenseSource {
   scale: number;
-  /** rowCount × cols of the stored matrix, starting at stored row rowStart (with their f64 values where computed: DenseTerm.exact). */
+  /** rowCount × cols of the stored matrix, starting at stored row rowStart (or their f64 values where computed: DenseTerm.exact). */
   rows(rowStart: number, rowCount: number): Promise<DenseRows>;
 }
 
-/** Rows of a dense update as bytes, and as exact f64 values where they were computed rather than read. */
+/** Rows of a dense update as bytes, or as exact f64 values where they were computed rather than read. */
 export type DenseRows = FloatTensorBytes | { exact: Float64Array };
 
 /**
