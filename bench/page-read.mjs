@@ -4,6 +4,7 @@
  * read with `min`, and prints the time and the browser process's CPU. Strategies (`kind:W:k[:S]`,
  * sizes in MiB, k windows in flight):
  * - `one`: one byte stream of the whole file (the page's merge reads this way, blob-byte-source.ts);
+ * - `fetch`: the body of a `fetch` of the file's blob URL, one stream;
  * - `perwin`: a stream of its own per window;
  * - `lanes`: two streams, each over alternate stripes of S MiB, read at the same time.
  * `--spin N` starts N workers spinning on the CPU during the read (comma-separated counts: each
@@ -59,6 +60,10 @@ onmessage = async (e) => {
     let readWindow;
     if (kind === 'one') {
       const reader = file.stream().getReader({ mode: 'byob' });
+      let queue = Promise.resolve();
+      readWindow = (i) => (queue = queue.then(() => fill(reader, free.pop() ?? new ArrayBuffer(W), length(i))));
+    } else if (kind === 'fetch') {
+      const reader = (await fetch(URL.createObjectURL(file))).body.getReader({ mode: 'byob' });
       let queue = Promise.resolve();
       readWindow = (i) => (queue = queue.then(() => fill(reader, free.pop() ?? new ArrayBuffer(W), length(i))));
     } else if (kind === 'perwin') {
