@@ -9,10 +9,10 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { DTYPE_BYTES, type FloatDType } from '../src/dtype.js';
+import type { FloatDType } from '../src/dtype.js';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
-import type { FloatTensorBytes, MergeBackend, MergeOp } from '../src/engine/merge-op.js';
+import type { MergeBackend, MergeOp } from '../src/engine/merge-op.js';
 import { describeAdapter, requestAdapter, requestMergeDevice } from '../src/engine/gpu/gpu-device.js';
 import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { WebGpuBackend } from '../src/engine/gpu/webgpu-backend.js';
@@ -24,7 +24,7 @@ import { asPlainOp } from '../src/engine/exact/plain-op.js';
 import { checkOp } from '../src/engine/op-shape.js';
 import type { UpdateStep } from '../src/engine/update-steps.js';
 import { exactStepsBits } from './helpers/exact-steps.js';
-import { randomStepOp, type StepOpSpec } from './helpers/step-ops.js';
+import { randomStepOp, slabOf, type StepOpSpec } from './helpers/step-ops.js';
 import { resolveColumnNorms } from '../src/engine/column-norms.js';
 import { rowGranule } from '../src/engine/update-steps.js';
 
@@ -247,24 +247,17 @@ describe.each(executors)('$name', (executor) => {
       const want = exactStepsBits(op);
       const granule = rowGranule(op, op.steps!);
       const step = Math.max(granule, Math.ceil(op.rows / 3 / granule) * granule);
-      const slabOf = (steps: NonNullable<MergeOp['steps']>, r0: number, n: number): MergeOp => {
-        const cut = (x: FloatTensorBytes): FloatTensorBytes => ({ dtype: x.dtype, data: x.data.subarray(r0 * op.cols * DTYPE_BYTES[x.dtype], (r0 + n) * op.cols * DTYPE_BYTES[x.dtype]) });
-        return {
-          ...op, rowStart: r0, rowCount: n, base: cut(op.base),
-          steps: steps.map((s) => (s.kind === 'add' && s.dense ? { ...s, dense: s.dense.map((d) => (d.exact ? { ...d, exact: d.exact.subarray(r0 * op.cols, (r0 + n) * op.cols) } : { ...d, values: cut(d.values) })) } : s)),
-        };
-      };
       const steps = await resolveColumnNorms(op, op.steps!, async (prefix) => {
         const sums = new Float64Array(op.cols);
         for (let r0 = 0; r0 < op.rows; r0 += step) {
-          const part = await backend.columnSumsOfSquares!(slabOf(prefix, r0, Math.min(step, op.rows - r0)));
+          const part = await backend.columnSumsOfSquares!(slabOf(op, prefix, r0, Math.min(step, op.rows - r0)));
           for (let c = 0; c < op.cols; c++) sums[c] += part[c];
         }
         return sums;
       });
       for (let r0 = 0; r0 < op.rows; r0 += step) {
         const n = Math.min(step, op.rows - r0);
-        const slab = slabOf(steps, r0, n);
+        const slab = slabOf(op, steps, r0, n);
         expectCorrectlyRounded(slab, await merge(slab), want.subarray(r0 * op.cols, (r0 + n) * op.cols));
       }
     });

@@ -4,26 +4,12 @@
  * slabs with column norms resolved over all slabs first, against float64 truth.
  */
 import { describe, expect, it } from 'vitest';
-import { DTYPE_BYTES } from '../src/dtype.js';
-import type { FloatTensorBytes, MergeOp } from '../src/engine/merge-op.js';
 import { resolveColumnNorms } from '../src/engine/column-norms.js';
-import { rowGranule, type UpdateStep } from '../src/engine/update-steps.js';
-import { checkAgainstTruth, randomStepOp, referenceSteps, type StepOpSpec } from './helpers/step-ops.js';
+import { rowGranule } from '../src/engine/update-steps.js';
+import { checkAgainstTruth, randomStepOp, referenceSteps, slabOf, type StepOpSpec } from './helpers/step-ops.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 
 const backends = mergeBackends({ cpu: 'both', gpuLimits: { 'webgpu (1 MiB bindings)': { maxStorageBufferBindingSize: 1 << 20, maxBufferSize: 1 << 20 } } });
-
-/** Rows [r0, r0 + n) of a whole op, with these (already resolved) steps. */
-function slabOf(op: MergeOp, steps: UpdateStep[], r0: number, n: number): MergeOp {
-  const cut = (x: FloatTensorBytes): FloatTensorBytes => ({ dtype: x.dtype, data: x.data.subarray(r0 * op.cols * DTYPE_BYTES[x.dtype], (r0 + n) * op.cols * DTYPE_BYTES[x.dtype]) });
-  return {
-    ...op,
-    base: cut(op.base),
-    rowStart: r0,
-    rowCount: n,
-    steps: steps.map((s) => (s.kind === 'add' && s.dense ? { ...s, dense: s.dense.map((d) => (d.exact ? { ...d, exact: d.exact.subarray(r0 * op.cols, (r0 + n) * op.cols) } : { ...d, values: cut(d.values) })) } : s)),
-  };
-}
 
 const cases: Array<[string, StepOpSpec]> = [
   ['LoRA, then DoRA with per-input norms, then another LoRA (f16)', { rows: 37, cols: 29, baseDtype: 'F16', steps: [{ kind: 'add', ranks: [1] }, { kind: 'dora', axis: 'in', epsilon: 1e-6 }, { kind: 'add', ranks: [3] }] }],

@@ -3,7 +3,7 @@
  * ΔW's (out × in) matrix of doubles, each step is applied by its textbook formula, and the result is
  * read back in the stored orientation.
  */
-import type { FloatDType } from '../../src/dtype.js';
+import { DTYPE_BYTES, type FloatDType } from '../../src/dtype.js';
 import type { FloatTensorBytes, MergeOp } from '../../src/engine/merge-op.js';
 import type { UpdateStep } from '../../src/engine/update-steps.js';
 import { decodeF64, outputBits, roundedBits, ulpDistance } from './reference-math.js';
@@ -239,4 +239,16 @@ export function checkAgainstTruth(truth: Float64Array, op: Pick<MergeOp, 'cols' 
   }
   if (op.outDtype !== 'F32' && exact < 0.99 * got.length) return `only ${exact} of ${got.length} elements bit-exact`;
   return undefined;
+}
+
+/** Rows [r0, r0 + n) of a whole op, with these (already resolved) steps: W and the dense terms cut to them. */
+export function slabOf(op: MergeOp, steps: UpdateStep[], r0: number, n: number): MergeOp {
+  const cut = (x: FloatTensorBytes): FloatTensorBytes => ({ dtype: x.dtype, data: x.data.subarray(r0 * op.cols * DTYPE_BYTES[x.dtype], (r0 + n) * op.cols * DTYPE_BYTES[x.dtype]) });
+  return {
+    ...op,
+    base: cut(op.base),
+    rowStart: r0,
+    rowCount: n,
+    steps: steps.map((s) => (s.kind === 'add' && s.dense ? { ...s, dense: s.dense.map((d) => (d.exact ? { ...d, exact: d.exact.subarray(r0 * op.cols, (r0 + n) * op.cols) } : { ...d, values: cut(d.values) })) } : s)),
+  };
 }
