@@ -4,6 +4,7 @@
  * honest: a new result, or new inputs, withdraw the one before (whoever listens to `onWithdraw`
  * deletes its files).
  */
+/** A store of state `S` whose `result` (an `R`) is withdrawn, never silently replaced. */
 export class ResultStore<S extends { busy?: unknown; result?: R }, R> {
   private readonly listeners: ((state: S) => void)[] = [];
   /** Called with a result that must go (its files are deleted by whoever listens). */
@@ -11,10 +12,12 @@ export class ResultStore<S extends { busy?: unknown; result?: R }, R> {
 
   constructor(readonly state: S) {}
 
+  /** `listener` is called with the state after every change. */
   subscribe(listener: (state: S) => void): void {
     this.listeners.push(listener);
   }
 
+  /** Tells every listener the state changed. */
   changed(): void {
     for (const listener of this.listeners) listener(this.state);
   }
@@ -25,6 +28,7 @@ export class ResultStore<S extends { busy?: unknown; result?: R }, R> {
     this.changed();
   }
 
+  /** Withdraws the result shown, then shows `result` (undefined: none). */
   setResult(result: R | undefined): void {
     this.withdrawResult();
     (this.state as { result?: R }).result = result;

@@ -31,6 +31,7 @@ interface Pending {
   onProgress?: (progress: ProgressEvent) => void;
 }
 
+/** One worker's pending requests: `Req` the protocol's requests, `Res` its answers, each carrying the request's id. */
 export class WorkerRpc<Req extends { id: number }, Res extends { type: string; id: number }> {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;

@@ -6,6 +6,7 @@
  */
 import { el } from '../dom.js';
 
+/** A result's box and list of download links; subclasses fill the list and say what the result is. */
 export abstract class DownloadsView<R extends { stale: boolean }> {
   /** The result on screen. */
   protected shown?: R;
@@ -15,6 +16,7 @@ export abstract class DownloadsView<R extends { stale: boolean }> {
   /** `testid`: the primary link's test id; an extra link's adds `-extra`, an out-of-date one's `-stale`. */
   constructor(protected readonly box: HTMLElement, protected readonly list: HTMLUListElement, private readonly testid: string) {}
 
+  /** Shows `result` (undefined: none), rebuilding the links only when it is another result than the one shown. */
   render(result: R | undefined): void {
     if (result === this.shown && result?.stale === this.shownStale) return;
     if (result !== this.shown) {

@@ -26,6 +26,7 @@ export interface OpShape {
   stored(o: number, i: number): number;
 }
 
+/** The op's ΔW dims and storage order, from its rows, cols and layout. */
 export function opShape(op: MergeOp): OpShape {
   return {
     outF: op.layout === 'out-in' ? op.rows : op.cols,
