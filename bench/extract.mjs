@@ -6,38 +6,22 @@
  * Options: --layers N (default 8), --backend auto|cpu|webgpu (default auto), --skip numpy,
  * --json FILE.
  */
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BENCH_MODEL, writeAdapter, writeBaseModel } from './make-model.mjs';
+import { runTimed } from './run-timed.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
 const log = (line) => process.stderr.write(line + '\n');
 const pct = (x) => `${(100 * x).toFixed(4)}%`;
 
-function run(cmd, args, env = {}) {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(cmd, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const seconds = (performance.now() - t0) / 1000;
-      if (code === 0) resolve({ seconds, stdout, stderr });
-      else reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}:\n${stderr.trim().split('\n').slice(-5).join('\n')}`));
-    });
-  });
-}
-
 async function cli(args, dir) {
   const rssFile = join(dir, `rss-${Math.random().toString(36).slice(2)}`);
-  const r = await run(process.execPath, ['--import', join(here, 'rss-preload.mjs'), join(root, 'bin', 'loramerge.js'), ...args], { LORAMERGE_BENCH_RSS_FILE: rssFile });
+  const r = await runTimed(process.execPath, ['--import', join(here, 'rss-preload.mjs'), join(root, 'bin', 'loramerge.js'), ...args], { LORAMERGE_BENCH_RSS_FILE: rssFile });
   const kib = Number((await readFile(rssFile, 'utf8')).trim().split('\n').pop());
   return { ...r, rssMiB: kib / 1024 };
 }
@@ -52,7 +36,7 @@ async function main() {
     const base = await writeBaseModel(join(dir, 'base'), model);
     await writeAdapter(join(dir, 'adapter'), model);
     const tunedPath = join(dir, 'tuned.safetensors');
-    await run(process.execPath, [join(root, 'bin', 'loramerge.js'), 'merge', '--base', base.path, '--adapter', join(dir, 'adapter'), '--out', tunedPath, '--backend', 'cpu']);
+    await runTimed(process.execPath, [join(root, 'bin', 'loramerge.js'), 'merge', '--base', base.path, '--adapter', join(dir, 'adapter'), '--out', tunedPath, '--backend', 'cpu']);
     log(`models: base and tuned ${(base.bytes / 1e9).toFixed(3)} GB each (f16, ${model.layers} layers, the tuned one = base + a random rank-64 LoRA on all seven projections)`);
 
     const extracted = join(dir, 'extracted');
@@ -66,7 +50,7 @@ async function main() {
     log(`loramerge extract --rank 64 (${backend}): ${ours.seconds.toFixed(2)} s, peak RSS ${ours.rssMiB.toFixed(0)} MiB, ${kept.length} modules, mean share of ‖T−B‖_F kept ${pct(mean(kept))} (layer 0: ${pct(mean(layer0))})`);
 
     let numpy = false;
-    if (!values.skip.split(',').includes('numpy')) numpy = await run('python3', ['-c', 'import numpy']).then(() => true, () => false);
+    if (!values.skip.split(',').includes('numpy')) numpy = await runTimed('python3', ['-c', 'import numpy']).then(() => true, () => false);
     if (numpy) {
       // A full SVD of every matrix takes numpy about 7 minutes per layer here: it runs on the first
       // layer's matrices and its time is scaled to the model's layers (printed as an estimate).
@@ -74,7 +58,7 @@ async function main() {
       // Afterwards (untimed) it measures the error ‖D − B·A‖_F of our written adapter against the
       // Eckart–Young optimum, beside numpy's own rank-64 factors stored in the same dtype.
       const env = { OPENBLAS_CORETYPE: '', OPENBLAS_L2_SIZE: '' };
-      const r = await run('python3', [join(here, 'numpy-extract.py'), base.path, tunedPath, '64', 'model.layers.0.', extracted], env);
+      const r = await runTimed('python3', [join(here, 'numpy-extract.py'), base.path, tunedPath, '64', 'model.layers.0.', extracted], env);
       const lines = r.stdout.trim().split('\n');
       const [summary, rss] = lines;
       const npKept = Number(/mean_kept ([\d.]+)/.exec(summary)?.[1]);

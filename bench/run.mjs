@@ -43,6 +43,7 @@ import { printGgufTables, runGgufBench } from './gguf-run.mjs';
 import { launchBenchBrowser, mergeInPage, pieceHashes, serveDemo } from './page-merge.mjs';
 import { BIG_MODEL, ensureBigModel } from './big-model.mjs';
 import { gpuBandwidth } from './gpu-bandwidth.mjs';
+import { runTimed } from './run-timed.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = dirname(here);
@@ -59,23 +60,6 @@ const preload = join(here, 'rss-preload.mjs');
  * freed. `--settle-ms 0` turns the pause off.
  */
 const DEFAULT_SETTLE_MS = 3000;
-
-/** Runs a command; resolves with its wall time and stdout, rejects naming it when it fails. */
-function runTimed(cmd, args, env = {}) {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(cmd, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '', stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const seconds = (performance.now() - t0) / 1000;
-      if (code === 0) resolve({ seconds, stdout, stderr });
-      else reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}:\n${stderr.trim().split('\n').slice(-5).join('\n')}`));
-    });
-  });
-}
 
 /** A Node child with the RSS preload; returns { seconds, rssMiB, usage: { userSeconds, systemSeconds, minorFaults } }. */
 async function runNode(script, args, dir) {

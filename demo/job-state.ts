@@ -6,6 +6,7 @@
  */
 import { namedApart, type AdapterEntry, type PickedSet } from './page-state.js';
 import type { AdapterFacts, JobDone, JobMode } from './job-protocol.js';
+import { ResultStore } from './result-store.js';
 
 export type PageMode = 'merge' | JobMode;
 
@@ -41,23 +42,13 @@ export interface JobState {
   errors: string[];
 }
 
-type Listener = (state: JobState) => void;
-
-export class JobStore {
-  readonly state: JobState = { mode: 'merge', adapters: [], busy: false, errors: [] };
-  private readonly listeners: Listener[] = [];
+export class JobStore extends ResultStore<JobState, JobResult> {
   private nextId = 1;
-  /** Called with a result that must go (its files are deleted by whoever listens). */
-  onWithdraw: (result: JobResult) => void = () => {};
   /** A key of every setting of the current mode besides the files (set by the options panel). */
   settingsKey: () => string = () => '';
 
-  subscribe(listener: Listener): void {
-    this.listeners.push(listener);
-  }
-
-  changed(): void {
-    for (const listener of this.listeners) listener(this.state);
+  constructor() {
+    super({ mode: 'merge', adapters: [], busy: false, errors: [] });
   }
 
   setMode(mode: PageMode): void {
@@ -103,19 +94,8 @@ export class JobStore {
     this.inputsChanged();
   }
 
-  setBusy(busy: boolean): void {
-    this.state.busy = busy;
-    this.changed();
-  }
-
   setErrors(errors: string[]): void {
     this.state.errors = errors;
-    this.changed();
-  }
-
-  setResult(result: JobResult | undefined): void {
-    this.withdrawResult();
-    this.state.result = result;
     this.changed();
   }
 
@@ -124,12 +104,6 @@ export class JobStore {
     const result = this.state.result;
     if (result) result.stale = result.mode !== this.state.mode || result.settings !== this.settingsKey();
     this.changed();
-  }
-
-  private withdrawResult(): void {
-    const old = this.state.result;
-    this.state.result = undefined;
-    if (old) this.onWithdraw(old);
   }
 
   private inputsChanged(): void {

@@ -3,6 +3,7 @@
  * adapters withdraws an earlier result (its files are deleted); changing a weight or the dtype marks
  * it out of date. Panels read the state and call the actions; the store tells them to redraw.
  */
+import { ResultStore } from './result-store.js';
 import type { AdapterReading, BackendInfo, MergedFile, PickedFile, PlanCheck, PlanSummary } from './worker-protocol.js';
 
 /** A file or a folder as the user picked it; the sample's own files are marked so they never mix. */
@@ -86,25 +87,15 @@ export interface PageState {
   result?: MergeResultState;
 }
 
-type Listener = (state: PageState) => void;
-
-export class PageStore {
-  readonly state: PageState = { adapters: [], outDtype: 'same', dtypeMergedOnly: false, plan: { status: 'none' } };
-  private readonly listeners: Listener[] = [];
+export class PageStore extends ResultStore<PageState, MergeResultState> {
   private nextAdapterId = 1;
-  /** Called with a result that must go (its files are deleted by whoever listens). */
-  onWithdraw: (result: MergeResultState) => void = () => {};
   /** Called after the base or the adapters changed: the plan must be made again. */
   onInputsChanged: () => void = () => {};
   /** Called after a weight changed: the plan's warnings depend on the weights (weight 0…). */
   onWeightsChanged: () => void = () => {};
 
-  subscribe(listener: Listener): void {
-    this.listeners.push(listener);
-  }
-
-  changed(): void {
-    for (const listener of this.listeners) listener(this.state);
+  constructor() {
+    super({ adapters: [], outDtype: 'same', dtypeMergedOnly: false, plan: { status: 'none' } });
   }
 
   /** A key of everything a merge depends on besides the files. */
@@ -183,23 +174,6 @@ export class PageStore {
     if (this.state.plan.status !== 'ready') return;
     this.state.plan = { status: 'ready', plan: { ...this.state.plan.plan, ...check } };
     this.changed();
-  }
-
-  setBusy(busy: PageState['busy']): void {
-    this.state.busy = busy;
-    this.changed();
-  }
-
-  setResult(result: MergeResultState | undefined): void {
-    this.withdrawResult();
-    this.state.result = result;
-    this.changed();
-  }
-
-  withdrawResult(): void {
-    const old = this.state.result;
-    this.state.result = undefined;
-    if (old) this.onWithdraw(old);
   }
 
   private inputsChanged(): void {

@@ -4,13 +4,9 @@ import type {
   AdapterInput, AdapterReading, BackendInfo, MergedFile, OutDTypeChoice, OutputChoice, PickedFile, PlanCheck, PlanSummary, ProgressEvent,
   WorkerRequest, WorkerResponse,
 } from './worker-protocol.js';
+import { WorkerRpc, type Outcome } from './worker-rpc.js';
 
-export class CancelledError extends Error {
-  constructor() {
-    super('merge cancelled');
-    this.name = 'CancelledError';
-  }
-}
+export { CancelledError } from './worker-rpc.js';
 
 /** A plan that could not be made, with each adapter as it reads alone. */
 export class PlanFailedError extends Error {
@@ -18,12 +14,6 @@ export class PlanFailedError extends Error {
     super(message);
     this.name = 'PlanFailedError';
   }
-}
-
-interface Pending {
-  resolve(value: unknown): void;
-  reject(error: Error): void;
-  onProgress?: (progress: ProgressEvent) => void;
 }
 
 export interface MergeRequest {
@@ -47,12 +37,9 @@ export interface MergeDone {
   warnings: string[];
 }
 
-type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
-
 export class MergeWorkerClient {
   private readonly worker: Worker;
-  private readonly pending = new Map<number, Pending>();
-  private nextId = 1;
+  private readonly rpc = new WorkerRpc<WorkerRequest, WorkerResponse>(() => this.worker, outcome);
   /** Rejected when the worker cannot start at all. */
   readonly started: Promise<void>;
 
@@ -62,89 +49,62 @@ export class MergeWorkerClient {
       this.worker.addEventListener('error', (event) => reject(new Error(`the merge worker failed to start: ${event.message}`)), { once: true });
     });
     this.started.catch(() => {});
-    this.worker.addEventListener('message', (event: MessageEvent<WorkerResponse>) => this.receive(event.data));
+    this.worker.addEventListener('message', (event: MessageEvent<WorkerResponse>) => this.rpc.receive(event.data));
   }
 
   /** Chooses the backend for later merges; resolves with what `auto` picked (or fails saying why). */
   setBackend(choice: BackendChoice): Promise<BackendInfo> {
-    return this.send({ type: 'backend', choice }) as Promise<BackendInfo>;
+    return this.rpc.send({ type: 'backend', choice }).done as Promise<BackendInfo>;
   }
 
   plan(baseName: string, base: PickedFile[], adapters: AdapterInput[]): Promise<PlanSummary> {
-    return this.send({ type: 'plan', baseName, base, adapters }) as Promise<PlanSummary>;
+    return this.rpc.send({ type: 'plan', baseName, base, adapters }).done as Promise<PlanSummary>;
   }
 
   /** The plan's problems again at the adapters' current weights. */
   check(baseName: string, base: PickedFile[], adapters: AdapterInput[]): Promise<PlanCheck> {
-    return this.send({ type: 'check', baseName, base, adapters }) as Promise<PlanCheck>;
+    return this.rpc.send({ type: 'check', baseName, base, adapters }).done as Promise<PlanCheck>;
   }
 
   /** The built-in sample as files, generated in the worker so the page stays responsive. */
   sample(preset: 'small' | 'large'): Promise<{ base: PickedFile[]; adapter: PickedFile[] }> {
-    return this.send({ type: 'sample', preset }) as Promise<{ base: PickedFile[]; adapter: PickedFile[] }>;
+    return this.rpc.send({ type: 'sample', preset }).done as Promise<{ base: PickedFile[]; adapter: PickedFile[] }>;
   }
 
   /** Deletes a merge's files from browser storage. */
   withdraw(job: string): Promise<void> {
-    return this.send({ type: 'withdraw', job }).then(() => undefined);
+    return this.rpc.send({ type: 'withdraw', job }).done.then(() => undefined);
   }
 
   /** One zip of a merge's files (in browser storage), named `<folder>.zip`. */
   zip(job: string, folder: string): Promise<File> {
-    return this.send({ type: 'zip', job, folder }) as Promise<File>;
+    return this.rpc.send({ type: 'zip', job, folder }).done as Promise<File>;
   }
 
   /** Starts a merge; `cancel()` on the returned handle aborts it inside the worker. */
   merge(request: MergeRequest): { done: Promise<MergeDone>; cancel(): void } {
     const { onProgress, ...rest } = request;
-    const id = this.nextId;
-    const done = this.send({ type: 'merge', ...rest }, onProgress) as Promise<MergeDone>;
-    return { done, cancel: () => this.worker.postMessage({ type: 'cancel', id } satisfies WorkerRequest) };
+    const { id, done } = this.rpc.send({ type: 'merge', ...rest }, onProgress);
+    return { done: done as Promise<MergeDone>, cancel: () => this.worker.postMessage({ type: 'cancel', id } satisfies WorkerRequest) };
   }
+}
 
-  private send(request: Request, onProgress?: (p: ProgressEvent) => void): Promise<unknown> {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, onProgress });
-      this.worker.postMessage({ ...request, id } as WorkerRequest);
-    });
-  }
-
-  private receive(message: WorkerResponse): void {
-    const pending = this.pending.get(message.id);
-    if (!pending) return;
-    switch (message.type) {
-      case 'progress':
-        pending.onProgress?.(message.progress);
-        return;
-      case 'backend':
-        pending.resolve(message.backend);
-        break;
-      case 'plan':
-        pending.resolve(message.plan);
-        break;
-      case 'checked':
-        pending.resolve(message.check);
-        break;
-      case 'sample':
-        pending.resolve({ base: message.base, adapter: message.adapter });
-        break;
-      case 'merged':
-        pending.resolve({ job: message.job, files: message.files, seconds: message.seconds, backend: message.backend, warnings: message.warnings });
-        break;
-      case 'done':
-        pending.resolve(message.file);
-        break;
-      case 'plan-failed':
-        pending.reject(new PlanFailedError(message.message, message.adapters));
-        break;
-      case 'cancelled':
-        pending.reject(new CancelledError());
-        break;
-      case 'error':
-        pending.reject(new Error(message.message));
-        break;
-    }
-    this.pending.delete(message.id);
+/** What each of the merge worker's own answers settles its request with. */
+function outcome(message: Exclude<WorkerResponse, { type: 'progress' | 'cancelled' | 'error' }>): Outcome {
+  switch (message.type) {
+    case 'backend':
+      return { value: message.backend };
+    case 'plan':
+      return { value: message.plan };
+    case 'checked':
+      return { value: message.check };
+    case 'sample':
+      return { value: { base: message.base, adapter: message.adapter } };
+    case 'merged':
+      return { value: { job: message.job, files: message.files, seconds: message.seconds, backend: message.backend, warnings: message.warnings } };
+    case 'done':
+      return { value: message.file };
+    case 'plan-failed':
+      return { error: new PlanFailedError(message.message, message.adapters) };
   }
 }

@@ -312,6 +312,9 @@ it('refuses BOFT files that are not what the tools write, naming the module', as
   await fail({ 'a.safetensors': buildSafetensors([fx(`${n}.oft_blocks`, rnd(rand, [2, 4, 4, 4]))]) }, new RegExp(`module "${n}".*log2\\(n\\) \\+ 1 butterfly factors`));
   // Odd blocks.
   await fail({ 'a.safetensors': buildSafetensors([fx(`${n}.oft_blocks`, rnd(rand, [1, 1, 3, 3]))]) }, /b even/);
+  // A rescale that is not one value per output row (16 here), for BOFT and diag-OFT alike.
+  await fail({ 'a.safetensors': buildSafetensors([fx(`${n}.oft_blocks`, rnd(rand, [3, 4, 4, 4])), fx(`${n}.rescale`, rnd(rand, [8, 1]))]) }, new RegExp(`module "${n}".*rescale \\(8, 1\\) do not fit`));
+  await fail({ 'a.safetensors': buildSafetensors([fx(`${n}.oft_blocks`, rnd(rand, [4, 4, 4])), fx(`${n}.rescale`, rnd(rand, [16, 2]))]) }, new RegExp(`module "${n}".*rescale \\(16, 2\\) do not fit`));
   // BOFT tensors outside a PEFT folder.
   await fail({ 'a.safetensors': buildSafetensors([fx(`${n}.boft_R`, rnd(rand, [1, 4, 3, 3])), fx(`${n}.boft_s`, rnd(rand, [16, 1]))]) }, /outside a PEFT folder/);
   // Three factors need a block count divisible by 4.

@@ -11,32 +11,24 @@ import { formatBytes } from '../format.js';
 import type { MergeResultState } from '../page-state.js';
 import { stemOf, weightsExtension } from '../save-choice.js';
 import type { MergedFile } from '../worker-protocol.js';
+import { DownloadsView } from './downloads-view.js';
 
 export interface ResultsActions {
   zip(job: string, folder: string): Promise<File>;
   onError(message: string): void;
 }
 
-export class ResultsView {
-  private readonly box = byId('results');
-  private readonly list = byId<HTMLUListElement>('downloads');
+export class ResultsView extends DownloadsView<MergeResultState> {
   private readonly note = byId('results-note');
   private readonly warningsBox = byId('merge-warnings-box');
   private readonly warningsHeading = byId('merge-warnings-heading');
   private readonly warnings = byId<HTMLUListElement>('merge-warnings');
-  private urls: string[] = [];
-  private shown?: MergeResultState;
-  private shownStale = false;
 
-  constructor(private readonly actions: ResultsActions) {}
+  constructor(private readonly actions: ResultsActions) {
+    super(byId('results'), byId<HTMLUListElement>('downloads'), 'download-link');
+  }
 
-  render(result: MergeResultState | undefined): void {
-    if (result === this.shown && result?.stale === this.shownStale) return;
-    if (result !== this.shown) this.build(result);
-    this.shown = result;
-    this.shownStale = result?.stale ?? false;
-    if (!result) return;
-    this.box.classList.toggle('stale', result.stale);
+  protected describe(result: MergeResultState): void {
     const nested = result.files.some((f) => f.path.includes('/'));
     this.note.textContent = result.stale
       ? 'Out of date: a weight or the dtype changed after this merge. Merge again to get the current settings.'
@@ -44,22 +36,9 @@ export class ResultsView {
         (result.job && result.files.length > 1
           ? ` A folder model keeps its files’ own names (its index refers to them)${nested ? '; files in sub-folders download as folder_name' : ''}: pack them into one zip, which holds the folder ${stemOf(result.baseName)}-merged/${nested ? ' with its sub-folders' : ''}, to keep them together.`
           : '');
-    for (const link of this.list.querySelectorAll<HTMLAnchorElement>('a[data-role="primary"], a[data-role="extra"]')) {
-      link.dataset.testid = `download-link${link.dataset.role === 'primary' ? '' : '-extra'}${result.stale ? '-stale' : ''}`;
-      link.textContent = `${result.stale ? 'Out of date: ' : ''}${link.dataset.label}`;
-    }
   }
 
-  /** Moves focus to the result, so keyboard and screen-reader users land on it. */
-  focus(): void {
-    this.box.focus();
-  }
-
-  private build(result: MergeResultState | undefined): void {
-    for (const url of this.urls) URL.revokeObjectURL(url);
-    this.urls = [];
-    this.list.replaceChildren();
-    this.box.hidden = !result;
+  protected build(result: MergeResultState | undefined): void {
     const warnings = result?.warnings ?? [];
     this.warningsBox.hidden = warnings.length === 0;
     this.warningsHeading.textContent = `The merge found ${warnings.length === 1 ? 'one thing' : `${warnings.length} things`} to know`;
@@ -77,17 +56,6 @@ export class ResultsView {
       this.list.append(el('li', {}, this.link(file.file, name, i === 0 ? 'primary' : 'extra', single ? name : file.path), ` (${formatBytes(file.size)})`));
     });
     if (result.job && !single) this.list.append(this.zipItem(result.job, `${stemOf(result.baseName)}-merged`));
-  }
-
-  private link(file: File, downloadName: string, role: 'primary' | 'extra', label: string): HTMLAnchorElement {
-    const url = URL.createObjectURL(file); // a disk-backed File: the link holds no copy
-    this.urls.push(url);
-    const link = el('a', { href: url, download: downloadName, title: label });
-    link.dataset.role = role;
-    link.dataset.label = `Download ${label}`;
-    link.dataset.testid = role === 'primary' ? 'download-link' : 'download-link-extra';
-    link.textContent = link.dataset.label;
-    return link;
   }
 
   private zipItem(job: string, folder: string): HTMLLIElement {

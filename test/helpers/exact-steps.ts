@@ -9,8 +9,8 @@
  */
 import type { FloatDType } from '../../src/dtype.js';
 import type { FloatTensorBytes, MergeOp } from '../../src/engine/merge-op.js';
-import type { UpdateStep } from '../../src/engine/update-steps.js';
 import { bf16BitsFromF64, decodeValues, f16BitsFromF64, f8BitsSaturating } from './fixtures.js';
+import { applyStep, opShape, stepsOf, type Arithmetic } from './step-formulas.js';
 
 interface Q {
   m: bigint;
@@ -81,33 +81,24 @@ function bits(x: Q, dtype: FloatDType): number {
   }
 }
 
+/** Exact dyadic rationals: sums and products never round. */
+const EXACT: Arithmetic<Q> = {
+  zero: ZERO,
+  add,
+  mul,
+  of: (x) => q(x),
+  values: (t) => Array.from(decodeValues(t.data, t.dtype), q),
+};
+
 /** The op's correctly rounded output bits (whole ops: rowStart 0). */
 export function exactStepsBits(op: MergeOp): Uint32Array {
-  const outF = op.layout === 'out-in' ? op.rows : op.cols;
-  const inF = op.layout === 'out-in' ? op.cols : op.rows;
-  const stored = (o: number, i: number): number => (op.layout === 'out-in' ? o * op.cols + i : i * op.cols + o);
+  const shape = opShape(op);
+  const { outF, inF, stored } = shape;
   const dec = (t: FloatTensorBytes) => decodeValues(t.data, t.dtype);
   const w = dec(op.base);
   let v: Q[][] = Array.from({ length: outF }, (_, o) => Array.from({ length: inF }, (_, i) => q(w[stored(o, i)])));
-  const all: UpdateStep[] = [];
-  if (op.terms.length) all.push({ kind: 'add', terms: op.terms });
-  if (op.dora) all.push({ kind: 'dora', dora: op.dora });
-  all.push(...(op.steps ?? []));
-  for (const step of all) {
-    if (step.kind === 'add') {
-      for (const term of step.terms) {
-        const a = Array.from(dec(term.a), q), b = Array.from(dec(term.b), q), s = q(term.scale);
-        for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) {
-          let d = ZERO;
-          for (let k = 0; k < term.rank; k++) d = add(d, mul(b[o * term.rank + k], a[k * inF + i]));
-          v[o][i] = add(v[o][i], mul(s, d));
-        }
-      }
-      for (const dense of step.dense ?? []) {
-        const d = dense.exact ?? dec(dense.values), s = q(dense.scale);
-        for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) v[o][i] = add(v[o][i], mul(s, q(d[stored(o, i)])));
-      }
-    } else if (step.kind === 'dora') {
+  for (const step of stepsOf(op)) {
+    if (step.kind === 'dora') {
       const m = dec(step.dora.magnitude);
       const eps = step.dora.epsilon;
       const d = v.map((row) => row.map((x) => toDouble(x)));
@@ -134,62 +125,8 @@ export function exactStepsBits(op: MergeOp): Uint32Array {
     } else if (step.kind === 'scale') {
       const f = step.exact ? Array.from(step.exact, q) : Array.from(dec(step.factors), q);
       for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) v[o][i] = mul(v[o][i], step.axis === 'out' ? f[o] : f[i]);
-    } else if (step.kind === 'self') {
-      const p = Array.from(dec(step.p), q), qq = Array.from(dec(step.q), q), s = q(step.scale);
-      v = v.map((x) => {
-        const t = Array.from({ length: step.rank }, (_, k) => mul(s, x.reduce((acc, xi, i) => add(acc, mul(xi, p[i * step.rank + k])), ZERO)));
-        return x.map((xi, i) => t.reduce((acc, tk, k) => add(acc, mul(tk, qq[k * inF + i])), xi));
-      });
-    } else if (step.kind === 'tiles') {
-      // Each row of row tile i, per column tile: x' = x + s·x·B_i.
-      const m = Array.from(dec(step.blocks), q), b = step.size, s = q(step.scale);
-      v = v.map((x, o) => x.map((xi, c) => {
-        const i = Math.floor(o / b), k0 = c - (c % b);
-        let t = ZERO;
-        for (let n = 0; n < b; n++) t = add(t, mul(x[k0 + n], m[i * b * b + n * b + (c - k0)]));
-        return add(xi, mul(s, t));
-      }));
-    } else if (step.kind === 'hadamard') {
-      const a = Array.from(dec(step.a), q), b = Array.from(dec(step.b), q), s = q(step.scale), k = step.rank;
-      v = v.map((x, o) => x.map((xi, i) => {
-        let m = ZERO;
-        for (let j = 0; j < k; j++) m = add(m, mul(b[o * k + j], a[j * inF + i]));
-        return add(xi, mul(xi, mul(s, m)));
-      }));
-    } else if (step.kind === 'permuted-blocks') {
-      // x'[σ(p)] = Σ_j M_k[p − k·b, j]·x[σ(k·b + j)], k = ⌊p/b⌋, over the block's own size.
-      const m = Array.from(dec(step.blocks), q);
-      const b = step.blockSize;
-      const sigma = (p: number): number => (step.gather ? step.gather[p] : p);
-      const map = (x: Q[]): Q[] => {
-        const y = new Array<Q>(x.length);
-        for (let p = 0; p < x.length; p++) {
-          const k = Math.floor(p / b), size = Math.min(b, x.length - k * b);
-          let s = ZERO;
-          for (let j = 0; j < size; j++) s = add(s, mul(m[k * b * b + (p - k * b) * b + j], x[sigma(k * b + j)]));
-          y[sigma(p)] = s;
-        }
-        return y;
-      };
-      if (step.axis === 'in') v = v.map(map);
-      else {
-        const cols = Array.from({ length: inF }, (_, i) => map(v.map((row) => row[i])));
-        v = v.map((_, o) => cols.map((col) => col[o]));
-      }
     } else {
-      const m = Array.from(dec(step.blocks), q);
-      const b = step.blockSize;
-      const rotate = (x: Q[]): Q[] => x.map((_, j) => {
-        const k = Math.floor(j / b), row = j % b;
-        let s = ZERO;
-        for (let n = 0; n < b; n++) s = add(s, mul(m[k * b * b + row * b + n], x[k * b + n]));
-        return s;
-      });
-      if (step.axis === 'in') v = v.map(rotate);
-      else {
-        const cols = Array.from({ length: inF }, (_, i) => rotate(v.map((row) => row[i])));
-        v = v.map((_, o) => cols.map((col) => col[o]));
-      }
+      v = applyStep(v, step, EXACT, shape);
     }
   }
   const out = new Uint32Array(op.rows * op.cols);

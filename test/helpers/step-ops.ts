@@ -8,6 +8,7 @@ import type { FloatTensorBytes, MergeOp } from '../../src/engine/merge-op.js';
 import type { UpdateStep } from '../../src/engine/update-steps.js';
 import { decodeF64, outputBits, roundedBits, ulpDistance } from './reference-math.js';
 import { encodeValues, seededRandom } from './fixtures.js';
+import { applyStep, opShape, stepsOf, type Arithmetic } from './step-formulas.js';
 
 export type StepSpec =
   /** `exactDense`: the dense terms as float64 products of two f32 values (a kron of full LoKr factors), not stored bytes. */
@@ -106,33 +107,24 @@ export function randomStepOp(seed: number, spec: StepOpSpec): MergeOp {
   };
 }
 
+/** Plain float64: each sum and product rounds as JavaScript's numbers do. */
+const F64: Arithmetic<number> = {
+  zero: 0,
+  add: (a, b) => a + b,
+  mul: (a, b) => a * b,
+  of: (x) => x,
+  values: (t) => Array.from(decodeF64(t.data, t.dtype)),
+};
+
 /** The truth for a whole op (rowStart 0): V as ΔW's out × in doubles, every step in turn. */
 export function referenceSteps(op: MergeOp): Float64Array {
-  const outF = op.layout === 'out-in' ? op.rows : op.cols;
-  const inF = op.layout === 'out-in' ? op.cols : op.rows;
-  const stored = (o: number, i: number): number => (op.layout === 'out-in' ? o * op.cols + i : i * op.cols + o);
+  const shape = opShape(op);
+  const { outF, inF, stored } = shape;
   const w = decodeF64(op.base.data, op.base.dtype);
   let v: number[][] = Array.from({ length: outF }, (_, o) => Array.from({ length: inF }, (_, i) => w[stored(o, i)]));
   const f64 = (x: FloatTensorBytes) => decodeF64(x.data, x.dtype);
-  const all: UpdateStep[] = [];
-  if (op.terms.length) all.push({ kind: 'add', terms: op.terms });
-  if (op.dora) all.push({ kind: 'dora', dora: op.dora });
-  all.push(...(op.steps ?? []));
-  for (const step of all) {
-    if (step.kind === 'add') {
-      for (const term of step.terms) {
-        const a = f64(term.a), b = f64(term.b);
-        for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) {
-          let d = 0;
-          for (let k = 0; k < term.rank; k++) d += b[o * term.rank + k] * a[k * inF + i];
-          v[o][i] += term.scale * d;
-        }
-      }
-      for (const dense of step.dense ?? []) {
-        const d = dense.exact ?? f64(dense.values);
-        for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) v[o][i] += dense.scale * d[stored(o, i)];
-      }
-    } else if (step.kind === 'dora') {
+  for (const step of stepsOf(op)) {
+    if (step.kind === 'dora') {
       const m = f64(step.dora.magnitude);
       const eps = step.dora.epsilon;
       if (step.dora.normAxis === 'out') {
@@ -152,61 +144,8 @@ export function referenceSteps(op: MergeOp): Float64Array {
     } else if (step.kind === 'scale') {
       const f = f64(step.factors);
       for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) v[o][i] *= step.axis === 'out' ? f[o] : f[i];
-    } else if (step.kind === 'self') {
-      const p = f64(step.p), q = f64(step.q);
-      v = v.map((x) => {
-        const t = Array.from({ length: step.rank }, (_, k) => x.reduce((s, xi, i) => s + xi * p[i * step.rank + k], 0));
-        return x.map((xi, i) => xi + step.scale * t.reduce((s, tk, k) => s + tk * q[k * inF + i], 0));
-      });
-    } else if (step.kind === 'tiles') {
-      const m = f64(step.blocks), b = step.size;
-      v = v.map((x, o) => x.map((xi, c) => {
-        const i = Math.floor(o / b), k0 = c - (c % b);
-        let t = 0;
-        for (let n = 0; n < b; n++) t += x[k0 + n] * m[i * b * b + n * b + (c - k0)];
-        return xi + step.scale * t;
-      }));
-    } else if (step.kind === 'hadamard') {
-      const a = f64(step.a), b = f64(step.b), k = step.rank;
-      v = v.map((x, o) => x.map((xi, i) => {
-        let m = 0;
-        for (let j = 0; j < k; j++) m += b[o * k + j] * a[j * inF + i];
-        return xi + step.scale * xi * m;
-      }));
-    } else if (step.kind === 'permuted-blocks') {
-      // x'[σ(p)] = Σ_j M_k[p − k·b, j]·x[σ(k·b + j)] over the (possibly short) block k = ⌊p/b⌋.
-      const m = f64(step.blocks);
-      const b = step.blockSize;
-      const sigma = (p: number) => (step.gather ? step.gather[p] : p);
-      const map = (x: number[]): number[] => {
-        const y = new Array<number>(x.length);
-        for (let p = 0; p < x.length; p++) {
-          const k = Math.floor(p / b), size = Math.min(b, x.length - k * b);
-          let s = 0;
-          for (let j = 0; j < size; j++) s += m[k * b * b + (p - k * b) * b + j] * x[sigma(k * b + j)];
-          y[sigma(p)] = s;
-        }
-        return y;
-      };
-      if (step.axis === 'in') v = v.map(map);
-      else {
-        const cols = Array.from({ length: inF }, (_, i) => map(v.map((row) => row[i])));
-        v = v.map((_, o) => cols.map((col) => col[o]));
-      }
     } else {
-      const m = f64(step.blocks);
-      const b = step.blockSize;
-      const rotate = (x: number[]): number[] => x.map((_, j) => {
-        const k = Math.floor(j / b), row = j % b;
-        let s = 0;
-        for (let n = 0; n < b; n++) s += m[k * b * b + row * b + n] * x[k * b + n];
-        return s;
-      });
-      if (step.axis === 'in') v = v.map(rotate);
-      else {
-        const cols = Array.from({ length: inF }, (_, i) => rotate(v.map((row) => row[i])));
-        v = v.map((_, o) => cols.map((col) => col[o]));
-      }
+      v = applyStep(v, step, F64, shape);
     }
   }
   const out = new Float64Array(op.rows * op.cols);

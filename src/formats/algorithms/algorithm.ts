@@ -132,6 +132,26 @@ export function moduleBasics(context: ModuleContext): Pick<AdapterModule, 'adapt
   return { adapter: context.adapter, key: context.key, name: context.key, address: context.address };
 }
 
+/**
+ * A linear module whose update the engine merges as one rank-`rank` product B·A with no α of its
+ * own (α and scale 1): the methods that form their two factors at load time (VeRA, PVeRA, DeLoRA,
+ * TinyLoRA) record their modules alike.
+ */
+export function unscaledLowRankModule(context: ModuleContext, algorithm: string, deltaShape: number[], rank: number, tensors: Record<string, TensorEntry>): AdapterModule {
+  return {
+    ...moduleBasics(context),
+    algorithm,
+    kind: 'linear',
+    deltaShape,
+    rank,
+    alpha: 1,
+    scale: 1,
+    tensors,
+    update: { kind: 'low-rank', rank },
+    fanInFanOut: false,
+  };
+}
+
 export function fmtShape(shape: readonly number[]): string {
   return `(${shape.join(', ')})`;
 }

@@ -11,9 +11,9 @@
 import { lycorisBoftDeltas, lycorisButterflyGather } from '../../algorithms/math/boft.js';
 import type { Role } from '../key-forms.js';
 import type { TensorEntry } from '../safetensors-types.js';
-import { fmtShape, moduleBasics, type Algorithm, type ModuleContext, type ModulePiece } from './algorithm.js';
+import { fmtShape, type Algorithm, type ModuleContext, type ModulePiece } from './algorithm.js';
 import { f32Bytes, readValues } from './factor-io.js';
-import { product } from '../../integers.js';
+import { lycorisOftModule, rescaleFits, rescalePieces } from './lycoris-oft-parts.js';
 
 export const boft: Algorithm = {
   name: 'boft',
@@ -27,7 +27,7 @@ export const boft: Algorithm = {
     const rescale = tensors.get('rescale');
     const [m, n, b, b2] = blocks.shape;
     const out = n * b;
-    if (b !== b2 || b < 2 || b % 2 !== 0 || (rescale && (rescale.shape[0] !== out || product(rescale.shape) !== out))) {
+    if (b !== b2 || b < 2 || b % 2 !== 0 || !rescaleFits(rescale, out)) {
       context.report('SHAPE_MISMATCH', `BOFT oft_blocks ${fmtShape(blocks.shape)}${rescale ? ` and rescale ${fmtShape(rescale.shape)}` : ''} do not fit (expected (m, n, b, b) with b even and rescale (n·b, 1…))`);
       return null;
     }
@@ -35,20 +35,8 @@ export const boft: Algorithm = {
       context.report('SHAPE_MISMATCH', `BOFT oft_blocks ${fmtShape(blocks.shape)}: LyCORIS builds log2(n) + 1 butterfly factors of n blocks, n a power of two (here n = ${n}, m = ${m})`);
       return null;
     }
-    return {
-      ...moduleBasics(context),
-      algorithm: boft.name,
-      kind: rescale && rescale.shape.length > 2 ? 'conv' : 'linear',
-      deltaShape: [out, -1],
-      rank: 1,
-      // α is the constraint, not a scale.
-      alpha: context.alpha ?? 0,
-      scale: 1,
-      tensors: { blocks, ...(rescale ? { rescale } : {}) },
-      // The last factor mixes runs of 2^(m−1)·b = out rows.
-      update: { kind: 'transform', cost: m * b, rowBlock: out, block: b },
-      fanInFanOut: false,
-    };
+    // The last factor mixes runs of 2^(m−1)·b = out rows.
+    return lycorisOftModule(context, boft.name, blocks, rescale, out, { kind: 'transform', cost: m * b, rowBlock: out, block: b });
   },
 
   async load(file, module) {
@@ -64,7 +52,7 @@ export const boft: Algorithm = {
         delta: f32Bytes(deltas.slice(i * factor, (i + 1) * factor)), gather: lycorisButterflyGather(out, b, i),
       });
     }
-    if (rescale) pieces.push({ kind: 'fixed-scale', axis: 'out', factors: f32Bytes(await readValues(file, rescale)) });
+    pieces.push(...(await rescalePieces(file, rescale)));
     return pieces;
   },
 };

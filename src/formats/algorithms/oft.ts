@@ -8,10 +8,10 @@
  * ./boft.ts.
  */
 import { diagOftBlocks } from '../../algorithms/math/oft.js';
-import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import { fmtShape, type Algorithm } from './algorithm.js';
 import { boft } from './boft.js';
 import { f32Bytes, readValues } from './factor-io.js';
-import { product } from '../../integers.js';
+import { lycorisOftModule, rescaleFits, rescalePieces } from './lycoris-oft-parts.js';
 
 export const oft: Algorithm = {
   name: 'oft',
@@ -29,23 +29,11 @@ export const oft: Algorithm = {
     if (blocks.shape.length === 4) return boft.build(tensors, context);
     const [n, b, b2] = blocks.shape;
     const out = n * b;
-    if (blocks.shape.length !== 3 || b !== b2 || (rescale && (rescale.shape[0] !== out || product(rescale.shape) !== out))) {
+    if (blocks.shape.length !== 3 || b !== b2 || !rescaleFits(rescale, out)) {
       context.report('SHAPE_MISMATCH', `oft_blocks ${fmtShape(blocks.shape)}${rescale ? ` and rescale ${fmtShape(rescale.shape)}` : ''} do not fit (expected (n, b, b) and (n·b, 1…))`);
       return null;
     }
-    return {
-      ...moduleBasics(context),
-      algorithm: oft.name,
-      kind: rescale && rescale.shape.length > 2 ? 'conv' : 'linear',
-      deltaShape: [out, -1],
-      rank: 1,
-      // α is OFT's constraint, not a scale.
-      alpha: context.alpha ?? 0,
-      scale: 1,
-      tensors: { blocks, ...(rescale ? { rescale } : {}) },
-      update: { kind: 'transform', cost: b, rowBlock: b, block: b },
-      fanInFanOut: false,
-    };
+    return lycorisOftModule(context, oft.name, blocks, rescale, out, { kind: 'transform', cost: b, rowBlock: b, block: b });
   },
 
   async load(file, module) {
@@ -55,8 +43,6 @@ export const oft: Algorithm = {
     // Rotation blocks for s = 1 are Rᵀ; the engine applies I + s·(Rᵀ − I).
     const m = diagOftBlocks(await readValues(file, blocks), b, module.alpha * out, 1);
     for (let k = 0; k < m.length / (b * b); k++) for (let i = 0; i < b; i++) m[k * b * b + i * b + i] -= 1;
-    const pieces: Awaited<ReturnType<typeof oft.load>> = [{ kind: 'rotate', axis: 'out', blockSize: b, delta: f32Bytes(m) }];
-    if (rescale) pieces.push({ kind: 'fixed-scale', axis: 'out', factors: f32Bytes(await readValues(file, rescale)) });
-    return pieces;
+    return [{ kind: 'rotate', axis: 'out', blockSize: b, delta: f32Bytes(m) }, ...(await rescalePieces(file, rescale))];
   },
 };

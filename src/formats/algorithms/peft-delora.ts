@@ -8,7 +8,7 @@
  * B scaled per column and A scaled per input, formed in float64. DeLoRA adapts nn.Linear only and
  * has no fan_in_fan_out.
  */
-import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import { fmtShape, unscaledLowRankModule, type Algorithm } from './algorithm.js';
 import { f32Bytes, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
 
@@ -42,18 +42,7 @@ export const peftDelora: Algorithm = {
       context.report('BAD_CONFIG', `has rank ${r} but the config (r or rank_pattern) says ${o.r}`);
       return null;
     }
-    return {
-      ...moduleBasics(context),
-      algorithm: peftDelora.name,
-      kind: 'linear',
-      deltaShape: [b.shape[0], a.shape[1]],
-      rank: r,
-      alpha: 1,
-      scale: 1,
-      tensors: { a, b, lambda, wNorm },
-      update: { kind: 'low-rank', rank: r },
-      fanInFanOut: false,
-    };
+    return unscaledLowRankModule(context, peftDelora.name, [b.shape[0], a.shape[1]], r, { a, b, lambda, wNorm });
   },
 
   async load(file, module) {

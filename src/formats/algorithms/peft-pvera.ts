@@ -7,10 +7,8 @@
  *   ΔW = (λ_b ⊙ B[:out, :]) · (λ_d[:r] ⊙ A[:r, :in]),  transposed for a Conv1D (fan_in_fan_out).
  * Merged as that rank-r product, like VeRA's.
  */
-import { MergeError } from '../../errors.js';
-import { veraFactors } from '../../algorithms/math/low-rank-forms.js';
-import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
-import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
+import { fmtShape, unscaledLowRankModule, type Algorithm } from './algorithm.js';
+import { sharedProjectionPiece } from './shared-projections.js';
 
 export const peftPvera: Algorithm = {
   name: 'peft-pvera',
@@ -39,29 +37,12 @@ export const peftPvera: Algorithm = {
       context.report('BAD_CONFIG', `has rank ${r} but the config's r is ${o.r}`);
       return null;
     }
-    return {
-      ...moduleBasics(context),
-      algorithm: peftPvera.name,
-      kind: 'linear',
-      // The layer's inputs are the first `in` of pvera_A's columns: the base says how many.
-      deltaShape: [lb.shape[0], -1],
-      rank: r,
-      alpha: 1,
-      scale: 1,
-      tensors: { lb, ld, a, b },
-      update: { kind: 'low-rank', rank: r },
-      fanInFanOut: false,
-    };
+    // The layer's inputs are the first `in` of pvera_A's columns: the base says how many.
+    return unscaledLowRankModule(context, peftPvera.name, [lb.shape[0], -1], r, { lb, ld, a, b });
   },
 
-  async load(file, module, delta) {
-    const { lb, ld, a, b } = module.tensors;
-    const out = lb.shape[0], r = b.shape[1];
-    const inF = delta?.in ?? a.shape[1];
-    if (inF > a.shape[1]) throw new MergeError('SHAPE_MISMATCH', `PVeRA module "${module.name}": the layer has ${inF} inputs, pvera_A only ${a.shape[1]} columns`);
-    const full = await readMatrix(file, a);
-    // The mean half: A's first r rows and λ_d's first r values.
-    const mean = { rows: r, cols: full.cols, data: full.data.subarray(0, r * full.cols) };
-    return [lowRankPiece(veraFactors(mean, await readMatrix(file, b), await readValues(file, lb), (await readValues(file, ld)).subarray(0, r), out, inF))];
+  // The mean half alone: A's first r rows and λ_d's first r values.
+  load(file, module, delta) {
+    return sharedProjectionPiece(file, module, delta, 'PVeRA', 'pvera_A');
   },
 };

@@ -8,7 +8,7 @@
  * Embedding's (num_embeddings, dim) weight takes the same ΔW. Nothing reads W as it stands, so it
  * is merged as the rank-r product of B and R·A, R·A formed in float64.
  */
-import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
+import { fmtShape, unscaledLowRankModule, type Algorithm } from './algorithm.js';
 import { f32Bytes, readValues } from './factor-io.js';
 
 export const peftTinylora: Algorithm = {
@@ -47,18 +47,7 @@ export const peftTinylora: Algorithm = {
       context.report('BAD_CONFIG', `has rank ${r} and u ${u}, but the config (r ${o.r}, u ${o.u}) gives rank ${keptR} on this (${out}, ${inF}) layer and u ${o.u}`);
       return null;
     }
-    return {
-      ...moduleBasics(context),
-      algorithm: peftTinylora.name,
-      kind: 'linear',
-      deltaShape: [out, inF],
-      rank: r,
-      alpha: 1,
-      scale: 1,
-      tensors: { a, b, p, v },
-      update: { kind: 'low-rank', rank: r },
-      fanInFanOut: false,
-    };
+    return unscaledLowRankModule(context, peftTinylora.name, [out, inF], r, { a, b, p, v });
   },
 
   async load(file, module) {

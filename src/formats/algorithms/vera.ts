@@ -3,10 +3,8 @@
  * (r, in_max) and vera_B (out_max, r) shared by every module of the adapter and sliced to each
  * layer, and no α (scale 1). fan_in_fan_out layers store W as (in, out), like PEFT's LoRA.
  */
-import { MergeError } from '../../errors.js';
-import { veraFactors } from '../../algorithms/math/low-rank-forms.js';
-import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
-import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
+import { fmtShape, unscaledLowRankModule, type Algorithm } from './algorithm.js';
+import { sharedProjectionPiece } from './shared-projections.js';
 
 export const vera: Algorithm = {
   name: 'vera',
@@ -26,26 +24,11 @@ export const vera: Algorithm = {
       context.report('SHAPE_MISMATCH', `VeRA vera_lambda_b ${fmtShape(lb.shape)}, vera_lambda_d ${fmtShape(ld.shape)}, vera_A ${fmtShape(a.shape)} and vera_B ${fmtShape(b.shape)} do not fit together`);
       return null;
     }
-    return {
-      ...moduleBasics(context),
-      algorithm: vera.name,
-      kind: 'linear',
-      // The layer's inputs are the first `in` of vera_A's columns: the base says how many.
-      deltaShape: [lb.shape[0], -1],
-      rank: r,
-      alpha: 1,
-      scale: 1,
-      tensors: { lb, ld, a, b },
-      update: { kind: 'low-rank', rank: r },
-      fanInFanOut: false,
-    };
+    // The layer's inputs are the first `in` of vera_A's columns: the base says how many.
+    return unscaledLowRankModule(context, vera.name, [lb.shape[0], -1], r, { lb, ld, a, b });
   },
 
-  async load(file, module, delta) {
-    const { lb, ld, a, b } = module.tensors;
-    const out = lb.shape[0];
-    const inF = delta?.in ?? a.shape[1];
-    if (inF > a.shape[1]) throw new MergeError('SHAPE_MISMATCH', `VeRA module "${module.name}": the layer has ${inF} inputs, vera_A only ${a.shape[1]} columns`);
-    return [lowRankPiece(veraFactors(await readMatrix(file, a), await readMatrix(file, b), await readValues(file, lb), await readValues(file, ld), out, inF))];
+  load(file, module, delta) {
+    return sharedProjectionPiece(file, module, delta, 'VeRA', 'vera_A');
   },
 };

@@ -1,0 +1,44 @@
+/**
+ * What the merge's store (page-state.ts) and the adapter jobs' (job-state.ts) share: the state in
+ * one place with listeners told after each change, what runs, and the rule that keeps a result
+ * honest: a new result, or new inputs, withdraw the one before (whoever listens to `onWithdraw`
+ * deletes its files).
+ */
+/** A store of state `S` whose `result` (an `R`) is withdrawn, never silently replaced. */
+export class ResultStore<S extends { busy?: unknown; result?: R }, R> {
+  private readonly listeners: ((state: S) => void)[] = [];
+  /** Called with a result that must go (its files are deleted by whoever listens). */
+  onWithdraw: (result: R) => void = () => {};
+
+  constructor(readonly state: S) {}
+
+  /** `listener` is called with the state after every change. */
+  subscribe(listener: (state: S) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Tells every listener the state changed. */
+  changed(): void {
+    for (const listener of this.listeners) listener(this.state);
+  }
+
+  /** What runs now: buttons of that work stay disabled. */
+  setBusy(busy: S['busy']): void {
+    this.state.busy = busy;
+    this.changed();
+  }
+
+  /** Withdraws the result shown, then shows `result` (undefined: none). */
+  setResult(result: R | undefined): void {
+    this.withdrawResult();
+    (this.state as { result?: R }).result = result;
+    this.changed();
+  }
+
+  /** Takes the result off the page and hands it to `onWithdraw`. */
+  withdrawResult(): void {
+    const old = this.state.result;
+    (this.state as { result?: R }).result = undefined;
+    if (old) this.onWithdraw(old);
+  }
+}
