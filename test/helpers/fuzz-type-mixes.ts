@@ -1,9 +1,9 @@
 /**
  * The surface fuzzer's `gguf-type-mixes` world (fuzz-surfaces.ts draws it): a small GGUF (BF16
- * matrices, F32 norms; 1 to 8 blocks, or 80 blocks of rows of 32 as a 70B's or Falcon-180B's
- * block count; n_gqa 1, 2, 3, 4 or 8; a tied or untied head; rows of 256 or of 32 to 128 values
+ * matrices, F32 norms; 1 to 8 blocks, or 68 to 80 blocks of rows of 32 as a 70B's or
+ * Falcon-180B's block count; n_gqa 1, 2, 3, 4 or 8; a tied or untied head; rows of 256 or of 32 to 128 values
  * so that the fallbacks are reached) of one of four layouts: a dense llama (LLM_TYPE_70B at 80
- * grouped blocks); a Mixtral-like llama with 8 experts (`llama.expert_count` 8, the F32 router
+ * grouped blocks; the 70B draws give this layout other architectures' names too); a Mixtral-like llama with 8 experts (`llama.expert_count` 8, the F32 router
  * `ffn_gate_inp`, the experts stacked in `ffn_gate_exps` / `ffn_up_exps` / `ffn_down_exps`, ne
  * [in, out, 8]); a Falcon-7B-like falcon (fused `attn_qkv`, `attn_norm` with a bias, `ffn_up` /
  * `ffn_down` only); a DeepSeek-V2-Lite-like deepseek2 (MLA: attn_q, attn_kv_a_mqa, attn_kv_b
@@ -18,8 +18,10 @@
  * Under `q1_0_mix` a matrix whose rows are not whole Q1_0 blocks (128 values) and that no rule
  * gives another type makes llama-quantize stop (Q1_0 has no fallback): refused. Five draws in
  * seventeen are focused, each of them a merge: an untied head under `tq1_0_mix` (half of them),
- * `tq2_0_mix` or `q2_0_mix` (the token-embedding rule; four of the five), or a llama of 80 grouped blocks (LLM_TYPE_70B,
- * n_gqa 8 mostly) under a mix whose attn_v is Q3_K or Q4_K before the 70B rule raises it to Q5_K.
+ * `tq2_0_mix` or `q2_0_mix` (the token-embedding rule; four of the five), or one of
+ * SEVENTY_B_MODELS: a model of each architecture llama.cpp sizes LLM_TYPE_70B, at that block count
+ * (n_gqa 8 mostly), or one just outside that size, under a mix whose attn_v is Q3_K or Q4_K before
+ * the 70B rule raises it to Q5_K. The `gguf-type-mixes-70b` world draws only those.
  *
  * The truth: each tensor's type from llama.cpp's src/llama-quant.cpp (llama_tensor_get_type,
  * llama_tensor_get_type_impl and tensor_type_fallback, no importance matrix), written out below as
