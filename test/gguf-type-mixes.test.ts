@@ -132,6 +132,32 @@ describe('llama-quantize\'s K-quant mixes, tensor by tensor', () => {
     expect(typesOf('q4_k_m', 'gemma2', { block_count: 80, 'attention.head_count': 64, 'attention.head_count_kv': 8 }, tensors).get('blk.11.attn_v.weight')).toBe('Q4_K');
   });
 
+  it('LLM_TYPE_70B as llama.cpp sizes it: by architecture and block count, a llama with 0 key-value heads included', () => {
+    // llama.cpp src/llama-model.cpp, llama_model::load_hparams: n_head_kv_arr starts as n_head_arr
+    // and head_count_kv, where present, replaces it (a 0 stays 0); LLM_ARCH_LLAMA (not 8 experts),
+    // case 80: n_head() == n_head_kv() ? LLM_TYPE_65B : LLM_TYPE_70B; LLM_ARCH_DECI, LLM_ARCH_QWEN2
+    // (LLM_ARCH_QWEN2VL falls through to it) and LLM_ARCH_OLMO, case 80: LLM_TYPE_70B;
+    // LLM_ARCH_XVERSE, case 80: LLM_TYPE_65B; src/models/jais2.cpp, load_arch_hparams, case 68:
+    // LLM_TYPE_70B. src/llama-quant.cpp, llama_tensor_get_type_impl: Q4_K_S gives attn_v Q5_K for
+    // the first four and Q4_K after, which LLM_TYPE_70B raises to Q5_K; block 10 shows the rule.
+    const small = { hidden: 256, kv: 32, ffn: 256, vocab: 256 };
+    const at = (arch: string, blocks: number, meta: Record<string, unknown>) =>
+      typesOf('q4_k_s', arch, { block_count: blocks, 'attention.head_count': 8, ...meta }, llamaTensors(blocks, small)).get('blk.10.attn_v.weight');
+    const grouped = { 'attention.head_count_kv': 1 };
+    expect(at('llama', 80, { 'attention.head_count_kv': 0 })).toBe('Q5_K');
+    expect(at('llama', 80, {})).toBe('Q4_K'); // no head_count_kv: as many as heads, 65B
+    expect(at('llama', 80, { 'attention.head_count_kv': 8 })).toBe('Q4_K');
+    expect(at('llama', 80, grouped)).toBe('Q5_K');
+    expect(at('llama', 79, grouped)).toBe('Q4_K');
+    for (const arch of ['qwen2', 'qwen2vl', 'deci', 'olmo']) {
+      expect(at(arch, 80, {}), arch).toBe('Q5_K');
+      expect(at(arch, 79, grouped), `${arch}, 79 blocks`).toBe('Q4_K');
+    }
+    expect(at('jais2', 68, {})).toBe('Q5_K');
+    expect(at('jais2', 80, grouped)).toBe('Q4_K');
+    expect(at('xverse', 80, grouped)).toBe('Q4_K');
+  });
+
   it('an 8-expert model (Mixtral): attn_v and attn_k Q8_0, attn_output Q5_K, ffn_down_exps by the block number in its name', () => {
     const tensors = llamaTensors(32, { ffn: 14336, experts: 8 });
     const types = typesOf('q4_k_m', 'llama', { ...llama8b, expert_count: 8 }, tensors);

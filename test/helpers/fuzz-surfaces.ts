@@ -96,7 +96,7 @@ import { ditNamingsWorld } from './fuzz-dit-namings.js';
 import { peftNewWorld } from './fuzz-peft-new.js';
 import { mlxExpertsWorld } from './fuzz-mlx-experts.js';
 import { fluxGgufWorld } from './fuzz-flux-gguf.js';
-import { typeMixesWorld } from './fuzz-type-mixes.js';
+import { seventyBWorld, typeMixesWorld } from './fuzz-type-mixes.js';
 import { editedText, safetensorsTextProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
 import {
   controlLora, diffusersNorm, diffusersRows, DOUBLE as FLUX_DOUBLE, fluxDevBfl, fluxDevDiffusers, fluxNorms, HEAD as FLUX_HEAD, identity, IN as FLUX_IN, R as FLUX_R,
@@ -3461,15 +3461,20 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   'mlx-experts': { weight: 2, arbitrary: mlxExpertsWorld },
   'flux-control-gguf': { weight: 2, arbitrary: fluxGgufWorld },
   'gguf-type-mixes': { weight: 1, arbitrary: typeMixesWorld },
+  // Weight 0: drawn only where FUZZ_SURFACE_WORLDS names it (each case takes seconds).
+  'gguf-type-mixes-70b': { weight: 0, arbitrary: seventyBWorld },
 };
 
-/** The worlds drawn from: all, or those named in `only` (comma-separated keys of SURFACE_WORLDS). */
+/**
+ * The worlds drawn from: all of weight above 0, or those named in `only` (comma-separated keys of
+ * SURFACE_WORLDS; one of weight 0 is then drawn as if of weight 1).
+ */
 export function surfaceWorlds(only?: string): fc.Arbitrary<SurfaceWorld> {
-  const keys = only ? only.split(',').map((k) => k.trim()) : Object.keys(SURFACE_WORLDS);
+  const keys = only ? only.split(',').map((k) => k.trim()) : Object.keys(SURFACE_WORLDS).filter((k) => SURFACE_WORLDS[k].weight > 0);
   const unknown = keys.filter((k) => !SURFACE_WORLDS[k]);
   if (unknown.length) throw new Error(`no fuzz world ${unknown.join(', ')}; the worlds are ${Object.keys(SURFACE_WORLDS).join(', ')}`);
   return fc
-    .oneof(...keys.map((k) => SURFACE_WORLDS[k]))
+    .oneof(...keys.map((k) => ({ ...SURFACE_WORLDS[k], weight: SURFACE_WORLDS[k].weight || 1 })))
     // A failing case prints as its world's name and files (the seed and path reproduce it).
     .map((w) => Object.assign(w, { [fc.toStringMethod]: () => `${w.name} (${Object.keys(w.files).join(', ')})` }));
 }

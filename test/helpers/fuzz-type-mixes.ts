@@ -1,9 +1,9 @@
 /**
  * The surface fuzzer's `gguf-type-mixes` world (fuzz-surfaces.ts draws it): a small GGUF (BF16
- * matrices, F32 norms; 1 to 8 blocks, or 80 blocks of rows of 32 as a 70B's or Falcon-180B's
- * block count; n_gqa 1, 2, 3, 4 or 8; a tied or untied head; rows of 256 or of 32 to 128 values
+ * matrices, F32 norms; 1 to 8 blocks, or 68 to 80 blocks of rows of 32 as a 70B's or
+ * Falcon-180B's block count; n_gqa 1, 2, 3, 4 or 8; a tied or untied head; rows of 256 or of 32 to 128 values
  * so that the fallbacks are reached) of one of four layouts: a dense llama (LLM_TYPE_70B at 80
- * grouped blocks); a Mixtral-like llama with 8 experts (`llama.expert_count` 8, the F32 router
+ * grouped blocks; the 70B draws give this layout other architectures' names too); a Mixtral-like llama with 8 experts (`llama.expert_count` 8, the F32 router
  * `ffn_gate_inp`, the experts stacked in `ffn_gate_exps` / `ffn_up_exps` / `ffn_down_exps`, ne
  * [in, out, 8]); a Falcon-7B-like falcon (fused `attn_qkv`, `attn_norm` with a bias, `ffn_up` /
  * `ffn_down` only); a DeepSeek-V2-Lite-like deepseek2 (MLA: attn_q, attn_kv_a_mqa, attn_kv_b
@@ -18,8 +18,10 @@
  * Under `q1_0_mix` a matrix whose rows are not whole Q1_0 blocks (128 values) and that no rule
  * gives another type makes llama-quantize stop (Q1_0 has no fallback): refused. Five draws in
  * seventeen are focused, each of them a merge: an untied head under `tq1_0_mix` (half of them),
- * `tq2_0_mix` or `q2_0_mix` (the token-embedding rule; four of the five), or a llama of 80 grouped blocks (LLM_TYPE_70B,
- * n_gqa 8 mostly) under a mix whose attn_v is Q3_K or Q4_K before the 70B rule raises it to Q5_K.
+ * `tq2_0_mix` or `q2_0_mix` (the token-embedding rule; four of the five), or one of
+ * SEVENTY_B_MODELS: a model of each architecture llama.cpp sizes LLM_TYPE_70B, at that block count
+ * (n_gqa 8 mostly), or one just outside that size, under a mix whose attn_v is Q3_K or Q4_K before
+ * the 70B rule raises it to Q5_K. The `gguf-type-mixes-70b` world draws only those.
  *
  * The truth: each tensor's type from llama.cpp's src/llama-quant.cpp (llama_tensor_get_type,
  * llama_tensor_get_type_impl and tensor_type_fallback, no importance matrix), written out below as
@@ -81,7 +83,8 @@ export const NO_FALLBACK = 'no fallback';
 
 /** The model as llama-quantize's rules see it. */
 export interface MixModel {
-  arch: 'llama' | 'falcon' | 'deepseek2';
+  /** general.architecture: the rules single out falcon; the others differ only in LLM_TYPE_70B (seventyB). */
+  arch: string;
   /** block_count (n_layer: n_ffn_down, and here n_attention_wv, one attn_v-like tensor a block). */
   layers: number;
   /** n_head / n_head_kv, integer division. */
@@ -90,11 +93,26 @@ export interface MixModel {
   tied: boolean;
   /** expert_count (0 dense). */
   experts: number;
-  /**
-   * llama.cpp sizes the model LLM_TYPE_70B: a llama (not 8 experts) of 80 blocks with fewer
-   * key-value heads than heads (llama's load_hparams; falcon's sizes only 32 and 60 blocks).
-   */
+  /** llama.cpp sizes the model LLM_TYPE_70B (llamaCppSeventyB). */
   seventyB: boolean;
+}
+
+/**
+ * Whether llama.cpp sizes a model LLM_TYPE_70B, the size whose attn_v the 70B rule raises. Read
+ * from src/llama-model.cpp, llama_model::load_hparams (the type is set per architecture from
+ * n_layer): llama, not 8 experts (those are 8x7B or 8x22B), 80 blocks, n_head() != n_head_kv()
+ * of layer 0 (as many: 65B); deci, qwen2, qwen2vl (its case falls through to qwen2's) and olmo,
+ * 80 blocks; and from src/models/jais2.cpp, load_arch_hparams: jais2, 68 blocks. Every other
+ * architecture and block count is another size: xverse's 80 blocks are 65B, falcon's sizes are
+ * 32 and 60 blocks, deepseek2's 27, 60 and 61.
+ */
+export function llamaCppSeventyB(arch: string, layers: number, heads: number, kvHeads: number, experts: number): boolean {
+  switch (arch) {
+    case 'llama': return experts !== 8 && layers === 80 && heads !== kvHeads;
+    case 'deci': case 'qwen2': case 'qwen2vl': case 'olmo': return layers === 80;
+    case 'jais2': return layers === 68;
+    default: return false;
+  }
 }
 
 /** use_more_bits: the first and last eighth of the layers and every third between. */
@@ -202,21 +220,33 @@ const HEADS: [number, number][] = [[4, 4], [8, 8], [4, 2], [8, 4], [6, 2], [8, 2
 
 /**
  * Draws aimed at rules the plain draws seldom reach with a checked merge: `ternary-head`, an untied
- * head with a file type whose token-embedding rule gives it Q4_K (TQ1_0, TQ2_0, Q2_0); `70b`, a
- * llama of 80 grouped blocks (LLM_TYPE_70B; n_gqa 8 as Llama 2/3 70B's 64 heads over 8, or 2 to 6)
- * under a mix whose attn_v would be Q3_K or Q4_K, which that model raises to Q5_K.
+ * head with a file type whose token-embedding rule gives it Q4_K (TQ1_0, TQ2_0, Q2_0); `70b`, one of
+ * SEVENTY_B_MODELS (grouped heads: n_gqa 8 as Llama 2/3 70B's 64 heads over 8, or 2 to 6) under a
+ * mix whose attn_v would be Q3_K or Q4_K, which an LLM_TYPE_70B model raises to Q5_K.
  */
 type Focus = 'none' | 'ternary-head' | '70b';
 const TERNARY_HEAD_MIXES: Mix[] = ['tq1_0_mix', 'tq1_0_mix', 'tq2_0_mix', 'q2_0_mix'];
 const SEVENTY_B_MIXES: Mix[] = ['q2_k_mix', 'iq3_s_mix', 'iq3_m', 'q3_k_s', 'q3_k_m', 'q4_k_s', 'q4_k_m'];
 /** (n_head, n_head_kv) of the 70B draws: n_gqa 8 (64 over 8 scaled down) twice as often as 4, 3 or 2. */
 const SEVENTY_B_HEADS: [number, number][] = [[8, 1], [8, 1], [8, 2], [6, 2], [4, 2]];
+/**
+ * The 70B draws' models: each architecture llama.cpp sizes LLM_TYPE_70B (llamaCppSeventyB) at its
+ * block count, llama three times (Llama 2/3 70B), and models just outside, which keep the attn_v
+ * they would have: a llama of 80 blocks with as many key-value heads as heads (65B), 79 blocks of
+ * llama and qwen2, olmo at 68 blocks and jais2 at 80, xverse's 80 (65B). All in llama's dense
+ * layout: the rules read the architecture, the counts and the tensor names, not the layout.
+ */
+const SEVENTY_B_MODELS: { arch: string; layers: number; mha?: true }[] = [
+  { arch: 'llama', layers: 80 }, { arch: 'llama', layers: 80 }, { arch: 'llama', layers: 80 },
+  { arch: 'qwen2', layers: 80 }, { arch: 'qwen2vl', layers: 80 }, { arch: 'deci', layers: 80 }, { arch: 'olmo', layers: 80 }, { arch: 'jais2', layers: 68 },
+  { arch: 'llama', layers: 80, mha: true }, { arch: 'llama', layers: 79 }, { arch: 'qwen2', layers: 79 }, { arch: 'olmo', layers: 68 }, { arch: 'jais2', layers: 80 },
+  { arch: 'xverse', layers: 80 },
+];
 
-/** The world: a model, a LoRA and a mix drawn as the header says, with its truth. */
-export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
+/** A world of the models, LoRAs and mixes drawn as the header says, with their truth, its draws focused as `focus` draws. */
+const mixesWorld = (focus: fc.Arbitrary<Focus>): fc.Arbitrary<SurfaceWorld> => fc
   .record({
-    // 70B draws take seconds each (80 blocks): one in seventeen, so that `npm test`'s share stays small.
-    focus: fc.oneof({ weight: 12, arbitrary: fc.constant<Focus>('none') }, { weight: 4, arbitrary: fc.constant<Focus>('ternary-head') }, { weight: 1, arbitrary: fc.constant<Focus>('70b') }),
+    focus,
     focusMix: fc.nat(), focusHeads: fc.nat(),
     mix: fc.oneof(
       { weight: 6, arbitrary: fc.constantFrom<Mix>('iq3_s_mix', 'iq3_s_mix', 'iq3_m', 'q2_k_mix', 'q6_k_mix') },
@@ -232,11 +262,12 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
     targets: fc.subarray([0, 1, 2, 3], { minLength: 1 }), seed: fc.integer(), wholeQ1: fc.boolean(), split: fc.boolean(),
   })
   .map(({ focus, focusMix, focusHeads, ...plain }) => {
-    // A focused draw overrides the mix, family, block count, heads or tie the plain draw made.
+    // A focused draw overrides the mix, family, block count, heads, architecture or tie the plain draw made.
+    const seventyB = SEVENTY_B_MODELS[focusHeads % SEVENTY_B_MODELS.length];
     const drawn = focus === 'ternary-head'
       ? { ...plain, mix: TERNARY_HEAD_MIXES[focusMix % TERNARY_HEAD_MIXES.length], tied: false }
       : focus === '70b'
-        ? { ...plain, mix: SEVENTY_B_MIXES[focusMix % SEVENTY_B_MIXES.length], family: 'llama' as Family, layers: 80, heads: SEVENTY_B_HEADS[focusHeads % SEVENTY_B_HEADS.length] }
+        ? { ...plain, mix: SEVENTY_B_MIXES[focusMix % SEVENTY_B_MIXES.length], family: 'llama' as Family, layers: seventyB.layers, heads: seventyB.mha ? [8, 8] as [number, number] : SEVENTY_B_HEADS[Math.floor(focusHeads / SEVENTY_B_MODELS.length) % SEVENTY_B_HEADS.length] }
         : plain;
     const { mix, family, layers: drawnLayers, hidden: drawnHidden, heads: [drawnHeads, drawnKv], wideFfn, tied: drawnTied, r, alpha, targets, seed, wholeQ1, split } = drawn;
     let s = seed >>> 0;
@@ -249,18 +280,18 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
     // on n_layer/16, n_layer/8 and use_more_bits between: rows of 32 keep the case small. Not for
     // the 8 experts (no such model; eight blocks at most) or Q1_0's whole-block rows.
     const deepseek = family === 'deepseek2';
-    const deep = drawnLayers === 80 && family !== 'mixtral' && !deepseek && !q1Rows;
+    const deep = drawnLayers > 8 && family !== 'mixtral' && !deepseek && !q1Rows;
     const hidden = q1Rows ? 256 : deep ? 32 : drawnHidden;
     // DeepSeek2's MLA: 4 heads; the file written before the converter split attn_kv_b gives
     // head_count_kv 4 (n_gqa 1), the current converter's 1 (MLA as MQA, n_gqa 4), with attn_k_b
     // and attn_v_b beside attn_kv_b (the layout ik_llama.cpp's converter writes).
     const [heads, kvHeads] = deepseek ? [4, split ? 1 : 4] : q1Rows && drawnHeads !== 8 ? [8, Math.max(1, Math.floor((8 * drawnKv) / drawnHeads))] : [drawnHeads, drawnKv];
     const tied = drawnTied && !deepseek;
-    const arch = family === 'falcon' ? 'falcon' : deepseek ? 'deepseek2' : 'llama';
+    const arch = focus === '70b' ? seventyB.arch : family === 'falcon' ? 'falcon' : deepseek ? 'deepseek2' : 'llama';
     // Eight experts of 256-wide rows in many blocks would make a slow case: at most 3 blocks unless
     // rows are 96 wide; MLA's seven matrices a block, at most 2 or 3.
     const cap = family === 'mixtral' && hidden === 256 ? (q1Rows ? 1 : 3) : deepseek ? (hidden === 256 ? 2 : 3) : 8;
-    const layers = deep ? 80 : Math.min(drawnLayers, cap);
+    const layers = deep ? drawnLayers : Math.min(drawnLayers, cap);
     /** kv_lora_rank: the hidden size here, so that attn_kv_b's rows are 256 (whole K-quant blocks) or 96 values. */
     const KV_RANK = hidden;
     // Eight blocks of 256-wide ffn_down rows would make a slow case: the wide FFN only with few blocks, and not for experts.
@@ -349,7 +380,7 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
       },
     };
     return {
-      name: `${family}${focus === 'none' ? '' : ` (${focus})`} GGUF + llama.cpp LoRA`,
+      name: `${focus === '70b' ? `${arch}, ${layers} blocks` : family}${focus === 'none' ? '' : ` (${focus})`} GGUF + llama.cpp LoRA`,
       files, base, adapter: 'lora.gguf', out: 'merged.gguf', refusalsChecked: true, fixedDtype: mix, mergeOnly: focus !== 'none',
       truth: (d: Decoded, w: number): Truth => {
         if (!(mix in FTYPE)) return { kind: 'invalid', why: `--dtype ${mix}: llama-quantize writes it only with an importance matrix` };
@@ -375,7 +406,7 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
         const scale = alpha === 0 ? w : (w * alpha) / r;
         const model: MixModel = {
           arch, layers, gqa: Math.floor(heads / kvHeads), tied, experts: family === 'mixtral' ? EXPERTS : 0,
-          seventyB: family === 'llama' && layers === 80 && heads !== kvHeads,
+          seventyB: llamaCppSeventyB(arch, layers, heads, kvHeads, family === 'mixtral' ? EXPERTS : 0),
         };
         const want: GgufExpected = { tensors: [], meta: { 'general.file_type': ftype.id, 'general.architecture': arch } };
         for (const [name, o, i, e] of shapes) {
@@ -415,3 +446,14 @@ export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = fc
       },
     };
   });
+
+/**
+ * The world as the surface fuzzer draws it: 70B draws take seconds each (68 to 80 blocks), so one
+ * in seventeen, so that `npm test`'s share stays small.
+ */
+export const typeMixesWorld: fc.Arbitrary<SurfaceWorld> = mixesWorld(
+  fc.oneof({ weight: 12, arbitrary: fc.constant<Focus>('none') }, { weight: 4, arbitrary: fc.constant<Focus>('ternary-head') }, { weight: 1, arbitrary: fc.constant<Focus>('70b') }),
+);
+
+/** Only the 70B draws (SEVENTY_B_MODELS), for runs that fuzz that rule on every architecture it names. */
+export const seventyBWorld: fc.Arbitrary<SurfaceWorld> = mixesWorld(fc.constant<Focus>('70b'));

@@ -81,8 +81,10 @@ function loaderOrder(a: string, b: string): number {
 }
 
 /**
- * Architectures llama.cpp sizes LLM_TYPE_70B, by block count (llama: only with fewer key-value
- * heads than heads, otherwise 65B). Others never get the 70B attn_v rule.
+ * Architectures llama.cpp sizes LLM_TYPE_70B, by block count (llama_model::load_hparams; qwen2vl
+ * shares qwen2's sizes): llama only where layer 0's key-value head count differs from its head
+ * count (0 included), otherwise 65B; an 8-expert llama is never 70B, but its attn_v is Q8_0
+ * whatever the size. Others never get the 70B attn_v rule.
  */
 const SEVENTY_B: Readonly<Record<string, (blocks: number, heads: number, kvHeads: number) => boolean>> = {
   llama: (n, h, kv) => n === 80 && h !== kv,
@@ -107,8 +109,8 @@ export function mixContext(metadata: (key: string) => unknown, tensors: readonly
   const key = (k: string) => metadata(`${architecture}.${k}`);
   const expertCount = count(key('expert_count'));
   const heads = count(key('attention.head_count'));
-  const kvHeads = count(key('attention.head_count_kv')) || heads;
-  // The loader takes head_count_kv as head_count when the key is missing; a 0 stays 0 (n_gqa 0).
+  // The loader takes head_count_kv as head_count when the key is missing; a 0 stays 0 (n_gqa 0,
+  // and a llama of 80 blocks with 0 key-value heads is LLM_TYPE_70B: n_head() != n_head_kv()).
   const kvKey = key('attention.head_count_kv');
   const kv0 = kvKey === undefined ? heads : count(kvKey);
   const blocks = count(key('block_count'));
@@ -128,7 +130,7 @@ export function mixContext(metadata: (key: string) => unknown, tensors: readonly
     architecture,
     hasOutput: tensors.some((t) => t.name === 'output.weight'),
     expertCount,
-    is70B: !!architecture && (SEVENTY_B[architecture]?.(blocks, heads, kvHeads) ?? false),
+    is70B: !!architecture && (SEVENTY_B[architecture]?.(blocks, heads, kv0) ?? false),
     gqa: kv0 === 0 ? 0 : Math.floor(heads / kv0),
     attentionV: { index: attentionV, count: vCount },
     ffnDown: { layer: ffnDown, count: blocks },
