@@ -58,6 +58,12 @@ it('LyCORIS GLoRA: a module without one of a1, a2, b1, b2, and factors that do n
   expect(shapes).toMatch(/GLoRA a1 \(6, 2\), a2 \(2, 6\), b1 \(8, 2\), b2 \(3, 6\) do not fit together/);
 });
 
+it('LyCORIS (IA)³: on_input without its weight is refused', async () => {
+  const message = await refusal(base, [scalar(`${conv}.on_input`, 0)]);
+  expect(message).toMatch(named(conv));
+  expect(message).toMatch(/needs weight and on_input/);
+});
+
 it('LyCORIS (IA)³: a weight that is neither (channels,) nor (1, channels, 1…) is refused', async () => {
   // (2, 4, 1, 1): its second dim is the conv's 4 outputs, so only this check stands between it and the merge.
   const message = await refusal(base, [t(`${conv}.weight`, [2, 4, 1, 1]), scalar(`${conv}.on_input`, 0)]);
@@ -216,6 +222,37 @@ it.each<[string, object, FixtureTensor[], RegExp]>([
     [t(`${A}.oft_r`, [4, 2, 3])], /oft_r \(4, 2, 3\) is not \(blocks, size, size\)/],
   ['OFT (PEFT 0.14) oft_s (8, 2)', { peft_type: 'OFT', r: 4, oft_block_size: 2, module_dropout: 0, init_weights: true },
     [t(`${A}.oft_r`, [4, 2, 2]), t(`${A}.oft_s`, [8, 2])], /oft_s \(8, 2\) is neither \(out, 1\) nor \(1, out\)/],
+  ['BOFT without boft_s', { peft_type: 'BOFT', boft_block_size: 2, boft_block_num: 0, boft_n_butterfly_factor: 1 },
+    [t(`${A}.boft_R`, [1, 4, 2, 2])], /needs boft_R and boft_s \(it has only boft_R\)/],
+  ['DeLoRA without delora_w_norm', { peft_type: 'DELORA', r: 2 },
+    [t(`${A}.delora_A`, [2, 8]), t(`${A}.delora_B`, [8, 2]), t(`${A}.delora_lambda`, [1])], /delora_w_norm .*is missing/],
+  ['GraLoRA without gralora_B', { peft_type: 'GRALORA', r: 4, gralora_k: 2, hybrid_r: 0 },
+    [t(`${A}.gralora_A`, [2, 4, 4])], /needs gralora_A and gralora_B; gralora_B is missing/],
+  ['GraLoRA r not a multiple of gralora_k', { peft_type: 'GRALORA', r: 3, gralora_k: 2, hybrid_r: 0 },
+    [t(`${A}.gralora_A`, [2, 4, 3]), t(`${A}.gralora_B`, [2, 3, 4])], /r = 3 is not a multiple of gralora_k = 2/],
+  ['GraLoRA hybrid_r without the general factors', { peft_type: 'GRALORA', r: 4, gralora_k: 2, hybrid_r: 2 },
+    [t(`${A}.gralora_A`, [2, 4, 4]), t(`${A}.gralora_B`, [2, 4, 4])], /has hybrid_r = 2 in the config but not both gralora_A_general\.weight and gralora_B_general\.weight/],
+  ['HiRA without hira_B', { peft_type: 'HIRA', r: 2 }, [t(`${A}.hira_A`, [2, 8])], /has hira_A without hira_B/],
+  ['OFT (PEFT 0.14) oft_s without oft_r', { peft_type: 'OFT', r: 4, oft_block_size: 2, module_dropout: 0, init_weights: true },
+    [t(`${A}.oft_s`, [8, 1])], /has oft_s but no oft_r/],
+  ['OFT (PEFT 0.13) block_share with 4 blocks', { peft_type: 'OFT', r: 4, block_share: true, module_dropout: 0, init_weights: true },
+    [t(`${A}.oft_r`, [4, 2, 2])], /oft_r \(4, 2, 2\) with block_share should have one block/],
+  ['PVeRA without pvera_lambda_d', { peft_type: 'PVERA', r: 2, save_projection: true, projection_prng_key: 0 },
+    [t(`${A}.pvera_lambda_b`, [8]), t('base_model.pvera_A', [4, 8]), t('base_model.pvera_B', [8, 2])], /pvera_lambda_d is missing/],
+  ['RandLoRA without randlora_gamma', { peft_type: 'RANDLORA', r: 2, randlora_alpha: 4 },
+    [t(`${A}.randlora_lambda`, [2, 4]), t('base_model.randlora_A', [2, 1, 8]), t('base_model.randlora_B', [8, 4, 2])], /randlora_gamma is missing/],
+  ['RoAd without road_alpha', { peft_type: 'ROAD', variant: 'road_1', group_size: 2 }, [t(`${A}.road_theta`, [8])], /has road_theta without road_alpha/],
+  ['SHiRA indices in int8', { peft_type: 'SHIRA', r: 2 },
+    [t(`${A}.shira_weight`, [4]), t(`${A}.shira_indices`, [2, 4], 'I8')], /shira_indices is I8; expected I32/],
+  ['Super-Tuning indices in float32', { peft_type: 'SUPERTUNING', r: null, lora_alpha: null, sparsity: 0.99, save_precomputed_indices: true },
+    [t(`${A}.supertuning_values`, [4]), t(`${A}.supertuning_indices`, [4], 'F32')], /supertuning_indices is F32; expected I32/],
+  ['Super-Tuning without supertuning_values', { peft_type: 'SUPERTUNING', r: null, lora_alpha: null, sparsity: 0.99, save_precomputed_indices: true },
+    [t(`${A}.supertuning_indices`, [4], 'I32')], /has no supertuning_values/],
+  ['TinyLoRA without tinylora_B', { peft_type: 'TINYLORA', r: 2, u: 3, weight_tying: 1.0, projection_seed: 42, save_projection: true },
+    [t(`${A}.tinylora_A`, [2, 8]), t(`${A}.tinylora_P`, [3, 2, 2]), t('base_model.tinylora_v.0', [3])], /tinylora_B is missing/],
+  ['UniLoRA indices in float32', { peft_type: 'UNILORA', r: 2, theta_d_length: 16, proj_seed: 42, save_indices: true },
+    [t(`${A}.unilora_indices_A`, [2, 8], 'F32'), t(`${A}.unilora_indices_B`, [8, 2], 'F32'), t(`${A}.unilora_scales_A`, [2, 8]), t(`${A}.unilora_scales_B`, [8, 2]), t('base_model.unilora_theta_d', [16])],
+    /unilora_indices_A and _B are F32 and F32; expected I64/],
 ])('PEFT %s is refused, naming the module', async (_what, config, tensors, pattern) => {
   const message = await peftRefusal(config, tensors);
   expect(message).toMatch(peftNamed);
