@@ -258,3 +258,32 @@ it.each<[string, object, FixtureTensor[], RegExp]>([
   expect(message).toMatch(peftNamed);
   expect(message).toMatch(pattern);
 });
+
+// PEFT-only tensor names in a plain safetensors file (no adapter_config.json): the config these
+// methods need (ranks, seeds, block sizes) is not there, so each is refused rather than guessed.
+it.each<[string, FixtureTensor[]]>([
+  // lora_A/lora_B beside it would read as a LoRA too, which is refused as a mix first.
+  ['AdaLoRA', [t(`${toQ}.lora_E`, [2, 1])]],
+  ['BEFT', [t(`${toQ}.beft_bias`, [1, 8])]],
+  ['C3A', [t(`${toQ}.c3a_kernel`, [4, 3, 2])]],
+  ['DEFT', [t(`${toQ}.deft_P`, [8, 2]), t(`${toQ}.deft_R`, [2, 6])]],
+  ['DeLoRA', [t(`${toQ}.delora_A`, [2, 6]), t(`${toQ}.delora_B`, [8, 2]), t(`${toQ}.delora_lambda`, [1]), t(`${toQ}.delora_w_norm`, [6])]],
+  ['FourierFT', [t(`${toQ}.fourierft_spectrum`, [4])]],
+  ['GraLoRA', [t(`${toQ}.gralora_A`, [2, 3, 2]), t(`${toQ}.gralora_B`, [2, 2, 4])]],
+  ['HiRA', [t(`${toQ}.hira_A`, [2, 6]), t(`${toQ}.hira_B`, [8, 2])]],
+  ['HRA', [t(`${toQ}.hra_u`, [6, 2])]],
+  ['MiSS', [t(`${toQ}.miss_block`, [2, 8])]],
+  ['OFT (PEFT 0.13)', [t(`${toQ}.oft_r`, [4, 2, 2])]],
+  ['OFT', [t(`${toQ}.oft_R.weight`, [4, 1])]],
+  ['PVeRA', [t(`${toQ}.pvera_lambda_b`, [8]), t(`${toQ}.pvera_lambda_d`, [4])]],
+  ['RandLoRA', [t(`${toQ}.randlora_lambda`, [2, 3]), t(`${toQ}.randlora_gamma`, [3, 6])]],
+  ['RoAd', [t(`${toQ}.road_theta`, [8]), t(`${toQ}.road_alpha`, [8])]],
+  ['Super-Tuning', [t(`${toQ}.supertuning_values`, [4]), t(`${toQ}.supertuning_indices`, [4], 'I32')]],
+  ['TinyLoRA', [t(`${toQ}.tinylora_A`, [2, 6]), t(`${toQ}.tinylora_B`, [8, 2]), t(`${toQ}.tinylora_P`, [3, 2, 2])]],
+  ['UniLoRA', [t(`${toQ}.unilora_indices_A`, [2, 6], 'I64'), t(`${toQ}.unilora_indices_B`, [8, 2], 'I64'), t(`${toQ}.unilora_scales_A`, [2, 6]), t(`${toQ}.unilora_scales_B`, [8, 2])]],
+  ['VB-LoRA', [t(`${toQ}.vblora_logits_A`, [2, 2, 4]), t(`${toQ}.vblora_logits_B`, [2, 2, 4])]],
+])('PEFT %s tensors outside a PEFT folder are refused, naming the module', async (_what, tensors) => {
+  const message = await refusal(base, tensors);
+  expect(message).toMatch(named(toQ));
+  expect(message).toMatch(/outside a PEFT folder with its adapter_config\.json/);
+});
