@@ -1,0 +1,289 @@
+/**
+ * Refusals of the per-algorithm shape and completeness checks (src/formats/algorithms): each file
+ * here is one a tool would not write or could not load, with the real key names and shapes of its
+ * layout, and the plan (or the MergeError) must name the module and what is wrong. Without the check
+ * each of these would reach the engine: some crash with a TypeError, some merge a wrong-shaped update.
+ */
+import { expect, it } from 'vitest';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
+import { isMergeError } from '../src/errors.js';
+import { buildSafetensors, randomValues, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { preparePeftFolder } from './helpers/peft-method-folder.js';
+
+const rand = seededRandom(97);
+const t = (name: string, shape: number[], dtype: FixtureDType = 'F32'): FixtureTensor => {
+  const n = shape.reduce((a, b) => a * b, 1);
+  // Integer tensors (positions, indices) hold zeros: every check here refuses on shapes or dtypes.
+  return { name, dtype, shape, data: dtype.startsWith('I') ? new Float64Array(n) : randomValues(n, rand, 0.5) };
+};
+const scalar = (name: string, value: number): FixtureTensor => ({ name, dtype: 'F32', shape: [], data: [value] });
+
+/**
+ * What a plan of `adapter` on `base` says is wrong: its problems, or the MergeError it throws.
+ * Anything else (a TypeError from a check let through) fails the test with its stack.
+ */
+async function refusal(base: FixtureTensor[], adapter: FixtureTensor[]): Promise<string> {
+  const files = { 'model.safetensors': buildSafetensors(base) };
+  try {
+    const { plan } = await prepareMerge(memoryInputFileSet(files, 'base'), [{ files: memoryInputFileSet({ 'a.safetensors': buildSafetensors(adapter) }, 'a') }]);
+    return plan.problems.map((p) => p.message).join('\n');
+  } catch (e) {
+    if (!isMergeError(e)) throw e;
+    return e.message;
+  }
+}
+
+// An SD UNet's to_q (out 8, in 6) under its kohya/LyCORIS name, and a 3×3 conv (out 4, in 2).
+const TO_Q = 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q';
+const CONV = 'down_blocks.0.resnets.0.conv1';
+const toQ = `lora_unet_${TO_Q.replace(/\./g, '_')}`;
+const conv = `lora_unet_${CONV.replace(/\./g, '_')}`;
+const base = [t(`${TO_Q}.weight`, [8, 6]), t(`${CONV}.weight`, [4, 2, 3, 3])];
+const named = (module: string) => new RegExp(`module "${module}"`);
+
+it('LyCORIS full: a scalar diff is refused, naming the module', async () => {
+  const message = await refusal(base, [t(`${toQ}.diff`, [])]);
+  expect(message).toMatch(named(toQ));
+  expect(message).toMatch(/diff .* is a scalar; it should be shaped like the weight/);
+});
+
+it('LyCORIS GLoRA: a module without one of a1, a2, b1, b2, and factors that do not fit, are refused', async () => {
+  const glora = (a1: number[], a2: number[], b1: number[], b2: number[]) => [t(`${toQ}.a1.weight`, a1), t(`${toQ}.a2.weight`, a2), t(`${toQ}.b1.weight`, b1), t(`${toQ}.b2.weight`, b2), scalar(`${toQ}.alpha`, 2)];
+  const missing = await refusal(base, glora([6, 2], [2, 6], [8, 2], [2, 6]).filter((x) => !x.name.endsWith('.b2.weight')));
+  expect(missing).toMatch(named(toQ));
+  expect(missing).toMatch(/needs a1\.weight, a2\.weight, b1\.weight and b2\.weight/);
+  // b2 of rank 3 against a2's 2.
+  const shapes = await refusal(base, glora([6, 2], [2, 6], [8, 2], [3, 6]));
+  expect(shapes).toMatch(named(toQ));
+  expect(shapes).toMatch(/GLoRA a1 \(6, 2\), a2 \(2, 6\), b1 \(8, 2\), b2 \(3, 6\) do not fit together/);
+});
+
+it('LyCORIS (IA)³: on_input without its weight is refused', async () => {
+  const message = await refusal(base, [scalar(`${conv}.on_input`, 0)]);
+  expect(message).toMatch(named(conv));
+  expect(message).toMatch(/needs weight and on_input/);
+});
+
+it('LyCORIS (IA)³: a weight that is neither (channels,) nor (1, channels, 1…) is refused', async () => {
+  // (2, 4, 1, 1): its second dim is the conv's 4 outputs, so only this check stands between it and the merge.
+  const message = await refusal(base, [t(`${conv}.weight`, [2, 4, 1, 1]), scalar(`${conv}.on_input`, 0)]);
+  expect(message).toMatch(named(conv));
+  expect(message).toMatch(/weight \(2, 4, 1, 1\) is neither \(channels,\) nor \(1, channels, 1…\)/);
+});
+
+it('LyCORIS LoHa: factors whose ranks or sides do not fit are refused, plain and Tucker', async () => {
+  // hada_w2_a (8, 3) against hada_w2_b's rank 2.
+  const plain = await refusal(base, [t(`${toQ}.hada_w1_a`, [8, 2]), t(`${toQ}.hada_w1_b`, [2, 6]), t(`${toQ}.hada_w2_a`, [8, 3]), t(`${toQ}.hada_w2_b`, [2, 6]), scalar(`${toQ}.alpha`, 2)]);
+  expect(plain).toMatch(named(toQ));
+  expect(plain).toMatch(/LoHa tensors w1_a, w1_b, w2_a, w2_b \(8, 2\), \(2, 6\), \(8, 3\), \(2, 6\) do not fit together/);
+  // Tucker: hada_t2 (2, 2, 1, 1) against hada_t1's 3×3 kernel.
+  const tucker = await refusal(base, [
+    t(`${conv}.hada_w1_a`, [2, 4]), t(`${conv}.hada_w1_b`, [2, 2]), t(`${conv}.hada_t1`, [2, 2, 3, 3]),
+    t(`${conv}.hada_w2_a`, [2, 4]), t(`${conv}.hada_w2_b`, [2, 2]), t(`${conv}.hada_t2`, [2, 2, 1, 1]), scalar(`${conv}.alpha`, 2),
+  ]);
+  expect(tucker).toMatch(named(conv));
+  expect(tucker).toMatch(/LoHa tensors w1_a, w1_b, w2_a, w2_b, t1, t2 .* do not fit together/);
+});
+
+// A GroupNorm of the same UNet (8 channels) for the norm diffs.
+const NORM = 'down_blocks.0.attentions.0.norm';
+const norm = `lora_unet_${NORM.replace(/\./g, '_')}`;
+const withNorm = [...base, t(`${NORM}.weight`, [8]), t(`${NORM}.bias`, [8])];
+
+it('LyCORIS LoHa, LoKr and LoCon: a dora_scale that fits neither side is refused, not dropped', async () => {
+  const loha = [t(`${toQ}.hada_w1_a`, [8, 2]), t(`${toQ}.hada_w1_b`, [2, 6]), t(`${toQ}.hada_w2_a`, [8, 2]), t(`${toQ}.hada_w2_b`, [2, 6]), scalar(`${toQ}.alpha`, 2)];
+  const lokr = [t(`${toQ}.lokr_w1`, [2, 2]), t(`${toQ}.lokr_w2`, [4, 3])];
+  const locon = [t(`${toQ}.lora_down.weight`, [2, 6]), t(`${toQ}.lora_up.weight`, [8, 2]), scalar(`${toQ}.alpha`, 2)];
+  for (const [what, tensors] of [['LoHa', loha], ['LoKr', lokr], ['LoCon', locon]] as const) {
+    const message = await refusal(base, [...tensors, t(`${toQ}.dora_scale`, [5, 1])]);
+    expect(message, what).toMatch(named(toQ));
+    expect(message, what).toMatch(/dora_scale \(5, 1\) fits neither 6 inputs nor 8 outputs/);
+  }
+});
+
+it('LyCORIS LoKr: factors that do not fit together are refused, for every factor form', async () => {
+  const cases: [string, FixtureTensor[]][] = [
+    ['w1 3-D', [t(`${toQ}.lokr_w1`, [2, 2, 1]), t(`${toQ}.lokr_w2`, [4, 3])]],
+    ['w1_a against w1_b', [t(`${toQ}.lokr_w1_a`, [2, 1]), t(`${toQ}.lokr_w1_b`, [2, 2]), t(`${toQ}.lokr_w2`, [4, 3]), scalar(`${toQ}.alpha`, 1)]],
+    ['w2 1-D', [t(`${toQ}.lokr_w1`, [2, 2]), t(`${toQ}.lokr_w2`, [12])]],
+    ['w2_a against w2_b', [t(`${toQ}.lokr_w1`, [2, 2]), t(`${toQ}.lokr_w2_a`, [4, 2]), t(`${toQ}.lokr_w2_b`, [1, 3]), scalar(`${toQ}.alpha`, 2)]],
+    ['t2 against w2_a', [t(`${conv}.lokr_w1`, [2, 2]), t(`${conv}.lokr_w2_a`, [1, 2]), t(`${conv}.lokr_w2_b`, [2, 1]), t(`${conv}.lokr_t2`, [2, 2, 3, 3]), scalar(`${conv}.alpha`, 2)]],
+  ];
+  for (const [what, tensors] of cases) {
+    const message = await refusal(base, tensors);
+    expect(message, what).toMatch(named(tensors[0].name.slice(0, tensors[0].name.indexOf('.'))));
+    expect(message, what).toMatch(/LoKr factors .* do not fit together/);
+  }
+});
+
+it('LoCon: a lora_mid that does not fit its down and up is refused', async () => {
+  // Rank 2, but lora_mid (3, 3, 3, 3).
+  const message = await refusal(base, [t(`${conv}.lora_down.weight`, [2, 2, 1, 1]), t(`${conv}.lora_mid.weight`, [3, 3, 3, 3]), t(`${conv}.lora_up.weight`, [4, 2, 1, 1]), scalar(`${conv}.alpha`, 2)]);
+  expect(message).toMatch(named(conv));
+  expect(message).toMatch(/lora_mid .* \(3, 3, 3, 3\) does not fit down \(2, 2, 1, 1\) and up \(4, 2, 1, 1\)/);
+});
+
+it('LyCORIS norm diffs: b_norm without w_norm, and vectors of two sizes, are refused', async () => {
+  const lone = await refusal(withNorm, [t(`${norm}.b_norm`, [8])]);
+  expect(lone).toMatch(named(norm));
+  expect(lone).toMatch(/has b_norm but no w_norm/);
+  const sizes = await refusal(withNorm, [t(`${norm}.w_norm`, [8]), t(`${norm}.b_norm`, [4])]);
+  expect(sizes).toMatch(named(norm));
+  expect(sizes).toMatch(/w_norm \(8\) and b_norm \(4\) should be vectors of one size/);
+});
+
+it('LyCORIS diag-OFT: a rescale without oft_blocks is refused', async () => {
+  const message = await refusal(base, [t(`${toQ}.rescale`, [8, 1])]);
+  expect(message).toMatch(named(toQ));
+  expect(message).toMatch(/has rescale but no oft_blocks/);
+});
+
+it('a lone diff_b that is not a vector, and a scalar set_weight, are refused', async () => {
+  const diffB = await refusal(base, [t(`${toQ}.diff_b`, [8, 1])]);
+  expect(diffB).toMatch(named(toQ));
+  expect(diffB).toMatch(/diff_b .* \(8, 1\) should be a vector/);
+  const setWeight = await refusal(withNorm, [t(`${norm}.set_weight`, [])]);
+  expect(setWeight).toMatch(named(norm));
+  expect(setWeight).toMatch(/set_weight .* \(\) is a scalar; it should be shaped like the tensor it replaces/);
+});
+
+// PEFT methods on a Llama q_proj (8, 8), tensors named and shaped as PEFT saves them.
+const Q = 'model.layers.0.self_attn.q_proj';
+const A = `base_model.model.${Q}`;
+// With a bias, so that BEFT reaches its own shape check.
+const peftBase = [t(`${Q}.weight`, [8, 8]), t(`${Q}.bias`, [8])];
+const peftNamed = new RegExp(`module "${Q.replace(/\./g, '\\.')}"`);
+
+/** What a plan of a PEFT folder (its config and tensors) on the q_proj base says is wrong. */
+async function peftRefusal(config: object, tensors: FixtureTensor[]): Promise<string> {
+  try {
+    const { plan } = await preparePeftFolder(peftBase, { target_modules: ['q_proj'], ...config }, tensors);
+    return plan.problems.map((p) => p.message).join('\n');
+  } catch (e) {
+    if (!isMergeError(e)) throw e;
+    return e.message;
+  }
+}
+
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['AdaLoRA lora_E not (r, 1)', { peft_type: 'ADALORA', init_r: 2, lora_alpha: 2 },
+    [t(`${A}.lora_A`, [2, 8]), t(`${A}.lora_E`, [2, 2]), t(`${A}.lora_B`, [8, 2])], /lora_A \(2, 8\), lora_E \(2, 2\) and lora_B \(8, 2\) do not fit together/],
+  ['BOFT boft_R not 4-D', { peft_type: 'BOFT', boft_block_size: 2, boft_block_num: 0, boft_n_butterfly_factor: 1 },
+    [t(`${A}.boft_R`, [4, 2, 2]), t(`${A}.boft_s`, [8, 1])], /boft_R \(4, 2, 2\) is not \(factors, blocks, size, size\)/],
+  ['BOFT boft_s (8, 2)', { peft_type: 'BOFT', boft_block_size: 2, boft_block_num: 0, boft_n_butterfly_factor: 1 },
+    [t(`${A}.boft_R`, [1, 4, 2, 2]), t(`${A}.boft_s`, [8, 2])], /boft_s \(8, 2\) is neither \(out, 1\) nor \(1, out\)/],
+  ['C3A kernel of another block size', { peft_type: 'C3A', block_size: 4 },
+    [t(`${A}.c3a_kernel`, [4, 4, 2])], /c3a_kernel \(4, 4, 2\) is not \(outputs \/ b, inputs \/ b, b\) for the config's block size b = 4/],
+  ['DeLoRA w_norm of 6', { peft_type: 'DELORA', r: 2 },
+    [t(`${A}.delora_A`, [2, 8]), t(`${A}.delora_B`, [8, 2]), t(`${A}.delora_lambda`, [1]), t(`${A}.delora_w_norm`, [6])], /delora_w_norm \(6\) do not fit together/],
+  ['DeLoRA rank against r', { peft_type: 'DELORA', r: 3 },
+    [t(`${A}.delora_A`, [2, 8]), t(`${A}.delora_B`, [8, 2]), t(`${A}.delora_lambda`, [1]), t(`${A}.delora_w_norm`, [8])], /has rank 2 but the config \(r or rank_pattern\) says 3/],
+  ['GraLoRA B of rank 3', { peft_type: 'GRALORA', r: 4, gralora_k: 2, hybrid_r: 0 },
+    [t(`${A}.gralora_A`, [2, 4, 4]), t(`${A}.gralora_B`, [2, 3, 4])], /gralora_A \(2, 4, 4\) and gralora_B \(2, 3, 4\) are not/],
+  ['GraLoRA general factors of another hybrid_r', { peft_type: 'GRALORA', r: 4, gralora_k: 2, hybrid_r: 2 },
+    [t(`${A}.gralora_A`, [2, 4, 4]), t(`${A}.gralora_B`, [2, 4, 4]), t(`${A}.gralora_A_general.weight`, [3, 8]), t(`${A}.gralora_B_general.weight`, [8, 3])], /gralora_A_general\.weight \(3, 8\) and gralora_B_general\.weight \(8, 3\) are not \(hybrid_r, 8\)/],
+  ['HiRA B of another rank', { peft_type: 'HIRA', r: 2 },
+    [t(`${A}.hira_A`, [2, 8]), t(`${A}.hira_B`, [8, 3])], /hira_A \(2, 8\) and hira_B \(8, 3\) are not \(r, inputs\) and \(outputs, r\)/],
+  ['HiRA rank against r', { peft_type: 'HIRA', r: 4 },
+    [t(`${A}.hira_A`, [2, 8]), t(`${A}.hira_B`, [8, 2])], /hira_A \(2, 8\) has rank 2 but the config's r is 4/],
+  ['OFT oft_R not b(b−1)/2 per block', { peft_type: 'OFT', r: 0, oft_block_size: 2 },
+    [t(`${A}.oft_R.weight`, [4, 2])], /oft_R \(4, 2\) does not hold b\(b−1\)\/2 values per block/],
+  ['OFT block_share with 4 rows', { peft_type: 'OFT', r: 0, oft_block_size: 2, block_share: true },
+    [t(`${A}.oft_R.weight`, [4, 1])], /oft_R \(4, 1\) with block_share should have one row/],
+  ['RoAd theta and alpha of two sizes', { peft_type: 'ROAD', variant: 'road_1', group_size: 2 },
+    [t(`${A}.road_theta`, [8]), t(`${A}.road_alpha`, [6])], /road_theta \(8\) and road_alpha \(6\) are not two vectors/],
+  ['RandLoRA lambda not (r, nb)', { peft_type: 'RANDLORA', r: 2, randlora_alpha: 4 },
+    [t(`${A}.randlora_lambda`, [2, 3]), t(`${A}.randlora_gamma`, [4, 8]), t('base_model.randlora_A', [2, 1, 8]), t('base_model.randlora_B', [8, 4, 2])], /randlora_lambda \(2, 3\) and randlora_gamma \(4, 8\) are not \(r, nb\)/],
+  ['RandLoRA shared A too narrow', { peft_type: 'RANDLORA', r: 2, randlora_alpha: 4 },
+    [t(`${A}.randlora_lambda`, [2, 4]), t(`${A}.randlora_gamma`, [4, 8]), t('base_model.randlora_A', [2, 1, 6]), t('base_model.randlora_B', [8, 4, 2])], /the shared randlora_A \(2, 1, 6\) and randlora_B \(8, 4, 2\) are not/],
+  ['VB-LoRA bank of another size', { peft_type: 'VBLORA', r: 2, topk: 2, num_vectors: 4, vector_length: 4 },
+    [t(`${A}.vblora_logits_A`, [2, 2, 4]), t(`${A}.vblora_logits_B`, [2, 2, 4]), t('base_model.vblora_vector_bank', [4, 2])], /vblora_vector_bank \(4, 2\) is not \(num_vectors, vector_length\) = \(4, 4\)/],
+  ['VB-LoRA topk above num_vectors', { peft_type: 'VBLORA', r: 2, topk: 5, num_vectors: 4, vector_length: 4 },
+    [t(`${A}.vblora_logits_A`, [2, 2, 4]), t(`${A}.vblora_logits_B`, [2, 2, 4]), t('base_model.vblora_vector_bank', [4, 4])], /topk = 5 is not between 1 and num_vectors = 4/],
+  ['VB-LoRA logits_B of another rank', { peft_type: 'VBLORA', r: 2, topk: 2, num_vectors: 4, vector_length: 4 },
+    [t(`${A}.vblora_logits_A`, [2, 2, 4]), t(`${A}.vblora_logits_B`, [2, 3, 4]), t('base_model.vblora_vector_bank', [4, 4])], /vblora_logits_B \(2, 3, 4\) is not/],
+  ['VeRA vera_A of rank 3', { peft_type: 'VERA', r: 2 },
+    [t(`${A}.vera_lambda_b`, [8]), t(`${A}.vera_lambda_d`, [2]), t('base_model.vera_A', [3, 8]), t('base_model.vera_B', [8, 2])], /VeRA vera_lambda_b \(8\), vera_lambda_d \(2\), vera_A \(3, 8\) and vera_B \(8, 2\) do not fit together/],
+  ['VeRA without vera_lambda_d', { peft_type: 'VERA', r: 2 },
+    [t(`${A}.vera_lambda_b`, [8]), t('base_model.vera_A', [2, 8]), t('base_model.vera_B', [8, 2])], /needs vera_lambda_b, vera_lambda_d and the shared vera_A and vera_B/],
+  ['PVeRA lambda_d not 2r', { peft_type: 'PVERA', r: 2, save_projection: true, projection_prng_key: 0 },
+    [t(`${A}.pvera_lambda_b`, [8]), t(`${A}.pvera_lambda_d`, [3]), t('base_model.pvera_A', [4, 8]), t('base_model.pvera_B', [8, 2])], /PVeRA pvera_lambda_b \(8\), pvera_lambda_d \(3\), pvera_A \(4, 8\) and pvera_B \(8, 2\) do not fit together/],
+  ['SHiRA indices of another count', { peft_type: 'SHIRA', r: 2 },
+    [t(`${A}.shira_weight`, [4]), t(`${A}.shira_indices`, [2, 3], 'I32')], /shira_weight \(4\) and shira_indices \(2, 3\) do not fit together/],
+  ['Super-Tuning indices of another count', { peft_type: 'SUPERTUNING', r: null, lora_alpha: null, sparsity: 0.99, save_precomputed_indices: true },
+    [t(`${A}.supertuning_values`, [5]), t(`${A}.supertuning_indices`, [4], 'I32')], /supertuning_values \(5\) and supertuning_indices \(4\) do not fit together/],
+  ['TinyLoRA P not (u, r, r)', { peft_type: 'TINYLORA', r: 2, u: 3, weight_tying: 1.0, projection_seed: 42, save_projection: true },
+    [t(`${A}.tinylora_A`, [2, 8]), t(`${A}.tinylora_B`, [8, 2]), t(`${A}.tinylora_P`, [3, 2, 3]), t('base_model.tinylora_v.0', [3])], /tinylora_P \(3, 2, 3\) and tinylora_v \(3\) do not fit together/],
+  ['UniLoRA scales_B not shaped like indices_B', { peft_type: 'UNILORA', r: 2, theta_d_length: 16, proj_seed: 42, save_indices: true },
+    [t(`${A}.unilora_indices_A`, [2, 8], 'I64'), t(`${A}.unilora_indices_B`, [8, 2], 'I64'), t(`${A}.unilora_scales_A`, [2, 8]), t(`${A}.unilora_scales_B`, [8, 3]), t('base_model.unilora_theta_d', [16])],
+    /unilora_scales_B \(8, 3\) and unilora_theta_d \(16\) do not fit together/],
+  ['BEFT bias (2, 8)', { peft_type: 'BEFT' }, [t(`${A}.beft_bias`, [2, 8])], /beft_bias \(2, 8\) should be \(1, out\)/],
+  ['OFT (PEFT 0.13) oft_r not (blocks, size, size)', { peft_type: 'OFT', r: 4, module_dropout: 0, init_weights: true },
+    [t(`${A}.oft_r`, [4, 2, 3])], /oft_r \(4, 2, 3\) is not \(blocks, size, size\)/],
+  ['OFT (PEFT 0.14) oft_s (8, 2)', { peft_type: 'OFT', r: 4, oft_block_size: 2, module_dropout: 0, init_weights: true },
+    [t(`${A}.oft_r`, [4, 2, 2]), t(`${A}.oft_s`, [8, 2])], /oft_s \(8, 2\) is neither \(out, 1\) nor \(1, out\)/],
+  ['BOFT without boft_s', { peft_type: 'BOFT', boft_block_size: 2, boft_block_num: 0, boft_n_butterfly_factor: 1 },
+    [t(`${A}.boft_R`, [1, 4, 2, 2])], /needs boft_R and boft_s \(it has only boft_R\)/],
+  ['DeLoRA without delora_w_norm', { peft_type: 'DELORA', r: 2 },
+    [t(`${A}.delora_A`, [2, 8]), t(`${A}.delora_B`, [8, 2]), t(`${A}.delora_lambda`, [1])], /delora_w_norm .*is missing/],
+  ['GraLoRA without gralora_B', { peft_type: 'GRALORA', r: 4, gralora_k: 2, hybrid_r: 0 },
+    [t(`${A}.gralora_A`, [2, 4, 4])], /needs gralora_A and gralora_B; gralora_B is missing/],
+  ['GraLoRA r not a multiple of gralora_k', { peft_type: 'GRALORA', r: 3, gralora_k: 2, hybrid_r: 0 },
+    [t(`${A}.gralora_A`, [2, 4, 3]), t(`${A}.gralora_B`, [2, 3, 4])], /r = 3 is not a multiple of gralora_k = 2/],
+  ['GraLoRA hybrid_r without the general factors', { peft_type: 'GRALORA', r: 4, gralora_k: 2, hybrid_r: 2 },
+    [t(`${A}.gralora_A`, [2, 4, 4]), t(`${A}.gralora_B`, [2, 4, 4])], /has hybrid_r = 2 in the config but not both gralora_A_general\.weight and gralora_B_general\.weight/],
+  ['HiRA without hira_B', { peft_type: 'HIRA', r: 2 }, [t(`${A}.hira_A`, [2, 8])], /has hira_A without hira_B/],
+  ['OFT (PEFT 0.14) oft_s without oft_r', { peft_type: 'OFT', r: 4, oft_block_size: 2, module_dropout: 0, init_weights: true },
+    [t(`${A}.oft_s`, [8, 1])], /has oft_s but no oft_r/],
+  ['OFT (PEFT 0.13) block_share with 4 blocks', { peft_type: 'OFT', r: 4, block_share: true, module_dropout: 0, init_weights: true },
+    [t(`${A}.oft_r`, [4, 2, 2])], /oft_r \(4, 2, 2\) with block_share should have one block/],
+  ['PVeRA without pvera_lambda_d', { peft_type: 'PVERA', r: 2, save_projection: true, projection_prng_key: 0 },
+    [t(`${A}.pvera_lambda_b`, [8]), t('base_model.pvera_A', [4, 8]), t('base_model.pvera_B', [8, 2])], /pvera_lambda_d is missing/],
+  ['RandLoRA without randlora_gamma', { peft_type: 'RANDLORA', r: 2, randlora_alpha: 4 },
+    [t(`${A}.randlora_lambda`, [2, 4]), t('base_model.randlora_A', [2, 1, 8]), t('base_model.randlora_B', [8, 4, 2])], /randlora_gamma is missing/],
+  ['RoAd without road_alpha', { peft_type: 'ROAD', variant: 'road_1', group_size: 2 }, [t(`${A}.road_theta`, [8])], /has road_theta without road_alpha/],
+  ['SHiRA indices in int8', { peft_type: 'SHIRA', r: 2 },
+    [t(`${A}.shira_weight`, [4]), t(`${A}.shira_indices`, [2, 4], 'I8')], /shira_indices is I8; expected I32/],
+  ['Super-Tuning indices in float32', { peft_type: 'SUPERTUNING', r: null, lora_alpha: null, sparsity: 0.99, save_precomputed_indices: true },
+    [t(`${A}.supertuning_values`, [4]), t(`${A}.supertuning_indices`, [4], 'F32')], /supertuning_indices is F32; expected I32/],
+  ['Super-Tuning without supertuning_values', { peft_type: 'SUPERTUNING', r: null, lora_alpha: null, sparsity: 0.99, save_precomputed_indices: true },
+    [t(`${A}.supertuning_indices`, [4], 'I32')], /has no supertuning_values/],
+  ['TinyLoRA without tinylora_B', { peft_type: 'TINYLORA', r: 2, u: 3, weight_tying: 1.0, projection_seed: 42, save_projection: true },
+    [t(`${A}.tinylora_A`, [2, 8]), t(`${A}.tinylora_P`, [3, 2, 2]), t('base_model.tinylora_v.0', [3])], /tinylora_B is missing/],
+  ['UniLoRA indices in float32', { peft_type: 'UNILORA', r: 2, theta_d_length: 16, proj_seed: 42, save_indices: true },
+    [t(`${A}.unilora_indices_A`, [2, 8], 'F32'), t(`${A}.unilora_indices_B`, [8, 2], 'F32'), t(`${A}.unilora_scales_A`, [2, 8]), t(`${A}.unilora_scales_B`, [8, 2]), t('base_model.unilora_theta_d', [16])],
+    /unilora_indices_A and _B are F32 and F32; expected I64/],
+])('PEFT %s is refused, naming the module', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
+
+// PEFT-only tensor names in a plain safetensors file (no adapter_config.json): the config these
+// methods need (ranks, seeds, block sizes) is not there, so each is refused rather than guessed.
+it.each<[string, FixtureTensor[]]>([
+  // lora_A/lora_B beside it would read as a LoRA too, which is refused as a mix first.
+  ['AdaLoRA', [t(`${toQ}.lora_E`, [2, 1])]],
+  ['BEFT', [t(`${toQ}.beft_bias`, [1, 8])]],
+  ['C3A', [t(`${toQ}.c3a_kernel`, [4, 3, 2])]],
+  ['DEFT', [t(`${toQ}.deft_P`, [8, 2]), t(`${toQ}.deft_R`, [2, 6])]],
+  ['DeLoRA', [t(`${toQ}.delora_A`, [2, 6]), t(`${toQ}.delora_B`, [8, 2]), t(`${toQ}.delora_lambda`, [1]), t(`${toQ}.delora_w_norm`, [6])]],
+  ['FourierFT', [t(`${toQ}.fourierft_spectrum`, [4])]],
+  ['GraLoRA', [t(`${toQ}.gralora_A`, [2, 3, 2]), t(`${toQ}.gralora_B`, [2, 2, 4])]],
+  ['HiRA', [t(`${toQ}.hira_A`, [2, 6]), t(`${toQ}.hira_B`, [8, 2])]],
+  ['HRA', [t(`${toQ}.hra_u`, [6, 2])]],
+  ['MiSS', [t(`${toQ}.miss_block`, [2, 8])]],
+  ['OFT (PEFT 0.13)', [t(`${toQ}.oft_r`, [4, 2, 2])]],
+  ['OFT', [t(`${toQ}.oft_R.weight`, [4, 1])]],
+  ['PVeRA', [t(`${toQ}.pvera_lambda_b`, [8]), t(`${toQ}.pvera_lambda_d`, [4])]],
+  ['RandLoRA', [t(`${toQ}.randlora_lambda`, [2, 3]), t(`${toQ}.randlora_gamma`, [3, 6])]],
+  ['RoAd', [t(`${toQ}.road_theta`, [8]), t(`${toQ}.road_alpha`, [8])]],
+  ['Super-Tuning', [t(`${toQ}.supertuning_values`, [4]), t(`${toQ}.supertuning_indices`, [4], 'I32')]],
+  ['TinyLoRA', [t(`${toQ}.tinylora_A`, [2, 6]), t(`${toQ}.tinylora_B`, [8, 2]), t(`${toQ}.tinylora_P`, [3, 2, 2])]],
+  ['UniLoRA', [t(`${toQ}.unilora_indices_A`, [2, 6], 'I64'), t(`${toQ}.unilora_indices_B`, [8, 2], 'I64'), t(`${toQ}.unilora_scales_A`, [2, 6]), t(`${toQ}.unilora_scales_B`, [8, 2])]],
+  ['VB-LoRA', [t(`${toQ}.vblora_logits_A`, [2, 2, 4]), t(`${toQ}.vblora_logits_B`, [2, 2, 4])]],
+])('PEFT %s tensors outside a PEFT folder are refused, naming the module', async (_what, tensors) => {
+  const message = await refusal(base, tensors);
+  expect(message).toMatch(named(toQ));
+  expect(message).toMatch(/outside a PEFT folder with its adapter_config\.json/);
+});
