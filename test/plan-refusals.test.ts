@@ -1,0 +1,109 @@
+/**
+ * Refusals of the merge plan that no other test fed a wrong input to: each input below is what a
+ * real tool would save (PEFT's key names and adapter_config.json, a transformers folder's
+ * config.json), broken in one way, and the plan must name the module or tensor and what is wrong
+ * rather than merge it.
+ */
+import { describe, expect, it } from 'vitest';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
+import { seededRandom, type FixtureDType } from './helpers/fixtures.js';
+import { hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
+
+const rand = seededRandom(20261205);
+type Files = Record<string, string | Uint8Array>;
+
+/** The plan's problems (messages) for `adapter` on `base`, with the files closed again. */
+async function problems(base: Files, adapter: Files): Promise<string[]> {
+  const prepared = await prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter') }]);
+  try {
+    return prepared.plan.problems.map((p) => p.message);
+  } finally {
+    await prepared.close();
+  }
+}
+
+/** A two-layer Llama folder (hidden 8, intermediate 12, vocabulary 16), weights in `dtype`. */
+function llama(dtype: FixtureDType = 'F32'): Files {
+  const t = (name: string, shape: number[]) => randomTensor(name, shape, dtype, rand);
+  const tensors = [t('model.embed_tokens.weight', [16, 8])];
+  for (let i = 0; i < 2; i++) {
+    const p = `model.layers.${i}.`;
+    tensors.push(
+      t(`${p}self_attn.q_proj.weight`, [8, 8]), t(`${p}self_attn.k_proj.weight`, [4, 8]), t(`${p}self_attn.v_proj.weight`, [4, 8]),
+      t(`${p}self_attn.o_proj.weight`, [8, 8]), t(`${p}mlp.gate_proj.weight`, [12, 8]), t(`${p}mlp.up_proj.weight`, [12, 8]),
+      t(`${p}mlp.down_proj.weight`, [8, 12]), t(`${p}input_layernorm.weight`, [8]), t(`${p}post_attention_layernorm.weight`, [8]),
+    );
+  }
+  tensors.push(t('model.norm.weight', [8]), t('lm_head.weight', [16, 8]));
+  return hfModelFolder(tensors, {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8, intermediate_size: 12, num_hidden_layers: 2,
+    num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 16, tie_word_embeddings: false, torch_dtype: 'float32',
+  });
+}
+
+/** PEFT's LoRA on `modules` of the Llama above (r 2, alpha 4), key names as save_pretrained writes them. */
+function loraOn(targets: string[], shapes: Record<string, [out: number, inFeatures: number]>, config: object = {}): Files {
+  const tensors = Object.entries(shapes).flatMap(([module, [out, inFeatures]]) => [
+    randomTensor(`base_model.model.${module}.lora_A.weight`, [2, inFeatures], 'F32', rand),
+    randomTensor(`base_model.model.${module}.lora_B.weight`, [out, 2], 'F32', rand),
+  ]);
+  return peftFolder({ r: 2, lora_alpha: 4, target_modules: targets, ...config }, tensors);
+}
+
+const DELTA = 'base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta';
+
+/** LoRA on q_proj with trainable tokens on embed_tokens (LoraConfig trainable_token_indices), the delta as PEFT saves it. */
+function tokensOn(indices: number[], deltaShape: number[], dtype: FixtureDType = 'F32'): Files {
+  return peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], trainable_token_indices: indices }, [
+    randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [2, 8], 'F32', rand),
+    randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [8, 2], 'F32', rand),
+    randomTensor(DELTA, deltaShape, dtype, rand),
+  ]);
+}
+
+describe('plan refusals', () => {
+  it('plans a LoRA with trainable tokens that fit, without problems (the inputs below differ in one thing)', async () => {
+    expect(await problems(llama(), tokensOn([3, 15], [2, 8]))).toEqual([]);
+  });
+
+  it('refuses trainable-token deltas narrower than the embedding, naming the delta, the embedding and both shapes', async () => {
+    // PEFT's TrainableTokensLayer would fail to index_copy (2, 6) rows into a (16, 8) embedding.
+    expect(await problems(llama(), tokensOn([3, 15], [2, 6]))).toEqual([
+      `adapter: module "model.embed_tokens.weight": trainable tokens ${DELTA}: deltas (2, 6) do not fit model.embed_tokens.weight (16, 8)`,
+    ]);
+  });
+
+  it('refuses a trainable token index past the vocabulary, naming it and the row count', async () => {
+    expect(await problems(llama(), tokensOn([3, 16], [2, 8]))).toEqual([
+      `adapter: module "model.embed_tokens.weight": trainable tokens ${DELTA}: token 16 is outside model.embed_tokens.weight's 16 rows`,
+    ]);
+  });
+
+  it('refuses integer trainable-token deltas: the rows set must be float values', async () => {
+    expect(await problems(llama(), tokensOn([3, 15], [2, 8], 'I32'))).toEqual([
+      `adapter: module "model.embed_tokens.weight": trainable tokens ${DELTA}: only float tensors can have rows set`,
+    ]);
+  });
+
+  it('refuses a modules_to_save copy stored as integers, naming the tensor, the base weight and both dtypes', async () => {
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], modules_to_save: ['lm_head'] }, [
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [2, 8], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [8, 2], 'F32', rand),
+      randomTensor('base_model.model.lm_head.modules_to_save.default.weight', [16, 8], 'I32', rand),
+    ]);
+    expect(await problems(llama(), adapter)).toEqual([
+      'adapter: module "lm_head.weight": replacement I32 for base lm_head.weight F32: only float tensors can be replaced',
+    ]);
+  });
+
+  it('refuses an embedding LoRA for another vocabulary size, naming the module, ΔW and the base shape', async () => {
+    // PEFT saves an nn.Embedding's LoRA as lora_embedding_A (r, num_embeddings) and lora_embedding_B (embedding_dim, r).
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['embed_tokens'] }, [
+      randomTensor('base_model.model.model.embed_tokens.lora_embedding_A', [2, 20], 'F32', rand),
+      randomTensor('base_model.model.model.embed_tokens.lora_embedding_B', [8, 2], 'F32', rand),
+    ]);
+    expect(await problems(llama(), adapter)).toEqual([
+      'adapter: module "model.embed_tokens": ΔW (8, 20) does not fit base model.embed_tokens.weight (16, 8): expected (20, 8)',
+    ]);
+  });
+});
