@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { seededRandom, type FixtureDType } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
+import { buildGguf, randomTensors } from './helpers/gguf-builder.js';
 
 const rand = seededRandom(20261205);
 type Files = Record<string, string | Uint8Array>;
@@ -104,6 +105,35 @@ describe('plan refusals', () => {
     ]);
     expect(await problems(llama(), adapter)).toEqual([
       'adapter: module "model.embed_tokens": ΔW (8, 20) does not fit base model.embed_tokens.weight (16, 8): expected (20, 8)',
+    ]);
+  });
+
+  it('refuses a LoRA whose lora_A has fewer inputs than the Linear it names, naming the module, ΔW and the base shape', async () => {
+    // A LoRA trained on a model of hidden size 6: its q_proj lora_A is (r, 6), this q_proj is (8, 8).
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'] }, [
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [2, 6], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [8, 2], 'F32', rand),
+    ]);
+    expect(await problems(llama(), adapter)).toEqual([
+      'adapter: module "model.layers.0.self_attn.q_proj": ΔW (8, 6) does not fit base model.layers.0.self_attn.q_proj.weight (8, 8): ΔW has 6 inputs, the base 8',
+    ]);
+  });
+
+  it('refuses a one-output Linear LoRA of another width on a GGUF vector (Qwen2-MoE shared_expert_gate on ffn_gate_inp_shexp)', async () => {
+    // convert_hf_to_gguf writes shared_expert_gate (1, hidden) as the vector blk.N.ffn_gate_inp_shexp {hidden}.
+    const { tensors } = randomTensors([
+      { name: 'token_embd.weight', ne: [32, 16], type: 'F32' }, { name: 'blk.0.ffn_gate_inp_shexp.weight', ne: [32], type: 'F32' },
+    ], rand);
+    const base = buildGguf({
+      metadata: [['general.architecture', { type: 'string', value: 'qwen2moe' }], ['qwen2moe.block_count', { type: 'u32', value: 1 }]],
+      tensors,
+    });
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['shared_expert_gate'] }, [
+      randomTensor('base_model.model.model.layers.0.mlp.shared_expert_gate.lora_A.weight', [2, 24], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.mlp.shared_expert_gate.lora_B.weight', [1, 2], 'F32', rand),
+    ]);
+    expect(await problems({ 'model.gguf': base }, adapter)).toEqual([
+      'adapter: module "model.layers.0.mlp.shared_expert_gate": ΔW (1, 24) does not fit base blk.0.ffn_gate_inp_shexp.weight (32): ΔW has 24 inputs, the base 32',
     ]);
   });
 });
