@@ -136,4 +136,26 @@ describe('plan refusals', () => {
       'adapter: module "model.layers.0.mlp.shared_expert_gate": ΔW (1, 24) does not fit base blk.0.ffn_gate_inp_shexp.weight (32): ΔW has 24 inputs, the base 32',
     ]);
   });
+
+  /** PEFT's DoRA (use_dora) on q_proj: lora_A, lora_B and the magnitude as PEFT 0.12+ saves it (lora_magnitude_vector). */
+  function doraOnQ(magnitude: number[], dtype: FixtureDType = 'F32'): Files {
+    return peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], use_dora: true }, [
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [2, 8], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [8, 2], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector', magnitude, dtype, rand),
+    ]);
+  }
+
+  it('refuses a DoRA magnitude with a value count other than the output features, naming the module and both counts', async () => {
+    expect(await problems(llama(), doraOnQ([8]))).toEqual([]);
+    expect(await problems(llama(), doraOnQ([6]))).toEqual([
+      'adapter: module "model.layers.0.self_attn.q_proj": DoRA magnitude (6) should have 8 values (one per output feature)',
+    ]);
+  });
+
+  it('refuses an integer DoRA magnitude, naming the tensor and its dtype', async () => {
+    expect(await problems(llama(), doraOnQ([8], 'I32'))).toEqual([
+      'adapter: module "model.layers.0.self_attn.q_proj": DoRA magnitude base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector is I32; only F32, F16, BF16 and fp8 factors can be merged (linear module)',
+    ]);
+  });
 });
