@@ -158,4 +158,50 @@ describe('plan refusals', () => {
       'adapter: module "model.layers.0.self_attn.q_proj": DoRA magnitude base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector is I32; only F32, F16, BF16 and fp8 factors can be merged (linear module)',
     ]);
   });
+
+  /** A one-layer Qwen2 folder: its q, k and v projections have biases (hidden 8, q 8 rows). */
+  function qwen2(): Files {
+    const t = (name: string, shape: number[]) => randomTensor(name, shape, 'F32', rand);
+    const p = 'model.layers.0.self_attn.';
+    return hfModelFolder([
+      t('model.embed_tokens.weight', [16, 8]), t(`${p}q_proj.weight`, [8, 8]), t(`${p}q_proj.bias`, [8]),
+      t(`${p}k_proj.weight`, [4, 8]), t(`${p}k_proj.bias`, [4]), t(`${p}v_proj.weight`, [4, 8]), t(`${p}v_proj.bias`, [4]),
+      t(`${p}o_proj.weight`, [8, 8]), t('model.norm.weight', [8]), t('lm_head.weight', [16, 8]),
+    ], { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 16, tie_word_embeddings: false });
+  }
+
+  /** PEFT's LoRA with lora_bias (its lora_B Linear has a bias, saved as lora_B.bias) on q_proj. */
+  function biasOnQ(bias: number[], dtype: FixtureDType = 'F32'): Files {
+    return peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], lora_bias: true }, [
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [2, 8], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [8, 2], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias', bias, dtype, rand),
+    ]);
+  }
+
+  it('refuses a lora_B bias whose length is not the output features, naming the tensor and the base bias', async () => {
+    expect(await problems(qwen2(), biasOnQ([8]))).toEqual([]);
+    expect(await problems(qwen2(), biasOnQ([6]))).toEqual([
+      'adapter: module "model.layers.0.self_attn.q_proj": base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias (6) and base model.layers.0.self_attn.q_proj.bias (8) should have 8 and 8 values',
+    ]);
+  });
+
+  it('refuses an integer lora_B bias, naming the tensor and its dtype', async () => {
+    expect(await problems(qwen2(), biasOnQ([8], 'I32'))).toEqual([
+      'adapter: module "model.layers.0.self_attn.q_proj": factor base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias is I32; only F32, F16, BF16 and fp8 factors can be merged (linear module)',
+    ]);
+  });
+
+  it('refuses a rank above MAX_RANK (1024) before reading the factors, naming the module and the limit', async () => {
+    const adapter = peftFolder({ r: 1025, lora_alpha: 1025, target_modules: ['v_proj'] }, [
+      randomTensor('base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight', [1025, 8], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight', [4, 1025], 'F32', rand),
+    ]);
+    const prepared = await prepareMerge(memoryInputFileSet(llama(), 'base'), [{ files: memoryInputFileSet(adapter, 'adapter') }]);
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => [p.code, p.message])).toEqual([[
+      'LIMIT_EXCEEDED',
+      'adapter: module "model.layers.0.self_attn.v_proj": rank 1025 is above the limit of 1024 (MAX_RANK), which bounds the memory a merge takes',
+    ]]);
+  });
 });
