@@ -204,4 +204,14 @@ describe('plan refusals', () => {
       'adapter: module "model.layers.0.self_attn.v_proj": rank 1025 is above the limit of 1024 (MAX_RANK), which bounds the memory a merge takes',
     ]]);
   });
+
+  it('refuses integer LoRA factors, naming the module, the factor and its dtype', async () => {
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'] }, [
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [2, 8], 'I32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [8, 2], 'F32', rand),
+    ]);
+    expect(await problems(llama(), adapter)).toEqual([
+      'adapter: module "model.layers.0.self_attn.q_proj": factor base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight is I32; only F32, F16, BF16 and fp8 factors can be merged (linear module)',
+    ]);
+  });
 });
