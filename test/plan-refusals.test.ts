@@ -214,4 +214,14 @@ describe('plan refusals', () => {
       'adapter: module "model.layers.0.self_attn.q_proj": factor base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight is I32; only F32, F16, BF16 and fp8 factors can be merged (linear module)',
     ]);
   });
+
+  it('refuses two adapters that set the same trainable token, naming the token and the other adapter', async () => {
+    const prepared = await prepareMerge(memoryInputFileSet(llama(), 'base'), [
+      { files: memoryInputFileSet(tokensOn([3, 15], [2, 8]), 'first') }, { files: memoryInputFileSet(tokensOn([7, 3], [2, 8]), 'second') },
+    ]);
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      `second: module "model.embed_tokens.weight": trainable tokens ${DELTA}: sets token 3, which first also sets (PEFT refuses overlapping trainable tokens)`,
+    ]);
+  });
 });
