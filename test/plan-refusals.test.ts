@@ -224,4 +224,17 @@ describe('plan refusals', () => {
       `second: module "model.embed_tokens.weight": trainable tokens ${DELTA}: sets token 3, which first also sets (PEFT refuses overlapping trainable tokens)`,
     ]);
   });
+
+  it('refuses two modules of one adapter on the same weight, naming both', async () => {
+    // The same q_proj saved twice, once under the causal-LM wrapper's path and once under the bare model's.
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'] }, [
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [2, 8], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [8, 2], 'F32', rand),
+      randomTensor('base_model.model.layers.0.self_attn.q_proj.lora_A.weight', [2, 8], 'F32', rand),
+      randomTensor('base_model.model.layers.0.self_attn.q_proj.lora_B.weight', [8, 2], 'F32', rand),
+    ]);
+    expect(await problems(llama(), adapter)).toEqual([
+      'adapter: module "layers.0.self_attn.q_proj": targets model.layers.0.self_attn.q_proj.weight, as module "model.layers.0.self_attn.q_proj" of the same adapter does',
+    ]);
+  });
 });
