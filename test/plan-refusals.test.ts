@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
-import { seededRandom, type FixtureDType } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom, type FixtureDType } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
 import { buildGguf, randomTensors } from './helpers/gguf-builder.js';
 
@@ -236,5 +236,28 @@ describe('plan refusals', () => {
     expect(await problems(llama(), adapter)).toEqual([
       'adapter: module "layers.0.self_attn.q_proj": targets model.layers.0.self_attn.q_proj.weight, as module "model.layers.0.self_attn.q_proj" of the same adapter does',
     ]);
+  });
+
+  /** The MergeError prepareMerge throws for `adapter` on `base`, as text ('' if none). */
+  async function refusal(base: Files, adapter: Files): Promise<string> {
+    try {
+      await (await prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter') }])).close();
+      return '';
+    } catch (e) {
+      return (e as Error).message;
+    }
+  }
+
+  it('refuses a single-file LoRA holding a tensor it does not recognise, rather than merging the rest', async () => {
+    // diffusers' form (PEFT key names without base_model.model.), as a single .safetensors file.
+    const q = 'model.layers.0.self_attn.q_proj';
+    const file = (extra: string[]) => ({
+      'adapter.safetensors': buildSafetensors([
+        randomTensor(`${q}.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`${q}.lora_B.weight`, [8, 2], 'F32', rand),
+        ...extra.map((name) => randomTensor(name, [8], 'F32', rand)),
+      ]),
+    });
+    expect(await refusal(llama(), file([]))).toBe('');
+    expect(await refusal(llama(), file([`${q}.lora_C`]))).toBe(`adapter/adapter.safetensors: tensor "${q}.lora_C" is not an adapter tensor this tool recognises`);
   });
 });
