@@ -30,7 +30,7 @@ export class JobWorkerClient {
     if (this.worker) return this.worker;
     const worker = new Worker(new URL('./job-worker.ts', import.meta.url), { type: 'module', name: 'loramerge-jobs' });
     worker.addEventListener('message', (event: MessageEvent<JobResponse>) => this.rpc.receive(event.data));
-    worker.addEventListener('error', (event) => this.rpc.failAll(new Error(`the adapter worker failed: ${event.message}`)));
+    worker.addEventListener('error', (event) => this.rpc.failAll(new Error(`the adapter worker failed: ${event.message || 'its script did not load'}`)));
     this.worker = worker;
     return worker;
   }

@@ -138,5 +138,4 @@ function runCheck(): void {
   );
 }
 
-client.started.catch((error: Error) => showError(error.message));
 store.changed();

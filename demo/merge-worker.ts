@@ -112,8 +112,18 @@ function answer(id: number, work: Promise<File | undefined | void>): void {
   );
 }
 
+// A request whose synchronous part throws is answered with the error: left uncaught it would reach
+// the page as the worker's own failure, which fails every request.
 self.addEventListener('message', (event: MessageEvent<WorkerRequest>) => {
   const request = event.data;
+  try {
+    handle(request);
+  } catch (error) {
+    post({ type: 'error', id: request.id, message: errorMessage(error) });
+  }
+});
+
+function handle(request: WorkerRequest): void {
   switch (request.type) {
     case 'plan': {
       const adapters = weighted(request.adapters, 'plan');
@@ -156,4 +166,4 @@ self.addEventListener('message', (event: MessageEvent<WorkerRequest>) => {
       );
       break;
   }
-});
+}

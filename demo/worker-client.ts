@@ -40,16 +40,23 @@ export interface MergeDone {
 export class MergeWorkerClient {
   private readonly worker: Worker;
   private readonly rpc = new WorkerRpc<WorkerRequest, WorkerResponse>(() => this.worker, outcome);
-  /** Rejected when the worker cannot start at all. */
-  readonly started: Promise<void>;
 
+  /**
+   * The page asks for a backend as it loads, so a worker that cannot start, or that dies later,
+   * always has a request to report it through: every pending and later request fails with the reason.
+   */
   constructor() {
     this.worker = new Worker(new URL('./merge-worker.ts', import.meta.url), { type: 'module', name: 'loramerge' });
-    this.started = new Promise((_, reject) => {
-      this.worker.addEventListener('error', (event) => reject(new Error(`the merge worker failed to start: ${event.message}`)), { once: true });
+    let answered = false;
+    this.worker.addEventListener('message', (event: MessageEvent<WorkerResponse>) => {
+      answered = true;
+      this.rpc.receive(event.data);
     });
-    this.started.catch(() => {});
-    this.worker.addEventListener('message', (event: MessageEvent<WorkerResponse>) => this.rpc.receive(event.data));
+    this.worker.addEventListener('error', (event) => {
+      // A module worker that fails to load fires a plain error event with no message.
+      const why = event.message || 'its script did not load';
+      this.rpc.failAll(new Error(answered ? `the merge worker failed: ${why}` : `the merge worker failed to start: ${why}`));
+    });
   }
 
   /** Chooses the backend for later merges; resolves with what `auto` picked (or fails saying why). */

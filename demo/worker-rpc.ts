@@ -35,6 +35,8 @@ interface Pending {
 export class WorkerRpc<Req extends { id: number }, Res extends { type: string; id: number }> {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
+  /** Set once the worker itself has failed: a dead worker never answers, so later requests fail at once. */
+  private failure?: Error;
 
   /**
    * `worker` gives the worker to post to (it may start it on first use); `outcome` says what each
@@ -48,6 +50,7 @@ export class WorkerRpc<Req extends { id: number }, Res extends { type: string; i
   /** Posts the request; `id` addresses it later (a cancel), `done` settles with the worker's answer. */
   send(request: Unsent<Req>, onProgress?: (p: ProgressEvent) => void): { id: number; done: Promise<unknown> } {
     const id = this.nextId++;
+    if (this.failure) return { id, done: Promise.reject(this.failure) };
     const worker = this.worker();
     const done = new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, onProgress });
@@ -75,8 +78,9 @@ export class WorkerRpc<Req extends { id: number }, Res extends { type: string; i
     this.pending.delete(response.id);
   }
 
-  /** Rejects every pending request with `error` (the worker itself failed). */
+  /** The worker itself failed: rejects every pending request, and every later one, with `error`. */
   failAll(error: Error): void {
+    this.failure ??= error;
     for (const p of this.pending.values()) p.reject(error);
     this.pending.clear();
   }
