@@ -136,7 +136,7 @@ describe('llama-quantize\'s K-quant mixes, tensor by tensor', () => {
     // llama.cpp src/llama-model.cpp, llama_model::load_hparams: n_head_kv_arr starts as n_head_arr
     // and head_count_kv, where present, replaces it (a 0 stays 0); LLM_ARCH_LLAMA (not 8 experts),
     // case 80: n_head() == n_head_kv() ? LLM_TYPE_65B : LLM_TYPE_70B; LLM_ARCH_DECI, LLM_ARCH_QWEN2
-    // (LLM_ARCH_QWEN2VL falls through to it) and LLM_ARCH_OLMO, case 80: LLM_TYPE_70B;
+    // and LLM_ARCH_OLMO, case 80: LLM_TYPE_70B;
     // LLM_ARCH_XVERSE, case 80: LLM_TYPE_65B; src/models/jais2.cpp, load_arch_hparams, case 68:
     // LLM_TYPE_70B. src/llama-quant.cpp, llama_tensor_get_type_impl: Q4_K_S gives attn_v Q5_K for
     // the first four and Q4_K after, which LLM_TYPE_70B raises to Q5_K; block 10 shows the rule.
@@ -149,10 +149,12 @@ describe('llama-quantize\'s K-quant mixes, tensor by tensor', () => {
     expect(at('llama', 80, { 'attention.head_count_kv': 8 })).toBe('Q4_K');
     expect(at('llama', 80, grouped)).toBe('Q5_K');
     expect(at('llama', 79, grouped)).toBe('Q4_K');
-    for (const arch of ['qwen2', 'qwen2vl', 'deci', 'olmo']) {
+    for (const arch of ['qwen2', 'deci', 'olmo']) {
       expect(at(arch, 80, {}), arch).toBe('Q5_K');
       expect(at(arch, 79, grouped), `${arch}, 79 blocks`).toBe('Q4_K');
     }
+    // src/models/qwen2vl.cpp, load_arch_hparams: no size, so Qwen2-VL-72B's 80 blocks are not 70B.
+    expect(at('qwen2vl', 80, grouped)).toBe('Q4_K');
     expect(at('jais2', 68, {})).toBe('Q5_K');
     expect(at('jais2', 80, grouped)).toBe('Q4_K');
     expect(at('xverse', 80, grouped)).toBe('Q4_K');

@@ -101,15 +101,17 @@ export interface MixModel {
  * Whether llama.cpp sizes a model LLM_TYPE_70B, the size whose attn_v the 70B rule raises. Read
  * from src/llama-model.cpp, llama_model::load_hparams (the type is set per architecture from
  * n_layer): llama, not 8 experts (those are 8x7B or 8x22B), 80 blocks, n_head() != n_head_kv()
- * of layer 0 (as many: 65B); deci, qwen2, qwen2vl (its case falls through to qwen2's) and olmo,
- * 80 blocks; and from src/models/jais2.cpp, load_arch_hparams: jais2, 68 blocks. Every other
+ * of layer 0 (as many: 65B); deci and olmo, 80 blocks; from src/models/qwen2.cpp and jais2.cpp,
+ * load_arch_hparams: qwen2, 80 blocks, jais2, 68. src/models/qwen2vl.cpp's load_arch_hparams
+ * reads the rope sections and the norm epsilon and sets no size, so qwen2vl is never 70B (it was,
+ * by falling through to qwen2's case, before each architecture had its own file). Every other
  * architecture and block count is another size: xverse's 80 blocks are 65B, falcon's sizes are
  * 32 and 60 blocks, deepseek2's 27, 60 and 61.
  */
 export function llamaCppSeventyB(arch: string, layers: number, heads: number, kvHeads: number, experts: number): boolean {
   switch (arch) {
     case 'llama': return experts !== 8 && layers === 80 && heads !== kvHeads;
-    case 'deci': case 'qwen2': case 'qwen2vl': case 'olmo': return layers === 80;
+    case 'deci': case 'qwen2': case 'olmo': return layers === 80;
     case 'jais2': return layers === 68;
     default: return false;
   }
@@ -233,7 +235,7 @@ const SEVENTY_B_HEADS: [number, number][] = [[8, 1], [8, 1], [8, 2], [6, 2], [4,
  * The 70B draws' models: each architecture llama.cpp sizes LLM_TYPE_70B (llamaCppSeventyB) at its
  * block count, llama three times (Llama 2/3 70B), and models just outside, which keep the attn_v
  * they would have: a llama of 80 blocks with as many key-value heads as heads (65B), 79 blocks of
- * llama and qwen2, olmo at 68 blocks and jais2 at 80, xverse's 80 (65B). All in llama's dense
+ * llama and qwen2, olmo at 68 blocks and jais2 at 80, xverse's 80 (65B), qwen2vl's 80 (no size). All in llama's dense
  * layout: the rules read the architecture, the counts and the tensor names, not the layout.
  */
 const SEVENTY_B_MODELS: { arch: string; layers: number; mha?: true }[] = [

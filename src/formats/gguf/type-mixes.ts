@@ -81,15 +81,16 @@ function loaderOrder(a: string, b: string): number {
 }
 
 /**
- * Architectures llama.cpp sizes LLM_TYPE_70B, by block count (llama_model::load_hparams; qwen2vl
- * shares qwen2's sizes): llama only where layer 0's key-value head count differs from its head
- * count (0 included), otherwise 65B; an 8-expert llama is never 70B, but its attn_v is Q8_0
- * whatever the size. Others never get the 70B attn_v rule.
+ * Architectures llama.cpp sizes LLM_TYPE_70B, by block count (each model's load_arch_hparams):
+ * llama only where layer 0's key-value head count differs from its head count (0 included),
+ * otherwise 65B; an 8-expert llama is never 70B, but its attn_v is Q8_0 whatever the size. Others
+ * never get the 70B attn_v rule, qwen2vl included: since llama.cpp gave each architecture its own
+ * loader class, qwen2vl's reads its rope sections and sets no size (older builds fell through to
+ * qwen2's sizes).
  */
 const SEVENTY_B: Readonly<Record<string, (blocks: number, heads: number, kvHeads: number) => boolean>> = {
   llama: (n, h, kv) => n === 80 && h !== kv,
   qwen2: (n) => n === 80,
-  qwen2vl: (n) => n === 80,
   deci: (n) => n === 80,
   olmo: (n) => n === 80,
   jais2: (n) => n === 68,
