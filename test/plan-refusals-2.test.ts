@@ -23,6 +23,38 @@ async function problems(base: Files, adapter: Files): Promise<string[]> {
   }
 }
 
+/** The plan's problems for several adapters (named by their keys) merged in that order on `base`. */
+async function problemsOfMany(base: Files, adapters: Record<string, Files>): Promise<string[]> {
+  const prepared = await prepareMerge(memoryInputFileSet(base, 'base'), Object.entries(adapters).map(([name, files]) => ({ files: memoryInputFileSet(files, name) })));
+  try {
+    return prepared.plan.problems.map((p) => p.message);
+  } finally {
+    await prepared.close();
+  }
+}
+
+/** A one-layer Llama folder (hidden 8, vocabulary 16), F32, with config.json as transformers writes it. */
+function llama(extra: Files = {}): Files {
+  const t = (name: string, shape: number[]) => randomTensor(name, shape, 'F32', rand);
+  const p = 'model.layers.0.';
+  return hfModelFolder([
+    t('model.embed_tokens.weight', [16, 8]), t(`${p}self_attn.q_proj.weight`, [8, 8]), t(`${p}self_attn.k_proj.weight`, [4, 8]),
+    t(`${p}self_attn.v_proj.weight`, [4, 8]), t(`${p}self_attn.o_proj.weight`, [8, 8]), t(`${p}input_layernorm.weight`, [8]),
+    t('model.norm.weight', [8]), t('lm_head.weight', [16, 8]),
+  ], {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2,
+    num_key_value_heads: 1, vocab_size: 16, tie_word_embeddings: false, torch_dtype: 'float32',
+  }, { extra });
+}
+
+/** PEFT's LoRA (r 2, alpha 4) on the Llama's q_proj, with `extra` files beside adapter_config.json. */
+function loraOnQ(extra: Files = {}): Files {
+  return peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'] }, [
+    randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [2, 8], 'F32', rand),
+    randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [8, 2], 'F32', rand),
+  ], extra);
+}
+
 /** The MergeError prepareMerge throws for `adapter` on `base`, as text ('' if none). */
 async function refusal(base: Files, adapter: Files): Promise<string> {
   try {
@@ -68,6 +100,20 @@ function ia3OnTxtMlp2(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses two adapter folders carrying different tokenizer files, naming both: the merged folder can hold one tokenizer', async () => {
+    // A trainer saves the tokenizer beside the adapter when it changed it (a chat template, added tokens).
+    const chatml = { 'tokenizer_config.json': JSON.stringify({ model_max_length: 64, chat_template: '{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}' }) };
+    const llama3 = { 'tokenizer_config.json': JSON.stringify({ model_max_length: 64, chat_template: '{% for m in messages %}<|start_header_id|>{{ m.content }}{% endfor %}' }) };
+    expect(await problemsOfMany(llama(), { first: loraOnQ(chatml), second: loraOnQ(chatml) })).toEqual([]);
+    expect(await problemsOfMany(llama(), { first: loraOnQ(chatml), second: loraOnQ(llama3) })).toEqual([
+      "second: carries tokenizer files that differ from first's; merge them one after the other",
+    ]);
+    // The same tokenizer_config.json and one more file (a BPE tokenizer's vocab.json): another tokenizer all the same.
+    expect(await problemsOfMany(llama(), { first: loraOnQ(chatml), second: loraOnQ({ ...chatml, 'vocab.json': '{"<s>": 0}' }) })).toEqual([
+      "second: carries tokenizer files that differ from first's; merge them one after the other",
+    ]);
+  });
+
   it('refuses LyCORIS (IA)³ on a scaled fp8 weight, naming the module and the weight: a map of W is not an addition', async () => {
     // e5m2 files are merged in place (codes + ΔW / s): a map of W would have to act on W itself.
     expect(await problems(scaledFp8Flux('F8_E5M2'), ia3OnTxtMlp2())).toEqual([
