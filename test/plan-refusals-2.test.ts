@@ -33,6 +33,16 @@ async function problemsOfMany(base: Files, adapters: Record<string, Files>): Pro
   }
 }
 
+/** The MergeError prepareMerge throws for several adapters (named by their keys) on `base`, as text ('' if none). */
+async function refusalOfMany(base: Files, adapters: Record<string, Files>): Promise<string> {
+  try {
+    await (await prepareMerge(memoryInputFileSet(base, 'base'), Object.entries(adapters).map(([name, files]) => ({ files: memoryInputFileSet(files, name) })))).close();
+    return '';
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
 /** A one-layer Llama folder (hidden 8, vocabulary 16), F32, with config.json as transformers writes it. */
 function llama(extra: Files = {}): Files {
   const t = (name: string, shape: number[]) => randomTensor(name, shape, 'F32', rand);
@@ -100,6 +110,31 @@ function ia3OnTxtMlp2(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses an ensure_weight_tying adapter beside one that changes the tied head alone, naming the first and the embedding', async () => {
+    // Saved tied, as transformers saves it: the embedding only, no lm_head.weight.
+    const t = (name: string, shape: number[]) => randomTensor(name, shape, 'F32', rand);
+    const tied = hfModelFolder([t('model.embed_tokens.weight', [16, 8]), t('model.layers.0.self_attn.q_proj.weight', [8, 8]), t('model.norm.weight', [8])], {
+      architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8, num_hidden_layers: 1, vocab_size: 16, tie_word_embeddings: true, torch_dtype: 'float32',
+    });
+    // PEFT with ensure_weight_tying saves the embedding's LoRA and the head's, its transposed copy (lora_A = Bᵀ, lora_B = Aᵀ).
+    const a = Array.from({ length: 2 * 16 }, () => rand() - 0.5), b = Array.from({ length: 8 * 2 }, () => rand() - 0.5);
+    /** `v` (rows × cols, row-major) transposed. */
+    const transposed = (v: number[], rows: number, cols: number) => Array.from({ length: v.length }, (_, k) => v[(k % rows) * cols + Math.floor(k / rows)]);
+    const ensured = peftFolder({ r: 2, lora_alpha: 2, target_modules: ['embed_tokens'], ensure_weight_tying: true }, [
+      { name: 'base_model.model.model.embed_tokens.lora_embedding_A', dtype: 'F32', shape: [2, 16], data: a },
+      { name: 'base_model.model.model.embed_tokens.lora_embedding_B', dtype: 'F32', shape: [8, 2], data: b },
+      { name: 'base_model.model.lm_head.lora_A.weight', dtype: 'F32', shape: [2, 8], data: transposed(b, 8, 2) },
+      { name: 'base_model.model.lm_head.lora_B.weight', dtype: 'F32', shape: [16, 2], data: transposed(a, 2, 16) },
+    ]);
+    const head = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['lm_head'] }, [
+      randomTensor('base_model.model.lm_head.lora_A.weight', [2, 8], 'F32', rand), randomTensor('base_model.model.lm_head.lora_B.weight', [16, 2], 'F32', rand),
+    ]);
+    expect(await refusalOfMany(tied, { tied: ensured })).toBe('');
+    expect(await refusalOfMany(tied, { tied: ensured, head })).toBe(
+      'tied was trained with ensure_weight_tying (its head follows model.embed_tokens.weight), but another change unties the two; merge the adapters one after the other',
+    );
+  });
+
   it('refuses two adapter folders carrying different tokenizer files, naming both: the merged folder can hold one tokenizer', async () => {
     // A trainer saves the tokenizer beside the adapter when it changed it (a chat template, added tokens).
     const chatml = { 'tokenizer_config.json': JSON.stringify({ model_max_length: 64, chat_template: '{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}' }) };
