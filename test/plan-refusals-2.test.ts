@@ -109,7 +109,71 @@ function ia3OnTxtMlp2(): Files {
   };
 }
 
+const P = 'base_model.model';
+
+/** PEFT's LoRA on the Llama's embed_tokens, as PEFT saves an nn.Embedding's: lora_embedding_A (r, vocabulary), lora_embedding_B (dim, r). */
+function loraOnEmbedding(extra: FixtureTensor[] = [], config: object = {}): Files {
+  return peftFolder({ r: 2, lora_alpha: 4, target_modules: ['embed_tokens'], ...config }, [
+    randomTensor(`${P}.model.embed_tokens.lora_embedding_A`, [2, 16], 'F32', rand), randomTensor(`${P}.model.embed_tokens.lora_embedding_B`, [8, 2], 'F32', rand),
+    ...extra,
+  ]);
+}
+
+/** LoRA on q_proj with the whole `module` trained and saved beside it (modules_to_save), `rows` rows. */
+function savingWhole(module: 'lm_head' | 'embed_tokens', rows = 16): Files {
+  const path = module === 'lm_head' ? 'lm_head' : 'model.embed_tokens';
+  return peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], modules_to_save: [module] }, [
+    randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_A.weight`, [2, 8], 'F32', rand),
+    randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [8, 2], 'F32', rand),
+    randomTensor(`${P}.${path}.modules_to_save.default.weight`, [rows, 8], 'F32', rand),
+  ]);
+}
+
+/** LoRA on q_proj with trainable tokens 3 and 7 on embed_tokens (LoraConfig trainable_token_indices). */
+function tokens37(): Files {
+  return peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], trainable_token_indices: [3, 7] }, [
+    randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_A.weight`, [2, 8], 'F32', rand),
+    randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [8, 2], 'F32', rand),
+    randomTensor(`${P}.model.embed_tokens.token_adapter.trainable_tokens_delta`, [2, 8], 'F32', rand),
+  ]);
+}
+
 describe('plan refusals (2)', () => {
+  it('refuses a modules_to_save copy of lm_head beside another adapter\'s LoRA on it, naming both: the copy replaces what the LoRA changes', async () => {
+    const head = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['lm_head'] }, [
+      randomTensor(`${P}.lm_head.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`${P}.lm_head.lora_B.weight`, [16, 2], 'F32', rand),
+    ]);
+    expect(await problemsOfMany(llama(), { saved: savingWhole('lm_head') })).toEqual([]);
+    expect(await problemsOfMany(llama(), { saved: savingWhole('lm_head'), head })).toEqual([
+      'saved: replaces lm_head.weight, which head (module "lm_head") also updates with LoRA',
+    ]);
+  });
+
+  it('refuses trainable tokens beside another adapter that changes the same embedding, naming the tensor and the other adapter', async () => {
+    expect(await problemsOfMany(llama(), { tokens: tokens37(), embedding: loraOnEmbedding() })).toEqual([
+      'tokens: sets rows of model.embed_tokens.weight (trainable tokens), and embedding (module "model.embed_tokens") also updates it; merge them one after the other',
+    ]);
+    expect(await problemsOfMany(llama(), { tokens: tokens37(), saved: savingWhole('embed_tokens') })).toEqual([
+      'tokens: sets rows of model.embed_tokens.weight (trainable tokens), and saved replaces it whole; merge them one after the other',
+    ]);
+  });
+
+  it('refuses an adapter that saved its own embedding (save_embedding_layers) after another adapter updates it, naming both and the order to take', async () => {
+    // PEFT's save_embedding_layers writes the embedding its LoRA was trained on as embed_tokens.base_layer.weight.
+    const own = loraOnEmbedding([randomTensor(`${P}.model.embed_tokens.base_layer.weight`, [16, 8], 'F32', rand)]);
+    expect(await problemsOfMany(llama(), { own, other: loraOnEmbedding() })).toEqual([]);
+    expect(await problemsOfMany(llama(), { other: loraOnEmbedding(), own })).toEqual([
+      `own: module "model.embed_tokens": own saved model.embed_tokens.weight (${P}.model.embed_tokens.base_layer.weight), which other already updates; merge own first`,
+      'own: replaces model.embed_tokens.weight, which other (module "model.embed_tokens") also updates with LoRA',
+    ]);
+  });
+
+  it('refuses a modules_to_save copy of a resized embedding, naming it and PEFT\'s option that saves it as a resized base', async () => {
+    expect(await problems(llama(), savingWhole('embed_tokens', 20))).toEqual([
+      'adapter: module "model.embed_tokens.weight": replacement (20, 8) does not match base model.embed_tokens.weight (16, 8): a modules_to_save copy of a resized vocabulary; save the adapter with save_embedding_layers',
+    ]);
+  });
+
   it('refuses an ensure_weight_tying adapter beside one that changes the tied head alone, naming the first and the embedding', async () => {
     // Saved tied, as transformers saves it: the embedding only, no lm_head.weight.
     const t = (name: string, shape: number[]) => randomTensor(name, shape, 'F32', rand);
