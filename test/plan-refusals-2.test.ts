@@ -139,6 +139,15 @@ function tokens37(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses a bias diff alone on a module that is part of a fused tensor, naming the module and the tensor', async () => {
+    // diffusers' to_q of a Flux single block is the first h rows of BFL's fused linear1 (q, k, v, mlp);
+    // with no weight update to place those rows, the bias part is not placed either.
+    const base = { 'flux1-dev.safetensors': buildSafetensors(fluxBflTensors(rand, 'BF16')) };
+    const biasDiff = (name: string) => ({ 'bias.safetensors': buildSafetensors([{ name, dtype: 'F32', shape: [FLUX.h], data: Array.from({ length: FLUX.h }, (_, i) => i / 100) }]) });
+    expect(await problems(base, biasDiff('transformer.single_transformer_blocks.0.attn.to_q.diff_b'))).toEqual([
+      'adapter: module "transformer.single_transformer_blocks.0.attn.to_q": transformer.single_transformer_blocks.0.attn.to_q.diff_b on a module that lands on part of a tensor (single_blocks.0.linear1.weight) without a weight update is not supported',
+    ]);
+  });
   it('refuses a modules_to_save copy of lm_head beside another adapter\'s LoRA on it, naming both: the copy replaces what the LoRA changes', async () => {
     const head = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['lm_head'] }, [
       randomTensor(`${P}.lm_head.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`${P}.lm_head.lora_B.weight`, [16, 2], 'F32', rand),
