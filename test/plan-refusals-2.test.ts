@@ -139,6 +139,32 @@ function tokens37(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses a lora_B bias on a base whose bias is stored as integers, naming the base bias and its dtype', async () => {
+    // A Qwen2 layer (q_proj has a bias); the bias here holds I32 values, which the merge cannot add floats to.
+    const t = (name: string, shape: number[], dtype: 'F32' | 'I32' = 'F32') => randomTensor(name, shape, dtype, rand);
+    const q = 'model.layers.0.self_attn.q_proj';
+    const base = (biasType: 'F32' | 'I32') => hfModelFolder([t('model.embed_tokens.weight', [16, 8]), t(`${q}.weight`, [8, 8]), t(`${q}.bias`, [8], biasType), t('model.norm.weight', [8])], {
+      architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 16, tie_word_embeddings: false,
+    });
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], lora_bias: true }, [
+      t(`${P}.${q}.lora_A.weight`, [2, 8]), t(`${P}.${q}.lora_B.weight`, [8, 2]), t(`${P}.${q}.lora_B.bias`, [8]),
+    ]);
+    expect(await problems(base('F32'), adapter)).toEqual([]);
+    expect(await problems(base('I32'), adapter)).toEqual([
+      `adapter: module "${q}": base ${q}.bias is I32; only F32, F16, BF16 and fp8 can be merged`,
+    ]);
+  });
+
+  it('refuses a Linear LoRA on a 1-D base tensor with more than one output, naming the module and both shapes', async () => {
+    // lora_A/lora_B saved for the final RMSNorm, whose weight is a vector (8): no Linear of 8 outputs is stored there.
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['norm'] }, [
+      randomTensor(`${P}.model.norm.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`${P}.model.norm.lora_B.weight`, [8, 2], 'F32', rand),
+    ]);
+    expect(await problems(llama(), adapter)).toEqual([
+      'adapter: module "model.norm": ΔW (8, 8) does not fit base model.norm.weight (8): the base is not a matrix',
+    ]);
+  });
+
   it('refuses a bias diff alone on a module that is part of a fused tensor, naming the module and the tensor', async () => {
     // diffusers' to_q of a Flux single block is the first h rows of BFL's fused linear1 (q, k, v, mlp);
     // with no weight update to place those rows, the bias part is not placed either.
