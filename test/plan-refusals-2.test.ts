@@ -139,6 +139,22 @@ function tokens37(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses target_parameters LoRA factors on fused experts that hold another expert count or fit neither side, naming the factors and the tensor', async () => {
+    // gpt-oss as transformers stores it: experts.gate_up_proj (E, hidden, 2·intermediate), 2 experts, hidden 8.
+    const experts = 'model.layers.0.mlp.experts';
+    const base = hfModelFolder([randomTensor('model.embed_tokens.weight', [16, 8], 'BF16', rand), randomTensor(`${experts}.gate_up_proj`, [2, 8, 12], 'BF16', rand)], {
+      architectures: ['GptOssForCausalLM'], model_type: 'gpt_oss', hidden_size: 8, intermediate_size: 6, num_local_experts: 2, num_hidden_layers: 1, vocab_size: 16,
+    });
+    // PEFT's ParamWrapper: lora_A (r·E, ·), lora_B (·, r·E), r 2 from the config.
+    const onExperts = (a: number[], b: number[]) => peftFolder({ r: 2, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.experts.gate_up_proj'], lora_dropout: 0, peft_version: '0.17.1' }, [
+      randomTensor(`${P}.${experts}.lora_A.weight`, a, 'F32', rand), randomTensor(`${P}.${experts}.lora_B.weight`, b, 'F32', rand),
+    ]);
+    expect(await problems(base, onExperts([4, 8], [12, 4]))).toEqual([]);
+    const m = `adapter: module "${experts}.gate_up_proj": on ${experts}.gate_up_proj`;
+    expect(await problems(base, onExperts([6, 8], [12, 6]))).toEqual([`${m}: lora_A (6, 8) holds 3 experts of rank 2; the base tensor (2, 8, 12) is not (3, ·, ·)`]);
+    expect(await problems(base, onExperts([4, 7], [12, 4]))).toEqual([`${m}: lora_A (4, 7) and lora_B (12, 4) fit neither (E, out, in) nor (E, in, out) of the base tensor (2, 8, 12)`]);
+  });
+
   it('refuses a lora_B bias on a base whose bias is stored as integers, naming the base bias and its dtype', async () => {
     // A Qwen2 layer (q_proj has a bias); the bias here holds I32 values, which the merge cannot add floats to.
     const t = (name: string, shape: number[], dtype: 'F32' | 'I32' = 'F32') => randomTensor(name, shape, dtype, rand);
