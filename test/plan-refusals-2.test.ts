@@ -139,6 +139,14 @@ function tokens37(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses an embedding LoRA (lora_embedding_A/B) on a 1-D base tensor, naming the module and both shapes', async () => {
+    // PEFT saves lora_embedding_A/B for an nn.Embedding, a (vocabulary, dim) weight; model.norm's is a vector.
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['norm'] }, [
+      randomTensor(`${P}.model.norm.lora_embedding_A`, [2, 16], 'F32', rand), randomTensor(`${P}.model.norm.lora_embedding_B`, [8, 2], 'F32', rand),
+    ]);
+    expect(await problems(llama(), adapter)).toEqual(['adapter: module "model.norm": ΔW (8, 16) does not fit base model.norm.weight (8): expected a 2-D (in, out) weight']);
+  });
+
   it('refuses target_parameters LoRA factors on fused experts that hold another expert count or fit neither side, naming the factors and the tensor', async () => {
     // gpt-oss as transformers stores it: experts.gate_up_proj (E, hidden, 2·intermediate), 2 experts, hidden 8.
     const experts = 'model.layers.0.mlp.experts';
