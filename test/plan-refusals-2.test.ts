@@ -139,6 +139,21 @@ function tokens37(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses a single-file LoRA holding two down factors for one module (PEFT\'s and kohya\'s names), naming the module and both tensors', async () => {
+    // diffusers' form (PEFT key names without base_model.model.), with a kohya-named lora_down of the same module beside it.
+    const q = 'model.layers.0.self_attn.q_proj';
+    const file = (extra: string[]) => ({
+      'adapter.safetensors': buildSafetensors([
+        randomTensor(`${q}.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`${q}.lora_B.weight`, [8, 2], 'F32', rand),
+        ...extra.map((name) => randomTensor(name, [2, 8], 'F32', rand)),
+      ]),
+    });
+    expect(await refusal(llama(), file([]))).toBe('');
+    expect(await refusal(llama(), file([`${q}.lora_down.weight`]))).toBe(
+      `adapter/adapter.safetensors: module "${q}" has two down tensors ("${q}.lora_A.weight" and "${q}.lora_down.weight")`,
+    );
+  });
+
   it('refuses an embedding LoRA (lora_embedding_A/B) on a 1-D base tensor, naming the module and both shapes', async () => {
     // PEFT saves lora_embedding_A/B for an nn.Embedding, a (vocabulary, dim) weight; model.norm's is a vector.
     const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['norm'] }, [
