@@ -139,6 +139,17 @@ function tokens37(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses a LoRA none of whose modules lands in the base (text-encoder modules on a Flux transformer file), naming the count and the component', async () => {
+    // diffusers' key names for CLIP-L's q_proj; flux1-dev.safetensors holds the transformer only.
+    const te = 'text_encoder.text_model.encoder.layers.0.self_attn';
+    const lora = { 'te.safetensors': buildSafetensors(['q_proj', 'k_proj'].flatMap((m) => [
+      randomTensor(`${te}.${m}.lora_A.weight`, [2, 12], 'F32', rand), randomTensor(`${te}.${m}.lora_B.weight`, [12, 2], 'F32', rand),
+    ])) };
+    expect(await problems({ 'flux1-dev.safetensors': buildSafetensors(fluxBflTensors(rand, 'BF16')) }, lora)).toEqual([
+      'adapter: none of its 2 modules lands in this base (they name text encoder 1 (CLIP-L), which the base does not hold (it holds the UNet/transformer))',
+    ]);
+  });
+
   it('refuses a single-file LoRA holding two down factors for one module (PEFT\'s and kohya\'s names), naming the module and both tensors', async () => {
     // diffusers' form (PEFT key names without base_model.model.), with a kohya-named lora_down of the same module beside it.
     const q = 'model.layers.0.self_attn.q_proj';
