@@ -139,6 +139,23 @@ function tokens37(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses an adapter that saved its own bias (bias "all") after another adapter\'s lora_B bias updates it, naming the bias and the other adapter', async () => {
+    const t = (name: string, shape: number[]) => randomTensor(name, shape, 'F32', rand);
+    const q = 'model.layers.0.self_attn.q_proj';
+    const base = hfModelFolder([t('model.embed_tokens.weight', [16, 8]), t(`${q}.weight`, [8, 8]), t(`${q}.bias`, [8]), t('model.norm.weight', [8])], {
+      architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, vocab_size: 16, tie_word_embeddings: false,
+    });
+    const factors = () => [t(`${P}.${q}.lora_A.weight`, [2, 8]), t(`${P}.${q}.lora_B.weight`, [8, 2]), t(`${P}.${q}.lora_B.bias`, [8])];
+    const other = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], lora_bias: true }, factors());
+    // bias "all": PEFT trains every bias of the model and saves them under their own names.
+    const own = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], lora_bias: true, bias: 'all' }, [...factors(), t(`${P}.${q}.bias`, [8])]);
+    expect(await problemsOfMany(base, { own, other })).toEqual([]);
+    expect(await problemsOfMany(base, { other, own })).toEqual([
+      `own: module "${q}": the adapter saved ${q}.bias, which other already updates`,
+      `own: replaces ${q}.bias, which other (module "${q}") also updates with LoRA`,
+    ]);
+  });
+
   it('refuses a LoRA none of whose modules lands in the base (text-encoder modules on a Flux transformer file), naming the count and the component', async () => {
     // diffusers' key names for CLIP-L's q_proj; flux1-dev.safetensors holds the transformer only.
     const te = 'text_encoder.text_model.encoder.layers.0.self_attn';
