@@ -139,6 +139,20 @@ function tokens37(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses a bias diff alone on a weight another module of the same file already changes, naming both modules', async () => {
+    // One layer under ComfyUI's name (a LoRA) and under kohya's (a diff_b alone), as a file joined from two sources holds it.
+    const h = FLUX.h;
+    const base = { 'flux1-dev.safetensors': buildSafetensors(fluxBflTensors(rand, 'BF16')) };
+    const lora = { 'mixed.safetensors': buildSafetensors([
+      randomTensor('diffusion_model.double_blocks.0.img_attn.proj.lora_down.weight', [2, h], 'F32', rand),
+      randomTensor('diffusion_model.double_blocks.0.img_attn.proj.lora_up.weight', [h, 2], 'F32', rand),
+      randomTensor('lora_unet_double_blocks_0_img_attn_proj.diff_b', [h], 'F32', rand),
+    ]) };
+    expect(await problems(base, lora)).toEqual([
+      'adapter: module "lora_unet_double_blocks_0_img_attn_proj": targets double_blocks.0.img_attn.proj.weight, as module "diffusion_model.double_blocks.0.img_attn.proj" of the same adapter does',
+    ]);
+  });
+
   it('refuses an adapter that saved its own bias (bias "all") after another adapter\'s lora_B bias updates it, naming the bias and the other adapter', async () => {
     const t = (name: string, shape: number[]) => randomTensor(name, shape, 'F32', rand);
     const q = 'model.layers.0.self_attn.q_proj';
