@@ -139,6 +139,16 @@ function tokens37(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses a TRAINABLE_TOKENS adapter whose config has no token_indices, naming the config: it does not say which rows its deltas set', async () => {
+    const adapter = (indices?: number[]) => ({
+      'adapter_config.json': JSON.stringify({ peft_type: 'TRAINABLE_TOKENS', task_type: 'CAUSAL_LM', ...(indices ? { token_indices: indices } : {}), target_modules: ['embed_tokens'] }),
+      'adapter_model.safetensors': buildSafetensors([randomTensor(`${P}.model.embed_tokens.trainable_tokens_delta`, [2, 8], 'F32', rand)]),
+    });
+    expect(await refusal(llama(), adapter([3, 7]))).toBe('');
+    // A config written by hand without the field (PEFT writes the list it trained).
+    expect(await refusal(llama(), adapter())).toBe('adapter/adapter_config.json: TRAINABLE_TOKENS config has no "token_indices"');
+  });
+
   it('refuses a bias diff alone on a weight another module of the same file already changes, naming both modules', async () => {
     // One layer under ComfyUI's name (a LoRA) and under kohya's (a diff_b alone), as a file joined from two sources holds it.
     const h = FLUX.h;
