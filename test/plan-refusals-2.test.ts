@@ -139,6 +139,20 @@ function tokens37(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses trainable_token_indices that are not token indices (a negative, a repeat, neither list nor object), naming the field', async () => {
+    // LoraConfig's trainable_token_indices: a list of token ids, or an object of module name → list.
+    const withIndices = (indices: unknown) => peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], trainable_token_indices: indices }, [
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_A.weight`, [2, 8], 'F32', rand),
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [8, 2], 'F32', rand),
+      randomTensor(`${P}.model.embed_tokens.token_adapter.trainable_tokens_delta`, [2, 8], 'F32', rand),
+    ]);
+    const file = 'adapter/adapter_config.json';
+    expect(await refusal(llama(), withIndices({ embed_tokens: [3, 7] }))).toBe('');
+    expect(await refusal(llama(), withIndices([3, -7]))).toBe(`${file}: "trainable_token_indices" must be a list of token indices (integers ≥ 0)`);
+    expect(await refusal(llama(), withIndices({ embed_tokens: [3, 3] }))).toBe(`${file}: "trainable_token_indices"["embed_tokens"] lists token 3 twice`);
+    expect(await refusal(llama(), withIndices('3,7'))).toBe(`${file}: "trainable_token_indices" must be a list of token indices or an object of module name → list`);
+  });
+
   it('refuses a TRAINABLE_TOKENS adapter whose config has no token_indices, naming the config: it does not say which rows its deltas set', async () => {
     const adapter = (indices?: number[]) => ({
       'adapter_config.json': JSON.stringify({ peft_type: 'TRAINABLE_TOKENS', task_type: 'CAUSAL_LM', ...(indices ? { token_indices: indices } : {}), target_modules: ['embed_tokens'] }),
