@@ -139,6 +139,19 @@ function tokens37(): Files {
 }
 
 describe('plan refusals (2)', () => {
+  it('refuses adapter_config.json fields of a type LoraConfig cannot load (bias, a flag, a name list, a pattern table), naming the field and the value', async () => {
+    const withConfig = (fields: object) => peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], ...fields }, [
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_A.weight`, [2, 8], 'F32', rand),
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [8, 2], 'F32', rand),
+    ]);
+    const file = 'adapter/adapter_config.json';
+    expect(await refusal(llama(), withConfig({ bias: 'none', use_rslora: false, modules_to_save: null, rank_pattern: {} }))).toBe('');
+    expect(await refusal(llama(), withConfig({ bias: 'lora' }))).toBe(`${file}: "bias" must be "none", "all" or "lora_only", got "lora"`);
+    expect(await refusal(llama(), withConfig({ use_rslora: 'true' }))).toBe(`${file}: "use_rslora" must be true or false, got "true"`);
+    expect(await refusal(llama(), withConfig({ modules_to_save: 'lm_head' }))).toBe(`${file}: "modules_to_save" must be a list of module names`);
+    expect(await refusal(llama(), withConfig({ rank_pattern: [['q_proj', 4]] }))).toBe(`${file}: "rank_pattern" must be an object`);
+  });
+
   it('refuses trainable_token_indices that are not token indices (a negative, a repeat, neither list nor object), naming the field', async () => {
     // LoraConfig's trainable_token_indices: a list of token ids, or an object of module name → list.
     const withIndices = (indices: unknown) => peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], trainable_token_indices: indices }, [
