@@ -139,7 +139,7 @@ function tokens37(): Files {
 }
 
 describe('plan refusals (2)', () => {
-  it('refuses target_modules and layers_to_transform of a type PEFT cannot use, and a module with no layer index under layers_to_transform, naming each', async () => {
+  it('refuses target_modules and layers_to_transform of a type PEFT cannot use, a pattern past the length limit, and a module with no layer index under layers_to_transform, naming each', async () => {
     const q = `${P}.model.layers.0.self_attn.q_proj`;
     const adapter = (fields: object, withEmbedding = false) => peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], ...fields }, [
       randomTensor(`${q}.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`${q}.lora_B.weight`, [8, 2], 'F32', rand),
@@ -149,6 +149,12 @@ describe('plan refusals (2)', () => {
     expect(await refusal(llama(), adapter({ target_modules: ['q_proj', 'embed_tokens'] }, true))).toBe('');
     expect(await refusal(llama(), adapter({ target_modules: 7 }))).toBe(`${file}: "target_modules" must be a list of module names or a pattern string, got 7`);
     expect(await refusal(llama(), adapter({ layers_to_transform: '0' }))).toBe(`${file}: "layers_to_transform" must be a layer index or a list of layer indexes, got "0"`);
+    // A pattern past MAX_PATTERN_LENGTH (1000) and its 40-character allowance is refused before it is compiled.
+    const long = `.*\\.(q_proj|${Array.from({ length: 120 }, (_, i) => `unused_${i}`).join('|')})`;
+    expect(long.length).toBeGreaterThan(1040);
+    expect(await refusal(llama(), adapter({ target_modules: long }))).toBe(
+      `${file}: target_modules "${long.slice(0, 80)}…" is ${long.length} characters long, above the limit of 1000 (MAX_PATTERN_LENGTH)`,
+    );
     // Under layers_to_transform PEFT keeps a module matched by its last names only where its name has a listed layer index: embed_tokens has none.
     expect(await refusal(llama(), adapter({ target_modules: ['q_proj', 'embed_tokens'], layers_to_transform: [0] }, true))).toBe(
       `${file}: module "model.embed_tokens" is in adapter/adapter_model.safetensors but is targeted by target_modules ["q_proj","embed_tokens"] but has no layer index for layers_to_transform [0]; PEFT would leave its tensors unused, so this adapter cannot have been trained as PEFT loads it — fix adapter_config.json or remove the module`,
