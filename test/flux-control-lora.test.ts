@@ -204,13 +204,16 @@ describe('refused, one line naming the tensor', () => {
     ]);
   });
 
-  it('an img_in stored as scaled fp8 (code × scale_weight): widening it is refused, naming the weight', async () => {
-    const base = fluxDevBfl(rand, 'F8_E4M3');
-    const scales = base.filter((t) => t.dtype === 'F8_E4M3').map((t): FixtureTensor => ({ name: t.name.replace(/\.weight$/, '.scale_weight'), dtype: 'F32', shape: [], data: [1 / 64] }));
-    expect(await refusals([...base, ...scales, { name: 'scaled_fp8', dtype: 'F8_E4M3', shape: [0], data: [] }], controlLora(rand))).toEqual([
-      expect.stringMatching(/module "diffusion_model\.img_in": widening img_in\.weight \(8, 16\) to 32 input columns is not supported on the scaled fp8 weight img_in\.weight.*; merge into a safetensors base in F32, F16, BF16 or plain fp8$/),
-    ]);
-  });
+  // e4m3fn files are merged in real values and quantized again; e5m2 ones in place (code + ΔW / scale), which the plan refuses itself.
+  for (const dtype of ['F8_E4M3', 'F8_E5M2'] as const) {
+    it(`an img_in stored as scaled fp8 (${dtype} code × scale_weight): widening it is refused, naming the weight`, async () => {
+      const base = fluxDevBfl(rand, dtype);
+      const scales = base.filter((t) => t.dtype === dtype).map((t): FixtureTensor => ({ name: t.name.replace(/\.weight$/, '.scale_weight'), dtype: 'F32', shape: [], data: [1 / 64] }));
+      expect(await refusals([...base, ...scales, { name: 'scaled_fp8', dtype, shape: [0], data: [] }], controlLora(rand))).toEqual([
+        expect.stringMatching(/module "diffusion_model\.img_in": widening img_in\.weight \(8, 16\) to 32 input columns is not supported on the scaled fp8 weight img_in\.weight.*; merge into a safetensors base in F32, F16, BF16 or plain fp8$/),
+      ]);
+    });
+  }
 
   it('a plain LoRA on img_in after the control LoRA has widened it', async () => {
     const plain = [tensor(rand, 'lora_unet_img_in.lora_down.weight', [R, IN], 'BF16'), tensor(rand, 'lora_unet_img_in.lora_up.weight', [H, R], 'BF16')];

@@ -1095,6 +1095,17 @@ describe('PEFT on a deepseek2 GGUF: what cannot land on the split kv_b_proj', ()
     expect(messages[0]).toContain('each transposed');
     expect(messages[1]).toContain('blk.0.attn_v_b.weight');
   });
+
+  it('refuses a fan_in_fan_out kv_b_proj LoRA, naming both split tensors: ΔW stored (in, out) cannot land on rows stored transposed', async () => {
+    // fan_in_fan_out: true says the LoRA's ΔW is applied transposed ((in, out), GPT-2's Conv1D); no block
+    // of attn_k_b nor row run of attn_v_b is a whole (in, out) weight it could be laid on.
+    const messages = await problems(cellPeftAdapter(v3, [kvB0], { fan_in_fan_out: true }).files);
+    const dw = `(${kvB0.out}, ${KV_RANK})`;
+    expect(messages).toEqual([
+      `lora: module "${kvB0.module}": ΔW ${dw} does not fit base blk.0.attn_k_b.weight (${HEADS * KV_RANK}, ${NOPE}): only a linear module's ΔW can land on blocks of its rows stored transposed`,
+      `lora: module "${kvB0.module}": ΔW ${dw} does not fit base blk.0.attn_v_b.weight (${HEADS * V}, ${KV_RANK}): rows of a weight stored (in, out) cannot be placed`,
+    ]);
+  });
 });
 
 it('refuses DoRA on a mistral4 GGUF\'s kv_b_proj, which the converter splits as DeepSeek\'s, naming the module', async () => {

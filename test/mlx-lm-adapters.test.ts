@@ -12,7 +12,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mergeFolders } from './helpers/cli.js';
 import { buildSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
 import { mergeIntoFolder } from './helpers/merged-folder.js';
 import { readGguf, tensorValues } from './helpers/gguf-builder.js';
@@ -459,6 +459,32 @@ describe('mlx-community quantized bases', () => {
     ]);
     const mxfp4 = { ...base, 'config.json': JSON.stringify({ ...config, quantization: { group_size: 32, bits: 4, mode: 'mxfp4' } }) };
     expect(await refusalsInMemory({ backend: backends.cpu!, base: mxfp4, adapters: [{ files: adapter }], outDtype: 'BF16' })).toEqual([expect.stringMatching(/quantization\.mode "mxfp4" is not read \(only "affine"\)/)]);
+  });
+
+  it('refused: trainable tokens on a quantized embedding, naming the weight (rows are set outright, not added)', async () => {
+    // PEFT's trainable_token_indices on embed_tokens; the embedding here is mlx's 4-bit codes.
+    const tokens = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], trainable_token_indices: [1, 3] }, [
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [2, IN], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [6, 2], 'F32', rand),
+      randomTensor('base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta', [2, IN], 'F32', rand),
+    ]);
+    expect(await refusalsInMemory({ backend: backends.cpu!, base, adapters: [{ files: tokens }], outDtype: 'BF16' })).toEqual([
+      'adapter0: module "model.embed_tokens.weight": setting rows of the mlx affine weight model.embed_tokens.weight is not supported; merge it into the unquantized model',
+    ]);
+  });
+
+  it('refused: a LoRA on the head of a tied model whose embedding is uint32 codes the merge does not read, naming the embedding', async () => {
+    // A tied model (mlx-community's Qwen2.5-0.5B-Instruct-4bit is one) stores no lm_head: a LoRA on the head alone
+    // unties it, writing the head from the embedding. Without config.json's quantization the codes are not read as
+    // weights (the refusal above), so no head can be written from them.
+    const { quantization: _, quantization_config: __, ...unquantized } = config;
+    const tied = hfModelFolder([...embed.tensors, ...q.tensors, ...k.tensors, norm], { ...unquantized, tie_word_embeddings: true });
+    const head = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['lm_head'] }, [
+      randomTensor('base_model.model.lm_head.lora_A.weight', [2, IN], 'F32', rand), randomTensor('base_model.model.lm_head.lora_B.weight', [5, 2], 'F32', rand),
+    ]);
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: tied, adapters: [{ files: head }], outDtype: 'BF16' })).toEqual([
+      'base: the tied embedding model.embed_tokens.weight is U32; only a float one can be written as the head too',
+    ]);
   });
 });
 
