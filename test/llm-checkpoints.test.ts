@@ -539,6 +539,45 @@ describe('LoRA on fused expert tensors', () => {
   });
 });
 
+describe('LoRA on a 2-D parameter (target_parameters)', () => {
+  // openai-community/gpt2's names; its attention and MLP are transformers' Conv1D, stored (in, out).
+  const gpt2: FixtureTensor[] = [
+    randomTensor('wte.weight', [16, 8], 'BF16', rand), randomTensor('h.0.attn.c_attn.weight', [8, 24], 'BF16', rand),
+    randomTensor('h.0.mlp.c_fc.weight', [8, 32], 'BF16', rand), randomTensor('h.0.mlp.c_fc.bias', [32], 'BF16', rand),
+    randomTensor('ln_f.weight', [8], 'BF16', rand),
+  ];
+  const GPT2_CONFIG = { architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: 8, n_head: 2, n_layer: 1, vocab_size: 16, torch_dtype: 'bfloat16' };
+  const config = { r: 2, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.c_fc.weight'], lora_dropout: 0, peft_version: '0.17.1' };
+  const m = 'base_model.model.transformer.h.0.mlp.c_fc';
+
+  for (const kind of KINDS) {
+    it(`on a GPT-2 Conv1D weight: PEFT's ParamWrapper takes any 2-D parameter as (out, in), so B·A is added as stored, on ${kind}`, async () => {
+      // tuners/lora/layer.py ParamWrapper: a 2-D parameter gives in_features = shape[1], out_features =
+      // shape[0], and get_delta_weight is Linear's (fan_in_fan_out must be false), added to the parameter
+      // as it is; dispatch_default builds it before any Conv1D rule, so the layer's (in, out) storage
+      // plays no part. Here that is ΔW (8, 32) on c_fc.weight (8, 32), scale 4 / 2.
+      const adapter = [randomTensor(`${m}.lora_A.weight`, [2, 32], 'F32', rand, 0.5), randomTensor(`${m}.lora_B.weight`, [8, 2], 'F32', rand, 0.5)];
+      const prepared = await prepare(hfModelFolder(gpt2, GPT2_CONFIG), [peftFolder(config, adapter)]);
+      expect(prepared.plan.problems).toEqual([]);
+      const merged = await merge(prepared, kind);
+      const a = decoded(adapter);
+      const b = decoded(gpt2);
+      const key = 'h.0.mlp.c_fc.weight';
+      expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, [2, product(a.get(`${m}.lora_B.weight`)!, a.get(`${m}.lora_A.weight`)!)]));
+      expectUnchanged(merged, b, [key]);
+    });
+  }
+
+  it('factors laid as (in, out) for the Conv1D do not fit the parameter ParamWrapper sees, and are refused', async () => {
+    const adapter = [randomTensor(`${m}.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`${m}.lora_B.weight`, [32, 2], 'F32', rand)];
+    const prepared = await prepare(hfModelFolder(gpt2, GPT2_CONFIG), [peftFolder(config, adapter)]);
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      'adapter1: module "transformer.h.0.mlp.c_fc.weight": ΔW (32, 8) does not fit base h.0.mlp.c_fc.weight (8, 32): ΔW has 32 rows (outputs), the base 8',
+    ]);
+  });
+});
+
 // --- the command line ----------------------------------------------------------------------------
 
 describe('the command line on an LLM folder', () => {

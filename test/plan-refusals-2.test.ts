@@ -75,17 +75,6 @@ async function refusal(base: Files, adapter: Files): Promise<string> {
   }
 }
 
-/** A one-block GPT-2 (n_embd 8): its attention and MLP are transformers' Conv1D, weights stored (in, out), named as openai-community/gpt2 stores them. */
-function gpt2(): Files {
-  const t = (name: string, shape: number[]) => randomTensor(name, shape, 'F32', rand);
-  return hfModelFolder([
-    t('wte.weight', [16, 8]), t('wpe.weight', [4, 8]), t('h.0.ln_1.weight', [8]), t('h.0.ln_1.bias', [8]),
-    t('h.0.attn.c_attn.weight', [8, 24]), t('h.0.attn.c_attn.bias', [24]), t('h.0.attn.c_proj.weight', [8, 8]), t('h.0.attn.c_proj.bias', [8]),
-    t('h.0.mlp.c_fc.weight', [8, 32]), t('h.0.mlp.c_fc.bias', [32]), t('h.0.mlp.c_proj.weight', [32, 8]), t('h.0.mlp.c_proj.bias', [8]),
-    t('ln_f.weight', [8]), t('ln_f.bias', [8]),
-  ], { architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: 8, n_head: 2, n_layer: 1, n_positions: 4, vocab_size: 16 });
-}
-
 /**
  * Flux (BFL names) as Comfy-Org's scaled fp8 files store it: each 2-D weight in `dtype` codes of
  * W / s, its `scale_weight` s (F32, shape ()) beside it, the zero-size `scaled_fp8` marker.
@@ -396,19 +385,6 @@ describe('plan refusals (2)', () => {
     // e4m3fn files are merged in real values and quantized again (scaled-fp8-output.ts): only additions are.
     expect(await problems(scaledFp8Flux('F8_E4M3'), ia3OnTxtMlp2())).toEqual([
       'adapter: module "lora_unet_double_blocks_1_txt_mlp_2": (IA)³ maps the weight itself; on the scaled fp8 weight double_blocks.1.txt_mlp.2.weight it is not supported; merge it into the unquantized model',
-    ]);
-  });
-
-
-  it('refuses a target_parameters LoRA on a GPT-2 Conv1D weight, naming the weight, the model type and fan_in_fan_out', async () => {
-    // The plan follows PEFT's Conv1D rule (fan_in_fan_out turned on, ΔW transposed) only for lora_A/B on
-    // the layer itself; factors on the bare parameter (ParamWrapper) with the flag off are refused, not guessed.
-    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.c_fc.weight'], lora_dropout: 0, peft_version: '0.17.1' }, [
-      randomTensor('base_model.model.transformer.h.0.mlp.c_fc.lora_A.weight', [2, 32], 'F32', rand),
-      randomTensor('base_model.model.transformer.h.0.mlp.c_fc.lora_B.weight', [8, 2], 'F32', rand),
-    ]);
-    expect(await problems(gpt2(), adapter)).toEqual([
-      'adapter: module "transformer.h.0.mlp.c_fc.weight": "h.0.mlp.c_fc.weight" is transformers\' Conv1D, stored (in, out), in a gpt2 model, and the config\'s fan_in_fan_out is false: PEFT\'s LoRA dispatcher is not one this tool follows there — set "fan_in_fan_out": true in adapter_config.json',
     ]);
   });
 });

@@ -432,7 +432,9 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           // applies ΔW transposed (the method's wraps.fanInFanOutByLayer). Their ΔW is laid on the
           // weight by the view alone, so the flag is set here, where the base's config.json names the layer.
           module = { ...module, fanInFanOut: true };
-        } else if (named === 'Conv1D' && adapter.format === 'peft' && !module.fanInFanOut) {
+        } else if (named === 'Conv1D' && adapter.format === 'peft' && !module.fanInFanOut && !module.address.tensor) {
+          // (A target_parameters LoRA is PEFT's ParamWrapper, built before any layer rule: it takes
+          // the 2-D parameter as (out, in) whatever the layer, so B·A lies on the stored tensor as is.)
           fail('UNSUPPORTED_FORMAT', `"${baseKey}" is transformers' Conv1D, stored (in, out), in a ${base.modelType} model, and the config's fan_in_fan_out is false: PEFT's ${moduleTitle(module)} dispatcher is not one this tool follows there — set "fan_in_fan_out": true in adapter_config.json`);
           continue;
         } else if (named === undefined && base.modelType !== undefined && module.fanInFanOut && resetsFlag && info.shape.length === 2) {
