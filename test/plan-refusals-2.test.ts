@@ -146,7 +146,7 @@ describe('plan refusals (2)', () => {
     );
     // Under layers_to_transform PEFT keeps a module matched by its last names only where its name has a listed layer index: embed_tokens has none.
     expect(await refusal(llama(), adapter({ target_modules: ['q_proj', 'embed_tokens'], layers_to_transform: [0] }, true))).toBe(
-      `${file}: module "model.embed_tokens" is in adapter/adapter_model.safetensors but is targeted by target_modules ["q_proj","embed_tokens"] but has no layer index for layers_to_transform [0]; PEFT would leave its tensors unused, so this adapter cannot have been trained as PEFT loads it — fix adapter_config.json or remove the module`,
+      `${file}: module "model.embed_tokens" is in adapter/adapter_model.safetensors but is targeted by target_modules ["q_proj","embed_tokens"], with no layer index for layers_to_transform [0]; PEFT would leave its tensors unused, so this adapter cannot have been trained as PEFT loads it — fix adapter_config.json or remove the module`,
     );
   });
 

@@ -97,7 +97,7 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
           break;
         }
       }
-      if (index === undefined) return `targeted by ${shownTarget} but has no layer index ${patternList.length === 0 ? '' : `after layers_pattern ${JSON.stringify(layerPatterns)} `}for layers_to_transform ${JSON.stringify(raw.layers_to_transform)}`;
+      if (index === undefined) return `targeted by ${shownTarget}, with no layer index ${patternList.length === 0 ? '' : `after layers_pattern ${JSON.stringify(layerPatterns)} `}for layers_to_transform ${JSON.stringify(raw.layers_to_transform)}`;
       return layers.includes(index) ? undefined : `outside layers_to_transform ${JSON.stringify(raw.layers_to_transform)} (layer ${index})`;
     },
   };
