@@ -5,43 +5,15 @@
  * config.json — broken in one way, and the plan must name what is wrong rather than merge it.
  */
 import { describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { buildSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { FLUX, fluxBflTensors } from './helpers/diffusion-fixtures.js';
 import { hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
+import { planProblems, planRefusal, type Files } from './helpers/plan-problems.js';
 
 const rand = seededRandom(20261206);
-type Files = Record<string, string | Uint8Array>;
 
-/** The plan's problems (messages) for `adapter` on `base`, with the files closed again. */
-async function problems(base: Files, adapter: Files): Promise<string[]> {
-  const prepared = await prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter') }]);
-  try {
-    return prepared.plan.problems.map((p) => p.message);
-  } finally {
-    await prepared.close();
-  }
-}
-
-/** The plan's problems for several adapters (named by their keys) merged in that order on `base`. */
-async function problemsOfMany(base: Files, adapters: Record<string, Files>): Promise<string[]> {
-  const prepared = await prepareMerge(memoryInputFileSet(base, 'base'), Object.entries(adapters).map(([name, files]) => ({ files: memoryInputFileSet(files, name) })));
-  try {
-    return prepared.plan.problems.map((p) => p.message);
-  } finally {
-    await prepared.close();
-  }
-}
-
-/** The MergeError prepareMerge throws for several adapters (named by their keys) on `base`, as text ('' if none). */
-async function refusalOfMany(base: Files, adapters: Record<string, Files>): Promise<string> {
-  try {
-    await (await prepareMerge(memoryInputFileSet(base, 'base'), Object.entries(adapters).map(([name, files]) => ({ files: memoryInputFileSet(files, name) })))).close();
-    return '';
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
+const problems = (base: Files, adapter: Files) => planProblems(base, { adapter });
+const refusal = (base: Files, adapter: Files) => planRefusal(base, { adapter });
 
 /** A one-layer Llama folder (hidden 8, vocabulary 16), F32, with config.json as transformers writes it. */
 function llama(extra: Files = {}): Files {
@@ -63,16 +35,6 @@ function loraOnQ(extra: Files = {}): Files {
     randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [2, 8], 'F32', rand),
     randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [8, 2], 'F32', rand),
   ], extra);
-}
-
-/** The MergeError prepareMerge throws for `adapter` on `base`, as text ('' if none). */
-async function refusal(base: Files, adapter: Files): Promise<string> {
-  try {
-    await (await prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter') }])).close();
-    return '';
-  } catch (e) {
-    return (e as Error).message;
-  }
 }
 
 /**
@@ -211,8 +173,8 @@ describe('plan refusals (2)', () => {
     const other = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], lora_bias: true }, factors());
     // bias "all": PEFT trains every bias of the model and saves them under their own names.
     const own = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], lora_bias: true, bias: 'all' }, [...factors(), t(`${P}.${q}.bias`, [8])]);
-    expect(await problemsOfMany(base, { own, other })).toEqual([]);
-    expect(await problemsOfMany(base, { other, own })).toEqual([
+    expect(await planProblems(base, { own, other })).toEqual([]);
+    expect(await planProblems(base, { other, own })).toEqual([
       `own: module "${q}": the adapter saved ${q}.bias, which other already updates`,
       `own: replaces ${q}.bias, which other (module "${q}") also updates with LoRA`,
     ]);
@@ -307,17 +269,17 @@ describe('plan refusals (2)', () => {
     const head = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['lm_head'] }, [
       randomTensor(`${P}.lm_head.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`${P}.lm_head.lora_B.weight`, [16, 2], 'F32', rand),
     ]);
-    expect(await problemsOfMany(llama(), { saved: savingWhole('lm_head') })).toEqual([]);
-    expect(await problemsOfMany(llama(), { saved: savingWhole('lm_head'), head })).toEqual([
+    expect(await planProblems(llama(), { saved: savingWhole('lm_head') })).toEqual([]);
+    expect(await planProblems(llama(), { saved: savingWhole('lm_head'), head })).toEqual([
       'saved: replaces lm_head.weight, which head (module "lm_head") also updates with LoRA',
     ]);
   });
 
   it('refuses trainable tokens beside another adapter that changes the same embedding, naming the tensor and the other adapter', async () => {
-    expect(await problemsOfMany(llama(), { tokens: tokens37(), embedding: loraOnEmbedding() })).toEqual([
+    expect(await planProblems(llama(), { tokens: tokens37(), embedding: loraOnEmbedding() })).toEqual([
       'tokens: sets rows of model.embed_tokens.weight (trainable tokens), and embedding (module "model.embed_tokens") also updates it; merge them one after the other',
     ]);
-    expect(await problemsOfMany(llama(), { tokens: tokens37(), saved: savingWhole('embed_tokens') })).toEqual([
+    expect(await planProblems(llama(), { tokens: tokens37(), saved: savingWhole('embed_tokens') })).toEqual([
       'tokens: sets rows of model.embed_tokens.weight (trainable tokens), and saved replaces it whole; merge them one after the other',
     ]);
   });
@@ -325,8 +287,8 @@ describe('plan refusals (2)', () => {
   it('refuses an adapter that saved its own embedding (save_embedding_layers) after another adapter updates it, naming both and the order to take', async () => {
     // PEFT's save_embedding_layers writes the embedding its LoRA was trained on as embed_tokens.base_layer.weight.
     const own = loraOnEmbedding([randomTensor(`${P}.model.embed_tokens.base_layer.weight`, [16, 8], 'F32', rand)]);
-    expect(await problemsOfMany(llama(), { own, other: loraOnEmbedding() })).toEqual([]);
-    expect(await problemsOfMany(llama(), { other: loraOnEmbedding(), own })).toEqual([
+    expect(await planProblems(llama(), { own, other: loraOnEmbedding() })).toEqual([]);
+    expect(await planProblems(llama(), { other: loraOnEmbedding(), own })).toEqual([
       `own: module "model.embed_tokens": own saved model.embed_tokens.weight (${P}.model.embed_tokens.base_layer.weight), which other already updates; merge own first`,
       'own: replaces model.embed_tokens.weight, which other (module "model.embed_tokens") also updates with LoRA',
     ]);
@@ -357,8 +319,8 @@ describe('plan refusals (2)', () => {
     const head = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['lm_head'] }, [
       randomTensor('base_model.model.lm_head.lora_A.weight', [2, 8], 'F32', rand), randomTensor('base_model.model.lm_head.lora_B.weight', [16, 2], 'F32', rand),
     ]);
-    expect(await refusalOfMany(tied, { tied: ensured })).toBe('');
-    expect(await refusalOfMany(tied, { tied: ensured, head })).toBe(
+    expect(await planRefusal(tied, { tied: ensured })).toBe('');
+    expect(await planRefusal(tied, { tied: ensured, head })).toBe(
       'tied was trained with ensure_weight_tying (its head follows model.embed_tokens.weight), but another change unties the two; merge the adapters one after the other',
     );
   });
@@ -367,12 +329,12 @@ describe('plan refusals (2)', () => {
     // A trainer saves the tokenizer beside the adapter when it changed it (a chat template, added tokens).
     const chatml = { 'tokenizer_config.json': JSON.stringify({ model_max_length: 64, chat_template: '{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}' }) };
     const llama3 = { 'tokenizer_config.json': JSON.stringify({ model_max_length: 64, chat_template: '{% for m in messages %}<|start_header_id|>{{ m.content }}{% endfor %}' }) };
-    expect(await problemsOfMany(llama(), { first: loraOnQ(chatml), second: loraOnQ(chatml) })).toEqual([]);
-    expect(await problemsOfMany(llama(), { first: loraOnQ(chatml), second: loraOnQ(llama3) })).toEqual([
+    expect(await planProblems(llama(), { first: loraOnQ(chatml), second: loraOnQ(chatml) })).toEqual([]);
+    expect(await planProblems(llama(), { first: loraOnQ(chatml), second: loraOnQ(llama3) })).toEqual([
       "second: carries tokenizer files that differ from first's; merge them one after the other",
     ]);
     // The same tokenizer_config.json and one more file (a BPE tokenizer's vocab.json): another tokenizer all the same.
-    expect(await problemsOfMany(llama(), { first: loraOnQ(chatml), second: loraOnQ({ ...chatml, 'vocab.json': '{"<s>": 0}' }) })).toEqual([
+    expect(await planProblems(llama(), { first: loraOnQ(chatml), second: loraOnQ({ ...chatml, 'vocab.json': '{"<s>": 0}' }) })).toEqual([
       "second: carries tokenizer files that differ from first's; merge them one after the other",
     ]);
   });

@@ -9,19 +9,12 @@ import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { buildSafetensors, seededRandom, type FixtureDType } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
 import { buildGguf, randomTensors } from './helpers/gguf-builder.js';
+import { planProblems, planRefusal, type Files } from './helpers/plan-problems.js';
 
 const rand = seededRandom(20261205);
-type Files = Record<string, string | Uint8Array>;
 
-/** The plan's problems (messages) for `adapter` on `base`, with the files closed again. */
-async function problems(base: Files, adapter: Files): Promise<string[]> {
-  const prepared = await prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter') }]);
-  try {
-    return prepared.plan.problems.map((p) => p.message);
-  } finally {
-    await prepared.close();
-  }
-}
+const problems = (base: Files, adapter: Files) => planProblems(base, { adapter });
+const refusal = (base: Files, adapter: Files) => planRefusal(base, { adapter });
 
 /** A two-layer Llama folder (hidden 8, intermediate 12, vocabulary 16), weights in `dtype`. */
 function llama(dtype: FixtureDType = 'F32'): Files {
@@ -216,11 +209,7 @@ describe('plan refusals', () => {
   });
 
   it('refuses two adapters that set the same trainable token, naming the token and the other adapter', async () => {
-    const prepared = await prepareMerge(memoryInputFileSet(llama(), 'base'), [
-      { files: memoryInputFileSet(tokensOn([3, 15], [2, 8]), 'first') }, { files: memoryInputFileSet(tokensOn([7, 3], [2, 8]), 'second') },
-    ]);
-    await prepared.close();
-    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+    expect(await planProblems(llama(), { first: tokensOn([3, 15], [2, 8]), second: tokensOn([7, 3], [2, 8]) })).toEqual([
       `second: module "model.embed_tokens.weight": trainable tokens ${DELTA}: sets token 3, which first also sets (PEFT refuses overlapping trainable tokens)`,
     ]);
   });
@@ -238,15 +227,6 @@ describe('plan refusals', () => {
     ]);
   });
 
-  /** The MergeError prepareMerge throws for `adapter` on `base`, as text ('' if none). */
-  async function refusal(base: Files, adapter: Files): Promise<string> {
-    try {
-      await (await prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter') }])).close();
-      return '';
-    } catch (e) {
-      return (e as Error).message;
-    }
-  }
 
   it('refuses a single-file LoRA holding a tensor it does not recognise, rather than merging the rest', async () => {
     // diffusers' form (PEFT key names without base_model.model.), as a single .safetensors file.
