@@ -13,7 +13,7 @@ import { openSafetensors } from '../src/formats/safetensors-reader.js';
 import { MAX_CONFIG_NESTING, MAX_CONFIG_VALUES, MAX_METADATA_ENTRIES, MAX_TENSOR_DIMS } from '../src/limits.js';
 import { bytesSource, memoryInputFileSet } from '../src/io/memory-source.js';
 import { concatBytes } from './helpers/fixtures.js';
-import { buildGguf, tensorData } from './helpers/gguf-builder.js';
+import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
 import { splitF16Llama } from './helpers/gguf-models.js';
 
 /** The MergeError `run` rejects with: its code, one line, and every fragment in `mentions`. */
@@ -100,5 +100,125 @@ describe('bounded JSON: configs refused before JSON.parse builds them', () => {
     expect(caught).toBeInstanceOf(MergeError);
     expect((caught as MergeError).code).toBe('LIMIT_EXCEEDED');
     expect((caught as MergeError).message).toBe(`adapter/adapter_config.json: holds more than ${MAX_CONFIG_VALUES} values (the limit MAX_CONFIG_VALUES); not a config this tool reads`);
+  });
+});
+
+const u64 = (n: number) => {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(n), true);
+  return b;
+};
+const u32 = (n: number) => {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+};
+
+/**
+ * A GGUF of `size` bytes whose header holds `strings` metadata strings of 9 MB each (the parser
+ * takes up to 10 MB per string), every other byte zero: served sparsely, so a 60 MB file costs no
+ * memory. Six of them take 54 MB, past the 50 MB the parser will buffer for a header.
+ */
+function hugeHeaderGguf(name: string, size: number, strings: number) {
+  const enc = new TextEncoder();
+  const pieces: [number, Uint8Array][] = [[0, concatBytes([enc.encode('GGUF'), u32(3), u64(0), u64(strings)])]];
+  let at = 24;
+  for (let i = 0; i < strings; i++) {
+    const key = enc.encode(`tokenizer.chat_template.part${i}`);
+    pieces.push([at, concatBytes([u64(key.length), key, u32(8 /* STRING */), u64(9_000_000)])]);
+    at += 8 + key.length + 4 + 8 + 9_000_000;
+  }
+  return {
+    name,
+    size,
+    async read(offset: number, length: number): Promise<Uint8Array> {
+      const out = new Uint8Array(length);
+      for (const [p, bytes] of pieces) {
+        const s = Math.max(offset, p);
+        const e = Math.min(offset + length, p + bytes.length);
+        if (s < e) out.set(bytes.subarray(s - p, e - p), s - offset);
+      }
+      return out;
+    },
+    async close(): Promise<void> {},
+  };
+}
+
+describe('GGUF reader: headers past what the parser buffers', () => {
+  it('a header larger than MAX_GGUF_HEADER_BYTES in a larger file is refused as too large', async () => {
+    const message = await refusal(() => openGguf(hugeHeaderGguf('Llama-3-8B-Q4_K_M.gguf', 60_000_000, 6)), 'HEADER_TOO_LARGE');
+    expect(message).toBe('Llama-3-8B-Q4_K_M.gguf: GGUF header is larger than 50000000 bytes');
+  });
+
+  it('a header that claims more than a smaller file holds is refused as truncated', async () => {
+    const message = await refusal(() => openGguf(hugeHeaderGguf('Llama-3-8B-Q4_K_M.gguf', 49_000_000, 6)), 'TRUNCATED');
+    expect(message).toBe('Llama-3-8B-Q4_K_M.gguf: the GGUF header runs past the end of the file');
+  });
+});
+
+/** A small GGUF base: a llama's output norm and head in F32, with any extra metadata. */
+function tinyLlama(extra: [string, MetaValue][] = [], names = ['output_norm.weight', 'output.weight']): Uint8Array {
+  return buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ...extra],
+    tensors: names.map((name) => ({ name, type: 'F32', ne: name.endsWith('norm.weight') ? [8] : [8, 4], data: tensorData('F32', new Float64Array(name.endsWith('norm.weight') ? 8 : 32).fill(0.5)) })),
+  });
+}
+
+/** The split metadata gguf-split writes into part `no` (0-based) of `count`. */
+const splitKv = (no: number, count: number, tensors: number): [string, MetaValue][] => [
+  ['split.no', { type: 'u16', value: no }],
+  ['split.count', { type: 'u16', value: count }],
+  ['split.tensors.count', { type: 'i32', value: tensors }],
+];
+
+describe('GGUF base: model folders and split sets refused in one line', () => {
+  it('a folder with no .gguf file is refused', async () => {
+    const message = await refusal(() => openGgufModel(memoryInputFileSet({ 'config.json': '{}' }, 'llama-base')), 'NOT_FOUND');
+    expect(message).toBe('llama-base: no .gguf file found');
+  });
+
+  it('a folder holding two models is refused, naming both', async () => {
+    const files = { 'tiny-llama-Q4_K_M.gguf': tinyLlama(), 'tiny-llama-F16.gguf': tinyLlama() };
+    const message = await refusal(() => openGgufModel(memoryInputFileSet(files, 'llama-base')), 'BAD_ARGUMENT');
+    expect(message).toMatch(/^llama-base: holds 2 GGUF models \(tiny-llama-(Q4_K_M|F16)\.gguf, tiny-llama-(Q4_K_M|F16)\.gguf…\); point at one$/);
+  });
+
+  it('a llama.cpp LoRA adapter given as the base is refused, saying to pass it with --adapter', async () => {
+    const adapter = tinyLlama([['general.type', { type: 'string', value: 'adapter' }], ['adapter.type', { type: 'string', value: 'lora' }]]);
+    const message = await refusal(() => openGgufModel(memoryInputFileSet({ 'lora.gguf': adapter }, 'llama-base')), 'BAD_ARGUMENT');
+    expect(message).toMatch(/lora\.gguf: is a LoRA adapter \(general\.type = adapter\), not a base model; pass it with --adapter$/);
+  });
+
+  it('a split part named out of its place is refused, naming the file and the name expected', async () => {
+    const parts = splitF16Llama().files;
+    const [first, second] = Object.keys(parts).sort();
+    const files = { [first]: parts[first], [second.replace('00002-of-00002', '00003-of-00002')]: parts[second] };
+    const message = await refusal(() => openGgufModel(memoryInputFileSet(files, 'llama-base')), 'BAD_CONFIG');
+    expect(message).toBe('llama-base: tiny-llama-F16-00003-of-00002.gguf is not part 2 of 2 by its name (expected …-00002-of-00002.gguf)');
+  });
+
+  it('split parts whose split.no disagrees with their names (swapped files) are refused', async () => {
+    const parts = splitF16Llama().files;
+    const [first, second] = Object.keys(parts).sort();
+    const message = await refusal(() => openGgufModel(memoryInputFileSet({ [first]: parts[second], [second]: parts[first] }, 'llama-base')), 'BAD_CONFIG');
+    expect(message).toMatch(/tiny-llama-F16-00001-of-00002\.gguf: its split\.no\/split\.count metadata say part 1 of 2, its name part 0 of 2$/);
+  });
+
+  it('split.tensors.count other than the tensors the parts hold is refused (a part from another conversion)', async () => {
+    const files = {
+      'tiny-llama-F16-00001-of-00002.gguf': tinyLlama(splitKv(0, 2, 3), ['output_norm.weight']),
+      'tiny-llama-F16-00002-of-00002.gguf': buildGguf({ metadata: splitKv(1, 2, 3), tensors: [{ name: 'output.weight', type: 'F32', ne: [8, 4], data: tensorData('F32', new Float64Array(32)) }] }),
+    };
+    const message = await refusal(() => openGgufModel(memoryInputFileSet(files, 'llama-base')), 'BAD_CONFIG');
+    expect(message).toBe('llama-base: split.tensors.count is 3 but the parts hold 2 tensors');
+  });
+
+  it('a tensor in two parts of a split set is refused by name', async () => {
+    const files = {
+      'tiny-llama-F16-00001-of-00002.gguf': tinyLlama(splitKv(0, 2, 3), ['output_norm.weight', 'output.weight']),
+      'tiny-llama-F16-00002-of-00002.gguf': buildGguf({ metadata: splitKv(1, 2, 3), tensors: [{ name: 'output.weight', type: 'F32', ne: [8, 4], data: tensorData('F32', new Float64Array(32)) }] }),
+    };
+    const message = await refusal(() => openGgufModel(memoryInputFileSet(files, 'llama-base')), 'BAD_CONFIG');
+    expect(message).toBe('llama-base: tensor "output.weight" is in two parts');
   });
 });
