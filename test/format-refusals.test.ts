@@ -12,7 +12,9 @@ import { openGguf } from '../src/formats/gguf/gguf-reader.js';
 import { openSafetensors } from '../src/formats/safetensors-reader.js';
 import { MAX_CONFIG_NESTING, MAX_CONFIG_VALUES, MAX_METADATA_ENTRIES, MAX_TENSOR_DIMS } from '../src/limits.js';
 import { bytesSource, memoryInputFileSet } from '../src/io/memory-source.js';
-import { concatBytes } from './helpers/fixtures.js';
+import { prepareMerge } from '../src/index.js';
+import { concatBytes, type FixtureTensor } from './helpers/fixtures.js';
+import { hfModelFolder, peftFolder } from './helpers/hf-folder.js';
 import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
 import { splitF16Llama } from './helpers/gguf-models.js';
 
@@ -221,4 +223,107 @@ describe('GGUF base: model folders and split sets refused in one line', () => {
     const message = await refusal(() => openGgufModel(memoryInputFileSet(files, 'llama-base')), 'BAD_CONFIG');
     expect(message).toBe('llama-base: tensor "output.weight" is in two parts');
   });
+});
+
+// --- integer weight-only bases: GPTQ, AWQ GEMM, compressed-tensors --------------------------------
+
+const QP = 'model.layers.0.self_attn.q_proj';
+/** The LoRA on q_proj (8 outputs, 32 inputs) that every int base below is opened with. */
+const QLORA = peftFolder({ r: 1, lora_alpha: 1, target_modules: ['q_proj'] }, [
+  { name: `base_model.model.${QP}.lora_A.weight`, dtype: 'F32', shape: [1, 32], data: Array.from({ length: 32 }, (_, i) => (i % 5) / 8) },
+  { name: `base_model.model.${QP}.lora_B.weight`, dtype: 'F32', shape: [8, 1], data: Array.from({ length: 8 }, (_, i) => i / 16) },
+]);
+const EMBED: FixtureTensor = { name: 'model.embed_tokens.weight', dtype: 'BF16', shape: [16, 32], data: new Array(512).fill(0.25) };
+
+/** A llama base of one quantized q_proj (8 × 32) with config.json's quantization_config. */
+function intBase(quantization: Record<string, unknown>, tensors: FixtureTensor[]) {
+  return hfModelFolder([EMBED, ...tensors], { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, torch_dtype: 'float16', quantization_config: quantization });
+}
+const openInt = (files: Record<string, string | Uint8Array>) => () => prepareMerge(memoryInputFileSet(files, 'llama-int4'), [{ files: memoryInputFileSet(QLORA, 'qlora') }]);
+
+/** AutoGPTQ's 4-bit q_proj, group 32: qweight (in/8, out), qzeros (groups, out/8), scales (groups, out), g_idx (in). */
+const GPTQ = { bits: 4, group_size: 32, desc_act: false, sym: false, checkpoint_format: 'gptq', quant_method: 'gptq' };
+const gptqTensors = (): FixtureTensor[] => [
+  { name: `${QP}.qweight`, dtype: 'I32', shape: [4, 8], data: new Array(32).fill(0x12345678) },
+  { name: `${QP}.qzeros`, dtype: 'I32', shape: [1, 1], data: [0x77777777] },
+  { name: `${QP}.scales`, dtype: 'F16', shape: [1, 8], data: new Array(8).fill(0.01) },
+  { name: `${QP}.g_idx`, dtype: 'I32', shape: [32], data: new Array(32).fill(0) },
+];
+/** AutoAWQ's GEMM q_proj: qweight (in, out/8), qzeros (groups, out/8), scales (groups, out). */
+const AWQ = { bits: 4, group_size: 32, quant_method: 'awq', version: 'gemm', zero_point: true };
+const awqTensors = (): FixtureTensor[] => [
+  { name: `${QP}.qweight`, dtype: 'I32', shape: [32, 1], data: new Array(32).fill(0x12345678) },
+  { name: `${QP}.qzeros`, dtype: 'I32', shape: [1, 1], data: [0x88888888 | 0] },
+  { name: `${QP}.scales`, dtype: 'F16', shape: [1, 8], data: new Array(8).fill(0.01) },
+];
+/** llm-compressor's pack-quantized W4A16 group 32 q_proj: weight_packed (out, in/8), weight_scale (out, groups), weight_shape. */
+const ctConfig = (weights: Record<string, unknown>, extra: Record<string, unknown> = {}, format = 'pack-quantized') => ({
+  quant_method: 'compressed-tensors', format, ...extra,
+  config_groups: { group_0: { targets: ['Linear'], weights: { num_bits: 4, type: 'int', symmetric: true, strategy: 'group', group_size: 32, dynamic: false, ...weights } } },
+});
+const ctTensors = (): FixtureTensor[] => [
+  { name: `${QP}.weight_packed`, dtype: 'I32', shape: [8, 4], data: new Array(32).fill(0x12345678) },
+  { name: `${QP}.weight_scale`, dtype: 'BF16', shape: [8, 1], data: new Array(8).fill(0.01) },
+  { name: `${QP}.weight_shape`, dtype: 'I64', shape: [2], data: [8, 32] },
+];
+/** llm-compressor's int-quantized W8A8 q_proj: weight I8 (out, in), weight_scale (out, 1). */
+const ct8Tensors = (): FixtureTensor[] => [
+  { name: `${QP}.weight`, dtype: 'I8', shape: [8, 32], data: Array.from({ length: 256 }, (_, i) => (i % 7) - 3) },
+  { name: `${QP}.weight_scale`, dtype: 'BF16', shape: [8, 1], data: new Array(8).fill(0.01) },
+];
+const CT8 = ctConfig({ num_bits: 8, strategy: 'channel', group_size: null }, {}, 'int-quantized');
+const swapT = (tensors: FixtureTensor[], name: string, t: Partial<FixtureTensor> | null) =>
+  t === null ? tensors.filter((x) => x.name !== name) : tensors.map((x) => (x.name === name ? { ...x, ...t } : x));
+const CFG = (format: string, why: string) => `llama-int4: config.json quantization_config (${format}): ${why}; merging into such a base is not supported: use the unquantized model`;
+const NOT = (format: string, why: string) => `llama-int4: ${QP}.weight is not a ${format} weight as it writes them (${why})`;
+
+describe('integer weight-only bases: configs and tensors their tools do not write, refused in one line', () => {
+  const cases: [string, Record<string, string | Uint8Array>, string][] = [
+    ['GPTQ group_size 0', intBase({ ...GPTQ, group_size: 0 }, gptqTensors()), CFG('gptq', 'group_size 0')],
+    ['GPTQ without qzeros', intBase(GPTQ, swapT(gptqTensors(), `${QP}.qzeros`, null)), NOT('GPTQ', `${QP}.qzeros is missing`)],
+    ['GPTQ scales of another output count', intBase(GPTQ, swapT(gptqTensors(), `${QP}.scales`, { shape: [1, 16], data: new Array(16).fill(0.01) })), NOT('GPTQ', `${QP}.scales has shape [1, 16]; expected (groups, 8)`)],
+    ['GPTQ qzeros not I32', intBase(GPTQ, swapT(gptqTensors(), `${QP}.qzeros`, { dtype: 'F32', data: [1] })), NOT('GPTQ', `${QP}.qzeros is F32 [1, 1]; expected I32 (1, 1)`)],
+    ['GPTQ g_idx of another length', intBase(GPTQ, swapT(gptqTensors(), `${QP}.g_idx`, { shape: [16], data: new Array(16).fill(0) })), NOT('GPTQ', `${QP}.g_idx is I32 [16]; expected I32 (32)`)],
+    ['GPTQ without g_idx, scales for another group count', intBase({ ...GPTQ, group_size: 16 }, swapT(gptqTensors(), `${QP}.g_idx`, null)), NOT('GPTQ', `${QP}.scales has 1 groups for 32 inputs in groups of 16`)],
+    ['AWQ 8-bit', intBase({ ...AWQ, bits: 8 }, awqTensors()), CFG('awq', 'bits 8 is not read (only 4)')],
+    ['AWQ without zero points', intBase({ ...AWQ, zero_point: false }, awqTensors()), CFG('awq', 'zero_point false is not read')],
+    ['AWQ group_size 0', intBase({ ...AWQ, group_size: 0 }, awqTensors()), CFG('awq', 'group_size 0')],
+    ['AWQ without scales', intBase(AWQ, swapT(awqTensors(), `${QP}.scales`, null)), NOT('AWQ GEMM', `${QP}.scales is missing`)],
+    ['AWQ qweight not I32', intBase(AWQ, swapT(awqTensors(), `${QP}.qweight`, { dtype: 'F32' })), NOT('AWQ GEMM', `${QP}.qweight is F32 [32, 1]; expected I32 (in, out/8)`)],
+    ['AWQ scales for another group count', intBase(AWQ, swapT(awqTensors(), `${QP}.scales`, { shape: [2, 8], data: new Array(16).fill(0.01) })), NOT('AWQ GEMM', `${QP}.scales has shape [2, 8]; expected (1, 8) for 32 inputs in groups of 32`)],
+    ['AWQ qzeros of another width', intBase(AWQ, swapT(awqTensors(), `${QP}.qzeros`, { shape: [1, 2], data: [0, 0] })), NOT('AWQ GEMM', `${QP}.qzeros is I32 [1, 2]; expected I32 (1, 1)`)],
+    ['compressed-tensors groups in two formats', intBase({ ...ctConfig({}), config_groups: { group_0: { ...ctConfig({}).config_groups.group_0, format: 'pack-quantized' }, group_1: { ...ctConfig({}).config_groups.group_0, format: 'int-quantized' } } }, ctTensors()),
+      CFG('compressed-tensors int', 'config groups in several formats (pack-quantized, int-quantized) are not read')],
+    ['compressed-tensors format marlin-24', intBase(ctConfig({}, {}, 'marlin-24'), ctTensors()), CFG('compressed-tensors int', 'format "marlin-24" is not read (only pack-quantized and int-quantized)')],
+    ['compressed-tensors groups of 4 and 8 bits', intBase({ ...ctConfig({}), config_groups: { group_0: ctConfig({}).config_groups.group_0, group_1: ctConfig({ num_bits: 8 }).config_groups.group_0 } }, ctTensors()),
+      CFG('compressed-tensors int', 'config groups with different num_bits (4, 8) are not read')],
+    ['compressed-tensors int-quantized 4-bit', intBase(ctConfig({ strategy: 'channel' }, {}, 'int-quantized'), ct8Tensors()), CFG('compressed-tensors int', 'num_bits 4 is not read in int-quantized')],
+    ['compressed-tensors group_size null under strategy group', intBase(ctConfig({ group_size: null }), ctTensors()), CFG('compressed-tensors int', 'group_size null')],
+    ['compressed-tensors strategy block', intBase(ctConfig({ strategy: 'block' }), ctTensors()), CFG('compressed-tensors int', 'weight strategy "block" is not read (only group, channel and tensor)')],
+    ['compressed-tensors dynamic weights', intBase(ctConfig({ dynamic: true }), ctTensors()), CFG('compressed-tensors int', 'dynamic weight quantization is not read')],
+    ['compressed-tensors weight_g_idx of another length', intBase(ctConfig({}), [...ctTensors(), { name: `${QP}.weight_g_idx`, dtype: 'I32', shape: [16], data: new Array(16).fill(0) }]),
+      NOT('compressed-tensors pack-quantized', `${QP}.weight_g_idx is I32 [16]; expected I32 (32)`)],
+    ['compressed-tensors scales per row not a config group size', intBase(ctConfig({}), swapT(ctTensors(), `${QP}.weight_scale`, { shape: [8, 3], data: new Array(24).fill(0.01) })),
+      NOT('compressed-tensors pack-quantized', `${QP}.weight_scale has 3 scales per row for 32 inputs; config.json's group_size is 32`)],
+    ['compressed-tensors without weight_scale', intBase(ctConfig({}), swapT(ctTensors(), `${QP}.weight_scale`, null)), NOT('compressed-tensors pack-quantized', `${QP}.weight_scale is missing`)],
+    ['compressed-tensors weight_scale of another row count', intBase(ctConfig({}), swapT(ctTensors(), `${QP}.weight_scale`, { shape: [4, 2], data: new Array(8).fill(0.01) })),
+      NOT('compressed-tensors pack-quantized', `${QP}.weight_scale has shape [4, 2]; expected (8, groups)`)],
+    ['compressed-tensors without weight_shape', intBase(ctConfig({}), swapT(ctTensors(), `${QP}.weight_shape`, null)), NOT('compressed-tensors pack-quantized', `${QP}.weight_shape is missing`)],
+    ['compressed-tensors weight_shape of three dims', intBase(ctConfig({}), swapT(ctTensors(), `${QP}.weight_shape`, { shape: [3], data: [8, 32, 1] })),
+      NOT('compressed-tensors pack-quantized', `${QP}.weight_shape is I64 [3]; expected two integers`)],
+    ['compressed-tensors weight_packed not matching weight_shape', intBase(ctConfig({}), swapT(ctTensors(), `${QP}.weight_shape`, { data: [8, 64] })),
+      NOT('compressed-tensors pack-quantized', `${QP}.weight_packed is I32 [8, 4]; for ${QP}.weight_shape (8, 64) and num_bits 4 expected I32 (8, 8)`)],
+    ['compressed-tensors zero points of another shape', intBase(ctConfig({ symmetric: false }), [...ctTensors(), { name: `${QP}.weight_zero_point`, dtype: 'I8', shape: [4, 1], data: new Array(4).fill(0) }]),
+      NOT('compressed-tensors pack-quantized', `${QP}.weight_zero_point is I8 [4, 1]; expected I8 (8, 1) or I32 packed along the outputs (1, 1)`)],
+    ['compressed-tensors int8 weight of three dims', intBase(CT8, swapT(ct8Tensors(), `${QP}.weight`, { shape: [8, 4, 8] })), NOT('compressed-tensors int-quantized', 'its shape is [8, 4, 8]; expected (out, in)')],
+    ['compressed-tensors int8 scales not dividing the row', intBase(CT8, swapT(ct8Tensors(), `${QP}.weight_scale`, { shape: [8, 3], data: new Array(24).fill(0.01) })),
+      NOT('compressed-tensors int-quantized', `${QP}.weight_scale has 3 scales per row for 32 inputs`)],
+    ['compressed-tensors int8 with weight_g_idx', intBase(CT8, [...ct8Tensors(), { name: `${QP}.weight_g_idx`, dtype: 'I32', shape: [32], data: new Array(32).fill(0) }]),
+      NOT('compressed-tensors int-quantized', `${QP}.weight_g_idx beside int8 codes is not read`)],
+  ];
+  for (const [name, files, message] of cases) {
+    it(name, async () => {
+      expect(await refusal(openInt(files), 'UNSUPPORTED_FORMAT')).toBe(message);
+    });
+  }
 });
