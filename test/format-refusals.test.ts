@@ -16,7 +16,7 @@ import { prepareMerge } from '../src/index.js';
 import { concatBytes, type FixtureTensor } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder } from './helpers/hf-folder.js';
 import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
-import { splitF16Llama } from './helpers/gguf-models.js';
+import { ggufLoraAdapter, splitF16Llama } from './helpers/gguf-models.js';
 
 /** The MergeError `run` rejects with: its code, one line, and every fragment in `mentions`. */
 async function refusal(run: () => Promise<unknown>, code: MergeErrorCode, ...mentions: string[]): Promise<string> {
@@ -326,4 +326,25 @@ describe('integer weight-only bases: configs and tensors their tools do not writ
       expect(await refusal(openInt(files), 'UNSUPPORTED_FORMAT')).toBe(message);
     });
   }
+});
+
+describe('GGUF base: a weight of a type loramerge does not decode', () => {
+  it('an F64 attn_q a LoRA changes is a plan problem naming adapter, module, tensor and type', async () => {
+    const base = buildGguf({
+      metadata: [['general.architecture', { type: 'string', value: 'llama' }]],
+      tensors: [
+        { name: 'blk.0.attn_q.weight', type: 28 /* F64 */, ne: [8, 8], data: new Uint8Array(8 * 8 * 8) },
+        { name: 'output_norm.weight', type: 'F32', ne: [8], data: tensorData('F32', new Float64Array(8).fill(1)) },
+      ],
+    });
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 1, in: 8, out: 8, aType: 'F32', bType: 'F32' }], 1);
+    const prepared = await prepareMerge(memoryInputFileSet({ 'tiny-llama-F64.gguf': base }, 'llama-base'), [{ files: memoryInputFileSet({ 'lora.gguf': lora.bytes }, 'lora') }]);
+    try {
+      const problems = prepared.plan.problems.filter((p) => p.code === 'UNSUPPORTED_FORMAT');
+      expect(problems).toHaveLength(1);
+      expect(problems[0].message).toMatch(/^lora: module "[^"]+": base tensor blk\.0\.attn_q\.weight is F64, which loramerge cannot decode \(it reads F32, F16, BF16, Q8_0, /);
+    } finally {
+      await prepared.close();
+    }
+  });
 });
