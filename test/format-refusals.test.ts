@@ -12,7 +12,8 @@ import { openGguf } from '../src/formats/gguf/gguf-reader.js';
 import { openSafetensors } from '../src/formats/safetensors-reader.js';
 import { MAX_CONFIG_NESTING, MAX_CONFIG_VALUES, MAX_METADATA_ENTRIES, MAX_TENSOR_DIMS } from '../src/limits.js';
 import { bytesSource, memoryInputFileSet } from '../src/io/memory-source.js';
-import { prepareMerge } from '../src/index.js';
+import { createBlobOutputTarget, mergeModel, prepareMerge } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
 import { concatBytes, type FixtureTensor } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder } from './helpers/hf-folder.js';
 import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
@@ -345,6 +346,66 @@ describe('GGUF base: a weight of a type loramerge does not decode', () => {
       expect(problems[0].message).toMatch(/^lora: module "[^"]+": base tensor blk\.0\.attn_q\.weight is F64, which loramerge cannot decode \(it reads F32, F16, BF16, Q8_0, /);
     } finally {
       await prepared.close();
+    }
+  });
+});
+
+// --- ModelOpt NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4 layout) -------------------------------------
+
+/** ModelOpt's NVFP4 q_proj (8 × 32): U8 codes (out, in/2), F8_E4M3 block scales (out, in/16), weight_scale_2 and input_scale F32 scalars. */
+const nvfp4Tensors = (): FixtureTensor[] => [
+  EMBED,
+  { name: `${QP}.weight`, dtype: 'U8', shape: [8, 16], data: Uint8Array.from({ length: 128 }, (_, i) => (i * 37) & 0xff) },
+  { name: `${QP}.weight_scale`, dtype: 'F8_E4M3', shape: [8, 2], data: new Uint8Array(16).fill(0x38) /* 1.0 */ },
+  { name: `${QP}.weight_scale_2`, dtype: 'F32', shape: [], data: [0.000731] },
+  { name: `${QP}.input_scale`, dtype: 'F32', shape: [], data: [0.0017] },
+];
+const NVFP4_CONFIG = {
+  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, torch_dtype: 'bfloat16',
+  quantization_config: { quant_method: 'modelopt', quant_algo: 'NVFP4', group_size: 16, ignore: ['lm_head'] },
+};
+const nvfp4Base = (tensors: FixtureTensor[]) => hfModelFolder(tensors, NVFP4_CONFIG);
+const NV = (why: string) => `llama-int4: ${QP}.weight is not an NVFP4 weight as ModelOpt writes it (${why})`;
+
+describe('ModelOpt NVFP4 bases: tensors ModelOpt does not write, refused in one line naming the tensor', () => {
+  const cases: [string, FixtureTensor[], string][] = [
+    ['weight_scale missing', swapT(nvfp4Tensors(), `${QP}.weight_scale`, null), NV(`${QP}.weight_scale is missing`)],
+    ['codes stored as BF16', swapT(nvfp4Tensors(), `${QP}.weight`, { dtype: 'BF16', data: new Uint8Array(256) }), NV('its dtype is BF16 [8, 16]; expected U8 codes (out, in/2)')],
+    ['block scales stored as F32', swapT(nvfp4Tensors(), `${QP}.weight_scale`, { dtype: 'F32', data: new Array(16).fill(1) }), NV(`${QP}.weight_scale is F32 [8, 2]; expected F8_E4M3 (8, in/16)`)],
+    ['weight_scale_2 of two values', swapT(nvfp4Tensors(), `${QP}.weight_scale_2`, { shape: [2], data: [0.0007, 0.0007] }), NV(`${QP}.weight_scale_2 is F32 [2]; expected one F32 value`)],
+  ];
+  for (const [name, tensors, message] of cases) {
+    it(name, async () => {
+      expect(await refusal(openInt(nvfp4Base(tensors)), 'UNSUPPORTED_FORMAT')).toBe(message);
+    });
+  }
+
+  it('a negative or NaN weight_scale_2 is refused naming the tensor and the value', async () => {
+    for (const [value, shown] of [[-0.000731, String(Math.fround(-0.000731))], [NaN, 'NaN']] as const) {
+      const files = nvfp4Base(swapT(nvfp4Tensors(), `${QP}.weight_scale_2`, { data: [value] }));
+      expect(await refusal(openInt(files), 'UNSUPPORTED_FORMAT')).toBe(`llama-int4: tensor "${QP}.weight_scale_2" holds the scale ${shown}; scales must be finite and not negative`);
+    }
+  });
+});
+
+describe('ModelOpt NVFP4 bases: a NaN block scale met while merging', () => {
+  it('is refused naming the scale tensor and its row', async () => {
+    const scales = new Uint8Array(16).fill(0x38);
+    scales[11] = 0x7f; // e4m3 NaN, row 5 (two scales a row)
+    const files = nvfp4Base(swapT(nvfp4Tensors(), `${QP}.weight_scale`, { data: scales }));
+    const backend = await createNodeBackend('cpu');
+    try {
+      const prepared = await openInt(files)();
+      const message = await refusal(async () => {
+        try {
+          await mergeModel({ prepared, output: createBlobOutputTarget(), backend, outDtype: 'BF16' });
+        } finally {
+          await prepared.close();
+        }
+      }, 'UNSUPPORTED_FORMAT');
+      expect(message).toBe(`llama-int4: tensor "${QP}.weight_scale" holds NaN (row 5)`);
+    } finally {
+      backend.dispose();
     }
   });
 });
