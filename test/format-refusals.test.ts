@@ -240,7 +240,7 @@ const EMBED: FixtureTensor = { name: 'model.embed_tokens.weight', dtype: 'BF16',
 function intBase(quantization: Record<string, unknown>, tensors: FixtureTensor[]) {
   return hfModelFolder([EMBED, ...tensors], { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, torch_dtype: 'float16', quantization_config: quantization });
 }
-const openInt = (files: Record<string, string | Uint8Array>) => () => prepareMerge(memoryInputFileSet(files, 'llama-int4'), [{ files: memoryInputFileSet(QLORA, 'qlora') }]);
+const openInt = (files: Record<string, string | Uint8Array>, name = 'llama-int4') => () => prepareMerge(memoryInputFileSet(files, name), [{ files: memoryInputFileSet(QLORA, 'qlora') }]);
 
 /** AutoGPTQ's 4-bit q_proj, group 32: qweight (in/8, out), qzeros (groups, out/8), scales (groups, out), g_idx (in). */
 const GPTQ = { bits: 4, group_size: 32, desc_act: false, sym: false, checkpoint_format: 'gptq', quant_method: 'gptq' };
@@ -407,5 +407,35 @@ describe('ModelOpt NVFP4 bases: a NaN block scale met while merging', () => {
     } finally {
       backend.dispose();
     }
+  });
+});
+
+// --- block FP8 (Qwen/Qwen3-8B-FP8 layout: quant_method fp8, weight_scale_inv per 128 × 128 block) --
+
+const fp8Tensors = (scale = 0.002): FixtureTensor[] => [
+  EMBED,
+  { name: `${QP}.weight`, dtype: 'F8_E4M3', shape: [8, 32], data: new Uint8Array(256).fill(0x38) },
+  { name: `${QP}.weight_scale_inv`, dtype: 'F32', shape: [1, 1], data: [scale] },
+];
+const fp8Base = (quantization: Record<string, unknown>, tensors = fp8Tensors()) =>
+  hfModelFolder(tensors, { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, torch_dtype: 'bfloat16', quantization_config: quantization });
+const FP8 = { quant_method: 'fp8', fmt: 'e4m3', activation_scheme: 'dynamic', weight_block_size: [128, 128] };
+const QC = 'llama-fp8: config.json quantization_config';
+
+describe('block FP8 bases: configs and scales the format does not define, refused in one line', () => {
+  it('fmt e5m2 is refused (only e4m3 is read)', async () => {
+    expect(await refusal(openInt(fp8Base({ ...FP8, fmt: 'e5m2' }), 'llama-fp8'), 'UNSUPPORTED_FORMAT')).toBe(`${QC}: fp8 format "e5m2" is not supported (only e4m3)`);
+  });
+
+  it('a weight_block_size that is not two positive sizes is refused, quoting it', async () => {
+    expect(await refusal(openInt(fp8Base({ ...FP8, weight_block_size: [128] }), 'llama-fp8'), 'UNSUPPORTED_FORMAT'))
+      .toBe(`${QC}.weight_block_size is [128]; expected two positive block sizes`);
+    expect(await refusal(openInt(fp8Base({ ...FP8, weight_block_size: [128, 0] }), 'llama-fp8'), 'UNSUPPORTED_FORMAT'))
+      .toBe(`${QC}.weight_block_size is [128,0]; expected two positive block sizes`);
+  });
+
+  it('a negative block scale is refused naming the tensor, the value and the element', async () => {
+    expect(await refusal(openInt(fp8Base(FP8, fp8Tensors(-0.002)), 'llama-fp8'), 'UNSUPPORTED_FORMAT'))
+      .toBe(`llama-fp8: tensor "${QP}.weight_scale_inv" holds the scale ${Math.fround(-0.002)} (element 0); scales must be finite and not negative`);
   });
 });
