@@ -439,3 +439,54 @@ describe('block FP8 bases: configs and scales the format does not define, refuse
       .toBe(`llama-fp8: tensor "${QP}.weight_scale_inv" holds the scale ${Math.fround(-0.002)} (element 0); scales must be finite and not negative`);
   });
 });
+
+// --- mlx affine (mlx-community/*-4bit layout: uint32 codes, f16 scales and biases per group) ------
+
+const mlxTensors = (): FixtureTensor[] => [
+  EMBED,
+  { name: `${QP}.weight`, dtype: 'U32', shape: [8, 4], data: new Uint8Array(128).fill(0x5a) },
+  { name: `${QP}.scales`, dtype: 'F16', shape: [8, 1], data: new Array(8).fill(0.01) },
+  { name: `${QP}.biases`, dtype: 'F16', shape: [8, 1], data: new Array(8).fill(-0.08) },
+];
+const mlxBase = (quantization: Record<string, unknown>, tensors = mlxTensors()) =>
+  hfModelFolder(tensors, { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, torch_dtype: 'float16', quantization }, { metadata: { format: 'mlx' } });
+const MLX = { group_size: 32, bits: 4 };
+const MLXCFG = (why: string) => `llama-mlx: config.json quantization_config (mlx): ${why}; merging into such a base is not supported: use the unquantized model`;
+const MLXNOT = (format: string, why: string) => `llama-mlx: ${QP}.weight is not a ${format} weight as it writes them (${why})`;
+
+describe('mlx affine bases: configs and tensors mlx does not write, refused in one line', () => {
+  const cases: [string, Record<string, string | Uint8Array>, string][] = [
+    ['a per-layer entry that is neither an object nor false', mlxBase({ ...MLX, [QP]: 4 }), MLXCFG(`quantization."${QP}" is 4, neither a {group_size, bits} object nor false`)],
+    ['a layer config says is not quantized, stored quantized', mlxBase({ ...MLX, [QP]: false }),
+      MLXNOT('mlx', `config.json quantization."${QP}" is false (not quantized), but it is stored as uint32 codes with scales and biases`)],
+    ['group_size 0', mlxBase({ ...MLX, group_size: 0 }), MLXCFG('quantization.group_size 0')],
+    ['codes of one dimension', mlxBase(MLX, swapT(mlxTensors(), `${QP}.weight`, { shape: [32] })),
+      MLXNOT('mlx affine', 'it is [32]; a quantized weight is (out, in·bits/32), or (experts, out, in·bits/32) stacked')],
+    ['rows not whole groups', mlxBase({ ...MLX, group_size: 64 }), MLXNOT('mlx affine', 'its 32 inputs per row are not a whole number of groups of 64')],
+  ];
+  for (const [name, files, message] of cases) {
+    it(name, async () => {
+      expect(await refusal(openInt(files, 'llama-mlx'), 'UNSUPPORTED_FORMAT')).toBe(message);
+    });
+  }
+
+  it('a NaN scale met while merging is refused naming the tensor and element', async () => {
+    const scales = new Array(8).fill(0.01);
+    scales[3] = NaN;
+    const files = mlxBase(MLX, swapT(mlxTensors(), `${QP}.scales`, { data: scales }));
+    const backend = await createNodeBackend('cpu');
+    try {
+      const prepared = await openInt(files, 'llama-mlx')();
+      const message = await refusal(async () => {
+        try {
+          await mergeModel({ prepared, output: createBlobOutputTarget(), backend, outDtype: 'F16' });
+        } finally {
+          await prepared.close();
+        }
+      }, 'UNSUPPORTED_FORMAT');
+      expect(message).toBe(`llama-mlx: tensor "${QP}.scales" holds NaN (element 3); scales and biases must be finite`);
+    } finally {
+      backend.dispose();
+    }
+  });
+});
