@@ -10,11 +10,11 @@ import { checkJsonBounds, parseBoundedJson } from '../src/formats/bounded-json.j
 import { openGgufModel } from '../src/formats/gguf/gguf-model.js';
 import { openGguf } from '../src/formats/gguf/gguf-reader.js';
 import { openSafetensors } from '../src/formats/safetensors-reader.js';
-import { MAX_CONFIG_NESTING, MAX_CONFIG_VALUES, MAX_METADATA_ENTRIES, MAX_TENSOR_DIMS } from '../src/limits.js';
+import { MAX_CONFIG_NESTING, MAX_CONFIG_VALUES, MAX_METADATA_ENTRIES, MAX_TENSOR_DIMS, MAX_TENSORS } from '../src/limits.js';
 import { bytesSource, memoryInputFileSet } from '../src/io/memory-source.js';
 import { createBlobOutputTarget, mergeModel, prepareMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { concatBytes, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, concatBytes, type FixtureTensor } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder } from './helpers/hf-folder.js';
 import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, splitF16Llama } from './helpers/gguf-models.js';
@@ -488,5 +488,51 @@ describe('mlx affine bases: configs and tensors mlx does not write, refused in o
     } finally {
       backend.dispose();
     }
+  });
+});
+
+// --- base folders: diffusers pipelines and shard series -------------------------------------------
+
+const UNET_INDEX = { _class_name: 'StableDiffusionPipeline', _diffusers_version: '0.30.0', scheduler: ['diffusers', 'PNDMScheduler'], unet: ['diffusers', 'UNet2DConditionModel'] };
+const CONV_IN = buildSafetensors([{ name: 'conv_in.bias', dtype: 'F16', shape: [4], data: [0, 0, 0, 0] }]);
+const openFolder = (files: Record<string, string | Uint8Array>) => () => prepareMerge(memoryInputFileSet(files, 'sd15'), [{ files: memoryInputFileSet(QLORA, 'qlora') }]);
+
+describe('base folders refused in one line', () => {
+  it('a model_index.json that is not an object is refused naming it', async () => {
+    expect(await refusal(openFolder({ 'model_index.json': '[]', 'unet/diffusion_pytorch_model.safetensors': CONV_IN }), 'BAD_CONFIG')).toBe('sd15/model_index.json: expected a JSON object');
+  });
+
+  it('a pipeline component stored only as a pickle is refused naming the file', async () => {
+    const files = { 'model_index.json': JSON.stringify(UNET_INDEX), 'unet/config.json': '{}', 'unet/diffusion_pytorch_model.bin': new Uint8Array(16), 'scheduler/scheduler_config.json': '{}' };
+    expect(await refusal(openFolder(files), 'PICKLE_REFUSED'))
+      .toBe('sd15: unet/diffusion_pytorch_model.bin is a pickle file; loramerge reads only .safetensors (convert the unet component first)');
+  });
+
+  it('a model_index.json none of whose components holds .safetensors weights is refused', async () => {
+    const files = { 'model_index.json': JSON.stringify(UNET_INDEX), 'unet/config.json': '{}', 'scheduler/scheduler_config.json': '{}' };
+    expect(await refusal(openFolder(files), 'NOT_FOUND')).toBe('sd15: model_index.json names no component with .safetensors weights');
+  });
+
+  it('shards of one series that disagree on the shard count are refused naming both', async () => {
+    const files = {
+      'config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama' }),
+      'model-00001-of-00002.safetensors': buildSafetensors([EMBED]),
+      'model-00002-of-00003.safetensors': buildSafetensors([{ name: 'lm_head.weight', dtype: 'BF16', shape: [16, 32], data: new Array(512).fill(0.25) }]),
+    };
+    expect(await refusal(openInt(files, 'llama'), 'BAD_CONFIG')).toBe('llama: shard model-00002-of-00003.safetensors disagrees with model-00001-of-00002.safetensors on the shard count');
+  });
+
+  it(`more than MAX_TENSORS (${MAX_TENSORS}) tensors over two shards, each under the limit, is refused by the limit`, async () => {
+    // Empty F32 tensors: each header alone is a valid file of MAX_TENSORS / 2 + 1 tensors.
+    const shard = (prefix: string) => {
+      const entries = Array.from({ length: MAX_TENSORS / 2 + 1 }, (_, i) => `"${prefix}.${i}.weight":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}`);
+      return safetensorsOf(`{${entries.join(',')}}`);
+    };
+    const files = {
+      'config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama' }),
+      'model-00001-of-00002.safetensors': shard('a'),
+      'model-00002-of-00002.safetensors': shard('b'),
+    };
+    expect(await refusal(openInt(files, 'llama'), 'LIMIT_EXCEEDED')).toBe(`llama: more than ${MAX_TENSORS} tensors over its files (the limit MAX_TENSORS)`);
   });
 });
