@@ -536,3 +536,32 @@ describe('base folders refused in one line', () => {
     expect(await refusal(openInt(files, 'llama'), 'LIMIT_EXCEEDED')).toBe(`llama: more than ${MAX_TENSORS} tensors over its files (the limit MAX_TENSORS)`);
   });
 });
+
+describe('integer weight-only bases: a group index past the groups, met while merging', () => {
+  async function mergeRefusal(files: Record<string, string | Uint8Array>): Promise<string> {
+    const backend = await createNodeBackend('cpu');
+    try {
+      const prepared = await openInt(files)();
+      return await refusal(async () => {
+        try {
+          await mergeModel({ prepared, output: createBlobOutputTarget(), backend, outDtype: 'BF16' });
+        } finally {
+          await prepared.close();
+        }
+      }, 'UNSUPPORTED_FORMAT');
+    } finally {
+      backend.dispose();
+    }
+  }
+  const gIdx = Array.from({ length: 32 }, (_, i) => (i === 7 ? 5 : 0)); // one group; input 7 says group 5
+
+  it('GPTQ g_idx', async () => {
+    const files = intBase(GPTQ, swapT(gptqTensors(), `${QP}.g_idx`, { data: gIdx }));
+    expect(await mergeRefusal(files)).toBe(NOT('GPTQ', `${QP}.g_idx[7] is 5, outside its 1 groups`));
+  });
+
+  it('compressed-tensors weight_g_idx', async () => {
+    const files = intBase(ctConfig({ actorder: 'group' }), [...ctTensors(), { name: `${QP}.weight_g_idx`, dtype: 'I32', shape: [32], data: gIdx }]);
+    expect(await mergeRefusal(files)).toBe(NOT('compressed-tensors pack-quantized', `${QP}.weight_g_idx[7] is 5, outside its 1 groups`));
+  });
+});
