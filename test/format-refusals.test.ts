@@ -9,6 +9,7 @@ import { MergeError, type MergeErrorCode } from '../src/errors.js';
 import { checkJsonBounds, parseBoundedJson } from '../src/formats/bounded-json.js';
 import { openGgufModel } from '../src/formats/gguf/gguf-model.js';
 import { openGguf } from '../src/formats/gguf/gguf-reader.js';
+import { safetensorsContainer } from '../src/formats/safetensors-container.js';
 import { openSafetensors } from '../src/formats/safetensors-reader.js';
 import { MAX_CONFIG_NESTING, MAX_CONFIG_VALUES, MAX_METADATA_ENTRIES, MAX_TENSOR_DIMS, MAX_TENSORS } from '../src/limits.js';
 import { bytesSource, memoryInputFileSet } from '../src/io/memory-source.js';
@@ -51,6 +52,10 @@ const openSt = (header: string, data?: Uint8Array) => () => openSafetensors(byte
 const CONV_IN_BIAS = '"conv_in.bias":{"dtype":"F16","shape":[320],"data_offsets":[0,640]}';
 
 describe('safetensors header: hostile headers refused in one line', () => {
+  it('a header of only spaces is refused as empty', async () => {
+    expect(await refusal(openSt('        '), 'INVALID_HEADER')).toBe(`${ST}: header is not valid JSON (the header is empty at the end)`);
+  });
+
   it('a second __metadata__ object is refused, not merged over the first', async () => {
     const message = await refusal(openSt(`{"__metadata__":{"format":"pt"},"__metadata__":{"format":"pt"},${CONV_IN_BIAS}}`, new Uint8Array(640)), 'INVALID_HEADER');
     expect(message).toBe(`${ST}: __metadata__ appears twice`);
@@ -563,5 +568,13 @@ describe('integer weight-only bases: a group index past the groups, met while me
   it('compressed-tensors weight_g_idx', async () => {
     const files = intBase(ctConfig({ actorder: 'group' }), [...ctTensors(), { name: `${QP}.weight_g_idx`, dtype: 'I32', shape: [32], data: gIdx }]);
     expect(await mergeRefusal(files)).toBe(NOT('compressed-tensors pack-quantized', `${QP}.weight_g_idx[7] is 5, outside its 1 groups`));
+  });
+});
+
+describe('safetensors container: conversions it does not make', () => {
+  it('an integer tensor is never converted to a float type (the writer keeps integer tensors as stored)', () => {
+    const container = safetensorsContainer([], []);
+    expect(() => container.convert(new Uint8Array(8), 'I32', 'F16')).toThrow('cannot convert I32 to F16');
+    expect(() => container.convert(new Uint8Array(8), 'F32', 'I8')).toThrow('cannot convert F32 to I8');
   });
 });
