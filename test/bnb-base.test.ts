@@ -288,7 +288,7 @@ describe('bitsandbytes files it could not have written', () => {
     const key = (type: 'nf4' | 'fp4') => `${W}.quant_state.bitsandbytes__${type}`;
     const plain = fourBitWeight(W, [4, 4], 'nf4', 64, 'BF16', false).tensors;
     const nested = fourBitWeight(W, [4, 4], 'nf4', 64, 'BF16', true).tensors;
-    const stateOf = (tensors: FixtureTensor[]) => JSON.parse(new TextDecoder().decode(tensors.find((t) => t.name === key('nf4'))!.data)) as Record<string, unknown>;
+    const stateOf = (tensors: FixtureTensor[]) => JSON.parse(new TextDecoder().decode(tensors.find((t) => t.name === key('nf4'))!.data as Uint8Array)) as Record<string, unknown>;
     // The same weight with its quant-state tensor holding these bytes instead.
     const withState = (tensors: FixtureTensor[], data: Uint8Array, dtype: FixtureTensor['dtype'] = 'U8') =>
       tensors.map((t) => (t.name === key('nf4') ? { ...t, dtype, shape: [data.length], data } : t));
@@ -297,7 +297,7 @@ describe('bitsandbytes files it could not have written', () => {
     const refused = (what: string) => `bad: tensor "${W}" ${what}`;
 
     expect(await failure(plain.filter((t) => t.name !== W))).toBe(refused(`has a quant state (${key('nf4')}) but no packed weight`));
-    expect(await failure(withState(plain, plain.find((t) => t.name === key('nf4'))!.data, 'I8'))).toBe(refused(`${key('nf4')} is I8, not the uint8 JSON bitsandbytes writes`));
+    expect(await failure(withState(plain, plain.find((t) => t.name === key('nf4'))!.data as Uint8Array, 'I8'))).toBe(refused(`${key('nf4')} is I8, not the uint8 JSON bitsandbytes writes`));
     expect(await failure(withState(plain, new Uint8Array(32 * 1024 * 1024 + 1).fill(0x20))))
       .toBe(refused(`${key('nf4')} is 33554433 bytes, above the limit MAX_CONFIG_BYTES for JSON (33554432)`));
     expect(await failure(withState(plain, new TextEncoder().encode(`${'['.repeat(65)}${']'.repeat(65)}`))))

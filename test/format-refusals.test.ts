@@ -39,7 +39,7 @@ async function refusal(run: () => Promise<unknown>, code: MergeErrorCode, ...men
 const ST = 'unet/diffusion_pytorch_model.safetensors';
 
 /** A safetensors file of exactly this header text (8-byte little-endian length, header, data). */
-function safetensorsOf(header: string, data = new Uint8Array(0)): Uint8Array {
+function safetensorsOf(header: string, data: Uint8Array = new Uint8Array(0)): Uint8Array {
   const text = new TextEncoder().encode(header);
   const prefix = new Uint8Array(8);
   new DataView(prefix.buffer).setBigUint64(0, BigInt(text.byteLength), true);
