@@ -86,6 +86,31 @@ describe('safetensors header: hostile headers refused in one line', () => {
   });
 });
 
+describe('safetensors header: numbers as the reference reader (serde, usize) takes them', () => {
+  const shaped = (shape: string) => openSt(`{"conv_in.bias":{"dtype":"F16","shape":${shape},"data_offsets":[0,0]}}`);
+
+  it('a sign with no digits, a "." or exponent with no digit after it: refused as bad JSON at its byte', async () => {
+    expect(await refusal(shaped('[-]'), 'INVALID_HEADER')).toBe(`${ST}: header is not valid JSON (unexpected "-" at byte 40)`);
+    expect(await refusal(shaped('[0, 320.]'), 'INVALID_HEADER')).toBe(`${ST}: header is not valid JSON (a digit must follow "." at byte 47)`);
+    expect(await refusal(shaped('[0, 3e]'), 'INVALID_HEADER')).toBe(`${ST}: header is not valid JSON (a digit must follow the exponent at byte 45)`);
+  });
+
+  it('an integer of 16 digits below 2^53 is read exactly; one above 2^53 is refused quoting its digits', async () => {
+    const file = await shaped('[0,1000000000000000]')();
+    expect(file.get('conv_in.bias')?.shape).toEqual([0, 1e15]);
+    expect(await refusal(shaped('[0,9007199254740993]'), 'INVALID_SHAPE'))
+      .toBe(`${ST}: tensor "conv_in.bias": "shape" holds 9007199254740993, larger than 2^53, past what this reader (and any tensor) can use`);
+  });
+});
+
+describe('GGUF reader: a metadata key written twice', () => {
+  it('is refused by the count of distinct keys, before anything reads the second value', async () => {
+    const bytes = buildGguf({ metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['general.name', { type: 'string', value: 'Tiny' }], ['general.name', { type: 'string', value: 'Other' }]] });
+    expect(await refusal(() => openGguf(bytesSource(bytes, 'tiny-llama-F16.gguf')), 'INVALID_HEADER'))
+      .toBe('tiny-llama-F16.gguf: 3 metadata entries declared but 2 distinct keys read (a key is duplicated or reserved)');
+  });
+});
+
 describe('bounded JSON: configs refused before JSON.parse builds them', () => {
   it(`nesting deeper than MAX_CONFIG_NESTING (${MAX_CONFIG_NESTING}) is refused naming the file`, () => {
     const deep = `{"lora_alpha":${'['.repeat(MAX_CONFIG_NESTING)}1${']'.repeat(MAX_CONFIG_NESTING)}}`;
