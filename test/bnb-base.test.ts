@@ -282,6 +282,43 @@ describe('bitsandbytes files it could not have written', () => {
     expect(await failure(int8.map((t) => (t.name.endsWith('weight_format') ? { ...t, data: new Uint8Array([2]) } : t))))
       .toBe(`bad: tensor "${L}.q_proj.weight" ${L}.q_proj.weight_format is 2, a tiled layout bitsandbytes no longer reads; only 0 (row-major) is supported`);
   });
+
+  it('names each quant-state field bitsandbytes would not have written, and 8-bit tensors out of place', async () => {
+    const W = `${L}.q_proj.weight`;
+    const key = (type: 'nf4' | 'fp4') => `${W}.quant_state.bitsandbytes__${type}`;
+    const plain = fourBitWeight(W, [4, 4], 'nf4', 64, 'BF16', false).tensors;
+    const nested = fourBitWeight(W, [4, 4], 'nf4', 64, 'BF16', true).tensors;
+    const stateOf = (tensors: FixtureTensor[]) => JSON.parse(new TextDecoder().decode(tensors.find((t) => t.name === key('nf4'))!.data as Uint8Array)) as Record<string, unknown>;
+    // The same weight with its quant-state tensor holding these bytes instead.
+    const withState = (tensors: FixtureTensor[], data: Uint8Array, dtype: FixtureTensor['dtype'] = 'U8') =>
+      tensors.map((t) => (t.name === key('nf4') ? { ...t, dtype, shape: [data.length], data } : t));
+    const edited = (tensors: FixtureTensor[], edit: Record<string, unknown>) =>
+      withState(tensors, new TextEncoder().encode(JSON.stringify({ ...stateOf(tensors), ...edit })));
+    const refused = (what: string) => `bad: tensor "${W}" ${what}`;
+
+    expect(await failure(plain.filter((t) => t.name !== W))).toBe(refused(`has a quant state (${key('nf4')}) but no packed weight`));
+    expect(await failure(withState(plain, plain.find((t) => t.name === key('nf4'))!.data as Uint8Array, 'I8'))).toBe(refused(`${key('nf4')} is I8, not the uint8 JSON bitsandbytes writes`));
+    expect(await failure(withState(plain, new Uint8Array(32 * 1024 * 1024 + 1).fill(0x20))))
+      .toBe(refused(`${key('nf4')} is 33554433 bytes, above the limit MAX_CONFIG_BYTES for JSON (33554432)`));
+    expect(await failure(withState(plain, new TextEncoder().encode(`${'['.repeat(65)}${']'.repeat(65)}`))))
+      .toBe(refused(`${key('nf4')}: nests deeper than 64 levels (the limit MAX_CONFIG_NESTING); not a config this tool reads`));
+    expect(await failure(withState(plain, new TextEncoder().encode('quant_type=nf4')))).toBe(refused(`${key('nf4')} does not hold JSON`));
+    expect(await failure(withState(plain, new TextEncoder().encode('["nf4", 64]')))).toBe(refused(`${key('nf4')} does not hold a JSON object`));
+    expect(await failure(edited(plain, { quant_type: 'fp4' }))).toBe(refused(`${key('nf4')} says quant_type "fp4"`));
+    expect(await failure(edited(plain, { blocksize: 100 }))).toBe(refused('blocksize 100 is not one bitsandbytes uses'));
+    expect(await failure(edited(plain, { dtype: 'float64' }))).toBe(refused('dtype "float64" is not float32, float16 or bfloat16'));
+    expect(await failure(edited(plain, { shape: [4, -4] }))).toBe(refused('shape [4,-4] is not a list of dimensions'));
+    expect(await failure(edited(plain, { nested_blocksize: 256 }))).toBe(refused(`the quant state is nested but ${W}.nested_absmax is missing`));
+    expect(await failure(edited(nested, { nested_blocksize: 100 }))).toBe(refused('nested_blocksize 100 is not one bitsandbytes uses'));
+    expect(await failure(edited(nested, { nested_dtype: 'float16' }))).toBe(refused('nested_dtype "float16" is not float32'));
+    expect(await failure(edited(nested, { nested_offset: '0.03' }))).toBe(refused('nested_offset "0.03" is not a number'));
+
+    const int8 = int8Weight(`${L}.q_proj`, [4, 4]).tensors;
+    expect(await failure(int8.filter((t) => t.name !== W))).toBe(refused(`has SCB statistics (${L}.q_proj.SCB) but no int8 weight`));
+    expect(await failure(int8.map((t) => (t.name === W ? { ...t, dtype: 'U8' as const } : t)))).toBe(refused('is U8 (4, 4); an 8-bit bitsandbytes weight is a 2-D int8 tensor'));
+    expect(await failure(int8.map((t) => (t.name.endsWith('weight_format') ? { ...t, dtype: 'F32' as const, data: new Uint8Array(4) } : t))))
+      .toBe(refused(`${L}.q_proj.weight_format is not a uint8 scalar`));
+  });
 });
 
 /**

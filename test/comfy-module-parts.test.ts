@@ -360,3 +360,13 @@ describe('the page\'s plan of a ComfyUI-extracted Wan LoRA', () => {
     expect(summary.files[0].changed).toBe(wanTruth().length);
   });
 });
+
+describe('a scaled fp8 checkpoint whose scale_weight ComfyUI could not have written', () => {
+  it('a zero, NaN or two-value scale_weight is refused naming the tensor', async () => {
+    const key = 'blocks.0.self_attn.q.scale_weight';
+    const withScale = (t: Partial<FixtureTensor>) => wanScaledBase.map((x) => (x.name === key ? { ...x, ...t } : x));
+    expect(await problemsOf(wanScaledLora, withScale({ data: [0] }))).toEqual([`${WAN_FILE}: tensor "${key}" should be one finite, non-zero scale (F32 ())`]);
+    expect(await problemsOf(wanScaledLora, withScale({ data: [NaN] }))).toEqual([`${WAN_FILE}: tensor "${key}" should be one finite, non-zero scale (F32 ())`]);
+    expect(await problemsOf(wanScaledLora, withScale({ shape: [2], data: [0.02, 0.02] }))).toEqual([`${WAN_FILE}: tensor "${key}" should be one finite, non-zero scale (F32 (2))`]);
+  });
+});
