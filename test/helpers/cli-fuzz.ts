@@ -239,7 +239,7 @@ export function describeCliFuzz<C, P extends CliCase>(title: string, target: Cli
       const raisers = peakRaisers.sort((a, b) => b.mib - a.mib).slice(0, 5).map((r) => `\n  +${r.mib.toFixed(0)} MiB ${r.label}`).join('');
       expect(grew, `peak memory of all cases together; the cases that raised it most:${raisers}`).toBeLessThan(RSS_LIMIT);
       if (!settings.path) target.expectReach(stats, runs);
-    }, Math.max(600_000, runs * 2000));
+    }, Math.max(600_000, runs * 4000));
 
     it(`${cliRuns} cases through the real loramerge process, peak RSS measured`, async () => {
       let n = 0;
