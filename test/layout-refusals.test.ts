@@ -118,3 +118,16 @@ describe('HF → GGUF: only GGUF bases and Hugging Face names', () => {
     expect(where(hf, 'model.layers.5.self_attn.q_proj')).toBe(NO_TENSOR);
   });
 });
+
+describe('module locator: a module the pipeline moved out of a component', () => {
+  it('names the transformer, not LTX-2\'s text projection, when a transformer module is missing from both', () => {
+    // An LTX-2 single file: the transformer under model.diffusion_model., the text projection beside it.
+    const base = ggufBase(undefined, {
+      'model.diffusion_model.transformer_blocks.0.attn1.to_q.weight': [64, 64],
+      'text_embedding_projection.aggregate_embed.weight': [64, 192],
+    });
+    const r = base.locate(moduleAddress('diffusion_model.transformer_blocks.7.attn1.to_q'));
+    // The moved-out component is searched too, but its plain miss does not replace the transformer's.
+    expect(r.found ? r.targets : r.message).toBe('no matching tensor in the UNet/transformer (model.diffusion_model.)');
+  });
+});
