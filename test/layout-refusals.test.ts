@@ -2,11 +2,13 @@
  * Refusals of the Hugging Face → GGUF layout that no other test reached: a GGUF whose metadata or
  * tensor shapes do not match what convert_hf_to_gguf writes for the module is refused (its rows
  * cannot be known), never placed on rows computed from inconsistent numbers. Each base is the few
- * tensors and metadata keys a real conversion of that architecture writes, at toy sizes.
+ * tensors and metadata keys a real conversion of that architecture writes, at toy sizes. Also the
+ * module locator's miss on a moved-out component, and kohya's ss_network_args read for rs_lora.
  */
 import { describe, expect, it } from 'vitest';
 import { ModuleLocator } from '../src/formats/layouts/index.js';
 import { llamaRopePermutation } from '../src/formats/layouts/hf-to-gguf.js';
+import { KohyaNetworkArgs } from '../src/formats/kohya-network-args.js';
 import { moduleAddress } from '../src/formats/module-address.js';
 
 function ggufBase(arch: string | undefined, shapes: Record<string, number[]>, meta: Record<string, unknown> = {}) {
@@ -129,5 +131,22 @@ describe('module locator: a module the pipeline moved out of a component', () =>
     const r = base.locate(moduleAddress('diffusion_model.transformer_blocks.7.attn1.to_q'));
     // The moved-out component is searched too, but its plain miss does not replace the transformer's.
     expect(r.found ? r.targets : r.message).toBe('no matching tensor in the UNet/transformer (model.diffusion_model.)');
+  });
+});
+
+describe('kohya network args (ss_network_args) as far as they decide a LyCORIS file\'s scale', () => {
+  it('refuses ss_network_args that is JSON but not an object, in one line naming the file', () => {
+    for (const text of ['null', '["rs_lora=True"]', '"rs_lora=True"']) {
+      expect(() => new KohyaNetworkArgs('glora.safetensors', { ss_network_module: 'lycoris.kohya', ss_network_args: text }).lycorisRsLora(), text)
+        .toThrow('glora.safetensors: metadata "ss_network_args" is not a JSON object; it may hold rs_lora, which decides this file\'s scale');
+    }
+  });
+
+  it('reads rs_lora "False" without ss_network_module as off, and a file without ss_network_args as having none', () => {
+    // kohya writes "False" for an unset flag; with no trainer named, only "True" is in doubt.
+    expect(new KohyaNetworkArgs('a.safetensors', { ss_network_args: '{"rs_lora": "False"}' }).lycorisRsLora()).toBe(false);
+    const plain = new KohyaNetworkArgs('b.safetensors', { ss_network_module: 'networks.lora', ss_network_dim: '16' });
+    expect(plain.lycorisRsLora()).toBe(false);
+    expect(plain.recordedRanks()).toEqual([16]);
   });
 });
