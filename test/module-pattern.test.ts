@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { isMergeError } from '../src/errors.js';
 import { compileModulePattern } from '../src/formats/module-pattern.js';
 import { parsePeftConfig } from '../src/formats/peft-config.js';
-import { MAX_PATTERN_MATCHES, MAX_PATTERNS } from '../src/limits.js';
+import { MAX_PATTERN_LENGTH, MAX_PATTERN_MATCHES, MAX_PATTERNS } from '../src/limits.js';
 
 const budget = () => ({ file: 'adapter_config.json', used: 0 });
 const segment = fc.constantFrom('model', 'layers', '0', '1', '12', 'self_attn', 'q_proj', 'v_proj', 'mlp', 'up_proj', 'x');
@@ -50,6 +50,14 @@ describe('module patterns', () => {
     for (const k of ['(?=q)q_proj', '(?<!x)q', '(q)\\1']) {
       expect(() => compileModulePattern(k, 'rank_pattern', budget())).toThrow(/rank_pattern key .* is not a pattern this tool can match safely/);
     }
+  });
+
+  it('refuses a pattern key longer than MAX_PATTERN_LENGTH, naming the file, table and the key\'s start', () => {
+    // A regex key is compiled and run against every module: its length is bounded before that.
+    const key = `model\\.layers\\.(${Array.from({ length: 300 }, (_, i) => i).join('|')})\\.self_attn\\.q_proj`;
+    expect(key.length).toBeGreaterThan(MAX_PATTERN_LENGTH);
+    expect(() => compileModulePattern(key, 'rank_pattern', { file: 'adapter_config.json', used: 0 }))
+      .toThrow(`adapter_config.json: rank_pattern key "${key.slice(0, 80)}…" is ${key.length} characters long, above the limit of 1000 (MAX_PATTERN_LENGTH)`);
   });
 
   it('bounds the matching work of a config', () => {
