@@ -19,7 +19,11 @@ afterAll(temp.removeAll);
 
 /** The MergeError a promise rejects with (fails the test if it resolves or throws anything else). */
 async function refusal(promise: Promise<unknown>): Promise<MergeError> {
-  const got = await promise.then(() => 'no error', (e: unknown) => e);
+  // Should a check fail to refuse, an output target that was opened is aborted (no lock file left).
+  const got = await promise.then(async (value) => {
+    await (value as { abort?: () => Promise<void> } | undefined)?.abort?.();
+    return 'no error';
+  }, (e: unknown) => e);
   expect(got).toBeInstanceOf(MergeError);
   return got as MergeError;
 }
@@ -94,6 +98,18 @@ describe('--out refusals (createNodeOutputTarget)', () => {
     const empty = await createNodeOutputTarget(join(dir, 'empty.safetensors'), 'file', []);
     await expect(empty.commit()).rejects.toThrow(`${join(dir, 'empty.safetensors')}: nothing was written`);
     await empty.abort();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('refuses a second writer of the same output while the first holds it, then lets it in once released', async () => {
+    const dir = temp.make();
+    const out = join(dir, 'merged');
+    const first = await createNodeOutputTarget(out, 'folder', []);
+    const e = await refusal(createNodeOutputTarget(out, 'folder', []));
+    expect([e.code, e.message]).toEqual(['OUTPUT_BUSY', `${out}: another merge (process ${process.pid}) is writing this output; wait for it to finish or choose another --out`]);
+    await first.abort();
+    const second = await createNodeOutputTarget(out, 'folder', []);
+    await second.abort();
     expect(readdirSync(dir)).toEqual([]);
   });
 
