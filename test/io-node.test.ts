@@ -51,6 +51,13 @@ describe('Node byte source', () => {
     await source.close();
   });
 
+  it('refuses a folder given where a file is expected, when opened (Linux opens a folder for reading; only its reads failed, raw)', async () => {
+    const dir = tempDir({ 'lora/adapter_model.safetensors': 'x' });
+    const error = await openNodeByteSource(join(dir, 'lora')).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(MergeError);
+    expect([(error as MergeError).code, (error as MergeError).message]).toEqual(['NOT_FOUND', `${join(dir, 'lora')}: is a folder, expected a file`]);
+  });
+
   it('reports a file that shrinks while open as truncated', async () => {
     const dir = tempDir({ 'w.bin': bytes(100) });
     const source = await openNodeByteSource(join(dir, 'w.bin'));

@@ -20,10 +20,16 @@ export async function openNodeByteSource(path: string, name: string = path): Pro
     throw inputFsError(e, name, 'opening it');
   }
   const fileHandle = handle;
-  const { size } = await fileHandle.stat().catch(async (e: unknown) => {
+  const info = await fileHandle.stat().catch(async (e: unknown) => {
     await fileHandle.close();
     throw e;
   });
+  // Linux and macOS open a folder for reading without EISDIR; only its first read would fail, raw.
+  if (info.isDirectory()) {
+    await fileHandle.close();
+    throw new MergeError('NOT_FOUND', `${name}: is a folder, expected a file`);
+  }
+  const { size } = info;
   return {
     name,
     size,
