@@ -272,6 +272,23 @@ function intBase(quantization: Record<string, unknown>, tensors: FixtureTensor[]
 }
 const openInt = (files: Record<string, string | Uint8Array>, name = 'llama-int4') => () => prepareMerge(memoryInputFileSet(files, name), [{ files: memoryInputFileSet(QLORA, 'qlora') }]);
 
+/** The UNSUPPORTED_FORMAT refusal met while merging the QLoRA into `files` (named `name`) on the CPU, for values the plan does not read. */
+async function mergeRefusal(files: Record<string, string | Uint8Array>, name = 'llama-int4', outDtype: 'BF16' | 'F16' = 'BF16'): Promise<string> {
+  const backend = await createNodeBackend('cpu');
+  try {
+    const prepared = await openInt(files, name)();
+    return await refusal(async () => {
+      try {
+        await mergeModel({ prepared, output: createBlobOutputTarget(), backend, outDtype });
+      } finally {
+        await prepared.close();
+      }
+    }, 'UNSUPPORTED_FORMAT');
+  } finally {
+    backend.dispose();
+  }
+}
+
 /** AutoGPTQ's 4-bit q_proj, group 32: qweight (in/8, out), qzeros (groups, out/8), scales (groups, out), g_idx (in). */
 const GPTQ = { bits: 4, group_size: 32, desc_act: false, sym: false, checkpoint_format: 'gptq', quant_method: 'gptq' };
 const gptqTensors = (): FixtureTensor[] => [
@@ -423,20 +440,7 @@ describe('ModelOpt NVFP4 bases: a NaN block scale met while merging', () => {
     const scales = new Uint8Array(16).fill(0x38);
     scales[11] = 0x7f; // e4m3 NaN, row 5 (two scales a row)
     const files = nvfp4Base(swapT(nvfp4Tensors(), `${QP}.weight_scale`, { data: scales }));
-    const backend = await createNodeBackend('cpu');
-    try {
-      const prepared = await openInt(files)();
-      const message = await refusal(async () => {
-        try {
-          await mergeModel({ prepared, output: createBlobOutputTarget(), backend, outDtype: 'BF16' });
-        } finally {
-          await prepared.close();
-        }
-      }, 'UNSUPPORTED_FORMAT');
-      expect(message).toBe(`llama-int4: tensor "${QP}.weight_scale" holds NaN (row 5)`);
-    } finally {
-      backend.dispose();
-    }
+    expect(await mergeRefusal(files)).toBe(`llama-int4: tensor "${QP}.weight_scale" holds NaN (row 5)`);
   });
 });
 
@@ -504,20 +508,7 @@ describe('mlx affine bases: configs and tensors mlx does not write, refused in o
     const scales = new Array(8).fill(0.01);
     scales[3] = NaN;
     const files = mlxBase(MLX, swapT(mlxTensors(), `${QP}.scales`, { data: scales }));
-    const backend = await createNodeBackend('cpu');
-    try {
-      const prepared = await openInt(files, 'llama-mlx')();
-      const message = await refusal(async () => {
-        try {
-          await mergeModel({ prepared, output: createBlobOutputTarget(), backend, outDtype: 'F16' });
-        } finally {
-          await prepared.close();
-        }
-      }, 'UNSUPPORTED_FORMAT');
-      expect(message).toBe(`llama-mlx: tensor "${QP}.scales" holds NaN (element 3); scales and biases must be finite`);
-    } finally {
-      backend.dispose();
-    }
+    expect(await mergeRefusal(files, 'llama-mlx', 'F16')).toBe(`llama-mlx: tensor "${QP}.scales" holds NaN (element 3); scales and biases must be finite`);
   });
 });
 
@@ -568,21 +559,6 @@ describe('base folders refused in one line', () => {
 });
 
 describe('integer weight-only bases: a group index past the groups, met while merging', () => {
-  async function mergeRefusal(files: Record<string, string | Uint8Array>): Promise<string> {
-    const backend = await createNodeBackend('cpu');
-    try {
-      const prepared = await openInt(files)();
-      return await refusal(async () => {
-        try {
-          await mergeModel({ prepared, output: createBlobOutputTarget(), backend, outDtype: 'BF16' });
-        } finally {
-          await prepared.close();
-        }
-      }, 'UNSUPPORTED_FORMAT');
-    } finally {
-      backend.dispose();
-    }
-  }
   const gIdx = Array.from({ length: 32 }, (_, i) => (i === 7 ? 5 : 0)); // one group; input 7 says group 5
 
   it('GPTQ g_idx', async () => {
