@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { buildSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { FLUX, fluxBflTensors } from './helpers/diffusion-fixtures.js';
 import { hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
-import { planProblems, planRefusal, type Files } from './helpers/plan-problems.js';
+import { planProblems, planRefusal, qProjSingleFile, type Files } from './helpers/plan-problems.js';
 
 const rand = seededRandom(20261206);
 
@@ -194,14 +194,8 @@ describe('plan refusals (2)', () => {
   it('refuses a single-file LoRA holding two down factors for one module (PEFT\'s and kohya\'s names), naming the module and both tensors', async () => {
     // diffusers' form (PEFT key names without base_model.model.), with a kohya-named lora_down of the same module beside it.
     const q = 'model.layers.0.self_attn.q_proj';
-    const file = (extra: string[]) => ({
-      'adapter.safetensors': buildSafetensors([
-        randomTensor(`${q}.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`${q}.lora_B.weight`, [8, 2], 'F32', rand),
-        ...extra.map((name) => randomTensor(name, [2, 8], 'F32', rand)),
-      ]),
-    });
-    expect(await refusal(llama(), file([]))).toBe('');
-    expect(await refusal(llama(), file([`${q}.lora_down.weight`]))).toBe(
+    expect(await refusal(llama(), qProjSingleFile(rand))).toBe('');
+    expect(await refusal(llama(), qProjSingleFile(rand, [[`${q}.lora_down.weight`, [2, 8]]]))).toBe(
       `adapter/adapter.safetensors: module "${q}" has two down tensors ("${q}.lora_A.weight" and "${q}.lora_down.weight")`,
     );
   });

@@ -6,10 +6,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
-import { buildSafetensors, seededRandom, type FixtureDType } from './helpers/fixtures.js';
+import { seededRandom, type FixtureDType } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
 import { buildGguf, randomTensors } from './helpers/gguf-builder.js';
-import { planProblems, planRefusal, type Files } from './helpers/plan-problems.js';
+import { planProblems, planRefusal, qProjSingleFile, type Files } from './helpers/plan-problems.js';
 
 const rand = seededRandom(20261205);
 
@@ -227,17 +227,10 @@ describe('plan refusals', () => {
     ]);
   });
 
-
   it('refuses a single-file LoRA holding a tensor it does not recognise, rather than merging the rest', async () => {
     // diffusers' form (PEFT key names without base_model.model.), as a single .safetensors file.
     const q = 'model.layers.0.self_attn.q_proj';
-    const file = (extra: string[]) => ({
-      'adapter.safetensors': buildSafetensors([
-        randomTensor(`${q}.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`${q}.lora_B.weight`, [8, 2], 'F32', rand),
-        ...extra.map((name) => randomTensor(name, [8], 'F32', rand)),
-      ]),
-    });
-    expect(await refusal(llama(), file([]))).toBe('');
-    expect(await refusal(llama(), file([`${q}.lora_C`]))).toBe(`adapter/adapter.safetensors: tensor "${q}.lora_C" is not an adapter tensor this tool recognises`);
+    expect(await refusal(llama(), qProjSingleFile(rand))).toBe('');
+    expect(await refusal(llama(), qProjSingleFile(rand, [[`${q}.lora_C`, [8]]]))).toBe(`adapter/adapter.safetensors: tensor "${q}.lora_C" is not an adapter tensor this tool recognises`);
   });
 });
