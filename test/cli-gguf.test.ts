@@ -79,6 +79,30 @@ describe('loramerge with GGUF', () => {
     expect(errorLines(usage.stderr)).toEqual(['error: --dtype-merged-only needs a --dtype (see loramerge --help)']);
   });
 
+  it('refuses a PEFT LoRA on a GGUF whose head count does not fit attn_q, naming the metadata key, and writes nothing', async () => {
+    // 6 heads do not divide attn_q's 256 rows, so convert_hf_to_gguf's RoPE row order for q cannot be rebuilt.
+    const base = q4kmLlama();
+    const metadata = base.metadata.map(([k, v]): typeof base.metadata[number] => [k, k === 'llama.attention.head_count' ? { type: 'u32', value: 6 } : v]);
+    const names = [...base.tensors.keys()];
+    const edited = buildGguf({ metadata, tensors: names.map((name) => {
+      const t = base.tensors.get(name)!;
+      return { name, type: t.type, ne: [...t.shape].reverse(), data: t.data };
+    }) });
+    const adapter = peftLlamaAdapter();
+    const dir = temp.make({ 'base.gguf': edited, ...Object.fromEntries(Object.entries(adapter.files).map(([k, v]) => [`peft/${k}`, v])) });
+    const out = join(dir, 'merged.gguf');
+    const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'peft'), '--out', out, '--backend', 'cpu']);
+    expect(result.code).not.toBe(0);
+    expect(errorLines(result.stderr)).toEqual([
+      `error: ${join(dir, 'peft')}: module "model.layers.0.self_attn.q_proj": `
+      + 'cannot be placed where convert_hf_to_gguf put its rows: blk.0.attn_q.weight has 256 rows, '
+      + "which do not split into 6 heads (llama.attention.head_count) of an even size, as llama.cpp's RoPE row order needs; "
+      + 'check the GGUF is whole and unedited, or merge into the safetensors model and convert that',
+    ]);
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    expect(listDir(dir)).toEqual(['base.gguf', 'peft']);
+  });
+
   it('inspects a GGUF base and a GGUF adapter', async () => {
     const base = q4kmLlama();
     const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 4, in: 256, out: 256, aType: 'F16', bType: 'F16' }], 8);

@@ -10,6 +10,7 @@ import { ModuleLocator } from '../src/formats/layouts/index.js';
 import { llamaRopePermutation } from '../src/formats/layouts/hf-to-gguf.js';
 import { KohyaNetworkArgs } from '../src/formats/kohya-network-args.js';
 import { moduleAddress } from '../src/formats/module-address.js';
+import { unplaceable } from './helpers/gguf-unplaceable.js';
 
 function ggufBase(arch: string | undefined, shapes: Record<string, number[]>, meta: Record<string, unknown> = {}) {
   const metadata: Record<string, unknown> = { ...(arch ? { 'general.architecture': arch } : {}), ...meta };
@@ -29,32 +30,37 @@ describe('HF → GGUF: row layouts the metadata cannot give are refused', () => 
     expect(llamaRopePermutation(24, 8)).toBeUndefined(); // head size 3
     expect(llamaRopePermutation(64, 3)).toBeUndefined(); // 64 rows in 3 heads
     const base = ggufBase('llama', { 'blk.0.attn_q.weight': [24, 32] }, { 'llama.attention.head_count': 8 });
-    expect(where(base, 'model.layers.0.self_attn.q_proj')).toBe(NO_TENSOR);
+    expect(where(base, 'model.layers.0.self_attn.q_proj'))
+      .toBe(unplaceable("blk.0.attn_q.weight has 24 rows, which do not split into 8 heads (llama.attention.head_count) of an even size, as llama.cpp's RoPE row order needs"));
   });
 
   it('refuses fused experts (target_parameters) without the expert count, or with an odd fused gate_up per expert', () => {
     const noCount = ggufBase('qwen3moe', { 'blk.0.ffn_down_exps.weight': [8 * 64, 4] });
-    expect(where(noCount, 'model.layers.0.mlp.experts.down_proj')).toBe(NO_TENSOR);
+    expect(where(noCount, 'model.layers.0.mlp.experts.down_proj')).toBe(unplaceable('the GGUF records no qwen3moe.expert_count'));
     // --fuse-gate-up-exps writes gate then up per expert: 6 rows over 2 experts is 3 each, not two halves.
     const odd = ggufBase('gpt-oss', { 'blk.1.ffn_gate_up_exps.weight': [2 * 3, 96] }, { 'gpt-oss.expert_count': 2 });
-    expect(where(odd, 'model.layers.1.mlp.experts.gate_up_proj')).toBe(NO_TENSOR);
+    expect(where(odd, 'model.layers.1.mlp.experts.gate_up_proj'))
+      .toBe(unplaceable('blk.1.ffn_gate_up_exps.weight holds 3 rows per expert, which do not split into a gate and an up half'));
   });
 
   it('refuses InternLM2\'s grouped wqkv when the heads are not a multiple of the kv heads, or the head size is odd', () => {
     // 8 heads over 3 kv groups: no whole number of q heads per group, so wqkv's rows cannot be gathered.
     const uneven = ggufBase('internlm2', { 'blk.0.attn_q.weight': [64, 64], 'blk.0.attn_k.weight': [24, 64], 'blk.0.attn_v.weight': [24, 64] },
       { 'internlm2.attention.head_count': 8, 'internlm2.attention.head_count_kv': 3 });
-    expect(where(uneven, 'model.layers.0.attention.wqkv')).toBe(NO_TENSOR);
+    expect(where(uneven, 'model.layers.0.attention.wqkv'))
+      .toBe(unplaceable('8 heads (internlm2.attention.head_count) do not group evenly under 3 kv heads (internlm2.attention.head_count_kv)'));
     // 8 heads of 3 rows: LlamaModel.permute cannot halve a head.
     const oddHead = ggufBase('internlm2', { 'blk.0.attn_q.weight': [24, 32], 'blk.0.attn_k.weight': [6, 32], 'blk.0.attn_v.weight': [6, 32] },
       { 'internlm2.attention.head_count': 8, 'internlm2.attention.head_count_kv': 2 });
-    expect(where(oddHead, 'model.layers.0.attention.wqkv')).toBe(NO_TENSOR);
+    expect(where(oddHead, 'model.layers.0.attention.wqkv'))
+      .toBe(unplaceable("blk.0.attn_q.weight has 24 rows, which do not split into 8 heads (internlm2.attention.head_count) of an even size, as llama.cpp's RoPE row order needs"));
   });
 
   it('refuses Ling\'s (bailingmoe) fused query_key_value when the head size is odd', () => {
     const base = ggufBase('bailingmoe', { 'blk.0.attn_q.weight': [24, 32], 'blk.0.attn_k.weight': [6, 32], 'blk.0.attn_v.weight': [6, 32] },
       { 'bailingmoe.attention.head_count': 8, 'bailingmoe.attention.head_count_kv': 2 });
-    expect(where(base, 'model.layers.0.attention.query_key_value')).toBe(NO_TENSOR);
+    expect(where(base, 'model.layers.0.attention.query_key_value'))
+      .toBe(unplaceable("blk.0.attn_q.weight has 24 rows, which do not split into 8 heads (bailingmoe.attention.head_count) of an even size, as llama.cpp's RoPE row order needs"));
   });
 });
 
@@ -79,13 +85,16 @@ describe('HF → GGUF: gated DeltaNet (Qwen3-Next, Qwen3.5) projections need the
   });
 
   it('refuses Qwen3.5\'s projections without the ssm metadata, with value heads not a multiple of key heads, or with other shapes', () => {
-    expect(where(ggufBase('qwen35', qwen35), 'model.layers.0.linear_attn.in_proj_z')).toBe(NO_TENSOR);
+    expect(where(ggufBase('qwen35', qwen35), 'model.layers.0.linear_attn.in_proj_z')).toBe(unplaceable('the GGUF records no qwen35.ssm.group_count'));
     // 3 value heads over 2 key heads: the grouped → tiled reorder is not defined.
     const uneven = ggufBase('qwen35', { 'blk.0.attn_gate.weight': [12, 32] }, ssm('qwen35', 2, 4, 3, 12));
-    expect(where(uneven, 'model.layers.0.linear_attn.in_proj_z')).toBe(NO_TENSOR);
+    expect(where(uneven, 'model.layers.0.linear_attn.in_proj_z'))
+      .toBe(unplaceable('3 value heads (qwen35.ssm.time_step_rank) do not group evenly under 2 key heads (qwen35.ssm.group_count)'));
     const base = ggufBase('qwen35', { ...qwen35, 'blk.0.attn_gate.weight': [12, 32], 'blk.0.ssm_out.weight': [32, 12] }, ssm('qwen35'));
-    expect(where(base, 'model.layers.0.linear_attn.in_proj_z')).toBe(NO_TENSOR);
-    expect(where(base, 'model.layers.0.linear_attn.out_proj')).toBe(NO_TENSOR);
+    expect(where(base, 'model.layers.0.linear_attn.in_proj_z'))
+      .toBe(unplaceable("blk.0.attn_gate.weight has 12 rows, not the 16 (one per value head) the GGUF's qwen35.ssm counts give"));
+    expect(where(base, 'model.layers.0.linear_attn.out_proj'))
+      .toBe(unplaceable("blk.0.ssm_out.weight has 12 columns, not the 16 of its value heads the GGUF's qwen35.ssm counts give"));
   });
 
   it('refuses Qwen3-Next\'s in_proj_qkvz without the ssm metadata or on attn_qkv/attn_gate of other sizes', () => {
@@ -93,9 +102,10 @@ describe('HF → GGUF: gated DeltaNet (Qwen3-Next, Qwen3.5) projections need the
     const shapes = { 'blk.0.attn_qkv.weight': [32, 32], 'blk.0.attn_gate.weight': [16, 32] };
     expect(where(ggufBase('qwen3next', shapes, ssm('qwen3next')), 'model.layers.0.linear_attn.in_proj_qkvz'))
       .toEqual(['blk.0.attn_qkv.weight', 'blk.0.attn_gate.weight']);
-    expect(where(ggufBase('qwen3next', shapes), 'model.layers.0.linear_attn.in_proj_qkvz')).toBe(NO_TENSOR);
+    expect(where(ggufBase('qwen3next', shapes), 'model.layers.0.linear_attn.in_proj_qkvz')).toBe(unplaceable('the GGUF records no qwen3next.ssm.group_count'));
     const short = ggufBase('qwen3next', { ...shapes, 'blk.0.attn_gate.weight': [12, 32] }, ssm('qwen3next'));
-    expect(where(short, 'model.layers.0.linear_attn.in_proj_qkvz')).toBe(NO_TENSOR);
+    expect(where(short, 'model.layers.0.linear_attn.in_proj_qkvz'))
+      .toBe(unplaceable("blk.0.attn_gate.weight has 12 rows, not the 16 (the gate of each value head) the GGUF's qwen3next.ssm counts give"));
   });
 
   it('places mtp.fc only on the MTP blocks\' nextn.eh_proj, and refuses another mtp.* module or a missing eh_proj', () => {
@@ -148,5 +158,61 @@ describe('kohya network args (ss_network_args) as far as they decide a LyCORIS f
     const plain = new KohyaNetworkArgs('b.safetensors', { ss_network_module: 'networks.lora', ss_network_dim: '16' });
     expect(plain.lycorisRsLora()).toBe(false);
     expect(plain.recordedRanks()).toEqual([16]);
+  });
+});
+
+describe('HF → GGUF: a count the row order needs names its metadata key when missing, malformed or contradicted', () => {
+  it('reads per-block head counts (granitehybrid) and names a block whose entry is 0 or missing', () => {
+    // Granite 4.0 H writes head_count per block, 0 for its Mamba-2 blocks.
+    const shapes = { 'blk.0.attn_q.weight': [32, 32], 'blk.0.attn_k.weight': [16, 32], 'blk.1.attn_q.weight': [32, 32], 'blk.2.attn_q.weight': [32, 32] };
+    const base = ggufBase('granitehybrid', shapes, { 'granitehybrid.attention.head_count': [4, 0], 'granitehybrid.attention.head_count_kv': [2, 0] });
+    expect(where(base, 'model.layers.0.self_attn.q_proj')).toEqual(['blk.0.attn_q.weight']);
+    expect(where(base, 'model.layers.1.self_attn.q_proj')).toBe(unplaceable("the GGUF's granitehybrid.attention.head_count gives block 1 0"));
+    expect(where(base, 'model.layers.2.self_attn.q_proj')).toBe(unplaceable("the GGUF's granitehybrid.attention.head_count has 2 per-block entries, none for block 2"));
+  });
+
+  it('names a head count that is not a positive integer, and permutes k by head_count_kv alone when only that is recorded', () => {
+    const shapes = { 'blk.0.attn_q.weight': [32, 32], 'blk.0.attn_k.weight': [16, 32] };
+    const edited = ggufBase('llama', shapes, { 'llama.attention.head_count': '4', 'llama.attention.head_count_kv': 2 });
+    expect(where(edited, 'model.layers.0.self_attn.q_proj')).toBe(unplaceable('the GGUF\'s llama.attention.head_count is "4", not a positive count'));
+    // k's order depends on the kv heads only: 2 heads of 8 rows.
+    const k = edited.locate(moduleAddress('base_model.model.model.layers.0.self_attn.k_proj'));
+    expect(k.found && k.targets[0].rows?.slice(0, 4)).toEqual(llamaRopePermutation(16, 2)!.slice(0, 4));
+    const oddKv = ggufBase('llama', shapes, { 'llama.attention.head_count': 4, 'llama.attention.head_count_kv': 3 });
+    expect(where(oddKv, 'model.layers.0.self_attn.k_proj'))
+      .toBe(unplaceable("blk.0.attn_k.weight has 16 rows, which do not split into 3 heads (llama.attention.head_count_kv) of an even size, as llama.cpp's RoPE row order needs"));
+  });
+
+  it('names the expert count when the stacked experts\' rows do not split among them, and GroveMoE\'s experts_per_group', () => {
+    const mixtral = ggufBase('llama', { 'blk.0.ffn_gate_exps.weight': [8 * 12 + 4, 32] }, { 'llama.expert_count': 8 });
+    expect(where(mixtral, 'model.layers.0.block_sparse_moe.experts.1.w1'))
+      .toBe(unplaceable('blk.0.ffn_gate_exps.weight has 100 rows, which do not split among 8 experts (llama.expert_count)'));
+    // GroveMoE: 8 routed experts in groups of 2 give 4 chunk experts, stacked in ffn_*_chexps.
+    const grove = (meta: Record<string, unknown>) => ggufBase('grovemoe', { 'blk.0.ffn_up_chexps.weight': [4 * 16, 32] }, meta);
+    const placed = grove({ 'grovemoe.expert_count': 8, 'grovemoe.experts_per_group': 2 }).locate(moduleAddress('base_model.model.model.layers.0.mlp.chunk_experts.3.up_proj'));
+    expect(placed).toMatchObject({ found: true, targets: [{ baseKey: 'blk.0.ffn_up_chexps.weight', rows: [{ src: 0, dst: 48, count: 16 }] }] });
+    expect(where(grove({ 'grovemoe.expert_count': 8 }), 'model.layers.0.mlp.chunk_experts.0.up_proj')).toBe(unplaceable('the GGUF records no grovemoe.experts_per_group'));
+    expect(where(grove({ 'grovemoe.expert_count': 8, 'grovemoe.experts_per_group': 3 }), 'model.layers.0.mlp.chunk_experts.0.up_proj'))
+      .toBe(unplaceable('8 routed experts (grovemoe.expert_count) do not split into groups of 3 (grovemoe.experts_per_group)'));
+    expect(where(grove({ 'grovemoe.expert_count': 8, 'grovemoe.experts_per_group': 2 }), 'model.layers.0.mlp.chunk_experts.4.up_proj'))
+      .toBe('names expert 4, but blk.0.ffn_up_chexps.weight holds 4 (grovemoe.expert_count over experts_per_group)');
+  });
+
+  it('names DeepSeek\'s head count when attn_k_b and attn_v_b do not split into its heads', () => {
+    // 4 heads, kv_lora_rank 16, nope 8, v 8: attn_k_b (4·16, 8), attn_v_b (4·8, 16); here attn_k_b holds 3 heads.
+    const base = ggufBase('deepseek2', { 'blk.0.attn_k_b.weight': [3 * 16, 8], 'blk.0.attn_v_b.weight': [4 * 8, 16] },
+      { 'deepseek2.attention.head_count': 4, 'deepseek2.attention.kv_lora_rank': 16 });
+    expect(where(base, 'model.layers.0.self_attn.kv_b_proj'))
+      .toBe(unplaceable('blk.0.attn_k_b.weight (48 rows) and blk.0.attn_v_b.weight (32 rows) do not split into 4 heads (deepseek2.attention.head_count) of rank 16'));
+  });
+
+  it('names the ssm inner size when it does not split among the value heads, and an AltUp stack that is not square', () => {
+    const qwen35 = ggufBase('qwen35', { 'blk.0.attn_gate.weight': [16, 32] }, {
+      'qwen35.ssm.group_count': 2, 'qwen35.ssm.state_size': 4, 'qwen35.ssm.time_step_rank': 4, 'qwen35.ssm.inner_size': 18,
+    });
+    expect(where(qwen35, 'model.layers.0.linear_attn.in_proj_z'))
+      .toBe(unplaceable('18 value rows (qwen35.ssm.inner_size) do not split among 4 value heads (qwen35.ssm.time_step_rank)'));
+    const gemma3n = ggufBase('gemma3n', { 'altup_proj.weight': [3 * 32 + 8, 32] });
+    expect(where(gemma3n, 'model.language_model.altup_projections.0')).toBe(unplaceable('altup_proj.weight (104 × 32) is not a stack of square matrices'));
   });
 });

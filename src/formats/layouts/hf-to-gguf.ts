@@ -43,6 +43,7 @@
  * whole (modules_to_save, base_layer weights, trainable tokens) are refused on a GGUF base.
  */
 import type { RowSegment } from '../../engine/merge-op.js';
+import { counted, metadataCount, perBlock, positiveInt, unplaceable } from './gguf-counts.js';
 import { wholeTensor, type BaseView, type Layout, type LayoutResolution, type Placement } from './layout.js';
 
 interface Rule {
@@ -917,11 +918,6 @@ function normalise(path: string): string {
   return path;
 }
 
-function positiveInt(value: unknown): number | undefined {
-  const n = typeof value === 'bigint' ? Number(value) : value;
-  return typeof n === 'number' && Number.isSafeInteger(n) && n > 0 ? n : undefined;
-}
-
 const MISS: LayoutResolution = { found: false, ambiguous: false, candidates: [] };
 const refused = (why: string): LayoutResolution => ({ found: false, ambiguous: false, candidates: [], why });
 
@@ -975,23 +971,30 @@ export function llamaRopePermutation(rows: number, heads: number): RowSegment[] 
  * parameter's shape from the tensors' (each expert (out, in) in the GGUF), the rows each holds.
  */
 function resolveFusedExperts(fused: NonNullable<Rule['fused']>, block: string, arch: string, base: BaseView): LayoutResolution {
-  const experts = positiveInt(base.metadata?.(`${arch}.expert_count`));
+  const countKey = `${arch}.expert_count`;
+  const experts = metadataCount(base, countKey);
   const find = (name: string) => {
     const found = base.index.resolveDotted(`blk.${block}.${name}.weight`);
     return found.found ? found.key : undefined;
   };
-  const perExpert = (key: string) => {
+  /** One expert's (rows, cols) in `key`, or why the rows do not split among the experts. */
+  const perExpert = (key: string): [number, number] | LayoutResolution => {
+    if (experts.why !== undefined) return unplaceable(experts.why);
     const [rows, cols] = base.shape(key) ?? [];
-    return experts && rows !== undefined && cols !== undefined && rows % experts === 0 ? [rows / experts, cols] : undefined;
+    if (rows === undefined || cols === undefined || rows % experts.n !== 0) {
+      return unplaceable(`${key} has ${rows} rows, which do not split among ${counted(experts.n, 'experts', countKey)}`);
+    }
+    return [rows / experts.n, cols];
   };
   const { storedInOut, gateUp } = fused.form;
   /** The parameter's shape for an expert matrix of `out` × `inDim`, as the model stores it. */
-  const param = (out: number, inDim: number): [number, number, number] => (storedInOut ? [experts!, inDim, out] : [experts!, out, inDim]);
+  const param = (out: number, inDim: number): [number, number, number] => (storedInOut ? [experts.n!, inDim, out] : [experts.n!, out, inDim]);
   const laidOut = (out: number, inDim: number, rows?: number[]) => ({ paramShape: param(out, inDim), storedInOut, transposed: storedInOut, ...(rows ? { rows } : {}) });
   if (fused.part !== 'gate_up') {
     const key = find(`ffn_${fused.part}_exps`);
-    const shape = key && perExpert(key);
-    if (!key || !shape) return MISS;
+    if (!key) return MISS;
+    const shape = perExpert(key);
+    if (!Array.isArray(shape)) return shape;
     return { found: true, targets: [{ baseKey: key, experts: laidOut(shape[0], shape[1]) }] };
   }
   const range = (from: number, count: number, step = 1) => Array.from({ length: count }, (_, i) => from + i * step);
@@ -999,27 +1002,28 @@ function resolveFusedExperts(fused: NonNullable<Rule['fused']>, block: string, a
   if (fusedKey) {
     // --fuse-gate-up-exps: each expert's gate rows, then its up rows.
     const shape = perExpert(fusedKey);
-    if (!shape || shape[0] % 2 !== 0) return MISS;
+    if (!Array.isArray(shape)) return shape;
+    if (shape[0] % 2 !== 0) return unplaceable(`${fusedKey} holds ${shape[0]} rows per expert, which do not split into a gate and an up half`);
     const ffn = shape[0] / 2;
     const rows = gateUp === 'interleaved' ? [...range(0, ffn, 2), ...range(1, ffn, 2)] : undefined;
     return { found: true, targets: [{ baseKey: fusedKey, experts: laidOut(2 * ffn, shape[1], rows) }] };
   }
   const gate = find('ffn_gate_exps');
   const up = find('ffn_up_exps');
-  const shape = gate && perExpert(gate);
-  const upShape = up && perExpert(up);
-  if (!gate || !up || !shape || !upShape || shape[0] !== upShape[0] || shape[1] !== upShape[1]) return MISS;
+  if (!gate || !up) return MISS;
+  const shape = perExpert(gate);
+  const upShape = perExpert(up);
+  if (!Array.isArray(shape)) return shape;
+  if (!Array.isArray(upShape)) return upShape;
+  if (shape[0] !== upShape[0] || shape[1] !== upShape[1]) {
+    return unplaceable(`${gate} and ${up} differ in shape (${base.shape(gate)!.join(' × ')} and ${base.shape(up)!.join(' × ')}), so they are not the two halves of one gate_up_proj`);
+  }
   const [ffn, hidden] = shape;
   const [gateRows, upRows] = gateUp === 'interleaved' ? [range(0, ffn, 2), range(1, ffn, 2)] : [range(0, ffn), range(ffn, ffn)];
   return {
     found: true,
     targets: [{ baseKey: gate, experts: laidOut(2 * ffn, hidden, gateRows) }, { baseKey: up, experts: laidOut(2 * ffn, hidden, upRows) }],
   };
-}
-
-/** A per-layer metadata value (hybrid models write head counts as one per block), for `block`. */
-function perBlock(value: unknown, block: string): number | undefined {
-  return positiveInt(Array.isArray(value) ? value[Number(block)] : value);
 }
 
 /** Where a module whose rows the converter splits in halves (Granite's gate and up) lands. */
@@ -1035,7 +1039,10 @@ function resolveHalves(r: Rule, block: string, base: BaseView): LayoutResolution
   const upper = find(upperName);
   if (!upper.found) return wholeTensor(upper);
   const half = base.shape(lower.key)?.[0];
-  if (half === undefined || base.shape(upper.key)?.[0] !== half) return MISS;
+  const upperRows = base.shape(upper.key)?.[0];
+  if (half === undefined || upperRows !== half) {
+    return unplaceable(`${lower.key} has ${half} rows and ${upper.key} ${upperRows}, so they are not the two halves of one module`);
+  }
   return {
     found: true,
     targets: [
@@ -1050,13 +1057,34 @@ function resolveHalves(r: Rule, block: string, base: BaseView): LayoutResolution
  * and kv-head counts (kv heads default to the heads); a resolution to return where one is missing.
  */
 function splitQkvTensors(block: string, arch: string, base: BaseView):
-  { q: string; k: string; v: string; heads: number | undefined; kvHeads: number | undefined } | { miss: LayoutResolution } {
+  { q: string; k: string; v: string; counts: HeadCounts } | { miss: LayoutResolution } {
   const found = ['attn_q', 'attn_k', 'attn_v'].map((t) => base.index.resolveDotted(`blk.${block}.${t}.weight`));
   for (const f of found) if (!f.found) return { miss: wholeTensor(f) };
   const [q, k, v] = found.map((f) => (f.found ? f.key : ''));
-  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), block);
-  const kvHeads = perBlock(base.metadata?.(`${arch}.attention.head_count_kv`), block) ?? heads;
-  return { q, k, v, heads, kvHeads };
+  const counts = headCounts(block, arch, base);
+  if ('miss' in counts) return counts;
+  return { q, k, v, counts };
+}
+
+/** A block's head and kv-head counts, with the keys they came from (for messages). */
+interface HeadCounts { heads: number; kvHeads: number; headsKey: string; kvKey: string }
+
+/**
+ * The block's head count, and its kv-head count (the head count where the file records none, as
+ * llama.cpp's loader takes it); the count's reason where there is no head count.
+ */
+function headCounts(block: string, arch: string, base: BaseView): HeadCounts | { miss: LayoutResolution } {
+  const headsKey = `${arch}.attention.head_count`;
+  const heads = metadataCount(base, headsKey, block);
+  if (heads.why !== undefined) return { miss: unplaceable(heads.why) };
+  const kv = perBlock(base.metadata?.(`${arch}.attention.head_count_kv`), block);
+  return { heads: heads.n, kvHeads: kv ?? heads.n, headsKey, kvKey: kv === undefined ? headsKey : `${arch}.attention.head_count_kv` };
+}
+
+/** llamaRopePermutation of `key`'s rows by `n` heads, or why its rows do not allow it. */
+function ropeRows(key: string, rows: number, n: number, countKey: string): RowSegment[] | LayoutResolution {
+  return llamaRopePermutation(rows, n)
+    ?? unplaceable(`${key} has ${rows} rows, which do not split into ${counted(n, 'heads', countKey)} of an even size, as llama.cpp's RoPE row order needs`);
 }
 
 /**
@@ -1068,17 +1096,23 @@ function splitQkvTensors(block: string, arch: string, base: BaseView):
 function resolveGroupedQkv(block: string, arch: string, base: BaseView): LayoutResolution {
   const split = splitQkvTensors(block, arch, base);
   if ('miss' in split) return split.miss;
-  const { q, k, v, heads, kvHeads } = split;
-  const qRows = base.shape(q)?.[0];
-  if (!heads || !kvHeads || qRows === undefined || qRows % heads !== 0 || heads % kvHeads !== 0) return MISS;
+  const { q, k, v, counts: { heads, kvHeads, headsKey, kvKey } } = split;
+  const qRows = base.shape(q)![0];
+  if (heads % kvHeads !== 0) {
+    return unplaceable(`${counted(heads, 'heads', headsKey)} do not group evenly under ${counted(kvHeads, 'kv heads', kvKey)}`);
+  }
+  const qPermuted = ropeRows(q, qRows, heads, headsKey);
+  if (!Array.isArray(qPermuted)) return qPermuted;
   const dim = qRows / heads;
   const perKv = heads / kvHeads;
-  if (base.shape(k)?.[0] !== kvHeads * dim || base.shape(v)?.[0] !== kvHeads * dim) return MISS;
+  for (const key of [k, v]) {
+    const rows = base.shape(key)![0];
+    if (rows !== kvHeads * dim) return unplaceable(`${key} has ${rows} rows, not ${counted(kvHeads, 'kv heads', kvKey)} of ${q}'s head size ${dim}`);
+  }
   /** wqkv's row for group g, head slot s (q heads, then k, then v), row d of the head. */
   const wqkvRow = (g: number, s: number, d: number) => (g * (perKv + 2) + s) * dim + d;
-  const qPermuted = llamaRopePermutation(qRows, heads);
-  const kPermuted = llamaRopePermutation(kvHeads * dim, kvHeads);
-  if (!qPermuted || !kPermuted) return MISS;
+  const kPermuted = ropeRows(k, kvHeads * dim, kvHeads, kvKey);
+  if (!Array.isArray(kPermuted)) return kPermuted;
   const qSegments = qPermuted.map(({ src, dst }) => {
     const h = Math.floor(src / dim);
     return { src: wqkvRow(Math.floor(h / perKv), h % perKv, src % dim), dst, count: 1 };
@@ -1096,12 +1130,12 @@ function resolveGroupedQkv(block: string, arch: string, base: BaseView): LayoutR
 function resolveSplitQkv(block: string, arch: string, base: BaseView): LayoutResolution {
   const split = splitQkvTensors(block, arch, base);
   if ('miss' in split) return split.miss;
-  const { q, k, v, heads, kvHeads } = split;
-  const [qRows, kRows, vRows] = [q, k, v].map((key) => base.shape(key)?.[0]);
-  if (!heads || !kvHeads || qRows === undefined || kRows === undefined || vRows === undefined) return MISS;
-  const qPermuted = llamaRopePermutation(qRows, heads);
-  const kPermuted = llamaRopePermutation(kRows, kvHeads);
-  if (!qPermuted || !kPermuted) return MISS;
+  const { q, k, v, counts: { heads, kvHeads, headsKey, kvKey } } = split;
+  const [qRows, kRows, vRows] = [q, k, v].map((key) => base.shape(key)![0]);
+  const qPermuted = ropeRows(q, qRows, heads, headsKey);
+  if (!Array.isArray(qPermuted)) return qPermuted;
+  const kPermuted = ropeRows(k, kRows, kvHeads, kvKey);
+  if (!Array.isArray(kPermuted)) return kPermuted;
   return {
     found: true,
     targets: [
@@ -1126,11 +1160,20 @@ function resolveMlaKvB(block: string, arch: string, base: BaseView): LayoutResol
   const [whole, kB, vB] = [find('attn_kv_b'), find('attn_k_b'), find('attn_v_b')];
   if (!kB.found && !vB.found) return wholeTensor(whole);
   if (!kB.found || !vB.found) return wholeTensor(kB.found ? vB : kB);
-  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), block);
-  const [kRows, nope] = base.shape(kB.key) ?? [];
-  const [vRows, rank] = base.shape(vB.key) ?? [];
-  const declaredRank = positiveInt(base.metadata?.(`${arch}.attention.kv_lora_rank`));
-  if (!heads || nope === undefined || rank === undefined || kRows !== heads * rank || vRows % heads !== 0 || (declaredRank ?? rank) !== rank) return MISS;
+  const headsKey = `${arch}.attention.head_count`;
+  const count = metadataCount(base, headsKey, block);
+  if (count.why !== undefined) return unplaceable(count.why);
+  const heads = count.n;
+  const [kRows, nope] = base.shape(kB.key)!;
+  const [vRows, rank] = base.shape(vB.key)!;
+  const rankKey = `${arch}.attention.kv_lora_rank`;
+  const declaredRank = positiveInt(base.metadata?.(rankKey));
+  if (declaredRank !== undefined && declaredRank !== rank) {
+    return unplaceable(`${vB.key} has ${rank} columns, but the GGUF's ${rankKey} is ${declaredRank}`);
+  }
+  if (kRows !== heads * rank || vRows % heads !== 0) {
+    return unplaceable(`${kB.key} (${kRows} rows) and ${vB.key} (${vRows} rows) do not split into ${counted(heads, 'heads', headsKey)} of rank ${rank}`);
+  }
   const v = vRows / heads;
   const starts = Array.from({ length: heads }, (_, h) => h * (nope + v));
   const targets: Placement[] = [
@@ -1145,8 +1188,9 @@ function resolveMlaKvB(block: string, arch: string, base: BaseView): LayoutResol
 function resolveStackedSquare(tensor: string, index: number, base: BaseView): LayoutResolution {
   const found = base.index.resolveDotted(`${tensor}.weight`);
   if (!found.found) return wholeTensor(found);
-  const [rows, cols] = base.shape(found.key) ?? [];
-  if (rows === undefined || cols === undefined || rows % cols !== 0 || index >= rows / cols) return MISS;
+  const [rows, cols] = base.shape(found.key)!;
+  if (cols === undefined || rows % cols !== 0) return unplaceable(`${found.key} (${base.shape(found.key)!.join(' × ')}) is not a stack of square matrices`);
+  if (index >= rows / cols) return refused(`names matrix ${index}, but ${found.key} stacks ${rows / cols}`);
   return { found: true, targets: [{ baseKey: found.key, rows: [{ src: 0, dst: index * cols, count: cols }] }] };
 }
 
@@ -1154,12 +1198,18 @@ function resolveStackedSquare(tensor: string, index: number, base: BaseView): La
  * The gated DeltaNet's head counts and sizes as the converter records them: ssm.group_count key
  * heads of ssm.state_size, ssm.time_step_rank value heads sharing ssm.inner_size.
  */
-function linearAttentionHeads(arch: string, base: BaseView) {
-  const meta = (key: string) => positiveInt(base.metadata?.(`${arch}.ssm.${key}`));
-  const [nk, dk, nv, inner] = [meta('group_count'), meta('state_size'), meta('time_step_rank'), meta('inner_size')];
-  if (!nk || !dk || !nv || !inner || nv % nk !== 0 || inner % nv !== 0) return undefined;
+function linearAttentionHeads(arch: string, base: BaseView): LinearHeads | { miss: LayoutResolution } {
+  const keys = ['group_count', 'state_size', 'time_step_rank', 'inner_size'].map((k) => `${arch}.ssm.${k}`);
+  const counts = keys.map((key) => metadataCount(base, key));
+  for (const c of counts) if (c.why !== undefined) return { miss: unplaceable(c.why) };
+  const [nk, dk, nv, inner] = counts.map((c) => c.n!);
+  if (nv % nk !== 0) return { miss: unplaceable(`${counted(nv, 'value heads', keys[2])} do not group evenly under ${counted(nk, 'key heads', keys[0])}`) };
+  if (inner % nv !== 0) return { miss: unplaceable(`${counted(inner, 'value rows', keys[3])} do not split among ${counted(nv, 'value heads', keys[2])}`) };
   return { nk, dk, nv, dv: inner / nv, r: nv / nk };
 }
+
+/** The gated DeltaNet's key heads (nk of dk rows), value heads (nv of dv rows), value heads per key head (r). */
+interface LinearHeads { nk: number; dk: number; nv: number; dv: number; r: number }
 
 /**
  * Qwen3.5's value-head reorder on rows of `size` each (from `offset`): tiled row block j·nk + g
@@ -1176,16 +1226,21 @@ function tiledValueHeads(h: { nk: number; nv: number; r: number }, size: number,
 function resolveLinearAttention(kind: LinearProjection, r: Rule, block: string, arch: string, base: BaseView): LayoutResolution {
   const find = (t: string) => base.index.resolveDotted(`${t.replace('$1', block)}.weight`);
   const h = linearAttentionHeads(arch, base);
-  const shapeIs = (key: string, rows: number) => base.shape(key)?.[0] === rows;
+  /** Why `key` does not hold `rows` rows (`what` says how they follow from the ssm counts), or undefined when it does. */
+  const rowsMismatch = (key: string, rows: number, what: string) => {
+    const held = base.shape(key)![0];
+    return held === rows ? undefined : unplaceable(`${key} has ${held} rows, not the ${rows} (${what}) the GGUF's ${arch}.ssm counts give`);
+  };
   if (kind === 'qkvz') {
     const [qkv, gate, legacy] = [find('blk.$1.attn_qkv'), find('blk.$1.attn_gate'), find('blk.$1.ssm_in')];
     // Older conversions wrote in_proj_qkvz whole, in its own order, and llama.cpp splits it at run time.
     if (!qkv.found && !gate.found && legacy.found) return wholeTensor(legacy);
     if (!qkv.found || !gate.found) return wholeTensor(qkv.found ? gate : qkv);
-    if (!h) return MISS;
+    if ('miss' in h) return h.miss;
     const { nk, dk, dv, r: perK } = h;
     const v = perK * dv, group = 2 * dk + 2 * v;
-    if (!shapeIs(qkv.key, nk * (2 * dk + v)) || !shapeIs(gate.key, nk * v)) return MISS;
+    const mismatch = rowsMismatch(qkv.key, nk * (2 * dk + v), 'q, k and v of each key head') ?? rowsMismatch(gate.key, nk * v, 'the gate of each value head');
+    if (mismatch) return mismatch;
     const heads = Array.from({ length: nk }, (_, g) => g);
     return {
       found: true,
@@ -1204,17 +1259,19 @@ function resolveLinearAttention(kind: LinearProjection, r: Rule, block: string, 
   }
   const found = find(r.tensor);
   if (!found.found) return wholeTensor(found);
-  if (!h) return MISS;
+  if ('miss' in h) return h.miss;
   // The converter reorders only when there are more value heads than key heads (else it is the identity).
   if (h.r === 1) return wholeTensor(found);
   if (kind === 'out') {
-    if (base.shape(found.key)?.[1] !== h.nv * h.dv) return MISS;
+    const cols = base.shape(found.key)![1];
+    if (cols !== h.nv * h.dv) return unplaceable(`${found.key} has ${cols} columns, not the ${h.nv * h.dv} of its value heads the GGUF's ${arch}.ssm counts give`);
     const columns = tiledValueHeads(h, h.dv).flatMap(({ src, count }) => Array.from({ length: count }, (_, i) => src + i));
     return { found: true, targets: [{ baseKey: found.key, columns }] };
   }
   const qk = kind === 'qkv' ? 2 * h.nk * h.dk : 0;
   const size = kind === 'ab' ? 1 : h.dv;
-  if (!shapeIs(found.key, qk + h.nv * size)) return MISS;
+  const mismatch = rowsMismatch(found.key, qk + h.nv * size, kind === 'qkv' ? 'q and k, then the value heads' : 'one per value head');
+  if (mismatch) return mismatch;
   const rows = tiledValueHeads(h, size, qk);
   if (qk) rows.unshift({ src: 0, dst: 0, count: qk });
   return { found: true, targets: [{ baseKey: found.key, rows }] };
@@ -1274,23 +1331,38 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
     if (single.found) return { found: true, targets: [{ baseKey: single.key }] };
     const merged = base.index.resolveDotted(`${name}.weight`);
     if (!merged.found) return wholeTensor(merged);
-    const routed = positiveInt(base.metadata?.(`${arch}.expert_count`));
-    const perGroup = r.perExpertGroup ? positiveInt(base.metadata?.(`${arch}.experts_per_group`)) : 1;
-    const experts = routed && perGroup && routed % perGroup === 0 ? routed / perGroup : undefined;
-    const rows = base.shape(merged.key)?.[0];
-    if (!experts || rows === undefined || rows % experts !== 0 || expert >= experts) return MISS;
+    const countKey = `${arch}.expert_count`;
+    const routed = metadataCount(base, countKey);
+    if (routed.why !== undefined) return unplaceable(routed.why);
+    let experts = routed.n;
+    if (r.perExpertGroup) {
+      const groupKey = `${arch}.experts_per_group`;
+      const perGroup = metadataCount(base, groupKey);
+      if (perGroup.why !== undefined) return unplaceable(perGroup.why);
+      if (routed.n % perGroup.n !== 0) return unplaceable(`${counted(routed.n, 'routed experts', countKey)} do not split into groups of ${perGroup.n} (${groupKey})`);
+      experts = routed.n / perGroup.n;
+    }
+    if (expert >= experts) return refused(`names expert ${expert}, but ${merged.key} holds ${experts} (${countKey}${r.perExpertGroup ? ' over experts_per_group' : ''})`);
+    const rows = base.shape(merged.key)![0];
+    if (rows % experts !== 0) return unplaceable(`${merged.key} has ${rows} rows, which do not split among ${experts} experts (${countKey}${r.perExpertGroup ? ' over experts_per_group' : ''})`);
     const per = rows / experts;
     return { found: true, targets: [{ baseKey: merged.key, rows: [{ src: 0, dst: expert * per, count: per }] }] };
   }
   let found = base.index.resolveDotted(`${name}.weight`);
   if (!found.found && !found.ambiguous && r.dense) found = base.index.resolveDotted(`${r.dense.replace('$1', m[1])}.weight`);
   if (!found.found || !r.permute) return wholeTensor(found);
-  const heads = perBlock(base.metadata?.(`${arch}.attention.head_count`), m[1]);
-  const kvHeads = perBlock(base.metadata?.(`${arch}.attention.head_count_kv`), m[1]) ?? heads;
-  const rows = base.shape(found.key)?.[0];
-  const n = r.permute === 'q' ? heads : kvHeads;
-  const segments = n && rows ? llamaRopePermutation(rows, n) : undefined;
-  if (!segments) return MISS;
+  const rows = base.shape(found.key)![0];
+  // k is permuted by the kv heads alone, so a file that records those needs no head count for it.
+  const kvKey = `${arch}.attention.head_count_kv`;
+  const kvHeads = r.permute === 'k' ? perBlock(base.metadata?.(kvKey), m[1]) : undefined;
+  let segments: RowSegment[] | LayoutResolution;
+  if (kvHeads !== undefined) segments = ropeRows(found.key, rows, kvHeads, kvKey);
+  else {
+    const counts = headCounts(m[1], arch, base);
+    if ('miss' in counts) return counts.miss;
+    segments = ropeRows(found.key, rows, r.permute === 'q' ? counts.heads : counts.kvHeads, r.permute === 'q' ? counts.headsKey : counts.kvKey);
+  }
+  if (!Array.isArray(segments)) return segments;
   return { found: true, targets: [{ baseKey: found.key, rows: segments }] };
 }
 
