@@ -61,7 +61,7 @@ describe('PEFT LoRA: tensors PEFT would not load', () => {
 
   it('refuses two lora_A of one module (the adapter name kept on one of them), naming both', async () => {
     const files = peftFolder(lora(), [...qLora(), t(`${P}.lora_A.default.weight`, [2, 8])]);
-    expect(await refusal(files)).toBe(`adapter/adapter_model.safetensors: module "${P}" has two a tensors (several adapters in one file are not supported)`);
+    expect(await refusal(files)).toBe(`adapter/adapter_model.safetensors: module "${Q}" has two lora_A tensors ("${P}.lora_A.weight" and "${P}.lora_A.default.weight"); several adapters in one file are not supported: save each one separately`);
   });
 });
 
