@@ -209,6 +209,12 @@ describe('single files: folders, metadata and tensors the loaders would not read
     expect(await refusal(files)).toBe('adapter: holds 2 .safetensors files and no adapter_config.json; name the adapter file itself');
   });
 
+  it('refuses mlx_lm.lora\'s output folder without its adapter_config.json (adapters.safetensors and a checkpoint) as an mlx-lm adapter', async () => {
+    const factors = () => buildSafetensors([t(`${Q}.lora_a`, [8, 2]), t(`${Q}.lora_b`, [2, 8])], { format: 'mlx' });
+    expect(await refusal({ 'adapters.safetensors': factors(), '0000100_adapters.safetensors': factors() }))
+      .toBe('adapter: 0000100_adapters.safetensors looks like an mlx-lm adapter but adapter_config.json is missing (it holds lora_parameters.scale); pass the adapter folder that mlx_lm.lora wrote, with its adapter_config.json');
+  });
+
   it('refuses diffusers\' lora_adapter_metadata that is not JSON, or not a JSON object', async () => {
     const withMetadata = (text: string) => ({ 'adapter.safetensors': buildSafetensors([t(`${Q}.lora_A.weight`, [2, 8]), t(`${Q}.lora_B.weight`, [8, 2])], { lora_adapter_metadata: text }) });
     expect(await refusal(withMetadata('{"r": 2, "lora_alpha": 4')))
