@@ -82,7 +82,7 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
       if (!slot) {
         problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${key}" is not a LoRA factor this tool understands` });
       } else if (set[slot]) {
-        problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: module "${factor[1]}" has two ${slot} tensors (several adapters in one file are not supported)` });
+        problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: module "${stripPrefix(factor[1])}" has two ${SLOT_NAMES[slot]} tensors ("${set[slot]!.name}" and "${key}"); several adapters in one file are not supported: save each one separately` });
       } else {
         set[slot] = entry;
       }
@@ -191,6 +191,11 @@ function splitSuffix(kind: string, first: string | undefined, second: string | u
   // `lora_A.default` alone is only valid for parameters stored without a suffix.
   return kind.startsWith('lora_embedding') || kind === 'lora_magnitude_vector' ? { adapterName: first } : null;
 }
+
+/** The factor a slot holds, as PEFT names it (messages name the tensors' kind, not the slot). */
+const SLOT_NAMES: Record<keyof FactorSet, string> = {
+  a: 'lora_A', b: 'lora_B', embedA: 'lora_embedding_A', embedB: 'lora_embedding_B', magnitude: 'lora_magnitude_vector', biasB: 'lora_B bias',
+};
 
 function slotFor(kind: string, param: string | undefined): keyof FactorSet | null {
   switch (kind) {
