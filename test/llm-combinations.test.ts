@@ -284,6 +284,18 @@ describe('value checks on saved, replaced and row-set tensors', () => {
     expect(message).toBe('adapter1: tensor "base_model.model.model.embed_tokens.base_layer.weight" (model.embed_tokens.weight saved with the adapter) holds NaN or Inf in row 13; the adapter file is broken');
   });
 
+  it('a saved base_layer.bias holding NaN under lora_B.bias is named, as the adapter file at fault', async () => {
+    const base = [...untied(), randomTensor('model.layers.0.self_attn.q_proj.bias', [8], 'F16', rand)];
+    const adapter = [
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_A.weight`, [2, 8], 'F32', rand),
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [8, 2], 'F32', rand),
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.bias`, [8], 'F32', rand),
+      poison(randomTensor(`${P}.model.layers.0.self_attn.q_proj.base_layer.bias`, [8], 'F32', rand), 3, NaN),
+    ];
+    const message = await mergeError(await prepare(hfModelFolder(base, UNTIED), [peftFolder({ r: 2, target_modules: ['q_proj'], lora_bias: true }, adapter)]));
+    expect(message).toBe('adapter1: tensor "base_model.model.model.layers.0.self_attn.q_proj.base_layer.bias" (model.layers.0.self_attn.q_proj.bias saved with the adapter) holds NaN or Inf; the adapter file is broken');
+  });
+
   it('a set row that overflows the output dtype is refused with the fix', async () => {
     const adapter = [poison(randomTensor(`${P}.model.embed_tokens.token_adapter.trainable_tokens_delta`, [1, 8], 'F32', rand), 0, 1e6)];
     const message = await mergeError(await prepare(hfModelFolder(untied(), UNTIED), [peftFolder({ r: 2, trainable_token_indices: [7] }, adapter)]), { outDtype: 'f16' });
