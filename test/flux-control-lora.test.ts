@@ -240,6 +240,25 @@ describe('refused, one line naming the tensor', () => {
     ]);
   });
 
+  it('a base bias holding NaN that lora_B.bias updates: the base is named as broken, not an overflow', async () => {
+    const nan = (t: FixtureTensor): FixtureTensor => ({ ...t, data: (t.data as number[]).map((v, i) => i === 3 ? NaN : v) });
+    const base = fluxDevBfl(rand, 'BF16').map((t) => t.name === 'txt_in.bias' ? nan(t) : t);
+    expect(await refusals(base, controlLora(rand))).toEqual([
+      'base/flux1-dev.safetensors: tensor "txt_in.bias" already holds NaN or Inf in the base, and the merge updates it; use an intact copy of the base',
+    ]);
+  });
+
+  it('a norm scale set_weight replaces that does not fit --dtype f16 (1e5 in BF16): refused with the fix, not written as Inf', async () => {
+    const big = (t: FixtureTensor): FixtureTensor => ({ ...t, data: (t.data as number[]).map((v, i) => i === 2 ? 1e5 : v) });
+    const adapter = controlLora(rand).map((t) => t.name === 'single_blocks.0.norm.key_norm.scale' ? big(t) : t);
+    expect(await refusalsInMemory({
+      backend: backends.cpu!, base: { 'flux1-dev.safetensors': buildSafetensors(fluxDevBfl(rand, 'BF16')) },
+      adapters: [{ files: { 'flux1-canny-dev-lora.safetensors': buildSafetensors(adapter) } }], outDtype: 'f16',
+    })).toEqual([
+      'adapter0: tensor "single_blocks.0.norm.key_norm.scale" (replacing single_blocks.0.norm.key_norm.scale, set_weight): values overflow F16 (largest finite 65504) when converted; write with --dtype bf16 or f32',
+    ]);
+  });
+
   it('an img_in of other rows than the LoRA\'s', async () => {
     const adapter = controlLora(rand).map((t) => t.name === 'img_in.lora_B.weight' ? tensor(rand, t.name, [2 * H, R], 'BF16') : t.name === 'img_in.lora_B.bias' ? tensor(rand, t.name, [2 * H], 'BF16') : t);
     expect(await refusals(fluxDevBfl(rand, 'BF16'), adapter)).toEqual([expect.stringMatching(/module "diffusion_model\.img_in": ΔW \(16, 32\) does not fit base img_in\.weight \(8, 32\)/)]);

@@ -420,6 +420,11 @@ describe('ModelOpt NVFP4 bases: tensors ModelOpt does not write, refused in one 
     ['codes stored as BF16', swapT(nvfp4Tensors(), `${QP}.weight`, { dtype: 'BF16', data: new Uint8Array(256) }), NV('its dtype is BF16 [8, 16]; expected U8 codes (out, in/2)')],
     ['block scales stored as F32', swapT(nvfp4Tensors(), `${QP}.weight_scale`, { dtype: 'F32', data: new Array(16).fill(1) }), NV(`${QP}.weight_scale is F32 [8, 2]; expected F8_E4M3 (8, in/16)`)],
     ['weight_scale_2 of two values', swapT(nvfp4Tensors(), `${QP}.weight_scale_2`, { shape: [2], data: [0.0007, 0.0007] }), NV(`${QP}.weight_scale_2 is F32 [2]; expected one F32 value`)],
+    ['weight_scale_2 stored as F16', swapT(nvfp4Tensors(), `${QP}.weight_scale_2`, { dtype: 'F16' }), NV(`${QP}.weight_scale_2 is F16 []; expected one F32 value`)],
+    ['weight_scale_2 and weight_scale left beside no weight', swapT(nvfp4Tensors(), `${QP}.weight`, null), NV(`${QP}.weight is missing`)],
+    ['codes in three dimensions', swapT(nvfp4Tensors(), `${QP}.weight`, { shape: [8, 4, 4] }), NV('its dtype is U8 [8, 4, 4]; expected U8 codes (out, in/2)')],
+    ['block scales flattened to one dimension', swapT(nvfp4Tensors(), `${QP}.weight_scale`, { shape: [16] }), NV(`${QP}.weight_scale is F8_E4M3 [16]; expected F8_E4M3 (8, in/16)`)],
+    ['block scales for 4 rows of an 8-row weight', swapT(nvfp4Tensors(), `${QP}.weight_scale`, { shape: [4, 4] }), NV(`${QP}.weight_scale is F8_E4M3 [4, 4]; expected F8_E4M3 (8, in/16)`)],
   ];
   for (const [name, tensors, message] of cases) {
     it(name, async () => {

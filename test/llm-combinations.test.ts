@@ -262,6 +262,40 @@ describe('value checks on saved, replaced and row-set tensors', () => {
     expect(message).toBe('adapter1: tensor "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta" (trainable tokens of model.embed_tokens.weight) holds NaN or Inf in the row for token 9; the adapter file is broken');
   });
 
+  it('the base\'s own NaN in a tensor only converted (--dtype bf16) is written as NaN and warned about, not refused as an overflow', async () => {
+    const base = untied();
+    base[3] = poison(base[3], 5, NaN); // model.norm.weight, F16
+    const adapter = [randomTensor(`${P}.model.embed_tokens.token_adapter.trainable_tokens_delta`, [1, 8], 'F32', rand)];
+    const warnings: string[] = [];
+    const merged = await merge(await prepare(hfModelFolder(base, UNTIED), [peftFolder({ r: 2, trainable_token_indices: [11] }, adapter)]), 'cpu', { outDtype: 'bf16', onWarning: (w) => warnings.push(w) });
+    expect(warnings).toEqual(['base/model.safetensors: 1 tensor already holds NaN or Inf in the base and is copied as it is: model.norm.weight (1 value)']);
+    const norm = merged.tensors.get('model.norm.weight')!;
+    expect(norm.dtype).toBe('BF16');
+    expect(Number.isNaN(norm.values[5])).toBe(true);
+  });
+
+  it('a saved (resized) embedding holding NaN in a row the trainable tokens do not set is named, as the adapter file at fault', async () => {
+    const adapter = [
+      poison(randomTensor(`${P}.model.embed_tokens.base_layer.weight`, [22, 8], 'F32', rand), 13 * 8 + 2, NaN),
+      randomTensor(`${P}.model.embed_tokens.token_adapter.trainable_tokens_delta`, [1, 8], 'F32', rand),
+      randomTensor(`${P}.lm_head.base_layer.weight`, [22, 8], 'F32', rand),
+    ];
+    const message = await mergeError(await prepare(hfModelFolder(untied(), UNTIED), [peftFolder({ r: 2, trainable_token_indices: [4] }, adapter)]));
+    expect(message).toBe('adapter1: tensor "base_model.model.model.embed_tokens.base_layer.weight" (model.embed_tokens.weight saved with the adapter) holds NaN or Inf in row 13; the adapter file is broken');
+  });
+
+  it('a saved base_layer.bias holding NaN under lora_B.bias is named, as the adapter file at fault', async () => {
+    const base = [...untied(), randomTensor('model.layers.0.self_attn.q_proj.bias', [8], 'F16', rand)];
+    const adapter = [
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_A.weight`, [2, 8], 'F32', rand),
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [8, 2], 'F32', rand),
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.bias`, [8], 'F32', rand),
+      poison(randomTensor(`${P}.model.layers.0.self_attn.q_proj.base_layer.bias`, [8], 'F32', rand), 3, NaN),
+    ];
+    const message = await mergeError(await prepare(hfModelFolder(base, UNTIED), [peftFolder({ r: 2, target_modules: ['q_proj'], lora_bias: true }, adapter)]));
+    expect(message).toBe('adapter1: tensor "base_model.model.model.layers.0.self_attn.q_proj.base_layer.bias" (model.layers.0.self_attn.q_proj.bias saved with the adapter) holds NaN or Inf; the adapter file is broken');
+  });
+
   it('a set row that overflows the output dtype is refused with the fix', async () => {
     const adapter = [poison(randomTensor(`${P}.model.embed_tokens.token_adapter.trainable_tokens_delta`, [1, 8], 'F32', rand), 0, 1e6)];
     const message = await mergeError(await prepare(hfModelFolder(untied(), UNTIED), [peftFolder({ r: 2, trainable_token_indices: [7] }, adapter)]), { outDtype: 'f16' });
