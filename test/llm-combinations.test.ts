@@ -296,6 +296,18 @@ describe('value checks on saved, replaced and row-set tensors', () => {
     expect(message).toBe('adapter1: tensor "base_model.model.model.layers.0.self_attn.q_proj.base_layer.bias" (model.layers.0.self_attn.q_proj.bias saved with the adapter) holds NaN or Inf; the adapter file is broken');
   });
 
+  it('a lora_B.bias that takes the F16 bias past 65504 is refused as an overflow of the merged bias, with the fix', async () => {
+    const base = [...untied(), randomTensor('model.layers.0.self_attn.q_proj.bias', [8], 'F16', rand)];
+    const adapter = [
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_A.weight`, [2, 8], 'F32', rand),
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [8, 2], 'F32', rand),
+      // Finite in the file (F32), but 1e5 · (α/r = 1) is past F16's largest finite value.
+      poison(randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.bias`, [8], 'F32', rand), 6, 1e5),
+    ];
+    const message = await mergeError(await prepare(hfModelFolder(base, UNTIED), [peftFolder({ r: 2, target_modules: ['q_proj'], lora_bias: true }, adapter)]));
+    expect(message).toBe('base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.bias": the merged bias overflows F16 (largest finite 65504); write with --dtype bf16 or f32, or lower --weight');
+  });
+
   it('a set row that overflows the output dtype is refused with the fix', async () => {
     const adapter = [poison(randomTensor(`${P}.model.embed_tokens.token_adapter.trainable_tokens_delta`, [1, 8], 'F32', rand), 0, 1e6)];
     const message = await mergeError(await prepare(hfModelFolder(untied(), UNTIED), [peftFolder({ r: 2, trainable_token_indices: [7] }, adapter)]), { outDtype: 'f16' });
