@@ -8,6 +8,8 @@ import { expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { isMergeError } from '../src/errors.js';
 import { buildSafetensors, randomValues, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { peftFolder } from './helpers/hf-folder.js';
+import { mergeBackends, refusalsInMemory } from './helpers/merge-backends.js';
 import { preparePeftFolder } from './helpers/peft-method-folder.js';
 
 const rand = seededRandom(97);
@@ -286,4 +288,116 @@ it.each<[string, FixtureTensor[]]>([
   const message = await refusal(base, tensors);
   expect(message).toMatch(named(toQ));
   expect(message).toMatch(/outside a PEFT folder with its adapter_config\.json/);
+});
+
+// Checks no other case here reached (found by disabling each check in turn): without them a file
+// like these crashed the plan with a TypeError or merged an update shaped by a missing tensor.
+it('LyCORIS LoHa: a module without one of its four factors, or with hada_t1 but no hada_t2, is refused', async () => {
+  const loha = [t(`${toQ}.hada_w1_a`, [8, 2]), t(`${toQ}.hada_w1_b`, [2, 6]), t(`${toQ}.hada_w2_a`, [8, 2]), t(`${toQ}.hada_w2_b`, [2, 6]), scalar(`${toQ}.alpha`, 2)];
+  const missing = await refusal(base, loha.filter((x) => !x.name.endsWith('.hada_w2_b')));
+  expect(missing).toMatch(named(toQ));
+  expect(missing).toMatch(/needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b, and hada_t1 and hada_t2 together or not at all/);
+  // A Tucker LoHa on the 3×3 conv that lost hada_t2.
+  const oneSided = await refusal(base, [
+    t(`${conv}.hada_w1_a`, [2, 4]), t(`${conv}.hada_w1_b`, [2, 2]), t(`${conv}.hada_t1`, [2, 2, 3, 3]),
+    t(`${conv}.hada_w2_a`, [2, 4]), t(`${conv}.hada_w2_b`, [2, 2]), scalar(`${conv}.alpha`, 2),
+  ]);
+  expect(oneSided).toMatch(named(conv));
+  expect(oneSided).toMatch(/hada_t1 and hada_t2 together or not at all/);
+});
+
+it('LyCORIS (IA)³: a 0-d weight is refused', async () => {
+  const message = await refusal(base, [t(`${toQ}.weight`, []), scalar(`${toQ}.on_input`, 0)]);
+  expect(message).toMatch(named(toQ));
+  expect(message).toMatch(/weight \(\) is neither \(channels,\) nor \(1, channels, 1…\)/);
+});
+
+// VB-LoRA saved with save_only_topk_weights (r 2, topk 2, num_vectors 4, vector_length 4 on the 8×8
+// q_proj): per factor the top-k indices (…, topk) and the first topk − 1 softmax weights.
+const VB_TOPK = { peft_type: 'VBLORA', r: 2, topk: 2, num_vectors: 4, vector_length: 4, save_only_topk_weights: true };
+const vbTopk = (indices: FixtureDType, weights: FixtureDType = 'F32') => [
+  t(`${A}.vblora_logits_A_topk_indices`, [2, 2, 2], indices), t(`${A}.vblora_logits_A_topk_weights`, [2, 2, 1], weights),
+  t(`${A}.vblora_logits_B_topk_indices`, [2, 2, 2], indices), t(`${A}.vblora_logits_B_topk_weights`, [2, 2, 1], weights),
+  t('base_model.vblora_vector_bank', [4, 4]),
+];
+
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['HiRA with hira_A beside hira_embedding_A and _B', { peft_type: 'HIRA', r: 2 },
+    [t(`${A}.hira_A`, [2, 8]), t(`${A}.hira_embedding_A`, [2, 8]), t(`${A}.hira_embedding_B`, [8, 2])], /mixes a layer's hira_A\/hira_B with an embedding's hira_embedding_A\/hira_embedding_B/],
+  ['OFT with both oft_R and oft_embedding_R', { peft_type: 'OFT', r: 0, oft_block_size: 2 },
+    [t(`${A}.oft_R.weight`, [4, 1]), t(`${A}.oft_embedding_R.weight`, [4, 1])], /has both oft_R and oft_embedding_R/],
+  ['UniLoRA indices without their scales', { peft_type: 'UNILORA', r: 2, theta_d_length: 16, proj_seed: 42, save_indices: true },
+    [t(`${A}.unilora_indices_A`, [2, 8], 'I64'), t(`${A}.unilora_indices_B`, [8, 2], 'I64'), t('base_model.unilora_theta_d', [16])],
+    /needs unilora_indices_A\/_B and unilora_scales_A\/_B .*; unilora_scales_A, unilora_scales_B are missing/],
+  ['DEFT deft_R of another rank than deft_P', { peft_type: 'DEFT', r: 2 },
+    [t(`${A}.deft_P`, [8, 2]), t(`${A}.deft_R`, [3, 8])], /deft_P \(8, 2\) and deft_R \(3, 8\) are not \(out, r\) and \(r, in\)/],
+  ['BEFT bias 0-d', { peft_type: 'BEFT' }, [t(`${A}.beft_bias`, [])], /beft_bias \(\) should be \(1, out\)/],
+  ['BEFT bias 3-d', { peft_type: 'BEFT' }, [t(`${A}.beft_bias`, [1, 1, 8])], /beft_bias \(1, 1, 8\) should be \(1, out\)/],
+  ['PEANuT peanut_A without peanut_B', { peft_type: 'PEANUT', r: 2, depth: 0, act_fn: 'relu', scaling: 1.0 },
+    [t(`${A}.peanut_A.weight`, [2, 8])], /has peanut_A without peanut_B/],
+  ['VB-LoRA logits_A beside top-k tensors of B', VB_TOPK,
+    [t(`${A}.vblora_logits_A`, [2, 2, 4]), ...vbTopk('U8').filter((x) => !x.name.includes('_A_topk'))],
+    /needs either vblora_logits_A and vblora_logits_B, or \(save_only_topk_weights\) their _topk_indices and _topk_weights/],
+  ['VB-LoRA top-k indices in float32', VB_TOPK, vbTopk('F32'), /top-k indices are F32 and F32; expected integers/],
+])('PEFT %s is refused, naming the module (checks no case above reaches)', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
+
+it.each<[string, FixtureTensor[]]>([
+  ['(IA)³', [t(`${toQ}.ia3_l`, [8, 1])]],
+  ['PEANuT', [t(`${toQ}.peanut_A.weight`, [2, 8]), t(`${toQ}.peanut_B.weight`, [8, 2])]],
+])('PEFT %s tensors outside a PEFT folder are refused too, naming the module', async (_what, tensors) => {
+  const message = await refusal(base, tensors);
+  expect(message).toMatch(named(toQ));
+  expect(message).toMatch(/outside a PEFT folder with its adapter_config\.json/);
+});
+
+// VB-LoRA values the plan cannot see: they are read when the module is merged. Each row here is
+// one a training run cannot produce (torch.topk names distinct vectors of the bank, softmax weights
+// lie in [0, 1] and the stored topk − 1 of them sum below 1), so the merge stops, naming the row.
+const backends = mergeBackends({ cpu: 'default' });
+const withValues = (x: FixtureTensor, values: number[]): FixtureTensor => ({ ...x, data: Float64Array.from(values) });
+
+/** What merging the VB-LoRA folder (r 2, num_vectors 4, vector_length 4) into the q_proj base refuses. */
+async function vbMergeRefusal(config: object, tensors: FixtureTensor[]): Promise<string[]> {
+  const files = peftFolder({ target_modules: ['q_proj'], ...VB_TOPK, ...config }, tensors);
+  return refusalsInMemory({ backend: backends.cpu!, base: { 'model.safetensors': buildSafetensors(peftBase) }, adapters: [{ files }] });
+}
+
+it.each<[string, object, (tensors: FixtureTensor[]) => FixtureTensor[], RegExp]>([
+  ['an index past the bank', {}, ([ia, ...rest]) => [withValues(ia, [0, 1, 2, 4, 0, 1, 2, 3]), ...rest],
+    /vblora_logits_A_topk_indices: index 4 in row 1 is outside the vector bank's 4 vectors/],
+  ['a vector named twice in a row', {}, ([ia, ...rest]) => [withValues(ia, [0, 1, 2, 2, 0, 1, 2, 3]), ...rest],
+    /vblora_logits_A_topk_indices: row 1 names vector 2 twice/],
+  // Negative: the row's sum stays below 1, so only this check sees it.
+  ['a negative weight', {}, ([ia, wa, ...rest]) => [ia, withValues(wa, [0.5, -0.25, 0.5, 0.5]), ...rest],
+    /vblora_logits_A_topk_weights: weight -0\.25 in row 1 is not in \[0, 1\]/],
+  ['topk 3 weights summing past 1', { topk: 3 }, () => [
+    t(`${A}.vblora_logits_A_topk_indices`, [2, 2, 3], 'U8'), t(`${A}.vblora_logits_A_topk_weights`, [2, 2, 2]),
+    t(`${A}.vblora_logits_B_topk_indices`, [2, 2, 3], 'U8'), t(`${A}.vblora_logits_B_topk_weights`, [2, 2, 2]), t('base_model.vblora_vector_bank', [4, 4]),
+  ].map((x, i) => (i === 0 || i === 2 ? withValues(x, [0, 1, 2, 1, 2, 3, 2, 3, 0, 3, 0, 1]) : i === 1 ? withValues(x, [0.25, 0.25, 0.75, 0.5, 0.25, 0.25, 0.25, 0.25]) : i === 3 ? withValues(x, Array(8).fill(0.25)) : x)),
+    /vblora_logits_A_topk_weights: the weights of row 1 sum to 1\.25, more than 1/],
+])('VB-LoRA saved with save_only_topk_weights: %s is refused when merged, naming the module and row', async (_what, config, edit, pattern) => {
+  const ok = (ia: FixtureTensor) => withValues(ia, [0, 1, 2, 3, 0, 1, 2, 3]);
+  const [ia, wa, ib, wb, bank] = vbTopk('U8');
+  const tensors = edit([ok(ia), withValues(wa, [0.5, 0.5, 0.5, 0.5]), ok(ib), withValues(wb, [0.5, 0.5, 0.5, 0.5]), bank]);
+  const refusals = await vbMergeRefusal(config, tensors);
+  expect(refusals).toHaveLength(1);
+  expect(refusals[0]).toMatch(/VB-LoRA module "model\.layers\.0\.self_attn\.q_proj": /);
+  expect(refusals[0]).toMatch(pattern);
+});
+
+it.each<[string, number[], RegExp]>([
+  ['a NaN logit', [NaN, 1, 2, 3], /vblora_logits_A: logit NaN in row 0/],
+  ['a row of -Infinity logits', [-Infinity, -Infinity, -Infinity, -Infinity], /vblora_logits_A: row 0 has no finite logit/],
+])('VB-LoRA logits with %s are refused when merged, naming the module and row', async (_what, row0, pattern) => {
+  const logits = (name: string, shape: number[]) => withValues(t(name, shape), [...Array(4).keys()].flatMap((r) => (r === 0 && name.endsWith('_A') ? row0 : [r, 3 - r, 0.5, 1.5])));
+  const refusals = await vbMergeRefusal({ save_only_topk_weights: false }, [
+    logits(`${A}.vblora_logits_A`, [2, 2, 4]), logits(`${A}.vblora_logits_B`, [2, 2, 4]), t('base_model.vblora_vector_bank', [4, 4]),
+  ]);
+  expect(refusals).toHaveLength(1);
+  expect(refusals[0]).toMatch(/VB-LoRA module "model\.layers\.0\.self_attn\.q_proj": /);
+  expect(refusals[0]).toMatch(pattern);
 });
