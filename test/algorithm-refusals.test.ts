@@ -401,3 +401,54 @@ it.each<[string, number[], RegExp]>([
   expect(refusals[0]).toMatch(/VB-LoRA module "model\.layers\.0\.self_attn\.q_proj": /);
   expect(refusals[0]).toMatch(pattern);
 });
+
+/** What merging a PEFT folder (its config, with target_modules q_proj) into `base` refuses, with the CPU backend. */
+async function peftMergeRefusal(base: FixtureTensor[], config: object, tensors: FixtureTensor[]): Promise<string[]> {
+  const files = peftFolder({ target_modules: ['q_proj'], ...config }, tensors);
+  return refusalsInMemory({ backend: backends.cpu!, base: { 'model.safetensors': buildSafetensors(base) }, adapters: [{ files }] });
+}
+
+// Adapters trained on a layer of another size, merged into this base: where a side of the update is
+// left to the base (shared OFT blocks, RandLoRA's sides, PEFT 0.13 OFT's outputs), only the merge
+// meets the mismatch, and it names the module and both sizes.
+it.each<[string, FixtureTensor[], object, FixtureTensor[], RegExp]>([
+  ['OFT block_share blocks of 3 on 8 inputs', peftBase, { peft_type: 'OFT', r: 0, oft_block_size: 3, block_share: true },
+    [t(`${A}.oft_R.weight`, [1, 3])], /OFT module "model\.layers\.0\.self_attn\.q_proj": blocks of 3 do not divide the layer's 8 inputs/],
+  ['OFT (PEFT 0.13) 4 blocks of 3 on 8 outputs', peftBase, { peft_type: 'OFT', r: 4, module_dropout: 0, init_weights: true },
+    [t(`${A}.oft_r`, [4, 3, 3])], /OFT module "model\.layers\.0\.self_attn\.q_proj": oft_r \(4, 3, 3\) does not hold 4 blocks of ⌈8 \/ 4⌉ over the layer's 8 outputs/],
+  ['OFT (PEFT 0.14) shared blocks of 3 on 8 inputs', peftBase, { peft_type: 'OFT', r: 0, oft_block_size: 3, block_share: true, module_dropout: 0, init_weights: true },
+    [t(`${A}.oft_r`, [1, 3, 3]), t(`${A}.oft_s`, [8, 1])], /OFT module "model\.layers\.0\.self_attn\.q_proj": oft_r \(1, 3, 3\) does not cover the layer's 8 inputs in blocks of 3/],
+  // Trained on a layer whose smaller dim was 6: lambda (r, nb = ⌈6/2⌉), gamma (nb, 6).
+  ['RandLoRA gamma for a smaller layer', peftBase, { peft_type: 'RANDLORA', r: 2, randlora_alpha: 4 },
+    [t(`${A}.randlora_lambda`, [2, 3]), t(`${A}.randlora_gamma`, [3, 6]), t('base_model.randlora_A', [2, 1, 6]), t('base_model.randlora_B', [8, 3, 2])],
+    /RandLoRA module "model\.layers\.0\.self_attn\.q_proj": randlora_gamma \(3, 6\) is for a layer whose smaller dim is 6, but the base's is \(8, 8\)/],
+  // A q_proj (8, 12) under shared bases from a model whose largest dim was 10.
+  ['RandLoRA shared B shorter than the layer', [t(`${Q}.weight`, [8, 12])], { peft_type: 'RANDLORA', r: 2, randlora_alpha: 4 },
+    [t(`${A}.randlora_lambda`, [2, 4]), t(`${A}.randlora_gamma`, [4, 8]), t('base_model.randlora_A', [2, 1, 8]), t('base_model.randlora_B', [10, 4, 2])],
+    /RandLoRA module "model\.layers\.0\.self_attn\.q_proj": the layer's larger dim is 12, the shared randlora_B has only 10 rows/],
+])('PEFT %s is refused when merged, naming the module', async (_what, base, config, tensors, pattern) => {
+  const refusals = await peftMergeRefusal(base, config, tensors);
+  expect(refusals).toHaveLength(1);
+  expect(refusals[0]).toMatch(pattern);
+});
+
+it('a diffusers-form LoRA with lora_bias: a lora_B.bias that is not one value per output is refused', async () => {
+  // A PEFT LoRA saved by diffusers' trainers into one file: PEFT's key names without base_model.model.
+  const lora = [t(`${Q}.lora_A.weight`, [2, 8]), t(`${Q}.lora_B.weight`, [8, 2])];
+  for (const shape of [[6], [8, 1]]) {
+    const message = await refusal(peftBase, [...lora, t(`${Q}.lora_B.bias`, shape)]);
+    expect(message).toMatch(peftNamed);
+    expect(message).toMatch(new RegExp(`lora_B bias ${Q.replace(/\./g, '\\.')}\\.lora_B\\.bias \\(${shape.join(', ')}\\) should hold one value per output feature \\(8\\)`));
+  }
+});
+
+it.each<[string, unknown, RegExp]>([
+  ['a list', [[true, false]], /"rank_pattern" must be an object of parameter name → list of true\/false/],
+  ['a key that names no lora_E', { 'base_model.model.model.layers.0.self_attn.q_proj': [true, false] }, /rank_pattern\["base_model\.model\.model\.layers\.0\.self_attn\.q_proj"\] must name a module's lora_E/],
+  ['flags given as numbers', { 'base_model.model.model.layers.0.self_attn.q_proj.lora_E': [1, 0] }, /rank_pattern\[.*q_proj\.lora_E"\] must name a module's lora_E and give a list of true\/false/],
+])('AdaLoRA rank_pattern as %s is refused, naming the config', async (_what, rankPattern, pattern) => {
+  const message = await peftRefusal({ peft_type: 'ADALORA', init_r: 2, target_r: 1, lora_alpha: 2, rank_pattern: rankPattern },
+    [t(`${A}.lora_A`, [2, 8]), t(`${A}.lora_E`, [2, 1]), t(`${A}.lora_B`, [8, 2])]);
+  expect(message).toMatch(/adapter_config\.json/);
+  expect(message).toMatch(pattern);
+});
