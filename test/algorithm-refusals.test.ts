@@ -452,3 +452,53 @@ it.each<[string, unknown, RegExp]>([
   expect(message).toMatch(/adapter_config\.json/);
   expect(message).toMatch(pattern);
 });
+
+// Single parts of the LyCORIS shape checks that no case above isolates: each file breaks one of them only.
+it.each<[string, FixtureTensor[], RegExp]>([
+  ['LoCon with a 1-D lora_down', [t(`${toQ}.lora_down.weight`, [2]), t(`${toQ}.lora_up.weight`, [8, 2]), scalar(`${toQ}.alpha`, 2)],
+    /up .*lora_up\.weight \(8, 2\) does not fit down .*lora_down\.weight \(2\)/],
+  ['LoCon 3×3 whose lora_up has a 3×3 kernel too', [t(`${conv}.lora_down.weight`, [2, 2, 3, 3]), t(`${conv}.lora_up.weight`, [4, 2, 3, 3]), scalar(`${conv}.alpha`, 2)],
+    /up .*lora_up\.weight \(4, 2, 3, 3\) does not fit down .*lora_down\.weight \(2, 2, 3, 3\)/],
+  ['LoCon with a 2-D lora_mid', [t(`${conv}.lora_down.weight`, [2, 2, 1, 1]), t(`${conv}.lora_mid.weight`, [2, 2]), t(`${conv}.lora_up.weight`, [4, 2, 1, 1]), scalar(`${conv}.alpha`, 2)],
+    /lora_mid .* \(2, 2\) does not fit down \(2, 2, 1, 1\) and up \(4, 2, 1, 1\)/],
+  ['LoCon lora_mid of another rank on its second side', [t(`${conv}.lora_down.weight`, [2, 2, 1, 1]), t(`${conv}.lora_mid.weight`, [2, 3, 3, 3]), t(`${conv}.lora_up.weight`, [4, 2, 1, 1]), scalar(`${conv}.alpha`, 2)],
+    /lora_mid .* \(2, 3, 3, 3\) does not fit down \(2, 2, 1, 1\) and up \(4, 2, 1, 1\)/],
+  ['LoCon lora_mid beside a 3×3 lora_down', [t(`${conv}.lora_down.weight`, [2, 2, 3, 3]), t(`${conv}.lora_mid.weight`, [2, 2, 3, 3]), t(`${conv}.lora_up.weight`, [4, 2, 1, 1]), scalar(`${conv}.alpha`, 2)],
+    /lora_mid .* \(2, 2, 3, 3\) does not fit down \(2, 2, 3, 3\) and up \(4, 2, 1, 1\)/],
+  ['LoHa without hada_w1_a', [t(`${toQ}.hada_w1_b`, [2, 6]), t(`${toQ}.hada_w2_a`, [8, 2]), t(`${toQ}.hada_w2_b`, [2, 6]), scalar(`${toQ}.alpha`, 2)],
+    /needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b/],
+  ['LoHa without hada_w1_b', [t(`${toQ}.hada_w1_a`, [8, 2]), t(`${toQ}.hada_w2_a`, [8, 2]), t(`${toQ}.hada_w2_b`, [2, 6]), scalar(`${toQ}.alpha`, 2)],
+    /needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b/],
+  ['LoKr with lokr_w2 alone', [t(`${toQ}.lokr_w2`, [4, 3])], /needs lokr_w1 or lokr_w1_a with lokr_w1_b, and lokr_w2/],
+  ['LoKr w1_a 3-D', [t(`${toQ}.lokr_w1_a`, [2, 1, 1]), t(`${toQ}.lokr_w1_b`, [1, 2]), t(`${toQ}.lokr_w2`, [4, 3]), scalar(`${toQ}.alpha`, 1)], /LoKr factors .* do not fit together/],
+  ['LoKr w1_b 1-D', [t(`${toQ}.lokr_w1_a`, [2, 1]), t(`${toQ}.lokr_w1_b`, [1]), t(`${toQ}.lokr_w2`, [4, 3]), scalar(`${toQ}.alpha`, 1)], /LoKr factors .* do not fit together/],
+  ['LoKr t2 2-D', [t(`${conv}.lokr_w1`, [2, 2]), t(`${conv}.lokr_w2_a`, [2, 2]), t(`${conv}.lokr_w2_b`, [2, 1]), t(`${conv}.lokr_t2`, [2, 2]), scalar(`${conv}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['LoKr t2 not square in its ranks', [t(`${conv}.lokr_w1`, [2, 2]), t(`${conv}.lokr_w2_a`, [2, 2]), t(`${conv}.lokr_w2_b`, [3, 1]), t(`${conv}.lokr_t2`, [2, 3, 3, 3]), scalar(`${conv}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['LoKr Tucker w2_a 3-D', [t(`${conv}.lokr_w1`, [2, 2]), t(`${conv}.lokr_w2_a`, [2, 2, 1]), t(`${conv}.lokr_w2_b`, [2, 1]), t(`${conv}.lokr_t2`, [2, 2, 3, 3]), scalar(`${conv}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['LoKr Tucker w2_b 3-D', [t(`${conv}.lokr_w1`, [2, 2]), t(`${conv}.lokr_w2_a`, [2, 2]), t(`${conv}.lokr_w2_b`, [2, 1, 1]), t(`${conv}.lokr_t2`, [2, 2, 3, 3]), scalar(`${conv}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['LoKr Tucker w2_b of another rank than t2', [t(`${conv}.lokr_w1`, [2, 2]), t(`${conv}.lokr_w2_a`, [2, 2]), t(`${conv}.lokr_w2_b`, [3, 1]), t(`${conv}.lokr_t2`, [2, 2, 3, 3]), scalar(`${conv}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['LoKr w2_a 3-D', [t(`${toQ}.lokr_w1`, [2, 2]), t(`${toQ}.lokr_w2_a`, [4, 2, 1]), t(`${toQ}.lokr_w2_b`, [2, 3]), scalar(`${toQ}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['LoKr w2_b 1-D', [t(`${toQ}.lokr_w1`, [2, 2]), t(`${toQ}.lokr_w2_a`, [4, 2]), t(`${toQ}.lokr_w2_b`, [2]), scalar(`${toQ}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['BOFT blocks not square', [t(`${toQ}.oft_blocks`, [2, 2, 4, 2])], /BOFT oft_blocks \(2, 2, 4, 2\) do not fit/],
+  ['diag-OFT blocks not square', [t(`${toQ}.oft_blocks`, [4, 2, 3])], /oft_blocks \(4, 2, 3\) do not fit \(expected \(n, b, b\)/],
+  ['diag-OFT blocks 5-D', [t(`${toQ}.oft_blocks`, [4, 2, 2, 1, 1])], /oft_blocks \(4, 2, 2, 1, 1\) do not fit \(expected \(n, b, b\)/],
+  ['GLoRA without b1', [t(`${toQ}.a1.weight`, [6, 2]), t(`${toQ}.a2.weight`, [2, 6]), t(`${toQ}.b2.weight`, [2, 6]), scalar(`${toQ}.alpha`, 2)], /needs a1\.weight, a2\.weight, b1\.weight and b2\.weight/],
+  ['LoCon with a 2-D diff_b', [t(`${toQ}.lora_down.weight`, [2, 6]), t(`${toQ}.lora_up.weight`, [8, 2]), scalar(`${toQ}.alpha`, 2), t(`${toQ}.diff_b`, [8, 1])],
+    /diff_b .*diff_b \(8, 1\) should hold one value per output feature of its weight's update \(8\)/],
+])('%s is refused, naming the module (a part of a check no case above isolates)', async (_what, tensors, pattern) => {
+  const message = await refusal(withNorm, tensors);
+  expect(message).toMatch(named(tensors[0].name.slice(0, tensors[0].name.indexOf('.'))));
+  expect(message).toMatch(pattern);
+});
+
+it('LyCORIS norm diffs: a 2-D w_norm is refused', async () => {
+  const message = await refusal(withNorm, [t(`${norm}.w_norm`, [8, 1]), t(`${norm}.b_norm`, [8])]);
+  expect(message).toMatch(named(norm));
+  expect(message).toMatch(/w_norm \(8, 1\) and b_norm \(8\) should be vectors of one size/);
+});
+
+it('a diffusers-form DoRA: a lora_magnitude_vector (2, 4) for 8 outputs is refused', async () => {
+  const message = await refusal(peftBase, [t(`${Q}.lora_A.weight`, [2, 8]), t(`${Q}.lora_B.weight`, [8, 2]), t(`${Q}.lora_magnitude_vector`, [2, 4])]);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(/lora_magnitude_vector .*lora_magnitude_vector \(2, 4\) should hold one value per output feature \(8\)/);
+});
