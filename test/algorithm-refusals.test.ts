@@ -502,3 +502,16 @@ it('a diffusers-form DoRA: a lora_magnitude_vector (2, 4) for 8 outputs is refus
   expect(message).toMatch(peftNamed);
   expect(message).toMatch(/lora_magnitude_vector .*lora_magnitude_vector \(2, 4\) should hold one value per output feature \(8\)/);
 });
+
+// PEFT keeps lora_B's bias as nn.Linear's (out,) and lora_magnitude_vector as one value per output
+// (size-1 dims beside it for a conv); it cannot load either in another shape. The plan's bias and
+// DoRA terms count values only, so without this a (8, 1) bias or a (2, 4) magnitude merged.
+it.each<[string, object, FixtureTensor, RegExp]>([
+  ['a lora_B.bias (8, 1)', { lora_bias: true }, t(`${A}.lora_B.bias`, [8, 1]), /lora_B bias .*lora_B\.bias \(8, 1\) should hold one value per output feature \(8\)/],
+  ['a lora_magnitude_vector (2, 4)', { use_dora: true }, t(`${A}.lora_magnitude_vector`, [2, 4]), /lora_magnitude_vector .*lora_magnitude_vector \(2, 4\) should hold one value per output feature \(8\)/],
+])('PEFT LoRA folder with %s is refused, naming the module', async (_what, config, extra, pattern) => {
+  const message = await peftRefusal({ peft_type: 'LORA', r: 2, lora_alpha: 2, ...config }, [t(`${A}.lora_A.weight`, [2, 8]), t(`${A}.lora_B.weight`, [8, 2]), extra]);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
+
