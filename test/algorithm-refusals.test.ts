@@ -515,3 +515,28 @@ it.each<[string, object, FixtureTensor, RegExp]>([
   expect(message).toMatch(pattern);
 });
 
+// Single parts of the PEFT methods' checks that no case above isolates.
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['AdaLoRA without lora_A', { peft_type: 'ADALORA', init_r: 2, lora_alpha: 2 },
+    [t(`${A}.lora_E`, [2, 1]), t(`${A}.lora_B`, [8, 2])], /needs lora_A, lora_E and lora_B; lora_A is missing/],
+  ['AdaLoRA lora_A of rank 3 beside lora_E of 2', { peft_type: 'ADALORA', init_r: 2, lora_alpha: 2 },
+    [t(`${A}.lora_A`, [3, 8]), t(`${A}.lora_E`, [2, 1]), t(`${A}.lora_B`, [8, 2])], /lora_A \(3, 8\), lora_E \(2, 1\) and lora_B \(8, 2\) do not fit together/],
+  ['AdaLoRA lora_B of rank 3 beside lora_E of 2', { peft_type: 'ADALORA', init_r: 2, lora_alpha: 2 },
+    [t(`${A}.lora_A`, [2, 8]), t(`${A}.lora_E`, [2, 1]), t(`${A}.lora_B`, [8, 3])], /lora_A \(2, 8\), lora_E \(2, 1\) and lora_B \(8, 3\) do not fit together/],
+  ['DeLoRA without delora_A', { peft_type: 'DELORA', r: 2 },
+    [t(`${A}.delora_B`, [8, 2]), t(`${A}.delora_lambda`, [1]), t(`${A}.delora_w_norm`, [8])], /delora_A is missing/],
+  ['GraLoRA A of another rank than r', { peft_type: 'GRALORA', r: 4, gralora_k: 2, hybrid_r: 0 },
+    [t(`${A}.gralora_A`, [2, 4, 2]), t(`${A}.gralora_B`, [2, 4, 4])], /gralora_A \(2, 4, 2\) and gralora_B \(2, 4, 4\) are not/],
+  ['GraLoRA A in blocks of another gralora_k', { peft_type: 'GRALORA', r: 4, gralora_k: 2, hybrid_r: 0 },
+    [t(`${A}.gralora_A`, [4, 2, 4]), t(`${A}.gralora_B`, [2, 4, 4])], /gralora_A \(4, 2, 4\) and gralora_B \(2, 4, 4\) are not/],
+  ['PVeRA without pvera_lambda_b', { peft_type: 'PVERA', r: 2, save_projection: true, projection_prng_key: 0 },
+    [t(`${A}.pvera_lambda_d`, [4]), t('base_model.pvera_A', [4, 8]), t('base_model.pvera_B', [8, 2])], /pvera_lambda_b is missing/],
+  ['RoAd without road_theta', { peft_type: 'ROAD', variant: 'road_1', group_size: 2 }, [t(`${A}.road_alpha`, [8])], /has road_alpha without road_theta/],
+  ['SHiRA without shira_weight', { peft_type: 'SHIRA', r: 2 }, [t(`${A}.shira_indices`, [2, 4], 'I32')], /shira_weight is missing/],
+  ['TinyLoRA without tinylora_A', { peft_type: 'TINYLORA', r: 2, u: 3, weight_tying: 1.0, projection_seed: 42, save_projection: true },
+    [t(`${A}.tinylora_B`, [8, 2]), t(`${A}.tinylora_P`, [3, 2, 2]), t('base_model.tinylora_v.0', [3])], /tinylora_A is missing/],
+])('PEFT %s is refused, naming the module (a part of a check no case above isolates)', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
