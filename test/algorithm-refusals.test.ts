@@ -509,8 +509,12 @@ it('a diffusers-form DoRA: a lora_magnitude_vector (2, 4) for 8 outputs is refus
 it.each<[string, object, FixtureTensor, RegExp]>([
   ['a lora_B.bias (8, 1)', { lora_bias: true }, t(`${A}.lora_B.bias`, [8, 1]), /lora_B bias .*lora_B\.bias \(8, 1\) should hold one value per output feature \(8\)/],
   ['a lora_magnitude_vector (2, 4)', { use_dora: true }, t(`${A}.lora_magnitude_vector`, [2, 4]), /lora_magnitude_vector .*lora_magnitude_vector \(2, 4\) should hold one value per output feature \(8\)/],
+  // BD-LoRA with a block-diagonal lora_A (rank 2, two blocks of 4 inputs): lora_B and its bias are full.
+  ['BD-LoRA and a lora_B.bias (8, 1)', { lora_bias: true, use_bdlora: { target_modules_bd_a: ['q_proj'], target_modules_bd_b: null, nblocks: 2, match_strict: true } },
+    t(`${A}.lora_B.bias`, [8, 1]), /lora_B bias .*lora_B\.bias \(8, 1\) should hold one value per output feature \(8\)/],
 ])('PEFT LoRA folder with %s is refused, naming the module', async (_what, config, extra, pattern) => {
-  const message = await peftRefusal({ peft_type: 'LORA', r: 2, lora_alpha: 2, ...config }, [t(`${A}.lora_A.weight`, [2, 8]), t(`${A}.lora_B.weight`, [8, 2]), extra]);
+  const bd = 'use_bdlora' in config;
+  const message = await peftRefusal({ peft_type: 'LORA', r: 2, lora_alpha: 2, ...config }, [t(`${A}.lora_A.weight`, [2, bd ? 4 : 8]), t(`${A}.lora_B.weight`, [8, 2]), extra]);
   expect(message).toMatch(peftNamed);
   expect(message).toMatch(pattern);
 });
