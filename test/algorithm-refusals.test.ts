@@ -544,3 +544,29 @@ it.each<[string, object, FixtureTensor[], RegExp]>([
   expect(message).toMatch(peftNamed);
   expect(message).toMatch(pattern);
 });
+
+// More single parts: factors of another rank or dimension count than their partners.
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['DeLoRA B of rank 3 beside A of 2', { peft_type: 'DELORA', r: 2 },
+    [t(`${A}.delora_A`, [2, 8]), t(`${A}.delora_B`, [8, 3]), t(`${A}.delora_lambda`, [1]), t(`${A}.delora_w_norm`, [8])], /delora_A \(2, 8\), delora_B \(8, 3\), delora_lambda \(1\) and delora_w_norm \(8\) do not fit together/],
+  ['DeLoRA w_norm (8, 1)', { peft_type: 'DELORA', r: 2 },
+    [t(`${A}.delora_A`, [2, 8]), t(`${A}.delora_B`, [8, 2]), t(`${A}.delora_lambda`, [1]), t(`${A}.delora_w_norm`, [8, 1])], /delora_w_norm \(8, 1\) do not fit together/],
+  ['DeLoRA lambda of 2 values', { peft_type: 'DELORA', r: 2 },
+    [t(`${A}.delora_A`, [2, 8]), t(`${A}.delora_B`, [8, 2]), t(`${A}.delora_lambda`, [2]), t(`${A}.delora_w_norm`, [8])], /delora_lambda \(2\) and delora_w_norm \(8\) do not fit together/],
+  ['VeRA vera_B of rank 3 beside vera_A of 2', { peft_type: 'VERA', r: 2 },
+    [t(`${A}.vera_lambda_b`, [8]), t(`${A}.vera_lambda_d`, [2]), t('base_model.vera_A', [2, 8]), t('base_model.vera_B', [8, 3])], /vera_A \(2, 8\) and vera_B \(8, 3\) do not fit together/],
+  ['VeRA lambda_b longer than vera_B', { peft_type: 'VERA', r: 2 },
+    [t(`${A}.vera_lambda_b`, [8]), t(`${A}.vera_lambda_d`, [2]), t('base_model.vera_A', [2, 8]), t('base_model.vera_B', [6, 2])], /vera_A \(2, 8\) and vera_B \(6, 2\) do not fit together/],
+  ['RoAd theta (8, 1)', { peft_type: 'ROAD', variant: 'road_1', group_size: 2 },
+    [t(`${A}.road_theta`, [8, 1]), t(`${A}.road_alpha`, [8])], /road_theta \(8, 1\) and road_alpha \(8\) are not two vectors/],
+  ['MiSS block of another r', { peft_type: 'MISS', r: 4 }, [t(`${A}.miss_block`, [2, 8])], /block \(2, 8\) is not \(r, outputs\) for the config's r = 4/],
+  ['BOFT boft_R blocks not square', { peft_type: 'BOFT', boft_block_size: 2, boft_block_num: 0, boft_n_butterfly_factor: 1 },
+    [t(`${A}.boft_R`, [1, 4, 2, 3]), t(`${A}.boft_s`, [8, 1])], /boft_R \(1, 4, 2, 3\) is not \(factors, blocks, size, size\)/],
+  ['HiRA hira_B without hira_A', { peft_type: 'HIRA', r: 2 }, [t(`${A}.hira_B`, [8, 2])], /has hira_B without hira_A/],
+  ['SHiRA indices (3, 4)', { peft_type: 'SHIRA', r: 2 },
+    [t(`${A}.shira_weight`, [4]), t(`${A}.shira_indices`, [3, 4], 'I32')], /shira_weight \(4\) and shira_indices \(3, 4\) do not fit together/],
+])('PEFT %s is refused, naming the module (a part of a check no case above isolates)', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
