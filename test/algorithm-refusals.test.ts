@@ -570,3 +570,22 @@ it.each<[string, object, FixtureTensor[], RegExp]>([
   expect(message).toMatch(peftNamed);
   expect(message).toMatch(pattern);
 });
+
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['PVeRA pvera_A of rank 3 (not 2r)', { peft_type: 'PVERA', r: 2, save_projection: true, projection_prng_key: 0 },
+    [t(`${A}.pvera_lambda_b`, [8]), t(`${A}.pvera_lambda_d`, [4]), t('base_model.pvera_A', [3, 8]), t('base_model.pvera_B', [8, 2])], /pvera_A \(3, 8\) and pvera_B \(8, 2\) do not fit together/],
+  ['PVeRA lambda_b longer than pvera_B', { peft_type: 'PVERA', r: 2, save_projection: true, projection_prng_key: 0 },
+    [t(`${A}.pvera_lambda_b`, [8]), t(`${A}.pvera_lambda_d`, [4]), t('base_model.pvera_A', [4, 8]), t('base_model.pvera_B', [6, 2])], /pvera_A \(4, 8\) and pvera_B \(6, 2\) do not fit together/],
+  // Eight blocks of 1 cover the 8 inputs, so only PEFT's even-size rule stands against it.
+  ['BOFT two butterfly factors of odd blocks', { peft_type: 'BOFT', boft_block_size: 1, boft_block_num: 0, boft_n_butterfly_factor: 2 },
+    [t(`${A}.boft_R`, [2, 8, 1, 1]), t(`${A}.boft_s`, [8, 1])], /boft_R \(2, 8, 1, 1\): 2 butterfly factors need an even block size/],
+  ['UniLoRA indices_B of rank 3', { peft_type: 'UNILORA', r: 2, theta_d_length: 16, proj_seed: 42, save_indices: true },
+    [t(`${A}.unilora_indices_A`, [2, 8], 'I64'), t(`${A}.unilora_indices_B`, [8, 3], 'I64'), t(`${A}.unilora_scales_A`, [2, 8]), t(`${A}.unilora_scales_B`, [8, 3]), t('base_model.unilora_theta_d', [16])],
+    /unilora_indices_B \(8, 3\), .* do not fit together/],
+  ['TinyLoRA B of rank 3', { peft_type: 'TINYLORA', r: 2, u: 3, weight_tying: 1.0, projection_seed: 42, save_projection: true },
+    [t(`${A}.tinylora_A`, [2, 8]), t(`${A}.tinylora_B`, [8, 3]), t(`${A}.tinylora_P`, [3, 2, 2]), t('base_model.tinylora_v.0', [3])], /tinylora_B \(8, 3\), .* do not fit together/],
+])('PEFT %s is refused, naming the module (a part of a check no case above isolates)', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
