@@ -589,3 +589,30 @@ it.each<[string, object, FixtureTensor[], RegExp]>([
   expect(message).toMatch(peftNamed);
   expect(message).toMatch(pattern);
 });
+
+const RANDLORA = { peft_type: 'RANDLORA', r: 2, randlora_alpha: 4 };
+const GRALORA = { peft_type: 'GRALORA', r: 4, gralora_k: 2, hybrid_r: 0 };
+const PEANUT = { peft_type: 'PEANUT', r: 2, depth: 0, act_fn: 'relu', scaling: 1.0 };
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['GraLoRA gralora_B without gralora_A', GRALORA, [t(`${A}.gralora_B`, [2, 4, 4])], /needs gralora_A and gralora_B; gralora_A is missing/],
+  ['GraLoRA B in blocks of another gralora_k', GRALORA, [t(`${A}.gralora_A`, [2, 4, 4]), t(`${A}.gralora_B`, [4, 4, 2])], /gralora_A \(2, 4, 4\) and gralora_B \(4, 4, 2\) are not/],
+  ['GraLoRA general B of another hybrid_r', { ...GRALORA, hybrid_r: 2 },
+    [t(`${A}.gralora_A`, [2, 4, 4]), t(`${A}.gralora_B`, [2, 4, 4]), t(`${A}.gralora_A_general.weight`, [2, 8]), t(`${A}.gralora_B_general.weight`, [8, 3])],
+    /gralora_A_general\.weight \(2, 8\) and gralora_B_general\.weight \(8, 3\) are not \(hybrid_r, 8\)/],
+  ['PEANuT peanut_B without peanut_A', PEANUT, [t(`${A}.peanut_B.weight`, [8, 2])], /has peanut_B without peanut_A/],
+  ['PEANuT peanut_B of rank 3', PEANUT, [t(`${A}.peanut_A.weight`, [2, 8]), t(`${A}.peanut_B.weight`, [8, 3])], /peanut_A \(2, 8\), peanut_B \(8, 3\) and the 0 encoder and decoder layers are not/],
+  ['PEANuT peanut_A reading 6 outputs', PEANUT, [t(`${A}.peanut_A.weight`, [2, 6]), t(`${A}.peanut_B.weight`, [8, 2])], /peanut_A \(2, 6\), peanut_B \(8, 2\) and the 0 encoder and decoder layers are not/],
+  ['SHiRA weight (4, 1)', { peft_type: 'SHIRA', r: 2 }, [t(`${A}.shira_weight`, [4, 1]), t(`${A}.shira_indices`, [2, 4], 'I32')], /shira_weight \(4, 1\) and shira_indices \(2, 4\) do not fit together/],
+  ['RandLoRA lambda of rank 3', RANDLORA,
+    [t(`${A}.randlora_lambda`, [3, 4]), t(`${A}.randlora_gamma`, [4, 8]), t('base_model.randlora_A', [2, 1, 8]), t('base_model.randlora_B', [8, 4, 2])], /randlora_lambda \(3, 4\) and randlora_gamma \(4, 8\) are not \(r, nb\)/],
+  ['RandLoRA shared A (2, 2, 8)', RANDLORA,
+    [t(`${A}.randlora_lambda`, [2, 4]), t(`${A}.randlora_gamma`, [4, 8]), t('base_model.randlora_A', [2, 2, 8]), t('base_model.randlora_B', [8, 4, 2])], /the shared randlora_A \(2, 2, 8\) and randlora_B \(8, 4, 2\) are not/],
+  ['RandLoRA shared B of rank 3', RANDLORA,
+    [t(`${A}.randlora_lambda`, [2, 4]), t(`${A}.randlora_gamma`, [4, 8]), t('base_model.randlora_A', [2, 1, 8]), t('base_model.randlora_B', [8, 4, 3])], /the shared randlora_A \(2, 1, 8\) and randlora_B \(8, 4, 3\) are not/],
+  ['UniLoRA without unilora_indices_A', { peft_type: 'UNILORA', r: 2, theta_d_length: 16, proj_seed: 42, save_indices: true },
+    [t(`${A}.unilora_indices_B`, [8, 2], 'I64'), t(`${A}.unilora_scales_A`, [2, 8]), t(`${A}.unilora_scales_B`, [8, 2]), t('base_model.unilora_theta_d', [16])], /unilora_indices_A is missing/],
+])('PEFT %s is refused, naming the module (a part of a check no case above isolates)', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
