@@ -616,3 +616,19 @@ it.each<[string, object, FixtureTensor[], RegExp]>([
   expect(message).toMatch(peftNamed);
   expect(message).toMatch(pattern);
 });
+
+// Super-Tuning with a config r (Supra): the sparse values and, beside them, a LoRA pair of that rank.
+const SUPRA = { peft_type: 'SUPERTUNING', r: 2, lora_alpha: 4, sparsity: 0.99, save_precomputed_indices: true };
+const sparse = [t(`${A}.supertuning_values`, [4]), t(`${A}.supertuning_indices`, [4], 'I32')];
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['Supra without supertuning_lora_B', SUPRA, [...sparse, t(`${A}.supertuning_lora_A.weight`, [2, 8])], /the config's r is 2 \(Supra\), but supertuning_lora_B\.weight is missing/],
+  ['a LoRA B beside a config without r', { ...SUPRA, r: null, lora_alpha: null }, [...sparse, t(`${A}.supertuning_lora_B.weight`, [8, 2])], /has .*supertuning_lora_B\.weight but the config has no r/],
+  ['Supra B of rank 3', SUPRA, [...sparse, t(`${A}.supertuning_lora_A.weight`, [2, 8]), t(`${A}.supertuning_lora_B.weight`, [8, 3])],
+    /supertuning_lora_A \(2, 8\) and supertuning_lora_B \(8, 3\) do not fit the config's r 2/],
+  ['values (4, 1)', SUPRA, [t(`${A}.supertuning_values`, [4, 1]), t(`${A}.supertuning_indices`, [4], 'I32'), t(`${A}.supertuning_lora_A.weight`, [2, 8]), t(`${A}.supertuning_lora_B.weight`, [8, 2])],
+    /supertuning_values \(4, 1\) and supertuning_indices \(4\) do not fit together/],
+])('PEFT Super-Tuning: %s is refused, naming the module', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
