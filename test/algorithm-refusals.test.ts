@@ -8,6 +8,8 @@ import { expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { isMergeError } from '../src/errors.js';
 import { buildSafetensors, randomValues, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { peftFolder } from './helpers/hf-folder.js';
+import { mergeBackends, refusalsInMemory } from './helpers/merge-backends.js';
 import { preparePeftFolder } from './helpers/peft-method-folder.js';
 
 const rand = seededRandom(97);
@@ -286,4 +288,347 @@ it.each<[string, FixtureTensor[]]>([
   const message = await refusal(base, tensors);
   expect(message).toMatch(named(toQ));
   expect(message).toMatch(/outside a PEFT folder with its adapter_config\.json/);
+});
+
+// Checks no other case here reached (found by disabling each check in turn): without them a file
+// like these crashed the plan with a TypeError or merged an update shaped by a missing tensor.
+it('LyCORIS LoHa: a module without one of its four factors, or with hada_t1 but no hada_t2, is refused', async () => {
+  const loha = [t(`${toQ}.hada_w1_a`, [8, 2]), t(`${toQ}.hada_w1_b`, [2, 6]), t(`${toQ}.hada_w2_a`, [8, 2]), t(`${toQ}.hada_w2_b`, [2, 6]), scalar(`${toQ}.alpha`, 2)];
+  const missing = await refusal(base, loha.filter((x) => !x.name.endsWith('.hada_w2_b')));
+  expect(missing).toMatch(named(toQ));
+  expect(missing).toMatch(/needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b, and hada_t1 and hada_t2 together or not at all/);
+  // A Tucker LoHa on the 3×3 conv that lost hada_t2.
+  const oneSided = await refusal(base, [
+    t(`${conv}.hada_w1_a`, [2, 4]), t(`${conv}.hada_w1_b`, [2, 2]), t(`${conv}.hada_t1`, [2, 2, 3, 3]),
+    t(`${conv}.hada_w2_a`, [2, 4]), t(`${conv}.hada_w2_b`, [2, 2]), scalar(`${conv}.alpha`, 2),
+  ]);
+  expect(oneSided).toMatch(named(conv));
+  expect(oneSided).toMatch(/hada_t1 and hada_t2 together or not at all/);
+});
+
+it('LyCORIS (IA)³: a 0-d weight is refused', async () => {
+  const message = await refusal(base, [t(`${toQ}.weight`, []), scalar(`${toQ}.on_input`, 0)]);
+  expect(message).toMatch(named(toQ));
+  expect(message).toMatch(/weight \(\) is neither \(channels,\) nor \(1, channels, 1…\)/);
+});
+
+// VB-LoRA saved with save_only_topk_weights (r 2, topk 2, num_vectors 4, vector_length 4 on the 8×8
+// q_proj): per factor the top-k indices (…, topk) and the first topk − 1 softmax weights.
+const VB_TOPK = { peft_type: 'VBLORA', r: 2, topk: 2, num_vectors: 4, vector_length: 4, save_only_topk_weights: true };
+const vbTopk = (indices: FixtureDType, weights: FixtureDType = 'F32') => [
+  t(`${A}.vblora_logits_A_topk_indices`, [2, 2, 2], indices), t(`${A}.vblora_logits_A_topk_weights`, [2, 2, 1], weights),
+  t(`${A}.vblora_logits_B_topk_indices`, [2, 2, 2], indices), t(`${A}.vblora_logits_B_topk_weights`, [2, 2, 1], weights),
+  t('base_model.vblora_vector_bank', [4, 4]),
+];
+
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['HiRA with hira_A beside hira_embedding_A and _B', { peft_type: 'HIRA', r: 2 },
+    [t(`${A}.hira_A`, [2, 8]), t(`${A}.hira_embedding_A`, [2, 8]), t(`${A}.hira_embedding_B`, [8, 2])], /mixes a layer's hira_A\/hira_B with an embedding's hira_embedding_A\/hira_embedding_B/],
+  ['OFT with both oft_R and oft_embedding_R', { peft_type: 'OFT', r: 0, oft_block_size: 2 },
+    [t(`${A}.oft_R.weight`, [4, 1]), t(`${A}.oft_embedding_R.weight`, [4, 1])], /has both oft_R and oft_embedding_R/],
+  ['UniLoRA indices without their scales', { peft_type: 'UNILORA', r: 2, theta_d_length: 16, proj_seed: 42, save_indices: true },
+    [t(`${A}.unilora_indices_A`, [2, 8], 'I64'), t(`${A}.unilora_indices_B`, [8, 2], 'I64'), t('base_model.unilora_theta_d', [16])],
+    /needs unilora_indices_A\/_B and unilora_scales_A\/_B .*; unilora_scales_A, unilora_scales_B are missing/],
+  ['DEFT deft_R of another rank than deft_P', { peft_type: 'DEFT', r: 2 },
+    [t(`${A}.deft_P`, [8, 2]), t(`${A}.deft_R`, [3, 8])], /deft_P \(8, 2\) and deft_R \(3, 8\) are not \(out, r\) and \(r, in\)/],
+  ['BEFT bias 0-d', { peft_type: 'BEFT' }, [t(`${A}.beft_bias`, [])], /beft_bias \(\) should be \(1, out\)/],
+  ['BEFT bias 3-d', { peft_type: 'BEFT' }, [t(`${A}.beft_bias`, [1, 1, 8])], /beft_bias \(1, 1, 8\) should be \(1, out\)/],
+  ['PEANuT peanut_A without peanut_B', { peft_type: 'PEANUT', r: 2, depth: 0, act_fn: 'relu', scaling: 1.0 },
+    [t(`${A}.peanut_A.weight`, [2, 8])], /has peanut_A without peanut_B/],
+  ['VB-LoRA logits_A beside top-k tensors of B', VB_TOPK,
+    [t(`${A}.vblora_logits_A`, [2, 2, 4]), ...vbTopk('U8').filter((x) => !x.name.includes('_A_topk'))],
+    /needs either vblora_logits_A and vblora_logits_B, or \(save_only_topk_weights\) their _topk_indices and _topk_weights/],
+  ['VB-LoRA top-k indices in float32', VB_TOPK, vbTopk('F32'), /top-k indices are F32 and F32; expected integers/],
+])('PEFT %s is refused, naming the module (checks no case above reaches)', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
+
+it.each<[string, FixtureTensor[]]>([
+  ['(IA)³', [t(`${toQ}.ia3_l`, [8, 1])]],
+  ['PEANuT', [t(`${toQ}.peanut_A.weight`, [2, 8]), t(`${toQ}.peanut_B.weight`, [8, 2])]],
+])('PEFT %s tensors outside a PEFT folder are refused too, naming the module', async (_what, tensors) => {
+  const message = await refusal(base, tensors);
+  expect(message).toMatch(named(toQ));
+  expect(message).toMatch(/outside a PEFT folder with its adapter_config\.json/);
+});
+
+// VB-LoRA values the plan cannot see: they are read when the module is merged. Each row here is
+// one a training run cannot produce (torch.topk names distinct vectors of the bank, softmax weights
+// lie in [0, 1] and the stored topk − 1 of them sum below 1), so the merge stops, naming the row.
+const backends = mergeBackends({ cpu: 'default' });
+const withValues = (x: FixtureTensor, values: number[]): FixtureTensor => ({ ...x, data: Float64Array.from(values) });
+
+/** What merging the VB-LoRA folder (r 2, num_vectors 4, vector_length 4) into the q_proj base refuses. */
+async function vbMergeRefusal(config: object, tensors: FixtureTensor[]): Promise<string[]> {
+  const files = peftFolder({ target_modules: ['q_proj'], ...VB_TOPK, ...config }, tensors);
+  return refusalsInMemory({ backend: backends.cpu!, base: { 'model.safetensors': buildSafetensors(peftBase) }, adapters: [{ files }] });
+}
+
+it.each<[string, object, (tensors: FixtureTensor[]) => FixtureTensor[], RegExp]>([
+  ['an index past the bank', {}, ([ia, ...rest]) => [withValues(ia, [0, 1, 2, 4, 0, 1, 2, 3]), ...rest],
+    /vblora_logits_A_topk_indices: index 4 in row 1 is outside the vector bank's 4 vectors/],
+  ['a vector named twice in a row', {}, ([ia, ...rest]) => [withValues(ia, [0, 1, 2, 2, 0, 1, 2, 3]), ...rest],
+    /vblora_logits_A_topk_indices: row 1 names vector 2 twice/],
+  // Negative: the row's sum stays below 1, so only this check sees it.
+  ['a negative weight', {}, ([ia, wa, ...rest]) => [ia, withValues(wa, [0.5, -0.25, 0.5, 0.5]), ...rest],
+    /vblora_logits_A_topk_weights: weight -0\.25 in row 1 is not in \[0, 1\]/],
+  ['topk 3 weights summing past 1', { topk: 3 }, () => [
+    t(`${A}.vblora_logits_A_topk_indices`, [2, 2, 3], 'U8'), t(`${A}.vblora_logits_A_topk_weights`, [2, 2, 2]),
+    t(`${A}.vblora_logits_B_topk_indices`, [2, 2, 3], 'U8'), t(`${A}.vblora_logits_B_topk_weights`, [2, 2, 2]), t('base_model.vblora_vector_bank', [4, 4]),
+  ].map((x, i) => (i === 0 || i === 2 ? withValues(x, [0, 1, 2, 1, 2, 3, 2, 3, 0, 3, 0, 1]) : i === 1 ? withValues(x, [0.25, 0.25, 0.75, 0.5, 0.25, 0.25, 0.25, 0.25]) : i === 3 ? withValues(x, Array(8).fill(0.25)) : x)),
+    /vblora_logits_A_topk_weights: the weights of row 1 sum to 1\.25, more than 1/],
+])('VB-LoRA saved with save_only_topk_weights: %s is refused when merged, naming the module and row', async (_what, config, edit, pattern) => {
+  const ok = (ia: FixtureTensor) => withValues(ia, [0, 1, 2, 3, 0, 1, 2, 3]);
+  const [ia, wa, ib, wb, bank] = vbTopk('U8');
+  const tensors = edit([ok(ia), withValues(wa, [0.5, 0.5, 0.5, 0.5]), ok(ib), withValues(wb, [0.5, 0.5, 0.5, 0.5]), bank]);
+  const refusals = await vbMergeRefusal(config, tensors);
+  expect(refusals).toHaveLength(1);
+  expect(refusals[0]).toMatch(/VB-LoRA module "model\.layers\.0\.self_attn\.q_proj": /);
+  expect(refusals[0]).toMatch(pattern);
+});
+
+it.each<[string, number[], RegExp]>([
+  ['a NaN logit', [NaN, 1, 2, 3], /vblora_logits_A: logit NaN in row 0/],
+  ['a row of -Infinity logits', [-Infinity, -Infinity, -Infinity, -Infinity], /vblora_logits_A: row 0 has no finite logit/],
+])('VB-LoRA logits with %s are refused when merged, naming the module and row', async (_what, row0, pattern) => {
+  const logits = (name: string, shape: number[]) => withValues(t(name, shape), [...Array(4).keys()].flatMap((r) => (r === 0 && name.endsWith('_A') ? row0 : [r, 3 - r, 0.5, 1.5])));
+  const refusals = await vbMergeRefusal({ save_only_topk_weights: false }, [
+    logits(`${A}.vblora_logits_A`, [2, 2, 4]), logits(`${A}.vblora_logits_B`, [2, 2, 4]), t('base_model.vblora_vector_bank', [4, 4]),
+  ]);
+  expect(refusals).toHaveLength(1);
+  expect(refusals[0]).toMatch(/VB-LoRA module "model\.layers\.0\.self_attn\.q_proj": /);
+  expect(refusals[0]).toMatch(pattern);
+});
+
+/** What merging a PEFT folder (its config, with target_modules q_proj) into `base` refuses, with the CPU backend. */
+async function peftMergeRefusal(base: FixtureTensor[], config: object, tensors: FixtureTensor[]): Promise<string[]> {
+  const files = peftFolder({ target_modules: ['q_proj'], ...config }, tensors);
+  return refusalsInMemory({ backend: backends.cpu!, base: { 'model.safetensors': buildSafetensors(base) }, adapters: [{ files }] });
+}
+
+// Adapters trained on a layer of another size, merged into this base: where a side of the update is
+// left to the base (shared OFT blocks, RandLoRA's sides, PEFT 0.13 OFT's outputs), only the merge
+// meets the mismatch, and it names the module and both sizes.
+it.each<[string, FixtureTensor[], object, FixtureTensor[], RegExp]>([
+  ['OFT block_share blocks of 3 on 8 inputs', peftBase, { peft_type: 'OFT', r: 0, oft_block_size: 3, block_share: true },
+    [t(`${A}.oft_R.weight`, [1, 3])], /OFT module "model\.layers\.0\.self_attn\.q_proj": blocks of 3 do not divide the layer's 8 inputs/],
+  ['OFT (PEFT 0.13) 4 blocks of 3 on 8 outputs', peftBase, { peft_type: 'OFT', r: 4, module_dropout: 0, init_weights: true },
+    [t(`${A}.oft_r`, [4, 3, 3])], /OFT module "model\.layers\.0\.self_attn\.q_proj": oft_r \(4, 3, 3\) does not hold 4 blocks of ⌈8 \/ 4⌉ over the layer's 8 outputs/],
+  ['OFT (PEFT 0.14) shared blocks of 3 on 8 inputs', peftBase, { peft_type: 'OFT', r: 0, oft_block_size: 3, block_share: true, module_dropout: 0, init_weights: true },
+    [t(`${A}.oft_r`, [1, 3, 3]), t(`${A}.oft_s`, [8, 1])], /OFT module "model\.layers\.0\.self_attn\.q_proj": oft_r \(1, 3, 3\) does not cover the layer's 8 inputs in blocks of 3/],
+  // Trained on a layer whose smaller dim was 6: lambda (r, nb = ⌈6/2⌉), gamma (nb, 6).
+  ['RandLoRA gamma for a smaller layer', peftBase, { peft_type: 'RANDLORA', r: 2, randlora_alpha: 4 },
+    [t(`${A}.randlora_lambda`, [2, 3]), t(`${A}.randlora_gamma`, [3, 6]), t('base_model.randlora_A', [2, 1, 6]), t('base_model.randlora_B', [8, 3, 2])],
+    /RandLoRA module "model\.layers\.0\.self_attn\.q_proj": randlora_gamma \(3, 6\) is for a layer whose smaller dim is 6, but the base's is \(8, 8\)/],
+  // A q_proj (8, 12) under shared bases from a model whose largest dim was 10.
+  ['RandLoRA shared B shorter than the layer', [t(`${Q}.weight`, [8, 12])], { peft_type: 'RANDLORA', r: 2, randlora_alpha: 4 },
+    [t(`${A}.randlora_lambda`, [2, 4]), t(`${A}.randlora_gamma`, [4, 8]), t('base_model.randlora_A', [2, 1, 8]), t('base_model.randlora_B', [10, 4, 2])],
+    /RandLoRA module "model\.layers\.0\.self_attn\.q_proj": the layer's larger dim is 12, the shared randlora_B has only 10 rows/],
+])('PEFT %s is refused when merged, naming the module', async (_what, base, config, tensors, pattern) => {
+  const refusals = await peftMergeRefusal(base, config, tensors);
+  expect(refusals).toHaveLength(1);
+  expect(refusals[0]).toMatch(pattern);
+});
+
+it('a diffusers-form LoRA with lora_bias: a lora_B.bias that is not one value per output is refused', async () => {
+  // A PEFT LoRA saved by diffusers' trainers into one file: PEFT's key names without base_model.model.
+  const lora = [t(`${Q}.lora_A.weight`, [2, 8]), t(`${Q}.lora_B.weight`, [8, 2])];
+  for (const shape of [[6], [8, 1]]) {
+    const message = await refusal(peftBase, [...lora, t(`${Q}.lora_B.bias`, shape)]);
+    expect(message).toMatch(peftNamed);
+    expect(message).toMatch(new RegExp(`lora_B bias ${Q.replace(/\./g, '\\.')}\\.lora_B\\.bias \\(${shape.join(', ')}\\) should hold one value per output feature \\(8\\)`));
+  }
+});
+
+it.each<[string, unknown, RegExp]>([
+  ['a list', [[true, false]], /"rank_pattern" must be an object of parameter name → list of true\/false/],
+  ['a key that names no lora_E', { 'base_model.model.model.layers.0.self_attn.q_proj': [true, false] }, /rank_pattern\["base_model\.model\.model\.layers\.0\.self_attn\.q_proj"\] must name a module's lora_E/],
+  ['flags given as numbers', { 'base_model.model.model.layers.0.self_attn.q_proj.lora_E': [1, 0] }, /rank_pattern\[.*q_proj\.lora_E"\] must name a module's lora_E and give a list of true\/false/],
+])('AdaLoRA rank_pattern as %s is refused, naming the config', async (_what, rankPattern, pattern) => {
+  const message = await peftRefusal({ peft_type: 'ADALORA', init_r: 2, target_r: 1, lora_alpha: 2, rank_pattern: rankPattern },
+    [t(`${A}.lora_A`, [2, 8]), t(`${A}.lora_E`, [2, 1]), t(`${A}.lora_B`, [8, 2])]);
+  expect(message).toMatch(/adapter_config\.json/);
+  expect(message).toMatch(pattern);
+});
+
+// Single parts of the LyCORIS shape checks that no case above isolates: each file breaks one of them only.
+it.each<[string, FixtureTensor[], RegExp]>([
+  ['LoCon with a 1-D lora_down', [t(`${toQ}.lora_down.weight`, [2]), t(`${toQ}.lora_up.weight`, [8, 2]), scalar(`${toQ}.alpha`, 2)],
+    /up .*lora_up\.weight \(8, 2\) does not fit down .*lora_down\.weight \(2\)/],
+  ['LoCon 3×3 whose lora_up has a 3×3 kernel too', [t(`${conv}.lora_down.weight`, [2, 2, 3, 3]), t(`${conv}.lora_up.weight`, [4, 2, 3, 3]), scalar(`${conv}.alpha`, 2)],
+    /up .*lora_up\.weight \(4, 2, 3, 3\) does not fit down .*lora_down\.weight \(2, 2, 3, 3\)/],
+  ['LoCon with a 2-D lora_mid', [t(`${conv}.lora_down.weight`, [2, 2, 1, 1]), t(`${conv}.lora_mid.weight`, [2, 2]), t(`${conv}.lora_up.weight`, [4, 2, 1, 1]), scalar(`${conv}.alpha`, 2)],
+    /lora_mid .* \(2, 2\) does not fit down \(2, 2, 1, 1\) and up \(4, 2, 1, 1\)/],
+  ['LoCon lora_mid of another rank on its second side', [t(`${conv}.lora_down.weight`, [2, 2, 1, 1]), t(`${conv}.lora_mid.weight`, [2, 3, 3, 3]), t(`${conv}.lora_up.weight`, [4, 2, 1, 1]), scalar(`${conv}.alpha`, 2)],
+    /lora_mid .* \(2, 3, 3, 3\) does not fit down \(2, 2, 1, 1\) and up \(4, 2, 1, 1\)/],
+  ['LoCon lora_mid beside a 3×3 lora_down', [t(`${conv}.lora_down.weight`, [2, 2, 3, 3]), t(`${conv}.lora_mid.weight`, [2, 2, 3, 3]), t(`${conv}.lora_up.weight`, [4, 2, 1, 1]), scalar(`${conv}.alpha`, 2)],
+    /lora_mid .* \(2, 2, 3, 3\) does not fit down \(2, 2, 3, 3\) and up \(4, 2, 1, 1\)/],
+  ['LoHa without hada_w1_a', [t(`${toQ}.hada_w1_b`, [2, 6]), t(`${toQ}.hada_w2_a`, [8, 2]), t(`${toQ}.hada_w2_b`, [2, 6]), scalar(`${toQ}.alpha`, 2)],
+    /needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b/],
+  ['LoHa without hada_w1_b', [t(`${toQ}.hada_w1_a`, [8, 2]), t(`${toQ}.hada_w2_a`, [8, 2]), t(`${toQ}.hada_w2_b`, [2, 6]), scalar(`${toQ}.alpha`, 2)],
+    /needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b/],
+  ['LoKr with lokr_w2 alone', [t(`${toQ}.lokr_w2`, [4, 3])], /needs lokr_w1 or lokr_w1_a with lokr_w1_b, and lokr_w2/],
+  ['LoKr w1_a 3-D', [t(`${toQ}.lokr_w1_a`, [2, 1, 1]), t(`${toQ}.lokr_w1_b`, [1, 2]), t(`${toQ}.lokr_w2`, [4, 3]), scalar(`${toQ}.alpha`, 1)], /LoKr factors .* do not fit together/],
+  ['LoKr w1_b 1-D', [t(`${toQ}.lokr_w1_a`, [2, 1]), t(`${toQ}.lokr_w1_b`, [1]), t(`${toQ}.lokr_w2`, [4, 3]), scalar(`${toQ}.alpha`, 1)], /LoKr factors .* do not fit together/],
+  ['LoKr t2 2-D', [t(`${conv}.lokr_w1`, [2, 2]), t(`${conv}.lokr_w2_a`, [2, 2]), t(`${conv}.lokr_w2_b`, [2, 1]), t(`${conv}.lokr_t2`, [2, 2]), scalar(`${conv}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['LoKr t2 not square in its ranks', [t(`${conv}.lokr_w1`, [2, 2]), t(`${conv}.lokr_w2_a`, [2, 2]), t(`${conv}.lokr_w2_b`, [3, 1]), t(`${conv}.lokr_t2`, [2, 3, 3, 3]), scalar(`${conv}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['LoKr Tucker w2_a 3-D', [t(`${conv}.lokr_w1`, [2, 2]), t(`${conv}.lokr_w2_a`, [2, 2, 1]), t(`${conv}.lokr_w2_b`, [2, 1]), t(`${conv}.lokr_t2`, [2, 2, 3, 3]), scalar(`${conv}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['LoKr Tucker w2_b 3-D', [t(`${conv}.lokr_w1`, [2, 2]), t(`${conv}.lokr_w2_a`, [2, 2]), t(`${conv}.lokr_w2_b`, [2, 1, 1]), t(`${conv}.lokr_t2`, [2, 2, 3, 3]), scalar(`${conv}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['LoKr Tucker w2_b of another rank than t2', [t(`${conv}.lokr_w1`, [2, 2]), t(`${conv}.lokr_w2_a`, [2, 2]), t(`${conv}.lokr_w2_b`, [3, 1]), t(`${conv}.lokr_t2`, [2, 2, 3, 3]), scalar(`${conv}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['LoKr w2_a 3-D', [t(`${toQ}.lokr_w1`, [2, 2]), t(`${toQ}.lokr_w2_a`, [4, 2, 1]), t(`${toQ}.lokr_w2_b`, [2, 3]), scalar(`${toQ}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['LoKr w2_b 1-D', [t(`${toQ}.lokr_w1`, [2, 2]), t(`${toQ}.lokr_w2_a`, [4, 2]), t(`${toQ}.lokr_w2_b`, [2]), scalar(`${toQ}.alpha`, 2)], /LoKr factors .* do not fit together/],
+  ['BOFT blocks not square', [t(`${toQ}.oft_blocks`, [2, 2, 4, 2])], /BOFT oft_blocks \(2, 2, 4, 2\) do not fit/],
+  ['diag-OFT blocks not square', [t(`${toQ}.oft_blocks`, [4, 2, 3])], /oft_blocks \(4, 2, 3\) do not fit \(expected \(n, b, b\)/],
+  ['diag-OFT blocks 5-D', [t(`${toQ}.oft_blocks`, [4, 2, 2, 1, 1])], /oft_blocks \(4, 2, 2, 1, 1\) do not fit \(expected \(n, b, b\)/],
+  ['GLoRA without b1', [t(`${toQ}.a1.weight`, [6, 2]), t(`${toQ}.a2.weight`, [2, 6]), t(`${toQ}.b2.weight`, [2, 6]), scalar(`${toQ}.alpha`, 2)], /needs a1\.weight, a2\.weight, b1\.weight and b2\.weight/],
+  ['LoCon with a 2-D diff_b', [t(`${toQ}.lora_down.weight`, [2, 6]), t(`${toQ}.lora_up.weight`, [8, 2]), scalar(`${toQ}.alpha`, 2), t(`${toQ}.diff_b`, [8, 1])],
+    /diff_b .*diff_b \(8, 1\) should hold one value per output feature of its weight's update \(8\)/],
+])('%s is refused, naming the module (a part of a check no case above isolates)', async (_what, tensors, pattern) => {
+  const message = await refusal(withNorm, tensors);
+  expect(message).toMatch(named(tensors[0].name.slice(0, tensors[0].name.indexOf('.'))));
+  expect(message).toMatch(pattern);
+});
+
+it('LyCORIS norm diffs: a 2-D w_norm is refused', async () => {
+  const message = await refusal(withNorm, [t(`${norm}.w_norm`, [8, 1]), t(`${norm}.b_norm`, [8])]);
+  expect(message).toMatch(named(norm));
+  expect(message).toMatch(/w_norm \(8, 1\) and b_norm \(8\) should be vectors of one size/);
+});
+
+it('a diffusers-form DoRA: a lora_magnitude_vector (2, 4) for 8 outputs is refused', async () => {
+  const message = await refusal(peftBase, [t(`${Q}.lora_A.weight`, [2, 8]), t(`${Q}.lora_B.weight`, [8, 2]), t(`${Q}.lora_magnitude_vector`, [2, 4])]);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(/lora_magnitude_vector .*lora_magnitude_vector \(2, 4\) should hold one value per output feature \(8\)/);
+});
+
+// PEFT keeps lora_B's bias as nn.Linear's (out,) and lora_magnitude_vector as one value per output
+// (size-1 dims beside it for a conv); it cannot load either in another shape. The plan's bias and
+// DoRA terms count values only, so without this a (8, 1) bias or a (2, 4) magnitude merged.
+it.each<[string, object, FixtureTensor, RegExp]>([
+  ['a lora_B.bias (8, 1)', { lora_bias: true }, t(`${A}.lora_B.bias`, [8, 1]), /lora_B bias .*lora_B\.bias \(8, 1\) should hold one value per output feature \(8\)/],
+  ['a lora_magnitude_vector (2, 4)', { use_dora: true }, t(`${A}.lora_magnitude_vector`, [2, 4]), /lora_magnitude_vector .*lora_magnitude_vector \(2, 4\) should hold one value per output feature \(8\)/],
+  // BD-LoRA with a block-diagonal lora_A (rank 2, two blocks of 4 inputs): lora_B and its bias are full.
+  ['BD-LoRA and a lora_B.bias (8, 1)', { lora_bias: true, use_bdlora: { target_modules_bd_a: ['q_proj'], target_modules_bd_b: null, nblocks: 2, match_strict: true } },
+    t(`${A}.lora_B.bias`, [8, 1]), /lora_B bias .*lora_B\.bias \(8, 1\) should hold one value per output feature \(8\)/],
+])('PEFT LoRA folder with %s is refused, naming the module', async (_what, config, extra, pattern) => {
+  const bd = 'use_bdlora' in config;
+  const message = await peftRefusal({ peft_type: 'LORA', r: 2, lora_alpha: 2, ...config }, [t(`${A}.lora_A.weight`, [2, bd ? 4 : 8]), t(`${A}.lora_B.weight`, [8, 2]), extra]);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
+
+// Single parts of the PEFT methods' checks that no case above isolates.
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['AdaLoRA without lora_A', { peft_type: 'ADALORA', init_r: 2, lora_alpha: 2 },
+    [t(`${A}.lora_E`, [2, 1]), t(`${A}.lora_B`, [8, 2])], /needs lora_A, lora_E and lora_B; lora_A is missing/],
+  ['AdaLoRA lora_A of rank 3 beside lora_E of 2', { peft_type: 'ADALORA', init_r: 2, lora_alpha: 2 },
+    [t(`${A}.lora_A`, [3, 8]), t(`${A}.lora_E`, [2, 1]), t(`${A}.lora_B`, [8, 2])], /lora_A \(3, 8\), lora_E \(2, 1\) and lora_B \(8, 2\) do not fit together/],
+  ['AdaLoRA lora_B of rank 3 beside lora_E of 2', { peft_type: 'ADALORA', init_r: 2, lora_alpha: 2 },
+    [t(`${A}.lora_A`, [2, 8]), t(`${A}.lora_E`, [2, 1]), t(`${A}.lora_B`, [8, 3])], /lora_A \(2, 8\), lora_E \(2, 1\) and lora_B \(8, 3\) do not fit together/],
+  ['DeLoRA without delora_A', { peft_type: 'DELORA', r: 2 },
+    [t(`${A}.delora_B`, [8, 2]), t(`${A}.delora_lambda`, [1]), t(`${A}.delora_w_norm`, [8])], /delora_A is missing/],
+  ['GraLoRA A of another rank than r', { peft_type: 'GRALORA', r: 4, gralora_k: 2, hybrid_r: 0 },
+    [t(`${A}.gralora_A`, [2, 4, 2]), t(`${A}.gralora_B`, [2, 4, 4])], /gralora_A \(2, 4, 2\) and gralora_B \(2, 4, 4\) are not/],
+  ['GraLoRA A in blocks of another gralora_k', { peft_type: 'GRALORA', r: 4, gralora_k: 2, hybrid_r: 0 },
+    [t(`${A}.gralora_A`, [4, 2, 4]), t(`${A}.gralora_B`, [2, 4, 4])], /gralora_A \(4, 2, 4\) and gralora_B \(2, 4, 4\) are not/],
+  ['PVeRA without pvera_lambda_b', { peft_type: 'PVERA', r: 2, save_projection: true, projection_prng_key: 0 },
+    [t(`${A}.pvera_lambda_d`, [4]), t('base_model.pvera_A', [4, 8]), t('base_model.pvera_B', [8, 2])], /pvera_lambda_b is missing/],
+  ['RoAd without road_theta', { peft_type: 'ROAD', variant: 'road_1', group_size: 2 }, [t(`${A}.road_alpha`, [8])], /has road_alpha without road_theta/],
+  ['SHiRA without shira_weight', { peft_type: 'SHIRA', r: 2 }, [t(`${A}.shira_indices`, [2, 4], 'I32')], /shira_weight is missing/],
+  ['TinyLoRA without tinylora_A', { peft_type: 'TINYLORA', r: 2, u: 3, weight_tying: 1.0, projection_seed: 42, save_projection: true },
+    [t(`${A}.tinylora_B`, [8, 2]), t(`${A}.tinylora_P`, [3, 2, 2]), t('base_model.tinylora_v.0', [3])], /tinylora_A is missing/],
+])('PEFT %s is refused, naming the module (a part of a check no case above isolates)', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
+
+// More single parts: factors of another rank or dimension count than their partners.
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['DeLoRA B of rank 3 beside A of 2', { peft_type: 'DELORA', r: 2 },
+    [t(`${A}.delora_A`, [2, 8]), t(`${A}.delora_B`, [8, 3]), t(`${A}.delora_lambda`, [1]), t(`${A}.delora_w_norm`, [8])], /delora_A \(2, 8\), delora_B \(8, 3\), delora_lambda \(1\) and delora_w_norm \(8\) do not fit together/],
+  ['DeLoRA w_norm (8, 1)', { peft_type: 'DELORA', r: 2 },
+    [t(`${A}.delora_A`, [2, 8]), t(`${A}.delora_B`, [8, 2]), t(`${A}.delora_lambda`, [1]), t(`${A}.delora_w_norm`, [8, 1])], /delora_w_norm \(8, 1\) do not fit together/],
+  ['DeLoRA lambda of 2 values', { peft_type: 'DELORA', r: 2 },
+    [t(`${A}.delora_A`, [2, 8]), t(`${A}.delora_B`, [8, 2]), t(`${A}.delora_lambda`, [2]), t(`${A}.delora_w_norm`, [8])], /delora_lambda \(2\) and delora_w_norm \(8\) do not fit together/],
+  ['VeRA vera_B of rank 3 beside vera_A of 2', { peft_type: 'VERA', r: 2 },
+    [t(`${A}.vera_lambda_b`, [8]), t(`${A}.vera_lambda_d`, [2]), t('base_model.vera_A', [2, 8]), t('base_model.vera_B', [8, 3])], /vera_A \(2, 8\) and vera_B \(8, 3\) do not fit together/],
+  ['VeRA lambda_b longer than vera_B', { peft_type: 'VERA', r: 2 },
+    [t(`${A}.vera_lambda_b`, [8]), t(`${A}.vera_lambda_d`, [2]), t('base_model.vera_A', [2, 8]), t('base_model.vera_B', [6, 2])], /vera_A \(2, 8\) and vera_B \(6, 2\) do not fit together/],
+  ['RoAd theta (8, 1)', { peft_type: 'ROAD', variant: 'road_1', group_size: 2 },
+    [t(`${A}.road_theta`, [8, 1]), t(`${A}.road_alpha`, [8])], /road_theta \(8, 1\) and road_alpha \(8\) are not two vectors/],
+  ['MiSS block of another r', { peft_type: 'MISS', r: 4 }, [t(`${A}.miss_block`, [2, 8])], /block \(2, 8\) is not \(r, outputs\) for the config's r = 4/],
+  ['BOFT boft_R blocks not square', { peft_type: 'BOFT', boft_block_size: 2, boft_block_num: 0, boft_n_butterfly_factor: 1 },
+    [t(`${A}.boft_R`, [1, 4, 2, 3]), t(`${A}.boft_s`, [8, 1])], /boft_R \(1, 4, 2, 3\) is not \(factors, blocks, size, size\)/],
+  ['HiRA hira_B without hira_A', { peft_type: 'HIRA', r: 2 }, [t(`${A}.hira_B`, [8, 2])], /has hira_B without hira_A/],
+  ['SHiRA indices (3, 4)', { peft_type: 'SHIRA', r: 2 },
+    [t(`${A}.shira_weight`, [4]), t(`${A}.shira_indices`, [3, 4], 'I32')], /shira_weight \(4\) and shira_indices \(3, 4\) do not fit together/],
+])('PEFT %s is refused, naming the module (a part of a check no case above isolates)', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
+
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['PVeRA pvera_A of rank 3 (not 2r)', { peft_type: 'PVERA', r: 2, save_projection: true, projection_prng_key: 0 },
+    [t(`${A}.pvera_lambda_b`, [8]), t(`${A}.pvera_lambda_d`, [4]), t('base_model.pvera_A', [3, 8]), t('base_model.pvera_B', [8, 2])], /pvera_A \(3, 8\) and pvera_B \(8, 2\) do not fit together/],
+  ['PVeRA lambda_b longer than pvera_B', { peft_type: 'PVERA', r: 2, save_projection: true, projection_prng_key: 0 },
+    [t(`${A}.pvera_lambda_b`, [8]), t(`${A}.pvera_lambda_d`, [4]), t('base_model.pvera_A', [4, 8]), t('base_model.pvera_B', [6, 2])], /pvera_A \(4, 8\) and pvera_B \(6, 2\) do not fit together/],
+  // Eight blocks of 1 cover the 8 inputs, so only PEFT's even-size rule stands against it.
+  ['BOFT two butterfly factors of odd blocks', { peft_type: 'BOFT', boft_block_size: 1, boft_block_num: 0, boft_n_butterfly_factor: 2 },
+    [t(`${A}.boft_R`, [2, 8, 1, 1]), t(`${A}.boft_s`, [8, 1])], /boft_R \(2, 8, 1, 1\): 2 butterfly factors need an even block size/],
+  ['UniLoRA indices_B of rank 3', { peft_type: 'UNILORA', r: 2, theta_d_length: 16, proj_seed: 42, save_indices: true },
+    [t(`${A}.unilora_indices_A`, [2, 8], 'I64'), t(`${A}.unilora_indices_B`, [8, 3], 'I64'), t(`${A}.unilora_scales_A`, [2, 8]), t(`${A}.unilora_scales_B`, [8, 3]), t('base_model.unilora_theta_d', [16])],
+    /unilora_indices_B \(8, 3\), .* do not fit together/],
+  ['TinyLoRA B of rank 3', { peft_type: 'TINYLORA', r: 2, u: 3, weight_tying: 1.0, projection_seed: 42, save_projection: true },
+    [t(`${A}.tinylora_A`, [2, 8]), t(`${A}.tinylora_B`, [8, 3]), t(`${A}.tinylora_P`, [3, 2, 2]), t('base_model.tinylora_v.0', [3])], /tinylora_B \(8, 3\), .* do not fit together/],
+])('PEFT %s is refused, naming the module (a part of a check no case above isolates)', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
+
+const RANDLORA = { peft_type: 'RANDLORA', r: 2, randlora_alpha: 4 };
+const GRALORA = { peft_type: 'GRALORA', r: 4, gralora_k: 2, hybrid_r: 0 };
+const PEANUT = { peft_type: 'PEANUT', r: 2, depth: 0, act_fn: 'relu', scaling: 1.0 };
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['GraLoRA gralora_B without gralora_A', GRALORA, [t(`${A}.gralora_B`, [2, 4, 4])], /needs gralora_A and gralora_B; gralora_A is missing/],
+  ['GraLoRA B in blocks of another gralora_k', GRALORA, [t(`${A}.gralora_A`, [2, 4, 4]), t(`${A}.gralora_B`, [4, 4, 2])], /gralora_A \(2, 4, 4\) and gralora_B \(4, 4, 2\) are not/],
+  ['GraLoRA general B of another hybrid_r', { ...GRALORA, hybrid_r: 2 },
+    [t(`${A}.gralora_A`, [2, 4, 4]), t(`${A}.gralora_B`, [2, 4, 4]), t(`${A}.gralora_A_general.weight`, [2, 8]), t(`${A}.gralora_B_general.weight`, [8, 3])],
+    /gralora_A_general\.weight \(2, 8\) and gralora_B_general\.weight \(8, 3\) are not \(hybrid_r, 8\)/],
+  ['PEANuT peanut_B without peanut_A', PEANUT, [t(`${A}.peanut_B.weight`, [8, 2])], /has peanut_B without peanut_A/],
+  ['PEANuT peanut_B of rank 3', PEANUT, [t(`${A}.peanut_A.weight`, [2, 8]), t(`${A}.peanut_B.weight`, [8, 3])], /peanut_A \(2, 8\), peanut_B \(8, 3\) and the 0 encoder and decoder layers are not/],
+  ['PEANuT peanut_A reading 6 outputs', PEANUT, [t(`${A}.peanut_A.weight`, [2, 6]), t(`${A}.peanut_B.weight`, [8, 2])], /peanut_A \(2, 6\), peanut_B \(8, 2\) and the 0 encoder and decoder layers are not/],
+  ['SHiRA weight (4, 1)', { peft_type: 'SHIRA', r: 2 }, [t(`${A}.shira_weight`, [4, 1]), t(`${A}.shira_indices`, [2, 4], 'I32')], /shira_weight \(4, 1\) and shira_indices \(2, 4\) do not fit together/],
+  ['RandLoRA lambda of rank 3', RANDLORA,
+    [t(`${A}.randlora_lambda`, [3, 4]), t(`${A}.randlora_gamma`, [4, 8]), t('base_model.randlora_A', [2, 1, 8]), t('base_model.randlora_B', [8, 4, 2])], /randlora_lambda \(3, 4\) and randlora_gamma \(4, 8\) are not \(r, nb\)/],
+  ['RandLoRA shared A (2, 2, 8)', RANDLORA,
+    [t(`${A}.randlora_lambda`, [2, 4]), t(`${A}.randlora_gamma`, [4, 8]), t('base_model.randlora_A', [2, 2, 8]), t('base_model.randlora_B', [8, 4, 2])], /the shared randlora_A \(2, 2, 8\) and randlora_B \(8, 4, 2\) are not/],
+  ['RandLoRA shared B of rank 3', RANDLORA,
+    [t(`${A}.randlora_lambda`, [2, 4]), t(`${A}.randlora_gamma`, [4, 8]), t('base_model.randlora_A', [2, 1, 8]), t('base_model.randlora_B', [8, 4, 3])], /the shared randlora_A \(2, 1, 8\) and randlora_B \(8, 4, 3\) are not/],
+  ['UniLoRA without unilora_indices_A', { peft_type: 'UNILORA', r: 2, theta_d_length: 16, proj_seed: 42, save_indices: true },
+    [t(`${A}.unilora_indices_B`, [8, 2], 'I64'), t(`${A}.unilora_scales_A`, [2, 8]), t(`${A}.unilora_scales_B`, [8, 2]), t('base_model.unilora_theta_d', [16])], /unilora_indices_A is missing/],
+])('PEFT %s is refused, naming the module (a part of a check no case above isolates)', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
+
+// Super-Tuning with a config r (Supra): the sparse values and, beside them, a LoRA pair of that rank.
+const SUPRA = { peft_type: 'SUPERTUNING', r: 2, lora_alpha: 4, sparsity: 0.99, save_precomputed_indices: true };
+const sparse = [t(`${A}.supertuning_values`, [4]), t(`${A}.supertuning_indices`, [4], 'I32')];
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['Supra without supertuning_lora_B', SUPRA, [...sparse, t(`${A}.supertuning_lora_A.weight`, [2, 8])], /the config's r is 2 \(Supra\), but supertuning_lora_B\.weight is missing/],
+  ['a LoRA B beside a config without r', { ...SUPRA, r: null, lora_alpha: null }, [...sparse, t(`${A}.supertuning_lora_B.weight`, [8, 2])], /has .*supertuning_lora_B\.weight but the config has no r/],
+  ['Supra B of rank 3', SUPRA, [...sparse, t(`${A}.supertuning_lora_A.weight`, [2, 8]), t(`${A}.supertuning_lora_B.weight`, [8, 3])],
+    /supertuning_lora_A \(2, 8\) and supertuning_lora_B \(8, 3\) do not fit the config's r 2/],
+  ['values (4, 1)', SUPRA, [t(`${A}.supertuning_values`, [4, 1]), t(`${A}.supertuning_indices`, [4], 'I32'), t(`${A}.supertuning_lora_A.weight`, [2, 8]), t(`${A}.supertuning_lora_B.weight`, [8, 2])],
+    /supertuning_values \(4, 1\) and supertuning_indices \(4\) do not fit together/],
+])('PEFT Super-Tuning: %s is refused, naming the module', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
 });

@@ -6,7 +6,7 @@ import { MergeError, type MergeErrorCode } from '../errors.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement, TokenRows } from './adapter.js';
 import { parameterTarget, type ParameterTarget } from './peft-parameters.js';
-import { lora } from './algorithms/lora.js';
+import { lora, loraExtraShapeProblem } from './algorithms/lora.js';
 import { peftBdlora } from './algorithms/peft-bdlora.js';
 import { isModifiedBaseInit, lookupPattern, loraExtrasProblem, parsePeftConfig, type LoraExtrasFound, type LoraVariantSpec, type PeftLoraConfig } from './peft-config.js';
 import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
@@ -281,9 +281,22 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
     update: { kind: 'low-rank', rank },
     fanInFanOut: kind === 'linear' && config.fanInFanOut,
   };
+  if (!loraExtrasFit(adapter, path, set, b.shape[0], problems)) return null;
   if (set.magnitude) module.dora = { magnitude: set.magnitude, axis: 'out', epsilon: 0, weighting: 'delta' };
   if (set.biasB) module.biasB = set.biasB;
   return module;
+}
+
+/** Whether the set's lora_magnitude_vector and lora_B bias hold one value per output as PEFT saves them; records why not. */
+function loraExtrasFit(adapter: string, path: string, set: FactorSet, out: number, problems: Problem[]): boolean {
+  for (const [role, tensor] of [['magnitude', set.magnitude], ['up_bias', set.biasB]] as const) {
+    const problem = tensor && loraExtraShapeProblem(role, tensor, out);
+    if (problem) {
+      problems.push({ code: 'SHAPE_MISMATCH', message: `${adapter}: module "${path}": ${problem}` });
+      return false;
+    }
+  }
+  return true;
 }
 
 /** Which BD-LoRA factor of module `path` is block-diagonal: PEFT's test is `pattern in target_name` (a substring of the module's path). */
@@ -359,6 +372,7 @@ function buildBdModule(
     // BlockDiagonalLinear takes the base's in_features/out_features, which only an nn.Linear has.
     wraps: { method: 'BD-LoRA (PEFT use_bdlora)', layers: ['Linear'] },
   };
+  if (!loraExtrasFit(adapter, path, set, deltaShape[0], problems)) return null;
   if (set.biasB) module.biasB = set.biasB;
   return module;
 }

@@ -74,16 +74,18 @@ export const lora: Algorithm = {
         context.report('UNSUPPORTED_FORMAT', `has two DoRA magnitudes (${doraScale.name} and ${magnitude.name})`);
         return null;
       }
-      if (product(magnitude.shape) !== up.shape[0] || magnitude.shape.filter((d) => d !== 1).length > 1) {
-        context.report('SHAPE_MISMATCH', `lora_magnitude_vector ${magnitude.name} ${fmtShape(magnitude.shape)} should hold one value per output feature (${up.shape[0]})`);
+      const problem = loraExtraShapeProblem('magnitude', magnitude, up.shape[0]);
+      if (problem) {
+        context.report('SHAPE_MISMATCH', problem);
         return null;
       }
       module.dora = { magnitude, axis: 'out', epsilon: 0, weighting: 'delta' };
     }
     const upBias = tensors.get('up_bias');
     if (upBias) {
-      if (upBias.shape.length !== 1 || upBias.shape[0] !== up.shape[0]) {
-        context.report('SHAPE_MISMATCH', `lora_B bias ${upBias.name} ${fmtShape(upBias.shape)} should hold one value per output feature (${up.shape[0]})`);
+      const problem = loraExtraShapeProblem('up_bias', upBias, up.shape[0]);
+      if (problem) {
+        context.report('SHAPE_MISMATCH', problem);
         return null;
       }
       module.biasB = upBias;
@@ -102,6 +104,20 @@ export const lora: Algorithm = {
     return [{ kind: 'low-rank', a, b, rank: module.rank }];
   },
 };
+
+/**
+ * Why PEFT's `lora_magnitude_vector` or `lora_B` bias of a LoRA with `out` outputs is not what PEFT
+ * saves, or undefined when it is: one value per output feature, the bias a vector (nn.Linear's), the
+ * magnitude with size-1 dims beside it where a conv keeps them. PEFT cannot load either in another
+ * shape, and the plan's bias and DoRA terms count values only.
+ */
+export function loraExtraShapeProblem(role: 'magnitude' | 'up_bias', tensor: TensorEntry, out: number): string | undefined {
+  const fits = role === 'magnitude'
+    ? product(tensor.shape) === out && tensor.shape.filter((d) => d !== 1).length <= 1
+    : tensor.shape.length === 1 && tensor.shape[0] === out;
+  if (fits) return undefined;
+  return `${role === 'magnitude' ? 'lora_magnitude_vector' : 'lora_B bias'} ${tensor.name} ${fmtShape(tensor.shape)} should hold one value per output feature (${out})`;
+}
 
 /**
  * LyCORIS stores dora_scale as (1, in, 1…) (norms per input feature, its default) or, with
