@@ -284,27 +284,27 @@ describe('value checks on saved, replaced and row-set tensors', () => {
     expect(message).toBe('adapter1: tensor "base_model.model.model.embed_tokens.base_layer.weight" (model.embed_tokens.weight saved with the adapter) holds NaN or Inf in row 13; the adapter file is broken');
   });
 
-  it('a saved base_layer.bias holding NaN under lora_B.bias is named, as the adapter file at fault', async () => {
+  /** The merge error of a PEFT lora_bias adapter on q_proj (r = 2, PEFT's default lora_alpha 8) over an F16 q_proj bias, with its lora_B.bias and saved tensors. */
+  async function qProjBiasError(loraBBias: FixtureTensor, saved: FixtureTensor[] = []): Promise<string> {
     const base = [...untied(), randomTensor('model.layers.0.self_attn.q_proj.bias', [8], 'F16', rand)];
     const adapter = [
       randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_A.weight`, [2, 8], 'F32', rand),
       randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [8, 2], 'F32', rand),
-      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.bias`, [8], 'F32', rand),
-      poison(randomTensor(`${P}.model.layers.0.self_attn.q_proj.base_layer.bias`, [8], 'F32', rand), 3, NaN),
+      loraBBias, ...saved,
     ];
-    const message = await mergeError(await prepare(hfModelFolder(base, UNTIED), [peftFolder({ r: 2, target_modules: ['q_proj'], lora_bias: true }, adapter)]));
+    return mergeError(await prepare(hfModelFolder(base, UNTIED), [peftFolder({ r: 2, target_modules: ['q_proj'], lora_bias: true }, adapter)]));
+  }
+
+  it('a saved base_layer.bias holding NaN under lora_B.bias is named, as the adapter file at fault', async () => {
+    const message = await qProjBiasError(randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.bias`, [8], 'F32', rand), [
+      poison(randomTensor(`${P}.model.layers.0.self_attn.q_proj.base_layer.bias`, [8], 'F32', rand), 3, NaN),
+    ]);
     expect(message).toBe('adapter1: tensor "base_model.model.model.layers.0.self_attn.q_proj.base_layer.bias" (model.layers.0.self_attn.q_proj.bias saved with the adapter) holds NaN or Inf; the adapter file is broken');
   });
 
   it('a lora_B.bias that takes the F16 bias past 65504 is refused as an overflow of the merged bias, with the fix', async () => {
-    const base = [...untied(), randomTensor('model.layers.0.self_attn.q_proj.bias', [8], 'F16', rand)];
-    const adapter = [
-      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_A.weight`, [2, 8], 'F32', rand),
-      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [8, 2], 'F32', rand),
-      // Finite in the file (F32), but 1e5 · (α/r = 1) is past F16's largest finite value.
-      poison(randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.bias`, [8], 'F32', rand), 6, 1e5),
-    ];
-    const message = await mergeError(await prepare(hfModelFolder(base, UNTIED), [peftFolder({ r: 2, target_modules: ['q_proj'], lora_bias: true }, adapter)]));
+    // Finite in the file (F32), but 1e5 · α/r is past F16's largest finite value.
+    const message = await qProjBiasError(poison(randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.bias`, [8], 'F32', rand), 6, 1e5));
     expect(message).toBe('base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.bias": the merged bias overflows F16 (largest finite 65504); write with --dtype bf16 or f32, or lower --weight');
   });
 
