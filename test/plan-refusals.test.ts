@@ -141,9 +141,10 @@ describe('plan refusals', () => {
 
   it('refuses a DoRA magnitude with a value count other than the output features, naming the module and both counts', async () => {
     expect(await problems(llama(), doraOnQ([8]))).toEqual([]);
-    expect(await problems(llama(), doraOnQ([6]))).toEqual([
-      'adapter: module "model.layers.0.self_attn.q_proj": DoRA magnitude (6) should have 8 values (one per output feature)',
-    ]);
+    // PEFT cannot load it either: refused as the adapter is read, before any plan.
+    expect(await planRefusal(llama(), { adapter: doraOnQ([6]) })).toBe(
+      'adapter: module "model.layers.0.self_attn.q_proj": lora_magnitude_vector base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector (6) should hold one value per output feature (8)',
+    );
   });
 
   it('refuses an integer DoRA magnitude, naming the tensor and its dtype', async () => {
@@ -152,12 +153,12 @@ describe('plan refusals', () => {
     ]);
   });
 
-  /** A one-layer Qwen2 folder: its q, k and v projections have biases (hidden 8, q 8 rows). */
-  function qwen2(): Files {
+  /** A one-layer Qwen2 folder: its q, k and v projections have biases (hidden 8, q 8 rows; `qBias` values in q's bias). */
+  function qwen2(qBias = 8): Files {
     const t = (name: string, shape: number[]) => randomTensor(name, shape, 'F32', rand);
     const p = 'model.layers.0.self_attn.';
     return hfModelFolder([
-      t('model.embed_tokens.weight', [16, 8]), t(`${p}q_proj.weight`, [8, 8]), t(`${p}q_proj.bias`, [8]),
+      t('model.embed_tokens.weight', [16, 8]), t(`${p}q_proj.weight`, [8, 8]), t(`${p}q_proj.bias`, [qBias]),
       t(`${p}k_proj.weight`, [4, 8]), t(`${p}k_proj.bias`, [4]), t(`${p}v_proj.weight`, [4, 8]), t(`${p}v_proj.bias`, [4]),
       t(`${p}o_proj.weight`, [8, 8]), t('model.norm.weight', [8]), t('lm_head.weight', [16, 8]),
     ], { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 8, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 16, tie_word_embeddings: false });
@@ -172,10 +173,14 @@ describe('plan refusals', () => {
     ]);
   }
 
-  it('refuses a lora_B bias whose length is not the output features, naming the tensor and the base bias', async () => {
+  it('refuses a lora_B bias whose length is not the output features, and a base bias of another length than its weight\'s outputs', async () => {
     expect(await problems(qwen2(), biasOnQ([8]))).toEqual([]);
-    expect(await problems(qwen2(), biasOnQ([6]))).toEqual([
-      'adapter: module "model.layers.0.self_attn.q_proj": base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias (6) and base model.layers.0.self_attn.q_proj.bias (8) should have 8 and 8 values',
+    expect(await planRefusal(qwen2(), { adapter: biasOnQ([6]) })).toBe(
+      'adapter: module "model.layers.0.self_attn.q_proj": lora_B bias base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias (6) should hold one value per output feature (8)',
+    );
+    // The base at fault: q_proj.bias holds 6 values beside its 8-row weight.
+    expect(await problems(qwen2(6), biasOnQ([8]))).toEqual([
+      'adapter: module "model.layers.0.self_attn.q_proj": base model.layers.0.self_attn.q_proj.bias (6) does not hold one value per output feature of model.layers.0.self_attn.q_proj.weight (8); the base file is broken',
     ]);
   });
 

@@ -991,8 +991,11 @@ function planBias(
   if (!info && mapsBias) return;
   if (!info) return fail('UNKNOWN_MODULE', `has ${biasB.name}, a change of its bias, but the base has no ${biasKey}`);
   if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16, BF16 and fp8 can be merged`);
-  if (product(info.shape) !== baseOut || (kind !== 'map' && product(biasB.shape) !== out)) {
-    return fail('SHAPE_MISMATCH', `${what} ${fmt(biasB.shape)} and base ${biasKey} ${fmt(info.shape)} should have ${out} and ${baseOut} values`);
+  if (product(info.shape) !== baseOut) {
+    return fail('SHAPE_MISMATCH', `base ${biasKey} ${fmt(info.shape)} does not hold one value per output feature of ${weightKey} (${baseOut}); the base file is broken`);
+  }
+  if (kind !== 'map' && product(biasB.shape) !== out) {
+    return fail('SHAPE_MISMATCH', `${what} ${fmt(biasB.shape)} does not hold one value per output feature (${out}) of ${biasKey} ${fmt(info.shape)}`);
   }
   if (!checkFloat(biasB.dtype, module, fail, `factor ${biasB.name}`)) return;
   let update = biases.get(biasKey);
