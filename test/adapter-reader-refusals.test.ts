@@ -233,6 +233,6 @@ describe('single files: folders, metadata and tensors the loaders would not read
   it('refuses a LyCORIS (IA)³ on_input that is not one number', async () => {
     const k = 'lora_unet_down_blocks_0_attentions_0_proj_in';
     const files = { 'adapter.safetensors': buildSafetensors([t(`${k}.weight`, [8]), t(`${k}.on_input`, [2], 'I64')]) };
-    expect(await refusal(files)).toBe(`adapter/adapter.safetensors: module "${k}" has a on_input that is not one finite number: ${k}.on_input is I64 (2) with 2 values`);
+    expect(await refusal(files)).toBe(`adapter/adapter.safetensors: module "${k}" has an on_input that is not one finite number: ${k}.on_input is I64 (2) with 2 values`);
   });
 });

@@ -230,7 +230,7 @@ async function buildModule(
     if (!tensor) continue;
     const value = await readScalar(file, tensor);
     if (typeof value === 'string') {
-      report('UNSUPPORTED_FORMAT', `has a ${role} that is not one finite number: ${tensor.name} is ${value}`);
+      report('UNSUPPORTED_FORMAT', `has ${/^[aeiou]/.test(role) ? 'an' : 'a'} ${role} that is not one finite number: ${tensor.name} is ${value}`);
       return null;
     }
     scalars.set(role, value);
