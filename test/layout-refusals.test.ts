@@ -43,24 +43,21 @@ describe('HF → GGUF: row layouts the metadata cannot give are refused', () => 
       .toBe(unplaceable('blk.1.ffn_gate_up_exps.weight holds 3 rows per expert, which do not split into a gate and an up half'));
   });
 
-  it('refuses InternLM2\'s grouped wqkv when the heads are not a multiple of the kv heads, or the head size is odd', () => {
+  it('refuses InternLM2\'s grouped wqkv when the heads are not a multiple of the kv heads', () => {
     // 8 heads over 3 kv groups: no whole number of q heads per group, so wqkv's rows cannot be gathered.
     const uneven = ggufBase('internlm2', { 'blk.0.attn_q.weight': [64, 64], 'blk.0.attn_k.weight': [24, 64], 'blk.0.attn_v.weight': [24, 64] },
       { 'internlm2.attention.head_count': 8, 'internlm2.attention.head_count_kv': 3 });
     expect(where(uneven, 'model.layers.0.attention.wqkv'))
       .toBe(unplaceable('8 heads (internlm2.attention.head_count) do not group evenly under 3 kv heads (internlm2.attention.head_count_kv)'));
-    // 8 heads of 3 rows: LlamaModel.permute cannot halve a head.
-    const oddHead = ggufBase('internlm2', { 'blk.0.attn_q.weight': [24, 32], 'blk.0.attn_k.weight': [6, 32], 'blk.0.attn_v.weight': [6, 32] },
-      { 'internlm2.attention.head_count': 8, 'internlm2.attention.head_count_kv': 2 });
-    expect(where(oddHead, 'model.layers.0.attention.wqkv'))
-      .toBe(unplaceable("blk.0.attn_q.weight has 24 rows, which do not split into 8 heads (internlm2.attention.head_count) of an even size, as llama.cpp's RoPE row order needs"));
   });
 
-  it('refuses Ling\'s (bailingmoe) fused query_key_value when the head size is odd', () => {
-    const base = ggufBase('bailingmoe', { 'blk.0.attn_q.weight': [24, 32], 'blk.0.attn_k.weight': [6, 32], 'blk.0.attn_v.weight': [6, 32] },
-      { 'bailingmoe.attention.head_count': 8, 'bailingmoe.attention.head_count_kv': 2 });
-    expect(where(base, 'model.layers.0.attention.query_key_value'))
-      .toBe(unplaceable("blk.0.attn_q.weight has 24 rows, which do not split into 8 heads (bailingmoe.attention.head_count) of an even size, as llama.cpp's RoPE row order needs"));
+  // 8 heads of 3 rows: LlamaModel.permute cannot halve a head, whether the converter gathers q, k and
+  // v from InternLM2's kv groups or splits Ling's fused query_key_value in three.
+  it.each([['internlm2', 'attention.wqkv'], ['bailingmoe', 'attention.query_key_value']])('refuses %s\'s fused %s when the head size is odd', (arch, module) => {
+    const base = ggufBase(arch, { 'blk.0.attn_q.weight': [24, 32], 'blk.0.attn_k.weight': [6, 32], 'blk.0.attn_v.weight': [6, 32] },
+      { [`${arch}.attention.head_count`]: 8, [`${arch}.attention.head_count_kv`]: 2 });
+    expect(where(base, `model.layers.0.${module}`))
+      .toBe(unplaceable(`blk.0.attn_q.weight has 24 rows, which do not split into 8 heads (${arch}.attention.head_count) of an even size, as llama.cpp's RoPE row order needs`));
   });
 });
 
