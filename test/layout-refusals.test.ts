@@ -201,6 +201,10 @@ describe('HF → GGUF: a count the row order needs names its metadata key when m
       { 'deepseek2.attention.head_count': 4, 'deepseek2.attention.kv_lora_rank': 16 });
     expect(where(base, 'model.layers.0.self_attn.kv_b_proj'))
       .toBe(unplaceable('blk.0.attn_k_b.weight (48 rows) and blk.0.attn_v_b.weight (32 rows) do not split into 4 heads (deepseek2.attention.head_count) of rank 16'));
+    // An edited file whose attn_v_b lost its columns has no rank to split by.
+    const flat = ggufBase('deepseek2', { 'blk.0.attn_k_b.weight': [4 * 16, 8], 'blk.0.attn_v_b.weight': [4 * 8 * 16] },
+      { 'deepseek2.attention.head_count': 4 });
+    expect(where(flat, 'model.layers.0.self_attn.kv_b_proj')).toBe(unplaceable('blk.0.attn_v_b.weight (512) is not a matrix'));
   });
 
   it('names the ssm inner size when it does not split among the value heads, and an AltUp stack that is not square', () => {

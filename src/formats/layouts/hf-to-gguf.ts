@@ -1164,6 +1164,10 @@ function resolveMlaKvB(block: string, arch: string, base: BaseView): LayoutResol
   const count = metadataCount(base, headsKey, block);
   if (count.why !== undefined) return unplaceable(count.why);
   const heads = count.n;
+  for (const key of [kB.key, vB.key]) {
+    const shape = base.shape(key)!;
+    if (shape.length !== 2) return unplaceable(`${key} (${shape.join(' × ')}) is not a matrix`);
+  }
   const [kRows, nope] = base.shape(kB.key)!;
   const [vRows, rank] = base.shape(vB.key)!;
   const rankKey = `${arch}.attention.kv_lora_rank`;
