@@ -249,6 +249,21 @@ describe('usage', () => {
     // A "-" after `--` stays a positional (refused as one).
     expect(() => parseCommandLine(['resize', '--adapter', 'a', '--rank', '2', '--out', 'o', '--', '-3'])).toThrow('unexpected argument "-3"');
   });
+
+  it.each([
+    [['merge', 'model.safetensors', '--adapter', 'a', '--out', 'o'], 'model.safetensors', '--base MODEL --adapter ADAPTER --out OUTPUT'],
+    [['combine', '--adapter', 'a', 'b', '--method', 'svd', '--out', 'o'], 'b', '--adapter ADAPTER --adapter ADAPTER --out OUTPUT'],
+    [['resize', 'a', '--rank', '2', '--out', 'o'], 'a', '--adapter ADAPTER --out OUTPUT'],
+    [['extract', '--base', 'b', 'tuned', '--rank', '2', '--out', 'o'], 'tuned', '--base MODEL --tuned MODEL --out OUTPUT'],
+  ])('names the options that take the paths when %j holds a bare path', (argv, word, paths) => {
+    let message = '';
+    try {
+      parseCommandLine(argv);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toBe(`unexpected argument "${word}": name each path with its option (${paths}) (see loramerge --help)`);
+  });
 });
 
 describe('cancelling the CLI', () => {

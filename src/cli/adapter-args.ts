@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import type { MajoritySign } from '../algebra/merge-rules.js';
 import type { RankRule } from '../algebra/rank-rules.js';
 import type { CombineMethod } from '../adapter-ops/combine.js';
-import { bindOptionValues, outOfRange, parseBackend, parseOrExplain, plainDecimal, usageError, weighLastAdapter, wholeNumber, type AdapterArg, type BackendChoice } from './args.js';
+import { bindOptionValues, outOfRange, parseBackend, parseOrExplain, plainDecimal, unexpectedArgument, usageError, weighLastAdapter, wholeNumber, type AdapterArg, type BackendChoice } from './args.js';
 
 export interface CombineCommand {
   command: 'combine';
@@ -120,7 +120,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
       'clamp-quantile': { type: 'string' },
     },
   }));
-  if (positionals.length > 0) throw usageError(`unexpected argument "${positionals[0]}"`);
+  if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--adapter ADAPTER --adapter ADAPTER --out OUTPUT');
   const adapters: AdapterArg[] = [];
   let method: CombineMethod | undefined, rank: number | undefined, density: number | undefined, majority: MajoritySign | undefined;
   let seed: number | undefined, clamp: number | undefined, out: string | undefined;
@@ -174,7 +174,7 @@ export function parseResize(args: string[]): ResizeCommand {
       'sv-cumulative': { type: 'string', multiple: true },
     },
   }));
-  if (positionals.length > 0) throw usageError(`unexpected argument "${positionals[0]}"`);
+  if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--adapter ADAPTER --out OUTPUT');
   const adapter = single(values.adapter, 'adapter');
   const rules: RankRule[] = [];
   for (const v of values.rank ?? []) rules.push({ kind: 'rank', rank: positiveInteger('rank', v) });
@@ -203,7 +203,7 @@ export function parseExtract(args: string[]): ExtractCommand {
       energy: { type: 'string', multiple: true },
     },
   }));
-  if (positionals.length > 0) throw usageError(`unexpected argument "${positionals[0]}"`);
+  if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--base MODEL --tuned MODEL --out OUTPUT');
   const ranks = values.rank ?? [], energies = values.energy ?? [];
   if (ranks.length + energies.length !== 1) throw usageError('extract takes exactly one of --rank and --energy');
   return {

@@ -69,6 +69,14 @@ export function usageError(message: string): MergeError {
   return new MergeError('BAD_ARGUMENT', `${message} (see loramerge --help)`);
 }
 
+/**
+ * A bare word where a command takes only options: most often a path given without its option
+ * (`loramerge merge base adapter`), so the message says which options name the command's paths.
+ */
+export function unexpectedArgument(positional: string, paths: string): MergeError {
+  return usageError(`unexpected argument "${positional}": name each path with its option (${paths})`);
+}
+
 export function parseBackend(value: string): BackendChoice {
   if (value === 'auto' || value === 'webgpu' || value === 'cpu') return value;
   throw usageError(`--backend must be auto, webgpu or cpu, not "${value}"`);
@@ -215,7 +223,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
       },
     }),
   );
-  if (positionals.length > 0) throw usageError(`unexpected argument "${positionals[0]}"`);
+  if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--base MODEL --adapter ADAPTER --out OUTPUT');
   let base: string | undefined;
   let out: string | undefined;
   let dtype: string | undefined;
