@@ -15,12 +15,11 @@ import {
 import { openAdapter } from '../src/formats/adapter.js';
 import { algorithmNamed, moduleTitle } from '../src/formats/algorithms/index.js';
 import { scaleFacts, valueRange } from '../src/formats/scale-facts.js';
-import { familyMismatch } from '../src/plan/model-family.js';
 import { tiedPair } from '../src/plan/tied-embeddings.js';
 import { fp8OutputBlocker, SCALED_FP8_KIND_NAME } from '../src/formats/scaled-fp8.js';
 import { decodeToF32, type FloatDType } from '../src/dtype.js';
 import { chartGrouper } from './chart-groups.js';
-import type { AdapterReading, AdapterSummary, OutputFilePlan, PlanCheck, PlannedModule, PlanSummary, Problem } from './worker-protocol.js';
+import type { AdapterReading, AdapterSummary, OutputFilePlan, PlanCheck, PlannedModule, PlanSummary } from './worker-protocol.js';
 
 /** One adapter's files and the weight it is merged at. */
 export interface WeightedFiles {
@@ -223,18 +222,11 @@ function quantizedBaseTypes(scaled: PreparedMerge['scaledFp8']): Record<string, 
   return { f8_e4m3: reason, f8_e5m2: reason };
 }
 
-/** Errors first (an adapter for another kind of model named as such), then warnings, as the CLI prints them. */
+/** Errors first (an adapter for another kind of model is one of them, named as such), then warnings, as the CLI prints them. */
 function checkOf(prepared: PreparedMerge): PlanCheck {
-  const { plan, base } = prepared;
-  const mismatches: Problem[] = [];
-  for (const { adapter } of prepared.adapters) {
-    if (!plan.problems.some((p) => p.adapter === adapter.name)) continue;
-    const why = familyMismatch(adapter.name, adapter.modules.map((x) => x.key), base.tensors.keys());
-    if (why) mismatches.push({ severity: 'error', message: why });
-  }
+  const { plan } = prepared;
   return {
     problems: [
-      ...mismatches,
       ...plan.problems.map((p) => ({ severity: 'error' as const, message: p.message })),
       ...plan.warnings.map((message) => ({ severity: 'warning' as const, message })),
     ],

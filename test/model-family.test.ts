@@ -1,23 +1,109 @@
 /**
- * The guess of what kind of model an adapter is for, which the page words a plan's errors with: a
- * Flux LoRA in ComfyUI's names (`diffusion_model.` + BFL's) and BFL's control LoRA, whose modules
- * are named so, are for a diffusion transformer; an SDXL LoRA in ComfyUI's names is for a UNet.
+ * An adapter for another kind of model than the base: the guess of each one's family from names,
+ * and the plan's one line for it in place of a "no matching tensor" per module. A Flux LoRA in
+ * ComfyUI's names (`diffusion_model.` + BFL's) and BFL's control LoRA are a diffusion
+ * transformer's; an SDXL LoRA in any naming is a UNet's; Z-Image's and Lumina 2's `layers.N.attention`
+ * look like a language model's but have no token table.
  */
 import { describe, expect, it } from 'vitest';
-import { familyMismatch, guessModelFamily } from '../src/plan/model-family.js';
+import { familyMismatch, guessBaseFamily, guessModelFamily } from '../src/plan/model-family.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { fluxLinears, fluxNorms } from './helpers/flux-control-fixtures.js';
+import { hfModelFolder, randomTensor } from './helpers/hf-folder.js';
+import { planProblems, type Files } from './helpers/plan-problems.js';
 
+const rand = seededRandom(20261205);
 const fluxBase = [...fluxLinears().flatMap(([m]) => [`${m}.weight`, `${m}.bias`]), ...fluxNorms()];
 
-describe('model family of an adapter', () => {
+/** A two-layer Llama folder (hidden 8), as transformers saves it. */
+function llama(): Files {
+  const tensors = [randomTensor('model.embed_tokens.weight', [16, 8], 'F32', rand)];
+  for (let i = 0; i < 2; i++) {
+    for (const m of ['self_attn.q_proj', 'self_attn.o_proj']) tensors.push(randomTensor(`model.layers.${i}.${m}.weight`, [8, 8], 'F32', rand));
+  }
+  tensors.push(randomTensor('model.norm.weight', [8], 'F32', rand), randomTensor('lm_head.weight', [16, 8], 'F32', rand));
+  return hfModelFolder(tensors, { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8, num_hidden_layers: 2 });
+}
+
+/** Z-Image's transformer as a bare single file (ComfyUI's names without a prefix): `layers.N.attention.qkv`, no token table. */
+function zImage(): Files {
+  const tensors = [randomTensor('x_embedder.weight', [8, 4], 'F32', rand)];
+  for (let i = 0; i < 2; i++) {
+    const p = `layers.${i}.`;
+    tensors.push(
+      randomTensor(`${p}attention.qkv.weight`, [24, 8], 'F32', rand), randomTensor(`${p}attention.out.weight`, [8, 8], 'F32', rand),
+      randomTensor(`${p}feed_forward.w1.weight`, [12, 8], 'F32', rand), randomTensor(`${p}adaLN_modulation.0.weight`, [32, 8], 'F32', rand),
+    );
+  }
+  return { 'z_image.safetensors': buildSafetensors(tensors) };
+}
+
+/** A kohya LoRA file (lora_down, lora_up, alpha) on `modules`, each 8 × 8, r 2. */
+function kohya(modules: string[]): Files {
+  return {
+    'lora.safetensors': buildSafetensors(modules.flatMap((m) => [
+      randomTensor(`${m}.lora_down.weight`, [2, 8], 'F32', rand), randomTensor(`${m}.lora_up.weight`, [8, 2], 'F32', rand),
+      { name: `${m}.alpha`, dtype: 'F32' as const, shape: [], data: [2] },
+    ])),
+  };
+}
+
+const SDXL_MODULES = [
+  'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q',
+  'lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k',
+  'lora_unet_up_blocks_0_attentions_1_transformer_blocks_2_attn1_to_out_0',
+];
+
+describe('model family of an adapter and a base', () => {
   it('a control LoRA\'s modules (diffusion_model. + BFL names) are a diffusion transformer\'s: no mismatch with flux1-dev', () => {
     const modules = [...fluxLinears().map(([m]) => `diffusion_model.${m}`), ...fluxNorms()];
     expect(guessModelFamily(modules)).toBe('diffusion transformer');
-    expect(familyMismatch('flux1-canny-dev-lora.safetensors', modules, fluxBase)).toBeUndefined();
+    expect(familyMismatch(modules, fluxBase)).toBeUndefined();
   });
 
-  it('an SDXL LoRA in ComfyUI\'s names on flux1-dev is a UNet\'s, named as such', () => {
+  it('an SDXL LoRA in ComfyUI\'s names on flux1-dev is a UNet\'s', () => {
     const modules = ['diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q', 'diffusion_model.output_blocks.1.1.proj_out', 'diffusion_model.middle_block.1.proj_in'];
-    expect(familyMismatch('sdxl.safetensors', modules, fluxBase)).toBe('sdxl.safetensors: this adapter is for a diffusion UNet, but the base is a diffusion transformer; pick the base it was trained on');
+    expect(familyMismatch(modules, fluxBase)).toEqual({ adapter: 'diffusion UNet', base: 'diffusion transformer' });
+  });
+
+  it('a base named like a language model without a token table or head is not taken for one (Z-Image, Lumina 2); a GGUF llama is one', () => {
+    const names = ['layers.0.attention.qkv.weight', 'layers.0.attention.out.weight', 'layers.0.feed_forward.w1.weight', 'x_embedder.weight'];
+    expect(guessModelFamily(names)).toBe('language model');
+    expect(guessBaseFamily(names)).toBeUndefined();
+    expect(guessBaseFamily([...names, 'model.embed_tokens.weight'])).toBe('language model');
+    expect(guessBaseFamily(['token_embd.weight', 'blk.0.attn_q.weight', 'blk.0.ffn_up.weight', 'output_norm.weight'])).toBe('language model');
+  });
+
+  it('ComfyUI\'s and kohya\'s diffusion prefixes say "a diffusion model", which fits a UNet or a transformer base but not a language model', () => {
+    const zImageLora = ['diffusion_model.layers.0.attention.qkv', 'diffusion_model.layers.1.feed_forward.w1'];
+    expect(guessModelFamily(zImageLora)).toBe('diffusion model');
+    expect(guessModelFamily(['lora_unet_layers_0_attention_qkv'])).toBe('diffusion model');
+    expect(familyMismatch(zImageLora, fluxBase)).toBeUndefined();
+    expect(familyMismatch(zImageLora, ['model.embed_tokens.weight', 'model.layers.0.self_attn.q_proj.weight'])).toEqual({ adapter: 'diffusion model', base: 'language model' });
+  });
+});
+
+describe('the plan on an adapter for another kind of model', () => {
+  it('says in one line that an SDXL LoRA is for a UNet and the base a language model, instead of a miss per module', async () => {
+    expect(await planProblems(llama(), { 'sdxl-style.safetensors': kohya(SDXL_MODULES) })).toEqual([
+      'sdxl-style.safetensors: this adapter is for a diffusion UNet, but the base is a language model: none of its 3 modules has a tensor there (such as "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"); pick the base it was trained on',
+    ]);
+    expect(await planProblems(llama(), { 'one.safetensors': kohya(SDXL_MODULES.slice(0, 1)) })).toEqual([
+      'one.safetensors: this adapter is for a diffusion UNet, but the base is a language model: its one module has no tensor there (such as "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"); pick the base it was trained on',
+    ]);
+  });
+
+  it('keeps a miss per module where the kinds agree, where the base says nothing clear, or where some modules land', async () => {
+    const miss = (adapter: string, module: string, where = 'the base model') => `${adapter}: module "${module}": no matching tensor in ${where}`;
+    // An SDXL LoRA on Z-Image: the base's `layers.N.attention` look like a language model's, but
+    // it has no token table, so no kind is claimed for it.
+    expect(await planProblems(zImage(), { 'sdxl-style.safetensors': kohya(SDXL_MODULES) })).toEqual(SDXL_MODULES.map((m) => miss('sdxl-style.safetensors', m, 'the UNet/transformer')));
+    // A Llama LoRA on a Llama that lacks its layers: the same kind, so each miss is said.
+    expect(await planProblems(llama(), { 'l.safetensors': kohya(['model.layers.5.self_attn.q_proj']) }))
+      .toEqual([miss('l.safetensors', 'model.layers.5.self_attn.q_proj')]);
+    // One module lands, one does not: the miss is the module's own.
+    const mixed = kohya(['lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q', 'model.layers.0.self_attn.q_proj']);
+    expect(await planProblems(llama(), { 'mixed.safetensors': mixed }))
+      .toEqual([miss('mixed.safetensors', 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q')]);
   });
 });

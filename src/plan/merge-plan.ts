@@ -31,6 +31,7 @@ import { namedLayerClass } from '../formats/layer-names.js';
 import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { fitExperts, storesExpertsInOut, type ExpertSplit } from './fused-experts.js';
+import { familyMismatch } from './model-family.js';
 import { formatProblemList } from './problems.js';
 import { quantizedFormatRefusal } from './quantized-weights.js';
 import type { PlannedRowSet } from './row-sets.js';
@@ -357,6 +358,8 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     }
 
     const refusedWhole = new Set<string>();
+    // Modules no layout placed (the plain "no matching tensor"), as their problems.
+    const unmatched: PlanProblem[] = [];
     for (const adapterModule of adapter.modules) {
       // A target may see the module as its training tool built it there (PEFT LoRA on a Conv1D).
       let module = adapterModule;
@@ -365,7 +368,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       const location = locator.locate(module.address);
       if (!location.found) {
         if (location.missingComponent) leftOut.push({ adapterIndex, adapter: adapter.name, module: moduleName, reason: location.message });
-        else if (!location.module) fail(location.code, location.message);
+        else if (!location.module) {
+          fail(location.code, location.message);
+          if (location.unmatched) unmatched.push(problems[problems.length - 1]);
+        }
         // A refusal of the saved module all its experts share: one line, naming it.
         else if (!refusedWhole.has(location.module)) {
           refusedWhole.add(location.module);
@@ -581,6 +587,17 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     }
     if (mine.length > 0 && mine.length === adapter.modules.length && adapter.replacements.length === 0 && !adapter.tokenRows?.length) {
       report('', 'PLAN_INVALID', `none of its ${mine.length} modules lands in this base (${mine[0].reason.replace(/^names /, 'they name ')})`);
+    }
+    // An adapter for another kind of model (an SDXL LoRA on a language model) matches nowhere:
+    // one line naming both kinds instead of one per module.
+    const kinds = unmatched.length > 0 && unmatched.length === adapter.modules.length
+      ? familyMismatch(adapter.modules.map((m) => m.key), base.tensors.keys()) : undefined;
+    if (kinds) {
+      const collapsed = new Set(unmatched);
+      const kept = problems.filter((p) => !collapsed.has(p));
+      problems.splice(0, problems.length, ...kept);
+      const none = unmatched.length === 1 ? 'its one module has no tensor there' : `none of its ${unmatched.length} modules has a tensor there`;
+      report('', 'UNKNOWN_MODULE', `this adapter is for a ${kinds.adapter}, but the base is a ${kinds.base}: ${none} (such as "${unmatched[0].module}"); pick the base it was trained on`);
     }
   });
 

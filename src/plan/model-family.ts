@@ -5,16 +5,23 @@
  */
 
 /** The model families the names tell apart. */
-export type ModelFamily = 'language model' | 'diffusion UNet' | 'diffusion transformer' | 'text encoder';
+export type ModelFamily = 'language model' | 'diffusion UNet' | 'diffusion transformer' | 'diffusion model' | 'text encoder';
 
-// `diffusion_model.` tells nothing: SGM's UNet checkpoints and ComfyUI's names of any diffusion
-// model (Flux's `diffusion_model.double_blocks.…`, BFL's control LoRAs) share it.
+// `diffusion_model.` (ComfyUI's names of any denoiser) and kohya's `lora_unet_` (its prefix for
+// Flux, Lumina, HunyuanVideo… too) say "a diffusion model" without saying which kind: they come
+// after the rules that tell a UNet from a transformer, and before the language-model rule, whose
+// `layers.N.attention` Lumina 2 and Z-Image share.
 const RULES: { family: ModelFamily; pattern: RegExp }[] = [
   { family: 'diffusion UNet', pattern: /(^|[._])(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block)[._]|^lora_unet_(down|up|mid|input|output|middle)_/ },
   { family: 'diffusion transformer', pattern: /(^|[._])(double_blocks|single_blocks|single_transformer_blocks|transformer_blocks|joint_blocks)[._]|^lora_unet_(double|single)_blocks_|^lora_transformer_/ },
   { family: 'text encoder', pattern: /(^|[._])text_model[._]|^lora_te\d?_|(^|[._])(text_encoder(_\d)?|conditioner|cond_stage_model)[._]/ },
-  { family: 'language model', pattern: /(^|[._])(layers|h|blocks)[._]\d+[._](self_attn|attn|attention|mlp|feed_forward)[._]|(^|[._])(lm_head|embed_tokens|wte)([._]|$)/ },
+  { family: 'diffusion model', pattern: /(^|[._])diffusion_model[._]|^lora_unet_/ },
+  { family: 'language model', pattern: /(^|[._])(layers|h|blocks)[._]\d+[._](self_attn|attn|attention|mlp|feed_forward)[._]|(^|[._])(lm_head|embed_tokens|wte)([._]|$)|^blk\.\d+\.(attn|ffn)_/ },
 ];
+
+// A language model has a token embedding or an output head; a diffusion transformer named like one
+// (Lumina 2's and Z-Image's `layers.N.attention`, PixArt's and Sana's `blocks.N.attn`) has neither.
+const TOKEN_TABLE = /(^|[._])(embed_tokens|wte|word_embeddings|tok_embeddings|embed_in|lm_head)[._]|^(token_embd|output)\.weight$/;
 
 /** The family most names point at, or undefined when they say nothing clear. */
 export function guessModelFamily(names: Iterable<string>): ModelFamily | undefined {
@@ -29,15 +36,32 @@ export function guessModelFamily(names: Iterable<string>): ModelFamily | undefin
   return best && best[1] * 2 >= total ? best[0] : undefined;
 }
 
+/** A base's family: as guessModelFamily, but a language model only with a token table or head. */
+export function guessBaseFamily(tensorNames: Iterable<string>): ModelFamily | undefined {
+  const names = [...tensorNames];
+  const family = guessModelFamily(names);
+  if (family === 'language model' && !names.some((n) => TOKEN_TABLE.test(n))) return undefined;
+  return family;
+}
+
+/** An adapter's and a base's families where they cannot be the same model. */
+export interface FamilyMismatch {
+  adapter: ModelFamily;
+  base: ModelFamily;
+}
+
 /**
- * A one-line explanation when an adapter is for another kind of model than the base, else
- * undefined. Diffusion checkpoints carry their text encoders, so a text-encoder adapter fits them.
+ * The two families when an adapter is for another kind of model than the base, else undefined.
+ * Diffusion checkpoints carry their text encoders, so a text-encoder adapter fits them; "a
+ * diffusion model" fits a UNet and a transformer alike.
  */
-export function familyMismatch(adapter: string, adapterNames: Iterable<string>, baseNames: Iterable<string>): string | undefined {
-  const mine = guessModelFamily(adapterNames);
-  const base = guessModelFamily(baseNames);
-  if (!mine || !base || mine === base) return undefined;
-  if (mine === 'text encoder' && base !== 'language model') return undefined;
-  if (base === 'text encoder' && mine !== 'language model') return undefined;
-  return `${adapter}: this adapter is for a ${mine}, but the base is a ${base}; pick the base it was trained on`;
+export function familyMismatch(adapterNames: Iterable<string>, baseNames: Iterable<string>): FamilyMismatch | undefined {
+  const adapter = guessModelFamily(adapterNames);
+  const base = guessBaseFamily(baseNames);
+  if (!adapter || !base || adapter === base) return undefined;
+  const diffusion = (f: ModelFamily) => f.startsWith('diffusion');
+  if (diffusion(adapter) && diffusion(base) && (adapter === 'diffusion model' || base === 'diffusion model')) return undefined;
+  if (adapter === 'text encoder' && base !== 'language model') return undefined;
+  if (base === 'text encoder' && adapter !== 'language model') return undefined;
+  return { adapter, base };
 }

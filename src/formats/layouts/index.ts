@@ -87,6 +87,8 @@ export type Location =
      * a transformer-only file): left out, as kohya's and ComfyUI's loaders do, and said so.
      */
     missingComponent?: boolean;
+    /** No layout placed it, and none said why: the plain "no matching tensor" (see familyMismatch). */
+    unmatched?: boolean;
   };
 
 export interface BaseShapes {
@@ -224,7 +226,8 @@ function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
 function describe(r: Tried, component?: BaseComponent): Location {
   if (r.found) return r;
   if (!r.ambiguous) {
-    return { found: false, code: 'UNKNOWN_MODULE', message: r.why ?? `no matching tensor in ${component ? component.name : 'the base model'}` };
+    if (r.why) return { found: false, code: 'UNKNOWN_MODULE', message: r.why };
+    return { found: false, code: 'UNKNOWN_MODULE', message: `no matching tensor in ${component ? component.name : 'the base model'}`, unmatched: true };
   }
   // A layout that knows why the name fits several tensors says so.
   if (r.why) return { found: false, code: 'AMBIGUOUS_MODULE', message: r.why };
