@@ -72,6 +72,15 @@ describe('model family of an adapter and a base', () => {
     expect(guessBaseFamily(names)).toBeUndefined();
     expect(guessBaseFamily([...names, 'model.embed_tokens.weight'])).toBe('language model');
     expect(guessBaseFamily(['token_embd.weight', 'blk.0.attn_q.weight', 'blk.0.ffn_up.weight', 'output_norm.weight'])).toBe('language model');
+    // Z-Image's diffusers pipeline: the transformer's keys look like a language model's, and its
+    // Qwen3 text encoder's embed_tokens is the text encoder's, not the transformer's.
+    const pipeline = [
+      ...['attention.to_q', 'attention.to_k', 'attention.to_v', 'attention.to_out.0', 'feed_forward.w1', 'feed_forward.w2'].flatMap((m) => [0, 1, 2].map((i) => `transformer.layers.${i}.${m}.weight`)),
+      'text_encoder.model.embed_tokens.weight', 'text_encoder.model.layers.0.self_attn.q_proj.weight', 'vae.decoder.conv_in.weight',
+    ];
+    expect(guessModelFamily(pipeline)).toBe('language model');
+    expect(guessBaseFamily(pipeline)).toBeUndefined();
+    expect(guessModelFamily(['text_encoders.qwen3_4b.transformer.model.embed_tokens.weight'])).toBe('text encoder');
   });
 
   it('ComfyUI\'s and kohya\'s diffusion prefixes say "a diffusion model", which fits a UNet or a transformer base but not a language model', () => {

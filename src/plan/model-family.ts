@@ -7,6 +7,10 @@
 /** The model families the names tell apart. */
 export type ModelFamily = 'language model' | 'diffusion UNet' | 'diffusion transformer' | 'diffusion model' | 'text encoder';
 
+// A pipeline's `text_encoder*` folders, ComfyUI's `text_encoders.` in all-in-one checkpoints, SD's
+// `conditioner.` and `cond_stage_model.`, transformers' CLIP and kohya's `lora_te*_`.
+const TEXT_ENCODER = /(^|[._])text_model[._]|^lora_te\d?_|(^|[._])(text_encoders?(_\d)?|conditioner|cond_stage_model)[._]/;
+
 // `diffusion_model.` (ComfyUI's names of any denoiser) and kohya's `lora_unet_` (its prefix for
 // Flux, Lumina, HunyuanVideo… too) say "a diffusion model" without saying which kind: they come
 // after the rules that tell a UNet from a transformer, and before the language-model rule, whose
@@ -14,13 +18,14 @@ export type ModelFamily = 'language model' | 'diffusion UNet' | 'diffusion trans
 const RULES: { family: ModelFamily; pattern: RegExp }[] = [
   { family: 'diffusion UNet', pattern: /(^|[._])(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block)[._]|^lora_unet_(down|up|mid|input|output|middle)_/ },
   { family: 'diffusion transformer', pattern: /(^|[._])(double_blocks|single_blocks|single_transformer_blocks|transformer_blocks|joint_blocks)[._]|^lora_unet_(double|single)_blocks_|^lora_transformer_/ },
-  { family: 'text encoder', pattern: /(^|[._])text_model[._]|^lora_te\d?_|(^|[._])(text_encoder(_\d)?|conditioner|cond_stage_model)[._]/ },
+  { family: 'text encoder', pattern: TEXT_ENCODER },
   { family: 'diffusion model', pattern: /(^|[._])diffusion_model[._]|^lora_unet_/ },
   { family: 'language model', pattern: /(^|[._])(layers|h|blocks)[._]\d+[._](self_attn|attn|attention|mlp|feed_forward)[._]|(^|[._])(lm_head|embed_tokens|wte)([._]|$)|^blk\.\d+\.(attn|ffn)_/ },
 ];
 
 // A language model has a token embedding or an output head; a diffusion transformer named like one
-// (Lumina 2's and Z-Image's `layers.N.attention`, PixArt's and Sana's `blocks.N.attn`) has neither.
+// (Lumina 2's and Z-Image's `layers.N.attention`, PixArt's and Sana's `blocks.N.attn`) has neither,
+// though the text encoder beside it in a pipeline or an all-in-one checkpoint may.
 const TOKEN_TABLE = /(^|[._])(embed_tokens|wte|word_embeddings|tok_embeddings|embed_in|lm_head)[._]|^(token_embd|output)\.weight$/;
 
 /** The family most names point at, or undefined when they say nothing clear. */
@@ -40,7 +45,7 @@ export function guessModelFamily(names: Iterable<string>): ModelFamily | undefin
 export function guessBaseFamily(tensorNames: Iterable<string>): ModelFamily | undefined {
   const names = [...tensorNames];
   const family = guessModelFamily(names);
-  if (family === 'language model' && !names.some((n) => TOKEN_TABLE.test(n))) return undefined;
+  if (family === 'language model' && !names.some((n) => TOKEN_TABLE.test(n) && !TEXT_ENCODER.test(n))) return undefined;
   return family;
 }
 
