@@ -116,3 +116,43 @@ describe('the plan on an adapter for another kind of model', () => {
       .toEqual([miss('mixed.safetensors', 'lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q')]);
   });
 });
+
+describe('the plan on an adapter for another size of the model', () => {
+  /** PEFT's LoRA (r 2, α 4) as save_pretrained writes it, on modules of the given (out, in). */
+  const peftOn = (shapes: Record<string, [out: number, inFeatures: number]>): Files => {
+    const tensors = Object.entries(shapes).flatMap(([m, [out, inFeatures]]) => [
+      randomTensor(`base_model.model.${m}.lora_A.weight`, [2, inFeatures], 'F32', rand),
+      randomTensor(`base_model.model.${m}.lora_B.weight`, [out, 2], 'F32', rand),
+    ]);
+    const config = JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 4, target_modules: ['q_proj', 'o_proj'] });
+    return { 'adapter_config.json': config, 'adapter_model.safetensors': buildSafetensors(tensors) };
+  };
+  const q = (i: number) => `model.layers.${i}.self_attn.q_proj`;
+  const o = (i: number) => `model.layers.${i}.self_attn.o_proj`;
+
+  it('says in one line that no module fits when a LoRA of a wider model meets this one (hidden 16 against 8)', async () => {
+    expect(await planProblems(llama(), { wide: peftOn({ [q(0)]: [16, 16], [o(0)]: [16, 16], [q(1)]: [16, 16], [o(1)]: [16, 16] }) })).toEqual([
+      'wide: none of its 4 modules fits this base: 4 have other shapes than the tensors they name (such as module "model.layers.0.self_attn.q_proj": ΔW (16, 16) does not fit base model.layers.0.self_attn.q_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8); it was trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model\'s LoRA on a 13B one): pick the base it was trained on',
+    ]);
+    // A deeper model's LoRA: its layers past the base's name no tensor.
+    expect(await planProblems(llama(), { deep: peftOn({ [q(0)]: [16, 16], [q(5)]: [16, 16], [o(6)]: [16, 16] }) })).toEqual([
+      expect.stringMatching(/^deep: none of its 3 modules fits this base: one has another shape than the tensor it names \(such as module "model\.layers\.0\.self_attn\.q_proj": .*\), 2 name no tensor in it; it was trained on another model/),
+    ]);
+  });
+
+  it('keeps each module\'s own problem where one module lands, or where the adapter has one module', async () => {
+    const fits = await planProblems(llama(), { some: peftOn({ [q(0)]: [8, 8], [o(0)]: [16, 16], [q(1)]: [16, 16] }) });
+    expect(fits).toEqual([
+      'some: module "model.layers.0.self_attn.o_proj": ΔW (16, 16) does not fit base model.layers.0.self_attn.o_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',
+      'some: module "model.layers.1.self_attn.q_proj": ΔW (16, 16) does not fit base model.layers.1.self_attn.q_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',
+    ]);
+    // A module that fits nowhere for another reason than its shape (a name several tensors end with).
+    expect(await planProblems(llama(), { other: peftOn({ [q(0)]: [16, 16], 'self_attn.o_proj': [8, 8] }) })).toEqual([
+      'other: module "model.layers.0.self_attn.q_proj": ΔW (16, 16) does not fit base model.layers.0.self_attn.q_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',
+      expect.stringMatching(/^other: module "self_attn\.o_proj": matches 2 base tensors/),
+    ]);
+    expect(await planProblems(llama(), { one: peftOn({ [q(0)]: [16, 16] }) })).toEqual([
+      'one: module "model.layers.0.self_attn.q_proj": ΔW (16, 16) does not fit base model.layers.0.self_attn.q_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',
+    ]);
+  });
+});

@@ -358,8 +358,12 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     }
 
     const refusedWhole = new Set<string>();
-    // Modules no layout placed (the plain "no matching tensor"), as their problems.
+    // Modules no layout placed (the plain "no matching tensor"), and ΔW that does not fit the
+    // tensor it names (its size or kind), as their problems; the modules that did land.
     const unmatched: PlanProblem[] = [];
+    const misfits: PlanProblem[] = [];
+    const landed = new Set<string>();
+    const ownProblemsFrom = problems.length;
     for (const adapterModule of adapter.modules) {
       // A target may see the module as its training tool built it there (PEFT LoRA on a Conv1D).
       let module = adapterModule;
@@ -479,7 +483,11 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           }
           widenedFrom = widened.from;
           if (widened.from !== undefined) widenedTo = widened.shape;
-          view = viewOf(module, target, widened.shape, fail, stored?.shapeNote);
+          const misfit: Fail = (code, message) => {
+            fail(code, message);
+            misfits.push(problems[problems.length - 1]);
+          };
+          view = viewOf(module, target, widened.shape, misfit, stored?.shapeNote);
         }
         if (!view) continue;
         const layer = baseLayerClass(module, info.shape, view);
@@ -574,6 +582,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         }
         update.rowBlock = rowBlock;
         update.terms.push(term);
+        landed.add(moduleName);
         if (module.biasB) planBias(module, term, weight, baseKey, base, biases, fail, ownBase);
         if (module.biasScale) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'multiply');
         if (module.biasMap) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'map');
@@ -598,6 +607,19 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       problems.splice(0, problems.length, ...kept);
       const none = unmatched.length === 1 ? 'its one module has no tensor there' : `none of its ${unmatched.length} modules has a tensor there`;
       report('', 'UNKNOWN_MODULE', `this adapter is for a ${kinds.adapter}, but the base is a ${kinds.base}: ${none} (such as "${unmatched[0].module}"); pick the base it was trained on`);
+    }
+    // Trained on another model of the kind, or another size of this one (an SD 1.5 LoRA on SDXL, a
+    // 7B model's LoRA on a 13B one): no module fits, most for their shapes. One line says so.
+    const misfitModules = new Set(misfits.map((p) => p.module)).size;
+    const explained = new Set([...unmatched, ...misfits]);
+    const considered = adapter.modules.length - mine.length; // those of a part the base holds
+    if (misfitModules > 0 && landed.size === 0 && considered > 1 && problems.slice(ownProblemsFrom).every((p) => explained.has(p))) {
+      const kept = problems.filter((p) => !explained.has(p));
+      problems.splice(0, problems.length, ...kept);
+      const example = misfits[0].message.slice(adapter.name.length + 2);
+      const missing = new Set(unmatched.map((p) => p.module)).size;
+      const others = misfitModules === 1 ? 'one has another shape than the tensor it names' : `${misfitModules} have other shapes than the tensors they name`;
+      report('', 'SHAPE_MISMATCH', `none of its ${considered} modules fits this base: ${others} (such as ${example})${missing ? `, ${missing} name no tensor in it` : ''}; it was trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model's LoRA on a 13B one): pick the base it was trained on`);
     }
   });
 
