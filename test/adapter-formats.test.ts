@@ -179,6 +179,14 @@ describe('PEFT adapters', () => {
     await expectFailure({ 'adapter_model.safetensors': buildSafetensors(pair('q', 1, 2, 2)) }, 'BAD_CONFIG', ['adapter_config.json is missing']);
     await expectFailure({ 'README.md': 'hi' }, 'NOT_FOUND', ['no adapter found']);
     await expectFailure({ 'x.safetensors': buildSafetensors([t('weight', [2, 2])]) }, 'UNSUPPORTED_FORMAT', ['x.safetensors', 'not a LoRA adapter']);
+    // A model's weights given as the adapter: asked whether it is the base.
+    const model = buildSafetensors([t('model.embed_tokens.weight', [4, 2]), t('model.layers.0.self_attn.q_proj.weight', [2, 2]), t('model.layers.0.self_attn.q_proj.bias', [2])]);
+    await expectFailure({ 'model.safetensors': model }, 'UNSUPPORTED_FORMAT',
+      ['model.safetensors: not a LoRA adapter', '; it holds a model\'s weights (3 tensors such as model.embed_tokens.weight): is it the base model, given as an adapter?']);
+    // Other tensors than weights and biases: no such guess.
+    const other = buildSafetensors([t('model.layers.0.q.weight', [2, 2]), t('model.layers.0.q.hypothetical_factor', [2, 2])]);
+    expect(await expectFailure({ 'odd.safetensors': other }, 'UNSUPPORTED_FORMAT', ['odd.safetensors: not a LoRA adapter this tool recognises']))
+      .toBe('my-adapter/odd.safetensors: not a LoRA adapter this tool recognises (no lora_up/lora_down, lora_A/lora_B or LyCORIS tensors)');
   });
 });
 

@@ -262,7 +262,10 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
     }
     if (hasMlxFactorNames(file)) throw mlxWithoutConfig(files.name, file.source.name);
     if (looksLikeSingleFileAdapter(file)) return parseSingleFileAdapter(files.name, file);
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: not a LoRA adapter this tool recognises (no lora_up/lora_down, lora_A/lora_B or LyCORIS tensors)`);
+    // The base model picked as an adapter too, or in its place, is the likeliest such file.
+    const model = file.tensors.length > 0 && file.tensors.every((t) => /\.(weight|bias)$/.test(t.name));
+    const hint = model ? `; it holds a model's weights (${file.tensors.length} tensors such as ${file.tensors[0].name}): is it the base model, given as an adapter?` : '';
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: not a LoRA adapter this tool recognises (no lora_up/lora_down, lora_A/lora_B or LyCORIS tensors)${hint}`);
   });
 }
 
