@@ -484,6 +484,7 @@ it.each<[string, FixtureTensor[], RegExp]>([
   ['LoKr w2_a 3-D', [t(`${toQ}.lokr_w1`, [2, 2]), t(`${toQ}.lokr_w2_a`, [4, 2, 1]), t(`${toQ}.lokr_w2_b`, [2, 3]), scalar(`${toQ}.alpha`, 2)], /LoKr factors .* do not fit together/],
   ['LoKr w2_b 1-D', [t(`${toQ}.lokr_w1`, [2, 2]), t(`${toQ}.lokr_w2_a`, [4, 2]), t(`${toQ}.lokr_w2_b`, [2]), scalar(`${toQ}.alpha`, 2)], /LoKr factors .* do not fit together/],
   ['BOFT blocks not square', [t(`${toQ}.oft_blocks`, [2, 2, 4, 2])], /BOFT oft_blocks \(2, 2, 4, 2\) do not fit/],
+  ['BOFT blocks of size 0', [t(`${toQ}.oft_blocks`, [1, 1, 0, 0])], /BOFT oft_blocks \(1, 1, 0, 0\) do not fit/],
   ['diag-OFT blocks not square', [t(`${toQ}.oft_blocks`, [4, 2, 3])], /oft_blocks \(4, 2, 3\) do not fit \(expected \(n, b, b\)/],
   ['diag-OFT blocks 5-D', [t(`${toQ}.oft_blocks`, [4, 2, 2, 1, 1])], /oft_blocks \(4, 2, 2, 1, 1\) do not fit \(expected \(n, b, b\)/],
   ['GLoRA without b1', [t(`${toQ}.a1.weight`, [6, 2]), t(`${toQ}.a2.weight`, [2, 6]), t(`${toQ}.b2.weight`, [2, 6]), scalar(`${toQ}.alpha`, 2)], /needs a1\.weight, a2\.weight, b1\.weight and b2\.weight/],
@@ -748,4 +749,37 @@ it.each<[string, object, FixtureTensor[], RegExp]>([
   const refusals = await peftMergeRefusal(peftBase, config, tensors);
   expect(refusals).toHaveLength(1);
   expect(refusals[0]).toMatch(pattern);
+});
+
+// More single parts, of the methods with fewer of them: DeLoRA, PEANuT, RoAd, MiSS, FourierFT, DEFT,
+// OFT, HRA and HiRA. Each file is right but for the one tensor the row names.
+const DELORA = { peft_type: 'DELORA', r: 2 };
+const delora = (a: number[], b: number[]) => [t(`${A}.delora_A`, a), t(`${A}.delora_B`, b), t(`${A}.delora_lambda`, [1]), t(`${A}.delora_w_norm`, [8])];
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['DeLoRA without delora_B', DELORA, delora([2, 8], [8, 2]).filter((x) => !x.name.endsWith('delora_B')), /; delora_B is missing/],
+  ['DeLoRA without delora_lambda', DELORA, delora([2, 8], [8, 2]).filter((x) => !x.name.endsWith('delora_lambda')), /; delora_lambda is missing/],
+  ['DeLoRA A (2, 8, 1)', DELORA, delora([2, 8, 1], [8, 2]), /delora_A \(2, 8, 1\), delora_B \(8, 2\), .* do not fit together/],
+  ['DeLoRA B (8, 2, 1)', DELORA, delora([2, 8], [8, 2, 1]), /delora_A \(2, 8\), delora_B \(8, 2, 1\), .* do not fit together/],
+  ['PEANuT peanut_A (2, 8, 1)', PEANUT, [t(`${A}.peanut_A.weight`, [2, 8, 1]), t(`${A}.peanut_B.weight`, [8, 2])], /peanut_A \(2, 8, 1\), peanut_B \(8, 2\) and the 0 encoder and decoder layers are not/],
+  ['PEANuT peanut_B (8, 2, 1)', PEANUT, [t(`${A}.peanut_A.weight`, [2, 8]), t(`${A}.peanut_B.weight`, [8, 2, 1])], /peanut_A \(2, 8\), peanut_B \(8, 2, 1\) and the 0 encoder and decoder layers are not/],
+  // depth 1: one (r, r) encoder and decoder between A and B; this encoder is (2, 3).
+  ['PEANuT encoder (2, 3) for r 2', { ...PEANUT, depth: 1 },
+    [t(`${A}.peanut_A.weight`, [2, 8]), t(`${A}.peanut_B.weight`, [8, 2]), t(`${A}.peanut_encoders.0.weight`, [2, 3]), t(`${A}.peanut_decoders.0.weight`, [2, 2])],
+    /peanut_A \(2, 8\), peanut_B \(8, 2\) and the 1 encoder and decoder layers are not/],
+  // road_1: one θ and α per pair of outputs, 4 for the 8 outputs.
+  ['RoAd road_alpha (4, 1)', { peft_type: 'ROAD', variant: 'road_1', group_size: 2 }, [t(`${A}.road_theta`, [4]), t(`${A}.road_alpha`, [4, 1])], /road_theta \(4\) and road_alpha \(4, 1\) are not two vectors/],
+  ['MiSS bat block (4, 2, 3) for r 2', { peft_type: 'MISS', r: 2, init_weights: 'bat' }, [t(`${A}.miss_block`, [4, 2, 3])], /bat block \(4, 2, 3\) is not \(outputs \/ r, r, r\) for the config's r = 2/],
+  ['MiSS block (4, 8, 1, 1)', { peft_type: 'MISS', r: 4 }, [t(`${A}.miss_block`, [4, 8, 1, 1])], /block \(4, 8, 1, 1\) is not \(r, outputs\) for the config's r = 4/],
+  ['FourierFT spectrum (4, 1)', { peft_type: 'FOURIERFT', n_frequency: 4, scaling: 150 }, [t(`${A}.fourierft_spectrum`, [4, 1])], /fourierft_spectrum \(4, 1\) is not \(n_frequency\) for the config's n_frequency 4/],
+  ['DEFT deft_P (8, 2, 1)', { peft_type: 'DEFT', r: 2 }, [t(`${A}.deft_P`, [8, 2, 1]), t(`${A}.deft_R`, [2, 8])], /deft_P \(8, 2, 1\) and deft_R \(2, 8\) are not \(out, r\) and \(r, in\)/],
+  // One value per block is b = 2; the extra dim is what is wrong.
+  ['OFT oft_R (4, 1, 1)', { peft_type: 'OFT', r: 0, oft_block_size: 2 }, [t(`${A}.oft_R.weight`, [4, 1, 1])], /oft_R \(4, 1, 1\) does not hold b\(b−1\)\/2 values per block/],
+  ['OFT oft_R of no values per block', { peft_type: 'OFT', r: 0, oft_block_size: 2 }, [t(`${A}.oft_R.weight`, [4, 0])], /oft_R \(4, 0\) does not hold b\(b−1\)\/2 values per block/],
+  ['HRA hra_u (8, 2, 1)', { peft_type: 'HRA', r: 2 }, [t(`${A}.hra_u`, [8, 2, 1])], /hra_u \(8, 2, 1\) is not \(inputs, r\) for the config's r = 2/],
+  ['HiRA with hira_B beside hira_embedding_A and _B', { peft_type: 'HIRA', r: 2 },
+    [t(`${A}.hira_B`, [8, 2]), t(`${A}.hira_embedding_A`, [2, 8]), t(`${A}.hira_embedding_B`, [8, 2])], /mixes a layer's hira_A\/hira_B with an embedding's hira_embedding_A\/hira_embedding_B/],
+])('PEFT %s is refused, naming the module (one part of a check alone)', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
 });
