@@ -392,6 +392,8 @@ it.each<[string, object, (tensors: FixtureTensor[]) => FixtureTensor[], RegExp]>
 it.each<[string, number[], RegExp]>([
   ['a NaN logit', [NaN, 1, 2, 3], /vblora_logits_A: logit NaN in row 0/],
   ['a row of -Infinity logits', [-Infinity, -Infinity, -Infinity, -Infinity], /vblora_logits_A: row 0 has no finite logit/],
+  // Without the check, the row's softmax is exp(∞ − ∞) = NaN in every weight.
+  ['a +Infinity logit', [Infinity, 1, 2, 3], /vblora_logits_A: logit Infinity in row 0/],
 ])('VB-LoRA logits with %s are refused when merged, naming the module and row', async (_what, row0, pattern) => {
   const logits = (name: string, shape: number[]) => withValues(t(name, shape), [...Array(4).keys()].flatMap((r) => (r === 0 && name.endsWith('_A') ? row0 : [r, 3 - r, 0.5, 1.5])));
   const refusals = await vbMergeRefusal({ save_only_topk_weights: false }, [
@@ -444,6 +446,8 @@ it('a diffusers-form LoRA with lora_bias: a lora_B.bias that is not one value pe
 
 it.each<[string, unknown, RegExp]>([
   ['a list', [[true, false]], /"rank_pattern" must be an object of parameter name → list of true\/false/],
+  ['a string', 'q_proj', /"rank_pattern" must be an object of parameter name → list of true\/false/],
+  ['a mask that is one flag, not a list', { 'model.layers.0.self_attn.q_proj.lora_E': true }, /rank_pattern\[.*q_proj\.lora_E"\] must name a module's lora_E and give a list of true\/false/],
   ['a key that names no lora_E', { 'base_model.model.model.layers.0.self_attn.q_proj': [true, false] }, /rank_pattern\["base_model\.model\.model\.layers\.0\.self_attn\.q_proj"\] must name a module's lora_E/],
   ['flags given as numbers', { 'base_model.model.model.layers.0.self_attn.q_proj.lora_E': [1, 0] }, /rank_pattern\[.*q_proj\.lora_E"\] must name a module's lora_E and give a list of true\/false/],
 ])('AdaLoRA rank_pattern as %s is refused, naming the config', async (_what, rankPattern, pattern) => {
@@ -480,6 +484,7 @@ it.each<[string, FixtureTensor[], RegExp]>([
   ['LoKr w2_a 3-D', [t(`${toQ}.lokr_w1`, [2, 2]), t(`${toQ}.lokr_w2_a`, [4, 2, 1]), t(`${toQ}.lokr_w2_b`, [2, 3]), scalar(`${toQ}.alpha`, 2)], /LoKr factors .* do not fit together/],
   ['LoKr w2_b 1-D', [t(`${toQ}.lokr_w1`, [2, 2]), t(`${toQ}.lokr_w2_a`, [4, 2]), t(`${toQ}.lokr_w2_b`, [2]), scalar(`${toQ}.alpha`, 2)], /LoKr factors .* do not fit together/],
   ['BOFT blocks not square', [t(`${toQ}.oft_blocks`, [2, 2, 4, 2])], /BOFT oft_blocks \(2, 2, 4, 2\) do not fit/],
+  ['BOFT blocks of size 0', [t(`${toQ}.oft_blocks`, [1, 1, 0, 0])], /BOFT oft_blocks \(1, 1, 0, 0\) do not fit/],
   ['diag-OFT blocks not square', [t(`${toQ}.oft_blocks`, [4, 2, 3])], /oft_blocks \(4, 2, 3\) do not fit \(expected \(n, b, b\)/],
   ['diag-OFT blocks 5-D', [t(`${toQ}.oft_blocks`, [4, 2, 2, 1, 1])], /oft_blocks \(4, 2, 2, 1, 1\) do not fit \(expected \(n, b, b\)/],
   ['GLoRA without b1', [t(`${toQ}.a1.weight`, [6, 2]), t(`${toQ}.a2.weight`, [2, 6]), t(`${toQ}.b2.weight`, [2, 6]), scalar(`${toQ}.alpha`, 2)], /needs a1\.weight, a2\.weight, b1\.weight and b2\.weight/],
@@ -628,6 +633,152 @@ it.each<[string, object, FixtureTensor[], RegExp]>([
   ['values (4, 1)', SUPRA, [t(`${A}.supertuning_values`, [4, 1]), t(`${A}.supertuning_indices`, [4], 'I32'), t(`${A}.supertuning_lora_A.weight`, [2, 8]), t(`${A}.supertuning_lora_B.weight`, [8, 2])],
     /supertuning_values \(4, 1\) and supertuning_indices \(4\) do not fit together/],
 ])('PEFT Super-Tuning: %s is refused, naming the module', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
+
+// Single dims of the PEFT methods' shape checks that no case above isolates: each file here has
+// every tensor right but one, which has a size-1 dim too many or one dim off, so only that part of
+// the check stands between it and a merge that reads the tensor as a shape it is not.
+const VB = { peft_type: 'VBLORA', r: 2, topk: 2, num_vectors: 4, vector_length: 4 };
+const vbLogits = [t(`${A}.vblora_logits_A`, [2, 2, 4]), t(`${A}.vblora_logits_B`, [2, 2, 4])];
+const randlora = (lambda: number[], gamma: number[], sa: number[], sb: number[]) => [
+  t(`${A}.randlora_lambda`, lambda), t(`${A}.randlora_gamma`, gamma), t('base_model.randlora_A', sa), t('base_model.randlora_B', sb),
+];
+const UNILORA = { peft_type: 'UNILORA', r: 2, theta_d_length: 16, proj_seed: 42, save_indices: true };
+const unilora = (ia: number[], ib: number[], sa: number[], sb: number[], theta: number[], ibType: FixtureDType = 'I64') => [
+  t(`${A}.unilora_indices_A`, ia, 'I64'), t(`${A}.unilora_indices_B`, ib, ibType), t(`${A}.unilora_scales_A`, sa), t(`${A}.unilora_scales_B`, sb), t('base_model.unilora_theta_d', theta),
+];
+const TINYLORA = { peft_type: 'TINYLORA', r: 2, u: 3, weight_tying: 1.0, projection_seed: 42, save_projection: true };
+const tinylora = (a: number[], b: number[], p: number[], v: number[]) => [t(`${A}.tinylora_A`, a), t(`${A}.tinylora_B`, b), t(`${A}.tinylora_P`, p), t('base_model.tinylora_v.0', v)];
+const gralora = (a: number[], b: number[], general?: [number[], number[]]) => [
+  t(`${A}.gralora_A`, a), t(`${A}.gralora_B`, b), ...(general ? [t(`${A}.gralora_A_general.weight`, general[0]), t(`${A}.gralora_B_general.weight`, general[1])] : []),
+];
+const ADALORA = { peft_type: 'ADALORA', init_r: 2, lora_alpha: 2 };
+const adalora = (a: number[], e: number[], b: number[]) => [t(`${A}.lora_A`, a), t(`${A}.lora_E`, e), t(`${A}.lora_B`, b)];
+const PVERA = { peft_type: 'PVERA', r: 2, save_projection: true, projection_prng_key: 0 };
+const pvera = (lb: number[], ld: number[], a: number[], b: number[]) => [t(`${A}.pvera_lambda_b`, lb), t(`${A}.pvera_lambda_d`, ld), t('base_model.pvera_A', a), t('base_model.pvera_B', b)];
+const VERA = { peft_type: 'VERA', r: 2 };
+const vera = (lb: number[], ld: number[], a: number[], b: number[]) => [t(`${A}.vera_lambda_b`, lb), t(`${A}.vera_lambda_d`, ld), t('base_model.vera_A', a), t('base_model.vera_B', b)];
+const supra = (indices: number[], a: number[], b: number[]) => [t(`${A}.supertuning_values`, [4]), t(`${A}.supertuning_indices`, indices, 'I32'), t(`${A}.supertuning_lora_A.weight`, a), t(`${A}.supertuning_lora_B.weight`, b)];
+const BOFT = { peft_type: 'BOFT', boft_block_size: 2, boft_block_num: 0, boft_n_butterfly_factor: 1 };
+// OFT as PEFT 0.13 saved it (oft_r alone, r blocks over the outputs) and as 0.14–0.15 did (oft_r and oft_s, blocks of oft_block_size).
+const OFT_013 = { peft_type: 'OFT', r: 4, module_dropout: 0, init_weights: true };
+const OFT_014 = { peft_type: 'OFT', r: 0, oft_block_size: 2, module_dropout: 0, init_weights: true };
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['VB-LoRA vector bank (4, 4, 1)', VB, [...vbLogits, t('base_model.vblora_vector_bank', [4, 4, 1])], /vblora_vector_bank \(4, 4, 1\) is not \(num_vectors, vector_length\) = \(4, 4\)/],
+  ['VB-LoRA vector bank of 5 vectors for num_vectors 4', VB, [...vbLogits, t('base_model.vblora_vector_bank', [5, 4])], /vblora_vector_bank \(5, 4\) is not \(num_vectors, vector_length\) = \(4, 4\)/],
+  ['VB-LoRA topk 1.5', { ...VB, topk: 1.5 }, [...vbLogits, t('base_model.vblora_vector_bank', [4, 4])], /topk = 1\.5 is not between 1 and num_vectors = 4/],
+  ['VB-LoRA topk 0', { ...VB, topk: 0 }, [...vbLogits, t('base_model.vblora_vector_bank', [4, 4])], /topk = 0 is not between 1 and num_vectors = 4/],
+  // PEFT saves every module's top-k indices in one dtype (the smallest holding num_vectors).
+  ['VB-LoRA top-k indices of A in uint8, of B in int64', VB_TOPK, vbTopk('U8').map((x) => (x.name.endsWith('_B_topk_indices') ? { ...x, dtype: 'I64' as const } : x)),
+    /top-k indices are U8 and I64; expected integers/],
+  ['VB-LoRA top-k weights of B in float16', VB_TOPK, vbTopk('U8').map((x) => (x.name.endsWith('_B_topk_weights') ? { ...x, dtype: 'F16' as const } : x)),
+    /has top-k weights in F32 and F16: PEFT reads them only as F32/],
+  ['RandLoRA without randlora_lambda', RANDLORA, randlora([2, 4], [4, 8], [2, 1, 8], [8, 4, 2]).slice(1), /needs randlora_lambda and randlora_gamma; randlora_lambda is missing/],
+  ['RandLoRA lambda (2, 4, 1)', RANDLORA, randlora([2, 4, 1], [4, 8], [2, 1, 8], [8, 4, 2]), /randlora_lambda \(2, 4, 1\) and randlora_gamma \(4, 8\) are not \(r, nb\)/],
+  ['RandLoRA gamma (4, 8, 1)', RANDLORA, randlora([2, 4], [4, 8, 1], [2, 1, 8], [8, 4, 2]), /randlora_lambda \(2, 4\) and randlora_gamma \(4, 8, 1\) are not \(r, nb\)/],
+  ['RandLoRA shared A (2, 1, 8, 1)', RANDLORA, randlora([2, 4], [4, 8], [2, 1, 8, 1], [8, 4, 2]), /the shared randlora_A \(2, 1, 8, 1\) and randlora_B \(8, 4, 2\) are not/],
+  ['RandLoRA shared A of rank 3', RANDLORA, randlora([2, 4], [4, 8], [3, 1, 8], [8, 4, 2]), /the shared randlora_A \(3, 1, 8\) and randlora_B \(8, 4, 2\) are not/],
+  ['RandLoRA shared B (8, 4, 2, 1)', RANDLORA, randlora([2, 4], [4, 8], [2, 1, 8], [8, 4, 2, 1]), /the shared randlora_A \(2, 1, 8\) and randlora_B \(8, 4, 2, 1\) are not/],
+  ['RandLoRA shared B with 3 bases for nb 4', RANDLORA, randlora([2, 4], [4, 8], [2, 1, 8], [8, 3, 2]), /the shared randlora_A \(2, 1, 8\) and randlora_B \(8, 3, 2\) are not/],
+  ['UniLoRA without unilora_indices_B', UNILORA, unilora([2, 8], [8, 2], [2, 8], [8, 2], [16]).filter((x) => !x.name.endsWith('indices_B')), /; unilora_indices_B is missing/],
+  ['UniLoRA without unilora_scales_B', UNILORA, unilora([2, 8], [8, 2], [2, 8], [8, 2], [16]).filter((x) => !x.name.endsWith('scales_B')), /; unilora_scales_B is missing/],
+  ['UniLoRA indices_A and scales_A (2, 8, 1)', UNILORA, unilora([2, 8, 1], [8, 2], [2, 8, 1], [8, 2], [16]), /unilora_indices_A \(2, 8, 1\), .* do not fit together/],
+  ['UniLoRA indices_B and scales_B (8, 2, 1)', UNILORA, unilora([2, 8], [8, 2, 1], [2, 8], [8, 2, 1], [16]), /unilora_indices_B \(8, 2, 1\), .* do not fit together/],
+  ['UniLoRA scales_A (2, 6) beside indices_A (2, 8)', UNILORA, unilora([2, 8], [8, 2], [2, 6], [8, 2], [16]), /unilora_scales_A \(2, 6\), .* do not fit together/],
+  ['UniLoRA theta_d (16, 1)', UNILORA, unilora([2, 8], [8, 2], [2, 8], [8, 2], [16, 1]), /unilora_theta_d \(16, 1\) do not fit together/],
+  ['UniLoRA indices_B in float32', UNILORA, unilora([2, 8], [8, 2], [2, 8], [8, 2], [16], 'F32'), /unilora_indices_A and _B are I64 and F32; expected I64/],
+  ['TinyLoRA A (2, 8, 1)', TINYLORA, tinylora([2, 8, 1], [8, 2], [3, 2, 2], [3]), /tinylora_A \(2, 8, 1\), .* do not fit together/],
+  ['TinyLoRA B (8, 2, 1)', TINYLORA, tinylora([2, 8], [8, 2, 1], [3, 2, 2], [3]), /tinylora_B \(8, 2, 1\), .* do not fit together/],
+  ['TinyLoRA v (3, 1)', TINYLORA, tinylora([2, 8], [8, 2], [3, 2, 2], [3, 1]), /tinylora_v \(3, 1\) do not fit together/],
+  ['TinyLoRA P (3, 2, 2, 1)', TINYLORA, tinylora([2, 8], [8, 2], [3, 2, 2, 1], [3]), /tinylora_P \(3, 2, 2, 1\) .* do not fit together/],
+  ['TinyLoRA P of 4 projections for a v of 3', TINYLORA, tinylora([2, 8], [8, 2], [4, 2, 2], [3]), /tinylora_P \(4, 2, 2\) .* do not fit together/],
+  ['TinyLoRA P (3, 3, 2) for rank 2', TINYLORA, tinylora([2, 8], [8, 2], [3, 3, 2], [3]), /tinylora_P \(3, 3, 2\) .* do not fit together/],
+  ['GraLoRA A (2, 4, 4, 1)', GRALORA, gralora([2, 4, 4, 1], [2, 4, 4]), /gralora_A \(2, 4, 4, 1\) and gralora_B \(2, 4, 4\) are not/],
+  ['GraLoRA B (2, 4, 4, 1)', GRALORA, gralora([2, 4, 4], [2, 4, 4, 1]), /gralora_A \(2, 4, 4\) and gralora_B \(2, 4, 4, 1\) are not/],
+  ['GraLoRA general A (2, 8, 1)', { ...GRALORA, hybrid_r: 2 }, gralora([2, 4, 4], [2, 4, 4], [[2, 8, 1], [8, 2]]), /gralora_A_general\.weight \(2, 8, 1\) and gralora_B_general\.weight \(8, 2\) are not \(hybrid_r, 8\)/],
+  ['GraLoRA general B (8, 2, 1)', { ...GRALORA, hybrid_r: 2 }, gralora([2, 4, 4], [2, 4, 4], [[2, 8], [8, 2, 1]]), /gralora_A_general\.weight \(2, 8\) and gralora_B_general\.weight \(8, 2, 1\) are not \(hybrid_r, 8\)/],
+  ['GraLoRA general A reading 6 inputs', { ...GRALORA, hybrid_r: 2 }, gralora([2, 4, 4], [2, 4, 4], [[2, 6], [8, 2]]), /gralora_A_general\.weight \(2, 6\) and gralora_B_general\.weight \(8, 2\) are not \(hybrid_r, 8\)/],
+  ['GraLoRA general B of 6 outputs', { ...GRALORA, hybrid_r: 2 }, gralora([2, 4, 4], [2, 4, 4], [[2, 8], [6, 2]]), /gralora_A_general\.weight \(2, 8\) and gralora_B_general\.weight \(6, 2\) are not \(hybrid_r, 8\)/],
+  ['AdaLoRA lora_E (2, 1, 1)', ADALORA, adalora([2, 8], [2, 1, 1], [8, 2]), /lora_A \(2, 8\), lora_E \(2, 1, 1\) and lora_B \(8, 2\) do not fit together/],
+  ['AdaLoRA lora_A (2, 8, 1)', ADALORA, adalora([2, 8, 1], [2, 1], [8, 2]), /lora_A \(2, 8, 1\), lora_E \(2, 1\) and lora_B \(8, 2\) do not fit together/],
+  ['AdaLoRA lora_B (8, 2, 1)', ADALORA, adalora([2, 8], [2, 1], [8, 2, 1]), /lora_A \(2, 8\), lora_E \(2, 1\) and lora_B \(8, 2, 1\) do not fit together/],
+  ['PVeRA lambda_b (8, 1)', PVERA, pvera([8, 1], [4], [4, 8], [8, 2]), /PVeRA pvera_lambda_b \(8, 1\), .* do not fit together/],
+  ['PVeRA lambda_d (4, 1)', PVERA, pvera([8], [4, 1], [4, 8], [8, 2]), /pvera_lambda_d \(4, 1\), .* do not fit together/],
+  ['PVeRA shared A (4, 8, 1)', PVERA, pvera([8], [4], [4, 8, 1], [8, 2]), /pvera_A \(4, 8, 1\) and pvera_B \(8, 2\) do not fit together/],
+  ['PVeRA shared B (8, 2, 1)', PVERA, pvera([8], [4], [4, 8], [8, 2, 1]), /pvera_A \(4, 8\) and pvera_B \(8, 2, 1\) do not fit together/],
+  ['VeRA without vera_lambda_b', VERA, vera([8], [2], [2, 8], [8, 2]).slice(1), /needs vera_lambda_b, vera_lambda_d and the shared vera_A and vera_B/],
+  ['VeRA lambda_b (8, 1)', VERA, vera([8, 1], [2], [2, 8], [8, 2]), /VeRA vera_lambda_b \(8, 1\), .* do not fit together/],
+  ['VeRA lambda_d (2, 1)', VERA, vera([8], [2, 1], [2, 8], [8, 2]), /vera_lambda_d \(2, 1\), .* do not fit together/],
+  ['VeRA shared A (2, 8, 1)', VERA, vera([8], [2], [2, 8, 1], [8, 2]), /vera_A \(2, 8, 1\) and vera_B \(8, 2\) do not fit together/],
+  ['VeRA shared B (8, 2, 1)', VERA, vera([8], [2], [2, 8], [8, 2, 1]), /vera_A \(2, 8\) and vera_B \(8, 2, 1\) do not fit together/],
+  ['Super-Tuning indices (4, 1)', SUPRA, supra([4, 1], [2, 8], [8, 2]), /supertuning_values \(4\) and supertuning_indices \(4, 1\) do not fit together/],
+  ['Supra lora_A (2, 8, 1)', SUPRA, supra([4], [2, 8, 1], [8, 2]), /supertuning_lora_A \(2, 8, 1\) and supertuning_lora_B \(8, 2\) do not fit the config's r 2/],
+  ['Supra lora_B (8, 2, 1)', SUPRA, supra([4], [2, 8], [8, 2, 1]), /supertuning_lora_A \(2, 8\) and supertuning_lora_B \(8, 2, 1\) do not fit the config's r 2/],
+  ['SHiRA indices (2, 4, 1)', { peft_type: 'SHIRA', r: 2 }, [t(`${A}.shira_weight`, [4]), t(`${A}.shira_indices`, [2, 4, 1], 'I32')], /shira_weight \(4\) and shira_indices \(2, 4, 1\) do not fit together/],
+  ['BOFT boft_s without boft_R', BOFT, [t(`${A}.boft_s`, [8, 1])], /needs boft_R and boft_s \(it has only boft_s\)/],
+  ['BOFT boft_R of no factors', BOFT, [t(`${A}.boft_R`, [0, 4, 2, 2]), t(`${A}.boft_s`, [8, 1])], /boft_R \(0, 4, 2, 2\) is not \(factors, blocks, size, size\)/],
+  ['BOFT boft_R of no blocks', BOFT, [t(`${A}.boft_R`, [1, 0, 2, 2]), t(`${A}.boft_s`, [8, 1])], /boft_R \(1, 0, 2, 2\) is not \(factors, blocks, size, size\)/],
+  ['BOFT boft_R of blocks of size 0', BOFT, [t(`${A}.boft_R`, [1, 4, 0, 0]), t(`${A}.boft_s`, [8, 1])], /boft_R \(1, 4, 0, 0\) is not \(factors, blocks, size, size\)/],
+  ['BOFT boft_s (8, 1, 1)', BOFT, [t(`${A}.boft_R`, [1, 4, 2, 2]), t(`${A}.boft_s`, [8, 1, 1])], /boft_s \(8, 1, 1\) is neither \(out, 1\) nor \(1, out\)/],
+  ['OFT (PEFT 0.13) oft_r (4, 2, 2, 1)', OFT_013, [t(`${A}.oft_r`, [4, 2, 2, 1])], /oft_r \(4, 2, 2, 1\) is not \(blocks, size, size\)/],
+  ['OFT (PEFT 0.13) oft_r of no blocks', OFT_013, [t(`${A}.oft_r`, [0, 2, 2])], /oft_r \(0, 2, 2\) is not \(blocks, size, size\)/],
+  ['OFT (PEFT 0.13) oft_r of blocks of size 0', OFT_013, [t(`${A}.oft_r`, [4, 0, 0])], /oft_r \(4, 0, 0\) is not \(blocks, size, size\)/],
+  ['OFT (PEFT 0.14) oft_s (8, 1, 1)', OFT_014, [t(`${A}.oft_r`, [4, 2, 2]), t(`${A}.oft_s`, [8, 1, 1])], /oft_s \(8, 1, 1\) is neither \(out, 1\) nor \(1, out\)/],
+])('PEFT %s is refused, naming the module (one part of a shape check alone)', async (_what, config, tensors, pattern) => {
+  const message = await peftRefusal(config, tensors);
+  expect(message).toMatch(peftNamed);
+  expect(message).toMatch(pattern);
+});
+
+// Positions the plan cannot see (they are read when the module is merged): each one lies outside the
+// 8 × 8 q_proj or is not a whole number, which PEFT's scatter or indexing refuses, so the merge stops.
+const shiraAt = (positions: number[], dtype: FixtureDType = 'I32') => [t(`${A}.shira_weight`, [4]), withValues(t(`${A}.shira_indices`, [2, 4], dtype), positions)];
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['SHiRA row 0.5 (float32 indices)', { peft_type: 'SHIRA', r: 2 }, shiraAt([0.5, 1, 2, 3, 0, 1, 2, 3], 'F32'), /SHiRA module "model\.layers\.0\.self_attn\.q_proj": shira_indices entry 0 \(0\.5, 0\) is outside the layer's \(8, 8\)/],
+  ['SHiRA column 0.5 (float32 indices)', { peft_type: 'SHIRA', r: 2 }, shiraAt([0, 1, 2, 3, 0.5, 1, 2, 3], 'F32'), /shira_indices entry 0 \(0, 0\.5\) is outside the layer's \(8, 8\)/],
+  ['SHiRA row -1', { peft_type: 'SHIRA', r: 2 }, shiraAt([-1, 1, 2, 3, 0, 1, 2, 3]), /shira_indices entry 0 \(-1, 0\) is outside the layer's \(8, 8\)/],
+  ['SHiRA column -1', { peft_type: 'SHIRA', r: 2 }, shiraAt([0, 1, 2, 3, -1, 1, 2, 3]), /shira_indices entry 0 \(0, -1\) is outside the layer's \(8, 8\)/],
+  ['SHiRA row 8 of 8', { peft_type: 'SHIRA', r: 2 }, shiraAt([8, 1, 2, 3, 0, 1, 2, 3]), /shira_indices entry 0 \(8, 0\) is outside the layer's \(8, 8\)/],
+  ['Super-Tuning position -1', { ...SUPRA, r: null, lora_alpha: null },
+    [t(`${A}.supertuning_values`, [4]), withValues(t(`${A}.supertuning_indices`, [4], 'I32'), [-1, 1, 2, 3])],
+    /Super-Tuning module "model\.layers\.0\.self_attn\.q_proj": supertuning_indices entry 0 \(-1\) is outside the layer's 8 × 8 = 64 elements/],
+])('PEFT %s is refused when merged, naming the module and entry', async (_what, config, tensors, pattern) => {
+  const refusals = await peftMergeRefusal(peftBase, config, tensors);
+  expect(refusals).toHaveLength(1);
+  expect(refusals[0]).toMatch(pattern);
+});
+
+// More single parts, of the methods with fewer of them: DeLoRA, PEANuT, RoAd, MiSS, FourierFT, DEFT,
+// OFT, HRA and HiRA. Each file is right but for the one tensor the row names.
+const DELORA = { peft_type: 'DELORA', r: 2 };
+const delora = (a: number[], b: number[]) => [t(`${A}.delora_A`, a), t(`${A}.delora_B`, b), t(`${A}.delora_lambda`, [1]), t(`${A}.delora_w_norm`, [8])];
+it.each<[string, object, FixtureTensor[], RegExp]>([
+  ['DeLoRA without delora_B', DELORA, delora([2, 8], [8, 2]).filter((x) => !x.name.endsWith('delora_B')), /; delora_B is missing/],
+  ['DeLoRA without delora_lambda', DELORA, delora([2, 8], [8, 2]).filter((x) => !x.name.endsWith('delora_lambda')), /; delora_lambda is missing/],
+  ['DeLoRA A (2, 8, 1)', DELORA, delora([2, 8, 1], [8, 2]), /delora_A \(2, 8, 1\), delora_B \(8, 2\), .* do not fit together/],
+  ['DeLoRA B (8, 2, 1)', DELORA, delora([2, 8], [8, 2, 1]), /delora_A \(2, 8\), delora_B \(8, 2, 1\), .* do not fit together/],
+  ['PEANuT peanut_A (2, 8, 1)', PEANUT, [t(`${A}.peanut_A.weight`, [2, 8, 1]), t(`${A}.peanut_B.weight`, [8, 2])], /peanut_A \(2, 8, 1\), peanut_B \(8, 2\) and the 0 encoder and decoder layers are not/],
+  ['PEANuT peanut_B (8, 2, 1)', PEANUT, [t(`${A}.peanut_A.weight`, [2, 8]), t(`${A}.peanut_B.weight`, [8, 2, 1])], /peanut_A \(2, 8\), peanut_B \(8, 2, 1\) and the 0 encoder and decoder layers are not/],
+  // depth 1: one (r, r) encoder and decoder between A and B; this encoder is (2, 3).
+  ['PEANuT encoder (2, 3) for r 2', { ...PEANUT, depth: 1 },
+    [t(`${A}.peanut_A.weight`, [2, 8]), t(`${A}.peanut_B.weight`, [8, 2]), t(`${A}.peanut_encoders.0.weight`, [2, 3]), t(`${A}.peanut_decoders.0.weight`, [2, 2])],
+    /peanut_A \(2, 8\), peanut_B \(8, 2\) and the 1 encoder and decoder layers are not/],
+  // road_1: one θ and α per pair of outputs, 4 for the 8 outputs.
+  ['RoAd road_alpha (4, 1)', { peft_type: 'ROAD', variant: 'road_1', group_size: 2 }, [t(`${A}.road_theta`, [4]), t(`${A}.road_alpha`, [4, 1])], /road_theta \(4\) and road_alpha \(4, 1\) are not two vectors/],
+  ['MiSS bat block (4, 2, 3) for r 2', { peft_type: 'MISS', r: 2, init_weights: 'bat' }, [t(`${A}.miss_block`, [4, 2, 3])], /bat block \(4, 2, 3\) is not \(outputs \/ r, r, r\) for the config's r = 2/],
+  ['MiSS block (4, 8, 1, 1)', { peft_type: 'MISS', r: 4 }, [t(`${A}.miss_block`, [4, 8, 1, 1])], /block \(4, 8, 1, 1\) is not \(r, outputs\) for the config's r = 4/],
+  ['FourierFT spectrum (4, 1)', { peft_type: 'FOURIERFT', n_frequency: 4, scaling: 150 }, [t(`${A}.fourierft_spectrum`, [4, 1])], /fourierft_spectrum \(4, 1\) is not \(n_frequency\) for the config's n_frequency 4/],
+  ['DEFT deft_P (8, 2, 1)', { peft_type: 'DEFT', r: 2 }, [t(`${A}.deft_P`, [8, 2, 1]), t(`${A}.deft_R`, [2, 8])], /deft_P \(8, 2, 1\) and deft_R \(2, 8\) are not \(out, r\) and \(r, in\)/],
+  // One value per block is b = 2; the extra dim is what is wrong.
+  ['OFT oft_R (4, 1, 1)', { peft_type: 'OFT', r: 0, oft_block_size: 2 }, [t(`${A}.oft_R.weight`, [4, 1, 1])], /oft_R \(4, 1, 1\) does not hold b\(b−1\)\/2 values per block/],
+  ['OFT oft_R of no values per block', { peft_type: 'OFT', r: 0, oft_block_size: 2 }, [t(`${A}.oft_R.weight`, [4, 0])], /oft_R \(4, 0\) does not hold b\(b−1\)\/2 values per block/],
+  ['HRA hra_u (8, 2, 1)', { peft_type: 'HRA', r: 2 }, [t(`${A}.hra_u`, [8, 2, 1])], /hra_u \(8, 2, 1\) is not \(inputs, r\) for the config's r = 2/],
+  ['HiRA with hira_B beside hira_embedding_A and _B', { peft_type: 'HIRA', r: 2 },
+    [t(`${A}.hira_B`, [8, 2]), t(`${A}.hira_embedding_A`, [2, 8]), t(`${A}.hira_embedding_B`, [8, 2])], /mixes a layer's hira_A\/hira_B with an embedding's hira_embedding_A\/hira_embedding_B/],
+])('PEFT %s is refused, naming the module (one part of a check alone)', async (_what, config, tensors, pattern) => {
   const message = await peftRefusal(config, tensors);
   expect(message).toMatch(peftNamed);
   expect(message).toMatch(pattern);
