@@ -737,8 +737,8 @@ it.each<[string, object, FixtureTensor[], RegExp]>([
 // 8 × 8 q_proj or is not a whole number, which PEFT's scatter or indexing refuses, so the merge stops.
 const shiraAt = (positions: number[], dtype: FixtureDType = 'I32') => [t(`${A}.shira_weight`, [4]), withValues(t(`${A}.shira_indices`, [2, 4], dtype), positions)];
 it.each<[string, object, FixtureTensor[], RegExp]>([
-  ['SHiRA row 0.5 (float32 indices)', { peft_type: 'SHIRA', r: 2 }, shiraAt([0.5, 1, 2, 3, 0, 1, 2, 3], 'F32'), /SHiRA module "model\.layers\.0\.self_attn\.q_proj": shira_indices entry 0 \(0\.5, 0\) is outside the layer's \(8, 8\)/],
-  ['SHiRA column 0.5 (float32 indices)', { peft_type: 'SHIRA', r: 2 }, shiraAt([0, 1, 2, 3, 0.5, 1, 2, 3], 'F32'), /shira_indices entry 0 \(0, 0\.5\) is outside the layer's \(8, 8\)/],
+  ['SHiRA row 0.5 (float32 indices)', { peft_type: 'SHIRA', r: 2 }, shiraAt([0.5, 1, 2, 3, 0, 1, 2, 3], 'F32'), /SHiRA module "model\.layers\.0\.self_attn\.q_proj": shira_indices entry 0 \(0\.5, 0\) is not a whole row and column \(PEFT saves whole numbers there\)/],
+  ['SHiRA column 0.5 (float32 indices)', { peft_type: 'SHIRA', r: 2 }, shiraAt([0, 1, 2, 3, 0.5, 1, 2, 3], 'F32'), /shira_indices entry 0 \(0, 0\.5\) is not a whole row and column/],
   ['SHiRA row -1', { peft_type: 'SHIRA', r: 2 }, shiraAt([-1, 1, 2, 3, 0, 1, 2, 3]), /shira_indices entry 0 \(-1, 0\) is outside the layer's \(8, 8\)/],
   ['SHiRA column -1', { peft_type: 'SHIRA', r: 2 }, shiraAt([0, 1, 2, 3, -1, 1, 2, 3]), /shira_indices entry 0 \(0, -1\) is outside the layer's \(8, 8\)/],
   ['SHiRA row 8 of 8', { peft_type: 'SHIRA', r: 2 }, shiraAt([8, 1, 2, 3, 0, 1, 2, 3]), /shira_indices entry 0 \(8, 0\) is outside the layer's \(8, 8\)/],

@@ -63,7 +63,8 @@ export const peftShira: Algorithm = {
     const flat = new Float64Array(n);
     for (let k = 0; k < n; k++) {
       const o = at[k], i = at[n + k];
-      if (!Number.isInteger(o) || !Number.isInteger(i) || o < 0 || i < 0 || o >= out || i >= inF) throw fail(`shira_indices entry ${k} (${o}, ${i}) is outside the layer's (${out}, ${inF})`);
+      if (!Number.isInteger(o) || !Number.isInteger(i)) throw fail(`shira_indices entry ${k} (${o}, ${i}) is not a whole row and column (PEFT saves whole numbers there)`);
+      if (o < 0 || i < 0 || o >= out || i >= inF) throw fail(`shira_indices entry ${k} (${o}, ${i}) is outside the layer's (${out}, ${inF})`);
       flat[k] = o * inF + i;
     }
     const order = Array.from({ length: n }, (_, k) => k).sort((x, y) => flat[x] - flat[y]);
