@@ -40,11 +40,30 @@ export function isF8DType(s: string): s is F8DType {
   return s === 'F8_E4M3' || s === 'F8_E5M2';
 }
 
-/** `f16` → `F16`, `f8_e4m3` → `F8_E4M3`; throws on anything else. */
-export function parseOutDType(name: string): FloatDType {
+/** Other names the float types go by: torch's (`config.json`'s `torch_dtype`) and the fp16 style. */
+const FLOAT_ALIASES: Readonly<Record<string, FloatDType>> = {
+  FP32: 'F32', FLOAT32: 'F32', FLOAT: 'F32', FP16: 'F16', FLOAT16: 'F16', HALF: 'F16', BFLOAT16: 'BF16',
+  FP8_E4M3: 'F8_E4M3', FLOAT8_E4M3FN: 'F8_E4M3', E4M3: 'F8_E4M3', FP8_E5M2: 'F8_E5M2', FLOAT8_E5M2: 'F8_E5M2', E5M2: 'F8_E5M2',
+};
+
+/** The float type a name stands for (`f16`, `fp16`, `float16` → `F16`), or undefined. */
+export function floatDTypeNamed(name: string): FloatDType | undefined {
   const upper = name.toUpperCase();
   if (isFloatDType(upper)) return upper;
-  throw new Error(`unknown dtype "${name}" (expected f32, f16, bf16, f8_e4m3 or f8_e5m2)`);
+  return Object.hasOwn(FLOAT_ALIASES, upper) ? FLOAT_ALIASES[upper] : undefined;
+}
+
+/** `fp8` and the like name two types: the refusal says which two. */
+export function ambiguousFp8Name(name: string): string | undefined {
+  return /^(fp8|f8|float8)$/i.test(name)
+    ? `${name} is two types: choose f8_e4m3 (torch.float8_e4m3fn, which fp8 checkpoints hold) or f8_e5m2` : undefined;
+}
+
+/** `f16` → `F16`, `f8_e4m3` → `F8_E4M3` (also torch's names: `float16`, `bfloat16`, `float8_e4m3fn`…); throws on anything else. */
+export function parseOutDType(name: string): FloatDType {
+  const type = floatDTypeNamed(name);
+  if (type) return type;
+  throw new Error(ambiguousFp8Name(name) ?? `unknown dtype "${name}" (expected f32, f16, bf16, f8_e4m3 or f8_e5m2)`);
 }
 
 // --- f16 -------------------------------------------------------------------------------------

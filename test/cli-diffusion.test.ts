@@ -69,6 +69,6 @@ describe('loramerge with diffusion files', () => {
       truthTerms(decodeSafetensors(lora).tensors, SPECS, 1));
     const bad = await runCli(['merge', '--base', join(dir, 'flux1-dev.safetensors'), '--adapter', join(dir, 'lora.safetensors'), '--out', join(dir, 'x.safetensors'), '--dtype', 'fp8']);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain('--dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "fp8"');
+    expect(bad.stderr).toContain('--dtype fp8 is two types: choose f8_e4m3 (torch.float8_e4m3fn, which fp8 checkpoints hold) or f8_e5m2');
   });
 });

@@ -22,7 +22,11 @@ describe('output type choices', () => {
     const names = format.outputChoices.types.map((t) => t.name);
     expect(names).toEqual(['f32', 'f16', 'bf16', 'f8_e4m3', 'f8_e5m2']);
     expect(names.map((n) => format.parseOutputType(n))).toEqual(['F32', 'F16', 'BF16', 'F8_E4M3', 'F8_E5M2']);
-    for (const other of ['q4_k', 'f64', 'int8', 'fp8']) expect(refused(() => format.parseOutputType(other)), other).toBe(true);
+    for (const other of ['q4_k', 'f64', 'int8', 'fp8', 'float64', 'half_float']) expect(refused(() => format.parseOutputType(other)), other).toBe(true);
+    // torch's names (config.json's torch_dtype) and the fp16 style name the same types; plain fp8 names two.
+    const aliases = ['fp32', 'float32', 'float', 'fp16', 'float16', 'half', 'bfloat16', 'BFloat16', 'fp8_e4m3', 'float8_e4m3fn', 'e4m3', 'fp8_e5m2', 'float8_e5m2', 'e5m2'];
+    expect(aliases.map((n) => format.parseOutputType(n))).toEqual(['F32', 'F32', 'F32', 'F16', 'F16', 'F16', 'BF16', 'BF16', 'F8_E4M3', 'F8_E4M3', 'F8_E4M3', 'F8_E5M2', 'F8_E5M2', 'F8_E5M2']);
+    expect(() => format.parseOutputType('float8')).toThrow('--dtype float8 is two types: choose f8_e4m3 (torch.float8_e4m3fn, which fp8 checkpoints hold) or f8_e5m2');
     const note = (name: string) => format.outputChoices.types.find((t) => t.name === name)!.note;
     expect(note('f8_e4m3')).toMatch(/±448.*saturating/);
     expect(note('f8_e5m2')).toMatch(/±57344.*saturating/);
@@ -34,7 +38,8 @@ describe('output type choices', () => {
     const names = format.outputChoices.types.map((t) => t.name);
     expect([...names].sort()).toEqual(['bf16', 'f16', 'f32', 'iq3_s', 'iq3_xxs', 'iq4_nl', 'iq4_xs', 'mxfp4', 'nvfp4', 'q1_0', 'q2_0', 'q2_k', 'q3_k', 'q4_0', 'q4_1', 'q4_k', 'q5_0', 'q5_1', 'q5_k', 'q6_k', 'q8_0', 'tq1_0', 'tq2_0', 'q3_k_s', 'q3_k_m', 'q3_k_l', 'q4_k_s', 'q4_k_m', 'q5_k_s', 'q5_k_m', 'q2_k_mix', 'q6_k_mix', 'iq3_s_mix', 'iq3_m', 'mxfp4_moe', 'q1_0_mix', 'q2_0_mix', 'q4_0_mix', 'q4_1_mix', 'q5_0_mix', 'q5_1_mix', 'tq1_0_mix', 'tq2_0_mix', 'iq4_nl_mix', 'iq4_xs_mix'].sort());
     expect(names.map((n) => format.parseOutputType(n))).toEqual(names.map((n) => n.toUpperCase()));
-    for (const other of ['f8_e4m3', 'iq2_xs', 'q8_k']) expect(refused(() => format.parseOutputType(other)), other).toBe(true);
+    for (const other of ['f8_e4m3', 'iq2_xs', 'q8_k', 'float8_e4m3fn', 'fp8']) expect(refused(() => format.parseOutputType(other)), other).toBe(true);
+    expect(['fp16', 'float16', 'half', 'bfloat16', 'fp32', 'float32'].map((n) => format.parseOutputType(n))).toEqual(['F16', 'F16', 'F16', 'BF16', 'F32', 'F32']);
     for (const t of format.outputChoices.types) {
       expect(t.note, t.name).toMatch(/^f(32|16)$|^bf16$/.test(t.name) ? /no requantization/ : /requantized to .*fallback type.*adds the quantization error once more/);
       // --dtype converts every matrix llama-quantize quantizes, merged or not (quantize-rule.ts).

@@ -55,7 +55,8 @@ ${ADAPTER_USAGE}
              tq1_0_mix, tq2_0_mix, q2_k_mix, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s,
              q5_k_m, q6_k_mix, iq3_s_mix, iq3_m, iq4_nl_mix, iq4_xs_mix, mxfp4_moe: <type>_mix is
              llama-quantize's file type of that name, <type> that type throughout as --pure;
-             norms keep theirs). Default: each tensor keeps the base's type
+             norms keep theirs). Default: each tensor keeps the base's type. torch's names
+             (float32, float16, bfloat16, float8_e4m3fn, float8_e5m2) and fp32, fp16 work too
   --dtype-merged-only  --dtype for the tensors the merge changes only; the others are copied
              as stored (export-lora's F16 output, or Q8_0 merged tensors in a Q4_K_M model)
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable

@@ -5,7 +5,7 @@
  * asks for it (a pipeline component), is written byte for byte as it was, header included; every
  * index is rewritten with the new total size, or copied when all its shards were mirrored.
  */
-import { DTYPE_BYTES, decodeToF32, encodeFromF32, isFloatDType, parseOutDType, type DType, type FloatDType } from '../dtype.js';
+import { ambiguousFp8Name, DTYPE_BYTES, decodeToF32, encodeFromF32, isFloatDType, parseOutDType, type DType, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
 import type { ContainerFormat, StoredShard, StoredTensor, TensorFileWriter } from './container.js';
@@ -53,6 +53,8 @@ export function safetensorsContainer(
       try {
         return parseOutDType(name);
       } catch {
+        const fp8 = ambiguousFp8Name(name);
+        if (fp8) throw new MergeError('BAD_ARGUMENT', `--dtype ${fp8}`);
         throw new MergeError('BAD_ARGUMENT', `--dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "${name}" (for a safetensors model)`);
       }
     },

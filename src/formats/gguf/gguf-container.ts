@@ -9,7 +9,7 @@
  * file's metadata, alignment and tensor order; general.file_type is updated when the types change
  * (file-type.ts) and the first file records the merge's provenance.
  */
-import type { FloatDType } from '../../dtype.js';
+import { floatDTypeNamed, type FloatDType } from '../../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import type { ContainerFormat, StoredShard, TensorFileWriter } from '../container.js';
@@ -64,7 +64,9 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       if (pure) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${pure}`);
       // A refused mix names the written ones of its family (Q2_K…, IQ3_…).
       if (refused) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${refused}; choose ${TYPE_MIXES.filter((m) => m.name.startsWith(name.slice(0, 4).toUpperCase())).map((m) => m.name.toLowerCase()).join(' or ')}, or --dtype f16 and run llama-quantize --imatrix afterwards`);
-      const type = ggmlTypeByName(name);
+      // torch's and the fp16-style names of the float types (`float16`, `fp32`) name GGML's F16, F32, BF16 (GGML has no fp8).
+      const float = floatDTypeNamed(name);
+      const type = ggmlTypeByName(float ?? name);
       if (type && !blockCodec(type) && blockDecoder(type)) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${notWritten(type.name)}`);
       if (!type || !blockCodec(type)) {
         const names = [...CODEC_TYPE_NAMES, ...TYPE_MIXES.map((m) => m.name)].map((n) => n.toLowerCase());
