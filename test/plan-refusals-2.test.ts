@@ -49,6 +49,23 @@ function scaledFp8Flux(dtype: 'F8_E4M3' | 'F8_E5M2'): Files {
   return { 'flux1-dev-fp8.safetensors': buildSafetensors([...tensors, ...scales, { name: 'scaled_fp8', dtype, shape: [0], data: [] }]) };
 }
 
+/**
+ * A Llama text encoder as Comfy-Org's scaled fp8 files store one: its Linear weights (q_proj,
+ * lm_head) as `dtype` codes with a `scale_weight` beside each (ComfyUI's scaled fp8 ops scale
+ * Linear layers only), the embedding and norms BF16, and the zero-size `scaled_fp8` marker.
+ */
+function scaledFp8Llama(dtype: 'F8_E4M3' | 'F8_E5M2'): Files {
+  const linear = [randomTensor('model.layers.0.self_attn.q_proj.weight', [8, 8], dtype, rand), randomTensor('lm_head.weight', [16, 8], dtype, rand)];
+  const scales = linear.map((t): FixtureTensor => ({ name: t.name.replace(/\.weight$/, '.scale_weight'), dtype: 'F32', shape: [], data: [1 / 60] }));
+  const bf16 = (name: string, shape: number[]) => randomTensor(name, shape, 'BF16', rand);
+  return {
+    'llama-fp8-scaled.safetensors': buildSafetensors([
+      bf16('model.embed_tokens.weight', [16, 8]), ...linear, ...scales, bf16('model.layers.0.input_layernorm.weight', [8]), bf16('model.norm.weight', [8]),
+      { name: 'scaled_fp8', dtype, shape: [0], data: [] },
+    ]),
+  };
+}
+
 /** LyCORIS (IA)³ on Flux's double_blocks.1.txt_mlp.2 (out h): one scale per output (on_input 0), kohya's key names. */
 function ia3OnTxtMlp2(): Files {
   const m = 'lora_unet_double_blocks_1_txt_mlp_2';
@@ -341,6 +358,41 @@ describe('plan refusals (2)', () => {
     // e4m3fn files are merged in real values and quantized again (scaled-fp8-output.ts): only additions are.
     expect(await problems(scaledFp8Flux('F8_E4M3'), ia3OnTxtMlp2())).toEqual([
       'adapter: module "lora_unet_double_blocks_1_txt_mlp_2": (IA)³ maps the weight itself; on the scaled fp8 weight double_blocks.1.txt_mlp.2.weight it is not supported; merge it into the unquantized model',
+    ]);
+  });
+
+  it('refuses trainable tokens on a scaled fp8 head, naming the delta and the weight: the rows they set are W, not its codes W / s', async () => {
+    // LoraConfig(trainable_token_indices={"lm_head": [3, 7]}): PEFT's TrainableTokensLayer wraps the head's nn.Linear.
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], trainable_token_indices: { lm_head: [3, 7] } }, [
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_A.weight`, [2, 8], 'F32', rand),
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [8, 2], 'F32', rand),
+      randomTensor(`${P}.lm_head.token_adapter.trainable_tokens_delta`, [2, 8], 'F32', rand),
+    ]);
+    // The same tokens on the BF16 embedding, beside the same LoRA on the scaled q_proj, plan without problems.
+    expect(await problems(scaledFp8Llama('F8_E5M2'), tokens37())).toEqual([]);
+    // e5m2 files are merged in place (codes + ΔW / s), which rows set outright are not.
+    expect(await problems(scaledFp8Llama('F8_E5M2'), adapter)).toEqual([
+      `adapter: module "lm_head.weight": trainable tokens ${P}.lm_head.token_adapter.trainable_tokens_delta: setting rows of the scaled fp8 weight lm_head.weight is not supported`,
+    ]);
+    // e4m3fn files are merged in real values and quantized again: only additions are.
+    expect(await problems(scaledFp8Llama('F8_E4M3'), adapter)).toEqual([
+      'adapter: module "lm_head.weight": setting rows of the scaled fp8 weight lm_head.weight is not supported; merge it into the unquantized model',
+    ]);
+  });
+
+  it('refuses an adapter that saved its own scaled fp8 head (save_embedding_layers) for its LoRA there, naming the weight: its codes are not what the LoRA starts from', async () => {
+    // PEFT's save_embedding_layers writes the head its LoRA was trained on as lm_head.base_layer.weight.
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['lm_head'] }, [
+      randomTensor(`${P}.lm_head.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`${P}.lm_head.lora_B.weight`, [16, 2], 'F32', rand),
+      randomTensor(`${P}.lm_head.base_layer.weight`, [16, 8], 'F32', rand),
+    ]);
+    // e5m2 files are merged in place (codes + ΔW / s): the saved head cannot be written as such codes.
+    expect(await problems(scaledFp8Llama('F8_E5M2'), adapter)).toEqual([
+      'adapter: module "lm_head.weight": replacing the scaled fp8 weight lm_head.weight is not supported',
+    ]);
+    // e4m3fn files are merged in real values and quantized again with the scale recalculated.
+    expect(await problems(scaledFp8Llama('F8_E4M3'), adapter)).toEqual([
+      'adapter: module "lm_head": the adapter saves its own lm_head.weight, which is a scaled fp8 weight here; this is not supported; merge it into the unquantized model',
     ]);
   });
 });
