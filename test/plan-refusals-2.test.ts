@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { FLUX, fluxBflTensors } from './helpers/diffusion-fixtures.js';
+import { FLUX, fluxBflTensors, fluxDiffusersTensors } from './helpers/diffusion-fixtures.js';
 import { hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
 import { planProblems, planRefusal, qProjSingleFile, type Files } from './helpers/plan-problems.js';
 
@@ -393,6 +393,17 @@ describe('plan refusals (2)', () => {
     // e4m3fn files are merged in real values and quantized again with the scale recalculated.
     expect(await problems(scaledFp8Llama('F8_E4M3'), adapter)).toEqual([
       'adapter: module "lm_head": the adapter saves its own lm_head.weight, which is a scaled fp8 weight here; this is not supported; merge it into the unquantized model',
+    ]);
+  });
+
+  it('refuses a ComfyUI set_weight of BFL\'s fused qkv on a diffusers base, naming the three tensors it would be split over', async () => {
+    // ComfyUI replaces a weight whole by a `.set_weight` key; a diffusers Flux holds BFL's img_attn.qkv as to_q, to_k and to_v.
+    const base = { 'flux1-dev-diffusers.safetensors': buildSafetensors(fluxDiffusersTensors(rand, 'BF16')) };
+    const qkv = 'diffusion_model.double_blocks.0.img_attn.qkv.set_weight';
+    const adapter = { 'set.safetensors': buildSafetensors([randomTensor(qkv, [3 * FLUX.h, FLUX.h], 'F32', rand)]) };
+    const b = 'transformer_blocks.0.attn';
+    expect(await problems(base, adapter)).toEqual([
+      `adapter: module "double_blocks.0.img_attn.qkv": set_weight tensor ${qkv}: it maps to part of ${b}.to_q.weight, ${b}.to_k.weight, ${b}.to_v.weight (flux-bfl), not a whole tensor to replace`,
     ]);
   });
 });
