@@ -406,4 +406,16 @@ describe('plan refusals (2)', () => {
       `adapter: module "double_blocks.0.img_attn.qkv": set_weight tensor ${qkv}: it maps to part of ${b}.to_q.weight, ${b}.to_k.weight, ${b}.to_v.weight (flux-bfl), not a whole tensor to replace`,
     ]);
   });
+
+  it('refuses a ComfyUI set_weight of a norm in a double block the base does not have (a FLUX.1-dev control LoRA on a model with fewer blocks), naming it', async () => {
+    // ComfyUI saves a control LoRA's q/k norms as set_weight; this base has double blocks 0 and 1 only
+    // (as a FLUX.1-dev pruned to fewer double blocks has fewer than its 19).
+    const base = { 'flux1-dev.safetensors': buildSafetensors(fluxBflTensors(rand, 'BF16')) };
+    const norm = (block: number) => `diffusion_model.double_blocks.${block}.img_attn.norm.query_norm.scale.set_weight`;
+    const control = (block: number) => ({ 'control.safetensors': buildSafetensors([randomTensor(norm(block), [FLUX.h / 2], 'F32', rand)]) });
+    expect(await problems(base, control(1))).toEqual([]);
+    expect(await problems(base, control(2))).toEqual([
+      `adapter: module "double_blocks.2.img_attn.norm.query_norm.scale": set_weight tensor ${norm(2)}: no matching tensor in the UNet/transformer`,
+    ]);
+  });
 });
