@@ -418,4 +418,22 @@ describe('plan refusals (2)', () => {
       `adapter: module "double_blocks.2.img_attn.norm.query_norm.scale": set_weight tensor ${norm(2)}: no matching tensor in the UNet/transformer`,
     ]);
   });
+
+  it('refuses 1×1-conv LoRA factors on a GPT-2 Conv1D, naming the weight and the flag: which way their ΔW lies on the (in, out) weight is not PEFT\'s Conv1D rule', async () => {
+    // openai-community/gpt2's names; c_proj is transformers' Conv1D, stored (in, out), here square.
+    const gpt2 = hfModelFolder([
+      randomTensor('wte.weight', [16, 8], 'F32', rand), randomTensor('h.0.attn.c_attn.weight', [8, 24], 'F32', rand),
+      randomTensor('h.0.attn.c_proj.weight', [8, 8], 'F32', rand), randomTensor('ln_f.weight', [8], 'F32', rand),
+    ], { architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: 8, n_head: 2, n_layer: 1, vocab_size: 16, torch_dtype: 'float32' });
+    const m = `${P}.transformer.h.0.attn.c_proj`;
+    const lora = (a: number[], b: number[]) => peftFolder({ r: 2, lora_alpha: 4, target_modules: ['c_proj'] }, [
+      randomTensor(`${m}.lora_A.weight`, a, 'F32', rand), randomTensor(`${m}.lora_B.weight`, b, 'F32', rand),
+    ]);
+    // PEFT's own factors for a Conv1D, (r, in) and (out, r): fan_in_fan_out is turned on as PEFT does.
+    expect(await problems(gpt2, lora([2, 8], [8, 2]))).toEqual([]);
+    // A conv's (r, in, 1, 1) and (out, r, 1, 1), which PEFT's Conv1D LoRA (a Linear pair) cannot load.
+    expect(await problems(gpt2, lora([2, 8, 1, 1], [8, 2, 1, 1]))).toEqual([
+      'adapter: module "transformer.h.0.attn.c_proj": "h.0.attn.c_proj.weight" is transformers\' Conv1D, stored (in, out), in a gpt2 model, and the config\'s fan_in_fan_out is false: PEFT\'s LoRA dispatcher is not one this tool follows there — set "fan_in_fan_out": true in adapter_config.json',
+    ]);
+  });
 });
