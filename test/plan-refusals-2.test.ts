@@ -426,14 +426,16 @@ describe('plan refusals (2)', () => {
       randomTensor('h.0.attn.c_proj.weight', [8, 8], 'F32', rand), randomTensor('ln_f.weight', [8], 'F32', rand),
     ], { architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: 8, n_head: 2, n_layer: 1, vocab_size: 16, torch_dtype: 'float32' });
     const m = `${P}.transformer.h.0.attn.c_proj`;
-    const lora = (a: number[], b: number[]) => peftFolder({ r: 2, lora_alpha: 4, target_modules: ['c_proj'] }, [
+    const lora = (a: number[], b: number[], config: object = {}) => peftFolder({ r: 2, lora_alpha: 4, target_modules: ['c_proj'], ...config }, [
       randomTensor(`${m}.lora_A.weight`, a, 'F32', rand), randomTensor(`${m}.lora_B.weight`, b, 'F32', rand),
     ]);
     // PEFT's own factors for a Conv1D, (r, in) and (out, r): fan_in_fan_out is turned on as PEFT does.
     expect(await problems(gpt2, lora([2, 8], [8, 2]))).toEqual([]);
-    // A conv's (r, in, 1, 1) and (out, r, 1, 1), which PEFT's Conv1D LoRA (a Linear pair) cannot load.
-    expect(await problems(gpt2, lora([2, 8, 1, 1], [8, 2, 1, 1]))).toEqual([
-      'adapter: module "transformer.h.0.attn.c_proj": "h.0.attn.c_proj.weight" is transformers\' Conv1D, stored (in, out), in a gpt2 model, and the config\'s fan_in_fan_out is false: PEFT\'s LoRA dispatcher is not one this tool follows there — set "fan_in_fan_out": true in adapter_config.json',
-    ]);
+    // A conv's (r, in, 1, 1) and (out, r, 1, 1), which PEFT's Conv1D LoRA (a Linear pair) cannot load, with or without the flag.
+    for (const fanInFanOut of [false, true]) {
+      expect(await problems(gpt2, lora([2, 8, 1, 1], [8, 2, 1, 1], { fan_in_fan_out: fanInFanOut }))).toEqual([
+        'adapter: module "transformer.h.0.attn.c_proj": "h.0.attn.c_proj.weight" is transformers\' Conv1D, stored (in, out), in a gpt2 model, and its factors are a conv module\'s (ΔW (8, 8, 1, 1)), which PEFT\'s LoRA of a Conv1D (a Linear\'s) cannot load',
+      ]);
+    }
   });
 });
