@@ -202,6 +202,16 @@ describe('a folder whose transformer diffusers does not widen', () => {
       adapters: [{ files: { 'pytorch_lora_weights.safetensors': loraBytes } }],
     })).toEqual(['adapter0: widens x_embedder.weight to 32 input columns, but config.json is a Flux2Transformer2DModel, whose input layer diffusers does not widen (FluxLoraLoaderMixin does, for FluxTransformer2DModel and ChromaTransformer2DModel)']);
   });
+
+  it('a wider x_embedder lora_A onto a folder whose config.json names no diffusers class is refused naming the config: no loader is known to read its width', async () => {
+    // The same fields without diffusers' _class_name (as a tool that is not diffusers writes them).
+    const { _class_name: _, ...unnamed } = config;
+    expect(await refusalsInMemory({
+      backend: backends.cpu!,
+      base: { 'diffusion_pytorch_model.safetensors': buildSafetensors(fluxDevDiffusers(rand), { format: 'pt' }), 'config.json': JSON.stringify(unnamed) },
+      adapters: [{ files: { 'pytorch_lora_weights.safetensors': loraBytes } }],
+    })).toEqual(['adapter0: widens x_embedder.weight to 32 input columns, but config.json is not a diffusers model config whose width this tool knows to change']);
+  });
 });
 
 describe('the CLI (loramerge merge) on flux1-dev.safetensors', () => {

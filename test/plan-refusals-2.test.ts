@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { FLUX, fluxBflTensors } from './helpers/diffusion-fixtures.js';
+import { FLUX, fluxBflTensors, fluxDiffusersTensors } from './helpers/diffusion-fixtures.js';
 import { hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
 import { planProblems, planRefusal, qProjSingleFile, type Files } from './helpers/plan-problems.js';
 
@@ -47,6 +47,23 @@ function scaledFp8Flux(dtype: 'F8_E4M3' | 'F8_E5M2'): Files {
     : { ...t, dtype, data: Array.from(t.data as ArrayLike<number>, (x) => roundForDType(x * 60, dtype)) }));
   const scales = tensors.filter((t) => t.shape.length >= 2).map((t): FixtureTensor => ({ name: t.name.replace(/\.weight$/, '.scale_weight'), dtype: 'F32', shape: [], data: [1 / 60] }));
   return { 'flux1-dev-fp8.safetensors': buildSafetensors([...tensors, ...scales, { name: 'scaled_fp8', dtype, shape: [0], data: [] }]) };
+}
+
+/**
+ * A Llama text encoder as Comfy-Org's scaled fp8 files store one: its Linear weights (q_proj,
+ * lm_head) as `dtype` codes with a `scale_weight` beside each (ComfyUI's scaled fp8 ops scale
+ * Linear layers only), the embedding and norms BF16, and the zero-size `scaled_fp8` marker.
+ */
+function scaledFp8Llama(dtype: 'F8_E4M3' | 'F8_E5M2'): Files {
+  const linear = [randomTensor('model.layers.0.self_attn.q_proj.weight', [8, 8], dtype, rand), randomTensor('lm_head.weight', [16, 8], dtype, rand)];
+  const scales = linear.map((t): FixtureTensor => ({ name: t.name.replace(/\.weight$/, '.scale_weight'), dtype: 'F32', shape: [], data: [1 / 60] }));
+  const bf16 = (name: string, shape: number[]) => randomTensor(name, shape, 'BF16', rand);
+  return {
+    'llama-fp8-scaled.safetensors': buildSafetensors([
+      bf16('model.embed_tokens.weight', [16, 8]), ...linear, ...scales, bf16('model.layers.0.input_layernorm.weight', [8]), bf16('model.norm.weight', [8]),
+      { name: 'scaled_fp8', dtype, shape: [0], data: [] },
+    ]),
+  };
 }
 
 /** LyCORIS (IA)³ on Flux's double_blocks.1.txt_mlp.2 (out h): one scale per output (on_input 0), kohya's key names. */
@@ -342,5 +359,83 @@ describe('plan refusals (2)', () => {
     expect(await problems(scaledFp8Flux('F8_E4M3'), ia3OnTxtMlp2())).toEqual([
       'adapter: module "lora_unet_double_blocks_1_txt_mlp_2": (IA)³ maps the weight itself; on the scaled fp8 weight double_blocks.1.txt_mlp.2.weight it is not supported; merge it into the unquantized model',
     ]);
+  });
+
+  it('refuses trainable tokens on a scaled fp8 head, naming the delta and the weight: the rows they set are W, not its codes W / s', async () => {
+    // LoraConfig(trainable_token_indices={"lm_head": [3, 7]}): PEFT's TrainableTokensLayer wraps the head's nn.Linear.
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'], trainable_token_indices: { lm_head: [3, 7] } }, [
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_A.weight`, [2, 8], 'F32', rand),
+      randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [8, 2], 'F32', rand),
+      randomTensor(`${P}.lm_head.token_adapter.trainable_tokens_delta`, [2, 8], 'F32', rand),
+    ]);
+    // The same tokens on the BF16 embedding, beside the same LoRA on the scaled q_proj, plan without problems.
+    expect(await problems(scaledFp8Llama('F8_E5M2'), tokens37())).toEqual([]);
+    // e5m2 files are merged in place (codes + ΔW / s), which rows set outright are not.
+    expect(await problems(scaledFp8Llama('F8_E5M2'), adapter)).toEqual([
+      `adapter: module "lm_head.weight": trainable tokens ${P}.lm_head.token_adapter.trainable_tokens_delta: setting rows of the scaled fp8 weight lm_head.weight is not supported`,
+    ]);
+    // e4m3fn files are merged in real values and quantized again: only additions are.
+    expect(await problems(scaledFp8Llama('F8_E4M3'), adapter)).toEqual([
+      'adapter: module "lm_head.weight": setting rows of the scaled fp8 weight lm_head.weight is not supported; merge it into the unquantized model',
+    ]);
+  });
+
+  it('refuses an adapter that saved its own scaled fp8 head (save_embedding_layers) for its LoRA there, naming the weight: its codes are not what the LoRA starts from', async () => {
+    // PEFT's save_embedding_layers writes the head its LoRA was trained on as lm_head.base_layer.weight.
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['lm_head'] }, [
+      randomTensor(`${P}.lm_head.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`${P}.lm_head.lora_B.weight`, [16, 2], 'F32', rand),
+      randomTensor(`${P}.lm_head.base_layer.weight`, [16, 8], 'F32', rand),
+    ]);
+    // e5m2 files are merged in place (codes + ΔW / s): the saved head cannot be written as such codes.
+    expect(await problems(scaledFp8Llama('F8_E5M2'), adapter)).toEqual([
+      'adapter: module "lm_head.weight": replacing the scaled fp8 weight lm_head.weight is not supported',
+    ]);
+    // e4m3fn files are merged in real values and quantized again with the scale recalculated.
+    expect(await problems(scaledFp8Llama('F8_E4M3'), adapter)).toEqual([
+      'adapter: module "lm_head": the adapter saves its own lm_head.weight, which is a scaled fp8 weight here; this is not supported; merge it into the unquantized model',
+    ]);
+  });
+
+  it('refuses a ComfyUI set_weight of BFL\'s fused qkv on a diffusers base, naming the three tensors it would be split over', async () => {
+    // ComfyUI replaces a weight whole by a `.set_weight` key; a diffusers Flux holds BFL's img_attn.qkv as to_q, to_k and to_v.
+    const base = { 'flux1-dev-diffusers.safetensors': buildSafetensors(fluxDiffusersTensors(rand, 'BF16')) };
+    const qkv = 'diffusion_model.double_blocks.0.img_attn.qkv.set_weight';
+    const adapter = { 'set.safetensors': buildSafetensors([randomTensor(qkv, [3 * FLUX.h, FLUX.h], 'F32', rand)]) };
+    const b = 'transformer_blocks.0.attn';
+    expect(await problems(base, adapter)).toEqual([
+      `adapter: module "double_blocks.0.img_attn.qkv": set_weight tensor ${qkv}: it maps to part of ${b}.to_q.weight, ${b}.to_k.weight, ${b}.to_v.weight (flux-bfl), not a whole tensor to replace`,
+    ]);
+  });
+
+  it('refuses a ComfyUI set_weight of a norm in a double block the base does not have (a FLUX.1-dev control LoRA on a model with fewer blocks), naming it', async () => {
+    // ComfyUI saves a control LoRA's q/k norms as set_weight; this base has double blocks 0 and 1 only
+    // (as a FLUX.1-dev pruned to fewer double blocks has fewer than its 19).
+    const base = { 'flux1-dev.safetensors': buildSafetensors(fluxBflTensors(rand, 'BF16')) };
+    const norm = (block: number) => `diffusion_model.double_blocks.${block}.img_attn.norm.query_norm.scale.set_weight`;
+    const control = (block: number) => ({ 'control.safetensors': buildSafetensors([randomTensor(norm(block), [FLUX.h / 2], 'F32', rand)]) });
+    expect(await problems(base, control(1))).toEqual([]);
+    expect(await problems(base, control(2))).toEqual([
+      `adapter: module "double_blocks.2.img_attn.norm.query_norm.scale": set_weight tensor ${norm(2)}: no matching tensor in the UNet/transformer`,
+    ]);
+  });
+
+  it('refuses 1×1-conv LoRA factors on a GPT-2 Conv1D, naming the weight and the flag: which way their ΔW lies on the (in, out) weight is not PEFT\'s Conv1D rule', async () => {
+    // openai-community/gpt2's names; c_proj is transformers' Conv1D, stored (in, out), here square.
+    const gpt2 = hfModelFolder([
+      randomTensor('wte.weight', [16, 8], 'F32', rand), randomTensor('h.0.attn.c_attn.weight', [8, 24], 'F32', rand),
+      randomTensor('h.0.attn.c_proj.weight', [8, 8], 'F32', rand), randomTensor('ln_f.weight', [8], 'F32', rand),
+    ], { architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: 8, n_head: 2, n_layer: 1, vocab_size: 16, torch_dtype: 'float32' });
+    const m = `${P}.transformer.h.0.attn.c_proj`;
+    const lora = (a: number[], b: number[], config: object = {}) => peftFolder({ r: 2, lora_alpha: 4, target_modules: ['c_proj'], ...config }, [
+      randomTensor(`${m}.lora_A.weight`, a, 'F32', rand), randomTensor(`${m}.lora_B.weight`, b, 'F32', rand),
+    ]);
+    // PEFT's own factors for a Conv1D, (r, in) and (out, r): fan_in_fan_out is turned on as PEFT does.
+    expect(await problems(gpt2, lora([2, 8], [8, 2]))).toEqual([]);
+    // A conv's (r, in, 1, 1) and (out, r, 1, 1), which PEFT's Conv1D LoRA (a Linear pair) cannot load, with or without the flag.
+    for (const fanInFanOut of [false, true]) {
+      expect(await problems(gpt2, lora([2, 8, 1, 1], [8, 2, 1, 1], { fan_in_fan_out: fanInFanOut }))).toEqual([
+        'adapter: module "transformer.h.0.attn.c_proj": "h.0.attn.c_proj.weight" is transformers\' Conv1D, stored (in, out), in a gpt2 model, and its factors are a conv module\'s (ΔW (8, 8, 1, 1)), which PEFT\'s LoRA of a Conv1D (a Linear\'s) cannot load',
+      ]);
+    }
   });
 });

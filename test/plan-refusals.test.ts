@@ -101,6 +101,17 @@ describe('plan refusals', () => {
     ]);
   });
 
+  it('refuses an embedding LoRA for another hidden size (the same vocabulary), naming the module, ΔW and the base shape', async () => {
+    // Trained on a model of hidden size 6: lora_embedding_B is (6, r) where this embedding is (16, 8).
+    const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['embed_tokens'] }, [
+      randomTensor('base_model.model.model.embed_tokens.lora_embedding_A', [2, 16], 'F32', rand),
+      randomTensor('base_model.model.model.embed_tokens.lora_embedding_B', [6, 2], 'F32', rand),
+    ]);
+    expect(await problems(llama(), adapter)).toEqual([
+      'adapter: module "model.embed_tokens": ΔW (6, 16) does not fit base model.embed_tokens.weight (16, 8): expected (16, 6)',
+    ]);
+  });
+
   it('refuses a LoRA whose lora_A has fewer inputs than the Linear it names, naming the module, ΔW and the base shape', async () => {
     // A LoRA trained on a model of hidden size 6: its q_proj lora_A is (r, 6), this q_proj is (8, 8).
     const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'] }, [

@@ -445,7 +445,11 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         } else if (named === 'Conv1D' && adapter.format === 'peft' && !module.fanInFanOut && !module.address.tensor) {
           // (A target_parameters LoRA is PEFT's ParamWrapper, built before any layer rule: it takes
           // the 2-D parameter as (out, in) whatever the layer, so B·A lies on the stored tensor as is.)
-          fail('UNSUPPORTED_FORMAT', `"${baseKey}" is transformers' Conv1D, stored (in, out), in a ${base.modelType} model, and the config's fan_in_fan_out is false: PEFT's ${moduleTitle(module)} dispatcher is not one this tool follows there — set "fan_in_fan_out": true in adapter_config.json`);
+          // fan_in_fan_out applies to a Linear module's factors only: a conv's are refused as such, whatever the flag.
+          const why = module.kind === 'linear'
+            ? `the config's fan_in_fan_out is false: PEFT's ${moduleTitle(module)} dispatcher is not one this tool follows there — set "fan_in_fan_out": true in adapter_config.json`
+            : `its factors are a ${module.kind} module's (ΔW ${fmt(module.deltaShape)}), which PEFT's ${moduleTitle(module)} of a Conv1D (a Linear's) cannot load`;
+          fail('UNSUPPORTED_FORMAT', `"${baseKey}" is transformers' Conv1D, stored (in, out), in a ${base.modelType} model, and ${why}`);
           continue;
         } else if (named === undefined && base.modelType !== undefined && module.fanInFanOut && resetsFlag && info.shape.length === 2) {
           // A 2-D weight the model's config.json names neither Conv1D nor an embedding is an nn.Linear,
