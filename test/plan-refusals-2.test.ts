@@ -275,6 +275,12 @@ describe('plan refusals (2)', () => {
     expect(await problems(base, biasDiff('transformer.single_transformer_blocks.0.attn.to_q.diff_b'))).toEqual([
       'adapter: module "transformer.single_transformer_blocks.0.attn.to_q": transformer.single_transformer_blocks.0.attn.to_q.diff_b on a module that lands on part of a tensor (single_blocks.0.linear1.weight) without a weight update is not supported',
     ]);
+    // The other way round: BFL's fused linear1 on a diffusers base splits into four whole tensors.
+    const diffusers = { 'transformer.safetensors': buildSafetensors(fluxDiffusersTensors(rand, 'BF16')) };
+    const linear1 = { 'bias.safetensors': buildSafetensors([{ name: 'diffusion_model.single_blocks.0.linear1.diff_b', dtype: 'F32', shape: [7 * FLUX.h], data: Array.from({ length: 7 * FLUX.h }, (_, i) => i / 100) }]) };
+    expect(await problems(diffusers, linear1)).toEqual([
+      'adapter: module "diffusion_model.single_blocks.0.linear1": diffusion_model.single_blocks.0.linear1.diff_b on a module whose rows land on several tensors (single_transformer_blocks.0.attn.to_q.weight, single_transformer_blocks.0.attn.to_k.weight, single_transformer_blocks.0.attn.to_v.weight, single_transformer_blocks.0.proj_mlp.weight) without a weight update is not supported',
+    ]);
   });
   it('refuses a modules_to_save copy of lm_head beside another adapter\'s LoRA on it, naming both: the copy replaces what the LoRA changes', async () => {
     const head = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['lm_head'] }, [

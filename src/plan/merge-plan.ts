@@ -1002,7 +1002,8 @@ function planBiasAlone(
   ownBase: ReadonlyMap<string, PlannedReplacement>,
 ): void {
   if (targets.length !== 1 || targets[0].rows) {
-    return fail('UNSUPPORTED_FORMAT', `${module.biasB!.name} on a module that lands on part of a tensor (${targets.map((t) => t.baseKey).join(', ')}) without a weight update is not supported`);
+    const where = targets.length > 1 ? 'whose rows land on several tensors' : 'that lands on part of a tensor';
+    return fail('UNSUPPORTED_FORMAT', `${module.biasB!.name} on a module ${where} (${targets.map((t) => t.baseKey).join(', ')}) without a weight update is not supported`);
   }
   const weightKey = targets[0].baseKey;
   const weightShape = base.tensors.get(weightKey)!.shape;
