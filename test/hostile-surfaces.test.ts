@@ -62,11 +62,13 @@ describe('hostile GGUF, PEFT-method and LyCORIS inputs', () => {
   // α makes every scale NaN. Each was taken as "no α" (scale = the weight alone) and merged.
   // llama.cpp reads general.architecture with gguf_get_val_str (no other type) and refuses an
   // adapter whose architecture is not the model's ("" when missing). A non-string one on the
-  // adapter was skipped by the check and merged; on the base it crashed the message.
+  // adapter was skipped by the check and merged; on the base it crashed the message, and under a
+  // safetensors LoRA (which names no architecture) was written into the merged file.
   it.each<[string, MetaValue | null, MetaValue | null, string]>([
     ['the adapter\'s is a u64', { type: 'u64', value: 2n ** 63n }, { type: 'string', value: 'llama' }, 'lora.gguf: general.architecture is missing or not a string; llama.cpp refuses a LoRA that does not name its model\'s architecture'],
     ['the adapter has none', null, { type: 'string', value: 'llama' }, 'lora.gguf: general.architecture is missing or not a string; llama.cpp refuses a LoRA that does not name its model\'s architecture'],
-    ['the base\'s is an i64', { type: 'string', value: 'llama' }, { type: 'i64', value: -5n }, 'lora.gguf: a LoRA for architecture "llama", but the base is -5'],
+    // The base's is refused when it is opened, whatever the adapter: the merged file would keep it.
+    ['the base\'s is an i64', { type: 'string', value: 'llama' }, { type: 'i64', value: -5n }, 'base.gguf: general.architecture holds -5, not a string; llama.cpp and ComfyUI-GGUF read the model\'s architecture from it (the file\'s metadata is damaged: download or convert it again)'],
     // It said "but the base is undefined".
     ['the base has none', { type: 'string', value: 'llama' }, null, 'lora.gguf: a LoRA for architecture "llama", but the base names none (it has no general.architecture)'],
   ])('refuses a GGUF LoRA when %s', async (_, adapterArch, baseArch, message) => {
@@ -76,6 +78,22 @@ describe('hostile GGUF, PEFT-method and LyCORIS inputs', () => {
     expect(result.stderr).not.toMatch(/internal error|\n\s+at /);
     expect(errorLines(result.stderr)).toEqual([`error: ${join(dir, message)}`]);
     expect(result.code).not.toBe(0);
+    expect(listDir(join(dir, 'out'))).toEqual(['.keep']);
+  });
+
+  it('refuses a GGUF base whose general.architecture is a number under a safetensors LoRA, which names no architecture', async () => {
+    // ComfyUI-GGUF files keep the model's own tensor names, so a LoRA lands without the architecture;
+    // the merged file used to keep the damaged entry (an f32 0), which no loader reads.
+    const { base } = ggufPair({ type: 'f32', value: 0 }, null, { type: 'f32', value: 4 });
+    const lora = buildSafetensors([
+      { name: 'blk.0.ffn_up.lora_A.weight', dtype: 'F32', shape: [2, 8], data: values(16) },
+      { name: 'blk.0.ffn_up.lora_B.weight', dtype: 'F32', shape: [6, 2], data: values(12) },
+    ]);
+    const dir = temp.make({ 'base.gguf': base, 'lora.safetensors': lora, 'out/.keep': '' });
+    const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.safetensors'), '--out', join(dir, 'out', 'merged.gguf'), '--backend', 'cpu']);
+    expect(result.stderr).not.toMatch(/internal error|\n\s+at /);
+    expect(errorLines(result.stderr)).toEqual([`error: ${join(dir, 'base.gguf')}: general.architecture holds 0, not a string; llama.cpp and ComfyUI-GGUF read the model's architecture from it (the file's metadata is damaged: download or convert it again)`]);
+    expect(result.code).toBe(1);
     expect(listDir(join(dir, 'out'))).toEqual(['.keep']);
   });
 

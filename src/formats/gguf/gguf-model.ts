@@ -14,6 +14,7 @@ import type { BaseModel, BaseShard, BaseTensor } from '../base-model.js';
 import type { ContainerFormat } from '../container.js';
 import { blockCodec, blockDecoder, DECODER_TYPE_NAMES } from './codecs/registry.js';
 import { ggufContainer } from './gguf-container.js';
+import { GGUFValueType } from './gguf-metadata.js';
 import { ggmlRowBytes } from './ggml-types.js';
 import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
 import { readKeptScales } from './kept-scales.js';
@@ -71,6 +72,14 @@ function splitValue(file: GgufFile, key: string): number | undefined {
 /** A split set must be complete, in order, and agree with its own split.* metadata. */
 function checkParts(name: string, parts: { path: string; file: GgufFile }[]): void {
   const first = parts[0].file;
+  // The model's architecture, which llama.cpp and ComfyUI-GGUF read as a string (they refuse
+  // another type), and which the merged file keeps.
+  for (const { file } of parts) {
+    const arch = file.value('general.architecture');
+    if (arch && arch.type !== GGUFValueType.STRING) {
+      throw new MergeError('INVALID_HEADER', `${file.source.name}: general.architecture holds ${arch.type === GGUFValueType.ARRAY ? 'an array' : String(arch.value)}, not a string; llama.cpp and ComfyUI-GGUF read the model's architecture from it (the file's metadata is damaged: download or convert it again)`);
+    }
+  }
   if (first.value('general.type')?.value === 'adapter') {
     throw new MergeError('BAD_ARGUMENT', `${parts[0].file.source.name}: is a LoRA adapter (general.type = adapter), not a base model; pass it with --adapter`);
   }
@@ -235,13 +244,13 @@ class GgufModel implements BaseModel {
   planProblems(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[] {
     const problems: PlanProblem[] = [];
     // llama.cpp refuses an adapter converted for another architecture (the names would not mean the same).
-    const arch = this.metadata('general.architecture');
+    const arch = this.metadata('general.architecture'); // a string, or none (checkParts)
     for (const adapter of adapters) {
       const theirs = adapter.format === 'gguf' ? adapter.config['general.architecture'] : undefined;
       if (theirs !== undefined && theirs !== arch) {
         problems.push({
           adapter: adapter.name, module: '', code: 'PLAN_INVALID',
-          message: `${adapter.name}: a LoRA for architecture ${JSON.stringify(theirs)}, but the base ${arch === undefined ? 'names none (it has no general.architecture)' : `is ${typeof arch === 'string' ? JSON.stringify(arch) : String(arch)}`}`,
+          message: `${adapter.name}: a LoRA for architecture ${JSON.stringify(theirs)}, but the base ${arch === undefined ? 'names none (it has no general.architecture)' : `is ${JSON.stringify(arch)}`}`,
         });
       }
     }
