@@ -4005,6 +4005,10 @@ export function surfaceTruth(c: SurfaceCase, files: Map<string, Uint8Array>): Tr
       return { kind: 'unknown', why: `${path}: a GGUF header the plain reader cannot take` };
     }
     if (problem) return { kind: 'invalid', why: `${path}: ${problem}` };
+    // llama.cpp (gguf_get_val_str) and ComfyUI-GGUF's loader (a TypeError, "Bad type for GGUF
+    // general.architecture key") read the architecture as a string only.
+    const arch = readGguf(bytes).metadata.get('general.architecture');
+    if (arch && arch.type !== 8) return { kind: 'invalid', why: `${path}: general.architecture of GGUF type ${arch.type}` };
   }
   const d = decodeFiles(files);
   const original = decodeFiles(clean)!;
