@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { familyMismatch, guessBaseFamily, guessModelFamily } from '../src/plan/model-family.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
+import { fluxBflTensors } from './helpers/diffusion-fixtures.js';
 import { fluxLinears, fluxNorms } from './helpers/flux-control-fixtures.js';
 import { hfModelFolder, randomTensor } from './helpers/hf-folder.js';
 import { planProblems, type Files } from './helpers/plan-problems.js';
@@ -102,6 +103,14 @@ describe('the plan on an adapter for another kind of model', () => {
     ]);
   });
 
+  it('counts only the modules of parts the base holds: an SDXL LoRA with text-encoder modules on a Flux transformer file', async () => {
+    const flux = { 'flux1-dev.safetensors': buildSafetensors(fluxBflTensors(rand, 'BF16')) };
+    const lora = kohya([...SDXL_MODULES, 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj']);
+    expect(await planProblems(flux, { 'sdxl-style.safetensors': lora })).toEqual([
+      'sdxl-style.safetensors: this adapter is for a diffusion UNet, but the base is a diffusion transformer: none of its 3 modules has a tensor there (such as "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"); pick the base it was trained on',
+    ]);
+  });
+
   it('keeps a miss per module where the kinds agree, where the base says nothing clear, or where some modules land', async () => {
     const miss = (adapter: string, module: string, where = 'the base model') => `${adapter}: module "${module}": no matching tensor in ${where}`;
     // An SDXL LoRA on Z-Image: the base's `layers.N.attention` look like a language model's, but
@@ -150,6 +159,18 @@ describe('the plan on an adapter for another size of the model', () => {
     expect(await planProblems(llama(), { other: peftOn({ [q(0)]: [16, 16], 'self_attn.o_proj': [8, 8] }) })).toEqual([
       'other: module "model.layers.0.self_attn.q_proj": ΔW (16, 16) does not fit base model.layers.0.self_attn.q_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',
       expect.stringMatching(/^other: module "self_attn\.o_proj": matches 2 base tensors/),
+    ]);
+    // A bias diff alone (ComfyUI's diff_b) that lands is a module that fits.
+    const withBias = hfModelFolder([
+      randomTensor('model.embed_tokens.weight', [16, 8], 'F32', rand), randomTensor(`${q(0)}.weight`, [8, 8], 'F32', rand),
+      randomTensor(`${q(0)}.bias`, [8], 'F32', rand), randomTensor(`${o(0)}.weight`, [8, 8], 'F32', rand),
+    ], { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 8, num_hidden_layers: 1 });
+    const biasAndWide = { 'lora.safetensors': buildSafetensors([
+      randomTensor(`${q(0)}.diff_b`, [8], 'F32', rand),
+      randomTensor(`${o(0)}.lora_A.weight`, [2, 16], 'F32', rand), randomTensor(`${o(0)}.lora_B.weight`, [16, 2], 'F32', rand),
+    ]) };
+    expect(await planProblems(withBias, { mixed: biasAndWide })).toEqual([
+      `mixed: module "${o(0)}": ΔW (16, 16) does not fit base ${o(0)}.weight (8, 8): ΔW has 16 rows (outputs), the base 8`,
     ]);
     expect(await planProblems(llama(), { one: peftOn({ [q(0)]: [16, 16] }) })).toEqual([
       'one: module "model.layers.0.self_attn.q_proj": ΔW (16, 16) does not fit base model.layers.0.self_attn.q_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',

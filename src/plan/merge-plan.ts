@@ -396,7 +396,9 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         continue;
       }
       if (module.update.kind === 'none') {
+        const before = problems.length;
         planBiasAlone(module, location.targets, { adapterIndex, adapter: adapter.name, moduleName, file: adapter.file }, weight, base, biases, seen, fail, ownBase);
+        if (problems.length === before) landed.add(moduleName);
         continue;
       }
       const overLimit = moduleLimitProblem(module);
@@ -602,13 +604,13 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       report('', 'PLAN_INVALID', `none of its ${mine.length} modules lands in this base (${mine[0].reason.replace(/^names /, 'they name ')})`);
     }
     // An adapter for another kind of model (an SDXL LoRA on a language model) matches nowhere:
-    // one line naming both kinds instead of one per module.
-    const kinds = unmatched.length > 0 && unmatched.length === adapter.modules.length
+    // one line naming both kinds instead of one per module. Modules of a part the base does not
+    // hold (left out above) do not count.
+    const considered = adapter.modules.length - mine.length;
+    const kinds = unmatched.length > 0 && unmatched.length === considered
       ? familyMismatch(adapter.modules.map((m) => m.key), base.tensors.keys()) : undefined;
     if (kinds) {
-      const collapsed = new Set(unmatched);
-      const kept = problems.filter((p) => !collapsed.has(p));
-      problems.splice(0, problems.length, ...kept);
+      removeProblems(problems, new Set(unmatched));
       const none = unmatched.length === 1 ? 'its one module has no tensor there' : `none of its ${unmatched.length} modules has a tensor there`;
       report('', 'UNKNOWN_MODULE', `this adapter is for a ${kinds.adapter}, but the base is a ${kinds.base}: ${none} (such as "${unmatched[0].module}"); pick the base it was trained on`);
     }
@@ -616,10 +618,8 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     // 7B model's LoRA on a 13B one): no module fits, most for their shapes. One line says so.
     const misfitModules = new Set(misfits.map((p) => p.module)).size;
     const explained = new Set([...unmatched, ...misfits]);
-    const considered = adapter.modules.length - mine.length; // those of a part the base holds
     if (misfitModules > 0 && landed.size === 0 && considered > 1 && problems.slice(ownProblemsFrom).every((p) => explained.has(p))) {
-      const kept = problems.filter((p) => !explained.has(p));
-      problems.splice(0, problems.length, ...kept);
+      removeProblems(problems, explained);
       const example = misfits[0].message.slice(adapter.name.length + 2);
       const missing = new Set(unmatched.map((p) => p.module)).size;
       const others = misfitModules === 1 ? 'one has another shape than the tensor it names' : `${misfitModules} have other shapes than the tensors they name`;
@@ -652,6 +652,13 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
   };
   plan.summary = summarise(plan, base);
   return plan;
+}
+
+/** Takes `gone` out of `problems` in place (no spread: a hostile plan may hold 10⁵ problems). */
+function removeProblems(problems: PlanProblem[], gone: ReadonlySet<PlanProblem>): void {
+  let kept = 0;
+  for (const p of problems) if (!gone.has(p)) problems[kept++] = p;
+  problems.length = kept;
 }
 
 /** Throws one MergeError listing every problem of the plan (first few in full, then a count). */
