@@ -72,6 +72,9 @@ function splitValue(file: GgufFile, key: string): number | undefined {
 /** A split set must be complete, in order, and agree with its own split.* metadata. */
 function checkParts(name: string, parts: { path: string; file: GgufFile }[]): void {
   const first = parts[0].file;
+  if (first.value('general.type')?.value === 'adapter') {
+    throw new MergeError('BAD_ARGUMENT', `${parts[0].file.source.name}: is a LoRA adapter (general.type = adapter), not a base model; pass it with --adapter`);
+  }
   // The model's architecture, which llama.cpp and ComfyUI-GGUF read as a string (they refuse
   // another type), and which the merged file keeps.
   for (const { file } of parts) {
@@ -79,9 +82,6 @@ function checkParts(name: string, parts: { path: string; file: GgufFile }[]): vo
     if (arch && arch.type !== GGUFValueType.STRING) {
       throw new MergeError('INVALID_HEADER', `${file.source.name}: general.architecture holds ${arch.type === GGUFValueType.ARRAY ? 'an array' : String(arch.value)}, not a string; llama.cpp and ComfyUI-GGUF read the model's architecture from it (the file's metadata is damaged: download or convert it again)`);
     }
-  }
-  if (first.value('general.type')?.value === 'adapter') {
-    throw new MergeError('BAD_ARGUMENT', `${parts[0].file.source.name}: is a LoRA adapter (general.type = adapter), not a base model; pass it with --adapter`);
   }
   const count = splitValue(first, 'split.count') ?? 1;
   if (count !== parts.length) {
