@@ -336,6 +336,7 @@ describe('an SDXL GGUF with reshaped tensors (comfy.gguf.orig_shape) and an sd-s
       { name: 'input_blocks.4.1.proj_in.weight', ne: [W, W], type: 'Q8_0' },
       { name: 'input_blocks.4.1.proj_in.bias', ne: [W], type: 'F32' },
       { name: TO_Q, ne: [256, W * W / 256], type: 'Q8_0' },
+      { name: TO_K, ne: [256, W * W / 256], type: 'Q8_0' },
     ];
     const { tensors } = randomTensors(specs, gaussian(2));
     const i32 = (value: number[]): MetaValue => ({ type: 'array', itemType: 'i32', value });
@@ -347,6 +348,7 @@ describe('an SDXL GGUF with reshaped tensors (comfy.gguf.orig_shape) and an sd-s
         ['comfy.gguf.orig_shape.input_blocks.4.1.proj_in.bias', i32([W])],
         // A broken one: 3·W·W values for a tensor of W·W.
         [`comfy.gguf.orig_shape.${TO_Q}`, i32([3 * W, W])],
+        [`comfy.gguf.orig_shape.${TO_K}`, i32([3 * W, W])],
       ],
       tensors,
     });
@@ -357,14 +359,18 @@ describe('an SDXL GGUF with reshaped tensors (comfy.gguf.orig_shape) and an sd-s
         { name: 'lora_unet_input_blocks_4_1_proj_in.lora_up.weight', dtype: 'F32', shape: [W, 2], data: factor(g2, 2 * W) },
         { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight', dtype: 'F32', shape: [2, W], data: factor(g2, 2 * W) },
         { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_up.weight', dtype: 'F32', shape: [W, 2], data: factor(g2, 2 * W) },
+        { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k.lora_down.weight', dtype: 'F32', shape: [2, W], data: factor(g2, 2 * W) },
+        { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k.lora_up.weight', dtype: 'F32', shape: [W, 2], data: factor(g2, 2 * W) },
       ]),
     };
     const prepared = await prepareMerge(memoryInputFileSet({ 'sdxl.gguf': base }, 'base'), [{ files: memoryInputFileSet(adapter, 'lora'), weight: 1 }]);
     try {
       expect(prepared.plan.updates.map((u) => u.baseKey)).toEqual(['input_blocks.4.1.proj_in.weight']);
       const messages = prepared.plan.problems.map((p) => p.message);
-      expect(messages).toHaveLength(1);
+      // The base's metadata is to blame, so no line guesses that the LoRA is another model's.
+      expect(messages).toHaveLength(2);
       expect(messages[0]).toMatch(/attn1_to_q.*does not fit base .*\(400, 256\).*stored as \(400, 256\) with comfy\.gguf\.orig_shape\.input_blocks\.4\.1\.transformer_blocks\.0\.attn1\.to_q\.weight = \[960,320\], which does not hold its 102400 values/);
+      expect(messages[1]).toMatch(/attn1_to_k.*does not fit base .*with comfy\.gguf\.orig_shape\.input_blocks\.4\.1\.transformer_blocks\.0\.attn1\.to_k\.weight = \[960,320\]/);
     } finally {
       await prepared.close();
     }

@@ -149,18 +149,37 @@ describe('the plan on an adapter for another size of the model', () => {
     ]);
   });
 
-  it('keeps each module\'s own problem where one module lands, or where the adapter has one module', async () => {
+  it('says first that only some modules fit when as many or more do not, then lists each problem', async () => {
     const fits = await planProblems(llama(), { some: peftOn({ [q(0)]: [8, 8], [o(0)]: [16, 16], [q(1)]: [16, 16] }) });
     expect(fits).toEqual([
+      'some: only one of its 3 modules fits this base: 2 have other shapes than the tensors they name; it was probably trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model\'s LoRA on a 13B one): pick the base it was trained on',
       'some: module "model.layers.0.self_attn.o_proj": ΔW (16, 16) does not fit base model.layers.0.self_attn.o_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',
       'some: module "model.layers.1.self_attn.q_proj": ΔW (16, 16) does not fit base model.layers.1.self_attn.q_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',
     ]);
+    // Modules that name no tensor count among those that do not fit.
+    expect((await planProblems(llama(), { half: peftOn({ [q(0)]: [8, 8], [o(0)]: [8, 8], [q(1)]: [16, 16], [q(7)]: [8, 8] }) }))[0]).toBe(
+      'half: only 2 of its 4 modules fit this base: one has another shape than the tensor it names, one names no tensor in it; it was probably trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model\'s LoRA on a 13B one): pick the base it was trained on',
+    );
+    // More modules fit than do not: each problem is the module's own.
+    expect(await planProblems(llama(), { most: peftOn({ [q(0)]: [8, 8], [o(0)]: [8, 8], [q(1)]: [16, 16] }) })).toEqual([
+      'most: module "model.layers.1.self_attn.q_proj": ΔW (16, 16) does not fit base model.layers.1.self_attn.q_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',
+    ]);
+  });
+
+  it('keeps each module\'s own problem where one fails for another reason than its shape, or where the adapter has one module', async () => {
     // A module that fits nowhere for another reason than its shape (a name several tensors end with).
     expect(await planProblems(llama(), { other: peftOn({ [q(0)]: [16, 16], 'self_attn.o_proj': [8, 8] }) })).toEqual([
       'other: module "model.layers.0.self_attn.q_proj": ΔW (16, 16) does not fit base model.layers.0.self_attn.q_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',
       expect.stringMatching(/^other: module "self_attn\.o_proj": matches 2 base tensors/),
     ]);
-    // A bias diff alone (ComfyUI's diff_b) that lands is a module that fits.
+    // The same beside a module that lands: the problems are not all of fit.
+    expect(await planProblems(llama(), { another: peftOn({ [q(0)]: [16, 16], [o(0)]: [16, 16], [q(1)]: [8, 8], 'self_attn.o_proj': [8, 8] }) })).toEqual([
+      'another: module "model.layers.0.self_attn.q_proj": ΔW (16, 16) does not fit base model.layers.0.self_attn.q_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',
+      'another: module "model.layers.0.self_attn.o_proj": ΔW (16, 16) does not fit base model.layers.0.self_attn.o_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',
+      expect.stringMatching(/^another: module "self_attn\.o_proj": matches 2 base tensors/),
+    ]);
+    // A bias diff alone (ComfyUI's diff_b) that lands is a module that fits; one misfit beside it
+    // says too little for a guess.
     const withBias = hfModelFolder([
       randomTensor('model.embed_tokens.weight', [16, 8], 'F32', rand), randomTensor(`${q(0)}.weight`, [8, 8], 'F32', rand),
       randomTensor(`${q(0)}.bias`, [8], 'F32', rand), randomTensor(`${o(0)}.weight`, [8, 8], 'F32', rand),
@@ -174,6 +193,37 @@ describe('the plan on an adapter for another size of the model', () => {
     ]);
     expect(await planProblems(llama(), { one: peftOn({ [q(0)]: [16, 16] }) })).toEqual([
       'one: module "model.layers.0.self_attn.q_proj": ΔW (16, 16) does not fit base model.layers.0.self_attn.q_proj.weight (8, 8): ΔW has 16 rows (outputs), the base 8',
+    ]);
+  });
+
+  it('says first that an SD 1.5 LoRA fits only by chance on SDXL (sd_xl_base_1.0 names and shapes), then lists each miss', async () => {
+    const P = 'model.diffusion_model.';
+    // F16 zeros at real sizes: the plan reads shapes, not values.
+    const f16 = (name: string, shape: number[]) => ({ name, dtype: 'F16' as const, shape, data: new Uint8Array(2 * shape.reduce((a, b) => a * b, 1)) });
+    const sdxl = { 'sd_xl_base_1.0.safetensors': buildSafetensors([
+      f16(`${P}input_blocks.1.0.in_layers.2.weight`, [320, 320, 3, 3]), // SDXL's first block has no attention
+      f16(`${P}input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight`, [640, 640]),
+      f16(`${P}input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight`, [640, 2048]),
+      f16(`${P}middle_block.1.transformer_blocks.0.attn1.to_q.weight`, [1280, 1280]),
+      f16(`${P}middle_block.1.transformer_blocks.0.attn2.to_k.weight`, [1280, 2048]),
+    ]) };
+    // SD 1.5's kohya names and shapes: its cross-attention reads CLIP-L's 768 features, SDXL's 2048.
+    const sd15: [module: string, out: number, inFeatures: number][] = [
+      ['lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q', 320, 320],
+      ['lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q', 640, 640],
+      ['lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k', 640, 768],
+      ['lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q', 1280, 1280],
+      ['lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k', 1280, 768],
+    ];
+    const lora = { 'sd15-style.safetensors': buildSafetensors(sd15.flatMap(([m, out, inFeatures]) => [
+      f16(`${m}.lora_down.weight`, [4, inFeatures]), f16(`${m}.lora_up.weight`, [out, 4]),
+      { name: `${m}.alpha`, dtype: 'F16' as const, shape: [], data: [4] },
+    ])) };
+    expect(await planProblems(sdxl, { 'sd15-style.safetensors': lora })).toEqual([
+      'sd15-style.safetensors: only 2 of its 5 modules fit this base: 2 have other shapes than the tensors they name, one names no tensor in it; it was probably trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model\'s LoRA on a 13B one): pick the base it was trained on',
+      'sd15-style.safetensors: module "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q": no matching tensor in the UNet/transformer (model.diffusion_model.)',
+      `sd15-style.safetensors: module "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k": ΔW (640, 768) does not fit base ${P}input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight (640, 2048): ΔW has 768 inputs, the base 2048`,
+      `sd15-style.safetensors: module "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_k": ΔW (1280, 768) does not fit base ${P}middle_block.1.transformer_blocks.0.attn2.to_k.weight (1280, 2048): ΔW has 768 inputs, the base 2048`,
     ]);
   });
 });

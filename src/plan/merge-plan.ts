@@ -493,7 +493,8 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
             fail(code, message);
             misfits.push(problems[problems.length - 1]);
           };
-          view = viewOf(module, target, widened.shape, misfit, stored?.shapeNote);
+          // A shape the base's own metadata gives the tensor (a broken orig_shape) blames the base.
+          view = viewOf(module, target, widened.shape, stored?.shapeNote ? fail : misfit, stored?.shapeNote);
         }
         if (!view) continue;
         const layer = baseLayerClass(module, info.shape, view);
@@ -618,12 +619,21 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     // 7B model's LoRA on a 13B one): no module fits, most for their shapes. One line says so.
     const misfitModules = new Set(misfits.map((p) => p.module)).size;
     const explained = new Set([...unmatched, ...misfits]);
-    if (misfitModules > 0 && landed.size === 0 && considered > 1 && problems.slice(ownProblemsFrom).every((p) => explained.has(p))) {
+    const onlyMisfits = () => misfitModules > 0 && problems.slice(ownProblemsFrom).every((p) => explained.has(p));
+    const missing = new Set(unmatched.map((p) => p.module)).size;
+    const others = misfitModules === 1 ? 'one has another shape than the tensor it names' : `${misfitModules} have other shapes than the tensors they name`;
+    const nameNone = missing === 0 ? '' : `, ${missing === 1 ? 'one names' : `${missing} name`} no tensor in it`;
+    const trainedOn = 'trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model\'s LoRA on a 13B one): pick the base it was trained on';
+    if (landed.size === 0 && considered > 1 && onlyMisfits()) {
       removeProblems(problems, explained);
       const example = misfits[0].message.slice(adapter.name.length + 2);
-      const missing = new Set(unmatched.map((p) => p.module)).size;
-      const others = misfitModules === 1 ? 'one has another shape than the tensor it names' : `${misfitModules} have other shapes than the tensors they name`;
-      report('', 'SHAPE_MISMATCH', `none of its ${considered} modules fits this base: ${others} (such as ${example})${missing ? `, ${missing} name no tensor in it` : ''}; it was trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model's LoRA on a 13B one): pick the base it was trained on`);
+      report('', 'SHAPE_MISMATCH', `none of its ${considered} modules fits this base: ${others} (such as ${example})${nameNone}; it was ${trainedOn}`);
+    } else if (landed.size > 0 && misfitModules + missing >= Math.max(2, landed.size) && onlyMisfits()) {
+      // Some modules fit by chance (an SD 1.5 LoRA on SDXL: the 640-wide self-attention of one
+      // block), as many or more do not (two at least: one alone says little): one line before the
+      // list says what it means.
+      report('', 'SHAPE_MISMATCH', `only ${landed.size === 1 ? 'one' : landed.size} of its ${considered} modules ${landed.size === 1 ? 'fits' : 'fit'} this base: ${others}${nameNone}; it was probably ${trainedOn}`);
+      problems.splice(ownProblemsFrom, 0, problems.pop()!);
     }
   });
 
