@@ -111,7 +111,9 @@ export const fluxGgufWorld: fc.Arbitrary<SurfaceWorld> = fc
         if (newCols > baseCols && imgIn !== 'F32' && imgIn !== 'F16') return invalid(`widening img_in stored ${imgIn} (ComfyUI-GGUF widens F32 or F16 only)`);
         // Any factor, bias or norm NaN or infinite is refused (named as ComfyUI's replacement for a norm).
         for (const [k, t] of d.tensors) if (k.startsWith('control/') && t.values.some((x) => !Number.isFinite(x))) return invalid(`${k} holds NaN or Inf`);
-        const want: GgufExpected = { tensors: [], meta: { 'general.architecture': 'flux' } };
+        // The metadata is copied as it is: an edited architecture string too (the tensors, not
+        // it, say what each tensor is; ComfyUI-GGUF's list of architectures grows with its versions).
+        const want: GgufExpected = { tensors: [], meta: { 'general.architecture': d.gguf.get(BASE)!.get('general.architecture')?.value } };
         for (const [m, o, i] of list) {
           const cols = m === 'img_in' ? newCols : i;
           const w0 = base(`${m}.weight`), a = ad(`${m}.lora_A.weight`).values, b = ad(`${m}.lora_B.weight`).values;

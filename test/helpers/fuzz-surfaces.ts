@@ -1585,9 +1585,8 @@ function scaledFp8Truth(d: Decoded, targets: LoraTarget[], bias: { key: string; 
         continue;
       }
       if (![stored.values, target.a.values, target.b.values].every((v) => v.every(Number.isFinite)) || !Number.isFinite(divided)) return invalid(`${layer}: an input not finite`);
-      // The engine carries an update's scale in float32: weight · α/r ÷ scale_weight past it (a
-      // subnormal scale_weight) puts the update beyond any float dtype, which is refused.
-      if (Math.abs(divided) > F32_MAX) return invalid(`${layer}: weight · α/r ÷ scale_weight ${divided} is beyond float32`);
+      // weight · α/r ÷ scale_weight may pass float32 (a subnormal scale_weight): the engine then
+      // recomputes the elements its f32 kernel left non-finite exactly, and e5m2 saturates.
       const bits = exactMergeBitsOf({
         name: layer, rows: OUT, cols: IN, layout: 'out-in', outDtype: stored.dtype as FloatDType,
         terms: [{ a: { dtype: target.a.dtype as FloatDType, data: target.a.bytes }, b: { dtype: target.b.dtype as FloatDType, data: target.b.bytes }, rank: target.rank, scale: divided }],
