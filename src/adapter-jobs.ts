@@ -23,7 +23,10 @@ import type { BaseModel } from './formats/base-model.js';
 import { modelNameOrPath } from './formats/model-config.js';
 import { createBlobOutputTarget, type OutputBlob } from './io/blob-output.js';
 import type { ByteSink, OutputTarget } from './io/types.js';
-import { openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource } from './merge.js';
+import {
+  checkBrowserDestination, checkBrowserSource, openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource,
+} from './merge.js';
+import { checkCallback, checkChoice, checkList, checkOptions, checkSignal, checkWeight } from './api-arguments.js';
 import type { WeightedSource } from './pipeline/one-call-merge.js';
 import type { ProgressListener } from './pipeline/progress.js';
 
@@ -116,6 +119,15 @@ export interface AdapterJobOutcome {
  * const { blobs, modules } = await combineLoras({ adapters: [a, { source: b, weight: 0.5 }], method: 'svd', rank: 16 });
  */
 export async function combineLoras(options: CombineLorasOptions): Promise<AdapterJobOutcome> {
+  checkJobOptions('combineLoras', options, ['adapters', 'method', 'rank', 'density', 'majoritySign', 'seed', 'clampQuantile']);
+  checkList('adapters', options.adapters, 'an adapter (a source or { source, weight })');
+  options.adapters.forEach((a, i) => {
+    if (isWeighted(a)) {
+      checkOptions(`adapters[${i}]`, a, ['source', 'weight'], { weights: 'did you mean "weight"?' });
+      checkWeight(`adapters[${i}].weight`, a.weight);
+    }
+    checkBrowserSource(`adapters[${i}]`, isWeighted(a) ? a.source : a);
+  });
   const inputs = options.adapters.map((a) => (isWeighted(a) ? { source: a.source, weight: a.weight ?? 1 } : { source: a, weight: 1 }));
   const warnings = checkCombine(options, inputs.map((i) => i.weight));
   const adapters: ParsedAdapter[] = [];
@@ -144,6 +156,8 @@ export async function combineLoras(options: CombineLorasOptions): Promise<Adapte
  * const { blobs, modules } = await resizeLora({ adapter: loraFile, rule: { kind: 'sv_fro', value: 0.9 } });
  */
 export async function resizeLora(options: ResizeLoraOptions): Promise<AdapterJobOutcome> {
+  checkJobOptions('resizeLora', options, ['adapter', 'rule']);
+  checkBrowserSource('adapter', options.adapter);
   checkRule(options.rule);
   const adapter = await openAdapter(await openBrowserSource(options.adapter, 'adapter'));
   try {
@@ -163,6 +177,9 @@ export async function resizeLora(options: ResizeLoraOptions): Promise<AdapterJob
  * const { blobs, modules } = await extractLora({ base: baseFile, tuned: tunedFile, rank: 32 });
  */
 export async function extractLora(options: ExtractLoraOptions): Promise<AdapterJobOutcome> {
+  checkJobOptions('extractLora', options, ['base', 'tuned', 'rank', 'energy', 'seed']);
+  checkBrowserSource('base', options.base);
+  checkBrowserSource('tuned', options.tuned);
   if ((options.rank === undefined) === (options.energy === undefined)) throw badArgument('extract takes exactly one of rank and energy');
   if (options.rank !== undefined) positiveInteger('rank', options.rank);
   if (options.energy !== undefined) fraction('energy', options.energy);
@@ -231,6 +248,17 @@ function adapterFormat(adapters: readonly ParsedAdapter[], wanted: OutputFormat 
     throw badArgument(`${kohya.name}: a kohya adapter's module names (lora_unet_…) cannot be written as a PEFT folder; ask for the kohya format`);
   }
   return wanted ?? (kohya ? 'kohya' : 'peft');
+}
+
+/** What every job takes besides its own options: `own` are the job's option names. */
+function checkJobOptions(job: string, options: AdapterJobOptions, own: readonly string[]): void {
+  checkOptions(`${job} options`, options, [...own, 'format', 'out', 'backend', 'gpu', 'signal', 'onProgress'], { outPath: 'did you mean "out"?' });
+  checkChoice('format', options.format, ['peft', 'kohya']);
+  checkChoice('backend', options.backend, ['auto', 'webgpu', 'cpu']);
+  checkBrowserDestination(options.out);
+  checkSignal('signal', options.signal);
+  checkCallback('onProgress', options.onProgress);
+  if (options.signal?.aborted) throw new MergeError('ABORTED', `${job.replace(/Loras?$/, '').toLowerCase()} cancelled`);
 }
 
 function checkCombine(options: CombineLorasOptions, weights: number[]): string[] {
