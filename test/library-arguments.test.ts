@@ -147,6 +147,15 @@ describe('merge() from loramerge/node refuses mistaken arguments up front', () =
     expect(readdirSync(folderOf(out))).toEqual([]);
   });
 
+  it('an already aborted signal opens no source: not even the base is listed', async () => {
+    const opened: string[] = [];
+    const spy = (name: string, inner: node.InputFileSet): node.InputFileSet => ({
+      name, list: () => (opened.push(name), inner.list()), open: (p) => inner.open(p), readText: (p) => inner.readText(p),
+    });
+    const e = await refusal(() => node.merge({ base: spy('base', baseSet()), adapters: [spy('adapter', adapterSet())], signal: aborted }));
+    expect([e.code, e.message, opened]).toEqual(['ABORTED', 'merge cancelled', []]);
+  });
+
   it('still merges what is right: weight -0 and an option set to undefined', async () => {
     const out = freshOut();
     await node.merge({ base: basePath, adapters: [{ source: adapterPath, weight: -0 }, { source: adapterPath, weight: 0.75 }], out, backend: 'cpu', dtype: undefined, signal: undefined });
@@ -175,7 +184,6 @@ describe('merge() from loramerge refuses mistaken arguments', () => {
   });
 });
 
-const set = () => browser.memoryInputFileSet(fixture.files as Record<string, Uint8Array | string>, 'fixture');
 const adapterSet = () => browser.memoryInputFileSet({
   'adapter_config.json': fixture.files['llama-lora/adapter_config.json'], 'adapter_model.safetensors': fixture.adapter,
 }, 'llama-lora');
@@ -223,6 +231,15 @@ describe('the step-by-step calls, inputs, outputs, backends and adapter jobs ref
     expect(e.code).toBe(code ?? 'BAD_ARGUMENT');
     expect(e.message).toMatch(message);
     expect(e.message).not.toContain('\n');
+  });
+
+  it('an adapter job with an already aborted signal opens no source', async () => {
+    const opened: string[] = [];
+    const spy = (name: string, inner: node.InputFileSet): node.InputFileSet => ({
+      name, list: () => (opened.push(name), inner.list()), open: (p) => inner.open(p), readText: (p) => inner.readText(p),
+    });
+    const e = await refusal(() => node.extractLora({ base: spy('base', baseSet()), tuned: spy('tuned', baseSet()), rank: 1, signal: aborted }));
+    expect([e.code, e.message, opened]).toEqual(['ABORTED', 'extract cancelled', []]);
   });
 
   it('mergeModel with a wrong option aborts the output it was given, leaving nothing', async () => {
