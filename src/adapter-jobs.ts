@@ -4,7 +4,8 @@
  * sources, checks its options, runs the adapter algebra on WebGPU (`navigator.gpu`) or the CPU,
  * writes a PEFT folder or a kohya file into `out` (or Blobs), and releases everything; a failure
  * or a cancel leaves nothing at `out`. The rules are the command line's (`loramerge combine`,
- * `resize`, `extract`).
+ * `resize`, `extract`). Options are checked before anything is read: a wrong type or an unknown
+ * option name is a BAD_ARGUMENT MergeError naming it; a signal already aborted is ABORTED.
  */
 import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './adapter-ops/combine.js';
 import { extractAdapter, openExtractModel } from './adapter-ops/extract.js';
@@ -52,7 +53,7 @@ export interface AdapterJobOptions {
   backend?: 'auto' | 'webgpu' | 'cpu';
   /** WebGPU entry point; defaults to `navigator.gpu`. */
   gpu?: GPU;
-  /** Cancels the job (a MergeError with code ABORTED); nothing is left at `out`. */
+  /** Cancels the job (a MergeError with code ABORTED, before anything is read if it already is); nothing is left at `out`. */
   signal?: AbortSignal;
   /** Called before each module and at the end. */
   onProgress?: ProgressListener;

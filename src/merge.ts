@@ -105,7 +105,8 @@ export function openBrowserDestination(out: MergeDestination): OutputTarget {
  * none, WebGPU on a discrete GPU, else the faster on a test merge, kept in localStorage where the
  * context has it), streams the model through it into `out`, and
  * releases everything. Without `out`, the result's `blobs` hold the files (small models only: a
- * Blob is held by the browser).
+ * Blob is held by the browser). Every option is checked first: a wrong type, an unknown option
+ * name or a URL that is not http(s) is a BAD_ARGUMENT MergeError naming the argument.
  *
  * @example
  * const { blobs } = await merge({ base: baseFile, adapters: [{ source: loraFile, weight: 0.8 }], dtype: 'f16' });

@@ -34,7 +34,8 @@ function checkPath(what: string, path: string): void {
  * Merges adapters into a base model in one call (see the browser {@link merge} for the rules).
  * `out` as a path is a file when the base is one file, else a new or empty folder mirroring the
  * base; it is written under temporary names and appears only when the merge succeeded, and an
- * output that is one of the inputs is refused.
+ * output that is one of the inputs is refused. Options are checked as the browser one's, and a
+ * path that is a URL of another scheme (`ftp://`, `file://`) is refused too.
  *
  * @example
  * await merge({ base: 'llama/', adapters: ['lora/'], out: 'merged/', dtype: 'bf16' });

@@ -112,7 +112,9 @@ function absoluteUrl(text: string): string {
 
 /**
  * Remote files as one InputFileSet, each named by the last segment of its URL path
- * (`…/adapter_config.json` → `adapter_config.json`), as if they were one folder.
+ * (`…/adapter_config.json` → `adapter_config.json`), as if they were one folder. With the global
+ * fetch only http(s) URLs are taken (a `fetch` of your own may know other schemes); `urls` that is
+ * no array, or a URL of another scheme, is a BAD_ARGUMENT MergeError.
  */
 export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, options?: FetchFunction | UrlInputOptions): InputFileSet {
   if (!Array.isArray(urls)) throw badArgument(`urlInputFileSet: urls must be an array of URLs${typeof urls === 'string' || urls instanceof URL ? ' (wrap a single one in [ ])' : ''}, not ${shown(urls)}`);

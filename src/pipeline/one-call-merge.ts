@@ -24,7 +24,11 @@ export interface WeightedSource<Source> {
   weight?: number;
 }
 
-/** What every one-call merge takes; `Source` and `Out` are what the entry point accepts. */
+/**
+ * What every one-call merge takes; `Source` and `Out` are what the entry point accepts. Checked
+ * before any source is opened: a value of the wrong kind, or an option name not listed here (most
+ * likely a typo; one set to `undefined` is fine), is a BAD_ARGUMENT MergeError naming it.
+ */
 export interface OneCallMergeOptions<Source, Out> {
   /** The base model. */
   base: Source;
@@ -41,9 +45,9 @@ export interface OneCallMergeOptions<Source, Out> {
   dtype?: OutDTypeName | FloatDType | (string & {});
   /** `auto` (default), `webgpu`, `cpu`, or a backend you made (then it is not disposed here). */
   backend?: BackendChoice | MergeBackend;
-  /** Cancels the merge; nothing is left at the output. */
+  /** Cancels the merge; nothing is left at the output. One already aborted refuses (ABORTED) before any source is opened. */
   signal?: AbortSignal;
-  /** Called as tensors are written. */
+  /** Called as tensors are written; an error it throws ends the merge with that error, leaving nothing at the output. */
   onProgress?: ProgressListener;
 }
 
