@@ -161,6 +161,13 @@ describe('merge() from loramerge/node refuses mistaken arguments up front', () =
     await node.merge({ base: basePath, adapters: [{ source: adapterPath, weight: -0 }, { source: adapterPath, weight: 0.75 }], out, backend: 'cpu', dtype: undefined, signal: undefined });
     expectQ(decodeSafetensors(new Uint8Array(readFileSync(out))).tensors, 0.75, 'F16');
   });
+
+  it('takes torch-style dtype names (float16, fp32) as the types they name', async () => {
+    for (const [dtype, want] of [['float16', 'F16'], ['fp32', 'F32']] as const) {
+      const { blobs } = await browser.merge({ base: baseBlob, adapters: [{ source: adapterFiles(), weight: -1.25 }], dtype, backend: 'cpu' });
+      expectQ(decodeSafetensors(new Uint8Array(await blobs[0].blob.arrayBuffer())).tensors, -1.25, want);
+    }
+  });
 });
 
 /** The browser entry's merge(): Files, Blobs and URLs only. */
