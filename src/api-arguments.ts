@@ -115,7 +115,8 @@ export function checkDtypeName(what: string, dtype: unknown): void {
 /** An array with an element in every slot (no holes, no null or undefined); `item` says what each is. */
 export function checkList(what: string, list: unknown, item: string): asserts list is readonly unknown[] {
   if (!Array.isArray(list)) {
-    const wrap = list === undefined || list === null ? '' : ' (wrap a single one in [ ])';
+    const iterable = typeof list === 'object' && list !== null && Symbol.iterator in list;
+    const wrap = list === undefined || list === null ? '' : iterable ? ' (spread it into one: [...list])' : ' (wrap a single one in [ ])';
     throw badArgument(`${what} must be an array, each element ${item}${wrap}; not ${shown(list)}`);
   }
   if (list.length === 0) throw badArgument(`${what} is an empty array; give at least one element, ${item}`);

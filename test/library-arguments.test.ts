@@ -89,6 +89,7 @@ const aborted = (() => {
 const nodeMergeMistakes: Mistake[] = [
   { name: 'options null', run: () => node.merge(null as never), message: /^merge\(\) options must be an object of options \(\{ base, adapters, out/ },
   { name: 'adapters a string, not an array', run: (out) => node.merge({ base: basePath, adapters: adapterPath as never, out }), message: /^adapters must be an array, each element an adapter .*\(wrap a single one in \[ \]\); not the string "/ },
+  { name: 'adapters a Set, not an array', run: (out) => node.merge({ base: basePath, adapters: new Set([adapterPath]) as never, out }), message: /^adapters must be an array, .*\(spread it into one: \[\.\.\.list\]\); not a Set$/ },
   { name: 'adapters empty', run: (out) => node.merge({ base: basePath, adapters: [], out }), message: /^adapters is an empty array; give at least one/ },
   { name: 'adapters left out', run: (out) => node.merge({ base: basePath, out } as never), message: /^adapters must be an array.*not undefined$/ },
   { name: 'adapters with a hole', run: (out) => node.merge({ base: basePath, adapters: [adapterPath, , adapterPath] as never, out }), message: /^adapters\[1\] is an empty slot; each element must be an adapter/ },
