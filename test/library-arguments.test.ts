@@ -148,6 +148,18 @@ describe('merge() from loramerge/node refuses mistaken arguments up front', () =
     expect(readdirSync(folderOf(out))).toEqual([]);
   });
 
+  it('an onProgress that throws at the last event (done) fails the merge with nothing at out, not after the files are in place', async () => {
+    const out = freshOut();
+    const thrown = new Error('the page went away');
+    const phases: string[] = [];
+    const e = await refusal(() => node.merge({
+      base: basePath, adapters: [adapterPath], out, backend: 'cpu',
+      onProgress: ({ phase }) => { phases.push(phase); if (phase === 'done') throw thrown; },
+    }));
+    expect([e, phases.at(-1)]).toEqual([thrown, 'done']);
+    expect(readdirSync(folderOf(out))).toEqual([]);
+  });
+
   it('an already aborted signal opens no source: not even the base is listed', async () => {
     const opened: string[] = [];
     const spy = (name: string, inner: node.InputFileSet): node.InputFileSet => ({

@@ -336,8 +336,10 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
   const dtype = scaled ? scaled.configDtype(writtenDtype(outShards)) : writtenDtype(outShards);
   files.push(...(await writeModelFiles(prepared, output, dtype, signal)));
   throwIfAborted(signal);
-  await output.commit();
+  // Before the commit, as the adapter jobs do: a listener that throws at `done` fails the merge
+  // with nothing at the output, instead of failing a call whose files are already in place.
   emit('done');
+  await output.commit();
   return {
     warnings,
     files,
