@@ -27,7 +27,7 @@ import type { ByteSink, OutputTarget } from './io/types.js';
 import {
   checkBrowserDestination, checkBrowserSource, openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource,
 } from './merge.js';
-import { checkCallback, checkChoice, checkList, checkOptions, checkSignal, checkWeight } from './api-arguments.js';
+import { checkCallback, checkChoice, checkList, checkOptions, checkSignal, checkWeight, shown } from './api-arguments.js';
 import type { WeightedSource } from './pipeline/one-call-merge.js';
 import type { ProgressListener } from './pipeline/progress.js';
 
@@ -285,7 +285,7 @@ function checkRule(rule: RankRule): void {
   switch (rule?.kind) {
     case 'rank': return void positiveInteger('rank', rule.rank);
     case 'sv_ratio':
-      if (typeof rule.value !== 'number' || !Number.isFinite(rule.value) || rule.value <= 0) throw badArgument(`sv_ratio must be a positive number, not ${String(rule.value)}`);
+      if (typeof rule.value !== 'number' || !Number.isFinite(rule.value) || rule.value <= 0) throw badArgument(`sv_ratio must be a positive number, not ${valueText(rule.value)}`);
       return;
     case 'sv_fro':
     case 'sv_cumulative': return void fraction(rule.kind, rule.value);
@@ -294,15 +294,20 @@ function checkRule(rule: RankRule): void {
 }
 
 function positiveInteger(name: string, n: number): void {
-  if (!Number.isSafeInteger(n) || n < 1) throw badArgument(`${name} must be a positive integer, not ${String(n)}`);
+  if (!Number.isSafeInteger(n) || n < 1) throw badArgument(`${name} must be a positive integer, not ${valueText(n)}`);
 }
 
 function fraction(name: string, x: number): void {
-  if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0 || x > 1) throw badArgument(`${name} must be a number in (0, 1], not ${String(x)}`);
+  if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0 || x > 1) throw badArgument(`${name} must be a number in (0, 1], not ${valueText(x)}`);
 }
 
 function seedValue(n: number): void {
-  if (!Number.isSafeInteger(n) || n < 0) throw badArgument(`seed must be a non-negative integer, not ${String(n)}`);
+  if (!Number.isSafeInteger(n) || n < 0) throw badArgument(`seed must be a non-negative integer, not ${valueText(n)}`);
+}
+
+/** A number as it is; anything else as what it is (`the string "4"`), so "not 4" never hides a string. */
+function valueText(x: unknown): string {
+  return typeof x === 'number' && !Number.isNaN(x) ? String(x) : shown(x);
 }
 
 function badArgument(message: string): MergeError {
