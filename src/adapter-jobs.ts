@@ -27,7 +27,7 @@ import type { ByteSink, OutputTarget } from './io/types.js';
 import {
   checkBrowserDestination, checkBrowserSource, openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource,
 } from './merge.js';
-import { checkCallback, checkChoice, checkList, checkOptions, checkSignal, checkWeight, shown } from './api-arguments.js';
+import { checkCallback, checkChoice, checkList, checkOptions, checkSignal, checkWeight, nearestName, shown } from './api-arguments.js';
 import type { WeightedSource } from './pipeline/one-call-merge.js';
 import type { ProgressListener } from './pipeline/progress.js';
 
@@ -268,7 +268,10 @@ function checkCombine(options: CombineLorasOptions, weights: number[]): string[]
     if (typeof w !== 'number' || !Number.isFinite(w)) throw badArgument(`the weight of adapter ${i + 1} must be a finite number, not ${String(w)}`);
   });
   const method = options.method;
-  if (!COMBINE_METHODS.includes(method)) throw badArgument(`method must be one of ${COMBINE_METHODS.join(', ')}, not "${String(method)}"`);
+  if (!COMBINE_METHODS.includes(method)) {
+    const near = typeof method === 'string' ? nearestName(method, COMBINE_METHODS) : undefined;
+    throw badArgument(`method must be one of ${COMBINE_METHODS.join(', ')}, not ${shown(method)}${near ? ` (did you mean "${near}"?)` : ''}`);
+  }
   if (options.rank !== undefined) positiveInteger('rank', options.rank);
   if (options.density !== undefined) fraction('density', options.density);
   if (options.clampQuantile !== undefined) fraction('clampQuantile', options.clampQuantile);
