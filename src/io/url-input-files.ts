@@ -75,8 +75,13 @@ function encodingOf(response: Response): string | null {
 
 /** A file behind `url` as a ByteSource; its size comes from a HEAD request (or a one-byte GET). */
 export async function urlByteSource(url: string | URL, options?: FetchFunction | UrlInputOptions): Promise<ByteSource> {
+  if (typeof url !== 'string' && !(url instanceof URL)) throw badArgument(`urlByteSource: url must be a URL or a string, not ${shown(url)}`);
   const href = String(url);
   const o = resolve(options);
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(href)?.[1].toLowerCase();
+  if (typeof options !== 'function' && options?.fetch === undefined && scheme !== undefined && scheme !== 'http' && scheme !== 'https') {
+    throw badArgument(`${href}: only http:// and https:// URLs are read (pass a File or Blob for other bytes)`);
+  }
   const { size, version } = await remoteSize(href, o);
   return {
     name: href,
