@@ -97,6 +97,13 @@ export function checkWeight(what: string, weight: unknown): void {
   }
 }
 
+/** A count of threads: a positive integer, or nothing (then the default). */
+export function checkThreads(what: string, threads: unknown): void {
+  if (threads !== undefined && (typeof threads !== 'number' || !Number.isSafeInteger(threads) || threads < 1)) {
+    throw badArgument(`${what} must be a positive integer, not ${shown(threads)}`);
+  }
+}
+
 /** One of `choices` (a string), or nothing. */
 export function checkChoice(what: string, value: unknown, choices: readonly string[]): void {
   if (value === undefined || (typeof value === 'string' && choices.includes(value))) return;
