@@ -4,7 +4,8 @@
  * sources, checks its options, runs the adapter algebra on WebGPU (`navigator.gpu`) or the CPU,
  * writes a PEFT folder or a kohya file into `out` (or Blobs), and releases everything; a failure
  * or a cancel leaves nothing at `out`. The rules are the command line's (`loramerge combine`,
- * `resize`, `extract`).
+ * `resize`, `extract`). Options are checked before anything is read: a wrong type or an unknown
+ * option name is a BAD_ARGUMENT MergeError naming it; a signal already aborted is ABORTED.
  */
 import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './adapter-ops/combine.js';
 import { extractAdapter, openExtractModel } from './adapter-ops/extract.js';
@@ -23,7 +24,10 @@ import type { BaseModel } from './formats/base-model.js';
 import { modelNameOrPath } from './formats/model-config.js';
 import { createBlobOutputTarget, type OutputBlob } from './io/blob-output.js';
 import type { ByteSink, OutputTarget } from './io/types.js';
-import { openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource } from './merge.js';
+import {
+  checkBrowserDestination, checkBrowserSource, openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource,
+} from './merge.js';
+import { checkCallback, checkChoice, checkList, checkOptions, checkSignal, checkWeight, nearestName, shown } from './api-arguments.js';
 import type { WeightedSource } from './pipeline/one-call-merge.js';
 import type { ProgressListener } from './pipeline/progress.js';
 
@@ -49,7 +53,7 @@ export interface AdapterJobOptions {
   backend?: 'auto' | 'webgpu' | 'cpu';
   /** WebGPU entry point; defaults to `navigator.gpu`. */
   gpu?: GPU;
-  /** Cancels the job (a MergeError with code ABORTED); nothing is left at `out`. */
+  /** Cancels the job (a MergeError with code ABORTED, before anything is read if it already is); nothing is left at `out`. */
   signal?: AbortSignal;
   /** Called before each module and at the end. */
   onProgress?: ProgressListener;
@@ -116,6 +120,15 @@ export interface AdapterJobOutcome {
  * const { blobs, modules } = await combineLoras({ adapters: [a, { source: b, weight: 0.5 }], method: 'svd', rank: 16 });
  */
 export async function combineLoras(options: CombineLorasOptions): Promise<AdapterJobOutcome> {
+  checkJobOptions('combineLoras', options, ['adapters', 'method', 'rank', 'density', 'majoritySign', 'seed', 'clampQuantile']);
+  checkList('adapters', options.adapters, 'an adapter (a source or { source, weight })');
+  options.adapters.forEach((a, i) => {
+    if (isWeighted(a)) {
+      checkOptions(`adapters[${i}]`, a, ['source', 'weight'], { weights: 'did you mean "weight"?' });
+      checkWeight(`adapters[${i}].weight`, a.weight);
+    }
+    checkBrowserSource(`adapters[${i}]`, isWeighted(a) ? a.source : a);
+  });
   const inputs = options.adapters.map((a) => (isWeighted(a) ? { source: a.source, weight: a.weight ?? 1 } : { source: a, weight: 1 }));
   const warnings = checkCombine(options, inputs.map((i) => i.weight));
   const adapters: ParsedAdapter[] = [];
@@ -144,6 +157,8 @@ export async function combineLoras(options: CombineLorasOptions): Promise<Adapte
  * const { blobs, modules } = await resizeLora({ adapter: loraFile, rule: { kind: 'sv_fro', value: 0.9 } });
  */
 export async function resizeLora(options: ResizeLoraOptions): Promise<AdapterJobOutcome> {
+  checkJobOptions('resizeLora', options, ['adapter', 'rule']);
+  checkBrowserSource('adapter', options.adapter);
   checkRule(options.rule);
   const adapter = await openAdapter(await openBrowserSource(options.adapter, 'adapter'));
   try {
@@ -163,6 +178,9 @@ export async function resizeLora(options: ResizeLoraOptions): Promise<AdapterJob
  * const { blobs, modules } = await extractLora({ base: baseFile, tuned: tunedFile, rank: 32 });
  */
 export async function extractLora(options: ExtractLoraOptions): Promise<AdapterJobOutcome> {
+  checkJobOptions('extractLora', options, ['base', 'tuned', 'rank', 'energy', 'seed']);
+  checkBrowserSource('base', options.base);
+  checkBrowserSource('tuned', options.tuned);
   if ((options.rank === undefined) === (options.energy === undefined)) throw badArgument('extract takes exactly one of rank and energy');
   if (options.rank !== undefined) positiveInteger('rank', options.rank);
   if (options.energy !== undefined) fraction('energy', options.energy);
@@ -233,13 +251,27 @@ function adapterFormat(adapters: readonly ParsedAdapter[], wanted: OutputFormat 
   return wanted ?? (kohya ? 'kohya' : 'peft');
 }
 
+/** What every job takes besides its own options: `own` are the job's option names. */
+function checkJobOptions(job: string, options: AdapterJobOptions, own: readonly string[]): void {
+  checkOptions(`${job} options`, options, [...own, 'format', 'out', 'backend', 'gpu', 'signal', 'onProgress'], { outPath: 'did you mean "out"?' });
+  checkChoice('format', options.format, ['peft', 'kohya']);
+  checkChoice('backend', options.backend, ['auto', 'webgpu', 'cpu']);
+  checkBrowserDestination(options.out);
+  checkSignal('signal', options.signal);
+  checkCallback('onProgress', options.onProgress);
+  if (options.signal?.aborted) throw new MergeError('ABORTED', `${job.replace(/Loras?$/, '').toLowerCase()} cancelled`);
+}
+
 function checkCombine(options: CombineLorasOptions, weights: number[]): string[] {
   if (weights.length === 0) throw badArgument('combine needs at least one adapter');
   weights.forEach((w, i) => {
     if (typeof w !== 'number' || !Number.isFinite(w)) throw badArgument(`the weight of adapter ${i + 1} must be a finite number, not ${String(w)}`);
   });
   const method = options.method;
-  if (!COMBINE_METHODS.includes(method)) throw badArgument(`method must be one of ${COMBINE_METHODS.join(', ')}, not "${String(method)}"`);
+  if (!COMBINE_METHODS.includes(method)) {
+    const near = typeof method === 'string' ? nearestName(method, COMBINE_METHODS) : undefined;
+    throw badArgument(`method must be one of ${COMBINE_METHODS.join(', ')}, not ${shown(method)}${near ? ` (did you mean "${near}"?)` : ''}`);
+  }
   if (options.rank !== undefined) positiveInteger('rank', options.rank);
   if (options.density !== undefined) fraction('density', options.density);
   if (options.clampQuantile !== undefined) fraction('clampQuantile', options.clampQuantile);
@@ -256,7 +288,7 @@ function checkRule(rule: RankRule): void {
   switch (rule?.kind) {
     case 'rank': return void positiveInteger('rank', rule.rank);
     case 'sv_ratio':
-      if (typeof rule.value !== 'number' || !Number.isFinite(rule.value) || rule.value <= 0) throw badArgument(`sv_ratio must be a positive number, not ${String(rule.value)}`);
+      if (typeof rule.value !== 'number' || !Number.isFinite(rule.value) || rule.value <= 0) throw badArgument(`sv_ratio must be a positive number, not ${valueText(rule.value)}`);
       return;
     case 'sv_fro':
     case 'sv_cumulative': return void fraction(rule.kind, rule.value);
@@ -265,15 +297,20 @@ function checkRule(rule: RankRule): void {
 }
 
 function positiveInteger(name: string, n: number): void {
-  if (!Number.isSafeInteger(n) || n < 1) throw badArgument(`${name} must be a positive integer, not ${String(n)}`);
+  if (!Number.isSafeInteger(n) || n < 1) throw badArgument(`${name} must be a positive integer, not ${valueText(n)}`);
 }
 
 function fraction(name: string, x: number): void {
-  if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0 || x > 1) throw badArgument(`${name} must be a number in (0, 1], not ${String(x)}`);
+  if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0 || x > 1) throw badArgument(`${name} must be a number in (0, 1], not ${valueText(x)}`);
 }
 
 function seedValue(n: number): void {
-  if (!Number.isSafeInteger(n) || n < 0) throw badArgument(`seed must be a non-negative integer, not ${String(n)}`);
+  if (!Number.isSafeInteger(n) || n < 0) throw badArgument(`seed must be a non-negative integer, not ${valueText(n)}`);
+}
+
+/** A number as it is; anything else as what it is (`the string "4"`), so "not 4" never hides a string. */
+function valueText(x: unknown): string {
+  return typeof x === 'number' && !Number.isNaN(x) ? String(x) : shown(x);
 }
 
 function badArgument(message: string): MergeError {

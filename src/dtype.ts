@@ -4,6 +4,8 @@
  * conversion rounds to nearest, ties to even, once.
  */
 import { getFloat16, setFloat16 } from '@petamoriken/float16';
+import { shown } from './api-arguments.js';
+import { MergeError } from './errors.js';
 
 /** The dtypes a safetensors file may hold. */
 export type DType =
@@ -59,11 +61,12 @@ export function ambiguousFp8Name(name: string): string | undefined {
     ? `${name} is two types: choose f8_e4m3 (torch.float8_e4m3fn, which fp8 checkpoints hold) or f8_e5m2` : undefined;
 }
 
-/** `f16` → `F16`, `f8_e4m3` → `F8_E4M3` (also torch's names: `float16`, `bfloat16`, `float8_e4m3fn`…); throws on anything else. */
+/** `f16` → `F16`, `f8_e4m3` → `F8_E4M3` (also torch's names: `float16`, `bfloat16`, `float8_e4m3fn`…); anything else is a BAD_ARGUMENT MergeError. */
 export function parseOutDType(name: string): FloatDType {
+  if (typeof name !== 'string') throw new MergeError('BAD_ARGUMENT', `dtype must be a type name such as "f16" or "bf16", not ${shown(name)}`);
   const type = floatDTypeNamed(name);
   if (type) return type;
-  throw new Error(ambiguousFp8Name(name) ?? `unknown dtype "${name}" (expected f32, f16, bf16, f8_e4m3 or f8_e5m2)`);
+  throw new MergeError('BAD_ARGUMENT', ambiguousFp8Name(name) ?? `unknown dtype "${name}" (expected f32, f16, bf16, f8_e4m3 or f8_e5m2)`);
 }
 
 // --- f16 -------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
  * The one-call merge for browsers and workers: sources are Files, Blobs, URLs or InputFileSets; the
  * output is a File System Access handle, an OutputTarget, or nothing (then Blobs come back).
  */
+import {
+  badArgument, checkList, isFileSystemHandle, isInputFileSet, isOutputTarget, shown, urlScheme,
+} from './api-arguments.js';
 import { createBackend } from './engine/create-backend.js';
 import { MergeError } from './errors.js';
 import { blobInputFileSet, inputFileSetFromFiles, type BlobReadOptions } from './io/browser-input-files.js';
@@ -26,12 +29,46 @@ export type MergeOptions = OneCallMergeOptions<MergeSource, MergeDestination>;
 /** Default file names of a lone Blob, which has none of its own. */
 const BLOB_NAMES = { base: 'model.safetensors', adapter: 'adapter_model.safetensors' } as const;
 
-function isInputFileSet(x: unknown): x is InputFileSet {
-  return typeof x === 'object' && x !== null && typeof (x as InputFileSet).list === 'function' && typeof (x as InputFileSet).open === 'function';
+const SOURCE_KINDS = 'a File or Blob, an http(s) URL, an array of Files or of URLs, or an InputFileSet';
+
+/** A URL a browser source may be: http(s), or a relative one (read against the page's location). */
+function checkUrl(what: string, url: string | URL): void {
+  const text = String(url);
+  if (text.trim() === '') throw badArgument(`${what} is an empty string; give ${SOURCE_KINDS}`);
+  const scheme = url instanceof URL ? url.protocol.slice(0, -1) : urlScheme(text);
+  if (scheme !== undefined && scheme !== 'http' && scheme !== 'https') {
+    throw badArgument(`${what} is a URL of scheme ${scheme}: ("${text.slice(0, 80)}"); only http:// and https:// URLs are read (pass a File or Blob for other bytes)`);
+  }
+  // Without a location (Node) a relative URL is most likely a path: say where paths go.
+  if (scheme === undefined && (globalThis as { location?: unknown }).location === undefined) {
+    throw badArgument(`${what} ("${text.slice(0, 80)}") is not a URL; a path is given to merge() from loramerge/node, or opened with openNodeInputFileSet`);
+  }
 }
 
-function isOutputTarget(x: unknown): x is OutputTarget {
-  return typeof x === 'object' && x !== null && typeof (x as OutputTarget).createFile === 'function';
+/**
+ * Refuses, before anything is opened, what {@link openBrowserSource} cannot open: `what` names
+ * the argument (`the base`, `adapters[1]`). Node's entry checks paths itself first.
+ */
+export function checkBrowserSource(what: string, source: unknown): void {
+  if (isInputFileSet(source) || source instanceof Blob) return;
+  if (typeof source === 'string' || source instanceof URL) return checkUrl(what, source);
+  if (Array.isArray(source)) {
+    checkList(what, source, 'a File (with its name) or a URL');
+    source.forEach((x: unknown, i) => {
+      if (typeof x === 'string' || x instanceof URL) checkUrl(`${what}[${i}]`, x);
+      else if (!(x instanceof Blob)) throw badArgument(`${what}[${i}] must be a File or a URL, not ${shown(x)}`);
+    });
+    return;
+  }
+  throw badArgument(`${what} must be ${SOURCE_KINDS}, not ${shown(source)}`);
+}
+
+/** Refuses what {@link openBrowserDestination} cannot write to (`out` absent is fine: Blobs come back). */
+export function checkBrowserDestination(out: unknown, paths = false): void {
+  if (out === undefined || isOutputTarget(out) || isFileSystemHandle(out, 'file') || isFileSystemHandle(out, 'directory')) return;
+  const kinds = `${paths ? 'a path, ' : ''}a File System Access handle (showSaveFilePicker, showDirectoryPicker, an OPFS folder) or an OutputTarget`;
+  const why = out instanceof Blob ? ' (a File or Blob is something to read, not a place to write)' : '';
+  throw badArgument(`out must be ${kinds}, or left out to get Blobs back; not ${shown(out)}${why}`);
 }
 
 /**
@@ -41,6 +78,7 @@ function isOutputTarget(x: unknown): x is OutputTarget {
 export async function openBrowserSource(
   source: MergeSource, role: 'base' | 'adapter', signal?: AbortSignal, readAhead: BlobReadOptions['readAhead'] = true,
 ): Promise<InputFileSet> {
+  checkBrowserSource(`the ${role}`, source);
   if (isInputFileSet(source)) return source;
   if (source instanceof Blob) {
     const name = typeof File !== 'undefined' && source instanceof File ? source.name : BLOB_NAMES[role];
@@ -56,6 +94,7 @@ export async function openBrowserSource(
 
 /** Opens a browser-side destination. */
 export function openBrowserDestination(out: MergeDestination): OutputTarget {
+  checkBrowserDestination(out);
   if (isOutputTarget(out)) return out;
   return createFileSystemAccessOutputTarget(out);
 }
@@ -66,7 +105,8 @@ export function openBrowserDestination(out: MergeDestination): OutputTarget {
  * none, WebGPU on a discrete GPU, else the faster on a test merge, kept in localStorage where the
  * context has it), streams the model through it into `out`, and
  * releases everything. Without `out`, the result's `blobs` hold the files (small models only: a
- * Blob is held by the browser).
+ * Blob is held by the browser). Every option is checked first: a wrong type, an unknown option
+ * name or a URL that is not http(s) is a BAD_ARGUMENT MergeError naming the argument.
  *
  * @example
  * const { blobs } = await merge({ base: baseFile, adapters: [{ source: loraFile, weight: 0.8 }], dtype: 'f16' });
@@ -76,5 +116,7 @@ export function merge(options: MergeOptions): Promise<MergeOutcome> {
     openSource: openBrowserSource,
     openOutput: async (out) => openBrowserDestination(out),
     createBackend: (kind, calibrationDtype) => createBackend({ kind, calibrationDtype }),
+    checkSource: (source, what) => checkBrowserSource(what, source),
+    checkOutput: (out) => checkBrowserDestination(out),
   });
 }

@@ -4,12 +4,15 @@
  * split GGUF (`name-00001-of-00003.gguf`) stands for the whole set, as on the command line.
  */
 import { stat } from 'node:fs/promises';
+import { badArgument, urlScheme } from './api-arguments.js';
 import { createNodeBackend } from './engine/node-backend.js';
 import { stampInputFiles, type InputStamps } from './io/input-stamps.js';
 import { createNodeOutputTarget } from './io/node-output.js';
 import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from './io/node-input-files.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
-import { openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource } from './merge.js';
+import {
+  checkBrowserDestination, checkBrowserSource, openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource,
+} from './merge.js';
 import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pipeline/one-call-merge.js';
 
 /** Options of the Node {@link merge}: sources and `out` may also be paths. */
@@ -18,11 +21,21 @@ export type NodeMergeOptions = OneCallMergeOptions<MergeSource, MergeDestination
 const isUrl = (s: string): boolean => /^https?:\/\//i.test(s);
 const isPath = (x: unknown): x is string => typeof x === 'string' && !isUrl(x);
 
+/** A path must be one: not empty, and no URL of a scheme other than http(s) (`ftp://…`, `file://…`). */
+function checkPath(what: string, path: string): void {
+  if (path.trim() === '') throw badArgument(`${what} is an empty string; give a path, a URL, a File or Blob, or an InputFileSet`);
+  const scheme = urlScheme(path);
+  if (scheme !== undefined && /^[a-z][a-z0-9+.-]+:\/\//i.test(path.trim())) {
+    throw badArgument(`${what} is a URL of scheme ${scheme}: ("${path.slice(0, 80)}"); give a path on disk, or an http:// or https:// URL`);
+  }
+}
+
 /**
  * Merges adapters into a base model in one call (see the browser {@link merge} for the rules).
  * `out` as a path is a file when the base is one file, else a new or empty folder mirroring the
  * base; it is written under temporary names and appears only when the merge succeeded, and an
- * output that is one of the inputs is refused.
+ * output that is one of the inputs is refused. Options are checked as the browser one's, and a
+ * path that is a URL of another scheme (`ftp://`, `file://`) is refused too.
  *
  * @example
  * await merge({ base: 'llama/', adapters: ['lora/'], out: 'merged/', dtype: 'bf16' });
@@ -55,6 +68,13 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
       });
     },
     createBackend: (kind, calibrationDtype) => createNodeBackend(kind, { calibrationDtype }),
+    checkSource: (source, what) => (isPath(source) ? checkPath(what, source) : checkBrowserSource(what, source)),
+    checkOutput(out) {
+      if (typeof out !== 'string') return checkBrowserDestination(out, true);
+      if (out.trim() === '') throw badArgument('out is an empty string; name the output file or folder (or leave out to get Blobs back)');
+      if (isUrl(out)) throw badArgument(`out is a URL ("${out.slice(0, 80)}"); the merged model is written to a path on disk, a File System Access handle or an OutputTarget`);
+      checkPath('out', out);
+    },
   });
 }
 

@@ -159,7 +159,7 @@ describe('prepareMerge argument refusals', () => {
   it('refuses a call with no adapter', async () => {
     const dir = temp.make({ 'model.safetensors': base });
     const e = await refusal(prepareMerge(await openNodeInputFileSet(join(dir, 'model.safetensors')), []));
-    expect([e.code, e.message]).toEqual(['BAD_ARGUMENT', 'no adapter given']);
+    expect([e.code, e.message]).toEqual(['BAD_ARGUMENT', 'prepareMerge: adapters is an empty array; give at least one element, an adapter as { files, weight }']);
   });
 
   it('refuses an adapter weight that is not a finite number, naming the adapter', async () => {
@@ -167,7 +167,7 @@ describe('prepareMerge argument refusals', () => {
     const adapter = await openNodeInputFileSet(join(dir, 'lora'));
     for (const weight of [NaN, Infinity]) {
       const e = await refusal(prepareMerge(await openNodeInputFileSet(join(dir, 'model.safetensors')), [{ files: adapter, weight }]));
-      expect([e.code, e.message]).toEqual(['BAD_ARGUMENT', `${adapter.name}: weight ${weight} is not a finite number`]);
+      expect([e.code, e.message]).toEqual(['BAD_ARGUMENT', `prepareMerge: adapters[0].weight (${adapter.name}) must be a finite number (default 1; negative subtracts), not ${Number.isNaN(weight) ? 'NaN' : `the number ${weight}`}`]);
     }
   });
 });

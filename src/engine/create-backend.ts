@@ -5,6 +5,7 @@
  * machine, adapter and driver, keeping the answer in a cache (backend-decision-cache.ts).
  */
 import { DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
+import { badArgument, checkCallback, checkChoice, checkOptions } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
 import type { MergeBackend, MergeOp } from './merge-op.js';
 import { CpuBackend, type CpuMergePool } from './cpu/cpu-backend.js';
@@ -51,11 +52,19 @@ export async function createWebGpuBackend(gpu: GPU | undefined, limits?: GpuLimi
   return new WebGpuBackend(await requestMergeDevice(adapter, limits), { cpu });
 }
 
+const BACKEND_OPTIONS = ['kind', 'gpu', 'limits', 'cpuPool', 'calibrationDtype', 'decisionStore', 'decisionCache', 'machine', 'driver'] as const;
+
 /**
  * The backend that runs merges: see the module comment for how `auto` chooses. Dispose of it when
- * done (an undisposed one does not keep Node running, but holds its GPU device or threads).
+ * done (an undisposed one does not keep Node running, but holds its GPU device or threads). An
+ * unknown option name or a `kind` other than auto, webgpu and cpu is a BAD_ARGUMENT MergeError.
  */
 export async function createBackend(options: BackendOptions = {}): Promise<MergeBackend> {
+  if (typeof options === 'string') throw badArgument(`createBackend takes an object of options: createBackend({ kind: ${JSON.stringify(options)} })`);
+  checkOptions('createBackend options', options, BACKEND_OPTIONS, { backend: 'did you mean "kind"?', type: 'did you mean "kind"?' });
+  checkChoice('createBackend: kind', options.kind, ['auto', 'webgpu', 'cpu']);
+  checkChoice('createBackend: decisionCache', options.decisionCache, ['use', 'refresh', 'off']);
+  checkCallback('createBackend: cpuPool', options.cpuPool);
   const kind = options.kind ?? 'auto';
   const cpu = (reason: string) => new CpuBackend(reason, { pool: options.cpuPool?.() });
   if (kind === 'cpu') return cpu('requested').ready();

@@ -3,6 +3,7 @@
  * order. A folder with safetensors weights is a safetensors model even if it also holds GGUF
  * files; otherwise `.gguf` files make a GGUF model.
  */
+import { checkInputFileSet } from '../api-arguments.js';
 import type { InputFileSet } from '../io/types.js';
 import { openBaseModel, type BaseModel } from './base-model.js';
 import { openGgufModel } from './gguf/gguf-model.js';
@@ -23,8 +24,9 @@ const CONTAINERS: readonly ContainerEntry[] = [
   { name: 'safetensors', claims: () => true, open: openBaseModel },
 ];
 
-/** The base model in `files`, opened by the first container format that claims their paths. */
+/** The base model in `files`, opened by the first container format that claims their paths; `files` that is no InputFileSet is a BAD_ARGUMENT MergeError. */
 export async function openModel(files: InputFileSet): Promise<BaseModel> {
+  checkInputFileSet('openModel: files', files);
   const paths = files.list();
   const entry = CONTAINERS.find((c) => c.claims(paths))!;
   return entry.open(files);

@@ -3,6 +3,7 @@
  * commits. Chunks are folded into intermediate Blobs as they arrive, so the browser may move them
  * out of the JavaScript heap (Chromium spills large Blobs to disk) instead of holding every array.
  */
+import { badArgument, shown } from '../api-arguments.js';
 import type { ByteSink, OutputTarget } from './types.js';
 
 /** One finished file of a {@link BlobOutputTarget}. */
@@ -22,6 +23,8 @@ const FOLD_BYTES = 64 * 1024 * 1024;
 
 /** An OutputTarget that keeps each file as a Blob (for small models: the browser holds them). */
 export function createBlobOutputTarget(name = 'merged', mimeType = 'application/octet-stream'): BlobOutputTarget {
+  if (typeof name !== 'string') throw badArgument(`createBlobOutputTarget: name must be a string, not ${shown(name)}`);
+  if (typeof mimeType !== 'string') throw badArgument(`createBlobOutputTarget: mimeType must be a string, not ${shown(mimeType)}`);
   const files: { path: string; parts: Blob[]; pending: Uint8Array[]; pendingBytes: number; blob?: Blob }[] = [];
   let state: 'open' | 'committed' | 'aborted' = 'open';
   const requireOpen = () => {

@@ -3,6 +3,7 @@
  * `webkitRelativePath` ("my-model/config.json"); the shared top folder is stripped so paths read
  * like the folder's own listing. Dot-files and dot-folders are skipped, as on the command line.
  */
+import { badArgument, checkOptions, isBlobLike, shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
 import { MAX_CONFIG_BYTES } from '../limits.js';
 import { blobByteSource } from './blob-byte-source.js';
@@ -13,7 +14,13 @@ import type { InputFileSet } from './types.js';
 
 /** Files from an `<input type="file">` (a folder pick keeps its paths) as an InputFileSet; `options` as {@link blobInputFileSet}'s. */
 export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, name?: string, options: BlobReadOptions = {}): InputFileSet {
+  const iterable = typeof files === 'object' && files !== null && (Symbol.iterator in files || typeof (files as ArrayLike<File>).length === 'number');
+  if (!iterable) throw badArgument(`inputFileSetFromFiles: files must be a list of Files (an input's .files, or an array), not ${shown(files)}`);
   const all = Array.from(files as ArrayLike<File>);
+  all.forEach((f, i) => {
+    if (!(f instanceof File)) throw badArgument(`inputFileSetFromFiles: files[${i}] must be a File (with its name), not ${shown(f)}`);
+  });
+  if (name !== undefined && typeof name !== 'string') throw badArgument(`inputFileSetFromFiles: name must be a string, not ${shown(name)}`);
   const paths = all.map((f) => (f.webkitRelativePath || f.name).split('/').filter((p) => p !== ''));
   const top = commonTopFolder(paths);
   const byPath = new Map<string, File>();
@@ -57,6 +64,16 @@ export function blobInputFileSet(
   sourceName: (path: string) => string = (path) => `${name}/${path}`,
   options: BlobReadOptions = {},
 ): InputFileSet {
+  if (typeof name !== 'string') throw badArgument(`blobInputFileSet: name must be a string, not ${shown(name)}`);
+  if (!(files instanceof Map)) throw badArgument(`blobInputFileSet: files must be a Map from relative path to Blob, not ${shown(files)}`);
+  for (const [path, blob] of files) {
+    if (typeof path !== 'string' || !isBlobLike(blob)) throw badArgument(`blobInputFileSet: files must map relative paths to Blobs; ${JSON.stringify(String(path))} maps to ${shown(blob)}`);
+  }
+  if (typeof sourceName !== 'function') throw badArgument(`blobInputFileSet: sourceName must be a function from path to name, not ${shown(sourceName)}`);
+  checkOptions('blobInputFileSet options', options, ['readAhead']);
+  if (options.readAhead !== undefined && typeof options.readAhead !== 'boolean' && typeof options.readAhead !== 'function') {
+    throw badArgument(`blobInputFileSet: readAhead must be true, false or a function, not ${shown(options.readAhead)}`);
+  }
   const readAhead = options.readAhead ?? true;
   return keyedFileSet(name, files, {
     open: (blob, path) => {

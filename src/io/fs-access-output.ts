@@ -8,6 +8,7 @@
  * written) unless `replaceExisting` is set; other files already there are left alone. A picked
  * file is written: the save-file picker has already asked before replacing it.
  */
+import { badArgument, checkOptions, isFileSystemHandle, shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
 import { gatherSmallWrites } from './gathered-sink.js';
 import type { ByteSink, OutputTarget } from './types.js';
@@ -32,9 +33,15 @@ interface Created {
   name: string;
 }
 
-/** An OutputTarget over a picked file or folder (File System Access API, OPFS included); see the module comment. */
-export function createFileSystemAccessOutputTarget(handle: Handle, name: string = handle.name,
+/** An OutputTarget over a picked file or folder (File System Access API, OPFS included); see the module comment. Arguments of the wrong kind are a BAD_ARGUMENT MergeError. */
+export function createFileSystemAccessOutputTarget(handle: Handle, handleName?: string,
   options: FileSystemAccessOutputOptions = {}): OutputTarget {
+  if (!isFileSystemHandle(handle, 'file') && !isFileSystemHandle(handle, 'directory')) {
+    throw badArgument(`createFileSystemAccessOutputTarget: handle must be a file or folder handle (showSaveFilePicker, showDirectoryPicker), not ${shown(handle)}`);
+  }
+  if (handleName !== undefined && typeof handleName !== 'string') throw badArgument(`createFileSystemAccessOutputTarget: name must be a string, not ${shown(handleName)}`);
+  checkOptions('createFileSystemAccessOutputTarget options', options, ['replaceExisting']);
+  const name = handleName ?? handle.name;
   const open: OpenFile[] = [];
   const created: Created[] = [];
   const paths = new Set<string>();

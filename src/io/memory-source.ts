@@ -2,6 +2,7 @@
  * In-memory bytes as a ByteSource and InputFileSet: for tests, and for pages that already hold a
  * small file in an ArrayBuffer.
  */
+import { badArgument, shown } from '../api-arguments.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import { checkReadRange } from './read-range.js';
 import { decodeUtf8 } from './strict-utf8.js';
@@ -21,8 +22,15 @@ export function bytesSource(bytes: Uint8Array, name: string): ByteSource {
 
 /** Files given as relative '/' paths → contents. */
 export function memoryInputFileSet(files: Record<string, Uint8Array | string>, name = 'memory'): InputFileSet {
+  if (typeof files !== 'object' || files === null || Array.isArray(files)) {
+    throw badArgument(`memoryInputFileSet: files must be an object from relative path to bytes or text, not ${shown(files)}`);
+  }
+  if (typeof name !== 'string') throw badArgument(`memoryInputFileSet: name must be a string, not ${shown(name)}`);
   const encoded = new Map<string, Uint8Array>();
   for (const [path, content] of Object.entries(files)) {
+    if (typeof content !== 'string' && !(content instanceof Uint8Array)) {
+      throw badArgument(`memoryInputFileSet: files[${JSON.stringify(path)}] must be a Uint8Array or a string, not ${shown(content)}`);
+    }
     encoded.set(path, typeof content === 'string' ? new TextEncoder().encode(content) : content);
   }
   return keyedFileSet(name, encoded, {

@@ -1,5 +1,6 @@
 /** A file on disk as a ByteSource: positional reads through one FileHandle (Node only). */
 import { open } from 'node:fs/promises';
+import { shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
 import { inputFsError } from './fs-errors.js';
 import { checkReadRange } from './read-range.js';
@@ -10,6 +11,7 @@ const MAX_READ = 1 << 30;
 
 /** A file on disk as a ByteSource (Node only). */
 export async function openNodeByteSource(path: string, name: string = path): Promise<ByteSource> {
+  if (typeof path !== 'string' || path === '') throw new MergeError('BAD_ARGUMENT', `openNodeByteSource: path must be a file path, not ${shown(path)}`);
   let handle;
   try {
     handle = await open(path, 'r');

@@ -7,6 +7,7 @@
 import type { Stats } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
 import { inputFsError } from './fs-errors.js';
 import { MAX_CONFIG_BYTES, MAX_INPUT_DEPTH, MAX_INPUT_FILES } from '../limits.js';
@@ -18,6 +19,7 @@ import type { InputFileSet } from './types.js';
 
 /** A file or folder on disk as an InputFileSet (Node only); see the module comment. */
 export async function openNodeInputFileSet(path: string): Promise<InputFileSet> {
+  if (typeof path !== 'string' || path.trim() === '') throw new MergeError('BAD_ARGUMENT', `openNodeInputFileSet: path must be a file or folder path, not ${shown(path)}`);
   const info = await statOrNotFound(path, path);
   if (info.isFile()) {
     const only = basename(path);

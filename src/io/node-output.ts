@@ -21,6 +21,7 @@
  *     refused as well.
  * Every filesystem failure is one line naming --out, what went wrong and what to do (fs-errors.ts).
  */
+import { checkCallback, checkOptions, shown } from '../api-arguments.js';
 import type { BigIntStats } from 'node:fs';
 import { copyFile, lstat, mkdir, open, readdir, readlink, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
@@ -61,7 +62,15 @@ export async function createNodeOutputTarget(
   inputs: readonly string[],
   options: NodeOutputOptions = {},
 ): Promise<OutputTarget> {
+  if (typeof outPath !== 'string') throw new MergeError('BAD_ARGUMENT', `createNodeOutputTarget: outPath must be a path, not ${shown(outPath)}`);
   if (outPath.trim() === '') throw new MergeError('BAD_ARGUMENT', '--out is empty; name the output file or folder');
+  if (kind !== 'file' && kind !== 'folder') throw new MergeError('BAD_ARGUMENT', `createNodeOutputTarget: kind must be file or folder, not ${shown(kind)}`);
+  if (!Array.isArray(inputs) || inputs.some((p) => typeof p !== 'string')) {
+    throw new MergeError('BAD_ARGUMENT', `createNodeOutputTarget: inputs must be an array of the input paths (none of which the output may replace), not ${shown(inputs)}`);
+  }
+  checkOptions('createNodeOutputTarget options', options, ['overwrite', 'fileName', 'beforeCommit', 'onNotice']);
+  checkCallback('createNodeOutputTarget: beforeCommit', options.beforeCommit);
+  checkCallback('createNodeOutputTarget: onNotice', options.onNotice);
   const namesFolder = /[\\/]$/.test(outPath) || /(^|[\\/])\.\.?$/.test(outPath);
   let out = resolve(outPath);
   let createFolder = false;

@@ -6,6 +6,7 @@
  * under their real names and a failed merge removes them); abort() removes whatever this target
  * created. Meant for a folder of the application's own, such as one made per merge.
  */
+import { badArgument, checkOptions, isFileSystemHandle, shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
 import { inThreadOpfsWriter, opfsSyncWritesAvailable, type OpfsFileWriter, type OpfsOpenFile } from './opfs-writer.js';
 import { gatherSmallWrites } from './gathered-sink.js';
@@ -32,8 +33,14 @@ export interface OpfsOutputOptions {
   writer?: OpfsFileWriter;
 }
 
-/** An OutputTarget writing under `folder` (a folder of the Origin Private File System). */
-export function createOpfsOutputTarget(folder: FileSystemDirectoryHandle, name: string = folder.name, options: OpfsOutputOptions = {}): OutputTarget {
+/** An OutputTarget writing under `folder` (a folder of the Origin Private File System); arguments of the wrong kind are a BAD_ARGUMENT MergeError. */
+export function createOpfsOutputTarget(folder: FileSystemDirectoryHandle, folderName?: string, options: OpfsOutputOptions = {}): OutputTarget {
+  if (!isFileSystemHandle(folder, 'directory')) {
+    throw badArgument(`createOpfsOutputTarget: folder must be a folder handle of the Origin Private File System (navigator.storage.getDirectory()), not ${shown(folder)}`);
+  }
+  if (folderName !== undefined && typeof folderName !== 'string') throw badArgument(`createOpfsOutputTarget: name must be a string, not ${shown(folderName)}`);
+  checkOptions('createOpfsOutputTarget options', options, ['writer']);
+  const name = folderName ?? folder.name;
   const writer = options.writer ?? inThreadOpfsWriter();
   if (!options.writer && !opfsSyncWritesAvailable()) throw new MergeError('BAD_ARGUMENT', `${name}: synchronous OPFS writes need a dedicated Web Worker`);
   const written: Written[] = [];

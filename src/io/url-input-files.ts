@@ -9,6 +9,7 @@
  * between requests (another ETag, Last-Modified or total size), a redirect loop, an HTTP error,
  * and a response that stops sending: no byte for URL_IDLE_TIMEOUT_MS ends the request.
  */
+import { badArgument, checkCallback, checkOptions, checkSignal, shown } from '../api-arguments.js';
 import { MergeError, throwIfAborted, type MergeErrorCode } from '../errors.js';
 import { MAX_CONFIG_BYTES, URL_IDLE_TIMEOUT_MS } from '../limits.js';
 import { keyedFileSet } from './keyed-file-set.js';
@@ -36,6 +37,14 @@ interface Resolved {
 }
 
 function resolve(options: FetchFunction | UrlInputOptions | undefined): Resolved {
+  if (typeof options !== 'function' && options !== undefined) {
+    checkOptions('URL input options', options, ['fetch', 'signal', 'idleTimeoutMs']);
+    checkCallback('fetch', options.fetch);
+    checkSignal('signal', options.signal);
+    if (options.idleTimeoutMs !== undefined && !(typeof options.idleTimeoutMs === 'number' && options.idleTimeoutMs > 0)) {
+      throw badArgument(`idleTimeoutMs must be a positive number of milliseconds, not ${shown(options.idleTimeoutMs)}`);
+    }
+  }
   const o = typeof options === 'function' ? { fetch: options } : options ?? {};
   return { fetchFn: o.fetch ?? globalThis.fetch, signal: o.signal, idleTimeoutMs: o.idleTimeoutMs ?? URL_IDLE_TIMEOUT_MS };
 }
@@ -66,8 +75,13 @@ function encodingOf(response: Response): string | null {
 
 /** A file behind `url` as a ByteSource; its size comes from a HEAD request (or a one-byte GET). */
 export async function urlByteSource(url: string | URL, options?: FetchFunction | UrlInputOptions): Promise<ByteSource> {
+  if (typeof url !== 'string' && !(url instanceof URL)) throw badArgument(`urlByteSource: url must be a URL or a string, not ${shown(url)}`);
   const href = String(url);
   const o = resolve(options);
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(href)?.[1].toLowerCase();
+  if (typeof options !== 'function' && options?.fetch === undefined && scheme !== undefined && scheme !== 'http' && scheme !== 'https') {
+    throw badArgument(`${href}: only http:// and https:// URLs are read (pass a File or Blob for other bytes)`);
+  }
   const { size, version } = await remoteSize(href, o);
   return {
     name: href,
@@ -103,12 +117,21 @@ function absoluteUrl(text: string): string {
 
 /**
  * Remote files as one InputFileSet, each named by the last segment of its URL path
- * (`…/adapter_config.json` → `adapter_config.json`), as if they were one folder.
+ * (`…/adapter_config.json` → `adapter_config.json`), as if they were one folder. With the global
+ * fetch only http(s) URLs are taken (a `fetch` of your own may know other schemes); `urls` that is
+ * no array, or a URL of another scheme, is a BAD_ARGUMENT MergeError.
  */
 export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, options?: FetchFunction | UrlInputOptions): InputFileSet {
+  if (!Array.isArray(urls)) throw badArgument(`urlInputFileSet: urls must be an array of URLs${typeof urls === 'string' || urls instanceof URL ? ' (wrap a single one in [ ])' : ''}, not ${shown(urls)}`);
+  if (urls.length === 0) throw badArgument('urlInputFileSet: urls is an empty array; give at least one URL');
+  const custom = typeof options === 'function' || options?.fetch !== undefined;
   const files = new Map<string, string>();
-  for (const url of urls) {
+  for (const [i, url] of urls.entries()) {
+    if (typeof url !== 'string' && !(url instanceof URL)) throw badArgument(`urlInputFileSet: urls[${i}] must be a URL or a string, not ${shown(url)}`);
     const href = absoluteUrl(String(url));
+    // The global fetch range-reads only http(s); a fetch of the caller's own may know other schemes.
+    const scheme = new URL(href).protocol;
+    if (!custom && scheme !== 'http:' && scheme !== 'https:') throw badArgument(`${href}: only http:// and https:// URLs are read (pass a File or Blob for other bytes)`);
     const path = decodeURIComponent(new URL(href).pathname.split('/').filter(Boolean).pop() ?? '');
     if (!path) throw new MergeError('BAD_ARGUMENT', `${href}: names no file`);
     if (files.has(path)) throw new MergeError('BAD_ARGUMENT', `${href}: a second file named "${path}"`);

@@ -7,6 +7,7 @@
  * adapter saved (a resized embedding, a `base_layer` weight) is read from the adapter's file and
  * written in the shape the plan gives it.
  */
+import { badArgument, checkCallback, checkDtypeName, checkOptions, checkSignal, isOutputTarget, shown } from '../api-arguments.js';
 import { DTYPE_BYTES, isDType, isFloatDType, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../engine/merge-op.js';
 import { MergeError, throwIfAborted } from '../errors.js';
@@ -95,13 +96,50 @@ interface WorkUnit {
   outBytes: number;
 }
 
-/** Streams the prepared merge into `output` on `backend`, tensor by tensor in row slabs; on failure or cancellation the output is aborted and nothing is left. */
+const MERGE_MODEL_OPTIONS = ['prepared', 'output', 'backend', 'outDtype', 'dtypeMergedOnly', 'signal', 'onProgress', 'onWarning', 'slabBytes'] as const;
+
+/**
+ * Options of the wrong kind, refused before anything is read: `prepared` not from prepareMerge,
+ * `output` no OutputTarget, `backend` no MergeBackend, a mistyped option name or value.
+ */
+function checkMergeModelOptions(options: MergeModelOptions): void {
+  checkOptions('mergeModel options', options, MERGE_MODEL_OPTIONS, { dtype: 'did you mean "outDtype"?', out: 'did you mean "output"?' });
+  const prepared = options.prepared as Partial<PreparedMerge> | undefined;
+  if (typeof prepared !== 'object' || prepared === null || typeof prepared.plan !== 'object' || typeof prepared.base !== 'object' || typeof prepared.close !== 'function') {
+    throw badArgument(`mergeModel: prepared must be what prepareMerge returned, not ${shown(options.prepared)}`);
+  }
+  if (!isOutputTarget(options.output)) {
+    throw badArgument(`mergeModel: output must be an OutputTarget (createBlobOutputTarget, createFileSystemAccessOutputTarget, createOpfsOutputTarget, createNodeOutputTarget), not ${shown(options.output)}`);
+  }
+  if (typeof options.backend !== 'object' || options.backend === null || typeof (options.backend as MergeBackend).merge !== 'function') {
+    throw badArgument(`mergeModel: backend must be a MergeBackend (from createBackend or createNodeBackend), not ${shown(options.backend)}`);
+  }
+  checkDtypeName('mergeModel: outDtype', options.outDtype);
+  if (options.dtypeMergedOnly !== undefined && typeof options.dtypeMergedOnly !== 'boolean') {
+    throw badArgument(`mergeModel: dtypeMergedOnly must be true or false, not ${shown(options.dtypeMergedOnly)}`);
+  }
+  checkSignal('mergeModel: signal', options.signal);
+  checkCallback('mergeModel: onProgress', options.onProgress);
+  checkCallback('mergeModel: onWarning', options.onWarning);
+  if (options.slabBytes !== undefined && (typeof options.slabBytes !== 'number' || !(options.slabBytes > 0) || !Number.isFinite(options.slabBytes))) {
+    throw badArgument(`mergeModel: slabBytes must be a positive number of bytes, not ${shown(options.slabBytes)}`);
+  }
+}
+
+/**
+ * Streams the prepared merge into `output` on `backend`, tensor by tensor in row slabs; on failure
+ * or cancellation the output is aborted and nothing is left. Options of the wrong kind are a
+ * BAD_ARGUMENT MergeError (the output, when it is one, is aborted too); an error thrown by
+ * `onProgress` or `onWarning` ends the merge with that error, leaving nothing.
+ */
 export async function mergeModel(options: MergeModelOptions): Promise<MergeResult> {
   try {
+    checkMergeModelOptions(options);
     return await mergeInto(options);
   } catch (e) {
     // Whatever failed, a refusal before the first byte included: the output (and its lock) goes.
-    await options.output.abort().catch(() => {});
+    const output = typeof options === 'object' && options !== null ? options.output : undefined;
+    if (isOutputTarget(output)) await output.abort().catch(() => {});
     throw e;
   }
 }
@@ -298,8 +336,10 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
   const dtype = scaled ? scaled.configDtype(writtenDtype(outShards)) : writtenDtype(outShards);
   files.push(...(await writeModelFiles(prepared, output, dtype, signal)));
   throwIfAborted(signal);
-  await output.commit();
+  // Before the commit, as the adapter jobs do: a listener that throws at `done` fails the merge
+  // with nothing at the output, instead of failing a call whose files are already in place.
   emit('done');
+  await output.commit();
   return {
     warnings,
     files,

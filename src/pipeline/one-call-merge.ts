@@ -3,7 +3,11 @@
  * plan with problems, pick a backend, merge, and release everything whatever happens. The entry
  * points differ only in what a source or an output may be (Node adds paths), supplied here as hooks.
  */
+import {
+  badArgument, checkCallback, checkChoice, checkDtypeName, checkList, checkOptions, checkSignal, checkWeight, shown,
+} from '../api-arguments.js';
 import type { FloatDType, OutDTypeName } from '../dtype.js';
+import { throwIfAborted } from '../errors.js';
 import type { BackendChoice } from '../engine/backend-choice.js';
 import type { MergeBackend } from '../engine/merge-op.js';
 import { createBlobOutputTarget, type OutputBlob } from '../io/blob-output.js';
@@ -20,7 +24,11 @@ export interface WeightedSource<Source> {
   weight?: number;
 }
 
-/** What every one-call merge takes; `Source` and `Out` are what the entry point accepts. */
+/**
+ * What every one-call merge takes; `Source` and `Out` are what the entry point accepts. Checked
+ * before any source is opened: a value of the wrong kind, or an option name not listed here (most
+ * likely a typo; one set to `undefined` is fine), is a BAD_ARGUMENT MergeError naming it.
+ */
 export interface OneCallMergeOptions<Source, Out> {
   /** The base model. */
   base: Source;
@@ -37,9 +45,9 @@ export interface OneCallMergeOptions<Source, Out> {
   dtype?: OutDTypeName | FloatDType | (string & {});
   /** `auto` (default), `webgpu`, `cpu`, or a backend you made (then it is not disposed here). */
   backend?: BackendChoice | MergeBackend;
-  /** Cancels the merge; nothing is left at the output. */
+  /** Cancels the merge; nothing is left at the output. One already aborted refuses (ABORTED) before any source is opened. */
   signal?: AbortSignal;
-  /** Called as tensors are written. */
+  /** Called as tensors are written; an error it throws ends the merge with that error, leaving nothing at the output. */
   onProgress?: ProgressListener;
 }
 
@@ -62,15 +70,64 @@ export interface OneCallHooks<Source, Out> {
   openSource(source: Source, role: 'base' | 'adapter', signal?: AbortSignal, readAhead?: () => boolean): Promise<InputFileSet>;
   openOutput(out: Out, prepared: PreparedMerge, sources: { base: Source; adapters: Source[] }): Promise<OutputTarget>;
   createBackend(kind: BackendChoice, calibrationDtype: FloatDType | undefined): Promise<MergeBackend>;
+  /** Throws BAD_ARGUMENT, naming `what` (`the base`, `adapters[1]`), for a source this entry point cannot open. */
+  checkSource(source: unknown, what: string): void;
+  /** Throws BAD_ARGUMENT for an `out` this entry point cannot write to (undefined is fine). */
+  checkOutput(out: unknown): void;
 }
+
+/** The one-call merge's option names, for refusing typos (`outPath`, `weights`). */
+const OPTION_NAMES = ['base', 'adapters', 'out', 'dtype', 'backend', 'signal', 'onProgress'] as const;
+const PER_ADAPTER = 'each adapter has its own weight: adapters: [{ source, weight }]';
+const OPTION_HINTS: Readonly<Record<string, string>> = {
+  weight: PER_ADAPTER, weights: PER_ADAPTER, scale: PER_ADAPTER,
+  alpha: `an adapter's alpha is its own (adapter_config.json); ${PER_ADAPTER}`,
+  adapter: 'did you mean "adapters" (an array)?',
+};
 
 function isWeighted<Source>(x: Source | WeightedSource<Source>): x is WeightedSource<Source> {
   return typeof x === 'object' && x !== null && 'source' in x && !(x instanceof Blob);
 }
 
+/**
+ * Every option checked before a file is opened: a wrong type, an unknown option name, an adapter
+ * that is the base object itself are BAD_ARGUMENT; an aborted signal is ABORTED.
+ */
+function checkOneCallOptions<Source, Out>(options: OneCallMergeOptions<Source, Out>, hooks: OneCallHooks<Source, Out>): void {
+  checkOptions('merge() options', options, OPTION_NAMES, OPTION_HINTS);
+  if (options.base === undefined || options.base === null) throw badArgument(`base is ${shown(options.base)}; give the base model`);
+  hooks.checkSource(options.base, 'the base');
+  checkList('adapters', options.adapters, 'an adapter (a source or { source, weight })');
+  options.adapters.forEach((a, i) => {
+    const source = isWeighted(a) ? a.source : a;
+    if (isWeighted(a)) {
+      checkOptions(`adapters[${i}]`, a, ['source', 'weight'], { weights: 'did you mean "weight"?', scale: 'did you mean "weight"?' });
+      if (a.source === undefined || a.source === null) throw badArgument(`adapters[${i}].source is ${shown(a.source)}; give the adapter`);
+      checkWeight(`adapters[${i}].weight`, a.weight);
+    }
+    hooks.checkSource(source, `adapters[${i}]`);
+    if (source === options.base) throw badArgument(`adapters[${i}] is the base itself; give the adapter's files (a base given as an adapter merges nothing)`);
+  });
+  checkDtypeName('dtype', options.dtype);
+  if (typeof options.backend !== 'object' || options.backend === null) checkChoice('backend', options.backend, ['auto', 'webgpu', 'cpu']);
+  else if (typeof (options.backend as MergeBackend).merge !== 'function') {
+    throw badArgument(`backend must be auto, webgpu, cpu or a backend from createBackend, not ${shown(options.backend)}`);
+  }
+  hooks.checkOutput(options.out);
+  checkSignal('signal', options.signal);
+  checkCallback('onProgress', options.onProgress);
+  throwIfAborted(options.signal);
+}
+
+/**
+ * The one-call merge behind both entry points' `merge()`: checks every option, opens the sources
+ * through `hooks`, plans, refuses a plan with problems, merges into `options.out` (or Blobs) and
+ * releases everything, whatever happens.
+ */
 export async function oneCallMerge<Source, Out>(
   options: OneCallMergeOptions<Source, Out>, hooks: OneCallHooks<Source, Out>,
 ): Promise<MergeOutcome> {
+  checkOneCallOptions(options, hooks);
   const adapterSources = options.adapters.map((a) => (isWeighted(a) ? a : { source: a, weight: 1 }));
   let merging = false;
   const readAhead = () => merging;

@@ -14,7 +14,7 @@ import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type BaseTensorIndex, type MergePlan } from '../plan/merge-plan.js';
 import { planModelFolder, planWidenedConfigs, type ModelFolderPlan } from '../plan/model-folder.js';
 import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
-import { MergeError } from '../errors.js';
+import { badArgument, checkInputFileSet, checkList, checkOptions, checkWeight, isInputFileSet } from '../api-arguments.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 import { quantizedWeightProblems, widenedScaledProblems } from '../plan/quantized-weights.js';
 import { findScaledFp8, runtimeScales, type ScaledFp8Base } from '../formats/scaled-fp8.js';
@@ -79,13 +79,22 @@ function viewedTensors(tensors: BaseModel['tensors'], scaled: ScaledFp8Base | un
   return seen;
 }
 
-/** Opens the base and the adapters (headers and configs only) and plans the merge: every problem is in `plan.problems`, nothing heavy is read. Close the result when done. */
+/**
+ * Opens the base and the adapters (headers and configs only) and plans the merge: every problem is
+ * in `plan.problems`, nothing heavy is read. Close the result when done. Arguments of the wrong
+ * kind (not an InputFileSet, an empty or holed array, a weight that is no finite number, an
+ * unknown key beside `files` and `weight`) are refused first with a BAD_ARGUMENT MergeError.
+ */
 export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: readonly AdapterInput[]): Promise<PreparedMerge> {
-  if (adapterInputs.length === 0) throw new MergeError('BAD_ARGUMENT', 'no adapter given');
-  for (const input of adapterInputs) {
-    const weight = input.weight ?? 1;
-    if (!Number.isFinite(weight)) throw new MergeError('BAD_ARGUMENT', `${input.files.name}: weight ${weight} is not a finite number`);
-  }
+  checkInputFileSet('prepareMerge: baseFiles', baseFiles);
+  checkList('prepareMerge: adapters', adapterInputs, 'an adapter as { files, weight }');
+  adapterInputs.forEach((input, i) => {
+    const what = `prepareMerge: adapters[${i}]`;
+    if (isInputFileSet(input)) throw badArgument(`${what} is an InputFileSet; give { files: theSet, weight }`);
+    checkOptions(what, input, ['files', 'weight'], { source: 'an adapter here is { files: an InputFileSet, weight }', weights: 'did you mean "weight"?' });
+    checkInputFileSet(`${what}.files`, input.files);
+    checkWeight(`${what}.weight (${input.files.name})`, input.weight);
+  });
   const opened = await openModel(baseFiles);
   const adapters: PreparedMerge['adapters'] = [];
   const close = async () => {

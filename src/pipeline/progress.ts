@@ -1,5 +1,6 @@
 /** Progress events a merge emits; the CLI draws them as a bar, the demo page as a bar with a rate. */
 export interface MergeProgress {
+  /** `done`: every byte is written; the files appear at the output when the call resolves. */
   phase: 'plan' | 'merge' | 'done';
   tensorsDone: number;
   tensorsTotal: number;

@@ -3,6 +3,7 @@
  * generated deterministically from a seed. Pure and browser-safe: the demo page merges it with one
  * click and the CLI writes it to a folder.
  */
+import { MergeError } from '../errors.js';
 import { createSafetensorsWriter } from '../formats/safetensors-writer.js';
 import type { ByteSink } from '../io/types.js';
 import { sampleAdapterConfig, sampleModelConfig } from './llama-tensors.js';
@@ -49,7 +50,7 @@ function jsonBytes(value: unknown): Uint8Array {
 export function resolveSampleOptions(options: SamplePreset | Partial<SampleOptions> = 'small'): SampleOptions {
   if (typeof options === 'string') {
     const preset = SAMPLE_PRESETS[options];
-    if (!preset) throw new RangeError(`unknown sample preset "${options}" (expected small or large)`);
+    if (!preset) throw new MergeError('BAD_ARGUMENT', `unknown sample preset "${options}" (expected small or large)`);
     return { ...preset };
   }
   return { ...SAMPLE_PRESETS.small, ...options };

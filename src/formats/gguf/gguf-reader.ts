@@ -20,6 +20,7 @@
  * demand.
  */
 import type { GGUFTypedMetadata, gguf as GgufParser } from '@huggingface/gguf';
+import { shown } from '../../api-arguments.js';
 import { MergeError } from '../../errors.js';
 import { MAX_METADATA_ENTRIES, MAX_TENSORS } from '../../limits.js';
 import type { ByteSource } from '../../io/types.js';
@@ -79,6 +80,9 @@ const MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
  * and offset is validated before use, and nothing is read past the limits in limits.ts.
  */
 export async function openGguf(source: ByteSource): Promise<GgufFile> {
+  if (typeof source !== 'object' || source === null || typeof source.read !== 'function' || typeof source.size !== 'number') {
+    throw new MergeError('BAD_ARGUMENT', `openGguf: source must be a ByteSource (openNodeByteSource, urlByteSource, or an InputFileSet's open()), not ${shown(source)}`);
+  }
   const file = source.name;
   if (source.size < 24) {
     throw new MergeError('HEADER_TOO_SMALL', `${file}: only ${source.size} bytes, too short for a GGUF header`);
