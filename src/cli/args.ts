@@ -142,6 +142,16 @@ export function bindOptionValues(args: readonly string[], takes: Readonly<Record
   return out;
 }
 
+/**
+ * An input path as given to --`option`, refused when empty (`--adapter=`, `--tuned ""`): an empty
+ * path was looked up as a file named "" and refused as `: no such file or folder`, naming nothing.
+ * `what` says what the option names.
+ */
+export function nonEmptyPath(option: string, value: string, what: string): string {
+  if (value === '') throw usageError(`--${option} is empty; name ${what}`);
+  return value;
+}
+
 /** An --adapter as given, with the --weight that followed it (1 where none did). */
 export interface AdapterArg {
   path: string;
@@ -240,14 +250,14 @@ function parseMerge(rawArgs: string[]): MergeCommand {
     switch (token.name) {
       case 'base':
         if (base !== undefined) throw usageError('--base given twice');
-        base = value;
+        base = nonEmptyPath('base', value, 'a model file or folder');
         break;
       case 'out':
         if (out !== undefined) throw usageError('--out given twice');
         out = value;
         break;
       case 'adapter':
-        adapters.push({ path: value, weight: 1, weighted: false });
+        adapters.push({ path: nonEmptyPath('adapter', value, 'an adapter file or folder'), weight: 1, weighted: false });
         break;
       case 'weight':
         weighLastAdapter(adapters, value);
@@ -297,6 +307,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
 function parseInspect(args: string[]): InspectCommand {
   const { positionals } = parseOrExplain(() => parseArgs({ args, allowPositionals: true, strict: true }));
   if (positionals.length !== 1) throw usageError('inspect takes exactly one PATH');
+  if (positionals[0] === '') throw usageError('inspect\'s PATH is empty; name a model or adapter file or folder');
   return { command: 'inspect', path: positionals[0] };
 }
 
@@ -305,6 +316,8 @@ function parseSample(args: string[]): SampleCommand {
     parseArgs({ args: bindOptionValues(args, { backend: MERGE_VALUES.backend }), allowPositionals: true, strict: true, options: { backend: { type: 'string', multiple: true } } }),
   );
   if (positionals.length > 1) throw usageError('sample takes at most one DIR');
+  // An empty DIR was the current folder: the sample's base/ and adapter/ replaced the user's own.
+  if (positionals[0] === '') throw usageError('sample\'s DIR is empty; name a new or empty folder (or none, for ./loramerge-sample)');
   if ((values.backend?.length ?? 0) > 1) throw usageError('--backend given twice');
   const backend = values.backend?.length ? parseBackend(values.backend[0]) : 'auto';
   return { command: 'sample', dir: positionals[0] ?? 'loramerge-sample', backend };

@@ -1,0 +1,67 @@
+/**
+ * Command-line refusals the argument fuzzer (fuzz-cli-args.test.ts) found, as plain cases: an empty
+ * path.
+ * Each runs the CLI's front end in-process, as an embedder or a test does.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { runCommandLine } from '../src/cli/run-cli.js';
+import { listDir } from './helpers/cli.js';
+import { buildSafetensors, randomValues, seededRandom, tempDirs } from './helpers/fixtures.js';
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+async function run(argv: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await runCommandLine(argv, { out: (l) => out.push(l), err: (l) => err.push(l) });
+  return { code, out, err };
+}
+
+const rand = seededRandom(7);
+const module = 'model.layers.0.self_attn.q_proj';
+const files = {
+  'base.safetensors': buildSafetensors([{ name: `${module}.weight`, dtype: 'F32', shape: [6, 6], data: randomValues(36, rand) }]),
+  'adapter/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 2 }),
+  'adapter/adapter_model.safetensors': buildSafetensors([
+    { name: `base_model.model.${module}.lora_A.weight`, dtype: 'F32', shape: [2, 6], data: randomValues(12, rand) },
+    { name: `base_model.model.${module}.lora_B.weight`, dtype: 'F32', shape: [6, 2], data: randomValues(12, rand) },
+  ]),
+};
+
+describe('an empty path is a usage error naming its option', () => {
+  // Before, each was looked up as a file named "" and refused with exit 1 as ": no such file or folder".
+  it.each([
+    [['merge', '--base', 'b.safetensors', '--adapter=', '--out', 'o.safetensors'], /^error: --adapter is empty; name an adapter file or folder/],
+    [['merge', '--base=', '--adapter', 'a', '--out', 'o.safetensors'], /^error: --base is empty; name a model file or folder/],
+    [['combine', '--adapter', '', '--method', 'cat', '--out', 'o.safetensors'], /^error: --adapter is empty/],
+    [['resize', '--adapter=', '--rank', '1', '--out', 'o.safetensors'], /^error: --adapter is empty/],
+    [['extract', '--base', 'b', '--tuned=', '--rank', '1', '--out', 'o.safetensors'], /^error: --tuned is empty; name a model file or folder/],
+    [['extract', '--base=', '--tuned', 't', '--rank', '1', '--out', 'o.safetensors'], /^error: --base is empty/],
+    [['inspect', ''], /^error: inspect's PATH is empty/],
+  ])('%j', async (argv, message) => {
+    const { code, err } = await run(argv);
+    expect(code).toBe(2);
+    expect(err).toHaveLength(1);
+    expect(err[0]).toMatch(message);
+  });
+
+  it('sample "" refuses instead of writing the sample into the current folder over its base/ and adapter/', async () => {
+    const dir = temp.make({ 'base/notes.txt': 'mine', 'adapter/adapter_config.json': '{"mine": true}' });
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      const { code, err } = await run(['sample', '']);
+      expect(err.join('\n')).toMatch(/^error: sample's DIR is empty; name a new or empty folder/);
+      expect(err).toHaveLength(1);
+      expect(code).toBe(2);
+    } finally {
+      process.chdir(cwd);
+    }
+    expect(listDir(dir)).toEqual(['adapter', 'base']);
+    expect(listDir(join(dir, 'base'))).toEqual(['notes.txt']);
+    expect(readFileSync(join(dir, 'adapter', 'adapter_config.json'), 'utf8')).toBe('{"mine": true}');
+  });
+});
