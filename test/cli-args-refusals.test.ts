@@ -1,6 +1,6 @@
 /**
  * Command-line refusals the argument fuzzer (fuzz-cli-args.test.ts) found, as plain cases: an empty
- * path.
+ * path, an unknown option.
  * Each runs the CLI's front end in-process, as an embedder or a test does.
  */
 import { readFileSync } from 'node:fs';
@@ -63,5 +63,27 @@ describe('an empty path is a usage error naming its option', () => {
     expect(listDir(dir)).toEqual(['adapter', 'base']);
     expect(listDir(join(dir, 'base'))).toEqual(['notes.txt']);
     expect(readFileSync(join(dir, 'adapter', 'adapter_config.json'), 'utf8')).toBe('{"mine": true}');
+  });
+});
+
+describe('an unknown option is named as typed, with what was likely meant', () => {
+  // parseArgs' words advised putting it after `--` (which these commands refuse as a stray
+  // argument), named `-base` as `-b`, and left a quote unclosed.
+  it.each([
+    [['merge', '--bse', 'x'], 'merge has no option --bse; did you mean --base?'],
+    [['merge', '--Base', 'x'], 'merge has no option --Base; did you mean --base?'],
+    [['merge', '-base', 'x'], 'merge has no option -base; did you mean --base?'],
+    [['merge', '--dry_run'], 'merge has no option --dry_run; did you mean --dry-run?'],
+    [['merge', '--weights=2'], 'merge has no option --weights; did you mean --weight?'],
+    [['merge', '--method', 'cat'], 'merge has no option --method; it is an option of combine'],
+    [['merge', '--rank', '3'], 'merge has no option --rank; it is an option of combine, resize and extract'],
+    [['resize', '--tuned', 't'], 'resize has no option --tuned; it is an option of extract'],
+    [['combine', '--adapters', 'a'], 'combine has no option --adapters; did you mean --adapter?'],
+    [['merge', '-x'], 'merge has no option -x'],
+    [['inspect', '-x'], 'inspect has no option -x; a PATH that starts with "-" goes after --'],
+  ])('%j', async (argv, message) => {
+    const { code, err } = await run(argv);
+    expect(code).toBe(2);
+    expect(err).toEqual([`error: ${message} (see loramerge --help)`]);
   });
 });

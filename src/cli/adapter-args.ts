@@ -119,7 +119,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
       seed: { type: 'string' },
       'clamp-quantile': { type: 'string' },
     },
-  }));
+  }), 'combine', rawArgs);
   if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--adapter ADAPTER --adapter ADAPTER --out OUTPUT');
   const adapters: AdapterArg[] = [];
   let method: CombineMethod | undefined, rank: number | undefined, density: number | undefined, majority: MajoritySign | undefined;
@@ -173,7 +173,7 @@ export function parseResize(args: string[]): ResizeCommand {
       'sv-fro': { type: 'string', multiple: true },
       'sv-cumulative': { type: 'string', multiple: true },
     },
-  }));
+  }), 'resize', args);
   if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--adapter ADAPTER --out OUTPUT');
   const adapter = nonEmptyPath('adapter', single(values.adapter, 'adapter'), 'an adapter file or folder');
   const rules: RankRule[] = [];
@@ -202,7 +202,7 @@ export function parseExtract(args: string[]): ExtractCommand {
       rank: { type: 'string', multiple: true },
       energy: { type: 'string', multiple: true },
     },
-  }));
+  }), 'extract', args);
   if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--base MODEL --tuned MODEL --out OUTPUT');
   const ranks = values.rank ?? [], energies = values.energy ?? [];
   if (ranks.length + energies.length !== 1) throw usageError('extract takes exactly one of --rank and --energy');
