@@ -1,6 +1,6 @@
 /**
  * Command-line refusals the argument fuzzer (fuzz-cli-args.test.ts) found, as plain cases: an empty
- * path, an unknown option.
+ * path, an unknown option, and the reports of combine/resize/extract reaching the caller's output.
  * Each runs the CLI's front end in-process, as an embedder or a test does.
  */
 import { readFileSync } from 'node:fs';
@@ -85,5 +85,18 @@ describe('an unknown option is named as typed, with what was likely meant', () =
     const { code, err } = await run(argv);
     expect(code).toBe(2);
     expect(err).toEqual([`error: ${message} (see loramerge --help)`]);
+  });
+});
+
+describe("combine, resize and extract print their report to the caller's output", () => {
+  // The report went to process.stdout whatever output runCommandLine was given.
+  it.each([
+    ['resize', (d: string) => ['resize', '--adapter', join(d, 'adapter'), '--rank', '1', '--out', join(d, 'r.safetensors'), '--backend', 'cpu']],
+    ['combine', (d: string) => ['combine', '--adapter', join(d, 'adapter'), '--method', 'cat', '--out', join(d, 'c.safetensors'), '--backend', 'cpu']],
+  ])('%s', async (_name, argv) => {
+    const dir = temp.make(files);
+    const { code, out, err } = await run(argv(dir));
+    expect(code, err.join('\n')).toBe(0);
+    expect(out.join('\n')).toMatch(/^module +rank +kept\n.*q_proj +[12] +\d+\.\d{4}%$/);
   });
 });
