@@ -100,3 +100,18 @@ describe("combine, resize and extract print their report to the caller's output"
     expect(out.join('\n')).toMatch(/^module +rank +kept\n.*q_proj +[12] +\d+\.\d{4}%$/);
   });
 });
+
+describe('a line break in an output path is shown escaped: each report line stays one line', () => {
+  // `--out $'a\nb'` printed "merged … into a" and "b: …" as two lines of stderr.
+  it.each([
+    ['merge', (d: string) => ['merge', '--base', join(d, 'base.safetensors'), '--adapter', join(d, 'adapter'), '--out', join(d, 'new\nline.safetensors'), '--backend', 'cpu'], /^merged 1 of 1 tensors into .*new\\u000aline\.safetensors: /],
+    ['resize', (d: string) => ['resize', '--adapter', join(d, 'adapter'), '--rank', '1', '--out', join(d, 'peft\nout'), '--backend', 'cpu'], /^wrote 1 LoRA module to .*peft\\u000aout \(PEFT folder\)/],
+  ])('%s', async (_name, argv, line) => {
+    const dir = temp.make(files);
+    const { code, err } = await run(argv(dir));
+    expect(code, err.join('\n')).toBe(0);
+    const lines = err.join('\n').split('\n');
+    for (const l of lines) expect(l).toMatch(/^(base|adapter \d+|plan|backend|merged \d+|wrote \d+)[: ]/);
+    expect(lines.filter((l) => line.test(l)), err.join('\n')).toHaveLength(1);
+  });
+});

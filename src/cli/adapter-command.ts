@@ -127,7 +127,7 @@ async function produce(
       printReport(result, print);
       const seconds = (performance.now() - started) / 1000;
       const { modules, whole } = result.adapter;
-      log(`wrote ${modules.length} LoRA module${modules.length === 1 ? '' : 's'}${whole.length ? ` and ${whole.length} whole tensor${whole.length === 1 ? '' : 's'}` : ''} to ${cmd.out} (${format === 'kohya' ? 'kohya file' : 'PEFT folder'}) in ${seconds.toFixed(2)} s`);
+      log(listingLine(`wrote ${modules.length} LoRA module${modules.length === 1 ? '' : 's'}${whole.length ? ` and ${whole.length} whole tensor${whole.length === 1 ? '' : 's'}` : ''} to ${cmd.out} (${format === 'kohya' ? 'kohya file' : 'PEFT folder'}) in ${seconds.toFixed(2)} s`));
       return 0;
     } catch (e) {
       await output.abort();
