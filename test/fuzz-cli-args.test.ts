@@ -161,7 +161,7 @@ function build(r: Recipe): Built {
   let eqAt = 0;
   const opt = (name: string, value?: string): Opt => ({ name, value, eq: value !== undefined && r.eq[eqAt++ % r.eq.length] });
   const b: Built = { command: r.command, opts: [], positionals: [], tail: [], faults: [] };
-  const outFile = pick(['out.safetensors', './sub.safetensors', 'old.safetensors', 'newdir/', 'emptydir/', '-', 'out ü ✓.safetensors'], p[0]);
+  const outFile = pick(['out.safetensors', './sub.safetensors', 'old.safetensors', 'newdir/', 'emptydir/', '-', 'out ü ✓.safetensors', 'new\nline.safetensors'], p[0]);
   switch (r.command) {
     case 'merge': {
       const adapters = p[1] % 4 === 0 ? ['adapter', 'adapter2'] : p[1] % 4 === 1 ? ['adapter', 'adapter'] : [pick(['adapter', 'adapter2'], p[2])];
@@ -233,7 +233,7 @@ function build(r: Recipe): Built {
       break;
   }
   if (['combine', 'resize', 'extract'].includes(r.command)) {
-    const out = pick(['o.safetensors', 'o-peft', 'emptydir', 'old.safetensors', 'newdir/o.safetensors', '-', 'ü peft'], p[15]);
+    const out = pick(['o.safetensors', 'o-peft', 'emptydir', 'old.safetensors', 'newdir/o.safetensors', '-', 'ü peft', 'peft\nout'], p[15]);
     if (out.startsWith('newdir/')) b.faults.push({ kind: 'late-usage', why: /newdir.*does not exist; create it or choose another --out/ });
     else b.output = { path: out, kind: out.endsWith('.safetensors') ? 'adapter-file' : 'adapter-folder' };
     b.opts.push(opt('backend', 'cpu'));
@@ -450,6 +450,9 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       b.faults.push({ kind: 'late-usage', why });
     },
   ];
+  // An --out that cannot be used is drawn twice as often: its refusals come after the output's lock
+  // is taken, where a file left behind would show.
+  faults.push(faults[16]);
   pick(faults, which)();
 }
 
