@@ -80,7 +80,7 @@ const EMPTY_FOLDERS = ['emptydir'];
 // --- the grammar ------------------------------------------------------------------------------
 
 /** What a fault makes of the case (see the module comment); `why` must be in the error line. */
-type FaultKind = 'usage' | 'help' | 'input' | 'late-usage';
+type FaultKind = 'usage' | 'help' | 'input' | 'dtype-usage' | 'late-usage';
 interface Fault { kind: FaultKind; why: RegExp }
 
 /** One option as it will be typed. */
@@ -407,7 +407,7 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       b.opts = b.opts.filter((x) => x.name !== 'dtype');
       const d = pick(FOREIGN_DTYPES, n);
       b.opts.push(opt('dtype', d));
-      b.faults.push({ kind: 'late-usage', why: new RegExp(`--dtype.*${escape(d)}`) });
+      b.faults.push({ kind: 'dtype-usage', why: new RegExp(`--dtype.*${escape(d)}`) });
     },
     // An input path that is not there, or is a folder, or the wrong kind of thing.
     () => {
@@ -440,7 +440,7 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
         ['missing/out.safetensors', /missing\/out\.safetensors: folder .*missing does not exist; create it or choose another --out/],
         ['base.safetensors/x.safetensors', /folder .*base\.safetensors is not a folder; create it or choose another --out/],
       ];
-      if (inputs.some((i) => i.startsWith('adapter'))) choices.push(['adapter/adapter_model.safetensors', /would overwrite input (.*\/)?adapter;/]);
+      if (inputs.includes('adapter')) choices.push(['adapter/adapter_model.safetensors', /would overwrite input (.*\/)?adapter;/]);
       // merge writes a file for a file base; the others a file only for an --out named *.safetensors.
       if (b.command === 'merge') choices.push(['emptydir', /emptydir: exists and is not a file; choose another output path/]);
       else if (!b.opts.some((x) => x.name === 'overwrite')) choices.push(['notes', /notes: folder exists and is not empty; remove it or allow overwriting/]);
@@ -616,14 +616,16 @@ function expectedOutcome(b: Built): { code: number; why?: RegExp; parse: boolean
   if (usage.length) return { code: 2, why: usage.length === 1 ? usage[0].why : undefined, parse: true };
   const input = before('input');
   if (input.length) return { code: 1, why: input.length === 1 ? input[0].why : undefined, parse: false };
+  // Then, in the order the merge meets them: the base's type for --dtype; the plan (a weight whose
+  // product with α/r is past float64); the output (--out); the values, past the output type's
+  // range (worked out only when merging, not in a dry run).
+  const dtype = before('dtype-usage');
+  if (dtype.length) return { code: 2, why: dtype[dtype.length - 1].why, parse: false }; // the last --dtype given stands
+  const ref = b.merge && reference(b.merge);
+  if (ref?.failure && /float64/.test(ref.failure.source)) return { code: 1, why: ref.failure, parse: false };
   const late = before('late-usage');
   if (late.length) return { code: 2, why: late.length === 1 ? late[0].why : undefined, parse: false };
-  if (b.merge) {
-    const ref = reference(b.merge);
-    // A weight whose product with α/r is past float64 is refused when the merge is planned; values
-    // past the output type's range only when they are worked out (not in a dry run).
-    if (ref.failure && (!b.merge.dryRun || /float64/.test(ref.failure.source))) return { code: 1, why: ref.failure, parse: false };
-  }
+  if (ref?.failure && !b.merge!.dryRun) return { code: 1, why: ref.failure, parse: false };
   return { code: 0, parse: false };
 }
 
