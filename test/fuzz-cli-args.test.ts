@@ -49,8 +49,8 @@ const Q = 'model.layers.0.self_attn.q_proj';
 const V = 'model.layers.0.self_attn.v_proj';
 /** Values on the f32 grid, so the files hold them exactly. */
 const grid = (n: number, seed: number, scale = 0.5) => Float64Array.from({ length: n }, (_, i) => Math.fround(Math.sin(i * 1.7 + seed) * scale));
-const W = { [Q]: grid(N * N, 1), [V]: grid(N * N, 2) };
-const TUNED = { [Q]: grid(N * N, 1.1), [V]: W[V] };
+const W: Record<string, Float64Array> = { [Q]: grid(N * N, 1), [V]: grid(N * N, 2) };
+const TUNED: Record<string, Float64Array> = { [Q]: grid(N * N, 1.1), [V]: W[V] };
 interface Lora { r: number; alpha: number; modules: Record<string, { A: Float64Array; B: Float64Array }> }
 const LORAS: Record<string, Lora> = {
   adapter: { r: 2, alpha: 4, modules: { [Q]: { A: grid(2 * N, 3), B: grid(N * 2, 4) } } },
@@ -143,7 +143,7 @@ const recipe: fc.Arbitrary<Recipe> = fc.record({
   picks: fc.array(fc.nat(1000), { minLength: 16, maxLength: 16 }),
   // Mostly one fault: each then has its own expected message; some cases none, some two.
   faults: fc.oneof(
-    { arbitrary: fc.constant([]), weight: 3 },
+    { arbitrary: fc.constant<{ which: number; pick: number }[]>([]), weight: 3 },
     { arbitrary: fc.array(fc.record({ which: fc.nat(1000), pick: fc.nat(1000) }), { minLength: 1, maxLength: 1 }), weight: 6 },
     { arbitrary: fc.array(fc.record({ which: fc.nat(1000), pick: fc.nat(1000) }), { minLength: 2, maxLength: 2 }), weight: 1 },
   ),
