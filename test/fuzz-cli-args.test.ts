@@ -413,7 +413,8 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
     () => {
       const inputs = b.opts.filter((x) => ['base', 'adapter', 'tuned'].includes(x.name) && x.value);
       if (!inputs.length) {
-        if (b.command !== 'inspect') return faults[16]();
+        // (inspect's PATH, unless a fault emptied it already: that one stands)
+        if (b.command !== 'inspect' || b.positionals[0] === '') return faults[16]();
         b.positionals = [pick(['nope.safetensors', 'missing/dir', 'base.safetensors/'], n)];
         return void b.faults.push({ kind: 'input', why: new RegExp(`${escape(b.positionals[0])}: no such file or folder`) });
       }
@@ -434,9 +435,9 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
     () => {
       const out = b.opts.find((x) => x.name === 'out' && x.value !== undefined);
       if (!out || b.merge?.dryRun) return faults[3]();
-      const inputs = b.opts.filter((x) => ['base', 'adapter', 'tuned'].includes(x.name)).map((x) => x.value!);
+      const inputs = b.opts.filter((x) => ['base', 'adapter', 'tuned'].includes(x.name) && x.value).map((x) => x.value!);
       const choices: [string, RegExp][] = [
-        [pick(inputs, n), /would overwrite input/],
+        ...(inputs.length ? [[pick(inputs, n), /would overwrite input/] as [string, RegExp]] : []),
         ['missing/out.safetensors', /missing\/out\.safetensors: folder .*missing does not exist; create it or choose another --out/],
         ['base.safetensors/x.safetensors', /folder .*base\.safetensors is not a folder; create it or choose another --out/],
       ];
