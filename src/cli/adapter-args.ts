@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import type { MajoritySign } from '../algebra/merge-rules.js';
 import type { RankRule } from '../algebra/rank-rules.js';
 import type { CombineMethod } from '../adapter-ops/combine.js';
-import { bindOptionValues, outOfRange, parseBackend, parseOrExplain, plainDecimal, unexpectedArgument, usageError, weighLastAdapter, wholeNumber, type AdapterArg, type BackendChoice } from './args.js';
+import { bindOptionValues, nonEmptyPath, outOfRange, parseBackend, parseOrExplain, plainDecimal, unexpectedArgument, usageError, weighLastAdapter, wholeNumber, type AdapterArg, type BackendChoice } from './args.js';
 
 export interface CombineCommand {
   command: 'combine';
@@ -119,7 +119,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
       seed: { type: 'string' },
       'clamp-quantile': { type: 'string' },
     },
-  }));
+  }), 'combine', rawArgs);
   if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--adapter ADAPTER --adapter ADAPTER --out OUTPUT');
   const adapters: AdapterArg[] = [];
   let method: CombineMethod | undefined, rank: number | undefined, density: number | undefined, majority: MajoritySign | undefined;
@@ -129,7 +129,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
     if (token.kind !== 'option') continue;
     const value = token.value ?? '';
     switch (token.name) {
-      case 'adapter': adapters.push({ path: value, weight: 1, weighted: false }); break;
+      case 'adapter': adapters.push({ path: nonEmptyPath('adapter', value, 'an adapter file or folder'), weight: 1, weighted: false }); break;
       case 'weight':
         weighLastAdapter(adapters, value);
         break;
@@ -173,9 +173,9 @@ export function parseResize(args: string[]): ResizeCommand {
       'sv-fro': { type: 'string', multiple: true },
       'sv-cumulative': { type: 'string', multiple: true },
     },
-  }));
+  }), 'resize', args);
   if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--adapter ADAPTER --out OUTPUT');
-  const adapter = single(values.adapter, 'adapter');
+  const adapter = nonEmptyPath('adapter', single(values.adapter, 'adapter'), 'an adapter file or folder');
   const rules: RankRule[] = [];
   for (const v of values.rank ?? []) rules.push({ kind: 'rank', rank: positiveInteger('rank', v) });
   for (const v of values['sv-ratio'] ?? []) {
@@ -202,12 +202,14 @@ export function parseExtract(args: string[]): ExtractCommand {
       rank: { type: 'string', multiple: true },
       energy: { type: 'string', multiple: true },
     },
-  }));
+  }), 'extract', args);
   if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--base MODEL --tuned MODEL --out OUTPUT');
   const ranks = values.rank ?? [], energies = values.energy ?? [];
   if (ranks.length + energies.length !== 1) throw usageError('extract takes exactly one of --rank and --energy');
   return {
-    command: 'extract', base: single(values.base, 'base')!, tuned: single(values.tuned, 'tuned')!,
+    command: 'extract',
+    base: nonEmptyPath('base', single(values.base, 'base'), 'a model file or folder'),
+    tuned: nonEmptyPath('tuned', single(values.tuned, 'tuned'), 'a model file or folder'),
     rank: ranks.length ? positiveInteger('rank', ranks[0]) : undefined,
     energy: energies.length ? fraction('energy', energies[0]) : undefined,
     out: single(values.out, 'out')!,

@@ -43,7 +43,7 @@ async function listInputs(command: string, paths: string[]): Promise<{ sets: Inp
   return { sets, inputs: { paths, files, stamps: await stampInputFiles(files, `the ${command}`) } };
 }
 
-export async function runCombine(cmd: CombineCommand, log: Log = stderrLog): Promise<number> {
+export async function runCombine(cmd: CombineCommand, log: Log = stderrLog, print: Log = stdoutLine): Promise<number> {
   const { sets, inputs } = await listInputs(cmd.command, cmd.adapters.map((a) => a.path));
   const adapters = await openAdapters(sets);
   try {
@@ -52,7 +52,7 @@ export async function runCombine(cmd: CombineCommand, log: Log = stderrLog): Pro
     for (const { option, why } of optionsWithoutEffect(cmd)) {
       log(`warning: --${option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} has no effect with --method ${cmd.method}${why}`);
     }
-    return await produce(cmd, inputs, log, (backend, run) => combineAdapters(
+    return await produce(cmd, inputs, log, print, (backend, run) => combineAdapters(
       adapters.map((adapter, i) => ({ adapter, weight: cmd.adapters[i].weight })),
       { method: cmd.method, rank: cmd.rank, density: cmd.density, majoritySign: cmd.majoritySign, seed: cmd.seed, clampQuantile: cmd.clampQuantile, format },
       backend, run));
@@ -61,19 +61,19 @@ export async function runCombine(cmd: CombineCommand, log: Log = stderrLog): Pro
   }
 }
 
-export async function runResize(cmd: ResizeCommand, log: Log = stderrLog): Promise<number> {
+export async function runResize(cmd: ResizeCommand, log: Log = stderrLog, print: Log = stdoutLine): Promise<number> {
   const { sets, inputs } = await listInputs(cmd.command, [cmd.adapter]);
   const [adapter] = await openAdapters(sets);
   try {
     const format = outputFormatFor(cmd.out);
     checkFormatFits([adapter], format, cmd.out);
-    return await produce(cmd, inputs, log, (backend, run) => resizeAdapter(adapter, cmd.rule, format, backend, run));
+    return await produce(cmd, inputs, log, print, (backend, run) => resizeAdapter(adapter, cmd.rule, format, backend, run));
   } finally {
     await adapter.file.source.close();
   }
 }
 
-export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog): Promise<number> {
+export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog, print: Log = stdoutLine): Promise<number> {
   const { sets: [baseFiles, tunedFiles], inputs } = await listInputs(cmd.command, [cmd.base, cmd.tuned]);
   const base = await openExtractModel(baseFiles);
   let tuned: BaseModel | undefined;
@@ -81,7 +81,7 @@ export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog): Pro
     tuned = await openExtractModel(tunedFiles);
     const t = tuned;
     const baseModelName = await modelNameOrPath(baseFiles);
-    return await produce(cmd, inputs, log, (backend, run) => extractAdapter(base, t,
+    return await produce(cmd, inputs, log, print, (backend, run) => extractAdapter(base, t,
       { rank: cmd.rank, energy: cmd.energy, format: outputFormatFor(cmd.out), baseModelName }, backend, run));
   } finally {
     await base.close();
@@ -102,7 +102,7 @@ async function openAdapters(sets: InputFileSet[]): Promise<ParsedAdapter[]> {
 
 /** Output target, backend, Ctrl-C, progress; the operation; then the file(s) and the report. */
 async function produce(
-  cmd: { command: string; out: string; backend: 'auto' | 'webgpu' | 'cpu'; overwrite: boolean }, inputs: Inputs, log: Log,
+  cmd: { command: string; out: string; backend: 'auto' | 'webgpu' | 'cpu'; overwrite: boolean }, inputs: Inputs, log: Log, print: Log,
   make: (backend: AlgebraBackend, run: { signal: AbortSignal; onProgress: ProgressListener }) => Promise<OpResult>,
 ): Promise<number> {
   const format = outputFormatFor(cmd.out);
@@ -124,10 +124,10 @@ async function produce(
       if (signal.aborted) throw new MergeError('ABORTED', `${cmd.command} cancelled`);
       await writeAdapter(output, result.adapter);
       await output.commit();
-      printReport(result);
+      printReport(result, print);
       const seconds = (performance.now() - started) / 1000;
       const { modules, whole } = result.adapter;
-      log(`wrote ${modules.length} LoRA module${modules.length === 1 ? '' : 's'}${whole.length ? ` and ${whole.length} whole tensor${whole.length === 1 ? '' : 's'}` : ''} to ${cmd.out} (${format === 'kohya' ? 'kohya file' : 'PEFT folder'}) in ${seconds.toFixed(2)} s`);
+      log(listingLine(`wrote ${modules.length} LoRA module${modules.length === 1 ? '' : 's'}${whole.length ? ` and ${whole.length} whole tensor${whole.length === 1 ? '' : 's'}` : ''} to ${cmd.out} (${format === 'kohya' ? 'kohya file' : 'PEFT folder'}) in ${seconds.toFixed(2)} s`));
       return 0;
     } catch (e) {
       await output.abort();
@@ -142,13 +142,14 @@ async function produce(
 }
 
 /**
- * One line per module on stdout: name, rank, share of ‖ΔW‖_F kept. Four decimals: extractions
+ * One line per module on stdout (`print`: the caller's, so that runCommandLine's output gets it):
+ * name, rank, share of ‖ΔW‖_F kept. Four decimals: extractions
  * keep 99.98–99.999 %, which two decimals cannot tell apart.
  */
-function printReport(result: OpResult): void {
+function printReport(result: OpResult, print: Log): void {
   const width = Math.min(80, Math.max(6, ...result.report.map((r) => r.name.length)));
   const lines = [`${'module'.padEnd(width)}  rank  kept`];
   for (const r of result.report) lines.push(`${listingLine(r.name).padEnd(width)}  ${String(r.rank).padStart(4)}  ${(100 * r.froKept).toFixed(4)}%`);
-  stdoutLine(lines.join('\n'));
+  print(lines.join('\n'));
 }
 

@@ -142,6 +142,16 @@ export function bindOptionValues(args: readonly string[], takes: Readonly<Record
   return out;
 }
 
+/**
+ * An input path as given to --`option`, refused when empty (`--adapter=`, `--tuned ""`): an empty
+ * path was looked up as a file named "" and refused as `: no such file or folder`, naming nothing.
+ * `what` says what the option names.
+ */
+export function nonEmptyPath(option: string, value: string, what: string): string {
+  if (value === '') throw usageError(`--${option} is empty; name ${what}`);
+  return value;
+}
+
 /** An --adapter as given, with the --weight that followed it (1 where none did). */
 export interface AdapterArg {
   path: string;
@@ -178,13 +188,68 @@ function asksForHelp(args: string[]): boolean {
   return (end < 0 ? args : args.slice(0, end)).some((arg) => arg === '--help' || arg === '-h');
 }
 
-/** parseArgs messages are already one readable line; make them usage errors (ours stay as they are). */
-export function parseOrExplain<T>(run: () => T): T {
+/** Each command's options, by name without the dashes: what a refusal of an unknown one may point to. */
+export const COMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
+  merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'backend', 'threads', 'dry-run', 'overwrite'],
+  inspect: [],
+  sample: ['backend'],
+  combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'out', 'backend', 'overwrite'],
+  resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'out', 'backend', 'overwrite'],
+  extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'overwrite'],
+};
+
+/** Edit distance of two short strings (insertions, deletions, substitutions). */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length];
+}
+
+/**
+ * The refusal of an option `command` does not have, as typed (`arg`): the option it most likely
+ * meant (`--bse`, `--Base`, `--dry_run`, `-base`), or the commands that do have it (`merge
+ * --method`). parseArgs' own words advised putting it after `--`, which these commands then refuse
+ * as a stray argument, and named only the first letter of `-base`.
+ */
+function unknownOption(command: string, arg: string): MergeError {
+  const own = COMMAND_OPTIONS[command] ?? [];
+  const typed = arg.replace(/^-+/, '').split('=')[0];
+  const wanted = typed.toLowerCase().replace(/_/g, '-');
+  const scored = own.map((name) => ({ name, d: name === wanted ? 0 : editDistance(wanted, name) }));
+  const best = scored.sort((x, y) => x.d - y.d)[0];
+  const shown = arg.split('=')[0];
+  let hint = '';
+  if (best && (best.d === 0 || (best.d <= 2 && wanted.length >= 3))) hint = `; did you mean --${best.name}?`;
+  else {
+    const others = Object.keys(COMMAND_OPTIONS).filter((c) => c !== command && COMMAND_OPTIONS[c].includes(wanted));
+    if (others.length) hint = `; it is an option of ${others.length > 1 ? `${others.slice(0, -1).join(', ')} and ` : ''}${others[others.length - 1]}`;
+    else if (command === 'inspect' || command === 'sample') hint = `; a ${command === 'inspect' ? 'PATH' : 'DIR'} that starts with "-" goes after --`;
+  }
+  return usageError(`${command} has no option ${shown}${hint}`);
+}
+
+/**
+ * parseArgs messages made usage errors (ours stay as they are): an unknown option in our words
+ * (unknownOption), the others' first line. `command` and `args` (as typed) name what was unknown.
+ */
+export function parseOrExplain<T>(run: () => T, command?: string, args?: readonly string[]): T {
   try {
     return run();
   } catch (e) {
     if (e instanceof MergeError) throw e;
-    throw usageError((e as Error).message.split('\n')[0]);
+    const err = e as Error & { code?: string };
+    const name = /'(-[^']*)'/.exec(err.message)?.[1];
+    if (command && err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && name) {
+      const options = args ? args.slice(0, args.includes('--') ? args.indexOf('--') : args.length) : [];
+      // `-base` reaches parseArgs as the short options -b -a -s -e: name the argument as typed.
+      const typed = name.startsWith('--') ? name : options.find((a) => !a.startsWith('--') && a.startsWith(name)) ?? name;
+      throw unknownOption(command, typed);
+    }
+    throw usageError(err.message.split('\n')[0]);
   }
 }
 
@@ -222,7 +287,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         'dry-run': { type: 'boolean' },
         overwrite: { type: 'boolean' },
       },
-    }),
+    }), 'merge', args,
   );
   if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--base MODEL --adapter ADAPTER --out OUTPUT');
   let base: string | undefined;
@@ -240,14 +305,14 @@ function parseMerge(rawArgs: string[]): MergeCommand {
     switch (token.name) {
       case 'base':
         if (base !== undefined) throw usageError('--base given twice');
-        base = value;
+        base = nonEmptyPath('base', value, 'a model file or folder');
         break;
       case 'out':
         if (out !== undefined) throw usageError('--out given twice');
         out = value;
         break;
       case 'adapter':
-        adapters.push({ path: value, weight: 1, weighted: false });
+        adapters.push({ path: nonEmptyPath('adapter', value, 'an adapter file or folder'), weight: 1, weighted: false });
         break;
       case 'weight':
         weighLastAdapter(adapters, value);
@@ -295,16 +360,19 @@ function parseMerge(rawArgs: string[]): MergeCommand {
 }
 
 function parseInspect(args: string[]): InspectCommand {
-  const { positionals } = parseOrExplain(() => parseArgs({ args, allowPositionals: true, strict: true }));
+  const { positionals } = parseOrExplain(() => parseArgs({ args, allowPositionals: true, strict: true }), 'inspect', args);
   if (positionals.length !== 1) throw usageError('inspect takes exactly one PATH');
+  if (positionals[0] === '') throw usageError('inspect\'s PATH is empty; name a model or adapter file or folder');
   return { command: 'inspect', path: positionals[0] };
 }
 
 function parseSample(args: string[]): SampleCommand {
   const { positionals, values } = parseOrExplain(() =>
-    parseArgs({ args: bindOptionValues(args, { backend: MERGE_VALUES.backend }), allowPositionals: true, strict: true, options: { backend: { type: 'string', multiple: true } } }),
+    parseArgs({ args: bindOptionValues(args, { backend: MERGE_VALUES.backend }), allowPositionals: true, strict: true, options: { backend: { type: 'string', multiple: true } } }), 'sample', args,
   );
   if (positionals.length > 1) throw usageError('sample takes at most one DIR');
+  // An empty DIR was the current folder: the sample's base/ and adapter/ replaced the user's own.
+  if (positionals[0] === '') throw usageError('sample\'s DIR is empty; name a new or empty folder (or none, for ./loramerge-sample)');
   if ((values.backend?.length ?? 0) > 1) throw usageError('--backend given twice');
   const backend = values.backend?.length ? parseBackend(values.backend[0]) : 'auto';
   return { command: 'sample', dir: positionals[0] ?? 'loramerge-sample', backend };

@@ -15,7 +15,7 @@ import { createNodeBackend } from '../engine/node-backend.js';
 import { describePlan } from './plan-report.js';
 import { formatBytes } from '../format.js';
 import { createProgressDisplay } from './progress-bar.js';
-import { oneLine, stderrLine, stdoutLine } from './terminal-text.js';
+import { listingLine, oneLine, stderrLine, stdoutLine } from './terminal-text.js';
 
 /** Where the command prints: results (the dry-run plan) to `out`, messages to `err`. */
 export interface MergeOutput {
@@ -92,10 +92,11 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
         });
         progress.stop();
         const rate = formatBytes(result.bytesWritten / Math.max(result.seconds, 1e-3));
-        log(
+        // A line break in --out is shown escaped: the report stays one line per line, as the plan's do.
+        log(listingLine(
           `merged ${result.tensorsUpdated} of ${result.tensors} tensors into ${cmd.out}: ` +
             `${formatBytes(result.bytesWritten)} in ${result.seconds.toFixed(2)} s (${rate}/s)`,
-        );
+        ));
         return 0;
       } finally {
         progress.stop();

@@ -50,11 +50,11 @@ async function dispatch(argv: string[], io: CliOutput): Promise<number> {
     case 'sample':
       return runSample(command, io);
     case 'combine':
-      return runCombine(command, io.err);
+      return runCombine(command, io.err, io.out);
     case 'resize':
-      return runResize(command, io.err);
+      return runResize(command, io.err, io.out);
     case 'extract':
-      return runExtract(command, io.err);
+      return runExtract(command, io.err, io.out);
   }
 }
 

@@ -14,7 +14,7 @@ import { isLoramergeEntry } from '../io/temp-files.js';
 import { generateSample } from '../sample/index.js';
 import type { SampleCommand } from './args.js';
 import { runMerge, type MergeOutput } from './merge-command.js';
-import { stderrLine } from './terminal-text.js';
+import { listingLine, stderrLine } from './terminal-text.js';
 
 /**
  * DIR may hold only what an earlier sample wrote (its files are replaced): DIR/base and DIR/merged
@@ -62,7 +62,7 @@ export async function runSample(cmd: SampleCommand, io?: MergeOutput): Promise<n
     await rmdir(cmd.dir).catch(() => undefined); // only if now empty
     throw e;
   }
-  log(`sample written to ${baseDir} and ${adapterDir}`);
+  log(listingLine(`sample written to ${baseDir} and ${adapterDir}`));
   const code = await runMerge({
     command: 'merge',
     base: baseDir,

@@ -1,0 +1,769 @@
+/**
+ * The command line itself, fuzzed: argument lists generated from the CLI's grammar (every command,
+ * every option in both `--opt value` and `--opt=value` forms, repeated and missing options and
+ * values, options of another command, near-miss spellings, bad numbers, unknown types and
+ * backends, stray arguments, `--`, `-`, `-x`, `--help`) over real paths (a small base, a tuned copy
+ * and two PEFT adapters in a folder made for each case), paths that do not exist, a folder where a
+ * file is meant, an input as --out, an --out in a folder that does not exist. Each case knows what
+ * the CLI documents for it (README, "exit code"), worked out here from the faults the case holds:
+ *   - a usage fault found while parsing: exit 2 and stderr exactly one line, `error: … (see
+ *     loramerge --help)`, naming the option (when the case holds one fault);
+ *   - `--help` / `-h` before any `--`: exit 0 and the usage on stdout;
+ *   - an input that is missing or not what it should be: exit 1; an --out that cannot be used or a
+ *     --dtype the base's format lacks: exit 2 (after the inputs are read);
+ *   - none: exit 0, and the output re-opened with the library's readers; a merge's values against
+ *     W + Σ w·α/r·(B·A) worked out here in float64 (a weight past f32/f16 range: exit 1);
+ * and for every case: one `error:` line at most, last, after only the CLI's own report lines; no
+ * stack trace, `[object Object]`, `undefined` or `NaN` the user did not type; nothing new in the
+ * case's folder after a refusal (no output, no temporary, no lock) and every input byte unchanged;
+ * each case done in a few seconds. Most cases run the built front end in a worker thread (a hang is
+ * stopped by ending the worker), a few as the real `loramerge` process.
+ * `npm test` runs a bounded number of cases; `npm run fuzz` more (FUZZ_ARGS_RUNS,
+ * FUZZ_ARGS_CLI_RUNS, FUZZ_SEED; FUZZ_PATH replays one case). Run `npm run build:lib` first when
+ * calling vitest directly: the cases run the built CLI.
+ */
+import fc from 'fast-check';
+import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { afterAll, describe, expect, it } from 'vitest';
+import { decodeToF32, type FloatDType } from '../src/dtype.js';
+import { openAdapter } from '../src/formats/adapter.js';
+import { openSafetensors } from '../src/formats/safetensors-reader.js';
+import { openNodeByteSource } from '../src/io/node-byte-source.js';
+import { openNodeInputFileSet } from '../src/io/node-input-files.js';
+import { runCli, type CliResult } from './helpers/cli.js';
+import { fuzzSettings } from './helpers/cli-fuzz.js';
+import { buildSafetensors, roundForDType, tempDirs, type FixtureDType } from './helpers/fixtures.js';
+
+const settings = fuzzSettings('FUZZ_ARGS_RUNS', 'FUZZ_ARGS_CLI_RUNS', { runs: 200, cliRuns: 3 });
+/** A case's own time limit (the slowest valid case takes well under a second here). */
+const CASE_MS = 8000;
+/** The worker is ended after this long: the case hung. */
+const HANG_MS = 20_000;
+
+// --- the files every case starts from -------------------------------------------------------
+
+const N = 8;
+const Q = 'model.layers.0.self_attn.q_proj';
+const V = 'model.layers.0.self_attn.v_proj';
+/** Values on the f32 grid, so the files hold them exactly. */
+const grid = (n: number, seed: number, scale = 0.5) => Float64Array.from({ length: n }, (_, i) => Math.fround(Math.sin(i * 1.7 + seed) * scale));
+const W: Record<string, Float64Array> = { [Q]: grid(N * N, 1), [V]: grid(N * N, 2) };
+const TUNED: Record<string, Float64Array> = { [Q]: grid(N * N, 1.1), [V]: W[V] };
+interface Lora { r: number; alpha: number; modules: Record<string, { A: Float64Array; B: Float64Array }> }
+const LORAS: Record<string, Lora> = {
+  adapter: { r: 2, alpha: 4, modules: { [Q]: { A: grid(2 * N, 3), B: grid(N * 2, 4) } } },
+  adapter2: { r: 3, alpha: 3, modules: { [Q]: { A: grid(3 * N, 5), B: grid(N * 3, 6) }, [V]: { A: grid(3 * N, 7), B: grid(N * 3, 8) } } },
+};
+
+function model(values: Record<string, Float64Array>): Uint8Array {
+  return buildSafetensors(Object.entries(values).map(([name, data]) => ({ name: `${name}.weight`, dtype: 'F32' as const, shape: [N, N], data })));
+}
+
+const FILES: Record<string, Uint8Array | string> = {
+  'base.safetensors': model(W),
+  'tuned.safetensors': model(TUNED),
+  'old.safetensors': 'not written by loramerge: replaced only by a merge that succeeds',
+  'notes/readme.txt': 'a folder with something in it',
+};
+for (const [name, lora] of Object.entries(LORAS)) {
+  FILES[`${name}/adapter_config.json`] = JSON.stringify({ peft_type: 'LORA', r: lora.r, lora_alpha: lora.alpha, target_modules: Object.keys(lora.modules).map((m) => m.split('.').pop()) });
+  FILES[`${name}/adapter_model.safetensors`] = buildSafetensors(Object.entries(lora.modules).flatMap(([m, { A, B }]) => [
+    { name: `base_model.model.${m}.lora_A.weight`, dtype: 'F32' as const, shape: [lora.r, N], data: A },
+    { name: `base_model.model.${m}.lora_B.weight`, dtype: 'F32' as const, shape: [N, lora.r], data: B },
+  ]));
+}
+/** Folders that exist empty. */
+const EMPTY_FOLDERS = ['emptydir'];
+
+// --- the grammar ------------------------------------------------------------------------------
+
+/** What a fault makes of the case (see the module comment); `why` must be in the error line. */
+type FaultKind = 'usage' | 'help' | 'input' | 'dtype-usage' | 'late-usage';
+interface Fault { kind: FaultKind; why: RegExp }
+
+/** One option as it will be typed. */
+interface Opt { name: string; value?: string; eq: boolean }
+
+interface Built {
+  command: string;
+  /** The command as typed, where a fault misspelt it (the other faults still follow `command`'s grammar). */
+  typed?: string;
+  opts: Opt[];
+  positionals: string[];
+  /** Arguments added after everything else (`--` and what follows it). */
+  tail: string[];
+  faults: Fault[];
+  /** Where a successful run writes (relative to the case folder), and as what. */
+  output?: { path: string; kind: 'merged' | 'adapter-file' | 'adapter-folder' | 'sample' };
+  /** Merge adapters and weights, for the float64 reference. */
+  merge?: { adapters: { name: string; weight: number }[]; dtype?: string; mergedOnly: boolean; dryRun: boolean };
+}
+
+const VALID_WEIGHTS = ['1', '0.5', '-1', '2e-1', '+3', '.5', '1.', '-0', '0', '1e-400', '-2.5e3', '1e7', '1e30', '1e308'];
+const BAD_WEIGHTS = ['abc', 'NaN', 'Infinity', '-Infinity', '1e400', '-1e400', '0x10', '', ' 1', '1 ', '１', '٣', '1,5', '1e', 'e5', '1_000', '∞', '0b1', '--1'];
+const VALID_DTYPES = ['f32', 'f16', 'bf16', 'fp32', 'fp16', 'float32', 'float16', 'bfloat16', 'F16', 'BF16'];
+/** Not type names at all: refused while parsing. */
+const MALFORMED_DTYPES = ['f16 ', 'f-16', '', 'ƒ16', 'f16;x', 'f16\n'];
+/** Type names safetensors has no such type for: refused once the base is open. */
+const FOREIGN_DTYPES = ['f64', 'int8', 'q4_k', 'q8_0', 'FLOAT99', 'f8', 'double', 'e4m2'];
+const BAD_BACKENDS = ['gpu', 'CPU', '', 'cuda', 'web-gpu', 'auto ', 'ｃｐｕ'];
+const BAD_THREADS = ['0', '-1', '1025', '1.5', '1e2', 'abc', '', '２', '0x4', ' 4', '99999999999999999999', 'NaN'];
+const BAD_RANKS = ['0', '-3', '1.0', '1e3', '', 'abc', '99999999999999999999', '٢'];
+const BAD_FRACTIONS = ['0', '1.5', '-0.5', '1e400', 'NaN', '', '0x1', '1e-400', 'Infinity'];
+const BAD_SEEDS = ['-1', '1.5', '9007199254740992', '', '1e3', 'x'];
+const METHODS = ['cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune'];
+const COMMANDS = ['merge', 'combine', 'resize', 'extract', 'inspect', 'sample'];
+/** Each command's options, from `loramerge --help`. */
+const OPTIONS: Record<string, string[]> = {
+  merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'backend', 'threads', 'dry-run', 'overwrite'],
+  combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'out', 'backend', 'overwrite'],
+  resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'out', 'backend', 'overwrite'],
+  extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'overwrite'],
+  inspect: [],
+  sample: ['backend'],
+};
+const BOOLEANS = new Set(['dtype-merged-only', 'dry-run', 'overwrite']);
+const ALL_OPTIONS = [...new Set(Object.values(OPTIONS).flat())];
+
+/** The random choices of one case; `build` turns them into a command line and its faults. */
+interface Recipe {
+  command: string;
+  picks: number[];
+  faults: { which: number; pick: number }[];
+  eq: boolean[];
+  absolute: boolean[];
+  shuffle: number;
+}
+
+const recipe: fc.Arbitrary<Recipe> = fc.record({
+  // sample takes a second a case: rarely.
+  command: fc.constantFrom(...COMMANDS.filter((c) => c !== 'sample'), 'merge', 'merge', 'merge', 'merge', 'combine', 'resize', 'extract', 'inspect', 'sample'),
+  picks: fc.array(fc.nat(1000), { minLength: 16, maxLength: 16 }),
+  // Mostly one fault: each then has its own expected message; some cases none, some two.
+  faults: fc.oneof(
+    { arbitrary: fc.constant<{ which: number; pick: number }[]>([]), weight: 3 },
+    { arbitrary: fc.array(fc.record({ which: fc.nat(1000), pick: fc.nat(1000) }), { minLength: 1, maxLength: 1 }), weight: 6 },
+    { arbitrary: fc.array(fc.record({ which: fc.nat(1000), pick: fc.nat(1000) }), { minLength: 2, maxLength: 2 }), weight: 1 },
+  ),
+  eq: fc.array(fc.boolean(), { minLength: 12, maxLength: 12 }),
+  absolute: fc.array(fc.boolean(), { minLength: 4, maxLength: 4 }),
+  shuffle: fc.nat(1000),
+});
+
+const pick = <T>(list: readonly T[], n: number): T => list[n % list.length];
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** A valid command line for `r.command`, then the faults of `r.faults` applied to it. */
+function build(r: Recipe): Built {
+  const p = r.picks;
+  let eqAt = 0;
+  const opt = (name: string, value?: string): Opt => ({ name, value, eq: value !== undefined && r.eq[eqAt++ % r.eq.length] });
+  const b: Built = { command: r.command, opts: [], positionals: [], tail: [], faults: [] };
+  const outFile = pick(['out.safetensors', './sub.safetensors', 'old.safetensors', 'newdir/', 'emptydir/', '-', 'out ü ✓.safetensors', 'new\nline.safetensors'], p[0]);
+  switch (r.command) {
+    case 'merge': {
+      const adapters = p[1] % 4 === 0 ? ['adapter', 'adapter2'] : p[1] % 4 === 1 ? ['adapter', 'adapter'] : [pick(['adapter', 'adapter2'], p[2])];
+      b.opts.push(opt('base', 'base.safetensors'));
+      const merge: NonNullable<Built['merge']> = { adapters: [], mergedOnly: false, dryRun: p[3] % 6 === 0 };
+      adapters.forEach((a, i) => {
+        b.opts.push(opt('adapter', a));
+        const weighted = p[4 + i] % 3 !== 0;
+        const w = weighted ? pick(VALID_WEIGHTS, p[6 + i]) : '1';
+        if (weighted) b.opts.push(opt('weight', w));
+        merge.adapters.push({ name: a, weight: Number(w) });
+      });
+      if (p[8] % 3 === 0) {
+        merge.dtype = pick(VALID_DTYPES, p[9]);
+        b.opts.push(opt('dtype', merge.dtype));
+        if (p[10] % 3 === 0) {
+          merge.mergedOnly = true;
+          b.opts.push(opt('dtype-merged-only'));
+        }
+      }
+      b.opts.push(opt('backend', 'cpu'));
+      if (p[11] % 4 === 0) b.opts.push(opt('threads', pick(['1', '2', '3', '01'], p[12])));
+      if (p[13] % 5 === 0) b.opts.push(opt('overwrite'));
+      if (merge.dryRun) {
+        b.opts.push(opt('dry-run'));
+        if (p[14] % 2) b.opts.push(opt('out', outFile));
+      } else {
+        b.opts.push(opt('out', outFile));
+        b.output = { path: outFile.endsWith('/') ? `${outFile}base.safetensors` : outFile, kind: 'merged' };
+      }
+      b.merge = merge;
+      break;
+    }
+    case 'combine': {
+      const method = pick(METHODS, p[1]);
+      const adapters = p[2] % 2 ? ['adapter', 'adapter2'] : ['adapter'];
+      for (const a of adapters) {
+        b.opts.push(opt('adapter', a));
+        if (p[3] % 2) b.opts.push(opt('weight', pick(['1', '0.5', '-1', '2'], p[4])));
+      }
+      b.opts.push(opt('method', method));
+      if (method === 'svd' || p[5] % 3 === 0) b.opts.push(opt('rank', pick(['1', '2', '3'], p[6])));
+      if (['ties', 'dare_linear', 'dare_ties', 'magnitude_prune'].includes(method) || p[7] % 4 === 0) b.opts.push(opt('density', pick(['0.5', '1', '0.25'], p[8])));
+      if (p[9] % 4 === 0) b.opts.push(opt('majority-sign', pick(['total', 'frequency'], p[10])));
+      if (p[11] % 4 === 0) b.opts.push(opt('seed', pick(['0', '42', '9007199254740991'], p[12])));
+      if (p[13] % 5 === 0) b.opts.push(opt('clamp-quantile', pick(['0.99', '1'], p[14])));
+      break;
+    }
+    case 'resize': {
+      b.opts.push(opt('adapter', pick(['adapter', 'adapter2'], p[1])));
+      const rule = pick(['rank', 'sv-ratio', 'sv-fro', 'sv-cumulative'], p[2]);
+      b.opts.push(opt(rule, rule === 'rank' ? pick(['1', '2', '5'], p[3]) : rule === 'sv-ratio' ? pick(['2', '1e300', '0.5'], p[3]) : pick(['0.9', '1', '0.5'], p[3])));
+      break;
+    }
+    case 'extract': {
+      b.opts.push(opt('base', 'base.safetensors'), opt('tuned', 'tuned.safetensors'));
+      b.opts.push(p[1] % 2 ? opt('rank', pick(['1', '4', '100'], p[2])) : opt('energy', pick(['0.9', '1', '0.5'], p[2])));
+      break;
+    }
+    case 'inspect':
+      b.positionals.push(pick(['base.safetensors', 'adapter', 'adapter2', 'tuned.safetensors', 'adapter/adapter_model.safetensors'], p[1]));
+      // A PEFT file without the config beside it is refused (its r and lora_alpha are there).
+      if (b.positionals[0].includes('/')) b.faults.push({ kind: 'input', why: /adapter_model\.safetensors: looks like a PEFT adapter but adapter_config\.json is missing/ });
+      break;
+    case 'sample':
+      b.positionals.push('smp');
+      b.opts.push(opt('backend', 'cpu'));
+      b.output = { path: 'smp', kind: 'sample' };
+      break;
+  }
+  if (['combine', 'resize', 'extract'].includes(r.command)) {
+    const out = pick(['o.safetensors', 'o-peft', 'emptydir', 'old.safetensors', 'newdir/o.safetensors', '-', 'ü peft', 'peft\nout'], p[15]);
+    if (out.startsWith('newdir/')) b.faults.push({ kind: 'late-usage', why: /newdir.*does not exist; create it or choose another --out/ });
+    else b.output = { path: out, kind: out.endsWith('.safetensors') ? 'adapter-file' : 'adapter-folder' };
+    b.opts.push(opt('backend', 'cpu'));
+    b.opts.push(opt('out', out));
+    if (p[14] % 5 === 0) b.opts.push(opt('overwrite'));
+  }
+  // Options in another order (an --adapter keeps the --weight after it, adapters their order),
+  // before the faults, which may depend on where they put things.
+  const groups: Opt[][] = [];
+  for (const o of b.opts) {
+    if (o.name === 'weight' && groups.length && groups[groups.length - 1][0].name === 'adapter' && groups[groups.length - 1].length === 1) groups[groups.length - 1].push(o);
+    else groups.push([o]);
+  }
+  const rotate = r.shuffle % Math.max(1, groups.length);
+  const adapterOrder = groups.filter((g) => g[0].name === 'adapter');
+  const others = groups.filter((g) => g[0].name !== 'adapter');
+  const mixed = [...others.slice(rotate), ...others.slice(0, rotate)];
+  // Adapters stay in their order (the reference applies them in that order, and a fault may need it).
+  mixed.splice(r.shuffle % (mixed.length + 1), 0, ...adapterOrder);
+  b.opts = mixed.flat();
+  for (const f of r.faults) applyFault(b, f.which, f.pick, opt);
+  return b;
+}
+
+/** One fault of the catalogue, chosen by `which`, applied to the built command line. */
+function applyFault(b: Built, which: number, n: number, opt: (name: string, value?: string) => Opt): void {
+  const usage = (why: RegExp) => b.faults.push({ kind: 'usage', why });
+  const own = OPTIONS[b.command];
+  const valued = own.filter((o) => !BOOLEANS.has(o));
+  const takesPaths = !['inspect', 'sample'].includes(b.command);
+  const faults: (() => void)[] = [
+    // An option near-missed: case, underscore, plural, a letter dropped, one dash.
+    () => {
+      const o = own.length ? pick(own, n) : 'base';
+      const typo = pick([`--${o.toUpperCase()}`, `--${o.replace('-', '_')}s`, `--${o.slice(0, -1)}`, `-${o}`], n >> 2);
+      b.tail.unshift(typo);
+      // The option meant is named where the typo is close enough to tell (not `--ou`).
+      const norm = typo.replace(/^-+/, '').toLowerCase().replace(/_/g, '-');
+      const hinted = own.length && (norm === o || norm.length >= 3);
+      usage(new RegExp(`${b.command} has no option ${escape(typo)}${hinted ? `; did you mean --${o}\\?` : ''}`));
+    },
+    // An option of another command.
+    () => {
+      const foreign = ALL_OPTIONS.filter((o) => !own.includes(o));
+      const o = pick(foreign, n);
+      b.opts.push(BOOLEANS.has(o) ? opt(o) : opt(o, 'x'));
+      usage(new RegExp(`${b.command} has no option --${o}; it is an option of`));
+    },
+    // A lone short flag (not -h or -v).
+    () => {
+      const flag = pick(['-x', '-q', '-o', '-a', '-Z'], n);
+      b.tail.unshift(flag);
+      usage(new RegExp(`${b.command} has no option ${flag}`));
+    },
+    // A stray argument, plain, `-`, or after `--`.
+    () => {
+      const stray = pick(['foo', '-', 'base.safetensors', '--weird'], n);
+      const dashes = stray.startsWith('--') || n % 3 === 0;
+      if (b.command === 'inspect') usage(/inspect takes exactly one PATH/);
+      else if (b.command === 'sample') usage(/sample takes at most one DIR/);
+      else usage(new RegExp(`unexpected argument "${escape(stray)}"`));
+      b.tail.push(...(dashes ? ['--', stray] : [stray]));
+    },
+    // A value-taking option with nothing after it, or with another option in its value's place.
+    () => {
+      if (!valued.length) return faults[2]();
+      const o = pick(valued, n);
+      if (n % 2) {
+        b.tail.push(`--${o}`);
+        usage(new RegExp(`--${o} needs a value`));
+      } else {
+        const next = b.opts.findIndex((x) => x.name !== o);
+        if (next < 0 || b.command === 'inspect') return faults[2]();
+        b.opts.splice(next, 0, { name: o, value: undefined, eq: false });
+        usage(new RegExp(`--${o} needs a value \\(.*\\) before --`));
+      }
+    },
+    // An option given twice (--adapter may repeat; a --weight may not, for one adapter).
+    () => {
+      const once = own.filter((o) => !['adapter', 'weight', ...BOOLEANS].includes(o));
+      if (!once.length) return faults[2]();
+      const o = pick(once, n);
+      const fine: Record<string, string> = {
+        base: 'base.safetensors', tuned: 'tuned.safetensors', out: 'x.safetensors', dtype: 'f16', backend: 'cpu', threads: '2', method: 'cat', rank: '1',
+        density: '0.5', 'majority-sign': 'total', seed: '1', 'clamp-quantile': '0.5', energy: '0.5', 'sv-ratio': '2', 'sv-fro': '0.5', 'sv-cumulative': '0.5',
+      };
+      const value = fine[o];
+      b.opts.push(opt(o, value), opt(o, value));
+      if (b.command === 'resize' && ['rank', 'sv-ratio', 'sv-fro', 'sv-cumulative'].includes(o)) usage(/resize takes exactly one of/);
+      else if (b.command === 'extract' && ['rank', 'energy'].includes(o)) usage(/extract takes exactly one of --rank and --energy/);
+      else usage(new RegExp(`--${o} given twice`));
+    },
+    // A boolean option given a value.
+    () => {
+      const bools = own.filter((o) => BOOLEANS.has(o));
+      if (!bools.length) return faults[2]();
+      const o = pick(bools, n);
+      b.tail.push(`--${o}=${pick(['1', 'yes', '', 'false'], n >> 2)}`);
+      usage(new RegExp(`Option '--${o}' does not take an argument`));
+    },
+    // A required option left out.
+    () => {
+      const required: Record<string, string[]> = { merge: ['base', 'adapter', 'out'], combine: ['adapter', 'method', 'out'], resize: ['adapter', 'rank', 'out'], extract: ['base', 'tuned', 'out'], inspect: [], sample: [] };
+      const o = pick(required[b.command], n);
+      if (!o) return faults[3]();
+      if (o === 'out' && b.merge?.dryRun) return faults[2]();
+      if (b.command === 'resize' && o === 'rank') {
+        b.opts = b.opts.filter((x) => !['rank', 'sv-ratio', 'sv-fro', 'sv-cumulative'].includes(x.name));
+        return usage(/resize takes exactly one of/);
+      }
+      b.opts = b.opts.filter((x) => x.name !== o && !(o === 'adapter' && x.name === 'weight'));
+      usage(new RegExp(o === 'method' ? 'missing --method' : `missing --${o}`));
+    },
+    // A wrong value for an option.
+    () => {
+      const choices: Record<string, string[]> = {
+        weight: BAD_WEIGHTS, threads: BAD_THREADS, dtype: MALFORMED_DTYPES, backend: BAD_BACKENDS, rank: BAD_RANKS, density: BAD_FRACTIONS,
+        'clamp-quantile': BAD_FRACTIONS, 'sv-fro': BAD_FRACTIONS, 'sv-cumulative': BAD_FRACTIONS, energy: BAD_FRACTIONS, seed: BAD_SEEDS,
+        'sv-ratio': ['0', '-1', '1e400', 'abc', '', 'NaN'], method: ['concat', 'SVD', '', 'dare', 'ties '], 'majority-sign': ['sum', 'Total', ''],
+      };
+      const o = pick(own.filter((x) => choices[x] && !(b.command === 'resize' && x !== 'rank' && !b.opts.some((y) => y.name === x))), n);
+      if (!o) return faults[2]();
+      const value = pick(choices[o], n >> 3);
+      const at = b.opts.findIndex((x) => x.name === o);
+      if (o === 'weight') {
+        const a = b.opts.findIndex((x) => x.name === 'adapter');
+        const w = b.opts.findIndex((x, i) => i === a + 1 && x.name === 'weight');
+        if (w >= 0) b.opts[w] = opt('weight', value);
+        else b.opts.splice(a + 1, 0, opt('weight', value));
+      } else if (at >= 0) b.opts[at] = opt(o, value);
+      else b.opts.push(opt(o, value));
+      usage(new RegExp(`--${o}`));
+    },
+    // A --weight before any --adapter.
+    () => {
+      if (!own.includes('weight')) return faults[1]();
+      b.opts.unshift(opt('weight', '0.5'));
+      usage(/--weight must follow the --adapter it belongs to/);
+    },
+    // An empty path.
+    () => {
+      if (!takesPaths) {
+        b.positionals = [''];
+        return usage(b.command === 'inspect' ? /inspect's PATH is empty/ : /sample's DIR is empty/);
+      }
+      const o = pick(own.filter((x) => ['base', 'adapter', 'tuned'].includes(x)), n);
+      const at = b.opts.findIndex((x) => x.name === o);
+      b.opts[at] = { name: o, value: '', eq: true };
+      usage(new RegExp(`--${o} is empty`));
+    },
+    // An unknown command (a near miss).
+    () => {
+      const bad = pick(['merg', 'Merge', 'combin', 'extracts', 'inspekt', '', 'mergee', 'run'], n);
+      b.typed = bad;
+      usage(new RegExp(`unknown command "${escape(bad)}"`));
+    },
+    // --help or -h among the options.
+    () => {
+      b.tail.unshift(pick(['--help', '-h'], n));
+      b.faults.push({ kind: 'help', why: /^usage:/ });
+    },
+    // --dtype-merged-only without --dtype.
+    () => {
+      if (b.command !== 'merge' || b.opts.some((x) => x.name === 'dtype')) return faults[6]();
+      b.opts.push(opt('dtype-merged-only'));
+      usage(/--dtype-merged-only needs a --dtype/);
+    },
+    // A --dtype the base's format does not have (refused once the base is open).
+    () => {
+      if (b.command !== 'merge' || b.faults.some((f) => /dtype-merged-only/.test(f.why.source))) return faults[15]();
+      b.opts = b.opts.filter((x) => x.name !== 'dtype');
+      const d = pick(FOREIGN_DTYPES, n);
+      b.opts.push(opt('dtype', d));
+      b.faults.push({ kind: 'dtype-usage', why: new RegExp(`--dtype.*${escape(d)}`) });
+    },
+    // An input path that is not there, or is a folder, or the wrong kind of thing.
+    () => {
+      const inputs = b.opts.filter((x) => ['base', 'adapter', 'tuned'].includes(x.name) && x.value);
+      if (!inputs.length) {
+        // (inspect's PATH, unless a fault emptied it already: that one stands)
+        if (b.command !== 'inspect' || b.positionals[0] === '') return faults[16]();
+        b.positionals = [pick(['nope.safetensors', 'missing/dir', 'base.safetensors/'], n)];
+        return void b.faults.push({ kind: 'input', why: new RegExp(`${escape(b.positionals[0])}: no such file or folder`) });
+      }
+      const target = pick(inputs, n);
+      const choices: [string, RegExp][] = [
+        ['nope.safetensors', /nope\.safetensors: no such file or folder/],
+        ['missing/adapter', /missing\/adapter: no such file or folder/],
+        ['base.safetensors/', /base\.safetensors\/: no such file or folder/],
+        ['emptydir', target.name === 'adapter' ? /emptydir: no adapter found/ : /emptydir: no \.safetensors weights found/],
+      ];
+      if (target.name === 'adapter') choices.push(['base.safetensors', /base\.safetensors: not a LoRA adapter.*is it the base model/]);
+      const [path, why] = pick(choices, n >> 2);
+      target.value = path;
+      b.faults.push({ kind: 'input', why });
+    },
+    // An --out that cannot be used: an input, inside an input, in a folder that does not exist,
+    // under a file, a folder where a file goes, a non-empty folder.
+    () => {
+      const out = b.opts.find((x) => x.name === 'out' && x.value !== undefined);
+      if (!out || b.merge?.dryRun) return faults[3]();
+      const inputs = b.opts.filter((x) => ['base', 'adapter', 'tuned'].includes(x.name) && x.value).map((x) => x.value!);
+      const choices: [string, RegExp][] = [
+        ...(inputs.length ? [[pick(inputs, n), /would overwrite input/] as [string, RegExp]] : []),
+        ['missing/out.safetensors', /missing\/out\.safetensors: folder .*missing does not exist; create it or choose another --out/],
+        ['base.safetensors/x.safetensors', /folder .*base\.safetensors is not a folder; create it or choose another --out/],
+      ];
+      if (inputs.includes('adapter')) choices.push(['adapter/adapter_model.safetensors', /would overwrite input (.*\/)?adapter;/]);
+      // merge writes a file for a file base; the others a file only for an --out named *.safetensors.
+      if (b.command === 'merge') choices.push(['emptydir', /emptydir: exists and is not a file; choose another output path/]);
+      else if (!b.opts.some((x) => x.name === 'overwrite')) choices.push(['notes', /notes: folder exists and is not empty; remove it or allow overwriting/]);
+      const [path, why] = pick(choices, n >> 2);
+      out.value = path;
+      b.output = undefined;
+      b.faults.push({ kind: 'late-usage', why });
+    },
+  ];
+  // An --out that cannot be used is drawn twice as often: its refusals come after the output's lock
+  // is taken, where a file left behind would show.
+  faults.push(faults[16]);
+  pick(faults, which)();
+}
+
+/** The command line, paths relative to the case folder or absolute. */
+function render(b: Built, r: Recipe, dir: string): string[] {
+  const pathOptions = new Set(['base', 'adapter', 'tuned', 'out']);
+  let k = 0;
+  const path = (p: string) => (p !== '' && r.absolute[k++ % r.absolute.length] ? join(dir, p) : p);
+  const args = [b.typed ?? b.command];
+  for (const o of b.opts) {
+    if (o.value === undefined) args.push(`--${o.name}`);
+    else {
+      const v = pathOptions.has(o.name) ? path(o.value) : o.value;
+      if (o.eq) args.push(`--${o.name}=${v}`);
+      else args.push(`--${o.name}`, v);
+    }
+  }
+  args.push(...b.positionals.map((p) => (b.command === 'inspect' ? path(p) : p)), ...b.tail);
+  return args;
+}
+
+// --- the float64 reference -------------------------------------------------------------------
+
+const OUT_TYPES: Record<string, FixtureDType> = { f32: 'F32', fp32: 'F32', float32: 'F32', f16: 'F16', fp16: 'F16', float16: 'F16', F16: 'F16', bf16: 'BF16', bfloat16: 'BF16', BF16: 'BF16' };
+const LARGEST: Record<string, number> = { F32: 3.4028234663852886e38, F16: 65504, BF16: 3.3895313892515355e38 };
+
+/** Each tensor of the merge in float64 (W + Σ w·α/r·(B·A)) with the magnitude of its terms; or why it must fail. */
+function reference(m: NonNullable<Built['merge']>): { failure?: RegExp; tensors: Map<string, { exact: Float64Array; magnitude: Float64Array; dtype: FixtureDType; merged: boolean }> } {
+  const tensors = new Map<string, { exact: Float64Array; magnitude: Float64Array; dtype: FixtureDType; merged: boolean }>();
+  for (const name of [Q, V]) {
+    const exact = Float64Array.from(W[name]);
+    const magnitude = exact.map(Math.abs);
+    let merged = false;
+    for (const { name: a, weight } of m.adapters) {
+      const lora = LORAS[a];
+      const mod = lora.modules[name];
+      if (!mod) continue;
+      const s = weight * (lora.alpha / lora.r);
+      if (!Number.isFinite(s)) return { failure: /past float64; use a smaller --weight/, tensors };
+      merged = true;
+      for (let o = 0; o < N; o++) {
+        for (let i = 0; i < N; i++) {
+          let d = 0, dm = 0;
+          for (let k = 0; k < lora.r; k++) {
+            d += mod.B[o * lora.r + k] * mod.A[k * N + i];
+            dm += Math.abs(mod.B[o * lora.r + k] * mod.A[k * N + i]);
+          }
+          exact[o * N + i] += s * d;
+          magnitude[o * N + i] += Math.abs(s) * dm;
+        }
+      }
+    }
+    const dtype = m.dtype && (merged || !m.mergedOnly) ? OUT_TYPES[m.dtype] : 'F32';
+    if (exact.some((x) => Math.abs(roundForDType(x, dtype)) > LARGEST[dtype] || !Number.isFinite(roundForDType(x, dtype)))) {
+      return { failure: new RegExp(`${escape(name)}.*(overflow|too large for any float dtype)`), tensors };
+    }
+    tensors.set(name, { exact, magnitude, dtype, merged });
+  }
+  return { tensors };
+}
+
+/** Half an ulp of `dtype` at `x` (the rounding of the result, once), plus the f32 work's own error. */
+function tolerance(x: number, magnitude: number, dtype: FixtureDType): number {
+  const mant = dtype === 'F16' ? 10 : dtype === 'BF16' ? 7 : 23;
+  const minExp = dtype === 'F16' ? -14 : -126;
+  const e = Math.max(x === 0 ? minExp : Math.floor(Math.log2(Math.abs(x))), minExp);
+  return 2 ** (e - mant - 1) + 2 ** -22 * magnitude;
+}
+
+async function checkMerged(path: string, m: NonNullable<Built['merge']>, context: string): Promise<string> {
+  const ref = reference(m);
+  expect(ref.failure, `merged although the reference says it must fail\n${context}`).toBeUndefined();
+  const file = await openSafetensors(await openNodeByteSource(path));
+  try {
+    for (const [name, want] of ref.tensors) {
+      const entry = file.get(`${name}.weight`)!;
+      expect(entry, `${name} in the output\n${context}`).toBeDefined();
+      expect(entry.dtype, `${name}'s type\n${context}`).toBe(want.dtype);
+      const got = decodeToF32(await file.read(entry), entry.dtype as FloatDType);
+      for (let i = 0; i < got.length; i++) {
+        if (!want.merged) {
+          expect(got[i], `${name}[${i}], copied\n${context}`).toBe(roundForDType(want.exact[i], want.dtype));
+          continue;
+        }
+        expect(Math.abs(got[i] - want.exact[i]), `${name}[${i}]: ${got[i]} vs exact ${want.exact[i]}\n${context}`)
+          .toBeLessThanOrEqual(tolerance(want.exact[i], want.magnitude[i], want.dtype));
+      }
+    }
+  } finally {
+    await file.source.close();
+  }
+  return 'merged, matches float64';
+}
+
+// --- running and checking ---------------------------------------------------------------------
+
+/** Every file under dir (relative path → bytes) and every folder (→ null). */
+function snapshot(dir: string): Map<string, Buffer | null> {
+  const out = new Map<string, Buffer | null>();
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const path = join(d, name);
+      if (statSync(path).isDirectory()) {
+        out.set(relative(dir, path) + '/', null);
+        walk(path);
+      } else out.set(relative(dir, path), readFileSync(path));
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+function materialise(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  for (const [rel, content] of Object.entries(FILES)) {
+    mkdirSync(dirname(join(dir, rel)), { recursive: true });
+    writeFileSync(join(dir, rel), content);
+  }
+  for (const f of EMPTY_FOLDERS) mkdirSync(join(dir, f), { recursive: true });
+}
+
+/** The built front end in a worker thread, replaced after a hang. */
+class Runner {
+  private worker: Worker | undefined;
+  private id = 0;
+  run(argv: string[]): Promise<(CliResult & { ms: number }) | { hung: true }> {
+    this.worker ??= new Worker(new URL('./helpers/fuzz-worker.mjs', import.meta.url));
+    const w = this.worker;
+    const id = ++this.id;
+    return new Promise((done) => {
+      const timer = setTimeout(() => {
+        w.off('message', onMessage);
+        void w.terminate();
+        this.worker = undefined;
+        done({ hung: true });
+      }, HANG_MS);
+      const onMessage = (m: CliResult & { id: number; ms: number }) => {
+        if (m.id !== id) return;
+        clearTimeout(timer);
+        w.off('message', onMessage);
+        done(m);
+      };
+      w.on('message', onMessage);
+      w.postMessage({ id, argv });
+    });
+  }
+  close = async () => void (await this.worker?.terminate());
+}
+
+/** Lines the CLI writes to stderr besides its one error line (the merge report, notes, warnings). */
+const REPORT_LINE = /^(base: |adapter \d+: |plan: |backend: |warning: |note: |sample written to |  )/;
+/** …and after a success: what it did. */
+const SUCCESS_LINE = new RegExp(`${REPORT_LINE.source}|^(merged |wrote |check: )`);
+const HELP_START = 'usage:\n  loramerge merge --base PATH --adapter PATH';
+
+function expectedOutcome(b: Built): { code: number; why?: RegExp; parse: boolean } {
+  const before = (kind: FaultKind) => b.faults.filter((f) => f.kind === kind);
+  // --help or -h before any `--` is read first, whatever else the line holds (the command too).
+  if (before('help').length) return { code: 0, parse: true };
+  const usage = before('usage');
+  if (usage.length) return { code: 2, why: usage.length === 1 ? usage[0].why : undefined, parse: true };
+  const input = before('input');
+  if (input.length) return { code: 1, why: input.length === 1 ? input[0].why : undefined, parse: false };
+  // Then, in the order the merge meets them: the base's type for --dtype; the plan (a weight whose
+  // product with α/r is past float64); the output (--out); the values, past the output type's
+  // range (worked out only when merging, not in a dry run).
+  const dtype = before('dtype-usage');
+  if (dtype.length) return { code: 2, why: dtype[dtype.length - 1].why, parse: false }; // the last --dtype given stands
+  const ref = b.merge && reference(b.merge);
+  if (ref?.failure && /float64/.test(ref.failure.source)) return { code: 1, why: ref.failure, parse: false };
+  const late = before('late-usage');
+  if (late.length) return { code: 2, why: late.length === 1 ? late[0].why : undefined, parse: false };
+  if (ref?.failure && !b.merge!.dryRun) return { code: 1, why: ref.failure, parse: false };
+  return { code: 0, parse: false };
+}
+
+async function checkCase(b: Built, argv: string[], dir: string, before: Map<string, Buffer | null>, result: CliResult & { ms?: number }): Promise<string> {
+  const shown = argv.map((a) => JSON.stringify(a)).join(' ');
+  const context = `loramerge ${shown}\n→ exit ${result.code}${result.ms !== undefined ? ` in ${result.ms.toFixed(0)} ms` : ''}\nstderr:\n${result.stderr}\nstdout:\n${result.stdout.slice(0, 400)}`;
+  const want = expectedOutcome(b);
+  const typed = argv.join(' ');
+  expect(result.stderr, context).not.toMatch(/^ {4}at |\n\s+at |internal error|runCommandLine threw|\[object Object\]/m);
+  if (!typed.includes('undefined')) expect(result.stderr, context).not.toMatch(/undefined/);
+  if (!typed.includes('NaN')) expect(result.stderr, context).not.toMatch(/NaN/);
+  if (result.ms !== undefined) expect(result.ms, `took too long\n${context}`).toBeLessThan(CASE_MS);
+  expect(result.code, `exit code (wanted ${want.code}${want.why ? `, ${want.why}` : ''})\n${context}`).toBe(want.code);
+  const after = snapshot(dir);
+  const lines = result.stderr.replace(/\n$/, '') === '' ? [] : result.stderr.replace(/\n$/, '').split('\n');
+  const errors = lines.filter((l) => l.startsWith('error:'));
+  if (result.code !== 0) {
+    expect(errors, `one error line\n${context}`).toHaveLength(1);
+    expect(lines[lines.length - 1], `the error line comes last\n${context}`).toBe(errors[0]);
+    for (const l of lines.slice(0, -1)) expect(l, `a line that is not the CLI's report\n${context}`).toMatch(REPORT_LINE);
+    if (want.parse) {
+      expect(lines, `a usage error found while parsing is the only line\n${context}`).toHaveLength(1);
+      expect(errors[0], context).toMatch(/ \(see loramerge --help\)$/);
+    }
+    if (want.why) expect(errors[0], `the error names the fault\n${context}`).toMatch(want.why);
+    expect([...after.keys()].sort(), `files left or removed after a refusal\n${context}`).toEqual([...before.keys()].sort());
+    for (const [p, bytes] of before) if (bytes) expect(after.get(p)!.equals(bytes), `${p} changed by a refusal\n${context}`).toBe(true);
+    return `refused ${result.code}`;
+  }
+  expect(errors, context).toEqual([]);
+  for (const l of lines) expect(l, `a line that is not the CLI's report\n${context}`).toMatch(SUCCESS_LINE);
+  if (b.faults.some((f) => f.kind === 'help')) {
+    expect(result.stdout.startsWith(HELP_START), context).toBe(true);
+    for (const c of ['merge', 'inspect', 'sample', 'combine', 'resize', 'extract']) expect(result.stdout, context).toContain(`loramerge ${c}`);
+    expect(result.stderr, context).toBe('');
+    expect(after, `--help wrote something\n${context}`).toEqual(before);
+    return 'help';
+  }
+  // Whatever changed lies at the output; every other file is as it was.
+  const outPrefix = b.output ? b.output.path.replace(/^\.\//, '') : undefined;
+  const atOutput = (p: string) => outPrefix !== undefined && (p === outPrefix || p.startsWith(outPrefix.replace(/\/?$/, '/')) || `${p}` === outPrefix.replace(/[^/]+$/, ''));
+  for (const [p, bytes] of before) {
+    if (atOutput(p)) continue;
+    expect(after.has(p), `${p} removed\n${context}`).toBe(true);
+    if (bytes) expect(after.get(p)!.equals(bytes), `${p} changed\n${context}`).toBe(true);
+  }
+  for (const p of after.keys()) if (!before.has(p)) expect(atOutput(p), `${p} appeared beside the output\n${context}`).toBe(true);
+  if (!b.output || b.merge?.dryRun) {
+    expect([...after.keys()].sort(), `${b.command} wrote something\n${context}`).toEqual([...before.keys()].sort());
+    if (b.command === 'inspect') expect(result.stdout.length, context).toBeGreaterThan(0);
+    if (b.merge?.dryRun) expect(result.stdout, context).toMatch(/q_proj\.weight/);
+    return b.merge?.dryRun ? 'dry run' : 'inspected';
+  }
+  const out = join(dir, b.output.path);
+  switch (b.output.kind) {
+    case 'merged':
+      return checkMerged(out, b.merge!, context);
+    case 'adapter-file':
+    case 'adapter-folder': {
+      const adapter = await openAdapter(await openNodeInputFileSet(out));
+      try {
+        expect(adapter.modules.length, context).toBeGreaterThan(0);
+        expect(adapter.format, context).toBe(b.output.kind === 'adapter-file' ? 'kohya' : 'peft');
+      } finally {
+        await adapter.file.source.close();
+      }
+      expect(result.stdout, context).toMatch(/^module +rank +kept\n/);
+      return `${b.command}, re-opened`;
+    }
+    case 'sample':
+      expect(snapshot(out).has('merged/model.safetensors'), context).toBe(true);
+      return 'sample';
+  }
+}
+
+describe('fuzzing the command line', () => {
+  const temp = tempDirs();
+  const root = temp.make();
+  const runner = new Runner();
+  const cwd = process.cwd();
+  afterAll(async () => {
+    process.chdir(cwd);
+    await runner.close();
+    temp.removeAll();
+  });
+  const counts = new Map<string, number>();
+  const count = (what: string) => counts.set(what, (counts.get(what) ?? 0) + 1);
+
+  /** One case in a fresh folder, the CLI started there (relative paths are the folder's). */
+  async function runCase(r: Recipe, n: number, run: (argv: string[]) => Promise<(CliResult & { ms?: number }) | { hung: true }>): Promise<void> {
+    const dir = join(root, `case-${n}`);
+    materialise(dir);
+    const b = build(r);
+    const argv = render(b, r, dir);
+    const before = snapshot(dir);
+    process.chdir(dir);
+    try {
+      const result = await run(argv);
+      if ('hung' in result) throw new Error(`hung for ${HANG_MS} ms: loramerge ${argv.map((a) => JSON.stringify(a)).join(' ')}`);
+      count(`${b.command || '(none)'}: ${await checkCase(b, argv, dir, before, result)}`);
+    } finally {
+      process.chdir(cwd);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it(`${settings.runs} command lines through the CLI's front end in-process`, async () => {
+    let n = 0;
+    const started = performance.now();
+    await fc.assert(fc.asyncProperty(recipe, (r) => runCase(r, n++, (argv) => runner.run(argv))),
+      { seed: settings.seed, numRuns: settings.path ? 1 : settings.runs, endOnFailure: true, ...(settings.path ? { path: settings.path } : {}) });
+    const outcomes = [...counts].sort().map(([k, v]) => `${k} ×${v}`).join(', ');
+    console.log(`argv fuzz: ${n} cases in ${((performance.now() - started) / 1000).toFixed(1)} s: ${outcomes}`);
+    if (!settings.path) {
+      const total = (re: RegExp) => [...counts].filter(([k]) => re.test(k)).reduce((s, [, v]) => s + v, 0);
+      // The grammar must reach every kind of outcome, or the property proves little.
+      expect(total(/refused 2/)).toBeGreaterThan(settings.runs / 5);
+      expect(total(/refused 1/)).toBeGreaterThan(0);
+      expect(total(/merged, matches float64/)).toBeGreaterThan(settings.runs / 20);
+      expect(total(/re-opened/)).toBeGreaterThan(0);
+    }
+  }, Math.max(300_000, settings.runs * 2000));
+
+  it(`${settings.cliRuns} command lines through the real loramerge process`, async () => {
+    let n = 0;
+    await fc.assert(fc.asyncProperty(recipe, (r) => runCase(r, 100_000 + n++, (argv) => runCli(argv))),
+      { seed: settings.seed + 1, numRuns: settings.cliRuns, endOnFailure: true });
+  }, Math.max(120_000, settings.cliRuns * 20_000));
+
+  it('the real process: a usage error is one line, exit 2; --help is the usage, exit 0', async () => {
+    const dir = temp.make();
+    const bad = await runCli(['merge', '--base', join(dir, 'b.safetensors'), '--adapter', join(dir, 'a'), '--out', join(dir, 'o.safetensors'), '--threads', '1e400']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe('error: --threads must be an integer from 1 to 1024, not "1e400" (see loramerge --help)\n');
+    const help = await runCli(['merge', '--bse', '-h']);
+    expect([help.code, help.stderr]).toEqual([0, '']);
+    expect(help.stdout.startsWith(HELP_START)).toBe(true);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+});
