@@ -29,17 +29,15 @@ export function shown(value: unknown): string {
   return typeof name === 'string' && name !== 'Object' && name !== '' ? `a ${name}` : 'an object';
 }
 
-/** Edit distance, case-insensitive: how far a typed option name is from a real one. */
-function distance(a: string, b: string): number {
-  const x = a.toLowerCase();
-  const y = b.toLowerCase();
-  let row = Array.from({ length: y.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= x.length; i++) {
+/** Edit distance of two short strings (insertions, deletions, substitutions): how far a typed name is from a real one. */
+export function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
     const next = [i];
-    for (let j = 1; j <= y.length; j++) next.push(Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (x[i - 1] === y[j - 1] ? 0 : 1)));
+    for (let j = 1; j <= b.length; j++) next.push(Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1)));
     row = next;
   }
-  return row[y.length];
+  return row[b.length];
 }
 
 /** The valid name `key` is most likely a typo of: a few edits away, or one that starts the other. */
@@ -47,7 +45,7 @@ export function nearestName(key: string, names: readonly string[]): string | und
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const name of names) {
-    const d = distance(key, name);
+    const d = editDistance(key.toLowerCase(), name.toLowerCase());
     const prefix = Math.min(key.length, name.length) >= 3
       && (key.toLowerCase().startsWith(name.toLowerCase()) || name.toLowerCase().startsWith(key.toLowerCase()));
     const score = prefix ? Math.min(d, 1) : d;

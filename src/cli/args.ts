@@ -4,6 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { MergeError } from '../errors.js';
+import { editDistance } from '../api-arguments.js';
 
 import type { BackendChoice } from '../engine/backend-choice.js';
 import { ADAPTER_USAGE, WEIGHT_VALUES, parseCombine, parseExtract, parseResize, type CombineCommand, type ExtractCommand, type ResizeCommand } from './adapter-args.js';
@@ -197,17 +198,6 @@ export const COMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
   resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'out', 'backend', 'overwrite'],
   extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'overwrite'],
 };
-
-/** Edit distance of two short strings (insertions, deletions, substitutions). */
-function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    row = next;
-  }
-  return row[b.length];
-}
 
 /**
  * The refusal of an option `command` does not have, as typed (`arg`): the option it most likely
