@@ -13,6 +13,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as browser from '../src/index.js';
 import * as node from '../src/node.js';
+import { oneCallMerge } from '../src/pipeline/one-call-merge.js';
 import { decodeSafetensors, roundForDType, tempDirs, type DecodedTensor } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 
@@ -158,6 +159,35 @@ describe('merge() from loramerge/node refuses mistaken arguments up front', () =
     }));
     expect([e, phases.at(-1)]).toEqual([thrown, 'done']);
     expect(readdirSync(folderOf(out))).toEqual([]);
+  });
+
+  it('aborts an output target the caller made (its lock is held from the start) when the call is refused before the merge takes it', async () => {
+    const refusals = [
+      { options: { dtype: 42 as never }, message: /^dtype must be a type name/ }, // an option
+      { options: { dtype: 'q8_0' }, message: /q8_0/ }, // a type the base's container refuses, after the plan
+      { options: { adapters: [join(dir, 'no-such-lora')] }, message: /no-such-lora/ }, // a source
+    ];
+    for (const { options, message } of refusals) {
+      const out = freshOut();
+      const target = await node.createNodeOutputTarget(out, 'file', [basePath]);
+      expect(readdirSync(folderOf(out)).length, 'the target holds its lock').toBeGreaterThan(0);
+      const e = await refusal(() => node.merge({ base: basePath, adapters: [adapterPath], backend: 'cpu', ...options, out: target }));
+      expect(e.message).toMatch(message);
+      expect(readdirSync(folderOf(out)), e.message).toEqual([]);
+    }
+  });
+
+  it('aborts the output it opened when no backend can be made (the merge never took it)', async () => {
+    let aborted = 0;
+    const output: node.OutputTarget = { name: 'merged', createFile: () => { throw new Error('not reached'); }, commit: async () => {}, abort: async () => { aborted++; } };
+    const e = await refusal(() => oneCallMerge<node.InputFileSet, string>({ base: baseSet(), adapters: [adapterSet()], out: 'merged' }, {
+      openSource: async (set) => set,
+      openOutput: async () => output,
+      createBackend: async () => { throw new node.MergeError('GPU_UNAVAILABLE', 'no WebGPU adapter'); },
+      checkSource: () => {},
+      checkOutput: () => {},
+    }));
+    expect([e.message, aborted]).toEqual(['no WebGPU adapter', 1]);
   });
 
   it('an already aborted signal opens no source: not even the base is listed', async () => {

@@ -4,7 +4,7 @@
  * points differ only in what a source or an output may be (Node adds paths), supplied here as hooks.
  */
 import {
-  badArgument, checkCallback, checkChoice, checkDtypeName, checkList, checkOptions, checkSignal, checkWeight, shown,
+  badArgument, checkCallback, checkChoice, checkDtypeName, checkList, checkOptions, checkSignal, checkWeight, isOutputTarget, shown,
 } from '../api-arguments.js';
 import type { FloatDType, OutDTypeName } from '../dtype.js';
 import { throwIfAborted } from '../errors.js';
@@ -127,38 +127,43 @@ function checkOneCallOptions<Source, Out>(options: OneCallMergeOptions<Source, O
 export async function oneCallMerge<Source, Out>(
   options: OneCallMergeOptions<Source, Out>, hooks: OneCallHooks<Source, Out>,
 ): Promise<MergeOutcome> {
-  checkOneCallOptions(options, hooks);
-  const adapterSources = options.adapters.map((a) => (isWeighted(a) ? a : { source: a, weight: 1 }));
-  let merging = false;
-  const readAhead = () => merging;
-  const baseFiles = await hooks.openSource(options.base, 'base', options.signal, readAhead);
-  const adapters = [];
-  for (const a of adapterSources) adapters.push({ files: await hooks.openSource(a.source, 'adapter', options.signal, readAhead), weight: a.weight ?? 1 });
-  const prepared = await prepareMerge(baseFiles, adapters);
+  // An output target the caller made (a Node one holds its lock from the start) is this call's to
+  // abort until mergeModel takes it over, as mergeModel aborts the one it is given: a refusal
+  // (an option, a source, the plan, the backend) leaves nothing at the output either.
+  let owned: OutputTarget | undefined = typeof options === 'object' && options !== null && isOutputTarget(options.out) ? options.out : undefined;
   try {
-    assertPlanValid(prepared.plan);
-    // Planned: from here on the files are read front to back.
-    merging = true;
-    const dtype = options.dtype === undefined ? undefined : prepared.base.format.parseOutputType(options.dtype);
-    const memory = options.out === undefined ? createBlobOutputTarget(`${baseFiles.name}-merged`) : undefined;
-    const output = memory ?? await hooks.openOutput(options.out as Out, prepared, {
-      base: options.base, adapters: adapterSources.map((a) => a.source),
-    });
-    const given = typeof options.backend === 'object' ? options.backend : undefined;
-    let backend: MergeBackend;
+    checkOneCallOptions(options, hooks);
+    const adapterSources = options.adapters.map((a) => (isWeighted(a) ? a : { source: a, weight: 1 }));
+    let merging = false;
+    const readAhead = () => merging;
+    const baseFiles = await hooks.openSource(options.base, 'base', options.signal, readAhead);
+    const adapters = [];
+    for (const a of adapterSources) adapters.push({ files: await hooks.openSource(a.source, 'adapter', options.signal, readAhead), weight: a.weight ?? 1 });
+    const prepared = await prepareMerge(baseFiles, adapters);
     try {
-      backend = given ?? await hooks.createBackend((options.backend as BackendChoice | undefined) ?? 'auto', dominantUpdateDtype(prepared));
-    } catch (e) {
-      await output.abort();
-      throw e;
-    }
-    try {
-      const result = await mergeModel({ prepared, output, backend, outDtype: dtype, signal: options.signal, onProgress: options.onProgress });
-      return { ...result, plan: prepared.plan, blobs: memory?.files() ?? [] };
+      assertPlanValid(prepared.plan);
+      // Planned: from here on the files are read front to back.
+      merging = true;
+      const dtype = options.dtype === undefined ? undefined : prepared.base.format.parseOutputType(options.dtype);
+      const memory = options.out === undefined ? createBlobOutputTarget(`${baseFiles.name}-merged`) : undefined;
+      const output = memory ?? await hooks.openOutput(options.out as Out, prepared, {
+        base: options.base, adapters: adapterSources.map((a) => a.source),
+      });
+      owned = output;
+      const given = typeof options.backend === 'object' ? options.backend : undefined;
+      const backend = given ?? await hooks.createBackend((options.backend as BackendChoice | undefined) ?? 'auto', dominantUpdateDtype(prepared));
+      owned = undefined; // mergeModel aborts it on any failure
+      try {
+        const result = await mergeModel({ prepared, output, backend, outDtype: dtype, signal: options.signal, onProgress: options.onProgress });
+        return { ...result, plan: prepared.plan, blobs: memory?.files() ?? [] };
+      } finally {
+        if (!given) backend.dispose();
+      }
     } finally {
-      if (!given) backend.dispose();
+      await prepared.close();
     }
-  } finally {
-    await prepared.close();
+  } catch (e) {
+    await owned?.abort().catch(() => {});
+    throw e;
   }
 }
