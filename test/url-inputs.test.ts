@@ -204,4 +204,18 @@ describe('strings that are no absolute URL', () => {
     }
     expect(fetched).toEqual(['https://models.example/app/llama-lora/adapter_config.json']);
   });
+
+  it('takes a URL of another scheme only with a fetch of the caller\'s own (the global one reads http and https)', async () => {
+    const fetched: string[] = [];
+    const fetchFn = async (input: RequestInfo | URL) => {
+      fetched.push(String(input));
+      return new Response('{"r": 8}', { headers: { 'content-length': '8' } });
+    };
+    const url = 'ftp://models.example/lora/adapter_config.json';
+    expect(() => urlInputFileSet([url], 'lora')).toThrow(/^ftp:\/\/models\.example\/lora\/adapter_config\.json: only http:\/\/ and https:\/\/ URLs are read/);
+    for (const options of [fetchFn, { fetch: fetchFn }]) {
+      expect(await urlInputFileSet([url], 'lora', options).readText('adapter_config.json')).toBe('{"r": 8}');
+    }
+    expect(fetched).toEqual([url, url]);
+  });
 });

@@ -32,6 +32,8 @@ export interface UrlInputOptions {
 
 interface Resolved {
   fetchFn: FetchFunction;
+  /** A fetch of the caller's own, which may know schemes other than http(s). */
+  customFetch: boolean;
   signal?: AbortSignal;
   idleTimeoutMs: number;
 }
@@ -46,7 +48,15 @@ function resolve(options: FetchFunction | UrlInputOptions | undefined): Resolved
     }
   }
   const o = typeof options === 'function' ? { fetch: options } : options ?? {};
-  return { fetchFn: o.fetch ?? globalThis.fetch, signal: o.signal, idleTimeoutMs: o.idleTimeoutMs ?? URL_IDLE_TIMEOUT_MS };
+  return { fetchFn: o.fetch ?? globalThis.fetch, customFetch: o.fetch !== undefined, signal: o.signal, idleTimeoutMs: o.idleTimeoutMs ?? URL_IDLE_TIMEOUT_MS };
+}
+
+/** The global fetch range-reads only http(s): a URL of another scheme is refused unless the fetch is the caller's own. */
+function checkScheme(href: string, o: Resolved): void {
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(href)?.[1].toLowerCase();
+  if (!o.customFetch && scheme !== undefined && scheme !== 'http' && scheme !== 'https') {
+    throw badArgument(`${href}: only http:// and https:// URLs are read (pass a File or Blob for other bytes)`);
+  }
 }
 
 /** What identifies one version of the file: a change between requests means it was replaced. */
@@ -78,10 +88,7 @@ export async function urlByteSource(url: string | URL, options?: FetchFunction |
   if (typeof url !== 'string' && !(url instanceof URL)) throw badArgument(`urlByteSource: url must be a URL or a string, not ${shown(url)}`);
   const href = String(url);
   const o = resolve(options);
-  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(href)?.[1].toLowerCase();
-  if (typeof options !== 'function' && options?.fetch === undefined && scheme !== undefined && scheme !== 'http' && scheme !== 'https') {
-    throw badArgument(`${href}: only http:// and https:// URLs are read (pass a File or Blob for other bytes)`);
-  }
+  checkScheme(href, o);
   const { size, version } = await remoteSize(href, o);
   return {
     name: href,
@@ -124,21 +131,18 @@ function absoluteUrl(text: string): string {
 export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, options?: FetchFunction | UrlInputOptions): InputFileSet {
   if (!Array.isArray(urls)) throw badArgument(`urlInputFileSet: urls must be an array of URLs${typeof urls === 'string' || urls instanceof URL ? ' (wrap a single one in [ ])' : ''}, not ${shown(urls)}`);
   if (urls.length === 0) throw badArgument('urlInputFileSet: urls is an empty array; give at least one URL');
-  const custom = typeof options === 'function' || options?.fetch !== undefined;
+  const o = resolve(options);
   const files = new Map<string, string>();
   for (const [i, url] of urls.entries()) {
     if (typeof url !== 'string' && !(url instanceof URL)) throw badArgument(`urlInputFileSet: urls[${i}] must be a URL or a string, not ${shown(url)}`);
     const href = absoluteUrl(String(url));
-    // The global fetch range-reads only http(s); a fetch of the caller's own may know other schemes.
-    const scheme = new URL(href).protocol;
-    if (!custom && scheme !== 'http:' && scheme !== 'https:') throw badArgument(`${href}: only http:// and https:// URLs are read (pass a File or Blob for other bytes)`);
+    checkScheme(href, o);
     const path = decodeURIComponent(new URL(href).pathname.split('/').filter(Boolean).pop() ?? '');
     if (!path) throw new MergeError('BAD_ARGUMENT', `${href}: names no file`);
     if (files.has(path)) throw new MergeError('BAD_ARGUMENT', `${href}: a second file named "${path}"`);
     files.set(path, href);
   }
   const setName = name ?? (urls.length === 1 ? String(urls[0]) : String(urls[0]).replace(/\/[^/]*$/, ''));
-  const o = resolve(options);
   return keyedFileSet(setName, files, {
     open: (href) => urlByteSource(href, { fetch: o.fetchFn, signal: o.signal, idleTimeoutMs: o.idleTimeoutMs }),
     // A config is read whole, so its size is capped as a file's is; `.text()` would take any.
