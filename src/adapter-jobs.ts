@@ -27,8 +27,8 @@ import type { ByteSink, OutputTarget } from './io/types.js';
 import {
   checkBrowserDestination, checkBrowserSource, openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource,
 } from './merge.js';
-import { checkCallback, checkChoice, checkList, checkOptions, checkSignal, checkWeight, nearestName, shown } from './api-arguments.js';
-import type { WeightedSource } from './pipeline/one-call-merge.js';
+import { badArgument, checkCallback, checkChoice, checkOptions, checkSignal, nearestName, shown } from './api-arguments.js';
+import { checkAdapterList, isWeighted, type WeightedSource } from './pipeline/one-call-merge.js';
 import type { ProgressListener } from './pipeline/progress.js';
 
 export type { CombineMethod } from './adapter-ops/combine.js';
@@ -121,16 +121,9 @@ export interface AdapterJobOutcome {
  */
 export async function combineLoras(options: CombineLorasOptions): Promise<AdapterJobOutcome> {
   checkJobOptions('combineLoras', options, ['adapters', 'method', 'rank', 'density', 'majoritySign', 'seed', 'clampQuantile']);
-  checkList('adapters', options.adapters, 'an adapter (a source or { source, weight })');
-  options.adapters.forEach((a, i) => {
-    if (isWeighted(a)) {
-      checkOptions(`adapters[${i}]`, a, ['source', 'weight'], { weights: 'did you mean "weight"?' });
-      checkWeight(`adapters[${i}].weight`, a.weight);
-    }
-    checkBrowserSource(`adapters[${i}]`, isWeighted(a) ? a.source : a);
-  });
+  checkAdapterList(options.adapters, (source, what) => checkBrowserSource(what, source));
   const inputs = options.adapters.map((a) => (isWeighted(a) ? { source: a.source, weight: a.weight ?? 1 } : { source: a, weight: 1 }));
-  const warnings = checkCombine(options, inputs.map((i) => i.weight));
+  const warnings = checkCombine(options);
   const adapters: ParsedAdapter[] = [];
   try {
     for (const input of inputs) adapters.push(await openAdapter(await openBrowserSource(input.source, 'adapter')));
@@ -262,11 +255,8 @@ function checkJobOptions(job: string, options: AdapterJobOptions, own: readonly 
   if (options.signal?.aborted) throw new MergeError('ABORTED', `${job.replace(/Loras?$/, '').toLowerCase()} cancelled`);
 }
 
-function checkCombine(options: CombineLorasOptions, weights: number[]): string[] {
-  if (weights.length === 0) throw badArgument('combine needs at least one adapter');
-  weights.forEach((w, i) => {
-    if (typeof w !== 'number' || !Number.isFinite(w)) throw badArgument(`the weight of adapter ${i + 1} must be a finite number, not ${String(w)}`);
-  });
+/** The method and its options (the adapters and weights are checked by checkAdapterList); the warnings of options without effect. */
+function checkCombine(options: CombineLorasOptions): string[] {
   const method = options.method;
   if (!COMBINE_METHODS.includes(method)) {
     const near = typeof method === 'string' ? nearestName(method, COMBINE_METHODS) : undefined;
@@ -313,13 +303,6 @@ function valueText(x: unknown): string {
   return typeof x === 'number' && !Number.isNaN(x) ? String(x) : shown(x);
 }
 
-function badArgument(message: string): MergeError {
-  return new MergeError('BAD_ARGUMENT', message);
-}
-
-function isWeighted(x: MergeSource | WeightedSource<MergeSource>): x is WeightedSource<MergeSource> {
-  return typeof x === 'object' && x !== null && 'source' in x && !(x instanceof Blob);
-}
 
 function isFileHandle(x: unknown): boolean {
   return typeof x === 'object' && x !== null && (x as { kind?: unknown }).kind === 'file' && typeof (x as { createWritable?: unknown }).createWritable === 'function';

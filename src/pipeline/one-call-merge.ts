@@ -85,8 +85,26 @@ const OPTION_HINTS: Readonly<Record<string, string>> = {
   adapter: 'did you mean "adapters" (an array)?',
 };
 
-function isWeighted<Source>(x: Source | WeightedSource<Source>): x is WeightedSource<Source> {
+/** Is this adapter given with its weight (`{ source, weight }`), not as a bare source? */
+export function isWeighted<Source>(x: Source | WeightedSource<Source>): x is WeightedSource<Source> {
   return typeof x === 'object' && x !== null && 'source' in x && !(x instanceof Blob);
+}
+
+/**
+ * A list of adapters as `merge()` and `combineLoras()` take it: a non-empty array of sources or
+ * `{ source, weight }` (no other key, a source, a finite weight or none), each source passed to
+ * `checkSource` with the argument's name (`adapters[1]`); anything else is a BAD_ARGUMENT.
+ */
+export function checkAdapterList<Source>(adapters: unknown, checkSource: (source: unknown, what: string) => void): asserts adapters is readonly (Source | WeightedSource<Source>)[] {
+  checkList('adapters', adapters, 'an adapter (a source or { source, weight })');
+  adapters.forEach((a, i) => {
+    if (isWeighted(a)) {
+      checkOptions(`adapters[${i}]`, a, ['source', 'weight'], { weights: 'did you mean "weight"?', scale: 'did you mean "weight"?' });
+      if (a.source === undefined || a.source === null) throw badArgument(`adapters[${i}].source is ${shown(a.source)}; give the adapter`);
+      checkWeight(`adapters[${i}].weight`, a.weight);
+    }
+    checkSource(isWeighted(a) ? a.source : a, `adapters[${i}]`);
+  });
 }
 
 /**
@@ -97,16 +115,9 @@ function checkOneCallOptions<Source, Out>(options: OneCallMergeOptions<Source, O
   checkOptions('merge() options', options, OPTION_NAMES, OPTION_HINTS);
   if (options.base === undefined || options.base === null) throw badArgument(`base is ${shown(options.base)}; give the base model`);
   hooks.checkSource(options.base, 'the base');
-  checkList('adapters', options.adapters, 'an adapter (a source or { source, weight })');
-  options.adapters.forEach((a, i) => {
-    const source = isWeighted(a) ? a.source : a;
-    if (isWeighted(a)) {
-      checkOptions(`adapters[${i}]`, a, ['source', 'weight'], { weights: 'did you mean "weight"?', scale: 'did you mean "weight"?' });
-      if (a.source === undefined || a.source === null) throw badArgument(`adapters[${i}].source is ${shown(a.source)}; give the adapter`);
-      checkWeight(`adapters[${i}].weight`, a.weight);
-    }
-    hooks.checkSource(source, `adapters[${i}]`);
-    if (source === options.base) throw badArgument(`adapters[${i}] is the base itself; give the adapter's files (a base given as an adapter merges nothing)`);
+  checkAdapterList(options.adapters, (source, what) => {
+    hooks.checkSource(source, what);
+    if (source === options.base) throw badArgument(`${what} is the base itself; give the adapter's files (a base given as an adapter merges nothing)`);
   });
   checkDtypeName('dtype', options.dtype);
   if (typeof options.backend !== 'object' || options.backend === null) checkChoice('backend', options.backend, ['auto', 'webgpu', 'cpu']);
