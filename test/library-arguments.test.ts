@@ -42,6 +42,14 @@ async function refusal(run: () => unknown): Promise<Error & { code?: string }> {
   throw new Error('expected a refusal, but the call succeeded');
 }
 
+/** `e` is a MergeError of `code` (default BAD_ARGUMENT) whose message matches `message`, on one line. */
+function expectOneLineRefusal(e: Error & { code?: string }, code: string | undefined, message: RegExp): void {
+  expect(browser.isMergeError(e), String(e)).toBe(true);
+  expect(e.code).toBe(code ?? 'BAD_ARGUMENT');
+  expect(e.message).toMatch(message);
+  expect(e.message).not.toContain('\n');
+}
+
 /** A fresh folder for `out`, to check that a refused call leaves nothing (no file, temporary or lock). */
 const freshOut = () => join(dirs.make(), 'merged.safetensors');
 const folderOf = (out: string) => out.slice(0, out.lastIndexOf('/'));
@@ -134,10 +142,7 @@ describe('merge() from loramerge/node refuses mistaken arguments up front', () =
   it.each(nodeMergeMistakes)('$name', async ({ run, code, message }) => {
     const out = freshOut();
     const e = await refusal(() => run(out));
-    expect(browser.isMergeError(e), String(e)).toBe(true);
-    expect(e.code).toBe(code ?? 'BAD_ARGUMENT');
-    expect(e.message).toMatch(message);
-    expect(e.message).not.toContain('\n');
+    expectOneLineRefusal(e, code, message);
     expect(readdirSync(folderOf(out))).toEqual([]);
   });
 
@@ -228,9 +233,7 @@ const browserMergeMistakes: Mistake[] = [
 describe('merge() from loramerge refuses mistaken arguments', () => {
   it.each(browserMergeMistakes)('$name', async ({ run, code, message }) => {
     const e = await refusal(() => run(''));
-    expect(browser.isMergeError(e), String(e)).toBe(true);
-    expect(e.code).toBe(code ?? 'BAD_ARGUMENT');
-    expect(e.message).toMatch(message);
+    expectOneLineRefusal(e, code, message);
   });
 });
 
@@ -292,10 +295,7 @@ const stepMistakes: Mistake[] = [
 describe('the step-by-step calls, inputs, outputs, backends and adapter jobs refuse mistaken arguments', () => {
   it.each(stepMistakes)('$name', async ({ run, code, message }) => {
     const e = await refusal(() => run(''));
-    expect(browser.isMergeError(e), String(e)).toBe(true);
-    expect(e.code).toBe(code ?? 'BAD_ARGUMENT');
-    expect(e.message).toMatch(message);
-    expect(e.message).not.toContain('\n');
+    expectOneLineRefusal(e, code, message);
   });
 
   it('an adapter job with an already aborted signal opens no source', async () => {
