@@ -27,7 +27,7 @@ import type { ByteSink, OutputTarget } from './io/types.js';
 import {
   checkBrowserDestination, checkBrowserSource, openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource,
 } from './merge.js';
-import { badArgument, checkCallback, checkChoice, checkOptions, checkSignal, nearestName, shown } from './api-arguments.js';
+import { badArgument, checkCallback, checkChoice, checkOptions, checkSignal, isFileSystemHandle, nearestName, shown } from './api-arguments.js';
 import { checkAdapterList, isWeighted, type WeightedSource } from './pipeline/one-call-merge.js';
 import type { ProgressListener } from './pipeline/progress.js';
 
@@ -200,7 +200,7 @@ async function run(
   make: (backend: AlgebraBackend, signal: AbortSignal | undefined) => Promise<OpResult>,
 ): Promise<AdapterJobOutcome> {
   if (format !== 'peft' && format !== 'kohya') throw badArgument(`format must be peft or kohya, not "${String(format)}"`);
-  if (format === 'peft' && isFileHandle(options.out)) {
+  if (format === 'peft' && isFileSystemHandle(options.out, 'file')) {
     throw badArgument('a PEFT adapter is a folder (adapter_config.json + adapter_model.safetensors): give a folder, or ask for the kohya format');
   }
   const memory = options.out === undefined ? createBlobOutputTarget(command) : undefined;
@@ -303,7 +303,3 @@ function valueText(x: unknown): string {
   return typeof x === 'number' && !Number.isNaN(x) ? String(x) : shown(x);
 }
 
-
-function isFileHandle(x: unknown): boolean {
-  return typeof x === 'object' && x !== null && (x as { kind?: unknown }).kind === 'file' && typeof (x as { createWritable?: unknown }).createWritable === 'function';
-}

@@ -289,6 +289,7 @@ const stepMistakes: Mistake[] = [
   { name: 'resizeLora: adapter null', run: () => node.resizeLora({ adapter: null as never, rule: { kind: 'rank', rank: 1 } }), message: /^adapter must be a File or Blob, .*not null$/ },
   { name: 'extractLora: signal a plain object', run: () => node.extractLora({ base: baseSet(), tuned: baseSet(), rank: 1, signal: {} as never }), message: /^signal must be an AbortSignal/ },
   { name: 'extractLora: signal already aborted', run: () => node.extractLora({ base: baseSet(), tuned: baseSet(), rank: 1, signal: aborted }), code: 'ABORTED', message: /^extract cancelled$/ },
+  { name: 'combineLoras: a PEFT folder into a picked file', run: () => node.combineLoras({ adapters: [adapterSet()], method: 'cat', out: { kind: 'file', name: 'lora.safetensors', createWritable: async () => { throw new Error('not reached'); } } as never }), message: /^a PEFT adapter is a folder \(adapter_config\.json \+ adapter_model\.safetensors\): give a folder, or ask for the kohya format$/ },
   { name: 'extractLora: out a File', run: () => node.extractLora({ base: baseSet(), tuned: baseSet(), rank: 1, out: new File([], 'x') as never }), message: /^out must be a File System Access handle .*not a File/ },
 ];
 
