@@ -6,7 +6,6 @@ import {
   badArgument, checkList, isFileSystemHandle, isInputFileSet, isOutputTarget, shown, urlScheme,
 } from './api-arguments.js';
 import { createBackend } from './engine/create-backend.js';
-import { MergeError } from './errors.js';
 import { blobInputFileSet, inputFileSetFromFiles, type BlobReadOptions } from './io/browser-input-files.js';
 import { createFileSystemAccessOutputTarget } from './io/fs-access-output.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
@@ -57,7 +56,11 @@ export function checkBrowserSource(what: string, source: unknown): void {
     source.forEach((x: unknown, i) => {
       if (typeof x === 'string' || x instanceof URL) checkUrl(`${what}[${i}]`, x);
       else if (!(x instanceof Blob)) throw badArgument(`${what}[${i}] must be a File or a URL, not ${shown(x)}`);
+      // A list is a folder: its files are told apart by name, which a bare Blob lacks.
+      else if (!isFile(x)) throw badArgument(`${what}[${i}] is a Blob without a name; a list is a folder and takes Files, named as the folder's files: new File([blob], 'model.safetensors')`);
     });
+    const files = source.filter(isFile).length;
+    if (files > 0 && files < source.length) throw badArgument(`${what} mixes Files and URLs; a list is one folder, all Files or all URLs`);
     return;
   }
   throw badArgument(`${what} must be ${SOURCE_KINDS}, not ${shown(source)}`);
@@ -81,15 +84,19 @@ export async function openBrowserSource(
   checkBrowserSource(`the ${role}`, source);
   if (isInputFileSet(source)) return source;
   if (source instanceof Blob) {
-    const name = typeof File !== 'undefined' && source instanceof File ? source.name : BLOB_NAMES[role];
+    const name = isFile(source) ? source.name : BLOB_NAMES[role];
     return blobInputFileSet(name, new Map([[name, source]]), () => name, { readAhead });
   }
   if (typeof source === 'string' || source instanceof URL) return urlInputFileSet([source], undefined, { signal });
-  const list = Array.from(source as readonly (Blob | URL | string)[]);
-  if (list.length === 0) throw new MergeError('BAD_ARGUMENT', `the ${role} is an empty list of files`);
-  if (list.every((x) => typeof File !== 'undefined' && x instanceof File)) return inputFileSetFromFiles(list as File[], undefined, { readAhead });
-  if (list.every((x) => typeof x === 'string' || x instanceof URL)) return urlInputFileSet(list as (string | URL)[], undefined, { signal });
-  throw new MergeError('BAD_ARGUMENT', `the ${role}: a list must be all Files (with names) or all URLs; wrap other Blobs in Files`);
+  // Checked above: a non-empty list, all Files or all URLs.
+  const list = Array.from(source as readonly (File | URL | string)[]);
+  if (list.every(isFile)) return inputFileSetFromFiles(list, undefined, { readAhead });
+  return urlInputFileSet(list as (string | URL)[], undefined, { signal });
+}
+
+/** A File (a Blob with a name), where the context has them. */
+function isFile(x: unknown): x is File {
+  return typeof File !== 'undefined' && x instanceof File;
 }
 
 /** Opens a browser-side destination. */

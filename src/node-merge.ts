@@ -68,7 +68,15 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
       });
     },
     createBackend: (kind, calibrationDtype) => createNodeBackend(kind, { calibrationDtype }),
-    checkSource: (source, what) => (isPath(source) ? checkPath(what, source) : checkBrowserSource(what, source)),
+    checkSource(source, what) {
+      if (isPath(source)) return checkPath(what, source);
+      // A list is a picked folder's Files or a remote folder's URLs; on disk the folder is the path.
+      const path = Array.isArray(source) ? source.findIndex(isPath) : -1;
+      if (path >= 0) {
+        throw badArgument(`${what}[${path}] is a path in a list; give the path of the folder that holds the files, or of the one file, as one string`);
+      }
+      checkBrowserSource(what, source);
+    },
     checkOutput(out) {
       if (typeof out !== 'string') return checkBrowserDestination(out, true);
       if (out.trim() === '') throw badArgument('out is an empty string; name the output file or folder (or leave out to get Blobs back)');
