@@ -95,10 +95,10 @@ export function checkWeight(what: string, weight: unknown): void {
   }
 }
 
-/** A count of threads: a positive integer, or nothing (then the default). */
-export function checkThreads(what: string, threads: unknown): void {
-  if (threads !== undefined && (typeof threads !== 'number' || !Number.isSafeInteger(threads) || threads < 1)) {
-    throw badArgument(`${what} must be a positive integer, not ${shown(threads)}`);
+/** A count (of threads, a limit in bytes): a positive integer, or nothing (then the default). */
+export function checkPositiveInteger(what: string, value: unknown): void {
+  if (value !== undefined && (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1)) {
+    throw badArgument(`${what} must be a positive integer, not ${shown(value)}`);
   }
 }
 

@@ -5,7 +5,7 @@
  * machine, adapter and driver, keeping the answer in a cache (backend-decision-cache.ts).
  */
 import { DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
-import { badArgument, checkCallback, checkChoice, checkOptions } from '../api-arguments.js';
+import { badArgument, checkCallback, checkChoice, checkOptions, checkPositiveInteger, shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
 import type { MergeBackend, MergeOp } from './merge-op.js';
 import { CpuBackend, type CpuMergePool } from './cpu/cpu-backend.js';
@@ -65,12 +65,34 @@ export async function createBackend(options: BackendOptions = {}): Promise<Merge
   checkChoice('createBackend: kind', options.kind, ['auto', 'webgpu', 'cpu']);
   checkChoice('createBackend: decisionCache', options.decisionCache, ['use', 'refresh', 'off']);
   checkCallback('createBackend: cpuPool', options.cpuPool);
+  checkBackendObjects(options);
   const kind = options.kind ?? 'auto';
   const cpu = (reason: string) => new CpuBackend(reason, { pool: options.cpuPool?.() });
   if (kind === 'cpu') return cpu('requested').ready();
   const gpu = options.gpu ?? getBrowserGpu();
   if (kind === 'webgpu') return createWebGpuBackend(gpu, options.limits, options.cpuPool);
   return createAutoBackend(gpu, options, cpu);
+}
+
+const LIMIT_NAMES = ['maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupsPerDimension'] as const;
+
+/** The options that are objects or strings: refused here rather than failing deep in a GPU call. */
+function checkBackendObjects(options: BackendOptions): void {
+  const hasMethods = (x: unknown, ...names: string[]) => typeof x === 'object' && x !== null && names.every((n) => typeof (x as Record<string, unknown>)[n] === 'function');
+  if (options.gpu !== undefined && !hasMethods(options.gpu, 'requestAdapter')) {
+    throw badArgument(`createBackend: gpu must be a WebGPU entry point (navigator.gpu, or (await getNodeGpu()).gpu), not ${shown(options.gpu)}`);
+  }
+  if (options.limits !== undefined) {
+    checkOptions('createBackend: limits', options.limits, LIMIT_NAMES);
+    for (const name of LIMIT_NAMES) checkPositiveInteger(`createBackend: limits.${name}`, options.limits[name]);
+  }
+  if (options.decisionStore !== undefined && !hasMethods(options.decisionStore, 'load', 'save')) {
+    throw badArgument(`createBackend: decisionStore must be an object with load() and save(text), not ${shown(options.decisionStore)}`);
+  }
+  checkChoice('createBackend: calibrationDtype', options.calibrationDtype, ['F32', 'F16', 'BF16', 'F8_E4M3', 'F8_E5M2']);
+  for (const name of ['machine', 'driver'] as const) {
+    if (options[name] !== undefined && typeof options[name] !== 'string') throw badArgument(`createBackend: ${name} must be a string, not ${shown(options[name])}`);
+  }
 }
 
 async function createAutoBackend(gpu: GPU | undefined, options: BackendOptions,
