@@ -54,7 +54,7 @@ describe('an --out that is an input by another path is refused, and no input cha
     // The folder's path was compared, not the files it links to: the blob store was replaced by the merge.
     const run = await runCli(mergeArgs(snapshot, adapter, blobs, '--overwrite'));
     expect(run.code, run.stderr).toBe(2);
-    expectOneLine(run.stderr, new RegExp(`${blobs}: output would overwrite input ${snapshot}/(config\\.json|model\\.safetensors); choose another output path$`));
+    expectOneLine(run.stderr, new RegExp(`${blobs}: holds input ${snapshot}/(config\\.json|model\\.safetensors); choose another output path$`));
     expect(contents(blobs)).toEqual(before);
 
     // An adapter folder whose weights are a link to a file elsewhere, and --out that file: the
@@ -164,9 +164,9 @@ describe('an --out that is an input by another path is refused, and no input cha
     const link = join(top, 'link');
     symlinkSync(inputs, link);
     const cases: [string[], string][] = [
-      [mergeArgs(base, adapter, link, '--overwrite'), `${link}: output would overwrite input ${base}`],
-      [mergeArgs(base, adapter, join(link, 'adapter', 'merged')), `${join(link, 'adapter', 'merged')}: output would overwrite input ${adapter}`],
-      [['resize', '--adapter', join(link, 'adapter'), '--rank', '1', '--out', inputs, '--backend', 'cpu', '--overwrite'], `${inputs}: output would overwrite input ${join(link, 'adapter')}`],
+      [mergeArgs(base, adapter, link, '--overwrite'), `${link}: holds input ${base}`],
+      [mergeArgs(base, adapter, join(link, 'adapter', 'merged')), `${join(link, 'adapter', 'merged')}: is inside input folder ${adapter}`],
+      [['resize', '--adapter', join(link, 'adapter'), '--rank', '1', '--out', inputs, '--backend', 'cpu', '--overwrite'], `${inputs}: holds input ${join(link, 'adapter')}`],
     ];
     for (const [args, message] of cases) {
       const run = await runCli(args);

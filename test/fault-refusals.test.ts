@@ -74,13 +74,13 @@ describe('--out refusals (createNodeOutputTarget)', () => {
     const dir = temp.make({ 'base/model.safetensors': 'weights', 'lora/adapter_model.safetensors': 'lora' });
     const inputs = [join(dir, 'base'), join(dir, 'lora', 'adapter_model.safetensors')];
     const cases: [string, 'file' | 'folder', string][] = [
-      [join(dir, 'lora', 'adapter_model.safetensors'), 'file', inputs[1]], // the input itself
-      [join(dir, 'base', 'merged.safetensors'), 'file', inputs[0]], // a new file inside an input folder
-      [join(dir, 'lora'), 'folder', inputs[1]], // a folder holding an input
+      [join(dir, 'lora', 'adapter_model.safetensors'), 'file', `output would overwrite input ${inputs[1]}`], // the input itself
+      [join(dir, 'base', 'merged.safetensors'), 'file', `is inside input folder ${inputs[0]}`], // a new file inside an input folder
+      [join(dir, 'lora'), 'folder', `holds input ${inputs[1]}`], // a folder holding an input
     ];
-    for (const [out, kind, input] of cases) {
+    for (const [out, kind, overlap] of cases) {
       const e = await refusal(createNodeOutputTarget(out, kind, inputs, { overwrite: true }));
-      expect([e.code, e.message]).toEqual(['OUTPUT_IS_INPUT', `${out}: output would overwrite input ${input}; choose another output path`]);
+      expect([e.code, e.message]).toEqual(['OUTPUT_IS_INPUT', `${out}: ${overlap}; choose another output path`]);
     }
     expect(readdirSync(join(dir, 'base'))).toEqual(['model.safetensors']);
     expect(readdirSync(join(dir, 'lora'))).toEqual(['adapter_model.safetensors']);

@@ -441,7 +441,7 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
         ['missing/out.safetensors', /missing\/out\.safetensors: folder .*missing does not exist; create it or choose another --out/],
         ['base.safetensors/x.safetensors', /folder .*base\.safetensors is not a folder; create it or choose another --out/],
       ];
-      if (inputs.includes('adapter')) choices.push(['adapter/adapter_model.safetensors', /would overwrite input (.*\/)?adapter;/]);
+      if (inputs.includes('adapter')) choices.push(['adapter/adapter_model.safetensors', /would overwrite input (.*\/)?adapter\/adapter_model\.safetensors;/]);
       // merge writes a file for a file base; the others a file only for an --out named *.safetensors.
       if (b.command === 'merge') choices.push(['emptydir', /emptydir: exists and is not a file; choose another output path/]);
       else if (!b.opts.some((x) => x.name === 'overwrite')) choices.push(['notes', /notes: folder exists and is not empty; remove it or allow overwriting/]);

@@ -171,13 +171,20 @@ async function refuseInputOverlap(outName: string, out: string, realOut: string,
   const outId = await stat(out, { bigint: true }).catch(() => undefined);
   const ids = new IdentityCache();
   const realInputs: string[] = [];
+  for (const input of inputs) realInputs.push(await realpath(input).catch(() => resolve(input)));
+  // Each overlap named as it is, an input file first ("would overwrite" read as false for a new
+  // file in an input folder, and "inside the folder" hid that a file of it would be replaced).
+  const inside = (child: string, folder: string) => child.startsWith(folder.endsWith(sep) ? folder : folder + sep);
+  const overlaps: [(realIn: string) => boolean, string][] = [
+    [(realIn) => realOut === realIn, 'output would overwrite input'],
+    [(realIn) => inside(realOut, realIn), 'is inside input folder'],
+    [(realIn) => inside(realIn, realOut), 'holds input'],
+  ];
+  for (const [test, what] of overlaps) {
+    const i = realInputs.findIndex(test);
+    if (i >= 0) throw new MergeError('OUTPUT_IS_INPUT', `${outName}: ${what} ${inputs[i]}; choose another output path`);
+  }
   for (const input of inputs) {
-    const realIn = await realpath(input).catch(() => resolve(input));
-    realInputs.push(realIn);
-    const inside = (child: string, folder: string) => child.startsWith(folder.endsWith(sep) ? folder : folder + sep);
-    if (realOut === realIn || inside(realOut, realIn) || inside(realIn, realOut)) {
-      throw new MergeError('OUTPUT_IS_INPUT', `${outName}: output would overwrite input ${input}; choose another output path`);
-    }
     const inId = outId && await ids.of(input);
     if (inId && inId.dev === outId.dev && inId.ino === outId.ino) {
       throw new MergeError('OUTPUT_IS_INPUT', `${outName}: is input ${input} under another name (a hard link or a bind mount); choose another output path`);
