@@ -10,7 +10,7 @@
  */
 import { decodeSafetensors, type DecodedTensor, type FixtureDType } from './fixtures.js';
 import type { CaseFiles, Command } from './fuzz-cases.js';
-import { safetensorsTextProblem, wellFormedUtf8 } from './json-text-edits.js';
+import { safetensorsHeaderProblem, wellFormedUtf8 } from './json-text-edits.js';
 
 export interface ExpectedTensor {
   name: string;
@@ -49,7 +49,7 @@ interface Module {
 
 function decode(bytes: Uint8Array): ReturnType<typeof decodeSafetensors> | null {
   // The plain reader takes what the reference reader refuses: a header not UTF-8, `8.0` as a size.
-  if (safetensorsTextProblem(bytes)) return null;
+  if (safetensorsHeaderProblem(bytes)) return null;
   try {
     const file = decodeSafetensors(bytes);
     return file.dataEnd === bytes.byteLength ? file : null;

@@ -97,7 +97,7 @@ import { peftNewWorld } from './fuzz-peft-new.js';
 import { mlxExpertsWorld } from './fuzz-mlx-experts.js';
 import { fluxGgufWorld } from './fuzz-flux-gguf.js';
 import { seventyBWorld, typeMixesWorld } from './fuzz-type-mixes.js';
-import { editedText, safetensorsTextProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
+import { editedText, safetensorsHeaderProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
 import {
   controlLora, diffusersNorm, diffusersRows, DOUBLE as FLUX_DOUBLE, fluxDevBfl, fluxDevDiffusers, fluxNorms, HEAD as FLUX_HEAD, identity, IN as FLUX_IN, R as FLUX_R,
   SINGLE as FLUX_SINGLE, truth as controlTruth,
@@ -3996,7 +3996,7 @@ export function surfaceTruth(c: SurfaceCase, files: Map<string, Uint8Array>): Tr
   if (files.size !== clean.size) return { kind: 'unknown', why: 'a file was dropped' };
   for (const [path, bytes] of files) {
     const strict = STRICT_JSON.test(path) || path === `${c.world.base}/config.json`;
-    const problem = path.endsWith('.safetensors') ? safetensorsTextProblem(bytes) : strict && !wellFormedUtf8(bytes) ? 'is not UTF-8' : null;
+    const problem = path.endsWith('.safetensors') ? safetensorsHeaderProblem(bytes) : strict && !wellFormedUtf8(bytes) ? 'is not UTF-8' : null;
     if (problem) return { kind: 'invalid', why: `${path}: ${problem}` };
   }
   for (const [path, bytes] of files) {

@@ -108,11 +108,13 @@ export const wellFormedUtf8 = (bytes: Uint8Array) => {
 };
 
 /**
- * Why the safetensors reference reader (serde_json into usize) refuses a header the plain reader
- * here would take: bytes that are not UTF-8, or a shape or data_offsets number not written as a
- * plain integer (`8.0`, `8e0`, `-0`). Null when neither.
+ * Why the safetensors reference reader refuses a header the plain reader here would take: bytes
+ * that are not UTF-8, a shape or data_offsets number not written as a plain integer (`8.0`, `8e0`,
+ * `-0`; serde_json into usize), or data_offsets that do not tile the data section (its
+ * `validate`: sorted by offsets, each tensor begins where the one before ends; the plain reader
+ * only checks each span's size, which a tensor of 0 bytes meets wherever it points). Null when none.
  */
-export function safetensorsTextProblem(bytes: Uint8Array): string | null {
+export function safetensorsHeaderProblem(bytes: Uint8Array): string | null {
   if (bytes.length < 8) return null;
   const n = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
   if (n > BigInt(bytes.length - 8)) return null;
@@ -121,6 +123,31 @@ export function safetensorsTextProblem(bytes: Uint8Array): string | null {
   for (const m of new TextDecoder().decode(header).matchAll(/"(shape|data_offsets)"\s*:\s*\[([^\]]*)\]/g)) {
     const bad = m[2].split(',').map((x) => x.trim()).find((x) => x !== '' && !/^(?:0|[1-9][0-9]*)$/.test(x));
     if (bad !== undefined) return `${m[1]} holds ${bad}, not a plain integer`;
+  }
+  return offsetsProblem(header);
+}
+
+/** Whether the header's data_offsets tile the data section from 0 (the data's end is checked elsewhere). */
+function offsetsProblem(header: Uint8Array): string | null {
+  let entries: unknown;
+  try {
+    entries = JSON.parse(new TextDecoder().decode(header));
+  } catch {
+    return null; // not JSON: the plain reader refuses it too
+  }
+  if (typeof entries !== 'object' || entries === null) return null;
+  const spans: [number, number][] = [];
+  for (const [name, entry] of Object.entries(entries)) {
+    const offsets = name === '__metadata__' ? undefined : (entry as { data_offsets?: unknown })?.data_offsets;
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((x) => typeof x === 'number')) continue;
+    spans.push(offsets as [number, number]);
+  }
+  spans.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+  let end = 0;
+  for (const [from, to] of spans) {
+    if (to < from) return `data_offsets [${from}, ${to}] end before they begin`;
+    if (from !== end) return `data_offsets [${from}, ${to}] do not begin where the tensor before ends (${end})`;
+    end = to;
   }
   return null;
 }
