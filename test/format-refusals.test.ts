@@ -80,6 +80,14 @@ describe('safetensors header: hostile headers refused in one line', () => {
     expect(dtype).toBe(`${ST}: tensor "conv_in.bias": "dtype" is not a dtype name`);
   });
 
+  it('a shape of 33 dimensions is refused by MAX_TENSOR_DIMS (32); one of 32 is read', async () => {
+    const shape = (dims: number) => `{"w":{"dtype":"F16","shape":[${Array(dims).fill(1).join(',')}],"data_offsets":[0,2]}}`;
+    const message = await refusal(openSt(shape(33), new Uint8Array(2)), 'INVALID_SHAPE');
+    expect(message).toBe(`${ST}: tensor "w": shape has more than 32 dimensions or is not a list of numbers (the limit MAX_TENSOR_DIMS)`);
+    const file = await openSt(shape(32), new Uint8Array(2))();
+    expect(file.get('w')?.shape).toEqual(Array(32).fill(1));
+  });
+
   it('a tensor name with an escape JSON does not define is refused as bad JSON, with its offset', async () => {
     const message = await refusal(openSt('{"conv_in\\q.bias":{"dtype":"F16","shape":[320],"data_offsets":[0,640]}}', new Uint8Array(640)), 'INVALID_HEADER');
     expect(message).toBe(`${ST}: header is not valid JSON (bad escape in a string at byte 1)`);

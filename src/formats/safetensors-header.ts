@@ -32,8 +32,11 @@ export interface ParsedHeader {
 }
 
 const KNOWN_FIELDS = new Set(['dtype', 'shape', 'data_offsets']);
-/** Elements one known field may hold when it is built (shape: MAX_TENSOR_DIMS; offsets: 2). */
-const FIELD_ELEMENTS = MAX_TENSOR_DIMS + 1;
+/**
+ * Elements one known field may hold when it is built (shape: MAX_TENSOR_DIMS; offsets: 2). The
+ * array itself takes none of them: MAX_TENSOR_DIMS + 1 let a shape of 33 dimensions through.
+ */
+const FIELD_ELEMENTS = MAX_TENSOR_DIMS;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
