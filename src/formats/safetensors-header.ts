@@ -236,7 +236,8 @@ class HeaderReader {
       this.space();
       const c = this.bytes[this.at];
       if (c === 0x5b || c === 0x7b) {
-        if (depth + closers.length >= MAX_HEADER_NESTING) {
+        // The value opened here is at level depth + closers.length (the header's own object is 1).
+        if (depth + closers.length > MAX_HEADER_NESTING) {
           throw new MergeError('LIMIT_EXCEEDED', `${this.file}: header nests deeper than ${MAX_HEADER_NESTING} levels (the limit MAX_HEADER_NESTING); not a safetensors header`);
         }
         this.at++;
