@@ -254,6 +254,19 @@ describe('GGUF base: model folders and split sets refused in one line', () => {
     expect(message).toBe('llama-base: split.tensors.count is 3 but the parts hold 2 tensors');
   });
 
+  it(`a split set of more than MAX_TENSORS (${MAX_TENSORS}) tensors over its parts is refused by the limit, as a sharded safetensors model is`, async () => {
+    // Two parts of 80 001 one-value tensors: each part under the limit, the set 160 002.
+    const half = 80_001;
+    const one = tensorData('F32', new Float64Array(1));
+    const part = (no: number) => buildGguf({
+      metadata: splitKv(no, 2, 2 * half),
+      tensors: Array.from({ length: half }, (_, i) => ({ name: `t${no}.${i}`, type: 'F32', ne: [1], data: one })),
+    });
+    const files = { 'many-00001-of-00002.gguf': part(0), 'many-00002-of-00002.gguf': part(1) };
+    const message = await refusal(() => openGgufModel(memoryInputFileSet(files, 'many-base')), 'LIMIT_EXCEEDED');
+    expect(message).toBe('many-base: more than 160000 tensors over its files (the limit MAX_TENSORS)');
+  }, 60_000);
+
   it('a tensor in two parts of a split set is refused by name', async () => {
     const files = {
       'tiny-llama-F16-00001-of-00002.gguf': tinyLlama(splitKv(0, 2, 3), ['output_norm.weight', 'output.weight']),
