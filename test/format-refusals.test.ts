@@ -80,6 +80,14 @@ describe('safetensors header: hostile headers refused in one line', () => {
     expect(dtype).toBe(`${ST}: tensor "conv_in.bias": "dtype" is not a dtype name`);
   });
 
+  it('a shape of 33 dimensions is refused by MAX_TENSOR_DIMS (32); one of 32 is read', async () => {
+    const shape = (dims: number) => `{"w":{"dtype":"F16","shape":[${Array(dims).fill(1).join(',')}],"data_offsets":[0,2]}}`;
+    const message = await refusal(openSt(shape(33), new Uint8Array(2)), 'INVALID_SHAPE');
+    expect(message).toBe(`${ST}: tensor "w": shape has more than 32 dimensions or is not a list of numbers (the limit MAX_TENSOR_DIMS)`);
+    const file = await openSt(shape(32), new Uint8Array(2))();
+    expect(file.get('w')?.shape).toEqual(Array(32).fill(1));
+  });
+
   it('a tensor name with an escape JSON does not define is refused as bad JSON, with its offset', async () => {
     const message = await refusal(openSt('{"conv_in\\q.bias":{"dtype":"F16","shape":[320],"data_offsets":[0,640]}}', new Uint8Array(640)), 'INVALID_HEADER');
     expect(message).toBe(`${ST}: header is not valid JSON (bad escape in a string at byte 1)`);
@@ -245,6 +253,19 @@ describe('GGUF base: model folders and split sets refused in one line', () => {
     const message = await refusal(() => openGgufModel(memoryInputFileSet(files, 'llama-base')), 'BAD_CONFIG');
     expect(message).toBe('llama-base: split.tensors.count is 3 but the parts hold 2 tensors');
   });
+
+  it(`a split set of more than MAX_TENSORS (${MAX_TENSORS}) tensors over its parts is refused by the limit, as a sharded safetensors model is`, async () => {
+    // Two parts of 80 001 one-value tensors: each part under the limit, the set 160 002.
+    const half = 80_001;
+    const one = tensorData('F32', new Float64Array(1));
+    const part = (no: number) => buildGguf({
+      metadata: splitKv(no, 2, 2 * half),
+      tensors: Array.from({ length: half }, (_, i) => ({ name: `t${no}.${i}`, type: 'F32', ne: [1], data: one })),
+    });
+    const files = { 'many-00001-of-00002.gguf': part(0), 'many-00002-of-00002.gguf': part(1) };
+    const message = await refusal(() => openGgufModel(memoryInputFileSet(files, 'many-base')), 'LIMIT_EXCEEDED');
+    expect(message).toBe('many-base: more than 160000 tensors over its files (the limit MAX_TENSORS)');
+  }, 60_000);
 
   it('a tensor in two parts of a split set is refused by name', async () => {
     const files = {

@@ -5,7 +5,7 @@
  * pathological regex in a config cannot hang anything.
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -510,6 +510,27 @@ describe('malformed files and paths are refused by name', () => {
     expect(lines[4]).toBe(`error: ${socketPath}: is a socket, not a regular file or folder; give the model's or adapter's file or folder`);
     expect(listDir(outDir)).toEqual([]);
   }, 20_000);
+
+  it('an input folder past MAX_INPUT_FILES files or MAX_INPUT_DEPTH levels is refused in one line naming the limit and what to do', async () => {
+    // 10 001 files: a home folder or a whole cache given for the adapter.
+    const many = temp.make(adapter());
+    for (let i = 0; i < 10_000; i++) writeFileSync(join(many, `f${i}.txt`), '');
+    // A link to its own folder: a loop that nests for ever.
+    const loop = temp.make(adapter());
+    symlinkSync('.', join(loop, 'again'));
+    const baseFile = join(temp.make({ 'base.safetensors': buildSafetensors(base()) }), 'base.safetensors');
+    const outDir = temp.make();
+    const runs = await Promise.all([many, loop].map((folder) =>
+      runCli(['merge', '--base', baseFile, '--adapter', folder, '--out', join(outDir, 'm.safetensors')])));
+    const lines = runs.map((run) => {
+      expect(run.code, run.stderr).toBe(2);
+      expect(errorLines(run.stderr)).toHaveLength(1);
+      return errorLines(run.stderr)[0];
+    });
+    expect(lines[0]).toBe(`error: ${many}: more than 10000 files (the limit MAX_INPUT_FILES); point at the model's own folder`);
+    expect(lines[1]).toBe(`error: ${loop}: folders nest deeper than 8 levels (the limit MAX_INPUT_DEPTH; a link loop?); point at the model's own folder`);
+    expect(listDir(outDir)).toEqual([]);
+  }, 30_000);
 
   it('--out in a folder that does not exist is a usage error (exit 2)', async () => {
     const outDir = temp.make();

@@ -132,6 +132,10 @@ describe('safetensors header reader', () => {
     expect(code(deep)).toMatch(/LIMIT_EXCEEDED: h: header nests deeper than 64 levels/);
     const shallow = `{"a":{"x":${'['.repeat(MAX_HEADER_NESTING - 4)}${']'.repeat(MAX_HEADER_NESTING - 4)}}}`;
     expect(code(shallow)).toBe('accepted');
+    // At the limit: the header's object, the entry's and 62 arrays are 64 levels, taken; 63 arrays are 65.
+    const levels = (arrays: number) => `{"a":{"x":${'['.repeat(arrays)}${']'.repeat(arrays)}}}`;
+    expect(code(levels(62))).toBe('accepted');
+    expect(code(levels(63))).toMatch(/LIMIT_EXCEEDED: h: header nests deeper than 64 levels/);
     const many = `{${Array.from({ length: MAX_TENSORS + 1 }, (_, i) => `"t${i}":{}`).join(',')}}`;
     expect(code(many)).toMatch(/LIMIT_EXCEEDED: h: more than 160000 tensors in one file \(the limit MAX_TENSORS\)/);
     expect(code(`{"a":{"shape":[${Array(40).fill(1).join(',')}]}}`)).toMatch(/INVALID_SHAPE: .*more than 32 dimensions/);

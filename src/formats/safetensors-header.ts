@@ -32,8 +32,11 @@ export interface ParsedHeader {
 }
 
 const KNOWN_FIELDS = new Set(['dtype', 'shape', 'data_offsets']);
-/** Elements one known field may hold when it is built (shape: MAX_TENSOR_DIMS; offsets: 2). */
-const FIELD_ELEMENTS = MAX_TENSOR_DIMS + 1;
+/**
+ * Elements one known field may hold when it is built (shape: MAX_TENSOR_DIMS; offsets: 2). The
+ * array itself takes none of them: MAX_TENSOR_DIMS + 1 let a shape of 33 dimensions through.
+ */
+const FIELD_ELEMENTS = MAX_TENSOR_DIMS;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -233,7 +236,8 @@ class HeaderReader {
       this.space();
       const c = this.bytes[this.at];
       if (c === 0x5b || c === 0x7b) {
-        if (depth + closers.length >= MAX_HEADER_NESTING) {
+        // The value opened here is at level depth + closers.length (the header's own object is 1).
+        if (depth + closers.length > MAX_HEADER_NESTING) {
           throw new MergeError('LIMIT_EXCEEDED', `${this.file}: header nests deeper than ${MAX_HEADER_NESTING} levels (the limit MAX_HEADER_NESTING); not a safetensors header`);
         }
         this.at++;

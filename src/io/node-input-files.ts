@@ -83,7 +83,7 @@ const FILE_NAMES = /\.(json|safetensors|gguf)$/i;
 
 async function listFolder(root: string, dir: string, prefix: string, depth: number, out: Map<string, string>): Promise<void> {
   if (depth > MAX_INPUT_DEPTH) {
-    throw new MergeError('BAD_ARGUMENT', `${root}: folders nest deeper than ${MAX_INPUT_DEPTH} levels (a link loop?)`);
+    throw new MergeError('BAD_ARGUMENT', `${root}: folders nest deeper than ${MAX_INPUT_DEPTH} levels (the limit MAX_INPUT_DEPTH; a link loop?); point at the model's own folder`);
   }
   const entries = await readdir(dir, { withFileTypes: true }).catch((e: unknown) => {
     throw inputFsError(e, dir, 'listing it');
@@ -112,7 +112,7 @@ async function listFolder(root: string, dir: string, prefix: string, depth: numb
       await listFolder(root, full, rel + '/', depth + 1, out);
     } else if (isFile) {
       if (out.size >= MAX_INPUT_FILES) {
-        throw new MergeError('BAD_ARGUMENT', `${root}: more than ${MAX_INPUT_FILES} files; point at the model's own folder`);
+        throw new MergeError('BAD_ARGUMENT', `${root}: more than ${MAX_INPUT_FILES} files (the limit MAX_INPUT_FILES); point at the model's own folder`);
       }
       out.set(rel, full);
     }

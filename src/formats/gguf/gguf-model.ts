@@ -6,7 +6,7 @@
  */
 import type { FloatTensorBytes } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
-import { MAX_MIXED_ROWS_BYTES } from '../../limits.js';
+import { MAX_MIXED_ROWS_BYTES, MAX_TENSORS } from '../../limits.js';
 import type { InputFileSet } from '../../io/types.js';
 import type { MergePlan, PlanProblem, ValueScale } from '../../plan/merge-plan.js';
 import type { ParsedAdapter } from '../adapter.js';
@@ -35,6 +35,12 @@ export async function openGgufModel(files: InputFileSet): Promise<BaseModel> {
       } catch (e) {
         await source.close();
         throw e;
+      }
+      // Each part is held to MAX_TENSORS by the reader; the set is too, as a sharded safetensors
+      // model is, part by part so that many full parts cannot add up before the check.
+      const count = parts.reduce((n, p) => n + p.file.tensors.length, 0);
+      if (count > MAX_TENSORS) {
+        throw new MergeError('LIMIT_EXCEEDED', `${files.name}: more than ${MAX_TENSORS} tensors over its files (the limit MAX_TENSORS)`);
       }
     }
     checkParts(files.name, parts);
