@@ -113,7 +113,9 @@ const nodeMergeMistakes: Mistake[] = [
   { name: 'an object that is no source', run: (out) => node.merge({ base: basePath, adapters: [{ path: adapterPath } as never], out }), message: /^adapters\[0\] must be a File or Blob, an http\(s\) URL, .* or an InputFileSet, not an object$/ },
   { name: 'dtype a number', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], dtype: 42 as never, out }), message: /^dtype must be a type name such as "f16".*not the number 42$/ },
   { name: 'dtype null', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], dtype: null as never, out }), message: /^dtype must be a type name .*\(leave it out to keep the base's types\), not null$/ },
-  { name: 'dtype unknown to the base', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], dtype: 'int4', out }), message: /dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "int4"/ },
+  { name: 'dtype unknown to the base', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], dtype: 'int4', out }), message: /^dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "int4" \(for a safetensors model\)$/ },
+  { name: 'dtype "f 16" (names the option as the library spells it)', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], dtype: 'f 16', out }), message: /^dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "f 16"/ },
+  { name: 'dtype fp8 (two types)', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], dtype: 'fp8', out }), message: /^dtype fp8 is two types: choose f8_e4m3/ },
   { name: 'backend gpu', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], backend: 'gpu' as never, out }), message: /^backend must be auto, webgpu or cpu, not the string "gpu"/ },
   { name: 'backend with a space', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], backend: 'webgpu ' as never, out }), message: /^backend must be auto, webgpu or cpu, not the string "webgpu " \(did you mean "webgpu"\?\)$/ },
   { name: 'backend null', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], backend: null as never, out }), message: /^backend must be auto, webgpu or cpu, not null$/ },
@@ -329,6 +331,13 @@ describe('the step-by-step calls, inputs, outputs, backends and adapter jobs ref
       const e = await refusal(() => node.mergeModel({ prepared, output, backend, onProgress: 'yes' as never }));
       backend.dispose();
       expect([e.code, e.message]).toEqual(['BAD_ARGUMENT', 'mergeModel: onProgress must be a function, not the string "yes"']);
+      expect(readdirSync(folderOf(out))).toEqual([]);
+      // An output type the base's format does not write is named as mergeModel's option.
+      const output2 = await node.createNodeOutputTarget(out, 'file', []);
+      const backend2 = await node.createBackend({ kind: 'cpu' });
+      const e2 = await refusal(() => node.mergeModel({ prepared, output: output2, backend: backend2, outDtype: 'f12' }));
+      backend2.dispose();
+      expect([e2.code, e2.message]).toEqual(['BAD_ARGUMENT', 'outDtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "f12" (for a safetensors model)']);
       expect(readdirSync(folderOf(out))).toEqual([]);
     } finally {
       await prepared.close();

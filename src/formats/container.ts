@@ -44,8 +44,12 @@ export interface TensorFileWriter {
 export interface ContainerFormat {
   /** `safetensors`, `gguf`. */
   readonly name: string;
-  /** Normalises a user's output type (`--dtype`), or throws BAD_ARGUMENT naming what this format accepts. */
-  parseOutputType(name: string): string;
+  /**
+   * Normalises a user's output type, or throws BAD_ARGUMENT naming what this format accepts and
+   * `option`, the name the user gave it under (`--dtype` on the command line, the default; `dtype`
+   * in the library).
+   */
+  parseOutputType(name: string, option?: string): string;
   /** The output types a user may choose (every one of them parses), each with what it does; for menus and help. */
   readonly outputChoices: OutputTypeChoices;
   /**

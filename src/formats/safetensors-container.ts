@@ -49,13 +49,13 @@ export function safetensorsContainer(
   return {
     name: 'safetensors',
     outputChoices: SAFETENSORS_OUTPUT_TYPES,
-    parseOutputType(name) {
+    parseOutputType(name, option = '--dtype') {
       try {
         return parseOutDType(name);
       } catch {
         const fp8 = ambiguousFp8Name(name);
-        if (fp8) throw new MergeError('BAD_ARGUMENT', `--dtype ${fp8}`);
-        throw new MergeError('BAD_ARGUMENT', `--dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "${name}" (for a safetensors model)`);
+        if (fp8) throw new MergeError('BAD_ARGUMENT', `${option} ${fp8}`);
+        throw new MergeError('BAD_ARGUMENT', `${option} must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "${name}" (for a safetensors model)`);
       }
     },
     outputType(tensor, _changed, requested) {

@@ -152,7 +152,7 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
   throwIfAborted(signal);
 
   const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
-  const requested = options.outDtype === undefined ? undefined : options.prepared.base.format.parseOutputType(options.outDtype);
+  const requested = options.outDtype === undefined ? undefined : options.prepared.base.format.parseOutputType(options.outDtype, 'outDtype');
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   // fp8 codes × scales: merged in real values, their scale tensors rewritten or left out (scaled-fp8-output.ts).
   const scaled = scaledFp8Output(options.prepared, requested, options.dtypeMergedOnly ?? false, new Set(updates.keys()));

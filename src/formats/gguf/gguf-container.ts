@@ -56,21 +56,21 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
   return {
     name: 'gguf',
     outputChoices: GGUF_OUTPUT_TYPES,
-    parseOutputType(name) {
+    parseOutputType(name, option = '--dtype') {
       const mix = typeMix(name);
       if (mix) return mix.name;
       const refused = REFUSED_MIXES[name.toUpperCase()];
       const pure = PURE_FILE_TYPES[name.toUpperCase()];
-      if (pure) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${pure}`);
+      if (pure) throw new MergeError('BAD_ARGUMENT', `${option} ${name}: ${pure}`);
       // A refused mix names the written ones of its family (Q2_K…, IQ3_…).
-      if (refused) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${refused}; choose ${TYPE_MIXES.filter((m) => m.name.startsWith(name.slice(0, 4).toUpperCase())).map((m) => m.name.toLowerCase()).join(' or ')}, or --dtype f16 and run llama-quantize --imatrix afterwards`);
+      if (refused) throw new MergeError('BAD_ARGUMENT', `${option} ${name}: ${refused}; choose ${TYPE_MIXES.filter((m) => m.name.startsWith(name.slice(0, 4).toUpperCase())).map((m) => m.name.toLowerCase()).join(' or ')}, or ${option} f16 and run llama-quantize --imatrix afterwards`);
       // torch's and the fp16-style names of the float types (`float16`, `fp32`) name GGML's F16, F32, BF16 (GGML has no fp8).
       const float = floatDTypeNamed(name);
       const type = ggmlTypeByName(float ?? name);
-      if (type && !blockCodec(type) && blockDecoder(type)) throw new MergeError('BAD_ARGUMENT', `--dtype ${name}: ${notWritten(type.name)}`);
+      if (type && !blockCodec(type) && blockDecoder(type)) throw new MergeError('BAD_ARGUMENT', `${option} ${name}: ${notWritten(type.name)}`);
       if (!type || !blockCodec(type)) {
         const names = [...CODEC_TYPE_NAMES, ...TYPE_MIXES.map((m) => m.name)].map((n) => n.toLowerCase());
-        throw new MergeError('BAD_ARGUMENT', `--dtype for a GGUF model must be one of ${names.join(', ')}, not "${name}"`);
+        throw new MergeError('BAD_ARGUMENT', `${option} for a GGUF model must be one of ${names.join(', ')}, not "${name}"`);
       }
       return type.name;
     },
