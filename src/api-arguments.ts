@@ -5,6 +5,7 @@
  * what to pass instead, never a TypeError from deep inside or an option silently dropped.
  */
 import { MergeError } from './errors.js';
+import { MAX_THREADS } from './limits.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
 
 /** A MergeError of code BAD_ARGUMENT. */
@@ -99,6 +100,14 @@ export function checkWeight(what: string, weight: unknown): void {
 export function checkPositiveInteger(what: string, value: unknown): void {
   if (value !== undefined && (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1)) {
     throw badArgument(`${what} must be a positive integer, not ${shown(value)}`);
+  }
+}
+
+/** A count of CPU threads: a positive integer up to MAX_THREADS, or nothing (then the default). */
+export function checkThreadCount(what: string, threads: unknown): void {
+  checkPositiveInteger(what, threads);
+  if (typeof threads === 'number' && threads > MAX_THREADS) {
+    throw badArgument(`${what} is ${threads}; at most ${MAX_THREADS} (the limit MAX_THREADS: each thread adds about 14 MiB, started at once)`);
   }
 }
 

@@ -272,6 +272,11 @@ const stepMistakes: Mistake[] = [
   { name: 'createBackend: machine a number', run: () => node.createBackend({ kind: 'cpu', machine: 16 as never }), message: /^createBackend: machine must be a string, not the number 16$/ },
   { name: 'createNodeBackend: kind GPU', run: () => node.createNodeBackend('GPU' as never), message: /^createNodeBackend: kind must be auto, webgpu or cpu, not the string "GPU"/ },
   { name: 'createNodeBackend: threads 0', run: () => node.createNodeBackend('cpu', { threads: 0 }), message: /^createNodeBackend: threads must be a positive integer, not the number 0$/ },
+  // Each made so that, were the limit not checked, no worker would start (a worker script that is
+  // not there, no Web Workers in Node, a backend whose CPU threads start only when it needs them).
+  { name: 'createNodeBackend: threads past MAX_THREADS', run: () => node.createNodeBackend('webgpu', { threads: 1025 }), message: /^createNodeBackend: threads is 1025; at most 1024 \(the limit MAX_THREADS: each thread adds about 14 MiB, started at once\)$/ },
+  { name: 'createCpuWorkerPool: threads past MAX_THREADS', run: () => node.createCpuWorkerPool({ threads: 100_000, workerUrl: new URL('file:///no-such-worker.js') }), message: /^createCpuWorkerPool: threads is 100000; at most 1024 \(the limit MAX_THREADS/ },
+  { name: 'createBrowserCpuWorkerPool: threads past MAX_THREADS', run: () => node.createBrowserCpuWorkerPool({ threads: 4096 }), message: /^createBrowserCpuWorkerPool: threads is 4096; at most 1024/ },
   { name: 'createCpuWorkerPool: threads in quotes', run: () => node.createCpuWorkerPool({ threads: '4' as never }), message: /^createCpuWorkerPool: threads must be a positive integer, not the string "4"$/ },
   { name: 'createBrowserCpuWorkerPool: thread for threads', run: () => node.createBrowserCpuWorkerPool({ thread: 2 } as never), message: /^createBrowserCpuWorkerPool options: unknown option "thread"; did you mean "threads"\?$/ },
   { name: 'urlInputFileSet: one URL, not an array', run: () => node.urlInputFileSet('https://example.com/a.safetensors' as never), message: /^urlInputFileSet: urls must be an array of URLs \(wrap a single one in \[ \]\), not the string "https:/ },

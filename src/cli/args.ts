@@ -4,6 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { MergeError } from '../errors.js';
+import { MAX_THREADS } from '../limits.js';
 import { editDistance } from '../api-arguments.js';
 
 import type { BackendChoice } from '../engine/backend-choice.js';
@@ -243,7 +244,6 @@ export function parseOrExplain<T>(run: () => T, command?: string, args?: readonl
   }
 }
 
-const MAX_THREADS = 1024;
 const THREADS_RANGE = `an integer from 1 to ${MAX_THREADS}`;
 
 /** What each of merge's value-taking options takes (see bindOptionValues). */

@@ -9,7 +9,7 @@ import type { FloatDType } from '../dtype.js';
 import { getNodeGpu, onlySoftwareVulkan } from './gpu/node-gpu.js';
 import { cpus, hostname, tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
-import { badArgument, checkChoice, checkOptions, checkPositiveInteger } from '../api-arguments.js';
+import { badArgument, checkChoice, checkOptions, checkThreadCount } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
 import type { BackendChoice } from './backend-choice.js';
 import { describeDecision } from './auto-choice.js';
@@ -48,7 +48,7 @@ export async function createNodeBackend(kind: BackendChoice, options: NodeBacken
   checkChoice('createNodeBackend: kind', kind, ['auto', 'webgpu', 'cpu']);
   if (kind === undefined) throw badArgument('createNodeBackend: kind must be auto, webgpu or cpu, not undefined');
   checkOptions('createNodeBackend options', options, ['calibrationDtype', 'threads']);
-  checkPositiveInteger('createNodeBackend: threads', options.threads);
+  checkThreadCount('createNodeBackend: threads', options.threads);
   const cpuPool = () => createCpuWorkerPool({ threads: options.threads });
   if (kind === 'cpu') return createBackend({ kind: 'cpu', cpuPool });
   if (kind === 'auto' && onlySoftwareVulkan()) {

@@ -3,7 +3,7 @@
  * thread. SharedArrayBuffer exists only on cross-origin isolated pages (COOP `same-origin` and COEP
  * `require-corp` or `credentialless`); elsewhere there is no pool and the kernel runs on one thread.
  */
-import { checkCallback, checkOptions, checkPositiveInteger } from '../../api-arguments.js';
+import { checkCallback, checkOptions, checkThreadCount } from '../../api-arguments.js';
 import type { WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
 import { RowBlockPool, type PoolWorker } from './row-block-pool.js';
 import { defaultCpuThreads } from './default-threads.js';
@@ -45,7 +45,7 @@ export function browserCpuPoolUnavailable(): string | undefined {
 /** A pool of Web Workers, or undefined when the page cannot have one (see {@link browserCpuPoolUnavailable}) or has one core; a mistyped option is a BAD_ARGUMENT MergeError. */
 export function createBrowserCpuWorkerPool(options: BrowserCpuPoolOptions = {}): RowBlockPool | undefined {
   checkOptions('createBrowserCpuWorkerPool options', options, ['threads', 'callerTakesBlocks', 'createWorker', 'sharedSlabs']);
-  checkPositiveInteger('createBrowserCpuWorkerPool: threads', options.threads);
+  checkThreadCount('createBrowserCpuWorkerPool: threads', options.threads);
   checkCallback('createBrowserCpuWorkerPool: createWorker', options.createWorker);
   if (browserCpuPoolUnavailable()) return undefined;
   const threads = options.threads ?? defaultCpuThreads(globalThis.navigator?.hardwareConcurrency);

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { checkOptions, checkPositiveInteger } from '../../api-arguments.js';
+import { checkOptions, checkThreadCount } from '../../api-arguments.js';
 import type { WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
 import { defaultCpuThreads } from './default-threads.js';
 import { RowBlockPool, type PoolWorker } from './row-block-pool.js';
@@ -22,7 +22,7 @@ export interface CpuWorkerPoolOptions {
 /** A pool, or undefined when the worker script cannot be found or there is only one core; `threads` that is no positive integer is a BAD_ARGUMENT MergeError. */
 export function createCpuWorkerPool(options: CpuWorkerPoolOptions = {}): CpuWorkerPool | undefined {
   checkOptions('createCpuWorkerPool options', options, ['threads', 'workerUrl']);
-  checkPositiveInteger('createCpuWorkerPool: threads', options.threads);
+  checkThreadCount('createCpuWorkerPool: threads', options.threads);
   const threads = options.threads ?? defaultCpuThreads(availableParallelism());
   const url = options.workerUrl ?? DEFAULT_WORKER_URL;
   if (threads < 2 || !existsSync(fileURLToPath(url))) return undefined;
