@@ -40,11 +40,12 @@ function cappedLine(line: string): string {
 }
 
 /**
- * One message on one line: its own line breaks (and any in the names it quotes) become "; ", and
- * past MAX_MESSAGE_CHARS its middle is left out; its end, which says what to do, is kept.
+ * One message on one line: its own line breaks (and any in the names it quotes) become "; " (a
+ * space after a line that ends in a colon: "problems in the merge plan: - …; - …"), and past
+ * MAX_MESSAGE_CHARS its middle is left out; its end, which says what to do, is kept.
  */
 export function oneLine(text: string): string {
-  return cappedLine(text.replace(/\s*\n\s*/g, '; ').trim());
+  return cappedLine(text.replace(/:[ \t]*\n\s*/g, ': ').replace(/\s*\n\s*/g, '; ').trim());
 }
 
 /**

@@ -74,7 +74,8 @@ const cases: Case[] = [
       'adapter_config.json': JSON.stringify({ ...JSON.parse(config), target_modules: ['q_proj', 'gate_proj'] }),
       'adapter_model.safetensors': buildSafetensors([...adapterTensors('model.layers.7.self_attn.q_proj'), ...adapterTensors('model.layers.0.mlp.gate_proj')]),
     },
-    message: /model\.layers\.7\.self_attn\.q_proj.*model\.layers\.0\.mlp\.gate_proj/,
+    // The plan's list, one item after another on the error's one line.
+    message: /^error: 2 problems in the merge plan: - [^;]*model\.layers\.7\.self_attn\.q_proj[^;]*; - [^;]*model\.layers\.0\.mlp\.gate_proj/,
   },
   {
     name: 'NaN in a factor',
