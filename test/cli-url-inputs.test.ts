@@ -159,7 +159,8 @@ describe('loramerge with URL inputs', () => {
     expect(adapter.stdout).toContain(`${kohyaKey(SDXL_NAMES[0])}  r=2 α=3 scale=1.5`);
     const base = await runCli(['inspect', baseUrl('ok')]);
     expect(base.code, base.stderr).toBe(0);
-    expect(base.stdout).toMatch(/: base model \(/);
+    // One file, though its URL's query and escapes keep the name from ending in the file's.
+    expect(base.stdout).toMatch(/: base model \(file\)\n/);
     expect(base.stdout).toContain('tensors: 4, ');
     expect(base.stdout).toContain('files: sdxl unet.safetensors');
   });
@@ -227,6 +228,19 @@ describe('refusals of URL inputs and outputs', () => {
     expectOneLine(run.stderr, message);
     expect(run.code).toBe(2);
     expect(listDir(dir)).toEqual(['base.safetensors', 'lora.safetensors']);
+  });
+
+  it.each([
+    ['a folder', () => ['inspect', `${origin}/ok/`],
+      () => new RegExp(`^error: ${origin}/ok/: names a folder; inspect takes the URL of one file \\(such as …/resolve/main/model\\.safetensors\\), or download the folder and give its path$`)],
+    ['a Hugging Face file page', () => ['merge', '--base', 'https://huggingface.co/org/model/blob/main/model.safetensors?download=true', '--adapter', kohyaUrl('ok'), '--out', 'merged.safetensors'],
+      () => /^error: https:\/\/huggingface\.co\/org\/model\/blob\/main\/model\.safetensors\?download=true: is Hugging Face's web page about the file, not the file; give its download link https:\/\/huggingface\.co\/org\/model\/resolve\/main\/model\.safetensors\?download=true$/],
+  ])('a URL of %s is a usage error (exit 2) saying which URL to give, before any request', async (_, args, message) => {
+    const before = requests.get('ok') ?? 0;
+    const run = await runCli(args());
+    expectOneLine(run.stderr, message());
+    expect(run.code).toBe(2);
+    expect(requests.get('ok') ?? 0).toBe(before);
   });
 
   it('a PEFT adapter_model.safetensors URL without its config: one line naming the URL and what to do, nothing at --out', async () => {

@@ -86,15 +86,48 @@ function ggufPartUrls(href: string): string[] | undefined {
   return parts;
 }
 
-/** A URL's last path segment, percent-decoded (no query or fragment); undefined where that is no file name. */
-function urlFileName(href: string): string | undefined {
+/** Hugging Face's web pages, which are HTML: `…/blob/<rev>/<file>` for a file, `…/tree/<rev>` for a folder. */
+function huggingFacePage(url: URL): 'blob' | 'tree' | undefined {
+  if (!/^(www\.)?(huggingface\.co|hf\.co)$/i.test(url.hostname)) return undefined;
+  const segments = url.pathname.split('/');
+  // /ORG/REPO/blob/…, or /datasets|spaces/ORG/REPO/blob/…
+  const at = segments[1] === 'datasets' || segments[1] === 'spaces' ? 4 : 3;
+  return segments[at] === 'blob' || segments[at] === 'tree' ? segments[at] as 'blob' | 'tree' : undefined;
+}
+
+/**
+ * The file a URL names: its last path segment, percent-decoded, without query or fragment. A URL
+ * of a folder (a path that ends in `/`, a Hugging Face `tree/` page) or of a Hugging Face `blob/`
+ * page (HTML about the file, not the file) is refused saying which URL to give.
+ */
+function urlFileName(href: string, what: string): string {
+  let url: URL;
+  try {
+    url = new URL(href);
+  } catch {
+    throw new MergeError('BAD_ARGUMENT', `${href}: is not a valid URL; check it`);
+  }
+  const page = huggingFacePage(url);
+  if (page === 'blob') {
+    const segments = url.pathname.split('/');
+    segments[segments.indexOf('blob')] = 'resolve';
+    url.pathname = segments.join('/');
+    throw new MergeError('BAD_ARGUMENT', `${href}: is Hugging Face's web page about the file, not the file; give its download link ${url.href}`);
+  }
+  const last = url.pathname.split('/').pop() ?? '';
+  if (page === 'tree' || last === '') {
+    throw new MergeError('BAD_ARGUMENT', `${href}: names a folder; ${what} takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its path`);
+  }
   let name: string;
   try {
-    name = decodeURIComponent(new URL(href).pathname.split('/').filter(Boolean).pop() ?? '');
+    name = decodeURIComponent(last);
   } catch {
     throw new MergeError('BAD_ARGUMENT', `${href}: the URL's path is not valid percent-encoding; check the URL`);
   }
-  return name === '' || name === '.' || name === '..' || /[\\/\0]/.test(name) ? undefined : name;
+  if (name === '.' || name === '..' || /[\\/\0]/.test(name)) {
+    throw new MergeError('BAD_ARGUMENT', `${href}: its last path segment, "${name}", is no file name; give the URL of one file`);
+  }
+  return name;
 }
 
 export interface OpenInputOptions {
@@ -113,8 +146,7 @@ export interface OpenInputOptions {
 export async function openCliInput(text: string, options: OpenInputOptions): Promise<CliInput> {
   refuseOtherScheme(text, options.what);
   if (isHttpUrl(text)) {
-    const fileName = urlFileName(text);
-    if (fileName === undefined) throw new MergeError('BAD_ARGUMENT', `${text}: names no file (a URL is one file, such as …/resolve/main/model.safetensors)`);
+    const fileName = urlFileName(text, options.what);
     const parts = options.splitGguf ? ggufPartUrls(text) : undefined;
     const files = urlInputFileSet(parts ?? [text], text, { signal: options.signal });
     return parts && parts.length > 1
