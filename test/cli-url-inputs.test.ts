@@ -9,7 +9,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { runCommandLine } from '../src/cli/run-cli.js';
 import { errorLines, expectOneLine, listDir, runCli, runCliActingAtStart } from './helpers/cli.js';
 import {
   buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor,
@@ -17,6 +18,9 @@ import {
 import { readGguf, tensorValues } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, LLAMA, splitF16Llama, truthWithLora } from './helpers/gguf-models.js';
 import { SDXL_NAMES } from './helpers/page-fixtures.js';
+
+// The idle timeout (60 s) made short for the in-process run below; the built CLI keeps its own.
+vi.mock('../src/limits.js', async (importOriginal) => ({ ...(await importOriginal<typeof import('../src/limits.js')>()), URL_IDLE_TIMEOUT_MS: 400 }));
 
 const temp = tempDirs();
 
@@ -250,6 +254,22 @@ describe('refusals of URL inputs and outputs', () => {
     expectOneLine(run.stderr, new RegExp(`^error: ${url}: is a PEFT adapter's weights, which need its adapter_config\\.json \\(r and lora_alpha\\) beside them; a URL is read as one file, so download both into a folder and give the folder's path$`));
     expect(run.code).toBe(1);
     expect(listDir(dir)).toEqual([]);
+  });
+
+  it('a server that stops sending is given up after the idle timeout: one line naming the URL, exit 1, nothing at --out', async () => {
+    const dir = temp.make();
+    const err: string[] = [];
+    const started = Date.now();
+    const code = await runCommandLine(
+      ['merge', '--base', baseUrl('stall'), '--adapter', kohyaUrl('ok'), '--out', join(dir, 'm.safetensors'), '--backend', 'cpu'],
+      { out: () => undefined, err: (line) => err.push(line) },
+    );
+    expect(code).toBe(1);
+    expect(errorLines(err.join('\n'))).toEqual([
+      expect.stringMatching(new RegExp(`^error: ${origin}/stall/sdxl%20unet\\.safetensors\\?download=true#main: the server sent nothing for 0\\.4 s while sending bytes \\d+–\\d+; gave up \\(check the server or the connection\\)$`)),
+    ]);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(readdirSync(dir)).toEqual([]);
   });
 
   it('Ctrl-C while the server has stopped sending: the request is cancelled at once, exit 130, nothing at --out', async () => {
