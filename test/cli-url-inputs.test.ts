@@ -239,7 +239,9 @@ describe('refusals of URL inputs and outputs', () => {
       () => new RegExp(`^error: ${origin}/ok/: names a folder; inspect takes the URL of one file \\(such as …/resolve/main/model\\.safetensors\\), or download the folder and give its path$`)],
     ['a Hugging Face file page', () => ['merge', '--base', 'https://huggingface.co/org/model/blob/main/model.safetensors?download=true', '--adapter', kohyaUrl('ok'), '--out', 'merged.safetensors'],
       () => /^error: https:\/\/huggingface\.co\/org\/model\/blob\/main\/model\.safetensors\?download=true: is Hugging Face's web page about the file, not the file; give its download link https:\/\/huggingface\.co\/org\/model\/resolve\/main\/model\.safetensors\?download=true$/],
-  ])('a URL of %s is a usage error (exit 2) saying which URL to give, before any request', async (_, args, message) => {
+    ['a split GGUF of more parts than a folder may hold files', () => ['inspect', `${origin}/ok/huge-00001-of-99999.gguf`],
+      () => new RegExp(`^error: ${origin}/ok/huge-00001-of-99999\\.gguf: names 99999 parts, more than 10000 \\(the limit MAX_INPUT_FILES\\); download the parts and give one's path$`)],
+  ])('a URL of %s is a usage error (exit 2) saying what to give instead, before any request', async (_, args, message) => {
     const before = requests.get('ok') ?? 0;
     const run = await runCli(args());
     expectOneLine(run.stderr, message());

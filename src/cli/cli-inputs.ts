@@ -8,6 +8,7 @@ import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { urlScheme } from '../api-arguments.js';
+import { MAX_INPUT_FILES } from '../limits.js';
 import { MergeError } from '../errors.js';
 import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
 import { urlInputFileSet } from '../io/url-input-files.js';
@@ -77,6 +78,9 @@ function ggufPartUrls(href: string): string[] | undefined {
   const segments = url.pathname.split('/');
   const m = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i.exec(segments[segments.length - 1]);
   if (!m || Number(m[3]) < 1) return undefined;
+  if (Number(m[3]) > MAX_INPUT_FILES) {
+    throw new MergeError('BAD_ARGUMENT', `${href}: names ${Number(m[3])} parts, more than ${MAX_INPUT_FILES} (the limit MAX_INPUT_FILES); download the parts and give one's path`);
+  }
   const parts: string[] = [];
   for (let i = 1; i <= Number(m[3]); i++) {
     segments[segments.length - 1] = `${m[1]}-${String(i).padStart(5, '0')}-of-${m[3]}.gguf`;
@@ -130,8 +134,9 @@ function urlFileName(href: string, what: string): string {
   return name;
 }
 
+/** How {@link openCliInput} takes an input. */
 export interface OpenInputOptions {
-  /** The argument, for refusals ("--base", "inspect's PATH"). */
+  /** The argument, for refusals ("--base", "inspect"). */
   what: string;
   /** One part of a split GGUF stands for the whole set (merge's --base, inspect), as on disk. */
   splitGguf?: boolean;
@@ -149,9 +154,8 @@ export async function openCliInput(text: string, options: OpenInputOptions): Pro
     const fileName = urlFileName(text, options.what);
     const parts = options.splitGguf ? ggufPartUrls(text) : undefined;
     const files = urlInputFileSet(parts ?? [text], text, { signal: options.signal });
-    return parts && parts.length > 1
-      ? { text, files, url: true, many: true, diskPaths: [] }
-      : { text, files, url: true, many: false, diskPaths: [], fileName };
+    // A split GGUF gives a split output, a folder, as on disk (even of one part).
+    return parts ? { text, files, url: true, many: true, diskPaths: [] } : { text, files, url: true, many: false, diskPaths: [], fileName };
   }
   let info = options.splitGguf ? await stat(text).catch(() => undefined) : undefined;
   if (options.splitGguf && !info) throw new MergeError('NOT_FOUND', `${text}: no such file or folder`);
