@@ -18,7 +18,8 @@ import type { BaseModel } from '../formats/base-model.js';
 import { modelNameOrPath } from '../formats/model-config.js';
 import { stampInputFiles, type InputStamps } from '../io/input-stamps.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
-import { nodeInputFilePaths, openNodeInputFileSet } from '../io/node-input-files.js';
+import { nodeInputFilePaths } from '../io/node-input-files.js';
+import { checkOutputPath, explainUrlInputError, forwardAbort, openCliInput, type CliInput } from './cli-inputs.js';
 import type { InputFileSet } from '../io/types.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import type { CombineCommand, ExtractCommand, ResizeCommand } from './adapter-args.js';
@@ -28,24 +29,35 @@ import { listingLine, oneLine, stderrLine, stdoutLine } from './terminal-text.js
 type Log = (line: string) => void;
 const stderrLog: Log = stderrLine;
 
-/** The inputs as given, the files behind them, and those files' stamps taken before any byte is read. */
+/** The inputs as given, their paths on disk, those files' stamps taken before any byte is read, and Ctrl-C's way to their URL requests. */
 interface Inputs {
-  paths: string[];
-  files: string[];
+  opened: CliInput[];
+  /** The paths the output may not replace: the inputs given as paths, and their files. */
+  diskPaths: string[];
   stamps: InputStamps;
+  /** Aborts the requests of URL inputs, which are opened before the cancel signal exists. */
+  urlRequests: AbortController;
 }
 
-/** Lists each input (no byte read yet) and stamps its files, which must stay unchanged until commit. */
-async function listInputs(command: string, paths: string[]): Promise<{ sets: InputFileSet[]; inputs: Inputs }> {
-  const sets: InputFileSet[] = [];
-  for (const p of paths) sets.push(await openNodeInputFileSet(p));
-  const files = sets.flatMap((set) => [...nodeInputFilePaths(set)]);
-  return { sets, inputs: { paths, files, stamps: await stampInputFiles(files, `the ${command}`) } };
+/**
+ * Lists each input, a path or an http(s) URL (no byte read yet), and stamps its files on disk,
+ * which must stay unchanged until commit. `named`: each input as given, with its option.
+ */
+async function listInputs(command: string, out: string, named: [string, string][]): Promise<{ sets: InputFileSet[]; inputs: Inputs }> {
+  checkOutputPath(out);
+  const urlRequests = new AbortController();
+  const opened: CliInput[] = [];
+  for (const [what, text] of named) opened.push(await openCliInput(text, { what, signal: urlRequests.signal }));
+  const files = opened.flatMap((input) => [...nodeInputFilePaths(input.files)]);
+  return {
+    sets: opened.map((input) => input.files),
+    inputs: { opened, diskPaths: opened.flatMap((input) => input.diskPaths), stamps: await stampInputFiles(files, `the ${command}`), urlRequests },
+  };
 }
 
 export async function runCombine(cmd: CombineCommand, log: Log = stderrLog, print: Log = stdoutLine): Promise<number> {
-  const { sets, inputs } = await listInputs(cmd.command, cmd.adapters.map((a) => a.path));
-  const adapters = await openAdapters(sets);
+  const { sets, inputs } = await listInputs(cmd.command, cmd.out, cmd.adapters.map((a) => ['--adapter', a.path]));
+  const adapters = await openAdapters(sets, inputs.opened);
   try {
     const format = outputFormatFor(cmd.out);
     checkFormatFits(adapters, format, cmd.out);
@@ -62,8 +74,8 @@ export async function runCombine(cmd: CombineCommand, log: Log = stderrLog, prin
 }
 
 export async function runResize(cmd: ResizeCommand, log: Log = stderrLog, print: Log = stdoutLine): Promise<number> {
-  const { sets, inputs } = await listInputs(cmd.command, [cmd.adapter]);
-  const [adapter] = await openAdapters(sets);
+  const { sets, inputs } = await listInputs(cmd.command, cmd.out, [['--adapter', cmd.adapter]]);
+  const [adapter] = await openAdapters(sets, inputs.opened);
   try {
     const format = outputFormatFor(cmd.out);
     checkFormatFits([adapter], format, cmd.out);
@@ -74,7 +86,7 @@ export async function runResize(cmd: ResizeCommand, log: Log = stderrLog, print:
 }
 
 export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog, print: Log = stdoutLine): Promise<number> {
-  const { sets: [baseFiles, tunedFiles], inputs } = await listInputs(cmd.command, [cmd.base, cmd.tuned]);
+  const { sets: [baseFiles, tunedFiles], inputs } = await listInputs(cmd.command, cmd.out, [['--base', cmd.base], ['--tuned', cmd.tuned]]);
   const base = await openExtractModel(baseFiles);
   let tuned: BaseModel | undefined;
   try {
@@ -89,14 +101,14 @@ export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog, prin
   }
 }
 
-async function openAdapters(sets: InputFileSet[]): Promise<ParsedAdapter[]> {
+async function openAdapters(sets: InputFileSet[], inputs: readonly CliInput[]): Promise<ParsedAdapter[]> {
   const opened: ParsedAdapter[] = [];
   try {
     for (const set of sets) opened.push(await openAdapter(set));
     return opened;
   } catch (e) {
     await Promise.all(opened.map((a) => a.file.source.close()));
-    throw e;
+    throw explainUrlInputError(e, inputs);
   }
 }
 
@@ -108,7 +120,8 @@ async function produce(
   const format = outputFormatFor(cmd.out);
   // From the lock on, a signal cancels; none ends the process before the output is gone (cancel-signals.ts).
   return cancellable(async (signal) => {
-    const output = await createNodeOutputTarget(cmd.out, format === 'kohya' ? 'file' : 'folder', [...inputs.paths, ...inputs.files], {
+    forwardAbort(signal, inputs.urlRequests);
+    const output = await createNodeOutputTarget(cmd.out, format === 'kohya' ? 'file' : 'folder', inputs.diskPaths, {
       overwrite: cmd.overwrite,
       beforeCommit: () => inputs.stamps.verify(),
     });

@@ -48,6 +48,8 @@ ${ADAPTER_USAGE}
   --adapter  a PEFT folder (adapter_config.json + adapter_model.safetensors), a kohya .safetensors,
              or a llama.cpp LoRA .gguf
   --weight   weight of the adapter before it (default 1; negative subtracts)
+  an input PATH (--base, --adapter, --tuned, inspect) may be an http:// or https:// URL of one
+             file, read with Range requests (the server must answer them with 206), not downloaded
   --out      a file when the base is a file, a folder when the base is a folder or a split GGUF
   --dtype    safetensors: f32, f16, bf16, f8_e4m3 or f8_e5m2 for every float tensor, fp8 ones
              included; GGUF: the type of every matrix llama-quantize would quantize, merged or not

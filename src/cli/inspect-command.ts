@@ -1,12 +1,11 @@
 /** `loramerge inspect PATH`: what a base model or an adapter holds. */
-import { stat } from 'node:fs/promises';
-import { MergeError, isMergeError } from '../errors.js';
+import { isMergeError } from '../errors.js';
 import { ADAPTER_FORMAT_NAMES, openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import type { BaseModel } from '../formats/base-model.js';
 import { openModel } from '../formats/open-model.js';
-import { isGgufSplitPart, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
 import type { InputFileSet } from '../io/types.js';
 import type { InspectCommand } from './args.js';
+import { explainUrlInputError, openCliInput } from './cli-inputs.js';
 import { formatBytes } from '../format.js';
 import { listingLine, oneLine, stdoutLine } from './terminal-text.js';
 
@@ -14,14 +13,14 @@ import { listingLine, oneLine, stdoutLine } from './terminal-text.js';
 const NOT_AN_ADAPTER = new Set(['UNSUPPORTED_FORMAT', 'NOT_FOUND', 'BAD_ARGUMENT']);
 
 export async function runInspect(cmd: InspectCommand, print: (line: string) => void = stdoutLine): Promise<number> {
-  if (!(await stat(cmd.path).catch(() => undefined))) throw new MergeError('NOT_FOUND', `${cmd.path}: no such file or folder`);
-  const info = await stat(cmd.path);
-  const files = info.isFile() && isGgufSplitPart(cmd.path) ? await openNodeGgufSplitSet(cmd.path) : await openNodeInputFileSet(cmd.path);
+  // A path, or an http(s) URL of one file; nothing to cancel here: Ctrl-C ends the process.
+  const input = await openCliInput(cmd.path, { what: 'inspect', splitGguf: true });
+  const files = input.files;
   let adapter: ParsedAdapter | undefined;
   try {
     adapter = await openAdapter(files);
   } catch (e) {
-    if (!isMergeError(e) || !NOT_AN_ADAPTER.has(e.code)) throw e;
+    if (!isMergeError(e) || !NOT_AN_ADAPTER.has(e.code)) throw explainUrlInputError(e, [input]);
   }
   if (adapter) {
     try {

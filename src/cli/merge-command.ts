@@ -1,11 +1,9 @@
 /** `loramerge merge`: plan, report, merge with a progress bar; Ctrl-C cancels and cleans up. */
-import { stat } from 'node:fs/promises';
-import { basename } from 'node:path';
-import { MergeError } from '../errors.js';
 import { cancellable } from './cancel-signals.js';
 import { stampInputFiles } from '../io/input-stamps.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
-import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
+import { nodeInputFilePaths } from '../io/node-input-files.js';
+import { checkOutputPath, explainUrlInputError, forwardAbort, openCliInput } from './cli-inputs.js';
 import { assertPlanValid } from '../plan/merge-plan.js';
 import { mergeModel } from '../pipeline/merge-model.js';
 import { prepareMerge, type PreparedMerge } from '../pipeline/prepare-merge.js';
@@ -29,18 +27,26 @@ const stdio: MergeOutput = { out: stdoutLine, err: stderrLine };
 
 export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Promise<number> {
   const log = io.err;
-  const baseInfo = await stat(cmd.base).catch(() => undefined);
-  if (!baseInfo) throw new MergeError('NOT_FOUND', `${cmd.base}: no such file or folder`);
+  if (!cmd.dryRun) checkOutputPath(cmd.out);
+  // URL inputs are opened before the cancel signal exists (it comes with the output): Ctrl-C reaches
+  // their requests through this controller.
+  const urlRequests = new AbortController();
   // One part of a split GGUF stands for the whole set, and a split input gives a split output.
-  const split = baseInfo.isFile() && isGgufSplitPart(cmd.base);
-  const baseFiles = split ? await openNodeGgufSplitSet(cmd.base) : await openNodeInputFileSet(cmd.base);
-  const adapters = [];
-  for (const a of cmd.adapters) adapters.push({ files: await openNodeInputFileSet(a.path), weight: a.weight });
+  const base = await openCliInput(cmd.base, { what: '--base', splitGguf: true, signal: urlRequests.signal });
+  const inputs = [base];
+  for (const a of cmd.adapters) inputs.push(await openCliInput(a.path, { what: '--adapter', signal: urlRequests.signal }));
+  const baseFiles = base.files;
+  const adapters = cmd.adapters.map((a, i) => ({ files: inputs[i + 1].files, weight: a.weight }));
   // Recorded before any byte is read, compared again before the output is moved into place.
   const inputFiles = [baseFiles, ...adapters.map((a) => a.files)].flatMap((set) => [...nodeInputFilePaths(set)]);
   const stamps = await stampInputFiles(inputFiles);
 
-  const prepared: PreparedMerge = await prepareMerge(baseFiles, adapters);
+  let prepared: PreparedMerge;
+  try {
+    prepared = await prepareMerge(baseFiles, adapters);
+  } catch (e) {
+    throw explainUrlInputError(e, inputs);
+  }
   try {
     if (cmd.dtype !== undefined) prepared.base.format.parseOutputType(cmd.dtype);
     for (const warning of prepared.plan.warnings) log(`warning: ${oneLine(warning)}`);
@@ -56,13 +62,11 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
     // Every Ctrl-C (or SIGTERM, SIGHUP) from here on cancels the merge; none ends the process before
     // the output and its lock are gone (cancel-signals.ts).
     return await cancellable(async (signal) => {
-      const output = await createNodeOutputTarget(cmd.out, baseInfo.isDirectory() || split ? 'folder' : 'file', [
-        ...(split ? nodeInputFilePaths(baseFiles) : [cmd.base]),
-        ...cmd.adapters.map((a) => a.path),
-        ...inputFiles,
-      ], {
+      forwardAbort(signal, urlRequests);
+      // Only paths: a URL is no place on disk for the output to replace.
+      const output = await createNodeOutputTarget(cmd.out, base.many ? 'folder' : 'file', inputs.flatMap((i) => i.diskPaths), {
         overwrite: cmd.overwrite,
-        fileName: basename(cmd.base),
+        fileName: base.fileName,
         beforeCommit: () => stamps.verify(),
         onNotice: (message) => log(`note: ${oneLine(message)}`),
       });

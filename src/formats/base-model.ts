@@ -321,7 +321,21 @@ async function detectLayout(files: InputFileSet, list: string[]): Promise<Layout
 function isSingleFile(files: InputFileSet, list: string[]): boolean {
   if (list.length !== 1) return false;
   const only = list[0];
-  return files.name === only || files.name.endsWith(`/${only}`) || files.name.endsWith(`\\${only}`);
+  return files.name === only || files.name.endsWith(`/${only}`) || files.name.endsWith(`\\${only}`) || urlFileName(files.name) === only;
+}
+
+/**
+ * The file an http(s) URL names (its last path segment, percent-decoded), else undefined: a remote
+ * file's set is named by its URL, whose query (`?download=true`) or escapes (`%20`) would otherwise
+ * make the one file read as a folder holding it.
+ */
+function urlFileName(name: string): string | undefined {
+  if (!/^https?:\/\//i.test(name)) return undefined;
+  try {
+    return decodeURIComponent(new URL(name).pathname.split('/').pop() ?? '');
+  } catch {
+    return undefined;
+  }
 }
 
 /** Shards without an index: the `-of-N` series must be complete and agree on N. */
