@@ -21,7 +21,7 @@ const base = fixture.base;
 const bytesOf = (x: Uint8Array | string) => (typeof x === 'string' ? new TextEncoder().encode(x) : x);
 
 /** How the server misbehaves on the base's range requests, by the first path segment. */
-type Mode = 'big-config' | 'ok' | 'no-range' | 'long-length' | 'short-length' | 'etag-changes' | 'size-changes' | 'stall' | 'loop' | 'error-500' | 'gzip' | 'gzip-head';
+type Mode = 'big-config' | 'ok' | 'no-range' | 'long-length' | 'short-length' | 'etag-changes' | 'size-changes' | 'stall' | 'loop' | 'error-500' | 'gzip' | 'gzip-head' | 'gated' | 'gone';
 const rangeRequests = new Map<string, number>();
 let server: Server;
 let origin: string;
@@ -76,6 +76,9 @@ beforeAll(async () => {
     const [, mode, ...rest] = (request.url ?? '').split('/') as [string, Mode, ...string[]];
     const path = rest.join('/');
     if (mode === 'loop') return void response.writeHead(302, { Location: request.url }).end();
+    // A gated Hugging Face file asks for a login; a file that is not there.
+    if (mode === 'gated') return void response.writeHead(401).end();
+    if (mode === 'gone') return void response.writeHead(404).end();
     if (mode === 'big-config') {
       // Chunked, with no length to refuse up front.
       response.writeHead(200);
@@ -132,7 +135,9 @@ describe('merge() from misbehaving servers', () => {
     ['etag-changes', 'INPUT_CHANGED', /: changed on the server while the merge read it \(ETag "v1" → "v2"\); nothing was written; run the merge again once it stays unchanged$/],
     ['size-changes', 'INPUT_CHANGED', /: changed on the server while the merge read it \(\d+ → \d+ bytes\); nothing was written/],
     ['loop', 'NOT_FOUND', /: could not be fetched for its size \(HEAD\) \(redirect count exceeded\)$/],
-    ['error-500', 'NOT_FOUND', /: HTTP 500 Internal Server Error for bytes \d+–\d+$/],
+    ['error-500', 'NOT_FOUND', /: HTTP 500 Internal Server Error for bytes \d+–\d+; the server is busy or failing: try again later$/],
+    ['gated', 'NOT_FOUND', /: HTTP 401 Unauthorized for its size \(HEAD\); the file needs a login or a fresh link \(a gated model\): download it with your account and give the file instead$/],
+    ['gone', 'NOT_FOUND', /: HTTP 404 Not Found for its size \(HEAD\); check the URL$/],
     ['gzip', 'UNSUPPORTED_FORMAT', /: the server compressed a byte range \(Content-Encoding: gzip\), so its offsets are not the file's; serve the file uncompressed$/],
   ])('%s: one error naming the URL, nothing written', async (mode, code, message) => {
     const { result, dir } = await mergeFrom(mode);

@@ -17,6 +17,18 @@ import { decodeUtf8 } from './strict-utf8.js';
 import { checkReadRange } from './read-range.js';
 import type { ByteSource, InputFileSet } from './types.js';
 
+/**
+ * What to do about an HTTP error, where the status says: a file behind a login (a gated Hugging
+ * Face model answers 401; a signed link that expired, 403) is read with the user's own access,
+ * which these requests do not carry.
+ */
+function httpAdvice(status: number): string {
+  if (status === 401 || status === 403) return '; the file needs a login or a fresh link (a gated model): download it with your account and give the file instead';
+  if (status === 404 || status === 410) return '; check the URL';
+  if (status === 429 || status >= 500) return '; the server is busy or failing: try again later';
+  return '';
+}
+
 /** The `fetch` to use: the global one by default; tests and proxies pass their own. */
 export type FetchFunction = (input: string, init?: RequestInit) => Promise<Response>;
 
@@ -203,7 +215,7 @@ async function fetchBody(
       throw fail(e, 'before answering for');
     }
     try {
-      if (!response.ok) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}`);
+      if (!response.ok) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}${httpAdvice(response.status)}`);
       const refused = check(response);
       if (refused) throw new MergeError(refused.code, `${href}: ${refused.message}`);
     } catch (e) {
