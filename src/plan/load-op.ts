@@ -72,10 +72,17 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
       case 'dense':
         out.push({ kind: 'dense', source: { scale: s, rows: (r0, n) => p.rows(r0, n) } });
         break;
-      case 'scale':
+      case 'scale': {
+        // IA3's 1 + s·w is computed, not read: carried in float64 (as DoRA's factors are), so no f32
+        // rounding of it enters the result. Rounded to f32 here, it moved W·(1 + s·w) across a
+        // rounding tie of f16 (a fuzz case: 0.00498199… written as 0.00498581…).
+        const exact = perChannel(Float64Array.from(f32(p.w), (w) => 1 + s * (p.factor ? w - 1 : w)), axisLength(p.axis), t);
+        const factors = Float32Array.from(exact);
+        out.push({ kind: 'step', step: { kind: 'scale', axis: p.axis, factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) }, exact } });
+        break;
+      }
       case 'fixed-scale': {
-        const values = p.kind === 'scale' ? f32(p.w).map((w) => 1 + s * w) : f32(p.factors);
-        const factors = perChannel(values, axisLength(p.axis), t);
+        const factors = perChannel(f32(p.factors), axisLength(p.axis), t);
         out.push({ kind: 'step', step: { kind: 'scale', axis: p.axis, factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) } } });
         break;
       }
@@ -131,13 +138,13 @@ function reorderColumns(a: FloatTensorBytes, rank: number, columns: readonly num
 }
 
 /** One value per channel repeated over a conv's kernel positions (channel-major, as W is flattened). */
-function perChannel(values: Float32Array, length: number, t: PlannedTerm): Float32Array {
+function perChannel<T extends Float32Array | Float64Array>(values: T, length: number, t: PlannedTerm): T {
   if (values.length === length) return values;
   if (values.length === 0 || length % values.length !== 0) {
     throw new MergeError('SHAPE_MISMATCH', `module "${t.moduleName}": ${values.length} per-channel values do not fit an axis of ${length}`);
   }
   const k = length / values.length;
-  const out = new Float32Array(length);
+  const out = (values instanceof Float64Array ? new Float64Array(length) : new Float32Array(length)) as T;
   values.forEach((v, c) => out.fill(v, c * k, (c + 1) * k));
   return out;
 }
@@ -179,8 +186,10 @@ export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorB
     }
     const values = await readFloat(t.file, t.biasB);
     if (t.multiply) {
-      const factors = f32(values).map((f) => 1 + t.scale * (f - 1));
-      steps.push({ kind: 'scale', axis: 'out', factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) } });
+      // In float64, as a weight's IA3 factors (loadMergeOp).
+      const exact = Float64Array.from(f32(values), (f) => 1 + t.scale * (f - 1));
+      const factors = Float32Array.from(exact);
+      steps.push({ kind: 'scale', axis: 'out', factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) }, exact });
       continue;
     }
     const term: LowRankTerm = { a: one, b: values, rank: 1, scale: t.scale };

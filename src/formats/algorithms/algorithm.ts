@@ -37,7 +37,9 @@ export type UpdateShape =
  * module's own scale), applied in order to V (the weight as it stands):
  * - `low-rank`: V += s·B·A, A (rank × in…), B (out × rank).
  * - `dense`: V += s·D, D read by rows of the stored (out, in…) weight.
- * - `scale`: V ⊙= 1 + s·w along an axis of ΔW, w per channel (repeated over a conv's kernel).
+ * - `scale`: V ⊙= 1 + s·w along an axis of ΔW, w per channel (repeated over a conv's kernel); with
+ *   `factor`, w is the factor itself (PEFT's IA3 vector) and V ⊙= 1 + s·(w − 1), w − 1 taken in
+ *   float64 (in f32 it rounds where w < 1/2).
  * - `fixed-scale`: V ⊙= f along an axis, not scaled by s (OFT's rescale).
  * - `project`: V += s·(V·P)·Q along the input axis, P (in × rank), Q (rank × in).
  * - `hadamard`: V += s·V ⊙ (B·A), elementwise, A (rank × in), B (out × rank).
@@ -55,7 +57,7 @@ export type UpdateShape =
 export type ModulePiece =
   | { kind: 'low-rank'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number }
   | { kind: 'dense'; rows(rowStart: number, rowCount: number): Promise<FloatTensorBytes | { exact: Float64Array }> }
-  | { kind: 'scale'; axis: 'out' | 'in'; w: FloatTensorBytes }
+  | { kind: 'scale'; axis: 'out' | 'in'; w: FloatTensorBytes; factor?: boolean }
   | { kind: 'fixed-scale'; axis: 'out' | 'in'; factors: FloatTensorBytes }
   | { kind: 'project'; p: FloatTensorBytes; q: FloatTensorBytes; rank: number }
   | { kind: 'hadamard'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number }

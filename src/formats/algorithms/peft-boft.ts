@@ -73,7 +73,7 @@ export const peftBoft: Algorithm = {
         ? { kind: 'rotate', axis: 'in', blockSize: h, delta: d }
         : { kind: 'permuted-rotate', axis: 'in', blockSize: h, delta: d, gather: peftButterflyGather(inF, h, i, factors), span: 2 ** i * h });
     }
-    pieces.push({ kind: 'scale', axis: 'out', w: f32Bytes((await readValues(file, s)).map((x) => x - 1)) });
+    pieces.push({ kind: 'scale', axis: 'out', w: f32Bytes(await readValues(file, s)), factor: true });
     return pieces;
   },
 };

@@ -52,7 +52,6 @@ export const peftIa3: Algorithm = {
   },
 
   async load(file, module) {
-    const w = (await readValues(file, module.tensors.l)).map((x) => x - 1);
-    return [{ kind: 'scale', axis: module.deltaShape[0] === -1 ? 'in' : 'out', w: f32Bytes(w) }];
+    return [{ kind: 'scale', axis: module.deltaShape[0] === -1 ? 'in' : 'out', w: f32Bytes(await readValues(file, module.tensors.l)), factor: true }];
   },
 };

@@ -116,7 +116,7 @@ export const peftOftLegacy: Algorithm = {
       ? { kind: 'rotate', axis, blockSize: n, delta: f32Bytes(blocks) }
       // The last block is cut short: PEFT takes R[:out, :out].
       : { kind: 'permuted-rotate', axis, blockSize: n, delta: f32Bytes(blocks), span: n }];
-    if (s) pieces.push({ kind: 'scale', axis: 'out', w: f32Bytes((await readValues(file, s)).map((x) => x - 1)) });
+    if (s) pieces.push({ kind: 'scale', axis: 'out', w: f32Bytes(await readValues(file, s)), factor: true });
     return pieces;
   },
 };
