@@ -11,11 +11,27 @@ import { kohyaNamedAdapter } from '../src/adapter-ops/module-updates.js';
 import { openAdapter } from '../src/formats/adapter.js';
 import { deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
 import type { JobRequest, JobResponse } from './job-protocol.js';
+import { pageWording } from './page-wording.js';
 import { pickedFileSet } from './picked-file-set.js';
 import { summarizeAdapter } from './plan-summary.js';
 import type { MergedFile } from './worker-protocol.js';
 
-const post = (message: JobResponse): void => self.postMessage(message);
+/** Every answer leaves in the page's words: this is the one way the engine's messages reach the job page. */
+const post = (message: JobResponse): void => self.postMessage(inPageWords(message));
+
+/** An answer with the engine's messages in it (errors, adapters' facts and warnings, a job's warnings) rewritten by pageWording. */
+function inPageWords(response: JobResponse): JobResponse {
+  switch (response.type) {
+    case 'error':
+      return { ...response, message: pageWording(response.message) };
+    case 'described':
+      return { ...response, facts: { ...response.facts, facts: response.facts.facts.map(pageWording), warnings: response.facts.warnings.map(pageWording) } };
+    case 'finished':
+      return { ...response, done: { ...response.done, warnings: response.done.warnings.map(pageWording), backend: pageWording(response.done.backend) } };
+    case 'progress': case 'withdrawn': case 'cancelled':
+      return response;
+  }
+}
 const running = new Map<number, AbortController>();
 
 function errorMessage(error: unknown): string {

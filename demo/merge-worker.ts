@@ -9,14 +9,16 @@ import {
 } from '../src/index.js';
 import { dominantUpdateDtype } from '../src/pipeline/dominant-dtype.js';
 import { deleteAllJobs, deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
+import { pageWording } from './page-wording.js';
 import { pickedFileSet } from './picked-file-set.js';
 import { throttledProgress } from './progress-throttle.js';
 import { checkPlan, readEachAdapter, summarizePlan, type WeightedFiles } from './plan-summary.js';
 import { backendError, backendFor, describe } from './worker-backend.js';
-import type { AdapterInput, MergedFile, PickedFile, WorkerRequest, WorkerResponse } from './worker-protocol.js';
+import type { AdapterInput, AdapterReading, BackendInfo, MergedFile, PickedFile, PlanCheck, WorkerRequest, WorkerResponse } from './worker-protocol.js';
 import type { BackendChoice } from '../src/index.js';
 
-const post = (message: WorkerResponse): void => self.postMessage(message);
+/** Every answer leaves in the page's words: this is the one way the engine's messages reach the page. */
+const post = (message: WorkerResponse): void => self.postMessage(inPageWords(message));
 const running = new Map<number, AbortController>();
 let choice: BackendChoice = 'auto';
 /** Browser-storage outputs are written on a worker of their own, so this one keeps the merge fed. */
@@ -25,6 +27,52 @@ const writer = opfsWriterWorker({
 });
 /** Leftovers of earlier visits go before anything new is written. */
 const storageReady = deleteAllJobs();
+
+const checkInPageWords = (check: PlanCheck): PlanCheck => ({ ...check, problems: check.problems.map((p) => ({ ...p, message: pageWording(p.message) })) });
+const backendInPageWords = (backend: BackendInfo): BackendInfo => ({ ...backend, description: pageWording(backend.description) });
+const readingInPageWords = (a: AdapterReading): AdapterReading =>
+  'error' in a ? { ...a, error: pageWording(a.error) } : { ...a, facts: a.facts.map(pageWording), warnings: a.warnings.map(pageWording) };
+
+/**
+ * An answer with each of the engine's messages in it (errors, the plan's problems, warnings, notes
+ * and left-out reasons, adapters' warnings, the output types' notes and refusals, the merge's
+ * warnings, the backend's description) rewritten by pageWording; names, paths and numbers as they are.
+ */
+function inPageWords(response: WorkerResponse): WorkerResponse {
+  switch (response.type) {
+    case 'error':
+      return { ...response, message: pageWording(response.message) };
+    case 'plan-failed':
+      return { ...response, message: pageWording(response.message), adapters: response.adapters.map(readingInPageWords) };
+    case 'checked':
+      return { ...response, check: checkInPageWords(response.check) };
+    case 'backend':
+      return { ...response, backend: backendInPageWords(response.backend) };
+    case 'merged':
+      return { ...response, warnings: response.warnings.map(pageWording), backend: backendInPageWords(response.backend) };
+    case 'plan': {
+      const { plan } = response;
+      return {
+        ...response,
+        plan: {
+          ...plan,
+          ...checkInPageWords(plan),
+          adapters: plan.adapters.map((a) => ({ ...a, facts: a.facts.map(pageWording), warnings: a.warnings.map(pageWording) })),
+          leftOut: plan.leftOut.map((m) => ({ ...m, reason: pageWording(m.reason) })),
+          notes: plan.notes.map(pageWording),
+          output: {
+            ...plan.output,
+            keep: pageWording(plan.output.keep),
+            types: plan.output.types.map((t) => ({ ...t, note: pageWording(t.note) })),
+            refused: Object.fromEntries(Object.entries(plan.output.refused).map(([name, why]) => [name, pageWording(why)])),
+          },
+        },
+      };
+    }
+    case 'progress': case 'sample': case 'done': case 'cancelled':
+      return response; // no message: a progress phase is one of three fixed names
+  }
+}
 
 function errorMessage(error: unknown): string {
   if (isMergeError(error)) return error.message;

@@ -1,0 +1,61 @@
+/**
+ * The engine's messages in the page's words. The CLI, the library and the page share one set of
+ * messages, and their advice names the command line's options (`write with --dtype bf16 or f32, or
+ * lower --weight`); the page has controls for those instead: the "Output dtype" menu, the box
+ * "only for the tensors the merge changes", each adapter's weight, the Base model and Adapters
+ * sections. Each rule rewrites one way an option is mentioned into those controls, keeping the
+ * sentence's meaning; an option the page has no control for (--out, --overwrite, --threads) and
+ * other programs' options (llama-quantize --imatrix, --pure) are left as they are.
+ */
+
+/** The Output dtype menu's first choice: no conversion. */
+const KEEP_TYPES = '“keep each tensor’s type”';
+/** The label of the box under the Output dtype menu (the CLI's --dtype-merged-only). */
+const MERGED_ONLY = '“only for the tensors the merge changes”';
+
+/** One dtype name as the menu lists it (`bf16`, `q4_k`, `f8_e4m3`, `iq4_xs`): every one has a digit. */
+const TYPE = '[a-z][a-z0-9_]*[0-9][a-z0-9_]*';
+/** The types an option mention names: `f32`, `bf16 or f32`, `f16, bf16 or f32`, `f32/f16/bf16`, `bf16 (or f16, f32)`. */
+const TYPES = `(${TYPE}(?:(?:, ${TYPE})* or ${TYPE}|(?:/${TYPE})+)?(?: \\(or ${TYPE}(?:, ${TYPE})*(?:, …)?\\))?)`;
+/** An option's end: not followed by more of a longer option's name (`--dtype` is not `--dtype-merged-only`). */
+const END = '(?![\\w-])';
+/** An option's start: not inside a word or a longer option. */
+const START = '(?<![\\w-])';
+
+/** Most specific first: a phrase rule must run before the option's plain mention is rewritten. */
+const RULES: readonly (readonly [RegExp, string])[] = [
+  // --dtype-merged-only, the box under the menu.
+  [new RegExp(`${START}--dtype-merged-only would ([^;]*); leave it out`, 'g'), `checking ${MERGED_ONLY} would $1; uncheck it`],
+  [new RegExp(`, or ${START}--dtype-merged-only${END}`, 'g'), `, or check ${MERGED_ONLY}`],
+  [new RegExp(`${START}--dtype-merged-only${END}`, 'g'), MERGED_ONLY],
+  // --dtype, the Output dtype menu.
+  [new RegExp(`\\b(?:write|merge) with --dtype ${TYPES}`, 'g'), 'choose $1 as the Output dtype'],
+  [new RegExp(`\\bchoose --dtype ${TYPES}`, 'g'), 'choose $1 as the Output dtype'],
+  [new RegExp(`\\bleave out --dtype${END}`, 'g'), `set the Output dtype to ${KEEP_TYPES}`],
+  [new RegExp(`\\bchoose another --dtype${END}`, 'g'), 'choose another Output dtype'],
+  [new RegExp(`\\bunless --dtype chooses another type\\b`, 'g'), 'unless another Output dtype is chosen'],
+  [new RegExp(`\\bneeds --dtype${END}`, 'g'), 'needs an Output dtype'],
+  [new RegExp(`${START}--dtype ${TYPES}`, 'g'), 'the Output dtype $1'],
+  [new RegExp(`${START}--dtype${END}`, 'g'), `an Output dtype other than ${KEEP_TYPES}`],
+  // --weight, each adapter's weight slider and box.
+  [new RegExp(`\\buse a smaller --weight${END}`, 'g'), 'use a smaller weight'],
+  [new RegExp(`\\bcheck the adapter and --weight${END}`, 'g'), 'check the adapter and its weight'],
+  [new RegExp(`${START}--weight${END}`, 'g'), 'the adapter’s weight'],
+  // --base and --adapter, the page's Base model and Adapters sections.
+  [new RegExp(`\\bpass a base model with --base${END}`, 'g'), 'pick a base model under “Base model”'],
+  [new RegExp(`\\bpass it with --adapter${END}`, 'g'), 'pick it under “Adapters”'],
+  [new RegExp(`\\bin --adapter order\\b`, 'g'), 'in the order of the adapter list'],
+];
+
+/** Names the engine quotes ("model.layers.0.q_proj.weight") are the user's own: never rewritten. */
+const QUOTED = /("[^"\n]*")/;
+
+/**
+ * `message` (an error, a plan's problem, warning or note, an adapter's or a merge's warning, a
+ * reason an output type is refused) with each mention of a command-line option the page has a
+ * control for rewritten to name that control; everything else, quoted names included, as it was.
+ */
+export function pageWording(message: string): string {
+  if (!message.includes('--')) return message;
+  return message.split(QUOTED).map((part, i) => (i % 2 === 1 ? part : RULES.reduce((text, [rule, words]) => text.replace(rule, words), part))).join('');
+}
