@@ -57,9 +57,9 @@ const BASE_DATA_START = 8 + Number(new DataView(BASE.buffer, BASE.byteOffset).ge
 /**
  * How the server answers, by the first path segment: `ok`; `no-range` sends the whole file (200)
  * to a Range request; `stall` answers a range of the base's tensor data with its headers and half
- * its bytes, then nothing.
+ * its bytes, then nothing; `no-head` refuses HEAD (405 Method Not Allowed) but serves ranges.
  */
-type Mode = 'ok' | 'no-range' | 'stall';
+type Mode = 'ok' | 'no-range' | 'stall' | 'no-head';
 const requests = new Map<string, number>();
 let server: Server;
 let origin: string;
@@ -67,6 +67,7 @@ let origin: string;
 function answer(mode: Mode, name: string, request: IncomingMessage, response: ServerResponse): void {
   const body = FILES[name];
   if (!body) return void response.writeHead(404).end();
+  if (mode === 'no-head' && request.method === 'HEAD') return void response.writeHead(405, { Allow: 'GET' }).end();
   const range = /^bytes=(\d+)-(\d+)$/.exec(request.headers.range ?? '');
   if (!range) {
     response.writeHead(200, { 'Content-Length': body.byteLength, ETag: '"v1"' });
@@ -137,6 +138,17 @@ describe('loramerge with URL inputs', () => {
       expect(merged.get(name)!.dtype, name).toBe('F16');
       expect(Array.from(merged.get(name)!.values), name).toEqual(Array.from(truth.get(name)!));
     }
+  });
+
+  it('a server that refuses HEAD (405) but serves ranges: the size comes from a one-byte range, and the merge is exact', async () => {
+    const dir = temp.make();
+    const out = join(dir, 'm.safetensors');
+    const run = await runCli(['merge', '--base', baseUrl('no-head'), '--adapter', kohyaUrl('no-head'), '--out', out, '--backend', 'cpu']);
+    expect(errorLines(run.stderr), run.stderr).toEqual([]);
+    expect(run.code).toBe(0);
+    const merged = decodeSafetensors(new Uint8Array(readFileSync(out))).tensors;
+    const truth = mergedTruth(1);
+    for (const name of SDXL_NAMES) expect(Array.from(merged.get(name)!.values), name).toEqual(Array.from(truth.get(name)!));
   });
 
   it('merges a llama.cpp LoRA .gguf URL into a split GGUF named by one part URL, writing the same parts', async () => {

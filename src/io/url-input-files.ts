@@ -184,11 +184,12 @@ function changed(version: Version, response: Response, total: number, size: numb
 
 /**
  * One request and its whole body, at most `limit` bytes (exactly `limit` unless `upTo`), with the
- * idle timeout and the caller's signal over both; `check` refuses a response by its headers.
+ * idle timeout and the caller's signal over both; `check` refuses a response by its headers. An
+ * HTTP error is refused naming its status, unless `tolerated` takes it (it is then given to `check`).
  */
 async function fetchBody(
   href: string, o: Resolved, what: string, init: RequestInit, limit: number,
-  check: (response: Response) => Refusal | undefined, upTo = false,
+  check: (response: Response) => Refusal | undefined, upTo = false, tolerated?: (status: number) => boolean,
 ): Promise<Uint8Array> {
   const controller = new AbortController();
   let timedOut = false;
@@ -215,7 +216,7 @@ async function fetchBody(
       throw fail(e, 'before answering for');
     }
     try {
-      if (!response.ok) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}${httpAdvice(response.status)}`);
+      if (!response.ok && !tolerated?.(response.status)) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}${httpAdvice(response.status)}`);
       const refused = check(response);
       if (refused) throw new MergeError(refused.code, `${href}: ${refused.message}`);
     } catch (e) {
@@ -265,10 +266,13 @@ function reason(e: unknown): string {
 
 async function remoteSize(href: string, o: Resolved): Promise<{ size: number; version: Version }> {
   let head: Response | undefined;
-  await fetchBody(href, o, 'its size (HEAD)', { method: 'HEAD', headers: { 'Accept-Encoding': 'identity' } }, 0, (response) => { head = response; return undefined; });
+  // A server may refuse HEAD (405 Method Not Allowed, 501 Not Implemented) and still serve ranges:
+  // the one-byte range below then says the size.
+  await fetchBody(href, o, 'its size (HEAD)', { method: 'HEAD', headers: { 'Accept-Encoding': 'identity' } }, 0, (response) => { head = response; return undefined; },
+    false, (status) => status === 405 || status === 501);
   const length = Number(head!.headers.get('content-length'));
   const version = (r: Response): Version => ({ etag: r.headers.get('etag'), lastModified: r.headers.get('last-modified') });
-  if (Number.isSafeInteger(length) && length > 0 && !encodingOf(head!)) return { size: length, version: version(head!) };
+  if (head!.ok && Number.isSafeInteger(length) && length > 0 && !encodingOf(head!)) return { size: length, version: version(head!) };
   // No usable length (chunked, or the compressed body's): a one-byte range names the total after the slash.
   let probe: Response | undefined;
   await fetchBody(href, o, 'its size (bytes 0–0)', { headers: { Range: 'bytes=0-0', 'Accept-Encoding': 'identity' } }, 1, (response) => {
