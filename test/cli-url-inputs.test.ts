@@ -57,9 +57,11 @@ const BASE_DATA_START = 8 + Number(new DataView(BASE.buffer, BASE.byteOffset).ge
 /**
  * How the server answers, by the first path segment: `ok`; `no-range` sends the whole file (200)
  * to a Range request; `stall` answers a range of the base's tensor data with its headers and half
- * its bytes, then nothing; `no-head` refuses HEAD (405 Method Not Allowed) but serves ranges.
+ * its bytes, then nothing; `no-head` refuses HEAD (405 Method Not Allowed) but serves ranges;
+ * `shifted` answers a range of the base's tensor data with the range one byte further on, as its
+ * Content-Range says.
  */
-type Mode = 'ok' | 'no-range' | 'stall' | 'no-head';
+type Mode = 'ok' | 'no-range' | 'stall' | 'no-head' | 'shifted';
 const requests = new Map<string, number>();
 let server: Server;
 let origin: string;
@@ -74,7 +76,8 @@ function answer(mode: Mode, name: string, request: IncomingMessage, response: Se
     return void response.end(request.method === 'HEAD' ? undefined : body);
   }
   if (mode === 'no-range') return void response.writeHead(200, { 'Content-Length': body.byteLength }).end(body);
-  const [start, end] = [Number(range[1]), Number(range[2])];
+  let [start, end] = [Number(range[1]), Number(range[2])];
+  if (mode === 'shifted' && body === BASE && start >= BASE_DATA_START && end + 1 < body.byteLength) [start, end] = [start + 1, end + 1];
   const slice = body.subarray(start, end + 1);
   response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength, ETag: '"v1"' });
   if (mode === 'stall' && body === BASE && start >= BASE_DATA_START) return void response.write(slice.subarray(0, slice.byteLength >> 1));
@@ -213,6 +216,16 @@ describe('refusals of URL inputs and outputs', () => {
     const dir = temp.make();
     const run = await runCli(['merge', '--base', baseUrl('no-range'), '--adapter', kohyaUrl('ok'), '--out', join(dir, 'm.safetensors'), '--backend', 'cpu']);
     expectOneLine(run.stderr, /^error: http:\/\/127\.0\.0\.1:\d+\/no-range\/sdxl%20unet\.safetensors\?download=true#main: the server ignored a Range request \(HTTP 200 instead of 206\); download the file first$/);
+    expect(run.code).toBe(1);
+    expect(listDir(dir)).toEqual([]);
+  });
+
+  it('a server that answers another range than the one asked for: one line naming the URL and both ranges, exit 1, nothing at --out', async () => {
+    const dir = temp.make();
+    const run = await runCli(['merge', '--base', baseUrl('shifted'), '--adapter', kohyaUrl('ok'), '--out', join(dir, 'm.safetensors'), '--backend', 'cpu']);
+    expectOneLine(run.stderr, /^error: http:\/\/127\.0\.0\.1:\d+\/shifted\/sdxl%20unet\.safetensors\?download=true#main: the server sent bytes (\d+)–(\d+) when asked for bytes \d+–\d+; download the file first$/);
+    const [from, to, asked, askedEnd] = /sent bytes (\d+)–(\d+) when asked for bytes (\d+)–(\d+)/.exec(run.stderr)!.slice(1).map(Number);
+    expect([from, to]).toEqual([asked + 1, askedEnd + 1]);
     expect(run.code).toBe(1);
     expect(listDir(dir)).toEqual([]);
   });

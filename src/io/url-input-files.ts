@@ -5,9 +5,10 @@
  *
  * A server can misbehave in ways a disk cannot, and each is refused naming the URL rather than
  * waited on or merged: a 200 with the whole file to a Range request, a body shorter or longer than
- * asked, a compressed range (its offsets would be of compressed bytes), a file that changes
- * between requests (another ETag, Last-Modified or total size), a redirect loop, an HTTP error,
- * and a response that stops sending: no byte for URL_IDLE_TIMEOUT_MS ends the request.
+ * asked, a 206 of another range than asked, a compressed range (its offsets would be of compressed
+ * bytes), a file that changes between requests (another ETag, Last-Modified or total size), a
+ * redirect loop, an HTTP error, and a response that stops sending: no byte for
+ * URL_IDLE_TIMEOUT_MS ends the request. A server that refuses HEAD is asked for one byte instead.
  */
 import { badArgument, checkCallback, checkOptions, checkSignal, shown } from '../api-arguments.js';
 import { MergeError, throwIfAborted, type MergeErrorCode } from '../errors.js';
@@ -112,7 +113,7 @@ export async function urlByteSource(url: string | URL, options?: FetchFunction |
       return fetchBody(href, o, what, { headers: { Range: `bytes=${offset}-${offset + length - 1}`, 'Accept-Encoding': 'identity' } }, length, (response) => {
         if (response.status !== 206 && !(response.status === 200 && offset === 0 && length === size)) return ignoredRange(response);
         const total = response.status === 206 ? Number(response.headers.get('content-range')?.split('/')[1]) : size;
-        return rangeRefusal(version, response, total, size);
+        return rangeRefusal(version, response, total, size) ?? (response.status === 206 ? otherRange(response, offset, length, what) : undefined);
       });
     },
     async close(): Promise<void> {},
@@ -160,6 +161,16 @@ export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, 
     // A config is read whole, so its size is capped as a file's is; `.text()` would take any.
     readText: async (href) => decodeUtf8(await fetchBody(href, o, 'the file', {}, MAX_CONFIG_BYTES, () => undefined, true), href),
   });
+}
+
+/**
+ * A 206 whose Content-Range names other bytes than those asked for (its body would be taken for
+ * them, and merged as such), or undefined. A 206 without a Content-Range is judged by its length.
+ */
+function otherRange(response: Response, offset: number, length: number, what: string): Refusal | undefined {
+  const m = /^\s*bytes\s+(\d+)-(\d+)\s*\//i.exec(response.headers.get('content-range') ?? '');
+  if (!m || (Number(m[1]) === offset && Number(m[2]) === offset + length - 1)) return undefined;
+  return { code: 'UNSUPPORTED_FORMAT', message: `the server sent bytes ${m[1]}–${m[2]} when asked for ${what}; download the file first` };
 }
 
 /** Why a range response cannot be taken as the file's bytes: compressed, or of another version. */
