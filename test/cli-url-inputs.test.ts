@@ -59,9 +59,9 @@ const BASE_DATA_START = 8 + Number(new DataView(BASE.buffer, BASE.byteOffset).ge
  * to a Range request; `stall` answers a range of the base's tensor data with its headers and half
  * its bytes, then nothing; `no-head` refuses HEAD (405 Method Not Allowed) but serves ranges;
  * `shifted` answers a range of the base's tensor data with the range one byte further on, as its
- * Content-Range says.
+ * Content-Range says; `changing` answers ranges with another ETag than HEAD's.
  */
-type Mode = 'ok' | 'no-range' | 'stall' | 'no-head' | 'shifted';
+type Mode = 'ok' | 'no-range' | 'stall' | 'no-head' | 'shifted' | 'changing';
 const requests = new Map<string, number>();
 let server: Server;
 let origin: string;
@@ -79,7 +79,7 @@ function answer(mode: Mode, name: string, request: IncomingMessage, response: Se
   let [start, end] = [Number(range[1]), Number(range[2])];
   if (mode === 'shifted' && body === BASE && start >= BASE_DATA_START && end + 1 < body.byteLength) [start, end] = [start + 1, end + 1];
   const slice = body.subarray(start, end + 1);
-  response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength, ETag: '"v1"' });
+  response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength, ETag: mode === 'changing' ? '"v2"' : '"v1"' });
   if (mode === 'stall' && body === BASE && start >= BASE_DATA_START) return void response.write(slice.subarray(0, slice.byteLength >> 1));
   response.end(slice);
 }
@@ -226,6 +226,17 @@ describe('refusals of URL inputs and outputs', () => {
     expectOneLine(run.stderr, /^error: http:\/\/127\.0\.0\.1:\d+\/shifted\/sdxl%20unet\.safetensors\?download=true#main: the server sent bytes (\d+)–(\d+) when asked for bytes \d+–\d+; download the file first$/);
     const [from, to, asked, askedEnd] = /sent bytes (\d+)–(\d+) when asked for bytes (\d+)–(\d+)/.exec(run.stderr)!.slice(1).map(Number);
     expect([from, to]).toEqual([asked + 1, askedEnd + 1]);
+    expect(run.code).toBe(1);
+    expect(listDir(dir)).toEqual([]);
+  });
+
+  it.each([
+    ['inspect', (dir: string) => ['inspect', kohyaUrl('changing')]],
+    ['resize', (dir: string) => ['resize', '--adapter', kohyaUrl('changing'), '--rank', '1', '--out', join(dir, 'r.safetensors')]],
+  ])('%s of a URL that changes on the server: one line that speaks of no merge, exit 1, nothing at --out', async (_, args) => {
+    const dir = temp.make();
+    const run = await runCli(args(dir));
+    expectOneLine(run.stderr, /^error: http:\/\/127\.0\.0\.1:\d+\/changing\/style%20lora\.safetensors: changed on the server while it was read \(ETag "v1" → "v2"\); nothing was written; try again once it stays unchanged$/);
     expect(run.code).toBe(1);
     expect(listDir(dir)).toEqual([]);
   });

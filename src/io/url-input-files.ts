@@ -190,7 +190,7 @@ function changed(version: Version, response: Response, total: number, size: numb
     : version.lastModified !== null && lastModified !== null && lastModified !== version.lastModified ? `Last-Modified ${version.lastModified} → ${lastModified}`
       : Number.isSafeInteger(total) && total !== size ? `${size} → ${total} bytes` : undefined;
   return was === undefined ? undefined
-    : { code: 'INPUT_CHANGED', message: `changed on the server while the merge read it (${was}); nothing was written; run the merge again once it stays unchanged` };
+    : { code: 'INPUT_CHANGED', message: `changed on the server while it was read (${was}); nothing was written; try again once it stays unchanged` };
 }
 
 /**
