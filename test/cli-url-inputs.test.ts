@@ -53,15 +53,17 @@ const FILES: Record<string, Uint8Array> = {
 
 /** The end of the base's header: ranges from here on are tensor data, read while merging. */
 const BASE_DATA_START = 8 + Number(new DataView(BASE.buffer, BASE.byteOffset).getBigUint64(0, true));
+const KOHYA_DATA_START = 8 + Number(new DataView(KOHYA.buffer, KOHYA.byteOffset).getBigUint64(0, true));
 
 /**
  * How the server answers, by the first path segment: `ok`; `no-range` sends the whole file (200)
  * to a Range request; `stall` answers a range of the base's tensor data with its headers and half
  * its bytes, then nothing; `no-head` refuses HEAD (405 Method Not Allowed) but serves ranges;
  * `shifted` answers a range of the base's tensor data with the range one byte further on, as its
- * Content-Range says; `changing` answers ranges with another ETag than HEAD's.
+ * Content-Range says; `changing` answers ranges with another ETag than HEAD's; `data-404`
+ * answers 404 to the ranges of the kohya adapter's tensor data (its α values are read first).
  */
-type Mode = 'ok' | 'no-range' | 'stall' | 'no-head' | 'shifted' | 'changing';
+type Mode = 'ok' | 'no-range' | 'stall' | 'no-head' | 'shifted' | 'changing' | 'data-404';
 const requests = new Map<string, number>();
 let server: Server;
 let origin: string;
@@ -77,6 +79,7 @@ function answer(mode: Mode, name: string, request: IncomingMessage, response: Se
   }
   if (mode === 'no-range') return void response.writeHead(200, { 'Content-Length': body.byteLength }).end(body);
   let [start, end] = [Number(range[1]), Number(range[2])];
+  if (mode === 'data-404' && body === KOHYA && start >= KOHYA_DATA_START) return void response.writeHead(404).end();
   if (mode === 'shifted' && body === BASE && start >= BASE_DATA_START && end + 1 < body.byteLength) [start, end] = [start + 1, end + 1];
   const slice = body.subarray(start, end + 1);
   response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength, ETag: mode === 'changing' ? '"v2"' : '"v1"' });
@@ -228,6 +231,13 @@ describe('refusals of URL inputs and outputs', () => {
     expect([from, to]).toEqual([asked + 1, askedEnd + 1]);
     expect(run.code).toBe(1);
     expect(listDir(dir)).toEqual([]);
+  });
+
+  it('inspect of a URL adapter whose tensor data the server refuses: the HTTP error, exit 1 (not the adapter described as a base model)', async () => {
+    const run = await runCli(['inspect', kohyaUrl('data-404')]);
+    expectOneLine(run.stderr, /^error: http:\/\/127\.0\.0\.1:\d+\/data-404\/style%20lora\.safetensors: HTTP 404 Not Found for bytes \d+–\d+; check the URL$/);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe('');
   });
 
   it.each([

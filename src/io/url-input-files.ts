@@ -193,14 +193,38 @@ function changed(version: Version, response: Response, total: number, size: numb
     : { code: 'INPUT_CHANGED', message: `changed on the server while it was read (${was}); nothing was written; try again once it stays unchanged` };
 }
 
+/** The errors of requests: what the server answered (or did not), not what the file holds. */
+const requestFailures = new WeakSet<object>();
+
+/**
+ * Did `e` come of a request to a server (an HTTP error, a response refused or broken off, a
+ * timeout), rather than of the file's bytes? Such an error says nothing of what the file is.
+ */
+export function isRequestFailure(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && requestFailures.has(e);
+}
+
 /**
  * One request and its whole body, at most `limit` bytes (exactly `limit` unless `upTo`), with the
  * idle timeout and the caller's signal over both; `check` refuses a response by its headers. An
  * HTTP error is refused naming its status, unless `tolerated` takes it (it is then given to `check`).
+ * Every error it throws is a request failure (isRequestFailure).
  */
 async function fetchBody(
   href: string, o: Resolved, what: string, init: RequestInit, limit: number,
   check: (response: Response) => Refusal | undefined, upTo = false, tolerated?: (status: number) => boolean,
+): Promise<Uint8Array> {
+  try {
+    return await requestBody(href, o, what, init, limit, check, upTo, tolerated);
+  } catch (e) {
+    if (typeof e === 'object' && e !== null) requestFailures.add(e);
+    throw e;
+  }
+}
+
+async function requestBody(
+  href: string, o: Resolved, what: string, init: RequestInit, limit: number,
+  check: (response: Response) => Refusal | undefined, upTo: boolean, tolerated?: (status: number) => boolean,
 ): Promise<Uint8Array> {
   const controller = new AbortController();
   let timedOut = false;
