@@ -4,10 +4,10 @@
  * server draws a behaviour for each file it serves:
  *   - correct (206 ranges with Content-Range and an ETag), or HEAD refused (405, 501) while GET ranges
  *     work, or HEAD answered compressed (its length is not the file's), or a redirect (301/302/307/
- *     308) to the same file served by any behaviour below;
+ *     308) to the same file on this server or another, served by any behaviour below;
  *   - at HEAD, at every range, or at the ranges of tensor data only: ignores Range (200 with the
- *     whole file), a Content-Length one byte short or long, a gzip-compressed range, an ETag or a
- *     total size that changes, another range than the one asked for, HTTP 401/403/404/429/500, headers and half a body then nothing, or
+ *     whole file), a Content-Length one byte short or long, a gzip-compressed range, an ETag, a
+ *     Last-Modified date or a total size that changes, another range than the one asked for, HTTP 401/403/404/429/500, headers and half a body then nothing, or
  *     no answer at all (the idle timeout is made short for the in-process run);
  *   - a redirect loop;
  * and each URL is spelt in a drawn way: as is, `HTTP://`, with `#fragment`, `?download=true`, a
@@ -99,12 +99,13 @@ type Behaviour =
   /** HEAD is refused (405 Method Not Allowed, 501 Not Implemented); ranges work. */
   | { kind: 'head-refused'; status: 405 | 501 }
   | { kind: 'loop' }
-  | { kind: 'redirect'; status: 301 | 302 | 307 | 308; to: Behaviour }
-  | { kind: 'no-range' | 'short-length' | 'long-length' | 'gzip' | 'etag' | 'size' | 'shifted' | 'stall-body' | 'stall-headers'; at: At }
+  /** To the same file, on this server or on another (another origin, as a CDN). */
+  | { kind: 'redirect'; status: 301 | 302 | 307 | 308; elsewhere: boolean; to: Behaviour }
+  | { kind: 'no-range' | 'short-length' | 'long-length' | 'gzip' | 'etag' | 'modified' | 'size' | 'shifted' | 'stall-body' | 'stall-headers'; at: At }
   | { kind: 'status'; status: 401 | 403 | 404 | 429 | 500; at: At };
 
 const STATUSES = [401, 403, 404, 429, 500] as const;
-const FAULTS = ['no-range', 'short-length', 'long-length', 'gzip', 'etag', 'size', 'shifted', 'stall-body', 'stall-headers', 'status'] as const;
+const FAULTS = ['no-range', 'short-length', 'long-length', 'gzip', 'etag', 'modified', 'size', 'shifted', 'stall-body', 'stall-headers', 'status'] as const;
 
 /** A behaviour from picks: mostly correct, else one fault (a redirect leads to another behaviour). */
 function drawBehaviour(p: number[], i: number, stalls: boolean, depth = 0): Behaviour {
@@ -113,7 +114,7 @@ function drawBehaviour(p: number[], i: number, stalls: boolean, depth = 0): Beha
   if (choice < 18) return { kind: 'ok' };
   if (choice === 18) return { kind: 'head-refused', status: (n >> 5) % 2 ? 405 : 501 };
   if (choice === 19) return { kind: 'loop' };
-  if ((choice === 20 || choice === 21) && depth === 0) return { kind: 'redirect', status: ([301, 302, 307, 308] as const)[(n >> 5) % 4], to: drawBehaviour(p, i + 7, stalls, 1) };
+  if ((choice === 20 || choice === 21) && depth === 0) return { kind: 'redirect', status: ([301, 302, 307, 308] as const)[(n >> 5) % 4], elsewhere: (n >> 7) % 2 === 1, to: drawBehaviour(p, i + 7, stalls, 1) };
   const kind = FAULTS[(n >> 5) % FAULTS.length];
   if (!stalls && kind.startsWith('stall')) return { kind: 'ok' };
   // A body fault needs a body: not at HEAD (a compressed HEAD is its own case: its length is the compressed one).
@@ -128,15 +129,21 @@ const atEveryRange = (b: Behaviour): Behaviour => (b.kind === 'redirect' ? { ...
 const harmless = (b: Behaviour): boolean => b.kind === 'ok' || b.kind === 'head-refused' || (b.kind === 'gzip' && b.at === 'head') || (b.kind === 'redirect' && harmless(b.to));
 
 interface Served { bytes: Uint8Array; dataStart: number; behaviour: Behaviour }
+/** What names the version of every file served: an ETag and a date (a changed one is drawn as a fault). */
+const VERSION = { ETag: '"v1"', 'Last-Modified': 'Sat, 05 Dec 2026 12:00:00 GMT' };
+const LATER = 'Sat, 05 Dec 2026 12:30:00 GMT';
 /** Path (decoded, without the `/via` a redirect adds) → what is served there. */
 const routes = new Map<string, Served>();
 let server: Server;
 let origin: string;
+/** A second server with the same files: another origin to redirect to. */
+let otherServer: Server;
+let otherOrigin: string;
 
 function answer(served: Served, via: boolean, request: IncomingMessage, response: ServerResponse): void {
   let b = served.behaviour;
   if (b.kind === 'redirect') {
-    if (!via) return void response.writeHead(b.status, { Location: `/via${request.url}` }).end();
+    if (!via) return void response.writeHead(b.status, { Location: `${b.elsewhere ? otherOrigin : ''}/via${request.url}` }).end();
     b = b.to;
   }
   if (b.kind === 'loop') return void response.writeHead(302, { Location: request.url }).end();
@@ -148,7 +155,7 @@ function answer(served: Served, via: boolean, request: IncomingMessage, response
   const strikes = 'at' in b && (b.at === 'head' ? head : !head && (b.at === 'get' || start >= served.dataStart));
   const slice = body.subarray(start, end + 1);
   const partial = (headers: Record<string, string | number> = {}) => {
-    response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength, ETag: '"v1"', ...headers });
+    response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength, ...VERSION, ...headers });
     response.end(slice);
   };
   if (strikes && 'at' in b) {
@@ -172,6 +179,8 @@ function answer(served: Served, via: boolean, request: IncomingMessage, response
         return void response.end(part);
       }
       case 'etag': return partial({ ETag: '"v2"' });
+      // The same ETag, another date: a server whose ETags stay put (or a CDN's).
+      case 'modified': return partial({ 'Last-Modified': LATER });
       case 'size': return partial({ 'Content-Range': `bytes ${start}-${end}/${body.byteLength + 64}` });
       case 'shifted': {
         // Another range of the same length than the one asked for, said so in Content-Range.
@@ -186,32 +195,38 @@ function answer(served: Served, via: boolean, request: IncomingMessage, response
     }
   }
   if (head || !range) {
-    response.writeHead(200, { 'Content-Length': body.byteLength, ETag: '"v1"', 'Accept-Ranges': 'bytes' });
+    response.writeHead(200, { 'Content-Length': body.byteLength, ...VERSION, 'Accept-Ranges': 'bytes' });
     return void response.end(head ? undefined : body);
   }
   partial();
 }
 
+/** Both servers: `/c<case>/s<slot>/<file>`, and `/via/…` where a redirect leads. */
+function route(request: IncomingMessage, response: ServerResponse): void {
+  let path: string;
+  try {
+    path = decodeURIComponent(new URL(request.url ?? '/', 'http://x').pathname);
+  } catch {
+    return void response.writeHead(400).end();
+  }
+  const via = path.startsWith('/via/');
+  const served = routes.get(via ? path.slice(4) : path);
+  if (!served) return void response.writeHead(404).end();
+  answer(served, via, request, response);
+}
+
 beforeAll(async () => {
-  server = createServer((request, response) => {
-    let path: string;
-    try {
-      path = decodeURIComponent(new URL(request.url ?? '/', 'http://x').pathname);
-    } catch {
-      return void response.writeHead(400).end();
-    }
-    const via = path.startsWith('/via/');
-    const served = routes.get(via ? path.slice(4) : path);
-    if (!served) return void response.writeHead(404).end();
-    answer(served, via, request, response);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  [server, otherServer] = [createServer(route), createServer(route)];
+  for (const s of [server, otherServer]) await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
   origin = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  otherOrigin = `http://127.0.0.1:${(otherServer.address() as { port: number }).port}`;
 });
 
 afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
+  for (const s of [server, otherServer]) {
+    s.closeAllConnections();
+    await new Promise((resolve) => s.close(resolve));
+  }
 });
 
 // --- a case ----------------------------------------------------------------------------------------
@@ -373,6 +388,7 @@ function faultMessage(b: Behaviour, url: string): RegExp {
     case 'long-length': return new RegExp(`${U}the response broke off while sending ${what(b.at)} \\([^)]+\\)$`);
     case 'gzip': return new RegExp(`${U}the server compressed a byte range \\(Content-Encoding: gzip\\), so its offsets are not the file's; serve the file uncompressed$`);
     case 'etag': return changed('ETag "v1" → "v2"');
+    case 'modified': return changed(`Last-Modified ${VERSION['Last-Modified']} → ${LATER}`);
     case 'size': return changed('(\\d+) → \\d+ bytes');
     case 'shifted': return new RegExp(`${U}the server sent bytes \\d+–\\d+ when asked for ${what(b.at)}; download the file first$`);
     case 'stall-body': return new RegExp(`${U}the server sent nothing for ${IDLE_SECONDS} s while sending ${what(b.at)}; gave up \\(check the server or the connection\\)$`);
