@@ -1,10 +1,11 @@
 /**
  * The command line with http(s) URLs as inputs, against a local server: a URL is one remote file,
  * read by Range requests, merged exactly as the same file on disk would be (float64 truth written
- * out below); `inspect URL` describes it; a server that ignores Range requests, a URL as --out, a
- * scheme other than http(s) and a lone PEFT weights file are each refused in one line with nothing
- * left at --out; Ctrl-C ends a merge whose server has stopped sending at once, not after the idle
- * timeout.
+ * out below), from a server that refuses HEAD too; `inspect URL` describes it; a server that
+ * ignores Range requests or answers another range, a file that changes on the server, a URL as
+ * --out, a scheme other than http(s) and a lone PEFT weights file are each refused in one line with
+ * nothing left at --out, and so is an adapter whose α values the server fails to send to inspect;
+ * Ctrl-C ends a merge whose server has stopped sending at once, not after the idle timeout.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { readdirSync, readFileSync } from 'node:fs';
