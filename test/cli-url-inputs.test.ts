@@ -1,10 +1,11 @@
 /**
  * The command line with http(s) URLs as inputs, against a local server: a URL is one remote file,
  * read by Range requests, merged exactly as the same file on disk would be (float64 truth written
- * out below); `inspect URL` describes it; a server that ignores Range requests, a URL as --out, a
- * scheme other than http(s) and a lone PEFT weights file are each refused in one line with nothing
- * left at --out; Ctrl-C ends a merge whose server has stopped sending at once, not after the idle
- * timeout.
+ * out below), from a server that refuses HEAD too; `inspect URL` describes it; a server that
+ * ignores Range requests or answers another range, a file that changes on the server, a URL as
+ * --out, a scheme other than http(s) and a lone PEFT weights file are each refused in one line with
+ * nothing left at --out, and so is an adapter whose α values the server fails to send to inspect;
+ * Ctrl-C ends a merge whose server has stopped sending at once, not after the idle timeout.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -53,13 +54,17 @@ const FILES: Record<string, Uint8Array> = {
 
 /** The end of the base's header: ranges from here on are tensor data, read while merging. */
 const BASE_DATA_START = 8 + Number(new DataView(BASE.buffer, BASE.byteOffset).getBigUint64(0, true));
+const KOHYA_DATA_START = 8 + Number(new DataView(KOHYA.buffer, KOHYA.byteOffset).getBigUint64(0, true));
 
 /**
  * How the server answers, by the first path segment: `ok`; `no-range` sends the whole file (200)
  * to a Range request; `stall` answers a range of the base's tensor data with its headers and half
- * its bytes, then nothing.
+ * its bytes, then nothing; `no-head` refuses HEAD (405 Method Not Allowed) but serves ranges;
+ * `shifted` answers a range of the base's tensor data with the range one byte further on, as its
+ * Content-Range says; `changing` answers ranges with another ETag than HEAD's; `data-404`
+ * answers 404 to the ranges of the kohya adapter's tensor data (its α values are read first).
  */
-type Mode = 'ok' | 'no-range' | 'stall';
+type Mode = 'ok' | 'no-range' | 'stall' | 'no-head' | 'shifted' | 'changing' | 'data-404';
 const requests = new Map<string, number>();
 let server: Server;
 let origin: string;
@@ -67,15 +72,18 @@ let origin: string;
 function answer(mode: Mode, name: string, request: IncomingMessage, response: ServerResponse): void {
   const body = FILES[name];
   if (!body) return void response.writeHead(404).end();
+  if (mode === 'no-head' && request.method === 'HEAD') return void response.writeHead(405, { Allow: 'GET' }).end();
   const range = /^bytes=(\d+)-(\d+)$/.exec(request.headers.range ?? '');
   if (!range) {
     response.writeHead(200, { 'Content-Length': body.byteLength, ETag: '"v1"' });
     return void response.end(request.method === 'HEAD' ? undefined : body);
   }
   if (mode === 'no-range') return void response.writeHead(200, { 'Content-Length': body.byteLength }).end(body);
-  const [start, end] = [Number(range[1]), Number(range[2])];
+  let [start, end] = [Number(range[1]), Number(range[2])];
+  if (mode === 'data-404' && body === KOHYA && start >= KOHYA_DATA_START) return void response.writeHead(404).end();
+  if (mode === 'shifted' && body === BASE && start >= BASE_DATA_START && end + 1 < body.byteLength) [start, end] = [start + 1, end + 1];
   const slice = body.subarray(start, end + 1);
-  response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength, ETag: '"v1"' });
+  response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength, ETag: mode === 'changing' ? '"v2"' : '"v1"' });
   if (mode === 'stall' && body === BASE && start >= BASE_DATA_START) return void response.write(slice.subarray(0, slice.byteLength >> 1));
   response.end(slice);
 }
@@ -137,6 +145,17 @@ describe('loramerge with URL inputs', () => {
       expect(merged.get(name)!.dtype, name).toBe('F16');
       expect(Array.from(merged.get(name)!.values), name).toEqual(Array.from(truth.get(name)!));
     }
+  });
+
+  it('a server that refuses HEAD (405) but serves ranges: the size comes from a one-byte range, and the merge is exact', async () => {
+    const dir = temp.make();
+    const out = join(dir, 'm.safetensors');
+    const run = await runCli(['merge', '--base', baseUrl('no-head'), '--adapter', kohyaUrl('no-head'), '--out', out, '--backend', 'cpu']);
+    expect(errorLines(run.stderr), run.stderr).toEqual([]);
+    expect(run.code).toBe(0);
+    const merged = decodeSafetensors(new Uint8Array(readFileSync(out))).tensors;
+    const truth = mergedTruth(1);
+    for (const name of SDXL_NAMES) expect(Array.from(merged.get(name)!.values), name).toEqual(Array.from(truth.get(name)!));
   });
 
   it('merges a llama.cpp LoRA .gguf URL into a split GGUF named by one part URL, writing the same parts', async () => {
@@ -201,6 +220,34 @@ describe('refusals of URL inputs and outputs', () => {
     const dir = temp.make();
     const run = await runCli(['merge', '--base', baseUrl('no-range'), '--adapter', kohyaUrl('ok'), '--out', join(dir, 'm.safetensors'), '--backend', 'cpu']);
     expectOneLine(run.stderr, /^error: http:\/\/127\.0\.0\.1:\d+\/no-range\/sdxl%20unet\.safetensors\?download=true#main: the server ignored a Range request \(HTTP 200 instead of 206\); download the file first$/);
+    expect(run.code).toBe(1);
+    expect(listDir(dir)).toEqual([]);
+  });
+
+  it('a server that answers another range than the one asked for: one line naming the URL and both ranges, exit 1, nothing at --out', async () => {
+    const dir = temp.make();
+    const run = await runCli(['merge', '--base', baseUrl('shifted'), '--adapter', kohyaUrl('ok'), '--out', join(dir, 'm.safetensors'), '--backend', 'cpu']);
+    expectOneLine(run.stderr, /^error: http:\/\/127\.0\.0\.1:\d+\/shifted\/sdxl%20unet\.safetensors\?download=true#main: the server sent bytes (\d+)–(\d+) when asked for bytes \d+–\d+; download the file first$/);
+    const [from, to, asked, askedEnd] = /sent bytes (\d+)–(\d+) when asked for bytes (\d+)–(\d+)/.exec(run.stderr)!.slice(1).map(Number);
+    expect([from, to]).toEqual([asked + 1, askedEnd + 1]);
+    expect(run.code).toBe(1);
+    expect(listDir(dir)).toEqual([]);
+  });
+
+  it('inspect of a URL adapter whose tensor data the server refuses: the HTTP error, exit 1 (not the adapter described as a base model)', async () => {
+    const run = await runCli(['inspect', kohyaUrl('data-404')]);
+    expectOneLine(run.stderr, /^error: http:\/\/127\.0\.0\.1:\d+\/data-404\/style%20lora\.safetensors: HTTP 404 Not Found for bytes \d+–\d+; check the URL$/);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe('');
+  });
+
+  it.each([
+    ['inspect', (dir: string) => ['inspect', kohyaUrl('changing')]],
+    ['resize', (dir: string) => ['resize', '--adapter', kohyaUrl('changing'), '--rank', '1', '--out', join(dir, 'r.safetensors')]],
+  ])('%s of a URL that changes on the server: one line that speaks of no merge, exit 1, nothing at --out', async (_, args) => {
+    const dir = temp.make();
+    const run = await runCli(args(dir));
+    expectOneLine(run.stderr, /^error: http:\/\/127\.0\.0\.1:\d+\/changing\/style%20lora\.safetensors: changed on the server while it was read \(ETag "v1" → "v2"\); nothing was written; try again once it stays unchanged$/);
     expect(run.code).toBe(1);
     expect(listDir(dir)).toEqual([]);
   });

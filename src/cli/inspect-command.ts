@@ -6,6 +6,7 @@ import { openModel } from '../formats/open-model.js';
 import type { InputFileSet } from '../io/types.js';
 import type { InspectCommand } from './args.js';
 import { explainUrlInputError, openCliInput } from './cli-inputs.js';
+import { isRequestFailure } from '../io/url-input-files.js';
 import { formatBytes } from '../format.js';
 import { listingLine, oneLine, stdoutLine } from './terminal-text.js';
 
@@ -20,7 +21,8 @@ export async function runInspect(cmd: InspectCommand, print: (line: string) => v
   try {
     adapter = await openAdapter(files);
   } catch (e) {
-    if (!isMergeError(e) || !NOT_AN_ADAPTER.has(e.code)) throw explainUrlInputError(e, [input]);
+    // A URL's failed request (an HTTP 404 for its α values) says nothing of what the file is.
+    if (!isMergeError(e) || !NOT_AN_ADAPTER.has(e.code) || isRequestFailure(e)) throw explainUrlInputError(e, [input]);
   }
   if (adapter) {
     try {

@@ -5,9 +5,10 @@
  *
  * A server can misbehave in ways a disk cannot, and each is refused naming the URL rather than
  * waited on or merged: a 200 with the whole file to a Range request, a body shorter or longer than
- * asked, a compressed range (its offsets would be of compressed bytes), a file that changes
- * between requests (another ETag, Last-Modified or total size), a redirect loop, an HTTP error,
- * and a response that stops sending: no byte for URL_IDLE_TIMEOUT_MS ends the request.
+ * asked, a 206 of another range than asked, a compressed range (its offsets would be of compressed
+ * bytes), a file that changes between requests (another ETag, Last-Modified or total size), a
+ * redirect loop, an HTTP error, and a response that stops sending: no byte for
+ * URL_IDLE_TIMEOUT_MS ends the request. A server that refuses HEAD is asked for one byte instead.
  */
 import { badArgument, checkCallback, checkOptions, checkSignal, shown } from '../api-arguments.js';
 import { MergeError, throwIfAborted, type MergeErrorCode } from '../errors.js';
@@ -112,7 +113,7 @@ export async function urlByteSource(url: string | URL, options?: FetchFunction |
       return fetchBody(href, o, what, { headers: { Range: `bytes=${offset}-${offset + length - 1}`, 'Accept-Encoding': 'identity' } }, length, (response) => {
         if (response.status !== 206 && !(response.status === 200 && offset === 0 && length === size)) return ignoredRange(response);
         const total = response.status === 206 ? Number(response.headers.get('content-range')?.split('/')[1]) : size;
-        return rangeRefusal(version, response, total, size);
+        return rangeRefusal(version, response, total, size) ?? (response.status === 206 ? otherRange(response, offset, length, what) : undefined);
       });
     },
     async close(): Promise<void> {},
@@ -162,6 +163,16 @@ export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, 
   });
 }
 
+/**
+ * A 206 whose Content-Range names other bytes than those asked for (its body would be taken for
+ * them, and merged as such), or undefined. A 206 without a Content-Range is judged by its length.
+ */
+function otherRange(response: Response, offset: number, length: number, what: string): Refusal | undefined {
+  const m = /^\s*bytes\s+(\d+)-(\d+)\s*\//i.exec(response.headers.get('content-range') ?? '');
+  if (!m || (Number(m[1]) === offset && Number(m[2]) === offset + length - 1)) return undefined;
+  return { code: 'UNSUPPORTED_FORMAT', message: `the server sent bytes ${m[1]}–${m[2]} when asked for ${what}; download the file first` };
+}
+
 /** Why a range response cannot be taken as the file's bytes: compressed, or of another version. */
 function rangeRefusal(version: Version, response: Response, total: number, size: number): Refusal | undefined {
   const encoding = encodingOf(response);
@@ -179,16 +190,41 @@ function changed(version: Version, response: Response, total: number, size: numb
     : version.lastModified !== null && lastModified !== null && lastModified !== version.lastModified ? `Last-Modified ${version.lastModified} → ${lastModified}`
       : Number.isSafeInteger(total) && total !== size ? `${size} → ${total} bytes` : undefined;
   return was === undefined ? undefined
-    : { code: 'INPUT_CHANGED', message: `changed on the server while the merge read it (${was}); nothing was written; run the merge again once it stays unchanged` };
+    : { code: 'INPUT_CHANGED', message: `changed on the server while it was read (${was}); nothing was written; try again once it stays unchanged` };
+}
+
+/** The errors of requests: what the server answered (or did not), not what the file holds. */
+const requestFailures = new WeakSet<object>();
+
+/**
+ * Did `e` come of a request to a server (an HTTP error, a response refused or broken off, a
+ * timeout), rather than of the file's bytes? Such an error says nothing of what the file is.
+ */
+export function isRequestFailure(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && requestFailures.has(e);
 }
 
 /**
  * One request and its whole body, at most `limit` bytes (exactly `limit` unless `upTo`), with the
- * idle timeout and the caller's signal over both; `check` refuses a response by its headers.
+ * idle timeout and the caller's signal over both; `check` refuses a response by its headers. An
+ * HTTP error is refused naming its status, unless `tolerated` takes it (it is then given to `check`).
+ * Every error it throws is a request failure (isRequestFailure).
  */
 async function fetchBody(
   href: string, o: Resolved, what: string, init: RequestInit, limit: number,
-  check: (response: Response) => Refusal | undefined, upTo = false,
+  check: (response: Response) => Refusal | undefined, upTo = false, tolerated?: (status: number) => boolean,
+): Promise<Uint8Array> {
+  try {
+    return await requestBody(href, o, what, init, limit, check, upTo, tolerated);
+  } catch (e) {
+    if (typeof e === 'object' && e !== null) requestFailures.add(e);
+    throw e;
+  }
+}
+
+async function requestBody(
+  href: string, o: Resolved, what: string, init: RequestInit, limit: number,
+  check: (response: Response) => Refusal | undefined, upTo: boolean, tolerated?: (status: number) => boolean,
 ): Promise<Uint8Array> {
   const controller = new AbortController();
   let timedOut = false;
@@ -215,7 +251,7 @@ async function fetchBody(
       throw fail(e, 'before answering for');
     }
     try {
-      if (!response.ok) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}${httpAdvice(response.status)}`);
+      if (!response.ok && !tolerated?.(response.status)) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}${httpAdvice(response.status)}`);
       const refused = check(response);
       if (refused) throw new MergeError(refused.code, `${href}: ${refused.message}`);
     } catch (e) {
@@ -265,10 +301,13 @@ function reason(e: unknown): string {
 
 async function remoteSize(href: string, o: Resolved): Promise<{ size: number; version: Version }> {
   let head: Response | undefined;
-  await fetchBody(href, o, 'its size (HEAD)', { method: 'HEAD', headers: { 'Accept-Encoding': 'identity' } }, 0, (response) => { head = response; return undefined; });
+  // A server may refuse HEAD (405 Method Not Allowed, 501 Not Implemented) and still serve ranges:
+  // the one-byte range below then says the size.
+  await fetchBody(href, o, 'its size (HEAD)', { method: 'HEAD', headers: { 'Accept-Encoding': 'identity' } }, 0, (response) => { head = response; return undefined; },
+    false, (status) => status === 405 || status === 501);
   const length = Number(head!.headers.get('content-length'));
   const version = (r: Response): Version => ({ etag: r.headers.get('etag'), lastModified: r.headers.get('last-modified') });
-  if (Number.isSafeInteger(length) && length > 0 && !encodingOf(head!)) return { size: length, version: version(head!) };
+  if (head!.ok && Number.isSafeInteger(length) && length > 0 && !encodingOf(head!)) return { size: length, version: version(head!) };
   // No usable length (chunked, or the compressed body's): a one-byte range names the total after the slash.
   let probe: Response | undefined;
   await fetchBody(href, o, 'its size (bytes 0–0)', { headers: { Range: 'bytes=0-0', 'Accept-Encoding': 'identity' } }, 1, (response) => {
