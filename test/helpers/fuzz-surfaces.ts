@@ -86,6 +86,7 @@ import {
 } from './e4m3-by-hand.js';
 import { exactMergeBitsOf } from './exact-truth.js';
 import type { FloatDType } from '../../src/dtype.js';
+import { MAX_CONFIG_NESTING } from '../../src/limits.js';
 import { buildGguf, GGML_BLOCK, readGguf, tensorData, tensorValues, typeName, type BuildOptions, type MetaValue } from './gguf-builder.js';
 import { mm } from './dense-f64.js';
 import { roundingValue } from './fuzz-cases.js';
@@ -1028,6 +1029,7 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
     } catch {
       return invalid(`${name} is not UTF-8`);
     }
+    if (nestingDepth(text) > MAX_CONFIG_NESTING) return invalid(`${name} nests deeper than MAX_CONFIG_NESTING`);
     const config = parsedJson(text);
     const format = layerFormat(config);
     if (typeof format !== 'string') return invalid(`${name}: ${format.why}`);
@@ -1035,11 +1037,14 @@ function comfyQuantTruth(d: Decoded, base: string, targets: LoraTarget[], outDty
   }
   const headerText = d.headers.get(base)?._quantization_metadata;
   if (headerText !== undefined) {
+    // JSON the tool reads from a file is bounded before it is parsed (src/limits.ts: its nesting).
+    if (nestingDepth(headerText) > MAX_CONFIG_NESTING) return invalid('_quantization_metadata nests deeper than MAX_CONFIG_NESTING');
     const header = parsedJson(headerText);
     if (!isJsonObject(header) || !isJsonObject(header.layers)) return invalid(`_quantization_metadata ${headerText.slice(0, 40)} has no "layers" object`);
     for (const [layer, value] of Object.entries(header.layers)) {
       // A config given as a string: loramerge reads it as JSON, ComfyUI's converter would keep the string itself.
       if (typeof value === 'string') undecided = `_quantization_metadata's layer ${layer} is the string ${value}`;
+      if (typeof value === 'string' && nestingDepth(value) > MAX_CONFIG_NESTING) return invalid(`_quantization_metadata's layer ${layer} nests deeper than MAX_CONFIG_NESTING`);
       const config = typeof value === 'string' ? parsedJson(value) : value;
       const format = layerFormat(config);
       if (typeof format !== 'string') return invalid(`_quantization_metadata's layer ${layer}: ${format.why}`);
