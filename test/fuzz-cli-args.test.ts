@@ -23,7 +23,7 @@
  * calling vitest directly: the cases run the built CLI.
  */
 import fc from 'fast-check';
-import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -32,7 +32,7 @@ import { openAdapter } from '../src/formats/adapter.js';
 import { openSafetensors } from '../src/formats/safetensors-reader.js';
 import { openNodeByteSource } from '../src/io/node-byte-source.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
-import { runCli, type CliResult } from './helpers/cli.js';
+import { runCli, snapshot, type CliResult } from './helpers/cli.js';
 import { fuzzSettings } from './helpers/cli-fuzz.js';
 import { buildSafetensors, roundForDType, tempDirs, type FixtureDType } from './helpers/fixtures.js';
 
@@ -549,22 +549,6 @@ async function checkMerged(path: string, m: NonNullable<Built['merge']>, context
 }
 
 // --- running and checking ---------------------------------------------------------------------
-
-/** Every file under dir (relative path → bytes) and every folder (→ null). */
-function snapshot(dir: string): Map<string, Buffer | null> {
-  const out = new Map<string, Buffer | null>();
-  const walk = (d: string) => {
-    for (const name of readdirSync(d)) {
-      const path = join(d, name);
-      if (statSync(path).isDirectory()) {
-        out.set(relative(dir, path) + '/', null);
-        walk(path);
-      } else out.set(relative(dir, path), readFileSync(path));
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 function materialise(dir: string): void {
   rmSync(dir, { recursive: true, force: true });

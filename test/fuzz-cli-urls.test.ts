@@ -28,13 +28,13 @@
  */
 import fc from 'fast-check';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runCommandLine } from '../src/cli/run-cli.js';
-import { runCli, type CliResult } from './helpers/cli.js';
+import { runCli, snapshot, type CliResult } from './helpers/cli.js';
 import { fuzzSettings } from './helpers/cli-fuzz.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { readGguf, tensorValues } from './helpers/gguf-builder.js';
@@ -539,22 +539,6 @@ function checkOutput(c: Case, outPath: string, result: CliResult): string {
 }
 
 // --- running and checking ---------------------------------------------------------------------------
-
-/** Every file under dir (relative path → bytes) and every folder (→ null). */
-function snapshot(dir: string): Map<string, Buffer | null> {
-  const out = new Map<string, Buffer | null>();
-  const walk = (d: string) => {
-    for (const name of readdirSync(d)) {
-      const path = join(d, name);
-      if (statSync(path).isDirectory()) {
-        out.set(relative(dir, path) + '/', null);
-        walk(path);
-      } else out.set(relative(dir, path), readFileSync(path));
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 /** Lines the CLI writes to stderr besides its one error line (the merge report, notes, warnings). */
 const REPORT_LINE = /^(base: |adapter \d+: |plan: |backend: |warning: |note: |  )/;

@@ -1,7 +1,7 @@
 /** Runs the built CLI (`bin/loramerge.js`) as a user would, capturing its exit code and output. */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import { buildSafetensors } from './fixtures.js';
@@ -45,6 +45,22 @@ export function expectOneLine(stderr: string, message: RegExp): void {
   expect(lines, stderr).toHaveLength(1);
   expect(lines[0]).toMatch(message);
   expect(stderr).not.toMatch(/\n\s+at |internal error/);
+}
+
+/** Every file under dir (relative path → bytes) and every folder (→ null). */
+export function snapshot(dir: string): Map<string, Buffer | null> {
+  const out = new Map<string, Buffer | null>();
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const path = join(d, name);
+      if (statSync(path).isDirectory()) {
+        out.set(relative(dir, path) + '/', null);
+        walk(path);
+      } else out.set(relative(dir, path), readFileSync(path));
+    }
+  };
+  walk(dir);
+  return out;
 }
 
 /** Everything in a folder, including dot-files (temporary outputs would be dot-files). */
