@@ -177,3 +177,13 @@ export function urlScheme(text: string): string | undefined {
   const m = /^([a-z][a-z0-9+.-]+):/i.exec(text.trim());
   return m ? m[1].toLowerCase() : undefined;
 }
+
+/** The scheme of a `scheme://…` URL (`ftp`, `file`, `http`), lower-cased; none for a path, even one with a colon. */
+export function schemeOfUrl(text: string): string | undefined {
+  return /^[a-z][a-z0-9+.-]+:\/\//i.test(text.trim()) ? urlScheme(text) : undefined;
+}
+
+/** Does this string name a remote file read over HTTP (`http://…`, `https://…`, any case)? A path otherwise, where paths are taken. */
+export function isHttpUrl(text: string): boolean {
+  return /^https?:\/\//i.test(text);
+}

@@ -4,7 +4,7 @@
  * split GGUF (`name-00001-of-00003.gguf`) stands for the whole set, as on the command line.
  */
 import { stat } from 'node:fs/promises';
-import { badArgument, urlScheme } from './api-arguments.js';
+import { badArgument, isHttpUrl, schemeOfUrl } from './api-arguments.js';
 import { createNodeBackend } from './engine/node-backend.js';
 import { stampInputFiles, type InputStamps } from './io/input-stamps.js';
 import { createNodeOutputTarget } from './io/node-output.js';
@@ -18,14 +18,13 @@ import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pip
 /** Options of the Node {@link merge}: sources and `out` may also be paths. */
 export type NodeMergeOptions = OneCallMergeOptions<MergeSource, MergeDestination | string>;
 
-const isUrl = (s: string): boolean => /^https?:\/\//i.test(s);
-const isPath = (x: unknown): x is string => typeof x === 'string' && !isUrl(x);
+const isPath = (x: unknown): x is string => typeof x === 'string' && !isHttpUrl(x);
 
 /** A path must be one: not empty, and no URL of a scheme other than http(s) (`ftp://…`, `file://…`). */
 function checkPath(what: string, path: string): void {
   if (path.trim() === '') throw badArgument(`${what} is an empty string; give a path, a URL, a File or Blob, or an InputFileSet`);
-  const scheme = urlScheme(path);
-  if (scheme !== undefined && /^[a-z][a-z0-9+.-]+:\/\//i.test(path.trim())) {
+  const scheme = schemeOfUrl(path);
+  if (scheme !== undefined) {
     throw badArgument(`${what} is a URL of scheme ${scheme}: ("${path.slice(0, 80)}"); give a path on disk, or an http:// or https:// URL`);
   }
 }
@@ -80,7 +79,7 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
     checkOutput(out) {
       if (typeof out !== 'string') return checkBrowserDestination(out, true);
       if (out.trim() === '') throw badArgument('out is an empty string; name the output file or folder (or leave out to get Blobs back)');
-      if (isUrl(out)) throw badArgument(`out is a URL ("${out.slice(0, 80)}"); the merged model is written to a path on disk, a File System Access handle or an OutputTarget`);
+      if (isHttpUrl(out)) throw badArgument(`out is a URL ("${out.slice(0, 80)}"); the merged model is written to a path on disk, a File System Access handle or an OutputTarget`);
       checkPath('out', out);
     },
   });

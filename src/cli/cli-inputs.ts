@@ -7,22 +7,17 @@
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { urlScheme } from '../api-arguments.js';
+import { isHttpUrl, schemeOfUrl } from '../api-arguments.js';
 import { MAX_INPUT_FILES } from '../limits.js';
 import { MergeError } from '../errors.js';
 import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
 import { urlInputFileSet } from '../io/url-input-files.js';
 import type { InputFileSet } from '../io/types.js';
 
-/** Does the command line name a remote file here (rather than a path)? */
-export function isHttpUrl(text: string): boolean {
-  return /^https?:\/\//i.test(text);
-}
-
 /** `scheme://…` of a scheme other than http(s), or undefined (a path, or an http(s) URL). */
 function otherScheme(text: string): string | undefined {
-  const scheme = urlScheme(text);
-  return scheme !== undefined && scheme !== 'http' && scheme !== 'https' && /^[a-z][a-z0-9+.-]+:\/\//i.test(text.trim()) ? scheme : undefined;
+  const scheme = schemeOfUrl(text);
+  return scheme !== 'http' && scheme !== 'https' ? scheme : undefined;
 }
 
 /** The path a `file://` URL names, or undefined where it names none on this system (another host). */

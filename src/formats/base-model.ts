@@ -6,6 +6,7 @@
  * holding exactly one `.safetensors` file. Only headers are read when opening; tensors are read one
  * at a time on demand. Pickle checkpoints are refused, never unpickled.
  */
+import { isHttpUrl } from '../api-arguments.js';
 import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
 import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
@@ -330,7 +331,7 @@ function isSingleFile(files: InputFileSet, list: string[]): boolean {
  * make the one file read as a folder holding it.
  */
 function urlFileName(name: string): string | undefined {
-  if (!/^https?:\/\//i.test(name)) return undefined;
+  if (!isHttpUrl(name)) return undefined;
   try {
     return decodeURIComponent(new URL(name).pathname.split('/').pop() ?? '');
   } catch {
