@@ -42,7 +42,7 @@ function truth(): Float64Array {
  * Merges the q_proj LoRA through the CLI (`extra` arguments, `nodeArgs` before the script), expects
  * the backend line to say `threads` CPU threads, and every element to be the float64 truth.
  */
-async function mergeOnThreads(threads: number, extra: string[], nodeArgs: string[] = []): Promise<void> {
+async function mergeOnThreads(threads: number, extra: string[], nodeArgs: string[] = []): Promise<string> {
   const base = join(temp.make({ 'model.safetensors': buildSafetensors([{ name: `${module}.weight`, dtype: 'F16', shape: [rows, cols], data: w }]) }), 'model.safetensors');
   const adapter = temp.make({
     'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: alpha, target_modules: ['q_proj'] }),
@@ -60,6 +60,14 @@ async function mergeOnThreads(threads: number, extra: string[], nodeArgs: string
   let wrong = 0;
   for (let i = 0; i < want.length; i++) if (!Object.is(merged.values[i], want[i])) wrong++;
   expect(wrong).toBe(0);
+  return run.stderr;
+}
+
+/** A preload that makes Node report `cores` processors (os.availableParallelism). */
+function coresPreload(cores: number): string {
+  const preload = join(temp.make(), 'cores.cjs');
+  writeFileSync(preload, `const os = require('node:os'); os.availableParallelism = () => ${cores}; require('node:module').syncBuiltinESMExports();\n`);
+  return preload;
 }
 
 describe('merge --threads', () => {
@@ -69,9 +77,17 @@ describe('merge --threads', () => {
 
   // The machine's core count comes from a preload that reports `cores` (CI has 2).
   it.each([[32, 8], [3, 3]])('without --threads, on %i cores, merges on %i threads and says so', async (cores, expected) => {
-    const preload = join(temp.make(), 'cores.cjs');
-    writeFileSync(preload, `const os = require('node:os'); os.availableParallelism = () => ${cores}; require('node:module').syncBuiltinESMExports();\n`);
-    await mergeOnThreads(expected, [], ['--require', preload]);
+    const stderr = await mergeOnThreads(expected, [], ['--require', coresPreload(cores)]);
+    expect(stderr).not.toContain('warning:');
+  });
+
+  it('merges on more threads than processors when asked, and warns what they cost', async () => {
+    const stderr = await mergeOnThreads(3, ['--threads', '3'], ['--require', coresPreload(2)]);
+    expect(stderr.split('\n').filter((l) => l.startsWith('warning:'))).toEqual([
+      'warning: --threads 3 is more than the 2 processors here: the threads past them add no speed, and each takes about 14 MiB of memory',
+    ]);
+    expect(await mergeOnThreads(2, ['--threads', '2'], ['--require', coresPreload(2)])).not.toContain('warning:');
+    expect(await mergeOnThreads(2, ['--threads', '2'], ['--require', coresPreload(1)])).toContain('more than the 1 processor here');
   });
 
   it('defaults to one thread per core, at most 8, in Node and in pages', () => {
