@@ -263,6 +263,42 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('derived factors merged exac
     expectExact(got, truthOf(draw, out, inF, dtype), found, `LoHa ${dtype}`);
   });
 
+  it.for(dtypes)('LoHa after a LyCORIS IA3 module (the steps executor: W·(1 + 2.5·l) + s·ΔW), %s output', async (dtype, ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 32, inF = 48, r = 2;
+    // IA3 first: its factor 1 + 2.5·l scales W before the LoHa's terms are added, and where a factor
+    // is no f32 value the fused kernels do not take the op. l = k/2^24: 1 + 2.5·l has at most 26 bits
+    // (no f32 value for odd k), so W·(1 + 2.5·l) is exact in float64, and the search and the truth
+    // take it as the W the terms are added to.
+    const makeLoha = loha(out, inF, r);
+    let stored = new Float64Array(0);
+    let l = new Float64Array(0);
+    const { draw, found } = search((rand) => {
+      const d = makeLoha(rand);
+      stored = d.w;
+      l = Float64Array.from({ length: out }, () => (Math.floor(rand() * 2 ** 24) - 2 ** 23) / 2 ** 24);
+      return { ...d, w: d.w.map((x, i) => x * (1 + 2.5 * l[Math.floor(i / inF)])) };
+    }, out, inF, dtype);
+    for (let i = 0; i < stored.length; i++) {
+      const exact = mul(dy(stored[i]), add(dy(1), mul(dy(2.5), dy(l[Math.floor(i / inF)]))));
+      expect(add(exact, dy(-draw.w[i])).m).toBe(0n);
+    }
+    expect(Array.from(l).some((x) => f32(1 + 2.5 * x) !== 1 + 2.5 * x)).toBe(true);
+    const { w1a, w1b, w2a, w2b } = (draw as ReturnType<ReturnType<typeof loha>>).tensors;
+    const ia3 = buildSafetensors([fx(`${kohyaKey}.weight`, [out], l), fx(`${kohyaKey}.on_input`, [], [0], 'I64')]);
+    const lohaFile = buildSafetensors([
+      fx(`${kohyaKey}.hada_w1_a`, [out, r], w1a), fx(`${kohyaKey}.hada_w1_b`, [r, inF], w1b),
+      fx(`${kohyaKey}.hada_w2_a`, [out, r], w2a), fx(`${kohyaKey}.hada_w2_b`, [r, inF], w2b),
+      fx(`${kohyaKey}.alpha`, [], [1]),
+    ]);
+    const { tensors } = await mergeInMemory({
+      backend, base: unetBase(stored, out, inF), outDtype: dtype,
+      adapters: [{ name: 'ia3', files: { 'ia3.safetensors': ia3 }, weight: 2.5 }, { name: 'loha', files: { 'loha.safetensors': lohaFile }, weight: 1.5 }],
+    });
+    expectExact(Array.from(tensors.get(`${unetKey}.weight`)!.values), truthOf(draw, out, inF, dtype), found, `IA3 then LoHa ${dtype}`);
+  });
+
   it.for(dtypes)('LoKr as a product (kohya lokr_w1_a/b, lokr_w2_a/b), %s output', async (dtype, ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
