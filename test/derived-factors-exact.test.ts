@@ -276,7 +276,7 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('derived factors merged exac
     let l = new Float64Array(0);
     const { draw, found } = search((rand) => {
       const d = makeLoha(rand);
-      stored = d.w;
+      stored = Float64Array.from(d.w);
       l = Float64Array.from({ length: out }, () => (Math.floor(rand() * 2 ** 24) - 2 ** 23) / 2 ** 24);
       return { ...d, w: d.w.map((x, i) => x * (1 + 2.5 * l[Math.floor(i / inF)])) };
     }, out, inF, dtype);
