@@ -56,7 +56,7 @@ export type { PoolWorker, RowBlockPool, YieldToEvents } from './engine/cpu/row-b
 export type { WorkerJob, WorkerReply } from './engine/cpu/cpu-worker-protocol.js';
 export type { GpuLimitCaps } from './engine/gpu/gpu-device.js';
 export { mergeTensor } from './engine/merge-tensor.js';
-export type { DoraSpec, FloatTensorBytes, LowRankTerm, MergeBackend, MergeOp, WeightLayout } from './engine/merge-op.js';
+export type { DoraSpec, ExactFactors, FloatTensorBytes, LowRankTerm, MergeBackend, MergeOp, WeightLayout } from './engine/merge-op.js';
 
 // Inputs and outputs
 export type { ByteSink, ByteSource, InputFileSet, OutputTarget } from './io/types.js';

@@ -29,7 +29,8 @@ export function foldTrailingScale(op: MergeOp): MergeOp | undefined {
 
   let cached = foldedTerms.get(scale);
   if (!cached || cached.terms !== terms) {
-    const folded = terms.map((t): LowRankTerm => {
+    // A derived term's float64 values (LowRankTerm.exact) are not folded: the folded term is its f32 bytes alone.
+    const folded = terms.map(({ exact: _exact, ...t }): LowRankTerm => {
       if (scale.axis === 'in') {
         const a = Float32Array.from(decodeToF32(t.a.data, t.a.dtype));
         for (let k = 0; k < t.rank; k++) for (let i = 0; i < inF; i++) a[k * inF + i] *= f[i];

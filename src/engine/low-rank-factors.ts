@@ -24,6 +24,12 @@ export interface LowRankFactors {
   activeTerms: readonly number[];
 }
 
+/** A term's factor values: its float64 ones where it carries them (LowRankTerm.exact), else its bytes decoded. */
+export function termFactorValues(term: LowRankTerm, decode: (t: LowRankTerm['a']) => Float32Array = (t) => decodeToF32(t.data, t.dtype)):
+  { a: Float32Array | Float64Array; b: Float32Array | Float64Array } {
+  return term.exact ? { a: term.exact.a, b: term.exact.b } : { a: decode(term.a), b: decode(term.b) };
+}
+
 /** Does the term change any row in [rowStart, rowStart + rowCount)? */
 export function termReachesRows(term: LowRankTerm, rowStart: number, rowCount: number): boolean {
   if (!term.placement) return true;

@@ -45,6 +45,19 @@ export interface LowRankTerm {
   scale: number;
   /** ΔW's rows land elsewhere than W's rows one to one (only with the 'out-in' layout). */
   placement?: RowPlacement;
+  /**
+   * The factors' exact values where `a` and `b` hold them rounded to f32: factors derived from the
+   * stored ones (LoHa's Khatri–Rao products, LoKr's krons, VeRA's scaled projections), each value a
+   * product of two f32 values and so exact in float64. Same layout as `a` and `b`; the executors
+   * merge these, so the result is the module's own ΔW rounded once. Absent: `a` and `b` are exact.
+   */
+  exact?: ExactFactors;
+}
+
+/** Float64 values of a term's A (r × in) and B (deltaRows × r), row-major as the term's bytes. */
+export interface ExactFactors {
+  a: Float64Array;
+  b: Float64Array;
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import { DTYPE_BYTES, isFloatDType, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
-import type { FloatTensorBytes, MergeOp, RowPlacement } from './merge-op.js';
+import type { FloatTensorBytes, LowRankTerm, MergeOp, RowPlacement } from './merge-op.js';
 import { needsColumnNorms, opSteps, storedAxis, type UpdateStep } from './update-steps.js';
 import { checkPermutedBlocks } from './permuted-blocks.js';
 
@@ -38,6 +38,13 @@ function expectBytes(op: MergeOp, label: string, t: FloatTensorBytes, elements: 
   }
 }
 
+/** A term's float64 factor values, where it carries them, are as many as its bytes hold. */
+function expectExact(op: MergeOp, label: string, term: LowRankTerm, inFeatures: number, deltaRows: number): void {
+  if (!term.exact) return;
+  if (term.exact.a.length !== term.rank * inFeatures) fail(op, `${label} has ${term.exact.a.length} exact values of A, expected ${term.rank * inFeatures}`);
+  if (term.exact.b.length !== deltaRows * term.rank) fail(op, `${label} has ${term.exact.b.length} exact values of B, expected ${deltaRows * term.rank}`);
+}
+
 function isCount(n: number): boolean {
   return Number.isSafeInteger(n) && n >= 0;
 }
@@ -63,6 +70,7 @@ export function checkOp(op: MergeOp): OpShape {
     expectBytes(op, `term ${t} factor A (${term.rank} × ${inFeatures})`, term.a, term.rank * inFeatures);
     const deltaRows = term.placement ? checkPlacement(op, t, term.placement, outFeatures) : outFeatures;
     expectBytes(op, `term ${t} factor B (${deltaRows} × ${term.rank})`, term.b, deltaRows * term.rank);
+    expectExact(op, `term ${t}`, term, inFeatures, deltaRows);
     totalRank += term.rank;
   });
   const shape: OpShape = { rowStart, rowCount, outFeatures, inFeatures, totalRank, steps: opSteps(op) };
@@ -111,6 +119,7 @@ function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string)
         expectBytes(op, `${label} term ${t} factor A (${term.rank} × ${inFeatures})`, term.a, term.rank * inFeatures);
         const deltaRows = term.placement ? checkPlacement(op, t, term.placement, outFeatures) : outFeatures;
         expectBytes(op, `${label} term ${t} factor B (${deltaRows} × ${term.rank})`, term.b, deltaRows * term.rank);
+        expectExact(op, `${label} term ${t}`, term, inFeatures, deltaRows);
       });
       (step.dense ?? []).forEach((d, t) => {
         finite(d.scale, 'scale');

@@ -18,10 +18,9 @@
  * match. ΔW stays low rank: picking rows of ΔW_e is picking rows of its left factor.
  */
 import { decodeToF32 } from '../dtype.js';
-import type { FloatTensorBytes, LowRankTerm } from '../engine/merge-op.js';
+import type { ExactFactors, FloatTensorBytes, LowRankTerm } from '../engine/merge-op.js';
 import type { AdapterModule } from '../formats/adapter.js';
 import type { ExpertLayout } from '../formats/layouts/layout.js';
-import { mat, transpose } from '../algebra/matrix.js';
 
 export type ExpertForm = 'e-o-i' | 'e-i-o';
 
@@ -107,46 +106,69 @@ function formByVersion(version: string | null, transposed: boolean): ExpertForm 
   return transposed ? 'e-i-o' : 'e-o-i';
 }
 
-/** One low-rank term per expert, each on its own rows of the (E·rowsPerExpert) × · view. */
-export function expertTerms(a: FloatTensorBytes, b: FloatTensorBytes, split: ExpertSplit, scale: number): LowRankTerm[] {
+/**
+ * One low-rank term per expert, each on its own rows of the (E·rowsPerExpert) × · view; `exact`:
+ * the factors' float64 values (LowRankTerm.exact), split the same way.
+ */
+export function expertTerms(a: FloatTensorBytes, b: FloatTensorBytes, split: ExpertSplit, scale: number, exact?: ExactFactors): LowRankTerm[] {
   const A = decodeToF32(a.data, a.dtype);
   const B = decodeToF32(b.data, b.dtype);
   const { count: E, rank: r, rowsPerExpert: rows } = split;
-  const rE = r * E;
-  const aCols = A.length / rE;
-  const bRows = B.length / rE;
-  // The base's matrix per expert is B_e·A_e (`e-o-i`, or `e-i-o` stored transposed) or its
-  // transpose Aᵀ_e·Bᵀ_e.
-  const bOnLeft = (split.form === 'e-o-i') !== (split.transposed ?? false);
   const terms: LowRankTerm[] = [];
   for (let e = 0; e < E; e++) {
-    // A_e: rows e·r … of A (r × aCols). B_e: columns k·E + e of B (bRows × r).
-    const aE = A.subarray(e * r * aCols, (e + 1) * r * aCols);
-    const bE = new Float32Array(bRows * r);
-    for (let o = 0; o < bRows; o++) for (let k = 0; k < r; k++) bE[o * r + k] = B[o * rE + k * E + e];
-    let left: Float32Array;
-    let right: Float32Array;
-    if (bOnLeft) {
-      left = bE; // bRows × r
-      right = aE.slice(); // r × aCols
-    } else {
-      left = transpose(mat(r, aCols, aE)).data; // Aᵀ_e: aCols × r
-      right = transpose(mat(bRows, r, bE)).data; // Bᵀ_e: r × bRows
-    }
-    if (split.rows) {
-      const picked = new Float32Array(split.rows.length * r);
-      split.rows.forEach((from, to) => picked.set(left.subarray(from * r, (from + 1) * r), to * r));
-      left = picked;
-    }
-    terms.push({
+    const { left, right } = expertFactors(A, B, split, e);
+    const term: LowRankTerm = {
       a: { dtype: 'F32', data: new Uint8Array(right.buffer) },
       b: { dtype: 'F32', data: new Uint8Array(left.buffer) },
       rank: r,
       scale: split.scales ? scale / split.scales[e] : scale,
       placement: { deltaRows: rows, segments: [{ src: 0, dst: e * rows, count: rows }] },
-    });
+    };
+    if (exact) {
+      const f64 = expertFactors(exact.a, exact.b, split, e);
+      term.exact = { a: f64.right, b: f64.left };
+    }
+    terms.push(term);
   }
   return terms;
+}
+
+/** Expert e's left (rows × r) and right (r × cols) factors from A and B's values (f32 or float64). */
+function expertFactors<T extends Float32Array | Float64Array>(A: T, B: T, split: ExpertSplit, e: number): { left: T; right: T } {
+  const { count: E, rank: r } = split;
+  const rE = r * E;
+  const aCols = A.length / rE;
+  const bRows = B.length / rE;
+  const make = (n: number) => (A instanceof Float64Array ? new Float64Array(n) : new Float32Array(n)) as T;
+  // The base's matrix per expert is B_e·A_e (`e-o-i`, or `e-i-o` stored transposed) or its
+  // transpose Aᵀ_e·Bᵀ_e.
+  const bOnLeft = (split.form === 'e-o-i') !== (split.transposed ?? false);
+  // A_e: rows e·r … of A (r × aCols). B_e: columns k·E + e of B (bRows × r).
+  const aE = A.subarray(e * r * aCols, (e + 1) * r * aCols) as T;
+  const bE = make(bRows * r);
+  for (let o = 0; o < bRows; o++) for (let k = 0; k < r; k++) bE[o * r + k] = B[o * rE + k * E + e];
+  let left: T;
+  let right: T;
+  if (bOnLeft) {
+    left = bE; // bRows × r
+    right = aE.slice() as T; // r × aCols
+  } else {
+    left = transposed(aE, r, aCols, make); // Aᵀ_e: aCols × r
+    right = transposed(bE, bRows, r, make); // Bᵀ_e: r × bRows
+  }
+  if (split.rows) {
+    const picked = make(split.rows.length * r);
+    split.rows.forEach((from, to) => picked.set(left.subarray(from * r, (from + 1) * r), to * r));
+    left = picked;
+  }
+  return { left, right };
+}
+
+/** The transpose of a rows × cols matrix's values. */
+function transposed<T extends Float32Array | Float64Array>(m: T, rows: number, cols: number, make: (n: number) => T): T {
+  const out = make(rows * cols);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = m[i * cols + j];
+  return out;
 }
 
 function fmt(shape: readonly number[]): string {

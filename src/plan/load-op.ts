@@ -56,16 +56,17 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
       case 'low-rank': {
         if (t.experts) {
           // A fused expert tensor: one term per expert, on its own rows (fused-experts.ts).
-          for (const term of expertTerms(p.a, p.b, t.experts, s)) out.push({ kind: 'low-rank', term });
+          for (const term of expertTerms(p.a, p.b, t.experts, s, p.exact)) out.push({ kind: 'low-rank', term });
           break;
         }
         if (t.transposedBlocks) {
-          for (const term of transposedBlockTerms(p.a, p.b, p.rank, t.transposedBlocks, s)) out.push({ kind: 'low-rank', term });
+          for (const term of transposedBlockTerms(p.a, p.b, p.rank, t.transposedBlocks, s, p.exact)) out.push({ kind: 'low-rank', term });
           break;
         }
         const a = t.columns ? reorderColumns(p.a, p.rank, t.columns, t.moduleName) : p.a;
         const term: LowRankTerm = { a, b: p.b, rank: p.rank, scale: s };
         if (t.placement) term.placement = t.placement;
+        if (p.exact) term.exact = { a: t.columns ? reorderedColumns(p.exact.a, p.rank, t.columns) : p.exact.a, b: p.exact.b };
         out.push({ kind: 'low-rank', term });
         break;
       }
@@ -132,9 +133,16 @@ function reorderColumns(a: FloatTensorBytes, rank: number, columns: readonly num
   const values = decodeToF32(a.data, a.dtype);
   const n = columns.length;
   if (values.length !== rank * n) throw new MergeError('SHAPE_MISMATCH', `module "${moduleName}": its down factor has ${values.length / rank} columns, the base's reordered tensor ${n}`);
-  const out = new Float32Array(rank * n);
-  for (let k = 0; k < rank; k++) for (let c = 0; c < n; c++) out[k * n + c] = values[k * n + columns[c]];
+  const out = reorderedColumns(values, rank, columns);
   return { dtype: 'F32', data: new Uint8Array(out.buffer) };
+}
+
+/** A's values (rank × columns.length) with column c taken from column `columns[c]`. */
+function reorderedColumns<T extends Float32Array | Float64Array>(values: T, rank: number, columns: readonly number[]): T {
+  const n = columns.length;
+  const out = (values instanceof Float64Array ? new Float64Array(rank * n) : new Float32Array(rank * n)) as T;
+  for (let k = 0; k < rank; k++) for (let c = 0; c < n; c++) out[k * n + c] = values[k * n + columns[c]];
+  return out;
 }
 
 /** One value per channel repeated over a conv's kernel positions (channel-major, as W is flattened). */

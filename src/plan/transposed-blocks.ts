@@ -6,12 +6,12 @@
  * (r × n) on the right. ΔW stays low rank, and the transpose is exact.
  */
 import { decodeToF32 } from '../dtype.js';
-import type { FloatTensorBytes, LowRankTerm } from '../engine/merge-op.js';
+import type { ExactFactors, FloatTensorBytes, LowRankTerm } from '../engine/merge-op.js';
 import type { TransposedBlocks } from '../formats/layouts/index.js';
-import { mat, transpose } from '../algebra/matrix.js';
+import { mat, mat64, transpose, transpose64 } from '../algebra/matrix.js';
 
-/** One term per block, each on its own `in` rows of the (blocks·in) × n tensor. */
-export function transposedBlockTerms(a: FloatTensorBytes, b: FloatTensorBytes, rank: number, blocks: TransposedBlocks, scale: number): LowRankTerm[] {
+/** One term per block, each on its own `in` rows of the (blocks·in) × n tensor; `exact` as LowRankTerm.exact. */
+export function transposedBlockTerms(a: FloatTensorBytes, b: FloatTensorBytes, rank: number, blocks: TransposedBlocks, scale: number, exact?: ExactFactors): LowRankTerm[] {
   const A = decodeToF32(a.data, a.dtype);
   const B = decodeToF32(b.data, b.dtype);
   const r = rank;
@@ -19,14 +19,17 @@ export function transposedBlockTerms(a: FloatTensorBytes, b: FloatTensorBytes, r
   const n = blocks.rows;
   const left = transpose(mat(r, inF, A)).data; // Aᵀ, shared by every block
   const leftBytes: FloatTensorBytes = { dtype: 'F32', data: new Uint8Array(left.buffer) };
+  const left64 = exact && transpose64(mat64(r, inF, exact.a)).data;
   return blocks.starts.map((start, block) => {
     const right = transpose(mat(n, r, B.subarray(start * r, (start + n) * r))).data; // B_iᵀ
-    return {
+    const term: LowRankTerm = {
       a: { dtype: 'F32', data: new Uint8Array(right.buffer) },
       b: leftBytes,
       rank: r,
       scale,
       placement: { deltaRows: inF, segments: [{ src: 0, dst: block * inF, count: inF }] },
     };
+    if (exact && left64) term.exact = { a: transpose64(mat64(n, r, exact.b.subarray(start * r, (start + n) * r))).data, b: left64 };
+    return term;
   });
 }

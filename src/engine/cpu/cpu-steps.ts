@@ -16,7 +16,8 @@
  * (a huge scale times V, Inf · 0) may pass float64's range where the result does not.
  *
  * The bounds (u = 2^-53; Σ|·| products' magnitudes; every step's own roundings at most u relative):
- * - low-rank terms, v' = v + Σ_k l_k·r_k with l = fl64(s·b), r exact: e' = e + G·‖l‖·‖r‖ + u|v'|,
+ * - low-rank terms, v' = v + Σ_k l_k·r_k with l = fl64(s·b), r exact (f32 values, or a derived
+ *   factor's float64 values, LowRankTerm.exact): e' = e + G·‖l‖·‖r‖ + u|v'|,
  *   G = (R + 2)·u·(1 + 2^-10) as for the f64 kernel (error-bounds.ts);
  * - dense terms, v' = v + fl(s·d): e' = e + u|s·d| + u|v'| (per term);
  * - scale or DoRA factor f (exact by the definitions above): e' = |f|·e + u|v'|;
@@ -36,7 +37,7 @@ import { decodeToF32, DTYPE_BYTES } from '../../dtype.js';
 import { throwIfAborted } from '../../errors.js';
 import type { FloatTensorBytes, MergeOp } from '../merge-op.js';
 import { checkOp, type OpShape } from '../op-shape.js';
-import { termReachesRows } from '../low-rank-factors.js';
+import { termFactorValues, termReachesRows } from '../low-rank-factors.js';
 import { needsColumnNorms, storedAxis, type UpdateStep } from '../update-steps.js';
 import { columnFactors, doraFactor, normSquare } from '../column-norms.js';
 import { addDyadic, dyadicOf, DYADIC_ZERO, mulDyadic, NoExactValue, roundDyadicToBits, type Dyadic } from '../exact/dyadic.js';
@@ -78,7 +79,9 @@ function addFactors(op: MergeOp, shape: OpShape, step: Extract<UpdateStep, { kin
   const right = new Float64Array(rank * cols);
   let k0 = 0;
   for (const term of reaching) {
-    const a = f32(term.a), b = f32(term.b), r = term.rank, s = term.scale;
+    // A derived term's float64 values (LowRankTerm.exact): right keeps them exactly, left rounds s·b once, as for f32 ones.
+    const { a, b } = termFactorValues(term, f32);
+    const r = term.rank, s = term.scale;
     if (op.layout === 'out-in') {
       const rowOf = (stored: number): number => {
         if (!term.placement) return stored;
@@ -534,7 +537,7 @@ class ExactSteps {
             for (const g of term.placement.segments) if (o >= g.dst && o < g.dst + g.count) row = g.src + o - g.dst;
             if (row < 0) continue;
           }
-          const a = this.f32(term.a), b = this.f32(term.b);
+          const { a, b } = termFactorValues(term, (t) => this.f32(t));
           let d = DYADIC_ZERO;
           for (let k = 0; k < term.rank; k++) d = addDyadic(d, mulDyadic(dyadicOf(b[row * term.rank + k]), dyadicOf(a[k * inF + i])));
           x = addDyadic(x, mulDyadic(dyadicOf(term.scale), d));

@@ -50,8 +50,9 @@ export function planPlain(p: PlainOp): PlainPlan {
   // A trailing scale is folded into W and the factors on the host; a base scale multiplies W in
   // the kernel (f32: rounded once, the folded bound; f64: exactly, W's own bound).
   const folded = mode === 'f32' && !!p.scale;
-  const tf = tensorFactors(p, folded);
-  const bound = mode === 'f32' ? f32KernelBound(tf.rank, U_F32, folded || !!p.baseScale) : f64SumsBound(tf.rank);
+  // The f64 kernel reads `right` as f32: derived factors' values go to it in two parts.
+  const tf = tensorFactors(p, folded, mode !== 'f32');
+  const bound = mode === 'f32' ? f32KernelBound(tf.rank, U_F32, folded || !!p.baseScale, tf.rightRounded) : f64SumsBound(tf);
   const slab = mode === 'f32'
     ? slabFactors32(p, tf, 0, shape.rowCount, bound, folded)
     : slabFactors64(p, tf, 0, shape.rowCount, bound);
@@ -65,8 +66,8 @@ export function planPlain(p: PlainOp): PlainPlan {
  * The f64 kernel's bound; none for no terms: V is then W (times a base scale, exactly), and its
  * ties (common for fp8 codes times f32 scales) need no recomputation.
  */
-function f64SumsBound(rank: number): KernelBound {
-  return rank === 0 ? { g: 0, u: 0 } : f64KernelBound(rank);
+function f64SumsBound(tf: TensorFactors): KernelBound {
+  return tf.rank === 0 ? { g: 0, u: 0 } : f64KernelBound(tf.rank, tf.split);
 }
 
 /** The base scale's f64 factors for the op's rows (row axis) or its columns. */
@@ -265,8 +266,8 @@ function elementBits(out: Uint8Array, dtype: FloatDType, index: number): number 
  */
 export function mergePlainOnJs(p: PlainOp, stats: CertificationStats, signal?: AbortSignal): Uint8Array {
   const { op, shape } = p;
-  const tf = tensorFactors(p, false);
-  const bound = f64SumsBound(tf.rank);
+  const tf = tensorFactors(p, false, true);
+  const bound = f64SumsBound(tf);
   const slab = slabFactors64(p, tf, 0, shape.rowCount, bound);
   const plan: PlainPlan = { p, tf, mode: 'f64-values', bound, slab, w: op.base, kernelOutBytes: 8 };
   const baseScale = p.baseScale && opBaseScale(p);

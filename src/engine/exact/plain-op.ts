@@ -3,14 +3,16 @@
  * axis (IA3, or DoRA whose norms were resolved beforehand) or preceded by one that multiplies W
  * alone (fp8 codes times their scales, W·f + Σ terms), prepared for the certified kernels:
  * the terms' factors decoded once per tensor (every slab of a tensor shares its `terms` array),
- * the kernels' `right` factor (unscaled, so exact, zero-padded to the tile width) and its column
- * norms, and per slab the `left` factor (each term's scale folded in) with its row norms.
+ * the kernels' `right` factor (unscaled, zero-padded to the tile width: exact for factors read as
+ * f32 values; a derived factor's float64 values rounded to f32 for the f32 kernels, or split into
+ * two f32 parts for the f64 kernel) and its column norms, and per slab the `left` factor (each
+ * term's scale folded in) with its row norms.
  * Browser-safe (no Node imports).
  */
 import { decodeToF32, type FloatDType } from '../../dtype.js';
 import type { LowRankTerm, MergeOp } from '../merge-op.js';
 import type { OpShape } from '../op-shape.js';
-import { termReachesRows } from '../low-rank-factors.js';
+import { termFactorValues, termReachesRows } from '../low-rank-factors.js';
 import { opSteps, storedAxis, type ScaleStep } from '../update-steps.js';
 import { boundNorm, roundUpF32, type KernelBound } from './error-bounds.js';
 
@@ -65,12 +67,19 @@ export function asPlainOp(op: MergeOp, shape: OpShape): PlainOp | undefined {
   return { op, shape, terms, scale: { axis: storedAxis(op, last.axis), factors }, scaleStep: last };
 }
 
-/** One term with its exact values, placed at ranks [k0, k0 + rank) of the concatenation. */
+/**
+ * One term with its exact values, placed at ranks [k0, k0 + rank) of the kernels' concatenation
+ * (split: [k0, k0 + 2·rank), the right factor's f32 parts then their remainders).
+ */
 export interface DecodedTerm {
-  /** rank × inFeatures. */
-  a: Float32Array;
-  /** deltaRows × rank. */
-  b: Float32Array;
+  /** rank × inFeatures: f32 values, or the float64 values of a derived factor (LowRankTerm.exact). */
+  a: Float32Array | Float64Array;
+  /** deltaRows × rank, as `a`. */
+  b: Float32Array | Float64Array;
+  /** `a` and `b` are float64 values (some of them no f32 value): products of two of them round in float64. */
+  derived: boolean;
+  /** The kernels' right factor holds this term as two f32 parts per value (see tensorFactors). */
+  split: boolean;
   rank: number;
   scale: number;
   k0: number;
@@ -80,14 +89,14 @@ export interface DecodedTerm {
    * A transposed (inFeatures × rank), made on first use by the float64 recompute (recompute.ts):
    * it reads a column of A per listed element, which in A's own layout is one cache line per rank step.
    */
-  aT?: Float32Array;
+  aT?: Float32Array | Float64Array;
 }
 
 /** What the kernels need of a tensor's terms, shared by its slabs. */
 export interface TensorFactors {
   /** Identifies `right` and the norms: a kernel that holds this key need not be sent them again. */
   key: number;
-  /** Summed ranks of the active terms. */
+  /** Summed ranks of the active terms, as the kernels see them (a split term counts twice). */
   rank: number;
   terms: DecodedTerm[];
   /** rank × stride, row-major: A (out-in) or Bᵀ (in-out), times a column scale when folded. */
@@ -99,6 +108,13 @@ export interface TensorFactors {
   nr64: Float64Array;
   /** `right` holds a folded column scale (no longer exact: the f64 kernel cannot use it). */
   colScaled: boolean;
+  /**
+   * Some value of `right` is a derived factor's float64 value rounded to f32 (one more rounding,
+   * which f32KernelBound's `roundedRight` covers).
+   */
+  rightRounded: boolean;
+  /** Derived terms are split (f64 kernel: right = hi + lo, f64KernelBound's `split`). */
+  split: boolean;
 }
 
 interface CacheEntry {
@@ -106,6 +122,7 @@ interface CacheEntry {
   cols: number;
   active: string;
   scaleStep: ScaleStep | undefined;
+  split: boolean;
   factors: TensorFactors;
 }
 
@@ -115,8 +132,12 @@ let nextKey = 1;
 /**
  * The tensor-level factors of the terms reaching this slab (cached per terms array); with
  * `foldColumnScale`, a scale per stored column is multiplied into `right` (rounded to f32).
+ * A derived term's right values (float64, LowRankTerm.exact) are rounded to f32, or with
+ * `splitDerived` (the f64 kernel, which needs them exactly) held as two rows each: hi = fl32(v)
+ * and lo = fl32(v − hi), its left column repeated for both, so that Σ l·(hi + lo) is Σ l·v to
+ * within 2^-48·|v| per value (v − hi is exact in float64, and hi + lo is v rounded to 48 bits).
  */
-export function tensorFactors(p: PlainOp, foldColumnScale: boolean): TensorFactors {
+export function tensorFactors(p: PlainOp, foldColumnScale: boolean, splitDerived = false): TensorFactors {
   const { op, shape } = p;
   const active: number[] = [];
   p.terms.forEach((t, i) => {
@@ -124,8 +145,11 @@ export function tensorFactors(p: PlainOp, foldColumnScale: boolean): TensorFacto
   });
   const activeKey = active.join();
   const colScale = foldColumnScale && p.scale?.axis === 'col' ? p.scale : undefined;
+  const split = splitDerived && active.some((i) => p.terms[i].exact);
+  if (split && colScale) throw new Error(`tensor "${op.name}": a folded column scale and split factors are never combined`);
   const entries = cache.get(p.terms) ?? [];
-  const hit = entries.find((e) => e.layout === op.layout && e.cols === op.cols && e.active === activeKey && e.scaleStep === (colScale ? p.scaleStep : undefined));
+  const hit = entries.find((e) => e.layout === op.layout && e.cols === op.cols && e.active === activeKey && e.scaleStep === (colScale ? p.scaleStep : undefined)
+    && e.split === split);
   if (hit) return hit.factors;
 
   const cols = op.cols;
@@ -136,24 +160,33 @@ export function tensorFactors(p: PlainOp, foldColumnScale: boolean): TensorFacto
   let rank = 0;
   for (const i of active) {
     const t = p.terms[i];
-    const decoded: DecodedTerm = {
-      a: decodeToF32(t.a.data, t.a.dtype), b: decodeToF32(t.b.data, t.b.dtype), rank: t.rank, scale: t.scale, k0: rank,
-    };
+    const { a, b } = termFactorValues(t);
+    const derived = !!t.exact;
+    const decoded: DecodedTerm = { a, b, derived, split: split && derived, rank: t.rank, scale: t.scale, k0: rank };
     if (t.placement) {
       const map = new Int32Array(outF).fill(-1);
       for (const g of t.placement.segments) for (let j = 0; j < g.count; j++) map[g.dst + j] = g.src + j;
       decoded.rowMap = map;
     }
     terms.push(decoded);
-    rank += t.rank;
+    rank += decoded.split ? 2 * t.rank : t.rank;
   }
   const right = new Float32Array(Math.max(rank, 1) * stride);
+  // Per column: Σ of the squared values right stands for, so that a column whose values all
+  // rounded to zero in f32 still gets a non-zero norm (error-bounds.ts: underflow).
+  const exactSquares = new Float64Array(cols);
   for (const t of terms) {
     for (let k = 0; k < t.rank; k++) {
       const row = (t.k0 + k) * stride;
-      if (op.layout === 'out-in') right.set(t.a.subarray(k * inF, (k + 1) * inF), row);
-      else for (let c = 0; c < cols; c++) right[row + c] = t.b[c * t.rank + k];
-      if (colScale) for (let c = 0; c < cols; c++) right[row + c] *= colScale.factors[c];
+      const lo = (t.k0 + t.rank + k) * stride;
+      for (let c = 0; c < cols; c++) {
+        const value = op.layout === 'out-in' ? t.a[k * inF + c] : t.b[c * t.rank + k];
+        // A folded scale multiplies the value as the f32 kernels hold it (the folded bound's rounding).
+        const v = colScale ? Math.fround(value) * colScale.factors[c] : value;
+        right[row + c] = v;
+        if (t.split) right[lo + c] = v - right[row + c];
+        if (t.derived) exactSquares[c] += (colScale ? value * colScale.factors[c] : value) ** 2;
+      }
     }
   }
   const nr = new Float32Array(stride);
@@ -161,11 +194,13 @@ export function tensorFactors(p: PlainOp, foldColumnScale: boolean): TensorFacto
   for (let c = 0; c < cols; c++) {
     let ss = 0;
     for (let k = 0; k < rank; k++) ss += right[k * stride + c] ** 2;
-    nr64[c] = boundNorm(ss);
+    nr64[c] = boundNorm(Math.max(ss, exactSquares[c]));
     nr[c] = roundUpF32(nr64[c]);
   }
-  const factors: TensorFactors = { key: nextKey++, rank, terms, right, stride, nr, nr64, colScaled: !!colScale };
-  entries.push({ layout: op.layout, cols, active: activeKey, scaleStep: colScale ? p.scaleStep : undefined, factors });
+  const factors: TensorFactors = {
+    key: nextKey++, rank, terms, right, stride, nr, nr64, colScaled: !!colScale, rightRounded: !split && terms.some((t) => t.derived), split,
+  };
+  entries.push({ layout: op.layout, cols, active: activeKey, scaleStep: colScale ? p.scaleStep : undefined, split, factors });
   if (entries.length > 8) entries.shift();
   cache.set(p.terms, entries);
   return factors;
@@ -185,9 +220,11 @@ export interface SlabFactors64 {
 /**
  * left[i, k0 + k] = scale · B[ΔW row of i, k] (out-in) or scale · A[k, rowStart + i] (in-out),
  * times the row's factor of a folded row scale, for rows [r0, r0 + n) of the slab (f64 products,
- * then one rounding to left's precision).
+ * then one rounding to left's precision); a split term's columns twice. `squares` gets each row's
+ * Σ of those f64 products squared (the norm of what an f32 left stands for, see rowNorms).
  */
-function fillLeft(p: PlainOp, tf: TensorFactors, r0: number, n: number, left: Float32Array | Float64Array, foldRowScale: boolean): void {
+function fillLeft(p: PlainOp, tf: TensorFactors, r0: number, n: number, left: Float32Array | Float64Array, foldRowScale: boolean,
+  squares: Float64Array): void {
   const { op, shape } = p;
   const rank = tf.rank;
   const rowScale = foldRowScale && p.scale?.axis === 'row' ? p.scale.factors : undefined;
@@ -201,20 +238,34 @@ function fillLeft(p: PlainOp, tf: TensorFactors, r0: number, n: number, left: Fl
       if (op.layout === 'out-in') {
         const src = t.rowMap ? t.rowMap[stored] : stored;
         if (src < 0) continue;
-        for (let k = 0; k < t.rank; k++) left[dst + k] = f * t.b[src * t.rank + k];
+        for (let k = 0; k < t.rank; k++) {
+          const v = f * t.b[src * t.rank + k];
+          left[dst + k] = v;
+          if (t.split) left[dst + t.rank + k] = v;
+          squares[i] += v * v;
+        }
       } else {
-        for (let k = 0; k < t.rank; k++) left[dst + k] = f * t.a[k * inF + stored];
+        for (let k = 0; k < t.rank; k++) {
+          const v = f * t.a[k * inF + stored];
+          left[dst + k] = v;
+          if (t.split) left[dst + t.rank + k] = v;
+          squares[i] += v * v;
+        }
       }
     }
   }
 }
 
-function rowNorms(left: Float32Array | Float64Array, n: number, rank: number, g: number, out: Float32Array | Float64Array): void {
+/**
+ * G · ‖left row‖ per row; the norm is at least that of the row's f64 values (`squares`), so that a
+ * row whose values all rounded to zero in f32 is not taken for one of zeros (error-bounds.ts: underflow).
+ */
+function rowNorms(left: Float32Array | Float64Array, n: number, rank: number, g: number, squares: Float64Array, out: Float32Array | Float64Array): void {
   const is32 = out instanceof Float32Array;
   for (let i = 0; i < n; i++) {
     let ss = 0;
     for (let k = 0; k < rank; k++) ss += left[i * rank + k] ** 2;
-    const v = g * boundNorm(ss);
+    const v = g * boundNorm(Math.max(ss, squares[i]));
     out[i] = is32 ? roundUpF32(v) : v;
   }
 }
@@ -222,17 +273,19 @@ function rowNorms(left: Float32Array | Float64Array, n: number, rank: number, g:
 /** f32 left factor; `fold`: a scale step is folded in (its row factors here, column ones in `right`). */
 export function slabFactors32(p: PlainOp, tf: TensorFactors, r0: number, n: number, bound: KernelBound, fold: boolean): SlabFactors32 {
   const left = new Float32Array(Math.max(n * tf.rank, 1));
-  fillLeft(p, tf, r0, n, left, fold);
+  const squares = new Float64Array(n);
+  fillLeft(p, tf, r0, n, left, fold, squares);
   const gnl = new Float32Array(n);
-  rowNorms(left, n, tf.rank, bound.g, gnl);
+  rowNorms(left, n, tf.rank, bound.g, squares, gnl);
   return { left, gnl };
 }
 
 export function slabFactors64(p: PlainOp, tf: TensorFactors, r0: number, n: number, bound: KernelBound): SlabFactors64 {
   const left = new Float64Array(Math.max(n * tf.rank, 1));
-  fillLeft(p, tf, r0, n, left, false);
+  const squares = new Float64Array(n);
+  fillLeft(p, tf, r0, n, left, false, squares);
   const gnl = new Float64Array(n);
-  rowNorms(left, n, tf.rank, bound.g, gnl);
+  rowNorms(left, n, tf.rank, bound.g, squares, gnl);
   return { left, gnl };
 }
 

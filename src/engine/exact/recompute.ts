@@ -121,14 +121,14 @@ export function exactElementBits(p: PlainOp, tf: TensorFactors, r: number, c: nu
     const bAt = row * rank, aAt = i * rank;
     let d = 0, dm = 0;
     for (let k = 0; k < rank; k++) {
-      const prod = t.b[bAt + k] * aT[aAt + k]; // exact: two f32 values
+      const prod = t.b[bAt + k] * aT[aAt + k]; // exact for two f32 values; one rounding for derived ones
       d += prod;
       dm += Math.abs(prod);
     }
     if (dm === 0) continue; // every product is 0: v stays exact
     v += t.scale * d;
     m += Math.abs(t.scale) * dm;
-    roundings += t.rank + 2;
+    roundings += (t.derived ? 2 * t.rank : t.rank) + 2;
   }
   const x = f * v;
   // No term added anything and no scale follows: x is W (times its base scale), exact.
@@ -141,10 +141,10 @@ export function exactElementBits(p: PlainOp, tf: TensorFactors, r: number, c: nu
 }
 
 /** The term's A as inF rows of its rank values (made once per term, kept on it). */
-function transposedA(t: DecodedTerm, inF: number): Float32Array {
+function transposedA(t: DecodedTerm, inF: number): Float32Array | Float64Array {
   if (t.aT) return t.aT;
   const { a, rank } = t;
-  const aT = new Float32Array(inF * rank);
+  const aT = a instanceof Float64Array ? new Float64Array(inF * rank) : new Float32Array(inF * rank);
   for (let k = 0; k < rank; k++) {
     const row = k * inF;
     for (let i = 0; i < inF; i++) aT[i * rank + k] = a[row + i];

@@ -223,7 +223,7 @@ export class WebGpuBackend implements MergeBackend {
     const gridRows = this.gpu.maxWorkgroupsPerDimension * this.workgroup.y * TILE;
     const slabRows = Math.min(Math.floor(limit / rowBytes / TILE) * TILE, gridRows);
     if (slabRows < TILE) return undefined;
-    const bound = f32KernelBound(tf.rank, U_WGSL, folded);
+    const bound = f32KernelBound(tf.rank, U_WGSL, folded, tf.rightRounded);
     const slab = slabFactors32(p, tf, 0, shape.rowCount, bound, folded);
     const w = folded ? { dtype: 'F32' as const, data: bytesOf(scaledBase(p, 0, shape.rowCount)) } : op.base;
     const listCap = Math.ceil(Math.min(slabRows, roundUp(shape.rowCount, TILE)) * paddedCols * LIST_SHARE) + 1024;

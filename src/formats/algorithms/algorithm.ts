@@ -7,7 +7,7 @@
  */
 import type { DType } from '../../dtype.js';
 import type { KohyaNetworkArgs } from '../kohya-network-args.js';
-import type { FloatTensorBytes } from '../../engine/merge-op.js';
+import type { ExactFactors, FloatTensorBytes } from '../../engine/merge-op.js';
 import type { MergeErrorCode } from '../../errors.js';
 import type { AdapterModule } from '../adapter.js';
 import type { Role } from '../key-forms.js';
@@ -35,7 +35,8 @@ export type UpdateShape =
 /**
  * One part of a module's update as loaded for the engine, for a module scale s (user weight · the
  * module's own scale), applied in order to V (the weight as it stands):
- * - `low-rank`: V += s·B·A, A (rank × in…), B (out × rank).
+ * - `low-rank`: V += s·B·A, A (rank × in…), B (out × rank); `exact` holds the float64 values of
+ *   factors derived from the stored ones where f32 would round them (LowRankTerm.exact).
  * - `dense`: V += s·D, D read by rows of the stored (out, in…) weight.
  * - `scale`: V ⊙= 1 + s·w along an axis of ΔW, w per channel (repeated over a conv's kernel); with
  *   `factor`, w is the factor itself (PEFT's IA3 vector) and V ⊙= 1 + s·(w − 1), w − 1 taken in
@@ -55,7 +56,7 @@ export type UpdateShape =
  *   subspace removal, PEANuT's network over W's columns; plan/out-projections.ts).
  */
 export type ModulePiece =
-  | { kind: 'low-rank'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number }
+  | { kind: 'low-rank'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number; exact?: ExactFactors }
   | { kind: 'dense'; rows(rowStart: number, rowCount: number): Promise<FloatTensorBytes | { exact: Float64Array }> }
   | { kind: 'scale'; axis: 'out' | 'in'; w: FloatTensorBytes; factor?: boolean }
   | { kind: 'fixed-scale'; axis: 'out' | 'in'; factors: FloatTensorBytes }

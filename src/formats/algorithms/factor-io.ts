@@ -1,6 +1,6 @@
 /** Reading adapter tensors as the algorithms' f32 matrices, and handing factors to the engine. */
 import { decodeToF32 } from '../../dtype.js';
-import type { FloatTensorBytes } from '../../engine/merge-op.js';
+import type { ExactFactors, FloatTensorBytes } from '../../engine/merge-op.js';
 import type { Factors } from '../../algorithms/math/low-rank-forms.js';
 import { matrix, type Matrix } from '../../algorithms/math/matrix.js';
 import { readFloat } from '../read-float.js';
@@ -23,9 +23,10 @@ export function f32Bytes(values: Float32Array): FloatTensorBytes {
   return { dtype: 'F32', data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
 }
 
-/** The engine's low-rank piece for factors B·A. */
-export function lowRankPiece(f: Factors): { kind: 'low-rank'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number } {
-  return { kind: 'low-rank', a: f32Bytes(f.a.data), b: f32Bytes(f.b.data), rank: f.b.cols };
+/** The engine's low-rank piece for factors B·A (with their float64 values where f32 rounds them). */
+export function lowRankPiece(f: Factors): { kind: 'low-rank'; a: FloatTensorBytes; b: FloatTensorBytes; rank: number; exact?: ExactFactors } {
+  const piece = { kind: 'low-rank' as const, a: f32Bytes(f.a.data), b: f32Bytes(f.b.data), rank: f.b.cols };
+  return f.exact ? { ...piece, exact: { a: f.exact.a, b: f.exact.b } } : piece;
 }
 
 export { matrix };
