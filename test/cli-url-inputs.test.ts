@@ -62,9 +62,12 @@ const KOHYA_DATA_START = 8 + Number(new DataView(KOHYA.buffer, KOHYA.byteOffset)
  * its bytes, then nothing; `no-head` refuses HEAD (405 Method Not Allowed) but serves ranges;
  * `shifted` answers a range of the base's tensor data with the range one byte further on, as its
  * Content-Range says; `changing` answers ranges with another ETag than HEAD's; `data-404`
- * answers 404 to the ranges of the kohya adapter's tensor data (its α values are read first).
+ * answers 404 to the ranges of the kohya adapter's tensor data (its α values are read first), and
+ * `data-416` 416 Range Not Satisfiable (as a server whose file became shorter does); `weak-etag`
+ * answers ranges with HEAD's ETag weakened (`W/"v1"`), as some servers and proxies do for the
+ * same bytes.
  */
-type Mode = 'ok' | 'no-range' | 'stall' | 'no-head' | 'shifted' | 'changing' | 'data-404';
+type Mode = 'ok' | 'no-range' | 'stall' | 'no-head' | 'shifted' | 'changing' | 'data-404' | 'data-416' | 'weak-etag';
 const requests = new Map<string, number>();
 let server: Server;
 let origin: string;
@@ -81,9 +84,10 @@ function answer(mode: Mode, name: string, request: IncomingMessage, response: Se
   if (mode === 'no-range') return void response.writeHead(200, { 'Content-Length': body.byteLength }).end(body);
   let [start, end] = [Number(range[1]), Number(range[2])];
   if (mode === 'data-404' && body === KOHYA && start >= KOHYA_DATA_START) return void response.writeHead(404).end();
+  if (mode === 'data-416' && body === KOHYA && start >= KOHYA_DATA_START) return void response.writeHead(416, { 'Content-Range': `bytes */${KOHYA_DATA_START}` }).end();
   if (mode === 'shifted' && body === BASE && start >= BASE_DATA_START && end + 1 < body.byteLength) [start, end] = [start + 1, end + 1];
   const slice = body.subarray(start, end + 1);
-  response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength, ETag: mode === 'changing' ? '"v2"' : '"v1"' });
+  response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength, ETag: mode === 'changing' ? '"v2"' : mode === 'weak-etag' ? 'W/"v1"' : '"v1"' });
   if (mode === 'stall' && body === BASE && start >= BASE_DATA_START) return void response.write(slice.subarray(0, slice.byteLength >> 1));
   response.end(slice);
 }
@@ -175,6 +179,15 @@ describe('loramerge with URL inputs', () => {
     }
   });
 
+  it('a server that weakens the ETag in its range answers (W/"v1" for HEAD\'s "v1"): the same file, merged exactly', async () => {
+    const dir = temp.make();
+    const out = join(dir, 'merged.safetensors');
+    const run = await runCli(['merge', '--base', baseUrl('weak-etag'), '--adapter', kohyaUrl('weak-etag'), '--out', out, '--backend', 'cpu']);
+    expect(run.code, run.stderr).toBe(0);
+    const merged = decodeSafetensors(new Uint8Array(readFileSync(out))).tensors;
+    for (const [name, want] of mergedTruth(1)) expect(Array.from(merged.get(name)!.values), name).toEqual(Array.from(want));
+  });
+
   it('inspect describes a URL adapter and a URL base', async () => {
     const adapter = await runCli(['inspect', kohyaUrl('ok')]);
     expect(adapter.code, adapter.stderr).toBe(0);
@@ -239,6 +252,14 @@ describe('refusals of URL inputs and outputs', () => {
     expectOneLine(run.stderr, /^error: http:\/\/127\.0\.0\.1:\d+\/data-404\/style%20lora\.safetensors: HTTP 404 Not Found for bytes \d+–\d+; check the URL$/);
     expect(run.code).toBe(1);
     expect(run.stdout).toBe('');
+  });
+
+  it('a range the server cannot satisfy (HTTP 416): one line naming the URL and that the file became shorter, exit 1, nothing at --out', async () => {
+    const dir = temp.make();
+    const run = await runCli(['merge', '--base', baseUrl('ok'), '--adapter', kohyaUrl('data-416'), '--out', join(dir, 'm.safetensors'), '--backend', 'cpu']);
+    expectOneLine(run.stderr, /^error: http:\/\/127\.0\.0\.1:\d+\/data-416\/style%20lora\.safetensors: HTTP 416 Range Not Satisfiable for bytes \d+–\d+; the file on the server is shorter than when it was first read: it changed, so try again once it stays unchanged$/);
+    expect(run.code).toBe(1);
+    expect(listDir(dir)).toEqual([]);
   });
 
   it.each([

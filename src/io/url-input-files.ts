@@ -27,6 +27,8 @@ function httpAdvice(status: number): string {
   if (status === 401 || status === 403) return '; the file needs a login or a fresh link (a gated model): download it with your account and give the file instead';
   if (status === 404 || status === 410) return '; check the URL';
   if (status === 429 || status >= 500) return '; the server is busy or failing: try again later';
+  // Only asked for bytes within the size the file had when it was opened.
+  if (status === 416) return '; the file on the server is shorter than when it was first read: it changed, so try again once it stays unchanged';
   return '';
 }
 
@@ -182,11 +184,18 @@ function rangeRefusal(version: Version, response: Response, total: number, size:
   return changed(version, response, total, size);
 }
 
+/**
+ * The opaque part of an ETag: compared weakly (RFC 9110, 8.8.3.2), since a server or proxy may weaken
+ * the tag of the same bytes from one answer to the next; a compressed answer, the usual reason, is
+ * refused on its own (Content-Encoding), and the size and Last-Modified are still compared.
+ */
+const opaqueTag = (etag: string): string => (etag.startsWith('W/') ? etag.slice(2) : etag);
+
 /** Why a range response is not of the version first seen, or undefined. */
 function changed(version: Version, response: Response, total: number, size: number): Refusal | undefined {
   const etag = response.headers.get('etag');
   const lastModified = response.headers.get('last-modified');
-  const was = version.etag !== null && etag !== null && etag !== version.etag ? `ETag ${version.etag} → ${etag}`
+  const was = version.etag !== null && etag !== null && opaqueTag(etag) !== opaqueTag(version.etag) ? `ETag ${version.etag} → ${etag}`
     : version.lastModified !== null && lastModified !== null && lastModified !== version.lastModified ? `Last-Modified ${version.lastModified} → ${lastModified}`
       : Number.isSafeInteger(total) && total !== size ? `${size} → ${total} bytes` : undefined;
   return was === undefined ? undefined
