@@ -16,6 +16,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { runCommandLine } from '../src/cli/run-cli.js';
 import { findHfToken, hfTokenPath } from '../src/io/hf-token.js';
+import * as browser from '../src/index.js';
+import * as node from '../src/node.js';
 import { errorLines, listDir } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { SDXL_NAMES } from './helpers/page-fixtures.js';
@@ -353,6 +355,67 @@ describe('which token is found, and bad token files', () => {
     expect(run.code).toBe(2);
     expect(oneError(run)).toBe('error: HF_TOKEN holds characters no Hugging Face token has (only visible ASCII is); set it to the token itself');
     expect(hubSeen).toEqual([]);
+  });
+});
+
+describe('the library', () => {
+  const errorText = (e: unknown): string => {
+    const parts: string[] = [];
+    for (let x = e; x instanceof Error; x = x.cause) parts.push(x.message, x.stack ?? '', JSON.stringify(x));
+    return parts.join('\n');
+  };
+
+  it('merge() from loramerge/node finds the token as the CLI does; the CDN never sees it; the merge is exact', async () => {
+    vi.stubEnv('HF_TOKEN', GOOD);
+    const out = join(temp.make(), 'merged.safetensors');
+    await node.merge({ base: BASE_URL(), adapters: [{ source: ADAPTER_URL(), weight: -1 }], out, backend: 'cpu' });
+    const merged = decodeSafetensors(new Uint8Array(readFileSync(out))).tensors;
+    for (const [name, want] of mergedTruth(-1)) expect(Array.from(merged.get(name)!.values), name).toEqual(Array.from(want));
+    expect(new Set(authorizations(hubSeen))).toEqual(new Set([`Bearer ${GOOD}`]));
+    expect(cdnSeen.length).toBeGreaterThan(2);
+    expect(authorizations(cdnSeen).filter((a) => a !== undefined)).toEqual([]);
+  });
+
+  it('merge() takes hfToken (over HF_TOKEN) and hfToken: false; a wrong token is refused saying so, in no error text', async () => {
+    vi.stubEnv('HF_TOKEN', WRONG);
+    const merged = await node.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfToken: GOOD, backend: 'cpu' });
+    expect(merged.blobs.length).toBe(1);
+    const wrong = await node.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], backend: 'cpu' }).catch((e: unknown) => e);
+    expect(wrong).toBeInstanceOf(node.MergeError);
+    expect((wrong as Error).message).toMatch(/: HTTP 401 Unauthorized for its size \(HEAD\); the Hugging Face token was refused/);
+    const off = await node.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfToken: false, backend: 'cpu' }).catch((e: unknown) => e);
+    expect((off as Error).message).toMatch(/: HTTP 401 Unauthorized for its size \(HEAD\); the file needs a login \(a gated model\): set HF_TOKEN/);
+    outputs.push(errorText(wrong), errorText(off));
+  });
+
+  it('merge() refuses a bad hfToken and a misspelt option, naming neither value', async () => {
+    const bad = await node.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfToken: `${GOOD}\u00e9` }).catch((e: unknown) => e);
+    expect((bad as Error).message).toBe('hfToken must be a Hugging Face token (visible ASCII, not empty) or false; the string given holds other characters or none');
+    const typo = await node.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfTokn: GOOD } as never).catch((e: unknown) => e);
+    expect((typo as Error).message).toBe('merge() options: unknown option "hfTokn"; did you mean "hfToken"?');
+    const notString = await node.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfToken: true as never }).catch((e: unknown) => e);
+    expect((notString as Error).message).toBe('hfToken must be a Hugging Face token (a string) or false, not boolean true');
+    // The browser entry's merge() takes no token.
+    const browserTypo = await browser.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfToken: GOOD } as never).catch((e: unknown) => e);
+    expect((browserTypo as Error).message).toMatch(/^merge\(\) options: unknown option "hfToken"/);
+    expect(hubSeen).toEqual([]);
+    outputs.push(errorText(bad), errorText(typo), errorText(browserTypo));
+  });
+
+  it('urlByteSource from loramerge/node sends the token; the browser entry\'s reads no environment and sends none', async () => {
+    vi.stubEnv('HF_TOKEN', GOOD);
+    const source = await node.urlByteSource(ADAPTER_URL());
+    expect(source.size).toBe(KOHYA.byteLength);
+    expect(Array.from(await source.read(8, 16))).toEqual(Array.from(KOHYA.subarray(8, 24)));
+    const explicit = await node.urlInputFileSet([ADAPTER_URL()], 'lora', { hfToken: GOOD }).open('style lora.safetensors');
+    expect(explicit.size).toBe(KOHYA.byteLength);
+    expect(authorizations(cdnSeen).filter((a) => a !== undefined)).toEqual([]);
+    hubSeen.length = 0;
+    const refused = await browser.urlByteSource(ADAPTER_URL()).catch((e: unknown) => e);
+    expect((refused as Error).message).toBe(`${ADAPTER_URL()}: HTTP 401 Unauthorized for its size (HEAD); the file needs a login or a fresh link (a gated model): download it with your account and give the file instead`);
+    expect(authorizations(hubSeen)).toEqual([undefined]);
+    expect(() => browser.urlInputFileSet([ADAPTER_URL()], 'lora', { hfToken: GOOD } as never)).toThrow(/^URL input options: unknown option "hfToken"/);
+    outputs.push(errorText(refused));
   });
 });
 
