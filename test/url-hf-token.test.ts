@@ -208,6 +208,14 @@ describe('a Hugging Face token with URL inputs', () => {
     expect(authorizations(cdnSeen).filter((a) => a !== undefined)).toEqual([]);
   });
 
+  it('--dry-run with a token: the plan is printed, the token is not', async () => {
+    vi.stubEnv('HF_TOKEN', GOOD);
+    const run = await cli(['merge', '--base', BASE_URL(), '--adapter', ADAPTER_URL(), '--out', join(temp.make(), 'm.safetensors'), '--dry-run']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain(kohyaKey(SDXL_NAMES[0]));
+    expect(new Set(authorizations(hubSeen))).toEqual(new Set([`Bearer ${GOOD}`]));
+  });
+
   it('no token anywhere: HTTP 401 in one line naming the URL and how to give one; exit 1, nothing at --out', async () => {
     const dir = temp.make();
     const run = await cli(['merge', '--base', BASE_URL(), '--adapter', ADAPTER_URL(), '--out', join(dir, 'm.safetensors'), '--backend', 'cpu']);
