@@ -24,6 +24,8 @@ import { SDXL_NAMES } from './helpers/page-fixtures.js';
 
 const tokenHosts = vi.hoisted(() => [] as string[]);
 vi.mock('../src/io/hf-token-hosts.js', () => ({ HF_TOKEN_HOSTS: tokenHosts }));
+// The idle timeout (60 s) made short for a server that stops sending.
+vi.mock('../src/limits.js', async (importOriginal) => ({ ...(await importOriginal<typeof import('../src/limits.js')>()), URL_IDLE_TIMEOUT_MS: 2000 }));
 
 const temp = tempDirs();
 
@@ -43,6 +45,8 @@ const KOHYA = buildSafetensors(SDXL_NAMES.flatMap((name): FixtureTensor[] => [
   { name: `${kohyaKey(name)}.alpha`, dtype: 'F32', shape: [], data: [ALPHA] },
 ]));
 const FILES: Record<string, Uint8Array> = { 'sdxl unet.safetensors': BASE, 'style lora.safetensors': KOHYA };
+/** The end of the adapter's header: ranges from here on are its tensor data (its α values first). */
+const KOHYA_DATA_START = 8 + Number(new DataView(KOHYA.buffer, KOHYA.byteOffset).getBigUint64(0, true));
 
 /** Each base tensor merged in float64, W + w·α/r·(B·A), rounded once to the base's F16. */
 function mergedTruth(weight: number): Map<string, Float64Array> {
@@ -74,8 +78,12 @@ interface Seen {
   range: string | undefined;
 }
 
-/** A file's bytes, with Range requests answered 206 (as Hugging Face's CDN does). */
-function serveFile(name: string, request: IncomingMessage, response: ServerResponse): void {
+/**
+ * A file's bytes, with Range requests answered 206 (as Hugging Face's CDN does); `changing` answers
+ * ranges with another ETag than HEAD's, `stall` sends half of a range of the adapter's tensor data
+ * and then nothing.
+ */
+function serveFile(name: string, request: IncomingMessage, response: ServerResponse, fault?: 'changing' | 'stall'): void {
   const body = FILES[name];
   if (!body) return void response.writeHead(404).end();
   const range = /^bytes=(\d+)-(\d+)$/.exec(request.headers.range ?? '');
@@ -85,7 +93,8 @@ function serveFile(name: string, request: IncomingMessage, response: ServerRespo
   }
   const [start, end] = [Number(range[1]), Number(range[2])];
   const slice = body.subarray(start, end + 1);
-  response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength, ETag: '"v1"' });
+  response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': slice.byteLength, ETag: fault === 'changing' ? '"v2"' : '"v1"' });
+  if (fault === 'stall' && body === KOHYA && start >= KOHYA_DATA_START) return void response.write(slice.subarray(0, slice.byteLength >> 1));
   response.end(slice);
 }
 
@@ -103,7 +112,8 @@ function record(seen: Seen[], request: IncomingMessage): string[] {
 
 /**
  * The "hub", by the first path segment: `gated` answers 401 unless sent `Bearer GOOD`, then
- * redirects (302) to the CDN, another origin, with a signature of its own in the query; `moved`
+ * redirects (302) to the CDN, another origin, with a signature of its own in the query
+ * (`gated-changing` and `gated-stall` to a CDN path of that fault); `moved`
  * redirects (307, a relative Location) to `gated` on the same host, as a renamed repository does;
  * `open` serves the file to anyone; `loop` redirects to itself.
  */
@@ -113,7 +123,8 @@ function hubAnswer(request: IncomingMessage, response: ServerResponse): void {
   if (mode === 'loop') return void response.writeHead(302, { Location: request.url }).end();
   if (mode === 'moved') return void response.writeHead(307, { Location: `/gated/${encodeURIComponent(name)}` }).end();
   if (request.headers.authorization !== `Bearer ${GOOD}`) return void response.writeHead(401).end('Invalid credentials');
-  response.writeHead(302, { Location: `https://localhost:${cdnPort}/signed/${encodeURIComponent(name)}?Signature=cdn-own-signature` }).end();
+  const signed = mode.replace(/^gated/, 'signed');
+  response.writeHead(302, { Location: `https://localhost:${cdnPort}/${signed}/${encodeURIComponent(name)}?Signature=cdn-own-signature` }).end();
 }
 
 const listen = async (server: Server): Promise<number> => {
@@ -139,8 +150,9 @@ beforeAll(async () => {
   hub = createServer(hubAnswer);
   cdn = createServer((request, response) => {
     const [mode, name] = record(cdnSeen, request);
-    if (mode !== 'signed' || !request.url?.includes('Signature=cdn-own-signature')) return void response.writeHead(403).end();
-    serveFile(name, request, response);
+    const fault = ({ signed: undefined, 'signed-changing': 'changing', 'signed-stall': 'stall' } as const)[mode as 'signed'];
+    if (!mode.startsWith('signed') || !request.url?.includes('Signature=cdn-own-signature')) return void response.writeHead(403).end();
+    serveFile(name, request, response, fault);
   });
   [hubPort, cdnPort] = [await listen(hub), await listen(cdn)];
   tokenHosts.push(`localhost:${hubPort}`);
@@ -252,6 +264,20 @@ describe('a Hugging Face token with URL inputs', () => {
     expect(authorizations(hubSeen).filter((a) => a !== undefined)).toEqual([]);
   });
 
+  it.each([
+    ['changes on the server', 'gated-changing', /: changed on the server while it was read \(ETag "v1" → "v2"\); nothing was written; try again once it stays unchanged$/],
+    ['stops sending', 'gated-stall', /: the server sent nothing for 2 s while sending bytes \d+–\d+; gave up \(check the server or the connection\)$/],
+  ])('through the token\'s redirect, a file that %s is refused as without a token: one line naming the URL', async (_, mode, message) => {
+    vi.stubEnv('HF_TOKEN', GOOD);
+    const url = hubUrl(mode, 'style lora.safetensors');
+    const run = await cli(['inspect', url]);
+    expect(run.code).toBe(1);
+    const line = oneError(run);
+    expect(line.startsWith(`error: ${url}: `), line).toBe(true);
+    expect(line).toMatch(message);
+    expect(authorizations(cdnSeen).filter((a) => a !== undefined)).toEqual([]);
+  });
+
   it('a redirect loop with a token: refused as before, after a bounded number of requests', async () => {
     vi.stubEnv('HF_TOKEN', GOOD);
     const run = await cli(['inspect', hubUrl('loop', 'style lora.safetensors')]);
@@ -284,12 +310,12 @@ describe('a Hugging Face token with URL inputs', () => {
     expect(new Set(authorizations(hubSeen))).toEqual(new Set([`Bearer ${GOOD}`]));
   });
 
-  it('HF_HUB_DISABLE_IMPLICIT_TOKEN=1: no token is sent, and the 401 says how to give one', async () => {
+  it('HF_HUB_DISABLE_IMPLICIT_TOKEN=true: no token is sent, and the 401 says that variable kept it back', async () => {
     vi.stubEnv('HF_TOKEN', GOOD);
     vi.stubEnv('HF_HUB_DISABLE_IMPLICIT_TOKEN', 'true');
     const run = await cli(['inspect', ADAPTER_URL()]);
     expect(run.code).toBe(1);
-    expect(oneError(run)).toMatch(/: HTTP 401 Unauthorized for its size \(HEAD\); the file needs a login \(a gated model\): set HF_TOKEN/);
+    expect(oneError(run)).toBe(`error: ${ADAPTER_URL()}: HTTP 401 Unauthorized for its size (HEAD); the file needs a login (a gated model): HF_HUB_DISABLE_IMPLICIT_TOKEN is set, so no token was sent: unset it to send HF_TOKEN or \`hf auth login\`'s token, or download the file with your account and give the file instead`);
     expect(authorizations(hubSeen)).toEqual([undefined]);
   });
 });
@@ -392,7 +418,7 @@ describe('the library', () => {
     expect(wrong).toBeInstanceOf(node.MergeError);
     expect((wrong as Error).message).toMatch(/: HTTP 401 Unauthorized for its size \(HEAD\); the Hugging Face token was refused/);
     const off = await node.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfToken: false, backend: 'cpu' }).catch((e: unknown) => e);
-    expect((off as Error).message).toMatch(/: HTTP 401 Unauthorized for its size \(HEAD\); the file needs a login \(a gated model\): set HF_TOKEN/);
+    expect((off as Error).message).toBe(`${BASE_URL()}: HTTP 401 Unauthorized for its size (HEAD); the file needs a login (a gated model): hfToken is false, so no token was sent: pass your Hugging Face token as hfToken, or download the file with your account and give the file instead`);
     outputs.push(errorText(wrong), errorText(off));
   });
 

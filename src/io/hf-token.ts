@@ -23,6 +23,9 @@ const TRUE_VALUES = new Set(['1', 'ON', 'YES', 'TRUE']);
 
 type Env = Readonly<Record<string, string | undefined>>;
 
+/** HF_HUB_DISABLE_IMPLICIT_TOKEN set to a true value: no token is looked for. */
+const implicitTokenOff = (env: Env): boolean => TRUE_VALUES.has((env.HF_HUB_DISABLE_IMPLICIT_TOKEN ?? '').toUpperCase());
+
 /** As huggingface_hub cleans a token: line breaks anywhere dropped, whitespace around trimmed; empty is none. */
 function cleanToken(text: string): string | undefined {
   const token = text.replace(/[\r\n]/g, '').trim();
@@ -89,7 +92,7 @@ function unusableFile(path: string, why: string): MergeError {
  * the variable or the file and never showing its content.
  */
 export function findHfToken(env: Env = process.env): string | undefined {
-  if (TRUE_VALUES.has((env.HF_HUB_DISABLE_IMPLICIT_TOKEN ?? '').toUpperCase())) return undefined;
+  if (implicitTokenOff(env)) return undefined;
   // An empty HF_TOKEN gives way to the older name, as in huggingface_hub; one of only whitespace to the file.
   const variable = env.HF_TOKEN ? 'HF_TOKEN' : env.HUGGING_FACE_HUB_TOKEN ? 'HUGGING_FACE_HUB_TOKEN' : undefined;
   const fromEnv = variable === undefined ? undefined : cleanToken(env[variable]!);
@@ -124,14 +127,19 @@ export function checkHfTokenOption(what: string, explicit: unknown): asserts exp
  * at each later request.
  */
 export function hfAuthFor(explicit: string | false | undefined, env: Env = process.env): HfAuth {
-  if (explicit === false) return { token: () => undefined };
+  if (explicit === false) {
+    return { token: () => undefined, noTokenAdvice: 'hfToken is false, so no token was sent: pass your Hugging Face token as hfToken, or download the file with your account and give the file instead' };
+  }
   if (explicit !== undefined) {
     checkHfTokenOption('hfToken', explicit);
     const token = cleanToken(explicit);
-    return { token: () => token };
+    return { token: () => token, noTokenAdvice: '' };
   }
   let found: { token: string | undefined } | { error: unknown } | undefined;
   return {
+    noTokenAdvice: implicitTokenOff(env)
+      ? 'HF_HUB_DISABLE_IMPLICIT_TOKEN is set, so no token was sent: unset it to send HF_TOKEN or `hf auth login`\'s token, or download the file with your account and give the file instead'
+      : 'set HF_TOKEN to a token of an account that has accepted the model\'s terms, or log in with `hf auth login`; or download it with your account and give the file instead',
     token() {
       if (found === undefined) {
         try {

@@ -31,13 +31,11 @@ type LoginState = 'token' | 'no-token' | 'other';
  * Face model answers 401 or 403; a signed link that expired, 403) is read with the user's own
  * access: a Hugging Face token where the Node entry points found one, else none.
  */
-function httpAdvice(status: number, login: LoginState): string {
+function httpAdvice(status: number, login: LoginState, hfAuth: HfAuth | undefined): string {
   if ((status === 401 || status === 403) && login === 'token') {
     return '; the Hugging Face token was refused: check that it is valid and that your account has accepted the model\'s terms on its page';
   }
-  if ((status === 401 || status === 403) && login === 'no-token') {
-    return '; the file needs a login (a gated model): set HF_TOKEN to a token of an account that has accepted the model\'s terms, or log in with `hf auth login`; or download it with your account and give the file instead';
-  }
+  if ((status === 401 || status === 403) && login === 'no-token' && hfAuth) return `; the file needs a login (a gated model): ${hfAuth.noTokenAdvice}`;
   if (status === 401 || status === 403) return '; the file needs a login or a fresh link (a gated model): download it with your account and give the file instead';
   if (status === 404 || status === 410) return '; check the URL';
   if (status === 429 || status >= 500) return '; the server is busy or failing: try again later';
@@ -67,6 +65,8 @@ export interface UrlInputOptions {
  */
 export interface HfAuth {
   token(): string | undefined;
+  /** What to do when Hugging Face wants a login and no token was sent (no token found, or turned off). */
+  readonly noTokenAdvice: string;
 }
 
 interface Resolved {
@@ -315,7 +315,7 @@ async function requestBody(
       throw fail(e, 'before answering for');
     }
     try {
-      if (!response.ok && !tolerated?.(response.status)) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}${httpAdvice(response.status, login)}`);
+      if (!response.ok && !tolerated?.(response.status)) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}${httpAdvice(response.status, login, o.hfAuth)}`);
       const refused = check(response);
       if (refused) throw new MergeError(refused.code, `${href}: ${refused.message}`);
     } catch (e) {
@@ -376,9 +376,10 @@ const MAX_REDIRECTS = 20;
  * not get it, and how fetch itself treats an Authorization header across hosts has varied.
  */
 async function send(href: string, o: Resolved, init: RequestInit, signal: AbortSignal, what: string): Promise<{ response: Response; login: LoginState }> {
-  const start = new URL(href);
-  const token = o.hfAuth !== undefined && hfTokenGoesTo(start) ? o.hfAuth.token() : undefined;
-  if (token === undefined) {
+  // The browser entry's path is left as it was (a relative URL there is fetch's to resolve).
+  const start = o.hfAuth === undefined ? undefined : safeUrl(href);
+  const token = start !== undefined && hfTokenGoesTo(start) ? o.hfAuth!.token() : undefined;
+  if (start === undefined || token === undefined) {
     const response = await o.fetchFn(href, { ...init, signal });
     const answered = safeUrl(response.url || href);
     return { response, login: o.hfAuth !== undefined && answered !== undefined && hfTokenGoesTo(answered) ? 'no-token' : 'other' };
