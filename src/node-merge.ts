@@ -5,6 +5,8 @@
  */
 import { stat } from 'node:fs/promises';
 import { badArgument, isHttpUrl, schemeOfUrl } from './api-arguments.js';
+import { checkHfTokenOption, hfAuthFor } from './io/hf-token.js';
+import { urlInputFileSetWithAuth, type HfAuth } from './io/url-input-files.js';
 import { createNodeBackend } from './engine/node-backend.js';
 import { stampInputFiles, type InputStamps } from './io/input-stamps.js';
 import { createNodeOutputTarget } from './io/node-output.js';
@@ -16,9 +18,25 @@ import {
 import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pipeline/one-call-merge.js';
 
 /** Options of the Node {@link merge}: sources and `out` may also be paths. */
-export type NodeMergeOptions = OneCallMergeOptions<MergeSource, MergeDestination | string>;
+export interface NodeMergeOptions extends OneCallMergeOptions<MergeSource, MergeDestination | string> {
+  /**
+   * The Hugging Face token for URL sources: sent only to https://huggingface.co and https://hf.co,
+   * never to the hosts their downloads redirect to, nor over plain http. Left out, it is found as
+   * huggingface_hub finds it: HF_TOKEN (or HUGGING_FACE_HUB_TOKEN), else the file HF_TOKEN_PATH,
+   * else HF_HOME/token (by default ~/.cache/huggingface/token, which `hf auth login` writes), unless
+   * HF_HUB_DISABLE_IMPLICIT_TOKEN is set. `false` sends none.
+   */
+  hfToken?: string | false;
+}
 
 const isPath = (x: unknown): x is string => typeof x === 'string' && !isHttpUrl(x);
+
+/** A source that is one URL or a list of URLs (checked before: a list is all Files or all URLs). */
+function urlsOf(source: MergeSource): (string | URL)[] | undefined {
+  if (typeof source === 'string' || source instanceof URL) return [source];
+  if (Array.isArray(source) && source.length > 0 && source.every((x) => typeof x === 'string' || x instanceof URL)) return [...source] as (string | URL)[];
+  return undefined;
+}
 
 /** A path must be one: not empty, and no URL of a scheme other than http(s) (`ftp://…`, `file://…`). */
 function checkPath(what: string, path: string): void {
@@ -43,8 +61,13 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
   // Each path's files, stamped before a byte is read and checked before the output is moved into
   // place: a file rewritten meanwhile would give an output that matches neither version.
   const stamps: InputStamps[] = [];
+  // One token for the whole merge, looked for at the first request to Hugging Face.
+  let hfAuth: HfAuth | undefined;
   return oneCallMerge<MergeSource, MergeDestination | string>(options, {
+    moreOptions: { names: ['hfToken'], check: (o) => checkHfTokenOption('hfToken', o.hfToken) },
     openSource: async (source, role, signal, readAhead): Promise<InputFileSet> => {
+      const urls = isPath(source) ? undefined : urlsOf(source);
+      if (urls) return urlInputFileSetWithAuth(urls, undefined, { signal }, hfAuth ??= hfAuthFor(options.hfToken));
       // Paths read no windows ahead (node-input-files.ts): only Blobs and Files take `readAhead`.
       if (!isPath(source)) return openBrowserSource(source, role, signal, readAhead);
       const set = (await splitPart(source)) ? await openNodeGgufSplitSet(source) : await openNodeInputFileSet(source);

@@ -6,4 +6,6 @@ export { createNodeBackend, type NodeBackendOptions } from './engine/node-backen
 export { createCpuWorkerPool, type CpuWorkerPoolOptions } from './engine/cpu/cpu-worker-pool.js';
 export { openNodeByteSource } from './io/node-byte-source.js';
 export { openNodeInputFileSet } from './io/node-input-files.js';
+// Shadow the browser entry's: from Node they also send the Hugging Face token (HF_TOKEN …).
+export { urlByteSource, urlInputFileSet, type NodeUrlInputOptions } from './io/node-url-inputs.js';
 export { createNodeOutputTarget, type NodeOutputKind, type NodeOutputOptions } from './io/node-output.js';

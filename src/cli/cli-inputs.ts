@@ -1,7 +1,8 @@
 /**
  * Inputs as the command line names them: a path on disk, or an http:// or https:// URL of one
  * remote file, read by HTTP Range requests (url-input-files.ts), so a multi-GB base is merged
- * without being downloaded first. A URL of another scheme is refused naming it (a `file://` one
+ * without being downloaded first; a Hugging Face token from the environment or `hf auth login`'s
+ * file (hf-token.ts) goes with the requests to Hugging Face, and to no other host. A URL of another scheme is refused naming it (a `file://` one
  * with the path to give instead), and so is a URL as --out: the output is written to disk.
  */
 import { stat } from 'node:fs/promises';
@@ -11,7 +12,8 @@ import { isHttpUrl, schemeOfUrl } from '../api-arguments.js';
 import { MAX_INPUT_FILES } from '../limits.js';
 import { MergeError } from '../errors.js';
 import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
-import { urlInputFileSet } from '../io/url-input-files.js';
+import { hfAuthFor } from '../io/hf-token.js';
+import { urlInputFileSetWithAuth } from '../io/url-input-files.js';
 import type { InputFileSet } from '../io/types.js';
 
 /** `scheme://…` of a scheme other than http(s), or undefined (a path, or an http(s) URL). */
@@ -148,7 +150,8 @@ export async function openCliInput(text: string, options: OpenInputOptions): Pro
   if (isHttpUrl(text)) {
     const fileName = urlFileName(text, options.what);
     const parts = options.splitGguf ? ggufPartUrls(text) : undefined;
-    const files = urlInputFileSet(parts ?? [text], text, { signal: options.signal });
+    // Hugging Face's token, found as huggingface_hub finds it, goes only to its hosts over https.
+    const files = urlInputFileSetWithAuth(parts ?? [text], text, { signal: options.signal }, hfAuthFor(undefined));
     // A split GGUF gives a split output, a folder, as on disk (even of one part).
     return parts ? { text, files, url: true, many: true, diskPaths: [] } : { text, files, url: true, many: false, diskPaths: [], fileName };
   }

@@ -13,17 +13,29 @@
 import { badArgument, checkCallback, checkOptions, checkSignal, shown } from '../api-arguments.js';
 import { MergeError, throwIfAborted, type MergeErrorCode } from '../errors.js';
 import { MAX_CONFIG_BYTES, URL_IDLE_TIMEOUT_MS } from '../limits.js';
+import { HF_TOKEN_HOSTS } from './hf-token-hosts.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import { decodeUtf8 } from './strict-utf8.js';
 import { checkReadRange } from './read-range.js';
 import type { ByteSource, InputFileSet } from './types.js';
 
 /**
- * What to do about an HTTP error, where the status says: a file behind a login (a gated Hugging
- * Face model answers 401; a signed link that expired, 403) is read with the user's own access,
- * which these requests do not carry.
+ * Who answered a request, as far as a login goes: `token` a Hugging Face host that was sent the
+ * token; `no-token` a Hugging Face host that was sent none, where the caller could have found one
+ * (the Node entry points); `other` anything else (another host, a signed link, the browser entry).
  */
-function httpAdvice(status: number): string {
+type LoginState = 'token' | 'no-token' | 'other';
+
+/**
+ * What to do about an HTTP error, where the status says: a file behind a login (a gated Hugging
+ * Face model answers 401 or 403; a signed link that expired, 403) is read with the user's own
+ * access: a Hugging Face token where the Node entry points found one, else none.
+ */
+function httpAdvice(status: number, login: LoginState, hfAuth: HfAuth | undefined): string {
+  if ((status === 401 || status === 403) && login === 'token') {
+    return '; the Hugging Face token was refused: check that it is valid and that your account has accepted the model\'s terms on its page';
+  }
+  if ((status === 401 || status === 403) && login === 'no-token' && hfAuth) return `; the file needs a login (a gated model): ${hfAuth.noTokenAdvice}`;
   if (status === 401 || status === 403) return '; the file needs a login or a fresh link (a gated model): download it with your account and give the file instead';
   if (status === 404 || status === 410) return '; check the URL';
   if (status === 429 || status >= 500) return '; the server is busy or failing: try again later';
@@ -45,17 +57,34 @@ export interface UrlInputOptions {
   idleTimeoutMs?: number;
 }
 
+/**
+ * The Hugging Face token of a Node entry point (the command line, `loramerge/node`), which finds it
+ * (hf-token.ts); the browser entry has none. `token()` is asked only for a request to a host the
+ * token goes to, so a token file is read only when one is needed; it returns undefined where none
+ * was found or it was turned off (a 401/403 from Hugging Face then says how to give one).
+ */
+export interface HfAuth {
+  token(): string | undefined;
+  /** What to do when Hugging Face wants a login and no token was sent (no token found, or turned off). */
+  readonly noTokenAdvice: string;
+}
+
 interface Resolved {
   fetchFn: FetchFunction;
   /** A fetch of the caller's own, which may know schemes other than http(s). */
   customFetch: boolean;
   signal?: AbortSignal;
   idleTimeoutMs: number;
+  /** Only from a Node entry point. */
+  hfAuth?: HfAuth;
 }
 
-function resolve(options: FetchFunction | UrlInputOptions | undefined): Resolved {
+/** The options `urlByteSource` and `urlInputFileSet` take (the Node entry's also take `hfToken`). */
+export const URL_INPUT_OPTION_NAMES: readonly string[] = ['fetch', 'signal', 'idleTimeoutMs'];
+
+function resolve(options: FetchFunction | UrlInputOptions | undefined, hfAuth?: HfAuth, optionNames = URL_INPUT_OPTION_NAMES): Resolved {
   if (typeof options !== 'function' && options !== undefined) {
-    checkOptions('URL input options', options, ['fetch', 'signal', 'idleTimeoutMs']);
+    checkOptions('URL input options', options, optionNames);
     checkCallback('fetch', options.fetch);
     checkSignal('signal', options.signal);
     if (options.idleTimeoutMs !== undefined && !(typeof options.idleTimeoutMs === 'number' && options.idleTimeoutMs > 0)) {
@@ -63,7 +92,7 @@ function resolve(options: FetchFunction | UrlInputOptions | undefined): Resolved
     }
   }
   const o = typeof options === 'function' ? { fetch: options } : options ?? {};
-  return { fetchFn: o.fetch ?? globalThis.fetch, customFetch: o.fetch !== undefined, signal: o.signal, idleTimeoutMs: o.idleTimeoutMs ?? URL_IDLE_TIMEOUT_MS };
+  return { fetchFn: o.fetch ?? globalThis.fetch, customFetch: o.fetch !== undefined, signal: o.signal, idleTimeoutMs: o.idleTimeoutMs ?? URL_IDLE_TIMEOUT_MS, hfAuth };
 }
 
 /** The global fetch range-reads only http(s): a URL of another scheme is refused unless the fetch is the caller's own. */
@@ -100,10 +129,24 @@ function encodingOf(response: Response): string | null {
 
 /** A file behind `url` as a ByteSource; its size comes from a HEAD request (or a one-byte GET). */
 export async function urlByteSource(url: string | URL, options?: FetchFunction | UrlInputOptions): Promise<ByteSource> {
+  return urlByteSourceWithAuth(url, options, undefined);
+}
+
+/**
+ * {@link urlByteSource} for the Node entry points: `hfAuth` is their Hugging Face token (sent only
+ * where hfTokenGoesTo says), and `optionNames` the options they take.
+ */
+export async function urlByteSourceWithAuth(
+  url: string | URL, options: FetchFunction | UrlInputOptions | undefined, hfAuth: HfAuth | undefined, optionNames = URL_INPUT_OPTION_NAMES,
+): Promise<ByteSource> {
   if (typeof url !== 'string' && !(url instanceof URL)) throw badArgument(`urlByteSource: url must be a URL or a string, not ${shown(url)}`);
   const href = String(url);
-  const o = resolve(options);
+  const o = resolve(options, hfAuth, optionNames);
   checkScheme(href, o);
+  return openByteSource(href, o);
+}
+
+async function openByteSource(href: string, o: Resolved): Promise<ByteSource> {
   const { size, version } = await remoteSize(href, o);
   return {
     name: href,
@@ -144,9 +187,20 @@ function absoluteUrl(text: string): string {
  * no array, or a URL of another scheme, is a BAD_ARGUMENT MergeError.
  */
 export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, options?: FetchFunction | UrlInputOptions): InputFileSet {
+  return urlInputFileSetWithAuth(urls, name, options, undefined);
+}
+
+/**
+ * {@link urlInputFileSet} for the Node entry points: `hfAuth` is their Hugging Face token (sent
+ * only where hfTokenGoesTo says), and `optionNames` the options they take.
+ */
+export function urlInputFileSetWithAuth(
+  urls: readonly (string | URL)[], name: string | undefined, options: FetchFunction | UrlInputOptions | undefined,
+  hfAuth: HfAuth | undefined, optionNames = URL_INPUT_OPTION_NAMES,
+): InputFileSet {
   if (!Array.isArray(urls)) throw badArgument(`urlInputFileSet: urls must be an array of URLs${typeof urls === 'string' || urls instanceof URL ? ' (wrap a single one in [ ])' : ''}, not ${shown(urls)}`);
   if (urls.length === 0) throw badArgument('urlInputFileSet: urls is an empty array; give at least one URL');
-  const o = resolve(options);
+  const o = resolve(options, hfAuth, optionNames);
   const files = new Map<string, string>();
   for (const [i, url] of urls.entries()) {
     if (typeof url !== 'string' && !(url instanceof URL)) throw badArgument(`urlInputFileSet: urls[${i}] must be a URL or a string, not ${shown(url)}`);
@@ -159,7 +213,7 @@ export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, 
   }
   const setName = name ?? (urls.length === 1 ? String(urls[0]) : String(urls[0]).replace(/\/[^/]*$/, ''));
   return keyedFileSet(setName, files, {
-    open: (href) => urlByteSource(href, { fetch: o.fetchFn, signal: o.signal, idleTimeoutMs: o.idleTimeoutMs }),
+    open: (href) => openByteSource(href, o),
     // A config is read whole, so its size is capped as a file's is; `.text()` would take any.
     readText: async (href) => decodeUtf8(await fetchBody(href, o, 'the file', {}, MAX_CONFIG_BYTES, () => undefined, true), href),
   });
@@ -254,13 +308,14 @@ async function requestBody(
   idle();
   try {
     let response: Response;
+    let login: LoginState;
     try {
-      response = await o.fetchFn(href, { ...init, signal: controller.signal });
+      ({ response, login } = await send(href, o, init, controller.signal, what));
     } catch (e) {
       throw fail(e, 'before answering for');
     }
     try {
-      if (!response.ok && !tolerated?.(response.status)) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}${httpAdvice(response.status)}`);
+      if (!response.ok && !tolerated?.(response.status)) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}${httpAdvice(response.status, login, o.hfAuth)}`);
       const refused = check(response);
       if (refused) throw new MergeError(refused.code, `${href}: ${refused.message}`);
     } catch (e) {
@@ -298,6 +353,61 @@ async function requestBody(
   } finally {
     clearTimeout(timer);
     o.signal?.removeEventListener('abort', cancel);
+  }
+}
+
+/**
+ * Is `url` one a Hugging Face token is sent to: https (never plain http), and a host of
+ * HF_TOKEN_HOSTS exactly (the port included where it is not 443)?
+ */
+export function hfTokenGoesTo(url: URL): boolean {
+  return url.protocol === 'https:' && HF_TOKEN_HOSTS.includes(url.host);
+}
+
+const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
+/** As many redirects as fetch follows by itself (the Fetch standard's limit). */
+const MAX_REDIRECTS = 20;
+
+/**
+ * One request, redirects followed, and who answered it (for the advice on a 401/403). Without a
+ * token, fetch follows the redirects itself, as it always has. With one, each redirect is followed
+ * here (`redirect: 'manual'`), so the token goes with each hop that hfTokenGoesTo names and with
+ * no other: a Hugging Face download link redirects to a signed link on another host, which must
+ * not get it, and how fetch itself treats an Authorization header across hosts has varied.
+ */
+async function send(href: string, o: Resolved, init: RequestInit, signal: AbortSignal, what: string): Promise<{ response: Response; login: LoginState }> {
+  // The browser entry's path is left as it was (a relative URL there is fetch's to resolve).
+  const start = o.hfAuth === undefined ? undefined : safeUrl(href);
+  const token = start !== undefined && hfTokenGoesTo(start) ? o.hfAuth!.token() : undefined;
+  if (start === undefined || token === undefined) {
+    const response = await o.fetchFn(href, { ...init, signal });
+    const answered = safeUrl(response.url || href);
+    return { response, login: o.hfAuth !== undefined && answered !== undefined && hfTokenGoesTo(answered) ? 'no-token' : 'other' };
+  }
+  let url = start;
+  for (let redirects = 0; ; redirects++) {
+    const withToken = hfTokenGoesTo(url);
+    const headers: Record<string, string> = { ...(init.headers as Record<string, string> | undefined) };
+    if (withToken) headers.Authorization = `Bearer ${token}`;
+    const response = await o.fetchFn(url.href, { ...init, headers, redirect: 'manual', signal });
+    const location = REDIRECT_STATUSES.has(response.status) ? response.headers.get('location') : null;
+    if (location === null) return { response, login: withToken ? 'token' : 'other' };
+    await response.body?.cancel().catch(() => undefined);
+    if (redirects === MAX_REDIRECTS) throw new MergeError('NOT_FOUND', `${href}: could not be fetched for ${what} (redirect count exceeded)`);
+    const next = safeUrl(location, url);
+    if (next === undefined || (next.protocol !== 'https:' && next.protocol !== 'http:')) {
+      throw new MergeError('NOT_FOUND', `${href}: could not be fetched for ${what} (redirected to ${next === undefined ? 'an invalid URL' : `a URL of scheme ${next.protocol}`})`);
+    }
+    url = next;
+  }
+}
+
+/** `text` as a URL (relative to `base`), or undefined where it is none. */
+function safeUrl(text: string, base?: URL): URL | undefined {
+  try {
+    return new URL(text, base);
+  } catch {
+    return undefined;
   }
 }
 

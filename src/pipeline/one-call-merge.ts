@@ -74,6 +74,8 @@ export interface OneCallHooks<Source, Out> {
   checkSource(source: unknown, what: string): void;
   /** Throws BAD_ARGUMENT for an `out` this entry point cannot write to (undefined is fine). */
   checkOutput(out: unknown): void;
+  /** Options this entry point takes beyond OneCallMergeOptions' (Node's `hfToken`), and their check. */
+  moreOptions?: { names: readonly string[]; check(options: Readonly<Record<string, unknown>>): void };
 }
 
 /** The one-call merge's option names, for refusing typos (`outPath`, `weights`). */
@@ -112,7 +114,8 @@ export function checkAdapterList<Source>(adapters: unknown, checkSource: (source
  * that is the base object itself are BAD_ARGUMENT; an aborted signal is ABORTED.
  */
 function checkOneCallOptions<Source, Out>(options: OneCallMergeOptions<Source, Out>, hooks: OneCallHooks<Source, Out>): void {
-  checkOptions('merge() options', options, OPTION_NAMES, OPTION_HINTS);
+  checkOptions('merge() options', options, [...OPTION_NAMES, ...(hooks.moreOptions?.names ?? [])], OPTION_HINTS);
+  hooks.moreOptions?.check(options as unknown as Readonly<Record<string, unknown>>);
   if (options.base === undefined || options.base === null) throw badArgument(`base is ${shown(options.base)}; give the base model`);
   hooks.checkSource(options.base, 'the base');
   checkAdapterList(options.adapters, (source, what) => {

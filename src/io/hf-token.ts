@@ -1,0 +1,155 @@
+/**
+ * The Hugging Face token the Node entry points send with URL inputs (only to the hosts of
+ * hf-token-hosts.ts, over https), found where huggingface_hub finds it: the HF_TOKEN variable
+ * (or the older HUGGING_FACE_HUB_TOKEN), else the token file `hf auth login` writes: HF_TOKEN_PATH,
+ * else HF_HOME/token, else $XDG_CACHE_HOME/huggingface/token, else ~/.cache/huggingface/token.
+ * HF_HUB_DISABLE_IMPLICIT_TOKEN=1 turns that off. Node only: the browser entry reads no
+ * environment and no file.
+ *
+ * The token is never put in a message: a refusal names the variable or the file, not its content.
+ */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { badArgument, shown } from '../api-arguments.js';
+import { MergeError } from '../errors.js';
+import type { HfAuth } from './url-input-files.js';
+
+/** A token file larger than this is no token (Hugging Face's are under 100 bytes). */
+export const MAX_HF_TOKEN_FILE_BYTES = 4096;
+
+/** The values huggingface_hub takes as true in a switch variable (compared without case). */
+const TRUE_VALUES = new Set(['1', 'ON', 'YES', 'TRUE']);
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** HF_HUB_DISABLE_IMPLICIT_TOKEN set to a true value: no token is looked for. */
+const implicitTokenOff = (env: Env): boolean => TRUE_VALUES.has((env.HF_HUB_DISABLE_IMPLICIT_TOKEN ?? '').toUpperCase());
+
+/** As huggingface_hub cleans a token: line breaks anywhere dropped, whitespace around trimmed; empty is none. */
+function cleanToken(text: string): string | undefined {
+  const token = text.replace(/[\r\n]/g, '').trim();
+  return token === '' ? undefined : token;
+}
+
+/**
+ * A token goes into an HTTP header: visible ASCII only. Anything else is refused before a request,
+ * since fetch's own refusal of such a header value quotes it.
+ */
+const isTokenText = (token: string): boolean => /^[\x21-\x7e]+$/.test(token);
+
+/** `~` and `$VAR` / `${VAR}` in a path expanded, as huggingface_hub does for its paths (an unset variable is left as written). */
+function expandPath(path: string, env: Env): string {
+  const home = path === '~' || path.startsWith('~/') ? homedir() + path.slice(1) : path;
+  return home.replace(/\$(\w+)|\$\{(\w+)\}/g, (all, a: string | undefined, b: string | undefined) => env[(a ?? b)!] ?? all);
+}
+
+/** The token file huggingface_hub reads: HF_TOKEN_PATH, else HF_HOME/token (HF_HOME's default under XDG_CACHE_HOME or ~/.cache). */
+export function hfTokenPath(env: Env = process.env): string {
+  if (env.HF_TOKEN_PATH) return expandPath(env.HF_TOKEN_PATH, env);
+  const home = env.HF_HOME ? env.HF_HOME : join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'huggingface');
+  return join(expandPath(home, env), 'token');
+}
+
+/** The token file's text; undefined where there is no such file. Refuses one that cannot be read or is too large. */
+function readTokenFile(path: string): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw unusableFile(path, `could not be read (${code ?? 'error'})`);
+  }
+  try {
+    const info = fstatSync(fd);
+    if (!info.isFile()) throw unusableFile(path, 'is not a file');
+    if (info.size > MAX_HF_TOKEN_FILE_BYTES) throw unusableFile(path, `is ${info.size} bytes, more than a token (at most ${MAX_HF_TOKEN_FILE_BYTES})`);
+    // One byte more than allowed: a file that grew since fstat is still caught.
+    const bytes = Buffer.alloc(MAX_HF_TOKEN_FILE_BYTES + 1);
+    let got = 0;
+    for (let n; (n = readSync(fd, bytes, got, bytes.length - got, null)) > 0;) got += n;
+    if (got > MAX_HF_TOKEN_FILE_BYTES) throw unusableFile(path, `is more than ${MAX_HF_TOKEN_FILE_BYTES} bytes, more than a token`);
+    return bytes.subarray(0, got).toString('latin1');
+  } catch (e) {
+    if (e instanceof MergeError) throw e;
+    throw unusableFile(path, `could not be read (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const HOW_ELSE = 'fix or remove it, set HF_TOKEN, or set HF_HUB_DISABLE_IMPLICIT_TOKEN=1 to read URLs without a token';
+
+function unusableFile(path: string, why: string): MergeError {
+  return new MergeError('BAD_ARGUMENT', `${path}: the Hugging Face token file ${why}; ${HOW_ELSE}`);
+}
+
+/**
+ * The token found in `env` or its token file, as huggingface_hub finds it, or undefined (none, or
+ * HF_HUB_DISABLE_IMPLICIT_TOKEN set). A token that is not visible ASCII, or a token file that
+ * cannot be read or is larger than MAX_HF_TOKEN_FILE_BYTES, is a BAD_ARGUMENT MergeError naming
+ * the variable or the file and never showing its content.
+ */
+export function findHfToken(env: Env = process.env): string | undefined {
+  if (implicitTokenOff(env)) return undefined;
+  // An empty HF_TOKEN gives way to the older name, as in huggingface_hub; one of only whitespace to the file.
+  const variable = env.HF_TOKEN ? 'HF_TOKEN' : env.HUGGING_FACE_HUB_TOKEN ? 'HUGGING_FACE_HUB_TOKEN' : undefined;
+  const fromEnv = variable === undefined ? undefined : cleanToken(env[variable]!);
+  if (fromEnv !== undefined) {
+    if (!isTokenText(fromEnv)) throw new MergeError('BAD_ARGUMENT', `${variable} holds characters no Hugging Face token has (only visible ASCII is); set it to the token itself`);
+    return fromEnv;
+  }
+  const path = hfTokenPath(env);
+  const text = readTokenFile(path);
+  const fromFile = text === undefined ? undefined : cleanToken(text);
+  if (fromFile !== undefined && !isTokenText(fromFile)) throw unusableFile(path, 'holds characters no token has (only visible ASCII is)');
+  return fromFile;
+}
+
+/**
+ * An explicit token option checked: a string of visible ASCII (trimmed), or false, or undefined.
+ * Anything else is a BAD_ARGUMENT naming `what` (the option); a string's content is never shown.
+ */
+export function checkHfTokenOption(what: string, explicit: unknown): asserts explicit is string | false | undefined {
+  if (explicit === undefined || explicit === false) return;
+  if (typeof explicit !== 'string') throw badArgument(`${what} must be a Hugging Face token (a string) or false, not ${shown(explicit)}`);
+  const token = cleanToken(explicit);
+  if (token === undefined || !isTokenText(token)) {
+    throw badArgument(`${what} must be a Hugging Face token (visible ASCII, not empty) or false; the string given holds other characters or none`);
+  }
+}
+
+/**
+ * The Hugging Face login of a Node entry point: `explicit` a token to send, `false` none, or
+ * undefined to find one in `env` (findHfToken), once: on the first request that would carry it,
+ * so a token file is read only where a URL needs it. A refusal of what was found is thrown again
+ * at each later request.
+ */
+export function hfAuthFor(explicit: string | false | undefined, env: Env = process.env): HfAuth {
+  if (explicit === false) {
+    return { token: () => undefined, noTokenAdvice: 'hfToken is false, so no token was sent: pass your Hugging Face token as hfToken, or download the file with your account and give the file instead' };
+  }
+  if (explicit !== undefined) {
+    checkHfTokenOption('hfToken', explicit);
+    const token = cleanToken(explicit);
+    return { token: () => token, noTokenAdvice: '' };
+  }
+  let found: { token: string | undefined } | { error: unknown } | undefined;
+  return {
+    noTokenAdvice: implicitTokenOff(env)
+      ? 'HF_HUB_DISABLE_IMPLICIT_TOKEN is set, so no token was sent: unset it to send HF_TOKEN or `hf auth login`\'s token, or download the file with your account and give the file instead'
+      : 'set HF_TOKEN to a token of an account that has accepted the model\'s terms, or log in with `hf auth login`; or download it with your account and give the file instead',
+    token() {
+      if (found === undefined) {
+        try {
+          found = { token: findHfToken(env) };
+        } catch (error) {
+          found = { error };
+        }
+      }
+      if ('error' in found) throw found.error;
+      return found.token;
+    },
+  };
+}

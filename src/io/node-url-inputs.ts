@@ -1,0 +1,39 @@
+/**
+ * `urlByteSource` and `urlInputFileSet` as `loramerge/node` exports them: those of the browser
+ * entry, plus the Hugging Face token (hf-token.ts), sent only to Hugging Face's hosts over https.
+ */
+import { checkHfTokenOption, hfAuthFor } from './hf-token.js';
+import {
+  URL_INPUT_OPTION_NAMES, urlByteSourceWithAuth, urlInputFileSetWithAuth, type FetchFunction, type UrlInputOptions,
+} from './url-input-files.js';
+import type { ByteSource, InputFileSet } from './types.js';
+
+/** How remote files are fetched from Node. */
+export interface NodeUrlInputOptions extends UrlInputOptions {
+  /**
+   * The Hugging Face token: sent only to https://huggingface.co and https://hf.co, never to the
+   * hosts their downloads redirect to, nor over plain http. Left out, it is found as
+   * huggingface_hub finds it (HF_TOKEN, HUGGING_FACE_HUB_TOKEN, HF_TOKEN_PATH, HF_HOME/token,
+   * ~/.cache/huggingface/token; none with HF_HUB_DISABLE_IMPLICIT_TOKEN set). `false` sends none.
+   */
+  hfToken?: string | false;
+}
+
+const NODE_URL_OPTION_NAMES: readonly string[] = [...URL_INPUT_OPTION_NAMES, 'hfToken'];
+
+/** The `hfToken` option, checked; a bad one is a BAD_ARGUMENT that never shows the string. */
+function hfTokenOption(options: FetchFunction | NodeUrlInputOptions | undefined): string | false | undefined {
+  const hfToken = typeof options === 'object' && options !== null ? (options as { hfToken?: unknown }).hfToken : undefined;
+  checkHfTokenOption('hfToken', hfToken);
+  return hfToken;
+}
+
+/** A file behind `url` as a ByteSource (see the browser entry's), with the Hugging Face token. */
+export async function urlByteSource(url: string | URL, options?: FetchFunction | NodeUrlInputOptions): Promise<ByteSource> {
+  return urlByteSourceWithAuth(url, options, hfAuthFor(hfTokenOption(options)), NODE_URL_OPTION_NAMES);
+}
+
+/** Remote files as one InputFileSet (see the browser entry's), with the Hugging Face token. */
+export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, options?: FetchFunction | NodeUrlInputOptions): InputFileSet {
+  return urlInputFileSetWithAuth(urls, name, options, hfAuthFor(hfTokenOption(options)), NODE_URL_OPTION_NAMES);
+}
