@@ -95,6 +95,23 @@ it('each activation as transformers\' ACT2FN class computes it on torch, on a gr
   }
 });
 
+it('every activation keeps NaN, as torch\'s do (relu and relu2 once turned it into 0)', () => {
+  for (const act of PEANUT_ACTIVATION_NAMES) expect(PEANUT_ACTIVATIONS[act](Number.NaN), act).toBeNaN();
+});
+
+it.each(['relu', 'relu2'])('a NaN in peanut_A under %s is refused naming the tensor, not merged away (PEFT\'s merge writes NaN)', async (act) => {
+  const a = vals(2 * 4, 'F32');
+  a[5] = Number.NaN;
+  const refusals = await refusalsInMemory({
+    backend: backends.cpu!,
+    base: { 'model.safetensors': buildSafetensors([t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))]) },
+    adapters: [{ name: 'adapter', weight: 1, files: peftFolder(peanutConfig({ r: 2, act_fn: act, target_modules: ['q_proj'] }), [
+      t(saved(q, 'peanut_A.weight'), 'F32', [2, 4], a), t(saved(q, 'peanut_B.weight'), 'F32', [4, 2], vals(8, 'F32')),
+    ]) }],
+  });
+  expect(refusals).toEqual([expect.stringMatching(/factor base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.peanut_A\.weight holds NaN or Inf; the adapter file is broken/)]);
+});
+
 interface RefCase { name: string; out: number; in: number; r: number; depth: number; act_fn: string; scaling: number; W: number[]; A: number[]; B: number[]; enc: number[][]; dec: number[][]; merged: number[] }
 const reference = JSON.parse(readFileSync(new URL('./reference/peft-peanut.json', import.meta.url), 'utf8')) as { cases: RefCase[]; x: number[]; activations: Record<string, number[]> };
 

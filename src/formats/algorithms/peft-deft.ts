@@ -11,6 +11,7 @@
  * w merges W + w·ΔW.
  */
 import { MergeError } from '../../errors.js';
+import { torchRelu } from '../../algorithms/math/torch-relu.js';
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { f32Bytes, readValues } from './factor-io.js';
 
@@ -121,7 +122,7 @@ export const peftDeft: Algorithm = {
       qp = right = householderQ(pv, out, r);
     } else {
       qp = Float64Array.from(pv);
-      right = qp.map((x) => (x > 0 ? x : 0));
+      right = qp.map(torchRelu);
     }
     const pieces: Awaited<ReturnType<Algorithm['load']>> = [
       // First: rightᵀ·W reads W before this module's injection is added.

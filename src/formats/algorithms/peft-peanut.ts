@@ -11,6 +11,7 @@
  * W + w·ΔW.
  */
 import { MergeError } from '../../errors.js';
+import { torchRelu } from '../../algorithms/math/torch-relu.js';
 import type { Role } from '../key-forms.js';
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { f32Bytes, readValues } from './factor-io.js';
@@ -36,11 +37,11 @@ const geluTanh = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) 
 // torch's softplus (beta 1, threshold 20) is x above 20.
 const softplus = (x: number) => (x > 20 ? x : Math.log1p(Math.exp(x)));
 
-/** transformers' ACT2FN activations by name, as their classes compute them (torch's nn modules and functions). */
+/** transformers' ACT2FN activations by name, as their classes compute them (torch's nn modules and functions); each keeps NaN, as torch's do. */
 export const PEANUT_ACTIVATIONS: Readonly<Record<string, (x: number) => number>> = {
-  relu: (x) => (x > 0 ? x : 0),
+  relu: torchRelu,
   relu6: (x) => Math.min(Math.max(x, 0), 6),
-  relu2: (x) => (x > 0 ? x * x : 0),
+  relu2: (x) => torchRelu(x) ** 2,
   leaky_relu: (x) => (x >= 0 ? x : 0.01 * x),
   sigmoid,
   tanh: Math.tanh,
