@@ -196,6 +196,27 @@ describe('bad input: one line, nothing left at --out', () => {
     expect(existsSync(join(dir, 'out'))).toBe(false);
   });
 
+  it.each([
+    ['combine cat (which would copy it)', ['combine', '--method', 'cat']],
+    ['combine ties', ['combine', '--method', 'ties', '--density', '0.5']],
+    ['resize', ['resize', '--rank', '1']],
+  ])('a NaN or Inf in a factor: %s refuses in one line naming the file and tensor, exit 1, nothing at --out', async (_, command) => {
+    const rand = seededRandom(26);
+    const key = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const broken = randomDense(2, 8, rand);
+    broken.data[5] = Number.NaN;
+    const dir = temp.make({
+      'broken.safetensors': kohyaFile([{ name: key, b: randomDense(8, 2, rand), a: broken }]),
+      'fine.safetensors': kohyaFile([{ name: key, b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }]),
+    });
+    const before = listDir(dir);
+    const inputs = command[0] === 'combine' ? ['--adapter', join(dir, 'fine.safetensors'), '--adapter', join(dir, 'broken.safetensors')] : ['--adapter', join(dir, 'broken.safetensors')];
+    const r = await runCli([...command, ...inputs, '--out', join(dir, 'out.safetensors')]);
+    expect(r.code).toBe(1);
+    expect(errorLines(r.stderr)).toEqual([`error: ${join(dir, 'broken.safetensors')}: tensor "${key}.lora_down.weight" holds NaN or Inf; the adapter file is broken`]);
+    expect(listDir(dir)).toEqual(before);
+  });
+
   it('extract from a GGUF model is refused naming it, not taken for a folder without safetensors', async () => {
     const gguf = q4kmLlama().files['tiny-llama-Q4_K_M.gguf'];
     const dir = temp.make({ 'tiny-llama-Q4_K_M.gguf': gguf, 'tuned/tiny-llama-Q4_K_M.gguf': gguf });

@@ -4,13 +4,14 @@
  * adapters and names it in the output. Modules whose update is not a plain product plus a scale
  * (DoRA, a bias change: lora_bias, diff_b) are refused by name.
  */
-import { decodeToF32 } from '../dtype.js';
+import { decodeToF32, isFloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { AdapterModule, ModuleKind, ParsedAdapter } from '../formats/adapter.js';
 import type { Mat } from '../algebra/matrix.js';
 import { readModuleFactors } from '../plan/module-factors.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
 import { throwIfProblems } from '../plan/problems.js';
+import { hasNonFinite } from '../pipeline/value-checks.js';
 
 export type OutputFormat = 'peft' | 'kohya';
 
@@ -89,7 +90,22 @@ export async function readFactors(adapter: ParsedAdapter, module: AdapterModule)
   if (a.length !== f.rank * shape.in || b.length !== f.rank * shape.out) {
     throw new MergeError('SHAPE_MISMATCH', `${adapter.name}: module "${module.key}": factors do not fit its update (${module.deltaShape.join('×')})`);
   }
+  if (!a.every(Number.isFinite) || !b.every(Number.isFinite)) throw await nonFiniteFactors(adapter, module);
   return { b: { rows: shape.out, cols: f.rank, data: b }, a: { rows: f.rank, cols: shape.in, data: a }, rank: f.rank };
+}
+
+/**
+ * Factors holding NaN or Inf, named: the stored tensor that holds one, else (a product of finite
+ * values, as LoHa's, past f32) the module. Said before the algebra runs, whose own check could
+ * name neither, and before `cat` could copy the values into its output.
+ */
+async function nonFiniteFactors(adapter: ParsedAdapter, module: AdapterModule): Promise<MergeError> {
+  for (const entry of Object.values(module.tensors)) {
+    if (isFloatDType(entry.dtype) && hasNonFinite(await adapter.file.read(entry), entry.dtype)) {
+      return new MergeError('NON_FINITE', `${adapter.name}: tensor "${entry.name}" holds NaN or Inf; the adapter file is broken`);
+    }
+  }
+  return new MergeError('NON_FINITE', `${adapter.name}: module "${module.key}": its update's factors are too large for f32 (they overflow to Inf); the adapter cannot be combined or resized`);
 }
 
 /** Output format from --out: a `.safetensors` name is a kohya file, anything else a PEFT folder. */
