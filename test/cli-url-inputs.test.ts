@@ -13,12 +13,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runCommandLine } from '../src/cli/run-cli.js';
 import { errorLines, expectOneLine, listDir, runCli, runCliActingAtStart } from './helpers/cli.js';
-import {
-  buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor,
-} from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, randomValues, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { readGguf, tensorValues } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, LLAMA, splitF16Llama, truthWithLora } from './helpers/gguf-models.js';
 import { SDXL_NAMES } from './helpers/page-fixtures.js';
+import { kohyaKey, PAIR_ALPHA, PAIR_RANK, sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
 
 // The idle timeout (60 s) made short for the in-process run below; the built CLI keeps its own.
 vi.mock('../src/limits.js', async (importOriginal) => ({ ...(await importOriginal<typeof import('../src/limits.js')>()), URL_IDLE_TIMEOUT_MS: 400 }));
@@ -26,15 +25,9 @@ vi.mock('../src/limits.js', async (importOriginal) => ({ ...(await importOrigina
 const temp = tempDirs();
 
 // A single-file diffusers UNet (F16) and a kohya LoRA on it: r = 2, α = 3 per module.
-const DIM = 12, RANK = 2, ALPHA = 3;
-const rand = seededRandom(20261205);
-const BASE = buildSafetensors(SDXL_NAMES.map((name) => ({ name, dtype: 'F16' as const, shape: [DIM, DIM], data: randomValues(DIM * DIM, rand, 0.5) })));
-const kohyaKey = (name: string) => `lora_unet_${name.replace(/\.weight$/, '').replace(/\./g, '_')}`;
-const KOHYA = buildSafetensors(SDXL_NAMES.flatMap((name): FixtureTensor[] => [
-  { name: `${kohyaKey(name)}.lora_down.weight`, dtype: 'F32', shape: [RANK, DIM], data: randomValues(RANK * DIM, rand, 0.3) },
-  { name: `${kohyaKey(name)}.lora_up.weight`, dtype: 'F32', shape: [DIM, RANK], data: randomValues(DIM * RANK, rand, 0.3) },
-  { name: `${kohyaKey(name)}.alpha`, dtype: 'F32', shape: [], data: [ALPHA] },
-]));
+const DIM = 12, RANK = PAIR_RANK, ALPHA = PAIR_ALPHA;
+const { base: BASE, kohya: KOHYA, mergedTruth } = sdxlKohyaPair(DIM, 20261205);
+const rand = seededRandom(20261207);
 // A PEFT save's weights without their adapter_config.json.
 const PEFT_WEIGHTS = buildSafetensors([
   { name: `base_model.model.${SDXL_NAMES[0].replace(/\.weight$/, '')}.lora_A.weight`, dtype: 'F32', shape: [RANK, DIM], data: randomValues(RANK * DIM, rand, 0.3) },
@@ -112,28 +105,6 @@ afterAll(async () => {
 const baseUrl = (mode: Mode) => `${origin}/${mode}/sdxl%20unet.safetensors?download=true#main`;
 const kohyaUrl = (mode: Mode) => `${origin}/${mode}/style%20lora.safetensors`;
 
-/** Each base tensor merged in float64, W + w·α/r·(B·A), rounded once to the base's F16. */
-function mergedTruth(weight: number): Map<string, Float64Array> {
-  const base = decodeSafetensors(BASE).tensors;
-  const lora = decodeSafetensors(KOHYA).tensors;
-  const truth = new Map<string, Float64Array>();
-  for (const name of SDXL_NAMES) {
-    const w = base.get(name)!.values;
-    const down = lora.get(`${kohyaKey(name)}.lora_down.weight`)!.values;
-    const up = lora.get(`${kohyaKey(name)}.lora_up.weight`)!.values;
-    const scale = weight * ALPHA / RANK;
-    const out = new Float64Array(DIM * DIM);
-    for (let o = 0; o < DIM; o++) {
-      for (let i = 0; i < DIM; i++) {
-        let s = 0;
-        for (let k = 0; k < RANK; k++) s += up[o * RANK + k] * down[k * DIM + i];
-        out[o * DIM + i] = roundForDType(w[o * DIM + i] + scale * s, 'F16');
-      }
-    }
-    truth.set(name, out);
-  }
-  return truth;
-}
 
 describe('loramerge with URL inputs', () => {
   it('merges a URL base and a URL kohya adapter exactly; an --out folder gets the URL\'s file name, decoded, without query', async () => {

@@ -19,8 +19,9 @@ import { findHfToken, hfTokenPath } from '../src/io/hf-token.js';
 import * as browser from '../src/index.js';
 import * as node from '../src/node.js';
 import { errorLines, listDir } from './helpers/cli.js';
-import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+import { decodeSafetensors, tempDirs } from './helpers/fixtures.js';
 import { SDXL_NAMES } from './helpers/page-fixtures.js';
+import { kohyaKey, sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
 
 const tokenHosts = vi.hoisted(() => [] as string[]);
 vi.mock('../src/io/hf-token-hosts.js', () => ({ HF_TOKEN_HOSTS: tokenHosts }));
@@ -35,40 +36,11 @@ const WRONG = 'hf_WrongTokenB5n1Hs6tY0cJ4aE';
 const SECRETS = [GOOD, WRONG, 'hf_FileSecretK3u8Dq2'];
 
 // A single-file diffusers UNet (F16) and a kohya LoRA on it: r = 2, α = 3 per module.
-const DIM = 8, RANK = 2, ALPHA = 3;
-const rand = seededRandom(20261206);
-const BASE = buildSafetensors(SDXL_NAMES.map((name) => ({ name, dtype: 'F16' as const, shape: [DIM, DIM], data: randomValues(DIM * DIM, rand, 0.5) })));
-const kohyaKey = (name: string) => `lora_unet_${name.replace(/\.weight$/, '').replace(/\./g, '_')}`;
-const KOHYA = buildSafetensors(SDXL_NAMES.flatMap((name): FixtureTensor[] => [
-  { name: `${kohyaKey(name)}.lora_down.weight`, dtype: 'F32', shape: [RANK, DIM], data: randomValues(RANK * DIM, rand, 0.3) },
-  { name: `${kohyaKey(name)}.lora_up.weight`, dtype: 'F32', shape: [DIM, RANK], data: randomValues(DIM * RANK, rand, 0.3) },
-  { name: `${kohyaKey(name)}.alpha`, dtype: 'F32', shape: [], data: [ALPHA] },
-]));
+const { base: BASE, kohya: KOHYA, mergedTruth } = sdxlKohyaPair(8, 20261206);
 const FILES: Record<string, Uint8Array> = { 'sdxl unet.safetensors': BASE, 'style lora.safetensors': KOHYA };
 /** The end of the adapter's header: ranges from here on are its tensor data (its α values first). */
 const KOHYA_DATA_START = 8 + Number(new DataView(KOHYA.buffer, KOHYA.byteOffset).getBigUint64(0, true));
 
-/** Each base tensor merged in float64, W + w·α/r·(B·A), rounded once to the base's F16. */
-function mergedTruth(weight: number): Map<string, Float64Array> {
-  const base = decodeSafetensors(BASE).tensors;
-  const lora = decodeSafetensors(KOHYA).tensors;
-  const truth = new Map<string, Float64Array>();
-  for (const name of SDXL_NAMES) {
-    const w = base.get(name)!.values;
-    const down = lora.get(`${kohyaKey(name)}.lora_down.weight`)!.values;
-    const up = lora.get(`${kohyaKey(name)}.lora_up.weight`)!.values;
-    const out = new Float64Array(DIM * DIM);
-    for (let o = 0; o < DIM; o++) {
-      for (let i = 0; i < DIM; i++) {
-        let s = 0;
-        for (let k = 0; k < RANK; k++) s += up[o * RANK + k] * down[k * DIM + i];
-        out[o * DIM + i] = roundForDType(w[o * DIM + i] + weight * ALPHA / RANK * s, 'F16');
-      }
-    }
-    truth.set(name, out);
-  }
-  return truth;
-}
 
 /** One request as a server saw it. */
 interface Seen {
