@@ -205,6 +205,16 @@ describe('a PEFT adapter on the Hub, by URL', () => {
     expect(seen.every((s) => s.token)).toBe(true);
   });
 
+  it('a repository URL typed with http:// or www. is read at https:// on the Hub\'s own host, so a gated one gets the token', async () => {
+    vi.stubEnv('HF_TOKEN', TOKEN);
+    for (const typed of [`http://localhost:${port}/gated/tiny-lora`, `https://www.localhost:${port}/gated/tiny-lora/tree/main`]) {
+      seen.length = 0;
+      await expectExactMerge(typed);
+      expect(seen.length).toBeGreaterThan(1);
+      expect(seen.every((s) => s.token), typed).toBe(true);
+    }
+  });
+
   it('combine --method cat of a repository URL writes a PEFT folder holding w·(α/r)·B·A', async () => {
     const dir = temp.make();
     const out = join(dir, 'cat');

@@ -160,7 +160,7 @@ interface HubAdapterFolder {
 }
 
 /**
- * The adapter folder a Hugging Face URL of a model repository names: the repository
+ * The adapter folder (https, on the Hub's host without `www.`) a Hugging Face URL of a model repository names: the repository
  * (`/ORG/NAME`, revision `main`), a `tree/REV[/SUBFOLDER…]` page, or the `resolve/` link of an
  * `adapter_model.safetensors`; undefined for any other URL (another host, a dataset or Space,
  * another file). The revision and folders are kept as typed (percent-encoded, as the Hub's own
@@ -183,7 +183,8 @@ function hubAdapterFolder(href: string): HubAdapterFolder | undefined {
   else if (kind === 'resolve' && rev !== undefined && rest.length > 0 && decodedSegment(rest[rest.length - 1], href) === PEFT_WEIGHTS) inside = [rev, ...rest.slice(0, -1)];
   else return undefined;
   for (const segment of inside) decodedSegment(segment, href);
-  return { folder: `${url.origin}/${org}/${name}/resolve/${inside.join('/')}/`, weightsLink: kind === 'resolve' };
+  // The Hub's download links are https on its own host (not www.), where the token goes.
+  return { folder: `https://${url.host.replace(/^www\./, '')}/${org}/${name}/resolve/${inside.join('/')}/`, weightsLink: kind === 'resolve' };
 }
 
 /** A URL path segment percent-decoded, as the Hub decodes it; bad percent-encoding is refused naming the URL. */
