@@ -153,7 +153,7 @@ const PEFT_CONFIG = 'adapter_config.json';
 
 /** Where a Hugging Face URL of a model repository says a PEFT adapter is. */
 interface HubAdapterFolder {
-  /** `ORIGIN/ORG/NAME/resolve/REV/[SUBFOLDER/]`: the adapter's files are read there. */
+  /** `https://HOST/ORG/NAME/resolve/REV/[SUBFOLDER/]` (HOST without `www.`): the adapter's files are read there. */
   folder: string;
   /** The URL was the weights' own download link (`…/resolve/REV/…/adapter_model.safetensors`), not a repository or `tree/` page. */
   weightsLink: boolean;
