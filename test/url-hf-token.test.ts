@@ -79,7 +79,9 @@ const outputs: string[] = [];
 function record(seen: Seen[], request: IncomingMessage): string[] {
   const url = new URL(request.url ?? '/', 'http://x');
   seen.push({ method: request.method ?? '', path: url.pathname, authorization: request.headers.authorization, range: request.headers.range });
-  return url.pathname.split('/').slice(1).map(decodeURIComponent);
+  // The mode and the file's name: the first path segment and the last.
+  const segments = url.pathname.split('/').slice(1).map(decodeURIComponent);
+  return [segments[0], segments[segments.length - 1]];
 }
 
 /**
@@ -93,7 +95,7 @@ function hubAnswer(request: IncomingMessage, response: ServerResponse): void {
   const [mode, name] = record(hubSeen, request);
   if (mode === 'open') return serveFile(name, request, response);
   if (mode === 'loop') return void response.writeHead(302, { Location: request.url }).end();
-  if (mode === 'moved') return void response.writeHead(307, { Location: `/gated/${encodeURIComponent(name)}` }).end();
+  if (mode === 'moved') return void response.writeHead(307, { Location: `/gated/repo/resolve/main/${encodeURIComponent(name)}` }).end();
   if (request.headers.authorization !== `Bearer ${GOOD}`) return void response.writeHead(401).end('Invalid credentials');
   const signed = mode.replace(/^gated/, 'signed');
   response.writeHead(302, { Location: `https://localhost:${cdnPort}/${signed}/${encodeURIComponent(name)}?Signature=cdn-own-signature` }).end();
@@ -153,7 +155,8 @@ afterEach(() => {
   vi.unstubAllEnvs();
 });
 
-const hubUrl = (mode: string, name: string, host = `localhost:${hubPort}`, scheme = 'https') => `${scheme}://${host}/${mode}/${encodeURIComponent(name)}`;
+/** A download link as the Hub's are (`/ORG/REPO/resolve/REV/FILE`), the mode as its ORG. */
+const hubUrl = (mode: string, name: string, host = `localhost:${hubPort}`, scheme = 'https') => `${scheme}://${host}/${mode}/repo/resolve/main/${encodeURIComponent(name)}`;
 const BASE_URL = () => hubUrl('gated', 'sdxl unet.safetensors');
 const ADAPTER_URL = () => hubUrl('gated', 'style lora.safetensors');
 

@@ -47,7 +47,8 @@ async function listInputs(command: string, out: string, named: [string, string][
   checkOutputPath(out);
   const urlRequests = new AbortController();
   const opened: CliInput[] = [];
-  for (const [what, text] of named) opened.push(await openCliInput(text, { what, signal: urlRequests.signal }));
+// combine's and resize's --adapter may be a Hugging Face adapter repository; extract's inputs are models.
+  for (const [what, text] of named) opened.push(await openCliInput(text, { what, adapter: what === '--adapter', signal: urlRequests.signal }));
   const files = opened.flatMap((input) => [...nodeInputFilePaths(input.files)]);
   return {
     sets: opened.map((input) => input.files),

@@ -2,7 +2,9 @@
  * Inputs as the command line names them: a path on disk, or an http:// or https:// URL of one
  * remote file, read by HTTP Range requests (url-input-files.ts), so a multi-GB base is merged
  * without being downloaded first; a Hugging Face token from the environment or `hf auth login`'s
- * file (hf-token.ts) goes with the requests to Hugging Face, and to no other host. A URL of another scheme is refused naming it (a `file://` one
+ * file (hf-token.ts) goes with the requests to Hugging Face, and to no other host. An adapter may
+ * also be a Hugging Face URL of a repository, a `tree/` page or an `adapter_model.safetensors`
+ * link, read as the PEFT folder of its `adapter_config.json` and `adapter_model.safetensors`. A URL of another scheme is refused naming it (a `file://` one
  * with the path to give instead), and so is a URL as --out: the output is written to disk.
  */
 import { stat } from 'node:fs/promises';
@@ -13,7 +15,8 @@ import { MAX_INPUT_FILES } from '../limits.js';
 import { MergeError } from '../errors.js';
 import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
 import { hfAuthFor } from '../io/hf-token.js';
-import { urlInputFileSetWithAuth } from '../io/url-input-files.js';
+import { HF_TOKEN_HOSTS } from '../io/hf-token-hosts.js';
+import { httpStatusOf, urlInputFileSetWithAuth } from '../io/url-input-files.js';
 import type { InputFileSet } from '../io/types.js';
 
 /** `scheme://…` of a scheme other than http(s), or undefined (a path, or an http(s) URL). */
@@ -67,6 +70,11 @@ export interface CliInput {
   diskPaths: readonly string[];
   /** For a single file: its name (a URL's last path segment, percent-decoded), for an --out that names a folder. */
   fileName?: string;
+  /**
+   * A Hugging Face link of an `adapter_model.safetensors` read alone: the URL of the
+   * `adapter_config.json` beside it, which the repository does not have (HTTP 404).
+   */
+  absentConfigUrl?: string;
 }
 
 /** The parts of a split GGUF (`name-00001-of-00003.gguf`) that a URL of one part names, in order. */
@@ -87,9 +95,17 @@ function ggufPartUrls(href: string): string[] | undefined {
   return parts;
 }
 
+/**
+ * Is `url` on the Hugging Face Hub: its host (with its port, where not the default) one of
+ * HF_TOKEN_HOSTS, the Hub's own hosts, or that with `www.` before it?
+ */
+function onHub(url: URL): boolean {
+  return HF_TOKEN_HOSTS.includes(url.host.replace(/^www\./, ''));
+}
+
 /** Hugging Face's web pages, which are HTML: `…/blob/<rev>/<file>` for a file, `…/tree/<rev>` for a folder. */
 function huggingFacePage(url: URL): 'blob' | 'tree' | undefined {
-  if (!/^(www\.)?(huggingface\.co|hf\.co)$/i.test(url.hostname)) return undefined;
+  if (!onHub(url)) return undefined;
   const segments = url.pathname.split('/');
   // /ORG/REPO/blob/…, or /datasets|spaces/ORG/REPO/blob/…
   const at = segments[1] === 'datasets' || segments[1] === 'spaces' ? 4 : 3;
@@ -131,6 +147,94 @@ function urlFileName(href: string, what: string): string {
   return name;
 }
 
+/** The file name of a PEFT adapter's weights, the one a Hub link may name for its folder. */
+const PEFT_WEIGHTS = 'adapter_model.safetensors';
+const PEFT_CONFIG = 'adapter_config.json';
+
+/** Where a Hugging Face URL of a model repository says a PEFT adapter is. */
+interface HubAdapterFolder {
+  /** `https://HOST/ORG/NAME/resolve/REV/[SUBFOLDER/]` (HOST without `www.`): the adapter's files are read there. */
+  folder: string;
+  /** The URL was the weights' own download link (`…/resolve/REV/…/adapter_model.safetensors`), not a repository or `tree/` page. */
+  weightsLink: boolean;
+}
+
+/**
+ * The adapter folder (https, on the Hub's host without `www.`) a Hugging Face URL of a model repository names: the repository
+ * (`/ORG/NAME`, revision `main`), a `tree/REV[/SUBFOLDER…]` page, or the `resolve/` link of an
+ * `adapter_model.safetensors`; undefined for any other URL (another host, a dataset or Space,
+ * another file). The revision and folders are kept as typed (percent-encoded, as the Hub's own
+ * links are), so a revision such as `refs%2Fpr%2F1` stays one segment; no Hub API is asked.
+ */
+function hubAdapterFolder(href: string): HubAdapterFolder | undefined {
+  let url: URL;
+  try {
+    url = new URL(href);
+  } catch {
+    return undefined;
+  }
+  if (!onHub(url)) return undefined;
+  const segments = url.pathname.split('/').filter((s) => s !== '');
+  if (segments.length < 2 || segments[0] === 'datasets' || segments[0] === 'spaces') return undefined;
+  const [org, name, kind, rev, ...rest] = segments;
+  let inside: string[];
+  if (segments.length === 2) inside = ['main'];
+  else if (kind === 'tree' && rev !== undefined) inside = [rev, ...rest];
+  else if (kind === 'resolve' && rev !== undefined && rest.length > 0 && decodedSegment(rest[rest.length - 1], href) === PEFT_WEIGHTS) inside = [rev, ...rest.slice(0, -1)];
+  else return undefined;
+  for (const segment of inside) decodedSegment(segment, href);
+  // The Hub's download links are https on its own host (not www.), where the token goes.
+  return { folder: `https://${url.host.replace(/^www\./, '')}/${org}/${name}/resolve/${inside.join('/')}/`, weightsLink: kind === 'resolve' };
+}
+
+/** A URL path segment percent-decoded, as the Hub decodes it; bad percent-encoding is refused naming the URL. */
+function decodedSegment(segment: string, href: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new MergeError('BAD_ARGUMENT', `${href}: the URL's path is not valid percent-encoding; check the URL`);
+  }
+}
+
+/** `files` with `path`'s text already read: the config fetched to find the adapter is not fetched again. */
+function withTextRead(files: InputFileSet, path: string, text: string): InputFileSet {
+  return {
+    name: files.name,
+    list: () => files.list(),
+    open: (p) => files.open(p),
+    readText: (p) => (p === path ? Promise.resolve(text) : files.readText(p)),
+  };
+}
+
+/**
+ * A PEFT adapter on the Hugging Face Hub, read as the folder of its two files at
+ * `hub.folder`: the set of `adapter_config.json` and `adapter_model.safetensors` (named by their
+ * last path segments, as in a folder), under the name the user typed. The config is fetched first,
+ * through the same requests (and token) as any URL input: where it is absent (HTTP 404), a link of
+ * the weights is read alone as before (a kohya or diffusers file of that name still merges), and a
+ * repository or `tree/` URL is refused saying what was looked for.
+ */
+async function openHubAdapter(text: string, hub: HubAdapterFolder, signal: AbortSignal | undefined): Promise<CliInput> {
+  const auth = hfAuthFor(undefined);
+  const configUrl = `${hub.folder}${PEFT_CONFIG}`;
+  const files = urlInputFileSetWithAuth([configUrl, `${hub.folder}${PEFT_WEIGHTS}`], text, { signal }, auth);
+  let config: string;
+  try {
+    config = await files.readText(PEFT_CONFIG);
+  } catch (e) {
+    if (httpStatusOf(e) !== 404) throw e;
+    if (hub.weightsLink) {
+      return {
+        text, files: urlInputFileSetWithAuth([text], text, { signal }, auth), url: true, many: false, diskPaths: [],
+        fileName: PEFT_WEIGHTS, absentConfigUrl: configUrl,
+      };
+    }
+    throw new MergeError('NOT_FOUND', `${text}: no PEFT adapter there: looked for ${PEFT_CONFIG} and ${PEFT_WEIGHTS} at ${hub.folder} (${PEFT_CONFIG}: HTTP 404); a single-file LoRA is given by its file's download link, such as ${hub.folder}FILE.safetensors`, { cause: e });
+  }
+  // Two files, as a folder on disk: `many`, and no file name of its own.
+  return { text, files: withTextRead(files, PEFT_CONFIG, config), url: true, many: true, diskPaths: [] };
+}
+
 /** How {@link openCliInput} takes an input. */
 export interface OpenInputOptions {
   /** The argument, for refusals ("--base", "inspect"). */
@@ -139,6 +243,11 @@ export interface OpenInputOptions {
   splitGguf?: boolean;
   /** Cancels the requests of a URL input, those in flight included. */
   signal?: AbortSignal;
+  /**
+   * An adapter (merge's, combine's and resize's --adapter, inspect): a Hugging Face URL of a model
+   * repository, a `tree/` page or an `adapter_model.safetensors` link is read as a PEFT adapter's folder.
+   */
+  adapter?: boolean;
 }
 
 /**
@@ -148,6 +257,11 @@ export interface OpenInputOptions {
 export async function openCliInput(text: string, options: OpenInputOptions): Promise<CliInput> {
   refuseOtherScheme(text, options.what);
   if (isHttpUrl(text)) {
+    const hub = hubAdapterFolder(text);
+    if (hub && options.adapter) return openHubAdapter(text, hub, options.signal);
+    if (hub && !hub.weightsLink) {
+      throw new MergeError('BAD_ARGUMENT', `${text}: names a Hugging Face repository or folder; ${options.what} takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its path (only an adapter is read from a repository's URL)`);
+    }
     const fileName = urlFileName(text, options.what);
     const parts = options.splitGguf ? ggufPartUrls(text) : undefined;
     // Hugging Face's token, found as huggingface_hub finds it, goes only to its hosts over https.
@@ -177,6 +291,9 @@ export function explainUrlInputError(e: unknown, inputs: readonly CliInput[]): u
   if (!(e instanceof MergeError) || e.code !== 'BAD_CONFIG' || !e.message.includes('adapter_config.json is missing')) return e;
   const input = inputs.find((i) => i.url && e.message.startsWith(`${i.files.name}:`));
   if (!input) return e;
+  if (input.absentConfigUrl !== undefined) {
+    return new MergeError('BAD_CONFIG', `${input.text}: is a PEFT adapter's weights, which need its adapter_config.json (r and lora_alpha) beside them, and the repository has none there (${input.absentConfigUrl}: HTTP 404); download the weights and their adapter_config.json into a folder and give the folder's path`, { cause: e });
+  }
   return new MergeError('BAD_CONFIG', `${input.text}: is a PEFT adapter's weights, which need its adapter_config.json (r and lora_alpha) beside them; a URL is read as one file, so download both into a folder and give the folder's path`, { cause: e });
 }
 

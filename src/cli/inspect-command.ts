@@ -15,7 +15,7 @@ const NOT_AN_ADAPTER = new Set(['UNSUPPORTED_FORMAT', 'NOT_FOUND', 'BAD_ARGUMENT
 
 export async function runInspect(cmd: InspectCommand, print: (line: string) => void = stdoutLine): Promise<number> {
   // A path, or an http(s) URL of one file; nothing to cancel here: Ctrl-C ends the process.
-  const input = await openCliInput(cmd.path, { what: 'inspect', splitGguf: true });
+  const input = await openCliInput(cmd.path, { what: 'inspect', splitGguf: true, adapter: true });
   const files = input.files;
   let adapter: ParsedAdapter | undefined;
   try {

@@ -35,7 +35,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   // One part of a split GGUF stands for the whole set, and a split input gives a split output.
   const base = await openCliInput(cmd.base, { what: '--base', splitGguf: true, signal: urlRequests.signal });
   const inputs = [base];
-  for (const a of cmd.adapters) inputs.push(await openCliInput(a.path, { what: '--adapter', signal: urlRequests.signal }));
+  for (const a of cmd.adapters) inputs.push(await openCliInput(a.path, { what: '--adapter', adapter: true, signal: urlRequests.signal }));
   const baseFiles = base.files;
   const adapters = cmd.adapters.map((a, i) => ({ files: inputs[i + 1].files, weight: a.weight }));
   // Recorded before any byte is read, compared again before the output is moved into place.

@@ -267,6 +267,18 @@ export function isRequestFailure(e: unknown): boolean {
   return typeof e === 'object' && e !== null && requestFailures.has(e);
 }
 
+/** The HTTP status of each error that refused one (a 404 …), by the error. */
+const httpStatuses = new WeakMap<object, number>();
+
+/**
+ * The HTTP status a server answered where `e` is the refusal of that answer (404 for a missing
+ * file), else undefined: a caller that may look for a file that is not there (a PEFT adapter's
+ * config beside its weights) tells "not there" from every other failure by it.
+ */
+export function httpStatusOf(e: unknown): number | undefined {
+  return typeof e === 'object' && e !== null ? httpStatuses.get(e) : undefined;
+}
+
 /**
  * One request and its whole body, at most `limit` bytes (exactly `limit` unless `upTo`), with the
  * idle timeout and the caller's signal over both; `check` refuses a response by its headers. An
@@ -315,7 +327,11 @@ async function requestBody(
       throw fail(e, 'before answering for');
     }
     try {
-      if (!response.ok && !tolerated?.(response.status)) throw new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}${httpAdvice(response.status, login, o.hfAuth)}`);
+      if (!response.ok && !tolerated?.(response.status)) {
+        const refusal = new MergeError('NOT_FOUND', `${href}: HTTP ${response.status}${response.statusText ? ` ${response.statusText}` : ''} for ${what}${httpAdvice(response.status, login, o.hfAuth)}`);
+        httpStatuses.set(refusal, response.status);
+        throw refusal;
+      }
       const refused = check(response);
       if (refused) throw new MergeError(refused.code, `${href}: ${refused.message}`);
     } catch (e) {
