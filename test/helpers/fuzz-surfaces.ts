@@ -455,6 +455,8 @@ const lycorisWorld: fc.Arbitrary<SurfaceWorld> = fc
             for (let c = 0; c < IN; c++) {
               let sq = 0;
               for (let o = 0; o < OUT; o++) sq += vals[o * IN + c] ** 2;
+              // The engine takes the norms of V in float64 and refuses a V whose squares pass it.
+              if (!Number.isFinite(sq)) return { kind: 'invalid', why: `DoRA norm of input column ${c}: V's squares past float64` };
               // LyCORIS: f = m / (‖V[:, c]‖ + eps) per input column.
               const norm = Math.sqrt(sq);
               minNorm = Math.min(minNorm, norm);
@@ -2973,6 +2975,9 @@ function mlxTruth(d: Decoded, s: number, configPath: string, weightsPath: string
     for (let o = 0; o < rows; o++) {
       let sq = 0;
       for (let i = 0; i < cols; i++) sq += v[o * cols + i] ** 2;
+      // The engine takes the norms of W + s·ΔW in float64 and refuses one whose squares pass it
+      // (mlx-lm, in f32, would write zeros or NaN there).
+      if (!Number.isFinite(sq)) return invalid(`${path}: DoRA norm of row ${o}: W + s·ΔW's squares past float64`);
       const f = mag.values[o] / Math.sqrt(sq);
       factor = Math.max(factor, Math.abs(f));
       for (let i = 0; i < cols; i++) v[o * cols + i] *= f;
