@@ -11,6 +11,7 @@
  * under test sees https URLs and sets every header; the servers see exactly what it sent.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -324,6 +325,8 @@ describe('which token is found, and bad token files', () => {
     ['not plain ASCII', (path: string) => writeFileSync(path, 'hf_FileSecretK3u8Dq2\u00e9'), /the Hugging Face token file holds characters no token has \(only visible ASCII is\)/],
     ['holding a NUL', (path: string) => writeFileSync(path, 'hf_FileSecretK3u8Dq2\0'), /the Hugging Face token file holds characters no token has/],
     ['a folder', (path: string) => mkdirSync(path), /the Hugging Face token file is not a file/],
+    // Opening a FIFO for reading waits for a writer: the file is opened without waiting.
+    ['a FIFO (named pipe)', (path: string) => execFileSync('mkfifo', [path]), /the Hugging Face token file is not a file/],
   ])('a token file %s: one line naming the file and what to do, exit 2, no request, its content never shown', async (_, make, message) => {
     const dir = temp.make();
     const path = join(dir, 'token');

@@ -8,7 +8,7 @@
  *
  * The token is never put in a message: a refusal names the variable or the file, not its content.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { badArgument, shown } from '../api-arguments.js';
@@ -55,7 +55,8 @@ export function hfTokenPath(env: Env = process.env): string {
 function readTokenFile(path: string): string | undefined {
   let fd: number;
   try {
-    fd = openSync(path, 'r');
+    // Without waiting: opening a FIFO (named pipe) for reading would wait for a writer, forever.
+    fd = openSync(path, constants.O_RDONLY | (constants.O_NONBLOCK ?? 0));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
