@@ -1,4 +1,5 @@
 /** `loramerge merge`: plan, report, merge with a progress bar; Ctrl-C cancels and cleans up. */
+import { availableParallelism } from 'node:os';
 import { cancellable } from './cancel-signals.js';
 import { stampInputFiles } from '../io/input-stamps.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
@@ -14,7 +15,6 @@ import { describePlan } from './plan-report.js';
 import { formatBytes } from '../format.js';
 import { createProgressDisplay } from './progress-bar.js';
 import { listingLine, oneLine, stderrLine, stdoutLine } from './terminal-text.js';
-import { availableParallelism } from 'node:os';
 
 /** Where the command prints: results (the dry-run plan) to `out`, messages to `err`. */
 export interface MergeOutput {
@@ -121,7 +121,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
  * such as 100 for 10 costs over a gigabyte and seconds of start-up. Said, not refused: the count is
  * the user's choice.
  */
-export function threadsWarning(threads: number | undefined, processors: number): string | undefined {
+function threadsWarning(threads: number | undefined, processors: number): string | undefined {
   if (threads === undefined || threads <= processors) return undefined;
   return `--threads ${threads} is more than the ${processors} processor${processors === 1 ? '' : 's'} here: `
     + 'the threads past them add no speed, and each takes about 14 MiB of memory';
