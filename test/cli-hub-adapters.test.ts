@@ -20,6 +20,7 @@ import { runCommandLine } from '../src/cli/run-cli.js';
 import { errorLines, listDir } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
+import { localFetch, stubTokenlessHome } from './helpers/hub-transport.js';
 
 const hubHosts = vi.hoisted(() => [] as string[]);
 vi.mock('../src/io/hf-token-hosts.js', () => ({ HF_TOKEN_HOSTS: hubHosts }));
@@ -114,15 +115,6 @@ function answer(request: IncomingMessage, response: ServerResponse): void {
   response.end(body.subarray(start, end + 1));
 }
 
-const realFetch = globalThis.fetch;
-/** Sends a URL on the server's port (https or http, localhost or 127.0.0.1) to it over plain HTTP. */
-async function localFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
-  const url = new URL(String(input));
-  if (Number(url.port) !== port) throw new TypeError(`test transport: no server at ${url.host}`);
-  const response = await realFetch(`http://127.0.0.1:${port}${url.pathname}${url.search}`, init);
-  return new Response(response.body, { status: response.status, statusText: response.statusText, headers: response.headers });
-}
-
 beforeAll(async () => {
   hub = createServer(answer);
   await new Promise<void>((resolve) => hub.listen(0, '127.0.0.1', resolve));
@@ -137,10 +129,8 @@ afterAll(async () => {
 });
 
 beforeEach(() => {
-  vi.stubGlobal('fetch', localFetch);
-  for (const name of ['HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'HF_TOKEN_PATH', 'HF_HUB_DISABLE_IMPLICIT_TOKEN', 'XDG_CACHE_HOME']) vi.stubEnv(name, undefined);
-  vi.stubEnv('HF_HOME', temp.make());
-  vi.stubEnv('HOME', temp.make());
+  vi.stubGlobal('fetch', localFetch(() => [port]));
+  stubTokenlessHome(() => temp.make());
   seen.length = 0;
 });
 

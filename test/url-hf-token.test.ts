@@ -23,6 +23,7 @@ import { errorLines, listDir } from './helpers/cli.js';
 import { decodeSafetensors, tempDirs } from './helpers/fixtures.js';
 import { SDXL_NAMES } from './helpers/page-fixtures.js';
 import { kohyaKey, sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
+import { localFetch, stubTokenlessHome } from './helpers/hub-transport.js';
 
 const tokenHosts = vi.hoisted(() => [] as string[]);
 vi.mock('../src/io/hf-token-hosts.js', () => ({ HF_TOKEN_HOSTS: tokenHosts }));
@@ -107,20 +108,6 @@ const listen = async (server: Server): Promise<number> => {
   return (server.address() as { port: number }).port;
 };
 
-const realFetch = globalThis.fetch;
-/**
- * The transport: a URL on one of the two servers' ports (https or http, localhost or 127.0.0.1)
- * goes to that server over plain HTTP, with the request's headers and redirect mode as given. The
- * response is handed back without its URL, as a fetch of one's own may give it.
- */
-async function localFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
-  const url = new URL(String(input));
-  if (Number(url.port) !== hubPort && Number(url.port) !== cdnPort) throw new TypeError(`test transport: no server at ${url.host}`);
-  const local = `http://127.0.0.1:${url.port}${url.pathname}${url.search}`;
-  const response = await realFetch(local, init);
-  return new Response(response.body, { status: response.status, statusText: response.statusText, headers: response.headers });
-}
-
 beforeAll(async () => {
   hub = createServer(hubAnswer);
   cdn = createServer((request, response) => {
@@ -141,12 +128,10 @@ afterAll(async () => {
   temp.removeAll();
 });
 
-/** A home of no token: the variables of every source cleared, HF_HOME and HOME empty folders. */
+/** A home of no token, and https:// carried to the two servers. */
 beforeEach(() => {
-  vi.stubGlobal('fetch', localFetch);
-  for (const name of ['HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'HF_TOKEN_PATH', 'HF_HUB_DISABLE_IMPLICIT_TOKEN', 'XDG_CACHE_HOME']) vi.stubEnv(name, undefined);
-  vi.stubEnv('HF_HOME', temp.make());
-  vi.stubEnv('HOME', temp.make());
+  vi.stubGlobal('fetch', localFetch(() => [hubPort, cdnPort]));
+  stubTokenlessHome(() => temp.make());
   hubSeen.length = 0;
   cdnSeen.length = 0;
 });
