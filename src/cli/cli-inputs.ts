@@ -135,12 +135,7 @@ function urlFileName(href: string, what: string): string {
   if (page === 'tree' || last === '') {
     throw new MergeError('BAD_ARGUMENT', `${href}: names a folder; ${what} takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its path`);
   }
-  let name: string;
-  try {
-    name = decodeURIComponent(last);
-  } catch {
-    throw new MergeError('BAD_ARGUMENT', `${href}: the URL's path is not valid percent-encoding; check the URL`);
-  }
+  const name = decodedSegment(last, href);
   if (name === '.' || name === '..' || /[\\/\0]/.test(name)) {
     throw new MergeError('BAD_ARGUMENT', `${href}: its last path segment, "${name}", is no file name; give the URL of one file`);
   }
