@@ -21,6 +21,7 @@ import { errorLines, listDir } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
 import { localFetch, stubTokenlessHome } from './helpers/hub-transport.js';
+import { closeServer, listenLocally } from './helpers/local-server.js';
 
 const hubHosts = vi.hoisted(() => [] as string[]);
 vi.mock('../src/io/hf-token-hosts.js', () => ({ HF_TOKEN_HOSTS: hubHosts }));
@@ -117,14 +118,12 @@ function answer(request: IncomingMessage, response: ServerResponse): void {
 
 beforeAll(async () => {
   hub = createServer(answer);
-  await new Promise<void>((resolve) => hub.listen(0, '127.0.0.1', resolve));
-  port = (hub.address() as { port: number }).port;
+  port = await listenLocally(hub);
   hubHosts.push(`localhost:${port}`);
 });
 
 afterAll(async () => {
-  hub.closeAllConnections();
-  await new Promise((resolve) => hub.close(resolve));
+  await closeServer(hub);
   temp.removeAll();
 });
 

@@ -18,6 +18,7 @@ import { readGguf, tensorValues } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, LLAMA, splitF16Llama, truthWithLora } from './helpers/gguf-models.js';
 import { SDXL_NAMES } from './helpers/page-fixtures.js';
 import { kohyaKey, PAIR_ALPHA, PAIR_RANK, sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
+import { closeServer, listenLocally } from './helpers/local-server.js';
 
 // The idle timeout (60 s) made short for the in-process run below; the built CLI keeps its own.
 vi.mock('../src/limits.js', async (importOriginal) => ({ ...(await importOriginal<typeof import('../src/limits.js')>()), URL_IDLE_TIMEOUT_MS: 400 }));
@@ -92,13 +93,11 @@ beforeAll(async () => {
     requests.set(mode, (requests.get(mode) ?? 0) + 1);
     answer(mode as Mode, decodeURIComponent(rest.join('/')), request, response);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  origin = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  origin = `http://127.0.0.1:${await listenLocally(server)}`;
 });
 
 afterAll(async () => {
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
+  await closeServer(server);
   temp.removeAll();
 });
 

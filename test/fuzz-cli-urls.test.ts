@@ -43,6 +43,7 @@ import { kohyaUpdates, relativeError } from './helpers/lora-truth.js';
 import { expectMergedFile, type TruthTerm } from './helpers/merge-truth.js';
 import { SDXL_NAMES } from './helpers/page-fixtures.js';
 import type { Dense } from './helpers/svd-reference.js';
+import { closeServer, listenLocally } from './helpers/local-server.js';
 
 // The idle timeout (60 s) made short for the in-process runs: a stalled response costs 2 s. Half a
 // second was too short on a loaded machine: a case whose server (in this process) answered late was
@@ -219,16 +220,12 @@ function route(request: IncomingMessage, response: ServerResponse): void {
 
 beforeAll(async () => {
   [server, otherServer] = [createServer(route), createServer(route)];
-  for (const s of [server, otherServer]) await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  origin = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  otherOrigin = `http://127.0.0.1:${(otherServer.address() as { port: number }).port}`;
+  origin = `http://127.0.0.1:${await listenLocally(server)}`;
+  otherOrigin = `http://127.0.0.1:${await listenLocally(otherServer)}`;
 });
 
 afterAll(async () => {
-  for (const s of [server, otherServer]) {
-    s.closeAllConnections();
-    await new Promise((resolve) => s.close(resolve));
-  }
+  for (const s of [server, otherServer]) await closeServer(s);
 });
 
 // --- a case ----------------------------------------------------------------------------------------

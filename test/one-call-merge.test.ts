@@ -14,6 +14,7 @@ import { generateSample } from '../src/sample/index.js';
 import { checkMerged, readSafetensors } from './helpers/demo-merge-check.js';
 import { tempDirs } from './helpers/fixtures.js';
 import { llamaWithPeft, sdxlWithKohya } from './helpers/page-fixtures.js';
+import { closeServer, listenLocally } from './helpers/local-server.js';
 
 const dirs = tempDirs();
 let server: Server;
@@ -35,12 +36,11 @@ beforeAll(async () => {
     response.writeHead(200, { 'Content-Length': body.byteLength });
     response.end(request.method === 'HEAD' ? undefined : body);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  origin = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  origin = `http://127.0.0.1:${await listenLocally(server)}`;
 });
 
 afterAll(async () => {
-  await new Promise((resolve) => server.close(resolve));
+  await closeServer(server);
   dirs.removeAll();
 });
 

@@ -24,6 +24,7 @@ import { decodeSafetensors, tempDirs } from './helpers/fixtures.js';
 import { SDXL_NAMES } from './helpers/page-fixtures.js';
 import { kohyaKey, sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
 import { localFetch, stubTokenlessHome } from './helpers/hub-transport.js';
+import { closeServer, listenLocally } from './helpers/local-server.js';
 
 const tokenHosts = vi.hoisted(() => [] as string[]);
 vi.mock('../src/io/hf-token-hosts.js', () => ({ HF_TOKEN_HOSTS: tokenHosts }));
@@ -103,11 +104,6 @@ function hubAnswer(request: IncomingMessage, response: ServerResponse): void {
   response.writeHead(302, { Location: `https://localhost:${cdnPort}/${signed}/${encodeURIComponent(name)}?Signature=cdn-own-signature` }).end();
 }
 
-const listen = async (server: Server): Promise<number> => {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return (server.address() as { port: number }).port;
-};
-
 beforeAll(async () => {
   hub = createServer(hubAnswer);
   cdn = createServer((request, response) => {
@@ -116,15 +112,12 @@ beforeAll(async () => {
     if (!mode.startsWith('signed') || !request.url?.includes('Signature=cdn-own-signature')) return void response.writeHead(403).end();
     serveFile(name, request, response, fault);
   });
-  [hubPort, cdnPort] = [await listen(hub), await listen(cdn)];
+  [hubPort, cdnPort] = [await listenLocally(hub), await listenLocally(cdn)];
   tokenHosts.push(`localhost:${hubPort}`);
 });
 
 afterAll(async () => {
-  for (const server of [hub, cdn]) {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  }
+  for (const server of [hub, cdn]) await closeServer(server);
   temp.removeAll();
 });
 
