@@ -60,7 +60,6 @@ afterAll(async () => {
 beforeEach(() => {
   vi.stubGlobal('fetch', localFetch(() => [mirror.port, hub.port, cdn.port]));
   stubTokenlessHome(() => temp.make());
-  vi.stubEnv('HF_ENDPOINT', undefined);
   for (const server of [mirror, hub, cdn]) server.seen.length = 0;
 });
 
