@@ -8,6 +8,7 @@ import {
 import { createBackend } from './engine/create-backend.js';
 import { blobInputFileSet, inputFileSetFromFiles, type BlobReadOptions } from './io/browser-input-files.js';
 import { createFileSystemAccessOutputTarget } from './io/fs-access-output.js';
+import { explainLoneHubWeights, openHubSource, type HubSourceUse, type OpenedHubAdapter } from './io/hub-adapters.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
 import { urlInputFileSet } from './io/url-input-files.js';
 import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pipeline/one-call-merge.js';
@@ -15,7 +16,12 @@ import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pip
 /**
  * A model or adapter as a page has it: a File or Blob (one file), a URL (one remote file, read by
  * HTTP Range requests), several Files (a picked folder: their `webkitRelativePath`s are kept) or
- * URLs (taken as one folder), or an InputFileSet for anything else.
+ * URLs (taken as one folder), or an InputFileSet for anything else. An adapter may also be a
+ * Hugging Face Hub URL of a model repository (`https://huggingface.co/ORG/NAME`), of a
+ * `tree/REV[/SUBFOLDER]` page or of an `adapter_model.safetensors` download link: it is read as
+ * the PEFT folder of `adapter_config.json` + `adapter_model.safetensors` at
+ * `…/resolve/REV/[SUBFOLDER/]` (the browser entry sends no token: public repositories only). A
+ * repository or `tree/` URL as the base is refused: the base is the URL of one file.
  */
 export type MergeSource = InputFileSet | Blob | URL | string | readonly (Blob | URL | string)[];
 
@@ -94,6 +100,11 @@ export async function openBrowserSource(
   return urlInputFileSet(list as (string | URL)[], undefined, { signal });
 }
 
+/** How a merge() source of `role` is taken where it is a Hub URL (hub-adapters.ts); `folderAdvice` says where a downloaded folder goes. */
+export function hubSourceUse(role: 'base' | 'adapter', folderAdvice: string): HubSourceUse {
+  return { what: `the ${role}`, adapter: role === 'adapter', folderAdvice };
+}
+
 /** A File (a Blob with a name), where the context has them. */
 function isFile(x: unknown): x is File {
   return typeof File !== 'undefined' && x instanceof File;
@@ -119,8 +130,18 @@ export function openBrowserDestination(out: MergeDestination): OutputTarget {
  * const { blobs } = await merge({ base: baseFile, adapters: [{ source: loraFile, weight: 0.8 }], dtype: 'f16' });
  */
 export function merge(options: MergeOptions): Promise<MergeOutcome> {
+  // Hub adapter URLs of this merge, for explaining a refusal of weights read without their config.
+  const hubAdapters: OpenedHubAdapter[] = [];
   return oneCallMerge(options, {
-    openSource: openBrowserSource,
+    async openSource(source, role, signal, readAhead) {
+      if (typeof source === 'string' || source instanceof URL) {
+        // No token here: the browser entry reads no environment and sends no login of its own.
+        const hub = await openHubSource(String(source), hubSourceUse(role, 'download the folder and give its files'), { signal }, undefined);
+        if (hub) return (hubAdapters.push(hub), hub.files);
+      }
+      return openBrowserSource(source, role, signal, readAhead);
+    },
+    explainError: (e) => explainLoneHubWeights(e, hubAdapters),
     openOutput: async (out) => openBrowserDestination(out),
     createBackend: (kind, calibrationDtype) => createBackend({ kind, calibrationDtype }),
     checkSource: (source, what) => checkBrowserSource(what, source),

@@ -6,6 +6,7 @@
 import { stat } from 'node:fs/promises';
 import { badArgument, isHttpUrl, schemeOfUrl } from './api-arguments.js';
 import { checkHfTokenOption, hfAuthFor } from './io/hf-token.js';
+import { explainLoneHubWeights, openHubSource, type OpenedHubAdapter } from './io/hub-adapters.js';
 import { urlInputFileSetWithAuth, type HfAuth } from './io/url-input-files.js';
 import { createNodeBackend } from './engine/node-backend.js';
 import { stampInputFiles, type InputStamps } from './io/input-stamps.js';
@@ -13,15 +14,16 @@ import { createNodeOutputTarget } from './io/node-output.js';
 import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from './io/node-input-files.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
 import {
-  checkBrowserDestination, checkBrowserSource, openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource,
+  checkBrowserDestination, checkBrowserSource, hubSourceUse, openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource,
 } from './merge.js';
 import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pipeline/one-call-merge.js';
 
 /** Options of the Node {@link merge}: sources and `out` may also be paths. */
 export interface NodeMergeOptions extends OneCallMergeOptions<MergeSource, MergeDestination | string> {
   /**
-   * The Hugging Face token for URL sources: sent only to https://huggingface.co and https://hf.co,
-   * never to the hosts their downloads redirect to, nor over plain http. Left out, it is found as
+   * The Hugging Face token for URL sources: sent only to https://huggingface.co and https://hf.co
+   * and to the Hub HF_ENDPOINT names (over its own scheme, as huggingface_hub sends it), never to
+   * the hosts their downloads redirect to, nor over plain http to Hugging Face. Left out, it is found as
    * huggingface_hub finds it: HF_TOKEN (or HUGGING_FACE_HUB_TOKEN), else the file HF_TOKEN_PATH,
    * else HF_HOME/token (by default ~/.cache/huggingface/token, which `hf auth login` writes), unless
    * HF_HUB_DISABLE_IMPLICIT_TOKEN is set. `false` sends none.
@@ -63,11 +65,19 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
   const stamps: InputStamps[] = [];
   // One token for the whole merge, looked for at the first request to Hugging Face.
   let hfAuth: HfAuth | undefined;
+  // Hub adapter URLs of this merge, for explaining a refusal of weights read without their config.
+  const hubAdapters: OpenedHubAdapter[] = [];
   return oneCallMerge<MergeSource, MergeDestination | string>(options, {
     moreOptions: { names: ['hfToken'], check: (o) => checkHfTokenOption('hfToken', o.hfToken) },
     openSource: async (source, role, signal, readAhead): Promise<InputFileSet> => {
       const urls = isPath(source) ? undefined : urlsOf(source);
-      if (urls) return urlInputFileSetWithAuth(urls, undefined, { signal }, hfAuth ??= hfAuthFor(options.hfToken));
+      // HF_ENDPOINT is read (and a bad one refused) with the token, at the first URL.
+      if (urls) hfAuth ??= hfAuthFor(options.hfToken);
+      if (urls && !Array.isArray(source)) {
+        const hub = await openHubSource(String(urls[0]), hubSourceUse(role, 'download the folder and give its path'), { signal }, hfAuth);
+        if (hub) return (hubAdapters.push(hub), hub.files);
+      }
+      if (urls) return urlInputFileSetWithAuth(urls, undefined, { signal }, hfAuth);
       // Paths read no windows ahead (node-input-files.ts): only Blobs and Files take `readAhead`.
       if (!isPath(source)) return openBrowserSource(source, role, signal, readAhead);
       const set = (await splitPart(source)) ? await openNodeGgufSplitSet(source) : await openNodeInputFileSet(source);
@@ -90,6 +100,7 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
       });
     },
     createBackend: (kind, calibrationDtype) => createNodeBackend(kind, { calibrationDtype }),
+    explainError: (e) => explainLoneHubWeights(e, hubAdapters),
     checkSource(source, what) {
       if (isPath(source)) return checkPath(what, source);
       // A list is a picked folder's Files or a remote folder's URLs; on disk the folder is the path.

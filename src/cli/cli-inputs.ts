@@ -2,10 +2,12 @@
  * Inputs as the command line names them: a path on disk, or an http:// or https:// URL of one
  * remote file, read by HTTP Range requests (url-input-files.ts), so a multi-GB base is merged
  * without being downloaded first; a Hugging Face token from the environment or `hf auth login`'s
- * file (hf-token.ts) goes with the requests to Hugging Face, and to no other host. An adapter may
- * also be a Hugging Face URL of a repository, a `tree/` page or an `adapter_model.safetensors`
- * link, read as the PEFT folder of its `adapter_config.json` and `adapter_model.safetensors`. A URL of another scheme is refused naming it (a `file://` one
- * with the path to give instead), and so is a URL as --out: the output is written to disk.
+ * file (hf-token.ts) goes with the requests to Hugging Face (and to the Hub HF_ENDPOINT names),
+ * and to no other host. An adapter may also be a Hub URL of a repository, a `tree/` page or an
+ * `adapter_model.safetensors` link, read as the PEFT folder of its `adapter_config.json` and
+ * `adapter_model.safetensors` (hub-adapters.ts, as the library's merge() reads it). A URL of
+ * another scheme is refused naming it (a `file://` one with the path to give instead), and so is a
+ * URL as --out: the output is written to disk.
  */
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
@@ -14,9 +16,10 @@ import { isHttpUrl, schemeOfUrl } from '../api-arguments.js';
 import { MAX_INPUT_FILES } from '../limits.js';
 import { MergeError } from '../errors.js';
 import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
+import type { HfEndpoint } from '../io/hf-endpoint.js';
 import { hfAuthFor } from '../io/hf-token.js';
-import { HF_TOKEN_HOSTS } from '../io/hf-token-hosts.js';
-import { httpStatusOf, urlInputFileSetWithAuth } from '../io/url-input-files.js';
+import { decodedSegment, explainLoneHubWeights, hubPageKind, isLoneWeightsRefusal, openHubSource, PEFT_WEIGHTS } from '../io/hub-adapters.js';
+import { urlInputFileSetWithAuth } from '../io/url-input-files.js';
 import type { InputFileSet } from '../io/types.js';
 
 /** `scheme://…` of a scheme other than http(s), or undefined (a path, or an http(s) URL). */
@@ -96,35 +99,18 @@ function ggufPartUrls(href: string): string[] | undefined {
 }
 
 /**
- * Is `url` on the Hugging Face Hub: its host (with its port, where not the default) one of
- * HF_TOKEN_HOSTS, the Hub's own hosts, or that with `www.` before it?
- */
-function onHub(url: URL): boolean {
-  return HF_TOKEN_HOSTS.includes(url.host.replace(/^www\./, ''));
-}
-
-/** Hugging Face's web pages, which are HTML: `…/blob/<rev>/<file>` for a file, `…/tree/<rev>` for a folder. */
-function huggingFacePage(url: URL): 'blob' | 'tree' | undefined {
-  if (!onHub(url)) return undefined;
-  const segments = url.pathname.split('/');
-  // /ORG/REPO/blob/…, or /datasets|spaces/ORG/REPO/blob/…
-  const at = segments[1] === 'datasets' || segments[1] === 'spaces' ? 4 : 3;
-  return segments[at] === 'blob' || segments[at] === 'tree' ? segments[at] as 'blob' | 'tree' : undefined;
-}
-
-/**
  * The file a URL names: its last path segment, percent-decoded, without query or fragment. A URL
  * of a folder (a path that ends in `/`, a Hugging Face `tree/` page) or of a Hugging Face `blob/`
  * page (HTML about the file, not the file) is refused saying which URL to give.
  */
-function urlFileName(href: string, what: string): string {
+function urlFileName(href: string, what: string, endpoint: HfEndpoint | undefined): string {
   let url: URL;
   try {
     url = new URL(href);
   } catch {
     throw new MergeError('BAD_ARGUMENT', `${href}: is not a valid URL; check it`);
   }
-  const page = huggingFacePage(url);
+  const page = hubPageKind(url, endpoint);
   if (page === 'blob') {
     const segments = url.pathname.split('/');
     segments[segments.indexOf('blob')] = 'resolve';
@@ -140,94 +126,6 @@ function urlFileName(href: string, what: string): string {
     throw new MergeError('BAD_ARGUMENT', `${href}: its last path segment, "${name}", is no file name; give the URL of one file`);
   }
   return name;
-}
-
-/** The file name of a PEFT adapter's weights, the one a Hub link may name for its folder. */
-const PEFT_WEIGHTS = 'adapter_model.safetensors';
-const PEFT_CONFIG = 'adapter_config.json';
-
-/** Where a Hugging Face URL of a model repository says a PEFT adapter is. */
-interface HubAdapterFolder {
-  /** `https://HOST/ORG/NAME/resolve/REV/[SUBFOLDER/]` (HOST without `www.`): the adapter's files are read there. */
-  folder: string;
-  /** The URL was the weights' own download link (`…/resolve/REV/…/adapter_model.safetensors`), not a repository or `tree/` page. */
-  weightsLink: boolean;
-}
-
-/**
- * The adapter folder (https, on the Hub's host without `www.`) a Hugging Face URL of a model repository names: the repository
- * (`/ORG/NAME`, revision `main`), a `tree/REV[/SUBFOLDER…]` page, or the `resolve/` link of an
- * `adapter_model.safetensors`; undefined for any other URL (another host, a dataset or Space,
- * another file). The revision and folders are kept as typed (percent-encoded, as the Hub's own
- * links are), so a revision such as `refs%2Fpr%2F1` stays one segment; no Hub API is asked.
- */
-function hubAdapterFolder(href: string): HubAdapterFolder | undefined {
-  let url: URL;
-  try {
-    url = new URL(href);
-  } catch {
-    return undefined;
-  }
-  if (!onHub(url)) return undefined;
-  const segments = url.pathname.split('/').filter((s) => s !== '');
-  if (segments.length < 2 || segments[0] === 'datasets' || segments[0] === 'spaces') return undefined;
-  const [org, name, kind, rev, ...rest] = segments;
-  let inside: string[];
-  if (segments.length === 2) inside = ['main'];
-  else if (kind === 'tree' && rev !== undefined) inside = [rev, ...rest];
-  else if (kind === 'resolve' && rev !== undefined && rest.length > 0 && decodedSegment(rest[rest.length - 1], href) === PEFT_WEIGHTS) inside = [rev, ...rest.slice(0, -1)];
-  else return undefined;
-  for (const segment of inside) decodedSegment(segment, href);
-  // The Hub's download links are https on its own host (not www.), where the token goes.
-  return { folder: `https://${url.host.replace(/^www\./, '')}/${org}/${name}/resolve/${inside.join('/')}/`, weightsLink: kind === 'resolve' };
-}
-
-/** A URL path segment percent-decoded, as the Hub decodes it; bad percent-encoding is refused naming the URL. */
-function decodedSegment(segment: string, href: string): string {
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    throw new MergeError('BAD_ARGUMENT', `${href}: the URL's path is not valid percent-encoding; check the URL`);
-  }
-}
-
-/** `files` with `path`'s text already read: the config fetched to find the adapter is not fetched again. */
-function withTextRead(files: InputFileSet, path: string, text: string): InputFileSet {
-  return {
-    name: files.name,
-    list: () => files.list(),
-    open: (p) => files.open(p),
-    readText: (p) => (p === path ? Promise.resolve(text) : files.readText(p)),
-  };
-}
-
-/**
- * A PEFT adapter on the Hugging Face Hub, read as the folder of its two files at
- * `hub.folder`: the set of `adapter_config.json` and `adapter_model.safetensors` (named by their
- * last path segments, as in a folder), under the name the user typed. The config is fetched first,
- * through the same requests (and token) as any URL input: where it is absent (HTTP 404), a link of
- * the weights is read alone as before (a kohya or diffusers file of that name still merges), and a
- * repository or `tree/` URL is refused saying what was looked for.
- */
-async function openHubAdapter(text: string, hub: HubAdapterFolder, signal: AbortSignal | undefined): Promise<CliInput> {
-  const auth = hfAuthFor(undefined);
-  const configUrl = `${hub.folder}${PEFT_CONFIG}`;
-  const files = urlInputFileSetWithAuth([configUrl, `${hub.folder}${PEFT_WEIGHTS}`], text, { signal }, auth);
-  let config: string;
-  try {
-    config = await files.readText(PEFT_CONFIG);
-  } catch (e) {
-    if (httpStatusOf(e) !== 404) throw e;
-    if (hub.weightsLink) {
-      return {
-        text, files: urlInputFileSetWithAuth([text], text, { signal }, auth), url: true, many: false, diskPaths: [],
-        fileName: PEFT_WEIGHTS, absentConfigUrl: configUrl,
-      };
-    }
-    throw new MergeError('NOT_FOUND', `${text}: no PEFT adapter there: looked for ${PEFT_CONFIG} and ${PEFT_WEIGHTS} at ${hub.folder} (${PEFT_CONFIG}: HTTP 404); a single-file LoRA is given by its file's download link, such as ${hub.folder}FILE.safetensors`, { cause: e });
-  }
-  // Two files, as a folder on disk: `many`, and no file name of its own.
-  return { text, files: withTextRead(files, PEFT_CONFIG, config), url: true, many: true, diskPaths: [] };
 }
 
 /** How {@link openCliInput} takes an input. */
@@ -252,15 +150,18 @@ export interface OpenInputOptions {
 export async function openCliInput(text: string, options: OpenInputOptions): Promise<CliInput> {
   refuseOtherScheme(text, options.what);
   if (isHttpUrl(text)) {
-    const hub = hubAdapterFolder(text);
-    if (hub && options.adapter) return openHubAdapter(text, hub, options.signal);
-    if (hub && !hub.weightsLink) {
-      throw new MergeError('BAD_ARGUMENT', `${text}: names a Hugging Face repository or folder; ${options.what} takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its path (only an adapter is read from a repository's URL)`);
+    // Hugging Face's token, found as huggingface_hub finds it, goes only to its hosts over https
+    // and to HF_ENDPOINT's (a bad HF_ENDPOINT is refused here, before any request).
+    const auth = hfAuthFor(undefined);
+    const hub = await openHubSource(text, { what: options.what, adapter: options.adapter === true }, { signal: options.signal }, auth);
+    if (hub) {
+      // A folder of two files, as on disk: `many`, and no file name of its own.
+      return hub.many ? { text, files: hub.files, url: true, many: true, diskPaths: [] }
+        : { text, files: hub.files, url: true, many: false, diskPaths: [], fileName: PEFT_WEIGHTS, absentConfigUrl: hub.absentConfigUrl };
     }
-    const fileName = urlFileName(text, options.what);
+    const fileName = urlFileName(text, options.what, auth.endpoint);
     const parts = options.splitGguf ? ggufPartUrls(text) : undefined;
-    // Hugging Face's token, found as huggingface_hub finds it, goes only to its hosts over https.
-    const files = urlInputFileSetWithAuth(parts ?? [text], text, { signal: options.signal }, hfAuthFor(undefined));
+    const files = urlInputFileSetWithAuth(parts ?? [text], text, { signal: options.signal }, auth);
     // A split GGUF gives a split output, a folder, as on disk (even of one part).
     return parts ? { text, files, url: true, many: true, diskPaths: [] } : { text, files, url: true, many: false, diskPaths: [], fileName };
   }
@@ -283,12 +184,10 @@ export async function openCliInput(text: string, options: OpenInputOptions): Pro
  * one file, it says what to do instead. Other errors are returned as they are.
  */
 export function explainUrlInputError(e: unknown, inputs: readonly CliInput[]): unknown {
-  if (!(e instanceof MergeError) || e.code !== 'BAD_CONFIG' || !e.message.includes('adapter_config.json is missing')) return e;
+  if (!isLoneWeightsRefusal(e)) return e;
   const input = inputs.find((i) => i.url && e.message.startsWith(`${i.files.name}:`));
   if (!input) return e;
-  if (input.absentConfigUrl !== undefined) {
-    return new MergeError('BAD_CONFIG', `${input.text}: is a PEFT adapter's weights, which need its adapter_config.json (r and lora_alpha) beside them, and the repository has none there (${input.absentConfigUrl}: HTTP 404); download the weights and their adapter_config.json into a folder and give the folder's path`, { cause: e });
-  }
+  if (input.absentConfigUrl !== undefined) return explainLoneHubWeights(e, [{ text: input.text, files: input.files, many: false, absentConfigUrl: input.absentConfigUrl }]);
   return new MergeError('BAD_CONFIG', `${input.text}: is a PEFT adapter's weights, which need its adapter_config.json (r and lora_alpha) beside them; a URL is read as one file, so download both into a folder and give the folder's path`, { cause: e });
 }
 

@@ -1,6 +1,6 @@
 /**
  * The Hugging Face token the Node entry points send with URL inputs (only to the hosts of
- * hf-token-hosts.ts, over https), found where huggingface_hub finds it: the HF_TOKEN variable
+ * hf-token-hosts.ts over https, and to the Hub HF_ENDPOINT names: hf-endpoint.ts), found where huggingface_hub finds it: the HF_TOKEN variable
  * (or the older HUGGING_FACE_HUB_TOKEN), else the token file `hf auth login` writes: HF_TOKEN_PATH,
  * else HF_HOME/token, else $XDG_CACHE_HOME/huggingface/token, else ~/.cache/huggingface/token.
  * HF_HUB_DISABLE_IMPLICIT_TOKEN=1 turns that off. Node only: the browser entry reads no
@@ -13,6 +13,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { badArgument, shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
+import { parseHfEndpoint } from './hf-endpoint.js';
 import type { HfAuth } from './url-input-files.js';
 
 /** A token file larger than this is no token (Hugging Face's are under 100 bytes). */
@@ -125,19 +126,22 @@ export function checkHfTokenOption(what: string, explicit: unknown): asserts exp
  * The Hugging Face login of a Node entry point: `explicit` a token to send, `false` none, or
  * undefined to find one in `env` (findHfToken), once: on the first request that would carry it,
  * so a token file is read only where a URL needs it. A refusal of what was found is thrown again
- * at each later request.
+ * at each later request. The Hub's address is HF_ENDPOINT's where it is set, read here, so a
+ * value that is no http(s) URL is refused (BAD_ARGUMENT naming it) before any request.
  */
 export function hfAuthFor(explicit: string | false | undefined, env: Env = process.env): HfAuth {
+  const endpoint = parseHfEndpoint(env.HF_ENDPOINT);
   if (explicit === false) {
-    return { token: () => undefined, noTokenAdvice: 'hfToken is false, so no token was sent: pass your Hugging Face token as hfToken, or download the file with your account and give the file instead' };
+    return { endpoint, token: () => undefined, noTokenAdvice: 'hfToken is false, so no token was sent: pass your Hugging Face token as hfToken, or download the file with your account and give the file instead' };
   }
   if (explicit !== undefined) {
     checkHfTokenOption('hfToken', explicit);
     const token = cleanToken(explicit);
-    return { token: () => token, noTokenAdvice: '' };
+    return { endpoint, token: () => token, noTokenAdvice: '' };
   }
   let found: { token: string | undefined } | { error: unknown } | undefined;
   return {
+    endpoint,
     noTokenAdvice: implicitTokenOff(env)
       ? 'HF_HUB_DISABLE_IMPLICIT_TOKEN is set, so no token was sent: unset it to send HF_TOKEN or `hf auth login`\'s token, or download the file with your account and give the file instead'
       : 'set HF_TOKEN to a token of an account that has accepted the model\'s terms, or log in with `hf auth login`; or download it with your account and give the file instead',

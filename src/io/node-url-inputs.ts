@@ -1,6 +1,7 @@
 /**
  * `urlByteSource` and `urlInputFileSet` as `loramerge/node` exports them: those of the browser
- * entry, plus the Hugging Face token (hf-token.ts), sent only to Hugging Face's hosts over https.
+ * entry, plus the Hugging Face token (hf-token.ts), sent only to Hugging Face's hosts over https
+ * and to the Hub HF_ENDPOINT names (hf-endpoint.ts).
  */
 import { checkHfTokenOption, hfAuthFor } from './hf-token.js';
 import {
@@ -11,8 +12,9 @@ import type { ByteSource, InputFileSet } from './types.js';
 /** How remote files are fetched from Node. */
 export interface NodeUrlInputOptions extends UrlInputOptions {
   /**
-   * The Hugging Face token: sent only to https://huggingface.co and https://hf.co, never to the
-   * hosts their downloads redirect to, nor over plain http. Left out, it is found as
+   * The Hugging Face token: sent only to https://huggingface.co and https://hf.co (never over
+   * plain http there) and to the origin of the Hub the HF_ENDPOINT variable names (over its own
+   * scheme, as huggingface_hub sends it), never to the hosts their downloads redirect to. Left out, it is found as
    * huggingface_hub finds it (HF_TOKEN, HUGGING_FACE_HUB_TOKEN, HF_TOKEN_PATH, HF_HOME/token,
    * ~/.cache/huggingface/token; none with HF_HUB_DISABLE_IMPLICIT_TOKEN set). `false` sends none.
    */

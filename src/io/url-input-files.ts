@@ -13,7 +13,7 @@
 import { badArgument, checkCallback, checkOptions, checkSignal, shown } from '../api-arguments.js';
 import { MergeError, throwIfAborted, type MergeErrorCode } from '../errors.js';
 import { MAX_CONFIG_BYTES, URL_IDLE_TIMEOUT_MS } from '../limits.js';
-import { HF_TOKEN_HOSTS } from './hf-token-hosts.js';
+import { hfTokenScope, type HfEndpoint } from './hf-endpoint.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import { decodeUtf8 } from './strict-utf8.js';
 import { checkReadRange } from './read-range.js';
@@ -67,6 +67,8 @@ export interface HfAuth {
   token(): string | undefined;
   /** What to do when Hugging Face wants a login and no token was sent (no token found, or turned off). */
   readonly noTokenAdvice: string;
+  /** The Hub HF_ENDPOINT names, whose origin gets the token too (hf-endpoint.ts); undefined where it is unset. */
+  readonly endpoint: HfEndpoint | undefined;
 }
 
 interface Resolved {
@@ -134,7 +136,7 @@ export async function urlByteSource(url: string | URL, options?: FetchFunction |
 
 /**
  * {@link urlByteSource} for the Node entry points: `hfAuth` is their Hugging Face token (sent only
- * where hfTokenGoesTo says), and `optionNames` the options they take.
+ * where hfTokenScope says), and `optionNames` the options they take.
  */
 export async function urlByteSourceWithAuth(
   url: string | URL, options: FetchFunction | UrlInputOptions | undefined, hfAuth: HfAuth | undefined, optionNames = URL_INPUT_OPTION_NAMES,
@@ -192,7 +194,7 @@ export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, 
 
 /**
  * {@link urlInputFileSet} for the Node entry points: `hfAuth` is their Hugging Face token (sent
- * only where hfTokenGoesTo says), and `optionNames` the options they take.
+ * only where hfTokenScope says), and `optionNames` the options they take.
  */
 export function urlInputFileSetWithAuth(
   urls: readonly (string | URL)[], name: string | undefined, options: FetchFunction | UrlInputOptions | undefined,
@@ -372,14 +374,6 @@ async function requestBody(
   }
 }
 
-/**
- * Is `url` one a Hugging Face token is sent to: https (never plain http), and a host of
- * HF_TOKEN_HOSTS exactly (the port included where it is not 443)?
- */
-export function hfTokenGoesTo(url: URL): boolean {
-  return url.protocol === 'https:' && HF_TOKEN_HOSTS.includes(url.host);
-}
-
 const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
 /** As many redirects as fetch follows by itself (the Fetch standard's limit). */
 const MAX_REDIRECTS = 20;
@@ -387,22 +381,28 @@ const MAX_REDIRECTS = 20;
 /**
  * One request, redirects followed, and who answered it (for the advice on a 401/403). Without a
  * token, fetch follows the redirects itself, as it always has. With one, each redirect is followed
- * here (`redirect: 'manual'`), so the token goes with each hop that hfTokenGoesTo names and with
- * no other: a Hugging Face download link redirects to a signed link on another host, which must
- * not get it, and how fetch itself treats an Authorization header across hosts has varied.
+ * here (`redirect: 'manual'`), so the token goes with the first hops while they stay where
+ * hfTokenScope puts the URL first asked (Hugging Face's hosts, or HF_ENDPOINT's origin), and with
+ * no hop from the first one elsewhere on: a Hugging Face download link redirects to a signed link
+ * on another host, which must not get it (huggingface_hub drops it there too), and how fetch itself
+ * treats an Authorization header across hosts has varied.
  */
 async function send(href: string, o: Resolved, init: RequestInit, signal: AbortSignal, what: string): Promise<{ response: Response; login: LoginState }> {
   // The browser entry's path is left as it was (a relative URL there is fetch's to resolve).
   const start = o.hfAuth === undefined ? undefined : safeUrl(href);
-  const token = start !== undefined && hfTokenGoesTo(start) ? o.hfAuth!.token() : undefined;
+  const endpoint = o.hfAuth?.endpoint;
+  const scope = start === undefined ? undefined : hfTokenScope(start, endpoint);
+  const token = scope !== undefined ? o.hfAuth!.token() : undefined;
   if (start === undefined || token === undefined) {
     const response = await o.fetchFn(href, { ...init, signal });
     const answered = safeUrl(response.url || href);
-    return { response, login: o.hfAuth !== undefined && answered !== undefined && hfTokenGoesTo(answered) ? 'no-token' : 'other' };
+    return { response, login: o.hfAuth !== undefined && answered !== undefined && hfTokenScope(answered, endpoint) !== undefined ? 'no-token' : 'other' };
   }
   let url = start;
+  let withToken = true;
   for (let redirects = 0; ; redirects++) {
-    const withToken = hfTokenGoesTo(url);
+    // Once a hop has left the token's place, no later one gets it, wherever it leads.
+    withToken &&= hfTokenScope(url, endpoint) === scope;
     const headers: Record<string, string> = { ...(init.headers as Record<string, string> | undefined) };
     if (withToken) headers.Authorization = `Bearer ${token}`;
     const response = await o.fetchFn(url.href, { ...init, headers, redirect: 'manual', signal });

@@ -74,6 +74,11 @@ export interface OneCallHooks<Source, Out> {
   checkSource(source: unknown, what: string): void;
   /** Throws BAD_ARGUMENT for an `out` this entry point cannot write to (undefined is fine). */
   checkOutput(out: unknown): void;
+  /**
+   * An error of the merge as the caller is to see it: where a source the entry point opened its
+   * own way explains a refusal better (a Hub link of PEFT weights whose repository has no config).
+   */
+  explainError?(e: unknown): unknown;
   /** Options this entry point takes beyond OneCallMergeOptions' (Node's `hfToken`), and their check. */
   moreOptions?: { names: readonly string[]; check(options: Readonly<Record<string, unknown>>): void };
 }
@@ -178,6 +183,6 @@ export async function oneCallMerge<Source, Out>(
     }
   } catch (e) {
     await owned?.abort().catch(() => {});
-    throw e;
+    throw hooks.explainError ? hooks.explainError(e) : e;
   }
 }

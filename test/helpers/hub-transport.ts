@@ -22,9 +22,12 @@ export function localFetch(ports: () => readonly number[]): typeof fetch {
   };
 }
 
-/** No token anywhere: every variable huggingface_hub reads cleared, HF_HOME and HOME fresh empty folders. */
+/**
+ * No token anywhere and huggingface.co the only Hub: every variable huggingface_hub reads for them
+ * cleared (HF_ENDPOINT included), HF_HOME and HOME fresh empty folders.
+ */
 export function stubTokenlessHome(makeDir: () => string): void {
-  for (const name of ['HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'HF_TOKEN_PATH', 'HF_HUB_DISABLE_IMPLICIT_TOKEN', 'XDG_CACHE_HOME']) vi.stubEnv(name, undefined);
+  for (const name of ['HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'HF_TOKEN_PATH', 'HF_HUB_DISABLE_IMPLICIT_TOKEN', 'XDG_CACHE_HOME', 'HF_ENDPOINT']) vi.stubEnv(name, undefined);
   vi.stubEnv('HF_HOME', makeDir());
   vi.stubEnv('HOME', makeDir());
 }
