@@ -6,6 +6,8 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     exclude: ['test/large/**', 'node_modules/**'],
+    // The developer's Hugging Face token and HF_ENDPOINT stay out of the tests.
+    setupFiles: ['test/setup/hub-environment.ts'],
     pool: 'forks',
     maxWorkers: 2,
     testTimeout: 120_000,
