@@ -5,7 +5,10 @@
  * writes a PEFT folder or a kohya file into `out` (or Blobs), and releases everything; a failure
  * or a cancel leaves nothing at `out`. The rules are the command line's (`loramerge combine`,
  * `resize`, `extract`). Options are checked before anything is read: a wrong type or an unknown
- * option name is a BAD_ARGUMENT MergeError naming it; a signal already aborted is ABORTED.
+ * option name is a BAD_ARGUMENT MergeError naming it; a signal already aborted is ABORTED. An
+ * adapter may be a Hugging Face Hub URL as merge() takes it (hub-adapters.ts: a repository, `tree/`
+ * page or weights link read as its PEFT folder, no token sent); a `blob/` page, and a repository or
+ * `tree/` page as extract's base or tuned model, are refused before any request.
  */
 import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './adapter-ops/combine.js';
 import { extractAdapter, openExtractModel } from './adapter-ops/extract.js';
@@ -23,9 +26,11 @@ import { writeAdapter } from './formats/adapter-writer.js';
 import type { BaseModel } from './formats/base-model.js';
 import { modelNameOrPath } from './formats/model-config.js';
 import { createBlobOutputTarget, type OutputBlob } from './io/blob-output.js';
-import type { ByteSink, OutputTarget } from './io/types.js';
+import { explainLoneHubWeights, type OpenedHubAdapter } from './io/hub-adapters.js';
+import type { ByteSink, InputFileSet, OutputTarget } from './io/types.js';
 import {
-  checkBrowserDestination, checkBrowserSource, openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource,
+  BROWSER_FOLDER_ADVICE, checkBrowserDestination, checkBrowserSource, checkHubSource, openBrowserDestination, openBrowserOrHubSource,
+  type MergeDestination, type MergeSource,
 } from './merge.js';
 import { badArgument, checkCallback, checkChoice, checkOptions, checkSignal, isFileSystemHandle, nearestName, shown } from './api-arguments.js';
 import { checkAdapterList, isWeighted, type WeightedSource } from './pipeline/one-call-merge.js';
@@ -61,7 +66,11 @@ export interface AdapterJobOptions {
 
 /** Options of {@link combineLoras}. */
 export interface CombineLorasOptions extends AdapterJobOptions {
-  /** The adapters, each a source or `{ source, weight }` (default weight 1; negative subtracts). */
+  /**
+   * The adapters, each a source or `{ source, weight }` (default weight 1; negative subtracts). A
+   * Hugging Face Hub URL of a repository, `tree/` page or `adapter_model.safetensors` link is read
+   * as its PEFT folder, as merge() reads it.
+   */
   adapters: readonly (MergeSource | WeightedSource<MergeSource>)[];
   method: CombineMethod;
   /** Rank of every output module for all methods but `cat` (default: the largest input rank). */
@@ -78,6 +87,7 @@ export interface CombineLorasOptions extends AdapterJobOptions {
 
 /** Options of {@link resizeLora}. */
 export interface ResizeLoraOptions extends AdapterJobOptions {
+  /** The adapter; a Hugging Face Hub URL of a repository, `tree/` page or weights link is read as its PEFT folder. */
   adapter: MergeSource;
   /** `{ kind: 'rank', rank }`, or one of kohya's dynamic rules `{ kind: 'sv_ratio' | 'sv_fro' | 'sv_cumulative', value }`. */
   rule: RankRule;
@@ -85,7 +95,9 @@ export interface ResizeLoraOptions extends AdapterJobOptions {
 
 /** Options of {@link extractLora}: exactly one of `rank` and `energy`. */
 export interface ExtractLoraOptions extends AdapterJobOptions {
+  /** The base model; a URL is of one file (a Hugging Face repository or `tree/` URL is refused: give one file's `resolve/` link). */
   base: MergeSource;
+  /** The fine-tuned model, as `base` is given. */
   tuned: MergeSource;
   /** Rank of every extracted module. */
   rank?: number;
@@ -121,12 +133,13 @@ export interface AdapterJobOutcome {
  */
 export async function combineLoras(options: CombineLorasOptions): Promise<AdapterJobOutcome> {
   checkJobOptions('combineLoras', options, ['adapters', 'method', 'rank', 'density', 'majoritySign', 'seed', 'clampQuantile']);
-  checkAdapterList(options.adapters, (source, what) => checkBrowserSource(what, source));
+  checkAdapterList(options.adapters, (source, what) => checkJobSource(what, source, true));
   const inputs = options.adapters.map((a) => (isWeighted(a) ? { source: a.source, weight: a.weight ?? 1 } : { source: a, weight: 1 }));
   const warnings = checkCombine(options);
   const adapters: ParsedAdapter[] = [];
+  const hubAdapters: OpenedHubAdapter[] = [];
   try {
-    for (const input of inputs) adapters.push(await openAdapter(await openBrowserSource(input.source, 'adapter')));
+    for (const [i, input] of inputs.entries()) adapters.push(await openAdapter(await openJobSource(input.source, `adapters[${i}]`, true, hubAdapters, options.signal)));
     const format = adapterFormat(adapters, options.format);
     const outcome = await run('combine', options, format, (backend, signal) => combineAdapters(
       adapters.map((adapter, i) => ({ adapter, weight: inputs[i].weight })),
@@ -137,6 +150,8 @@ export async function combineLoras(options: CombineLorasOptions): Promise<Adapte
       backend, { signal, onProgress: options.onProgress }));
     outcome.warnings.unshift(...warnings);
     return outcome;
+  } catch (e) {
+    throw explainLoneHubWeights(e, hubAdapters);
   } finally {
     await Promise.all(adapters.map((a) => a.file.source.close()));
   }
@@ -151,14 +166,19 @@ export async function combineLoras(options: CombineLorasOptions): Promise<Adapte
  */
 export async function resizeLora(options: ResizeLoraOptions): Promise<AdapterJobOutcome> {
   checkJobOptions('resizeLora', options, ['adapter', 'rule']);
-  checkBrowserSource('adapter', options.adapter);
+  checkJobSource('adapter', options.adapter, true);
   checkRule(options.rule);
-  const adapter = await openAdapter(await openBrowserSource(options.adapter, 'adapter'));
+  const hubAdapters: OpenedHubAdapter[] = [];
+  let adapter: ParsedAdapter | undefined;
   try {
-    const format = adapterFormat([adapter], options.format);
-    return await run('resize', options, format, (backend, signal) => resizeAdapter(adapter, options.rule, format, backend, { signal, onProgress: options.onProgress }));
+    adapter = await openAdapter(await openJobSource(options.adapter, 'adapter', true, hubAdapters, options.signal));
+    const opened = adapter;
+    const format = adapterFormat([opened], options.format);
+    return await run('resize', options, format, (backend, signal) => resizeAdapter(opened, options.rule, format, backend, { signal, onProgress: options.onProgress }));
+  } catch (e) {
+    throw explainLoneHubWeights(e, hubAdapters);
   } finally {
-    await adapter.file.source.close();
+    await adapter?.file.source.close();
   }
 }
 
@@ -172,17 +192,17 @@ export async function resizeLora(options: ResizeLoraOptions): Promise<AdapterJob
  */
 export async function extractLora(options: ExtractLoraOptions): Promise<AdapterJobOutcome> {
   checkJobOptions('extractLora', options, ['base', 'tuned', 'rank', 'energy', 'seed']);
-  checkBrowserSource('base', options.base);
-  checkBrowserSource('tuned', options.tuned);
+  checkJobSource('base', options.base, false);
+  checkJobSource('tuned', options.tuned, false);
   if ((options.rank === undefined) === (options.energy === undefined)) throw badArgument('extract takes exactly one of rank and energy');
   if (options.rank !== undefined) positiveInteger('rank', options.rank);
   if (options.energy !== undefined) fraction('energy', options.energy);
   if (options.seed !== undefined) seedValue(options.seed);
-  const baseFiles = await openBrowserSource(options.base, 'base');
+  const baseFiles = await openJobSource(options.base, 'base', false, [], options.signal);
   const base = await openExtractModel(baseFiles);
   let tuned: BaseModel | undefined;
   try {
-    tuned = await openExtractModel(await openBrowserSource(options.tuned, 'base'));
+    tuned = await openExtractModel(await openJobSource(options.tuned, 'tuned', false, [], options.signal));
     const t = tuned;
     const format = options.format ?? 'peft';
     const baseModelName = await modelNameOrPath(baseFiles);
@@ -192,6 +212,27 @@ export async function extractLora(options: ExtractLoraOptions): Promise<AdapterJ
     await base.close();
     await tuned?.close();
   }
+}
+
+/**
+ * A job's source checked as merge() checks one: what checkBrowserSource refuses, and, before any
+ * request, a Hugging Face page it cannot be (checkHubSource): a `blob/` page, and a repository or
+ * `tree/` page unless `adapter` (then it is the adapter's PEFT folder).
+ */
+function checkJobSource(what: string, source: unknown, adapter: boolean): void {
+  checkBrowserSource(what, source);
+  checkHubSource(source, { what, adapter, folderAdvice: BROWSER_FOLDER_ADVICE }, undefined);
+}
+
+/**
+ * Opens a job's source (`what` its argument) as merge() opens one (openBrowserOrHubSource, no
+ * token): an adapter's Hub URL as its PEFT folder, noted in `opened`; anything else as one model.
+ */
+function openJobSource(
+  source: MergeSource, what: string, adapter: boolean, opened: OpenedHubAdapter[], signal: AbortSignal | undefined,
+): Promise<InputFileSet> {
+  const use = { what, adapter, folderAdvice: BROWSER_FOLDER_ADVICE };
+  return openBrowserOrHubSource(source, adapter ? 'adapter' : 'base', use, opened, signal);
 }
 
 /** Output, backend, the operation, then the files; a failure or cancel aborts the output. */

@@ -8,7 +8,8 @@ import {
 import { createBackend } from './engine/create-backend.js';
 import { blobInputFileSet, inputFileSetFromFiles, type BlobReadOptions } from './io/browser-input-files.js';
 import { createFileSystemAccessOutputTarget } from './io/fs-access-output.js';
-import { explainLoneHubWeights, openHubSource, type HubSourceUse, type OpenedHubAdapter } from './io/hub-adapters.js';
+import type { HfEndpoint } from './io/hf-endpoint.js';
+import { checkHubSourceUrl, explainLoneHubWeights, openHubSource, type HubSourceUse, type OpenedHubAdapter } from './io/hub-adapters.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
 import { urlInputFileSet } from './io/url-input-files.js';
 import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pipeline/one-call-merge.js';
@@ -21,7 +22,8 @@ import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pip
  * `tree/REV[/SUBFOLDER]` page or of an `adapter_model.safetensors` download link: it is read as
  * the PEFT folder of `adapter_config.json` + `adapter_model.safetensors` at
  * `…/resolve/REV/[SUBFOLDER/]` (the browser entry sends no token: public repositories only). A
- * repository or `tree/` URL as the base is refused: the base is the URL of one file.
+ * repository or `tree/` URL as the base is refused: the base is the URL of one file; so is a
+ * Hugging Face `blob/` page (HTML about a file) anywhere, naming the file's `resolve/` link.
  */
 export type MergeSource = InputFileSet | Blob | URL | string | readonly (Blob | URL | string)[];
 
@@ -105,6 +107,40 @@ export function hubSourceUse(role: 'base' | 'adapter', folderAdvice: string): Hu
   return { what: `the ${role}`, adapter: role === 'adapter', folderAdvice };
 }
 
+/** Where the browser entry's refusals of a Hub folder send a downloaded one: a page gives Files. */
+export const BROWSER_FOLDER_ADVICE = 'download the folder and give its files';
+
+/**
+ * Refuses, before any request, a Hugging Face URL that cannot be `source` (checkHubSourceUrl): a
+ * `blob/` page, and a repository or `tree/` page where one file is read. `use.adapter` says whether
+ * `source` is an adapter (then a repository or `tree/` page is its PEFT folder); each URL of a list
+ * is one file of a folder. `endpoint` is HF_ENDPOINT's Hub where a Node entry reads it.
+ */
+export function checkHubSource(source: unknown, use: HubSourceUse, endpoint: HfEndpoint | undefined): void {
+  if (typeof source === 'string' || source instanceof URL) return checkHubSourceUrl(String(source), use, endpoint);
+  if (!Array.isArray(source)) return;
+  source.forEach((x: unknown, i) => {
+    if (typeof x === 'string' || x instanceof URL) checkHubSourceUrl(String(x), { ...use, what: `${use.what}[${i}]`, adapter: false }, endpoint);
+  });
+}
+
+/**
+ * Opens a browser-side source as {@link openBrowserSource} does, a Hub URL as `use` takes it
+ * (hub-adapters.ts, no token): an adapter's repository, `tree/` page or weights link as its PEFT
+ * folder, noted in `opened` (for explainLoneHubWeights); a refusal of one as a file, before any request.
+ */
+export async function openBrowserOrHubSource(
+  source: MergeSource, role: 'base' | 'adapter', use: HubSourceUse, opened: OpenedHubAdapter[],
+  signal?: AbortSignal, readAhead?: BlobReadOptions['readAhead'],
+): Promise<InputFileSet> {
+  if (typeof source === 'string' || source instanceof URL) {
+    // No token here: the browser entry reads no environment and sends no login of its own.
+    const hub = await openHubSource(String(source), use, { signal }, undefined);
+    if (hub) return (opened.push(hub), hub.files);
+  }
+  return openBrowserSource(source, role, signal, readAhead);
+}
+
 /** A File (a Blob with a name), where the context has them. */
 function isFile(x: unknown): x is File {
   return typeof File !== 'undefined' && x instanceof File;
@@ -133,18 +169,14 @@ export function merge(options: MergeOptions): Promise<MergeOutcome> {
   // Hub adapter URLs of this merge, for explaining a refusal of weights read without their config.
   const hubAdapters: OpenedHubAdapter[] = [];
   return oneCallMerge(options, {
-    async openSource(source, role, signal, readAhead) {
-      if (typeof source === 'string' || source instanceof URL) {
-        // No token here: the browser entry reads no environment and sends no login of its own.
-        const hub = await openHubSource(String(source), hubSourceUse(role, 'download the folder and give its files'), { signal }, undefined);
-        if (hub) return (hubAdapters.push(hub), hub.files);
-      }
-      return openBrowserSource(source, role, signal, readAhead);
-    },
+    openSource: (source, role, signal, readAhead) => openBrowserOrHubSource(source, role, hubSourceUse(role, BROWSER_FOLDER_ADVICE), hubAdapters, signal, readAhead),
     explainError: (e) => explainLoneHubWeights(e, hubAdapters),
     openOutput: async (out) => openBrowserDestination(out),
     createBackend: (kind, calibrationDtype) => createBackend({ kind, calibrationDtype }),
-    checkSource: (source, what) => checkBrowserSource(what, source),
+    checkSource(source, what, role) {
+      checkBrowserSource(what, source);
+      checkHubSource(source, { what, adapter: role === 'adapter', folderAdvice: BROWSER_FOLDER_ADVICE }, undefined);
+    },
     checkOutput: (out) => checkBrowserDestination(out),
   });
 }

@@ -14,7 +14,7 @@ import { createNodeOutputTarget } from './io/node-output.js';
 import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from './io/node-input-files.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
 import {
-  checkBrowserDestination, checkBrowserSource, hubSourceUse, openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource,
+  checkBrowserDestination, checkBrowserSource, checkHubSource, hubSourceUse, openBrowserDestination, openBrowserSource, type MergeDestination, type MergeSource,
 } from './merge.js';
 import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pipeline/one-call-merge.js';
 
@@ -30,6 +30,9 @@ export interface NodeMergeOptions extends OneCallMergeOptions<MergeSource, Merge
    */
   hfToken?: string | false;
 }
+
+/** Where the Node entry's refusals of a Hub folder send a downloaded one. */
+const NODE_FOLDER_ADVICE = 'download the folder and give its path';
 
 const isPath = (x: unknown): x is string => typeof x === 'string' && !isHttpUrl(x);
 
@@ -63,7 +66,8 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
   // Each path's files, stamped before a byte is read and checked before the output is moved into
   // place: a file rewritten meanwhile would give an output that matches neither version.
   const stamps: InputStamps[] = [];
-  // One token for the whole merge, looked for at the first request to Hugging Face.
+  // One token for the whole merge (HF_ENDPOINT read with it as the sources are checked), looked
+  // for at the first request to Hugging Face.
   let hfAuth: HfAuth | undefined;
   // Hub adapter URLs of this merge, for explaining a refusal of weights read without their config.
   const hubAdapters: OpenedHubAdapter[] = [];
@@ -71,10 +75,10 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
     moreOptions: { names: ['hfToken'], check: (o) => checkHfTokenOption('hfToken', o.hfToken) },
     openSource: async (source, role, signal, readAhead): Promise<InputFileSet> => {
       const urls = isPath(source) ? undefined : urlsOf(source);
-      // HF_ENDPOINT is read (and a bad one refused) with the token, at the first URL.
+      // Read as the sources were checked (checkSource); HF_ENDPOINT with it.
       if (urls) hfAuth ??= hfAuthFor(options.hfToken);
       if (urls && !Array.isArray(source)) {
-        const hub = await openHubSource(String(urls[0]), hubSourceUse(role, 'download the folder and give its path'), { signal }, hfAuth);
+        const hub = await openHubSource(String(urls[0]), hubSourceUse(role, NODE_FOLDER_ADVICE), { signal }, hfAuth);
         if (hub) return (hubAdapters.push(hub), hub.files);
       }
       if (urls) return urlInputFileSetWithAuth(urls, undefined, { signal }, hfAuth);
@@ -101,7 +105,7 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
     },
     createBackend: (kind, calibrationDtype) => createNodeBackend(kind, { calibrationDtype }),
     explainError: (e) => explainLoneHubWeights(e, hubAdapters),
-    checkSource(source, what) {
+    checkSource(source, what, role) {
       if (isPath(source)) return checkPath(what, source);
       // A list is a picked folder's Files or a remote folder's URLs; on disk the folder is the path.
       const path = Array.isArray(source) ? source.findIndex(isPath) : -1;
@@ -109,6 +113,11 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
         throw badArgument(`${what}[${path}] is a path in a list; give the path of the folder that holds the files, or of the one file, as one string`);
       }
       checkBrowserSource(what, source);
+      // HF_ENDPOINT (a bad one refused here) says which URLs are the Hub's, for its pages too.
+      if (urlsOf(source as MergeSource)) {
+        hfAuth ??= hfAuthFor(options.hfToken);
+        checkHubSource(source, { what, adapter: role === 'adapter', folderAdvice: NODE_FOLDER_ADVICE }, hfAuth.endpoint);
+      }
     },
     checkOutput(out) {
       if (typeof out !== 'string') return checkBrowserDestination(out, true);

@@ -16,9 +16,8 @@ import { isHttpUrl, schemeOfUrl } from '../api-arguments.js';
 import { MAX_INPUT_FILES } from '../limits.js';
 import { MergeError } from '../errors.js';
 import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
-import type { HfEndpoint } from '../io/hf-endpoint.js';
 import { hfAuthFor } from '../io/hf-token.js';
-import { decodedSegment, explainLoneHubWeights, hubPageKind, isLoneWeightsRefusal, openHubSource, PEFT_WEIGHTS } from '../io/hub-adapters.js';
+import { decodedSegment, explainLoneHubWeights, folderUrlRefusal, isLoneWeightsRefusal, openHubSource, PEFT_WEIGHTS } from '../io/hub-adapters.js';
 import { urlInputFileSetWithAuth } from '../io/url-input-files.js';
 import type { InputFileSet } from '../io/types.js';
 
@@ -100,27 +99,18 @@ function ggufPartUrls(href: string): string[] | undefined {
 
 /**
  * The file a URL names: its last path segment, percent-decoded, without query or fragment. A URL
- * of a folder (a path that ends in `/`, a Hugging Face `tree/` page) or of a Hugging Face `blob/`
- * page (HTML about the file, not the file) is refused saying which URL to give.
+ * of a folder (a path that ends in `/`) is refused saying which URL to give; a Hugging Face page
+ * (`blob/`, `tree/`) was refused before, by openHubSource.
  */
-function urlFileName(href: string, what: string, endpoint: HfEndpoint | undefined): string {
+function urlFileName(href: string, what: string): string {
   let url: URL;
   try {
     url = new URL(href);
   } catch {
     throw new MergeError('BAD_ARGUMENT', `${href}: is not a valid URL; check it`);
   }
-  const page = hubPageKind(url, endpoint);
-  if (page === 'blob') {
-    const segments = url.pathname.split('/');
-    segments[segments.indexOf('blob')] = 'resolve';
-    url.pathname = segments.join('/');
-    throw new MergeError('BAD_ARGUMENT', `${href}: is Hugging Face's web page about the file, not the file; give its download link ${url.href}`);
-  }
   const last = url.pathname.split('/').pop() ?? '';
-  if (page === 'tree' || last === '') {
-    throw new MergeError('BAD_ARGUMENT', `${href}: names a folder; ${what} takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its path`);
-  }
+  if (last === '') throw folderUrlRefusal(href, what);
   const name = decodedSegment(last, href);
   if (name === '.' || name === '..' || /[\\/\0]/.test(name)) {
     throw new MergeError('BAD_ARGUMENT', `${href}: its last path segment, "${name}", is no file name; give the URL of one file`);
@@ -159,7 +149,7 @@ export async function openCliInput(text: string, options: OpenInputOptions): Pro
       return hub.many ? { text, files: hub.files, url: true, many: true, diskPaths: [] }
         : { text, files: hub.files, url: true, many: false, diskPaths: [], fileName: PEFT_WEIGHTS, absentConfigUrl: hub.absentConfigUrl };
     }
-    const fileName = urlFileName(text, options.what, auth.endpoint);
+    const fileName = urlFileName(text, options.what);
     const parts = options.splitGguf ? ggufPartUrls(text) : undefined;
     const files = urlInputFileSetWithAuth(parts ?? [text], text, { signal: options.signal }, auth);
     // A split GGUF gives a split output, a folder, as on disk (even of one part).

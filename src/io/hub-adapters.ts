@@ -1,10 +1,13 @@
 /**
- * PEFT adapters named by a Hugging Face Hub URL, as the command line and both `merge()` entries
- * take them: a model repository (`https://huggingface.co/ORG/NAME`), a `tree/REV[/SUBFOLDER…]`
- * page, or the `resolve/` link of an `adapter_model.safetensors`, each read as the PEFT folder of
- * `adapter_config.json` + `adapter_model.safetensors` at `resolve/REV/[SUBFOLDER/]`. The Hub is
+ * PEFT adapters named by a Hugging Face Hub URL, as the command line, both `merge()` entries and
+ * the adapter jobs (`combineLoras`, `resizeLora`) take them: a model repository
+ * (`https://huggingface.co/ORG/NAME`), a `tree/REV[/SUBFOLDER…]` page, or the `resolve/` link of an
+ * `adapter_model.safetensors`, each read as the PEFT folder of `adapter_config.json` +
+ * `adapter_model.safetensors` at `resolve/REV/[SUBFOLDER/]`. The Hub is
  * huggingface.co and hf.co (HF_TOKEN_HOSTS), and the Hub at HF_ENDPOINT where a Node entry passes
  * it (hf-endpoint.ts). No Hub API is asked: the two files are fetched by their download links.
+ * A Hub URL that cannot be the source it is given as (a `blob/` page; a repository or `tree/` page
+ * where one file is read) is refused here for all of them, before any request (checkHubSourceUrl).
  *
  * Platform-neutral: the Node entries pass their HfAuth (token and endpoint), the browser entry none.
  */
@@ -41,18 +44,34 @@ function hubPathOf(url: URL, endpoint: HfEndpoint | undefined): HubPath | undefi
   return { root: `${endpoint.origin}${path}`, segments: url.pathname.slice(path.length).split('/').slice(1) };
 }
 
+/** A Hub web page a URL names: its kind, and the index of that segment in `url.pathname.split('/')`. */
+interface HubPage {
+  kind: 'blob' | 'tree';
+  index: number;
+}
+
 /**
  * A Hub web page, which is HTML: `…/blob/<rev>/<file>` about a file, `…/tree/<rev>` of a folder
  * (of a model, dataset or Space repository); undefined for any other URL. A URL that names a file
  * refuses the first (its download link is `resolve/`) and the second.
  */
-export function hubPageKind(url: URL, endpoint: HfEndpoint | undefined): 'blob' | 'tree' | undefined {
+function hubPageOf(url: URL, endpoint: HfEndpoint | undefined): HubPage | undefined {
   const hub = hubPathOf(url, endpoint);
   if (hub === undefined) return undefined;
   // ORG/REPO/blob/…, or datasets|spaces/ORG/REPO/blob/…
   const at = hub.segments[0] === 'datasets' || hub.segments[0] === 'spaces' ? 3 : 2;
   const kind = hub.segments[at];
-  return kind === 'blob' || kind === 'tree' ? kind : undefined;
+  if (kind !== 'blob' && kind !== 'tree') return undefined;
+  // The Hub's segments end the path; before them, '' and HF_ENDPOINT's own path segments.
+  return { kind, index: url.pathname.split('/').length - hub.segments.length + at };
+}
+
+/**
+ * The refusal of a URL that names a folder where `what` takes one file: say so, and what to give
+ * (one file's URL, or the folder downloaded: `folderAdvice`, by default its path).
+ */
+export function folderUrlRefusal(href: string, what: string, folderAdvice = 'download the folder and give its path'): MergeError {
+  return new MergeError('BAD_ARGUMENT', `${href}: names a folder; ${what} takes the URL of one file (such as …/resolve/main/model.safetensors), or ${folderAdvice}`);
 }
 
 /** A URL path segment percent-decoded, as the Hub decodes it; bad percent-encoding is refused naming the URL. */
@@ -160,19 +179,48 @@ export interface HubSourceUse {
 }
 
 /**
+ * Refuses, before any request, a Hub URL given as a source that it cannot be: a `blob/` page (HTML
+ * about a file, not the file) with its `resolve/` download link; where one file is taken (not an
+ * adapter), a model repository or its `tree/` page, saying to give the URL of one file; and a
+ * `tree/` page of anything else (a dataset's, a Space's) where an adapter is not read from it. Each
+ * is a BAD_ARGUMENT naming the URL; any other URL passes (bad percent-encoding in a Hub adapter URL
+ * is refused too, as hubAdapterFolder refuses it).
+ */
+export function checkHubSourceUrl(text: string, use: HubSourceUse, endpoint: HfEndpoint | undefined): void {
+  const hub = hubAdapterFolder(text, endpoint);
+  if (hub !== undefined) {
+    if (use.adapter || hub.weightsLink) return;
+    throw new MergeError('BAD_ARGUMENT', `${text}: names a Hugging Face repository or folder; ${use.what} takes the URL of one file (such as …/resolve/main/model.safetensors), or ${use.folderAdvice ?? 'download the folder and give its path'} (only an adapter is read from a repository's URL)`);
+  }
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return;
+  }
+  const page = hubPageOf(url, endpoint);
+  if (page?.kind === 'blob') {
+    const segments = url.pathname.split('/');
+    segments[page.index] = 'resolve';
+    url.pathname = segments.join('/');
+    throw new MergeError('BAD_ARGUMENT', `${text}: is Hugging Face's web page about the file, not the file; give its download link ${url.href}`);
+  }
+  if (page?.kind === 'tree') throw folderUrlRefusal(text, use.what, use.folderAdvice);
+}
+
+/**
  * A URL as a source, where it is a Hub adapter URL (hubAdapterFolder): as an adapter, opened by
- * {@link openHubAdapter}; as anything else, a repository or `tree/` page is a BAD_ARGUMENT saying
- * to give the URL of one file, before any request. Undefined where the URL is to be read as one
- * file as before (no Hub adapter URL; a weights link that is not an adapter).
+ * {@link openHubAdapter}. A URL it cannot be ({@link checkHubSourceUrl}: a `blob/` page, a
+ * repository or `tree/` page given where one file is taken) is a BAD_ARGUMENT, before any request.
+ * Undefined where the URL is to be read as one file as before (no Hub adapter URL; a weights link
+ * that is not an adapter).
  */
 export async function openHubSource(
   text: string, use: HubSourceUse, options: UrlInputOptions, auth: HfAuth | undefined,
 ): Promise<OpenedHubAdapter | undefined> {
+  checkHubSourceUrl(text, use, auth?.endpoint);
   const hub = hubAdapterFolder(text, auth?.endpoint);
-  if (hub === undefined) return undefined;
-  if (use.adapter) return openHubAdapter(text, hub, options, auth);
-  if (hub.weightsLink) return undefined;
-  throw new MergeError('BAD_ARGUMENT', `${text}: names a Hugging Face repository or folder; ${use.what} takes the URL of one file (such as …/resolve/main/model.safetensors), or ${use.folderAdvice ?? 'download the folder and give its path'} (only an adapter is read from a repository's URL)`);
+  return hub !== undefined && use.adapter ? openHubAdapter(text, hub, options, auth) : undefined;
 }
 
 /**

@@ -70,8 +70,11 @@ export interface OneCallHooks<Source, Out> {
   openSource(source: Source, role: 'base' | 'adapter', signal?: AbortSignal, readAhead?: () => boolean): Promise<InputFileSet>;
   openOutput(out: Out, prepared: PreparedMerge, sources: { base: Source; adapters: Source[] }): Promise<OutputTarget>;
   createBackend(kind: BackendChoice, calibrationDtype: FloatDType | undefined): Promise<MergeBackend>;
-  /** Throws BAD_ARGUMENT, naming `what` (`the base`, `adapters[1]`), for a source this entry point cannot open. */
-  checkSource(source: unknown, what: string): void;
+  /**
+   * Throws BAD_ARGUMENT, naming `what` (`the base`, `adapters[1]`), for a source this entry point
+   * cannot open as `role` (a Hugging Face page where a file is read), before any is opened.
+   */
+  checkSource(source: unknown, what: string, role: 'base' | 'adapter'): void;
   /** Throws BAD_ARGUMENT for an `out` this entry point cannot write to (undefined is fine). */
   checkOutput(out: unknown): void;
   /**
@@ -122,9 +125,9 @@ function checkOneCallOptions<Source, Out>(options: OneCallMergeOptions<Source, O
   checkOptions('merge() options', options, [...OPTION_NAMES, ...(hooks.moreOptions?.names ?? [])], OPTION_HINTS);
   hooks.moreOptions?.check(options as unknown as Readonly<Record<string, unknown>>);
   if (options.base === undefined || options.base === null) throw badArgument(`base is ${shown(options.base)}; give the base model`);
-  hooks.checkSource(options.base, 'the base');
+  hooks.checkSource(options.base, 'the base', 'base');
   checkAdapterList(options.adapters, (source, what) => {
-    hooks.checkSource(source, what);
+    hooks.checkSource(source, what, 'adapter');
     if (source === options.base) throw badArgument(`${what} is the base itself; give the adapter's files (a base given as an adapter merges nothing)`);
   });
   checkDtypeName('dtype', options.dtype);
