@@ -169,6 +169,12 @@ export interface ExpectedMerge {
    * warning (README, "Every value written is checked"), so its non-finite values are no refusal.
    */
   copiedNonFinite?: boolean;
+  /**
+   * Per element, a further tolerance where the engine takes the update in f32 as its tool forms it
+   * (FourierFT's ΔW, README) and the update's float64 value lies at an f32 rounding tie: float64
+   * sums in another order (the engine's DFT, this truth's) may round it to either neighbour.
+   */
+  slack?: Float64Array;
 }
 
 /**
@@ -222,6 +228,26 @@ export type Truth =
 // --- plain float64 math --------------------------------------------------------------------------
 
 const maxAbs = (v: ArrayLike<number>) => Array.from(v).reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+
+/**
+ * For an update handed to the engine in f32 (FourierFT's ΔW): |scale|·one f32 ulp of ΔW where its
+ * float64 value lies within float64 noise (2^-30 of the largest |ΔW|, far above a DFT's error, far
+ * below an f32 ulp of most values) of a midpoint between two f32 values, else 0. There the exact ΔW
+ * may be a tie (the fuzz draws values that make ties), and float64 sums in different orders round
+ * it to either neighbour (seed 20261216, case 16148: an exact tie, the engine's Bluestein DFT on
+ * one side, this truth on the other).
+ */
+function f32TieSlack(delta: Float64Array, scale: number): Float64Array {
+  const noise = 2 ** -30 * maxAbs(delta);
+  return delta.map((x) => {
+    const f = Math.fround(x);
+    if (!Number.isFinite(f) || x === 0) return 0;
+    const e = Math.floor(Math.log2(Math.abs(f)));
+    const ulp = 2 ** (Math.max(e, -126) - 23);
+    const midpoint = f + Math.sign(x - f || 1) * ulp / 2;
+    return Math.abs(x - midpoint) <= noise || Math.abs(x - (f - Math.sign(x - f || 1) * ulp / 2)) <= noise ? Math.abs(scale) * ulp : 0;
+  });
+}
 
 function added(w: Float64Array, delta: Float64Array, scale: number): ExpectedMerge {
   return { values: w.map((x, i) => x + scale * delta[i]), magnitude: maxAbs(w) + Math.abs(scale) * maxAbs(delta) };
@@ -3435,10 +3461,14 @@ const spectrumWorld: fc.Arbitrary<SurfaceWorld> = fc
         if (idwt) return { kind: 'unknown', why: 'WaveFT with use_idwt: values checked against torch in peft-waveft-idwt.test.ts' };
         const rows = prefix.slice(0, nf).map((e) => Math.floor(e / layer.in)), cols = prefix.slice(0, nf).map((e) => e % layer.in);
         // ΔW before the scale, handed to the engine in f32 (README, FourierFT row): WaveFT's coefficients as they are.
-        const unit = method === 'FOURIERFT'
-          ? deltaTruth({ name: '', out: layer.out, in: layer.in, n_frequency: nf, random_loc_seed: sd, scaling: 1, spectrum: Array.from(c.values), rows, cols }).map(Math.fround)
-          : (() => { const dense = new Float64Array(cells); rows.forEach((row, k) => (dense[row * layer.in + cols[k]] = c.values[k])); return dense; })();
-        return { kind: 'expected', merged: new Map([[`${folder}/${Q}.weight`, added(w.values, unit, s * sc)]]) };
+        if (method !== 'FOURIERFT') {
+          const dense = new Float64Array(cells);
+          rows.forEach((row, k) => (dense[row * layer.in + cols[k]] = c.values[k]));
+          return { kind: 'expected', merged: new Map([[`${folder}/${Q}.weight`, added(w.values, dense, s * sc)]]) };
+        }
+        const unit64 = deltaTruth({ name: '', out: layer.out, in: layer.in, n_frequency: nf, random_loc_seed: sd, scaling: 1, spectrum: Array.from(c.values), rows, cols });
+        const merge = added(w.values, unit64.map(Math.fround), s * sc);
+        return { kind: 'expected', merged: new Map([[`${folder}/${Q}.weight`, { ...merge, slack: f32TieSlack(unit64, s * sc) }]]) };
       },
     };
   });
