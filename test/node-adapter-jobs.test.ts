@@ -203,6 +203,20 @@ describe('loramerge/node jobs refuse an out path as the command line does, chang
     expect(snapshot(dir)).toEqual(before);
     expect(readdirSync(dir).sort()).toEqual(['one', 'two.safetensors']);
   });
+  it('an input file rewritten while the job reads it (INPUT_CHANGED) leaves nothing at out', async () => {
+    const dir = adaptersDir();
+    const input = join(dir, 'two.safetensors');
+    let rewritten = false;
+    const e = await refusal(resizeLora({
+      adapter: input, rule: { kind: 'rank', rank: 1 }, out: join(dir, 'resized.safetensors'), backend: 'cpu',
+      onProgress: () => {
+        if (!rewritten) writeFileSync(input, Buffer.concat([KOHYA_BYTES, Buffer.from(' ')]));
+        rewritten = true;
+      },
+    }));
+    expect([e.code, e.message]).toEqual(['INPUT_CHANGED', `${input} changed size from ${KOHYA_BYTES.byteLength} to ${KOHYA_BYTES.byteLength + 1} bytes while the resize read it; nothing was written; run the resize again once it stays unchanged`]);
+    expect(readdirSync(dir).sort()).toEqual(['one', 'two.safetensors']);
+  });
 });
 
 describe('loramerge/node jobs read Hub URLs with the Hugging Face token', () => {
