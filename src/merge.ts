@@ -48,7 +48,7 @@ function checkUrl(what: string, url: string | URL): void {
   }
   // Without a location (Node) a relative URL is most likely a path: say where paths go.
   if (scheme === undefined && (globalThis as { location?: unknown }).location === undefined) {
-    throw badArgument(`${what} ("${text.slice(0, 80)}") is not a URL; a path is given to merge() from loramerge/node, or opened with openNodeInputFileSet`);
+    throw badArgument(`${what} ("${text.slice(0, 80)}") is not a URL; a path is given to merge() from loramerge/node (and to its combineLoras, resizeLora and extractLora), or opened with openNodeInputFileSet`);
   }
 }
 

@@ -2,7 +2,8 @@
  * The package as an embedder gets it: `npm pack`, installed from the tarball into a fresh project
  * (its registry dependencies from npm's cache; `webgpu` left out, as browser-only users may), then
  * (1) a strict TypeScript Node script under a plain Node tsconfig that merges with the one-call
- * API from paths and from Blobs, and (2) a Web Worker bundled by Vite that merges Files on the CPU
+ * API from paths and from Blobs, and resizes an adapter from a path into a folder path (the Node
+ * entry's own job and types), and (2) a Web Worker bundled by Vite that merges Files on the CPU
  * backend's worker threads in Chromium. Outputs are checked against float64 truth computed here.
  */
 import { execFileSync } from 'node:child_process';
@@ -69,6 +70,7 @@ describe('the packed package in a fresh project', () => {
     expect(report.lastPhase).toBe('done');
     expect(report.blobPath).toBe('model.safetensors');
     expect(report.cancelled).toBe('ABORTED');
+    expect(report.resized).toEqual({ format: 'peft', ranks: [1], files: ['adapter_config.json', 'adapter_model.safetensors'] });
     expect(readdirSync(work)).not.toContain('cancelled');
     const sample = await generateSample(report.options);
     const base = readSafetensors(sample.base['model.safetensors']);

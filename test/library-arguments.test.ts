@@ -309,7 +309,13 @@ const stepMistakes: Mistake[] = [
   { name: 'extractLora: signal a plain object', run: () => node.extractLora({ base: baseSet(), tuned: baseSet(), rank: 1, signal: {} as never }), message: /^signal must be an AbortSignal/ },
   { name: 'extractLora: signal already aborted', run: () => node.extractLora({ base: baseSet(), tuned: baseSet(), rank: 1, signal: aborted }), code: 'ABORTED', message: /^extract cancelled$/ },
   { name: 'combineLoras: a PEFT folder into a picked file', run: () => node.combineLoras({ adapters: [adapterSet()], method: 'cat', out: { kind: 'file', name: 'lora.safetensors', createWritable: async () => { throw new Error('not reached'); } } as never }), message: /^a PEFT adapter is a folder \(adapter_config\.json \+ adapter_model\.safetensors\): give a folder, or ask for the kohya format$/ },
-  { name: 'extractLora: out a File', run: () => node.extractLora({ base: baseSet(), tuned: baseSet(), rank: 1, out: new File([], 'x') as never }), message: /^out must be a File System Access handle .*not a File/ },
+  { name: 'extractLora: out a File', run: () => node.extractLora({ base: baseSet(), tuned: baseSet(), rank: 1, out: new File([], 'x') as never }), message: /^out must be a path, a File System Access handle .*not a File/ },
+  { name: 'browser extractLora: out a path', run: () => browser.extractLora({ base: baseSet(), tuned: baseSet(), rank: 1, out: 'lora/' as never }), message: /^out must be a File System Access handle .*not the string "lora\/"$/ },
+  { name: 'resizeLora: out an https URL', run: () => node.resizeLora({ adapter: adapterSet(), rule: { kind: 'rank', rank: 1 }, out: 'https://example.com/lora.safetensors' }), message: /^out is a URL \("https:\/\/example\.com\/lora\.safetensors"\); the adapter is written to a path on disk, a File System Access handle or an OutputTarget$/ },
+  { name: 'resizeLora: overwrite in quotes', run: () => node.resizeLora({ adapter: adapterSet(), rule: { kind: 'rank', rank: 1 }, overwrite: 'yes' as never }), message: /^overwrite must be true or false, not the string "yes"$/ },
+  { name: 'combineLoras: hfToken a number', run: () => node.combineLoras({ adapters: [adapterSet()], method: 'cat', hfToken: 42 as never }), message: /^hfToken must be a Hugging Face token \(a string\) or false, not the number 42$/ },
+  { name: 'browser combineLoras: hfToken', run: () => browser.combineLoras({ adapters: [adapterSet()], method: 'cat', hfToken: 'hf_x' } as never), message: /^combineLoras options: unknown option "hfToken"/ },
+  { name: 'extractLora: a path in a list', run: () => node.extractLora({ base: ['base/model.safetensors'], tuned: baseSet(), rank: 1 }), message: /^base\[0\] is a path in a list; give the path of the folder that holds the files, or of the one file, as one string$/ },
 ];
 
 describe('the step-by-step calls, inputs, outputs, backends and adapter jobs refuse mistaken arguments', () => {

@@ -1,13 +1,17 @@
-/** The adapter algebra's backend on Node: Dawn's WebGPU where asked for or present, else the CPU. */
+/**
+ * The adapter algebra's backend on Node: Dawn's WebGPU where asked for or present, else the CPU.
+ * dispose() drops Dawn's instance, which would keep the process alive.
+ */
 import { tmpdir } from 'node:os';
 import { MergeError } from '../errors.js';
-import { getNodeGpu } from '../engine/gpu/node-gpu.js';
+import { getNodeGpu, onlySoftwareVulkan } from '../engine/gpu/node-gpu.js';
 import type { AlgebraBackend } from './algebra-backend.js';
 import { CpuAlgebra } from './cpu-algebra.js';
 import { createAlgebraBackend } from './create-algebra.js';
 
 export async function createNodeAlgebra(kind: 'auto' | 'webgpu' | 'cpu'): Promise<AlgebraBackend> {
-  if (kind === 'cpu') return new CpuAlgebra();
+  // `auto` takes the CPU over a software adapter: where Linux has only one, Dawn is not started.
+  if (kind === 'cpu' || (kind === 'auto' && onlySoftwareVulkan())) return new CpuAlgebra();
   if (process.platform === 'linux' && !process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = tmpdir();
   let nodeGpu: Awaited<ReturnType<typeof getNodeGpu>>;
   try {

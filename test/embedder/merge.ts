@@ -1,7 +1,7 @@
 // An embedder's Node script, compiled with strict TypeScript under a plain Node configuration
 // (no DOM lib, no @webgpu/types) against the installed package. Usage: node merge.js DIR
-import { createNodeBackend, generateSample, isMergeError, merge, type MergeProgress } from 'loramerge/node';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { createNodeBackend, generateSample, isMergeError, merge, resizeLora, type MergeProgress } from 'loramerge/node';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 const dir = process.argv[2];
@@ -46,7 +46,11 @@ try {
   cancelled = error.code;
 }
 
+// An adapter job of the Node entry: a path in, a folder path out (Node's options: `overwrite`).
+const resized = await resizeLora({ adapter: join(dir, 'adapter'), rule: { kind: 'rank', rank: 1 }, out: join(dir, 'resized'), overwrite: false });
+
 console.log(JSON.stringify({
+  resized: { format: resized.format, ranks: [...new Set(resized.modules.map((m) => m.rank))], files: (await readdir(join(dir, 'resized'))).sort() },
   files: fromPaths.files, backend: fromPaths.backend, cpu: backend.description, events: events.length,
   lastPhase: events[events.length - 1]?.phase, blobPath: merged.path, cancelled, options: sample.options,
 }));

@@ -1,0 +1,340 @@
+/**
+ * The adapter jobs (combine, resize, extract: LoRA to LoRA in one call) shared by the browser and
+ * Node entry points: check every option, open the sources, run the adapter algebra, write a PEFT
+ * folder or a kohya file into `out` (or Blobs), and release everything; a failure or a cancel
+ * leaves nothing at `out`. The rules are the command line's (`loramerge combine`, `resize`,
+ * `extract`). The entry points differ only in what a source or an output may be, how the token and
+ * the GPU are found (Node adds paths, the Hugging Face token and Dawn), supplied here as hooks.
+ */
+import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './combine.js';
+import { extractAdapter, openExtractModel } from './extract.js';
+import { kohyaNamedAdapter, type OutputFormat } from './module-updates.js';
+import type { ModuleReport, OpResult } from './op-common.js';
+import { resizeAdapter } from './resize.js';
+import type { AlgebraBackend } from '../algebra/algebra-backend.js';
+import type { MajoritySign } from '../algebra/merge-rules.js';
+import type { RankRule } from '../algebra/rank-rules.js';
+import { isMergeError, MergeError } from '../errors.js';
+import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import { writeAdapter } from '../formats/adapter-writer.js';
+import type { BaseModel } from '../formats/base-model.js';
+import { modelNameOrPath } from '../formats/model-config.js';
+import { createBlobOutputTarget, type OutputBlob } from '../io/blob-output.js';
+import type { ByteSink, InputFileSet, OutputTarget } from '../io/types.js';
+import type { MergeDestination, MergeSource } from '../merge.js';
+import { badArgument, checkCallback, checkChoice, checkOptions, checkSignal, isFileSystemHandle, nearestName, shown } from '../api-arguments.js';
+import { checkAdapterList, isWeighted, type WeightedSource } from '../pipeline/one-call-merge.js';
+import type { ProgressListener } from '../pipeline/progress.js';
+
+/** How `combineLoras` merges the adapters' updates (the CLI's `--method`). */
+export const COMBINE_METHODS: readonly CombineMethod[] = ['cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune'];
+
+/** What every adapter job takes besides its inputs and rule; `Out` is what the entry point writes to. */
+export interface AdapterJobOptions<Out = MergeDestination> {
+  /**
+   * `peft`: a folder (adapter_config.json + adapter_model.safetensors); `kohya`: one
+   * `adapter.safetensors`. Default: kohya when an input adapter has kohya module names (they cannot
+   * be written as PEFT paths), else PEFT; from `loramerge/node`, an `out` path decides it.
+   */
+  format?: 'peft' | 'kohya';
+  /** Where the files go: a picked folder (PEFT) or file (kohya), or any OutputTarget; omitted, Blobs come back. */
+  out?: Out;
+  /** `auto` (default: a hardware GPU, else the CPU), `webgpu` (or fail saying why) or `cpu`. */
+  backend?: 'auto' | 'webgpu' | 'cpu';
+  /** WebGPU entry point; defaults to `navigator.gpu` (from `loramerge/node`, Dawn's, from the optional `webgpu` package). */
+  gpu?: GPU;
+  /** Cancels the job (a MergeError with code ABORTED, before anything is read if it already is); nothing is left at `out`. */
+  signal?: AbortSignal;
+  /** Called before each module and at the end. */
+  onProgress?: ProgressListener;
+}
+
+/** Options of `combineLoras`. */
+export interface CombineLorasOptions<Out = MergeDestination> extends AdapterJobOptions<Out> {
+  /**
+   * The adapters, each a source or `{ source, weight }` (default weight 1; negative subtracts). A
+   * Hugging Face Hub URL of a repository, `tree/` page or `adapter_model.safetensors` link is read
+   * as its PEFT folder, as merge() reads it.
+   */
+  adapters: readonly (MergeSource | WeightedSource<MergeSource>)[];
+  /** How the updates are merged: see {@link COMBINE_METHODS}. */
+  method: CombineMethod;
+  /** Rank of every output module for all methods but `cat` (default: the largest input rank). */
+  rank?: number;
+  /** Fraction of each update kept by `ties`, `dare_*` and `magnitude_prune` (required by them), 0 < D ≤ 1. */
+  density?: number;
+  /** How `ties` and `dare_ties` elect each element's sign (default `total`). */
+  majoritySign?: MajoritySign;
+  /** Seeds DARE's random drops and the randomized SVD the element-wise rules end with (default 0); `cat` and `svd` draw nothing. */
+  seed?: number;
+  /** Clamps both output factors to ± this quantile of their values, 0 < Q ≤ 1 (kohya's and PEFT's clamp). */
+  clampQuantile?: number;
+}
+
+/** Options of `resizeLora`. */
+export interface ResizeLoraOptions<Out = MergeDestination> extends AdapterJobOptions<Out> {
+  /** The adapter; a Hugging Face Hub URL of a repository, `tree/` page or weights link is read as its PEFT folder. */
+  adapter: MergeSource;
+  /** `{ kind: 'rank', rank }`, or one of kohya's dynamic rules `{ kind: 'sv_ratio' | 'sv_fro' | 'sv_cumulative', value }`. */
+  rule: RankRule;
+}
+
+/** Options of `extractLora`: exactly one of `rank` and `energy`. */
+export interface ExtractLoraOptions<Out = MergeDestination> extends AdapterJobOptions<Out> {
+  /** The base model; a URL is of one file (a Hugging Face repository or `tree/` URL is refused: give one file's `resolve/` link). */
+  base: MergeSource;
+  /** The fine-tuned model, as `base` is given. */
+  tuned: MergeSource;
+  /** Rank of every extracted module. */
+  rank?: number;
+  /** Per module, the smallest rank keeping this fraction of ‖T − B‖²_F (0 < X ≤ 1, at most rank 512). */
+  energy?: number;
+  /** Seeds the randomized SVD's range finder (default 0). */
+  seed?: number;
+}
+
+/** What an adapter job made. */
+export interface AdapterJobOutcome {
+  /** What was written: a PEFT folder or a kohya file. */
+  format: 'peft' | 'kohya';
+  /** Files written, relative to `out`. */
+  files: string[];
+  /** Per module: the rank written, the share of its update kept and the singular values it was chosen from. */
+  modules: ModuleReport[];
+  /** Things left out or without effect, in words. */
+  warnings: string[];
+  /** The files when `out` was omitted; otherwise empty. */
+  blobs: OutputBlob[];
+  /** What ran the algebra, in words. */
+  backend: string;
+}
+
+/** An `out` that fixes the format written (a Node path), and what to do where a kohya input cannot go there. */
+export interface FixedFormat {
+  format: OutputFormat;
+  /** How to ask for a kohya file instead (`give out a .safetensors name instead of lora/`). */
+  kohyaAdvice: string;
+}
+
+/** How an entry point checks and opens what it accepts, one set of hooks per call. */
+export interface AdapterJobHooks<Out> {
+  /** Options this entry point takes beyond the shared ones (Node's `hfToken`, `overwrite`), and their check. */
+  moreOptions?: { names: readonly string[]; check(options: Readonly<Record<string, unknown>>): void };
+  /**
+   * Throws BAD_ARGUMENT, naming `what` (`adapters[1]`, `base`), for a source this entry point
+   * cannot open (as an adapter where `adapter`), before any is opened.
+   */
+  checkSource(source: unknown, what: string, adapter: boolean): void;
+  /** Throws BAD_ARGUMENT for an `out` this entry point cannot write to, or that contradicts `format` (undefined is fine). */
+  checkOutput(out: unknown, format: OutputFormat | undefined): void;
+  /** The format an `out` fixes, where it does. */
+  fixedFormat?(out: Out): FixedFormat | undefined;
+  /** Opens a checked source; `signal` cancels its requests where it makes any. */
+  openSource(source: MergeSource, what: string, adapter: boolean, signal: AbortSignal | undefined): Promise<InputFileSet>;
+  /** Opens `out` for `format` (`command` names the job in refusals: combine, resize, extract). */
+  openOutput(out: Out, format: OutputFormat, command: string): Promise<OutputTarget>;
+  /** The algebra's backend for `kind`; `gpu`, where the caller gave one, is the WebGPU to use. */
+  createAlgebra(kind: 'auto' | 'webgpu' | 'cpu', gpu: GPU | undefined): Promise<AlgebraBackend>;
+  /** An error of the job as the caller is to see it (a Hub adapter's weights read without their config explained). */
+  explainError?(e: unknown): unknown;
+}
+
+/**
+ * Combines several LoRA adapters into one (the entry points' `combineLoras`), opening and writing
+ * through `hooks`.
+ */
+export async function combineLorasJob<Out>(options: CombineLorasOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
+  checkJobOptions('combineLoras', options, ['adapters', 'method', 'rank', 'density', 'majoritySign', 'seed', 'clampQuantile'], hooks);
+  checkAdapterList(options.adapters, (source, what) => hooks.checkSource(source, what, true));
+  const inputs = options.adapters.map((a) => (isWeighted(a) ? { source: a.source, weight: a.weight ?? 1 } : { source: a, weight: 1 }));
+  const warnings = checkCombine(options);
+  const adapters: ParsedAdapter[] = [];
+  try {
+    for (const [i, input] of inputs.entries()) adapters.push(await openAdapter(await hooks.openSource(input.source, `adapters[${i}]`, true, options.signal)));
+    const format = adapterFormat(adapters, options, hooks);
+    const outcome = await run('combine', options, hooks, format, (backend, signal) => combineAdapters(
+      adapters.map((adapter, i) => ({ adapter, weight: inputs[i].weight })),
+      {
+        method: options.method, rank: options.rank, density: options.density, majoritySign: options.majoritySign,
+        seed: options.seed, clampQuantile: options.clampQuantile, format,
+      },
+      backend, { signal, onProgress: options.onProgress }));
+    outcome.warnings.unshift(...warnings);
+    return outcome;
+  } catch (e) {
+    throw explained(e, hooks);
+  } finally {
+    await Promise.all(adapters.map((a) => a.file.source.close()));
+  }
+}
+
+/** Gives every module of one adapter a new rank (the entry points' `resizeLora`), through `hooks`. */
+export async function resizeLoraJob<Out>(options: ResizeLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
+  checkJobOptions('resizeLora', options, ['adapter', 'rule'], hooks);
+  hooks.checkSource(options.adapter, 'adapter', true);
+  checkRule(options.rule);
+  let adapter: ParsedAdapter | undefined;
+  try {
+    adapter = await openAdapter(await hooks.openSource(options.adapter, 'adapter', true, options.signal));
+    const opened = adapter;
+    const format = adapterFormat([opened], options, hooks);
+    return await run('resize', options, hooks, format, (backend, signal) => resizeAdapter(opened, options.rule, format, backend, { signal, onProgress: options.onProgress }));
+  } catch (e) {
+    throw explained(e, hooks);
+  } finally {
+    await adapter?.file.source.close();
+  }
+}
+
+/** Extracts a LoRA from a fine-tuned model and its base (the entry points' `extractLora`), through `hooks`. */
+export async function extractLoraJob<Out>(options: ExtractLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
+  checkJobOptions('extractLora', options, ['base', 'tuned', 'rank', 'energy', 'seed'], hooks);
+  hooks.checkSource(options.base, 'base', false);
+  hooks.checkSource(options.tuned, 'tuned', false);
+  if ((options.rank === undefined) === (options.energy === undefined)) throw badArgument('extract takes exactly one of rank and energy');
+  if (options.rank !== undefined) positiveInteger('rank', options.rank);
+  if (options.energy !== undefined) fraction('energy', options.energy);
+  if (options.seed !== undefined) seedValue(options.seed);
+  const baseFiles = await hooks.openSource(options.base, 'base', false, options.signal);
+  const base = await openExtractModel(baseFiles);
+  let tuned: BaseModel | undefined;
+  try {
+    tuned = await openExtractModel(await hooks.openSource(options.tuned, 'tuned', false, options.signal));
+    const t = tuned;
+    const format = options.format ?? fixedFormat(options, hooks)?.format ?? 'peft';
+    const baseModelName = await modelNameOrPath(baseFiles);
+    return await run('extract', options, hooks, format, (backend, signal) => extractAdapter(base, t,
+      { rank: options.rank, energy: options.energy, seed: options.seed, format, baseModelName }, backend, { signal, onProgress: options.onProgress }));
+  } catch (e) {
+    throw explained(e, hooks);
+  } finally {
+    await base.close();
+    await tuned?.close();
+  }
+}
+
+function explained(e: unknown, hooks: AdapterJobHooks<unknown>): unknown {
+  return hooks.explainError ? hooks.explainError(e) : e;
+}
+
+function fixedFormat<Out>(options: AdapterJobOptions<Out>, hooks: AdapterJobHooks<Out>): FixedFormat | undefined {
+  return options.out === undefined ? undefined : hooks.fixedFormat?.(options.out);
+}
+
+/** Output, backend, the operation, then the files; a failure or cancel aborts the output. */
+async function run<Out>(
+  command: string, options: AdapterJobOptions<Out>, hooks: AdapterJobHooks<Out>, format: OutputFormat,
+  make: (backend: AlgebraBackend, signal: AbortSignal | undefined) => Promise<OpResult>,
+): Promise<AdapterJobOutcome> {
+  if (format !== 'peft' && format !== 'kohya') throw badArgument(`format must be peft or kohya, not "${String(format)}"`);
+  if (format === 'peft' && isFileSystemHandle(options.out, 'file')) {
+    throw badArgument('a PEFT adapter is a folder (adapter_config.json + adapter_model.safetensors): give a folder, or ask for the kohya format');
+  }
+  const memory = options.out === undefined ? createBlobOutputTarget(command) : undefined;
+  const files: string[] = [];
+  const output = recording(memory ?? await hooks.openOutput(options.out!, format, command), files);
+  let backend: AlgebraBackend | undefined;
+  try {
+    backend = await hooks.createAlgebra(options.backend ?? 'auto', options.gpu);
+    const result = await make(backend, options.signal);
+    if (options.signal?.aborted) throw new MergeError('ABORTED', `${command} cancelled`);
+    await writeAdapter(output, result.adapter);
+    await output.commit();
+    return { format, files, modules: result.report, warnings: result.warnings.slice(), blobs: memory?.files() ?? [], backend: backend.description };
+  } catch (e) {
+    await output.abort();
+    if (isMergeError(e) && e.code === 'ABORTED') throw new MergeError('ABORTED', `${command} cancelled`, { cause: e });
+    throw e;
+  } finally {
+    backend?.dispose();
+  }
+}
+
+/** The target, noting each file's path as it is created. */
+function recording(target: OutputTarget, paths: string[]): OutputTarget {
+  return {
+    name: target.name,
+    createFile: (path: string): Promise<ByteSink> => {
+      paths.push(path);
+      return target.createFile(path);
+    },
+    commit: () => target.commit(),
+    abort: () => target.abort(),
+  };
+}
+
+/**
+ * The format combine and resize write: the one asked for, else the one `out` fixes, else kohya
+ * where an input has kohya module names (they cannot be written as PEFT paths), else PEFT.
+ */
+function adapterFormat<Out>(adapters: readonly ParsedAdapter[], options: AdapterJobOptions<Out>, hooks: AdapterJobHooks<Out>): OutputFormat {
+  const kohya = kohyaNamedAdapter(adapters);
+  const fixed = fixedFormat(options, hooks);
+  const wanted = options.format ?? fixed?.format;
+  if (wanted === 'peft' && kohya) {
+    const advice = options.format === undefined && fixed ? fixed.kohyaAdvice : 'ask for the kohya format';
+    throw badArgument(`${kohya.name}: a kohya adapter's module names (lora_unet_…) cannot be written as a PEFT folder; ${advice}`);
+  }
+  return wanted ?? (kohya ? 'kohya' : 'peft');
+}
+
+/** What every job takes besides its own options: `own` are the job's option names. */
+function checkJobOptions<Out>(job: string, options: AdapterJobOptions<Out>, own: readonly string[], hooks: AdapterJobHooks<Out>): void {
+  checkOptions(`${job} options`, options, [...own, 'format', 'out', 'backend', 'gpu', 'signal', 'onProgress', ...(hooks.moreOptions?.names ?? [])], { outPath: 'did you mean "out"?' });
+  hooks.moreOptions?.check(options as unknown as Readonly<Record<string, unknown>>);
+  checkChoice('format', options.format, ['peft', 'kohya']);
+  checkChoice('backend', options.backend, ['auto', 'webgpu', 'cpu']);
+  hooks.checkOutput(options.out, options.format);
+  checkSignal('signal', options.signal);
+  checkCallback('onProgress', options.onProgress);
+  if (options.signal?.aborted) throw new MergeError('ABORTED', `${job.replace(/Loras?$/, '').toLowerCase()} cancelled`);
+}
+
+/** The method and its options (the adapters and weights are checked by checkAdapterList); the warnings of options without effect. */
+function checkCombine<Out>(options: CombineLorasOptions<Out>): string[] {
+  const method = options.method;
+  if (!COMBINE_METHODS.includes(method)) {
+    const near = typeof method === 'string' ? nearestName(method, COMBINE_METHODS) : undefined;
+    throw badArgument(`method must be one of ${COMBINE_METHODS.join(', ')}, not ${shown(method)}${near ? ` (did you mean "${near}"?)` : ''}`);
+  }
+  if (options.rank !== undefined) positiveInteger('rank', options.rank);
+  if (options.density !== undefined) fraction('density', options.density);
+  if (options.clampQuantile !== undefined) fraction('clampQuantile', options.clampQuantile);
+  if (options.seed !== undefined) seedValue(options.seed);
+  if (options.majoritySign !== undefined && options.majoritySign !== 'total' && options.majoritySign !== 'frequency') {
+    throw badArgument(`majoritySign must be total or frequency, not "${String(options.majoritySign)}"`);
+  }
+  const pruning = method === 'ties' || method === 'magnitude_prune' || method.startsWith('dare');
+  if (pruning && options.density === undefined) throw badArgument(`method ${method} needs a density (the fraction of each update kept, 0 < D ≤ 1)`);
+  return optionsWithoutEffect(options).map(({ option, why }) => `${option} has no effect with method ${method}${why}`);
+}
+
+function checkRule(rule: RankRule): void {
+  switch (rule?.kind) {
+    case 'rank': return void positiveInteger('rank', rule.rank);
+    case 'sv_ratio':
+      if (typeof rule.value !== 'number' || !Number.isFinite(rule.value) || rule.value <= 0) throw badArgument(`sv_ratio must be a positive number, not ${valueText(rule.value)}`);
+      return;
+    case 'sv_fro':
+    case 'sv_cumulative': return void fraction(rule.kind, rule.value);
+    default: throw badArgument('rule must be { kind: "rank", rank } or { kind: "sv_ratio" | "sv_fro" | "sv_cumulative", value }');
+  }
+}
+
+function positiveInteger(name: string, n: number): void {
+  if (!Number.isSafeInteger(n) || n < 1) throw badArgument(`${name} must be a positive integer, not ${valueText(n)}`);
+}
+
+function fraction(name: string, x: number): void {
+  if (typeof x !== 'number' || !Number.isFinite(x) || x <= 0 || x > 1) throw badArgument(`${name} must be a number in (0, 1], not ${valueText(x)}`);
+}
+
+function seedValue(n: number): void {
+  if (!Number.isSafeInteger(n) || n < 0) throw badArgument(`seed must be a non-negative integer, not ${valueText(n)}`);
+}
+
+/** A number as it is; anything else as what it is (`the string "4"`), so "not 4" never hides a string. */
+function valueText(x: unknown): string {
+  return typeof x === 'number' && !Number.isNaN(x) ? String(x) : shown(x);
+}
+

@@ -1,0 +1,126 @@
+/**
+ * The adapter jobs for Node (`combineLoras`, `resizeLora`, `extractLora` of `loramerge/node`): the
+ * browser entry's jobs (adapter-ops/one-call-jobs.ts), with the Node entry's merge() contract for
+ * sources and the output. A source may also be a path on disk (a file or a folder) and a URL is
+ * read with the Hugging Face token (node-sources.ts); `out` may be a path, written as the command
+ * line's `combine`, `resize` and `extract` write it (node-output.ts): a name ending in
+ * `.safetensors` is a kohya file, anything else a PEFT folder, written under temporary names and
+ * moved into place only when the job succeeded. The algebra runs on Dawn's WebGPU (the optional
+ * `webgpu` package) or the CPU, and is released before the job returns, so nothing keeps the
+ * process alive after it.
+ */
+import {
+  combineLorasJob, extractLoraJob, resizeLoraJob, type AdapterJobHooks, type AdapterJobOptions, type AdapterJobOutcome,
+  type CombineLorasOptions, type ExtractLoraOptions, type ResizeLoraOptions,
+} from './adapter-ops/one-call-jobs.js';
+import { outputFormatFor } from './adapter-ops/module-updates.js';
+import { createAlgebraBackend } from './algebra/create-algebra.js';
+import { createNodeAlgebra } from './algebra/node-algebra.js';
+import { badArgument, shown } from './api-arguments.js';
+import { checkHfTokenOption } from './io/hf-token.js';
+import { createNodeOutputTarget } from './io/node-output.js';
+import { checkNodeOut, isPath, NodeSources, NODE_FOLDER_ADVICE } from './io/node-sources.js';
+import { openBrowserDestination, type MergeDestination } from './merge.js';
+
+/** What every adapter job of `loramerge/node` takes besides its inputs and rule. */
+export interface NodeAdapterJobOptions extends AdapterJobOptions<MergeDestination | string> {
+  /**
+   * Where the files go: a path, as the command line's `--out` (a name ending in `.safetensors` is a
+   * kohya file, replaced if it exists; anything else a PEFT folder, new or empty unless `overwrite`),
+   * written under temporary names and moved into place only when the job succeeded; an output that
+   * is an input, or holds one or lies inside one, is refused. Or a File System Access handle or an
+   * OutputTarget, as in the browser; omitted, Blobs come back. A path decides the format: a
+   * `format` that says otherwise is refused.
+   */
+  out?: MergeDestination | string;
+  /** Replace a non-empty PEFT output folder, as a whole and only once the job succeeded (the command line's `--overwrite`). */
+  overwrite?: boolean;
+  /** {@inheritDoc NodeMergeOptions.hfToken} */
+  hfToken?: string | false;
+}
+
+/** Options of the Node {@link combineLoras}: the browser's, and sources and `out` may be paths. */
+export interface NodeCombineLorasOptions extends NodeAdapterJobOptions, CombineLorasOptions<MergeDestination | string> {}
+
+/** Options of the Node {@link resizeLora}: the browser's, and the adapter and `out` may be paths. */
+export interface NodeResizeLoraOptions extends NodeAdapterJobOptions, ResizeLoraOptions<MergeDestination | string> {}
+
+/** Options of the Node {@link extractLora}: the browser's, and the models and `out` may be paths. */
+export interface NodeExtractLoraOptions extends NodeAdapterJobOptions, ExtractLoraOptions<MergeDestination | string> {}
+
+/**
+ * Combines several LoRA adapters into one (see the browser entry's `combineLoras` for the methods),
+ * from paths, URLs (the Hugging Face token sent), Files, Blobs or InputFileSets, into an `out`
+ * path, a handle, an OutputTarget or Blobs.
+ *
+ * @example
+ * await combineLoras({ adapters: ['style/', { source: 'detail.safetensors', weight: 0.5 }], method: 'svd', rank: 16, out: 'combined/' });
+ */
+export function combineLoras(options: NodeCombineLorasOptions): Promise<AdapterJobOutcome> {
+  return combineLorasJob(options, nodeJobHooks(options, 'combine'));
+}
+
+/**
+ * Gives every module of one adapter a new rank, as kohya's resize_lora does (see the browser
+ * entry's `resizeLora`), from a path, a URL or what the browser takes, into an `out` path or any
+ * output the browser takes.
+ *
+ * @example
+ * await resizeLora({ adapter: 'lora.safetensors', rule: { kind: 'sv_fro', value: 0.9 }, out: 'lora-small.safetensors' });
+ */
+export function resizeLora(options: NodeResizeLoraOptions): Promise<AdapterJobOutcome> {
+  return resizeLoraJob(options, nodeJobHooks(options, 'resize'));
+}
+
+/**
+ * Extracts a LoRA from a fine-tuned model and its base (see the browser entry's `extractLora`),
+ * each a path (a file or a folder of shards), a URL of one file or what the browser takes, into an
+ * `out` path or any output the browser takes.
+ *
+ * @example
+ * await extractLora({ base: 'llama/', tuned: 'llama-tuned/', rank: 32, out: 'extracted/' });
+ */
+export function extractLora(options: NodeExtractLoraOptions): Promise<AdapterJobOutcome> {
+  return extractLoraJob(options, nodeJobHooks(options, 'extract'));
+}
+
+const PATH_FORMATS = { kohya: 'a kohya file (a name ending in .safetensors)', peft: 'a PEFT folder' } as const;
+
+/**
+ * Node's side of one job (`command` names it where an input changed while it was read): sources
+ * through {@link NodeSources}, an `out` path through createNodeOutputTarget, the algebra on Dawn
+ * or the CPU (createNodeAlgebra) unless a GPU is given.
+ */
+function nodeJobHooks(options: NodeAdapterJobOptions, command: string): AdapterJobHooks<MergeDestination | string> {
+  // Read only once the options are checked (checkOptions refuses anything but an object).
+  const sources = new NodeSources(() => options.hfToken, `the ${command}`);
+  const use = (what: string, adapter: boolean) => ({ what, adapter, folderAdvice: NODE_FOLDER_ADVICE });
+  return {
+    moreOptions: {
+      names: ['hfToken', 'overwrite'],
+      check(o) {
+        checkHfTokenOption('hfToken', o.hfToken);
+        if (o.overwrite !== undefined && typeof o.overwrite !== 'boolean') throw badArgument(`overwrite must be true or false, not ${shown(o.overwrite)}`);
+      },
+    },
+    checkSource: (source, what, adapter) => sources.check(source, use(what, adapter)),
+    checkOutput(out, format) {
+      checkNodeOut(out, 'the adapter');
+      if (!isPath(out) || format === undefined || format === outputFormatFor(out)) return;
+      throw badArgument(`format is ${format}, but out "${out}" names ${PATH_FORMATS[outputFormatFor(out)]}; leave format out, or name ${PATH_FORMATS[format]}`);
+    },
+    fixedFormat: (out) => (isPath(out)
+      ? { format: outputFormatFor(out), kohyaAdvice: `give out a name ending in .safetensors (a kohya file) instead of "${out}"` }
+      : undefined),
+    openSource: (source, what, adapter, signal) => sources.open(source, use(what, adapter), { signal }),
+    async openOutput(out, format) {
+      if (!isPath(out)) return openBrowserDestination(out);
+      return createNodeOutputTarget(out, format === 'kohya' ? 'file' : 'folder', sources.diskPaths(), {
+        overwrite: options.overwrite,
+        beforeCommit: () => sources.verify(),
+      });
+    },
+    createAlgebra: (kind, gpu) => (gpu ? createAlgebraBackend(kind, gpu) : createNodeAlgebra(kind)),
+    explainError: (e) => sources.explain(e),
+  };
+}
