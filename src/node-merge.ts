@@ -4,6 +4,7 @@
  * split GGUF (`name-00001-of-00003.gguf`) stands for the whole set, as on the command line.
  */
 import { stat } from 'node:fs/promises';
+import { badArgument, shown } from './api-arguments.js';
 import { checkHfTokenOption } from './io/hf-token.js';
 import { createNodeBackend } from './engine/node-backend.js';
 import { createNodeOutputTarget } from './io/node-output.js';
@@ -24,12 +25,18 @@ export interface NodeMergeOptions extends OneCallMergeOptions<MergeSource, Merge
    * HF_HUB_DISABLE_IMPLICIT_TOKEN is set. `false` sends none.
    */
   hfToken?: string | false;
+  /**
+   * Replace a non-empty output folder, as a whole and only once the merge succeeded (the command
+   * line's `--overwrite`). Without it such a folder is refused (OUTPUT_EXISTS). A file `out` is
+   * replaced either way, as the command line replaces one.
+   */
+  overwrite?: boolean;
 }
 
 /**
  * Merges adapters into a base model in one call (see the browser {@link merge} for the rules).
  * `out` as a path is a file when the base is one file, else a new or empty folder mirroring the
- * base; it is written under temporary names and appears only when the merge succeeded, and an
+ * base (or, with `overwrite`, a folder replaced whole); it is written under temporary names and appears only when the merge succeeded, and an
  * output that is one of the inputs is refused. Options are checked as the browser one's, and a
  * path that is a URL of another scheme (`ftp://`, `file://`) is refused too.
  *
@@ -42,7 +49,13 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
   // token for the whole merge; the Hub adapters opened, for explaining a refusal of their weights.
   const sources = new NodeSources(() => options.hfToken);
   return oneCallMerge<MergeSource, MergeDestination | string>(options, {
-    moreOptions: { names: ['hfToken'], check: (o) => checkHfTokenOption('hfToken', o.hfToken) },
+    moreOptions: {
+      names: ['hfToken', 'overwrite'],
+      check: (o) => {
+        checkHfTokenOption('hfToken', o.hfToken);
+        if (o.overwrite !== undefined && typeof o.overwrite !== 'boolean') throw badArgument(`overwrite must be true or false, not ${shown(o.overwrite)}`);
+      },
+    },
     openSource: async (source, role, signal, readAhead): Promise<InputFileSet> =>
       sources.open(source, hubSourceUse(role, NODE_FOLDER_ADVICE), { signal, readAhead, splitGguf: isPath(source) && (await splitPart(source)) }),
     async openOutput(out, prepared, given): Promise<OutputTarget> {
@@ -54,7 +67,7 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
       const inputs = [...(split ? nodeInputFilePaths(prepared.baseFiles) : [given.base]), ...given.adapters].filter(isPath);
       // The files behind them too: a folder's files may be links to elsewhere.
       inputs.push(...[prepared.baseFiles, ...prepared.adapters.map((a) => a.files)].flatMap((set) => [...nodeInputFilePaths(set)]));
-      return createNodeOutputTarget(out, baseIsFolder ? 'folder' : 'file', inputs, { beforeCommit: () => sources.verify() });
+      return createNodeOutputTarget(out, baseIsFolder ? 'folder' : 'file', inputs, { overwrite: options.overwrite, beforeCommit: () => sources.verify() });
     },
     createBackend: (kind, calibrationDtype) => createNodeBackend(kind, { calibrationDtype }),
     explainError: (e) => sources.explain(e),

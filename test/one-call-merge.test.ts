@@ -5,7 +5,7 @@
  * float64 truth computed here.
  */
 import { createServer, type Server } from 'node:http';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { merge as browserMerge } from '../src/merge.js';
@@ -94,5 +94,23 @@ describe('merge() in one call', () => {
       .rejects.toMatchObject({ code: 'OUTPUT_IS_INPUT' });
     expect(existsSync(out)).toBe(false);
     expect(readFileSync(join(dir, 'llama.safetensors'))).toEqual(Buffer.from(llama.base));
+  });
+
+  it('refuses a non-empty output folder unless overwrite, which replaces it whole once merged', async () => {
+    const sample = await generateSample('small');
+    const base = dirs.make(sample.base), adapter = dirs.make(sample.adapter);
+    const out = dirs.make({ 'notes.txt': 'mine' });
+    await expect(merge({ base, adapters: [adapter], out, backend: 'cpu' }))
+      .rejects.toMatchObject({ code: 'OUTPUT_EXISTS', message: `${out}: folder exists and is not empty; remove it or allow overwriting (the CLI's --overwrite, the library's overwrite option)` });
+    expect(readdirSync(out)).toEqual(['notes.txt']);
+    await expect(merge({ base, adapters: [adapter], out, overwrite: 'yes' as unknown as boolean }))
+      .rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: expect.stringContaining('overwrite must be true or false') });
+    writeFileSync(join(out, 'notes.txt'), 'mine');
+    const result = await merge({ base, adapters: [adapter], out, backend: 'cpu', overwrite: true });
+    expect(readdirSync(out).sort()).toEqual(['config.json', 'model.safetensors']);
+    expect(result.files.sort()).toEqual(['config.json', 'model.safetensors']);
+    const config = JSON.parse(new TextDecoder().decode(sample.adapter['adapter_config.json']));
+    checkMerged(new Uint8Array(readFileSync(join(out, 'model.safetensors'))), readSafetensors(sample.base['model.safetensors']),
+      [{ tensors: readSafetensors(sample.adapter['adapter_model.safetensors']), scale: config.lora_alpha / config.r }]);
   });
 });
