@@ -203,9 +203,25 @@ export const COMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
 };
 
 /**
+ * Other tools' names for our options (kohya's and diffusers' merge scripts, PEFT examples,
+ * llama.cpp's export-lora, the usual short flags), as unknownOption compares them (lower case,
+ * `-` for `_`): `--output`, `--lora`, `--model`, `--scale` are what a newcomer types first, and
+ * they are too far from `--out`, `--adapter`, `--base`, `--weight` for the spelling check.
+ */
+const OTHER_TOOLS_NAMES: Readonly<Record<string, string>> = {
+  o: 'out', output: 'out', outfile: 'out', 'output-file': 'out', 'output-path': 'out', 'out-path': 'out', 'output-dir': 'out', outdir: 'out', 'out-dir': 'out', 'save-to': 'out', save: 'out', 'save-path': 'out', dest: 'out',
+  a: 'adapter', l: 'adapter', lora: 'adapter', loras: 'adapter', 'lora-path': 'adapter', 'lora-model': 'adapter', 'lora-model-path': 'adapter', 'lora-adapter': 'adapter', 'lora-base': 'adapter', adapters: 'adapter', 'adapter-path': 'adapter', peft: 'adapter', 'peft-model': 'adapter', 'peft-model-path': 'adapter', models: 'adapter',
+  b: 'base', m: 'base', model: 'base', 'base-model': 'base', 'base-model-path': 'base', 'base-path': 'base', 'model-path': 'base', 'model-base': 'base', 'model-name-or-path': 'base', 'pretrained-model-name-or-path': 'base', ckpt: 'base', checkpoint: 'base', 'sd-model': 'base',
+  w: 'weight', scale: 'weight', 'lora-scale': 'weight', ratio: 'weight', ratios: 'weight', strength: 'weight', multiplier: 'weight',
+  precision: 'dtype', 'save-precision': 'dtype', outtype: 'dtype', 'out-type': 'dtype', 'torch-dtype': 'dtype', type: 'dtype',
+  f: 'overwrite', force: 'overwrite', y: 'overwrite', yes: 'overwrite', replace: 'overwrite',
+  device: 'backend', j: 'threads', jobs: 'threads', 'num-threads': 'threads',
+};
+
+/**
  * The refusal of an option `command` does not have, as typed (`arg`): the option it most likely
- * meant (`--bse`, `--Base`, `--dry_run`, `-base`), or the commands that do have it (`merge
- * --method`). parseArgs' own words advised putting it after `--`, which these commands then refuse
+ * meant (`--bse`, `--Base`, `--dry_run`, `-base`, or another tool's name for it: `--output`,
+ * `--lora`, `-o`), or the commands that do have it (`merge --method`). parseArgs' own words advised putting it after `--`, which these commands then refuse
  * as a stray argument, and named only the first letter of `-base`.
  */
 function unknownOption(command: string, arg: string): MergeError {
@@ -215,8 +231,10 @@ function unknownOption(command: string, arg: string): MergeError {
   const scored = own.map((name) => ({ name, d: name === wanted ? 0 : editDistance(wanted, name) }));
   const best = scored.sort((x, y) => x.d - y.d)[0];
   const shown = arg.split('=')[0];
+  const alias = Object.hasOwn(OTHER_TOOLS_NAMES, wanted) && own.includes(OTHER_TOOLS_NAMES[wanted]) ? OTHER_TOOLS_NAMES[wanted] : undefined;
   let hint = '';
   if (best && (best.d === 0 || (best.d <= 2 && wanted.length >= 3))) hint = `; did you mean --${best.name}?`;
+  else if (alias) hint = `; did you mean --${alias}?`;
   else {
     const others = Object.keys(COMMAND_OPTIONS).filter((c) => c !== command && COMMAND_OPTIONS[c].includes(wanted));
     if (others.length) hint = `; it is an option of ${others.length > 1 ? `${others.slice(0, -1).join(', ')} and ` : ''}${others[others.length - 1]}`;
