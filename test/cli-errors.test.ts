@@ -191,6 +191,22 @@ describe('broken input through the CLI', () => {
       expect(errorLines(result.stderr)[0], args.join(' ')).toMatch(message);
     }
   });
+
+  it('says how several weights are given when they come as a list or after the last adapter', async () => {
+    // Other tools take `--ratios 1,0.5`; `--weight 1,0.5` was refused only as "not a finite
+    // decimal number", and two --weight after the last --adapter without saying where they go.
+    const how = 'each --weight belongs to the --adapter just before it (--adapter A --weight 1 --adapter B --weight 0.5)';
+    for (const [args, message] of [
+      [['merge', '--base', 'x', '--adapter', 'a', '--adapter', 'b', '--weight', '1,0.5', '--out', 'z'], `error: --weight "1,0.5" for adapter b is a list, and a --weight is one number: ${how} (see loramerge --help)`],
+      [['combine', '--adapter', 'a', '--weight', '0.7 0.3', '--method', 'cat', '--out', 'z'], `error: --weight "0.7 0.3" for adapter a is a list, and a --weight is one number: ${how} (see loramerge --help)`],
+      [['merge', '--base', 'x', '--adapter', 'a', '--adapter', 'b', '--weight', '1', '--weight', '0.5', '--out', 'z'], `error: adapter b has two --weight values: ${how} (see loramerge --help)`],
+      [['merge', '--base', 'x', '--adapter', 'a', '--weight', '1,x', '--out', 'z'], 'error: --weight "1,x" for adapter a is not a finite decimal number (see loramerge --help)'],
+    ] as [string[], string][]) {
+      const result = await runCli(args);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(errorLines(result.stderr), args.join(' ')).toEqual([message]);
+    }
+  });
 });
 
 describe('usage', () => {

@@ -108,10 +108,15 @@ export function wholeNumber(name: string, value: string, min: number, range: str
   return n;
 }
 
+/** How the weights of several adapters are given, for the refusals that see a user try otherwise. */
+const ONE_WEIGHT_EACH = 'each --weight belongs to the --adapter just before it (--adapter A --weight 1 --adapter B --weight 0.5)';
+
 export function parseWeight(value: string, adapter: string | undefined): number {
   const weight = plainDecimal(value);
   if (weight === undefined) {
-    throw usageError(`--weight "${value}"${adapter ? ` for adapter ${adapter}` : ''} is not a finite decimal number`);
+    // `--weight 1,0.5` (other tools' --ratios list): say how several weights are given.
+    const list = /[,;\s]/.test(value.trim()) && value.split(/[,;\s]+/).filter(Boolean).every((v) => plainDecimal(v) !== undefined);
+    throw usageError(`--weight "${value}"${adapter ? ` for adapter ${adapter}` : ''} ${list ? `is a list, and a --weight is one number: ${ONE_WEIGHT_EACH}` : 'is not a finite decimal number'}`);
   }
   return weight;
 }
@@ -167,7 +172,7 @@ export interface AdapterArg {
 export function weighLastAdapter(adapters: AdapterArg[], value: string): void {
   const last = adapters[adapters.length - 1];
   if (!last) throw usageError('--weight must follow the --adapter it belongs to');
-  if (last.weighted) throw usageError(`adapter ${last.path} has two --weight values`);
+  if (last.weighted) throw usageError(`adapter ${last.path} has two --weight values: ${ONE_WEIGHT_EACH}`);
   last.weight = parseWeight(value, last.path);
   last.weighted = true;
 }
