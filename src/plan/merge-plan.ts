@@ -30,6 +30,7 @@ import type { BaseComponent } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
 import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
+import { splitTensorName } from '../formats/key-forms.js';
 import { fitExperts, storesExpertsInOut, type ExpertSplit } from './fused-experts.js';
 import { familyMismatch } from './model-family.js';
 import { formatProblemList } from './problems.js';
@@ -610,6 +611,13 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     const considered = adapter.modules.length - mine.length;
     const kinds = unmatched.length > 0 && unmatched.length === considered
       ? familyMismatch(adapter.modules.map((m) => m.key), base.tensors.keys()) : undefined;
+    // A LoRA given as the base (the two inputs swapped, or the adapter twice): its factor tensors
+    // are all the base holds, so nothing lands; one line says what the base is.
+    const factorExample = !kinds && unmatched.length > 0 && unmatched.length === considered ? adapterFactorExample(base.tensors.keys()) : undefined;
+    if (factorExample !== undefined) {
+      removeProblems(problems, new Set(unmatched));
+      report('', 'UNKNOWN_MODULE', `the base is a LoRA adapter, not a model (its tensors are factors such as "${factorExample}"): give the model this adapter was trained for as the base`);
+    }
     if (kinds) {
       removeProblems(problems, new Set(unmatched));
       const none = unmatched.length === 1 ? 'its one module has no tensor there' : `none of its ${unmatched.length} modules has a tensor there`;
@@ -1155,4 +1163,24 @@ function sameShape(x: readonly number[], y: readonly number[]): boolean {
 
 function fmt(shape: readonly number[]): string {
   return `(${shape.join(', ')})`;
+}
+
+/**
+ * A tensor of `baseKeys` named as an adapter's low-rank factor (`….lora_down.weight`,
+ * `….lora_A.weight`), when at least half of them are: a base that is a LoRA file. Undefined for a
+ * model, whose weights end in `.weight` alone.
+ */
+function adapterFactorExample(baseKeys: Iterable<string>): string | undefined {
+  let total = 0;
+  let example: string | undefined;
+  let factors = 0;
+  for (const key of baseKeys) {
+    total++;
+    const role = splitTensorName(key)?.role;
+    if (role === 'down' || role === 'up') {
+      factors++;
+      example ??= key;
+    }
+  }
+  return example !== undefined && factors * 2 >= total ? example : undefined;
 }

@@ -1,0 +1,43 @@
+/**
+ * Mistakes a newcomer makes with real inputs, through the CLI: a LoRA given as the base (the two
+ * inputs swapped, or the adapter given twice). Each is one line saying what is wrong and what to
+ * do, and nothing is left at --out.
+ */
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { expectOneLine, listDir, mergeArgs, runCli } from './helpers/cli.js';
+import { tempDirs } from './helpers/fixtures.js';
+import { llamaWithPeft } from './helpers/page-fixtures.js';
+import { sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+describe('a LoRA given as the base', () => {
+  // Each module was listed as "no matching tensor in the base model", one per module, without
+  // saying that the base was not a model.
+  it('a kohya SDXL LoRA as the base of itself is named a LoRA, not a model', async () => {
+    const pair = sdxlKohyaPair(8, 3);
+    const dir = temp.make({ 'style.safetensors': pair.kohya, 'unet.safetensors': pair.base });
+    const run = await runCli(mergeArgs(join(dir, 'style.safetensors'), join(dir, 'style.safetensors'), join(dir, 'merged.safetensors')));
+    expect(run.code, run.stderr).toBe(1);
+    expectOneLine(run.stderr, /^error: .*style\.safetensors: the base is a LoRA adapter, not a model \(its tensors are factors such as "lora_unet_down_blocks_1_attentions_0_transformer_blocks_1_attn1_to_q\.lora_(down|up)\.weight"\): give the model this adapter was trained for as the base$/);
+    expect(listDir(dir).sort()).toEqual(['style.safetensors', 'unet.safetensors']);
+  });
+
+  it("a PEFT adapter's weights file as the base, its folder as the adapter", async () => {
+    const { files } = llamaWithPeft(5);
+    const dir = temp.make(files);
+    const run = await runCli(mergeArgs(join(dir, 'llama-lora', 'adapter_model.safetensors'), join(dir, 'llama-lora'), join(dir, 'merged.safetensors')));
+    expect(run.code, run.stderr).toBe(1);
+    expectOneLine(run.stderr, /llama-lora: the base is a LoRA adapter, not a model \(its tensors are factors such as "base_model\.model\.model\.layers\.0\.[a-z_.]+\.lora_[AB]\.weight"\): give the model this adapter was trained for as the base$/);
+    expect(listDir(dir)).not.toContain('merged.safetensors');
+  });
+
+  it('the right base still merges', async () => {
+    const { files } = llamaWithPeft(6);
+    const dir = temp.make(files);
+    const run = await runCli(mergeArgs(join(dir, 'llama.safetensors'), join(dir, 'llama-lora'), join(dir, 'merged.safetensors')));
+    expect(run.code, run.stderr).toBe(0);
+  });
+});
