@@ -9,6 +9,7 @@ import { expectOneLine, listDir, mergeArgs, runCli } from './helpers/cli.js';
 import { tempDirs } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 import { sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
+import { peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
 
 const temp = tempDirs();
 afterAll(temp.removeAll);
@@ -39,5 +40,18 @@ describe('a LoRA given as the base', () => {
     const dir = temp.make(files);
     const run = await runCli(mergeArgs(join(dir, 'llama.safetensors'), join(dir, 'llama-lora'), join(dir, 'merged.safetensors')));
     expect(run.code, run.stderr).toBe(0);
+  });
+});
+
+describe('a GGUF model given as the adapter', () => {
+  // Said: a GGUF file whose general.type is null, not "adapter" (a model converted before
+  // general.type existed has none), without saying the file is a model.
+  it('is named a GGUF model, not a LoRA, with what to do', async () => {
+    const model = q4kmLlama(13);
+    const dir = temp.make({ ...model.files, ...Object.fromEntries(Object.entries(peftLlamaAdapter(3).files).map(([k, v]) => [`lora/${k}`, v])) });
+    const run = await runCli(mergeArgs(join(dir, 'lora'), join(dir, 'tiny-llama-Q4_K_M.gguf'), join(dir, 'merged.gguf')));
+    expect(run.code, run.stderr).toBe(1);
+    expectOneLine(run.stderr, /^error: .*tiny-llama-Q4_K_M\.gguf: a GGUF model, not a LoRA adapter \(a llama\.cpp LoRA GGUF has general\.type "adapter"\): is it the base, given as an adapter\? pass a base model with --base$/);
+    expect(listDir(dir)).not.toContain('merged.gguf');
   });
 });
