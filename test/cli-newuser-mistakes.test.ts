@@ -55,3 +55,34 @@ describe('a GGUF model given as the adapter', () => {
     expect(listDir(dir)).not.toContain('merged.gguf');
   });
 });
+
+describe('--out named for the other format', () => {
+  // A safetensors merge written to merged.gguf (or a GGUF one to .safetensors) succeeded, leaving a
+  // file whose name sends it to a loader that cannot read it.
+  it('a safetensors base with --out merged.gguf is refused before merging, naming the format to use', async () => {
+    const { files } = llamaWithPeft(7);
+    const dir = temp.make(files);
+    const run = await runCli(mergeArgs(join(dir, 'llama.safetensors'), join(dir, 'llama-lora'), join(dir, 'merged.gguf')));
+    expect(run.code, run.stderr).toBe(2);
+    expectOneLine(run.stderr, /^error: --out .*merged\.gguf: the base is a safetensors model and the merged model is written in the base's format, not GGUF \(loramerge does not convert between safetensors and GGUF\); name the output \.safetensors$/);
+    expect(listDir(dir)).not.toContain('merged.gguf');
+  });
+
+  it('a GGUF base with --out merged.safetensors is refused the same way', async () => {
+    const model = q4kmLlama(14);
+    const dir = temp.make({ ...model.files, ...Object.fromEntries(Object.entries(peftLlamaAdapter(4).files).map(([k, v]) => [`lora/${k}`, v])) });
+    const run = await runCli(mergeArgs(join(dir, 'tiny-llama-Q4_K_M.gguf'), join(dir, 'lora'), join(dir, 'merged.safetensors')));
+    expect(run.code, run.stderr).toBe(2);
+    expectOneLine(run.stderr, /: the base is a GGUF model and the merged model is written in the base's format, not safetensors .*; name the output \.gguf$/);
+    expect(listDir(dir)).not.toContain('merged.safetensors');
+  });
+
+  it('any other name is the user\'s choice', async () => {
+    const { files } = llamaWithPeft(8);
+    const dir = temp.make(files);
+    const run = await runCli(mergeArgs(join(dir, 'llama.safetensors'), join(dir, 'llama-lora'), join(dir, 'merged.bin.safetensors')));
+    expect(run.code, run.stderr).toBe(0);
+    const plain = await runCli(mergeArgs(join(dir, 'llama.safetensors'), join(dir, 'llama-lora'), join(dir, 'merged')));
+    expect(plain.code, plain.stderr).toBe(0);
+  });
+});

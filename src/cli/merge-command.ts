@@ -1,6 +1,7 @@
 /** `loramerge merge`: plan, report, merge with a progress bar; Ctrl-C cancels and cleans up. */
 import { availableParallelism } from 'node:os';
 import { cancellable } from './cancel-signals.js';
+import { MergeError } from '../errors.js';
 import { stampInputFiles } from '../io/input-stamps.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
 import { nodeInputFilePaths } from '../io/node-input-files.js';
@@ -50,6 +51,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   }
   try {
     if (cmd.dtype !== undefined) prepared.base.format.parseOutputType(cmd.dtype);
+    if (!cmd.dryRun && !base.many) checkOutputFormatName(cmd.out, prepared.base.format.name);
     for (const warning of prepared.plan.warnings) log(`warning: ${oneLine(warning)}`);
     for (const note of prepared.plan.notes) log(`note: ${oneLine(note)}`);
     if (cmd.dryRun) {
@@ -113,6 +115,18 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   } finally {
     await prepared.close();
   }
+}
+
+/**
+ * A file --out named for the other format (`merged.gguf` from a safetensors base): the merged model
+ * is written in the base's format, so the name would send it to a loader that cannot read it.
+ * `format` is the base's container name (`safetensors`, `gguf`).
+ */
+function checkOutputFormatName(out: string, format: string): void {
+  const named = /\.(gguf|safetensors)$/i.exec(out)?.[1].toLowerCase();
+  if (named === undefined || named === format) return;
+  const shown = (f: string) => (f === 'gguf' ? 'GGUF' : f);
+  throw new MergeError('BAD_ARGUMENT', `--out ${out}: the base is a ${shown(format)} model and the merged model is written in the base's format, not ${shown(named)} (loramerge does not convert between safetensors and GGUF); name the output .${format}`);
 }
 
 /**
