@@ -86,3 +86,16 @@ describe('--out named for the other format', () => {
     expect(plain.code, plain.stderr).toBe(0);
   });
 });
+
+describe('an --out folder that holds files', () => {
+  // The refusal ended "remove it or allow overwriting (the CLI's --overwrite,
+  // createNodeOutputTarget's overwrite option)": a library function's name, in a CLI line.
+  it('says to choose another --out or pass --overwrite, in the CLI\'s words first', async () => {
+    const { files } = llamaWithPeft(9);
+    const dir = temp.make({ 'model/model.safetensors': files['llama.safetensors'], 'model/config.json': '{}', 'lora/adapter_config.json': files['llama-lora/adapter_config.json'], 'lora/adapter_model.safetensors': files['llama-lora/adapter_model.safetensors'], 'merged/notes.txt': 'mine' });
+    const run = await runCli(mergeArgs(join(dir, 'model'), join(dir, 'lora'), join(dir, 'merged')));
+    expect(run.code, run.stderr).toBe(2);
+    expectOneLine(run.stderr, /merged: folder exists and is not empty; choose another --out, or pass --overwrite to replace it once the merge has succeeded \(in the library: createNodeOutputTarget's overwrite option\)$/);
+    expect(listDir(join(dir, 'merged'))).toEqual(['notes.txt']);
+  });
+});
