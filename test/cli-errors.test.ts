@@ -224,6 +224,18 @@ describe('usage', () => {
     expect(errorLines(positional.stderr)[0]).toMatch(/--help/);
   });
 
+  it('says what each command does and that an existing output file is replaced', async () => {
+    // combine, resize and extract had a synopsis and no word on what they do; an existing --out
+    // file is replaced without --overwrite, which the help did not say.
+    const { stdout } = await runCli(['--help']);
+    for (const command of ['inspect', 'sample', 'combine', 'resize', 'extract']) {
+      expect(stdout, command).toMatch(new RegExp(`^ {2}${command} {2,}\\S`, 'm'));
+    }
+    expect(stdout).toMatch(/^ {2}combine {4}one adapter from several: cat .*\n.*\n.*need --density D/m);
+    expect(stdout).toMatch(/^ {2}extract {4}a LoRA of the difference between a fine-tuned model \(--tuned\) and its --base/m);
+    expect(stdout).toMatch(/--overwrite .*\n\s+an existing output file is replaced without it, also only on success/);
+  });
+
   it('refuses a negative or malformed number for every numeric option in one line naming the option and its range, exit 2', async () => {
     // A value starting with "-" was Node's parseArgs refusal: "Option '--seed' argument is ambiguous."
     // And Number() took "0x1" as a density of 1.

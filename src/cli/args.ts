@@ -66,9 +66,18 @@ ${ADAPTER_USAGE}
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
   --threads  threads of the CPU merge (default: one per core, at most 8; each adds about 14 MiB of memory)
   --dry-run  print the plan and stop
-  --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded)
+  --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded);
+             an existing output file is replaced without it, also only on success
   inspect    print what a base model or adapter holds
-  sample     write a small generated model and adapter to DIR (default ./loramerge-sample), merge them`;
+  sample     write a small generated model and adapter to DIR (default ./loramerge-sample), merge them
+  combine    one adapter from several: cat (exact, the ranks added), svd (the best rank --rank K of
+             the weighted sum), ties, dare_linear, dare_ties, magnitude_prune (PEFT's rules, which
+             need --density D, the share of each update kept)
+  resize     the adapter at a lower rank (kohya's resize_lora): --rank K, or per module the rank its
+             singular values give under --sv-ratio, --sv-fro or --sv-cumulative
+  extract    a LoRA of the difference between a fine-tuned model (--tuned) and its --base (mergekit's
+             extract_lora): --rank K, or per module the smallest rank keeping the share --energy X
+             of the difference's squared norm`;
 
 export function usageError(message: string): MergeError {
   return new MergeError('BAD_ARGUMENT', `${message} (see loramerge --help)`);
