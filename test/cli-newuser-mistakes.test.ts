@@ -6,7 +6,8 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { expectOneLine, listDir, mergeArgs, runCli } from './helpers/cli.js';
-import { tempDirs } from './helpers/fixtures.js';
+import { buildSafetensors, tempDirs } from './helpers/fixtures.js';
+import { ggufLoraAdapter, LLAMA } from './helpers/gguf-models.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 import { sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
 import { peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
@@ -97,5 +98,32 @@ describe('an --out folder that holds files', () => {
     expect(run.code, run.stderr).toBe(2);
     expectOneLine(run.stderr, /merged: folder exists and is not empty; choose another --out, or pass --overwrite to replace it once the merge has succeeded \(in the library: createNodeOutputTarget's overwrite option\)$/);
     expect(listDir(join(dir, 'merged'))).toEqual(['notes.txt']);
+  });
+});
+
+describe('inspect says which base an adapter was trained for, where its files say it', () => {
+  // What to pick as --base was in the files (PEFT's base_model_name_or_path, kohya's ss_* keys, a
+  // model spec, a LoRA GGUF's architecture) but inspect did not show it.
+  it('a PEFT folder, a kohya file, a LoRA GGUF, and a file that says nothing', async () => {
+    const peft = peftLlamaAdapter(5).files;
+    const kohya = buildSafetensors([
+      { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight', dtype: 'F32', shape: [2, 4], data: [1, 2, 3, 4, 5, 6, 7, 8] },
+      { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight', dtype: 'F32', shape: [4, 2], data: [1, 2, 3, 4, 5, 6, 7, 8] },
+    ], { ss_base_model_version: 'sd_v1', ss_sd_model_name: 'v1-5-pruned-emaonly.safetensors', 'modelspec.architecture': 'stable-diffusion-v1/lora' });
+    const bare = buildSafetensors([
+      { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight', dtype: 'F32', shape: [2, 4], data: [1, 2, 3, 4, 5, 6, 7, 8] },
+      { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight', dtype: 'F32', shape: [4, 2], data: [1, 2, 3, 4, 5, 6, 7, 8] },
+    ]);
+    const gguf = ggufLoraAdapter([{ tensor: 'blk.0.attn_output.weight', rank: 2, in: LLAMA.hidden, out: LLAMA.hidden, aType: 'F16', bType: 'F16' }], 4);
+    const dir = temp.make({ ...Object.fromEntries(Object.entries(peft).map(([k, v]) => [`peft/${k}`, v])), 'kohya.safetensors': kohya, 'bare.safetensors': bare, 'lora.gguf': gguf.bytes });
+    const line = async (path: string) => {
+      const run = await runCli(['inspect', join(dir, path)]);
+      expect(run.code, run.stderr).toBe(0);
+      return run.stdout.split('\n').find((l) => l.startsWith('  trained for: '));
+    };
+    expect(await line('peft')).toBe('  trained for: tiny-llama (base_model_name_or_path)');
+    expect(await line('kohya.safetensors')).toBe('  trained for: stable-diffusion-v1/lora (modelspec.architecture), sd_v1 (ss_base_model_version), v1-5-pruned-emaonly.safetensors (ss_sd_model_name)');
+    expect(await line('lora.gguf')).toBe('  trained for: llama (general.architecture)');
+    expect(await line('bare.safetensors')).toBeUndefined();
   });
 });
