@@ -127,3 +127,35 @@ describe('inspect says which base an adapter was trained for, where its files sa
     expect(await line('bare.safetensors')).toBeUndefined();
   });
 });
+
+describe('a --dtype spelled as other tools spell it', () => {
+  // `q8` and `q4km` were refused with the list of 45 names and no pointer to the one meant; a GGUF
+  // type asked of a safetensors model gave no word on why it is not there.
+  const gguf = () => {
+    const model = q4kmLlama(15);
+    const dir = temp.make({ ...model.files, ...Object.fromEntries(Object.entries(peftLlamaAdapter(6).files).map(([k, v]) => [`lora/${k}`, v])) });
+    return { dir, args: (dtype: string) => mergeArgs(join(dir, 'tiny-llama-Q4_K_M.gguf'), join(dir, 'lora'), join(dir, 'merged.gguf'), '--dtype', dtype) };
+  };
+
+  it('a GGUF type name without its separators, or a digit short, points to the one meant', async () => {
+    const { dir, args } = gguf();
+    for (const [typed, meant] of [['q8', 'q8_0'], ['q4km', 'q4_k_m'], ['IQ4XS', 'iq4_xs'], ['q6k', 'q6_k']]) {
+      const run = await runCli(args(typed));
+      expect(run.code, run.stderr).toBe(2);
+      expectOneLine(run.stderr, new RegExp(`^error: --dtype for a GGUF model must be one of f32, .*, not "${typed}"; did you mean ${meant}\\?$`));
+    }
+    // Several a digit away (q4_0, q4_1, q4_k): no guess.
+    const q4 = await runCli(args('q4'));
+    expectOneLine(q4.stderr, /, not "q4"$/);
+    expect(listDir(dir)).not.toContain('merged.gguf');
+  });
+
+  it('a GGUF type asked of a safetensors model says the output stays safetensors and how to get a GGUF', async () => {
+    const { files } = llamaWithPeft(10);
+    const dir = temp.make(files);
+    const run = await runCli(mergeArgs(join(dir, 'llama.safetensors'), join(dir, 'llama-lora'), join(dir, 'merged.safetensors'), '--dtype', 'q4_k_m'));
+    expect(run.code, run.stderr).toBe(2);
+    expectOneLine(run.stderr, /^error: --dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "q4_k_m" \(for a safetensors model\); q4_k_m is a GGUF type, and a merged safetensors model stays safetensors: convert it to GGUF afterwards \(llama\.cpp's convert_hf_to_gguf\.py, then llama-quantize\), or merge into a GGUF base$/);
+    expect(listDir(dir)).not.toContain('merged.safetensors');
+  });
+});
