@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { expectOneLine, listDir, mergeArgs, runCli } from './helpers/cli.js';
-import { buildSafetensors, tempDirs } from './helpers/fixtures.js';
+import { buildSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { ggufLoraAdapter, LLAMA } from './helpers/gguf-models.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 import { sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
@@ -157,5 +157,54 @@ describe('a --dtype spelled as other tools spell it', () => {
     expect(run.code, run.stderr).toBe(2);
     expectOneLine(run.stderr, /^error: --dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "q4_k_m" \(for a safetensors model\); q4_k_m is a GGUF type, and a merged safetensors model stays safetensors: convert it to GGUF afterwards \(llama\.cpp's convert_hf_to_gguf\.py, then llama-quantize\), or merge into a GGUF base$/);
     expect(listDir(dir)).not.toContain('merged.safetensors');
+  });
+});
+
+describe('a PEFT adapter for a larger model onto a GGUF base', () => {
+  // A LoRA trained on a deeper, wider llama (a 13B's on a 7B GGUF): the modules on the blocks both
+  // have did not fit, the others named blocks past the file's last. That was a list of one problem
+  // per module, without the line saying the adapter is for another size of the model.
+  it('is one line: none of its modules fits, trained on another size', async () => {
+    const model = q4kmLlama(16);
+    const rand = seededRandom(17);
+    const hidden = 128, rank = 2;
+    const tensors: FixtureTensor[] = [];
+    for (const layer of [0, 1, 2]) {
+      for (const proj of ['q_proj', 'o_proj']) {
+        const m = `base_model.model.model.layers.${layer}.self_attn.${proj}`;
+        tensors.push({ name: `${m}.lora_A.weight`, dtype: 'F32', shape: [rank, hidden], data: randomValues(rank * hidden, rand, 0.1) });
+        tensors.push({ name: `${m}.lora_B.weight`, dtype: 'F32', shape: [hidden, rank], data: randomValues(hidden * rank, rand, 0.1) });
+      }
+    }
+    const dir = temp.make({
+      ...model.files,
+      'lora/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: rank, target_modules: ['q_proj', 'o_proj'] }),
+      'lora/adapter_model.safetensors': buildSafetensors(tensors),
+    });
+    const run = await runCli(mergeArgs(join(dir, 'tiny-llama-Q4_K_M.gguf'), join(dir, 'lora'), join(dir, 'merged.gguf')));
+    expect(run.code, run.stderr).toBe(1);
+    expectOneLine(run.stderr, /^error: .*lora: none of its 6 modules fits this base: 2 have other shapes than the tensors they name \(such as module "model\.layers\.0\.self_attn\.q_proj": ΔW \(128, 128\) does not fit .*\), 4 name no tensor in it; it was trained on another model or another size of this one .*: pick the base it was trained on$/);
+    expect(listDir(dir)).not.toContain('merged.gguf');
+  });
+});
+
+describe('a module on a block past a GGUF base\'s last', () => {
+  // "names block 1, but the base has 1 (llama.block_count)" read as if block 1 were there.
+  it('says the blocks are numbered from 0', async () => {
+    const model = q4kmLlama(18);
+    const rand = seededRandom(19);
+    const h = LLAMA.hidden;
+    const m = 'base_model.model.model.layers.1.self_attn.q_proj';
+    const dir = temp.make({
+      ...model.files,
+      'lora/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: ['q_proj'] }),
+      'lora/adapter_model.safetensors': buildSafetensors([
+        { name: `${m}.lora_A.weight`, dtype: 'F32', shape: [2, h], data: randomValues(2 * h, rand, 0.1) },
+        { name: `${m}.lora_B.weight`, dtype: 'F32', shape: [h, 2], data: randomValues(h * 2, rand, 0.1) },
+      ]),
+    });
+    const run = await runCli(mergeArgs(join(dir, 'tiny-llama-Q4_K_M.gguf'), join(dir, 'lora'), join(dir, 'merged.gguf')));
+    expect(run.code, run.stderr).toBe(1);
+    expectOneLine(run.stderr, /module "model\.layers\.1\.self_attn\.q_proj": names block 1, but the base has 1 \(llama\.block_count\), numbered from 0: an adapter for a deeper model/);
   });
 });

@@ -363,6 +363,9 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     // tensor it names (its size or kind), as their problems; the modules that did land.
     const unmatched: PlanProblem[] = [];
     const misfits: PlanProblem[] = [];
+    // Modules on blocks past the base's last: they name no tensor in it, as unmatched ones do, and
+    // count so in the one line that says the adapter is for another size of the model.
+    const pastLast: PlanProblem[] = [];
     const landed = new Set<string>();
     const ownProblemsFrom = problems.length;
     for (const adapterModule of adapter.modules) {
@@ -376,6 +379,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         else if (!location.module) {
           fail(location.code, location.message);
           if (location.unmatched) unmatched.push(problems[problems.length - 1]);
+          if (location.pastLastBlock) pastLast.push(problems[problems.length - 1]);
         }
         // A refusal of the saved module all its experts share: one line, naming it.
         else if (!refusedWhole.has(location.module)) {
@@ -415,6 +419,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       const unplaced = module.experts ? expertRowsProblem(location.targets) : unplacedRows(location.targets, module.deltaShape[0]);
       if (unplaced) {
         fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit where ${location.layout} puts it (${targets}): ${unplaced}`);
+        // Fewer rows than the placement needs (a q_proj of a narrower model on a GGUF's permuted
+        // attn_q): another size of the model, as a misfit is. Rows left over or landing twice say
+        // the file is laid out otherwise, and stay a refusal of their own.
+        if (unplaced.startsWith('the placement needs ')) misfits.push(problems[problems.length - 1]);
         continue;
       }
       for (const target of location.targets) {
@@ -626,9 +634,9 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     // Trained on another model of the kind, or another size of this one (an SD 1.5 LoRA on SDXL, a
     // 7B model's LoRA on a 13B one): no module fits, most for their shapes. One line says so.
     const misfitModules = new Set(misfits.map((p) => p.module)).size;
-    const explained = new Set([...unmatched, ...misfits]);
+    const explained = new Set([...unmatched, ...pastLast, ...misfits]);
     const onlyMisfits = () => misfitModules > 0 && problems.slice(ownProblemsFrom).every((p) => explained.has(p));
-    const missing = new Set(unmatched.map((p) => p.module)).size;
+    const missing = new Set([...unmatched, ...pastLast].map((p) => p.module)).size;
     const others = misfitModules === 1 ? 'one has another shape than the tensor it names' : `${misfitModules} have other shapes than the tensors they name`;
     const nameNone = missing === 0 ? '' : `, ${missing === 1 ? 'one names' : `${missing} name`} no tensor in it`;
     const trainedOn = 'trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model\'s LoRA on a 13B one): pick the base it was trained on';
