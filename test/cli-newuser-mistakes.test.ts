@@ -7,10 +7,9 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { expectOneLine, listDir, mergeArgs, runCli } from './helpers/cli.js';
 import { buildSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
-import { ggufLoraAdapter, LLAMA } from './helpers/gguf-models.js';
-import { llamaWithPeft } from './helpers/page-fixtures.js';
+import { ggufLoraAdapter, LLAMA, peftLlamaAdapter, q4kmLlama, splitF16Llama } from './helpers/gguf-models.js';
+import { llamaWithPeft, sdxlWithKohya } from './helpers/page-fixtures.js';
 import { sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
-import { peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
 
 const temp = tempDirs();
 afterAll(temp.removeAll);
@@ -206,5 +205,28 @@ describe('a module on a block past a GGUF base\'s last', () => {
     const run = await runCli(mergeArgs(join(dir, 'tiny-llama-Q4_K_M.gguf'), join(dir, 'lora'), join(dir, 'merged.gguf')));
     expect(run.code, run.stderr).toBe(1);
     expectOneLine(run.stderr, /module "model\.layers\.1\.self_attn\.q_proj": names block 1, but the base has 1 \(llama\.block_count\), numbered from 0: an adapter for a deeper model/);
+  });
+});
+
+describe('a weight file\'s name as --out for a folder base', () => {
+  // `--base unet/ --out merged.safetensors` wrote a folder named merged.safetensors, holding
+  // config.json and diffusion_pytorch_model.safetensors, where one file was expected.
+  it('a diffusers component folder: refused before merging, saying the output is a folder and how to get one file', async () => {
+    const dir = temp.make(sdxlWithKohya(4).files);
+    const run = await runCli(mergeArgs(join(dir, 'unet'), join(dir, 'sdxl-style.safetensors'), join(dir, 'merged.safetensors')));
+    expect(run.code, run.stderr).toBe(2);
+    expectOneLine(run.stderr, /^error: --out .*merged\.safetensors: the base is a folder, so the merged model is a folder of the same files; name --out as a folder, without \.safetensors \(or, where the base's weights are one file, give that file as --base for one merged file\)$/);
+    expect(listDir(dir)).not.toContain('merged.safetensors');
+    const asFolder = await runCli(mergeArgs(join(dir, 'unet'), join(dir, 'sdxl-style.safetensors'), join(dir, 'merged')));
+    expect(asFolder.code, asFolder.stderr).toBe(0);
+  });
+
+  it('a split GGUF: refused the same way', async () => {
+    const model = splitF16Llama(20);
+    const dir = temp.make({ ...model.files, ...Object.fromEntries(Object.entries(peftLlamaAdapter(7).files).map(([k, v]) => [`lora/${k}`, v])) });
+    const run = await runCli(mergeArgs(join(dir, 'tiny-llama-F16-00001-of-00002.gguf'), join(dir, 'lora'), join(dir, 'merged.gguf')));
+    expect(run.code, run.stderr).toBe(2);
+    expectOneLine(run.stderr, /^error: --out .*merged\.gguf: the base is a split GGUF, so the merged model is a folder of its parts; name --out as a folder, without \.gguf$/);
+    expect(listDir(dir)).not.toContain('merged.gguf');
   });
 });

@@ -51,7 +51,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   }
   try {
     if (cmd.dtype !== undefined) prepared.base.format.parseOutputType(cmd.dtype);
-    if (!cmd.dryRun && !base.many) checkOutputFormatName(cmd.out, prepared.base.format.name);
+    if (!cmd.dryRun) checkOutputFormatName(cmd.out, prepared.base.format.name, base.many);
     for (const warning of prepared.plan.warnings) log(`warning: ${oneLine(warning)}`);
     for (const note of prepared.plan.notes) log(`note: ${oneLine(note)}`);
     if (cmd.dryRun) {
@@ -119,12 +119,21 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
 
 /**
  * A file --out named for the other format (`merged.gguf` from a safetensors base): the merged model
- * is written in the base's format, so the name would send it to a loader that cannot read it.
- * `format` is the base's container name (`safetensors`, `gguf`).
+ * is written in the base's format, so the name would send it to a loader that cannot read it. And a
+ * weight file's name for the folder a folder base gives (`folder`). `format` is the base's container
+ * name (`safetensors`, `gguf`).
  */
-function checkOutputFormatName(out: string, format: string): void {
+function checkOutputFormatName(out: string, format: string, folder: boolean): void {
   const named = /\.(gguf|safetensors)$/i.exec(out)?.[1].toLowerCase();
-  if (named === undefined || named === format) return;
+  if (named === undefined) return;
+  if (folder) {
+    // A folder base gives a folder: `--out merged.safetensors` from a diffusers `unet/` wrote a
+    // folder of that name, not the one file the name promises.
+    throw new MergeError('BAD_ARGUMENT', format === 'gguf'
+      ? `--out ${out}: the base is a split GGUF, so the merged model is a folder of its parts; name --out as a folder, without .${named}`
+      : `--out ${out}: the base is a folder, so the merged model is a folder of the same files; name --out as a folder, without .${named} (or, where the base's weights are one file, give that file as --base for one merged file)`);
+  }
+  if (named === format) return;
   const shown = (f: string) => (f === 'gguf' ? 'GGUF' : f);
   throw new MergeError('BAD_ARGUMENT', `--out ${out}: the base is a ${shown(format)} model and the merged model is written in the base's format, not ${shown(named)} (loramerge does not convert between safetensors and GGUF); name the output .${format}`);
 }
