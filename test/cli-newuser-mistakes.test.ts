@@ -226,7 +226,7 @@ describe('a weight file\'s name as --out for a folder base', () => {
     const dir = temp.make({ ...model.files, ...Object.fromEntries(Object.entries(peftLlamaAdapter(7).files).map(([k, v]) => [`lora/${k}`, v])) });
     const run = await runCli(mergeArgs(join(dir, 'tiny-llama-F16-00001-of-00002.gguf'), join(dir, 'lora'), join(dir, 'merged.gguf')));
     expect(run.code, run.stderr).toBe(2);
-    expectOneLine(run.stderr, /^error: --out .*merged\.gguf: the base is a split GGUF, so the merged model is a folder of its parts; name --out as a folder, without \.gguf$/);
+    expectOneLine(run.stderr, /^error: --out .*merged\.gguf: the base is a folder or a split GGUF, so the merged model is a folder of the same files; name --out as a folder, without \.gguf \(or, where the base's weights are one file, give that file as --base for one merged file\)$/);
     expect(listDir(dir)).not.toContain('merged.gguf');
   });
 });

@@ -51,7 +51,6 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   }
   try {
     if (cmd.dtype !== undefined) prepared.base.format.parseOutputType(cmd.dtype);
-    if (!cmd.dryRun) checkOutputFormatName(cmd.out, prepared.base.format.name, base.many);
     for (const warning of prepared.plan.warnings) log(`warning: ${oneLine(warning)}`);
     for (const note of prepared.plan.notes) log(`note: ${oneLine(note)}`);
     if (cmd.dryRun) {
@@ -60,6 +59,8 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
       return 0;
     }
     assertPlanValid(prepared.plan);
+    // After the plan's own problems, which say more about the inputs than the output's name does.
+    checkOutputFormatName(cmd.out, prepared.base.format.name, base.many);
     log(describePlan(prepared, false));
 
     // Every Ctrl-C (or SIGTERM, SIGHUP) from here on cancels the merge; none ends the process before
@@ -129,9 +130,7 @@ function checkOutputFormatName(out: string, format: string, folder: boolean): vo
   if (folder) {
     // A folder base gives a folder: `--out merged.safetensors` from a diffusers `unet/` wrote a
     // folder of that name, not the one file the name promises.
-    throw new MergeError('BAD_ARGUMENT', format === 'gguf'
-      ? `--out ${out}: the base is a split GGUF, so the merged model is a folder of its parts; name --out as a folder, without .${named}`
-      : `--out ${out}: the base is a folder, so the merged model is a folder of the same files; name --out as a folder, without .${named} (or, where the base's weights are one file, give that file as --base for one merged file)`);
+    throw new MergeError('BAD_ARGUMENT', `--out ${out}: the base is a folder${format === 'gguf' ? ' or a split GGUF' : ''}, so the merged model is a folder of the same files; name --out as a folder, without .${named} (or, where the base's weights are one file, give that file as --base for one merged file)`);
   }
   if (named === format) return;
   const shown = (f: string) => (f === 'gguf' ? 'GGUF' : f);
