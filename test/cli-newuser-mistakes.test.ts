@@ -230,3 +230,19 @@ describe('a weight file\'s name as --out for a folder base', () => {
     expect(listDir(dir)).not.toContain('merged.gguf');
   });
 });
+
+describe('--dtype f16 on a quantized GGUF, as the requantization warning advises', () => {
+  // The plan's warning says f16 or q8_0 keep more of the update; taking that advice drew a second
+  // warning that the Q4_K tensors were "quantized again to F16", which dequantizes them.
+  it('draws no warning that the tensors are quantized again; q8_0 still does', async () => {
+    const model = q4kmLlama(21);
+    const dir = temp.make({ ...model.files, ...Object.fromEntries(Object.entries(peftLlamaAdapter(8).files).map(([k, v]) => [`lora/${k}`, v])) });
+    const f16 = await runCli(mergeArgs(join(dir, 'tiny-llama-Q4_K_M.gguf'), join(dir, 'lora'), join(dir, 'f16.gguf'), '--dtype', 'f16'));
+    expect(f16.code, f16.stderr).toBe(0);
+    expect(f16.stderr).toMatch(/f16 or q8_0 keep more of the update/);
+    expect(f16.stderr).not.toMatch(/quantized again/);
+    const q8 = await runCli(mergeArgs(join(dir, 'tiny-llama-Q4_K_M.gguf'), join(dir, 'lora'), join(dir, 'q8.gguf'), '--dtype', 'q8_0'));
+    expect(q8.code, q8.stderr).toBe(0);
+    expect(q8.stderr).toMatch(/warning: tensors already quantized \(\d+ Q4_K, \d+ Q5_K, \d+ Q6_K\) are quantized again to Q8_0/);
+  });
+});

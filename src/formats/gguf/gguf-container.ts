@@ -90,7 +90,9 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
           if (!substituted.has(key)) substituted.set(key, { asked, type, names: [] });
           substituted.get(key)!.names.push(t.name);
         }
-        if (!FLOAT_TYPES.has(t.type)) requantized.set(t.type, (requantized.get(t.type) ?? 0) + 1);
+        // Written as a float type, a quantized tensor is dequantized, not quantized again: the
+        // first warning's own advice (f16 keeps more of the update) must not draw this one.
+        if (!FLOAT_TYPES.has(t.type) && !FLOAT_TYPES.has(type)) requantized.set(t.type, (requantized.get(t.type) ?? 0) + 1);
       }));
       const warnings = [...substituted.values()].map(({ asked, type, names }) =>
         `${names.length} tensor${names.length === 1 ? ' is' : 's are'} written as ${type}, not ${asked}: ${names.length === 1 ? 'its' : 'their'} rows are not whole ${asked} blocks, and llama-quantize falls back to ${type} for such rows (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''})`);
