@@ -246,3 +246,34 @@ describe('--dtype f16 on a quantized GGUF, as the requantization warning advises
     expect(q8.stderr).toMatch(/warning: tensors already quantized \(\d+ Q4_K, \d+ Q5_K, \d+ Q6_K\) are quantized again to Q8_0/);
   });
 });
+
+describe('a refusal of the wrong base names the base the adapter\'s files say it was trained on', () => {
+  // "pick the base it was trained on" left the user to find which; the adapter's own metadata
+  // often says (PEFT's base_model_name_or_path, kohya's ss_base_model_version).
+  it('a PEFT adapter for a wider llama, and a kohya SDXL LoRA on a language model', async () => {
+    const { files } = llamaWithPeft(11);
+    const rand = seededRandom(23);
+    const wide = 32;
+    const m = 'base_model.model.model.layers.0.self_attn.q_proj';
+    const kohya = buildSafetensors([
+      { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight', dtype: 'F32', shape: [2, 8], data: randomValues(16, rand) },
+      { name: 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_up.weight', dtype: 'F32', shape: [8, 2], data: randomValues(16, rand) },
+    ], { ss_base_model_version: 'sdxl_base_v1-0' });
+    const dir = temp.make({
+      ...files,
+      'wide/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: ['q_proj'], base_model_name_or_path: 'org/llama-wide' }),
+      'wide/adapter_model.safetensors': buildSafetensors([m, m.replace('layers.0', 'layers.1')].flatMap((name): FixtureTensor[] => [
+        { name: `${name}.lora_A.weight`, dtype: 'F32', shape: [2, wide], data: randomValues(2 * wide, rand) },
+        { name: `${name}.lora_B.weight`, dtype: 'F32', shape: [wide, 2], data: randomValues(wide * 2, rand) },
+      ])),
+      'sdxl.safetensors': kohya,
+    });
+    const peft = await runCli(mergeArgs(join(dir, 'llama.safetensors'), join(dir, 'wide'), join(dir, 'merged.safetensors')));
+    expect(peft.code, peft.stderr).toBe(1);
+    expectOneLine(peft.stderr, /: pick the base it was trained on; its files name org\/llama-wide \(base_model_name_or_path\)$/);
+    const sdxl = await runCli(mergeArgs(join(dir, 'llama.safetensors'), join(dir, 'sdxl.safetensors'), join(dir, 'merged.safetensors')));
+    expect(sdxl.code, sdxl.stderr).toBe(1);
+    expectOneLine(sdxl.stderr, /this adapter is for a diffusion UNet, but the base is a language model: .*; pick the base it was trained on; its files name sdxl_base_v1-0 \(ss_base_model_version\)$/);
+    expect(listDir(dir)).not.toContain('merged.safetensors');
+  });
+});

@@ -31,6 +31,7 @@ import { namedLayerClass } from '../formats/layer-names.js';
 import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { splitTensorName } from '../formats/key-forms.js';
+import { trainedFor } from '../formats/trained-for.js';
 import { fitExperts, storesExpertsInOut, type ExpertSplit } from './fused-experts.js';
 import { familyMismatch } from './model-family.js';
 import { formatProblemList } from './problems.js';
@@ -613,6 +614,9 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     if (mine.length > 0 && mine.length === adapter.modules.length && adapter.replacements.length === 0 && !adapter.tokenRows?.length) {
       report('', 'PLAN_INVALID', `none of its ${mine.length} modules lands in this base (${mine[0].reason.replace(/^names /, 'they name ')})`);
     }
+    // What the adapter's own files say it was trained on: the base to pick, where they say it.
+    const said = trainedFor(adapter);
+    const namedBase = said ? `; its files name ${said}` : '';
     // An adapter for another kind of model (an SDXL LoRA on a language model) matches nowhere:
     // one line naming both kinds instead of one per module. Modules of a part the base does not
     // hold (left out above) do not count.
@@ -624,12 +628,12 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     const factorExample = !kinds && unmatched.length > 0 && unmatched.length === considered ? adapterFactorExample(base.tensors.keys()) : undefined;
     if (factorExample !== undefined) {
       removeProblems(problems, new Set(unmatched));
-      report('', 'UNKNOWN_MODULE', `the base is a LoRA adapter, not a model (its tensors are factors such as "${factorExample}"): give the model this adapter was trained for as the base`);
+      report('', 'UNKNOWN_MODULE', `the base is a LoRA adapter, not a model (its tensors are factors such as "${factorExample}"): give the model this adapter was trained for as the base${namedBase}`);
     }
     if (kinds) {
       removeProblems(problems, new Set(unmatched));
       const none = unmatched.length === 1 ? 'its one module has no tensor there' : `none of its ${unmatched.length} modules has a tensor there`;
-      report('', 'UNKNOWN_MODULE', `this adapter is for a ${kinds.adapter}, but the base is a ${kinds.base}: ${none} (such as "${unmatched[0].module}"); pick the base it was trained on`);
+      report('', 'UNKNOWN_MODULE', `this adapter is for a ${kinds.adapter}, but the base is a ${kinds.base}: ${none} (such as "${unmatched[0].module}"); pick the base it was trained on${namedBase}`);
     }
     // Trained on another model of the kind, or another size of this one (an SD 1.5 LoRA on SDXL, a
     // 7B model's LoRA on a 13B one): no module fits, most for their shapes. One line says so.
@@ -639,7 +643,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     const missing = new Set([...unmatched, ...pastLast].map((p) => p.module)).size;
     const others = misfitModules === 1 ? 'one has another shape than the tensor it names' : `${misfitModules} have other shapes than the tensors they name`;
     const nameNone = missing === 0 ? '' : `, ${missing === 1 ? 'one names' : `${missing} name`} no tensor in it`;
-    const trainedOn = 'trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model\'s LoRA on a 13B one): pick the base it was trained on';
+    const trainedOn = `trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model's LoRA on a 13B one): pick the base it was trained on${namedBase}`;
     if (landed.size === 0 && considered > 1 && onlyMisfits()) {
       removeProblems(problems, explained);
       const example = misfits[0].message.slice(adapter.name.length + 2);
