@@ -277,3 +277,20 @@ describe('a refusal of the wrong base names the base the adapter\'s files say it
     expect(listDir(dir)).not.toContain('merged.safetensors');
   });
 });
+
+describe('a weight that looks like a percentage', () => {
+  // `--weight 80` (for 80 %) merged the update 80-fold, exit 0, without a word.
+  it('is merged as given, with a warning that a weight is a multiplier', async () => {
+    const { files } = llamaWithPeft(12);
+    const dir = temp.make(files);
+    const args = (w: string, out: string) => mergeArgs(join(dir, 'llama.safetensors'), join(dir, 'llama-lora'), join(dir, out), '--weight', w);
+    const eighty = await runCli(args('80', 'a.safetensors'));
+    expect(eighty.code, eighty.stderr).toBe(0);
+    expect(eighty.stderr).toMatch(/^warning: .*llama-lora: weight 80 scales its update 80-fold: a weight is a multiplier, not a percentage \(1 applies the adapter as trained, 0\.8 at 80 %\) \(was 0\.8 meant\?\)$/m);
+    const negative = await runCli(args('-250', 'b.safetensors'));
+    expect(negative.stderr).toMatch(/^warning: .*llama-lora: weight -250 scales its update 250-fold: a weight is a multiplier, not a percentage \(1 applies the adapter as trained, 0\.8 at 80 %\)$/m);
+    const slider = await runCli(args('-4', 'c.safetensors'));
+    expect(slider.code, slider.stderr).toBe(0);
+    expect(slider.stderr).not.toMatch(/warning/);
+  });
+});
