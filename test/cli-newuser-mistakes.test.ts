@@ -313,3 +313,23 @@ describe('combine, resize or extract with --out named .gguf', () => {
     expect(listDir(dir).sort()).toEqual(['llama-lora', 'llama.safetensors']);
   });
 });
+
+describe('extract given a LoRA as one of its models', () => {
+  // The LoRA's factors were listed as "tensors missing from" the other model, "are they the same
+  // architecture?", without saying one input was an adapter.
+  it('names the LoRA as an adapter, not a model, and says what extract takes', async () => {
+    const { files } = llamaWithPeft(14);
+    const dir = temp.make(files);
+    const cases: [string, string, RegExp][] = [
+      [join(dir, 'llama.safetensors'), join(dir, 'llama-lora'), /^error: .*llama-lora: a LoRA adapter, not a model/],
+      [join(dir, 'llama-lora', 'adapter_model.safetensors'), join(dir, 'llama.safetensors'), /^error: .*llama-lora\/adapter_model\.safetensors: a LoRA adapter, not a model/],
+    ];
+    for (const [base, tuned, who] of cases) {
+      const run = await runCli(['extract', '--base', base, '--tuned', tuned, '--rank', '1', '--out', join(dir, 'extracted'), '--backend', 'cpu']);
+      expect(run.code, run.stderr).toBe(1);
+      expectOneLine(run.stderr, who);
+      expectOneLine(run.stderr, / \(its tensors are factors such as "base_model\.model\.model\.layers\.0\.[a-z_.]+\.lora_[AB]\.weight"\): extract takes a base model and a fine-tuned version of it; a LoRA is merged into its base \(loramerge merge\), not extracted from$/);
+    }
+    expect(listDir(dir).sort()).toEqual(['llama-lora', 'llama.safetensors']);
+  });
+});

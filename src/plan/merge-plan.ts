@@ -30,7 +30,7 @@ import type { BaseComponent } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
 import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
-import { splitTensorName } from '../formats/key-forms.js';
+import { adapterFactorExample } from '../formats/key-forms.js';
 import { trainedFor } from '../formats/trained-for.js';
 import { fitExperts, storesExpertsInOut, type ExpertSplit } from './fused-experts.js';
 import { familyMismatch } from './model-family.js';
@@ -1175,24 +1175,4 @@ function sameShape(x: readonly number[], y: readonly number[]): boolean {
 
 function fmt(shape: readonly number[]): string {
   return `(${shape.join(', ')})`;
-}
-
-/**
- * A tensor of `baseKeys` named as an adapter's low-rank factor (`….lora_down.weight`,
- * `….lora_A.weight`), when at least half of them are: a base that is a LoRA file. Undefined for a
- * model, whose weights end in `.weight` alone.
- */
-function adapterFactorExample(baseKeys: Iterable<string>): string | undefined {
-  let total = 0;
-  let example: string | undefined;
-  let factors = 0;
-  for (const key of baseKeys) {
-    total++;
-    const role = splitTensorName(key)?.role;
-    if (role === 'down' || role === 'up') {
-      factors++;
-      example ??= key;
-    }
-  }
-  return example !== undefined && factors * 2 >= total ? example : undefined;
 }
