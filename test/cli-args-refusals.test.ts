@@ -115,6 +115,21 @@ describe("another tool's name for an option points to ours", () => {
   });
 });
 
+describe("combine's --method named as PEFT's add_weighted_adapter names it", () => {
+  // `--method linear` and `--method ties_svd` (PEFT's combination_type values) got only the list.
+  const list = 'cat, svd, ties, dare_linear, dare_ties, magnitude_prune';
+  it.each([
+    ['linear', `--method must be one of ${list}, not "linear"; PEFT's linear combines A and B separately (with cross terms) and is not offered: cat keeps the weighted sum exactly, svd brings it to a rank`],
+    ['ties_svd', `--method must be one of ${list}, not "ties_svd"; PEFT's ties_svd is --method ties here (every rule ends with the SVD to --rank)`],
+    ['dare_linear_svd', `--method must be one of ${list}, not "dare_linear_svd"; PEFT's dare_linear_svd is --method dare_linear here (every rule ends with the SVD to --rank)`],
+    ['average', `--method must be one of ${list}, not "average"`],
+  ])('%s', async (method, message) => {
+    const { code, err } = await run(['combine', '--adapter', 'a', '--method', method, '--out', 'o']);
+    expect(code).toBe(2);
+    expect(err).toEqual([`error: ${message} (see loramerge --help)`]);
+  });
+});
+
 describe("combine, resize and extract print their report to the caller's output", () => {
   // The report went to process.stdout whatever output runCommandLine was given.
   it.each([
