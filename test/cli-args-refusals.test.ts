@@ -88,6 +88,48 @@ describe('an unknown option is named as typed, with what was likely meant', () =
   });
 });
 
+describe("another tool's name for an option points to ours", () => {
+  // `--output`, `--lora`, `--model`, `--scale`, `-o` are what users of kohya's, diffusers' and
+  // PEFT's merge scripts type first; each was refused with no hint, being too far from our
+  // spelling for the edit-distance check.
+  it.each([
+    [['merge', '--output', 'o.safetensors'], 'merge has no option --output; did you mean --out?'],
+    [['merge', '-o', 'o.safetensors'], 'merge has no option -o; did you mean --out?'],
+    [['merge', '--save_to', 'o.safetensors'], 'merge has no option --save_to; did you mean --out?'],
+    [['merge', '--lora', 'a'], 'merge has no option --lora; did you mean --adapter?'],
+    [['merge', '--model', 'b'], 'merge has no option --model; did you mean --base?'],
+    [['merge', '--base_model', 'b'], 'merge has no option --base_model; did you mean --base?'],
+    [['merge', '--scale', '0.8'], 'merge has no option --scale; did you mean --weight?'],
+    [['merge', '--ratios', '0.8'], 'merge has no option --ratios; did you mean --weight?'],
+    [['merge', '--save_precision', 'fp16'], 'merge has no option --save_precision; did you mean --dtype?'],
+    [['merge', '--force'], 'merge has no option --force; did you mean --overwrite?'],
+    [['merge', '--device', 'cpu'], 'merge has no option --device; did you mean --backend?'],
+    [['combine', '--lora', 'a'], 'combine has no option --lora; did you mean --adapter?'],
+    [['extract', '--model', 'b'], 'extract has no option --model; did you mean --base?'],
+    // Only options the command has are pointed to: resize has no --base.
+    [['resize', '--model', 'b'], 'resize has no option --model'],
+  ])('%j', async (argv, message) => {
+    const { code, err } = await run(argv);
+    expect(code).toBe(2);
+    expect(err).toEqual([`error: ${message} (see loramerge --help)`]);
+  });
+});
+
+describe("combine's --method named as PEFT's add_weighted_adapter names it", () => {
+  // `--method linear` and `--method ties_svd` (PEFT's combination_type values) got only the list.
+  const list = 'cat, svd, ties, dare_linear, dare_ties, magnitude_prune';
+  it.each([
+    ['linear', `--method must be one of ${list}, not "linear"; PEFT's linear combines A and B separately (with cross terms) and is not offered: cat keeps the weighted sum exactly, svd brings it to a rank`],
+    ['ties_svd', `--method must be one of ${list}, not "ties_svd"; PEFT's ties_svd is --method ties here (every rule ends with the SVD to --rank)`],
+    ['dare_linear_svd', `--method must be one of ${list}, not "dare_linear_svd"; PEFT's dare_linear_svd is --method dare_linear here (every rule ends with the SVD to --rank)`],
+    ['average', `--method must be one of ${list}, not "average"`],
+  ])('%s', async (method, message) => {
+    const { code, err } = await run(['combine', '--adapter', 'a', '--method', method, '--out', 'o']);
+    expect(code).toBe(2);
+    expect(err).toEqual([`error: ${message} (see loramerge --help)`]);
+  });
+});
+
 describe("combine, resize and extract print their report to the caller's output", () => {
   // The report went to process.stdout whatever output runCommandLine was given.
   it.each([

@@ -191,6 +191,22 @@ describe('broken input through the CLI', () => {
       expect(errorLines(result.stderr)[0], args.join(' ')).toMatch(message);
     }
   });
+
+  it('says how several weights are given when they come as a list or after the last adapter', async () => {
+    // Other tools take `--ratios 1,0.5`; `--weight 1,0.5` was refused only as "not a finite
+    // decimal number", and two --weight after the last --adapter without saying where they go.
+    const how = 'each --weight belongs to the --adapter just before it (--adapter A --weight 1 --adapter B --weight 0.5)';
+    for (const [args, message] of [
+      [['merge', '--base', 'x', '--adapter', 'a', '--adapter', 'b', '--weight', '1,0.5', '--out', 'z'], `error: --weight "1,0.5" for adapter b is a list, and a --weight is one number: ${how} (see loramerge --help)`],
+      [['combine', '--adapter', 'a', '--weight', '0.7 0.3', '--method', 'cat', '--out', 'z'], `error: --weight "0.7 0.3" for adapter a is a list, and a --weight is one number: ${how} (see loramerge --help)`],
+      [['merge', '--base', 'x', '--adapter', 'a', '--adapter', 'b', '--weight', '1', '--weight', '0.5', '--out', 'z'], `error: adapter b has two --weight values: ${how} (see loramerge --help)`],
+      [['merge', '--base', 'x', '--adapter', 'a', '--weight', '1,x', '--out', 'z'], 'error: --weight "1,x" for adapter a is not a finite decimal number (see loramerge --help)'],
+    ] as [string[], string][]) {
+      const result = await runCli(args);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(errorLines(result.stderr), args.join(' ')).toEqual([message]);
+    }
+  });
 });
 
 describe('usage', () => {
@@ -206,6 +222,18 @@ describe('usage', () => {
     const positional = await runCli(['inspect', '--', '--help']);
     expect(positional.code).not.toBe(0);
     expect(errorLines(positional.stderr)[0]).toMatch(/--help/);
+  });
+
+  it('says what each command does and that an existing output file is replaced', async () => {
+    // combine, resize and extract had a synopsis and no word on what they do; an existing --out
+    // file is replaced without --overwrite, which the help did not say.
+    const { stdout } = await runCli(['--help']);
+    for (const command of ['inspect', 'sample', 'combine', 'resize', 'extract']) {
+      expect(stdout, command).toMatch(new RegExp(`^ {2}${command} {2,}\\S`, 'm'));
+    }
+    expect(stdout).toMatch(/^ {2}combine {4}one adapter from several: cat .*\n.*\n.*need --density D/m);
+    expect(stdout).toMatch(/^ {2}extract {4}a LoRA of the difference between a fine-tuned model \(--tuned\) and its --base/m);
+    expect(stdout).toMatch(/--overwrite .*\n\s+an existing output file is replaced without it, also only on success/);
   });
 
   it('refuses a negative or malformed number for every numeric option in one line naming the option and its range, exit 2', async () => {

@@ -444,7 +444,7 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       if (inputs.includes('adapter')) choices.push(['adapter/adapter_model.safetensors', /would overwrite input (.*\/)?adapter\/adapter_model\.safetensors;/]);
       // merge writes a file for a file base; the others a file only for an --out named *.safetensors.
       if (b.command === 'merge') choices.push(['emptydir', /emptydir: exists and is not a file; choose another output path/]);
-      else if (!b.opts.some((x) => x.name === 'overwrite')) choices.push(['notes', /notes: folder exists and is not empty; remove it or allow overwriting/]);
+      else if (!b.opts.some((x) => x.name === 'overwrite')) choices.push(['notes', /notes: folder exists and is not empty; choose another --out, or pass --overwrite/]);
       const [path, why] = pick(choices, n >> 2);
       out.value = path;
       b.output = undefined;

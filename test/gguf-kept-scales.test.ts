@@ -309,7 +309,8 @@ describe('what cannot be divided by a scale', () => {
 
   it('--dtype that would take output.weight out of NVFP4 beside output.scale: refused through the CLI, nothing written', async () => {
     const dir = temp.make({ [`base/${BASE_NAME}`]: scaledHead.files[BASE_NAME], ...Object.fromEntries(Object.entries(lora(['v_proj'])).map(([k, v]) => [`peft/${k}`, v])) });
-    const out = join(dir, 'merged.gguf');
+    // A folder base gives a folder: an --out named .gguf is refused on its own account.
+    const out = join(dir, 'merged');
     const run = await runCli(['merge', '--base', join(dir, 'base'), '--adapter', join(dir, 'peft'), '--out', out, '--dtype', 'q4_k', '--backend', 'cpu']);
     expect(run.code).not.toBe(0);
     expect(errorLines(run.stderr)).toEqual([expect.stringMatching(/tensor "output\.weight": llama\.cpp reads output\.scale and output\.input_scale only beside an NVFP4 output\.weight .* cannot be written as Q4_K; keep it NVFP4/)]);

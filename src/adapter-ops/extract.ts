@@ -14,6 +14,7 @@ import { decodeToF32, DTYPE_BYTES, isFloatDType, type FloatDType } from '../dtyp
 import { MergeError, throwIfAborted } from '../errors.js';
 import { openBaseModel, type BaseModel, type BaseTensor } from '../formats/base-model.js';
 import { holdsGgufModel } from '../formats/open-model.js';
+import { adapterFactorExample } from '../formats/key-forms.js';
 import type { InputFileSet } from '../io/types.js';
 import type { WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
@@ -185,6 +186,14 @@ export function kohyaName(path: string): string {
 }
 
 function checkSameTensors(base: BaseModel, tuned: BaseModel): void {
+  // A LoRA given as either model (the adapter meant for `merge`): say so rather than list its
+  // factors as tensors the other model lacks.
+  for (const model of [tuned, base]) {
+    const factor = adapterFactorExample(model.tensors.keys());
+    if (factor !== undefined) {
+      throw new MergeError('UNKNOWN_MODULE', `${model.name}: a LoRA adapter, not a model (its tensors are factors such as "${factor}"): extract takes a base model and a fine-tuned version of it; a LoRA is merged into its base (loramerge merge), not extracted from`);
+    }
+  }
   const onlyTuned = [...tuned.tensors.keys()].filter((k) => !base.tensors.has(k));
   const onlyBase = [...base.tensors.keys()].filter((k) => !tuned.tensors.has(k));
   const list = (names: string[]) => `${names.slice(0, 5).join(', ')}${names.length > 5 ? `, … (${names.length} in all)` : ''}`;

@@ -52,6 +52,21 @@ export const ADAPTER_USAGE = `  loramerge combine --adapter PATH [--weight W] [-
 const METHODS: readonly CombineMethod[] = ['cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune'];
 
 /**
+ * What a PEFT add_weighted_adapter combination_type not offered here maps to: `linear` (and its
+ * kin) averages A and B separately, which adds cross terms; `*_svd` are the rules this command
+ * already ends with an SVD.
+ */
+function methodHint(value: string): string {
+  const name = value.toLowerCase().replace(/-/g, '_');
+  if (name === 'linear' || name === 'weighted' || name === 'concat') {
+    return `; PEFT's ${name === 'concat' ? 'concatenation is cat' : `${name} combines A and B separately (with cross terms) and is not offered: cat keeps the weighted sum exactly, svd brings it to a rank`}`;
+  }
+  const svd = /^(ties|dare_linear|dare_ties|magnitude_prune)_svd$/.exec(name);
+  if (svd) return `; PEFT's ${name} is --method ${svd[1]} here (every rule ends with the SVD to --rank)`;
+  return '';
+}
+
+/**
  * What --weight takes, for its refusals (merge's too: args.ts imports this module, so a constant of
  * its own would not be set yet when this one's tables are built).
  */
@@ -134,7 +149,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
         weighLastAdapter(adapters, value);
         break;
       case 'method':
-        if (!METHODS.includes(value as CombineMethod)) throw usageError(`--method must be one of ${METHODS.join(', ')}, not "${value}"`);
+        if (!METHODS.includes(value as CombineMethod)) throw usageError(`--method must be one of ${METHODS.join(', ')}, not "${value}"${methodHint(value)}`);
         method = once(method, 'method', value as CombineMethod);
         break;
       case 'rank': rank = once(rank, 'rank', positiveInteger('rank', value)); break;

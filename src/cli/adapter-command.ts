@@ -45,6 +45,10 @@ interface Inputs {
  */
 async function listInputs(command: string, out: string, named: [string, string][]): Promise<{ sets: InputFileSet[]; inputs: Inputs }> {
   checkOutputPath(out);
+  // Any --out but a .safetensors one is a PEFT folder: `--out lora.gguf` wrote a folder of that name.
+  if (/\.gguf$/i.test(out)) {
+    throw new MergeError('BAD_ARGUMENT', `--out ${out}: ${command} writes a kohya .safetensors file or a PEFT folder, not a GGUF (llama.cpp's convert_lora_to_gguf.py makes a LoRA GGUF of the PEFT folder); name --out .safetensors, or a folder`);
+  }
   const urlRequests = new AbortController();
   const opened: CliInput[] = [];
 // combine's and resize's --adapter may be a Hugging Face adapter repository; extract's inputs are models.

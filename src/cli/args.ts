@@ -66,9 +66,18 @@ ${ADAPTER_USAGE}
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
   --threads  threads of the CPU merge (default: one per core, at most 8; each adds about 14 MiB of memory)
   --dry-run  print the plan and stop
-  --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded)
+  --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded);
+             an existing output file is replaced without it, also only on success
   inspect    print what a base model or adapter holds
-  sample     write a small generated model and adapter to DIR (default ./loramerge-sample), merge them`;
+  sample     write a small generated model and adapter to DIR (default ./loramerge-sample), merge them
+  combine    one adapter from several: cat (exact, the ranks added), svd (the best rank --rank K of
+             the weighted sum), ties, dare_linear, dare_ties, magnitude_prune (PEFT's rules, which
+             need --density D, the share of each update kept)
+  resize     the adapter at a lower rank (kohya's resize_lora): --rank K, or per module the rank its
+             singular values give under --sv-ratio, --sv-fro or --sv-cumulative
+  extract    a LoRA of the difference between a fine-tuned model (--tuned) and its --base (mergekit's
+             extract_lora): --rank K, or per module the smallest rank keeping the share --energy X
+             of the difference's squared norm`;
 
 export function usageError(message: string): MergeError {
   return new MergeError('BAD_ARGUMENT', `${message} (see loramerge --help)`);
@@ -108,10 +117,15 @@ export function wholeNumber(name: string, value: string, min: number, range: str
   return n;
 }
 
+/** How the weights of several adapters are given, for the refusals that see a user try otherwise. */
+const ONE_WEIGHT_EACH = 'each --weight belongs to the --adapter just before it (--adapter A --weight 1 --adapter B --weight 0.5)';
+
 export function parseWeight(value: string, adapter: string | undefined): number {
   const weight = plainDecimal(value);
   if (weight === undefined) {
-    throw usageError(`--weight "${value}"${adapter ? ` for adapter ${adapter}` : ''} is not a finite decimal number`);
+    // `--weight 1,0.5` (other tools' --ratios list): say how several weights are given.
+    const list = /[,;\s]/.test(value.trim()) && value.split(/[,;\s]+/).filter(Boolean).every((v) => plainDecimal(v) !== undefined);
+    throw usageError(`--weight "${value}"${adapter ? ` for adapter ${adapter}` : ''} ${list ? `is a list, and a --weight is one number: ${ONE_WEIGHT_EACH}` : 'is not a finite decimal number'}`);
   }
   return weight;
 }
@@ -167,7 +181,7 @@ export interface AdapterArg {
 export function weighLastAdapter(adapters: AdapterArg[], value: string): void {
   const last = adapters[adapters.length - 1];
   if (!last) throw usageError('--weight must follow the --adapter it belongs to');
-  if (last.weighted) throw usageError(`adapter ${last.path} has two --weight values`);
+  if (last.weighted) throw usageError(`adapter ${last.path} has two --weight values: ${ONE_WEIGHT_EACH}`);
   last.weight = parseWeight(value, last.path);
   last.weighted = true;
 }
@@ -203,9 +217,25 @@ export const COMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
 };
 
 /**
+ * Other tools' names for our options (kohya's and diffusers' merge scripts, PEFT examples,
+ * llama.cpp's export-lora, the usual short flags), as unknownOption compares them (lower case,
+ * `-` for `_`): `--output`, `--lora`, `--model`, `--scale` are what a newcomer types first, and
+ * they are too far from `--out`, `--adapter`, `--base`, `--weight` for the spelling check.
+ */
+const OTHER_TOOLS_NAMES: Readonly<Record<string, string>> = {
+  o: 'out', output: 'out', outfile: 'out', 'output-file': 'out', 'output-path': 'out', 'out-path': 'out', 'output-dir': 'out', outdir: 'out', 'out-dir': 'out', 'save-to': 'out', save: 'out', 'save-path': 'out', dest: 'out',
+  a: 'adapter', l: 'adapter', lora: 'adapter', loras: 'adapter', 'lora-path': 'adapter', 'lora-model': 'adapter', 'lora-model-path': 'adapter', 'lora-adapter': 'adapter', 'lora-base': 'adapter', adapters: 'adapter', 'adapter-path': 'adapter', peft: 'adapter', 'peft-model': 'adapter', 'peft-model-path': 'adapter', models: 'adapter',
+  b: 'base', m: 'base', model: 'base', 'base-model': 'base', 'base-model-path': 'base', 'base-path': 'base', 'model-path': 'base', 'model-base': 'base', 'model-name-or-path': 'base', 'pretrained-model-name-or-path': 'base', ckpt: 'base', checkpoint: 'base', 'sd-model': 'base',
+  w: 'weight', scale: 'weight', 'lora-scale': 'weight', ratio: 'weight', ratios: 'weight', strength: 'weight', multiplier: 'weight',
+  precision: 'dtype', 'save-precision': 'dtype', outtype: 'dtype', 'out-type': 'dtype', 'torch-dtype': 'dtype', type: 'dtype',
+  f: 'overwrite', force: 'overwrite', y: 'overwrite', yes: 'overwrite', replace: 'overwrite',
+  device: 'backend', j: 'threads', jobs: 'threads', 'num-threads': 'threads',
+};
+
+/**
  * The refusal of an option `command` does not have, as typed (`arg`): the option it most likely
- * meant (`--bse`, `--Base`, `--dry_run`, `-base`), or the commands that do have it (`merge
- * --method`). parseArgs' own words advised putting it after `--`, which these commands then refuse
+ * meant (`--bse`, `--Base`, `--dry_run`, `-base`, or another tool's name for it: `--output`,
+ * `--lora`, `-o`), or the commands that do have it (`merge --method`). parseArgs' own words advised putting it after `--`, which these commands then refuse
  * as a stray argument, and named only the first letter of `-base`.
  */
 function unknownOption(command: string, arg: string): MergeError {
@@ -215,8 +245,10 @@ function unknownOption(command: string, arg: string): MergeError {
   const scored = own.map((name) => ({ name, d: name === wanted ? 0 : editDistance(wanted, name) }));
   const best = scored.sort((x, y) => x.d - y.d)[0];
   const shown = arg.split('=')[0];
+  const alias = Object.hasOwn(OTHER_TOOLS_NAMES, wanted) && own.includes(OTHER_TOOLS_NAMES[wanted]) ? OTHER_TOOLS_NAMES[wanted] : undefined;
   let hint = '';
   if (best && (best.d === 0 || (best.d <= 2 && wanted.length >= 3))) hint = `; did you mean --${best.name}?`;
+  else if (alias) hint = `; did you mean --${alias}?`;
   else {
     const others = Object.keys(COMMAND_OPTIONS).filter((c) => c !== command && COMMAND_OPTIONS[c].includes(wanted));
     if (others.length) hint = `; it is an option of ${others.length > 1 ? `${others.slice(0, -1).join(', ')} and ` : ''}${others[others.length - 1]}`;

@@ -1,9 +1,9 @@
 /**
  * The CLI's exit codes, documented in the README: scripts may branch on them.
  *   0    success
- *   1    the merge failed: an input is broken, unsupported, over a limit, changed while merging, or
- *        the result would hold NaN/Inf
- *   2    usage: a bad option, a missing input, an output path that cannot be used
+ *   1    the merge failed: an input does not exist, is broken, unsupported, over a limit, changed
+ *        while merging, or the result would hold NaN/Inf
+ *   2    usage: a bad or missing option (no --base), an output path that cannot be used
  *   3    the filesystem refused: disk full, read-only, permission denied, busy, name too long
  *   130  cancelled (Ctrl-C, SIGTERM, SIGHUP)
  */

@@ -9,6 +9,7 @@ import { explainUrlInputError, openCliInput } from './cli-inputs.js';
 import { isRequestFailure } from '../io/url-input-files.js';
 import { formatBytes } from '../format.js';
 import { listingLine, oneLine, stdoutLine } from './terminal-text.js';
+import { trainedFor } from '../formats/trained-for.js';
 
 /** Errors that mean "this is not an adapter" rather than "this adapter is broken". */
 const NOT_AN_ADAPTER = new Set(['UNSUPPORTED_FORMAT', 'NOT_FOUND', 'BAD_ARGUMENT']);
@@ -68,6 +69,8 @@ function describeAdapter(adapter: ParsedAdapter): string[] {
       `${adapter.replacements.length ? `, ${adapter.replacements.length} full tensors` : ''})`,
     `  factor dtypes: ${dtypeCounts(adapter.modules.flatMap((m) => [...Object.values(m.tensors), ...(m.biasB ? [m.biasB] : [])].map((t) => t.dtype)))}`,
   ];
+  const trained = trainedFor(adapter);
+  if (trained) lines.push(`  trained for: ${trained}`);
   const kinds = new Map<string, number>();
   for (const m of adapter.modules) {
     const kind = m.update.kind === 'none' ? 'bias only'

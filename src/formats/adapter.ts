@@ -14,6 +14,7 @@ import { LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import { looksLikeSingleFileAdapter, parseSingleFileAdapter } from './single-file-adapter.js';
 import { parseBoundedJson } from './bounded-json.js';
 import { hasMlxFactorNames, isMlxConfig, MLX_CHECKPOINT, MLX_WEIGHTS, parseMlxAdapter } from './mlx-lm.js';
+import { archiveRefusal } from './foreign-file.js';
 
 export type { ModelPart, ModuleAddress } from './module-address.js';
 export type { UpdateShape } from './algorithms/algorithm.js';
@@ -245,6 +246,8 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
   if (tensorFiles.length === 0) {
     const pickle = list.find((p) => PICKLE_FILE.test(p));
     if (pickle !== undefined) throw pickleRefused(files.name, pickle);
+    const archive = list.length === 1 ? archiveRefusal(files.name, list[0]) : undefined;
+    if (archive) throw new MergeError('NOT_FOUND', archive);
     throw new MergeError('NOT_FOUND', `${files.name}: no adapter found (expected ${PEFT_CONFIG} + ${PEFT_WEIGHTS}, or a kohya .safetensors file)`);
   }
   const mlxFile = tensorFiles.find((p) => p === MLX_WEIGHTS || p.endsWith(`/${MLX_WEIGHTS}`) || MLX_CHECKPOINT.test(p));

@@ -21,6 +21,7 @@ import { indexFields, safetensorsContainer, type BaseIndexFile, type ShardIndex 
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
+import { archiveRefusal } from './foreign-file.js';
 
 export type { BaseIndexFile, ShardIndex };
 
@@ -315,7 +316,8 @@ async function detectLayout(files: InputFileSet, list: string[]): Promise<Layout
   }
   const other = list.find((p) => OTHER_WEIGHTS.test(p));
   if (other) throw new MergeError('UNSUPPORTED_FORMAT', `${files.name}: ${other} is not a safetensors file; loramerge reads only .safetensors`);
-  throw new MergeError('NOT_FOUND', `${files.name}: no .safetensors weights found`);
+  const archive = list.length === 1 ? archiveRefusal(files.name, list[0]) : undefined;
+  throw new MergeError('NOT_FOUND', archive ?? `${files.name}: no .safetensors weights found`);
 }
 
 /** A set made from one file names itself after it (a path ending in it, or just its name). */

@@ -252,3 +252,23 @@ export function partnerTensorName(name: string): string {
   }
   return name.slice(0, name.length - form.suffix.length) + suffix;
 }
+
+/**
+ * A tensor of `baseKeys` named as an adapter's low-rank factor (`….lora_down.weight`,
+ * `….lora_A.weight`), when at least half of them are: a LoRA file where a model was expected.
+ * Undefined for a model, whose weights end in `.weight` alone.
+ */
+export function adapterFactorExample(baseKeys: Iterable<string>): string | undefined {
+  let total = 0;
+  let example: string | undefined;
+  let factors = 0;
+  for (const key of baseKeys) {
+    total++;
+    const role = splitTensorName(key)?.role;
+    if (role === 'down' || role === 'up') {
+      factors++;
+      example ??= key;
+    }
+  }
+  return example !== undefined && factors * 2 >= total ? example : undefined;
+}

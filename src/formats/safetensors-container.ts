@@ -55,7 +55,11 @@ export function safetensorsContainer(
       } catch {
         const fp8 = ambiguousFp8Name(name);
         if (fp8) throw new MergeError('BAD_ARGUMENT', `${option} ${fp8}`);
-        throw new MergeError('BAD_ARGUMENT', `${option} must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "${name}" (for a safetensors model)`);
+        // A GGML type (q4_k_m, q8_0) asked of a safetensors model: the output keeps the base's format.
+        const ggml = /^(q\d|iq\d|tq\d|mxfp4|nvfp4)/i.test(name)
+          ? `; ${name} is a GGUF type, and a merged safetensors model stays safetensors: convert it to GGUF afterwards (llama.cpp's convert_hf_to_gguf.py, then llama-quantize), or merge into a GGUF base`
+          : '';
+        throw new MergeError('BAD_ARGUMENT', `${option} must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "${name}" (for a safetensors model)${ggml}`);
       }
     },
     outputType(tensor, _changed, requested) {

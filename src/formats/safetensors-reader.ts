@@ -20,6 +20,7 @@ import { MergeError } from '../errors.js';
 import type { ByteSource } from '../io/types.js';
 import { parseSafetensorsHeader, WrittenNumber, type ParsedHeader } from './safetensors-header.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
+import { FOREIGN_SNIFF_BYTES, foreignFileKind } from './foreign-file.js';
 
 /** Headers above this are refused before reading them (the reference implementation's cap). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -34,16 +35,19 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
   const prefix = await source.read(0, 8);
   const headerLength = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
   if (headerLength > BigInt(MAX_HEADER_BYTES)) {
+    const kind = await sniffForeign(source);
     throw new MergeError(
       'HEADER_TOO_LARGE',
-      `${file}: header length ${headerLength} bytes is above the ${MAX_HEADER_BYTES}-byte limit (not a safetensors file?)`,
+      kind ? `${file}: ${kind}` : `${file}: header length ${headerLength} bytes is above the ${MAX_HEADER_BYTES}-byte limit (not a safetensors file?)`,
     );
   }
   const dataStart = 8 + Number(headerLength);
   if (dataStart > source.size) {
+    // A header cut short starts its JSON at byte 8; anything else there is another kind of file.
+    const kind = source.size > 8 && (await source.read(8, 1))[0] !== 0x7b ? await sniffForeign(source) : undefined;
     throw new MergeError(
       'TRUNCATED',
-      `${file}: header claims ${headerLength} bytes but the file has only ${source.size - 8} after the length prefix`,
+      kind ? `${file}: ${kind}` : `${file}: header claims ${headerLength} bytes but the file has only ${source.size - 8} after the length prefix (truncated download?)`,
     );
   }
   // The parsed header is not kept in a variable: this async function's locals live until it
@@ -51,6 +55,11 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
   const { entries, metadata } = parseEntries(file, parseSafetensorsHeader(file, await source.read(8, Number(headerLength))));
   checkLayout(file, entries, dataStart, source.size);
   return new ParsedSafetensors(source, entries, metadata, dataStart);
+}
+
+/** What the file is instead of safetensors, from its first bytes (see foreignFileKind). */
+async function sniffForeign(source: ByteSource): Promise<string | undefined> {
+  return foreignFileKind(await source.read(0, Math.min(source.size, FOREIGN_SNIFF_BYTES)), 'safetensors');
 }
 
 /** An entry before the layout check: offsets relative to the data section. */

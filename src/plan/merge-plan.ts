@@ -30,6 +30,8 @@ import type { BaseComponent } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
 import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
+import { adapterFactorExample } from '../formats/key-forms.js';
+import { trainedFor } from '../formats/trained-for.js';
 import { fitExperts, storesExpertsInOut, type ExpertSplit } from './fused-experts.js';
 import { familyMismatch } from './model-family.js';
 import { formatProblemList } from './problems.js';
@@ -362,6 +364,9 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     // tensor it names (its size or kind), as their problems; the modules that did land.
     const unmatched: PlanProblem[] = [];
     const misfits: PlanProblem[] = [];
+    // Modules on blocks past the base's last: they name no tensor in it, as unmatched ones do, and
+    // count so in the one line that says the adapter is for another size of the model.
+    const pastLast: PlanProblem[] = [];
     const landed = new Set<string>();
     const ownProblemsFrom = problems.length;
     for (const adapterModule of adapter.modules) {
@@ -375,6 +380,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         else if (!location.module) {
           fail(location.code, location.message);
           if (location.unmatched) unmatched.push(problems[problems.length - 1]);
+          if (location.pastLastBlock) pastLast.push(problems[problems.length - 1]);
         }
         // A refusal of the saved module all its experts share: one line, naming it.
         else if (!refusedWhole.has(location.module)) {
@@ -414,6 +420,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       const unplaced = module.experts ? expertRowsProblem(location.targets) : unplacedRows(location.targets, module.deltaShape[0]);
       if (unplaced) {
         fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit where ${location.layout} puts it (${targets}): ${unplaced}`);
+        // Fewer rows than the placement needs (a q_proj of a narrower model on a GGUF's permuted
+        // attn_q): another size of the model, as a misfit is. Rows left over or landing twice say
+        // the file is laid out otherwise, and stay a refusal of their own.
+        if (unplaced.startsWith('the placement needs ')) misfits.push(problems[problems.length - 1]);
         continue;
       }
       for (const target of location.targets) {
@@ -604,26 +614,36 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     if (mine.length > 0 && mine.length === adapter.modules.length && adapter.replacements.length === 0 && !adapter.tokenRows?.length) {
       report('', 'PLAN_INVALID', `none of its ${mine.length} modules lands in this base (${mine[0].reason.replace(/^names /, 'they name ')})`);
     }
+    // What the adapter's own files say it was trained on: the base to pick, where they say it.
+    const said = trainedFor(adapter);
+    const namedBase = said ? `; its files name ${said}` : '';
     // An adapter for another kind of model (an SDXL LoRA on a language model) matches nowhere:
     // one line naming both kinds instead of one per module. Modules of a part the base does not
     // hold (left out above) do not count.
     const considered = adapter.modules.length - mine.length;
     const kinds = unmatched.length > 0 && unmatched.length === considered
       ? familyMismatch(adapter.modules.map((m) => m.key), base.tensors.keys()) : undefined;
+    // A LoRA given as the base (the two inputs swapped, or the adapter twice): its factor tensors
+    // are all the base holds, so nothing lands; one line says what the base is.
+    const factorExample = !kinds && unmatched.length > 0 && unmatched.length === considered ? adapterFactorExample(base.tensors.keys()) : undefined;
+    if (factorExample !== undefined) {
+      removeProblems(problems, new Set(unmatched));
+      report('', 'UNKNOWN_MODULE', `the base is a LoRA adapter, not a model (its tensors are factors such as "${factorExample}"): give the model this adapter was trained for as the base${namedBase}`);
+    }
     if (kinds) {
       removeProblems(problems, new Set(unmatched));
       const none = unmatched.length === 1 ? 'its one module has no tensor there' : `none of its ${unmatched.length} modules has a tensor there`;
-      report('', 'UNKNOWN_MODULE', `this adapter is for a ${kinds.adapter}, but the base is a ${kinds.base}: ${none} (such as "${unmatched[0].module}"); pick the base it was trained on`);
+      report('', 'UNKNOWN_MODULE', `this adapter is for a ${kinds.adapter}, but the base is a ${kinds.base}: ${none} (such as "${unmatched[0].module}"); pick the base it was trained on${namedBase}`);
     }
     // Trained on another model of the kind, or another size of this one (an SD 1.5 LoRA on SDXL, a
     // 7B model's LoRA on a 13B one): no module fits, most for their shapes. One line says so.
     const misfitModules = new Set(misfits.map((p) => p.module)).size;
-    const explained = new Set([...unmatched, ...misfits]);
+    const explained = new Set([...unmatched, ...pastLast, ...misfits]);
     const onlyMisfits = () => misfitModules > 0 && problems.slice(ownProblemsFrom).every((p) => explained.has(p));
-    const missing = new Set(unmatched.map((p) => p.module)).size;
+    const missing = new Set([...unmatched, ...pastLast].map((p) => p.module)).size;
     const others = misfitModules === 1 ? 'one has another shape than the tensor it names' : `${misfitModules} have other shapes than the tensors they name`;
     const nameNone = missing === 0 ? '' : `, ${missing === 1 ? 'one names' : `${missing} name`} no tensor in it`;
-    const trainedOn = 'trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model\'s LoRA on a 13B one): pick the base it was trained on';
+    const trainedOn = `trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model's LoRA on a 13B one): pick the base it was trained on${namedBase}`;
     if (landed.size === 0 && considered > 1 && onlyMisfits()) {
       removeProblems(problems, explained);
       const example = misfits[0].message.slice(adapter.name.length + 2);

@@ -29,7 +29,11 @@ export function moduleLimitProblem(module: AdapterModule): string | undefined {
   return undefined;
 }
 
-/** Warnings for weight 0 and for modules whose alpha makes their scale 0. */
+/** Above this |weight| a warning says weights are multipliers (see suspiciousRequestWarnings). */
+const MULTIPLIER_SAID_ABOVE = 10;
+
+/** Warnings for weight 0, for a weight that looks like a percentage, and for modules whose alpha makes their scale 0. */
+
 export function suspiciousRequestWarnings(adapters: readonly WeightedAdapter[]): string[] {
   const warnings: string[] = [];
   for (const { adapter, weight } of adapters) {
@@ -40,6 +44,13 @@ export function suspiciousRequestWarnings(adapters: readonly WeightedAdapter[]):
         ? `${adapter.name}: weight 0 changes nothing; its tensors are written unchanged (was another weight meant?)`
         : `${adapter.name}: weight 0 changes no values; its tensors are written unchanged except that the base weights of ${widened.join(', ')} are still zero-padded to the adapter's width, as its loader pads them before the update (was another weight meant?)`);
       continue;
+    }
+    // Strengths are multipliers; a percentage typed as one (80 for 0.8) merges the update 80-fold
+    // and the model is ruined without a word. Sliders go to a few units either way, so past ten
+    // it is said, not refused.
+    if (Math.abs(weight) > MULTIPLIER_SAID_ABOVE) {
+      const percent = Math.abs(weight) <= 100 ? ` (was ${weight / 100} meant?)` : '';
+      warnings.push(`${adapter.name}: weight ${weight} scales its update ${Math.abs(weight)}-fold: a weight is a multiplier, not a percentage (1 applies the adapter as trained, 0.8 at 80 %)${percent}`);
     }
     const silent = adapter.modules.filter((m) => m.scale === 0);
     if (silent.length > 0) {

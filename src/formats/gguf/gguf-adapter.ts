@@ -40,8 +40,11 @@ export async function parseGgufAdapter(name: string, source: ByteSource): Promis
     const v = file.value(key)?.value;
     return typeof v === 'string' ? v : undefined;
   };
-  if (text('general.type') !== 'adapter') {
-    throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: a GGUF file whose general.type is ${JSON.stringify(text('general.type') ?? null)}, not "adapter"; pass a base model with --base`);
+  const type = text('general.type');
+  if (type !== 'adapter') {
+    // convert_hf_to_gguf writes "model" (older files have no general.type): the base given as an adapter.
+    const what = type === undefined || type === 'model' ? 'a GGUF model' : `a GGUF file of general.type ${JSON.stringify(type)}`;
+    throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: ${what}, not a LoRA adapter (a llama.cpp LoRA GGUF has general.type "adapter"): is it the base, given as an adapter? pass a base model with --base`);
   }
   if (text('adapter.type') !== 'lora') {
     throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: GGUF adapter of type ${JSON.stringify(text('adapter.type') ?? null)}; only "lora" adapters can be merged`);

@@ -26,6 +26,7 @@ import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 import { createGgufWriter } from './gguf-writer.js';
 import { keptScaleTypeProblem } from './kept-scales.js';
 import { lcm } from '../../integers.js';
+import { editDistance } from '../../api-arguments.js';
 
 /** What the container needs to know of each input file. */
 export interface GgufShardHeader {
@@ -70,7 +71,8 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       if (type && !blockCodec(type) && blockDecoder(type)) throw new MergeError('BAD_ARGUMENT', `${option} ${name}: ${notWritten(type.name)}`);
       if (!type || !blockCodec(type)) {
         const names = [...CODEC_TYPE_NAMES, ...TYPE_MIXES.map((m) => m.name)].map((n) => n.toLowerCase());
-        throw new MergeError('BAD_ARGUMENT', `${option} for a GGUF model must be one of ${names.join(', ')}, not "${name}"`);
+        const meant = closestTypeName(name, names);
+        throw new MergeError('BAD_ARGUMENT', `${option} for a GGUF model must be one of ${names.join(', ')}, not "${name}"${meant ? `; did you mean ${meant}?` : ''}`);
       }
       return type.name;
     },
@@ -88,7 +90,9 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
           if (!substituted.has(key)) substituted.set(key, { asked, type, names: [] });
           substituted.get(key)!.names.push(t.name);
         }
-        if (!FLOAT_TYPES.has(t.type)) requantized.set(t.type, (requantized.get(t.type) ?? 0) + 1);
+        // Written as a float type, a quantized tensor is dequantized, not quantized again: the
+        // first warning's own advice (f16 keeps more of the update) must not draw this one.
+        if (!FLOAT_TYPES.has(t.type) && !FLOAT_TYPES.has(type)) requantized.set(t.type, (requantized.get(t.type) ?? 0) + 1);
       }));
       const warnings = [...substituted.values()].map(({ asked, type, names }) =>
         `${names.length} tensor${names.length === 1 ? ' is' : 's are'} written as ${type}, not ${asked}: ${names.length === 1 ? 'its' : 'their'} rows are not whole ${asked} blocks, and llama-quantize falls back to ${type} for such rows (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''})`);
@@ -164,4 +168,20 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
     },
     writeSidecars: async () => [],
   };
+}
+
+/** A type name as typed and as listed, compared without case and separators (`Q4KM`, `q4-k-m`). */
+const bareTypeName = (name: string): string => name.toLowerCase().replace(/[_\-.\s]/g, '');
+
+/**
+ * The one listed type `typed` most likely means: the same letters and digits (`q4km` for q4_k_m),
+ * else the only one a letter or digit away (`q8` for q8_0); undefined when none or several are.
+ */
+function closestTypeName(typed: string, names: readonly string[]): string | undefined {
+  const bare = bareTypeName(typed);
+  if (bare.length < 2) return undefined;
+  const same = names.find((n) => bareTypeName(n) === bare);
+  if (same) return same;
+  const near = names.filter((n) => editDistance(bareTypeName(n), bare) === 1);
+  return near.length === 1 ? near[0] : undefined;
 }

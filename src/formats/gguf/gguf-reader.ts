@@ -25,6 +25,7 @@ import { MergeError } from '../../errors.js';
 import { MAX_METADATA_ENTRIES, MAX_TENSORS } from '../../limits.js';
 import type { ByteSource } from '../../io/types.js';
 import { firstInvalidUtf8 } from '../../io/strict-utf8.js';
+import { FOREIGN_SNIFF_BYTES, foreignFileKind } from '../foreign-file.js';
 import { ggmlByteSize, ggmlTypeById, type GgmlType } from './ggml-types.js';
 import { ByteWriter, GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 
@@ -88,7 +89,10 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
     throw new MergeError('HEADER_TOO_SMALL', `${file}: only ${source.size} bytes, too short for a GGUF header`);
   }
   const head = new DataView((await source.read(0, 8)).buffer);
-  if (head.getUint32(0, true) !== MAGIC) throw new MergeError('INVALID_HEADER', `${file}: not a GGUF file (no "GGUF" magic)`);
+  if (head.getUint32(0, true) !== MAGIC) {
+    const kind = foreignFileKind(await source.read(0, Math.min(source.size, FOREIGN_SNIFF_BYTES)), 'gguf');
+    throw new MergeError('INVALID_HEADER', `${file}: ${kind ?? 'not a GGUF file (no "GGUF" magic)'}`);
+  }
   const version = head.getUint32(4, true);
   if ((version & 0xffff) === 0 && version !== 0) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${file}: a big-endian GGUF file; only little-endian files are supported`);

@@ -1379,7 +1379,7 @@ function pastLastBlock(rule: Rule, r: LayoutResolution, m: RegExpExecArray, arch
   if (r.found || r.ambiguous || r.why || !rule.tensor.startsWith('blk.$1.')) return r;
   const blocks = positiveInt(base.metadata?.(`${arch}.block_count`));
   if (blocks === undefined || Number(m[1]) < blocks) return r;
-  return { ...r, why: `names block ${m[1]}, but the base has ${blocks} (${arch}.block_count): an adapter for a deeper model, or a multi-token-prediction (nextn) layer that convert_hf_to_gguf leaves out of ${arch} files` };
+  return { ...r, pastLastBlock: true, why: `names block ${m[1]}, but the base has ${blocks} (${arch}.block_count), numbered from 0: an adapter for a deeper model, or a multi-token-prediction (nextn) layer that convert_hf_to_gguf leaves out of ${arch} files` };
 }
 
 export const hfToGguf: Layout = {

@@ -89,6 +89,8 @@ export type Location =
     missingComponent?: boolean;
     /** No layout placed it, and none said why: the plain "no matching tensor" (see familyMismatch). */
     unmatched?: boolean;
+    /** It names a block past the base's last: a tensor the base does not have, as for `unmatched`, with the reason said. */
+    pastLastBlock?: boolean;
   };
 
 export interface BaseShapes {
@@ -208,7 +210,7 @@ export class ModuleLocator {
   }
 }
 
-type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string };
+type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string; pastLastBlock?: boolean };
 
 function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
   let miss: Tried = { found: false, ambiguous: false, candidates: [] };
@@ -226,7 +228,7 @@ function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
 function describe(r: Tried, component?: BaseComponent): Location {
   if (r.found) return r;
   if (!r.ambiguous) {
-    if (r.why) return { found: false, code: 'UNKNOWN_MODULE', message: r.why };
+    if (r.why) return { found: false, code: 'UNKNOWN_MODULE', message: r.why, ...(r.pastLastBlock ? { pastLastBlock: true } : {}) };
     return { found: false, code: 'UNKNOWN_MODULE', message: `no matching tensor in ${component ? component.name : 'the base model'}`, unmatched: true };
   }
   // A layout that knows why the name fits several tensors says so.

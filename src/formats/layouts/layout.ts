@@ -59,8 +59,11 @@ export interface ExpertLayout {
 
 export type LayoutResolution =
   | { found: true; targets: Placement[] }
-  /** `why`: why the base cannot hold what the module names, when the layout knows. */
-  | { found: false; ambiguous: boolean; candidates: string[]; why?: string };
+  /**
+   * `why`: why the base cannot hold what the module names, when the layout knows. `pastLastBlock`:
+   * the module names a block past the base's last (an adapter for a deeper model).
+   */
+  | { found: false; ambiguous: boolean; candidates: string[]; why?: string; pastLastBlock?: boolean };
 
 /** The part of the base a module may land on: its component's tensors, or the whole base. */
 export interface BaseView {
