@@ -168,6 +168,30 @@ describe('suspicious but legal requests are said aloud', () => {
     expect(warnings(alpha.stderr).join('\n')).toMatch(/every module has alpha 0, so scale 0: it changes nothing/);
   });
 
+  it('says what weight 0 still changes: a PEFT DoRA sets each row of W to its magnitude, and the merge does so', async () => {
+    const w = randomValues(d * d, rand);
+    const m = randomValues(d, rand).map((x) => 0.5 + Math.abs(x));
+    const dora = adapter({ use_dora: true }, [{ name: `base_model.model.${q}.lora_magnitude_vector`, dtype: 'F32', shape: [d], data: m }]);
+    const run = await merge(base({ q: w }), dora, ['--weight', '0']);
+    expect(run.code, run.stderr).toBe(0);
+    const said = warnings(run.stderr).join('\n');
+    expect(said).not.toMatch(/changes nothing/);
+    expect(said).toMatch(/weight 0 leaves out its updates, but not all of its changes: 1 DoRA module still scales its weight to the trained magnitudes \(PEFT scales only ΔW by the weight\)/);
+    // PEFT at weight 0: W' = m / ‖W row‖ · W row, in float64, rounded once to f32.
+    const merged = decodeSafetensors(new Uint8Array(readFileSync(run.out))).tensors.get(`${q}.weight`)!;
+    let moved = 0;
+    for (let o = 0; o < d; o++) {
+      const row = Array.from({ length: d }, (_, i) => roundForDType(w[o * d + i], 'F32'));
+      const norm = Math.hypot(...row);
+      for (let i = 0; i < d; i++) {
+        const want = roundForDType((roundForDType(m[o], 'F32') / norm) * row[i], 'F32');
+        expect(Math.abs(merged.values[o * d + i] - want)).toBeLessThanOrEqual(Math.abs(want) * 2 ** -23);
+        if (merged.values[o * d + i] !== row[i]) moved++;
+      }
+    }
+    expect(moved).toBeGreaterThan(d * d / 2);
+  });
+
   it('warns when the same adapter is given twice, by path or as a copy, but not for a different checkpoint', async () => {
     const baseDir = temp.make({ 'base.safetensors': buildSafetensors(base()) });
     const one = temp.make(adapter());

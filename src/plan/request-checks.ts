@@ -38,6 +38,11 @@ export function suspiciousRequestWarnings(adapters: readonly WeightedAdapter[]):
   const warnings: string[] = [];
   for (const { adapter, weight } of adapters) {
     if (weight === 0) {
+      const still = changedAtWeightZero(adapter);
+      if (still.length > 0) {
+        warnings.push(`${adapter.name}: weight 0 leaves out its updates, but not all of its changes: ${still.join('; ')} (was another weight meant?)`);
+        continue;
+      }
       // A widened base (ComfyUI's reshape_weight, a control LoRA's img_in) is padded before the weight scales the update.
       const widened = adapter.modules.filter((m) => m.widenBaseTo !== undefined).map((m) => `"${m.key}"`);
       warnings.push(widened.length === 0
@@ -62,4 +67,22 @@ export function suspiciousRequestWarnings(adapters: readonly WeightedAdapter[]):
     }
   }
   return warnings;
+}
+
+/**
+ * What an adapter still changes at weight 0, as its training tool applies that weight: a DoRA
+ * magnitude (PEFT scales ΔW, so each norm of W itself is set to the magnitude; LyCORIS moves the
+ * factor m / ‖V‖ to 1 and keeps ΔW whole), and the tensors and token rows it replaces, to which no
+ * weight applies. Empty when every change scales to nothing.
+ */
+function changedAtWeightZero(adapter: WeightedAdapter['adapter']): string[] {
+  const still: string[] = [];
+  const count = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+  const peftDora = adapter.modules.filter((m) => m.dora?.weighting === 'delta').length;
+  const lycorisDora = adapter.modules.filter((m) => m.dora?.weighting === 'factor').length;
+  if (peftDora > 0) still.push(`${count(peftDora, 'DoRA module still scales its weight', 'DoRA modules still scale their weights')} to the trained magnitudes (PEFT scales only ΔW by the weight)`);
+  if (lycorisDora > 0) still.push(`${count(lycorisDora, 'DoRA module still adds its update', 'DoRA modules still add their updates')} whole (LyCORIS's weight moves only the DoRA factor, to 1 at weight 0)`);
+  if (adapter.replacements.length > 0) still.push(`${count(adapter.replacements.length, 'saved tensor still replaces', 'saved tensors still replace')} the base's`);
+  if ((adapter.tokenRows?.length ?? 0) > 0) still.push('its trainable tokens still set their rows');
+  return still;
 }
