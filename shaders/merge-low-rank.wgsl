@@ -196,7 +196,9 @@ fn f32BitsToF8(x: vec4<u32>) -> vec4<u32> {
 /// anyway) plus c = 2^(E + 23 - m) keeps m mantissa bits, rounded by the adder; c is at least the
 /// smallest normal's so subnormal results round to the subnormal quantum. The code is r's bits
 /// over 2^(23 - m) (exact: few significant bits) rebiased, or r over the quantum; it leaves the
-/// float through the 2^23 trick. NaN and Inf results are caught by the caller from V.
+/// float through the 2^23 trick. Inf and NaN keep codes the host reads as not finite (e5m2's Inf,
+/// or NaN), as f32BitsToF8 gives them: the host recomputes exactly only the elements whose codes
+/// say so (settleNonFinite), and a saturated code would hide them (an Inf·0 NaN came out as ±57344).
 fn f32ToF8ShiftFree(x: vec4<f32>) -> vec4<u32> {
   let e4m3 = OUT_DTYPE == 3u;
   let xb = bitcast<vec4<i32>>(x);
@@ -209,7 +211,9 @@ fn f32ToF8ShiftFree(x: vec4<f32>) -> vec4<u32> {
   let normal = vec4<f32>(bitcast<vec4<i32>>(r)) * (1.0 / step) - select(448.0, 960.0, e4m3); // (127 - bias) · 2^m
   let k = select(normal, r * select(65536.0, 512.0, e4m3), ax < vec4(minNormal));       // r over the quantum
   let h = min(bitcast<vec4<i32>>(k + 8388608.0) - vec4(0x4b000000), vec4(select(0x7b, 0x7e, e4m3)));
-  return bitcast<vec4<u32>>(h + select(vec4(0), vec4(0x80), xb < vec4(0)));
+  let special = select(vec4(select(0x7c, 0x7f, e4m3)), vec4(select(0x7e, 0x7f, e4m3)), axb > vec4(0x7f800000));
+  let code = select(h, special, axb >= vec4(0x7f800000));
+  return bitcast<vec4<u32>>(code + select(vec4(0), vec4(0x80), xb < vec4(0)));
 }
 
 /// Four codes packed into a word, element 0 in the lowest byte.

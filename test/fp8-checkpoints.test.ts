@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type FloatDType, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { FLUX, fluxBflTensors, loraTensors, rowsAt, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { expectMergedFile, trueMerge } from './helpers/merge-truth.js';
 import { comfyRequantize } from './helpers/e4m3-by-hand.js';
@@ -36,7 +36,7 @@ const lora = buildSafetensors(loraTensors(rand, SPECS, 'BF16'), { ss_network_mod
 const loraDiffusers = buildSafetensors(loraTensors(rand, SPECS_DIFFUSERS, 'BF16'));
 
 /** Flux in fp8: 2-D weights in `dtype`, biases and norm scales bf16 (as the fp8 Flux files have them). */
-function fp8Flux(dtype: 'F8_E4M3' | 'F8_E5M2', scaled: boolean): Uint8Array {
+function fp8Flux(dtype: 'F8_E4M3' | 'F8_E5M2', scaled: boolean, scaleWeight?: number): Uint8Array {
   const tensors = fluxBflTensors(rand, 'F32').map((t): FixtureTensor => {
     if (t.shape.length < 2) return { ...t, dtype: 'BF16', data: (t.data as number[]).map((x) => roundForDType(x, 'BF16')) };
     const values = Array.from(t.data as ArrayLike<number>, (x) => x * (scaled ? 60 : 1)); // scaled files store W / s
@@ -44,7 +44,7 @@ function fp8Flux(dtype: 'F8_E4M3' | 'F8_E5M2', scaled: boolean): Uint8Array {
   });
   if (!scaled) return buildSafetensors(tensors);
   const scales = tensors.filter((t) => t.shape.length >= 2).map((t): FixtureTensor => ({
-    name: t.name.replace(/\.weight$/, '.scale_weight'), dtype: 'F32', shape: [], data: [1 / 60 + (t.name.length % 7) / 1000],
+    name: t.name.replace(/\.weight$/, '.scale_weight'), dtype: 'F32', shape: [], data: [scaleWeight ?? 1 / 60 + (t.name.length % 7) / 1000],
   }));
   return buildSafetensors([...tensors, ...scales, { name: 'scaled_fp8', dtype, shape: [0], data: [] }]);
 }
@@ -137,6 +137,28 @@ for (const kind of ['cpu', 'webgpu'] as const) {
       // W' / s = code + ΔW / s, rounded once to e5m2.
       expectMergedFile(original, merged.tensors, terms(scaleOf));
       expect(merged.tensors.get('scaled_fp8')).toMatchObject({ dtype: 'F8_E5M2', shape: [0] });
+    });
+
+    // A subnormal scale_weight takes ΔW / scale past float32 (1e-40: about 1e38 to 1e39 here); the
+    // exact code + ΔW / scale is finite, and e5m2 saturates it at ±57344 (the merge was refused,
+    // its values "too large for any float dtype": the fp8 rounding went through float32).
+    it('scaled fp8 (e5m2) with a subnormal scale_weight: codes past float32 saturate at ±57344, the rest rounded once', async () => {
+      const base = fp8Flux('F8_E5M2', true, 1e-40);
+      const original = decodeSafetensors(base).tensors;
+      const merged = await merge(base, kind);
+      const scaleOf = (key: string) => original.get(key.replace(/\.weight$/, '.scale_weight'))!.values[0];
+      let saturated = 0, pastF32 = 0;
+      for (const key of new Set(terms().map((t) => t.baseKey))) {
+        const exact = trueMerge(original.get(key)!, terms(scaleOf).filter((x) => x.baseKey === key));
+        const got = merged.tensors.get(key)!.values;
+        for (let i = 0; i < exact.length; i++) {
+          expect(got[i], `${key}[${i}]: exact ${exact[i]}`).toBe(roundF8Saturating(exact[i], 'F8_E5M2'));
+          if (Math.abs(got[i]) === 57344) saturated++;
+          if (Math.abs(exact[i]) > 3.4028234663852886e38) pastF32++;
+        }
+      }
+      expect(pastF32).toBeGreaterThan(0);
+      expect(saturated).toBeGreaterThanOrEqual(pastF32);
     });
 
     it('scaled fp8 with --dtype bf16: every weight dequantized (code × scale_weight + ΔW, rounded once), scales and marker left out', async () => {

@@ -73,6 +73,12 @@ describe('fp8 codecs (TypeScript)', () => {
       }
       expect(f64ToF8Bits(NaN, dtype) & 0x7f).toBe(dtype === 'F8_E4M3' ? 0x7f : 0x7e);
       expect(f64ToF8Bits(-Infinity, dtype)).toBe(dtype === 'F8_E4M3' ? 0xff : 0xfc);
+      // Finite values past float32 saturate as any value past the format's largest does.
+      const largest = dtype === 'F8_E4M3' ? 0x7e : 0x7b;
+      for (const x of [3.4028235677973366e38, 1.667e39, 1e300, Number.MAX_VALUE]) {
+        expect(f64ToF8Bits(x, dtype), `${x}`).toBe(largest);
+        expect(f64ToF8Bits(-x, dtype), `${-x}`).toBe(largest | 0x80);
+      }
     });
   }
 });

@@ -5,6 +5,8 @@
  */
 import { F8_FORMATS, f32BitsToBf16Bits, f32BitsToF16Bits, f32BitsToF8Bits, type F8DType } from '../../dtype.js';
 
+/** float32's largest finite value. */
+const F32_MAX = 3.4028234663852886e38;
 const scratch = new Float32Array(1);
 const scratchBits = new Uint32Array(scratch.buffer);
 
@@ -45,6 +47,10 @@ export function f64ToBf16Bits(x: number): number {
 /** f64 → fp8 bits, rounded once to nearest even and saturated like f32BitsToF8Bits. */
 export function f64ToF8Bits(x: number, dtype: F8DType): number {
   const { mantBits, bias } = F8_FORMATS[dtype];
+  // A finite value past float32 saturates too: through f32 it would become Inf (an e5m2 update
+  // divided by a subnormal scale_weight reaches 1e39 in code space, where the exact result is
+  // ±57344). Any value past f32's largest saturates alike, so it is taken as that.
+  if (Number.isFinite(x) && Math.abs(x) > F32_MAX) x = Math.sign(x) * F32_MAX;
   scratch[0] = x;
   const e = (scratchBits[0] >>> 23) & 0xff;
   if (e === 0xff) return f32BitsToF8Bits(scratchBits[0], dtype);
