@@ -91,6 +91,9 @@ const HUB_FILES = new Map<string, Uint8Array | string>([
   ['org/kohya/resolve/main/adapter_model.safetensors', KOHYA],
   ['org/kohya/resolve/main/style.safetensors', KOHYA],
   ['org/empty/resolve/main/README.md', '# no adapter here'],
+  // A config that is a login page, as a proxy or a gated mirror may answer.
+  ['org/html-config/resolve/main/adapter_config.json', '<!DOCTYPE html>\n<html><body>Sign in to continue</body></html>\n'],
+  ['org/html-config/resolve/main/adapter_model.safetensors', PEFT_WEIGHTS],
 ]);
 
 let hub: Server;
@@ -250,6 +253,18 @@ function expectDeltas(folder: string, scale: number, weight: number, tolerance: 
     }
   }
 }
+
+describe('a config that is no JSON', () => {
+  it('is named by its own download link, not by the URL given with /adapter_config.json after it; exit 1, nothing at --out', async () => {
+    for (const typed of [hubUrl('org/html-config'), hubUrl('org/html-config/tree/main'), hubUrl('org/html-config/resolve/main/adapter_model.safetensors?download=true')]) {
+      const dir = temp.make({ 'base.safetensors': BASE });
+      const run = await cli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', typed, '--out', join(dir, 'm.safetensors'), '--backend', 'cpu']);
+      expect(run.code, typed).toBe(1);
+      expect(oneError(run), typed).toMatch(new RegExp(`^error: ${hubUrl('org/html-config/resolve/main/adapter_config.json').replace(/[.?]/g, '\\$&')}: not valid JSON \\(`));
+      expect(listDir(dir)).toEqual(['base.safetensors']);
+    }
+  });
+});
 
 describe('where no adapter_config.json is there', () => {
   it('a repository with neither file: one line naming the URL and what was looked for; exit 1, nothing at --out', async () => {

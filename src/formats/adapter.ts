@@ -217,13 +217,15 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
   if (configPath !== undefined) {
     const dir = configPath.slice(0, configPath.length - PEFT_CONFIG.length);
     const configText = await files.readText(configPath);
-    if (isMlxConfig(parseBoundedJson(configText, `${files.name}/${configPath}`))) {
+    // A Hub adapter's config is named by its own URL, not by the URL given with its path after it.
+    const configFile = files.fileName?.(configPath) ?? `${files.name}/${configPath}`;
+    if (isMlxConfig(parseBoundedJson(configText, configFile))) {
       const mlxWeights = list.find((p) => p === dir + MLX_WEIGHTS);
       if (mlxWeights === undefined) {
         const checkpoints = list.filter((p) => p.startsWith(dir) && MLX_CHECKPOINT.test(p));
         throw new MergeError('NOT_FOUND', `${files.name}: an mlx-lm adapter folder without ${MLX_WEIGHTS}${checkpoints.length > 0 ? ` (it has checkpoints such as ${checkpoints[0].slice(dir.length)}: copy the one to merge to ${MLX_WEIGHTS}, which is the file mlx_lm.fuse reads)` : ''}`);
       }
-      return withFile(files, mlxWeights, (file) => parseMlxAdapter(files.name, configText, `${files.name}/${configPath}`, file));
+      return withFile(files, mlxWeights, (file) => parseMlxAdapter(files.name, configText, configFile, file));
     }
     const weights = list.find((p) => p === dir + PEFT_WEIGHTS);
     if (weights === undefined) {
@@ -231,7 +233,7 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
       if (pickle !== undefined) throw pickleRefused(files.name, pickle);
       throw new MergeError('NOT_FOUND', `${files.name}: has ${PEFT_CONFIG} but no ${PEFT_WEIGHTS}`);
     }
-    return withFile(files, weights, (file) => parsePeftAdapter(files.name, configText, `${files.name}/${configPath}`, file));
+    return withFile(files, weights, (file) => parsePeftAdapter(files.name, configText, configFile, file));
   }
 
   const tensorFiles = list.filter((p) => p.toLowerCase().endsWith('.safetensors'));

@@ -134,13 +134,17 @@ export interface OpenedHubAdapter {
   absentConfigUrl?: string;
 }
 
-/** `files` with `path`'s text already read: the config fetched to find the adapter is not fetched again. */
-function withTextRead(files: InputFileSet, path: string, text: string): InputFileSet {
+/**
+ * `files` with `path`'s text already read (the config fetched to find the adapter is not fetched
+ * again), each file named in messages by its URL in `urls` (by path), not under the URL given.
+ */
+function withTextRead(files: InputFileSet, path: string, text: string, urls: ReadonlyMap<string, string>): InputFileSet {
   return {
     name: files.name,
     list: () => files.list(),
     open: (p) => files.open(p),
     readText: (p) => (p === path ? Promise.resolve(text) : files.readText(p)),
+    fileName: (p) => urls.get(p) ?? `${files.name}/${p}`,
   };
 }
 
@@ -156,7 +160,8 @@ export async function openHubAdapter(
   text: string, hub: HubAdapterFolder, options: UrlInputOptions, auth: HfAuth | undefined,
 ): Promise<OpenedHubAdapter> {
   const configUrl = `${hub.folder}${PEFT_CONFIG}`;
-  const files = urlInputFileSetWithAuth([configUrl, `${hub.folder}${PEFT_WEIGHTS}`], text, options, auth);
+  const weightsUrl = `${hub.folder}${PEFT_WEIGHTS}`;
+  const files = urlInputFileSetWithAuth([configUrl, weightsUrl], text, options, auth);
   let config: string;
   try {
     config = await files.readText(PEFT_CONFIG);
@@ -165,7 +170,7 @@ export async function openHubAdapter(
     if (hub.weightsLink) return { text, files: urlInputFileSetWithAuth([text], text, options, auth), many: false, absentConfigUrl: configUrl };
     throw new MergeError('NOT_FOUND', `${text}: no PEFT adapter there: looked for ${PEFT_CONFIG} and ${PEFT_WEIGHTS} at ${hub.folder} (${PEFT_CONFIG}: HTTP 404); a single-file LoRA is given by its file's download link, such as ${hub.folder}FILE.safetensors`, { cause: e });
   }
-  return { text, files: withTextRead(files, PEFT_CONFIG, config), many: true };
+  return { text, files: withTextRead(files, PEFT_CONFIG, config, new Map([[PEFT_CONFIG, configUrl], [PEFT_WEIGHTS, weightsUrl]])), many: true };
 }
 
 /** How a caller takes the URL given to {@link openHubSource}. */

@@ -46,6 +46,11 @@ export interface InputFileSet {
   open(path: string): Promise<ByteSource>;
   /** Whole small file as UTF-8 (configs, indexes); text that is not UTF-8 is refused. */
   readText(path: string): Promise<string>;
+  /**
+   * How messages name the file at `path`, where that is not `${name}/${path}`: a Hub adapter is
+   * named by the URL given, and its config is at its own download link, not under that URL.
+   */
+  fileName?(path: string): string;
 }
 
 /**
