@@ -11,13 +11,12 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { merge as browserMerge } from '../src/merge.js';
 import { merge as nodeMerge } from '../src/node-merge.js';
 import { MergeError } from '../src/errors.js';
 import { decodeSafetensors, tempDirs } from './helpers/fixtures.js';
-import { BASE, mergedAgainstTruth, PEFT_CONFIG, PEFT_WEIGHTS, startFakeHub, type FakeHub } from './helpers/fake-hub.js';
-import { localFetch, stubTokenlessHome } from './helpers/hub-transport.js';
+import { BASE, mergedAgainstTruth, PEFT_CONFIG, PEFT_WEIGHTS, useFakeHub } from './helpers/fake-hub.js';
 import { sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
 
 const hubHosts = vi.hoisted(() => [] as string[]);
@@ -39,31 +38,10 @@ const HUB_FILES = new Map<string, Uint8Array | string>([
   ['org/empty/resolve/main/README.md', '# no adapter here'],
 ]);
 
-let hub: FakeHub;
+const fake = useFakeHub(HUB_FILES, TOKEN, hubHosts, temp);
 
-beforeAll(async () => {
-  hub = await startFakeHub(HUB_FILES, TOKEN);
-  hubHosts.push(`localhost:${hub.port}`);
-});
-
-afterAll(async () => {
-  await hub.close();
-  temp.removeAll();
-});
-
-beforeEach(() => {
-  vi.stubGlobal('fetch', localFetch(() => [hub.port]));
-  stubTokenlessHome(() => temp.make());
-  hub.seen.length = 0;
-});
-
-afterEach(() => {
-  vi.unstubAllGlobals();
-  vi.unstubAllEnvs();
-});
-
-const hubUrl = (path: string) => `https://localhost:${hub.port}/${path}`;
-const paths = () => new Set(hub.seen.map((s) => s.path));
+const hubUrl = (path: string) => `https://localhost:${fake.hub.port}/${path}`;
+const paths = () => new Set(fake.hub.seen.map((s) => s.path));
 const readdir = (dir: string) => readdirSync(dir).sort();
 
 /** The merged file's weights equal W + w·(α/r)·B·A rounded once to F16, every one. */
@@ -102,7 +80,7 @@ describe('merge() from loramerge/node', () => {
     const { blobs } = await nodeMerge({ base: new File([BASE as Uint8Array<ArrayBuffer>], 'model.safetensors'), adapters: [hubUrl('gated/tiny-lora')], hfToken: TOKEN, backend: 'cpu' });
     expectExact(new Uint8Array(await blobs[0].blob.arrayBuffer()), 1);
     expect(paths()).toEqual(new Set(['gated/tiny-lora/resolve/main/adapter_config.json', 'gated/tiny-lora/resolve/main/adapter_model.safetensors']));
-    expect(hub.seen.every((s) => s.authorization === `Bearer ${TOKEN}`)).toBe(true);
+    expect(fake.hub.seen.every((s) => s.authorization === `Bearer ${TOKEN}`)).toBe(true);
   });
 
   it('a repository URL as the base: refused saying to give one file\'s URL, before any request; nothing at out', async () => {
@@ -110,7 +88,7 @@ describe('merge() from loramerge/node', () => {
     const e = await refusal(nodeMerge({ base: hubUrl('org/tiny-lora'), adapters: [hubUrl('org/multi/tree/main/sub')], out: join(dir, 'm.safetensors'), backend: 'cpu' }));
     expect(e.code).toBe('BAD_ARGUMENT');
     expect(e.message).toBe(`${hubUrl('org/tiny-lora')}: names a Hugging Face repository or folder; the base takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its path (only an adapter is read from a repository's URL)`);
-    expect(hub.seen).toEqual([]);
+    expect(fake.hub.seen).toEqual([]);
     expect(readdir(dir)).toEqual([]);
   });
 
@@ -144,7 +122,7 @@ describe('merge() from loramerge/node', () => {
 describe('merge() of the browser entry (src/merge.ts)', () => {
   it('a repository URL and a tree/main/sub URL are each read as their PEFT folder: the merges are exact', async () => {
     for (const [url, folder] of [[hubUrl('org/tiny-lora'), 'org/tiny-lora/resolve/main'], [hubUrl('org/multi/tree/main/sub/'), 'org/multi/resolve/main/sub']]) {
-      hub.seen.length = 0;
+      fake.hub.seen.length = 0;
       const { blobs } = await browserMerge({ base: new File([BASE as Uint8Array<ArrayBuffer>], 'model.safetensors'), adapters: [{ source: url, weight: 0.5 }], backend: 'cpu' });
       expect(blobs.map((b) => b.path)).toEqual(['model.safetensors']);
       expectExact(new Uint8Array(await blobs[0].blob.arrayBuffer()), 0.5);
@@ -156,13 +134,13 @@ describe('merge() of the browser entry (src/merge.ts)', () => {
     vi.stubEnv('HF_TOKEN', TOKEN);
     const e = await refusal(browserMerge({ base: new File([BASE as Uint8Array<ArrayBuffer>], 'model.safetensors'), adapters: [hubUrl('gated/tiny-lora')], backend: 'cpu' }));
     expect(e.message).toMatch(new RegExp(`^${hubUrl('gated/tiny-lora/resolve/main/adapter_config.json')}: HTTP 401 Unauthorized for the file; `));
-    expect(hub.seen.map((s) => s.authorization)).toEqual([undefined]);
+    expect(fake.hub.seen.map((s) => s.authorization)).toEqual([undefined]);
   });
 
   it('refuses a repository URL as the base, and a repository without adapter_config.json, as loramerge/node does', async () => {
     const asBase = await refusal(browserMerge({ base: hubUrl('org/tiny-lora/tree/main'), adapters: [hubUrl('org/tiny-lora')], backend: 'cpu' }));
     expect(asBase.message).toBe(`${hubUrl('org/tiny-lora/tree/main')}: names a Hugging Face repository or folder; the base takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its files (only an adapter is read from a repository's URL)`);
-    expect(hub.seen).toEqual([]);
+    expect(fake.hub.seen).toEqual([]);
     const empty = await refusal(browserMerge({ base: new File([BASE as Uint8Array<ArrayBuffer>], 'model.safetensors'), adapters: [hubUrl('org/empty')], backend: 'cpu' }));
     expect(empty.code).toBe('NOT_FOUND');
     expect(empty.message).toMatch(new RegExp(`^${hubUrl('org/empty')}: no PEFT adapter there: looked for adapter_config.json and adapter_model.safetensors at `));

@@ -11,15 +11,14 @@
  * name (`hf-mirror.test:PORT`), the Hub HF_ENDPOINT names; the global fetch carries both to it over
  * plain HTTP (test/helpers/hub-transport.ts), and every request it sees is counted.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { combineLoras, extractLora, resizeLora } from '../src/adapter-jobs.js';
 import { MergeError } from '../src/errors.js';
 import { merge as browserMerge } from '../src/merge.js';
 import { merge as nodeMerge } from '../src/node-merge.js';
 import { peftFiles } from './helpers/adapter-fixtures.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
-import { BASE, startFakeHub, type FakeHub } from './helpers/fake-hub.js';
-import { localFetch, stubTokenlessHome } from './helpers/hub-transport.js';
+import { BASE, useFakeHub } from './helpers/fake-hub.js';
 import { peftUpdates, relativeError } from './helpers/lora-truth.js';
 import { dense, gaussian, type Dense } from './helpers/svd-reference.js';
 
@@ -48,32 +47,11 @@ const HUB_FILES = new Map<string, Uint8Array | string>([
   ['org/base/resolve/main/model.safetensors', BASE],
 ]);
 
-let hub: FakeHub;
+const fake = useFakeHub(HUB_FILES, 'hf_unused', hubHosts, temp);
 
-beforeAll(async () => {
-  hub = await startFakeHub(HUB_FILES, 'hf_unused');
-  hubHosts.push(`localhost:${hub.port}`);
-});
-
-afterAll(async () => {
-  await hub.close();
-  temp.removeAll();
-});
-
-beforeEach(() => {
-  vi.stubGlobal('fetch', localFetch(() => [hub.port]));
-  stubTokenlessHome(() => temp.make());
-  hub.seen.length = 0;
-});
-
-afterEach(() => {
-  vi.unstubAllGlobals();
-  vi.unstubAllEnvs();
-});
-
-const hubUrl = (path: string) => `https://localhost:${hub.port}/${path}`;
-const mirrorUrl = (path: string) => `https://hf-mirror.test:${hub.port}/${path}`;
-const paths = () => new Set(hub.seen.map((s) => s.path));
+const hubUrl = (path: string) => `https://localhost:${fake.hub.port}/${path}`;
+const mirrorUrl = (path: string) => `https://hf-mirror.test:${fake.hub.port}/${path}`;
+const paths = () => new Set(fake.hub.seen.map((s) => s.path));
 const blobText = (blobs: { path: string; blob: Blob }[], path: string) => blobs.find((b) => b.path === path)!.blob;
 
 /** Σ scale·B·A in float64. */
@@ -151,7 +129,7 @@ describe('extractLora', () => {
     expect(asBase.message).toBe(`${hubUrl('org/base')}: names a Hugging Face repository or folder; base takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its files (only an adapter is read from a repository's URL)`);
     const asTuned = await refusal(extractLora({ base: file, tuned: hubUrl('org/base/tree/main'), rank: 2, backend: 'cpu' }));
     expect(asTuned.message).toBe(`${hubUrl('org/base/tree/main')}: names a Hugging Face repository or folder; tuned takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its files (only an adapter is read from a repository's URL)`);
-    expect(hub.seen).toEqual([]);
+    expect(fake.hub.seen).toEqual([]);
   });
 });
 
@@ -171,7 +149,7 @@ describe('a blob/ page, or a tree/ page where one file is read: refused before a
       const e = await refusal(run());
       expect([e.code, e.message]).toEqual(['BAD_ARGUMENT', message]);
     }
-    expect(hub.seen).toEqual([]);
+    expect(fake.hub.seen).toEqual([]);
   });
 
   it('the jobs: combineLoras, resizeLora and extractLora refuse a blob/ page, naming its resolve/ link', async () => {
@@ -183,7 +161,7 @@ describe('a blob/ page, or a tree/ page where one file is read: refused before a
       const e = await refusal(run());
       expect([e.code, e.message]).toEqual(['BAD_ARGUMENT', pageRefusal()]);
     }
-    expect(hub.seen).toEqual([]);
+    expect(fake.hub.seen).toEqual([]);
   });
 
   it('a dataset\'s tree/ page as an adapter, and a blob/ page in a list of URLs (a folder\'s files), are refused naming them', async () => {
@@ -194,14 +172,14 @@ describe('a blob/ page, or a tree/ page where one file is read: refused before a
     expect(inList.message).toBe(pageRefusal());
     const listAsBase = await refusal(nodeMerge({ base: [hubUrl('org/base/tree/main')], adapters: [hubUrl('org/one')], backend: 'cpu' }));
     expect(listAsBase.message).toBe(`${hubUrl('org/base/tree/main')}: names a Hugging Face repository or folder; the base[0] takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its path (only an adapter is read from a repository's URL)`);
-    expect(hub.seen).toEqual([]);
+    expect(fake.hub.seen).toEqual([]);
   });
 
   it('on HF_ENDPOINT\'s Hub under a path of its own (named blob), merge() from loramerge/node links the file\'s resolve/', async () => {
-    vi.stubEnv('HF_ENDPOINT', `https://hf-mirror.test:${hub.port}/blob`);
+    vi.stubEnv('HF_ENDPOINT', `https://hf-mirror.test:${fake.hub.port}/blob`);
     const url = mirrorUrl('blob/org/one/blob/main/adapter_model.safetensors');
     const e = await refusal(nodeMerge({ base: baseFile(), adapters: [url], backend: 'cpu' }));
     expect(e.message).toBe(`${url}: is Hugging Face's web page about the file, not the file; give its download link ${mirrorUrl('blob/org/one/resolve/main/adapter_model.safetensors')}`);
-    expect(hub.seen).toEqual([]);
+    expect(fake.hub.seen).toEqual([]);
   });
 });

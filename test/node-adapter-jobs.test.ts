@@ -16,14 +16,13 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { MergeError } from '../src/errors.js';
 import { combineLoras, extractLora, resizeLora } from '../src/node.js';
 import { kohyaFile, peftFiles } from './helpers/adapter-fixtures.js';
 import { REPO_ROOT } from './helpers/cli.js';
-import { startFakeHub, type FakeHub } from './helpers/fake-hub.js';
+import { useFakeHub } from './helpers/fake-hub.js';
 import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
-import { localFetch, stubTokenlessHome } from './helpers/hub-transport.js';
 import { kohyaUpdates, peftUpdates, relativeError } from './helpers/lora-truth.js';
 import { dense, gaussian, type Dense } from './helpers/svd-reference.js';
 
@@ -89,28 +88,7 @@ function snapshot(dir: string): Record<string, string> {
 /** A folder holding the PEFT adapter (`one/`) and the kohya file (`two.safetensors`). */
 const adaptersDir = () => temp.make({ ...Object.fromEntries(Object.entries(PEFT_FILES).map(([f, bytes]) => [`one/${f}`, bytes])), 'two.safetensors': KOHYA_BYTES });
 
-let hub: FakeHub;
-
-beforeAll(async () => {
-  hub = await startFakeHub(new Map(Object.entries(HUB_FILES).map(([f, bytes]) => [`gated/lora/resolve/main/${f}`, bytes])), TOKEN);
-  hubHosts.push(`localhost:${hub.port}`);
-});
-
-afterAll(async () => {
-  await hub.close();
-  temp.removeAll();
-});
-
-beforeEach(() => {
-  vi.stubGlobal('fetch', localFetch(() => [hub.port]));
-  stubTokenlessHome(() => temp.make());
-  hub.seen.length = 0;
-});
-
-afterEach(() => {
-  vi.unstubAllGlobals();
-  vi.unstubAllEnvs();
-});
+const fake = useFakeHub(new Map(Object.entries(HUB_FILES).map(([f, bytes]) => [`gated/lora/resolve/main/${f}`, bytes])), TOKEN, hubHosts, temp);
 
 describe('loramerge/node jobs from paths to an out path', () => {
   it('combineLoras cat of a PEFT folder and a kohya file writes the kohya file out names: Σ w·(α/r)·B·A', async () => {
@@ -220,25 +198,25 @@ describe('loramerge/node jobs refuse an out path as the command line does, chang
 });
 
 describe('loramerge/node jobs read Hub URLs with the Hugging Face token', () => {
-  const hubUrl = (path: string) => `https://localhost:${hub.port}/${path}`;
+  const hubUrl = (path: string) => `https://localhost:${fake.hub.port}/${path}`;
 
   it('combineLoras of a gated repository URL with hfToken: every request carries it, and the folder written is exact', async () => {
     const out = join(temp.make(), 'combined');
     await combineLoras({ adapters: [{ source: hubUrl('gated/lora'), weight: 0.5 }], method: 'cat', hfToken: TOKEN, out, backend: 'cpu' });
     expect(relativeError(folderUpdates(out).get(Q)!, weightedSum([{ ...HUB, scale: 0.5 * 2 }]))).toBeLessThan(1e-6);
-    expect(new Set(hub.seen.map((s) => s.path))).toEqual(new Set(['gated/lora/resolve/main/adapter_config.json', 'gated/lora/resolve/main/adapter_model.safetensors']));
-    expect(hub.seen.map((s) => s.authorization)).toEqual(hub.seen.map(() => `Bearer ${TOKEN}`));
+    expect(new Set(fake.hub.seen.map((s) => s.path))).toEqual(new Set(['gated/lora/resolve/main/adapter_config.json', 'gated/lora/resolve/main/adapter_model.safetensors']));
+    expect(fake.hub.seen.map((s) => s.authorization)).toEqual(fake.hub.seen.map(() => `Bearer ${TOKEN}`));
   });
 
   it('resizeLora of a repository on HF_ENDPOINT\'s Hub sends HF_TOKEN there', async () => {
-    vi.stubEnv('HF_ENDPOINT', `https://hf-mirror.test:${hub.port}`);
+    vi.stubEnv('HF_ENDPOINT', `https://hf-mirror.test:${fake.hub.port}`);
     vi.stubEnv('HF_TOKEN', TOKEN);
-    const { blobs } = await resizeLora({ adapter: `https://hf-mirror.test:${hub.port}/gated/lora`, rule: { kind: 'rank', rank: 3 }, backend: 'cpu' });
+    const { blobs } = await resizeLora({ adapter: `https://hf-mirror.test:${fake.hub.port}/gated/lora`, rule: { kind: 'rank', rank: 3 }, backend: 'cpu' });
     const file = (path: string) => blobs.find((b) => b.path === path)!.blob;
     const updates = peftUpdates(await file('adapter_config.json').text(), new Uint8Array(await file('adapter_model.safetensors').arrayBuffer()));
     expect(relativeError(updates.get(Q)!, weightedSum([{ ...HUB, scale: 2 }]))).toBeLessThan(1e-5);
-    expect(hub.seen.length).toBeGreaterThan(0);
-    expect(hub.seen.map((s) => s.authorization)).toEqual(hub.seen.map(() => `Bearer ${TOKEN}`));
+    expect(fake.hub.seen.length).toBeGreaterThan(0);
+    expect(fake.hub.seen.map((s) => s.authorization)).toEqual(fake.hub.seen.map(() => `Bearer ${TOKEN}`));
   });
 });
 

@@ -1,9 +1,12 @@
 /**
  * A tiny PEFT LoRA on a tiny Llama-like base, its merge in float64, and a local server laid out as
  * the Hugging Face Hub's download links are (`ORG/NAME/resolve/REV/FILE`), for the tests of Hub
- * URLs as adapter sources (test/library-hub-adapters.test.ts, test/hf-endpoint.test.ts).
+ * URLs as adapter sources (test/library-hub-adapters.test.ts, library-hub-jobs, node-adapter-jobs,
+ * hf-endpoint), with the hooks that start it for a test file (useFakeHub).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { afterAll, afterEach, beforeAll, beforeEach, vi } from 'vitest';
+import { localFetch, stubTokenlessHome } from './hub-transport.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom } from './fixtures.js';
 import { closeServer, listenLocally } from './local-server.js';
 
@@ -91,6 +94,36 @@ export async function startFakeHub(files: ReadonlyMap<string, Uint8Array | strin
   });
   const port = await listenLocally(server);
   return { port, seen, close: () => closeServer(server) };
+}
+
+/**
+ * A fake Hub for the tests of one file, on vitest's hooks: started before them with `files` and
+ * `token`, its host (`localhost:PORT`) pushed onto `tokenHosts` (the array the file's vi.mock gives
+ * as HF_TOKEN_HOSTS), the global fetch carried to it (hub-transport.ts) and no Hugging Face token in
+ * the environment for each test, its requests counted afresh per test; closed, and `temp` removed,
+ * after them. The returned object's `hub` is the server once started.
+ */
+export function useFakeHub(files: ReadonlyMap<string, Uint8Array | string>, token: string, tokenHosts: string[],
+  temp: { make(): string; removeAll(): void }): { readonly hub: FakeHub } {
+  let hub: FakeHub | undefined;
+  beforeAll(async () => {
+    hub = await startFakeHub(files, token);
+    tokenHosts.push(`localhost:${hub.port}`);
+  });
+  afterAll(async () => {
+    await hub?.close();
+    temp.removeAll();
+  });
+  beforeEach(() => {
+    vi.stubGlobal('fetch', localFetch(() => [hub!.port]));
+    stubTokenlessHome(() => temp.make());
+    hub!.seen.length = 0;
+  });
+  afterEach(() => {
+    vi.unstubAllGlobals();
+    vi.unstubAllEnvs();
+  });
+  return { get hub() { return hub!; } };
 }
 
 /** The merged weights of a safetensors file against mergedTruth(weight), each as [name, got, want]. */
