@@ -16,8 +16,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { runCommandLine } from '../src/cli/run-cli.js';
-import { errorLines, listDir } from './helpers/cli.js';
+import { listDir, oneErrorLine, runCliInProcess } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
 import { localFetch, stubTokenlessHome } from './helpers/hub-transport.js';
@@ -143,17 +142,9 @@ afterEach(() => {
 
 const hubUrl = (path: string) => `https://localhost:${port}/${path}`;
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out: string[] = [], err: string[] = [];
-  const code = await runCommandLine(args, { out: (line) => out.push(line), err: (line) => err.push(line), debug: true });
-  return { code, stdout: out.join('\n'), stderr: err.join('\n') };
-}
+const cli = runCliInProcess;
 
-function oneError(run: { stderr: string }): string {
-  const lines = errorLines(run.stderr);
-  expect(lines, run.stderr).toHaveLength(1);
-  return lines[0];
-}
+const oneError = oneErrorLine;
 
 /** Merges `adapter` (a URL) into the base on disk at `weight`; the output against float64 truth. */
 async function expectExactMerge(adapter: string, weight = 1): Promise<void> {

@@ -13,11 +13,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { runCommandLine } from '../src/cli/run-cli.js';
 import { MergeError } from '../src/errors.js';
 import { parseHfEndpoint } from '../src/io/hf-endpoint.js';
 import { merge as nodeMerge } from '../src/node-merge.js';
-import { errorLines } from './helpers/cli.js';
+import { oneErrorLine, runCliInProcess } from './helpers/cli.js';
 import { tempDirs } from './helpers/fixtures.js';
 import { BASE, mergedAgainstTruth, PEFT_CONFIG, PEFT_WEIGHTS, startFakeHub, type FakeHub } from './helpers/fake-hub.js';
 import { localFetch, stubTokenlessHome } from './helpers/hub-transport.js';
@@ -68,17 +67,9 @@ afterEach(() => {
   vi.unstubAllEnvs();
 });
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out: string[] = [], err: string[] = [];
-  const code = await runCommandLine(args, { out: (line) => out.push(line), err: (line) => err.push(line), debug: true });
-  return { code, stdout: out.join('\n'), stderr: err.join('\n') };
-}
+const cli = runCliInProcess;
 
-function oneError(run: { stderr: string }): string {
-  const lines = errorLines(run.stderr);
-  expect(lines, run.stderr).toHaveLength(1);
-  return lines[0];
-}
+const oneError = oneErrorLine;
 
 /** `loramerge merge` of `adapter` into the base on disk at `weight`; the output exact against float64 truth. */
 async function expectExactCliMerge(adapter: string, weight = 1): Promise<void> {

@@ -15,11 +15,10 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { runCommandLine } from '../src/cli/run-cli.js';
 import { findHfToken, hfTokenPath } from '../src/io/hf-token.js';
 import * as browser from '../src/index.js';
 import * as node from '../src/node.js';
-import { errorLines, listDir } from './helpers/cli.js';
+import { listDir, oneErrorLine, runCliInProcess, type CliResult } from './helpers/cli.js';
 import { decodeSafetensors, tempDirs } from './helpers/fixtures.js';
 import { SDXL_NAMES } from './helpers/page-fixtures.js';
 import { kohyaKey, sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
@@ -140,20 +139,14 @@ const BASE_URL = () => hubUrl('gated', 'sdxl unet.safetensors');
 const ADAPTER_URL = () => hubUrl('gated', 'style lora.safetensors');
 
 /** Runs the CLI in this process (so the mocked hosts and the transport apply), keeping all it printed. */
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out: string[] = [], err: string[] = [];
-  const code = await runCommandLine(args, { out: (line) => out.push(line), err: (line) => err.push(line), debug: true });
-  const run = { code, stdout: out.join('\n'), stderr: err.join('\n') };
+async function cli(args: string[]): Promise<CliResult> {
+  const run = await runCliInProcess(args);
   outputs.push(run.stdout, run.stderr);
   return run;
 }
 
 /** The one error line of a run (no other), for a run that failed. */
-function oneError(run: { stderr: string }): string {
-  const lines = errorLines(run.stderr);
-  expect(lines, run.stderr).toHaveLength(1);
-  return lines[0];
-}
+const oneError = oneErrorLine;
 
 const authorizations = (seen: Seen[]) => seen.map((s) => s.authorization);
 

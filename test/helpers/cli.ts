@@ -4,6 +4,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
+import { runCommandLine } from '../../src/cli/run-cli.js';
 import { buildSafetensors } from './fixtures.js';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -32,6 +33,23 @@ export function runCli(args: string[], env: Record<string, string> = {}, nodeArg
 /** Lines of stderr that are the CLI's own (drivers may print their own noise). */
 export function errorLines(stderr: string): string[] {
   return stderr.split('\n').filter((l) => l.startsWith('error: '));
+}
+
+/**
+ * Runs the command line in this process, so that the test's stubs (of fetch, of the environment,
+ * of mocked modules) reach it, capturing its exit code and output (stack traces on).
+ */
+export async function runCliInProcess(args: string[]): Promise<CliResult> {
+  const out: string[] = [], err: string[] = [];
+  const code = await runCommandLine(args, { out: (line) => out.push(line), err: (line) => err.push(line), debug: true });
+  return { code, stdout: out.join('\n'), stderr: err.join('\n') };
+}
+
+/** A run's one error line (the test fails if there are none or several). */
+export function oneErrorLine(run: { stderr: string }): string {
+  const lines = errorLines(run.stderr);
+  expect(lines, run.stderr).toHaveLength(1);
+  return lines[0];
 }
 
 /** The CLI's arguments for a merge of one adapter on the CPU backend. */
