@@ -295,7 +295,11 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       if (b.command === 'inspect') usage(/inspect takes exactly one PATH/);
       else if (b.command === 'sample') usage(/sample takes at most one DIR/);
       else usage(new RegExp(`unexpected argument "${escape(stray)}"`));
-      b.tail.push(...(dashes ? ['--', stray] : [stray]));
+      // Not right after a value-taking option left without its value (the fault below): it would
+      // become that value (`--adapter -`: seed 20261217, case 1747).
+      const last = b.tail[b.tail.length - 1];
+      const at = valued.some((o) => last === `--${o}`) ? b.tail.length - 1 : b.tail.length;
+      b.tail.splice(at, 0, ...(dashes ? ['--', stray] : [stray]));
     },
     // A value-taking option with nothing after it, or with another option in its value's place.
     () => {
