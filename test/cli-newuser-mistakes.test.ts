@@ -113,8 +113,16 @@ describe('inspect says which base an adapter was trained for, where its files sa
       { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight', dtype: 'F32', shape: [2, 4], data: [1, 2, 3, 4, 5, 6, 7, 8] },
       { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight', dtype: 'F32', shape: [4, 2], data: [1, 2, 3, 4, 5, 6, 7, 8] },
     ]);
+    // A name written over several lines is shown on one: it lands in an error line too.
+    const multiline = buildSafetensors([
+      { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight', dtype: 'F32', shape: [2, 4], data: [1, 2, 3, 4, 5, 6, 7, 8] },
+      { name: 'lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight', dtype: 'F32', shape: [4, 2], data: [1, 2, 3, 4, 5, 6, 7, 8] },
+    ], { ss_sd_model_name: 'my\nmodel\r\n  v1' });
     const gguf = ggufLoraAdapter([{ tensor: 'blk.0.attn_output.weight', rank: 2, in: LLAMA.hidden, out: LLAMA.hidden, aType: 'F16', bType: 'F16' }], 4);
-    const dir = temp.make({ ...Object.fromEntries(Object.entries(peft).map(([k, v]) => [`peft/${k}`, v])), 'kohya.safetensors': kohya, 'bare.safetensors': bare, 'lora.gguf': gguf.bytes });
+    const dir = temp.make({
+      ...Object.fromEntries(Object.entries(peft).map(([k, v]) => [`peft/${k}`, v])), 'kohya.safetensors': kohya, 'bare.safetensors': bare, 'lora.gguf': gguf.bytes,
+      'multiline.safetensors': multiline,
+    });
     const line = async (path: string) => {
       const run = await runCli(['inspect', join(dir, path)]);
       expect(run.code, run.stderr).toBe(0);
@@ -124,6 +132,7 @@ describe('inspect says which base an adapter was trained for, where its files sa
     expect(await line('kohya.safetensors')).toBe('  trained for: stable-diffusion-v1/lora (modelspec.architecture), sd_v1 (ss_base_model_version), v1-5-pruned-emaonly.safetensors (ss_sd_model_name)');
     expect(await line('lora.gguf')).toBe('  trained for: llama (general.architecture)');
     expect(await line('bare.safetensors')).toBeUndefined();
+    expect(await line('multiline.safetensors')).toBe('  trained for: my model v1 (ss_sd_model_name)');
   });
 });
 

@@ -26,7 +26,9 @@ export function trainedFor(adapter: Pick<ParsedAdapter, 'format' | 'config' | 'f
   const said = own.flatMap((key) => {
     const value = values[key];
     if (typeof value !== 'string' || value.trim() === '' || value === 'None') return [];
-    const shown = value.length > 120 ? `${value.slice(0, 117)}...` : value;
+    // On one line: the value ends up inside an error line and an inspect line.
+    const oneLine = value.replace(/\s+/g, ' ').trim();
+    const shown = oneLine.length > 120 ? `${oneLine.slice(0, 117)}...` : oneLine;
     return [`${shown} (${key})`];
   });
   return said.length ? said.join(', ') : undefined;
