@@ -12,15 +12,13 @@
  * the Hub's download links are, and the global fetch sends `https://localhost:PORT/…` to it over
  * plain HTTP, as test/url-hf-token.test.ts does; the CLI runs in this process so both apply.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { listDir, oneErrorLine, runCliInProcess } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
-import { localFetch, stubTokenlessHome } from './helpers/hub-transport.js';
-import { closeServer, listenLocally } from './helpers/local-server.js';
+import { useFakeHub } from './helpers/fake-hub.js';
 
 const hubHosts = vi.hoisted(() => [] as string[]);
 vi.mock('../src/io/hf-token-hosts.js', () => ({ HF_TOKEN_HOSTS: hubHosts }));
@@ -95,52 +93,9 @@ const HUB_FILES = new Map<string, Uint8Array | string>([
   ['org/html-config/resolve/main/adapter_model.safetensors', PEFT_WEIGHTS],
 ]);
 
-let hub: Server;
-let port: number;
-/** Each request the Hub saw: its path as sent, decoded, and whether it carried the token. */
-const seen: { raw: string; path: string; token: boolean }[] = [];
+const fake = useFakeHub(HUB_FILES, TOKEN, hubHosts, temp);
 
-function answer(request: IncomingMessage, response: ServerResponse): void {
-  const raw = new URL(request.url ?? '/', 'http://x').pathname;
-  const key = raw.split('/').slice(1).map(decodeURIComponent).join('/');
-  seen.push({ raw, path: key, token: request.headers.authorization === `Bearer ${TOKEN}` });
-  if (key.startsWith('gated/') && request.headers.authorization !== `Bearer ${TOKEN}`) return void response.writeHead(401).end('Invalid credentials');
-  const stored = HUB_FILES.get(key);
-  if (stored === undefined) return void response.writeHead(404).end('Entry not found');
-  const body = typeof stored === 'string' ? new TextEncoder().encode(stored) : stored;
-  const range = /^bytes=(\d+)-(\d+)$/.exec(request.headers.range ?? '');
-  if (!range) {
-    response.writeHead(200, { 'Content-Length': body.byteLength, ETag: '"v1"' });
-    return void response.end(request.method === 'HEAD' ? undefined : body);
-  }
-  const [start, end] = [Number(range[1]), Math.min(Number(range[2]), body.byteLength - 1)];
-  response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': end - start + 1, ETag: '"v1"' });
-  response.end(body.subarray(start, end + 1));
-}
-
-beforeAll(async () => {
-  hub = createServer(answer);
-  port = await listenLocally(hub);
-  hubHosts.push(`localhost:${port}`);
-});
-
-afterAll(async () => {
-  await closeServer(hub);
-  temp.removeAll();
-});
-
-beforeEach(() => {
-  vi.stubGlobal('fetch', localFetch(() => [port]));
-  stubTokenlessHome(() => temp.make());
-  seen.length = 0;
-});
-
-afterEach(() => {
-  vi.unstubAllGlobals();
-  vi.unstubAllEnvs();
-});
-
-const hubUrl = (path: string) => `https://localhost:${port}/${path}`;
+const hubUrl = (path: string) => `https://localhost:${fake.hub.port}/${path}`;
 
 const cli = runCliInProcess;
 
@@ -161,18 +116,18 @@ async function expectExactMerge(adapter: string, weight = 1): Promise<void> {
 describe('a PEFT adapter on the Hub, by URL', () => {
   it('a repository URL is read as resolve/main/{adapter_config.json, adapter_model.safetensors}: the merge is exact', async () => {
     await expectExactMerge(hubUrl('org/tiny-lora'), 0.75);
-    expect(new Set(seen.map((s) => s.path))).toEqual(new Set(['org/tiny-lora/resolve/main/adapter_config.json', 'org/tiny-lora/resolve/main/adapter_model.safetensors']));
+    expect(new Set(fake.hub.seen.map((s) => s.path))).toEqual(new Set(['org/tiny-lora/resolve/main/adapter_config.json', 'org/tiny-lora/resolve/main/adapter_model.safetensors']));
   });
 
   it('a tree/REV/SUBFOLDER URL (percent-encoded, with a trailing slash) reads that revision\'s subfolder', async () => {
     await expectExactMerge(hubUrl('org/multi/tree/v1.0/style%20one/'));
-    expect(new Set(seen.map((s) => s.path))).toEqual(new Set(['org/multi/resolve/v1.0/style one/adapter_config.json', 'org/multi/resolve/v1.0/style one/adapter_model.safetensors']));
+    expect(new Set(fake.hub.seen.map((s) => s.path))).toEqual(new Set(['org/multi/resolve/v1.0/style one/adapter_config.json', 'org/multi/resolve/v1.0/style one/adapter_model.safetensors']));
   });
 
   it('the resolve link of adapter_model.safetensors (at a revision refs%2Fpr%2F3) finds its adapter_config.json beside it', async () => {
     await expectExactMerge(hubUrl('org/multi/resolve/refs%2Fpr%2F3/adapter_model.safetensors?download=true'), -1.5);
     // The revision stays one segment, encoded as typed.
-    expect(new Set(seen.map((s) => s.raw))).toEqual(new Set(['/org/multi/resolve/refs%2Fpr%2F3/adapter_config.json', '/org/multi/resolve/refs%2Fpr%2F3/adapter_model.safetensors']));
+    expect(new Set(fake.hub.seen.map((s) => s.raw))).toEqual(new Set(['/org/multi/resolve/refs%2Fpr%2F3/adapter_config.json', '/org/multi/resolve/refs%2Fpr%2F3/adapter_model.safetensors']));
   });
 
   it('a gated repository: HF_TOKEN goes with the config\'s request and the weights\'; without it, HTTP 401 in one line', async () => {
@@ -182,19 +137,19 @@ describe('a PEFT adapter on the Hub, by URL', () => {
     expect(oneError(refused)).toMatch(new RegExp(`^error: ${hubUrl('gated/tiny-lora/resolve/main/adapter_config.json')}: HTTP 401 Unauthorized for the file; the file needs a login \\(a gated model\\): set HF_TOKEN`));
     expect(listDir(dir)).toEqual(['base.safetensors']);
     vi.stubEnv('HF_TOKEN', TOKEN);
-    seen.length = 0;
+    fake.hub.seen.length = 0;
     await expectExactMerge(hubUrl('gated/tiny-lora'));
-    expect(new Set(seen.map((s) => s.path))).toEqual(new Set(['gated/tiny-lora/resolve/main/adapter_config.json', 'gated/tiny-lora/resolve/main/adapter_model.safetensors']));
-    expect(seen.every((s) => s.token)).toBe(true);
+    expect(new Set(fake.hub.seen.map((s) => s.path))).toEqual(new Set(['gated/tiny-lora/resolve/main/adapter_config.json', 'gated/tiny-lora/resolve/main/adapter_model.safetensors']));
+    expect(fake.hub.seen.every((s) => s.authorization === `Bearer ${TOKEN}`)).toBe(true);
   });
 
   it('a repository URL typed with http:// or www. is read at https:// on the Hub\'s own host, so a gated one gets the token', async () => {
     vi.stubEnv('HF_TOKEN', TOKEN);
-    for (const typed of [`http://localhost:${port}/gated/tiny-lora`, `https://www.localhost:${port}/gated/tiny-lora/tree/main`]) {
-      seen.length = 0;
+    for (const typed of [`http://localhost:${fake.hub.port}/gated/tiny-lora`, `https://www.localhost:${fake.hub.port}/gated/tiny-lora/tree/main`]) {
+      fake.hub.seen.length = 0;
       await expectExactMerge(typed);
-      expect(seen.length).toBeGreaterThan(1);
-      expect(seen.every((s) => s.token), typed).toBe(true);
+      expect(fake.hub.seen.length).toBeGreaterThan(1);
+      expect(fake.hub.seen.every((s) => s.authorization === `Bearer ${TOKEN}`), typed).toBe(true);
     }
   });
 
@@ -290,8 +245,8 @@ describe('where no adapter_config.json is there', () => {
 
 describe('still refused, before any request (exit 2)', () => {
   it.each([
-    ['a folder URL on another host', () => ['merge', '--base', 'BASE', '--adapter', `https://127.0.0.1:${port}/org/tiny-lora/`],
-      () => `error: https://127.0.0.1:${port}/org/tiny-lora/: names a folder; --adapter takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its path`],
+    ['a folder URL on another host', () => ['merge', '--base', 'BASE', '--adapter', `https://127.0.0.1:${fake.hub.port}/org/tiny-lora/`],
+      () => `error: https://127.0.0.1:${fake.hub.port}/org/tiny-lora/: names a folder; --adapter takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its path`],
     ['a dataset\'s tree/ page', () => ['inspect', hubUrl('datasets/org/tiny-lora/tree/main')],
       () => `error: ${hubUrl('datasets/org/tiny-lora/tree/main')}: names a folder; inspect takes the URL of one file (such as …/resolve/main/model.safetensors), or download the folder and give its path`],
     ['a repository as --base', () => ['merge', '--base', hubUrl('org/tiny-lora'), '--adapter', hubUrl('org/tiny-lora')],
@@ -301,7 +256,7 @@ describe('still refused, before any request (exit 2)', () => {
     const run = await cli([...args().map((a) => (a === 'BASE' ? join(dir, 'base.safetensors') : a)), ...(args()[0] === 'merge' ? ['--out', join(dir, 'm.safetensors')] : [])]);
     expect(run.code).toBe(2);
     expect(oneError(run)).toBe(message());
-    expect(seen).toEqual([]);
+    expect(fake.hub.seen).toEqual([]);
     expect(listDir(dir)).toEqual(['base.safetensors']);
   });
 });

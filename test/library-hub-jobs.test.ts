@@ -20,7 +20,7 @@ import { peftFiles } from './helpers/adapter-fixtures.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
 import { BASE, useFakeHub } from './helpers/fake-hub.js';
 import { peftUpdates, relativeError } from './helpers/lora-truth.js';
-import { dense, gaussian, type Dense } from './helpers/svd-reference.js';
+import { dense, gaussian, weightedSum, type Dense } from './helpers/svd-reference.js';
 
 const hubHosts = vi.hoisted(() => [] as string[]);
 vi.mock('../src/io/hf-token-hosts.js', () => ({ HF_TOKEN_HOSTS: hubHosts }));
@@ -53,21 +53,6 @@ const hubUrl = (path: string) => `https://localhost:${fake.hub.port}/${path}`;
 const mirrorUrl = (path: string) => `https://hf-mirror.test:${fake.hub.port}/${path}`;
 const paths = () => new Set(fake.hub.seen.map((s) => s.path));
 const blobText = (blobs: { path: string; blob: Blob }[], path: string) => blobs.find((b) => b.path === path)!.blob;
-
-/** Σ scale·B·A in float64. */
-function weightedSum(terms: { b: Dense; a: Dense; scale: number }[]): Dense {
-  const out = dense(terms[0].b.rows, terms[0].a.cols, () => 0);
-  for (const { a, b, scale } of terms) {
-    for (let i = 0; i < b.rows; i++) {
-      for (let j = 0; j < a.cols; j++) {
-        let s = 0;
-        for (let k = 0; k < b.cols; k++) s += b.data[i * b.cols + k] * a.data[k * a.cols + j];
-        out.data[i * out.cols + j] += scale * s;
-      }
-    }
-  }
-  return out;
-}
 
 /** Each module's α/r·B·A of a PEFT folder the job gave back as Blobs. */
 async function updatesOf(blobs: { path: string; blob: Blob }[]): Promise<Map<string, Dense>> {

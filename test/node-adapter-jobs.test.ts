@@ -24,7 +24,7 @@ import { REPO_ROOT } from './helpers/cli.js';
 import { useFakeHub } from './helpers/fake-hub.js';
 import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { kohyaUpdates, peftUpdates, relativeError } from './helpers/lora-truth.js';
-import { dense, gaussian, type Dense } from './helpers/svd-reference.js';
+import { dense, gaussian, weightedSum, type Dense } from './helpers/svd-reference.js';
 
 const hubHosts = vi.hoisted(() => [] as string[]);
 vi.mock('../src/io/hf-token-hosts.js', () => ({ HF_TOKEN_HOSTS: hubHosts }));
@@ -48,21 +48,6 @@ const KOHYA_BYTES = kohyaFile([{ name: PROJ_KEY, ...KOHYA, alpha: 3 }]);
 /** An LLM-style PEFT adapter for the Hub: r 3, α 6 on q_proj. */
 const HUB = { b: f32Dense(16, 3, rand), a: f32Dense(3, 12, rand) };
 const HUB_FILES = peftFiles([{ name: Q, ...HUB }], { r: 3, lora_alpha: 6 });
-
-/** Σ scale·B·A in float64. */
-function weightedSum(terms: { b: Dense; a: Dense; scale: number }[]): Dense {
-  const out = dense(terms[0].b.rows, terms[0].a.cols, () => 0);
-  for (const { a, b, scale } of terms) {
-    for (let i = 0; i < b.rows; i++) {
-      for (let j = 0; j < a.cols; j++) {
-        let s = 0;
-        for (let k = 0; k < b.cols; k++) s += b.data[i * b.cols + k] * a.data[k * a.cols + j];
-        out.data[i * out.cols + j] += scale * s;
-      }
-    }
-  }
-  return out;
-}
 
 /** Each module's α/r·B·A of a PEFT folder on disk. */
 function folderUpdates(folder: string): Map<string, Dense> {

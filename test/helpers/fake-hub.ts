@@ -2,7 +2,7 @@
  * A tiny PEFT LoRA on a tiny Llama-like base, its merge in float64, and a local server laid out as
  * the Hugging Face Hub's download links are (`ORG/NAME/resolve/REV/FILE`), for the tests of Hub
  * URLs as adapter sources (test/library-hub-adapters.test.ts, library-hub-jobs, node-adapter-jobs,
- * hf-endpoint), with the hooks that start it for a test file (useFakeHub).
+ * hf-endpoint, cli-hub-adapters), with the hooks that start it for a test file (useFakeHub).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { afterAll, afterEach, beforeAll, beforeEach, vi } from 'vitest';

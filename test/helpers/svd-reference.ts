@@ -27,6 +27,16 @@ export function product(a: Dense, b: Dense): Dense {
   });
 }
 
+/** Σ scale·B·A over the terms (all of one shape), in float64: a weighted sum of LoRA updates. */
+export function weightedSum(terms: readonly { b: Dense; a: Dense; scale: number }[]): Dense {
+  const out = dense(terms[0].b.rows, terms[0].a.cols, () => 0);
+  for (const { a, b, scale } of terms) {
+    const ba = product(b, a);
+    for (let i = 0; i < out.data.length; i++) out.data[i] += scale * ba.data[i];
+  }
+  return out;
+}
+
 export function fromF32(rows: number, cols: number, data: Float32Array | ArrayLike<number>): Dense {
   return { rows, cols, data: Float64Array.from(data as ArrayLike<number>) };
 }
