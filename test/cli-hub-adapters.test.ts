@@ -16,9 +16,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { listDir, oneErrorLine, runCliInProcess } from './helpers/cli.js';
-import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs } from './helpers/fixtures.js';
+import { decodeSafetensors, tempDirs } from './helpers/fixtures.js';
 import { sdxlKohyaPair } from './helpers/sdxl-kohya-pair.js';
-import { useFakeHub } from './helpers/fake-hub.js';
+import { BASE, expectExactCliMerge, moduleDelta, PEFT_CONFIG, PEFT_WEIGHTS, RANK, SHAPES, useFakeHub } from './helpers/fake-hub.js';
 
 const hubHosts = vi.hoisted(() => [] as string[]);
 vi.mock('../src/io/hf-token-hosts.js', () => ({ HF_TOKEN_HOSTS: hubHosts }));
@@ -26,48 +26,7 @@ vi.mock('../src/io/hf-token-hosts.js', () => ({ HF_TOKEN_HOSTS: hubHosts }));
 const temp = tempDirs();
 
 const TOKEN = 'hf_HubAdapterTokenX4p9Lm2';
-const DIM = 16, V_ROWS = 8, R = 2, ALPHA = 8;
 const Q = 'model.layers.0.self_attn.q_proj', V = 'model.layers.0.self_attn.v_proj';
-const SHAPES: Record<string, [number, number]> = { [Q]: [DIM, DIM], [V]: [V_ROWS, DIM] };
-
-const rand = seededRandom(20261205);
-/** A tiny Llama-like base (F16), on disk. */
-const BASE = buildSafetensors(Object.entries(SHAPES).map(([m, [rows, cols]]) => ({ name: `${m}.weight`, dtype: 'F16' as const, shape: [rows, cols], data: randomValues(rows * cols, rand, 0.5) })));
-/** Each module's PEFT factors, f32 values: A r × in, B out × r. */
-const FACTORS = new Map(Object.entries(SHAPES).map(([m, [rows, cols]]) => [m, {
-  a: randomValues(R * cols, rand, 0.3).map(Math.fround), b: randomValues(rows * R, rand, 0.3).map(Math.fround),
-}]));
-/** A real PEFT LoRA: its config and its weights under PEFT's key names. */
-const PEFT_CONFIG = JSON.stringify({ peft_type: 'LORA', r: R, lora_alpha: ALPHA, target_modules: ['q_proj', 'v_proj'], base_model_name_or_path: 'org/tiny-llama', task_type: 'CAUSAL_LM' });
-const PEFT_WEIGHTS = buildSafetensors([...FACTORS].flatMap(([m, f]) => [
-  { name: `base_model.model.${m}.lora_A.weight`, dtype: 'F32' as const, shape: [R, SHAPES[m][1]], data: f.a },
-  { name: `base_model.model.${m}.lora_B.weight`, dtype: 'F32' as const, shape: [SHAPES[m][0], R], data: f.b },
-]), { format: 'pt' });
-
-/** ΔW = (α/r)·B·A of a module, in float64. */
-function delta(m: string): Float64Array {
-  const [rows, cols] = SHAPES[m];
-  const { a, b } = FACTORS.get(m)!;
-  const out = new Float64Array(rows * cols);
-  for (let o = 0; o < rows; o++) {
-    for (let i = 0; i < cols; i++) {
-      let s = 0;
-      for (let k = 0; k < R; k++) s += b[o * R + k] * a[k * cols + i];
-      out[o * cols + i] = (ALPHA / R) * s;
-    }
-  }
-  return out;
-}
-
-/** Each base weight merged at `weight`: W + w·(α/r)·B·A in float64, rounded once to F16. */
-function mergedTruth(weight: number): Map<string, Float64Array> {
-  const base = decodeSafetensors(BASE).tensors;
-  return new Map(Object.keys(SHAPES).map((m) => {
-    const w = base.get(`${m}.weight`)!.values;
-    const d = delta(m);
-    return [`${m}.weight`, Float64Array.from(w, (x, i) => roundForDType(x + weight * d[i], 'F16'))];
-  }));
-}
 
 const { base: SDXL_BASE, kohya: KOHYA, mergedTruth: kohyaTruth } = sdxlKohyaPair(8, 20261207);
 
@@ -101,17 +60,7 @@ const cli = runCliInProcess;
 
 const oneError = oneErrorLine;
 
-/** Merges `adapter` (a URL) into the base on disk at `weight`; the output against float64 truth. */
-async function expectExactMerge(adapter: string, weight = 1): Promise<void> {
-  const dir = temp.make({ 'base.safetensors': BASE });
-  const out = join(dir, 'merged.safetensors');
-  const run = await cli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', adapter, '--weight', String(weight), '--out', out, '--backend', 'cpu']);
-  expect(run.code, run.stderr).toBe(0);
-  // The output is named as given, after the base; nothing else is written beside it.
-  expect(listDir(dir)).toEqual(['base.safetensors', 'merged.safetensors']);
-  const merged = decodeSafetensors(new Uint8Array(readFileSync(out))).tensors;
-  for (const [name, want] of mergedTruth(weight)) expect(Array.from(merged.get(name)!.values), name).toEqual(Array.from(want));
-}
+const expectExactMerge = (adapter: string, weight = 1) => expectExactCliMerge(temp, adapter, weight);
 
 describe('a PEFT adapter on the Hub, by URL', () => {
   it('a repository URL is read as resolve/main/{adapter_config.json, adapter_model.safetensors}: the merge is exact', async () => {
@@ -160,14 +109,14 @@ describe('a PEFT adapter on the Hub, by URL', () => {
     expect(run.code, run.stderr).toBe(0);
     expect(listDir(out)).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
     const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
-    expect(config).toMatchObject({ peft_type: 'LORA', r: R, base_model_name_or_path: 'org/tiny-llama' });
+    expect(config).toMatchObject({ peft_type: 'LORA', r: RANK, base_model_name_or_path: 'org/tiny-llama' });
     expectDeltas(out, config.lora_alpha / config.r, 0.5, 1e-6);
   });
 
   it('resize of a repository URL to its own rank keeps (α/r)·B·A', async () => {
     const dir = temp.make();
     const out = join(dir, 'resized');
-    const run = await cli(['resize', '--adapter', hubUrl('org/tiny-lora'), '--rank', String(R), '--out', out, '--backend', 'cpu']);
+    const run = await cli(['resize', '--adapter', hubUrl('org/tiny-lora'), '--rank', String(RANK), '--out', out, '--backend', 'cpu']);
     expect(run.code, run.stderr).toBe(0);
     const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
     expectDeltas(out, config.lora_alpha / config.r, 1, 1e-5);
@@ -188,7 +137,7 @@ function expectDeltas(folder: string, scale: number, weight: number, tolerance: 
     const [rows, cols] = SHAPES[m];
     const a = tensors.get(`base_model.model.${m}.lora_A.weight`)!, b = tensors.get(`base_model.model.${m}.lora_B.weight`)!;
     const rank = a.shape[0];
-    const want = delta(m).map((x) => weight * x);
+    const want = moduleDelta(m).map((x) => weight * x);
     const largest = Math.max(...want.map(Math.abs));
     for (let o = 0; o < rows; o++) {
       for (let i = 0; i < cols; i++) {

@@ -10,7 +10,6 @@
  * fetch carries any host on their ports to them over plain HTTP (test/helpers/hub-transport.ts), so
  * the mirror is `hf-mirror.test:PORT` here and `other.test:PORT` is another host on the same server.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { MergeError } from '../src/errors.js';
@@ -18,7 +17,7 @@ import { parseHfEndpoint } from '../src/io/hf-endpoint.js';
 import { merge as nodeMerge } from '../src/node-merge.js';
 import { oneErrorLine, runCliInProcess } from './helpers/cli.js';
 import { tempDirs } from './helpers/fixtures.js';
-import { BASE, mergedAgainstTruth, PEFT_CONFIG, PEFT_WEIGHTS, startFakeHub, type FakeHub } from './helpers/fake-hub.js';
+import { BASE, expectExactCliMerge, mergedAgainstTruth, PEFT_CONFIG, PEFT_WEIGHTS, startFakeHub, type FakeHub } from './helpers/fake-hub.js';
 import { localFetch, stubTokenlessHome } from './helpers/hub-transport.js';
 
 const hubHosts = vi.hoisted(() => [] as string[]);
@@ -71,14 +70,6 @@ const cli = runCliInProcess;
 
 const oneError = oneErrorLine;
 
-/** `loramerge merge` of `adapter` into the base on disk at `weight`; the output exact against float64 truth. */
-async function expectExactCliMerge(adapter: string, weight = 1): Promise<void> {
-  const dir = temp.make({ 'base.safetensors': BASE });
-  const out = join(dir, 'merged.safetensors');
-  const run = await cli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', adapter, '--weight', String(weight), '--out', out, '--backend', 'cpu']);
-  expect(run.code, run.stderr).toBe(0);
-  for (const [name, got, want] of mergedAgainstTruth(new Uint8Array(readFileSync(out)), weight)) expect(got, name).toEqual(want);
-}
 
 const paths = (server: FakeHub) => new Set(server.seen.map((s) => s.path));
 const authorizations = (server: FakeHub) => new Set(server.seen.map((s) => s.authorization));
@@ -87,7 +78,7 @@ describe('a Hub URL on HF_ENDPOINT\'s host', () => {
   it('a repository URL (HF_ENDPOINT with a trailing slash) is read as its PEFT folder, with the token: exact', async () => {
     vi.stubEnv('HF_ENDPOINT', `https://hf-mirror.test:${mirror.port}/`);
     vi.stubEnv('HF_TOKEN', TOKEN);
-    await expectExactCliMerge(mirrorUrl('gated/tiny-lora'), 0.75);
+    await expectExactCliMerge(temp, mirrorUrl('gated/tiny-lora'), 0.75);
     expect(paths(mirror)).toEqual(new Set(['gated/tiny-lora/resolve/main/adapter_config.json', 'gated/tiny-lora/resolve/main/adapter_model.safetensors']));
     expect(authorizations(mirror)).toEqual(new Set([BEARER]));
   });
@@ -116,7 +107,7 @@ describe('where the token goes with HF_ENDPOINT set', () => {
   it('an http:// HF_ENDPOINT gets it over http, as huggingface_hub sends it', async () => {
     vi.stubEnv('HF_ENDPOINT', `http://hf-mirror.test:${mirror.port}`);
     vi.stubEnv('HF_TOKEN', TOKEN);
-    await expectExactCliMerge(mirrorUrl('gated/tiny-lora', 'http'));
+    await expectExactCliMerge(temp, mirrorUrl('gated/tiny-lora', 'http'));
     expect(mirror.seen.length).toBeGreaterThan(1);
     expect(authorizations(mirror)).toEqual(new Set([BEARER]));
   });
@@ -141,10 +132,10 @@ describe('where the token goes with HF_ENDPOINT set', () => {
   it('not past a redirect to another host: neither the CDN nor huggingface.co\'s own host gets it; the merges are exact', async () => {
     vi.stubEnv('HF_ENDPOINT', `https://hf-mirror.test:${mirror.port}`);
     vi.stubEnv('HF_TOKEN', TOKEN);
-    await expectExactCliMerge(mirrorUrl('gated/to-cdn'), 0.5);
+    await expectExactCliMerge(temp, mirrorUrl('gated/to-cdn'), 0.5);
     expect(cdn.seen.length).toBeGreaterThan(1);
     expect(authorizations(cdn)).toEqual(new Set([undefined]));
-    await expectExactCliMerge(mirrorUrl('gated/to-hub'), 0.5);
+    await expectExactCliMerge(temp, mirrorUrl('gated/to-hub'), 0.5);
     expect(hub.seen.length).toBeGreaterThan(1);
     expect(authorizations(hub)).toEqual(new Set([undefined]));
     expect(authorizations(mirror)).toEqual(new Set([BEARER]));
@@ -153,7 +144,7 @@ describe('where the token goes with HF_ENDPOINT set', () => {
   it('huggingface.co keeps it with HF_ENDPOINT set: its repository URL is read with the token', async () => {
     vi.stubEnv('HF_ENDPOINT', `https://hf-mirror.test:${mirror.port}`);
     vi.stubEnv('HF_TOKEN', TOKEN);
-    await expectExactCliMerge(hubUrl('gated/tiny-lora'));
+    await expectExactCliMerge(temp, hubUrl('gated/tiny-lora'));
     expect(authorizations(hub)).toEqual(new Set([BEARER]));
     expect(mirror.seen).toEqual([]);
   });

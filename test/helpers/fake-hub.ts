@@ -2,16 +2,23 @@
  * A tiny PEFT LoRA on a tiny Llama-like base, its merge in float64, and a local server laid out as
  * the Hugging Face Hub's download links are (`ORG/NAME/resolve/REV/FILE`), for the tests of Hub
  * URLs as adapter sources (test/library-hub-adapters.test.ts, library-hub-jobs, node-adapter-jobs,
- * hf-endpoint, cli-hub-adapters), with the hooks that start it for a test file (useFakeHub).
+ * hf-endpoint, cli-hub-adapters), with the hooks that start it for a test file (useFakeHub) and a
+ * command-line merge checked against that float64 truth (expectExactCliMerge).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { afterAll, afterEach, beforeAll, beforeEach, vi } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, expect, vi } from 'vitest';
+import { listDir, runCliInProcess } from './cli.js';
 import { localFetch, stubTokenlessHome } from './hub-transport.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom } from './fixtures.js';
 import { closeServer, listenLocally } from './local-server.js';
 
 const DIM = 16, V_ROWS = 8, R = 2, ALPHA = 8;
-const SHAPES: Record<string, [number, number]> = {
+/** The adapter's rank (its α is 8: scale 4). */
+export const RANK = R;
+/** The base's two weights, each module's (out, in). */
+export const SHAPES: Readonly<Record<string, [number, number]>> = {
   'model.layers.0.self_attn.q_proj': [DIM, DIM],
   'model.layers.0.self_attn.v_proj': [V_ROWS, DIM],
 };
@@ -31,21 +38,28 @@ export const PEFT_WEIGHTS = buildSafetensors([...FACTORS].flatMap(([m, f]) => [
   { name: `base_model.model.${m}.lora_B.weight`, dtype: 'F32' as const, shape: [SHAPES[m][0], R], data: f.b },
 ]), { format: 'pt' });
 
-/** Each base weight merged at `weight`: W + w·(α/r)·B·A summed in float64, rounded once to F16. */
+/** ΔW = (α/r)·B·A of module `m`, in float64. */
+export function moduleDelta(m: string): Float64Array {
+  const [rows, cols] = SHAPES[m];
+  const { a, b } = FACTORS.get(m)!;
+  const out = new Float64Array(rows * cols);
+  for (let o = 0; o < rows; o++) {
+    for (let i = 0; i < cols; i++) {
+      let s = 0;
+      for (let k = 0; k < R; k++) s += b[o * R + k] * a[k * cols + i];
+      out[o * cols + i] = (ALPHA / R) * s;
+    }
+  }
+  return out;
+}
+
+/** Each base weight merged at `weight`: W + w·(α/r)·B·A in float64, rounded once to F16. */
 export function mergedTruth(weight: number): Map<string, Float64Array> {
   const base = decodeSafetensors(BASE).tensors;
-  return new Map(Object.entries(SHAPES).map(([m, [rows, cols]]) => {
+  return new Map(Object.keys(SHAPES).map((m) => {
     const w = base.get(`${m}.weight`)!.values;
-    const { a, b } = FACTORS.get(m)!;
-    const out = new Float64Array(rows * cols);
-    for (let o = 0; o < rows; o++) {
-      for (let i = 0; i < cols; i++) {
-        let s = 0;
-        for (let k = 0; k < R; k++) s += b[o * R + k] * a[k * cols + i];
-        out[o * cols + i] = roundForDType(w[o * cols + i] + weight * (ALPHA / R) * s, 'F16');
-      }
-    }
-    return [`${m}.weight`, out];
+    const d = moduleDelta(m);
+    return [`${m}.weight`, Float64Array.from(w, (x, i) => roundForDType(x + weight * d[i], 'F16'))];
   }));
 }
 
@@ -124,6 +138,21 @@ export function useFakeHub(files: ReadonlyMap<string, Uint8Array | string>, toke
     vi.unstubAllEnvs();
   });
   return { get hub() { return hub!; } };
+}
+
+/**
+ * `loramerge merge` (in this process) of `adapter` into BASE, on disk in a new folder of `temp`,
+ * at `weight`: exit 0, only the merged file written beside the base, and its weights exactly
+ * mergedTruth(weight).
+ */
+export async function expectExactCliMerge(temp: { make(files?: Record<string, Uint8Array | string>): string }, adapter: string, weight = 1): Promise<void> {
+  const dir = temp.make({ 'base.safetensors': BASE });
+  const out = join(dir, 'merged.safetensors');
+  const run = await runCliInProcess(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', adapter, '--weight', String(weight), '--out', out, '--backend', 'cpu']);
+  expect(run.code, run.stderr).toBe(0);
+  // The output is named as given, after the base; nothing else is written beside it.
+  expect(listDir(dir)).toEqual(['base.safetensors', 'merged.safetensors']);
+  for (const [name, got, want] of mergedAgainstTruth(new Uint8Array(readFileSync(out)), weight)) expect(got, name).toEqual(want);
 }
 
 /** The merged weights of a safetensors file against mergedTruth(weight), each as [name, got, want]. */
