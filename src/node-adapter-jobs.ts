@@ -16,10 +16,9 @@ import {
 import { outputFormatFor } from './adapter-ops/module-updates.js';
 import { createAlgebraBackend } from './algebra/create-algebra.js';
 import { createNodeAlgebra } from './algebra/node-algebra.js';
-import { badArgument, shown } from './api-arguments.js';
-import { checkHfTokenOption } from './io/hf-token.js';
+import { badArgument } from './api-arguments.js';
 import { createNodeOutputTarget } from './io/node-output.js';
-import { checkNodeOut, isPath, NodeSources, NODE_FOLDER_ADVICE } from './io/node-sources.js';
+import { checkNodeOut, isPath, NODE_CALL_OPTIONS, NodeSources, NODE_FOLDER_ADVICE } from './io/node-sources.js';
 import { openBrowserDestination, type MergeDestination } from './merge.js';
 
 /** What every adapter job of `loramerge/node` takes besides its inputs and rule. */
@@ -96,13 +95,7 @@ function nodeJobHooks(options: NodeAdapterJobOptions, command: string): AdapterJ
   const sources = new NodeSources(() => options.hfToken, `the ${command}`);
   const use = (what: string, adapter: boolean) => ({ what, adapter, folderAdvice: NODE_FOLDER_ADVICE });
   return {
-    moreOptions: {
-      names: ['hfToken', 'overwrite'],
-      check(o) {
-        checkHfTokenOption('hfToken', o.hfToken);
-        if (o.overwrite !== undefined && typeof o.overwrite !== 'boolean') throw badArgument(`overwrite must be true or false, not ${shown(o.overwrite)}`);
-      },
-    },
+    moreOptions: NODE_CALL_OPTIONS,
     checkSource: (source, what, adapter) => sources.check(source, use(what, adapter)),
     checkOutput(out, format) {
       checkNodeOut(out, 'the adapter');

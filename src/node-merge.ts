@@ -4,12 +4,10 @@
  * split GGUF (`name-00001-of-00003.gguf`) stands for the whole set, as on the command line.
  */
 import { stat } from 'node:fs/promises';
-import { badArgument, shown } from './api-arguments.js';
-import { checkHfTokenOption } from './io/hf-token.js';
 import { createNodeBackend } from './engine/node-backend.js';
 import { createNodeOutputTarget } from './io/node-output.js';
 import { isGgufSplitPart, nodeInputFilePaths } from './io/node-input-files.js';
-import { checkNodeOut, isPath, NodeSources, NODE_FOLDER_ADVICE } from './io/node-sources.js';
+import { checkNodeOut, isPath, NODE_CALL_OPTIONS, NodeSources, NODE_FOLDER_ADVICE } from './io/node-sources.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
 import { hubSourceUse, openBrowserDestination, type MergeDestination, type MergeSource } from './merge.js';
 import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pipeline/one-call-merge.js';
@@ -49,13 +47,7 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
   // token for the whole merge; the Hub adapters opened, for explaining a refusal of their weights.
   const sources = new NodeSources(() => options.hfToken);
   return oneCallMerge<MergeSource, MergeDestination | string>(options, {
-    moreOptions: {
-      names: ['hfToken', 'overwrite'],
-      check: (o) => {
-        checkHfTokenOption('hfToken', o.hfToken);
-        if (o.overwrite !== undefined && typeof o.overwrite !== 'boolean') throw badArgument(`overwrite must be true or false, not ${shown(o.overwrite)}`);
-      },
-    },
+    moreOptions: NODE_CALL_OPTIONS,
     openSource: async (source, role, signal, readAhead): Promise<InputFileSet> =>
       sources.open(source, hubSourceUse(role, NODE_FOLDER_ADVICE), { signal, readAhead, splitGguf: isPath(source) && (await splitPart(source)) }),
     async openOutput(out, prepared, given): Promise<OutputTarget> {

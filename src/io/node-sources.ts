@@ -7,10 +7,10 @@
  * call's token, the stamps of the files on disk (checked again before the output is committed) and
  * the Hub adapters it opened (for explaining a refusal of their weights).
  */
-import { badArgument, isHttpUrl, schemeOfUrl } from '../api-arguments.js';
+import { badArgument, isHttpUrl, schemeOfUrl, shown } from '../api-arguments.js';
 import { checkBrowserDestination, checkBrowserSource, checkHubSource, openBrowserSource, type MergeSource } from '../merge.js';
 import type { BlobReadOptions } from './browser-input-files.js';
-import { hfAuthFor } from './hf-token.js';
+import { checkHfTokenOption, hfAuthFor } from './hf-token.js';
 import { explainLoneHubWeights, openHubSource, type HubSourceUse, type OpenedHubAdapter } from './hub-adapters.js';
 import { stampInputFiles, type InputStamps } from './input-stamps.js';
 import { nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from './node-input-files.js';
@@ -29,6 +29,19 @@ function urlsOf(source: unknown): (string | URL)[] | undefined {
   if (Array.isArray(source) && source.length > 0 && source.every((x) => typeof x === 'string' || x instanceof URL)) return [...source] as (string | URL)[];
   return undefined;
 }
+
+/**
+ * The options the Node entry's one-call functions take beyond the browser's (merge() and the
+ * adapter jobs alike): `hfToken` (a token, or false) and `overwrite` (a boolean), checked before
+ * anything is read.
+ */
+export const NODE_CALL_OPTIONS = {
+  names: ['hfToken', 'overwrite'],
+  check(o: Readonly<Record<string, unknown>>): void {
+    checkHfTokenOption('hfToken', o.hfToken);
+    if (o.overwrite !== undefined && typeof o.overwrite !== 'boolean') throw badArgument(`overwrite must be true or false, not ${shown(o.overwrite)}`);
+  },
+} as const;
 
 /** A path must be one: not empty, and no URL of a scheme other than http(s) (`ftp://…`, `file://…`). */
 export function checkPath(what: string, path: string): void {
