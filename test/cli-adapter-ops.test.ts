@@ -255,7 +255,7 @@ describe('cancelling', () => {
     const { code, stderr } = await runCliActingAtStart(['extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'),
       '--rank', '64', '--out', join(dir, 'lora'), '--backend', 'cpu'], (child) => child.kill('SIGINT'));
     expect(code, stderr).toBe(130);
-    expect(errorLines(stderr)).toEqual(['error: extract cancelled']);
+    expect(errorLines(stderr)).toEqual([`error: extract cancelled; nothing was written to ${join(dir, 'lora')}`]);
     expect(listDir(dir)).toEqual(before);
   });
 });

@@ -303,7 +303,7 @@ describe('cancelling the CLI', () => {
     const { code, stderr } = await runCliActingAtStart(['merge', '--base', base, '--adapter', adapter,
       '--out', join(outDir, 'merged.safetensors'), '--backend', 'webgpu'], (child) => child.kill('SIGINT'));
     expect(code, stderr).toBe(130);
-    expect(errorLines(stderr)).toEqual(['error: merge cancelled']);
+    expect(errorLines(stderr)).toEqual([`error: merge cancelled; nothing was written to ${join(outDir, 'merged.safetensors')}`]);
     expect(listDir(outDir)).toEqual([]);
   });
 });

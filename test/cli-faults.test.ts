@@ -77,7 +77,7 @@ describe('signals and pipes', () => {
     const outDir = temp.make();
     const { code, stderr } = await interrupt(mergeArgs(base, adapter, join(outDir, 'merged.safetensors')), outDir, 'SIGHUP', () => true);
     expect(code, stderr).toBe(130);
-    expect(errorLines(stderr)).toEqual(['error: merge cancelled']);
+    expect(errorLines(stderr)).toEqual([`error: merge cancelled; nothing was written to ${join(outDir, 'merged.safetensors')}`]);
     expect(listDir(outDir)).toEqual([]);
   });
 
@@ -90,7 +90,7 @@ describe('signals and pipes', () => {
       const outDir = temp.make();
       const { code, stderr } = await interrupt(mergeArgs(out === 'merged' ? dirname(base) : base, adapter, join(outDir, out)), outDir, 'SIGINT', () => true, [...again]);
       expect(code, stderr).toBe(130);
-      expect(errorLines(stderr)).toEqual(['error: merge cancelled']);
+      expect(errorLines(stderr)).toEqual([`error: merge cancelled; nothing was written to ${join(outDir, out)}`]);
       expect(stderr).not.toMatch(/\n\s+at |internal error/);
       expect(listDir(outDir)).toEqual([]);
     }

@@ -220,7 +220,7 @@ describe('combine, resize and extract', () => {
       });
       const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
       expect(code, stderr).toBe(130);
-      expect(errorLines(stderr)).toEqual(['error: extract cancelled']);
+      expect(errorLines(stderr)).toEqual([`error: extract cancelled; nothing was written to ${join(outDir, out)}`]);
       expect(listDir(outDir)).toEqual([]);
     }
   });
@@ -235,7 +235,7 @@ describe('combine, resize and extract', () => {
         const again = setInterval(() => (child.exitCode === null && child.signalCode === null ? child.kill('SIGINT') : clearInterval(again)), 2);
       });
       expect(code, stderr).toBe(130);
-      expect(errorLines(stderr)).toEqual(['error: extract cancelled']);
+      expect(errorLines(stderr)).toEqual([`error: extract cancelled; nothing was written to ${join(outDir, out)}`]);
       expect(listDir(outDir)).toEqual([]);
     }
   });

@@ -321,7 +321,7 @@ describe('refusals of URL inputs and outputs', () => {
       (child) => setTimeout(() => child.kill('SIGINT'), 500),
     );
     expect(run.code, run.stderr).toBe(130);
-    expect(errorLines(run.stderr)).toEqual(['error: merge cancelled']);
+    expect(errorLines(run.stderr)).toEqual([`error: merge cancelled; nothing was written to ${join(dir, 'm.safetensors')}`]);
     // The idle timeout is 60 s: a merge that waited for it would take that long.
     expect(Date.now() - started).toBeLessThan(15_000);
     expect(readdirSync(dir)).toEqual([]);

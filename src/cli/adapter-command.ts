@@ -11,7 +11,7 @@ import { resizeAdapter } from '../adapter-ops/resize.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import { createNodeAlgebra } from '../algebra/node-algebra.js';
 import { isMergeError, MergeError } from '../errors.js';
-import { cancellable } from './cancel-signals.js';
+import { cancellable, cancelledMessage } from './cancel-signals.js';
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import type { BaseModel } from '../formats/base-model.js';
@@ -149,8 +149,8 @@ async function produce(
       return 0;
     } catch (e) {
       await output.abort();
-      // The steps below say "merge cancelled"; name the command that was.
-      if (isMergeError(e) && e.code === 'ABORTED') throw new MergeError('ABORTED', `${cmd.command} cancelled`, { cause: e });
+      // The steps below say "merge cancelled"; name the command that was, and that no output is left.
+      if (isMergeError(e) && e.code === 'ABORTED') throw new MergeError('ABORTED', cancelledMessage(cmd.command, cmd.out), { cause: e });
       throw e;
     } finally {
       progress.stop();

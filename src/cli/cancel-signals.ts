@@ -10,6 +10,23 @@
  */
 import { CANCEL_SIGNALS, EXIT_CANCELLED } from './exit-codes.js';
 
+/**
+ * What a cancelled command says, the same whether the signal came before its output existed or while
+ * it was written: someone who pressed Ctrl-C wants to know that no half-written file is left.
+ */
+export function cancelledMessage(command: string, out: string | undefined): string {
+  return out === undefined ? `${command} cancelled` : `${command} cancelled; nothing was written to ${out}`;
+}
+
+/** The value of `--out` on a command line (`--out X` or `--out=X`), for a cancel before it is parsed. */
+export function outArgument(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--out') return args[i + 1];
+    if (args[i].startsWith('--out=')) return args[i].slice('--out='.length);
+  }
+  return undefined;
+}
+
 const running = new Set<AbortController>();
 
 /**

@@ -2,10 +2,10 @@
  * `loramerge` on Node: run the command line and exit with its code. Set LORAMERGE_DEBUG=1 to see
  * stack traces.
  */
-import { handleCancelSignals } from './cancel-signals.js';
+import { cancelledMessage, handleCancelSignals, outArgument } from './cancel-signals.js';
 import { EXIT_CANCELLED } from './exit-codes.js';
 import { runCommandLine } from './run-cli.js';
-import { stderrLine } from './terminal-text.js';
+import { oneLine, stderrLine } from './terminal-text.js';
 
 // `loramerge inspect X | head -1`: a reader that goes away is not an error worth a stack trace.
 // Whatever is left to print is dropped; the command itself runs to its end.
@@ -33,7 +33,7 @@ const commandName = ['merge', 'combine', 'resize', 'extract', 'sample', 'inspect
 handleCancelSignals((code) => {
   // Before the command printed its outcome (no output yet, or its cleanup just done): say it here,
   // so that a cancel is always one line.
-  if (finished === undefined) stderrLine(`error: ${commandName} cancelled`);
+  if (finished === undefined) stderrLine(`error: ${oneLine(cancelledMessage(commandName, outArgument(process.argv.slice(3))))}`);
   process.exit(code);
 }, () => finished ?? EXIT_CANCELLED);
 

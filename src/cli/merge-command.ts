@@ -1,7 +1,7 @@
 /** `loramerge merge`: plan, report, merge with a progress bar; Ctrl-C cancels and cleans up. */
 import { availableParallelism } from 'node:os';
-import { cancellable } from './cancel-signals.js';
-import { MergeError } from '../errors.js';
+import { cancellable, cancelledMessage } from './cancel-signals.js';
+import { isMergeError, MergeError } from '../errors.js';
 import { stampInputFiles } from '../io/input-stamps.js';
 import { createNodeOutputTarget } from '../io/node-output.js';
 import { nodeInputFilePaths } from '../io/node-input-files.js';
@@ -108,6 +108,10 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
             `${formatBytes(result.bytesWritten)} in ${result.seconds.toFixed(2)} s (${rate}/s)`,
         ));
         return 0;
+      } catch (e) {
+        // A user who pressed Ctrl-C wants to know whether a half-written model is left: it is not.
+        if (isMergeError(e) && e.code === 'ABORTED') throw new MergeError('ABORTED', cancelledMessage('merge', cmd.out), { cause: e });
+        throw e;
       } finally {
         progress.stop();
         backend.dispose();
