@@ -406,9 +406,10 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       usage(/--dtype-merged-only needs a --dtype/);
     },
     // A --dtype the base's format does not have (refused once the base is open). It replaces every
-    // --dtype typed, so not after a fault that needs them (one given twice: seed 20261217, case 1377).
+    // --dtype typed, so not after any fault made of one (given twice: seed 20261217, case 1377; a
+    // malformed value: seed 20261218, case 2214).
     () => {
-      if (b.command !== 'merge' || b.faults.some((f) => /dtype-merged-only|--dtype given twice/.test(f.why.source))) return faults[15]();
+      if (b.command !== 'merge' || b.faults.some((f) => /dtype/.test(f.why.source))) return faults[15]();
       b.opts = b.opts.filter((x) => x.name !== 'dtype');
       const d = pick(FOREIGN_DTYPES, n);
       b.opts.push(opt('dtype', d));

@@ -3728,6 +3728,24 @@ export function ggufDecodedBytes(type: string, n: number): number {
   return (n / block[0]) * block[1];
 }
 
+// ggml's types that the test helpers' tables leave out, as [values, bytes] per block (ggml-common.h's
+// block structs: Q8_1 d, s and 32 int8; Q8_K f32 d, 256 int8, 16 int16 sums; IQ1_S d, 32 qs, 16 qh;
+// IQ1_M 32 qs, 16 qh, 8 scales).
+const GGML_MORE_BLOCKS: Record<string, [number, number]> = {
+  I8: [1, 1], I16: [1, 2], I64: [1, 8], F64: [1, 8], Q8_1: [32, 36], Q8_K: [256, 292], IQ1_S: [256, 50], IQ1_M: [256, 56],
+};
+
+/**
+ * Bytes `n` values of a GGUF type take in the file, whether or not the test helpers decode it, or
+ * NaN for a type ggml does not define or values that are not whole blocks. The layout rules count
+ * these: a norm's F32 retyped I32 keeps its size, so the file is laid out as gguf.cpp wants.
+ */
+function ggufStoredBytes(type: string, n: number): number {
+  const block = GGML_BLOCK[type] ?? GGML_MORE_BLOCKS[type];
+  if (!block || n % block[0] !== 0) return NaN;
+  return (n / block[0]) * block[1];
+}
+
 /** Every file of a case (path → bytes), mutations applied; a dropped file is absent. */
 export function writeSurfaceCase(c: SurfaceCase): Map<string, Uint8Array> {
   const specs = Object.entries(c.world.files).map(([path, spec]) => [path, clone(spec)] as [string, SpecFile]);
@@ -3949,7 +3967,8 @@ function ggufLayoutProblem(bytes: Uint8Array): string | null {
     if (t.offset !== expected) return `${t.name} at offset ${t.offset}, expected ${expected}`;
     const type = typeName(t.typeId);
     const n = t.ne.reduce((a, b) => a * b, 1);
-    const size = ggufDecodedBytes(type, n);
+    const size = ggufStoredBytes(type, n);
+    if (Number.isNaN(size)) return `${t.name}: type ${type} is not ggml's, or its ${n} values are not whole blocks`;
     if (g.dataStart + t.offset + size > bytes.byteLength) return `${t.name} ends past the file`;
     expected = t.offset + Math.ceil(size / alignment) * alignment;
   }
