@@ -7,9 +7,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { urlInputFileSet } from '../src/io/url-input-files.js';
 import { MAX_CONFIG_BYTES } from '../src/limits.js';
+import { merge as browserMerge } from '../src/merge.js';
 import { merge } from '../src/node-merge.js';
 import { checkMerged, readSafetensors } from './helpers/demo-merge-check.js';
 import { tempDirs } from './helpers/fixtures.js';
@@ -174,6 +175,41 @@ describe('merge() from misbehaving servers', () => {
     await expect(urlInputFileSet([url]).readText('adapter_config.json')).rejects.toMatchObject({
       code: 'LIMIT_EXCEEDED', message: `${url}: more than ${MAX_CONFIG_BYTES} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`,
     });
+  });
+});
+
+/**
+ * A browser's fetch as WebIDL defines it: called with a `this` other than the global object (or
+ * none), it throws, as Chromium's "Failed to execute 'fetch' on 'WorkerGlobalScope': Illegal invocation".
+ */
+function browserLikeFetch(): typeof fetch {
+  const nodeFetch = globalThis.fetch;
+  return function fetch(this: unknown, input: RequestInfo | URL, init?: RequestInit) {
+    if (this !== undefined && this !== globalThis) throw new TypeError("Failed to execute 'fetch' on 'WorkerGlobalScope': Illegal invocation");
+    return nodeFetch(input, init);
+  };
+}
+
+describe('the browser entry with a browser\'s fetch', () => {
+  const scale = fixture.alpha / fixture.rank;
+
+  it('merges URLs exactly with the global fetch, which must not be called as a method of anything else', async () => {
+    vi.stubGlobal('fetch', browserLikeFetch());
+    try {
+      const { blobs } = await browserMerge({ base: `${origin}/ok/llama.safetensors`, adapters: [adapterUrls('ok')], backend: 'cpu' });
+      expect(blobs.map((b) => b.path)).toEqual(['llama.safetensors']);
+      checkMerged(new Uint8Array(await blobs[0].blob.arrayBuffer()), readSafetensors(base), [{ tensors: readSafetensors(fixture.adapter), scale }]);
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+
+  it('merges with a page\'s own `window.fetch` passed as the fetch option', async () => {
+    const fetch = browserLikeFetch();
+    const { blobs } = await browserMerge({
+      base: urlInputFileSet([`${origin}/ok/llama.safetensors`], undefined, { fetch }), adapters: [urlInputFileSet(adapterUrls('ok'), 'llama-lora', { fetch })], backend: 'cpu',
+    });
+    checkMerged(new Uint8Array(await blobs[0].blob.arrayBuffer()), readSafetensors(base), [{ tensors: readSafetensors(fixture.adapter), scale }]);
   });
 });
 

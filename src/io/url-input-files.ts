@@ -393,8 +393,11 @@ async function send(href: string, o: Resolved, init: RequestInit, signal: AbortS
   const endpoint = o.hfAuth?.endpoint;
   const scope = start === undefined ? undefined : hfTokenScope(start, endpoint);
   const token = scope !== undefined ? o.hfAuth!.token() : undefined;
+  // Called bare, never as `o.fetchFn(…)`: a browser's fetch (the global one, or `window.fetch`
+  // passed as an option) throws "Illegal invocation" when `this` is anything but the global object.
+  const fetchFn = o.fetchFn;
   if (start === undefined || token === undefined) {
-    const response = await o.fetchFn(href, { ...init, signal });
+    const response = await fetchFn(href, { ...init, signal });
     const answered = safeUrl(response.url || href);
     return { response, login: o.hfAuth !== undefined && answered !== undefined && hfTokenScope(answered, endpoint) !== undefined ? 'no-token' : 'other' };
   }
@@ -405,7 +408,7 @@ async function send(href: string, o: Resolved, init: RequestInit, signal: AbortS
     withToken &&= hfTokenScope(url, endpoint) === scope;
     const headers: Record<string, string> = { ...(init.headers as Record<string, string> | undefined) };
     if (withToken) headers.Authorization = `Bearer ${token}`;
-    const response = await o.fetchFn(url.href, { ...init, headers, redirect: 'manual', signal });
+    const response = await fetchFn(url.href, { ...init, headers, redirect: 'manual', signal });
     const location = REDIRECT_STATUSES.has(response.status) ? response.headers.get('location') : null;
     if (location === null) return { response, login: withToken ? 'token' : 'other' };
     await response.body?.cancel().catch(() => undefined);
