@@ -51,7 +51,7 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
     openSource: async (source, role, signal, readAhead): Promise<InputFileSet> =>
       sources.open(source, hubSourceUse(role, NODE_FOLDER_ADVICE), { signal, readAhead, splitGguf: isPath(source) && (await splitPart(source)) }),
     async openOutput(out, prepared, given): Promise<OutputTarget> {
-      if (!isPath(out)) return openBrowserDestination(out);
+      if (!isPath(out)) return openBrowserDestination(out, prepared.baseFiles.list());
       const split = isPath(given.base) && (await splitPart(given.base));
       const baseIsFolder = isPath(given.base)
         ? split || (await stat(given.base)).isDirectory()

@@ -248,6 +248,10 @@ const adapterSet = () => browser.memoryInputFileSet({
   'adapter_config.json': fixture.files['llama-lora/adapter_config.json'], 'adapter_model.safetensors': fixture.adapter,
 }, 'llama-lora');
 const baseSet = () => browser.memoryInputFileSet({ 'llama.safetensors': fixture.base }, 'llama');
+/** The base as a picked folder of two files: the merged model is two files too. */
+const baseWithConfig = () => [new File([fixture.base as Uint8Array<ArrayBuffer>], 'llama.safetensors'), new File(['{"model_type": "llama"}'], 'config.json')];
+/** A file handle from showSaveFilePicker, as a page has it; nothing may write to it. */
+const pickedFile = () => ({ kind: 'file', name: 'merged.safetensors', createWritable: async () => { throw new Error('not reached'); } }) as never;
 
 /** The step-by-step calls, the constructors of inputs and outputs, backends and adapter jobs. */
 const stepMistakes: Mistake[] = [
@@ -309,6 +313,8 @@ const stepMistakes: Mistake[] = [
   { name: 'extractLora: signal a plain object', run: () => node.extractLora({ base: baseSet(), tuned: baseSet(), rank: 1, signal: {} as never }), message: /^signal must be an AbortSignal/ },
   { name: 'extractLora: signal already aborted', run: () => node.extractLora({ base: baseSet(), tuned: baseSet(), rank: 1, signal: aborted }), code: 'ABORTED', message: /^extract cancelled$/ },
   { name: 'combineLoras: a PEFT folder into a picked file', run: () => node.combineLoras({ adapters: [adapterSet()], method: 'cat', out: { kind: 'file', name: 'lora.safetensors', createWritable: async () => { throw new Error('not reached'); } } as never }), message: /^a PEFT adapter is a folder \(adapter_config\.json \+ adapter_model\.safetensors\): give a folder, or ask for the kohya format$/ },
+  { name: 'browser merge: a base of two files into a picked file', run: () => browser.merge({ base: baseWithConfig(), adapters: [adapterFiles()], out: pickedFile() }), message: /^out is a file \(merged\.safetensors\), but the base is 2 files \(config\.json, llama\.safetensors\) and the merged model mirrors them; give a folder \(showDirectoryPicker, an OPFS folder\) instead$/ },
+  { name: 'merge: a base of two files into a picked file', run: () => node.merge({ base: baseWithConfig(), adapters: [adapterPath], out: pickedFile() }), message: /^out is a file \(merged\.safetensors\), but the base is 2 files \(config\.json, llama\.safetensors\) and the merged model mirrors them; give a folder/ },
   { name: 'extractLora: out a File', run: () => node.extractLora({ base: baseSet(), tuned: baseSet(), rank: 1, out: new File([], 'x') as never }), message: /^out must be a path, a File System Access handle .*not a File/ },
   { name: 'browser extractLora: out a path', run: () => browser.extractLora({ base: baseSet(), tuned: baseSet(), rank: 1, out: 'lora/' as never }), message: /^out must be a File System Access handle .*not the string "lora\/"$/ },
   { name: 'resizeLora: out an https URL', run: () => node.resizeLora({ adapter: adapterSet(), rule: { kind: 'rank', rank: 1 }, out: 'https://example.com/lora.safetensors' }), message: /^out is a URL \("https:\/\/example\.com\/lora\.safetensors"\); the adapter is written to a path on disk, a File System Access handle or an OutputTarget$/ },

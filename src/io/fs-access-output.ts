@@ -10,6 +10,7 @@
  */
 import { badArgument, checkOptions, isFileSystemHandle, shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
+import { printable } from '../shown-text.js';
 import { gatherSmallWrites } from './gathered-sink.js';
 import type { ByteSink, OutputTarget } from './types.js';
 
@@ -52,7 +53,7 @@ export function createFileSystemAccessOutputTarget(handle: Handle, handleName?: 
 
   async function fileHandleFor(path: string): Promise<FileSystemFileHandle> {
     if (handle.kind === 'file') {
-      if (paths.size > 0) throw new Error(`${name}: a single-file output holds one file`);
+      if (paths.size > 0) throw badArgument(`${name}: is one file, but more than one is written ("${printable(path)}" too); give a folder (showDirectoryPicker) instead`);
       return handle;
     }
     const parts = path.split('/');
