@@ -3,7 +3,8 @@
  * (its registry dependencies from npm's cache; `webgpu` left out, as browser-only users may), then
  * (1) a strict TypeScript Node script under a plain Node tsconfig that merges with the one-call
  * API from paths and from Blobs, and resizes an adapter from a path into a folder path (the Node
- * entry's own job and types), and (2) a Web Worker bundled by Vite that merges Files, then URLs
+ * entry's own job and types), with the mistakes its types refuse (test/embedder/mistakes.ts, each
+ * line a compile error), and (2) a Web Worker bundled by Vite that merges Files, then URLs
  * read by the browser's own fetch, on the CPU backend's worker threads in Chromium. Outputs are
  * checked against float64 truth computed here.
  */
@@ -105,6 +106,24 @@ describe('the packed package in a fresh project', () => {
     const base = readSafetensors(sample.base['model.safetensors']);
     checkMerged(new Uint8Array(readFileSync(join(work, 'merged/model.safetensors'))), base, truth(sample, 0.5), 'F16');
     checkMerged(new Uint8Array(readFileSync(join(work, 'from-blobs.safetensors'))), base, truth(sample, 1));
+  });
+
+  it('the declarations refuse at compile time, under a plain Node tsconfig, the mistakes a type can show', () => {
+    // mistakes.ts marks each mistake @ts-expect-error: one the types let through fails tsc.
+    writeFileSync(join(project, 'tsconfig.mistakes.json'), JSON.stringify({
+      compilerOptions: {
+        target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', lib: ['ES2022'], types: ['node'],
+        strict: true, skipLibCheck: false, noEmit: true,
+      },
+      include: ['mistakes.ts'],
+    }));
+    let errors = '';
+    try {
+      execFileSync(process.execPath, [join(REPO_ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.mistakes.json'], { cwd: project, encoding: 'utf8' });
+    } catch (e) {
+      errors = String((e as { stdout?: string }).stdout);
+    }
+    expect(errors).toBe('');
   });
 
   it('a Vite-built Web Worker merges Files and URLs (read by the browser\'s fetch) on the CPU worker threads, exactly', async () => {
