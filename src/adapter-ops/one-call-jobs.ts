@@ -309,9 +309,15 @@ function checkCombine<Out>(options: CombineLorasOptions<Out>): string[] {
   return optionsWithoutEffect(options).map(({ option, why }) => `${option} has no effect with method ${method}${why}`);
 }
 
+/** resizeLora's rule: a kind and the one number it takes, and no other key (a misplaced one is named, with where its number goes). */
 function checkRule(rule: RankRule): void {
+  if (rule?.kind === 'rank') {
+    checkOptions('rule', rule, ['kind', 'rank'], { value: 'a rank rule gives its rank: { kind: "rank", rank: 8 }' });
+  } else if (rule?.kind === 'sv_ratio' || rule?.kind === 'sv_fro' || rule?.kind === 'sv_cumulative') {
+    checkOptions('rule', rule, ['kind', 'value'], { rank: `a ${rule.kind} rule gives its value: { kind: "${rule.kind}", value }; a fixed rank is { kind: "rank", rank }` });
+  }
   switch (rule?.kind) {
-    case 'rank': return void positiveInteger('rank', rule.rank);
+    case 'rank': return void positiveInteger('rule.rank', rule.rank);
     case 'sv_ratio':
       if (typeof rule.value !== 'number' || !Number.isFinite(rule.value) || rule.value <= 0) throw badArgument(`sv_ratio must be a positive number, not ${valueText(rule.value)}`);
       return;
