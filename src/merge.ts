@@ -79,7 +79,10 @@ export function checkBrowserSource(what: string, source: unknown): void {
 export function checkBrowserDestination(out: unknown, paths = false): void {
   if (out === undefined || isOutputTarget(out) || isFileSystemHandle(out, 'file') || isFileSystemHandle(out, 'directory')) return;
   const kinds = `${paths ? 'a path, ' : ''}a File System Access handle (showSaveFilePicker, showDirectoryPicker, an OPFS folder) or an OutputTarget`;
-  const why = out instanceof Blob ? ' (a File or Blob is something to read, not a place to write)' : '';
+  const why = out instanceof Blob ? ' (a File or Blob is something to read, not a place to write)'
+    // Without a location (Node) a string is most likely a path: say where paths go, as for sources.
+    : !paths && typeof out === 'string' && (globalThis as { location?: unknown }).location === undefined
+      ? '; a path is written by merge() from loramerge/node (and by its combineLoras, resizeLora and extractLora)' : '';
   throw badArgument(`out must be ${kinds}, or left out to get Blobs back; not ${shown(out)}${why}`);
 }
 
