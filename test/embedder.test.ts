@@ -4,7 +4,8 @@
  * (1) a strict TypeScript Node script under a plain Node tsconfig that merges with the one-call
  * API from paths and from Blobs, and resizes an adapter from a path into a folder path (the Node
  * entry's own job and types), with the mistakes its types refuse (test/embedder/mistakes.ts, each
- * line a compile error), and (2) a Web Worker bundled by Vite that merges Files, then URLs
+ * line a compile error), and a CommonJS script under the classic tsconfig (node10 resolution, which
+ * reads no "exports"), and (2) a Web Worker bundled by Vite that merges Files, then URLs
  * read by the browser's own fetch, on the CPU backend's worker threads in Chromium. Outputs are
  * checked against float64 truth computed here.
  */
@@ -70,6 +71,16 @@ function serveSample(sample: Awaited<ReturnType<typeof generateSample>>) {
   };
 }
 
+/** What tsc reports for the project `tsconfig` in `cwd`: '' where it compiles. */
+function tscErrors(cwd: string, tsconfig: string): string {
+  try {
+    execFileSync(process.execPath, [join(REPO_ROOT, 'node_modules/typescript/bin/tsc'), '-p', tsconfig], { cwd, encoding: 'utf8' });
+    return '';
+  } catch (e) {
+    return String((e as { stdout?: string }).stdout);
+  }
+}
+
 describe('the packed package in a fresh project', () => {
   it('ships no source maps, a LICENSE, and installs without webgpu', () => {
     const installed = join(project, 'node_modules/loramerge');
@@ -108,6 +119,23 @@ describe('the packed package in a fresh project', () => {
     checkMerged(new Uint8Array(readFileSync(join(work, 'from-blobs.safetensors'))), base, truth(sample, 1));
   });
 
+  it('a CommonJS script under the classic tsconfig (module commonjs: node10 resolution) finds loramerge/node and its types, and require() runs it', async () => {
+    const cjs = join(project, 'cjs');
+    writeFileSync(join(cjs, 'tsconfig.json'), JSON.stringify({
+      compilerOptions: { target: 'ES2022', module: 'CommonJS', lib: ['ES2022'], types: ['node'], strict: true, skipLibCheck: false, outDir: 'out' },
+      include: ['merge.ts'],
+    }));
+    expect(tscErrors(cjs, 'tsconfig.json')).toBe('');
+    cpSync(join(cjs, 'package.json'), join(cjs, 'out/package.json'));
+    const work = join(cjs, 'work');
+    mkdirSync(work);
+    const stdout = execFileSync(process.execPath, [join(cjs, 'out/merge.js'), work], { cwd: cjs, encoding: 'utf8', timeout: 60_000 });
+    const report = JSON.parse(stdout.trim().split('\n').pop()!);
+    expect(report.files).toEqual(['model.safetensors', 'config.json']);
+    const sample = await generateSample(report.options);
+    checkMerged(new Uint8Array(readFileSync(join(work, 'merged/model.safetensors'))), readSafetensors(sample.base['model.safetensors']), truth(sample, 0.25));
+  });
+
   it('the declarations refuse at compile time, under a plain Node tsconfig, the mistakes a type can show', () => {
     // mistakes.ts marks each mistake @ts-expect-error: one the types let through fails tsc.
     writeFileSync(join(project, 'tsconfig.mistakes.json'), JSON.stringify({
@@ -117,13 +145,7 @@ describe('the packed package in a fresh project', () => {
       },
       include: ['mistakes.ts'],
     }));
-    let errors = '';
-    try {
-      execFileSync(process.execPath, [join(REPO_ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.mistakes.json'], { cwd: project, encoding: 'utf8' });
-    } catch (e) {
-      errors = String((e as { stdout?: string }).stdout);
-    }
-    expect(errors).toBe('');
+    expect(tscErrors(project, 'tsconfig.mistakes.json')).toBe('');
   });
 
   it('a Vite-built Web Worker merges Files and URLs (read by the browser\'s fetch) on the CPU worker threads, exactly', async () => {
