@@ -1,6 +1,6 @@
 // Mistakes the declarations refuse at compile time under a plain Node configuration (no DOM lib):
 // each line below must be a type error, or `tsc` fails on its unused @ts-expect-error. Never run.
-import { combineLoras, merge, resizeLora } from 'loramerge/node';
+import { combineLoras, merge, resizeLora, type MergeProgress } from 'loramerge/node';
 import { createWriteStream } from 'node:fs';
 
 export async function mistakes(): Promise<void> {
@@ -22,4 +22,8 @@ export async function mistakes(): Promise<void> {
   await combineLoras({ adapters: ['a/', 'b/'], method: 'cat', out: { path: 'combined/' } });
   // @ts-expect-error out a Buffer
   await resizeLora({ adapter: 'lora/', rule: { kind: 'rank', rank: 8 }, out: Buffer.from('small/') });
+  const waitingForAPlan = (event: MergeProgress) =>
+    // @ts-expect-error a phase no event has: planning is done before the first event
+    event.phase === 'plan';
+  await merge({ base: 'llama/', adapters: ['lora/'], onProgress: waitingForAPlan });
 }
