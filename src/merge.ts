@@ -12,6 +12,7 @@ import type { HfEndpoint } from './io/hf-endpoint.js';
 import { checkHubSourceUrl, explainLoneHubWeights, openHubSource, type HubSourceUse, type OpenedHubAdapter } from './io/hub-adapters.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
 import { urlInputFileSet } from './io/url-input-files.js';
+import { printable } from './shown-text.js';
 import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pipeline/one-call-merge.js';
 
 /**
@@ -27,7 +28,7 @@ import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pip
  */
 export type MergeSource = InputFileSet | Blob | URL | string | readonly (Blob | URL | string)[];
 
-/** Where a browser merge writes: a picked file or folder, or any OutputTarget. */
+/** Where a browser merge writes: a picked file (for a one-file base) or folder, or any OutputTarget. */
 export type MergeDestination = OutputTarget | FileSystemFileHandle | FileSystemDirectoryHandle;
 
 /** Options of {@link merge}. */
@@ -78,7 +79,10 @@ export function checkBrowserSource(what: string, source: unknown): void {
 export function checkBrowserDestination(out: unknown, paths = false): void {
   if (out === undefined || isOutputTarget(out) || isFileSystemHandle(out, 'file') || isFileSystemHandle(out, 'directory')) return;
   const kinds = `${paths ? 'a path, ' : ''}a File System Access handle (showSaveFilePicker, showDirectoryPicker, an OPFS folder) or an OutputTarget`;
-  const why = out instanceof Blob ? ' (a File or Blob is something to read, not a place to write)' : '';
+  const why = out instanceof Blob ? ' (a File or Blob is something to read, not a place to write)'
+    // Without a location (Node) a string is most likely a path: say where paths go, as for sources.
+    : !paths && typeof out === 'string' && (globalThis as { location?: unknown }).location === undefined
+      ? '; a path is written by merge() from loramerge/node (and by its combineLoras, resizeLora and extractLora)' : '';
   throw badArgument(`out must be ${kinds}, or left out to get Blobs back; not ${shown(out)}${why}`);
 }
 
@@ -146,10 +150,18 @@ function isFile(x: unknown): x is File {
   return typeof File !== 'undefined' && x instanceof File;
 }
 
-/** Opens a browser-side destination. */
-export function openBrowserDestination(out: MergeDestination): OutputTarget {
+/**
+ * Opens a browser-side destination. `baseFiles`, where a merged model goes there, are the base's
+ * files: a model of several mirrors them into a folder, so a picked file is refused for one before
+ * anything is written (else the merge would write the first file whole, then fail on the second).
+ */
+export function openBrowserDestination(out: MergeDestination, baseFiles?: readonly string[]): OutputTarget {
   checkBrowserDestination(out);
   if (isOutputTarget(out)) return out;
+  if (baseFiles && baseFiles.length > 1 && isFileSystemHandle(out, 'file')) {
+    const names = baseFiles.slice(0, 3).map((f) => printable(f)).join(', ') + (baseFiles.length > 3 ? ', …' : '');
+    throw badArgument(`out is a file (${printable(out.name)}), but the base is ${baseFiles.length} files (${names}) and the merged model mirrors them; give a folder (showDirectoryPicker, an OPFS folder) instead`);
+  }
   return createFileSystemAccessOutputTarget(out);
 }
 
@@ -171,7 +183,7 @@ export function merge(options: MergeOptions): Promise<MergeOutcome> {
   return oneCallMerge(options, {
     openSource: (source, role, signal, readAhead) => openBrowserOrHubSource(source, role, hubSourceUse(role, BROWSER_FOLDER_ADVICE), hubAdapters, signal, readAhead),
     explainError: (e) => explainLoneHubWeights(e, hubAdapters),
-    openOutput: async (out) => openBrowserDestination(out),
+    openOutput: async (out, prepared) => openBrowserDestination(out, prepared.baseFiles.list()),
     createBackend: (kind, calibrationDtype) => createBackend({ kind, calibrationDtype }),
     checkSource(source, what, role) {
       checkBrowserSource(what, source);

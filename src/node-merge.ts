@@ -11,6 +11,7 @@ import { checkNodeOut, isPath, NODE_CALL_OPTIONS, NodeSources, NODE_FOLDER_ADVIC
 import type { InputFileSet, OutputTarget } from './io/types.js';
 import { hubSourceUse, openBrowserDestination, type MergeDestination, type MergeSource } from './merge.js';
 import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pipeline/one-call-merge.js';
+import { checkOutputFormatName, LIBRARY_OUTPUT_NAMES } from './pipeline/output-name.js';
 
 /** Options of the Node {@link merge}: sources and `out` may also be paths. */
 export interface NodeMergeOptions extends OneCallMergeOptions<MergeSource, MergeDestination | string> {
@@ -51,11 +52,12 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
     openSource: async (source, role, signal, readAhead): Promise<InputFileSet> =>
       sources.open(source, hubSourceUse(role, NODE_FOLDER_ADVICE), { signal, readAhead, splitGguf: isPath(source) && (await splitPart(source)) }),
     async openOutput(out, prepared, given): Promise<OutputTarget> {
-      if (!isPath(out)) return openBrowserDestination(out);
+      if (!isPath(out)) return openBrowserDestination(out, prepared.baseFiles.list());
       const split = isPath(given.base) && (await splitPart(given.base));
       const baseIsFolder = isPath(given.base)
         ? split || (await stat(given.base)).isDirectory()
         : prepared.baseFiles.list().length > 1;
+      checkOutputFormatName(out, prepared.base.format.name, baseIsFolder, LIBRARY_OUTPUT_NAMES);
       const inputs = [...(split ? nodeInputFilePaths(prepared.baseFiles) : [given.base]), ...given.adapters].filter(isPath);
       // The files behind them too: a folder's files may be links to elsewhere.
       inputs.push(...[prepared.baseFiles, ...prepared.adapters.map((a) => a.files)].flatMap((set) => [...nodeInputFilePaths(set)]));

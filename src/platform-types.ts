@@ -1,7 +1,7 @@
 /**
- * The browser types the public declarations mention, declared empty so that the library's types
- * compile under a plain Node configuration (no DOM lib, no @webgpu/types). Interfaces merge: where
- * the DOM lib or @webgpu/types are present, their full declarations apply unchanged.
+ * The browser types the public declarations mention, declared (nearly) empty so that the library's
+ * types compile under a plain Node configuration (no DOM lib, no @webgpu/types). Interfaces merge:
+ * where the DOM lib or @webgpu/types are present, their full declarations apply unchanged.
  */
 declare global {
   /* eslint-disable @typescript-eslint/no-empty-interface */
@@ -9,8 +9,14 @@ declare global {
   interface GPUAdapter {}
   interface GPUDevice {}
   interface FileSystemHandle {}
-  interface FileSystemFileHandle {}
-  interface FileSystemDirectoryHandle {}
+  // Each with the one member the DOM lib gives it too (identical, so they merge): an empty
+  // interface would take any value, and `out: 3` or a Node WriteStream would compile.
+  interface FileSystemFileHandle {
+    readonly kind: 'file';
+  }
+  interface FileSystemDirectoryHandle {
+    readonly kind: 'directory';
+  }
   interface Worker {}
   namespace WebAssembly {
     interface Instance {}

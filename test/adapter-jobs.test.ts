@@ -95,7 +95,7 @@ describe('combineLoras', () => {
     expect((await refused(combineLoras({ adapters: [missing], method: 'svd', rank: 0 }))).message).toMatch(/rank must be a positive integer, not 0/);
     expect((await refused(combineLoras({ adapters: [{ source: missing, weight: Number.NaN }], method: 'cat' }))).message).toMatch(/^adapters\[0\]\.weight must be a finite number .*not NaN$/);
     expect((await refused(resizeLora({ adapter: missing, rule: { kind: 'sv_fro', value: 1.5 } }))).message).toMatch(/sv_fro must be a number in \(0, 1\]/);
-    expect((await refused(extractLora({ base: missing, tuned: missing, rank: 4, energy: 0.9 }))).message).toMatch(/exactly one of rank and energy/);
+    expect((await refused(extractLora({ base: missing, tuned: missing, rank: 4, energy: 0.9 }))).message).toMatch(/^extractLora takes exactly one of rank \(every module's rank\) and energy .*; not both$/);
     const rand = seededRandom(5);
     const kohya = memoryInputFileSet({ 'style.safetensors': kohyaFile([{ name: 'lora_te_text_model_encoder_layers_0_mlp_fc1', b: gaussianDense(8, 2, rand), a: gaussianDense(2, 6, rand) }]) }, 'style.safetensors');
     const error = await refused(resizeLora({ adapter: kohya, rule: { kind: 'rank', rank: 1 }, format: 'peft' }));

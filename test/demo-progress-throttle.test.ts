@@ -1,6 +1,6 @@
 /**
  * How often the merge worker passes a merge's progress on to the page (demo/progress-throttle.ts):
- * 'merge' events at most every 500 ms, 'plan' and 'done' always, on a clock the test sets.
+ * 'merge' events at most every 500 ms (the first at once), 'done' always, on a clock the test sets.
  */
 import { describe, expect, it } from 'vitest';
 import { throttledProgress } from '../demo/progress-throttle.js';
@@ -17,8 +17,8 @@ describe('throttledProgress', () => {
     let clock = 0;
     const sent: [number, MergeProgress['phase'], number][] = [];
     const onProgress = throttledProgress((p) => sent.push([clock, p.phase, p.tensorsDone]), undefined, () => clock);
-    onProgress(event('plan', 0));
-    // An event every 40 ms for 1.3 s (the pace of 4 MiB slabs at 100 MB/s).
+    // An event every 40 ms for 1.3 s (the pace of 4 MiB slabs at 100 MB/s), the first before any
+    // byte is written, as mergeModel sends it.
     for (let i = 0; i <= 32; i++) {
       clock = i * 40;
       onProgress(event('merge', i));
@@ -26,8 +26,8 @@ describe('throttledProgress', () => {
     clock = 1300;
     onProgress(event('done', 75));
     expect(sent).toEqual([
-      [0, 'plan', 0],
-      [520, 'merge', 13], // the first at least 500 ms after the plan's event
+      [0, 'merge', 0],
+      [520, 'merge', 13], // the first at least 500 ms after the last one passed
       [1040, 'merge', 26], // and 500 ms after that
       [1300, 'done', 75],
     ]);

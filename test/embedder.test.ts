@@ -3,11 +3,15 @@
  * (its registry dependencies from npm's cache; `webgpu` left out, as browser-only users may), then
  * (1) a strict TypeScript Node script under a plain Node tsconfig that merges with the one-call
  * API from paths and from Blobs, and resizes an adapter from a path into a folder path (the Node
- * entry's own job and types), and (2) a Web Worker bundled by Vite that merges Files on the CPU
- * backend's worker threads in Chromium. Outputs are checked against float64 truth computed here.
+ * entry's own job and types), with the mistakes its types refuse (test/embedder/mistakes.ts, each
+ * line a compile error), and a CommonJS script under the classic tsconfig (node10 resolution, which
+ * reads no "exports"), and (2) a Web Worker bundled by Vite that merges Files, then URLs
+ * read by the browser's own fetch, on the CPU backend's worker threads in Chromium. Outputs are
+ * checked against float64 truth computed here.
  */
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateSample } from '../src/sample/index.js';
@@ -38,6 +42,43 @@ afterAll(() => dirs.removeAll());
 function truth(sample: Awaited<ReturnType<typeof generateSample>>, weight: number) {
   const config = JSON.parse(new TextDecoder().decode(sample.adapter['adapter_config.json']));
   return [{ tensors: readSafetensors(sample.adapter['adapter_model.safetensors']), scale: weight * (config.lora_alpha / config.r) }];
+}
+
+/**
+ * A Vite preview plugin serving the sample's files under `sample/base/` and `sample/adapter/` as a
+ * file host does: HEAD, byte ranges, no compression (Vite's preview gzips any type it does not know,
+ * ranges included, which the library rightly refuses).
+ */
+function serveSample(sample: Awaited<ReturnType<typeof generateSample>>) {
+  const files = new Map<string, Uint8Array>();
+  for (const [folder, record] of [['base', sample.base], ['adapter', sample.adapter]] as const) {
+    for (const [path, bytes] of Object.entries(record)) files.set(`/sample/${folder}/${path}`, bytes);
+  }
+  return {
+    name: 'serve-sample',
+    configurePreviewServer(server: { middlewares: { use(handler: (req: IncomingMessage, res: ServerResponse, next: () => void) => void): void } }) {
+      server.middlewares.use((request, response, next) => {
+        const body = files.get(request.url ?? '');
+        if (!body) return next();
+        const headers = { 'Content-Type': 'application/octet-stream', 'Accept-Ranges': 'bytes', 'Cross-Origin-Resource-Policy': 'same-origin' };
+        const range = /^bytes=(\d+)-(\d+)$/.exec(request.headers.range ?? '');
+        if (!range) return void response.writeHead(200, { ...headers, 'Content-Length': body.byteLength }).end(request.method === 'HEAD' ? undefined : body);
+        const [start, end] = [Number(range[1]), Math.min(Number(range[2]), body.byteLength - 1)];
+        response.writeHead(206, { ...headers, 'Content-Range': `bytes ${start}-${end}/${body.byteLength}`, 'Content-Length': end - start + 1 });
+        response.end(body.subarray(start, end + 1));
+      });
+    },
+  };
+}
+
+/** What tsc reports for the project `tsconfig` in `cwd`: '' where it compiles. */
+function tscErrors(cwd: string, tsconfig: string): string {
+  try {
+    execFileSync(process.execPath, [join(REPO_ROOT, 'node_modules/typescript/bin/tsc'), '-p', tsconfig], { cwd, encoding: 'utf8' });
+    return '';
+  } catch (e) {
+    return String((e as { stdout?: string }).stdout);
+  }
 }
 
 describe('the packed package in a fresh project', () => {
@@ -78,26 +119,60 @@ describe('the packed package in a fresh project', () => {
     checkMerged(new Uint8Array(readFileSync(join(work, 'from-blobs.safetensors'))), base, truth(sample, 1));
   });
 
-  it('a Vite-built Web Worker merges Files on the CPU worker threads, exactly', async () => {
+  it('a CommonJS script under the classic tsconfig (module commonjs: node10 resolution) finds loramerge/node and its types, and require() runs it', async () => {
+    const cjs = join(project, 'cjs');
+    writeFileSync(join(cjs, 'tsconfig.json'), JSON.stringify({
+      compilerOptions: { target: 'ES2022', module: 'CommonJS', lib: ['ES2022'], types: ['node'], strict: true, skipLibCheck: false, outDir: 'out' },
+      include: ['merge.ts'],
+    }));
+    expect(tscErrors(cjs, 'tsconfig.json')).toBe('');
+    cpSync(join(cjs, 'package.json'), join(cjs, 'out/package.json'));
+    const work = join(cjs, 'work');
+    mkdirSync(work);
+    const stdout = execFileSync(process.execPath, [join(cjs, 'out/merge.js'), work], { cwd: cjs, encoding: 'utf8', timeout: 60_000 });
+    const report = JSON.parse(stdout.trim().split('\n').pop()!);
+    expect(report.files).toEqual(['model.safetensors', 'config.json']);
+    const sample = await generateSample(report.options);
+    checkMerged(new Uint8Array(readFileSync(join(work, 'merged/model.safetensors'))), readSafetensors(sample.base['model.safetensors']), truth(sample, 0.25));
+  });
+
+  it('the declarations refuse at compile time, under a plain Node tsconfig, the mistakes a type can show', () => {
+    // mistakes.ts marks each mistake @ts-expect-error: one the types let through fails tsc.
+    writeFileSync(join(project, 'tsconfig.mistakes.json'), JSON.stringify({
+      compilerOptions: {
+        target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', lib: ['ES2022'], types: ['node'],
+        strict: true, skipLibCheck: false, noEmit: true,
+      },
+      include: ['mistakes.ts'],
+    }));
+    expect(tscErrors(project, 'tsconfig.mistakes.json')).toBe('');
+  });
+
+  it('a Vite-built Web Worker merges Files and URLs (read by the browser\'s fetch) on the CPU worker threads, exactly', async () => {
     const [{ build, preview }, { default: puppeteer }] = await Promise.all([import('vite'), import('puppeteer')]);
     const isolation = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
+    const sample = await generateSample({ layers: 1, hidden: 256, intermediate: 512, vocab: 512 });
     const config = { root: project, configFile: false as const, logLevel: 'error' as const, worker: { format: 'es' as const } };
     await build({ ...config, build: { outDir: join(project, 'dist'), target: 'es2022' } });
-    const server = await preview({ ...config, build: { outDir: join(project, 'dist') }, preview: { host: '127.0.0.1', port: 0, headers: isolation } });
+    const server = await preview({
+      ...config, build: { outDir: join(project, 'dist') }, preview: { host: '127.0.0.1', port: 0, headers: isolation }, plugins: [serveSample(sample)],
+    });
     const browser = await puppeteer.launch({ executablePath: chromiumPath(), headless: true, args: ['--no-sandbox', '--headless=new', '--disable-background-networking'] });
     try {
       const page = await browser.newPage();
       const address = server.httpServer.address() as { port: number };
       await page.goto(`http://127.0.0.1:${address.port}/`);
       const result = await page.evaluate(async () => {
-        const r = await (window as unknown as { result: Promise<{ error?: string; description: string; paths: string[]; bytes: Uint8Array }> }).result;
-        return { ...r, bytes: r.bytes ? Array.from(r.bytes) : [] };
+        type Result = { error?: string; description: string; paths: string[]; bytes: Uint8Array; urlPaths: string[]; urlBytes: Uint8Array };
+        const r = await (window as unknown as { result: Promise<Result> }).result;
+        return { ...r, bytes: r.bytes ? Array.from(r.bytes) : [], urlBytes: r.urlBytes ? Array.from(r.urlBytes) : [] };
       });
       expect(result.error).toBeUndefined();
       expect(result.paths).toEqual(['model.safetensors', 'config.json']);
       expect(result.description).toMatch(/WebAssembly SIMD, \d+ threads/);
-      const sample = await generateSample({ layers: 1, hidden: 256, intermediate: 512, vocab: 512 });
       checkMerged(Uint8Array.from(result.bytes), readSafetensors(sample.base['model.safetensors']), truth(sample, -1.5), 'BF16');
+      expect(result.urlPaths).toEqual(['model.safetensors']);
+      checkMerged(Uint8Array.from(result.urlBytes), readSafetensors(sample.base['model.safetensors']), truth(sample, -1.5), 'BF16');
     } finally {
       await browser.close();
       await server.close();

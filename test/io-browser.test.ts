@@ -279,13 +279,42 @@ describe('File System Access output target', () => {
     expect(root.tree()).toEqual({ 'keep.txt': 'keep', 'existing/': '' });
   });
 
+  it('refuses a second writer of a folder while the first writes (OUTPUT_BUSY), so their files never mix', async () => {
+    const root = new FakeDir('picked');
+    const write = async (target: ReturnType<typeof createFileSystemAccessOutputTarget>, path: string, body: string) => {
+      const sink = await target.createFile(path);
+      await sink.write(text(body));
+      await sink.close();
+    };
+    const first = createFileSystemAccessOutputTarget(root as unknown as FileSystemDirectoryHandle);
+    const second = createFileSystemAccessOutputTarget(root as unknown as FileSystemDirectoryHandle);
+    const elsewhere = createFileSystemAccessOutputTarget(new FakeDir('other') as unknown as FileSystemDirectoryHandle);
+    await write(first, 'model.safetensors', 'first');
+    await expect(write(second, 'config.json', 'second')).rejects.toMatchObject({
+      code: 'OUTPUT_BUSY', message: 'picked: another merge in this page or worker is writing this folder; wait for it to finish or choose another folder',
+    });
+    await second.abort();
+    await write(elsewhere, 'model.safetensors', 'elsewhere'); // another folder is free
+    await elsewhere.commit();
+    await write(first, 'config.json', 'first');
+    await first.commit();
+    expect(root.tree()).toEqual({ 'model.safetensors': 'first', 'config.json': 'first' });
+    // Once the first is done, the folder is free again (its files refused as existing, not busy).
+    const third = createFileSystemAccessOutputTarget(root as unknown as FileSystemDirectoryHandle, 'picked', { replaceExisting: true });
+    await write(third, 'config.json', 'third');
+    await third.commit();
+    expect(root.tree()).toEqual({ 'model.safetensors': 'first', 'config.json': 'third' });
+  });
+
   it('writes one file through a file handle', async () => {
     const file = new FakeFile('merged.safetensors');
     const target = createFileSystemAccessOutputTarget(file as unknown as FileSystemFileHandle);
     const sink = await target.createFile('whatever.safetensors');
     await sink.write(text('abc'));
     await sink.close();
-    await expect(target.createFile('second')).rejects.toThrow(/one file/);
+    await expect(target.createFile('config.json')).rejects.toMatchObject({
+      code: 'BAD_ARGUMENT', message: 'merged.safetensors: is one file, but more than one is written ("config.json" too); give a folder (showDirectoryPicker) instead',
+    });
     await target.commit();
     expect(new TextDecoder().decode(file.content)).toBe('abc');
   });

@@ -153,6 +153,10 @@ describe('Node output target', () => {
     await sink.write(bytes(10));
     await sink.write(bytes(5, 7));
     expect(readFileSync(out, 'utf8')).toBe('previous'); // not replaced before commit
+    // A file holds one file: a second is a refusal saying what to give instead, not a bare Error.
+    await expect(target.createFile('config.json')).rejects.toMatchObject({
+      code: 'BAD_ARGUMENT', message: `${out}: is one file, but more than one is written ("config.json" too); give a folder instead`,
+    });
     await sink.close();
     await target.commit();
     expect(new Uint8Array(readFileSync(out))).toEqual(new Uint8Array([...bytes(10), ...bytes(5, 7)]));

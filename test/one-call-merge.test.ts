@@ -96,6 +96,30 @@ describe('merge() in one call', () => {
     expect(readFileSync(join(dir, 'llama.safetensors'))).toEqual(Buffer.from(llama.base));
   });
 
+  it('refuses an out path named for what the merged model is not, as the command line does, leaving nothing', async () => {
+    const sample = await generateSample('small');
+    const base = dirs.make(sample.base), adapter = dirs.make(sample.adapter);
+    const dir = dirs.make();
+    // A folder base gives a folder: a weight file's name for it would name a folder so.
+    await expect(merge({ base, adapters: [adapter], out: join(dir, 'merged.safetensors'), backend: 'cpu' })).rejects.toMatchObject({
+      code: 'BAD_ARGUMENT',
+      message: `out "${join(dir, 'merged.safetensors')}": the base is a folder, so the merged model is a folder of the same files; name out as a folder, without .safetensors (or, where the base's weights are one file, give that file as base for one merged file)`,
+    });
+    // A safetensors base gives a safetensors file, whatever the name says.
+    await expect(merge({ base: join(base, 'model.safetensors'), adapters: [adapter], out: join(dir, 'merged.gguf'), backend: 'cpu' })).rejects.toMatchObject({
+      code: 'BAD_ARGUMENT',
+      message: `out "${join(dir, 'merged.gguf')}": the base is a safetensors model and the merged model is written in the base's format, not GGUF (loramerge does not convert between safetensors and GGUF); name the output .safetensors`,
+    });
+    expect(readdirSync(dir)).toEqual([]);
+    // The names that fit merge.
+    await merge({ base, adapters: [adapter], out: join(dir, 'merged'), backend: 'cpu' });
+    await merge({ base: join(base, 'model.safetensors'), adapters: [adapter], out: join(dir, 'merged.safetensors'), backend: 'cpu' });
+    expect(readdirSync(dir).sort()).toEqual(['merged', 'merged.safetensors']);
+    const config = JSON.parse(new TextDecoder().decode(sample.adapter['adapter_config.json']));
+    const expected = [{ tensors: readSafetensors(sample.adapter['adapter_model.safetensors']), scale: config.lora_alpha / config.r }];
+    checkMerged(new Uint8Array(readFileSync(join(dir, 'merged.safetensors'))), readSafetensors(sample.base['model.safetensors']), expected);
+  });
+
   it('refuses a non-empty output folder unless overwrite, which replaces it whole once merged', async () => {
     const sample = await generateSample('small');
     const base = dirs.make(sample.base), adapter = dirs.make(sample.adapter);

@@ -7,9 +7,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { urlInputFileSet } from '../src/io/url-input-files.js';
 import { MAX_CONFIG_BYTES } from '../src/limits.js';
+import { merge as browserMerge } from '../src/merge.js';
 import { merge } from '../src/node-merge.js';
 import { checkMerged, readSafetensors } from './helpers/demo-merge-check.js';
 import { tempDirs } from './helpers/fixtures.js';
@@ -22,7 +23,7 @@ const base = fixture.base;
 const bytesOf = (x: Uint8Array | string) => (typeof x === 'string' ? new TextEncoder().encode(x) : x);
 
 /** How the server misbehaves on the base's range requests, by the first path segment. */
-type Mode = 'big-config' | 'ok' | 'no-range' | 'long-length' | 'short-length' | 'etag-changes' | 'size-changes' | 'stall' | 'loop' | 'error-500' | 'gzip' | 'gzip-head' | 'gated' | 'gone';
+type Mode = 'big-config' | 'spa' | 'spa-ranges' | 'ok' | 'no-range' | 'long-length' | 'short-length' | 'etag-changes' | 'size-changes' | 'stall' | 'loop' | 'error-500' | 'gzip' | 'gzip-head' | 'gated' | 'gone';
 const rangeRequests = new Map<string, number>();
 let server: Server;
 let origin: string;
@@ -80,6 +81,17 @@ beforeAll(async () => {
     // A gated Hugging Face file asks for a login; a file that is not there.
     if (mode === 'gated') return void response.writeHead(401).end();
     if (mode === 'gone') return void response.writeHead(404).end();
+    if (mode === 'spa' || mode === 'spa-ranges') {
+      // A single-page app's server: every path is its page, 200 (or, asked for a range, 206 of the page).
+      const page = new TextEncoder().encode(`<!doctype html><html><head><title>app</title></head><body>${'<div></div>'.repeat(200)}</body></html>`);
+      const range = /^bytes=(\d+)-(\d+)$/.exec(request.headers.range ?? '');
+      const headers = { 'Content-Type': 'text/html; charset=utf-8' };
+      if (mode === 'spa-ranges' && range) {
+        const [start, end] = [Number(range[1]), Math.min(Number(range[2]), page.byteLength - 1)];
+        return void response.writeHead(206, { ...headers, 'Content-Range': `bytes ${start}-${end}/${page.byteLength}`, 'Content-Length': end - start + 1 }).end(page.subarray(start, end + 1));
+      }
+      return void response.writeHead(200, { ...headers, 'Content-Length': page.byteLength }).end(request.method === 'HEAD' ? undefined : page);
+    }
     if (mode === 'big-config') {
       // Chunked, with no length to refuse up front.
       response.writeHead(200);
@@ -137,6 +149,8 @@ describe('merge() from misbehaving servers', () => {
     ['error-500', 'NOT_FOUND', /: HTTP 500 Internal Server Error for bytes \d+–\d+; the server is busy or failing: try again later$/],
     ['gated', 'NOT_FOUND', /: HTTP 401 Unauthorized for its size \(HEAD\); the file needs a login or a fresh link \(a gated model\): download it with your account and give the file instead$/],
     ['gone', 'NOT_FOUND', /: HTTP 404 Not Found for its size \(HEAD\); check the URL$/],
+    ['spa', 'NOT_FOUND', /: the server answered with a web page \(Content-Type: text\/html\), not the file; check the URL \(a site that answers every path with its page sends one for a file it does not have\)$/],
+    ['spa-ranges', 'NOT_FOUND', /: the server answered with a web page \(Content-Type: text\/html\), not the file; check the URL/],
     ['gzip', 'UNSUPPORTED_FORMAT', /: the server compressed a byte range \(Content-Encoding: gzip\), so its offsets are not the file's; serve the file uncompressed$/],
   ])('%s: one error naming the URL, nothing written', async (mode, code, message) => {
     const { result, dir } = await mergeFrom(mode);
@@ -169,11 +183,53 @@ describe('merge() from misbehaving servers', () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
+  it('a config that is a site\'s web page is refused as one, naming the URL, not read as JSON', async () => {
+    const url = `${origin}/spa/llama-lora/adapter_config.json`;
+    await expect(urlInputFileSet([url]).readText('adapter_config.json')).rejects.toMatchObject({
+      code: 'NOT_FOUND', message: expect.stringMatching(new RegExp(`^${url}: the server answered with a web page \\(Content-Type: text/html\\), not the file; check the URL`)),
+    });
+  });
+
   it('a config past MAX_CONFIG_BYTES is refused while it downloads, not read whole', async () => {
     const url = `${origin}/big-config/adapter_config.json`;
     await expect(urlInputFileSet([url]).readText('adapter_config.json')).rejects.toMatchObject({
       code: 'LIMIT_EXCEEDED', message: `${url}: more than ${MAX_CONFIG_BYTES} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`,
     });
+  });
+});
+
+/**
+ * A browser's fetch as WebIDL defines it: called with a `this` other than the global object (or
+ * none), it throws, as Chromium's "Failed to execute 'fetch' on 'WorkerGlobalScope': Illegal invocation".
+ */
+function browserLikeFetch(): typeof fetch {
+  const nodeFetch = globalThis.fetch;
+  return function fetch(this: unknown, input: RequestInfo | URL, init?: RequestInit) {
+    if (this !== undefined && this !== globalThis) throw new TypeError("Failed to execute 'fetch' on 'WorkerGlobalScope': Illegal invocation");
+    return nodeFetch(input, init);
+  };
+}
+
+describe('the browser entry with a browser\'s fetch', () => {
+  const scale = fixture.alpha / fixture.rank;
+
+  it('merges URLs exactly with the global fetch, which must not be called as a method of anything else', async () => {
+    vi.stubGlobal('fetch', browserLikeFetch());
+    try {
+      const { blobs } = await browserMerge({ base: `${origin}/ok/llama.safetensors`, adapters: [adapterUrls('ok')], backend: 'cpu' });
+      expect(blobs.map((b) => b.path)).toEqual(['llama.safetensors']);
+      checkMerged(new Uint8Array(await blobs[0].blob.arrayBuffer()), readSafetensors(base), [{ tensors: readSafetensors(fixture.adapter), scale }]);
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+
+  it('merges with a page\'s own `window.fetch` passed as the fetch option', async () => {
+    const fetch = browserLikeFetch();
+    const { blobs } = await browserMerge({
+      base: urlInputFileSet([`${origin}/ok/llama.safetensors`], undefined, { fetch }), adapters: [urlInputFileSet(adapterUrls('ok'), 'llama-lora', { fetch })], backend: 'cpu',
+    });
+    checkMerged(new Uint8Array(await blobs[0].blob.arrayBuffer()), readSafetensors(base), [{ tensors: readSafetensors(fixture.adapter), scale }]);
   });
 });
 

@@ -85,9 +85,9 @@ export interface ExtractLoraOptions<Out = MergeDestination> extends AdapterJobOp
   base: MergeSource;
   /** The fine-tuned model, as `base` is given. */
   tuned: MergeSource;
-  /** Rank of every extracted module. */
+  /** Rank of every extracted module. Give this or `energy`: exactly one of them. */
   rank?: number;
-  /** Per module, the smallest rank keeping this fraction of ‖T − B‖²_F (0 < X ≤ 1, at most rank 512). */
+  /** Per module, the smallest rank keeping this fraction of ‖T − B‖²_F (0 < X ≤ 1, at most rank 512). Give this or `rank`: exactly one of them. */
   energy?: number;
   /** Seeds the randomized SVD's range finder (default 0). */
   seed?: number;
@@ -191,7 +191,10 @@ export async function extractLoraJob<Out>(options: ExtractLoraOptions<Out>, hook
   checkJobOptions('extractLora', options, ['base', 'tuned', 'rank', 'energy', 'seed'], hooks);
   hooks.checkSource(options.base, 'base', false);
   hooks.checkSource(options.tuned, 'tuned', false);
-  if ((options.rank === undefined) === (options.energy === undefined)) throw badArgument('extract takes exactly one of rank and energy');
+  if ((options.rank === undefined) === (options.energy === undefined)) {
+    const given = options.rank === undefined ? 'neither was given' : 'not both';
+    throw badArgument(`extractLora takes exactly one of rank (every module's rank) and energy (the share of ‖T − B‖²_F each module keeps), such as rank: 32 or energy: 0.9; ${given}`);
+  }
   if (options.rank !== undefined) positiveInteger('rank', options.rank);
   if (options.energy !== undefined) fraction('energy', options.energy);
   if (options.seed !== undefined) seedValue(options.seed);
@@ -309,9 +312,15 @@ function checkCombine<Out>(options: CombineLorasOptions<Out>): string[] {
   return optionsWithoutEffect(options).map(({ option, why }) => `${option} has no effect with method ${method}${why}`);
 }
 
+/** resizeLora's rule: a kind and the one number it takes, and no other key (a misplaced one is named, with where its number goes). */
 function checkRule(rule: RankRule): void {
+  if (rule?.kind === 'rank') {
+    checkOptions('rule', rule, ['kind', 'rank'], { value: 'a rank rule gives its rank: { kind: "rank", rank: 8 }' });
+  } else if (rule?.kind === 'sv_ratio' || rule?.kind === 'sv_fro' || rule?.kind === 'sv_cumulative') {
+    checkOptions('rule', rule, ['kind', 'value'], { rank: `a ${rule.kind} rule gives its value: { kind: "${rule.kind}", value }; a fixed rank is { kind: "rank", rank }` });
+  }
   switch (rule?.kind) {
-    case 'rank': return void positiveInteger('rank', rule.rank);
+    case 'rank': return void positiveInteger('rule.rank', rule.rank);
     case 'sv_ratio':
       if (typeof rule.value !== 'number' || !Number.isFinite(rule.value) || rule.value <= 0) throw badArgument(`sv_ratio must be a positive number, not ${valueText(rule.value)}`);
       return;

@@ -3,7 +3,7 @@
  * takes a hardware GPU and otherwise the CPU (a software adapter such as SwiftShader is a CPU
  * too, and a slower one for these products).
  */
-import { MergeError } from '../errors.js';
+import { webGpuUnavailable } from '../engine/gpu/browser-gpu.js';
 import { requestAdapter, requestMergeDevice, adapterIsSoftware } from '../engine/gpu/gpu-device.js';
 import type { AlgebraBackend } from './algebra-backend.js';
 import { CpuAlgebra } from './cpu-algebra.js';
@@ -12,7 +12,7 @@ import { GpuAlgebra } from './gpu-algebra.js';
 export async function createAlgebraBackend(kind: 'auto' | 'webgpu' | 'cpu', gpu: GPU | undefined): Promise<AlgebraBackend> {
   if (kind === 'cpu') return new CpuAlgebra();
   if (!gpu) {
-    if (kind === 'webgpu') throw new MergeError('GPU_UNAVAILABLE', 'WebGPU is not available in this environment');
+    if (kind === 'webgpu') throw webGpuUnavailable();
     return new CpuAlgebra();
   }
   let adapter: GPUAdapter;

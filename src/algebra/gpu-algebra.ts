@@ -5,6 +5,7 @@
  * back; `timesT` accumulates every slab's Aᵀ·Y into one output. One op at a time per device.
  */
 import { MergeError } from '../errors.js';
+import { webGpuUnavailable } from '../engine/gpu/browser-gpu.js';
 import { requestAdapter, requestMergeDevice, type GpuLimitCaps, type MergeDevice } from '../engine/gpu/gpu-device.js';
 import { algebraProductsWgsl } from '../engine/gpu/shaders.generated.js';
 import { checkTimes, type AlgebraBackend, type ResidentMatrix } from './algebra-backend.js';
@@ -66,7 +67,7 @@ class GpuResident implements ResidentMatrix {
 }
 
 export async function createWebGpuAlgebra(gpu: GPU | undefined, limits?: GpuLimitCaps): Promise<GpuAlgebra> {
-  if (!gpu) throw new MergeError('GPU_UNAVAILABLE', 'WebGPU is not available in this environment');
+  if (!gpu) throw webGpuUnavailable();
   return new GpuAlgebra(await requestMergeDevice(await requestAdapter(gpu), limits));
 }
 

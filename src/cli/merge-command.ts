@@ -8,6 +8,7 @@ import { nodeInputFilePaths } from '../io/node-input-files.js';
 import { checkOutputPath, explainUrlInputError, forwardAbort, openCliInput } from './cli-inputs.js';
 import { assertPlanValid } from '../plan/merge-plan.js';
 import { mergeModel } from '../pipeline/merge-model.js';
+import { checkOutputFormatName } from '../pipeline/output-name.js';
 import { prepareMerge, type PreparedMerge } from '../pipeline/prepare-merge.js';
 import { dominantUpdateDtype } from '../pipeline/dominant-dtype.js';
 import type { MergeCommand } from './args.js';
@@ -120,25 +121,6 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   } finally {
     await prepared.close();
   }
-}
-
-/**
- * A file --out named for the other format (`merged.gguf` from a safetensors base): the merged model
- * is written in the base's format, so the name would send it to a loader that cannot read it. And a
- * weight file's name for the folder a folder base gives (`folder`). `format` is the base's container
- * name (`safetensors`, `gguf`).
- */
-function checkOutputFormatName(out: string, format: string, folder: boolean): void {
-  const named = /\.(gguf|safetensors)$/i.exec(out)?.[1].toLowerCase();
-  if (named === undefined) return;
-  if (folder) {
-    // A folder base gives a folder: `--out merged.safetensors` from a diffusers `unet/` wrote a
-    // folder of that name, not the one file the name promises.
-    throw new MergeError('BAD_ARGUMENT', `--out ${out}: the base is a folder${format === 'gguf' ? ' or a split GGUF' : ''}, so the merged model is a folder of the same files; name --out as a folder, without .${named} (or, where the base's weights are one file, give that file as --base for one merged file)`);
-  }
-  if (named === format) return;
-  const shown = (f: string) => (f === 'gguf' ? 'GGUF' : f);
-  throw new MergeError('BAD_ARGUMENT', `--out ${out}: the base is a ${shown(format)} model and the merged model is written in the base's format, not ${shown(named)} (loramerge does not convert between safetensors and GGUF); name the output .${format}`);
 }
 
 /**

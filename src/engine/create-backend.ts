@@ -6,10 +6,9 @@
  */
 import { DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
 import { badArgument, checkCallback, checkChoice, checkOptions, checkPositiveInteger, shown } from '../api-arguments.js';
-import { MergeError } from '../errors.js';
 import type { MergeBackend, MergeOp } from './merge-op.js';
 import { CpuBackend, type CpuMergePool } from './cpu/cpu-backend.js';
-import { getBrowserGpu } from './gpu/browser-gpu.js';
+import { getBrowserGpu, webGpuUnavailable } from './gpu/browser-gpu.js';
 import { requestAdapter, requestMergeDevice, type GpuLimitCaps } from './gpu/gpu-device.js';
 import { WebGpuBackend } from './gpu/webgpu-backend.js';
 import { adapterFactsOf, decideByRule, describeDecision, decisionKey, dtypeClass, type AutoDecision } from './auto-choice.js';
@@ -45,7 +44,7 @@ export interface BackendOptions {
 
 /** A WebGPU backend on `gpu`'s adapter, or a GPU_UNAVAILABLE MergeError saying why not. */
 export async function createWebGpuBackend(gpu: GPU | undefined, limits?: GpuLimitCaps, cpuPool?: () => CpuMergePool | undefined): Promise<WebGpuBackend> {
-  if (!gpu) throw new MergeError('GPU_UNAVAILABLE', 'WebGPU is not available in this environment');
+  if (!gpu) throw webGpuUnavailable();
   const adapter = await requestAdapter(gpu);
   // What the GPU does not run (f32 outputs, DoRA, update steps) goes to the CPU, with its threads.
   const cpu = () => new CpuBackend('for what the GPU does not run', { pool: cpuPool?.() });

@@ -10,6 +10,7 @@
  */
 import { badArgument, checkOptions, isFileSystemHandle, shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
+import { printable } from '../shown-text.js';
 import { gatherSmallWrites } from './gathered-sink.js';
 import type { ByteSink, OutputTarget } from './types.js';
 
@@ -33,6 +34,29 @@ interface Created {
   name: string;
 }
 
+/**
+ * The folders targets of this page or worker are writing. Two merges into one folder at once both
+ * found each name free and both wrote it, the last file closed winning, so the folder could end
+ * with files of each; the second is refused instead (OUTPUT_BUSY), as a Node output's lock refuses
+ * it. Claims are taken one at a time, since comparing two handles (isSameEntry) waits.
+ */
+const foldersBeingWritten = new Set<FileSystemDirectoryHandle>();
+let claims: Promise<unknown> = Promise.resolve();
+
+/** Claims `folder` for one target, or refuses it while another target of this realm writes there. */
+function claimFolder(folder: FileSystemDirectoryHandle, name: string): Promise<void> {
+  const claim = claims.then(async () => {
+    for (const other of foldersBeingWritten) {
+      if (other === folder || (await other.isSameEntry?.(folder))) {
+        throw new MergeError('OUTPUT_BUSY', `${name}: another merge in this page or worker is writing this folder; wait for it to finish or choose another folder`);
+      }
+    }
+    foldersBeingWritten.add(folder);
+  });
+  claims = claim.catch(() => undefined);
+  return claim;
+}
+
 /** An OutputTarget over a picked file or folder (File System Access API, OPFS included); see the module comment. Arguments of the wrong kind are a BAD_ARGUMENT MergeError. */
 export function createFileSystemAccessOutputTarget(handle: Handle, handleName?: string,
   options: FileSystemAccessOutputOptions = {}): OutputTarget {
@@ -49,10 +73,15 @@ export function createFileSystemAccessOutputTarget(handle: Handle, handleName?: 
   const requireOpen = () => {
     if (state !== 'open') throw new Error(`${name}: output already ${state}`);
   };
+  /** The folder's claim, taken by the first file (a target never written to holds nothing). */
+  let claimed: Promise<void> | undefined;
+  const release = () => {
+    if (handle.kind === 'directory') void claimed?.then(() => foldersBeingWritten.delete(handle), () => undefined);
+  };
 
   async function fileHandleFor(path: string): Promise<FileSystemFileHandle> {
     if (handle.kind === 'file') {
-      if (paths.size > 0) throw new Error(`${name}: a single-file output holds one file`);
+      if (paths.size > 0) throw badArgument(`${name}: is one file, but more than one is written ("${printable(path)}" too); give a folder (showDirectoryPicker) instead`);
       return handle;
     }
     const parts = path.split('/');
@@ -90,6 +119,7 @@ export function createFileSystemAccessOutputTarget(handle: Handle, handleName?: 
     async createFile(path: string): Promise<ByteSink> {
       requireOpen();
       if (paths.has(path)) throw new Error(`${name}: "${path}" created twice`);
+      if (handle.kind === 'directory') await (claimed ??= claimFolder(handle, name));
       const fileHandle = await fileHandleFor(path);
       paths.add(path);
       const file: OpenFile = { path, writable: await fileHandle.createWritable({ keepExistingData: false }), closedBySink: false };
@@ -110,15 +140,23 @@ export function createFileSystemAccessOutputTarget(handle: Handle, handleName?: 
       requireOpen();
       const unfinished = open.find((f) => !f.closedBySink);
       if (unfinished) throw new Error(`${unfinished.path}: still being written, cannot commit`);
-      for (const file of open) await file.writable.close();
+      try {
+        for (const file of open) await file.writable.close();
+      } finally {
+        release();
+      }
       state = 'committed';
     },
     async abort(): Promise<void> {
       if (state !== 'open') return;
       state = 'aborted';
-      await Promise.all(open.map((f) => f.writable.abort().catch(() => undefined)));
-      for (const entry of created.reverse()) {
-        await entry.parent.removeEntry(entry.name, { recursive: true }).catch(() => undefined);
+      try {
+        await Promise.all(open.map((f) => f.writable.abort().catch(() => undefined)));
+        for (const entry of created.reverse()) {
+          await entry.parent.removeEntry(entry.name, { recursive: true }).catch(() => undefined);
+        }
+      } finally {
+        release();
       }
     },
   };

@@ -26,6 +26,7 @@ import type { BigIntStats } from 'node:fs';
 import { copyFile, lstat, mkdir, open, readdir, readlink, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { MergeError } from '../errors.js';
+import { printable } from '../shown-text.js';
 import { onPath } from './fs-errors.js';
 import { isMountPoint } from './mount-points.js';
 import { acquireOutputLock, type OutputLock } from './output-lock.js';
@@ -362,9 +363,9 @@ class NodeFileOutput extends NodeOutput {
     super(common);
   }
 
-  async createFile(_path: string): Promise<ByteSink> {
+  async createFile(path: string): Promise<ByteSink> {
     this.requireOpen();
-    if (this.sinks.length > 0) throw new Error(`${this.name}: a single-file output holds one file`);
+    if (this.sinks.length > 0) throw new MergeError('BAD_ARGUMENT', `${this.name}: is one file, but more than one is written ("${printable(path)}" too); give a folder instead`);
     const sink = await openSink(this.temp, this.name);
     this.sinks.push(sink);
     return gatherSmallWrites(sink, this.name);

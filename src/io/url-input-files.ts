@@ -123,6 +123,17 @@ const ignoredRange = (response: Response): Refusal => ({
   code: 'UNSUPPORTED_FORMAT', message: `the server ignored a Range request (HTTP ${response.status} instead of 206); download the file first`,
 });
 
+/**
+ * A web page where a file was asked for: most often a mistyped URL on a site that answers every
+ * path with its page (a single-page app's fallback, as Vite's servers give, or a login page), whose
+ * 200 would otherwise read as a server ignoring Range, or as a file that is no model.
+ */
+const webPage = (response: Response): Refusal | undefined =>
+  response.ok && /^\s*text\/html\b/i.test(response.headers.get('content-type') ?? '') ? {
+    code: 'NOT_FOUND',
+    message: 'the server answered with a web page (Content-Type: text/html), not the file; check the URL (a site that answers every path with its page sends one for a file it does not have)',
+  } : undefined;
+
 /** The response's Content-Encoding when it is not the file's own bytes (gzip, br …), else null. */
 function encodingOf(response: Response): string | null {
   const encoding = response.headers.get('content-encoding');
@@ -217,7 +228,7 @@ export function urlInputFileSetWithAuth(
   return keyedFileSet(setName, files, {
     open: (href) => openByteSource(href, o),
     // A config is read whole, so its size is capped as a file's is; `.text()` would take any.
-    readText: async (href) => decodeUtf8(await fetchBody(href, o, 'the file', {}, MAX_CONFIG_BYTES, () => undefined, true), href),
+    readText: async (href) => decodeUtf8(await fetchBody(href, o, 'the file', {}, MAX_CONFIG_BYTES, webPage, true), href),
   });
 }
 
@@ -393,8 +404,11 @@ async function send(href: string, o: Resolved, init: RequestInit, signal: AbortS
   const endpoint = o.hfAuth?.endpoint;
   const scope = start === undefined ? undefined : hfTokenScope(start, endpoint);
   const token = scope !== undefined ? o.hfAuth!.token() : undefined;
+  // Called bare, never as `o.fetchFn(…)`: a browser's fetch (the global one, or `window.fetch`
+  // passed as an option) throws "Illegal invocation" when `this` is anything but the global object.
+  const fetchFn = o.fetchFn;
   if (start === undefined || token === undefined) {
-    const response = await o.fetchFn(href, { ...init, signal });
+    const response = await fetchFn(href, { ...init, signal });
     const answered = safeUrl(response.url || href);
     return { response, login: o.hfAuth !== undefined && answered !== undefined && hfTokenScope(answered, endpoint) !== undefined ? 'no-token' : 'other' };
   }
@@ -405,7 +419,7 @@ async function send(href: string, o: Resolved, init: RequestInit, signal: AbortS
     withToken &&= hfTokenScope(url, endpoint) === scope;
     const headers: Record<string, string> = { ...(init.headers as Record<string, string> | undefined) };
     if (withToken) headers.Authorization = `Bearer ${token}`;
-    const response = await o.fetchFn(url.href, { ...init, headers, redirect: 'manual', signal });
+    const response = await fetchFn(url.href, { ...init, headers, redirect: 'manual', signal });
     const location = REDIRECT_STATUSES.has(response.status) ? response.headers.get('location') : null;
     if (location === null) return { response, login: withToken ? 'token' : 'other' };
     await response.body?.cancel().catch(() => undefined);
@@ -438,7 +452,7 @@ async function remoteSize(href: string, o: Resolved): Promise<{ size: number; ve
   let head: Response | undefined;
   // A server may refuse HEAD (405 Method Not Allowed, 501 Not Implemented) and still serve ranges:
   // the one-byte range below then says the size.
-  await fetchBody(href, o, 'its size (HEAD)', { method: 'HEAD', headers: { 'Accept-Encoding': 'identity' } }, 0, (response) => { head = response; return undefined; },
+  await fetchBody(href, o, 'its size (HEAD)', { method: 'HEAD', headers: { 'Accept-Encoding': 'identity' } }, 0, (response) => { head = response; return webPage(response); },
     false, (status) => status === 405 || status === 501);
   const length = Number(head!.headers.get('content-length'));
   const version = (r: Response): Version => ({ etag: r.headers.get('etag'), lastModified: r.headers.get('last-modified') });
@@ -447,7 +461,7 @@ async function remoteSize(href: string, o: Resolved): Promise<{ size: number; ve
   let probe: Response | undefined;
   await fetchBody(href, o, 'its size (bytes 0–0)', { headers: { Range: 'bytes=0-0', 'Accept-Encoding': 'identity' } }, 1, (response) => {
     probe = response;
-    return response.status === 206 ? rangeRefusal(NO_VERSION, response, NaN, NaN) : ignoredRange(response);
+    return webPage(response) ?? (response.status === 206 ? rangeRefusal(NO_VERSION, response, NaN, NaN) : ignoredRange(response));
   }, true);
   const total = Number(probe!.headers.get('content-range')?.split('/')[1]);
   if (!Number.isSafeInteger(total)) throw new MergeError('UNSUPPORTED_FORMAT', `${href}: the server does not say how large the file is`);

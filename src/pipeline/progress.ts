@@ -1,7 +1,10 @@
 /** Progress events a merge emits; the CLI draws them as a bar, the demo page as a bar with a rate. */
 export interface MergeProgress {
-  /** `done`: every byte is written; the files appear at the output when the call resolves. */
-  phase: 'plan' | 'merge' | 'done';
+  /**
+   * `merge` as the output is written (a merge's first event comes before any byte is); `done` once,
+   * when every byte is written: the files appear at the output when the call resolves.
+   */
+  phase: 'merge' | 'done';
   tensorsDone: number;
   tensorsTotal: number;
   /** Bytes of output written so far, and in all. */

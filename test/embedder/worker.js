@@ -1,5 +1,5 @@
 // An embedder's Web Worker, bundled by Vite from the installed package: the one-call merge on
-// Files, on the CPU backend with its Web Worker threads (the page is cross-origin isolated).
+// Files, then on URLs, on the CPU backend with its Web Worker threads (the page is cross-origin isolated).
 import { createBackend, createBrowserCpuWorkerPool, generateSample, merge } from 'loramerge';
 
 self.onmessage = async () => {
@@ -9,7 +9,14 @@ self.onmessage = async () => {
     const backend = await createBackend({ kind: 'cpu', cpuPool: () => createBrowserCpuWorkerPool() });
     const outcome = await merge({ base: files(sample.base), adapters: [{ source: files(sample.adapter), weight: -1.5 }], dtype: 'bf16', backend });
     const model = outcome.blobs.find((b) => b.path === 'model.safetensors');
-    self.postMessage({ description: backend.description, paths: outcome.blobs.map((b) => b.path), bytes: new Uint8Array(await model.blob.arrayBuffer()) });
+    // The same files as URLs the page serves, relative to the worker's origin, read with the
+    // browser's own fetch (by Range requests).
+    const adapterUrls = Object.keys(sample.adapter).map((path) => `/sample/adapter/${path}`);
+    const fromUrls = await merge({ base: '/sample/base/model.safetensors', adapters: [{ source: adapterUrls, weight: -1.5 }], dtype: 'bf16', backend });
+    self.postMessage({
+      description: backend.description, paths: outcome.blobs.map((b) => b.path), bytes: new Uint8Array(await model.blob.arrayBuffer()),
+      urlPaths: fromUrls.blobs.map((b) => b.path), urlBytes: new Uint8Array(await fromUrls.blobs[0].blob.arrayBuffer()),
+    });
     backend.dispose();
   } catch (error) {
     self.postMessage({ error: String(error?.stack ?? error) });
