@@ -177,7 +177,7 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
   }
 
   private inputsChanged(): void {
-    this.withdrawResult();
+    this.newInputs();
     this.state.plan = this.state.base && this.state.adapters.length ? { status: 'planning' } : { status: 'none' };
     this.changed();
     this.onInputsChanged();

@@ -102,7 +102,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
   const errorList = byId<HTMLUListElement>('job-error-list');
   const fields = [...section.querySelectorAll<HTMLElement>('.job-options .field')];
   const controls = [method, rank, density, majority, seed, clamp, resizeRule, resizeValue, extractRule, extractValue, format];
-  const progress = new ProgressView(byId<HTMLProgressElement>('job-progress'), byId('job-progress-text'), 'modules');
+  const progress = new ProgressView(byId<HTMLProgressElement>('job-progress'), byId('job-progress-text'), 'modules', () => store.inputsRevision);
   const results = new JobResultsView();
   const spectrum = mountSpectrumPanel();
   let running: { cancel(): void } | undefined;
@@ -298,6 +298,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     runButton.disabled = problem !== undefined;
     blocked.textContent = s.busy ? '' : problem ?? '';
     cancelButton.disabled = !s.busy;
+    if (!s.busy) progress.forgetIfOutdated();
 
     errorsBox.hidden = s.errors.length === 0;
     errorsHeading.textContent = s.errors.length === 1 ? `The ${words.noun} failed` : `The ${words.noun} failed: ${s.errors.length} problems`;

@@ -40,7 +40,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
   let shownChoices: PlanSummary['output'] | undefined;
   const destination = byId<HTMLSelectElement>('destination');
   const destinationHint = byId('destination-hint');
-  const progress = new ProgressView(byId<HTMLProgressElement>('progress'), byId('progress-text'));
+  const progress = new ProgressView(byId<HTMLProgressElement>('progress'), byId('progress-text'), 'tensors', () => store.inputsRevision);
   const results = new ResultsView({ zip: (job, folder) => client.zip(job, folder), onError: (m) => say.error(m) });
   let job: { cancel(): void } | undefined;
 
@@ -131,6 +131,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       mergeButton.disabled = blocker !== undefined;
       blocked.textContent = state.busy === 'merge' ? '' : blocker ?? '';
       cancelButton.disabled = state.busy !== 'merge';
+      if (state.busy === undefined) progress.forgetIfOutdated();
       const plan = state.plan.status === 'ready' ? state.plan.plan : undefined;
       if (plan && plan.output !== shownChoices) {
         shownChoices = plan.output;
