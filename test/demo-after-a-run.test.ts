@@ -1,15 +1,20 @@
 /**
  * What the page says once a run is over and the person moves on, in headless Chromium: the line
  * under the progress bar ("Merged 991 KB…", "Combined 4 modules…", a failure) speaks of the run
- * it follows, so it goes when the inputs change, and never stays as news of the new inputs.
+ * it follows, so it goes when the inputs change, and never stays as news of the new inputs. And
+ * where the focus is, by keyboard alone: a pressed Merge (or Combine) is disabled under it, so
+ * Cancel takes it, and a cancelled or failed run gives it back to the button that runs again.
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
+import { peftFiles } from './helpers/adapter-fixtures.js';
 import { PAGE_RETRY } from './helpers/browser.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
-import { mergeEnabled, planReady, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { mergeEnabled, planReady, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
+import { dense, gaussian } from './helpers/svd-reference.js';
 
 const session = useDemoSession();
 
@@ -19,6 +24,8 @@ async function progressLine(page: Page, bar: string, line: string) {
 }
 const mergeLine = (page: Page) => progressLine(page, '[data-testid="progress"]', '[data-testid="progress-text"]');
 const jobLine = (page: Page) => progressLine(page, '[data-testid="job-progress"]', '[data-testid="job-progress-text"]');
+/** The focused element's id ('' for the body: focus lost). */
+const focused = (page: Page) => page.evaluate(() => (document.activeElement === document.body ? '' : document.activeElement?.id ?? ''));
 
 describe('the page after a run', PAGE_RETRY, () => {
   it('a new base or adapter clears the last merge’s line and bar; a weight moved keeps them beside the out-of-date result', async () => {
@@ -76,5 +83,59 @@ describe('the page after a run', PAGE_RETRY, () => {
     expect((await jobLine(page)).line).toMatch(/^Combined 4 modules in /);
     await page.click('[data-testid="mode-resize"]');
     expect(await jobLine(page)).toEqual({ value: 0, line: '' });
+  });
+
+  it('by keyboard: Enter on Merge puts the focus on Cancel; Enter there cancels and puts it back on Merge', async () => {
+    // A merge that runs a while on any machine (as demo.test's cancel): one 4096 × 4096 f32 weight
+    // under a rank-256 LoRA, on the CPU.
+    const rand = seededRandom(33);
+    const noise = (n: number, scale: number) => {
+      const values = new Float32Array(n);
+      for (let i = 0; i < n; i++) values[i] = (rand() - 0.5) * scale;
+      return new Uint8Array(values.buffer);
+    };
+    const n = 4096, r = 256;
+    const dir = session.dirs.make({
+      'model.safetensors': buildSafetensors([{ name: 'model.layers.0.mlp.down_proj.weight', dtype: 'F32', shape: [n, n], data: noise(n * n, 0.1) }]),
+      'lora/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: r, target_modules: ['down_proj'] }),
+      'lora/adapter_model.safetensors': buildSafetensors([
+        { name: 'base_model.model.model.layers.0.mlp.down_proj.lora_A.weight', dtype: 'F32', shape: [r, n], data: noise(r * n, 0.02) },
+        { name: 'base_model.model.model.layers.0.mlp.down_proj.lora_B.weight', dtype: 'F32', shape: [n, r], data: noise(n * r, 0.02) },
+      ]),
+    });
+    const { page } = await session.open('?backend=cpu');
+    await upload(page, 'base-input', join(dir, 'model.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'lora/adapter_config.json'), join(dir, 'lora/adapter_model.safetensors'));
+    await mergeEnabled(page);
+    await page.focus('body');
+    await tabTo(page, '[data-testid="merge-button"]');
+    await page.keyboard.press('Enter');
+    expect(await focused(page)).toBe('cancel-button');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => /Cancelled/.test(document.getElementById('progress-text')!.textContent ?? ''), { timeout: 60_000 });
+    expect(await page.$$eval('#downloads a', (els) => els.length)).toBe(0);
+    expect(await focused(page)).toBe('merge-button');
+  });
+
+  it('by keyboard: a combination that fails gives the focus back to Combine', async () => {
+    // Two adapters whose updates have other shapes: the combination fails with a problem per module.
+    const rand = seededRandom(34);
+    const adapter = (inFeatures: number) => peftFiles(['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj'].map((name) => ({
+      name, b: dense(16, 2, () => gaussian(rand)), a: dense(2, inFeatures, () => gaussian(rand)),
+    })));
+    const files: Record<string, Uint8Array | string> = {};
+    for (const [folder, inFeatures] of [['narrow', 16], ['wide', 24]] as const) {
+      for (const [path, content] of Object.entries(adapter(inFeatures))) files[`${folder}/${path}`] = content;
+    }
+    const dir = session.dirs.make(files);
+    const { page } = await session.open('?mode=combine');
+    for (const folder of ['narrow', 'wide']) await upload(page, 'job-adapter-input', join(dir, folder, 'adapter_config.json'), join(dir, folder, 'adapter_model.safetensors'));
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
+    await page.focus('body');
+    await tabTo(page, '[data-testid="job-run"]');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => !document.querySelector<HTMLElement>('[data-testid="job-errors"]')!.hidden, { timeout: 30_000 });
+    expect(await text(page, '#job-errors-heading')).toBe('The combination failed: 2 problems');
+    expect(await focused(page)).toBe('job-run');
   });
 });
