@@ -4,6 +4,8 @@
  * it follows, so it goes when the inputs change, and never stays as news of the new inputs. And
  * where the focus is, by keyboard alone: a pressed Merge (or Combine) is disabled under it, so
  * Cancel takes it, and a cancelled or failed run gives it back to the button that runs again.
+ * And a result made with other settings than the current ones is marked out of date in every
+ * link and button it offers, the zip of a folder model's files included.
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
@@ -137,5 +139,38 @@ describe('the page after a run', PAGE_RETRY, () => {
     await page.waitForFunction(() => !document.querySelector<HTMLElement>('[data-testid="job-errors"]')!.hidden, { timeout: 30_000 });
     expect(await text(page, '#job-errors-heading')).toBe('The combination failed: 2 problems');
     expect(await focused(page)).toBe('job-run');
+  });
+
+  it('a folder model’s zip, packed or still to pack, is marked out of date with the other links, and current again with the weight back', async () => {
+    const { page } = await session.open();
+    const setWeight = (weight: string) => page.evaluate((w) => {
+      const slider = document.querySelector<HTMLInputElement>('[data-testid="adapter-weight"]')!;
+      slider.value = w;
+      slider.dispatchEvent(new Event('input', { bubbles: true }));
+    }, weight);
+    /** Each download link and button by test id, with its text. */
+    const offered = () => page.$$eval('#downloads a, #downloads button', (els) => els.map((e) => `${(e as HTMLElement).dataset.testid}: ${e.textContent}`));
+    await page.click('[data-testid="sample-button"]');
+    await downloadBytes(page);
+    // Packed while current, then a weight moved.
+    await page.click('[data-testid="zip-button"]');
+    await downloadBytes(page, 'download-zip');
+    await setWeight('0.5');
+    expect(await offered()).toEqual([
+      'download-link-stale: Out of date: Download model.safetensors',
+      'download-link-extra-stale: Out of date: Download config.json',
+      'download-zip-stale: Out of date: Download sample-small-merged.zip',
+    ]);
+    await setWeight('1');
+    expect((await offered())[2]).toBe('download-zip: Download sample-small-merged.zip');
+
+    // Merged again, the weight moved before packing: the button says so, and so does the zip it packs.
+    await page.click('[data-testid="merge-button"]');
+    await page.waitForFunction(() => !!document.querySelector('[data-testid="zip-button"]'), { timeout: 90_000 });
+    await setWeight('0.5');
+    expect((await offered())[2]).toBe('zip-button-stale: Out of date: Pack all files into sample-small-merged.zip');
+    await page.click('[data-testid="zip-button-stale"]');
+    await page.waitForFunction(() => !!document.querySelector('[data-testid="download-zip-stale"]'), { timeout: 30_000 });
+    expect((await offered())[2]).toBe('download-zip-stale: Out of date: Download sample-small-merged.zip');
   });
 });

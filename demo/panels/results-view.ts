@@ -58,9 +58,12 @@ export class ResultsView extends DownloadsView<MergeResultState> {
     if (result.job && !single) this.list.append(this.zipItem(result.job, `${stemOf(result.baseName)}-merged`));
   }
 
+  /** The button that packs the files into one zip, then the zip's link; both marked out of date with the result's other links. */
   private zipItem(job: string, folder: string): HTMLLIElement {
-    const button = el('button', { type: 'button', textContent: `Pack all files into ${folder}.zip` });
-    button.dataset.testid = 'zip-button';
+    const button = el('button', { type: 'button' });
+    button.dataset.label = `Pack all files into ${folder}.zip`;
+    button.dataset.currentTestid = 'zip-button';
+    this.label(button);
     const item = el('li', {}, button);
     button.addEventListener('click', () => {
       button.disabled = true;
@@ -68,13 +71,13 @@ export class ResultsView extends DownloadsView<MergeResultState> {
       this.actions.zip(job, folder).then((zip) => {
         if (this.shown?.job !== job) return;
         const link = this.link(zip, `${folder}.zip`, 'extra', `${folder}.zip`);
-        link.dataset.testid = 'download-zip';
-        link.dataset.role = 'zip';
+        link.dataset.currentTestid = 'download-zip';
+        this.label(link);
         item.replaceChildren(link, ` (${formatBytes(zip.size)}, the folder as it is, uncompressed)`);
         link.focus();
       }, (error: Error) => {
         button.disabled = false;
-        button.textContent = `Pack all files into ${folder}.zip`;
+        this.label(button);
         this.actions.onError(`could not pack the zip: ${error.message}`);
       });
     });
