@@ -65,6 +65,24 @@ describe('the page after a run', PAGE_RETRY, () => {
     expect(await mergeLine(page)).toEqual({ value: 0, line: '' });
   });
 
+  it('after the sample, the plan asks only for what is missing: a base for the user’s adapter, an adapter for their base', async () => {
+    const fixture = llamaWithPeft(35);
+    const dir = session.dirs.make(fixture.files);
+    const { page } = await session.open();
+    expect(await text(page, '[data-testid="plan-status"]')).toBe('Pick a base model and at least one adapter to see what will change.');
+    await page.click('[data-testid="sample-button"]');
+    await downloadBytes(page);
+    // The user's adapter replaces the sample's, and the sample's base goes with it.
+    await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
+    expect(await page.$eval('[data-testid="base-summary"]', (e) => (e as HTMLElement).hidden)).toBe(true);
+    expect(await text(page, '[data-testid="plan-status"]')).toBe('Pick a base model to see what will change.');
+    expect(await text(page, '[data-testid="merge-blocked"]')).toBe('Pick a base model first.');
+    await page.click('[data-testid="adapter"] .remove');
+    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+    expect(await text(page, '[data-testid="plan-status"]')).toBe('Add at least one adapter to see what will change.');
+    expect(await text(page, '[data-testid="merge-blocked"]')).toBe('Add at least one adapter.');
+  });
+
   it('in combine mode, another adapter or another mode clears the last job’s line and bar', async () => {
     const fixture = llamaWithPeft(32);
     const dir = session.dirs.make(fixture.files);
