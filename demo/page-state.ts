@@ -87,6 +87,13 @@ export interface PageState {
   result?: MergeResultState;
 }
 
+/** What runs, as the sentence a refused drop starts with; undefined when nothing does. */
+export function busyWith(state: PageState): string | undefined {
+  if (state.busy === 'merge') return 'A merge is running';
+  if (state.busy === 'sample') return 'The sample is being prepared';
+  return undefined;
+}
+
 export class PageStore extends ResultStore<PageState, MergeResultState> {
   private nextAdapterId = 1;
   /** Called after the base or the adapters changed: the plan must be made again. */
@@ -192,8 +199,8 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
   /** Why merging is not possible now, or undefined when it is. */
   mergeBlocker(): string | undefined {
     const s = this.state;
-    if (s.busy === 'merge') return 'A merge is running.';
-    if (s.busy === 'sample') return 'The sample is being prepared.';
+    const busy = busyWith(s);
+    if (busy) return `${busy}.`;
     if (!s.base) return 'Pick a base model first.';
     if (s.adapters.length === 0) return 'Add at least one adapter.';
     if (s.plan.status === 'planning') return 'Checking the plan…';

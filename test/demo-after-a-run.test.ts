@@ -5,7 +5,8 @@
  * where the focus is, by keyboard alone: a pressed Merge (or Combine) is disabled under it, so
  * Cancel takes it, and a cancelled or failed run gives it back to the button that runs again.
  * And a result made with other settings than the current ones is marked out of date in every
- * link and button it offers, the zip of a folder model's files included.
+ * link and button it offers, the zip of a folder model's files included; and files dropped
+ * while a merge runs are refused in words, not ignored.
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
@@ -13,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { peftFiles } from './helpers/adapter-fixtures.js';
 import { PAGE_RETRY } from './helpers/browser.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
-import { mergeEnabled, planReady, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { dropFiles, mergeEnabled, planReady, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 import { dense, gaussian } from './helpers/svd-reference.js';
@@ -28,6 +29,28 @@ const mergeLine = (page: Page) => progressLine(page, '[data-testid="progress"]',
 const jobLine = (page: Page) => progressLine(page, '[data-testid="job-progress"]', '[data-testid="job-progress-text"]');
 /** The focused element's id ('' for the body: focus lost). */
 const focused = (page: Page) => page.evaluate(() => (document.activeElement === document.body ? '' : document.activeElement?.id ?? ''));
+
+/**
+ * A merge that runs a while on any machine (as demo.test's cancel): one 4096 × 4096 f32 weight
+ * under a rank-256 LoRA, to merge on the CPU.
+ */
+function slowMergeDir(seed: number): string {
+  const rand = seededRandom(seed);
+  const noise = (n: number, scale: number) => {
+    const values = new Float32Array(n);
+    for (let i = 0; i < n; i++) values[i] = (rand() - 0.5) * scale;
+    return new Uint8Array(values.buffer);
+  };
+  const n = 4096, r = 256;
+  return session.dirs.make({
+    'model.safetensors': buildSafetensors([{ name: 'model.layers.0.mlp.down_proj.weight', dtype: 'F32', shape: [n, n], data: noise(n * n, 0.1) }]),
+    'lora/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: r, target_modules: ['down_proj'] }),
+    'lora/adapter_model.safetensors': buildSafetensors([
+      { name: 'base_model.model.model.layers.0.mlp.down_proj.lora_A.weight', dtype: 'F32', shape: [r, n], data: noise(r * n, 0.02) },
+      { name: 'base_model.model.model.layers.0.mlp.down_proj.lora_B.weight', dtype: 'F32', shape: [n, r], data: noise(n * r, 0.02) },
+    ]),
+  });
+}
 
 describe('the page after a run', PAGE_RETRY, () => {
   it('a new base or adapter clears the last merge’s line and bar; a weight moved keeps them beside the out-of-date result', async () => {
@@ -106,23 +129,7 @@ describe('the page after a run', PAGE_RETRY, () => {
   });
 
   it('by keyboard: Enter on Merge puts the focus on Cancel; Enter there cancels and puts it back on Merge', async () => {
-    // A merge that runs a while on any machine (as demo.test's cancel): one 4096 × 4096 f32 weight
-    // under a rank-256 LoRA, on the CPU.
-    const rand = seededRandom(33);
-    const noise = (n: number, scale: number) => {
-      const values = new Float32Array(n);
-      for (let i = 0; i < n; i++) values[i] = (rand() - 0.5) * scale;
-      return new Uint8Array(values.buffer);
-    };
-    const n = 4096, r = 256;
-    const dir = session.dirs.make({
-      'model.safetensors': buildSafetensors([{ name: 'model.layers.0.mlp.down_proj.weight', dtype: 'F32', shape: [n, n], data: noise(n * n, 0.1) }]),
-      'lora/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: r, target_modules: ['down_proj'] }),
-      'lora/adapter_model.safetensors': buildSafetensors([
-        { name: 'base_model.model.model.layers.0.mlp.down_proj.lora_A.weight', dtype: 'F32', shape: [r, n], data: noise(r * n, 0.02) },
-        { name: 'base_model.model.model.layers.0.mlp.down_proj.lora_B.weight', dtype: 'F32', shape: [n, r], data: noise(n * r, 0.02) },
-      ]),
-    });
+    const dir = slowMergeDir(33);
     const { page } = await session.open('?backend=cpu');
     await upload(page, 'base-input', join(dir, 'model.safetensors'));
     await upload(page, 'adapter-input', join(dir, 'lora/adapter_config.json'), join(dir, 'lora/adapter_model.safetensors'));
@@ -190,5 +197,22 @@ describe('the page after a run', PAGE_RETRY, () => {
     await page.click('[data-testid="zip-button-stale"]');
     await page.waitForFunction(() => !!document.querySelector('[data-testid="download-zip-stale"]'), { timeout: 30_000 });
     expect((await offered())[2]).toBe('download-zip-stale: Out of date: Download sample-small-merged.zip');
+  });
+
+  it('files dropped during a merge are refused aloud and on the page, not ignored in silence', async () => {
+    const dir = slowMergeDir(36);
+    const llama = llamaWithPeft(36);
+    const { page } = await session.open('?backend=cpu');
+    await upload(page, 'base-input', join(dir, 'model.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'lora/adapter_config.json'), join(dir, 'lora/adapter_model.safetensors'));
+    await mergeEnabled(page);
+    await page.click('[data-testid="merge-button"]');
+    await dropFiles(page, 'adapter-drop', { 'adapter_config.json': new TextEncoder().encode(llama.files['llama-lora/adapter_config.json'] as string), 'adapter_model.safetensors': llama.adapter });
+    const refusal = 'A merge is running: nothing dropped was added; drop it again once that has ended.';
+    expect(await page.$eval('[data-testid="page-error"]', (e) => ((e as HTMLElement).hidden ? '(hidden)' : e.textContent))).toBe(refusal);
+    await page.waitForFunction((m: string) => document.querySelector('[data-testid="alert"]')!.textContent === m, { timeout: 10_000 }, refusal);
+    expect(await page.$$eval('[data-testid="adapter"]', (els) => els.length)).toBe(1);
+    await page.click('[data-testid="cancel-button"]');
+    await page.waitForFunction(() => /Cancelled/.test(document.getElementById('progress-text')!.textContent ?? ''), { timeout: 60_000 });
   });
 });
