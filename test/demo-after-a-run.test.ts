@@ -6,7 +6,8 @@
  * Cancel takes it, and a cancelled or failed run gives it back to the button that runs again.
  * And a result made with other settings than the current ones is marked out of date in every
  * link and button it offers, the zip of a folder model's files included; and files dropped
- * while a merge runs are refused in words, not ignored.
+ * while a merge runs are refused in words, not ignored; a backend chosen after a merge stays
+ * the one the header names.
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
@@ -214,5 +215,27 @@ describe('the page after a run', PAGE_RETRY, () => {
     expect(await page.$$eval('[data-testid="adapter"]', (els) => els.length)).toBe(1);
     await page.click('[data-testid="cancel-button"]');
     await page.waitForFunction(() => /Cancelled/.test(document.getElementById('progress-text')!.textContent ?? ''), { timeout: 60_000 });
+  });
+
+  it('the backend chosen after a merge stays in the header when the page redraws, beside the result made on the old one', async () => {
+    const fixture = llamaWithPeft(37);
+    const dir = session.dirs.make(fixture.files);
+    const { page } = await session.open();
+    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
+    await mergeEnabled(page);
+    await page.click('[data-testid="merge-button"]');
+    await downloadBytes(page);
+    // Whichever kind "the fastest here" ran on, the person now picks the other one.
+    const ranOn = (await text(page, '[data-testid="backend"]')).split(' · ')[0];
+    const other = ranOn === 'cpu' ? 'webgpu' : 'cpu';
+    await page.select('[data-testid="backend-choice"]', other);
+    await page.waitForFunction((kind: string) => document.getElementById('backend')!.textContent!.startsWith(`${kind} · `), { timeout: 30_000 }, other);
+    // A dtype chosen and taken back: the result is current again, and the page redraws.
+    await page.select('[data-testid="out-dtype"]', 'f16');
+    await page.select('[data-testid="out-dtype"]', 'same');
+    expect(await page.$$eval('[data-testid="download-link"]', (els) => els.length)).toBe(1);
+    expect((await text(page, '[data-testid="backend"]')).split(' · ')[0]).toBe(other);
+    expect(await text(page, '#results-note')).toMatch(ranOn === 'cpu' ? /^Merged on CPU/ : /^Merged on WebGPU/);
   });
 });
