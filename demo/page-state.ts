@@ -87,10 +87,13 @@ export interface PageState {
   result?: MergeResultState;
 }
 
-/** What runs, as the sentence a refused drop starts with; undefined when nothing does. */
+/**
+ * What runs, as a drop refused meanwhile says it (`a merge was running`): in the past tense, since
+ * the refusal stays on the page after the work has ended. Undefined when nothing runs.
+ */
 export function busyWith(state: PageState): string | undefined {
-  if (state.busy === 'merge') return 'A merge is running';
-  if (state.busy === 'sample') return 'The sample is being prepared';
+  if (state.busy === 'merge') return 'a merge was running';
+  if (state.busy === 'sample') return 'the sample was being made';
   return undefined;
 }
 
@@ -199,8 +202,8 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
   /** Why merging is not possible now, or undefined when it is. */
   mergeBlocker(): string | undefined {
     const s = this.state;
-    const busy = busyWith(s);
-    if (busy) return `${busy}.`;
+    if (s.busy === 'merge') return 'A merge is running.';
+    if (s.busy === 'sample') return 'The sample is being prepared.';
     if (!s.base) return 'Pick a base model first.';
     if (s.adapters.length === 0) return 'Add at least one adapter.';
     if (s.plan.status === 'planning') return 'Checking the plan…';

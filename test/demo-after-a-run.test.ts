@@ -209,12 +209,14 @@ describe('the page after a run', PAGE_RETRY, () => {
     await mergeEnabled(page);
     await page.click('[data-testid="merge-button"]');
     await dropFiles(page, 'adapter-drop', { 'adapter_config.json': new TextEncoder().encode(llama.files['llama-lora/adapter_config.json'] as string), 'adapter_model.safetensors': llama.adapter });
-    const refusal = 'A merge is running: nothing dropped was added; drop it again once that has ended.';
+    const refusal = 'Nothing dropped was added, as a merge was running: drop it again when that is over.';
     expect(await page.$eval('[data-testid="page-error"]', (e) => ((e as HTMLElement).hidden ? '(hidden)' : e.textContent))).toBe(refusal);
     await page.waitForFunction((m: string) => document.querySelector('[data-testid="alert"]')!.textContent === m, { timeout: 10_000 }, refusal);
     expect(await page.$$eval('[data-testid="adapter"]', (els) => els.length)).toBe(1);
     await page.click('[data-testid="cancel-button"]');
     await page.waitForFunction(() => /Cancelled/.test(document.getElementById('progress-text')!.textContent ?? ''), { timeout: 60_000 });
+    // Still on the page once the merge is over, and still true (it says what was, not what is).
+    expect(await text(page, '[data-testid="page-error"]')).toBe(refusal);
   });
 
   it('the backend chosen after a merge stays in the header when the page redraws, beside the result made on the old one', async () => {

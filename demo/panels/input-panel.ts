@@ -38,7 +38,7 @@ export function mountInputPanel(ids: InputPanelIds, accept: string[], take: (set
     });
   }
   const zone = byId(ids.drop);
-  /** What runs while the pickers are off ('A merge is running'); undefined while they are on. */
+  /** What runs while the pickers are off ('a merge was running', as a refused drop says it); undefined while they are on. */
   let busy: string | undefined;
   zone.addEventListener('dragover', (event) => {
     event.preventDefault();
@@ -49,12 +49,12 @@ export function mountInputPanel(ids: InputPanelIds, accept: string[], take: (set
     event.preventDefault();
     zone.classList.remove('over');
     // A drop is not a button that can be shown disabled: one ignored in silence looked taken.
-    if (busy !== undefined) return onError(`${busy}: nothing dropped was added; drop it again once that has ended.`);
+    if (busy !== undefined) return onError(`Nothing dropped was added, as ${busy}: drop it again when that is over.`);
     if (!event.dataTransfer) return;
     setsFromDrop(event.dataTransfer).then(take, (e: Error) => onError(`could not read what was dropped: ${e.message}`));
   });
   return {
-    /** Turns the pickers and the drop zone off while `busyWith` (a sentence saying what runs) runs; undefined turns them on. */
+    /** Turns the pickers and the drop zone off while `busyWith` (what runs, as a refused drop says it) runs; undefined turns them on. */
     setBusy(busyWith) {
       busy = busyWith;
       filesButton.disabled = busy !== undefined;

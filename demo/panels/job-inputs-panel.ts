@@ -40,7 +40,7 @@ export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdap
     adapterBox.hidden = mode !== 'combine' && mode !== 'resize';
     modelsBox.hidden = mode !== 'extract';
     listLabel.textContent = mode === 'resize' ? 'Adapter to resize' : 'Adapters to combine';
-    const busyWith = state.busy ? 'A job is running' : undefined;
+    const busyWith = state.busy ? 'a job was running' : undefined;
     adapterPickers.setBusy(busyWith);
     for (const pickers of modelPickers) pickers.setBusy(busyWith);
 
