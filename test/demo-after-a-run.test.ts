@@ -7,7 +7,7 @@
  * And a result made with other settings than the current ones is marked out of date in every
  * link and button it offers, the zip of a folder model's files included; and files dropped
  * while a merge runs are refused in words, not ignored; a backend chosen after a merge stays
- * the one the header names.
+ * the one the header names; and on a 390 px phone the merge's options keep their labels by them.
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
@@ -239,5 +239,38 @@ describe('the page after a run', PAGE_RETRY, () => {
     expect(await page.$$eval('[data-testid="download-link"]', (els) => els.length)).toBe(1);
     expect((await text(page, '[data-testid="backend"]')).split(' · ')[0]).toBe(other);
     expect(await text(page, '#results-note')).toMatch(ranOn === 'cpu' ? /^Merged on CPU/ : /^Merged on WebGPU/);
+  });
+
+  it('on a 390 px phone, the merge’s options keep each label beside or above its menu, and each menu’s choice unclipped', async () => {
+    const fixture = llamaWithPeft(38);
+    const dir = session.dirs.make(fixture.files);
+    const { page } = await session.open();
+    await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 1, isMobile: true, hasTouch: true });
+    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
+    await mergeEnabled(page);
+    const layout = await page.evaluate(() => {
+      const box = (id: string) => document.getElementById(id)!.getBoundingClientRect();
+      const label = (id: string) => document.querySelector(`label[for="${id}"]`)!.getBoundingClientRect();
+      const canvas = document.createElement('canvas').getContext('2d')!;
+      // Room left in a menu beside its chosen text: Chrome draws its arrow in about 20 px of it.
+      const room = (id: string) => {
+        const select = document.getElementById(id) as HTMLSelectElement;
+        const style = getComputedStyle(select);
+        canvas.font = style.font;
+        return select.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - canvas.measureText(select.selectedOptions[0].text).width;
+      };
+      return {
+        // "Save to" starts below the dtype menu's line, not at its end.
+        saveToBelowDtype: label('destination').top >= box('out-dtype').bottom,
+        saveToAboveItsMenu: label('destination').bottom <= box('destination').top + 1,
+        rooms: [room('out-dtype'), room('destination')],
+        scrollWidth: document.documentElement.scrollWidth,
+      };
+    });
+    expect(layout.saveToBelowDtype).toBe(true);
+    expect(layout.saveToAboveItsMenu).toBe(true);
+    for (const room of layout.rooms) expect(room).toBeGreaterThanOrEqual(16);
+    expect(layout.scrollWidth).toBeLessThanOrEqual(390);
   });
 });
