@@ -28,6 +28,8 @@ async function progressLine(page: Page, bar: string, line: string) {
 }
 const mergeLine = (page: Page) => progressLine(page, '[data-testid="progress"]', '[data-testid="progress-text"]');
 const jobLine = (page: Page) => progressLine(page, '[data-testid="job-progress"]', '[data-testid="job-progress-text"]');
+/** How long a line says the run took (its last ` in <1 s`, ` in 12 s`…). */
+const took = (line: string) => line.match(/ in (<?[\d.]+ s|\d+ min \d+ s)\b/g)?.at(-1);
 /** The focused element's id ('' for the body: focus lost). */
 const focused = (page: Page) => page.evaluate(() => (document.activeElement === document.body ? '' : document.activeElement?.id ?? ''));
 
@@ -73,6 +75,9 @@ describe('the page after a run', PAGE_RETRY, () => {
     await downloadBytes(page);
     const merged = await mergeLine(page);
     expect(merged.line).toMatch(/^Merged [\d.]+ KB/);
+    // The line and the result's note give the merge's time alike ("<1 s" in both, never "0.0 s" beside it).
+    expect(took(merged.line)).toBeDefined();
+    expect(took(await text(page, '#results-note'))).toBe(took(merged.line));
 
     // A weight moved: the result stays, marked out of date, and so does the line that made it.
     await page.evaluate(() => {
@@ -117,6 +122,8 @@ describe('the page after a run', PAGE_RETRY, () => {
     await page.click('[data-testid="job-run"]');
     await downloadBytes(page, 'job-download-link');
     expect(await jobLine(page)).toEqual({ value: 1, line: expect.stringMatching(/^Combined 4 modules in /) });
+    expect(took((await jobLine(page)).line)).toBeDefined();
+    expect(took(await text(page, '#job-results-note'))).toBe(took((await jobLine(page)).line));
 
     await upload(page, 'job-adapter-input', ...peft);
     expect(await jobLine(page)).toEqual({ value: 0, line: '' });

@@ -7,7 +7,7 @@
  * its links change test ids, so nobody takes it for the current one.
  */
 import { byId, el } from '../dom.js';
-import { formatBytes } from '../format.js';
+import { formatBytes, formatDuration } from '../format.js';
 import type { MergeResultState } from '../page-state.js';
 import { stemOf, weightsExtension } from '../save-choice.js';
 import type { MergedFile } from '../worker-protocol.js';
@@ -32,7 +32,7 @@ export class ResultsView extends DownloadsView<MergeResultState> {
     const nested = result.files.some((f) => f.path.includes('/'));
     this.note.textContent = result.stale
       ? 'Out of date: a weight or the dtype changed after this merge. Merge again to get the current settings.'
-      : `Merged on ${result.backend.description}${result.where} in ${result.seconds.toFixed(1)} s.` +
+      : `Merged on ${result.backend.description}${result.where} in ${formatDuration(result.seconds)}.` +
         (result.job && result.files.length > 1
           ? ` A folder model keeps its files’ own names (its index refers to them)${nested ? '; files in sub-folders download as folder_name' : ''}: pack them into one zip, which holds the folder ${stemOf(result.baseName)}-merged/${nested ? ' with its sub-folders' : ''}, to keep them together.`
           : '');
