@@ -106,11 +106,11 @@ describe('an archive given by its own name', () => {
 });
 
 describe('a safetensors file cut short inside its header', () => {
-  it('says it may be a truncated download', async () => {
+  it('says it may be a truncated download, and to download it again', async () => {
     const dir = temp.make({ 'base.safetensors': baseBytes, 'lora.safetensors': peft['adapter_model.safetensors'].slice(0, 60) });
     const run = await runCli(mergeArgs(join(dir, 'base.safetensors'), join(dir, 'lora.safetensors'), join(dir, 'merged.safetensors')));
     expect(run.code, run.stderr).toBe(1);
-    expectOneLine(run.stderr, /lora\.safetensors: header claims \d+ bytes but the file has only 52 after the length prefix \(truncated download\?\)$/);
+    expectOneLine(run.stderr, /lora\.safetensors: header claims \d+ bytes but the file has only 52 after the length prefix \(truncated download\?\): download the file again$/);
   });
 });
 
