@@ -7,7 +7,8 @@
  * And a result made with other settings than the current ones is marked out of date in every
  * link and button it offers, the zip of a folder model's files included; and files dropped
  * while a merge runs are refused in words, not ignored; a backend chosen after a merge stays
- * the one the header names; and on a 390 px phone the merge's options keep their labels by them.
+ * the one the header names; on a 390 px phone the merge's options keep their labels by them; and
+ * the alert region holds no error that is gone.
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
@@ -15,9 +16,9 @@ import { describe, expect, it } from 'vitest';
 import { peftFiles } from './helpers/adapter-fixtures.js';
 import { PAGE_RETRY } from './helpers/browser.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
-import { dropFiles, mergeEnabled, planReady, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { announced, dropFiles, mergeEnabled, planReady, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
-import { llamaWithPeft } from './helpers/page-fixtures.js';
+import { llamaWithPeft, sdxlWithKohya } from './helpers/page-fixtures.js';
 import { dense, gaussian } from './helpers/svd-reference.js';
 
 const session = useDemoSession();
@@ -279,5 +280,28 @@ describe('the page after a run', PAGE_RETRY, () => {
     expect(layout.saveToAboveItsMenu).toBe(true);
     for (const room of layout.rooms) expect(room).toBeGreaterThanOrEqual(16);
     expect(layout.scrollWidth).toBeLessThanOrEqual(390);
+  });
+
+  it('the alert region empties once the plan’s error is gone, so a screen reader going through the page does not meet it as current', async () => {
+    const llama = llamaWithPeft(39);
+    const sdxl = sdxlWithKohya(39);
+    const dir = session.dirs.make({ ...llama.files, ...sdxl.files });
+    const { page } = await session.open();
+    const alert = () => text(page, '[data-testid="alert"]');
+    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'sdxl-style.safetensors'));
+    await page.waitForFunction(() => /diffusion UNet/.test(document.querySelector('[data-testid="alert"]')!.textContent ?? ''), { timeout: 30_000 });
+    await page.click('[data-testid="adapter"]:nth-child(2) .remove');
+    await announced(page, /^Plan ready: 4 modules matched\./);
+    expect(await alert()).toBe('');
+    // Weight 0 for a moment is a warning, not an error: nothing comes back to the alert.
+    await page.evaluate(() => {
+      const slider = document.querySelector<HTMLInputElement>('[data-testid="adapter-weight"]')!;
+      slider.value = '0';
+      slider.dispatchEvent(new Event('input', { bubbles: true }));
+    });
+    await announced(page, /^Warning: PEFT adapter: weight 0/);
+    expect(await alert()).toBe('');
   });
 });
