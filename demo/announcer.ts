@@ -13,6 +13,15 @@ export class Announcer {
     setTimeout(() => { this.alert.textContent = oneLine(printable(message)); }, 50);
   }
 
+  /**
+   * Empties the alert once what it said no longer holds (the plan's errors are gone): a screen
+   * reader going through the page meets the region's text, and read the old error as current.
+   * An error on its way (given under 50 ms ago) is newer, and still arrives.
+   */
+  clearError(): void {
+    this.alert.textContent = '';
+  }
+
   say(message: string): void {
     this.status.textContent = '';
     setTimeout(() => { this.status.textContent = oneLine(printable(message)); }, 50);

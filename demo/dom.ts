@@ -22,6 +22,16 @@ export function chartLabel(name: string): string {
   const tail = Math.floor((MAX_CHART_LABEL - 1) / 3);
   return `${line.slice(0, MAX_CHART_LABEL - 1 - tail)}…${line.slice(-tail)}`;
 }
+/**
+ * Whether focus is lost: on no element, or on one that is disabled. A button disabled under the
+ * focus (Merge, Cancel, Combine, once pressed) drops it to the page's start, where a keyboard or
+ * screen-reader user has to find their way back.
+ */
+export function focusLost(): boolean {
+  const active = document.activeElement;
+  return active === null || active === document.body || active.matches(':disabled');
+}
+
 export function byId<T extends HTMLElement>(id: string): T {
   const el = document.getElementById(id);
   if (!el) throw new Error(`page is missing #${id}`);

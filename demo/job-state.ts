@@ -54,6 +54,8 @@ export class JobStore extends ResultStore<JobState, JobResult> {
   setMode(mode: PageMode): void {
     if (this.state.mode === mode) return;
     this.state.mode = mode;
+    // Another mode works on other inputs: the last run's line and problems no longer describe them.
+    this.inputsRevision++;
     this.state.errors = [];
     this.settingsChanged();
   }
@@ -107,7 +109,7 @@ export class JobStore extends ResultStore<JobState, JobResult> {
   }
 
   private inputsChanged(): void {
-    this.withdrawResult();
+    this.newInputs();
     this.state.errors = [];
     this.changed();
   }

@@ -75,6 +75,7 @@ function announcePlan(plan: PlanSummary, droppedDtype: string | undefined): void
     announcer.error(`The plan has ${plural(errors.length, 'error')}. First: ${errors[0].message}`);
     return;
   }
+  announcer.clearError();
   const parts = [`Plan ready: ${plural(plan.modules.length, 'module')} matched.`];
   if (plan.leftOut.length) parts.push(`${plural(plan.leftOut.length, 'module')} left out, not merged: the plan lists which and why.`);
   if (warnings.length) {

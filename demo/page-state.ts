@@ -87,6 +87,16 @@ export interface PageState {
   result?: MergeResultState;
 }
 
+/**
+ * What runs, as a drop refused meanwhile says it (`a merge was running`): in the past tense, since
+ * the refusal stays on the page after the work has ended. Undefined when nothing runs.
+ */
+export function busyWith(state: PageState): string | undefined {
+  if (state.busy === 'merge') return 'a merge was running';
+  if (state.busy === 'sample') return 'the sample was being made';
+  return undefined;
+}
+
 export class PageStore extends ResultStore<PageState, MergeResultState> {
   private nextAdapterId = 1;
   /** Called after the base or the adapters changed: the plan must be made again. */
@@ -177,7 +187,7 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
   }
 
   private inputsChanged(): void {
-    this.withdrawResult();
+    this.newInputs();
     this.state.plan = this.state.base && this.state.adapters.length ? { status: 'planning' } : { status: 'none' };
     this.changed();
     this.onInputsChanged();

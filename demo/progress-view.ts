@@ -5,11 +5,18 @@ import type { ProgressEvent } from './worker-protocol.js';
 
 export class ProgressView {
   private started = 0;
+  /** The inputs revision of the run the bar and line speak of; undefined while they are empty. */
+  private shownRevision?: number;
 
-  /** `unit` names what the progress counts (the adapter jobs count modules). */
-  constructor(private readonly bar: HTMLProgressElement, private readonly text: HTMLElement, private readonly unit = 'tensors') {}
+  /**
+   * `unit` names what the progress counts (the adapter jobs count modules); `inputsRevision` is the
+   * store's count of input changes (ResultStore.inputsRevision), read when a run starts.
+   */
+  constructor(private readonly bar: HTMLProgressElement, private readonly text: HTMLElement, private readonly unit = 'tensors',
+    private readonly inputsRevision: () => number = () => 0) {}
 
   start(message = 'Starting…'): void {
+    this.shownRevision = this.inputsRevision();
     this.started = performance.now();
     this.bar.value = 0;
     this.text.className = 'hint';
@@ -35,6 +42,18 @@ export class ProgressView {
     this.bar.value = 1;
     this.text.className = 'hint';
     this.text.textContent = shown(message);
+  }
+
+  /**
+   * Empties the bar and the line once the inputs changed since their run started: a "Merged 6 KB"
+   * or a failure left there after a new pick reads as news of the new inputs. Called when idle.
+   */
+  forgetIfOutdated(): void {
+    if (this.shownRevision === undefined || this.shownRevision === this.inputsRevision()) return;
+    this.shownRevision = undefined;
+    this.bar.value = 0;
+    this.text.className = 'hint';
+    this.text.replaceChildren();
   }
 
   /** A list of problems (one per line, src/plan/problems.ts) is shown as a list, as the plan's status shows it. */

@@ -9,6 +9,11 @@ export class ResultStore<S extends { busy?: unknown; result?: R }, R> {
   private readonly listeners: ((state: S) => void)[] = [];
   /** Called with a result that must go (its files are deleted by whoever listens). */
   onWithdraw: (result: R) => void = () => {};
+  /**
+   * Counts changes of the inputs: a progress line written at another count speaks of a run on
+   * other inputs (its result or its failure), so it is cleared rather than left as if current.
+   */
+  inputsRevision = 0;
 
   constructor(readonly state: S) {}
 
@@ -33,6 +38,12 @@ export class ResultStore<S extends { busy?: unknown; result?: R }, R> {
     this.withdrawResult();
     (this.state as { result?: R }).result = result;
     this.changed();
+  }
+
+  /** New inputs: the result made from the old ones is withdrawn, and what was said of that run goes with it. */
+  protected newInputs(): void {
+    this.inputsRevision++;
+    this.withdrawResult();
   }
 
   /** Takes the result off the page and hands it to `onWithdraw`. */

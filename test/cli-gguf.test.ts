@@ -137,7 +137,7 @@ describe('loramerge with GGUF', () => {
       /--dtype iq2_xs: loramerge reads IQ2_XS but does not write it: llama\.cpp's quantizers for it search codebook grids with an importance matrix \(llama-imatrix\), and llama-quantize refuses to write it without one, which loramerge does not have \(of the IQ types it writes IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS, as llama-quantize does without an imatrix\); choose --dtype q4_k \(or f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, q6_k, mxfp4, nvfp4, q1_0, q2_0, tq1_0, tq2_0, iq3_xxs, iq3_s, iq4_nl, iq4_xs\), or write f16 and run llama-quantize with your imatrix/],
     ['a --dtype that is no GGML type', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'q7_k'], 2, /--dtype for a GGUF model must be one of f32, f16, bf16, q8_0/],
     ['a --dtype a safetensors base does not take', undefined, ['--dtype', 'q4_k'], 2, /--dtype must be f32, f16, bf16, f8_e4m3 or f8_e5m2, not "q4_k" \(for a safetensors model\)/],
-    ['a truncated base', { 'base.gguf': small.subarray(0, small.byteLength - 100), 'lora.gguf': smallLora }, [], 1, /base\.gguf: tensor "blk\.0\.ffn_up\.weight" ends at byte \d+ but the file has only/],
+    ['a truncated base', { 'base.gguf': small.subarray(0, small.byteLength - 100), 'lora.gguf': smallLora }, [], 1, /base\.gguf: tensor "blk\.0\.ffn_up\.weight" ends at byte \d+ but the file has only \d+ \(truncated download\?\): download the file again$/],
     ['an adapter given as the base', { 'base.gguf': smallLora, 'lora.gguf': smallLora }, [], 2, /base\.gguf: is a LoRA adapter \(general\.type = adapter\), not a base model/],
   ])('refuses %s', async (_what, files, extra, code, message) => {
     const dir = files ? temp.make(files) : temp.make({});

@@ -106,10 +106,34 @@ describe('an archive given by its own name', () => {
 });
 
 describe('a safetensors file cut short inside its header', () => {
-  it('says it may be a truncated download', async () => {
+  it('says it may be a truncated download, and to download it again', async () => {
     const dir = temp.make({ 'base.safetensors': baseBytes, 'lora.safetensors': peft['adapter_model.safetensors'].slice(0, 60) });
     const run = await runCli(mergeArgs(join(dir, 'base.safetensors'), join(dir, 'lora.safetensors'), join(dir, 'merged.safetensors')));
     expect(run.code, run.stderr).toBe(1);
-    expectOneLine(run.stderr, /lora\.safetensors: header claims \d+ bytes but the file has only 52 after the length prefix \(truncated download\?\)$/);
+    expectOneLine(run.stderr, /lora\.safetensors: header claims \d+ bytes but the file has only 52 after the length prefix \(truncated download\?\): download the file again$/);
+  });
+});
+
+describe('a pickle or another format given by its own name', () => {
+  const quoted = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  it('names the file once, as the adapter and as the base; a pickle in a folder is named inside it', async () => {
+    const dir = temp.make({
+      'base.safetensors': baseBytes, 'lora.ckpt': PICKLE, 'pytorch_model.bin': PICKLE, 'model.onnx': ascii('onnx'),
+      'peft-bin/adapter_config.json': peft['adapter_config.json'], 'peft-bin/adapter_model.bin': PICKLE,
+      ...Object.fromEntries(Object.entries(peft).map(([k, v]) => [`peft/${k}`, v])),
+    });
+    const out = join(dir, 'merged.safetensors');
+    const expectRefusal = async (base: string, adapter: string, line: string) => {
+      const run = await runCli(mergeArgs(join(dir, base), join(dir, adapter), out));
+      expect(run.code, run.stderr).toBe(1);
+      expectOneLine(run.stderr, new RegExp(`^error: ${quoted(line)}$`));
+    };
+    await expectRefusal('base.safetensors', 'lora.ckpt',
+      `${join(dir, 'lora.ckpt')}: pickle checkpoints are refused (loading one can run arbitrary code); convert it to .safetensors first`);
+    await expectRefusal('base.safetensors', 'peft-bin',
+      `${join(dir, 'peft-bin')}/adapter_model.bin: pickle checkpoints are refused (loading one can run arbitrary code); convert it to .safetensors first`);
+    await expectRefusal('pytorch_model.bin', 'peft', `${join(dir, 'pytorch_model.bin')} is a pickle file; loramerge reads only .safetensors (convert it first)`);
+    await expectRefusal('model.onnx', 'peft', `${join(dir, 'model.onnx')} is not a safetensors file; loramerge reads only .safetensors`);
+    expect(listDir(dir)).not.toContain('merged.safetensors');
   });
 });

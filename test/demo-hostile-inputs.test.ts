@@ -60,7 +60,7 @@ describe('the page given crafted files', PAGE_RETRY, () => {
     const cases: [string, string[], string[], string][] = [
       ['a header length of 2^60', ['huge-length.safetensors'], PEFT, 'huge-length.safetensors: header length 1152921504606846976 bytes is above the 100000000-byte limit (not a safetensors file?)'],
       ['a 40 MB nested header', ['nested.safetensors'], PEFT, 'nested.safetensors: header nests deeper than 64 levels (the limit MAX_HEADER_NESTING); not a safetensors header'],
-      ['a base cut mid-tensor', ['truncated.safetensors'], PEFT, 'truncated.safetensors: tensor "model.embed_tokens.weight" ends at byte 5184 of the data but the file holds only 5084 data bytes (truncated download?)'],
+      ['a base cut mid-tensor', ['truncated.safetensors'], PEFT, 'truncated.safetensors: tensor "model.embed_tokens.weight" ends at byte 5184 of the data but the file holds only 5084 data bytes (truncated download?): download the file again'],
       ['a 0-byte adapter', ['llama.safetensors'], ['empty.safetensors'], 'empty.safetensors: file is empty, not a safetensors file'],
       ['a config nested 100 000 deep', ['llama.safetensors'], ['deep/adapter_config.json', 'deep/adapter_model.safetensors'], 'PEFT adapter/adapter_config.json: nests deeper than 64 levels (the limit MAX_CONFIG_NESTING); not a config this tool reads'],
       ['the base picked as the adapter too', ['llama.safetensors'], ['llama.safetensors'], 'llama.safetensors: not a LoRA adapter this tool recognises (no lora_up/lora_down, lora_A/lora_B or LyCORIS tensors); it holds a model\'s weights (5 tensors such as model.layers.0.self_attn.q_proj.weight): is it the base model, given as an adapter?'],

@@ -6,7 +6,7 @@
 import { ADAPTER_ACCEPT } from '../accepted-files.js';
 import { byId, el, messageNodes, shown } from '../dom.js';
 import { adapterSets } from '../file-picking.js';
-import type { AdapterEntry, PageState, PageStore } from '../page-state.js';
+import { busyWith, type AdapterEntry, type PageState, type PageStore } from '../page-state.js';
 import { mountInputPanel } from './input-panel.js';
 
 export interface Card {
@@ -30,7 +30,7 @@ export function mountAdaptersPanel(store: PageStore, onError: (message: string) 
 
   return (state) => {
     const busy = state.busy !== undefined;
-    pickers.setDisabled(busy);
+    pickers.setBusy(busyWith(state));
     const ids = state.adapters.map((a) => a.id).join(',');
     if (ids !== shownIds) {
       shownIds = ids;

@@ -37,9 +37,12 @@ export function mountBackendPanel(client: MergeWorkerClient, onError: (message: 
   };
   select.addEventListener('change', choose);
   choose();
+  let shownResult: PageState['result'];
   return (state) => {
     select.disabled = state.busy === 'merge';
-    // What a merge actually ran on (auto may pick again for the merge's dtype).
-    if (state.result && !state.result.stale) show(state.result.backend);
+    // What a merge actually ran on (auto may pick again for the merge's dtype), said once when it
+    // arrives: redrawn later, it put the old backend back beside a choice made since.
+    if (state.result !== shownResult && state.result) show(state.result.backend);
+    shownResult = state.result;
   };
 }

@@ -2,7 +2,7 @@
 import { BASE_ACCEPT } from '../accepted-files.js';
 import { byId, el } from '../dom.js';
 import { formatBytes } from '../format.js';
-import type { PageState, PageStore } from '../page-state.js';
+import { busyWith, type PageState, type PageStore } from '../page-state.js';
 import { mergeSets, mountInputPanel } from './input-panel.js';
 
 export function mountBasePanel(store: PageStore, onError: (message: string) => void): (state: PageState) => void {
@@ -18,7 +18,7 @@ export function mountBasePanel(store: PageStore, onError: (message: string) => v
   const summary = byId('base-summary');
   let shown: unknown;
   return (state) => {
-    pickers.setDisabled(state.busy !== undefined);
+    pickers.setBusy(busyWith(state));
     if (shown === state.base) return;
     shown = state.base;
     const set = state.base;

@@ -31,10 +31,18 @@ export abstract class DownloadsView<R extends { stale: boolean }> {
     if (!result) return;
     this.box.classList.toggle('stale', result.stale);
     this.describe(result);
-    for (const link of this.list.querySelectorAll<HTMLAnchorElement>('a[data-role="primary"], a[data-role="extra"]')) {
-      link.dataset.testid = `${this.testid}${link.dataset.role === 'primary' ? '' : '-extra'}${result.stale ? '-stale' : ''}`;
-      link.textContent = `${result.stale ? 'Out of date: ' : ''}${link.dataset.label}`;
-    }
+    for (const control of this.list.querySelectorAll<HTMLElement>('[data-label]')) this.label(control);
+  }
+
+  /**
+   * Labels a link or button of the result shown (its `data-label`, its test id `data-current-testid`)
+   * as current or out of date; a control made later (a zip packed on request) is labelled so too.
+   * A disabled button is at work and says so itself.
+   */
+  protected label(control: HTMLElement): void {
+    if ((control as HTMLButtonElement).disabled) return;
+    control.textContent = `${this.shownStale ? 'Out of date: ' : ''}${control.dataset.label}`;
+    control.dataset.testid = `${control.dataset.currentTestid}${this.shownStale ? '-stale' : ''}`;
   }
 
   /** Moves focus to the result, so keyboard and screen-reader users land on it. */
@@ -55,8 +63,8 @@ export abstract class DownloadsView<R extends { stale: boolean }> {
     const link = el('a', { href: url, download: downloadName, title: label });
     link.dataset.role = role;
     link.dataset.label = `Download ${label}`;
-    link.dataset.testid = role === 'primary' ? this.testid : `${this.testid}-extra`;
-    link.textContent = link.dataset.label;
+    link.dataset.currentTestid = role === 'primary' ? this.testid : `${this.testid}-extra`;
+    this.label(link);
     return link;
   }
 }

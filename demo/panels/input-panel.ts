@@ -15,7 +15,7 @@ export interface InputPanelIds {
 }
 
 export function mountInputPanel(ids: InputPanelIds, accept: string[], take: (sets: PickedSet[]) => void,
-  onError: (message: string) => void): { setDisabled(disabled: boolean): void } {
+  onError: (message: string) => void): { setBusy(busyWith: string | undefined): void } {
   const filesInput = byId<HTMLInputElement>(ids.filesInput);
   const folderInput = byId<HTMLInputElement>(ids.folderInput);
   filesInput.accept = accept.join(',');
@@ -38,23 +38,27 @@ export function mountInputPanel(ids: InputPanelIds, accept: string[], take: (set
     });
   }
   const zone = byId(ids.drop);
-  let disabled = false;
+  /** What runs while the pickers are off ('a merge was running', as a refused drop says it); undefined while they are on. */
+  let busy: string | undefined;
   zone.addEventListener('dragover', (event) => {
     event.preventDefault();
-    if (!disabled) zone.classList.add('over');
+    if (busy === undefined) zone.classList.add('over');
   });
   zone.addEventListener('dragleave', () => zone.classList.remove('over'));
   zone.addEventListener('drop', (event) => {
     event.preventDefault();
     zone.classList.remove('over');
-    if (disabled || !event.dataTransfer) return;
+    // A drop is not a button that can be shown disabled: one ignored in silence looked taken.
+    if (busy !== undefined) return onError(`Nothing dropped was added, as ${busy}: drop it again when that is over.`);
+    if (!event.dataTransfer) return;
     setsFromDrop(event.dataTransfer).then(take, (e: Error) => onError(`could not read what was dropped: ${e.message}`));
   });
   return {
-    setDisabled(value) {
-      disabled = value;
-      filesButton.disabled = value;
-      folderButton.disabled = value;
+    /** Turns the pickers and the drop zone off while `busyWith` (what runs, as a refused drop says it) runs; undefined turns them on. */
+    setBusy(busyWith) {
+      busy = busyWith;
+      filesButton.disabled = busy !== undefined;
+      folderButton.disabled = busy !== undefined;
     },
   };
 }

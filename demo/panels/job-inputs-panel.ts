@@ -40,8 +40,9 @@ export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdap
     adapterBox.hidden = mode !== 'combine' && mode !== 'resize';
     modelsBox.hidden = mode !== 'extract';
     listLabel.textContent = mode === 'resize' ? 'Adapter to resize' : 'Adapters to combine';
-    adapterPickers.setDisabled(state.busy);
-    for (const pickers of modelPickers) pickers.setDisabled(state.busy);
+    const busyWith = state.busy ? 'a job was running' : undefined;
+    adapterPickers.setBusy(busyWith);
+    for (const pickers of modelPickers) pickers.setBusy(busyWith);
 
     const adapters = store.modeAdapters();
     const ids = `${mode}:${adapters.map((a) => a.id).join(',')}`;

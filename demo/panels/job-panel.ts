@@ -6,7 +6,7 @@
  * The jobs run in a worker of their own (job-worker.ts), on the backend the header chooses.
  */
 import type { BackendChoice, CombineMethod, MajoritySign, RankRule } from '../../src/index.js';
-import { byId, el } from '../dom.js';
+import { byId, el, focusLost } from '../dom.js';
 import { formatDuration } from '../format.js';
 import { JobWorkerClient } from '../job-client.js';
 import type { JobMode, JobSpec, OutputKind } from '../job-protocol.js';
@@ -102,7 +102,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
   const errorList = byId<HTMLUListElement>('job-error-list');
   const fields = [...section.querySelectorAll<HTMLElement>('.job-options .field')];
   const controls = [method, rank, density, majority, seed, clamp, resizeRule, resizeValue, extractRule, extractValue, format];
-  const progress = new ProgressView(byId<HTMLProgressElement>('job-progress'), byId('job-progress-text'), 'modules');
+  const progress = new ProgressView(byId<HTMLProgressElement>('job-progress'), byId('job-progress-text'), 'modules', () => store.inputsRevision);
   const results = new JobResultsView();
   const spectrum = mountSpectrumPanel();
   let running: { cancel(): void } | undefined;
@@ -216,9 +216,12 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     if ('problem' in read) return;
     const { spec } = read;
     const words = TITLES[mode];
+    // As on the merge page: the pressed button is disabled under the focus, Cancel takes it.
+    const focusOnStart = document.activeElement === runButton || focusLost();
     store.setResult(undefined);
     store.setErrors([]);
     store.setBusy(true);
+    if (focusOnStart) cancelButton.focus();
     progress.start();
     const settings = store.settingsKey();
     const name = outName(spec);
@@ -234,7 +237,9 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
       say.say(`${message} The adapter is under “Your adapter”, with the rank chosen for each module.`);
       results.focus();
     } catch (error) {
+      const focusOnCancel = document.activeElement === cancelButton || focusLost();
       store.setBusy(false);
+      if (focusOnCancel) (runButton.disabled ? section : runButton).focus();
       if (error instanceof CancelledError) {
         progress.fail('Cancelled. Nothing was kept.');
         say.say('Cancelled. Nothing was kept.');
@@ -298,6 +303,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     runButton.disabled = problem !== undefined;
     blocked.textContent = s.busy ? '' : problem ?? '';
     cancelButton.disabled = !s.busy;
+    if (!s.busy) progress.forgetIfOutdated();
 
     errorsBox.hidden = s.errors.length === 0;
     errorsHeading.textContent = s.errors.length === 1 ? `The ${words.noun} failed` : `The ${words.noun} failed: ${s.errors.length} problems`;

@@ -6,7 +6,7 @@
  * date and its links change test ids, as the merge's do.
  */
 import { byId, el } from '../dom.js';
-import { formatBytes } from '../format.js';
+import { formatBytes, formatDuration } from '../format.js';
 import type { JobResult } from '../job-state.js';
 import { DownloadsView } from './downloads-view.js';
 
@@ -25,7 +25,7 @@ export class JobResultsView extends DownloadsView<JobResult> {
     const range = ranks.length ? (Math.min(...ranks) === Math.max(...ranks) ? `rank ${ranks[0]}` : `ranks ${Math.min(...ranks)}–${Math.max(...ranks)}`) : '';
     this.note.textContent = result.stale
       ? 'Out of date: a setting or a weight changed after this ran. Run it again to get the current settings.'
-      : `${DONE[result.mode]} on ${result.backend} in ${result.seconds.toFixed(1)} s: ${result.report.length} LoRA module${result.report.length === 1 ? '' : 's'}${range ? `, ${range}` : ''}.`;
+      : `${DONE[result.mode]} on ${result.backend} in ${formatDuration(result.seconds)}: ${result.report.length} LoRA module${result.report.length === 1 ? '' : 's'}${range ? `, ${range}` : ''}.`;
   }
 
   protected build(result: JobResult | undefined): void {

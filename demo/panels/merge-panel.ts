@@ -6,7 +6,7 @@
  * on success moves focus to the result, with any warning the merge itself found listed and
  * announced; closing the tab mid-merge asks first.
  */
-import { byId, el, spokenMessage } from '../dom.js';
+import { byId, el, focusLost, spokenMessage } from '../dom.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { PageState, PageStore } from '../page-state.js';
 import { ProgressView } from '../progress-view.js';
@@ -40,7 +40,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
   let shownChoices: PlanSummary['output'] | undefined;
   const destination = byId<HTMLSelectElement>('destination');
   const destinationHint = byId('destination-hint');
-  const progress = new ProgressView(byId<HTMLProgressElement>('progress'), byId('progress-text'));
+  const progress = new ProgressView(byId<HTMLProgressElement>('progress'), byId('progress-text'), 'tensors', () => store.inputsRevision);
   const results = new ResultsView({ zip: (job, folder) => client.zip(job, folder), onError: (m) => say.error(m) });
   let job: { cancel(): void } | undefined;
 
@@ -81,8 +81,12 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       }
       if (!picked) return; // the user closed the picker
     }
+    // Pressed by keyboard, Merge is disabled under the person's focus: Cancel, the one button that
+    // now does something, takes it (the sample's button, disabled while it was made, too).
+    const focusOnStart = document.activeElement === mergeButton || focusLost();
     store.setResult(undefined);
     store.setBusy('merge');
+    if (focusOnStart) cancelButton.focus();
     progress.start();
     const settings = store.settingsKey();
     const handle = client.merge({
@@ -115,7 +119,10 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       await picked?.cleanUp();
       const message = error instanceof CancelledError ? 'Cancelled. Nothing was written.' : (error as Error).message;
       progress.fail(message);
+      const focusOnCancel = document.activeElement === cancelButton || focusLost();
       store.setBusy(undefined);
+      // Cancel is disabled under the focus it took: it goes back to Merge, or the section when Merge waits on the plan.
+      if (focusOnCancel) (mergeButton.disabled ? byId('merge-section') : mergeButton).focus();
       if (error instanceof CancelledError) say.say(message);
       else say.error(`The merge failed: ${spokenMessage(message, 'under the progress bar')}`);
     } finally {
@@ -131,6 +138,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       mergeButton.disabled = blocker !== undefined;
       blocked.textContent = state.busy === 'merge' ? '' : blocker ?? '';
       cancelButton.disabled = state.busy !== 'merge';
+      if (state.busy === undefined) progress.forgetIfOutdated();
       const plan = state.plan.status === 'ready' ? state.plan.plan : undefined;
       if (plan && plan.output !== shownChoices) {
         shownChoices = plan.output;

@@ -83,7 +83,11 @@ export function mountPlanPanel(): (state: PageState) => void {
     status.className = 'hint';
     planBox.hidden = !plan;
     status.hidden = !!plan;
-    if (state.plan.status === 'none') status.textContent = 'Pick a base model and at least one adapter to see what will change.';
+    if (state.plan.status === 'none') {
+      // Only what is still missing: a picked base (or the user's adapter after the sample) is not asked for again.
+      const missing = state.base ? 'Add at least one adapter' : state.adapters.length ? 'Pick a base model' : 'Pick a base model and at least one adapter';
+      status.textContent = `${missing} to see what will change.`;
+    }
     if (state.plan.status === 'planning') status.textContent = 'Reading headers and measuring each update…';
     if (state.plan.status === 'failed') {
       status.className = 'error-text';

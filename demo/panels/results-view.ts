@@ -7,7 +7,7 @@
  * its links change test ids, so nobody takes it for the current one.
  */
 import { byId, el } from '../dom.js';
-import { formatBytes } from '../format.js';
+import { formatBytes, formatDuration } from '../format.js';
 import type { MergeResultState } from '../page-state.js';
 import { stemOf, weightsExtension } from '../save-choice.js';
 import type { MergedFile } from '../worker-protocol.js';
@@ -32,7 +32,7 @@ export class ResultsView extends DownloadsView<MergeResultState> {
     const nested = result.files.some((f) => f.path.includes('/'));
     this.note.textContent = result.stale
       ? 'Out of date: a weight or the dtype changed after this merge. Merge again to get the current settings.'
-      : `Merged on ${result.backend.description}${result.where} in ${result.seconds.toFixed(1)} s.` +
+      : `Merged on ${result.backend.description}${result.where} in ${formatDuration(result.seconds)}.` +
         (result.job && result.files.length > 1
           ? ` A folder model keeps its files’ own names (its index refers to them)${nested ? '; files in sub-folders download as folder_name' : ''}: pack them into one zip, which holds the folder ${stemOf(result.baseName)}-merged/${nested ? ' with its sub-folders' : ''}, to keep them together.`
           : '');
@@ -58,9 +58,12 @@ export class ResultsView extends DownloadsView<MergeResultState> {
     if (result.job && !single) this.list.append(this.zipItem(result.job, `${stemOf(result.baseName)}-merged`));
   }
 
+  /** The button that packs the files into one zip, then the zip's link; both marked out of date with the result's other links. */
   private zipItem(job: string, folder: string): HTMLLIElement {
-    const button = el('button', { type: 'button', textContent: `Pack all files into ${folder}.zip` });
-    button.dataset.testid = 'zip-button';
+    const button = el('button', { type: 'button' });
+    button.dataset.label = `Pack all files into ${folder}.zip`;
+    button.dataset.currentTestid = 'zip-button';
+    this.label(button);
     const item = el('li', {}, button);
     button.addEventListener('click', () => {
       button.disabled = true;
@@ -68,13 +71,13 @@ export class ResultsView extends DownloadsView<MergeResultState> {
       this.actions.zip(job, folder).then((zip) => {
         if (this.shown?.job !== job) return;
         const link = this.link(zip, `${folder}.zip`, 'extra', `${folder}.zip`);
-        link.dataset.testid = 'download-zip';
-        link.dataset.role = 'zip';
+        link.dataset.currentTestid = 'download-zip';
+        this.label(link);
         item.replaceChildren(link, ` (${formatBytes(zip.size)}, the folder as it is, uncompressed)`);
         link.focus();
       }, (error: Error) => {
         button.disabled = false;
-        button.textContent = `Pack all files into ${folder}.zip`;
+        this.label(button);
         this.actions.onError(`could not pack the zip: ${error.message}`);
       });
     });

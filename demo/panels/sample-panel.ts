@@ -1,5 +1,5 @@
 /** The built-in sample: generated in the worker, it replaces the base and adapters, then merges. */
-import { byId } from '../dom.js';
+import { byId, focusLost } from '../dom.js';
 import type { PageState, PageStore } from '../page-state.js';
 import type { MergeWorkerClient } from '../worker-client.js';
 import type { MergePanel } from './merge-panel.js';
@@ -24,6 +24,8 @@ export function mountSamplePanel(store: PageStore, client: MergeWorkerClient, me
       onError((error as Error).message);
     } finally {
       if (store.state.busy === 'sample') store.setBusy(undefined);
+      // A sample that could not be made leaves the focus on its disabled button: back to it.
+      if (focusLost()) button.focus();
     }
   });
   return (state) => {

@@ -14,7 +14,7 @@ import { LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import { looksLikeSingleFileAdapter, parseSingleFileAdapter } from './single-file-adapter.js';
 import { parseBoundedJson } from './bounded-json.js';
 import { hasMlxFactorNames, isMlxConfig, MLX_CHECKPOINT, MLX_WEIGHTS, parseMlxAdapter } from './mlx-lm.js';
-import { archiveRefusal } from './foreign-file.js';
+import { archiveRefusal, pathIn } from './foreign-file.js';
 
 export type { ModelPart, ModuleAddress } from './module-address.js';
 export type { UpdateShape } from './algorithms/algorithm.js';
@@ -309,5 +309,5 @@ function mlxWithoutConfig(name: string, path: string): MergeError {
 }
 
 function pickleRefused(name: string, path: string): MergeError {
-  return new MergeError('PICKLE_REFUSED', `${name}/${path}: pickle checkpoints are refused (loading one can run arbitrary code); convert it to .safetensors first`);
+  return new MergeError('PICKLE_REFUSED', `${pathIn(name, path, '/')}: pickle checkpoints are refused (loading one can run arbitrary code); convert it to .safetensors first`);
 }

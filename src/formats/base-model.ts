@@ -21,7 +21,7 @@ import { indexFields, safetensorsContainer, type BaseIndexFile, type ShardIndex 
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
-import { archiveRefusal } from './foreign-file.js';
+import { archiveRefusal, pathIn } from './foreign-file.js';
 
 export type { BaseIndexFile, ShardIndex };
 
@@ -311,11 +311,11 @@ async function detectLayout(files: InputFileSet, list: string[]): Promise<Layout
   if (pickle) {
     throw new MergeError(
       'PICKLE_REFUSED',
-      `${files.name}: ${pickle} is a pickle file; loramerge reads only .safetensors (convert it first)`,
+      `${pathIn(files.name, pickle, ': ')} is a pickle file; loramerge reads only .safetensors (convert it first)`,
     );
   }
   const other = list.find((p) => OTHER_WEIGHTS.test(p));
-  if (other) throw new MergeError('UNSUPPORTED_FORMAT', `${files.name}: ${other} is not a safetensors file; loramerge reads only .safetensors`);
+  if (other) throw new MergeError('UNSUPPORTED_FORMAT', `${pathIn(files.name, other, ': ')} is not a safetensors file; loramerge reads only .safetensors`);
   const archive = list.length === 1 ? archiveRefusal(files.name, list[0]) : undefined;
   throw new MergeError('NOT_FOUND', archive ?? `${files.name}: no .safetensors weights found`);
 }

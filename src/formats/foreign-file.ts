@@ -67,5 +67,13 @@ function pickleKind(expected: 'safetensors' | 'gguf'): string {
  */
 export function archiveRefusal(name: string, path: string): string | undefined {
   if (!ARCHIVE_NAME.test(path)) return undefined;
-  return `${name === path || name.endsWith(`/${path}`) ? name : `${name}: ${path}`}: an archive; ${EXTRACT}`;
+  return `${pathIn(name, path, ': ')}: an archive; ${EXTRACT}`;
+}
+
+/**
+ * The file `path` of the input `name` as a message names it: a file given alone is its own input,
+ * named once (`lora.ckpt`, not `lora.ckpt/lora.ckpt`); a file in a folder is `name`, `separator`, `path`.
+ */
+export function pathIn(name: string, path: string, separator: ': ' | '/'): string {
+  return name === path || name.endsWith(`/${path}`) ? name : `${name}${separator}${path}`;
 }

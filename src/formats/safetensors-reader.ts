@@ -47,7 +47,7 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
     const kind = source.size > 8 && (await source.read(8, 1))[0] !== 0x7b ? await sniffForeign(source) : undefined;
     throw new MergeError(
       'TRUNCATED',
-      kind ? `${file}: ${kind}` : `${file}: header claims ${headerLength} bytes but the file has only ${source.size - 8} after the length prefix (truncated download?)`,
+      kind ? `${file}: ${kind}` : `${file}: header claims ${headerLength} bytes but the file has only ${source.size - 8} after the length prefix (truncated download?): download the file again`,
     );
   }
   // The parsed header is not kept in a variable: this async function's locals live until it
@@ -155,7 +155,7 @@ function checkLayout(file: string, entries: RawEntry[], dataStart: number, fileS
   if (expectedBegin > dataSize) {
     throw new MergeError(
       'TRUNCATED',
-      `${file}: tensor "${previous?.name}" ends at byte ${expectedBegin} of the data but the file holds only ${dataSize} data bytes (truncated download?)`,
+      `${file}: tensor "${previous?.name}" ends at byte ${expectedBegin} of the data but the file holds only ${dataSize} data bytes (truncated download?): download the file again`,
     );
   }
   if (expectedBegin < dataSize) {

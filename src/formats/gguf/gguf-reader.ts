@@ -296,7 +296,7 @@ function layOutTensors(file: string, infos: TensorInfo[], dataStart: number, ali
     const start = BigInt(dataStart) + info.offset;
     const end = start + bytes;
     if (end > BigInt(fileSize)) {
-      throw new MergeError('TRUNCATED', `${where} ends at byte ${end} but the file has only ${fileSize} (truncated download?)`);
+      throw new MergeError('TRUNCATED', `${where} ends at byte ${end} but the file has only ${fileSize} (truncated download?): download the file again`);
     }
     tensors.push({
       name: info.name,
