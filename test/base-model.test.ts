@@ -203,7 +203,7 @@ describe('base model refusals', () => {
 
   it('refuses pickle checkpoints without opening them', async () => {
     const files = memoryInputFileSet({ 'pytorch_model.bin': 'PK\u0003\u0004 pickle', 'config.json': '{}' }, 'old-model');
-    await expect(openBaseModel(guarded(files, /\.bin$/))).rejects.toThrow(/pytorch_model\.bin is a pickle file; loramerge reads only \.safetensors \(convert it first\)/);
+    await expect(openBaseModel(guarded(files, /\.bin$/))).rejects.toThrow(/pytorch_model\.bin is a pickle file; loramerge reads weights from \.safetensors and \.gguf files only \(convert it to \.safetensors first\)/);
     await refusal(guarded(files, /\.bin$/), 'PICKLE_REFUSED', 'old-model');
     for (const name of ['v1-5.ckpt', 'lora.pt', 'weights.pth']) {
       await refusal(guarded(memoryInputFileSet({ [name]: 'x' }, name), /./), 'PICKLE_REFUSED', name, 'pickle');

@@ -132,8 +132,8 @@ describe('a pickle or another format given by its own name', () => {
       `${join(dir, 'lora.ckpt')}: pickle checkpoints are refused (loading one can run arbitrary code); convert it to .safetensors first`);
     await expectRefusal('base.safetensors', 'peft-bin',
       `${join(dir, 'peft-bin')}/adapter_model.bin: pickle checkpoints are refused (loading one can run arbitrary code); convert it to .safetensors first`);
-    await expectRefusal('pytorch_model.bin', 'peft', `${join(dir, 'pytorch_model.bin')} is a pickle file; loramerge reads only .safetensors (convert it first)`);
-    await expectRefusal('model.onnx', 'peft', `${join(dir, 'model.onnx')} is not a safetensors file; loramerge reads only .safetensors`);
+    await expectRefusal('pytorch_model.bin', 'peft', `${join(dir, 'pytorch_model.bin')} is a pickle file; loramerge reads weights from .safetensors and .gguf files only (convert it to .safetensors first)`);
+    await expectRefusal('model.onnx', 'peft', `${join(dir, 'model.onnx')} is neither a safetensors nor a GGUF file; loramerge reads weights from .safetensors and .gguf files only`);
     expect(listDir(dir)).not.toContain('merged.safetensors');
   });
 });

@@ -552,7 +552,7 @@ describe('base folders refused in one line', () => {
   it('a pipeline component stored only as a pickle is refused naming the file', async () => {
     const files = { 'model_index.json': JSON.stringify(UNET_INDEX), 'unet/config.json': '{}', 'unet/diffusion_pytorch_model.bin': new Uint8Array(16), 'scheduler/scheduler_config.json': '{}' };
     expect(await refusal(openFolder(files), 'PICKLE_REFUSED'))
-      .toBe('sd15: unet/diffusion_pytorch_model.bin is a pickle file; loramerge reads only .safetensors (convert the unet component first)');
+      .toBe('sd15: unet/diffusion_pytorch_model.bin is a pickle file; loramerge reads weights from .safetensors and .gguf files only (convert the unet component to .safetensors first)');
   });
 
   it('a model_index.json none of whose components holds .safetensors weights is refused', async () => {

@@ -228,7 +228,7 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
     const weights = inside.filter(isWeightFile);
     if (!weights.some((p) => SAFETENSORS.test(p))) {
       const pickle = weights.find((p) => PICKLE.test(p));
-      if (pickle) throw new MergeError('PICKLE_REFUSED', `${files.name}: ${folder}/${pickle} is a pickle file; loramerge reads only .safetensors (convert the ${folder} component first)`);
+      if (pickle) throw new MergeError('PICKLE_REFUSED', `${files.name}: ${folder}/${pickle} is a pickle file; loramerge reads weights from .safetensors and .gguf files only (convert the ${folder} component to .safetensors first)`);
       continue; // no weights: its files are copied
     }
     const layout = await detectLayout({ ...files, name: `${files.name}/${folder}`, readText: (p) => files.readText(`${folder}/${p}`) }, weights);
@@ -311,11 +311,11 @@ async function detectLayout(files: InputFileSet, list: string[]): Promise<Layout
   if (pickle) {
     throw new MergeError(
       'PICKLE_REFUSED',
-      `${pathIn(files.name, pickle, ': ')} is a pickle file; loramerge reads only .safetensors (convert it first)`,
+      `${pathIn(files.name, pickle, ': ')} is a pickle file; loramerge reads weights from .safetensors and .gguf files only (convert it to .safetensors first)`,
     );
   }
   const other = list.find((p) => OTHER_WEIGHTS.test(p));
-  if (other) throw new MergeError('UNSUPPORTED_FORMAT', `${pathIn(files.name, other, ': ')} is not a safetensors file; loramerge reads only .safetensors`);
+  if (other) throw new MergeError('UNSUPPORTED_FORMAT', `${pathIn(files.name, other, ': ')} is neither a safetensors nor a GGUF file; loramerge reads weights from .safetensors and .gguf files only`);
   const archive = list.length === 1 ? archiveRefusal(files.name, list[0]) : undefined;
   throw new MergeError('NOT_FOUND', archive ?? `${files.name}: no .safetensors weights found`);
 }
