@@ -42,6 +42,14 @@ describe('safetensors header rules', () => {
     await expectRefused(new Uint8Array(7), 'HEADER_TOO_SMALL');
   });
 
+  it('bytes that are no header length and no JSON header (random, encrypted, an unknown format) are said to be no safetensors file, not a 19-digit header length', async () => {
+    // A fixed stand-in for random bytes: a length of about 1.7e19, then no "{" at byte 8.
+    const bytes = Uint8Array.from({ length: 4096 }, (_, i) => (i * 151 + 0xe7) & 0xff);
+    expect(bytes[8]).not.toBe(0x7b);
+    const e = await expectRefused(bytes, 'HEADER_TOO_LARGE');
+    expect(e.message).toBe(`${FILE}: not a safetensors file (it does not start with a header length and a JSON header): another kind of file, or a damaged one; check that this is the file you meant, or download it again`);
+  });
+
   it('refuses an absurd header length before reading it', async () => {
     const file = buildRawSafetensors({}, new Uint8Array(0), { headerLength: 2n ** 63n + 5n });
     await expectRefused(file, 'HEADER_TOO_LARGE', '100000000');

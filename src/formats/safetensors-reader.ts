@@ -36,9 +36,14 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
   const headerLength = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
   if (headerLength > BigInt(MAX_HEADER_BYTES)) {
     const kind = await sniffForeign(source);
+    // The JSON header starts at byte 8: without its "{" the length is no length but other bytes
+    // (random or encrypted data, a format the sniffer does not know), and its digits mean nothing.
+    const json = source.size > 8 && (await source.read(8, 1))[0] === 0x7b;
     throw new MergeError(
       'HEADER_TOO_LARGE',
-      kind ? `${file}: ${kind}` : `${file}: header length ${headerLength} bytes is above the ${MAX_HEADER_BYTES}-byte limit (not a safetensors file?)`,
+      kind ? `${file}: ${kind}`
+        : json ? `${file}: header length ${headerLength} bytes is above the ${MAX_HEADER_BYTES}-byte limit (not a safetensors file?)`
+          : `${file}: not a safetensors file (it does not start with a header length and a JSON header): another kind of file, or a damaged one; check that this is the file you meant, or download it again`,
     );
   }
   const dataStart = 8 + Number(headerLength);
