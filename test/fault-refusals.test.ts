@@ -93,7 +93,7 @@ describe('--out refusals (createNodeOutputTarget)', () => {
     const sink = await one.createFile('model.safetensors');
     await sink.close();
     await expect(sink.write(new Uint8Array(8))).rejects.toThrow(/: write after close$/);
-    await expect(one.createFile('model-2.safetensors')).rejects.toThrow(`${join(dir, 'model.safetensors')}: a single-file output holds one file`);
+    await expect(one.createFile('model-2.safetensors')).rejects.toThrow(`${join(dir, 'model.safetensors')}: is one file, but more than one is written ("model-2.safetensors" too); give a folder instead`);
     await one.abort();
     const empty = await createNodeOutputTarget(join(dir, 'empty.safetensors'), 'file', []);
     await expect(empty.commit()).rejects.toThrow(`${join(dir, 'empty.safetensors')}: nothing was written`);
