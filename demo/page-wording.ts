@@ -7,23 +7,19 @@
  * sentence's meaning; an option the page has no control for (--out, --overwrite, --threads) and
  * other programs' options (llama-quantize --imatrix, --pure) are left as they are.
  */
+import { applyWordingRules, DTYPE_NAMES, OPTION_END, OPTION_START, type WordingRule } from '../src/wording-rules.js';
 
 /** The Output dtype menu's first choice: no conversion. */
 const KEEP_TYPES = '“keep each tensor’s type”';
 /** The label of the box under the Output dtype menu (the CLI's --dtype-merged-only). */
 const MERGED_ONLY = '“only for the tensors the merge changes”';
 
-/** One dtype name as the menu lists it (`bf16`, `q4_k`, `f8_e4m3`, `iq4_xs`): every one has a digit. */
-const TYPE = '[a-z][a-z0-9_]*[0-9][a-z0-9_]*';
-/** The types an option mention names: `f32`, `bf16 or f32`, `f16, bf16 or f32`, `f32/f16/bf16`, `bf16 (or f16, f32)`. */
-const TYPES = `(${TYPE}(?:(?:, ${TYPE})* or ${TYPE}|(?:/${TYPE})+)?(?: \\(or ${TYPE}(?:, ${TYPE})*(?:, …)?\\))?)`;
-/** An option's end: not followed by more of a longer option's name (`--dtype` is not `--dtype-merged-only`). */
-const END = '(?![\\w-])';
-/** An option's start: not inside a word or a longer option. */
-const START = '(?<![\\w-])';
+const START = OPTION_START;
+const END = OPTION_END;
+const TYPES = DTYPE_NAMES;
 
 /** Most specific first: a phrase rule must run before the option's plain mention is rewritten. */
-const RULES: readonly (readonly [RegExp, string])[] = [
+const RULES: readonly WordingRule[] = [
   // --dtype-merged-only, the box under the menu.
   [new RegExp(`${START}--dtype-merged-only would ([^;]*); leave it out`, 'g'), `checking ${MERGED_ONLY} would $1; uncheck it`],
   [new RegExp(`, or ${START}--dtype-merged-only${END}`, 'g'), `, or check ${MERGED_ONLY}`],
@@ -47,15 +43,11 @@ const RULES: readonly (readonly [RegExp, string])[] = [
   [new RegExp(`\\bin --adapter order\\b`, 'g'), 'in the order of the adapter list'],
 ];
 
-/** Names the engine quotes ("model.layers.0.q_proj.weight") are the user's own: never rewritten. */
-const QUOTED = /("[^"\n]*")/;
-
 /**
  * `message` (an error, a plan's problem, warning or note, an adapter's or a merge's warning, a
  * reason an output type is refused) with each mention of a command-line option the page has a
  * control for rewritten to name that control; everything else, quoted names included, as it was.
  */
 export function pageWording(message: string): string {
-  if (!message.includes('--')) return message;
-  return message.split(QUOTED).map((part, i) => (i % 2 === 1 ? part : RULES.reduce((text, [rule, words]) => text.replace(rule, words), part))).join('');
+  return applyWordingRules(message, RULES);
 }

@@ -121,7 +121,7 @@ describe('loramerge/node jobs refuse an out path as the command line does, chang
     writeFileSync(join(out, 'notes.txt'), 'mine');
     const before = snapshot(dir);
     const e = await refusal(resizeLora({ adapter: join(dir, 'one'), rule: { kind: 'rank', rank: 3 }, out, backend: 'cpu' }));
-    expect([e.code, e.message]).toEqual(['OUTPUT_EXISTS', `${out}: folder exists and is not empty; choose another --out, or pass --overwrite to replace it once the merge has succeeded (in the library: the overwrite option)`]);
+    expect([e.code, e.message]).toEqual(['OUTPUT_EXISTS', `${out}: folder exists and is not empty; choose another out, or pass overwrite: true to replace it once the merge has succeeded`]);
     expect(snapshot(dir)).toEqual(before);
     await resizeLora({ adapter: join(dir, 'one'), rule: { kind: 'rank', rank: 3 }, out, overwrite: true, backend: 'cpu' });
     expect(readdirSync(out).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);

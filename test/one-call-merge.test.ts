@@ -125,7 +125,7 @@ describe('merge() in one call', () => {
     const base = dirs.make(sample.base), adapter = dirs.make(sample.adapter);
     const out = dirs.make({ 'notes.txt': 'mine' });
     await expect(merge({ base, adapters: [adapter], out, backend: 'cpu' }))
-      .rejects.toMatchObject({ code: 'OUTPUT_EXISTS', message: `${out}: folder exists and is not empty; choose another --out, or pass --overwrite to replace it once the merge has succeeded (in the library: the overwrite option)` });
+      .rejects.toMatchObject({ code: 'OUTPUT_EXISTS', message: `${out}: folder exists and is not empty; choose another out, or pass overwrite: true to replace it once the merge has succeeded` });
     expect(readdirSync(out)).toEqual(['notes.txt']);
     await expect(merge({ base, adapters: [adapter], out, overwrite: 'yes' as unknown as boolean }))
       .rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: expect.stringContaining('overwrite must be true or false') });

@@ -15,6 +15,7 @@ import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import type { MajoritySign } from '../algebra/merge-rules.js';
 import type { RankRule } from '../algebra/rank-rules.js';
 import { isMergeError, MergeError } from '../errors.js';
+import { inLibraryWords, libraryWording } from '../library-wording.js';
 import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import type { BaseModel } from '../formats/base-model.js';
@@ -139,11 +140,8 @@ export interface AdapterJobHooks<Out> {
   explainError?(e: unknown): unknown;
 }
 
-/**
- * Combines several LoRA adapters into one (the entry points' `combineLoras`), opening and writing
- * through `hooks`.
- */
-export async function combineLorasJob<Out>(options: CombineLorasOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
+/** {@link combineLorasJob}, its messages as the engine words them (the command line's options). */
+async function combineLorasUnworded<Out>(options: CombineLorasOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
   checkJobOptions('combineLoras', options, ['adapters', 'method', 'rank', 'density', 'majoritySign', 'seed', 'clampQuantile'], hooks);
   checkAdapterList(options.adapters, (source, what) => hooks.checkSource(source, what, true));
   const inputs = options.adapters.map((a) => (isWeighted(a) ? { source: a.source, weight: a.weight ?? 1 } : { source: a, weight: 1 }));
@@ -168,8 +166,8 @@ export async function combineLorasJob<Out>(options: CombineLorasOptions<Out>, ho
   }
 }
 
-/** Gives every module of one adapter a new rank (the entry points' `resizeLora`), through `hooks`. */
-export async function resizeLoraJob<Out>(options: ResizeLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
+/** {@link resizeLoraJob}, its messages as the engine words them. */
+async function resizeLoraUnworded<Out>(options: ResizeLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
   checkJobOptions('resizeLora', options, ['adapter', 'rule'], hooks);
   hooks.checkSource(options.adapter, 'adapter', true);
   checkRule(options.rule);
@@ -186,8 +184,8 @@ export async function resizeLoraJob<Out>(options: ResizeLoraOptions<Out>, hooks:
   }
 }
 
-/** Extracts a LoRA from a fine-tuned model and its base (the entry points' `extractLora`), through `hooks`. */
-export async function extractLoraJob<Out>(options: ExtractLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
+/** {@link extractLoraJob}, its messages as the engine words them. */
+async function extractLoraUnworded<Out>(options: ExtractLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
   checkJobOptions('extractLora', options, ['base', 'tuned', 'rank', 'energy', 'seed'], hooks);
   hooks.checkSource(options.base, 'base', false);
   hooks.checkSource(options.tuned, 'tuned', false);
@@ -213,6 +211,34 @@ export async function extractLoraJob<Out>(options: ExtractLoraOptions<Out>, hook
   } finally {
     await base.close();
     await tuned?.close();
+  }
+}
+
+/**
+ * Combines several LoRA adapters into one (the entry points' `combineLoras`), opening and writing
+ * through `hooks`; its errors and warnings name the call's options (library-wording.ts).
+ */
+export function combineLorasJob<Out>(options: CombineLorasOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
+  return inCallWords(combineLorasUnworded(options, hooks));
+}
+
+/** Gives every module of one adapter a new rank (the entry points' `resizeLora`), through `hooks`, in the call's words. */
+export function resizeLoraJob<Out>(options: ResizeLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
+  return inCallWords(resizeLoraUnworded(options, hooks));
+}
+
+/** Extracts a LoRA from a fine-tuned model and its base (the entry points' `extractLora`), through `hooks`, in the call's words. */
+export function extractLoraJob<Out>(options: ExtractLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
+  return inCallWords(extractLoraUnworded(options, hooks));
+}
+
+/** A job's outcome and refusal in the library's words: the engine's messages name the command line's options. */
+async function inCallWords(job: Promise<AdapterJobOutcome>): Promise<AdapterJobOutcome> {
+  try {
+    const outcome = await job;
+    return { ...outcome, warnings: outcome.warnings.map(libraryWording) };
+  } catch (e) {
+    throw inLibraryWords(e);
   }
 }
 

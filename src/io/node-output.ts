@@ -116,7 +116,7 @@ export async function createNodeOutputTarget(
     if (kind === 'folder' && existing) {
       const entries = await onPath(name, 'listing it', () => readdir(out));
       if (entries.some((e) => !isLoramergeEntry(e)) && !options.overwrite) {
-        throw new MergeError('OUTPUT_EXISTS', `${outPath}: folder exists and is not empty; choose another --out, or pass --overwrite to replace it once the merge has succeeded (in the library: the overwrite option)`);
+        throw new MergeError('OUTPUT_EXISTS', `${outPath}: folder exists and is not empty; choose another --out, or pass --overwrite to replace it once the merge has succeeded`);
       }
       replaceFolder = true;
     }

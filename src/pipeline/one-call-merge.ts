@@ -8,6 +8,7 @@ import {
 } from '../api-arguments.js';
 import type { FloatDType, OutDTypeName } from '../dtype.js';
 import { throwIfAborted } from '../errors.js';
+import { inLibraryWords, libraryWording } from '../library-wording.js';
 import type { BackendChoice } from '../engine/backend-choice.js';
 import type { MergeBackend } from '../engine/merge-op.js';
 import { createBlobOutputTarget, type OutputBlob } from '../io/blob-output.js';
@@ -144,7 +145,8 @@ function checkOneCallOptions<Source, Out>(options: OneCallMergeOptions<Source, O
 /**
  * The one-call merge behind both entry points' `merge()`: checks every option, opens the sources
  * through `hooks`, plans, refuses a plan with problems, merges into `options.out` (or Blobs) and
- * releases everything, whatever happens.
+ * releases everything, whatever happens. Its errors, warnings and notes name the call's options,
+ * not the command line's (library-wording.ts).
  */
 export async function oneCallMerge<Source, Out>(
   options: OneCallMergeOptions<Source, Out>, hooks: OneCallHooks<Source, Out>,
@@ -177,7 +179,7 @@ export async function oneCallMerge<Source, Out>(
       owned = undefined; // mergeModel aborts it on any failure
       try {
         const result = await mergeModel({ prepared, output, backend, outDtype: dtype, signal: options.signal, onProgress: options.onProgress });
-        return { ...result, plan: prepared.plan, blobs: memory?.files() ?? [] };
+        return outcomeInLibraryWords({ ...result, plan: prepared.plan, blobs: memory?.files() ?? [] });
       } finally {
         if (!given) backend.dispose();
       }
@@ -186,6 +188,22 @@ export async function oneCallMerge<Source, Out>(
     }
   } catch (e) {
     await owned?.abort().catch(() => {});
-    throw hooks.explainError ? hooks.explainError(e) : e;
+    throw inLibraryWords(hooks.explainError ? hooks.explainError(e) : e);
   }
+}
+
+/** The outcome's warnings and the plan's notes in the call's words, not the command line's (library-wording.ts). */
+function outcomeInLibraryWords(outcome: MergeOutcome): MergeOutcome {
+  const plan = outcome.plan;
+  return {
+    ...outcome,
+    warnings: outcome.warnings.map(libraryWording),
+    plan: {
+      ...plan,
+      warnings: plan.warnings.map(libraryWording),
+      notes: plan.notes.map(libraryWording),
+      leftOut: plan.leftOut.map((m) => ({ ...m, reason: libraryWording(m.reason) })),
+      problems: plan.problems.map((p) => ({ ...p, message: libraryWording(p.message) })),
+    },
+  };
 }
