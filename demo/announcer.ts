@@ -22,8 +22,21 @@ export class Announcer {
     this.alert.textContent = '';
   }
 
+  private pendingSay: ReturnType<typeof setTimeout> | undefined;
+
   say(message: string): void {
     this.status.textContent = '';
-    setTimeout(() => { this.status.textContent = oneLine(printable(message)); }, 50);
+    clearTimeout(this.pendingSay);
+    this.pendingSay = setTimeout(() => { this.status.textContent = oneLine(printable(message)); }, 50);
+  }
+
+  /**
+   * Empties the status once the inputs it spoke of have changed: "Merged 2 GB in 8 s" stayed in the
+   * region after another base was picked, where a screen reader going through the page met it as
+   * news of the new inputs. A message on its way is dropped with it; the new plan says its own.
+   */
+  clearStatus(): void {
+    clearTimeout(this.pendingSay);
+    this.status.textContent = '';
   }
 }

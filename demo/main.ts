@@ -90,6 +90,7 @@ function announcePlan(plan: PlanSummary, droppedDtype: string | undefined): void
 store.onInputsChanged = () => {
   const request = ++planRequest;
   checkRequest++;
+  announcer.clearStatus();
   if (!store.state.base || store.state.adapters.length === 0) return;
   const sent = weightsKey();
   const { base, adapters } = inputs();

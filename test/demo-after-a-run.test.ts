@@ -8,7 +8,7 @@
  * link and button it offers, the zip of a folder model's files included; and files dropped
  * while a merge runs are refused in words, not ignored; a backend chosen after a merge stays
  * the one the header names; on a 390 px phone the merge's options keep their labels by them; and
- * the alert region holds no error that is gone.
+ * the alert and status regions hold no error or result that is gone.
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
@@ -66,8 +66,11 @@ describe('the page after a run', PAGE_RETRY, () => {
     expect(await mergeLine(page)).toEqual({ value: 1, line: expect.stringMatching(/^Merged [\d.]+ KB/) });
 
     // The sample's result is withdrawn with its inputs: nothing here is merged yet.
+    await announced(page, /^Merged /);
     await upload(page, 'base-input', join(dir, 'llama.safetensors'));
     expect(await mergeLine(page)).toEqual({ value: 0, line: '' });
+    // Nor does the hidden status region still say "Merged …" to a screen reader going through the page.
+    expect(await text(page, '[data-testid="status"]')).toBe('');
 
     await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
     await planReady(page);
