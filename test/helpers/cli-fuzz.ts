@@ -231,12 +231,14 @@ export function describeCliFuzz<C, P extends CliCase>(title: string, target: Cli
         { seed, numRuns: settings.path ? 1 : runs, endOnFailure: true, ...(settings.path ? { path: settings.path } : {}) },
       );
       const grew = process.resourceUsage().maxRSS * 1024 - rssBefore;
+      const raisers = peakRaisers.sort((a, b) => b.mib - a.mib).slice(0, 5).map((r) => `\n  +${r.mib.toFixed(0)} MiB ${r.label}`).join('');
       console.log(
         `${target.name}: ${stats.cases} cases: ${stats.merged} merged (${target.mergeDetail(stats)}), ${stats.refused} refused; ` +
           `exit codes ${JSON.stringify(Object.fromEntries(stats.byCode))}; peak RSS grew by ${(grew / MB).toFixed(0)} MiB` +
-          [...stats.byGroup].map(([group, counts]) => `\n  ${group}: ${JSON.stringify(counts)}`).join(''),
+          [...stats.byGroup].map(([group, counts]) => `\n  ${group}: ${JSON.stringify(counts)}`).join('') +
+          // Printed on a pass too: a peak near the limit says where to look before a run fails on it.
+          `\nthe cases that raised the peak most:${raisers || ' none by 16 MiB or more'}`,
       );
-      const raisers = peakRaisers.sort((a, b) => b.mib - a.mib).slice(0, 5).map((r) => `\n  +${r.mib.toFixed(0)} MiB ${r.label}`).join('');
       expect(grew, `peak memory of all cases together; the cases that raised it most:${raisers}`).toBeLessThan(RSS_LIMIT);
       if (!settings.path) target.expectReach(stats, runs);
     }, Math.max(600_000, runs * 4000));
