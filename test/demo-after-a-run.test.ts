@@ -8,7 +8,8 @@
  * link and button it offers, the zip of a folder model's files included; and files dropped
  * while a merge runs are refused in words, not ignored; a backend chosen after a merge stays
  * the one the header names; on a 390 px phone the merge's options keep their labels by them; and
- * the alert and status regions hold no error or result that is gone.
+ * the alert and status regions hold no error or result that is gone; and while the sample is
+ * made, the settings it sets itself cannot be changed.
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
@@ -283,6 +284,27 @@ describe('the page after a run', PAGE_RETRY, () => {
     expect(layout.saveToAboveItsMenu).toBe(true);
     for (const room of layout.rooms) expect(room).toBeGreaterThanOrEqual(16);
     expect(layout.scrollWidth).toBeLessThanOrEqual(390);
+  });
+
+  it('while the sample is made, the merge’s settings cannot be changed: the sample sets the dtype itself when it arrives, so a choice made meanwhile was lost', async () => {
+    const { page } = await session.open();
+    // Read the controls at the moment the page says the sample is being made.
+    await page.evaluate(() => {
+      const seen: boolean[][] = [];
+      (window as unknown as { seenWhileMaking: boolean[][] }).seenWhileMaking = seen;
+      const line = document.querySelector('[data-testid="progress-text"]')!;
+      new MutationObserver(() => {
+        if (!/^Generating the /.test(line.textContent ?? '')) return;
+        seen.push(['out-dtype', 'dtype-merged-only', 'destination', 'backend-choice'].map((id) => (document.getElementById(id) as HTMLSelectElement).disabled));
+      }).observe(line, { childList: true, characterData: true, subtree: true });
+    });
+    await page.click('[data-testid="sample-button"]');
+    await downloadBytes(page);
+    const seen = await page.evaluate(() => (window as unknown as { seenWhileMaking: boolean[][] }).seenWhileMaking);
+    expect(seen.length).toBeGreaterThan(0);
+    for (const controls of seen) expect(controls).toEqual([true, true, true, true]);
+    // And free again once it is merged.
+    expect(await page.$eval('[data-testid="out-dtype"]', (s) => (s as HTMLSelectElement).disabled)).toBe(false);
   });
 
   it('the alert region empties once the plan’s error is gone, so a screen reader going through the page does not meet it as current', async () => {

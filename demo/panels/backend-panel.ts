@@ -39,7 +39,7 @@ export function mountBackendPanel(client: MergeWorkerClient, onError: (message: 
   choose();
   let shownResult: PageState['result'];
   return (state) => {
-    select.disabled = state.busy === 'merge';
+    select.disabled = state.busy !== undefined;
     // What a merge actually ran on (auto may pick again for the merge's dtype), said once when it
     // arrives: redrawn later, it put the old backend back beside a choice made since.
     if (state.result !== shownResult && state.result) show(state.result.backend);

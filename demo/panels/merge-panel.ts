@@ -160,12 +160,13 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       dtypeHint.textContent = !plan
         ? 'The types to choose from depend on the base’s format (safetensors or GGUF): they appear with the plan.'
         : refused ? `Not for this model: ${refused}.` : choice?.note ?? plan.output.keep;
-      dtype.disabled = state.busy === 'merge';
+      // Not while the sample is made either: it sets the dtype itself when it arrives.
+      dtype.disabled = state.busy !== undefined;
       // Only a chosen type can be limited to the merged tensors.
       mergedOnlyBox.hidden = mergedOnlyHint.hidden = state.outDtype === 'same';
       mergedOnly.checked = state.dtypeMergedOnly;
-      mergedOnly.disabled = state.busy === 'merge';
-      destination.disabled = state.busy === 'merge';
+      mergedOnly.disabled = state.busy !== undefined;
+      destination.disabled = state.busy !== undefined;
       results.render(state.result);
     },
   };
