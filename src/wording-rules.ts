@@ -31,6 +31,7 @@ const QUOTED = /("[^"\n]*")/;
  */
 export function applyWordingRules(message: string, rules: readonly WordingRule[]): string {
   if (!message.includes('--')) return message;
+  // The two replace calls are one: TypeScript picks String.replace's overload by the narrowed type.
   return message
     .split(QUOTED)
     .map((part, i) => (i % 2 === 1 ? part : rules.reduce((text, [rule, words]) => (typeof words === 'string' ? text.replace(rule, words) : text.replace(rule, words)), part)))

@@ -36,9 +36,9 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
   const headerLength = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
   if (headerLength > BigInt(MAX_HEADER_BYTES)) {
     const kind = await sniffForeign(source);
-    // The JSON header starts at byte 8: without its "{" the length is no length but other bytes
-    // (random or encrypted data, a format the sniffer does not know), and its digits mean nothing.
-    const json = source.size > 8 && (await source.read(8, 1))[0] === 0x7b;
+    // Without the header's "{" the length is no length but other bytes (random or encrypted data,
+    // a format the sniffer does not know), and its digits mean nothing.
+    const json = await jsonHeaderFollows(source);
     throw new MergeError(
       'HEADER_TOO_LARGE',
       kind ? `${file}: ${kind}`
@@ -48,8 +48,8 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
   }
   const dataStart = 8 + Number(headerLength);
   if (dataStart > source.size) {
-    // A header cut short starts its JSON at byte 8; anything else there is another kind of file.
-    const kind = source.size > 8 && (await source.read(8, 1))[0] !== 0x7b ? await sniffForeign(source) : undefined;
+    // A header cut short still starts its JSON; anything else there is another kind of file.
+    const kind = source.size > 8 && !(await jsonHeaderFollows(source)) ? await sniffForeign(source) : undefined;
     throw new MergeError(
       'TRUNCATED',
       kind ? `${file}: ${kind}` : `${file}: header claims ${headerLength} bytes but the file has only ${source.size - 8} after the length prefix (truncated download?): download the file again`,
@@ -60,6 +60,11 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
   const { entries, metadata } = parseEntries(file, parseSafetensorsHeader(file, await source.read(8, Number(headerLength))));
   checkLayout(file, entries, dataStart, source.size);
   return new ParsedSafetensors(source, entries, metadata, dataStart);
+}
+
+/** Whether a JSON header's "{" follows the 8-byte length prefix, as in every safetensors file. */
+async function jsonHeaderFollows(source: ByteSource): Promise<boolean> {
+  return source.size > 8 && (await source.read(8, 1))[0] === 0x7b;
 }
 
 /** What the file is instead of safetensors, from its first bytes (see foreignFileKind). */

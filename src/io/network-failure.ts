@@ -12,6 +12,15 @@ function innermost(e: unknown): unknown {
   return inner;
 }
 
+/**
+ * The innermost cause's message, for a failure networkFailureReason does not know: Node's fetch
+ * says only "fetch failed" above "redirect count exceeded".
+ */
+export function innermostMessage(e: unknown): string {
+  const inner = innermost(e);
+  return inner instanceof Error ? inner.message : String(inner);
+}
+
 function errorCode(e: unknown): string | undefined {
   const code = typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined;
   return typeof code === 'string' ? code : undefined;
@@ -28,7 +37,7 @@ function portOf(url: URL): string {
  */
 export function networkFailureReason(e: unknown, href: string): string | undefined {
   const inner = innermost(e);
-  const message = inner instanceof Error ? inner.message : String(inner);
+  const message = innermostMessage(inner);
   const url = URL.canParse(href) ? new URL(href) : undefined;
   if (url === undefined) return undefined;
   const code = errorCode(inner) ?? '';

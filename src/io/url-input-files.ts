@@ -14,7 +14,7 @@ import { badArgument, checkCallback, checkOptions, checkSignal, shown } from '..
 import { MergeError, throwIfAborted, type MergeErrorCode } from '../errors.js';
 import { MAX_CONFIG_BYTES, URL_IDLE_TIMEOUT_MS } from '../limits.js';
 import { hfTokenScope, type HfEndpoint } from './hf-endpoint.js';
-import { networkFailureReason } from './network-failure.js';
+import { innermostMessage, networkFailureReason } from './network-failure.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import { decodeUtf8 } from './strict-utf8.js';
 import { checkReadRange } from './read-range.js';
@@ -329,9 +329,9 @@ async function requestBody(
     if (e instanceof MergeError) return e;
     if (o.signal?.aborted) return new MergeError('ABORTED', 'merge cancelled', { cause: e });
     if (timedOut) return new MergeError('TRUNCATED', `${href}: the server sent nothing for ${o.idleTimeoutMs / 1000} s ${where} ${what}; gave up (check the server or the connection)`, { cause: e });
-    if (where === 'while sending') return new MergeError('NOT_FOUND', `${href}: the response broke off while sending ${what} (${reason(e)})`, { cause: e });
+    if (where === 'while sending') return new MergeError('NOT_FOUND', `${href}: the response broke off while sending ${what} (${innermostMessage(e)})`, { cause: e });
     const known = networkFailureReason(e, href);
-    return new MergeError('NOT_FOUND', `${href}: could not be fetched for ${what}${known === undefined ? ` (${reason(e)})` : `: ${known}`}`, { cause: e });
+    return new MergeError('NOT_FOUND', `${href}: could not be fetched for ${what}${known === undefined ? ` (${innermostMessage(e)})` : `: ${known}`}`, { cause: e });
   };
   idle();
   try {
@@ -442,13 +442,6 @@ function safeUrl(text: string, base?: URL): URL | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** The innermost cause's message: Node's fetch says only "fetch failed" above "redirect count exceeded". */
-function reason(e: unknown): string {
-  let inner = e;
-  while (inner instanceof Error && inner.cause instanceof Error) inner = inner.cause;
-  return inner instanceof Error ? inner.message : String(inner);
 }
 
 async function remoteSize(href: string, o: Resolved): Promise<{ size: number; version: Version }> {
