@@ -1061,7 +1061,7 @@ function planBias(
   const mapsBias = kind !== 'add';
   const biasB = kind === 'multiply' ? module.biasScale! : kind === 'map' ? module.biasMap! : module.biasB!;
   const what = biasB.name;
-  const biasKey = weightKey.endsWith('.weight') ? `${weightKey.slice(0, -'.weight'.length)}.bias` : `${weightKey}.bias`;
+  const biasKey = biasKeyOf(weightKey);
   const own = ownBase.get(biasKey);
   const info = own ? { dtype: own.tensor.dtype, shape: own.shape } : base.tensors.get(biasKey);
   const out = module.deltaShape[0];
@@ -1092,6 +1092,15 @@ function planBias(
   if (kind === 'multiply') biasTerm.multiply = true;
   if (kind === 'map') biasTerm.map = module;
   update.terms.push(biasTerm);
+}
+
+/**
+ * The bias beside a weight: `<m>.bias` for `<m>.weight`; torch's MultiheadAttention (open_clip,
+ * Stable Cascade) keeps q, k and v's in `in_proj_bias` beside `in_proj_weight`.
+ */
+function biasKeyOf(weightKey: string): string {
+  if (weightKey.endsWith('.in_proj_weight') || weightKey === 'in_proj_weight') return `${weightKey.slice(0, -'weight'.length)}bias`;
+  return weightKey.endsWith('.weight') ? `${weightKey.slice(0, -'.weight'.length)}.bias` : `${weightKey}.bias`;
 }
 
 /** Replaced tensors and tensors with rows set take nothing else. */
