@@ -168,6 +168,18 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
     ], 1);
   });
 
+  it('leave CLIP-L\'s text_projection out with a warning where the checkpoint stores none (ComfyUI\'s identity, extracted as a zero LoRA)', async () => {
+    // ComfyUI's CLIP-L has text_projection = I; "Extract and Save Lora" of I − I writes lora_up = 0.
+    const projection = [
+      { name: 'text_encoders.clip_l.transformer.text_projection.lora_up.weight', dtype: 'F16', shape: [L, R], data: new Array(L * R).fill(0) } as FixtureTensor,
+      tensor(rand, 'text_encoders.clip_l.transformer.text_projection.lora_down.weight', [R, L], 'F16', 0.5),
+    ];
+    for (const [base, q] of [[sdxlTensors(), `${TE1}encoder.layers.0.self_attn.q_proj.weight`], [sd15Tensors(), 'cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight']] as const) {
+      const { warnings } = await expectLands(base, [...lora(`${CL}self_attn.q_proj`, L, L), ...projection], [{ key: q, lora: `${CL}self_attn.q_proj` }], 1);
+      expect(warnings).toEqual([expect.stringMatching(/1 module left out, not merged: it names CLIP-L's text_projection, which text encoder 1 \(CLIP-L\).* does not store: ComfyUI gives its CLIP-L an identity projection there.*\(text_encoders\.clip_l\.transformer\.text_projection\)$/)]);
+    }
+  });
+
   it('leave the text encoders out with a warning on a file that holds only the diffusion model', async () => {
     const flux = [tensor(rand, 'double_blocks.0.img_attn.proj.weight', [8, 8], 'BF16'), tensor(rand, 'double_blocks.0.img_attn.qkv.weight', [24, 8], 'BF16')];
     const { warnings } = await expectLands(flux, [

@@ -84,7 +84,8 @@ export type Location =
     module?: string;
     /**
      * The module names a component the base does not hold (a Flux LoRA's text-encoder modules on
-     * a transformer-only file): left out, as kohya's and ComfyUI's loaders do, and said so.
+     * a transformer-only file), or a tensor only ComfyUI's model of it has (unstoredClipLProjection):
+     * left out, as kohya's and ComfyUI's loaders do, and said so.
      */
     missingComponent?: boolean;
     /** No layout placed it, and none said why: the plain "no matching tensor" (see familyMismatch). */
@@ -151,6 +152,12 @@ export class ModuleLocator {
       break;
     }
     if (result.found || result.ambiguous) return describe(result, component);
+    if (unstoredClipLProjection(address, component)) {
+      return {
+        found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
+        message: `names CLIP-L's text_projection, which ${component.name} does not store: ComfyUI gives its CLIP-L an identity projection there, which models whose files leave it out (SD1.x, SDXL, FLUX.1) do not use`,
+      };
+    }
     // Say so when the name fits another component: a wrong prefix, not a missing tensor.
     const elsewhere = tryLayouts(address, this.whole);
     if (elsewhere.found) {
@@ -208,6 +215,17 @@ export class ModuleLocator {
       shape: (key) => tensors.get(key)?.shape, storedShape: (key) => tensors.get(key)?.storedShape, metadata: (key) => base.metadata?.(key),
     };
   }
+}
+
+/**
+ * CLIP-L's `text_projection` on a checkpoint that stores none (SD1.x's and SDXL's CLIP-L are
+ * transformers' CLIPTextModel, without it). ComfyUI's CLIP model has one, set to the identity, so its
+ * "Extract and Save Lora" writes a (zero) LoRA for it, and comfy/lora.py maps `lora_te1_text_projection`
+ * there too; those models never read the projected output, so the update changes nothing: left out.
+ */
+function unstoredClipLProjection(address: ModuleAddress, component: BaseComponent): boolean {
+  return component.encoder === 'clip_l' && address.path === 'text_projection'
+    && !component.keys.some((k) => k.endsWith('.text_projection.weight') || k.endsWith('.text_projection'));
 }
 
 type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string; pastLastBlock?: boolean };
