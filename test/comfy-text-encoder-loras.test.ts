@@ -11,8 +11,10 @@
  * Checked against float64 truth written out here; the base of a file without text encoders leaves
  * those modules out with a warning, as ComfyUI warns "lora key not loaded".
  */
-import { describe, expect, it } from 'vitest';
-import { buildSafetensors, decodeSafetensors, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { runCliInProcess } from './helpers/cli.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 import { expectMerged } from './helpers/expect-merged.js';
@@ -84,6 +86,8 @@ function truthOf(w: DecodedTensor, changes: Change[], adapter: Map<string, Decod
 }
 
 const backends = mergeBackends({ cpu: 'default' });
+const temp = tempDirs();
+afterAll(temp.removeAll);
 
 async function expectLands(baseTensors: FixtureTensor[], adapterTensors: FixtureTensor[], changes: Change[], weight: number) {
   const baseBytes = buildSafetensors(baseTensors);
@@ -189,5 +193,12 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
     ], [{ key: 'double_blocks.0.img_attn.proj.weight', lora: 'diffusion_model.double_blocks.0.img_attn.proj' }], 1);
     expect(warnings.join('\n')).toMatch(/it names text encoder 1 \(CLIP-L\), which the base does not hold.*text_encoders\.clip_l\.transformer\.text_model\.encoder\.layers\.0\.self_attn\.q_proj/);
     expect(warnings.join('\n')).toMatch(/it names text encoder 3 \(T5\), which the base does not hold.*text_encoders\.t5xxl\.transformer\.encoder\.block\.0\.layer\.0\.SelfAttention\.q/);
+  });
+
+  it('are told as ComfyUI\'s by `loramerge inspect`, text encoders alone too', async () => {
+    const dir = temp.make({ 'te_only.safetensors': buildSafetensors([...lora(`${CL}self_attn.q_proj`, L, L), ...lora(`${CG}encoder.layers.0.self_attn.k_proj`, G, G)]) });
+    const run = await runCliInProcess(['inspect', join(dir, 'te_only.safetensors')]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout.split('\n')[0]).toMatch(/te_only\.safetensors: ComfyUI LoRA \(2 modules\)$/);
   });
 });
