@@ -15,6 +15,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { runCliInProcess } from './helpers/cli.js';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
+import { describePlan } from '../src/cli/plan-report.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 import { expectMerged } from './helpers/expect-merged.js';
@@ -200,5 +202,17 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
     const run = await runCliInProcess(['inspect', join(dir, 'te_only.safetensors')]);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout.split('\n')[0]).toMatch(/te_only\.safetensors: ComfyUI LoRA \(2 modules\)$/);
+  });
+
+  it('show the text_projection landing as transposed in the plan', async () => {
+    const name = 'text_encoders.clip_g.transformer.text_projection';
+    const prepared = await prepareMerge(memoryInputFileSet({ 'sd_xl_base_1.0.safetensors': buildSafetensors(sdxlTensors()) }, 'sd_xl_base_1.0.safetensors'), [
+      { files: memoryInputFileSet({ 'lora.safetensors': buildSafetensors(lora(name, G, G)) }, 'lora.safetensors'), weight: 1 },
+    ]);
+    try {
+      expect(describePlan(prepared, true).split('\n').map((l) => l.trim())).toContain(`${TE2}text_projection [${G}×${G}] out-in ← ${name} LoRA r=${R} scale=1 → transposed`);
+    } finally {
+      await prepared.close();
+    }
   });
 });
