@@ -20,7 +20,8 @@ import { SCALED_FP8_KIND_NAME, type ScaledFp8Base } from '../formats/scaled-fp8.
 import type { MergePlan, PlanProblem } from './merge-plan.js';
 
 /** Parameters that sit beside a quantized `weight` in the formats people ship. */
-const SCALE_SIBLINGS = ['weight_scale_inv', 'weight_scale', 'weight_scale_2', 'weight_global_scale', 'weight_zero_point', 'weight_g_idx'] as const;
+// `scale_weight`: a scaled fp8 checkpoint's, where no `scaled_fp8` marker says the file is one.
+const SCALE_SIBLINGS = ['weight_scale_inv', 'weight_scale', 'weight_scale_2', 'weight_global_scale', 'weight_zero_point', 'weight_g_idx', 'scale_weight'] as const;
 
 /** Methods the merge reads itself: bitsandbytes bases are dequantized by formats/bnb. */
 const READ_METHODS = new Set(['bitsandbytes']);
