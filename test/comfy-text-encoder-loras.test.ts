@@ -39,7 +39,7 @@ function sdxlTensors(): FixtureTensor[] {
     t(`${TE2}transformer.resblocks.0.attn.in_proj_weight`, [3 * G, G]), t(`${TE2}transformer.resblocks.0.attn.in_proj_bias`, [3 * G]),
     t(`${TE2}transformer.resblocks.0.attn.out_proj.weight`, [G, G]),
     t(`${TE2}transformer.resblocks.0.ln_1.weight`, [G]), t(`${TE2}transformer.resblocks.0.ln_1.bias`, [G]),
-    t(`${TE2}ln_final.weight`, [G]), t(`${TE2}positional_embedding`, [5, G]), t(`${TE2}text_projection`, [G, G]),
+    t(`${TE2}ln_final.weight`, [G]), t(`${TE2}positional_embedding`, [5, G]), t(`${TE2}token_embedding.weight`, [20, G]), t(`${TE2}text_projection`, [G, G]),
     t('first_stage_model.decoder.conv_in.weight', [4, 4, 3, 3]),
   ];
 }
@@ -144,16 +144,17 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
     ], -0.6);
   });
 
-  it('land CLIP-G\'s norms and position embedding on open_clip\'s ln_1, ln_final and positional_embedding', async () => {
+  it('land CLIP-G\'s norms and embeddings on open_clip\'s ln_1, ln_final, positional_embedding and token_embedding', async () => {
     await expectLands(sdxlTensors(), [
       diff(`${CG}encoder.layers.0.layer_norm1.diff`, G), diff(`${CG}encoder.layers.0.layer_norm1.diff_b`, G),
       diff(`${CG}final_layer_norm.diff`, G),
-      ...lora(`${CG}embeddings.position_embedding`, 5, G),
+      ...lora(`${CG}embeddings.position_embedding`, 5, G), ...lora(`${CG}embeddings.token_embedding`, 20, G),
     ], [
       { key: `${TE2}transformer.resblocks.0.ln_1.weight`, diff: `${CG}encoder.layers.0.layer_norm1.diff` },
       { key: `${TE2}transformer.resblocks.0.ln_1.bias`, diff: `${CG}encoder.layers.0.layer_norm1.diff_b` },
       { key: `${TE2}ln_final.weight`, diff: `${CG}final_layer_norm.diff` },
       { key: `${TE2}positional_embedding`, lora: `${CG}embeddings.position_embedding` },
+      { key: `${TE2}token_embedding.weight`, lora: `${CG}embeddings.token_embedding` },
     ], 1.5);
   });
 
