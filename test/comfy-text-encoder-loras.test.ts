@@ -187,6 +187,15 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
     }
   });
 
+  it('leave another of ComfyUI\'s text encoders (`text_encoders.umt5xxl.`) out with a warning on a file that holds only the diffusion model', async () => {
+    const wan = [tensor(rand, 'model.diffusion_model.blocks.0.self_attn.q.weight', [8, 8], 'BF16'), tensor(rand, 'model.diffusion_model.blocks.0.self_attn.k.weight', [8, 8], 'BF16')];
+    const { warnings } = await expectLands(wan, [
+      ...lora('diffusion_model.blocks.0.self_attn.q', 8, 8),
+      ...lora('text_encoders.umt5xxl.transformer.encoder.block.0.layer.0.SelfAttention.q', 10, 10),
+    ], [{ key: 'model.diffusion_model.blocks.0.self_attn.q.weight', lora: 'diffusion_model.blocks.0.self_attn.q' }], 1);
+    expect(warnings).toEqual([expect.stringMatching(/1 module left out, not merged: it names ComfyUI's umt5xxl text encoder \(text_encoders\.umt5xxl\.\), which the base does not hold \(it holds the UNet\/transformer \(model\.diffusion_model\.\)\) \(text_encoders\.umt5xxl\.transformer\.encoder\.block\.0\.layer\.0\.SelfAttention\.q\)$/)]);
+  });
+
   it('leave the text encoders out with a warning on a file that holds only the diffusion model', async () => {
     const flux = [tensor(rand, 'double_blocks.0.img_attn.proj.weight', [8, 8], 'BF16'), tensor(rand, 'double_blocks.0.img_attn.qkv.weight', [24, 8], 'BF16')];
     const { warnings } = await expectLands(flux, [

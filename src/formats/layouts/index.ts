@@ -130,6 +130,8 @@ export class ModuleLocator {
     // Parts restrict matching only where the base's keys say which component is which.
     if (address.part === undefined || this.components.length === 0) {
       const r = tryLayouts(address, this.whole);
+      const encoderMissing = !r.found && !r.ambiguous && !r.why ? this.comfyEncoderMissing(address) : undefined;
+      if (encoderMissing) return encoderMissing;
       if (r.found || !r.ambiguous || address.part !== undefined || !this.components.some((c) => c.role === 'denoiser')) return describe(r);
       // A bare name that fits several components is the diffusion model's: ComfyUI maps bare names
       // to `diffusion_model.` (model_lora_keys_unet, for the models whose LoRAs carry them: LTX-Video
@@ -198,6 +200,20 @@ export class ModuleLocator {
       found: false, code: 'SHAPE_MISMATCH', module: stack.module,
       message: `its factors are stacked for ${stack.count} experts, but the base has ${held.count} (${head}0–${held.count - 1}${tail}, expert 0 on ${held.first}); mlx-lm loads LoRASwitchLinear factors only onto a layer of the model's own count of experts: merge into the model the adapter was trained on`,
     };
+  }
+
+  /**
+   * A module of one of ComfyUI's text encoders that names no part of ours (`text_encoders.umt5xxl.`,
+   * `text_encoders.qwen25_7b.`: comfy/lora.py's generic form, written by its "Extract and Save
+   * Lora") on a diffusion model that holds no text encoder: left out, as those of a part the base
+   * does not hold are (ComfyUI logs "lora key not loaded" for them).
+   */
+  private comfyEncoderMissing(address: ModuleAddress): Location | undefined {
+    const named = /^text_encoders\.([^.]+)\./.exec(address.path);
+    if (!named || !this.components.some((c) => c.role === 'denoiser') || this.components.some((c) => c.role === 'text-encoder')) return undefined;
+    if (this.whole.keys.some((k) => k.startsWith(named[0]))) return undefined;
+    const held = this.components.map((c) => c.name).join(', ');
+    return { found: false, code: 'UNKNOWN_MODULE', message: `names ComfyUI's ${named[1]} text encoder (${named[0]}), which the base does not hold (it holds ${held})`, missingComponent: true };
   }
 
   private componentView(component: BaseComponent): BaseView {
