@@ -52,7 +52,11 @@ function termText(t: PlannedTerm): string {
 
 /** ` → rows 0–1279` when a term lands on part of its tensor. */
 function placementText(t: PlannedTerm): string {
-  if (t.transposedBlocks) return ` → ${t.transposedBlocks.starts.length} blocks of ${t.transposedBlocks.rows} rows, each transposed`;
+  if (t.transposedBlocks) {
+    // One block is the whole ΔW transposed (open_clip's text_projection).
+    const n = t.transposedBlocks.starts.length;
+    return n === 1 ? ' → transposed' : ` → ${n} blocks of ${t.transposedBlocks.rows} rows, each transposed`;
+  }
   if (t.columns) return ' → its columns reordered';
   const placement = t.placement;
   if (!placement) return '';

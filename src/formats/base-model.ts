@@ -196,7 +196,7 @@ async function openShards(
     const single = parts.length === 1 ? indexes[0] : undefined;
     const model = new OpenedBaseModel(kind, files.name, tensors, shards, otherFiles, indexes, warnings, single);
     model.components = components(tensors);
-    if (tensors.has(SCALED_FP8_MARKER)) model.valueScales = await readValueScales(model);
+    if ([...tensors.keys()].some(isScaledFp8Marker)) model.valueScales = await readValueScales(model);
     return model;
   } catch (e) {
     await Promise.all(shards.map((s) => s.file.source.close()));
@@ -408,6 +408,16 @@ function collectTensors(
 
 /** The zero-size tensor that marks a scaled fp8 checkpoint (ComfyUI comfy/model_detection.py). */
 export const SCALED_FP8_MARKER = 'scaled_fp8';
+
+/**
+ * Is this key a scaled fp8 marker: `scaled_fp8` in a file of one model, or under the model's prefix
+ * in a bundle (`model.diffusion_model.scaled_fp8`, `text_encoders.t5xxl.transformer.scaled_fp8`), as
+ * ComfyUI looks for `<prefix>scaled_fp8` (model_detection.py, utils.py convert_old_quants, the text
+ * encoders' detect functions).
+ */
+export function isScaledFp8Marker(key: string): boolean {
+  return key === SCALED_FP8_MARKER || key.endsWith(`.${SCALED_FP8_MARKER}`);
+}
 const SCALE_WEIGHT = '.scale_weight';
 
 /** Every `<module>.scale_weight` of a scaled fp8 checkpoint, as `<module>.weight` → scale. */

@@ -64,6 +64,12 @@ const PREFIXES: readonly Prefix[] = ([
   { prefix: 'text_encoder.', part: 'te1', flat: false },
   // ComfyUI's "Extract and Save Lora"
   { prefix: 'diffusion_model.', part: 'unet', flat: false },
+  // ...and its text encoders: `text_encoders.` + the key of ComfyUI's CLIP/T5 model, which names
+  // each encoder (comfy/lora.py model_lora_keys_clip's generic form) in transformers' naming.
+  { prefix: 'text_encoders.clip_l.transformer.', part: 'te1', flat: false },
+  { prefix: 'text_encoders.clip_g.transformer.', part: 'te2', flat: false },
+  { prefix: 'text_encoders.clip_h.transformer.', part: 'te', flat: false },
+  { prefix: 'text_encoders.t5xxl.transformer.', part: 'te3', flat: false },
   // PEFT's wrapper around the whole model
   { prefix: 'base_model.model.', flat: false },
 ] satisfies Prefix[]).sort((x, y) => y.prefix.length - x.prefix.length);

@@ -24,7 +24,7 @@
  */
 import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
-import type { BaseModel } from './base-model.js';
+import { isScaledFp8Marker, type BaseModel } from './base-model.js';
 import type { ViewTensor } from './base-model-view.js';
 import { findComfyQuant } from './comfy-quant.js';
 import { languageModelField, type ModelConfig } from './model-config.js';
@@ -316,7 +316,7 @@ function comfyScaledFp8(base: BaseModel, valueScales: ReadonlyMap<string, number
       weightKey, codeDtype: weight.dtype, scaleKey, scaleDtype: scaleDtype as ScaledFp8Weight['scaleDtype'], rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(scale),
     });
   }
-  const quantizationOnly = [...base.tensors.keys()].filter((k) => k === 'scaled_fp8' || k.endsWith('.scale_input'));
+  const quantizationOnly = [...base.tensors.keys()].filter((k) => isScaledFp8Marker(k) || k.endsWith('.scale_input'));
   if ([...weights.values()].some((w) => w.codeDtype === 'F8_E5M2')) return { kind: 'comfy-scaled-fp8', rule: 'keep', weights, unread, quantizationOnly };
   // In place, such a weight took ΔW / scale; ComfyUI now reads it as e4m3fn codes, which it is not.
   const unreadWhy = new Map(unread.map((key) => {

@@ -37,7 +37,8 @@ export function looksLikeSingleFileAdapter(file: SafetensorsFile): boolean {
 function formatOf(modules: readonly string[]): AdapterFormat {
   if (modules.some((m) => isKohyaModuleName(m) || /^(lycoris|lora_transformer|Hunyuan_video_I2V_lora)_/.test(m))) return 'kohya';
   if (modules.some((m) => /(^|\.)(double|single)_blocks\.\d+\.processor\.(qkv|proj)(_lora[12])?$/.test(m))) return 'xlabs';
-  if (modules.some((m) => m.startsWith('diffusion_model.'))) return 'comfyui';
+  // ComfyUI's "Extract and Save Lora": `diffusion_model.`, and `text_encoders.` + its CLIP/T5 keys.
+  if (modules.some((m) => m.startsWith('diffusion_model.') || /^text_encoders\.(clip_[lgh]|t5xxl)\.transformer\./.test(m))) return 'comfyui';
   return 'diffusers';
 }
 

@@ -394,6 +394,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       const targets = location.targets.map(describe).join(', ');
       // A GGUF llama's q and k hold their rows in another order (permuted for llama.cpp's RoPE).
       const landing = location.targets.every((t) => t.columns && !t.rows) ? 'whose columns the base stores in another order'
+        : location.targets.every((t) => t.transposedBlocks?.starts.length === 1) ? 'whose weight the base stores transposed'
         : location.targets.every((t) => t.rows && isReordering(t.rows, base.tensors.get(t.baseKey)?.shape[0]))
           ? 'whose rows the base stores in another order' : 'that lands on part of a tensor';
       const inParts = location.targets.length > 1 || location.targets[0].rows || location.targets[0].transposedBlocks || location.targets[0].columns;
@@ -740,7 +741,10 @@ function storedScaleOn(
  * tensor's row count), for messages; a long list of rows is cut short.
  */
 function describeTarget(target: Placement, tensorRows: number | undefined): string {
-  if (target.transposedBlocks) return `${target.baseKey}, ΔW's rows in ${target.transposedBlocks.starts.length} blocks, each transposed`;
+  if (target.transposedBlocks) {
+    const n = target.transposedBlocks.starts.length;
+    return n === 1 ? `${target.baseKey}, ΔW transposed` : `${target.baseKey}, ΔW's rows in ${n} blocks, each transposed`;
+  }
   if (target.columns && !target.rows) return `${target.baseKey}, its columns reordered`;
   if (!target.rows) return target.baseKey;
   if (isReordering(target.rows, tensorRows)) return `${target.baseKey}, its rows reordered`;
@@ -1061,7 +1065,7 @@ function planBias(
   const mapsBias = kind !== 'add';
   const biasB = kind === 'multiply' ? module.biasScale! : kind === 'map' ? module.biasMap! : module.biasB!;
   const what = biasB.name;
-  const biasKey = weightKey.endsWith('.weight') ? `${weightKey.slice(0, -'.weight'.length)}.bias` : `${weightKey}.bias`;
+  const biasKey = biasKeyOf(weightKey);
   const own = ownBase.get(biasKey);
   const info = own ? { dtype: own.tensor.dtype, shape: own.shape } : base.tensors.get(biasKey);
   const out = module.deltaShape[0];
@@ -1092,6 +1096,15 @@ function planBias(
   if (kind === 'multiply') biasTerm.multiply = true;
   if (kind === 'map') biasTerm.map = module;
   update.terms.push(biasTerm);
+}
+
+/**
+ * The bias beside a weight: `<m>.bias` for `<m>.weight`; torch's MultiheadAttention (open_clip,
+ * Stable Cascade) keeps q, k and v's in `in_proj_bias` beside `in_proj_weight`.
+ */
+function biasKeyOf(weightKey: string): string {
+  if (weightKey.endsWith('.in_proj_weight') || weightKey === 'in_proj_weight') return `${weightKey.slice(0, -'weight'.length)}bias`;
+  return weightKey.endsWith('.weight') ? `${weightKey.slice(0, -'.weight'.length)}.bias` : `${weightKey}.bias`;
 }
 
 /** Replaced tensors and tensors with rows set take nothing else. */

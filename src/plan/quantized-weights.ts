@@ -20,7 +20,14 @@ import { SCALED_FP8_KIND_NAME, type ScaledFp8Base } from '../formats/scaled-fp8.
 import type { MergePlan, PlanProblem } from './merge-plan.js';
 
 /** Parameters that sit beside a quantized `weight` in the formats people ship. */
-const SCALE_SIBLINGS = ['weight_scale_inv', 'weight_scale', 'weight_scale_2', 'weight_global_scale', 'weight_zero_point', 'weight_g_idx'] as const;
+// `scale_weight`: a scaled fp8 checkpoint's beside fp8 codes, where no `scaled_fp8` marker says the file is one.
+const SCALE_SIBLINGS = ['weight_scale_inv', 'weight_scale', 'weight_scale_2', 'weight_global_scale', 'weight_zero_point', 'weight_g_idx', 'scale_weight'] as const;
+
+/** The scale tensor stored beside `<stem>weight`, if any (a `scale_weight` only beside fp8 codes: another model's parameter may have that name). */
+function scaleSibling(tensors: ReadonlyMap<string, unknown>, stem: string): string | undefined {
+  const fp8 = () => /^F8_E(4M3|5M2)$/.test(String((tensors.get(`${stem}weight`) as { dtype?: unknown } | undefined)?.dtype));
+  return SCALE_SIBLINGS.find((s) => tensors.has(stem + s) && (s !== 'scale_weight' || fp8()));
+}
 
 /** Methods the merge reads itself: bitsandbytes bases are dequantized by formats/bnb. */
 const READ_METHODS = new Set(['bitsandbytes']);
@@ -41,7 +48,7 @@ export function quantizedWeightProblems(
     const format = scaled?.unreadWhy?.get(baseKey);
     if (format) return quantizedFormatRefusal(baseKey, format);
     const stem = baseKey.slice(0, -'weight'.length);
-    const sibling = SCALE_SIBLINGS.find((s) => tensors.has(stem + s));
+    const sibling = scaleSibling(tensors, stem);
     if (sibling) {
       const named = configMethod ? ` (config.json quantization_config: ${configMethod})` : '';
       return `the base tensor ${baseKey} is stored quantized, with its scale in ${stem}${sibling}${named}; merging into quantized weights of this kind is not supported: use the unquantized model`;
@@ -76,7 +83,7 @@ export function unreadScaledWeight(tensors: ReadonlyMap<string, unknown>, scaled
   for (const key of tensors.keys()) {
     if (!key.endsWith('.weight') || scaled?.weights.has(key) || unread.has(key)) continue;
     const stem = key.slice(0, -'weight'.length);
-    const sibling = SCALE_SIBLINGS.find((s) => tensors.has(stem + s));
+    const sibling = scaleSibling(tensors, stem);
     if (sibling) return { key, scaleKey: stem + sibling };
   }
   return undefined;

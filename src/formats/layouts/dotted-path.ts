@@ -29,6 +29,10 @@ export const dottedPath: Layout = {
 function parameterKey(path: string, base: BaseView): string | undefined {
   // ComfyUI maps a `.weight` key by its module's name only (`…ln_q`, never `…ln_q.weight`).
   if (path.endsWith('.weight')) return undefined;
+  // A bare `text_projection` is open_clip's, the transformers Linear's weight transposed: a module
+  // of that name (`text_encoder_2.text_projection`, ComfyUI's `text_encoders.clip_g.transformer.text_projection`)
+  // lands transposed there (openclip-text.ts), not row for row.
+  if (path === 'text_projection' || path.endsWith('.text_projection')) return undefined;
   const r = base.index.resolveDotted(path);
   if (r.found) return r.key;
   if (!r.ambiguous) return undefined;

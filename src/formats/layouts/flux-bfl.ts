@@ -17,7 +17,7 @@
 import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
 import { isFlux2, qkNormRules } from './flux2-bfl.js';
 import { isHunyuanDit } from './hunyuan-video.js';
-import type { Layout } from './layout.js';
+import type { BaseView, Layout } from './layout.js';
 
 const thirds = (fused: string, q: string, k: string, v: string): RenameRule => ({
   fused, parts: [{ name: q, units: 1 }, { name: k, units: 1 }, { name: v, units: 1 }],
@@ -69,6 +69,22 @@ export const fluxBfl: Layout = {
     if (isHunyuanDit(base)) return undefined;
     // FLUX.2 shares the block names but not linear1's rows (3h + 6h): its own layout places them.
     if (isFlux2(base)) return undefined;
-    return table.resolve(address.path, base);
+    const r = table.resolve(address.path, base);
+    if (r && !r.found && !r.ambiguous && GUIDANCE.test(address.path) && isFlux1WithoutGuidance(base)) return { ...r, why: NO_GUIDANCE };
+    return r;
   },
 };
+
+/** FLUX.1's guidance embedder, either naming, dotted or flattened (kohya's `lora_unet_guidance_in_in_layer`). */
+const GUIDANCE = /^(guidance_in[._](in|out)_layer|time_text_embed[._]guidance_embedder[._]linear_[12])$/;
+
+const NO_GUIDANCE = "is FLUX.1's guidance embedder (guidance_in, diffusers' time_text_embed.guidance_embedder), which this base does not have: "
+  + 'it is FLUX.1 [schnell] or another FLUX.1 model without guidance distillation (Chroma), and the LoRA was trained on a guidance-distilled one '
+  + '(FLUX.1 [dev], Kontext, Fill): merge it into the model it was trained on';
+
+/** A FLUX.1 transformer (either naming) that has no guidance embedder. */
+function isFlux1WithoutGuidance(base: BaseView): boolean {
+  const has = (key: string) => base.index.resolveDotted(key).found;
+  const flux1 = has('single_blocks.0.linear1.weight') || has('single_transformer_blocks.0.proj_mlp.weight');
+  return flux1 && !has('guidance_in.in_layer.weight') && !has('time_text_embed.guidance_embedder.linear_1.weight');
+}

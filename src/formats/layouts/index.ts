@@ -84,7 +84,8 @@ export type Location =
     module?: string;
     /**
      * The module names a component the base does not hold (a Flux LoRA's text-encoder modules on
-     * a transformer-only file): left out, as kohya's and ComfyUI's loaders do, and said so.
+     * a transformer-only file), or a tensor only ComfyUI's model of it has (unstoredClipLProjection):
+     * left out, as kohya's and ComfyUI's loaders do, and said so.
      */
     missingComponent?: boolean;
     /** No layout placed it, and none said why: the plain "no matching tensor" (see familyMismatch). */
@@ -129,6 +130,8 @@ export class ModuleLocator {
     // Parts restrict matching only where the base's keys say which component is which.
     if (address.part === undefined || this.components.length === 0) {
       const r = tryLayouts(address, this.whole);
+      const encoderMissing = !r.found && !r.ambiguous && !r.why ? this.comfyEncoderMissing(address) : undefined;
+      if (encoderMissing) return encoderMissing;
       if (r.found || !r.ambiguous || address.part !== undefined || !this.components.some((c) => c.role === 'denoiser')) return describe(r);
       // A bare name that fits several components is the diffusion model's: ComfyUI maps bare names
       // to `diffusion_model.` (model_lora_keys_unet, for the models whose LoRAs carry them: LTX-Video
@@ -151,6 +154,12 @@ export class ModuleLocator {
       break;
     }
     if (result.found || result.ambiguous) return describe(result, component);
+    if (unstoredClipLProjection(address, component)) {
+      return {
+        found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
+        message: `names CLIP-L's text_projection, which ${component.name} does not store: ComfyUI gives its CLIP-L an identity projection there, which models whose files leave it out (SD1.x, SDXL, FLUX.1) do not use`,
+      };
+    }
     // Say so when the name fits another component: a wrong prefix, not a missing tensor.
     const elsewhere = tryLayouts(address, this.whole);
     if (elsewhere.found) {
@@ -193,6 +202,20 @@ export class ModuleLocator {
     };
   }
 
+  /**
+   * A module of one of ComfyUI's text encoders that names no part of ours (`text_encoders.umt5xxl.`,
+   * `text_encoders.qwen25_7b.`: comfy/lora.py's generic form, written by its "Extract and Save
+   * Lora") on a diffusion model that holds no text encoder: left out, as those of a part the base
+   * does not hold are (ComfyUI logs "lora key not loaded" for them).
+   */
+  private comfyEncoderMissing(address: ModuleAddress): Location | undefined {
+    const named = /^text_encoders\.([^.]+)\./.exec(address.path);
+    if (!named || !this.components.some((c) => c.role === 'denoiser') || this.components.some((c) => c.role === 'text-encoder')) return undefined;
+    if (this.whole.keys.some((k) => k.startsWith(named[0]))) return undefined;
+    const held = this.components.map((c) => c.name).join(', ');
+    return { found: false, code: 'UNKNOWN_MODULE', message: `names ComfyUI's ${named[1]} text encoder (${named[0]}), which the base does not hold (it holds ${held})`, missingComponent: true };
+  }
+
   private componentView(component: BaseComponent): BaseView {
     let view = this.views.get(component);
     if (!view) this.views.set(component, (view = this.view(component.keys, component.prefix)));
@@ -208,6 +231,17 @@ export class ModuleLocator {
       shape: (key) => tensors.get(key)?.shape, storedShape: (key) => tensors.get(key)?.storedShape, metadata: (key) => base.metadata?.(key),
     };
   }
+}
+
+/**
+ * CLIP-L's `text_projection` on a checkpoint that stores none (SD1.x's and SDXL's CLIP-L are
+ * transformers' CLIPTextModel, without it). ComfyUI's CLIP model has one, set to the identity, so its
+ * "Extract and Save Lora" writes a (zero) LoRA for it, and comfy/lora.py maps `lora_te1_text_projection`
+ * there too; those models never read the projected output, so the update changes nothing: left out.
+ */
+function unstoredClipLProjection(address: ModuleAddress, component: BaseComponent): boolean {
+  return component.encoder === 'clip_l' && address.path === 'text_projection'
+    && !component.keys.some((k) => k.endsWith('.text_projection.weight') || k.endsWith('.text_projection'));
 }
 
 type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string; pastLastBlock?: boolean };

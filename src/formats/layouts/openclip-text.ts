@@ -8,13 +8,23 @@
  * - out_proj → `attn.out_proj`, fc1 → `mlp.c_fc`, fc2 → `mlp.c_proj`;
  * - `text_projection` (a Linear in transformers, OneTrainer's `lora_te2_text_projection`) → open_clip's
  *   bare `text_projection` parameter, which holds that Linear's weight transposed (open_clip computes
- *   x @ text_projection; kohya's and ComfyUI's conversions transpose it): ΔW lands transposed.
+ *   x @ text_projection; kohya's and ComfyUI's conversions transpose it): ΔW lands transposed;
+ * - the norms and embeddings, which ComfyUI's "Extract and Save Lora" diffs by their transformers
+ *   names (comfy/utils.py clip_text_transformers_convert renames them so on load): `layer_norm1`/`2`
+ *   → `ln_1`/`ln_2`, `final_layer_norm` → `ln_final`, `token_embedding` → `token_embedding`,
+ *   `position_embedding` → the bare `positional_embedding` (same orientation).
+ * A bias lands beside its weight; q, k and v's on the thirds of `attn.in_proj_bias` (plan/merge-plan.ts).
  */
 import type { Layout, LayoutResolution } from './layout.js';
 
 const MODULE = /^text_model[._]encoder[._]layers[._](\d+)[._](?:self_attn[._](q|k|v|out)_proj|mlp[._]fc([12]))$/;
 const THIRD: Readonly<Record<string, number>> = { q: 0, k: 1, v: 2 };
 const PROJECTION = /^text_projection$/;
+const NORM = /^text_model[._]encoder[._]layers[._](\d+)[._]layer_norm([12])$/;
+/** Modules outside the blocks, by their open_clip name. */
+const OUTSIDE: Readonly<Record<string, string>> = {
+  final_layer_norm: 'ln_final.weight', embeddings_token_embedding: 'token_embedding.weight', embeddings_position_embedding: 'positional_embedding',
+};
 
 export const openclipText: Layout = {
   name: 'openclip-text',
@@ -25,6 +35,13 @@ export const openclipText: Layout = {
       const shape = r.found ? base.shape(r.key) : undefined;
       if (!r.found || !r.key.endsWith('text_projection') || shape?.length !== 2) return undefined;
       return { found: true, targets: [{ baseKey: r.key, transposedBlocks: { starts: [0], rows: shape[1] } }] };
+    }
+    const norm = NORM.exec(address.path);
+    const outside = /^text_model[._](final_layer_norm|embeddings[._](?:token|position)_embedding)$/.exec(address.path);
+    const named = norm ? `transformer.resblocks.${norm[1]}.ln_${norm[2]}.weight` : outside ? OUTSIDE[outside[1].replace('.', '_')] : undefined;
+    if (named) {
+      const r = base.index.resolveDotted(named);
+      return r.found ? { found: true, targets: [{ baseKey: r.key }] } : undefined;
     }
     const m = MODULE.exec(address.path);
     if (!m) return undefined;
