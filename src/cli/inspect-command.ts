@@ -2,6 +2,7 @@
 import { isMergeError } from '../errors.js';
 import { ADAPTER_FORMAT_NAMES, openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import type { BaseModel } from '../formats/base-model.js';
+import { isFromKnownAdapter } from '../formats/known-adapter.js';
 import { openModel } from '../formats/open-model.js';
 import type { InputFileSet } from '../io/types.js';
 import type { InspectCommand } from './args.js';
@@ -23,7 +24,9 @@ export async function runInspect(cmd: InspectCommand, print: (line: string) => v
     adapter = await openAdapter(files);
   } catch (e) {
     // A URL's failed request (an HTTP 404 for its α values) says nothing of what the file is.
-    if (!isMergeError(e) || !NOT_AN_ADAPTER.has(e.code) || isRequestFailure(e)) throw explainUrlInputError(e, [input]);
+    // An input already known as an adapter (a PEFT folder with its weights, a GGUF of general.type
+    // "adapter") and refused is no model either: its refusal is the answer, not a listing as a base.
+    if (!isMergeError(e) || !NOT_AN_ADAPTER.has(e.code) || isRequestFailure(e) || isFromKnownAdapter(e)) throw explainUrlInputError(e, [input]);
   }
   if (adapter) {
     try {

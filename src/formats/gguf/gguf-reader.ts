@@ -117,6 +117,16 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   return new ParsedGguf(source, version, alignment, metadata, tensors, dataStart);
 }
 
+/**
+ * Refuses a control vector (llama.cpp's cvector-generator, or gguf-py's GGUFWriter under the
+ * architecture "controlvector": one `direction.N` vector per layer): llama.cpp adds it to the
+ * hidden states at run time, so it is neither a model to merge into nor an adapter to merge.
+ */
+export function refuseControlVector(file: GgufFile): void {
+  if (file.value('general.architecture')?.value !== 'controlvector') return;
+  throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: a llama.cpp control vector (general.architecture "controlvector"), which llama.cpp adds to each layer's output at run time (--control-vector); it holds no weights, so it is neither a base model nor a LoRA adapter to merge`);
+}
+
 /** The least bytes a metadata entry takes: an empty key (u64 length), its type (u32), a u8 value. */
 const MIN_KV_BYTES = 8 + 4 + 1;
 /** The least bytes a tensor info takes: an empty name, n_dims (u32), no dims, its type (u32), its offset (u64). */
