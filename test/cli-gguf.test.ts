@@ -206,6 +206,21 @@ describe('llama.cpp files that hold no LoRA to merge', () => {
     await expectRefused(['inspect', join(dir, 'cvec.gguf')], dir, cvecLine);
   });
 
+  it('refuses a llama.cpp LoRA on a safetensors model in one line that says its names are a GGUF\'s', async () => {
+    const { buildSafetensors } = await import('./helpers/fixtures.js');
+    const w = (name: string, shape: number[]) => ({ name, dtype: 'BF16' as const, shape, data: new Array(shape.reduce((a, b) => a * b, 1)).fill(0.01) });
+    const base = buildSafetensors([
+      w('model.embed_tokens.weight', [LLAMA.vocab, h]), w('model.layers.0.self_attn.q_proj.weight', [h, h]), w('model.layers.0.self_attn.k_proj.weight', [128, h]),
+      w('model.layers.0.input_layernorm.weight', [h]), w('model.norm.weight', [h]), w('lm_head.weight', [LLAMA.vocab, h]),
+    ]);
+    const lora = ggufLoraAdapter([
+      { tensor: 'blk.0.attn_q.weight', rank: 4, in: h, out: h, aType: 'F16', bType: 'F16' }, { tensor: 'blk.0.attn_k.weight', rank: 4, in: h, out: 128, aType: 'F16', bType: 'F16' },
+    ], 8).bytes;
+    const dir = temp.make({ 'model.safetensors': base, 'lora.gguf': lora });
+    await expectRefused(['merge', '--base', join(dir, 'model.safetensors'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, 'out.safetensors'), '--backend', 'cpu'], dir,
+      /^error: \S*lora\.gguf: a llama\.cpp LoRA names the tensors of a GGUF model \(such as "blk\.0\.attn_q\.weight"\), and the base is not one: merge it into the GGUF model it was made for, or merge the PEFT adapter it was converted from into this model$/);
+  });
+
   it('inspect names why a PEFT aLoRA folder is refused, rather than listing its factors as a base model', async () => {
     const peft = peftLlamaAdapter();
     const config = { ...JSON.parse(peft.files['adapter_config.json'] as string), alora_invocation_tokens: [32, 1001] };
