@@ -136,7 +136,10 @@ describe('GGUF reader', () => {
     ['an alignment that is not a power of two', buildGguf({ metadata: [['general.alignment', { type: 'u32', value: 48 }]] }), 'INVALID_HEADER', /power of two/],
     ['an alignment stored as u64', buildGguf({ metadata: [['general.alignment', { type: 'u64', value: 32n }]] }), 'INVALID_HEADER', /u32 power of two/],
     ['a duplicated key', buildGguf({ metadata: [['a', { type: 'u8', value: 1 }], ['a', { type: 'u8', value: 2 }]] }), 'INVALID_HEADER', /duplicated/],
-    ['invalid UTF-8 in a string', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([8, 0, 0, 0]), ggufString(new Uint8Array([0xff, 0xfe]))]), extraKvCount: 1 }), 'INVALID_HEADER', /read back exactly/],
+    // The entry and the byte are named: 24 bytes of header, then the key (8 + 1 bytes) and its type (4): the string's length at 37 differs.
+    ['invalid UTF-8 in a string', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([8, 0, 0, 0]), ggufString(new Uint8Array([0xff, 0xfe]))]), extraKvCount: 1 }), 'INVALID_HEADER', /: metadata "k" could not be read back exactly at byte 37 \(invalid UTF-8/],
+    // A bool stored as 2 (only 0 and 1 are written back): the value's byte, after a first entry of 8 + 1 + 4 + 1 bytes and the key (8 + 4) and type (4).
+    ['a bool that is neither 0 nor 1', buildGguf({ metadata: [['a', { type: 'u8', value: 1 }]], rawKv: concatBytes([ggufString('flag'), new Uint8Array([7, 0, 0, 0, 2])]), extraKvCount: 1 }), 'INVALID_HEADER', /: metadata "flag" could not be read back exactly at byte 54 \(.*a bool other than 0 or 1/],
     ['an array of arrays', buildGguf({ metadata: [['nested', { type: 'array', itemType: 'array', value: [] }]] }), 'INVALID_HEADER', /array of arrays/],
     ['a string claiming 2^40 bytes', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([8, 0, 0, 0]), new Uint8Array([0, 0, 0, 0, 0, 1, 0, 0])]), extraKvCount: 1 }), 'INVALID_HEADER', /String length/],
     ['an array claiming 2^40 items', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([9, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0])]), extraKvCount: 1 }), 'INVALID_HEADER', /array length/],

@@ -221,16 +221,26 @@ async function checkReadBack(source: ByteSource, version: number, metadata: Gguf
   w.u64(tensorCount);
   w.u64(metadata.length);
   let at = 0;
+  // Where each entry written since the last flush starts, so a mismatch names its key and byte.
+  let starts: { key: string; start: number }[] = [];
   const flush = async (final: boolean) => {
     if (!final && w.byteLength < 1 << 20) return;
     const mine = w.take();
-    const theirs = at + mine.byteLength <= source.size ? await source.read(at, mine.byteLength) : undefined;
-    if (!theirs || theirs.some((b, i) => b !== mine[i])) {
-      throw new MergeError('INVALID_HEADER', `${source.name}: metadata could not be read back exactly near byte ${at} (invalid UTF-8, a non-canonical value, or a duplicated key)`);
+    // What the file holds there (less where the re-encoding runs past its end, itself a difference).
+    const theirs = await source.read(at, Math.min(mine.byteLength, Math.max(0, source.size - at)));
+    const first = theirs.findIndex((b, i) => b !== mine[i]);
+    const differs = first >= 0 ? first : theirs.byteLength < mine.byteLength ? theirs.byteLength : -1;
+    if (differs >= 0) {
+      const byte = at + differs;
+      const entry = [...starts].reverse().find((e) => e.start <= byte);
+      const where = entry ? `metadata "${entry.key}" could not be read back exactly at byte ${byte}` : `the header could not be read back exactly at byte ${byte}`;
+      throw new MergeError('INVALID_HEADER', `${source.name}: ${where} (invalid UTF-8, a non-canonical value such as a bool other than 0 or 1, or a duplicated key)`);
     }
     at += mine.byteLength;
+    starts = [];
   };
   for (const kv of metadata) {
+    starts.push({ key: kv.key, start: at + w.byteLength });
     w.keyValue(kv);
     await flush(false);
   }
