@@ -123,6 +123,9 @@ describe('GGUF reader', () => {
     ['an unknown version', buildGguf({ version: 9 }), 'INVALID_HEADER', /version 9/],
     ['a big-endian file', buildGguf({ version: 0x03000000 }), 'UNSUPPORTED_FORMAT', /big-endian/],
     ['an unknown GGML type', buildGguf({ tensors: [t({ type: 99 })] }), 'INVALID_DTYPE', /"blk\.0\.attn_q\.weight" has GGML type id 99/],
+    // Q4_0_4_4 files (ARM-interleaved Q4_0, 2024) are still published; current ggml no longer defines the type.
+    ['a Q4_0_4_4 tensor', buildGguf({ tensors: [t({ type: 31, ne: [32, 1], data: new Uint8Array(18) })] }), 'INVALID_DTYPE', /"blk\.0\.attn_q\.weight" is Q4_0_4_4 \(GGML type id 31\), a type llama\.cpp removed from GGUF files .*: current llama\.cpp does not load this file either; use the model's Q4_0 file instead$/],
+    ['an IQ4_NL_8_8 tensor', buildGguf({ tensors: [t({ type: 38, ne: [32, 1], data: new Uint8Array(18) })] }), 'INVALID_DTYPE', /is IQ4_NL_8_8 \(GGML type id 38\), .*use the model's IQ4_NL file instead$/],
     ['a row that is not whole blocks', buildGguf({ tensors: [t({ type: 'Q4_K', ne: [100, 2], data: new Uint8Array(144) })] }), 'INVALID_SHAPE', /not a whole number of 256-value blocks/],
     ['six dimensions', buildGguf({ tensors: [t({ ne: [1, 1, 1, 1, 1, 8] })] }), 'INVALID_SHAPE', /6 dimensions; GGML allows at most 4$/],
     // Five only in F32, F16 or BF16, as ComfyUI-GGUF's fix_5d_tensors.py stores a Conv3d (wan-control-reshape.test.ts reads one).

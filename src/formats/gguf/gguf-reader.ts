@@ -38,6 +38,14 @@ const MAX_DIMS = 4;
  * tensor, which gguf-py and ComfyUI-GGUF's loader read though GGML's own code stops at 4.
  */
 const FIVE_D_TYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16']);
+/**
+ * ARM-interleaved types that ggml defined in 2024 and then removed from GGUF files (ggml.h keeps
+ * their ids commented out): llama.cpp repacks Q4_0 and IQ4_NL at load time instead. Files of them
+ * are still published, so they are named rather than called undefined.
+ */
+const REMOVED_REPACKED_TYPES: ReadonlyMap<number, string> = new Map([
+  [31, 'Q4_0_4_4'], [32, 'Q4_0_4_8'], [33, 'Q4_0_8_8'], [36, 'IQ4_NL_4_4'], [37, 'IQ4_NL_4_8'], [38, 'IQ4_NL_8_8'],
+]);
 /** GGML_MAX_NAME: names are stored in 64-byte fields with a terminating zero. */
 const MAX_NAME_BYTES = 63;
 /** The parser grows its buffer up to this many bytes (HTTP_TOTAL_MAX_SIZE in @huggingface/gguf). */
@@ -300,7 +308,12 @@ function layOutTensors(file: string, infos: TensorInfo[], dataStart: number, ali
     if (info.n_dims > MAX_DIMS && !(info.n_dims === 5 && type && FIVE_D_TYPES.has(type.name))) {
       throw new MergeError('INVALID_SHAPE', `${where} has ${info.n_dims} dimensions; GGML allows at most ${MAX_DIMS}${info.n_dims === 5 ? ' (5 only for an F32, F16 or BF16 tensor, as ComfyUI-GGUF stores a Conv3d)' : ''}`);
     }
-    if (!type) throw new MergeError('INVALID_DTYPE', `${where} has GGML type id ${info.dtype}, which GGML does not define`);
+    if (!type) {
+      const removed = REMOVED_REPACKED_TYPES.get(info.dtype);
+      throw new MergeError('INVALID_DTYPE', removed
+        ? `${where} is ${removed} (GGML type id ${info.dtype}), a type llama.cpp removed from GGUF files (it now repacks ${removed.split('_').slice(0, 2).join('_')} for the CPU as it loads a model): current llama.cpp does not load this file either; use the model's ${removed.split('_').slice(0, 2).join('_')} file instead`
+        : `${where} has GGML type id ${info.dtype}, which GGML does not define`);
+    }
     const ne = info.shape;
     const elements = ne.reduce((n, d) => n * d, 1n);
     const bytes = ggmlByteSize(type, ne[0] ?? 1n, elements);
