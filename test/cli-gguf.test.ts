@@ -221,6 +221,14 @@ describe('llama.cpp files that hold no LoRA to merge', () => {
       /^error: \S*lora\.gguf: a llama\.cpp LoRA names the tensors of a GGUF model \(such as "blk\.0\.attn_q\.weight"\), and the base is not one: merge it into the GGUF model it was made for, or merge the PEFT adapter it was converted from into this model$/);
   });
 
+  it('refuses an adapter whose lora_a is not transposed (llama.cpp\'s old finetune example), as llama.cpp does, saying so', async () => {
+    // lora_a ne [r, in] = [8, 256]: llama.cpp takes [in, r] and stops with "lora_a tensor is not transposed".
+    const old = buildGguf({ metadata: adapterMeta([]), tensors: [{ ...factors[0], ne: [8, h] }, factors[1]] });
+    const dir = temp.make({ 'base.gguf': q4kmLlama().files['tiny-llama-Q4_K_M.gguf'], 'finetune.gguf': old });
+    await expectRefused(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'finetune.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu'], dir,
+      /^error: \S*finetune\.gguf: module "blk\.0\.attn_q\.weight": lora_a ne \[8, 256\] is not transposed \(ne \[r, in\] where llama\.cpp takes \[in, r\]\), as adapters from llama\.cpp's old finetune example store it; llama\.cpp no longer loads them either/);
+  });
+
   it('inspect names why a PEFT aLoRA folder is refused, rather than listing its factors as a base model', async () => {
     const peft = peftLlamaAdapter();
     const config = { ...JSON.parse(peft.files['adapter_config.json'] as string), alora_invocation_tokens: [32, 1001] };
