@@ -418,6 +418,16 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       }
       // Expert parameters are placed per expert (fitExperts checks each target's shape).
       const unplaced = module.experts ? expertRowsProblem(location.targets) : unplacedRows(location.targets, module.deltaShape[0]);
+      // One base tensor whose rows the base keeps in another order (a GGUF llama's attn_q / attn_k)
+      // and a ΔW of another row count: another size of the model, said with both shapes as for
+      // any tensor (not only "rows … land nowhere").
+      const reordered = location.targets.length === 1 ? location.targets[0] : undefined;
+      const reorderedShape = reordered?.rows && !reordered.copy ? base.tensors.get(reordered.baseKey)?.shape : undefined;
+      if (unplaced && reordered && reorderedShape && reorderedShape.length === 2 && reorderedShape[0] !== module.deltaShape[0] && isReordering(reordered.rows!, reorderedShape[0])) {
+        fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit base ${reordered.baseKey} ${fmt(reorderedShape)}, whose rows ${location.layout} reorders: ΔW has ${module.deltaShape[0]} rows (outputs), the base ${reorderedShape[0]}`);
+        misfits.push(problems[problems.length - 1]);
+        continue;
+      }
       if (unplaced) {
         fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit where ${location.layout} puts it (${targets}): ${unplaced}`);
         // Fewer rows than the placement needs (a q_proj of a narrower model on a GGUF's permuted
