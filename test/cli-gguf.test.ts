@@ -111,6 +111,8 @@ describe('loramerge with GGUF', () => {
     expect(b.code, b.stderr).toBe(0);
     expect(b.stdout).toMatch(/base model \(gguf\)/);
     expect(b.stdout).toMatch(/Q4_K ×\d+, .*Q6_K/);
+    // The architecture a llama.cpp LoRA must name, and the file type llama-quantize wrote (15: Q4_K_M).
+    expect(b.stdout.split('\n')).toContain('  gguf: architecture llama (general.architecture), file type Q4_K_M (general.file_type 15)');
     const a = await runCli(['inspect', join(dir, 'lora.gguf')]);
     expect(a.code, a.stderr).toBe(0);
     expect(a.stdout).toMatch(/llama\.cpp GGUF LoRA adapter \(1 module\)/);

@@ -9,6 +9,7 @@ import type { InspectCommand } from './args.js';
 import { explainUrlInputError, openCliInput } from './cli-inputs.js';
 import { isRequestFailure } from '../io/url-input-files.js';
 import { formatBytes } from '../format.js';
+import { fileTypeName } from '../formats/gguf/file-type.js';
 import { listingLine, oneLine, stdoutLine } from './terminal-text.js';
 import { trainedFor } from '../formats/trained-for.js';
 
@@ -59,6 +60,7 @@ function describeBase(files: InputFileSet, base: BaseModel): string[] {
     `  files: ${base.shards.map((s) => s.path).join(', ')}${base.indexPath ? ' + index' : ''}`,
     `  tensors: ${tensors.length}, ${formatBytes(bytes)}; dtypes: ${dtypeCounts(tensors.map((t) => t.storedType))}`,
   ];
+  if (base.kind === 'gguf' && base.metadata) lines.push(ggufIdentity(base.metadata.bind(base)));
   if (base.otherFiles.length) lines.push(`  other files (copied unchanged): ${base.otherFiles.join(', ')}`);
   const largest = [...tensors].sort((a, b) => b.byteLength - a.byteLength).slice(0, 5);
   lines.push('  largest tensors:');
@@ -89,4 +91,15 @@ function describeAdapter(adapter: ParsedAdapter): string[] {
   }
   for (const r of adapter.replacements) lines.push(`    ${r.key}  full tensor [${r.tensor.shape.join('×')}]`);
   return lines;
+}
+
+/**
+ * What a llama.cpp user reads a GGUF by: the architecture (which a llama.cpp LoRA must name too)
+ * and the file type llama-quantize wrote.
+ */
+function ggufIdentity(metadata: (key: string) => unknown): string {
+  const arch = metadata('general.architecture');
+  const fileType = metadata('general.file_type');
+  const named = typeof fileType === 'number' ? fileTypeName(fileType) : undefined;
+  return `  gguf: architecture ${typeof arch === 'string' ? arch : 'none'} (general.architecture)${typeof fileType === 'number' ? `, file type ${named ?? 'unknown'} (general.file_type ${fileType})` : ''}`;
 }
