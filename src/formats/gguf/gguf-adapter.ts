@@ -125,7 +125,9 @@ function parseAdapter(name: string, file: GgufFile): ParsedAdapter {
     // ΔW (out, in) = B·A with A (r, in), B (out, r), as the engine takes them.
     const [inFeatures, aRank] = embedding ? [a.ne[1], a.ne[0]] : [a.ne[0], a.ne[1]];
     const outFeatures = b.ne[1];
-    if (!embedding && aRank !== rank && a.ne[0] === rank && rank >= 1) {
+    // Not for another *token_embd.weight (Gemma 3n's per_layer_token_embd): convert_lora_to_gguf
+    // transposes every such A, so [r, vocab] there is no finetune-era file.
+    if (!embedding && !base.endsWith('token_embd.weight') && aRank !== rank && a.ne[0] === rank && rank >= 1) {
       // llama.cpp's loader: "lora_a tensor is not transposed (hint: adapter from "finetune" example is no longer supported)".
       fail('SHAPE_MISMATCH', `lora_a ne ${fmt(a.ne)} is not transposed (ne [r, in] where llama.cpp takes [in, r]), as adapters from llama.cpp's old finetune example store it; llama.cpp no longer loads them either (convert_lora_to_gguf.py writes lora_a as [in, r] from a PEFT adapter)`);
       continue;
