@@ -229,6 +229,14 @@ describe('llama.cpp files that hold no LoRA to merge', () => {
     const dir = temp.make({ 'base.gguf': q4kmLlama().files['tiny-llama-Q4_K_M.gguf'], 'finetune.gguf': old });
     await expectRefused(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'finetune.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu'], dir,
       /^error: \S*finetune\.gguf: module "blk\.0\.attn_q\.weight": lora_a ne \[8, 256\] is not transposed \(ne \[r, in\] where llama\.cpp takes \[in, r\]\), as adapters from llama\.cpp's old finetune example store it; llama\.cpp no longer loads them either/);
+    // convert_lora_to_gguf transposes A of every *token_embd.weight (Gemma 3n's per_layer_token_embd too): no finetune-era file.
+    const perLayer = buildGguf({ metadata: adapterMeta([]), tensors: [
+      { name: 'per_layer_token_embd.weight.lora_a', type: 'F32', ne: [4, 64], data: tensorData('F32', new Float64Array(256)) },
+      { name: 'per_layer_token_embd.weight.lora_b', type: 'F32', ne: [4, h], data: tensorData('F32', new Float64Array(4 * h)) },
+    ] });
+    writeFileSync(join(dir, 'ple.gguf'), perLayer);
+    await expectRefused(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'ple.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu'], dir,
+      /^error: \S*ple\.gguf: module "per_layer_token_embd\.weight": lora_a ne \[4, 64\] does not fit lora_b ne \[4, 256\] \(rank 4\)$/);
   });
 
   it('inspect names why a PEFT aLoRA folder is refused, rather than listing its factors as a base model', async () => {
