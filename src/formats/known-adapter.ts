@@ -1,4 +1,8 @@
-/** Refusals of inputs already recognised as adapters, told apart from "not an adapter". */
+/**
+ * Refusals of inputs already recognised as adapters, told apart from "not an adapter": `inspect`
+ * reads an input as a model only when the adapter readers did not recognise it.
+ */
+
 /** Errors thrown by an adapter reader once the input was known to be an adapter of its format. */
 const FROM_KNOWN_ADAPTER = new WeakSet<object>();
 
