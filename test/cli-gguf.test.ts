@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
 import { tempDirs } from './helpers/fixtures.js';
-import { buildGguf, readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
+import { buildGguf, readGguf, tensorData, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, LLAMA, peftLlamaAdapter, q4kmLlama, splitF16Llama, truthWithLora } from './helpers/gguf-models.js';
 
 const temp = tempDirs();
@@ -111,6 +111,8 @@ describe('loramerge with GGUF', () => {
     expect(b.code, b.stderr).toBe(0);
     expect(b.stdout).toMatch(/base model \(gguf\)/);
     expect(b.stdout).toMatch(/Q4_K ×\d+, .*Q6_K/);
+    // The architecture a llama.cpp LoRA must name, and the file type llama-quantize wrote (15: Q4_K_M).
+    expect(b.stdout.split('\n')).toContain('  gguf: architecture llama (general.architecture), file type Q4_K_M (general.file_type 15)');
     const a = await runCli(['inspect', join(dir, 'lora.gguf')]);
     expect(a.code, a.stderr).toBe(0);
     expect(a.stdout).toMatch(/llama\.cpp GGUF LoRA adapter \(1 module\)/);
@@ -156,5 +158,94 @@ describe('loramerge with GGUF', () => {
     expect(lines[0]).toMatch(message as RegExp);
     expect(result.stderr).not.toMatch(/\n\s+at /);
     expect(listDir(dir).filter((f) => f.startsWith('out') || f.startsWith('.out'))).toEqual([]);
+  });
+});
+
+describe('llama.cpp files that hold no LoRA to merge', () => {
+  const h = LLAMA.hidden;
+  const adapterMeta = (extra: [string, MetaValue][]): [string, MetaValue][] => [
+    ['general.architecture', { type: 'string', value: 'llama' }], ['general.type', { type: 'string', value: 'adapter' }],
+    ['adapter.type', { type: 'string', value: 'lora' }], ['adapter.lora.alpha', { type: 'f32', value: 16 }], ...extra,
+  ];
+  const factors = [
+    { name: 'blk.0.attn_q.weight.lora_a', type: 'F32', ne: [h, 8], data: tensorData('F32', new Float64Array(h * 8).fill(0.01)) },
+    { name: 'blk.0.attn_q.weight.lora_b', type: 'F32', ne: [8, h], data: tensorData('F32', new Float64Array(h * 8).fill(0.01)) },
+  ];
+  // convert_lora_to_gguf.py writes a PEFT aLoRA's alora_invocation_tokens as this u32 array.
+  const alora = buildGguf({ metadata: adapterMeta([['adapter.alora.invocation_tokens', { type: 'array', itemType: 'u32', value: [32, 1001, 7] }]]), tensors: factors });
+  // What llama.cpp's cvector-generator writes: one direction per layer from 1.
+  const controlVector = buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'controlvector' }], ['controlvector.model_hint', { type: 'string', value: 'llama' }], ['controlvector.layer_count', { type: 'i32', value: 1 }]],
+    tensors: [{ name: 'direction.1', type: 'F32', ne: [h], data: tensorData('F32', new Float64Array(h).fill(0.1)) }],
+  });
+  const aloraLine = /^error: \S*alora\.gguf: an Activated LoRA \(adapter\.alora\.invocation_tokens holds 3 tokens\): llama\.cpp applies it only after those tokens, which no merged model can do; load it at run time \(llama\.cpp's --lora\) instead$/;
+  const cvecLine = /^error: \S*cvec\.gguf: a llama\.cpp control vector \(general\.architecture "controlvector"\), which llama\.cpp adds to each layer's output at run time \(--control-vector\); it holds no weights, so it is neither a base model nor a LoRA adapter to merge$/;
+
+  async function expectRefused(args: string[], dir: string, line: RegExp): Promise<void> {
+    const result = await runCli(args);
+    expect(result.code, result.stderr).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(errorLines(result.stderr)).toEqual([expect.stringMatching(line)]);
+    expect(listDir(dir).filter((f) => f.startsWith('out') || f.startsWith('.out'))).toEqual([]);
+  }
+
+  it('refuses an Activated LoRA (aLoRA) GGUF in merge and inspect: llama.cpp applies it only after its invocation tokens', async () => {
+    const dir = temp.make({ 'base.gguf': q4kmLlama().files['tiny-llama-Q4_K_M.gguf'], 'alora.gguf': alora });
+    await expectRefused(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'alora.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu'], dir, aloraLine);
+    // inspect names the refusal, not "is a LoRA adapter …, not a base model; pass it with --adapter".
+    await expectRefused(['inspect', join(dir, 'alora.gguf')], dir, aloraLine);
+    // An empty list is no aLoRA: llama.cpp then applies the LoRA to every token.
+    const plain = buildGguf({ metadata: adapterMeta([['adapter.alora.invocation_tokens', { type: 'array', itemType: 'u32', value: [] }]]), tensors: factors });
+    writeFileSync(join(dir, 'plain.gguf'), plain);
+    const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'plain.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu', '--dry-run']);
+    expect(result.code, result.stderr).toBe(0);
+  });
+
+  it('refuses a control vector given as the adapter, as the base, or to inspect', async () => {
+    const dir = temp.make({ 'base.gguf': q4kmLlama().files['tiny-llama-Q4_K_M.gguf'], 'cvec.gguf': controlVector, 'lora.gguf': ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 4, in: h, out: h, aType: 'F16', bType: 'F16' }], 8).bytes });
+    await expectRefused(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'cvec.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu'], dir, cvecLine);
+    await expectRefused(['merge', '--base', join(dir, 'cvec.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu'], dir, cvecLine);
+    await expectRefused(['inspect', join(dir, 'cvec.gguf')], dir, cvecLine);
+  });
+
+  it('refuses a llama.cpp LoRA on a safetensors model in one line that says its names are a GGUF\'s', async () => {
+    const { buildSafetensors } = await import('./helpers/fixtures.js');
+    const w = (name: string, shape: number[]) => ({ name, dtype: 'BF16' as const, shape, data: new Array(shape.reduce((a, b) => a * b, 1)).fill(0.01) });
+    const base = buildSafetensors([
+      w('model.embed_tokens.weight', [LLAMA.vocab, h]), w('model.layers.0.self_attn.q_proj.weight', [h, h]), w('model.layers.0.self_attn.k_proj.weight', [128, h]),
+      w('model.layers.0.input_layernorm.weight', [h]), w('model.norm.weight', [h]), w('lm_head.weight', [LLAMA.vocab, h]),
+    ]);
+    const lora = ggufLoraAdapter([
+      { tensor: 'blk.0.attn_q.weight', rank: 4, in: h, out: h, aType: 'F16', bType: 'F16' }, { tensor: 'blk.0.attn_k.weight', rank: 4, in: h, out: 128, aType: 'F16', bType: 'F16' },
+    ], 8).bytes;
+    const dir = temp.make({ 'model.safetensors': base, 'lora.gguf': lora });
+    await expectRefused(['merge', '--base', join(dir, 'model.safetensors'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, 'out.safetensors'), '--backend', 'cpu'], dir,
+      /^error: \S*lora\.gguf: a llama\.cpp LoRA names the tensors of a GGUF model \(such as "blk\.0\.attn_q\.weight"\), and the base is not one: merge it into the GGUF model it was made for, or merge the PEFT adapter it was converted from into this model$/);
+  });
+
+  it('refuses an adapter whose lora_a is not transposed (llama.cpp\'s old finetune example), as llama.cpp does, saying so', async () => {
+    // lora_a ne [r, in] = [8, 256]: llama.cpp takes [in, r] and stops with "lora_a tensor is not transposed".
+    const old = buildGguf({ metadata: adapterMeta([]), tensors: [{ ...factors[0], ne: [8, h] }, factors[1]] });
+    const dir = temp.make({ 'base.gguf': q4kmLlama().files['tiny-llama-Q4_K_M.gguf'], 'finetune.gguf': old });
+    await expectRefused(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'finetune.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu'], dir,
+      /^error: \S*finetune\.gguf: module "blk\.0\.attn_q\.weight": lora_a ne \[8, 256\] is not transposed \(ne \[r, in\] where llama\.cpp takes \[in, r\]\), as adapters from llama\.cpp's old finetune example store it; llama\.cpp no longer loads them either/);
+    // convert_lora_to_gguf transposes A of every *token_embd.weight (Gemma 3n's per_layer_token_embd too): no finetune-era file.
+    const perLayer = buildGguf({ metadata: adapterMeta([]), tensors: [
+      { name: 'per_layer_token_embd.weight.lora_a', type: 'F32', ne: [4, 64], data: tensorData('F32', new Float64Array(256)) },
+      { name: 'per_layer_token_embd.weight.lora_b', type: 'F32', ne: [4, h], data: tensorData('F32', new Float64Array(4 * h)) },
+    ] });
+    writeFileSync(join(dir, 'ple.gguf'), perLayer);
+    await expectRefused(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'ple.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu'], dir,
+      /^error: \S*ple\.gguf: module "per_layer_token_embd\.weight": lora_a ne \[4, 64\] does not fit lora_b ne \[4, 256\] \(rank 4\)$/);
+  });
+
+  it('inspect names why a PEFT aLoRA folder is refused, rather than listing its factors as a base model', async () => {
+    const peft = peftLlamaAdapter();
+    const config = { ...JSON.parse(peft.files['adapter_config.json'] as string), alora_invocation_tokens: [32, 1001] };
+    const dir = temp.make({ 'adapter_config.json': JSON.stringify(config), 'adapter_model.safetensors': peft.files['adapter_model.safetensors'] });
+    const result = await runCli(['inspect', dir]);
+    expect(result.code, result.stderr).toBe(1);
+    expect(result.stdout).toBe('');
+    expect(errorLines(result.stderr)).toEqual([expect.stringMatching(/adapter_config\.json: "alora_invocation_tokens" is set: Activated LoRA applies only from its invocation tokens on/)]);
   });
 });

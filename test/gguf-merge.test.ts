@@ -8,6 +8,7 @@ import { setFloat16 } from '@petamoriken/float16';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
+import { buildSafetensors } from './helpers/fixtures.js';
 import { referenceQuantizeBlock, REF_BLOCK, type RefType } from './helpers/ggml-reference.js';
 import { buildGguf, readGguf, tensorValues, typeName, type FixtureTensor, type ReadGguf } from './helpers/gguf-builder.js';
 import {
@@ -283,6 +284,24 @@ function f16(x: number): number {
 }
 
 describe('the plan', () => {
+  it('says in one line that a wider llama\'s PEFT LoRA fits no tensor, q and k (rows permuted in the GGUF) named with both shapes like the rest', async () => {
+    const r = 4;
+    const factor = (name: string, shape: number[]) => ({ name, dtype: 'F32' as const, shape, data: new Array(shape[0] * shape[1]).fill(0.01) });
+    // A model twice as wide (hidden 512, kv 256) as the base's (hidden 256, kv 128).
+    const shapes: [string, number, number][] = [['self_attn.q_proj', 512, 512], ['self_attn.k_proj', 256, 512], ['mlp.down_proj', 512, 512]];
+    const adapter = {
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 8, target_modules: ['q_proj', 'k_proj', 'down_proj'] }),
+      'adapter_model.safetensors': buildSafetensors(shapes.flatMap(([m, out, inF]) => [
+        factor(`base_model.model.model.layers.0.${m}.lora_A.weight`, [r, inF]), factor(`base_model.model.model.layers.0.${m}.lora_B.weight`, [out, r]),
+      ])),
+    };
+    const prepared = await prepareMerge(memoryInputFileSet(q4kmLlama().files, 'base'), [{ files: memoryInputFileSet(adapter, 'wide') }]);
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      'wide: none of its 3 modules fits this base: 3 have other shapes than the tensors they name (such as module "model.layers.0.self_attn.q_proj": ΔW (512, 512) does not fit base blk.0.attn_q.weight (256, 256), whose rows hf-to-gguf reorders: ΔW has 512 rows (outputs), the base 256); it was trained on another model or another size of this one (an SD 1.5 LoRA on SDXL, a 7B model\'s LoRA on a 13B one): pick the base it was trained on',
+    ]);
+  });
+
   it('says that merged quantized tensors are re-quantized, which adds the quantization error once more', async () => {
     const base = q4kmLlama();
     const prepared = await prepareMerge(memoryInputFileSet(base.files, 'base'), [{ files: memoryInputFileSet(peftLlamaAdapter().files, 'peft') }]);

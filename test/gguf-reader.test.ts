@@ -123,6 +123,9 @@ describe('GGUF reader', () => {
     ['an unknown version', buildGguf({ version: 9 }), 'INVALID_HEADER', /version 9/],
     ['a big-endian file', buildGguf({ version: 0x03000000 }), 'UNSUPPORTED_FORMAT', /big-endian/],
     ['an unknown GGML type', buildGguf({ tensors: [t({ type: 99 })] }), 'INVALID_DTYPE', /"blk\.0\.attn_q\.weight" has GGML type id 99/],
+    // Q4_0_4_4 files (ARM-interleaved Q4_0, 2024) are still published; current ggml no longer defines the type.
+    ['a Q4_0_4_4 tensor', buildGguf({ tensors: [t({ type: 31, ne: [32, 1], data: new Uint8Array(18) })] }), 'INVALID_DTYPE', /"blk\.0\.attn_q\.weight" is Q4_0_4_4 \(GGML type id 31\), a type llama\.cpp removed from GGUF files .*: current llama\.cpp does not load this file either; use the model's Q4_0 file instead$/],
+    ['an IQ4_NL_8_8 tensor', buildGguf({ tensors: [t({ type: 38, ne: [32, 1], data: new Uint8Array(18) })] }), 'INVALID_DTYPE', /is IQ4_NL_8_8 \(GGML type id 38\), .*use the model's IQ4_NL file instead$/],
     ['a row that is not whole blocks', buildGguf({ tensors: [t({ type: 'Q4_K', ne: [100, 2], data: new Uint8Array(144) })] }), 'INVALID_SHAPE', /not a whole number of 256-value blocks/],
     ['six dimensions', buildGguf({ tensors: [t({ ne: [1, 1, 1, 1, 1, 8] })] }), 'INVALID_SHAPE', /6 dimensions; GGML allows at most 4$/],
     // Five only in F32, F16 or BF16, as ComfyUI-GGUF's fix_5d_tensors.py stores a Conv3d (wan-control-reshape.test.ts reads one).
@@ -136,7 +139,10 @@ describe('GGUF reader', () => {
     ['an alignment that is not a power of two', buildGguf({ metadata: [['general.alignment', { type: 'u32', value: 48 }]] }), 'INVALID_HEADER', /power of two/],
     ['an alignment stored as u64', buildGguf({ metadata: [['general.alignment', { type: 'u64', value: 32n }]] }), 'INVALID_HEADER', /u32 power of two/],
     ['a duplicated key', buildGguf({ metadata: [['a', { type: 'u8', value: 1 }], ['a', { type: 'u8', value: 2 }]] }), 'INVALID_HEADER', /duplicated/],
-    ['invalid UTF-8 in a string', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([8, 0, 0, 0]), ggufString(new Uint8Array([0xff, 0xfe]))]), extraKvCount: 1 }), 'INVALID_HEADER', /read back exactly/],
+    // The entry and the byte are named: 24 bytes of header, then the key (8 + 1 bytes) and its type (4): the string's length at 37 differs.
+    ['invalid UTF-8 in a string', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([8, 0, 0, 0]), ggufString(new Uint8Array([0xff, 0xfe]))]), extraKvCount: 1 }), 'INVALID_HEADER', /: metadata "k" could not be read back exactly at byte 37 \(invalid UTF-8/],
+    // A bool stored as 2 (only 0 and 1 are written back): the value's byte, after a first entry of 8 + 1 + 4 + 1 bytes and the key (8 + 4) and type (4).
+    ['a bool that is neither 0 nor 1', buildGguf({ metadata: [['a', { type: 'u8', value: 1 }]], rawKv: concatBytes([ggufString('flag'), new Uint8Array([7, 0, 0, 0, 2])]), extraKvCount: 1 }), 'INVALID_HEADER', /: metadata "flag" could not be read back exactly at byte 54 \(.*a bool other than 0 or 1/],
     ['an array of arrays', buildGguf({ metadata: [['nested', { type: 'array', itemType: 'array', value: [] }]] }), 'INVALID_HEADER', /array of arrays/],
     ['a string claiming 2^40 bytes', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([8, 0, 0, 0]), new Uint8Array([0, 0, 0, 0, 0, 1, 0, 0])]), extraKvCount: 1 }), 'INVALID_HEADER', /String length/],
     ['an array claiming 2^40 items', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([9, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0])]), extraKvCount: 1 }), 'INVALID_HEADER', /array length/],

@@ -609,4 +609,14 @@ describe('HF module paths on GGUF tensors', () => {
     const noHeads = ggufBase('llama', { 'blk.0.attn_q.weight': [64, 64] });
     expect(where(noHeads, 'model.layers.0.self_attn.q_proj')).toBe(unplaceable('the GGUF records no llama.attention.head_count'));
   });
+
+  it('says an lm_head update on a tied model (no output.weight, as Llama 3.2 1B and Qwen2.5 0.5B convert) would change the token embedding too', () => {
+    const tied = ggufBase('llama', { 'token_embd.weight': [32, 64], 'blk.0.attn_v.weight': [16, 64] }, { 'llama.attention.head_count': 8 });
+    expect(where(tied, 'lm_head')).toMatch(/^the base has no output\.weight: its head is tied to token_embd\.weight \(convert_hf_to_gguf writes no output tensor for a model with tied embeddings\), so this update would change the token embedding too/);
+    const qwen = ggufBase('qwen2', { 'token_embd.weight': [32, 64] });
+    expect(where(qwen, 'lm_head')).toMatch(/the base has no output\.weight: its head is tied to token_embd\.weight/);
+    // With its own head the update lands there; with neither tensor it is the plain miss.
+    expect(where(ggufBase('llama', { 'token_embd.weight': [32, 64], 'output.weight': [32, 64] }), 'lm_head')).toEqual([{ key: 'output.weight', rows: undefined }]);
+    expect(where(ggufBase('llama', { 'blk.0.attn_v.weight': [16, 64] }), 'lm_head')).toMatch(/no matching tensor/);
+  });
 });

@@ -2,12 +2,14 @@
 import { isMergeError } from '../errors.js';
 import { ADAPTER_FORMAT_NAMES, openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import type { BaseModel } from '../formats/base-model.js';
+import { isFromKnownAdapter } from '../formats/known-adapter.js';
 import { openModel } from '../formats/open-model.js';
 import type { InputFileSet } from '../io/types.js';
 import type { InspectCommand } from './args.js';
 import { explainUrlInputError, openCliInput } from './cli-inputs.js';
 import { isRequestFailure } from '../io/url-input-files.js';
 import { formatBytes } from '../format.js';
+import { fileTypeName } from '../formats/gguf/file-type.js';
 import { listingLine, oneLine, stdoutLine } from './terminal-text.js';
 import { trainedFor } from '../formats/trained-for.js';
 
@@ -23,7 +25,9 @@ export async function runInspect(cmd: InspectCommand, print: (line: string) => v
     adapter = await openAdapter(files);
   } catch (e) {
     // A URL's failed request (an HTTP 404 for its α values) says nothing of what the file is.
-    if (!isMergeError(e) || !NOT_AN_ADAPTER.has(e.code) || isRequestFailure(e)) throw explainUrlInputError(e, [input]);
+    // An input already known as an adapter (a PEFT folder with its weights, a GGUF of general.type
+    // "adapter") and refused is no model either: its refusal is the answer, not a listing as a base.
+    if (!isMergeError(e) || !NOT_AN_ADAPTER.has(e.code) || isRequestFailure(e) || isFromKnownAdapter(e)) throw explainUrlInputError(e, [input]);
   }
   if (adapter) {
     try {
@@ -56,6 +60,7 @@ function describeBase(files: InputFileSet, base: BaseModel): string[] {
     `  files: ${base.shards.map((s) => s.path).join(', ')}${base.indexPath ? ' + index' : ''}`,
     `  tensors: ${tensors.length}, ${formatBytes(bytes)}; dtypes: ${dtypeCounts(tensors.map((t) => t.storedType))}`,
   ];
+  if (base.kind === 'gguf' && base.metadata) lines.push(ggufIdentity(base.metadata.bind(base)));
   if (base.otherFiles.length) lines.push(`  other files (copied unchanged): ${base.otherFiles.join(', ')}`);
   const largest = [...tensors].sort((a, b) => b.byteLength - a.byteLength).slice(0, 5);
   lines.push('  largest tensors:');
@@ -86,4 +91,15 @@ function describeAdapter(adapter: ParsedAdapter): string[] {
   }
   for (const r of adapter.replacements) lines.push(`    ${r.key}  full tensor [${r.tensor.shape.join('×')}]`);
   return lines;
+}
+
+/**
+ * What a llama.cpp user reads a GGUF by: the architecture (which a llama.cpp LoRA must name too)
+ * and the file type llama-quantize wrote.
+ */
+function ggufIdentity(metadata: (key: string) => unknown): string {
+  const arch = metadata('general.architecture');
+  const fileType = metadata('general.file_type');
+  const named = typeof fileType === 'number' ? fileTypeName(fileType) : undefined;
+  return `  gguf: architecture ${typeof arch === 'string' ? arch : 'none'} (general.architecture)${typeof fileType === 'number' ? `, file type ${named ?? 'unknown'} (general.file_type ${fileType})` : ''}`;
 }

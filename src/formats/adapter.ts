@@ -2,6 +2,7 @@
  * Adapters as the plan sees them, whatever file format they came from: a list of low-rank modules
  * (factors still in the file, only their headers read) plus full tensors that replace base tensors.
  */
+import { fromKnownAdapter } from './known-adapter.js';
 import { MergeError } from '../errors.js';
 import type { InputFileSet } from '../io/types.js';
 import type { UpdateShape } from './algorithms/algorithm.js';
@@ -225,7 +226,7 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
         const checkpoints = list.filter((p) => p.startsWith(dir) && MLX_CHECKPOINT.test(p));
         throw new MergeError('NOT_FOUND', `${files.name}: an mlx-lm adapter folder without ${MLX_WEIGHTS}${checkpoints.length > 0 ? ` (it has checkpoints such as ${checkpoints[0].slice(dir.length)}: copy the one to merge to ${MLX_WEIGHTS}, which is the file mlx_lm.fuse reads)` : ''}`);
       }
-      return withFile(files, mlxWeights, (file) => parseMlxAdapter(files.name, configText, configFile, file));
+      return withFile(files, mlxWeights, (file) => parseMlxAdapter(files.name, configText, configFile, file)).catch((e: unknown) => { throw fromKnownAdapter(e); });
     }
     const weights = list.find((p) => p === dir + PEFT_WEIGHTS);
     if (weights === undefined) {
@@ -233,7 +234,7 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
       if (pickle !== undefined) throw pickleRefused(files.name, pickle);
       throw new MergeError('NOT_FOUND', `${files.name}: has ${PEFT_CONFIG} but no ${PEFT_WEIGHTS}`);
     }
-    return withFile(files, weights, (file) => parsePeftAdapter(files.name, configText, configFile, file));
+    return withFile(files, weights, (file) => parsePeftAdapter(files.name, configText, configFile, file)).catch((e: unknown) => { throw fromKnownAdapter(e); });
   }
 
   const tensorFiles = list.filter((p) => p.toLowerCase().endsWith('.safetensors'));

@@ -419,6 +419,16 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       }
       // Expert parameters are placed per expert (fitExperts checks each target's shape).
       const unplaced = module.experts ? expertRowsProblem(location.targets) : unplacedRows(location.targets, module.deltaShape[0]);
+      // One base tensor whose rows the base keeps in another order (a GGUF llama's attn_q / attn_k)
+      // and a ΔW of another row count: another size of the model, said with both shapes as for
+      // any tensor (not only "rows … land nowhere").
+      const reordered = location.targets.length === 1 ? location.targets[0] : undefined;
+      const reorderedShape = reordered?.rows && !reordered.copy ? base.tensors.get(reordered.baseKey)?.shape : undefined;
+      if (unplaced && reordered && reorderedShape && reorderedShape.length === 2 && reorderedShape[0] !== module.deltaShape[0] && isReordering(reordered.rows!, reorderedShape[0])) {
+        fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit base ${reordered.baseKey} ${fmt(reorderedShape)}, whose rows ${location.layout} reorders: ΔW has ${module.deltaShape[0]} rows (outputs), the base ${reorderedShape[0]}`);
+        misfits.push(problems[problems.length - 1]);
+        continue;
+      }
       if (unplaced) {
         fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit where ${location.layout} puts it (${targets}): ${unplaced}`);
         // Fewer rows than the placement needs (a q_proj of a narrower model on a GGUF's permuted
@@ -622,11 +632,19 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     // one line naming both kinds instead of one per module. Modules of a part the base does not
     // hold (left out above) do not count.
     const considered = adapter.modules.length - mine.length;
-    const kinds = unmatched.length > 0 && unmatched.length === considered
+    // A llama.cpp LoRA names the tensors of a GGUF (blk.0.attn_q.weight), which a model in other
+    // files does not hold under those names (and llama.cpp's converter reorders some rows): one
+    // line says so, rather than "no matching tensor" for each module.
+    const ggufNamesElsewhere = adapter.format === 'gguf' && !base.metadata && unmatched.length > 0 && unmatched.length === considered;
+    if (ggufNamesElsewhere) {
+      removeProblems(problems, new Set(unmatched));
+      report('', 'UNKNOWN_MODULE', `a llama.cpp LoRA names the tensors of a GGUF model (such as "${unmatched[0].module}"), and the base is not one: merge it into the GGUF model it was made for, or merge the PEFT adapter it was converted from into this model`);
+    }
+    const kinds = !ggufNamesElsewhere && unmatched.length > 0 && unmatched.length === considered
       ? familyMismatch(adapter.modules.map((m) => m.key), base.tensors.keys()) : undefined;
     // A LoRA given as the base (the two inputs swapped, or the adapter twice): its factor tensors
     // are all the base holds, so nothing lands; one line says what the base is.
-    const factorExample = !kinds && unmatched.length > 0 && unmatched.length === considered ? adapterFactorExample(base.tensors.keys()) : undefined;
+    const factorExample = !kinds && !ggufNamesElsewhere && unmatched.length > 0 && unmatched.length === considered ? adapterFactorExample(base.tensors.keys()) : undefined;
     if (factorExample !== undefined) {
       removeProblems(problems, new Set(unmatched));
       report('', 'UNKNOWN_MODULE', `the base is a LoRA adapter, not a model (its tensors are factors such as "${factorExample}"): give the model this adapter was trained for as the base${namedBase}`);

@@ -22,12 +22,13 @@ import { MergeError, type MergeErrorCode } from '../../errors.js';
 import type { ByteSource } from '../../io/types.js';
 import { throwIfProblems } from '../../plan/problems.js';
 import type { AdapterModule, ParsedAdapter } from '../adapter.js';
+import { fromKnownAdapter } from '../known-adapter.js';
 import { alphaScale } from '../algorithms/algorithm.js';
 import { lora } from '../algorithms/lora.js';
 import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
 import { blockCodec } from './codecs/registry.js';
-import { GGUFValueType } from './gguf-metadata.js';
-import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
+import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
+import { openGguf, refuseControlVector, type GgufFile, type GgufTensor } from './gguf-reader.js';
 
 const FACTOR_TYPES = new Set(['F32', 'F16', 'BF16', 'Q8_0']);
 
@@ -35,6 +36,19 @@ type Problem = { code: MergeErrorCode; message: string };
 
 export async function parseGgufAdapter(name: string, source: ByteSource): Promise<ParsedAdapter> {
   const file = await openGguf(source);
+  refuseControlVector(file);
+  if (file.value('general.type')?.value === 'adapter') {
+    try {
+      return parseAdapter(name, file);
+    } catch (e) {
+      throw fromKnownAdapter(e);
+    }
+  }
+  return parseAdapter(name, file);
+}
+
+function parseAdapter(name: string, file: GgufFile): ParsedAdapter {
+  const source = file.source;
   const fileName = source.name;
   const text = (key: string) => {
     const v = file.value(key)?.value;
@@ -62,6 +76,7 @@ export async function parseGgufAdapter(name: string, source: ByteSource): Promis
     throw new MergeError('INVALID_HEADER', `${fileName}: adapter.lora.alpha must be a finite f32, got ${typeof alphaKv.value === 'bigint' || typeof alphaKv.value === 'number' ? String(alphaKv.value) : JSON.stringify(alphaKv.value)} (GGUF type ${Object.entries(GGUFValueType).find(([, id]) => id === alphaKv.type)?.[0] ?? alphaKv.type})`);
   }
   const alpha = alphaKv ? (alphaKv.value as number) : 0;
+  refuseActivatedLora(fileName, file.value(ALORA_INVOCATION_TOKENS));
 
   const problems: Problem[] = [];
   const warnings: string[] = [];
@@ -110,6 +125,13 @@ export async function parseGgufAdapter(name: string, source: ByteSource): Promis
     // ΔW (out, in) = B·A with A (r, in), B (out, r), as the engine takes them.
     const [inFeatures, aRank] = embedding ? [a.ne[1], a.ne[0]] : [a.ne[0], a.ne[1]];
     const outFeatures = b.ne[1];
+    // Not for another *token_embd.weight (Gemma 3n's per_layer_token_embd): convert_lora_to_gguf
+    // transposes every such A, so [r, vocab] there is no finetune-era file.
+    if (!embedding && !base.endsWith('token_embd.weight') && aRank !== rank && a.ne[0] === rank && rank >= 1) {
+      // llama.cpp's loader: "lora_a tensor is not transposed (hint: adapter from "finetune" example is no longer supported)".
+      fail('SHAPE_MISMATCH', `lora_a ne ${fmt(a.ne)} is not transposed (ne [r, in] where llama.cpp takes [in, r]), as adapters from llama.cpp's old finetune example store it; llama.cpp no longer loads them either (convert_lora_to_gguf.py writes lora_a as [in, r] from a PEFT adapter)`);
+      continue;
+    }
     if (aRank !== rank || rank < 1 || experts < 1) {
       fail('SHAPE_MISMATCH', `lora_a ne ${fmt(a.ne)} does not fit lora_b ne ${fmt(b.ne)} (rank ${rank})`);
       continue;
@@ -147,6 +169,24 @@ export async function parseGgufAdapter(name: string, source: ByteSource): Promis
     warnings,
     config: { 'general.architecture': architecture, 'adapter.lora.alpha': alpha },
   };
+}
+
+/** Written by convert_lora_to_gguf.py from a PEFT config's `alora_invocation_tokens`. */
+const ALORA_INVOCATION_TOKENS = 'adapter.alora.invocation_tokens';
+
+/**
+ * llama.cpp applies an Activated LoRA only to the tokens after its invocation sequence, so no
+ * merged weight reproduces it (the PEFT form is refused for the same reason). llama.cpp reads the
+ * key as an array of u32 and stops on any other type; an empty array leaves a plain LoRA.
+ */
+function refuseActivatedLora(fileName: string, kv: GgufKeyValue | undefined): void {
+  if (!kv) return;
+  if (kv.type !== GGUFValueType.ARRAY || kv.subType !== GGUFValueType.UINT32) {
+    throw new MergeError('INVALID_HEADER', `${fileName}: ${ALORA_INVOCATION_TOKENS} must be an array of u32 token ids, as llama.cpp reads it`);
+  }
+  const tokens = kv.value as unknown[];
+  if (tokens.length === 0) return;
+  throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: an Activated LoRA (${ALORA_INVOCATION_TOKENS} holds ${tokens.length} token${tokens.length === 1 ? '' : 's'}): llama.cpp applies it only after those tokens, which no merged model can do; load it at run time (llama.cpp's --lora) instead`);
 }
 
 interface FactorView {

@@ -16,7 +16,7 @@ import { blockCodec, blockDecoder, DECODER_TYPE_NAMES } from './codecs/registry.
 import { ggufContainer } from './gguf-container.js';
 import { GGUFValueType } from './gguf-metadata.js';
 import { ggmlRowBytes } from './ggml-types.js';
-import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
+import { openGguf, refuseControlVector, type GgufFile, type GgufTensor } from './gguf-reader.js';
 import { readKeptScales } from './kept-scales.js';
 import { gcd, product } from '../../integers.js';
 
@@ -78,6 +78,7 @@ function splitValue(file: GgufFile, key: string): number | undefined {
 /** A split set must be complete, in order, and agree with its own split.* metadata. */
 function checkParts(name: string, parts: { path: string; file: GgufFile }[]): void {
   const first = parts[0].file;
+  refuseControlVector(first);
   if (first.value('general.type')?.value === 'adapter') {
     throw new MergeError('BAD_ARGUMENT', `${parts[0].file.source.name}: is a LoRA adapter (general.type = adapter), not a base model; pass it with --adapter`);
   }

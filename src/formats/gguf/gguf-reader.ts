@@ -38,6 +38,14 @@ const MAX_DIMS = 4;
  * tensor, which gguf-py and ComfyUI-GGUF's loader read though GGML's own code stops at 4.
  */
 const FIVE_D_TYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16']);
+/**
+ * ARM-interleaved types that ggml defined in 2024 and then removed from GGUF files (ggml.h keeps
+ * their ids commented out): llama.cpp repacks Q4_0 and IQ4_NL at load time instead. Files of them
+ * are still published, so they are named rather than called undefined.
+ */
+const REMOVED_REPACKED_TYPES: ReadonlyMap<number, string> = new Map([
+  [31, 'Q4_0_4_4'], [32, 'Q4_0_4_8'], [33, 'Q4_0_8_8'], [36, 'IQ4_NL_4_4'], [37, 'IQ4_NL_4_8'], [38, 'IQ4_NL_8_8'],
+]);
 /** GGML_MAX_NAME: names are stored in 64-byte fields with a terminating zero. */
 const MAX_NAME_BYTES = 63;
 /** The parser grows its buffer up to this many bytes (HTTP_TOTAL_MAX_SIZE in @huggingface/gguf). */
@@ -115,6 +123,16 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   const dataStart = roundUp(headerEnd, alignment);
   const tensors = layOutTensors(file, parsed.tensorInfos, dataStart, alignment, source.size, headerEnd);
   return new ParsedGguf(source, version, alignment, metadata, tensors, dataStart);
+}
+
+/**
+ * Refuses a control vector (llama.cpp's cvector-generator, or gguf-py's GGUFWriter under the
+ * architecture "controlvector": one `direction.N` vector per layer): llama.cpp adds it to the
+ * hidden states at run time, so it is neither a model to merge into nor an adapter to merge.
+ */
+export function refuseControlVector(file: GgufFile): void {
+  if (file.value('general.architecture')?.value !== 'controlvector') return;
+  throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: a llama.cpp control vector (general.architecture "controlvector"), which llama.cpp adds to each layer's output at run time (--control-vector); it holds no weights, so it is neither a base model nor a LoRA adapter to merge`);
 }
 
 /** The least bytes a metadata entry takes: an empty key (u64 length), its type (u32), a u8 value. */
@@ -211,16 +229,26 @@ async function checkReadBack(source: ByteSource, version: number, metadata: Gguf
   w.u64(tensorCount);
   w.u64(metadata.length);
   let at = 0;
+  // Where each entry written since the last flush starts, so a mismatch names its key and byte.
+  let starts: { key: string; start: number }[] = [];
   const flush = async (final: boolean) => {
     if (!final && w.byteLength < 1 << 20) return;
     const mine = w.take();
-    const theirs = at + mine.byteLength <= source.size ? await source.read(at, mine.byteLength) : undefined;
-    if (!theirs || theirs.some((b, i) => b !== mine[i])) {
-      throw new MergeError('INVALID_HEADER', `${source.name}: metadata could not be read back exactly near byte ${at} (invalid UTF-8, a non-canonical value, or a duplicated key)`);
+    // What the file holds there (less where the re-encoding runs past its end, itself a difference).
+    const theirs = await source.read(at, Math.min(mine.byteLength, Math.max(0, source.size - at)));
+    const first = theirs.findIndex((b, i) => b !== mine[i]);
+    const differs = first >= 0 ? first : theirs.byteLength < mine.byteLength ? theirs.byteLength : -1;
+    if (differs >= 0) {
+      const byte = at + differs;
+      const entry = [...starts].reverse().find((e) => e.start <= byte);
+      const where = entry ? `metadata "${entry.key}" could not be read back exactly at byte ${byte}` : `the header could not be read back exactly at byte ${byte}`;
+      throw new MergeError('INVALID_HEADER', `${source.name}: ${where} (invalid UTF-8, a non-canonical value such as a bool other than 0 or 1, or a duplicated key)`);
     }
     at += mine.byteLength;
+    starts = [];
   };
   for (const kv of metadata) {
+    starts.push({ key: kv.key, start: at + w.byteLength });
     w.keyValue(kv);
     await flush(false);
   }
@@ -280,7 +308,12 @@ function layOutTensors(file: string, infos: TensorInfo[], dataStart: number, ali
     if (info.n_dims > MAX_DIMS && !(info.n_dims === 5 && type && FIVE_D_TYPES.has(type.name))) {
       throw new MergeError('INVALID_SHAPE', `${where} has ${info.n_dims} dimensions; GGML allows at most ${MAX_DIMS}${info.n_dims === 5 ? ' (5 only for an F32, F16 or BF16 tensor, as ComfyUI-GGUF stores a Conv3d)' : ''}`);
     }
-    if (!type) throw new MergeError('INVALID_DTYPE', `${where} has GGML type id ${info.dtype}, which GGML does not define`);
+    if (!type) {
+      const removed = REMOVED_REPACKED_TYPES.get(info.dtype);
+      throw new MergeError('INVALID_DTYPE', removed
+        ? `${where} is ${removed} (GGML type id ${info.dtype}), a type llama.cpp removed from GGUF files (it now repacks ${removed.split('_').slice(0, 2).join('_')} for the CPU as it loads a model): current llama.cpp does not load this file either; use the model's ${removed.split('_').slice(0, 2).join('_')} file instead`
+        : `${where} has GGML type id ${info.dtype}, which GGML does not define`);
+    }
     const ne = info.shape;
     const elements = ne.reduce((n, d) => n * d, 1n);
     const bytes = ggmlByteSize(type, ne[0] ?? 1n, elements);

@@ -1382,6 +1382,18 @@ function pastLastBlock(rule: Rule, r: LayoutResolution, m: RegExpExecArray, arch
   return { ...r, pastLastBlock: true, why: `names block ${m[1]}, but the base has ${blocks} (${arch}.block_count), numbered from 0: an adapter for a deeper model, or a multi-token-prediction (nextn) layer that convert_hf_to_gguf leaves out of ${arch} files` };
 }
 
+/**
+ * An `lm_head` update on a file with no `output.weight` but a `token_embd.weight`: the converter
+ * writes no output tensor for a model that ties its head to the embedding, and llama.cpp then
+ * uses the embedding as the head. Adding ΔW there would change the embedding too, which training
+ * did not (convert_lora_to_gguf.py refuses such an adapter likewise), so the miss says why.
+ */
+function tiedHead(path: string, r: LayoutResolution, base: BaseView): LayoutResolution {
+  if (path !== 'lm_head' || r.found || r.ambiguous || r.why) return r;
+  if (base.index.resolveDotted('output.weight').found || !base.index.resolveDotted('token_embd.weight').found) return r;
+  return { ...r, why: 'the base has no output.weight: its head is tied to token_embd.weight (convert_hf_to_gguf writes no output tensor for a model with tied embeddings), so this update would change the token embedding too, which training did not (convert_lora_to_gguf.py refuses it likewise); leave lm_head out of the adapter, or merge into a GGUF whose output.weight is its own tensor' };
+}
+
 export const hfToGguf: Layout = {
   name: 'hf-to-gguf',
   resolve(address, base) {
@@ -1400,7 +1412,7 @@ export const hfToGguf: Layout = {
     }
     if (MTP_UNDER_OWN_TREE.has(arch) && /^mtp\./.test(path)) return resolveMtp(path, arch, base, rules);
     const resolved = resolveByRules(path, arch, base, rules);
-    if (resolved) return resolved;
+    if (resolved) return tiedHead(path, resolved, base);
     // GGUF names (a GGUF adapter's `blk.0.attn_q`) are not this layout's.
     return HF_TREE.test(path) ? MISS : undefined;
   },
