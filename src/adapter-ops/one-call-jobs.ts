@@ -9,14 +9,14 @@
 import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './combine.js';
 import { extractAdapter, openExtractModel } from './extract.js';
 import { kohyaNamedAdapter, type OutputFormat } from './module-updates.js';
-import type { ModuleReport, OpResult } from './op-common.js';
+import { openJobAdapter, type ModuleReport, type OpResult } from './op-common.js';
 import { resizeAdapter } from './resize.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import type { MajoritySign } from '../algebra/merge-rules.js';
 import type { RankRule } from '../algebra/rank-rules.js';
 import { isMergeError, MergeError } from '../errors.js';
 import { inLibraryWords, libraryWording } from '../library-wording.js';
-import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import type { ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import type { BaseModel } from '../formats/base-model.js';
 import { modelNameOrPath } from '../formats/model-config.js';
@@ -148,7 +148,7 @@ async function combineLorasUnworded<Out>(options: CombineLorasOptions<Out>, hook
   const warnings = checkCombine(options);
   const adapters: ParsedAdapter[] = [];
   try {
-    for (const [i, input] of inputs.entries()) adapters.push(await openAdapter(await hooks.openSource(input.source, `adapters[${i}]`, true, options.signal)));
+    for (const [i, input] of inputs.entries()) adapters.push(await openJobAdapter(await hooks.openSource(input.source, `adapters[${i}]`, true, options.signal), 'combineLoras'));
     const format = adapterFormat(adapters, options, hooks);
     const outcome = await run('combine', options, hooks, format, (backend, signal) => combineAdapters(
       adapters.map((adapter, i) => ({ adapter, weight: inputs[i].weight })),
@@ -173,7 +173,7 @@ async function resizeLoraUnworded<Out>(options: ResizeLoraOptions<Out>, hooks: A
   checkRule(options.rule);
   let adapter: ParsedAdapter | undefined;
   try {
-    adapter = await openAdapter(await hooks.openSource(options.adapter, 'adapter', true, options.signal));
+    adapter = await openJobAdapter(await hooks.openSource(options.adapter, 'adapter', true, options.signal), 'resizeLora');
     const opened = adapter;
     const format = adapterFormat([opened], options, hooks);
     return await run('resize', options, hooks, format, (backend, signal) => resizeAdapter(opened, options.rule, format, backend, { signal, onProgress: options.onProgress }));
