@@ -5,7 +5,7 @@
  *
  * A server can misbehave in ways a disk cannot, and each is refused naming the URL rather than
  * waited on or merged: a 200 with the whole file to a Range request, a body shorter or longer than
- * asked, a 206 of another range than asked, a compressed range (its offsets would be of compressed
+ * asked, a 206 of another range than asked (or, to a config's whole-file GET, of part of it), a compressed range (its offsets would be of compressed
  * bytes), a file that changes between requests (another ETag, Last-Modified or total size), a
  * redirect loop, an HTTP error, and a response that stops sending: no byte for
  * URL_IDLE_TIMEOUT_MS ends the request. A server that refuses HEAD is asked for one byte instead.
@@ -228,9 +228,37 @@ export function urlInputFileSetWithAuth(
   const setName = name ?? (urls.length === 1 ? String(urls[0]) : String(urls[0]).replace(/\/[^/]*$/, ''));
   return keyedFileSet(setName, files, {
     open: (href) => openByteSource(href, o),
-    // A config is read whole, so its size is capped as a file's is; `.text()` would take any.
-    readText: async (href) => decodeUtf8(await fetchBody(href, o, 'the file', {}, MAX_CONFIG_BYTES, webPage, true), href),
+    readText: (href) => readWholeText(href, o),
   });
+}
+
+/**
+ * A config or index read whole: its size capped as a file's is (`.text()` would take any). A server
+ * may answer the GET with 206 Partial Content (no Range was asked): taken where its Content-Range
+ * is the whole file, as the bytes then are; refused where it is part, or says nothing of which bytes
+ * it is, rather than parsed as a config cut short.
+ */
+async function readWholeText(href: string, o: Resolved): Promise<string> {
+  let range: { start: number; end: number; total: number } | undefined;
+  const bytes = await fetchBody(href, o, 'the file', {}, MAX_CONFIG_BYTES, (response) => {
+    const page = webPage(response);
+    if (page || response.status !== 206) return page;
+    const m = /^\s*bytes\s+(\d+)-(\d+)\s*\/\s*(\d+)\s*$/i.exec(response.headers.get('content-range') ?? '');
+    const partial = (what: string): Refusal => ({
+      code: 'UNSUPPORTED_FORMAT', message: `the server sent ${what} when asked for the whole file; serve it whole (HTTP 200) or download the file first`,
+    });
+    if (!m) return partial('part of the file (HTTP 206 Partial Content, without a Content-Range)');
+    range = { start: Number(m[1]), end: Number(m[2]), total: Number(m[3]) };
+    if (range.start !== 0 || range.end !== range.total - 1) return partial(`bytes ${m[1]}–${m[2]} of its ${m[3]} (HTTP 206 Partial Content)`);
+    return undefined;
+  }, true);
+  // A whole-file 206 must hold what its Content-Range says: every byte.
+  if (range && bytes.byteLength !== range.total) {
+    const short = new MergeError('TRUNCATED', `${href}: got ${bytes.byteLength} of ${range.total} bytes for the file`);
+    requestFailures.add(short);
+    throw short;
+  }
+  return decodeUtf8(bytes, href);
 }
 
 /**
