@@ -48,6 +48,13 @@ export interface AdapterJobOptions<Out = MergeDestination> {
   signal?: AbortSignal;
   /** Called before each module and at the end. */
   onProgress?: ProgressListener;
+  /**
+   * A Hugging Face token for URL sources in gated or private repositories, sent as merge()'s
+   * `hfToken` is: only over https to huggingface.co and hf.co, never to another host nor past a
+   * redirect to one. Left out or `false`, none is sent from the browser entry; `loramerge/node`
+   * then finds one as huggingface_hub does (HF_TOKEN, `hf auth login`'s token).
+   */
+  hfToken?: string | false;
 }
 
 /** Options of `combineLoras`. */
