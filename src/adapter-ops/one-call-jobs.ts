@@ -137,6 +137,11 @@ export interface AdapterJobHooks<Out> {
   checkOutput(out: unknown, format: OutputFormat | undefined): void;
   /** The format an `out` fixes, where it does. */
   fixedFormat?(out: Out): FixedFormat | undefined;
+  /**
+   * Refuses, before any source is opened, an `out` (checked by checkOutput) whose place cannot take
+   * the output (Node: a path whose folder does not exist or cannot be written); creates nothing.
+   */
+  checkOutputPlace?(out: Out): Promise<void>;
   /** Opens a checked source; `signal` cancels its requests where it makes any. */
   openSource(source: MergeSource, what: string, adapter: boolean, signal: AbortSignal | undefined): Promise<InputFileSet>;
   /** Opens `out` for `format` (`command` names the job in refusals: combine, resize, extract). */
@@ -153,6 +158,7 @@ async function combineLorasUnworded<Out>(options: CombineLorasOptions<Out>, hook
   checkAdapterList(options.adapters, (source, what) => hooks.checkSource(source, what, true));
   const inputs = options.adapters.map((a) => (isWeighted(a) ? { source: a.source, weight: a.weight ?? 1 } : { source: a, weight: 1 }));
   const warnings = checkCombine(options);
+  await checkOutputPlace(options, hooks);
   const adapters: ParsedAdapter[] = [];
   try {
     for (const [i, input] of inputs.entries()) adapters.push(await openJobAdapter(await hooks.openSource(input.source, `adapters[${i}]`, true, options.signal), 'combineLoras'));
@@ -178,6 +184,7 @@ async function resizeLoraUnworded<Out>(options: ResizeLoraOptions<Out>, hooks: A
   checkJobOptions('resizeLora', options, ['adapter', 'rule'], hooks);
   hooks.checkSource(options.adapter, 'adapter', true);
   checkRule(options.rule);
+  await checkOutputPlace(options, hooks);
   let adapter: ParsedAdapter | undefined;
   try {
     adapter = await openJobAdapter(await hooks.openSource(options.adapter, 'adapter', true, options.signal), 'resizeLora');
@@ -203,6 +210,7 @@ async function extractLoraUnworded<Out>(options: ExtractLoraOptions<Out>, hooks:
   if (options.rank !== undefined) positiveInteger('rank', options.rank);
   if (options.energy !== undefined) fraction('energy', options.energy);
   if (options.seed !== undefined) seedValue(options.seed);
+  await checkOutputPlace(options, hooks);
   const baseFiles = await hooks.openSource(options.base, 'base', false, options.signal);
   const base = await openExtractModel(baseFiles);
   let tuned: BaseModel | undefined;
@@ -247,6 +255,11 @@ async function inCallWords(job: Promise<AdapterJobOutcome>): Promise<AdapterJobO
   } catch (e) {
     throw inLibraryWords(e);
   }
+}
+
+/** The hooks' checkOutputPlace for a given `out`, once every option is checked and before any source is opened. */
+async function checkOutputPlace<Out>(options: AdapterJobOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<void> {
+  if (options.out !== undefined) await hooks.checkOutputPlace?.(options.out);
 }
 
 function explained(e: unknown, hooks: AdapterJobHooks<unknown>): unknown {

@@ -17,7 +17,7 @@ import { writeAdapter } from '../formats/adapter-writer.js';
 import type { BaseModel } from '../formats/base-model.js';
 import { modelNameOrPath } from '../formats/model-config.js';
 import { stampInputFiles, type InputStamps } from '../io/input-stamps.js';
-import { createNodeOutputTarget } from '../io/node-output.js';
+import { checkOutputFolder, createNodeOutputTarget } from '../io/node-output.js';
 import { nodeInputFilePaths } from '../io/node-input-files.js';
 import { checkOutputPath, explainUrlInputError, forwardAbort, openCliInput, type CliInput } from './cli-inputs.js';
 import type { InputFileSet } from '../io/types.js';
@@ -49,6 +49,7 @@ async function listInputs(command: string, out: string, named: [string, string][
   if (/\.gguf$/i.test(out)) {
     throw new MergeError('BAD_ARGUMENT', `--out ${out}: ${command} writes a kohya .safetensors file or a PEFT folder, not a GGUF (llama.cpp's convert_lora_to_gguf.py makes a LoRA GGUF of the PEFT folder); name --out .safetensors, or a folder`);
   }
+  await checkOutputFolder(out);
   const urlRequests = new AbortController();
   const opened: CliInput[] = [];
 // combine's and resize's --adapter may be a Hugging Face adapter repository; extract's inputs are models.

@@ -79,6 +79,11 @@ export interface OneCallHooks<Source, Out> {
   /** Throws BAD_ARGUMENT for an `out` this entry point cannot write to (undefined is fine). */
   checkOutput(out: unknown): void;
   /**
+   * Refuses, before any source is opened, an `out` (checked by checkOutput) whose place cannot take
+   * the output (Node: a path whose folder does not exist or cannot be written); creates nothing.
+   */
+  checkOutputPlace?(out: Out): Promise<void>;
+  /**
    * An error of the merge as the caller is to see it: where a source the entry point opened its
    * own way explains a refusal better (a Hub link of PEFT weights whose repository has no config).
    */
@@ -157,6 +162,7 @@ export async function oneCallMerge<Source, Out>(
   let owned: OutputTarget | undefined = typeof options === 'object' && options !== null && isOutputTarget(options.out) ? options.out : undefined;
   try {
     checkOneCallOptions(options, hooks);
+    if (options.out !== undefined) await hooks.checkOutputPlace?.(options.out);
     const adapterSources = options.adapters.map((a) => (isWeighted(a) ? a : { source: a, weight: 1 }));
     let merging = false;
     const readAhead = () => merging;
