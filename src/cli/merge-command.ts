@@ -50,7 +50,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
 
   let prepared: PreparedMerge;
   try {
-    prepared = await prepareMerge(baseFiles, adapters);
+    prepared = await prepareMerge(baseFiles, adapters, { dtype: cmd.dtype });
   } catch (e) {
     throw explainUrlInputError(e, inputs);
   }
