@@ -27,7 +27,6 @@ type Env = Readonly<Record<string, string | undefined>>;
 /** HF_HUB_DISABLE_IMPLICIT_TOKEN set to a true value: no token is looked for. */
 const implicitTokenOff = (env: Env): boolean => TRUE_VALUES.has((env.HF_HUB_DISABLE_IMPLICIT_TOKEN ?? '').toUpperCase());
 
-
 /** `~` and `$VAR` / `${VAR}` in a path expanded, as huggingface_hub does for its paths (an unset variable is left as written). */
 function expandPath(path: string, env: Env): string {
   const home = path === '~' || path.startsWith('~/') ? homedir() + path.slice(1) : path;
@@ -97,8 +96,6 @@ export function findHfToken(env: Env = process.env): string | undefined {
   if (fromFile !== undefined && !isHfTokenText(fromFile)) throw unusableFile(path, 'holds characters no token has (only visible ASCII is)');
   return fromFile;
 }
-
-export { checkHfTokenOption } from './hf-token-option.js';
 
 /**
  * The Hugging Face login of a Node entry point: `explicit` a token to send, `false` none, or

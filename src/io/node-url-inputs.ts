@@ -3,7 +3,8 @@
  * entry, whose `hfToken` left out is found as huggingface_hub finds it (hf-token.ts), sent only to
  * Hugging Face's hosts over https and to the Hub HF_ENDPOINT names (hf-endpoint.ts).
  */
-import { checkHfTokenOption, hfAuthFor } from './hf-token.js';
+import { hfAuthFor } from './hf-token.js';
+import { checkHfTokenOption } from './hf-token-option.js';
 import {
   hfTokenOf, URL_INPUT_OPTION_NAMES, urlByteSourceWithAuth, urlInputFileSetWithAuth, type FetchFunction, type UrlInputOptions,
 } from './url-input-files.js';

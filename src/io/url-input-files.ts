@@ -5,8 +5,9 @@
  *
  * A server can misbehave in ways a disk cannot, and each is refused naming the URL rather than
  * waited on or merged: a 200 with the whole file to a Range request, a body shorter or longer than
- * asked, a 206 of another range than asked (or, to a config's whole-file GET, of part of it), a compressed range (its offsets would be of compressed
- * bytes), a file that changes between requests (another ETag, Last-Modified or total size), a
+ * asked, a 206 of another range than asked (or, to a config's whole-file GET, of part of it), a
+ * compressed range (its offsets would be of compressed bytes), a file that changes between
+ * requests (another ETag, Last-Modified or total size), a
  * redirect loop, an HTTP error, and a response that stops sending: no byte for
  * URL_IDLE_TIMEOUT_MS ends the request. A server that refuses HEAD is asked for one byte instead.
  */
