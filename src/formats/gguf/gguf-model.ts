@@ -301,7 +301,9 @@ class GgufModel implements BaseModel {
     for (const key of keys) {
       const type = this.locate(key).tensor.type;
       const tensor = stored?.get(this.locate(key).tensor.name);
-      if (blockCodec(type) && tensor && this.format.outputType(tensor, true, requested) !== type.name) continue;
+      // Written in another type: not re-quantized to its own (the output's warning reports the
+      // conversion), nor, for a type loramerge reads only, left needing the --dtype it was given.
+      if (tensor && this.format.outputType(tensor, true, requested) !== type.name) continue;
       const count = blockCodec(type) ? quantized : blockDecoder(type) ? readOnly : undefined;
       if (type.blockSize > 1) count?.set(type.name, (count.get(type.name) ?? 0) + 1);
     }
