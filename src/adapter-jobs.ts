@@ -7,7 +7,7 @@
  * `resize`, `extract`). Options are checked before anything is read: a wrong type or an unknown
  * option name is a BAD_ARGUMENT MergeError naming it; a signal already aborted is ABORTED. An
  * adapter may be a Hugging Face Hub URL as merge() takes it (hub-adapters.ts: a repository, `tree/`
- * page or weights link read as its PEFT folder, no token sent); a `blob/` page, and a repository or
+ * page or weights link read as its PEFT folder; the `hfToken` option sent as merge() sends it); a `blob/` page, and a repository or
  * `tree/` page as extract's base or tuned model, are refused before any request. The jobs
  * themselves are shared with `loramerge/node` (adapter-ops/one-call-jobs.ts); this module supplies
  * the browser's sources, outputs and GPU.
@@ -20,8 +20,8 @@ import { createAlgebraBackend } from './algebra/create-algebra.js';
 import { getBrowserGpu } from './engine/gpu/browser-gpu.js';
 import { explainLoneHubWeights, type OpenedHubAdapter } from './io/hub-adapters.js';
 import {
-  BROWSER_FOLDER_ADVICE, checkBrowserDestination, checkBrowserSource, checkHubSource, openBrowserDestination, openBrowserOrHubSource,
-  type MergeDestination,
+  BROWSER_CALL_OPTIONS, BROWSER_FOLDER_ADVICE, browserHfAuth, checkBrowserDestination, checkBrowserSource, checkHubSource, openBrowserDestination,
+  openBrowserOrHubSource, type MergeDestination,
 } from './merge.js';
 
 export {
@@ -41,7 +41,7 @@ export type { ModuleReport } from './adapter-ops/op-common.js';
  * const { blobs, modules } = await combineLoras({ adapters: [a, { source: b, weight: 0.5 }], method: 'svd', rank: 16 });
  */
 export function combineLoras(options: CombineLorasOptions): Promise<AdapterJobOutcome> {
-  return combineLorasJob(options, browserJobHooks());
+  return combineLorasJob(options, browserJobHooks(options));
 }
 
 /**
@@ -52,7 +52,7 @@ export function combineLoras(options: CombineLorasOptions): Promise<AdapterJobOu
  * const { blobs, modules } = await resizeLora({ adapter: loraFile, rule: { kind: 'sv_fro', value: 0.9 } });
  */
 export function resizeLora(options: ResizeLoraOptions): Promise<AdapterJobOutcome> {
-  return resizeLoraJob(options, browserJobHooks());
+  return resizeLoraJob(options, browserJobHooks(options));
 }
 
 /**
@@ -64,24 +64,26 @@ export function resizeLora(options: ResizeLoraOptions): Promise<AdapterJobOutcom
  * const { blobs, modules } = await extractLora({ base: baseFile, tuned: tunedFile, rank: 32 });
  */
 export function extractLora(options: ExtractLoraOptions): Promise<AdapterJobOutcome> {
-  return extractLoraJob(options, browserJobHooks());
+  return extractLoraJob(options, browserJobHooks(options));
 }
 
 /**
  * The browser's side of one job: sources checked and opened as merge() takes them (a Hub adapter
- * URL as its PEFT folder, no token), outputs a picked file or folder or an OutputTarget, the
- * algebra on `navigator.gpu` unless a GPU is given.
+ * URL as its PEFT folder, the `hfToken` option sent as merge() sends it), outputs a picked file or
+ * folder or an OutputTarget, the algebra on `navigator.gpu` unless a GPU is given.
  */
-function browserJobHooks(): AdapterJobHooks<MergeDestination> {
+function browserJobHooks(options: { hfToken?: unknown }): AdapterJobHooks<MergeDestination> {
   const hubAdapters: OpenedHubAdapter[] = [];
+  const hfAuth = browserHfAuth(options ?? {});
   return {
+    moreOptions: BROWSER_CALL_OPTIONS,
     checkSource(source, what, adapter) {
       checkBrowserSource(what, source);
       checkHubSource(source, { what, adapter, folderAdvice: BROWSER_FOLDER_ADVICE }, undefined);
     },
     checkOutput: (out) => checkBrowserDestination(out),
     openSource: (source, what, adapter, signal) =>
-      openBrowserOrHubSource(source, adapter ? 'adapter' : 'base', { what, adapter, folderAdvice: BROWSER_FOLDER_ADVICE }, hubAdapters, signal),
+      openBrowserOrHubSource(source, adapter ? 'adapter' : 'base', { what, adapter, folderAdvice: BROWSER_FOLDER_ADVICE }, hubAdapters, signal, undefined, hfAuth()),
     openOutput: async (out) => openBrowserDestination(out),
     createAlgebra: (kind, gpu) => createAlgebraBackend(kind, gpu ?? getBrowserGpu()),
     explainError: (e) => explainLoneHubWeights(e, hubAdapters),

@@ -9,7 +9,7 @@ export { merge, type MergeDestination, type MergeOptions, type MergeSource } fro
 export type { MergeOutcome, WeightedSource } from './pipeline/one-call-merge.js';
 
 // Step by step: plan, look, merge
-export { prepareMerge, type AdapterInput, type PreparedMerge } from './pipeline/prepare-merge.js';
+export { prepareMerge, type AdapterInput, type PreparedMerge, type PrepareMergeOptions } from './pipeline/prepare-merge.js';
 export { mergeModel, type MergeModelOptions, type MergeResult } from './pipeline/merge-model.js';
 export type { MergeProgress, ProgressListener } from './pipeline/progress.js';
 export type {

@@ -9,9 +9,10 @@ import { createBackend } from './engine/create-backend.js';
 import { blobInputFileSet, inputFileSetFromFiles, type BlobReadOptions } from './io/browser-input-files.js';
 import { createFileSystemAccessOutputTarget } from './io/fs-access-output.js';
 import type { HfEndpoint } from './io/hf-endpoint.js';
+import { checkHfTokenOption, explicitHfAuth } from './io/hf-token-option.js';
 import { checkHubSourceUrl, explainLoneHubWeights, openHubSource, type HubSourceUse, type OpenedHubAdapter } from './io/hub-adapters.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
-import { urlInputFileSet } from './io/url-input-files.js';
+import { urlInputFileSetWithAuth, type HfAuth } from './io/url-input-files.js';
 import { printable } from './shown-text.js';
 import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pipeline/one-call-merge.js';
 
@@ -22,7 +23,7 @@ import { oneCallMerge, type MergeOutcome, type OneCallMergeOptions } from './pip
  * Hugging Face Hub URL of a model repository (`https://huggingface.co/ORG/NAME`), of a
  * `tree/REV[/SUBFOLDER]` page or of an `adapter_model.safetensors` download link: it is read as
  * the PEFT folder of `adapter_config.json` + `adapter_model.safetensors` at
- * `…/resolve/REV/[SUBFOLDER/]` (the browser entry sends no token: public repositories only). A
+ * `…/resolve/REV/[SUBFOLDER/]` (a gated or private one with the `hfToken` option). A
  * repository or `tree/` URL as the base is refused: the base is the URL of one file; so is a
  * Hugging Face `blob/` page (HTML about a file) anywhere, naming the file's `resolve/` link.
  */
@@ -32,7 +33,33 @@ export type MergeSource = InputFileSet | Blob | URL | string | readonly (Blob | 
 export type MergeDestination = OutputTarget | FileSystemFileHandle | FileSystemDirectoryHandle;
 
 /** Options of {@link merge}. */
-export type MergeOptions = OneCallMergeOptions<MergeSource, MergeDestination>;
+export interface MergeOptions extends OneCallMergeOptions<MergeSource, MergeDestination> {
+  /**
+   * A Hugging Face token, for URL sources in gated or private repositories: sent only over https
+   * to huggingface.co and hf.co themselves (never over plain http, never to another host), and
+   * never past a redirect to another host: Hugging Face's downloads redirect to signed links on
+   * their CDN, which do not get it (in a browser, which hides where a redirect leads, the browser
+   * drops it there, as the Fetch standard has it). Left out or `false`, none is sent: this entry
+   * reads no environment (`loramerge/node` also finds HF_TOKEN and `hf auth login`'s token). Mind
+   * where a page gets it: a token in a page's code is anyone's who loads the page.
+   */
+  hfToken?: string | false;
+}
+
+/**
+ * The option the browser entry's one-call functions take beyond the shared ones (merge() and the
+ * adapter jobs alike): `hfToken`, checked before anything is read.
+ */
+export const BROWSER_CALL_OPTIONS = {
+  names: ['hfToken'],
+  check: (o: Readonly<Record<string, unknown>>): void => checkHfTokenOption('hfToken', o.hfToken),
+} as const;
+
+/** The HfAuth of one browser call from its `hfToken`, made at the first source opened (the options are checked by then). */
+export function browserHfAuth(options: { hfToken?: unknown }): () => HfAuth {
+  let auth: HfAuth | undefined;
+  return () => (auth ??= explicitHfAuth(options.hfToken));
+}
 
 /** Default file names of a lone Blob, which has none of its own. */
 const BLOB_NAMES = { base: 'model.safetensors', adapter: 'adapter_model.safetensors' } as const;
@@ -88,10 +115,11 @@ export function checkBrowserDestination(out: unknown, paths = false): void {
 
 /**
  * Opens a browser-side source; Node's entry adds paths on top of this. `readAhead`: Blobs and Files
- * read ahead only while it returns true (see {@link BlobReadOptions}); by default always.
+ * read ahead only while it returns true (see {@link BlobReadOptions}); by default always. `hfAuth`:
+ * the call's Hugging Face token, for URLs (none by default).
  */
 export async function openBrowserSource(
-  source: MergeSource, role: 'base' | 'adapter', signal?: AbortSignal, readAhead: BlobReadOptions['readAhead'] = true,
+  source: MergeSource, role: 'base' | 'adapter', signal?: AbortSignal, readAhead: BlobReadOptions['readAhead'] = true, hfAuth?: HfAuth,
 ): Promise<InputFileSet> {
   checkBrowserSource(`the ${role}`, source);
   if (isInputFileSet(source)) return source;
@@ -99,11 +127,11 @@ export async function openBrowserSource(
     const name = isFile(source) ? source.name : BLOB_NAMES[role];
     return blobInputFileSet(name, new Map([[name, source]]), () => name, { readAhead });
   }
-  if (typeof source === 'string' || source instanceof URL) return urlInputFileSet([source], undefined, { signal });
+  if (typeof source === 'string' || source instanceof URL) return urlInputFileSetWithAuth([source], undefined, { signal }, hfAuth);
   // Checked above: a non-empty list, all Files or all URLs.
   const list = Array.from(source as readonly (File | URL | string)[]);
   if (list.every(isFile)) return inputFileSetFromFiles(list, undefined, { readAhead });
-  return urlInputFileSet(list as (string | URL)[], undefined, { signal });
+  return urlInputFileSetWithAuth(list as (string | URL)[], undefined, { signal }, hfAuth);
 }
 
 /** How a merge() source of `role` is taken where it is a Hub URL (hub-adapters.ts); `folderAdvice` says where a downloaded folder goes. */
@@ -130,19 +158,20 @@ export function checkHubSource(source: unknown, use: HubSourceUse, endpoint: HfE
 
 /**
  * Opens a browser-side source as {@link openBrowserSource} does, a Hub URL as `use` takes it
- * (hub-adapters.ts, no token): an adapter's repository, `tree/` page or weights link as its PEFT
- * folder, noted in `opened` (for explainLoneHubWeights); a refusal of one as a file, before any request.
+ * (hub-adapters.ts, with the call's `hfAuth`): an adapter's repository, `tree/` page or weights link
+ * as its PEFT folder, noted in `opened` (for explainLoneHubWeights); a refusal of one as a file,
+ * before any request.
  */
 export async function openBrowserOrHubSource(
   source: MergeSource, role: 'base' | 'adapter', use: HubSourceUse, opened: OpenedHubAdapter[],
-  signal?: AbortSignal, readAhead?: BlobReadOptions['readAhead'],
+  signal?: AbortSignal, readAhead?: BlobReadOptions['readAhead'], hfAuth?: HfAuth,
 ): Promise<InputFileSet> {
   if (typeof source === 'string' || source instanceof URL) {
-    // No token here: the browser entry reads no environment and sends no login of its own.
-    const hub = await openHubSource(String(source), use, { signal }, undefined);
+    // The token is the hfToken option's only: the browser entry reads no environment.
+    const hub = await openHubSource(String(source), use, { signal }, hfAuth);
     if (hub) return (opened.push(hub), hub.files);
   }
-  return openBrowserSource(source, role, signal, readAhead);
+  return openBrowserSource(source, role, signal, readAhead, hfAuth);
 }
 
 /** A File (a Blob with a name), where the context has them. */
@@ -172,7 +201,8 @@ export function openBrowserDestination(out: MergeDestination, baseFiles?: readon
  * context has it), streams the model through it into `out`, and
  * releases everything. Without `out`, the result's `blobs` hold the files (small models only: a
  * Blob is held by the browser). Every option is checked first: a wrong type, an unknown option
- * name or a URL that is not http(s) is a BAD_ARGUMENT MergeError naming the argument.
+ * name, a URL that is not http(s) or an `hfToken` that is no token is a BAD_ARGUMENT MergeError
+ * naming the argument.
  *
  * @example
  * const { blobs } = await merge({ base: baseFile, adapters: [{ source: loraFile, weight: 0.8 }], dtype: 'f16' });
@@ -180,8 +210,11 @@ export function openBrowserDestination(out: MergeDestination, baseFiles?: readon
 export function merge(options: MergeOptions): Promise<MergeOutcome> {
   // Hub adapter URLs of this merge, for explaining a refusal of weights read without their config.
   const hubAdapters: OpenedHubAdapter[] = [];
+  const hfAuth = browserHfAuth(options ?? {});
   return oneCallMerge(options, {
-    openSource: (source, role, signal, readAhead) => openBrowserOrHubSource(source, role, hubSourceUse(role, BROWSER_FOLDER_ADVICE), hubAdapters, signal, readAhead),
+    moreOptions: BROWSER_CALL_OPTIONS,
+    openSource: (source, role, signal, readAhead) =>
+      openBrowserOrHubSource(source, role, hubSourceUse(role, BROWSER_FOLDER_ADVICE), hubAdapters, signal, readAhead, hfAuth()),
     explainError: (e) => explainLoneHubWeights(e, hubAdapters),
     openOutput: async (out, prepared) => openBrowserDestination(out, prepared.baseFiles.list()),
     createBackend: (kind, calibrationDtype) => createBackend({ kind, calibrationDtype }),

@@ -17,7 +17,7 @@ import { outputFormatFor } from './adapter-ops/module-updates.js';
 import { createAlgebraBackend } from './algebra/create-algebra.js';
 import { createNodeAlgebra } from './algebra/node-algebra.js';
 import { badArgument } from './api-arguments.js';
-import { createNodeOutputTarget } from './io/node-output.js';
+import { checkOutputFolder, createNodeOutputTarget } from './io/node-output.js';
 import { checkNodeOut, isPath, NODE_CALL_OPTIONS, NodeSources, NODE_FOLDER_ADVICE } from './io/node-sources.js';
 import { openBrowserDestination, type MergeDestination } from './merge.js';
 
@@ -106,6 +106,8 @@ function nodeJobHooks(options: NodeAdapterJobOptions, command: string): AdapterJ
       ? { format: outputFormatFor(out), kohyaAdvice: `give out a name ending in .safetensors (a kohya file) instead of "${out}"` }
       : undefined),
     openSource: (source, what, adapter, signal) => sources.open(source, use(what, adapter), { signal }),
+    // A path whose folder cannot take the output is refused before a source is read.
+    checkOutputPlace: async (out) => (isPath(out) ? checkOutputFolder(out) : undefined),
     async openOutput(out, format) {
       if (!isPath(out)) return openBrowserDestination(out);
       return createNodeOutputTarget(out, format === 'kohya' ? 'file' : 'folder', sources.diskPaths(), {

@@ -5,7 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { createNodeBackend } from './engine/node-backend.js';
-import { createNodeOutputTarget } from './io/node-output.js';
+import { checkOutputFolder, createNodeOutputTarget } from './io/node-output.js';
 import { isGgufSplitPart, nodeInputFilePaths } from './io/node-input-files.js';
 import { checkNodeOut, isPath, NODE_CALL_OPTIONS, NodeSources, NODE_FOLDER_ADVICE } from './io/node-sources.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
@@ -67,6 +67,8 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
     explainError: (e) => sources.explain(e),
     checkSource: (source, what, role) => sources.check(source, { what, adapter: role === 'adapter', folderAdvice: NODE_FOLDER_ADVICE }),
     checkOutput: (out) => checkNodeOut(out, 'the merged model'),
+    // A path whose folder cannot take the output is refused before a source is read.
+    checkOutputPlace: async (out) => (isPath(out) ? checkOutputFolder(out) : undefined),
   });
 }
 

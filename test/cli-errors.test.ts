@@ -224,6 +224,20 @@ describe('usage', () => {
     expect(errorLines(positional.stderr)[0]).toMatch(/--help/);
   });
 
+  it('a bare loramerge (no command) is a usage fault: the usage on stderr, nothing on stdout, exit 2', async () => {
+    const bare = await runCli([]);
+    expect(bare.code).toBe(2);
+    expect(bare.stdout).toBe('');
+    expect(bare.stderr).toMatch(/^usage:\n {2}loramerge merge --base PATH/);
+    // Asked for, the usage is the result: stdout, exit 0.
+    for (const asked of [['--help'], ['-h'], ['help']]) {
+      const help = await runCli(asked);
+      expect(help.code, asked[0]).toBe(0);
+      expect(help.stderr, asked[0]).toBe('');
+      expect(help.stdout, asked[0]).toMatch(/^usage:\n {2}loramerge merge --base PATH/);
+    }
+  });
+
   it('says what each command does and that an existing output file is replaced', async () => {
     // combine, resize and extract had a synopsis and no word on what they do; an existing --out
     // file is replaced without --overwrite, which the help did not say.

@@ -221,7 +221,8 @@ describe('filesystem errors are one line naming the path, exit 3, nothing left',
     const setup = `mount -t tmpfs -o size=1m tmpfs '${mnt}' && mount -o remount,ro '${mnt}'`;
     const file = await runCliWithMounts(setup, mergeArgs(baseFile, adapter, join(mnt, 'merged.safetensors')), mnt);
     expect(file.code, file.stderr).toBe(3);
-    expectOneLine(file.stderr, /merged\.safetensors: the file system is read-only while creating a lock file beside it \(EROFS\); choose an --out on a writable file system/);
+    // Found before any input is read, by the check of --out's folder.
+    expectOneLine(file.stderr, /merged\.safetensors: the file system is read-only while checking that its folder can be written \(EROFS\); choose an --out on a writable file system/);
     const folder = await runCliWithMounts(setup, mergeArgs(baseFolder, adapter, join(mnt, 'merged')), mnt);
     expect(folder.code, folder.stderr).toBe(3);
     expectOneLine(folder.stderr, /merged: the file system is read-only .*\(EROFS\)/);
@@ -234,7 +235,7 @@ describe('filesystem errors are one line naming the path, exit 3, nothing left',
     chmodSync(outDir, 0o755); // readable, not writable, by others
     const run = await runCliUnprivileged(mergeArgs(baseFile, adapter, join(outDir, 'merged.safetensors')));
     expect(run.code, run.stderr).toBe(3);
-    expectOneLine(run.stderr, /merged\.safetensors: permission denied while creating a lock file beside it \(EACCES\); check the permissions of the folder or choose another --out/);
+    expectOneLine(run.stderr, /merged\.safetensors: permission denied while checking that its folder can be written \(EACCES\); check the permissions of the folder or choose another --out/);
     expect(listDir(outDir)).toEqual([]);
   });
 

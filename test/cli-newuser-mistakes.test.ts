@@ -54,6 +54,34 @@ describe('a GGUF model given as the adapter', () => {
     expectOneLine(run.stderr, /^error: .*tiny-llama-Q4_K_M\.gguf: a GGUF model, not a LoRA adapter \(a llama\.cpp LoRA GGUF has general\.type "adapter"\): is it the base, given as an adapter\? pass a base model with --base$/);
     expect(listDir(dir)).not.toContain('merged.gguf');
   });
+
+  // combine and resize take no base, yet were told to "pass a base model with --base".
+  it('to combine or resize: says the command takes LoRA adapters only, naming no --base; nothing at --out', async () => {
+    const model = q4kmLlama(17);
+    const dir = temp.make({ ...model.files, ...Object.fromEntries(Object.entries(peftLlamaAdapter(4).files).map(([k, v]) => [`lora/${k}`, v])) });
+    const gguf = join(dir, 'tiny-llama-Q4_K_M.gguf');
+    for (const [command, args] of [
+      ['combine', ['--adapter', join(dir, 'lora'), '--adapter', gguf, '--method', 'cat']],
+      ['resize', ['--adapter', gguf, '--rank', '1']],
+    ] as const) {
+      const run = await runCli([command, ...args, '--out', join(dir, 'out'), '--backend', 'cpu']);
+      expect(run.code, run.stderr).toBe(1);
+      expectOneLine(run.stderr, new RegExp(`^error: .*tiny-llama-Q4_K_M\\.gguf: a GGUF model, not a LoRA adapter \\(a llama\\.cpp LoRA GGUF has general\\.type "adapter"\\): ${command} takes LoRA adapters only, no model; give the adapter's files$`));
+      expect(run.stderr).not.toMatch(/--base/);
+    }
+    expect(listDir(dir).sort()).toEqual(['lora', 'tiny-llama-Q4_K_M.gguf']);
+  });
+
+  it('to combineLoras or resizeLora (loramerge/node): the same, naming the call', async () => {
+    const { combineLoras, resizeLora } = await import('../src/node.js');
+    const model = q4kmLlama(18);
+    const dir = temp.make({ ...model.files, ...Object.fromEntries(Object.entries(peftLlamaAdapter(5).files).map(([k, v]) => [`lora/${k}`, v])) });
+    const gguf = join(dir, 'tiny-llama-Q4_K_M.gguf');
+    const combined = await combineLoras({ adapters: [join(dir, 'lora'), gguf], method: 'cat', backend: 'cpu' }).catch((e: unknown) => e as Error);
+    expect((combined as Error).message).toBe(`${gguf}: a GGUF model, not a LoRA adapter (a llama.cpp LoRA GGUF has general.type "adapter"): combineLoras takes LoRA adapters only, no model; give the adapter's files`);
+    const resized = await resizeLora({ adapter: gguf, rule: { kind: 'rank', rank: 1 }, backend: 'cpu' }).catch((e: unknown) => e as Error);
+    expect((resized as Error).message).toBe(`${gguf}: a GGUF model, not a LoRA adapter (a llama.cpp LoRA GGUF has general.type "adapter"): resizeLora takes LoRA adapters only, no model; give the adapter's files`);
+  });
 });
 
 describe('--out named for the other format', () => {
@@ -248,7 +276,8 @@ describe('--dtype f16 on a quantized GGUF, as the requantization warning advises
     const dir = temp.make({ ...model.files, ...Object.fromEntries(Object.entries(peftLlamaAdapter(8).files).map(([k, v]) => [`lora/${k}`, v])) });
     const f16 = await runCli(mergeArgs(join(dir, 'tiny-llama-Q4_K_M.gguf'), join(dir, 'lora'), join(dir, 'f16.gguf'), '--dtype', 'f16'));
     expect(f16.code, f16.stderr).toBe(0);
-    expect(f16.stderr).toMatch(/f16 or q8_0 keep more of the update/);
+    // With --dtype f16 nothing is re-quantized: the plan's warning, worded for a merge without --dtype, is not drawn either.
+    expect(f16.stderr).not.toMatch(/re-quantized|f16 or q8_0 keep more of the update/);
     expect(f16.stderr).not.toMatch(/quantized again/);
     const q8 = await runCli(mergeArgs(join(dir, 'tiny-llama-Q4_K_M.gguf'), join(dir, 'lora'), join(dir, 'q8.gguf'), '--dtype', 'q8_0'));
     expect(q8.code, q8.stderr).toBe(0);

@@ -80,7 +80,7 @@ const EMPTY_FOLDERS = ['emptydir'];
 // --- the grammar ------------------------------------------------------------------------------
 
 /** What a fault makes of the case (see the module comment); `why` must be in the error line. */
-type FaultKind = 'usage' | 'help' | 'input' | 'dtype-usage' | 'late-usage';
+type FaultKind = 'usage' | 'help' | 'early-usage' | 'input' | 'dtype-usage' | 'late-usage';
 interface Fault { kind: FaultKind; why: RegExp }
 
 /** One option as it will be typed. */
@@ -234,7 +234,7 @@ function build(r: Recipe): Built {
   }
   if (['combine', 'resize', 'extract'].includes(r.command)) {
     const out = pick(['o.safetensors', 'o-peft', 'emptydir', 'old.safetensors', 'newdir/o.safetensors', '-', 'ü peft', 'peft\nout'], p[15]);
-    if (out.startsWith('newdir/')) b.faults.push({ kind: 'late-usage', why: /newdir.*does not exist; create it or choose another --out/ });
+    if (out.startsWith('newdir/')) b.faults.push({ kind: 'early-usage', why: /newdir.*does not exist; create it or choose another --out/ });
     else b.output = { path: out, kind: out.endsWith('.safetensors') ? 'adapter-file' : 'adapter-folder' };
     b.opts.push(opt('backend', 'cpu'));
     b.opts.push(opt('out', out));
@@ -442,19 +442,20 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       const out = b.opts.find((x) => x.name === 'out' && x.value !== undefined);
       if (!out || b.merge?.dryRun) return faults[3]();
       const inputs = b.opts.filter((x) => ['base', 'adapter', 'tuned'].includes(x.name) && x.value).map((x) => x.value!);
-      const choices: [string, RegExp][] = [
-        ...(inputs.length ? [[pick(inputs, n), /would overwrite input/] as [string, RegExp]] : []),
-        ['missing/out.safetensors', /missing\/out\.safetensors: folder .*missing does not exist; create it or choose another --out/],
-        ['base.safetensors/x.safetensors', /folder .*base\.safetensors is not a folder; create it or choose another --out/],
+      // The output's folder is checked before any input is read (early); the rest once the inputs say what is written (late).
+      const choices: [string, RegExp, FaultKind][] = [
+        ...(inputs.length ? [[pick(inputs, n), /would overwrite input/, 'late-usage'] as [string, RegExp, FaultKind]] : []),
+        ['missing/out.safetensors', /missing\/out\.safetensors: folder .*missing does not exist; create it or choose another --out/, 'early-usage'],
+        ['base.safetensors/x.safetensors', /folder .*base\.safetensors is not a folder; create it or choose another --out/, 'early-usage'],
       ];
-      if (inputs.includes('adapter')) choices.push(['adapter/adapter_model.safetensors', /would overwrite input (.*\/)?adapter\/adapter_model\.safetensors;/]);
+      if (inputs.includes('adapter')) choices.push(['adapter/adapter_model.safetensors', /would overwrite input (.*\/)?adapter\/adapter_model\.safetensors;/, 'late-usage']);
       // merge writes a file for a file base; the others a file only for an --out named *.safetensors.
-      if (b.command === 'merge') choices.push(['emptydir', /emptydir: exists and is not a file; choose another output path/]);
-      else if (!b.opts.some((x) => x.name === 'overwrite')) choices.push(['notes', /notes: folder exists and is not empty; choose another --out, or pass --overwrite/]);
-      const [path, why] = pick(choices, n >> 2);
+      if (b.command === 'merge') choices.push(['emptydir', /emptydir: exists and is not a file; choose another output path/, 'late-usage']);
+      else if (!b.opts.some((x) => x.name === 'overwrite')) choices.push(['notes', /notes: folder exists and is not empty; choose another --out, or pass --overwrite/, 'late-usage']);
+      const [path, why, kind] = pick(choices, n >> 2);
       out.value = path;
       b.output = undefined;
-      b.faults.push({ kind: 'late-usage', why });
+      b.faults.push({ kind, why });
     },
   ];
   // An --out that cannot be used is drawn twice as often: its refusals come after the output's lock
@@ -605,6 +606,9 @@ function expectedOutcome(b: Built): { code: number; why?: RegExp; parse: boolean
   if (before('help').length) return { code: 0, parse: true };
   const usage = before('usage');
   if (usage.length) return { code: 2, why: usage.length === 1 ? usage[0].why : undefined, parse: true };
+  // An --out whose folder cannot take it, before any input is read.
+  const early = before('early-usage');
+  if (early.length) return { code: 2, why: early.length === 1 ? early[0].why : undefined, parse: false };
   const input = before('input');
   if (input.length) return { code: 1, why: input.length === 1 ? input[0].why : undefined, parse: false };
   // Then, in the order the merge meets them: the base's type for --dtype; the plan (a weight whose

@@ -661,9 +661,10 @@ function hubOpened(c: Case, i: Input): Expected | undefined {
 
 function expected(c: Case): Expected {
   const writes = c.command !== 'inspect' && !c.dryRun;
-  // 1. Usage, before any request: a URL --out; then each input in order: as typed, and a Hub
-  // adapter's config fetched as it is opened (before the next input is looked at).
+  // 1. Usage, before any request: a URL --out, an --out whose folder is missing; then each input in
+  // order: as typed, and a Hub adapter's config fetched as it is opened (before the next input is looked at).
   if (writes && c.out!.kind === 'url') return { code: 2, why: [new RegExp(`^error: ${escapeRe(c.out!.typed)}: --out is a URL; the output is written to disk, so give a path for it$`)], what: 'usage: --out URL' };
+  if (writes && c.out!.kind === 'missing-folder') return { code: 2, why: [/missing\/[\w.]+: folder .*missing does not exist; create it or choose another --out$/], what: 'usage: --out folder missing' };
   for (const i of c.inputs) {
     if (!i.url) continue;
     const u = `^error: ${escapeRe(i.typed)}: `;
@@ -709,9 +710,7 @@ function expected(c: Case): Expected {
     }
   }
   if (!writes) return { code: 0, what: 'ok' };
-  // 3. The output's folder.
-  if (c.out!.kind === 'missing-folder') return { code: 2, why: [/missing\/[\w.]+: folder .*missing does not exist; create it or choose another --out$/], what: 'usage: --out folder missing' };
-  // 4. Tensor data: a fault in any file read then may be met first (a Hub adapter's PEFT weights: α is in its config).
+  // 3. Tensor data: a fault in any file read then may be met first (a Hub adapter's PEFT weights: α is in its config).
   const data = c.inputs.filter((i) => i.url).flatMap((i) => {
     if (!i.hub) return fetched(i).map(({ name, url }) => ({ b: i.behaviours.get(name)!, url, login: plainLogin(i.behaviours.get(name)!) }));
     const b = i.behaviours.get(PEFT_WEIGHTS)!;

@@ -105,4 +105,10 @@ describe('an IQ-quantized GGUF base', () => {
     await prepared.close();
     expect(prepared.plan.warnings.join('\n')).toMatch(/the merged tensors 1 IQ2_XXS are of types loramerge reads but does not write: the merge needs --dtype/);
   });
+
+  it('with --dtype given (q4_k), the plan no longer says the merge needs one', async () => {
+    const prepared = await prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet({ 'lora.gguf': lora.bytes }, 'lora') }], { dtype: 'q4_k' });
+    await prepared.close();
+    expect(prepared.plan.warnings.join('\n')).not.toMatch(/needs --dtype|re-quantized/);
+  });
 });

@@ -4,6 +4,7 @@
  * base, requantized block for block as llama.cpp's reference quantizer does; a llama.cpp LoRA
  * adapter onto a split F16 base; and the refusals.
  */
+import { join } from 'node:path';
 import { setFloat16 } from '@petamoriken/float16';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
@@ -11,6 +12,8 @@ import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors } from './helpers/fixtures.js';
 import { referenceQuantizeBlock, REF_BLOCK, type RefType } from './helpers/ggml-reference.js';
 import { buildGguf, readGguf, tensorValues, typeName, type FixtureTensor, type ReadGguf } from './helpers/gguf-builder.js';
+import { runCli } from './helpers/cli.js';
+import { tempDirs } from './helpers/fixtures.js';
 import {
   ggufLoraAdapter, ggufRowOf, LLAMA, peftLlamaAdapter, q4kmLlama, splitF16Llama, truthWithLora, truthWithPeft, type PeftFactors,
 } from './helpers/gguf-models.js';
@@ -20,6 +23,8 @@ beforeAll(async () => {
   cpu = await createNodeBackend('cpu');
 });
 afterAll(() => cpu?.dispose());
+const temp = tempDirs();
+afterAll(temp.removeAll);
 
 async function merge(base: Record<string, Uint8Array>, adapters: { files: Record<string, Uint8Array | string>; weight?: number }[], outDtype?: string) {
   const prepared = await prepareMerge(memoryInputFileSet(base, 'base'), adapters.map((a, i) => ({ files: memoryInputFileSet(a.files, `adapter${i}`), weight: a.weight })));
@@ -309,5 +314,30 @@ describe('the plan', () => {
     expect(prepared.plan.warnings).toEqual([
       'base: unless --dtype chooses another type, the merged tensors (4 Q4_K, 1 Q5_K, 2 Q6_K) are re-quantized to their own types by llama.cpp\'s reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)',
     ]);
+  });
+
+  // The warning said "unless --dtype chooses another type" to a user who had passed --dtype f16.
+  it.each([
+    // Every merged matrix dequantized to F16, or quantized to Q8_0 (another type: the output's own warning says so).
+    ['f16', []],
+    ['q8_0', []],
+    // Q4_K matrices stay Q4_K, re-quantized; the Q5_K and Q6_K ones become Q4_K.
+    ['q4_k', ['base: with --dtype q4_k, the merged tensors (4 Q4_K) are re-quantized to their own types by llama.cpp\'s reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)']],
+  ])('with a dtype chosen (%s), it names only the merged tensors that keep their own quantized type', async (dtype, warnings) => {
+    const prepared = await prepareMerge(memoryInputFileSet(q4kmLlama().files, 'base'), [{ files: memoryInputFileSet(peftLlamaAdapter().files, 'peft') }], { dtype });
+    await prepared.close();
+    expect(prepared.plan.warnings).toEqual(warnings);
+  });
+
+  it('the command line with --dtype f16 prints no re-quantizing warning; without --dtype it does', async () => {
+    const model = q4kmLlama();
+    const dir = temp.make({ ...model.files, ...Object.fromEntries(Object.entries(peftLlamaAdapter().files).map(([k, v]) => [`peft/${k}`, v])) });
+    const args = ['merge', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--adapter', join(dir, 'peft'), '--dry-run'];
+    const chosen = await runCli([...args, '--dtype', 'f16']);
+    expect(chosen.code, chosen.stderr).toBe(0);
+    expect(chosen.stderr).not.toMatch(/re-quantized|--dtype chooses/);
+    const kept = await runCli(args);
+    expect(kept.code, kept.stderr).toBe(0);
+    expect(kept.stderr).toMatch(/^warning: .*tiny-llama-Q4_K_M\.gguf: unless --dtype chooses another type, the merged tensors \(4 Q4_K, 1 Q5_K, 2 Q6_K\) are re-quantized/m);
   });
 });

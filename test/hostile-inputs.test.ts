@@ -565,6 +565,58 @@ describe('malformed files and paths are refused by name', () => {
     expect(listDir(outDir)).toEqual([]);
   });
 
+  it('an --out whose folder is missing or a file is refused before any input is read or the plan printed (merge, combine, resize, extract)', async () => {
+    const outDir = temp.make({ 'a-file': 'x' });
+    const inputs = temp.make({ 'base.safetensors': buildSafetensors(base()), ...Object.fromEntries(Object.entries(adapter()).map(([k, x]) => [`lora/${k}`, x])) });
+    const good = { base: join(inputs, 'base.safetensors'), lora: join(inputs, 'lora') };
+    // An input that does not exist: named first if it were read before --out's folder was looked at.
+    const gone = join(inputs, 'gone');
+    for (const [out, folder, why] of [
+      [join(outDir, 'missing', 'm.safetensors'), join(outDir, 'missing'), 'does not exist'],
+      [join(outDir, 'a-file', 'm.safetensors'), join(outDir, 'a-file'), 'is not a folder'],
+      [join(outDir, 'missing', 'sub') + '/', join(outDir, 'missing'), 'does not exist'],
+    ]) {
+      for (const args of [
+        ['merge', '--base', good.base, '--adapter', good.lora],
+        ['merge', '--base', gone, '--adapter', gone],
+        ['combine', '--adapter', gone, '--method', 'cat'],
+        ['resize', '--adapter', gone, '--rank', '1'],
+        ['extract', '--base', gone, '--tuned', gone, '--rank', '1'],
+      ]) {
+        const run = await runCli([...args, '--out', out, '--backend', 'cpu']);
+        expect(run.code, `${args.join(' ')}: ${run.stderr}`).toBe(2);
+        // The one line is the whole of stderr: no plan, no note, no warning before it.
+        expect(run.stderr, args.join(' ')).toBe(`error: ${out}: folder ${folder} ${why}; create it or choose another --out\n`);
+      }
+    }
+    expect(listDir(outDir)).toEqual(['a-file']);
+  });
+
+  it('merge() and combineLoras from loramerge/node refuse an out whose folder is missing before reading a source, naming out', async () => {
+    const node = await import('../src/node.js');
+    const outDir = temp.make();
+    const out = join(outDir, 'missing', 'm.safetensors');
+    const gone = join(outDir, 'gone');
+    const merged = await node.merge({ base: gone, adapters: [join(outDir, 'gone too')], out, backend: 'cpu' }).catch((e: unknown) => e as MergeError);
+    expect(merged).toMatchObject({ code: 'BAD_ARGUMENT', message: `${out}: folder ${join(outDir, 'missing')} does not exist; create it or choose another out` });
+    const combined = await node.combineLoras({ adapters: [gone], method: 'cat', out, backend: 'cpu' }).catch((e: unknown) => e as MergeError);
+    expect(combined).toMatchObject({ code: 'BAD_ARGUMENT', message: `${out}: folder ${join(outDir, 'missing')} does not exist; create it or choose another out` });
+    expect(listDir(outDir)).toEqual([]);
+  });
+
+  it('an --out in a folder this user may not write in is refused before any input is read (where permissions bind this user)', async () => {
+    const outDir = temp.make({ 'locked/.keep': '' });
+    const locked = join(outDir, 'locked');
+    execFileSync('chmod', ['555', locked]);
+    const out = join(locked, 'm.safetensors');
+    const run = await runCli(['merge', '--base', join(outDir, 'gone'), '--adapter', join(outDir, 'gone'), '--out', out, '--backend', 'cpu']);
+    execFileSync('chmod', ['755', locked]);
+    // Root writes in any folder: the missing input is then what is refused.
+    if (process.getuid?.() === 0) return void expect(run.code).toBe(1);
+    expect(run.code, run.stderr).toBe(3);
+    expect(run.stderr).toBe(`error: ${out}: permission denied while checking that its folder can be written (EACCES); check the permissions of the folder or choose another --out\n`);
+  });
+
   it('null for lora_alpha, r or a pattern table, which PEFT cannot load, is refused rather than taken for unset', () => {
     // LoraConfig.from_pretrained passes None on; update_layer then computes `lora_alpha / r` (TypeError).
     const refusal = (fields: Record<string, unknown>) => {

@@ -327,7 +327,10 @@ const stepMistakes: Mistake[] = [
   { name: 'resizeLora: out an https URL', run: () => node.resizeLora({ adapter: adapterSet(), rule: { kind: 'rank', rank: 1 }, out: 'https://example.com/lora.safetensors' }), message: /^out is a URL \("https:\/\/example\.com\/lora\.safetensors"\); the adapter is written to a path on disk, a File System Access handle or an OutputTarget$/ },
   { name: 'resizeLora: overwrite in quotes', run: () => node.resizeLora({ adapter: adapterSet(), rule: { kind: 'rank', rank: 1 }, overwrite: 'yes' as never }), message: /^overwrite must be true or false, not the string "yes"$/ },
   { name: 'combineLoras: hfToken a number', run: () => node.combineLoras({ adapters: [adapterSet()], method: 'cat', hfToken: 42 as never }), message: /^hfToken must be a Hugging Face token \(a string\) or false, not the number 42$/ },
-  { name: 'browser combineLoras: hfToken', run: () => browser.combineLoras({ adapters: [adapterSet()], method: 'cat', hfToken: 'hf_x' } as never), message: /^combineLoras options: unknown option "hfToken"/ },
+  { name: 'browser combineLoras: hfToken a number', run: () => browser.combineLoras({ adapters: [adapterSet()], method: 'cat', hfToken: 42 as never }), message: /^hfToken must be a Hugging Face token \(a string\) or false, not the number 42$/ },
+  { name: 'browser resizeLora: hfToken misspelt', run: () => browser.resizeLora({ adapter: adapterSet(), rule: { kind: 'rank', rank: 1 }, hfTokn: 'hf_x' } as never), message: /^resizeLora options: unknown option "hfTokn"; did you mean "hfToken"\?$/ },
+  { name: 'browser merge: hfToken true', run: () => browser.merge({ base: baseSet(), adapters: [adapterSet()], hfToken: true as never }), message: /^hfToken must be a Hugging Face token \(a string\) or false, not boolean true$/ },
+  { name: 'browser urlByteSource: hfToken empty', run: () => browser.urlByteSource('https://huggingface.co/a/b/resolve/main/m.gguf', { hfToken: ' \n' }), message: /^hfToken must be a Hugging Face token \(visible ASCII, not empty\) or false; the string given holds other characters or none$/ },
   { name: 'extractLora: a path in a list', run: () => node.extractLora({ base: ['base/model.safetensors'], tuned: baseSet(), rank: 1 }), message: /^base\[0\] is a path in a list; give the path of the folder that holds the files, or of the one file, as one string$/ },
 ];
 

@@ -378,14 +378,17 @@ describe('the library', () => {
     expect((typo as Error).message).toBe('merge() options: unknown option "hfTokn"; did you mean "hfToken"?');
     const notString = await node.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfToken: true as never }).catch((e: unknown) => e);
     expect((notString as Error).message).toBe('hfToken must be a Hugging Face token (a string) or false, not boolean true');
-    // The browser entry's merge() takes no token.
-    const browserTypo = await browser.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfToken: GOOD } as never).catch((e: unknown) => e);
-    expect((browserTypo as Error).message).toMatch(/^merge\(\) options: unknown option "hfToken"/);
+    // The browser entry's merge() checks its hfToken as the Node one does.
+    const browserTypo = await browser.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfTokn: GOOD } as never).catch((e: unknown) => e);
+    expect((browserTypo as Error).message).toBe('merge() options: unknown option "hfTokn"; did you mean "hfToken"?');
+    const browserBad = await browser.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfToken: `${GOOD}\u00e9` }).catch((e: unknown) => e);
+    expect((browserBad as Error).message).toBe('hfToken must be a Hugging Face token (visible ASCII, not empty) or false; the string given holds other characters or none');
+    outputs.push(errorText(browserBad));
     expect(hubSeen).toEqual([]);
     outputs.push(errorText(bad), errorText(typo), errorText(browserTypo));
   });
 
-  it('urlByteSource from loramerge/node sends the token; the browser entry\'s reads no environment and sends none', async () => {
+  it('urlByteSource from loramerge/node sends the token; the browser entry\'s reads no environment: without hfToken it sends none', async () => {
     vi.stubEnv('HF_TOKEN', GOOD);
     const source = await node.urlByteSource(ADAPTER_URL());
     expect(source.size).toBe(KOHYA.byteLength);
@@ -395,12 +398,103 @@ describe('the library', () => {
     expect(authorizations(cdnSeen).filter((a) => a !== undefined)).toEqual([]);
     hubSeen.length = 0;
     const refused = await browser.urlByteSource(ADAPTER_URL()).catch((e: unknown) => e);
-    expect((refused as Error).message).toBe(`${ADAPTER_URL()}: HTTP 401 Unauthorized for its size (HEAD); the file needs a login or a fresh link (a gated model): download it with your account and give the file instead`);
+    expect((refused as Error).message).toBe(`${ADAPTER_URL()}: HTTP 401 Unauthorized for its size (HEAD); the file needs a login (a gated model): no hfToken was given, so no token was sent: pass the Hugging Face token of an account that has accepted the model's terms as hfToken, or download the file with your account and give the file instead`);
     expect(authorizations(hubSeen)).toEqual([undefined]);
-    expect(() => browser.urlInputFileSet([ADAPTER_URL()], 'lora', { hfToken: GOOD } as never)).toThrow(/^URL input options: unknown option "hfToken"/);
     outputs.push(errorText(refused));
   });
 });
+
+describe('the browser entry\'s hfToken', () => {
+  const errorText = (e: unknown): string => {
+    const parts: string[] = [];
+    for (let x = e; x instanceof Error; x = x.cause) parts.push(x.message, x.stack ?? '', JSON.stringify(x));
+    return parts.join('\n');
+  };
+
+  it('merge() sends it to the hub, through a relative 307 on the hub, not past its 302 to the CDN; HF_TOKEN is not read; the merge is exact', async () => {
+    vi.stubEnv('HF_TOKEN', WRONG);
+    const { blobs } = await browser.merge({
+      base: BASE_URL(), adapters: [{ source: hubUrl('moved', 'style lora.safetensors'), weight: 0.5 }], hfToken: ` ${GOOD}\n`, backend: 'cpu',
+    });
+    const merged = decodeSafetensors(new Uint8Array(await blobs[0].blob.arrayBuffer())).tensors;
+    for (const [name, want] of mergedTruth(0.5)) expect(Array.from(merged.get(name)!.values), name).toEqual(Array.from(want));
+    expect(new Set(authorizations(hubSeen))).toEqual(new Set([`Bearer ${GOOD}`]));
+    expect(hubSeen.some((s) => s.path.startsWith('/moved/'))).toBe(true);
+    expect(cdnSeen.filter((s) => s.range !== undefined).length).toBeGreaterThan(1);
+    expect(authorizations(cdnSeen).filter((a) => a !== undefined)).toEqual([]);
+  });
+
+  it('merge() without hfToken sends none, though HF_TOKEN is set, and the 401 says to pass hfToken; hfToken: false likewise', async () => {
+    vi.stubEnv('HF_TOKEN', GOOD);
+    const none = await browser.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], backend: 'cpu' }).catch((e: unknown) => e);
+    expect((none as Error).message).toBe(`${BASE_URL()}: HTTP 401 Unauthorized for its size (HEAD); the file needs a login (a gated model): no hfToken was given, so no token was sent: pass the Hugging Face token of an account that has accepted the model's terms as hfToken, or download the file with your account and give the file instead`);
+    const off = await browser.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfToken: false, backend: 'cpu' }).catch((e: unknown) => e);
+    expect((off as Error).message).toBe(`${BASE_URL()}: HTTP 401 Unauthorized for its size (HEAD); the file needs a login (a gated model): hfToken is false, so no token was sent: pass your Hugging Face token as hfToken, or download the file with your account and give the file instead`);
+    expect(authorizations(hubSeen)).toEqual([undefined, undefined]);
+    outputs.push(errorText(none), errorText(off));
+  });
+
+  it('a wrong hfToken is refused saying so; a host not in the list and plain http to a listed host never get it', async () => {
+    const wrong = await browser.merge({ base: BASE_URL(), adapters: [ADAPTER_URL()], hfToken: WRONG, backend: 'cpu' }).catch((e: unknown) => e);
+    expect((wrong as Error).message).toBe(`${BASE_URL()}: HTTP 401 Unauthorized for its size (HEAD); the Hugging Face token was refused: check that it is valid and that your account has accepted the model's terms on its page`);
+    outputs.push(errorText(wrong));
+    hubSeen.length = 0;
+    for (const url of [hubUrl('open', 'style lora.safetensors', `127.0.0.1:${hubPort}`), hubUrl('open', 'style lora.safetensors', `localhost:${hubPort}`, 'http')]) {
+      const source = await browser.urlByteSource(url, { hfToken: GOOD });
+      expect(Array.from(await source.read(8, 16))).toEqual(Array.from(KOHYA.subarray(8, 24)));
+    }
+    expect(hubSeen.length).toBeGreaterThan(3);
+    expect(authorizations(hubSeen).filter((a) => a !== undefined)).toEqual([]);
+  });
+
+  it('combineLoras and resizeLora send it as merge() does: the hub gets it, the CDN never', async () => {
+    const combined = await browser.combineLoras({ adapters: [ADAPTER_URL()], method: 'cat', hfToken: GOOD, backend: 'cpu' });
+    expect(combined.modules.length).toBe(4);
+    const resized = await browser.resizeLora({ adapter: ADAPTER_URL(), rule: { kind: 'rank', rank: 1 }, hfToken: GOOD, backend: 'cpu' });
+    expect(resized.modules.length).toBe(4);
+    expect(new Set(authorizations(hubSeen))).toEqual(new Set([`Bearer ${GOOD}`]));
+    expect(cdnSeen.length).toBeGreaterThan(2);
+    expect(authorizations(cdnSeen).filter((a) => a !== undefined)).toEqual([]);
+  });
+
+  it('with a browser\'s fetch, which answers redirect: "manual" opaquely, the hop is asked again to follow: the merge is exact, the CDN gets no token', async () => {
+    const transport = localFetch(() => [hubPort, cdnPort]);
+    const requests: { url: string; redirect: string | undefined; authorization: string | undefined }[] = [];
+    // As the Fetch standard has a browser do: `manual` gives an opaque-redirect answer (status 0,
+    // no headers); `follow` follows, dropping Authorization at a redirect to another origin.
+    const browserFetch = async (input: string, init?: RequestInit): Promise<Response> => {
+      let url = new URL(input);
+      let headers: Record<string, string> = { ...(init?.headers as Record<string, string> | undefined) };
+      requests.push({ url: url.href, redirect: init?.redirect, authorization: headers.Authorization });
+      for (;;) {
+        const response = await transport(url.href, { ...init, headers, redirect: 'manual' });
+        const location = response.status >= 300 && response.status < 400 ? response.headers.get('location') : null;
+        if (location === null) return response;
+        await response.body?.cancel();
+        if (init?.redirect === 'manual') {
+          return { type: 'opaqueredirect', status: 0, ok: false, statusText: '', url: '', headers: new Headers(), body: null } as unknown as Response;
+        }
+        const next = new URL(location, url);
+        if (next.origin !== url.origin) headers = Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'));
+        url = next;
+      }
+    };
+    const { blobs } = await browser.merge({
+      base: urlInputFileSetOf(BASE_URL(), browserFetch), adapters: [{ source: browser.urlInputFileSet([ADAPTER_URL()], undefined, { fetch: browserFetch, hfToken: GOOD }), weight: 2 }], backend: 'cpu',
+    });
+    const merged = decodeSafetensors(new Uint8Array(await blobs[0].blob.arrayBuffer())).tensors;
+    for (const [name, want] of mergedTruth(2)) expect(Array.from(merged.get(name)!.values), name).toEqual(Array.from(want));
+    // The first request of each file set tried `manual`; once it came back opaque, every later one followed.
+    expect(requests.filter((r) => r.redirect === 'manual').length).toBe(2);
+    expect(requests.filter((r) => r.redirect === 'follow').length).toBeGreaterThan(4);
+    expect(new Set(requests.map((r) => r.authorization))).toEqual(new Set([`Bearer ${GOOD}`]));
+    expect(new Set(authorizations(hubSeen))).toEqual(new Set([`Bearer ${GOOD}`]));
+    expect(authorizations(cdnSeen).filter((a) => a !== undefined)).toEqual([]);
+  });
+});
+
+/** One URL as the browser entry's InputFileSet, read with `fetch` and the token. */
+const urlInputFileSetOf = (url: string, fetch: (input: string, init?: RequestInit) => Promise<Response>) => browser.urlInputFileSet([url], undefined, { fetch, hfToken: GOOD });
 
 it('no token string appears in anything printed or thrown above', () => {
   expect(outputs.length).toBeGreaterThan(20);

@@ -23,7 +23,8 @@ const base = fixture.base;
 const bytesOf = (x: Uint8Array | string) => (typeof x === 'string' ? new TextEncoder().encode(x) : x);
 
 /** How the server misbehaves on the base's range requests, by the first path segment. */
-type Mode = 'big-config' | 'spa' | 'spa-ranges' | 'ok' | 'no-range' | 'long-length' | 'short-length' | 'etag-changes' | 'size-changes' | 'stall' | 'loop' | 'error-500' | 'gzip' | 'gzip-head' | 'gated' | 'gone';
+type Mode = 'big-config' | 'spa' | 'spa-ranges' | 'ok' | 'no-range' | 'long-length' | 'short-length' | 'etag-changes' | 'size-changes' | 'stall' | 'loop' | 'error-500' | 'gzip' | 'gzip-head' | 'gated' | 'gone'
+  | 'config-206-whole' | 'config-206-part' | 'config-206-bare';
 const rangeRequests = new Map<string, number>();
 let server: Server;
 let origin: string;
@@ -101,6 +102,13 @@ beforeAll(async () => {
     }
     const body = path === 'llama.safetensors' ? base : fixture.files[path] !== undefined ? bytesOf(fixture.files[path]) : undefined;
     if (!body) return void response.writeHead(404).end();
+    if (mode.startsWith('config-206') && path.endsWith('.json') && !request.headers.range && request.method === 'GET') {
+      // A GET of the whole config answered 206 Partial Content: of all its bytes, of only the
+      // first 40, or with no Content-Range at all (what it holds cannot be told).
+      const end = mode === 'config-206-part' ? 39 : body.byteLength - 1;
+      const range = mode === 'config-206-bare' ? {} : { 'Content-Range': `bytes 0-${end}/${body.byteLength}` };
+      return void response.writeHead(206, { ...range, 'Content-Length': end + 1 }).end(body.subarray(0, end + 1));
+    }
     if (request.headers.range) return serveRange(path === 'llama.safetensors' ? mode : 'ok', request, response, body);
     if (mode === 'gzip-head' && request.method === 'HEAD') {
       // A server that compresses whole responses but serves ranges as they are: the HEAD's length is the compressed body's.
@@ -188,6 +196,24 @@ describe('merge() from misbehaving servers', () => {
     await expect(urlInputFileSet([url]).readText('adapter_config.json')).rejects.toMatchObject({
       code: 'NOT_FOUND', message: expect.stringMatching(new RegExp(`^${url}: the server answered with a web page \\(Content-Type: text/html\\), not the file; check the URL`)),
     });
+  });
+
+  it('a config whose whole-file GET is answered 206 with every byte (Content-Range 0 to the end) is read, and merges exactly', async () => {
+    const { result, out } = await mergeFrom('config-206-whole');
+    await result;
+    checkMerged(new Uint8Array(readFileSync(out)), readSafetensors(base), [{ tensors: readSafetensors(fixture.adapter), scale: fixture.alpha / fixture.rank }]);
+  });
+
+  it.each<[Mode, string]>([
+    ['config-206-part', 'the server sent bytes 0–39 of its \\d+ \\(HTTP 206 Partial Content\\) when asked for the whole file'],
+    ['config-206-bare', 'the server sent part of the file \\(HTTP 206 Partial Content, without a Content-Range\\) when asked for the whole file'],
+  ])('%s: a config answered 206 with only part of it is refused in one line naming the URL, not read as JSON; nothing written', async (mode, why) => {
+    const { result, dir } = await mergeFrom(mode);
+    const error = await result.then(() => undefined, (e: unknown) => e as { code: string; message: string });
+    const url = `${origin}/${mode}/llama-lora/adapter_config.json`;
+    expect(error).toMatchObject({ code: 'UNSUPPORTED_FORMAT' });
+    expect(error!.message).toMatch(new RegExp(`^${url}: ${why}; serve it whole \\(HTTP 200\\) or download the file first$`));
+    expect(readdirSync(dir)).toEqual([]);
   });
 
   it('a config past MAX_CONFIG_BYTES is refused while it downloads, not read whole', async () => {

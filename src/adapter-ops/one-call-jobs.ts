@@ -9,14 +9,14 @@
 import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './combine.js';
 import { extractAdapter, openExtractModel } from './extract.js';
 import { kohyaNamedAdapter, type OutputFormat } from './module-updates.js';
-import type { ModuleReport, OpResult } from './op-common.js';
+import { openJobAdapter, type ModuleReport, type OpResult } from './op-common.js';
 import { resizeAdapter } from './resize.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import type { MajoritySign } from '../algebra/merge-rules.js';
 import type { RankRule } from '../algebra/rank-rules.js';
 import { isMergeError, MergeError } from '../errors.js';
 import { inLibraryWords, libraryWording } from '../library-wording.js';
-import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import type { ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import type { BaseModel } from '../formats/base-model.js';
 import { modelNameOrPath } from '../formats/model-config.js';
@@ -48,6 +48,13 @@ export interface AdapterJobOptions<Out = MergeDestination> {
   signal?: AbortSignal;
   /** Called before each module and at the end. */
   onProgress?: ProgressListener;
+  /**
+   * A Hugging Face token for URL sources in gated or private repositories, sent as merge()'s
+   * `hfToken` is: only over https to huggingface.co and hf.co, never to another host nor past a
+   * redirect to one. Left out or `false`, none is sent from the browser entry; `loramerge/node`
+   * then finds one as huggingface_hub does (HF_TOKEN, `hf auth login`'s token).
+   */
+  hfToken?: string | false;
 }
 
 /** Options of `combineLoras`. */
@@ -130,6 +137,11 @@ export interface AdapterJobHooks<Out> {
   checkOutput(out: unknown, format: OutputFormat | undefined): void;
   /** The format an `out` fixes, where it does. */
   fixedFormat?(out: Out): FixedFormat | undefined;
+  /**
+   * Refuses, before any source is opened, an `out` (checked by checkOutput) whose place cannot take
+   * the output (Node: a path whose folder does not exist or cannot be written); creates nothing.
+   */
+  checkOutputPlace?(out: Out): Promise<void>;
   /** Opens a checked source; `signal` cancels its requests where it makes any. */
   openSource(source: MergeSource, what: string, adapter: boolean, signal: AbortSignal | undefined): Promise<InputFileSet>;
   /** Opens `out` for `format` (`command` names the job in refusals: combine, resize, extract). */
@@ -146,9 +158,10 @@ async function combineLorasUnworded<Out>(options: CombineLorasOptions<Out>, hook
   checkAdapterList(options.adapters, (source, what) => hooks.checkSource(source, what, true));
   const inputs = options.adapters.map((a) => (isWeighted(a) ? { source: a.source, weight: a.weight ?? 1 } : { source: a, weight: 1 }));
   const warnings = checkCombine(options);
+  await checkOutputPlace(options, hooks);
   const adapters: ParsedAdapter[] = [];
   try {
-    for (const [i, input] of inputs.entries()) adapters.push(await openAdapter(await hooks.openSource(input.source, `adapters[${i}]`, true, options.signal)));
+    for (const [i, input] of inputs.entries()) adapters.push(await openJobAdapter(await hooks.openSource(input.source, `adapters[${i}]`, true, options.signal), 'combineLoras'));
     const format = adapterFormat(adapters, options, hooks);
     const outcome = await run('combine', options, hooks, format, (backend, signal) => combineAdapters(
       adapters.map((adapter, i) => ({ adapter, weight: inputs[i].weight })),
@@ -171,9 +184,10 @@ async function resizeLoraUnworded<Out>(options: ResizeLoraOptions<Out>, hooks: A
   checkJobOptions('resizeLora', options, ['adapter', 'rule'], hooks);
   hooks.checkSource(options.adapter, 'adapter', true);
   checkRule(options.rule);
+  await checkOutputPlace(options, hooks);
   let adapter: ParsedAdapter | undefined;
   try {
-    adapter = await openAdapter(await hooks.openSource(options.adapter, 'adapter', true, options.signal));
+    adapter = await openJobAdapter(await hooks.openSource(options.adapter, 'adapter', true, options.signal), 'resizeLora');
     const opened = adapter;
     const format = adapterFormat([opened], options, hooks);
     return await run('resize', options, hooks, format, (backend, signal) => resizeAdapter(opened, options.rule, format, backend, { signal, onProgress: options.onProgress }));
@@ -196,6 +210,7 @@ async function extractLoraUnworded<Out>(options: ExtractLoraOptions<Out>, hooks:
   if (options.rank !== undefined) positiveInteger('rank', options.rank);
   if (options.energy !== undefined) fraction('energy', options.energy);
   if (options.seed !== undefined) seedValue(options.seed);
+  await checkOutputPlace(options, hooks);
   const baseFiles = await hooks.openSource(options.base, 'base', false, options.signal);
   const base = await openExtractModel(baseFiles);
   let tuned: BaseModel | undefined;
@@ -240,6 +255,11 @@ async function inCallWords(job: Promise<AdapterJobOutcome>): Promise<AdapterJobO
   } catch (e) {
     throw inLibraryWords(e);
   }
+}
+
+/** The hooks' checkOutputPlace for a given `out`, once every option is checked and before any source is opened. */
+async function checkOutputPlace<Out>(options: AdapterJobOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<void> {
+  if (options.out !== undefined) await hooks.checkOutputPlace?.(options.out);
 }
 
 function explained(e: unknown, hooks: AdapterJobHooks<unknown>): unknown {

@@ -1,7 +1,9 @@
 /** What combine, resize and extract share: grouping modules across adapters, and the output's config and metadata. */
 import { MergeError } from '../errors.js';
 import type { FloatDType } from '../dtype.js';
-import type { ParsedAdapter } from '../formats/adapter.js';
+import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import { BASE_GIVEN_AS_ADAPTER } from '../formats/gguf/gguf-adapter.js';
+import type { InputFileSet } from '../io/types.js';
 import type { AdapterToWrite, WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
 import { throwIfProblems } from '../plan/problems.js';
 import { checkFormatFits, checkModules, moduleShape, outputName, type ModuleRef, type OutputFormat } from './module-updates.js';
@@ -125,4 +127,19 @@ function factorDtype(adapters: readonly ParsedAdapter[]): FloatDType {
   const dtypes = new Set(adapters.flatMap((a) => a.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.dtype))));
   const only = dtypes.size === 1 ? [...dtypes][0] : 'F32';
   return only === 'F16' || only === 'BF16' ? only : 'F32';
+}
+
+/**
+ * {@link openAdapter} for an adapter job (`job` names it: `combine`, `resizeLora` …): a model given
+ * as an adapter is refused with the job's own advice, since the merge's (pass it as the base) names
+ * an option these jobs do not have.
+ */
+export async function openJobAdapter(files: InputFileSet, job: string): Promise<ParsedAdapter> {
+  try {
+    return await openAdapter(files);
+  } catch (e) {
+    if (!(e instanceof MergeError) || !e.message.endsWith(BASE_GIVEN_AS_ADAPTER)) throw e;
+    const message = `${e.message.slice(0, -BASE_GIVEN_AS_ADAPTER.length)}${job} takes LoRA adapters only, no model; give the adapter's files`;
+    throw new MergeError(e.code, message, { cause: e });
+  }
 }

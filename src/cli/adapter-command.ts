@@ -6,18 +6,18 @@
 import { combineAdapters, optionsWithoutEffect } from '../adapter-ops/combine.js';
 import { extractAdapter, openExtractModel } from '../adapter-ops/extract.js';
 import { checkFormatFits, outputFormatFor } from '../adapter-ops/module-updates.js';
-import type { OpResult } from '../adapter-ops/op-common.js';
+import { openJobAdapter, type OpResult } from '../adapter-ops/op-common.js';
 import { resizeAdapter } from '../adapter-ops/resize.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import { createNodeAlgebra } from '../algebra/node-algebra.js';
 import { isMergeError, MergeError } from '../errors.js';
 import { cancellable, cancelledMessage } from './cancel-signals.js';
-import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import type { ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import type { BaseModel } from '../formats/base-model.js';
 import { modelNameOrPath } from '../formats/model-config.js';
 import { stampInputFiles, type InputStamps } from '../io/input-stamps.js';
-import { createNodeOutputTarget } from '../io/node-output.js';
+import { checkOutputFolder, createNodeOutputTarget } from '../io/node-output.js';
 import { nodeInputFilePaths } from '../io/node-input-files.js';
 import { checkOutputPath, explainUrlInputError, forwardAbort, openCliInput, type CliInput } from './cli-inputs.js';
 import type { InputFileSet } from '../io/types.js';
@@ -49,6 +49,7 @@ async function listInputs(command: string, out: string, named: [string, string][
   if (/\.gguf$/i.test(out)) {
     throw new MergeError('BAD_ARGUMENT', `--out ${out}: ${command} writes a kohya .safetensors file or a PEFT folder, not a GGUF (llama.cpp's convert_lora_to_gguf.py makes a LoRA GGUF of the PEFT folder); name --out .safetensors, or a folder`);
   }
+  await checkOutputFolder(out);
   const urlRequests = new AbortController();
   const opened: CliInput[] = [];
 // combine's and resize's --adapter may be a Hugging Face adapter repository; extract's inputs are models.
@@ -62,7 +63,7 @@ async function listInputs(command: string, out: string, named: [string, string][
 
 export async function runCombine(cmd: CombineCommand, log: Log = stderrLog, print: Log = stdoutLine): Promise<number> {
   const { sets, inputs } = await listInputs(cmd.command, cmd.out, cmd.adapters.map((a) => ['--adapter', a.path]));
-  const adapters = await openAdapters(sets, inputs.opened);
+  const adapters = await openAdapters(sets, inputs.opened, 'combine');
   try {
     const format = outputFormatFor(cmd.out);
     checkFormatFits(adapters, format, cmd.out);
@@ -80,7 +81,7 @@ export async function runCombine(cmd: CombineCommand, log: Log = stderrLog, prin
 
 export async function runResize(cmd: ResizeCommand, log: Log = stderrLog, print: Log = stdoutLine): Promise<number> {
   const { sets, inputs } = await listInputs(cmd.command, cmd.out, [['--adapter', cmd.adapter]]);
-  const [adapter] = await openAdapters(sets, inputs.opened);
+  const [adapter] = await openAdapters(sets, inputs.opened, 'resize');
   try {
     const format = outputFormatFor(cmd.out);
     checkFormatFits([adapter], format, cmd.out);
@@ -106,10 +107,11 @@ export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog, prin
   }
 }
 
-async function openAdapters(sets: InputFileSet[], inputs: readonly CliInput[]): Promise<ParsedAdapter[]> {
+/** The adapters of `command` (combine, resize), a model among them refused in that command's words. */
+async function openAdapters(sets: InputFileSet[], inputs: readonly CliInput[], command: string): Promise<ParsedAdapter[]> {
   const opened: ParsedAdapter[] = [];
   try {
-    for (const set of sets) opened.push(await openAdapter(set));
+    for (const set of sets) opened.push(await openJobAdapter(set, command));
     return opened;
   } catch (e) {
     await Promise.all(opened.map((a) => a.file.source.close()));

@@ -30,7 +30,8 @@ export interface MergeCommand {
 
 export interface InspectCommand { command: 'inspect'; path: string }
 export interface SampleCommand { command: 'sample'; dir: string; backend: BackendChoice }
-export interface HelpCommand { command: 'help' }
+/** `asked`: --help, -h or `help`; false for a bare `loramerge`, which is a usage fault (no command). */
+export interface HelpCommand { command: 'help'; asked: boolean }
 export interface VersionCommand { command: 'version' }
 export type Command = MergeCommand | InspectCommand | SampleCommand | HelpCommand | VersionCommand
   | CombineCommand | ResizeCommand | ExtractCommand;
@@ -188,9 +189,10 @@ export function weighLastAdapter(adapters: AdapterArg[], value: string): void {
 
 export function parseCommandLine(argv: string[]): Command {
   const [command, ...rest] = argv;
-  if (command === undefined || command === 'help' || command === '--help' || command === '-h') return { command: 'help' };
+  if (command === undefined) return { command: 'help', asked: false };
+  if (command === 'help' || command === '--help' || command === '-h') return { command: 'help', asked: true };
   if (command === '--version' || command === '-v' || command === 'version') return { command: 'version' };
-  if (asksForHelp(rest)) return { command: 'help' };
+  if (asksForHelp(rest)) return { command: 'help', asked: true };
   if (command === 'merge') return parseMerge(rest);
   if (command === 'inspect') return parseInspect(rest);
   if (command === 'sample') return parseSample(rest);

@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { cancellable, cancelledMessage } from './cancel-signals.js';
 import { isMergeError, MergeError } from '../errors.js';
 import { stampInputFiles } from '../io/input-stamps.js';
-import { createNodeOutputTarget } from '../io/node-output.js';
+import { checkOutputFolder, createNodeOutputTarget } from '../io/node-output.js';
 import { nodeInputFilePaths } from '../io/node-input-files.js';
 import { checkOutputPath, explainUrlInputError, forwardAbort, openCliInput } from './cli-inputs.js';
 import { assertPlanValid } from '../plan/merge-plan.js';
@@ -30,7 +30,11 @@ const stdio: MergeOutput = { out: stdoutLine, err: stderrLine };
 
 export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Promise<number> {
   const log = io.err;
-  if (!cmd.dryRun) checkOutputPath(cmd.out);
+  if (!cmd.dryRun) {
+    checkOutputPath(cmd.out);
+    // Before any input is read or the plan printed: a folder that cannot take --out fails the run anyway.
+    await checkOutputFolder(cmd.out);
+  }
   // URL inputs are opened before the cancel signal exists (it comes with the output): Ctrl-C reaches
   // their requests through this controller.
   const urlRequests = new AbortController();
@@ -46,7 +50,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
 
   let prepared: PreparedMerge;
   try {
-    prepared = await prepareMerge(baseFiles, adapters);
+    prepared = await prepareMerge(baseFiles, adapters, { dtype: cmd.dtype });
   } catch (e) {
     throw explainUrlInputError(e, inputs);
   }

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { isMergeError } from '../errors.js';
 import { describeStrayFsError } from '../io/fs-errors.js';
 import { parseCommandLine, USAGE } from './args.js';
-import { exitCodeFor } from './exit-codes.js';
+import { EXIT_OK, EXIT_USAGE, exitCodeFor } from './exit-codes.js';
 import { runInspect } from './inspect-command.js';
 import { runMerge } from './merge-command.js';
 import { runSample } from './sample-command.js';
@@ -38,8 +38,14 @@ async function dispatch(argv: string[], io: CliOutput): Promise<number> {
   const command = parseCommandLine(argv);
   switch (command.command) {
     case 'help':
-      io.out(USAGE);
-      return 0;
+      // Asked for, the usage is the result (stdout, 0); a bare `loramerge` names no command, a
+      // usage fault like any other (stderr, EXIT_USAGE), so a script that forgot its arguments fails.
+      if (command.asked) {
+        io.out(USAGE);
+        return EXIT_OK;
+      }
+      io.err(USAGE);
+      return EXIT_USAGE;
     case 'version':
       io.out(version());
       return 0;

@@ -113,8 +113,11 @@ export interface BaseModel {
   metadata?(key: string): unknown;
   /** Problems only the file format knows of (a tensor of a type it cannot rewrite, an adapter for another architecture). */
   planProblems?(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[];
-  /** What the user should know about how the file format will store the merge. */
-  planWarnings?(plan: MergePlan): string[];
+  /**
+   * What the user should know about how the file format will store the merge; `dtype`, where the
+   * caller already knows it (the command line's --dtype, merge()'s dtype), the type asked for.
+   */
+  planWarnings?(plan: MergePlan, dtype?: string): string[];
   /** Releases the open files. */
   close(): Promise<void>;
 }

@@ -11,9 +11,9 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { badArgument, shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
 import { parseHfEndpoint } from './hf-endpoint.js';
+import { cleanHfToken, givenHfAuth, isHfTokenText } from './hf-token-option.js';
 import type { HfAuth } from './url-input-files.js';
 
 /** A token file larger than this is no token (Hugging Face's are under 100 bytes). */
@@ -26,18 +26,6 @@ type Env = Readonly<Record<string, string | undefined>>;
 
 /** HF_HUB_DISABLE_IMPLICIT_TOKEN set to a true value: no token is looked for. */
 const implicitTokenOff = (env: Env): boolean => TRUE_VALUES.has((env.HF_HUB_DISABLE_IMPLICIT_TOKEN ?? '').toUpperCase());
-
-/** As huggingface_hub cleans a token: line breaks anywhere dropped, whitespace around trimmed; empty is none. */
-function cleanToken(text: string): string | undefined {
-  const token = text.replace(/[\r\n]/g, '').trim();
-  return token === '' ? undefined : token;
-}
-
-/**
- * A token goes into an HTTP header: visible ASCII only. Anything else is refused before a request,
- * since fetch's own refusal of such a header value quotes it.
- */
-const isTokenText = (token: string): boolean => /^[\x21-\x7e]+$/.test(token);
 
 /** `~` and `$VAR` / `${VAR}` in a path expanded, as huggingface_hub does for its paths (an unset variable is left as written). */
 function expandPath(path: string, env: Env): string {
@@ -97,29 +85,16 @@ export function findHfToken(env: Env = process.env): string | undefined {
   if (implicitTokenOff(env)) return undefined;
   // An empty HF_TOKEN gives way to the older name, as in huggingface_hub; one of only whitespace to the file.
   const variable = env.HF_TOKEN ? 'HF_TOKEN' : env.HUGGING_FACE_HUB_TOKEN ? 'HUGGING_FACE_HUB_TOKEN' : undefined;
-  const fromEnv = variable === undefined ? undefined : cleanToken(env[variable]!);
+  const fromEnv = variable === undefined ? undefined : cleanHfToken(env[variable]!);
   if (fromEnv !== undefined) {
-    if (!isTokenText(fromEnv)) throw new MergeError('BAD_ARGUMENT', `${variable} holds characters no Hugging Face token has (only visible ASCII is); set it to the token itself`);
+    if (!isHfTokenText(fromEnv)) throw new MergeError('BAD_ARGUMENT', `${variable} holds characters no Hugging Face token has (only visible ASCII is); set it to the token itself`);
     return fromEnv;
   }
   const path = hfTokenPath(env);
   const text = readTokenFile(path);
-  const fromFile = text === undefined ? undefined : cleanToken(text);
-  if (fromFile !== undefined && !isTokenText(fromFile)) throw unusableFile(path, 'holds characters no token has (only visible ASCII is)');
+  const fromFile = text === undefined ? undefined : cleanHfToken(text);
+  if (fromFile !== undefined && !isHfTokenText(fromFile)) throw unusableFile(path, 'holds characters no token has (only visible ASCII is)');
   return fromFile;
-}
-
-/**
- * An explicit token option checked: a string of visible ASCII (trimmed), or false, or undefined.
- * Anything else is a BAD_ARGUMENT naming `what` (the option); a string's content is never shown.
- */
-export function checkHfTokenOption(what: string, explicit: unknown): asserts explicit is string | false | undefined {
-  if (explicit === undefined || explicit === false) return;
-  if (typeof explicit !== 'string') throw badArgument(`${what} must be a Hugging Face token (a string) or false, not ${shown(explicit)}`);
-  const token = cleanToken(explicit);
-  if (token === undefined || !isTokenText(token)) {
-    throw badArgument(`${what} must be a Hugging Face token (visible ASCII, not empty) or false; the string given holds other characters or none`);
-  }
 }
 
 /**
@@ -131,14 +106,7 @@ export function checkHfTokenOption(what: string, explicit: unknown): asserts exp
  */
 export function hfAuthFor(explicit: string | false | undefined, env: Env = process.env): HfAuth {
   const endpoint = parseHfEndpoint(env.HF_ENDPOINT);
-  if (explicit === false) {
-    return { endpoint, token: () => undefined, noTokenAdvice: 'hfToken is false, so no token was sent: pass your Hugging Face token as hfToken, or download the file with your account and give the file instead' };
-  }
-  if (explicit !== undefined) {
-    checkHfTokenOption('hfToken', explicit);
-    const token = cleanToken(explicit);
-    return { endpoint, token: () => token, noTokenAdvice: '' };
-  }
+  if (explicit !== undefined) return givenHfAuth(explicit, endpoint);
   let found: { token: string | undefined } | { error: unknown } | undefined;
   return {
     endpoint,

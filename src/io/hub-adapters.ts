@@ -9,7 +9,7 @@
  * A Hub URL that cannot be the source it is given as (a `blob/` page; a repository or `tree/` page
  * where one file is read) is refused here for all of them, before any request (checkHubSourceUrl).
  *
- * Platform-neutral: the Node entries pass their HfAuth (token and endpoint), the browser entry none.
+ * Platform-neutral: each entry passes its HfAuth (the Node entries their found or given token and endpoint, the browser entry its hfToken option).
  */
 import { MergeError } from '../errors.js';
 import type { HfEndpoint } from './hf-endpoint.js';

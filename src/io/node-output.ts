@@ -23,7 +23,8 @@
  */
 import { checkCallback, checkOptions, shown } from '../api-arguments.js';
 import type { BigIntStats } from 'node:fs';
-import { copyFile, lstat, mkdir, open, readdir, readlink, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, copyFile, lstat, mkdir, open, readdir, readlink, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { MergeError } from '../errors.js';
 import { printable } from '../shown-text.js';
@@ -128,6 +129,27 @@ export async function createNodeOutputTarget(
     await lock.release();
     throw e;
   }
+}
+
+/**
+ * Refuses, before any input is read, an output path whose folder cannot take it, with the words
+ * {@link createNodeOutputTarget} would use once the merge had planned: a folder that does not exist
+ * or is no folder (BAD_ARGUMENT), or, for an output not there yet, a folder this process may not
+ * write in (FILESYSTEM: permission denied, read-only). Checks only, creates nothing. The output's
+ * kind follows the base, not opened yet, so what it decides (file or folder, an existing folder's
+ * content, a mount point, which may be written in a folder that is not) is left to that call, which
+ * checks all of this again.
+ */
+export async function checkOutputFolder(outPath: string): Promise<void> {
+  // `DIR/` names a folder (created on commit for a one-file output): its parent must exist, as any output's.
+  const out = await followLinks(resolve(outPath));
+  const parent = dirname(out);
+  const parentInfo = await stat(parent).catch(() => undefined);
+  if (!parentInfo?.isDirectory()) {
+    throw new MergeError('BAD_ARGUMENT', `${outPath}: folder ${parent} ${parentInfo ? 'is not a folder' : 'does not exist'}; create it or choose another --out`);
+  }
+  if (await lstat(out).catch(() => undefined)) return;
+  await onPath(outPath, 'checking that its folder can be written', () => access(parent, constants.W_OK | constants.X_OK));
 }
 
 /** `--out .` would rename the folder the user stands in away; `--out ..` would swallow it. */

@@ -10,7 +10,8 @@
 import { badArgument, isHttpUrl, schemeOfUrl, shown } from '../api-arguments.js';
 import { checkBrowserDestination, checkBrowserSource, checkHubSource, openBrowserSource, type MergeSource } from '../merge.js';
 import type { BlobReadOptions } from './browser-input-files.js';
-import { checkHfTokenOption, hfAuthFor } from './hf-token.js';
+import { hfAuthFor } from './hf-token.js';
+import { checkHfTokenOption } from './hf-token-option.js';
 import { explainLoneHubWeights, openHubSource, type HubSourceUse, type OpenedHubAdapter } from './hub-adapters.js';
 import { stampInputFiles, type InputStamps } from './input-stamps.js';
 import { nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from './node-input-files.js';

@@ -1,11 +1,12 @@
 /**
  * `urlByteSource` and `urlInputFileSet` as `loramerge/node` exports them: those of the browser
- * entry, plus the Hugging Face token (hf-token.ts), sent only to Hugging Face's hosts over https
- * and to the Hub HF_ENDPOINT names (hf-endpoint.ts).
+ * entry, whose `hfToken` left out is found as huggingface_hub finds it (hf-token.ts), sent only to
+ * Hugging Face's hosts over https and to the Hub HF_ENDPOINT names (hf-endpoint.ts).
  */
-import { checkHfTokenOption, hfAuthFor } from './hf-token.js';
+import { hfAuthFor } from './hf-token.js';
+import { checkHfTokenOption } from './hf-token-option.js';
 import {
-  URL_INPUT_OPTION_NAMES, urlByteSourceWithAuth, urlInputFileSetWithAuth, type FetchFunction, type UrlInputOptions,
+  hfTokenOf, URL_INPUT_OPTION_NAMES, urlByteSourceWithAuth, urlInputFileSetWithAuth, type FetchFunction, type UrlInputOptions,
 } from './url-input-files.js';
 import type { ByteSource, InputFileSet } from './types.js';
 
@@ -21,21 +22,19 @@ export interface NodeUrlInputOptions extends UrlInputOptions {
   hfToken?: string | false;
 }
 
-const NODE_URL_OPTION_NAMES: readonly string[] = [...URL_INPUT_OPTION_NAMES, 'hfToken'];
-
 /** The `hfToken` option, checked; a bad one is a BAD_ARGUMENT that never shows the string. */
 function hfTokenOption(options: FetchFunction | NodeUrlInputOptions | undefined): string | false | undefined {
-  const hfToken = typeof options === 'object' && options !== null ? (options as { hfToken?: unknown }).hfToken : undefined;
+  const hfToken = hfTokenOf(options);
   checkHfTokenOption('hfToken', hfToken);
   return hfToken;
 }
 
 /** A file behind `url` as a ByteSource (see the browser entry's), with the Hugging Face token. */
 export async function urlByteSource(url: string | URL, options?: FetchFunction | NodeUrlInputOptions): Promise<ByteSource> {
-  return urlByteSourceWithAuth(url, options, hfAuthFor(hfTokenOption(options)), NODE_URL_OPTION_NAMES);
+  return urlByteSourceWithAuth(url, options, hfAuthFor(hfTokenOption(options)), URL_INPUT_OPTION_NAMES);
 }
 
 /** Remote files as one InputFileSet (see the browser entry's), with the Hugging Face token. */
 export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, options?: FetchFunction | NodeUrlInputOptions): InputFileSet {
-  return urlInputFileSetWithAuth(urls, name, options, hfAuthFor(hfTokenOption(options)), NODE_URL_OPTION_NAMES);
+  return urlInputFileSetWithAuth(urls, name, options, hfAuthFor(hfTokenOption(options)), URL_INPUT_OPTION_NAMES);
 }

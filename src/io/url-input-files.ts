@@ -5,8 +5,9 @@
  *
  * A server can misbehave in ways a disk cannot, and each is refused naming the URL rather than
  * waited on or merged: a 200 with the whole file to a Range request, a body shorter or longer than
- * asked, a 206 of another range than asked, a compressed range (its offsets would be of compressed
- * bytes), a file that changes between requests (another ETag, Last-Modified or total size), a
+ * asked, a 206 of another range than asked (or, to a config's whole-file GET, of part of it), a
+ * compressed range (its offsets would be of compressed bytes), a file that changes between
+ * requests (another ETag, Last-Modified or total size), a
  * redirect loop, an HTTP error, and a response that stops sending: no byte for
  * URL_IDLE_TIMEOUT_MS ends the request. A server that refuses HEAD is asked for one byte instead.
  */
@@ -14,6 +15,7 @@ import { badArgument, checkCallback, checkOptions, checkSignal, shown } from '..
 import { MergeError, throwIfAborted, type MergeErrorCode } from '../errors.js';
 import { MAX_CONFIG_BYTES, URL_IDLE_TIMEOUT_MS } from '../limits.js';
 import { hfTokenScope, type HfEndpoint } from './hf-endpoint.js';
+import { explicitHfAuth } from './hf-token-option.js';
 import { innermostMessage, networkFailureReason } from './network-failure.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import { decodeUtf8 } from './strict-utf8.js';
@@ -22,8 +24,9 @@ import type { ByteSource, InputFileSet } from './types.js';
 
 /**
  * Who answered a request, as far as a login goes: `token` a Hugging Face host that was sent the
- * token; `no-token` a Hugging Face host that was sent none, where the caller could have found one
- * (the Node entry points); `other` anything else (another host, a signed link, the browser entry).
+ * token; `no-token` a Hugging Face host that was sent none, where the caller could have given one
+ * (an `hfToken` option, or a token the Node entry points find); `other` anything else (another
+ * host, a signed link, a relative URL).
  */
 type LoginState = 'token' | 'no-token' | 'other';
 
@@ -56,13 +59,24 @@ export interface UrlInputOptions {
   signal?: AbortSignal;
   /** Milliseconds without a byte from the server before a request is given up (default URL_IDLE_TIMEOUT_MS). */
   idleTimeoutMs?: number;
+  /**
+   * A Hugging Face token, for gated and private repositories: sent (`Authorization: Bearer …`) only
+   * over https to huggingface.co and hf.co themselves, never over plain http, never to another host,
+   * and never past a redirect to another host (Hugging Face's downloads redirect to signed links on
+   * their CDN, which must not get it). Where the platform hides where a redirect leads (a browser
+   * answers `redirect: 'manual'` with an opaque response), the request is sent again for the browser
+   * to follow, and the browser drops the token at a hop to another origin, as the Fetch standard
+   * has it. Left out or `false`, none is sent: the browser entry reads no environment or file.
+   */
+  hfToken?: string | false;
 }
 
 /**
- * The Hugging Face token of a Node entry point (the command line, `loramerge/node`), which finds it
- * (hf-token.ts); the browser entry has none. `token()` is asked only for a request to a host the
- * token goes to, so a token file is read only when one is needed; it returns undefined where none
- * was found or it was turned off (a 401/403 from Hugging Face then says how to give one).
+ * The Hugging Face token of a call: the `hfToken` option (hf-token-option.ts), or what a Node entry
+ * point finds (the command line, `loramerge/node`: hf-token.ts). `token()` is asked only for a
+ * request to a host the token goes to, so a token file is read only when one is needed; it returns
+ * undefined where none was given or found, or it was turned off (a 401/403 from Hugging Face then
+ * says how to give one).
  */
 export interface HfAuth {
   token(): string | undefined;
@@ -78,12 +92,22 @@ interface Resolved {
   customFetch: boolean;
   signal?: AbortSignal;
   idleTimeoutMs: number;
-  /** Only from a Node entry point. */
+  /** The call's token (hfToken, or what a Node entry point finds); none for a relative URL's requests. */
   hfAuth?: HfAuth;
+  /**
+   * Set once a `redirect: 'manual'` request came back opaque (a browser's answer: its status and
+   * Location are hidden): later requests with the token let the fetch follow redirects at once.
+   */
+  redirectsHidden?: boolean;
 }
 
-/** The options `urlByteSource` and `urlInputFileSet` take (the Node entry's also take `hfToken`). */
-export const URL_INPUT_OPTION_NAMES: readonly string[] = ['fetch', 'signal', 'idleTimeoutMs'];
+/** The options `urlByteSource` and `urlInputFileSet` take. */
+export const URL_INPUT_OPTION_NAMES: readonly string[] = ['fetch', 'signal', 'idleTimeoutMs', 'hfToken'];
+
+/** The `hfToken` of options given as an object (a bare fetch function has none). */
+export function hfTokenOf(options: FetchFunction | UrlInputOptions | undefined): unknown {
+  return typeof options === 'object' && options !== null ? (options as { hfToken?: unknown }).hfToken : undefined;
+}
 
 function resolve(options: FetchFunction | UrlInputOptions | undefined, hfAuth?: HfAuth, optionNames = URL_INPUT_OPTION_NAMES): Resolved {
   if (typeof options !== 'function' && options !== undefined) {
@@ -141,14 +165,17 @@ function encodingOf(response: Response): string | null {
   return encoding && encoding.toLowerCase() !== 'identity' ? encoding : null;
 }
 
-/** A file behind `url` as a ByteSource; its size comes from a HEAD request (or a one-byte GET). */
+/**
+ * A file behind `url` as a ByteSource; its size comes from a HEAD request (or a one-byte GET). The
+ * `hfToken` option is sent as {@link UrlInputOptions.hfToken} says; a bad one is a BAD_ARGUMENT.
+ */
 export async function urlByteSource(url: string | URL, options?: FetchFunction | UrlInputOptions): Promise<ByteSource> {
-  return urlByteSourceWithAuth(url, options, undefined);
+  return urlByteSourceWithAuth(url, options, explicitHfAuth(hfTokenOf(options)));
 }
 
 /**
- * {@link urlByteSource} for the Node entry points: `hfAuth` is their Hugging Face token (sent only
- * where hfTokenScope says), and `optionNames` the options they take.
+ * {@link urlByteSource} with the call's Hugging Face token `hfAuth` (sent only where hfTokenScope
+ * says; the Node entry points find one), and `optionNames` the options the caller takes.
  */
 export async function urlByteSourceWithAuth(
   url: string | URL, options: FetchFunction | UrlInputOptions | undefined, hfAuth: HfAuth | undefined, optionNames = URL_INPUT_OPTION_NAMES,
@@ -198,15 +225,16 @@ function absoluteUrl(text: string): string {
  * Remote files as one InputFileSet, each named by the last segment of its URL path
  * (`…/adapter_config.json` → `adapter_config.json`), as if they were one folder. With the global
  * fetch only http(s) URLs are taken (a `fetch` of your own may know other schemes); `urls` that is
- * no array, or a URL of another scheme, is a BAD_ARGUMENT MergeError.
+ * no array, a URL of another scheme, or a bad `hfToken` is a BAD_ARGUMENT MergeError. The `hfToken`
+ * option is sent as {@link UrlInputOptions.hfToken} says.
  */
 export function urlInputFileSet(urls: readonly (string | URL)[], name?: string, options?: FetchFunction | UrlInputOptions): InputFileSet {
-  return urlInputFileSetWithAuth(urls, name, options, undefined);
+  return urlInputFileSetWithAuth(urls, name, options, explicitHfAuth(hfTokenOf(options)));
 }
 
 /**
- * {@link urlInputFileSet} for the Node entry points: `hfAuth` is their Hugging Face token (sent
- * only where hfTokenScope says), and `optionNames` the options they take.
+ * {@link urlInputFileSet} with the call's Hugging Face token `hfAuth` (sent only where hfTokenScope
+ * says; the Node entry points find one), and `optionNames` the options the caller takes.
  */
 export function urlInputFileSetWithAuth(
   urls: readonly (string | URL)[], name: string | undefined, options: FetchFunction | UrlInputOptions | undefined,
@@ -228,9 +256,37 @@ export function urlInputFileSetWithAuth(
   const setName = name ?? (urls.length === 1 ? String(urls[0]) : String(urls[0]).replace(/\/[^/]*$/, ''));
   return keyedFileSet(setName, files, {
     open: (href) => openByteSource(href, o),
-    // A config is read whole, so its size is capped as a file's is; `.text()` would take any.
-    readText: async (href) => decodeUtf8(await fetchBody(href, o, 'the file', {}, MAX_CONFIG_BYTES, webPage, true), href),
+    readText: (href) => readWholeText(href, o),
   });
+}
+
+/**
+ * A config or index read whole: its size capped as a file's is (`.text()` would take any). A server
+ * may answer the GET with 206 Partial Content (no Range was asked): taken where its Content-Range
+ * is the whole file, as the bytes then are; refused where it is part, or says nothing of which bytes
+ * it is, rather than parsed as a config cut short.
+ */
+async function readWholeText(href: string, o: Resolved): Promise<string> {
+  let range: { start: number; end: number; total: number } | undefined;
+  const bytes = await fetchBody(href, o, 'the file', {}, MAX_CONFIG_BYTES, (response) => {
+    const page = webPage(response);
+    if (page || response.status !== 206) return page;
+    const m = /^\s*bytes\s+(\d+)-(\d+)\s*\/\s*(\d+)\s*$/i.exec(response.headers.get('content-range') ?? '');
+    const partial = (what: string): Refusal => ({
+      code: 'UNSUPPORTED_FORMAT', message: `the server sent ${what} when asked for the whole file; serve it whole (HTTP 200) or download the file first`,
+    });
+    if (!m) return partial('part of the file (HTTP 206 Partial Content, without a Content-Range)');
+    range = { start: Number(m[1]), end: Number(m[2]), total: Number(m[3]) };
+    if (range.start !== 0 || range.end !== range.total - 1) return partial(`bytes ${m[1]}–${m[2]} of its ${m[3]} (HTTP 206 Partial Content)`);
+    return undefined;
+  }, true);
+  // A whole-file 206 must hold what its Content-Range says: every byte.
+  if (range && bytes.byteLength !== range.total) {
+    const short = new MergeError('TRUNCATED', `${href}: got ${bytes.byteLength} of ${range.total} bytes for the file`);
+    requestFailures.add(short);
+    throw short;
+  }
+  return decodeUtf8(bytes, href);
 }
 
 /**
@@ -402,7 +458,7 @@ const MAX_REDIRECTS = 20;
  * treats an Authorization header across hosts has varied.
  */
 async function send(href: string, o: Resolved, init: RequestInit, signal: AbortSignal, what: string): Promise<{ response: Response; login: LoginState }> {
-  // The browser entry's path is left as it was (a relative URL there is fetch's to resolve).
+  // A relative URL (a page's) is fetch's to resolve, and no Hub URL: it goes as it is, with no token.
   const start = o.hfAuth === undefined ? undefined : safeUrl(href);
   const endpoint = o.hfAuth?.endpoint;
   const scope = start === undefined ? undefined : hfTokenScope(start, endpoint);
@@ -415,6 +471,7 @@ async function send(href: string, o: Resolved, init: RequestInit, signal: AbortS
     const answered = safeUrl(response.url || href);
     return { response, login: o.hfAuth !== undefined && answered !== undefined && hfTokenScope(answered, endpoint) !== undefined ? 'no-token' : 'other' };
   }
+  if (o.redirectsHidden) return followedByBrowser(start, token, init, signal, fetchFn);
   let url = start;
   let withToken = true;
   for (let redirects = 0; ; redirects++) {
@@ -423,6 +480,13 @@ async function send(href: string, o: Resolved, init: RequestInit, signal: AbortS
     const headers: Record<string, string> = { ...(init.headers as Record<string, string> | undefined) };
     if (withToken) headers.Authorization = `Bearer ${token}`;
     const response = await fetchFn(url.href, { ...init, headers, redirect: 'manual', signal });
+    if (response.type === 'opaqueredirect') {
+      // A browser hides a redirect's status and Location from the page (and from a worker): this
+      // hop, still on the token's host (the first, or one whose Location was seen), is asked again
+      // for the browser to follow, which drops the token at a hop to another origin.
+      o.redirectsHidden = true;
+      return followedByBrowser(url, withToken ? token : undefined, init, signal, fetchFn);
+    }
     const location = REDIRECT_STATUSES.has(response.status) ? response.headers.get('location') : null;
     if (location === null) return { response, login: withToken ? 'token' : 'other' };
     await response.body?.cancel().catch(() => undefined);
@@ -433,6 +497,22 @@ async function send(href: string, o: Resolved, init: RequestInit, signal: AbortS
     }
     url = next;
   }
+}
+
+/**
+ * A request with the token where the fetch follows the redirects itself (a browser's, which hides
+ * them from `redirect: 'manual'`): it drops the Authorization header at a redirect to another origin
+ * (the Fetch standard's HTTP-redirect fetch), so only the Hugging Face host asked gets the token.
+ */
+async function followedByBrowser(
+  url: URL, token: string | undefined, init: RequestInit, signal: AbortSignal, fetchFn: FetchFunction,
+): Promise<{ response: Response; login: LoginState }> {
+  const headers: Record<string, string> = { ...(init.headers as Record<string, string> | undefined) };
+  if (token !== undefined) headers.Authorization = `Bearer ${token}`;
+  const response = await fetchFn(url.href, { ...init, headers, redirect: 'follow', signal });
+  // An error after a redirect came from the host it led to, which got no token: not the token refused.
+  const answered = safeUrl(response.url || url.href);
+  return { response, login: token !== undefined && (answered === undefined || answered.origin === url.origin) ? 'token' : 'other' };
 }
 
 /** `text` as a URL (relative to `base`), or undefined where it is none. */

@@ -79,6 +79,11 @@ export interface OneCallHooks<Source, Out> {
   /** Throws BAD_ARGUMENT for an `out` this entry point cannot write to (undefined is fine). */
   checkOutput(out: unknown): void;
   /**
+   * Refuses, before any source is opened, an `out` (checked by checkOutput) whose place cannot take
+   * the output (Node: a path whose folder does not exist or cannot be written); creates nothing.
+   */
+  checkOutputPlace?(out: Out): Promise<void>;
+  /**
    * An error of the merge as the caller is to see it: where a source the entry point opened its
    * own way explains a refusal better (a Hub link of PEFT weights whose repository has no config).
    */
@@ -157,13 +162,14 @@ export async function oneCallMerge<Source, Out>(
   let owned: OutputTarget | undefined = typeof options === 'object' && options !== null && isOutputTarget(options.out) ? options.out : undefined;
   try {
     checkOneCallOptions(options, hooks);
+    if (options.out !== undefined) await hooks.checkOutputPlace?.(options.out);
     const adapterSources = options.adapters.map((a) => (isWeighted(a) ? a : { source: a, weight: 1 }));
     let merging = false;
     const readAhead = () => merging;
     const baseFiles = await hooks.openSource(options.base, 'base', options.signal, readAhead);
     const adapters = [];
     for (const a of adapterSources) adapters.push({ files: await hooks.openSource(a.source, 'adapter', options.signal, readAhead), weight: a.weight ?? 1 });
-    const prepared = await prepareMerge(baseFiles, adapters);
+    const prepared = await prepareMerge(baseFiles, adapters, { dtype: options.dtype });
     try {
       assertPlanValid(prepared.plan);
       // Planned: from here on the files are read front to back.

@@ -14,7 +14,7 @@ import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type BaseTensorIndex, type MergePlan } from '../plan/merge-plan.js';
 import { planModelFolder, planWidenedConfigs, type ModelFolderPlan } from '../plan/model-folder.js';
 import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
-import { badArgument, checkInputFileSet, checkList, checkOptions, checkWeight, isInputFileSet } from '../api-arguments.js';
+import { badArgument, checkDtypeName, checkInputFileSet, checkList, checkOptions, checkWeight, isInputFileSet } from '../api-arguments.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 import { quantizedWeightProblems, widenedScaledProblems } from '../plan/quantized-weights.js';
 import { findScaledFp8, runtimeScales, type ScaledFp8Base } from '../formats/scaled-fp8.js';
@@ -79,13 +79,25 @@ function viewedTensors(tensors: BaseModel['tensors'], scaled: ScaledFp8Base | un
   return seen;
 }
 
+/** What {@link prepareMerge} may know of the merge to come. */
+export interface PrepareMergeOptions {
+  /**
+   * The dtype the merge will write (mergeModel's `outDtype`), where it is chosen already: the plan's
+   * warnings then say what it does (a GGUF base's merged tensors re-quantized or not). Not checked
+   * against the base here; mergeModel refuses one the base does not take.
+   */
+  dtype?: string;
+}
+
 /**
  * Opens the base and the adapters (headers and configs only) and plans the merge: every problem is
  * in `plan.problems`, nothing heavy is read. Close the result when done. Arguments of the wrong
  * kind (not an InputFileSet, an empty or holed array, a weight that is no finite number, an
  * unknown key beside `files` and `weight`) are refused first with a BAD_ARGUMENT MergeError.
  */
-export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: readonly AdapterInput[]): Promise<PreparedMerge> {
+export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: readonly AdapterInput[], options: PrepareMergeOptions = {}): Promise<PreparedMerge> {
+  checkOptions('prepareMerge options', options, ['dtype']);
+  checkDtypeName('prepareMerge options: dtype', options.dtype);
   checkInputFileSet('prepareMerge: baseFiles', baseFiles);
   checkList('prepareMerge: adapters', adapterInputs, 'an adapter as { files, weight }');
   adapterInputs.forEach((input, i) => {
@@ -139,7 +151,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       const where = modelopt.file ?? 'config.json quantization_config';
       plan.notes.push(`the base's ModelOpt config (${where}) quantizes only the KV cache${modelopt.kvCache ? ` (kv_cache_quant_algo ${modelopt.kvCache})` : ''}: its weights are floats and merge as any; the config and its KV-cache scales (k_scale, v_scale) are kept as they are, calibrated on the model before the merge`);
     }
-    plan.warnings.push(...(base.planWarnings?.(plan) ?? []));
+    plan.warnings.push(...(base.planWarnings?.(plan, options.dtype) ?? []));
     if (dequantized) {
       const counts = [dequantized.fourBit ? `${dequantized.fourBit} 4-bit` : '', dequantized.eightBit ? `${dequantized.eightBit} 8-bit` : ''].filter(Boolean).join(' and ');
       plan.notes.push(`the base holds ${counts} bitsandbytes weights: they are dequantized exactly as bitsandbytes does, merged, and written as floats; config.json drops quantization_config`);

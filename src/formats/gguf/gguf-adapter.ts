@@ -34,6 +34,12 @@ const FACTOR_TYPES = new Set(['F32', 'F16', 'BF16', 'Q8_0']);
 
 type Problem = { code: MergeErrorCode; message: string };
 
+/**
+ * The end of the refusal of a GGUF model given as an adapter, as the merge words it; the adapter
+ * jobs, which take no base, replace it with their own (op-common.ts openJobAdapter).
+ */
+export const BASE_GIVEN_AS_ADAPTER = 'is it the base, given as an adapter? pass a base model with --base';
+
 export async function parseGgufAdapter(name: string, source: ByteSource): Promise<ParsedAdapter> {
   const file = await openGguf(source);
   refuseControlVector(file);
@@ -58,7 +64,7 @@ function parseAdapter(name: string, file: GgufFile): ParsedAdapter {
   if (type !== 'adapter') {
     // convert_hf_to_gguf writes "model" (older files have no general.type): the base given as an adapter.
     const what = type === undefined || type === 'model' ? 'a GGUF model' : `a GGUF file of general.type ${JSON.stringify(type)}`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: ${what}, not a LoRA adapter (a llama.cpp LoRA GGUF has general.type "adapter"): is it the base, given as an adapter? pass a base model with --base`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: ${what}, not a LoRA adapter (a llama.cpp LoRA GGUF has general.type "adapter"): ${BASE_GIVEN_AS_ADAPTER}`);
   }
   if (text('adapter.type') !== 'lora') {
     throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: GGUF adapter of type ${JSON.stringify(text('adapter.type') ?? null)}; only "lora" adapters can be merged`);

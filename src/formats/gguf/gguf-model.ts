@@ -285,19 +285,34 @@ class GgufModel implements BaseModel {
     return problems;
   }
 
-  planWarnings(plan: MergePlan): string[] {
+  planWarnings(plan: MergePlan, dtype?: string): string[] {
     const quantized = new Map<string, number>();
+    // With a --dtype, each merged tensor is written in the type it gives that tensor: re-quantized to
+    // its own type only where that type is its own (a mix's, or --dtype its type), else converted,
+    // which the output's own warning reports. An unknown --dtype is refused right after the plan.
+    let requested: string | undefined;
+    try {
+      requested = dtype === undefined ? undefined : this.format.parseOutputType(dtype);
+    } catch {
+      requested = undefined;
+    }
+    const stored = requested === undefined ? undefined : new Map(this.shards.flatMap((s) => s.tensors.map((t) => [t.name, t] as const)));
     const readOnly = new Map<string, number>();
     const keys = [...plan.updates.map((u) => u.baseKey), ...plan.biasUpdates.map((b) => b.baseKey), ...plan.replacements.map((r) => r.baseKey)];
     for (const key of keys) {
       const type = this.locate(key).tensor.type;
+      const tensor = stored?.get(this.locate(key).tensor.name);
+      // Written in another type: not re-quantized to its own (the output's warning reports the
+      // conversion), nor, for a type loramerge reads only, left needing the --dtype it was given.
+      if (tensor && this.format.outputType(tensor, true, requested) !== type.name) continue;
       const count = blockCodec(type) ? quantized : blockDecoder(type) ? readOnly : undefined;
       if (type.blockSize > 1) count?.set(type.name, (count.get(type.name) ?? 0) + 1);
     }
     const list = (m: Map<string, number>) => [...m].map(([type, n]) => `${n} ${type}`).join(', ');
     const warnings: string[] = [];
     if (quantized.size > 0) {
-      warnings.push(`${this.name}: unless --dtype chooses another type, the merged tensors (${list(quantized)}) are re-quantized to their own types by llama.cpp's reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`);
+      const when = dtype === undefined || requested === undefined ? 'unless --dtype chooses another type, ' : `with --dtype ${dtype}, `;
+      warnings.push(`${this.name}: ${when}the merged tensors (${list(quantized)}) are re-quantized to their own types by llama.cpp's reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`);
     }
     warnings.push(...llamaCppAdapterScaleWarnings(plan, this.keptScales));
     if (readOnly.size > 0) {
