@@ -20,6 +20,7 @@ import type { WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import { kohyaMetadata, LORAMERGE_VERSION, type ModuleReport, type OpResult } from './op-common.js';
 import { kohyaPartFor, type ModuleShape, type OutputFormat } from './module-updates.js';
+import { baseComponents, type BaseComponent } from '../formats/base-components.js';
 import { decomposeDense, froKept, moduleFromSvd } from './reduce.js';
 import { product } from '../integers.js';
 
@@ -72,6 +73,8 @@ export async function extractAdapter(
   const modulesToSave: string[] = [];
   const warnings: string[] = [];
   const capped: string[] = [];
+  const kohyaNameOf = options.format === 'kohya' ? kohyaNamer(tuned.tensors.keys()) : undefined;
+  const unnamed: string[] = [];
   let dtype: FloatDType | undefined;
   let done = 0;
   for (const m of modules) {
@@ -80,7 +83,10 @@ export async function extractAdapter(
     const weight = m.params.get('weight');
     const lowRank = weight !== undefined && m.path !== '' && (weight.shape.length === 2 || weight.shape.length === 4)
       && isFloatDType(weight.dtype) && !EMBEDDING.test(m.path) && sameShape(base.tensors.get(weight.name)!, weight);
-    if (lowRank) {
+    const kohyaName = kohyaNameOf && weight ? kohyaNameOf(m.path, weight.name) : undefined;
+    if (lowRank && kohyaNameOf && kohyaName === undefined) {
+      if (await differs(base, tuned, weight, run.signal)) unnamed.push(m.path);
+    } else if (lowRank) {
       const diff = await difference(base, tuned, weight, run.signal);
       const others = [...m.params.entries()].filter(([p]) => p !== 'weight');
       let bias: Float32Array | undefined;
@@ -98,7 +104,7 @@ export async function extractAdapter(
           out: weight.shape[0], in: diff.values.length / weight.shape[0],
           downTail: weight.shape.slice(1), upTail: weight.shape.slice(2).map(() => 1),
         };
-        const name = options.format === 'peft' ? m.path : kohyaName(m.path);
+        const name = kohyaName ?? m.path;
         const { module, rankReport, hitCap } = await decomposeModule(backend, diff.values, shape, name, options, run.signal);
         if (hitCap) capped.push(m.path);
         if (bias) module.bias = bias;
@@ -126,6 +132,9 @@ export async function extractAdapter(
   }
   run.onProgress?.({ phase: 'done', tensorsDone: done, tensorsTotal: modules.length, bytesDone, bytesTotal });
   if (written.length === 0 && whole.length === 0) throw new MergeError('BAD_ARGUMENT', `${tuned.name}: no tensor differs from ${base.name}; there is nothing to extract`);
+  if (unnamed.length > 0) {
+    warnings.push(`${unnamed.length} changed module(s) have no name a kohya LoRA loader reads (a VAE's, or a text encoder in OpenCLIP naming) and are left out (${unnamed.slice(0, 3).join(', ')}${unnamed.length > 3 ? ', …' : ''}); write a PEFT folder to keep them under their own paths`);
+  }
   if (capped.length > 0) {
     warnings.push(`${capped.length} module(s) need a rank above ${MAX_ENERGY_RANK} to keep ${options.energy} of their energy and were capped at ${MAX_ENERGY_RANK} (${capped.slice(0, 3).join(', ')}${capped.length > 3 ? ', …' : ''})`);
   }
@@ -172,8 +181,41 @@ async function decomposeModule(backend: AlgebraBackend, values: Float32Array, sh
   }
 }
 
-/** kohya names: `lora_unet_` for the diffusion model (diffusers or LDM keys), `lora_te_` otherwise. */
-export function kohyaName(path: string): string {
+/**
+ * kohya's name of each module of a model, from the components its keys reveal (base-components.ts),
+ * as ComfyUI's and kohya's loaders read them: the denoiser's modules are `lora_unet_` + its own key
+ * (a Flux or diffusers transformer stored bare too, which the path alone would take for a text
+ * encoder), a CLIP or T5 encoder in transformers naming `lora_te_`, or `lora_te1_`/`lora_te2_`/
+ * `lora_te3_` where there are several (ComfyUI numbers T5 after the CLIPs). Undefined where no
+ * kohya loader reads a name: a VAE's modules and an OpenCLIP-named encoder's (SDXL's
+ * `conditioner.embedders.1.model.`, SD2's `cond_stage_model.model.`; kohya and ComfyUI know its
+ * modules by transformers names only). A model whose keys name no component keeps the path's own name.
+ */
+export function kohyaNamer(keys: Iterable<string>): (path: string, weightKey: string) => string | undefined {
+  const components = baseComponents(keys);
+  const owner = new Map<string, BaseComponent>();
+  for (const c of components) for (const key of c.keys) owner.set(key, c);
+  const encoders = components.filter((c) => c.role === 'text-encoder');
+  const clips = encoders.filter((c) => c.encoder !== 't5').length;
+  const underscored = (rest: string) => rest.replace(/\./g, '_');
+  return (path, weightKey) => {
+    const c = owner.get(weightKey);
+    if (!c) return kohyaNameOfPath(path);
+    const rest = path.slice(c.prefix.length);
+    if (c.role === 'denoiser') return `lora_unet_${underscored(rest)}`;
+    if (c.role !== 'text-encoder') return undefined;
+    const named = rest.replace(/^transformer\./, '');
+    if (c.encoder === 't5') return /^encoder\./.test(named) ? `lora_te${clips + 1}_${underscored(named)}` : undefined;
+    if (!/^text_model\./.test(named)) return undefined;
+    if (encoders.length === 1) return `lora_te_${underscored(named)}`;
+    const hasClipL = encoders.some((e) => e.encoder === 'clip_l');
+    const part = c.encoder === 'clip_l' ? 'te1' : c.encoder === 'clip_g' && hasClipL ? 'te2' : c.encoder === 'clip_g' ? 'te' : `te${c.ordinal ?? 1}`;
+    return `lora_${part}_${underscored(named)}`;
+  };
+}
+
+/** kohya's name from a module path alone, by its prefix (diffusers pipeline folders, LLMs). */
+function kohyaNameOfPath(path: string): string {
   const prefixes: [RegExp, string][] = [
     [/^model\.diffusion_model\./, 'unet'], [/^unet\./, 'unet'],
     [/^cond_stage_model\.transformer\./, 'te'], [/^text_encoder\./, 'te'],
