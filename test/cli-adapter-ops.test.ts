@@ -248,6 +248,34 @@ describe('bad input: one line, nothing left at --out', () => {
     expect(existsSync(join(dir, 'out'))).toBe(false);
   });
 
+  it('adapters of different base models are refused by combine in one line naming both, nothing at --out', async () => {
+    // Gathered into one file, each model's loader would apply its own modules and skip the rest.
+    const rand = seededRandom(29);
+    const sd1Key = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const sd1 = buildSafetensors([
+      { name: `${sd1Key}.lora_down.weight`, dtype: 'F32', shape: [2, 8], data: randomDense(2, 8, rand).data },
+      { name: `${sd1Key}.lora_up.weight`, dtype: 'F32', shape: [8, 2], data: randomDense(8, 2, rand).data },
+      { name: `${sd1Key}.alpha`, dtype: 'F32', shape: [], data: [2] },
+    ], { ss_network_module: 'networks.lora', ss_base_model_version: 'sd_v1' });
+    const dir = temp.make({
+      'sdxl.safetensors': kohyaFile([{ name: 'lora_unet_input_blocks_4_1_proj_in', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }]),
+      'flux.safetensors': kohyaFile([{ name: 'lora_unet_double_blocks_0_img_attn_qkv', b: randomDense(24, 2, rand), a: randomDense(2, 8, rand) }]),
+      'sd1.safetensors': sd1,
+      ...prefixed('llama', peftFiles([{ name: 'model.layers.0.self_attn.q_proj', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }])),
+    });
+    const before = listDir(dir);
+    const refusal = async (first: string, second: string) => {
+      const r = await runCli(['combine', '--adapter', join(dir, first), '--adapter', join(dir, second), '--method', 'cat', '--out', join(dir, 'out.safetensors'), '--backend', 'cpu']);
+      expect(r.code, r.stderr).toBe(1);
+      expect(listDir(dir)).toEqual(before);
+      return errorLines(r.stderr);
+    };
+    const sdxl = join(dir, 'sdxl.safetensors');
+    expect(await refusal('sdxl.safetensors', 'flux.safetensors')).toEqual([`error: combine: ${sdxl} is for a diffusion UNet but ${join(dir, 'flux.safetensors')} for a diffusion transformer; adapters of different base models cannot be combined into one`]);
+    expect(await refusal('sdxl.safetensors', 'llama')).toEqual([`error: combine: ${sdxl} is for a diffusion UNet but ${join(dir, 'llama')} for a language model; adapters of different base models cannot be combined into one`]);
+    expect(await refusal('sdxl.safetensors', 'sd1.safetensors')).toEqual([`error: combine: ${sdxl} was trained on sdxl_base_v1-0 but ${join(dir, 'sd1.safetensors')} on sd_v1 (ss_base_model_version); adapters of different base models cannot be combined into one`]);
+  });
+
   it.each([
     ['combine cat (which would copy it)', ['combine', '--method', 'cat']],
     ['combine ties', ['combine', '--method', 'ties', '--density', '0.5']],

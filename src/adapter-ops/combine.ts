@@ -16,7 +16,7 @@ import { MergeError, throwIfAborted } from '../errors.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
-import { collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
+import { checkSameBaseModel, collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
 import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
 import { decomposeDense, decomposeFactors, froKept, moduleFromSvd } from './reduce.js';
 
@@ -63,6 +63,7 @@ export async function combineAdapters(
   run: { signal?: AbortSignal; onProgress?: ProgressListener } = {},
 ): Promise<OpResult> {
   const adapters = inputs.map((i) => i.adapter);
+  checkSameBaseModel(adapters, 'combine');
   const groups = collectModules(adapters, options.format, 'combine');
   const defaultRank = Math.max(...adapters.flatMap((a) => a.modules.map((m) => m.rank)));
   const modules: WrittenModule[] = [];
