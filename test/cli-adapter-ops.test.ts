@@ -188,6 +188,27 @@ describe('combine and resize', () => {
     }
   });
 
+  it('combine says that a weight does not apply to a tensor saved whole (modules_to_save), as merge says', async () => {
+    const rand = seededRandom(30);
+    const q = 'model.layers.0.self_attn.q_proj';
+    const head = buildSafetensors([
+      { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [2, 64], data: randomDense(2, 64, rand, 0.1).data },
+      { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [64, 2], data: randomDense(64, 2, rand, 0.1).data },
+      { name: 'base_model.model.lm_head.weight', dtype: 'F32', shape: [50, 64], data: randomDense(50, 64, rand, 0.1).data },
+    ]);
+    const dir = temp.make({
+      'head/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: ['q_proj'], modules_to_save: ['lm_head'] }),
+      'head/adapter_model.safetensors': head,
+      ...prefixed('other', peftFiles([{ name: q, b: randomDense(64, 2, rand, 0.1), a: randomDense(2, 64, rand, 0.1) }])),
+    });
+    const r = await runCli(['combine', '--adapter', join(dir, 'head'), '--weight', '0.5', '--adapter', join(dir, 'other'), '--method', 'cat', '--out', join(dir, 'out'), '--backend', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr.split('\n').filter((line) => line.startsWith('warning:'))).toEqual([
+      `warning: ${join(dir, 'head')}: weight 0.5 does not apply to "lm_head.weight", saved whole (modules_to_save); the combined adapter replaces it whole, as merge would`,
+    ]);
+    expect(JSON.parse(readFileSync(join(dir, 'out', 'adapter_config.json'), 'utf8')).modules_to_save).toEqual(['lm_head']);
+  });
+
   it('combine warns of each option its --method does not read, by its flag', async () => {
     const rand = seededRandom(25);
     const dir = temp.make(prefixed('a', peftFiles([{ name: 'model.layers.0.self_attn.q_proj', b: randomDense(64, 4, rand, 0.1), a: randomDense(4, 64, rand, 0.1) }], { lora_alpha: 8 })));

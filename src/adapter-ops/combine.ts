@@ -135,7 +135,7 @@ export async function combineAdapters(
   }
   run.onProgress?.({ phase: 'done', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal });
   if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', 'combine: the adapters hold no LoRA modules');
-  return finishAdapter(adapters, modules, report, options.format, {
+  const result = finishAdapter(adapters, modules, report, options.format, {
     loramerge_command: 'combine',
     loramerge_method: options.method,
     loramerge_sources: JSON.stringify(inputs.map((i) => ({ adapter: i.adapter.name, format: i.adapter.format, weight: i.weight }))),
@@ -145,6 +145,17 @@ export async function combineAdapters(
     ...(options.method.startsWith('dare') ? { loramerge_seed: String(options.seed ?? 0) } : {}),
     ...(options.clampQuantile !== undefined ? { loramerge_clamp_quantile: String(options.clampQuantile) } : {}),
   }, `combined (${options.method}) from ${inputs.length} adapters`);
+  // A tensor saved whole is copied, not weighted (as merge says of it): the output replaces it at
+  // full strength whatever --weight its adapter had. (A kohya output leaves it out and says so.)
+  if (options.format === 'peft') {
+    for (const { adapter, weight } of inputs) {
+      if (weight === 1) continue;
+      for (const r of adapter.replacements) {
+        result.warnings.push(`${adapter.name}: weight ${weight} does not apply to "${r.path}", saved whole (${r.origin === 'modules_to_save' ? 'modules_to_save' : 'saved with the adapter'}); the combined adapter replaces it whole, as merge would`);
+      }
+    }
+  }
+  return result;
 }
 
 /** s·B·A as a dense out × in matrix, on the backend. */
