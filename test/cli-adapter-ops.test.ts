@@ -240,6 +240,35 @@ describe('combine and resize', () => {
   });
 });
 
+describe('resize of a LyCORIS LoHa', () => {
+  it('writes a plain LoRA of the LoHa\'s exact update, near the optimal error, without the LoHa\'s ss_network_args', async () => {
+    const rand = seededRandom(31);
+    const key = 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q';
+    const [w1a, w1b, w2a, w2b] = [randomDense(20, 3, rand), randomDense(3, 16, rand), randomDense(20, 3, rand), randomDense(3, 16, rand)];
+    const loha = buildSafetensors([
+      { name: `${key}.hada_w1_a`, dtype: 'F32', shape: [20, 3], data: w1a.data }, { name: `${key}.hada_w1_b`, dtype: 'F32', shape: [3, 16], data: w1b.data },
+      { name: `${key}.hada_w2_a`, dtype: 'F32', shape: [20, 3], data: w2a.data }, { name: `${key}.hada_w2_b`, dtype: 'F32', shape: [3, 16], data: w2b.data },
+      { name: `${key}.alpha`, dtype: 'F32', shape: [], data: [1.5] },
+    ], { ss_network_module: 'lycoris.kohya', ss_network_args: '{"algo": "loha", "conv_dim": "3"}', ss_network_dim: '3', ss_network_alpha: '1.5', ss_base_model_version: 'sdxl_base_v1-0' });
+    const dir = temp.make({ 'loha.safetensors': loha });
+    const out = join(dir, 'lora.safetensors');
+    const r = await runCli(['resize', '--adapter', join(dir, 'loha.safetensors'), '--rank', '4', '--out', out, '--backend', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    const file = decodeSafetensors(readFileSync(out));
+    expect(file.metadata.ss_network_module).toBe('networks.lora');
+    expect(file.metadata.ss_network_args).toBeUndefined();
+    expect(file.metadata.ss_base_model_version).toBe('sdxl_base_v1-0');
+    // LyCORIS applies (w1a·w1b) ⊙ (w2a·w2b) · α/dim; the LoRA written applies up·down · α'/4.
+    const p1 = product(w1a, w1b), p2 = product(w2a, w2b);
+    const target = dense(20, 16, (i, j) => p1.data[i * 16 + j] * p2.data[i * 16 + j] * (1.5 / 3));
+    const down = file.tensors.get(`${key}.lora_down.weight`)!, up = file.tensors.get(`${key}.lora_up.weight`)!;
+    const alpha = file.tensors.get(`${key}.alpha`)!.values[0];
+    const applied = product({ rows: 20, cols: 4, data: up.values.map((x) => (x * alpha) / 4) }, { rows: 4, cols: 16, data: down.values });
+    const err = Math.sqrt(frob2(minus(applied, target)));
+    expect(err).toBeLessThanOrEqual(optimalError(target, 4) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
+  });
+});
+
 describe('bad input: one line, nothing left at --out', () => {
   it('ties without --density is a usage error', async () => {
     const r = await runCli(['combine', '--adapter', 'x', '--method', 'ties', '--out', 'y']);

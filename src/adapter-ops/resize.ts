@@ -52,8 +52,11 @@ export async function resizeAdapter(
     loramerge_sources: JSON.stringify([{ adapter: adapter.name, format: adapter.format }]),
   }, comment + previous, { useRslora: rslora });
   if (format === 'kohya' && adapter.format === 'kohya') {
-    // kohya's resize keeps the input's training metadata and rewrites the network's size.
+    // kohya's resize keeps the input's training metadata and rewrites the network's size. A LyCORIS
+    // input's ss_network_args (`"algo": "loha"`) describe a network the output, a plain LoRA, is not.
+    const otherNetwork = adapter.config.ss_network_module !== undefined && adapter.config.ss_network_module !== 'networks.lora';
     for (const [k, v] of Object.entries(adapter.config)) {
+      if (otherNetwork && k === 'ss_network_args') continue;
       if (typeof v === 'string' && !(k in result.adapter.metadata)) result.adapter.metadata[k] = v;
     }
   }
