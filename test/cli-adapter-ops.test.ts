@@ -240,6 +240,28 @@ describe('combine and resize', () => {
   });
 });
 
+describe('resize to a rank above a module\'s own', () => {
+  it('writes the same update with zero-filled rank, and says so naming the modules', async () => {
+    const rand = seededRandom(32);
+    const key = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const b = randomDense(40, 3, rand), a = randomDense(3, 30, rand);
+    const dir = temp.make({ 'in.safetensors': kohyaFile([{ name: key, b, a, alpha: 1.5 }]) });
+    const out = join(dir, 'out.safetensors');
+    const r = await runCli(['resize', '--adapter', join(dir, 'in.safetensors'), '--rank', '6', '--out', out, '--backend', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr.split('\n').filter((line) => line.startsWith('warning:'))).toEqual([
+      `warning: rank 6 is above the rank of 1 module(s) (${key} (rank 3)): the rank they gain is zero-filled, so the file grows and the update stays as it was`,
+    ]);
+    const file = decodeSafetensors(readFileSync(out));
+    const down = file.tensors.get(`${key}.lora_down.weight`)!, up = file.tensors.get(`${key}.lora_up.weight`)!;
+    expect(down.shape).toEqual([6, 30]);
+    const alpha = file.tensors.get(`${key}.alpha`)!.values[0];
+    const target = product(b, a), scaleIn = 1.5 / 3;
+    const applied = product({ rows: 40, cols: 6, data: up.values.map((x) => (x * alpha) / 6) }, { rows: 6, cols: 30, data: down.values });
+    expect(Math.sqrt(frob2(minus(applied, dense(40, 30, (i, j) => target.data[i * 30 + j] * scaleIn))))).toBeLessThan(1e-6 * Math.sqrt(frob2(target)));
+  });
+});
+
 describe('resize of a LyCORIS LoHa', () => {
   it('writes a plain LoRA of the LoHa\'s exact update, near the optimal error, without the LoHa\'s ss_network_args', async () => {
     const rand = seededRandom(31);
