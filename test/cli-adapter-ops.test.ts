@@ -144,26 +144,44 @@ describe('extract', () => {
     }
   });
 
-  it('a kohya --out of an SDXL checkpoint names each part as kohya does and leaves out, naming them, modules no kohya loader reads', async () => {
+  it('a kohya --out of an SDXL checkpoint names each part as kohya does (open_clip\'s encoder renamed, its in_proj split) and merges back; a VAE\'s modules are left out, named', async () => {
     const rand = seededRandom(28);
-    const unet = 'model.diffusion_model.input_blocks.4.1.proj_in', clipL = 'conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj';
-    const openClip = 'conditioner.embedders.1.model.transformer.resblocks.0.attn.out_proj', vae = 'first_stage_model.decoder.mid.attn_1.q';
+    const g = 'conditioner.embedders.1.model.transformer.resblocks.0';
+    const shapes: Record<string, [number, number]> = {
+      'model.diffusion_model.input_blocks.4.1.proj_in.weight': [24, 24],
+      'conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight': [24, 24],
+      [`${g}.attn.in_proj_weight`]: [72, 24], [`${g}.attn.out_proj.weight`]: [24, 24], [`${g}.mlp.c_fc.weight`]: [48, 24], [`${g}.mlp.c_proj.weight`]: [24, 48],
+      'first_stage_model.decoder.mid.attn_1.q.weight': [24, 24],
+    };
     const base: Record<string, Dense> = {}, tuned: Record<string, Dense> = {};
-    for (const path of [unet, clipL, openClip, vae]) {
-      const name = `${path}.weight`;
-      base[name] = randomDense(24, 24, rand, 0.1);
-      const diff = withSpectrum(24, 24, [0.2], rand);
-      tuned[name] = dense(24, 24, (i, j) => base[name].data[i * 24 + j] + diff.data[i * 24 + j]);
+    for (const [name, [rows, cols]] of Object.entries(shapes)) {
+      base[name] = randomDense(rows, cols, rand, 0.1);
+      // Rank 1 per module (per third of in_proj), so a rank-1 extraction is exact to f32 rounding.
+      const thirds = name.endsWith('in_proj_weight') ? 3 : 1;
+      const parts = Array.from({ length: thirds }, () => withSpectrum(rows / thirds, cols, [0.2], rand));
+      tuned[name] = dense(rows, cols, (i, j) => base[name].data[i * cols + j] + parts[Math.floor(i / (rows / thirds))].data[(i % (rows / thirds)) * cols + j]);
     }
     const dir = temp.make({ 'base.safetensors': modelFile(base), 'tuned.safetensors': modelFile(tuned) });
     const out = join(dir, 'sdxl-lora.safetensors');
     const r = await runCli(['extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'), '--rank', '1', '--out', out, '--backend', 'cpu']);
     expect(r.code, r.stderr).toBe(0);
-    const keys = [...decodeSafetensors(readFileSync(out)).tensors.keys()].filter((k) => k.endsWith('.lora_down.weight')).sort();
-    expect(keys).toEqual(['lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight', 'lora_unet_input_blocks_4_1_proj_in.lora_down.weight']);
-    expect(r.stderr.split('\n').filter((line) => line.startsWith('warning:'))).toEqual([
-      `warning: 2 changed module(s) have no name a kohya LoRA loader reads (a VAE's, or a text encoder in OpenCLIP naming) and are left out (${openClip}, ${vae}); write a PEFT folder to keep them under their own paths`,
+    const keys = [...decodeSafetensors(readFileSync(out)).tensors.keys()].filter((k) => k.endsWith('.lora_down.weight')).map((k) => k.replace('.lora_down.weight', '')).sort();
+    expect(keys).toEqual([
+      'lora_te1_text_model_encoder_layers_0_self_attn_q_proj',
+      ...['mlp_fc1', 'mlp_fc2', 'self_attn_k_proj', 'self_attn_out_proj', 'self_attn_q_proj', 'self_attn_v_proj'].map((x) => `lora_te2_text_model_encoder_layers_0_${x}`),
+      'lora_unet_input_blocks_4_1_proj_in',
     ]);
+    expect(r.stderr.split('\n').filter((line) => line.startsWith('warning:'))).toEqual([
+      "warning: 1 changed module(s) have no name a kohya LoRA loader reads (a VAE's modules, for one) and are left out (first_stage_model.decoder.mid.attn_1.q); write a PEFT folder to keep them under their own paths",
+    ]);
+    const merged = join(dir, 'merged.safetensors');
+    const m = await runCli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', out, '--out', merged, '--backend', 'cpu']);
+    expect(m.code, m.stderr).toBe(0);
+    for (const [name, [rows, cols]] of Object.entries(shapes)) {
+      const want = name.startsWith('first_stage_model.') ? base[name] : tuned[name];
+      const err = Math.sqrt(frob2(minus({ rows, cols, data: tensorOf(merged, name).values }, want)));
+      expect(err, name).toBeLessThan(1e-5 * Math.sqrt(frob2(want)));
+    }
   });
 });
 
