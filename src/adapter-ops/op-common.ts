@@ -85,12 +85,17 @@ function sameKindOfModel(a: ModelFamily, b: ModelFamily): boolean {
   return a.startsWith('diffusion') && b.startsWith('diffusion') && (a === 'diffusion model' || b === 'diffusion model');
 }
 
-/** kohya's ss_base_model_version, SDXL's versions (base v0.9, v1.0) taken as one model. */
+/** Trainers' spellings of one model's ss_base_model_version (kohya's sdxl_base_v1-0 and v0-9, a bare sdxl, flux1-dev). */
+const MODEL_VERSIONS: readonly [RegExp, string][] = [
+  [/^sdxl/, 'sdxl'], [/^sd_?v?1(\b|[_.-])/, 'sd1'], [/^sd_?v?2(\b|[_.-])/, 'sd2'], [/^sd_?3/, 'sd3'], [/^flux[_.-]?1/, 'flux1'], [/^flux[_.-]?2/, 'flux2'],
+];
+
+/** kohya's ss_base_model_version, the spellings of one model taken as one. */
 function kohyaModelVersion(adapter: ParsedAdapter): { model: string; said: string } | undefined {
   const said = adapter.config.ss_base_model_version;
   if (typeof said !== 'string' || said.trim() === '' || said === 'None') return undefined;
-  const model = said.trim().toLowerCase();
-  return { model: model.startsWith('sdxl_base') ? 'sdxl_base' : model, said };
+  const value = said.trim().toLowerCase();
+  return { model: MODEL_VERSIONS.find(([re]) => re.test(value))?.[1] ?? value, said };
 }
 
 /** The output adapter: factors' dtype, carried-over modules_to_save, PEFT config fields and metadata. */
