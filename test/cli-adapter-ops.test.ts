@@ -364,6 +364,14 @@ describe('bad input: one line, nothing left at --out', () => {
     expect(await refusal('sdxl.safetensors', 'flux.safetensors')).toEqual([`error: combine: ${sdxl} is for a diffusion UNet but ${join(dir, 'flux.safetensors')} for a diffusion transformer; adapters of different base models cannot be combined into one`]);
     expect(await refusal('sdxl.safetensors', 'llama')).toEqual([`error: combine: ${sdxl} is for a diffusion UNet but ${join(dir, 'llama')} for a language model; adapters of different base models cannot be combined into one`]);
     expect(await refusal('sdxl.safetensors', 'sd1.safetensors')).toEqual([`error: combine: ${sdxl} was trained on sdxl_base_v1-0 but ${join(dir, 'sd1.safetensors')} on sd_v1 (ss_base_model_version); adapters of different base models cannot be combined into one`]);
+    // Another trainer's spelling of the same model is no other model.
+    const sdxlKey = 'lora_unet_output_blocks_2_1_proj_out';
+    const spelled = temp.make({ 'other.safetensors': buildSafetensors([
+      { name: `${sdxlKey}.lora_down.weight`, dtype: 'F32', shape: [2, 8], data: randomDense(2, 8, rand).data },
+      { name: `${sdxlKey}.lora_up.weight`, dtype: 'F32', shape: [8, 2], data: randomDense(8, 2, rand).data },
+    ], { ss_base_model_version: 'sdxl' }) });
+    const same = await runCli(['combine', '--adapter', sdxl, '--adapter', join(spelled, 'other.safetensors'), '--method', 'cat', '--out', join(spelled, 'out.safetensors'), '--backend', 'cpu']);
+    expect(same.code, same.stderr).toBe(0);
   });
 
   it.each([
