@@ -32,7 +32,7 @@ function baseTensors(rand: () => number) {
 
 function modelFile(tensors: Record<string, Dense>): Uint8Array {
   return buildSafetensors(Object.entries(tensors).map(([name, d]) => ({
-    name, dtype: 'F32' as const, shape: name.includes('layernorm') ? [d.cols] : [d.rows, d.cols], data: d.data,
+    name, dtype: 'F32' as const, shape: name.includes('layernorm') || name.endsWith('.bias') ? [d.cols] : [d.rows, d.cols], data: d.data,
   })));
 }
 
@@ -161,6 +161,11 @@ describe('extract', () => {
       const parts = Array.from({ length: thirds }, () => withSpectrum(rows / thirds, cols, [0.2], rand));
       tuned[name] = dense(rows, cols, (i, j) => base[name].data[i * cols + j] + parts[Math.floor(i / (rows / thirds))].data[(i % (rows / thirds)) * cols + j]);
     }
+    // A VAE module whose bias alone changed is left out and named too.
+    const vaeOut = 'first_stage_model.decoder.conv_out';
+    base[`${vaeOut}.weight`] = tuned[`${vaeOut}.weight`] = randomDense(24, 24, rand, 0.1);
+    base[`${vaeOut}.bias`] = dense(1, 24, () => 0);
+    tuned[`${vaeOut}.bias`] = dense(1, 24, (_, j) => j / 100);
     const dir = temp.make({ 'base.safetensors': modelFile(base), 'tuned.safetensors': modelFile(tuned) });
     const out = join(dir, 'sdxl-lora.safetensors');
     const r = await runCli(['extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'), '--rank', '1', '--out', out, '--backend', 'cpu']);
@@ -172,7 +177,7 @@ describe('extract', () => {
       'lora_unet_input_blocks_4_1_proj_in',
     ]);
     expect(r.stderr.split('\n').filter((line) => line.startsWith('warning:'))).toEqual([
-      "warning: 1 changed module(s) have no name a kohya LoRA loader reads (a VAE's modules, for one) and are left out (first_stage_model.decoder.mid.attn_1.q); write a PEFT folder to keep them under their own paths",
+      "warning: 2 changed module(s) have no name a kohya LoRA loader reads (a VAE's modules, for one) and are left out (first_stage_model.decoder.mid.attn_1.q, first_stage_model.decoder.conv_out); write a PEFT folder to keep them under their own paths",
     ]);
     const merged = join(dir, 'merged.safetensors');
     const m = await runCli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', out, '--out', merged, '--backend', 'cpu']);

@@ -107,7 +107,12 @@ export async function extractAdapter(
         report.push(rankReport);
       }
     } else if (lowRank && kohyaNameOf && kohyaName === undefined) {
-      if (await differs(base, tuned, weight, run.signal)) unnamed.push(m.path);
+      for (const t of m.params.values()) {
+        if (await differs(base, tuned, t, run.signal)) {
+          unnamed.push(m.path);
+          break;
+        }
+      }
     } else if (lowRank) {
       const diff = await difference(base, tuned, weight, run.signal);
       const others = [...m.params.entries()].filter(([p]) => p !== 'weight');
