@@ -232,6 +232,31 @@ describe('combine and resize', () => {
     expect(JSON.parse(readFileSync(join(dir, 'out', 'adapter_config.json'), 'utf8')).modules_to_save).toEqual(['lm_head']);
   });
 
+  it('combine svd to a --rank above the combined update\'s says so, naming the modules, and is exact', async () => {
+    const rand = seededRandom(33);
+    const key = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const [b1, a1, b2, a2] = [randomDense(40, 3, rand), randomDense(3, 30, rand), randomDense(40, 2, rand), randomDense(2, 30, rand)];
+    const dir = temp.make({ 'one.safetensors': kohyaFile([{ name: key, b: b1, a: a1, alpha: 1.5 }]), 'two.safetensors': kohyaFile([{ name: key, b: b2, a: a2, alpha: 4 }]) });
+    const out = join(dir, 'out.safetensors');
+    const run = (rank: string) => runCli(['combine', '--adapter', join(dir, 'one.safetensors'), '--adapter', join(dir, 'two.safetensors'), '--weight', '-0.5', '--method', 'svd', ...(rank ? ['--rank', rank] : []), '--out', out, '--overwrite', '--backend', 'cpu']);
+    const warningsOf = (stderr: string) => stderr.split('\n').filter((line) => line.startsWith('warning:'));
+    const r = await run('8');
+    expect(r.code, r.stderr).toBe(0);
+    expect(warningsOf(r.stderr)).toEqual([`warning: rank 8 is above the rank of 1 module(s)' combined update (${key} (rank 5)): the rank they gain is zero-filled, so the file grows and the update is exact`]);
+    const file = decodeSafetensors(readFileSync(out));
+    const down = file.tensors.get(`${key}.lora_down.weight`)!, up = file.tensors.get(`${key}.lora_up.weight`)!;
+    expect(down.shape).toEqual([8, 30]);
+    const alpha = file.tensors.get(`${key}.alpha`)!.values[0];
+    const p1 = product(b1, a1), p2 = product(b2, a2);
+    const target = dense(40, 30, (i, j) => (1.5 / 3) * p1.data[i * 30 + j] - 0.5 * (4 / 2) * p2.data[i * 30 + j]);
+    const applied = product({ rows: 40, cols: 8, data: up.values.map((x) => (x * alpha) / 8) }, { rows: 8, cols: 30, data: down.values });
+    expect(Math.sqrt(frob2(minus(applied, target)))).toBeLessThan(1e-5 * Math.sqrt(frob2(target)));
+    // The default rank (the largest input rank) is PEFT's choice, not the user's: nothing to say.
+    const byDefault = await run('');
+    expect(byDefault.code, byDefault.stderr).toBe(0);
+    expect(warningsOf(byDefault.stderr)).toEqual([]);
+  });
+
   it('combine warns of each option its --method does not read, by its flag', async () => {
     const rand = seededRandom(25);
     const dir = temp.make(prefixed('a', peftFiles([{ name: 'model.layers.0.self_attn.q_proj', b: randomDense(64, 4, rand, 0.1), a: randomDense(4, 64, rand, 0.1) }], { lora_alpha: 8 })));

@@ -71,6 +71,7 @@ export async function combineAdapters(
   let done = 0;
   const bytesTotal = [...groups.values()].flat().reduce((n, r) => n + factorBytes(r.module), 0);
   let bytesDone = 0;
+  const grown: string[] = [];
   for (const [name, refs] of groups) {
     throwIfAborted(run.signal);
     run.onProgress?.({ phase: 'merge', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal, tensor: name });
@@ -100,6 +101,7 @@ export async function combineAdapters(
       const rank = Math.min(options.rank ?? defaultRank, shape.out, shape.in);
       let decomposed;
       if (options.method === 'svd') {
+        if (options.rank !== undefined && rank > stackedRank) grown.push(`${name} (rank ${stackedRank})`);
         const b = new Float32Array(shape.out * stackedRank);
         const a = new Float32Array(stackedRank * shape.in);
         let k0 = 0;
@@ -145,6 +147,10 @@ export async function combineAdapters(
     ...(options.method.startsWith('dare') ? { loramerge_seed: String(options.seed ?? 0) } : {}),
     ...(options.clampQuantile !== undefined ? { loramerge_clamp_quantile: String(options.clampQuantile) } : {}),
   }, `combined (${options.method}) from ${inputs.length} adapters`);
+  if (grown.length > 0) {
+    // The sum of rank-rᵢ updates has rank at most Σrᵢ: past it the SVD finds nothing to keep.
+    result.warnings.push(`rank ${options.rank} is above the rank of ${grown.length} module(s)' combined update (${grown.slice(0, 3).join(', ')}${grown.length > 3 ? ', …' : ''}): the rank they gain is zero-filled, so the file grows and the update is exact`);
+  }
   // A tensor saved whole is copied, not weighted (as merge says of it): the output replaces it at
   // full strength whatever --weight its adapter had. (A kohya output leaves it out and says so.)
   if (options.format === 'peft') {
