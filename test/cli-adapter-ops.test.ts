@@ -32,7 +32,7 @@ function baseTensors(rand: () => number) {
 
 function modelFile(tensors: Record<string, Dense>): Uint8Array {
   return buildSafetensors(Object.entries(tensors).map(([name, d]) => ({
-    name, dtype: 'F32' as const, shape: name.includes('layernorm') ? [d.cols] : [d.rows, d.cols], data: d.data,
+    name, dtype: 'F32' as const, shape: name.includes('layernorm') || name.endsWith('.bias') ? [d.cols] : [d.rows, d.cols], data: d.data,
   })));
 }
 
@@ -113,6 +113,81 @@ describe('extract', () => {
     expect(file.tensors.get('lora_te_model_layers_0_self_attn_q_proj.alpha')?.values[0]).toBe(2);
     expect(file.metadata.ss_network_module).toBe('networks.lora');
   });
+
+  it('a kohya --out names a bare Flux transformer\'s modules lora_unet_, so that the file merges back into it', async () => {
+    // BFL's flux1-dev.safetensors stores the transformer without a prefix: its module paths alone
+    // (double_blocks.0…) do not say "diffusion model", and were written lora_te_…, text-encoder
+    // names that ComfyUI and loramerge look for in the text encoder and never apply.
+    const rand = seededRandom(27);
+    const shapes: Record<string, [number, number]> = {
+      'double_blocks.0.img_attn.qkv.weight': [48, 16], 'single_blocks.0.linear1.weight': [40, 16], 'img_in.weight': [16, 8], 'final_layer.linear.weight': [8, 16],
+    };
+    const base: Record<string, Dense> = {}, tuned: Record<string, Dense> = {};
+    for (const [name, [rows, cols]] of Object.entries(shapes)) {
+      base[name] = randomDense(rows, cols, rand, 0.1);
+      const diff = withSpectrum(rows, cols, [0.3, 0.1], rand);
+      tuned[name] = dense(rows, cols, (i, j) => base[name].data[i * cols + j] + diff.data[i * cols + j]);
+    }
+    const dir = temp.make({ 'base.safetensors': modelFile(base), 'tuned.safetensors': modelFile(tuned) });
+    const out = join(dir, 'flux-lora.safetensors');
+    const r = await runCli(['extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'), '--rank', '2', '--out', out, '--backend', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    const keys = [...decodeSafetensors(readFileSync(out)).tensors.keys()].filter((k) => k.endsWith('.lora_down.weight')).sort();
+    expect(keys).toEqual(['lora_unet_double_blocks_0_img_attn_qkv', 'lora_unet_final_layer_linear', 'lora_unet_img_in', 'lora_unet_single_blocks_0_linear1'].map((k) => `${k}.lora_down.weight`));
+    const merged = join(dir, 'merged.safetensors');
+    const m = await runCli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', out, '--out', merged, '--backend', 'cpu']);
+    expect(m.code, m.stderr).toBe(0);
+    for (const [name, [rows, cols]] of Object.entries(shapes)) {
+      // Each difference has rank 2, so the rank-2 LoRA merged back gives the tuned weight to f32 rounding.
+      const err = Math.sqrt(frob2(minus({ rows, cols, data: tensorOf(merged, name).values }, tuned[name])));
+      expect(err, name).toBeLessThan(1e-5 * Math.sqrt(frob2(tuned[name])));
+    }
+  });
+
+  it('a kohya --out of an SDXL checkpoint names each part as kohya does (open_clip\'s encoder renamed, its in_proj split) and merges back; a VAE\'s modules are left out, named', async () => {
+    const rand = seededRandom(28);
+    const g = 'conditioner.embedders.1.model.transformer.resblocks.0';
+    const shapes: Record<string, [number, number]> = {
+      'model.diffusion_model.input_blocks.4.1.proj_in.weight': [24, 24],
+      'conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight': [24, 24],
+      [`${g}.attn.in_proj_weight`]: [72, 24], [`${g}.attn.out_proj.weight`]: [24, 24], [`${g}.mlp.c_fc.weight`]: [48, 24], [`${g}.mlp.c_proj.weight`]: [24, 48],
+      'first_stage_model.decoder.mid.attn_1.q.weight': [24, 24],
+    };
+    const base: Record<string, Dense> = {}, tuned: Record<string, Dense> = {};
+    for (const [name, [rows, cols]] of Object.entries(shapes)) {
+      base[name] = randomDense(rows, cols, rand, 0.1);
+      // Rank 1 per module (per third of in_proj), so a rank-1 extraction is exact to f32 rounding.
+      const thirds = name.endsWith('in_proj_weight') ? 3 : 1;
+      const parts = Array.from({ length: thirds }, () => withSpectrum(rows / thirds, cols, [0.2], rand));
+      tuned[name] = dense(rows, cols, (i, j) => base[name].data[i * cols + j] + parts[Math.floor(i / (rows / thirds))].data[(i % (rows / thirds)) * cols + j]);
+    }
+    // A VAE module whose bias alone changed is left out and named too.
+    const vaeOut = 'first_stage_model.decoder.conv_out';
+    base[`${vaeOut}.weight`] = tuned[`${vaeOut}.weight`] = randomDense(24, 24, rand, 0.1);
+    base[`${vaeOut}.bias`] = dense(1, 24, () => 0);
+    tuned[`${vaeOut}.bias`] = dense(1, 24, (_, j) => j / 100);
+    const dir = temp.make({ 'base.safetensors': modelFile(base), 'tuned.safetensors': modelFile(tuned) });
+    const out = join(dir, 'sdxl-lora.safetensors');
+    const r = await runCli(['extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'), '--rank', '1', '--out', out, '--backend', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    const keys = [...decodeSafetensors(readFileSync(out)).tensors.keys()].filter((k) => k.endsWith('.lora_down.weight')).map((k) => k.replace('.lora_down.weight', '')).sort();
+    expect(keys).toEqual([
+      'lora_te1_text_model_encoder_layers_0_self_attn_q_proj',
+      ...['mlp_fc1', 'mlp_fc2', 'self_attn_k_proj', 'self_attn_out_proj', 'self_attn_q_proj', 'self_attn_v_proj'].map((x) => `lora_te2_text_model_encoder_layers_0_${x}`),
+      'lora_unet_input_blocks_4_1_proj_in',
+    ]);
+    expect(r.stderr.split('\n').filter((line) => line.startsWith('warning:'))).toEqual([
+      "warning: 2 changed module(s) have no name a kohya LoRA loader reads (a VAE's modules, for one) and are left out (first_stage_model.decoder.mid.attn_1.q, first_stage_model.decoder.conv_out); write a PEFT folder to keep them under their own paths",
+    ]);
+    const merged = join(dir, 'merged.safetensors');
+    const m = await runCli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', out, '--out', merged, '--backend', 'cpu']);
+    expect(m.code, m.stderr).toBe(0);
+    for (const [name, [rows, cols]] of Object.entries(shapes)) {
+      const want = name.startsWith('first_stage_model.') ? base[name] : tuned[name];
+      const err = Math.sqrt(frob2(minus({ rows, cols, data: tensorOf(merged, name).values }, want)));
+      expect(err, name).toBeLessThan(1e-5 * Math.sqrt(frob2(want)));
+    }
+  });
 });
 
 describe('combine and resize', () => {
@@ -134,6 +209,52 @@ describe('combine and resize', () => {
       const x = tensorOf(join(dir, 'direct.safetensors'), name).values, y = tensorOf(join(dir, 'cat.safetensors'), name).values;
       x.forEach((value, i) => expect(Math.abs(value - y[i])).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(value))));
     }
+  });
+
+  it('combine says that a weight does not apply to a tensor saved whole (modules_to_save), as merge says', async () => {
+    const rand = seededRandom(30);
+    const q = 'model.layers.0.self_attn.q_proj';
+    const head = buildSafetensors([
+      { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [2, 64], data: randomDense(2, 64, rand, 0.1).data },
+      { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [64, 2], data: randomDense(64, 2, rand, 0.1).data },
+      { name: 'base_model.model.lm_head.weight', dtype: 'F32', shape: [50, 64], data: randomDense(50, 64, rand, 0.1).data },
+    ]);
+    const dir = temp.make({
+      'head/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 2, target_modules: ['q_proj'], modules_to_save: ['lm_head'] }),
+      'head/adapter_model.safetensors': head,
+      ...prefixed('other', peftFiles([{ name: q, b: randomDense(64, 2, rand, 0.1), a: randomDense(2, 64, rand, 0.1) }])),
+    });
+    const r = await runCli(['combine', '--adapter', join(dir, 'head'), '--weight', '0.5', '--adapter', join(dir, 'other'), '--method', 'cat', '--out', join(dir, 'out'), '--backend', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr.split('\n').filter((line) => line.startsWith('warning:'))).toEqual([
+      `warning: ${join(dir, 'head')}: weight 0.5 does not apply to "lm_head.weight", saved whole (modules_to_save); the combined adapter replaces it whole, as merge would`,
+    ]);
+    expect(JSON.parse(readFileSync(join(dir, 'out', 'adapter_config.json'), 'utf8')).modules_to_save).toEqual(['lm_head']);
+  });
+
+  it('combine svd to a --rank above the combined update\'s says so, naming the modules, and is exact', async () => {
+    const rand = seededRandom(33);
+    const key = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const [b1, a1, b2, a2] = [randomDense(40, 3, rand), randomDense(3, 30, rand), randomDense(40, 2, rand), randomDense(2, 30, rand)];
+    const dir = temp.make({ 'one.safetensors': kohyaFile([{ name: key, b: b1, a: a1, alpha: 1.5 }]), 'two.safetensors': kohyaFile([{ name: key, b: b2, a: a2, alpha: 4 }]) });
+    const out = join(dir, 'out.safetensors');
+    const run = (rank: string) => runCli(['combine', '--adapter', join(dir, 'one.safetensors'), '--adapter', join(dir, 'two.safetensors'), '--weight', '-0.5', '--method', 'svd', ...(rank ? ['--rank', rank] : []), '--out', out, '--overwrite', '--backend', 'cpu']);
+    const warningsOf = (stderr: string) => stderr.split('\n').filter((line) => line.startsWith('warning:'));
+    const r = await run('8');
+    expect(r.code, r.stderr).toBe(0);
+    expect(warningsOf(r.stderr)).toEqual([`warning: rank 8 is above the rank of 1 module(s)' combined update (${key} (rank 5)): the rank they gain is zero-filled, so the file grows and the update is exact`]);
+    const file = decodeSafetensors(readFileSync(out));
+    const down = file.tensors.get(`${key}.lora_down.weight`)!, up = file.tensors.get(`${key}.lora_up.weight`)!;
+    expect(down.shape).toEqual([8, 30]);
+    const alpha = file.tensors.get(`${key}.alpha`)!.values[0];
+    const p1 = product(b1, a1), p2 = product(b2, a2);
+    const target = dense(40, 30, (i, j) => (1.5 / 3) * p1.data[i * 30 + j] - 0.5 * (4 / 2) * p2.data[i * 30 + j]);
+    const applied = product({ rows: 40, cols: 8, data: up.values.map((x) => (x * alpha) / 8) }, { rows: 8, cols: 30, data: down.values });
+    expect(Math.sqrt(frob2(minus(applied, target)))).toBeLessThan(1e-5 * Math.sqrt(frob2(target)));
+    // The default rank (the largest input rank) is PEFT's choice, not the user's: nothing to say.
+    const byDefault = await run('');
+    expect(byDefault.code, byDefault.stderr).toBe(0);
+    expect(warningsOf(byDefault.stderr)).toEqual([]);
   });
 
   it('combine warns of each option its --method does not read, by its flag', async () => {
@@ -167,6 +288,57 @@ describe('combine and resize', () => {
   });
 });
 
+describe('resize to a rank above a module\'s own', () => {
+  it('writes the same update with zero-filled rank, and says so naming the modules', async () => {
+    const rand = seededRandom(32);
+    const key = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const b = randomDense(40, 3, rand), a = randomDense(3, 30, rand);
+    const dir = temp.make({ 'in.safetensors': kohyaFile([{ name: key, b, a, alpha: 1.5 }]) });
+    const out = join(dir, 'out.safetensors');
+    const r = await runCli(['resize', '--adapter', join(dir, 'in.safetensors'), '--rank', '6', '--out', out, '--backend', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr.split('\n').filter((line) => line.startsWith('warning:'))).toEqual([
+      `warning: rank 6 is above the rank of 1 module(s) (${key} (rank 3)): the rank they gain is zero-filled, so the file grows and the update stays as it was`,
+    ]);
+    const file = decodeSafetensors(readFileSync(out));
+    const down = file.tensors.get(`${key}.lora_down.weight`)!, up = file.tensors.get(`${key}.lora_up.weight`)!;
+    expect(down.shape).toEqual([6, 30]);
+    const alpha = file.tensors.get(`${key}.alpha`)!.values[0];
+    const target = product(b, a), scaleIn = 1.5 / 3;
+    const applied = product({ rows: 40, cols: 6, data: up.values.map((x) => (x * alpha) / 6) }, { rows: 6, cols: 30, data: down.values });
+    expect(Math.sqrt(frob2(minus(applied, dense(40, 30, (i, j) => target.data[i * 30 + j] * scaleIn))))).toBeLessThan(1e-6 * Math.sqrt(frob2(target)));
+  });
+});
+
+describe('resize of a LyCORIS LoHa', () => {
+  it('writes a plain LoRA of the LoHa\'s exact update, near the optimal error, without the LoHa\'s ss_network_args', async () => {
+    const rand = seededRandom(31);
+    const key = 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q';
+    const [w1a, w1b, w2a, w2b] = [randomDense(20, 3, rand), randomDense(3, 16, rand), randomDense(20, 3, rand), randomDense(3, 16, rand)];
+    const loha = buildSafetensors([
+      { name: `${key}.hada_w1_a`, dtype: 'F32', shape: [20, 3], data: w1a.data }, { name: `${key}.hada_w1_b`, dtype: 'F32', shape: [3, 16], data: w1b.data },
+      { name: `${key}.hada_w2_a`, dtype: 'F32', shape: [20, 3], data: w2a.data }, { name: `${key}.hada_w2_b`, dtype: 'F32', shape: [3, 16], data: w2b.data },
+      { name: `${key}.alpha`, dtype: 'F32', shape: [], data: [1.5] },
+    ], { ss_network_module: 'lycoris.kohya', ss_network_args: '{"algo": "loha", "conv_dim": "3"}', ss_network_dim: '3', ss_network_alpha: '1.5', ss_base_model_version: 'sdxl_base_v1-0' });
+    const dir = temp.make({ 'loha.safetensors': loha });
+    const out = join(dir, 'lora.safetensors');
+    const r = await runCli(['resize', '--adapter', join(dir, 'loha.safetensors'), '--rank', '4', '--out', out, '--backend', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    const file = decodeSafetensors(readFileSync(out));
+    expect(file.metadata.ss_network_module).toBe('networks.lora');
+    expect(file.metadata.ss_network_args).toBeUndefined();
+    expect(file.metadata.ss_base_model_version).toBe('sdxl_base_v1-0');
+    // LyCORIS applies (w1a·w1b) ⊙ (w2a·w2b) · α/dim; the LoRA written applies up·down · α'/4.
+    const p1 = product(w1a, w1b), p2 = product(w2a, w2b);
+    const target = dense(20, 16, (i, j) => p1.data[i * 16 + j] * p2.data[i * 16 + j] * (1.5 / 3));
+    const down = file.tensors.get(`${key}.lora_down.weight`)!, up = file.tensors.get(`${key}.lora_up.weight`)!;
+    const alpha = file.tensors.get(`${key}.alpha`)!.values[0];
+    const applied = product({ rows: 20, cols: 4, data: up.values.map((x) => (x * alpha) / 4) }, { rows: 4, cols: 16, data: down.values });
+    const err = Math.sqrt(frob2(minus(applied, target)));
+    expect(err).toBeLessThanOrEqual(optimalError(target, 4) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
+  });
+});
+
 describe('bad input: one line, nothing left at --out', () => {
   it('ties without --density is a usage error', async () => {
     const r = await runCli(['combine', '--adapter', 'x', '--method', 'ties', '--out', 'y']);
@@ -194,6 +366,42 @@ describe('bad input: one line, nothing left at --out', () => {
     expect(errorLines(d.stderr)).toEqual([expect.stringMatching(/module "base_model\.model\.model\.layers\.0\.self_attn\.q_proj" is DoRA/)]);
     expect(listDir(dir)).toEqual(before);
     expect(existsSync(join(dir, 'out'))).toBe(false);
+  });
+
+  it('adapters of different base models are refused by combine in one line naming both, nothing at --out', async () => {
+    // Gathered into one file, each model's loader would apply its own modules and skip the rest.
+    const rand = seededRandom(29);
+    const sd1Key = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const sd1 = buildSafetensors([
+      { name: `${sd1Key}.lora_down.weight`, dtype: 'F32', shape: [2, 8], data: randomDense(2, 8, rand).data },
+      { name: `${sd1Key}.lora_up.weight`, dtype: 'F32', shape: [8, 2], data: randomDense(8, 2, rand).data },
+      { name: `${sd1Key}.alpha`, dtype: 'F32', shape: [], data: [2] },
+    ], { ss_network_module: 'networks.lora', ss_base_model_version: 'sd_v1' });
+    const dir = temp.make({
+      'sdxl.safetensors': kohyaFile([{ name: 'lora_unet_input_blocks_4_1_proj_in', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }]),
+      'flux.safetensors': kohyaFile([{ name: 'lora_unet_double_blocks_0_img_attn_qkv', b: randomDense(24, 2, rand), a: randomDense(2, 8, rand) }]),
+      'sd1.safetensors': sd1,
+      ...prefixed('llama', peftFiles([{ name: 'model.layers.0.self_attn.q_proj', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }])),
+    });
+    const before = listDir(dir);
+    const refusal = async (first: string, second: string) => {
+      const r = await runCli(['combine', '--adapter', join(dir, first), '--adapter', join(dir, second), '--method', 'cat', '--out', join(dir, 'out.safetensors'), '--backend', 'cpu']);
+      expect(r.code, r.stderr).toBe(1);
+      expect(listDir(dir)).toEqual(before);
+      return errorLines(r.stderr);
+    };
+    const sdxl = join(dir, 'sdxl.safetensors');
+    expect(await refusal('sdxl.safetensors', 'flux.safetensors')).toEqual([`error: combine: ${sdxl} is for a diffusion UNet but ${join(dir, 'flux.safetensors')} for a diffusion transformer; adapters of different base models cannot be combined into one`]);
+    expect(await refusal('sdxl.safetensors', 'llama')).toEqual([`error: combine: ${sdxl} is for a diffusion UNet but ${join(dir, 'llama')} for a language model; adapters of different base models cannot be combined into one`]);
+    expect(await refusal('sdxl.safetensors', 'sd1.safetensors')).toEqual([`error: combine: ${sdxl} was trained on sdxl_base_v1-0 but ${join(dir, 'sd1.safetensors')} on sd_v1 (ss_base_model_version); adapters of different base models cannot be combined into one`]);
+    // Another trainer's spelling of the same model is no other model.
+    const sdxlKey = 'lora_unet_output_blocks_2_1_proj_out';
+    const spelled = temp.make({ 'other.safetensors': buildSafetensors([
+      { name: `${sdxlKey}.lora_down.weight`, dtype: 'F32', shape: [2, 8], data: randomDense(2, 8, rand).data },
+      { name: `${sdxlKey}.lora_up.weight`, dtype: 'F32', shape: [8, 2], data: randomDense(8, 2, rand).data },
+    ], { ss_base_model_version: 'sdxl' }) });
+    const same = await runCli(['combine', '--adapter', sdxl, '--adapter', join(spelled, 'other.safetensors'), '--method', 'cat', '--out', join(spelled, 'out.safetensors'), '--backend', 'cpu']);
+    expect(same.code, same.stderr).toBe(0);
   });
 
   it.each([

@@ -16,7 +16,7 @@ import { MergeError, throwIfAborted } from '../errors.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
-import { collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
+import { checkSameBaseModel, collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
 import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
 import { decomposeDense, decomposeFactors, froKept, moduleFromSvd } from './reduce.js';
 
@@ -63,6 +63,7 @@ export async function combineAdapters(
   run: { signal?: AbortSignal; onProgress?: ProgressListener } = {},
 ): Promise<OpResult> {
   const adapters = inputs.map((i) => i.adapter);
+  checkSameBaseModel(adapters, 'combine');
   const groups = collectModules(adapters, options.format, 'combine');
   const defaultRank = Math.max(...adapters.flatMap((a) => a.modules.map((m) => m.rank)));
   const modules: WrittenModule[] = [];
@@ -70,6 +71,7 @@ export async function combineAdapters(
   let done = 0;
   const bytesTotal = [...groups.values()].flat().reduce((n, r) => n + factorBytes(r.module), 0);
   let bytesDone = 0;
+  const grown: string[] = [];
   for (const [name, refs] of groups) {
     throwIfAborted(run.signal);
     run.onProgress?.({ phase: 'merge', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal, tensor: name });
@@ -99,6 +101,7 @@ export async function combineAdapters(
       const rank = Math.min(options.rank ?? defaultRank, shape.out, shape.in);
       let decomposed;
       if (options.method === 'svd') {
+        if (options.rank !== undefined && rank > stackedRank) grown.push(`${name} (rank ${stackedRank})`);
         const b = new Float32Array(shape.out * stackedRank);
         const a = new Float32Array(stackedRank * shape.in);
         let k0 = 0;
@@ -134,7 +137,7 @@ export async function combineAdapters(
   }
   run.onProgress?.({ phase: 'done', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal });
   if (modules.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', 'combine: the adapters hold no LoRA modules');
-  return finishAdapter(adapters, modules, report, options.format, {
+  const result = finishAdapter(adapters, modules, report, options.format, {
     loramerge_command: 'combine',
     loramerge_method: options.method,
     loramerge_sources: JSON.stringify(inputs.map((i) => ({ adapter: i.adapter.name, format: i.adapter.format, weight: i.weight }))),
@@ -144,6 +147,21 @@ export async function combineAdapters(
     ...(options.method.startsWith('dare') ? { loramerge_seed: String(options.seed ?? 0) } : {}),
     ...(options.clampQuantile !== undefined ? { loramerge_clamp_quantile: String(options.clampQuantile) } : {}),
   }, `combined (${options.method}) from ${inputs.length} adapters`);
+  if (grown.length > 0) {
+    // The sum of rank-rᵢ updates has rank at most Σrᵢ: past it the SVD finds nothing to keep.
+    result.warnings.push(`rank ${options.rank} is above the rank of ${grown.length} module(s)' combined update (${grown.slice(0, 3).join(', ')}${grown.length > 3 ? ', …' : ''}): the rank they gain is zero-filled, so the file grows and the update is exact`);
+  }
+  // A tensor saved whole is copied, not weighted (as merge says of it): the output replaces it at
+  // full strength whatever --weight its adapter had. (A kohya output leaves it out and says so.)
+  if (options.format === 'peft') {
+    for (const { adapter, weight } of inputs) {
+      if (weight === 1) continue;
+      for (const r of adapter.replacements) {
+        result.warnings.push(`${adapter.name}: weight ${weight} does not apply to "${r.path}", saved whole (${r.origin === 'modules_to_save' ? 'modules_to_save' : 'saved with the adapter'}); the combined adapter replaces it whole, as merge would`);
+      }
+    }
+  }
+  return result;
 }
 
 /** s·B·A as a dense out × in matrix, on the backend. */

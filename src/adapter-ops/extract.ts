@@ -20,6 +20,7 @@ import type { WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import { kohyaMetadata, LORAMERGE_VERSION, type ModuleReport, type OpResult } from './op-common.js';
 import { kohyaPartFor, type ModuleShape, type OutputFormat } from './module-updates.js';
+import { baseComponents, type BaseComponent } from '../formats/base-components.js';
 import { decomposeDense, froKept, moduleFromSvd } from './reduce.js';
 import { product } from '../integers.js';
 
@@ -72,6 +73,8 @@ export async function extractAdapter(
   const modulesToSave: string[] = [];
   const warnings: string[] = [];
   const capped: string[] = [];
+  const kohyaNameOf = options.format === 'kohya' ? kohyaNamer(tuned.tensors.keys()) : undefined;
+  const unnamed: string[] = [];
   let dtype: FloatDType | undefined;
   let done = 0;
   for (const m of modules) {
@@ -80,7 +83,37 @@ export async function extractAdapter(
     const weight = m.params.get('weight');
     const lowRank = weight !== undefined && m.path !== '' && (weight.shape.length === 2 || weight.shape.length === 4)
       && isFloatDType(weight.dtype) && !EMBEDDING.test(m.path) && sameShape(base.tensors.get(weight.name)!, weight);
-    if (lowRank) {
+    const kohyaName = kohyaNameOf && weight ? kohyaNameOf.module(m.path, weight.name) : undefined;
+    const inProj = m.params.get('in_proj_weight');
+    const qkvNames = kohyaNameOf && inProj && inProj.shape.length === 2 && inProj.shape[0] % 3 === 0 && isFloatDType(inProj.dtype)
+      && sameShape(base.tensors.get(inProj.name)!, inProj) ? kohyaNameOf.fusedQkv(m.path, inProj.name) : undefined;
+    if (inProj && qkvNames) {
+      // open_clip's fused attention input: kohya's files hold its q, k and v thirds as three modules.
+      for (const [param, t] of m.params) {
+        if (param !== 'in_proj_weight' && await differs(base, tuned, t, run.signal)) {
+          warnings.push(`${t.name} changed, but a kohya file cannot hold ${param.endsWith('bias') ? 'a bias update' : 'it'}; it is left out`);
+        }
+      }
+      const diff = await difference(base, tuned, inProj, run.signal);
+      const rows = inProj.shape[0] / 3, cols = inProj.shape[1];
+      for (const [third, name] of qkvNames.entries()) {
+        const values = diff.values.slice(third * rows * cols, (third + 1) * rows * cols);
+        if (values.every((x) => x === 0)) continue;
+        dtype ??= inProj.dtype as FloatDType;
+        const shape: ModuleShape = { kind: 'linear', out: rows, in: cols, downTail: [cols], upTail: [] };
+        const { module, rankReport, hitCap } = await decomposeModule(backend, values, shape, name, options, run.signal);
+        if (hitCap) capped.push(name);
+        written.push(module);
+        report.push(rankReport);
+      }
+    } else if (lowRank && kohyaNameOf && kohyaName === undefined) {
+      for (const t of m.params.values()) {
+        if (await differs(base, tuned, t, run.signal)) {
+          unnamed.push(m.path);
+          break;
+        }
+      }
+    } else if (lowRank) {
       const diff = await difference(base, tuned, weight, run.signal);
       const others = [...m.params.entries()].filter(([p]) => p !== 'weight');
       let bias: Float32Array | undefined;
@@ -98,7 +131,7 @@ export async function extractAdapter(
           out: weight.shape[0], in: diff.values.length / weight.shape[0],
           downTail: weight.shape.slice(1), upTail: weight.shape.slice(2).map(() => 1),
         };
-        const name = options.format === 'peft' ? m.path : kohyaName(m.path);
+        const name = kohyaName ?? m.path;
         const { module, rankReport, hitCap } = await decomposeModule(backend, diff.values, shape, name, options, run.signal);
         if (hitCap) capped.push(m.path);
         if (bias) module.bias = bias;
@@ -126,6 +159,9 @@ export async function extractAdapter(
   }
   run.onProgress?.({ phase: 'done', tensorsDone: done, tensorsTotal: modules.length, bytesDone, bytesTotal });
   if (written.length === 0 && whole.length === 0) throw new MergeError('BAD_ARGUMENT', `${tuned.name}: no tensor differs from ${base.name}; there is nothing to extract`);
+  if (unnamed.length > 0) {
+    warnings.push(`${unnamed.length} changed module(s) have no name a kohya LoRA loader reads (a VAE's modules, for one) and are left out (${unnamed.slice(0, 3).join(', ')}${unnamed.length > 3 ? ', …' : ''}); write a PEFT folder to keep them under their own paths`);
+  }
   if (capped.length > 0) {
     warnings.push(`${capped.length} module(s) need a rank above ${MAX_ENERGY_RANK} to keep ${options.energy} of their energy and were capped at ${MAX_ENERGY_RANK} (${capped.slice(0, 3).join(', ')}${capped.length > 3 ? ', …' : ''})`);
   }
@@ -172,8 +208,70 @@ async function decomposeModule(backend: AlgebraBackend, values: Float32Array, sh
   }
 }
 
-/** kohya names: `lora_unet_` for the diffusion model (diffusers or LDM keys), `lora_te_` otherwise. */
-export function kohyaName(path: string): string {
+/** kohya's names of a model's modules (see {@link kohyaNamer}). */
+export interface KohyaNames {
+  /** The name of the module at `path` whose weight is `weightKey`; undefined where no kohya loader reads one. */
+  module(path: string, weightKey: string): string | undefined;
+  /** An open_clip attention's fused `in_proj_weight` (`inProjKey`): the names of its q, k and v thirds; else undefined. */
+  fusedQkv(path: string, inProjKey: string): [string, string, string] | undefined;
+}
+
+// open_clip's names of a text-encoder layer's linears, and transformers' (kohya's, ComfyUI's) for them.
+const OPENCLIP_LINEAR = /^resblocks\.(\d+)\.(attn\.out_proj|mlp\.c_fc|mlp\.c_proj)$/;
+const TRANSFORMERS_LINEAR: Readonly<Record<string, string>> = { 'attn.out_proj': 'self_attn.out_proj', 'mlp.c_fc': 'mlp.fc1', 'mlp.c_proj': 'mlp.fc2' };
+
+/**
+ * kohya's name of each module of a model, from the components its keys reveal (base-components.ts),
+ * as ComfyUI's and kohya's loaders read them: the denoiser's modules are `lora_unet_` + its own key
+ * (a Flux or diffusers transformer stored bare too, which the path alone would take for a text
+ * encoder), a CLIP or T5 encoder's `lora_te_`, or `lora_te1_`/`lora_te2_`/`lora_te3_` where there are
+ * several (ComfyUI numbers T5 after the CLIPs), in transformers naming: an encoder stored in
+ * open_clip's (SDXL's `conditioner.embedders.1.model.`, SD2's `cond_stage_model.model.`) is renamed as
+ * kohya's sdxl_model_util converts it (out_proj, c_fc → fc1, c_proj → fc2; the fused in_proj's
+ * thirds → q, k, v). Undefined where no kohya loader reads a name: a VAE's modules and an encoder's
+ * other parameters. A model whose keys name no component keeps the path's own name.
+ */
+export function kohyaNamer(keys: Iterable<string>): KohyaNames {
+  const components = baseComponents(keys);
+  const owner = new Map<string, BaseComponent>();
+  for (const c of components) for (const key of c.keys) owner.set(key, c);
+  const encoders = components.filter((c) => c.role === 'text-encoder');
+  const clips = encoders.filter((c) => c.encoder !== 't5').length;
+  const hasClipL = encoders.some((e) => e.encoder === 'clip_l');
+  const underscored = (rest: string) => rest.replace(/\./g, '_');
+  const partOf = (c: BaseComponent): string => {
+    if (c.encoder === 't5') return `te${clips + 1}`;
+    if (encoders.length === 1) return 'te';
+    if (c.encoder === 'clip_l') return 'te1';
+    if (c.encoder === 'clip_g') return hasClipL ? 'te2' : 'te';
+    return `te${c.ordinal ?? 1}`;
+  };
+  /** The encoder's module path after its prefix (and open_clip's or transformers' `transformer.`). */
+  const encoderPath = (c: BaseComponent, path: string) => path.slice(c.prefix.length).replace(/^transformer\./, '');
+  return {
+    module(path, weightKey) {
+      const c = owner.get(weightKey);
+      if (!c) return kohyaNameOfPath(path);
+      if (c.role === 'denoiser') return `lora_unet_${underscored(path.slice(c.prefix.length))}`;
+      if (c.role !== 'text-encoder') return undefined;
+      const named = encoderPath(c, path);
+      if (c.encoder === 't5') return /^encoder\./.test(named) ? `lora_${partOf(c)}_${underscored(named)}` : undefined;
+      if (/^text_model\./.test(named)) return `lora_${partOf(c)}_${underscored(named)}`;
+      const openclip = OPENCLIP_LINEAR.exec(named);
+      return openclip ? `lora_${partOf(c)}_text_model_encoder_layers_${openclip[1]}_${underscored(TRANSFORMERS_LINEAR[openclip[2]])}` : undefined;
+    },
+    fusedQkv(path, inProjKey) {
+      const c = owner.get(inProjKey);
+      const block = c?.role === 'text-encoder' ? /^resblocks\.(\d+)\.attn$/.exec(encoderPath(c, path)) : null;
+      if (!c || !block) return undefined;
+      const name = (x: string) => `lora_${partOf(c)}_text_model_encoder_layers_${block[1]}_self_attn_${x}_proj`;
+      return [name('q'), name('k'), name('v')];
+    },
+  };
+}
+
+/** kohya's name from a module path alone, by its prefix (diffusers pipeline folders, LLMs). */
+function kohyaNameOfPath(path: string): string {
   const prefixes: [RegExp, string][] = [
     [/^model\.diffusion_model\./, 'unet'], [/^unet\./, 'unet'],
     [/^cond_stage_model\.transformer\./, 'te'], [/^text_encoder\./, 'te'],

@@ -5,6 +5,7 @@ import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
 import { BASE_GIVEN_AS_ADAPTER } from '../formats/gguf/gguf-adapter.js';
 import type { InputFileSet } from '../io/types.js';
 import type { AdapterToWrite, WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
+import { guessModelFamily, type ModelFamily } from '../plan/model-family.js';
 import { throwIfProblems } from '../plan/problems.js';
 import { checkFormatFits, checkModules, moduleShape, outputName, type ModuleRef, type OutputFormat } from './module-updates.js';
 
@@ -58,6 +59,45 @@ export function collectModules(adapters: readonly ParsedAdapter[], format: Outpu
   });
   throwIfProblems(command, problems);
   return groups;
+}
+
+/**
+ * Refuses adapters made for different base models: their modules' names say another kind of model
+ * (an SDXL UNet LoRA beside a Flux transformer's or a language model's), or kohya's
+ * ss_base_model_version says another model (sd_v1 beside sdxl_base_v1-0, whose kohya names do not
+ * even overlap). Their modules would otherwise be gathered into one file that no model loads whole.
+ */
+export function checkSameBaseModel(adapters: readonly ParsedAdapter[], command: string): void {
+  const kinds = adapters.map((a) => ({ adapter: a, family: guessModelFamily(a.modules.map((m) => m.key)), version: kohyaModelVersion(a) }));
+  for (const [i, x] of kinds.entries()) {
+    for (const y of kinds.slice(0, i)) {
+      if (x.family && y.family && !sameKindOfModel(x.family, y.family)) {
+        throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${y.adapter.name} is for a ${y.family} but ${x.adapter.name} for a ${x.family}; adapters of different base models cannot be combined into one`);
+      }
+      if (x.version && y.version && x.version.model !== y.version.model) {
+        throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${y.adapter.name} was trained on ${y.version.said} but ${x.adapter.name} on ${x.version.said} (ss_base_model_version); adapters of different base models cannot be combined into one`);
+      }
+    }
+  }
+}
+
+/** Families that may be one model: a text encoder's LoRA beside its diffusion model's; kohya's bare lora_unet_ beside either denoiser. */
+function sameKindOfModel(a: ModelFamily, b: ModelFamily): boolean {
+  if (a === b || a === 'text encoder' || b === 'text encoder') return true;
+  return a.startsWith('diffusion') && b.startsWith('diffusion') && (a === 'diffusion model' || b === 'diffusion model');
+}
+
+/** Trainers' spellings of one model's ss_base_model_version (kohya's sdxl_base_v1-0 and v0-9, a bare sdxl, flux1-dev). */
+const MODEL_VERSIONS: readonly [RegExp, string][] = [
+  [/^sdxl/, 'sdxl'], [/^sd_?v?1(\b|[_.-])/, 'sd1'], [/^sd_?v?2(\b|[_.-])/, 'sd2'], [/^sd_?3/, 'sd3'], [/^flux[_.-]?1/, 'flux1'], [/^flux[_.-]?2/, 'flux2'],
+];
+
+/** kohya's ss_base_model_version, the spellings of one model taken as one. */
+function kohyaModelVersion(adapter: ParsedAdapter): { model: string; said: string } | undefined {
+  const said = adapter.config.ss_base_model_version;
+  if (typeof said !== 'string' || said.trim() === '' || said === 'None') return undefined;
+  const value = said.trim().toLowerCase();
+  return { model: MODEL_VERSIONS.find(([re]) => re.test(value))?.[1] ?? value, said };
 }
 
 /** The output adapter: factors' dtype, carried-over modules_to_save, PEFT config fields and metadata. */

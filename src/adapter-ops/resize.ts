@@ -25,6 +25,7 @@ export async function resizeAdapter(
   let done = 0;
   const bytesTotal = adapter.modules.reduce((n, m) => n + factorBytes(m), 0);
   let bytesDone = 0;
+  const grown: string[] = [];
   for (const [name, [ref]] of groups) {
     throwIfAborted(run.signal);
     run.onProgress?.({ phase: 'merge', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal, tensor: name });
@@ -33,6 +34,7 @@ export async function resizeAdapter(
     const side = Math.min(ref.shape.out, ref.shape.in);
     const maxRank = rule.kind === 'rank' ? Math.min(rule.rank, side) : oldRank;
     const choice = chooseRank(svd.s, side, rule, maxRank);
+    if (choice.rank > oldRank) grown.push(`${name} (rank ${oldRank})`);
     const scale = ref.module.scale;
     const alpha = rslora ? scale * Math.sqrt(choice.rank) : scale * choice.rank;
     modules.push(await moduleFromSvd(svd, choice.rank, 'up', name, ref.shape, alpha));
@@ -51,9 +53,16 @@ export async function resizeAdapter(
     loramerge_rule: how,
     loramerge_sources: JSON.stringify([{ adapter: adapter.name, format: adapter.format }]),
   }, comment + previous, { useRslora: rslora });
+  if (grown.length > 0) {
+    // Exact, as kohya's resize is, but the added rank holds nothing: a larger file, the same update.
+    result.warnings.push(`${how} is above the rank of ${grown.length} module(s) (${grown.slice(0, 3).join(', ')}${grown.length > 3 ? ', …' : ''}): the rank they gain is zero-filled, so the file grows and the update stays as it was`);
+  }
   if (format === 'kohya' && adapter.format === 'kohya') {
-    // kohya's resize keeps the input's training metadata and rewrites the network's size.
+    // kohya's resize keeps the input's training metadata and rewrites the network's size. A LyCORIS
+    // input's ss_network_args (`"algo": "loha"`) describe a network the output, a plain LoRA, is not.
+    const otherNetwork = adapter.config.ss_network_module !== undefined && adapter.config.ss_network_module !== 'networks.lora';
     for (const [k, v] of Object.entries(adapter.config)) {
+      if (otherNetwork && k === 'ss_network_args') continue;
       if (typeof v === 'string' && !(k in result.adapter.metadata)) result.adapter.metadata[k] = v;
     }
   }
