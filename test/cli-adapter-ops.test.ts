@@ -402,6 +402,20 @@ describe('bad input: one line, nothing left at --out', () => {
     ], { ss_base_model_version: 'sdxl' }) });
     const same = await runCli(['combine', '--adapter', sdxl, '--adapter', join(spelled, 'other.safetensors'), '--method', 'cat', '--out', join(spelled, 'out.safetensors'), '--backend', 'cpu']);
     expect(same.code, same.stderr).toBe(0);
+    // sd15 is SD 1.5 too, and a spelling no trainer we know writes says nothing either way: neither refuses.
+    const sd1Spelled = (version: string) => buildSafetensors([
+      { name: `${sd1Key}.lora_down.weight`, dtype: 'F32', shape: [2, 8], data: randomDense(2, 8, rand).data },
+      { name: `${sd1Key}.lora_up.weight`, dtype: 'F32', shape: [8, 2], data: randomDense(8, 2, rand).data },
+    ], { ss_base_model_version: version });
+    const others = temp.make({ 'sd15.safetensors': sd1Spelled('sd15'), 'custom.safetensors': sd1Spelled('my-anime-mix-v3') });
+    for (const other of ['sd15.safetensors', 'custom.safetensors']) {
+      const r = await runCli(['combine', '--adapter', join(dir, 'sd1.safetensors'), '--adapter', join(others, other), '--method', 'cat', '--out', join(others, `out-${other}`), '--backend', 'cpu']);
+      expect(r.code, `${other}: ${r.stderr}`).toBe(0);
+    }
+    // sd_v2_v (kohya's v-prediction SD 2) is still SD 2, not SD 1.
+    const sd2 = temp.make({ 'sd2.safetensors': sd1Spelled('sd_v2_v') });
+    expect(await runCli(['combine', '--adapter', join(dir, 'sd1.safetensors'), '--adapter', join(sd2, 'sd2.safetensors'), '--method', 'cat', '--out', join(sd2, 'out.safetensors'), '--backend', 'cpu']).then((r) => errorLines(r.stderr)))
+      .toEqual([expect.stringContaining('on sd_v2_v (ss_base_model_version); adapters of different base models cannot be combined into one')]);
   });
 
   it.each([

@@ -87,17 +87,23 @@ function sameKindOfModel(a: ModelFamily, b: ModelFamily): boolean {
   return a.startsWith('diffusion') && b.startsWith('diffusion') && (a === 'diffusion model' || b === 'diffusion model');
 }
 
-/** Trainers' spellings of one model's ss_base_model_version (kohya's sdxl_base_v1-0 and v0-9, a bare sdxl, flux1-dev). */
+/**
+ * Trainers' spellings of one model's ss_base_model_version (kohya's sd_v1, sd_v2_v, sdxl_base_v1-0
+ * and v0-9, a bare sdxl, sd15, sd2.1, flux1-dev). Only these count: a spelling not listed says
+ * nothing we can compare, and refusing on it would refuse two LoRAs of one model.
+ */
 const MODEL_VERSIONS: readonly [RegExp, string][] = [
-  [/^sdxl/, 'sdxl'], [/^sd_?v?1(\b|[_.-])/, 'sd1'], [/^sd_?v?2(\b|[_.-])/, 'sd2'], [/^sd_?3/, 'sd3'], [/^flux[_.-]?1/, 'flux1'], [/^flux[_.-]?2/, 'flux2'],
+  [/^sdxl/, 'sdxl'], [/^sd[_ -]?v?1(?![0-46-9])/, 'sd1'], [/^sd[_ -]?v?2(?![02-9])/, 'sd2'], [/^sd[_ -]?v?3/, 'sd3'],
+  [/^flux[_ .-]?1/, 'flux1'], [/^flux[_ .-]?2/, 'flux2'],
 ];
 
-/** kohya's ss_base_model_version, the spellings of one model taken as one. */
+/** kohya's ss_base_model_version as the model it names, where it is a spelling we know. */
 function kohyaModelVersion(adapter: ParsedAdapter): { model: string; said: string } | undefined {
   const said = adapter.config.ss_base_model_version;
-  if (typeof said !== 'string' || said.trim() === '' || said === 'None') return undefined;
+  if (typeof said !== 'string') return undefined;
   const value = said.trim().toLowerCase();
-  return { model: MODEL_VERSIONS.find(([re]) => re.test(value))?.[1] ?? value, said };
+  const model = MODEL_VERSIONS.find(([re]) => re.test(value))?.[1];
+  return model === undefined ? undefined : { model, said };
 }
 
 /** The output adapter: factors' dtype, carried-over modules_to_save, PEFT config fields and metadata. */
