@@ -18,7 +18,7 @@ import { runCliInProcess } from './helpers/cli.js';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { describePlan } from '../src/cli/plan-report.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
-import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 import { expectMerged } from './helpers/expect-merged.js';
 
 const rand = seededRandom(20261207);
@@ -224,13 +224,5 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
     } finally {
       await prepared.close();
     }
-  });
-
-  it('refuse a full diff of CLIP-G\'s text_projection (ComfyUI\'s full_diff extract) in one line saying the base stores it transposed', async () => {
-    const problems = await refusalsInMemory({
-      backend: backends.cpu!, base: { 'sd_xl_base_1.0.safetensors': buildSafetensors(sdxlTensors()) },
-      adapters: [{ files: { 'full.safetensors': buildSafetensors([tensor(rand, 'text_encoders.clip_g.transformer.text_projection.diff', [G, G], 'F16')]) }, name: 'full.safetensors' }],
-    });
-    expect(problems).toEqual([`full.safetensors: module "text_encoders.clip_g.transformer.text_projection": full diff on a module whose weight the base stores transposed (${TE2}text_projection, ΔW transposed) is not supported`]);
   });
 });
