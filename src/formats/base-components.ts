@@ -114,17 +114,22 @@ export function baseComponents(keys: Iterable<string>): BaseComponent[] {
 
 /**
  * The component a model part names, as kohya, OneTrainer and diffusers number them: `te` is the
- * first text encoder; `te2` is CLIP-G, or T5 where there is no CLIP-G (OneTrainer's Flux LoRAs);
- * `te3` is T5. Undefined when the base has no such component.
+ * first text encoder; `te1` the first too, but never a CLIP-G (`anyFirstEncoder` aside: diffusers'
+ * `text_encoder.`): an SDXL refiner's only encoder is CLIP-G, and ComfyUI maps neither `lora_te1_`
+ * nor `text_encoders.clip_l.` there; `te2` is CLIP-G, or T5 where there is no CLIP-G (OneTrainer's
+ * Flux LoRAs); `te3` is T5. Undefined when the base has no such component.
  */
-export function componentForPart(part: ModelPart, components: readonly BaseComponent[]): BaseComponent | undefined {
+export function componentForPart(part: ModelPart, components: readonly BaseComponent[], anyFirstEncoder = false): BaseComponent | undefined {
   const encoders = components.filter((c) => c.role === 'text-encoder').sort((x, y) => (x.ordinal ?? 9) - (y.ordinal ?? 9));
   const kind = (k: EncoderKind) => encoders.find((c) => c.encoder === k);
   const nth = (n: number) => encoders.find((c) => c.ordinal === n);
   switch (part) {
     case 'unet': return components.find((c) => c.role === 'denoiser' && !c.movedOut) ?? components.find((c) => c.role === 'denoiser');
     case 'te': return encoders[0];
-    case 'te1': return nth(1);
+    case 'te1': {
+      const first = nth(1);
+      return first?.encoder === 'clip_g' && !anyFirstEncoder ? undefined : first;
+    }
     case 'te2': return kind('clip_g') ?? kind('t5') ?? nth(2);
     case 'te3': return kind('t5') ?? nth(3);
   }

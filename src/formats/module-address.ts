@@ -29,12 +29,20 @@ export interface ModuleAddress {
    * the count names, once for all its experts.
    */
   experts?: { count: number; module: string };
+  /**
+   * The part is the pipeline's first text encoder whatever model it is (diffusers' `text_encoder.`;
+   * ComfyUI maps it, as `lora_te_`, to the CLIP-G of a checkpoint without CLIP-L, an SDXL refiner's).
+   * Without it `te1` is CLIP-L as SDXL numbers its encoders (kohya's `lora_te1_`, ComfyUI's
+   * `text_encoders.clip_l.`), which ComfyUI never maps to a CLIP-G.
+   */
+  anyFirstEncoder?: true;
 }
 
 interface Prefix {
   prefix: string;
   part?: ModelPart;
   flat: boolean;
+  anyFirstEncoder?: true;
 }
 
 /** Longest first, so `lora_te1_` is tried before `lora_te_` and `text_encoder_2.` before `text_encoder.`. */
@@ -61,7 +69,7 @@ const PREFIXES: readonly Prefix[] = ([
   { prefix: 'transformer.', part: 'unet', flat: false },
   { prefix: 'text_encoder_2.', part: 'te2', flat: false },
   { prefix: 'text_encoder_3.', part: 'te3', flat: false },
-  { prefix: 'text_encoder.', part: 'te1', flat: false },
+  { prefix: 'text_encoder.', part: 'te1', flat: false, anyFirstEncoder: true },
   // ComfyUI's "Extract and Save Lora"
   { prefix: 'diffusion_model.', part: 'unet', flat: false },
   // ...and its text encoders: `text_encoders.` + the key of ComfyUI's CLIP/T5 model, which names
@@ -89,6 +97,7 @@ export function moduleAddress(name: string): ModuleAddress {
     if (name.length > p.prefix.length && name.startsWith(p.prefix)) {
       const address: ModuleAddress = { path: name.slice(p.prefix.length), flat: p.flat };
       if (p.part) address.part = p.part;
+      if (p.anyFirstEncoder) address.anyFirstEncoder = true;
       return address;
     }
   }

@@ -140,8 +140,15 @@ export class ModuleLocator {
       const denoiser = this.locate({ ...address, part: 'unet' });
       return denoiser.found ? denoiser : describe(r);
     }
-    let component = componentForPart(address.part, this.components);
+    let component = componentForPart(address.part, this.components, address.anyFirstEncoder);
     if (!component) {
+      const first = address.part === 'te1' ? componentForPart('te1', this.components, true) : undefined;
+      if (first) {
+        return {
+          found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
+          message: `names ${partName(address.part)}, which the base does not hold (it holds ${first.name} in its place, as an SDXL refiner does; ComfyUI maps no CLIP-L module there either)`,
+        };
+      }
       const held = this.components.map((c) => c.name).join(', ');
       return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part)}, which the base does not hold (it holds ${held})`, missingComponent: true };
     }
